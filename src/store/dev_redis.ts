@@ -1,0 +1,90 @@
+/**
+ * `deno task redis`: runs a throwaway `redis-server` with the Upstash REST bridge in front of it
+ * and prints the environment variables that point `@upstash/redis` at it. Stops on Ctrl+C.
+ *
+ * ```sh
+ * deno task redis            # bridge on a free port
+ * PORT=8079 deno task redis  # bridge on port 8079
+ * ```
+ *
+ * @module
+ */
+
+import { RedisServerNotFoundError, startRedisServer } from "./redis_server.ts";
+import { startUpstashBridge } from "./upstash_bridge.ts";
+
+/** Options for {@linkcode runDevRedis}. */
+export interface DevRedisOptions {
+  /** Port for the REST bridge; `0` picks a free one. @default {0} */
+  port?: number;
+  /** Bearer token for the bridge. @default a random 32-character hex string */
+  token?: string;
+  /** Resolves when the servers should stop. @default the first SIGINT or SIGTERM */
+  until?: Promise<void>;
+  /** Where the `export` lines go. @default {console.log} */
+  print?: (line: string) => void;
+}
+
+/** Starts Redis and the bridge, prints their `export` lines, and stops both when `until` resolves. */
+export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> {
+  const print = options.print ?? console.log;
+  const token = options.token ?? randomToken();
+  const server = await startRedisServer();
+  try {
+    const bridge = await startUpstashBridge({
+      redisUrl: server.url,
+      token,
+      port: options.port ?? 0,
+    });
+    try {
+      print(`export UPSTASH_REDIS_REST_URL=${bridge.url}`);
+      print(`export UPSTASH_REDIS_REST_TOKEN=${token}`);
+      console.error(`Redis at ${server.url} behind the Upstash REST bridge; Ctrl+C stops both`);
+      await (options.until ?? nextTerminationSignal());
+    } finally {
+      await bridge.close();
+    }
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM and stops listening for both. */
+function nextTerminationSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    function onSignal() {
+      for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+      resolve();
+    }
+    for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  });
+}
+
+/** Returns the port in `value`, `0` when unset, or `undefined` when it is not a port number. */
+function parsePort(value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return 0;
+  const port = Number(value);
+  return Number.isInteger(port) && port >= 0 && port <= 65_535 ? port : undefined;
+}
+
+function randomToken(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+if (import.meta.main) {
+  const port = parsePort(Deno.env.get("PORT"));
+  if (port === undefined) {
+    console.error(
+      `Cannot start the Upstash bridge as PORT is not a port number: ${Deno.env.get("PORT")}`,
+    );
+    Deno.exit(1);
+  }
+  try {
+    await runDevRedis({ port });
+  } catch (error) {
+    console.error(error instanceof RedisServerNotFoundError ? error.message : error);
+    Deno.exit(1);
+  }
+}
