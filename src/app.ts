@@ -1,0 +1,239 @@
+/**
+ * Wires the stages into one Hono app. The only module (with `main.ts`) that
+ * knows the concrete pieces.
+ *
+ * @module
+ */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { CompiledStream } from "./config/mod.ts";
+import { requireScope } from "./http/auth.ts";
+import type { KeyRing } from "./http/auth.ts";
+import { ApiError, errorResponse } from "./http/errors.ts";
+import {
+  currentWindowRoute,
+  getStreamRoute,
+  ingestRoute,
+  listStreamsRoute,
+  listWindowsRoute,
+  readyRoute,
+} from "./http/routes.ts";
+import {
+  bodyFormat,
+  type BodyLimits,
+  decodeUtf8,
+  DEFAULT_LIMITS,
+  ingestItems,
+  type IngestReply,
+  parseEvents,
+  readLimitedBody,
+} from "./ingest/mod.ts";
+import { currentWindow, listWindows } from "./query/mod.ts";
+import type { Store, StreamStats } from "./store/types.ts";
+import { StoreUnavailableError } from "./store/types.ts";
+import type { CompiledCounter } from "./window/mod.ts";
+
+/** What {@linkcode createApp} wires together. */
+export interface AppOptions {
+  /** Compiled streams by name. */
+  streams: Map<string, CompiledStream>;
+  /** Where state lives. */
+  store: Store;
+  /** API keys; an empty ring means open development mode. */
+  keys: KeyRing;
+  /** Clock (ms). @default {Date.now} */
+  now?: () => number;
+  /** Body limits. @default {DEFAULT_LIMITS} */
+  limits?: BodyLimits;
+}
+
+function findStream(streams: Map<string, CompiledStream>, name: string): CompiledStream {
+  const stream = streams.get(name);
+  if (!stream) throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+  return stream;
+}
+
+function findCounter(stream: CompiledStream, name: string): CompiledCounter {
+  const counter = stream.counters.find((item) => item.name === name);
+  if (!counter) {
+    throw new ApiError(
+      404,
+      "counter_not_found",
+      `Stream '${stream.name}' has no counter '${name}'; it has: ${
+        stream.counters.map((item) => item.name).join(", ") || "(none)"
+      }`,
+    );
+  }
+  return counter;
+}
+
+function parseTime(text: string | undefined, name: string): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = /^-?\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(ms)) {
+    throw new ApiError(400, "invalid_query", `Query parameter '${name}' is not a time: ${text}`);
+  }
+  return ms;
+}
+
+function groupFilters(c: Context): Record<string, string> {
+  const filters: Record<string, string> = {};
+  for (const [key, values] of Object.entries(c.req.queries())) {
+    if (key.startsWith("group.") && key.length > 6) {
+      filters[key.slice(6)] = values[values.length - 1];
+    }
+  }
+  return filters;
+}
+
+function statsJson(stats: StreamStats) {
+  return {
+    ...stats,
+    watermark: stats.watermark === null ? null : new Date(stats.watermark).toISOString(),
+  };
+}
+
+/**
+ * Builds the HTTP app.
+ *
+ * @example
+ * ```ts
+ * const app = createApp({ streams, store: new MemoryStore(), keys: await KeyRing.parse("") });
+ * const res = await app.request("/v1/streams/orders/events", {
+ *   method: "POST",
+ *   headers: { "Content-Type": "application/json" },
+ *   body: JSON.stringify({ amount: 5 }),
+ * });
+ * ```
+ */
+export function createApp(options: AppOptions): OpenAPIHono {
+  const { streams, store, keys } = options;
+  const now = options.now ?? Date.now;
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+
+  const app = new OpenAPIHono({
+    defaultHook(result) {
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        throw new ApiError(
+          400,
+          "invalid_request",
+          `Invalid ${result.target} ${issue.path.join(".")}: ${issue.message}`.replace(/\s+:/, ":"),
+        );
+      }
+    },
+  });
+  app.onError(errorResponse);
+  app.notFound((c) =>
+    c.json(
+      { error: { code: "not_found", message: `No route for ${c.req.method} ${c.req.path}` } },
+      404,
+    )
+  );
+
+  const ingestScope = requireScope(keys, "ingest");
+  const readScope = requireScope(keys, "read");
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+  app.openapi(readyRoute, async (c) => {
+    try {
+      await store.ping();
+      return c.json({ status: "ready", store: store.kind }, 200);
+    } catch (error) {
+      const message = error instanceof StoreUnavailableError ? error.message : String(error);
+      return c.json({ status: "unavailable", store: store.kind, error: message }, 503);
+    }
+  });
+
+  app.use(ingestRoute.getRoutingPath(), ingestScope);
+  app.openapi(ingestRoute, async (c) => {
+    const stream = findStream(streams, c.req.valid("param").stream);
+    const format = bodyFormat(c.req.header("Content-Type"));
+    const bytes = await readLimitedBody(c.req.raw, limits.maxBodyBytes);
+    const items = parseEvents(decodeUtf8(bytes), format, limits);
+    const reply: IngestReply = await ingestItems(stream, items, store, now());
+    if (reply.accepted === 0) {
+      throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
+        extra: { ...reply },
+      });
+    }
+    return c.json(reply, 202);
+  });
+
+  app.use("/v1/streams", readScope);
+  app.use("/v1/streams/:stream", readScope);
+  app.use("/v1/streams/:stream/counters/*", readScope);
+
+  app.openapi(listStreamsRoute, async (c) => {
+    const list = await Promise.all([...streams.values()].map(async (stream) => ({
+      name: stream.name,
+      description: stream.parsed.description,
+      definition: stream.definition,
+      counters: stream.counters.map((counter) => counter.name),
+      stats: statsJson(await store.stats(stream.name, stream.counterMetas)),
+    })));
+    return c.json({ streams: list }, 200);
+  });
+
+  app.openapi(getStreamRoute, async (c) => {
+    const stream = findStream(streams, c.req.valid("param").stream);
+    return c.json({
+      name: stream.name,
+      description: stream.parsed.description,
+      definition: stream.definition,
+      counters: stream.counters.map((counter) => counter.name),
+      stats: statsJson(await store.stats(stream.name, stream.counterMetas)),
+    }, 200);
+  });
+
+  app.openapi(listWindowsRoute, async (c) => {
+    const params = c.req.valid("param");
+    const query = c.req.valid("query");
+    const stream = findStream(streams, params.stream);
+    const counter = findCounter(stream, params.counter);
+    const windows = await listWindows(stream, counter, { store, nowMs: now() }, {
+      fromMs: parseTime(query.from, "from"),
+      toMs: parseTime(query.to, "to"),
+      limit: query.limit,
+      groups: groupFilters(c),
+    });
+    return c.json({
+      stream: stream.name,
+      counter: counter.name,
+      aggregate: counter.aggregate.kind,
+      windows,
+    }, 200);
+  });
+
+  app.openapi(currentWindowRoute, async (c) => {
+    const params = c.req.valid("param");
+    const stream = findStream(streams, params.stream);
+    const counter = findCounter(stream, params.counter);
+    const current = await currentWindow(stream, counter, { store, nowMs: now() }, groupFilters(c));
+    return c.json({
+      stream: stream.name,
+      counter: counter.name,
+      aggregate: counter.aggregate.kind,
+      start: current.start,
+      end: current.end,
+      windows: current.rows,
+    }, 200);
+  });
+
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "edgestream",
+      version: "0.1.0",
+      description: "Real-time event stream processor: ingest, windowed counters, fan-out.",
+    },
+    security: [{ bearer: [] }],
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+  });
+
+  return app;
+}

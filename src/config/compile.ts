@@ -1,0 +1,189 @@
+/**
+ * Loading the configuration: parse the JSON, check it with the zod schema,
+ * and compile every stream (event schema, transforms, counters) once.
+ *
+ * @module
+ */
+import type { z } from "zod";
+import type { CounterMeta } from "../store/types.ts";
+import { compileTransform, ExpressionError, type Transform } from "../transform/mod.ts";
+import { compileEventSchema, SchemaCompileError } from "../validate/mod.ts";
+import type { CompiledCounter, WindowSpec } from "../window/mod.ts";
+import { paneWidth } from "../window/mod.ts";
+import { configSchema, type CounterDefinition, type StreamDefinition } from "./schema.ts";
+
+/** A stream ready for the hot path. */
+export interface CompiledStream {
+  /** Stream name. */
+  name: string;
+  /** The definition as written in the config file. */
+  definition: unknown;
+  /** The definition after defaults. */
+  parsed: StreamDefinition;
+  /** Event schema. */
+  schema: z.ZodType;
+  /** Field holding event time, or undefined for receive time. */
+  timeField?: string;
+  /** Events this far behind the watermark are late. */
+  latenessMs: number;
+  /** Events further ahead of now than this are rejected. */
+  maxFutureMs: number;
+  /** Dedupe settings. */
+  dedupe?: { field: string; ttlMs: number };
+  /** Compiled transform steps. */
+  transform: Transform;
+  /** Compiled counters, in definition order. */
+  counters: CompiledCounter[];
+  /** Counter descriptions for the store, indexed like `counters`. */
+  counterMetas: CounterMeta[];
+}
+
+/** The configuration is invalid; the message lists every problem with its path. */
+export class ConfigError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConfigError";
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.map(String).join(".") || "(root)";
+}
+
+function compileWindow(window: CounterDefinition["window"], at: string): WindowSpec {
+  if ("tumbling" in window) return { kind: "tumbling", sizeMs: window.tumbling };
+  if ("hopping" in window) {
+    if (window.every > window.hopping) {
+      throw new ConfigError(
+        `${at}.window: 'every' (${window.every} ms) must not exceed the window size (${window.hopping} ms)`,
+      );
+    }
+    return { kind: "hopping", sizeMs: window.hopping, everyMs: window.every };
+  }
+  if (window.sliding % window.precision !== 0) {
+    throw new ConfigError(`${at}.window: sliding size must be a multiple of 'precision'`);
+  }
+  if (window.sliding / window.precision > 1440) {
+    throw new ConfigError(
+      `${at}.window: a sliding window may have at most 1440 sub-buckets (size / precision)`,
+    );
+  }
+  return { kind: "sliding", sizeMs: window.sliding, precisionMs: window.precision };
+}
+
+function compileCounter(
+  name: string,
+  index: number,
+  definition: CounterDefinition,
+  latenessMs: number,
+  at: string,
+): CompiledCounter {
+  const window = compileWindow(definition.window, at);
+  if (window.sizeMs / paneWidth(window) > 1440) {
+    throw new ConfigError(
+      `${at}.window: a window may span at most 1440 panes; pick sizes with a larger common divisor`,
+    );
+  }
+  const aggregate = definition.aggregate === "count" ? { kind: "count" as const } : (() => {
+    const [kind, field] = Object.entries(definition.aggregate)[0];
+    return { kind: kind as "sum" | "min" | "max" | "avg" | "distinct", field: field as string };
+  })();
+  const ttlMs = window.sizeMs + latenessMs + definition.retention;
+  return {
+    name,
+    index,
+    window,
+    groupBy: definition.groupBy,
+    aggregate,
+    retentionMs: definition.retention,
+    meta: { name, aggregate: aggregate.kind, maxGroups: definition.maxGroups, ttlMs },
+  };
+}
+
+function compileStream(name: string, raw: unknown, parsed: StreamDefinition): CompiledStream {
+  const at = `streams.${name}`;
+  let schema: z.ZodType;
+  try {
+    schema = compileEventSchema(parsed.schema);
+  } catch (error) {
+    if (error instanceof SchemaCompileError) {
+      throw new ConfigError(`${at}.schema: ${error.message}`);
+    }
+    throw error;
+  }
+  let transform: Transform;
+  try {
+    transform = compileTransform(parsed.transform);
+  } catch (error) {
+    if (error instanceof ExpressionError) throw new ConfigError(`${at}.${error.message}`);
+    throw error;
+  }
+  const counters = Object.entries(parsed.counters).map(([counterName, definition], index) =>
+    compileCounter(
+      counterName,
+      index,
+      definition,
+      parsed.time.lateness,
+      `${at}.counters.${counterName}`,
+    )
+  );
+  return {
+    name,
+    definition: raw,
+    parsed,
+    schema,
+    timeField: parsed.time.field,
+    latenessMs: parsed.time.lateness,
+    maxFutureMs: parsed.time.maxFuture,
+    dedupe: parsed.dedupe ? { field: parsed.dedupe.field, ttlMs: parsed.dedupe.ttl } : undefined,
+    transform,
+    counters,
+    counterMetas: counters.map((counter) => counter.meta),
+  };
+}
+
+/**
+ * Checks and compiles a parsed configuration. Throws {@linkcode ConfigError}
+ * naming the path of every bad value.
+ *
+ * @example
+ * ```ts
+ * const streams = compileConfig({ streams: { clicks: { counters: {
+ *   perMinute: { window: { tumbling: "1m" }, aggregate: "count" },
+ * } } } });
+ * ```
+ */
+export function compileConfig(raw: unknown): Map<string, CompiledStream> {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+    throw new ConfigError(`Invalid config:\n  ${lines.join("\n  ")}`);
+  }
+  const streams = new Map<string, CompiledStream>();
+  const rawStreams = (raw as { streams: Record<string, unknown> }).streams;
+  for (const [name, parsed] of Object.entries(result.data.streams)) {
+    streams.set(name, compileStream(name, rawStreams[name], parsed));
+  }
+  return streams;
+}
+
+/** Reads and compiles a JSON config file. */
+export async function loadConfigFile(path: string): Promise<Map<string, CompiledStream>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw new ConfigError(`Cannot read config file ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`Config file ${path} is not valid JSON: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return compileConfig(raw);
+}

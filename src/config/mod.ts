@@ -1,0 +1,9 @@
+/**
+ * Configuration: streams declared as data, checked by a zod schema and
+ * compiled once at startup.
+ *
+ * @module
+ */
+export * from "./duration.ts";
+export * from "./schema.ts";
+export * from "./compile.ts";

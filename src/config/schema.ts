@@ -1,0 +1,101 @@
+/**
+ * The zod schema of the configuration file: streams as data, checked once at
+ * startup. Errors name the path of the bad value.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { DurationError, parseDuration } from "./duration.ts";
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const nameMessage = "Names are 1-64 characters of letters, digits, '_' and '-'";
+
+/** A duration as text (`"30s"`), parsed to milliseconds. */
+export const duration = z.string().transform((text, ctx) => {
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    ctx.addIssue({
+      code: "custom",
+      message: error instanceof DurationError ? error.message : String(error),
+    });
+    return z.NEVER;
+  }
+});
+
+const positiveDuration = duration.refine((ms) => ms > 0, "Duration must be greater than zero");
+
+/** A field name or dotted path into the event (`"user.country"`). */
+const fieldPath = z.string().min(1).max(256);
+
+const windowSchema = z.union([
+  z.strictObject({ tumbling: positiveDuration }),
+  z.strictObject({ hopping: positiveDuration, every: positiveDuration }),
+  z.strictObject({ sliding: positiveDuration, precision: positiveDuration }),
+], { error: "Window must be {tumbling}, {hopping, every} or {sliding, precision}" });
+
+const aggregateSchema = z.union([
+  z.literal("count"),
+  z.strictObject({ sum: fieldPath }),
+  z.strictObject({ min: fieldPath }),
+  z.strictObject({ max: fieldPath }),
+  z.strictObject({ avg: fieldPath }),
+  z.strictObject({ distinct: fieldPath }),
+], { error: 'Aggregate must be "count" or one of {sum|min|max|avg|distinct: "<field>"}' });
+
+const counterSchema = z.strictObject({
+  description: z.string().max(1024).optional(),
+  window: windowSchema,
+  groupBy: z.array(fieldPath).max(8).default([]),
+  aggregate: aggregateSchema,
+  retention: duration.default(parseDuration("1h")),
+  maxGroups: z.int().min(1).max(1_000_000).default(1000),
+});
+
+const expression = z.string().min(1).max(4096);
+
+const FORBIDDEN_KEYS = ["__proto__", "constructor", "prototype"];
+/** A top-level event field written by a transform. */
+const fieldName = z.string().min(1).max(256).refine(
+  (key) => !FORBIDDEN_KEYS.includes(key),
+  { error: (issue) => `Field name '${String(issue.input)}' is not allowed` },
+);
+
+const transformStep = z.union([
+  z.strictObject({ filter: expression }),
+  z.strictObject({ set: z.record(fieldName, expression) }),
+  z.strictObject({ rename: z.record(fieldName, fieldName) }),
+  z.strictObject({ drop: z.array(fieldName) }),
+  z.strictObject({ pick: z.array(fieldName) }),
+], { error: "Transform step must be one of {filter}, {set}, {rename}, {drop}, {pick}" });
+
+/** One stream definition as written in the config file. */
+export const streamDefinitionSchema = z.strictObject({
+  description: z.string().max(1024).optional(),
+  schema: z.record(z.string(), z.unknown()).default({ type: "object" }),
+  time: z.strictObject({
+    field: fieldPath.optional(),
+    lateness: duration.default(parseDuration("30s")),
+    maxFuture: duration.default(parseDuration("5m")),
+  }).default({ lateness: 30_000, maxFuture: 300_000 }),
+  dedupe: z.strictObject({
+    field: fieldPath,
+    ttl: positiveDuration.default(parseDuration("24h")),
+  }).optional(),
+  transform: z.array(transformStep).max(64).default([]),
+  counters: z.record(z.string().regex(NAME, nameMessage), counterSchema).default({}),
+});
+
+/** The configuration file. */
+export const configSchema = z.strictObject({
+  streams: z.record(z.string().regex(NAME, nameMessage), streamDefinitionSchema),
+});
+
+/** A stream definition after defaults and duration parsing. */
+export type StreamDefinition = z.output<typeof streamDefinitionSchema>;
+/** A counter definition after defaults and duration parsing. */
+export type CounterDefinition = z.output<typeof counterSchema>;
+/** A transform step as written. */
+export type TransformStep = z.output<typeof transformStep>;
+/** The whole configuration after parsing. */
+export type Config = z.output<typeof configSchema>;

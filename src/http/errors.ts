@@ -1,0 +1,89 @@
+/**
+ * The one error envelope every error response uses:
+ * `{"error": {"code": "stream_not_found", "message": "…"}}`.
+ *
+ * @module
+ */
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { StoreUnavailableError } from "../store/types.ts";
+
+/** Body of every error response. */
+export interface ErrorEnvelope {
+  error: { code: string; message: string; details?: unknown };
+}
+
+/** An error that becomes a JSON error response with its own code and status. */
+export class ApiError extends HTTPException {
+  /** Machine-readable code, e.g. `stream_not_found`. */
+  readonly code: string;
+  /** Extra fields merged into the response body next to `error`. */
+  readonly extra?: Record<string, unknown>;
+  /** Extra response headers. */
+  readonly headers?: Record<string, string>;
+
+  constructor(
+    status: ContentfulStatusCode,
+    code: string,
+    message: string,
+    options: {
+      extra?: Record<string, unknown>;
+      headers?: Record<string, string>;
+      cause?: unknown;
+    } = {},
+  ) {
+    super(status, { message, cause: options.cause });
+    this.name = "ApiError";
+    this.code = code;
+    this.extra = options.extra;
+    this.headers = options.headers;
+  }
+}
+
+const CODE_BY_STATUS: Record<number, string> = {
+  400: "bad_request",
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  405: "method_not_allowed",
+  413: "payload_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+  503: "unavailable",
+};
+
+/** Seconds a client should wait before retrying when the store is unavailable. */
+export const STORE_RETRY_AFTER_SECONDS = 1;
+
+/** Turns any thrown error into the JSON envelope; the app's `onError`. */
+export function errorResponse(error: Error, c: Context): Response {
+  if (error instanceof ApiError) {
+    return c.json(
+      { ...error.extra, error: { code: error.code, message: error.message } },
+      error.status,
+      error.headers,
+    );
+  }
+  if (error instanceof StoreUnavailableError) {
+    return c.json(
+      { error: { code: "store_unavailable", message: error.message } },
+      503,
+      { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
+    );
+  }
+  if (error instanceof HTTPException) {
+    const status = error.status as ContentfulStatusCode;
+    return c.json(
+      {
+        error: {
+          code: CODE_BY_STATUS[status] ?? "error",
+          message: error.message || "Request failed",
+        },
+      },
+      status,
+    );
+  }
+  console.error("Unhandled error:", error);
+  return c.json({ error: { code: "internal_error", message: "Internal server error" } }, 500);
+}

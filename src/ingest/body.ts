@@ -1,0 +1,186 @@
+/**
+ * Reading ingest bodies: one JSON event, a JSON array of events, or NDJSON
+ * lines; with byte limits enforced while reading and strict UTF-8.
+ *
+ * @module
+ */
+import { ApiError } from "../http/errors.ts";
+import type { FieldError } from "../validate/mod.ts";
+
+/** Limits for {@linkcode readLimitedBody} and {@linkcode parseEvents}. */
+export interface BodyLimits {
+  /** Largest body in bytes. @default {1048576} */
+  maxBodyBytes?: number;
+  /** Largest single event in bytes (of its JSON text). @default {65536} */
+  maxEventBytes?: number;
+  /** Most events in one body. @default {1000} */
+  maxEvents?: number;
+}
+
+/** Default limits. */
+export const DEFAULT_LIMITS: Required<BodyLimits> = {
+  maxBodyBytes: 1024 * 1024,
+  maxEventBytes: 64 * 1024,
+  maxEvents: 1000,
+};
+
+/** One item of a body: a parsed value, or why it could not be read. */
+export type BodyItem = { ok: true; value: unknown } | {
+  ok: false;
+  error: FieldError;
+};
+
+/** How a body is framed. */
+export type BodyFormat = "json" | "ndjson";
+
+/** Maps a `Content-Type` header to a body format, or throws 415. */
+export function bodyFormat(contentType: string | undefined): BodyFormat {
+  const mediaType = (contentType ?? "").split(";")[0].trim().toLowerCase();
+  if (mediaType === "application/json") return "json";
+  if (mediaType === "application/x-ndjson" || mediaType === "application/ndjson") return "ndjson";
+  throw new ApiError(
+    415,
+    "unsupported_media_type",
+    `Content-Type must be application/json or application/x-ndjson, got '${mediaType || "(none)"}'`,
+  );
+}
+
+function tooLarge(limit: number): ApiError {
+  return new ApiError(413, "payload_too_large", `Body exceeds the ${limit}-byte limit`);
+}
+
+/** Reads a request body, refusing (413) as soon as it passes `maxBodyBytes`. */
+export async function readLimitedBody(request: Request, maxBodyBytes: number): Promise<Uint8Array> {
+  const declared = Number(request.headers.get("Content-Length"));
+  if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes);
+  if (!request.body) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBodyBytes) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge(maxBodyBytes);
+    }
+    chunks.push(value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+
+/** Decodes strict UTF-8 or throws 400 `invalid_utf8`. */
+export function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return decoder.decode(bytes);
+  } catch {
+    throw new ApiError(400, "invalid_utf8", "Body is not valid UTF-8");
+  }
+}
+
+function tooManyEvents(count: number, max: number): ApiError {
+  return new ApiError(
+    413,
+    "too_many_events",
+    `Batch has ${count} events; at most ${max} are allowed per request`,
+  );
+}
+
+function eventTooLarge(bytes: number, limit: number): BodyItem {
+  return {
+    ok: false,
+    error: { path: "", message: `Event is ${bytes} bytes; the limit is ${limit} bytes` },
+  };
+}
+
+/** Byte length of a string's UTF-8 encoding, without encoding it. */
+export function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x80) bytes += 1;
+    else if (code < 0x800) bytes += 2;
+    else if (code >= 0xd800 && code <= 0xdbff) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ApiError(400, "invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Splits a decoded body into events. Request-level problems (empty, not
+ * JSON, a scalar, too many events) throw an {@linkcode ApiError}; problems
+ * with one NDJSON line become a failed item, so the other lines still count.
+ */
+export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits = {}): BodyItem[] {
+  const maxEvents = limits.maxEvents ?? DEFAULT_LIMITS.maxEvents;
+  const maxEventBytes = limits.maxEventBytes ?? DEFAULT_LIMITS.maxEventBytes;
+  if (text.trim() === "") {
+    throw new ApiError(400, "empty_body", "Body is empty: send at least one event");
+  }
+  if (format === "ndjson") {
+    const lines = text.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+    if (lines.length > maxEvents) throw tooManyEvents(lines.length, maxEvents);
+    return lines.map((line, index) => {
+      if (line.length > maxEventBytes / 3 && utf8Length(line) > maxEventBytes) {
+        return eventTooLarge(utf8Length(line), maxEventBytes);
+      }
+      try {
+        return { ok: true, value: JSON.parse(line) };
+      } catch (error) {
+        return {
+          ok: false,
+          error: {
+            path: "",
+            message: `Line ${index + 1} is not valid JSON: ${(error as Error).message}`,
+          },
+        };
+      }
+    });
+  }
+  const body = parseJson(text);
+  if (Array.isArray(body)) {
+    if (body.length === 0) {
+      throw new ApiError(400, "empty_batch", "Batch is empty: send at least one event");
+    }
+    if (body.length > maxEvents) throw tooManyEvents(body.length, maxEvents);
+    // Sizes only need measuring when the whole body could hold an oversized event.
+    const measure = text.length > maxEventBytes / 3;
+    return body.map((value): BodyItem => {
+      const bytes = measure ? utf8Length(JSON.stringify(value) ?? "") : 0;
+      return bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value };
+    });
+  }
+  if (typeof body === "object" && body !== null) {
+    const bytes = utf8Length(text);
+    return [
+      bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value: body },
+    ];
+  }
+  throw new ApiError(
+    400,
+    "invalid_body",
+    `Body must be a JSON object or an array of objects, got ${
+      body === null ? "null" : typeof body
+    }`,
+  );
+}

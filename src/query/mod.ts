@@ -1,0 +1,6 @@
+/**
+ * Query side: counters read back from the store.
+ *
+ * @module
+ */
+export * from "./counters.ts";

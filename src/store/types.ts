@@ -1,0 +1,135 @@
+/** The storage interface every store implements, and the batch it applies. */
+import type { AggregateKind } from "../window/spec.ts";
+import type { AggregateState } from "../window/aggregate.ts";
+
+/** What the store needs to know about one counter of a stream. */
+export interface CounterMeta {
+  /** Counter name, unique within its stream. */
+  name: string;
+  /** Aggregate kind; decides what a pane keeps. */
+  aggregate: AggregateKind;
+  /** Most groups a pane may hold; further groups count into {@linkcode OTHER_GROUP}. */
+  maxGroups: number;
+  /** How long (ms) a pane lives after its last write (window size + lateness + retention). */
+  ttlMs: number;
+}
+
+/** Group key that events beyond a pane's `maxGroups` count into. */
+export const OTHER_GROUP = "__other__";
+
+/** One update of one event to one counter's pane. */
+export interface CellUpdate {
+  /** Index of the counter in {@linkcode StoreBatch.counters}. */
+  counter: number;
+  /** Start (ms) of the pane. */
+  pane: number;
+  /** Group key (JSON array of the group values). */
+  group: string;
+  /** Numeric value (sum, min, max, avg), canonical text (distinct), or absent (count). */
+  value?: number | string;
+}
+
+/** One valid, transformed event as the store sees it. */
+export interface BatchEvent {
+  /** Dedupe id, when the stream dedupes and the event has one. */
+  id?: string;
+  /** Event time (ms). */
+  timeMs: number;
+  /** Its updates, at most one per counter. */
+  updates: CellUpdate[];
+}
+
+/** Everything one ingest request asks the store to apply in one atomic step. */
+export interface StoreBatch {
+  /** Stream name. */
+  stream: string;
+  /** Receive time (ms), used for dedupe and pane expiry. */
+  nowMs: number;
+  /** Events this far (ms) behind the watermark are late. */
+  latenessMs: number;
+  /** How long (ms) a dedupe id is remembered; 0 when the stream does not dedupe. */
+  dedupeTtlMs: number;
+  /** The stream's counters, indexed by {@linkcode CellUpdate.counter}. */
+  counters: CounterMeta[];
+  /** Events in arrival order. */
+  events: BatchEvent[];
+  /** Events the transforms filtered out (counted in stats only). */
+  filtered: number;
+}
+
+/** What happened to each event of a batch. */
+export type EventOutcome = "applied" | "duplicate" | "late";
+
+/** Result of {@linkcode Store.applyBatch}. */
+export interface ApplyResult {
+  /** One outcome per event of the batch, in order. */
+  outcomes: EventOutcome[];
+  /** Stream watermark (ms) after the batch, or null when no event was ever seen. */
+  watermark: number | null;
+}
+
+/** Counters and watermark of one stream, summed over all instances. */
+export interface StreamStats {
+  /** Max event time seen (ms), or null. */
+  watermark: number | null;
+  /** Events acknowledged (applied, duplicate, late or filtered). */
+  accepted: number;
+  /** Events applied to counters. */
+  applied: number;
+  /** Events acknowledged as duplicates. */
+  duplicates: number;
+  /** Events that arrived past the lateness bound. */
+  late: number;
+  /** Events dropped by a filter. */
+  filtered: number;
+  /** Per counter: updates that went into the `__other__` group. */
+  overflow: Record<string, number>;
+}
+
+/** One window (or pane set) to read. */
+export interface WindowRead {
+  /** Window start (ms), reported back in {@linkcode WindowValue.start}. */
+  start: number;
+  /** Starts of the panes the window is made of. */
+  panes: number[];
+}
+
+/** State of one group in one window. */
+export interface WindowValue {
+  /** Window start (ms). */
+  start: number;
+  /** Group key (JSON array of the group values). */
+  group: string;
+  /** Merged state of the window's panes. */
+  state: AggregateState;
+}
+
+/** Storage for stream state. Implementations must apply a batch atomically. */
+export interface Store {
+  /** Short name for logs and `/readyz` (`memory`, `redis`). */
+  readonly kind: string;
+  /**
+   * Applies a batch atomically: per event in order, the dedupe check, the
+   * lateness check against the watermark, the counter updates and stats.
+   * Either all of it happens or, when the store fails, none of it.
+   */
+  applyBatch(batch: StoreBatch): Promise<ApplyResult>;
+  /** Starts of the live panes of one counter with `fromMs <= start < toMs`, ascending. */
+  panes(stream: string, counter: CounterMeta, fromMs: number, toMs: number): Promise<number[]>;
+  /** Reads merged states for the given windows of one counter. */
+  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
+  /** Stats and watermark of a stream. */
+  stats(stream: string, counters: CounterMeta[]): Promise<StreamStats>;
+  /** Checks the store is reachable. Throws {@linkcode StoreUnavailableError} if not. */
+  ping(): Promise<void>;
+  /** Releases resources. */
+  close(): Promise<void>;
+}
+
+/** The store cannot be reached or timed out; the request may be retried. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreUnavailableError";
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * CEL (Common Expression Language) expressions, compiled once at load.
+ * Expressions see the event as `event` (a map). CEL is strictly typed: JSON
+ * numbers are doubles, so write `event.amount * 2.0`, not `* 2`.
+ *
+ * @module
+ */
+import { Environment } from "@marcbachmann/cel-js";
+
+/** A compiled expression: call it with its variables. */
+export type CompiledExpression = (variables: Record<string, unknown>) => unknown;
+
+/** An expression failed to parse or type-check. */
+export class ExpressionError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ExpressionError";
+  }
+}
+
+const environments = new Map<string, Environment>();
+
+function environmentFor(variables: readonly string[]): Environment {
+  const key = variables.join(",");
+  let env = environments.get(key);
+  if (!env) {
+    env = new Environment({ homogeneousAggregateLiterals: false });
+    for (const name of variables) env.registerVariable(name, "dyn");
+    environments.set(key, env);
+  }
+  return env;
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0];
+}
+
+/**
+ * Parses and type-checks `source` with the given variables declared (as
+ * `dyn`). Throws {@linkcode ExpressionError} for bad syntax, unknown
+ * variables or functions.
+ *
+ * @example
+ * ```ts
+ * const isBig = compileExpression("event.amount > 100.0", ["event"]);
+ * isBig({ event: { amount: 250 } }); // true
+ * ```
+ */
+export function compileExpression(
+  source: string,
+  variables: readonly string[] = ["event"],
+): CompiledExpression {
+  const env = environmentFor(variables);
+  let evaluate: (context: Record<string, unknown>) => unknown;
+  try {
+    const parsed = env.parse(source);
+    const check = parsed.check();
+    if (!check.valid) {
+      throw new ExpressionError(`Invalid expression '${source}': ${firstLine(check.error)}`);
+    }
+    evaluate = parsed as unknown as (context: Record<string, unknown>) => unknown;
+  } catch (error) {
+    if (error instanceof ExpressionError) throw error;
+    throw new ExpressionError(`Invalid expression '${source}': ${firstLine(error)}`, {
+      cause: error,
+    });
+  }
+  return (context) => evaluate(context);
+}
+
+/** Error text of a failed evaluation, first line only (CEL adds a source excerpt). */
+export function evaluationMessage(error: unknown): string {
+  return firstLine(error);
+}
+
+/**
+ * Converts a CEL result to plain JSON: `bigint` to number, `Date` to ISO
+ * text, `Map` to object. Throws when an integer does not fit a JSON number.
+ */
+export function toJson(value: unknown): unknown {
+  if (typeof value === "bigint") {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
+      throw new RangeError(`Integer ${value} is outside the safe JSON range`);
+    }
+    return Number(value);
+  }
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw new RangeError(`Number ${value} is not finite`);
+    return value;
+  }
+  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Uint8Array) return btoa(String.fromCharCode(...value));
+  if (Array.isArray(value)) return value.map(toJson);
+  if (value instanceof Map) {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of value) out[String(key)] = toJson(item);
+    return out;
+  }
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) out[key] = toJson(item);
+    return out;
+  }
+  return value;
+}

@@ -1,0 +1,131 @@
+/**
+ * Event validation: structural limits every event must meet whatever its
+ * stream (size, depth, no prototype keys), then the stream's own schema.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** One problem with one event, as reported in an ingest reply. */
+export interface FieldError {
+  /** Dotted path of the bad field; empty for the event as a whole. */
+  path: string;
+  /** What is wrong, in a sentence. */
+  message: string;
+}
+
+/** A JSON object event after validation. */
+export type Event = Record<string, unknown>;
+
+/** Result of {@linkcode validateEvent}. */
+export type Validation =
+  | { ok: true; event: Event }
+  | { ok: false; errors: FieldError[] };
+
+/** Limits checked by {@linkcode checkEventShape}. */
+export interface ShapeLimits {
+  /** Deepest nesting of objects and arrays. @default {32} */
+  maxDepth?: number;
+}
+
+const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+
+/**
+ * Checks what any event must satisfy: a JSON object, nested at most
+ * `maxDepth` deep, with no `__proto__`, `constructor` or `prototype` keys
+ * (they are how prototype pollution reaches code that copies objects).
+ * Iterative, so a deeply nested event cannot overflow the stack.
+ */
+export function checkEventShape(value: unknown, limits: ShapeLimits = {}): FieldError[] {
+  const maxDepth = limits.maxDepth ?? 32;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return [{ path: "", message: `Event must be a JSON object, got ${describe(value)}` }];
+  }
+  const stack: Array<[unknown, string, number]> = [[value, "", 1]];
+  while (stack.length > 0) {
+    const [node, path, depth] = stack.pop()!;
+    if (typeof node !== "object" || node === null) continue;
+    if (depth > maxDepth) {
+      return [{ path, message: `Event is nested deeper than ${maxDepth} levels` }];
+    }
+    if (Array.isArray(node)) {
+      for (let i = 0; i < node.length; i++) {
+        stack.push([node[i], joinPath(path, String(i)), depth + 1]);
+      }
+      continue;
+    }
+    for (const key of Object.keys(node)) {
+      const child = joinPath(path, key);
+      if (FORBIDDEN_KEYS.has(key)) {
+        return [{ path: child, message: `Key '${key}' is not allowed in events` }];
+      }
+      stack.push([(node as Record<string, unknown>)[key], child, depth + 1]);
+    }
+  }
+  return [];
+}
+
+function joinPath(path: string, key: string): string {
+  return path === "" ? key : `${path}.${key}`;
+}
+
+/** Describes a JSON value's type for error messages. */
+export function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value === "object" ? "an object" : `a ${typeof value}`;
+}
+
+/** Error thrown when a stream's JSON Schema cannot be compiled. */
+export class SchemaCompileError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SchemaCompileError";
+  }
+}
+
+/**
+ * Compiles a stream's JSON Schema to a zod schema once, at startup. The
+ * schema must describe an object; unknown fields are kept unless it forbids
+ * them (`additionalProperties: false`).
+ */
+export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodType {
+  if (jsonSchema.type !== undefined && jsonSchema.type !== "object") {
+    throw new SchemaCompileError(
+      `Event schema must have type 'object', got ${JSON.stringify(jsonSchema.type)}`,
+    );
+  }
+  try {
+    // deno-lint-ignore no-explicit-any
+    return z.fromJSONSchema(jsonSchema as any);
+  } catch (error) {
+    throw new SchemaCompileError(
+      `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,
+      { cause: error },
+    );
+  }
+}
+
+/** Validates one parsed event against the structural limits and its stream schema. */
+export function validateEvent(
+  value: unknown,
+  schema: z.ZodType,
+  limits: ShapeLimits = {},
+): Validation {
+  const shapeErrors = checkEventShape(value, limits);
+  if (shapeErrors.length > 0) return { ok: false, errors: shapeErrors };
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    return {
+      ok: false,
+      errors: result.error.issues.map((issue) => ({
+        path: issue.path.map(String).join("."),
+        message: issue.message,
+      })),
+    };
+  }
+  if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {
+    return { ok: false, errors: [{ path: "", message: "Event must be a JSON object" }] };
+  }
+  return { ok: true, event: result.data as Event };
+}

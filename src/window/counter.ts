@@ -1,0 +1,103 @@
+/**
+ * Counters in compiled form, and what one event contributes to each: its
+ * pane, its group and its value. Pure functions.
+ *
+ * @module
+ */
+import type { CellUpdate, CounterMeta } from "../store/types.ts";
+import { OTHER_GROUP } from "../store/types.ts";
+import type { Event, FieldError } from "../validate/mod.ts";
+import { describe } from "../validate/mod.ts";
+import { distinctKey } from "./aggregate.ts";
+import { paneStart } from "./assign.ts";
+import { readField } from "./fields.ts";
+import type { AggregateSpec, WindowSpec } from "./spec.ts";
+
+/** A counter ready for the hot path. */
+export interface CompiledCounter {
+  /** Counter name. */
+  name: string;
+  /** Position in its stream's counter list (and in {@linkcode StoreBatch.counters}). */
+  index: number;
+  /** Window over event time. */
+  window: WindowSpec;
+  /** Fields whose values form the group. */
+  groupBy: string[];
+  /** What is computed. */
+  aggregate: AggregateSpec;
+  /** How long (ms) closed windows stay queryable. */
+  retentionMs: number;
+  /** What the store needs. */
+  meta: CounterMeta;
+}
+
+/** Largest magnitude accepted for summed values, so sums stay exact integers where they can. */
+export const MAX_VALUE = Number.MAX_SAFE_INTEGER;
+
+/** Group key of a list of group values: their JSON text. */
+export function groupKey(values: unknown[]): string {
+  return JSON.stringify(values);
+}
+
+/** The group object (`{field: value}`) a group key stands for. */
+export function decodeGroup(groupBy: readonly string[], key: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (key === OTHER_GROUP) {
+    for (const field of groupBy) out[field] = OTHER_GROUP;
+    return out;
+  }
+  const values = JSON.parse(key) as unknown[];
+  groupBy.forEach((field, i) => out[field] = values[i] ?? null);
+  return out;
+}
+
+/** Result of {@linkcode counterUpdate}. */
+export type UpdateResult =
+  | { ok: true; update: CellUpdate | null }
+  | { ok: false; error: FieldError };
+
+/**
+ * What one event adds to one counter. Missing group fields group as null.
+ * A missing or null value skips the counter for this event (as SQL's SUM
+ * skips NULL); a value of the wrong type is an error.
+ */
+export function counterUpdate(
+  counter: CompiledCounter,
+  event: Event,
+  timeMs: number,
+): UpdateResult {
+  const groupValues = counter.groupBy.map((field) => {
+    const value = readField(event, field);
+    return value === undefined ? null : value;
+  });
+  const base = {
+    counter: counter.index,
+    pane: paneStart(timeMs, counter.window),
+    group: groupKey(groupValues),
+  };
+  const spec = counter.aggregate;
+  if (spec.kind === "count") return { ok: true, update: base };
+  const value = readField(event, spec.field);
+  if (value === undefined || value === null) return { ok: true, update: null };
+  if (spec.kind === "distinct") return { ok: true, update: { ...base, value: distinctKey(value) } };
+  if (typeof value !== "number" || !Number.isFinite(value)) {
+    return {
+      ok: false,
+      error: {
+        path: spec.field,
+        message: `Counter '${counter.name}' (${spec.kind}) needs a number, got ${describe(value)}`,
+      },
+    };
+  }
+  if (Math.abs(value) > MAX_VALUE) {
+    return {
+      ok: false,
+      error: {
+        path: spec.field,
+        message:
+          `Counter '${counter.name}' (${spec.kind}) accepts values up to ±${MAX_VALUE}, got ${value}`,
+      },
+    };
+  }
+  return { ok: true, update: { ...base, value } };
+}

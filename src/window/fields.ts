@@ -1,0 +1,47 @@
+/** Reading fields of events by name or dotted path, and event time. */
+import type { Event } from "../validate/mod.ts";
+
+/**
+ * Reads a field: the key itself if the event has it, else a dotted path
+ * (`"user.country"`). Returns undefined when absent.
+ */
+export function readField(event: Event, path: string): unknown {
+  if (Object.hasOwn(event, path)) return event[path];
+  if (!path.includes(".")) return undefined;
+  let node: unknown = event;
+  for (const key of path.split(".")) {
+    if (typeof node !== "object" || node === null || !Object.hasOwn(node, key)) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}
+
+const ISO_8601 =
+  /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/** Result of {@linkcode readEventTime}: time in ms, or why it is unusable. */
+export type EventTime = { ok: true; timeMs: number } | { ok: false; message: string };
+
+/**
+ * Reads event time from an ISO-8601 string or epoch milliseconds. An absent
+ * (or null) field means `receivedMs`.
+ */
+export function readEventTime(value: unknown, receivedMs: number): EventTime {
+  if (value === undefined || value === null) return { ok: true, timeMs: receivedMs };
+  if (typeof value === "number") {
+    if (!Number.isFinite(value) || Math.abs(value) > 8.64e15) {
+      return { ok: false, message: `Event time ${value} is not a valid epoch millisecond value` };
+    }
+    return { ok: true, timeMs: Math.floor(value) };
+  }
+  if (typeof value === "string" && ISO_8601.test(value)) {
+    const timeMs = Date.parse(value);
+    if (Number.isFinite(timeMs)) return { ok: true, timeMs };
+  }
+  return {
+    ok: false,
+    message: `Event time must be an ISO-8601 string or epoch milliseconds, got ${
+      JSON.stringify(value)?.slice(0, 64)
+    }`,
+  };
+}
