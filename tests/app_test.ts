@@ -1,0 +1,368 @@
+import assert from "node:assert/strict";
+import { MemoryStore } from "../src/store/memory_store.ts";
+import { type Store, StoreUnavailableError } from "../src/store/types.ts";
+import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
+
+type App = Awaited<ReturnType<typeof testApp>>["app"];
+
+async function getJson(app: App, path: string, key?: string) {
+  const res = await app.request(path, {
+    headers: key ? { Authorization: `Bearer ${key}` } : {},
+  });
+  return { status: res.status, body: await res.json(), headers: res.headers };
+}
+
+async function windows(app: App, counter: string, query = "") {
+  const { status, body } = await getJson(app, `/v1/streams/orders/counters/${counter}${query}`);
+  assert.equal(status, 200, JSON.stringify(body));
+  return body.windows as Array<
+    { start: string; end: string; group: Record<string, unknown>; value: number; final: boolean }
+  >;
+}
+
+async function assertUntouched(app: App) {
+  const { body } = await getJson(app, "/v1/streams/orders");
+  assert.equal(body.stats.accepted, 0);
+  assert.equal(body.stats.applied, 0);
+  assert.equal(body.stats.watermark, null);
+  assert.deepEqual(await windows(app, "count_1m"), []);
+}
+
+Deno.test("POST events counts a batch and reports duplicates, filtered and rejected events", async () => {
+  const { app } = await testApp();
+  const res = await postEvents(app, [
+    { id: "a", ts: at(5), country: "DE", amount: 10 },
+    { id: "b", ts: at(6), country: "FR", amount: 2.5 },
+    { id: "a", ts: at(5), country: "DE", amount: 10 },
+    { id: "c", ts: at(7), country: "DE", amount: "lots" },
+    { id: "d", ts: at(8), country: "DE", amount: 1, test: true },
+  ]);
+  assert.equal(res.status, 202);
+  assert.deepEqual(await res.json(), {
+    accepted: 4,
+    duplicates: 1,
+    late: 0,
+    filtered: 1,
+    rejected: [{
+      index: 3,
+      errors: [{ path: "amount", message: "Invalid input: expected number, received string" }],
+    }],
+  });
+  assert.deepEqual(await windows(app, "count_1m"), [
+    { start: at(0), end: at(60), group: { country: "DE" }, value: 1, final: false },
+    { start: at(0), end: at(60), group: { country: "FR" }, value: 1, final: false },
+  ]);
+  assert.deepEqual((await windows(app, "sum_1m")).map((row) => row.value), [10, 2.5]);
+});
+
+Deno.test("POST events accepts NDJSON and rejects only the bad line", async () => {
+  const { app } = await testApp();
+  const body = [
+    JSON.stringify({ id: "a", ts: at(1), country: "DE" }),
+    "{not json",
+    JSON.stringify({ id: "b", ts: at(2), country: "DE" }),
+    "",
+  ].join("\n");
+  const res = await postEvents(app, body, { raw: true, contentType: "application/x-ndjson" });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.equal(reply.accepted, 2);
+  assert.equal(reply.rejected.length, 1);
+  assert.equal(reply.rejected[0].index, 1);
+  assert.match(reply.rejected[0].errors[0].message, /Line 2 is not valid JSON/);
+  assert.equal((await windows(app, "count_1m"))[0].value, 2);
+});
+
+Deno.test("POST events replies 400 with the reply body when nothing was accepted", async () => {
+  const { app } = await testApp();
+  const res = await postEvents(app, [{ id: 1 }, { country: "DE" }]);
+  assert.equal(res.status, 400);
+  const body = await res.json();
+  assert.equal(body.error.code, "no_events_accepted");
+  assert.equal(body.accepted, 0);
+  assert.deepEqual(body.rejected.map((item: { index: number }) => item.index), [0, 1]);
+  assert.equal(body.rejected[1].errors[0].path, "id");
+  await assertUntouched(app);
+});
+
+Deno.test("bad ingest requests get the right status and error code, and change nothing", async (t) => {
+  const cases: Array<{
+    name: string;
+    body: BodyInit;
+    contentType?: string | null;
+    status: number;
+    code: string;
+    stream?: string;
+  }> = [
+    { name: "malformed JSON", body: '{"id": "a",', status: 400, code: "invalid_json" },
+    { name: "JSON scalar", body: "42", status: 400, code: "invalid_body" },
+    { name: "JSON null", body: "null", status: 400, code: "invalid_body" },
+    { name: "empty body", body: "", status: 400, code: "empty_body" },
+    { name: "whitespace body", body: "  \n ", status: 400, code: "empty_body" },
+    { name: "empty array", body: "[]", status: 400, code: "empty_batch" },
+    {
+      name: "invalid UTF-8",
+      body: new Uint8Array([0x7b, 0x22, 0x69, 0x64, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]),
+      status: 400,
+      code: "invalid_utf8",
+    },
+    { name: "text/plain", body: '{"id":"a"}', contentType: "text/plain", status: 415, code: "unsupported_media_type" },
+    { name: "no content type", body: '{"id":"a"}', contentType: null, status: 415, code: "unsupported_media_type" },
+    { name: "body over 1 MiB", body: JSON.stringify([{ id: "x".repeat(1_100_000) }]), status: 413, code: "payload_too_large" },
+    {
+      name: "over 1000 events",
+      body: JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ id: `e${i}` }))),
+      status: 413,
+      code: "too_many_events",
+    },
+    { name: "unknown stream", body: '{"id":"a"}', stream: "nope", status: 404, code: "stream_not_found" },
+    { name: "__proto__ key", body: '{"id":"a","__proto__":{"polluted":true}}', status: 400, code: "no_events_accepted" },
+    { name: "constructor key", body: '{"id":"a","constructor":{"x":1}}', status: 400, code: "no_events_accepted" },
+    { name: "deep nesting", body: `{"id":"a","deep":${"[".repeat(5000)}${"]".repeat(5000)}}`, status: 400, code: "no_events_accepted" },
+    { name: "huge number for sum", body: '{"id":"a","amount":1e400}', status: 400, code: "no_events_accepted" },
+    { name: "number beyond 2^53 for sum", body: '{"id":"a","amount":1e300}', status: 400, code: "no_events_accepted" },
+    { name: "event over 64 KiB", body: JSON.stringify({ id: "a", pad: "y".repeat(70_000) }), status: 400, code: "no_events_accepted" },
+    { name: "bad event time", body: '{"id":"a","ts":"yesterday"}', status: 400, code: "no_events_accepted" },
+    { name: "event time too far ahead", body: JSON.stringify({ id: "a", ts: NOW + 600_000 }), status: 400, code: "no_events_accepted" },
+  ];
+  for (const item of cases) {
+    await t.step(item.name, async () => {
+      const { app } = await testApp();
+      const headers: Record<string, string> = {};
+      if (item.contentType !== null) headers["Content-Type"] = item.contentType ?? "application/json";
+      const res = await app.request(`/v1/streams/${item.stream ?? "orders"}/events`, {
+        method: "POST",
+        headers,
+        body: item.body,
+      });
+      assert.equal(res.status, item.status);
+      assert.match(res.headers.get("Content-Type") ?? "", /application\/json/);
+      const body = await res.json();
+      assert.equal(body.error.code, item.code, JSON.stringify(body));
+      assert.equal(typeof body.error.message, "string");
+      assert.ok(body.error.message.length > 0);
+      await assertUntouched(app);
+    });
+  }
+});
+
+Deno.test("a missing group field groups as null", async () => {
+  const { app } = await testApp();
+  assert.equal((await postEvents(app, { id: "a", ts: at(1) })).status, 202);
+  const rows = await windows(app, "count_1m");
+  assert.deepEqual(rows.map((row) => row.group), [{ country: null }]);
+  const filtered = await windows(app, "count_1m", "?group.country=null");
+  assert.equal(filtered.length, 1);
+});
+
+Deno.test("late events are acknowledged as late and not counted; windows become final", async () => {
+  const { app } = await testApp();
+  await postEvents(app, { id: "a", ts: at(10), country: "DE" });
+  await postEvents(app, { id: "b", ts: at(200), country: "DE" });
+  const res = await postEvents(app, { id: "c", ts: at(20), country: "DE" });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.equal(reply.late, 1);
+  assert.equal(reply.accepted, 1);
+  const rows = await windows(app, "count_1m");
+  assert.deepEqual(rows.map((row) => [row.start, row.value, row.final]), [
+    [at(180), 1, false],
+    [at(0), 1, true],
+  ]);
+  const stats = (await getJson(app, "/v1/streams/orders")).body.stats;
+  assert.equal(stats.late, 1);
+  assert.equal(stats.watermark, at(200));
+});
+
+Deno.test("an event within the lateness bound still counts into its open window", async () => {
+  const { app } = await testApp();
+  await postEvents(app, { id: "a", ts: at(70), country: "DE" });
+  const reply = await (await postEvents(app, { id: "b", ts: at(45), country: "DE" })).json();
+  assert.equal(reply.late, 0);
+  assert.deepEqual((await windows(app, "count_1m")).map((row) => row.value), [1, 1]);
+});
+
+Deno.test("hopping windows hold every event in each window that contains it", async () => {
+  const { app } = await testApp();
+  await postEvents(app, [
+    { id: "a", ts: at(30), amount: 1 },
+    { id: "b", ts: at(90), amount: 10 },
+  ]);
+  const rows = await windows(app, "doubled_hop");
+  assert.deepEqual(rows.map((row) => [row.start, row.end, row.value]), [
+    [at(60), at(180), 20],
+    [at(0), at(120), 22],
+    [at(-60), at(60), 2],
+  ]);
+});
+
+Deno.test("current reads the last size of a sliding window and the current tumbling window", async () => {
+  let now = Date.parse(at(150));
+  const { app } = await testApp({ now: () => now });
+  await postEvents(app, [
+    { id: "a", ts: at(10), customer: "x" },
+    { id: "b", ts: at(70), customer: "y" },
+    { id: "c", ts: at(130), customer: "x" },
+    { id: "d", ts: at(140), customer: "z", country: "DE" },
+  ]);
+  let current = (await getJson(app, "/v1/streams/orders/counters/customers_sliding/current")).body;
+  assert.equal(current.start, at(0));
+  assert.equal(current.end, at(180));
+  assert.equal(current.windows[0].value, 3);
+  now = Date.parse(at(200));
+  current = (await getJson(app, "/v1/streams/orders/counters/customers_sliding/current")).body;
+  assert.equal(current.start, at(60));
+  assert.equal(current.windows[0].value, 3);
+  now = Date.parse(at(250));
+  current = (await getJson(app, "/v1/streams/orders/counters/customers_sliding/current")).body;
+  assert.equal(current.start, at(120));
+  assert.equal(current.windows[0].value, 2);
+  const tumbling =
+    (await getJson(app, "/v1/streams/orders/counters/count_1m/current?group.country=DE")).body;
+  assert.equal(tumbling.start, at(240));
+  assert.deepEqual(tumbling.windows, []);
+});
+
+Deno.test("from, to, limit and group filters narrow the windows listed", async () => {
+  const { app } = await testApp();
+  const events = [];
+  for (let minute = 0; minute < 5; minute++) {
+    events.push({ id: `de${minute}`, ts: at(minute * 60 + 1), country: "DE" });
+    events.push({ id: `fr${minute}`, ts: at(minute * 60 + 2), country: "FR" });
+  }
+  await postEvents(app, events);
+  assert.equal((await windows(app, "count_1m")).length, 10);
+  const de = await windows(app, "count_1m", "?group.country=DE");
+  assert.deepEqual(de.map((row) => row.start), [at(240), at(180), at(120), at(60), at(0)]);
+  const ranged = await windows(
+    app,
+    "count_1m",
+    `?from=${encodeURIComponent(at(60))}&to=${Date.parse(at(180))}`,
+  );
+  assert.deepEqual(ranged.map((row) => row.start), [at(120), at(120), at(60), at(60)]);
+  assert.equal((await windows(app, "count_1m", "?limit=3")).length, 3);
+  const bad = await getJson(app, "/v1/streams/orders/counters/count_1m?from=soon");
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.code, "invalid_request");
+  const zero = await getJson(app, "/v1/streams/orders/counters/count_1m?limit=0");
+  assert.equal(zero.status, 400);
+  const missing = await getJson(app, "/v1/streams/orders/counters/nope");
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, "counter_not_found");
+});
+
+Deno.test("groups beyond maxGroups count into __other__ and the overflow stat says so", async () => {
+  const { app } = await testApp({
+    config: {
+      streams: {
+        orders: {
+          counters: {
+            count_1m: {
+              window: { tumbling: "1m" },
+              groupBy: ["country"],
+              aggregate: "count",
+              maxGroups: 2,
+            },
+          },
+        },
+      },
+    },
+  });
+  await postEvents(app, ["DE", "FR", "IT", "ES", "DE"].map((country) => ({ country })));
+  const rows = await windows(app, "count_1m");
+  const byCountry = Object.fromEntries(rows.map((row) => [row.group.country, row.value]));
+  assert.deepEqual(byCountry, { DE: 2, FR: 1, __other__: 2 });
+  const stats = (await getJson(app, "/v1/streams/orders")).body.stats;
+  assert.deepEqual(stats.overflow, { count_1m: 2 });
+});
+
+Deno.test("API keys: 401 without or with a wrong key, 403 without the scope, admin implies all", async () => {
+  const { app } = await testApp({ auth: true });
+  const event = { id: "a", ts: at(1) };
+  let res = await postEvents(app, event);
+  assert.equal(res.status, 401);
+  assert.equal((await res.json()).error.code, "unauthorized");
+  res = await postEvents(app, event, { key: "wrong-key-0123456789" });
+  assert.equal(res.status, 401);
+  res = await postEvents(app, event, { key: KEYS.read });
+  assert.equal(res.status, 403);
+  assert.equal((await res.json()).error.code, "forbidden");
+  assert.equal((await postEvents(app, event, { key: KEYS.ingest })).status, 202);
+  assert.equal((await postEvents(app, { id: "b" }, { key: KEYS.admin })).status, 202);
+
+  assert.equal((await getJson(app, "/v1/streams")).status, 401);
+  assert.equal((await getJson(app, "/v1/streams", KEYS.ingest)).status, 403);
+  assert.equal((await getJson(app, "/v1/streams/orders/counters/count_1m", KEYS.ingest)).status, 403);
+  assert.equal((await getJson(app, "/v1/streams/orders", KEYS.read)).status, 200);
+  const read = await getJson(app, "/v1/streams/orders/counters/count_1m", KEYS.admin);
+  assert.equal(read.status, 200);
+  assert.equal(read.body.windows.length, 2);
+});
+
+Deno.test("an unknown stream on an authenticated route is 401 before 404", async () => {
+  const { app } = await testApp({ auth: true });
+  assert.equal((await postEvents(app, { id: "a" }, { stream: "nope" })).status, 401);
+  assert.equal((await postEvents(app, { id: "a" }, { stream: "nope", key: KEYS.ingest })).status, 404);
+});
+
+class UnavailableStore extends MemoryStore {
+  override applyBatch(): never {
+    throw new StoreUnavailableError("Redis did not answer within 2000 ms");
+  }
+  override ping(): Promise<void> {
+    return Promise.reject(new StoreUnavailableError("Redis did not answer within 2000 ms"));
+  }
+}
+
+Deno.test("a store outage answers 503 with Retry-After, and /readyz reports it", async () => {
+  const store: Store = new UnavailableStore();
+  const { app } = await testApp({ store });
+  const res = await postEvents(app, { id: "a" });
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("Retry-After"), "1");
+  assert.equal((await res.json()).error.code, "store_unavailable");
+  const ready = await getJson(app, "/readyz");
+  assert.equal(ready.status, 503);
+  assert.equal(ready.body.status, "unavailable");
+  const healthy = await getJson((await testApp()).app, "/readyz");
+  assert.deepEqual(healthy.body, { status: "ready", store: "memory" });
+});
+
+Deno.test("GET /v1/streams lists definitions and stats", async () => {
+  const { app } = await testApp();
+  await postEvents(app, [{ id: "a", ts: at(1) }, { id: "a", ts: at(1) }]);
+  const { body } = await getJson(app, "/v1/streams");
+  assert.deepEqual(body.streams.map((stream: { name: string }) => stream.name), ["orders", "open"]);
+  const orders = body.streams[0];
+  assert.deepEqual(orders.counters, ["count_1m", "sum_1m", "doubled_hop", "customers_sliding", "max_1m"]);
+  assert.equal(orders.stats.accepted, 2);
+  assert.equal(orders.stats.duplicates, 1);
+  assert.equal(orders.definition.dedupe.field, "id");
+  assert.equal((await getJson(app, "/v1/streams/nope")).body.error.code, "stream_not_found");
+});
+
+Deno.test("unknown routes get the JSON error envelope", async () => {
+  const { app } = await testApp();
+  const { status, body } = await getJson(app, "/v2/nothing");
+  assert.equal(status, 404);
+  assert.equal(body.error.code, "not_found");
+});
+
+Deno.test("/openapi.json documents every route from the same schemas", async () => {
+  const { app } = await testApp();
+  const { status, body } = await getJson(app, "/openapi.json");
+  assert.equal(status, 200);
+  assert.equal(body.openapi, "3.1.0");
+  for (
+    const path of [
+      "/v1/streams/{stream}/events",
+      "/v1/streams",
+      "/v1/streams/{stream}",
+      "/v1/streams/{stream}/counters/{counter}",
+      "/v1/streams/{stream}/counters/{counter}/current",
+      "/readyz",
+    ]
+  ) assert.ok(body.paths[path], `missing ${path}`);
+  assert.ok(body.components.schemas.IngestReply);
+  assert.ok(body.paths["/v1/streams/{stream}/events"].post.responses["202"]);
+});
