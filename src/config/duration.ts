@@ -53,6 +53,9 @@ export function parseDuration(text: string): number {
 
 /** Formats milliseconds as the shortest exact duration text, e.g. `90000` → `"1m30s"`. */
 export function formatDuration(ms: number): string {
+  if (!Number.isSafeInteger(ms) || ms < 0) {
+    throw new RangeError(`Cannot format ${ms} ms as a duration: expected a whole number >= 0`);
+  }
   if (ms === 0) return "0s";
   let rest = ms;
   let out = "";

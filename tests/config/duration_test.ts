@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { DurationError, formatDuration, parseDuration } from "../../src/config/duration.ts";
+
+Deno.test("parseDuration() reads every unit as milliseconds", () => {
+  assert.equal(parseDuration("250ms"), 250);
+  assert.equal(parseDuration("30s"), 30_000);
+  assert.equal(parseDuration("5m"), 300_000);
+  assert.equal(parseDuration("1h"), 3_600_000);
+  assert.equal(parseDuration("7d"), 604_800_000);
+  assert.equal(parseDuration("2w"), 1_209_600_000);
+});
+
+Deno.test("parseDuration() adds the parts of a combined duration", () => {
+  assert.equal(parseDuration("1h30m"), 5_400_000);
+  assert.equal(parseDuration("1m1s1ms"), 61_001);
+  assert.equal(parseDuration("1s1s"), 2_000);
+});
+
+Deno.test("parseDuration() tells minutes from milliseconds", () => {
+  assert.equal(parseDuration("1m"), 60_000);
+  assert.equal(parseDuration("1ms"), 1);
+  assert.equal(parseDuration("1m5ms"), 60_005);
+});
+
+Deno.test("parseDuration() accepts fractions and rounds to whole milliseconds", () => {
+  assert.equal(parseDuration("1.5h"), 5_400_000);
+  assert.equal(parseDuration("0.25s"), 250);
+  assert.equal(parseDuration("1.6ms"), 2);
+  assert.equal(parseDuration("0.4ms"), 0);
+});
+
+Deno.test("parseDuration() ignores surrounding whitespace and reads zero", () => {
+  assert.equal(parseDuration("  5m\n"), 300_000);
+  assert.equal(parseDuration("0s"), 0);
+});
+
+Deno.test("parseDuration() refuses empty and blank text", () => {
+  assert.throws(() => parseDuration(""), { name: "DurationError", message: "Duration is empty" });
+  assert.throws(() => parseDuration("   "), DurationError);
+});
+
+Deno.test("parseDuration() refuses text that is not a number and a unit, naming the position", () => {
+  const bad: Array<[string, number]> = [
+    ["5", 0],
+    ["m", 0],
+    ["-1s", 0],
+    ["+1s", 0],
+    ["1e3s", 0],
+    ["5M", 0],
+    ["1 h", 0],
+    ["1h 30m", 2],
+    ["1h30", 2],
+    ["1hour", 2],
+    [".5s", 0],
+    ["1.s", 0],
+    ["1,5s", 0],
+    ["Infinitys", 0],
+  ];
+  for (const [text, position] of bad) {
+    assert.throws(
+      () => parseDuration(text),
+      (error: unknown) => {
+        assert.ok(error instanceof DurationError, `${text}: ${error}`);
+        assert.match(error.message, new RegExp(`at position ${position}:`), text);
+        assert.match(error.message, /expected a number and a unit \(ms, s, m, h, d, w\)/);
+        return true;
+      },
+      text,
+    );
+  }
+});
+
+Deno.test("parseDuration() refuses a duration too large to be a number", () => {
+  assert.throws(() => parseDuration(`${"9".repeat(400)}w`), {
+    name: "DurationError",
+    message: /is too large/,
+  });
+});
+
+Deno.test("formatDuration() writes the largest units first", () => {
+  assert.equal(formatDuration(0), "0s");
+  assert.equal(formatDuration(1), "1ms");
+  assert.equal(formatDuration(1_000), "1s");
+  assert.equal(formatDuration(90_000), "1m30s");
+  assert.equal(formatDuration(5_400_000), "1h30m");
+  assert.equal(formatDuration(86_400_000), "1d");
+  assert.equal(formatDuration(604_800_000 + 86_400_000 + 1), "1w1d1ms");
+});
+
+Deno.test("formatDuration() refuses negative, fractional and non-finite milliseconds", () => {
+  for (const ms of [-1, -60_000, 1.5, Number.NaN, Infinity, -Infinity]) {
+    assert.throws(() => formatDuration(ms), RangeError, String(ms));
+  }
+});
+
+Deno.test("parseDuration() reads back what formatDuration() writes", () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), (ms) => {
+      assert.equal(parseDuration(formatDuration(ms)), ms);
+    }),
+  );
+});
+
+Deno.test("parseDuration() sums the parts of any well-formed duration", () => {
+  const units = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+  const part = fc.tuple(
+    fc.integer({ min: 0, max: 1000 }),
+    fc.constantFrom(...Object.keys(units) as Array<keyof typeof units>),
+  );
+  fc.assert(
+    fc.property(fc.array(part, { minLength: 1, maxLength: 6 }), (parts) => {
+      const text = parts.map(([count, unit]) => `${count}${unit}`).join("");
+      const expected = parts.reduce((total, [count, unit]) => total + count * units[unit], 0);
+      assert.equal(parseDuration(text), expected);
+    }),
+  );
+});
