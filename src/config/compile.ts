@@ -50,6 +50,31 @@ function formatPath(path: readonly PropertyKey[]): string {
   return path.map(String).join(".") || "(root)";
 }
 
+/** The message of a zod issue; for a bad record key, why the key is bad. */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === "invalid_key") return issue.issues.map((inner) => inner.message).join("; ");
+  return issue.message;
+}
+
+/**
+ * Paths of `__proto__` keys in the raw config. JSON.parse makes them own keys,
+ * and zod drops them from records without an issue, so a stream, counter or
+ * `set` field named `__proto__` would vanish silently.
+ */
+function protoKeyPaths(raw: unknown): string[] {
+  const found: string[] = [];
+  const stack: Array<[unknown, PropertyKey[]]> = [[raw, []]];
+  while (stack.length > 0) {
+    const [node, path] = stack.pop()!;
+    if (typeof node !== "object" || node === null) continue;
+    for (const key of Object.keys(node)) {
+      if (key === "__proto__") found.push(formatPath([...path, key]));
+      else stack.push([(node as Record<string, unknown>)[key], [...path, key]]);
+    }
+  }
+  return found;
+}
+
 function compileWindow(window: CounterDefinition["window"], at: string): WindowSpec {
   if ("tumbling" in window) return { kind: "tumbling", sizeMs: window.tumbling };
   if ("hopping" in window) {
@@ -154,9 +179,16 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
  * ```
  */
 export function compileConfig(raw: unknown): Map<string, CompiledStream> {
+  const protoKeys = protoKeyPaths(raw);
+  if (protoKeys.length > 0) {
+    const lines = protoKeys.map((path) => `${path}: Key '__proto__' is not allowed`);
+    throw new ConfigError(`Invalid config:\n  ${lines.join("\n  ")}`);
+  }
   const result = configSchema.safeParse(raw);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+    const lines = result.error.issues.map((issue) =>
+      `${formatPath(issue.path)}: ${issueMessage(issue)}`
+    );
     throw new ConfigError(`Invalid config:\n  ${lines.join("\n  ")}`);
   }
   const streams = new Map<string, CompiledStream>();

@@ -1,0 +1,392 @@
+import assert from "node:assert/strict";
+import {
+  compileConfig,
+  type CompiledStream,
+  ConfigError,
+  loadConfigFile,
+} from "../../src/config/mod.ts";
+
+/** A config with one stream `orders` holding the given fields. */
+function orders(definition: Record<string, unknown>): unknown {
+  return { streams: { orders: definition } };
+}
+
+/** A config with one counter `x` on stream `orders`. */
+function counter(definition: Record<string, unknown>): unknown {
+  return orders({
+    counters: { x: { window: { tumbling: "1m" }, aggregate: "count", ...definition } },
+  });
+}
+
+/** Asserts `raw` is refused with a ConfigError whose message matches every pattern. */
+function assertRefused(raw: unknown, ...patterns: RegExp[]): ConfigError {
+  let caught: unknown;
+  try {
+    compileConfig(raw);
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ConfigError, `expected a ConfigError, got ${caught}`);
+  assert.equal(caught.name, "ConfigError");
+  for (const pattern of patterns) assert.match(caught.message, pattern);
+  return caught;
+}
+
+function only(streams: Map<string, CompiledStream>): CompiledStream {
+  assert.equal(streams.size, 1);
+  return [...streams.values()][0];
+}
+
+Deno.test("compileConfig() applies the defaults of an empty stream", () => {
+  const stream = only(compileConfig({ streams: { open: {} } }));
+  assert.equal(stream.name, "open");
+  assert.deepEqual(stream.definition, {});
+  assert.equal(stream.timeField, undefined);
+  assert.equal(stream.latenessMs, 30_000);
+  assert.equal(stream.maxFutureMs, 300_000);
+  assert.equal(stream.dedupe, undefined);
+  assert.deepEqual(stream.counters, []);
+  assert.deepEqual(stream.counterMetas, []);
+  assert.deepEqual(stream.parsed.schema, { type: "object" });
+  assert.deepEqual(stream.parsed.transform, []);
+  const event = { anything: [1, { nested: true }] };
+  assert.equal(stream.transform(event), event);
+  assert.deepEqual(stream.schema.parse(event), event);
+});
+
+Deno.test("compileConfig() applies counter defaults and computes the pane ttl", () => {
+  const stream = only(compileConfig(counter({})));
+  assert.equal(stream.counters.length, 1);
+  const [x] = stream.counters;
+  assert.equal(x.name, "x");
+  assert.equal(x.index, 0);
+  assert.deepEqual(x.window, { kind: "tumbling", sizeMs: 60_000 });
+  assert.deepEqual(x.groupBy, []);
+  assert.deepEqual(x.aggregate, { kind: "count" });
+  assert.equal(x.retentionMs, 3_600_000);
+  assert.equal(x.meta.name, "x");
+  assert.equal(x.meta.aggregate, "count");
+  assert.equal(x.meta.maxGroups, 1000);
+  assert.equal(x.meta.ttlMs, 60_000 + 30_000 + 3_600_000);
+  assert.deepEqual(stream.counterMetas, [x.meta]);
+});
+
+Deno.test("compileConfig() fills the dedupe ttl default and keeps explicit time settings", () => {
+  const stream = only(compileConfig(orders({
+    time: { field: "ts", lateness: "0s", maxFuture: "1h" },
+    dedupe: { field: "id" },
+  })));
+  assert.equal(stream.timeField, "ts");
+  assert.equal(stream.latenessMs, 0);
+  assert.equal(stream.maxFutureMs, 3_600_000);
+  assert.deepEqual(stream.dedupe, { field: "id", ttlMs: 86_400_000 });
+  assert.equal(stream.parsed.time.lateness, 0);
+});
+
+Deno.test("compileConfig() compiles every window kind and aggregate in definition order", () => {
+  const stream = only(compileConfig(orders({
+    time: { lateness: "10s" },
+    counters: {
+      a: { window: { hopping: "10m", every: "4m" }, aggregate: { sum: "amount" }, retention: "5m" },
+      b: { window: { sliding: "10m", precision: "1m" }, aggregate: { distinct: "user.id" } },
+      c: { window: { tumbling: "1h" }, aggregate: { avg: "amount" }, groupBy: ["country", "city"] },
+      d: { window: { tumbling: "1h" }, aggregate: { min: "amount" }, maxGroups: 3 },
+      e: { window: { tumbling: "1h" }, aggregate: { max: "amount" } },
+    },
+  })));
+  assert.deepEqual(stream.counters.map((c) => [c.name, c.index]), [
+    ["a", 0],
+    ["b", 1],
+    ["c", 2],
+    ["d", 3],
+    ["e", 4],
+  ]);
+  const [a, b, c, d, e] = stream.counters;
+  assert.deepEqual(a.window, { kind: "hopping", sizeMs: 600_000, everyMs: 240_000 });
+  assert.deepEqual(a.aggregate, { kind: "sum", field: "amount" });
+  assert.equal(a.meta.ttlMs, 600_000 + 10_000 + 300_000);
+  assert.deepEqual(b.window, { kind: "sliding", sizeMs: 600_000, precisionMs: 60_000 });
+  assert.deepEqual(b.aggregate, { kind: "distinct", field: "user.id" });
+  assert.equal(b.meta.aggregate, "distinct");
+  assert.deepEqual(c.groupBy, ["country", "city"]);
+  assert.deepEqual(c.aggregate, { kind: "avg", field: "amount" });
+  assert.equal(d.meta.maxGroups, 3);
+  assert.deepEqual(d.aggregate, { kind: "min", field: "amount" });
+  assert.deepEqual(e.aggregate, { kind: "max", field: "amount" });
+});
+
+Deno.test("compileConfig() names the path of a bad window", () => {
+  assertRefused(
+    counter({ window: { tumbling: "1x" } }),
+    /^Invalid config:\n {2}streams\.orders\.counters\.x\.window: Window must be/,
+  );
+  assertRefused(
+    counter({ window: { weekly: "1w" } }),
+    /streams\.orders\.counters\.x\.window: Window must be/,
+  );
+  assertRefused(
+    counter({ window: { tumbling: "0s" } }),
+    /streams\.orders\.counters\.x\.window\.tumbling: Duration must be greater than zero/,
+  );
+});
+
+Deno.test("compileConfig() lists every problem with its own path", () => {
+  const error = assertRefused(orders({
+    time: { lateness: "soon" },
+    counters: { x: { window: { tumbling: "1m" }, aggregate: "median" } },
+  }));
+  const lines = error.message.split("\n").slice(1).map((line) => line.trim());
+  assert.equal(lines.length, 2);
+  assert.ok(
+    lines.some((line) => line.startsWith("streams.orders.time.lateness: Cannot read duration")),
+  );
+  assert.ok(
+    lines.some((line) => line.startsWith("streams.orders.counters.x.aggregate: Aggregate must")),
+  );
+});
+
+Deno.test("compileConfig() refuses a hopping window whose hop exceeds its size", () => {
+  assertRefused(
+    counter({ window: { hopping: "1m", every: "2m" } }),
+    /^streams\.orders\.counters\.x\.window: 'every' \(120000 ms\) must not exceed the window size \(60000 ms\)$/,
+  );
+});
+
+Deno.test("compileConfig() accepts a hopping hop equal to the size and one that does not divide it", () => {
+  const stream = only(compileConfig(orders({
+    counters: {
+      same: { window: { hopping: "1m", every: "1m" }, aggregate: "count" },
+      uneven: { window: { hopping: "10m", every: "3m" }, aggregate: "count" },
+    },
+  })));
+  assert.deepEqual(stream.counters.map((c) => c.window), [
+    { kind: "hopping", sizeMs: 60_000, everyMs: 60_000 },
+    { kind: "hopping", sizeMs: 600_000, everyMs: 180_000 },
+  ]);
+});
+
+Deno.test("compileConfig() refuses a sliding size that is not a multiple of the precision", () => {
+  assertRefused(
+    counter({ window: { sliding: "10m", precision: "3m" } }),
+    /^streams\.orders\.counters\.x\.window: sliding size must be a multiple of 'precision'$/,
+  );
+  assertRefused(
+    counter({ window: { sliding: "1m", precision: "2m" } }),
+    /streams\.orders\.counters\.x\.window: sliding size must be a multiple/,
+  );
+});
+
+Deno.test("compileConfig() refuses windows of more than 1440 panes", () => {
+  assertRefused(
+    counter({ window: { sliding: "1441m", precision: "1m" } }),
+    /streams\.orders\.counters\.x\.window: a sliding window may have at most 1440 sub-buckets/,
+  );
+  // gcd(1d, 7s) = 1s: 86400 panes.
+  assertRefused(
+    counter({ window: { hopping: "1d", every: "7s" } }),
+    /streams\.orders\.counters\.x\.window: a window may span at most 1440 panes/,
+  );
+  const stream = only(compileConfig(counter({ window: { sliding: "1d", precision: "1m" } })));
+  assert.deepEqual(stream.counters[0].window, {
+    kind: "sliding",
+    sizeMs: 86_400_000,
+    precisionMs: 60_000,
+  });
+});
+
+Deno.test("compileConfig() refuses a bad aggregate, group list or limit", () => {
+  assertRefused(
+    counter({ aggregate: "sum" }),
+    /streams\.orders\.counters\.x\.aggregate: Aggregate/,
+  );
+  assertRefused(
+    counter({ aggregate: { sum: "amount", max: "amount" } }),
+    /streams\.orders\.counters\.x\.aggregate/,
+  );
+  assertRefused(counter({ aggregate: { sum: "" } }), /streams\.orders\.counters\.x\.aggregate/);
+  assertRefused(
+    counter({ groupBy: ["a", "b", "c", "d", "e", "f", "g", "h", "i"] }),
+    /streams\.orders\.counters\.x\.groupBy:/,
+  );
+  assertRefused(counter({ maxGroups: 0 }), /streams\.orders\.counters\.x\.maxGroups:/);
+  assertRefused(counter({ maxGroups: 1.5 }), /streams\.orders\.counters\.x\.maxGroups:/);
+  assertRefused(counter({ retention: "forever" }), /streams\.orders\.counters\.x\.retention:/);
+});
+
+Deno.test("compileConfig() refuses bad stream-level settings with their paths", () => {
+  assertRefused(
+    orders({ time: { lateness: "-1s" } }),
+    /streams\.orders\.time\.lateness: Cannot read/,
+  );
+  assertRefused(orders({ time: { field: "" } }), /streams\.orders\.time\.field:/);
+  assertRefused(
+    orders({ dedupe: { field: "id", ttl: "0s" } }),
+    /streams\.orders\.dedupe\.ttl: Duration must be greater than zero/,
+  );
+  assertRefused(orders({ dedupe: { ttl: "1h" } }), /streams\.orders\.dedupe\.field:/);
+  assertRefused(orders({ schema: "object" }), /streams\.orders\.schema:/);
+  assertRefused(orders({ transform: [{ explode: "now" }] }), /streams\.orders\.transform\.0:/);
+});
+
+Deno.test("compileConfig() refuses unknown keys at every level", () => {
+  assertRefused({ streams: {}, extra: 1 }, /\(root\): Unrecognized key: "extra"/);
+  assertRefused(orders({ counter: {} }), /streams\.orders: Unrecognized key: "counter"/);
+  assertRefused(
+    orders({ time: { field: "ts", latenes: "1s" } }),
+    /streams\.orders\.time: Unrecognized key: "latenes"/,
+  );
+  assertRefused(counter({ windw: 1 }), /streams\.orders\.counters\.x: Unrecognized key: "windw"/);
+  assertRefused(
+    counter({ window: { tumbling: "1m", every: "1m" } }),
+    /streams\.orders\.counters\.x\.window/,
+  );
+  assertRefused(
+    orders({ transform: [{ filter: "true", set: { a: "1" } }] }),
+    /streams\.orders\.transform\.0/,
+  );
+});
+
+Deno.test("compileConfig() refuses something that is not a config object", () => {
+  assertRefused(null, /^Invalid config:\n {2}\(root\): /);
+  assertRefused([], /\(root\): /);
+  assertRefused({}, /streams: /);
+  assertRefused({ streams: [] }, /streams: /);
+});
+
+Deno.test("compileConfig() refuses stream and counter names with bad characters, saying why", () => {
+  for (const name of ["bad name", "bad.name", "bad/name", "", "x".repeat(65), "ünïcode"]) {
+    assertRefused({ streams: { [name]: {} } }, /streams\./, /letters, digits, '_' and '-'/);
+    assertRefused(
+      orders({ counters: { [name]: { window: { tumbling: "1m" }, aggregate: "count" } } }),
+      /streams\.orders\.counters\./,
+      /letters, digits, '_' and '-'/,
+    );
+  }
+  const streams = compileConfig({ streams: { "Orders_2-b": {}, ["x".repeat(64)]: {} } });
+  assert.deepEqual([...streams.keys()], ["Orders_2-b", "x".repeat(64)]);
+});
+
+Deno.test("compileConfig() refuses a bad CEL expression at load, naming the step", () => {
+  assertRefused(
+    orders({ transform: [{ filter: "event.amount >" }] }),
+    /^streams\.orders\.transform\[0\]\.filter: Invalid expression 'event\.amount >'/,
+  );
+  assertRefused(
+    orders({ transform: [{ filter: "true" }, { set: { total: "unknownFunction(event.a)" } }] }),
+    /^streams\.orders\.transform\[1\]\.set\.total: Invalid expression 'unknownFunction\(event\.a\)'/,
+  );
+  assertRefused(
+    orders({ transform: [{ filter: "other.flag" }] }),
+    /transform\[0\]\.filter: .*Unknown variable: other/,
+  );
+  assertRefused(orders({ transform: [{ filter: "" }] }), /streams\.orders\.transform\.0/);
+});
+
+Deno.test("compileConfig() refuses an event schema that is not an object schema or not valid", () => {
+  assertRefused(
+    orders({ schema: { type: "string" } }),
+    /^streams\.orders\.schema: Event schema must have type 'object', got "string"$/,
+  );
+  assertRefused(
+    orders({ schema: { type: "object", properties: { a: { type: "nonsense" } } } }),
+    /^streams\.orders\.schema: Cannot compile event schema: /,
+  );
+  assertRefused(
+    orders({ schema: { type: "object", properties: { a: { $ref: "https://example.com/a" } } } }),
+    /^streams\.orders\.schema: Cannot compile event schema: /,
+  );
+});
+
+Deno.test("compileConfig() refuses transforms that write or rename to prototype keys", () => {
+  for (const key of ["__proto__", "constructor", "prototype"]) {
+    const steps = [
+      { set: JSON.parse(`{${JSON.stringify(key)}: "1"}`) },
+      { rename: { a: key } },
+      { drop: [key] },
+      { pick: [key] },
+    ];
+    for (const step of steps) {
+      assertRefused(orders({ transform: [step] }), /streams\.orders\.transform\.0/);
+    }
+  }
+});
+
+Deno.test("compileConfig() refuses a __proto__ key wherever JSON.parse put one", () => {
+  const texts = [
+    '{"streams": {"__proto__": {}}}',
+    '{"streams": {"s": {"counters": {"__proto__": {"window": {"tumbling": "1m"}, "aggregate": "count"}}}}}',
+    '{"streams": {"s": {"transform": [{"set": {"__proto__": "1", "ok": "2"}}]}}}',
+    '{"streams": {"s": {"transform": [{"rename": {"__proto__": "a"}}]}}}',
+  ];
+  for (const text of texts) {
+    assertRefused(JSON.parse(text), /__proto__/);
+  }
+  assertRefused(JSON.parse(texts[2]), /streams\.s\.transform\.0\.set\.__proto__: /);
+});
+
+Deno.test("compileConfig() keeps the written definition next to the parsed one", () => {
+  const raw = orders({ time: { field: "ts" } });
+  const stream = only(compileConfig(raw));
+  assert.deepEqual(stream.definition, { time: { field: "ts" } });
+  assert.deepEqual(stream.parsed.time, { field: "ts", lateness: 30_000, maxFuture: 300_000 });
+});
+
+Deno.test("compileConfig() compiles transforms that run on the hot path", () => {
+  const stream = only(compileConfig(orders({
+    transform: [{ filter: "event.amount > 0.0" }, { set: { big: "event.amount >= 100.0" } }],
+  })));
+  assert.deepEqual(stream.transform({ amount: 150 }), { amount: 150, big: true });
+  assert.equal(stream.transform({ amount: 0 }), null);
+});
+
+Deno.test("loadConfigFile() compiles the shipped example config", async () => {
+  const streams = await loadConfigFile(
+    new URL("../../examples/config.json", import.meta.url).pathname,
+  );
+  const stream = streams.get("orders");
+  assert.ok(stream);
+  assert.equal(stream.timeField, "ts");
+  assert.equal(stream.latenessMs, 30_000);
+  assert.deepEqual(stream.dedupe, { field: "id", ttlMs: 86_400_000 });
+  assert.deepEqual(stream.counters.map((c) => [c.name, c.window.kind, c.aggregate.kind]), [
+    ["orders_per_minute", "tumbling", "count"],
+    ["revenue_per_hour", "hopping", "sum"],
+    ["customers_last_10m", "sliding", "distinct"],
+  ]);
+  assert.deepEqual(
+    stream.transform({ id: "a", country: "DE", amount: 120, test: false }),
+    { id: "a", country: "DE", amount: 120, big: true },
+  );
+  assert.equal(stream.transform({ id: "b", country: "DE", amount: 1, test: true }), null);
+});
+
+Deno.test("loadConfigFile() reports a missing file as a ConfigError naming it", async () => {
+  const path = `${await Deno.makeTempDir()}/missing.json`;
+  await assert.rejects(loadConfigFile(path), (error: unknown) => {
+    assert.ok(error instanceof ConfigError);
+    assert.match(error.message, /^Cannot read config file .*missing\.json: /);
+    assert.ok(error.cause instanceof Deno.errors.NotFound);
+    return true;
+  });
+});
+
+Deno.test("loadConfigFile() reports bad JSON as a ConfigError naming the file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/bad.json`;
+    await Deno.writeTextFile(path, '{"streams": {');
+    await assert.rejects(loadConfigFile(path), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(error.message, /^Config file .*bad\.json is not valid JSON: /);
+      assert.ok(error.cause instanceof SyntaxError);
+      return true;
+    });
+    await Deno.writeTextFile(path, '{"streams": {"s": {"counters": {"x": {}}}}}');
+    await assert.rejects(loadConfigFile(path), {
+      name: "ConfigError",
+      message: /streams\.s\.counters\.x\.window/,
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
