@@ -24,7 +24,7 @@ export interface StartRedisServerOptions {
   hostname?: string;
   /** The executable to run, looked up on `PATH`. @default {"redis-server"} */
   command?: string;
-  /** How long to wait for the server to answer `PING`, in ms. @default {10000} */
+  /** How long to wait for the server to answer, in ms. @default {10000} */
   startTimeoutMs?: number;
   /** Extra command-line arguments appended after the defaults, e.g. `["--maxmemory", "64mb"]`. */
   extraArgs?: string[];
@@ -168,11 +168,11 @@ async function startOnce(options: StartRedisServerOptions): Promise<RedisServer>
       if (/address already in use/i.test(details)) throw new PortInUseError(message);
       throw new Error(message);
     }
-    if (await answersPing(hostname, port)) break;
+    if (await answersAsProcess(hostname, port, child.pid)) break;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
-        `Cannot start redis-server on port ${port} as it did not answer PING within ${
+        `Cannot start redis-server on port ${port} as it did not answer within ${
           options.startTimeoutMs ?? 10_000
         } ms`,
       );
@@ -190,14 +190,27 @@ function findFreePort(hostname: string): number {
   return port;
 }
 
-async function answersPing(hostname: string, port: number): Promise<boolean> {
+/**
+ * Returns whether the server on `port` answers and is the process `pid`: another server that
+ * already holds the port answers too, while ours exits with "address already in use".
+ */
+async function answersAsProcess(hostname: string, port: number, pid: number): Promise<boolean> {
   let connection: Deno.TcpConn | undefined;
   try {
     connection = await Deno.connect({ hostname, port });
-    await connection.write(new TextEncoder().encode("PING\r\n"));
-    const buffer = new Uint8Array(64);
-    const read = await connection.read(buffer);
-    return read !== null && new TextDecoder().decode(buffer.subarray(0, read)).startsWith("+PONG");
+    await connection.write(new TextEncoder().encode("INFO server\r\n"));
+    const decoder = new TextDecoder();
+    const buffer = new Uint8Array(4096);
+    let reply = "";
+    while (reply.length < 65_536) {
+      const read = await connection.read(buffer);
+      if (read === null) return false;
+      reply += decoder.decode(buffer.subarray(0, read), { stream: true });
+      if (reply.startsWith("-")) return false; // e.g. LOADING: not ready yet
+      const match = /\r\nprocess_id:(\d+)\r\n/.exec(reply);
+      if (match) return Number(match[1]) === pid;
+    }
+    return false;
   } catch {
     return false;
   } finally {

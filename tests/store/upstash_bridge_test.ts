@@ -846,3 +846,19 @@ Deno.test("redisTest() ignores its tests without redis-server locally but fails 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "startRedisServer() rejects a port that another Redis already holds",
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    const first = await startRedisServer();
+    try {
+      await assert.rejects(
+        startRedisServer({ port: first.port }),
+        /Cannot start redis-server on port \d+ as it exited with code 1:[\s\S]*Address already in use/,
+      );
+    } finally {
+      await first.stop();
+    }
+  },
+});
