@@ -70,7 +70,15 @@ export async function startUpstashBridge(options: UpstashBridgeOptions): Promise
 
   const expectedAuthorization = new TextEncoder().encode(`Bearer ${options.token}`);
   const server = Deno.serve(
-    { port: options.port ?? 0, hostname: options.hostname ?? "127.0.0.1", onListen() {} },
+    {
+      port: options.port ?? 0,
+      hostname: options.hostname ?? "127.0.0.1",
+      onListen() {},
+      // Keep the client's `{error}` envelope even for bridge bugs.
+      onError(error) {
+        return jsonResponse(500, { error: `ERR Upstash bridge failed: ${errorMessage(error)}` });
+      },
+    },
     (request) => handleRequest(request, { link, expectedAuthorization }),
   );
   const address = server.addr;
