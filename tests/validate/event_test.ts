@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import {
+  checkEventShape,
+  compileEventSchema,
+  describe,
+  SchemaCompileError,
+  validateEvent,
+} from "../../src/validate/mod.ts";
+
+/** `{a: {a: … {}}}` with `levels` objects in all (the outer event counts as 1). */
+function nestedObjects(levels: number): Record<string, unknown> {
+  let node: Record<string, unknown> = {};
+  for (let i = 1; i < levels; i++) node = { a: node };
+  return node;
+}
+
+/** `[[…[]…]]` nested `levels` deep, built without recursion. */
+function nestedArrays(levels: number): unknown[] {
+  let node: unknown[] = [];
+  for (let i = 1; i < levels; i++) node = [node];
+  return node;
+}
+
+Deno.test("checkEventShape() accepts a plain object with scalars, arrays and objects", () => {
+  assert.deepEqual(
+    checkEventShape({ a: 1, b: "x", c: null, d: [1, { e: true }], f: { g: [] } }),
+    [],
+  );
+  assert.deepEqual(checkEventShape({}), []);
+});
+
+Deno.test("checkEventShape() refuses anything that is not an object", () => {
+  const cases: Array<[unknown, string]> = [
+    [null, "null"],
+    [[], "an array"],
+    [[{ a: 1 }], "an array"],
+    ["text", "a string"],
+    [5, "a number"],
+    [true, "a boolean"],
+    [undefined, "a undefined"],
+  ];
+  for (const [value, described] of cases) {
+    assert.deepEqual(checkEventShape(value), [
+      { path: "", message: `Event must be a JSON object, got ${described}` },
+    ]);
+  }
+});
+
+Deno.test("checkEventShape() allows exactly maxDepth levels of nesting", () => {
+  assert.deepEqual(checkEventShape(nestedObjects(32)), []);
+  const errors = checkEventShape(nestedObjects(33));
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].message, "Event is nested deeper than 32 levels");
+  assert.equal(errors[0].path, Array(32).fill("a").join("."));
+  assert.deepEqual(checkEventShape(nestedObjects(3), { maxDepth: 3 }), []);
+  assert.deepEqual(checkEventShape(nestedObjects(4), { maxDepth: 3 }), [
+    { path: "a.a.a", message: "Event is nested deeper than 3 levels" },
+  ]);
+});
+
+Deno.test("checkEventShape() counts arrays as levels and names array indexes in the path", () => {
+  assert.deepEqual(checkEventShape({ list: [[1]] }, { maxDepth: 3 }), []);
+  assert.deepEqual(checkEventShape({ list: [0, [[1]]] }, { maxDepth: 3 }), [
+    { path: "list.1.0", message: "Event is nested deeper than 3 levels" },
+  ]);
+  // Scalars do not add a level.
+  assert.deepEqual(checkEventShape({ a: { b: 1 } }, { maxDepth: 2 }), []);
+});
+
+Deno.test("checkEventShape() refuses a 100000-deep array without overflowing the stack", () => {
+  const event = { deep: nestedArrays(100_000) };
+  const errors = checkEventShape(event);
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].message, "Event is nested deeper than 32 levels");
+  assert.ok(errors[0].path.startsWith("deep.0.0"));
+  const parsed = JSON.parse(`{"deep":${"[".repeat(100_000)}${"]".repeat(100_000)}}`);
+  assert.equal(checkEventShape(parsed)[0].message, "Event is nested deeper than 32 levels");
+  const top = checkEventShape(nestedArrays(100_000));
+  assert.equal(top[0].message, "Event must be a JSON object, got an array");
+});
+
+Deno.test("checkEventShape() refuses __proto__ as JSON.parse makes it, at any depth", () => {
+  const top = JSON.parse('{"ok": 1, "__proto__": {"admin": true}}');
+  assert.deepEqual(checkEventShape(top), [
+    { path: "__proto__", message: "Key '__proto__' is not allowed in events" },
+  ]);
+  const nested = JSON.parse('{"user": {"tags": [{"__proto__": {}}]}}');
+  assert.deepEqual(checkEventShape(nested), [
+    { path: "user.tags.0.__proto__", message: "Key '__proto__' is not allowed in events" },
+  ]);
+});
+
+Deno.test("checkEventShape() refuses constructor and prototype keys", () => {
+  assert.deepEqual(checkEventShape({ constructor: { prototype: {} } }), [
+    { path: "constructor", message: "Key 'constructor' is not allowed in events" },
+  ]);
+  assert.deepEqual(checkEventShape({ a: { prototype: 1 } }), [
+    { path: "a.prototype", message: "Key 'prototype' is not allowed in events" },
+  ]);
+  // Only keys are checked, not values.
+  assert.deepEqual(checkEventShape({ name: "constructor", list: ["__proto__"] }), []);
+});
+
+Deno.test("describe() names JSON value types for messages", () => {
+  assert.equal(describe(null), "null");
+  assert.equal(describe([]), "an array");
+  assert.equal(describe({}), "an object");
+  assert.equal(describe("x"), "a string");
+  assert.equal(describe(1), "a number");
+  assert.equal(describe(false), "a boolean");
+});
+
+const orderSchema = compileEventSchema({
+  type: "object",
+  properties: {
+    id: { type: "string", minLength: 1 },
+    amount: { type: "number", minimum: 0 },
+    user: {
+      type: "object",
+      properties: { country: { type: "string", maxLength: 2 } },
+    },
+    tags: { type: "array", items: { type: "string" } },
+  },
+  required: ["id", "amount"],
+});
+
+Deno.test("validateEvent() returns the event when it matches the schema", () => {
+  const event = { id: "a", amount: 5, user: { country: "DE" }, tags: ["x"] };
+  assert.deepEqual(validateEvent(event, orderSchema), { ok: true, event });
+});
+
+Deno.test("validateEvent() reports every schema error with the dotted path of the field", () => {
+  const result = validateEvent(
+    { amount: -1, user: { country: "DEU" }, tags: ["ok", 7] },
+    orderSchema,
+  );
+  assert.equal(result.ok, false);
+  if (result.ok) return;
+  const paths = result.errors.map((error) => error.path).sort();
+  assert.deepEqual(paths, ["amount", "id", "tags.1", "user.country"]);
+  for (const error of result.errors) assert.ok(error.message.length > 0);
+  const amount = result.errors.find((error) => error.path === "amount")!;
+  assert.match(amount.message, />=\s*0/);
+});
+
+Deno.test("validateEvent() checks the shape before the schema", () => {
+  assert.deepEqual(validateEvent([1], orderSchema), {
+    ok: false,
+    errors: [{ path: "", message: "Event must be a JSON object, got an array" }],
+  });
+  const polluted = JSON.parse('{"id": "a", "amount": 1, "__proto__": {"x": 1}}');
+  assert.deepEqual(validateEvent(polluted, orderSchema), {
+    ok: false,
+    errors: [{ path: "__proto__", message: "Key '__proto__' is not allowed in events" }],
+  });
+  assert.deepEqual(validateEvent({ id: "a", amount: 1, x: [[1]] }, orderSchema, { maxDepth: 2 }), {
+    ok: false,
+    errors: [{ path: "x.0", message: "Event is nested deeper than 2 levels" }],
+  });
+});
+
+Deno.test("validateEvent() keeps fields the schema does not declare", () => {
+  const event = { id: "a", amount: 1, extra: { deep: [1, 2] }, note: "kept" };
+  const result = validateEvent(event, orderSchema);
+  assert.deepEqual(result, { ok: true, event });
+});
+
+Deno.test("validateEvent() refuses undeclared fields when additionalProperties is false", () => {
+  const strict = compileEventSchema({
+    type: "object",
+    properties: { id: { type: "string" } },
+    additionalProperties: false,
+  });
+  assert.deepEqual(validateEvent({ id: "a" }, strict), { ok: true, event: { id: "a" } });
+  const result = validateEvent({ id: "a", extra: 1 }, strict);
+  assert.equal(result.ok, false);
+  if (result.ok) return;
+  assert.equal(result.errors.length, 1);
+  assert.match(result.errors[0].message, /extra/);
+});
+
+Deno.test("compileEventSchema() accepts a schema without a type as any object", () => {
+  const anything = compileEventSchema({});
+  const event = { a: 1, b: [true] };
+  assert.deepEqual(validateEvent(event, anything), { ok: true, event });
+  assert.equal(validateEvent("text", anything).ok, false);
+});
+
+Deno.test("compileEventSchema() refuses schemas that do not describe an object", () => {
+  for (const type of ["string", "array", "number", ["object", "null"]]) {
+    assert.throws(() => compileEventSchema({ type }), (error: unknown) => {
+      assert.ok(error instanceof SchemaCompileError);
+      assert.equal(error.name, "SchemaCompileError");
+      assert.equal(
+        error.message,
+        `Event schema must have type 'object', got ${JSON.stringify(type)}`,
+      );
+      return true;
+    });
+  }
+});
+
+Deno.test("compileEventSchema() turns schemas it cannot compile into SchemaCompileError", () => {
+  const bad = [
+    { type: "object", properties: { a: { type: "nonsense" } } },
+    { type: "object", properties: { a: { $ref: "https://example.com/schema.json" } } },
+  ];
+  for (const schema of bad) {
+    assert.throws(() => compileEventSchema(schema), (error: unknown) => {
+      assert.ok(error instanceof SchemaCompileError);
+      assert.match(error.message, /^Cannot compile event schema: /);
+      assert.ok(error.cause instanceof Error);
+      return true;
+    });
+  }
+});
