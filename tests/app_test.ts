@@ -106,30 +106,95 @@ Deno.test("bad ingest requests get the right status and error code, and change n
       status: 400,
       code: "invalid_utf8",
     },
-    { name: "text/plain", body: '{"id":"a"}', contentType: "text/plain", status: 415, code: "unsupported_media_type" },
-    { name: "no content type", body: '{"id":"a"}', contentType: null, status: 415, code: "unsupported_media_type" },
-    { name: "body over 1 MiB", body: JSON.stringify([{ id: "x".repeat(1_100_000) }]), status: 413, code: "payload_too_large" },
+    {
+      name: "text/plain",
+      body: '{"id":"a"}',
+      contentType: "text/plain",
+      status: 415,
+      code: "unsupported_media_type",
+    },
+    {
+      name: "no content type",
+      body: '{"id":"a"}',
+      contentType: null,
+      status: 415,
+      code: "unsupported_media_type",
+    },
+    {
+      name: "body over 1 MiB",
+      body: JSON.stringify([{ id: "x".repeat(1_100_000) }]),
+      status: 413,
+      code: "payload_too_large",
+    },
     {
       name: "over 1000 events",
       body: JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ id: `e${i}` }))),
       status: 413,
       code: "too_many_events",
     },
-    { name: "unknown stream", body: '{"id":"a"}', stream: "nope", status: 404, code: "stream_not_found" },
-    { name: "__proto__ key", body: '{"id":"a","__proto__":{"polluted":true}}', status: 400, code: "no_events_accepted" },
-    { name: "constructor key", body: '{"id":"a","constructor":{"x":1}}', status: 400, code: "no_events_accepted" },
-    { name: "deep nesting", body: `{"id":"a","deep":${"[".repeat(5000)}${"]".repeat(5000)}}`, status: 400, code: "no_events_accepted" },
-    { name: "huge number for sum", body: '{"id":"a","amount":1e400}', status: 400, code: "no_events_accepted" },
-    { name: "number beyond 2^53 for sum", body: '{"id":"a","amount":1e300}', status: 400, code: "no_events_accepted" },
-    { name: "event over 64 KiB", body: JSON.stringify({ id: "a", pad: "y".repeat(70_000) }), status: 400, code: "no_events_accepted" },
-    { name: "bad event time", body: '{"id":"a","ts":"yesterday"}', status: 400, code: "no_events_accepted" },
-    { name: "event time too far ahead", body: JSON.stringify({ id: "a", ts: NOW + 600_000 }), status: 400, code: "no_events_accepted" },
+    {
+      name: "unknown stream",
+      body: '{"id":"a"}',
+      stream: "nope",
+      status: 404,
+      code: "stream_not_found",
+    },
+    {
+      name: "__proto__ key",
+      body: '{"id":"a","__proto__":{"polluted":true}}',
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "constructor key",
+      body: '{"id":"a","constructor":{"x":1}}',
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "deep nesting",
+      body: `{"id":"a","deep":${"[".repeat(5000)}${"]".repeat(5000)}}`,
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "huge number for sum",
+      body: '{"id":"a","amount":1e400}',
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "number beyond 2^53 for sum",
+      body: '{"id":"a","amount":1e300}',
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "event over 64 KiB",
+      body: JSON.stringify({ id: "a", pad: "y".repeat(70_000) }),
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "bad event time",
+      body: '{"id":"a","ts":"yesterday"}',
+      status: 400,
+      code: "no_events_accepted",
+    },
+    {
+      name: "event time too far ahead",
+      body: JSON.stringify({ id: "a", ts: NOW + 600_000 }),
+      status: 400,
+      code: "no_events_accepted",
+    },
   ];
   for (const item of cases) {
     await t.step(item.name, async () => {
       const { app } = await testApp();
       const headers: Record<string, string> = {};
-      if (item.contentType !== null) headers["Content-Type"] = item.contentType ?? "application/json";
+      if (item.contentType !== null) {
+        headers["Content-Type"] = item.contentType ?? "application/json";
+      }
       const res = await app.request(`/v1/streams/${item.stream ?? "orders"}/events`, {
         method: "POST",
         headers,
@@ -292,7 +357,10 @@ Deno.test("API keys: 401 without or with a wrong key, 403 without the scope, adm
 
   assert.equal((await getJson(app, "/v1/streams")).status, 401);
   assert.equal((await getJson(app, "/v1/streams", KEYS.ingest)).status, 403);
-  assert.equal((await getJson(app, "/v1/streams/orders/counters/count_1m", KEYS.ingest)).status, 403);
+  assert.equal(
+    (await getJson(app, "/v1/streams/orders/counters/count_1m", KEYS.ingest)).status,
+    403,
+  );
   assert.equal((await getJson(app, "/v1/streams/orders", KEYS.read)).status, 200);
   const read = await getJson(app, "/v1/streams/orders/counters/count_1m", KEYS.admin);
   assert.equal(read.status, 200);
@@ -302,7 +370,10 @@ Deno.test("API keys: 401 without or with a wrong key, 403 without the scope, adm
 Deno.test("an unknown stream on an authenticated route is 401 before 404", async () => {
   const { app } = await testApp({ auth: true });
   assert.equal((await postEvents(app, { id: "a" }, { stream: "nope" })).status, 401);
-  assert.equal((await postEvents(app, { id: "a" }, { stream: "nope", key: KEYS.ingest })).status, 404);
+  assert.equal(
+    (await postEvents(app, { id: "a" }, { stream: "nope", key: KEYS.ingest })).status,
+    404,
+  );
 });
 
 class UnavailableStore extends MemoryStore {
@@ -334,7 +405,13 @@ Deno.test("GET /v1/streams lists definitions and stats", async () => {
   const { body } = await getJson(app, "/v1/streams");
   assert.deepEqual(body.streams.map((stream: { name: string }) => stream.name), ["orders", "open"]);
   const orders = body.streams[0];
-  assert.deepEqual(orders.counters, ["count_1m", "sum_1m", "doubled_hop", "customers_sliding", "max_1m"]);
+  assert.deepEqual(orders.counters, [
+    "count_1m",
+    "sum_1m",
+    "doubled_hop",
+    "customers_sliding",
+    "max_1m",
+  ]);
   assert.equal(orders.stats.accepted, 2);
   assert.equal(orders.stats.duplicates, 1);
   assert.equal(orders.definition.dedupe.field, "id");

@@ -9,7 +9,7 @@ import type { CounterMeta } from "../store/types.ts";
 import { compileTransform, ExpressionError, type Transform } from "../transform/mod.ts";
 import { compileEventSchema, SchemaCompileError } from "../validate/mod.ts";
 import type { CompiledCounter, WindowSpec } from "../window/mod.ts";
-import { paneWidth } from "../window/mod.ts";
+import { hopWidth, paneWidth } from "../window/mod.ts";
 import { configSchema, type CounterDefinition, type StreamDefinition } from "./schema.ts";
 
 /** A stream ready for the hot path. */
@@ -121,7 +121,14 @@ function compileCounter(
     groupBy: definition.groupBy,
     aggregate,
     retentionMs: definition.retention,
-    meta: { name, aggregate: aggregate.kind, maxGroups: definition.maxGroups, ttlMs },
+    meta: {
+      name,
+      aggregate: aggregate.kind,
+      maxGroups: definition.maxGroups,
+      ttlMs,
+      sizeMs: window.sizeMs,
+      hopMs: hopWidth(window),
+    },
   };
 }
 

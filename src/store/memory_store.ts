@@ -8,6 +8,8 @@
 import { addValue, type AggregateState, emptyState, mergeState } from "../window/aggregate.ts";
 import {
   type ApplyResult,
+  type ClosedWindow,
+  type CloseOptions,
   type CounterMeta,
   type EventOutcome,
   OTHER_GROUP,
@@ -39,6 +41,8 @@ interface StreamState {
   /** Dedupe ids in insertion order, which is also expiry order for one TTL. */
   seen: Map<string, number>;
   panes: Map<string, Map<number, Pane>>;
+  /** Per counter: windows holding data and not yet closed, start → end. */
+  open: Map<string, Map<number, number>>;
 }
 
 /** Options for {@linkcode MemoryStore}. */
@@ -75,6 +79,7 @@ export class MemoryStore implements Store {
         overflow: new Map(),
         seen: new Map(),
         panes: new Map(),
+        open: new Map(),
       };
       this.#streams.set(name, state);
     }
@@ -132,6 +137,7 @@ export class MemoryStore implements Store {
     if (!pane || pane.expiresAt <= now) {
       pane = { expiresAt: 0, groups: new Map() };
       panes.set(update.pane, pane);
+      this.#openWindows(stream, counter, update.pane);
     }
     pane.expiresAt = now + counter.ttlMs;
     let group = update.group;
@@ -153,6 +159,49 @@ export class MemoryStore implements Store {
     } else {
       addValue(cell.state, typeof update.value === "number" ? update.value : undefined);
     }
+  }
+
+  #openWindows(stream: StreamState, counter: CounterMeta, pane: number): void {
+    let open = stream.open.get(counter.name);
+    if (!open) {
+      open = new Map();
+      stream.open.set(counter.name, open);
+    }
+    const newest = Math.floor(pane / counter.hopMs) * counter.hopMs;
+    for (let start = newest; start + counter.sizeMs > pane; start -= counter.hopMs) {
+      if (!open.has(start)) open.set(start, start + counter.sizeMs);
+    }
+  }
+
+  closeWindows(
+    stream: string,
+    counters: CounterMeta[],
+    options: CloseOptions,
+  ): Promise<ClosedWindow[]> {
+    const state = this.#streams.get(stream);
+    const closed: ClosedWindow[] = [];
+    if (!state || state.watermark === null) return Promise.resolve(closed);
+    const cutoff = state.watermark - options.latenessMs;
+    const limit = options.limit ?? 100;
+    for (const counter of counters) {
+      const open = state.open.get(counter.name);
+      if (!open) continue;
+      const due = [...open].filter(([, end]) => end <= cutoff)
+        .sort((a, b) => a[0] - b[0]).slice(0, limit);
+      const panes = state.panes.get(counter.name) ?? new Map<number, Pane>();
+      const now = this.#now();
+      for (const [start, end] of due) {
+        open.delete(start);
+        const inWindow = [...panes.keys()].filter((pane) => pane >= start && pane < end);
+        closed.push({
+          counter: counter.name,
+          start,
+          end,
+          groups: mergePanes(panes, inWindow, now),
+        });
+      }
+    }
+    return Promise.resolve(closed);
   }
 
   #forgetExpiredIds(stream: StreamState, now: number): void {
@@ -190,26 +239,8 @@ export class MemoryStore implements Store {
     const out: WindowValue[] = [];
     if (!panes) return Promise.resolve(out);
     for (const window of windows) {
-      const merged = new Map<string, Cell>();
-      for (const start of window.panes) {
-        const pane = panes.get(start);
-        if (!pane || pane.expiresAt <= now) continue;
-        for (const [group, cell] of pane.groups) {
-          let into = merged.get(group);
-          if (!into) {
-            into = { state: emptyState() };
-            if (cell.values) into.values = new Set();
-            merged.set(group, into);
-          }
-          mergeState(into.state, cell.state);
-          if (cell.values) {
-            for (const value of cell.values) into.values!.add(value);
-            into.state.distinct = into.values!.size;
-          }
-        }
-      }
-      for (const [group, cell] of merged) {
-        out.push({ start: window.start, group, state: cell.state });
+      for (const { group, state } of mergePanes(panes, window.panes, now)) {
+        out.push({ start: window.start, group, state });
       }
     }
     return Promise.resolve(out);
@@ -238,4 +269,31 @@ export class MemoryStore implements Store {
     this.#streams.clear();
     return Promise.resolve();
   }
+}
+
+/** Merges the live panes among `starts` into one state per group. */
+function mergePanes(
+  panes: Map<number, Pane>,
+  starts: Iterable<number>,
+  now: number,
+): Array<{ group: string; state: AggregateState }> {
+  const merged = new Map<string, Cell>();
+  for (const start of starts) {
+    const pane = panes.get(start);
+    if (!pane || pane.expiresAt <= now) continue;
+    for (const [group, cell] of pane.groups) {
+      let into = merged.get(group);
+      if (!into) {
+        into = { state: emptyState() };
+        if (cell.values) into.values = new Set();
+        merged.set(group, into);
+      }
+      mergeState(into.state, cell.state);
+      if (cell.values) {
+        for (const value of cell.values) into.values!.add(value);
+        into.state.distinct = into.values!.size;
+      }
+    }
+  }
+  return [...merged].map(([group, cell]) => ({ group, state: cell.state }));
 }

@@ -12,6 +12,10 @@ export interface CounterMeta {
   maxGroups: number;
   /** How long (ms) a pane lives after its last write (window size + lateness + retention). */
   ttlMs: number;
+  /** Window size (ms). */
+  sizeMs: number;
+  /** Distance (ms) between window starts. */
+  hopMs: number;
 }
 
 /** Group key that events beyond a pane's `maxGroups` count into. */
@@ -104,6 +108,26 @@ export interface WindowValue {
   state: AggregateState;
 }
 
+/** A window the store closed: final values of every group. */
+export interface ClosedWindow {
+  /** Counter name. */
+  counter: string;
+  /** Window start (ms). */
+  start: number;
+  /** Window end (ms, exclusive). */
+  end: number;
+  /** Final state per group. */
+  groups: Array<{ group: string; state: AggregateState }>;
+}
+
+/** Options for {@linkcode Store.closeWindows}. */
+export interface CloseOptions {
+  /** The stream's lateness (ms): windows with end <= watermark - lateness close. */
+  latenessMs: number;
+  /** Most windows closed per counter in one call. @default {100} */
+  limit?: number;
+}
+
 /** Storage for stream state. Implementations must apply a batch atomically. */
 export interface Store {
   /** Short name for logs and `/readyz` (`memory`, `redis`). */
@@ -118,6 +142,16 @@ export interface Store {
   panes(stream: string, counter: CounterMeta, fromMs: number, toMs: number): Promise<number[]>;
   /** Reads merged states for the given windows of one counter. */
   readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
+  /**
+   * Claims and returns the windows that became final (end <= watermark -
+   * lateness) and were not closed before. Atomic: across all instances that
+   * share the store, each window is returned exactly once.
+   */
+  closeWindows(
+    stream: string,
+    counters: CounterMeta[],
+    options: CloseOptions,
+  ): Promise<ClosedWindow[]>;
   /** Stats and watermark of a stream. */
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats>;
   /** Checks the store is reachable. Throws {@linkcode StoreUnavailableError} if not. */

@@ -34,39 +34,51 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
  * Checks what any event must satisfy: a JSON object, nested at most
  * `maxDepth` deep, with no `__proto__`, `constructor` or `prototype` keys
  * (they are how prototype pollution reaches code that copies objects).
- * Iterative, so a deeply nested event cannot overflow the stack.
+ * Recursion stops at `maxDepth`, so a deeply nested event cannot overflow
+ * the stack.
  */
 export function checkEventShape(value: unknown, limits: ShapeLimits = {}): FieldError[] {
   const maxDepth = limits.maxDepth ?? 32;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return [{ path: "", message: `Event must be a JSON object, got ${describe(value)}` }];
   }
-  const stack: Array<[unknown, string, number]> = [[value, "", 1]];
-  while (stack.length > 0) {
-    const [node, path, depth] = stack.pop()!;
-    if (typeof node !== "object" || node === null) continue;
-    if (depth > maxDepth) {
-      return [{ path, message: `Event is nested deeper than ${maxDepth} levels` }];
-    }
-    if (Array.isArray(node)) {
-      for (let i = 0; i < node.length; i++) {
-        stack.push([node[i], joinPath(path, String(i)), depth + 1]);
-      }
-      continue;
-    }
-    for (const key of Object.keys(node)) {
-      const child = joinPath(path, key);
-      if (FORBIDDEN_KEYS.has(key)) {
-        return [{ path: child, message: `Key '${key}' is not allowed in events` }];
-      }
-      stack.push([(node as Record<string, unknown>)[key], child, depth + 1]);
-    }
-  }
-  return [];
+  const error = checkNode(value, 1, maxDepth);
+  return error === null ? [] : [error];
 }
 
-function joinPath(path: string, key: string): string {
-  return path === "" ? key : `${path}.${key}`;
+function checkNode(node: object, depth: number, maxDepth: number): FieldError | null {
+  if (depth > maxDepth) {
+    return { path: "", message: `Event is nested deeper than ${maxDepth} levels` };
+  }
+  if (Array.isArray(node)) {
+    for (let i = 0; i < node.length; i++) {
+      const item = node[i];
+      if (typeof item === "object" && item !== null) {
+        const error = checkNode(item, depth + 1, maxDepth);
+        if (error) return prefix(error, String(i));
+      }
+    }
+    return null;
+  }
+  for (const key in node) {
+    if (FORBIDDEN_KEYS.has(key)) {
+      return { path: key, message: `Key '${key}' is not allowed in events` };
+    }
+    const item = (node as Record<string, unknown>)[key];
+    if (typeof item === "object" && item !== null) {
+      const error = checkNode(item, depth + 1, maxDepth);
+      if (error) return prefix(error, key);
+    }
+  }
+  return null;
+}
+
+function prefix(error: FieldError, key: string): FieldError {
+  return { path: joinPath(key, error.path), message: error.message };
+}
+
+function joinPath(head: string, tail: string): string {
+  return tail === "" ? head : `${head}.${tail}`;
 }
 
 /** Describes a JSON value's type for error messages. */

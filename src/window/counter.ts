@@ -70,16 +70,15 @@ export function counterUpdate(
     const value = readField(event, field);
     return value === undefined ? null : value;
   });
-  const base = {
-    counter: counter.index,
-    pane: paneStart(timeMs, counter.window),
-    group: groupKey(groupValues),
-  };
+  const pane = paneStart(timeMs, counter.window);
+  const group = groupKey(groupValues);
   const spec = counter.aggregate;
-  if (spec.kind === "count") return { ok: true, update: base };
+  if (spec.kind === "count") return { ok: true, update: { counter: counter.index, pane, group } };
   const value = readField(event, spec.field);
   if (value === undefined || value === null) return { ok: true, update: null };
-  if (spec.kind === "distinct") return { ok: true, update: { ...base, value: distinctKey(value) } };
+  if (spec.kind === "distinct") {
+    return { ok: true, update: { counter: counter.index, pane, group, value: distinctKey(value) } };
+  }
   if (typeof value !== "number" || !Number.isFinite(value)) {
     return {
       ok: false,
@@ -99,5 +98,5 @@ export function counterUpdate(
       },
     };
   }
-  return { ok: true, update: { ...base, value } };
+  return { ok: true, update: { counter: counter.index, pane, group, value } };
 }
