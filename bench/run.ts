@@ -1,0 +1,125 @@
+/**
+ * Ingest benchmark over real HTTP on loopback: batches of 100 events, three
+ * counters, memory store; against a baseline Hono handler that only parses
+ * the same JSON and replies 202, measured in the same run. Each server runs
+ * in its own process; this process is the load generator.
+ *
+ * `deno task bench [seconds-per-round] [rounds]`
+ */
+
+const SECONDS = Number(Deno.args[0] ?? 5);
+const ROUNDS = Number(Deno.args[1] ?? 3);
+const CONCURRENCY = 16;
+const BATCH = 100;
+
+async function startServer(mode: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      new URL("./server.ts", import.meta.url).pathname,
+      mode,
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening (\d+)/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`Server ${mode} exited before listening`);
+    text += value;
+  }
+  const port = Number(/listening (\d+)/.exec(text)![1]);
+  // Keep draining stdout so the child never blocks on a full pipe.
+  (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  return {
+    port,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await child.status;
+    },
+  };
+}
+
+let sequence = 0;
+const COUNTRIES = Array.from({ length: 20 }, (_, i) => `C${i}`);
+
+function makeBatch(): string {
+  const now = Date.now();
+  const events = [];
+  for (let i = 0; i < BATCH; i++) {
+    sequence += 1;
+    events.push({
+      id: `e${sequence}`,
+      ts: now - (sequence % 1000),
+      country: COUNTRIES[sequence % COUNTRIES.length],
+      amount: (sequence % 97) + 0.5,
+      user: `u${sequence % 5000}`,
+    });
+  }
+  return JSON.stringify(events);
+}
+
+async function load(
+  port: number,
+  seconds: number,
+): Promise<{ events: number; seconds: number; errors: number }> {
+  const url = `http://127.0.0.1:${port}/v1/streams/bench/events`;
+  const deadline = performance.now() + seconds * 1000;
+  let events = 0;
+  let errors = 0;
+  const started = performance.now();
+  async function worker() {
+    while (performance.now() < deadline) {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: makeBatch(),
+      });
+      await res.arrayBuffer();
+      if (res.status === 202) events += BATCH;
+      else errors += 1;
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  return { events, seconds: (performance.now() - started) / 1000, errors };
+}
+
+async function measure(mode: string): Promise<number> {
+  const server = await startServer(mode);
+  try {
+    await load(server.port, 1); // warm-up
+    const result = await load(server.port, SECONDS);
+    if (result.errors > 0) throw new Error(`${mode}: ${result.errors} requests failed`);
+    return result.events / result.seconds;
+  } finally {
+    await server.stop();
+  }
+}
+
+const baseline: number[] = [];
+const pipeline: number[] = [];
+for (let round = 1; round <= ROUNDS; round++) {
+  baseline.push(await measure("baseline"));
+  pipeline.push(await measure("pipeline"));
+  console.log(
+    `round ${round}: baseline ${baseline.at(-1)!.toFixed(0)} events/s, pipeline ${
+      pipeline.at(-1)!.toFixed(0)
+    } events/s`,
+  );
+}
+const median = (values: number[]) =>
+  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+const b = median(baseline);
+const p = median(pipeline);
+console.log(
+  `ingest (batches of ${BATCH}, 3 counters, memory store, ${CONCURRENCY} connections, ${SECONDS}s x ${ROUNDS} rounds, median):`,
+);
+console.log(`  baseline (parse JSON + 202): ${b.toFixed(0)} events/s`);
+console.log(`  pipeline:                    ${p.toFixed(0)} events/s`);
+console.log(`  ratio pipeline/baseline:     ${(p / b).toFixed(2)} (target >= 0.50)`);
