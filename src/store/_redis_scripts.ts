@@ -1,0 +1,227 @@
+/**
+ * Lua scripts of the Redis store. Each runs atomically in Redis; every key a
+ * script touches starts with KEYS[1], the stream's hash-tagged prefix
+ * (`es:{orders}:`), so one script's keys share one Redis Cluster slot.
+ *
+ * Key layout under the prefix:
+ * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
+ *   `late`, `filtered`, `overflow:<counter>`.
+ * - `id:<id>` — dedupe marker, PX = dedupe TTL.
+ * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
+ *   `s:<group>` (sum, for sum/avg), `m:<group>` (min or max).
+ * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
+ * - `panes:<counter>` — zset of live panes, score = expiry time.
+ * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
+ *
+ * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
+ */
+
+const COMMON = `
+local P = KEYS[1]
+local function num(x) return string.format("%.17g", x) end
+local function fieldsPerGroup(kind)
+  if kind == "count" or kind == "distinct" then return 1 end
+  return 2
+end
+-- Reads and merges panes into per-group cells, in first-seen group order.
+local function mergePanes(name, kind, panes)
+  local cells, order = {}, {}
+  for _, pane in ipairs(panes) do
+    local flat = redis.call("HGETALL", P .. "p:" .. name .. ":" .. num(pane))
+    for i = 1, #flat, 2 do
+      local field, value = flat[i], tonumber(flat[i + 1])
+      local kindChar, group = string.sub(field, 1, 1), string.sub(field, 3)
+      local cell = cells[group]
+      if not cell then
+        cell = { n = 0, s = 0, panes = {} }
+        cells[group] = cell
+        order[#order + 1] = group
+      end
+      if kindChar == "c" then
+        cell.n = cell.n + value
+        cell.panes[#cell.panes + 1] = pane
+      elseif kindChar == "s" then
+        cell.s = cell.s + value
+      elseif kindChar == "m" then
+        if cell.m == nil or (kind == "min" and value < cell.m) or (kind == "max" and value > cell.m) then
+          cell.m = value
+        end
+      end
+    end
+  end
+  local rows = {}
+  for _, group in ipairs(order) do
+    local cell = cells[group]
+    local distinct = 0
+    if kind == "distinct" and #cell.panes > 0 then
+      local keys = {}
+      for i, pane in ipairs(cell.panes) do keys[i] = P .. "h:" .. name .. ":" .. num(pane) .. ":" .. group end
+      distinct = redis.call("PFCOUNT", unpack(keys))
+    end
+    local m = cell.m
+    rows[#rows + 1] = { group, num(cell.n), num(cell.s), m and num(m) or "", num(distinct) }
+  end
+  return rows
+end
+`;
+
+/**
+ * Applies one ingest batch. ARGV[1] is JSON:
+ * `{now, late, dttl, filtered, statsTtl, counters: [[name, kind, maxGroups, ttl, hop, size]],
+ *   events: [[id|false, time, [[counterIndex, pane, group, value?], …]], …]}`.
+ * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>"}`.
+ */
+export const APPLY_SCRIPT = COMMON + `
+local b = cjson.decode(ARGV[1])
+local statsKey = P .. "stats"
+local wm = tonumber(redis.call("HGET", statsKey, "wm"))
+local now, lateness, dttl = b.now, b.late, b.dttl
+local outcomes, cells, cellIndex = {}, {}, {}
+local applied, duplicates, lates = 0, 0, 0
+for i, e in ipairs(b.events) do
+  local id, t, outcome = e[1], e[2], 0
+  if dttl > 0 and type(id) == "string" then
+    if not redis.call("SET", P .. "id:" .. id, "1", "NX", "PX", dttl) then outcome = 1 end
+  end
+  if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
+  if outcome == 0 then
+    if wm == nil or t > wm then wm = t end
+    for _, u in ipairs(e[3]) do
+      local key = u[1] .. "|" .. num(u[2]) .. "|" .. u[3]
+      local cell = cellIndex[key]
+      if not cell then
+        cell = { c = u[1] + 1, pane = u[2], group = u[3], n = 0, s = 0, values = {} }
+        cellIndex[key] = cell
+        cells[#cells + 1] = cell
+      end
+      cell.n = cell.n + 1
+      local v = u[4]
+      if type(v) == "number" then
+        cell.s = cell.s + v
+        if cell.mn == nil or v < cell.mn then cell.mn = v end
+        if cell.mx == nil or v > cell.mx then cell.mx = v end
+      elseif type(v) == "string" then
+        cell.values[#cell.values + 1] = v
+      end
+    end
+    applied = applied + 1
+  elseif outcome == 1 then
+    duplicates = duplicates + 1
+  else
+    lates = lates + 1
+  end
+  outcomes[i] = outcome
+end
+
+local touched = {}
+for _, cell in ipairs(cells) do
+  local meta = b.counters[cell.c]
+  local name, kind, maxGroups, ttl = meta[1], meta[2], meta[3], meta[4]
+  local paneText = num(cell.pane)
+  local paneKey = P .. "p:" .. name .. ":" .. paneText
+  local group = cell.group
+  local isNewPane = redis.call("EXISTS", paneKey) == 0
+  if redis.call("HEXISTS", paneKey, "c:" .. group) == 0 then
+    local groups = redis.call("HLEN", paneKey) / fieldsPerGroup(kind)
+    if groups >= maxGroups then
+      group = "__other__"
+      redis.call("HINCRBY", statsKey, "overflow:" .. name, cell.n)
+    end
+  end
+  redis.call("HINCRBY", paneKey, "c:" .. group, cell.n)
+  if kind == "sum" or kind == "avg" then
+    redis.call("HINCRBYFLOAT", paneKey, "s:" .. group, num(cell.s))
+  elseif kind == "min" or kind == "max" then
+    local value = cell.mn
+    if kind == "max" then value = cell.mx end
+    local current = tonumber(redis.call("HGET", paneKey, "m:" .. group))
+    if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
+      redis.call("HSET", paneKey, "m:" .. group, num(value))
+    end
+  elseif kind == "distinct" then
+    local hll = P .. "h:" .. name .. ":" .. paneText .. ":" .. group
+    for i = 1, #cell.values, 500 do
+      redis.call("PFADD", hll, unpack(cell.values, i, math.min(i + 499, #cell.values)))
+    end
+    redis.call("PEXPIRE", hll, ttl)
+  end
+  redis.call("PEXPIRE", paneKey, ttl)
+  local touchKey = name .. "|" .. paneText
+  if not touched[touchKey] then
+    touched[touchKey] = true
+    local panesKey = P .. "panes:" .. name
+    redis.call("ZADD", panesKey, now + ttl, paneText)
+    redis.call("PEXPIRE", panesKey, ttl)
+    if isNewPane then
+      local hop, size = meta[5], meta[6]
+      local openKey = P .. "open:" .. name
+      local start = math.floor(cell.pane / hop) * hop
+      while start + size > cell.pane do
+        redis.call("ZADD", openKey, "NX", num(start + size), num(start))
+        start = start - hop
+      end
+      redis.call("PEXPIRE", openKey, ttl)
+    end
+  end
+end
+for _, meta in ipairs(b.counters) do
+  redis.call("ZREMRANGEBYSCORE", P .. "panes:" .. meta[1], "-inf", num(now))
+end
+
+redis.call("HINCRBY", statsKey, "accepted", #b.events + b.filtered)
+if applied > 0 then redis.call("HINCRBY", statsKey, "applied", applied) end
+if duplicates > 0 then redis.call("HINCRBY", statsKey, "duplicates", duplicates) end
+if lates > 0 then redis.call("HINCRBY", statsKey, "late", lates) end
+if b.filtered > 0 then redis.call("HINCRBY", statsKey, "filtered", b.filtered) end
+if wm ~= nil then redis.call("HSET", statsKey, "wm", num(wm)) end
+redis.call("PEXPIRE", statsKey, b.statsTtl)
+return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "" })
+`;
+
+/**
+ * Reads windows of one counter. ARGV[1] is JSON `{name, kind, windows: [[start, [pane, …]], …]}`.
+ * Returns JSON `[[start, group, count, sum, minOrMax, distinct], …]` with numbers as text.
+ */
+export const READ_SCRIPT = COMMON + `
+local b = cjson.decode(ARGV[1])
+local out = {}
+for _, window in ipairs(b.windows) do
+  for _, row in ipairs(mergePanes(b.name, b.kind, window[2])) do
+    out[#out + 1] = { num(window[1]), row[1], row[2], row[3], row[4], row[5] }
+  end
+end
+return cjson.encode(out)
+`;
+
+/**
+ * Claims windows that became final. ARGV[1] is JSON
+ * `{late, limit, counters: [[name, kind, hop, size]]}`. Returns JSON
+ * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
+ * The ZREM inside the script makes each window close exactly once.
+ */
+export const CLOSE_SCRIPT = COMMON + `
+local b = cjson.decode(ARGV[1])
+local wm = tonumber(redis.call("HGET", P .. "stats", "wm"))
+local out = {}
+if wm == nil then return cjson.encode(out) end
+local cutoff = wm - b.late
+for _, meta in ipairs(b.counters) do
+  local name, kind, hop, size = meta[1], meta[2], meta[3], meta[4]
+  local openKey = P .. "open:" .. name
+  local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0, b.limit)
+  if #due > 0 then
+    redis.call("ZREM", openKey, unpack(due))
+    local live = redis.call("ZRANGE", P .. "panes:" .. name, 0, -1)
+    for _, startText in ipairs(due) do
+      local start = tonumber(startText)
+      local panes = {}
+      for _, paneText in ipairs(live) do
+        local pane = tonumber(paneText)
+        if pane >= start and pane < start + size then panes[#panes + 1] = pane end
+      end
+      out[#out + 1] = { name, num(start), num(start + size), mergePanes(name, kind, panes) }
+    end
+  end
+end
+return cjson.encode(out)
+`;

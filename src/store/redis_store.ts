@@ -1,0 +1,268 @@
+/**
+ * The Redis store: shared state for many instances through `@upstash/redis`.
+ * One ingest request is one EVALSHA (EVAL on NOSCRIPT) of an atomic Lua
+ * script, whatever the batch size and the number of counters.
+ *
+ * @module
+ */
+import type { Redis } from "@upstash/redis";
+import type { AggregateState } from "../window/aggregate.ts";
+import { APPLY_SCRIPT, CLOSE_SCRIPT, READ_SCRIPT } from "./_redis_scripts.ts";
+import {
+  type ApplyResult,
+  type ClosedWindow,
+  type CloseOptions,
+  type CounterMeta,
+  type EventOutcome,
+  type Store,
+  type StoreBatch,
+  StoreUnavailableError,
+  type StreamStats,
+  type WindowRead,
+  type WindowValue,
+} from "./types.ts";
+
+/** The part of the `@upstash/redis` client the store uses. */
+export type RedisClient = Pick<Redis, "evalsha" | "eval" | "hgetall" | "zrange" | "ping">;
+
+/** Options for {@linkcode RedisStore}. */
+export interface RedisStoreOptions {
+  /** Key prefix. @default {"es"} */
+  prefix?: string;
+  /** A call that takes longer fails with {@linkcode StoreUnavailableError}. @default {5000} */
+  timeoutMs?: number;
+  /** Clock (ms). @default {Date.now} */
+  now?: () => number;
+  /** How long (ms) a stream's stats live after its last write. @default {30 days} */
+  statsTtlMs?: number;
+}
+
+/** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
+export const HLL_STANDARD_ERROR = 0.0081;
+
+const OUTCOMES: EventOutcome[] = ["applied", "duplicate", "late"];
+
+async function sha1(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** Whether an error from Redis means "the server answered: this command failed". */
+function isCommandError(error: unknown): boolean {
+  return error instanceof Error && error.name === "UpstashError";
+}
+
+/** Scripts reply JSON text; the client may already have parsed it. */
+function fromJson<T>(value: unknown): T {
+  return (typeof value === "string" ? JSON.parse(value) : value) as T;
+}
+
+function asArray<T>(value: unknown): T[] {
+  return Array.isArray(value) ? value as T[] : [];
+}
+
+type MergedRow = [group: string, count: string, sum: string, minOrMax: string, distinct: string];
+
+function toState(kind: CounterMeta["aggregate"], row: MergedRow): AggregateState {
+  const extreme = row[3] === "" ? null : Number(row[3]);
+  return {
+    count: Number(row[1]),
+    sum: Number(row[2]),
+    min: kind === "min" ? extreme : null,
+    max: kind === "max" ? extreme : null,
+    distinct: Number(row[4]),
+    approximate: kind === "distinct",
+  };
+}
+
+/** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
+export class RedisStore implements Store {
+  readonly kind = "redis";
+  #redis: RedisClient;
+  #prefix: string;
+  #timeoutMs: number;
+  #statsTtlMs: number;
+  #now: () => number;
+  #shas = new Map<string, Promise<string>>();
+
+  constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
+    this.#redis = redis;
+    this.#prefix = options.prefix ?? "es";
+    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The hash-tagged key prefix of a stream: `es:{orders}:`. */
+  keyPrefix(stream: string): string {
+    return `${this.#prefix}:{${stream}}:`;
+  }
+
+  async #call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StoreUnavailableError(`Redis did not answer ${what} within ${this.#timeoutMs} ms`),
+          ),
+        this.#timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([run(), timeout]);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError || isCommandError(error)) throw error;
+      throw new StoreUnavailableError(
+        `Redis is unreachable (${what}): ${error instanceof Error ? error.message : error}`,
+        { cause: error },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Runs a script by SHA, sending its text only when Redis does not know it yet. */
+  async #script(script: string, stream: string, arg: unknown): Promise<unknown> {
+    let sha = this.#shas.get(script);
+    if (!sha) {
+      sha = sha1(script);
+      this.#shas.set(script, sha);
+    }
+    const keys = [this.keyPrefix(stream)];
+    const args = [JSON.stringify(arg)];
+    try {
+      return await this.#redis.evalsha(await sha, keys, args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+      return await this.#redis.eval(script, keys, args);
+    }
+  }
+
+  applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+    const arg = {
+      now: batch.nowMs,
+      late: batch.latenessMs,
+      dttl: batch.dedupeTtlMs,
+      filtered: batch.filtered,
+      statsTtl: this.#statsTtlMs,
+      counters: batch.counters.map((
+        c,
+      ) => [c.name, c.aggregate, c.maxGroups, c.ttlMs, c.hopMs, c.sizeMs]),
+      events: batch.events.map((event) => [
+        event.id ?? false,
+        event.timeMs,
+        event.updates.map((u) =>
+          u.value === undefined
+            ? [u.counter, u.pane, u.group]
+            : [u.counter, u.pane, u.group, u.value]
+        ),
+      ]),
+    };
+    return this.#call("applyBatch", async () => {
+      const reply = fromJson<{ o: string | number; wm: string | number }>(
+        await this.#script(APPLY_SCRIPT, batch.stream, arg),
+      );
+      // A client with automatic deserialization may turn "000" into 0: pad back.
+      const digits = String(reply.o).padStart(batch.events.length, "0");
+      return {
+        outcomes: [...digits].map((digit) => OUTCOMES[Number(digit)]),
+        watermark: reply.wm === "" ? null : Number(reply.wm),
+      };
+    });
+  }
+
+  panes(stream: string, counter: CounterMeta, fromMs: number, toMs: number): Promise<number[]> {
+    return this.#call("panes", async () => {
+      const now = this.#now();
+      const flat = await this.#redis.zrange<string[]>(
+        `${this.keyPrefix(stream)}panes:${counter.name}`,
+        0,
+        -1,
+        { withScores: true },
+      );
+      const starts: number[] = [];
+      for (let i = 0; i < flat.length; i += 2) {
+        const start = Number(flat[i]);
+        if (Number(flat[i + 1]) > now && start >= fromMs && start < toMs) starts.push(start);
+      }
+      return starts.sort((a, b) => a - b);
+    });
+  }
+
+  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]> {
+    if (windows.length === 0) return Promise.resolve([]);
+    return this.#call("readWindows", async () => {
+      const rows = asArray<[string, string, string, string, string, string]>(
+        fromJson(
+          await this.#script(READ_SCRIPT, stream, {
+            name: counter.name,
+            kind: counter.aggregate,
+            windows: windows.map((window) => [window.start, window.panes]),
+          }),
+        ),
+      );
+      return rows.map(([start, ...merged]) => ({
+        start: Number(start),
+        group: merged[0],
+        state: toState(counter.aggregate, merged as MergedRow),
+      }));
+    });
+  }
+
+  closeWindows(
+    stream: string,
+    counters: CounterMeta[],
+    options: CloseOptions,
+  ): Promise<ClosedWindow[]> {
+    return this.#call("closeWindows", async () => {
+      const closed = asArray<[string, string, string, unknown]>(
+        fromJson(
+          await this.#script(CLOSE_SCRIPT, stream, {
+            late: options.latenessMs,
+            limit: options.limit ?? 100,
+            counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),
+          }),
+        ),
+      );
+      const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
+      return closed.map(([counter, start, end, rows]) => ({
+        counter,
+        start: Number(start),
+        end: Number(end),
+        groups: asArray<MergedRow>(rows).map((row) => ({
+          group: row[0],
+          state: toState(kinds.get(counter)!, row),
+        })),
+      }));
+    });
+  }
+
+  stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
+    return this.#call("stats", async () => {
+      const hash = (await this.#redis.hgetall<Record<string, string | number>>(
+        `${this.keyPrefix(stream)}stats`,
+      )) ?? {};
+      const read = (field: string) => Number(hash[field] ?? 0);
+      const overflow: Record<string, number> = {};
+      for (const counter of counters) overflow[counter.name] = read(`overflow:${counter.name}`);
+      return {
+        watermark: hash.wm === undefined || hash.wm === "" ? null : Number(hash.wm),
+        accepted: read("accepted"),
+        applied: read("applied"),
+        duplicates: read("duplicates"),
+        late: read("late"),
+        filtered: read("filtered"),
+        overflow,
+      };
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.#call("ping", () => this.#redis.ping());
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

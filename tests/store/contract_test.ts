@@ -1,0 +1,281 @@
+/**
+ * One contract suite, run against both stores: same inputs, same counters
+ * (HyperLogLog within its error bound), same outcomes, same closing.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { Redis } from "@upstash/redis";
+import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { listWindows, type WindowRow } from "../../src/query/mod.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import { RedisStore } from "../../src/store/redis_store.ts";
+import type { Store } from "../../src/store/types.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+
+const CONFIG = {
+  streams: {
+    s: {
+      time: { field: "t", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        min: { window: { hopping: "2m", every: "1m" }, aggregate: { min: "v" } },
+        max: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { max: "v" } },
+        avg: { window: { sliding: "3m", precision: "1m" }, aggregate: { avg: "v" } },
+        distinct: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
+        capped: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count", maxGroups: 2 },
+      },
+    },
+  },
+};
+
+const stream: CompiledStream = compileConfig(CONFIG).get("s")!;
+
+function items(events: object[]) {
+  return events.map((value) => ({ ok: true as const, value }));
+}
+
+/** The clock the stores read with; batches use times near it. */
+const clock = () => T0 + 300_000;
+
+function redisStore(fixture: RedisFixture, now = clock): RedisStore {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  return new RedisStore(redis, { now });
+}
+
+async function allWindows(store: Store, nowMs: number): Promise<Record<string, WindowRow[]>> {
+  const out: Record<string, WindowRow[]> = {};
+  for (const counter of stream.counters) {
+    out[counter.name] = await listWindows(stream, counter, { store, nowMs }, { limit: 1000 });
+  }
+  return out;
+}
+
+/** Compares counters; distinct (HLL) may differ by its error bound, sums by float rounding. */
+function assertSameCounters(
+  actual: Record<string, WindowRow[]>,
+  expected: Record<string, WindowRow[]>,
+) {
+  for (const name of Object.keys(expected)) {
+    assert.equal(actual[name].length, expected[name].length, `${name}: number of windows`);
+    actual[name].forEach((row, i) => {
+      const want = expected[name][i];
+      assert.deepEqual([row.start, row.end, row.group, row.final], [
+        want.start,
+        want.end,
+        want.group,
+        want.final,
+      ], name);
+      if (row.value === null || want.value === null) {
+        assert.equal(row.value, want.value, name);
+      } else if (name === "distinct") {
+        assert.ok(
+          Math.abs(row.value - want.value) <= Math.max(1, want.value * 0.02),
+          `${name}: ${row.value} vs ${want.value}`,
+        );
+      } else {
+        assert.ok(
+          Math.abs(row.value - want.value) <= 1e-9 * Math.max(1, Math.abs(want.value)),
+          `${name}: ${row.value} vs ${want.value}`,
+        );
+      }
+    });
+  }
+}
+
+type Scenario = (store: Store) => Promise<void>;
+
+const scenarios: Record<string, Scenario> = {
+  async "applyBatch() reports duplicates within and across batches, and late events"(store) {
+    const first = await ingestItems(
+      stream,
+      items([
+        { id: "a", t: T0 + 5_000, g: "x", v: 1, u: "p" },
+        { id: "a", t: T0 + 5_000, g: "x", v: 1, u: "p" },
+        { id: "b", t: T0 + 65_000, g: "y", v: 2, u: "q" },
+      ]),
+      store,
+      T0 + 70_000,
+    );
+    assert.deepEqual([first.accepted, first.duplicates, first.late], [3, 1, 0]);
+    const second = await ingestItems(
+      stream,
+      items([
+        { id: "b", t: T0 + 65_000, g: "y", v: 2 },
+        { id: "c", t: T0 + 50_000, g: "x", v: 3 },
+        { id: "d", t: T0 + 56_000, g: "x", v: 4 },
+      ]),
+      store,
+      T0 + 70_000,
+    );
+    assert.deepEqual([second.duplicates, second.late], [1, 1]);
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.equal(stats.watermark, T0 + 65_000);
+    assert.deepEqual(
+      [stats.accepted, stats.applied, stats.duplicates, stats.late],
+      [6, 3, 2, 1],
+    );
+  },
+
+  async "readWindows() merges panes for every aggregate"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000, g: "x", v: 5, u: "a" },
+        { id: "2", t: T0 + 2_000, g: "x", v: -2.5, u: "b" },
+        { id: "3", t: T0 + 61_000, g: "x", v: 10, u: "a" },
+        { id: "4", t: T0 + 62_000, g: "y", v: 1, u: "c" },
+        { id: "5", t: T0 + 63_000, g: "y" },
+      ]),
+      store,
+      T0 + 70_000,
+    );
+    const rows = await allWindows(store, T0 + 70_000);
+    const values = (name: string) => rows[name].map((row) => [row.start, row.group, row.value]);
+    const m0 = new Date(T0).toISOString();
+    const m1 = new Date(T0 + 60_000).toISOString();
+    const mm1 = new Date(T0 - 60_000).toISOString();
+    assert.deepEqual(values("count"), [[m1, { g: "x" }, 1], [m1, { g: "y" }, 2], [
+      m0,
+      { g: "x" },
+      2,
+    ]]);
+    assert.deepEqual(values("sum"), [[m1, { g: "x" }, 10], [m1, { g: "y" }, 1], [
+      m0,
+      { g: "x" },
+      2.5,
+    ]]);
+    assert.deepEqual(values("min"), [[m1, {}, 1], [m0, {}, -2.5], [mm1, {}, -2.5]]);
+    assert.deepEqual(values("max"), [[m1, { g: "x" }, 10], [m1, { g: "y" }, 1], [
+      m0,
+      { g: "x" },
+      5,
+    ]]);
+    assert.deepEqual(values("avg").map((row) => row[2]), [11 / 2, 13.5 / 4, 13.5 / 4, 2.5 / 2]);
+    assert.deepEqual(values("distinct"), [[m1, {}, 2], [m0, {}, 2]]);
+  },
+
+  async "groups beyond maxGroups count into __other__ with an overflow stat"(store) {
+    await ingestItems(
+      stream,
+      items(
+        ["a", "b", "c", "d", "a", "c"].map((g, i) => ({ id: `e${i}`, t: T0 + 1_000, g })),
+      ),
+      store,
+      T0 + 2_000,
+    );
+    const rows = (await allWindows(store, T0 + 2_000)).capped;
+    const byGroup = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
+    assert.deepEqual(byGroup, { a: 2, b: 1, __other__: 3 });
+    assert.equal((await store.stats("s", stream.counterMetas)).overflow.capped, 3);
+  },
+
+  async "closeWindows() returns each final window once, with its values"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000, g: "x", v: 1 },
+        { id: "2", t: T0 + 61_000, g: "x", v: 2 },
+      ]),
+      store,
+      T0 + 62_000,
+    );
+    const count = stream.counterMetas.filter((meta) => meta.name === "count");
+    assert.deepEqual(await store.closeWindows("s", count, { latenessMs: 10_000 }), []);
+    await ingestItems(stream, items([{ id: "3", t: T0 + 75_000, g: "y" }]), store, T0 + 76_000);
+    const closed = await store.closeWindows("s", count, { latenessMs: 10_000 });
+    assert.equal(closed.length, 1);
+    assert.equal(closed[0].start, T0);
+    assert.equal(closed[0].end, T0 + 60_000);
+    assert.deepEqual(closed[0].groups.map((g) => [g.group, g.state.count]), [['["x"]', 1]]);
+    assert.deepEqual(await store.closeWindows("s", count, { latenessMs: 10_000 }), []);
+    const hopping = stream.counterMetas.filter((meta) => meta.name === "min");
+    await ingestItems(stream, items([{ id: "4", t: T0 + 200_000 }]), store, T0 + 200_000);
+    const hops = await store.closeWindows("s", hopping, { latenessMs: 10_000 });
+    assert.deepEqual(hops.map((w) => w.start - T0), [-60_000, 0, 60_000]);
+    assert.deepEqual(hops.map((w) => w.groups[0].state.min), [1, 1, 2]);
+  },
+
+  async "panes() lists live panes in a range"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000 },
+        { id: "2", t: T0 + 61_000 },
+        { id: "3", t: T0 + 125_000 },
+      ]),
+      store,
+      T0 + 130_000,
+    );
+    const meta = stream.counterMetas[0];
+    assert.deepEqual(await store.panes("s", meta, T0, T0 + 120_000), [T0, T0 + 60_000]);
+    assert.deepEqual(await store.panes("s", meta, T0 + 60_000, T0 + 1e9), [
+      T0 + 60_000,
+      T0 + 120_000,
+    ]);
+    assert.deepEqual(await store.panes("other", meta, 0, 1e15), []);
+  },
+};
+
+for (const [name, scenario] of Object.entries(scenarios)) {
+  Deno.test(`MemoryStore: ${name}`, () => scenario(new MemoryStore({ now: clock })));
+  redisTest(`RedisStore: ${name}`, (fixture) => scenario(redisStore(fixture)));
+}
+
+const eventArbitrary = fc.record({
+  id: fc.integer({ min: 0, max: 40 }).map((n) => `id${n}`),
+  t: fc.integer({ min: 0, max: 300_000 }).map((n) => T0 + n),
+  g: fc.constantFrom("a", "b", "c", "d"),
+  v: fc.oneof(
+    fc.integer({ min: -1000, max: 1000 }),
+    fc.double({ min: -1e6, max: 1e6, noNaN: true }),
+  ),
+  u: fc.integer({ min: 0, max: 30 }).map((n) => `user${n}`),
+});
+
+redisTest(
+  "memory and Redis stores give the same counters for the same random batches",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(eventArbitrary, { minLength: 1, maxLength: 60 }),
+        fc.array(fc.integer({ min: 1, max: 20 }), { minLength: 1, maxLength: 10 }),
+        async (events, sizes) => {
+          run += 1;
+          const now = T0 + 400_000;
+          const memory = new MemoryStore({ now: () => now });
+          // A fresh prefix per run keeps runs apart without restarting Redis.
+          const shared = new RedisStore(redis, { prefix: `run${run}`, now: () => now });
+          let offset = 0;
+          for (let i = 0; offset < events.length; i++) {
+            const batch = events.slice(offset, offset + sizes[i % sizes.length]);
+            offset += batch.length;
+            const a = await ingestItems(stream, items(batch), memory, now);
+            const b = await ingestItems(stream, items(batch), shared, now);
+            assert.deepEqual(b, a);
+          }
+          assertSameCounters(await allWindows(shared, now), await allWindows(memory, now));
+          assert.deepEqual(
+            await shared.stats("s", stream.counterMetas),
+            await memory.stats("s", stream.counterMetas),
+          );
+        },
+      ),
+      { numRuns: 25 },
+    );
+  },
+);
