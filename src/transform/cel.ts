@@ -74,8 +74,9 @@ export function evaluationMessage(error: unknown): string {
 }
 
 /**
- * Converts a CEL result to plain JSON: `bigint` to number, `Date` to ISO
- * text, `Map` to object. Throws when an integer does not fit a JSON number.
+ * Converts a CEL result to plain JSON: `bigint` and `uint` to number, `Date`
+ * to ISO text, `Map` to object. Throws when an integer does not fit a JSON
+ * number, and for values with no JSON form (durations, types).
  */
 export function toJson(value: unknown): unknown {
   if (typeof value === "bigint") {
@@ -97,6 +98,14 @@ export function toJson(value: unknown): unknown {
     return out;
   }
   if (value !== null && typeof value === "object") {
+    const prototype = Object.getPrototypeOf(value);
+    if (prototype !== Object.prototype && prototype !== null) {
+      // CEL's uint, duration and type values are class instances with no own
+      // fields: copying their entries would store `{}`.
+      const primitive = value.valueOf();
+      if (typeof primitive === "bigint") return toJson(primitive);
+      throw new TypeError(`A CEL ${value.constructor.name} value cannot be stored as JSON`);
+    }
     const out: Record<string, unknown> = {};
     for (const [key, item] of Object.entries(value)) out[key] = toJson(item);
     return out;

@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import {
+  compileExpression,
+  evaluationMessage,
+  ExpressionError,
+  toJson,
+} from "../../src/transform/cel.ts";
+
+Deno.test("compileExpression() evaluates against the event it is given", () => {
+  const isBig = compileExpression("event.amount > 100.0");
+  assert.equal(isBig({ event: { amount: 250 } }), true);
+  assert.equal(isBig({ event: { amount: 5 } }), false);
+  const country = compileExpression("event.user.country");
+  assert.equal(country({ event: { user: { country: "DE" } } }), "DE");
+  assert.equal(compileExpression("has(event.x)")({ event: {} }), false);
+});
+
+Deno.test("compileExpression() declares the variables it is asked for", () => {
+  const sum = compileExpression("a + b", ["a", "b"]);
+  assert.equal(sum({ a: 1.5, b: 2.0 }), 3.5);
+  assert.throws(() => compileExpression("event.x", ["a"]), {
+    name: "ExpressionError",
+    message: /^Invalid expression 'event\.x': Unknown variable: event$/,
+  });
+});
+
+Deno.test("compileExpression() refuses bad syntax, unknown variables and unknown functions", () => {
+  const bad: Array<[string, RegExp]> = [
+    ["event.", /^Invalid expression 'event\.': /],
+    ["1 +", /^Invalid expression '1 \+': /],
+    ["other.flag", /^Invalid expression 'other\.flag': Unknown variable: other$/],
+    ["nope(event.a)", /^Invalid expression 'nope\(event\.a\)': .*nope/],
+  ];
+  for (const [source, message] of bad) {
+    assert.throws(() => compileExpression(source), (error: unknown) => {
+      assert.ok(error instanceof ExpressionError, source);
+      assert.equal(error.name, "ExpressionError");
+      assert.match(error.message, message);
+      assert.ok(!error.message.includes("\n"), "only the first line of CEL's message");
+      return true;
+    });
+  }
+});
+
+Deno.test("a compiled expression throws when evaluation fails", () => {
+  const missing = compileExpression("event.missing == 1.0");
+  assert.throws(() => missing({ event: {} }), (error: unknown) => {
+    assert.equal(evaluationMessage(error), "No such key: missing");
+    return true;
+  });
+  const mixed = compileExpression("event.amount + 1");
+  assert.throws(() => mixed({ event: { amount: 1 } }), (error: unknown) => {
+    assert.match(evaluationMessage(error), /no such overload/);
+    return true;
+  });
+});
+
+Deno.test("evaluationMessage() keeps only the first line", () => {
+  assert.equal(evaluationMessage(new Error("first\n> 1 | source\n    ^")), "first");
+  assert.equal(evaluationMessage("plain text"), "plain text");
+});
+
+Deno.test("toJson() turns CEL integers into numbers within the safe range", () => {
+  assert.equal(toJson(5n), 5);
+  assert.equal(toJson(BigInt(Number.MAX_SAFE_INTEGER)), Number.MAX_SAFE_INTEGER);
+  assert.equal(toJson(BigInt(Number.MIN_SAFE_INTEGER)), Number.MIN_SAFE_INTEGER);
+  assert.throws(() => toJson(BigInt(Number.MAX_SAFE_INTEGER) + 1n), {
+    name: "RangeError",
+    message: "Integer 9007199254740992 is outside the safe JSON range",
+  });
+  assert.throws(() => toJson(BigInt(Number.MIN_SAFE_INTEGER) - 1n), RangeError);
+});
+
+Deno.test("toJson() refuses numbers JSON cannot hold", () => {
+  assert.equal(toJson(1.5), 1.5);
+  assert.throws(() => toJson(Infinity), {
+    name: "RangeError",
+    message: "Number Infinity is not finite",
+  });
+  assert.throws(() => toJson(-Infinity), RangeError);
+  assert.throws(() => toJson(Number.NaN), {
+    name: "RangeError",
+    message: "Number NaN is not finite",
+  });
+  assert.throws(() => toJson({ nested: [1, Number.NaN] }), RangeError);
+});
+
+Deno.test("toJson() writes timestamps as ISO text and bytes as base64", () => {
+  assert.equal(toJson(new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6))), "2026-01-02T03:04:05.006Z");
+  assert.equal(toJson(new Uint8Array([97, 98, 99])), "YWJj");
+});
+
+Deno.test("toJson() turns maps into objects, converting keys and values", () => {
+  const map = new Map<unknown, unknown>([["a", 1n], [2n, [3n, new Date(0)]]]);
+  assert.deepEqual(toJson(map), { a: 1, 2: [3, "1970-01-01T00:00:00.000Z"] });
+  assert.deepEqual(toJson({ x: { y: [1n, "s", true, null] } }), { x: { y: [1, "s", true, null] } });
+  assert.equal(toJson("text"), "text");
+  assert.equal(toJson(false), false);
+  assert.equal(toJson(null), null);
+});
+
+Deno.test("toJson() converts what real CEL expressions return", () => {
+  const run = (source: string, event: Record<string, unknown> = {}) =>
+    toJson(compileExpression(source)({ event }));
+  assert.equal(run("1 + 2"), 3);
+  assert.equal(run("event.name.size()", { name: "héllo" }), 5);
+  assert.deepEqual(run('{"n": 1, "list": [1, 2.5, "x"]}'), { n: 1, list: [1, 2.5, "x"] });
+  assert.equal(run("timestamp('2024-01-01T00:00:00Z')"), "2024-01-01T00:00:00.000Z");
+  assert.equal(run("2u"), 2);
+  assert.deepEqual(run("[uint(event.n)]", { n: 7 }), [7]);
+  assert.throws(() => run("1.0 / 0.0"), RangeError);
+  assert.throws(() => run("9223372036854775807"), RangeError);
+});
+
+Deno.test("toJson() refuses CEL values that have no JSON form instead of writing {}", () => {
+  assert.throws(
+    () => toJson(compileExpression("duration('90s')")({ event: {} })),
+    { name: "TypeError", message: /Duration/ },
+  );
+  assert.throws(() => toJson(compileExpression("type(1)")({ event: {} })), TypeError);
+});

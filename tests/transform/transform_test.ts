@@ -1,0 +1,152 @@
+import assert from "node:assert/strict";
+import { compileTransform, ExpressionError, TransformError } from "../../src/transform/mod.ts";
+
+/** Runs `transform` on `event` and returns the TransformError it throws. */
+function transformError(transform: (event: Record<string, unknown>) => unknown, event: object) {
+  let caught: unknown;
+  try {
+    transform(event as Record<string, unknown>);
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof TransformError, `expected a TransformError, got ${caught}`);
+  assert.equal(caught.name, "TransformError");
+  return caught;
+}
+
+Deno.test("compileTransform() with no steps returns the event itself", () => {
+  const event = { a: 1 };
+  assert.equal(compileTransform([])(event), event);
+});
+
+Deno.test("compileTransform() keeps events a filter accepts and drops the others", () => {
+  const transform = compileTransform([{ filter: "event.amount > 10.0" }]);
+  const big = { amount: 11 };
+  assert.equal(transform(big), big);
+  assert.equal(transform({ amount: 10 }), null);
+});
+
+Deno.test("compileTransform() stops at the first filter that drops the event", () => {
+  const transform = compileTransform([
+    { filter: "event.keep" },
+    { set: { boom: "event.missing" } },
+  ]);
+  assert.equal(transform({ keep: false }), null);
+  assert.equal(transformError(transform, { keep: true }).path, "transform[1].set.boom");
+});
+
+Deno.test("compileTransform() refuses a filter that returns something other than a bool", () => {
+  const cases: Array<[string, string]> = [
+    ["event.amount", "number"],
+    ["1", "bigint"],
+    ["'yes'", "string"],
+    ["[true]", "object"],
+  ];
+  for (const [filter, type] of cases) {
+    const error = transformError(
+      compileTransform([{ set: { a: "1" } }, { filter }]),
+      { amount: 1 },
+    );
+    assert.equal(error.path, "transform[1].filter");
+    assert.equal(error.message, `Filter must return a bool, got ${type}`);
+  }
+});
+
+Deno.test("compileTransform() set steps add JSON values computed from the event", () => {
+  const transform = compileTransform([{
+    set: {
+      doubled: "event.amount * 2.0",
+      count: "size(event.items)",
+      label: "event.country + '-' + string(event.amount)",
+      when: "timestamp('2026-01-01T00:00:00Z')",
+    },
+  }]);
+  assert.deepEqual(transform({ amount: 2.5, items: [1, 2, 3], country: "DE" }), {
+    amount: 2.5,
+    items: [1, 2, 3],
+    country: "DE",
+    doubled: 5,
+    count: 3,
+    label: "DE-2.5",
+    when: "2026-01-01T00:00:00.000Z",
+  });
+});
+
+Deno.test("compileTransform() set expressions see the event as it was before the step", () => {
+  const transform = compileTransform([
+    { set: { a: "event.b", b: "event.a", c: "has(event.c) ? 'again' : 'first'" } },
+    { set: { seen: "event.a + event.b + event.c" } },
+  ]);
+  assert.deepEqual(transform({ a: "1", b: "2" }), { a: "2", b: "1", c: "first", seen: "21first" });
+});
+
+Deno.test("compileTransform() does not change the event it is given", () => {
+  const event = { a: 1, b: 2 };
+  const transform = compileTransform([
+    { set: { c: "3" } },
+    { rename: { a: "x" } },
+    { drop: ["b"] },
+  ]);
+  assert.deepEqual(transform(event), { x: 1, c: 3 });
+  assert.deepEqual(event, { a: 1, b: 2 });
+});
+
+Deno.test("compileTransform() renames fields, swapping when asked and skipping absent ones", () => {
+  assert.deepEqual(compileTransform([{ rename: { a: "b", b: "a" } }])({ a: 1, b: 2, c: 3 }), {
+    a: 2,
+    b: 1,
+    c: 3,
+  });
+  assert.deepEqual(compileTransform([{ rename: { from: "to" } }])({ other: 1 }), { other: 1 });
+  assert.deepEqual(compileTransform([{ rename: { from: "to" } }])({ from: null, to: 5 }), {
+    to: null,
+  });
+});
+
+Deno.test("compileTransform() drops and picks top-level fields", () => {
+  const event = { a: 1, b: { c: 2 }, d: 3 };
+  assert.deepEqual(compileTransform([{ drop: ["b", "missing"] }])(event), { a: 1, d: 3 });
+  assert.deepEqual(compileTransform([{ pick: ["d", "a", "missing"] }])(event), { d: 3, a: 1 });
+  assert.deepEqual(compileTransform([{ pick: [] }])(event), {});
+});
+
+Deno.test("compileTransform() turns evaluation errors into TransformError naming the step", () => {
+  const filter = transformError(compileTransform([{ filter: "event.missing > 1.0" }]), {});
+  assert.equal(filter.path, "transform[0].filter");
+  assert.equal(filter.message, "Expression failed: No such key: missing");
+  assert.ok(filter.cause instanceof Error);
+
+  const set = transformError(
+    compileTransform([{ drop: [] }, { set: { ok: "1", bad: "event.amount + 1" } }]),
+    { amount: 1.5 },
+  );
+  assert.equal(set.path, "transform[1].set.bad");
+  assert.match(set.message, /^Expression failed: .*no such overload/);
+});
+
+Deno.test("compileTransform() reports values JSON cannot hold as a TransformError", () => {
+  const infinite = transformError(compileTransform([{ set: { r: "event.a / 0.0" } }]), { a: 1 });
+  assert.equal(infinite.path, "transform[0].set.r");
+  assert.equal(infinite.message, "Expression failed: Number Infinity is not finite");
+  const huge = transformError(compileTransform([{ set: { n: "9007199254740993" } }]), {});
+  assert.equal(
+    huge.message,
+    "Expression failed: Integer 9007199254740993 is outside the safe JSON range",
+  );
+});
+
+Deno.test("compileTransform() refuses a bad expression at compile time, naming the step", () => {
+  assert.throws(() => compileTransform([{ filter: "true" }, { filter: "event.a >" }]), {
+    name: "ExpressionError",
+    message: /^transform\[1\]\.filter: Invalid expression 'event\.a >'/,
+  });
+  assert.throws(
+    () => compileTransform([{ set: { good: "1", bad: "nope()" } }]),
+    (error: unknown) => {
+      assert.ok(error instanceof ExpressionError);
+      assert.match(error.message, /^transform\[0\]\.set\.bad: Invalid expression 'nope\(\)'/);
+      assert.ok(error.cause instanceof ExpressionError);
+      return true;
+    },
+  );
+});
