@@ -17,6 +17,7 @@ import {
   listStreamsRoute,
   listWindowsRoute,
   readyRoute,
+  sweepRoute,
 } from "./http/routes.ts";
 import {
   bodyFormat,
@@ -29,6 +30,8 @@ import {
   readLimitedBody,
 } from "./ingest/mod.ts";
 import { currentWindow, listWindows } from "./query/mod.ts";
+import { sweepOnce } from "./fanout/mod.ts";
+import { aggregateValue, decodeGroup } from "./window/mod.ts";
 import type { Store, StreamStats } from "./store/types.ts";
 import { StoreUnavailableError } from "./store/types.ts";
 import type { CompiledCounter } from "./window/mod.ts";
@@ -218,6 +221,26 @@ export function createApp(options: AppOptions): OpenAPIHono {
       start: current.start,
       end: current.end,
       windows: current.rows,
+    }, 200);
+  });
+
+  app.use("/v1/admin/*", requireScope(keys, "admin"));
+  app.openapi(sweepRoute, async (c) => {
+    const report = await sweepOnce(streams.values(), store);
+    return c.json({
+      closed: report.closed.map((window) => {
+        const counter = findCounter(findStream(streams, window.stream), window.counter);
+        return {
+          stream: window.stream,
+          counter: window.counter,
+          start: new Date(window.start).toISOString(),
+          end: new Date(window.end).toISOString(),
+          groups: window.groups.map((item) => ({
+            group: decodeGroup(counter.groupBy, item.group),
+            value: aggregateValue(counter.aggregate, item.state),
+          })),
+        };
+      }),
     }, 200);
   });
 

@@ -3,21 +3,53 @@
  * serves the app.
  *
  * Environment: `EDGESTREAM_CONFIG` (default `examples/config.json`), `PORT`
- * (8000), `HOST` (0.0.0.0, or 127.0.0.1 in open mode), `EDGESTREAM_KEYS`.
+ * (8000), `HOST` (0.0.0.0, or 127.0.0.1 in open mode), `EDGESTREAM_KEYS`,
+ * `UPSTASH_REDIS_REST_URL` + `UPSTASH_REDIS_REST_TOKEN` (Redis store),
+ * `EDGESTREAM_PREFIX` (Redis key prefix, `es`), `EDGESTREAM_SWEEP_EVERY`
+ * (self-hosted sweep interval, `5s`; `0s` turns it off).
  *
  * @module
  */
+import { Redis } from "@upstash/redis";
 import { createApp } from "./app.ts";
-import { ConfigError, loadConfigFile } from "./config/mod.ts";
+import { ConfigError, loadConfigFile, parseDuration } from "./config/mod.ts";
+import { sweepOnce } from "./fanout/mod.ts";
 import { KeyRing } from "./http/auth.ts";
 import { MemoryStore } from "./store/memory_store.ts";
+import { RedisStore } from "./store/redis_store.ts";
+import type { Store } from "./store/types.ts";
+
+/** Picks the store from the environment: Redis when both Upstash variables are set. */
+export function storeFromEnv(env: { get(name: string): string | undefined }): Store {
+  const url = env.get("UPSTASH_REDIS_REST_URL");
+  const token = env.get("UPSTASH_REDIS_REST_TOKEN");
+  if (url && token) {
+    const redis = new Redis({
+      url,
+      token,
+      enableTelemetry: false,
+      // Fail fast; the store turns failures into 503 + Retry-After and
+      // retried requests are deduplicated by event id.
+      retry: { retries: 1, backoff: () => 50 },
+    });
+    return new RedisStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" });
+  }
+  if (url || token) {
+    throw new ConfigError(
+      "Set both UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN to use Redis, or neither",
+    );
+  }
+  return new MemoryStore();
+}
 
 async function main(): Promise<void> {
   const configPath = Deno.env.get("EDGESTREAM_CONFIG") ??
     new URL("../examples/config.json", import.meta.url).pathname;
   let streams;
+  let store: Store;
   try {
     streams = await loadConfigFile(configPath);
+    store = storeFromEnv(Deno.env);
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message);
@@ -26,8 +58,13 @@ async function main(): Promise<void> {
     throw error;
   }
   const keys = await KeyRing.parse(Deno.env.get("EDGESTREAM_KEYS"));
-  const store = new MemoryStore();
-  console.log(`edgestream: store: ${store.kind} (embedded; state is lost on restart)`);
+  console.log(
+    store.kind === "redis"
+      ? `edgestream: store: redis (${Deno.env.get("UPSTASH_REDIS_REST_URL")}, prefix ${
+        Deno.env.get("EDGESTREAM_PREFIX") ?? "es"
+      })`
+      : "edgestream: store: memory (embedded; state is lost on restart)",
+  );
   console.log(
     `edgestream: ${streams.size} stream(s) from ${configPath}: ${[...streams.keys()].join(", ")}`,
   );
@@ -43,6 +80,17 @@ async function main(): Promise<void> {
   }
   const port = Number(Deno.env.get("PORT") ?? 8000);
   const app = createApp({ streams, store, keys });
+
+  const sweepEveryMs = parseDuration(Deno.env.get("EDGESTREAM_SWEEP_EVERY") ?? "5s");
+  const compiled = streams;
+  if (sweepEveryMs > 0) {
+    setInterval(() => {
+      sweepOnce(compiled.values(), store).catch((error) =>
+        console.error(`edgestream: sweep failed: ${error instanceof Error ? error.message : error}`)
+      );
+    }, sweepEveryMs);
+  }
+
   Deno.serve({
     port,
     hostname,

@@ -250,3 +250,34 @@ export const readyRoute = createRoute({
     },
   },
 });
+
+/** `POST /v1/admin/sweep`. */
+export const sweepRoute = createRoute({
+  method: "post",
+  path: "/v1/admin/sweep",
+  summary: "Run one sweep now: close windows that became final. Scope: admin.",
+  responses: {
+    200: {
+      description: "What the sweep did",
+      content: {
+        "application/json": {
+          schema: z.object({
+            closed: z.array(z.object({
+              stream: z.string(),
+              counter: z.string(),
+              start: z.string(),
+              end: z.string(),
+              groups: z.array(z.object({
+                group: z.record(z.string(), z.unknown()),
+                value: z.number().nullable(),
+              })),
+            })),
+          }),
+        },
+      },
+    },
+    401: errors[401],
+    403: errors[403],
+    503: errors[503],
+  },
+});

@@ -1,0 +1,6 @@
+/**
+ * Fan-out stage: what leaves edgestream after the store applied a batch.
+ *
+ * @module
+ */
+export * from "./sweep.ts";
