@@ -79,7 +79,7 @@ export function counterUpdate(
   if (spec.kind === "distinct") {
     return { ok: true, update: { counter: counter.index, pane, group, value: distinctKey(value) } };
   }
-  if (typeof value !== "number" || !Number.isFinite(value)) {
+  if (typeof value !== "number") {
     return {
       ok: false,
       error: {
@@ -88,7 +88,8 @@ export function counterUpdate(
       },
     };
   }
-  if (Math.abs(value) > MAX_VALUE) {
+  // Negated so that NaN and ±Infinity (JSON.parse reads 1e400 as Infinity) fail too.
+  if (!(Math.abs(value) <= MAX_VALUE)) {
     return {
       ok: false,
       error: {

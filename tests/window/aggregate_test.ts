@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  addValue,
+  type AggregateState,
+  aggregateValue,
+  distinctKey,
+  emptyState,
+  mergeState,
+} from "../../src/window/mod.ts";
+
+function stateOf(values: Array<number | undefined>): AggregateState {
+  const state = emptyState();
+  for (const value of values) addValue(state, value);
+  return state;
+}
+
+Deno.test("emptyState() has nothing counted", () => {
+  assert.deepEqual(emptyState(), {
+    count: 0,
+    sum: 0,
+    min: null,
+    max: null,
+    distinct: 0,
+    approximate: false,
+  });
+  const a = emptyState();
+  a.count = 5;
+  assert.equal(emptyState().count, 0, "each call returns a fresh state");
+});
+
+Deno.test("addValue() counts, sums and tracks the extremes", () => {
+  assert.deepEqual(stateOf([3, -2, 10]), {
+    count: 3,
+    sum: 11,
+    min: -2,
+    max: 10,
+    distinct: 0,
+    approximate: false,
+  });
+  assert.deepEqual(stateOf([0]), { ...emptyState(), count: 1, sum: 0, min: 0, max: 0 });
+});
+
+Deno.test("addValue() without a value only counts", () => {
+  assert.deepEqual(stateOf([undefined, undefined]), { ...emptyState(), count: 2 });
+  assert.deepEqual(stateOf([undefined, 4]), { ...emptyState(), count: 2, sum: 4, min: 4, max: 4 });
+});
+
+Deno.test("mergeState() adds counts and sums and keeps the extremes", () => {
+  const into = stateOf([5, 7]);
+  mergeState(into, stateOf([1, 9]));
+  assert.deepEqual(into, { ...emptyState(), count: 4, sum: 22, min: 1, max: 9 });
+});
+
+Deno.test("mergeState() with an empty side keeps the other side's extremes", () => {
+  const into = emptyState();
+  mergeState(into, stateOf([3]));
+  assert.deepEqual(into, stateOf([3]));
+  const full = stateOf([3, 4]);
+  mergeState(full, emptyState());
+  assert.deepEqual(full, stateOf([3, 4]));
+});
+
+Deno.test("mergeState() marks the result approximate if either side is, and leaves distinct alone", () => {
+  const into = { ...emptyState(), distinct: 2 };
+  mergeState(into, { ...emptyState(), distinct: 5, approximate: true });
+  assert.equal(into.approximate, true);
+  assert.equal(into.distinct, 2);
+  const exact = emptyState();
+  mergeState(exact, emptyState());
+  assert.equal(exact.approximate, false);
+});
+
+Deno.test("mergeState() of two parts equals adding every value to one state", () => {
+  const values = fc.array(fc.option(fc.integer({ min: -1e6, max: 1e6 }), { nil: undefined }));
+  fc.assert(
+    fc.property(values, values, (left, right) => {
+      const merged = stateOf(left);
+      mergeState(merged, stateOf(right));
+      assert.deepEqual(merged, stateOf([...left, ...right]));
+    }),
+  );
+});
+
+Deno.test("aggregateValue() reports the value of each aggregate kind", () => {
+  const state = { ...stateOf([2, 4, 9]), distinct: 2 };
+  assert.equal(aggregateValue({ kind: "count" }, state), 3);
+  assert.equal(aggregateValue({ kind: "sum", field: "v" }, state), 15);
+  assert.equal(aggregateValue({ kind: "min", field: "v" }, state), 2);
+  assert.equal(aggregateValue({ kind: "max", field: "v" }, state), 9);
+  assert.equal(aggregateValue({ kind: "avg", field: "v" }, state), 5);
+  assert.equal(aggregateValue({ kind: "distinct", field: "v" }, state), 2);
+});
+
+Deno.test("aggregateValue() is null where no value exists", () => {
+  const empty = emptyState();
+  assert.equal(aggregateValue({ kind: "count" }, empty), 0);
+  assert.equal(aggregateValue({ kind: "sum", field: "v" }, empty), 0);
+  assert.equal(aggregateValue({ kind: "min", field: "v" }, empty), null);
+  assert.equal(aggregateValue({ kind: "max", field: "v" }, empty), null);
+  assert.equal(aggregateValue({ kind: "avg", field: "v" }, empty), null);
+  assert.equal(aggregateValue({ kind: "distinct", field: "v" }, empty), 0);
+});
+
+Deno.test("distinctKey() keeps values of different types apart", () => {
+  assert.notEqual(distinctKey(1), distinctKey("1"));
+  assert.notEqual(distinctKey(true), distinctKey("true"));
+  assert.notEqual(distinctKey(null), distinctKey("null"));
+  assert.equal(distinctKey("a"), distinctKey("a"));
+  assert.equal(distinctKey({ a: [1, 2] }), distinctKey({ a: [1, 2] }));
+  assert.notEqual(distinctKey([1, 2]), distinctKey([2, 1]));
+});

@@ -1,0 +1,178 @@
+import assert from "node:assert/strict";
+import { compileConfig } from "../../src/config/mod.ts";
+import { OTHER_GROUP } from "../../src/store/types.ts";
+import {
+  type CompiledCounter,
+  counterUpdate,
+  decodeGroup,
+  distinctKey,
+  groupKey,
+  MAX_VALUE,
+} from "../../src/window/mod.ts";
+
+/** Compiles one counter of a stream; pane width 1 minute. */
+function compileCounter(definition: Record<string, unknown>): CompiledCounter {
+  const streams = compileConfig({
+    streams: {
+      s: {
+        counters: {
+          other: { window: { tumbling: "1h" }, aggregate: "count" },
+          x: { window: { tumbling: "1m" }, ...definition },
+        },
+      },
+    },
+  });
+  return streams.get("s")!.counters[1];
+}
+
+const T = Date.parse("2026-01-01T00:10:30Z");
+const PANE = Date.parse("2026-01-01T00:10:00Z");
+
+Deno.test("counterUpdate() gives a count its counter index, pane and group", () => {
+  const counter = compileCounter({ aggregate: "count", groupBy: ["country", "user.tier"] });
+  assert.deepEqual(counterUpdate(counter, { country: "DE", user: { tier: 2 } }, T), {
+    ok: true,
+    update: { counter: 1, pane: PANE, group: '["DE",2]' },
+  });
+});
+
+Deno.test("counterUpdate() groups a missing group field as null", () => {
+  const counter = compileCounter({ aggregate: "count", groupBy: ["country", "city"] });
+  assert.deepEqual(counterUpdate(counter, { country: "DE" }, T), {
+    ok: true,
+    update: { counter: 1, pane: PANE, group: '["DE",null]' },
+  });
+  const explicitNull = counterUpdate(counter, { country: "DE", city: null }, T);
+  assert.ok(explicitNull.ok && explicitNull.update);
+  assert.equal(explicitNull.update.group, '["DE",null]');
+});
+
+Deno.test("counterUpdate() without groupBy puts every event in the empty group", () => {
+  const counter = compileCounter({ aggregate: "count" });
+  const result = counterUpdate(counter, { anything: 1 }, T);
+  assert.ok(result.ok && result.update);
+  assert.equal(result.update.group, "[]");
+});
+
+Deno.test("counterUpdate() carries the numeric value of sum, min, max and avg", () => {
+  for (const kind of ["sum", "min", "max", "avg"]) {
+    const counter = compileCounter({ aggregate: { [kind]: "order.amount" } });
+    assert.deepEqual(counterUpdate(counter, { order: { amount: -2.5 } }, T), {
+      ok: true,
+      update: { counter: 1, pane: PANE, group: "[]", value: -2.5 },
+    }, kind);
+  }
+});
+
+Deno.test("counterUpdate() skips the counter when the value is missing or null", () => {
+  for (const kind of ["sum", "min", "max", "avg", "distinct"]) {
+    const counter = compileCounter({ aggregate: { [kind]: "amount" } });
+    assert.deepEqual(counterUpdate(counter, {}, T), { ok: true, update: null }, kind);
+    assert.deepEqual(counterUpdate(counter, { amount: null }, T), { ok: true, update: null }, kind);
+  }
+});
+
+Deno.test("counterUpdate() refuses a value that is not a number, naming the field", () => {
+  const counter = compileCounter({ aggregate: { sum: "amount" } });
+  const cases: Array<[unknown, string]> = [
+    ["12", "a string"],
+    [true, "a boolean"],
+    [[1], "an array"],
+    [{ v: 1 }, "an object"],
+  ];
+  for (const [value, described] of cases) {
+    assert.deepEqual(counterUpdate(counter, { amount: value }, T), {
+      ok: false,
+      error: { path: "amount", message: `Counter 'x' (sum) needs a number, got ${described}` },
+    });
+  }
+});
+
+Deno.test("counterUpdate() refuses values beyond the safe integer range", () => {
+  const counter = compileCounter({ aggregate: { max: "amount" } });
+  const accepted = counterUpdate(counter, { amount: MAX_VALUE }, T);
+  assert.ok(accepted.ok && accepted.update);
+  assert.equal(accepted.update.value, Number.MAX_SAFE_INTEGER);
+  const negative = counterUpdate(counter, { amount: -MAX_VALUE }, T);
+  assert.ok(negative.ok);
+  for (const amount of [MAX_VALUE + 2, -(MAX_VALUE + 2), 1e300]) {
+    assert.deepEqual(counterUpdate(counter, { amount }, T), {
+      ok: false,
+      error: {
+        path: "amount",
+        message: `Counter 'x' (max) accepts values up to ±${MAX_VALUE}, got ${amount}`,
+      },
+    });
+  }
+});
+
+Deno.test("counterUpdate() refuses infinite values, as JSON.parse makes from 1e400", () => {
+  const counter = compileCounter({ aggregate: { sum: "amount" } });
+  for (const amount of [JSON.parse("1e400"), -Infinity, Number.NaN]) {
+    const result = counterUpdate(counter, { amount }, T);
+    assert.equal(result.ok, false);
+    if (result.ok) continue;
+    assert.equal(result.error.path, "amount");
+    assert.match(result.error.message, /^Counter 'x' \(sum\) /);
+    assert.ok(!result.error.message.endsWith("got a number"), result.error.message);
+  }
+});
+
+Deno.test("counterUpdate() gives distinct the canonical text of any value", () => {
+  const counter = compileCounter({ aggregate: { distinct: "user" }, groupBy: ["country"] });
+  const update = (user: unknown) => {
+    const result = counterUpdate(counter, { user, country: "FR" }, T);
+    assert.ok(result.ok && result.update);
+    return result.update;
+  };
+  assert.deepEqual(update("ann"), { counter: 1, pane: PANE, group: '["FR"]', value: '"ann"' });
+  assert.notEqual(update(1).value, update("1").value);
+  assert.equal(update(1).value, distinctKey(1));
+  assert.equal(update({ id: 1 }).value, '{"id":1}');
+  assert.equal(update(false).value, "false");
+});
+
+Deno.test("counterUpdate() puts the event in the pane of its counter's window", () => {
+  const hopping = compileCounter({
+    window: { hopping: "10m", every: "4m" },
+    aggregate: "count",
+  });
+  // Panes of gcd(10m, 4m) = 2m.
+  const result = counterUpdate(hopping, {}, Date.parse("2026-01-01T00:11:59.999Z"));
+  assert.ok(result.ok && result.update);
+  assert.equal(result.update.pane, Date.parse("2026-01-01T00:10:00Z"));
+  const early = counterUpdate(hopping, {}, -1);
+  assert.ok(early.ok && early.update);
+  assert.equal(early.update.pane, -120_000);
+});
+
+Deno.test("groupKey() is the JSON text of the group values", () => {
+  assert.equal(groupKey([]), "[]");
+  assert.equal(groupKey(["DE", null, 1]), '["DE",null,1]');
+  assert.notEqual(groupKey([1]), groupKey(["1"]));
+  assert.notEqual(groupKey([OTHER_GROUP]), OTHER_GROUP);
+});
+
+Deno.test("decodeGroup() maps group values back to their fields", () => {
+  assert.deepEqual(decodeGroup(["country", "city"], '["DE",null]'), { country: "DE", city: null });
+  assert.deepEqual(decodeGroup(["n"], "[1]"), { n: 1 });
+  assert.deepEqual(decodeGroup(["a", "b"], '["x"]'), { a: "x", b: null });
+  assert.deepEqual(decodeGroup([], "[]"), {});
+  const values = ["DE", 2, true, null, { nested: [1] }];
+  const fields = ["a", "b", "c", "d", "e"];
+  assert.deepEqual(decodeGroup(fields, groupKey(values)), {
+    a: "DE",
+    b: 2,
+    c: true,
+    d: null,
+    e: { nested: [1] },
+  });
+});
+
+Deno.test("decodeGroup() shows the overflow group as __other__ in every field", () => {
+  assert.deepEqual(decodeGroup(["country", "city"], OTHER_GROUP), {
+    country: OTHER_GROUP,
+    city: OTHER_GROUP,
+  });
+  assert.deepEqual(decodeGroup(["country"], '["__other__"]'), { country: "__other__" });
+});
