@@ -17,14 +17,14 @@ export function readField(event: Event, path: string): unknown {
 }
 
 const ISO_8601 =
-  /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+  /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
 
 /** Result of {@linkcode readEventTime}: time in ms, or why it is unusable. */
 export type EventTime = { ok: true; timeMs: number } | { ok: false; message: string };
 
 /**
- * Reads event time from an ISO-8601 string or epoch milliseconds. An absent
- * (or null) field means `receivedMs`.
+ * Reads event time from an ISO-8601 string (UTC when it has no offset) or
+ * epoch milliseconds. An absent (or null) field means `receivedMs`.
  */
 export function readEventTime(value: unknown, receivedMs: number): EventTime {
   if (value === undefined || value === null) return { ok: true, timeMs: receivedMs };
@@ -34,8 +34,13 @@ export function readEventTime(value: unknown, receivedMs: number): EventTime {
     }
     return { ok: true, timeMs: Math.floor(value) };
   }
-  if (typeof value === "string" && ISO_8601.test(value)) {
-    const timeMs = Date.parse(value);
+  const match = typeof value === "string" ? ISO_8601.exec(value) : null;
+  if (match) {
+    // Date.parse reads a date-time without an offset as local time; event
+    // time must not depend on the server's time zone, so read it as UTC.
+    const text = match[0];
+    const utc = text.length > 10 && match[1] === undefined ? `${text}Z` : text;
+    const timeMs = Date.parse(utc);
     if (Number.isFinite(timeMs)) return { ok: true, timeMs };
   }
   return {

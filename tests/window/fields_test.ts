@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { readEventTime, readField } from "../../src/window/mod.ts";
+
+const RECEIVED = Date.parse("2026-01-01T00:10:00Z");
+
+Deno.test("readField() reads a key, then a dotted path", () => {
+  const event = { a: 1, user: { country: "DE", tags: ["x"] }, "dotted.key": "own" };
+  assert.equal(readField(event, "a"), 1);
+  assert.equal(readField(event, "user.country"), "DE");
+  assert.equal(readField(event, "user.tags.0"), "x");
+  assert.equal(readField(event, "dotted.key"), "own");
+  assert.deepEqual(readField(event, "user"), { country: "DE", tags: ["x"] });
+});
+
+Deno.test("readField() is undefined for absent fields and never reads inherited ones", () => {
+  const event = { a: 1, user: { country: null } };
+  assert.equal(readField(event, "missing"), undefined);
+  assert.equal(readField(event, "a.b"), undefined);
+  assert.equal(readField(event, "user.city"), undefined);
+  assert.equal(readField(event, "user.country"), null);
+  assert.equal(readField(event, "toString"), undefined);
+  assert.equal(readField(event, "user.constructor"), undefined);
+  assert.equal(readField(event, "a.toFixed"), undefined);
+});
+
+Deno.test("readEventTime() uses the receive time when the field is absent or null", () => {
+  assert.deepEqual(readEventTime(undefined, RECEIVED), { ok: true, timeMs: RECEIVED });
+  assert.deepEqual(readEventTime(null, RECEIVED), { ok: true, timeMs: RECEIVED });
+});
+
+Deno.test("readEventTime() reads epoch milliseconds, flooring fractions", () => {
+  assert.deepEqual(readEventTime(1_700_000_000_000, RECEIVED), { ok: true, timeMs: 1.7e12 });
+  assert.deepEqual(readEventTime(1.9, RECEIVED), { ok: true, timeMs: 1 });
+  assert.deepEqual(readEventTime(-1.5, RECEIVED), { ok: true, timeMs: -2 });
+  assert.deepEqual(readEventTime(8.64e15, RECEIVED), { ok: true, timeMs: 8.64e15 });
+});
+
+Deno.test("readEventTime() refuses numbers outside the Date range", () => {
+  for (const value of [8.64e15 + 1, -8.64e15 - 1, Infinity, Number.NaN]) {
+    const result = readEventTime(value, RECEIVED);
+    assert.equal(result.ok, false, String(value));
+    if (!result.ok) assert.match(result.message, /is not a valid epoch millisecond value$/);
+  }
+});
+
+Deno.test("readEventTime() reads ISO-8601 text with an offset", () => {
+  const cases: Array<[string, string]> = [
+    ["2026-01-01T00:10:00Z", "2026-01-01T00:10:00.000Z"],
+    ["2026-01-01T00:10:00.123Z", "2026-01-01T00:10:00.123Z"],
+    ["2026-01-01T00:10:00.123456789Z", "2026-01-01T00:10:00.123Z"],
+    ["2026-01-01T01:10:00+01:00", "2026-01-01T00:10:00.000Z"],
+    ["2026-01-01T01:10:00+0100", "2026-01-01T00:10:00.000Z"],
+    ["2025-12-31T19:10-05:00", "2026-01-01T00:10:00.000Z"],
+    ["2026-01-01 00:10:00Z", "2026-01-01T00:10:00.000Z"],
+    ["2026-01-01t00:10:00z", "2026-01-01T00:10:00.000Z"],
+    ["2026-01-01", "2026-01-01T00:00:00.000Z"],
+  ];
+  for (const [text, iso] of cases) {
+    assert.deepEqual(readEventTime(text, RECEIVED), { ok: true, timeMs: Date.parse(iso) }, text);
+  }
+});
+
+Deno.test("readEventTime() reads ISO-8601 text without an offset as UTC", () => {
+  assert.deepEqual(readEventTime("2026-01-01T00:10", RECEIVED), { ok: true, timeMs: RECEIVED });
+  assert.deepEqual(readEventTime("2026-01-01 00:10:00.5", RECEIVED), {
+    ok: true,
+    timeMs: RECEIVED + 500,
+  });
+});
+
+Deno.test("readEventTime() does not depend on the server's time zone", async () => {
+  const module = new URL("../../src/window/fields.ts", import.meta.url).href;
+  const script = `
+    const { readEventTime } = await import(${JSON.stringify(module)});
+    console.log(JSON.stringify(["2026-01-01T00:10", "2026-01-01 00:10:00", "2026-01-01"]
+      .map((text) => readEventTime(text, 0))));`;
+  for (const zone of ["America/New_York", "Asia/Kolkata"]) {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", script],
+      env: { TZ: zone, NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "inherit",
+    }).output();
+    assert.equal(output.code, 0);
+    const offset = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "console.log(new Date(2026, 0, 1).getTimezoneOffset())"],
+      env: { TZ: zone, NO_COLOR: "1" },
+      stdout: "piped",
+    }).output();
+    assert.notEqual(new TextDecoder().decode(offset.stdout).trim(), "0", `${zone} is not UTC`);
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(output.stdout)), [
+      { ok: true, timeMs: RECEIVED },
+      { ok: true, timeMs: RECEIVED },
+      { ok: true, timeMs: Date.parse("2026-01-01T00:00:00Z") },
+    ], zone);
+  }
+});
+
+Deno.test("readEventTime() refuses text that is not ISO-8601 and other types", () => {
+  const bad: unknown[] = [
+    "yesterday",
+    "01/02/2026",
+    "2026-01-01T00:10:00 UTC",
+    "1700000000000",
+    "2026-13-01",
+    "",
+    true,
+    { ms: 1 },
+    [1],
+  ];
+  for (const value of bad) {
+    const result = readEventTime(value, RECEIVED);
+    assert.equal(result.ok, false, JSON.stringify(value));
+    if (!result.ok) {
+      assert.match(
+        result.message,
+        /^Event time must be an ISO-8601 string or epoch milliseconds, got /,
+      );
+    }
+  }
+  const long = readEventTime("x".repeat(1000), RECEIVED);
+  assert.ok(!long.ok && long.message.length < 150, "the message quotes at most 64 characters");
+});
