@@ -110,10 +110,10 @@ export function utf8Length(text: string): number {
     const code = text.charCodeAt(i);
     if (code < 0x80) bytes += 1;
     else if (code < 0x800) bytes += 2;
-    else if (code >= 0xd800 && code <= 0xdbff) {
+    else if (code <= 0xdbff && code >= 0xd800 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
       bytes += 4;
       i++;
-    } else bytes += 3;
+    } else bytes += 3; // Also a lone surrogate, which UTF-8 encodes as U+FFFD.
   }
   return bytes;
 }

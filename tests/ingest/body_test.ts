@@ -1,0 +1,302 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { ApiError } from "../../src/http/errors.ts";
+import {
+  bodyFormat,
+  decodeUtf8,
+  DEFAULT_LIMITS,
+  parseEvents,
+  readLimitedBody,
+  utf8Length,
+} from "../../src/ingest/body.ts";
+
+/** Asserts `fn` throws an ApiError with this status and code; returns it. */
+function assertApiError(fn: () => unknown, status: number, code: string): ApiError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ApiError, `expected an ApiError, got ${caught}`);
+  assert.equal(caught.status, status);
+  assert.equal(caught.code, code);
+  return caught;
+}
+
+async function assertRejectsApiError(promise: Promise<unknown>, status: number, code: string) {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof ApiError, `expected an ApiError, got ${error}`);
+    assert.equal(error.status, status);
+    assert.equal(error.code, code);
+    return true;
+  });
+}
+
+Deno.test("bodyFormat() maps JSON and NDJSON media types, ignoring case and parameters", () => {
+  assert.equal(bodyFormat("application/json"), "json");
+  assert.equal(bodyFormat("application/json; charset=utf-8"), "json");
+  assert.equal(bodyFormat("Application/JSON ;charset=UTF-8"), "json");
+  assert.equal(bodyFormat("application/x-ndjson"), "ndjson");
+  assert.equal(bodyFormat("application/ndjson; charset=utf-8"), "ndjson");
+});
+
+Deno.test("bodyFormat() refuses other or missing media types with 415", () => {
+  const cases: Array<[string | undefined, string]> = [
+    [undefined, "(none)"],
+    ["", "(none)"],
+    ["text/plain", "text/plain"],
+    ["application/json-patch+json", "application/json-patch+json"],
+    ["application/jsonx", "application/jsonx"],
+    ["multipart/form-data; boundary=x", "multipart/form-data"],
+  ];
+  for (const [header, shown] of cases) {
+    const error = assertApiError(() => bodyFormat(header), 415, "unsupported_media_type");
+    assert.equal(
+      error.message,
+      `Content-Type must be application/json or application/x-ndjson, got '${shown}'`,
+    );
+  }
+});
+
+Deno.test("parseEvents() reads one JSON object as one event", () => {
+  assert.deepEqual(parseEvents('{"a": 1}', "json"), [{ ok: true, value: { a: 1 } }]);
+});
+
+Deno.test("parseEvents() reads a JSON array as one item per element", () => {
+  assert.deepEqual(parseEvents('[{"a": 1}, 2, null]', "json"), [
+    { ok: true, value: { a: 1 } },
+    { ok: true, value: 2 },
+    { ok: true, value: null },
+  ]);
+});
+
+Deno.test("parseEvents() refuses an empty or blank body", () => {
+  for (const format of ["json", "ndjson"] as const) {
+    for (const text of ["", "   ", "\n\r\n\t"]) {
+      assertApiError(() => parseEvents(text, format), 400, "empty_body");
+    }
+  }
+});
+
+Deno.test("parseEvents() refuses an empty array", () => {
+  assertApiError(() => parseEvents("[]", "json"), 400, "empty_batch");
+  assertApiError(() => parseEvents(" [ ] ", "json"), 400, "empty_batch");
+});
+
+Deno.test("parseEvents() refuses a scalar or null body", () => {
+  const cases: Array<[string, string]> = [
+    ["null", "null"],
+    ["5", "number"],
+    ['"text"', "string"],
+    ["true", "boolean"],
+  ];
+  for (const [text, type] of cases) {
+    const error = assertApiError(() => parseEvents(text, "json"), 400, "invalid_body");
+    assert.equal(
+      error.message,
+      `Body must be a JSON object or an array of objects, got ${type}`,
+    );
+  }
+});
+
+Deno.test("parseEvents() refuses a body that is not JSON", () => {
+  const error = assertApiError(() => parseEvents('{"a": ', "json"), 400, "invalid_json");
+  assert.match(error.message, /^Body is not valid JSON: /);
+});
+
+Deno.test("parseEvents() refuses more events than allowed with 413 too_many_events", () => {
+  const many = JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ i })));
+  const error = assertApiError(() => parseEvents(many, "json"), 413, "too_many_events");
+  assert.equal(error.message, "Batch has 1001 events; at most 1000 are allowed per request");
+  const exactly = JSON.stringify(Array.from({ length: 1000 }, (_, i) => ({ i })));
+  assert.equal(parseEvents(exactly, "json").length, 1000);
+  const lines = Array.from({ length: 1001 }, (_, i) => JSON.stringify({ i })).join("\n");
+  assertApiError(() => parseEvents(lines, "ndjson"), 413, "too_many_events");
+  assertApiError(
+    () => parseEvents("{}\n{}\n{}", "ndjson", { maxEvents: 2 }),
+    413,
+    "too_many_events",
+  );
+});
+
+Deno.test("parseEvents() reads NDJSON, skipping blank lines and CRLF endings", () => {
+  assert.deepEqual(parseEvents('{"a":1}\r\n\n  {"a":2}  \n', "ndjson"), [
+    { ok: true, value: { a: 1 } },
+    { ok: true, value: { a: 2 } },
+  ]);
+});
+
+Deno.test("parseEvents() fails only the bad NDJSON line", () => {
+  const items = parseEvents('{"a":1}\n{"a":\n{"a":3}', "ndjson");
+  assert.equal(items.length, 3);
+  assert.deepEqual(items[0], { ok: true, value: { a: 1 } });
+  assert.deepEqual(items[2], { ok: true, value: { a: 3 } });
+  assert.equal(items[1].ok, false);
+  if (!items[1].ok) {
+    assert.equal(items[1].error.path, "");
+    assert.match(items[1].error.message, /^Line 2 is not valid JSON: /);
+  }
+});
+
+Deno.test("parseEvents() fails an event over 64 KiB and keeps the others", () => {
+  const big = { pad: "x".repeat(DEFAULT_LIMITS.maxEventBytes) };
+  const bigBytes = JSON.stringify(big).length;
+  const json = parseEvents(JSON.stringify([{ a: 1 }, big, { a: 2 }]), "json");
+  assert.deepEqual(json[0], { ok: true, value: { a: 1 } });
+  assert.deepEqual(json[2], { ok: true, value: { a: 2 } });
+  assert.deepEqual(json[1], {
+    ok: false,
+    error: { path: "", message: `Event is ${bigBytes} bytes; the limit is 65536 bytes` },
+  });
+  const ndjson = parseEvents(`{"a":1}\n${JSON.stringify(big)}`, "ndjson");
+  assert.deepEqual(ndjson[0], { ok: true, value: { a: 1 } });
+  assert.equal(ndjson[1].ok, false);
+  const single = parseEvents(JSON.stringify(big), "json");
+  assert.equal(single.length, 1);
+  assert.equal(single[0].ok, false);
+});
+
+Deno.test("parseEvents() accepts an event of exactly the byte limit", () => {
+  const limit = DEFAULT_LIMITS.maxEventBytes;
+  const exact = JSON.stringify({ pad: "x".repeat(limit - '{"pad":""}'.length) });
+  assert.equal(exact.length, limit);
+  assert.equal(parseEvents(exact, "json")[0].ok, true);
+  assert.equal(parseEvents(`[${exact}]`, "json")[0].ok, true);
+  assert.equal(parseEvents(exact, "ndjson")[0].ok, true);
+});
+
+Deno.test("parseEvents() measures events in UTF-8 bytes, not characters", () => {
+  // 30000 × "€" is 30000 characters but 90000 bytes.
+  const euros = JSON.stringify({ pad: "€".repeat(30_000) });
+  for (const format of ["json", "ndjson"] as const) {
+    const [item] = parseEvents(euros, format);
+    assert.equal(item.ok, false, format);
+    if (!item.ok) assert.match(item.error.message, /^Event is 90010 bytes;/);
+  }
+  const [inArray] = parseEvents(`[${euros}]`, "json");
+  assert.equal(inArray.ok, false);
+  const fits = parseEvents(JSON.stringify({ pad: "€".repeat(20_000) }), "ndjson");
+  assert.equal(fits[0].ok, true);
+  const small = parseEvents('{"a":"€"}', "json", { maxEventBytes: 10 });
+  assert.equal(small[0].ok, false, "11 bytes over a 10-byte limit");
+});
+
+Deno.test("utf8Length() counts the bytes of 1-, 2-, 3- and 4-byte characters", () => {
+  assert.equal(utf8Length(""), 0);
+  assert.equal(utf8Length("a"), 1);
+  assert.equal(utf8Length("é"), 2);
+  assert.equal(utf8Length("€"), 3);
+  assert.equal(utf8Length("😀"), 4);
+  assert.equal(utf8Length("a€😀é"), 10);
+});
+
+Deno.test("utf8Length() equals the length of TextEncoder's output for any string", () => {
+  const encoder = new TextEncoder();
+  const anyCodeUnit = fc.integer({ min: 0, max: 0xffff }).map((code) => String.fromCharCode(code));
+  const strings = fc.oneof(
+    fc.string({ unit: "binary" }),
+    fc.string({ unit: anyCodeUnit }),
+    fc.string({ unit: fc.constantFrom("a", "é", "€", "😀", "\ud800", "\udc00") }),
+  );
+  fc.assert(
+    fc.property(strings, (text) => {
+      assert.equal(utf8Length(text), encoder.encode(text).length);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("decodeUtf8() decodes valid UTF-8 and drops a byte order mark", () => {
+  assert.equal(decodeUtf8(new TextEncoder().encode('{"a":"€😀"}')), '{"a":"€😀"}');
+  assert.equal(decodeUtf8(new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d])), "{}");
+  assert.equal(decodeUtf8(new Uint8Array()), "");
+});
+
+Deno.test("decodeUtf8() refuses invalid bytes with 400 invalid_utf8", () => {
+  const invalid = [
+    [0xff],
+    [0x7b, 0xc3],
+    [0xc0, 0xaf],
+    [0xed, 0xa0, 0x80],
+    [0x22, 0xe2, 0x82, 0x22],
+  ];
+  for (const bytes of invalid) {
+    const error = assertApiError(() => decodeUtf8(new Uint8Array(bytes)), 400, "invalid_utf8");
+    assert.equal(error.message, "Body is not valid UTF-8");
+  }
+  // The shared decoder is not left in a broken state.
+  assert.equal(decodeUtf8(new TextEncoder().encode("ok")), "ok");
+});
+
+Deno.test("readLimitedBody() returns the whole body within the limit", async () => {
+  const body = new TextEncoder().encode('{"a":"€"}');
+  const bytes = await readLimitedBody(
+    new Request("http://test/", { method: "POST", body }),
+    body.length,
+  );
+  assert.deepEqual(bytes, body);
+  const empty = await readLimitedBody(new Request("http://test/"), 10);
+  assert.equal(empty.length, 0);
+});
+
+Deno.test("readLimitedBody() joins a body that arrives in chunks", async () => {
+  const chunks = ["[", '{"a":1}', ",", '{"a":2}', "]"].map((text) =>
+    new TextEncoder().encode(text)
+  );
+  const stream = ReadableStream.from(chunks);
+  const bytes = await readLimitedBody(
+    new Request("http://test/", { method: "POST", body: stream }),
+    100,
+  );
+  assert.equal(new TextDecoder().decode(bytes), '[{"a":1},{"a":2}]');
+});
+
+Deno.test("readLimitedBody() refuses a declared Content-Length over the limit before reading", async () => {
+  let pulled = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulled = true;
+      controller.enqueue(new Uint8Array(1));
+      controller.close();
+    },
+  }, { highWaterMark: 0 });
+  const request = new Request("http://test/", {
+    method: "POST",
+    body,
+    headers: { "Content-Length": "1048577" },
+  });
+  await assertRejectsApiError(readLimitedBody(request, 1_048_576), 413, "payload_too_large");
+  assert.equal(pulled, false);
+});
+
+Deno.test("readLimitedBody() stops reading a streamed body once it passes the limit", async () => {
+  let chunksPulled = 0;
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      chunksPulled += 1;
+      controller.enqueue(new Uint8Array(1024));
+    },
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const request = new Request("http://test/", { method: "POST", body });
+  assert.equal(request.headers.get("Content-Length"), null);
+  await assert.rejects(readLimitedBody(request, 4096), (error: unknown) => {
+    assert.ok(error instanceof ApiError);
+    assert.equal(error.status, 413);
+    assert.equal(error.code, "payload_too_large");
+    assert.equal(error.message, "Body exceeds the 4096-byte limit");
+    return true;
+  });
+  assert.ok(chunksPulled <= 8, `read ${chunksPulled} chunks of an endless body`);
+  assert.equal(cancelled, true);
+});
+
+Deno.test("readLimitedBody() accepts a body of exactly the limit", async () => {
+  const body = ReadableStream.from([new Uint8Array(3), new Uint8Array(3)]);
+  const bytes = await readLimitedBody(new Request("http://test/", { method: "POST", body }), 6);
+  assert.equal(bytes.length, 6);
+});
