@@ -12,6 +12,9 @@
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
  * - `panes:<counter>` — zset of live panes, score = expiry time.
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
+ * - `log` — Redis stream (XADD, capped near 100,000 entries): the result log;
+ *   field `r` holds a JSON log record.
+ * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
@@ -19,6 +22,10 @@
 const COMMON = `
 local P = KEYS[1]
 local function num(x) return string.format("%.17g", x) end
+local function appendLog(recordJson, ttl)
+  redis.call("XADD", P .. "log", "MAXLEN", "~", "100000", "*", "r", recordJson)
+  redis.call("PEXPIRE", P .. "log", ttl)
+end
 local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
   return 2
@@ -84,6 +91,12 @@ for i, e in ipairs(b.events) do
     if not redis.call("SET", P .. "id:" .. id, "1", "NX", "PX", dttl) then outcome = 1 end
   end
   if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
+  local payload = e[4]
+  if type(payload) == "string" and ((outcome == 0 and b.logp) or (outcome == 2 and b.logl)) then
+    local kind = "event.processed"
+    if outcome == 2 then kind = "event.late" end
+    appendLog('{"type":"' .. kind .. '","timeMs":' .. num(t) .. ',"event":' .. payload .. '}', b.statsTtl)
+  end
   if outcome == 0 then
     if wm == nil or t > wm then wm = t end
     for _, u in ipairs(e[3]) do
@@ -219,9 +232,43 @@ for _, meta in ipairs(b.counters) do
         local pane = tonumber(paneText)
         if pane >= start and pane < start + size then panes[#panes + 1] = pane end
       end
-      out[#out + 1] = { name, num(start), num(start + size), mergePanes(name, kind, panes) }
+      local rows = mergePanes(name, kind, panes)
+      out[#out + 1] = { name, num(start), num(start + size), rows }
+      for _, row in ipairs(rows) do
+        local extreme = row[4]
+        if extreme == "" then extreme = "null" end
+        local minText, maxText = "null", "null"
+        if kind == "min" then minText = extreme elseif kind == "max" then maxText = extreme end
+        appendLog('{"type":"window.closed","counter":' .. cjson.encode(name) .. ',"start":' .. num(start)
+          .. ',"end":' .. num(start + size) .. ',"group":' .. cjson.encode(row[1])
+          .. ',"state":{"count":' .. row[2] .. ',"sum":' .. row[3] .. ',"min":' .. minText
+          .. ',"max":' .. maxText .. ',"distinct":' .. row[5] .. ',"approximate":'
+          .. tostring(kind == "distinct") .. '}}', b.logTtl)
+      end
     end
   end
 end
 return cjson.encode(out)
+`;
+
+/**
+ * Claims alert firings. ARGV[1] is JSON
+ * \`{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …]}\`.
+ * Returns JSON: the indexes (1-based) of the firings that were new.
+ */
+export const FIRE_SCRIPT = COMMON + `
+local b = cjson.decode(ARGV[1])
+local fired = {}
+for i, f in ipairs(b.firings) do
+  local key = P .. "alert:" .. f[1] .. ":" .. f[2] .. ":" .. num(f[3]) .. ":" .. f[5]
+  if redis.call("SET", key, "1", "NX", "PX", f[7]) then
+    local value = "null"
+    if type(f[6]) == "number" then value = num(f[6]) end
+    appendLog('{"type":"alert.fired","alert":' .. cjson.encode(f[1]) .. ',"counter":' .. cjson.encode(f[2])
+      .. ',"start":' .. num(f[3]) .. ',"end":' .. num(f[4]) .. ',"group":' .. cjson.encode(f[5])
+      .. ',"value":' .. value .. '}', b.logTtl)
+    fired[#fired + 1] = i
+  end
+end
+return cjson.encode(fired)
 `;

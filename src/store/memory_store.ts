@@ -5,13 +5,22 @@
  *
  * @module
  */
-import { addValue, type AggregateState, emptyState, mergeState } from "../window/aggregate.ts";
 import {
+  addValue,
+  type AggregateState,
+  emptyState,
+  mergeState,
+  normalizeState,
+} from "../window/aggregate.ts";
+import {
+  type AlertFiring,
   type ApplyResult,
   type ClosedWindow,
   type CloseOptions,
   type CounterMeta,
   type EventOutcome,
+  type LogEntry,
+  type LogRecord,
   OTHER_GROUP,
   type Store,
   type StoreBatch,
@@ -19,6 +28,7 @@ import {
   type WindowRead,
   type WindowValue,
 } from "./types.ts";
+import type { AggregateKind } from "../window/spec.ts";
 
 interface Cell {
   state: AggregateState;
@@ -43,7 +53,16 @@ interface StreamState {
   panes: Map<string, Map<number, Pane>>;
   /** Per counter: windows holding data and not yet closed, start → end. */
   open: Map<string, Map<number, number>>;
+  /** Result log, oldest first, capped at {@linkcode MAX_LOG_ENTRIES}. */
+  log: LogEntry[];
+  lastLogMs: number;
+  lastLogSeq: number;
+  /** Alert firings already claimed, key → expiry. */
+  fired: Map<string, number>;
 }
+
+/** Most entries a stream's result log keeps; older ones are trimmed. */
+export const MAX_LOG_ENTRIES = 100_000;
 
 /** Options for {@linkcode MemoryStore}. */
 export interface MemoryStoreOptions {
@@ -80,6 +99,10 @@ export class MemoryStore implements Store {
         seen: new Map(),
         panes: new Map(),
         open: new Map(),
+        log: [],
+        lastLogMs: 0,
+        lastLogSeq: 0,
+        fired: new Map(),
       };
       this.#streams.set(name, state);
     }
@@ -106,6 +129,13 @@ export class MemoryStore implements Store {
       if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
         outcomes.push("late");
         stream.late += 1;
+        if (batch.log?.late && event.payload !== undefined) {
+          this.#append(stream, now, {
+            type: "event.late",
+            timeMs: event.timeMs,
+            event: JSON.parse(event.payload),
+          });
+        }
         continue;
       }
       if (stream.watermark === null || event.timeMs > stream.watermark) {
@@ -116,6 +146,13 @@ export class MemoryStore implements Store {
       }
       outcomes.push("applied");
       stream.applied += 1;
+      if (batch.log?.processed && event.payload !== undefined) {
+        this.#append(stream, now, {
+          type: "event.processed",
+          timeMs: event.timeMs,
+          event: JSON.parse(event.payload),
+        });
+      }
     }
     stream.accepted += batch.events.length + batch.filtered;
     stream.filtered += batch.filtered;
@@ -193,15 +230,72 @@ export class MemoryStore implements Store {
       for (const [start, end] of due) {
         open.delete(start);
         const inWindow = [...panes.keys()].filter((pane) => pane >= start && pane < end);
-        closed.push({
-          counter: counter.name,
-          start,
-          end,
-          groups: mergePanes(panes, inWindow, now),
-        });
+        const groups = mergePanes(counter.aggregate, panes, inWindow, now);
+        closed.push({ counter: counter.name, start, end, groups });
+        for (const { group, state: value } of groups) {
+          this.#append(state, now, {
+            type: "window.closed",
+            counter: counter.name,
+            start,
+            end,
+            group,
+            state: value,
+          });
+        }
       }
     }
     return Promise.resolve(closed);
+  }
+
+  #append(stream: StreamState, nowMs: number, record: LogRecord): void {
+    if (nowMs > stream.lastLogMs) {
+      stream.lastLogMs = nowMs;
+      stream.lastLogSeq = 0;
+    } else {
+      stream.lastLogSeq += 1;
+    }
+    stream.log.push({
+      id: `${stream.lastLogMs}-${stream.lastLogSeq}`,
+      timeMs: stream.lastLogMs,
+      record,
+    });
+    if (stream.log.length > MAX_LOG_ENTRIES) {
+      stream.log.splice(0, stream.log.length - MAX_LOG_ENTRIES);
+    }
+  }
+
+  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+    const state = this.#stream(stream);
+    const now = this.#now();
+    const fired: AlertFiring[] = [];
+    for (const firing of firings) {
+      const key = JSON.stringify([firing.alert, firing.counter, firing.start, firing.group]);
+      const expiresAt = state.fired.get(key);
+      if (expiresAt !== undefined && expiresAt > now) continue;
+      state.fired.set(key, now + firing.ttlMs);
+      const { ttlMs: _, ...record } = firing;
+      this.#append(state, now, { type: "alert.fired", ...record });
+      fired.push(firing);
+    }
+    return Promise.resolve(fired);
+  }
+
+  readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
+    const log = this.#streams.get(stream)?.log ?? [];
+    let from = 0;
+    if (afterId !== null) {
+      const after = parseLogId(afterId);
+      // Binary search for the first entry after `afterId`.
+      let low = 0;
+      let high = log.length;
+      while (low < high) {
+        const mid = (low + high) >> 1;
+        if (compareLogIds(parseLogId(log[mid].id), after) <= 0) low = mid + 1;
+        else high = mid;
+      }
+      from = low;
+    }
+    return Promise.resolve(log.slice(from, from + limit));
   }
 
   #forgetExpiredIds(stream: StreamState, now: number): void {
@@ -215,6 +309,7 @@ export class MemoryStore implements Store {
     if (now < this.#nextSweep) return;
     this.#nextSweep = now + this.#sweepEveryMs;
     for (const stream of this.#streams.values()) {
+      for (const [key, expiresAt] of stream.fired) if (expiresAt <= now) stream.fired.delete(key);
       for (const panes of stream.panes.values()) {
         for (const [start, pane] of panes) {
           if (pane.expiresAt <= now) panes.delete(start);
@@ -239,7 +334,7 @@ export class MemoryStore implements Store {
     const out: WindowValue[] = [];
     if (!panes) return Promise.resolve(out);
     for (const window of windows) {
-      for (const { group, state } of mergePanes(panes, window.panes, now)) {
+      for (const { group, state } of mergePanes(counter.aggregate, panes, window.panes, now)) {
         out.push({ start: window.start, group, state });
       }
     }
@@ -273,6 +368,7 @@ export class MemoryStore implements Store {
 
 /** Merges the live panes among `starts` into one state per group. */
 function mergePanes(
+  kind: AggregateKind,
   panes: Map<number, Pane>,
   starts: Iterable<number>,
   now: number,
@@ -295,5 +391,16 @@ function mergePanes(
       }
     }
   }
-  return [...merged].map(([group, cell]) => ({ group, state: cell.state }));
+  return [...merged].map(([group, cell]) => ({ group, state: normalizeState(kind, cell.state) }));
+}
+
+/** Splits a log id `<ms>-<seq>` into numbers. */
+export function parseLogId(id: string): [number, number] {
+  const [ms, seq] = id.split("-");
+  return [Number(ms), Number(seq ?? 0)];
+}
+
+/** Orders two parsed log ids. */
+export function compareLogIds(a: [number, number], b: [number, number]): number {
+  return a[0] - b[0] || a[1] - b[1];
 }

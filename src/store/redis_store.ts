@@ -7,13 +7,16 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../window/aggregate.ts";
-import { APPLY_SCRIPT, CLOSE_SCRIPT, READ_SCRIPT } from "./_redis_scripts.ts";
+import { APPLY_SCRIPT, CLOSE_SCRIPT, FIRE_SCRIPT, READ_SCRIPT } from "./_redis_scripts.ts";
 import {
+  type AlertFiring,
   type ApplyResult,
   type ClosedWindow,
   type CloseOptions,
   type CounterMeta,
   type EventOutcome,
+  type LogEntry,
+  type LogRecord,
   type Store,
   type StoreBatch,
   StoreUnavailableError,
@@ -23,7 +26,10 @@ import {
 } from "./types.ts";
 
 /** The part of the `@upstash/redis` client the store uses. */
-export type RedisClient = Pick<Redis, "evalsha" | "eval" | "hgetall" | "zrange" | "ping">;
+export type RedisClient = Pick<
+  Redis,
+  "evalsha" | "eval" | "hgetall" | "zrange" | "xrange" | "ping"
+>;
 
 /** Options for {@linkcode RedisStore}. */
 export interface RedisStoreOptions {
@@ -146,18 +152,21 @@ export class RedisStore implements Store {
       dttl: batch.dedupeTtlMs,
       filtered: batch.filtered,
       statsTtl: this.#statsTtlMs,
+      logp: batch.log?.processed ?? false,
+      logl: batch.log?.late ?? false,
       counters: batch.counters.map((
         c,
       ) => [c.name, c.aggregate, c.maxGroups, c.ttlMs, c.hopMs, c.sizeMs]),
-      events: batch.events.map((event) => [
-        event.id ?? false,
-        event.timeMs,
-        event.updates.map((u) =>
+      events: batch.events.map((event) => {
+        const updates = event.updates.map((u) =>
           u.value === undefined
             ? [u.counter, u.pane, u.group]
             : [u.counter, u.pane, u.group, u.value]
-        ),
-      ]),
+        );
+        return event.payload === undefined
+          ? [event.id ?? false, event.timeMs, updates]
+          : [event.id ?? false, event.timeMs, updates, event.payload];
+      }),
     };
     return this.#call("applyBatch", async () => {
       const reply = fromJson<{ o: string | number; wm: string | number }>(
@@ -221,6 +230,7 @@ export class RedisStore implements Store {
           await this.#script(CLOSE_SCRIPT, stream, {
             late: options.latenessMs,
             limit: options.limit ?? 100,
+            logTtl: this.#statsTtlMs,
             counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),
           }),
         ),
@@ -234,6 +244,46 @@ export class RedisStore implements Store {
           group: row[0],
           state: toState(kinds.get(counter)!, row),
         })),
+      }));
+    });
+  }
+
+  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+    if (firings.length === 0) return Promise.resolve([]);
+    return this.#call("fireAlerts", async () => {
+      const fired = asArray<number>(
+        fromJson(
+          await this.#script(FIRE_SCRIPT, stream, {
+            logTtl: this.#statsTtlMs,
+            firings: firings.map((f) => [
+              f.alert,
+              f.counter,
+              f.start,
+              f.end,
+              f.group,
+              f.value ?? false,
+              f.ttlMs,
+            ]),
+          }),
+        ),
+      );
+      return fired.map((index) => firings[index - 1]);
+    });
+  }
+
+  readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
+    return this.#call("readLog", async () => {
+      const entries = await this.#redis.xrange(
+        `${this.keyPrefix(stream)}log`,
+        afterId === null ? "-" : `(${afterId}`,
+        "+",
+        limit,
+      );
+      // The client returns {id: {field: value}} in log order; values may be parsed already.
+      return Object.entries(entries ?? {}).map(([id, fields]) => ({
+        id,
+        timeMs: Number(id.split("-")[0]),
+        record: fromJson<LogRecord>((fields as Record<string, unknown>).r),
       }));
     });
   }

@@ -41,6 +41,8 @@ export interface BatchEvent {
   timeMs: number;
   /** Its updates, at most one per counter. */
   updates: CellUpdate[];
+  /** The transformed event as JSON text, when the batch logs events. */
+  payload?: string;
 }
 
 /** Everything one ingest request asks the store to apply in one atomic step. */
@@ -59,6 +61,61 @@ export interface StoreBatch {
   events: BatchEvent[];
   /** Events the transforms filtered out (counted in stats only). */
   filtered: number;
+  /**
+   * Which events go to the stream's result log in the same atomic step
+   * (`event.processed` for applied events, `event.late` for late ones); they
+   * need {@linkcode BatchEvent.payload}. @default {none}
+   */
+  log?: { processed?: boolean; late?: boolean };
+}
+
+/** A result in a stream's durable log, in the store's own compact form. */
+export type LogRecord =
+  | {
+    type: "window.closed";
+    counter: string;
+    start: number;
+    end: number;
+    group: string;
+    state: AggregateState;
+  }
+  | {
+    type: "alert.fired";
+    alert: string;
+    counter: string;
+    start: number;
+    end: number;
+    group: string;
+    value: number | null;
+  }
+  | { type: "event.processed" | "event.late"; timeMs: number; event: unknown };
+
+/** One entry of a stream's result log. */
+export interface LogEntry {
+  /** Position in the log: `<ms>-<seq>`, increasing; pass it back as `afterId`. */
+  id: string;
+  /** When it was written (ms). */
+  timeMs: number;
+  /** What happened. */
+  record: LogRecord;
+}
+
+/** An alert that became true for one window and group. */
+export interface AlertFiring {
+  /** Alert name, unique within the stream. */
+  alert: string;
+  /** Counter the alert watches. */
+  counter: string;
+  /** Window start (ms). */
+  start: number;
+  /** Window end (ms). */
+  end: number;
+  /** Group key. */
+  group: string;
+  /** The value that made it true. */
+  value: number | null;
+  /** How long (ms) the "already fired" marker lives (window size + lateness + retention). */
+  ttlMs: number;
 }
 
 /** What happened to each event of a batch. */
@@ -144,14 +201,23 @@ export interface Store {
   readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
   /**
    * Claims and returns the windows that became final (end <= watermark -
-   * lateness) and were not closed before. Atomic: across all instances that
-   * share the store, each window is returned exactly once.
+   * lateness) and were not closed before, and logs a `window.closed` record
+   * per group in the same atomic step. Across all instances that share the
+   * store, each window is returned (and logged) exactly once.
    */
   closeWindows(
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindow[]>;
+  /**
+   * Claims alert firings and logs the new ones as `alert.fired`, atomically:
+   * each (alert, window, group) fires once across all instances. Returns the
+   * firings that were new.
+   */
+  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]>;
+  /** Reads a stream's result log after `afterId` (exclusive; null = from the start), oldest first. */
+  readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]>;
   /** Stats and watermark of a stream. */
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats>;
   /** Checks the store is reachable. Throws {@linkcode StoreUnavailableError} if not. */

@@ -70,3 +70,18 @@ export function aggregateValue(spec: AggregateSpec, state: AggregateState): numb
 export function distinctKey(value: unknown): string {
   return JSON.stringify(value);
 }
+
+/**
+ * Keeps only what an aggregate kind reports (count always; sum for sum/avg;
+ * min, max, distinct for their kinds), so every store returns the same state.
+ */
+export function normalizeState(kind: AggregateSpec["kind"], state: AggregateState): AggregateState {
+  return {
+    count: state.count,
+    sum: kind === "sum" || kind === "avg" ? state.sum : 0,
+    min: kind === "min" ? state.min : null,
+    max: kind === "max" ? state.max : null,
+    distinct: kind === "distinct" ? state.distinct : 0,
+    approximate: state.approximate,
+  };
+}

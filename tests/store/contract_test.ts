@@ -204,6 +204,116 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(hops.map((w) => w.groups[0].state.min), [1, 1, 2]);
   },
 
+  async "the result log holds processed and late events written with the batch"(store) {
+    const event = (id: string, t: number) => ({
+      id,
+      timeMs: t,
+      updates: [],
+      payload: JSON.stringify({ id, nested: { ok: true } }),
+    });
+    const base = {
+      stream: "s",
+      nowMs: T0 + 100_000,
+      latenessMs: 10_000,
+      dedupeTtlMs: 60_000,
+      counters: [],
+      filtered: 0,
+    };
+    await store.applyBatch({
+      ...base,
+      events: [event("a", T0 + 90_000)],
+      log: { processed: true },
+    });
+    await store.applyBatch({
+      ...base,
+      events: [event("b", T0 + 1_000), event("a", T0 + 90_000), event("c", T0 + 95_000)],
+      log: { late: true },
+    });
+    const log = await store.readLog("s", null, 100);
+    assert.deepEqual(log.map((entry) => entry.record), [
+      { type: "event.processed", timeMs: T0 + 90_000, event: { id: "a", nested: { ok: true } } },
+      { type: "event.late", timeMs: T0 + 1_000, event: { id: "b", nested: { ok: true } } },
+    ]);
+    assert.deepEqual(await store.readLog("s", log[0].id, 100), log.slice(1));
+    assert.deepEqual(await store.readLog("s", log[1].id, 100), []);
+    assert.deepEqual(await store.readLog("s", null, 1), log.slice(0, 1));
+  },
+
+  async "closeWindows() logs one window.closed record per group"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000, g: "x", v: 4 },
+        { id: "2", t: T0 + 2_000, g: "y", v: 6 },
+        { id: "3", t: T0 + 2_500, g: "y", v: 1.5 },
+        { id: "4", t: T0 + 90_000, g: "x" },
+      ]),
+      store,
+      T0 + 90_000,
+    );
+    const sum = stream.counterMetas.filter((meta) => meta.name === "sum" || meta.name === "max");
+    const closed = await store.closeWindows("s", sum, { latenessMs: 10_000 });
+    assert.equal(closed.length, 2);
+    const records = (await store.readLog("s", null, 100)).map((entry) => entry.record);
+    assert.deepEqual(records, [
+      {
+        type: "window.closed",
+        counter: "sum",
+        start: T0,
+        end: T0 + 60_000,
+        group: '["x"]',
+        state: { count: 1, sum: 4, min: null, max: null, distinct: 0, approximate: false },
+      },
+      {
+        type: "window.closed",
+        counter: "sum",
+        start: T0,
+        end: T0 + 60_000,
+        group: '["y"]',
+        state: { count: 2, sum: 7.5, min: null, max: null, distinct: 0, approximate: false },
+      },
+      {
+        type: "window.closed",
+        counter: "max",
+        start: T0,
+        end: T0 + 60_000,
+        group: '["x"]',
+        state: { count: 1, sum: 0, min: null, max: 4, distinct: 0, approximate: false },
+      },
+      {
+        type: "window.closed",
+        counter: "max",
+        start: T0,
+        end: T0 + 60_000,
+        group: '["y"]',
+        state: { count: 2, sum: 0, min: null, max: 6, distinct: 0, approximate: false },
+      },
+    ]);
+  },
+
+  async "fireAlerts() fires each alert once per window and group, and logs it"(store) {
+    const firing = {
+      alert: "big",
+      counter: "sum",
+      start: T0,
+      end: T0 + 60_000,
+      group: '["x"]',
+      value: 12.5,
+      ttlMs: 3_600_000,
+    };
+    const other = { ...firing, group: '["y"]', value: null };
+    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    assert.deepEqual(await store.fireAlerts("s", [firing, other]), [other]);
+    assert.deepEqual(await store.fireAlerts("s", [firing, other]), []);
+    const records = (await store.readLog("s", null, 100)).map((entry) => entry.record);
+    const { ttlMs: _, ...logged } = firing;
+    const { ttlMs: __, ...loggedOther } = other;
+    assert.deepEqual(records, [
+      { type: "alert.fired", ...logged },
+      { type: "alert.fired", ...loggedOther },
+    ]);
+  },
+
   async "panes() lists live panes in a range"(store) {
     await ingestItems(
       stream,
