@@ -25,6 +25,8 @@ import {
   decodeUtf8,
   DEFAULT_LIMITS,
   ingestItems,
+  type IngestObserver,
+  type IngestOptions,
   type IngestReply,
   parseEvents,
   readLimitedBody,
@@ -48,6 +50,27 @@ export interface AppOptions {
   now?: () => number;
   /** Body limits. @default {DEFAULT_LIMITS} */
   limits?: BodyLimits;
+  /** Fan-out consumers that ask for events in the result log. */
+  logDemand?: readonly LogDemand[];
+  /** Told about every applied batch (live subscriptions). */
+  observers?: readonly IngestObserver[];
+}
+
+/** A fan-out consumer's interest in `event.processed` / `event.late` of a stream. */
+export interface LogDemand {
+  /** Whether any consumer wants events of `type` from `stream` right now. */
+  wants(stream: string, type: "event.processed" | "event.late"): boolean;
+}
+
+/** Ingest options for a stream given what the fan-out consumers want. */
+export function ingestOptionsFor(
+  stream: string,
+  demand: readonly LogDemand[],
+  observers: readonly IngestObserver[],
+): IngestOptions {
+  const processed = demand.some((item) => item.wants(stream, "event.processed"));
+  const late = demand.some((item) => item.wants(stream, "event.late"));
+  return { log: processed || late ? { processed, late } : undefined, observers };
 }
 
 function findStream(streams: Map<string, CompiledStream>, name: string): CompiledStream {
@@ -155,7 +178,13 @@ export function createApp(options: AppOptions): OpenAPIHono {
     const format = bodyFormat(c.req.header("Content-Type"));
     const bytes = await readLimitedBody(c.req.raw, limits.maxBodyBytes);
     const items = parseEvents(decodeUtf8(bytes), format, limits);
-    const reply: IngestReply = await ingestItems(stream, items, store, now());
+    const reply: IngestReply = await ingestItems(
+      stream,
+      items,
+      store,
+      now(),
+      ingestOptionsFor(stream.name, options.logDemand ?? [], options.observers ?? []),
+    );
     if (reply.accepted === 0) {
       throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
         extra: { ...reply },

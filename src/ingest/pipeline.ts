@@ -7,7 +7,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { BatchEvent, CellUpdate, Store } from "../store/types.ts";
+import type { BatchEvent, CellUpdate, EventOutcome, Store } from "../store/types.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
 import { validateEvent } from "../validate/mod.ts";
@@ -43,7 +43,12 @@ type Prepared = { ok: true; event: BatchEvent } | { ok: false; errors: FieldErro
   ok: "filtered";
 };
 
-function prepare(stream: CompiledStream, value: unknown, nowMs: number): Prepared {
+function prepare(
+  stream: CompiledStream,
+  value: unknown,
+  nowMs: number,
+  withPayload: boolean,
+): Prepared {
   const validation = validateEvent(value, stream.schema);
   if (!validation.ok) return { ok: false, errors: validation.errors };
   const event = validation.event;
@@ -109,7 +114,35 @@ function prepare(stream: CompiledStream, value: unknown, nowMs: number): Prepare
     else if (result.update) updates.push(result.update);
   }
   if (errors.length > 0) return { ok: false, errors };
-  return { ok: true, event: { id, timeMs: time.timeMs, updates } };
+  const prepared: BatchEvent = { id, timeMs: time.timeMs, updates };
+  if (withPayload) prepared.payload = JSON.stringify(transformed);
+  return { ok: true, event: prepared };
+}
+
+/** What an {@linkcode IngestObserver} is told after the store applied a batch. */
+export interface AppliedBatch {
+  /** The stream. */
+  stream: CompiledStream;
+  /** Valid events as sent to the store. */
+  events: readonly BatchEvent[];
+  /** What happened to each of them. */
+  outcomes: readonly EventOutcome[];
+  /** Receive time (ms). */
+  nowMs: number;
+}
+
+/** Called after every applied batch (e.g. to publish running window values). Must not throw. */
+export type IngestObserver = (batch: AppliedBatch) => void;
+
+/** Options for {@linkcode ingestItems}. */
+export interface IngestOptions {
+  /**
+   * Which events go to the stream's durable result log with the batch
+   * (`event.processed`, `event.late`). @default {none}
+   */
+  log?: { processed?: boolean; late?: boolean };
+  /** Told about every applied batch. */
+  observers?: readonly IngestObserver[];
 }
 
 /**
@@ -122,7 +155,9 @@ export async function ingestItems(
   items: readonly BodyItem[],
   store: Store,
   nowMs: number,
+  options: IngestOptions = {},
 ): Promise<IngestReply> {
+  const withPayload = Boolean(options.log?.processed || options.log?.late);
   const rejected: Rejection[] = [];
   const events: BatchEvent[] = [];
   let filtered = 0;
@@ -131,7 +166,7 @@ export async function ingestItems(
       rejected.push({ index, errors: [item.error] });
       return;
     }
-    const prepared = prepare(stream, item.value, nowMs);
+    const prepared = prepare(stream, item.value, nowMs, withPayload);
     if (prepared.ok === "filtered") filtered += 1;
     else if (prepared.ok) events.push(prepared.event);
     else rejected.push({ index, errors: prepared.errors });
@@ -148,7 +183,15 @@ export async function ingestItems(
       counters: stream.counterMetas,
       events,
       filtered,
+      log: withPayload ? options.log : undefined,
     });
+    for (const observer of options.observers ?? []) {
+      try {
+        observer({ stream, events, outcomes: result.outcomes, nowMs });
+      } catch (error) {
+        console.error("Ingest observer failed:", error);
+      }
+    }
     for (const outcome of result.outcomes) {
       if (outcome === "duplicate") duplicates += 1;
       else if (outcome === "late") late += 1;

@@ -272,3 +272,10 @@ for i, f in ipairs(b.firings) do
 end
 return cjson.encode(fired)
 `;
+
+/** Appends records to the log. ARGV[1] is JSON \`{logTtl, records: ["<record JSON>", …]}\`. */
+export const APPEND_SCRIPT = COMMON + `
+local b = cjson.decode(ARGV[1])
+for _, record in ipairs(b.records) do appendLog(record, b.logTtl) end
+return #b.records
+`;

@@ -280,6 +280,13 @@ export class MemoryStore implements Store {
     return Promise.resolve(fired);
   }
 
+  appendLog(stream: string, records: LogRecord[]): Promise<void> {
+    const state = this.#stream(stream);
+    const now = this.#now();
+    for (const record of records) this.#append(state, now, record);
+    return Promise.resolve();
+  }
+
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
     const log = this.#streams.get(stream)?.log ?? [];
     let from = 0;

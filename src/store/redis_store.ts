@@ -7,7 +7,13 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../window/aggregate.ts";
-import { APPLY_SCRIPT, CLOSE_SCRIPT, FIRE_SCRIPT, READ_SCRIPT } from "./_redis_scripts.ts";
+import {
+  APPEND_SCRIPT,
+  APPLY_SCRIPT,
+  CLOSE_SCRIPT,
+  FIRE_SCRIPT,
+  READ_SCRIPT,
+} from "./_redis_scripts.ts";
 import {
   type AlertFiring,
   type ApplyResult,
@@ -269,6 +275,15 @@ export class RedisStore implements Store {
       );
       return fired.map((index) => firings[index - 1]);
     });
+  }
+
+  async appendLog(stream: string, records: LogRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.#call("appendLog", () =>
+      this.#script(APPEND_SCRIPT, stream, {
+        logTtl: this.#statsTtlMs,
+        records: records.map((record) => JSON.stringify(record)),
+      }));
   }
 
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {

@@ -88,7 +88,15 @@ export type LogRecord =
     group: string;
     value: number | null;
   }
-  | { type: "event.processed" | "event.late"; timeMs: number; event: unknown };
+  | { type: "event.processed" | "event.late"; timeMs: number; event: unknown }
+  | {
+    type: "window.updated";
+    counter: string;
+    start: number;
+    end: number;
+    group: string;
+    state: AggregateState;
+  };
 
 /** One entry of a stream's result log. */
 export interface LogEntry {
@@ -216,6 +224,11 @@ export interface Store {
    * firings that were new.
    */
   fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]>;
+  /**
+   * Appends records to a stream's result log (for results not tied to an
+   * atomic step, such as `window.updated`). One round trip.
+   */
+  appendLog(stream: string, records: LogRecord[]): Promise<void>;
   /** Reads a stream's result log after `afterId` (exclusive; null = from the start), oldest first. */
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]>;
   /** Stats and watermark of a stream. */

@@ -314,6 +314,22 @@ const scenarios: Record<string, Scenario> = {
     ]);
   },
 
+  async "appendLog() adds records readers see in order"(store) {
+    const updated = {
+      type: "window.updated" as const,
+      counter: "count",
+      start: T0,
+      end: T0 + 60_000,
+      group: '["x"]',
+      state: { count: 3, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+    };
+    await store.appendLog("s", [updated, { ...updated, group: '["y"]' }]);
+    await store.appendLog("s", []);
+    const log = await store.readLog("s", null, 10);
+    assert.deepEqual(log.map((entry) => entry.record), [updated, { ...updated, group: '["y"]' }]);
+    assert.ok(log[0].id < log[1].id || log[0].id.length < log[1].id.length);
+  },
+
   async "panes() lists live panes in a range"(store) {
     await ingestItems(
       stream,
