@@ -1,0 +1,625 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
+import { ingestItems, type IngestReply, MAX_ID_LENGTH } from "../../src/ingest/pipeline.ts";
+import type { BodyItem } from "../../src/ingest/body.ts";
+import { listWindows, type WindowRow } from "../../src/query/mod.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import { type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";
+import type { WindowSpec } from "../../src/window/mod.ts";
+
+const MINUTE = 60_000;
+/** Start of the time range events fall in: 2026-01-01T00:00:00Z. */
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+/** Receive time of every request: ten minutes after T0. */
+const NOW = T0 + 10 * MINUTE;
+
+/** A stream with every window kind and aggregate; lateness 2m, events in [T0, NOW). */
+const CONFIG = {
+  streams: {
+    orders: {
+      schema: {
+        type: "object",
+        properties: {
+          id: { type: ["string", "number", "boolean", "object", "null"] },
+          ts: { type: ["string", "number"] },
+          country: { type: "string" },
+          amount: { type: ["number", "string"] },
+          customer: { type: "string" },
+          skip: { type: "boolean" },
+        },
+      },
+      time: { field: "ts", lateness: "2m", maxFuture: "5m" },
+      dedupe: { field: "id", ttl: "1h" },
+      transform: [{ filter: "!has(event.skip) || !event.skip" }],
+      counters: {
+        count_1m: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+        sum_hop: {
+          window: { hopping: "3m", every: "2m" },
+          groupBy: ["country"],
+          aggregate: { sum: "amount" },
+        },
+        min_slide: { window: { sliding: "3m", precision: "1m" }, aggregate: { min: "amount" } },
+        max_2m: { window: { tumbling: "2m" }, groupBy: ["country"], aggregate: { max: "amount" } },
+        avg_hop: { window: { hopping: "4m", every: "1m" }, aggregate: { avg: "amount" } },
+        distinct_slide: {
+          window: { sliding: "2m", precision: "30s" },
+          groupBy: ["country"],
+          aggregate: { distinct: "customer" },
+        },
+      },
+    },
+  },
+};
+
+function compileStream(): CompiledStream {
+  return compileConfig(CONFIG).get("orders")!;
+}
+
+function newStore(): MemoryStore {
+  return new MemoryStore({ now: () => NOW });
+}
+
+function items(...values: unknown[]): BodyItem[] {
+  return values.map((value) => ({ ok: true, value }));
+}
+
+/** Every row of every counter, in a fixed order. */
+async function readAll(stream: CompiledStream, store: MemoryStore) {
+  const out: Record<string, WindowRow[]> = {};
+  for (const counter of stream.counters) {
+    out[counter.name] = await listWindows(stream, counter, { store, nowMs: NOW }, {
+      limit: 1_000_000,
+    });
+  }
+  return out;
+}
+
+async function rowsOf(stream: CompiledStream, store: MemoryStore, counter: string) {
+  return (await readAll(stream, store))[counter].map((row) => ({
+    start: row.start,
+    group: row.group,
+    value: row.value,
+  }));
+}
+
+function at(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+Deno.test("ingestItems() applies valid events and counts them in every counter", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    items(
+      { id: "a", ts: T0 + 5_000, country: "DE", amount: 10, customer: "x" },
+      { id: "b", ts: at(T0 + 30_000), country: "DE", amount: 4, customer: "y" },
+      { id: "c", ts: T0 + 70_000, country: "FR", amount: 1, customer: "x" },
+    ),
+    store,
+    NOW,
+  );
+  assert.deepEqual(reply, { accepted: 3, duplicates: 0, late: 0, filtered: 0, rejected: [] });
+  assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
+    { start: at(T0 + MINUTE), group: { country: "FR" }, value: 1 },
+    { start: at(T0), group: { country: "DE" }, value: 2 },
+  ]);
+  assert.deepEqual(await rowsOf(stream, store, "max_2m"), [
+    { start: at(T0), group: { country: "DE" }, value: 10 },
+    { start: at(T0), group: { country: "FR" }, value: 1 },
+  ]);
+  const stats = await store.stats("orders", stream.counterMetas);
+  assert.equal(stats.accepted, 3);
+  assert.equal(stats.applied, 3);
+  assert.equal(stats.watermark, T0 + 70_000);
+});
+
+Deno.test("ingestItems() counts a repeated id within one batch once", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    items(
+      { id: "a", ts: T0, amount: 1 },
+      { id: "a", ts: T0, amount: 100 },
+      { id: "b", ts: T0, amount: 2 },
+    ),
+    store,
+    NOW,
+  );
+  assert.deepEqual(reply, { accepted: 3, duplicates: 1, late: 0, filtered: 0, rejected: [] });
+  assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
+    { start: at(T0), group: { country: null }, value: 2 },
+  ]);
+  assert.deepEqual((await rowsOf(stream, store, "max_2m"))[0].value, 2);
+});
+
+Deno.test("ingestItems() counts a repeated id across batches once", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  await ingestItems(stream, items({ id: 7, ts: T0, amount: 1 }), store, NOW);
+  const reply = await ingestItems(
+    stream,
+    items({ id: 7, ts: T0, amount: 5 }, { id: "7", ts: T0, amount: 9 }),
+    store,
+    NOW,
+  );
+  assert.deepEqual(reply, { accepted: 2, duplicates: 2, late: 0, filtered: 0, rejected: [] });
+  assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
+    { start: at(T0), group: { country: null }, value: 1 },
+  ]);
+  const stats = await store.stats("orders", stream.counterMetas);
+  assert.equal(stats.duplicates, 2);
+  assert.equal(stats.accepted, 3);
+  assert.equal(stats.applied, 1);
+});
+
+Deno.test("ingestItems() counts events without an id every time", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    items({ ts: T0 }, { ts: T0 }, { id: null, ts: T0 }),
+    store,
+    NOW,
+  );
+  assert.equal(reply.duplicates, 0);
+  assert.equal((await rowsOf(stream, store, "count_1m"))[0].value, 3);
+});
+
+Deno.test("ingestItems() acknowledges late events but leaves them out of the windows", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const watermark = T0 + 6 * MINUTE;
+  const reply = await ingestItems(
+    stream,
+    items(
+      { id: "new", ts: watermark, country: "DE" },
+      { id: "late", ts: watermark - 2 * MINUTE - 1, country: "DE" },
+      { id: "edge", ts: watermark - 2 * MINUTE, country: "DE" },
+    ),
+    store,
+    NOW,
+  );
+  assert.deepEqual(reply, { accepted: 3, duplicates: 0, late: 1, filtered: 0, rejected: [] });
+  assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
+    { start: at(watermark), group: { country: "DE" }, value: 1 },
+    { start: at(watermark - 2 * MINUTE), group: { country: "DE" }, value: 1 },
+  ]);
+  const stats = await store.stats("orders", stream.counterMetas);
+  assert.equal(stats.late, 1);
+  assert.equal(stats.applied, 2);
+  assert.equal(stats.watermark, watermark);
+  const again = await ingestItems(
+    stream,
+    items({ id: "later", ts: T0, country: "DE" }),
+    store,
+    NOW,
+  );
+  assert.equal(again.late, 1);
+});
+
+Deno.test("ingestItems() rejects events too far in the future", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const limit = NOW + 5 * MINUTE;
+  const reply = await ingestItems(
+    stream,
+    items({ id: "ok", ts: limit }, { id: "future", ts: limit + 1 }),
+    store,
+    NOW,
+  );
+  assert.equal(reply.accepted, 1);
+  assert.deepEqual(reply.rejected, [{
+    index: 1,
+    errors: [{
+      path: "ts",
+      message: `Event time ${at(limit + 1)} is more than 300000 ms in the future`,
+    }],
+  }]);
+  const stats = await store.stats("orders", stream.counterMetas);
+  assert.equal(stats.watermark, limit);
+});
+
+Deno.test("ingestItems() rejects an unreadable event time", async () => {
+  const stream = compileStream();
+  const reply = await ingestItems(stream, items({ ts: "soon" }), newStore(), NOW);
+  assert.equal(reply.accepted, 0);
+  assert.equal(reply.rejected.length, 1);
+  assert.equal(reply.rejected[0].errors[0].path, "ts");
+  assert.match(reply.rejected[0].errors[0].message, /^Event time must be an ISO-8601 string/);
+});
+
+Deno.test("ingestItems() uses the receive time for events without a time field", async () => {
+  const stream = compileConfig({
+    streams: { s: { counters: { c: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+  }).get("s")!;
+  const store = newStore();
+  await ingestItems(stream, items({ a: 1 }), store, NOW + 1_234);
+  assert.equal((await store.stats("s", [])).watermark, NOW + 1_234);
+});
+
+Deno.test("ingestItems() rejects a dedupe id that is not a string or number", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    items({ id: true, ts: T0 }, { id: { v: 1 }, ts: T0 }, {
+      id: "x".repeat(MAX_ID_LENGTH + 1),
+      ts: T0,
+    }),
+    store,
+    NOW,
+  );
+  assert.equal(reply.accepted, 0);
+  assert.deepEqual(reply.rejected, [
+    {
+      index: 0,
+      errors: [{ path: "id", message: "Dedupe id must be a string or a number, got boolean" }],
+    },
+    {
+      index: 1,
+      errors: [{ path: "id", message: "Dedupe id must be a string or a number, got object" }],
+    },
+    {
+      index: 2,
+      errors: [{ path: "id", message: "Dedupe id is 257 characters; at most 256 are allowed" }],
+    },
+  ]);
+  const accepted = await ingestItems(
+    stream,
+    items({ id: "x".repeat(MAX_ID_LENGTH), ts: T0 }),
+    store,
+    NOW,
+  );
+  assert.equal(accepted.accepted, 1);
+});
+
+Deno.test("ingestItems() counts filtered events as accepted and filtered, not in windows", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    items({ id: "a", ts: T0, skip: true }, { id: "b", ts: T0, skip: false }),
+    store,
+    NOW,
+  );
+  assert.deepEqual(reply, { accepted: 2, duplicates: 0, late: 0, filtered: 1, rejected: [] });
+  assert.equal((await rowsOf(stream, store, "count_1m"))[0].value, 1);
+  const onlyFiltered = await ingestItems(stream, items({ ts: T0, skip: true }), store, NOW);
+  assert.deepEqual(onlyFiltered, {
+    accepted: 1,
+    duplicates: 0,
+    late: 0,
+    filtered: 1,
+    rejected: [],
+  });
+  const stats = await store.stats("orders", stream.counterMetas);
+  assert.equal(stats.filtered, 2);
+  assert.equal(stats.accepted, 3);
+  assert.equal(stats.applied, 1);
+  // A filtered event's id is not remembered.
+  const retry = await ingestItems(stream, items({ id: "a", ts: T0 }), store, NOW);
+  assert.equal(retry.duplicates, 0);
+});
+
+Deno.test("ingestItems() stores nothing of a rejected event", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  // Valid for the schema, but "12" is not a number for the sum, min, max and avg counters.
+  const reply = await ingestItems(
+    stream,
+    items({ id: "a", ts: T0 + 5 * MINUTE, country: "DE", amount: "12", customer: "x" }),
+    store,
+    NOW,
+  );
+  assert.equal(reply.accepted, 0);
+  assert.equal(reply.rejected.length, 1);
+  assert.deepEqual(reply.rejected[0].errors.map((error) => error.path), [
+    "amount",
+    "amount",
+    "amount",
+    "amount",
+  ]);
+  assert.match(reply.rejected[0].errors[0].message, /^Counter 'sum_hop' \(sum\) needs a number/);
+  for (const rows of Object.values(await readAll(stream, store))) assert.deepEqual(rows, []);
+  const stats = await store.stats("orders", stream.counterMetas);
+  assert.equal(stats.accepted, 0);
+  assert.equal(stats.watermark, null);
+  // Its id was not consumed and its time did not move the watermark.
+  const next = await ingestItems(stream, items({ id: "a", ts: T0, amount: 12 }), store, NOW);
+  assert.deepEqual(next, { accepted: 1, duplicates: 0, late: 0, filtered: 0, rejected: [] });
+});
+
+Deno.test("ingestItems() reports body items that failed and schema errors by index", async () => {
+  const stream = compileStream();
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    [
+      { ok: false, error: { path: "", message: "Line 1 is not valid JSON" } },
+      { ok: true, value: { id: "a", ts: T0 } },
+      { ok: true, value: { id: "b", country: 5 } },
+      { ok: true, value: [1] },
+    ],
+    store,
+    NOW,
+  );
+  assert.equal(reply.accepted, 1);
+  assert.deepEqual(reply.rejected.map((rejection) => rejection.index), [0, 2, 3]);
+  assert.deepEqual(reply.rejected[0].errors, [{ path: "", message: "Line 1 is not valid JSON" }]);
+  assert.equal(reply.rejected[1].errors[0].path, "country");
+  assert.equal(reply.rejected[2].errors[0].message, "Event must be a JSON object, got an array");
+});
+
+Deno.test("ingestItems() reports a transform failure with the step path", async () => {
+  const stream = compileConfig({
+    streams: { s: { transform: [{ set: { half: "event.amount / 2.0" } }] } },
+  }).get("s")!;
+  const reply = await ingestItems(stream, items({ amount: 3 }, {}), newStore(), NOW);
+  assert.equal(reply.accepted, 1);
+  assert.equal(reply.rejected.length, 1);
+  assert.equal(reply.rejected[0].index, 1);
+  assert.equal(reply.rejected[0].errors[0].path, "transform[0].set.half");
+});
+
+Deno.test("ingestItems() does not call the store when every event was rejected", async () => {
+  let calls = 0;
+  class CountingStore extends MemoryStore {
+    override applyBatch(batch: StoreBatch) {
+      calls += 1;
+      return super.applyBatch(batch);
+    }
+  }
+  const reply = await ingestItems(
+    compileStream(),
+    items([1], { ts: "bad" }),
+    new CountingStore(),
+    NOW,
+  );
+  assert.equal(reply.rejected.length, 2);
+  assert.equal(calls, 0);
+});
+
+Deno.test("ingestItems() passes the store's failure on and acknowledges nothing", async () => {
+  class DownStore extends MemoryStore {
+    override applyBatch(_batch: StoreBatch): never {
+      throw new StoreUnavailableError("Store timed out");
+    }
+  }
+  await assert.rejects(
+    ingestItems(compileStream(), items({ ts: T0 }), new DownStore(), NOW),
+    StoreUnavailableError,
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Properties: batching does not change results, and results match a naive model.
+
+interface GeneratedEvent {
+  id?: number | string;
+  ts: number;
+  country?: string;
+  amount?: number | string;
+  customer?: string;
+  skip?: boolean;
+}
+
+const eventArbitrary: fc.Arbitrary<GeneratedEvent> = fc.record({
+  id: fc.oneof(
+    fc.integer({ min: 0, max: 12 }),
+    fc.integer({ min: 0, max: 12 }).map(String),
+  ),
+  // Mostly on a 15-second grid, so events land on window edges and exactly at the lateness bound.
+  ts: fc.oneof(
+    { weight: 3, arbitrary: fc.integer({ min: 0, max: 39 }).map((step) => T0 + step * 15_000) },
+    { weight: 1, arbitrary: fc.integer({ min: T0, max: NOW - 1 }) },
+  ),
+  country: fc.constantFrom("DE", "FR", "US"),
+  amount: fc.oneof(
+    { weight: 8, arbitrary: fc.integer({ min: -1_000, max: 1_000 }) },
+    { weight: 1, arbitrary: fc.constant("bad") },
+  ),
+  customer: fc.constantFrom("ann", "bob", "cy", "dee"),
+  skip: fc.boolean(),
+}, { requiredKeys: ["ts"] }).map((event) =>
+  event.skip === false ? { ...event, skip: undefined } : event
+)
+  .map((event) => JSON.parse(JSON.stringify(event)));
+
+/** Events plus cut points that split them into consecutive batches. */
+const scenarioArbitrary = fc.array(eventArbitrary, { minLength: 1, maxLength: 40 }).chain((
+  events,
+) =>
+  fc.tuple(
+    fc.constant(events),
+    fc.uniqueArray(fc.integer({ min: 1, max: Math.max(1, events.length - 1) }), {
+      maxLength: events.length,
+    }).map((cuts) => cuts.filter((cut) => cut < events.length).sort((a, b) => a - b)),
+  )
+);
+
+function split<T>(list: T[], cuts: number[]): T[][] {
+  const batches: T[][] = [];
+  let from = 0;
+  for (const cut of [...cuts, list.length]) {
+    batches.push(list.slice(from, cut));
+    from = cut;
+  }
+  return batches;
+}
+
+function sumReplies(replies: IngestReply[]) {
+  return replies.reduce(
+    (total, reply) => ({
+      accepted: total.accepted + reply.accepted,
+      duplicates: total.duplicates + reply.duplicates,
+      late: total.late + reply.late,
+      filtered: total.filtered + reply.filtered,
+      rejected: total.rejected + reply.rejected.length,
+    }),
+    { accepted: 0, duplicates: 0, late: 0, filtered: 0, rejected: 0 },
+  );
+}
+
+Deno.test("ingestItems() gives the same counters and stats however the events are batched", async () => {
+  const stream = compileStream();
+  await fc.assert(
+    fc.asyncProperty(scenarioArbitrary, async ([events, cuts]) => {
+      const whole = newStore();
+      const wholeReply = await ingestItems(stream, items(...events), whole, NOW);
+      const batched = newStore();
+      const replies: IngestReply[] = [];
+      for (const batch of split(events, cuts)) {
+        replies.push(await ingestItems(stream, items(...batch), batched, NOW));
+      }
+      const { rejected, ...counts } = wholeReply;
+      assert.deepEqual(sumReplies(replies), { ...counts, rejected: rejected.length });
+      assert.deepEqual(await readAll(stream, batched), await readAll(stream, whole));
+      assert.deepEqual(
+        await batched.stats("orders", stream.counterMetas),
+        await whole.stats("orders", stream.counterMetas),
+      );
+    }),
+    { numRuns: 150 },
+  );
+});
+
+/** Window starts containing `timeMs`, found by scanning every candidate start. */
+function naiveWindows(timeMs: number, spec: WindowSpec): number[] {
+  const hop = spec.kind === "tumbling"
+    ? spec.sizeMs
+    : spec.kind === "hopping"
+    ? spec.everyMs
+    : spec.precisionMs;
+  const starts: number[] = [];
+  const first = Math.floor((timeMs - spec.sizeMs) / hop) * hop;
+  for (let start = first; start <= timeMs; start += hop) {
+    if (start <= timeMs && timeMs < start + spec.sizeMs) starts.push(start);
+  }
+  return starts;
+}
+
+interface ModelCell {
+  count: number;
+  values: number[];
+  distinct: Set<string>;
+}
+
+/** Recomputes replies, stats and every window from scratch, one event at a time. */
+function naiveModel(stream: CompiledStream, batches: GeneratedEvent[][]) {
+  const seen = new Set<string>();
+  let watermark: number | null = null;
+  const stats = { accepted: 0, applied: 0, duplicates: 0, late: 0, filtered: 0, rejected: 0 };
+  const cells = new Map<string, Map<string, ModelCell>>();
+  for (const counter of stream.counters) cells.set(counter.name, new Map());
+  for (const batch of batches) {
+    for (const event of batch) {
+      // The filter runs before the counters see the amount.
+      if (event.skip) {
+        stats.accepted += 1;
+        stats.filtered += 1;
+        continue;
+      }
+      if (typeof event.amount === "string") {
+        stats.rejected += 1;
+        continue;
+      }
+      stats.accepted += 1;
+      if (event.id !== undefined) {
+        const id = String(event.id);
+        if (seen.has(id)) {
+          stats.duplicates += 1;
+          continue;
+        }
+        seen.add(id);
+      }
+      if (watermark !== null && event.ts < watermark - stream.latenessMs) {
+        stats.late += 1;
+        continue;
+      }
+      watermark = Math.max(watermark ?? -Infinity, event.ts);
+      stats.applied += 1;
+      for (const counter of stream.counters) {
+        const field = counter.aggregate.kind === "count" ? undefined : counter.aggregate.field;
+        const value = field === undefined ? undefined : event[field as keyof GeneratedEvent];
+        if (field !== undefined && value === undefined) continue;
+        const group = counter.groupBy.length === 0 ? {} : { country: event.country ?? null };
+        for (const start of naiveWindows(event.ts, counter.window)) {
+          const key = JSON.stringify([start, group]);
+          const cell = cells.get(counter.name)!.get(key) ??
+            { count: 0, values: [], distinct: new Set<string>() };
+          cells.get(counter.name)!.set(key, cell);
+          cell.count += 1;
+          if (typeof value === "number") cell.values.push(value);
+          if (typeof value === "string") cell.distinct.add(value);
+        }
+      }
+    }
+  }
+  const windows: Record<
+    string,
+    Array<{ start: number; group: unknown; value: number; final: boolean }>
+  > = {};
+  for (const counter of stream.counters) {
+    windows[counter.name] = [...cells.get(counter.name)!].map(([key, cell]) => {
+      const [start, group] = JSON.parse(key);
+      const kind = counter.aggregate.kind;
+      const value = kind === "count"
+        ? cell.count
+        : kind === "sum"
+        ? cell.values.reduce((a, b) => a + b, 0)
+        : kind === "min"
+        ? Math.min(...cell.values)
+        : kind === "max"
+        ? Math.max(...cell.values)
+        : kind === "avg"
+        ? cell.values.reduce((a, b) => a + b, 0) / cell.values.length
+        : cell.distinct.size;
+      const final = watermark !== null &&
+        start + counter.window.sizeMs <= watermark - stream.latenessMs;
+      return { start, group, value, final };
+    }).sort((a, b) =>
+      a.start - b.start || JSON.stringify(a.group).localeCompare(JSON.stringify(b.group))
+    );
+  }
+  return { stats, watermark, windows };
+}
+
+Deno.test("ingestItems() with the memory store matches a naive recomputation", async () => {
+  const stream = compileStream();
+  await fc.assert(
+    fc.asyncProperty(scenarioArbitrary, async ([events, cuts]) => {
+      const batches = split(events, cuts);
+      const model = naiveModel(stream, batches);
+      const store = newStore();
+      const replies: IngestReply[] = [];
+      for (const batch of batches) {
+        replies.push(await ingestItems(stream, items(...batch), store, NOW));
+      }
+      const { applied: _, ...replyStats } = model.stats;
+      assert.deepEqual(sumReplies(replies), replyStats);
+      const stats = await store.stats("orders", stream.counterMetas);
+      assert.equal(stats.watermark, model.watermark);
+      assert.equal(stats.accepted, model.stats.accepted);
+      assert.equal(stats.applied, model.stats.applied);
+      assert.equal(stats.duplicates, model.stats.duplicates);
+      assert.equal(stats.late, model.stats.late);
+      assert.equal(stats.filtered, model.stats.filtered);
+      const actual = await readAll(stream, store);
+      for (const counter of stream.counters) {
+        const rows = actual[counter.name].map((row) => ({
+          start: Date.parse(row.start),
+          group: row.group,
+          value: row.value,
+          final: row.final,
+        })).sort((a, b) =>
+          a.start - b.start || JSON.stringify(a.group).localeCompare(JSON.stringify(b.group))
+        );
+        assert.deepEqual(rows, model.windows[counter.name], counter.name);
+      }
+    }),
+    { numRuns: 150 },
+  );
+});
