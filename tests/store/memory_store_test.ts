@@ -1,0 +1,178 @@
+import assert from "node:assert/strict";
+import { compileConfig } from "../../src/config/mod.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import {
+  type BatchEvent,
+  type CounterMeta,
+  OTHER_GROUP,
+  type StoreBatch,
+} from "../../src/store/types.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const MINUTE = 60_000;
+
+/** Counter metas as compiled: `count` (1m tumbling, ttl 1m + 0 lateness + 1m retention), `people` (distinct, 2 groups). */
+const [COUNT, PEOPLE]: CounterMeta[] = compileConfig({
+  streams: {
+    s: {
+      time: { lateness: "0s" },
+      counters: {
+        count: { window: { tumbling: "1m" }, aggregate: "count", retention: "1m", maxGroups: 2 },
+        people: {
+          window: { tumbling: "1m" },
+          aggregate: { distinct: "who" },
+          retention: "1m",
+          maxGroups: 2,
+        },
+      },
+    },
+  },
+}).get("s")!.counterMetas;
+const TTL = 2 * MINUTE;
+
+/** A store whose read clock the test sets. */
+function clockedStore() {
+  const clock = { now: T0 };
+  const store = new MemoryStore({ now: () => clock.now, sweepEveryMs: 1 });
+  return { clock, store };
+}
+
+function batch(nowMs: number, events: BatchEvent[], options: Partial<StoreBatch> = {}): StoreBatch {
+  return {
+    stream: "s",
+    nowMs,
+    latenessMs: 0,
+    dedupeTtlMs: 0,
+    counters: [COUNT, PEOPLE],
+    events,
+    filtered: 0,
+    ...options,
+  };
+}
+
+/** An event at T0 counted once in group `group` of the count counter. */
+function countEvent(group = "[]", id?: string): BatchEvent {
+  return { id, timeMs: T0, updates: [{ counter: 0, pane: T0, group }] };
+}
+
+async function counts(store: MemoryStore, meta = COUNT): Promise<Record<string, number>> {
+  const values = await store.readWindows("s", meta, [{ start: T0, panes: [T0] }]);
+  return Object.fromEntries(values.map((value) => [value.group, value.state.count]));
+}
+
+Deno.test("MemoryStore keeps a pane until its ttl after the last write has passed", async () => {
+  const { clock, store } = clockedStore();
+  await store.applyBatch(batch(T0, [countEvent()]));
+  clock.now = T0 + TTL - 1;
+  assert.deepEqual(await store.panes("s", COUNT, T0, T0 + 1), [T0]);
+  assert.deepEqual(await counts(store), { "[]": 1 });
+  clock.now = T0 + TTL;
+  assert.deepEqual(await store.panes("s", COUNT, T0, T0 + 1), []);
+  assert.deepEqual(await counts(store), {});
+});
+
+Deno.test("MemoryStore extends a pane's life on every write", async () => {
+  const { clock, store } = clockedStore();
+  await store.applyBatch(batch(T0, [countEvent()]));
+  await store.applyBatch(batch(T0 + MINUTE, [countEvent()]));
+  clock.now = T0 + TTL + MINUTE - 1;
+  assert.deepEqual(await counts(store), { "[]": 2 });
+  clock.now = T0 + TTL + MINUTE;
+  assert.deepEqual(await counts(store), {});
+});
+
+Deno.test("MemoryStore starts an expired pane afresh when it is written again", async () => {
+  const { clock, store } = clockedStore();
+  await store.applyBatch(batch(T0, [countEvent('["a"]')]));
+  await store.applyBatch(batch(T0 + TTL, [countEvent('["b"]')]));
+  clock.now = T0 + TTL;
+  assert.deepEqual(await counts(store), { '["b"]': 1 });
+});
+
+Deno.test("MemoryStore remembers a dedupe id for its ttl and then forgets it", async () => {
+  const { store } = clockedStore();
+  const dedupe = { dedupeTtlMs: 10 * MINUTE };
+  const first = await store.applyBatch(batch(T0, [countEvent("[]", "x")], dedupe));
+  assert.deepEqual(first.outcomes, ["applied"]);
+  const during = await store.applyBatch(
+    batch(T0 + 10 * MINUTE - 1, [countEvent("[]", "x")], dedupe),
+  );
+  assert.deepEqual(during.outcomes, ["duplicate"]);
+  const after = await store.applyBatch(batch(T0 + 10 * MINUTE, [countEvent("[]", "x")], dedupe));
+  assert.deepEqual(after.outcomes, ["applied"]);
+  const stats = await store.stats("s", [COUNT]);
+  assert.equal(stats.duplicates, 1);
+  assert.equal(stats.applied, 2);
+});
+
+Deno.test("MemoryStore does not extend a dedupe id's life when a duplicate arrives", async () => {
+  const { store } = clockedStore();
+  const dedupe = { dedupeTtlMs: 10 * MINUTE };
+  await store.applyBatch(batch(T0, [countEvent("[]", "x"), countEvent("[]", "y")], dedupe));
+  await store.applyBatch(batch(T0 + 5 * MINUTE, [countEvent("[]", "x")], dedupe));
+  const result = await store.applyBatch(
+    batch(T0 + 10 * MINUTE, [countEvent("[]", "x"), countEvent("[]", "y")], dedupe),
+  );
+  assert.deepEqual(result.outcomes, ["applied", "applied"]);
+});
+
+Deno.test("MemoryStore ignores ids when the stream does not dedupe", async () => {
+  const { store } = clockedStore();
+  const result = await store.applyBatch(batch(T0, [countEvent("[]", "x"), countEvent("[]", "x")]));
+  assert.deepEqual(result.outcomes, ["applied", "applied"]);
+  assert.deepEqual(await counts(store), { "[]": 2 });
+});
+
+Deno.test("MemoryStore counts groups beyond maxGroups into __other__ and reports the overflow", async () => {
+  const { store } = clockedStore();
+  await store.applyBatch(
+    batch(T0, ['["a"]', '["b"]', '["c"]', '["d"]', '["a"]', '["c"]'].map((g) => countEvent(g))),
+  );
+  assert.deepEqual(await counts(store), { '["a"]': 2, '["b"]': 1, [OTHER_GROUP]: 3 });
+  const stats = await store.stats("s", [COUNT, PEOPLE]);
+  assert.deepEqual(stats.overflow, { count: 3, people: 0 });
+});
+
+Deno.test("MemoryStore applies maxGroups per pane", async () => {
+  const { store } = clockedStore();
+  const next = T0 + MINUTE;
+  await store.applyBatch(batch(T0, [countEvent('["a"]'), countEvent('["b"]')]));
+  await store.applyBatch(
+    batch(T0, [{ timeMs: next, updates: [{ counter: 0, pane: next, group: '["c"]' }] }]),
+  );
+  const values = await store.readWindows("s", COUNT, [{ start: next, panes: [next] }]);
+  assert.deepEqual(values.map((value) => value.group), ['["c"]']);
+  assert.deepEqual((await store.stats("s", [COUNT])).overflow, { count: 0 });
+});
+
+Deno.test("MemoryStore merges distinct values of overflowing groups", async () => {
+  const { store } = clockedStore();
+  const person = (group: string, who: string): BatchEvent => ({
+    timeMs: T0,
+    updates: [{ counter: 1, pane: T0, group, value: JSON.stringify(who) }],
+  });
+  await store.applyBatch(batch(T0, [
+    person('["a"]', "ann"),
+    person('["b"]', "bob"),
+    person('["c"]', "cy"),
+    person('["d"]', "cy"),
+    person('["e"]', "dee"),
+  ]));
+  const values = await store.readWindows("s", PEOPLE, [{ start: T0, panes: [T0] }]);
+  const other = values.find((value) => value.group === OTHER_GROUP);
+  assert.ok(other);
+  assert.equal(other.state.count, 3);
+  assert.equal(other.state.distinct, 2);
+  assert.deepEqual((await store.stats("s", [COUNT, PEOPLE])).overflow, { count: 0, people: 3 });
+});
+
+Deno.test("MemoryStore keeps streams apart and forgets everything on close", async () => {
+  const { store } = clockedStore();
+  await store.applyBatch(batch(T0, [countEvent()]));
+  await store.applyBatch(batch(T0, [countEvent(), countEvent()], { stream: "other" }));
+  assert.deepEqual(await counts(store), { "[]": 1 });
+  assert.equal((await store.stats("other", [])).applied, 2);
+  await store.close();
+  assert.deepEqual(await counts(store), {});
+  assert.equal((await store.stats("s", [])).watermark, null);
+});
