@@ -1,0 +1,530 @@
+/**
+ * The Redis store against real Redis behind the Upstash bridge: where its keys live, how many
+ * round trips and billed commands an ingest costs, and what happens when Redis goes away, hangs,
+ * or a reply is lost.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { createClient } from "redis";
+import { createApp } from "../../src/app.ts";
+import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { storeFromEnv } from "../../src/main.ts";
+import { startRedisServer } from "../../src/store/redis_server.ts";
+import { RedisStore } from "../../src/store/redis_store.ts";
+import type { Store, StoreBatch } from "../../src/store/types.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+import {
+  billedCommands,
+  commandNames,
+  startUpstashProxy,
+  type UpstashProxy,
+} from "../_upstash_proxy.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const NOW = T0 + 300_000;
+
+/** Every aggregate, every window kind, an overflowing group cap and dedupe. */
+const CONFIG = {
+  streams: {
+    s: {
+      time: { field: "t", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
+        low: { window: { hopping: "2m", every: "1m" }, aggregate: { min: "v" } },
+        high: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { max: "v" }, maxGroups: 1 },
+        mean: { window: { sliding: "3m", precision: "1m" }, aggregate: { avg: "v" } },
+      },
+    },
+    other: {
+      time: { field: "t" },
+      dedupe: { field: "id" },
+      counters: {
+        count: { window: { tumbling: "1m" }, aggregate: "count" },
+      },
+    },
+    /** Three counters, as in the ingest benchmark. */
+    three: {
+      time: { field: "t", lateness: "1h" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { hopping: "1h", every: "5m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        users: { window: { sliding: "10m", precision: "1m" }, aggregate: { distinct: "u" } },
+      },
+    },
+  },
+};
+
+const STREAMS = compileConfig(CONFIG);
+
+function stream(name: string): CompiledStream {
+  return STREAMS.get(name)!;
+}
+
+function items(events: object[]) {
+  return events.map((value) => ({ ok: true as const, value }));
+}
+
+/** `count` events with ids `<prefix>0…`, spread over the five minutes before NOW. */
+function events(prefix: string, count: number): object[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `${prefix}${i}`,
+    t: T0 + ((i * 7_919) % 300_000),
+    g: ["de", "fr", "{x}"][i % 3],
+    v: (i % 40) / 4,
+    u: `user${i % 50}`,
+  }));
+}
+
+function upstash(
+  url: string,
+  token: string,
+  options: { enableAutoPipelining?: boolean; signal?: () => AbortSignal } = {},
+): Redis {
+  // The client settings of storeFromEnv: retry once, quickly.
+  return new Redis({
+    url,
+    token,
+    enableTelemetry: false,
+    retry: { retries: 1, backoff: () => 50 },
+    ...options,
+  });
+}
+
+function redisStore(fixture: RedisFixture, options: { prefix?: string } = {}): RedisStore {
+  return new RedisStore(upstash(fixture.restUrl, fixture.restToken), {
+    now: () => NOW,
+    ...options,
+  });
+}
+
+async function appOver(store: Store) {
+  return createApp({ streams: STREAMS, store, keys: await KeyRing.parse(""), now: () => NOW });
+}
+
+type App = Awaited<ReturnType<typeof appOver>>;
+
+async function postEvents(app: App, name: string, body: object[]): Promise<Response> {
+  return await app.request(`/v1/streams/${name}/events`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+async function getJson(app: App, path: string) {
+  const res = await app.request(path);
+  return { status: res.status, body: await res.json() };
+}
+
+/** Runs `fn` with a plain RESP2 connection to the fixture's Redis. */
+async function withDirect<T>(
+  url: string,
+  fn: (send: (...args: string[]) => Promise<unknown>) => Promise<T>,
+): Promise<T> {
+  const client = createClient({ url, RESP: 2 });
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    return await fn((...args) => client.sendCommand(args));
+  } finally {
+    client.destroy();
+  }
+}
+
+/** Every key in Redis with its PTTL (ms; -1 = no expiry). */
+async function keysWithTtl(url: string): Promise<Map<string, number>> {
+  return await withDirect(url, async (send) => {
+    const keys = (await send("KEYS", "*")) as string[];
+    const out = new Map<string, number>();
+    for (const key of keys) out.set(key, Number(await send("PTTL", key)));
+    return out;
+  });
+}
+
+/** The Redis Cluster hash tag of a key: what lies between the first `{` and the next `}`. */
+function hashTag(key: string): string | null {
+  const open = key.indexOf("{");
+  if (open < 0) return null;
+  const close = key.indexOf("}", open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : null;
+}
+
+/** Puts data in every kind of key the store writes: panes, HLLs, dedupe ids, open windows. */
+async function fillStore(store: Store): Promise<void> {
+  await ingestItems(stream("s"), items(events("a", 40)), store, NOW);
+  await ingestItems(
+    stream("s"),
+    items([{ id: "{evil}", t: T0 + 1_000, g: "}{", v: 1 }]),
+    store,
+    NOW,
+  );
+  await ingestItems(stream("other"), items(events("o", 5)), store, NOW);
+  // Advance the watermark so some windows close (and the open set shrinks).
+  await ingestItems(stream("s"), items([{ id: "late-mark", t: NOW, g: "de" }]), store, NOW);
+  await store.closeWindows("s", stream("s").counterMetas, { latenessMs: 10_000 });
+}
+
+redisTest(
+  "RedisStore keeps every key under the stream's hash-tagged prefix, each with a TTL",
+  async (fixture) => {
+    await fillStore(redisStore(fixture));
+    const keys = await keysWithTtl(fixture.redisUrl);
+    const kinds = new Set<string>();
+    for (const [key, ttl] of keys) {
+      const tag = hashTag(key);
+      assert.ok(tag === "s" || tag === "other", `${key}: hash tag is ${tag}`);
+      assert.ok(key.startsWith(`es:{${tag}}:`), `${key}: outside the es:{stream}: prefix`);
+      assert.ok(ttl > 0, `${key}: PTTL is ${ttl}, every key must expire`);
+      kinds.add(key.slice(`es:{${tag}}:`.length).split(":")[0]);
+    }
+    for (const kind of ["stats", "id", "p", "h", "panes", "open"]) {
+      assert.ok(kinds.has(kind), `no '${kind}' key among ${[...keys.keys()].join(", ")}`);
+    }
+  },
+);
+
+redisTest(
+  "RedisStore honours a custom prefix, and storeFromEnv() takes it from EDGESTREAM_PREFIX",
+  async (fixture) => {
+    await fillStore(redisStore(fixture, { prefix: "tenant-a" }));
+    const env = new Map([
+      ["UPSTASH_REDIS_REST_URL", fixture.restUrl],
+      ["UPSTASH_REDIS_REST_TOKEN", fixture.restToken],
+      ["EDGESTREAM_PREFIX", "tenant-b"],
+    ]);
+    const fromEnv = storeFromEnv(env);
+    assert.equal(fromEnv.kind, "redis");
+    await ingestItems(stream("other"), items(events("b", 3)), fromEnv, NOW);
+
+    const keys = [...(await keysWithTtl(fixture.redisUrl)).keys()];
+    assert.ok(keys.length > 0);
+    const outside = keys.filter((key) =>
+      !key.startsWith("tenant-a:{s}:") && !key.startsWith("tenant-a:{other}:") &&
+      !key.startsWith("tenant-b:{other}:")
+    );
+    assert.deepEqual(outside, []);
+    assert.ok(keys.some((key) => key.startsWith("tenant-b:{other}:id:b0")));
+    assert.equal((await fromEnv.stats("other", [])).applied, 3);
+    assert.equal((await fromEnv.stats("s", [])).applied, 0, "prefixes must not share state");
+  },
+);
+
+/** Posts `size` new events to stream `three` and returns the requests the store made. */
+async function ingestCounted(app: App, proxy: UpstashProxy, prefix: string, size: number) {
+  const res = await postEvents(app, "three", events(prefix, size));
+  const reply = await res.json();
+  assert.equal(res.status, 202, JSON.stringify(reply));
+  assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [size, 0, 0]);
+  return proxy.take().map((request) => ({
+    path: request.path,
+    names: commandNames(request),
+    billed: billedCommands(request),
+  }));
+}
+
+for (const enableAutoPipelining of [true, false]) {
+  const mode = enableAutoPipelining ? "auto-pipelining" : "no auto-pipelining";
+  redisTest(
+    `an ingest of 1, 100 or 1000 events with 3 counters is one request with one EVALSHA (${mode})`,
+    async (fixture) => {
+      const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+      try {
+        const store = new RedisStore(
+          upstash(proxy.url, fixture.restToken, { enableAutoPipelining }),
+          { now: () => NOW },
+        );
+        const app = await appOver(store);
+        const endpoint = enableAutoPipelining ? "/pipeline" : "/";
+        // Redis does not know the script yet: EVALSHA fails with NOSCRIPT, EVAL loads it.
+        assert.deepEqual(await ingestCounted(app, proxy, "cold", 1), [
+          { path: endpoint, names: ["evalsha"], billed: 1 },
+          { path: endpoint, names: ["eval"], billed: 1 },
+        ]);
+        for (const size of [1, 100, 1000]) {
+          assert.deepEqual(
+            await ingestCounted(app, proxy, `size${size}-`, size),
+            [{ path: endpoint, names: ["evalsha"], billed: 1 }],
+            `batch of ${size}`,
+          );
+        }
+        assert.equal((await store.stats("three", [])).applied, 1102);
+      } finally {
+        await proxy.close();
+      }
+    },
+  );
+}
+
+redisTest(
+  "after SCRIPT FLUSH an ingest costs EVALSHA + EVAL once, then one EVALSHA again",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = new RedisStore(upstash(proxy.url, fixture.restToken), { now: () => NOW });
+      const names = () => proxy.take().map(commandNames);
+      await ingestItems(stream("three"), items(events("a", 10)), store, NOW);
+      assert.deepEqual(names(), [["evalsha"], ["eval"]]);
+      await ingestItems(stream("three"), items(events("b", 10)), store, NOW);
+      assert.deepEqual(names(), [["evalsha"]]);
+
+      await withDirect(fixture.redisUrl, (send) => send("SCRIPT", "FLUSH"));
+      const reply = await ingestItems(stream("three"), items(events("c", 10)), store, NOW);
+      assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [10, 0, 0]);
+      assert.deepEqual(names(), [["evalsha"], ["eval"]]);
+      await ingestItems(stream("three"), items(events("d", 10)), store, NOW);
+      assert.deepEqual(names(), [["evalsha"]]);
+      assert.equal((await store.stats("three", [])).applied, 40);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+/** Stops the fixture's redis-server with SHUTDOWN SAVE and returns the directory of its dump. */
+async function shutdownRedis(fixture: RedisFixture): Promise<string> {
+  const dir = await withDirect(fixture.redisUrl, async (send) => {
+    const [, value] = (await send("CONFIG", "GET", "dir")) as string[];
+    return value;
+  });
+  const connection = await Deno.connect({ hostname: "127.0.0.1", port: fixture.redisPort });
+  try {
+    await connection.write(new TextEncoder().encode("SHUTDOWN SAVE\r\n"));
+    // Redis closes the connection once it has saved and is exiting.
+    const buffer = new Uint8Array(256);
+    while ((await connection.read(buffer)) !== null) { /* wait for EOF */ }
+  } finally {
+    connection.close();
+  }
+  // Wait until the port is free.
+  for (let attempt = 0; attempt < 200; attempt++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port: fixture.redisPort })).close();
+    } catch {
+      return dir;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`redis-server on port ${fixture.redisPort} did not stop`);
+}
+
+/** Starts redis-server again on the fixture's port, loading the dump `shutdownRedis` saved. */
+async function restartRedis(fixture: RedisFixture, dumpDir: string) {
+  const dir = await Deno.makeTempDir({ prefix: "edgestream-redis-restart-" });
+  await Deno.copyFile(`${dumpDir}/dump.rdb`, `${dir}/dump.rdb`);
+  const server = await startRedisServer({ port: fixture.redisPort, extraArgs: ["--dir", dir] });
+  return {
+    async stop() {
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+redisTest(
+  "a Redis outage behind the bridge answers 503 store_unavailable with Retry-After",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const app = await appOver(store);
+    assert.equal((await postEvents(app, "three", events("a", 3))).status, 202);
+    await shutdownRedis(fixture);
+
+    const res = await postEvents(app, "three", events("b", 3));
+    const body = await res.json();
+    assert.equal(res.status, 503, JSON.stringify(body));
+    assert.equal(res.headers.get("Retry-After"), "1");
+    assert.equal(body.error.code, "store_unavailable");
+    assert.equal(typeof body.error.message, "string");
+
+    const ready = await getJson(app, "/readyz");
+    assert.equal(ready.status, 503);
+    assert.equal(ready.body.status, "unavailable");
+
+    const read = await getJson(app, "/v1/streams/three/counters/count");
+    assert.equal(read.status, 503, JSON.stringify(read.body));
+    assert.equal(read.body.error.code, "store_unavailable");
+  },
+);
+
+redisTest(
+  "after a Redis restart on the same port the same app ingests again, and the re-sent batch counts once",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const app = await appOver(store);
+    const first = events("a", 5);
+    assert.equal((await postEvents(app, "three", first)).status, 202);
+
+    const dumpDir = await shutdownRedis(fixture);
+    // The batch overlaps the first one by one id.
+    const retried = [...events("b", 5), first[0]];
+    const failed = await postEvents(app, "three", retried);
+    await failed.body?.cancel();
+    assert.notEqual(failed.status, 202);
+    assert.ok(failed.status >= 500, `status ${failed.status}`);
+    assert.equal((await getJson(app, "/readyz")).status, 503);
+
+    const restarted = await restartRedis(fixture, dumpDir);
+    try {
+      assert.equal((await getJson(app, "/readyz")).status, 200);
+      // Nothing of the failed request was applied.
+      const before = await store.stats("three", []);
+      assert.deepEqual([before.accepted, before.applied], [5, 5]);
+
+      const res = await postEvents(app, "three", retried);
+      const reply = await res.json();
+      assert.equal(res.status, 202, JSON.stringify(reply));
+      assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [6, 1, 0]);
+      const after = await store.stats("three", []);
+      assert.deepEqual([after.applied, after.duplicates], [10, 1]);
+      const counts = await getJson(app, "/v1/streams/three/counters/count?limit=1000");
+      const total = counts.body.windows.reduce(
+        (sum: number, row: { value: number }) => sum + row.value,
+        0,
+      );
+      assert.equal(total, 10);
+    } finally {
+      await restarted.stop();
+    }
+  },
+);
+
+/** Fails instead of hanging when `promise` takes longer than `ms`. */
+async function beforeDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`No answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("a bridge that never answers makes ingest and /readyz answer 503 within timeoutMs", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connections: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const connection of listener) connections.push(connection);
+  })();
+  const abort = new AbortController();
+  const pending = new Set<Promise<unknown>>();
+  const client = upstash(`http://127.0.0.1:${listener.addr.port}`, "token", {
+    signal: () => abort.signal,
+  });
+  // Track the client's calls: they outlive the store's timeout and must end before the test.
+  const tracked = new Proxy(client, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        const result = value.apply(target, args);
+        if (result instanceof Promise) {
+          pending.add(result);
+          result.catch(() => {}).finally(() => pending.delete(result));
+        }
+        return result;
+      };
+    },
+  });
+  const timeoutMs = 300;
+  const store = new RedisStore(tracked, { timeoutMs, now: () => NOW });
+  const app = await appOver(store);
+  try {
+    let started = performance.now();
+    const res = await beforeDeadline(postEvents(app, "three", events("a", 3)), 5_000);
+    let elapsed = performance.now() - started;
+    const body = await res.json();
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("Retry-After"), "1");
+    assert.equal(body.error.code, "store_unavailable");
+    assert.match(body.error.message, /within 300 ms/);
+    assert.ok(elapsed >= timeoutMs - 20 && elapsed < timeoutMs + 1_000, `took ${elapsed} ms`);
+
+    started = performance.now();
+    const ready = await beforeDeadline(getJson(app, "/readyz"), 5_000);
+    elapsed = performance.now() - started;
+    assert.equal(ready.status, 503);
+    assert.ok(elapsed < timeoutMs + 1_000, `took ${elapsed} ms`);
+  } finally {
+    abort.abort();
+    await Promise.allSettled([...pending]);
+    listener.close();
+    await accepting;
+    for (const connection of connections) connection.close();
+  }
+});
+
+/** The batch the pipeline hands the store for `list`. */
+async function batchOf(name: string, list: object[]): Promise<StoreBatch> {
+  let captured: StoreBatch | undefined;
+  const capture = {
+    applyBatch(batch: StoreBatch) {
+      captured = batch;
+      return Promise.resolve({ outcomes: batch.events.map(() => "applied"), watermark: null });
+    },
+  } as unknown as Store;
+  await ingestItems(stream(name), items(list), capture, NOW);
+  return captured!;
+}
+
+redisTest("applyBatch() sent again after a lost reply never double counts", async (fixture) => {
+  const store = redisStore(fixture);
+  const batch = await batchOf("three", events("a", 60));
+  const first = await store.applyBatch(batch);
+  assert.ok(first.outcomes.every((outcome) => outcome === "applied"));
+  const meta = stream("three").counters.find((counter) => counter.name === "count")!.meta;
+  const read = async () => {
+    const panes = await store.panes("three", meta, -8.64e15, 8.64e15);
+    return await store.readWindows(
+      "three",
+      meta,
+      panes.map((start) => ({ start, panes: [start] })),
+    );
+  };
+  const before = await read();
+
+  // The reply of the first call was lost: the caller sends the same batch again.
+  const second = await store.applyBatch(batch);
+  assert.deepEqual(second.outcomes, batch.events.map(() => "duplicate"));
+  assert.equal(second.watermark, first.watermark);
+  assert.deepEqual(await read(), before);
+  const total = before.reduce((sum, row) => sum + row.state.count, 0);
+  assert.equal(total, 60);
+  const stats = await store.stats("three", []);
+  assert.deepEqual([stats.applied, stats.duplicates], [60, 60]);
+});
+
+redisTest(
+  "an ingest whose reply is lost answers 503, and the client's retry counts once",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = new RedisStore(upstash(proxy.url, fixture.restToken), { now: () => NOW });
+      const app = await appOver(store);
+      assert.equal((await postEvents(app, "three", events("warm", 1))).status, 202);
+
+      proxy.loseNextReply((commands) => commands.some(([name]) => name === "evalsha"));
+      const batch = events("a", 20);
+      const lost = await postEvents(app, "three", batch);
+      const body = await lost.json();
+      assert.equal(lost.status, 503, JSON.stringify(body));
+      assert.equal(body.error.code, "store_unavailable");
+      assert.ok(proxy.take().some((request) => request.replyLost && request.status === 200));
+
+      const retry = await postEvents(app, "three", batch);
+      const reply = await retry.json();
+      assert.equal(retry.status, 202);
+      assert.deepEqual([reply.accepted, reply.duplicates], [20, 20]);
+      const stats = await store.stats("three", []);
+      assert.deepEqual([stats.applied, stats.duplicates], [21, 20]);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
