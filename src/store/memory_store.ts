@@ -115,6 +115,7 @@ export class MemoryStore implements Store {
     const stream = this.#stream(batch.stream);
     this.#forgetExpiredIds(stream, now);
     const outcomes: EventOutcome[] = [];
+    const panesByCounter: Array<Map<number, Pane>> = [];
     for (const event of batch.events) {
       if (event.id !== undefined && batch.dedupeTtlMs > 0) {
         const expiresAt = stream.seen.get(event.id);
@@ -142,7 +143,9 @@ export class MemoryStore implements Store {
         stream.watermark = event.timeMs;
       }
       for (const update of event.updates) {
-        this.#applyUpdate(stream, batch.counters[update.counter], update, now);
+        const counter = batch.counters[update.counter];
+        panesByCounter[update.counter] ??= this.#panesOf(stream, counter.name);
+        this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
       }
       outcomes.push("applied");
       stream.applied += 1;
@@ -159,17 +162,22 @@ export class MemoryStore implements Store {
     return Promise.resolve({ outcomes, watermark: stream.watermark });
   }
 
+  #panesOf(stream: StreamState, counter: string): Map<number, Pane> {
+    let panes = stream.panes.get(counter);
+    if (!panes) {
+      panes = new Map();
+      stream.panes.set(counter, panes);
+    }
+    return panes;
+  }
+
   #applyUpdate(
     stream: StreamState,
     counter: CounterMeta,
+    panes: Map<number, Pane>,
     update: { pane: number; group: string; value?: number | string },
     now: number,
   ): void {
-    let panes = stream.panes.get(counter.name);
-    if (!panes) {
-      panes = new Map();
-      stream.panes.set(counter.name, panes);
-    }
     let pane = panes.get(update.pane);
     if (!pane || pane.expiresAt <= now) {
       pane = { expiresAt: 0, groups: new Map() };

@@ -59,9 +59,30 @@ async function sha1(text: string): Promise<string> {
   return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-/** Whether an error from Redis means "the server answered: this command failed". */
-function isCommandError(error: unknown): boolean {
-  return error instanceof Error && error.name === "UpstashError";
+/**
+ * The Redis error text inside an `@upstash/redis` error, without the
+ * client's ", command was: …" suffix (which repeats the whole request, events
+ * included, and must not reach logs or replies).
+ */
+export function redisErrorText(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/^Command failed: /, "").replace(/, command was: [\s\S]*$/, "")
+    .slice(0, 300);
+}
+
+/** Redis error codes that mean "try again later" rather than "this command is wrong". */
+const TRANSIENT =
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)\b|max (daily )?requests? limit/i;
+
+/**
+ * Whether an error means "Redis answered: this command failed" (a bug to
+ * surface as 500), as opposed to Redis being unreachable, overloaded or
+ * answering through a failing proxy (503, retry).
+ */
+export function isCommandError(error: unknown): boolean {
+  if (!(error instanceof Error) || error.name !== "UpstashError") return false;
+  const text = redisErrorText(error);
+  return /^[A-Z][A-Z_]+ /.test(text) && !TRANSIENT.test(text);
 }
 
 /** Scripts reply JSON text; the client may already have parsed it. */
@@ -124,9 +145,12 @@ export class RedisStore implements Store {
     try {
       return await Promise.race([run(), timeout]);
     } catch (error) {
-      if (error instanceof StoreUnavailableError || isCommandError(error)) throw error;
+      if (error instanceof StoreUnavailableError) throw error;
+      if (isCommandError(error)) {
+        throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
+      }
       throw new StoreUnavailableError(
-        `Redis is unreachable (${what}): ${error instanceof Error ? error.message : error}`,
+        `Redis is unavailable (${what}): ${redisErrorText(error)}`,
         { cause: error },
       );
     } finally {

@@ -34,9 +34,16 @@ export interface CompiledCounter {
 /** Largest magnitude accepted for summed values, so sums stay exact integers where they can. */
 export const MAX_VALUE = Number.MAX_SAFE_INTEGER;
 
+/** Strings JSON writes as they are, between quotes. */
+const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
+
 /** Group key of a list of group values: their JSON text. */
 export function groupKey(values: unknown[]): string {
-  return JSON.stringify(values);
+  // Hot path: one plain string value, without JSON.stringify's allocation.
+  if (values.length === 1 && typeof values[0] === "string" && PLAIN_STRING.test(values[0])) {
+    return `["${values[0]}"]`;
+  }
+  return values.length === 0 ? "[]" : JSON.stringify(values);
 }
 
 /** The group object (`{field: value}`) a group key stands for. */

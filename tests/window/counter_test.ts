@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { compileConfig } from "../../src/config/mod.ts";
 import { OTHER_GROUP } from "../../src/store/types.ts";
 import {
@@ -175,4 +176,30 @@ Deno.test("decodeGroup() shows the overflow group as __other__ in every field", 
     city: OTHER_GROUP,
   });
   assert.deepEqual(decodeGroup(["country"], '["__other__"]'), { country: "__other__" });
+});
+
+Deno.test("groupKey() equals JSON.stringify for any list of values, including its fast path", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(
+          fc.string({ unit: "binary" }),
+          fc.string(),
+          fc.integer(),
+          fc.boolean(),
+          fc.constant(null),
+        ),
+        {
+          maxLength: 3,
+        },
+      ),
+      (values) => {
+        assert.equal(groupKey(values), JSON.stringify(values));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  assert.equal(groupKey(['a"b']), '["a\\"b"]');
+  assert.equal(groupKey(["\u0001"]), '["\\u0001"]');
+  assert.equal(groupKey(["\ud800"]), '["\\ud800"]');
 });
