@@ -50,6 +50,24 @@ function formatPath(path: readonly PropertyKey[]): string {
   return path.map(String).join(".") || "(root)";
 }
 
+/**
+ * Expands a union's issue into the issues of the branch that came closest
+ * (the one whose keys matched, e.g. `tumbling`), so the message says what
+ * was wrong with the value rather than only which shapes are allowed.
+ */
+function explainIssue(
+  issue: z.core.$ZodIssue,
+  prefix: readonly PropertyKey[],
+): Array<{ issue: z.core.$ZodIssue; path: PropertyKey[] }> {
+  const path = [...prefix, ...issue.path];
+  if (issue.code !== "invalid_union" || issue.errors.length === 0) return [{ issue, path }];
+  const branches = issue.errors.filter((branch) =>
+    branch.length > 0 && !branch.some((inner) => inner.code === "unrecognized_keys")
+  );
+  if (branches.length !== 1) return [{ issue, path }];
+  return branches[0].flatMap((inner) => explainIssue(inner, path));
+}
+
 /** The message of a zod issue; for a bad record key, why the key is bad. */
 function issueMessage(issue: z.core.$ZodIssue): string {
   if (issue.code === "invalid_key") return issue.issues.map((inner) => inner.message).join("; ");
@@ -193,9 +211,8 @@ export function compileConfig(raw: unknown): Map<string, CompiledStream> {
   }
   const result = configSchema.safeParse(raw);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) =>
-      `${formatPath(issue.path)}: ${issueMessage(issue)}`
-    );
+    const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))
+      .map(({ issue, path }) => `${formatPath(path)}: ${issueMessage(issue)}`);
     throw new ConfigError(`Invalid config:\n  ${lines.join("\n  ")}`);
   }
   const streams = new Map<string, CompiledStream>();

@@ -10,10 +10,18 @@ import { DurationError, parseDuration } from "./duration.ts";
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const nameMessage = "Names are 1-64 characters of letters, digits, '_' and '-'";
 
+/** Longest duration a config may name: windows, retention and TTLs stay within a year. */
+export const MAX_DURATION_MS = 366 * 86_400_000;
+
 /** A duration as text (`"30s"`), parsed to milliseconds. */
 export const duration = z.string().transform((text, ctx) => {
   try {
-    return parseDuration(text);
+    const ms = parseDuration(text);
+    if (ms > MAX_DURATION_MS) {
+      ctx.addIssue({ code: "custom", message: `Duration '${text}' is longer than 366 days` });
+      return z.NEVER;
+    }
+    return ms;
   } catch (error) {
     ctx.addIssue({
       code: "custom",
@@ -26,7 +34,11 @@ export const duration = z.string().transform((text, ctx) => {
 const positiveDuration = duration.refine((ms) => ms > 0, "Duration must be greater than zero");
 
 /** A field name or dotted path into the event (`"user.country"`). */
-const fieldPath = z.string().min(1).max(256);
+const fieldPath = z.string().min(1).max(256).refine(
+  (path) =>
+    !path.split(".").some((part) => ["__proto__", "constructor", "prototype"].includes(part)),
+  { error: (issue) => `Field path '${String(issue.input)}' is not allowed` },
+);
 
 const windowSchema = z.union([
   z.strictObject({ tumbling: positiveDuration }),

@@ -138,9 +138,11 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
     throw new ApiError(400, "empty_body", "Body is empty: send at least one event");
   }
   if (format === "ndjson") {
-    const lines = text.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+    // Blank lines are skipped; errors name the line's number in the body.
+    const lines = text.split("\n").map((line, index) => ({ line: line.trim(), number: index + 1 }))
+      .filter(({ line }) => line !== "");
     if (lines.length > maxEvents) throw tooManyEvents(lines.length, maxEvents);
-    return lines.map((line, index) => {
+    return lines.map(({ line, number }): BodyItem => {
       if (line.length > maxEventBytes / 3 && utf8Length(line) > maxEventBytes) {
         return eventTooLarge(utf8Length(line), maxEventBytes);
       }
@@ -151,7 +153,7 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
           ok: false,
           error: {
             path: "",
-            message: `Line ${index + 1} is not valid JSON: ${(error as Error).message}`,
+            message: `Line ${number} is not valid JSON: ${(error as Error).message}`,
           },
         };
       }

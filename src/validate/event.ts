@@ -109,13 +109,46 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
   }
   try {
     // deno-lint-ignore no-explicit-any
-    return z.fromJSONSchema(jsonSchema as any);
+    return z.fromJSONSchema(withRequiredProperties(jsonSchema) as any);
   } catch (error) {
     throw new SchemaCompileError(
       `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,
       { cause: error },
     );
   }
+}
+
+const SCHEMA_MAPS = new Set(["properties", "patternProperties", "$defs", "definitions"]);
+const DATA_KEYWORDS = new Set(["enum", "const", "examples", "default"]);
+
+/**
+ * Returns a copy of a JSON Schema in which every `required` name is also
+ * under `properties` (as `{}` when it was not): zod's converter enforces only
+ * required names it finds there, so `{"required": ["id"]}` alone would accept
+ * an event without `id`.
+ */
+export function withRequiredProperties(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(withRequiredProperties);
+  if (typeof schema !== "object" || schema === null) return schema;
+  const copy: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(schema)) {
+    if (SCHEMA_MAPS.has(key) && typeof value === "object" && value !== null) {
+      // Names to schemas: a property may itself be called "enum" or "default".
+      copy[key] = Object.fromEntries(
+        Object.entries(value).map(([name, item]) => [name, withRequiredProperties(item)]),
+      );
+    } else {
+      copy[key] = DATA_KEYWORDS.has(key) ? value : withRequiredProperties(value);
+    }
+  }
+  if (Array.isArray(copy.required) && copy.required.every((name) => typeof name === "string")) {
+    const properties = { ...(copy.properties as Record<string, unknown> | undefined) };
+    for (const name of copy.required as string[]) {
+      if (!Object.hasOwn(properties, name)) properties[name] = {};
+    }
+    copy.properties = properties;
+  }
+  return copy;
 }
 
 /** Validates one parsed event against the structural limits and its stream schema. */

@@ -41,7 +41,8 @@ export function readEventTime(value: unknown, receivedMs: number): EventTime {
     const text = match[0];
     const utc = text.length > 10 && match[1] === undefined ? `${text}Z` : text;
     const timeMs = Date.parse(utc);
-    if (Number.isFinite(timeMs)) return { ok: true, timeMs };
+    // Date.parse rolls impossible days over ("02-30" becomes March 2nd): refuse them.
+    if (Number.isFinite(timeMs) && isCalendarDate(text)) return { ok: true, timeMs };
   }
   return {
     ok: false,
@@ -49,4 +50,15 @@ export function readEventTime(value: unknown, receivedMs: number): EventTime {
       JSON.stringify(value)?.slice(0, 64)
     }`,
   };
+}
+
+/** Whether the `YYYY-MM-DD` that starts `text` is a real calendar day. */
+function isCalendarDate(text: string): boolean {
+  const year = Number(text.slice(0, 4));
+  const month = Number(text.slice(5, 7));
+  const day = Number(text.slice(8, 10));
+  if (month < 1 || month > 12 || day < 1) return false;
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 &&
+    date.getUTCDate() === day;
 }

@@ -118,7 +118,7 @@ Deno.test("compileConfig() compiles every window kind and aggregate in definitio
 Deno.test("compileConfig() names the path of a bad window", () => {
   assertRefused(
     counter({ window: { tumbling: "1x" } }),
-    /^Invalid config:\n {2}streams\.orders\.counters\.x\.window: Window must be/,
+    /^Invalid config:\n {2}streams\.orders\.counters\.x\.window\.tumbling: Cannot read duration '1x'/,
   );
   assertRefused(
     counter({ window: { weekly: "1w" } }),
@@ -389,4 +389,40 @@ Deno.test("loadConfigFile() reports bad JSON as a ConfigError naming the file", 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("compileConfig() refuses durations over 366 days and prototype keys in field paths", () => {
+  assert.throws(
+    () =>
+      compileConfig({
+        streams: {
+          s: { counters: { c: { window: { tumbling: "20000000w" }, aggregate: "count" } } },
+        },
+      }),
+    /streams\.s\.counters\.c\.window.*longer than 366 days/s,
+  );
+  assert.throws(
+    () =>
+      compileConfig({
+        streams: {
+          s: {
+            counters: {
+              c: { window: { tumbling: "1m" }, groupBy: ["__proto__"], aggregate: "count" },
+            },
+          },
+        },
+      }),
+    /groupBy\.0: Field path '__proto__' is not allowed/,
+  );
+  assert.throws(
+    () =>
+      compileConfig({
+        streams: {
+          s: {
+            counters: { c: { window: { tumbling: "1m" }, aggregate: { sum: "a.constructor" } } },
+          },
+        },
+      }),
+    /not allowed/,
+  );
 });

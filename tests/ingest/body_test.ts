@@ -300,3 +300,10 @@ Deno.test("readLimitedBody() accepts a body of exactly the limit", async () => {
   const bytes = await readLimitedBody(new Request("http://test/", { method: "POST", body }), 6);
   assert.equal(bytes.length, 6);
 });
+
+Deno.test("parseEvents() names the body's own line number for a bad NDJSON line after blank lines", () => {
+  const items = parseEvents('{"a":1}\n\n\n{oops\n', "ndjson");
+  assert.equal(items.length, 2);
+  assert.equal(items[1].ok, false);
+  if (!items[1].ok) assert.match(items[1].error.message, /^Line 4 is not valid JSON/);
+});

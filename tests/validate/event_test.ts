@@ -213,3 +213,17 @@ Deno.test("compileEventSchema() turns schemas it cannot compile into SchemaCompi
     });
   }
 });
+
+Deno.test("compileEventSchema() enforces required fields that are not listed under properties", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    required: ["id"],
+    properties: { nested: { type: "object", required: ["x"] } },
+  });
+  const missing = validateEvent({}, schema);
+  assert.equal(missing.ok, false);
+  if (!missing.ok) assert.equal(missing.errors[0].path, "id");
+  assert.equal(validateEvent({ id: 1, nested: {} }, schema).ok, false);
+  assert.equal(validateEvent({ id: 1, nested: { x: null } }, schema).ok, true);
+  assert.equal(validateEvent({ id: "a", extra: true }, schema).ok, true);
+});

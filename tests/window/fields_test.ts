@@ -121,3 +121,21 @@ Deno.test("readEventTime() refuses text that is not ISO-8601 and other types", (
   const long = readEventTime("x".repeat(1000), RECEIVED);
   assert.ok(!long.ok && long.message.length < 150, "the message quotes at most 64 characters");
 });
+
+Deno.test("readEventTime() refuses calendar days that do not exist instead of rolling them over", () => {
+  for (
+    const text of [
+      "2026-02-30T10:00:00Z",
+      "2026-04-31",
+      "2025-02-29T00:00Z",
+      "2026-13-01",
+      "2026-00-10",
+    ]
+  ) {
+    assert.equal(readEventTime(text, 0).ok, false, text);
+  }
+  assert.deepEqual(readEventTime("2024-02-29T00:00:00Z", 0), {
+    ok: true,
+    timeMs: Date.parse("2024-02-29T00:00:00Z"),
+  });
+});
