@@ -1,14 +1,21 @@
 /**
- * A server process for benchmarks: `baseline` is a Hono handler that only
- * parses the JSON body and replies 202; `pipeline` is the real app on the
- * given store. Prints `listening <port>` once ready.
+ * A server process for benchmarks; prints `listening <port>` once ready.
+ *
+ * - `baseline`: a Hono handler that only parses the JSON body and replies 202.
+ * - `pipeline`: the real app on the memory store.
+ * - `pipeline-redis`: the real app on the Redis store, chosen from `UPSTASH_REDIS_REST_URL`,
+ *   `UPSTASH_REDIS_REST_TOKEN` and `EDGESTREAM_PREFIX` as `src/main.ts` does.
+ * - `bridge`: the Upstash REST bridge in front of `BENCH_REDIS_URL`, expecting
+ *   `UPSTASH_REDIS_REST_TOKEN`, so it does not share a process with the load generator.
  */
 import { Hono } from "hono";
 import { createApp } from "../src/app.ts";
 import { loadConfigFile } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
+import { storeFromEnv } from "../src/main.ts";
 import { MemoryStore } from "../src/store/memory_store.ts";
 import type { Store } from "../src/store/types.ts";
+import { startUpstashBridge } from "../src/store/upstash_bridge.ts";
 
 const mode = Deno.args[0] ?? "pipeline";
 
@@ -26,10 +33,32 @@ function baselineApp() {
   return app;
 }
 
-const app = mode === "baseline" ? baselineApp() : await pipelineApp(new MemoryStore());
+function redisStore(): Store {
+  const store = storeFromEnv(Deno.env);
+  if (store.kind !== "redis") {
+    console.error("pipeline-redis needs UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN");
+    Deno.exit(1);
+  }
+  return store;
+}
 
-Deno.serve({
-  port: 0,
-  hostname: "127.0.0.1",
-  onListen: ({ port }) => console.log(`listening ${port}`),
-}, app.fetch);
+if (mode === "bridge") {
+  const redisUrl = Deno.env.get("BENCH_REDIS_URL");
+  const token = Deno.env.get("UPSTASH_REDIS_REST_TOKEN");
+  if (!redisUrl || !token) {
+    console.error("bridge needs BENCH_REDIS_URL and UPSTASH_REDIS_REST_TOKEN");
+    Deno.exit(1);
+  }
+  const bridge = await startUpstashBridge({ redisUrl, token });
+  console.log(`listening ${new URL(bridge.url).port}`);
+} else {
+  const app = mode === "baseline"
+    ? baselineApp()
+    : await pipelineApp(mode === "pipeline-redis" ? redisStore() : new MemoryStore());
+
+  Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: ({ port }) => console.log(`listening ${port}`),
+  }, app.fetch);
+}

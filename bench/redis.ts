@@ -1,0 +1,294 @@
+/**
+ * Redis store benchmark, in two parts:
+ *
+ * 1. Cost per request: store round trips (HTTP requests to the Upstash endpoint) and billed
+ *    Redis commands (one per `POST /`, one per command of a `/pipeline` or `/multi-exec` body)
+ *    for ingest batches of 1, 100 and 1,000 events of the `bench` stream (3 counters), counted
+ *    by a proxy in front of the bridge.
+ * 2. Throughput: events/s over real HTTP on loopback, batches of 100 events, the app on the
+ *    Redis store against the app on the memory store, alternating in the same run.
+ *
+ * redis-server, the Upstash REST bridge and each app run in their own process; this process is
+ * the load generator.
+ *
+ * `deno task bench:redis [seconds-per-round] [rounds]`
+ */
+import { startRedisServer } from "../src/store/redis_server.ts";
+import {
+  billedCommands,
+  commandNames,
+  type ProxiedRequest,
+  startUpstashProxy,
+} from "../tests/_upstash_proxy.ts";
+
+const SECONDS = Number(Deno.args[0] ?? 5);
+const ROUNDS = Number(Deno.args[1] ?? 3);
+const CONCURRENCY = 16;
+const BATCH = 100;
+const STREAM = "bench";
+
+interface ServerProcess {
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `bench/server.ts <mode>` and waits for its `listening <port>` line. */
+async function startServer(mode: string, env: Record<string, string>): Promise<ServerProcess> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      new URL("./server.ts", import.meta.url).pathname,
+      mode,
+    ],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening (\d+)/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`Server ${mode} exited before listening`);
+    text += value;
+  }
+  const port = Number(/listening (\d+)/.exec(text)![1]);
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* drain */ }
+  })();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+let sequence = 0;
+const COUNTRIES = Array.from({ length: 20 }, (_, i) => `C${i}`);
+
+function makeBatch(size: number): string {
+  const now = Date.now();
+  const events = [];
+  for (let i = 0; i < size; i++) {
+    sequence += 1;
+    events.push({
+      id: `e${sequence}`,
+      ts: now - (sequence % 1000),
+      country: COUNTRIES[sequence % COUNTRIES.length],
+      amount: (sequence % 97) + 0.5,
+      user: `u${sequence % 5000}`,
+    });
+  }
+  return JSON.stringify(events);
+}
+
+async function request(url: string, init?: RequestInit): Promise<number> {
+  const res = await fetch(url, init);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+function postBatch(server: ServerProcess, size: number): Promise<number> {
+  return request(`${server.url}/v1/streams/${STREAM}/events`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: makeBatch(size),
+  });
+}
+
+interface CostRow {
+  what: string;
+  requests: number;
+  roundTrips: number;
+  billed: number;
+  commands: string;
+}
+
+function costRow(what: string, requests: ProxiedRequest[][]): CostRow {
+  const roundTrips = requests.map((list) => list.length);
+  const billed = requests.map((list) => list.reduce((sum, item) => sum + billedCommands(item), 0));
+  const shapes = new Set(
+    requests.map((list) =>
+      list.map((item) => `${item.path} [${commandNames(item).join(", ")}]`).join(" + ")
+    ),
+  );
+  const average = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+  return {
+    what,
+    requests: requests.length,
+    roundTrips: average(roundTrips),
+    billed: average(billed),
+    commands: [...shapes].join(" | "),
+  };
+}
+
+/** Part 1: what each kind of request costs in round trips and billed commands. */
+async function measureCosts(bridgeUrl: string, token: string): Promise<CostRow[]> {
+  const proxy = await startUpstashProxy({ targetUrl: bridgeUrl });
+  const server = await startServer("pipeline-redis", {
+    UPSTASH_REDIS_REST_URL: proxy.url,
+    UPSTASH_REDIS_REST_TOKEN: token,
+    EDGESTREAM_PREFIX: "costs",
+  });
+  const rows: CostRow[] = [];
+  const record = async (what: string, times: number, send: () => Promise<number>) => {
+    const seen: ProxiedRequest[][] = [];
+    for (let i = 0; i < times; i++) {
+      proxy.take();
+      const status = await send();
+      if (status >= 300) throw new Error(`${what}: status ${status}`);
+      seen.push(proxy.take());
+    }
+    rows.push(costRow(what, seen));
+  };
+  try {
+    await record("ingest 1 event, script not cached yet", 1, () => postBatch(server, 1));
+    for (const size of [1, 100, 1000]) {
+      await record(
+        `ingest ${size} event${size === 1 ? "" : "s"}`,
+        5,
+        () => postBatch(server, size),
+      );
+    }
+    const read = () => request(`${server.url}/v1/streams/${STREAM}/counters/count_per_minute`);
+    await record("read one counter, script not cached yet", 1, read);
+    await record("read one counter (GET …/counters/count_per_minute)", 3, read);
+    const sweep = () => request(`${server.url}/v1/admin/sweep`, { method: "POST" });
+    await record("sweep, script not cached yet", 1, sweep);
+    await record("sweep (POST /v1/admin/sweep)", 3, sweep);
+  } finally {
+    await server.stop();
+    await proxy.close();
+  }
+  return rows;
+}
+
+interface LoadResult {
+  eventsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+async function load(server: ServerProcess, seconds: number): Promise<LoadResult> {
+  const deadline = performance.now() + seconds * 1000;
+  const latencies: number[] = [];
+  let events = 0;
+  let errors = 0;
+  const started = performance.now();
+  async function worker() {
+    while (performance.now() < deadline) {
+      const sent = performance.now();
+      const status = await postBatch(server, BATCH);
+      latencies.push(performance.now() - sent);
+      if (status === 202) events += BATCH;
+      else errors += 1;
+    }
+  }
+  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+  const elapsed = (performance.now() - started) / 1000;
+  if (errors > 0) throw new Error(`${errors} requests failed`);
+  latencies.sort((a, b) => a - b);
+  return {
+    eventsPerSecond: events / elapsed,
+    p50Ms: latencies[Math.floor(latencies.length * 0.5)],
+    p99Ms: latencies[Math.floor(latencies.length * 0.99)],
+  };
+}
+
+async function measureThroughput(mode: string, env: Record<string, string>): Promise<LoadResult> {
+  const server = await startServer(mode, env);
+  try {
+    await load(server, 1); // warm-up: JIT, connections, script cache
+    return await load(server, SECONDS);
+  } finally {
+    await server.stop();
+  }
+}
+
+function median(values: number[]): number {
+  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+}
+
+/** A text table; columns in `left` are left-aligned, the others right-aligned. */
+function table(header: string[], rows: string[][], left: number[]): string {
+  const widths = header.map((title, i) =>
+    Math.max(title.length, ...rows.map((row) => row[i].length))
+  );
+  const line = (cells: string[]) =>
+    cells.map((cell, i) => left.includes(i) ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))
+      .join("  ").trimEnd();
+  return [line(header), widths.map((width) => "-".repeat(width)).join("  "), ...rows.map(line)]
+    .join("\n");
+}
+
+const redis = await startRedisServer();
+const token = crypto.randomUUID().replaceAll("-", "");
+const bridge = await startServer("bridge", {
+  BENCH_REDIS_URL: redis.url,
+  UPSTASH_REDIS_REST_TOKEN: token,
+});
+try {
+  const costs = await measureCosts(bridge.url, token);
+  console.log(
+    `Store cost per request (stream '${STREAM}', 3 counters; @upstash/redis as storeFromEnv builds it):`,
+  );
+  console.log(table(
+    ["request", "samples", "round trips", "billed commands", "what was sent"],
+    costs.map((row) => [
+      row.what,
+      String(row.requests),
+      row.roundTrips.toFixed(2),
+      row.billed.toFixed(2),
+      row.commands,
+    ]),
+    [0, 4],
+  ));
+  console.log();
+
+  const memory: LoadResult[] = [];
+  const shared: LoadResult[] = [];
+  for (let round = 1; round <= ROUNDS; round++) {
+    memory.push(await measureThroughput("pipeline", {}));
+    shared.push(
+      await measureThroughput("pipeline-redis", {
+        UPSTASH_REDIS_REST_URL: bridge.url,
+        UPSTASH_REDIS_REST_TOKEN: token,
+        EDGESTREAM_PREFIX: `round${round}`,
+      }),
+    );
+    console.log(
+      `round ${round}: memory ${memory.at(-1)!.eventsPerSecond.toFixed(0)} events/s, redis ${
+        shared.at(-1)!.eventsPerSecond.toFixed(0)
+      } events/s`,
+    );
+  }
+  const summary = (name: string, results: LoadResult[]) => [
+    name,
+    median(results.map((r) => r.eventsPerSecond)).toFixed(0),
+    results.map((r) => r.eventsPerSecond.toFixed(0)).join(" / "),
+    median(results.map((r) => r.p50Ms)).toFixed(1),
+    median(results.map((r) => r.p99Ms)).toFixed(1),
+  ];
+  console.log();
+  console.log(
+    `Ingest throughput (batches of ${BATCH}, 3 counters, ${CONCURRENCY} connections, ${SECONDS}s x ${ROUNDS} rounds, loopback):`,
+  );
+  console.log(table(
+    ["store", "events/s (median)", "per round", "p50 ms/request", "p99 ms/request"],
+    [summary("memory", memory), summary("redis (bridge)", shared)],
+    [0, 2],
+  ));
+  const ratio = median(shared.map((r) => r.eventsPerSecond)) /
+    median(memory.map((r) => r.eventsPerSecond));
+  console.log(`ratio redis/memory: ${ratio.toFixed(2)}`);
+} finally {
+  await bridge.stop();
+  await redis.stop();
+}
