@@ -313,6 +313,10 @@ export class MemoryStore implements Store {
     return Promise.resolve(log.slice(from, from + limit));
   }
 
+  lastLogId(stream: string): Promise<string | null> {
+    return Promise.resolve(this.#streams.get(stream)?.log.at(-1)?.id ?? null);
+  }
+
   #forgetExpiredIds(stream: StreamState, now: number): void {
     for (const [id, expiresAt] of stream.seen) {
       if (expiresAt > now) break;

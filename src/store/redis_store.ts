@@ -34,7 +34,7 @@ import {
 /** The part of the `@upstash/redis` client the store uses. */
 export type RedisClient = Pick<
   Redis,
-  "evalsha" | "eval" | "hgetall" | "zrange" | "xrange" | "ping"
+  "evalsha" | "eval" | "hgetall" | "zrange" | "xrange" | "xrevrange" | "ping"
 >;
 
 /** Options for {@linkcode RedisStore}. */
@@ -324,6 +324,13 @@ export class RedisStore implements Store {
         timeMs: Number(id.split("-")[0]),
         record: fromJson<LogRecord>((fields as Record<string, unknown>).r),
       }));
+    });
+  }
+
+  lastLogId(stream: string): Promise<string | null> {
+    return this.#call("lastLogId", async () => {
+      const entries = await this.#redis.xrevrange(`${this.keyPrefix(stream)}log`, "+", "-", 1);
+      return Object.keys(entries ?? {})[0] ?? null;
     });
   }
 

@@ -231,6 +231,11 @@ export interface Store {
   appendLog(stream: string, records: LogRecord[]): Promise<void>;
   /** Reads a stream's result log after `afterId` (exclusive; null = from the start), oldest first. */
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]>;
+  /**
+   * Id of the newest entry of a stream's result log, or null when it is empty:
+   * where a reader that wants only what comes next starts.
+   */
+  lastLogId(stream: string): Promise<string | null>;
   /** Stats and watermark of a stream. */
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats>;
   /** Checks the store is reachable. Throws {@linkcode StoreUnavailableError} if not. */

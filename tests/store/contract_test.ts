@@ -239,6 +239,26 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(await store.readLog("s", null, 1), log.slice(0, 1));
   },
 
+  async "lastLogId() names the newest log entry, so reading after it returns only new ones"(store) {
+    assert.equal(await store.lastLogId("s"), null);
+    const record = (group: string) => ({
+      type: "window.updated" as const,
+      counter: "count",
+      start: T0,
+      end: T0 + 60_000,
+      group,
+      state: { count: 1, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+    });
+    await store.appendLog("s", [record('["a"]'), record('["b"]')]);
+    const last = await store.lastLogId("s");
+    assert.equal(last, (await store.readLog("s", null, 100)).at(-1)!.id);
+    assert.deepEqual(await store.readLog("s", last, 100), []);
+    await store.appendLog("s", [record('["c"]')]);
+    assert.deepEqual((await store.readLog("s", last, 100)).map((entry) => entry.record), [
+      record('["c"]'),
+    ]);
+  },
+
   async "closeWindows() logs one window.closed record per group"(store) {
     await ingestItems(
       stream,
