@@ -11,6 +11,7 @@ import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { storeFromEnv } from "../../src/main.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
 import { startRedisServer } from "../../src/store/redis_server.ts";
 import { RedisStore } from "../../src/store/redis_store.ts";
 import type { Store, StoreBatch } from "../../src/store/types.ts";
@@ -563,5 +564,30 @@ redisTest(
     } finally {
       await proxy.close();
     }
+  },
+);
+
+redisTest(
+  "a dedupe id with a lone UTF-16 surrogate does not fail its batch on Redis, as on the memory store",
+  async (fixture) => {
+    // `\ud800` alone is valid JSON and a valid JS string, but not well-formed Unicode.
+    const body = `[{"id":"ok","t":${T0},"g":"de"},{"id":"\\ud800","t":${T0 + 1_000},"g":"de"}]`;
+    const answers = [];
+    for (const store of [new MemoryStore({ now: () => NOW }), redisStore(fixture)]) {
+      const app = await appOver(store);
+      const replies = [];
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const res = await app.request("/v1/streams/three/events", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body,
+        });
+        replies.push({ status: res.status, body: await res.json() });
+      }
+      answers.push(replies);
+      assert.equal(replies[0].status, 202, `${store.kind}: ${JSON.stringify(replies[0].body)}`);
+      assert.equal((await store.stats("three", [])).applied >= 1, true, store.kind);
+    }
+    assert.deepEqual(answers[1], answers[0], "the Redis store answers like the memory store");
   },
 );
