@@ -156,6 +156,19 @@ function hashTag(key: string): string | null {
   return close > open + 1 ? key.slice(open + 1, close) : null;
 }
 
+/** The batch the pipeline hands the store for `list`. */
+async function batchOf(name: string, list: object[]): Promise<StoreBatch> {
+  let captured: StoreBatch | undefined;
+  const capture = {
+    applyBatch(batch: StoreBatch) {
+      captured = batch;
+      return Promise.resolve({ outcomes: batch.events.map(() => "applied"), watermark: null });
+    },
+  } as unknown as Store;
+  await ingestItems(stream(name), items(list), capture, NOW);
+  return captured!;
+}
+
 /** Puts data in every kind of key the store writes: panes, HLLs, dedupe ids, open windows. */
 async function fillStore(store: Store): Promise<void> {
   await ingestItems(stream("s"), items(events("a", 40)), store, NOW);
@@ -166,6 +179,22 @@ async function fillStore(store: Store): Promise<void> {
     NOW,
   );
   await ingestItems(stream("other"), items(events("o", 5)), store, NOW);
+  // The result log (processed and late events, closed windows) and alert markers.
+  const logged = await batchOf("s", [{ id: "logged", t: T0 + 2_000, g: "de", v: 2 }]);
+  await store.applyBatch({
+    ...logged,
+    log: { processed: true, late: true },
+    events: logged.events.map((event) => ({ ...event, payload: '{"note":"logged"}' })),
+  });
+  await store.fireAlerts("s", [{
+    alert: "busy",
+    counter: "count",
+    start: T0,
+    end: T0 + 60_000,
+    group: '["de"]',
+    value: 3,
+    ttlMs: 3_600_000,
+  }]);
   // Advance the watermark so some windows close (and the open set shrinks).
   await ingestItems(stream("s"), items([{ id: "late-mark", t: NOW, g: "de" }]), store, NOW);
   await store.closeWindows("s", stream("s").counterMetas, { latenessMs: 10_000 });
@@ -184,7 +213,7 @@ redisTest(
       assert.ok(ttl > 0, `${key}: PTTL is ${ttl}, every key must expire`);
       kinds.add(key.slice(`es:{${tag}}:`.length).split(":")[0]);
     }
-    for (const kind of ["stats", "id", "p", "h", "panes", "open"]) {
+    for (const kind of ["stats", "id", "p", "h", "panes", "open", "log", "alert"]) {
       assert.ok(kinds.has(kind), `no '${kind}' key among ${[...keys.keys()].join(", ")}`);
     }
   },
@@ -497,19 +526,6 @@ Deno.test("a bridge that never answers makes ingest and /readyz answer 503 withi
     for (const connection of connections) connection.close();
   }
 });
-
-/** The batch the pipeline hands the store for `list`. */
-async function batchOf(name: string, list: object[]): Promise<StoreBatch> {
-  let captured: StoreBatch | undefined;
-  const capture = {
-    applyBatch(batch: StoreBatch) {
-      captured = batch;
-      return Promise.resolve({ outcomes: batch.events.map(() => "applied"), watermark: null });
-    },
-  } as unknown as Store;
-  await ingestItems(stream(name), items(list), capture, NOW);
-  return captured!;
-}
 
 redisTest("applyBatch() sent again after a lost reply never double counts", async (fixture) => {
   const store = redisStore(fixture);
