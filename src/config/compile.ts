@@ -6,11 +6,37 @@
  */
 import type { z } from "zod";
 import type { CounterMeta } from "../store/types.ts";
-import { compileTransform, ExpressionError, type Transform } from "../transform/mod.ts";
+import {
+  type CompiledExpression,
+  compileExpression,
+  compileTransform,
+  ExpressionError,
+  type Transform,
+} from "../transform/mod.ts";
 import { compileEventSchema, SchemaCompileError } from "../validate/mod.ts";
 import type { CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
-import { configSchema, type CounterDefinition, type StreamDefinition } from "./schema.ts";
+import {
+  type AlertDefinition,
+  configSchema,
+  type CounterDefinition,
+  type StreamDefinition,
+} from "./schema.ts";
+
+/** Variables an alert's `when` expression sees. */
+export const ALERT_VARIABLES = ["value", "group", "window"] as const;
+
+/** An alert ready to evaluate: `when` over `value`, `group` and `window`. */
+export interface CompiledAlert {
+  /** Alert name, unique within its stream. */
+  name: string;
+  /** The counter it watches. */
+  counter: CompiledCounter;
+  /** The `when` expression as written. */
+  source: string;
+  /** The compiled `when` expression. */
+  when: CompiledExpression;
+}
 
 /** A stream ready for the hot path. */
 export interface CompiledStream {
@@ -36,6 +62,8 @@ export interface CompiledStream {
   counters: CompiledCounter[];
   /** Counter descriptions for the store, indexed like `counters`. */
   counterMetas: CounterMeta[];
+  /** Compiled alerts, in definition order. */
+  alerts: CompiledAlert[];
 }
 
 /** The configuration is invalid; the message lists every problem with its path. */
@@ -150,6 +178,37 @@ function compileCounter(
   };
 }
 
+function compileAlerts(
+  definitions: AlertDefinition[],
+  counters: CompiledCounter[],
+  at: string,
+): CompiledAlert[] {
+  const names = new Set<string>();
+  return definitions.map((definition, index) => {
+    const path = `${at}.alerts.${index}`;
+    if (names.has(definition.name)) {
+      throw new ConfigError(`${path}.name: Alert '${definition.name}' is defined twice`);
+    }
+    names.add(definition.name);
+    const counter = counters.find((item) => item.name === definition.counter);
+    if (!counter) {
+      throw new ConfigError(
+        `${path}.counter: No counter '${definition.counter}' in this stream; it has: ${
+          counters.map((item) => item.name).join(", ") || "(none)"
+        }`,
+      );
+    }
+    let when: CompiledExpression;
+    try {
+      when = compileExpression(definition.when, ALERT_VARIABLES);
+    } catch (error) {
+      if (error instanceof ExpressionError) throw new ConfigError(`${path}.when: ${error.message}`);
+      throw error;
+    }
+    return { name: definition.name, counter, source: definition.when, when };
+  });
+}
+
 function compileStream(name: string, raw: unknown, parsed: StreamDefinition): CompiledStream {
   const at = `streams.${name}`;
   let schema: z.ZodType;
@@ -189,6 +248,7 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
     transform,
     counters,
     counterMetas: counters.map((counter) => counter.meta),
+    alerts: compileAlerts(parsed.alerts, counters, at),
   };
 }
 

@@ -81,6 +81,14 @@ const transformStep = z.union([
   z.strictObject({ pick: z.array(fieldName) }),
 ], { error: "Transform step must be one of {filter}, {set}, {rename}, {drop}, {pick}" });
 
+/** An alert: a CEL condition over a counter's window (`value`, `group`, `window`). */
+const alertSchema = z.strictObject({
+  name: z.string().regex(NAME, nameMessage),
+  description: z.string().max(1024).optional(),
+  counter: z.string().regex(NAME, nameMessage),
+  when: expression,
+});
+
 /** One stream definition as written in the config file. */
 export const streamDefinitionSchema = z.strictObject({
   description: z.string().max(1024).optional(),
@@ -96,6 +104,7 @@ export const streamDefinitionSchema = z.strictObject({
   }).optional(),
   transform: z.array(transformStep).max(64).default([]),
   counters: z.record(z.string().regex(NAME, nameMessage), counterSchema).default({}),
+  alerts: z.array(alertSchema).max(64).default([]),
 });
 
 /** The configuration file. */
@@ -107,6 +116,8 @@ export const configSchema = z.strictObject({
 export type StreamDefinition = z.output<typeof streamDefinitionSchema>;
 /** A counter definition after defaults and duration parsing. */
 export type CounterDefinition = z.output<typeof counterSchema>;
+/** An alert definition as written. */
+export type AlertDefinition = z.output<typeof alertSchema>;
 /** A transform step as written. */
 export type TransformStep = z.output<typeof transformStep>;
 /** The whole configuration after parsing. */

@@ -426,3 +426,47 @@ Deno.test("compileConfig() refuses durations over 366 days and prototype keys in
     /not allowed/,
   );
 });
+
+Deno.test("compileConfig() compiles alerts over value, group and window", () => {
+  const stream = only(compileConfig(orders({
+    counters: { x: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" } },
+    alerts: [{ name: "busy", counter: "x", when: "value > 2.0 && group.country == 'DE'" }],
+  })));
+  assert.equal(stream.alerts.length, 1);
+  const [alert] = stream.alerts;
+  assert.equal(alert.name, "busy");
+  assert.equal(alert.counter.name, "x");
+  assert.equal(alert.when({ value: 3, group: { country: "DE" }, window: {} }), true);
+  assert.equal(alert.when({ value: 3, group: { country: "FR" }, window: {} }), false);
+  assert.deepEqual(only(compileConfig(orders({}))).alerts, []);
+});
+
+Deno.test("compileConfig() refuses an alert with a bad expression, an unknown counter or a reused name", () => {
+  const counters = { x: { window: { tumbling: "1m" }, aggregate: "count" } };
+  assertRefused(
+    orders({ counters, alerts: [{ name: "a", counter: "x", when: "value >" }] }),
+    /^streams\.orders\.alerts\.0\.when: Invalid expression 'value >'/,
+  );
+  assertRefused(
+    orders({ counters, alerts: [{ name: "a", counter: "x", when: "event.amount > 1.0" }] }),
+    /streams\.orders\.alerts\.0\.when: Invalid expression/,
+  );
+  assertRefused(
+    orders({ counters, alerts: [{ name: "a", counter: "nope", when: "value > 1.0" }] }),
+    /^streams\.orders\.alerts\.0\.counter: No counter 'nope' in this stream; it has: x$/,
+  );
+  assertRefused(
+    orders({
+      counters,
+      alerts: [
+        { name: "a", counter: "x", when: "value > 1.0" },
+        { name: "a", counter: "x", when: "value > 2.0" },
+      ],
+    }),
+    /streams\.orders\.alerts\.1\.name: Alert 'a' is defined twice/,
+  );
+  assertRefused(
+    orders({ counters, alerts: [{ name: "a", counter: "x" }] }),
+    /streams\.orders\.alerts\.0\.when/,
+  );
+});
