@@ -108,12 +108,14 @@ interface CostRow {
   requests: number;
   roundTrips: number;
   billed: number;
+  kilobytes: number;
   commands: string;
 }
 
 function costRow(what: string, requests: ProxiedRequest[][]): CostRow {
   const roundTrips = requests.map((list) => list.length);
   const billed = requests.map((list) => list.reduce((sum, item) => sum + billedCommands(item), 0));
+  const bytes = requests.map((list) => list.reduce((sum, item) => sum + item.bytes, 0));
   const shapes = new Set(
     requests.map((list) =>
       list.map((item) => `${item.path} [${commandNames(item).join(", ")}]`).join(" + ")
@@ -125,6 +127,7 @@ function costRow(what: string, requests: ProxiedRequest[][]): CostRow {
     requests: requests.length,
     roundTrips: average(roundTrips),
     billed: average(billed),
+    kilobytes: average(bytes) / 1024,
     commands: [...shapes].join(" | "),
   };
 }
@@ -240,15 +243,16 @@ try {
     `Store cost per request (stream '${STREAM}', 3 counters; @upstash/redis as storeFromEnv builds it):`,
   );
   console.log(table(
-    ["request", "samples", "round trips", "billed commands", "what was sent"],
+    ["request", "samples", "round trips", "billed commands", "KiB sent", "what was sent"],
     costs.map((row) => [
       row.what,
       String(row.requests),
       row.roundTrips.toFixed(2),
       row.billed.toFixed(2),
+      row.kilobytes.toFixed(1),
       row.commands,
     ]),
-    [0, 4],
+    [0, 5],
   ));
   console.log();
 

@@ -21,6 +21,8 @@ export interface ProxiedRequest {
   path: string;
   /** The commands in the body, as sent (command name first). */
   commands: unknown[][];
+  /** Size of the request body, in bytes. */
+  bytes: number;
   /** Status the upstream answered with. */
   status: number;
   /** Whether the proxy dropped the reply instead of passing it on. */
@@ -83,7 +85,13 @@ export function startUpstashProxy(options: UpstashProxyOptions): Promise<Upstash
     const lossIndex = losses.findIndex((match) => match(commands));
     const replyLost = lossIndex >= 0;
     if (replyLost) losses.splice(lossIndex, 1);
-    requests.push({ path, commands, status: upstream.status, replyLost });
+    requests.push({
+      path,
+      commands,
+      bytes: new TextEncoder().encode(body).length,
+      status: upstream.status,
+      replyLost,
+    });
     if (replyLost) {
       // Headers go out, then the body fails: the client's read of the reply throws.
       return new Response(
