@@ -10,6 +10,8 @@ import type { CompiledStream } from "./config/mod.ts";
 import { requireScope } from "./http/auth.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
+import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
+import { LiveHub } from "./fanout/live.ts";
 import {
   currentWindowRoute,
   getStreamRoute,
@@ -54,6 +56,10 @@ export interface AppOptions {
   logDemand?: readonly LogDemand[];
   /** Told about every applied batch (live subscriptions). */
   observers?: readonly IngestObserver[];
+  /** Live subscriptions; its observer and log demand are added. @default {a LiveHub, not shared} */
+  live?: LiveHub;
+  /** WebSocket ingest and subscription settings. */
+  liveRoutes?: LiveRouteOptions;
 }
 
 /** A fan-out consumer's interest in `event.processed` / `event.late` of a stream. */
@@ -136,6 +142,9 @@ export function createApp(options: AppOptions): OpenAPIHono {
   const { streams, store, keys } = options;
   const now = options.now ?? Date.now;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const live = options.live ?? new LiveHub(streams, store);
+  const logDemand = [...(options.logDemand ?? []), live];
+  const observers = [...(options.observers ?? []), live.observer];
 
   const app = new OpenAPIHono({
     defaultHook(result) {
@@ -183,7 +192,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
       items,
       store,
       now(),
-      ingestOptionsFor(stream.name, options.logDemand ?? [], options.observers ?? []),
+      ingestOptionsFor(stream.name, logDemand, observers),
     );
     if (reply.accepted === 0) {
       throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
@@ -271,6 +280,17 @@ export function createApp(options: AppOptions): OpenAPIHono {
         };
       }),
     }, 200);
+  });
+
+  registerLiveRoutes(app, {
+    streams,
+    store,
+    keys,
+    now,
+    limits,
+    live,
+    ingestOptions: (name) => ingestOptionsFor(name, logDemand, observers),
+    options: options.liveRoutes,
   });
 
   app.doc31("/openapi.json", {

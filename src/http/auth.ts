@@ -95,33 +95,83 @@ export function bearerKey(header: string | undefined): string | undefined {
   return match?.[1];
 }
 
+/** What to tell a client that sent no key. */
+const HOW_TO_SEND = "send 'Authorization: Bearer <key>'";
+
+/**
+ * Why `key` may not act in `scope`, or null when it may (always in open
+ * mode): a missing or unknown key is 401, a key without the scope 403.
+ */
+export async function scopeError(
+  keys: KeyRing,
+  key: string | undefined,
+  scope: Scope,
+  options: { howToSend?: string } = {},
+): Promise<ApiError | null> {
+  if (keys.open) return null;
+  if (key === undefined) {
+    return new ApiError(
+      401,
+      "unauthorized",
+      `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
+      { headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' } },
+    );
+  }
+  const scopes = await keys.scopesOf(key);
+  if (scopes.size === 0) {
+    return new ApiError(401, "unauthorized", "Invalid API key", {
+      headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' },
+    });
+  }
+  if (!scopes.has(scope)) {
+    return new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`);
+  }
+  return null;
+}
+
 /**
  * Middleware that requires a key with `scope`. In open mode every request
  * passes. Missing or unknown key → 401; key without the scope → 403.
  */
 export function requireScope(keys: KeyRing, scope: Scope): MiddlewareHandler {
   return async function (c, next) {
-    if (keys.open) return await next();
-    const key = bearerKey(c.req.header("Authorization"));
-    if (key === undefined) {
-      throw new ApiError(
-        401,
-        "unauthorized",
-        "Missing API key: send 'Authorization: Bearer <key>'",
-        {
-          headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' },
-        },
-      );
-    }
-    const scopes = await keys.scopesOf(key);
-    if (scopes.size === 0) {
-      throw new ApiError(401, "unauthorized", "Invalid API key", {
-        headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' },
-      });
-    }
-    if (!scopes.has(scope)) {
-      throw new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`);
-    }
+    const error = await scopeError(keys, bearerKey(c.req.header("Authorization")), scope);
+    if (error) throw error;
     await next();
   };
+}
+
+/** Subprotocol prefix that carries a key: `Sec-WebSocket-Protocol: bearer.<key>`. */
+export const BEARER_PROTOCOL_PREFIX = "bearer.";
+
+/** How a browser-facing request (WebSocket, `EventSource`) presented its key. */
+export interface PresentedKey {
+  /** The key, when one was sent. Never log it. */
+  key?: string;
+  /**
+   * The subprotocol to answer a WebSocket upgrade with: the first offered one
+   * that is not a key, else the `bearer.<key>` one (browsers fail an upgrade
+   * whose answer names none of the offered protocols).
+   */
+  protocol?: string;
+}
+
+/** How a client of a browser-facing endpoint sends its key. */
+export const HOW_TO_SEND_FROM_BROWSER =
+  "send 'Authorization: Bearer <key>', '?token=<key>' or subprotocol 'bearer.<key>'";
+
+/**
+ * Reads the key of a request that browsers make without custom headers: the
+ * `Authorization` header, else the `token` query parameter, else a
+ * `bearer.<key>` WebSocket subprotocol.
+ */
+export function presentedKey(request: Request): PresentedKey {
+  const offered = (request.headers.get("Sec-WebSocket-Protocol") ?? "").split(",")
+    .map((item) => item.trim()).filter((item) => item !== "");
+  const bearer = offered.find((item) => item.startsWith(BEARER_PROTOCOL_PREFIX));
+  const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearer;
+  const key = bearerKey(request.headers.get("Authorization") ?? undefined) ??
+    (new URL(request.url).searchParams.get("token") || undefined) ??
+    bearer?.slice(BEARER_PROTOCOL_PREFIX.length);
+  return { key: key || undefined, protocol };
 }

@@ -159,7 +159,17 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
       }
     });
   }
-  const body = parseJson(text);
+  return eventsOfJson(parseJson(text), text, limits);
+}
+
+/**
+ * Splits a parsed JSON body (one event or an array of events) into events,
+ * with the same checks as {@linkcode parseEvents}; `text` is the JSON text
+ * it was parsed from, which sizes a single event.
+ */
+export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {}): BodyItem[] {
+  const maxEvents = limits.maxEvents ?? DEFAULT_LIMITS.maxEvents;
+  const maxEventBytes = limits.maxEventBytes ?? DEFAULT_LIMITS.maxEventBytes;
   if (Array.isArray(body)) {
     if (body.length === 0) {
       throw new ApiError(400, "empty_batch", "Batch is empty: send at least one event");

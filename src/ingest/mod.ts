@@ -5,3 +5,4 @@
  */
 export * from "./body.ts";
 export * from "./pipeline.ts";
+export * from "./ws.ts";

@@ -1,0 +1,394 @@
+/**
+ * Live subscriptions: a hub that publishes running window values
+ * (`window.updated`) to a stream's result log, tails the logs of the streams
+ * someone subscribed to and hands every new result to the local subscribers
+ * that asked for it.
+ *
+ * Results travel through the store's log, not through this process, so a
+ * subscriber connected to one instance sees what any instance that shares
+ * the store produced (Redis); with the memory store it is all in-process.
+ *
+ * @module
+ */
+import type { CompiledStream } from "../config/mod.ts";
+import type { AppliedBatch, IngestObserver } from "../ingest/mod.ts";
+import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
+import type { CompiledExpression } from "../transform/mod.ts";
+import { panesOfWindow, windowsOfPane } from "../window/mod.ts";
+import { type PayloadType, publicPayload, type PublicPayload } from "./payload.ts";
+
+/** What one subscriber asked for. */
+export interface Subscription {
+  /** Stream name. */
+  stream: string;
+  /** Kinds of result wanted. */
+  types: ReadonlySet<PayloadType>;
+  /** Only results of this counter (results without a counter, `event.*`, still pass). */
+  counter?: string;
+  /** CEL filter over the message as `payload`; a message passes when it returns true. */
+  filter?: CompiledExpression;
+}
+
+/** Where the hub hands a subscriber's messages. */
+export interface LiveSink {
+  /**
+   * Takes one message without waiting. A transport that cannot keep up
+   * closes its connection and unsubscribes rather than buffer without bound.
+   */
+  send(payload: PublicPayload): void;
+  /** Ends the subscription from the server side (the hub is closing). */
+  close(reason: string): void;
+}
+
+/** Options for {@linkcode LiveHub}. */
+export interface LiveHubOptions {
+  /** How often (ms) the result log of a stream with subscribers is read. @default {150} */
+  pollMs?: number;
+  /** Most log entries read at once. @default {500} */
+  readLimit?: number;
+  /**
+   * Least time (ms) between two `window.updated` publications of a stream,
+   * so at most 1000 / this per counter and group; the value published is the
+   * latest. @default {250}
+   */
+  updateIntervalMs?: number;
+  /**
+   * Whether other instances read this store's log (a shared store such as
+   * Redis): `window.updated` is then published whenever windows change, not
+   * only while a subscriber of this instance wants it. @default {false}
+   */
+  shared?: boolean;
+}
+
+/** Counts of a {@linkcode LiveHub}, for monitoring and tests. */
+export interface LiveHubStats {
+  /** Local subscribers. */
+  subscribers: number;
+  /** Streams whose log is being tailed. */
+  tails: number;
+  /** `window.updated` records published. */
+  updatesPublished: number;
+}
+
+/** Whether a message is one `subscription` asked for. A filter that fails to evaluate does not match. */
+export function matchesSubscription(subscription: Subscription, payload: PublicPayload): boolean {
+  if (!subscription.types.has(payload.type)) return false;
+  if (
+    subscription.counter !== undefined && payload.data.counter !== undefined &&
+    payload.data.counter !== subscription.counter
+  ) {
+    return false;
+  }
+  if (!subscription.filter) return true;
+  try {
+    return subscription.filter({ payload }) === true;
+  } catch {
+    return false;
+  }
+}
+
+interface Subscriber {
+  subscription: Subscription;
+  sink: LiveSink;
+}
+
+interface Tail {
+  stream: CompiledStream;
+  subscribers: Set<Subscriber>;
+  cursor: string | null;
+  stopped: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  /** The poll in progress, awaited on close. */
+  polling?: Promise<void>;
+  /** Settles once the cursor sits at the log's end. */
+  ready: Promise<void>;
+  failing: boolean;
+}
+
+interface PendingUpdates {
+  stream: CompiledStream;
+  /** Counter index → group → panes touched since the last publication. */
+  touched: Map<number, Map<string, Set<number>>>;
+  timer?: ReturnType<typeof setTimeout>;
+  flushing?: Promise<void>;
+}
+
+/**
+ * Publishes running window values and fans a stream's results out to live
+ * subscribers. Also the {@linkcode LogDemand} that asks ingest to log
+ * `event.processed` / `event.late` only while a subscriber wants them.
+ *
+ * @example
+ * ```ts
+ * const live = new LiveHub(streams, store, { shared: store.kind === "redis" });
+ * const app = createApp({ streams, store, keys, live });
+ * const stop = await live.subscribe(
+ *   { stream: "orders", types: new Set(["window.updated"]) },
+ *   { send: (payload) => console.log(payload), close: () => {} },
+ * );
+ * ```
+ */
+export class LiveHub {
+  #streams: Map<string, CompiledStream>;
+  #store: Store;
+  #pollMs: number;
+  #readLimit: number;
+  #updateIntervalMs: number;
+  #shared: boolean;
+  #tails = new Map<string, Tail>();
+  /** Stream → type → number of subscribers wanting it. */
+  #demand = new Map<string, Map<PayloadType, number>>();
+  #pending = new Map<string, PendingUpdates>();
+  #updatesPublished = 0;
+  #closed = false;
+
+  constructor(streams: Map<string, CompiledStream>, store: Store, options: LiveHubOptions = {}) {
+    this.#streams = streams;
+    this.#store = store;
+    this.#pollMs = options.pollMs ?? 150;
+    this.#readLimit = options.readLimit ?? 500;
+    this.#updateIntervalMs = options.updateIntervalMs ?? 250;
+    this.#shared = options.shared ?? false;
+  }
+
+  /** Counts for monitoring and tests. */
+  get stats(): LiveHubStats {
+    let subscribers = 0;
+    for (const tail of this.#tails.values()) subscribers += tail.subscribers.size;
+    return { subscribers, tails: this.#tails.size, updatesPublished: this.#updatesPublished };
+  }
+
+  /** Whether a local subscriber wants results of `type` from `stream` ({@linkcode LogDemand}). */
+  wants(stream: string, type: PayloadType): boolean {
+    return (this.#demand.get(stream)?.get(type) ?? 0) > 0;
+  }
+
+  /** The ingest observer that publishes `window.updated` for the windows a batch touched. */
+  readonly observer: IngestObserver = (batch) => this.#observe(batch);
+
+  /**
+   * Adds a subscriber. Resolves, with the function that removes it, once the
+   * hub tails the stream's log from its current end; rejects with what the
+   * store threw when that end cannot be read.
+   */
+  async subscribe(subscription: Subscription, sink: LiveSink): Promise<() => void> {
+    const stream = this.#streams.get(subscription.stream);
+    if (!stream) throw new Error(`Cannot subscribe to stream '${subscription.stream}': unknown`);
+    if (this.#closed) throw new Error("Cannot subscribe: the live hub is closed");
+    const subscriber: Subscriber = { subscription, sink };
+    let tail = this.#tails.get(stream.name);
+    if (!tail) {
+      tail = this.#startTail(stream);
+      this.#tails.set(stream.name, tail);
+    }
+    tail.subscribers.add(subscriber);
+    this.#count(subscription, 1);
+    const unsubscribe = () => this.#unsubscribe(tail, subscriber);
+    try {
+      await tail.ready;
+    } catch (error) {
+      unsubscribe();
+      throw error;
+    }
+    return unsubscribe;
+  }
+
+  /** Stops every tail and timer, ends every subscription and waits for work in progress. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const waits: Array<Promise<unknown>> = [];
+    for (const tail of [...this.#tails.values()]) {
+      for (const subscriber of [...tail.subscribers]) {
+        this.#unsubscribe(tail, subscriber);
+        subscriber.sink.close("Server is shutting down");
+      }
+      waits.push(tail.ready.catch(() => {}));
+      if (tail.polling) waits.push(tail.polling);
+    }
+    for (const pending of this.#pending.values()) {
+      clearTimeout(pending.timer);
+      if (pending.flushing) waits.push(pending.flushing);
+    }
+    this.#pending.clear();
+    await Promise.all(waits);
+  }
+
+  #count(subscription: Subscription, delta: number): void {
+    let byType = this.#demand.get(subscription.stream);
+    if (!byType) {
+      byType = new Map();
+      this.#demand.set(subscription.stream, byType);
+    }
+    for (const type of subscription.types) byType.set(type, (byType.get(type) ?? 0) + delta);
+  }
+
+  #unsubscribe(tail: Tail, subscriber: Subscriber): void {
+    if (!tail.subscribers.delete(subscriber)) return;
+    this.#count(subscriber.subscription, -1);
+    if (tail.subscribers.size > 0) return;
+    tail.stopped = true;
+    clearTimeout(tail.timer);
+    if (this.#tails.get(tail.stream.name) === tail) this.#tails.delete(tail.stream.name);
+  }
+
+  #startTail(stream: CompiledStream): Tail {
+    const tail: Tail = {
+      stream,
+      subscribers: new Set(),
+      cursor: null,
+      stopped: false,
+      ready: Promise.resolve(),
+      failing: false,
+    };
+    tail.ready = this.#store.lastLogId(stream.name).then((id) => {
+      tail.cursor = id;
+      this.#schedule(tail, this.#pollMs);
+    }, (error) => {
+      // Forget the tail so the next subscriber tries again.
+      if (this.#tails.get(stream.name) === tail) this.#tails.delete(stream.name);
+      tail.stopped = true;
+      throw error;
+    });
+    return tail;
+  }
+
+  #schedule(tail: Tail, delayMs: number): void {
+    if (tail.stopped) return;
+    tail.timer = setTimeout(() => {
+      tail.timer = undefined;
+      tail.polling = this.#poll(tail).finally(() => tail.polling = undefined);
+    }, delayMs);
+  }
+
+  async #poll(tail: Tail): Promise<void> {
+    let full = false;
+    try {
+      const entries = await this.#store.readLog(tail.stream.name, tail.cursor, this.#readLimit);
+      tail.failing = false;
+      full = entries.length === this.#readLimit;
+      for (const entry of entries) {
+        if (tail.stopped) return;
+        tail.cursor = entry.id;
+        const payload = publicPayload(tail.stream, entry);
+        if (!payload) continue;
+        for (const subscriber of [...tail.subscribers]) {
+          if (!matchesSubscription(subscriber.subscription, payload)) continue;
+          try {
+            subscriber.sink.send(payload);
+          } catch (error) {
+            console.error("Live subscriber failed:", error);
+          }
+        }
+      }
+    } catch (error) {
+      if (!tail.failing) {
+        console.error(
+          `Cannot read the result log of stream '${tail.stream.name}' for live subscribers: ${
+            error instanceof Error ? error.message : error
+          }`,
+        );
+      }
+      tail.failing = true;
+    }
+    this.#schedule(tail, full ? 0 : this.#pollMs);
+  }
+
+  #observe(batch: AppliedBatch): void {
+    const name = batch.stream.name;
+    if (this.#closed || (!this.#shared && !this.wants(name, "window.updated"))) return;
+    let pending = this.#pending.get(name);
+    if (!pending) {
+      pending = { stream: batch.stream, touched: new Map() };
+      this.#pending.set(name, pending);
+    }
+    const touched = pending.touched;
+    batch.events.forEach((event, index) => {
+      if (batch.outcomes[index] !== "applied") return;
+      for (const update of event.updates) {
+        let groups = touched.get(update.counter);
+        if (!groups) {
+          groups = new Map();
+          touched.set(update.counter, groups);
+        }
+        let panes = groups.get(update.group);
+        if (!panes) {
+          panes = new Set();
+          groups.set(update.group, panes);
+        }
+        panes.add(update.pane);
+      }
+    });
+    // Leading edge: publish right away, then at most once per interval.
+    if (touched.size > 0 && pending.timer === undefined && pending.flushing === undefined) {
+      pending.timer = setTimeout(() => this.#flush(pending), 0);
+    }
+  }
+
+  #flush(pending: PendingUpdates): void {
+    pending.timer = undefined;
+    if (pending.touched.size === 0 || this.#closed) return;
+    const touched = pending.touched;
+    pending.touched = new Map();
+    pending.flushing = this.#publish(pending.stream, touched)
+      .catch((error) =>
+        console.error(
+          `Cannot publish window.updated for stream '${pending.stream.name}': ${
+            error instanceof Error ? error.message : error
+          }`,
+        )
+      )
+      .finally(() => {
+        pending.flushing = undefined;
+        if (!this.#closed) {
+          pending.timer = setTimeout(() => this.#flush(pending), this.#updateIntervalMs);
+        }
+      });
+  }
+
+  /** Reads the current values of the touched windows and appends them to the log. */
+  async #publish(
+    stream: CompiledStream,
+    touched: Map<number, Map<string, Set<number>>>,
+  ): Promise<void> {
+    const perCounter = await Promise.all([...touched].map(async ([index, groups]) => {
+      const counter = stream.counters[index];
+      const startsByGroup = new Map<string, Set<number>>();
+      const starts = new Set<number>();
+      for (const [group, panes] of groups) {
+        const groupStarts = new Set<number>();
+        for (const pane of panes) {
+          for (const start of windowsOfPane(pane, counter.window)) {
+            groupStarts.add(start);
+            starts.add(start);
+          }
+        }
+        startsByGroup.set(group, groupStarts);
+      }
+      const values = await this.#store.readWindows(
+        stream.name,
+        counter.meta,
+        [...starts].map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
+      );
+      const records: LogRecord[] = [];
+      for (const value of values) {
+        // Events past maxGroups count into __other__, which nobody names.
+        if (value.group !== OTHER_GROUP && !startsByGroup.get(value.group)?.has(value.start)) {
+          continue;
+        }
+        records.push({
+          type: "window.updated",
+          counter: counter.name,
+          start: value.start,
+          end: value.start + counter.window.sizeMs,
+          group: value.group,
+          state: value.state,
+        });
+      }
+      return records;
+    }));
+    const records = perCounter.flat();
+    if (records.length === 0) return;
+    await this.#store.appendLog(stream.name, records);
+    this.#updatesPublished += records.length;
+  }
+}

@@ -1,0 +1,366 @@
+/**
+ * The live endpoints: WebSocket ingest (`GET /v1/streams/{stream}/ws`) and
+ * subscriptions (`GET /v1/streams/{stream}/subscribe`, as a WebSocket or, with
+ * `Accept: text/event-stream`, as Server-Sent Events).
+ *
+ * Browsers cannot set headers on a WebSocket or an `EventSource`, so these
+ * endpoints also take the key as a `token` query parameter or as the
+ * WebSocket subprotocol `bearer.<key>`.
+ *
+ * @module
+ */
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import { streamSSE } from "hono/streaming";
+import type { WSContext } from "hono/ws";
+import type { CompiledStream } from "../config/mod.ts";
+import type { LiveHub, LiveSink, Subscription } from "../fanout/live.ts";
+import { PAYLOAD_TYPES, type PayloadType, type PublicPayload } from "../fanout/payload.ts";
+import {
+  closeReason,
+  type IngestSocketDeps,
+  ingestSocketHandler,
+  type IngestSocketOptions,
+} from "../ingest/ws.ts";
+import { compileExpression, ExpressionError } from "../transform/mod.ts";
+import { HOW_TO_SEND_FROM_BROWSER, presentedKey, scopeError } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import { ErrorSchema } from "./routes.ts";
+
+/** Options for the live endpoints. */
+export interface LiveRouteOptions {
+  /** WebSocket ingest settings. */
+  socket?: IngestSocketOptions;
+  /**
+   * Bytes a subscriber may have waiting to be sent; past it the subscriber
+   * is dropped with a close reason. @default {1048576}
+   */
+  maxBufferedBytes?: number;
+  /** Seconds without traffic before a subscriber WebSocket is pinged; `0` turns it off. @default {30} */
+  idleTimeoutSeconds?: number;
+  /** How often (ms) an idle SSE subscription gets a comment line, so proxies keep it open. @default {15000} */
+  heartbeatMs?: number;
+}
+
+/** What {@linkcode registerLiveRoutes} needs. */
+export interface LiveRouteDeps extends IngestSocketDeps {
+  /** The hub subscriptions attach to. */
+  live: LiveHub;
+  /** Settings. */
+  options?: LiveRouteOptions;
+}
+
+/** Types a subscription gets when it names none. */
+export const DEFAULT_SUBSCRIPTION_TYPES: readonly PayloadType[] = [
+  "window.updated",
+  "window.closed",
+  "alert.fired",
+];
+
+/** Query of a subscription request. */
+export interface SubscriptionQuery {
+  /** Comma-separated types. */
+  types?: string;
+  /** Counter name. */
+  counter?: string;
+  /** CEL expression over `payload`. */
+  filter?: string;
+}
+
+/** Reads a subscription's query; throws 400 for an unknown type or counter, or a bad filter. */
+export function parseSubscription(stream: CompiledStream, query: SubscriptionQuery): Subscription {
+  let types: Set<PayloadType>;
+  if (query.types === undefined || query.types.trim() === "") {
+    types = new Set(DEFAULT_SUBSCRIPTION_TYPES);
+  } else {
+    types = new Set();
+    for (const type of query.types.split(",").map((item) => item.trim()).filter(Boolean)) {
+      if (!PAYLOAD_TYPES.includes(type as PayloadType)) {
+        throw new ApiError(
+          400,
+          "invalid_query",
+          `Query parameter 'types' has an unknown type '${type}'; known: ${
+            PAYLOAD_TYPES.join(", ")
+          }`,
+        );
+      }
+      types.add(type as PayloadType);
+    }
+  }
+  const subscription: Subscription = { stream: stream.name, types };
+  if (query.counter !== undefined) {
+    if (!stream.counters.some((counter) => counter.name === query.counter)) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Stream '${stream.name}' has no counter '${query.counter}'; it has: ${
+          stream.counters.map((counter) => counter.name).join(", ") || "(none)"
+        }`,
+      );
+    }
+    subscription.counter = query.counter;
+  }
+  if (query.filter !== undefined) {
+    try {
+      subscription.filter = compileExpression(query.filter, ["payload"]);
+    } catch (error) {
+      if (!(error instanceof ExpressionError)) throw error;
+      throw new ApiError(
+        400,
+        "invalid_filter",
+        `Query parameter 'filter' is invalid: ${error.message}`,
+      );
+    }
+  }
+  return subscription;
+}
+
+/** The first message of every subscription, sent once results flow. */
+function subscribedMessage(subscription: Subscription) {
+  return {
+    type: "subscribed",
+    stream: subscription.stream,
+    types: [...subscription.types],
+    counter: subscription.counter ?? null,
+  };
+}
+
+function slowReason(bytes: number, limit: number): string {
+  return `Subscriber too slow: ${bytes} bytes waiting to be sent; the limit is ${limit}`;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function subscribeOverSocket(
+  c: Context,
+  deps: LiveRouteDeps,
+  setup: { denied: ApiError | null; subscription?: Subscription; protocol?: string },
+): Promise<Response> {
+  const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
+  let unsubscribe: (() => void) | undefined;
+  let open = true;
+  return upgradeWebSocket(c, {
+    onOpen(_event, socket: WSContext<WebSocket>) {
+      if (setup.denied || !setup.subscription) {
+        socket.close(1008, closeReason(setup.denied?.message ?? "Forbidden"));
+        return;
+      }
+      const subscription = setup.subscription;
+      const sink: LiveSink = {
+        send(payload: PublicPayload) {
+          const buffered = socket.raw?.bufferedAmount ?? 0;
+          if (buffered > maxBufferedBytes) {
+            unsubscribe?.();
+            socket.close(1008, closeReason(slowReason(buffered, maxBufferedBytes)));
+            return;
+          }
+          socket.send(JSON.stringify(payload));
+        },
+        close(reason) {
+          socket.close(1001, closeReason(reason));
+        },
+      };
+      deps.live.subscribe(subscription, sink).then((stop) => {
+        if (!open) return stop();
+        unsubscribe = stop;
+        socket.send(JSON.stringify(subscribedMessage(subscription)));
+      }, (error) => {
+        socket.close(
+          1011,
+          closeReason(`Cannot follow stream '${subscription.stream}': ${message(error)}`),
+        );
+      });
+    },
+    onClose() {
+      open = false;
+      unsubscribe?.();
+    },
+  }, {
+    protocol: setup.protocol,
+    idleTimeout: deps.options?.idleTimeoutSeconds ?? 30,
+  });
+}
+
+function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscription): Response {
+  const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
+  const heartbeatMs = deps.options?.heartbeatMs ?? 15_000;
+  return streamSSE(c, async (sse) => {
+    const ended = Promise.withResolvers<void>();
+    let waitingBytes = 0;
+    let ending = false;
+    function write(event: string, data: string): void {
+      waitingBytes += data.length;
+      sse.writeSSE({ event, data }).finally(() => waitingBytes -= data.length);
+    }
+    function end(reason: string): void {
+      if (ending) return;
+      ending = true;
+      // Queued behind what is waiting: a reader that catches up learns why.
+      write("closed", JSON.stringify({ type: "closed", reason }));
+      ended.resolve();
+    }
+    const sink: LiveSink = {
+      send(payload) {
+        if (ending) return;
+        if (waitingBytes > maxBufferedBytes) {
+          end(slowReason(waitingBytes, maxBufferedBytes));
+          return;
+        }
+        write(payload.type, JSON.stringify(payload));
+      },
+      close: end,
+    };
+    sse.onAbort(() => ended.resolve());
+    let unsubscribe: () => void;
+    try {
+      unsubscribe = await deps.live.subscribe(subscription, sink);
+    } catch (error) {
+      write(
+        "closed",
+        JSON.stringify({
+          type: "closed",
+          reason: `Cannot follow stream '${subscription.stream}': ${message(error)}`,
+        }),
+      );
+      return;
+    }
+    const heartbeat = setInterval(() => {
+      if (waitingBytes === 0) sse.write(": keep-alive\n\n");
+    }, heartbeatMs);
+    try {
+      write("subscribed", JSON.stringify(subscribedMessage(subscription)));
+      await ended.promise;
+    } finally {
+      clearInterval(heartbeat);
+      unsubscribe();
+    }
+  });
+}
+
+const StreamParam = z.object({
+  stream: z.string().openapi({ param: { name: "stream", in: "path" }, example: "orders" }),
+});
+
+const TokenQuery = z.string().optional().openapi({
+  description:
+    "API key, for browsers that cannot set headers (prefer the header or the `bearer.<key>` subprotocol: query strings reach access logs)",
+});
+
+function documentRoutes(app: OpenAPIHono): void {
+  const errorContent = { "application/json": { schema: ErrorSchema } };
+  app.openAPIRegistry.registerPath({
+    method: "get",
+    path: "/v1/streams/{stream}/ws",
+    summary: "Send events over a WebSocket, with acks",
+    description: [
+      'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
+      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` (the connection stays open; `retryable: true` means the store was unavailable and nothing was counted: resend).',
+      "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
+      "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key or too many frames in flight, 1001 no pong.",
+      "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: ingest.",
+    ].join("\n\n"),
+    request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
+    responses: {
+      101: { description: "Switching to the WebSocket protocol" },
+      404: { description: "Unknown stream", content: errorContent },
+      426: { description: "Not a WebSocket upgrade", content: errorContent },
+    },
+  });
+  app.openAPIRegistry.registerPath({
+    method: "get",
+    path: "/v1/streams/{stream}/subscribe",
+    summary: "Follow a stream's results live (WebSocket or Server-Sent Events)",
+    description: [
+      "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",
+      'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape.',
+      "`window.updated` carries the running value of a window, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
+      "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
+    ].join("\n\n"),
+    request: {
+      params: StreamParam,
+      query: z.object({
+        types: z.string().optional().openapi({
+          description: `Comma-separated, of: ${PAYLOAD_TYPES.join(", ")}. Default: ${
+            DEFAULT_SUBSCRIPTION_TYPES.join(",")
+          }`,
+          example: "window.updated,window.closed",
+        }),
+        counter: z.string().optional().openapi({ description: "Only results of this counter" }),
+        filter: z.string().optional().openapi({
+          description: "CEL expression over the message as `payload`; write numbers as doubles",
+          example: "payload.data.value > 100.0",
+        }),
+        token: TokenQuery,
+      }),
+    },
+    responses: {
+      101: { description: "Switching to the WebSocket protocol" },
+      200: {
+        description: "Server-Sent Events",
+        content: { "text/event-stream": { schema: { type: "string" } } },
+      },
+      400: { description: "Bad query", content: errorContent },
+      401: { description: "Missing or invalid key (SSE)", content: errorContent },
+      403: { description: "Key lacks the scope (SSE)", content: errorContent },
+      404: { description: "Unknown stream", content: errorContent },
+      406: { description: "Neither a WebSocket upgrade nor an SSE request", content: errorContent },
+      503: { description: "Store unavailable (SSE)", content: errorContent },
+    },
+  });
+}
+
+/**
+ * Registers the WebSocket ingest and subscription endpoints, and documents
+ * them in the app's OpenAPI registry.
+ *
+ * @example
+ * ```ts
+ * registerLiveRoutes(app, { streams, store, keys, now, limits, live, ingestOptions });
+ * ```
+ */
+export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void {
+  app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, deps.options?.socket));
+
+  app.get("/v1/streams/:stream/subscribe", async (c) => {
+    const overSocket = c.req.header("Upgrade")?.toLowerCase() === "websocket";
+    if (!overSocket && !(c.req.header("Accept") ?? "").includes("text/event-stream")) {
+      throw new ApiError(
+        406,
+        "not_acceptable",
+        "Subscribe with a WebSocket upgrade or with 'Accept: text/event-stream'",
+      );
+    }
+    const presented = presentedKey(c.req.raw);
+    const denied = await scopeError(deps.keys, presented.key, "read", {
+      howToSend: HOW_TO_SEND_FROM_BROWSER,
+    });
+    if (denied && !overSocket) throw denied;
+    let subscription: Subscription | undefined;
+    if (!denied) {
+      const name = c.req.param("stream");
+      const stream = deps.streams.get(name);
+      if (!stream) {
+        throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+      }
+      subscription = parseSubscription(stream, {
+        types: c.req.query("types"),
+        counter: c.req.query("counter"),
+        filter: c.req.query("filter"),
+      });
+    }
+    if (overSocket) {
+      return await subscribeOverSocket(c, deps, {
+        denied,
+        subscription,
+        protocol: presented.protocol,
+      });
+    }
+    return subscribeOverSse(c, deps, subscription!);
+  });
+
+  documentRoutes(app);
+}

@@ -1,0 +1,376 @@
+/**
+ * Ingest over WebSocket (`GET /v1/streams/{stream}/ws`): each text frame
+ * carries what an HTTP ingest body carries, runs through the same
+ * {@linkcode ingestItems} and is answered, in order, once the store applied
+ * it.
+ *
+ * Frames: one event, an array of events, or NDJSON lines; optionally wrapped
+ * as `{"seq": n, "events": [...]}` (an object whose only keys are `seq` and
+ * `events`). Replies:
+ * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`
+ * - `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` for
+ *   a frame that cannot be read (`retryable: false`) or when the store is
+ *   unavailable (`retryable: true`: nothing was counted; resend the frame,
+ *   event ids dedupe).
+ *
+ * `seq` is the frame's own `seq`, else its number on the connection (1, 2, …).
+ *
+ * Back pressure: a client may have `maxFramesInFlight` frames unacknowledged.
+ * A Deno WebSocket cannot stop reading its socket, so frames past that window
+ * are held, unread, until acks catch up, up to `maxFramesQueued` in all; one
+ * more closes the connection with 1008. A connection therefore never holds
+ * more than `maxFramesQueued` frames of at most `maxFrameBytes` each.
+ *
+ * Close codes: 1003 binary frame, 1009 frame over `maxFrameBytes`, 1008 bad or
+ * missing key (before any frame is read) or too many frames in flight, 1001
+ * no answer to the idle ping.
+ *
+ * @module
+ */
+import type { Context } from "hono";
+import { upgradeWebSocket } from "hono/deno";
+import type { WSContext } from "hono/ws";
+import type { CompiledStream } from "../config/mod.ts";
+import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "../http/auth.ts";
+import { ApiError } from "../http/errors.ts";
+import { type Store, StoreUnavailableError } from "../store/types.ts";
+import {
+  type BodyItem,
+  type BodyLimits,
+  DEFAULT_LIMITS,
+  eventsOfJson,
+  parseEvents,
+  utf8Length,
+} from "./body.ts";
+import { ingestItems, type IngestOptions, type IngestReply } from "./pipeline.ts";
+
+/** A frame read by {@linkcode readFrame}: its events, or why it cannot be read. */
+export type Frame =
+  | { ok: true; seq?: number; items: BodyItem[] }
+  | { ok: false; seq?: number; error: ApiError };
+
+function isEnvelope(value: unknown): value is { seq?: unknown; events: unknown } {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  if (!Object.hasOwn(value, "events")) return false;
+  return Object.keys(value).every((key) => key === "events" || key === "seq");
+}
+
+/**
+ * Reads one text frame: JSON (one event, an array, or the `{"seq", "events"}`
+ * envelope) or, when it is not JSON and has several lines, NDJSON. Limits as
+ * for HTTP bodies.
+ */
+export function readFrame(text: string, limits: BodyLimits = {}): Frame {
+  let seq: number | undefined;
+  try {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      const lines = text.split("\n").filter((line) => line.trim() !== "");
+      // parseEvents refuses what is neither, with the HTTP body's messages.
+      return { ok: true, items: parseEvents(text, lines.length > 1 ? "ndjson" : "json", limits) };
+    }
+    if (!isEnvelope(value)) return { ok: true, items: eventsOfJson(value, text, limits) };
+    if (value.seq !== undefined) {
+      if (typeof value.seq !== "number" || !Number.isSafeInteger(value.seq) || value.seq < 0) {
+        throw new ApiError(
+          400,
+          "invalid_seq",
+          `Frame 'seq' must be a non-negative integer, got ${JSON.stringify(value.seq)}`,
+        );
+      }
+      seq = value.seq;
+    }
+    const events = value.events;
+    const eventsText = Array.isArray(events) ? text : JSON.stringify(events) ?? "";
+    return { ok: true, seq, items: eventsOfJson(events, eventsText, limits) };
+  } catch (error) {
+    if (error instanceof ApiError) return { ok: false, seq, error };
+    throw error;
+  }
+}
+
+/** A reply to one frame. */
+export type FrameReply =
+  | ({ type: "ack"; seq: number } & IngestReply)
+  | {
+    type: "error";
+    seq: number;
+    retryable: boolean;
+    error: { code: string; message: string };
+  };
+
+/** Counts of the WebSocket ingest connections, for monitoring and tests. */
+export interface IngestSocketStats {
+  /** Open, authorized connections. */
+  connections: number;
+  /** Frames received and not yet acknowledged, over all connections. */
+  framesQueued: number;
+  /** Their size in bytes. */
+  bytesQueued: number;
+  /** Most frames ever queued on one connection. */
+  peakFramesQueued: number;
+}
+
+/** Zeroed {@linkcode IngestSocketStats}. */
+export function ingestSocketStats(): IngestSocketStats {
+  return { connections: 0, framesQueued: 0, bytesQueued: 0, peakFramesQueued: 0 };
+}
+
+/** Options for {@linkcode ingestSocketHandler}. */
+export interface IngestSocketOptions {
+  /** Frames a client may send before it waits for acks. @default {8} */
+  maxFramesInFlight?: number;
+  /**
+   * Frames a connection holds at most (in flight plus held past the window);
+   * one more closes it with 1008. @default {2 * maxFramesInFlight}
+   */
+  maxFramesQueued?: number;
+  /** Largest frame in bytes; a larger one closes with 1009. @default {limits.maxBodyBytes} */
+  maxFrameBytes?: number;
+  /**
+   * Seconds without a frame after which the server pings; a client that does
+   * not answer within as long again is closed (1001). `0` turns pings off.
+   * @default {30}
+   */
+  idleTimeoutSeconds?: number;
+  /** Counts to keep up to date. @default {a private one} */
+  stats?: IngestSocketStats;
+}
+
+/** What {@linkcode ingestSocketHandler} needs from the app. */
+export interface IngestSocketDeps {
+  /** Compiled streams by name. */
+  streams: Map<string, CompiledStream>;
+  /** Where state lives. */
+  store: Store;
+  /** API keys; an empty ring means open development mode. */
+  keys: KeyRing;
+  /** Clock (ms). */
+  now: () => number;
+  /** Body limits, applied per frame. */
+  limits: Required<BodyLimits>;
+  /** Ingest options for a stream, as HTTP ingest gets them. */
+  ingestOptions(stream: string): IngestOptions;
+}
+
+/** Longest close reason a WebSocket close frame carries, in bytes. */
+const MAX_REASON_BYTES = 123;
+
+/** Cuts a close reason to the 123 bytes a close frame can carry. */
+export function closeReason(text: string): string {
+  let reason = text;
+  while (utf8Length(reason) > MAX_REASON_BYTES) reason = reason.slice(0, -1);
+  return reason;
+}
+
+interface QueuedFrame {
+  text: string;
+  bytes: number;
+  number: number;
+}
+
+/** One WebSocket ingest connection: reads frames in order, one at a time. */
+class IngestConnection {
+  #deps: IngestSocketDeps;
+  #stream: CompiledStream;
+  #socket: WSContext;
+  #stats: IngestSocketStats;
+  #maxFramesQueued: number;
+  #maxFramesInFlight: number;
+  #maxFrameBytes: number;
+  #queue: QueuedFrame[] = [];
+  #received = 0;
+  #draining = false;
+  #closed = false;
+
+  constructor(
+    deps: IngestSocketDeps,
+    stream: CompiledStream,
+    socket: WSContext,
+    settings: {
+      stats: IngestSocketStats;
+      maxFramesInFlight: number;
+      maxFramesQueued: number;
+      maxFrameBytes: number;
+    },
+  ) {
+    this.#deps = deps;
+    this.#stream = stream;
+    this.#socket = socket;
+    this.#stats = settings.stats;
+    this.#maxFramesInFlight = settings.maxFramesInFlight;
+    this.#maxFramesQueued = settings.maxFramesQueued;
+    this.#maxFrameBytes = settings.maxFrameBytes;
+  }
+
+  receive(data: unknown): void {
+    if (this.#closed) return;
+    if (typeof data !== "string") {
+      this.close(1003, "Binary frames are not supported: send JSON text");
+      return;
+    }
+    // UTF-8 takes at least one byte per UTF-16 unit and at most three.
+    const bytes = data.length * 3 <= this.#maxFrameBytes ? 0 : utf8Length(data);
+    if (bytes > this.#maxFrameBytes) {
+      this.close(1009, `Frame is ${bytes} bytes; the limit is ${this.#maxFrameBytes} bytes`);
+      return;
+    }
+    if (this.#queue.length >= this.#maxFramesQueued) {
+      this.close(
+        1008,
+        `Too many frames in flight: ${this.#queue.length} unacknowledged; wait for acks, at most ${this.#maxFramesInFlight}`,
+      );
+      return;
+    }
+    this.#received += 1;
+    this.#queue.push({ text: data, bytes: data.length, number: this.#received });
+    this.#stats.framesQueued += 1;
+    this.#stats.bytesQueued += data.length;
+    this.#stats.peakFramesQueued = Math.max(this.#stats.peakFramesQueued, this.#queue.length);
+    if (!this.#draining) this.#drain();
+  }
+
+  close(code?: number, reason?: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const frame of this.#queue) this.#release(frame);
+    this.#queue = [];
+    if (code !== undefined && this.#socket.readyState < 2) {
+      this.#socket.close(code, closeReason(reason ?? ""));
+    }
+  }
+
+  #release(frame: QueuedFrame): void {
+    this.#stats.framesQueued -= 1;
+    this.#stats.bytesQueued -= frame.bytes;
+  }
+
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        const frame = this.#queue[0];
+        const reply = await this.#handle(frame);
+        if (this.#closed) break;
+        this.#queue.shift();
+        this.#release(frame);
+        if (this.#socket.readyState === 1) this.#socket.send(JSON.stringify(reply));
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  async #handle(frame: QueuedFrame): Promise<FrameReply> {
+    const read = readFrame(frame.text, this.#deps.limits);
+    const seq = read.seq ?? frame.number;
+    if (!read.ok) {
+      return {
+        type: "error",
+        seq,
+        retryable: false,
+        error: { code: read.error.code, message: read.error.message },
+      };
+    }
+    try {
+      const reply = await ingestItems(
+        this.#stream,
+        read.items,
+        this.#deps.store,
+        this.#deps.now(),
+        this.#deps.ingestOptions(this.#stream.name),
+      );
+      return { type: "ack", seq, ...reply };
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) {
+        return {
+          type: "error",
+          seq,
+          retryable: true,
+          error: { code: "store_unavailable", message: error.message },
+        };
+      }
+      console.error("WebSocket ingest failed:", error);
+      return {
+        type: "error",
+        seq,
+        retryable: false,
+        error: { code: "internal_error", message: "Internal server error" },
+      };
+    }
+  }
+}
+
+/**
+ * The handler of `GET /v1/streams/{stream}/ws`. Refuses a request without
+ * `Upgrade: websocket` (426) and an unknown stream (404) before upgrading; a
+ * missing, unknown or under-scoped key (header, `token` query parameter or
+ * `bearer.<key>` subprotocol; scope `ingest`) upgrades and closes with 1008
+ * so that browsers can read why.
+ *
+ * @example
+ * ```ts
+ * app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, { maxFramesInFlight: 8 }));
+ * ```
+ */
+export function ingestSocketHandler(
+  deps: IngestSocketDeps,
+  options: IngestSocketOptions = {},
+): (c: Context) => Promise<Response> {
+  const maxFramesInFlight = options.maxFramesInFlight ?? 8;
+  const settings = {
+    stats: options.stats ?? ingestSocketStats(),
+    maxFramesInFlight,
+    maxFramesQueued: options.maxFramesQueued ?? 2 * maxFramesInFlight,
+    maxFrameBytes: options.maxFrameBytes ?? deps.limits.maxBodyBytes ??
+      DEFAULT_LIMITS.maxBodyBytes,
+  };
+  const idleTimeout = options.idleTimeoutSeconds ?? 30;
+
+  return async function (c) {
+    requireUpgrade(c);
+    const presented = presentedKey(c.req.raw);
+    const denied = await scopeError(deps.keys, presented.key, "ingest", {
+      howToSend: HOW_TO_SEND_FROM_BROWSER,
+    });
+    const name = c.req.param("stream") ?? "";
+    const stream = deps.streams.get(name);
+    if (!denied && !stream) {
+      throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+    }
+    let connection: IngestConnection | undefined;
+    return await upgradeWebSocket(c, {
+      onOpen(_event, socket) {
+        if (denied || !stream) {
+          socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
+          return;
+        }
+        connection = new IngestConnection(deps, stream, socket, settings);
+        settings.stats.connections += 1;
+      },
+      onMessage(event) {
+        connection?.receive(event.data);
+      },
+      onClose() {
+        if (!connection) return;
+        connection.close();
+        connection = undefined;
+        settings.stats.connections -= 1;
+      },
+    }, { protocol: presented.protocol, idleTimeout });
+  };
+}
+
+/** Throws 426 unless the request asks for a WebSocket upgrade. */
+export function requireUpgrade(c: Context): void {
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+    throw new ApiError(
+      426,
+      "upgrade_required",
+      `${c.req.path} is a WebSocket endpoint: send 'Upgrade: websocket'`,
+      { headers: { Upgrade: "websocket" } },
+    );
+  }
+}
