@@ -13,7 +13,7 @@
 import { Redis } from "@upstash/redis";
 import { createApp } from "./app.ts";
 import { ConfigError, loadConfigFile, parseDuration } from "./config/mod.ts";
-import { sweepOnce } from "./fanout/mod.ts";
+import { LiveHub, sweepOnce } from "./fanout/mod.ts";
 import { KeyRing } from "./http/auth.ts";
 import { MemoryStore } from "./store/memory_store.ts";
 import { RedisStore } from "./store/redis_store.ts";
@@ -79,7 +79,10 @@ async function main(): Promise<void> {
     );
   }
   const port = Number(Deno.env.get("PORT") ?? 8000);
-  const app = createApp({ streams, store, keys });
+  // Other instances tail a shared store's log, so running window values are
+  // published there even while no subscriber of this instance wants them.
+  const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
+  const app = createApp({ streams, store, keys, live });
 
   const sweepEveryMs = parseDuration(Deno.env.get("EDGESTREAM_SWEEP_EVERY") ?? "5s");
   const compiled = streams;

@@ -4,3 +4,5 @@
  * @module
  */
 export * from "./sweep.ts";
+export * from "./live.ts";
+export * from "./payload.ts";
