@@ -75,6 +75,15 @@ function prepare(
     const raw = readField(event, stream.dedupe.field);
     if (typeof raw === "string" || typeof raw === "number") {
       id = String(raw);
+      if (!id.isWellFormed()) {
+        return {
+          ok: false,
+          errors: [{
+            path: stream.dedupe.field,
+            message: "Dedupe id must be well-formed Unicode (it has a lone surrogate)",
+          }],
+        };
+      }
       if (id.length > MAX_ID_LENGTH) {
         return {
           ok: false,

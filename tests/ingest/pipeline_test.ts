@@ -248,7 +248,7 @@ Deno.test("ingestItems() rejects a dedupe id that is not a string or number", as
     items({ id: true, ts: T0 }, { id: { v: 1 }, ts: T0 }, {
       id: "x".repeat(MAX_ID_LENGTH + 1),
       ts: T0,
-    }),
+    }, { id: "a\ud800", ts: T0 }),
     store,
     NOW,
   );
@@ -265,6 +265,13 @@ Deno.test("ingestItems() rejects a dedupe id that is not a string or number", as
     {
       index: 2,
       errors: [{ path: "id", message: "Dedupe id is 257 characters; at most 256 are allowed" }],
+    },
+    {
+      index: 3,
+      errors: [{
+        path: "id",
+        message: "Dedupe id must be well-formed Unicode (it has a lone surrogate)",
+      }],
     },
   ]);
   const accepted = await ingestItems(
