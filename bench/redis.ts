@@ -14,6 +14,7 @@
  * `deno task bench:redis [seconds-per-round] [rounds]`
  */
 import { startRedisServer } from "../src/store/redis_server.ts";
+import { makeBatch, type ServerProcess, startServer } from "./_shared.ts";
 import {
   billedCommands,
   commandNames,
@@ -26,68 +27,6 @@ const ROUNDS = Number(Deno.args[1] ?? 3);
 const CONCURRENCY = 16;
 const BATCH = 100;
 const STREAM = "bench";
-
-interface ServerProcess {
-  url: string;
-  stop(): Promise<void>;
-}
-
-/** Starts `bench/server.ts <mode>` and waits for its `listening <port>` line. */
-async function startServer(mode: string, env: Record<string, string>): Promise<ServerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-env",
-      new URL("./server.ts", import.meta.url).pathname,
-      mode,
-    ],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening (\d+)/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`Server ${mode} exited before listening`);
-    text += value;
-  }
-  const port = Number(/listening (\d+)/.exec(text)![1]);
-  // Keep draining stdout so the child never blocks on a full pipe.
-  const drained = (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
-  return {
-    url: `http://127.0.0.1:${port}`,
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
-      await drained;
-    },
-  };
-}
-
-let sequence = 0;
-const COUNTRIES = Array.from({ length: 20 }, (_, i) => `C${i}`);
-
-function makeBatch(size: number): string {
-  const now = Date.now();
-  const events = [];
-  for (let i = 0; i < size; i++) {
-    sequence += 1;
-    events.push({
-      id: `e${sequence}`,
-      ts: now - (sequence % 1000),
-      country: COUNTRIES[sequence % COUNTRIES.length],
-      amount: (sequence % 97) + 0.5,
-      user: `u${sequence % 5000}`,
-    });
-  }
-  return JSON.stringify(events);
-}
 
 async function request(url: string, init?: RequestInit): Promise<number> {
   const res = await fetch(url, init);

@@ -7,63 +7,12 @@
  * `deno task bench [seconds-per-round] [rounds]`
  */
 
+import { makeBatch, startServer } from "./_shared.ts";
+
 const SECONDS = Number(Deno.args[0] ?? 5);
 const ROUNDS = Number(Deno.args[1] ?? 3);
 const CONCURRENCY = 16;
 const BATCH = 100;
-
-async function startServer(mode: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-env",
-      new URL("./server.ts", import.meta.url).pathname,
-      mode,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening (\d+)/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`Server ${mode} exited before listening`);
-    text += value;
-  }
-  const port = Number(/listening (\d+)/.exec(text)![1]);
-  // Keep draining stdout so the child never blocks on a full pipe.
-  (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
-  return {
-    port,
-    stop: async () => {
-      child.kill("SIGTERM");
-      await child.status;
-    },
-  };
-}
-
-let sequence = 0;
-const COUNTRIES = Array.from({ length: 20 }, (_, i) => `C${i}`);
-
-function makeBatch(): string {
-  const now = Date.now();
-  const events = [];
-  for (let i = 0; i < BATCH; i++) {
-    sequence += 1;
-    events.push({
-      id: `e${sequence}`,
-      ts: now - (sequence % 1000),
-      country: COUNTRIES[sequence % COUNTRIES.length],
-      amount: (sequence % 97) + 0.5,
-      user: `u${sequence % 5000}`,
-    });
-  }
-  return JSON.stringify(events);
-}
 
 async function load(
   port: number,
@@ -79,7 +28,7 @@ async function load(
       const res = await fetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: makeBatch(),
+        body: makeBatch(BATCH),
       });
       await res.arrayBuffer();
       if (res.status === 202) events += BATCH;

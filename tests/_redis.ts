@@ -16,6 +16,7 @@
  * @module
  */
 
+import { createClient } from "redis";
 import {
   isRedisServerInstalled,
   RedisServerNotFoundError,
@@ -108,4 +109,19 @@ export function redisTest(name: string, fn: (fixture: RedisFixture) => Promise<v
 function randomToken(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(18));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** Runs `fn` with a plain RESP2 connection to the fixture's Redis. */
+export async function withDirect<T>(
+  url: string,
+  fn: (send: (...args: string[]) => Promise<unknown>) => Promise<T>,
+): Promise<T> {
+  const client = createClient({ url, RESP: 2 });
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    return await fn((...args) => client.sendCommand(args));
+  } finally {
+    client.destroy();
+  }
 }

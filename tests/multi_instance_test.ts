@@ -5,8 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { HLL_STANDARD_ERROR } from "../src/store/redis_store.ts";
-import { createClient } from "redis";
-import { type RedisFixture, redisTest } from "./_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "./_redis.ts";
 
 const MINUTE = 60_000;
 const STREAM = "clicks";
@@ -147,21 +146,6 @@ function assertValue(counter: CounterSpec, key: string, actual: number, expected
     );
   } else {
     assert.equal(actual, expected, `${counter.name} ${key}`);
-  }
-}
-
-/** Runs `fn` with a plain RESP2 connection to Redis itself. */
-async function withDirect<T>(
-  url: string,
-  fn: (send: (...args: string[]) => Promise<unknown>) => Promise<T>,
-): Promise<T> {
-  const client = createClient({ url, RESP: 2 });
-  client.on("error", () => {});
-  await client.connect();
-  try {
-    return await fn((...args) => client.sendCommand(args));
-  } finally {
-    client.destroy();
   }
 }
 

@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { createClient } from "redis";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -15,7 +14,7 @@ import { MemoryStore } from "../../src/store/memory_store.ts";
 import { startRedisServer } from "../../src/store/redis_server.ts";
 import { RedisStore } from "../../src/store/redis_store.ts";
 import type { Store, StoreBatch } from "../../src/store/types.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import {
   billedCommands,
   commandNames,
@@ -121,21 +120,6 @@ async function postEvents(app: App, name: string, body: object[]): Promise<Respo
 async function getJson(app: App, path: string) {
   const res = await app.request(path);
   return { status: res.status, body: await res.json() };
-}
-
-/** Runs `fn` with a plain RESP2 connection to the fixture's Redis. */
-async function withDirect<T>(
-  url: string,
-  fn: (send: (...args: string[]) => Promise<unknown>) => Promise<T>,
-): Promise<T> {
-  const client = createClient({ url, RESP: 2 });
-  client.on("error", () => {});
-  await client.connect();
-  try {
-    return await fn((...args) => client.sendCommand(args));
-  } finally {
-    client.destroy();
-  }
 }
 
 /** Every key in Redis with its PTTL (ms; -1 = no expiry). */
