@@ -12,7 +12,6 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { upgradeWebSocket } from "hono/deno";
 import { streamSSE } from "hono/streaming";
 import type { WSContext } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
@@ -23,6 +22,7 @@ import {
   type IngestSocketDeps,
   ingestSocketHandler,
   type IngestSocketOptions,
+  upgradeSocket,
 } from "../ingest/ws.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, presentedKey, scopeError } from "./auth.ts";
@@ -143,7 +143,7 @@ function subscribeOverSocket(
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   let unsubscribe: (() => void) | undefined;
   let open = true;
-  return upgradeWebSocket(c, {
+  return upgradeSocket(c, {
     onOpen(_event, socket: WSContext<WebSocket>) {
       if (setup.denied || !setup.subscription) {
         socket.close(1008, closeReason(setup.denied?.message ?? "Forbidden"));

@@ -29,7 +29,7 @@
  */
 import type { Context } from "hono";
 import { upgradeWebSocket } from "hono/deno";
-import type { WSContext } from "hono/ws";
+import type { WSContext, WSEvents } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "../http/auth.ts";
 import { ApiError } from "../http/errors.ts";
@@ -341,7 +341,7 @@ export function ingestSocketHandler(
       throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
     }
     let connection: IngestConnection | undefined;
-    return await upgradeWebSocket(c, {
+    return await upgradeSocket(c, {
       onOpen(_event, socket) {
         if (denied || !stream) {
           socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
@@ -361,6 +361,23 @@ export function ingestSocketHandler(
       },
     }, { protocol: presented.protocol, idleTimeout });
   };
+}
+
+/**
+ * Hono's `upgradeWebSocket` for Deno, with a request Deno refuses to upgrade
+ * (such as a subprotocol list it cannot parse) answered 400 instead of 500.
+ */
+export async function upgradeSocket(
+  c: Context,
+  events: WSEvents<WebSocket>,
+  options: Deno.UpgradeWebSocketOptions,
+): Promise<Response> {
+  try {
+    return await upgradeWebSocket(c, events, options);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+    throw new ApiError(400, "invalid_upgrade", `Cannot upgrade to a WebSocket: ${error.message}`);
+  }
 }
 
 /** Throws 426 unless the request asks for a WebSocket upgrade. */

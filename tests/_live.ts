@@ -1,0 +1,292 @@
+/**
+ * Test harness for the live endpoints: the app served by `Deno.serve` on a
+ * free port, and WebSocket clients (Deno's own and `npm:ws`) whose messages
+ * are read one at a time.
+ *
+ * @module
+ */
+// @ts-types="@types/ws"
+import NodeWebSocket from "ws";
+import { createApp } from "../src/app.ts";
+import { compileConfig } from "../src/config/mod.ts";
+import { LiveHub, type LiveHubOptions } from "../src/fanout/live.ts";
+import { KeyRing } from "../src/http/auth.ts";
+import type { LiveRouteOptions } from "../src/http/live_routes.ts";
+import { type IngestSocketStats, ingestSocketStats } from "../src/ingest/ws.ts";
+import { MemoryStore } from "../src/store/memory_store.ts";
+import type { Store } from "../src/store/types.ts";
+import { KEYS, NOW, TEST_CONFIG } from "./_fixtures.ts";
+
+/** Options for {@linkcode startServer}. */
+export interface ServerOptions {
+  /** Turn auth on with {@linkcode KEYS}. @default {false} */
+  auth?: boolean;
+  /** @default {a fresh MemoryStore on the fixed clock} */
+  store?: Store;
+  /** @default {TEST_CONFIG} */
+  config?: unknown;
+  /** @default {() => NOW} */
+  now?: () => number;
+  /** Hub settings. @default {pollMs 20, updateIntervalMs 100} */
+  hub?: LiveHubOptions;
+  /** Endpoint settings. */
+  liveRoutes?: LiveRouteOptions;
+}
+
+/** A running server. */
+export interface TestServer {
+  /** `http://127.0.0.1:<port>`. */
+  base: string;
+  /** `ws://127.0.0.1:<port>` + path. */
+  wsUrl(path: string): string;
+  store: Store;
+  live: LiveHub;
+  /** Counts of the WebSocket ingest connections. */
+  socketStats: IngestSocketStats;
+  /** Stops the hub and the server. */
+  close(): Promise<void>;
+}
+
+/** Serves the app on a free port. */
+export async function startServer(options: ServerOptions = {}): Promise<TestServer> {
+  const now = options.now ?? (() => NOW);
+  const store = options.store ?? new MemoryStore({ now });
+  const streams = compileConfig(options.config ?? TEST_CONFIG);
+  const live = new LiveHub(streams, store, { pollMs: 20, updateIntervalMs: 100, ...options.hub });
+  const socketStats = ingestSocketStats();
+  const keys = await KeyRing.parse(
+    options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
+  );
+  const app = createApp({
+    streams,
+    store,
+    keys,
+    now,
+    live,
+    liveRoutes: {
+      ...options.liveRoutes,
+      socket: { ...options.liveRoutes?.socket, stats: socketStats },
+    },
+  });
+  const listening = Promise.withResolvers<number>();
+  const server = Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: ({ port }) => listening.resolve(port),
+  }, app.fetch);
+  const port = await listening.promise;
+  return {
+    base: `http://127.0.0.1:${port}`,
+    wsUrl: (path) => `ws://127.0.0.1:${port}${path}`,
+    store,
+    live,
+    socketStats,
+    async close() {
+      await live.close();
+      await server.shutdown();
+    },
+  };
+}
+
+/** How a WebSocket closed. */
+export interface Closed {
+  code: number;
+  reason: string;
+}
+
+/** Messages of a WebSocket, read in order. */
+export class Inbox {
+  #messages: unknown[] = [];
+  #waiting: Array<(message: unknown) => void> = [];
+  #closed = Promise.withResolvers<Closed>();
+  #isClosed = false;
+
+  /** Settles when the socket closed. */
+  get closed(): Promise<Closed> {
+    return this.#closed.promise;
+  }
+
+  /** Messages received and not read yet. */
+  get unread(): number {
+    return this.#messages.length;
+  }
+
+  push(text: string): void {
+    const message = JSON.parse(text);
+    const waiter = this.#waiting.shift();
+    if (waiter) waiter(message);
+    else this.#messages.push(message);
+  }
+
+  close(closed: Closed): void {
+    this.#isClosed = true;
+    this.#closed.resolve(closed);
+  }
+
+  /** The next message; rejects after `timeoutMs` or when the socket closes first. */
+  // deno-lint-ignore no-explicit-any
+  next(timeoutMs = 5_000): Promise<any> {
+    if (this.#messages.length > 0) return Promise.resolve(this.#messages.shift());
+    if (this.#isClosed) return Promise.reject(new Error("Socket closed"));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiting.splice(this.#waiting.indexOf(deliver), 1);
+        reject(new Error(`No message within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const deliver = (message: unknown) => {
+        clearTimeout(timer);
+        resolve(message);
+      };
+      this.#waiting.push(deliver);
+      this.#closed.promise.then((closed) => {
+        if (!this.#waiting.includes(deliver)) return;
+        this.#waiting.splice(this.#waiting.indexOf(deliver), 1);
+        clearTimeout(timer);
+        reject(new Error(`Socket closed: ${closed.code} ${closed.reason}`));
+      });
+    });
+  }
+
+  /** Reads messages until one satisfies `test`; returns it and the ones skipped. */
+  // deno-lint-ignore no-explicit-any
+  async until(test: (message: any) => boolean, timeoutMs = 5_000): Promise<any[]> {
+    const seen = [];
+    while (true) {
+      const message = await this.next(timeoutMs);
+      seen.push(message);
+      if (test(message)) return seen;
+    }
+  }
+}
+
+/** A Deno WebSocket client. */
+export interface DenoClient {
+  socket: WebSocket;
+  inbox: Inbox;
+  /** Closes (if open) and waits for the close to finish. */
+  close(): Promise<Closed>;
+}
+
+/** Opens Deno's WebSocket; resolves once open (or closed, for a refused one). */
+export async function denoClient(url: string, protocols?: string[]): Promise<DenoClient> {
+  const socket = new WebSocket(url, protocols);
+  const inbox = new Inbox();
+  const opened = Promise.withResolvers<void>();
+  socket.onopen = () => opened.resolve();
+  socket.onmessage = (event) => inbox.push(event.data);
+  socket.onerror = () => {};
+  socket.onclose = (event) => {
+    inbox.close({ code: event.code, reason: event.reason });
+    opened.resolve();
+  };
+  await opened.promise;
+  return {
+    socket,
+    inbox,
+    close() {
+      if (socket.readyState === WebSocket.OPEN) socket.close(1000);
+      return inbox.closed;
+    },
+  };
+}
+
+/** An `npm:ws` client. */
+export interface NodeClient {
+  socket: NodeWebSocket;
+  inbox: Inbox;
+  /** Closes (if open) and waits for the close to finish. */
+  close(): Promise<Closed>;
+}
+
+/** Opens an `npm:ws` client (custom headers, subprotocols, pongs); resolves once open or closed. */
+export async function nodeClient(
+  url: string,
+  options: { headers?: Record<string, string>; protocols?: string[]; autoPong?: boolean } = {},
+): Promise<NodeClient & { status?: number }> {
+  const socket = new NodeWebSocket(url, options.protocols ?? [], {
+    headers: options.headers,
+    autoPong: options.autoPong ?? true,
+  });
+  const inbox = new Inbox();
+  const opened = Promise.withResolvers<number | undefined>();
+  socket.on("open", () => opened.resolve(undefined));
+  socket.on("message", (data) => inbox.push(String(data)));
+  socket.on("error", () => {});
+  socket.on("unexpected-response", (_request, response) => {
+    opened.resolve(response.statusCode);
+    response.resume();
+    socket.terminate();
+  });
+  socket.on("close", (code, reason) => {
+    inbox.close({ code, reason: String(reason) });
+    opened.resolve(undefined);
+  });
+  const status = await opened.promise;
+  return {
+    socket,
+    inbox,
+    status,
+    close() {
+      if (socket.readyState === NodeWebSocket.OPEN) socket.close(1000);
+      return inbox.closed;
+    },
+  };
+}
+
+/** Reads Server-Sent Events from a response body. */
+export class SseReader {
+  #reader: ReadableStreamDefaultReader<string>;
+  #buffer = "";
+
+  constructor(response: Response) {
+    this.#reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** The next event as `{event, data}` (data parsed as JSON); skips comments. */
+  // deno-lint-ignore no-explicit-any
+  async next(timeoutMs = 5_000): Promise<{ event: string; data: any }> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`No event within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      while (true) {
+        const end = this.#buffer.indexOf("\n\n");
+        if (end >= 0) {
+          const block = this.#buffer.slice(0, end);
+          this.#buffer = this.#buffer.slice(end + 2);
+          const lines = block.split("\n").filter((line) => !line.startsWith(":"));
+          if (lines.length === 0) continue;
+          const event = lines.find((line) => line.startsWith("event: "))?.slice(7) ?? "message";
+          const data = lines.filter((line) => line.startsWith("data: ")).map((line) =>
+            line.slice(6)
+          )
+            .join("\n");
+          return { event, data: JSON.parse(data) };
+        }
+        const { value, done } = await Promise.race([this.#reader.read(), timeout]);
+        if (done) throw new Error("Event stream ended");
+        this.#buffer += value;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops reading. */
+  async cancel(): Promise<void> {
+    await this.#reader.cancel();
+  }
+}
+
+/** Waits until `test()` holds, polling every 10 ms; throws after `timeoutMs`. */
+export async function eventually(
+  test: () => boolean | Promise<boolean>,
+  timeoutMs = 5_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await test())) {
+    if (Date.now() > deadline) throw new Error(`Condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

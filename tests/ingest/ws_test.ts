@@ -1,0 +1,428 @@
+import assert from "node:assert/strict";
+import { readFrame } from "../../src/ingest/ws.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
+import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { denoClient, eventually, nodeClient, startServer } from "../_live.ts";
+
+const WS_PATH = "/v1/streams/orders/ws";
+
+/** A memory store whose applyBatch can fail (store down) or wait (slow store). */
+function controlledStore() {
+  const inner = new MemoryStore({ now: () => NOW });
+  const control = { down: false, gate: null as PromiseWithResolvers<void> | null, applies: 0 };
+  const store = new Proxy(inner, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return async (...args: Parameters<Store["applyBatch"]>) => {
+          if (control.down) {
+            throw new StoreUnavailableError(
+              "Redis is unavailable (applyBatch): connection refused",
+            );
+          }
+          if (control.gate) await control.gate.promise;
+          control.applies += 1;
+          return await target.applyBatch(...args);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+  return { store, control };
+}
+
+async function stats(base: string) {
+  const res = await fetch(`${base}/v1/streams/orders`);
+  return (await res.json()).stats;
+}
+
+async function windows(base: string, counter: string) {
+  const res = await fetch(`${base}/v1/streams/orders/counters/${counter}`);
+  return (await res.json()).windows;
+}
+
+const BATCHES = [
+  [
+    { id: "a", ts: at(5), country: "DE", amount: 10 },
+    { id: "b", ts: at(6), country: "FR", amount: 2.5 },
+    { id: "a", ts: at(5), country: "DE", amount: 10 },
+  ],
+  [
+    { id: "c", ts: at(70), country: "DE", amount: "lots" },
+    { id: "d", ts: at(71), country: "DE", amount: 1, test: true },
+    { id: "e", ts: at(72), country: "US", amount: 4 },
+  ],
+  [{ id: "f", ts: at(200), country: "DE", amount: 1 }],
+  [{ id: "g", ts: at(1), country: "DE", amount: 1 }, { id: "b", ts: at(6), country: "FR" }],
+];
+
+Deno.test("WebSocket ingest acks frames in order with the counts HTTP ingest gives", async () => {
+  const server = await startServer();
+  const { app } = await testApp();
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    for (const batch of BATCHES) client.socket.send(JSON.stringify(batch));
+    const acks = [];
+    for (let i = 0; i < BATCHES.length; i++) acks.push(await client.inbox.next());
+    assert.deepEqual(acks.map((ack) => [ack.type, ack.seq]), [
+      ["ack", 1],
+      ["ack", 2],
+      ["ack", 3],
+      ["ack", 4],
+    ]);
+    for (const [index, batch] of BATCHES.entries()) {
+      const res = await postEvents(app, batch);
+      const { type: _, seq: __, ...ack } = acks[index];
+      assert.deepEqual(ack, await res.json(), `frame ${index + 1}`);
+    }
+    // One frame of each kind of outcome, so the comparison covers them all.
+    assert.deepEqual(
+      acks.map((ack) => [ack.duplicates, ack.filtered, ack.rejected.length, ack.late]),
+      [
+        [1, 0, 0, 0],
+        [0, 1, 1, 0],
+        [0, 0, 0, 0],
+        [1, 0, 0, 1],
+      ],
+    );
+    const viaHttp = await app.request("/v1/streams/orders/counters/sum_1m");
+    assert.deepEqual(await windows(server.base, "sum_1m"), (await viaHttp.json()).windows);
+    const httpStats = (await (await app.request("/v1/streams/orders")).json()).stats;
+    assert.deepEqual(await stats(server.base), httpStats);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest echoes an envelope's seq and numbers other frames by position", async () => {
+  const server = await startServer();
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    const send = (frame: unknown) =>
+      client.socket.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+    send({ seq: 42, events: [{ id: "a", ts: at(1), country: "DE" }] });
+    send([{ id: "b", ts: at(2), country: "DE" }]);
+    send(
+      [{ id: "c", ts: at(3), country: "DE" }, { id: "d", ts: at(4), country: "FR" }]
+        .map((event) => JSON.stringify(event)).join("\n"),
+    );
+    send({ seq: 7, events: { id: "e", ts: at(5), country: "DE" } });
+    // An event with an 'events' field next to others is an event, not an envelope.
+    send({ id: "f", ts: at(6), country: "DE", events: [1, 2] });
+    const acks = [];
+    for (let i = 0; i < 5; i++) acks.push(await client.inbox.next());
+    assert.deepEqual(acks.map((ack) => [ack.type, ack.seq, ack.accepted]), [
+      ["ack", 42, 1],
+      ["ack", 2, 1],
+      ["ack", 3, 2],
+      ["ack", 7, 1],
+      ["ack", 5, 1],
+    ]);
+    assert.equal((await stats(server.base)).applied, 6);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest answers bad frames with an error and keeps the connection open", async () => {
+  const server = await startServer();
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    const frames = [
+      "{not json",
+      JSON.stringify({ seq: -1, events: [] }),
+      JSON.stringify({ seq: 9, events: [] }),
+      '"just text"',
+      "   ",
+      JSON.stringify({ seq: 10, events: Array.from({ length: 1001 }, () => ({ id: "x" })) }),
+    ];
+    for (const frame of frames) client.socket.send(frame);
+    const replies = [];
+    for (let i = 0; i < frames.length; i++) replies.push(await client.inbox.next());
+    assert.deepEqual(
+      replies.map((reply) => [reply.type, reply.seq, reply.error.code, reply.retryable]),
+      [
+        ["error", 1, "invalid_json", false],
+        ["error", 2, "invalid_seq", false],
+        ["error", 9, "empty_batch", false],
+        ["error", 4, "invalid_body", false],
+        ["error", 5, "empty_body", false],
+        ["error", 10, "too_many_events", false],
+      ],
+    );
+    assert.match(replies[1].error.message, /Frame 'seq' must be a non-negative integer, got -1/);
+    client.socket.send(JSON.stringify([{ id: "ok", ts: at(1), country: "DE" }]));
+    const ack = await client.inbox.next();
+    assert.deepEqual([ack.type, ack.seq, ack.accepted], ["ack", 7, 1]);
+    assert.equal(client.socket.readyState, WebSocket.OPEN);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest refuses an unknown stream (404) and a plain GET (426) before upgrading", async () => {
+  const server = await startServer();
+  try {
+    const unknown = await nodeClient(server.wsUrl("/v1/streams/nope/ws"));
+    assert.equal(unknown.status, 404);
+    await unknown.inbox.closed;
+    const plain = await fetch(`${server.base}${WS_PATH}`);
+    assert.equal(plain.status, 426);
+    assert.equal((await plain.json()).error.code, "upgrade_required");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest closes with 1008 before reading a frame when the key is refused", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const cases: Array<[string, string | undefined, RegExp]> = [
+      ["invalid", "not-a-key-0123456789", /^Invalid API key$/],
+      ["read scope", KEYS.read, /lacks the 'ingest' scope/],
+      ["missing", undefined, /^Missing API key/],
+    ];
+    for (const [label, key, reason] of cases) {
+      const url = server.wsUrl(key ? `${WS_PATH}?token=${key}` : WS_PATH);
+      const client = await denoClient(url);
+      if (client.socket.readyState === WebSocket.OPEN) {
+        client.socket.send(JSON.stringify([{ id: label, ts: at(1), country: "DE" }]));
+      }
+      const closed = await client.inbox.closed;
+      assert.equal(closed.code, 1008, label);
+      assert.match(closed.reason, reason, label);
+      assert.equal(client.inbox.unread, 0, label);
+    }
+    assert.equal((await server.store.stats("orders", [])).accepted, 0);
+    assert.equal(server.socketStats.connections, 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest takes the key from the header, the token parameter or a bearer subprotocol", async () => {
+  const server = await startServer({ auth: true });
+  const event = (id: string) => JSON.stringify({ id, ts: at(1), country: "DE" });
+  try {
+    const byHeader = await nodeClient(server.wsUrl(WS_PATH), {
+      headers: { Authorization: `Bearer ${KEYS.ingest}` },
+    });
+    const byToken = await denoClient(server.wsUrl(`${WS_PATH}?token=${KEYS.ingest}`));
+    const byProtocol = await denoClient(server.wsUrl(WS_PATH), [`bearer.${KEYS.ingest}`]);
+    // npm:ws joins protocols with "," where browsers and Deno use ", ", which Deno's server needs.
+    const byProtocolWithName = await denoClient(server.wsUrl(WS_PATH), [
+      "edgestream",
+      `bearer.${KEYS.admin}`,
+    ]);
+    const commaJoined = await nodeClient(server.wsUrl(WS_PATH), {
+      protocols: ["edgestream", `bearer.${KEYS.ingest}`],
+    });
+    assert.equal(commaJoined.status, 400);
+    await commaJoined.inbox.closed;
+    // The answer names an offered protocol (browsers require it), the key only when nothing else.
+    assert.equal(byProtocol.socket.protocol, `bearer.${KEYS.ingest}`);
+    assert.equal(byProtocolWithName.socket.protocol, "edgestream");
+    byHeader.socket.send(event("h"));
+    byToken.socket.send(event("t"));
+    byProtocol.socket.send(event("p"));
+    byProtocolWithName.socket.send(event("n"));
+    for (const client of [byHeader, byToken, byProtocol, byProtocolWithName]) {
+      const ack = await client.inbox.next();
+      assert.equal(ack.type, "ack");
+      assert.equal(ack.accepted, 1);
+    }
+    assert.equal(server.socketStats.connections, 4);
+    await Promise.all([byHeader, byToken, byProtocol, byProtocolWithName].map((c) => c.close()));
+    await eventually(() => server.socketStats.connections === 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest closes on a binary frame (1003) and on a frame over 1 MiB (1009)", async () => {
+  const server = await startServer();
+  try {
+    const binary = await denoClient(server.wsUrl(WS_PATH));
+    binary.socket.send(new Uint8Array([123, 125]));
+    const closedBinary = await binary.inbox.closed;
+    assert.equal(closedBinary.code, 1003);
+    assert.match(closedBinary.reason, /Binary frames are not supported/);
+
+    const big = await denoClient(server.wsUrl(WS_PATH));
+    const padding = "x".repeat(1024 * 1024);
+    big.socket.send(JSON.stringify({ id: "big", ts: at(1), country: "DE", padding }));
+    const closedBig = await big.inbox.closed;
+    assert.equal(closedBig.code, 1009);
+    assert.match(closedBig.reason, /^Frame is 10\d{5} bytes; the limit is 1048576 bytes$/);
+
+    // Just under the limit is read (and its one event refused as too large, as over HTTP).
+    const under = await denoClient(server.wsUrl(WS_PATH));
+    under.socket.send(JSON.stringify([{ id: "u", padding: "y".repeat(1024 * 1024 - 100) }]));
+    const reply = await under.inbox.next();
+    assert.equal(reply.type, "ack");
+    assert.match(reply.rejected[0].errors[0].message, /the limit is 65536 bytes/);
+    await under.close();
+    assert.equal((await server.store.stats("orders", [])).accepted, 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest: store unavailable gives a retryable error and counts nothing; a resend dedupes", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({ store });
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  const frame = JSON.stringify({
+    seq: 1,
+    events: [{ id: "r1", ts: at(1), country: "DE" }, { id: "r2", ts: at(2), country: "FR" }],
+  });
+  try {
+    control.down = true;
+    client.socket.send(frame);
+    const error = await client.inbox.next();
+    assert.deepEqual(error, {
+      type: "error",
+      seq: 1,
+      retryable: true,
+      error: {
+        code: "store_unavailable",
+        message: "Redis is unavailable (applyBatch): connection refused",
+      },
+    });
+    assert.equal((await stats(server.base)).accepted, 0);
+    assert.equal(client.socket.readyState, WebSocket.OPEN);
+
+    control.down = false;
+    client.socket.send(frame);
+    const ack = await client.inbox.next();
+    assert.deepEqual([ack.type, ack.seq, ack.accepted, ack.duplicates], ["ack", 1, 2, 0]);
+    client.socket.send(frame);
+    const again = await client.inbox.next();
+    assert.deepEqual([again.accepted, again.duplicates], [2, 2]);
+    const counted = await stats(server.base);
+    assert.deepEqual([counted.applied, counted.duplicates], [2, 2]);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest back pressure: a flooding client is closed and the server never holds more than its bound", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({
+    store,
+    liveRoutes: { socket: { maxFramesInFlight: 4, maxFramesQueued: 8 } },
+  });
+  control.gate = Promise.withResolvers<void>();
+  const frame = JSON.stringify([{ id: "x", ts: at(1), country: "DE", padding: "z".repeat(1000) }]);
+  try {
+    const flooder = await nodeClient(server.wsUrl(WS_PATH));
+    let peakBytes = 0;
+    // Paced a little, so the server's close frame is not lost to a TCP reset from unread frames.
+    for (let i = 0; i < 30 && flooder.socket.readyState === 1; i++) {
+      flooder.socket.send(frame);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      peakBytes = Math.max(peakBytes, server.socketStats.bytesQueued);
+    }
+    const closed = await flooder.inbox.closed;
+    assert.equal(closed.code, 1008);
+    assert.match(
+      closed.reason,
+      /^Too many frames in flight: 8 unacknowledged; wait for acks, at most 4$/,
+    );
+    assert.equal(server.socketStats.peakFramesQueued, 8);
+    assert.ok(peakBytes <= 8 * frame.length, `${peakBytes} bytes held`);
+    assert.equal(server.socketStats.framesQueued, 0);
+    assert.equal(server.socketStats.bytesQueued, 0);
+    control.gate.resolve();
+    control.gate = null;
+    // Of the flood, only the frame already in the store's hands was applied.
+    await eventually(() => control.applies === 1);
+  } finally {
+    control.gate?.resolve();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest: a client that keeps its window gets every ack, with at most the window queued", async () => {
+  const server = await startServer({ liveRoutes: { socket: { maxFramesInFlight: 8 } } });
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    const frames = 200;
+    let sent = 0;
+    let acked = 0;
+    while (acked < frames) {
+      while (sent < frames && sent - acked < 8) {
+        sent += 1;
+        client.socket.send(JSON.stringify({ seq: sent, events: [{ id: `w${sent}`, ts: at(1) }] }));
+      }
+      const ack = await client.inbox.next();
+      acked += 1;
+      assert.deepEqual([ack.type, ack.seq], ["ack", acked]);
+    }
+    assert.ok(server.socketStats.peakFramesQueued <= 8, `${server.socketStats.peakFramesQueued}`);
+    assert.equal((await stats(server.base)).applied, frames);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest pings idle connections and closes the ones that do not answer", async () => {
+  const server = await startServer({ liveRoutes: { socket: { idleTimeoutSeconds: 0.2 } } });
+  try {
+    const silent = await nodeClient(server.wsUrl(WS_PATH), { autoPong: false });
+    const alive = await nodeClient(server.wsUrl(WS_PATH));
+    let pings = 0;
+    alive.socket.on("ping", () => pings += 1);
+    const closed = await silent.inbox.closed;
+    assert.equal(closed.code, 1001);
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    assert.ok(pings >= 2, `${pings} pings`);
+    assert.equal(alive.socket.readyState, 1);
+    alive.socket.send(JSON.stringify({ id: "still", ts: at(1) }));
+    assert.equal((await alive.inbox.next()).accepted, 1);
+    await alive.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apart", () => {
+  const ndjson = readFrame('{"a":1}\n\n{"a":2}\n');
+  assert.deepEqual(ndjson, {
+    ok: true,
+    items: [{ ok: true, value: { a: 1 } }, { ok: true, value: { a: 2 } }],
+  });
+  const badLine = readFrame('{"a":1}\n{oops');
+  assert.equal(badLine.ok && badLine.items[1].ok, false);
+  assert.deepEqual(readFrame('{"a":1}'), { ok: true, items: [{ ok: true, value: { a: 1 } }] });
+  assert.deepEqual(readFrame('{"seq":3,"events":[{"a":1}]}'), {
+    ok: true,
+    seq: 3,
+    items: [{ ok: true, value: { a: 1 } }],
+  });
+  assert.deepEqual(readFrame('{"events":[{"a":1}]}'), {
+    ok: true,
+    seq: undefined,
+    items: [{ ok: true, value: { a: 1 } }],
+  });
+  const badSeq = readFrame('{"seq":"3","events":[{"a":1}]}');
+  assert.equal(badSeq.ok, false);
+  assert.equal(!badSeq.ok && badSeq.error.code, "invalid_seq");
+  const notJson = readFrame("{oops");
+  assert.equal(!notJson.ok && notJson.error.code, "invalid_json");
+});
+
+Deno.test("/openapi.json documents the WebSocket ingest and subscribe endpoints", async () => {
+  const { app } = await testApp();
+  const doc = await (await app.request("/openapi.json")).json();
+  assert.ok(doc.paths["/v1/streams/{stream}/ws"].get);
+  assert.ok(doc.paths["/v1/streams/{stream}/subscribe"].get.parameters.some((
+    parameter: { name: string },
+  ) => parameter.name === "filter"));
+});
