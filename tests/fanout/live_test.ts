@@ -1,0 +1,223 @@
+import assert from "node:assert/strict";
+import { ingestOptionsFor } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { LiveHub, matchesSubscription, type Subscription } from "../../src/fanout/live.ts";
+import type { PublicPayload } from "../../src/fanout/payload.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import { compileExpression } from "../../src/transform/mod.ts";
+import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
+import { eventually } from "../_live.ts";
+
+const streams = compileConfig(TEST_CONFIG);
+const orders = streams.get("orders")!;
+
+function setup(options: { updateIntervalMs?: number; shared?: boolean } = {}) {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, ...options });
+  const ingest = (events: object[]) =>
+    ingestItems(
+      orders,
+      events.map((value) => ({ ok: true as const, value })),
+      store,
+      NOW,
+      ingestOptionsFor("orders", [live], [live.observer]),
+    );
+  return { store, live, ingest };
+}
+
+function collector() {
+  const received: PublicPayload[] = [];
+  const closed: string[] = [];
+  return {
+    received,
+    closed,
+    sink: {
+      send: (payload: PublicPayload) => received.push(payload),
+      close: (r: string) => closed.push(r),
+    },
+  };
+}
+
+function subscription(types: string[], extra: Partial<Subscription> = {}): Subscription {
+  return { stream: "orders", types: new Set(types) as Subscription["types"], ...extra };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("LiveHub throttles window.updated per counter and group: many batches, few updates, the last final", async () => {
+  const { live, ingest } = setup({ updateIntervalMs: 100 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(
+    subscription(["window.updated"], { counter: "count_1m" }),
+    sink,
+  );
+  try {
+    const started = Date.now();
+    for (let i = 0; i < 60; i++) {
+      await ingest([{ id: `e${i}`, ts: at(10), country: "DE" }]);
+      await sleep(5);
+    }
+    const elapsed = Date.now() - started;
+    await eventually(() => received.at(-1)?.data.value === 60);
+    await sleep(150);
+    const de = received.filter((payload) =>
+      (payload.data.group as { country: string }).country === "DE"
+    );
+    assert.equal(de.length, received.length);
+    // Leading edge plus one per 100 ms interval, at most.
+    assert.ok(de.length <= Math.ceil(elapsed / 100) + 2, `${de.length} updates in ${elapsed} ms`);
+    assert.ok(de.length < 60 / 2, `${de.length} updates`);
+    assert.deepEqual(de.at(-1), {
+      type: "window.updated",
+      timestamp: new Date(NOW).toISOString(),
+      data: {
+        stream: "orders",
+        counter: "count_1m",
+        aggregate: "count",
+        group: { country: "DE" },
+        start: at(0),
+        end: at(60),
+        value: 60,
+      },
+    });
+    const values = de.map((payload) => payload.data.value as number);
+    assert.deepEqual(values, [...values].sort((a, b) => a - b));
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub publishes window.updated for every window a pane belongs to (hopping, sliding)", async () => {
+  const { live, ingest } = setup();
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  try {
+    await ingest([{ id: "h", ts: at(90), country: "DE", amount: 2, customer: "c1" }]);
+    await eventually(() => received.length >= 8);
+    const windowsOf = (counter: string) =>
+      received.filter((payload) => payload.data.counter === counter).map((p) => p.data.start)
+        .sort();
+    assert.deepEqual(windowsOf("doubled_hop"), [at(0), at(60)]);
+    assert.deepEqual(windowsOf("customers_sliding"), [at(-60), at(0), at(60)]);
+    assert.deepEqual(windowsOf("count_1m"), [at(60)]);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub publishes nothing without a subscriber unless the store is shared", async () => {
+  for (const shared of [false, true]) {
+    const { store, live, ingest } = setup({ shared });
+    await ingest([{ id: "a", ts: at(1), country: "DE" }]);
+    await sleep(30);
+    const log = await store.readLog("orders", null, 100);
+    assert.equal(
+      log.some((entry) => entry.record.type === "window.updated"),
+      shared,
+      `shared ${shared}`,
+    );
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub asks ingest to log event.processed only while a subscriber wants it", async () => {
+  const { store, live, ingest } = setup();
+  const types = async () => (await store.readLog("orders", null, 1000)).map((e) => e.record.type);
+  await ingest([{ id: "before", ts: at(1), country: "DE" }]);
+  assert.deepEqual(await types(), []);
+  assert.equal(live.wants("orders", "event.processed"), false);
+
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["event.processed"]), sink);
+  assert.equal(live.wants("orders", "event.processed"), true);
+  assert.equal(live.wants("orders", "event.late"), false);
+  await ingest([{ id: "during", ts: at(2), country: "DE", amount: 3 }]);
+  await eventually(() => received.length === 1);
+  assert.deepEqual(received[0].data, {
+    stream: "orders",
+    time: at(2),
+    event: { id: "during", ts: at(2), country: "DE", amount: 3, doubled: 6 },
+  });
+  stop();
+  assert.equal(live.wants("orders", "event.processed"), false);
+  await ingest([{ id: "after", ts: at(3), country: "DE" }]);
+  assert.deepEqual(await types(), ["event.processed"]);
+  await live.close();
+});
+
+Deno.test("LiveHub starts a subscriber at the log's end and stops tailing when the last one leaves", async () => {
+  const { store, live } = setup();
+  const record = (group: string) => ({
+    type: "window.closed" as const,
+    counter: "count_1m",
+    start: Date.parse(at(0)),
+    end: Date.parse(at(60)),
+    group,
+    state: { count: 1, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+  });
+  await store.appendLog("orders", [record('["old"]')]);
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.closed"]), sink);
+  assert.equal(live.stats.tails, 1);
+  await store.appendLog("orders", [record('["new"]')]);
+  await eventually(() => received.length === 1);
+  await sleep(30);
+  assert.deepEqual(received.map((payload) => payload.data.group), [{ country: "new" }]);
+  stop();
+  assert.deepEqual(live.stats, { subscribers: 0, tails: 0, updatesPublished: 0 });
+  await store.appendLog("orders", [record('["later"]')]);
+  await sleep(30);
+  assert.equal(received.length, 1);
+  await live.close();
+});
+
+Deno.test("LiveHub.close() ends every subscription with a reason", async () => {
+  const { live } = setup();
+  const { closed, sink } = collector();
+  await live.subscribe(subscription(["window.closed"]), sink);
+  await live.close();
+  assert.deepEqual(closed, ["Server is shutting down"]);
+  assert.equal(live.stats.subscribers, 0);
+  await assert.rejects(() => live.subscribe(subscription(["window.closed"]), sink), /closed/);
+});
+
+Deno.test("matchesSubscription() applies types, counter and the CEL filter", () => {
+  const payload: PublicPayload = {
+    type: "window.updated",
+    timestamp: at(0),
+    data: { stream: "orders", counter: "sum_1m", group: { country: "DE" }, value: 12 },
+  };
+  const event: PublicPayload = {
+    type: "event.processed",
+    timestamp: at(0),
+    data: { stream: "orders", time: at(0), event: { id: "a" } },
+  };
+  const filter = compileExpression("payload.data.value > 10.0", ["payload"]);
+  assert.equal(matchesSubscription(subscription(["window.updated"]), payload), true);
+  assert.equal(matchesSubscription(subscription(["window.closed"]), payload), false);
+  assert.equal(
+    matchesSubscription(subscription(["window.updated"], { counter: "sum_1m" }), payload),
+    true,
+  );
+  assert.equal(
+    matchesSubscription(subscription(["window.updated"], { counter: "count_1m" }), payload),
+    false,
+  );
+  assert.equal(
+    matchesSubscription(subscription(["event.processed"], { counter: "count_1m" }), event),
+    true,
+  );
+  assert.equal(matchesSubscription(subscription(["window.updated"], { filter }), payload), true);
+  assert.equal(
+    matchesSubscription(subscription(["window.updated"], { filter }), {
+      ...payload,
+      data: { ...payload.data, value: 3 },
+    }),
+    false,
+  );
+  // A filter that fails on a message (no data.value) does not match it.
+  assert.equal(matchesSubscription(subscription(["event.processed"], { filter }), event), false);
+});

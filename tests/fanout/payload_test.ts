@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { compileConfig } from "../../src/config/mod.ts";
+import { publicPayload } from "../../src/fanout/payload.ts";
+import type { LogRecord } from "../../src/store/types.ts";
+import { at, TEST_CONFIG } from "../_fixtures.ts";
+
+const orders = compileConfig(TEST_CONFIG).get("orders")!;
+const state = { count: 3, sum: 7.5, min: null, max: null, distinct: 2, approximate: false };
+const entry = (record: LogRecord) => ({ id: "1-0", timeMs: Date.parse(at(70)), record });
+
+Deno.test("publicPayload() gives window results in the webhook shape with decoded group and value", () => {
+  assert.deepEqual(
+    publicPayload(
+      orders,
+      entry({
+        type: "window.closed",
+        counter: "sum_1m",
+        start: Date.parse(at(0)),
+        end: Date.parse(at(60)),
+        group: '["DE"]',
+        state,
+      }),
+    ),
+    {
+      type: "window.closed",
+      timestamp: at(70),
+      data: {
+        stream: "orders",
+        counter: "sum_1m",
+        aggregate: "sum",
+        group: { country: "DE" },
+        start: at(0),
+        end: at(60),
+        value: 7.5,
+      },
+    },
+  );
+  const distinct = publicPayload(
+    orders,
+    entry({
+      type: "window.updated",
+      counter: "customers_sliding",
+      start: Date.parse(at(0)),
+      end: Date.parse(at(180)),
+      group: "[]",
+      state: { ...state, approximate: true },
+    }),
+  );
+  assert.deepEqual(distinct?.data, {
+    stream: "orders",
+    counter: "customers_sliding",
+    aggregate: "distinct",
+    group: {},
+    start: at(0),
+    end: at(180),
+    value: 2,
+    approximate: true,
+  });
+});
+
+Deno.test("publicPayload() gives alerts and events their own data, and null for a counter gone from the config", () => {
+  assert.deepEqual(
+    publicPayload(
+      orders,
+      entry({
+        type: "alert.fired",
+        alert: "big",
+        counter: "count_1m",
+        start: Date.parse(at(0)),
+        end: Date.parse(at(60)),
+        group: '["FR"]',
+        value: 12,
+      }),
+    )?.data,
+    {
+      alert: "big",
+      stream: "orders",
+      counter: "count_1m",
+      aggregate: "count",
+      group: { country: "FR" },
+      start: at(0),
+      end: at(60),
+      value: 12,
+    },
+  );
+  assert.deepEqual(
+    publicPayload(
+      orders,
+      entry({ type: "event.late", timeMs: Date.parse(at(1)), event: { id: "x" } }),
+    ),
+    {
+      type: "event.late",
+      timestamp: at(70),
+      data: { stream: "orders", time: at(1), event: { id: "x" } },
+    },
+  );
+  assert.equal(
+    publicPayload(
+      orders,
+      entry({ type: "window.closed", counter: "gone", start: 0, end: 1, group: "[]", state }),
+    ),
+    null,
+  );
+});
