@@ -70,6 +70,12 @@ export interface MemoryStoreOptions {
   now?: () => number;
   /** How often (ms of the clock) expired panes are swept. @default {1000} */
   sweepEveryMs?: number;
+  /**
+   * Most dedupe ids remembered per stream; past it the oldest are forgotten
+   * before their TTL, so memory stays bounded at any ingest rate.
+   * @default {1000000}
+   */
+  maxDedupeIds?: number;
 }
 
 /** A {@linkcode Store} held in process memory, bounded by pane TTLs and `maxGroups`. */
@@ -78,11 +84,13 @@ export class MemoryStore implements Store {
   #streams = new Map<string, StreamState>();
   #now: () => number;
   #sweepEveryMs: number;
+  #maxDedupeIds: number;
   #nextSweep = 0;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#sweepEveryMs = options.sweepEveryMs ?? 1_000;
+    this.#maxDedupeIds = options.maxDedupeIds ?? 1_000_000;
   }
 
   #stream(name: string): StreamState {
@@ -124,7 +132,11 @@ export class MemoryStore implements Store {
           stream.duplicates += 1;
           continue;
         }
-        stream.seen.delete(event.id);
+        // An expired id is re-inserted at the end, keeping the map in expiry order.
+        if (expiresAt !== undefined) stream.seen.delete(event.id);
+        else if (stream.seen.size >= this.#maxDedupeIds) {
+          stream.seen.delete(stream.seen.keys().next().value!);
+        }
         stream.seen.set(event.id, now + batch.dedupeTtlMs);
       }
       if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {

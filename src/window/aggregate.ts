@@ -68,8 +68,14 @@ export function aggregateValue(spec: AggregateSpec, state: AggregateState): numb
 
 /** Canonical text of a value for distinct counting: `1` and `"1"` stay different. */
 export function distinctKey(value: unknown): string {
+  // Hot path: plain strings need no escaping, so skip JSON.stringify.
+  if (typeof value === "string" && PLAIN_STRING.test(value)) return `"${value}"`;
   return JSON.stringify(value);
 }
+
+/** Strings JSON writes as they are, between quotes. */
+// deno-lint-ignore no-control-regex -- control characters are exactly what must be escaped
+export const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
 
 /**
  * Keeps only what an aggregate kind reports (count always; sum for sum/avg;

@@ -8,7 +8,7 @@ import type { CellUpdate, CounterMeta } from "../store/types.ts";
 import { OTHER_GROUP } from "../store/types.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { describe } from "../validate/mod.ts";
-import { distinctKey } from "./aggregate.ts";
+import { distinctKey, PLAIN_STRING } from "./aggregate.ts";
 import { paneStart } from "./assign.ts";
 import { readField } from "./fields.ts";
 import type { AggregateSpec, WindowSpec } from "./spec.ts";
@@ -33,10 +33,6 @@ export interface CompiledCounter {
 
 /** Largest magnitude accepted for summed values, so sums stay exact integers where they can. */
 export const MAX_VALUE = Number.MAX_SAFE_INTEGER;
-
-/** Strings JSON writes as they are, between quotes. */
-// deno-lint-ignore no-control-regex -- control characters are exactly what must be escaped
-const PLAIN_STRING = /^[^"\\\u0000-\u001f\ud800-\udfff]*$/;
 
 /** Group key of a list of group values: their JSON text. */
 export function groupKey(values: unknown[]): string {

@@ -176,3 +176,19 @@ Deno.test("MemoryStore keeps streams apart and forgets everything on close", asy
   assert.deepEqual(await counts(store), {});
   assert.equal((await store.stats("s", [])).watermark, null);
 });
+
+Deno.test("MemoryStore forgets the oldest dedupe ids past maxDedupeIds, keeping memory bounded", async () => {
+  const store = new MemoryStore({ maxDedupeIds: 2 });
+  const batch = (ids: string[]) => ({
+    stream: "s",
+    nowMs: 1_000,
+    latenessMs: 0,
+    dedupeTtlMs: 60_000,
+    counters: [],
+    filtered: 0,
+    events: ids.map((id) => ({ id, timeMs: 1_000, updates: [] })),
+  });
+  await store.applyBatch(batch(["a", "b", "c"]));
+  const again = await store.applyBatch(batch(["c", "b", "a"]));
+  assert.deepEqual(again.outcomes, ["duplicate", "duplicate", "applied"]);
+});

@@ -110,3 +110,15 @@ Deno.test("distinctKey() keeps values of different types apart", () => {
   assert.equal(distinctKey({ a: [1, 2] }), distinctKey({ a: [1, 2] }));
   assert.notEqual(distinctKey([1, 2]), distinctKey([2, 1]));
 });
+
+Deno.test("distinctKey() equals JSON.stringify for any value, including its fast path", () => {
+  fc.assert(
+    fc.property(
+      fc.oneof(fc.string({ unit: "binary" }), fc.string(), fc.double(), fc.boolean()),
+      (value) => {
+        assert.equal(distinctKey(value), JSON.stringify(value));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
