@@ -1,0 +1,276 @@
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { RedisStore } from "../../src/store/redis_store.ts";
+import { at, KEYS } from "../_fixtures.ts";
+import { denoClient, nodeClient, SseReader, startServer, type TestServer } from "../_live.ts";
+import { redisTest } from "../_redis.ts";
+
+const SUBSCRIBE = "/v1/streams/orders/subscribe";
+
+async function post(server: TestServer, events: object[], key?: string) {
+  const res = await fetch(`${server.base}/v1/streams/orders/events`, {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/json",
+      ...(key ? { Authorization: `Bearer ${key}` } : {}),
+    },
+    body: JSON.stringify(events),
+  });
+  assert.equal(res.status, 202, await res.clone().text());
+  await res.body?.cancel();
+}
+
+async function sweep(server: TestServer) {
+  const res = await fetch(`${server.base}/v1/admin/sweep`, { method: "POST" });
+  assert.equal(res.status, 200);
+  return await res.json();
+}
+
+function openSse(server: TestServer, query: string, headers: Record<string, string> = {}) {
+  return fetch(`${server.base}${SUBSCRIBE}${query}`, {
+    headers: { Accept: "text/event-stream", ...headers },
+  });
+}
+
+Deno.test("Subscribe over WebSocket: throttled window.updated ending at the final value, window.closed after a sweep", async () => {
+  const server = await startServer({ hub: { updateIntervalMs: 100 } });
+  const client = await denoClient(
+    server.wsUrl(`${SUBSCRIBE}?types=window.updated,window.closed&counter=count_1m`),
+  );
+  try {
+    assert.deepEqual(await client.inbox.next(), {
+      type: "subscribed",
+      stream: "orders",
+      types: ["window.updated", "window.closed"],
+      counter: "count_1m",
+    });
+    for (let i = 0; i < 40; i++) {
+      await post(server, [{ id: `e${i}`, ts: at(5), country: "DE" }]);
+    }
+    const updates = await client.inbox.until((message) => message.data.value === 40);
+    assert.ok(updates.length < 20, `${updates.length} updates for 40 batches`);
+    assert.ok(updates.every((message) => message.type === "window.updated"));
+    assert.deepEqual(updates.at(-1).data.group, { country: "DE" });
+
+    await post(server, [{ id: "late-mark", ts: at(100), country: "FR" }]);
+    const closedReport = await sweep(server);
+    assert.equal(closedReport.closed.length > 0, true);
+    const seen = await client.inbox.until((message) => message.type === "window.closed");
+    assert.deepEqual(seen.at(-1).data, {
+      stream: "orders",
+      counter: "count_1m",
+      aggregate: "count",
+      group: { country: "DE" },
+      start: at(0),
+      end: at(60),
+      value: 40,
+    });
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("Subscribe over SSE with plain fetch: results as events, event.processed only when asked", async () => {
+  const server = await startServer();
+  const all = await openSse(server, "");
+  const processed = await openSse(server, "?types=event.processed");
+  assert.equal(all.status, 200);
+  assert.match(all.headers.get("Content-Type") ?? "", /^text\/event-stream/);
+  const allReader = new SseReader(all);
+  const processedReader = new SseReader(processed);
+  try {
+    assert.equal((await allReader.next()).event, "subscribed");
+    assert.deepEqual((await processedReader.next()).data.types, ["event.processed"]);
+    await post(server, [{ id: "a", ts: at(5), country: "DE", amount: 2 }]);
+    const event = await processedReader.next();
+    assert.equal(event.event, "event.processed");
+    assert.deepEqual(event.data.data.event, {
+      id: "a",
+      ts: at(5),
+      country: "DE",
+      amount: 2,
+      doubled: 4,
+    });
+
+    await post(server, [{ id: "b", ts: at(100), country: "DE" }]);
+    await sweep(server);
+    const types = new Set<string>();
+    while (!types.has("window.closed")) {
+      const next = await allReader.next();
+      assert.equal(next.event, next.data.type);
+      types.add(next.event);
+    }
+    assert.deepEqual([...types].sort(), ["window.closed", "window.updated"]);
+    // The default subscription never asked for events; the other one saw only events.
+    const second = await processedReader.next();
+    assert.deepEqual([second.event, second.data.data.event.id], ["event.processed", "b"]);
+  } finally {
+    await allReader.cancel();
+    await processedReader.cancel();
+    await server.close();
+  }
+});
+
+Deno.test("Subscribe applies the counter and CEL filter parameters", async () => {
+  const server = await startServer();
+  const client = await denoClient(
+    server.wsUrl(
+      `${SUBSCRIBE}?types=window.updated&counter=sum_1m&filter=${
+        encodeURIComponent('payload.data.group.country == "FR"')
+      }`,
+    ),
+  );
+  try {
+    await client.inbox.next();
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE", amount: 2 },
+      { id: "b", ts: at(6), country: "FR", amount: 3 },
+    ]);
+    const message = await client.inbox.next();
+    assert.deepEqual([message.data.counter, message.data.group, message.data.value], [
+      "sum_1m",
+      { country: "FR" },
+      3,
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(client.inbox.unread, 0);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading", async () => {
+  const server = await startServer();
+  try {
+    const cases: Array<[string, number, string, RegExp]> = [
+      [
+        "?filter=payload.data.value%20%3E",
+        400,
+        "invalid_filter",
+        /Query parameter 'filter' is invalid/,
+      ],
+      ["?types=window.updated,window.opened", 400, "invalid_query", /unknown type 'window.opened'/],
+      ["?counter=nope", 400, "invalid_query", /has no counter 'nope'; it has: count_1m/],
+    ];
+    for (const [query, status, code, message] of cases) {
+      const upgrade = await nodeClient(server.wsUrl(`${SUBSCRIBE}${query}`));
+      assert.equal(upgrade.status, status, query);
+      await upgrade.inbox.closed;
+      const sse = await openSse(server, query);
+      assert.equal(sse.status, status, query);
+      const body = await sse.json();
+      assert.equal(body.error.code, code, query);
+      assert.match(body.error.message, message, query);
+    }
+    const missingStream = await fetch(`${server.base}/v1/streams/nope/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+    });
+    assert.equal(missingStream.status, 404);
+    await missingStream.body?.cancel();
+    const plain = await fetch(`${server.base}${SUBSCRIBE}`);
+    assert.equal(plain.status, 406);
+    assert.equal((await plain.json()).error.code, "not_acceptable");
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("Subscribe needs the read scope: 401/403 for SSE, close 1008 for WebSocket; token works for both", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const missing = await openSse(server, "");
+    assert.equal(missing.status, 401);
+    assert.match((await missing.json()).error.message, /\?token=<key>/);
+    const wrongScope = await openSse(server, `?token=${KEYS.ingest}`);
+    assert.equal(wrongScope.status, 403);
+    await wrongScope.body?.cancel();
+    const refused = await denoClient(server.wsUrl(`${SUBSCRIBE}?token=${KEYS.ingest}`));
+    const closed = await refused.inbox.closed;
+    assert.deepEqual(closed, { code: 1008, reason: "API key lacks the 'read' scope" });
+
+    const sse = new SseReader(await openSse(server, `?token=${KEYS.read}`));
+    assert.equal((await sse.next()).event, "subscribed");
+    await sse.cancel();
+    const socket = await denoClient(server.wsUrl(SUBSCRIBE), [`bearer.${KEYS.read}`]);
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    await socket.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("A subscriber that stops reading is dropped with a reason and does not slow ingest", async () => {
+  const server = await startServer({ liveRoutes: { maxBufferedBytes: 64 * 1024 } });
+  const slow = await nodeClient(server.wsUrl(`${SUBSCRIBE}?types=event.processed`));
+  try {
+    assert.equal((await slow.inbox.next()).type, "subscribed");
+    slow.socket.pause();
+    const padding = "p".repeat(4_000);
+    const started = performance.now();
+    for (let batch = 0; batch < 40; batch++) {
+      await post(
+        server,
+        Array.from(
+          { length: 100 },
+          (_, i) => ({ id: `s${batch}-${i}`, ts: at(5), country: padding }),
+        ),
+      );
+      // Give the hub time to hand messages to the socket between batches.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const ingestMs = performance.now() - started;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(server.live.stats.subscribers, 0);
+    slow.socket.resume();
+    const closed = await slow.inbox.closed;
+    assert.equal(closed.code, 1008);
+    assert.match(
+      closed.reason,
+      /^Subscriber too slow: \d+ bytes waiting to be sent; the limit is 65536$/,
+    );
+    assert.ok(ingestMs < 10_000, `${ingestMs} ms`);
+  } finally {
+    slow.socket.terminate();
+    await slow.inbox.closed;
+    await server.close();
+  }
+});
+
+redisTest(
+  "A subscriber on one instance gets the results of events ingested on another (shared Redis)",
+  async (fixture) => {
+    const redis = () =>
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    const a = await startServer({
+      store: new RedisStore(redis()),
+      hub: { shared: true, pollMs: 30 },
+    });
+    const b = await startServer({
+      store: new RedisStore(redis()),
+      hub: { shared: true, pollMs: 30 },
+    });
+    const client = await denoClient(
+      b.wsUrl(`${SUBSCRIBE}?types=window.updated,window.closed&counter=count_1m`),
+    );
+    try {
+      assert.equal((await client.inbox.next()).type, "subscribed");
+      await post(a, [
+        { id: "x1", ts: at(5), country: "DE" },
+        { id: "x2", ts: at(6), country: "DE" },
+      ]);
+      const updates = await client.inbox.until((message) => message.data.value === 2);
+      assert.equal(updates.at(-1).type, "window.updated");
+      assert.deepEqual(updates.at(-1).data.group, { country: "DE" });
+      await post(a, [{ id: "x3", ts: at(100), country: "FR" }]);
+      await sweep(a);
+      const closed = await client.inbox.until((message) => message.type === "window.closed");
+      assert.deepEqual([closed.at(-1).data.start, closed.at(-1).data.value], [at(0), 2]);
+    } finally {
+      await client.close();
+      await a.close();
+      await b.close();
+    }
+  },
+);
