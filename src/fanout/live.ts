@@ -15,7 +15,7 @@ import type { AppliedBatch, IngestObserver } from "../ingest/mod.ts";
 import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { panesOfWindow, windowsOfPane } from "../window/mod.ts";
-import { type PayloadType, publicPayload, type PublicPayload } from "./payload.ts";
+import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
 
 /** What one subscriber asked for. */
 export interface Subscription {
