@@ -6,7 +6,7 @@
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
  *   `late`, `filtered`, `overflow:<counter>`.
- * - `id:<id>` — dedupe marker, PX = dedupe TTL.
+ * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket, PX = 2 × TTL.
  * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
  *   `s:<group>` (sum, for sum/avg), `m:<group>` (min or max).
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
@@ -73,25 +73,46 @@ end
 `;
 
 /**
- * Applies one ingest batch. ARGV[1] is JSON:
- * `{now, late, dttl, filtered, statsTtl, counters: [[name, kind, maxGroups, ttl, hop, size]],
- *   events: [[id|false, time, [[counterIndex, pane, group, value?], …]], …]}`.
- * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>"}`.
+ * Applies one ingest batch. Three arguments, so the common case decodes little:
+ * - ARGV[1], JSON: \`{now, late, dttl, filtered, statsTtl, logp, logl,
+ *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
+ *   times: [ms, …], payloads?: [json|false, …]}\` — one entry per event.
+ * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
+ *   applies: \`[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]\`.
+ * - ARGV[3], JSON: each event's own updates
+ *   \`[[[counterIndex, pane, group, value?], …], …]\`, decoded only when some
+ *   event turns out duplicate or late and the cells must be rebuilt without it.
+ *
+ * Dedupe ids live in hashes per TTL-wide time bucket (\`ids:<bucket>\`); an id
+ * is a duplicate while it is in the current or the previous bucket, so it is
+ * remembered for at least the TTL and at most twice that, at one hash field
+ * per id instead of one key.
+ *
+ * Returns JSON \`{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>"}\`.
  */
 export const APPLY_SCRIPT = COMMON + `
 local b = cjson.decode(ARGV[1])
 local statsKey = P .. "stats"
 local wm = tonumber(redis.call("HGET", statsKey, "wm"))
 local now, lateness, dttl = b.now, b.late, b.dttl
-local outcomes, cells, cellIndex = {}, {}, {}
+local outcomes = {}
 local applied, duplicates, lates = 0, 0, 0
-for i, e in ipairs(b.events) do
-  local id, t, outcome = e[1], e[2], 0
-  if dttl > 0 and type(id) == "string" then
-    if not redis.call("SET", P .. "id:" .. id, "1", "NX", "PX", dttl) then outcome = 1 end
+local idsKey, oldIdsKey
+if dttl > 0 then
+  local bucket = math.floor(now / dttl)
+  idsKey = P .. "ids:" .. num(bucket)
+  oldIdsKey = P .. "ids:" .. num(bucket - 1)
+end
+local insertedIds = false
+for i, t in ipairs(b.times) do
+  local id, outcome = b.ids[i], 0
+  if idsKey and type(id) == "string" then
+    local added = redis.call("HSETNX", idsKey, id, "1") == 1
+    if added then insertedIds = true end
+    if not added or redis.call("HEXISTS", oldIdsKey, id) == 1 then outcome = 1 end
   end
   if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
-  local payload = e[4]
+  local payload = b.payloads and b.payloads[i]
   if type(payload) == "string" and ((outcome == 0 and b.logp) or (outcome == 2 and b.logl)) then
     local kind = "event.processed"
     if outcome == 2 then kind = "event.late" end
@@ -99,24 +120,6 @@ for i, e in ipairs(b.events) do
   end
   if outcome == 0 then
     if wm == nil or t > wm then wm = t end
-    for _, u in ipairs(e[3]) do
-      local key = u[1] .. "|" .. num(u[2]) .. "|" .. u[3]
-      local cell = cellIndex[key]
-      if not cell then
-        cell = { c = u[1] + 1, pane = u[2], group = u[3], n = 0, s = 0, values = {} }
-        cellIndex[key] = cell
-        cells[#cells + 1] = cell
-      end
-      cell.n = cell.n + 1
-      local v = u[4]
-      if type(v) == "number" then
-        cell.s = cell.s + v
-        if cell.mn == nil or v < cell.mn then cell.mn = v end
-        if cell.mx == nil or v > cell.mx then cell.mx = v end
-      elseif type(v) == "string" then
-        cell.values[#cell.values + 1] = v
-      end
-    end
     applied = applied + 1
   elseif outcome == 1 then
     duplicates = duplicates + 1
@@ -125,63 +128,119 @@ for i, e in ipairs(b.events) do
   end
   outcomes[i] = outcome
 end
+if insertedIds then redis.call("PEXPIRE", idsKey, 2 * dttl) end
 
-local touched = {}
-for _, cell in ipairs(cells) do
-  local meta = b.counters[cell.c]
-  local name, kind, maxGroups, ttl = meta[1], meta[2], meta[3], meta[4]
-  local paneText = num(cell.pane)
-  local paneKey = P .. "p:" .. name .. ":" .. paneText
-  local group = cell.group
-  local isNewPane = redis.call("EXISTS", paneKey) == 0
-  if redis.call("HEXISTS", paneKey, "c:" .. group) == 0 then
-    local groups = redis.call("HLEN", paneKey) / fieldsPerGroup(kind)
-    if groups >= maxGroups then
-      group = "__other__"
-      redis.call("HINCRBY", statsKey, "overflow:" .. name, cell.n)
+-- The cells to add: pre-aggregated by the process when every event applies,
+-- else rebuilt here from the applied events' own updates.
+local cells
+if applied == #b.times then
+  cells = cjson.decode(ARGV[2])
+else
+  cells = {}
+  local index = {}
+  for i, updates in ipairs(cjson.decode(ARGV[3])) do
+    if outcomes[i] == 0 then
+      for _, u in ipairs(updates) do
+        local key = u[1] .. "|" .. num(u[2]) .. "|" .. u[3]
+        local cell = index[key]
+        if not cell then
+          cell = { u[1], u[2], u[3], 0, 0, false, false, {} }
+          index[key] = cell
+          cells[#cells + 1] = cell
+        end
+        cell[4] = cell[4] + 1
+        local v = u[4]
+        if type(v) == "number" then
+          cell[5] = cell[5] + v
+          if cell[6] == false or v < cell[6] then cell[6] = v end
+          if cell[7] == false or v > cell[7] then cell[7] = v end
+        elseif type(v) == "string" then
+          cell[8][#cell[8] + 1] = v
+        end
+      end
     end
   end
-  redis.call("HINCRBY", paneKey, "c:" .. group, cell.n)
+end
+
+-- Whether a pane already holds a group (asking Redis once per group).
+local function hasGroup(pane, group)
+  if pane.known[group] then return true end
+  if pane.isNew then return false end
+  if redis.call("HEXISTS", pane.key, "c:" .. group) == 1 then
+    pane.known[group] = true
+    return true
+  end
+  return false
+end
+
+-- Per pane: existence, group count and TTL once; per cell: the group's fields.
+local panes, paneOrder = {}, {}
+local touchedCounters = {}
+for _, cell in ipairs(cells) do
+  local ci = cell[1] + 1
+  local meta = b.counters[ci]
+  local name, kind, maxGroups, ttl = meta[1], meta[2], meta[3], meta[4]
+  local paneText = num(cell[2])
+  local paneKey = P .. "p:" .. name .. ":" .. paneText
+  local pane = panes[paneKey]
+  if not pane then
+    pane = { key = paneKey, text = paneText, start = cell[2], meta = meta, known = {},
+      isNew = redis.call("EXISTS", paneKey) == 0 }
+    if pane.isNew then pane.groups = 0 end
+    panes[paneKey] = pane
+    paneOrder[#paneOrder + 1] = pane
+    touchedCounters[ci] = meta
+  end
+  local group = cell[3]
+  if not hasGroup(pane, group) then
+    if pane.groups == nil then pane.groups = redis.call("HLEN", paneKey) / fieldsPerGroup(kind) end
+    if pane.groups >= maxGroups then
+      group = "__other__"
+      redis.call("HINCRBY", statsKey, "overflow:" .. name, cell[4])
+    end
+    if not hasGroup(pane, group) then pane.groups = pane.groups + 1 end
+    pane.known[group] = true
+  end
+  redis.call("HINCRBY", paneKey, "c:" .. group, cell[4])
   if kind == "sum" or kind == "avg" then
-    redis.call("HINCRBYFLOAT", paneKey, "s:" .. group, num(cell.s))
+    redis.call("HINCRBYFLOAT", paneKey, "s:" .. group, num(cell[5]))
   elseif kind == "min" or kind == "max" then
-    local value = cell.mn
-    if kind == "max" then value = cell.mx end
+    local value = cell[6]
+    if kind == "max" then value = cell[7] end
     local current = tonumber(redis.call("HGET", paneKey, "m:" .. group))
     if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
       redis.call("HSET", paneKey, "m:" .. group, num(value))
     end
-  elseif kind == "distinct" then
+  elseif kind == "distinct" and #cell[8] > 0 then
     local hll = P .. "h:" .. name .. ":" .. paneText .. ":" .. group
-    for i = 1, #cell.values, 500 do
-      redis.call("PFADD", hll, unpack(cell.values, i, math.min(i + 499, #cell.values)))
+    for i = 1, #cell[8], 500 do
+      redis.call("PFADD", hll, unpack(cell[8], i, math.min(i + 499, #cell[8])))
     end
     redis.call("PEXPIRE", hll, ttl)
   end
-  redis.call("PEXPIRE", paneKey, ttl)
-  local touchKey = name .. "|" .. paneText
-  if not touched[touchKey] then
-    touched[touchKey] = true
-    local panesKey = P .. "panes:" .. name
-    redis.call("ZADD", panesKey, now + ttl, paneText)
-    redis.call("PEXPIRE", panesKey, ttl)
-    if isNewPane then
-      local hop, size = meta[5], meta[6]
-      local openKey = P .. "open:" .. name
-      local start = math.floor(cell.pane / hop) * hop
-      while start + size > cell.pane do
-        redis.call("ZADD", openKey, "NX", num(start + size), num(start))
-        start = start - hop
-      end
-      redis.call("PEXPIRE", openKey, ttl)
+end
+for _, pane in ipairs(paneOrder) do
+  local meta = pane.meta
+  local name, ttl, hop, size = meta[1], meta[4], meta[5], meta[6]
+  redis.call("PEXPIRE", pane.key, ttl)
+  redis.call("ZADD", P .. "panes:" .. name, now + ttl, pane.text)
+  if pane.isNew then
+    local openKey = P .. "open:" .. name
+    local start = math.floor(pane.start / hop) * hop
+    while start + size > pane.start do
+      redis.call("ZADD", openKey, "NX", num(start + size), num(start))
+      start = start - hop
     end
   end
 end
-for _, meta in ipairs(b.counters) do
-  redis.call("ZREMRANGEBYSCORE", P .. "panes:" .. meta[1], "-inf", num(now))
+for _, meta in pairs(touchedCounters) do
+  local name, ttl = meta[1], meta[4]
+  redis.call("PEXPIRE", P .. "panes:" .. name, ttl)
+  redis.call("ZREMRANGEBYSCORE", P .. "panes:" .. name, "-inf", num(now))
+  if redis.call("EXISTS", P .. "open:" .. name) == 1 then redis.call("PEXPIRE", P .. "open:" .. name, ttl) end
 end
 
-redis.call("HINCRBY", statsKey, "accepted", #b.events + b.filtered)
+redis.call("HINCRBY", statsKey, "accepted", #b.times + b.filtered)
 if applied > 0 then redis.call("HINCRBY", statsKey, "applied", applied) end
 if duplicates > 0 then redis.call("HINCRBY", statsKey, "duplicates", duplicates) end
 if lates > 0 then redis.call("HINCRBY", statsKey, "late", lates) end
@@ -190,7 +249,6 @@ if wm ~= nil then redis.call("HSET", statsKey, "wm", num(wm)) end
 redis.call("PEXPIRE", statsKey, b.statsTtl)
 return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "" })
 `;
-
 /**
  * Reads windows of one counter. ARGV[1] is JSON `{name, kind, windows: [[start, [pane, …]], …]}`.
  * Returns JSON `[[start, group, count, sum, minOrMax, distinct], …]` with numbers as text.

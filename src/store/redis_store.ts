@@ -108,6 +108,41 @@ function toState(kind: CounterMeta["aggregate"], row: MergedRow): AggregateState
   };
 }
 
+/** One pre-aggregated cell: `[counter, pane, group, count, sum, min|false, max|false, values]`. */
+type Cell = [number, number, string, number, number, number | false, number | false, string[]];
+
+/**
+ * Merges a batch's updates into cells as if every event applies, so the
+ * script's common case adds one cell per counter, pane and group.
+ */
+function preAggregate(batch: StoreBatch): Cell[] {
+  const cells = new Map<string, Cell & { distinct?: Set<string> }>();
+  for (const event of batch.events) {
+    for (const update of event.updates) {
+      const key = `${update.counter}|${update.pane}|${update.group}`;
+      let cell = cells.get(key);
+      if (!cell) {
+        cell = [update.counter, update.pane, update.group, 0, 0, false, false, []];
+        cells.set(key, cell);
+      }
+      cell[3] += 1;
+      const value = update.value;
+      if (typeof value === "number") {
+        cell[4] += value;
+        if (cell[5] === false || value < cell[5]) cell[5] = value;
+        if (cell[6] === false || value > cell[6]) cell[6] = value;
+      } else if (typeof value === "string") {
+        cell.distinct ??= new Set();
+        if (!cell.distinct.has(value)) {
+          cell.distinct.add(value);
+          cell[7].push(value);
+        }
+      }
+    }
+  }
+  return [...cells.values()].map((cell) => cell.slice(0, 8) as Cell);
+}
+
 /** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
 export class RedisStore implements Store {
   readonly kind = "redis";
@@ -159,14 +194,14 @@ export class RedisStore implements Store {
   }
 
   /** Runs a script by SHA, sending its text only when Redis does not know it yet. */
-  async #script(script: string, stream: string, arg: unknown): Promise<unknown> {
+  async #script(script: string, stream: string, ...argv: unknown[]): Promise<unknown> {
     let sha = this.#shas.get(script);
     if (!sha) {
       sha = sha1(script);
       this.#shas.set(script, sha);
     }
     const keys = [this.keyPrefix(stream)];
-    const args = [JSON.stringify(arg)];
+    const args = argv.map((arg) => JSON.stringify(arg));
     try {
       return await this.#redis.evalsha(await sha, keys, args);
     } catch (error) {
@@ -176,7 +211,8 @@ export class RedisStore implements Store {
   }
 
   applyBatch(batch: StoreBatch): Promise<ApplyResult> {
-    const arg = {
+    const logging = batch.events.some((event) => event.payload !== undefined);
+    const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
       dttl: batch.dedupeTtlMs,
@@ -184,23 +220,26 @@ export class RedisStore implements Store {
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed ?? false,
       logl: batch.log?.late ?? false,
-      counters: batch.counters.map((
-        c,
-      ) => [c.name, c.aggregate, c.maxGroups, c.ttlMs, c.hopMs, c.sizeMs]),
-      events: batch.events.map((event) => {
-        const updates = event.updates.map((u) =>
-          u.value === undefined
-            ? [u.counter, u.pane, u.group]
-            : [u.counter, u.pane, u.group, u.value]
-        );
-        return event.payload === undefined
-          ? [event.id ?? false, event.timeMs, updates]
-          : [event.id ?? false, event.timeMs, updates, event.payload];
-      }),
+      counters: batch.counters.map((c) => [
+        c.name,
+        c.aggregate,
+        c.maxGroups,
+        c.ttlMs,
+        c.hopMs,
+        c.sizeMs,
+      ]),
+      ids: batch.events.map((event) => event.id ?? false),
+      times: batch.events.map((event) => event.timeMs),
+      payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
     };
+    const perEvent = batch.events.map((event) =>
+      event.updates.map((u) =>
+        u.value === undefined ? [u.counter, u.pane, u.group] : [u.counter, u.pane, u.group, u.value]
+      )
+    );
     return this.#call("applyBatch", async () => {
       const reply = fromJson<{ o: string | number; wm: string | number }>(
-        await this.#script(APPLY_SCRIPT, batch.stream, arg),
+        await this.#script(APPLY_SCRIPT, batch.stream, header, preAggregate(batch), perEvent),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");

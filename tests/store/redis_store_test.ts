@@ -197,7 +197,7 @@ redisTest(
       assert.ok(ttl > 0, `${key}: PTTL is ${ttl}, every key must expire`);
       kinds.add(key.slice(`es:{${tag}}:`.length).split(":")[0]);
     }
-    for (const kind of ["stats", "id", "p", "h", "panes", "open", "log", "alert"]) {
+    for (const kind of ["stats", "ids", "p", "h", "panes", "open", "log", "alert"]) {
       assert.ok(kinds.has(kind), `no '${kind}' key among ${[...keys.keys()].join(", ")}`);
     }
   },
@@ -223,7 +223,7 @@ redisTest(
       !key.startsWith("tenant-b:{other}:")
     );
     assert.deepEqual(outside, []);
-    assert.ok(keys.some((key) => key.startsWith("tenant-b:{other}:id:b0")));
+    assert.ok(keys.some((key) => key.startsWith("tenant-b:{other}:ids:")));
     assert.equal((await fromEnv.stats("other", [])).applied, 3);
     assert.equal((await fromEnv.stats("s", [])).applied, 0, "prefixes must not share state");
   },
@@ -589,5 +589,25 @@ redisTest(
       assert.equal((await store.stats("three", [])).applied >= 1, true, store.kind);
     }
     assert.deepEqual(answers[1], answers[0], "the Redis store answers like the memory store");
+  },
+);
+
+redisTest(
+  "RedisStore remembers a dedupe id for at least its TTL and forgets it within twice the TTL",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const batch = (nowMs: number): StoreBatch => ({
+      stream: "s",
+      nowMs,
+      latenessMs: 1e12,
+      dedupeTtlMs: 60_000,
+      counters: [],
+      filtered: 0,
+      events: [{ id: "x", timeMs: nowMs, updates: [] }],
+    });
+    const t = 60_000 * 1000 + 59_000; // late in a TTL-wide bucket
+    assert.deepEqual((await store.applyBatch(batch(t))).outcomes, ["applied"]);
+    assert.deepEqual((await store.applyBatch(batch(t + 59_000))).outcomes, ["duplicate"]);
+    assert.deepEqual((await store.applyBatch(batch(t + 121_000))).outcomes, ["applied"]);
   },
 );
