@@ -1,31 +1,71 @@
 /**
- * The sweep: periodic work that is not tied to a request. Today it closes
- * windows that became final; every instance may run it, the store makes
- * sure each window closes exactly once.
+ * The sweep: periodic work that is not tied to a request. It closes windows
+ * that became final, fires the alerts their final values make true and then
+ * lets the fan-out consumers (webhooks) dispatch the result log and send due
+ * deliveries; every instance may run it, the store makes sure each window
+ * closes (and each alert fires) exactly once.
  *
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { ClosedWindow, Store } from "../store/types.ts";
+import type { AlertFiring, ClosedWindow, Store } from "../store/types.ts";
+import { evaluateAlerts } from "./alerts.ts";
 
 /** What one sweep did, per stream. */
 export interface SweepReport {
   /** Windows closed by this sweep, with their final values. */
   closed: Array<ClosedWindow & { stream: string }>;
+  /** Alerts the closed windows' final values fired (new firings only). */
+  fired: Array<AlertFiring & { stream: string }>;
+  /** What the fan-out consumers did, when there are any. */
+  fanout?: unknown[];
+}
+
+/** Fan-out work that runs after windows are closed (e.g. the webhook service). */
+export interface SweepConsumer {
+  /** Runs its periodic work once. */
+  sweep(): Promise<unknown>;
+}
+
+/** Options for {@linkcode sweepOnce}. */
+export interface SweepOptions {
+  /** Run after closing windows and firing alerts, in order. @default {[]} */
+  consumers?: readonly SweepConsumer[];
 }
 
 /** Runs one sweep over every stream. */
 export async function sweepOnce(
   streams: Iterable<CompiledStream>,
   store: Store,
+  options: SweepOptions = {},
 ): Promise<SweepReport> {
   const closed: SweepReport["closed"] = [];
+  const fired: SweepReport["fired"] = [];
   for (const stream of streams) {
     if (stream.counters.length === 0) continue;
     const windows = await store.closeWindows(stream.name, stream.counterMetas, {
       latenessMs: stream.latenessMs,
     });
     for (const window of windows) closed.push({ ...window, stream: stream.name });
+    if (stream.alerts.length === 0 || windows.length === 0) continue;
+    const firings = windows.flatMap((window) => {
+      const counter = stream.counters.find((item) => item.name === window.counter);
+      if (!counter) return [];
+      const rows = window.groups.map((group) => ({
+        ...group,
+        start: window.start,
+        end: window.end,
+      }));
+      return evaluateAlerts(stream.alerts, counter, rows);
+    });
+    if (firings.length === 0) continue;
+    for (const firing of await store.fireAlerts(stream.name, firings)) {
+      fired.push({ ...firing, stream: stream.name });
+    }
   }
-  return { closed };
+  const consumers = options.consumers ?? [];
+  if (consumers.length === 0) return { closed, fired };
+  const fanout: unknown[] = [];
+  for (const consumer of consumers) fanout.push(await consumer.sweep());
+  return { closed, fired, fanout };
 }

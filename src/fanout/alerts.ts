@@ -1,0 +1,222 @@
+/**
+ * Alerts: a stream's `alerts` entries evaluated over window values. They are
+ * evaluated early, right after ingest, for the windows and groups a batch
+ * touched ({@linkcode AlertWatcher}, off the request path), and once more by
+ * the sweep over the final values of the windows it closes. The store's
+ * `fireAlerts` makes each (alert, window, group) fire once across instances.
+ *
+ * @module
+ */
+import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
+import type { AppliedBatch } from "../ingest/mod.ts";
+import type { AlertFiring, Store } from "../store/types.ts";
+import { OTHER_GROUP } from "../store/types.ts";
+import type { AggregateState, CompiledCounter } from "../window/mod.ts";
+import { aggregateValue, decodeGroup, panesOfWindow, windowsOfPane } from "../window/mod.ts";
+
+/** The value of one group in one window, as alerts see it. */
+export interface AlertInput {
+  /** Window start (ms). */
+  start: number;
+  /** Window end (ms, exclusive). */
+  end: number;
+  /** Group key. */
+  group: string;
+  /** Merged state of the window for the group. */
+  state: AggregateState;
+}
+
+/**
+ * How long (ms) the "already fired" marker of an alert on `counter` lives:
+ * twice the counter's pane lifetime, so that the sweep's evaluation of the
+ * closed window still finds the marker of an early firing.
+ */
+export function alertMarkerTtlMs(counter: CompiledCounter): number {
+  return counter.meta.ttlMs * 2;
+}
+
+/**
+ * The firings of `alerts` (those on `counter`) whose `when` is true for a
+ * row. An expression that fails to evaluate (e.g. `value > 1.0` while the
+ * value is null) counts as false.
+ *
+ * @example
+ * ```ts
+ * const firings = evaluateAlerts(stream.alerts, counter, [
+ *   { start: 0, end: 60_000, group: '["DE"]', state },
+ * ]);
+ * ```
+ */
+export function evaluateAlerts(
+  alerts: readonly CompiledAlert[],
+  counter: CompiledCounter,
+  rows: readonly AlertInput[],
+): AlertFiring[] {
+  const firings: AlertFiring[] = [];
+  const watching = alerts.filter((alert) => alert.counter.name === counter.name);
+  if (watching.length === 0) return firings;
+  for (const row of rows) {
+    const value = aggregateValue(counter.aggregate, row.state);
+    const variables = {
+      value,
+      group: decodeGroup(counter.groupBy, row.group),
+      window: {
+        counter: counter.name,
+        start: new Date(row.start).toISOString(),
+        end: new Date(row.end).toISOString(),
+      },
+    };
+    for (const alert of watching) {
+      let result: unknown;
+      try {
+        result = alert.when(variables);
+      } catch {
+        continue;
+      }
+      if (result !== true) continue;
+      firings.push({
+        alert: alert.name,
+        counter: counter.name,
+        start: row.start,
+        end: row.end,
+        group: row.group,
+        value,
+        ttlMs: alertMarkerTtlMs(counter),
+      });
+    }
+  }
+  return firings;
+}
+
+/** Options for {@linkcode AlertWatcher}. */
+export interface AlertWatcherOptions {
+  /** Told about firings that were new (to wake up their delivery). */
+  onFired?: (stream: string, fired: AlertFiring[]) => void;
+  /** Told about failures (the store was unavailable); the sweep evaluates again at close. */
+  onError?: (error: unknown) => void;
+}
+
+/** Windows and groups touched since the last evaluation, per counter index. */
+type Touched = Map<number, Map<number, Set<string>>>;
+
+/**
+ * Evaluates alerts right after ingest for the windows and groups a batch
+ * touched. {@linkcode AlertWatcher.observe} is an `IngestObserver`: it only
+ * records what was touched; the reads, the evaluation and `fireAlerts` run
+ * later, one drain at a time, merging the batches that arrived meanwhile.
+ */
+export class AlertWatcher {
+  #store: Store;
+  #onFired: (stream: string, fired: AlertFiring[]) => void;
+  #onError: (error: unknown) => void;
+  #pending = new Map<string, { stream: CompiledStream; touched: Touched }>();
+  #draining: Promise<void> | null = null;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+
+  constructor(store: Store, options: AlertWatcherOptions = {}) {
+    this.#store = store;
+    this.#onFired = options.onFired ?? (() => {});
+    this.#onError = options.onError ??
+      ((error) => console.error(`edgestream: alert evaluation failed: ${describe(error)}`));
+    this.observe = this.observe.bind(this);
+  }
+
+  /** Records the windows and groups a batch touched; never throws, never waits. */
+  observe(batch: AppliedBatch): void {
+    if (this.#closed || batch.stream.alerts.length === 0) return;
+    const watched = new Set(batch.stream.alerts.map((alert) => alert.counter.index));
+    let entry = this.#pending.get(batch.stream.name);
+    batch.events.forEach((event, i) => {
+      if (batch.outcomes[i] !== "applied") return;
+      for (const update of event.updates) {
+        if (!watched.has(update.counter)) continue;
+        const counter = batch.stream.counters[update.counter];
+        if (!entry) {
+          entry = { stream: batch.stream, touched: new Map() };
+          this.#pending.set(batch.stream.name, entry);
+        }
+        let windows = entry.touched.get(update.counter);
+        if (!windows) {
+          windows = new Map();
+          entry.touched.set(update.counter, windows);
+        }
+        for (const start of windowsOfPane(update.pane, counter.window)) {
+          let groups = windows.get(start);
+          if (!groups) {
+            groups = new Set([OTHER_GROUP]);
+            windows.set(start, groups);
+          }
+          groups.add(update.group);
+        }
+      }
+    });
+    if (this.#pending.size > 0) this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#draining || this.#timer !== undefined) return;
+    // A timer, not a microtask: the evaluation must not delay the ingest reply.
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#draining = this.#drain().finally(() => {
+        this.#draining = null;
+        if (this.#pending.size > 0 && !this.#closed) this.#schedule();
+      });
+    }, 0);
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.size > 0) {
+      const work = [...this.#pending.values()];
+      this.#pending.clear();
+      for (const { stream, touched } of work) {
+        try {
+          await this.#evaluate(stream, touched);
+        } catch (error) {
+          this.#onError(error);
+        }
+      }
+    }
+  }
+
+  async #evaluate(stream: CompiledStream, touched: Touched): Promise<void> {
+    const firings: AlertFiring[] = [];
+    for (const [index, windows] of touched) {
+      const counter = stream.counters[index];
+      const reads = [...windows.keys()].map((start) => ({
+        start,
+        panes: panesOfWindow(start, counter.window),
+      }));
+      const values = await this.#store.readWindows(stream.name, counter.meta, reads);
+      const rows = values
+        .filter((value) => windows.get(value.start)?.has(value.group))
+        .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));
+      firings.push(...evaluateAlerts(stream.alerts, counter, rows));
+    }
+    if (firings.length === 0) return;
+    const fired = await this.#store.fireAlerts(stream.name, firings);
+    if (fired.length > 0) this.#onFired(stream.name, fired);
+  }
+
+  /** Resolves when everything observed so far has been evaluated. */
+  async idle(): Promise<void> {
+    while (this.#draining || this.#timer !== undefined) {
+      if (this.#draining) await this.#draining;
+      else await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  }
+
+  /** Stops evaluating; waits for a running evaluation. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#pending.clear();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#draining;
+  }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
