@@ -1,0 +1,264 @@
+/**
+ * Storage of the webhook service: endpoints, deliveries with their attempt
+ * logs, the per-endpoint due queues and the per-stream dispatch cursors.
+ * Two implementations (`memory_delivery_store.ts`, `redis_delivery_store.ts`)
+ * pass one contract suite; nothing outside them knows key names.
+ *
+ * @module
+ */
+
+/** Every kind of delivery a webhook endpoint may ask for. */
+export type WebhookEventType =
+  | "window.closed"
+  | "alert.fired"
+  | "event.processed"
+  | "event.late"
+  | "webhook.test";
+
+/** The event types an endpoint may subscribe to, in documentation order. */
+export const WEBHOOK_EVENT_TYPES: readonly WebhookEventType[] = [
+  "window.closed",
+  "alert.fired",
+  "event.processed",
+  "event.late",
+  "webhook.test",
+];
+
+/** A signing secret of an endpoint. */
+export interface EndpointSecret {
+  /** `whsec_` + base64 of the key bytes. */
+  secret: string;
+  /** When (ms) it stops signing; null for the current secret. */
+  expiresMs: number | null;
+}
+
+/** What an endpoint's owner configured; written only through the API. */
+export interface EndpointConfig {
+  /** `ep_…`, generated. */
+  id: string;
+  /** Where deliveries are POSTed. */
+  url: string;
+  /** Free text. */
+  description: string | null;
+  /** Types delivered to it. */
+  eventTypes: WebhookEventType[];
+  /** Streams it hears from; null for all. */
+  streams: string[] | null;
+  /** CEL over `payload` (and `data`); null for none. */
+  filter: string | null;
+  /** Extra request headers. */
+  headers: Record<string, string>;
+  /** Most deliveries per second; null for no limit. */
+  rateLimit: number | null;
+  /** Batching of `event.processed`; null sends one event per delivery. */
+  batch: { maxEvents: number; maxWaitMs: number } | null;
+  /** Secrets that sign, the current one first. */
+  secrets: EndpointSecret[];
+  /** Per stream: the log position at registration; older entries are not delivered. */
+  startAfter: Record<string, string | null>;
+  /** Creation time (ms). */
+  createdMs: number;
+  /** Last change (ms). */
+  updatedMs: number;
+  /** Incremented by every change; updates compare it. */
+  version: number;
+}
+
+/** What the service learns about an endpoint while delivering. */
+export interface EndpointState {
+  /** No deliveries are made while true. */
+  disabled: boolean;
+  /** Why it was disabled (410, failing for too long, by its owner). */
+  disabledReason: string | null;
+  /** Since when (ms) every attempt failed; null after a success. */
+  failingSinceMs: number | null;
+}
+
+/** An endpoint with its state. */
+export type Endpoint = EndpointConfig & EndpointState;
+
+/** Where a delivery is: waiting for a first try, for a retry, done, or given up. */
+export type DeliveryStatus = "pending" | "retrying" | "succeeded" | "dead";
+
+/** A delivery to create: one message for one endpoint. */
+export interface NewDelivery {
+  /** `<messageId>.<endpointId>`: deterministic, so creating it twice is harmless. */
+  id: string;
+  /** The `webhook-id`, the same on every attempt. */
+  messageId: string;
+  /** The endpoint. */
+  endpointId: string;
+  /** The stream it comes from; null for `webhook.test`. */
+  stream: string | null;
+  /** Payload type. */
+  eventType: WebhookEventType;
+  /** The JSON body. */
+  payload: string;
+  /** Creation time (ms); the first attempt is due then. */
+  createdMs: number;
+}
+
+/** A delivery and where it is. */
+export interface Delivery extends NewDelivery {
+  /** Where it is. */
+  status: DeliveryStatus;
+  /** Attempts made, over every replay. */
+  attempts: number;
+  /** Attempts made since it was created or last replayed; picks the retry delay. */
+  tries: number;
+  /** When (ms) the next attempt is due; null when none is planned. */
+  nextAttemptMs: number | null;
+  /** HTTP status of the last attempt; null before one or when it got no response. */
+  lastStatus: number | null;
+  /** Why the last attempt failed. */
+  lastError: string | null;
+  /** Last change (ms). */
+  updatedMs: number;
+}
+
+/** One attempt of a delivery, as the attempt log shows it. */
+export interface Attempt {
+  /** 1 for the first attempt, counting over replays. */
+  attempt: number;
+  /** When it started (ms). */
+  timeMs: number;
+  /** How long it took (ms). */
+  durationMs: number;
+  /** HTTP status; null without a response. */
+  status: number | null;
+  /** Why it failed (network, timeout, refused address, redirect…); null on success. */
+  error: string | null;
+  /** Start of the response body, at most 2 KB. */
+  responseExcerpt: string;
+  /** Where the delivery went. */
+  outcome: "succeeded" | "retrying" | "dead";
+  /** When (ms) the next attempt is due; null when none is. */
+  nextAttemptMs: number | null;
+}
+
+/** A due delivery claimed for one attempt. */
+export interface Claim {
+  /** The delivery as it was when claimed. */
+  delivery: Delivery;
+  /** Its endpoint. */
+  endpoint: Endpoint;
+  /** Proves the claim when recording the attempt. */
+  token: string;
+}
+
+/** Options for {@linkcode DeliveryStore.claimDue}. */
+export interface ClaimOptions {
+  /** Now (ms): deliveries due at or before it are claimed. */
+  nowMs: number;
+  /** Most deliveries to claim. */
+  limit: number;
+  /** A claim not recorded within this long (ms) expires; the delivery is due again. */
+  leaseMs: number;
+  /** Most claims in flight per endpoint, across instances. */
+  maxConcurrency: number;
+}
+
+/** The result of one attempt, to record. */
+export interface AttemptRecord {
+  /** The delivery. */
+  deliveryId: string;
+  /** Its endpoint. */
+  endpointId: string;
+  /** The claim's token; a stale claim records nothing. */
+  token: string;
+  /** The attempt as logged. */
+  attempt: Attempt;
+  /** Now (ms). */
+  nowMs: number;
+  /** Disable the endpoint with this reason (410 Gone). */
+  disableReason?: string;
+  /** Disable the endpoint when it has been failing this long (ms). */
+  disableAfterMs: number;
+  /** Reason given when the endpoint is disabled for failing too long. */
+  failingReason: string;
+}
+
+/** Where a stream's dispatch is: the log cursor and the page being dispatched. */
+export interface DispatchState {
+  /** Last log entry whose deliveries exist; null before the first. */
+  cursor: string | null;
+  /** Last entry of the page being dispatched after `cursor`; null when none is. */
+  planEnd: string | null;
+}
+
+/** Options for {@linkcode DeliveryStore.putEndpoint}. */
+export interface PutEndpointOptions {
+  /** The version the stored endpoint must have; null: it must not exist yet. */
+  expectVersion: number | null;
+  /** State to set with it (on creation, or to re-enable). */
+  state?: Partial<EndpointState>;
+}
+
+/** What {@linkcode DeliveryStore.retry} did. */
+export type RetryResult = "requeued" | "not_found" | "in_flight";
+
+/** Storage of endpoints, deliveries, attempts, due queues and dispatch cursors. */
+export interface DeliveryStore {
+  /** Short name (`memory`, `redis`). */
+  readonly kind: string;
+
+  /** Creates or replaces an endpoint if its version is as expected; false when it is not. */
+  putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean>;
+  /** An endpoint with its state, or null. */
+  getEndpoint(id: string): Promise<Endpoint | null>;
+  /** Every endpoint, oldest first. */
+  listEndpoints(): Promise<Endpoint[]>;
+  /** Deletes an endpoint and its queue; false when there was none. */
+  deleteEndpoint(id: string): Promise<boolean>;
+
+  /** Where a stream's dispatch is. */
+  dispatchState(stream: string): Promise<DispatchState>;
+  /**
+   * Fixes the page after `cursor` to end at `end`, unless a page is already
+   * planned (then that one stays) or the cursor moved; returns the state.
+   */
+  beginPage(stream: string, cursor: string | null, end: string): Promise<DispatchState>;
+  /** Moves the cursor from `cursor` to `end` and clears the plan; false when it moved already. */
+  commitPage(stream: string, cursor: string | null, end: string): Promise<boolean>;
+  /** Takes a named lease for `ttlMs` when nobody holds it; returns its token or null. */
+  acquireLease(name: string, ttlMs: number): Promise<string | null>;
+  /** Gives a lease back if `token` still holds it. */
+  releaseLease(name: string, token: string): Promise<void>;
+
+  /** Creates the deliveries that do not exist yet, due at their creation time; returns how many. */
+  createDeliveries(deliveries: readonly NewDelivery[]): Promise<number>;
+  /** A delivery, or null. */
+  getDelivery(id: string): Promise<Delivery | null>;
+  /** An endpoint's deliveries, newest first. */
+  listDeliveries(
+    endpointId: string,
+    options: { limit: number; status?: DeliveryStatus },
+  ): Promise<Delivery[]>;
+  /** A delivery's attempts, newest first. */
+  listAttempts(deliveryId: string): Promise<Attempt[]>;
+  /**
+   * Claims due deliveries of endpoints below their concurrency cap and rate
+   * limit, oldest due first per endpoint, with a lease: while it lasts no
+   * other claim gets them. Due deliveries of a disabled endpoint become dead.
+   */
+  claimDue(options: ClaimOptions): Promise<Claim[]>;
+  /**
+   * Records an attempt made under a claim: the delivery's new status, the
+   * attempt log, the next due time, and the endpoint's health (disabling it
+   * when asked or when it has failed for too long). Returns whether the claim
+   * was still valid, and whether the endpoint got disabled.
+   */
+  recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }>;
+  /** Makes a delivery due now with a fresh retry schedule. */
+  retry(deliveryId: string, nowMs: number): Promise<RetryResult>;
+  /** Makes an endpoint's `retrying` and `dead` deliveries created since `sinceMs` due now. */
+  replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number>;
+  /** Releases resources. */
+  close(): Promise<void>;
+}
+
+/** Most attempts an attempt log keeps per delivery. */
+export const MAX_ATTEMPTS_LOGGED = 50;
+
+/** How long deliveries and attempt logs are kept by default: 7 days. */
+export const DEFAULT_RETENTION_MS = 7 * 86_400_000;

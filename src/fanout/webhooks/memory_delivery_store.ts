@@ -1,0 +1,392 @@
+/**
+ * The embedded delivery store: endpoints, deliveries and queues in this
+ * process's memory. For a laptop and tests; lost on restart and not shared
+ * between instances (use the Redis delivery store for that).
+ *
+ * @module
+ */
+import {
+  type Attempt,
+  type AttemptRecord,
+  type Claim,
+  type ClaimOptions,
+  DEFAULT_RETENTION_MS,
+  type Delivery,
+  type DeliveryStatus,
+  type DeliveryStore,
+  type DispatchState,
+  type Endpoint,
+  type EndpointConfig,
+  type EndpointState,
+  MAX_ATTEMPTS_LOGGED,
+  type NewDelivery,
+  type PutEndpointOptions,
+  type RetryResult,
+} from "./delivery_store.ts";
+
+/** Options for {@linkcode MemoryDeliveryStore}. */
+export interface MemoryDeliveryStoreOptions {
+  /** Clock (ms) for leases and retention. @default {Date.now} */
+  now?: () => number;
+  /** How long (ms) deliveries and attempt logs are kept after their last change. @default {7 days} */
+  retentionMs?: number;
+}
+
+interface StoredDelivery {
+  delivery: Delivery;
+  attempts: Attempt[];
+  claim: { token: string; untilMs: number } | null;
+  expiresMs: number;
+}
+
+/** A {@linkcode DeliveryStore} in process memory. */
+export class MemoryDeliveryStore implements DeliveryStore {
+  readonly kind = "memory";
+  #now: () => number;
+  #retentionMs: number;
+  #configs = new Map<string, EndpointConfig>();
+  #states = new Map<string, EndpointState>();
+  #deliveries = new Map<string, StoredDelivery>();
+  /** Per endpoint: delivery id → due time (ms), including claimed ones at their lease end. */
+  #due = new Map<string, Map<string, number>>();
+  /** Per endpoint: claimed delivery id → lease end (ms). */
+  #inflight = new Map<string, Map<string, number>>();
+  /** Per endpoint: delivery ids in creation order. */
+  #byEndpoint = new Map<string, string[]>();
+  #buckets = new Map<string, { tokens: number; atMs: number }>();
+  #dispatch = new Map<string, DispatchState>();
+  #leases = new Map<string, { token: string; untilMs: number }>();
+  #tokens = 0;
+
+  constructor(options: MemoryDeliveryStoreOptions = {}) {
+    this.#now = options.now ?? Date.now;
+    this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
+  }
+
+  putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
+    const current = this.#configs.get(config.id);
+    if (
+      options.expectVersion === null
+        ? current !== undefined
+        : current?.version !== options.expectVersion
+    ) {
+      return Promise.resolve(false);
+    }
+    this.#configs.set(config.id, structuredClone(config));
+    const state = this.#states.get(config.id) ??
+      { disabled: false, disabledReason: null, failingSinceMs: null };
+    this.#states.set(config.id, { ...state, ...options.state });
+    return Promise.resolve(true);
+  }
+
+  getEndpoint(id: string): Promise<Endpoint | null> {
+    return Promise.resolve(this.#endpoint(id));
+  }
+
+  #endpoint(id: string): Endpoint | null {
+    const config = this.#configs.get(id);
+    if (!config) return null;
+    return { ...structuredClone(config), ...this.#states.get(id)! };
+  }
+
+  listEndpoints(): Promise<Endpoint[]> {
+    return Promise.resolve(
+      [...this.#configs.keys()].map((id) => this.#endpoint(id)!)
+        .sort((a, b) => a.createdMs - b.createdMs || (a.id < b.id ? -1 : 1)),
+    );
+  }
+
+  deleteEndpoint(id: string): Promise<boolean> {
+    const existed = this.#configs.delete(id);
+    this.#states.delete(id);
+    this.#due.delete(id);
+    this.#inflight.delete(id);
+    this.#buckets.delete(id);
+    this.#byEndpoint.delete(id);
+    return Promise.resolve(existed);
+  }
+
+  dispatchState(stream: string): Promise<DispatchState> {
+    return Promise.resolve({ ...this.#dispatchOf(stream) });
+  }
+
+  #dispatchOf(stream: string): DispatchState {
+    return this.#dispatch.get(stream) ?? { cursor: null, planEnd: null };
+  }
+
+  beginPage(stream: string, cursor: string | null, end: string): Promise<DispatchState> {
+    const state = this.#dispatchOf(stream);
+    if (state.cursor === cursor && state.planEnd === null) {
+      this.#dispatch.set(stream, { cursor, planEnd: end });
+    }
+    return this.dispatchState(stream);
+  }
+
+  commitPage(stream: string, cursor: string | null, end: string): Promise<boolean> {
+    const state = this.#dispatchOf(stream);
+    if (state.cursor !== cursor) return Promise.resolve(false);
+    this.#dispatch.set(stream, { cursor: end, planEnd: null });
+    return Promise.resolve(true);
+  }
+
+  acquireLease(name: string, ttlMs: number): Promise<string | null> {
+    const now = this.#now();
+    const lease = this.#leases.get(name);
+    if (lease && lease.untilMs > now) return Promise.resolve(null);
+    const token = `lease-${++this.#tokens}`;
+    this.#leases.set(name, { token, untilMs: now + ttlMs });
+    return Promise.resolve(token);
+  }
+
+  releaseLease(name: string, token: string): Promise<void> {
+    if (this.#leases.get(name)?.token === token) this.#leases.delete(name);
+    return Promise.resolve();
+  }
+
+  createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {
+    const now = this.#now();
+    this.#forgetExpired(now);
+    let created = 0;
+    for (const item of deliveries) {
+      if (this.#deliveries.has(item.id)) continue;
+      this.#deliveries.set(item.id, {
+        delivery: {
+          ...item,
+          status: "pending",
+          attempts: 0,
+          tries: 0,
+          nextAttemptMs: item.createdMs,
+          lastStatus: null,
+          lastError: null,
+          updatedMs: item.createdMs,
+        },
+        attempts: [],
+        claim: null,
+        expiresMs: now + this.#retentionMs,
+      });
+      this.#queueOf(item.endpointId).set(item.id, item.createdMs);
+      let list = this.#byEndpoint.get(item.endpointId);
+      if (!list) {
+        list = [];
+        this.#byEndpoint.set(item.endpointId, list);
+      }
+      list.push(item.id);
+      created += 1;
+    }
+    return Promise.resolve(created);
+  }
+
+  #queueOf(endpointId: string): Map<string, number> {
+    let queue = this.#due.get(endpointId);
+    if (!queue) {
+      queue = new Map();
+      this.#due.set(endpointId, queue);
+    }
+    return queue;
+  }
+
+  #forgetExpired(now: number): void {
+    for (const [id, stored] of this.#deliveries) {
+      if (stored.expiresMs > now) continue;
+      this.#deliveries.delete(id);
+      this.#due.get(stored.delivery.endpointId)?.delete(id);
+    }
+    for (const [endpointId, ids] of this.#byEndpoint) {
+      const kept = ids.filter((id) => this.#deliveries.has(id));
+      if (kept.length !== ids.length) this.#byEndpoint.set(endpointId, kept);
+    }
+  }
+
+  #live(id: string): StoredDelivery | undefined {
+    const stored = this.#deliveries.get(id);
+    if (!stored || stored.expiresMs <= this.#now()) return undefined;
+    return stored;
+  }
+
+  getDelivery(id: string): Promise<Delivery | null> {
+    const stored = this.#live(id);
+    return Promise.resolve(stored ? { ...stored.delivery } : null);
+  }
+
+  listDeliveries(
+    endpointId: string,
+    options: { limit: number; status?: DeliveryStatus },
+  ): Promise<Delivery[]> {
+    const out: Delivery[] = [];
+    const ids = this.#byEndpoint.get(endpointId) ?? [];
+    for (let i = ids.length - 1; i >= 0 && out.length < options.limit; i--) {
+      const stored = this.#live(ids[i]);
+      if (!stored) continue;
+      if (options.status && stored.delivery.status !== options.status) continue;
+      out.push({ ...stored.delivery });
+    }
+    return Promise.resolve(out);
+  }
+
+  listAttempts(deliveryId: string): Promise<Attempt[]> {
+    return Promise.resolve((this.#live(deliveryId)?.attempts ?? []).map((item) => ({ ...item })));
+  }
+
+  claimDue(options: ClaimOptions): Promise<Claim[]> {
+    const { nowMs, limit, leaseMs, maxConcurrency } = options;
+    const claims: Claim[] = [];
+    const order = [...this.#due].map(([endpointId, queue]) => ({
+      endpointId,
+      queue,
+      first: earliest(queue),
+    })).filter((item) => item.first <= nowMs).sort((a, b) => a.first - b.first);
+    for (const { endpointId, queue } of order) {
+      if (claims.length >= limit) break;
+      const endpoint = this.#endpoint(endpointId);
+      const due = [...queue].filter(([, dueMs]) => dueMs <= nowMs).sort((a, b) => a[1] - b[1]);
+      if (!endpoint) {
+        this.#due.delete(endpointId);
+        continue;
+      }
+      if (endpoint.disabled) {
+        for (const [id] of due) {
+          queue.delete(id);
+          const stored = this.#live(id);
+          if (!stored) continue;
+          Object.assign(stored.delivery, {
+            status: "dead",
+            nextAttemptMs: null,
+            lastError: "Endpoint is disabled",
+            updatedMs: nowMs,
+          });
+        }
+        continue;
+      }
+      const inflight = this.#inflightOf(endpointId);
+      for (const [id, untilMs] of inflight) if (untilMs <= nowMs) inflight.delete(id);
+      let available = Math.min(maxConcurrency - inflight.size, limit - claims.length);
+      const bucket = this.#bucket(endpoint, nowMs);
+      if (bucket) available = Math.min(available, Math.floor(bucket.tokens));
+      for (const [id] of due) {
+        if (available <= 0) break;
+        const stored = this.#live(id);
+        if (!stored) {
+          queue.delete(id);
+          continue;
+        }
+        const token = `claim-${++this.#tokens}`;
+        stored.claim = { token, untilMs: nowMs + leaseMs };
+        queue.set(id, nowMs + leaseMs);
+        inflight.set(id, nowMs + leaseMs);
+        if (bucket) bucket.tokens -= 1;
+        available -= 1;
+        claims.push({ delivery: { ...stored.delivery }, endpoint, token });
+      }
+    }
+    return Promise.resolve(claims);
+  }
+
+  #inflightOf(endpointId: string): Map<string, number> {
+    let inflight = this.#inflight.get(endpointId);
+    if (!inflight) {
+      inflight = new Map();
+      this.#inflight.set(endpointId, inflight);
+    }
+    return inflight;
+  }
+
+  /** The endpoint's token bucket refilled to `nowMs`, or null without a rate limit. */
+  #bucket(endpoint: Endpoint, nowMs: number): { tokens: number; atMs: number } | null {
+    const rate = endpoint.rateLimit;
+    if (rate === null) return null;
+    const burst = Math.max(1, rate);
+    const bucket = this.#buckets.get(endpoint.id) ?? { tokens: burst, atMs: nowMs };
+    bucket.tokens = Math.min(burst, bucket.tokens + (nowMs - bucket.atMs) * rate / 1000);
+    bucket.atMs = nowMs;
+    this.#buckets.set(endpoint.id, bucket);
+    return bucket;
+  }
+
+  recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }> {
+    const stored = this.#live(record.deliveryId);
+    if (!stored || stored.claim?.token !== record.token) {
+      return Promise.resolve({ recorded: false, disabled: false });
+    }
+    const { attempt, nowMs } = record;
+    stored.claim = null;
+    Object.assign(stored.delivery, {
+      status: attempt.outcome,
+      attempts: stored.delivery.attempts + 1,
+      tries: stored.delivery.tries + 1,
+      nextAttemptMs: attempt.nextAttemptMs,
+      lastStatus: attempt.status,
+      lastError: attempt.error,
+      updatedMs: nowMs,
+    });
+    stored.attempts.unshift({ ...attempt });
+    stored.attempts.length = Math.min(stored.attempts.length, MAX_ATTEMPTS_LOGGED);
+    stored.expiresMs = nowMs + this.#retentionMs;
+    this.#inflight.get(record.endpointId)?.delete(record.deliveryId);
+    const queue = this.#queueOf(record.endpointId);
+    if (attempt.outcome === "retrying" && attempt.nextAttemptMs !== null) {
+      queue.set(record.deliveryId, attempt.nextAttemptMs);
+    } else {
+      queue.delete(record.deliveryId);
+    }
+    const state = this.#states.get(record.endpointId);
+    let disabled = false;
+    if (state) {
+      if (attempt.outcome === "succeeded") {
+        state.failingSinceMs = null;
+      } else {
+        state.failingSinceMs ??= nowMs;
+        const reason = record.disableReason ??
+          (nowMs - state.failingSinceMs >= record.disableAfterMs ? record.failingReason : null);
+        if (reason !== null && !state.disabled) {
+          state.disabled = true;
+          state.disabledReason = reason;
+          disabled = true;
+        }
+      }
+    }
+    return Promise.resolve({ recorded: true, disabled });
+  }
+
+  retry(deliveryId: string, nowMs: number): Promise<RetryResult> {
+    const stored = this.#live(deliveryId);
+    if (!stored) return Promise.resolve("not_found");
+    if (stored.claim && stored.claim.untilMs > nowMs) return Promise.resolve("in_flight");
+    this.#requeue(stored, nowMs);
+    return Promise.resolve("requeued");
+  }
+
+  #requeue(stored: StoredDelivery, nowMs: number): void {
+    stored.claim = null;
+    Object.assign(stored.delivery, {
+      status: "pending",
+      tries: 0,
+      nextAttemptMs: nowMs,
+      updatedMs: nowMs,
+    });
+    stored.expiresMs = nowMs + this.#retentionMs;
+    this.#queueOf(stored.delivery.endpointId).set(stored.delivery.id, nowMs);
+  }
+
+  replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number> {
+    let count = 0;
+    for (const id of this.#byEndpoint.get(endpointId) ?? []) {
+      const stored = this.#live(id);
+      if (!stored || stored.delivery.createdMs < options.sinceMs) continue;
+      if (stored.delivery.status !== "retrying" && stored.delivery.status !== "dead") continue;
+      if (stored.claim && stored.claim.untilMs > options.nowMs) continue;
+      this.#requeue(stored, options.nowMs);
+      count += 1;
+    }
+    return Promise.resolve(count);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function earliest(queue: Map<string, number>): number {
+  let first = Infinity;
+  for (const dueMs of queue.values()) if (dueMs < first) first = dueMs;
+  return first;
+}

@@ -1,0 +1,382 @@
+/**
+ * The Redis delivery store: endpoints, deliveries and queues shared by every
+ * instance through `@upstash/redis`. Every operation is one EVALSHA of an
+ * atomic Lua script (see `_redis_delivery_scripts.ts` for the key layout).
+ *
+ * @module
+ */
+import type { Redis } from "@upstash/redis";
+import { isCommandError, redisErrorText } from "../../store/redis_store.ts";
+import { StoreUnavailableError } from "../../store/types.ts";
+import {
+  ACQUIRE_LEASE_SCRIPT,
+  BEGIN_PAGE_SCRIPT,
+  CLAIM_SCRIPT,
+  COMMIT_PAGE_SCRIPT,
+  CREATE_SCRIPT,
+  CURSOR_SCRIPT,
+  DELETE_ENDPOINT_SCRIPT,
+  GET_DELIVERY_SCRIPT,
+  GET_ENDPOINTS_SCRIPT,
+  LIST_ATTEMPTS_SCRIPT,
+  LIST_DELIVERIES_SCRIPT,
+  PUT_ENDPOINT_SCRIPT,
+  RECORD_SCRIPT,
+  RELEASE_LEASE_SCRIPT,
+  REPLAY_SCRIPT,
+  RETRY_SCRIPT,
+} from "./_redis_delivery_scripts.ts";
+import {
+  type Attempt,
+  type AttemptRecord,
+  type Claim,
+  type ClaimOptions,
+  DEFAULT_RETENTION_MS,
+  type Delivery,
+  type DeliveryStatus,
+  type DeliveryStore,
+  type DispatchState,
+  type Endpoint,
+  type EndpointConfig,
+  MAX_ATTEMPTS_LOGGED,
+  type NewDelivery,
+  type PutEndpointOptions,
+  type RetryResult,
+  type WebhookEventType,
+} from "./delivery_store.ts";
+
+/** The part of the `@upstash/redis` client the delivery store uses. */
+export type RedisScriptClient = Pick<Redis, "evalsha" | "eval">;
+
+/** Options for {@linkcode RedisDeliveryStore}. */
+export interface RedisDeliveryStoreOptions {
+  /** Key prefix, shared with the stream store. @default {"es"} */
+  prefix?: string;
+  /** A call that takes longer fails with `StoreUnavailableError`. @default {5000} */
+  timeoutMs?: number;
+  /** How long (ms) deliveries and attempt logs are kept after their last change. @default {7 days} */
+  retentionMs?: number;
+  /** How long (ms) a dispatch cursor lives after its last move. @default {30 days} */
+  cursorTtlMs?: number;
+  /** Clock (ms) for trimming the per-endpoint delivery index. @default {Date.now} */
+  now?: () => number;
+}
+
+/** Most index entries a listing looks at to find `limit` deliveries of one status. */
+const LIST_SCAN = 5_000;
+
+async function sha1(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** Scripts reply JSON text; the client may already have parsed it. */
+function fromJson<T>(value: unknown): T {
+  return (typeof value === "string" ? JSON.parse(value) : value) as T;
+}
+
+/** cjson writes an empty table as `{}`; lists come back as arrays otherwise. */
+function asArray<T>(value: unknown): T[] {
+  return Array.isArray(value) ? value as T[] : [];
+}
+
+type Hash = Record<string, string>;
+
+function optionalNumber(text: string | undefined): number | null {
+  return text === undefined || text === "" ? null : Number(text);
+}
+
+function toDelivery(hash: Hash): Delivery {
+  return {
+    id: hash.id,
+    messageId: hash.mid,
+    endpointId: hash.ep,
+    stream: hash.stream === "" ? null : hash.stream,
+    eventType: hash.type as WebhookEventType,
+    payload: hash.payload,
+    createdMs: Number(hash.created),
+    status: hash.status as DeliveryStatus,
+    attempts: Number(hash.attempts),
+    tries: Number(hash.tries),
+    nextAttemptMs: optionalNumber(hash.next),
+    lastStatus: optionalNumber(hash.lst),
+    lastError: hash.lerr ? hash.lerr : null,
+    updatedMs: Number(hash.updated),
+  };
+}
+
+function toEndpoint(json: unknown, state: unknown): Endpoint {
+  const config = fromJson<EndpointConfig>(json);
+  const fields = (Array.isArray(state) ? {} : state ?? {}) as Hash;
+  return {
+    ...config,
+    disabled: fields.dis === "1",
+    disabledReason: fields.why ?? null,
+    failingSinceMs: optionalNumber(fields.fail),
+  };
+}
+
+/** A {@linkcode DeliveryStore} in Redis, shared by every instance that uses the same prefix. */
+export class RedisDeliveryStore implements DeliveryStore {
+  readonly kind = "redis";
+  #redis: RedisScriptClient;
+  #prefix: string;
+  #timeoutMs: number;
+  #retentionMs: number;
+  #cursorTtlMs: number;
+  #now: () => number;
+  #shas = new Map<string, Promise<string>>();
+
+  constructor(redis: RedisScriptClient, options: RedisDeliveryStoreOptions = {}) {
+    this.#redis = redis;
+    this.#prefix = `${options.prefix ?? "es"}:{wh}:`;
+    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
+    this.#cursorTtlMs = options.cursorTtlMs ?? 30 * 86_400_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The hash-tagged prefix of every key: `es:{wh}:`. */
+  get keyPrefix(): string {
+    return this.#prefix;
+  }
+
+  async #run(what: string, script: string, arg: unknown): Promise<unknown> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StoreUnavailableError(`Redis did not answer ${what} within ${this.#timeoutMs} ms`),
+          ),
+        this.#timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([this.#script(script, arg), timeout]);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) throw error;
+      if (isCommandError(error)) {
+        throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
+      }
+      throw new StoreUnavailableError(
+        `Redis is unavailable (${what}): ${redisErrorText(error)}`,
+        { cause: error },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #script(script: string, arg: unknown): Promise<unknown> {
+    let sha = this.#shas.get(script);
+    if (!sha) {
+      sha = sha1(script);
+      this.#shas.set(script, sha);
+    }
+    const keys = [this.#prefix];
+    const args = [JSON.stringify(arg)];
+    try {
+      return await this.#redis.evalsha(await sha, keys, args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+      return await this.#redis.eval(script, keys, args);
+    }
+  }
+
+  async putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
+    const state: Record<string, unknown> = {};
+    if (options.state?.disabled !== undefined) state.disabled = options.state.disabled;
+    if (options.state?.disabledReason !== undefined) state.reason = options.state.disabledReason;
+    if (options.state?.failingSinceMs !== undefined) state.failing = options.state.failingSinceMs;
+    const reply = await this.#run("putEndpoint", PUT_ENDPOINT_SCRIPT, {
+      id: config.id,
+      json: JSON.stringify(config),
+      expect: options.expectVersion ?? -1,
+      created: config.createdMs,
+      rate: config.rateLimit ?? false,
+      state,
+    });
+    return Number(reply) === 1;
+  }
+
+  async #endpoints(ids: string[] | false): Promise<Endpoint[]> {
+    const rows = asArray<[unknown, unknown]>(
+      fromJson(await this.#run("getEndpoints", GET_ENDPOINTS_SCRIPT, { ids })),
+    );
+    return rows.map(([json, state]) => toEndpoint(json, state));
+  }
+
+  async getEndpoint(id: string): Promise<Endpoint | null> {
+    return (await this.#endpoints([id]))[0] ?? null;
+  }
+
+  listEndpoints(): Promise<Endpoint[]> {
+    return this.#endpoints(false);
+  }
+
+  async deleteEndpoint(id: string): Promise<boolean> {
+    return Number(await this.#run("deleteEndpoint", DELETE_ENDPOINT_SCRIPT, { id })) === 1;
+  }
+
+  async dispatchState(stream: string): Promise<DispatchState> {
+    const [cursor, plan] = fromJson<[string, string]>(
+      await this.#run("dispatchState", CURSOR_SCRIPT, { stream }),
+    );
+    return { cursor: cursor === "" ? null : cursor, planEnd: plan === "" ? null : plan };
+  }
+
+  async beginPage(stream: string, cursor: string | null, end: string): Promise<DispatchState> {
+    const [current, plan] = fromJson<[string, string]>(
+      await this.#run("beginPage", BEGIN_PAGE_SCRIPT, {
+        stream,
+        cursor: cursor ?? "",
+        last: end,
+        ttl: this.#cursorTtlMs,
+      }),
+    );
+    return { cursor: current === "" ? null : current, planEnd: plan === "" ? null : plan };
+  }
+
+  async commitPage(stream: string, cursor: string | null, end: string): Promise<boolean> {
+    const reply = await this.#run("commitPage", COMMIT_PAGE_SCRIPT, {
+      stream,
+      cursor: cursor ?? "",
+      last: end,
+      ttl: this.#cursorTtlMs,
+    });
+    return Number(reply) === 1;
+  }
+
+  async acquireLease(name: string, ttlMs: number): Promise<string | null> {
+    const token = crypto.randomUUID();
+    const reply = await this.#run("acquireLease", ACQUIRE_LEASE_SCRIPT, {
+      name,
+      token,
+      ttl: ttlMs,
+    });
+    return Number(reply) === 1 ? token : null;
+  }
+
+  async releaseLease(name: string, token: string): Promise<void> {
+    await this.#run("releaseLease", RELEASE_LEASE_SCRIPT, { name, token });
+  }
+
+  async createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {
+    if (deliveries.length === 0) return 0;
+    const reply = await this.#run("createDeliveries", CREATE_SCRIPT, {
+      now: this.#now(),
+      retention: this.#retentionMs,
+      items: deliveries.map((d) => [
+        d.id,
+        d.messageId,
+        d.endpointId,
+        d.stream ?? "",
+        d.eventType,
+        d.payload,
+        d.createdMs,
+      ]),
+    });
+    return Number(reply);
+  }
+
+  async getDelivery(id: string): Promise<Delivery | null> {
+    const hash = fromJson<Hash | unknown[]>(
+      await this.#run("getDelivery", GET_DELIVERY_SCRIPT, { id }),
+    );
+    if (Array.isArray(hash) || !hash.id) return null;
+    return toDelivery(hash);
+  }
+
+  async listDeliveries(
+    endpointId: string,
+    options: { limit: number; status?: DeliveryStatus },
+  ): Promise<Delivery[]> {
+    const rows = asArray<Hash>(
+      fromJson(
+        await this.#run("listDeliveries", LIST_DELIVERIES_SCRIPT, {
+          ep: endpointId,
+          limit: options.limit,
+          status: options.status ?? false,
+          scan: options.status ? LIST_SCAN : options.limit,
+        }),
+      ),
+    );
+    return rows.map(toDelivery);
+  }
+
+  async listAttempts(deliveryId: string): Promise<Attempt[]> {
+    const rows = asArray<unknown>(
+      await this.#run("listAttempts", LIST_ATTEMPTS_SCRIPT, { id: deliveryId }),
+    );
+    return rows.map((row) => fromJson<Attempt>(row));
+  }
+
+  async claimDue(options: ClaimOptions): Promise<Claim[]> {
+    const rows = asArray<[Hash, unknown, unknown, string]>(
+      fromJson(
+        await this.#run("claimDue", CLAIM_SCRIPT, {
+          now: options.nowMs,
+          limit: options.limit,
+          lease: options.leaseMs,
+          conc: options.maxConcurrency,
+          token: crypto.randomUUID(),
+        }),
+      ),
+    );
+    return rows.map(([hash, json, state, token]) => ({
+      delivery: toDelivery(hash),
+      endpoint: toEndpoint(json, state),
+      token,
+    }));
+  }
+
+  async recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }> {
+    const { attempt } = record;
+    const [recorded, disabled] = fromJson<[number, number]>(
+      await this.#run("recordAttempt", RECORD_SCRIPT, {
+        id: record.deliveryId,
+        ep: record.endpointId,
+        token: record.token,
+        now: record.nowMs,
+        outcome: attempt.outcome,
+        next: attempt.nextAttemptMs ?? false,
+        status: attempt.status ?? false,
+        err: attempt.error ?? false,
+        attempt: JSON.stringify(attempt),
+        retention: this.#retentionMs,
+        maxLog: MAX_ATTEMPTS_LOGGED,
+        disable: record.disableReason ?? false,
+        disableAfter: record.disableAfterMs,
+        failingReason: record.failingReason,
+      }),
+    );
+    return { recorded: recorded === 1, disabled: disabled === 1 };
+  }
+
+  async retry(deliveryId: string, nowMs: number): Promise<RetryResult> {
+    const reply = await this.#run("retry", RETRY_SCRIPT, {
+      id: deliveryId,
+      now: nowMs,
+      retention: this.#retentionMs,
+    });
+    // The client may have parsed the JSON string reply already.
+    const text = String(reply);
+    return (text.startsWith('"') ? JSON.parse(text) : text) as RetryResult;
+  }
+
+  async replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number> {
+    return Number(
+      await this.#run("replay", REPLAY_SCRIPT, {
+        ep: endpointId,
+        since: options.sinceMs,
+        now: options.nowMs,
+        retention: this.#retentionMs,
+      }),
+    );
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,534 @@
+/**
+ * One contract suite for the delivery store, run against the memory and the
+ * Redis implementation: endpoints with optimistic versions, idempotent
+ * deliveries, leased claims with per-endpoint caps, attempt records with
+ * endpoint health, retry and replay, dispatch cursors and leases.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import type {
+  Attempt,
+  DeliveryStore,
+  EndpointConfig,
+  NewDelivery,
+} from "../../../src/fanout/webhooks/delivery_store.ts";
+import { MemoryDeliveryStore } from "../../../src/fanout/webhooks/memory_delivery_store.ts";
+import { RedisDeliveryStore } from "../../../src/fanout/webhooks/redis_delivery_store.ts";
+import { redisTest } from "../../_redis.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const LEASE = 30_000;
+const DAY = 86_400_000;
+
+function config(id: string, overrides: Partial<EndpointConfig> = {}): EndpointConfig {
+  return {
+    id,
+    url: `https://example.com/${id}`,
+    description: null,
+    eventTypes: ["window.closed"],
+    streams: null,
+    filter: null,
+    headers: {},
+    rateLimit: null,
+    batch: null,
+    secrets: [{ secret: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", expiresMs: null }],
+    startAfter: {},
+    createdMs: T0,
+    updatedMs: T0,
+    version: 1,
+    ...overrides,
+  };
+}
+
+function delivery(n: number, endpointId = "ep_a", createdMs = T0): NewDelivery {
+  return {
+    id: `msg_s_${n}.${endpointId}`,
+    messageId: `msg_s_${n}`,
+    endpointId,
+    stream: "s",
+    eventType: "window.closed",
+    payload: JSON.stringify({ type: "window.closed", n, text: 'ünïcode "quoted"' }),
+    createdMs,
+  };
+}
+
+function attempt(
+  outcome: Attempt["outcome"],
+  nextAttemptMs: number | null,
+  status: number | null = outcome === "succeeded" ? 200 : 500,
+): Attempt {
+  return {
+    attempt: 1,
+    timeMs: T0,
+    durationMs: 12,
+    status,
+    error: outcome === "succeeded" ? null : `HTTP ${status}`,
+    responseExcerpt: "body",
+    outcome,
+    nextAttemptMs,
+  };
+}
+
+function claimOptions(nowMs: number, overrides: { limit?: number; maxConcurrency?: number } = {}) {
+  return {
+    nowMs,
+    limit: overrides.limit ?? 100,
+    leaseMs: LEASE,
+    maxConcurrency: 100,
+    ...overrides,
+  };
+}
+
+type Scenario = (store: DeliveryStore) => Promise<void>;
+
+const scenarios: Record<string, Scenario> = {
+  async "putEndpoint() creates once and updates only the expected version"(store) {
+    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
+    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), false);
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 2 }), {
+        expectVersion: 7,
+      }),
+      false,
+    );
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 2 }), {
+        expectVersion: 1,
+      }),
+      true,
+    );
+    assert.equal(
+      await store.putEndpoint(config("ep_missing"), { expectVersion: 1 }),
+      false,
+      "an update of a missing endpoint must not create it",
+    );
+    const endpoint = await store.getEndpoint("ep_a");
+    assert.deepEqual(endpoint, {
+      ...config("ep_a", { url: "https://x.test/", version: 2 }),
+      disabled: false,
+      disabledReason: null,
+      failingSinceMs: null,
+    });
+    assert.equal(await store.getEndpoint("ep_missing"), null);
+  },
+
+  async "listEndpoints() lists oldest first with state; deleteEndpoint() removes one"(store) {
+    await store.putEndpoint(config("ep_b", { createdMs: T0 + 1 }), { expectVersion: null });
+    await store.putEndpoint(config("ep_a"), {
+      expectVersion: null,
+      state: { disabled: true, disabledReason: "By its owner" },
+    });
+    const list = await store.listEndpoints();
+    assert.deepEqual(list.map((item) => [item.id, item.disabled, item.disabledReason]), [
+      ["ep_a", true, "By its owner"],
+      ["ep_b", false, null],
+    ]);
+    await store.putEndpoint(config("ep_a", { version: 2 }), {
+      expectVersion: 1,
+      state: { disabled: false, disabledReason: null },
+    });
+    assert.equal((await store.getEndpoint("ep_a"))?.disabled, false);
+    assert.equal((await store.getEndpoint("ep_a"))?.disabledReason, null);
+    assert.equal(await store.deleteEndpoint("ep_b"), true);
+    assert.equal(await store.deleteEndpoint("ep_b"), false);
+    assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_a"]);
+  },
+
+  async "createDeliveries() is idempotent and the first attempt is due at creation"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    assert.equal(await store.createDeliveries([delivery(1), delivery(2)]), 2);
+    assert.equal(await store.createDeliveries([delivery(2), delivery(3)]), 1);
+    assert.equal(await store.createDeliveries([]), 0);
+    assert.deepEqual(await store.getDelivery(delivery(1).id), {
+      ...delivery(1),
+      status: "pending",
+      attempts: 0,
+      tries: 0,
+      nextAttemptMs: T0,
+      lastStatus: null,
+      lastError: null,
+      updatedMs: T0,
+    });
+    assert.equal(await store.getDelivery("nope"), null);
+    assert.deepEqual(await store.claimDue(claimOptions(T0 - 1)), []);
+    const claims = await store.claimDue(claimOptions(T0));
+    assert.deepEqual(claims.map((claim) => claim.delivery.id).sort(), [
+      delivery(1).id,
+      delivery(2).id,
+      delivery(3).id,
+    ]);
+    assert.equal(claims[0].endpoint.id, "ep_a");
+    assert.equal(claims[0].endpoint.url, "https://example.com/ep_a");
+    const one = claims.find((claim) => claim.delivery.id === delivery(1).id);
+    assert.equal(one?.delivery.payload, delivery(1).payload);
+  },
+
+  async "claimDue() leases a delivery: nobody else gets it until the lease ends"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const [first] = await store.claimDue(claimOptions(T0));
+    assert.ok(first);
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + 1_000)), []);
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + LEASE - 1)), []);
+    const [second] = await store.claimDue(claimOptions(T0 + LEASE));
+    assert.ok(second, "an expired lease makes the delivery due again");
+    assert.notEqual(second.token, first.token);
+    const stale = await store.recordAttempt({
+      deliveryId: first.delivery.id,
+      endpointId: "ep_a",
+      token: first.token,
+      attempt: attempt("succeeded", null),
+      nowMs: T0 + LEASE,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(stale, { recorded: false, disabled: false });
+    assert.equal((await store.getDelivery(first.delivery.id))?.status, "pending");
+    const fresh = await store.recordAttempt({
+      deliveryId: second.delivery.id,
+      endpointId: "ep_a",
+      token: second.token,
+      attempt: attempt("succeeded", null),
+      nowMs: T0 + LEASE,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(fresh, { recorded: true, disabled: false });
+  },
+
+  async "recordAttempt() schedules the retry, logs attempts newest first and finishes"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const [claim] = await store.claimDue(claimOptions(T0));
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("retrying", T0 + 5_000),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    const retrying = await store.getDelivery(id);
+    assert.equal(retrying?.status, "retrying");
+    assert.equal(retrying?.attempts, 1);
+    assert.equal(retrying?.tries, 1);
+    assert.equal(retrying?.nextAttemptMs, T0 + 5_000);
+    assert.equal(retrying?.lastStatus, 500);
+    assert.equal(retrying?.lastError, "HTTP 500");
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + 4_999)), []);
+    const [again] = await store.claimDue(claimOptions(T0 + 5_000));
+    assert.equal(again.delivery.id, id);
+    assert.equal(again.delivery.tries, 1);
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: again.token,
+      attempt: { ...attempt("succeeded", null), attempt: 2 },
+      nowMs: T0 + 5_000,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    const done = await store.getDelivery(id);
+    assert.equal(done?.status, "succeeded");
+    assert.equal(done?.nextAttemptMs, null);
+    assert.equal(done?.lastError, null);
+    assert.deepEqual(
+      (await store.listAttempts(id)).map((item) => [item.attempt, item.outcome, item.status]),
+      [[2, "succeeded", 200], [1, "retrying", 500]],
+    );
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + DAY)), []);
+  },
+
+  async "claimDue() keeps each endpoint under its concurrency cap, across claims"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5].map((n) => delivery(n)));
+    const first = await store.claimDue({ ...claimOptions(T0), maxConcurrency: 2 });
+    assert.equal(first.length, 2);
+    assert.equal((await store.claimDue({ ...claimOptions(T0), maxConcurrency: 2 })).length, 0);
+    await store.recordAttempt({
+      deliveryId: first[0].delivery.id,
+      endpointId: "ep_a",
+      token: first[0].token,
+      attempt: attempt("succeeded", null),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.equal((await store.claimDue({ ...claimOptions(T0), maxConcurrency: 2 })).length, 1);
+  },
+
+  async "claimDue() spends an endpoint's rate limit as a token bucket"(store) {
+    await store.putEndpoint(config("ep_a", { rateLimit: 2 }), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5, 6].map((n) => delivery(n)));
+    assert.equal((await store.claimDue(claimOptions(T0))).length, 2);
+    assert.equal((await store.claimDue(claimOptions(T0 + 100))).length, 0);
+    assert.equal((await store.claimDue(claimOptions(T0 + 500))).length, 1);
+    assert.equal((await store.claimDue(claimOptions(T0 + 10_000))).length, 2, "burst is the rate");
+  },
+
+  async "a capped endpoint does not hold back another endpoint's deliveries"(store) {
+    await store.putEndpoint(config("ep_slow"), { expectVersion: null });
+    await store.putEndpoint(config("ep_fast", { createdMs: T0 + 1 }), { expectVersion: null });
+    await store.createDeliveries(
+      Array.from({ length: 50 }, (_, n) => delivery(n, "ep_slow", T0 - 1_000 + n)),
+    );
+    assert.equal((await store.claimDue({ ...claimOptions(T0), maxConcurrency: 2 })).length, 2);
+    await store.createDeliveries([delivery(99, "ep_fast")]);
+    const claims = await store.claimDue({ ...claimOptions(T0), maxConcurrency: 2, limit: 5 });
+    assert.deepEqual(claims.map((claim) => claim.delivery.id), [delivery(99, "ep_fast").id]);
+  },
+
+  async "due deliveries of a disabled endpoint become dead, of a deleted one vanish"(store) {
+    await store.putEndpoint(config("ep_a"), {
+      expectVersion: null,
+      state: { disabled: true, disabledReason: "Gone" },
+    });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    await store.createDeliveries([delivery(1, "ep_a"), delivery(2, "ep_b")]);
+    await store.deleteEndpoint("ep_b");
+    assert.deepEqual(await store.claimDue(claimOptions(T0)), []);
+    const dead = await store.getDelivery(delivery(1, "ep_a").id);
+    assert.equal(dead?.status, "dead");
+    assert.equal(dead?.lastError, "Endpoint is disabled");
+    assert.equal(dead?.nextAttemptMs, null);
+  },
+
+  async "recordAttempt() tracks failing endpoints and disables them when asked or after a while"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3].map((n) => delivery(n, "ep_a", T0 + n)));
+    const record = async (nowMs: number, outcome: Attempt["outcome"], extra = {}) => {
+      const [claim] = await store.claimDue({ ...claimOptions(nowMs), limit: 1 });
+      return await store.recordAttempt({
+        deliveryId: claim.delivery.id,
+        endpointId: claim.endpoint.id,
+        token: claim.token,
+        attempt: attempt(outcome, outcome === "retrying" ? nowMs + DAY * 10 : null),
+        nowMs,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing for 5 days",
+        ...extra,
+      });
+    };
+    assert.deepEqual(await record(T0 + 10, "retrying"), { recorded: true, disabled: false });
+    assert.equal((await store.getEndpoint("ep_a"))?.failingSinceMs, T0 + 10);
+    assert.deepEqual(await record(T0 + 20, "succeeded"), { recorded: true, disabled: false });
+    assert.equal((await store.getEndpoint("ep_a"))?.failingSinceMs, null);
+    await store.createDeliveries([4, 5].map((n) => delivery(n, "ep_a", T0 + 100 + n)));
+    await record(T0 + 1_000, "retrying");
+    assert.deepEqual(await record(T0 + 1_000 + 5 * DAY, "retrying"), {
+      recorded: true,
+      disabled: true,
+    });
+    const endpoint = await store.getEndpoint("ep_a");
+    assert.equal(endpoint?.disabled, true);
+    assert.equal(endpoint?.disabledReason, "Failing for 5 days");
+    await store.createDeliveries([delivery(9, "ep_b")]);
+    const [gone] = await store.claimDue(claimOptions(T0));
+    assert.equal(gone.endpoint.id, "ep_b");
+    assert.deepEqual(
+      await store.recordAttempt({
+        deliveryId: gone.delivery.id,
+        endpointId: "ep_b",
+        token: gone.token,
+        attempt: attempt("dead", null, 410),
+        nowMs: T0,
+        disableReason: "Endpoint answered 410 Gone",
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      }),
+      { recorded: true, disabled: true },
+    );
+    assert.equal((await store.getEndpoint("ep_b"))?.disabledReason, "Endpoint answered 410 Gone");
+  },
+
+  async "retry() requeues with a fresh schedule, unless the delivery is in flight"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    assert.equal(await store.retry("nope", T0), "not_found");
+    const [claim] = await store.claimDue(claimOptions(T0));
+    assert.equal(await store.retry(id, T0 + 1), "in_flight");
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("dead", null),
+      nowMs: T0 + 2,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + DAY)), []);
+    assert.equal(await store.retry(id, T0 + 3), "requeued");
+    const requeued = await store.getDelivery(id);
+    assert.equal(requeued?.status, "pending");
+    assert.equal(requeued?.tries, 0);
+    assert.equal(requeued?.attempts, 1);
+    assert.equal(requeued?.nextAttemptMs, T0 + 3);
+    const [again] = await store.claimDue(claimOptions(T0 + 3));
+    assert.equal(again.delivery.id, id);
+    assert.equal(again.delivery.messageId, "msg_s_1");
+  },
+
+  async "replay() requeues retrying and dead deliveries created since a time"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4].map((n) => delivery(n, "ep_a", T0 + n * 1_000)));
+    const outcomes: Attempt["outcome"][] = ["dead", "dead", "retrying", "succeeded"];
+    for (const claim of await store.claimDue(claimOptions(T0 + 10_000))) {
+      const n = Number(claim.delivery.messageId.split("_")[2]);
+      const outcome = outcomes[n - 1];
+      await store.recordAttempt({
+        deliveryId: claim.delivery.id,
+        endpointId: "ep_a",
+        token: claim.token,
+        attempt: attempt(outcome, outcome === "retrying" ? T0 + DAY : null),
+        nowMs: T0 + 10_000,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      });
+    }
+    assert.equal(await store.replay("ep_a", { sinceMs: T0 + 2_000, nowMs: T0 + 20_000 }), 2);
+    const statuses = await Promise.all(
+      [1, 2, 3, 4].map(async (n) => (await store.getDelivery(delivery(n).id))?.status),
+    );
+    assert.deepEqual(statuses, ["dead", "pending", "pending", "succeeded"]);
+    const claims = await store.claimDue(claimOptions(T0 + 20_000));
+    assert.deepEqual(claims.map((claim) => claim.delivery.id).sort(), [
+      delivery(2).id,
+      delivery(3).id,
+    ]);
+  },
+
+  async "listDeliveries() lists newest first, filtered by status"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3].map((n) => delivery(n, "ep_a", T0 + n)));
+    const [claim] = await store.claimDue({ ...claimOptions(T0 + 10), limit: 1 });
+    await store.recordAttempt({
+      deliveryId: claim.delivery.id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("dead", null),
+      nowMs: T0 + 10,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(
+      (await store.listDeliveries("ep_a", { limit: 10 })).map((item) => item.messageId),
+      ["msg_s_3", "msg_s_2", "msg_s_1"],
+    );
+    assert.deepEqual(
+      (await store.listDeliveries("ep_a", { limit: 2 })).map((item) => item.messageId),
+      ["msg_s_3", "msg_s_2"],
+    );
+    assert.deepEqual(
+      (await store.listDeliveries("ep_a", { limit: 10, status: "dead" })).map((item) =>
+        item.messageId
+      ),
+      ["msg_s_1"],
+    );
+    assert.deepEqual(await store.listDeliveries("ep_other", { limit: 10 }), []);
+  },
+
+  async "beginPage() fixes one page per cursor and commitPage() moves the cursor once"(store) {
+    assert.deepEqual(await store.dispatchState("s"), { cursor: null, planEnd: null });
+    assert.deepEqual(await store.beginPage("s", null, "5-0"), { cursor: null, planEnd: "5-0" });
+    assert.deepEqual(
+      await store.beginPage("s", null, "9-0"),
+      { cursor: null, planEnd: "5-0" },
+      "a second planner adopts the first plan",
+    );
+    assert.deepEqual(await store.beginPage("s", "1-0", "9-0"), { cursor: null, planEnd: "5-0" });
+    assert.equal(await store.commitPage("s", "1-0", "5-0"), false);
+    assert.equal(await store.commitPage("s", null, "5-0"), true);
+    assert.equal(await store.commitPage("s", null, "5-0"), false);
+    assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
+    assert.deepEqual(await store.dispatchState("other"), { cursor: null, planEnd: null });
+  },
+
+  async "acquireLease() gives a lease to one holder at a time"(store) {
+    const token = await store.acquireLease("dispatch:s", 60_000);
+    assert.ok(token);
+    assert.equal(await store.acquireLease("dispatch:s", 60_000), null);
+    assert.ok(await store.acquireLease("dispatch:other", 60_000));
+    await store.releaseLease("dispatch:s", "not-the-token");
+    assert.equal(await store.acquireLease("dispatch:s", 60_000), null);
+    await store.releaseLease("dispatch:s", token);
+    assert.ok(await store.acquireLease("dispatch:s", 60_000));
+  },
+};
+
+for (const [name, scenario] of Object.entries(scenarios)) {
+  Deno.test(`MemoryDeliveryStore: ${name}`, () =>
+    scenario(new MemoryDeliveryStore({ now: () => T0 })));
+  redisTest(`RedisDeliveryStore: ${name}`, (fixture) =>
+    scenario(
+      new RedisDeliveryStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { now: () => T0 },
+      ),
+    ));
+}
+
+Deno.test("MemoryDeliveryStore: a lease ends after its time", async () => {
+  let now = T0;
+  const store = new MemoryDeliveryStore({ now: () => now });
+  assert.ok(await store.acquireLease("x", 1_000));
+  now += 999;
+  assert.equal(await store.acquireLease("x", 1_000), null);
+  now += 1;
+  assert.ok(await store.acquireLease("x", 1_000));
+});
+
+Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention period", async () => {
+  let now = T0;
+  const store = new MemoryDeliveryStore({ now: () => now, retentionMs: DAY });
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries([delivery(1)]);
+  now += DAY - 1;
+  assert.ok(await store.getDelivery(delivery(1).id));
+  now += 1;
+  assert.equal(await store.getDelivery(delivery(1).id), null);
+  await store.createDeliveries([delivery(2)]);
+  assert.deepEqual(
+    (await store.listDeliveries("ep_a", { limit: 10 })).map((item) => item.messageId),
+    ["msg_s_2"],
+  );
+});
+
+redisTest(
+  "RedisDeliveryStore: keys sit under the {wh} hash tag and growing ones expire",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { prefix: "t", now: () => T0 });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const [claim] = await store.claimDue(claimOptions(T0));
+    await store.recordAttempt({
+      deliveryId: claim.delivery.id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("retrying", T0 + 5_000),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    await store.beginPage("s", null, "1-0");
+    const keys = (await redis.keys("*")).sort();
+    assert.ok(keys.length > 0);
+    for (const key of keys) assert.ok(key.startsWith("t:{wh}:"), key);
+    const lasting = new Set(["t:{wh}:ep:ep_a", "t:{wh}:eps:ep_a", "t:{wh}:endpoints", "t:{wh}:qe"]);
+    for (const key of keys) {
+      const ttl = await redis.pttl(key);
+      if (lasting.has(key)) assert.equal(ttl, -1, key);
+      else assert.ok(ttl > 0, `${key} must expire, has PTTL ${ttl}`);
+    }
+  },
+);
