@@ -35,6 +35,8 @@ import {
 } from "./ingest/mod.ts";
 import { currentWindow, listWindows } from "./query/mod.ts";
 import { sweepOnce } from "./fanout/mod.ts";
+import type { WebhookService } from "./fanout/webhooks/mod.ts";
+import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { aggregateValue, decodeGroup } from "./window/mod.ts";
 import type { Store, StreamStats } from "./store/types.ts";
 import { StoreUnavailableError } from "./store/types.ts";
@@ -60,6 +62,8 @@ export interface AppOptions {
   live?: LiveHub;
   /** WebSocket ingest and subscription settings. */
   liveRoutes?: LiveRouteOptions;
+  /** Webhook fan-out: its routes, log demand and observer are added, and the sweep runs it. */
+  webhooks?: WebhookService;
 }
 
 /** A fan-out consumer's interest in `event.processed` / `event.late` of a stream. */
@@ -145,6 +149,10 @@ export function createApp(options: AppOptions): OpenAPIHono {
   const live = options.live ?? new LiveHub(streams, store);
   const logDemand = [...(options.logDemand ?? []), live];
   const observers = [...(options.observers ?? []), live.observer];
+  if (options.webhooks) {
+    logDemand.push(options.webhooks);
+    observers.push(options.webhooks.observer);
+  }
 
   const app = new OpenAPIHono({
     defaultHook(result) {
@@ -264,7 +272,9 @@ export function createApp(options: AppOptions): OpenAPIHono {
 
   app.use("/v1/admin/*", requireScope(keys, "admin"));
   app.openapi(sweepRoute, async (c) => {
-    const report = await sweepOnce(streams.values(), store);
+    const report = await sweepOnce(streams.values(), store, {
+      consumers: options.webhooks ? [options.webhooks] : [],
+    });
     return c.json({
       closed: report.closed.map((window) => {
         const counter = findCounter(findStream(streams, window.stream), window.counter);
@@ -281,6 +291,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
       }),
     }, 200);
   });
+
+  if (options.webhooks) registerWebhookRoutes(app, { webhooks: options.webhooks, keys, now });
 
   registerLiveRoutes(app, {
     streams,

@@ -1,0 +1,29 @@
+/**
+ * Webhook fan-out: consumers register a URL and receive window results,
+ * alerts and events as Standard Webhooks deliveries — signed, durable,
+ * retried on a schedule, never sent to internal addresses.
+ *
+ * @example
+ * ```ts
+ * import { MemoryDeliveryStore, UrlPolicy, WebhookService } from "./mod.ts";
+ *
+ * const webhooks = new WebhookService({
+ *   store,
+ *   streams,
+ *   deliveries: new MemoryDeliveryStore(),
+ *   policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+ * });
+ * const { endpoint, secret } = await webhooks.createEndpoint({ url: "http://127.0.0.1:9000/hook" });
+ * await webhooks.sweep(); // dispatch result logs, send what is due
+ * ```
+ *
+ * @module
+ */
+export * from "./delivery_store.ts";
+export * from "./memory_delivery_store.ts";
+export * from "./redis_delivery_store.ts";
+export * from "./signing.ts";
+export * from "./ssrf.ts";
+export * from "./sender.ts";
+export * from "./dispatcher.ts";
+export * from "./service.ts";

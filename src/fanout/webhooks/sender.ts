@@ -1,0 +1,386 @@
+/**
+ * Sending deliveries: claim due deliveries (with a lease, within each
+ * endpoint's concurrency cap and rate limit), check the URL again, sign,
+ * POST without following redirects, and record the attempt with the next
+ * retry (Svix's schedule with jitter, or the receiver's `Retry-After`).
+ * Sends run concurrently and each finished send claims more, so one slow
+ * endpoint occupies only its own slots and never delays the others.
+ *
+ * @module
+ */
+import type { Attempt, Claim, DeliveryStore } from "./delivery_store.ts";
+import { signatureHeaders } from "./signing.ts";
+import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
+
+const SECOND = 1_000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** Delay (ms) before each attempt: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. */
+export const RETRY_SCHEDULE_MS: readonly number[] = [
+  0,
+  5 * SECOND,
+  5 * MINUTE,
+  30 * MINUTE,
+  2 * HOUR,
+  5 * HOUR,
+  10 * HOUR,
+  10 * HOUR,
+];
+
+/** Most bytes of a response body kept in the attempt log. */
+export const MAX_EXCERPT_BYTES = 2_048;
+
+/** Default request timeout (ms). */
+export const DEFAULT_TIMEOUT_MS = 15_000;
+
+/** Default period (ms) of continuous failure after which an endpoint is disabled: 5 days. */
+export const DEFAULT_DISABLE_AFTER_MS = 5 * DAY;
+
+/** Longest `Retry-After` honoured (ms). */
+export const MAX_RETRY_AFTER_MS = DAY;
+
+const USER_AGENT = "edgestream-webhooks/0.1";
+
+/** Options for {@linkcode retryDelayMs}. */
+export interface RetryDelayOptions {
+  /** Delay before each attempt. @default {RETRY_SCHEDULE_MS} */
+  schedule?: readonly number[];
+  /** Relative jitter: ±0.2 spreads a delay over 80–120 %. @default {0.2} */
+  jitter?: number;
+  /** Random numbers in [0, 1). @default {Math.random} */
+  random?: () => number;
+}
+
+/**
+ * Delay (ms) before the next attempt after `tries` failed ones, with jitter;
+ * null when the schedule is used up (the delivery is dead).
+ *
+ * @example
+ * ```ts
+ * retryDelayMs(1, { random: () => 0.5 }); // 5000
+ * retryDelayMs(8); // null
+ * ```
+ */
+export function retryDelayMs(tries: number, options: RetryDelayOptions = {}): number | null {
+  const schedule = options.schedule ?? RETRY_SCHEDULE_MS;
+  if (tries >= schedule.length) return null;
+  const jitter = options.jitter ?? 0.2;
+  const random = options.random ?? Math.random;
+  return Math.round(schedule[tries] * (1 + jitter * (2 * random() - 1)));
+}
+
+/**
+ * Reads a `Retry-After` header (seconds or an HTTP date) as a delay in ms,
+ * clamped to 1 s – 24 h; null when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | null, nowMs: number): number | null {
+  if (value === null) return null;
+  const text = value.trim();
+  let delayMs: number;
+  if (/^\d+$/.test(text)) delayMs = Number(text) * SECOND;
+  else {
+    const date = Date.parse(text);
+    if (Number.isNaN(date)) return null;
+    delayMs = date - nowMs;
+  }
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(SECOND, delayMs));
+}
+
+/** What one POST got. */
+export interface PostResult {
+  /** HTTP status; null without a response. */
+  status: number | null;
+  /** Why it failed; null for a 2xx. */
+  error: string | null;
+  /** Start of the body, at most {@linkcode MAX_EXCERPT_BYTES}. */
+  excerpt: string;
+  /** The `Retry-After` header's delay (ms), on 429 and 503. */
+  retryAfterMs: number | null;
+}
+
+async function readExcerpt(response: Response): Promise<string> {
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < MAX_EXCERPT_BYTES) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+  } catch {
+    // A body cut short still has an excerpt.
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const bytes = new Uint8Array(Math.min(size, MAX_EXCERPT_BYTES));
+  let offset = 0;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, bytes.length - offset);
+    bytes.set(part, offset);
+    offset += part.length;
+    if (offset >= bytes.length) break;
+  }
+  // stream: true leaves a character cut at the limit out instead of writing U+FFFD.
+  return new TextDecoder().decode(bytes, { stream: true });
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0].slice(0, 300);
+}
+
+/**
+ * POSTs `body` to `url` once: no redirects followed, `timeoutMs` for the
+ * whole exchange. Never throws.
+ */
+export async function postWebhook(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  options: { timeoutMs?: number; nowMs?: number } = {},
+): Promise<PostResult> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      headers,
+      body,
+      redirect: "manual",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const excerpt = await readExcerpt(response);
+    const status = response.status;
+    let error: string | null = null;
+    if (status >= 300 && status < 400) error = `Redirects are not followed (HTTP ${status})`;
+    else if (status < 200 || status >= 300) error = `HTTP ${status}`;
+    const retryAfterMs = status === 429 || status === 503
+      ? parseRetryAfter(response.headers.get("retry-after"), options.nowMs ?? Date.now())
+      : null;
+    return { status, error, excerpt, retryAfterMs };
+  } catch (error) {
+    const timedOut = error instanceof DOMException && error.name === "TimeoutError";
+    return {
+      status: null,
+      error: timedOut ? `Timed out after ${timeoutMs} ms` : firstLine(error),
+      excerpt: "",
+      retryAfterMs: null,
+    };
+  }
+}
+
+/** Options for {@linkcode Sender}. */
+export interface SenderOptions extends RetryDelayOptions {
+  /** Checks URLs again before every attempt. */
+  policy: UrlPolicy;
+  /** Clock (ms): attempt timestamps and due times. @default {Date.now} */
+  now?: () => number;
+  /** Request timeout (ms). @default {15000} */
+  timeoutMs?: number;
+  /** Disable an endpoint after failing continuously this long (ms). @default {5 days} */
+  disableAfterMs?: number;
+  /** Most attempts in flight per endpoint, across instances. @default {8} */
+  maxConcurrency?: number;
+  /** Most attempts in flight in this process. @default {64} */
+  maxInFlight?: number;
+  /** Told about every recorded attempt. */
+  onAttempt?: (claim: Claim, attempt: Attempt, disabled: boolean) => void;
+  /** Told about unexpected failures (the store was unavailable). */
+  onError?: (error: unknown) => void;
+}
+
+/** Counts of what a {@linkcode Sender} did. */
+export interface SendCounts {
+  /** Attempts made. */
+  attempted: number;
+  /** Of those, successes. */
+  succeeded: number;
+  /** Of those, failures (to retry or dead). */
+  failed: number;
+}
+
+function describeDuration(ms: number): string {
+  if (ms % DAY === 0) return `${ms / DAY} day${ms === DAY ? "" : "s"}`;
+  if (ms % HOUR === 0) return `${ms / HOUR} h`;
+  return `${ms} ms`;
+}
+
+/** Claims due deliveries and sends them. */
+export class Sender {
+  #store: DeliveryStore;
+  #policy: UrlPolicy;
+  #now: () => number;
+  #retry: RetryDelayOptions;
+  #timeoutMs: number;
+  #disableAfterMs: number;
+  #maxConcurrency: number;
+  #maxInFlight: number;
+  #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
+  #onError: (error: unknown) => void;
+  #inflight = new Set<Promise<void>>();
+  #pumping: Promise<void> | null = null;
+  #again = false;
+  #closed = false;
+  #counts: SendCounts = { attempted: 0, succeeded: 0, failed: 0 };
+
+  constructor(store: DeliveryStore, options: SenderOptions) {
+    this.#store = store;
+    this.#policy = options.policy;
+    this.#now = options.now ?? Date.now;
+    this.#retry = { schedule: options.schedule, jitter: options.jitter, random: options.random };
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#disableAfterMs = options.disableAfterMs ?? DEFAULT_DISABLE_AFTER_MS;
+    this.#maxConcurrency = options.maxConcurrency ?? 8;
+    this.#maxInFlight = options.maxInFlight ?? 64;
+    this.#onAttempt = options.onAttempt ?? (() => {});
+    this.#onError = options.onError ??
+      ((error) => console.error(`edgestream: webhook delivery failed: ${firstLine(error)}`));
+  }
+
+  /** Lease (ms) of a claim: longer than the request may take. */
+  get leaseMs(): number {
+    return this.#timeoutMs + 15_000;
+  }
+
+  /** Makes one attempt of a claimed delivery and records it. */
+  async attempt(claim: Claim): Promise<Attempt> {
+    const { delivery, endpoint } = claim;
+    const startMs = this.#now();
+    const started = performance.now();
+    let result: PostResult;
+    try {
+      await this.#policy.check(endpoint.url);
+      const secrets = endpoint.secrets
+        .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
+        .map((item) => item.secret);
+      const headers = {
+        ...endpoint.headers,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        ...await signatureHeaders(secrets, delivery.messageId, startMs, delivery.payload),
+      };
+      result = await postWebhook(endpoint.url, headers, delivery.payload, {
+        timeoutMs: this.#timeoutMs,
+        nowMs: startMs,
+      });
+    } catch (error) {
+      if (!(error instanceof UnsafeUrlError)) throw error;
+      result = {
+        status: null,
+        error: `Refused: ${error.message}`,
+        excerpt: "",
+        retryAfterMs: null,
+      };
+    }
+    const durationMs = Math.round(performance.now() - started);
+    const nowMs = this.#now();
+    const succeeded = result.status !== null && result.status >= 200 && result.status < 300;
+    const gone = result.status === 410;
+    let outcome: Attempt["outcome"] = "succeeded";
+    let nextAttemptMs: number | null = null;
+    if (!succeeded) {
+      const delay = gone ? null : retryDelayMs(delivery.tries + 1, this.#retry);
+      if (delay === null) outcome = "dead";
+      else {
+        outcome = "retrying";
+        nextAttemptMs = nowMs + (result.retryAfterMs ?? delay);
+      }
+    }
+    const attempt: Attempt = {
+      attempt: delivery.attempts + 1,
+      timeMs: startMs,
+      durationMs,
+      status: result.status,
+      error: result.error,
+      responseExcerpt: result.excerpt,
+      outcome,
+      nextAttemptMs,
+    };
+    const { recorded, disabled } = await this.#store.recordAttempt({
+      deliveryId: delivery.id,
+      endpointId: endpoint.id,
+      token: claim.token,
+      attempt,
+      nowMs,
+      disableReason: gone ? "Endpoint answered 410 Gone" : undefined,
+      disableAfterMs: this.#disableAfterMs,
+      failingReason: `Every attempt failed for ${describeDuration(this.#disableAfterMs)}`,
+    });
+    if (recorded) {
+      this.#counts.attempted += 1;
+      if (succeeded) this.#counts.succeeded += 1;
+      else this.#counts.failed += 1;
+      this.#onAttempt(claim, attempt, disabled);
+    }
+    return attempt;
+  }
+
+  /** Starts claiming and sending in the background; returns at once. */
+  kick(): void {
+    if (this.#closed) return;
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = this.#pump()
+      .catch((error) => this.#onError(error))
+      .finally(() => {
+        this.#pumping = null;
+        if (this.#again) this.kick();
+      });
+  }
+
+  async #pump(): Promise<void> {
+    do {
+      this.#again = false;
+      const free = this.#maxInFlight - this.#inflight.size;
+      if (free <= 0) return;
+      const claims = await this.#store.claimDue({
+        nowMs: this.#now(),
+        limit: free,
+        leaseMs: this.leaseMs,
+        maxConcurrency: this.#maxConcurrency,
+      });
+      for (const claim of claims) this.#start(claim);
+      if (claims.length === free) this.#again = true;
+    } while (this.#again && !this.#closed);
+  }
+
+  #start(claim: Claim): void {
+    const task: Promise<void> = this.attempt(claim)
+      .then(() => {}, (error) => this.#onError(error))
+      .finally(() => {
+        this.#inflight.delete(task);
+        this.kick();
+      });
+    this.#inflight.add(task);
+  }
+
+  /** Sends everything due now, and what becomes claimable meanwhile; resolves when done. */
+  async deliverDue(): Promise<SendCounts> {
+    const before = { ...this.#counts };
+    this.kick();
+    await this.idle();
+    return {
+      attempted: this.#counts.attempted - before.attempted,
+      succeeded: this.#counts.succeeded - before.succeeded,
+      failed: this.#counts.failed - before.failed,
+    };
+  }
+
+  /** Resolves when no claim and no send is running. */
+  async idle(): Promise<void> {
+    while (this.#pumping || this.#inflight.size > 0) {
+      await Promise.race([...this.#inflight, ...(this.#pumping ? [this.#pumping] : [])]);
+    }
+  }
+
+  /** Stops claiming; waits for the sends in flight. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.idle();
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * SSRF protection for webhook URLs: a URL must be `https:` (or `http:` when
+ * allowed), carry no credentials, and its host must resolve only to public
+ * unicast addresses, unless an allow-list entry (CIDR, address or host
+ * name) permits it. Checked at registration and again before every attempt,
+ * since DNS answers change. Address ranges come from `ipaddr.js`.
+ *
+ * @module
+ */
+import ipaddr from "ipaddr.js";
+
+/** Resolves a host name to its A and AAAA addresses. */
+export type Resolver = (hostname: string) => Promise<string[]>;
+
+/** A URL may not be used for webhooks; the message says why, naming the address. */
+export class UnsafeUrlError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "UnsafeUrlError";
+  }
+}
+
+/** An allow-list entry is neither a CIDR, an address nor a host name. */
+export class AllowListError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "AllowListError";
+  }
+}
+
+type Address = ipaddr.IPv4 | ipaddr.IPv6;
+
+const RANGE_WORDS: Record<string, string> = {
+  unspecified: "an unspecified",
+  broadcast: "a broadcast",
+  multicast: "a multicast",
+  linkLocal: "a link-local",
+  loopback: "a loopback",
+  carrierGradeNat: "a carrier-grade NAT",
+  private: "a private",
+  reserved: "a reserved",
+  uniqueLocal: "a unique-local",
+  ipv4Mapped: "an IPv4-mapped",
+  rfc6145: "an IPv4-translated",
+  rfc6052: "a NAT64",
+  "6to4": "a 6to4",
+  teredo: "a Teredo",
+};
+
+/** Global unicast IPv6 space (2000::/3); everything outside it is refused. */
+const GLOBAL_UNICAST_V6 = ipaddr.IPv6.parseCIDR("2000::/3");
+
+/**
+ * The kind of non-public range an address is in (`loopback`, `private`,
+ * `linkLocal`, `carrierGradeNat`, `uniqueLocal`, …), or null for a public
+ * unicast address. IPv4-mapped IPv6 addresses are judged as their IPv4 address.
+ *
+ * @example
+ * ```ts
+ * nonPublicRange("169.254.169.254"); // "linkLocal"
+ * nonPublicRange("::ffff:127.0.0.1"); // "loopback"
+ * nonPublicRange("93.184.216.34"); // null
+ * ```
+ */
+export function nonPublicRange(address: string): string | null {
+  const parsed = ipaddr.process(address);
+  const range = parsed.range();
+  if (range !== "unicast") return range;
+  if (parsed.kind() === "ipv6" && !parsed.match(GLOBAL_UNICAST_V6)) return "reserved";
+  return null;
+}
+
+function describeRange(range: string): string {
+  return `${RANGE_WORDS[range] ?? `a ${range}`} address`;
+}
+
+/** Whether `hostname` is one of the names that always mean this machine (RFC 6761). */
+function isLocalhostName(hostname: string): boolean {
+  const name = hostname.toLowerCase().replace(/\.$/, "");
+  return name === "localhost" || name.endsWith(".localhost");
+}
+
+/** Resolves A and AAAA records with `Deno.resolveDns`; `localhost` names are loopback. */
+export async function resolveWithDns(hostname: string): Promise<string[]> {
+  if (isLocalhostName(hostname)) return ["127.0.0.1", "::1"];
+  const [v4, v6] = await Promise.allSettled([
+    Deno.resolveDns(hostname, "A"),
+    Deno.resolveDns(hostname, "AAAA"),
+  ]);
+  const addresses = [
+    ...(v4.status === "fulfilled" ? v4.value : []),
+    ...(v6.status === "fulfilled" ? v6.value : []),
+  ];
+  if (addresses.length === 0 && v4.status === "rejected") throw v4.reason;
+  return addresses;
+}
+
+/** Options for {@linkcode UrlPolicy}. */
+export interface UrlPolicyOptions {
+  /**
+   * CIDRs (`10.0.0.0/8`), addresses (`127.0.0.1`) and host names
+   * (`receiver.internal`, `*.internal`) allowed despite being non-public;
+   * an allowed host may also use `http:`. @default {[]}
+   */
+  allow?: readonly string[];
+  /** Allow `http:` URLs for every host. @default {false} */
+  allowHttp?: boolean;
+  /** Resolves host names. @default {resolveWithDns} */
+  resolve?: Resolver;
+}
+
+/** Splits `EDGESTREAM_WEBHOOK_ALLOW`-style text (commas or spaces) into entries. */
+export function parseAllowList(text: string | undefined): string[] {
+  return (text ?? "").split(/[\s,]+/).map((item) => item.trim()).filter(Boolean);
+}
+
+const HOST_NAME = /^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i;
+
+/** Decides whether a webhook URL may be used. */
+export class UrlPolicy {
+  #ranges: Array<[Address, number]> = [];
+  #hosts: string[] = [];
+  #suffixes: string[] = [];
+  #allowHttp: boolean;
+  #resolve: Resolver;
+
+  /** Throws {@linkcode AllowListError} for an entry that is not a CIDR, address or host name. */
+  constructor(options: UrlPolicyOptions = {}) {
+    this.#allowHttp = options.allowHttp ?? false;
+    this.#resolve = options.resolve ?? resolveWithDns;
+    for (const entry of options.allow ?? []) {
+      const text = entry.replace(/^\[(.*)\]$/, "$1");
+      if (ipaddr.isValidCIDR(text)) {
+        const [address, bits] = ipaddr.parseCIDR(text);
+        this.#ranges.push([address, bits]);
+      } else if (ipaddr.isValid(text)) {
+        const address = ipaddr.parse(text);
+        this.#ranges.push([address, address.kind() === "ipv4" ? 32 : 128]);
+      } else if (HOST_NAME.test(text)) {
+        if (text.startsWith("*.")) this.#suffixes.push(text.slice(1).toLowerCase());
+        else this.#hosts.push(text.toLowerCase());
+      } else {
+        throw new AllowListError(
+          `Webhook allow-list entry '${entry}' is not a CIDR, an address or a host name`,
+        );
+      }
+    }
+  }
+
+  #hostAllowed(hostname: string): boolean {
+    const name = hostname.toLowerCase();
+    return this.#hosts.includes(name) || this.#suffixes.some((suffix) => name.endsWith(suffix));
+  }
+
+  #addressAllowed(address: Address): boolean {
+    const candidates = [address];
+    if (address.kind() === "ipv6" && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
+      candidates.push((address as ipaddr.IPv6).toIPv4Address());
+    }
+    return candidates.some((candidate) =>
+      this.#ranges.some(([range, bits]) =>
+        range.kind() === candidate.kind() && candidate.match(range, bits)
+      )
+    );
+  }
+
+  /**
+   * Checks a URL and the addresses its host resolves to now. Returns the
+   * parsed URL and the addresses; throws {@linkcode UnsafeUrlError} naming
+   * the offending address, e.g. `'url' resolves to a private address: 10.0.0.7`.
+   */
+  async check(url: string): Promise<{ url: URL; addresses: string[] }> {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new UnsafeUrlError(`'url' is not an absolute URL: ${url}`);
+    }
+    if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+      throw new UnsafeUrlError(`'url' must use https, got ${parsed.protocol.slice(0, -1)}`);
+    }
+    if (parsed.username || parsed.password) {
+      throw new UnsafeUrlError("'url' must not contain credentials; send them as 'headers'");
+    }
+    const hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+    const isLiteral = ipaddr.isValid(hostname);
+    let addresses: string[];
+    if (isLiteral) {
+      addresses = [hostname];
+    } else if (this.#hostAllowed(hostname)) {
+      return { url: parsed, addresses: [] };
+    } else {
+      try {
+        addresses = await this.#resolve(hostname);
+      } catch (error) {
+        throw new UnsafeUrlError(`'url' host '${hostname}' does not resolve`, { cause: error });
+      }
+      if (addresses.length === 0) {
+        throw new UnsafeUrlError(`'url' host '${hostname}' has no A or AAAA record`);
+      }
+    }
+    let allAllowed = true;
+    for (const text of addresses) {
+      if (!ipaddr.isValid(text)) {
+        throw new UnsafeUrlError(`'url' host '${hostname}' resolves to a non-address: ${text}`);
+      }
+      const address = ipaddr.parse(text);
+      if (this.#addressAllowed(address)) continue;
+      allAllowed = false;
+      const range = nonPublicRange(text);
+      if (range !== null) {
+        const what = isLiteral ? "is" : "resolves to";
+        throw new UnsafeUrlError(`'url' ${what} ${describeRange(range)}: ${text}`);
+      }
+    }
+    if (parsed.protocol === "http:" && !this.#allowHttp && !allAllowed) {
+      throw new UnsafeUrlError("'url' must use https; http is allowed only for allow-listed hosts");
+    }
+    return { url: parsed, addresses };
+  }
+}

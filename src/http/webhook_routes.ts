@@ -1,0 +1,524 @@
+/**
+ * The webhook endpoints (scope `admin`): register, list, change and delete
+ * consumers, rotate their secrets, send a test, read the attempt log, replay
+ * and retry deliveries. Secrets appear only in the reply to a registration
+ * and to a rotation.
+ *
+ * @module
+ */
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
+import { DurationError, parseDuration } from "../config/mod.ts";
+import {
+  type DeliveryWithAttempts,
+  type Endpoint,
+  type EndpointInput,
+  InvalidEndpointError,
+  WebhookConflictError,
+  WebhookNotFoundError,
+  type WebhookService,
+} from "../fanout/webhooks/mod.ts";
+import { type KeyRing, requireScope } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import { ErrorSchema } from "./routes.ts";
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
+
+const errorContent = { "application/json": { schema: ErrorSchema } };
+const errors = {
+  400: { description: "Bad request", content: errorContent },
+  401: { description: "Missing or invalid key", content: errorContent },
+  403: { description: "Key lacks the admin scope", content: errorContent },
+  404: { description: "Unknown endpoint or delivery", content: errorContent },
+  409: { description: "Conflicts with the current state", content: errorContent },
+  503: { description: "Store unavailable", content: errorContent },
+} as const;
+
+const BatchInput = z.strictObject({
+  maxEvents: z.int().min(1).max(1000).openapi({ example: 100 }),
+  maxWait: z.string().min(1).max(32).openapi({
+    description: "Longest wait for a batch to fill, as a duration",
+    example: "1s",
+  }),
+});
+
+const endpointFields = {
+  url: z.string().min(1).max(2048).openapi({
+    description: "https URL (http only when allowed by config); must not reach internal addresses",
+    example: "https://example.com/hooks/edgestream",
+  }),
+  eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({
+    description: "Types delivered (default: window.closed, alert.fired)",
+  }),
+  streams: z.array(z.string().regex(NAME)).max(256).nullable().openapi({
+    description: "Streams heard from; null for all",
+  }),
+  filter: z.string().min(1).max(4096).nullable().openapi({
+    description: "CEL over `payload` and `data`; only payloads for which it is true are sent",
+    example: "payload.type != 'window.closed' || data.value > 100.0",
+  }),
+  description: z.string().max(1024).nullable(),
+  headers: z.record(z.string(), z.string().max(4096)).refine(
+    (headers) => Object.keys(headers).length <= 32,
+    "At most 32 headers",
+  ).openapi({ description: "Extra request headers (values are never shown again)" }),
+  rateLimit: z.number().positive().max(100_000).nullable().openapi({
+    description: "Most deliveries per second",
+  }),
+  batch: BatchInput.nullable().openapi({
+    description: "Batch event.processed: `data` is an array of up to maxEvents events",
+  }),
+  disabled: z.boolean(),
+};
+
+const CreateBody = z.strictObject({
+  url: endpointFields.url,
+  eventTypes: endpointFields.eventTypes.optional(),
+  streams: endpointFields.streams.optional(),
+  filter: endpointFields.filter.optional(),
+  description: endpointFields.description.optional(),
+  headers: endpointFields.headers.optional(),
+  rateLimit: endpointFields.rateLimit.optional(),
+  batch: endpointFields.batch.optional(),
+  disabled: endpointFields.disabled.optional(),
+}).openapi("WebhookInput");
+
+const PatchBody = CreateBody.partial().openapi("WebhookPatch");
+
+/** An endpoint as the API shows it: no secrets, no header values. */
+export const EndpointSchema = z.object({
+  id: z.string().openapi({ example: "ep_4f1c0a9e2b7d4c3a8e6f5d2c1b0a9e8d" }),
+  url: z.string(),
+  description: z.string().nullable(),
+  eventTypes: z.array(z.string()),
+  streams: z.array(z.string()).nullable(),
+  filter: z.string().nullable(),
+  headerNames: z.array(z.string()),
+  rateLimit: z.number().nullable(),
+  batch: z.object({ maxEvents: z.int(), maxWaitMs: z.int() }).nullable(),
+  disabled: z.boolean(),
+  disabledReason: z.string().nullable(),
+  failingSince: z.string().nullable(),
+  previousSecretExpiresAt: z.string().nullable().openapi({
+    description: "While a rotated-out secret still signs: when it stops",
+  }),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).openapi("Webhook");
+
+const CreatedSchema = EndpointSchema.extend({
+  secret: z.string().openapi({
+    description: "Signing secret; shown only now",
+    example: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  }),
+}).openapi("WebhookCreated");
+
+const AttemptSchema = z.object({
+  attempt: z.int(),
+  at: z.string(),
+  status: z.int().nullable().openapi({ description: "HTTP status; null without a response" }),
+  durationMs: z.int(),
+  error: z.string().nullable(),
+  responseExcerpt: z.string().openapi({ description: "Start of the response body, ≤ 2 KB" }),
+  outcome: z.enum(["succeeded", "retrying", "dead"]),
+  nextAttemptAt: z.string().nullable(),
+}).openapi("DeliveryAttempt");
+
+const DeliverySchema = z.object({
+  id: z.string(),
+  messageId: z.string().openapi({
+    description: "The webhook-id header, the same on every attempt",
+  }),
+  endpointId: z.string(),
+  stream: z.string().nullable(),
+  eventType: z.string(),
+  status: z.enum(["pending", "retrying", "succeeded", "dead"]),
+  attempts: z.int(),
+  nextAttemptAt: z.string().nullable(),
+  lastStatus: z.int().nullable(),
+  lastError: z.string().nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  payload: z.unknown(),
+  attemptLog: z.array(AttemptSchema).openapi({ description: "Attempts, newest first" }),
+}).openapi("Delivery");
+
+const EndpointParams = z.object({
+  id: z.string().min(1).max(256).openapi({ param: { name: "id", in: "path" } }),
+});
+
+const DeliveryParams = z.object({
+  deliveryId: z.string().min(1).max(512).openapi({ param: { name: "deliveryId", in: "path" } }),
+});
+
+const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+
+/** `POST /v1/webhooks`. */
+export const createWebhookRoute = createRoute({
+  method: "post",
+  path: "/v1/webhooks",
+  summary: "Register a webhook endpoint. Scope: admin.",
+  description:
+    "The URL is checked now and before every attempt: it must be https (http only when allowed) and must not resolve to loopback, private, link-local, CGNAT, unique-local or other non-public addresses. The reply holds the signing secret, shown only once.",
+  request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
+  responses: {
+    201: json(CreatedSchema, "Registered"),
+    400: errors[400],
+    401: errors[401],
+    403: errors[403],
+    503: errors[503],
+  },
+});
+
+/** `GET /v1/webhooks`. */
+export const listWebhooksRoute = createRoute({
+  method: "get",
+  path: "/v1/webhooks",
+  summary: "List webhook endpoints (without secrets). Scope: admin.",
+  responses: {
+    200: json(z.object({ webhooks: z.array(EndpointSchema) }), "Endpoints"),
+    401: errors[401],
+    403: errors[403],
+    503: errors[503],
+  },
+});
+
+/** `GET /v1/webhooks/{id}`. */
+export const getWebhookRoute = createRoute({
+  method: "get",
+  path: "/v1/webhooks/{id}",
+  summary: "A webhook endpoint (without secrets). Scope: admin.",
+  request: { params: EndpointParams },
+  responses: {
+    200: json(EndpointSchema, "Endpoint"),
+    401: errors[401],
+    403: errors[403],
+    404: errors[404],
+    503: errors[503],
+  },
+});
+
+/** `PATCH /v1/webhooks/{id}`. */
+export const updateWebhookRoute = createRoute({
+  method: "patch",
+  path: "/v1/webhooks/{id}",
+  summary: "Change a webhook endpoint; `disabled: false` re-enables it. Scope: admin.",
+  request: {
+    params: EndpointParams,
+    body: { required: true, content: { "application/json": { schema: PatchBody } } },
+  },
+  responses: {
+    200: json(EndpointSchema, "Changed"),
+    ...errors,
+  },
+});
+
+/** `DELETE /v1/webhooks/{id}`. */
+export const deleteWebhookRoute = createRoute({
+  method: "delete",
+  path: "/v1/webhooks/{id}",
+  summary: "Delete a webhook endpoint and its queue. Scope: admin.",
+  request: { params: EndpointParams },
+  responses: {
+    204: { description: "Deleted" },
+    401: errors[401],
+    403: errors[403],
+    404: errors[404],
+    503: errors[503],
+  },
+});
+
+/** `POST /v1/webhooks/{id}/rotate-secret`. */
+export const rotateSecretRoute = createRoute({
+  method: "post",
+  path: "/v1/webhooks/{id}/rotate-secret",
+  summary: "New signing secret; the old one keeps signing alongside it for 24 h. Scope: admin.",
+  request: { params: EndpointParams },
+  responses: {
+    200: json(
+      z.object({
+        id: z.string(),
+        secret: z.string().openapi({ description: "The new secret; shown only now" }),
+        previousSecretExpiresAt: z.string(),
+      }).openapi("RotatedSecret"),
+      "Rotated",
+    ),
+    ...errors,
+  },
+});
+
+/** `POST /v1/webhooks/{id}/test`. */
+export const testWebhookRoute = createRoute({
+  method: "post",
+  path: "/v1/webhooks/{id}/test",
+  summary: "Send a webhook.test delivery now (in the background). Scope: admin.",
+  request: { params: EndpointParams },
+  responses: {
+    202: json(z.object({ delivery: DeliverySchema }), "Queued"),
+    ...errors,
+  },
+});
+
+/** `GET /v1/webhooks/{id}/deliveries`. */
+export const listDeliveriesRoute = createRoute({
+  method: "get",
+  path: "/v1/webhooks/{id}/deliveries",
+  summary: "An endpoint's deliveries with their attempt logs, newest first. Scope: admin.",
+  request: {
+    params: EndpointParams,
+    query: z.object({
+      status: z.enum(["pending", "retrying", "succeeded", "dead"]).optional(),
+      limit: z.coerce.number().int().min(1).max(200).optional().openapi({
+        description: "Most deliveries (default 20)",
+      }),
+    }),
+  },
+  responses: {
+    200: json(z.object({ deliveries: z.array(DeliverySchema) }), "Deliveries"),
+    ...errors,
+  },
+});
+
+/** `POST /v1/webhooks/{id}/replay`. */
+export const replayRoute = createRoute({
+  method: "post",
+  path: "/v1/webhooks/{id}/replay",
+  summary: "Re-send failed and dead deliveries created since a time. Scope: admin.",
+  request: {
+    params: EndpointParams,
+    body: {
+      required: true,
+      content: {
+        "application/json": {
+          schema: z.strictObject({
+            since: z.string().min(1).max(64).openapi({ example: "2026-01-01T00:00:00Z" }),
+          }),
+        },
+      },
+    },
+  },
+  responses: {
+    202: json(z.object({ requeued: z.int() }), "Requeued"),
+    ...errors,
+  },
+});
+
+/** `POST /v1/deliveries/{deliveryId}/retry`. */
+export const retryDeliveryRoute = createRoute({
+  method: "post",
+  path: "/v1/deliveries/{deliveryId}/retry",
+  summary: "Re-send one delivery now, with a fresh retry schedule. Scope: admin.",
+  request: { params: DeliveryParams },
+  responses: {
+    202: json(z.object({ delivery: DeliverySchema }), "Requeued"),
+    ...errors,
+  },
+});
+
+function iso(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+/** The public view of an endpoint: no secret, no header value. */
+export function endpointView(endpoint: Endpoint, nowMs: number): z.infer<typeof EndpointSchema> {
+  const expiring = endpoint.secrets
+    .map((item) => item.expiresMs)
+    .filter((ms): ms is number => ms !== null && ms > nowMs);
+  return {
+    id: endpoint.id,
+    url: endpoint.url,
+    description: endpoint.description,
+    eventTypes: endpoint.eventTypes,
+    streams: endpoint.streams,
+    filter: endpoint.filter,
+    headerNames: Object.keys(endpoint.headers),
+    rateLimit: endpoint.rateLimit,
+    batch: endpoint.batch,
+    disabled: endpoint.disabled,
+    disabledReason: endpoint.disabledReason,
+    failingSince: iso(endpoint.failingSinceMs),
+    previousSecretExpiresAt: expiring.length > 0 ? iso(Math.max(...expiring)) : null,
+    createdAt: iso(endpoint.createdMs)!,
+    updatedAt: iso(endpoint.updatedMs)!,
+  };
+}
+
+function parsePayload(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function deliveryView(delivery: DeliveryWithAttempts): z.infer<typeof DeliverySchema> {
+  return {
+    id: delivery.id,
+    messageId: delivery.messageId,
+    endpointId: delivery.endpointId,
+    stream: delivery.stream,
+    eventType: delivery.eventType,
+    status: delivery.status,
+    attempts: delivery.attempts,
+    nextAttemptAt: iso(delivery.nextAttemptMs),
+    lastStatus: delivery.lastStatus,
+    lastError: delivery.lastError,
+    createdAt: iso(delivery.createdMs)!,
+    updatedAt: iso(delivery.updatedMs)!,
+    payload: parsePayload(delivery.payload),
+    attemptLog: delivery.attemptLog.map((attempt) => ({
+      attempt: attempt.attempt,
+      at: iso(attempt.timeMs)!,
+      status: attempt.status,
+      durationMs: attempt.durationMs,
+      error: attempt.error,
+      responseExcerpt: attempt.responseExcerpt,
+      outcome: attempt.outcome,
+      nextAttemptAt: iso(attempt.nextAttemptMs),
+    })),
+  };
+}
+
+/** Turns the service's domain errors into API errors with their status. */
+async function answer<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error instanceof InvalidEndpointError) {
+      throw new ApiError(400, "invalid_webhook", error.message, { cause: error });
+    }
+    if (error instanceof WebhookNotFoundError) {
+      throw new ApiError(404, "not_found", error.message, { cause: error });
+    }
+    if (error instanceof WebhookConflictError) {
+      throw new ApiError(409, "conflict", error.message, { cause: error });
+    }
+    throw error;
+  }
+}
+
+type BodyInput = z.infer<typeof PatchBody>;
+
+/** Converts a request body to service input: durations parsed, absent fields left out. */
+function toInput(body: BodyInput): Partial<EndpointInput> {
+  const { batch, ...rest } = body;
+  const input: Partial<EndpointInput> = { ...rest };
+  if (batch === null) input.batch = null;
+  else if (batch !== undefined) {
+    let maxWaitMs: number;
+    try {
+      maxWaitMs = parseDuration(batch.maxWait);
+    } catch (error) {
+      if (!(error instanceof DurationError)) throw error;
+      throw new ApiError(400, "invalid_request", `Invalid body batch.maxWait: ${error.message}`);
+    }
+    if (maxWaitMs > 60_000) {
+      throw new ApiError(
+        400,
+        "invalid_request",
+        `Invalid body batch.maxWait: at most 1m, got ${batch.maxWait}`,
+      );
+    }
+    input.batch = { maxEvents: batch.maxEvents, maxWaitMs };
+  }
+  return input;
+}
+
+/** What {@linkcode registerWebhookRoutes} needs. */
+export interface WebhookRouteDeps {
+  /** The service behind the routes. */
+  webhooks: WebhookService;
+  /** API keys; every route needs the `admin` scope. */
+  keys: KeyRing;
+  /** Clock (ms). @default {Date.now} */
+  now?: () => number;
+}
+
+/**
+ * Adds the webhook endpoints to `app`.
+ *
+ * @example
+ * ```ts
+ * registerWebhookRoutes(app, { webhooks, keys });
+ * ```
+ */
+export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps): void {
+  const { webhooks } = deps;
+  const now = deps.now ?? Date.now;
+  const view = (endpoint: Endpoint) => endpointView(endpoint, now());
+  const admin = requireScope(deps.keys, "admin");
+  app.use("/v1/webhooks", admin);
+  app.use("/v1/webhooks/*", admin);
+  app.use("/v1/deliveries/*", admin);
+
+  app.openapi(createWebhookRoute, async (c) => {
+    const body = c.req.valid("json");
+    const { endpoint, secret } = await answer(() =>
+      webhooks.createEndpoint({ ...toInput(body), url: body.url })
+    );
+    return c.json({ ...view(endpoint), secret }, 201);
+  });
+
+  app.openapi(listWebhooksRoute, async (c) => {
+    const endpoints = await webhooks.listEndpoints();
+    return c.json({ webhooks: endpoints.map(view) }, 200);
+  });
+
+  app.openapi(getWebhookRoute, async (c) => {
+    const endpoint = await answer(() => webhooks.getEndpoint(c.req.valid("param").id));
+    return c.json(view(endpoint), 200);
+  });
+
+  app.openapi(updateWebhookRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const body = c.req.valid("json");
+    const endpoint = await answer(() => webhooks.updateEndpoint(id, toInput(body)));
+    return c.json(view(endpoint), 200);
+  });
+
+  app.openapi(deleteWebhookRoute, async (c) => {
+    await answer(() => webhooks.deleteEndpoint(c.req.valid("param").id));
+    return c.body(null, 204);
+  });
+
+  app.openapi(rotateSecretRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const { secret, previousExpiresMs } = await answer(() => webhooks.rotateSecret(id));
+    return c.json({ id, secret, previousSecretExpiresAt: iso(previousExpiresMs)! }, 200);
+  });
+
+  app.openapi(testWebhookRoute, async (c) => {
+    const delivery = await answer(() => webhooks.sendTest(c.req.valid("param").id));
+    return c.json({ delivery: deliveryView({ ...delivery, attemptLog: [] }) }, 202);
+  });
+
+  app.openapi(listDeliveriesRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const query = c.req.valid("query");
+    const deliveries = await answer(() =>
+      webhooks.listDeliveries(id, { limit: query.limit ?? 20, status: query.status })
+    );
+    return c.json({ deliveries: deliveries.map(deliveryView) }, 200);
+  });
+
+  app.openapi(replayRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const { since } = c.req.valid("json");
+    const sinceMs = /^-?\d+$/.test(since) ? Number(since) : Date.parse(since);
+    if (!Number.isFinite(sinceMs)) {
+      throw new ApiError(400, "invalid_request", `Invalid body since: not a time: ${since}`);
+    }
+    const requeued = await answer(() => webhooks.replay(id, sinceMs));
+    return c.json({ requeued }, 202);
+  });
+
+  app.openapi(retryDeliveryRoute, async (c) => {
+    const delivery = await answer(() => webhooks.retryDelivery(c.req.valid("param").deliveryId));
+    return c.json({ delivery: deliveryView(delivery) }, 202);
+  });
+}
