@@ -443,3 +443,28 @@ Deno.test("/openapi.json documents every route from the same schemas", async () 
   assert.ok(body.components.schemas.IngestReply);
   assert.ok(body.paths["/v1/streams/{stream}/events"].post.responses["202"]);
 });
+
+Deno.test("a receive-time stream's windows turn final and close by the clock alone", async () => {
+  let now = Date.parse(at(30));
+  const config = {
+    streams: {
+      clicks: {
+        time: { lateness: "5s" },
+        counters: { per_minute: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  };
+  const { app } = await testApp({ config, now: () => now });
+  assert.equal((await postEvents(app, [{}, {}], { stream: "clicks" })).status, 202);
+  const read = async () =>
+    (await getJson(app, "/v1/streams/clicks/counters/per_minute")).body.windows[0].final;
+  assert.equal(await read(), false);
+  const sweep = async () =>
+    (await (await app.request("/v1/admin/sweep", { method: "POST" })).json()).closed;
+  assert.deepEqual(await sweep(), []);
+  now = Date.parse(at(65));
+  assert.equal(await read(), true);
+  const closed = await sweep();
+  assert.deepEqual(closed.map((window: { start: string }) => window.start), [at(0)]);
+  assert.deepEqual(closed[0].groups.map((group: { value: number }) => group.value), [2]);
+});

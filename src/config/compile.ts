@@ -54,6 +54,11 @@ export interface CompiledStream {
   latenessMs: number;
   /** Events further ahead of now than this are rejected. */
   maxFutureMs: number;
+  /**
+   * The watermark never trails the clock by more than this (ms), so windows
+   * of a quiet stream still close; null: it moves with event time only.
+   */
+  idleMs: number | null;
   /** Dedupe settings. */
   dedupe?: { field: string; ttlMs: number };
   /** Compiled transform steps. */
@@ -244,6 +249,8 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
     timeField: parsed.time.field,
     latenessMs: parsed.time.lateness,
     maxFutureMs: parsed.time.maxFuture,
+    // Receive-time streams: the clock is the event time, so it is the watermark.
+    idleMs: parsed.time.idle ?? (parsed.time.field === undefined ? 0 : null),
     dedupe: parsed.dedupe ? { field: parsed.dedupe.field, ttlMs: parsed.dedupe.ttl } : undefined,
     transform,
     counters,

@@ -97,6 +97,7 @@ export const streamDefinitionSchema = z.strictObject({
     field: fieldPath.optional(),
     lateness: duration.default(parseDuration("30s")),
     maxFuture: duration.default(parseDuration("5m")),
+    idle: duration.optional(),
   }).default({ lateness: 30_000, maxFuture: 300_000 }),
   dedupe: z.strictObject({
     field: fieldPath,

@@ -45,6 +45,7 @@ export async function sweepOnce(
     if (stream.counters.length === 0) continue;
     const windows = await store.closeWindows(stream.name, stream.counterMetas, {
       latenessMs: stream.latenessMs,
+      idleMs: stream.idleMs,
     });
     for (const window of windows) closed.push({ ...window, stream: stream.name });
     if (stream.alerts.length === 0 || windows.length === 0) continue;

@@ -188,6 +188,7 @@ export async function ingestItems(
       stream: stream.name,
       nowMs,
       latenessMs: stream.latenessMs,
+      idleMs: stream.idleMs,
       dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
       counters: stream.counterMetas,
       events,

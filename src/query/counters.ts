@@ -77,7 +77,10 @@ async function rowsFor(
     ),
     context.store.stats(stream.name, []),
   ]);
-  const closedBefore = stats.watermark === null ? -Infinity : stats.watermark - stream.latenessMs;
+  // An idle stream's watermark follows the clock (as the store will raise it on its next write).
+  const floor = stream.idleMs === null ? -Infinity : context.nowMs - stream.idleMs;
+  const watermark = Math.max(stats.watermark ?? -Infinity, floor);
+  const closedBefore = watermark - stream.latenessMs;
   const rows: Array<WindowRow & { startMs: number }> = [];
   for (const item of values) {
     const group = decodeGroup(counter.groupBy, item.group);

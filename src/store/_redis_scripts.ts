@@ -26,6 +26,12 @@ local function appendLog(recordJson, ttl)
   redis.call("XADD", P .. "log", "MAXLEN", "~", "100000", "*", "r", recordJson)
   redis.call("PEXPIRE", P .. "log", ttl)
 end
+-- An idle stream's watermark follows the clock: at least now - idle.
+local function raiseToClock(wm, now, idle)
+  if type(idle) ~= "number" then return wm end
+  if wm == nil or now - idle > wm then return now - idle end
+  return wm
+end
 local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
   return 2
@@ -74,7 +80,7 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes little:
- * - ARGV[1], JSON: \`{now, late, dttl, filtered, statsTtl, logp, logl,
+ * - ARGV[1], JSON: \`{now, late, idle, dttl, filtered, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
  *   times: [ms, …], payloads?: [json|false, …]}\` — one entry per event.
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
@@ -95,6 +101,7 @@ local b = cjson.decode(ARGV[1])
 local statsKey = P .. "stats"
 local wm = tonumber(redis.call("HGET", statsKey, "wm"))
 local now, lateness, dttl = b.now, b.late, b.dttl
+wm = raiseToClock(wm, now, b.idle)
 local outcomes = {}
 local applied, duplicates, lates = 0, 0, 0
 local idsKey, oldIdsKey
@@ -266,13 +273,19 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, counters: [[name, kind, hop, size]]}`. Returns JSON
+ * `{late, limit, logTtl, idle, now, counters: [[name, kind, hop, size]]}`. Returns JSON
  * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
  * The ZREM inside the script makes each window close exactly once.
  */
 export const CLOSE_SCRIPT = COMMON + `
 local b = cjson.decode(ARGV[1])
 local wm = tonumber(redis.call("HGET", P .. "stats", "wm"))
+local raised = raiseToClock(wm, b.now, b.idle)
+if raised ~= wm then
+  wm = raised
+  redis.call("HSET", P .. "stats", "wm", num(wm))
+  redis.call("PEXPIRE", P .. "stats", b.logTtl)
+end
 local out = {}
 if wm == nil then return cjson.encode(out) end
 local cutoff = wm - b.late

@@ -122,6 +122,7 @@ export class MemoryStore implements Store {
     this.#sweep(now);
     const stream = this.#stream(batch.stream);
     this.#forgetExpiredIds(stream, now);
+    raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
     const panesByCounter: Array<Map<number, Pane>> = [];
     for (const event of batch.events) {
@@ -237,6 +238,7 @@ export class MemoryStore implements Store {
   ): Promise<ClosedWindow[]> {
     const state = this.#streams.get(stream);
     const closed: ClosedWindow[] = [];
+    if (state) raiseToClock(state, options.nowMs ?? this.#now(), options.idleMs);
     if (!state || state.watermark === null) return Promise.resolve(closed);
     const cutoff = state.watermark - options.latenessMs;
     const limit = options.limit ?? 100;
@@ -434,4 +436,11 @@ export function parseLogId(id: string): [number, number] {
 /** Orders two parsed log ids. */
 export function compareLogIds(a: [number, number], b: [number, number]): number {
   return a[0] - b[0] || a[1] - b[1];
+}
+
+/** Raises a stream's watermark to `nowMs - idleMs` when that is later (idle streams follow the clock). */
+function raiseToClock(stream: StreamState, nowMs: number, idleMs: number | null | undefined): void {
+  if (idleMs === null || idleMs === undefined) return;
+  const floor = nowMs - idleMs;
+  if (stream.watermark === null || floor > stream.watermark) stream.watermark = floor;
 }

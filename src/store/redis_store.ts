@@ -215,6 +215,7 @@ export class RedisStore implements Store {
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
+      idle: batch.idleMs ?? false,
       dttl: batch.dedupeTtlMs,
       filtered: batch.filtered,
       statsTtl: this.#statsTtlMs,
@@ -298,6 +299,8 @@ export class RedisStore implements Store {
         fromJson(
           await this.#script(CLOSE_SCRIPT, stream, {
             late: options.latenessMs,
+            idle: options.idleMs ?? false,
+            now: options.nowMs ?? this.#now(),
             limit: options.limit ?? 100,
             logTtl: this.#statsTtlMs,
             counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),

@@ -53,6 +53,11 @@ export interface StoreBatch {
   nowMs: number;
   /** Events this far (ms) behind the watermark are late. */
   latenessMs: number;
+  /**
+   * When set, the watermark is first raised to at least `nowMs - idleMs`, so
+   * it follows the clock while no newer events arrive.
+   */
+  idleMs?: number | null;
   /** How long (ms) a dedupe id is remembered; 0 when the stream does not dedupe. */
   dedupeTtlMs: number;
   /** The stream's counters, indexed by {@linkcode CellUpdate.counter}. */
@@ -191,6 +196,10 @@ export interface CloseOptions {
   latenessMs: number;
   /** Most windows closed per counter in one call. @default {100} */
   limit?: number;
+  /** As {@linkcode StoreBatch.idleMs}: the watermark is raised to at least `nowMs - idleMs` first. */
+  idleMs?: number | null;
+  /** The clock (ms) for `idleMs`. @default {the store's clock} */
+  nowMs?: number;
 }
 
 /** Storage for stream state. Implementations must apply a batch atomically. */

@@ -350,6 +350,60 @@ const scenarios: Record<string, Scenario> = {
     assert.ok(log[0].id < log[1].id || log[0].id.length < log[1].id.length);
   },
 
+  async "an idle watermark follows the clock: quiet windows close and old events are late"(store) {
+    const base = {
+      stream: "s",
+      latenessMs: 10_000,
+      dedupeTtlMs: 0,
+      counters: stream.counterMetas,
+      filtered: 0,
+    };
+    const count = stream.counterMetas.filter((meta) => meta.name === "count");
+    const event = (timeMs: number) => ({
+      timeMs,
+      updates: [{ counter: 0, pane: Math.floor(timeMs / 60_000) * 60_000, group: '["x"]' }],
+    });
+    await store.applyBatch({
+      ...base,
+      nowMs: T0 + 5_000,
+      idleMs: 30_000,
+      events: [event(T0 + 5_000)],
+    });
+    // No newer event: only the clock moves past the window's end + lateness + idle.
+    assert.deepEqual(
+      await store.closeWindows("s", count, {
+        latenessMs: 10_000,
+        idleMs: 30_000,
+        nowMs: T0 + 99_000,
+      }),
+      [],
+    );
+    const closed = await store.closeWindows("s", count, {
+      latenessMs: 10_000,
+      idleMs: 30_000,
+      nowMs: T0 + 100_000,
+    });
+    assert.deepEqual(closed.map((window) => window.start), [T0]);
+    assert.equal((await store.stats("s", [])).watermark, T0 + 70_000);
+    const late = await store.applyBatch({
+      ...base,
+      nowMs: T0 + 100_000,
+      idleMs: 30_000,
+      events: [event(T0 + 59_000), event(T0 + 61_000)],
+    });
+    assert.deepEqual(late.outcomes, ["late", "applied"]);
+    const without = await store.applyBatch({
+      ...base,
+      nowMs: T0 + 500_000,
+      events: [event(T0 + 61_000)],
+    });
+    assert.deepEqual(
+      without.outcomes,
+      ["applied"],
+      "no idleMs: the watermark moves with events only",
+    );
+  },
+
   async "panes() lists live panes in a range"(store) {
     await ingestItems(
       stream,
