@@ -87,7 +87,6 @@ export class Dispatcher {
         if (plan === null) break;
         created += await this.#deliveries.createDeliveries(this.deliveriesFor(plan, endpoints));
         await this.commitPage(plan);
-        if (plan.entries.length < this.#pageSize) break;
       }
     } finally {
       await this.#deliveries.releaseLease(leaseName, lease);

@@ -133,6 +133,14 @@ function firstLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0].slice(0, 300);
 }
 
+/** A fetch failure with its cause ("fetch failed: … Connection refused"), without the URL echo. */
+function fetchError(error: unknown): string {
+  const cause = error instanceof Error && error.cause !== undefined
+    ? `: ${firstLine(error.cause).replace(/^error sending request for url \([^)]*\): /, "")}`
+    : "";
+  return `${firstLine(error)}${cause}`.slice(0, 300);
+}
+
 /**
  * POSTs `body` to `url` once: no redirects followed, `timeoutMs` for the
  * whole exchange. Never throws.
@@ -165,7 +173,7 @@ export async function postWebhook(
     const timedOut = error instanceof DOMException && error.name === "TimeoutError";
     return {
       status: null,
-      error: timedOut ? `Timed out after ${timeoutMs} ms` : firstLine(error),
+      error: timedOut ? `Timed out after ${timeoutMs} ms` : fetchError(error),
       excerpt: "",
       retryAfterMs: null,
     };

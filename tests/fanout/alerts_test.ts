@@ -1,0 +1,186 @@
+import assert from "node:assert/strict";
+import { compileConfig } from "../../src/config/mod.ts";
+import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
+import { sweepOnce } from "../../src/fanout/sweep.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { MemoryStore } from "../../src/store/memory_store.ts";
+import type { Store } from "../../src/store/types.ts";
+import { emptyState } from "../../src/window/mod.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+
+const streams = compileConfig({
+  streams: {
+    orders: {
+      time: { field: "ts", lateness: "10s" },
+      counters: {
+        per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+        biggest: { window: { hopping: "2m", every: "1m" }, aggregate: { max: "amount" } },
+      },
+      alerts: [
+        { name: "busy", counter: "per_minute", when: "value >= 3.0" },
+        { name: "german", counter: "per_minute", when: "group.country == 'DE' && value >= 1.0" },
+        { name: "whale", counter: "biggest", when: "value > 1000.0" },
+        {
+          name: "first_minute",
+          counter: "per_minute",
+          when: "window.start == '2026-01-01T00:00:00.000Z' && window.counter == 'per_minute'",
+        },
+      ],
+    },
+  },
+});
+const orders = streams.get("orders")!;
+const perMinute = orders.counters[0];
+
+function items(events: object[]) {
+  return events.map((value) => ({ ok: true as const, value }));
+}
+
+function at(seconds: number) {
+  return new Date(T0 + seconds * 1000).toISOString();
+}
+
+Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is true", () => {
+  const state = { ...emptyState(), count: 3 };
+  const firings = evaluateAlerts(orders.alerts, perMinute, [
+    { start: T0, end: T0 + 60_000, group: '["DE"]', state },
+    { start: T0 + 60_000, end: T0 + 120_000, group: '["FR"]', state: { ...state, count: 1 } },
+  ]);
+  assert.deepEqual(firings.map((item) => [item.alert, item.group, item.start - T0, item.value]), [
+    ["busy", '["DE"]', 0, 3],
+    ["german", '["DE"]', 0, 3],
+    ["first_minute", '["DE"]', 0, 3],
+  ]);
+  assert.equal(firings[0].end, T0 + 60_000);
+  assert.ok(firings[0].ttlMs >= perMinute.meta.ttlMs);
+});
+
+Deno.test("evaluateAlerts() counts an expression that fails on a null value as false", () => {
+  const biggest = orders.counters[1];
+  assert.deepEqual(
+    evaluateAlerts(orders.alerts, biggest, [
+      { start: T0, end: T0 + 120_000, group: "[]", state: emptyState() },
+    ]),
+    [],
+  );
+});
+
+Deno.test("AlertWatcher fires after ingest, off the request path, once per alert, window and group", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const fired: string[] = [];
+  const watcher = new AlertWatcher(store, {
+    onFired: (stream, firings) => fired.push(...firings.map((f) => `${stream}:${f.alert}`)),
+  });
+  const options = { observers: [watcher.observe] };
+  await ingestItems(
+    orders,
+    items([{ ts: at(1), country: "DE" }, { ts: at(2), country: "FR" }]),
+    store,
+    T0,
+    options,
+  );
+  assert.deepEqual(await store.readLog("orders", null, 100), [], "nothing ran before the reply");
+  await watcher.idle();
+  assert.deepEqual(fired.sort(), ["orders:first_minute", "orders:first_minute", "orders:german"]);
+  await ingestItems(
+    orders,
+    items([{ ts: at(3), country: "DE" }, { ts: at(4), country: "DE" }]),
+    store,
+    T0,
+    options,
+  );
+  await ingestItems(
+    orders,
+    items([{ ts: at(5), country: "DE", amount: 5000 }]),
+    store,
+    T0,
+    options,
+  );
+  await watcher.idle();
+  const records = (await store.readLog("orders", null, 100)).map((entry) => entry.record);
+  const keys = records.map((record) =>
+    record.type === "alert.fired" ? `${record.alert}:${record.group}:${record.start - T0}` : "?"
+  ).sort();
+  assert.deepEqual(keys, [
+    'busy:["DE"]:0',
+    'first_minute:["DE"]:0',
+    'first_minute:["FR"]:0',
+    'german:["DE"]:0',
+    "whale:[]:-60000",
+    "whale:[]:0",
+  ]);
+  await watcher.close();
+});
+
+Deno.test("AlertWatcher reports store failures and keeps going", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const errors: unknown[] = [];
+  let failing = true;
+  const flaky = {
+    readWindows(...args: Parameters<Store["readWindows"]>) {
+      if (failing) return Promise.reject(new Error("Store is down"));
+      return store.readWindows(...args);
+    },
+    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
+  } as unknown as Store;
+  const watcher = new AlertWatcher(flaky, { onError: (error) => errors.push(error) });
+  const options = { observers: [watcher.observe] };
+  await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), store, T0, options);
+  await watcher.idle();
+  assert.equal(errors.length, 1);
+  failing = false;
+  await ingestItems(orders, items([{ ts: at(2), country: "DE" }]), store, T0, options);
+  await watcher.idle();
+  assert.ok(
+    (await store.readLog("orders", null, 100)).some((entry) => entry.record.type === "alert.fired"),
+  );
+  await watcher.close();
+});
+
+Deno.test("sweepOnce() fires alerts on the final values of the windows it closes, once", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  await ingestItems(
+    orders,
+    items([
+      { ts: at(1), country: "DE" },
+      { ts: at(2), country: "DE" },
+      { ts: at(3), country: "DE" },
+      { ts: at(4), country: "FR" },
+    ]),
+    store,
+    T0,
+  );
+  await ingestItems(orders, items([{ ts: at(200), country: "FR" }]), store, T0);
+  const report = await sweepOnce(streams.values(), store);
+  assert.deepEqual(
+    report.fired.map((item) => `${item.stream}:${item.alert}:${item.group}`).sort(),
+    [
+      'orders:busy:["DE"]',
+      'orders:first_minute:["DE"]',
+      'orders:first_minute:["FR"]',
+      'orders:german:["DE"]',
+    ],
+  );
+  assert.equal((await sweepOnce(streams.values(), store)).fired.length, 0);
+  const alerts = (await store.readLog("orders", null, 100)).filter((entry) =>
+    entry.record.type === "alert.fired"
+  );
+  assert.equal(alerts.length, 4);
+});
+
+Deno.test("sweepOnce() runs its consumers after closing windows and reports what they did", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const seen: number[] = [];
+  const report = await sweepOnce(streams.values(), store, {
+    consumers: [{
+      async sweep() {
+        seen.push((await store.readLog("orders", null, 10)).length);
+        return { ran: true };
+      },
+    }],
+  });
+  assert.deepEqual(seen, [0]);
+  assert.deepEqual(report.fanout, [{ ran: true }]);
+  assert.equal((await sweepOnce(streams.values(), store)).fanout, undefined);
+});

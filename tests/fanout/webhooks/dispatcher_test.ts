@@ -1,0 +1,224 @@
+/**
+ * The dispatcher, in pieces: a process killed between planning a page,
+ * creating its deliveries and moving the cursor loses nothing and creates
+ * nothing twice, on the memory and on the Redis stores; matching by event
+ * type, stream, CEL filter and registration point; batching.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig } from "../../../src/config/mod.ts";
+import {
+  type DeliveryStore,
+  Dispatcher,
+  type Endpoint,
+  MemoryDeliveryStore,
+  RedisDeliveryStore,
+} from "../../../src/fanout/webhooks/mod.ts";
+import { MemoryStore } from "../../../src/store/memory_store.ts";
+import { RedisStore } from "../../../src/store/redis_store.ts";
+import type { LogRecord, Store } from "../../../src/store/types.ts";
+import { redisTest } from "../../_redis.ts";
+import { CONFIG, T0 } from "./_setup.ts";
+
+const streams = compileConfig(CONFIG);
+const orders = streams.get("orders")!;
+
+function endpoint(id: string, overrides: Partial<Endpoint> = {}): Endpoint {
+  return {
+    id,
+    url: `https://example.com/${id}`,
+    description: null,
+    eventTypes: ["window.closed", "alert.fired", "event.processed", "event.late"],
+    streams: null,
+    filter: null,
+    headers: {},
+    rateLimit: null,
+    batch: null,
+    secrets: [],
+    startAfter: {},
+    createdMs: T0,
+    updatedMs: T0,
+    version: 1,
+    disabled: false,
+    disabledReason: null,
+    failingSinceMs: null,
+    ...overrides,
+  };
+}
+
+function closed(n: number, country = "DE"): LogRecord {
+  return {
+    type: "window.closed",
+    counter: "per_minute",
+    start: T0 + n * 60_000,
+    end: T0 + (n + 1) * 60_000,
+    group: JSON.stringify([country]),
+    state: { count: n, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+  };
+}
+
+function processed(n: number): LogRecord {
+  return { type: "event.processed", timeMs: T0 + n, event: { id: String(n), amount: n } };
+}
+
+async function allDeliveries(deliveries: DeliveryStore, endpointId: string) {
+  return await deliveries.listDeliveries(endpointId, { limit: 1000 });
+}
+
+type Stores = { store: Store; deliveries: DeliveryStore };
+
+const crashScenarios: Record<string, (stores: () => Stores) => Promise<void>> = {
+  async "a dispatch killed after planning a page loses nothing"(make) {
+    const { store, deliveries } = make();
+    const endpoints = [endpoint("ep_a")];
+    await store.appendLog("orders", [closed(1), closed(2), closed(3)]);
+    const killed = new Dispatcher(store, deliveries, { now: () => T0, pageSize: 2 });
+    const plan = await killed.planPage(orders);
+    assert.equal(plan?.entries.length, 2);
+    // The process dies here; more results arrive; a fresh process dispatches.
+    await store.appendLog("orders", [closed(4)]);
+    const fresh = new Dispatcher(store, deliveries, { now: () => T0, pageSize: 2 });
+    assert.equal(await fresh.dispatch(orders, endpoints), 4);
+    const log = await store.readLog("orders", null, 100);
+    const ids = (await allDeliveries(deliveries, "ep_a")).map((item) => item.messageId).sort();
+    assert.deepEqual(ids, log.map((entry) => `msg_orders_${entry.id}`).sort());
+    assert.equal(await fresh.dispatch(orders, endpoints), 0);
+  },
+
+  async "a dispatch killed after creating deliveries creates none twice"(make) {
+    const { store, deliveries } = make();
+    const endpoints = [endpoint("ep_a"), endpoint("ep_b")];
+    await store.appendLog("orders", [closed(1), closed(2)]);
+    const killed = new Dispatcher(store, deliveries, { now: () => T0 });
+    const plan = (await killed.planPage(orders))!;
+    assert.equal(await deliveries.createDeliveries(killed.deliveriesFor(plan, endpoints)), 4);
+    // Dies before moving the cursor.
+    await store.appendLog("orders", [closed(3)]);
+    const fresh = new Dispatcher(store, deliveries, { now: () => T0 + 1 });
+    assert.equal(await fresh.dispatch(orders, endpoints), 2, "only the new entry's deliveries");
+    for (const id of ["ep_a", "ep_b"]) {
+      const list = await allDeliveries(deliveries, id);
+      assert.equal(list.length, 3);
+      assert.equal(new Set(list.map((item) => item.messageId)).size, 3);
+    }
+  },
+
+  async "two dispatchers on one stream adopt one page and create each delivery once"(make) {
+    const { store, deliveries } = make();
+    const endpoints = [endpoint("ep_a")];
+    await store.appendLog("orders", [closed(1), closed(2)]);
+    const first = new Dispatcher(store, deliveries, { now: () => T0 });
+    const second = new Dispatcher(store, deliveries, { now: () => T0 });
+    const planA = (await first.planPage(orders))!;
+    await store.appendLog("orders", [closed(3)]);
+    const planB = (await second.planPage(orders))!;
+    assert.equal(planB.end, planA.end, "the second adopts the page the first fixed");
+    assert.deepEqual(
+      planB.entries.map((entry) => entry.id),
+      planA.entries.map((entry) => entry.id),
+    );
+    const created = await Promise.all([
+      deliveries.createDeliveries(first.deliveriesFor(planA, endpoints)),
+      deliveries.createDeliveries(second.deliveriesFor(planB, endpoints)),
+    ]);
+    assert.equal(created[0] + created[1], 2);
+    await Promise.all([first.commitPage(planA), second.commitPage(planB)]);
+    assert.equal(await first.dispatch(orders, endpoints), 1);
+    assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
+  },
+};
+
+for (const [name, scenario] of Object.entries(crashScenarios)) {
+  Deno.test(`Dispatcher (memory): ${name}`, () =>
+    scenario(() => ({
+      store: new MemoryStore({ now: () => T0 }),
+      deliveries: new MemoryDeliveryStore({ now: () => T0 }),
+    })));
+  redisTest(`Dispatcher (Redis): ${name}`, (fixture) =>
+    scenario(() => {
+      const redis = new Redis({
+        url: fixture.restUrl,
+        token: fixture.restToken,
+        enableTelemetry: false,
+      });
+      return {
+        store: new RedisStore(redis),
+        deliveries: new RedisDeliveryStore(redis, { now: () => T0 }),
+      };
+    }));
+}
+
+Deno.test("Dispatcher matches event types, streams, CEL filters and skips disabled endpoints", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  await store.appendLog("orders", [closed(1, "DE"), closed(5, "FR"), processed(1)]);
+  await store.appendLog("signups", [closed(1)]);
+  const endpoints = [
+    endpoint("ep_all"),
+    endpoint("ep_closed", { eventTypes: ["window.closed"] }),
+    endpoint("ep_signups", { streams: ["signups"] }),
+    endpoint("ep_big", { filter: "payload.type == 'window.closed' && data.value > 2.0" }),
+    endpoint("ep_de", { filter: "has(data.group) && data.group.country == 'DE'" }),
+    endpoint("ep_off", { disabled: true }),
+  ];
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  await dispatcher.dispatch(orders, endpoints);
+  await dispatcher.dispatch(streams.get("signups")!, endpoints);
+  const typesOf = async (id: string) =>
+    (await allDeliveries(deliveries, id)).map((item) => {
+      const payload = JSON.parse(item.payload);
+      return `${item.stream}:${payload.type}:${payload.data.group?.country ?? "-"}`;
+    }).sort();
+  assert.deepEqual(await typesOf("ep_all"), [
+    "orders:event.processed:-",
+    "orders:window.closed:DE",
+    "orders:window.closed:FR",
+    "signups:window.closed:-",
+  ]);
+  assert.deepEqual(await typesOf("ep_closed"), [
+    "orders:window.closed:DE",
+    "orders:window.closed:FR",
+    "signups:window.closed:-",
+  ]);
+  assert.deepEqual(await typesOf("ep_signups"), ["signups:window.closed:-"]);
+  assert.deepEqual(await typesOf("ep_big"), ["orders:window.closed:FR"]);
+  assert.deepEqual(await typesOf("ep_de"), ["orders:window.closed:DE"]);
+  assert.deepEqual(await typesOf("ep_off"), []);
+});
+
+Deno.test("Dispatcher delivers to an endpoint only what was logged after it registered", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  await store.appendLog("orders", [closed(1), closed(2)]);
+  const registeredAt = await store.lastLogId("orders");
+  await store.appendLog("orders", [closed(3)]);
+  const late = endpoint("ep_late", { startAfter: { orders: registeredAt } });
+  await new Dispatcher(store, deliveries, { now: () => T0 }).dispatch(orders, [late]);
+  const list = await allDeliveries(deliveries, "ep_late");
+  assert.deepEqual(list.map((item) => JSON.parse(item.payload).data.value), [3]);
+});
+
+Deno.test("Dispatcher batches event.processed into deliveries of at most maxEvents", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  await store.appendLog("orders", [1, 2, 3, 4, 5].map(processed));
+  await store.appendLog("orders", [closed(1)]);
+  const batched = endpoint("ep_batch", { batch: { maxEvents: 2, maxWaitMs: 1_000 } });
+  await new Dispatcher(store, deliveries, { now: () => T0 }).dispatch(orders, [batched]);
+  const log = await store.readLog("orders", null, 100);
+  const list = (await allDeliveries(deliveries, "ep_batch")).reverse();
+  assert.deepEqual(list.map((item) => item.messageId), [
+    `msg_orders_${log[5].id}`,
+    `msg_orders_${log[0].id}_${log[1].id}`,
+    `msg_orders_${log[2].id}_${log[3].id}`,
+    `msg_orders_${log[4].id}_${log[4].id}`,
+  ]);
+  const batches = list.filter((item) => item.eventType === "event.processed")
+    .map((item) => JSON.parse(item.payload));
+  assert.deepEqual(
+    batches.map((payload) => payload.data.map((item: { event: { id: string } }) => item.event.id)),
+    [["1", "2"], ["3", "4"], ["5"]],
+  );
+  assert.equal(batches[0].type, "event.processed");
+  for (const item of list) assert.ok(!item.messageId.includes("."));
+});

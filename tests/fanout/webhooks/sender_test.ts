@@ -1,0 +1,142 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  MAX_EXCERPT_BYTES,
+  parseRetryAfter,
+  postWebhook,
+  RETRY_SCHEDULE_MS,
+  retryDelayMs,
+} from "../../../src/fanout/webhooks/sender.ts";
+
+Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth attempt", () => {
+  const middle = () => 0.5;
+  assert.deepEqual(
+    [1, 2, 3, 4, 5, 6, 7].map((tries) => retryDelayMs(tries, { random: middle })),
+    [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000],
+  );
+  assert.equal(retryDelayMs(8, { random: middle }), null);
+  assert.equal(RETRY_SCHEDULE_MS.length, 8);
+  assert.equal(RETRY_SCHEDULE_MS[0], 0);
+});
+
+Deno.test("retryDelayMs() jitters within ±20%", () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 7 }), fc.double({ min: 0, max: 0.9999999 }), (
+      tries,
+      random,
+    ) => {
+      const delay = retryDelayMs(tries, { random: () => random })!;
+      const base = RETRY_SCHEDULE_MS[tries];
+      assert.ok(delay >= Math.floor(base * 0.8) && delay <= Math.ceil(base * 1.2), `${delay}`);
+    }),
+  );
+  assert.equal(retryDelayMs(1, { random: () => 0 }), 4_000);
+  assert.equal(retryDelayMs(1, { random: () => 0.999999999 }), 6_000);
+});
+
+Deno.test("parseRetryAfter() reads seconds and HTTP dates, clamped to 1 s – 24 h", () => {
+  const now = Date.parse("2026-01-01T00:00:00Z");
+  assert.equal(parseRetryAfter("120", now), 120_000);
+  assert.equal(parseRetryAfter(" 7 ", now), 7_000);
+  assert.equal(parseRetryAfter("0", now), 1_000);
+  assert.equal(parseRetryAfter("999999", now), 86_400_000);
+  assert.equal(parseRetryAfter("Thu, 01 Jan 2026 00:02:00 GMT", now), 120_000);
+  assert.equal(parseRetryAfter("Wed, 31 Dec 2025 00:00:00 GMT", now), 1_000);
+  assert.equal(parseRetryAfter("soon", now), null);
+  assert.equal(parseRetryAfter(null, now), null);
+});
+
+async function withServer(
+  handler: (request: Request) => Response | Promise<Response>,
+  run: (url: string) => Promise<void>,
+) {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  try {
+    await run(`http://127.0.0.1:${server.addr.port}/hook`);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+Deno.test("postWebhook() keeps at most 2 KB of the response, never half a character", async () => {
+  const body = "a" + "é".repeat(3_000);
+  await withServer(() => new Response(body, { status: 500 }), async (url) => {
+    const result = await postWebhook(url, {}, "{}");
+    assert.equal(result.status, 500);
+    assert.equal(result.error, "HTTP 500");
+    const bytes = new TextEncoder().encode(result.excerpt).length;
+    assert.ok(bytes <= MAX_EXCERPT_BYTES && bytes >= MAX_EXCERPT_BYTES - 1, `${bytes} bytes`);
+    assert.ok(!result.excerpt.includes("\ufffd"));
+    assert.equal(result.excerpt, body.slice(0, result.excerpt.length));
+  });
+});
+
+Deno.test("postWebhook() sends the body and headers and reports a 2xx as success", async () => {
+  let seen: { method: string; body: string; header: string | null } | undefined;
+  await withServer(async (request) => {
+    seen = {
+      method: request.method,
+      body: await request.text(),
+      header: request.headers.get("x-team"),
+    };
+    return new Response("ok", { status: 200 });
+  }, async (url) => {
+    const result = await postWebhook(url, { "x-team": "a" }, '{"n":1}');
+    assert.deepEqual(result, { status: 200, error: null, excerpt: "ok", retryAfterMs: null });
+  });
+  assert.deepEqual(seen, { method: "POST", body: '{"n":1}', header: "a" });
+});
+
+Deno.test("postWebhook() does not follow redirects: a 3xx is a failure", async () => {
+  let hits = 0;
+  await withServer((request) => {
+    hits += 1;
+    if (new URL(request.url).pathname === "/hook") {
+      return new Response(null, { status: 302, headers: { location: "/elsewhere" } });
+    }
+    return new Response("followed", { status: 200 });
+  }, async (url) => {
+    const result = await postWebhook(url, {}, "{}");
+    assert.equal(result.status, 302);
+    assert.equal(result.error, "Redirects are not followed (HTTP 302)");
+  });
+  assert.equal(hits, 1);
+});
+
+Deno.test("postWebhook() reads Retry-After on 429 and 503 only", async () => {
+  const statuses = [429, 503, 500];
+  await withServer(
+    () => new Response(null, { status: statuses.shift()!, headers: { "retry-after": "30" } }),
+    async (url) => {
+      assert.equal((await postWebhook(url, {}, "{}")).retryAfterMs, 30_000);
+      assert.equal((await postWebhook(url, {}, "{}")).retryAfterMs, 30_000);
+      assert.equal((await postWebhook(url, {}, "{}")).retryAfterMs, null);
+    },
+  );
+});
+
+Deno.test("postWebhook() gives up after its timeout and reports it", async () => {
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  await withServer(async () => {
+    await released;
+    return new Response("late");
+  }, async (url) => {
+    const result = await postWebhook(url, {}, "{}", { timeoutMs: 50 });
+    release();
+    assert.deepEqual(result, {
+      status: null,
+      error: "Timed out after 50 ms",
+      excerpt: "",
+      retryAfterMs: null,
+    });
+  });
+});
+
+Deno.test("postWebhook() reports a refused connection without throwing", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const result = await postWebhook(`http://127.0.0.1:${port}/hook`, {}, "{}");
+  assert.equal(result.status, null);
+  assert.match(result.error!, /connect|refused/i);
+});

@@ -1,0 +1,146 @@
+import assert from "node:assert/strict";
+import {
+  AllowListError,
+  nonPublicRange,
+  parseAllowList,
+  resolveWithDns,
+  UnsafeUrlError,
+  UrlPolicy,
+} from "../../../src/fanout/webhooks/ssrf.ts";
+
+/** A resolver answering from a table; unknown names do not resolve. */
+function table(records: Record<string, string[]>) {
+  return (hostname: string) =>
+    hostname in records
+      ? Promise.resolve(records[hostname])
+      : Promise.reject(new Error(`No record for ${hostname}`));
+}
+
+Deno.test("nonPublicRange() names every internal range and passes public addresses", () => {
+  const cases: Array<[string, string | null]> = [
+    ["127.0.0.1", "loopback"],
+    ["127.255.0.9", "loopback"],
+    ["10.0.0.1", "private"],
+    ["172.16.5.4", "private"],
+    ["192.168.1.1", "private"],
+    ["169.254.169.254", "linkLocal"],
+    ["100.64.0.1", "carrierGradeNat"],
+    ["0.0.0.0", "unspecified"],
+    ["255.255.255.255", "broadcast"],
+    ["224.0.0.1", "multicast"],
+    ["240.0.0.1", "reserved"],
+    ["::1", "loopback"],
+    ["::", "unspecified"],
+    ["fc00::1", "uniqueLocal"],
+    ["fd12:3456::1", "uniqueLocal"],
+    ["fe80::1", "linkLocal"],
+    ["ff02::1", "multicast"],
+    ["::ffff:127.0.0.1", "loopback"],
+    ["::ffff:10.0.0.1", "private"],
+    ["::ffff:169.254.169.254", "linkLocal"],
+    ["::127.0.0.1", "loopback"],
+    ["::a00:1", "reserved"],
+    ["64:ff9b::a00:1", "rfc6052"],
+    ["2002:a00:1::", "6to4"],
+    ["93.184.216.34", null],
+    ["8.8.8.8", null],
+    ["::ffff:8.8.8.8", null],
+    ["2606:4700::1111", null],
+  ];
+  for (const [address, expected] of cases) {
+    assert.equal(nonPublicRange(address), expected, address);
+  }
+});
+
+Deno.test("UrlPolicy.check() refuses internal IP literals, naming the address", async () => {
+  const policy = new UrlPolicy({ resolve: table({}) });
+  const cases: Array<[string, RegExp]> = [
+    ["https://127.0.0.1/hook", /'url' is a loopback address: 127\.0\.0\.1/],
+    ["https://10.0.0.1/hook", /'url' is a private address: 10\.0\.0\.1/],
+    ["https://169.254.169.254/latest/meta-data", /link-local address: 169\.254\.169\.254/],
+    ["https://[::1]/hook", /loopback address: ::1/],
+    ["https://[::ffff:127.0.0.1]/hook", /loopback address: ::ffff:7f00:1/],
+    ["https://100.64.0.1/hook", /carrier-grade NAT address: 100\.64\.0\.1/],
+    ["https://[fc00::1]/hook", /unique-local address: fc00::1/],
+    ["https://2130706433/hook", /loopback address: 127\.0\.0\.1/],
+    ["https://0x7f.1/hook", /loopback address: 127\.0\.0\.1/],
+  ];
+  for (const [url, message] of cases) {
+    await assert.rejects(() => policy.check(url), UnsafeUrlError, url);
+    await assert.rejects(() => policy.check(url), message, url);
+  }
+});
+
+Deno.test("UrlPolicy.check() refuses a host name resolving to an internal address", async () => {
+  const policy = new UrlPolicy({
+    resolve: table({
+      "internal.example.com": ["10.0.0.7"],
+      "mixed.example.com": ["93.184.216.34", "fd00::7"],
+      "public.example.com": ["93.184.216.34", "2606:4700::1111"],
+    }),
+  });
+  await assert.rejects(
+    () => policy.check("https://internal.example.com/hook"),
+    /'url' resolves to a private address: 10\.0\.0\.7/,
+  );
+  await assert.rejects(
+    () => policy.check("https://mixed.example.com/hook"),
+    /resolves to a unique-local address: fd00::7/,
+  );
+  await assert.rejects(() => policy.check("https://nowhere.example.com/"), /does not resolve/);
+  const { url, addresses } = await policy.check("https://public.example.com/hook");
+  assert.equal(url.hostname, "public.example.com");
+  assert.deepEqual(addresses, ["93.184.216.34", "2606:4700::1111"]);
+});
+
+Deno.test("UrlPolicy.check() treats localhost names as loopback with the default resolver", async () => {
+  assert.deepEqual(await resolveWithDns("localhost"), ["127.0.0.1", "::1"]);
+  assert.deepEqual(await resolveWithDns("api.localhost."), ["127.0.0.1", "::1"]);
+  const policy = new UrlPolicy();
+  await assert.rejects(
+    () => policy.check("https://localhost:8443/hook"),
+    /'url' resolves to a loopback address: 127\.0\.0\.1/,
+  );
+});
+
+Deno.test("UrlPolicy.check() wants https, no credentials and an absolute URL", async () => {
+  const policy = new UrlPolicy({ resolve: table({ "example.com": ["93.184.216.34"] }) });
+  await assert.rejects(() => policy.check("http://example.com/"), /must use https/);
+  await assert.rejects(() => policy.check("ftp://example.com/"), /must use https, got ftp/);
+  await assert.rejects(() => policy.check("https://u:p@example.com/"), /credentials/);
+  await assert.rejects(() => policy.check("/relative"), /not an absolute URL: \/relative/);
+  await policy.check("https://example.com/");
+  await new UrlPolicy({ allowHttp: true, resolve: table({ "example.com": ["93.184.216.34"] }) })
+    .check("http://example.com/");
+});
+
+Deno.test("UrlPolicy allow-list admits CIDRs, addresses and host names, and http for them", async () => {
+  const policy = new UrlPolicy({
+    allow: parseAllowList("10.1.0.0/16, 127.0.0.1 [::1] receiver.internal *.dev.internal"),
+    resolve: table({
+      "receiver.internal": ["10.9.9.9"],
+      "a.dev.internal": ["10.9.9.9"],
+      "lab.example.com": ["10.1.2.3"],
+      "half.example.com": ["10.1.2.3", "10.2.0.1"],
+    }),
+  });
+  await policy.check("http://127.0.0.1:9000/hook");
+  await policy.check("http://[::1]:9000/hook");
+  await policy.check("http://receiver.internal/hook");
+  await policy.check("http://a.dev.internal/hook");
+  await policy.check("http://lab.example.com/hook");
+  await assert.rejects(() => policy.check("https://127.0.0.2/"), /loopback address: 127\.0\.0\.2/);
+  await assert.rejects(
+    () => policy.check("https://half.example.com/"),
+    /private address: 10\.2\.0\.1/,
+  );
+  await assert.rejects(() => policy.check("https://dev.internal/"), /does not resolve/);
+});
+
+Deno.test("UrlPolicy refuses an allow-list entry that is neither CIDR, address nor host", () => {
+  assert.throws(() => new UrlPolicy({ allow: ["10.0.0.0/33"] }), AllowListError);
+  assert.throws(
+    () => new UrlPolicy({ allow: ["http://x"] }),
+    /entry 'http:\/\/x' is not a CIDR, an address or a host name/,
+  );
+});
