@@ -53,11 +53,16 @@ export interface LiveHubOptions {
    */
   updateIntervalMs?: number;
   /**
-   * Whether other instances read this store's log (a shared store such as
-   * Redis): `window.updated` is then published whenever windows change, not
-   * only while a subscriber of this instance wants it. @default {false}
+   * Whether other instances share the store (Redis): the hub then tells them
+   * through the store what its subscribers want, and publishes what theirs
+   * want, so a subscriber on one instance sees results of events ingested on
+   * any. @default {false}
    */
   shared?: boolean;
+  /** How long (ms) a signalled demand lasts; renewed at a third of it. @default {10000} */
+  demandTtlMs?: number;
+  /** Clock (ms). @default {Date.now} */
+  now?: () => number;
 }
 
 /** Counts of a {@linkcode LiveHub}, for monitoring and tests. */
@@ -103,6 +108,8 @@ interface Tail {
   /** Settles once the cursor sits at the log's end. */
   ready: Promise<void>;
   failing: boolean;
+  /** When (ms) this instance's demand for the stream was last signalled to the store. */
+  signalledAt: number;
 }
 
 interface PendingUpdates {
@@ -135,6 +142,10 @@ export class LiveHub {
   #readLimit: number;
   #updateIntervalMs: number;
   #shared: boolean;
+  #demandTtlMs: number;
+  #now: () => number;
+  /** Stream → types other instances' subscribers want → until when (ms). */
+  #remoteDemand = new Map<string, Map<string, number>>();
   #tails = new Map<string, Tail>();
   /** Stream → type → number of subscribers wanting it. */
   #demand = new Map<string, Map<PayloadType, number>>();
@@ -149,6 +160,8 @@ export class LiveHub {
     this.#readLimit = options.readLimit ?? 500;
     this.#updateIntervalMs = options.updateIntervalMs ?? 250;
     this.#shared = options.shared ?? false;
+    this.#demandTtlMs = options.demandTtlMs ?? 10_000;
+    this.#now = options.now ?? Date.now;
   }
 
   /** Counts for monitoring and tests. */
@@ -158,9 +171,14 @@ export class LiveHub {
     return { subscribers, tails: this.#tails.size, updatesPublished: this.#updatesPublished };
   }
 
-  /** Whether a local subscriber wants results of `type` from `stream` ({@linkcode LogDemand}). */
+  /**
+   * Whether a subscriber, on this instance or (shared store) on another,
+   * wants results of `type` from `stream` ({@linkcode LogDemand}).
+   */
   wants(stream: string, type: PayloadType): boolean {
-    return (this.#demand.get(stream)?.get(type) ?? 0) > 0;
+    if ((this.#demand.get(stream)?.get(type) ?? 0) > 0) return true;
+    const until = this.#remoteDemand.get(stream)?.get(type);
+    return until !== undefined && until > this.#now();
   }
 
   /** The ingest observer that publishes `window.updated` for the windows a batch touched. */
@@ -183,6 +201,7 @@ export class LiveHub {
     }
     tail.subscribers.add(subscriber);
     this.#count(subscription, 1);
+    tail.signalledAt = 0; // what is wanted may have grown: signal on the next poll
     const unsubscribe = () => this.#unsubscribe(tail, subscriber);
     try {
       await tail.ready;
@@ -239,16 +258,20 @@ export class LiveHub {
       stopped: false,
       ready: Promise.resolve(),
       failing: false,
+      signalledAt: 0,
     };
-    tail.ready = this.#store.lastLogId(stream.name).then((id) => {
-      tail.cursor = id;
-      this.#schedule(tail, this.#pollMs);
-    }, (error) => {
-      // Forget the tail so the next subscriber tries again.
-      if (this.#tails.get(stream.name) === tail) this.#tails.delete(stream.name);
-      tail.stopped = true;
-      throw error;
-    });
+    // Other instances learn of the demand first, so they publish what arrives next
+    // (a microtask later, once subscribe() has added the subscriber).
+    tail.ready = Promise.resolve().then(() => this.#signal(tail))
+      .then(() => this.#store.lastLogId(stream.name)).then((id) => {
+        tail.cursor = id;
+        this.#schedule(tail, this.#pollMs);
+      }, (error) => {
+        // Forget the tail so the next subscriber tries again.
+        if (this.#tails.get(stream.name) === tail) this.#tails.delete(stream.name);
+        tail.stopped = true;
+        throw error;
+      });
     return tail;
   }
 
@@ -260,9 +283,24 @@ export class LiveHub {
     }, delayMs);
   }
 
+  /** Tells instances sharing the store what this instance's subscribers of a stream want. */
+  async #signal(tail: Tail): Promise<void> {
+    if (!this.#shared) return;
+    const types = new Set<string>();
+    for (const subscriber of tail.subscribers) {
+      for (const type of subscriber.subscription.types) types.add(type);
+    }
+    for (const [type, count] of this.#demand.get(tail.stream.name) ?? []) {
+      if (count > 0) types.add(type);
+    }
+    tail.signalledAt = this.#now();
+    await this.#store.signalDemand(tail.stream.name, [...types], this.#demandTtlMs);
+  }
+
   async #poll(tail: Tail): Promise<void> {
     let full = false;
     try {
+      if (this.#now() - tail.signalledAt >= this.#demandTtlMs / 3) await this.#signal(tail);
       const entries = await this.#store.readLog(tail.stream.name, tail.cursor, this.#readLimit);
       tail.failing = false;
       full = entries.length === this.#readLimit;
@@ -295,7 +333,12 @@ export class LiveHub {
 
   #observe(batch: AppliedBatch): void {
     const name = batch.stream.name;
-    if (this.#closed || (!this.#shared && !this.wants(name, "window.updated"))) return;
+    if (this.#shared) {
+      // The store reported, with this batch, what subscribers anywhere want now.
+      const until = this.#now() + this.#demandTtlMs;
+      this.#remoteDemand.set(name, new Map(batch.demand.map((type) => [type, until])));
+    }
+    if (this.#closed || !this.wants(name, "window.updated")) return;
     let pending = this.#pending.get(name);
     if (!pending) {
       pending = { stream: batch.stream, touched: new Map() };

@@ -138,6 +138,8 @@ export interface AppliedBatch {
   outcomes: readonly EventOutcome[];
   /** Receive time (ms). */
   nowMs: number;
+  /** Result types live subscribers on any instance want from this stream (`ApplyResult.demand`). */
+  demand: readonly string[];
 }
 
 /** Called after every applied batch (e.g. to publish running window values). Must not throw. */
@@ -197,7 +199,7 @@ export async function ingestItems(
     });
     for (const observer of options.observers ?? []) {
       try {
-        observer({ stream, events, outcomes: result.outcomes, nowMs });
+        observer({ stream, events, outcomes: result.outcomes, nowMs, demand: result.demand });
       } catch (error) {
         console.error("Ingest observer failed:", error);
       }

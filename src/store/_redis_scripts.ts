@@ -254,7 +254,12 @@ if lates > 0 then redis.call("HINCRBY", statsKey, "late", lates) end
 if b.filtered > 0 then redis.call("HINCRBY", statsKey, "filtered", b.filtered) end
 if wm ~= nil then redis.call("HSET", statsKey, "wm", num(wm)) end
 redis.call("PEXPIRE", statsKey, b.statsTtl)
-return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "" })
+local demand = {}
+local wanted = redis.call("HGETALL", P .. "demand")
+for i = 1, #wanted, 2 do
+  if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
+end
+return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand })
 `;
 /**
  * Reads windows of one counter. ARGV[1] is JSON `{name, kind, windows: [[start, [pane, …]], …]}`.
@@ -349,4 +354,15 @@ export const APPEND_SCRIPT = COMMON + `
 local b = cjson.decode(ARGV[1])
 for _, record in ipairs(b.records) do appendLog(record, b.logTtl) end
 return #b.records
+`;
+
+/**
+ * Records live subscribers' demand. ARGV[1] is JSON `{expiresAt, ttl, types: [type, …]}`;
+ * the `demand` hash maps each type to the time (ms) it is wanted until.
+ */
+export const DEMAND_SCRIPT = COMMON + `
+local b = cjson.decode(ARGV[1])
+for _, type in ipairs(b.types) do redis.call("HSET", P .. "demand", type, num(b.expiresAt)) end
+redis.call("PEXPIRE", P .. "demand", b.ttl)
+return #b.types
 `;

@@ -59,6 +59,8 @@ interface StreamState {
   lastLogSeq: number;
   /** Alert firings already claimed, key → expiry. */
   fired: Map<string, number>;
+  /** Result types live subscribers want, type → expiry. */
+  demand: Map<string, number>;
 }
 
 /** Most entries a stream's result log keeps; older ones are trimmed. */
@@ -111,6 +113,7 @@ export class MemoryStore implements Store {
         lastLogMs: 0,
         lastLogSeq: 0,
         fired: new Map(),
+        demand: new Map(),
       };
       this.#streams.set(name, state);
     }
@@ -172,7 +175,10 @@ export class MemoryStore implements Store {
     }
     stream.accepted += batch.events.length + batch.filtered;
     stream.filtered += batch.filtered;
-    return Promise.resolve({ outcomes, watermark: stream.watermark });
+    const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>
+      type
+    );
+    return Promise.resolve({ outcomes, watermark: stream.watermark, demand });
   }
 
   #panesOf(stream: StreamState, counter: string): Map<number, Pane> {
@@ -325,6 +331,13 @@ export class MemoryStore implements Store {
       from = low;
     }
     return Promise.resolve(log.slice(from, from + limit));
+  }
+
+  signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
+    const state = this.#stream(stream);
+    const expiresAt = this.#now() + ttlMs;
+    for (const type of types) state.demand.set(type, expiresAt);
+    return Promise.resolve();
   }
 
   lastLogId(stream: string): Promise<string | null> {

@@ -11,6 +11,7 @@ import {
   APPEND_SCRIPT,
   APPLY_SCRIPT,
   CLOSE_SCRIPT,
+  DEMAND_SCRIPT,
   FIRE_SCRIPT,
   READ_SCRIPT,
 } from "./_redis_scripts.ts";
@@ -239,7 +240,7 @@ export class RedisStore implements Store {
       )
     );
     return this.#call("applyBatch", async () => {
-      const reply = fromJson<{ o: string | number; wm: string | number }>(
+      const reply = fromJson<{ o: string | number; wm: string | number; d: unknown }>(
         await this.#script(APPLY_SCRIPT, batch.stream, header, preAggregate(batch), perEvent),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
@@ -247,6 +248,7 @@ export class RedisStore implements Store {
       return {
         outcomes: [...digits].map((digit) => OUTCOMES[Number(digit)]),
         watermark: reply.wm === "" ? null : Number(reply.wm),
+        demand: asArray<string>(reply.d),
       };
     });
   }
@@ -367,6 +369,16 @@ export class RedisStore implements Store {
         record: fromJson<LogRecord>((fields as Record<string, unknown>).r),
       }));
     });
+  }
+
+  async signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
+    if (types.length === 0) return;
+    await this.#call("signalDemand", () =>
+      this.#script(DEMAND_SCRIPT, stream, {
+        expiresAt: this.#now() + ttlMs,
+        ttl: ttlMs,
+        types,
+      }));
   }
 
   lastLogId(stream: string): Promise<string | null> {

@@ -140,6 +140,11 @@ export interface ApplyResult {
   outcomes: EventOutcome[];
   /** Stream watermark (ms) after the batch, or null when no event was ever seen. */
   watermark: number | null;
+  /**
+   * Result types some instance's live subscribers want from this stream right
+   * now (see {@linkcode Store.signalDemand}), read in the same step.
+   */
+  demand: string[];
 }
 
 /** Counters and watermark of one stream, summed over all instances. */
@@ -245,6 +250,12 @@ export interface Store {
    * where a reader that wants only what comes next starts.
    */
   lastLogId(stream: string): Promise<string | null>;
+  /**
+   * Tells every instance sharing the store that a subscriber wants these
+   * result types of a stream for the next `ttlMs`; {@linkcode ApplyResult.demand}
+   * reports them back. Renew before the TTL runs out.
+   */
+  signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void>;
   /** Stats and watermark of a stream. */
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats>;
   /** Checks the store is reachable. Throws {@linkcode StoreUnavailableError} if not. */

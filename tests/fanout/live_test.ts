@@ -108,19 +108,29 @@ Deno.test("LiveHub publishes window.updated for every window a pane belongs to (
   }
 });
 
-Deno.test("LiveHub publishes nothing without a subscriber unless the store is shared", async () => {
+Deno.test("LiveHub publishes nothing while no subscriber anywhere wants it, shared store or not", async () => {
   for (const shared of [false, true]) {
     const { store, live, ingest } = setup({ shared });
     await ingest([{ id: "a", ts: at(1), country: "DE" }]);
     await sleep(30);
     const log = await store.readLog("orders", null, 100);
-    assert.equal(
-      log.some((entry) => entry.record.type === "window.updated"),
-      shared,
-      `shared ${shared}`,
-    );
+    assert.equal(log.some((entry) => entry.record.type === "window.updated"), false);
     await live.close();
   }
+});
+
+Deno.test("LiveHub on a shared store publishes what another instance's subscribers signalled", async () => {
+  const { store, live, ingest } = setup({ shared: true });
+  await store.signalDemand("orders", ["window.updated"], 10_000);
+  await ingest([{ id: "a", ts: at(1), country: "DE" }]);
+  await eventually(async () =>
+    (await store.readLog("orders", null, 100)).some((entry) =>
+      entry.record.type === "window.updated"
+    )
+  );
+  assert.equal(live.wants("orders", "window.updated"), true);
+  assert.equal(live.wants("orders", "event.processed"), false);
+  await live.close();
 });
 
 Deno.test("LiveHub asks ingest to log event.processed only while a subscriber wants it", async () => {

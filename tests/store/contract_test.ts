@@ -404,6 +404,24 @@ const scenarios: Record<string, Scenario> = {
     );
   },
 
+  async "signalDemand() is reported back by applyBatch() until its TTL runs out"(store) {
+    const batch = (nowMs: number) => ({
+      stream: "s",
+      nowMs,
+      latenessMs: 0,
+      dedupeTtlMs: 0,
+      counters: [],
+      filtered: 0,
+      events: [{ timeMs: nowMs, updates: [] }],
+    });
+    assert.deepEqual((await store.applyBatch(batch(clock()))).demand, []);
+    await store.signalDemand("s", ["window.updated", "event.processed"], 60_000);
+    await store.signalDemand("other", ["event.late"], 60_000);
+    const demand = (await store.applyBatch(batch(clock()))).demand;
+    assert.deepEqual([...demand].sort(), ["event.processed", "window.updated"]);
+    assert.deepEqual((await store.applyBatch(batch(clock() + 61_000))).demand, []);
+  },
+
   async "panes() lists live panes in a range"(store) {
     await ingestItems(
       stream,
