@@ -183,6 +183,10 @@ export class UrlPolicy {
       throw new UnsafeUrlError("'url' must not contain credentials; send them as 'headers'");
     }
     const hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+    const httpRefused = parsed.protocol === "http:" && !this.#allowHttp;
+    if (httpRefused && this.#ranges.length === 0 && !this.#hostAllowed(hostname)) {
+      throw new UnsafeUrlError("'url' must use https; http is allowed only for allow-listed hosts");
+    }
     const isLiteral = ipaddr.isValid(hostname);
     let addresses: string[];
     if (isLiteral) {
@@ -213,7 +217,7 @@ export class UrlPolicy {
         throw new UnsafeUrlError(`'url' ${what} ${describeRange(range)}: ${text}`);
       }
     }
-    if (parsed.protocol === "http:" && !this.#allowHttp && !allAllowed) {
+    if (httpRefused && !allAllowed) {
       throw new UnsafeUrlError("'url' must use https; http is allowed only for allow-listed hosts");
     }
     return { url: parsed, addresses };

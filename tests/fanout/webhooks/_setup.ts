@@ -57,6 +57,8 @@ export interface SetupOptions extends Partial<WebhookServiceOptions> {
   config?: unknown;
   /** Start time (ms). @default {T0 + 10 min} */
   startMs?: number;
+  /** A clock shared with another instance. @default {a new clock at startMs} */
+  clock?: Clock;
   /** Resolver for host names. @default {none: names do not resolve} */
   resolve?: Resolver;
   /** Allow-list. @default {["127.0.0.1"]} */
@@ -84,7 +86,7 @@ export interface Setup {
 
 /** Builds the app and its webhook service. */
 export async function setup(options: SetupOptions = {}): Promise<Setup> {
-  const clock: Clock = { now: options.startMs ?? T0 + 600_000 };
+  const clock: Clock = options.clock ?? { now: options.startMs ?? T0 + 600_000 };
   const now = () => clock.now;
   const streams = compileConfig(options.config ?? CONFIG);
   const store = options.store ?? new MemoryStore({ now });

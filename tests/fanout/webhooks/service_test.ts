@@ -4,13 +4,62 @@
  * with `npm:standardwebhooks`, time on an injected clock.
  */
 import assert from "node:assert/strict";
+import type { OpenAPIHono } from "@hono/zod-openapi";
 import { Receiver } from "./_receiver.ts";
-import { at, call, ingest, register, setup, sweep, T0 } from "./_setup.ts";
+import {
+  ADMIN_KEY,
+  at,
+  call,
+  type Clock,
+  ingest,
+  READ_KEY,
+  register,
+  setup,
+  type SetupOptions,
+  sweep,
+  T0,
+} from "./_setup.ts";
+
+const SECOND = 1_000;
+const MINUTE = 60 * SECOND;
+const HOUR = 60 * MINUTE;
+
+/** Runs a test with an app, a webhook service and a receiver on the same clock. */
+async function withApp(
+  options: SetupOptions,
+  run: (ctx: Awaited<ReturnType<typeof setup>> & { receiver: Receiver }) => Promise<void>,
+) {
+  const ctx = await setup(options);
+  const receiver = await Receiver.start(() => ctx.clock.now);
+  try {
+    await run({ ...ctx, receiver });
+  } finally {
+    await ctx.close();
+    await receiver.close();
+  }
+}
+
+/** Ingests events in the first minute, one at 75 s to pass the lateness bound, and sweeps. */
+async function closeFirstMinute(app: OpenAPIHono, countries = ["DE"]) {
+  if (countries.length > 0) {
+    await ingest(app, countries.map((country, i) => ({ id: `e${i}`, ts: at(i + 1), country })));
+  }
+  await ingest(app, [{ id: "tick", ts: at(75), country: "XX" }]);
+  return await sweep(app);
+}
+
+async function deliveriesOf(app: OpenAPIHono, id: string, query = "") {
+  const res = await call(app, "GET", `/v1/webhooks/${id}/deliveries${query}`);
+  assert.equal(res.status, 200, res.text);
+  return res.body.deliveries;
+}
+
+function advance(clock: Clock, ms: number) {
+  clock.now += ms;
+}
 
 Deno.test("window.closed reaches the receiver once per group, signed and verifiable", async () => {
-  const { app, webhooks, close } = await setup();
-  const receiver = await Receiver.start(() => T0 + 600_000);
-  try {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
     const { secret } = await register(app, { url: receiver.url() });
     receiver.secrets = [secret];
     await ingest(app, [
@@ -24,10 +73,11 @@ Deno.test("window.closed reaches the receiver once per group, signed and verifia
     await webhooks.idle();
     const closed = receiver.received.filter((item) => item.payload.type === "window.closed");
     assert.deepEqual(
-      closed.map((
-        item,
-      ) => [item.payload.data.counter, item.payload.data.group, item.payload.data.value])
-        .sort((a, b) => JSON.stringify(a) < JSON.stringify(b) ? -1 : 1),
+      closed.map((item) => [
+        item.payload.data.counter,
+        item.payload.data.group,
+        item.payload.data.value,
+      ]).sort((a, b) => JSON.stringify(a) < JSON.stringify(b) ? -1 : 1),
       [
         ["amount", {}, 13],
         ["per_minute", { country: "DE" }, 2],
@@ -37,14 +87,14 @@ Deno.test("window.closed reaches the receiver once per group, signed and verifia
     for (const item of receiver.received) {
       assert.deepEqual(item.verifiedWith, [secret], `delivery ${item.id} must verify`);
       assert.match(item.id, /^msg_orders_\d+-\d+$/);
-      assert.equal(item.timestamp, Math.floor((T0 + 600_000) / 1000));
+      assert.equal(item.timestamp, Math.floor(clock.now / 1000));
       assert.equal(item.headers.get("content-type"), "application/json");
     }
     assert.equal(new Set(receiver.received.map((item) => item.id)).size, receiver.received.length);
-    const first = closed.find((item) => item.payload.data.counter === "amount")!;
-    assert.deepEqual(first.payload, {
+    const amount = closed.find((item) => item.payload.data.counter === "amount")!;
+    assert.deepEqual(amount.payload, {
       type: "window.closed",
-      timestamp: first.payload.timestamp,
+      timestamp: amount.payload.timestamp,
       data: {
         stream: "orders",
         counter: "amount",
@@ -55,8 +105,552 @@ Deno.test("window.closed reaches the receiver once per group, signed and verifia
         value: 13,
       },
     });
-  } finally {
-    await close();
-    await receiver.close();
-  }
+  });
+});
+
+Deno.test("alert.fired reaches the receiver right after ingest, once per window and group", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { secret } = await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
+    receiver.secrets = [secret];
+    await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1, "fired before any sweep");
+    await ingest(app, [4, 5].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+    await ingest(app, [6, 7, 8].map((n) => ({ id: `fr${n}`, ts: at(n), country: "FR" })));
+    await ingest(app, [{ id: "next", ts: at(61), country: "DE" }]);
+    await webhooks.idle();
+    await closeFirstMinute(app);
+    await sweep(app);
+    await webhooks.idle();
+    const fired = receiver.received.map((item) => item.payload);
+    assert.deepEqual(
+      fired.map((payload) => [payload.data.alert, payload.data.group, payload.data.start]).sort(),
+      [["busy", { country: "DE" }, at(0)], ["busy", { country: "FR" }, at(0)]],
+    );
+    assert.equal(fired[0].type, "alert.fired");
+    assert.equal(fired[0].data.value, 3);
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+  });
+});
+
+Deno.test("a receiver answering 500 gets the same webhook-id on every retry until it succeeds", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    receiver.respond = (_, index) =>
+      index < 2
+        ? new Response(`broken ${index}`, { status: 500 })
+        : new Response("thanks", { status: 200 });
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+    const [first] = await deliveriesOf(app, id, "?status=retrying");
+    assert.equal(first.nextAttemptAt, new Date(clock.now + 5 * SECOND).toISOString());
+    advance(clock, 5 * SECOND - 1);
+    await sweep(app);
+    assert.equal(receiver.received.length, 1, "not due before 5 s");
+    advance(clock, 1);
+    await sweep(app);
+    assert.equal(receiver.received.length, 2);
+    advance(clock, 5 * MINUTE);
+    await sweep(app);
+    assert.equal(receiver.received.length, 3);
+    assert.equal(new Set(receiver.received.map((item) => item.id)).size, 1, "same webhook-id");
+    assert.deepEqual(
+      receiver.received.map((item) => item.timestamp),
+      [T0 + 600_000, T0 + 605_000, T0 + 905_000].map((ms) => Math.floor(ms / 1000)),
+      "the timestamp is that of each attempt",
+    );
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "succeeded");
+    assert.equal(delivery.attempts, 3);
+    assert.equal(delivery.messageId, receiver.received[0].id);
+    assert.deepEqual(
+      delivery.attemptLog.map((item: { status: number; responseExcerpt: string }) => [
+        item.status,
+        item.responseExcerpt,
+      ]),
+      [[200, "thanks"], [500, "broken 1"], [500, "broken 0"]],
+    );
+    assert.ok(delivery.attemptLog.every((item: { durationMs: number }) => item.durationMs >= 0));
+  });
+});
+
+Deno.test("a receiver that is down and then up gets the delivery with the same webhook-id", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    await receiver.down();
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    const [failed] = await deliveriesOf(app, id);
+    assert.equal(failed.status, "retrying");
+    assert.equal(failed.attemptLog[0].status, null);
+    assert.match(failed.attemptLog[0].error, /refused/i);
+    await receiver.up();
+    advance(clock, 5 * SECOND);
+    await sweep(app);
+    assert.equal(receiver.received.length, 1);
+    assert.equal(receiver.received[0].id, failed.messageId);
+    assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
+    assert.equal((await deliveriesOf(app, id))[0].status, "succeeded");
+  });
+});
+
+Deno.test("Retry-After on 429 and 503 decides the next attempt", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    const answers = [
+      new Response(null, { status: 429, headers: { "Retry-After": "120" } }),
+      new Response(null, { status: 503, headers: { "Retry-After": "600" } }),
+      new Response(null, { status: 204 }),
+    ];
+    receiver.respond = () => answers.shift()!;
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    assert.equal(
+      (await deliveriesOf(app, id))[0].nextAttemptAt,
+      new Date(clock.now + 120 * SECOND).toISOString(),
+    );
+    advance(clock, 119 * SECOND);
+    await sweep(app);
+    assert.equal(receiver.received.length, 1, "the 5 s schedule step yields to Retry-After");
+    advance(clock, SECOND);
+    await sweep(app);
+    assert.equal(receiver.received.length, 2);
+    advance(clock, 599 * SECOND);
+    await sweep(app);
+    assert.equal(receiver.received.length, 2);
+    advance(clock, SECOND);
+    await sweep(app);
+    assert.equal(receiver.received.length, 3);
+    assert.equal((await deliveriesOf(app, id))[0].status, "succeeded");
+  });
+});
+
+Deno.test("after the last attempt a delivery is dead; replay and retry send it again", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    let healthy = false;
+    receiver.respond = () => new Response(null, { status: healthy ? 204 : 500 });
+    const createdAt = new Date(clock.now).toISOString();
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    for (
+      const delay of [5 * SECOND, 5 * MINUTE, 30 * MINUTE, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR]
+    ) {
+      advance(clock, delay);
+      await sweep(app);
+    }
+    assert.equal(receiver.received.length, 8);
+    const dead = await deliveriesOf(app, id, "?status=dead");
+    assert.equal(dead.length, 1);
+    assert.equal(dead[0].attempts, 8);
+    assert.equal(dead[0].nextAttemptAt, null);
+    assert.equal(dead[0].attemptLog[0].outcome, "dead");
+    advance(clock, 24 * HOUR);
+    await sweep(app);
+    assert.equal(receiver.received.length, 8, "a dead delivery is not retried by itself");
+
+    healthy = true;
+    const replay = await call(app, "POST", `/v1/webhooks/${id}/replay`, { since: createdAt });
+    assert.equal(replay.status, 202, replay.text);
+    assert.deepEqual(replay.body, { requeued: 1 });
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 9);
+    assert.equal(receiver.received[8].id, dead[0].messageId);
+    assert.deepEqual(receiver.received[8].verifiedWith, [secret]);
+    assert.equal((await deliveriesOf(app, id))[0].status, "succeeded");
+
+    const retry = await call(app, "POST", `/v1/deliveries/${dead[0].id}/retry`);
+    assert.equal(retry.status, 202, retry.text);
+    assert.equal(retry.body.delivery.status, "pending");
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 10);
+    assert.equal(receiver.received[9].id, dead[0].messageId);
+
+    const nothing = await call(app, "POST", `/v1/webhooks/${id}/replay`, {
+      since: new Date(clock.now + 1).toISOString(),
+    });
+    assert.deepEqual(nothing.body, { requeued: 0 });
+    const unknown = await call(app, "POST", "/v1/deliveries/nope/retry");
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.error.code, "not_found");
+    assert.match(unknown.body.error.message, /No delivery has id 'nope'/);
+  });
+});
+
+Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    receiver.respond = () => new Response("gone", { status: 410 });
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+    const endpoint = await call(app, "GET", `/v1/webhooks/${id}`);
+    assert.equal(endpoint.body.disabled, true);
+    assert.equal(endpoint.body.disabledReason, "Endpoint answered 410 Gone");
+    assert.equal((await deliveriesOf(app, id))[0].status, "dead");
+    await ingest(app, [{ id: "later", ts: at(130), country: "DE" }]);
+    await sweep(app);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1, "a disabled endpoint gets nothing");
+    const test = await call(app, "POST", `/v1/webhooks/${id}/test`);
+    assert.equal(test.status, 409);
+    assert.match(test.body.error.message, /is disabled; enable it first/);
+
+    receiver.respond = () => new Response(null, { status: 204 });
+    const enabled = await call(app, "PATCH", `/v1/webhooks/${id}`, { disabled: false });
+    assert.equal(enabled.status, 200, enabled.text);
+    assert.equal(enabled.body.disabled, false);
+    assert.equal(enabled.body.disabledReason, null);
+    await ingest(app, [{ id: "much later", ts: at(200), country: "DE" }]);
+    await sweep(app);
+    await webhooks.idle();
+    assert.ok(receiver.received.length > 1);
+    assert.equal(receiver.received.at(-1)!.payload.data.start, at(120));
+  });
+});
+
+Deno.test("an endpoint failing continuously for the configured period is disabled", async () => {
+  await withApp({ disableAfterMs: MINUTE }, async ({ app, webhooks, receiver, clock }) => {
+    const { id } = await register(app, { url: receiver.url() });
+    receiver.respond = () => new Response(null, { status: 500 });
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    advance(clock, 5 * SECOND);
+    await sweep(app);
+    assert.equal((await call(app, "GET", `/v1/webhooks/${id}`)).body.disabled, false);
+    assert.equal(
+      (await call(app, "GET", `/v1/webhooks/${id}`)).body.failingSince,
+      new Date(clock.now - 5 * SECOND).toISOString(),
+    );
+    advance(clock, 5 * MINUTE);
+    await sweep(app);
+    const endpoint = (await call(app, "GET", `/v1/webhooks/${id}`)).body;
+    assert.equal(endpoint.disabled, true);
+    assert.equal(endpoint.disabledReason, "Every attempt failed for 60000 ms");
+  });
+});
+
+Deno.test("a rotated secret signs alongside the new one for 24 h, then stops", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret: oldSecret } = await register(app, { url: receiver.url() });
+    const rotated = await call(app, "POST", `/v1/webhooks/${id}/rotate-secret`);
+    assert.equal(rotated.status, 200, rotated.text);
+    const newSecret = rotated.body.secret;
+    assert.match(newSecret, /^whsec_/);
+    assert.notEqual(newSecret, oldSecret);
+    assert.equal(
+      rotated.body.previousSecretExpiresAt,
+      new Date(clock.now + 24 * HOUR).toISOString(),
+    );
+    receiver.secrets = [oldSecret, newSecret];
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    assert.equal(receiver.received[0].signature.split(" ").length, 2);
+    assert.deepEqual(receiver.received[0].verifiedWith, [oldSecret, newSecret]);
+    assert.equal(
+      (await call(app, "GET", `/v1/webhooks/${id}`)).body.previousSecretExpiresAt,
+      rotated.body.previousSecretExpiresAt,
+    );
+
+    advance(clock, 24 * HOUR);
+    await ingest(app, [{ id: "day2", ts: at(130), country: "DE" }]);
+    await ingest(app, [{ id: "day2 tick", ts: at(200), country: "DE" }]);
+    await sweep(app);
+    await webhooks.idle();
+    const last = receiver.received.at(-1)!;
+    assert.equal(last.payload.data.start, at(120));
+    assert.equal(last.signature.split(" ").length, 1);
+    assert.deepEqual(last.verifiedWith, [newSecret], "the old secret no longer signs");
+    assert.equal((await call(app, "GET", `/v1/webhooks/${id}`)).body.previousSecretExpiresAt, null);
+  });
+});
+
+Deno.test("filters: event types, streams and a CEL filter over the payload", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    await register(app, { url: receiver.url("/alerts"), eventTypes: ["alert.fired"] });
+    await register(app, { url: receiver.url("/signups"), streams: ["signups"] });
+    await register(app, {
+      url: receiver.url("/big"),
+      filter:
+        "payload.type == 'window.closed' && data.counter == 'per_minute' && data.value >= 2.0",
+    });
+    await register(app, {
+      url: receiver.url("/events"),
+      eventTypes: ["event.processed"],
+      filter: "data.event.country == 'FR'",
+    });
+    await ingest(app, [
+      { id: "1", ts: at(1), country: "DE" },
+      { id: "2", ts: at(2), country: "DE" },
+      { id: "3", ts: at(3), country: "DE" },
+      { id: "4", ts: at(4), country: "FR" },
+    ]);
+    await ingest(app, [{ id: "s1", ts: at(5) }, { id: "s2", ts: at(80) }], "signups");
+    await closeFirstMinute(app, []);
+    await webhooks.idle();
+    const summary = (path: string) =>
+      receiver.on(path).map((item) =>
+        `${item.payload.type}:${item.payload.data.stream}:${
+          item.payload.data.group?.country ?? item.payload.data.event?.id ?? "-"
+        }`
+      ).sort();
+    assert.deepEqual(summary("/alerts"), ["alert.fired:orders:DE"]);
+    assert.deepEqual(summary("/signups"), ["window.closed:signups:-"]);
+    assert.deepEqual(summary("/big"), ["window.closed:orders:DE"]);
+    assert.deepEqual(summary("/events"), ["event.processed:orders:4"]);
+  });
+});
+
+Deno.test("event.processed can be batched: data is an array of up to maxEvents events", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { secret } = await register(app, {
+      url: receiver.url(),
+      eventTypes: ["event.processed"],
+      batch: { maxEvents: 2, maxWait: "10ms" },
+    });
+    receiver.secrets = [secret];
+    await ingest(app, [1, 2, 3].map((n) => ({ id: `e${n}`, ts: at(n), country: "DE" })));
+    await webhooks.idle();
+    const batches = receiver.received.map((item) => item.payload);
+    assert.deepEqual(
+      batches.map((payload) =>
+        payload.data.map((item: { event: { id: string } }) => item.event.id)
+      ),
+      [["e1", "e2"], ["e3"]],
+    );
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+  });
+});
+
+Deno.test("registration refuses URLs that reach internal addresses, naming the address", async () => {
+  await withApp({
+    allow: [],
+    resolve: (host) =>
+      host === "internal.example.com"
+        ? Promise.resolve(["10.0.0.7"])
+        : Promise.reject(new Error("NXDOMAIN")),
+  }, async ({ app }) => {
+    const cases: Array<[string, RegExp]> = [
+      ["https://127.0.0.1/hook", /loopback address: 127\.0\.0\.1/],
+      ["https://10.0.0.1/hook", /private address: 10\.0\.0\.1/],
+      ["https://169.254.169.254/latest/meta-data/", /link-local address: 169\.254\.169\.254/],
+      ["https://[::1]/hook", /loopback address: ::1/],
+      ["https://[::ffff:127.0.0.1]/hook", /loopback address: ::ffff:7f00:1/],
+      ["https://100.64.0.1/hook", /carrier-grade NAT address: 100\.64\.0\.1/],
+      ["https://[fc00::1]/hook", /unique-local address: fc00::1/],
+      ["https://internal.example.com/hook", /resolves to a private address: 10\.0\.0\.7/],
+      ["http://example.com/hook", /must use https/],
+    ];
+    for (const [url, message] of cases) {
+      const res = await call(app, "POST", "/v1/webhooks", { url });
+      assert.equal(res.status, 400, url);
+      assert.equal(res.body.error.code, "invalid_webhook", url);
+      assert.match(res.body.error.message, /^Cannot register webhook as 'url' /, url);
+      assert.match(res.body.error.message, message, url);
+    }
+    assert.deepEqual((await call(app, "GET", "/v1/webhooks")).body, { webhooks: [] });
+  });
+});
+
+Deno.test("registration refuses localhost with the real resolver", async () => {
+  const { resolveWithDns } = await import("../../../src/fanout/webhooks/ssrf.ts");
+  await withApp({ allow: [], resolve: resolveWithDns }, async ({ app }) => {
+    const res = await call(app, "POST", "/v1/webhooks", { url: "https://localhost:9443/hook" });
+    assert.equal(res.status, 400);
+    assert.match(res.body.error.message, /resolves to a loopback address: 127\.0\.0\.1/);
+  });
+});
+
+Deno.test("a host that resolves to an internal address at delivery time is not contacted", async () => {
+  const records: Record<string, string[]> = { "hooks.example.com": ["93.184.216.34"] };
+  await withApp({
+    allow: [],
+    resolve: (host) => Promise.resolve(records[host] ?? []),
+  }, async ({ app, webhooks }) => {
+    const { id } = await register(app, { url: "https://hooks.example.com/in" });
+    records["hooks.example.com"] = ["169.254.169.254"];
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "retrying");
+    assert.equal(delivery.attemptLog[0].status, null);
+    assert.equal(
+      delivery.attemptLog[0].error,
+      "Refused: 'url' resolves to a link-local address: 169.254.169.254",
+    );
+  });
+});
+
+Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown id", async () => {
+  await withApp({}, async ({ app, receiver }) => {
+    const url = receiver.url();
+    const cases: Array<[unknown, RegExp]> = [
+      [
+        { url, streams: ["nope"] },
+        /'streams' names an unknown stream: nope; streams are: orders, signups/,
+      ],
+      [{ url, filter: "payload.type ==" }, /'filter' is not valid: Invalid expression/],
+      [{ url, headers: { "Webhook-Id": "x" } }, /header 'Webhook-Id' is set by edgestream/],
+      [{ url, headers: { "x-a": "b\r\nc" } }, /holds a line break/],
+      [{ url, eventTypes: ["webhook.test"] }, /Invalid json eventTypes/],
+      [{ url, surprise: true }, /Invalid json/],
+      [{ url, batch: { maxEvents: 5, maxWait: "soon" } }, /batch\.maxWait/],
+    ];
+    for (const [body, message] of cases) {
+      const res = await call(app, "POST", "/v1/webhooks", body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.match(res.body.error.message, message, JSON.stringify(body));
+    }
+    for (
+      const [method, path] of [
+        ["GET", "/v1/webhooks/ep_nope"],
+        ["PATCH", "/v1/webhooks/ep_nope"],
+        ["DELETE", "/v1/webhooks/ep_nope"],
+        ["POST", "/v1/webhooks/ep_nope/rotate-secret"],
+        ["POST", "/v1/webhooks/ep_nope/test"],
+        ["GET", "/v1/webhooks/ep_nope/deliveries"],
+      ]
+    ) {
+      const res = await call(
+        app,
+        method,
+        path,
+        method === "PATCH" ? { description: "x" } : undefined,
+      );
+      assert.equal(res.status, 404, `${method} ${path}`);
+      assert.deepEqual(res.body, {
+        error: { code: "not_found", message: "No webhook endpoint has id 'ep_nope'" },
+      });
+    }
+  });
+});
+
+Deno.test("secrets and header values never appear outside the create and rotate replies", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const created = await call(app, "POST", "/v1/webhooks", {
+      url: receiver.url(),
+      headers: { Authorization: "Bearer receiver-token-123" },
+      description: "team hook",
+    });
+    assert.equal(created.status, 201);
+    const { id, secret } = created.body;
+    assert.match(secret, /^whsec_/);
+    const rotated = (await call(app, "POST", `/v1/webhooks/${id}/rotate-secret`)).body.secret;
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    assert.equal(receiver.received[0].headers.get("authorization"), "Bearer receiver-token-123");
+    const replies = [
+      await call(app, "GET", "/v1/webhooks"),
+      await call(app, "GET", `/v1/webhooks/${id}`),
+      await call(app, "PATCH", `/v1/webhooks/${id}`, { description: "renamed" }),
+      await call(app, "GET", `/v1/webhooks/${id}/deliveries`),
+    ];
+    for (const reply of replies) {
+      assert.equal(reply.status, 200, reply.text);
+      for (const hidden of [secret, rotated, "whsec_", "receiver-token-123"]) {
+        assert.ok(!reply.text.includes(hidden), `${hidden} leaked into ${reply.text}`);
+      }
+    }
+    assert.deepEqual(replies[1].body.headerNames, ["Authorization"]);
+    assert.equal(replies[0].body.webhooks[0].id, id);
+    assert.equal(replies[2].body.description, "renamed");
+    assert.equal(created.body.description, "team hook");
+  });
+});
+
+Deno.test("the test endpoint sends a signed webhook.test delivery", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    const res = await call(app, "POST", `/v1/webhooks/${id}/test`);
+    assert.equal(res.status, 202, res.text);
+    assert.match(res.body.delivery.messageId, /^msg_test_[0-9a-f]{32}$/);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+    assert.equal(receiver.received[0].payload.type, "webhook.test");
+    assert.equal(receiver.received[0].id, res.body.delivery.messageId);
+    assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
+  });
+});
+
+Deno.test("a slow endpoint delays neither other endpoints nor ingest", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { promise: released, resolve: release } = Promise.withResolvers<void>();
+    receiver.respond = async (request) => {
+      if (request.path === "/slow") await released;
+      return new Response(null, { status: 204 });
+    };
+    await register(app, {
+      url: receiver.url("/slow"),
+      eventTypes: ["window.closed", "event.processed"],
+    });
+    await register(app, { url: receiver.url("/fast") });
+    await ingest(
+      app,
+      ["DE", "FR", "IT"].map((country, i) => ({ id: `e${i}`, ts: at(i), country })),
+    );
+    await ingest(app, [{ id: "tick", ts: at(75), country: "XX" }]);
+    const sweeping = sweep(app);
+    // Every fast delivery arrives while the slow endpoint holds its requests open.
+    while (receiver.on("/fast").length < 3) await receiver.waitFor(receiver.received.length + 1);
+    assert.ok(receiver.on("/slow").length > 0);
+    const reply = await ingest(app, [{ id: "more", ts: at(80), country: "DE" }]);
+    assert.equal(reply.accepted, 1, "ingest answers while deliveries hang");
+    release();
+    await sweeping;
+    await webhooks.idle();
+    assert.equal(receiver.on("/fast").length, 3);
+    assert.ok(receiver.on("/slow").length >= 8, `${receiver.on("/slow").length}`);
+  });
+});
+
+Deno.test("webhook routes need the admin scope and appear in the OpenAPI document", async () => {
+  await withApp({ auth: true }, async ({ app }) => {
+    assert.equal((await call(app, "GET", "/v1/webhooks")).status, 401);
+    assert.equal((await call(app, "GET", "/v1/webhooks", undefined, READ_KEY)).status, 403);
+    assert.equal(
+      (await call(app, "POST", "/v1/deliveries/x/retry", undefined, READ_KEY)).status,
+      403,
+    );
+    assert.equal((await call(app, "GET", "/v1/webhooks", undefined, ADMIN_KEY)).status, 200);
+    const doc = (await call(app, "GET", "/openapi.json")).body;
+    for (
+      const path of [
+        "/v1/webhooks",
+        "/v1/webhooks/{id}",
+        "/v1/webhooks/{id}/rotate-secret",
+        "/v1/webhooks/{id}/test",
+        "/v1/webhooks/{id}/deliveries",
+        "/v1/webhooks/{id}/replay",
+        "/v1/deliveries/{deliveryId}/retry",
+      ]
+    ) {
+      assert.ok(doc.paths[path], `${path} is documented`);
+    }
+    assert.deepEqual(Object.keys(doc.paths["/v1/webhooks/{id}"]).sort(), [
+      "delete",
+      "get",
+      "patch",
+    ]);
+    assert.ok(doc.components.schemas.WebhookInput);
+  });
+});
+
+Deno.test("DELETE removes an endpoint: nothing more is delivered to it", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { id } = await register(app, { url: receiver.url() });
+    const res = await call(app, "DELETE", `/v1/webhooks/${id}`);
+    assert.equal(res.status, 204);
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 0);
+    assert.equal((await call(app, "GET", `/v1/webhooks/${id}`)).status, 404);
+  });
 });

@@ -1,0 +1,133 @@
+/**
+ * The webhook service over Redis: two app instances sharing one Redis (one
+ * Upstash bridge) deliver each result exactly once under concurrent sweeps,
+ * and a new instance picks up what an earlier one could not deliver.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { RedisDeliveryStore } from "../../../src/fanout/webhooks/mod.ts";
+import { RedisStore } from "../../../src/store/redis_store.ts";
+import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { Receiver } from "./_receiver.ts";
+import { at, call, type Clock, ingest, register, setup, sweep, T0 } from "./_setup.ts";
+
+function instance(fixture: RedisFixture, clock: Clock) {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  const now = () => clock.now;
+  return setup({
+    clock,
+    store: new RedisStore(redis, { now }),
+    deliveries: new RedisDeliveryStore(redis, { now }),
+  });
+}
+
+redisTest(
+  "two instances on one Redis deliver each window.closed and alert.fired exactly once",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    try {
+      const { secret } = await register(a.app, {
+        url: receiver.url(),
+        eventTypes: ["window.closed", "alert.fired"],
+      });
+      receiver.secrets = [secret];
+      const countries = ["DE", "FR", "IT"];
+      const events = Array.from({ length: 24 }, (_, i) => ({
+        id: `e${i}`,
+        ts: at(1 + i * 4),
+        country: countries[i % 3],
+        amount: i,
+      }));
+      // Every event goes to both instances at once: retried deliveries of one client.
+      await Promise.all([
+        ...events.map((event) => ingest(a.app, [event])),
+        ...events.map((event) => ingest(b.app, [event])),
+      ]);
+      await ingest(a.app, [{ id: "tick", ts: at(200), country: "DE" }]);
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+      await Promise.all([sweep(a.app), sweep(b.app)]);
+      await Promise.all([sweep(a.app), sweep(b.app)]);
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+
+      const closed = receiver.received.filter((item) => item.payload.type === "window.closed");
+      const keys = closed.map((item) =>
+        `${item.payload.data.counter}@${item.payload.data.start}/${
+          JSON.stringify(item.payload.data.group)
+        }`
+      );
+      assert.equal(new Set(keys).size, keys.length, `a window was delivered twice: ${keys.sort()}`);
+      // Minutes 0 and 1 (events up to 93 s) close: 3 groups each for per_minute, 1 for amount.
+      assert.equal(keys.length, 8, keys.sort().join("\n"));
+      const perMinute = closed.filter((item) => item.payload.data.counter === "per_minute");
+      assert.equal(perMinute.reduce((sum, item) => sum + item.payload.data.value, 0), 24);
+      const alerts = receiver.received.filter((item) => item.payload.type === "alert.fired");
+      const alertKeys = alerts.map((item) =>
+        `${item.payload.data.start}/${item.payload.data.group.country}`
+      );
+      assert.deepEqual(alertKeys.sort(), [
+        `${at(0)}/DE`,
+        `${at(0)}/FR`,
+        `${at(0)}/IT`,
+        `${at(60)}/DE`,
+        `${at(60)}/FR`,
+        `${at(60)}/IT`,
+      ]);
+      const ids = receiver.received.map((item) => item.id);
+      assert.equal(new Set(ids).size, ids.length, "no webhook-id was sent twice");
+      assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+    } finally {
+      await a.close();
+      await b.close();
+      await receiver.close();
+    }
+  },
+);
+
+redisTest(
+  "a new instance on the same Redis sends what the previous one could not",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const first = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    try {
+      const { id, secret } = await register(first.app, { url: receiver.url() });
+      receiver.secrets = [secret];
+      await receiver.down();
+      await ingest(first.app, [{ id: "1", ts: at(1), country: "DE" }]);
+      await ingest(first.app, [{ id: "2", ts: at(75), country: "DE" }]);
+      await sweep(first.app);
+      await first.webhooks.idle();
+      await first.close();
+
+      const second = await instance(fixture, clock);
+      try {
+        await receiver.up();
+        clock.now += 5_000;
+        await sweep(second.app);
+        await second.webhooks.idle();
+        assert.equal(receiver.received.length, 1);
+        assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
+        const res = await call(second.app, "GET", `/v1/webhooks/${id}/deliveries`);
+        assert.equal(res.body.deliveries.length, 1);
+        const [delivery] = res.body.deliveries;
+        assert.equal(delivery.messageId, receiver.received[0].id);
+        assert.equal(delivery.status, "succeeded");
+        assert.deepEqual(
+          delivery.attemptLog.map((item: { outcome: string }) => item.outcome),
+          ["succeeded", "retrying"],
+        );
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await receiver.close();
+    }
+  },
+);
