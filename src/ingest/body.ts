@@ -51,9 +51,17 @@ function tooLarge(limit: number): ApiError {
 
 /** Reads a request body, refusing (413) as soon as it passes `maxBodyBytes`. */
 export async function readLimitedBody(request: Request, maxBodyBytes: number): Promise<Uint8Array> {
-  const declared = Number(request.headers.get("Content-Length"));
+  const lengthHeader = request.headers.get("Content-Length");
+  const declared = lengthHeader === null ? NaN : Number(lengthHeader);
   if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes);
   if (!request.body) return new Uint8Array();
+  if (Number.isFinite(declared)) {
+    // The runtime enforces Content-Length, so the body cannot exceed it: read
+    // it whole in one call instead of chunk by chunk.
+    const bytes = new Uint8Array(await request.arrayBuffer());
+    if (bytes.byteLength > maxBodyBytes) throw tooLarge(maxBodyBytes);
+    return bytes;
+  }
   const chunks: Uint8Array[] = [];
   let size = 0;
   const reader = request.body.getReader();

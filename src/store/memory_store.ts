@@ -48,8 +48,12 @@ interface StreamState {
   late: number;
   filtered: number;
   overflow: Map<string, number>;
-  /** Dedupe ids in insertion order, which is also expiry order for one TTL. */
-  seen: Map<string, number>;
+  /**
+   * Dedupe ids of the current and the previous TTL-wide time bucket (as in
+   * the Redis store): an id is a duplicate while it is in either, so it is
+   * remembered for at least the TTL and at most twice it.
+   */
+  ids: { bucket: number; current: Set<string>; previous: Set<string> };
   panes: Map<string, Map<number, Pane>>;
   /** Per counter: windows holding data and not yet closed, start → end. */
   open: Map<string, Map<number, number>>;
@@ -73,8 +77,8 @@ export interface MemoryStoreOptions {
   /** How often (ms of the clock) expired panes are swept. @default {1000} */
   sweepEveryMs?: number;
   /**
-   * Most dedupe ids remembered per stream; past it the oldest are forgotten
-   * before their TTL, so memory stays bounded at any ingest rate.
+   * Most dedupe ids remembered per stream (per time bucket); past it the
+   * older bucket is forgotten early, so memory stays bounded at any rate.
    * @default {1000000}
    */
   maxDedupeIds?: number;
@@ -106,7 +110,7 @@ export class MemoryStore implements Store {
         late: 0,
         filtered: 0,
         overflow: new Map(),
-        seen: new Map(),
+        ids: { bucket: 0, current: new Set(), previous: new Set() },
         panes: new Map(),
         open: new Map(),
         log: [],
@@ -124,24 +128,22 @@ export class MemoryStore implements Store {
     const now = batch.nowMs;
     this.#sweep(now);
     const stream = this.#stream(batch.stream);
-    this.#forgetExpiredIds(stream, now);
+    const ids = this.#idsAt(stream, now, batch.dedupeTtlMs);
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
     const panesByCounter: Array<Map<number, Pane>> = [];
     for (const event of batch.events) {
       if (event.id !== undefined && batch.dedupeTtlMs > 0) {
-        const expiresAt = stream.seen.get(event.id);
-        if (expiresAt !== undefined && expiresAt > now) {
+        if (ids.current.has(event.id) || ids.previous.has(event.id)) {
           outcomes.push("duplicate");
           stream.duplicates += 1;
           continue;
         }
-        // An expired id is re-inserted at the end, keeping the map in expiry order.
-        if (expiresAt !== undefined) stream.seen.delete(event.id);
-        else if (stream.seen.size >= this.#maxDedupeIds) {
-          stream.seen.delete(stream.seen.keys().next().value!);
+        if (ids.current.size >= this.#maxDedupeIds) {
+          ids.previous = ids.current;
+          ids.current = new Set();
         }
-        stream.seen.set(event.id, now + batch.dedupeTtlMs);
+        ids.current.add(event.id);
       }
       if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
         outcomes.push("late");
@@ -344,11 +346,20 @@ export class MemoryStore implements Store {
     return Promise.resolve(this.#streams.get(stream)?.log.at(-1)?.id ?? null);
   }
 
-  #forgetExpiredIds(stream: StreamState, now: number): void {
-    for (const [id, expiresAt] of stream.seen) {
-      if (expiresAt > now) break;
-      stream.seen.delete(id);
+  /** The stream's dedupe ids, rotated to the time bucket of `now`. */
+  #idsAt(stream: StreamState, now: number, ttlMs: number): StreamState["ids"] {
+    const ids = stream.ids;
+    if (ttlMs <= 0) return ids;
+    const bucket = Math.floor(now / ttlMs);
+    if (bucket === ids.bucket + 1) {
+      ids.previous = ids.current;
+      ids.current = new Set();
+    } else if (bucket > ids.bucket + 1) {
+      ids.previous = new Set();
+      ids.current = new Set();
     }
+    if (bucket > ids.bucket) ids.bucket = bucket;
+    return ids;
   }
 
   #sweep(now: number): void {

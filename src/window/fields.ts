@@ -6,7 +6,10 @@ import type { Event } from "../validate/mod.ts";
  * (`"user.country"`). Returns undefined when absent.
  */
 export function readField(event: Event, path: string): unknown {
-  if (Object.hasOwn(event, path)) return event[path];
+  // Hot path without Object.hasOwn: JSON holds no functions, so a function
+  // here is an inherited Object.prototype member, i.e. the field is absent.
+  const value = event[path];
+  if (value !== undefined) return typeof value === "function" ? undefined : value;
   if (!path.includes(".")) return undefined;
   let node: unknown = event;
   for (const key of path.split(".")) {

@@ -139,3 +139,11 @@ Deno.test("readEventTime() refuses calendar days that do not exist instead of ro
     timeMs: Date.parse("2024-02-29T00:00:00Z"),
   });
 });
+
+Deno.test("readField() does not mistake Object.prototype members for event fields", () => {
+  const event = JSON.parse('{"a": {"b": 1}}');
+  for (const path of ["toString", "constructor", "hasOwnProperty", "valueOf", "a.toString"]) {
+    assert.equal(readField(event, path), undefined, path);
+  }
+  assert.equal(readField(event, "a.b"), 1);
+});
