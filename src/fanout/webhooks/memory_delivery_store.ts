@@ -48,7 +48,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   #states = new Map<string, EndpointState>();
   #deliveries = new Map<string, StoredDelivery>();
   /** Per endpoint: delivery id → due time (ms), including claimed ones at their lease end. */
-  #due = new Map<string, Map<string, number>>();
+  #due = new Map<string, DueQueue>();
   /** Per endpoint: claimed delivery id → lease end (ms). */
   #inflight = new Map<string, Map<string, number>>();
   /** Per endpoint: delivery ids in creation order. */
@@ -57,6 +57,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   #dispatch = new Map<string, DispatchState>();
   #leases = new Map<string, { token: string; untilMs: number }>();
   #tokens = 0;
+  #nextForget = -Infinity;
 
   constructor(options: MemoryDeliveryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -176,16 +177,18 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve(created);
   }
 
-  #queueOf(endpointId: string): Map<string, number> {
+  #queueOf(endpointId: string): DueQueue {
     let queue = this.#due.get(endpointId);
     if (!queue) {
-      queue = new Map();
+      queue = new DueQueue();
       this.#due.set(endpointId, queue);
     }
     return queue;
   }
 
   #forgetExpired(now: number): void {
+    if (now < this.#nextForget) return;
+    this.#nextForget = now + 1_000;
     for (const [id, stored] of this.#deliveries) {
       if (stored.expiresMs > now) continue;
       this.#deliveries.delete(id);
@@ -233,18 +236,17 @@ export class MemoryDeliveryStore implements DeliveryStore {
     const order = [...this.#due].map(([endpointId, queue]) => ({
       endpointId,
       queue,
-      first: earliest(queue),
+      first: queue.earliest(),
     })).filter((item) => item.first <= nowMs).sort((a, b) => a.first - b.first);
     for (const { endpointId, queue } of order) {
       if (claims.length >= limit) break;
       const endpoint = this.#endpoint(endpointId);
-      const due = [...queue].filter(([, dueMs]) => dueMs <= nowMs).sort((a, b) => a[1] - b[1]);
       if (!endpoint) {
         this.#due.delete(endpointId);
         continue;
       }
       if (endpoint.disabled) {
-        for (const [id] of due) {
+        for (const id of queue.takeDue(nowMs, Infinity)) {
           queue.delete(id);
           const stored = this.#live(id);
           if (!stored) continue;
@@ -262,8 +264,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
       let available = Math.min(maxConcurrency - inflight.size, limit - claims.length);
       const bucket = this.#bucket(endpoint, nowMs);
       if (bucket) available = Math.min(available, Math.floor(bucket.tokens));
-      for (const [id] of due) {
-        if (available <= 0) break;
+      for (const id of available > 0 ? queue.takeDue(nowMs, available) : []) {
         const stored = this.#live(id);
         if (!stored) {
           queue.delete(id);
@@ -274,7 +275,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
         queue.set(id, nowMs + leaseMs);
         inflight.set(id, nowMs + leaseMs);
         if (bucket) bucket.tokens -= 1;
-        available -= 1;
         claims.push({ delivery: { ...stored.delivery }, endpoint, token });
       }
     }
@@ -385,8 +385,80 @@ export class MemoryDeliveryStore implements DeliveryStore {
   }
 }
 
-function earliest(queue: Map<string, number>): number {
-  let first = Infinity;
-  for (const dueMs of queue.values()) if (dueMs < first) first = dueMs;
-  return first;
+/**
+ * Delivery ids by due time: a map holds each id's due time, a binary heap
+ * orders them; heap entries whose time no longer matches the map are stale
+ * and skipped, so changing a due time is one push.
+ */
+class DueQueue {
+  #due = new Map<string, number>();
+  #heap: Array<[number, string]> = [];
+
+  set(id: string, dueMs: number): void {
+    this.#due.set(id, dueMs);
+    const heap = this.#heap;
+    heap.push([dueMs, id]);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent][0] <= heap[i][0]) break;
+      [heap[parent], heap[i]] = [heap[i], heap[parent]];
+      i = parent;
+    }
+  }
+
+  delete(id: string): void {
+    this.#due.delete(id);
+  }
+
+  #pop(): void {
+    const heap = this.#heap;
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    heap[0] = last;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let smallest = i;
+      if (left < heap.length && heap[left][0] < heap[smallest][0]) smallest = left;
+      if (right < heap.length && heap[right][0] < heap[smallest][0]) smallest = right;
+      if (smallest === i) break;
+      [heap[smallest], heap[i]] = [heap[i], heap[smallest]];
+      i = smallest;
+    }
+  }
+
+  #dropStale(): void {
+    while (this.#heap.length > 0) {
+      const [dueMs, id] = this.#heap[0];
+      if (this.#due.get(id) === dueMs) return;
+      this.#pop();
+    }
+  }
+
+  /** The earliest due time, or Infinity when empty. */
+  earliest(): number {
+    this.#dropStale();
+    return this.#heap.length > 0 ? this.#heap[0][0] : Infinity;
+  }
+
+  /**
+   * Up to `limit` ids due at or before `nowMs`, earliest first. The caller
+   * sets a new due time for each or deletes it.
+   */
+  takeDue(nowMs: number, limit: number): string[] {
+    const out: string[] = [];
+    const seen = new Set<string>();
+    while (out.length < limit) {
+      this.#dropStale();
+      if (this.#heap.length === 0 || this.#heap[0][0] > nowMs) break;
+      const [, id] = this.#heap[0];
+      this.#pop();
+      if (seen.has(id)) continue;
+      seen.add(id);
+      out.push(id);
+    }
+    return out;
+  }
 }
