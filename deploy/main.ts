@@ -26,6 +26,10 @@ async function setUp() {
   const keys = await KeyRing.parse(Deno.env.get("EDGESTREAM_KEYS"));
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, live, webhooks });
+  // Endpoints decide which events ingest logs; know them before the first request.
+  await webhooks.refreshEndpoints().catch((error) =>
+    console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
+  );
   return { app, streams, store, webhooks };
 }
 

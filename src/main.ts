@@ -138,6 +138,10 @@ async function main(): Promise<void> {
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, live, webhooks });
+  // Endpoints decide which events ingest logs; know them before the first request.
+  await webhooks.refreshEndpoints().catch((error) =>
+    console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
+  );
 
   const sweepEveryMs = parseDuration(Deno.env.get("EDGESTREAM_SWEEP_EVERY") ?? "5s");
   const compiled = streams;
