@@ -234,7 +234,9 @@ export class WebhookService {
   async sweep(): Promise<WebhookSweepReport> {
     const endpoints = await this.refreshEndpoints();
     let created = 0;
-    for (const stream of this.#streams.values()) {
+    // Without endpoints there is nothing to dispatch, and no webhook key is written; a
+    // later endpoint starts after its registration point anyway.
+    for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {
       created += await this.#dispatcher.dispatch(stream, endpoints);
     }
     const counts = await this.#sender.deliverDue();
@@ -279,6 +281,7 @@ export class WebhookService {
     }
     const run = (async () => {
       const endpoints = await this.#deliveries.listEndpoints();
+      if (endpoints.length === 0) return;
       const created = await this.#dispatcher.dispatch(stream, endpoints);
       if (created > 0) this.#sender.kick();
     })()

@@ -21,14 +21,18 @@ Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth 
 
 Deno.test("retryDelayMs() jitters within ±20%", () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 7 }), fc.double({ min: 0, max: 0.9999999 }), (
-      tries,
-      random,
-    ) => {
-      const delay = retryDelayMs(tries, { random: () => random })!;
-      const base = RETRY_SCHEDULE_MS[tries];
-      assert.ok(delay >= Math.floor(base * 0.8) && delay <= Math.ceil(base * 1.2), `${delay}`);
-    }),
+    fc.property(
+      fc.integer({ min: 1, max: 7 }),
+      fc.double({ min: 0, max: 0.9999999, noNaN: true }),
+      (
+        tries,
+        random,
+      ) => {
+        const delay = retryDelayMs(tries, { random: () => random })!;
+        const base = RETRY_SCHEDULE_MS[tries];
+        assert.ok(delay >= Math.floor(base * 0.8) && delay <= Math.ceil(base * 1.2), `${delay}`);
+      },
+    ),
   );
   assert.equal(retryDelayMs(1, { random: () => 0 }), 4_000);
   assert.equal(retryDelayMs(1, { random: () => 0.999999999 }), 6_000);
