@@ -43,24 +43,26 @@ export async function sweepOnce(
   const fired: SweepReport["fired"] = [];
   for (const stream of streams) {
     if (stream.counters.length === 0) continue;
-    const windows = await store.closeWindows(stream.name, stream.counterMetas, {
-      latenessMs: stream.latenessMs,
-      idleMs: stream.idleMs,
-    });
+    const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs };
+    const alerted = new Set<string>();
+    if (stream.alerts.length > 0) {
+      // Alerts on final values fire before their windows close, so a crash in
+      // between only repeats the evaluation (fireAlerts keeps it once).
+      const due = await store.closeWindows(stream.name, stream.counterMetas, {
+        ...options,
+        peek: true,
+      });
+      for (const firing of await fireOnFinal(stream, store, due)) {
+        fired.push({ ...firing, stream: stream.name });
+      }
+      for (const window of due) alerted.add(`${window.counter}|${window.start}`);
+    }
+    const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
     for (const window of windows) closed.push({ ...window, stream: stream.name });
-    if (stream.alerts.length === 0 || windows.length === 0) continue;
-    const firings = windows.flatMap((window) => {
-      const counter = stream.counters.find((item) => item.name === window.counter);
-      if (!counter) return [];
-      const rows = window.groups.map((group) => ({
-        ...group,
-        start: window.start,
-        end: window.end,
-      }));
-      return evaluateAlerts(stream.alerts, counter, rows);
-    });
-    if (firings.length === 0) continue;
-    for (const firing of await store.fireAlerts(stream.name, firings)) {
+    // Windows that became due between the two calls.
+    const late = windows.filter((window) => !alerted.has(`${window.counter}|${window.start}`));
+    if (stream.alerts.length === 0 || late.length === 0) continue;
+    for (const firing of await fireOnFinal(stream, store, late)) {
       fired.push({ ...firing, stream: stream.name });
     }
   }
@@ -69,4 +71,19 @@ export async function sweepOnce(
   const fanout: unknown[] = [];
   for (const consumer of consumers) fanout.push(await consumer.sweep());
   return { closed, fired, fanout };
+}
+
+/** Evaluates a stream's alerts over final window values and fires the true ones. */
+async function fireOnFinal(
+  stream: CompiledStream,
+  store: Store,
+  windows: readonly ClosedWindow[],
+): Promise<AlertFiring[]> {
+  const firings = windows.flatMap((window) => {
+    const counter = stream.counters.find((item) => item.name === window.counter);
+    if (!counter) return [];
+    const rows = window.groups.map((group) => ({ ...group, start: window.start, end: window.end }));
+    return evaluateAlerts(stream.alerts, counter, rows);
+  });
+  return firings.length === 0 ? [] : await store.fireAlerts(stream.name, firings);
 }

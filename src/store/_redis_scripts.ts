@@ -278,7 +278,7 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, logTtl, idle, now, counters: [[name, kind, hop, size]]}`. Returns JSON
+ * `{late, limit, logTtl, idle, now, peek, counters: [[name, kind, hop, size]]}`. Returns JSON
  * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
  * The ZREM inside the script makes each window close exactly once.
  */
@@ -299,7 +299,7 @@ for _, meta in ipairs(b.counters) do
   local openKey = P .. "open:" .. name
   local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0, b.limit)
   if #due > 0 then
-    redis.call("ZREM", openKey, unpack(due))
+    if not b.peek then redis.call("ZREM", openKey, unpack(due)) end
     local live = redis.call("ZRANGE", P .. "panes:" .. name, 0, -1)
     for _, startText in ipairs(due) do
       local start = tonumber(startText)
@@ -310,7 +310,7 @@ for _, meta in ipairs(b.counters) do
       end
       local rows = mergePanes(name, kind, panes)
       out[#out + 1] = { name, num(start), num(start + size), rows }
-      for _, row in ipairs(rows) do
+      for _, row in ipairs(b.peek and {} or rows) do
         local extreme = row[4]
         if extreme == "" then extreme = "null" end
         local minText, maxText = "null", "null"

@@ -258,10 +258,11 @@ export class MemoryStore implements Store {
       const panes = state.panes.get(counter.name) ?? new Map<number, Pane>();
       const now = this.#now();
       for (const [start, end] of due) {
-        open.delete(start);
         const inWindow = [...panes.keys()].filter((pane) => pane >= start && pane < end);
         const groups = mergePanes(counter.aggregate, panes, inWindow, now);
         closed.push({ counter: counter.name, start, end, groups });
+        if (options.peek) continue;
+        open.delete(start);
         for (const { group, state: value } of groups) {
           this.#append(state, now, {
             type: "window.closed",

@@ -303,6 +303,7 @@ export class RedisStore implements Store {
             late: options.latenessMs,
             idle: options.idleMs ?? false,
             now: options.nowMs ?? this.#now(),
+            peek: options.peek ?? false,
             limit: options.limit ?? 100,
             logTtl: this.#statsTtlMs,
             counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),

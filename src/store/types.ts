@@ -205,6 +205,12 @@ export interface CloseOptions {
   idleMs?: number | null;
   /** The clock (ms) for `idleMs`. @default {the store's clock} */
   nowMs?: number;
+  /**
+   * Only report the windows that are due, with their final values, without
+   * claiming or logging them (work that must happen before a window closes,
+   * such as alerts, can then run first and be retried). @default {false}
+   */
+  peek?: boolean;
 }
 
 /** Storage for stream state. Implementations must apply a batch atomically. */

@@ -169,6 +169,32 @@ Deno.test("sweepOnce() fires alerts on the final values of the windows it closes
   assert.equal(alerts.length, 4);
 });
 
+/** A memory store whose first claiming close fails, as if the process died right before it. */
+class CrashBeforeClose extends MemoryStore {
+  crashes = 1;
+  override closeWindows(...args: Parameters<Store["closeWindows"]>) {
+    if (!args[2].peek && this.crashes-- > 0) return Promise.reject(new Error("killed"));
+    return super.closeWindows(...args);
+  }
+}
+
+Deno.test("sweepOnce() fires final-value alerts before it closes their windows, so a crash in between loses none", async () => {
+  const store = new CrashBeforeClose({ now: () => T0 });
+  await ingestItems(
+    orders,
+    items([{ ts: at(1), country: "DE" }, { ts: at(200), country: "FR" }]),
+    store,
+    T0,
+  );
+  await assert.rejects(sweepOnce(streams.values(), store), /killed/);
+  const firedBeforeCrash = (await store.readLog("orders", null, 100))
+    .filter((entry) => entry.record.type === "alert.fired").length;
+  assert.equal(firedBeforeCrash, 2, "german and first_minute on DE");
+  const report = await sweepOnce(streams.values(), store);
+  assert.ok(report.closed.length > 0);
+  assert.equal(report.fired.length, 0, "already fired before the crash: not again");
+});
+
 Deno.test("sweepOnce() runs its consumers after closing windows and reports what they did", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const seen: number[] = [];

@@ -259,6 +259,26 @@ const scenarios: Record<string, Scenario> = {
     ]);
   },
 
+  async "closeWindows() with peek reports due windows without claiming or logging them"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000, g: "x", v: 4 },
+        { id: "2", t: T0 + 90_000, g: "x" },
+      ]),
+      store,
+      T0 + 90_000,
+    );
+    const sum = stream.counterMetas.filter((meta) => meta.name === "sum");
+    const peeked = await store.closeWindows("s", sum, { latenessMs: 10_000, peek: true });
+    assert.deepEqual(peeked.map((window) => [window.start, window.groups[0].state.sum]), [[T0, 4]]);
+    assert.deepEqual(await store.readLog("s", null, 100), []);
+    const closed = await store.closeWindows("s", sum, { latenessMs: 10_000 });
+    assert.deepEqual(closed, peeked);
+    assert.equal((await store.readLog("s", null, 100)).length, 1);
+    assert.deepEqual(await store.closeWindows("s", sum, { latenessMs: 10_000, peek: true }), []);
+  },
+
   async "closeWindows() logs one window.closed record per group"(store) {
     await ingestItems(
       stream,
