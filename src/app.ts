@@ -289,6 +289,18 @@ export function createApp(options: AppOptions): OpenAPIHono {
           })),
         };
       }),
+      fired: report.fired.map((firing) => {
+        const counter = findCounter(findStream(streams, firing.stream), firing.counter);
+        return {
+          stream: firing.stream,
+          alert: firing.alert,
+          counter: firing.counter,
+          start: new Date(firing.start).toISOString(),
+          end: new Date(firing.end).toISOString(),
+          group: decodeGroup(counter.groupBy, firing.group),
+          value: firing.value,
+        };
+      }),
     }, 200);
   });
 

@@ -468,3 +468,27 @@ Deno.test("a receive-time stream's windows turn final and close by the clock alo
   assert.deepEqual(closed.map((window: { start: string }) => window.start), [at(0)]);
   assert.deepEqual(closed[0].groups.map((group: { value: number }) => group.value), [2]);
 });
+
+Deno.test("POST /v1/admin/sweep reports the alerts that final values fired", async () => {
+  const config = {
+    streams: {
+      orders: {
+        time: { field: "ts", lateness: "0s" },
+        counters: { per_minute: { window: { tumbling: "1m" }, aggregate: "count" } },
+        alerts: [{ name: "busy", counter: "per_minute", when: "value >= 2.0" }],
+      },
+    },
+  };
+  const { app } = await testApp({ config });
+  await postEvents(app, [{ ts: at(1) }, { ts: at(2) }, { ts: at(100) }]);
+  const report = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
+  assert.deepEqual(report.fired, [{
+    stream: "orders",
+    alert: "busy",
+    counter: "per_minute",
+    start: at(0),
+    end: at(60),
+    group: {},
+    value: 2,
+  }]);
+});

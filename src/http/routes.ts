@@ -255,7 +255,8 @@ export const readyRoute = createRoute({
 export const sweepRoute = createRoute({
   method: "post",
   path: "/v1/admin/sweep",
-  summary: "Run one sweep now: close windows that became final. Scope: admin.",
+  summary:
+    "Run one sweep now: close windows that became final, fire alerts on their final values, dispatch and send webhook deliveries. Scope: admin.",
   responses: {
     200: {
       description: "What the sweep did",
@@ -272,6 +273,15 @@ export const sweepRoute = createRoute({
                 value: z.number().nullable(),
               })),
             })),
+            fired: z.array(z.object({
+              stream: z.string(),
+              alert: z.string(),
+              counter: z.string(),
+              start: z.string(),
+              end: z.string(),
+              group: z.record(z.string(), z.unknown()),
+              value: z.number().nullable(),
+            })).openapi({ description: "Alerts the final values fired (new firings only)" }),
           }),
         },
       },
