@@ -7,6 +7,7 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../window/aggregate.ts";
+import { asArray, fromJson, RedisCalls } from "./redis_call.ts";
 import {
   APPEND_SCRIPT,
   APPLY_SCRIPT,
@@ -26,7 +27,6 @@ import {
   type LogRecord,
   type Store,
   type StoreBatch,
-  StoreUnavailableError,
   type StreamStats,
   type WindowRead,
   type WindowValue,
@@ -54,46 +54,6 @@ export interface RedisStoreOptions {
 export const HLL_STANDARD_ERROR = 0.0081;
 
 const OUTCOMES: EventOutcome[] = ["applied", "duplicate", "late"];
-
-async function sha1(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
-}
-
-/**
- * The Redis error text inside an `@upstash/redis` error, without the
- * client's ", command was: …" suffix (which repeats the whole request, events
- * included, and must not reach logs or replies).
- */
-export function redisErrorText(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return message.replace(/^Command failed: /, "").replace(/, command was: [\s\S]*$/, "")
-    .slice(0, 300);
-}
-
-/** Redis error codes that mean "try again later" rather than "this command is wrong". */
-const TRANSIENT =
-  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)\b|max (daily )?requests? limit/i;
-
-/**
- * Whether an error means "Redis answered: this command failed" (a bug to
- * surface as 500), as opposed to Redis being unreachable, overloaded or
- * answering through a failing proxy (503, retry).
- */
-export function isCommandError(error: unknown): boolean {
-  if (!(error instanceof Error) || error.name !== "UpstashError") return false;
-  const text = redisErrorText(error);
-  return /^[A-Z][A-Z_]+ /.test(text) && !TRANSIENT.test(text);
-}
-
-/** Scripts reply JSON text; the client may already have parsed it. */
-function fromJson<T>(value: unknown): T {
-  return (typeof value === "string" ? JSON.parse(value) : value) as T;
-}
-
-function asArray<T>(value: unknown): T[] {
-  return Array.isArray(value) ? value as T[] : [];
-}
 
 type MergedRow = [group: string, count: string, sum: string, minOrMax: string, distinct: string];
 
@@ -149,15 +109,14 @@ export class RedisStore implements Store {
   readonly kind = "redis";
   #redis: RedisClient;
   #prefix: string;
-  #timeoutMs: number;
   #statsTtlMs: number;
   #now: () => number;
-  #shas = new Map<string, Promise<string>>();
+  #calls: RedisCalls;
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
     this.#prefix = options.prefix ?? "es";
-    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5_000);
     this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
   }
@@ -167,48 +126,12 @@ export class RedisStore implements Store {
     return `${this.#prefix}:{${stream}}:`;
   }
 
-  async #call<T>(what: string, run: () => Promise<T>): Promise<T> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new StoreUnavailableError(`Redis did not answer ${what} within ${this.#timeoutMs} ms`),
-          ),
-        this.#timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([run(), timeout]);
-    } catch (error) {
-      if (error instanceof StoreUnavailableError) throw error;
-      if (isCommandError(error)) {
-        throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
-      }
-      throw new StoreUnavailableError(
-        `Redis is unavailable (${what}): ${redisErrorText(error)}`,
-        { cause: error },
-      );
-    } finally {
-      clearTimeout(timer);
-    }
+  #call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    return this.#calls.call(what, run);
   }
 
-  /** Runs a script by SHA, sending its text only when Redis does not know it yet. */
-  async #script(script: string, stream: string, ...argv: unknown[]): Promise<unknown> {
-    let sha = this.#shas.get(script);
-    if (!sha) {
-      sha = sha1(script);
-      this.#shas.set(script, sha);
-    }
-    const keys = [this.keyPrefix(stream)];
-    const args = argv.map((arg) => JSON.stringify(arg));
-    try {
-      return await this.#redis.evalsha(await sha, keys, args);
-    } catch (error) {
-      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      return await this.#redis.eval(script, keys, args);
-    }
+  #script(script: string, stream: string, ...argv: unknown[]): Promise<unknown> {
+    return this.#calls.script(script, [this.keyPrefix(stream)], argv);
   }
 
   applyBatch(batch: StoreBatch): Promise<ApplyResult> {

@@ -5,9 +5,7 @@
  *
  * @module
  */
-import type { Redis } from "@upstash/redis";
-import { isCommandError, redisErrorText } from "../../store/redis_store.ts";
-import { StoreUnavailableError } from "../../store/types.ts";
+import { asArray, fromJson, RedisCalls, type RedisScriptClient } from "../../store/redis_call.ts";
 import {
   ACQUIRE_LEASE_SCRIPT,
   BEGIN_PAGE_SCRIPT,
@@ -46,7 +44,7 @@ import {
 } from "./delivery_store.ts";
 
 /** The part of the `@upstash/redis` client the delivery store uses. */
-export type RedisScriptClient = Pick<Redis, "evalsha" | "eval">;
+export type { RedisScriptClient };
 
 /** Options for {@linkcode RedisDeliveryStore}. */
 export interface RedisDeliveryStoreOptions {
@@ -64,21 +62,6 @@ export interface RedisDeliveryStoreOptions {
 
 /** Most index entries a listing looks at to find `limit` deliveries of one status. */
 const LIST_SCAN = 5_000;
-
-async function sha1(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
-}
-
-/** Scripts reply JSON text; the client may already have parsed it. */
-function fromJson<T>(value: unknown): T {
-  return (typeof value === "string" ? JSON.parse(value) : value) as T;
-}
-
-/** cjson writes an empty table as `{}`; lists come back as arrays otherwise. */
-function asArray<T>(value: unknown): T[] {
-  return Array.isArray(value) ? value as T[] : [];
-}
 
 type Hash = Record<string, string>;
 
@@ -121,16 +104,15 @@ export class RedisDeliveryStore implements DeliveryStore {
   readonly kind = "redis";
   #redis: RedisScriptClient;
   #prefix: string;
-  #timeoutMs: number;
   #retentionMs: number;
   #cursorTtlMs: number;
   #now: () => number;
-  #shas = new Map<string, Promise<string>>();
+  #calls: RedisCalls;
 
   constructor(redis: RedisScriptClient, options: RedisDeliveryStoreOptions = {}) {
     this.#redis = redis;
     this.#prefix = `${options.prefix ?? "es"}:{wh}:`;
-    this.#timeoutMs = options.timeoutMs ?? 5_000;
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5_000);
     this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#cursorTtlMs = options.cursorTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
@@ -141,47 +123,8 @@ export class RedisDeliveryStore implements DeliveryStore {
     return this.#prefix;
   }
 
-  async #run(what: string, script: string, arg: unknown): Promise<unknown> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new StoreUnavailableError(`Redis did not answer ${what} within ${this.#timeoutMs} ms`),
-          ),
-        this.#timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([this.#script(script, arg), timeout]);
-    } catch (error) {
-      if (error instanceof StoreUnavailableError) throw error;
-      if (isCommandError(error)) {
-        throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
-      }
-      throw new StoreUnavailableError(
-        `Redis is unavailable (${what}): ${redisErrorText(error)}`,
-        { cause: error },
-      );
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  async #script(script: string, arg: unknown): Promise<unknown> {
-    let sha = this.#shas.get(script);
-    if (!sha) {
-      sha = sha1(script);
-      this.#shas.set(script, sha);
-    }
-    const keys = [this.#prefix];
-    const args = [JSON.stringify(arg)];
-    try {
-      return await this.#redis.evalsha(await sha, keys, args);
-    } catch (error) {
-      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      return await this.#redis.eval(script, keys, args);
-    }
+  #run(what: string, script: string, arg: unknown): Promise<unknown> {
+    return this.#calls.call(what, () => this.#calls.script(script, [this.#prefix], [arg]));
   }
 
   async putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {

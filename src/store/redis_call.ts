@@ -1,0 +1,116 @@
+/**
+ * Calling Redis through `@upstash/redis` the way every Redis-backed store
+ * here does: Lua scripts by SHA (EVAL only when Redis does not know them), a
+ * timeout on every call, and errors sorted into "Redis refused this" (a bug,
+ * 500) and "Redis is unavailable" ({@linkcode StoreUnavailableError}, 503).
+ *
+ * @module
+ */
+import type { Redis } from "@upstash/redis";
+import { StoreUnavailableError } from "./types.ts";
+
+async function sha1(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The Redis error text inside an `@upstash/redis` error, without the
+ * client's ", command was: …" suffix (which repeats the whole request, events
+ * included, and must not reach logs or replies).
+ */
+export function redisErrorText(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/^Command failed: /, "").replace(/, command was: [\s\S]*$/, "")
+    .slice(0, 300);
+}
+
+/** Redis error codes that mean "try again later" rather than "this command is wrong". */
+const TRANSIENT =
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)\b|max (daily )?requests? limit/i;
+
+/**
+ * Whether an error means "Redis answered: this command failed" (a bug to
+ * surface as 500), as opposed to Redis being unreachable, overloaded or
+ * answering through a failing proxy (503, retry).
+ */
+export function isCommandError(error: unknown): boolean {
+  if (!(error instanceof Error) || error.name !== "UpstashError") return false;
+  const text = redisErrorText(error);
+  return /^[A-Z][A-Z_]+ /.test(text) && !TRANSIENT.test(text);
+}
+
+/** Scripts reply JSON text; the client may already have parsed it. */
+export function fromJson<T>(value: unknown): T {
+  return (typeof value === "string" ? JSON.parse(value) : value) as T;
+}
+
+export function asArray<T>(value: unknown): T[] {
+  return Array.isArray(value) ? value as T[] : [];
+}
+
+/** The part of the client a {@linkcode RedisCalls} needs. */
+export type RedisScriptClient = Pick<Redis, "evalsha" | "eval">;
+
+/** Runs Redis calls with a timeout and the project's error mapping. */
+export class RedisCalls {
+  #redis: RedisScriptClient;
+  #timeoutMs: number;
+  #shas = new Map<string, Promise<string>>();
+
+  constructor(redis: RedisScriptClient, timeoutMs: number) {
+    this.#redis = redis;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /**
+   * Runs `run` with the timeout: a Redis error is rethrown as a plain error
+   * naming `what`; anything else (unreachable, slow, overloaded) becomes a
+   * {@linkcode StoreUnavailableError}. Messages never repeat the request.
+   */
+  async call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new StoreUnavailableError(`Redis did not answer ${what} within ${this.#timeoutMs} ms`),
+          ),
+        this.#timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([run(), timeout]);
+    } catch (error) {
+      if (error instanceof StoreUnavailableError) throw error;
+      if (isCommandError(error)) {
+        throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
+      }
+      throw new StoreUnavailableError(
+        `Redis is unavailable (${what}): ${redisErrorText(error)}`,
+        { cause: error },
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Runs a Lua script by SHA, sending its text only when Redis does not know
+   * it yet; arguments are sent as JSON. Call it inside {@linkcode call}.
+   */
+  async script(script: string, keys: string[], argv: unknown[]): Promise<unknown> {
+    let sha = this.#shas.get(script);
+    if (!sha) {
+      sha = sha1(script);
+      this.#shas.set(script, sha);
+    }
+    const args = argv.map((arg) => JSON.stringify(arg));
+    try {
+      return await this.#redis.evalsha(await sha, keys, args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+      return await this.#redis.eval(script, keys, args);
+    }
+  }
+}

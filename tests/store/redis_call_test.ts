@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { isCommandError, RedisCalls, redisErrorText } from "../../src/store/redis_call.ts";
+import { StoreUnavailableError } from "../../src/store/types.ts";
+
+function upstashError(message: string): Error {
+  const error = new Error(message);
+  error.name = "UpstashError";
+  return error;
+}
+
+Deno.test("redisErrorText() drops the client's echo of the request", () => {
+  assert.equal(
+    redisErrorText(
+      upstashError('ERR boom, command was: ["evalsha","abc",1,"es:{s}:","{\\"events\\":[]}"]'),
+    ),
+    "ERR boom",
+  );
+  assert.equal(
+    redisErrorText(upstashError("Command failed: WRONGTYPE Operation against a key")),
+    "WRONGTYPE Operation against a key",
+  );
+});
+
+Deno.test("isCommandError() tells Redis refusing a command from Redis being unavailable", () => {
+  assert.equal(isCommandError(upstashError("ERR Error running script, command was: […]")), true);
+  assert.equal(isCommandError(upstashError("Command failed: WRONGTYPE Operation")), true);
+  for (
+    const message of [
+      "BUSY Redis is busy running a script, command was: […]",
+      "LOADING Redis is loading the dataset in memory",
+      "ERR max requests limit exceeded. Limit: 10000, Usage: 10000",
+      "Redis is unreachable: connect ECONNREFUSED, command was: […]",
+    ]
+  ) assert.equal(isCommandError(upstashError(message)), false, message);
+  assert.equal(isCommandError(new TypeError("fetch failed")), false);
+});
+
+Deno.test("RedisCalls.call() maps failures: refused → Error, unreachable or slow → StoreUnavailableError", async () => {
+  const calls = new RedisCalls(
+    { evalsha: () => Promise.reject(), eval: () => Promise.reject() } as never,
+    50,
+  );
+  await assert.rejects(
+    calls.call(
+      "applyBatch",
+      () => Promise.reject(upstashError("ERR bad, command was: secret-events")),
+    ),
+    (error: Error) =>
+      !(error instanceof StoreUnavailableError) &&
+      error.message === "Redis refused applyBatch: ERR bad",
+  );
+  await assert.rejects(
+    calls.call("applyBatch", () => Promise.reject(new TypeError("fetch failed"))),
+    (error: Error) =>
+      error instanceof StoreUnavailableError && /unavailable \(applyBatch\)/.test(error.message),
+  );
+  await assert.rejects(
+    calls.call("stats", () => new Promise(() => {})),
+    (error: Error) => error instanceof StoreUnavailableError && /within 50 ms/.test(error.message),
+  );
+});
+
+Deno.test("RedisCalls.script() sends the script text only after NOSCRIPT", async () => {
+  const sent: string[] = [];
+  let known = false;
+  const client = {
+    evalsha(sha: string) {
+      sent.push(`evalsha ${sha.length}`);
+      return known
+        ? Promise.resolve("ok")
+        : Promise.reject(upstashError("NOSCRIPT No matching script"));
+    },
+    eval() {
+      sent.push("eval");
+      known = true;
+      return Promise.resolve("ok");
+    },
+  };
+  const calls = new RedisCalls(client as never, 1000);
+  assert.equal(await calls.script("return 1", ["k"], [{ a: 1 }]), "ok");
+  assert.equal(await calls.script("return 1", ["k"], [{ a: 1 }]), "ok");
+  assert.deepEqual(sent, ["evalsha 40", "eval", "evalsha 40"]);
+});
