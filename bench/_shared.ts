@@ -10,20 +10,17 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `bench/server.ts <mode>` and waits for its `listening <port>` line. */
+/**
+ * Starts `<script> <mode>` (default `bench/server.ts`) and waits for its
+ * `listening <port>` line.
+ */
 export async function startServer(
   mode: string,
   env?: Record<string, string>,
+  script: URL = new URL("./server.ts", import.meta.url),
 ): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-env",
-      new URL("./server.ts", import.meta.url).pathname,
-      mode,
-    ],
+    args: ["run", "--allow-all", script.pathname, mode],
     env,
     stdin: "null",
     stdout: "piped",

@@ -67,34 +67,8 @@ async function serve(): Promise<void> {
 }
 
 /** Starts this file in server mode in its own process; resolves once it listens. */
-async function startWebhookServer(env: Record<string, string>): Promise<ServerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", new URL(import.meta.url).pathname, "serve"],
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening (\d+)/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("The webhook bench server exited before listening");
-    text += value;
-  }
-  const port = Number(/listening (\d+)/.exec(text)![1]);
-  const drained = (async () => {
-    while (!(await reader.read()).done) { /* drain */ }
-  })();
-  return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    async stop() {
-      child.kill("SIGTERM");
-      await child.status;
-      await drained;
-    },
-  };
+function startWebhookServer(env: Record<string, string>): Promise<ServerProcess> {
+  return startServer("serve", env, new URL(import.meta.url));
 }
 
 /** The receiver: records arrival times of probe alerts and counts deliveries. */
