@@ -10,6 +10,7 @@ import type { CompiledStream } from "./config/mod.ts";
 import { requireScope } from "./http/auth.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
+import { findCounter, findStream } from "./http/lookup.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { LiveHub } from "./fanout/live.ts";
 import {
@@ -40,7 +41,6 @@ import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { aggregateValue, decodeGroup } from "./window/mod.ts";
 import type { Store, StreamStats } from "./store/types.ts";
 import { StoreUnavailableError } from "./store/types.ts";
-import type { CompiledCounter } from "./window/mod.ts";
 
 /** What {@linkcode createApp} wires together. */
 export interface AppOptions {
@@ -81,26 +81,6 @@ export function ingestOptionsFor(
   const processed = demand.some((item) => item.wants(stream, "event.processed"));
   const late = demand.some((item) => item.wants(stream, "event.late"));
   return { log: processed || late ? { processed, late } : undefined, observers };
-}
-
-function findStream(streams: Map<string, CompiledStream>, name: string): CompiledStream {
-  const stream = streams.get(name);
-  if (!stream) throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
-  return stream;
-}
-
-function findCounter(stream: CompiledStream, name: string): CompiledCounter {
-  const counter = stream.counters.find((item) => item.name === name);
-  if (!counter) {
-    throw new ApiError(
-      404,
-      "counter_not_found",
-      `Stream '${stream.name}' has no counter '${name}'; it has: ${
-        stream.counters.map((item) => item.name).join(", ") || "(none)"
-      }`,
-    );
-  }
-  return counter;
 }
 
 function parseTime(text: string | undefined, name: string): number | undefined {

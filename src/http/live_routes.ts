@@ -26,6 +26,7 @@ import {
 } from "../ingest/ws.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, presentedKey, scopeError } from "./auth.ts";
+import { findCounter, findStream } from "./lookup.ts";
 import { ApiError } from "./errors.ts";
 import { ErrorSchema } from "./routes.ts";
 
@@ -91,16 +92,7 @@ export function parseSubscription(stream: CompiledStream, query: SubscriptionQue
   }
   const subscription: Subscription = { stream: stream.name, types };
   if (query.counter !== undefined) {
-    if (!stream.counters.some((counter) => counter.name === query.counter)) {
-      throw new ApiError(
-        400,
-        "invalid_query",
-        `Stream '${stream.name}' has no counter '${query.counter}'; it has: ${
-          stream.counters.map((counter) => counter.name).join(", ") || "(none)"
-        }`,
-      );
-    }
-    subscription.counter = query.counter;
+    subscription.counter = findCounter(stream, query.counter, "query").name;
   }
   if (query.filter !== undefined) {
     try {
@@ -341,11 +333,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     if (denied && !overSocket) throw denied;
     let subscription: Subscription | undefined;
     if (!denied) {
-      const name = c.req.param("stream");
-      const stream = deps.streams.get(name);
-      if (!stream) {
-        throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
-      }
+      const stream = findStream(deps.streams, c.req.param("stream"));
       subscription = parseSubscription(stream, {
         types: c.req.query("types"),
         counter: c.req.query("counter"),
