@@ -2,7 +2,9 @@
  * Ingest benchmark over real HTTP on loopback: batches of 100 events, three
  * counters, memory store; against a baseline Hono handler that only parses
  * the same JSON and replies 202, measured in the same run. Each server runs
- * in its own process; this process is the load generator.
+ * in its own process; this process is the load generator. The pipeline runs
+ * twice: on the `bench` stream (dedupe by id, as most streams will) and on
+ * `bench_no_dedupe` (same counters, no dedupe), to show what dedupe costs.
  *
  * `deno task bench [seconds-per-round] [rounds]`
  */
@@ -17,8 +19,9 @@ const BATCH = 100;
 async function load(
   port: number,
   seconds: number,
+  stream: string,
 ): Promise<{ events: number; seconds: number; errors: number }> {
-  const url = `http://127.0.0.1:${port}/v1/streams/bench/events`;
+  const url = `http://127.0.0.1:${port}/v1/streams/${stream}/events`;
   const deadline = performance.now() + seconds * 1000;
   let events = 0;
   let errors = 0;
@@ -39,11 +42,11 @@ async function load(
   return { events, seconds: (performance.now() - started) / 1000, errors };
 }
 
-async function measure(mode: string): Promise<number> {
+async function measure(mode: string, stream = "bench"): Promise<number> {
   const server = await startServer(mode);
   try {
-    await load(server.port, 1); // warm-up
-    const result = await load(server.port, SECONDS);
+    await load(server.port, 1, stream); // warm-up
+    const result = await load(server.port, SECONDS, stream);
     if (result.errors > 0) throw new Error(`${mode}: ${result.errors} requests failed`);
     return result.events / result.seconds;
   } finally {
@@ -53,22 +56,27 @@ async function measure(mode: string): Promise<number> {
 
 const baseline: number[] = [];
 const pipeline: number[] = [];
+const noDedupe: number[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
   baseline.push(await measure("baseline"));
   pipeline.push(await measure("pipeline"));
+  noDedupe.push(await measure("pipeline", "bench_no_dedupe"));
   console.log(
     `round ${round}: baseline ${baseline.at(-1)!.toFixed(0)} events/s, pipeline ${
       pipeline.at(-1)!.toFixed(0)
-    } events/s`,
+    } events/s, pipeline without dedupe ${noDedupe.at(-1)!.toFixed(0)} events/s`,
   );
 }
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const b = median(baseline);
 const p = median(pipeline);
+const n = median(noDedupe);
 console.log(
   `ingest (batches of ${BATCH}, 3 counters, memory store, ${CONCURRENCY} connections, ${SECONDS}s x ${ROUNDS} rounds, median):`,
 );
-console.log(`  baseline (parse JSON + 202): ${b.toFixed(0)} events/s`);
-console.log(`  pipeline:                    ${p.toFixed(0)} events/s`);
-console.log(`  ratio pipeline/baseline:     ${(p / b).toFixed(2)} (target >= 0.50)`);
+console.log(`  baseline (parse JSON + 202):      ${b.toFixed(0)} events/s`);
+console.log(`  pipeline (dedupe by id):          ${p.toFixed(0)} events/s`);
+console.log(`  pipeline (no dedupe):             ${n.toFixed(0)} events/s`);
+console.log(`  ratio pipeline/baseline:          ${(p / b).toFixed(2)} (target >= 0.50)`);
+console.log(`  ratio pipeline (no dedupe)/base:  ${(n / b).toFixed(2)}`);

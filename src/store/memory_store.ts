@@ -134,7 +134,7 @@ export class MemoryStore implements Store {
     const panesByCounter: Array<Map<number, Pane>> = [];
     for (const event of batch.events) {
       if (event.id !== undefined && batch.dedupeTtlMs > 0) {
-        if (ids.current.has(event.id) || ids.previous.has(event.id)) {
+        if (ids.current.has(event.id) || (ids.previous.size > 0 && ids.previous.has(event.id))) {
           outcomes.push("duplicate");
           stream.duplicates += 1;
           continue;
