@@ -66,11 +66,15 @@ export function aggregateValue(spec: AggregateSpec, state: AggregateState): numb
   }
 }
 
-/** Canonical text of a value for distinct counting: `1` and `"1"` stay different. */
+/**
+ * Canonical text of a value for distinct counting, so `1` and `"1"` stay
+ * different: a string is itself (no copy on the hot path), anything else —
+ * and a string that starts with NUL or is not well-formed Unicode — is NUL
+ * followed by its JSON text, which no plain string can equal.
+ */
 export function distinctKey(value: unknown): string {
-  // Hot path: plain strings need no escaping, so skip JSON.stringify.
-  if (typeof value === "string" && PLAIN_STRING.test(value)) return `"${value}"`;
-  return JSON.stringify(value);
+  if (typeof value === "string" && value.charCodeAt(0) !== 0 && value.isWellFormed()) return value;
+  return `\u0000${JSON.stringify(value)}`;
 }
 
 /** Strings JSON writes as they are, between quotes. */

@@ -34,11 +34,21 @@ export interface CompiledCounter {
 /** Largest magnitude accepted for summed values, so sums stay exact integers where they can. */
 export const MAX_VALUE = Number.MAX_SAFE_INTEGER;
 
+/** Keys of single plain-string groups already built, so the hot path reuses one flat string. */
+const singleKeys = new Map<string, string>();
+const MAX_CACHED_KEYS = 10_000;
+
 /** Group key of a list of group values: their JSON text. */
 export function groupKey(values: unknown[]): string {
-  // Hot path: one plain string value, without JSON.stringify's allocation.
-  if (values.length === 1 && typeof values[0] === "string" && PLAIN_STRING.test(values[0])) {
-    return `["${values[0]}"]`;
+  if (values.length === 1 && typeof values[0] === "string") {
+    const cached = singleKeys.get(values[0]);
+    if (cached !== undefined) return cached;
+    if (PLAIN_STRING.test(values[0])) {
+      if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
+      const key = `["${values[0]}"]`;
+      singleKeys.set(values[0], key);
+      return key;
+    }
   }
   return values.length === 0 ? "[]" : JSON.stringify(values);
 }

@@ -476,7 +476,12 @@ const eventArbitrary = fc.record({
     fc.integer({ min: -1000, max: 1000 }),
     fc.double({ min: -1e6, max: 1e6, noNaN: true }),
   ),
-  u: fc.integer({ min: 0, max: 30 }).map((n) => `user${n}`),
+  // Distinct values of every JSON type, some equal as text ("3" and 3 stay apart).
+  u: fc.oneof(
+    fc.integer({ min: 0, max: 30 }).map((n) => `user${n}`),
+    fc.integer({ min: 0, max: 5 }),
+    fc.constantFrom("3", true, "\u0000x", "\ud800", { a: 1 }),
+  ),
 });
 
 redisTest(

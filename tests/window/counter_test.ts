@@ -126,11 +126,11 @@ Deno.test("counterUpdate() gives distinct the canonical text of any value", () =
     assert.ok(result.ok && result.update);
     return result.update;
   };
-  assert.deepEqual(update("ann"), { counter: 1, pane: PANE, group: '["FR"]', value: '"ann"' });
+  assert.deepEqual(update("ann"), { counter: 1, pane: PANE, group: '["FR"]', value: "ann" });
   assert.notEqual(update(1).value, update("1").value);
   assert.equal(update(1).value, distinctKey(1));
-  assert.equal(update({ id: 1 }).value, '{"id":1}');
-  assert.equal(update(false).value, "false");
+  assert.equal(update({ id: 1 }).value, '\u0000{"id":1}');
+  assert.equal(update(false).value, "\u0000false");
 });
 
 Deno.test("counterUpdate() puts the event in the pane of its counter's window", () => {
