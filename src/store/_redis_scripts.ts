@@ -114,9 +114,12 @@ local insertedIds = false
 for i, t in ipairs(b.times) do
   local id, outcome = b.ids[i], 0
   if idsKey and type(id) == "string" then
-    local added = redis.call("HSETNX", idsKey, id, "1") == 1
-    if added then insertedIds = true end
-    if not added or redis.call("HEXISTS", oldIdsKey, id) == 1 then outcome = 1 end
+    -- The older bucket first, so a duplicate does not extend the id's life.
+    if redis.call("HEXISTS", oldIdsKey, id) == 1 or redis.call("HSETNX", idsKey, id, "1") == 0 then
+      outcome = 1
+    else
+      insertedIds = true
+    end
   end
   if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
   local payload = b.payloads and b.payloads[i]

@@ -134,16 +134,23 @@ export class MemoryStore implements Store {
     const panesByCounter: Array<Map<number, Pane>> = [];
     for (const event of batch.events) {
       if (event.id !== undefined && batch.dedupeTtlMs > 0) {
-        if (ids.current.has(event.id) || (ids.previous.size > 0 && ids.previous.has(event.id))) {
-          outcomes.push("duplicate");
-          stream.duplicates += 1;
-          continue;
-        }
         if (ids.current.size >= this.#maxDedupeIds) {
           ids.previous = ids.current;
           ids.current = new Set();
         }
+        // One hash lookup: adding an id already there leaves the size unchanged.
+        const size = ids.current.size;
         ids.current.add(event.id);
+        let duplicate = ids.current.size === size;
+        if (!duplicate && ids.previous.size > 0 && ids.previous.has(event.id)) {
+          ids.current.delete(event.id); // a duplicate does not extend the id's life
+          duplicate = true;
+        }
+        if (duplicate) {
+          outcomes.push("duplicate");
+          stream.duplicates += 1;
+          continue;
+        }
       }
       if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
         outcomes.push("late");

@@ -442,6 +442,24 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual((await store.applyBatch(batch(clock() + 61_000))).demand, []);
   },
 
+  async "a dedupe id lives at least its TTL and a duplicate does not extend it"(store) {
+    const ttl = 60_000;
+    const batch = (nowMs: number) => ({
+      stream: "s",
+      nowMs,
+      latenessMs: 1e12,
+      dedupeTtlMs: ttl,
+      counters: [],
+      filtered: 0,
+      events: [{ id: "x", timeMs: nowMs, updates: [] }],
+    });
+    const t = Math.floor(clock() / ttl) * ttl + ttl - 1_000; // late in a TTL-wide bucket
+    assert.deepEqual((await store.applyBatch(batch(t))).outcomes, ["applied"]);
+    assert.deepEqual((await store.applyBatch(batch(t + 30_000))).outcomes, ["duplicate"]);
+    assert.deepEqual((await store.applyBatch(batch(t + ttl - 1))).outcomes, ["duplicate"]);
+    assert.deepEqual((await store.applyBatch(batch(t + ttl + 2_000))).outcomes, ["applied"]);
+  },
+
   async "panes() lists live panes in a range"(store) {
     await ingestItems(
       stream,
