@@ -8,6 +8,10 @@
  *
  * @module
  */
+import http from "node:http";
+import https from "node:https";
+import type { LookupAddress } from "node:dns";
+import type { LookupFunction } from "node:net";
 import type { Attempt, Claim, DeliveryStore } from "./delivery_store.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
@@ -141,6 +145,121 @@ function fetchError(error: unknown): string {
   return `${firstLine(error)}${cause}`.slice(0, 300);
 }
 
+/** Turns a status, its body excerpt and its Retry-After header into a {@linkcode PostResult}. */
+function resultOf(
+  status: number,
+  excerpt: string,
+  retryAfter: string | null,
+  nowMs: number,
+): PostResult {
+  let error: string | null = null;
+  if (status >= 300 && status < 400) error = `Redirects are not followed (HTTP ${status})`;
+  else if (status < 200 || status >= 300) error = `HTTP ${status}`;
+  const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(retryAfter, nowMs) : null;
+  return { status, error, excerpt, retryAfterMs };
+}
+
+/**
+ * POSTs to `url` over a connection to exactly `address`, the address the
+ * SSRF check approved: a second DNS lookup by the HTTP client could answer
+ * differently (DNS rebinding). TLS still verifies the certificate for the
+ * URL's host name. Never throws.
+ */
+function postPinned(
+  url: URL,
+  address: string,
+  headers: Record<string, string>,
+  body: string,
+  timeoutMs: number,
+  nowMs: number,
+): Promise<PostResult> {
+  const family = address.includes(":") ? 6 : 4;
+  const client = url.protocol === "https:" ? https : http;
+  const payload = new TextEncoder().encode(body);
+  const lookup: LookupFunction = (_host, options, callback) => {
+    if (options.all) {
+      (callback as unknown as (error: null, all: LookupAddress[]) => void)(null, [{
+        address,
+        family,
+      }]);
+    } else callback(null, address, family);
+  };
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (result: PostResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    const request = client.request({
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: url.port === "" ? undefined : Number(url.port),
+      path: `${url.pathname}${url.search}`,
+      method: "POST",
+      headers: { ...headers, "content-length": String(payload.byteLength) },
+      lookup,
+    }, (response) => {
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      response.on("data", (chunk: Uint8Array) => {
+        if (size < MAX_EXCERPT_BYTES) chunks.push(chunk);
+        size += chunk.length;
+      });
+      response.on("end", () => {
+        const bytes = new Uint8Array(Math.min(size, MAX_EXCERPT_BYTES));
+        let offset = 0;
+        for (const chunk of chunks) {
+          const part = chunk.subarray(0, bytes.length - offset);
+          bytes.set(part, offset);
+          offset += part.length;
+        }
+        const retryAfter = response.headers["retry-after"];
+        finish(resultOf(
+          response.statusCode ?? 0,
+          new TextDecoder().decode(bytes, { stream: true }),
+          typeof retryAfter === "string" ? retryAfter : null,
+          nowMs,
+        ));
+      });
+      response.on(
+        "error",
+        (error: unknown) =>
+          finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
+      );
+    });
+    const timer = setTimeout(() => {
+      finish({
+        status: null,
+        error: `Timed out after ${timeoutMs} ms`,
+        excerpt: "",
+        retryAfterMs: null,
+      });
+      request.destroy();
+    }, timeoutMs);
+    request.on(
+      "error",
+      (error: unknown) =>
+        finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
+    );
+    request.end(payload);
+  });
+}
+
+/** Options for {@linkcode postWebhook}. */
+export interface PostOptions {
+  /** Whole-exchange timeout (ms). @default {15000} */
+  timeoutMs?: number;
+  /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
+  nowMs?: number;
+  /**
+   * Connect to this address (one the SSRF check approved) instead of
+   * resolving the URL's host again. Ignored for IP-literal hosts.
+   */
+  address?: string;
+}
+
 /**
  * POSTs `body` to `url` once: no redirects followed, `timeoutMs` for the
  * whole exchange. Never throws.
@@ -149,9 +268,21 @@ export async function postWebhook(
   url: string,
   headers: Record<string, string>,
   body: string,
-  options: { timeoutMs?: number; nowMs?: number } = {},
+  options: PostOptions = {},
 ): Promise<PostResult> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const parsed = new URL(url);
+  const literal = /^\[.*\]$|^[\d.]+$/.test(parsed.hostname);
+  if (options.address !== undefined && !literal) {
+    return await postPinned(
+      parsed,
+      options.address,
+      headers,
+      body,
+      timeoutMs,
+      options.nowMs ?? Date.now(),
+    );
+  }
   try {
     const response = await fetch(url, {
       method: "POST",
@@ -260,7 +391,7 @@ export class Sender {
     const started = performance.now();
     let result: PostResult;
     try {
-      await this.#policy.check(endpoint.url);
+      const checked = await this.#policy.check(endpoint.url);
       const secrets = endpoint.secrets
         .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
         .map((item) => item.secret);
@@ -273,6 +404,8 @@ export class Sender {
       result = await postWebhook(endpoint.url, headers, delivery.payload, {
         timeoutMs: this.#timeoutMs,
         nowMs: startMs,
+        // Connect where the check looked (DNS rebinding); allow-listed hosts were not resolved.
+        address: checked.addresses[0],
       });
     } catch (error) {
       if (!(error instanceof UnsafeUrlError)) throw error;

@@ -144,3 +144,45 @@ Deno.test("postWebhook() reports a refused connection without throwing", async (
   assert.equal(result.status, null);
   assert.match(result.error!, /connect|refused/i);
 });
+
+Deno.test("postWebhook() with an address connects there, keeping the URL's host name in Host", async () => {
+  let host: string | null = null;
+  let body = "";
+  await withServer(async (request) => {
+    host = request.headers.get("host");
+    body = await request.text();
+    return new Response("busy", { status: 503, headers: { "retry-after": "30" } });
+  }, async (url) => {
+    const port = new URL(url).port;
+    // The name does not resolve anywhere: only the pinned address can reach the server.
+    const result = await postWebhook(`http://hooks.invalid:${port}/hook`, {}, '{"n":2}', {
+      address: "127.0.0.1",
+      timeoutMs: 5_000,
+    });
+    assert.deepEqual(result, {
+      status: 503,
+      error: "HTTP 503",
+      excerpt: "busy",
+      retryAfterMs: 30_000,
+    });
+  });
+  assert.match(host ?? "", /^hooks\.invalid:\d+$/);
+  assert.equal(body, '{"n":2}');
+});
+
+Deno.test("postWebhook() never re-resolves a pinned host: a rebinding answer cannot reach loopback", async () => {
+  let hits = 0;
+  await withServer(() => {
+    hits += 1;
+    return new Response("internal");
+  }, async (url) => {
+    const port = new URL(url).port;
+    // 'localhost' resolves to loopback, but the check approved (and pinned) another address.
+    const result = await postWebhook(`http://localhost:${port}/hook`, {}, "{}", {
+      address: "192.0.2.1",
+      timeoutMs: 300,
+    });
+    assert.equal(result.status, null);
+  });
+  assert.equal(hits, 0);
+});

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { OpenAPIHono } from "@hono/zod-openapi";
+import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
 import { Receiver } from "./_receiver.ts";
 import {
   ADMIN_KEY,
@@ -652,5 +653,30 @@ Deno.test("DELETE removes an endpoint: nothing more is delivered to it", async (
     await webhooks.idle();
     assert.equal(receiver.received.length, 0);
     assert.equal((await call(app, "GET", `/v1/webhooks/${id}`)).status, 404);
+  });
+});
+
+Deno.test("deliveries go to the address the SSRF check resolved, not a second lookup's answer", async () => {
+  await withApp({
+    // hooks.test exists only in this resolver: a delivery can only arrive through the pinned address.
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1/32"],
+      allowHttp: true,
+      resolve: (host) => Promise.resolve(host === "hooks.test" ? ["127.0.0.1"] : []),
+    }),
+  }, async ({ app, receiver }) => {
+    const port = new URL(receiver.url()).port;
+    const { id, secret } = await register(app, { url: `http://hooks.test:${port}/hook` });
+    receiver.secrets = [secret];
+    assert.equal((await call(app, "POST", `/v1/webhooks/${id}/test`)).status, 202);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arrived = await Promise.race([
+      receiver.waitFor(1).then(() => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), 5_000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(arrived, "the delivery never reached the pinned address");
+    assert.equal(receiver.received[0].headers.get("host"), `hooks.test:${port}`);
+    assert.deepEqual(receiver.received[0].verifiedWith.length, 1);
   });
 });
