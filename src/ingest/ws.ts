@@ -229,7 +229,13 @@ class IngestConnection {
     this.#stats.framesQueued += 1;
     this.#stats.bytesQueued += data.length;
     this.#stats.peakFramesQueued = Math.max(this.#stats.peakFramesQueued, this.#queue.length);
-    if (!this.#draining) this.#drain();
+    if (!this.#draining) {
+      this.#drain().catch((error) => {
+        // A bug, not bad input (bad frames get error acks): log it and end this connection only.
+        console.error("WebSocket ingest failed:", error);
+        this.close(1011, "Internal error");
+      });
+    }
   }
 
   close(code?: number, reason?: string): void {

@@ -311,6 +311,19 @@ export async function postWebhook(
   }
 }
 
+/** Resolves like `promise`, or rejects with `error()` after `ms`. */
+async function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => timer = setTimeout(() => reject(error()), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Options for {@linkcode Sender}. */
 export interface SenderOptions extends RetryDelayOptions {
   /** Checks URLs again before every attempt. */
@@ -391,7 +404,13 @@ export class Sender {
     const started = performance.now();
     let result: PostResult;
     try {
-      const checked = await this.#policy.check(endpoint.url);
+      // The lookup counts against the attempt's timeout, so a hung resolver
+      // cannot outlive the claim's lease (and let another instance send too).
+      const checked = await withTimeout(
+        this.#policy.check(endpoint.url),
+        this.#timeoutMs,
+        () => new UnsafeUrlError(`'url' host did not resolve within ${this.#timeoutMs} ms`),
+      );
       const secrets = endpoint.secrets
         .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
         .map((item) => item.secret);

@@ -680,3 +680,20 @@ Deno.test("deliveries go to the address the SSRF check resolved, not a second lo
     assert.deepEqual(receiver.received[0].verifiedWith.length, 1);
   });
 });
+
+Deno.test("a delivery-time DNS lookup that hangs fails the attempt within the request timeout", async () => {
+  let hang = false;
+  await withApp({
+    allow: [],
+    timeoutMs: 200,
+    resolve: () => hang ? new Promise(() => {}) : Promise.resolve(["93.184.216.34"]),
+  }, async ({ app, webhooks }) => {
+    const { id } = await register(app, { url: "https://hooks.example.com/in" });
+    hang = true;
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "retrying");
+    assert.equal(delivery.attemptLog[0].error, "Refused: 'url' host did not resolve within 200 ms");
+  });
+});
