@@ -121,6 +121,11 @@ async function readExcerpt(response: Response): Promise<string> {
   } finally {
     reader.cancel().catch(() => {});
   }
+  return excerptOf(chunks, size);
+}
+
+/** The first {@linkcode MAX_EXCERPT_BYTES} of a body read in chunks, as text. */
+function excerptOf(chunks: readonly Uint8Array[], size: number): string {
   const bytes = new Uint8Array(Math.min(size, MAX_EXCERPT_BYTES));
   let offset = 0;
   for (const chunk of chunks) {
@@ -208,17 +213,10 @@ function postPinned(
         size += chunk.length;
       });
       response.on("end", () => {
-        const bytes = new Uint8Array(Math.min(size, MAX_EXCERPT_BYTES));
-        let offset = 0;
-        for (const chunk of chunks) {
-          const part = chunk.subarray(0, bytes.length - offset);
-          bytes.set(part, offset);
-          offset += part.length;
-        }
         const retryAfter = response.headers["retry-after"];
         finish(resultOf(
           response.statusCode ?? 0,
-          new TextDecoder().decode(bytes, { stream: true }),
+          excerptOf(chunks, size),
           typeof retryAfter === "string" ? retryAfter : null,
           nowMs,
         ));
@@ -291,15 +289,12 @@ export async function postWebhook(
       redirect: "manual",
       signal: AbortSignal.timeout(timeoutMs),
     });
-    const excerpt = await readExcerpt(response);
-    const status = response.status;
-    let error: string | null = null;
-    if (status >= 300 && status < 400) error = `Redirects are not followed (HTTP ${status})`;
-    else if (status < 200 || status >= 300) error = `HTTP ${status}`;
-    const retryAfterMs = status === 429 || status === 503
-      ? parseRetryAfter(response.headers.get("retry-after"), options.nowMs ?? Date.now())
-      : null;
-    return { status, error, excerpt, retryAfterMs };
+    return resultOf(
+      response.status,
+      await readExcerpt(response),
+      response.headers.get("retry-after"),
+      options.nowMs ?? Date.now(),
+    );
   } catch (error) {
     const timedOut = error instanceof DOMException && error.name === "TimeoutError";
     return {
