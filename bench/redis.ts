@@ -13,7 +13,7 @@
  *
  * `deno task bench:redis [seconds-per-round] [rounds]`
  */
-import { startRedisServer } from "../src/store/redis_server.ts";
+import { startRedisServer } from "../tools/redis_server.ts";
 import { makeBatch, type ServerProcess, startServer } from "./_shared.ts";
 import {
   billedCommands,

@@ -15,7 +15,7 @@ import { KeyRing } from "../src/http/auth.ts";
 import { storeFromEnv } from "../src/main.ts";
 import { MemoryStore } from "../src/store/memory_store.ts";
 import type { Store } from "../src/store/types.ts";
-import { startUpstashBridge } from "../src/store/upstash_bridge.ts";
+import { startUpstashBridge } from "../tools/upstash_bridge.ts";
 
 const mode = Deno.args[0] ?? "pipeline";
 

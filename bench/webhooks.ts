@@ -21,7 +21,7 @@ import { compileConfig } from "../src/config/mod.ts";
 import { sweepOnce } from "../src/fanout/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import { storeFromEnv, webhooksFromEnv } from "../src/main.ts";
-import { isRedisServerInstalled, startRedisServer } from "../src/store/redis_server.ts";
+import { isRedisServerInstalled, startRedisServer } from "../tools/redis_server.ts";
 import { type ServerProcess, startServer } from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] === "serve" ? 0 : Deno.args[0] ?? 10);

@@ -28,14 +28,13 @@ import {
   decodeUtf8,
   DEFAULT_LIMITS,
   ingestItems,
-  type IngestObserver,
   type IngestOptions,
   type IngestReply,
   parseEvents,
   readLimitedBody,
 } from "./ingest/mod.ts";
 import { currentWindow, listWindows } from "./query/mod.ts";
-import { sweepOnce } from "./fanout/mod.ts";
+import { type IngestObserver, type LogDemand, sweepOnce } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { aggregateValue, decodeGroup } from "./window/mod.ts";
@@ -64,12 +63,6 @@ export interface AppOptions {
   liveRoutes?: LiveRouteOptions;
   /** Webhook fan-out: its routes, log demand and observer are added, and the sweep runs it. */
   webhooks?: WebhookService;
-}
-
-/** A fan-out consumer's interest in `event.processed` / `event.late` of a stream. */
-export interface LogDemand {
-  /** Whether any consumer wants events of `type` from `stream` right now. */
-  wants(stream: string, type: "event.processed" | "event.late"): boolean;
 }
 
 /** Ingest options for a stream given what the fan-out consumers want. */

@@ -8,7 +8,7 @@
  * @module
  */
 import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
-import type { AppliedBatch } from "../ingest/mod.ts";
+import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
 import { OTHER_GROUP } from "../store/types.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";

@@ -11,7 +11,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { AppliedBatch, IngestObserver } from "../ingest/mod.ts";
+import type { AppliedBatch, IngestObserver } from "./types.ts";
 import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { panesOfWindow, windowsOfPane } from "../window/mod.ts";

@@ -6,3 +6,4 @@
 export * from "./sweep.ts";
 export * from "./live.ts";
 export * from "./payload.ts";
+export * from "./types.ts";

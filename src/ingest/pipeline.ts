@@ -7,6 +7,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
+import type { IngestObserver } from "../fanout/types.ts";
 import type { BatchEvent, CellUpdate, EventOutcome, Store } from "../store/types.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
@@ -127,23 +128,6 @@ function prepare(
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return { ok: true, event: prepared };
 }
-
-/** What an {@linkcode IngestObserver} is told after the store applied a batch. */
-export interface AppliedBatch {
-  /** The stream. */
-  stream: CompiledStream;
-  /** Valid events as sent to the store. */
-  events: readonly BatchEvent[];
-  /** What happened to each of them. */
-  outcomes: readonly EventOutcome[];
-  /** Receive time (ms). */
-  nowMs: number;
-  /** Result types live subscribers on any instance want from this stream (`ApplyResult.demand`). */
-  demand: readonly string[];
-}
-
-/** Called after every applied batch (e.g. to publish running window values). Must not throw. */
-export type IngestObserver = (batch: AppliedBatch) => void;
 
 /** Options for {@linkcode ingestItems}. */
 export interface IngestOptions {

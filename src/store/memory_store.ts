@@ -7,28 +7,30 @@
  */
 import {
   addValue,
+  type AggregateKind,
   type AggregateState,
   emptyState,
   mergeState,
   normalizeState,
-} from "../window/aggregate.ts";
+} from "./aggregate_state.ts";
 import {
   type AlertFiring,
   type ApplyResult,
   type ClosedWindow,
   type CloseOptions,
+  compareLogIds,
   type CounterMeta,
   type EventOutcome,
   type LogEntry,
   type LogRecord,
   OTHER_GROUP,
+  parseLogId,
   type Store,
   type StoreBatch,
   type StreamStats,
   type WindowRead,
   type WindowValue,
 } from "./types.ts";
-import type { AggregateKind } from "../window/spec.ts";
 
 interface Cell {
   state: AggregateState;
@@ -457,17 +459,6 @@ function mergePanes(
     }
   }
   return [...merged].map(([group, cell]) => ({ group, state: normalizeState(kind, cell.state) }));
-}
-
-/** Splits a log id `<ms>-<seq>` into numbers. */
-export function parseLogId(id: string): [number, number] {
-  const [ms, seq] = id.split("-");
-  return [Number(ms), Number(seq ?? 0)];
-}
-
-/** Orders two parsed log ids. */
-export function compareLogIds(a: [number, number], b: [number, number]): number {
-  return a[0] - b[0] || a[1] - b[1];
 }
 
 /** Raises a stream's watermark to `nowMs - idleMs` when that is later (idle streams follow the clock). */

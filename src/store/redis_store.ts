@@ -6,7 +6,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import type { AggregateState } from "../window/aggregate.ts";
+import type { AggregateState } from "./aggregate_state.ts";
 import { asArray, fromJson, RedisCalls } from "./redis_call.ts";
 import {
   APPEND_SCRIPT,

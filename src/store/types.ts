@@ -1,6 +1,5 @@
 /** The storage interface every store implements, and the batch it applies. */
-import type { AggregateKind } from "../window/spec.ts";
-import type { AggregateState } from "../window/aggregate.ts";
+import type { AggregateKind, AggregateState } from "./aggregate_state.ts";
 
 /** What the store needs to know about one counter of a stream. */
 export interface CounterMeta {
@@ -276,4 +275,15 @@ export class StoreUnavailableError extends Error {
     super(message, options);
     this.name = "StoreUnavailableError";
   }
+}
+
+/** Splits a log id `<ms>-<seq>` into numbers. */
+export function parseLogId(id: string): [number, number] {
+  const [ms, seq] = id.split("-");
+  return [Number(ms), Number(seq ?? 0)];
+}
+
+/** Orders two parsed log ids. */
+export function compareLogIds(a: [number, number], b: [number, number]): number {
+  return a[0] - b[0] || a[1] - b[1];
 }

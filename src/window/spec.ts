@@ -1,4 +1,7 @@
 /** Window and aggregate specifications in their compiled form. */
+import type { AggregateKind } from "../store/aggregate_state.ts";
+
+export type { AggregateKind } from "../store/aggregate_state.ts";
 
 /** A window over event time, with boundaries aligned to the epoch. */
 export type WindowSpec =
@@ -9,7 +12,4 @@ export type WindowSpec =
 /** The aggregate a counter computes over the events of a window. */
 export type AggregateSpec =
   | { kind: "count" }
-  | { kind: "sum" | "min" | "max" | "avg" | "distinct"; field: string };
-
-/** The kinds of aggregate a counter may compute. */
-export type AggregateKind = AggregateSpec["kind"];
+  | { kind: Exclude<AggregateKind, "count">; field: string };

@@ -11,7 +11,7 @@ import { KeyRing } from "../../src/http/auth.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { storeFromEnv } from "../../src/main.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
-import { startRedisServer } from "../../src/store/redis_server.ts";
+import { startRedisServer } from "../../tools/redis_server.ts";
 import { RedisStore } from "../../src/store/redis_store.ts";
 import type { Store, StoreBatch } from "../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import type { CompiledStream } from "../../config/mod.ts";
-import { compareLogIds, parseLogId } from "../../store/memory_store.ts";
+import { compareLogIds, parseLogId } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { publicPayload } from "../payload.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 import type { CompiledStream } from "../../config/mod.ts";
-import type { AppliedBatch } from "../../ingest/mod.ts";
+import type { AppliedBatch } from "../types.ts";
 import type { Store } from "../../store/types.ts";
 import { compileExpression, ExpressionError } from "../../transform/mod.ts";
 import { AlertWatcher } from "../alerts.ts";

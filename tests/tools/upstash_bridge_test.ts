@@ -3,9 +3,9 @@ import { Buffer } from "node:buffer";
 import { Redis } from "@upstash/redis";
 import { createClient } from "redis";
 import { type RedisFixture, redisServerInstalled, redisTest } from "../_redis.ts";
-import { runDevRedis } from "../../src/store/dev_redis.ts";
-import { startRedisServer } from "../../src/store/redis_server.ts";
-import { startUpstashBridge, type UpstashBridge } from "../../src/store/upstash_bridge.ts";
+import { runDevRedis } from "../../tools/dev_redis.ts";
+import { startRedisServer } from "../../tools/redis_server.ts";
+import { startUpstashBridge, type UpstashBridge } from "../../tools/upstash_bridge.ts";
 
 /** The client's two ways of sending commands: batched into `/pipeline` (default) or one by one. */
 const MODES = [

@@ -1,0 +1,31 @@
+/**
+ * The interfaces fan-out consumers implement, owned here by the consumers so
+ * that ingest depends on fan-out's contract rather than the other way round.
+ *
+ * @module
+ */
+import type { CompiledStream } from "../config/mod.ts";
+import type { BatchEvent, EventOutcome } from "../store/types.ts";
+
+/** What an {@linkcode IngestObserver} is told after the store applied a batch. */
+export interface AppliedBatch {
+  /** The stream. */
+  stream: CompiledStream;
+  /** Valid events as sent to the store. */
+  events: readonly BatchEvent[];
+  /** What happened to each of them. */
+  outcomes: readonly EventOutcome[];
+  /** Receive time (ms). */
+  nowMs: number;
+  /** Result types live subscribers on any instance want from this stream (`ApplyResult.demand`). */
+  demand: readonly string[];
+}
+
+/** Called after every applied batch (e.g. to publish running window values). Must not throw. */
+export type IngestObserver = (batch: AppliedBatch) => void;
+
+/** A fan-out consumer's interest in `event.processed` / `event.late` of a stream. */
+export interface LogDemand {
+  /** Whether any consumer wants events of `type` from `stream` right now. */
+  wants(stream: string, type: "event.processed" | "event.late"): boolean;
+}
