@@ -27,12 +27,10 @@ import {
   type BodyLimits,
   decodeUtf8,
   DEFAULT_LIMITS,
-  ingestItems,
-  type IngestOptions,
-  type IngestReply,
   parseEvents,
   readLimitedBody,
-} from "./ingest/mod.ts";
+} from "./http/body.ts";
+import { ingestItems, type IngestOptions, type IngestReply } from "./ingest/mod.ts";
 import { currentWindow, listWindows } from "./query/mod.ts";
 import { type IngestObserver, type LogDemand, sweepOnce } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";

@@ -21,8 +21,8 @@ import {
   isRedisServerInstalled,
   RedisServerNotFoundError,
   startRedisServer,
-} from "../src/store/redis_server.ts";
-import { startUpstashBridge } from "../src/store/upstash_bridge.ts";
+} from "../tools/redis_server.ts";
+import { startUpstashBridge } from "../tools/upstash_bridge.ts";
 
 /** A running Redis server and an Upstash REST bridge in front of it, with an empty database. */
 export interface RedisFixture {

@@ -7,7 +7,13 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import {
+  InvalidEndpointError,
+  WebhookConflictError,
+  WebhookNotFoundError,
+} from "../fanout/webhooks/mod.ts";
 import { StoreUnavailableError } from "../store/types.ts";
+import { BodyError, type BodyErrorCode } from "./body.ts";
 
 /** Body of every error response. */
 export interface ErrorEnvelope {
@@ -56,20 +62,53 @@ const CODE_BY_STATUS: Record<number, string> = {
 /** Seconds a client should wait before retrying when the store is unavailable. */
 export const STORE_RETRY_AFTER_SECONDS = 1;
 
-/** Turns any thrown error into the JSON envelope; the app's `onError`. */
-export function errorResponse(error: Error, c: Context): Response {
-  if (error instanceof ApiError) {
-    return c.json(
-      { ...error.extra, error: { code: error.code, message: error.message } },
-      error.status,
-      error.headers,
-    );
+const BODY_STATUS: Record<BodyErrorCode, ContentfulStatusCode> = {
+  unsupported_media_type: 415,
+  payload_too_large: 413,
+  too_many_events: 413,
+  invalid_utf8: 400,
+  invalid_json: 400,
+  invalid_body: 400,
+  empty_body: 400,
+  empty_batch: 400,
+};
+
+/**
+ * The one table from domain errors (thrown by stages that know nothing of
+ * HTTP) to API errors with their status and code. `undefined` for an error
+ * that is not a domain error.
+ */
+export function apiErrorOf(error: unknown): ApiError | undefined {
+  if (error instanceof ApiError) return error;
+  if (error instanceof BodyError) {
+    return new ApiError(BODY_STATUS[error.code], error.code, error.message, { cause: error });
   }
   if (error instanceof StoreUnavailableError) {
+    return new ApiError(503, "store_unavailable", error.message, {
+      headers: { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
+      cause: error,
+    });
+  }
+  if (error instanceof InvalidEndpointError) {
+    return new ApiError(400, "invalid_webhook", error.message, { cause: error });
+  }
+  if (error instanceof WebhookNotFoundError) {
+    return new ApiError(404, "not_found", error.message, { cause: error });
+  }
+  if (error instanceof WebhookConflictError) {
+    return new ApiError(409, "conflict", error.message, { cause: error });
+  }
+  return undefined;
+}
+
+/** Turns any thrown error into the JSON envelope; the app's `onError`. */
+export function errorResponse(error: Error, c: Context): Response {
+  const api = apiErrorOf(error);
+  if (api) {
     return c.json(
-      { error: { code: "store_unavailable", message: error.message } },
-      503,
-      { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
+      { ...api.extra, error: { code: api.code, message: api.message } },
+      api.status,
+      api.headers,
     );
   }
   if (error instanceof HTTPException) {

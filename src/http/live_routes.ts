@@ -23,7 +23,7 @@ import {
   ingestSocketHandler,
   type IngestSocketOptions,
   upgradeSocket,
-} from "../ingest/ws.ts";
+} from "./ingest_socket.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, presentedKey, scopeError } from "./auth.ts";
 import { findCounter, findStream } from "./lookup.ts";

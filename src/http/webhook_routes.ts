@@ -13,9 +13,6 @@ import {
   type DeliveryWithAttempts,
   type Endpoint,
   type EndpointInput,
-  InvalidEndpointError,
-  WebhookConflictError,
-  WebhookNotFoundError,
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
@@ -384,24 +381,6 @@ function deliveryView(delivery: DeliveryWithAttempts): z.infer<typeof DeliverySc
   };
 }
 
-/** Turns the service's domain errors into API errors with their status. */
-async function answer<T>(run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (error) {
-    if (error instanceof InvalidEndpointError) {
-      throw new ApiError(400, "invalid_webhook", error.message, { cause: error });
-    }
-    if (error instanceof WebhookNotFoundError) {
-      throw new ApiError(404, "not_found", error.message, { cause: error });
-    }
-    if (error instanceof WebhookConflictError) {
-      throw new ApiError(409, "conflict", error.message, { cause: error });
-    }
-    throw error;
-  }
-}
-
 type BodyInput = z.infer<typeof PatchBody>;
 
 /** Converts a request body to service input: durations parsed, absent fields left out. */
@@ -458,9 +437,7 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
 
   app.openapi(createWebhookRoute, async (c) => {
     const body = c.req.valid("json");
-    const { endpoint, secret } = await answer(() =>
-      webhooks.createEndpoint({ ...toInput(body), url: body.url })
-    );
+    const { endpoint, secret } = await webhooks.createEndpoint({ ...toInput(body), url: body.url });
     return c.json({ ...view(endpoint), secret }, 201);
   });
 
@@ -470,39 +447,40 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(getWebhookRoute, async (c) => {
-    const endpoint = await answer(() => webhooks.getEndpoint(c.req.valid("param").id));
+    const endpoint = await webhooks.getEndpoint(c.req.valid("param").id);
     return c.json(view(endpoint), 200);
   });
 
   app.openapi(updateWebhookRoute, async (c) => {
     const { id } = c.req.valid("param");
     const body = c.req.valid("json");
-    const endpoint = await answer(() => webhooks.updateEndpoint(id, toInput(body)));
+    const endpoint = await webhooks.updateEndpoint(id, toInput(body));
     return c.json(view(endpoint), 200);
   });
 
   app.openapi(deleteWebhookRoute, async (c) => {
-    await answer(() => webhooks.deleteEndpoint(c.req.valid("param").id));
+    await webhooks.deleteEndpoint(c.req.valid("param").id);
     return c.body(null, 204);
   });
 
   app.openapi(rotateSecretRoute, async (c) => {
     const { id } = c.req.valid("param");
-    const { secret, previousExpiresMs } = await answer(() => webhooks.rotateSecret(id));
+    const { secret, previousExpiresMs } = await webhooks.rotateSecret(id);
     return c.json({ id, secret, previousSecretExpiresAt: iso(previousExpiresMs)! }, 200);
   });
 
   app.openapi(testWebhookRoute, async (c) => {
-    const delivery = await answer(() => webhooks.sendTest(c.req.valid("param").id));
+    const delivery = await webhooks.sendTest(c.req.valid("param").id);
     return c.json({ delivery: deliveryView({ ...delivery, attemptLog: [] }) }, 202);
   });
 
   app.openapi(listDeliveriesRoute, async (c) => {
     const { id } = c.req.valid("param");
     const query = c.req.valid("query");
-    const deliveries = await answer(() =>
-      webhooks.listDeliveries(id, { limit: query.limit ?? 20, status: query.status })
-    );
+    const deliveries = await webhooks.listDeliveries(id, {
+      limit: query.limit ?? 20,
+      status: query.status,
+    });
     return c.json({ deliveries: deliveries.map(deliveryView) }, 200);
   });
 
@@ -513,12 +491,12 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
     if (!Number.isFinite(sinceMs)) {
       throw new ApiError(400, "invalid_request", `Invalid body since: not a time: ${since}`);
     }
-    const requeued = await answer(() => webhooks.replay(id, sinceMs));
+    const requeued = await webhooks.replay(id, sinceMs);
     return c.json({ requeued }, 202);
   });
 
   app.openapi(retryDeliveryRoute, async (c) => {
-    const delivery = await answer(() => webhooks.retryDelivery(c.req.valid("param").deliveryId));
+    const delivery = await webhooks.retryDelivery(c.req.valid("param").deliveryId);
     return c.json({ delivery: deliveryView(delivery) }, 202);
   });
 }

@@ -1,8 +1,7 @@
 /**
- * Ingest stage: body reading and the pipeline every transport shares.
+ * Ingest stage: the transport-free pipeline every transport (HTTP, WebSocket)
+ * shares, from a parsed body to one atomic store apply.
  *
  * @module
  */
-export * from "./body.ts";
 export * from "./pipeline.ts";
-export * from "./ws.ts";

@@ -13,7 +13,12 @@ import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
 import { validateEvent } from "../validate/mod.ts";
 import { counterUpdate, readEventTime, readField } from "../window/mod.ts";
-import type { BodyItem } from "./body.ts";
+
+/** One item of a body: a parsed value, or why it could not be read. */
+export type BodyItem = { ok: true; value: unknown } | {
+  ok: false;
+  error: FieldError;
+};
 
 /** One refused event in a reply. */
 export interface Rejection {

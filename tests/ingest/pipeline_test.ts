@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems, type IngestReply, MAX_ID_LENGTH } from "../../src/ingest/pipeline.ts";
-import type { BodyItem } from "../../src/ingest/body.ts";
+import type { BodyItem } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 import { type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";

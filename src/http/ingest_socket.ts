@@ -31,23 +31,23 @@ import type { Context } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import type { WSContext, WSEvents } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
-import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "../http/auth.ts";
-import { ApiError } from "../http/errors.ts";
+import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "./auth.ts";
+import { ApiError } from "./errors.ts";
 import { type Store, StoreUnavailableError } from "../store/types.ts";
 import {
-  type BodyItem,
+  BodyError,
   type BodyLimits,
   DEFAULT_LIMITS,
   eventsOfJson,
   parseEvents,
   utf8Length,
 } from "./body.ts";
-import { ingestItems, type IngestOptions, type IngestReply } from "./pipeline.ts";
+import { type BodyItem, ingestItems, type IngestOptions, type IngestReply } from "../ingest/mod.ts";
 
 /** A frame read by {@linkcode readFrame}: its events, or why it cannot be read. */
 export type Frame =
   | { ok: true; seq?: number; items: BodyItem[] }
-  | { ok: false; seq?: number; error: ApiError };
+  | { ok: false; seq?: number; error: { code: string; message: string } };
 
 function isEnvelope(value: unknown): value is { seq?: unknown; events: unknown } {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
@@ -86,7 +86,9 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
     const eventsText = Array.isArray(events) ? text : JSON.stringify(events) ?? "";
     return { ok: true, seq, items: eventsOfJson(events, eventsText, limits) };
   } catch (error) {
-    if (error instanceof ApiError) return { ok: false, seq, error };
+    if (error instanceof BodyError || error instanceof ApiError) {
+      return { ok: false, seq, error: { code: error.code, message: error.message } };
+    }
     throw error;
   }
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readFrame } from "../../src/ingest/ws.ts";
+import { readFrame } from "../../src/http/ingest_socket.ts";
 import { MemoryStore } from "../../src/store/memory_store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";

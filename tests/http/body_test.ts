@@ -1,16 +1,27 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { ApiError } from "../../src/http/errors.ts";
+import { type ApiError, apiErrorOf } from "../../src/http/errors.ts";
 import {
+  BodyError,
   bodyFormat,
   decodeUtf8,
   DEFAULT_LIMITS,
   parseEvents,
   readLimitedBody,
   utf8Length,
-} from "../../src/ingest/body.ts";
+} from "../../src/http/body.ts";
 
-/** Asserts `fn` throws an ApiError with this status and code; returns it. */
+/** Asserts a BodyError that the error table answers with this status and code. */
+function assertBodyError(error: unknown, status: number, code: string): ApiError {
+  assert.ok(error instanceof BodyError, `expected a BodyError, got ${error}`);
+  const api = apiErrorOf(error);
+  assert.ok(api);
+  assert.equal(api.status, status);
+  assert.equal(api.code, code);
+  return api;
+}
+
+/** Asserts `fn` throws a BodyError answered with this status and code; returns the API error. */
 function assertApiError(fn: () => unknown, status: number, code: string): ApiError {
   let caught: unknown;
   try {
@@ -18,17 +29,12 @@ function assertApiError(fn: () => unknown, status: number, code: string): ApiErr
   } catch (error) {
     caught = error;
   }
-  assert.ok(caught instanceof ApiError, `expected an ApiError, got ${caught}`);
-  assert.equal(caught.status, status);
-  assert.equal(caught.code, code);
-  return caught;
+  return assertBodyError(caught, status, code);
 }
 
 async function assertRejectsApiError(promise: Promise<unknown>, status: number, code: string) {
   await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof ApiError, `expected an ApiError, got ${error}`);
-    assert.equal(error.status, status);
-    assert.equal(error.code, code);
+    assertBodyError(error, status, code);
     return true;
   });
 }
@@ -285,10 +291,8 @@ Deno.test("readLimitedBody() stops reading a streamed body once it passes the li
   const request = new Request("http://test/", { method: "POST", body });
   assert.equal(request.headers.get("Content-Length"), null);
   await assert.rejects(readLimitedBody(request, 4096), (error: unknown) => {
-    assert.ok(error instanceof ApiError);
-    assert.equal(error.status, 413);
-    assert.equal(error.code, "payload_too_large");
-    assert.equal(error.message, "Body exceeds the 4096-byte limit");
+    const api = assertBodyError(error, 413, "payload_too_large");
+    assert.equal(api.message, "Body exceeds the 4096-byte limit");
     return true;
   });
   assert.ok(chunksPulled <= 8, `read ${chunksPulled} chunks of an endless body`);

@@ -4,8 +4,30 @@
  *
  * @module
  */
-import { ApiError } from "../http/errors.ts";
-import type { FieldError } from "../validate/mod.ts";
+import type { BodyItem } from "../ingest/mod.ts";
+
+/** Why a body was refused as a whole; `errors.ts` maps each code to its HTTP status. */
+export type BodyErrorCode =
+  | "unsupported_media_type"
+  | "payload_too_large"
+  | "too_many_events"
+  | "invalid_utf8"
+  | "invalid_json"
+  | "invalid_body"
+  | "empty_body"
+  | "empty_batch";
+
+/** A body refused as a whole (not one bad event, which becomes a failed item). */
+export class BodyError extends Error {
+  /** Machine-readable reason, also the error code of the response. */
+  readonly code: BodyErrorCode;
+
+  constructor(code: BodyErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "BodyError";
+    this.code = code;
+  }
+}
 
 /** Limits for {@linkcode readLimitedBody} and {@linkcode parseEvents}. */
 export interface BodyLimits {
@@ -24,12 +46,6 @@ export const DEFAULT_LIMITS: Required<BodyLimits> = {
   maxEvents: 1000,
 };
 
-/** One item of a body: a parsed value, or why it could not be read. */
-export type BodyItem = { ok: true; value: unknown } | {
-  ok: false;
-  error: FieldError;
-};
-
 /** How a body is framed. */
 export type BodyFormat = "json" | "ndjson";
 
@@ -38,15 +54,14 @@ export function bodyFormat(contentType: string | undefined): BodyFormat {
   const mediaType = (contentType ?? "").split(";")[0].trim().toLowerCase();
   if (mediaType === "application/json") return "json";
   if (mediaType === "application/x-ndjson" || mediaType === "application/ndjson") return "ndjson";
-  throw new ApiError(
-    415,
+  throw new BodyError(
     "unsupported_media_type",
     `Content-Type must be application/json or application/x-ndjson, got '${mediaType || "(none)"}'`,
   );
 }
 
-function tooLarge(limit: number): ApiError {
-  return new ApiError(413, "payload_too_large", `Body exceeds the ${limit}-byte limit`);
+function tooLarge(limit: number): BodyError {
+  return new BodyError("payload_too_large", `Body exceeds the ${limit}-byte limit`);
 }
 
 /** Reads a request body, refusing (413) as soon as it passes `maxBodyBytes`. */
@@ -92,13 +107,12 @@ export function decodeUtf8(bytes: Uint8Array): string {
   try {
     return decoder.decode(bytes);
   } catch {
-    throw new ApiError(400, "invalid_utf8", "Body is not valid UTF-8");
+    throw new BodyError("invalid_utf8", "Body is not valid UTF-8");
   }
 }
 
-function tooManyEvents(count: number, max: number): ApiError {
-  return new ApiError(
-    413,
+function tooManyEvents(count: number, max: number): BodyError {
+  return new BodyError(
     "too_many_events",
     `Batch has ${count} events; at most ${max} are allowed per request`,
   );
@@ -130,20 +144,20 @@ function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
-    throw new ApiError(400, "invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
+    throw new BodyError("invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
   }
 }
 
 /**
  * Splits a decoded body into events. Request-level problems (empty, not
- * JSON, a scalar, too many events) throw an {@linkcode ApiError}; problems
+ * JSON, a scalar, too many events) throw an {@linkcode BodyError}; problems
  * with one NDJSON line become a failed item, so the other lines still count.
  */
 export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits = {}): BodyItem[] {
   const maxEvents = limits.maxEvents ?? DEFAULT_LIMITS.maxEvents;
   const maxEventBytes = limits.maxEventBytes ?? DEFAULT_LIMITS.maxEventBytes;
   if (text.trim() === "") {
-    throw new ApiError(400, "empty_body", "Body is empty: send at least one event");
+    throw new BodyError("empty_body", "Body is empty: send at least one event");
   }
   if (format === "ndjson") {
     // Blank lines are skipped; errors name the line's number in the body.
@@ -180,7 +194,7 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
   const maxEventBytes = limits.maxEventBytes ?? DEFAULT_LIMITS.maxEventBytes;
   if (Array.isArray(body)) {
     if (body.length === 0) {
-      throw new ApiError(400, "empty_batch", "Batch is empty: send at least one event");
+      throw new BodyError("empty_batch", "Batch is empty: send at least one event");
     }
     if (body.length > maxEvents) throw tooManyEvents(body.length, maxEvents);
     // Sizes only need measuring when the whole body could hold an oversized event.
@@ -196,8 +210,7 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
       bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value: body },
     ];
   }
-  throw new ApiError(
-    400,
+  throw new BodyError(
     "invalid_body",
     `Body must be a JSON object or an array of objects, got ${
       body === null ? "null" : typeof body
