@@ -8,7 +8,7 @@
  */
 import type { CompiledStream } from "../config/mod.ts";
 import type { IngestObserver } from "../fanout/types.ts";
-import type { BatchEvent, CellUpdate, EventOutcome, Store } from "../store/types.ts";
+import type { BatchEvent, CellUpdate, Store } from "../store/types.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
 import { validateEvent } from "../validate/mod.ts";
