@@ -12,8 +12,8 @@ import { Hono } from "hono";
 import { createApp } from "../src/app.ts";
 import { loadConfigFile } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
-import { storeFromEnv } from "../src/main.ts";
-import { MemoryStore } from "../src/store/memory_store.ts";
+import { storeFromEnv } from "../src/env.ts";
+import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 import { startUpstashBridge } from "../tools/upstash_bridge.ts";
 

@@ -20,7 +20,7 @@ import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { sweepOnce } from "../src/fanout/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
-import { storeFromEnv, webhooksFromEnv } from "../src/main.ts";
+import { storeFromEnv, webhooksFromEnv } from "../src/env.ts";
 import { isRedisServerInstalled, startRedisServer } from "../tools/redis_server.ts";
 import { type ServerProcess, startServer } from "./_shared.ts";
 

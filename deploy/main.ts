@@ -1,33 +1,31 @@
 /**
- * Deno Deploy entry: the same app as `src/main.ts`, with the sweep run by
- * `Deno.cron` every minute instead of a timer (isolates come and go, so a
- * timer would not be reliable). Needs the Upstash variables: isolates share
- * nothing in memory. See `deploy/README.md`.
+ * Deno Deploy entry: the same app as `src/main.ts`, configured by the same
+ * `configFromEnv`, with the sweep run by `Deno.cron` every minute instead of
+ * a timer (isolates come and go, so a timer would not be reliable). Needs the
+ * Upstash variables: isolates share nothing in memory. See `deploy/README.md`.
  *
  * @module
  */
 import { createApp } from "../src/app.ts";
-import { loadConfigFile } from "../src/config/mod.ts";
+import { ConfigError } from "../src/config/mod.ts";
+import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
-import { KeyRing } from "../src/http/auth.ts";
-import { storeFromEnv, webhooksFromEnv } from "../src/main.ts";
 
 async function setUp() {
-  const configPath = Deno.env.get("EDGESTREAM_CONFIG") ??
-    new URL("../examples/config.json", import.meta.url).pathname;
-  const streams = await loadConfigFile(configPath);
-  const store = storeFromEnv(Deno.env);
+  const config = await configFromEnv(Deno.env).catch((error) => {
+    if (error instanceof ConfigError) console.error(`edgestream: ${error.message}`);
+    throw error;
+  });
+  const { streams, store, keys, webhooks } = config;
   if (store.kind === "memory") {
     console.warn(
       "edgestream: no UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
     );
   }
-  const webhooks = webhooksFromEnv(Deno.env, { store, streams });
-  const keys = await KeyRing.parse(Deno.env.get("EDGESTREAM_KEYS"));
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
-  await webhooks.refreshEndpoints().catch((error) =>
+  await webhooks.refreshEndpoints().catch((error: Error) =>
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
   );
   return { app, streams, store, webhooks };

@@ -2,7 +2,7 @@
 import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
-import { MemoryStore } from "../src/store/memory_store.ts";
+import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 
 /** A config with one stream exercising every feature. */

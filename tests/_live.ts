@@ -13,7 +13,7 @@ import { LiveHub, type LiveHubOptions } from "../src/fanout/live.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import type { LiveRouteOptions } from "../src/http/live_routes.ts";
 import { type IngestSocketStats, ingestSocketStats } from "../src/http/ingest_socket.ts";
-import { MemoryStore } from "../src/store/memory_store.ts";
+import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 import { KEYS, NOW, TEST_CONFIG } from "./_fixtures.ts";
 

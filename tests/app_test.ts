@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MemoryStore } from "../src/store/memory_store.ts";
+import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
 

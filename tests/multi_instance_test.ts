@@ -4,7 +4,7 @@
  * and sweeping both at once closes each final window exactly once.
  */
 import assert from "node:assert/strict";
-import { HLL_STANDARD_ERROR } from "../src/store/redis_store.ts";
+import { HLL_STANDARD_ERROR } from "../src/store/redis/store.ts";
 import { type RedisFixture, redisTest, withDirect } from "./_redis.ts";
 
 const MINUTE = 60_000;

@@ -42,7 +42,7 @@ import {
   parseEvents,
   utf8Length,
 } from "./body.ts";
-import { type BodyItem, ingestItems, type IngestOptions, type IngestReply } from "../ingest/mod.ts";
+import { type BodyItem, type IngestFanout, ingestItems, type IngestReply } from "../ingest/mod.ts";
 
 /** A frame read by {@linkcode readFrame}: its events, or why it cannot be read. */
 export type Frame =
@@ -154,7 +154,7 @@ export interface IngestSocketDeps {
   /** Body limits, applied per frame. */
   limits: Required<BodyLimits>;
   /** Ingest options for a stream, as HTTP ingest gets them. */
-  ingestOptions(stream: string): IngestOptions;
+  ingestOptions(stream: string): IngestFanout;
 }
 
 /** Longest close reason a WebSocket close frame carries, in bytes. */
@@ -283,13 +283,11 @@ class IngestConnection {
       };
     }
     try {
-      const reply = await ingestItems(
-        this.#stream,
-        read.items,
-        this.#deps.store,
-        this.#deps.now(),
-        this.#deps.ingestOptions(this.#stream.name),
-      );
+      const reply = await ingestItems(this.#stream, read.items, {
+        ...this.#deps.ingestOptions(this.#stream.name),
+        store: this.#deps.store,
+        nowMs: this.#deps.now(),
+      });
       return { type: "ack", seq, ...reply };
     } catch (error) {
       if (error instanceof StoreUnavailableError) {

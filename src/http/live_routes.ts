@@ -26,9 +26,9 @@ import {
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, presentedKey, scopeError } from "./auth.ts";
-import { findCounter, findStream } from "./lookup.ts";
+import { findCounter, findStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
-import { ErrorSchema } from "./routes.ts";
+import { errorsFor } from "./_openapi.ts";
 
 /** Options for the live endpoints. */
 export interface LiveRouteOptions {
@@ -243,7 +243,6 @@ const TokenQuery = z.string().optional().openapi({
 });
 
 function documentRoutes(app: OpenAPIHono): void {
-  const errorContent = { "application/json": { schema: ErrorSchema } };
   app.openAPIRegistry.registerPath({
     method: "get",
     path: "/v1/streams/{stream}/ws",
@@ -258,8 +257,7 @@ function documentRoutes(app: OpenAPIHono): void {
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
-      404: { description: "Unknown stream", content: errorContent },
-      426: { description: "Not a WebSocket upgrade", content: errorContent },
+      ...errorsFor(404, 426),
     },
   });
   app.openAPIRegistry.registerPath({
@@ -295,12 +293,7 @@ function documentRoutes(app: OpenAPIHono): void {
         description: "Server-Sent Events",
         content: { "text/event-stream": { schema: { type: "string" } } },
       },
-      400: { description: "Bad query", content: errorContent },
-      401: { description: "Missing or invalid key (SSE)", content: errorContent },
-      403: { description: "Key lacks the scope (SSE)", content: errorContent },
-      404: { description: "Unknown stream", content: errorContent },
-      406: { description: "Neither a WebSocket upgrade nor an SSE request", content: errorContent },
-      503: { description: "Store unavailable (SSE)", content: errorContent },
+      ...errorsFor(400, 401, 403, 404, 406, 503),
     },
   });
 }

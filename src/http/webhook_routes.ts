@@ -11,27 +11,17 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { DurationError, parseDuration } from "../config/mod.ts";
 import {
   type DeliveryWithAttempts,
-  type Endpoint,
   type EndpointInput,
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
+import { type Endpoint } from "../store/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { ApiError } from "./errors.ts";
-import { ErrorSchema } from "./routes.ts";
-
-const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
 
 const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
 
-const errorContent = { "application/json": { schema: ErrorSchema } };
-const errors = {
-  400: { description: "Bad request", content: errorContent },
-  401: { description: "Missing or invalid key", content: errorContent },
-  403: { description: "Key lacks the admin scope", content: errorContent },
-  404: { description: "Unknown endpoint or delivery", content: errorContent },
-  409: { description: "Conflicts with the current state", content: errorContent },
-  503: { description: "Store unavailable", content: errorContent },
-} as const;
+const errors = errorsFor(400, 401, 403, 404, 409, 503);
 
 const BatchInput = z.strictObject({
   maxEvents: z.int().min(1).max(1000).openapi({ example: 100 }),
@@ -150,11 +140,6 @@ const DeliveryParams = z.object({
   deliveryId: z.string().min(1).max(512).openapi({ param: { name: "deliveryId", in: "path" } }),
 });
 
-const json = <T extends z.ZodType>(schema: T, description: string) => ({
-  description,
-  content: { "application/json": { schema } },
-});
-
 /** `POST /v1/webhooks`. */
 export const createWebhookRoute = createRoute({
   method: "post",
@@ -164,7 +149,7 @@ export const createWebhookRoute = createRoute({
     "The URL is checked now and before every attempt: it must be https (http only when allowed) and must not resolve to loopback, private, link-local, CGNAT, unique-local or other non-public addresses. The reply holds the signing secret, shown only once.",
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
   responses: {
-    201: json(CreatedSchema, "Registered"),
+    201: jsonContent(CreatedSchema, "Registered"),
     400: errors[400],
     401: errors[401],
     403: errors[403],
@@ -178,7 +163,7 @@ export const listWebhooksRoute = createRoute({
   path: "/v1/webhooks",
   summary: "List webhook endpoints (without secrets). Scope: admin.",
   responses: {
-    200: json(z.object({ webhooks: z.array(EndpointSchema) }), "Endpoints"),
+    200: jsonContent(z.object({ webhooks: z.array(EndpointSchema) }), "Endpoints"),
     401: errors[401],
     403: errors[403],
     503: errors[503],
@@ -192,7 +177,7 @@ export const getWebhookRoute = createRoute({
   summary: "A webhook endpoint (without secrets). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
-    200: json(EndpointSchema, "Endpoint"),
+    200: jsonContent(EndpointSchema, "Endpoint"),
     401: errors[401],
     403: errors[403],
     404: errors[404],
@@ -210,7 +195,7 @@ export const updateWebhookRoute = createRoute({
     body: { required: true, content: { "application/json": { schema: PatchBody } } },
   },
   responses: {
-    200: json(EndpointSchema, "Changed"),
+    200: jsonContent(EndpointSchema, "Changed"),
     ...errors,
   },
 });
@@ -237,7 +222,7 @@ export const rotateSecretRoute = createRoute({
   summary: "New signing secret; the old one keeps signing alongside it for 24 h. Scope: admin.",
   request: { params: EndpointParams },
   responses: {
-    200: json(
+    200: jsonContent(
       z.object({
         id: z.string(),
         secret: z.string().openapi({ description: "The new secret; shown only now" }),
@@ -256,7 +241,7 @@ export const testWebhookRoute = createRoute({
   summary: "Send a webhook.test delivery now (in the background). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
-    202: json(z.object({ delivery: DeliverySchema }), "Queued"),
+    202: jsonContent(z.object({ delivery: DeliverySchema }), "Queued"),
     ...errors,
   },
 });
@@ -276,7 +261,7 @@ export const listDeliveriesRoute = createRoute({
     }),
   },
   responses: {
-    200: json(z.object({ deliveries: z.array(DeliverySchema) }), "Deliveries"),
+    200: jsonContent(z.object({ deliveries: z.array(DeliverySchema) }), "Deliveries"),
     ...errors,
   },
 });
@@ -300,7 +285,7 @@ export const replayRoute = createRoute({
     },
   },
   responses: {
-    202: json(z.object({ requeued: z.int() }), "Requeued"),
+    202: jsonContent(z.object({ requeued: z.int() }), "Requeued"),
     ...errors,
   },
 });
@@ -312,7 +297,7 @@ export const retryDeliveryRoute = createRoute({
   summary: "Re-send one delivery now, with a fresh retry schedule. Scope: admin.",
   request: { params: DeliveryParams },
   responses: {
-    202: json(z.object({ delivery: DeliverySchema }), "Requeued"),
+    202: jsonContent(z.object({ delivery: DeliverySchema }), "Requeued"),
     ...errors,
   },
 });

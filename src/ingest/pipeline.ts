@@ -7,7 +7,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { IngestObserver } from "../fanout/types.ts";
+import type { IngestObserver, LogDemand } from "../fanout/types.ts";
 import type { BatchEvent, CellUpdate, Store } from "../store/types.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
@@ -134,8 +134,8 @@ function prepare(
   return { ok: true, event: prepared };
 }
 
-/** Options for {@linkcode ingestItems}. */
-export interface IngestOptions {
+/** What the fan-out consumers ask of an ingest: which events to log, and who to tell. */
+export interface IngestFanout {
   /**
    * Which events go to the stream's durable result log with the batch
    * (`event.processed`, `event.late`). @default {none}
@@ -143,6 +143,32 @@ export interface IngestOptions {
   log?: { processed?: boolean; late?: boolean };
   /** Told about every applied batch. */
   observers?: readonly IngestObserver[];
+}
+
+/** Options for {@linkcode ingestItems}. */
+export interface IngestOptions extends IngestFanout {
+  /** Where the batch is applied. */
+  store: Store;
+  /** Receive time (ms): event time defaults to it, lateness is measured from it. */
+  nowMs: number;
+}
+
+/** The fan-out consumers whose wishes decide a stream's {@linkcode IngestFanout}. */
+export interface FanoutConsumers {
+  /** Consumers that may want `event.processed` / `event.late` in the result log. */
+  demand: readonly LogDemand[];
+  /** Told about every applied batch. */
+  observers: readonly IngestObserver[];
+}
+
+/** What to log and whom to tell when ingesting into `stream`, given the consumers. */
+export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): IngestFanout {
+  const processed = consumers.demand.some((item) => item.wants(stream, "event.processed"));
+  const late = consumers.demand.some((item) => item.wants(stream, "event.late"));
+  return {
+    log: processed || late ? { processed, late } : undefined,
+    observers: consumers.observers,
+  };
 }
 
 /**
@@ -153,10 +179,9 @@ export interface IngestOptions {
 export async function ingestItems(
   stream: CompiledStream,
   items: readonly BodyItem[],
-  store: Store,
-  nowMs: number,
-  options: IngestOptions = {},
+  options: IngestOptions,
 ): Promise<IngestReply> {
+  const { store, nowMs } = options;
   const withPayload = Boolean(options.log?.processed || options.log?.late);
   const rejected: Rejection[] = [];
   const events: BatchEvent[] = [];

@@ -3,7 +3,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
 import { sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
 import type { Store } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 
@@ -73,30 +73,24 @@ Deno.test("AlertWatcher fires after ingest, off the request path, once per alert
     onFired: (stream, firings) => fired.push(...firings.map((f) => `${stream}:${f.alert}`)),
   });
   const options = { observers: [watcher.observe] };
-  await ingestItems(
-    orders,
-    items([{ ts: at(1), country: "DE" }, { ts: at(2), country: "FR" }]),
-    store,
-    T0,
-    options,
-  );
+  await ingestItems(orders, items([{ ts: at(1), country: "DE" }, { ts: at(2), country: "FR" }]), {
+    ...options,
+    store: store,
+    nowMs: T0,
+  });
   assert.deepEqual(await store.readLog("orders", null, 100), [], "nothing ran before the reply");
   await watcher.idle();
   assert.deepEqual(fired.sort(), ["orders:first_minute", "orders:first_minute", "orders:german"]);
-  await ingestItems(
-    orders,
-    items([{ ts: at(3), country: "DE" }, { ts: at(4), country: "DE" }]),
-    store,
-    T0,
-    options,
-  );
-  await ingestItems(
-    orders,
-    items([{ ts: at(5), country: "DE", amount: 5000 }]),
-    store,
-    T0,
-    options,
-  );
+  await ingestItems(orders, items([{ ts: at(3), country: "DE" }, { ts: at(4), country: "DE" }]), {
+    ...options,
+    store: store,
+    nowMs: T0,
+  });
+  await ingestItems(orders, items([{ ts: at(5), country: "DE", amount: 5000 }]), {
+    ...options,
+    store: store,
+    nowMs: T0,
+  });
   await watcher.idle();
   const records = (await store.readLog("orders", null, 100)).map((entry) => entry.record);
   const keys = records.map((record) =>
@@ -126,11 +120,19 @@ Deno.test("AlertWatcher reports store failures and keeps going", async () => {
   } as unknown as Store;
   const watcher = new AlertWatcher(flaky, { onError: (error) => errors.push(error) });
   const options = { observers: [watcher.observe] };
-  await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), store, T0, options);
+  await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), {
+    ...options,
+    store: store,
+    nowMs: T0,
+  });
   await watcher.idle();
   assert.equal(errors.length, 1);
   failing = false;
-  await ingestItems(orders, items([{ ts: at(2), country: "DE" }]), store, T0, options);
+  await ingestItems(orders, items([{ ts: at(2), country: "DE" }]), {
+    ...options,
+    store: store,
+    nowMs: T0,
+  });
   await watcher.idle();
   assert.ok(
     (await store.readLog("orders", null, 100)).some((entry) => entry.record.type === "alert.fired"),
@@ -148,10 +150,9 @@ Deno.test("sweepOnce() fires alerts on the final values of the windows it closes
       { ts: at(3), country: "DE" },
       { ts: at(4), country: "FR" },
     ]),
-    store,
-    T0,
+    { store: store, nowMs: T0 },
   );
-  await ingestItems(orders, items([{ ts: at(200), country: "FR" }]), store, T0);
+  await ingestItems(orders, items([{ ts: at(200), country: "FR" }]), { store: store, nowMs: T0 });
   const report = await sweepOnce(streams.values(), store);
   assert.deepEqual(
     report.fired.map((item) => `${item.stream}:${item.alert}:${item.group}`).sort(),
@@ -180,12 +181,10 @@ class CrashBeforeClose extends MemoryStore {
 
 Deno.test("sweepOnce() fires final-value alerts before it closes their windows, so a crash in between loses none", async () => {
   const store = new CrashBeforeClose({ now: () => T0 });
-  await ingestItems(
-    orders,
-    items([{ ts: at(1), country: "DE" }, { ts: at(200), country: "FR" }]),
-    store,
-    T0,
-  );
+  await ingestItems(orders, items([{ ts: at(1), country: "DE" }, { ts: at(200), country: "FR" }]), {
+    store: store,
+    nowMs: T0,
+  });
   await assert.rejects(sweepOnce(streams.values(), store), /killed/);
   const firedBeforeCrash = (await store.readLog("orders", null, 100))
     .filter((entry) => entry.record.type === "alert.fired").length;

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { ingestOptionsFor } from "../../src/app.ts";
+
 import { compileConfig } from "../../src/config/mod.ts";
 import { LiveHub, matchesSubscription, type Subscription } from "../../src/fanout/live.ts";
 import type { PublicPayload } from "../../src/fanout/payload.ts";
-import { ingestItems } from "../../src/ingest/mod.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
+import { ingestFanoutFor, ingestItems } from "../../src/ingest/mod.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { eventually } from "../_live.ts";
@@ -16,13 +16,11 @@ function setup(options: { updateIntervalMs?: number; shared?: boolean } = {}) {
   const store = new MemoryStore({ now: () => NOW });
   const live = new LiveHub(streams, store, { pollMs: 10, ...options });
   const ingest = (events: object[]) =>
-    ingestItems(
-      orders,
-      events.map((value) => ({ ok: true as const, value })),
+    ingestItems(orders, events.map((value) => ({ ok: true as const, value })), {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
       store,
-      NOW,
-      ingestOptionsFor("orders", [live], [live.observer]),
-    );
+      nowMs: NOW,
+    });
   return { store, live, ingest };
 }
 

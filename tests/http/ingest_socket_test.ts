@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { readFrame } from "../../src/http/ingest_socket.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import { denoClient, eventually, nodeClient, startServer } from "../_live.ts";

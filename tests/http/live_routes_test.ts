@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { RedisStore } from "../../src/store/redis_store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
 import { at, KEYS } from "../_fixtures.ts";
 import { denoClient, nodeClient, SseReader, startServer, type TestServer } from "../_live.ts";
 import { redisTest } from "../_redis.ts";

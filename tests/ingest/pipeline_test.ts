@@ -4,7 +4,7 @@ import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems, type IngestReply, MAX_ID_LENGTH } from "../../src/ingest/pipeline.ts";
 import type { BodyItem } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";
 import type { WindowSpec } from "../../src/window/mod.ts";
 
@@ -97,8 +97,7 @@ Deno.test("ingestItems() applies valid events and counts them in every counter",
       { id: "b", ts: at(T0 + 30_000), country: "DE", amount: 4, customer: "y" },
       { id: "c", ts: T0 + 70_000, country: "FR", amount: 1, customer: "x" },
     ),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.deepEqual(reply, { accepted: 3, duplicates: 0, late: 0, filtered: 0, rejected: [] });
   assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
@@ -125,8 +124,7 @@ Deno.test("ingestItems() counts a repeated id within one batch once", async () =
       { id: "a", ts: T0, amount: 100 },
       { id: "b", ts: T0, amount: 2 },
     ),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.deepEqual(reply, { accepted: 3, duplicates: 1, late: 0, filtered: 0, rejected: [] });
   assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
@@ -138,12 +136,11 @@ Deno.test("ingestItems() counts a repeated id within one batch once", async () =
 Deno.test("ingestItems() counts a repeated id across batches once", async () => {
   const stream = compileStream();
   const store = newStore();
-  await ingestItems(stream, items({ id: 7, ts: T0, amount: 1 }), store, NOW);
+  await ingestItems(stream, items({ id: 7, ts: T0, amount: 1 }), { store: store, nowMs: NOW });
   const reply = await ingestItems(
     stream,
     items({ id: 7, ts: T0, amount: 5 }, { id: "7", ts: T0, amount: 9 }),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.deepEqual(reply, { accepted: 2, duplicates: 2, late: 0, filtered: 0, rejected: [] });
   assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
@@ -158,12 +155,10 @@ Deno.test("ingestItems() counts a repeated id across batches once", async () => 
 Deno.test("ingestItems() counts events without an id every time", async () => {
   const stream = compileStream();
   const store = newStore();
-  const reply = await ingestItems(
-    stream,
-    items({ ts: T0 }, { ts: T0 }, { id: null, ts: T0 }),
-    store,
-    NOW,
-  );
+  const reply = await ingestItems(stream, items({ ts: T0 }, { ts: T0 }, { id: null, ts: T0 }), {
+    store: store,
+    nowMs: NOW,
+  });
   assert.equal(reply.duplicates, 0);
   assert.equal((await rowsOf(stream, store, "count_1m"))[0].value, 3);
 });
@@ -179,8 +174,7 @@ Deno.test("ingestItems() acknowledges late events but leaves them out of the win
       { id: "late", ts: watermark - 2 * MINUTE - 1, country: "DE" },
       { id: "edge", ts: watermark - 2 * MINUTE, country: "DE" },
     ),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.deepEqual(reply, { accepted: 3, duplicates: 0, late: 1, filtered: 0, rejected: [] });
   assert.deepEqual(await rowsOf(stream, store, "count_1m"), [
@@ -191,12 +185,10 @@ Deno.test("ingestItems() acknowledges late events but leaves them out of the win
   assert.equal(stats.late, 1);
   assert.equal(stats.applied, 2);
   assert.equal(stats.watermark, watermark);
-  const again = await ingestItems(
-    stream,
-    items({ id: "later", ts: T0, country: "DE" }),
-    store,
-    NOW,
-  );
+  const again = await ingestItems(stream, items({ id: "later", ts: T0, country: "DE" }), {
+    store: store,
+    nowMs: NOW,
+  });
   assert.equal(again.late, 1);
 });
 
@@ -207,8 +199,7 @@ Deno.test("ingestItems() rejects events too far in the future", async () => {
   const reply = await ingestItems(
     stream,
     items({ id: "ok", ts: limit }, { id: "future", ts: limit + 1 }),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.equal(reply.accepted, 1);
   assert.deepEqual(reply.rejected, [{
@@ -224,7 +215,7 @@ Deno.test("ingestItems() rejects events too far in the future", async () => {
 
 Deno.test("ingestItems() rejects an unreadable event time", async () => {
   const stream = compileStream();
-  const reply = await ingestItems(stream, items({ ts: "soon" }), newStore(), NOW);
+  const reply = await ingestItems(stream, items({ ts: "soon" }), { store: newStore(), nowMs: NOW });
   assert.equal(reply.accepted, 0);
   assert.equal(reply.rejected.length, 1);
   assert.equal(reply.rejected[0].errors[0].path, "ts");
@@ -236,7 +227,7 @@ Deno.test("ingestItems() uses the receive time for events without a time field",
     streams: { s: { counters: { c: { window: { tumbling: "1m" }, aggregate: "count" } } } },
   }).get("s")!;
   const store = newStore();
-  await ingestItems(stream, items({ a: 1 }), store, NOW + 1_234);
+  await ingestItems(stream, items({ a: 1 }), { store: store, nowMs: NOW + 1_234 });
   assert.equal((await store.stats("s", [])).watermark, NOW + 1_234);
 });
 
@@ -249,8 +240,7 @@ Deno.test("ingestItems() rejects a dedupe id that is not a string or number", as
       id: "x".repeat(MAX_ID_LENGTH + 1),
       ts: T0,
     }, { id: "a\ud800", ts: T0 }),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.equal(reply.accepted, 0);
   assert.deepEqual(reply.rejected, [
@@ -274,12 +264,10 @@ Deno.test("ingestItems() rejects a dedupe id that is not a string or number", as
       }],
     },
   ]);
-  const accepted = await ingestItems(
-    stream,
-    items({ id: "x".repeat(MAX_ID_LENGTH), ts: T0 }),
-    store,
-    NOW,
-  );
+  const accepted = await ingestItems(stream, items({ id: "x".repeat(MAX_ID_LENGTH), ts: T0 }), {
+    store: store,
+    nowMs: NOW,
+  });
   assert.equal(accepted.accepted, 1);
 });
 
@@ -289,12 +277,14 @@ Deno.test("ingestItems() counts filtered events as accepted and filtered, not in
   const reply = await ingestItems(
     stream,
     items({ id: "a", ts: T0, skip: true }, { id: "b", ts: T0, skip: false }),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.deepEqual(reply, { accepted: 2, duplicates: 0, late: 0, filtered: 1, rejected: [] });
   assert.equal((await rowsOf(stream, store, "count_1m"))[0].value, 1);
-  const onlyFiltered = await ingestItems(stream, items({ ts: T0, skip: true }), store, NOW);
+  const onlyFiltered = await ingestItems(stream, items({ ts: T0, skip: true }), {
+    store: store,
+    nowMs: NOW,
+  });
   assert.deepEqual(onlyFiltered, {
     accepted: 1,
     duplicates: 0,
@@ -307,7 +297,7 @@ Deno.test("ingestItems() counts filtered events as accepted and filtered, not in
   assert.equal(stats.accepted, 3);
   assert.equal(stats.applied, 1);
   // A filtered event's id is not remembered.
-  const retry = await ingestItems(stream, items({ id: "a", ts: T0 }), store, NOW);
+  const retry = await ingestItems(stream, items({ id: "a", ts: T0 }), { store: store, nowMs: NOW });
   assert.equal(retry.duplicates, 0);
 });
 
@@ -318,8 +308,7 @@ Deno.test("ingestItems() stores nothing of a rejected event", async () => {
   const reply = await ingestItems(
     stream,
     items({ id: "a", ts: T0 + 5 * MINUTE, country: "DE", amount: "12", customer: "x" }),
-    store,
-    NOW,
+    { store: store, nowMs: NOW },
   );
   assert.equal(reply.accepted, 0);
   assert.equal(reply.rejected.length, 1);
@@ -335,24 +324,22 @@ Deno.test("ingestItems() stores nothing of a rejected event", async () => {
   assert.equal(stats.accepted, 0);
   assert.equal(stats.watermark, null);
   // Its id was not consumed and its time did not move the watermark.
-  const next = await ingestItems(stream, items({ id: "a", ts: T0, amount: 12 }), store, NOW);
+  const next = await ingestItems(stream, items({ id: "a", ts: T0, amount: 12 }), {
+    store: store,
+    nowMs: NOW,
+  });
   assert.deepEqual(next, { accepted: 1, duplicates: 0, late: 0, filtered: 0, rejected: [] });
 });
 
 Deno.test("ingestItems() reports body items that failed and schema errors by index", async () => {
   const stream = compileStream();
   const store = newStore();
-  const reply = await ingestItems(
-    stream,
-    [
-      { ok: false, error: { path: "", message: "Line 1 is not valid JSON" } },
-      { ok: true, value: { id: "a", ts: T0 } },
-      { ok: true, value: { id: "b", country: 5 } },
-      { ok: true, value: [1] },
-    ],
-    store,
-    NOW,
-  );
+  const reply = await ingestItems(stream, [
+    { ok: false, error: { path: "", message: "Line 1 is not valid JSON" } },
+    { ok: true, value: { id: "a", ts: T0 } },
+    { ok: true, value: { id: "b", country: 5 } },
+    { ok: true, value: [1] },
+  ], { store: store, nowMs: NOW });
   assert.equal(reply.accepted, 1);
   assert.deepEqual(reply.rejected.map((rejection) => rejection.index), [0, 2, 3]);
   assert.deepEqual(reply.rejected[0].errors, [{ path: "", message: "Line 1 is not valid JSON" }]);
@@ -364,7 +351,10 @@ Deno.test("ingestItems() reports a transform failure with the step path", async 
   const stream = compileConfig({
     streams: { s: { transform: [{ set: { half: "event.amount / 2.0" } }] } },
   }).get("s")!;
-  const reply = await ingestItems(stream, items({ amount: 3 }, {}), newStore(), NOW);
+  const reply = await ingestItems(stream, items({ amount: 3 }, {}), {
+    store: newStore(),
+    nowMs: NOW,
+  });
   assert.equal(reply.accepted, 1);
   assert.equal(reply.rejected.length, 1);
   assert.equal(reply.rejected[0].index, 1);
@@ -379,12 +369,10 @@ Deno.test("ingestItems() does not call the store when every event was rejected",
       return super.applyBatch(batch);
     }
   }
-  const reply = await ingestItems(
-    compileStream(),
-    items([1], { ts: "bad" }),
-    new CountingStore(),
-    NOW,
-  );
+  const reply = await ingestItems(compileStream(), items([1], { ts: "bad" }), {
+    store: new CountingStore(),
+    nowMs: NOW,
+  });
   assert.equal(reply.rejected.length, 2);
   assert.equal(calls, 0);
 });
@@ -396,7 +384,7 @@ Deno.test("ingestItems() passes the store's failure on and acknowledges nothing"
     }
   }
   await assert.rejects(
-    ingestItems(compileStream(), items({ ts: T0 }), new DownStore(), NOW),
+    ingestItems(compileStream(), items({ ts: T0 }), { store: new DownStore(), nowMs: NOW }),
     StoreUnavailableError,
   );
 });
@@ -475,11 +463,11 @@ Deno.test("ingestItems() gives the same counters and stats however the events ar
   await fc.assert(
     fc.asyncProperty(scenarioArbitrary, async ([events, cuts]) => {
       const whole = newStore();
-      const wholeReply = await ingestItems(stream, items(...events), whole, NOW);
+      const wholeReply = await ingestItems(stream, items(...events), { store: whole, nowMs: NOW });
       const batched = newStore();
       const replies: IngestReply[] = [];
       for (const batch of split(events, cuts)) {
-        replies.push(await ingestItems(stream, items(...batch), batched, NOW));
+        replies.push(await ingestItems(stream, items(...batch), { store: batched, nowMs: NOW }));
       }
       const { rejected, ...counts } = wholeReply;
       assert.deepEqual(sumReplies(replies), { ...counts, rejected: rejected.length });
@@ -603,7 +591,7 @@ Deno.test("ingestItems() with the memory store matches a naive recomputation", a
       const store = newStore();
       const replies: IngestReply[] = [];
       for (const batch of batches) {
-        replies.push(await ingestItems(stream, items(...batch), store, NOW));
+        replies.push(await ingestItems(stream, items(...batch), { store: store, nowMs: NOW }));
       }
       const { applied: _, ...replyStats } = model.stats;
       assert.deepEqual(sumReplies(replies), replyStats);

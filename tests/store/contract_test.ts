@@ -8,8 +8,8 @@ import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
-import { RedisStore } from "../../src/store/redis_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 
@@ -102,8 +102,7 @@ const scenarios: Record<string, Scenario> = {
         { id: "a", t: T0 + 5_000, g: "x", v: 1, u: "p" },
         { id: "b", t: T0 + 65_000, g: "y", v: 2, u: "q" },
       ]),
-      store,
-      T0 + 70_000,
+      { store: store, nowMs: T0 + 70_000 },
     );
     assert.deepEqual([first.accepted, first.duplicates, first.late], [3, 1, 0]);
     const second = await ingestItems(
@@ -113,8 +112,7 @@ const scenarios: Record<string, Scenario> = {
         { id: "c", t: T0 + 50_000, g: "x", v: 3 },
         { id: "d", t: T0 + 56_000, g: "x", v: 4 },
       ]),
-      store,
-      T0 + 70_000,
+      { store: store, nowMs: T0 + 70_000 },
     );
     assert.deepEqual([second.duplicates, second.late], [1, 1]);
     const stats = await store.stats("s", stream.counterMetas);
@@ -135,8 +133,7 @@ const scenarios: Record<string, Scenario> = {
         { id: "4", t: T0 + 62_000, g: "y", v: 1, u: "c" },
         { id: "5", t: T0 + 63_000, g: "y" },
       ]),
-      store,
-      T0 + 70_000,
+      { store: store, nowMs: T0 + 70_000 },
     );
     const rows = await allWindows(store, T0 + 70_000);
     const values = (name: string) => rows[name].map((row) => [row.start, row.group, row.value]);
@@ -169,8 +166,7 @@ const scenarios: Record<string, Scenario> = {
       items(
         ["a", "b", "c", "d", "a", "c"].map((g, i) => ({ id: `e${i}`, t: T0 + 1_000, g })),
       ),
-      store,
-      T0 + 2_000,
+      { store: store, nowMs: T0 + 2_000 },
     );
     const rows = (await allWindows(store, T0 + 2_000)).capped;
     const byGroup = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
@@ -185,12 +181,14 @@ const scenarios: Record<string, Scenario> = {
         { id: "1", t: T0 + 1_000, g: "x", v: 1 },
         { id: "2", t: T0 + 61_000, g: "x", v: 2 },
       ]),
-      store,
-      T0 + 62_000,
+      { store: store, nowMs: T0 + 62_000 },
     );
     const count = stream.counterMetas.filter((meta) => meta.name === "count");
     assert.deepEqual(await store.closeWindows("s", count, { latenessMs: 10_000 }), []);
-    await ingestItems(stream, items([{ id: "3", t: T0 + 75_000, g: "y" }]), store, T0 + 76_000);
+    await ingestItems(stream, items([{ id: "3", t: T0 + 75_000, g: "y" }]), {
+      store: store,
+      nowMs: T0 + 76_000,
+    });
     const closed = await store.closeWindows("s", count, { latenessMs: 10_000 });
     assert.equal(closed.length, 1);
     assert.equal(closed[0].start, T0);
@@ -198,7 +196,10 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(closed[0].groups.map((g) => [g.group, g.state.count]), [['["x"]', 1]]);
     assert.deepEqual(await store.closeWindows("s", count, { latenessMs: 10_000 }), []);
     const hopping = stream.counterMetas.filter((meta) => meta.name === "min");
-    await ingestItems(stream, items([{ id: "4", t: T0 + 200_000 }]), store, T0 + 200_000);
+    await ingestItems(stream, items([{ id: "4", t: T0 + 200_000 }]), {
+      store: store,
+      nowMs: T0 + 200_000,
+    });
     const hops = await store.closeWindows("s", hopping, { latenessMs: 10_000 });
     assert.deepEqual(hops.map((w) => w.start - T0), [-60_000, 0, 60_000]);
     assert.deepEqual(hops.map((w) => w.groups[0].state.min), [1, 1, 2]);
@@ -266,8 +267,7 @@ const scenarios: Record<string, Scenario> = {
         { id: "1", t: T0 + 1_000, g: "x", v: 4 },
         { id: "2", t: T0 + 90_000, g: "x" },
       ]),
-      store,
-      T0 + 90_000,
+      { store: store, nowMs: T0 + 90_000 },
     );
     const sum = stream.counterMetas.filter((meta) => meta.name === "sum");
     const peeked = await store.closeWindows("s", sum, { latenessMs: 10_000, peek: true });
@@ -288,8 +288,7 @@ const scenarios: Record<string, Scenario> = {
         { id: "3", t: T0 + 2_500, g: "y", v: 1.5 },
         { id: "4", t: T0 + 90_000, g: "x" },
       ]),
-      store,
-      T0 + 90_000,
+      { store: store, nowMs: T0 + 90_000 },
     );
     const sum = stream.counterMetas.filter((meta) => meta.name === "sum" || meta.name === "max");
     const closed = await store.closeWindows("s", sum, { latenessMs: 10_000 });
@@ -468,8 +467,7 @@ const scenarios: Record<string, Scenario> = {
         { id: "2", t: T0 + 61_000 },
         { id: "3", t: T0 + 125_000 },
       ]),
-      store,
-      T0 + 130_000,
+      { store: store, nowMs: T0 + 130_000 },
     );
     const meta = stream.counterMetas[0];
     assert.deepEqual(await store.panes("s", meta, T0, T0 + 120_000), [T0, T0 + 60_000]);
@@ -525,8 +523,8 @@ redisTest(
           for (let i = 0; offset < events.length; i++) {
             const batch = events.slice(offset, offset + sizes[i % sizes.length]);
             offset += batch.length;
-            const a = await ingestItems(stream, items(batch), memory, now);
-            const b = await ingestItems(stream, items(batch), shared, now);
+            const a = await ingestItems(stream, items(batch), { store: memory, nowMs: now });
+            const b = await ingestItems(stream, items(batch), { store: shared, nowMs: now });
             assert.deepEqual(b, a);
           }
           assertSameCounters(await allWindows(shared, now), await allWindows(memory, now));

@@ -14,7 +14,12 @@ import { compareLogIds, parseLogId } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { publicPayload } from "../payload.ts";
-import type { DeliveryStore, Endpoint, NewDelivery, WebhookEventType } from "./delivery_store.ts";
+import type {
+  DeliveryStore,
+  Endpoint,
+  NewDelivery,
+  WebhookEventType,
+} from "../../store/deliveries.ts";
 
 /** Variables an endpoint's `filter` sees: the whole payload, and its `data`. */
 export const FILTER_VARIABLES = ["payload", "data"] as const;

@@ -5,7 +5,8 @@
  *
  * @example
  * ```ts
- * import { MemoryDeliveryStore, UrlPolicy, WebhookService } from "./mod.ts";
+ * import { MemoryDeliveryStore, MemoryStore } from "../../store/mod.ts";
+ * import { UrlPolicy, WebhookService } from "./mod.ts";
  *
  * const webhooks = new WebhookService({
  *   store,
@@ -19,9 +20,6 @@
  *
  * @module
  */
-export * from "./delivery_store.ts";
-export * from "./memory_delivery_store.ts";
-export * from "./redis_delivery_store.ts";
 export * from "./signing.ts";
 export * from "./ssrf.ts";
 export * from "./sender.ts";

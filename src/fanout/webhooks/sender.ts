@@ -12,7 +12,7 @@ import http from "node:http";
 import https from "node:https";
 import type { LookupAddress } from "node:dns";
 import type { LookupFunction } from "node:net";
-import type { Attempt, Claim, DeliveryStore } from "./delivery_store.ts";
+import type { Attempt, Claim, DeliveryStore } from "../../store/deliveries.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
 

@@ -21,7 +21,7 @@ import type {
   EndpointConfig,
   EndpointState,
   WebhookEventType,
-} from "./delivery_store.ts";
+} from "../../store/deliveries.ts";
 import { Dispatcher, FILTER_VARIABLES } from "./dispatcher.ts";
 import { type RetryDelayOptions, type SendCounts, Sender } from "./sender.ts";
 import { generateSecret } from "./signing.ts";

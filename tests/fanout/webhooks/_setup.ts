@@ -4,15 +4,14 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp } from "../../../src/app.ts";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import {
-  type DeliveryStore,
-  MemoryDeliveryStore,
   type Resolver,
   UrlPolicy,
   WebhookService,
   type WebhookServiceOptions,
 } from "../../../src/fanout/webhooks/mod.ts";
+import { type DeliveryStore, MemoryDeliveryStore } from "../../../src/store/mod.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
-import { MemoryStore } from "../../../src/store/memory_store.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
 import type { Store } from "../../../src/store/types.ts";
 
 /** Midnight of 2026-01-01 UTC; events are placed relative to it. */

@@ -7,15 +7,15 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
+import { Dispatcher } from "../../../src/fanout/webhooks/mod.ts";
 import {
   type DeliveryStore,
-  Dispatcher,
   type Endpoint,
   MemoryDeliveryStore,
   RedisDeliveryStore,
-} from "../../../src/fanout/webhooks/mod.ts";
-import { MemoryStore } from "../../../src/store/memory_store.ts";
-import { RedisStore } from "../../../src/store/redis_store.ts";
+} from "../../../src/store/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { LogRecord, Store } from "../../../src/store/types.ts";
 import { redisTest } from "../../_redis.ts";
 import { CONFIG, T0 } from "./_setup.ts";

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { RedisDeliveryStore } from "../../../src/fanout/webhooks/mod.ts";
-import { RedisStore } from "../../../src/store/redis_store.ts";
+import { RedisDeliveryStore } from "../../../src/store/mod.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, type Clock, ingest, register, setup, sweep, T0 } from "./_setup.ts";

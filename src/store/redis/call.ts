@@ -7,7 +7,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { StoreUnavailableError } from "./types.ts";
+import { StoreUnavailableError } from "../types.ts";
 
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));

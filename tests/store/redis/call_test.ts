@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { isCommandError, RedisCalls, redisErrorText } from "../../src/store/redis_call.ts";
-import { StoreUnavailableError } from "../../src/store/types.ts";
+import { isCommandError, RedisCalls, redisErrorText } from "../../../src/store/redis/call.ts";
+import { StoreUnavailableError } from "../../../src/store/types.ts";
 
 function upstashError(message: string): Error {
   const error = new Error(message);

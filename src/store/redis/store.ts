@@ -6,8 +6,8 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import type { AggregateState } from "./aggregate_state.ts";
-import { asArray, fromJson, RedisCalls } from "./redis_call.ts";
+import type { AggregateState } from "../aggregate_state.ts";
+import { asArray, fromJson, RedisCalls } from "./call.ts";
 import {
   APPEND_SCRIPT,
   APPLY_SCRIPT,
@@ -15,7 +15,7 @@ import {
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
   READ_SCRIPT,
-} from "./_redis_scripts.ts";
+} from "./_scripts.ts";
 import {
   type AlertFiring,
   type ApplyResult,
@@ -30,7 +30,7 @@ import {
   type StreamStats,
   type WindowRead,
   type WindowValue,
-} from "./types.ts";
+} from "../types.ts";
 
 /** The part of the `@upstash/redis` client the store uses. */
 export type RedisClient = Pick<

@@ -22,7 +22,7 @@ import {
   type NewDelivery,
   type PutEndpointOptions,
   type RetryResult,
-} from "./delivery_store.ts";
+} from "../deliveries.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
 export interface MemoryDeliveryStoreOptions {

@@ -12,7 +12,7 @@ import {
   emptyState,
   mergeState,
   normalizeState,
-} from "./aggregate_state.ts";
+} from "../aggregate_state.ts";
 import {
   type AlertFiring,
   type ApplyResult,
@@ -30,7 +30,7 @@ import {
   type StreamStats,
   type WindowRead,
   type WindowValue,
-} from "./types.ts";
+} from "../types.ts";
 
 interface Cell {
   state: AggregateState;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { asArray, fromJson, RedisCalls, type RedisScriptClient } from "../../store/redis_call.ts";
+import { asArray, fromJson, RedisCalls, type RedisScriptClient } from "./call.ts";
 import {
   ACQUIRE_LEASE_SCRIPT,
   BEGIN_PAGE_SCRIPT,
@@ -23,7 +23,7 @@ import {
   RELEASE_LEASE_SCRIPT,
   REPLAY_SCRIPT,
   RETRY_SCRIPT,
-} from "./_redis_delivery_scripts.ts";
+} from "./_delivery_scripts.ts";
 import {
   type Attempt,
   type AttemptRecord,
@@ -41,7 +41,7 @@ import {
   type PutEndpointOptions,
   type RetryResult,
   type WebhookEventType,
-} from "./delivery_store.ts";
+} from "../deliveries.ts";
 
 /** The part of the `@upstash/redis` client the delivery store uses. */
 export type { RedisScriptClient };

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
-import { compileConfig } from "../../src/config/mod.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
+import { compileConfig } from "../../../src/config/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
 import {
   type BatchEvent,
   type CounterMeta,
   OTHER_GROUP,
   type StoreBatch,
-} from "../../src/store/types.ts";
+} from "../../../src/store/types.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const MINUTE = 60_000;

@@ -5,22 +5,22 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { createApp } from "../../src/app.ts";
-import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
-import { KeyRing } from "../../src/http/auth.ts";
-import { ingestItems } from "../../src/ingest/mod.ts";
-import { storeFromEnv } from "../../src/main.ts";
-import { MemoryStore } from "../../src/store/memory_store.ts";
-import { startRedisServer } from "../../tools/redis_server.ts";
-import { RedisStore } from "../../src/store/redis_store.ts";
-import type { Store, StoreBatch } from "../../src/store/types.ts";
-import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
+import { createApp } from "../../../src/app.ts";
+import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
+import { KeyRing } from "../../../src/http/auth.ts";
+import { ingestItems } from "../../../src/ingest/mod.ts";
+import { storeFromEnv } from "../../../src/env.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { startRedisServer } from "../../../tools/redis_server.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
+import type { Store, StoreBatch } from "../../../src/store/types.ts";
+import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import {
   billedCommands,
   commandNames,
   startUpstashProxy,
   type UpstashProxy,
-} from "../_upstash_proxy.ts";
+} from "../../_upstash_proxy.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 300_000;
@@ -149,20 +149,18 @@ async function batchOf(name: string, list: object[]): Promise<StoreBatch> {
       return Promise.resolve({ outcomes: batch.events.map(() => "applied"), watermark: null });
     },
   } as unknown as Store;
-  await ingestItems(stream(name), items(list), capture, NOW);
+  await ingestItems(stream(name), items(list), { store: capture, nowMs: NOW });
   return captured!;
 }
 
 /** Puts data in every kind of key the store writes: panes, HLLs, dedupe ids, open windows. */
 async function fillStore(store: Store): Promise<void> {
-  await ingestItems(stream("s"), items(events("a", 40)), store, NOW);
-  await ingestItems(
-    stream("s"),
-    items([{ id: "{evil}", t: T0 + 1_000, g: "}{", v: 1 }]),
-    store,
-    NOW,
-  );
-  await ingestItems(stream("other"), items(events("o", 5)), store, NOW);
+  await ingestItems(stream("s"), items(events("a", 40)), { store: store, nowMs: NOW });
+  await ingestItems(stream("s"), items([{ id: "{evil}", t: T0 + 1_000, g: "}{", v: 1 }]), {
+    store: store,
+    nowMs: NOW,
+  });
+  await ingestItems(stream("other"), items(events("o", 5)), { store: store, nowMs: NOW });
   // The result log (processed and late events, closed windows) and alert markers.
   const logged = await batchOf("s", [{ id: "logged", t: T0 + 2_000, g: "de", v: 2 }]);
   await store.applyBatch({
@@ -180,7 +178,10 @@ async function fillStore(store: Store): Promise<void> {
     ttlMs: 3_600_000,
   }]);
   // Advance the watermark so some windows close (and the open set shrinks).
-  await ingestItems(stream("s"), items([{ id: "late-mark", t: NOW, g: "de" }]), store, NOW);
+  await ingestItems(stream("s"), items([{ id: "late-mark", t: NOW, g: "de" }]), {
+    store: store,
+    nowMs: NOW,
+  });
   await store.closeWindows("s", stream("s").counterMetas, { latenessMs: 10_000 });
 }
 
@@ -214,7 +215,7 @@ redisTest(
     ]);
     const fromEnv = storeFromEnv(env);
     assert.equal(fromEnv.kind, "redis");
-    await ingestItems(stream("other"), items(events("b", 3)), fromEnv, NOW);
+    await ingestItems(stream("other"), items(events("b", 3)), { store: fromEnv, nowMs: NOW });
 
     const keys = [...(await keysWithTtl(fixture.redisUrl)).keys()];
     assert.ok(keys.length > 0);
@@ -282,16 +283,19 @@ redisTest(
     try {
       const store = new RedisStore(upstash(proxy.url, fixture.restToken), { now: () => NOW });
       const names = () => proxy.take().map(commandNames);
-      await ingestItems(stream("three"), items(events("a", 10)), store, NOW);
+      await ingestItems(stream("three"), items(events("a", 10)), { store: store, nowMs: NOW });
       assert.deepEqual(names(), [["evalsha"], ["eval"]]);
-      await ingestItems(stream("three"), items(events("b", 10)), store, NOW);
+      await ingestItems(stream("three"), items(events("b", 10)), { store: store, nowMs: NOW });
       assert.deepEqual(names(), [["evalsha"]]);
 
       await withDirect(fixture.redisUrl, (send) => send("SCRIPT", "FLUSH"));
-      const reply = await ingestItems(stream("three"), items(events("c", 10)), store, NOW);
+      const reply = await ingestItems(stream("three"), items(events("c", 10)), {
+        store: store,
+        nowMs: NOW,
+      });
       assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [10, 0, 0]);
       assert.deepEqual(names(), [["evalsha"], ["eval"]]);
-      await ingestItems(stream("three"), items(events("d", 10)), store, NOW);
+      await ingestItems(stream("three"), items(events("d", 10)), { store: store, nowMs: NOW });
       assert.deepEqual(names(), [["evalsha"]]);
       assert.equal((await store.stats("three", [])).applied, 40);
     } finally {

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
-import { storeFromEnv, webhooksFromEnv } from "../src/main.ts";
-import { MemoryStore } from "../src/store/memory_store.ts";
+import { storeFromEnv, webhooksFromEnv } from "../src/env.ts";
+import { MemoryStore } from "../src/store/memory/store.ts";
 import { redisTest } from "./_redis.ts";
 
 const streams = compileConfig({ streams: { s: {} } });

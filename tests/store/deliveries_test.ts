@@ -11,10 +11,10 @@ import type {
   DeliveryStore,
   EndpointConfig,
   NewDelivery,
-} from "../../../src/fanout/webhooks/delivery_store.ts";
-import { MemoryDeliveryStore } from "../../../src/fanout/webhooks/memory_delivery_store.ts";
-import { RedisDeliveryStore } from "../../../src/fanout/webhooks/redis_delivery_store.ts";
-import { redisTest } from "../../_redis.ts";
+} from "../../src/store/deliveries.ts";
+import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
+import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
+import { redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const LEASE = 30_000;

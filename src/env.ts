@@ -1,0 +1,219 @@
+/**
+ * Every environment variable edgestream reads, read and checked once, for
+ * both entry points (`src/main.ts` and `deploy/main.ts`). A bad value throws
+ * a {@linkcode ConfigError} whose message starts with the variable's name, so
+ * a startup mistake is one line.
+ *
+ * | variable | meaning | default |
+ * | --- | --- | --- |
+ * | `EDGESTREAM_CONFIG` | stream definitions (JSON file) | `examples/config.json` |
+ * | `PORT` | port to listen on (0 picks a free one) | `8000` |
+ * | `HOST` | address to listen on; open mode always listens on loopback | `0.0.0.0` |
+ * | `EDGESTREAM_KEYS` | `scope:key` pairs; none means open development mode | none |
+ * | `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN` | the Redis store (both or neither) | memory store |
+ * | `EDGESTREAM_PREFIX` | Redis key prefix | `es` |
+ * | `EDGESTREAM_SWEEP_EVERY` | self-hosted sweep interval; `0s` turns it off | `5s` |
+ * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
+ * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
+ * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long | `5d` |
+ *
+ * @module
+ */
+import { Redis } from "@upstash/redis";
+import {
+  type CompiledStream,
+  ConfigError,
+  DurationError,
+  loadConfigFile,
+  parseDuration,
+} from "./config/mod.ts";
+import {
+  AllowListError,
+  parseAllowList,
+  UrlPolicy,
+  WebhookService,
+} from "./fanout/webhooks/mod.ts";
+import { KeyRing } from "./http/auth.ts";
+import {
+  type DeliveryStore,
+  MemoryDeliveryStore,
+  MemoryStore,
+  RedisDeliveryStore,
+  RedisStore,
+  type Store,
+} from "./store/mod.ts";
+
+/** Where variables come from: `Deno.env`, or a plain map in tests. */
+export interface EnvSource {
+  /** The variable's value, or undefined when it is not set. */
+  get(name: string): string | undefined;
+}
+
+/** Everything a server needs, built from the environment. */
+export interface ServerConfig {
+  /** The config file the streams came from. */
+  configPath: string;
+  /** Compiled streams by name. */
+  streams: Map<string, CompiledStream>;
+  /** Memory or Redis, per the Upstash variables. */
+  store: Store;
+  /** Webhook fan-out, its deliveries kept beside the store. */
+  webhooks: WebhookService;
+  /** API keys; empty means open development mode. */
+  keys: KeyRing;
+  /** Address to listen on (loopback in open mode). */
+  hostname: string;
+  /** Port to listen on. */
+  port: number;
+  /** Self-hosted sweep interval (ms); 0 means no timer. */
+  sweepEveryMs: number;
+  /** Lines worth printing at startup: the store, the streams, open mode. */
+  notices: string[];
+}
+
+/** Options for {@linkcode configFromEnv}. */
+export interface ConfigFromEnvOptions {
+  /** Config file when `EDGESTREAM_CONFIG` is not set. @default {examples/config.json} */
+  defaultConfigPath?: string;
+}
+
+const LOOPBACK_NAMES = new Set(["127.0.0.1", "localhost", "::1"]);
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** A duration variable, or a ConfigError naming it. */
+function readDuration(env: EnvSource, name: string, fallback: string): number {
+  const text = env.get(name) ?? fallback;
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    if (!(error instanceof DurationError)) throw error;
+    throw new ConfigError(`${name}: ${error.message}`, { cause: error });
+  }
+}
+
+/** `PORT` as an integer from 0 to 65535. */
+function readPort(env: EnvSource): number {
+  const text = env.get("PORT") ?? "8000";
+  const port = /^\d{1,5}$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new ConfigError(`PORT: expected a port number from 0 to 65535, got '${text}'`);
+  }
+  return port;
+}
+
+function redisFromEnv(env: EnvSource): Redis | undefined {
+  const url = env.get("UPSTASH_REDIS_REST_URL");
+  const token = env.get("UPSTASH_REDIS_REST_TOKEN");
+  if (url && token) {
+    try {
+      new URL(url);
+    } catch {
+      throw new ConfigError(`UPSTASH_REDIS_REST_URL: not a URL: '${url}'`);
+    }
+    // Fail fast; the store turns failures into 503 + Retry-After.
+    return new Redis({
+      url,
+      token,
+      enableTelemetry: false,
+      retry: { retries: 1, backoff: () => 50 },
+    });
+  }
+  if (url || token) {
+    throw new ConfigError(
+      "UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: set both to use Redis, or neither",
+    );
+  }
+  return undefined;
+}
+
+/** Picks the store from the environment: Redis when both Upstash variables are set. */
+export function storeFromEnv(env: EnvSource): Store {
+  const redis = redisFromEnv(env);
+  if (!redis) return new MemoryStore();
+  return new RedisStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" });
+}
+
+/**
+ * Builds the webhook service from the environment: deliveries in Redis when
+ * the Upstash variables are set (in memory otherwise), the URL allow-list and
+ * the disable period. Throws {@linkcode ConfigError} for a bad setting.
+ */
+export function webhooksFromEnv(
+  env: EnvSource,
+  options: { store: Store; streams: Map<string, CompiledStream> },
+): WebhookService {
+  const redis = redisFromEnv(env);
+  const deliveries: DeliveryStore = redis
+    ? new RedisDeliveryStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
+    : new MemoryDeliveryStore();
+  let policy: UrlPolicy;
+  try {
+    policy = new UrlPolicy({
+      allow: parseAllowList(env.get("EDGESTREAM_WEBHOOK_ALLOW")),
+      allowHttp: env.get("EDGESTREAM_WEBHOOK_ALLOW_HTTP") === "true",
+    });
+  } catch (error) {
+    if (!(error instanceof AllowListError)) throw error;
+    throw new ConfigError(`EDGESTREAM_WEBHOOK_ALLOW: ${error.message}`, { cause: error });
+  }
+  const disableAfterMs = readDuration(env, "EDGESTREAM_WEBHOOK_DISABLE_AFTER", "5d");
+  return new WebhookService({ ...options, deliveries, policy, disableAfterMs });
+}
+
+/**
+ * Reads every variable (table in the module doc), loads the config file and
+ * builds the store and the webhook service. Throws only
+ * {@linkcode ConfigError}, its message starting with the variable at fault.
+ *
+ * @example
+ * ```ts
+ * import { configFromEnv } from "./env.ts";
+ *
+ * const config = await configFromEnv(Deno.env);
+ * console.log(config.notices.join("\n"));
+ * ```
+ */
+export async function configFromEnv(
+  env: EnvSource,
+  options: ConfigFromEnvOptions = {},
+): Promise<ServerConfig> {
+  const port = readPort(env);
+  const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
+  let keys: KeyRing;
+  try {
+    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"));
+  } catch (error) {
+    throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
+  }
+  const configPath = env.get("EDGESTREAM_CONFIG") ?? options.defaultConfigPath ??
+    new URL("../examples/config.json", import.meta.url).pathname;
+  let streams: Map<string, CompiledStream>;
+  try {
+    streams = await loadConfigFile(configPath);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
+  }
+  const store = storeFromEnv(env);
+  const webhooks = webhooksFromEnv(env, { store, streams });
+
+  const notices = [
+    store.kind === "redis"
+      ? `store: redis (${env.get("UPSTASH_REDIS_REST_URL")}, prefix ${
+        env.get("EDGESTREAM_PREFIX") ?? "es"
+      })`
+      : "store: memory (embedded; state is lost on restart)",
+    `${streams.size} stream(s) from ${configPath}: ${[...streams.keys()].join(", ")}`,
+  ];
+  let hostname = env.get("HOST") ?? "0.0.0.0";
+  if (keys.open) {
+    if (!LOOPBACK_NAMES.has(hostname)) hostname = "127.0.0.1";
+    notices.push(
+      "no EDGESTREAM_KEYS set: open development mode, every request is allowed; listening on localhost only",
+    );
+  }
+  return { configPath, streams, store, webhooks, keys, hostname, port, sweepEveryMs, notices };
+}

@@ -1,0 +1,48 @@
+/**
+ * What every route module's OpenAPI definitions share: the error envelope's
+ * schema, the one table of error responses, and the JSON content helper.
+ *
+ * @module
+ */
+import { z } from "@hono/zod-openapi";
+
+/** The error envelope. */
+export const ErrorSchema = z.object({
+  error: z.object({
+    code: z.string().openapi({ example: "stream_not_found" }),
+    message: z.string().openapi({ example: "Stream 'orders' is not configured" }),
+  }),
+}).openapi("Error");
+
+/** Names of streams, counters and endpoints in paths. */
+export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+const errorContent = { "application/json": { schema: ErrorSchema } };
+
+/** The error responses routes declare, by status: pick the ones a route can give. */
+export const errorResponses = {
+  400: { description: "Bad request", content: errorContent },
+  401: { description: "Missing or invalid key", content: errorContent },
+  403: { description: "Key lacks the scope", content: errorContent },
+  404: { description: "Not found", content: errorContent },
+  406: { description: "Not an acceptable representation", content: errorContent },
+  409: { description: "Conflicts with the current state", content: errorContent },
+  413: { description: "Too large", content: errorContent },
+  415: { description: "Unsupported media type", content: errorContent },
+  426: { description: "Not a WebSocket upgrade", content: errorContent },
+  503: { description: "Store unavailable", content: errorContent },
+} as const;
+
+/** A JSON response of `schema`. */
+export function jsonContent<T extends z.ZodType>(schema: T, description: string) {
+  return { description, content: { "application/json": { schema } } };
+}
+
+/** The rows of {@linkcode errorResponses} for these statuses. */
+export function errorsFor<S extends keyof typeof errorResponses>(
+  ...statuses: S[]
+): Pick<typeof errorResponses, S> {
+  const picked = {} as Pick<typeof errorResponses, S>;
+  for (const status of statuses) picked[status] = errorResponses[status];
+  return picked;
+}

@@ -1,0 +1,524 @@
+/**
+ * The stream routes: ingest (`POST /v1/streams/{stream}/events`), streams and
+ * their stats, counter windows, the admin sweep, and readiness. Each route's
+ * zod definition is followed by its handler; `/openapi.json` is generated
+ * from the definitions.
+ *
+ * @module
+ */
+import { createRoute, type OpenAPIHono, type RouteHandler, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { CompiledStream } from "../config/mod.ts";
+import type { SweepConsumer } from "../fanout/mod.ts";
+import { sweepOnce } from "../fanout/mod.ts";
+import { type IngestFanout, ingestItems } from "../ingest/mod.ts";
+import { currentWindow, listWindows } from "../query/mod.ts";
+import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
+import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
+import { errorsFor, NAME } from "./_openapi.ts";
+import { type KeyRing, requireScope } from "./auth.ts";
+import { bodyFormat, type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
+import { ApiError } from "./errors.ts";
+
+/** What the stream routes need. */
+export interface StreamRouteDeps {
+  /** Compiled streams by name. */
+  streams: Map<string, CompiledStream>;
+  /** Where state lives. */
+  store: Store;
+  /** API keys; an empty ring means open development mode. */
+  keys: KeyRing;
+  /** Clock (ms). */
+  now: () => number;
+  /** Body limits. */
+  limits: Required<BodyLimits>;
+  /** Ingest options for a stream (what the fan-out consumers want logged, observers). */
+  ingestOptions: (stream: string) => IngestFanout;
+  /** Run by the admin sweep after windows are closed. */
+  sweepConsumers: readonly SweepConsumer[];
+}
+
+/** The stream called `name`, or 404 `stream_not_found`. */
+export function findStream(streams: Map<string, CompiledStream>, name: string): CompiledStream {
+  const stream = streams.get(name);
+  if (!stream) throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+  return stream;
+}
+
+/** Where the counter name came from: the path (404) or a query parameter (400). */
+export type CounterSource = "path" | "query";
+
+/** The counter called `name`, or an error that lists the stream's counters. */
+export function findCounter(
+  stream: CompiledStream,
+  name: string,
+  source: CounterSource = "path",
+): CompiledCounter {
+  const counter = stream.counters.find((item) => item.name === name);
+  if (counter) return counter;
+  const message = `Stream '${stream.name}' has no counter '${name}'; it has: ${
+    stream.counters.map((item) => item.name).join(", ") || "(none)"
+  }`;
+  throw source === "path"
+    ? new ApiError(404, "counter_not_found", message)
+    : new ApiError(400, "invalid_query", message);
+}
+
+const FieldErrorSchema = z.object({ path: z.string(), message: z.string() });
+
+/** Reply to an ingest request. */
+const IngestReplySchema = z.object({
+  accepted: z.int().openapi({
+    description: "Events acknowledged (incl. duplicates, late, filtered)",
+  }),
+  duplicates: z.int(),
+  late: z.int(),
+  filtered: z.int(),
+  rejected: z.array(z.object({ index: z.int(), errors: z.array(FieldErrorSchema) })),
+}).openapi("IngestReply");
+
+const StreamParams = z.object({
+  stream: z.string().regex(NAME).openapi({
+    param: { name: "stream", in: "path" },
+    example: "orders",
+  }),
+});
+
+const CounterParams = StreamParams.extend({
+  counter: z.string().regex(NAME).openapi({
+    param: { name: "counter", in: "path" },
+    example: "revenue_per_minute",
+  }),
+});
+
+const StatsSchema = z.object({
+  watermark: z.string().nullable(),
+  accepted: z.int(),
+  applied: z.int(),
+  duplicates: z.int(),
+  late: z.int(),
+  filtered: z.int(),
+  overflow: z.record(z.string(), z.int()),
+}).openapi("StreamStats");
+
+/** A stream as listed. */
+const StreamSchema = z.object({
+  name: z.string(),
+  description: z.string().optional(),
+  definition: z.unknown(),
+  counters: z.array(z.string()),
+  stats: StatsSchema,
+}).openapi("Stream");
+
+const WindowRowSchema = z.object({
+  start: z.string(),
+  end: z.string(),
+  group: z.record(z.string(), z.unknown()),
+  value: z.number().nullable(),
+  final: z.boolean(),
+  approximate: z.boolean().optional(),
+}).openapi("WindowRow");
+
+const TimeParam = z.string().regex(
+  /^-?\d+$|^\d{4}-/,
+  "Expected ISO-8601 time or epoch milliseconds",
+)
+  .optional();
+
+/** JSON Schema of an ingest body, for the document only: bodies are read by hand to enforce limits. */
+const ingestBodyDoc = {
+  oneOf: [
+    { type: "object" as const, description: "One event" },
+    {
+      type: "array" as const,
+      items: { type: "object" as const },
+      maxItems: 1000,
+      description: "A batch",
+    },
+  ],
+};
+
+/** `POST /v1/streams/{stream}/events`. */
+const ingestRoute = createRoute({
+  method: "post",
+  path: "/v1/streams/{stream}/events",
+  summary: "Send events",
+  description:
+    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. Scope: ingest.",
+  request: {
+    params: StreamParams,
+    body: {
+      required: false,
+      content: {
+        "application/json": { schema: ingestBodyDoc },
+        "application/x-ndjson": { schema: { type: "string" as const } },
+      },
+    },
+  },
+  responses: {
+    202: {
+      description: "Accepted",
+      content: { "application/json": { schema: IngestReplySchema } },
+    },
+    ...errorsFor(400, 401, 403, 404, 413, 415, 503),
+  },
+});
+
+// The hot path: documented from its schemas like every route, but served by a
+// plain handler. Its body is read by hand (limits, UTF-8, NDJSON) and an
+// unknown stream name is a 404 either way, so the async zod validation of the
+// path would only add cost to every ingest request.
+function ingest(deps: StreamRouteDeps) {
+  return async (c: Context) => {
+    const stream = findStream(deps.streams, c.req.param("stream") ?? "");
+    const format = bodyFormat(c.req.header("Content-Type"));
+    const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes);
+    const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
+    const reply = await ingestItems(stream, items, {
+      ...deps.ingestOptions(stream.name),
+      store: deps.store,
+      nowMs: deps.now(),
+    });
+    if (reply.accepted === 0) {
+      throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
+        extra: { ...reply },
+      });
+    }
+    return c.json(reply, 202);
+  };
+}
+
+function statsJson(stats: StreamStats) {
+  return {
+    ...stats,
+    watermark: stats.watermark === null ? null : new Date(stats.watermark).toISOString(),
+  };
+}
+
+async function streamJson(stream: CompiledStream, store: Store) {
+  return {
+    name: stream.name,
+    description: stream.parsed.description,
+    definition: stream.definition,
+    counters: stream.counters.map((counter) => counter.name),
+    stats: statsJson(await store.stats(stream.name, stream.counterMetas)),
+  };
+}
+
+/** `GET /v1/streams`. */
+const listStreamsRoute = createRoute({
+  method: "get",
+  path: "/v1/streams",
+  summary: "List streams with stats. Scope: read.",
+  responses: {
+    200: {
+      description: "Streams",
+      content: { "application/json": { schema: z.object({ streams: z.array(StreamSchema) }) } },
+    },
+    ...errorsFor(401, 403, 503),
+  },
+});
+
+function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRoute> {
+  return async (c) => {
+    const streams = [...deps.streams.values()];
+    const list = await Promise.all(streams.map((stream) => streamJson(stream, deps.store)));
+    return c.json({ streams: list }, 200);
+  };
+}
+
+/** `GET /v1/streams/{stream}`. */
+const getStreamRoute = createRoute({
+  method: "get",
+  path: "/v1/streams/{stream}",
+  summary: "A stream's definition and stats. Scope: read.",
+  request: { params: StreamParams },
+  responses: {
+    200: { description: "Stream", content: { "application/json": { schema: StreamSchema } } },
+    ...errorsFor(400, 401, 403, 404, 503),
+  },
+});
+
+function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
+  return async (c) => {
+    const stream = findStream(deps.streams, c.req.valid("param").stream);
+    return c.json(await streamJson(stream, deps.store), 200);
+  };
+}
+
+function parseTime(text: string | undefined, name: string): number | undefined {
+  if (text === undefined) return undefined;
+  const ms = /^-?\d+$/.test(text) ? Number(text) : Date.parse(text);
+  if (!Number.isFinite(ms)) {
+    throw new ApiError(400, "invalid_query", `Query parameter '${name}' is not a time: ${text}`);
+  }
+  return ms;
+}
+
+function groupFilters(c: Context): Record<string, string> {
+  const filters: Record<string, string> = {};
+  for (const [key, values] of Object.entries(c.req.queries())) {
+    if (key.startsWith("group.") && key.length > 6) {
+      filters[key.slice(6)] = values[values.length - 1];
+    }
+  }
+  return filters;
+}
+
+/** `GET /v1/streams/{stream}/counters/{counter}`. */
+const listWindowsRoute = createRoute({
+  method: "get",
+  path: "/v1/streams/{stream}/counters/{counter}",
+  summary: "Windows of a counter, newest first",
+  description:
+    "Filter groups with `group.<field>=<value>` (repeatable per field; `null` matches a missing value). Scope: read.",
+  request: {
+    params: CounterParams,
+    query: z.object({
+      from: TimeParam.openapi({ description: "Earliest window start (ISO-8601 or epoch ms)" }),
+      to: TimeParam.openapi({ description: "Windows start before this" }),
+      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        description: "Most rows (default 100)",
+      }),
+    }),
+  },
+  responses: {
+    200: {
+      description: "Windows",
+      content: {
+        "application/json": {
+          schema: z.object({
+            stream: z.string(),
+            counter: z.string(),
+            aggregate: z.string(),
+            windows: z.array(WindowRowSchema),
+          }),
+        },
+      },
+    },
+    ...errorsFor(400, 401, 403, 404, 503),
+  },
+});
+
+function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWindowsRoute> {
+  return async (c) => {
+    const params = c.req.valid("param");
+    const query = c.req.valid("query");
+    const stream = findStream(deps.streams, params.stream);
+    const counter = findCounter(stream, params.counter);
+    const windows = await listWindows(stream, counter, { store: deps.store, nowMs: deps.now() }, {
+      fromMs: parseTime(query.from, "from"),
+      toMs: parseTime(query.to, "to"),
+      limit: query.limit,
+      groups: groupFilters(c),
+    });
+    return c.json({
+      stream: stream.name,
+      counter: counter.name,
+      aggregate: counter.aggregate.kind,
+      windows,
+    }, 200);
+  };
+}
+
+/** `GET /v1/streams/{stream}/counters/{counter}/current`. */
+const currentWindowRoute = createRoute({
+  method: "get",
+  path: "/v1/streams/{stream}/counters/{counter}/current",
+  summary: "The window containing now, per group",
+  description: "For sliding windows: the last `size` up to now. Scope: read.",
+  request: { params: CounterParams },
+  responses: {
+    200: {
+      description: "Current window",
+      content: {
+        "application/json": {
+          schema: z.object({
+            stream: z.string(),
+            counter: z.string(),
+            aggregate: z.string(),
+            start: z.string(),
+            end: z.string(),
+            windows: z.array(WindowRowSchema),
+          }),
+        },
+      },
+    },
+    ...errorsFor(400, 401, 403, 404, 503),
+  },
+});
+
+function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
+  return async (c) => {
+    const params = c.req.valid("param");
+    const stream = findStream(deps.streams, params.stream);
+    const counter = findCounter(stream, params.counter);
+    const current = await currentWindow(
+      stream,
+      counter,
+      { store: deps.store, nowMs: deps.now() },
+      groupFilters(c),
+    );
+    return c.json({
+      stream: stream.name,
+      counter: counter.name,
+      aggregate: counter.aggregate.kind,
+      start: current.start,
+      end: current.end,
+      windows: current.rows,
+    }, 200);
+  };
+}
+
+/** `GET /readyz`. */
+const readyRoute = createRoute({
+  method: "get",
+  path: "/readyz",
+  summary: "Readiness: the store is reachable",
+  responses: {
+    200: {
+      description: "Ready",
+      content: {
+        "application/json": { schema: z.object({ status: z.string(), store: z.string() }) },
+      },
+    },
+    503: {
+      description: "Store unavailable",
+      content: {
+        "application/json": {
+          schema: z.object({ status: z.string(), store: z.string(), error: z.string() }),
+        },
+      },
+    },
+  },
+});
+
+function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
+  return async (c) => {
+    try {
+      await deps.store.ping();
+      return c.json({ status: "ready", store: deps.store.kind }, 200);
+    } catch (error) {
+      const message = error instanceof StoreUnavailableError ? error.message : String(error);
+      return c.json({ status: "unavailable", store: deps.store.kind, error: message }, 503);
+    }
+  };
+}
+
+/** `POST /v1/admin/sweep`. */
+const sweepRoute = createRoute({
+  method: "post",
+  path: "/v1/admin/sweep",
+  summary:
+    "Run one sweep now: close windows that became final, fire alerts on their final values, dispatch and send webhook deliveries. Scope: admin.",
+  responses: {
+    200: {
+      description: "What the sweep did",
+      content: {
+        "application/json": {
+          schema: z.object({
+            closed: z.array(z.object({
+              stream: z.string(),
+              counter: z.string(),
+              start: z.string(),
+              end: z.string(),
+              groups: z.array(z.object({
+                group: z.record(z.string(), z.unknown()),
+                value: z.number().nullable(),
+              })),
+            })),
+            fired: z.array(z.object({
+              stream: z.string(),
+              alert: z.string(),
+              counter: z.string(),
+              start: z.string(),
+              end: z.string(),
+              group: z.record(z.string(), z.unknown()),
+              value: z.number().nullable(),
+            })).openapi({ description: "Alerts the final values fired (new firings only)" }),
+          }),
+        },
+      },
+    },
+    ...errorsFor(401, 403, 503),
+  },
+});
+
+function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
+  return async (c) => {
+    const { streams, store } = deps;
+    const report = await sweepOnce(streams.values(), store, { consumers: deps.sweepConsumers });
+    return c.json({
+      closed: report.closed.map((window) => {
+        const counter = findCounter(findStream(streams, window.stream), window.counter);
+        return {
+          stream: window.stream,
+          counter: window.counter,
+          start: new Date(window.start).toISOString(),
+          end: new Date(window.end).toISOString(),
+          groups: window.groups.map((item) => ({
+            group: decodeGroup(counter.groupBy, item.group),
+            value: aggregateValue(counter.aggregate, item.state),
+          })),
+        };
+      }),
+      fired: report.fired.map((firing) => {
+        const counter = findCounter(findStream(streams, firing.stream), firing.counter);
+        return {
+          stream: firing.stream,
+          alert: firing.alert,
+          counter: firing.counter,
+          start: new Date(firing.start).toISOString(),
+          end: new Date(firing.end).toISOString(),
+          group: decodeGroup(counter.groupBy, firing.group),
+          value: firing.value,
+        };
+      }),
+    }, 200);
+  };
+}
+
+/**
+ * Registers the stream routes, with their scopes: `ingest` for sending
+ * events, `read` for streams and windows, `admin` for the sweep.
+ *
+ * @example
+ * ```ts
+ * import { OpenAPIHono } from "@hono/zod-openapi";
+ * import { loadConfig } from "../config/mod.ts";
+ * import { MemoryStore } from "../store/mod.ts";
+ * import { KeyRing } from "./auth.ts";
+ * import { DEFAULT_LIMITS } from "./body.ts";
+ * import { registerStreamRoutes } from "./stream_routes.ts";
+ *
+ * const app = new OpenAPIHono();
+ * registerStreamRoutes(app, {
+ *   streams: loadConfig({ streams: { orders: { counters: { n: { window: "1m" } } } } }),
+ *   store: new MemoryStore(),
+ *   keys: await KeyRing.parse(""),
+ *   now: Date.now,
+ *   limits: DEFAULT_LIMITS,
+ *   ingestOptions: () => ({}),
+ *   sweepConsumers: [],
+ * });
+ * ```
+ */
+export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): void {
+  const readScope = requireScope(deps.keys, "read");
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.openapi(readyRoute, ready(deps));
+
+  app.openAPIRegistry.registerPath(ingestRoute);
+  app.post(ingestRoute.getRoutingPath(), requireScope(deps.keys, "ingest"), ingest(deps));
+
+  app.use("/v1/streams", readScope);
+  app.use("/v1/streams/:stream", readScope);
+  app.use("/v1/streams/:stream/counters/*", readScope);
+  app.openapi(listStreamsRoute, listStreams(deps));
+  app.openapi(getStreamRoute, getStream(deps));
+  app.openapi(listWindowsRoute, listCounterWindows(deps));
+  app.openapi(currentWindowRoute, getCurrentWindow(deps));
+
+  app.use("/v1/admin/*", requireScope(deps.keys, "admin"));
+  app.openapi(sweepRoute, sweep(deps));
+}
