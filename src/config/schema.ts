@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { transformStep } from "../transform/mod.ts";
 import { DurationError, parseDuration } from "./duration.ts";
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -66,21 +67,6 @@ const counterSchema = z.strictObject({
 
 const expression = z.string().min(1).max(4096);
 
-const FORBIDDEN_KEYS = ["__proto__", "constructor", "prototype"];
-/** A top-level event field written by a transform. */
-const fieldName = z.string().min(1).max(256).refine(
-  (key) => !FORBIDDEN_KEYS.includes(key),
-  { error: (issue) => `Field name '${String(issue.input)}' is not allowed` },
-);
-
-const transformStep = z.union([
-  z.strictObject({ filter: expression }),
-  z.strictObject({ set: z.record(fieldName, expression) }),
-  z.strictObject({ rename: z.record(fieldName, fieldName) }),
-  z.strictObject({ drop: z.array(fieldName) }),
-  z.strictObject({ pick: z.array(fieldName) }),
-], { error: "Transform step must be one of {filter}, {set}, {rename}, {drop}, {pick}" });
-
 /** An alert: a CEL condition over a counter's window (`value`, `group`, `window`). */
 const alertSchema = z.strictObject({
   name: z.string().regex(NAME, nameMessage),
@@ -119,7 +105,5 @@ export type StreamDefinition = z.output<typeof streamDefinitionSchema>;
 export type CounterDefinition = z.output<typeof counterSchema>;
 /** An alert definition as written. */
 export type AlertDefinition = z.output<typeof alertSchema>;
-/** A transform step as written. */
-export type TransformStep = z.output<typeof transformStep>;
 /** The whole configuration after parsing. */
 export type Config = z.output<typeof configSchema>;

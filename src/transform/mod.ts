@@ -6,3 +6,4 @@
  */
 export * from "./cel.ts";
 export * from "./transform.ts";
+export * from "./schema.ts";

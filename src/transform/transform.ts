@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { TransformStep } from "../config/schema.ts";
+import type { TransformStep } from "./schema.ts";
 import type { Event } from "../validate/mod.ts";
 import { compileExpression, evaluationMessage, ExpressionError, toJson } from "./cel.ts";
 
