@@ -52,7 +52,9 @@ export interface AppOptions {
  * import { KeyRing } from "./http/auth.ts";
  * import { MemoryStore } from "./store/mod.ts";
  *
- * const streams = compileConfig({ streams: { orders: { counters: { n: { window: "1m" } } } } });
+ * const streams = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * });
  * const app = createApp({ streams, store: new MemoryStore(), keys: await KeyRing.parse("") });
  * const res = await app.request("/v1/streams/orders/events", {
  *   method: "POST",

@@ -42,7 +42,20 @@ export function alertMarkerTtlMs(counter: CompiledCounter): number {
  *
  * @example
  * ```ts
- * const firings = evaluateAlerts(stream.alerts, counter, [
+ * import { compileConfig } from "../config/mod.ts";
+ * import { emptyState } from "../store/mod.ts";
+ * import { evaluateAlerts } from "./alerts.ts";
+ *
+ * const stream = compileConfig({
+ *   streams: {
+ *     orders: {
+ *       counters: { n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" } },
+ *       alerts: { busy: { counter: "n", when: "value > 100.0" } },
+ *     },
+ *   },
+ * }).get("orders")!;
+ * const state = { ...emptyState(), count: 120 };
+ * const firings = evaluateAlerts(stream.alerts, stream.counters[0], [
  *   { start: 0, end: 60_000, group: '["DE"]', state },
  * ]);
  * ```

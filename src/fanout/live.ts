@@ -127,8 +127,16 @@ interface PendingUpdates {
  *
  * @example
  * ```ts
- * const live = new LiveHub(streams, store, { shared: store.kind === "redis" });
- * const app = createApp({ streams, store, keys, live });
+ * import { compileConfig } from "../config/mod.ts";
+ * import { MemoryStore } from "../store/mod.ts";
+ * import { LiveHub } from "./live.ts";
+ *
+ * const streams = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * });
+ * const store = new MemoryStore();
+ * // With a store that other instances share, pass { shared: true }.
+ * const live = new LiveHub(streams, store);
  * const stop = await live.subscribe(
  *   { stream: "orders", types: new Set(["window.updated"]) },
  *   { send: (payload) => console.log(payload), close: () => {} },

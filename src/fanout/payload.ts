@@ -48,7 +48,17 @@ function iso(ms: number): string {
  *
  * @example
  * ```ts
- * const payload = publicPayload(stream, entry);
+ * import { compileConfig } from "../config/mod.ts";
+ * import { MemoryStore } from "../store/mod.ts";
+ * import { publicPayload } from "./payload.ts";
+ *
+ * const stream = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * }).get("orders")!;
+ * const store = new MemoryStore();
+ * for (const entry of await store.readLog("orders", null, 10)) {
+ *   console.log(publicPayload(stream, entry));
+ * }
  * // {type: "window.closed", timestamp: "2026-01-01T00:01:05.000Z",
  * //  data: {stream: "orders", counter: "count_1m", aggregate: "count",
  * //         group: {country: "DE"}, start: "…", end: "…", value: 3}}

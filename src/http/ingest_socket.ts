@@ -318,6 +318,24 @@ class IngestConnection {
  *
  * @example
  * ```ts
+ * import { Hono } from "hono";
+ * import { compileConfig } from "../config/mod.ts";
+ * import { MemoryStore } from "../store/mod.ts";
+ * import { KeyRing } from "./auth.ts";
+ * import { DEFAULT_LIMITS } from "./body.ts";
+ * import { ingestSocketHandler } from "./ingest_socket.ts";
+ *
+ * const deps = {
+ *   streams: compileConfig({
+ *     streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ *   }),
+ *   store: new MemoryStore(),
+ *   keys: await KeyRing.parse(""),
+ *   now: Date.now,
+ *   limits: DEFAULT_LIMITS,
+ *   ingestOptions: () => ({}),
+ * };
+ * const app = new Hono();
  * app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, { maxFramesInFlight: 8 }));
  * ```
  */

@@ -304,7 +304,29 @@ function documentRoutes(app: OpenAPIHono): void {
  *
  * @example
  * ```ts
- * registerLiveRoutes(app, { streams, store, keys, now, limits, live, ingestOptions });
+ * import { OpenAPIHono } from "@hono/zod-openapi";
+ * import { compileConfig } from "../config/mod.ts";
+ * import { LiveHub } from "../fanout/mod.ts";
+ * import { MemoryStore } from "../store/mod.ts";
+ * import { KeyRing } from "./auth.ts";
+ * import { DEFAULT_LIMITS } from "./body.ts";
+ * import { registerLiveRoutes } from "./live_routes.ts";
+ *
+ * const streams = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * });
+ * const store = new MemoryStore();
+ * const live = new LiveHub(streams, store);
+ * const app = new OpenAPIHono();
+ * registerLiveRoutes(app, {
+ *   streams,
+ *   store,
+ *   keys: await KeyRing.parse(""),
+ *   now: Date.now,
+ *   limits: DEFAULT_LIMITS,
+ *   live,
+ *   ingestOptions: () => ({ observers: [live.observer] }),
+ * });
  * ```
  */
 export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void {

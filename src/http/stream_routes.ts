@@ -485,7 +485,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
  * @example
  * ```ts
  * import { OpenAPIHono } from "@hono/zod-openapi";
- * import { loadConfig } from "../config/mod.ts";
+ * import { compileConfig } from "../config/mod.ts";
  * import { MemoryStore } from "../store/mod.ts";
  * import { KeyRing } from "./auth.ts";
  * import { DEFAULT_LIMITS } from "./body.ts";
@@ -493,7 +493,9 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
  *
  * const app = new OpenAPIHono();
  * registerStreamRoutes(app, {
- *   streams: loadConfig({ streams: { orders: { counters: { n: { window: "1m" } } } } }),
+ *   streams: compileConfig({
+ *     streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ *   }),
  *   store: new MemoryStore(),
  *   keys: await KeyRing.parse(""),
  *   now: Date.now,

@@ -408,7 +408,23 @@ export interface WebhookRouteDeps {
  *
  * @example
  * ```ts
- * registerWebhookRoutes(app, { webhooks, keys });
+ * import { OpenAPIHono } from "@hono/zod-openapi";
+ * import { compileConfig } from "../config/mod.ts";
+ * import { UrlPolicy, WebhookService } from "../fanout/webhooks/mod.ts";
+ * import { MemoryDeliveryStore, MemoryStore } from "../store/mod.ts";
+ * import { KeyRing } from "./auth.ts";
+ * import { registerWebhookRoutes } from "./webhook_routes.ts";
+ *
+ * const webhooks = new WebhookService({
+ *   store: new MemoryStore(),
+ *   streams: compileConfig({
+ *     streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ *   }),
+ *   deliveries: new MemoryDeliveryStore(),
+ *   policy: new UrlPolicy(),
+ * });
+ * const app = new OpenAPIHono();
+ * registerWebhookRoutes(app, { webhooks, keys: await KeyRing.parse("") });
  * ```
  */
 export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps): void {

@@ -118,12 +118,10 @@ export async function listWindows(
   const fromMs = options.fromMs ?? -8.64e15;
   const toMs = options.toMs ?? 8.64e15;
   // Panes that can belong to a window starting in [from, to).
-  const paneList = await context.store.panes(
-    stream.name,
-    counter.meta,
-    Math.max(fromMs, -8.64e15),
-    Math.min(toMs + counter.window.sizeMs, 8.64e15),
-  );
+  const paneList = await context.store.panes(stream.name, counter.meta, {
+    fromMs: Math.max(fromMs, -8.64e15),
+    toMs: Math.min(toMs + counter.window.sizeMs, 8.64e15),
+  });
   const starts = new Set<number>();
   for (const pane of paneList) {
     for (const start of windowsOfPane(pane, counter.window)) {

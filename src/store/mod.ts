@@ -10,7 +10,7 @@
  *
  * const store = new MemoryStore();
  * const deliveries = new MemoryDeliveryStore();
- * console.log(await store.stats("orders"), await deliveries.listEndpoints());
+ * console.log(await store.stats("orders", []), await deliveries.listEndpoints());
  * ```
  *
  * @module

@@ -212,6 +212,14 @@ export interface CloseOptions {
   peek?: boolean;
 }
 
+/** A span of time, `fromMs` inclusive, `toMs` exclusive. */
+export interface TimeRange {
+  /** Earliest start included (ms). */
+  fromMs: number;
+  /** Starts before this (ms). */
+  toMs: number;
+}
+
 /** Storage for stream state. Implementations must apply a batch atomically. */
 export interface Store {
   /** Short name for logs and `/readyz` (`memory`, `redis`). */
@@ -223,7 +231,7 @@ export interface Store {
    */
   applyBatch(batch: StoreBatch): Promise<ApplyResult>;
   /** Starts of the live panes of one counter with `fromMs <= start < toMs`, ascending. */
-  panes(stream: string, counter: CounterMeta, fromMs: number, toMs: number): Promise<number[]>;
+  panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]>;
   /** Reads merged states for the given windows of one counter. */
   readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
   /**

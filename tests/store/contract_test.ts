@@ -470,12 +470,15 @@ const scenarios: Record<string, Scenario> = {
       { store: store, nowMs: T0 + 130_000 },
     );
     const meta = stream.counterMetas[0];
-    assert.deepEqual(await store.panes("s", meta, T0, T0 + 120_000), [T0, T0 + 60_000]);
-    assert.deepEqual(await store.panes("s", meta, T0 + 60_000, T0 + 1e9), [
+    assert.deepEqual(await store.panes("s", meta, { fromMs: T0, toMs: T0 + 120_000 }), [
+      T0,
+      T0 + 60_000,
+    ]);
+    assert.deepEqual(await store.panes("s", meta, { fromMs: T0 + 60_000, toMs: T0 + 1e9 }), [
       T0 + 60_000,
       T0 + 120_000,
     ]);
-    assert.deepEqual(await store.panes("other", meta, 0, 1e15), []);
+    assert.deepEqual(await store.panes("other", meta, { fromMs: 0, toMs: 1e15 }), []);
   },
 };
 

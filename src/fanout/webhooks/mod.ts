@@ -5,9 +5,14 @@
  *
  * @example
  * ```ts
+ * import { compileConfig } from "../../config/mod.ts";
  * import { MemoryDeliveryStore, MemoryStore } from "../../store/mod.ts";
  * import { UrlPolicy, WebhookService } from "./mod.ts";
  *
+ * const store = new MemoryStore();
+ * const streams = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * });
  * const webhooks = new WebhookService({
  *   store,
  *   streams,

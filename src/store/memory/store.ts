@@ -28,6 +28,7 @@ import {
   type Store,
   type StoreBatch,
   type StreamStats,
+  type TimeRange,
   type WindowRead,
   type WindowValue,
 } from "../types.ts";
@@ -385,7 +386,7 @@ export class MemoryStore implements Store {
     }
   }
 
-  panes(stream: string, counter: CounterMeta, fromMs: number, toMs: number): Promise<number[]> {
+  panes(stream: string, counter: CounterMeta, { fromMs, toMs }: TimeRange): Promise<number[]> {
     const now = this.#now();
     const panes = this.#streams.get(stream)?.panes.get(counter.name);
     const starts: number[] = [];

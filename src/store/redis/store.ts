@@ -28,6 +28,7 @@ import {
   type Store,
   type StoreBatch,
   type StreamStats,
+  type TimeRange,
   type WindowRead,
   type WindowValue,
 } from "../types.ts";
@@ -176,7 +177,7 @@ export class RedisStore implements Store {
     });
   }
 
-  panes(stream: string, counter: CounterMeta, fromMs: number, toMs: number): Promise<number[]> {
+  panes(stream: string, counter: CounterMeta, { fromMs, toMs }: TimeRange): Promise<number[]> {
     return this.#call("panes", async () => {
       const now = this.#now();
       const flat = await this.#redis.zrange<string[]>(

@@ -64,10 +64,10 @@ Deno.test("MemoryStore keeps a pane until its ttl after the last write has passe
   const { clock, store } = clockedStore();
   await store.applyBatch(batch(T0, [countEvent()]));
   clock.now = T0 + TTL - 1;
-  assert.deepEqual(await store.panes("s", COUNT, T0, T0 + 1), [T0]);
+  assert.deepEqual(await store.panes("s", COUNT, { fromMs: T0, toMs: T0 + 1 }), [T0]);
   assert.deepEqual(await counts(store), { "[]": 1 });
   clock.now = T0 + TTL;
-  assert.deepEqual(await store.panes("s", COUNT, T0, T0 + 1), []);
+  assert.deepEqual(await store.panes("s", COUNT, { fromMs: T0, toMs: T0 + 1 }), []);
   assert.deepEqual(await counts(store), {});
 });
 

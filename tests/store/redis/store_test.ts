@@ -522,7 +522,7 @@ redisTest("applyBatch() sent again after a lost reply never double counts", asyn
   assert.ok(first.outcomes.every((outcome) => outcome === "applied"));
   const meta = stream("three").counters.find((counter) => counter.name === "count")!.meta;
   const read = async () => {
-    const panes = await store.panes("three", meta, -8.64e15, 8.64e15);
+    const panes = await store.panes("three", meta, { fromMs: -8.64e15, toMs: 8.64e15 });
     return await store.readWindows(
       "three",
       meta,
