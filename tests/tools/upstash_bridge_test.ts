@@ -793,23 +793,27 @@ Deno.test({
   },
 });
 
-/** Runs `deno test` on `file` with an empty PATH (so no redis-server), under CI or not. */
+/**
+ * Runs `deno test` on `file` with an empty PATH (so no redis-server), under CI
+ * or not. Everything else of the environment passes through (certificate and
+ * proxy settings, DENO_DIR), and the child resolves packages from the lockfile
+ * and the package cache only: no test may need the network.
+ */
 async function runWithoutRedisServer(
   file: string,
   options: { ci: boolean },
 ): Promise<{ code: number; text: string }> {
   const env: Record<string, string> = {
+    ...Deno.env.toObject(),
     PATH: Deno.makeTempDirSync({ prefix: "edgestream-empty-path-" }),
-    HOME: Deno.env.get("HOME") ?? "",
     NO_COLOR: "1",
   };
-  const denoDir = Deno.env.get("DENO_DIR");
-  if (denoDir) env.DENO_DIR = denoDir;
+  delete env.CI;
   if (options.ci) env.CI = "true";
   const config = new URL("../../deno.json", import.meta.url).pathname;
   try {
     const output = await new Deno.Command(Deno.execPath(), {
-      args: ["test", "--config", config, "--no-lock", "--allow-all", file],
+      args: ["test", "--config", config, "--frozen", "--cached-only", "--allow-all", file],
       env,
       clearEnv: true,
       stdout: "piped",
