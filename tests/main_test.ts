@@ -1,0 +1,67 @@
+/**
+ * `src/main.ts` as a user starts it: a startup mistake prints one line that
+ * names the setting, with no stack trace, and exits with status 1.
+ */
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url).pathname;
+
+/** Runs `src/main.ts` with these variables over the machine's environment until it exits. */
+async function startWith(vars: Record<string, string>): Promise<{ code: number; stderr: string }> {
+  const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", ...vars };
+  for (const name of ["EDGESTREAM_KEYS", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"]) {
+    if (!(name in vars)) delete env[name];
+  }
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
+    cwd: root,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
+}
+
+function assertOneLine(result: { code: number; stderr: string }, pattern: RegExp): void {
+  assert.equal(result.code, 1, result.stderr);
+  const lines = result.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `expected one line, got:\n${result.stderr}`);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(result.stderr, /\n\s+at /);
+}
+
+for (
+  const [vars, pattern] of [
+    [{ EDGESTREAM_KEYS: "admin:short" }, /^edgestream: EDGESTREAM_KEYS: .*at least 16 characters/],
+    [{ EDGESTREAM_SWEEP_EVERY: "5" }, /^edgestream: EDGESTREAM_SWEEP_EVERY: .*'5'/],
+    [{ PORT: "abc" }, /^edgestream: PORT: expected a port number from 0 to 65535, got 'abc'$/],
+    [{ PORT: "70000" }, /^edgestream: PORT: .*'70000'$/],
+    [{ EDGESTREAM_CONFIG: "/nonexistent/config.json" }, /^edgestream: EDGESTREAM_CONFIG: /],
+    [{ UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1" }, /^edgestream: UPSTASH_REDIS_REST_URL, /],
+    [
+      { EDGESTREAM_WEBHOOK_DISABLE_AFTER: "soon" },
+      /^edgestream: EDGESTREAM_WEBHOOK_DISABLE_AFTER: /,
+    ],
+  ] as const
+) {
+  Deno.test(`main.ts refuses ${JSON.stringify(vars)} in one line naming the setting`, async () => {
+    assertOneLine(await startWith(vars), pattern);
+  });
+}
+
+Deno.test("main.ts refuses a port in use in one line that names it", async () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (holder.addr as Deno.NetAddr).port;
+    const result = await startWith({ PORT: String(port), HOST: "127.0.0.1" });
+    assertOneLine(
+      result,
+      new RegExp(`^edgestream: PORT: 127\\.0\\.0\\.1:${port} is already in use$`),
+    );
+  } finally {
+    holder.close();
+  }
+});
