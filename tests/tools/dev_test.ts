@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { devArgs } from "../../tools/dev.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+
+Deno.test("devArgs() watches the config file besides the module graph", () => {
+  const args = devArgs("/tmp/streams.json");
+  assert.ok(args.includes("--watch=/tmp/streams.json"), args.join(" "));
+  assert.ok(args.at(-1)!.endsWith("/src/main.ts"));
+});
+
+Deno.test("deno task dev restarts the server when the config file changes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "edgestream-dev-" });
+  const config = `${dir}/config.json`;
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  await Deno.writeTextFile(config, JSON.stringify({ streams: { one: { counters } } }));
+  const env: Record<string, string> = {
+    ...Deno.env.toObject(),
+    EDGESTREAM_CONFIG: config,
+    PORT: "0",
+    NO_COLOR: "1",
+  };
+  delete env.EDGESTREAM_KEYS;
+  delete env.UPSTASH_REDIS_REST_URL;
+  delete env.UPSTASH_REDIS_REST_TOKEN;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "--cwd", root, "dev"],
+    cwd: root,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let printed = "";
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      printed += text;
+      for (const waiter of waiters) if (waiter.pattern.test(printed)) waiter.resolve();
+    }
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const seen = (pattern: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      if (pattern.test(printed)) return resolve();
+      waiters.push({ pattern, resolve });
+      setTimeout(() => reject(new Error(`no ${pattern} in:\n${printed}`)), 30_000);
+    });
+  try {
+    await seen(/1 stream\(s\) from .*: one[\s\S]*listening on http:\/\//);
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({ streams: { one: { counters }, two: { counters } } }),
+    );
+    await seen(/2 stream\(s\) from .*: one, two/);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await drained;
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,31 @@
+/**
+ * `deno task dev`: runs `src/main.ts` under `deno run --watch`, watching the
+ * stream config file as well as the module graph (`--watch` alone follows
+ * only imported modules, so editing the config would not restart the server).
+ * The config file is the one `src/main.ts` will read: `EDGESTREAM_CONFIG`, or
+ * `examples/config.json`.
+ *
+ * @module
+ */
+
+/** Arguments of the `deno run` that serves with the config file watched. */
+export function devArgs(configPath: string): string[] {
+  return [
+    "run",
+    `--watch=${configPath}`,
+    "--allow-net",
+    "--allow-env",
+    "--allow-read",
+    new URL("../src/main.ts", import.meta.url).pathname,
+  ];
+}
+
+if (import.meta.main) {
+  const configPath = Deno.env.get("EDGESTREAM_CONFIG") ??
+    new URL("../examples/config.json", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), { args: devArgs(configPath) }).spawn();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => child.kill(signal));
+  }
+  Deno.exit((await child.status).code);
+}
