@@ -10,6 +10,7 @@ import type { BodyItem } from "../ingest/mod.ts";
 export type BodyErrorCode =
   | "unsupported_media_type"
   | "payload_too_large"
+  | "body_timeout"
   | "too_many_events"
   | "invalid_utf8"
   | "invalid_json"
@@ -37,6 +38,8 @@ export interface BodyLimits {
   maxEventBytes?: number;
   /** Most events in one body. @default {1000} */
   maxEvents?: number;
+  /** Longest time to receive an HTTP body, in ms (408 past it). @default {10000} */
+  bodyTimeoutMs?: number;
 }
 
 /** Default limits. */
@@ -44,6 +47,7 @@ export const DEFAULT_LIMITS: Required<BodyLimits> = {
   maxBodyBytes: 1024 * 1024,
   maxEventBytes: 64 * 1024,
   maxEvents: 1000,
+  bodyTimeoutMs: 10_000,
 };
 
 /** How a body is framed. */
@@ -64,40 +68,71 @@ function tooLarge(limit: number): BodyError {
   return new BodyError("payload_too_large", `Body exceeds the ${limit}-byte limit`);
 }
 
-/** Reads a request body, refusing (413) as soon as it passes `maxBodyBytes`. */
-export async function readLimitedBody(request: Request, maxBodyBytes: number): Promise<Uint8Array> {
+/** Options for {@linkcode readLimitedBody}. */
+export interface ReadBodyOptions {
+  /**
+   * Longest time to receive the whole body, in ms; past it the read is
+   * cancelled with 408 `body_timeout`, so a client that trickles bytes cannot
+   * hold a connection open. @default {10000}
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * Reads a request body, refusing (413) as soon as it passes `maxBodyBytes`
+ * and (408) when it takes longer than `timeoutMs` to arrive.
+ */
+export async function readLimitedBody(
+  request: Request,
+  maxBodyBytes: number,
+  options: ReadBodyOptions = {},
+): Promise<Uint8Array> {
   const lengthHeader = request.headers.get("Content-Length");
   const declared = lengthHeader === null ? NaN : Number(lengthHeader);
   if (Number.isFinite(declared) && declared > maxBodyBytes) throw tooLarge(maxBodyBytes);
   if (!request.body) return new Uint8Array();
-  if (Number.isFinite(declared)) {
-    // The runtime enforces Content-Length, so the body cannot exceed it: read
-    // it whole in one call instead of chunk by chunk.
-    const bytes = new Uint8Array(await request.arrayBuffer());
-    if (bytes.byteLength > maxBodyBytes) throw tooLarge(maxBodyBytes);
-    return bytes;
-  }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_LIMITS.bodyTimeoutMs;
   const reader = request.body.getReader();
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBodyBytes) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(maxBodyBytes);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    reader.cancel().catch(() => {});
+  }, timeoutMs);
+  try {
+    // With a Content-Length (which the runtime enforces) the body is read
+    // into one buffer of that size; otherwise chunk by chunk.
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    while (true) {
+      const { done, value } = await reader.read().catch((error) => {
+        if (timedOut) return { done: true as const, value: undefined };
+        throw error;
+      });
+      if (timedOut) {
+        throw new BodyError(
+          "body_timeout",
+          `Body did not arrive within ${timeoutMs} ms (received ${size} bytes)`,
+        );
+      }
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBodyBytes) {
+        await reader.cancel().catch(() => {});
+        throw tooLarge(maxBodyBytes);
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+    if (chunks.length === 1) return chunks[0];
+    const out = new Uint8Array(size);
+    let offset = 0;
+    for (const chunk of chunks) {
+      out.set(chunk, offset);
+      offset += chunk.byteLength;
+    }
+    return out;
+  } finally {
+    clearTimeout(timer);
   }
-  if (chunks.length === 1) return chunks[0];
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });

@@ -65,6 +65,7 @@ export const STORE_RETRY_AFTER_SECONDS = 1;
 const BODY_STATUS: Record<BodyErrorCode, ContentfulStatusCode> = {
   unsupported_media_type: 415,
   payload_too_large: 413,
+  body_timeout: 408,
   too_many_events: 413,
   invalid_utf8: 400,
   invalid_json: 400,

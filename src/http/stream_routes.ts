@@ -172,7 +172,9 @@ function ingest(deps: StreamRouteDeps) {
   return async (c: Context) => {
     const stream = findStream(deps.streams, c.req.param("stream") ?? "");
     const format = bodyFormat(c.req.header("Content-Type"));
-    const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes);
+    const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
+      timeoutMs: deps.limits.bodyTimeoutMs,
+    });
     const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
     const reply = await ingestItems(stream, items, {
       ...deps.ingestOptions(stream.name),

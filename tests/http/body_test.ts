@@ -1,4 +1,9 @@
 import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/mod.ts";
+import { TEST_CONFIG } from "../_fixtures.ts";
 import fc from "fast-check";
 import { type ApiError, apiErrorOf } from "../../src/http/errors.ts";
 import {
@@ -310,4 +315,77 @@ Deno.test("parseEvents() names the body's own line number for a bad NDJSON line 
   assert.equal(items.length, 2);
   assert.equal(items[1].ok, false);
   if (!items[1].ok) assert.match(items[1].error.message, /^Line 4 is not valid JSON/);
+});
+
+Deno.test("readLimitedBody() cancels a body that trickles past the timeout with 408 body_timeout", async () => {
+  let cancelled = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      // One byte every 30 ms for 3 s: without a timeout the read would succeed.
+      return new Promise((resolve) => {
+        timer = setTimeout(() => {
+          if (++sent > 100) controller.close();
+          else controller.enqueue(new Uint8Array([0x20]));
+          resolve();
+        }, 30);
+      });
+    },
+    cancel() {
+      cancelled = true;
+      clearTimeout(timer);
+    },
+  });
+  const request = new Request("http://test/", { method: "POST", body });
+  await assert.rejects(readLimitedBody(request, 1_048_576, { timeoutMs: 150 }), (error) => {
+    const api = assertBodyError(error, 408, "body_timeout");
+    assert.match(api.message, /^Body did not arrive within 150 ms \(received \d+ bytes\)$/);
+    return true;
+  });
+  assert.equal(cancelled, true);
+});
+
+Deno.test("a server answers a stalled request body with 408 and closes, counting nothing", async () => {
+  const store = new MemoryStore();
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store,
+    keys: await KeyRing.parse(""),
+    limits: { bodyTimeoutMs: 200 },
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const connection = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  try {
+    const head = [
+      "POST /v1/streams/orders/events HTTP/1.1",
+      "Host: localhost",
+      "Content-Type: application/json",
+      "Content-Length: 100",
+      "",
+      '{"id": "a',
+    ].join("\r\n");
+    await connection.write(new TextEncoder().encode(head));
+    // Without a body timeout the server would wait forever: give up after 5 s.
+    const giveUp = setTimeout(() => connection.close(), 5_000);
+    let reply = "";
+    const buffer = new Uint8Array(4096);
+    while (!reply.includes("}}")) {
+      const read = await connection.read(buffer).catch(() => null);
+      if (read === null) break;
+      reply += new TextDecoder().decode(buffer.subarray(0, read));
+    }
+    clearTimeout(giveUp);
+    assert.match(reply, /^HTTP\/1\.1 408 /);
+    assert.match(reply, /"code":"body_timeout"/);
+    assert.equal((await store.stats("orders", [])).accepted, 0);
+  } finally {
+    try {
+      connection.close();
+    } catch {
+      // Closed by the give-up timer.
+    }
+    // Bounded, so that a server still waiting for the body fails the test instead of hanging it.
+    await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+  }
 });
