@@ -114,20 +114,28 @@ function resultOf(
   return { status, error, excerpt, retryAfterMs };
 }
 
+/** What {@linkcode postPinned} sends, and how long it waits. */
+interface PinnedPostOptions {
+  /** Request headers; `content-length` is added. */
+  headers: Record<string, string>;
+  /** Request body. */
+  body: string;
+  /** Whole-exchange timeout (ms). @default {DEFAULT_TIMEOUT_MS} */
+  timeoutMs?: number;
+  /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
+  nowMs?: number;
+}
+
 /**
  * POSTs to `url` over a connection to exactly `address`, the address the
  * SSRF check approved: a second DNS lookup by the HTTP client could answer
  * differently (DNS rebinding). TLS still verifies the certificate for the
  * URL's host name. Never throws.
  */
-function postPinned(
-  url: URL,
-  address: string,
-  headers: Record<string, string>,
-  body: string,
-  timeoutMs: number,
-  nowMs: number,
-): Promise<PostResult> {
+function postPinned(url: URL, address: string, options: PinnedPostOptions): Promise<PostResult> {
+  const { headers, body } = options;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const nowMs = options.nowMs ?? Date.now();
   const family = address.includes(":") ? 6 : 4;
   const client = url.protocol === "https:" ? https : http;
   const payload = new TextEncoder().encode(body);
@@ -222,14 +230,12 @@ export async function postWebhook(
   const parsed = new URL(url);
   const literal = /^\[.*\]$|^[\d.]+$/.test(parsed.hostname);
   if (options.address !== undefined && !literal) {
-    return await postPinned(
-      parsed,
-      options.address,
+    return await postPinned(parsed, options.address, {
       headers,
       body,
       timeoutMs,
-      options.nowMs ?? Date.now(),
-    );
+      nowMs: options.nowMs ?? Date.now(),
+    });
   }
   try {
     const response = await fetch(url, {
