@@ -27,6 +27,8 @@
  */
 export * from "./signing.ts";
 export * from "./ssrf.ts";
+export * from "./http_post.ts";
 export * from "./sender.ts";
 export * from "./dispatcher.ts";
+export * from "./endpoints.ts";
 export * from "./service.ts";

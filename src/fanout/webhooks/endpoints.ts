@@ -1,0 +1,327 @@
+/**
+ * The webhook endpoint registry: checks what an endpoint is registered
+ * with (a URL the SSRF policy admits, known streams, a valid CEL filter,
+ * no header edgestream sets itself) and creates, changes, deletes and lists
+ * endpoints in the delivery store, including rotation of signing secrets.
+ * Changes are versioned, so concurrent ones never overwrite each other. It
+ * sends nothing: `service.ts` delivers to what is registered here.
+ *
+ * @module
+ */
+import type { CompiledStream } from "../../config/mod.ts";
+import type { Store } from "../../store/types.ts";
+import { compileExpression, ExpressionError } from "../../transform/mod.ts";
+import type {
+  DeliveryStore,
+  Endpoint,
+  EndpointConfig,
+  EndpointState,
+  WebhookEventType,
+} from "../../store/deliveries.ts";
+import { FILTER_VARIABLES } from "./dispatcher.ts";
+import { generateSecret } from "./signing.ts";
+import { UnsafeUrlError, UrlPolicy } from "./ssrf.ts";
+
+/** Event types an endpoint gets when it names none: the low-volume results. */
+export const DEFAULT_EVENT_TYPES: readonly WebhookEventType[] = ["window.closed", "alert.fired"];
+
+/** How long (ms) a rotated-out secret keeps signing: 24 h. */
+export const SECRET_OVERLAP_MS = 86_400_000;
+
+/** Header names an endpoint may not set: the service owns them. */
+const RESERVED_HEADERS = new Set([
+  "content-type",
+  "content-length",
+  "host",
+  "user-agent",
+  "transfer-encoding",
+  "connection",
+  "webhook-id",
+  "webhook-timestamp",
+  "webhook-signature",
+]);
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/;
+
+/** An endpoint's registration or change was refused; `field` names the bad input. */
+export class InvalidEndpointError extends Error {
+  /** The input field at fault. */
+  readonly field: string;
+  constructor(field: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "InvalidEndpointError";
+    this.field = field;
+  }
+}
+
+/** No endpoint or delivery has the id. */
+export class WebhookNotFoundError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WebhookNotFoundError";
+  }
+}
+
+/** The request conflicts with the current state (in flight, disabled, changed meanwhile). */
+export class WebhookConflictError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WebhookConflictError";
+  }
+}
+
+/** What a new endpoint is registered with; omitted fields take their defaults. */
+export interface EndpointInput {
+  /** Where deliveries go. */
+  url: string;
+  /** Types delivered. @default {DEFAULT_EVENT_TYPES} */
+  eventTypes?: WebhookEventType[];
+  /** Streams heard from; null or omitted for all. */
+  streams?: string[] | null;
+  /** CEL over `payload` and `data`. */
+  filter?: string | null;
+  /** Free text. */
+  description?: string | null;
+  /** Extra request headers. */
+  headers?: Record<string, string>;
+  /** Most deliveries per second. */
+  rateLimit?: number | null;
+  /** Batching of `event.processed`. */
+  batch?: { maxEvents: number; maxWaitMs: number } | null;
+  /** Registered but not delivered to. @default {false} */
+  disabled?: boolean;
+}
+
+/** A change to an endpoint: only the fields given change; null clears. */
+export type EndpointPatch = Partial<EndpointInput>;
+
+/** Options for {@linkcode EndpointRegistry}. */
+export interface EndpointRegistryOptions {
+  /** Stream state: a new endpoint's deliveries start after each result log's last entry. */
+  store: Store;
+  /** Compiled streams by name: the ones an endpoint may name. */
+  streams: Map<string, CompiledStream>;
+  /** Clock (ms). @default {Date.now} */
+  now?: () => number;
+  /** Decides which URLs may be registered. @default {new UrlPolicy()} */
+  policy?: UrlPolicy;
+  /** Awaited after every stored change, before the change returns. @default {nothing} */
+  onChange?: () => Promise<unknown>;
+}
+
+/**
+ * Webhook endpoints: checked input, stored with versions, secrets rotated.
+ *
+ * @example
+ * ```ts
+ * const endpoints = new EndpointRegistry(new MemoryDeliveryStore(), { store, streams });
+ * const { endpoint, secret } = await endpoints.create({ url: "https://example.com/hook" });
+ * await endpoints.update(endpoint.id, { disabled: true });
+ * ```
+ */
+export class EndpointRegistry {
+  #deliveries: DeliveryStore;
+  #store: Store;
+  #streams: Map<string, CompiledStream>;
+  #now: () => number;
+  #policy: UrlPolicy;
+  #onChange: () => Promise<unknown>;
+
+  constructor(deliveries: DeliveryStore, options: EndpointRegistryOptions) {
+    this.#deliveries = deliveries;
+    this.#store = options.store;
+    this.#streams = options.streams;
+    this.#now = options.now ?? Date.now;
+    this.#policy = options.policy ?? new UrlPolicy();
+    this.#onChange = options.onChange ?? (() => Promise.resolve());
+  }
+
+  async #checkUrl(url: string): Promise<void> {
+    try {
+      await this.#policy.check(url);
+    } catch (error) {
+      if (error instanceof UnsafeUrlError) {
+        throw new InvalidEndpointError("url", `Cannot register webhook as ${error.message}`, {
+          cause: error,
+        });
+      }
+      throw error;
+    }
+  }
+
+  #checkFields(input: EndpointPatch): void {
+    for (const name of input.streams ?? []) {
+      if (!this.#streams.has(name)) {
+        throw new InvalidEndpointError(
+          "streams",
+          `Cannot register webhook as 'streams' names an unknown stream: ${name}; streams are: ${
+            [...this.#streams.keys()].join(", ") || "(none)"
+          }`,
+        );
+      }
+    }
+    if (input.filter !== undefined && input.filter !== null) {
+      try {
+        compileExpression(input.filter, FILTER_VARIABLES);
+      } catch (error) {
+        if (!(error instanceof ExpressionError)) throw error;
+        throw new InvalidEndpointError(
+          "filter",
+          `Cannot register webhook as 'filter' is not valid: ${error.message}`,
+          { cause: error },
+        );
+      }
+    }
+    for (const name of Object.keys(input.headers ?? {})) {
+      if (!HEADER_NAME.test(name)) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot register webhook as header name '${name}' is not a valid token`,
+        );
+      }
+      if (RESERVED_HEADERS.has(name.toLowerCase())) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot register webhook as header '${name}' is set by edgestream`,
+        );
+      }
+    }
+    for (const [name, value] of Object.entries(input.headers ?? {})) {
+      if (/[\r\n\0]/.test(value)) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot register webhook as header '${name}' holds a line break`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Registers an endpoint; returns it with its new secret, which is shown
+   * only here and on rotation. Throws {@linkcode InvalidEndpointError}.
+   */
+  async create(input: EndpointInput): Promise<{ endpoint: Endpoint; secret: string }> {
+    this.#checkFields(input);
+    await this.#checkUrl(input.url);
+    const now = this.#now();
+    const startAfter: Record<string, string | null> = {};
+    for (const name of this.#streams.keys()) startAfter[name] = await this.#store.lastLogId(name);
+    const secret = generateSecret();
+    const config: EndpointConfig = {
+      id: `ep_${crypto.randomUUID().replaceAll("-", "")}`,
+      url: input.url,
+      description: input.description ?? null,
+      eventTypes: [...new Set(input.eventTypes ?? DEFAULT_EVENT_TYPES)],
+      streams: input.streams ?? null,
+      filter: input.filter ?? null,
+      headers: input.headers ?? {},
+      rateLimit: input.rateLimit ?? null,
+      batch: input.batch ?? null,
+      secrets: [{ secret, expiresMs: null }],
+      startAfter,
+      createdMs: now,
+      updatedMs: now,
+      version: 1,
+    };
+    const state: Partial<EndpointState> = input.disabled
+      ? { disabled: true, disabledReason: "Disabled by its owner" }
+      : { disabled: false };
+    await this.#deliveries.putEndpoint(config, { expectVersion: null, state });
+    await this.#onChange();
+    return { endpoint: (await this.#deliveries.getEndpoint(config.id))!, secret };
+  }
+
+  /** Every endpoint, oldest first. */
+  list(): Promise<Endpoint[]> {
+    return this.#deliveries.listEndpoints();
+  }
+
+  /** One endpoint; throws {@linkcode WebhookNotFoundError}. */
+  async get(id: string): Promise<Endpoint> {
+    const endpoint = await this.#deliveries.getEndpoint(id);
+    if (!endpoint) throw new WebhookNotFoundError(`No webhook endpoint has id '${id}'`);
+    return endpoint;
+  }
+
+  async #change(
+    id: string,
+    change: (endpoint: Endpoint) => { config: EndpointConfig; state?: Partial<EndpointState> },
+  ): Promise<Endpoint> {
+    for (let round = 0; round < 5; round++) {
+      const endpoint = await this.get(id);
+      const { config, state } = change(endpoint);
+      const next = { ...config, version: endpoint.version + 1, updatedMs: this.#now() };
+      if (await this.#deliveries.putEndpoint(next, { expectVersion: endpoint.version, state })) {
+        await this.#onChange();
+        return await this.get(id);
+      }
+    }
+    throw new WebhookConflictError(`Webhook endpoint '${id}' kept changing; try again`);
+  }
+
+  /**
+   * Changes an endpoint; `disabled: false` re-enables it. Throws like
+   * {@linkcode EndpointRegistry.create}.
+   */
+  async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
+    this.#checkFields(patch);
+    if (patch.url !== undefined) await this.#checkUrl(patch.url);
+    return await this.#change(id, (endpoint) => {
+      const config = configOf(endpoint);
+      if (patch.url !== undefined) config.url = patch.url;
+      if (patch.eventTypes !== undefined) config.eventTypes = [...new Set(patch.eventTypes)];
+      if (patch.streams !== undefined) config.streams = patch.streams;
+      if (patch.filter !== undefined) config.filter = patch.filter;
+      if (patch.description !== undefined) config.description = patch.description;
+      if (patch.headers !== undefined) config.headers = patch.headers;
+      if (patch.rateLimit !== undefined) config.rateLimit = patch.rateLimit;
+      if (patch.batch !== undefined) config.batch = patch.batch;
+      let state: Partial<EndpointState> | undefined;
+      if (patch.disabled === false) {
+        state = { disabled: false, disabledReason: null, failingSinceMs: null };
+      } else if (patch.disabled === true && !endpoint.disabled) {
+        state = { disabled: true, disabledReason: "Disabled by its owner" };
+      }
+      return { config, state };
+    });
+  }
+
+  /** Deletes an endpoint; throws {@linkcode WebhookNotFoundError}. */
+  async delete(id: string): Promise<void> {
+    if (!await this.#deliveries.deleteEndpoint(id)) {
+      throw new WebhookNotFoundError(`No webhook endpoint has id '${id}'`);
+    }
+    await this.#onChange();
+  }
+
+  /**
+   * Replaces the signing secret; the old one keeps signing alongside the new
+   * one for 24 h. Returns the new secret and when the old one stops.
+   */
+  async rotateSecret(id: string): Promise<{ secret: string; previousExpiresMs: number }> {
+    const secret = generateSecret();
+    const previousExpiresMs = this.#now() + SECRET_OVERLAP_MS;
+    await this.#change(id, (endpoint) => {
+      const config = configOf(endpoint);
+      const now = this.#now();
+      config.secrets = [
+        { secret, expiresMs: null },
+        ...config.secrets
+          .filter((item) => item.expiresMs === null || item.expiresMs > now)
+          .map((item) => ({
+            secret: item.secret,
+            expiresMs: item.expiresMs === null
+              ? previousExpiresMs
+              : Math.min(item.expiresMs, previousExpiresMs),
+          })),
+      ];
+      return { config };
+    });
+    return { secret, previousExpiresMs };
+  }
+}
+
+function configOf(endpoint: Endpoint): EndpointConfig {
+  const { disabled: _d, disabledReason: _r, failingSinceMs: _f, ...config } = endpoint;
+  return structuredClone(config);
+}

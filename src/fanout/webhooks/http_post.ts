@@ -1,0 +1,263 @@
+/**
+ * The webhook HTTP client: one POST per attempt, no redirects followed, a
+ * timeout for the whole exchange, and at most {@linkcode MAX_EXCERPT_BYTES}
+ * of the response kept. Given the address the SSRF check approved, it
+ * connects exactly there instead of resolving the host again. The status
+ * and its `Retry-After` header become a {@linkcode PostResult}; it never
+ * throws.
+ *
+ * @module
+ */
+import http from "node:http";
+import https from "node:https";
+import type { LookupAddress } from "node:dns";
+import type { LookupFunction } from "node:net";
+
+const SECOND = 1_000;
+const DAY = 24 * 60 * 60 * SECOND;
+
+/** Most bytes of a response body kept in the attempt log. */
+export const MAX_EXCERPT_BYTES = 2_048;
+
+/** Default request timeout (ms). */
+export const DEFAULT_TIMEOUT_MS = 15_000;
+
+/** Longest `Retry-After` honoured (ms). */
+export const MAX_RETRY_AFTER_MS = DAY;
+
+/**
+ * Reads a `Retry-After` header (seconds or an HTTP date) as a delay in ms,
+ * clamped to 1 s – 24 h; null when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | null, nowMs: number): number | null {
+  if (value === null) return null;
+  const text = value.trim();
+  let delayMs: number;
+  if (/^\d+$/.test(text)) delayMs = Number(text) * SECOND;
+  else {
+    const date = Date.parse(text);
+    if (Number.isNaN(date)) return null;
+    delayMs = date - nowMs;
+  }
+  return Math.min(MAX_RETRY_AFTER_MS, Math.max(SECOND, delayMs));
+}
+
+/** What one POST got. */
+export interface PostResult {
+  /** HTTP status; null without a response. */
+  status: number | null;
+  /** Why it failed; null for a 2xx. */
+  error: string | null;
+  /** Start of the body, at most {@linkcode MAX_EXCERPT_BYTES}. */
+  excerpt: string;
+  /** The `Retry-After` header's delay (ms), on 429 and 503. */
+  retryAfterMs: number | null;
+}
+
+async function readExcerpt(response: Response): Promise<string> {
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < MAX_EXCERPT_BYTES) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+  } catch {
+    // A body cut short still has an excerpt.
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return excerptOf(chunks, size);
+}
+
+/** The first {@linkcode MAX_EXCERPT_BYTES} of a body read in chunks, as text. */
+function excerptOf(chunks: readonly Uint8Array[], size: number): string {
+  const bytes = new Uint8Array(Math.min(size, MAX_EXCERPT_BYTES));
+  let offset = 0;
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, bytes.length - offset);
+    bytes.set(part, offset);
+    offset += part.length;
+    if (offset >= bytes.length) break;
+  }
+  // stream: true leaves a character cut at the limit out instead of writing U+FFFD.
+  return new TextDecoder().decode(bytes, { stream: true });
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split("\n")[0].slice(0, 300);
+}
+
+/** A fetch failure with its cause ("fetch failed: … Connection refused"), without the URL echo. */
+function fetchError(error: unknown): string {
+  const cause = error instanceof Error && error.cause !== undefined
+    ? `: ${firstLine(error.cause).replace(/^error sending request for url \([^)]*\): /, "")}`
+    : "";
+  return `${firstLine(error)}${cause}`.slice(0, 300);
+}
+
+/** Turns a status, its body excerpt and its Retry-After header into a {@linkcode PostResult}. */
+function resultOf(
+  status: number,
+  excerpt: string,
+  retryAfter: string | null,
+  nowMs: number,
+): PostResult {
+  let error: string | null = null;
+  if (status >= 300 && status < 400) error = `Redirects are not followed (HTTP ${status})`;
+  else if (status < 200 || status >= 300) error = `HTTP ${status}`;
+  const retryAfterMs = status === 429 || status === 503 ? parseRetryAfter(retryAfter, nowMs) : null;
+  return { status, error, excerpt, retryAfterMs };
+}
+
+/** What {@linkcode postPinned} sends, and how long it waits. */
+interface PinnedPostOptions {
+  /** Request headers; `content-length` is added. */
+  headers: Record<string, string>;
+  /** Request body. */
+  body: string;
+  /** Whole-exchange timeout (ms). @default {DEFAULT_TIMEOUT_MS} */
+  timeoutMs?: number;
+  /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
+  nowMs?: number;
+}
+
+/**
+ * POSTs to `url` over a connection to exactly `address`, the address the
+ * SSRF check approved: a second DNS lookup by the HTTP client could answer
+ * differently (DNS rebinding). TLS still verifies the certificate for the
+ * URL's host name. Never throws.
+ */
+function postPinned(url: URL, address: string, options: PinnedPostOptions): Promise<PostResult> {
+  const { headers, body } = options;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const nowMs = options.nowMs ?? Date.now();
+  const family = address.includes(":") ? 6 : 4;
+  const client = url.protocol === "https:" ? https : http;
+  const payload = new TextEncoder().encode(body);
+  const lookup: LookupFunction = (_host, options, callback) => {
+    if (options.all) {
+      (callback as unknown as (error: null, all: LookupAddress[]) => void)(null, [{
+        address,
+        family,
+      }]);
+    } else callback(null, address, family);
+  };
+  return new Promise((resolve) => {
+    let settled = false;
+    const finish = (result: PostResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    const request = client.request({
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: url.port === "" ? undefined : Number(url.port),
+      path: `${url.pathname}${url.search}`,
+      method: "POST",
+      headers: { ...headers, "content-length": String(payload.byteLength) },
+      lookup,
+    }, (response) => {
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      response.on("data", (chunk: Uint8Array) => {
+        if (size < MAX_EXCERPT_BYTES) chunks.push(chunk);
+        size += chunk.length;
+      });
+      response.on("end", () => {
+        const retryAfter = response.headers["retry-after"];
+        finish(resultOf(
+          response.statusCode ?? 0,
+          excerptOf(chunks, size),
+          typeof retryAfter === "string" ? retryAfter : null,
+          nowMs,
+        ));
+      });
+      response.on(
+        "error",
+        (error: unknown) =>
+          finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
+      );
+    });
+    const timer = setTimeout(() => {
+      finish({
+        status: null,
+        error: `Timed out after ${timeoutMs} ms`,
+        excerpt: "",
+        retryAfterMs: null,
+      });
+      request.destroy();
+    }, timeoutMs);
+    request.on(
+      "error",
+      (error: unknown) =>
+        finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
+    );
+    request.end(payload);
+  });
+}
+
+/** Options for {@linkcode postWebhook}. */
+export interface PostOptions {
+  /** Whole-exchange timeout (ms). @default {15000} */
+  timeoutMs?: number;
+  /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
+  nowMs?: number;
+  /**
+   * Connect to this address (one the SSRF check approved) instead of
+   * resolving the URL's host again. Ignored for IP-literal hosts.
+   */
+  address?: string;
+}
+
+/**
+ * POSTs `body` to `url` once: no redirects followed, `timeoutMs` for the
+ * whole exchange. Never throws.
+ */
+export async function postWebhook(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  options: PostOptions = {},
+): Promise<PostResult> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const parsed = new URL(url);
+  const literal = /^\[.*\]$|^[\d.]+$/.test(parsed.hostname);
+  if (options.address !== undefined && !literal) {
+    return await postPinned(parsed, options.address, {
+      headers,
+      body,
+      timeoutMs,
+      nowMs: options.nowMs ?? Date.now(),
+    });
+  }
+  try {
+    const response = await fetch(url, {
+      method: "POST",
+      headers,
+      body,
+      redirect: "manual",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return resultOf(
+      response.status,
+      await readExcerpt(response),
+      response.headers.get("retry-after"),
+      options.nowMs ?? Date.now(),
+    );
+  } catch (error) {
+    const timedOut = error instanceof DOMException && error.name === "TimeoutError";
+    return {
+      status: null,
+      error: timedOut ? `Timed out after ${timeoutMs} ms` : fetchError(error),
+      excerpt: "",
+      retryAfterMs: null,
+    };
+  }
+}

@@ -1,0 +1,102 @@
+/** The endpoint registry on its own; the HTTP routes over it are tested in service_test.ts. */
+import assert from "node:assert/strict";
+import { compileConfig } from "../../../src/config/mod.ts";
+import {
+  DEFAULT_EVENT_TYPES,
+  EndpointRegistry,
+  InvalidEndpointError,
+  SECRET_OVERLAP_MS,
+  WebhookNotFoundError,
+} from "../../../src/fanout/webhooks/endpoints.ts";
+import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
+import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { CONFIG, T0 } from "./_setup.ts";
+
+const URL_OK = "http://127.0.0.1:9000/hook";
+
+function registry(changes: string[] = []) {
+  const clock = { now: T0 };
+  const now = () => clock.now;
+  const endpoints = new EndpointRegistry(new MemoryDeliveryStore({ now }), {
+    store: new MemoryStore({ now }),
+    streams: compileConfig(CONFIG),
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS in tests")),
+    }),
+    // Finishes a macrotask later: only an awaited onChange is seen when a change returns.
+    onChange: async () => {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      changes.push("changed");
+    },
+  });
+  return { endpoints, clock };
+}
+
+Deno.test("EndpointRegistry awaits onChange after every stored change and not after a refusal", async () => {
+  const changes: string[] = [];
+  const { endpoints } = registry(changes);
+  const { endpoint } = await endpoints.create({ url: URL_OK });
+  assert.deepEqual(changes, ["changed"]);
+  await endpoints.update(endpoint.id, { description: "orders" });
+  await endpoints.rotateSecret(endpoint.id);
+  await endpoints.delete(endpoint.id);
+  assert.equal(changes.length, 4);
+  await assert.rejects(endpoints.create({ url: "https://10.0.0.1/hook" }), InvalidEndpointError);
+  await assert.rejects(endpoints.update("ep_nope", {}), WebhookNotFoundError);
+  await assert.rejects(endpoints.delete("ep_nope"), WebhookNotFoundError);
+  assert.equal(changes.length, 4);
+});
+
+Deno.test("EndpointRegistry.create() applies defaults and versions every change", async () => {
+  const { endpoints } = registry();
+  const { endpoint, secret } = await endpoints.create({ url: URL_OK });
+  assert.deepEqual(endpoint.eventTypes, DEFAULT_EVENT_TYPES);
+  assert.equal(endpoint.streams, null);
+  assert.equal(endpoint.disabled, false);
+  assert.equal(endpoint.version, 1);
+  assert.deepEqual(endpoint.secrets, [{ secret, expiresMs: null }]);
+  const changed = await endpoints.update(endpoint.id, { disabled: true });
+  assert.equal(changed.version, 2);
+  assert.equal(changed.disabledReason, "Disabled by its owner");
+  assert.deepEqual(await endpoints.list(), [changed]);
+  assert.deepEqual(await endpoints.get(endpoint.id), changed);
+});
+
+Deno.test("EndpointRegistry names the input field at fault", async () => {
+  const { endpoints } = registry();
+  const cases: Array<[Parameters<EndpointRegistry["create"]>[0], string]> = [
+    [{ url: "https://169.254.169.254/" }, "url"],
+    [{ url: URL_OK, streams: ["nope"] }, "streams"],
+    [{ url: URL_OK, filter: "payload.type ==" }, "filter"],
+    [{ url: URL_OK, headers: { "Content-Type": "text/plain" } }, "headers"],
+    [{ url: URL_OK, headers: { "bad name": "x" } }, "headers"],
+  ];
+  for (const [input, field] of cases) {
+    await assert.rejects(endpoints.create(input), (error) => {
+      assert.ok(error instanceof InvalidEndpointError, String(error));
+      assert.equal(error.field, field, JSON.stringify(input));
+      return true;
+    });
+  }
+  assert.deepEqual(await endpoints.list(), []);
+});
+
+Deno.test("EndpointRegistry.rotateSecret() keeps the previous secret for the overlap only", async () => {
+  const { endpoints, clock } = registry();
+  const { endpoint, secret: first } = await endpoints.create({ url: URL_OK });
+  const { secret: second, previousExpiresMs } = await endpoints.rotateSecret(endpoint.id);
+  assert.equal(previousExpiresMs, T0 + SECRET_OVERLAP_MS);
+  assert.deepEqual((await endpoints.get(endpoint.id)).secrets, [
+    { secret: second, expiresMs: null },
+    { secret: first, expiresMs: previousExpiresMs },
+  ]);
+  clock.now = previousExpiresMs + 1;
+  const { secret: third } = await endpoints.rotateSecret(endpoint.id);
+  assert.deepEqual((await endpoints.get(endpoint.id)).secrets.map((item) => item.secret), [
+    third,
+    second,
+  ]);
+});

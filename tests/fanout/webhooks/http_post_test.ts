@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import {
+  MAX_EXCERPT_BYTES,
+  parseRetryAfter,
+  postWebhook,
+} from "../../../src/fanout/webhooks/http_post.ts";
+
+Deno.test("parseRetryAfter() reads seconds and HTTP dates, clamped to 1 s – 24 h", () => {
+  const now = Date.parse("2026-01-01T00:00:00Z");
+  assert.equal(parseRetryAfter("120", now), 120_000);
+  assert.equal(parseRetryAfter(" 7 ", now), 7_000);
+  assert.equal(parseRetryAfter("0", now), 1_000);
+  assert.equal(parseRetryAfter("999999", now), 86_400_000);
+  assert.equal(parseRetryAfter("Thu, 01 Jan 2026 00:02:00 GMT", now), 120_000);
+  assert.equal(parseRetryAfter("Wed, 31 Dec 2025 00:00:00 GMT", now), 1_000);
+  assert.equal(parseRetryAfter("soon", now), null);
+  assert.equal(parseRetryAfter(null, now), null);
+});
+
+async function withServer(
+  handler: (request: Request) => Response | Promise<Response>,
+  run: (url: string) => Promise<void>,
+) {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  try {
+    await run(`http://127.0.0.1:${server.addr.port}/hook`);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+Deno.test("postWebhook() keeps at most 2 KB of the response, never half a character", async () => {
+  const body = "a" + "é".repeat(3_000);
+  await withServer(() => new Response(body, { status: 500 }), async (url) => {
+    const result = await postWebhook(url, {}, "{}");
+    assert.equal(result.status, 500);
+    assert.equal(result.error, "HTTP 500");
+    const bytes = new TextEncoder().encode(result.excerpt).length;
+    assert.ok(bytes <= MAX_EXCERPT_BYTES && bytes >= MAX_EXCERPT_BYTES - 1, `${bytes} bytes`);
+    assert.ok(!result.excerpt.includes("\ufffd"));
+    assert.equal(result.excerpt, body.slice(0, result.excerpt.length));
+  });
+});
+
+Deno.test("postWebhook() sends the body and headers and reports a 2xx as success", async () => {
+  let seen: { method: string; body: string; header: string | null } | undefined;
+  await withServer(async (request) => {
+    seen = {
+      method: request.method,
+      body: await request.text(),
+      header: request.headers.get("x-team"),
+    };
+    return new Response("ok", { status: 200 });
+  }, async (url) => {
+    const result = await postWebhook(url, { "x-team": "a" }, '{"n":1}');
+    assert.deepEqual(result, { status: 200, error: null, excerpt: "ok", retryAfterMs: null });
+  });
+  assert.deepEqual(seen, { method: "POST", body: '{"n":1}', header: "a" });
+});
+
+Deno.test("postWebhook() does not follow redirects: a 3xx is a failure", async () => {
+  let hits = 0;
+  await withServer((request) => {
+    hits += 1;
+    if (new URL(request.url).pathname === "/hook") {
+      return new Response(null, { status: 302, headers: { location: "/elsewhere" } });
+    }
+    return new Response("followed", { status: 200 });
+  }, async (url) => {
+    const result = await postWebhook(url, {}, "{}");
+    assert.equal(result.status, 302);
+    assert.equal(result.error, "Redirects are not followed (HTTP 302)");
+  });
+  assert.equal(hits, 1);
+});
+
+Deno.test("postWebhook() reads Retry-After on 429 and 503 only", async () => {
+  const statuses = [429, 503, 500];
+  await withServer(
+    () => new Response(null, { status: statuses.shift()!, headers: { "retry-after": "30" } }),
+    async (url) => {
+      assert.equal((await postWebhook(url, {}, "{}")).retryAfterMs, 30_000);
+      assert.equal((await postWebhook(url, {}, "{}")).retryAfterMs, 30_000);
+      assert.equal((await postWebhook(url, {}, "{}")).retryAfterMs, null);
+    },
+  );
+});
+
+Deno.test("postWebhook() gives up after its timeout and reports it", async () => {
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  await withServer(async () => {
+    await released;
+    return new Response("late");
+  }, async (url) => {
+    const result = await postWebhook(url, {}, "{}", { timeoutMs: 50 });
+    release();
+    assert.deepEqual(result, {
+      status: null,
+      error: "Timed out after 50 ms",
+      excerpt: "",
+      retryAfterMs: null,
+    });
+  });
+});
+
+Deno.test("postWebhook() reports a refused connection without throwing", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const result = await postWebhook(`http://127.0.0.1:${port}/hook`, {}, "{}");
+  assert.equal(result.status, null);
+  assert.match(result.error!, /connect|refused/i);
+});
+
+Deno.test("postWebhook() with an address connects there, keeping the URL's host name in Host", async () => {
+  let host: string | null = null;
+  let body = "";
+  await withServer(async (request) => {
+    host = request.headers.get("host");
+    body = await request.text();
+    return new Response("busy", { status: 503, headers: { "retry-after": "30" } });
+  }, async (url) => {
+    const port = new URL(url).port;
+    // The name does not resolve anywhere: only the pinned address can reach the server.
+    const result = await postWebhook(`http://hooks.invalid:${port}/hook`, {}, '{"n":2}', {
+      address: "127.0.0.1",
+      timeoutMs: 5_000,
+    });
+    assert.deepEqual(result, {
+      status: 503,
+      error: "HTTP 503",
+      excerpt: "busy",
+      retryAfterMs: 30_000,
+    });
+  });
+  assert.match(host ?? "", /^hooks\.invalid:\d+$/);
+  assert.equal(body, '{"n":2}');
+});
+
+Deno.test("postWebhook() never re-resolves a pinned host: a rebinding answer cannot reach loopback", async () => {
+  let hits = 0;
+  await withServer(() => {
+    hits += 1;
+    return new Response("internal");
+  }, async (url) => {
+    const port = new URL(url).port;
+    // 'localhost' resolves to loopback, but the check approved (and pinned) another address.
+    const result = await postWebhook(`http://localhost:${port}/hook`, {}, "{}", {
+      address: "192.0.2.1",
+      timeoutMs: 300,
+    });
+    assert.equal(result.status, null);
+  });
+  assert.equal(hits, 0);
+});
