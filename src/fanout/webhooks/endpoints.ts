@@ -114,7 +114,17 @@ export interface EndpointRegistryOptions {
  *
  * @example
  * ```ts
- * const endpoints = new EndpointRegistry(new MemoryDeliveryStore(), { store, streams });
+ * import { compileConfig } from "../../config/mod.ts";
+ * import { MemoryDeliveryStore, MemoryStore } from "../../store/mod.ts";
+ * import { EndpointRegistry } from "./endpoints.ts";
+ *
+ * const streams = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * });
+ * const endpoints = new EndpointRegistry(new MemoryDeliveryStore(), {
+ *   store: new MemoryStore(),
+ *   streams,
+ * });
  * const { endpoint, secret } = await endpoints.create({ url: "https://example.com/hook" });
  * await endpoints.update(endpoint.id, { disabled: true });
  * ```

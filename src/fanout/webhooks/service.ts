@@ -78,8 +78,15 @@ function describe(error: unknown): string {
  *
  * @example
  * ```ts
+ * import { compileConfig } from "../../config/mod.ts";
+ * import { MemoryDeliveryStore, MemoryStore } from "../../store/mod.ts";
+ * import { WebhookService } from "./service.ts";
+ *
+ * const streams = compileConfig({
+ *   streams: { orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+ * });
+ * const store = new MemoryStore();
  * const webhooks = new WebhookService({ store, deliveries: new MemoryDeliveryStore(), streams });
- * const app = createApp({ streams, store, keys, webhooks });
  * const { endpoint, secret } = await webhooks.createEndpoint({ url: "https://example.com/hook" });
  * ```
  */
