@@ -112,8 +112,8 @@ return cjson.encode({ c, p })
 `;
 
 /**
- * Plans a page. ARGV[1]: \`{stream, cursor ("" for none), last, ttl}\`. Sets the plan when the
- * cursor is as given and no plan exists. Returns JSON \`[cursor, plan]\`.
+ * Plans a page. ARGV[1]: `{stream, cursor ("" for none), last, ttl}`. Sets the plan when the
+ * cursor is as given and no plan exists. Returns JSON `[cursor, plan]`.
  */
 export const BEGIN_PAGE_SCRIPT = COMMON + `
 local key = P .. "cur:" .. b.stream
@@ -127,7 +127,7 @@ redis.call("PEXPIRE", key, b.ttl)
 return cjson.encode({ c, p })
 `;
 
-/** Moves a cursor. ARGV[1]: \`{stream, cursor, last, ttl}\`. Returns 1, or 0 if it moved already. */
+/** Moves a cursor. ARGV[1]: `{stream, cursor, last, ttl}`. Returns 1, or 0 if it moved already. */
 export const COMMIT_PAGE_SCRIPT = COMMON + `
 local key = P .. "cur:" .. b.stream
 local c = redis.call("HGET", key, "c") or ""
@@ -138,13 +138,13 @@ redis.call("PEXPIRE", key, b.ttl)
 return 1
 `;
 
-/** Takes a lease. ARGV[1]: \`{name, token, ttl}\`. Returns 1 if taken. */
+/** Takes a lease. ARGV[1]: `{name, token, ttl}`. Returns 1 if taken. */
 export const ACQUIRE_LEASE_SCRIPT = COMMON + `
 if redis.call("SET", P .. "lease:" .. b.name, b.token, "NX", "PX", b.ttl) then return 1 end
 return 0
 `;
 
-/** Gives a lease back. ARGV[1]: \`{name, token}\`. */
+/** Gives a lease back. ARGV[1]: `{name, token}`. */
 export const RELEASE_LEASE_SCRIPT = COMMON + `
 local key = P .. "lease:" .. b.name
 if redis.call("GET", key) == b.token then redis.call("DEL", key) end
@@ -153,7 +153,7 @@ return 1
 
 /**
  * Creates deliveries that do not exist. ARGV[1]:
- * \`{now, retention, items: [[id, messageId, endpointId, stream, type, payload, created], …]}\`.
+ * `{now, retention, items: [[id, messageId, endpointId, stream, type, payload, created], …]}`.
  * Returns how many were created.
  */
 export const CREATE_SCRIPT = COMMON + `
@@ -182,14 +182,14 @@ end
 return created
 `;
 
-/** Reads one delivery. ARGV[1]: \`{id}\`. Returns JSON of its hash, or \`{}\`. */
+/** Reads one delivery. ARGV[1]: `{id}`. Returns JSON of its hash, or `{}`. */
 export const GET_DELIVERY_SCRIPT = COMMON + `
 return cjson.encode(hash(P .. "d:" .. b.id))
 `;
 
 /**
- * Lists an endpoint's deliveries, newest first. ARGV[1]: \`{ep, limit, status|false, scan}\`.
- * Returns JSON \`[{hash}, …]\`.
+ * Lists an endpoint's deliveries, newest first. ARGV[1]: `{ep, limit, status|false, scan}`.
+ * Returns JSON `[{hash}, …]`.
  */
 export const LIST_DELIVERIES_SCRIPT = COMMON + `
 local out = {}
@@ -202,16 +202,16 @@ end
 return cjson.encode(out)
 `;
 
-/** Reads an attempt log. ARGV[1]: \`{id}\`. Returns its JSON entries, newest first. */
+/** Reads an attempt log. ARGV[1]: `{id}`. Returns its JSON entries, newest first. */
 export const LIST_ATTEMPTS_SCRIPT = COMMON + `
 return redis.call("LRANGE", P .. "a:" .. b.id, 0, -1)
 `;
 
 /**
- * Claims due deliveries. ARGV[1]: \`{now, limit, lease, conc, token}\`. Visits endpoints with
+ * Claims due deliveries. ARGV[1]: `{now, limit, lease, conc, token}`. Visits endpoints with
  * due work, earliest first; per endpoint claims up to its free concurrency and rate-limit
  * tokens. Due deliveries of a disabled endpoint become dead. Returns JSON
- * \`[[{delivery hash}, endpointJson, {state}, token], …]\`.
+ * `[[{delivery hash}, endpointJson, {state}, token], …]`.
  */
 export const CLAIM_SCRIPT = COMMON + `
 local out, seq = {}, 0
@@ -289,9 +289,9 @@ return cjson.encode(out)
 `;
 
 /**
- * Records an attempt. ARGV[1]: \`{id, ep, token, now, outcome, next|false, status|false,
- * err|false, attempt (JSON), retention, maxLog, disable|false, disableAfter, failingReason}\`.
- * Returns JSON \`[recorded (0/1), disabled (0/1)]\`.
+ * Records an attempt. ARGV[1]: `{id, ep, token, now, outcome, next|false, status|false,
+ * err|false, attempt (JSON), retention, maxLog, disable|false, disableAfter, failingReason}`.
+ * Returns JSON `[recorded (0/1), disabled (0/1)]`.
  */
 export const RECORD_SCRIPT = COMMON + `
 local key = P .. "d:" .. b.id
@@ -340,7 +340,7 @@ end
 return cjson.encode({ 1, disabled })
 `;
 
-/** Makes a delivery due now. ARGV[1]: \`{id, now, retention}\`. Returns JSON of the outcome. */
+/** Makes a delivery due now. ARGV[1]: `{id, now, retention}`. Returns JSON of the outcome. */
 export const RETRY_SCRIPT = COMMON + `
 local key = P .. "d:" .. b.id
 if redis.call("EXISTS", key) == 0 then return cjson.encode("not_found") end
@@ -352,7 +352,7 @@ return cjson.encode("requeued")
 
 /**
  * Requeues an endpoint's retrying and dead deliveries created since a time.
- * ARGV[1]: \`{ep, since, now, retention}\`. Returns how many.
+ * ARGV[1]: `{ep, since, now, retention}`. Returns how many.
  */
 export const REPLAY_SCRIPT = COMMON + `
 local count = 0

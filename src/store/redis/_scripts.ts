@@ -80,21 +80,22 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes little:
- * - ARGV[1], JSON: \`{now, late, idle, dttl, filtered, statsTtl, logp, logl,
+ * - ARGV[1], JSON: `{now, late, idle, dttl, filtered, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
- *   times: [ms, …], payloads?: [json|false, …]}\` — one entry per event.
+ *   times: [ms, …], payloads?: [json|false, …]}` — one entry per event.
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
- *   applies: \`[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]\`.
+ *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]`.
  * - ARGV[3], JSON: each event's own updates
- *   \`[[[counterIndex, pane, group, value?], …], …]\`, decoded only when some
+ *   `[[[counterIndex, pane, group, value?], …], …]`, decoded only when some
  *   event turns out duplicate or late and the cells must be rebuilt without it.
  *
- * Dedupe ids live in hashes per TTL-wide time bucket (\`ids:<bucket>\`); an id
+ * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
  * remembered for at least the TTL and at most twice that, at one hash field
  * per id instead of one key.
  *
- * Returns JSON \`{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>"}\`.
+ * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>",
+ * "d": [type, …]}`, `d` naming the log record types live subscribers want now.
  */
 export const APPLY_SCRIPT = COMMON + `
 local b = cjson.decode(ARGV[1])
@@ -332,7 +333,7 @@ return cjson.encode(out)
 
 /**
  * Claims alert firings. ARGV[1] is JSON
- * \`{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …]}\`.
+ * `{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …]}`.
  * Returns JSON: the indexes (1-based) of the firings that were new.
  */
 export const FIRE_SCRIPT = COMMON + `
@@ -352,7 +353,7 @@ end
 return cjson.encode(fired)
 `;
 
-/** Appends records to the log. ARGV[1] is JSON \`{logTtl, records: ["<record JSON>", …]}\`. */
+/** Appends records to the log. ARGV[1] is JSON `{logTtl, records: ["<record JSON>", …]}`. */
 export const APPEND_SCRIPT = COMMON + `
 local b = cjson.decode(ARGV[1])
 for _, record in ipairs(b.records) do appendLog(record, b.logTtl) end
