@@ -23,10 +23,11 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-const COMMON = `
-local P = KEYS[1]
+import { LUA_COMMON } from "./_lua_common.ts";
+
+/** The shared prelude and the helpers of the delivery store's scripts. */
+const COMMON = LUA_COMMON + `
 local b = cjson.decode(ARGV[1])
-local function num(x) return string.format("%.17g", x) end
 local function hash(key)
   local flat = redis.call("HGETALL", key)
   local t = {}

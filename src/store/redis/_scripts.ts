@@ -19,9 +19,10 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-const COMMON = `
-local P = KEYS[1]
-local function num(x) return string.format("%.17g", x) end
+import { LUA_COMMON } from "./_lua_common.ts";
+
+/** The shared prelude and the helpers of the window store's scripts. */
+const COMMON = LUA_COMMON + `
 local function appendLog(recordJson, ttl)
   redis.call("XADD", P .. "log", "MAXLEN", "~", "100000", "*", "r", recordJson)
   redis.call("PEXPIRE", P .. "log", ttl)

@@ -1,0 +1,17 @@
+/**
+ * The Lua prelude every Redis script of both Redis stores starts with
+ * (`_scripts.ts`, `_delivery_scripts.ts`); each file adds its own helpers
+ * after it.
+ *
+ * Every script is called with one key, KEYS[1]: the hash-tagged prefix
+ * (`es:{orders}:`, `es:{wh}:`) that every key it touches starts with, so a
+ * script's keys share one Redis Cluster slot.
+ *
+ * @module
+ */
+export const LUA_COMMON = `
+local P = KEYS[1]
+-- Numbers leave Lua as %.17g text: Lua's own number-to-string (.. and tostring)
+-- and cjson.encode keep only 14 significant digits.
+local function num(x) return string.format("%.17g", x) end
+`;
