@@ -5,12 +5,15 @@
  *
  * Every script is called with one key, KEYS[1]: the hash-tagged prefix
  * (`es:{orders}:`, `es:{wh}:`) that every key it touches starts with, so a
- * script's keys share one Redis Cluster slot.
+ * script's keys share one Redis Cluster slot. Its arguments come as JSON
+ * (see `RedisCalls.script`); every script takes an object in ARGV[1], decoded
+ * here into `args`, and reads its fields into named locals first thing.
  *
  * @module
  */
 export const LUA_COMMON = `
 local P = KEYS[1]
+local args = cjson.decode(ARGV[1])
 -- Numbers leave Lua as %.17g text: Lua's own number-to-string (.. and tostring)
 -- and cjson.encode keep only 14 significant digits.
 local function num(x) return string.format("%.17g", x) end
