@@ -37,6 +37,28 @@ local function openKey(counter) return P .. "open:" .. counter end
 local function alertKey(alert, counter, start, group)
   return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
 end
+-- Log records are JSON built here, not by cjson.encode, which keeps only 14
+-- significant digits: numbers go in as %.17g text, so sums stay exact to 2^53.
+-- A value is a number, a string, a boolean, nil (null) or raw(json): JSON text
+-- taken as is (an event payload, a nested object).
+local function raw(json) return { json = json } end
+local function jsonValue(value)
+  if value == nil then return "null" end
+  local kind = type(value)
+  if kind == "number" then return num(value) end
+  if kind == "table" then return value.json end
+  return cjson.encode(value)
+end
+-- A JSON object of name, value pairs, in the order given (names are plain words).
+local function jsonObject(...)
+  local fields, parts = { ... }, {}
+  for i = 1, select("#", ...), 2 do
+    parts[#parts + 1] = '"' .. fields[i] .. '":' .. jsonValue(fields[i + 1])
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+-- A result-log record: its type, then its fields as name, value pairs.
+local function logRecord(recordType, ...) return jsonObject("type", recordType, ...) end
 local function appendLog(recordJson, ttl)
   redis.call("XADD", LOG_KEY, "MAXLEN", "~", "100000", "*", "r", recordJson)
   redis.call("PEXPIRE", LOG_KEY, ttl)
@@ -148,9 +170,9 @@ for i, t in ipairs(times) do
   if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
   local payload = payloads and payloads[i]
   if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
-    local kind = "event.processed"
-    if outcome == 2 then kind = "event.late" end
-    appendLog('{"type":"' .. kind .. '","timeMs":' .. num(t) .. ',"event":' .. payload .. '}', statsTtl)
+    local recordType = "event.processed"
+    if outcome == 2 then recordType = "event.late" end
+    appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
   end
   if outcome == 0 then
     if wm == nil or t > wm then wm = t end
@@ -351,16 +373,13 @@ for _, c in ipairs(args.counters) do
       for i, cell in ipairs(cells) do rows[i] = rowText(cell) end
       out[#out + 1] = { name, num(start), num(windowEnd), rows }
       if not peek then
-        for _, row in ipairs(rows) do
-          local extreme = row[4]
-          if extreme == "" then extreme = "null" end
-          local minText, maxText = "null", "null"
-          if kind == "min" then minText = extreme elseif kind == "max" then maxText = extreme end
-          appendLog('{"type":"window.closed","counter":' .. cjson.encode(name) .. ',"start":' .. num(start)
-            .. ',"end":' .. num(windowEnd) .. ',"group":' .. cjson.encode(row[1])
-            .. ',"state":{"count":' .. row[2] .. ',"sum":' .. row[3] .. ',"min":' .. minText
-            .. ',"max":' .. maxText .. ',"distinct":' .. row[5] .. ',"approximate":'
-            .. tostring(kind == "distinct") .. '}}', logTtl)
+        for _, cell in ipairs(cells) do
+          local min, max
+          if kind == "min" then min = cell.extreme elseif kind == "max" then max = cell.extreme end
+          local state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
+            "distinct", cell.distinct, "approximate", kind == "distinct")
+          appendLog(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
+            "group", cell.group, "state", raw(state)), logTtl)
         end
       end
     end
@@ -380,11 +399,10 @@ local fired = {}
 for i, f in ipairs(firings) do
   local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]
   if redis.call("SET", alertKey(alert, counter, start, group), "1", "NX", "PX", ttl) then
-    local valueText = "null"
-    if type(value) == "number" then valueText = num(value) end
-    appendLog('{"type":"alert.fired","alert":' .. cjson.encode(alert) .. ',"counter":' .. cjson.encode(counter)
-      .. ',"start":' .. num(start) .. ',"end":' .. num(windowEnd) .. ',"group":' .. cjson.encode(group)
-      .. ',"value":' .. valueText .. '}', logTtl)
+    -- false (no value) is logged as null.
+    if type(value) ~= "number" then value = nil end
+    appendLog(logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
+      "end", windowEnd, "group", group, "value", value), logTtl)
     fired[#fired + 1] = i
   end
 end
