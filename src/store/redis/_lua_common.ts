@@ -18,3 +18,15 @@ local args = cjson.decode(ARGV[1])
 -- and cjson.encode keep only 14 significant digits.
 local function num(x) return string.format("%.17g", x) end
 `;
+
+/**
+ * A TypeScript string constant as a Lua string literal, for putting shared
+ * constants into script text. Only printable ASCII without quotes or
+ * backslashes is taken, so the text needs no escaping in Lua.
+ */
+export function luaString(text: string): string {
+  if (!/^[ -~]*$/.test(text) || /["\\]/.test(text)) {
+    throw new Error(`Not a plain Lua string constant: ${JSON.stringify(text)}`);
+  }
+  return `"${text}"`;
+}

@@ -12,7 +12,7 @@
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
  * - `panes:<counter>` — zset of live panes, score = expiry time.
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
- * - `log` — Redis stream (XADD, capped near 100,000 entries): the result log;
+ * - `log` — Redis stream (XADD, capped near {@linkcode MAX_LOG_ENTRIES}): the result log;
  *   field `r` holds a JSON log record.
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
@@ -20,19 +20,23 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { LUA_COMMON } from "./_lua_common.ts";
+import { MAX_LOG_ENTRIES, OTHER_GROUP } from "../types.ts";
+import { LUA_COMMON, luaString } from "./_lua_common.ts";
+
+/** Names of the keys under a stream's prefix that the store also reads outside scripts. */
+export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
 
 /** The shared prelude and the helpers of the window store's scripts. */
 const COMMON = LUA_COMMON + `
-local STATS_KEY = P .. "stats"
-local LOG_KEY = P .. "log"
+local STATS_KEY = P .. ${luaString(STREAM_KEYS.stats)}
+local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
 local DEMAND_KEY = P .. "demand"
 local function idsKey(bucket) return P .. "ids:" .. num(bucket) end
 local function paneKey(counter, paneText) return P .. "p:" .. counter .. ":" .. paneText end
 local function hllKey(counter, paneText, group)
   return P .. "h:" .. counter .. ":" .. paneText .. ":" .. group
 end
-local function livePanesKey(counter) return P .. "panes:" .. counter end
+local function livePanesKey(counter) return P .. ${luaString(STREAM_KEYS.livePanes)} .. counter end
 local function openKey(counter) return P .. "open:" .. counter end
 local function alertKey(alert, counter, start, group)
   return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
@@ -60,7 +64,7 @@ end
 -- A result-log record: its type, then its fields as name, value pairs.
 local function logRecord(recordType, ...) return jsonObject("type", recordType, ...) end
 local function appendLog(recordJson, ttl)
-  redis.call("XADD", LOG_KEY, "MAXLEN", "~", "100000", "*", "r", recordJson)
+  redis.call("XADD", LOG_KEY, "MAXLEN", "~", "${MAX_LOG_ENTRIES}", "*", "r", recordJson)
   redis.call("PEXPIRE", LOG_KEY, ttl)
 end
 -- An idle stream's watermark follows the clock: at least now - idle.
@@ -257,7 +261,7 @@ for _, cell in ipairs(cells) do
   if not hasGroup(pane, group) then
     if pane.groups == nil then pane.groups = redis.call("HLEN", key) / fieldsPerGroup(kind) end
     if pane.groups >= counter.maxGroups then
-      group = "__other__"
+      group = ${luaString(OTHER_GROUP)}
       redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
     end
     if not hasGroup(pane, group) then pane.groups = pane.groups + 1 end
