@@ -42,7 +42,7 @@ local function alertKey(alert, counter, start, group)
   return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
 end
 -- Log records are JSON built here, not by cjson.encode, which keeps only 14
--- significant digits: numbers go in as %.17g text, so sums stay exact to 2^53.
+-- significant digits: numbers go in as %.17g text, so integer sums stay exact up to 2^53.
 -- A value is a number, a string, a boolean, nil (null) or raw(json): JSON text
 -- taken as is (an event payload, a nested object).
 local function raw(json) return { json = json } end
@@ -80,16 +80,16 @@ end
 -- Reads and merges panes into one cell per group, in first-seen group order:
 -- {group, count, sum, extreme (min or max; nil when none), distinct}.
 local function mergePanes(name, kind, panes)
-  local cells, order = {}, {}
+  local byGroup, order = {}, {}
   for _, pane in ipairs(panes) do
     local flat = redis.call("HGETALL", paneKey(name, num(pane)))
     for i = 1, #flat, 2 do
       local field, value = flat[i], tonumber(flat[i + 1])
       local kindChar, group = string.sub(field, 1, 1), string.sub(field, 3)
-      local cell = cells[group]
+      local cell = byGroup[group]
       if not cell then
         cell = { group = group, count = 0, sum = 0, distinct = 0, panes = {} }
-        cells[group] = cell
+        byGroup[group] = cell
         order[#order + 1] = cell
       end
       if kindChar == "c" then
