@@ -20,6 +20,9 @@ export interface CounterMeta {
 /** Group key that events beyond a pane's `maxGroups` count into. */
 export const OTHER_GROUP = "__other__";
 
+/** Most entries a stream's result log keeps; older ones are trimmed (by Redis: about this many). */
+export const MAX_LOG_ENTRIES = 100_000;
+
 /** One update of one event to one counter's pane. */
 export interface CellUpdate {
   /** Index of the counter in {@linkcode StoreBatch.counters}. */

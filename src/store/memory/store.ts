@@ -23,6 +23,7 @@ import {
   type EventOutcome,
   type LogEntry,
   type LogRecord,
+  MAX_LOG_ENTRIES,
   OTHER_GROUP,
   parseLogId,
   type Store,
@@ -69,9 +70,6 @@ interface StreamState {
   /** Result types live subscribers want, type → expiry. */
   demand: Map<string, number>;
 }
-
-/** Most entries a stream's result log keeps; older ones are trimmed. */
-export const MAX_LOG_ENTRIES = 100_000;
 
 /** Options for {@linkcode MemoryStore}. */
 export interface MemoryStoreOptions {

@@ -12,19 +12,60 @@
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
  * - `panes:<counter>` — zset of live panes, score = expiry time.
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
- * - `log` — Redis stream (XADD, capped near 100,000 entries): the result log;
+ * - `log` — Redis stream (XADD, capped near {@linkcode MAX_LOG_ENTRIES}): the result log;
  *   field `r` holds a JSON log record.
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
+ * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-const COMMON = `
-local P = KEYS[1]
-local function num(x) return string.format("%.17g", x) end
+import { MAX_LOG_ENTRIES, OTHER_GROUP } from "../types.ts";
+import { LUA_COMMON, luaString } from "./_lua_common.ts";
+
+/** Names of the keys under a stream's prefix that the store also reads outside scripts. */
+export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
+
+/** The shared prelude and the helpers of the window store's scripts. */
+const COMMON = LUA_COMMON + `
+local STATS_KEY = P .. ${luaString(STREAM_KEYS.stats)}
+local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
+local DEMAND_KEY = P .. "demand"
+local function idsKey(bucket) return P .. "ids:" .. num(bucket) end
+local function paneKey(counter, paneText) return P .. "p:" .. counter .. ":" .. paneText end
+local function hllKey(counter, paneText, group)
+  return P .. "h:" .. counter .. ":" .. paneText .. ":" .. group
+end
+local function livePanesKey(counter) return P .. ${luaString(STREAM_KEYS.livePanes)} .. counter end
+local function openKey(counter) return P .. "open:" .. counter end
+local function alertKey(alert, counter, start, group)
+  return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
+end
+-- Log records are JSON built here, not by cjson.encode, which keeps only 14
+-- significant digits: numbers go in as %.17g text, so integer sums stay exact up to 2^53.
+-- A value is a number, a string, a boolean, nil (null) or raw(json): JSON text
+-- taken as is (an event payload, a nested object).
+local function raw(json) return { json = json } end
+local function jsonValue(value)
+  if value == nil then return "null" end
+  local kind = type(value)
+  if kind == "number" then return num(value) end
+  if kind == "table" then return value.json end
+  return cjson.encode(value)
+end
+-- A JSON object of name, value pairs, in the order given (names are plain words).
+local function jsonObject(...)
+  local fields, parts = { ... }, {}
+  for i = 1, select("#", ...), 2 do
+    parts[#parts + 1] = '"' .. fields[i] .. '":' .. jsonValue(fields[i + 1])
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+-- A result-log record: its type, then its fields as name, value pairs.
+local function logRecord(recordType, ...) return jsonObject("type", recordType, ...) end
 local function appendLog(recordJson, ttl)
-  redis.call("XADD", P .. "log", "MAXLEN", "~", "100000", "*", "r", recordJson)
-  redis.call("PEXPIRE", P .. "log", ttl)
+  redis.call("XADD", LOG_KEY, "MAXLEN", "~", "${MAX_LOG_ENTRIES}", "*", "r", recordJson)
+  redis.call("PEXPIRE", LOG_KEY, ttl)
 end
 -- An idle stream's watermark follows the clock: at least now - idle.
 local function raiseToClock(wm, now, idle)
@@ -36,97 +77,106 @@ local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
   return 2
 end
--- Reads and merges panes into per-group cells, in first-seen group order.
+-- Reads and merges panes into one cell per group, in first-seen group order:
+-- {group, count, sum, extreme (min or max; nil when none), distinct}.
 local function mergePanes(name, kind, panes)
-  local cells, order = {}, {}
+  local byGroup, order = {}, {}
   for _, pane in ipairs(panes) do
-    local flat = redis.call("HGETALL", P .. "p:" .. name .. ":" .. num(pane))
+    local flat = redis.call("HGETALL", paneKey(name, num(pane)))
     for i = 1, #flat, 2 do
       local field, value = flat[i], tonumber(flat[i + 1])
       local kindChar, group = string.sub(field, 1, 1), string.sub(field, 3)
-      local cell = cells[group]
+      local cell = byGroup[group]
       if not cell then
-        cell = { n = 0, s = 0, panes = {} }
-        cells[group] = cell
-        order[#order + 1] = group
+        cell = { group = group, count = 0, sum = 0, distinct = 0, panes = {} }
+        byGroup[group] = cell
+        order[#order + 1] = cell
       end
       if kindChar == "c" then
-        cell.n = cell.n + value
+        cell.count = cell.count + value
         cell.panes[#cell.panes + 1] = pane
       elseif kindChar == "s" then
-        cell.s = cell.s + value
+        cell.sum = cell.sum + value
       elseif kindChar == "m" then
-        if cell.m == nil or (kind == "min" and value < cell.m) or (kind == "max" and value > cell.m) then
-          cell.m = value
+        local extreme = cell.extreme
+        if extreme == nil or (kind == "min" and value < extreme) or (kind == "max" and value > extreme) then
+          cell.extreme = value
         end
       end
     end
   end
-  local rows = {}
-  for _, group in ipairs(order) do
-    local cell = cells[group]
-    local distinct = 0
-    if kind == "distinct" and #cell.panes > 0 then
-      local keys = {}
-      for i, pane in ipairs(cell.panes) do keys[i] = P .. "h:" .. name .. ":" .. num(pane) .. ":" .. group end
-      distinct = redis.call("PFCOUNT", unpack(keys))
+  if kind == "distinct" then
+    for _, cell in ipairs(order) do
+      if #cell.panes > 0 then
+        local keys = {}
+        for i, pane in ipairs(cell.panes) do keys[i] = hllKey(name, num(pane), cell.group) end
+        cell.distinct = redis.call("PFCOUNT", unpack(keys))
+      end
     end
-    local m = cell.m
-    rows[#rows + 1] = { group, num(cell.n), num(cell.s), m and num(m) or "", num(distinct) }
   end
-  return rows
+  return order
+end
+-- A merged cell as the reply row the store reads: [group, count, sum, minOrMax, distinct],
+-- numbers as text, "" for no min or max.
+local function rowText(cell)
+  local extreme = cell.extreme
+  return { cell.group, num(cell.count), num(cell.sum), extreme and num(extreme) or "", num(cell.distinct) }
 end
 `;
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes little:
- * - ARGV[1], JSON: \`{now, late, idle, dttl, filtered, statsTtl, logp, logl,
+ * - ARGV[1], JSON: `{now, late, idle, dttl, filtered, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
- *   times: [ms, …], payloads?: [json|false, …]}\` — one entry per event.
+ *   times: [ms, …], payloads?: [json|false, …]}` — one entry per event.
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
- *   applies: \`[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]\`.
+ *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]`.
  * - ARGV[3], JSON: each event's own updates
- *   \`[[[counterIndex, pane, group, value?], …], …]\`, decoded only when some
+ *   `[[[counterIndex, pane, group, value?], …], …]`, decoded only when some
  *   event turns out duplicate or late and the cells must be rebuilt without it.
  *
- * Dedupe ids live in hashes per TTL-wide time bucket (\`ids:<bucket>\`); an id
+ * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
  * remembered for at least the TTL and at most twice that, at one hash field
  * per id instead of one key.
  *
- * Returns JSON \`{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>"}\`.
+ * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>",
+ * "d": [type, …]}`, `d` naming the log record types live subscribers want now.
  */
 export const APPLY_SCRIPT = COMMON + `
-local b = cjson.decode(ARGV[1])
-local statsKey = P .. "stats"
-local wm = tonumber(redis.call("HGET", statsKey, "wm"))
-local now, lateness, dttl = b.now, b.late, b.dttl
-wm = raiseToClock(wm, now, b.idle)
+local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
+local filtered, statsTtl, logProcessed, logLate = args.filtered, args.statsTtl, args.logp, args.logl
+local ids, times, payloads = args.ids, args.times, args.payloads
+local counters = {}
+for i, c in ipairs(args.counters) do
+  counters[i] = { name = c[1], kind = c[2], maxGroups = c[3], ttl = c[4], hop = c[5], size = c[6] }
+end
+
+local wm = raiseToClock(tonumber(redis.call("HGET", STATS_KEY, "wm")), now, idle)
 local outcomes = {}
 local applied, duplicates, lates = 0, 0, 0
-local idsKey, oldIdsKey
-if dttl > 0 then
-  local bucket = math.floor(now / dttl)
-  idsKey = P .. "ids:" .. num(bucket)
-  oldIdsKey = P .. "ids:" .. num(bucket - 1)
+local newIds, oldIds
+if dedupeTtl > 0 then
+  local bucket = math.floor(now / dedupeTtl)
+  newIds, oldIds = idsKey(bucket), idsKey(bucket - 1)
 end
 local insertedIds = false
-for i, t in ipairs(b.times) do
-  local id, outcome = b.ids[i], 0
-  if idsKey and type(id) == "string" then
+for i, t in ipairs(times) do
+  local id, outcome = ids[i], 0
+  if newIds and type(id) == "string" then
     -- The older bucket first, so a duplicate does not extend the id's life.
-    if redis.call("HEXISTS", oldIdsKey, id) == 1 or redis.call("HSETNX", idsKey, id, "1") == 0 then
+    if redis.call("HEXISTS", oldIds, id) == 1 or redis.call("HSETNX", newIds, id, "1") == 0 then
       outcome = 1
     else
       insertedIds = true
     end
   end
   if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
-  local payload = b.payloads and b.payloads[i]
-  if type(payload) == "string" and ((outcome == 0 and b.logp) or (outcome == 2 and b.logl)) then
-    local kind = "event.processed"
-    if outcome == 2 then kind = "event.late" end
-    appendLog('{"type":"' .. kind .. '","timeMs":' .. num(t) .. ',"event":' .. payload .. '}', b.statsTtl)
+  local payload = payloads and payloads[i]
+  if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
+    local recordType = "event.processed"
+    if outcome == 2 then recordType = "event.late" end
+    appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
   end
   if outcome == 0 then
     if wm == nil or t > wm then wm = t end
@@ -138,35 +188,41 @@ for i, t in ipairs(b.times) do
   end
   outcomes[i] = outcome
 end
-if insertedIds then redis.call("PEXPIRE", idsKey, 2 * dttl) end
+if insertedIds then redis.call("PEXPIRE", newIds, 2 * dedupeTtl) end
 
--- The cells to add: pre-aggregated by the process when every event applies,
--- else rebuilt here from the applied events' own updates.
+-- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
+-- pre-aggregated by the process when every event applies, else rebuilt here
+-- from the applied events' own updates.
+local function addToCell(cell, value)
+  local count, sum, low, high, values = cell[4], cell[5], cell[6], cell[7], cell[8]
+  count = count + 1
+  if type(value) == "number" then
+    sum = sum + value
+    if low == false or value < low then low = value end
+    if high == false or value > high then high = value end
+  elseif type(value) == "string" then
+    values[#values + 1] = value
+  end
+  cell[4], cell[5], cell[6], cell[7] = count, sum, low, high
+end
 local cells
-if applied == #b.times then
+if applied == #times then
   cells = cjson.decode(ARGV[2])
 else
   cells = {}
   local index = {}
   for i, updates in ipairs(cjson.decode(ARGV[3])) do
     if outcomes[i] == 0 then
-      for _, u in ipairs(updates) do
-        local key = u[1] .. "|" .. num(u[2]) .. "|" .. u[3]
+      for _, update in ipairs(updates) do
+        local counterIndex, pane, group, value = update[1], update[2], update[3], update[4]
+        local key = counterIndex .. "|" .. num(pane) .. "|" .. group
         local cell = index[key]
         if not cell then
-          cell = { u[1], u[2], u[3], 0, 0, false, false, {} }
+          cell = { counterIndex, pane, group, 0, 0, false, false, {} }
           index[key] = cell
           cells[#cells + 1] = cell
         end
-        cell[4] = cell[4] + 1
-        local v = u[4]
-        if type(v) == "number" then
-          cell[5] = cell[5] + v
-          if cell[6] == false or v < cell[6] then cell[6] = v end
-          if cell[7] == false or v > cell[7] then cell[7] = v end
-        elseif type(v) == "string" then
-          cell[8][#cell[8] + 1] = v
-        end
+        addToCell(cell, value)
       end
     end
   end
@@ -187,93 +243,96 @@ end
 local panes, paneOrder = {}, {}
 local touchedCounters = {}
 for _, cell in ipairs(cells) do
-  local ci = cell[1] + 1
-  local meta = b.counters[ci]
-  local name, kind, maxGroups, ttl = meta[1], meta[2], meta[3], meta[4]
-  local paneText = num(cell[2])
-  local paneKey = P .. "p:" .. name .. ":" .. paneText
-  local pane = panes[paneKey]
+  local counterIndex, paneStart, group, count, sum, low, high, values =
+    cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
+  local counter = counters[counterIndex + 1]
+  local name, kind = counter.name, counter.kind
+  local paneText = num(paneStart)
+  local key = paneKey(name, paneText)
+  local pane = panes[key]
   if not pane then
-    pane = { key = paneKey, text = paneText, start = cell[2], meta = meta, known = {},
-      isNew = redis.call("EXISTS", paneKey) == 0 }
+    pane = { key = key, text = paneText, start = paneStart, counter = counter, known = {},
+      isNew = redis.call("EXISTS", key) == 0 }
     if pane.isNew then pane.groups = 0 end
-    panes[paneKey] = pane
+    panes[key] = pane
     paneOrder[#paneOrder + 1] = pane
-    touchedCounters[ci] = meta
+    touchedCounters[counterIndex + 1] = counter
   end
-  local group = cell[3]
   if not hasGroup(pane, group) then
-    if pane.groups == nil then pane.groups = redis.call("HLEN", paneKey) / fieldsPerGroup(kind) end
-    if pane.groups >= maxGroups then
-      group = "__other__"
-      redis.call("HINCRBY", statsKey, "overflow:" .. name, cell[4])
+    if pane.groups == nil then pane.groups = redis.call("HLEN", key) / fieldsPerGroup(kind) end
+    if pane.groups >= counter.maxGroups then
+      group = ${luaString(OTHER_GROUP)}
+      redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
     end
     if not hasGroup(pane, group) then pane.groups = pane.groups + 1 end
     pane.known[group] = true
   end
-  redis.call("HINCRBY", paneKey, "c:" .. group, cell[4])
+  redis.call("HINCRBY", key, "c:" .. group, count)
   if kind == "sum" or kind == "avg" then
-    redis.call("HINCRBYFLOAT", paneKey, "s:" .. group, num(cell[5]))
+    redis.call("HINCRBYFLOAT", key, "s:" .. group, num(sum))
   elseif kind == "min" or kind == "max" then
-    local value = cell[6]
-    if kind == "max" then value = cell[7] end
-    local current = tonumber(redis.call("HGET", paneKey, "m:" .. group))
+    local value = low
+    if kind == "max" then value = high end
+    local current = tonumber(redis.call("HGET", key, "m:" .. group))
     if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
-      redis.call("HSET", paneKey, "m:" .. group, num(value))
+      redis.call("HSET", key, "m:" .. group, num(value))
     end
-  elseif kind == "distinct" and #cell[8] > 0 then
-    local hll = P .. "h:" .. name .. ":" .. paneText .. ":" .. group
-    for i = 1, #cell[8], 500 do
-      redis.call("PFADD", hll, unpack(cell[8], i, math.min(i + 499, #cell[8])))
+  elseif kind == "distinct" and #values > 0 then
+    local hll = hllKey(name, paneText, group)
+    for i = 1, #values, 500 do
+      redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values)))
     end
-    redis.call("PEXPIRE", hll, ttl)
+    redis.call("PEXPIRE", hll, counter.ttl)
   end
 end
 for _, pane in ipairs(paneOrder) do
-  local meta = pane.meta
-  local name, ttl, hop, size = meta[1], meta[4], meta[5], meta[6]
+  local counter = pane.counter
+  local name, ttl, hop, size = counter.name, counter.ttl, counter.hop, counter.size
   redis.call("PEXPIRE", pane.key, ttl)
-  redis.call("ZADD", P .. "panes:" .. name, now + ttl, pane.text)
+  redis.call("ZADD", livePanesKey(name), now + ttl, pane.text)
   if pane.isNew then
-    local openKey = P .. "open:" .. name
+    local open = openKey(name)
     local start = math.floor(pane.start / hop) * hop
     while start + size > pane.start do
-      redis.call("ZADD", openKey, "NX", num(start + size), num(start))
+      redis.call("ZADD", open, "NX", num(start + size), num(start))
       start = start - hop
     end
   end
 end
-for _, meta in pairs(touchedCounters) do
-  local name, ttl = meta[1], meta[4]
-  redis.call("PEXPIRE", P .. "panes:" .. name, ttl)
-  redis.call("ZREMRANGEBYSCORE", P .. "panes:" .. name, "-inf", num(now))
-  if redis.call("EXISTS", P .. "open:" .. name) == 1 then redis.call("PEXPIRE", P .. "open:" .. name, ttl) end
+for _, counter in pairs(touchedCounters) do
+  local livePanes, open = livePanesKey(counter.name), openKey(counter.name)
+  redis.call("PEXPIRE", livePanes, counter.ttl)
+  redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
+  if redis.call("EXISTS", open) == 1 then redis.call("PEXPIRE", open, counter.ttl) end
 end
 
-redis.call("HINCRBY", statsKey, "accepted", #b.times + b.filtered)
-if applied > 0 then redis.call("HINCRBY", statsKey, "applied", applied) end
-if duplicates > 0 then redis.call("HINCRBY", statsKey, "duplicates", duplicates) end
-if lates > 0 then redis.call("HINCRBY", statsKey, "late", lates) end
-if b.filtered > 0 then redis.call("HINCRBY", statsKey, "filtered", b.filtered) end
-if wm ~= nil then redis.call("HSET", statsKey, "wm", num(wm)) end
-redis.call("PEXPIRE", statsKey, b.statsTtl)
+redis.call("HINCRBY", STATS_KEY, "accepted", #times + filtered)
+if applied > 0 then redis.call("HINCRBY", STATS_KEY, "applied", applied) end
+if duplicates > 0 then redis.call("HINCRBY", STATS_KEY, "duplicates", duplicates) end
+if lates > 0 then redis.call("HINCRBY", STATS_KEY, "late", lates) end
+if filtered > 0 then redis.call("HINCRBY", STATS_KEY, "filtered", filtered) end
+if wm ~= nil then redis.call("HSET", STATS_KEY, "wm", num(wm)) end
+redis.call("PEXPIRE", STATS_KEY, statsTtl)
 local demand = {}
-local wanted = redis.call("HGETALL", P .. "demand")
+local wanted = redis.call("HGETALL", DEMAND_KEY)
 for i = 1, #wanted, 2 do
   if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
 end
 return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand })
 `;
+
 /**
  * Reads windows of one counter. ARGV[1] is JSON `{name, kind, windows: [[start, [pane, …]], …]}`.
  * Returns JSON `[[start, group, count, sum, minOrMax, distinct], …]` with numbers as text.
  */
 export const READ_SCRIPT = COMMON + `
-local b = cjson.decode(ARGV[1])
+local name, kind, windows = args.name, args.kind, args.windows
 local out = {}
-for _, window in ipairs(b.windows) do
-  for _, row in ipairs(mergePanes(b.name, b.kind, window[2])) do
-    out[#out + 1] = { num(window[1]), row[1], row[2], row[3], row[4], row[5] }
+for _, window in ipairs(windows) do
+  local start, panes = window[1], window[2]
+  for _, cell in ipairs(mergePanes(name, kind, panes)) do
+    local row = rowText(cell)
+    out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5] }
   end
 end
 return cjson.encode(out)
@@ -286,43 +345,46 @@ return cjson.encode(out)
  * The ZREM inside the script makes each window close exactly once.
  */
 export const CLOSE_SCRIPT = COMMON + `
-local b = cjson.decode(ARGV[1])
-local wm = tonumber(redis.call("HGET", P .. "stats", "wm"))
-local raised = raiseToClock(wm, b.now, b.idle)
+local lateness, limit, logTtl, idle, now, peek =
+  args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
+local wm = tonumber(redis.call("HGET", STATS_KEY, "wm"))
+local raised = raiseToClock(wm, now, idle)
 if raised ~= wm then
   wm = raised
-  redis.call("HSET", P .. "stats", "wm", num(wm))
-  redis.call("PEXPIRE", P .. "stats", b.logTtl)
+  redis.call("HSET", STATS_KEY, "wm", num(wm))
+  redis.call("PEXPIRE", STATS_KEY, logTtl)
 end
 local out = {}
 if wm == nil then return cjson.encode(out) end
-local cutoff = wm - b.late
-for _, meta in ipairs(b.counters) do
-  local name, kind, hop, size = meta[1], meta[2], meta[3], meta[4]
-  local openKey = P .. "open:" .. name
-  local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0, b.limit)
+local cutoff = wm - lateness
+for _, c in ipairs(args.counters) do
+  local name, kind, size = c[1], c[2], c[4]
+  local open = openKey(name)
+  local due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
   if #due > 0 then
-    if not b.peek then redis.call("ZREM", openKey, unpack(due)) end
-    local live = redis.call("ZRANGE", P .. "panes:" .. name, 0, -1)
+    if not peek then redis.call("ZREM", open, unpack(due)) end
+    local live = redis.call("ZRANGE", livePanesKey(name), 0, -1)
     for _, startText in ipairs(due) do
       local start = tonumber(startText)
+      local windowEnd = start + size
       local panes = {}
       for _, paneText in ipairs(live) do
         local pane = tonumber(paneText)
-        if pane >= start and pane < start + size then panes[#panes + 1] = pane end
+        if pane >= start and pane < windowEnd then panes[#panes + 1] = pane end
       end
-      local rows = mergePanes(name, kind, panes)
-      out[#out + 1] = { name, num(start), num(start + size), rows }
-      for _, row in ipairs(b.peek and {} or rows) do
-        local extreme = row[4]
-        if extreme == "" then extreme = "null" end
-        local minText, maxText = "null", "null"
-        if kind == "min" then minText = extreme elseif kind == "max" then maxText = extreme end
-        appendLog('{"type":"window.closed","counter":' .. cjson.encode(name) .. ',"start":' .. num(start)
-          .. ',"end":' .. num(start + size) .. ',"group":' .. cjson.encode(row[1])
-          .. ',"state":{"count":' .. row[2] .. ',"sum":' .. row[3] .. ',"min":' .. minText
-          .. ',"max":' .. maxText .. ',"distinct":' .. row[5] .. ',"approximate":'
-          .. tostring(kind == "distinct") .. '}}', b.logTtl)
+      local cells = mergePanes(name, kind, panes)
+      local rows = {}
+      for i, cell in ipairs(cells) do rows[i] = rowText(cell) end
+      out[#out + 1] = { name, num(start), num(windowEnd), rows }
+      if not peek then
+        for _, cell in ipairs(cells) do
+          local min, max
+          if kind == "min" then min = cell.extreme elseif kind == "max" then max = cell.extreme end
+          local state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
+            "distinct", cell.distinct, "approximate", kind == "distinct")
+          appendLog(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
+            "group", cell.group, "state", raw(state)), logTtl)
+        end
       end
     end
   end
@@ -332,31 +394,30 @@ return cjson.encode(out)
 
 /**
  * Claims alert firings. ARGV[1] is JSON
- * \`{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …]}\`.
+ * `{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …]}`.
  * Returns JSON: the indexes (1-based) of the firings that were new.
  */
 export const FIRE_SCRIPT = COMMON + `
-local b = cjson.decode(ARGV[1])
+local logTtl, firings = args.logTtl, args.firings
 local fired = {}
-for i, f in ipairs(b.firings) do
-  local key = P .. "alert:" .. f[1] .. ":" .. f[2] .. ":" .. num(f[3]) .. ":" .. f[5]
-  if redis.call("SET", key, "1", "NX", "PX", f[7]) then
-    local value = "null"
-    if type(f[6]) == "number" then value = num(f[6]) end
-    appendLog('{"type":"alert.fired","alert":' .. cjson.encode(f[1]) .. ',"counter":' .. cjson.encode(f[2])
-      .. ',"start":' .. num(f[3]) .. ',"end":' .. num(f[4]) .. ',"group":' .. cjson.encode(f[5])
-      .. ',"value":' .. value .. '}', b.logTtl)
+for i, f in ipairs(firings) do
+  local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]
+  if redis.call("SET", alertKey(alert, counter, start, group), "1", "NX", "PX", ttl) then
+    -- false (no value) is logged as null.
+    if type(value) ~= "number" then value = nil end
+    appendLog(logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
+      "end", windowEnd, "group", group, "value", value), logTtl)
     fired[#fired + 1] = i
   end
 end
 return cjson.encode(fired)
 `;
 
-/** Appends records to the log. ARGV[1] is JSON \`{logTtl, records: ["<record JSON>", …]}\`. */
+/** Appends records to the log. ARGV[1] is JSON `{logTtl, records: ["<record JSON>", …]}`. */
 export const APPEND_SCRIPT = COMMON + `
-local b = cjson.decode(ARGV[1])
-for _, record in ipairs(b.records) do appendLog(record, b.logTtl) end
-return #b.records
+local logTtl, records = args.logTtl, args.records
+for _, record in ipairs(records) do appendLog(record, logTtl) end
+return #records
 `;
 
 /**
@@ -364,8 +425,8 @@ return #b.records
  * the `demand` hash maps each type to the time (ms) it is wanted until.
  */
 export const DEMAND_SCRIPT = COMMON + `
-local b = cjson.decode(ARGV[1])
-for _, type in ipairs(b.types) do redis.call("HSET", P .. "demand", type, num(b.expiresAt)) end
-redis.call("PEXPIRE", P .. "demand", b.ttl)
-return #b.types
+local expiresAt, ttl, types = args.expiresAt, args.ttl, args.types
+for _, recordType in ipairs(types) do redis.call("HSET", DEMAND_KEY, recordType, num(expiresAt)) end
+redis.call("PEXPIRE", DEMAND_KEY, ttl)
+return #types
 `;

@@ -1,7 +1,7 @@
 /**
  * The Redis delivery store: endpoints, deliveries and queues shared by every
  * instance through `@upstash/redis`. Every operation is one EVALSHA of an
- * atomic Lua script (see `_redis_delivery_scripts.ts` for the key layout).
+ * atomic Lua script (see `_delivery_scripts.ts` for the key layout).
  *
  * @module
  */

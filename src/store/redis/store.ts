@@ -15,6 +15,7 @@ import {
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
   READ_SCRIPT,
+  STREAM_KEYS,
 } from "./_scripts.ts";
 import {
   type AlertFiring,
@@ -127,6 +128,11 @@ export class RedisStore implements Store {
     return `${this.#prefix}:{${stream}}:`;
   }
 
+  /** A key of a stream the store reads outside scripts: one of {@linkcode STREAM_KEYS}. */
+  #key(stream: string, name: string): string {
+    return this.keyPrefix(stream) + name;
+  }
+
   #call<T>(what: string, run: () => Promise<T>): Promise<T> {
     return this.#calls.call(what, run);
   }
@@ -181,7 +187,7 @@ export class RedisStore implements Store {
     return this.#call("panes", async () => {
       const now = this.#now();
       const flat = await this.#redis.zrange<string[]>(
-        `${this.keyPrefix(stream)}panes:${counter.name}`,
+        this.#key(stream, STREAM_KEYS.livePanes + counter.name),
         0,
         -1,
         { withScores: true },
@@ -282,7 +288,7 @@ export class RedisStore implements Store {
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
     return this.#call("readLog", async () => {
       const entries = await this.#redis.xrange(
-        `${this.keyPrefix(stream)}log`,
+        this.#key(stream, STREAM_KEYS.log),
         afterId === null ? "-" : `(${afterId}`,
         "+",
         limit,
@@ -308,7 +314,7 @@ export class RedisStore implements Store {
 
   lastLogId(stream: string): Promise<string | null> {
     return this.#call("lastLogId", async () => {
-      const entries = await this.#redis.xrevrange(`${this.keyPrefix(stream)}log`, "+", "-", 1);
+      const entries = await this.#redis.xrevrange(this.#key(stream, STREAM_KEYS.log), "+", "-", 1);
       return Object.keys(entries ?? {})[0] ?? null;
     });
   }
@@ -316,7 +322,7 @@ export class RedisStore implements Store {
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
     return this.#call("stats", async () => {
       const hash = (await this.#redis.hgetall<Record<string, string | number>>(
-        `${this.keyPrefix(stream)}stats`,
+        this.#key(stream, STREAM_KEYS.stats),
       )) ?? {};
       const read = (field: string) => Number(hash[field] ?? 0);
       const overflow: Record<string, number> = {};

@@ -1,0 +1,32 @@
+/**
+ * The Lua prelude every Redis script of both Redis stores starts with
+ * (`_scripts.ts`, `_delivery_scripts.ts`); each file adds its own helpers
+ * after it.
+ *
+ * Every script is called with one key, KEYS[1]: the hash-tagged prefix
+ * (`es:{orders}:`, `es:{wh}:`) that every key it touches starts with, so a
+ * script's keys share one Redis Cluster slot. Its arguments come as JSON
+ * (see `RedisCalls.script`); every script takes an object in ARGV[1], decoded
+ * here into `args`, and reads its fields into named locals first thing.
+ *
+ * @module
+ */
+export const LUA_COMMON = `
+local P = KEYS[1]
+local args = cjson.decode(ARGV[1])
+-- Numbers leave Lua as %.17g text: Lua's own number-to-string (.. and tostring)
+-- and cjson.encode keep only 14 significant digits.
+local function num(x) return string.format("%.17g", x) end
+`;
+
+/**
+ * A TypeScript string constant as a Lua string literal, for putting shared
+ * constants into script text. Only printable ASCII without quotes or
+ * backslashes is taken, so the text needs no escaping in Lua.
+ */
+export function luaString(text: string): string {
+  if (!/^[ -~]*$/.test(text) || /["\\]/.test(text)) {
+    throw new Error(`Not a plain Lua string constant: ${JSON.stringify(text)}`);
+  }
+  return `"${text}"`;
+}
