@@ -12,6 +12,7 @@
  * | `EDGESTREAM_KEYS` | `scope:key` pairs; none means open development mode | none |
  * | `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN` | the Redis store (both or neither) | memory store |
  * | `EDGESTREAM_PREFIX` | Redis key prefix | `es` |
+ * | `EDGESTREAM_MEMORY_DEDUPE_MAX` | memory store: most dedupe ids a stream holds | `10000000` |
  * | `EDGESTREAM_SWEEP_EVERY` | self-hosted sweep interval; `0s` turns it off | `5s` |
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
@@ -104,6 +105,19 @@ function readPort(env: EnvSource): number {
   return port;
 }
 
+/** `EDGESTREAM_MEMORY_DEDUPE_MAX` as a whole number of at least 2, or undefined when unset. */
+function readMaxDedupeIds(env: EnvSource): number | undefined {
+  const text = env.get("EDGESTREAM_MEMORY_DEDUPE_MAX");
+  if (text === undefined) return undefined;
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(Number.isSafeInteger(value) && value >= 2)) {
+    throw new ConfigError(
+      `EDGESTREAM_MEMORY_DEDUPE_MAX: expected a whole number of at least 2, got '${text}'`,
+    );
+  }
+  return value;
+}
+
 function redisFromEnv(env: EnvSource): Redis | undefined {
   const url = env.get("UPSTASH_REDIS_REST_URL");
   const token = env.get("UPSTASH_REDIS_REST_TOKEN");
@@ -131,8 +145,10 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
 
 /** Picks the store from the environment: Redis when both Upstash variables are set. */
 export function storeFromEnv(env: EnvSource): Store {
+  // Checked with Redis too, so a typo shows before a switch back to memory.
+  const maxDedupeIds = readMaxDedupeIds(env);
   const redis = redisFromEnv(env);
-  if (!redis) return new MemoryStore();
+  if (!redis) return new MemoryStore({ maxDedupeIds });
   return new RedisStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" });
 }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
 import { storeFromEnv, webhooksFromEnv } from "../src/env.ts";
+import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { redisTest } from "./_redis.ts";
 
@@ -67,3 +68,47 @@ redisTest(
     }
   },
 );
+
+/** How many of `ids` (sent one batch each, in one 1h dedupe bucket) the store forgot early. */
+async function forgottenAfter(store: Store, ids: string[]): Promise<number> {
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    for (const id of ids) {
+      await store.applyBatch({
+        stream: "s",
+        nowMs: 1_000,
+        latenessMs: 0,
+        dedupeTtlMs: 3_600_000,
+        counters: [],
+        filtered: 0,
+        events: [{ id, timeMs: 1_000, updates: [] }],
+      });
+    }
+  } finally {
+    console.warn = warn;
+  }
+  return (await store.stats("s", [])).dedupeForgotten;
+}
+
+Deno.test("storeFromEnv() bounds the memory store's dedupe ids by EDGESTREAM_MEMORY_DEDUPE_MAX", async () => {
+  const ids = ["a", "b", "c", "d", "e"];
+  assert.equal(await forgottenAfter(storeFromEnv(env({})), ids), 0);
+  assert.equal(
+    await forgottenAfter(storeFromEnv(env({ EDGESTREAM_MEMORY_DEDUPE_MAX: "4" })), ids),
+    2,
+  );
+});
+
+Deno.test("storeFromEnv() refuses an EDGESTREAM_MEMORY_DEDUPE_MAX that is not a whole number of at least 2", () => {
+  for (const value of ["", "1", "0", "-5", "2.5", "1e6", "lots", "99999999999999999999"]) {
+    assert.throws(
+      () => storeFromEnv(env({ EDGESTREAM_MEMORY_DEDUPE_MAX: value })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          `EDGESTREAM_MEMORY_DEDUPE_MAX: expected a whole number of at least 2, got '${value}'`,
+      value,
+    );
+  }
+});

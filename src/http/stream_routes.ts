@@ -99,6 +99,9 @@ const StatsSchema = z.object({
   late: z.int(),
   filtered: z.int(),
   overflow: z.record(z.string(), z.int()),
+  dedupeForgotten: z.int().openapi({
+    description: "Dedupe ids the memory store forgot before their TTL (its maxDedupeIds bound)",
+  }),
 }).openapi("StreamStats");
 
 /** A stream as listed. */

@@ -165,6 +165,12 @@ export interface StreamStats {
   filtered: number;
   /** Per counter: updates that went into the `__other__` group. */
   overflow: Record<string, number>;
+  /**
+   * Dedupe ids forgotten before their TTL because the store's bound on held
+   * ids was reached (the memory store's `maxDedupeIds`; always 0 on Redis,
+   * which keeps every id for its TTL).
+   */
+  dedupeForgotten: number;
 }
 
 /** One window (or pane set) to read. */

@@ -33,6 +33,7 @@ import {
   type WindowRead,
   type WindowValue,
 } from "../types.ts";
+import { DedupeIds } from "./_dedupe_ids.ts";
 
 interface Cell {
   state: AggregateState;
@@ -52,12 +53,10 @@ interface StreamState {
   late: number;
   filtered: number;
   overflow: Map<string, number>;
-  /**
-   * Dedupe ids of the current and the previous TTL-wide time bucket (as in
-   * the Redis store): an id is a duplicate while it is in either, so it is
-   * remembered for at least the TTL and at most twice it.
-   */
-  ids: { bucket: number; current: Set<string>; previous: Set<string> };
+  /** Dedupe ids, as fingerprints in two TTL-wide time buckets, bounded by `maxDedupeIds`. */
+  ids: DedupeIds;
+  /** Whether the warning that the bound forgot ids early was logged. */
+  warnedForgotten: boolean;
   panes: Map<string, Map<number, Pane>>;
   /** Per counter: windows holding data and not yet closed, start → end. */
   open: Map<string, Map<number, number>>;
@@ -78,12 +77,17 @@ export interface MemoryStoreOptions {
   /** How often (ms of the clock) expired panes are swept. @default {1000} */
   sweepEveryMs?: number;
   /**
-   * Most dedupe ids remembered per stream (per time bucket); past it the
-   * older bucket is forgotten early, so memory stays bounded at any rate.
-   * @default {1000000}
+   * Most dedupe ids a stream holds (both time buckets together, 11–21
+   * bytes each). Past it the older bucket is forgotten before the TTL, so
+   * memory stays bounded at any rate and at least the newest half stay;
+   * stats count the forgotten ids in `dedupeForgotten`. At least 2.
+   * @default {10000000}
    */
   maxDedupeIds?: number;
 }
+
+/** Default of {@linkcode MemoryStoreOptions.maxDedupeIds}. */
+const DEFAULT_MAX_DEDUPE_IDS = 10_000_000;
 
 /** A {@linkcode Store} held in process memory, bounded by pane TTLs and `maxGroups`. */
 export class MemoryStore implements Store {
@@ -92,12 +96,18 @@ export class MemoryStore implements Store {
   #now: () => number;
   #sweepEveryMs: number;
   #maxDedupeIds: number;
+  /** Fingerprint seed, random so ids that crowd one slot cannot be precomputed. */
+  #dedupeSeed = crypto.getRandomValues(new Uint32Array(1))[0];
   #nextSweep = 0;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#sweepEveryMs = options.sweepEveryMs ?? 1_000;
-    this.#maxDedupeIds = options.maxDedupeIds ?? 1_000_000;
+    const maxDedupeIds = options.maxDedupeIds ?? DEFAULT_MAX_DEDUPE_IDS;
+    if (!Number.isSafeInteger(maxDedupeIds) || maxDedupeIds < 2) {
+      throw new RangeError(`maxDedupeIds must be an integer of at least 2, got ${maxDedupeIds}`);
+    }
+    this.#maxDedupeIds = maxDedupeIds;
   }
 
   #stream(name: string): StreamState {
@@ -111,7 +121,8 @@ export class MemoryStore implements Store {
         late: 0,
         filtered: 0,
         overflow: new Map(),
-        ids: { bucket: 0, current: new Set(), previous: new Set() },
+        ids: new DedupeIds({ maxIds: this.#maxDedupeIds, seed: this.#dedupeSeed }),
+        warnedForgotten: false,
         panes: new Map(),
         open: new Map(),
         log: [],
@@ -129,29 +140,16 @@ export class MemoryStore implements Store {
     const now = batch.nowMs;
     this.#sweep(now);
     const stream = this.#stream(batch.stream);
-    const ids = this.#idsAt(stream, now, batch.dedupeTtlMs);
+    const dedupe = batch.dedupeTtlMs > 0;
+    if (dedupe) stream.ids.rotateTo(now, batch.dedupeTtlMs);
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
     const panesByCounter: Array<Map<number, Pane>> = [];
     for (const event of batch.events) {
-      if (event.id !== undefined && batch.dedupeTtlMs > 0) {
-        if (ids.current.size >= this.#maxDedupeIds) {
-          ids.previous = ids.current;
-          ids.current = new Set();
-        }
-        // One hash lookup: adding an id already there leaves the size unchanged.
-        const size = ids.current.size;
-        ids.current.add(event.id);
-        let duplicate = ids.current.size === size;
-        if (!duplicate && ids.previous.size > 0 && ids.previous.has(event.id)) {
-          ids.current.delete(event.id); // a duplicate does not extend the id's life
-          duplicate = true;
-        }
-        if (duplicate) {
-          outcomes.push("duplicate");
-          stream.duplicates += 1;
-          continue;
-        }
+      if (event.id !== undefined && dedupe && stream.ids.seen(event.id)) {
+        outcomes.push("duplicate");
+        stream.duplicates += 1;
+        continue;
       }
       if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
         outcomes.push("late");
@@ -182,6 +180,13 @@ export class MemoryStore implements Store {
           event: JSON.parse(event.payload),
         });
       }
+    }
+    if (stream.ids.forgotten > 0 && !stream.warnedForgotten) {
+      stream.warnedForgotten = true;
+      // Once per stream: the count in stats says how many since.
+      console.warn(
+        `edgestream: stream '${batch.stream}' forgets dedupe ids before their ttl, as it holds at most maxDedupeIds (EDGESTREAM_MEMORY_DEDUPE_MAX) = ${this.#maxDedupeIds} ids; stats.dedupeForgotten counts them`,
+      );
     }
     stream.accepted += batch.events.length + batch.filtered;
     stream.filtered += batch.filtered;
@@ -355,22 +360,6 @@ export class MemoryStore implements Store {
     return Promise.resolve(this.#streams.get(stream)?.log.at(-1)?.id ?? null);
   }
 
-  /** The stream's dedupe ids, rotated to the time bucket of `now`. */
-  #idsAt(stream: StreamState, now: number, ttlMs: number): StreamState["ids"] {
-    const ids = stream.ids;
-    if (ttlMs <= 0) return ids;
-    const bucket = Math.floor(now / ttlMs);
-    if (bucket === ids.bucket + 1) {
-      ids.previous = ids.current;
-      ids.current = new Set();
-    } else if (bucket > ids.bucket + 1) {
-      ids.previous = new Set();
-      ids.current = new Set();
-    }
-    if (bucket > ids.bucket) ids.bucket = bucket;
-    return ids;
-  }
-
   #sweep(now: number): void {
     if (now < this.#nextSweep) return;
     this.#nextSweep = now + this.#sweepEveryMs;
@@ -419,6 +408,7 @@ export class MemoryStore implements Store {
       late: state?.late ?? 0,
       filtered: state?.filtered ?? 0,
       overflow,
+      dedupeForgotten: state?.ids.forgotten ?? 0,
     });
   }
 

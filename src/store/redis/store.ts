@@ -335,6 +335,7 @@ export class RedisStore implements Store {
         late: read("late"),
         filtered: read("filtered"),
         overflow,
+        dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
       };
     });
   }

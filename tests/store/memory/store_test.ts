@@ -183,18 +183,78 @@ Deno.test("MemoryStore keeps streams apart and forgets everything on close", asy
   assert.equal((await store.stats("s", [])).watermark, null);
 });
 
-Deno.test("MemoryStore forgets the oldest dedupe ids past maxDedupeIds, keeping memory bounded", async () => {
-  const store = new MemoryStore({ maxDedupeIds: 2 });
-  const batch = (ids: string[]) => ({
-    stream: "s",
+/** A batch of id-only events for a stream that dedupes for a minute. */
+function idBatch(ids: string[], stream = "s"): StoreBatch {
+  return {
+    stream,
     nowMs: 1_000,
     latenessMs: 0,
     dedupeTtlMs: 60_000,
     counters: [],
     filtered: 0,
     events: ids.map((id) => ({ id, timeMs: 1_000, updates: [] })),
+  };
+}
+
+/** Runs `body` with console.warn recorded instead of printed. */
+async function recordingWarnings(body: (warnings: string[]) => Promise<void>): Promise<void> {
+  const warnings: string[] = [];
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => warnings.push(args.join(" "));
+  try {
+    await body(warnings);
+  } finally {
+    console.warn = original;
+  }
+}
+
+Deno.test("MemoryStore holds at most maxDedupeIds per stream, forgetting the oldest ids first", async () => {
+  const store = new MemoryStore({ maxDedupeIds: 4 });
+  await recordingWarnings(async () => {
+    await store.applyBatch(idBatch(["a", "b", "c", "d", "e"]));
+    const again = await store.applyBatch(idBatch(["e", "d", "c", "a"]));
+    assert.deepEqual(again.outcomes, ["duplicate", "duplicate", "duplicate", "applied"]);
   });
-  await store.applyBatch(batch(["a", "b", "c", "d", "e"]));
-  const again = await store.applyBatch(batch(["e", "d", "c", "a"]));
+});
+
+Deno.test("MemoryStore counts dedupe ids forgotten early in stats and warns once per stream", async () => {
+  const store = new MemoryStore({ maxDedupeIds: 4 });
+  await recordingWarnings(async (warnings) => {
+    await store.applyBatch(idBatch(["a", "b", "c", "d"]));
+    assert.equal((await store.stats("s", [])).dedupeForgotten, 0);
+    assert.deepEqual(warnings, []);
+    await store.applyBatch(idBatch(["e", "f"]));
+    assert.equal((await store.stats("s", [])).dedupeForgotten, 2);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], /stream 's'/);
+    assert.match(warnings[0], /maxDedupeIds/);
+    assert.match(warnings[0], /EDGESTREAM_MEMORY_DEDUPE_MAX/);
+    await store.applyBatch(idBatch(["g", "h", "i", "j"]));
+    assert.equal((await store.stats("s", [])).dedupeForgotten, 6);
+    assert.equal(warnings.length, 1);
+    await store.applyBatch(idBatch(["a", "b", "c", "d"], "other"));
+    assert.equal((await store.stats("other", [])).dedupeForgotten, 0);
+    await store.applyBatch(idBatch(["e"], "other"));
+    assert.equal((await store.stats("other", [])).dedupeForgotten, 2);
+    assert.equal(warnings.length, 2);
+    assert.match(warnings[1], /stream 'other'/);
+  });
+});
+
+Deno.test("MemoryStore still detects duplicates within the ttl after many ids", async () => {
+  const store = new MemoryStore();
+  const ids = Array.from({ length: 300_000 }, (_, i) => `evt-${i}`);
+  for (let i = 0; i < ids.length; i += 1_000) {
+    await store.applyBatch(idBatch(ids.slice(i, i + 1_000)));
+  }
+  const again = await store.applyBatch(idBatch([ids[0], ids[123_456], ids.at(-1)!, "new"]));
   assert.deepEqual(again.outcomes, ["duplicate", "duplicate", "duplicate", "applied"]);
+  assert.equal((await store.stats("s", [])).dedupeForgotten, 0);
+});
+
+Deno.test("MemoryStore refuses a maxDedupeIds below 2", () => {
+  assert.throws(
+    () => new MemoryStore({ maxDedupeIds: 1 }),
+    /^RangeError: maxDedupeIds must be an integer of at least 2, got 1$/,
+  );
 });

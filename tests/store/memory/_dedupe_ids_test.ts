@@ -1,0 +1,279 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  DedupeIds,
+  fingerprintInto,
+  FingerprintSet,
+} from "../../../src/store/memory/_dedupe_ids.ts";
+
+/** MurmurHash3_x86_128 over bytes, transcribed from the reference C; returns h1..h4. */
+function murmur3x86x128(key: Uint8Array, seed: number): number[] {
+  const rotl = (x: number, r: number) => (x << r) | (x >>> (32 - r));
+  const fmix = (h: number) => {
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x85ebca6b);
+    h ^= h >>> 13;
+    h = Math.imul(h, 0xc2b2ae35);
+    return h ^ (h >>> 16);
+  };
+  const [c1, c2, c3, c4] = [0x239b961b, 0xab0e9789, 0x38b34ae5, 0xa1e38b93];
+  let [h1, h2, h3, h4] = [seed, seed, seed, seed];
+  const blocks = Math.floor(key.length / 16);
+  const word = (at: number) =>
+    key[at] | (key[at + 1] << 8) | (key[at + 2] << 16) | (key[at + 3] << 24);
+  for (let b = 0; b < blocks; b++) {
+    let k1 = word(b * 16);
+    let k2 = word(b * 16 + 4);
+    let k3 = word(b * 16 + 8);
+    let k4 = word(b * 16 + 12);
+    k1 = Math.imul(k1, c1);
+    k1 = rotl(k1, 15);
+    k1 = Math.imul(k1, c2);
+    h1 ^= k1;
+    h1 = rotl(h1, 19);
+    h1 = (h1 + h2) | 0;
+    h1 = (Math.imul(h1, 5) + 0x561ccd1b) | 0;
+    k2 = Math.imul(k2, c2);
+    k2 = rotl(k2, 16);
+    k2 = Math.imul(k2, c3);
+    h2 ^= k2;
+    h2 = rotl(h2, 17);
+    h2 = (h2 + h3) | 0;
+    h2 = (Math.imul(h2, 5) + 0x0bcaa747) | 0;
+    k3 = Math.imul(k3, c3);
+    k3 = rotl(k3, 17);
+    k3 = Math.imul(k3, c4);
+    h3 ^= k3;
+    h3 = rotl(h3, 15);
+    h3 = (h3 + h4) | 0;
+    h3 = (Math.imul(h3, 5) + 0x96cd1c35) | 0;
+    k4 = Math.imul(k4, c4);
+    k4 = rotl(k4, 18);
+    k4 = Math.imul(k4, c1);
+    h4 ^= k4;
+    h4 = rotl(h4, 13);
+    h4 = (h4 + h1) | 0;
+    h4 = (Math.imul(h4, 5) + 0x32ac3b17) | 0;
+  }
+  const tail = key.subarray(blocks * 16);
+  let [k1, k2, k3, k4] = [0, 0, 0, 0];
+  const n = key.length & 15;
+  if (n >= 15) k4 ^= tail[14] << 16;
+  if (n >= 14) k4 ^= tail[13] << 8;
+  if (n >= 13) {
+    k4 ^= tail[12];
+    k4 = Math.imul(k4, c4);
+    k4 = rotl(k4, 18);
+    k4 = Math.imul(k4, c1);
+    h4 ^= k4;
+  }
+  if (n >= 12) k3 ^= tail[11] << 24;
+  if (n >= 11) k3 ^= tail[10] << 16;
+  if (n >= 10) k3 ^= tail[9] << 8;
+  if (n >= 9) {
+    k3 ^= tail[8];
+    k3 = Math.imul(k3, c3);
+    k3 = rotl(k3, 17);
+    k3 = Math.imul(k3, c4);
+    h3 ^= k3;
+  }
+  if (n >= 8) k2 ^= tail[7] << 24;
+  if (n >= 7) k2 ^= tail[6] << 16;
+  if (n >= 6) k2 ^= tail[5] << 8;
+  if (n >= 5) {
+    k2 ^= tail[4];
+    k2 = Math.imul(k2, c2);
+    k2 = rotl(k2, 16);
+    k2 = Math.imul(k2, c3);
+    h2 ^= k2;
+  }
+  if (n >= 4) k1 ^= tail[3] << 24;
+  if (n >= 3) k1 ^= tail[2] << 16;
+  if (n >= 2) k1 ^= tail[1] << 8;
+  if (n >= 1) {
+    k1 ^= tail[0];
+    k1 = Math.imul(k1, c1);
+    k1 = rotl(k1, 15);
+    k1 = Math.imul(k1, c2);
+    h1 ^= k1;
+  }
+  h1 ^= key.length;
+  h2 ^= key.length;
+  h3 ^= key.length;
+  h4 ^= key.length;
+  h1 = (h1 + h2) | 0;
+  h1 = (h1 + h3) | 0;
+  h1 = (h1 + h4) | 0;
+  h2 = (h2 + h1) | 0;
+  h3 = (h3 + h1) | 0;
+  h4 = (h4 + h1) | 0;
+  h1 = fmix(h1);
+  h2 = fmix(h2);
+  h3 = fmix(h3);
+  h4 = fmix(h4);
+  h1 = (h1 + h2) | 0;
+  h1 = (h1 + h3) | 0;
+  h1 = (h1 + h4) | 0;
+  h2 = (h2 + h1) | 0;
+  h3 = (h3 + h1) | 0;
+  h4 = (h4 + h1) | 0;
+  return [h1 >>> 0, h2 >>> 0, h3 >>> 0, h4 >>> 0];
+}
+
+function utf16le(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length * 2);
+  for (let i = 0; i < text.length; i++) {
+    bytes[i * 2] = text.charCodeAt(i) & 0xff;
+    bytes[i * 2 + 1] = text.charCodeAt(i) >>> 8;
+  }
+  return bytes;
+}
+
+function fingerprintOf(text: string, seed = 0): [number, number] {
+  const into = new Uint32Array(2);
+  fingerprintInto(text, into, { seed });
+  return [into[0], into[1]];
+}
+
+Deno.test("the reference MurmurHash3_x86_128 used below matches SMHasher's verification value", () => {
+  // SMHasher's VerificationTest: hash {0}, {0,1}, … {0..254} with seed 256 - length, then the hashes.
+  const key = new Uint8Array(256);
+  const hashes = new Uint8Array(16 * 256);
+  const view = new DataView(hashes.buffer);
+  for (let i = 0; i < 256; i++) {
+    key[i] = i;
+    murmur3x86x128(key.subarray(0, i), 256 - i).forEach((h, w) =>
+      view.setUint32(i * 16 + w * 4, h, true)
+    );
+  }
+  assert.equal(murmur3x86x128(hashes, 0)[0], 0xb3ece62a);
+});
+
+Deno.test("fingerprintInto() is the first two words of MurmurHash3_x86_128 over the UTF-16LE code units", () => {
+  fc.assert(
+    fc.property(fc.string({ unit: "binary", maxLength: 80 }), fc.nat(), (text, seed) => {
+      assert.deepEqual(fingerprintOf(text, seed), murmur3x86x128(utf16le(text), seed).slice(0, 2));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("fingerprintInto() tells ids apart that differ in one code unit or in length", () => {
+  const seen = new Set<string>();
+  for (const text of ["", "\u0000", "\u0000\u0000", "a", "b", "ab", "ba", "a\u0100", "a\u0001"]) {
+    seen.add(fingerprintOf(text).join(","));
+  }
+  assert.equal(seen.size, 9);
+});
+
+Deno.test("FingerprintSet adds, finds and grows like a Set of the pairs", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          op: fc.constantFrom("add", "has"),
+          // Few distinct values, so hits and probe collisions are common; 0 covers the empty marker.
+          high: fc.constantFrom(0, 1, 17, 33, 0xffffffff, 0x80000001),
+          low: fc.constantFrom(0, 1, 2, 0xffffffff),
+        }),
+        { maxLength: 300 },
+      ),
+      fc.array(fc.tuple(fc.nat(), fc.nat()), { maxLength: 200 }),
+      (ops, bulk) => {
+        const set = new FingerprintSet();
+        const model = new Set<string>();
+        // Normalised as the set stores them: (0, 0) is held as (0, 1).
+        const key = (high: number, low: number) =>
+          high === 0 && low === 0 ? "0,1" : `${high >>> 0},${low >>> 0}`;
+        for (const [high, low] of bulk) {
+          assert.equal(set.add(high, low), !model.has(key(high, low)));
+          model.add(key(high, low));
+        }
+        for (const { op, high, low } of ops) {
+          if (op === "add") {
+            assert.equal(set.add(high, low), !model.has(key(high, low)));
+            model.add(key(high, low));
+          } else {
+            assert.equal(set.has(high, low), model.has(key(high, low)));
+          }
+          assert.equal(set.size, model.size);
+        }
+        for (const entry of model) {
+          const [high, low] = entry.split(",").map(Number);
+          assert.ok(set.has(high, low));
+        }
+      },
+    ),
+  );
+});
+
+Deno.test("FingerprintSet keeps every entry through many doublings and stays at most 3/4 full", () => {
+  const set = new FingerprintSet();
+  const into = new Uint32Array(2);
+  for (let i = 0; i < 100_000; i++) {
+    fingerprintInto(`id-${i}`, into);
+    assert.ok(set.add(into[0], into[1]));
+    assert.ok(set.size * 8 * 4 <= set.byteLength * 3);
+  }
+  for (let i = 0; i < 100_000; i++) {
+    fingerprintInto(`id-${i}`, into);
+    assert.ok(set.has(into[0], into[1]));
+    assert.equal(set.add(into[0], into[1]), false);
+  }
+  fingerprintInto("id-100000", into);
+  assert.equal(set.has(into[0], into[1]), false);
+  assert.equal(set.size, 100_000);
+  // 100,000 ids in 2^18 slots of 8 bytes: under 22 bytes an id.
+  assert.equal(set.byteLength, 2 ** 18 * 8);
+});
+
+Deno.test("DedupeIds still finds every id of the ttl after many inserts", () => {
+  const ids = new DedupeIds({ maxIds: 1_000_000 });
+  ids.rotateTo(0, 1_000);
+  for (let i = 0; i < 200_000; i++) assert.equal(ids.seen(`evt-${i}`), false);
+  ids.rotateTo(1_500, 1_000);
+  for (let i = 0; i < 200_000; i += 7) assert.equal(ids.seen(`evt-${i}`), true);
+  assert.equal(ids.seen("evt-200000"), false);
+  assert.equal(ids.forgotten, 0);
+});
+
+Deno.test("DedupeIds holds at most maxIds, keeps the newest half and counts what it forgot early", () => {
+  const ids = new DedupeIds({ maxIds: 10 });
+  ids.rotateTo(0, 1_000);
+  for (let i = 0; i < 23; i++) ids.seen(`evt-${i}`);
+  // Buckets of 5: evt-0..14 forgotten, evt-15..19 and evt-20..22 held.
+  assert.equal(ids.size, 8);
+  assert.equal(ids.forgotten, 15);
+  for (let i = 15; i < 23; i++) assert.equal(ids.seen(`evt-${i}`), true, `evt-${i}`);
+  assert.equal(ids.seen("evt-14"), false);
+  assert.equal(ids.size, 9);
+});
+
+Deno.test("DedupeIds at its bound keeps two tables of at most the power of two over 4/3 of maxIds / 2 slots", () => {
+  const ids = new DedupeIds({ maxIds: 20_000 });
+  ids.rotateTo(0, 1_000);
+  // 10,000 ids a bucket need 13,334 slots at 3/4 full: 16,384 slots of 8 bytes each.
+  for (let i = 0; i < 100_000; i++) {
+    ids.seen(`evt-${i}`);
+    assert.ok(ids.size <= 20_000);
+    assert.ok(ids.byteLength <= 2 * 16_384 * 8, `${ids.byteLength} bytes at ${i}`);
+  }
+  assert.equal(ids.forgotten, 80_000);
+});
+
+Deno.test("DedupeIds does not count ids that outlived their time bucket as forgotten", () => {
+  const ids = new DedupeIds({ maxIds: 10 });
+  ids.rotateTo(0, 1_000);
+  for (let i = 0; i < 5; i++) ids.seen(`evt-${i}`);
+  ids.rotateTo(2_000, 1_000);
+  for (let i = 5; i < 10; i++) ids.seen(`evt-${i}`);
+  assert.equal(ids.forgotten, 0);
+  assert.equal(ids.seen("evt-0"), false);
+});
+
+Deno.test("DedupeIds refuses a bound below 2", () => {
+  assert.throws(
+    () => new DedupeIds({ maxIds: 1 }),
+    /^RangeError: Dedupe bound must be an integer of at least 2, got 1$/,
+  );
+});
