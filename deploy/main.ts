@@ -16,14 +16,14 @@ async function setUp() {
     if (error instanceof ConfigError) console.error(`edgestream: ${error.message}`);
     throw error;
   });
-  const { streams, store, keys, webhooks } = config;
+  const { streams, store, keys, origins, webhooks } = config;
   if (store.kind === "memory") {
     console.warn(
       "edgestream: no UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
     );
   }
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const app = createApp({ streams, store, keys, live, webhooks });
+  const app = createApp({ streams, store, keys, origins, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error: Error) =>
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)

@@ -13,6 +13,7 @@ import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
+import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { ingestFanoutFor } from "./ingest/mod.ts";
@@ -40,6 +41,12 @@ export interface AppOptions {
   liveRoutes?: LiveRouteOptions;
   /** Webhook fan-out: its routes, log demand and observer are added, and the sweep runs it. */
   webhooks?: WebhookService;
+  /**
+   * Host names open mode answers besides loopback ones, and origins besides
+   * the server's own that may change state (see `http/origin.ts`).
+   * @default {none}
+   */
+  origins?: OriginSettings;
 }
 
 /**
@@ -92,6 +99,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
     },
   });
   app.onError(errorResponse);
+  // Before every route, so a refused request changes nothing.
+  app.use(originGuard(new OriginPolicy({ open: keys.open, ...options.origins })));
   app.notFound((c) =>
     c.json(
       { error: { code: "not_found", message: `No route for ${c.req.method} ${c.req.path}` } },

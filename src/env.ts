@@ -10,6 +10,8 @@
  * | `PORT` | port to listen on (0 picks a free one) | `8000` |
  * | `HOST` | address to listen on; open mode always listens on loopback | `0.0.0.0` |
  * | `EDGESTREAM_KEYS` | `scope:key` pairs; none means open development mode | none |
+ * | `EDGESTREAM_ALLOWED_HOSTS` | host names open mode answers besides loopback ones (`dev.example.com`; `.example.com` with subdomains) | none |
+ * | `EDGESTREAM_ALLOWED_ORIGINS` | origins besides the server's own that may change state and open WebSockets (`https://app.example.com`) | none |
  * | `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN` | the Redis store (both or neither) | memory store |
  * | `EDGESTREAM_PREFIX` | Redis key prefix | `es` |
  * | `EDGESTREAM_MEMORY_DEDUPE_MAX` | memory store: most dedupe ids a stream holds | `10000000` |
@@ -35,6 +37,12 @@ import {
   WebhookService,
 } from "./fanout/webhooks/mod.ts";
 import { KeyRing } from "./http/auth.ts";
+import {
+  OriginSettingError,
+  type OriginSettings,
+  parseAllowedHosts,
+  parseAllowedOrigins,
+} from "./http/origin.ts";
 import {
   type DeliveryStore,
   MemoryDeliveryStore,
@@ -62,6 +70,8 @@ export interface ServerConfig {
   webhooks: WebhookService;
   /** API keys; empty means open development mode. */
   keys: KeyRing;
+  /** Allowed hosts (open mode) and origins, for `createApp`. */
+  origins: Required<OriginSettings>;
   /** Address to listen on (loopback in open mode). */
   hostname: string;
   /** Port to listen on. */
@@ -91,6 +101,16 @@ function readDuration(env: EnvSource, name: string, fallback: string): number {
     return parseDuration(text);
   } catch (error) {
     if (!(error instanceof DurationError)) throw error;
+    throw new ConfigError(`${name}: ${error.message}`, { cause: error });
+  }
+}
+
+/** A list variable read by `parse`, or a ConfigError naming it. */
+function readList(env: EnvSource, name: string, parse: (text?: string) => string[]): string[] {
+  try {
+    return parse(env.get(name));
+  } catch (error) {
+    if (!(error instanceof OriginSettingError)) throw error;
     throw new ConfigError(`${name}: ${error.message}`, { cause: error });
   }
 }
@@ -198,6 +218,10 @@ export async function configFromEnv(
 ): Promise<ServerConfig> {
   const port = readPort(env);
   const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
+  const origins = {
+    allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
+    allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
+  };
   let keys: KeyRing;
   try {
     keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"));
@@ -227,9 +251,27 @@ export async function configFromEnv(
   let hostname = env.get("HOST") ?? "0.0.0.0";
   if (keys.open) {
     if (!LOOPBACK_NAMES.has(hostname)) hostname = "127.0.0.1";
+    const allowed = origins.allowedHosts.length > 0
+      ? ` and ${origins.allowedHosts.join(", ")} (EDGESTREAM_ALLOWED_HOSTS)`
+      : "";
     notices.push(
-      "no EDGESTREAM_KEYS set: open development mode, every request is allowed; listening on localhost only",
+      `no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only, answering only loopback Host names${allowed}`,
+    );
+  } else if (origins.allowedHosts.length > 0) {
+    notices.push(
+      "EDGESTREAM_ALLOWED_HOSTS has no effect: with EDGESTREAM_KEYS set, any Host is answered",
     );
   }
-  return { configPath, streams, store, webhooks, keys, hostname, port, sweepEveryMs, notices };
+  return {
+    configPath,
+    streams,
+    store,
+    webhooks,
+    keys,
+    origins,
+    hostname,
+    port,
+    sweepEveryMs,
+    notices,
+  };
 }

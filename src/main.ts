@@ -17,12 +17,12 @@ function fail(message: string): never {
 
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
-  const { streams, store, keys, webhooks } = config;
+  const { streams, store, keys, origins, webhooks } = config;
   for (const notice of config.notices) console.log(`edgestream: ${notice}`);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const app = createApp({ streams, store, keys, live, webhooks });
+  const app = createApp({ streams, store, keys, origins, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)

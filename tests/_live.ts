@@ -12,6 +12,7 @@ import { compileConfig } from "../src/config/mod.ts";
 import { LiveHub, type LiveHubOptions } from "../src/fanout/live.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import type { LiveRouteOptions } from "../src/http/live_routes.ts";
+import type { OriginSettings } from "../src/http/origin.ts";
 import { type IngestSocketStats, ingestSocketStats } from "../src/http/ingest_socket.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
@@ -31,6 +32,8 @@ export interface ServerOptions {
   hub?: LiveHubOptions;
   /** Endpoint settings. */
   liveRoutes?: LiveRouteOptions;
+  /** Allowed hosts and origins. @default {none} */
+  origins?: OriginSettings;
 }
 
 /** A running server. */
@@ -63,6 +66,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     keys,
     now,
     live,
+    origins: options.origins,
     liveRoutes: {
       ...options.liveRoutes,
       socket: { ...options.liveRoutes?.socket, stats: socketStats },

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
-import { storeFromEnv, webhooksFromEnv } from "../src/env.ts";
+import { configFromEnv, storeFromEnv, webhooksFromEnv } from "../src/env.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { redisTest } from "./_redis.ts";
@@ -111,4 +111,51 @@ Deno.test("storeFromEnv() refuses an EDGESTREAM_MEMORY_DEDUPE_MAX that is not a 
       value,
     );
   }
+});
+Deno.test("configFromEnv() reads EDGESTREAM_ALLOWED_HOSTS and EDGESTREAM_ALLOWED_ORIGINS", async () => {
+  const config = await configFromEnv(env({
+    EDGESTREAM_ALLOWED_HOSTS: "Dev.Example.com, .trycloudflare.com",
+    EDGESTREAM_ALLOWED_ORIGINS: "https://app.example.com/,http://localhost:5173",
+  }));
+  try {
+    assert.deepEqual(config.origins, {
+      allowedHosts: ["dev.example.com", ".trycloudflare.com"],
+      allowedOrigins: ["https://app.example.com", "http://localhost:5173"],
+    });
+    assert.match(
+      config.notices.at(-1)!,
+      /loopback Host names and dev\.example\.com, \.trycloudflare\.com \(EDGESTREAM_ALLOWED_HOSTS\)$/,
+    );
+    const unset = await configFromEnv(env({}));
+    await unset.webhooks.close();
+    assert.deepEqual(unset.origins, { allowedHosts: [], allowedOrigins: [] });
+    const keyed = await configFromEnv(env({
+      EDGESTREAM_KEYS: "admin:admin-key-0123456789",
+      EDGESTREAM_ALLOWED_HOSTS: "dev.example.com",
+    }));
+    await keyed.webhooks.close();
+    assert.equal(
+      keyed.notices.at(-1),
+      "EDGESTREAM_ALLOWED_HOSTS has no effect: with EDGESTREAM_KEYS set, any Host is answered",
+    );
+  } finally {
+    await config.webhooks.close();
+  }
+});
+
+Deno.test("configFromEnv() refuses a bad allowed host or origin, naming the variable", async () => {
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_ALLOWED_HOSTS: "dev.example.com:8080" })),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message.startsWith(
+        "EDGESTREAM_ALLOWED_HOSTS: Cannot read allowed host 'dev.example.com:8080': expected a host name without port",
+      ),
+  );
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_ALLOWED_ORIGINS: "null" })),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message.startsWith("EDGESTREAM_ALLOWED_ORIGINS: Cannot read allowed origin 'null'"),
+  );
 });

@@ -11,6 +11,7 @@ import {
 } from "../../../src/fanout/webhooks/mod.ts";
 import { type DeliveryStore, MemoryDeliveryStore } from "../../../src/store/mod.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
+import type { OriginSettings } from "../../../src/http/origin.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import type { Store } from "../../../src/store/types.ts";
 
@@ -64,6 +65,8 @@ export interface SetupOptions extends Partial<WebhookServiceOptions> {
   allow?: string[];
   /** Turn auth on (keys in {@linkcode ADMIN_KEY}). @default {false} */
   auth?: boolean;
+  /** Allowed hosts and origins. @default {none} */
+  origins?: OriginSettings;
 }
 
 /** Admin key when auth is on. */
@@ -105,7 +108,7 @@ export async function setup(options: SetupOptions = {}): Promise<Setup> {
   const keys = await KeyRing.parse(
     options.auth ? `admin:${ADMIN_KEY},read:${READ_KEY}` : "",
   );
-  const app = createApp({ streams, store, keys, now, webhooks });
+  const app = createApp({ streams, store, keys, now, webhooks, origins: options.origins });
   return { app, webhooks, store, deliveries, streams, clock, close: () => webhooks.close() };
 }
 

@@ -1,0 +1,240 @@
+/**
+ * Which `Host` names and `Origin`s the server answers: the defence against
+ * web pages that drive it through their visitors' browsers. One policy for
+ * every route; browser-facing features (CORS, publishable keys) extend it.
+ *
+ * **Host, in open mode only.** Without API keys anyone who can reach the
+ * server may use it, and it listens on loopback for that reason. A page on
+ * `attacker.example` can still reach it through DNS rebinding: the page's
+ * name is made to resolve to 127.0.0.1, and its requests, same-origin as far
+ * as the browser knows, arrive with `Host: attacker.example`. So open mode
+ * answers only loopback names — `localhost`, `*.localhost`, `127.0.0.0/8`,
+ * `[::1]` — and those in `allowedHosts` (forwarded dev hosts, tunnels): others
+ * get 421. A request without `Host` (HTTP/1.0) is judged by its URL:
+ * browsers always send one. With keys the Host is not checked: a rebinding page
+ * cannot present a key it does not know, and deployments answer under names
+ * the server cannot know in advance.
+ *
+ * **Origin, in every mode.** A browser names the page behind a request in
+ * `Origin`. A request that may change state — any method but GET, HEAD and
+ * OPTIONS, and every WebSocket upgrade — from an origin other than the
+ * server's own (`scheme://host:port` as the request arrived: scheme, Host
+ * and port must all match) and not in `allowedOrigins` gets 403; `Origin:
+ * null` (sandboxed frames, files) is never the server's own. Reads are not
+ * checked: without CORS headers a page cannot read the answer. Requests
+ * without `Origin` (curl, servers, Deno's WebSocket) pass.
+ *
+ * Why keyed mode checks Origin too: a page can open a WebSocket to any
+ * server, never preflighted, carrying the key as `?token=` or a `bearer.`
+ * subprotocol, and can send simple POSTs (forms, `text/plain` fetches)
+ * without preflight. Today only the key protects those, so a key that
+ * reached a page (its source, a shared link with `?token=`, a publishable key
+ * later) would work from every site; checking Origin confines browser use to
+ * the origins listed, and keeps doing so should credentials a browser sends
+ * by itself (cookies) ever be added. One rule in both modes also means
+ * setting or removing keys never changes which pages may talk to the server.
+ * The cost: a page on another origin that opens the WebSocket endpoints (the
+ * one cross-origin use that works without CORS) must be listed in
+ * `allowedOrigins`. Behind a proxy that terminates TLS or
+ * rewrites `Host`, the server's own origin as it sees it differs from the
+ * public one, so list the public origin too.
+ *
+ * @module
+ */
+import type { MiddlewareHandler } from "hono";
+import { ApiError } from "./errors.ts";
+
+/** Settings of {@linkcode OriginPolicy} besides the mode: what the environment provides. */
+export interface OriginSettings {
+  /**
+   * More `Host` names open mode answers: `dev.example.com` (that name) or
+   * `.example.com` (the domain and every subdomain); names without a port.
+   * @default {[]}
+   */
+  allowedHosts?: readonly string[];
+  /**
+   * Origins besides the server's own that may send state-changing requests
+   * and open WebSockets: `scheme://host[:port]`, e.g. `https://app.example.com`.
+   * @default {[]}
+   */
+  allowedOrigins?: readonly string[];
+}
+
+/** Options for {@linkcode OriginPolicy}. */
+export interface OriginPolicyOptions extends OriginSettings {
+  /** True in open mode (no API keys): then only loopback and allowed Host names are answered. */
+  open: boolean;
+}
+
+/** A host name or origin setting that cannot be read. */
+export class OriginSettingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "OriginSettingError";
+  }
+}
+
+/** Characters a `Host` value never holds; `@` would let the URL parser read userinfo. */
+const HOST_TEXT = /^[^\s/?#@\\]+$/;
+
+/** A normalized DNS name, IPv4 address or bracketed IPv6 address; the URL parser allows more. */
+const HOST_NAME = /^(?:(?:[a-z0-9_-]+\.)*[a-z0-9_-]+|\[[0-9a-f:.]+\])$/;
+
+/**
+ * The name (lowercase, punycode, no trailing dot) and the origin of a `Host`
+ * value reached over `protocol`, normalized as browsers do; undefined when
+ * the value is not a host.
+ */
+function parseHost(text: string, protocol = "http:"): { name: string; origin: string } | undefined {
+  if (!HOST_TEXT.test(text)) return undefined;
+  try {
+    const url = new URL(`${protocol === "https:" ? "https:" : "http:"}//${text}`);
+    return { name: url.hostname.replace(/\.$/, ""), origin: url.origin };
+  } catch {
+    return undefined;
+  }
+}
+
+/** True for `localhost`, `*.localhost`, `127.0.0.0/8` and `[::1]` (names already normalized). */
+export function isLoopbackName(name: string): boolean {
+  return name === "localhost" || name.endsWith(".localhost") || name === "[::1]" ||
+    /^127\.\d+\.\d+\.\d+$/.test(name);
+}
+
+/**
+ * Reads one allowed host entry: a name without port, or `.` + a domain.
+ * Returns it normalized (lowercase, punycode); throws {@linkcode OriginSettingError}.
+ */
+export function normalizeAllowedHost(entry: string): string {
+  const text = entry.trim();
+  const domain = text.startsWith(".");
+  const parsed = /:\d*$/.test(text) ? undefined : parseHost(domain ? text.slice(1) : text);
+  if (!parsed || !HOST_NAME.test(parsed.name)) {
+    throw new OriginSettingError(
+      `Cannot read allowed host '${entry}': expected a host name without port, e.g. 'dev.example.com', or '.example.com' for a domain and its subdomains`,
+    );
+  }
+  return domain ? `.${parsed.name}` : parsed.name;
+}
+
+/**
+ * Reads one allowed origin: `scheme://host[:port]` with scheme http or https.
+ * Returns it serialized as browsers send it; throws {@linkcode OriginSettingError}.
+ */
+export function normalizeAllowedOrigin(entry: string): string {
+  const text = entry.trim();
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    url = undefined;
+  }
+  if (
+    !url || (url.protocol !== "http:" && url.protocol !== "https:") ||
+    url.href !== `${url.origin}/` || !/^https?:\/\/[^/]+\/?$/i.test(text)
+  ) {
+    throw new OriginSettingError(
+      `Cannot read allowed origin '${entry}': expected http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
+    );
+  }
+  return url.origin;
+}
+
+function splitList(text: string | undefined): string[] {
+  return (text ?? "").split(",").map((item) => item.trim()).filter((item) => item !== "");
+}
+
+/** Parses comma-separated allowed hosts (`EDGESTREAM_ALLOWED_HOSTS`); see {@linkcode normalizeAllowedHost}. */
+export function parseAllowedHosts(text: string | undefined): string[] {
+  return splitList(text).map(normalizeAllowedHost);
+}
+
+/** Parses comma-separated allowed origins (`EDGESTREAM_ALLOWED_ORIGINS`); see {@linkcode normalizeAllowedOrigin}. */
+export function parseAllowedOrigins(text: string | undefined): string[] {
+  return splitList(text).map(normalizeAllowedOrigin);
+}
+
+/** Methods that change nothing, so a cross-origin one may pass: a page cannot read the answer. */
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+function isWebSocketUpgrade(request: Request): boolean {
+  return (request.headers.get("Upgrade") ?? "").split(",")
+    .some((item) => item.trim().toLowerCase() === "websocket");
+}
+
+/** Decides which requests the server answers, by `Host` and `Origin` (see the module doc). */
+export class OriginPolicy {
+  #open: boolean;
+  #hosts: Set<string>;
+  #domains: string[];
+  #origins: Set<string>;
+
+  /** Throws {@linkcode OriginSettingError} for an entry that cannot be read. */
+  constructor(options: OriginPolicyOptions) {
+    this.#open = options.open;
+    const hosts = (options.allowedHosts ?? []).map(normalizeAllowedHost);
+    this.#hosts = new Set(hosts.filter((host) => !host.startsWith(".")));
+    this.#domains = hosts.filter((host) => host.startsWith("."));
+    this.#origins = new Set((options.allowedOrigins ?? []).map(normalizeAllowedOrigin));
+  }
+
+  /** True when open mode answers the host name `name` (normalized, without port). */
+  #hostAllowed(name: string): boolean {
+    return isLoopbackName(name) || this.#hosts.has(name) ||
+      this.#domains.some((domain) => name === domain.slice(1) || name.endsWith(domain));
+  }
+
+  /** Why the request is refused, or null when it may go on. */
+  refusal(request: Request): ApiError | null {
+    const url = new URL(request.url);
+    const hostHeader = request.headers.get("Host") || url.host;
+    const host = parseHost(hostHeader, url.protocol);
+    if (this.#open && !(host && this.#hostAllowed(host.name))) {
+      const name = host ? `'${host.name}'` : "its name";
+      return new ApiError(
+        421,
+        "host_not_allowed",
+        `Host '${hostHeader}' refused: open mode (no EDGESTREAM_KEYS) answers only loopback names (localhost, 127.0.0.1, [::1]) and EDGESTREAM_ALLOWED_HOSTS; add ${name} there to allow it`,
+      );
+    }
+    const origin = request.headers.get("Origin");
+    if (origin === null) return null;
+    const upgrade = isWebSocketUpgrade(request);
+    if (!upgrade && SAFE_METHODS.has(request.method)) return null;
+    const own = host?.origin;
+    if (origin === own || this.#origins.has(origin)) return null;
+    return new ApiError(
+      403,
+      "origin_not_allowed",
+      `Cross-origin ${
+        upgrade ? "WebSocket upgrade" : request.method
+      } from '${origin}' refused, as this server is '${
+        own ?? hostHeader
+      }': add the origin to EDGESTREAM_ALLOWED_ORIGINS to allow it`,
+    );
+  }
+}
+
+/**
+ * Middleware that refuses what `policy` refuses, before any route runs, so a
+ * refused request changes nothing.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { OriginPolicy, originGuard } from "./origin.ts";
+ *
+ * const app = new Hono();
+ * app.use(originGuard(new OriginPolicy({ open: true, allowedHosts: ["dev.example.com"] })));
+ * app.post("/x", (c) => c.text("ok"));
+ * const res = await app.request("/x", { method: "POST", headers: { Host: "attacker.example" } });
+ * console.log(res.status); // 421
+ * ```
+ */
+export function originGuard(policy: OriginPolicy): MiddlewareHandler {
+  return async function (c, next) {
+    const refusal = policy.refusal(c.req.raw);
+    if (refusal) throw refusal;
+    await next();
+  };
+}

@@ -1,0 +1,381 @@
+import assert from "node:assert/strict";
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import {
+  OriginSettingError,
+  parseAllowedHosts,
+  parseAllowedOrigins,
+} from "../../src/http/origin.ts";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
+import { ADMIN_KEY, setup } from "../fanout/webhooks/_setup.ts";
+import { nodeClient, startServer } from "../_live.ts";
+
+const HOOK = { url: "http://127.0.0.1:9/hook" };
+const SUBSCRIBE = "/v1/streams/orders/subscribe";
+
+/** Sends a request with the given headers; reads the JSON reply. */
+async function send(
+  app: OpenAPIHono,
+  method: string,
+  path: string,
+  options: { headers?: Record<string, string>; body?: unknown; key?: string } = {},
+  // deno-lint-ignore no-explicit-any
+): Promise<{ status: number; body: any }> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.body !== undefined) headers["Content-Type"] = "application/json";
+  if (options.key) headers.Authorization = `Bearer ${options.key}`;
+  const res = await app.request(path, {
+    method,
+    headers,
+    body: options.body === undefined ? undefined : JSON.stringify(options.body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function streamsApp(options: { auth?: boolean; allowedHosts?: string[] } = {}) {
+  const keys = await KeyRing.parse(
+    options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
+  );
+  const store = new MemoryStore({ now: () => NOW });
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store,
+    keys,
+    now: () => NOW,
+    origins: { allowedHosts: options.allowedHosts },
+  });
+  return { app, store };
+}
+
+Deno.test("Open mode refuses a Host that is not a loopback name with 421 naming it and EDGESTREAM_ALLOWED_HOSTS", async () => {
+  const { app } = await streamsApp();
+  const res = await send(app, "GET", "/v1/streams", { headers: { Host: "attacker.example" } });
+  assert.equal(res.status, 421);
+  assert.deepEqual(res.body, {
+    error: {
+      code: "host_not_allowed",
+      message:
+        "Host 'attacker.example' refused: open mode (no EDGESTREAM_KEYS) answers only loopback names (localhost, 127.0.0.1, [::1]) and EDGESTREAM_ALLOWED_HOSTS; add 'attacker.example' there to allow it",
+    },
+  });
+  for (
+    const host of [
+      "attacker.example:8000",
+      "127.0.0.1.nip.io",
+      "localhost.attacker.example",
+      "evil@localhost",
+      "10.0.0.1:8000",
+      "0.0.0.0:8000",
+      "[::2]:8000",
+      "[::ffff:7f00:1]",
+    ]
+  ) {
+    const refused = await send(app, "GET", "/healthz", { headers: { Host: host } });
+    assert.equal(refused.status, 421, host);
+    assert.equal(refused.body.error.code, "host_not_allowed", host);
+  }
+});
+
+Deno.test("Open mode answers loopback Host names, and a request without Host by its URL", async () => {
+  const { app } = await streamsApp();
+  for (
+    const host of [
+      "localhost",
+      "localhost:8000",
+      "LocalHost:8000",
+      "localhost.:8000",
+      "app.localhost:5173",
+      "127.0.0.1",
+      "127.0.0.1:8000",
+      "127.8.9.10:1",
+      "[::1]",
+      "[::1]:8000",
+    ]
+  ) {
+    const res = await send(app, "GET", "/v1/streams", { headers: { Host: host } });
+    assert.equal(res.status, 200, host);
+  }
+  assert.equal((await send(app, "GET", "/v1/streams")).status, 200);
+});
+
+Deno.test("Keyed mode answers any Host and still needs a key", async () => {
+  const { app } = await streamsApp({ auth: true });
+  const headers = { Host: "attacker.example" };
+  assert.equal((await send(app, "GET", "/v1/streams", { headers, key: KEYS.read })).status, 200);
+  assert.equal((await send(app, "GET", "/v1/streams", { headers })).status, 401);
+});
+
+Deno.test("Open mode answers the allowed hosts: exact names and .domain for a domain and its subdomains", async () => {
+  const { app } = await streamsApp({ allowedHosts: ["dev.example.com", ".trycloudflare.com"] });
+  for (
+    const host of [
+      "dev.example.com",
+      "DEV.example.com:443",
+      "trycloudflare.com",
+      "a-b.trycloudflare.com",
+      "x.y.trycloudflare.com:8443",
+    ]
+  ) {
+    assert.equal((await send(app, "GET", "/healthz", { headers: { Host: host } })).status, 200);
+  }
+  for (
+    const host of [
+      "example.com",
+      "other.dev.example.com",
+      "eviltrycloudflare.com",
+      "dev.example.com.attacker.example",
+    ]
+  ) {
+    const res = await send(app, "GET", "/healthz", { headers: { Host: host } });
+    assert.equal(res.status, 421, host);
+  }
+});
+
+Deno.test("A rebinding page cannot register a webhook in open mode: 421 and nothing registered", async () => {
+  const { app, close } = await setup();
+  try {
+    const res = await send(app, "POST", "/v1/webhooks", {
+      headers: { Host: "attacker.example:8000", Origin: "http://attacker.example:8000" },
+      body: HOOK,
+    });
+    assert.equal(res.status, 421);
+    assert.equal(res.body.error.code, "host_not_allowed");
+    assert.equal(res.body.secret, undefined);
+    assert.deepEqual((await send(app, "GET", "/v1/webhooks")).body.webhooks, []);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("A cross-origin POST to /v1/webhooks is refused with 403 in both modes and registers nothing", async () => {
+  for (const auth of [false, true]) {
+    const { app, close } = await setup({ auth });
+    const key = auth ? ADMIN_KEY : undefined;
+    try {
+      for (
+        const origin of [
+          "https://evil.example",
+          "null",
+          "https://localhost:8000",
+          "http://localhost:5173",
+          "http://localhost:8000/",
+        ]
+      ) {
+        const res = await send(app, "POST", "/v1/webhooks", {
+          headers: { Host: "localhost:8000", Origin: origin },
+          body: HOOK,
+          key,
+        });
+        assert.equal(res.status, 403, `${origin} (auth: ${auth})`);
+        assert.deepEqual(res.body, {
+          error: {
+            code: "origin_not_allowed",
+            message:
+              `Cross-origin POST from '${origin}' refused, as this server is 'http://localhost:8000': add the origin to EDGESTREAM_ALLOWED_ORIGINS to allow it`,
+          },
+        });
+      }
+      assert.deepEqual((await send(app, "GET", "/v1/webhooks", { key })).body.webhooks, []);
+    } finally {
+      await close();
+    }
+  }
+});
+
+Deno.test("A same-origin POST registers a webhook, default ports included", async () => {
+  for (const auth of [false, true]) {
+    const { app, close } = await setup({ auth });
+    const key = auth ? ADMIN_KEY : undefined;
+    try {
+      for (
+        const [host, origin] of [
+          ["localhost:8000", "http://localhost:8000"],
+          ["localhost", "http://localhost"],
+          ["localhost:80", "http://localhost"],
+          ["[::1]:8000", "http://[::1]:8000"],
+        ]
+      ) {
+        const res = await send(app, "POST", "/v1/webhooks", {
+          headers: { Host: host, Origin: origin },
+          body: HOOK,
+          key,
+        });
+        assert.equal(res.status, 201, `${host} ${origin} (auth: ${auth})`);
+        assert.match(res.body.secret, /^whsec_/);
+      }
+    } finally {
+      await close();
+    }
+  }
+});
+
+Deno.test("allowedOrigins lets a listed origin send state-changing requests, and only that one", async () => {
+  const { app, close } = await setup({ origins: { allowedOrigins: ["http://localhost:5173"] } });
+  try {
+    const headers = (origin: string) => ({ Host: "localhost:8000", Origin: origin });
+    const listed = await send(app, "POST", "/v1/webhooks", {
+      headers: headers("http://localhost:5173"),
+      body: HOOK,
+    });
+    assert.equal(listed.status, 201);
+    const other = await send(app, "POST", "/v1/webhooks", {
+      headers: headers("http://localhost:5174"),
+      body: HOOK,
+    });
+    assert.equal(other.status, 403);
+    assert.equal((await send(app, "GET", "/v1/webhooks")).body.webhooks.length, 1);
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("Cross-origin PATCH, PUT and DELETE are refused and change nothing; cross-origin GET, HEAD and OPTIONS pass", async () => {
+  const { app, close } = await setup();
+  try {
+    const created = await send(app, "POST", "/v1/webhooks", {
+      body: { ...HOOK, description: "before" },
+    });
+    assert.equal(created.status, 201);
+    const path = `/v1/webhooks/${created.body.id}`;
+    const headers = { Origin: "https://evil.example" };
+    const patch = await send(app, "PATCH", path, { headers, body: { description: "after" } });
+    assert.equal(patch.status, 403);
+    assert.match(patch.body.error.message, /^Cross-origin PATCH from 'https:\/\/evil\.example'/);
+    assert.equal((await send(app, "DELETE", path, { headers })).status, 403);
+    assert.equal((await send(app, "PUT", path, { headers, body: HOOK })).status, 403);
+    assert.equal((await send(app, "OPTIONS", path, { headers })).status, 404);
+    assert.equal((await app.request(path, { method: "HEAD", headers })).status, 200);
+    const read = await send(app, "GET", path, { headers });
+    assert.equal(read.status, 200);
+    assert.equal(read.body.description, "before");
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("A cross-origin ingest POST is refused and counts nothing", async () => {
+  const { app, store } = await streamsApp();
+  const res = await send(app, "POST", "/v1/streams/orders/events", {
+    headers: { Origin: "https://evil.example" },
+    body: { id: "a", country: "DE" },
+  });
+  assert.equal(res.status, 403);
+  assert.equal(res.body.error.code, "origin_not_allowed");
+  assert.equal((await store.stats("orders", [])).accepted, 0);
+});
+
+Deno.test("A cross-origin WebSocket upgrade is refused before its route with a JSON error", async () => {
+  const { app } = await streamsApp();
+  const res = await send(app, "GET", SUBSCRIBE, {
+    headers: { Upgrade: "websocket", Connection: "Upgrade", Origin: "https://evil.example" },
+  });
+  assert.equal(res.status, 403);
+  assert.equal(
+    res.body.error.message,
+    "Cross-origin WebSocket upgrade from 'https://evil.example' refused, as this server is 'http://localhost': add the origin to EDGESTREAM_ALLOWED_ORIGINS to allow it",
+  );
+});
+
+Deno.test("A real WebSocket client from another origin is refused with 403; from the server's own origin it connects", async () => {
+  const server = await startServer();
+  try {
+    for (const path of [SUBSCRIBE, "/v1/streams/orders/ws"]) {
+      const refused = await nodeClient(server.wsUrl(path), {
+        headers: { Origin: "https://evil.example" },
+      });
+      assert.equal(refused.status, 403, path);
+      await refused.inbox.closed;
+    }
+    const own = await nodeClient(server.wsUrl(SUBSCRIBE), { headers: { Origin: server.base } });
+    assert.equal(own.status, undefined);
+    assert.equal((await own.inbox.next()).type, "subscribed");
+    await own.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("Keyed mode refuses a cross-origin WebSocket carrying ?token=, unless its origin is allowed", async () => {
+  const server = await startServer({
+    auth: true,
+    origins: { allowedOrigins: ["https://app.example.com"] },
+  });
+  try {
+    const url = server.wsUrl(`${SUBSCRIBE}?token=${KEYS.read}`);
+    const refused = await nodeClient(url, { headers: { Origin: "https://evil.example" } });
+    assert.equal(refused.status, 403);
+    await refused.inbox.closed;
+    const listed = await nodeClient(url, { headers: { Origin: "https://app.example.com" } });
+    assert.equal(listed.status, undefined);
+    assert.equal((await listed.inbox.next()).type, "subscribed");
+    await listed.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("Open mode refuses a real WebSocket upgrade whose Host is not loopback with 421", async () => {
+  const server = await startServer({ origins: { allowedHosts: ["dev.example.com"] } });
+  try {
+    const port = new URL(server.base).port;
+    const refused = await nodeClient(server.wsUrl(SUBSCRIBE), {
+      headers: { Host: `attacker.example:${port}` },
+    });
+    assert.equal(refused.status, 421);
+    await refused.inbox.closed;
+    const allowed = await nodeClient(server.wsUrl(SUBSCRIBE), {
+      headers: { Host: `dev.example.com:${port}` },
+    });
+    assert.equal((await allowed.inbox.next()).type, "subscribed");
+    await allowed.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("parseAllowedHosts() normalizes names and refuses ports, paths and wildcards", () => {
+  assert.deepEqual(
+    parseAllowedHosts(" Dev.Example.com, .TryCloudflare.com,,[::2], bücher.example "),
+    ["dev.example.com", ".trycloudflare.com", "[::2]", "xn--bcher-kva.example"],
+  );
+  assert.deepEqual(parseAllowedHosts(undefined), []);
+  for (const entry of ["dev.example.com:8080", "*", "*.example.com", "a/b", "http://x", "."]) {
+    assert.throws(
+      () => parseAllowedHosts(`ok.example, ${entry}`),
+      (error) =>
+        error instanceof OriginSettingError &&
+        error.message.startsWith(`Cannot read allowed host '${entry}': expected a host name`),
+      entry,
+    );
+  }
+});
+
+Deno.test("parseAllowedOrigins() normalizes origins and refuses null, paths and other schemes", () => {
+  assert.deepEqual(
+    parseAllowedOrigins("HTTPS://App.Example.com/, http://localhost:5173,https://x.example:443"),
+    ["https://app.example.com", "http://localhost:5173", "https://x.example"],
+  );
+  for (
+    const entry of [
+      "null",
+      "*",
+      "app.example.com",
+      "https://app.example.com/path",
+      "https://app.example.com?x",
+      "https://user@app.example.com",
+      "ftp://app.example.com",
+    ]
+  ) {
+    assert.throws(
+      () => parseAllowedOrigins(entry),
+      (error) =>
+        error instanceof OriginSettingError &&
+        error.message.startsWith(`Cannot read allowed origin '${entry}': expected`),
+      entry,
+    );
+  }
+});
