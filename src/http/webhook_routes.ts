@@ -146,7 +146,7 @@ export const createWebhookRoute = createRoute({
   path: "/v1/webhooks",
   summary: "Register a webhook endpoint. Scope: admin.",
   description:
-    "The URL is checked now and before every attempt: it must be https (http only when allowed) and must not resolve to loopback, private, link-local, CGNAT, unique-local or other non-public addresses. The reply holds the signing secret, shown only once.",
+    "The URL is checked now and before every attempt: it must be https (http only when allowed) and resolve to at least one address outside loopback, private, link-local, CGNAT, unique-local and other non-public ranges (or one EDGESTREAM_WEBHOOK_ALLOW allows); deliveries connect only to such an address. The reply holds the signing secret, shown only once.",
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
   responses: {
     201: jsonContent(CreatedSchema, "Registered"),
