@@ -5,6 +5,7 @@ import { configFromEnv, storeFromEnv, webhooksFromEnv } from "../src/env.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { redisTest } from "./_redis.ts";
+import { Receiver } from "./fanout/webhooks/_receiver.ts";
 
 const streams = compileConfig({ streams: { s: {} } });
 
@@ -30,6 +31,27 @@ Deno.test("webhooksFromEnv() applies EDGESTREAM_WEBHOOK_ALLOW to registrations",
   } finally {
     await open.close();
     await closed.close();
+  }
+});
+
+Deno.test("EDGESTREAM_WEBHOOK_ALLOW=127.0.0.1 lets a webhook at http://localhost reach 127.0.0.1", async () => {
+  // The real resolver answers 127.0.0.1 and ::1 for localhost; only the
+  // allowed one may be contacted, and the receiver listens on it.
+  const receiver = await Receiver.start();
+  const webhooks = webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1" }), {
+    store: new MemoryStore(),
+    streams,
+  });
+  try {
+    const url = receiver.url().replace("127.0.0.1", "localhost");
+    const { endpoint } = await webhooks.createEndpoint({ url });
+    await webhooks.sendTest(endpoint.id);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+    assert.equal(receiver.received[0].payload.type, "webhook.test");
+  } finally {
+    await webhooks.close();
+    await receiver.close();
   }
 });
 

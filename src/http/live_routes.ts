@@ -281,8 +281,8 @@ function documentRoutes(app: OpenAPIHono): void {
         }),
         counter: z.string().optional().openapi({ description: "Only results of this counter" }),
         filter: z.string().optional().openapi({
-          description: "CEL expression over the message as `payload`; write numbers as doubles",
-          example: "payload.data.value > 100.0",
+          description: "CEL expression over the message as `payload`",
+          example: "payload.data.value > 100",
         }),
         token: TokenQuery,
       }),

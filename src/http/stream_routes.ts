@@ -14,6 +14,7 @@ import { sweepOnce } from "../fanout/mod.ts";
 import { type IngestFanout, ingestItems } from "../ingest/mod.ts";
 import { currentWindow, listWindows } from "../query/mod.ts";
 import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
+import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
@@ -253,8 +254,8 @@ function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
 
 function parseTime(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
-  const ms = /^-?\d+$/.test(text) ? Number(text) : Date.parse(text);
-  if (!Number.isFinite(ms)) {
+  const ms = parseInstantText(text);
+  if (ms === null) {
     throw new ApiError(400, "invalid_query", `Query parameter '${name}' is not a time: ${text}`);
   }
   return ms;
@@ -280,8 +281,10 @@ const listWindowsRoute = createRoute({
   request: {
     params: CounterParams,
     query: z.object({
-      from: TimeParam.openapi({ description: "Earliest window start (ISO-8601 or epoch ms)" }),
-      to: TimeParam.openapi({ description: "Windows start before this" }),
+      from: TimeParam.openapi({
+        description: "Earliest window start (ISO-8601, UTC when it has no offset, or epoch ms)",
+      }),
+      to: TimeParam.openapi({ description: "Windows start before this (same forms as from)" }),
       limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
         description: "Most rows (default 100)",
       }),

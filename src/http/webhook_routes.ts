@@ -15,6 +15,7 @@ import {
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
 import { type Endpoint } from "../store/mod.ts";
+import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
@@ -146,7 +147,7 @@ export const createWebhookRoute = createRoute({
   path: "/v1/webhooks",
   summary: "Register a webhook endpoint. Scope: admin.",
   description:
-    "The URL is checked now and before every attempt: it must be https (http only when allowed) and must not resolve to loopback, private, link-local, CGNAT, unique-local or other non-public addresses. The reply holds the signing secret, shown only once.",
+    "The URL is checked now and before every attempt: it must be https (http only when allowed) and resolve to at least one address outside loopback, private, link-local, CGNAT, unique-local and other non-public ranges (or one EDGESTREAM_WEBHOOK_ALLOW allows); deliveries connect only to such an address. The reply holds the signing secret, shown only once.",
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
   responses: {
     201: jsonContent(CreatedSchema, "Registered"),
@@ -278,7 +279,10 @@ export const replayRoute = createRoute({
       content: {
         "application/json": {
           schema: z.strictObject({
-            since: z.string().min(1).max(64).openapi({ example: "2026-01-01T00:00:00Z" }),
+            since: z.string().min(1).max(64).openapi({
+              description: "ISO-8601 (UTC when it has no offset) or epoch milliseconds",
+              example: "2026-01-01T00:00:00Z",
+            }),
           }),
         },
       },
@@ -488,8 +492,8 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(replayRoute, async (c) => {
     const { id } = c.req.valid("param");
     const { since } = c.req.valid("json");
-    const sinceMs = /^-?\d+$/.test(since) ? Number(since) : Date.parse(since);
-    if (!Number.isFinite(sinceMs)) {
+    const sinceMs = parseInstantText(since);
+    if (sinceMs === null) {
       throw new ApiError(400, "invalid_request", `Invalid body since: not a time: ${since}`);
     }
     const requeued = await webhooks.replay(id, sinceMs);

@@ -1,11 +1,17 @@
 /**
  * CEL (Common Expression Language) expressions, compiled once at load.
- * Expressions see the event as `event` (a map). CEL is strictly typed: JSON
- * numbers are doubles, so write `event.amount * 2.0`, not `* 2`.
+ * Expressions see the event as `event` (a map).
+ *
+ * JSON has one number type, which CEL reads as `double` (`150` and `12.5`
+ * alike), while CEL reads `2` in an expression as `int` and has no
+ * arithmetic between the two. So every environment here adds `+ - * / %`
+ * between `int` and `double` (converting the int, answering a double) and
+ * `%` between doubles: `event.amount * 2` and `event.count % 2` work as
+ * written. Comparisons across the two are CEL's own.
  *
  * @module
  */
-import { Environment } from "@marcbachmann/cel-js";
+import { Environment, EvaluationError } from "@marcbachmann/cel-js";
 
 /** A compiled expression: call it with its variables. */
 export type CompiledExpression = (variables: Record<string, unknown>) => unknown;
@@ -20,11 +26,42 @@ export class ExpressionError extends Error {
 
 const environments = new Map<string, Environment>();
 
+const ARITHMETIC: Record<string, (left: number, right: number) => number> = {
+  "+": (left, right) => left + right,
+  "-": (left, right) => left - right,
+  "*": (left, right) => left * right,
+  "/": (left, right) => left / right,
+  "%": remainder,
+};
+
+/** `%` on doubles: the remainder of truncating division, as CEL's int `%`. */
+function remainder(left: number, right: number): number {
+  // Like int % 0 in CEL, rather than a NaN that would travel on silently.
+  if (right === 0) throw new EvaluationError("modulo by zero");
+  return left % right;
+}
+
+/** Adds the int/double arithmetic JSON numbers need (see the module doc). */
+function registerMixedArithmetic(env: Environment): void {
+  for (const [operator, apply] of Object.entries(ARITHMETIC)) {
+    env.registerOperator(
+      `double ${operator} int: double`,
+      (left: number, right: bigint) => apply(left, Number(right)),
+    );
+    env.registerOperator(
+      `int ${operator} double: double`,
+      (left: bigint, right: number) => apply(Number(left), right),
+    );
+  }
+  env.registerOperator("double % double: double", remainder);
+}
+
 function environmentFor(variables: readonly string[]): Environment {
   const key = variables.join(",");
   let env = environments.get(key);
   if (!env) {
     env = new Environment({ homogeneousAggregateLiterals: false });
+    registerMixedArithmetic(env);
     for (const name of variables) env.registerVariable(name, "dyn");
     environments.set(key, env);
   }
@@ -38,11 +75,12 @@ function firstLine(error: unknown): string {
 /**
  * Parses and type-checks `source` with the given variables declared (as
  * `dyn`). Throws {@linkcode ExpressionError} for bad syntax, unknown
- * variables or functions.
+ * variables or functions, and type errors that need no variable's value
+ * (`"a" + 1`); what a variable holds is known only when it is evaluated.
  *
  * @example
  * ```ts
- * const isBig = compileExpression("event.amount > 100.0", ["event"]);
+ * const isBig = compileExpression("event.amount * 2 > 100", ["event"]);
  * isBig({ event: { amount: 250 } }); // true
  * ```
  */

@@ -282,6 +282,29 @@ Deno.test("compileConfig() refuses a bad CEL expression at load, naming the step
   assertRefused(orders({ transform: [{ filter: "" }] }), /streams\.orders\.transform\.0/);
 });
 
+Deno.test("compileConfig() loads expressions mixing int literals with numbers, and refuses type errors it can see", () => {
+  const streams = compileConfig(orders({
+    transform: [
+      { filter: "event.amount > 100" },
+      { set: { doubled: "event.amount * 2", next: "event.count + 1" } },
+    ],
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    alerts: [{ name: "double", counter: "n", when: "value * 2 >= 10" }],
+  }));
+  const stream = streams.get("orders")!;
+  assert.deepEqual(stream.transform({ amount: 150, count: 3 }), {
+    amount: 150,
+    count: 3,
+    doubled: 300,
+    next: 4,
+  });
+  assert.equal(stream.alerts[0].when({ value: 5, group: {}, window: {} }), true);
+  assertRefused(
+    orders({ transform: [{ set: { label: '"n" + 1' } }] }),
+    /^streams\.orders\.transform\[0\]\.set\.label: Invalid expression '"n" \+ 1'/,
+  );
+});
+
 Deno.test("compileConfig() refuses an event schema that is not an object schema or not valid", () => {
   assertRefused(
     orders({ schema: { type: "string" } }),

@@ -117,7 +117,7 @@ Deno.test("Subscribe applies the counter and CEL filter parameters", async () =>
   const client = await denoClient(
     server.wsUrl(
       `${SUBSCRIBE}?types=window.updated&counter=sum_1m&filter=${
-        encodeURIComponent('payload.data.group.country == "FR"')
+        encodeURIComponent("payload.data.value * 2 > 5")
       }`,
     ),
   );

@@ -114,6 +114,48 @@ Deno.test("ingestItems() applies valid events and counts them in every counter",
   assert.equal(stats.watermark, T0 + 70_000);
 });
 
+Deno.test("ingestItems() runs CEL arithmetic that mixes int literals with whole and fractional JSON numbers", async () => {
+  const stream = compileConfig({
+    streams: {
+      orders: {
+        time: { field: "ts" },
+        transform: [
+          { filter: "event.amount * 2 > 20" },
+          {
+            set: {
+              doubled: "event.amount * 2",
+              next: "event.count + 1",
+              big: "event.amount > 100",
+            },
+          },
+        ],
+        counters: {
+          doubled: { window: { tumbling: "1m" }, aggregate: { sum: "doubled" } },
+          next: { window: { tumbling: "1m" }, aggregate: { sum: "next" } },
+          by_size: { window: { tumbling: "1m" }, groupBy: ["big"], aggregate: "count" },
+        },
+      },
+    },
+  }).get("orders")!;
+  const store = newStore();
+  const reply = await ingestItems(
+    stream,
+    items(
+      { ts: T0, amount: 150, count: 3 },
+      { ts: T0, amount: 12.5, count: 2.5 },
+      { ts: T0, amount: 5, count: 1 },
+    ),
+    { store, nowMs: NOW },
+  );
+  assert.deepEqual(reply, { accepted: 3, duplicates: 0, late: 0, filtered: 1, rejected: [] });
+  assert.deepEqual((await rowsOf(stream, store, "doubled")).map((row) => row.value), [325]);
+  assert.deepEqual((await rowsOf(stream, store, "next")).map((row) => row.value), [7.5]);
+  assert.deepEqual(
+    (await rowsOf(stream, store, "by_size")).map((row) => [row.group, row.value]),
+    [[{ big: false }, 1], [{ big: true }, 1]],
+  );
+});
+
 Deno.test("ingestItems() counts a repeated id within one batch once", async () => {
   const stream = compileStream();
   const store = newStore();

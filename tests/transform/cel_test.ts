@@ -48,11 +48,78 @@ Deno.test("a compiled expression throws when evaluation fails", () => {
     assert.equal(evaluationMessage(error), "No such key: missing");
     return true;
   });
-  const mixed = compileExpression("event.amount + 1");
-  assert.throws(() => mixed({ event: { amount: 1 } }), (error: unknown) => {
-    assert.match(evaluationMessage(error), /no such overload/);
+  const mistyped = compileExpression("event.amount + 1");
+  assert.throws(() => mistyped({ event: { amount: "1" } }), (error: unknown) => {
+    assert.equal(evaluationMessage(error), "no such overload: dyn<string> + int");
     return true;
   });
+});
+
+Deno.test("compileExpression() mixes int literals and JSON numbers in arithmetic and comparisons", () => {
+  // JSON has one number type and CEL reads it as double, whether 150 or 12.5.
+  const cases: Array<[string, unknown, unknown]> = [
+    ["event.amount * 2", 300, 25],
+    ["2 * event.amount", 300, 25],
+    ["event.count + 1", 4, 3.5],
+    ["1 + event.count", 4, 3.5],
+    ["event.amount - 100", 50, -87.5],
+    ["200 - event.amount", 50, 187.5],
+    ["event.amount / 2", 75, 6.25],
+    ["300 / event.amount", 2, 24],
+    ["event.count % 2", 1, 0.5],
+    ["7 % event.count", 1, 2],
+    ["event.amount % event.count", 0, 0],
+    ["event.amount > 100", true, false],
+    ["event.amount <= 100", false, true],
+    ["event.amount == 150", true, false],
+    ["event.amount != 150", false, true],
+    ["event.amount in [150, 1]", true, false],
+    ["event.amount * 2 > 20 && event.count + 1 >= 3", true, true],
+  ];
+  for (const [source, whole, fractional] of cases) {
+    const expression = compileExpression(source);
+    assert.equal(expression({ event: { amount: 150, count: 3 } }), whole, `${source} on 150, 3`);
+    assert.equal(
+      expression({ event: { amount: 12.5, count: 2.5 } }),
+      fractional,
+      `${source} on 12.5, 2.5`,
+    );
+  }
+});
+
+Deno.test("compileExpression() keeps int arithmetic int and mixed arithmetic double", () => {
+  assert.equal(compileExpression("1 + 2")({}), 3n);
+  assert.equal(compileExpression("int(event.count) + 1")({ event: { count: 3 } }), 4n);
+  assert.equal(
+    compileExpression("size(event.tags) * event.amount")({
+      event: { tags: [1, 2], amount: 1.5 },
+    }),
+    3,
+  );
+  assert.equal(compileExpression("1 + 2.5")({}), 3.5);
+  assert.equal(compileExpression("type(1 + 2.5) == double")({}), true);
+});
+
+Deno.test("compileExpression() divides doubles by zero as IEEE does and refuses a remainder by zero", () => {
+  assert.equal(compileExpression("event.amount / 0")({ event: { amount: 5 } }), Infinity);
+  for (const source of ["event.count % 0", "event.count % 0.0", "7 % event.count"]) {
+    const expression = compileExpression(source);
+    assert.throws(() => expression({ event: { count: 0 } }), (error: unknown) => {
+      assert.equal(evaluationMessage(error), "modulo by zero", source);
+      return true;
+    });
+  }
+});
+
+Deno.test("compileExpression() refuses at load what is mistyped without an event, and not what depends on one", () => {
+  for (const source of ['"a" + 1', "size(1)", "1 + true"]) {
+    assert.throws(() => compileExpression(source), ExpressionError, source);
+  }
+  // Fields of `event` have the type of the value each event carries.
+  for (const source of ["event.amount + 'x'", "event.amount * 2 + 'x'"]) {
+    const expression = compileExpression(source);
+    assert.throws(() => expression({ event: { amount: 1 } }), /no such overload/, source);
+  }
 });
 
 Deno.test("evaluationMessage() keeps only the first line", () => {

@@ -117,7 +117,7 @@ Deno.test("compileTransform() turns evaluation errors into TransformError naming
   assert.ok(filter.cause instanceof Error);
 
   const set = transformError(
-    compileTransform([{ drop: [] }, { set: { ok: "1", bad: "event.amount + 1" } }]),
+    compileTransform([{ drop: [] }, { set: { ok: "1", bad: "event.amount + 'x'" } }]),
     { amount: 1.5 },
   );
   assert.equal(set.path, "transform[1].set.bad");

@@ -1,9 +1,12 @@
 /**
  * SSRF protection for webhook URLs: a URL must be `https:` (or `http:` when
- * allowed), carry no credentials, and its host must resolve only to public
- * unicast addresses, unless an allow-list entry (CIDR, address or host
- * name) permits it. Checked at registration and again before every attempt,
- * since DNS answers change. Address ranges come from `ipaddr.js`.
+ * allowed), carry no credentials, and its host must resolve to at least one
+ * address that may be reached: a public unicast address, or one an
+ * allow-list entry (CIDR or address) permits. Deliveries connect only to
+ * such an address, so other addresses of the same name are never contacted.
+ * An allow-listed host name may be reached whatever it resolves to. Checked
+ * at registration and again before every attempt, since DNS answers change.
+ * Address ranges come from `ipaddr.js`.
  *
  * @module
  */
@@ -73,6 +76,14 @@ export function nonPublicRange(address: string): string | null {
 function describeRange(range: string): string {
   return `${RANGE_WORDS[range] ?? `a ${range}`} address`;
 }
+
+/** The range's name without its article: `link-local`. */
+function rangeName(range: string): string {
+  return (RANGE_WORDS[range] ?? range).replace(/^an? /, "");
+}
+
+/** Where operators allow internal addresses; refusals point there. */
+const ALLOW_VARIABLE = "EDGESTREAM_WEBHOOK_ALLOW";
 
 /** Whether `hostname` is one of the names that always mean this machine (RFC 6761). */
 function isLocalhostName(hostname: string): boolean {
@@ -166,8 +177,10 @@ export class UrlPolicy {
 
   /**
    * Checks a URL and the addresses its host resolves to now. Returns the
-   * parsed URL and the addresses; throws {@linkcode UnsafeUrlError} naming
-   * the offending address, e.g. `'url' resolves to a private address: 10.0.0.7`.
+   * parsed URL and the addresses that may be reached, in resolver order
+   * (empty for an allow-listed host name: any of its addresses may be);
+   * throws {@linkcode UnsafeUrlError} when none may, naming the addresses,
+   * e.g. `'url' resolves to a private address: 10.0.0.7; EDGESTREAM_WEBHOOK_ALLOW can allow it`.
    */
   async check(url: string): Promise<{ url: URL; addresses: string[] }> {
     let parsed: URL;
@@ -203,23 +216,37 @@ export class UrlPolicy {
         throw new UnsafeUrlError(`'url' host '${hostname}' has no A or AAAA record`);
       }
     }
-    let allAllowed = true;
+    // Connections are pinned to an approved address, so a name that also
+    // resolves elsewhere (localhost: 127.0.0.1 and ::1) is usable through the
+    // addresses that may be reached; it is refused only when there are none.
+    const reachable: string[] = [];
+    const internal: Array<[string, string]> = [];
     for (const text of addresses) {
       if (!ipaddr.isValid(text)) {
         throw new UnsafeUrlError(`'url' host '${hostname}' resolves to a non-address: ${text}`);
       }
-      const address = ipaddr.parse(text);
-      if (this.#addressAllowed(address)) continue;
-      allAllowed = false;
-      const range = nonPublicRange(text);
-      if (range !== null) {
-        const what = isLiteral ? "is" : "resolves to";
-        throw new UnsafeUrlError(`'url' ${what} ${describeRange(range)}: ${text}`);
+      if (this.#addressAllowed(ipaddr.parse(text))) {
+        reachable.push(text);
+        continue;
       }
+      const range = nonPublicRange(text);
+      if (range !== null) internal.push([text, range]);
+      else if (!httpRefused) reachable.push(text);
     }
-    if (httpRefused && !allAllowed) {
+    if (reachable.length > 0) return { url: parsed, addresses: reachable };
+    if (internal.length < addresses.length) {
       throw new UnsafeUrlError("'url' must use https; http is allowed only for allow-listed hosts");
     }
-    return { url: parsed, addresses };
+    if (internal.length === 1) {
+      const [[text, range]] = internal;
+      throw new UnsafeUrlError(
+        `'url' ${isLiteral ? "is" : "resolves to"} ${describeRange(range)}: ${text}; ` +
+          `${ALLOW_VARIABLE} can allow it`,
+      );
+    }
+    const listed = internal.map(([text, range]) => `${text} (${rangeName(range)})`).join(", ");
+    throw new UnsafeUrlError(
+      `'url' resolves only to internal addresses: ${listed}; ${ALLOW_VARIABLE} can allow them`,
+    );
   }
 }

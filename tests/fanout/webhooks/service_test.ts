@@ -465,7 +465,10 @@ Deno.test("registration refuses localhost with the real resolver", async () => {
   await withApp({ allow: [], resolve: resolveWithDns }, async ({ app }) => {
     const res = await call(app, "POST", "/v1/webhooks", { url: "https://localhost:9443/hook" });
     assert.equal(res.status, 400);
-    assert.match(res.body.error.message, /resolves to a loopback address: 127\.0\.0\.1/);
+    assert.match(
+      res.body.error.message,
+      /resolves only to internal addresses: 127\.0\.0\.1 \(loopback\), ::1 \(loopback\); EDGESTREAM_WEBHOOK_ALLOW can allow them$/,
+    );
   });
 });
 
@@ -484,7 +487,7 @@ Deno.test("a host that resolves to an internal address at delivery time is not c
     assert.equal(delivery.attemptLog[0].status, null);
     assert.equal(
       delivery.attemptLog[0].error,
-      "Refused: 'url' resolves to a link-local address: 169.254.169.254",
+      "Refused: 'url' resolves to a link-local address: 169.254.169.254; EDGESTREAM_WEBHOOK_ALLOW can allow it",
     );
   });
 });

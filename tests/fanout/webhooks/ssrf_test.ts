@@ -55,7 +55,10 @@ Deno.test("nonPublicRange() names every internal range and passes public address
 Deno.test("UrlPolicy.check() refuses internal IP literals, naming the address", async () => {
   const policy = new UrlPolicy({ resolve: table({}) });
   const cases: Array<[string, RegExp]> = [
-    ["https://127.0.0.1/hook", /'url' is a loopback address: 127\.0\.0\.1/],
+    [
+      "https://127.0.0.1/hook",
+      /^UnsafeUrlError: 'url' is a loopback address: 127\.0\.0\.1; EDGESTREAM_WEBHOOK_ALLOW can allow it$/,
+    ],
     ["https://10.0.0.1/hook", /'url' is a private address: 10\.0\.0\.1/],
     ["https://169.254.169.254/latest/meta-data", /link-local address: 169\.254\.169\.254/],
     ["https://[::1]/hook", /loopback address: ::1/],
@@ -75,7 +78,7 @@ Deno.test("UrlPolicy.check() refuses a host name resolving to an internal addres
   const policy = new UrlPolicy({
     resolve: table({
       "internal.example.com": ["10.0.0.7"],
-      "mixed.example.com": ["93.184.216.34", "fd00::7"],
+      "mixed.example.com": ["fd00::7"],
       "public.example.com": ["93.184.216.34", "2606:4700::1111"],
     }),
   });
@@ -85,7 +88,7 @@ Deno.test("UrlPolicy.check() refuses a host name resolving to an internal addres
   );
   await assert.rejects(
     () => policy.check("https://mixed.example.com/hook"),
-    /resolves to a unique-local address: fd00::7/,
+    /resolves to a unique-local address: fd00::7; EDGESTREAM_WEBHOOK_ALLOW can allow it$/,
   );
   await assert.rejects(() => policy.check("https://nowhere.example.com/"), /does not resolve/);
   const { url, addresses } = await policy.check("https://public.example.com/hook");
@@ -99,7 +102,41 @@ Deno.test("UrlPolicy.check() treats localhost names as loopback with the default
   const policy = new UrlPolicy();
   await assert.rejects(
     () => policy.check("https://localhost:8443/hook"),
-    /'url' resolves to a loopback address: 127\.0\.0\.1/,
+    /^UnsafeUrlError: 'url' resolves only to internal addresses: 127\.0\.0\.1 \(loopback\), ::1 \(loopback\); EDGESTREAM_WEBHOOK_ALLOW can allow them$/,
+  );
+});
+
+Deno.test("UrlPolicy.check() approves localhost through the allowed one of its addresses", async () => {
+  const v4 = new UrlPolicy({ allow: parseAllowList("127.0.0.1") });
+  assert.deepEqual((await v4.check("http://localhost:9100/hook")).addresses, ["127.0.0.1"]);
+  const v6 = new UrlPolicy({ allow: parseAllowList("::1") });
+  assert.deepEqual((await v6.check("http://localhost:9100/hook")).addresses, ["::1"]);
+  const byName = new UrlPolicy({ allow: parseAllowList("localhost") });
+  assert.deepEqual((await byName.check("http://localhost:9100/hook")).addresses, []);
+});
+
+Deno.test("UrlPolicy.check() returns only the addresses it may reach, refusing when there are none", async () => {
+  const policy = new UrlPolicy({
+    allow: ["10.1.0.0/16"],
+    resolve: table({
+      "mixed.example.com": ["fd00::7", "93.184.216.34"],
+      "lab.example.com": ["10.2.0.1", "93.184.216.34", "10.1.2.3"],
+      "inside.example.com": ["10.2.0.1", "169.254.169.254"],
+    }),
+  });
+  assert.deepEqual((await policy.check("https://mixed.example.com/")).addresses, [
+    "93.184.216.34",
+  ]);
+  assert.deepEqual((await policy.check("https://lab.example.com/")).addresses, [
+    "93.184.216.34",
+    "10.1.2.3",
+  ]);
+  // Plain http may go only to an allow-listed address.
+  assert.deepEqual((await policy.check("http://lab.example.com/")).addresses, ["10.1.2.3"]);
+  await assert.rejects(() => policy.check("http://mixed.example.com/"), /must use https/);
+  await assert.rejects(
+    () => policy.check("https://inside.example.com/"),
+    /^UnsafeUrlError: 'url' resolves only to internal addresses: 10\.2\.0\.1 \(private\), 169\.254\.169\.254 \(link-local\); EDGESTREAM_WEBHOOK_ALLOW can allow them$/,
   );
 });
 
@@ -130,10 +167,8 @@ Deno.test("UrlPolicy allow-list admits CIDRs, addresses and host names, and http
   await policy.check("http://a.dev.internal/hook");
   await policy.check("http://lab.example.com/hook");
   await assert.rejects(() => policy.check("https://127.0.0.2/"), /loopback address: 127\.0\.0\.2/);
-  await assert.rejects(
-    () => policy.check("https://half.example.com/"),
-    /private address: 10\.2\.0\.1/,
-  );
+  assert.deepEqual((await policy.check("https://half.example.com/")).addresses, ["10.1.2.3"]);
+  await assert.rejects(() => policy.check("https://10.2.0.1/"), /private address: 10\.2\.0\.1/);
   await assert.rejects(() => policy.check("https://dev.internal/"), /does not resolve/);
 });
 

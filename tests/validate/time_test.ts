@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { parseInstant, parseInstantText } from "../../src/validate/mod.ts";
+
+Deno.test("parseInstant() reads ISO-8601 text with an offset", () => {
+  const cases: Array<[string, string]> = [
+    ["2026-01-01T10:15:00Z", "2026-01-01T10:15:00.000Z"],
+    ["2026-01-01T10:15:00.123Z", "2026-01-01T10:15:00.123Z"],
+    ["2026-01-01T10:15:00.123456789Z", "2026-01-01T10:15:00.123Z"],
+    ["2026-01-01T10:15:00.5Z", "2026-01-01T10:15:00.500Z"],
+    ["2026-01-01T11:15:00+01:00", "2026-01-01T10:15:00.000Z"],
+    ["2026-01-01T11:15:00+0100", "2026-01-01T10:15:00.000Z"],
+    ["2026-01-01T05:15-05:00", "2026-01-01T10:15:00.000Z"],
+    ["2026-01-01 10:15:00Z", "2026-01-01T10:15:00.000Z"],
+    ["2026-01-01t10:15:00z", "2026-01-01T10:15:00.000Z"],
+    ["2026-01-02T00:15:00+14:00", "2026-01-01T10:15:00.000Z"],
+  ];
+  for (const [text, iso] of cases) assert.equal(parseInstant(text), Date.parse(iso), text);
+});
+
+Deno.test("parseInstant() reads ISO-8601 text without an offset as UTC", () => {
+  assert.equal(parseInstant("2026-01-01T10:15:00"), Date.parse("2026-01-01T10:15:00Z"));
+  assert.equal(parseInstant("2026-01-01T10:15"), Date.parse("2026-01-01T10:15:00Z"));
+  assert.equal(parseInstant("2026-01-01 10:15:00.25"), Date.parse("2026-01-01T10:15:00.250Z"));
+  assert.equal(parseInstant("2026-01-01"), Date.parse("2026-01-01T00:00:00Z"));
+});
+
+Deno.test("parseInstant() reads numbers as epoch milliseconds, flooring fractions", () => {
+  assert.equal(parseInstant(1_767_262_500_000), 1_767_262_500_000);
+  assert.equal(parseInstant(1.9), 1);
+  assert.equal(parseInstant(-1.5), -2);
+  assert.equal(parseInstant(8.64e15), 8.64e15);
+  assert.equal(parseInstant(-8.64e15), -8.64e15);
+});
+
+Deno.test("parseInstant() refuses impossible dates and times instead of rolling them over", () => {
+  const bad = [
+    "2026-02-30T10:00:00Z",
+    "2026-04-31",
+    "2025-02-29T00:00Z",
+    "2026-13-01",
+    "2026-00-10",
+    "2026-01-00",
+    "2026-01-01T24:00:00Z",
+    "2026-01-01T10:60:00Z",
+    "2026-01-01T10:15:60Z",
+    "2026-01-01T10:15:00+24:00",
+    "2026-01-01T10:15:00+01:60",
+  ];
+  for (const text of bad) assert.equal(parseInstant(text), null, text);
+  assert.equal(parseInstant("2024-02-29T00:00:00Z"), Date.parse("2024-02-29T00:00:00Z"));
+});
+
+Deno.test("parseInstant() refuses other text, other types and instants outside the Date range", () => {
+  const bad: unknown[] = [
+    "yesterday",
+    "01/02/2026",
+    "2026-01-01T10:15:00 UTC",
+    "2026-1-1",
+    "1767262500000",
+    "",
+    " 2026-01-01",
+    true,
+    null,
+    undefined,
+    { ms: 1 },
+    [1],
+    8.64e15 + 1,
+    -8.64e15 - 1,
+    Infinity,
+    Number.NaN,
+    "+275760-09-13T00:00:00Z",
+  ];
+  for (const value of bad) assert.equal(parseInstant(value), null, String(value));
+  assert.equal(parseInstant("0000-01-01T00:00:00Z"), Date.parse("0000-01-01T00:00:00Z"));
+});
+
+Deno.test("parseInstantText() reads digits as epoch milliseconds and other text as ISO-8601", () => {
+  assert.equal(parseInstantText("1767262500000"), 1_767_262_500_000);
+  assert.equal(parseInstantText("-5"), -5);
+  assert.equal(parseInstantText("2026-01-01T10:15:00"), Date.parse("2026-01-01T10:15:00Z"));
+  assert.equal(parseInstantText("8640000000000001"), null);
+  assert.equal(parseInstantText("1.5"), null);
+  assert.equal(parseInstantText("soon"), null);
+});
+
+Deno.test("parseInstant() reads back every toISOString() of the years 0000-9999, with and without Z", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({
+        min: Date.parse("0000-01-01T00:00:00Z"),
+        max: Date.parse("9999-12-31T23:59:59.999Z"),
+      }),
+      (ms) => {
+        const iso = new Date(ms).toISOString();
+        assert.equal(parseInstant(iso), ms, iso);
+        assert.equal(parseInstant(iso.slice(0, -1)), ms, iso);
+      },
+    ),
+  );
+});
