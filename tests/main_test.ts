@@ -65,6 +65,8 @@ Deno.test("main.ts refuses a port in use in one line that names it", async () =>
     );
   } finally {
     holder.close();
+  }
+});
 
 function env(values: Record<string, string>) {
   return { get: (name: string) => values[name] };
