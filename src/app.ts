@@ -84,7 +84,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
       ...(webhooks ? [webhooks.observer] : []),
     ],
   };
-  const ingestOptions = (stream: string) => ingestFanoutFor(stream, consumers);
+  const inFlight = new Set<string>();
+  const ingestOptions = (stream: string) => ({ ...ingestFanoutFor(stream, consumers), inFlight });
 
   const app = new OpenAPIHono({
     defaultHook(result) {

@@ -61,6 +61,8 @@ export interface CompiledStream {
   idleMs: number | null;
   /** Dedupe settings. */
   dedupe?: { field: string; ttlMs: number };
+  /** How long (ms) the reply to a request with an `Idempotency-Key` is kept. */
+  idempotencyTtlMs: number;
   /** Compiled transform steps. */
   transform: Transform;
   /** Compiled counters, in definition order. */
@@ -252,6 +254,7 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
     // Receive-time streams: the clock is the event time, so it is the watermark.
     idleMs: parsed.time.idle ?? (parsed.time.field === undefined ? 0 : null),
     dedupe: parsed.dedupe ? { field: parsed.dedupe.field, ttlMs: parsed.dedupe.ttl } : undefined,
+    idempotencyTtlMs: parsed.idempotencyTtl,
     transform,
     counters,
     counterMetas: counters.map((counter) => counter.meta),

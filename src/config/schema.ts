@@ -89,6 +89,7 @@ export const streamDefinitionSchema = z.strictObject({
     field: fieldPath,
     ttl: positiveDuration.default(parseDuration("24h")),
   }).optional(),
+  idempotencyTtl: positiveDuration.default(parseDuration("24h")),
   transform: z.array(transformStep).max(64).default([]),
   counters: z.record(z.string().regex(NAME, nameMessage), counterSchema).default({}),
   alerts: z.array(alertSchema).max(64).default([]),

@@ -26,10 +26,16 @@ export const errorResponses = {
   403: { description: "Key lacks the scope", content: errorContent },
   404: { description: "Not found", content: errorContent },
   406: { description: "Not an acceptable representation", content: errorContent },
-  409: { description: "Conflicts with the current state", content: errorContent },
+  408: { description: "Body not received in time", content: errorContent },
+  409: {
+    description: "Conflicts with the current state (or a request in progress)",
+    content: errorContent,
+  },
   413: { description: "Too large", content: errorContent },
   415: { description: "Unsupported media type", content: errorContent },
+  422: { description: "Idempotency-Key reused with another body", content: errorContent },
   426: { description: "Not a WebSocket upgrade", content: errorContent },
+  429: { description: "Rate limited (see Retry-After)", content: errorContent },
   503: { description: "Store unavailable", content: errorContent },
 } as const;
 

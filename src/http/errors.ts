@@ -12,6 +12,7 @@ import {
   WebhookConflictError,
   WebhookNotFoundError,
 } from "../fanout/webhooks/mod.ts";
+import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
 import { StoreUnavailableError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 
@@ -28,6 +29,8 @@ export class ApiError extends HTTPException {
   readonly extra?: Record<string, unknown>;
   /** Extra response headers. */
   readonly headers?: Record<string, string>;
+  /** Machine-readable detail inside `error` (e.g. whether a failed ingest may have applied). */
+  readonly details?: unknown;
 
   constructor(
     status: ContentfulStatusCode,
@@ -36,6 +39,7 @@ export class ApiError extends HTTPException {
     options: {
       extra?: Record<string, unknown>;
       headers?: Record<string, string>;
+      details?: unknown;
       cause?: unknown;
     } = {},
   ) {
@@ -44,6 +48,7 @@ export class ApiError extends HTTPException {
     this.code = code;
     this.extra = options.extra;
     this.headers = options.headers;
+    this.details = options.details;
   }
 }
 
@@ -85,8 +90,23 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
     return new ApiError(BODY_STATUS[error.code], error.code, error.message, { cause: error });
   }
   if (error instanceof StoreUnavailableError) {
-    return new ApiError(503, "store_unavailable", error.message, {
+    const outcome = error.outcome === "unknown"
+      ? "it may have been applied: resend with the same Idempotency-Key, or with dedupe ids, to be safe"
+      : "nothing was applied";
+    return new ApiError(503, "store_unavailable", `${error.message}; ${outcome}`, {
       headers: { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
+      details: { outcome: error.outcome },
+      cause: error,
+    });
+  }
+  if (error instanceof IdempotencyError) {
+    return error.problem === "conflict"
+      ? new ApiError(422, "idempotency_key_reused", error.message, { cause: error })
+      : new ApiError(409, "idempotency_key_in_flight", error.message, { cause: error });
+  }
+  if (error instanceof RateLimitedError) {
+    return new ApiError(429, "rate_limited", error.message, {
+      headers: { "Retry-After": String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) },
       cause: error,
     });
   }
@@ -107,7 +127,12 @@ export function errorResponse(error: Error, c: Context): Response {
   const api = apiErrorOf(error);
   if (api) {
     return c.json(
-      { ...api.extra, error: { code: api.code, message: api.message } },
+      {
+        ...api.extra,
+        error: api.details === undefined
+          ? { code: api.code, message: api.message }
+          : { code: api.code, message: api.message, details: api.details },
+      },
       api.status,
       api.headers,
     );

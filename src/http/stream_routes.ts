@@ -11,7 +11,7 @@ import type { Context } from "hono";
 import type { CompiledStream } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { sweepOnce } from "../fanout/mod.ts";
-import { type IngestFanout, ingestItems } from "../ingest/mod.ts";
+import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
 import { currentWindow, listWindows } from "../query/mod.ts";
 import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
@@ -34,7 +34,7 @@ export interface StreamRouteDeps {
   /** Body limits. */
   limits: Required<BodyLimits>;
   /** Ingest options for a stream (what the fan-out consumers want logged, observers). */
-  ingestOptions: (stream: string) => IngestFanout;
+  ingestOptions: (stream: string) => IngestContext;
   /** Run by the admin sweep after windows are closed. */
   sweepConsumers: readonly SweepConsumer[];
 }
@@ -148,9 +148,16 @@ const ingestRoute = createRoute({
   path: "/v1/streams/{stream}/events",
   summary: "Send events",
   description:
-    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. Scope: ingest.",
+    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Scope: ingest.",
   request: {
     params: StreamParams,
+    headers: z.object({
+      "idempotency-key": z.string().min(1).max(255).optional().openapi({
+        description:
+          "Makes a retry safe: 422 when reused with another body, 409 while the first is in progress",
+        example: "order-batch-2026-01-01-0001",
+      }),
+    }),
     body: {
       required: false,
       content: {
@@ -164,7 +171,7 @@ const ingestRoute = createRoute({
       description: "Accepted",
       content: { "application/json": { schema: IngestReplySchema } },
     },
-    ...errorsFor(400, 401, 403, 404, 413, 415, 503),
+    ...errorsFor(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503),
   },
 });
 
@@ -180,11 +187,18 @@ function ingest(deps: StreamRouteDeps) {
       timeoutMs: deps.limits.bodyTimeoutMs,
     });
     const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
+    const key = c.req.header("Idempotency-Key");
+    if (key !== undefined) {
+      const problem = idempotencyKeyProblem(key);
+      if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
+    }
     const reply = await ingestItems(stream, items, {
       ...deps.ingestOptions(stream.name),
       store: deps.store,
       nowMs: deps.now(),
+      idempotency: key === undefined ? undefined : { key, body: bytes },
     });
+    if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {
       throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
         extra: { ...reply },

@@ -8,7 +8,13 @@
  */
 import type { CompiledStream } from "../config/mod.ts";
 import type { IngestObserver, LogDemand } from "../fanout/types.ts";
-import type { BatchEvent, CellUpdate, Store } from "../store/types.ts";
+import type {
+  BatchEvent,
+  BatchRequest,
+  CellUpdate,
+  RateLimitClaim,
+  Store,
+} from "../store/types.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
 import { validateEvent } from "../validate/mod.ts";
@@ -40,6 +46,12 @@ export interface IngestReply {
   filtered: number;
   /** Events refused, with reasons. Nothing of them was stored. */
   rejected: Rejection[];
+  /**
+   * True when this is the stored reply of an earlier request with the same
+   * `Idempotency-Key` (nothing was applied now; a replayed reply lists at
+   * most the first 100 rejected events).
+   */
+  replayed?: boolean;
 }
 
 /** Longest dedupe id accepted. */
@@ -145,12 +157,28 @@ export interface IngestFanout {
   observers?: readonly IngestObserver[];
 }
 
+/** What one process shares between its ingest requests (HTTP and WebSocket). */
+export interface IngestContext extends IngestFanout {
+  /**
+   * Idempotency keys (`<stream>\0<key>`) of requests in progress on this
+   * process: a second request with one of them is refused as in flight.
+   */
+  inFlight?: Set<string>;
+}
+
 /** Options for {@linkcode ingestItems}. */
-export interface IngestOptions extends IngestFanout {
+export interface IngestOptions extends IngestContext {
   /** Where the batch is applied. */
   store: Store;
   /** Receive time (ms): event time defaults to it, lateness is measured from it. */
   nowMs: number;
+  /**
+   * The request's `Idempotency-Key` and what it sent (its body, or frame
+   * text), to tell a retry (same body) from a reuse of the key.
+   */
+  idempotency?: { key: string; body: string | Uint8Array };
+  /** The rate limit the request must fit in; it costs one token per accepted event. */
+  rateLimit?: Omit<RateLimitClaim, "cost">;
 }
 
 /** The fan-out consumers whose wishes decide a stream's {@linkcode IngestFanout}. */
@@ -171,12 +199,92 @@ export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): Ing
   };
 }
 
+/** Most rejected events a stored idempotent reply lists. */
+export const MAX_STORED_REJECTIONS = 100;
+
+/** Why a request with an `Idempotency-Key` was not applied. */
+export type IdempotencyProblem = "conflict" | "in_flight";
+
+/** A request's `Idempotency-Key` was reused with another body, or is still being processed. */
+export class IdempotencyError extends Error {
+  /** `conflict`: the key came with another body; `in_flight`: the first request is not done. */
+  readonly problem: IdempotencyProblem;
+
+  constructor(problem: IdempotencyProblem, message: string) {
+    super(message);
+    this.name = "IdempotencyError";
+    this.problem = problem;
+  }
+}
+
+/** A request did not fit in its rate limit; nothing was applied. */
+export class RateLimitedError extends Error {
+  /** When (ms from now) it would fit. */
+  readonly retryAfterMs: number;
+
+  constructor(message: string, retryAfterMs: number) {
+    super(message);
+    this.name = "RateLimitedError";
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** Longest `Idempotency-Key` accepted, in characters. */
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
+
+/** Why an `Idempotency-Key` is not acceptable, or null when it is. */
+export function idempotencyKeyProblem(key: string): string | null {
+  if (key.length === 0 || key.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
+    return `Idempotency-Key must be 1-${MAX_IDEMPOTENCY_KEY_LENGTH} characters, got ${key.length}`;
+  }
+  if (!/^[\x21-\x7e]+$/.test(key)) {
+    return "Idempotency-Key must be printable ASCII without spaces";
+  }
+  return null;
+}
+
+async function sha256Hex(data: string | Uint8Array): Promise<string> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
 /**
  * Runs a parsed body through the pipeline and applies it to the store in one
- * atomic step. Throws what the store throws (e.g. `StoreUnavailableError`),
- * in which case nothing was applied.
+ * atomic step. Throws what the store throws (e.g. `StoreUnavailableError`,
+ * whose `outcome` says whether it may have applied), an
+ * {@linkcode IdempotencyError} or a {@linkcode RateLimitedError} (nothing
+ * applied).
+ *
+ * With an idempotency key, the store keeps the reply for the stream's
+ * `idempotencyTtl` when the request applied: the same key and body again get
+ * that reply (`replayed: true`) and apply nothing; the same key with another
+ * body is a conflict; and while a request with the key is still in progress
+ * on this process (`inFlight`), another is refused as in flight.
  */
 export async function ingestItems(
+  stream: CompiledStream,
+  items: readonly BodyItem[],
+  options: IngestOptions,
+): Promise<IngestReply> {
+  const key = options.idempotency?.key;
+  if (key === undefined) return await ingestOnce(stream, items, options);
+  const inFlightKey = `${stream.name}\u0000${key}`;
+  if (options.inFlight?.has(inFlightKey)) {
+    throw new IdempotencyError(
+      "in_flight",
+      `A request with Idempotency-Key '${key}' is still being processed; retry when it is done`,
+    );
+  }
+  options.inFlight?.add(inFlightKey);
+  try {
+    return await ingestOnce(stream, items, options);
+  } finally {
+    options.inFlight?.delete(inFlightKey);
+  }
+}
+
+async function ingestOnce(
   stream: CompiledStream,
   items: readonly BodyItem[],
   options: IngestOptions,
@@ -196,32 +304,64 @@ export async function ingestItems(
     else if (prepared.ok) events.push(prepared.event);
     else rejected.push({ index, errors: prepared.errors });
   });
+  const accepted = events.length + filtered;
+  const reply: IngestReply = { accepted, duplicates: 0, late: 0, filtered, rejected };
+  if (accepted === 0) return reply;
 
-  let duplicates = 0;
-  let late = 0;
-  if (events.length > 0 || filtered > 0) {
-    const result = await store.applyBatch({
-      stream: stream.name,
-      nowMs,
-      latenessMs: stream.latenessMs,
-      idleMs: stream.idleMs,
-      dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
-      counters: stream.counterMetas,
-      events,
-      filtered,
-      log: withPayload ? options.log : undefined,
-    });
-    for (const observer of options.observers ?? []) {
-      try {
-        observer({ stream, events, outcomes: result.outcomes, nowMs, demand: result.demand });
-      } catch (error) {
-        console.error("Ingest observer failed:", error);
-      }
-    }
-    for (const outcome of result.outcomes) {
-      if (outcome === "duplicate") duplicates += 1;
-      else if (outcome === "late") late += 1;
+  const request: BatchRequest = { events: events.length, filtered };
+  const idempotency = options.idempotency;
+  if (idempotency) {
+    const stored = { accepted, filtered, rejected: rejected.slice(0, MAX_STORED_REJECTIONS) };
+    request.idempotency = {
+      keyHash: await sha256Hex(idempotency.key),
+      bodyHash: await sha256Hex(idempotency.body),
+      ttlMs: stream.idempotencyTtlMs,
+      reply: JSON.stringify(stored),
+    };
+  }
+  if (options.rateLimit) request.rateLimit = { ...options.rateLimit, cost: accepted };
+  const result = await store.applyBatch({
+    stream: stream.name,
+    nowMs,
+    latenessMs: stream.latenessMs,
+    idleMs: stream.idleMs,
+    dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
+    counters: stream.counterMetas,
+    events,
+    requests: [request],
+    log: withPayload ? options.log : undefined,
+  });
+  const outcome = result.requests[0];
+  switch (outcome.status) {
+    case "replayed":
+      return {
+        ...(JSON.parse(outcome.reply) as Omit<IngestReply, "duplicates" | "late">),
+        duplicates: outcome.duplicates,
+        late: outcome.late,
+        replayed: true,
+      };
+    case "conflict":
+      throw new IdempotencyError(
+        "conflict",
+        `Idempotency-Key '${idempotency?.key}' was used with another body within the last ${stream.idempotencyTtlMs} ms`,
+      );
+    case "in_flight":
+      throw new IdempotencyError(
+        "in_flight",
+        `A request with Idempotency-Key '${idempotency?.key}' is still being processed`,
+      );
+    case "rate_limited":
+      throw new RateLimitedError(
+        `Rate limit of ${options.rateLimit?.limit} events per ${options.rateLimit?.windowMs} ms reached; retry in ${outcome.retryAfterMs} ms`,
+        outcome.retryAfterMs,
+      );
+  }
+  for (const observer of options.observers ?? []) {
+    try {
+      observer({ stream, events, outcomes: result.outcomes, nowMs, demand: result.demand });
+    } catch (error) {
+      console.error("Ingest observer failed:", error);
     }
   }
-  return { accepted: events.length + filtered, duplicates, late, filtered, rejected };
+  return { ...reply, duplicates: outcome.duplicates, late: outcome.late };
 }

@@ -47,7 +47,94 @@ export interface BatchEvent {
   payload?: string;
 }
 
-/** Everything one ingest request asks the store to apply in one atomic step. */
+/**
+ * An `Idempotency-Key` claim of one request: the first request with a key
+ * applies and stores its reply; the same key again within `ttlMs` applies
+ * nothing and gets that reply back. Keys and bodies are stored as hashes.
+ */
+export interface IdempotencyClaim {
+  /** Hash of the key (hex); the key itself is never stored. */
+  keyHash: string;
+  /** Hash of what was sent; the same key with another body is a conflict. */
+  bodyHash: string;
+  /** How long (ms) the reply is kept. */
+  ttlMs: number;
+  /**
+   * The reply to store, as JSON text, without the counts only the store
+   * knows (duplicates, late): {@linkcode RequestResult} carries those.
+   */
+  reply: string;
+}
+
+/**
+ * A rate limit a request must fit in: a token bucket of `limit` tokens that
+ * refills over `windowMs`. The request takes `cost` tokens or is refused
+ * whole. Buckets are per stream (they live in the stream's hash slot).
+ */
+export interface RateLimitClaim {
+  /** Bucket name within the stream (e.g. an API key's id). */
+  key: string;
+  /** Tokens a full bucket holds. */
+  limit: number;
+  /** Time (ms) to refill an empty bucket. */
+  windowMs: number;
+  /** Tokens this request takes (e.g. its event count). */
+  cost: number;
+}
+
+/**
+ * One client request of a batch. Requests take the batch's events in order:
+ * the first `events` events belong to the first request, and so on. Each is
+ * applied, replayed or refused on its own; what one request sends never
+ * makes the others fail.
+ */
+export interface BatchRequest {
+  /** How many of the batch's events are this request's (the next ones in order). */
+  events: number;
+  /** Events of this request the transforms filtered out (counted in stats when applied). */
+  filtered: number;
+  /** Its `Idempotency-Key`, when it sent one. */
+  idempotency?: IdempotencyClaim;
+  /** The rate limit it must fit in, when one applies. */
+  rateLimit?: RateLimitClaim;
+}
+
+/** What happened to one request of a batch. */
+export type RequestResult =
+  | {
+    /** Its events went through dedupe, lateness and the counters. */
+    status: "applied";
+    /** Of its events, how many were duplicates. */
+    duplicates: number;
+    /** Of its events, how many were late. */
+    late: number;
+  }
+  | {
+    /** An earlier request with the same key and body applied; nothing was applied now. */
+    status: "replayed";
+    /** The earlier request's stored reply ({@linkcode IdempotencyClaim.reply}). */
+    reply: string;
+    /** The earlier request's duplicates. */
+    duplicates: number;
+    /** The earlier request's late events. */
+    late: number;
+  }
+  | {
+    /** The key was used with another body; nothing was applied. */
+    status: "conflict";
+  }
+  | {
+    /** An earlier request of the same batch has the same key; nothing was applied. */
+    status: "in_flight";
+  }
+  | {
+    /** The rate limit had fewer tokens than the request costs; nothing was applied. */
+    status: "rate_limited";
+    /** When (ms from now) the bucket holds enough tokens. */
+    retryAfterMs: number;
+  };
+
+/** Everything one or more ingest requests ask the store to apply in one atomic step. */
 export interface StoreBatch {
   /** Stream name. */
   stream: string;
@@ -66,8 +153,13 @@ export interface StoreBatch {
   counters: CounterMeta[];
   /** Events in arrival order. */
   events: BatchEvent[];
-  /** Events the transforms filtered out (counted in stats only). */
-  filtered: number;
+  /**
+   * The requests the events belong to, in order (their `events` counts add
+   * up to `events.length`). @default {one request of all events, with `filtered`}
+   */
+  requests?: BatchRequest[];
+  /** Events the transforms filtered out (counted in stats only), when `requests` is not given. */
+  filtered?: number;
   /**
    * Which events go to the stream's result log in the same atomic step
    * (`event.processed` for applied events, `event.late` for late ones); they
@@ -133,13 +225,18 @@ export interface AlertFiring {
   ttlMs: number;
 }
 
-/** What happened to each event of a batch. */
-export type EventOutcome = "applied" | "duplicate" | "late";
+/**
+ * What happened to each event of a batch; `skipped` when its request was not
+ * applied (replayed, conflict, in flight or rate limited).
+ */
+export type EventOutcome = "applied" | "duplicate" | "late" | "skipped";
 
 /** Result of {@linkcode Store.applyBatch}. */
 export interface ApplyResult {
   /** One outcome per event of the batch, in order. */
   outcomes: EventOutcome[];
+  /** One result per request of the batch (one when the batch gave no `requests`). */
+  requests: RequestResult[];
   /** Stream watermark (ms) after the batch, or null when no event was ever seen. */
   watermark: number | null;
   /**
@@ -287,11 +384,45 @@ export interface Store {
 }
 
 /** The store cannot be reached or timed out; the request may be retried. */
+/**
+ * Whether a failed store call applied anything: `not_applied` when the store
+ * certainly did not run it (refused the connection, answered "not now"),
+ * `unknown` when it may have (a timeout, a connection lost after sending).
+ */
+export type UnavailableOutcome = "not_applied" | "unknown";
+
+/** The store cannot be reached or did not answer in time. */
 export class StoreUnavailableError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
+  /** Whether the call may have been applied. */
+  readonly outcome: UnavailableOutcome;
+
+  constructor(
+    message: string,
+    options: ErrorOptions & { outcome?: UnavailableOutcome } = {},
+  ) {
     super(message, options);
     this.name = "StoreUnavailableError";
+    this.outcome = options.outcome ?? "unknown";
   }
+}
+
+/** The requests of a batch: its own, or one request of all its events. */
+export function batchRequests(batch: StoreBatch): BatchRequest[] {
+  const requests = batch.requests ??
+    [{ events: batch.events.length, filtered: batch.filtered ?? 0 }];
+  let total = 0;
+  for (const request of requests) {
+    if (!Number.isSafeInteger(request.events) || request.events < 0) {
+      throw new RangeError(`Batch request has ${request.events} events; expected a count`);
+    }
+    total += request.events;
+  }
+  if (total !== batch.events.length) {
+    throw new RangeError(
+      `Batch requests cover ${total} events, but the batch has ${batch.events.length}`,
+    );
+  }
+  return requests;
 }
 
 /** Splits a log id `<ms>-<seq>` into numbers. */

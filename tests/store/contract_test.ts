@@ -10,7 +10,13 @@ import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import type { Store } from "../../src/store/types.ts";
+import type {
+  BatchEvent,
+  BatchRequest,
+  IdempotencyClaim,
+  Store,
+  StoreBatch,
+} from "../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -483,6 +489,151 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(await store.panes("other", meta, { fromMs: 0, toMs: 1e15 }), []);
   },
 };
+
+/** A stored-batch event of stream `s` at `t` in group `g` with value `v`. */
+function batchEvent(id: string, t: number): BatchEvent {
+  return {
+    id,
+    timeMs: t,
+    updates: [{ counter: 0, pane: Math.floor(t / 60_000) * 60_000, group: '["x"]' }],
+  };
+}
+
+function batchOf(events: BatchEvent[], requests: BatchRequest[], nowMs = T0 + 70_000): StoreBatch {
+  return {
+    stream: "s",
+    nowMs,
+    latenessMs: stream.latenessMs,
+    dedupeTtlMs: 86_400_000,
+    counters: stream.counterMetas,
+    events,
+    requests,
+  };
+}
+
+function claim(key: string, body: string): IdempotencyClaim {
+  return { keyHash: key, bodyHash: body, ttlMs: 60_000, reply: `{"accepted":2,"body":"${body}"}` };
+}
+
+const requestScenarios: Record<string, Scenario> = {
+  async "applyBatch() applies each request of a batch on its own and reports each"(store) {
+    const result = await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000), batchEvent("a", T0 + 2_000), batchEvent("b", T0 + 3_000)],
+      [{ events: 1, filtered: 2 }, { events: 2, filtered: 0 }],
+    ));
+    assert.deepEqual(result.outcomes, ["applied", "duplicate", "applied"]);
+    assert.deepEqual(result.requests, [
+      { status: "applied", duplicates: 0, late: 0 },
+      { status: "applied", duplicates: 1, late: 0 },
+    ]);
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied, stats.duplicates, stats.filtered], [
+      5,
+      2,
+      1,
+      2,
+    ]);
+  },
+
+  async "applyBatch() replays a stored reply for the same key and body, applying nothing"(store) {
+    const first = await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000), batchEvent("a", T0 + 1_000)],
+      [{ events: 2, filtered: 0, idempotency: claim("k1", "body1") }],
+    ));
+    assert.deepEqual(first.requests, [{ status: "applied", duplicates: 1, late: 0 }]);
+    // The retry has no dedupe ids: only the key keeps it from counting twice.
+    const retry = await store.applyBatch(batchOf(
+      [{ ...batchEvent("a", T0 + 1_000), id: undefined }],
+      [{ events: 1, filtered: 1, idempotency: claim("k1", "body1") }],
+    ));
+    assert.deepEqual(retry.outcomes, ["skipped"]);
+    assert.deepEqual(retry.requests, [{
+      status: "replayed",
+      reply: '{"accepted":2,"body":"body1"}',
+      duplicates: 1,
+      late: 0,
+    }]);
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied, stats.filtered], [2, 1, 0]);
+    const windows = await allWindows(store, T0 + 70_000);
+    assert.equal(windows.count.reduce((sum, row) => sum + (row.value ?? 0), 0), 1);
+  },
+
+  async "applyBatch() refuses a key reused with another body, and the same key twice in a batch"(
+    store,
+  ) {
+    await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000)],
+      [{ events: 1, filtered: 0, idempotency: claim("k1", "body1") }],
+    ));
+    const result = await store.applyBatch(batchOf(
+      [batchEvent("b", T0 + 2_000), batchEvent("c", T0 + 3_000), batchEvent("d", T0 + 4_000)],
+      [
+        { events: 1, filtered: 0, idempotency: claim("k1", "other body") },
+        { events: 1, filtered: 0, idempotency: claim("k2", "body2") },
+        { events: 1, filtered: 0, idempotency: claim("k2", "body2") },
+      ],
+    ));
+    assert.deepEqual(result.outcomes, ["skipped", "applied", "skipped"]);
+    assert.deepEqual(result.requests.map((r) => r.status), ["conflict", "applied", "in_flight"]);
+    assert.equal((await store.stats("s", stream.counterMetas)).applied, 2);
+  },
+
+  async "applyBatch() forgets a stored reply after its ttl"(store) {
+    await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000)],
+      [{ events: 1, filtered: 0, idempotency: { ...claim("k1", "b"), ttlMs: 1_000 } }],
+      T0 + 70_000,
+    ));
+    // Redis expires by its own clock: wait the ttl out for real.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    const again = await store.applyBatch(batchOf(
+      [batchEvent("b", T0 + 2_000)],
+      [{ events: 1, filtered: 0, idempotency: { ...claim("k1", "other"), ttlMs: 1_000 } }],
+      T0 + 71_200,
+    ));
+    assert.deepEqual(again.requests, [{ status: "applied", duplicates: 0, late: 0 }]);
+  },
+
+  async "applyBatch() refuses a request past its rate limit whole, and refills over the window"(
+    store,
+  ) {
+    const limit = { key: "api-key-1", limit: 3, windowMs: 60_000 };
+    const at = (nowMs: number, ids: string[]) =>
+      store.applyBatch(batchOf(
+        ids.map((id) => batchEvent(id, T0 + 1_000)),
+        [{ events: ids.length, filtered: 0, rateLimit: { ...limit, cost: ids.length } }],
+        nowMs,
+      ));
+    assert.equal((await at(T0 + 70_000, ["a", "b"])).requests[0].status, "applied");
+    const refused = await at(T0 + 70_000, ["c", "d"]);
+    assert.deepEqual(refused.outcomes, ["skipped", "skipped"]);
+    // One token left, two needed: one more refills in 20 s.
+    assert.deepEqual(refused.requests, [{ status: "rate_limited", retryAfterMs: 20_000 }]);
+    assert.equal((await at(T0 + 90_000, ["c", "d"])).requests[0].status, "applied");
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied], [4, 4]);
+  },
+
+  async "applyBatch() applies the other requests of a batch when one is rate limited"(store) {
+    const rateLimit = { key: "small", limit: 1, windowMs: 60_000, cost: 2 };
+    const result = await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000), batchEvent("b", T0 + 1_000), batchEvent("c", T0 + 1_000)],
+      [{ events: 2, filtered: 0, rateLimit }, { events: 1, filtered: 0 }],
+    ));
+    assert.deepEqual(result.outcomes, ["skipped", "skipped", "applied"]);
+    assert.equal(result.requests[0].status, "rate_limited");
+    assert.equal(result.requests[1].status, "applied");
+  },
+
+  async "applyBatch() refuses requests that do not cover the batch's events"(store) {
+    await assert.rejects(
+      store.applyBatch(batchOf([batchEvent("a", T0)], [{ events: 2, filtered: 0 }])),
+      /Batch requests cover 2 events, but the batch has 1/,
+    );
+  },
+};
+Object.assign(scenarios, requestScenarios);
 
 for (const [name, scenario] of Object.entries(scenarios)) {
   Deno.test(`MemoryStore: ${name}`, () => scenario(new MemoryStore({ now: clock })));

@@ -16,6 +16,9 @@ import {
 import {
   type AlertFiring,
   type ApplyResult,
+  type BatchEvent,
+  type BatchRequest,
+  batchRequests,
   type ClosedWindow,
   type CloseOptions,
   compareLogIds,
@@ -26,6 +29,7 @@ import {
   MAX_LOG_ENTRIES,
   OTHER_GROUP,
   parseLogId,
+  type RequestResult,
   type Store,
   type StoreBatch,
   type StreamStats,
@@ -68,6 +72,19 @@ interface StreamState {
   fired: Map<string, number>;
   /** Result types live subscribers want, type → expiry. */
   demand: Map<string, number>;
+  /** Stored replies by idempotency key hash (insertion order is expiry order per TTL). */
+  replies: Map<string, StoredReply>;
+  /** Rate-limit token buckets by key. */
+  buckets: Map<string, { tokens: number; updatedMs: number; fullAt: number }>;
+}
+
+/** A reply kept for an idempotency key. */
+interface StoredReply {
+  bodyHash: string;
+  reply: string;
+  duplicates: number;
+  late: number;
+  expiresAt: number;
 }
 
 /** Options for {@linkcode MemoryStore}. */
@@ -130,6 +147,8 @@ export class MemoryStore implements Store {
         lastLogSeq: 0,
         fired: new Map(),
         demand: new Map(),
+        replies: new Map(),
+        buckets: new Map(),
       };
       this.#streams.set(name, state);
     }
@@ -137,50 +156,61 @@ export class MemoryStore implements Store {
   }
 
   applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+    try {
+      return Promise.resolve(this.#apply(batch));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #apply(batch: StoreBatch): ApplyResult {
     const now = batch.nowMs;
+    const requests = batchRequests(batch);
     this.#sweep(now);
     const stream = this.#stream(batch.stream);
     const dedupe = batch.dedupeTtlMs > 0;
     if (dedupe) stream.ids.rotateTo(now, batch.dedupeTtlMs);
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
+    const results: RequestResult[] = [];
     const panesByCounter: Array<Map<number, Pane>> = [];
-    for (const event of batch.events) {
-      if (event.id !== undefined && dedupe && stream.ids.seen(event.id)) {
-        outcomes.push("duplicate");
-        stream.duplicates += 1;
+    const keysInBatch = new Set<string>();
+    const replies: [string, StoredReply][] = [];
+    let next = 0;
+    for (const request of requests) {
+      const events = batch.events.slice(next, next + request.events);
+      next += request.events;
+      const verdict = this.#admit(stream, request, { now, keysInBatch });
+      if (verdict) {
+        results.push(verdict);
+        for (let i = 0; i < events.length; i++) outcomes.push("skipped");
         continue;
       }
-      if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
-        outcomes.push("late");
-        stream.late += 1;
-        if (batch.log?.late && event.payload !== undefined) {
-          this.#append(stream, now, {
-            type: "event.late",
-            timeMs: event.timeMs,
-            event: JSON.parse(event.payload),
-          });
-        }
-        continue;
+      let duplicates = 0;
+      let late = 0;
+      for (const event of events) {
+        const outcome = this.#applyEvent(stream, batch, { event, now, panesByCounter });
+        outcomes.push(outcome);
+        if (outcome === "duplicate") duplicates += 1;
+        else if (outcome === "late") late += 1;
       }
-      if (stream.watermark === null || event.timeMs > stream.watermark) {
-        stream.watermark = event.timeMs;
+      stream.accepted += request.events + request.filtered;
+      stream.filtered += request.filtered;
+      const claim = request.idempotency;
+      if (claim) {
+        // Kept once the whole batch is applied, as Redis does: the same key
+        // twice in one batch is in flight, not a replay.
+        replies.push([claim.keyHash, {
+          bodyHash: claim.bodyHash,
+          reply: claim.reply,
+          duplicates,
+          late,
+          expiresAt: now + claim.ttlMs,
+        }]);
       }
-      for (const update of event.updates) {
-        const counter = batch.counters[update.counter];
-        panesByCounter[update.counter] ??= this.#panesOf(stream, counter.name);
-        this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
-      }
-      outcomes.push("applied");
-      stream.applied += 1;
-      if (batch.log?.processed && event.payload !== undefined) {
-        this.#append(stream, now, {
-          type: "event.processed",
-          timeMs: event.timeMs,
-          event: JSON.parse(event.payload),
-        });
-      }
+      results.push({ status: "applied", duplicates, late });
     }
+    for (const [keyHash, stored] of replies) stream.replies.set(keyHash, stored);
     if (stream.ids.forgotten > 0 && !stream.warnedForgotten) {
       stream.warnedForgotten = true;
       // Once per stream: the count in stats says how many since.
@@ -188,12 +218,96 @@ export class MemoryStore implements Store {
         `edgestream: stream '${batch.stream}' forgets dedupe ids before their ttl, as it holds at most maxDedupeIds (EDGESTREAM_MEMORY_DEDUPE_MAX) = ${this.#maxDedupeIds} ids; stats.dedupeForgotten counts them`,
       );
     }
-    stream.accepted += batch.events.length + batch.filtered;
-    stream.filtered += batch.filtered;
     const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>
       type
     );
-    return Promise.resolve({ outcomes, watermark: stream.watermark, demand });
+    return { outcomes, requests: results, watermark: stream.watermark, demand };
+  }
+
+  /**
+   * Why a request is not applied (its stored reply, a conflict, a key
+   * already in this batch, the rate limit), or undefined to apply it. Takes
+   * the request's tokens when it is admitted.
+   */
+  #admit(
+    stream: StreamState,
+    request: BatchRequest,
+    context: { now: number; keysInBatch: Set<string> },
+  ): RequestResult | undefined {
+    const { now, keysInBatch } = context;
+    const claim = request.idempotency;
+    if (claim) {
+      const stored = stream.replies.get(claim.keyHash);
+      if (stored && stored.expiresAt > now) {
+        if (stored.bodyHash !== claim.bodyHash) return { status: "conflict" };
+        return {
+          status: "replayed",
+          reply: stored.reply,
+          duplicates: stored.duplicates,
+          late: stored.late,
+        };
+      }
+      if (keysInBatch.has(claim.keyHash)) return { status: "in_flight" };
+      keysInBatch.add(claim.keyHash);
+    }
+    const limit = request.rateLimit;
+    if (limit) {
+      const bucket = stream.buckets.get(limit.key);
+      const refill = (limit.limit / limit.windowMs) * (now - (bucket?.updatedMs ?? now));
+      const tokens = Math.min(limit.limit, bucket ? bucket.tokens + refill : limit.limit);
+      const perMs = limit.limit / limit.windowMs;
+      const left = tokens < limit.cost ? tokens : tokens - limit.cost;
+      stream.buckets.set(limit.key, {
+        tokens: left,
+        updatedMs: now,
+        fullAt: now + (limit.limit - left) / perMs,
+      });
+      if (tokens < limit.cost) {
+        return { status: "rate_limited", retryAfterMs: Math.ceil((limit.cost - tokens) / perMs) };
+      }
+    }
+    return undefined;
+  }
+
+  /** Dedupe, lateness, counters and log of one event of an admitted request. */
+  #applyEvent(
+    stream: StreamState,
+    batch: StoreBatch,
+    context: { event: BatchEvent; now: number; panesByCounter: Array<Map<number, Pane>> },
+  ): EventOutcome {
+    const { event, now, panesByCounter } = context;
+    if (event.id !== undefined && batch.dedupeTtlMs > 0 && stream.ids.seen(event.id)) {
+      stream.duplicates += 1;
+      return "duplicate";
+    }
+    if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
+      stream.late += 1;
+      if (batch.log?.late && event.payload !== undefined) {
+        this.#append(stream, now, {
+          type: "event.late",
+          timeMs: event.timeMs,
+          event: JSON.parse(event.payload),
+        });
+      }
+      return "late";
+    }
+    if (stream.watermark === null || event.timeMs > stream.watermark) {
+      stream.watermark = event.timeMs;
+    }
+    for (const update of event.updates) {
+      const counter = batch.counters[update.counter];
+      panesByCounter[update.counter] ??= this.#panesOf(stream, counter.name);
+      this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
+    }
+    stream.applied += 1;
+    if (batch.log?.processed && event.payload !== undefined) {
+      this.#append(stream, now, {
+        type: "event.processed",
+        timeMs: event.timeMs,
+        event: JSON.parse(event.payload),
+      });
+    }
+    return "applied";
   }
 
   #panesOf(stream: StreamState, counter: string): Map<number, Pane> {
@@ -365,6 +479,13 @@ export class MemoryStore implements Store {
     this.#nextSweep = now + this.#sweepEveryMs;
     for (const stream of this.#streams.values()) {
       for (const [key, expiresAt] of stream.fired) if (expiresAt <= now) stream.fired.delete(key);
+      for (const [key, stored] of stream.replies) {
+        if (stored.expiresAt <= now) stream.replies.delete(key);
+      }
+      // A full bucket is the same as no bucket.
+      for (const [key, bucket] of stream.buckets) {
+        if (bucket.fullAt <= now) stream.buckets.delete(key);
+      }
       for (const panes of stream.panes.values()) {
         for (const [start, pane] of panes) {
           if (pane.expiresAt <= now) panes.delete(start);

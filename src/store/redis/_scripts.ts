@@ -32,6 +32,8 @@ local STATS_KEY = P .. ${luaString(STREAM_KEYS.stats)}
 local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
 local DEMAND_KEY = P .. "demand"
 local function idsKey(bucket) return P .. "ids:" .. num(bucket) end
+local function replyKey(keyHash) return P .. "idem:" .. keyHash end
+local function bucketKey(name) return P .. "rl:" .. name end
 local function paneKey(counter, paneText) return P .. "p:" .. counter .. ":" .. paneText end
 local function hllKey(counter, paneText, group)
   return P .. "h:" .. counter .. ":" .. paneText .. ":" .. group
@@ -126,9 +128,12 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes little:
- * - ARGV[1], JSON: `{now, late, idle, dttl, filtered, statsTtl, logp, logl,
+ * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
- *   times: [ms, …], payloads?: [json|false, …]}` — one entry per event.
+ *   times: [ms, …], payloads?: [json|false, …], reqs: [request, …]}` — one
+ *   entry per event, and per request `{n, f, ik?, ib?, ir?, it?, rk?, rl?, rw?, rc?}`:
+ *   its event count and filtered count, its idempotency claim (key hash, body
+ *   hash, reply, ttl) and its rate limit (bucket, limit, window ms, cost).
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]`.
  * - ARGV[3], JSON: each event's own updates
@@ -140,12 +145,19 @@ end
  * remembered for at least the TTL and at most twice that, at one hash field
  * per id instead of one key.
  *
- * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late>", "wm": "<ms>",
- * "d": [type, …]}`, `d` naming the log record types live subscribers want now.
+ * Stored replies live at `idem:<key hash>` (hash: body hash, reply, duplicates, late; expiring
+ * with the claim's ttl), rate-limit buckets at `rl:<bucket>` (tokens, updated ms; expiring when
+ * full again): both in the stream's hash slot.
+ *
+ * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late, 3 skipped>",
+ * "wm": "<ms>", "d": [type, …], "r": [result, …]}`, `d` naming the log record types live
+ * subscribers want now, and per request `[0, duplicates, late]` applied,
+ * `[1, reply, duplicates, late]` replayed, `[2]` conflict, `[3, retryAfterMs]` rate limited,
+ * `[4]` its key earlier in the batch.
  */
 export const APPLY_SCRIPT = COMMON + `
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
-local filtered, statsTtl, logProcessed, logLate = args.filtered, args.statsTtl, args.logp, args.logl
+local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
 local ids, times, payloads = args.ids, args.times, args.payloads
 local counters = {}
 for i, c in ipairs(args.counters) do
@@ -153,6 +165,55 @@ for i, c in ipairs(args.counters) do
 end
 
 local wm = raiseToClock(tonumber(redis.call("HGET", STATS_KEY, "wm")), now, idle)
+
+-- Requests: each takes the next n events. One that is not admitted (its
+-- stored reply, a conflict, its key earlier in this batch, the rate limit)
+-- applies nothing and its events are skipped (outcome 3). Nothing here can
+-- fail on what a request sent: keys and bodies arrive as hashes.
+local requests = args.reqs
+local results = {}
+local skip = {}
+local keysInBatch = {}
+local function admit(request)
+  local keyHash = request.ik
+  if type(keyHash) == "string" then
+    local stored = redis.call("HMGET", replyKey(keyHash), "b", "r", "d", "l")
+    if stored[1] then
+      if stored[1] ~= request.ib then return { 2 } end
+      return { 1, stored[2], tonumber(stored[3]), tonumber(stored[4]) }
+    end
+    if keysInBatch[keyHash] then return { 4 } end
+    keysInBatch[keyHash] = true
+  end
+  local bucketName = request.rk
+  if type(bucketName) == "string" then
+    local limit, window, cost = request.rl, request.rw, request.rc
+    local perMs = limit / window
+    local key = bucketKey(bucketName)
+    local bucket = redis.call("HMGET", key, "t", "u")
+    local tokens = limit
+    if bucket[1] then
+      tokens = math.min(limit, tonumber(bucket[1]) + perMs * (now - tonumber(bucket[2])))
+    end
+    local left = tokens
+    if tokens >= cost then left = tokens - cost end
+    redis.call("HSET", key, "t", num(left), "u", num(now))
+    -- A full bucket is the same as none: keep it only until it refills.
+    redis.call("PEXPIRE", key, math.max(1, math.ceil((limit - left) / perMs)))
+    if tokens < cost then return { 3, math.ceil((cost - tokens) / perMs) } end
+  end
+  return nil
+end
+local first = 1
+for r, request in ipairs(requests) do
+  local verdict = admit(request)
+  if verdict then
+    results[r] = verdict
+    for i = first, first + request.n - 1 do skip[i] = true end
+  end
+  first = first + request.n
+end
+
 local outcomes = {}
 local applied, duplicates, lates = 0, 0, 0
 local newIds, oldIds
@@ -163,7 +224,9 @@ end
 local insertedIds = false
 for i, t in ipairs(times) do
   local id, outcome = ids[i], 0
-  if newIds and type(id) == "string" then
+  if skip[i] then
+    outcome = 3
+  elseif newIds and type(id) == "string" then
     -- The older bucket first, so a duplicate does not extend the id's life.
     if redis.call("HEXISTS", oldIds, id) == 1 or redis.call("HSETNX", newIds, id, "1") == 0 then
       outcome = 1
@@ -183,10 +246,32 @@ for i, t in ipairs(times) do
     applied = applied + 1
   elseif outcome == 1 then
     duplicates = duplicates + 1
-  else
+  elseif outcome == 2 then
     lates = lates + 1
   end
   outcomes[i] = outcome
+end
+
+-- Admitted requests: their counts, stats, and the reply kept for their key.
+local accepted, filtered = 0, 0
+first = 1
+for r, request in ipairs(requests) do
+  if not results[r] then
+    local requestDuplicates, requestLate = 0, 0
+    for i = first, first + request.n - 1 do
+      if outcomes[i] == 1 then requestDuplicates = requestDuplicates + 1 end
+      if outcomes[i] == 2 then requestLate = requestLate + 1 end
+    end
+    accepted = accepted + request.n + request.f
+    filtered = filtered + request.f
+    if type(request.ik) == "string" then
+      local key = replyKey(request.ik)
+      redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", requestDuplicates, "l", requestLate)
+      redis.call("PEXPIRE", key, request.it)
+    end
+    results[r] = { 0, requestDuplicates, requestLate }
+  end
+  first = first + request.n
 end
 if insertedIds then redis.call("PEXPIRE", newIds, 2 * dedupeTtl) end
 
@@ -306,7 +391,7 @@ for _, counter in pairs(touchedCounters) do
   if redis.call("EXISTS", open) == 1 then redis.call("PEXPIRE", open, counter.ttl) end
 end
 
-redis.call("HINCRBY", STATS_KEY, "accepted", #times + filtered)
+if accepted > 0 then redis.call("HINCRBY", STATS_KEY, "accepted", accepted) end
 if applied > 0 then redis.call("HINCRBY", STATS_KEY, "applied", applied) end
 if duplicates > 0 then redis.call("HINCRBY", STATS_KEY, "duplicates", duplicates) end
 if lates > 0 then redis.call("HINCRBY", STATS_KEY, "late", lates) end
@@ -318,7 +403,7 @@ local wanted = redis.call("HGETALL", DEMAND_KEY)
 for i = 1, #wanted, 2 do
   if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
 end
-return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand })
+return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand, r = results })
 `;
 
 /**

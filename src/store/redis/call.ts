@@ -7,7 +7,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { StoreUnavailableError } from "../types.ts";
+import { StoreUnavailableError, type UnavailableOutcome } from "../types.ts";
 
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
@@ -38,6 +38,20 @@ export function isCommandError(error: unknown): boolean {
   if (!(error instanceof Error) || error.name !== "UpstashError") return false;
   const text = redisErrorText(error);
   return /^[A-Z][A-Z_]+ /.test(text) && !TRANSIENT.test(text);
+}
+
+/**
+ * Errors that show the request never ran: the connection was refused or the
+ * name did not resolve (nothing was sent), or Redis answered "not now"
+ * (LOADING, BUSY, …) instead of running the script.
+ */
+const NOT_SENT =
+  /connection refused|ECONNREFUSED|dns error|failed to lookup|Name or service not known/i;
+
+/** Whether a failed call certainly applied nothing (see {@linkcode UnavailableOutcome}). */
+export function outcomeOf(error: unknown): UnavailableOutcome {
+  const text = redisErrorText(error);
+  return NOT_SENT.test(text) || TRANSIENT.test(text) ? "not_applied" : "unknown";
 }
 
 /** Scripts reply JSON text; the client may already have parsed it. */
@@ -74,7 +88,10 @@ export class RedisCalls {
       timer = setTimeout(
         () =>
           reject(
-            new StoreUnavailableError(`Redis did not answer ${what} within ${this.#timeoutMs} ms`),
+            new StoreUnavailableError(
+              `Redis did not answer ${what} within ${this.#timeoutMs} ms`,
+              { outcome: "unknown" },
+            ),
           ),
         this.#timeoutMs,
       );
@@ -88,7 +105,7 @@ export class RedisCalls {
       }
       throw new StoreUnavailableError(
         `Redis is unavailable (${what}): ${redisErrorText(error)}`,
-        { cause: error },
+        { cause: error, outcome: outcomeOf(error) },
       );
     } finally {
       clearTimeout(timer);

@@ -20,12 +20,14 @@ import {
 import {
   type AlertFiring,
   type ApplyResult,
+  batchRequests,
   type ClosedWindow,
   type CloseOptions,
   type CounterMeta,
   type EventOutcome,
   type LogEntry,
   type LogRecord,
+  type RequestResult,
   type Store,
   type StoreBatch,
   type StreamStats,
@@ -55,7 +57,30 @@ export interface RedisStoreOptions {
 /** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
 export const HLL_STANDARD_ERROR = 0.0081;
 
-const OUTCOMES: EventOutcome[] = ["applied", "duplicate", "late"];
+const OUTCOMES: EventOutcome[] = ["applied", "duplicate", "late", "skipped"];
+
+/** A request's result as the apply script replies it (see APPLY_SCRIPT). */
+type ScriptResult = [number, ...(string | number)[]];
+
+function requestResult(result: ScriptResult): RequestResult {
+  switch (result[0]) {
+    case 0:
+      return { status: "applied", duplicates: Number(result[1]), late: Number(result[2]) };
+    case 1:
+      return {
+        status: "replayed",
+        reply: String(result[1]),
+        duplicates: Number(result[2]),
+        late: Number(result[3]),
+      };
+    case 2:
+      return { status: "conflict" };
+    case 3:
+      return { status: "rate_limited", retryAfterMs: Number(result[1]) };
+    default:
+      return { status: "in_flight" };
+  }
+}
 
 type MergedRow = [group: string, count: string, sum: string, minOrMax: string, distinct: string];
 
@@ -141,14 +166,25 @@ export class RedisStore implements Store {
     return this.#calls.script(script, [this.keyPrefix(stream)], argv);
   }
 
-  applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+  async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     const logging = batch.events.some((event) => event.payload !== undefined);
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
       idle: batch.idleMs ?? false,
       dttl: batch.dedupeTtlMs,
-      filtered: batch.filtered,
+      reqs: batchRequests(batch).map((request) => ({
+        n: request.events,
+        f: request.filtered,
+        ik: request.idempotency?.keyHash,
+        ib: request.idempotency?.bodyHash,
+        ir: request.idempotency?.reply,
+        it: request.idempotency?.ttlMs,
+        rk: request.rateLimit?.key,
+        rl: request.rateLimit?.limit,
+        rw: request.rateLimit?.windowMs,
+        rc: request.rateLimit?.cost,
+      })),
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed ?? false,
       logl: batch.log?.late ?? false,
@@ -169,14 +205,15 @@ export class RedisStore implements Store {
         u.value === undefined ? [u.counter, u.pane, u.group] : [u.counter, u.pane, u.group, u.value]
       )
     );
-    return this.#call("applyBatch", async () => {
-      const reply = fromJson<{ o: string | number; wm: string | number; d: unknown }>(
+    return await this.#call("applyBatch", async () => {
+      const reply = fromJson<{ o: string | number; wm: string | number; d: unknown; r: unknown }>(
         await this.#script(APPLY_SCRIPT, batch.stream, header, preAggregate(batch), perEvent),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");
       return {
         outcomes: [...digits].map((digit) => OUTCOMES[Number(digit)]),
+        requests: asArray<ScriptResult>(reply.r).map(requestResult),
         watermark: reply.wm === "" ? null : Number(reply.wm),
         demand: asArray<string>(reply.d),
       };

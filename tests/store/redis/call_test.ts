@@ -81,3 +81,43 @@ Deno.test("RedisCalls.script() sends the script text only after NOSCRIPT", async
   assert.equal(await calls.script("return 1", ["k"], [{ a: 1 }]), "ok");
   assert.deepEqual(sent, ["evalsha 40", "eval", "evalsha 40"]);
 });
+
+Deno.test("RedisCalls.call() says whether a failure may have applied: unknown after sending, not_applied before", async () => {
+  const calls = new RedisCalls({
+    evalsha: () => Promise.reject(),
+    eval: () => Promise.reject(),
+  } as never, 50);
+  const outcome = (run: () => Promise<unknown>) =>
+    calls.call("applyBatch", run).then(
+      () => assert.fail("expected a failure"),
+      (error) => {
+        assert.ok(error instanceof StoreUnavailableError);
+        return error.outcome;
+      },
+    );
+  assert.equal(await outcome(() => new Promise(() => {})), "unknown");
+  assert.equal(
+    await outcome(() =>
+      Promise.reject(
+        new TypeError(
+          "error sending request: tcp connect error: Connection refused (os error 111)",
+        ),
+      )
+    ),
+    "not_applied",
+  );
+  assert.equal(
+    await outcome(() => Promise.reject(upstashError("LOADING Redis is loading"))),
+    "not_applied",
+  );
+  assert.equal(
+    await outcome(() => Promise.reject(upstashError("BUSY Redis is busy running a script"))),
+    "not_applied",
+  );
+  assert.equal(
+    await outcome(() =>
+      Promise.reject(new TypeError("connection closed before message completed"))
+    ),
+    "unknown",
+  );
+});

@@ -47,6 +47,11 @@ const CONFIG = {
         count: { window: { tumbling: "1m" }, aggregate: "count" },
       },
     },
+    /** No dedupe ids: only an Idempotency-Key makes a retry safe. */
+    plain: {
+      time: { field: "t", lateness: "1h" },
+      counters: { count: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
     /** Three counters, as in the ingest benchmark. */
     three: {
       time: { field: "t", lateness: "1h" },
@@ -146,7 +151,12 @@ async function batchOf(name: string, list: object[]): Promise<StoreBatch> {
   const capture = {
     applyBatch(batch: StoreBatch) {
       captured = batch;
-      return Promise.resolve({ outcomes: batch.events.map(() => "applied"), watermark: null });
+      return Promise.resolve({
+        outcomes: batch.events.map(() => "applied"),
+        requests: [{ status: "applied", duplicates: 0, late: 0 }],
+        watermark: null,
+        demand: [],
+      });
     },
   } as unknown as Store;
   await ingestItems(stream(name), items(list), { store: capture, nowMs: NOW });
@@ -366,6 +376,61 @@ redisTest(
     const read = await getJson(app, "/v1/streams/three/counters/count");
     assert.equal(read.status, 503, JSON.stringify(read.body));
     assert.equal(read.body.error.code, "store_unavailable");
+  },
+);
+
+/** The pid of the redis-server behind a fixture, from INFO. */
+async function redisPid(fixture: RedisFixture): Promise<number> {
+  const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "server")));
+  return Number(/process_id:(\d+)/.exec(info)![1]);
+}
+
+redisTest(
+  "a batch that timed out while Redis was paused is applied once when resent with its Idempotency-Key",
+  async (fixture) => {
+    const store = new RedisStore(upstash(fixture.restUrl, fixture.restToken), {
+      now: () => NOW,
+      timeoutMs: 1_000,
+    });
+    const app = await appOver(store);
+    const body = JSON.stringify([{ t: T0 + 1_000 }, { t: T0 + 2_000 }]);
+    const send = () =>
+      app.request("/v1/streams/plain/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": "batch-0001" },
+        body,
+      });
+    const pid = await redisPid(fixture);
+    Deno.kill(pid, "SIGSTOP");
+    let timedOut: Response;
+    try {
+      timedOut = await send();
+    } finally {
+      // Resumed: Redis now runs the script the client gave up on.
+      Deno.kill(pid, "SIGCONT");
+    }
+    const error = await timedOut.json();
+    assert.equal(timedOut.status, 503, JSON.stringify(error));
+    assert.equal(error.error.code, "store_unavailable");
+    assert.deepEqual(error.error.details, { outcome: "unknown" });
+    assert.match(
+      error.error.message,
+      /may have been applied: resend with the same Idempotency-Key/,
+    );
+
+    const resent = await send();
+    assert.equal(resent.status, 202);
+    assert.equal(resent.headers.get("Idempotent-Replayed"), "true");
+    assert.deepEqual(await resent.json(), {
+      accepted: 2,
+      duplicates: 0,
+      late: 0,
+      filtered: 0,
+      rejected: [],
+      replayed: true,
+    });
+    const stats = await store.stats("plain", stream("plain").counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied], [2, 2]);
   },
 );
 

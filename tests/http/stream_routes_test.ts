@@ -1,0 +1,166 @@
+/**
+ * The ingest route's `Idempotency-Key`: a retry gets the first reply and
+ * applies nothing; a reuse with another body is 422; a second request while
+ * the first is in progress is 409.
+ */
+import assert from "node:assert/strict";
+import { MemoryStore } from "../../src/store/mod.ts";
+import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
+import { at, NOW, testApp } from "../_fixtures.ts";
+
+type App = Awaited<ReturnType<typeof testApp>>["app"];
+
+/** A stream without dedupe ids: only the key keeps a retry from counting twice. */
+const CONFIG = {
+  streams: {
+    orders: {
+      schema: {
+        type: "object",
+        properties: {
+          ts: { type: "string" },
+          country: { type: "string" },
+          test: { type: "boolean" },
+        },
+      },
+      time: { field: "ts", lateness: "1h" },
+      transform: [{ filter: "!has(event.test) || !event.test" }],
+      counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
+function send(app: App, body: unknown, key?: string) {
+  return app.request("/v1/streams/orders/events", {
+    method: "POST",
+    headers: {
+      "Content-Type": "application/json",
+      ...(key === undefined ? {} : { "Idempotency-Key": key }),
+    },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+const batch = [
+  { ts: at(10), country: "DE" },
+  { ts: 17, country: "FR" },
+  { ts: at(12), country: "DE", test: true },
+];
+
+async function countOf(app: App): Promise<number> {
+  const res = await app.request("/v1/streams/orders/counters/count_1m");
+  const body = await res.json();
+  return body.windows.reduce((sum: number, row: { value: number }) => sum + row.value, 0);
+}
+
+Deno.test("a retry with the same Idempotency-Key and body gets the first reply and applies nothing", async () => {
+  const { app, store } = await testApp({ config: CONFIG });
+  const first = await send(app, batch, "retry-1");
+  assert.equal(first.status, 202);
+  assert.equal(first.headers.get("Idempotent-Replayed"), null);
+  const reply = await first.json();
+  assert.equal(reply.accepted, 2);
+  assert.equal(reply.filtered, 1);
+  assert.equal(reply.rejected.length, 1);
+  assert.equal(reply.rejected[0].index, 1);
+
+  const retry = await send(app, batch, "retry-1");
+  assert.equal(retry.status, 202);
+  assert.equal(retry.headers.get("Idempotent-Replayed"), "true");
+  assert.deepEqual(await retry.json(), { ...reply, replayed: true });
+  assert.equal(await countOf(app), 1);
+  const stats = await store.stats("orders", []);
+  assert.deepEqual([stats.accepted, stats.applied, stats.filtered], [2, 1, 1]);
+});
+
+Deno.test("another key, or no key, applies the same body again", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const events = [{ ts: at(10), country: "DE" }];
+  assert.equal((await send(app, events, "a")).status, 202);
+  assert.equal((await send(app, events, "b")).status, 202);
+  assert.equal((await send(app, events)).status, 202);
+  assert.equal(await countOf(app), 3);
+});
+
+Deno.test("an Idempotency-Key reused with another body is 422 and applies nothing", async () => {
+  const { app, store } = await testApp({ config: CONFIG });
+  assert.equal((await send(app, [{ ts: at(10), country: "DE" }], "k")).status, 202);
+  const reused = await send(app, [{ ts: at(20), country: "FR" }], "k");
+  const body = await reused.json();
+  assert.equal(reused.status, 422);
+  assert.equal(body.error.code, "idempotency_key_reused");
+  assert.match(body.error.message, /^Idempotency-Key 'k' was used with another body/);
+  assert.equal((await store.stats("orders", [])).accepted, 1);
+});
+
+Deno.test("a request whose events were all refused keeps no reply: the fixed retry applies", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const refused = await send(app, [{ ts: "not a time", country: "DE" }], "fix-me");
+  assert.equal(refused.status, 400);
+  assert.equal((await refused.json()).error.code, "no_events_accepted");
+  const fixed = await send(app, [{ ts: at(10), country: "DE" }], "fix-me");
+  assert.equal(fixed.status, 202);
+  assert.equal(fixed.headers.get("Idempotent-Replayed"), null);
+  assert.equal(await countOf(app), 1);
+});
+
+Deno.test("a second request with a key still in progress is 409 and applies nothing", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => release = resolve);
+  const memory = new MemoryStore({ now: () => NOW });
+  // The first apply waits at the gate, so the second arrives while it is in flight.
+  const store = Object.assign(Object.create(memory), {
+    async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+      await gate;
+      return memory.applyBatch(batch);
+    },
+  });
+  const { app } = await testApp({ store, config: CONFIG });
+  const events = [{ ts: at(10), country: "DE" }];
+  const first = send(app, events, "slow");
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const second = await send(app, events, "slow");
+  const body = await second.json();
+  assert.equal(second.status, 409);
+  assert.equal(body.error.code, "idempotency_key_in_flight");
+  release();
+  assert.equal((await first).status, 202);
+  assert.equal((await memory.stats("orders", [])).accepted, 1);
+  // Once the first is done, the same request is a replay.
+  assert.equal((await send(app, events, "slow")).headers.get("Idempotent-Replayed"), "true");
+});
+
+Deno.test("a malformed Idempotency-Key is 400 and applies nothing", async () => {
+  const { app, store } = await testApp({ config: CONFIG });
+  for (const key of ["has space", "x".repeat(256), "é"]) {
+    let res: Response;
+    try {
+      res = await app.request("/v1/streams/orders/events", {
+        method: "POST",
+        headers: new Headers([["Content-Type", "application/json"], ["Idempotency-Key", key]]),
+        body: JSON.stringify([{ ts: at(10), country: "DE" }]),
+      });
+    } catch {
+      continue; // A header the runtime itself refuses never reaches us.
+    }
+    assert.equal(res.status, 400, key);
+    assert.equal((await res.json()).error.code, "invalid_idempotency_key");
+  }
+  assert.equal((await store.stats("orders", [])).accepted, 0);
+});
+
+Deno.test("a stream's idempotencyTtl bounds how long a reply is kept", async () => {
+  let now = NOW;
+  const { app } = await testApp({
+    config: { streams: { orders: { ...CONFIG.streams.orders, idempotencyTtl: "1m" } } },
+    now: () => now,
+    store: new MemoryStore({ now: () => now }),
+  });
+  const events = [{ ts: at(10) }];
+  assert.equal((await send(app, events, "k")).status, 202);
+  now += 59_000;
+  assert.equal((await send(app, events, "k")).headers.get("Idempotent-Replayed"), "true");
+  now += 2_000;
+  const later = await send(app, events, "k");
+  assert.equal(later.status, 202);
+  assert.equal(later.headers.get("Idempotent-Replayed"), null);
+});
