@@ -9,21 +9,37 @@
  * `events`). Replies:
  * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`
  * - `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` for
- *   a frame that cannot be read (`retryable: false`) or when the store is
- *   unavailable (`retryable: true`: nothing was counted; resend the frame,
- *   event ids dedupe).
+ *   a frame that cannot be read (`retryable: false`), or one not counted
+ *   because the store is unavailable or the connection is closing for a
+ *   protocol error (`retryable: true`: resend the frame, event ids dedupe).
  *
  * `seq` is the frame's own `seq`, else its number on the connection (1, 2, …).
  *
  * Back pressure: a client may have `maxFramesInFlight` frames unacknowledged.
  * A Deno WebSocket cannot stop reading its socket, so frames past that window
  * are held, unread, until acks catch up, up to `maxFramesQueued` in all; one
- * more closes the connection with 1008. A connection therefore never holds
+ * more is a protocol error (1008, below). A connection therefore never holds
  * more than `maxFramesQueued` frames of at most `maxFrameBytes` each.
  *
  * Close codes: 1003 binary frame, 1009 frame over `maxFrameBytes`, 1008 bad or
  * missing key (before any frame is read) or too many frames in flight, 1001
- * no answer to the idle ping.
+ * no answer to the idle ping, 1011 a bug in the server.
+ *
+ * What happens to the frames a connection holds when it ends:
+ * - A protocol error (1003, 1009, 1008 too many frames) answers every frame
+ *   read before the bad one, in order, and only then closes: the frame the
+ *   store is applying is answered as usual (ack, or error); each frame not yet
+ *   started is not applied and gets `{"type": "error", "retryable": true,
+ *   "error": {"code": "connection_closing"}}`. The bad frame and any after it
+ *   are dropped: not applied, not answered. So after such a
+ *   close, the frames without an answer, and those answered `retryable: true`,
+ *   were not counted and may be sent again.
+ * - The client closing first, a missed pong (1001) or a dropped connection
+ *   leave no one to answer: frames not yet started are dropped, not applied;
+ *   the one frame the store is applying, if any, still completes and may be
+ *   counted with no ack. The same holds for 1011. Resend every frame without
+ *   an answer (event ids dedupe the one that counted); to end without doubt,
+ *   wait for the last answer before closing.
  *
  * @module
  */
@@ -107,17 +123,19 @@ export type FrameReply =
 export interface IngestSocketStats {
   /** Open, authorized connections. */
   connections: number;
-  /** Frames received and not yet acknowledged, over all connections. */
+  /** Frames received and not yet answered, over all connections. */
   framesQueued: number;
   /** Their size in bytes. */
   bytesQueued: number;
   /** Most frames ever queued on one connection. */
   peakFramesQueued: number;
+  /** Connections that hit a protocol error and are answering the frames they hold before closing. */
+  closing: number;
 }
 
 /** Zeroed {@linkcode IngestSocketStats}. */
 export function ingestSocketStats(): IngestSocketStats {
-  return { connections: 0, framesQueued: 0, bytesQueued: 0, peakFramesQueued: 0 };
+  return { connections: 0, framesQueued: 0, bytesQueued: 0, peakFramesQueued: 0, closing: 0 };
 }
 
 /** Options for {@linkcode ingestSocketHandler}. */
@@ -185,6 +203,8 @@ class IngestConnection {
   #queue: QueuedFrame[] = [];
   #received = 0;
   #draining = false;
+  /** The close a protocol error asked for, sent once every frame held is answered. */
+  #closing: { code: number; reason: string } | undefined;
   #closed = false;
 
   constructor(
@@ -208,19 +228,20 @@ class IngestConnection {
   }
 
   receive(data: unknown): void {
-    if (this.#closed) return;
+    // Frames after a protocol error go unanswered, or a client could keep a closing connection open.
+    if (this.#closed || this.#closing) return;
     if (typeof data !== "string") {
-      this.close(1003, "Binary frames are not supported: send JSON text");
+      this.#fail(1003, "Binary frames are not supported: send JSON text");
       return;
     }
     // UTF-8 takes at least one byte per UTF-16 unit and at most three.
     const bytes = data.length * 3 <= this.#maxFrameBytes ? 0 : utf8Length(data);
     if (bytes > this.#maxFrameBytes) {
-      this.close(1009, `Frame is ${bytes} bytes; the limit is ${this.#maxFrameBytes} bytes`);
+      this.#fail(1009, `Frame is ${bytes} bytes; the limit is ${this.#maxFrameBytes} bytes`);
       return;
     }
     if (this.#queue.length >= this.#maxFramesQueued) {
-      this.close(
+      this.#fail(
         1008,
         `Too many frames in flight: ${this.#queue.length} unacknowledged; wait for acks, at most ${this.#maxFramesInFlight}`,
       );
@@ -240,9 +261,22 @@ class IngestConnection {
     }
   }
 
+  /**
+   * Closes for a protocol error once every frame already read is answered: a
+   * frame applied with no ack would be counted twice when the client resends it.
+   */
+  #fail(code: number, reason: string): void {
+    this.#closing = { code, reason };
+    this.#stats.closing += 1;
+    // A drain in progress answers the rest of the queue and then closes.
+    if (!this.#draining) this.close(code, reason);
+  }
+
+  /** Ends the connection now; frames still held are dropped, not applied. */
   close(code?: number, reason?: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#closing) this.#stats.closing -= 1;
     for (const frame of this.#queue) this.#release(frame);
     this.#queue = [];
     if (code !== undefined && this.#socket.readyState < 2) {
@@ -260,7 +294,10 @@ class IngestConnection {
     try {
       while (this.#queue.length > 0 && !this.#closed) {
         const frame = this.#queue[0];
-        const reply = await this.#handle(frame);
+        const reply = this.#closing
+          ? this.#notApplied(frame, this.#closing.code)
+          : await this.#handle(frame);
+        // The client is gone: nothing can reach it, so the frames after this one are not applied.
         if (this.#closed) break;
         this.#queue.shift();
         this.#release(frame);
@@ -269,6 +306,22 @@ class IngestConnection {
     } finally {
       this.#draining = false;
     }
+    if (this.#closing) this.close(this.#closing.code, this.#closing.reason);
+  }
+
+  /** The answer to a frame held when a protocol error arrived: not applied, safe to resend. */
+  #notApplied(frame: QueuedFrame, code: number): FrameReply {
+    // Read for its own seq only, which the client matches answers by.
+    const seq = readFrame(frame.text, this.#deps.limits).seq ?? frame.number;
+    return {
+      type: "error",
+      seq,
+      retryable: true,
+      error: {
+        code: "connection_closing",
+        message: `Frame ${seq} was not applied: the connection closes with ${code}; send it again`,
+      },
+    };
   }
 
   async #handle(frame: QueuedFrame): Promise<FrameReply> {

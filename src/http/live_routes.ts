@@ -249,9 +249,10 @@ function documentRoutes(app: OpenAPIHono): void {
     summary: "Send events over a WebSocket, with acks",
     description: [
       'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
-      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` (the connection stays open; `retryable: true` means the store was unavailable and nothing was counted: resend).',
+      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` (the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable or the connection is closing: resend).',
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key or too many frames in flight, 1001 no pong.",
+      "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first or misses a pong, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
       "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: ingest.",
     ].join("\n\n"),
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },

@@ -3,7 +3,15 @@ import { readFrame } from "../../src/http/ingest_socket.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
-import { denoClient, eventually, nodeClient, startServer } from "../_live.ts";
+import {
+  type Closed,
+  denoClient,
+  eventually,
+  type Inbox,
+  type NodeClient,
+  nodeClient,
+  startServer,
+} from "../_live.ts";
 
 const WS_PATH = "/v1/streams/orders/ws";
 
@@ -272,6 +280,134 @@ Deno.test("WebSocket ingest closes on a binary frame (1003) and on a frame over 
   }
 });
 
+/** Every message a socket got before it closed, and how it closed. */
+async function answersUntilClosed(
+  client: { inbox: Inbox },
+  // deno-lint-ignore no-explicit-any
+): Promise<{ answers: any[]; closed: Closed }> {
+  const answers = [];
+  const closed = await client.inbox.closed;
+  while (client.inbox.unread > 0) answers.push(await client.inbox.next());
+  return { answers, closed };
+}
+
+/** One event per frame, each with its own id, so an ack's `accepted` is what the store counts. */
+function eventFrame(id: string): string {
+  return JSON.stringify([{ id, ts: at(1), country: "DE" }]);
+}
+
+Deno.test("WebSocket ingest answers every text frame before a binary one, in order, then closes 1003; what it acked is what the store counted", async () => {
+  const server = await startServer();
+  try {
+    const client = await denoClient(server.wsUrl(WS_PATH));
+    for (const id of ["t1", "t2", "t3", "t4"]) client.socket.send(eventFrame(id));
+    client.socket.send(new Uint8Array([123, 125]));
+    const { answers, closed } = await answersUntilClosed(client);
+    assert.equal(closed.code, 1003);
+    assert.match(closed.reason, /^Binary frames are not supported/);
+    assert.deepEqual(answers.map((answer) => answer.seq), [1, 2, 3, 4]);
+    const acked = answers.filter((answer) => answer.type === "ack");
+    // Frames are applied in order: the acks come first, then the frames not applied.
+    assert.deepEqual(answers.slice(0, acked.length), acked);
+    for (const answer of answers.slice(acked.length)) {
+      assert.deepEqual([answer.type, answer.error.code, answer.retryable], [
+        "error",
+        "connection_closing",
+        true,
+      ]);
+    }
+    const counted = await stats(server.base);
+    assert.equal(counted.accepted, acked.reduce((sum, ack) => sum + ack.accepted, 0));
+    assert.equal(counted.accepted, acked.length);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest on a protocol error acks the frame being applied, answers the held ones retryable without applying them, and discards later ones", async () => {
+  const cases: Array<[number, string | Uint8Array, RegExp]> = [
+    [1003, new Uint8Array([123, 125]), /^Binary frames are not supported/],
+    [1009, eventFrame("x".repeat(3000)), /^Frame is 30\d\d bytes; the limit is 2000 bytes$/],
+  ];
+  for (const [code, badFrame, reason] of cases) {
+    const { store, control } = controlledStore();
+    const server = await startServer({ store, liveRoutes: { socket: { maxFrameBytes: 2000 } } });
+    control.gate = Promise.withResolvers<void>();
+    try {
+      const client = await denoClient(server.wsUrl(WS_PATH));
+      client.socket.send(eventFrame("p1"));
+      client.socket.send(JSON.stringify({ seq: 41, events: [{ id: "p2", ts: at(1) }] }));
+      client.socket.send(eventFrame("p3"));
+      client.socket.send(badFrame);
+      client.socket.send(eventFrame("after"));
+      await eventually(() => server.socketStats.closing === 1);
+      assert.equal(client.inbox.unread, 0, `${code}: answers wait for the frame being applied`);
+      control.gate.resolve();
+      control.gate = null;
+      const { answers, closed } = await answersUntilClosed(client);
+      assert.equal(closed.code, code);
+      assert.match(closed.reason, reason);
+      assert.deepEqual(
+        answers.map((answer) => [answer.type, answer.seq, answer.error?.code, answer.retryable]),
+        [
+          ["ack", 1, undefined, undefined],
+          ["error", 41, "connection_closing", true],
+          ["error", 3, "connection_closing", true],
+        ],
+        `${code}`,
+      );
+      assert.equal(answers[0].accepted, 1);
+      assert.equal(
+        answers[1].error.message,
+        `Frame 41 was not applied: the connection closes with ${code}; send it again`,
+      );
+      assert.equal(control.applies, 1, `${code}`);
+      assert.equal((await stats(server.base)).accepted, 1, `${code}`);
+      assert.deepEqual([server.socketStats.framesQueued, server.socketStats.closing], [0, 0]);
+    } finally {
+      control.gate?.resolve();
+      await server.close();
+    }
+  }
+});
+
+Deno.test("WebSocket ingest: when the client closes first, misses a pong or drops, only the frame being applied counts, with no answer", async () => {
+  const ways: Array<[string, number, (client: NodeClient) => Promise<Closed>]> = [
+    ["client close", 1000, (client) => client.close()],
+    ["missed pong", 1001, (client) => client.inbox.closed],
+    ["dropped connection", 1006, (client) => {
+      client.socket.terminate();
+      return client.inbox.closed;
+    }],
+  ];
+  for (const [way, code, end] of ways) {
+    const { store, control } = controlledStore();
+    const server = await startServer({
+      store,
+      liveRoutes: { socket: { idleTimeoutSeconds: 0.2 } },
+    });
+    control.gate = Promise.withResolvers<void>();
+    try {
+      const client = await nodeClient(server.wsUrl(WS_PATH), { autoPong: way !== "missed pong" });
+      for (const id of ["q1", "q2", "q3"]) client.socket.send(eventFrame(id));
+      await eventually(() => server.socketStats.framesQueued === 3);
+      assert.equal((await end(client)).code, code, way);
+      await eventually(() => server.socketStats.connections === 0);
+      assert.equal(server.socketStats.framesQueued, 0, way);
+      control.gate.resolve();
+      control.gate = null;
+      await eventually(() => control.applies === 1);
+      // Read back over HTTP, after the frames behind it would have been applied.
+      assert.equal((await stats(server.base)).accepted, 1, way);
+      assert.equal(control.applies, 1, way);
+      assert.equal(client.inbox.unread, 0, way);
+    } finally {
+      control.gate?.resolve();
+      await server.close();
+    }
+  }
+});
+
 Deno.test("WebSocket ingest: store unavailable gives a retryable error and counts nothing; a resend dedupes", async () => {
   const { store, control } = controlledStore();
   const server = await startServer({ store });
@@ -311,7 +447,7 @@ Deno.test("WebSocket ingest: store unavailable gives a retryable error and count
   }
 });
 
-Deno.test("WebSocket ingest back pressure: a flooding client is closed and the server never holds more than its bound", async () => {
+Deno.test("WebSocket ingest back pressure: a flooding client is answered for what it sent, then closed, and the server never holds more than its bound", async () => {
   const { store, control } = controlledStore();
   const server = await startServer({
     store,
@@ -322,26 +458,39 @@ Deno.test("WebSocket ingest back pressure: a flooding client is closed and the s
   try {
     const flooder = await nodeClient(server.wsUrl(WS_PATH));
     let peakBytes = 0;
-    // Paced a little, so the server's close frame is not lost to a TCP reset from unread frames.
+    // Paced a little, so the server reads every frame before its close (no TCP reset from unread ones).
     for (let i = 0; i < 30 && flooder.socket.readyState === 1; i++) {
       flooder.socket.send(frame);
       await new Promise((resolve) => setTimeout(resolve, 1));
       peakBytes = Math.max(peakBytes, server.socketStats.bytesQueued);
     }
-    const closed = await flooder.inbox.closed;
+    // The ninth frame was one too many; the first is still in the store's hands.
+    await eventually(() => server.socketStats.closing === 1);
+    assert.equal(server.socketStats.peakFramesQueued, 8);
+    assert.ok(peakBytes <= 8 * frame.length, `${peakBytes} bytes held`);
+    control.gate.resolve();
+    control.gate = null;
+    const { answers, closed } = await answersUntilClosed(flooder);
     assert.equal(closed.code, 1008);
     assert.match(
       closed.reason,
       /^Too many frames in flight: 8 unacknowledged; wait for acks, at most 4$/,
     );
-    assert.equal(server.socketStats.peakFramesQueued, 8);
-    assert.ok(peakBytes <= 8 * frame.length, `${peakBytes} bytes held`);
-    assert.equal(server.socketStats.framesQueued, 0);
-    assert.equal(server.socketStats.bytesQueued, 0);
-    control.gate.resolve();
-    control.gate = null;
+    assert.deepEqual(answers.map((answer) => [answer.type, answer.seq, answer.retryable]), [
+      ["ack", 1, undefined],
+      ...[2, 3, 4, 5, 6, 7, 8].map((seq) => ["error", seq, true]),
+    ]);
+    assert.equal(
+      answers[1].error.message,
+      "Frame 2 was not applied: the connection closes with 1008; send it again",
+    );
     // Of the flood, only the frame already in the store's hands was applied.
-    await eventually(() => control.applies === 1);
+    assert.equal(control.applies, 1);
+    assert.equal((await stats(server.base)).accepted, 1);
+    assert.deepEqual(
+      [server.socketStats.framesQueued, server.socketStats.bytesQueued, server.socketStats.closing],
+      [0, 0, 0],
+    );
   } finally {
     control.gate?.resolve();
     await server.close();
