@@ -5,13 +5,17 @@
  * it.
  *
  * Frames: one event, an array of events, or NDJSON lines; optionally wrapped
- * as `{"seq": n, "events": [...]}` (an object whose only keys are `seq` and
- * `events`). Replies:
+ * as `{"seq": n, "idempotencyKey": "…", "events": [...]}` (an object whose
+ * only keys are `seq`, `idempotencyKey` and `events`; the key works as HTTP's
+ * `Idempotency-Key`, over the frame's events). Replies:
  * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`
  * - `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` for
- *   a frame that cannot be read (`retryable: false`), or one not counted
- *   because the store is unavailable or the connection is closing for a
- *   protocol error (`retryable: true`: resend the frame, event ids dedupe).
+ *   a frame that cannot be read or whose key was reused with other events
+ *   (`retryable: false`), or one not counted because the store is
+ *   unavailable (`details.outcome` says whether it may have applied), its key
+ *   is in flight, the rate limit is reached, or the connection is closing for
+ *   a protocol error (`retryable: true`: resend the frame; event ids or its
+ *   `idempotencyKey` keep a resend from counting twice).
  *
  * `seq` is the frame's own `seq`, else its number on the connection (1, 2, …).
  *
@@ -48,8 +52,8 @@ import { upgradeWebSocket } from "hono/deno";
 import type { WSContext, WSEvents } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "./auth.ts";
-import { ApiError } from "./errors.ts";
-import { type Store, StoreUnavailableError } from "../store/types.ts";
+import { ApiError, apiErrorOf } from "./errors.ts";
+import type { Store } from "../store/types.ts";
 import {
   BodyError,
   type BodyLimits,
@@ -58,17 +62,33 @@ import {
   parseEvents,
   utf8Length,
 } from "./body.ts";
-import { type BodyItem, type IngestFanout, ingestItems, type IngestReply } from "../ingest/mod.ts";
+import {
+  type BodyItem,
+  idempotencyKeyProblem,
+  type IngestContext,
+  ingestItems,
+  type IngestReply,
+} from "../ingest/mod.ts";
 
 /** A frame read by {@linkcode readFrame}: its events, or why it cannot be read. */
 export type Frame =
-  | { ok: true; seq?: number; items: BodyItem[] }
+  | {
+    ok: true;
+    seq?: number;
+    items: BodyItem[];
+    /** The envelope's `idempotencyKey`, with its events' JSON text to tell a retry from a reuse. */
+    idempotency?: { key: string; body: string };
+  }
   | { ok: false; seq?: number; error: { code: string; message: string } };
 
-function isEnvelope(value: unknown): value is { seq?: unknown; events: unknown } {
+const ENVELOPE_KEYS = new Set(["events", "seq", "idempotencyKey"]);
+
+function isEnvelope(
+  value: unknown,
+): value is { seq?: unknown; events: unknown; idempotencyKey?: unknown } {
   if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
   if (!Object.hasOwn(value, "events")) return false;
-  return Object.keys(value).every((key) => key === "events" || key === "seq");
+  return Object.keys(value).every((key) => ENVELOPE_KEYS.has(key));
 }
 
 /**
@@ -98,9 +118,19 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
       }
       seq = value.seq;
     }
+    let idempotency: { key: string; body: string } | undefined;
+    if (value.idempotencyKey !== undefined) {
+      const key = value.idempotencyKey;
+      const problem = typeof key === "string"
+        ? idempotencyKeyProblem(key)
+        : `Frame 'idempotencyKey' must be a string, got ${JSON.stringify(key)}`;
+      if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
+      idempotency = { key: key as string, body: JSON.stringify(value.events) ?? "" };
+    }
     const events = value.events;
     const eventsText = Array.isArray(events) ? text : JSON.stringify(events) ?? "";
-    return { ok: true, seq, items: eventsOfJson(events, eventsText, limits) };
+    const items = eventsOfJson(events, eventsText, limits);
+    return idempotency ? { ok: true, seq, items, idempotency } : { ok: true, seq, items };
   } catch (error) {
     if (error instanceof BodyError || error instanceof ApiError) {
       return { ok: false, seq, error: { code: error.code, message: error.message } };
@@ -116,7 +146,7 @@ export type FrameReply =
     type: "error";
     seq: number;
     retryable: boolean;
-    error: { code: string; message: string };
+    error: { code: string; message: string; details?: unknown };
   };
 
 /** Counts of the WebSocket ingest connections, for monitoring and tests. */
@@ -172,7 +202,7 @@ export interface IngestSocketDeps {
   /** Body limits, applied per frame. */
   limits: Required<BodyLimits>;
   /** Ingest options for a stream, as HTTP ingest gets them. */
-  ingestOptions(stream: string): IngestFanout;
+  ingestOptions(stream: string): IngestContext;
 }
 
 /** Longest close reason a WebSocket close frame carries, in bytes. */
@@ -340,15 +370,20 @@ class IngestConnection {
         ...this.#deps.ingestOptions(this.#stream.name),
         store: this.#deps.store,
         nowMs: this.#deps.now(),
+        idempotency: read.idempotency,
       });
       return { type: "ack", seq, ...reply };
     } catch (error) {
-      if (error instanceof StoreUnavailableError) {
+      const api = apiErrorOf(error);
+      if (api && !(api.status === 500)) {
         return {
           type: "error",
           seq,
-          retryable: true,
-          error: { code: "store_unavailable", message: error.message },
+          // Unavailable, in flight or rate limited: the same frame may succeed later.
+          retryable: api.status === 503 || api.status === 409 || api.status === 429,
+          error: api.details === undefined
+            ? { code: api.code, message: api.message }
+            : { code: api.code, message: api.message, details: api.details },
         };
       }
       console.error("WebSocket ingest failed:", error);

@@ -26,6 +26,7 @@ function controlledStore() {
           if (control.down) {
             throw new StoreUnavailableError(
               "Redis is unavailable (applyBatch): connection refused",
+              { outcome: "not_applied" },
             );
           }
           if (control.gate) await control.gate.promise;
@@ -426,7 +427,8 @@ Deno.test("WebSocket ingest: store unavailable gives a retryable error and count
       retryable: true,
       error: {
         code: "store_unavailable",
-        message: "Redis is unavailable (applyBatch): connection refused",
+        message: "Redis is unavailable (applyBatch): connection refused; nothing was applied",
+        details: { outcome: "not_applied" },
       },
     });
     assert.equal((await stats(server.base)).accepted, 0);
@@ -574,4 +576,41 @@ Deno.test("/openapi.json documents the WebSocket ingest and subscribe endpoints"
   assert.ok(doc.paths["/v1/streams/{stream}/subscribe"].get.parameters.some((
     parameter: { name: string },
   ) => parameter.name === "filter"));
+});
+
+Deno.test("WebSocket ingest: a frame's idempotencyKey replays its first ack and refuses other events", async () => {
+  const server = await startServer({});
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  const events = [{ id: "w1", ts: at(1), country: "DE" }, { id: "w2", ts: at(2), country: "FR" }];
+  try {
+    client.socket.send(JSON.stringify({ seq: 1, idempotencyKey: "frame-1", events }));
+    const ack = await client.inbox.next();
+    assert.deepEqual([ack.type, ack.seq, ack.accepted, ack.replayed], [
+      "ack",
+      1,
+      ack.accepted,
+      undefined,
+    ]);
+    client.socket.send(JSON.stringify({ seq: 2, idempotencyKey: "frame-1", events }));
+    const replay = await client.inbox.next();
+    assert.deepEqual({ ...replay, seq: 1 }, { ...ack, replayed: true });
+    client.socket.send(JSON.stringify({ seq: 3, idempotencyKey: "frame-1", events: [events[1]] }));
+    const reused = await client.inbox.next();
+    assert.deepEqual([reused.type, reused.seq, reused.retryable, reused.error.code], [
+      "error",
+      3,
+      false,
+      "idempotency_key_reused",
+    ]);
+    client.socket.send(JSON.stringify({ seq: 4, idempotencyKey: "has space", events }));
+    const bad = await client.inbox.next();
+    assert.deepEqual([bad.type, bad.retryable, bad.error.code], [
+      "error",
+      false,
+      "invalid_idempotency_key",
+    ]);
+    assert.equal((await stats(server.base)).accepted, 2);
+  } finally {
+    await server.close();
+  }
 });
