@@ -1,7 +1,7 @@
 /**
  * Storage of the webhook service: endpoints, deliveries with their attempt
  * logs, the per-endpoint due queues and the per-stream dispatch cursors.
- * Two implementations (`memory_delivery_store.ts`, `redis_delivery_store.ts`)
+ * Two implementations (`memory/delivery_store.ts`, `redis/delivery_store.ts`)
  * pass one contract suite; nothing outside them knows key names.
  *
  * @module
