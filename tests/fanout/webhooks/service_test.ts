@@ -7,6 +7,9 @@ import assert from "node:assert/strict";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
+import type { DeliveryStore } from "../../../src/store/deliveries.ts";
+import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { Receiver } from "./_receiver.ts";
 import {
   ADMIN_KEY,
@@ -782,4 +785,59 @@ Deno.test("sweepOnce() and then settle() resolve only after the sweep's deliveri
     assert.deepEqual(report.fanout, [{ queued: 1 }]);
     assert.deepEqual(sent, { attempted: 1, succeeded: 1, failed: 0 });
   });
+});
+
+/** A delivery store whose process is "killed" right after a send: attempts are never recorded. */
+function killedAfterSending(store: DeliveryStore): DeliveryStore {
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === "recordAttempt") {
+        return () => Promise.reject(new Error("Process killed before recording the attempt"));
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("a delivery sent but never recorded (process killed) is sent again after its claim lease, with the same webhook-id", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const store = new MemoryStore({ now });
+  const deliveries = new MemoryDeliveryStore({ now });
+  const receiver = await Receiver.start(now);
+  const killed = await setup({ clock, store, deliveries: killedAfterSending(deliveries) });
+  const restarted = await setup({ clock, store, deliveries });
+  try {
+    const { id, secret } = await register(restarted.app, { url: receiver.url(), ...ONE_WINDOW });
+    receiver.secrets = [secret];
+    await fillFirstMinute(killed.app);
+    await sweep(killed.app, killed.webhooks);
+    assert.equal(receiver.received.length, 1);
+    await killed.close();
+
+    // The claim's lease (timeout 15 s + 15 s) still holds: nobody sends it meanwhile.
+    clock.now += 30_000 - 1;
+    await sweep(restarted.app, restarted.webhooks);
+    assert.equal(receiver.received.length, 1, "sent again while the first claim's lease held");
+    clock.now += 1;
+    await sweep(restarted.app, restarted.webhooks);
+    assert.equal(receiver.received.length, 2);
+
+    const [first, again] = receiver.received;
+    assert.equal(again.id, first.id, "a redelivery keeps its webhook-id");
+    assert.equal(again.body, first.body);
+    // Each signature verifies over `${webhook-id}.${webhook-timestamp}.${body}`: the same id.
+    assert.deepEqual(first.verifiedWith, [secret]);
+    assert.deepEqual(again.verifiedWith, [secret]);
+    assert.equal(again.timestamp - first.timestamp, 30, "each attempt has its own timestamp");
+    const [delivery] = await deliveriesOf(restarted.app, id);
+    assert.equal(delivery.messageId, first.id);
+    assert.equal(delivery.status, "succeeded");
+    assert.equal(delivery.attempts, 1, "only the second send was recorded");
+  } finally {
+    await killed.close();
+    await restarted.close();
+    await receiver.close();
+  }
 });
