@@ -37,9 +37,14 @@ const ready = setUp();
 Deno.cron("edgestream sweep", "* * * * *", async () => {
   const { streams, store, webhooks } = await ready;
   const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
-  if (report.closed.length > 0 || report.fired.length > 0) {
+  // The sweep leaves its sends running; Deploy may stop the isolate once the
+  // handler returns, so they finish inside it. Were it stopped anyway, the
+  // deliveries are stored and a later run sends them once their claims' leases end.
+  const sent = await webhooks.settle();
+  const queued = report.fanout?.[0]?.queued ?? 0;
+  if (report.closed.length > 0 || report.fired.length > 0 || sent.attempted > 0) {
     console.log(
-      `edgestream: sweep closed ${report.closed.length} window(s), fired ${report.fired.length} alert(s)`,
+      `edgestream: sweep closed ${report.closed.length} window(s), fired ${report.fired.length} alert(s), queued ${queued} and attempted ${sent.attempted} delivery(ies)`,
     );
   }
 });

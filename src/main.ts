@@ -28,6 +28,8 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
   );
   if (config.sweepEveryMs > 0) {
+    // A sweep resolves once deliveries are stored and sends them in the
+    // background; a later tick during slow sends claims none of them again.
     setInterval(() => {
       sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch((error) =>
         console.error(`edgestream: sweep failed: ${error instanceof Error ? error.message : error}`)

@@ -461,6 +461,19 @@ Deno.test("/openapi.json documents every route from the same schemas", async () 
   assert.ok(body.paths["/v1/streams/{stream}/events"].post.responses["202"]);
 });
 
+Deno.test("POST /v1/admin/sweep reports the webhook deliveries it queued, as the OpenAPI document says", async () => {
+  const { app } = await testApp();
+  const res = await app.request("/v1/admin/sweep", { method: "POST" });
+  assert.equal(res.status, 200);
+  assert.deepEqual(await res.json(), { closed: [], fired: [], webhooks: { queued: 0 } });
+  const doc = (await getJson(app, "/openapi.json")).body;
+  const schema = doc.paths["/v1/admin/sweep"].post.responses["200"].content["application/json"]
+    .schema;
+  assert.deepEqual(schema.required, ["closed", "fired", "webhooks"]);
+  assert.deepEqual(schema.properties.webhooks.required, ["queued"]);
+  assert.equal(schema.properties.webhooks.properties.queued.type, "integer");
+});
+
 Deno.test("a receive-time stream's windows turn final and close by the clock alone", async () => {
   let now = Date.parse(at(30));
   const config = {

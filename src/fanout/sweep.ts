@@ -1,9 +1,17 @@
 /**
  * The sweep: periodic work that is not tied to a request. It closes windows
  * that became final, fires the alerts their final values make true and then
- * lets the fan-out consumers (webhooks) dispatch the result log and send due
+ * lets the fan-out consumers (webhooks) dispatch the result log into stored
  * deliveries; every instance may run it, the store makes sure each window
  * closes (and each alert fires) exactly once.
+ *
+ * A sweep resolves once that work is durable. What the consumers then do in
+ * the background (webhook sends, which a slow receiver can stretch to the
+ * request timeout) does not hold it up; a caller whose isolate may stop as
+ * soon as it returns (Deno Deploy's cron handler) waits for the sends itself
+ * (`WebhookService.settle()`). Sends cut short are not lost: deliveries are
+ * stored, and one whose attempt was not recorded is due again when its
+ * claim's lease ends.
  *
  * @module
  */
@@ -12,35 +20,38 @@ import type { AlertFiring, ClosedWindow, Store } from "../store/types.ts";
 import { evaluateAlerts } from "./alerts.ts";
 
 /** What one sweep did, per stream. */
-export interface SweepReport {
+export interface SweepReport<Queued = unknown> {
   /** Windows closed by this sweep, with their final values. */
   closed: Array<ClosedWindow & { stream: string }>;
   /** Alerts the closed windows' final values fired (new firings only). */
   fired: Array<AlertFiring & { stream: string }>;
-  /** What the fan-out consumers did, when there are any. */
-  fanout?: unknown[];
+  /** What each fan-out consumer's sweep queued, when there are consumers. */
+  fanout?: Queued[];
 }
 
 /** Fan-out work that runs after windows are closed (e.g. the webhook service). */
-export interface SweepConsumer {
-  /** Runs its periodic work once. */
-  sweep(): Promise<unknown>;
+export interface SweepConsumer<Queued = unknown> {
+  /**
+   * Runs its periodic work up to where it is durable (webhooks: deliveries
+   * stored), starts the rest in the background and says what it queued.
+   */
+  sweep(): Promise<Queued>;
 }
 
 /** Options for {@linkcode sweepOnce}. */
-export interface SweepOptions {
+export interface SweepOptions<Queued = unknown> {
   /** Run after closing windows and firing alerts, in order. @default {[]} */
-  consumers?: readonly SweepConsumer[];
+  consumers?: readonly SweepConsumer<Queued>[];
 }
 
 /** Runs one sweep over every stream. */
-export async function sweepOnce(
+export async function sweepOnce<Queued = unknown>(
   streams: Iterable<CompiledStream>,
   store: Store,
-  options: SweepOptions = {},
-): Promise<SweepReport> {
-  const closed: SweepReport["closed"] = [];
-  const fired: SweepReport["fired"] = [];
+  options: SweepOptions<Queued> = {},
+): Promise<SweepReport<Queued>> {
+  const closed: SweepReport<Queued>["closed"] = [];
+  const fired: SweepReport<Queued>["fired"] = [];
   for (const stream of streams) {
     if (stream.counters.length === 0) continue;
     const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs };
@@ -68,7 +79,7 @@ export async function sweepOnce(
   }
   const consumers = options.consumers ?? [];
   if (consumers.length === 0) return { closed, fired };
-  const fanout: unknown[] = [];
+  const fanout: Queued[] = [];
   for (const consumer of consumers) fanout.push(await consumer.sweep());
   return { closed, fired, fanout };
 }

@@ -35,8 +35,11 @@ export interface StreamRouteDeps {
   limits: Required<BodyLimits>;
   /** Ingest options for a stream (what the fan-out consumers want logged, observers). */
   ingestOptions: (stream: string) => IngestContext;
-  /** Run by the admin sweep after windows are closed. */
-  sweepConsumers: readonly SweepConsumer[];
+  /**
+   * Run by the admin sweep after windows are closed: the webhook service,
+   * whose queued deliveries the reply reports as `webhooks.queued`.
+   */
+  sweepConsumers: readonly SweepConsumer<{ queued: number }>[];
 }
 
 /** The stream called `name`, or 404 `stream_not_found`. */
@@ -432,7 +435,7 @@ const sweepRoute = createRoute({
   method: "post",
   path: "/v1/admin/sweep",
   summary:
-    "Run one sweep now: close windows that became final, fire alerts on their final values, dispatch and send webhook deliveries. Scope: admin.",
+    "Run one sweep now: close windows that became final, fire alerts on their final values, turn result logs into webhook deliveries. Answers once those are stored; the deliveries are sent after the reply. Scope: admin.",
   responses: {
     200: {
       description: "What the sweep did",
@@ -458,6 +461,12 @@ const sweepRoute = createRoute({
               group: z.record(z.string(), z.unknown()),
               value: z.number().nullable(),
             })).openapi({ description: "Alerts the final values fired (new firings only)" }),
+            webhooks: z.object({
+              queued: z.number().int().nonnegative().openapi({
+                description:
+                  "Deliveries this sweep created from the result logs and stored; they (and due retries) are sent after the reply",
+              }),
+            }),
           }),
         },
       },
@@ -496,6 +505,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           value: firing.value,
         };
       }),
+      webhooks: { queued: (report.fanout ?? []).reduce((sum, item) => sum + item.queued, 0) },
     }, 200);
   };
 }

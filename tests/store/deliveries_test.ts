@@ -173,6 +173,9 @@ const scenarios: Record<string, Scenario> = {
     const [second] = await store.claimDue(claimOptions(T0 + LEASE));
     assert.ok(second, "an expired lease makes the delivery due again");
     assert.notEqual(second.token, first.token);
+    // A claimer killed before recording leads to a second send: with the same webhook-id.
+    assert.equal(second.delivery.messageId, first.delivery.messageId);
+    assert.equal(second.delivery.payload, first.delivery.payload);
     const stale = await store.recordAttempt({
       deliveryId: first.delivery.id,
       endpointId: "ep_a",

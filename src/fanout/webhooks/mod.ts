@@ -20,7 +20,8 @@
  *   policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
  * });
  * const { endpoint, secret } = await webhooks.createEndpoint({ url: "http://127.0.0.1:9000/hook" });
- * await webhooks.sweep(); // dispatch result logs, send what is due
+ * await webhooks.sweep(); // dispatch result logs into deliveries; sending starts in the background
+ * await webhooks.settle(); // wait until what is due has been sent
  * ```
  *
  * @module

@@ -37,10 +37,10 @@ export interface DeliveryWithAttempts extends Delivery {
   attemptLog: Attempt[];
 }
 
-/** What one {@linkcode WebhookService.sweep} did. */
-export interface WebhookSweepReport extends SendCounts {
-  /** Deliveries created from the result logs. */
-  created: number;
+/** What one {@linkcode WebhookService.sweep} queued. */
+export interface WebhookSweepReport {
+  /** Deliveries created from the result logs, stored and left to send in the background. */
+  queued: number;
 }
 
 /** Options for {@linkcode WebhookService}. */
@@ -174,17 +174,30 @@ export class WebhookService {
     if (delayMs !== null) this.#scheduleDispatch(name, delayMs);
   }
 
-  /** Sweep consumer: dispatches every stream's log and sends what is due. */
+  /**
+   * Sweep consumer: dispatches every stream's log into stored deliveries and
+   * resolves, saying how many it created; what is due (those, and retries) is
+   * then sent in the background, so a slow receiver holds up no sweep.
+   * {@linkcode idle} and {@linkcode close} wait for those sends, and
+   * {@linkcode settle} makes them.
+   */
   async sweep(): Promise<WebhookSweepReport> {
     const endpoints = await this.refreshEndpoints();
-    let created = 0;
+    let queued = 0;
     // Without endpoints there is nothing to dispatch, and no webhook key is written; a
     // later endpoint starts after its registration point anyway.
     for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {
-      created += await this.#dispatcher.dispatch(stream, endpoints);
+      queued += await this.#dispatcher.dispatch(stream, endpoints);
     }
-    const counts = await this.#sender.deliverDue();
-    return { created, ...counts };
+    // Overlapping sweeps do not send twice: the sender runs one claim loop, and a
+    // claimed delivery is leased to its claimer, in this process as in others.
+    this.#sender.kick();
+    return { queued };
+  }
+
+  /** Sends everything due; resolves once no send is in flight, with the attempts made meanwhile. */
+  settle(): Promise<SendCounts> {
+    return this.#sender.deliverDue();
   }
 
   /** Reloads the endpoint list from the delivery store. */

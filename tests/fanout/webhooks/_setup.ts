@@ -150,9 +150,14 @@ export async function ingest(app: OpenAPIHono, events: unknown[], stream = "orde
   return res.body;
 }
 
-/** Runs one sweep through the API (close windows, fire alerts, dispatch, send). */
-export async function sweep(app: OpenAPIHono) {
+/**
+ * Runs one sweep through the API (close windows, fire alerts, create
+ * deliveries) and reads its reply. The sweep answers before its sends are
+ * done; given `webhooks`, this also waits for them (and all other background work).
+ */
+export async function sweep(app: OpenAPIHono, webhooks?: Pick<WebhookService, "idle">) {
   const res = await call(app, "POST", "/v1/admin/sweep");
   assert.equal(res.status, 200, res.text);
+  await webhooks?.idle();
   return res.body;
 }

@@ -1,7 +1,8 @@
 /**
  * The webhook service over Redis: two app instances sharing one Redis (one
- * Upstash bridge) deliver each result exactly once under concurrent sweeps,
- * and a new instance picks up what an earlier one could not deliver.
+ * Upstash bridge) deliver each result exactly once under concurrent sweeps
+ * (whose sends overlap the next sweeps), and a new instance picks up what an
+ * earlier one could not deliver.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -127,6 +128,61 @@ redisTest(
         await second.close();
       }
     } finally {
+      await receiver.close();
+    }
+  },
+);
+
+redisTest(
+  "an admin sweep answers before a slow receiver does; a sweep on another instance meanwhile sends nothing again",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    const order: string[] = [];
+    const { promise: released, resolve: release } = Promise.withResolvers<void>();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // A slow receiver: it answers after 3 s, or when the test releases it.
+    const slow = new Promise<void>((resolve) => timer = setTimeout(resolve, 3_000));
+    receiver.respond = async () => {
+      await Promise.race([released, slow]);
+      order.push("receiver answered");
+      return new Response(null, { status: 204 });
+    };
+    try {
+      const { id, secret } = await register(a.app, {
+        url: receiver.url(),
+        eventTypes: ["window.closed"],
+        filter: "data.counter == 'per_minute'",
+      });
+      receiver.secrets = [secret];
+      await ingest(a.app, [{ id: "1", ts: at(1), country: "DE" }]);
+      await ingest(a.app, [{ id: "2", ts: at(75), country: "DE" }]);
+      const reply = await sweep(a.app);
+      order.push("sweep replied");
+      assert.deepEqual(order, ["sweep replied"], "the sweep waited for the receiver");
+      assert.deepEqual(reply.webhooks, { queued: 1 });
+      await receiver.waitFor(1);
+      assert.deepEqual((await sweep(b.app)).webhooks, { queued: 0 });
+      release();
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+      assert.deepEqual(order, ["sweep replied", "receiver answered"]);
+      assert.equal(receiver.received.length, 1);
+      assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
+      const res = await call(b.app, "GET", `/v1/webhooks/${id}/deliveries`);
+      assert.deepEqual(
+        res.body.deliveries.map((item: { status: string; attempts: number }) => [
+          item.status,
+          item.attempts,
+        ]),
+        [["succeeded", 1]],
+      );
+    } finally {
+      release();
+      clearTimeout(timer);
+      await a.close();
+      await b.close();
       await receiver.close();
     }
   },

@@ -5,7 +5,11 @@
  */
 import assert from "node:assert/strict";
 import type { OpenAPIHono } from "@hono/zod-openapi";
+import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
+import type { DeliveryStore } from "../../../src/store/deliveries.ts";
+import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { Receiver } from "./_receiver.ts";
 import {
   ADMIN_KEY,
@@ -40,7 +44,10 @@ async function withApp(
   }
 }
 
-/** Ingests events in the first minute, one at 75 s to pass the lateness bound, and sweeps. */
+/**
+ * Ingests events in the first minute, one at 75 s to pass the lateness bound,
+ * and sweeps; the sweep's sends may still be running (await `webhooks.idle()`).
+ */
 async function closeFirstMinute(app: OpenAPIHono, countries = ["DE"]) {
   if (countries.length > 0) {
     await ingest(app, countries.map((country, i) => ({ id: `e${i}`, ts: at(i + 1), country })));
@@ -69,8 +76,8 @@ Deno.test("window.closed reaches the receiver once per group, signed and verifia
       { id: "3", ts: at(3), country: "FR", amount: 1 },
     ]);
     await ingest(app, [{ id: "4", ts: at(75), country: "DE", amount: 1 }]);
-    await sweep(app);
-    await sweep(app);
+    await sweep(app, webhooks);
+    await sweep(app, webhooks);
     await webhooks.idle();
     const closed = receiver.received.filter((item) => item.payload.type === "window.closed");
     assert.deepEqual(
@@ -121,7 +128,7 @@ Deno.test("alert.fired reaches the receiver right after ingest, once per window 
     await ingest(app, [{ id: "next", ts: at(61), country: "DE" }]);
     await webhooks.idle();
     await closeFirstMinute(app);
-    await sweep(app);
+    await sweep(app, webhooks);
     await webhooks.idle();
     const fired = receiver.received.map((item) => item.payload);
     assert.deepEqual(
@@ -148,13 +155,13 @@ Deno.test("a receiver answering 500 gets the same webhook-id on every retry unti
     const [first] = await deliveriesOf(app, id, "?status=retrying");
     assert.equal(first.nextAttemptAt, new Date(clock.now + 5 * SECOND).toISOString());
     advance(clock, 5 * SECOND - 1);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 1, "not due before 5 s");
     advance(clock, 1);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 2);
     advance(clock, 5 * MINUTE);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 3);
     assert.equal(new Set(receiver.received.map((item) => item.id)).size, 1, "same webhook-id");
     assert.deepEqual(
@@ -191,7 +198,7 @@ Deno.test("a receiver that is down and then up gets the delivery with the same w
     assert.match(failed.attemptLog[0].error, /refused/i);
     await receiver.up();
     advance(clock, 5 * SECOND);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 1);
     assert.equal(receiver.received[0].id, failed.messageId);
     assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
@@ -216,16 +223,16 @@ Deno.test("Retry-After on 429 and 503 decides the next attempt", async () => {
       new Date(clock.now + 120 * SECOND).toISOString(),
     );
     advance(clock, 119 * SECOND);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 1, "the 5 s schedule step yields to Retry-After");
     advance(clock, SECOND);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 2);
     advance(clock, 599 * SECOND);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 2);
     advance(clock, SECOND);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 3);
     assert.equal((await deliveriesOf(app, id))[0].status, "succeeded");
   });
@@ -244,7 +251,7 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
       const delay of [5 * SECOND, 5 * MINUTE, 30 * MINUTE, 2 * HOUR, 5 * HOUR, 10 * HOUR, 10 * HOUR]
     ) {
       advance(clock, delay);
-      await sweep(app);
+      await sweep(app, webhooks);
     }
     assert.equal(receiver.received.length, 8);
     const dead = await deliveriesOf(app, id, "?status=dead");
@@ -253,7 +260,7 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
     assert.equal(dead[0].nextAttemptAt, null);
     assert.equal(dead[0].attemptLog[0].outcome, "dead");
     advance(clock, 24 * HOUR);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal(receiver.received.length, 8, "a dead delivery is not retried by itself");
 
     healthy = true;
@@ -297,7 +304,7 @@ Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again",
     assert.equal(endpoint.body.disabledReason, "Endpoint answered 410 Gone");
     assert.equal((await deliveriesOf(app, id))[0].status, "dead");
     await ingest(app, [{ id: "later", ts: at(130), country: "DE" }]);
-    await sweep(app);
+    await sweep(app, webhooks);
     await webhooks.idle();
     assert.equal(receiver.received.length, 1, "a disabled endpoint gets nothing");
     const test = await call(app, "POST", `/v1/webhooks/${id}/test`);
@@ -310,7 +317,7 @@ Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again",
     assert.equal(enabled.body.disabled, false);
     assert.equal(enabled.body.disabledReason, null);
     await ingest(app, [{ id: "much later", ts: at(200), country: "DE" }]);
-    await sweep(app);
+    await sweep(app, webhooks);
     await webhooks.idle();
     assert.ok(receiver.received.length > 1);
     assert.equal(receiver.received.at(-1)!.payload.data.start, at(120));
@@ -324,14 +331,14 @@ Deno.test("an endpoint failing continuously for the configured period is disable
     await closeFirstMinute(app);
     await webhooks.idle();
     advance(clock, 5 * SECOND);
-    await sweep(app);
+    await sweep(app, webhooks);
     assert.equal((await call(app, "GET", `/v1/webhooks/${id}`)).body.disabled, false);
     assert.equal(
       (await call(app, "GET", `/v1/webhooks/${id}`)).body.failingSince,
       new Date(clock.now - 5 * SECOND).toISOString(),
     );
     advance(clock, 5 * MINUTE);
-    await sweep(app);
+    await sweep(app, webhooks);
     const endpoint = (await call(app, "GET", `/v1/webhooks/${id}`)).body;
     assert.equal(endpoint.disabled, true);
     assert.equal(endpoint.disabledReason, "Every attempt failed for 60000 ms");
@@ -363,7 +370,7 @@ Deno.test("a rotated secret signs alongside the new one for 24 h, then stops", a
     advance(clock, 24 * HOUR);
     await ingest(app, [{ id: "day2", ts: at(130), country: "DE" }]);
     await ingest(app, [{ id: "day2 tick", ts: at(200), country: "DE" }]);
-    await sweep(app);
+    await sweep(app, webhooks);
     await webhooks.idle();
     const last = receiver.received.at(-1)!;
     assert.equal(last.payload.data.start, at(120));
@@ -699,4 +706,141 @@ Deno.test("a delivery-time DNS lookup that hangs fails the attempt within the re
     assert.equal(delivery.status, "retrying");
     assert.equal(delivery.attemptLog[0].error, "Refused: 'url' host did not resolve within 200 ms");
   });
+});
+
+/** An endpoint that gets exactly one delivery when the first minute closes. */
+const ONE_WINDOW = {
+  eventTypes: ["window.closed"],
+  filter: "data.counter == 'per_minute' && data.group.country == 'DE'",
+};
+
+/** Ingests an event in the first minute and one at 75 s, so the next sweep closes the minute. */
+async function fillFirstMinute(app: OpenAPIHono) {
+  await ingest(app, [{ id: "e1", ts: at(1), country: "DE" }]);
+  await ingest(app, [{ id: "tick", ts: at(75), country: "XX" }]);
+}
+
+Deno.test("POST /v1/admin/sweep answers once deliveries are stored, before a slow receiver answers; the delivery arrives once, signed", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { id, secret } = await register(app, { url: receiver.url(), ...ONE_WINDOW });
+    receiver.secrets = [secret];
+    const order: string[] = [];
+    const { promise: released, resolve: release } = Promise.withResolvers<void>();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // A slow receiver: it answers after 3 s, or when the test releases it.
+    const slow = new Promise<void>((resolve) => timer = setTimeout(resolve, 3_000));
+    receiver.respond = async () => {
+      await Promise.race([released, slow]);
+      order.push("receiver answered");
+      return new Response(null, { status: 204 });
+    };
+    try {
+      await fillFirstMinute(app);
+      const first = await sweep(app);
+      order.push("sweep replied");
+      assert.deepEqual(order, ["sweep replied"], "the sweep waited for the receiver");
+      assert.deepEqual(first.webhooks, { queued: 1 });
+      const stored = await deliveriesOf(app, id);
+      assert.equal(stored.length, 1, "the delivery is stored when the sweep replies");
+      assert.equal(stored[0].attempts, 0);
+      await receiver.waitFor(1);
+      const second = await sweep(app);
+      assert.deepEqual(second.webhooks, { queued: 0 }, "a sweep during the send queues nothing");
+      release();
+      // close() waits for the send the sweep left running, and its record.
+      await webhooks.close();
+    } finally {
+      release();
+      clearTimeout(timer);
+    }
+    assert.deepEqual(order, ["sweep replied", "receiver answered"]);
+    assert.equal(receiver.received.length, 1, "sent once, also with a second sweep meanwhile");
+    assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "succeeded");
+    assert.equal(delivery.attempts, 1);
+    assert.equal(delivery.messageId, receiver.received[0].id);
+  });
+});
+
+Deno.test("sweepOnce() and then settle() resolve only after the sweep's deliveries were sent (the Deno Deploy cron path)", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, streams, store }) => {
+    await register(app, { url: receiver.url(), ...ONE_WINDOW });
+    const order: string[] = [];
+    const { promise: released, resolve: release } = Promise.withResolvers<void>();
+    receiver.respond = async () => {
+      await released;
+      order.push("receiver answered");
+      return new Response(null, { status: 204 });
+    };
+    await fillFirstMinute(app);
+    // As deploy/main.ts's cron handler does.
+    const sweeping = (async () => {
+      const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
+      const sent = await webhooks.settle();
+      order.push("sweep resolved");
+      return { report, sent };
+    })();
+    await receiver.waitFor(1);
+    release();
+    const { report, sent } = await sweeping;
+    assert.deepEqual(order, ["receiver answered", "sweep resolved"]);
+    assert.deepEqual(report.fanout, [{ queued: 1 }]);
+    assert.deepEqual(sent, { attempted: 1, succeeded: 1, failed: 0 });
+  });
+});
+
+/** A delivery store whose process is "killed" right after a send: attempts are never recorded. */
+function killedAfterSending(store: DeliveryStore): DeliveryStore {
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === "recordAttempt") {
+        return () => Promise.reject(new Error("Process killed before recording the attempt"));
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("a delivery sent but never recorded (process killed) is sent again after its claim lease, with the same webhook-id", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const store = new MemoryStore({ now });
+  const deliveries = new MemoryDeliveryStore({ now });
+  const receiver = await Receiver.start(now);
+  const killed = await setup({ clock, store, deliveries: killedAfterSending(deliveries) });
+  const restarted = await setup({ clock, store, deliveries });
+  try {
+    const { id, secret } = await register(restarted.app, { url: receiver.url(), ...ONE_WINDOW });
+    receiver.secrets = [secret];
+    await fillFirstMinute(killed.app);
+    await sweep(killed.app, killed.webhooks);
+    assert.equal(receiver.received.length, 1);
+    await killed.close();
+
+    // The claim's lease (timeout 15 s + 15 s) still holds: nobody sends it meanwhile.
+    clock.now += 30_000 - 1;
+    await sweep(restarted.app, restarted.webhooks);
+    assert.equal(receiver.received.length, 1, "sent again while the first claim's lease held");
+    clock.now += 1;
+    await sweep(restarted.app, restarted.webhooks);
+    assert.equal(receiver.received.length, 2);
+
+    const [first, again] = receiver.received;
+    assert.equal(again.id, first.id, "a redelivery keeps its webhook-id");
+    assert.equal(again.body, first.body);
+    // Each signature verifies over `${webhook-id}.${webhook-timestamp}.${body}`: the same id.
+    assert.deepEqual(first.verifiedWith, [secret]);
+    assert.deepEqual(again.verifiedWith, [secret]);
+    assert.equal(again.timestamp - first.timestamp, 30, "each attempt has its own timestamp");
+    const [delivery] = await deliveriesOf(restarted.app, id);
+    assert.equal(delivery.messageId, first.id);
+    assert.equal(delivery.status, "succeeded");
+    assert.equal(delivery.attempts, 1, "only the second send was recorded");
+  } finally {
+    await killed.close();
+    await restarted.close();
+    await receiver.close();
+  }
 });
