@@ -177,6 +177,13 @@ function subscribeOverSocket(
   });
 }
 
+const UTF8 = new TextEncoder();
+
+/** One Server-Sent Event; `data` is JSON text, which has no line breaks. */
+function sseMessage(event: string, data: string): string {
+  return `event: ${event}\ndata: ${data}\n\n`;
+}
+
 function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscription): Response {
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   const heartbeatMs = deps.options?.heartbeatMs ?? 15_000;
@@ -185,8 +192,11 @@ function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscri
     let waitingBytes = 0;
     let ending = false;
     function write(event: string, data: string): void {
-      waitingBytes += data.length;
-      sse.writeSSE({ event, data }).finally(() => waitingBytes -= data.length);
+      const bytes = UTF8.encode(sseMessage(event, data));
+      waitingBytes += bytes.length;
+      // write() hands the bytes to the stream before its first await, so messages
+      // queue in call order and the final `closed` lands ahead of the stream's end.
+      sse.write(bytes).finally(() => waitingBytes -= bytes.length);
     }
     function end(reason: string): void {
       if (ending) return;

@@ -238,6 +238,59 @@ Deno.test("A subscriber that stops reading is dropped with a reason and does not
   }
 });
 
+Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
+  const server = await startServer({ liveRoutes: { maxBufferedBytes: 64 * 1024 } });
+  const sse = new SseReader(await openSse(server, "?types=event.processed"));
+  try {
+    assert.equal((await sse.next()).event, "subscribed");
+    // Nothing reads the response now; the batches fill the socket until the server gives up.
+    const padding = "p".repeat(4_000);
+    for (let batch = 0; server.live.stats.subscribers > 0; batch++) {
+      assert.ok(batch < 200, "the subscriber was never dropped");
+      await post(
+        server,
+        Array.from(
+          { length: 100 },
+          (_, i) => ({ id: `s${batch}-${i}`, ts: at(5), country: padding }),
+        ),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const rest = await sse.rest();
+    assert.ok(rest.length > 1, `${rest.length} events`);
+    assert.ok(rest.slice(0, -1).every((event) => event.event === "event.processed"));
+    const last = rest.at(-1)!;
+    assert.equal(last.event, "closed");
+    assert.equal(last.data.type, "closed");
+    assert.match(
+      last.data.reason,
+      /^Subscriber too slow: \d+ bytes waiting to be sent; the limit is 65536$/,
+    );
+  } finally {
+    await sse.cancel().catch(() => {});
+    await server.close();
+  }
+});
+
+Deno.test("SSE and WebSocket subscribers learn why the server ended their subscription", async () => {
+  const server = await startServer();
+  const sse = new SseReader(await openSse(server, ""));
+  const socket = await denoClient(server.wsUrl(SUBSCRIBE));
+  try {
+    assert.equal((await sse.next()).event, "subscribed");
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    await server.live.close();
+    assert.deepEqual(await sse.rest(), [
+      { event: "closed", data: { type: "closed", reason: "Server is shutting down" } },
+    ]);
+    assert.deepEqual(await socket.inbox.closed, { code: 1001, reason: "Server is shutting down" });
+  } finally {
+    await sse.cancel().catch(() => {});
+    await socket.close();
+    await server.close();
+  }
+});
+
 redisTest(
   "A subscriber on one instance gets the results of events ingested on another (shared Redis)",
   async (fixture) => {
