@@ -14,7 +14,7 @@ import type { CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
-import { panesOfWindow, windowsOfPane } from "../window/mod.ts";
+import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
 
 /** What one subscriber asked for. */
@@ -53,6 +53,13 @@ export interface LiveHubOptions {
    */
   updateIntervalMs?: number;
   /**
+   * Most windows per stream whose last published value is remembered, so an
+   * unchanged value is not published again; past it the least recently
+   * published are forgotten (and published again on their next update).
+   * @default {10000}
+   */
+  maxRememberedWindows?: number;
+  /**
    * Whether other instances share the store (Redis): the hub then tells them
    * through the store what its subscribers want, and publishes what theirs
    * want, so a subscriber on one instance sees results of events ingested on
@@ -73,6 +80,8 @@ export interface LiveHubStats {
   tails: number;
   /** `window.updated` records published. */
   updatesPublished: number;
+  /** Windows whose last published value is remembered, over all streams. */
+  remembered: number;
 }
 
 /** Whether a message is one `subscription` asked for. A filter that fails to evaluate does not match. */
@@ -118,6 +127,20 @@ interface PendingUpdates {
   touched: Map<number, Map<string, Set<number>>>;
   timer?: ReturnType<typeof setTimeout>;
   flushing?: Promise<void>;
+  /**
+   * `<counter index>:<start>:<group>` → the value last published for that
+   * window, least recently published first.
+   */
+  published: Map<string, PublishedValue>;
+  /** A lower bound (ms) of the stream's watermark, from the batches seen. */
+  watermarkMs: number;
+}
+
+interface PublishedValue {
+  /** The public value and whether it is approximate, as JSON. */
+  value: string;
+  /** End (ms) of the window: once the watermark passes it plus the lateness, it is final. */
+  endMs: number;
 }
 
 /**
@@ -149,6 +172,7 @@ export class LiveHub {
   #pollMs: number;
   #readLimit: number;
   #updateIntervalMs: number;
+  #maxRememberedWindows: number;
   #shared: boolean;
   #demandTtlMs: number;
   #now: () => number;
@@ -167,6 +191,7 @@ export class LiveHub {
     this.#pollMs = options.pollMs ?? 150;
     this.#readLimit = options.readLimit ?? 500;
     this.#updateIntervalMs = options.updateIntervalMs ?? 250;
+    this.#maxRememberedWindows = options.maxRememberedWindows ?? 10_000;
     this.#shared = options.shared ?? false;
     this.#demandTtlMs = options.demandTtlMs ?? 10_000;
     this.#now = options.now ?? Date.now;
@@ -176,7 +201,14 @@ export class LiveHub {
   get stats(): LiveHubStats {
     let subscribers = 0;
     for (const tail of this.#tails.values()) subscribers += tail.subscribers.size;
-    return { subscribers, tails: this.#tails.size, updatesPublished: this.#updatesPublished };
+    let remembered = 0;
+    for (const pending of this.#pending.values()) remembered += pending.published.size;
+    return {
+      subscribers,
+      tails: this.#tails.size,
+      updatesPublished: this.#updatesPublished,
+      remembered,
+    };
   }
 
   /**
@@ -346,15 +378,30 @@ export class LiveHub {
       const until = this.#now() + this.#demandTtlMs;
       this.#remoteDemand.set(name, new Map(batch.demand.map((type) => [type, until])));
     }
-    if (this.#closed || !this.wants(name, "window.updated")) return;
+    if (this.#closed) return;
+    if (!this.wants(name, "window.updated")) {
+      // Values change unseen while nobody listens; the next subscriber must not
+      // miss a window because it happens to be back at a value published before.
+      this.#pending.get(name)?.published.clear();
+      return;
+    }
     let pending = this.#pending.get(name);
     if (!pending) {
-      pending = { stream: batch.stream, touched: new Map() };
+      pending = {
+        stream: batch.stream,
+        touched: new Map(),
+        published: new Map(),
+        watermarkMs: -Infinity,
+      };
       this.#pending.set(name, pending);
     }
     const touched = pending.touched;
+    const idleMs = batch.stream.idleMs;
+    if (idleMs !== null) pending.watermarkMs = Math.max(pending.watermarkMs, batch.nowMs - idleMs);
     batch.events.forEach((event, index) => {
       if (batch.outcomes[index] !== "applied") return;
+      // The watermark is the largest event time the store has seen, so at least this.
+      pending.watermarkMs = Math.max(pending.watermarkMs, event.timeMs);
       for (const update of event.updates) {
         let groups = touched.get(update.counter);
         if (!groups) {
@@ -380,7 +427,7 @@ export class LiveHub {
     if (pending.touched.size === 0 || this.#closed) return;
     const touched = pending.touched;
     pending.touched = new Map();
-    pending.flushing = this.#publish(pending.stream, touched)
+    pending.flushing = this.#publish(pending, touched)
       .catch((error) =>
         console.error(
           `Cannot publish window.updated for stream '${pending.stream.name}': ${
@@ -396,11 +443,15 @@ export class LiveHub {
       });
   }
 
-  /** Reads the current values of the touched windows and appends them to the log. */
+  /**
+   * Reads the current values of the touched windows and appends those that
+   * changed since they were last published to the log.
+   */
   async #publish(
-    stream: CompiledStream,
+    pending: PendingUpdates,
     touched: Map<number, Map<string, Set<number>>>,
   ): Promise<void> {
+    const stream = pending.stream;
     const perCounter = await Promise.all([...touched].map(async ([index, groups]) => {
       const counter = stream.counters[index];
       const startsByGroup = new Map<string, Set<number>>();
@@ -420,26 +471,58 @@ export class LiveHub {
         counter.meta,
         [...starts].map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
       );
-      const records: LogRecord[] = [];
+      const changes: Array<{ key: string; published: PublishedValue; record: LogRecord }> = [];
       for (const value of values) {
         // Events past maxGroups count into __other__, which nobody names.
         if (value.group !== OTHER_GROUP && !startsByGroup.get(value.group)?.has(value.start)) {
           continue;
         }
-        records.push({
-          type: "window.updated",
-          counter: counter.name,
-          start: value.start,
-          end: value.start + counter.window.sizeMs,
-          group: value.group,
-          state: value.state,
+        const key = `${index}:${value.start}:${value.group}`;
+        const end = value.start + counter.window.sizeMs;
+        const published = {
+          value: JSON.stringify([
+            aggregateValue(counter.aggregate, value.state),
+            value.state.approximate,
+          ]),
+          endMs: end,
+        };
+        if (pending.published.get(key)?.value === published.value) continue;
+        changes.push({
+          key,
+          published,
+          record: {
+            type: "window.updated",
+            counter: counter.name,
+            start: value.start,
+            end,
+            group: value.group,
+            state: value.state,
+          },
         });
       }
-      return records;
+      return changes;
     }));
-    const records = perCounter.flat();
-    if (records.length === 0) return;
-    await this.#store.appendLog(stream.name, records);
-    this.#updatesPublished += records.length;
+    const changes = perCounter.flat();
+    this.#forgetFinal(pending);
+    if (changes.length === 0) return;
+    await this.#store.appendLog(stream.name, changes.map((change) => change.record));
+    this.#updatesPublished += changes.length;
+    // Remembered only once logged: a failed append publishes them again next time.
+    for (const { key, published } of changes) {
+      pending.published.delete(key); // re-inserted last: the map stays in publication order
+      pending.published.set(key, published);
+    }
+    for (const key of pending.published.keys()) {
+      if (pending.published.size <= this.#maxRememberedWindows) break;
+      pending.published.delete(key);
+    }
+  }
+
+  /** Forgets the values of windows that became final: they never change again. */
+  #forgetFinal(pending: PendingUpdates): void {
+    const finalBefore = pending.watermarkMs - pending.stream.latenessMs;
+    for (const [key, published] of pending.published) {
+      if (published.endMs < finalBefore) pending.published.delete(key);
+    }
   }
 }

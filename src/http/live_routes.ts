@@ -277,7 +277,7 @@ function documentRoutes(app: OpenAPIHono): void {
     description: [
       "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape.',
-      "`window.updated` carries the running value of a window, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
+      "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
       "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
     ].join("\n\n"),
     request: {

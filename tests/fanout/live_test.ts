@@ -12,7 +12,9 @@ import { eventually } from "../_live.ts";
 const streams = compileConfig(TEST_CONFIG);
 const orders = streams.get("orders")!;
 
-function setup(options: { updateIntervalMs?: number; shared?: boolean } = {}) {
+function setup(
+  options: { updateIntervalMs?: number; shared?: boolean; maxRememberedWindows?: number } = {},
+) {
   const store = new MemoryStore({ now: () => NOW });
   const live = new LiveHub(streams, store, { pollMs: 10, ...options });
   const ingest = (events: object[]) =>
@@ -106,6 +108,94 @@ Deno.test("LiveHub publishes window.updated for every window a pane belongs to (
   }
 });
 
+/** `counter@start` of each message, sorted. */
+function windowsOf(payloads: PublicPayload[]): string[] {
+  return payloads.map((payload) => `${payload.data.counter}@${payload.data.start}`).sort();
+}
+
+Deno.test("LiveHub publishes each window a batch touched once, nothing more until a value changes, then only what changed", async () => {
+  const { live, ingest } = setup({ updateIntervalMs: 20 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  try {
+    await ingest([
+      { id: "a", ts: at(90), country: "DE", amount: 2, customer: "c1" },
+      { id: "b", ts: at(91), country: "DE", amount: 1, customer: "c1" },
+    ]);
+    const first = [
+      `count_1m@${at(60)}`,
+      `customers_sliding@${at(-60)}`,
+      `customers_sliding@${at(0)}`,
+      `customers_sliding@${at(60)}`,
+      `doubled_hop@${at(0)}`,
+      `doubled_hop@${at(60)}`,
+      `max_1m@${at(60)}`,
+      `sum_1m@${at(60)}`,
+    ];
+    await eventually(() => received.length >= first.length);
+    // Several update intervals pass without new events: nothing is published again.
+    await sleep(120);
+    assert.deepEqual(windowsOf(received), first);
+    assert.equal(live.stats.updatesPublished, first.length);
+
+    // Same customer (distinct unchanged), smaller amount (max unchanged).
+    await ingest([{ id: "c", ts: at(95), country: "DE", amount: 1, customer: "c1" }]);
+    await eventually(() => received.length >= first.length + 4);
+    await sleep(120);
+    const second = received.slice(first.length);
+    assert.deepEqual(windowsOf(second), [
+      `count_1m@${at(60)}`,
+      `doubled_hop@${at(0)}`,
+      `doubled_hop@${at(60)}`,
+      `sum_1m@${at(60)}`,
+    ]);
+    assert.deepEqual(second.map((payload) => payload.data.value), [3, 4, 8, 8]);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub forgets what it published for windows that became final or while nobody subscribes, and remembers at most maxRememberedWindows", async () => {
+  const { live, ingest } = setup({ updateIntervalMs: 10 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  try {
+    await ingest([{ id: "a", ts: at(90), country: "DE", amount: 2, customer: "c1" }]);
+    await eventually(() => received.length === 8);
+    assert.equal(live.stats.remembered, 8);
+    // The watermark moves past every window of the first event plus the 30 s lateness.
+    await ingest([{ id: "b", ts: at(400), country: "FR" }]);
+    await eventually(() => received.length === 8 + 3);
+    await sleep(30);
+    assert.deepEqual(windowsOf(received.slice(8)), [
+      `count_1m@${at(360)}`,
+      `doubled_hop@${at(300)}`,
+      `doubled_hop@${at(360)}`,
+    ]);
+    assert.equal(live.stats.remembered, 3);
+    // While nobody wants window.updated, values change unseen: forget them all.
+    stop();
+    await ingest([{ id: "c", ts: at(401), country: "FR" }]);
+    assert.equal(live.stats.remembered, 0);
+  } finally {
+    stop();
+    await live.close();
+  }
+
+  const small = setup({ updateIntervalMs: 10, maxRememberedWindows: 3 });
+  const other = collector();
+  const stopSmall = await small.live.subscribe(subscription(["window.updated"]), other.sink);
+  try {
+    await small.ingest([{ id: "a", ts: at(90), country: "DE", amount: 2, customer: "c1" }]);
+    await eventually(() => other.received.length === 8);
+    assert.equal(small.live.stats.remembered, 3);
+  } finally {
+    stopSmall();
+    await small.live.close();
+  }
+});
+
 Deno.test("LiveHub publishes nothing while no subscriber anywhere wants it, shared store or not", async () => {
   for (const shared of [false, true]) {
     const { store, live, ingest } = setup({ shared });
@@ -175,7 +265,7 @@ Deno.test("LiveHub starts a subscriber at the log's end and stops tailing when t
   await sleep(30);
   assert.deepEqual(received.map((payload) => payload.data.group), [{ country: "new" }]);
   stop();
-  assert.deepEqual(live.stats, { subscribers: 0, tails: 0, updatesPublished: 0 });
+  assert.deepEqual(live.stats, { subscribers: 0, tails: 0, updatesPublished: 0, remembered: 0 });
   await store.appendLog("orders", [record('["later"]')]);
   await sleep(30);
   assert.equal(received.length, 1);
