@@ -237,18 +237,29 @@ export async function nodeClient(
   };
 }
 
+/** One Server-Sent Event as {@linkcode SseReader} reads it. */
+export interface SseEvent {
+  /** The `event:` field, `message` when absent. */
+  event: string;
+  /** The `data:` lines, parsed as JSON. */
+  // deno-lint-ignore no-explicit-any
+  data: any;
+  /** The `id:` field, when sent. */
+  id?: string;
+}
+
 /** Reads Server-Sent Events from a response body. */
 export class SseReader {
   #reader: ReadableStreamDefaultReader<string>;
   #buffer = "";
+  #ended = false;
 
   constructor(response: Response) {
     this.#reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
   }
 
-  /** The next event as `{event, data}` (data parsed as JSON); skips comments. */
-  // deno-lint-ignore no-explicit-any
-  async next(timeoutMs = 5_000): Promise<{ event: string; data: any }> {
+  /** The next event as `{event, data, id}` (data parsed as JSON, id when sent); skips comments. */
+  async next(timeoutMs = 5_000): Promise<SseEvent> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`No event within ${timeoutMs} ms`)), timeoutMs);
@@ -266,14 +277,31 @@ export class SseReader {
             line.slice(6)
           )
             .join("\n");
-          return { event, data: JSON.parse(data) };
+          const id = lines.find((line) => line.startsWith("id: "))?.slice(4);
+          return { event, data: JSON.parse(data), ...(id === undefined ? {} : { id }) };
         }
         const { value, done } = await Promise.race([this.#reader.read(), timeout]);
-        if (done) throw new Error("Event stream ended");
+        if (done) {
+          this.#ended = true;
+          throw new Error("Event stream ended");
+        }
         this.#buffer += value;
       }
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /** Reads every event until the server ends the stream; rejects after `timeoutMs` without one. */
+  async rest(timeoutMs = 5_000): Promise<SseEvent[]> {
+    const events: SseEvent[] = [];
+    while (true) {
+      try {
+        events.push(await this.next(timeoutMs));
+      } catch (error) {
+        if (this.#ended) return events;
+        throw error;
+      }
     }
   }
 

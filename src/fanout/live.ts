@@ -7,14 +7,26 @@
  * Results travel through the store's log, not through this process, so a
  * subscriber connected to one instance sees what any instance that shares
  * the store produced (Redis); with the memory store it is all in-process.
+ * For the same reason a subscriber can resume after a log id it saw: the
+ * entries after it are replayed, then the tail takes over.
+ *
+ * A window's value is published only when it changed since this hub last
+ * published it, so one batch yields one `window.updated` per window and group
+ * it changed, and an unchanged value is not repeated.
  *
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
-import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
+import {
+  compareLogIds,
+  type LogRecord,
+  OTHER_GROUP,
+  parseLogId,
+  type Store,
+} from "../store/types.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
-import { panesOfWindow, windowsOfPane } from "../window/mod.ts";
+import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
 
 /** What one subscriber asked for. */
@@ -31,13 +43,49 @@ export interface Subscription {
 
 /** Where the hub hands a subscriber's messages. */
 export interface LiveSink {
+  /** Called once, before any message, with where in the stream's result log the messages start. */
+  open?(start: SubscriptionStart): void;
   /**
-   * Takes one message without waiting. A transport that cannot keep up
-   * closes its connection and unsubscribes rather than buffer without bound.
+   * Takes one message, with the id of its entry in the stream's result log,
+   * without waiting. A transport that cannot keep up closes its connection
+   * and unsubscribes rather than buffer without bound.
    */
-  send(payload: PublicPayload): void;
-  /** Ends the subscription from the server side (the hub is closing). */
+  send(payload: PublicPayload, id: string): void;
+  /** Ends the subscription from the server side (the hub is closing, or a resume broke off). */
   close(reason: string): void;
+}
+
+/** Where a subscription starts in its stream's result log. */
+export interface SubscriptionStart {
+  /**
+   * The log id the messages follow: each message comes from an entry after
+   * it, and every later entry the subscription matches is sent. Null while
+   * the log is empty.
+   */
+  afterId: string | null;
+  /**
+   * Only when {@linkcode SubscribeOptions.afterId} was given: true when the
+   * messages after it are replayed from the log, false when they cannot be
+   * (then `afterId` is the log's current end and `reason` says why).
+   */
+  resumed?: boolean;
+  /** Why the subscription could not resume. */
+  reason?: string;
+}
+
+/** Options for {@linkcode LiveHub.subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * Resume after this result log id (as given to {@linkcode LiveSink.send}):
+   * the entries after it are replayed from the log, then live ones follow,
+   * none twice and none missing. Possible while the id is neither older
+   * than the oldest entry the log still holds nor newer than its newest;
+   * otherwise the subscription starts at the log's end and
+   * {@linkcode SubscriptionStart.reason} says why.
+   */
+  afterId?: string;
+  /** Ends the subscription when aborted, also while it is being set up or replayed. */
+  signal?: AbortSignal;
 }
 
 /** Options for {@linkcode LiveHub}. */
@@ -52,6 +100,13 @@ export interface LiveHubOptions {
    * latest. @default {250}
    */
   updateIntervalMs?: number;
+  /**
+   * Most windows per stream whose last published value is remembered, so an
+   * unchanged value is not published again; past it the least recently
+   * published are forgotten (and published again on their next update).
+   * @default {10000}
+   */
+  maxRememberedWindows?: number;
   /**
    * Whether other instances share the store (Redis): the hub then tells them
    * through the store what its subscribers want, and publishes what theirs
@@ -73,6 +128,8 @@ export interface LiveHubStats {
   tails: number;
   /** `window.updated` records published. */
   updatesPublished: number;
+  /** Windows whose last published value is remembered, over all streams. */
+  remembered: number;
 }
 
 /** Whether a message is one `subscription` asked for. A filter that fails to evaluate does not match. */
@@ -92,9 +149,24 @@ export function matchesSubscription(subscription: Subscription, payload: PublicP
   }
 }
 
+/** Whether `id` has the form of a result log id, `<ms>-<seq>`. */
+function isLogId(id: string): boolean {
+  const match = /^(\d{1,16})-(\d{1,16})$/.exec(id);
+  return match !== null && Number.isSafeInteger(Number(match[1])) &&
+    Number.isSafeInteger(Number(match[2]));
+}
+
+function compareIds(a: string, b: string): number {
+  return compareLogIds(parseLogId(a), parseLogId(b));
+}
+
 interface Subscriber {
   subscription: Subscription;
   sink: LiveSink;
+  /** Whether the tail hands it new entries; false until it is set up (and replayed). */
+  joined: boolean;
+  /** Entries up to this id were replayed to it; the tail skips them. */
+  replayedTo: string | null;
 }
 
 interface Tail {
@@ -118,6 +190,20 @@ interface PendingUpdates {
   touched: Map<number, Map<string, Set<number>>>;
   timer?: ReturnType<typeof setTimeout>;
   flushing?: Promise<void>;
+  /**
+   * `<counter index>:<start>:<group>` → the value last published for that
+   * window, least recently published first.
+   */
+  published: Map<string, PublishedValue>;
+  /** A lower bound (ms) of the stream's watermark, from the batches seen. */
+  watermarkMs: number;
+}
+
+interface PublishedValue {
+  /** The public value and whether it is approximate, as JSON. */
+  value: string;
+  /** End (ms) of the window: once the watermark passes it plus the lateness, it is final. */
+  endMs: number;
 }
 
 /**
@@ -149,6 +235,7 @@ export class LiveHub {
   #pollMs: number;
   #readLimit: number;
   #updateIntervalMs: number;
+  #maxRememberedWindows: number;
   #shared: boolean;
   #demandTtlMs: number;
   #now: () => number;
@@ -158,6 +245,8 @@ export class LiveHub {
   /** Stream → type → number of subscribers wanting it. */
   #demand = new Map<string, Map<PayloadType, number>>();
   #pending = new Map<string, PendingUpdates>();
+  /** Subscriptions being set up (replays), awaited on close. */
+  #settingUp = new Set<Promise<void>>();
   #updatesPublished = 0;
   #closed = false;
 
@@ -167,6 +256,7 @@ export class LiveHub {
     this.#pollMs = options.pollMs ?? 150;
     this.#readLimit = options.readLimit ?? 500;
     this.#updateIntervalMs = options.updateIntervalMs ?? 250;
+    this.#maxRememberedWindows = options.maxRememberedWindows ?? 10_000;
     this.#shared = options.shared ?? false;
     this.#demandTtlMs = options.demandTtlMs ?? 10_000;
     this.#now = options.now ?? Date.now;
@@ -176,7 +266,14 @@ export class LiveHub {
   get stats(): LiveHubStats {
     let subscribers = 0;
     for (const tail of this.#tails.values()) subscribers += tail.subscribers.size;
-    return { subscribers, tails: this.#tails.size, updatesPublished: this.#updatesPublished };
+    let remembered = 0;
+    for (const pending of this.#pending.values()) remembered += pending.published.size;
+    return {
+      subscribers,
+      tails: this.#tails.size,
+      updatesPublished: this.#updatesPublished,
+      remembered,
+    };
   }
 
   /**
@@ -194,14 +291,19 @@ export class LiveHub {
 
   /**
    * Adds a subscriber. Resolves, with the function that removes it, once the
-   * hub tails the stream's log from its current end; rejects with what the
-   * store threw when that end cannot be read.
+   * hub tails the stream's log from its current end (or, resuming, once the
+   * missed entries were replayed); rejects with what the store threw when the
+   * log cannot be read. `sink.open` is called before the first message.
    */
-  async subscribe(subscription: Subscription, sink: LiveSink): Promise<() => void> {
+  async subscribe(
+    subscription: Subscription,
+    sink: LiveSink,
+    options: SubscribeOptions = {},
+  ): Promise<() => void> {
     const stream = this.#streams.get(subscription.stream);
     if (!stream) throw new Error(`Cannot subscribe to stream '${subscription.stream}': unknown`);
     if (this.#closed) throw new Error("Cannot subscribe: the live hub is closed");
-    const subscriber: Subscriber = { subscription, sink };
+    const subscriber: Subscriber = { subscription, sink, joined: false, replayedTo: null };
     let tail = this.#tails.get(stream.name);
     if (!tail) {
       tail = this.#startTail(stream);
@@ -211,11 +313,22 @@ export class LiveHub {
     this.#count(subscription, 1);
     tail.signalledAt = 0; // what is wanted may have grown: signal on the next poll
     const unsubscribe = () => this.#unsubscribe(tail, subscriber);
-    try {
+    const { afterId, signal } = options;
+    signal?.addEventListener("abort", unsubscribe, { once: true });
+    if (signal?.aborted) unsubscribe();
+    const setup = (async () => {
       await tail.ready;
+      if (afterId === undefined) this.#join(tail, subscriber, { afterId: tail.cursor });
+      else await this.#resume(tail, subscriber, afterId);
+    })();
+    this.#settingUp.add(setup);
+    try {
+      await setup;
     } catch (error) {
       unsubscribe();
       throw error;
+    } finally {
+      this.#settingUp.delete(setup);
     }
     return unsubscribe;
   }
@@ -237,6 +350,7 @@ export class LiveHub {
       if (pending.flushing) waits.push(pending.flushing);
     }
     this.#pending.clear();
+    for (const setup of this.#settingUp) waits.push(setup.catch(() => {}));
     await Promise.all(waits);
   }
 
@@ -256,6 +370,90 @@ export class LiveHub {
     tail.stopped = true;
     clearTimeout(tail.timer);
     if (this.#tails.get(tail.stream.name) === tail) this.#tails.delete(tail.stream.name);
+  }
+
+  /** Starts handing the tail's new entries to a subscriber, after telling its sink where it starts. */
+  #join(tail: Tail, subscriber: Subscriber, start: SubscriptionStart): void {
+    if (!tail.subscribers.has(subscriber)) return;
+    subscriber.sink.open?.(start);
+    subscriber.joined = true;
+  }
+
+  /**
+   * Replays the entries after `afterId` to a subscriber, then joins it to the
+   * tail where the replay ended; or, when the log no longer holds what came
+   * after `afterId`, joins it at the tail's cursor and says why.
+   */
+  async #resume(tail: Tail, subscriber: Subscriber, afterId: string): Promise<void> {
+    const stream = tail.stream.name;
+    if (!isLogId(afterId)) {
+      this.#join(tail, subscriber, {
+        afterId: tail.cursor,
+        resumed: false,
+        reason: `Cannot resume after '${afterId.slice(0, 64)}': not a result log id (<ms>-<seq>)`,
+      });
+      return;
+    }
+    let cursor = afterId;
+    let replaying = false;
+    while (true) {
+      const entries = await this.#store.readLog(stream, cursor, this.#readLimit);
+      // Read after the page: the log is trimmed from its start only, so if its
+      // oldest entry is still at or before the cursor, the page missed nothing.
+      const [[oldest], newest] = await Promise.all([
+        this.#store.readLog(stream, null, 1),
+        replaying ? null : this.#store.lastLogId(stream),
+      ]);
+      if (!tail.subscribers.has(subscriber)) return;
+      const trimmed = oldest === undefined || compareIds(oldest.id, cursor) > 0;
+      if (!replaying) {
+        const reason = oldest === undefined
+          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' is empty`
+          : trimmed
+          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' now starts at '${oldest.id}'`
+          : newest !== null && compareIds(afterId, newest) > 0
+          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ends at '${newest}'`
+          : null;
+        if (reason !== null) {
+          this.#join(tail, subscriber, { afterId: tail.cursor, resumed: false, reason });
+          return;
+        }
+        subscriber.sink.open?.({ afterId, resumed: true });
+        replaying = true;
+      } else if (trimmed) {
+        this.#unsubscribe(tail, subscriber);
+        subscriber.sink.close(
+          `Cannot resume after '${afterId}': the result log of stream '${stream}' was trimmed past '${cursor}' during the replay`,
+        );
+        return;
+      }
+      // The tail hands out entries after its cursor; the replay covers the rest.
+      let reachedTail = false;
+      for (const entry of entries) {
+        if (tail.cursor === null || compareIds(entry.id, tail.cursor) > 0) {
+          reachedTail = true;
+          break;
+        }
+        cursor = entry.id;
+        this.#deliver(subscriber, publicPayload(tail.stream, entry), entry.id);
+        if (!tail.subscribers.has(subscriber)) return;
+      }
+      if (reachedTail || tail.cursor === null || compareIds(cursor, tail.cursor) >= 0) {
+        // `afterId` may be past the tail's cursor: the tail must not send what preceded it.
+        subscriber.replayedTo = cursor;
+        subscriber.joined = true;
+        return;
+      }
+    }
+  }
+
+  #deliver(subscriber: Subscriber, payload: PublicPayload | null, id: string): void {
+    if (!payload || !matchesSubscription(subscriber.subscription, payload)) return;
+    try {
+      subscriber.sink.send(payload, id);
+    } catch (error) {
+      console.error("Live subscriber failed:", error);
+    }
   }
 
   #startTail(stream: CompiledStream): Tail {
@@ -318,12 +516,12 @@ export class LiveHub {
         const payload = publicPayload(tail.stream, entry);
         if (!payload) continue;
         for (const subscriber of [...tail.subscribers]) {
-          if (!matchesSubscription(subscriber.subscription, payload)) continue;
-          try {
-            subscriber.sink.send(payload);
-          } catch (error) {
-            console.error("Live subscriber failed:", error);
+          if (!subscriber.joined) continue;
+          if (subscriber.replayedTo !== null) {
+            if (compareIds(entry.id, subscriber.replayedTo) <= 0) continue;
+            subscriber.replayedTo = null;
           }
+          this.#deliver(subscriber, payload, entry.id);
         }
       }
     } catch (error) {
@@ -346,15 +544,30 @@ export class LiveHub {
       const until = this.#now() + this.#demandTtlMs;
       this.#remoteDemand.set(name, new Map(batch.demand.map((type) => [type, until])));
     }
-    if (this.#closed || !this.wants(name, "window.updated")) return;
+    if (this.#closed) return;
+    if (!this.wants(name, "window.updated")) {
+      // Values change unseen while nobody listens; the next subscriber must not
+      // miss a window because it happens to be back at a value published before.
+      this.#pending.get(name)?.published.clear();
+      return;
+    }
     let pending = this.#pending.get(name);
     if (!pending) {
-      pending = { stream: batch.stream, touched: new Map() };
+      pending = {
+        stream: batch.stream,
+        touched: new Map(),
+        published: new Map(),
+        watermarkMs: -Infinity,
+      };
       this.#pending.set(name, pending);
     }
     const touched = pending.touched;
+    const idleMs = batch.stream.idleMs;
+    if (idleMs !== null) pending.watermarkMs = Math.max(pending.watermarkMs, batch.nowMs - idleMs);
     batch.events.forEach((event, index) => {
       if (batch.outcomes[index] !== "applied") return;
+      // The watermark is the largest event time the store has seen, so at least this.
+      pending.watermarkMs = Math.max(pending.watermarkMs, event.timeMs);
       for (const update of event.updates) {
         let groups = touched.get(update.counter);
         if (!groups) {
@@ -380,7 +593,7 @@ export class LiveHub {
     if (pending.touched.size === 0 || this.#closed) return;
     const touched = pending.touched;
     pending.touched = new Map();
-    pending.flushing = this.#publish(pending.stream, touched)
+    pending.flushing = this.#publish(pending, touched)
       .catch((error) =>
         console.error(
           `Cannot publish window.updated for stream '${pending.stream.name}': ${
@@ -396,11 +609,15 @@ export class LiveHub {
       });
   }
 
-  /** Reads the current values of the touched windows and appends them to the log. */
+  /**
+   * Reads the current values of the touched windows and appends those that
+   * changed since they were last published to the log.
+   */
   async #publish(
-    stream: CompiledStream,
+    pending: PendingUpdates,
     touched: Map<number, Map<string, Set<number>>>,
   ): Promise<void> {
+    const stream = pending.stream;
     const perCounter = await Promise.all([...touched].map(async ([index, groups]) => {
       const counter = stream.counters[index];
       const startsByGroup = new Map<string, Set<number>>();
@@ -420,26 +637,58 @@ export class LiveHub {
         counter.meta,
         [...starts].map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
       );
-      const records: LogRecord[] = [];
+      const changes: Array<{ key: string; published: PublishedValue; record: LogRecord }> = [];
       for (const value of values) {
         // Events past maxGroups count into __other__, which nobody names.
         if (value.group !== OTHER_GROUP && !startsByGroup.get(value.group)?.has(value.start)) {
           continue;
         }
-        records.push({
-          type: "window.updated",
-          counter: counter.name,
-          start: value.start,
-          end: value.start + counter.window.sizeMs,
-          group: value.group,
-          state: value.state,
+        const key = `${index}:${value.start}:${value.group}`;
+        const end = value.start + counter.window.sizeMs;
+        const published = {
+          value: JSON.stringify([
+            aggregateValue(counter.aggregate, value.state),
+            value.state.approximate,
+          ]),
+          endMs: end,
+        };
+        if (pending.published.get(key)?.value === published.value) continue;
+        changes.push({
+          key,
+          published,
+          record: {
+            type: "window.updated",
+            counter: counter.name,
+            start: value.start,
+            end,
+            group: value.group,
+            state: value.state,
+          },
         });
       }
-      return records;
+      return changes;
     }));
-    const records = perCounter.flat();
-    if (records.length === 0) return;
-    await this.#store.appendLog(stream.name, records);
-    this.#updatesPublished += records.length;
+    const changes = perCounter.flat();
+    this.#forgetFinal(pending);
+    if (changes.length === 0) return;
+    await this.#store.appendLog(stream.name, changes.map((change) => change.record));
+    this.#updatesPublished += changes.length;
+    // Remembered only once logged: a failed append publishes them again next time.
+    for (const { key, published } of changes) {
+      pending.published.delete(key); // re-inserted last: the map stays in publication order
+      pending.published.set(key, published);
+    }
+    for (const key of pending.published.keys()) {
+      if (pending.published.size <= this.#maxRememberedWindows) break;
+      pending.published.delete(key);
+    }
+  }
+
+  /** Forgets the values of windows that became final: they never change again. */
+  #forgetFinal(pending: PendingUpdates): void {
+    const finalBefore = pending.watermarkMs - pending.stream.latenessMs;
+    for (const [key, published] of pending.published) {
+      if (published.endMs < finalBefore) pending.published.delete(key);
+    }
   }
 }

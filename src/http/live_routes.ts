@@ -7,6 +7,12 @@
  * endpoints also take the key as a `token` query parameter or as the
  * WebSocket subprotocol `bearer.<key>`.
  *
+ * Over SSE, each result carries its result log id as the event `id`, so an
+ * `EventSource` that reconnects (sending `Last-Event-ID`) gets what it missed
+ * replayed from the log, or a `subscribed` message saying why it cannot. Every
+ * message is written in order without awaiting, and a subscriber the server
+ * ends gets a final `closed` event with the reason.
+ *
  * @module
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
@@ -15,7 +21,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { WSContext } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
-import type { LiveHub, LiveSink, Subscription } from "../fanout/live.ts";
+import type { LiveHub, LiveSink, Subscription, SubscriptionStart } from "../fanout/live.ts";
 import { PAYLOAD_TYPES, type PayloadType, type PublicPayload } from "../fanout/payload.ts";
 import {
   closeReason,
@@ -109,13 +115,18 @@ export function parseSubscription(stream: CompiledStream, query: SubscriptionQue
   return subscription;
 }
 
-/** The first message of every subscription, sent once results flow. */
-function subscribedMessage(subscription: Subscription) {
+/**
+ * The first message of every subscription, sent once results flow; when
+ * resuming was asked for, it says whether the missed results follow.
+ */
+function subscribedMessage(subscription: Subscription, start?: SubscriptionStart) {
   return {
     type: "subscribed",
     stream: subscription.stream,
     types: [...subscription.types],
     counter: subscription.counter ?? null,
+    ...(start?.resumed === undefined ? {} : { resumed: start.resumed }),
+    ...(start?.reason === undefined ? {} : { reason: start.reason }),
   };
 }
 
@@ -134,7 +145,7 @@ function subscribeOverSocket(
 ): Promise<Response> {
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   let unsubscribe: (() => void) | undefined;
-  let open = true;
+  let connected = true;
   return upgradeSocket(c, {
     onOpen(_event, socket: WSContext<WebSocket>) {
       if (setup.denied || !setup.subscription) {
@@ -143,6 +154,9 @@ function subscribeOverSocket(
       }
       const subscription = setup.subscription;
       const sink: LiveSink = {
+        open() {
+          if (connected) socket.send(JSON.stringify(subscribedMessage(subscription)));
+        },
         send(payload: PublicPayload) {
           const buffered = socket.raw?.bufferedAmount ?? 0;
           if (buffered > maxBufferedBytes) {
@@ -157,9 +171,8 @@ function subscribeOverSocket(
         },
       };
       deps.live.subscribe(subscription, sink).then((stop) => {
-        if (!open) return stop();
+        if (!connected) return stop();
         unsubscribe = stop;
-        socket.send(JSON.stringify(subscribedMessage(subscription)));
       }, (error) => {
         socket.close(
           1011,
@@ -168,7 +181,7 @@ function subscribeOverSocket(
       });
     },
     onClose() {
-      open = false;
+      connected = false;
       unsubscribe?.();
     },
   }, {
@@ -177,58 +190,75 @@ function subscribeOverSocket(
   });
 }
 
+const UTF8 = new TextEncoder();
+
+/** One Server-Sent Event; `data` is JSON text and `id` a log id, neither with line breaks. */
+function sseMessage(event: string, data: string, id?: string | null): string {
+  return `event: ${event}\ndata: ${data}\n${id ? `id: ${id}\n` : ""}\n`;
+}
+
 function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscription): Response {
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   const heartbeatMs = deps.options?.heartbeatMs ?? 15_000;
+  // EventSource sends it when it reconnects after a message that had an id.
+  const lastEventId = c.req.header("Last-Event-ID")?.trim() || undefined;
   return streamSSE(c, async (sse) => {
     const ended = Promise.withResolvers<void>();
+    const stop = new AbortController();
     let waitingBytes = 0;
     let ending = false;
-    function write(event: string, data: string): void {
-      waitingBytes += data.length;
-      sse.writeSSE({ event, data }).finally(() => waitingBytes -= data.length);
+    function write(event: string, data: string, id?: string | null): void {
+      const bytes = UTF8.encode(sseMessage(event, data, id));
+      waitingBytes += bytes.length;
+      // write() hands the bytes to the stream before its first await, so messages
+      // queue in call order and the final `closed` lands ahead of the stream's end.
+      sse.write(bytes).finally(() => waitingBytes -= bytes.length);
     }
     function end(reason: string): void {
       if (ending) return;
       ending = true;
       // Queued behind what is waiting: a reader that catches up learns why.
       write("closed", JSON.stringify({ type: "closed", reason }));
+      stop.abort();
       ended.resolve();
     }
     const sink: LiveSink = {
-      send(payload) {
+      open(start) {
+        // The id of where the messages start: reconnecting with it misses nothing.
+        write("subscribed", JSON.stringify(subscribedMessage(subscription, start)), start.afterId);
+      },
+      send(payload, id) {
         if (ending) return;
         if (waitingBytes > maxBufferedBytes) {
           end(slowReason(waitingBytes, maxBufferedBytes));
           return;
         }
-        write(payload.type, JSON.stringify(payload));
+        write(payload.type, JSON.stringify(payload), id);
       },
       close: end,
     };
-    sse.onAbort(() => ended.resolve());
-    let unsubscribe: () => void;
+    sse.onAbort(() => {
+      ending = true;
+      stop.abort();
+      ended.resolve();
+    });
     try {
-      unsubscribe = await deps.live.subscribe(subscription, sink);
+      await deps.live.subscribe(subscription, sink, {
+        afterId: lastEventId,
+        signal: stop.signal,
+      });
     } catch (error) {
-      write(
-        "closed",
-        JSON.stringify({
-          type: "closed",
-          reason: `Cannot follow stream '${subscription.stream}': ${message(error)}`,
-        }),
-      );
+      end(`Cannot follow stream '${subscription.stream}': ${message(error)}`);
       return;
     }
     const heartbeat = setInterval(() => {
       if (waitingBytes === 0) sse.write(": keep-alive\n\n");
     }, heartbeatMs);
     try {
-      write("subscribed", JSON.stringify(subscribedMessage(subscription)));
       await ended.promise;
     } finally {
       clearInterval(heartbeat);
-      unsubscribe();
+      stop.abort();
     }
   });
 }
@@ -268,11 +298,18 @@ function documentRoutes(app: OpenAPIHono): void {
     description: [
       "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape.',
-      "`window.updated` carries the running value of a window, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
+      "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
+      'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
     ].join("\n\n"),
     request: {
       params: StreamParam,
+      headers: z.object({
+        "Last-Event-ID": z.string().optional().openapi({
+          description: "SSE: resume after this result log id (`EventSource` sends it on reconnect)",
+          example: "1767225600000-0",
+        }),
+      }),
       query: z.object({
         types: z.string().optional().openapi({
           description: `Comma-separated, of: ${PAYLOAD_TYPES.join(", ")}. Default: ${

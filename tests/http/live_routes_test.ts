@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { at, KEYS } from "../_fixtures.ts";
-import { denoClient, nodeClient, SseReader, startServer, type TestServer } from "../_live.ts";
+import {
+  denoClient,
+  eventually,
+  nodeClient,
+  SseReader,
+  startServer,
+  type TestServer,
+} from "../_live.ts";
 import { redisTest } from "../_redis.ts";
 
 const SUBSCRIBE = "/v1/streams/orders/subscribe";
@@ -234,6 +241,213 @@ Deno.test("A subscriber that stops reading is dropped with a reason and does not
   } finally {
     slow.socket.terminate();
     await slow.inbox.closed;
+    await server.close();
+  }
+});
+
+Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
+  const server = await startServer({ liveRoutes: { maxBufferedBytes: 64 * 1024 } });
+  const sse = new SseReader(await openSse(server, "?types=event.processed"));
+  try {
+    assert.equal((await sse.next()).event, "subscribed");
+    // Nothing reads the response now; the batches fill the socket until the server gives up.
+    const padding = "p".repeat(4_000);
+    for (let batch = 0; server.live.stats.subscribers > 0; batch++) {
+      assert.ok(batch < 200, "the subscriber was never dropped");
+      await post(
+        server,
+        Array.from(
+          { length: 100 },
+          (_, i) => ({ id: `s${batch}-${i}`, ts: at(5), country: padding }),
+        ),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const rest = await sse.rest();
+    assert.ok(rest.length > 1, `${rest.length} events`);
+    assert.ok(rest.slice(0, -1).every((event) => event.event === "event.processed"));
+    const last = rest.at(-1)!;
+    assert.equal(last.event, "closed");
+    assert.equal(last.data.type, "closed");
+    assert.match(
+      last.data.reason,
+      /^Subscriber too slow: \d+ bytes waiting to be sent; the limit is 65536$/,
+    );
+  } finally {
+    await sse.cancel().catch(() => {});
+    await server.close();
+  }
+});
+
+Deno.test("SSE and WebSocket subscribers learn why the server ended their subscription", async () => {
+  const server = await startServer();
+  const sse = new SseReader(await openSse(server, ""));
+  const socket = await denoClient(server.wsUrl(SUBSCRIBE));
+  try {
+    assert.equal((await sse.next()).event, "subscribed");
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    await server.live.close();
+    assert.deepEqual(await sse.rest(), [
+      { event: "closed", data: { type: "closed", reason: "Server is shutting down" } },
+    ]);
+    assert.deepEqual(await socket.inbox.closed, { code: 1001, reason: "Server is shutting down" });
+  } finally {
+    await sse.cancel().catch(() => {});
+    await socket.close();
+    await server.close();
+  }
+});
+
+const CLOSED_COUNTS = "?types=window.closed&counter=count_1m";
+
+/** Ids of the `window.closed` results of `count_1m` after `afterId`, from the store's log. */
+async function loggedClosedIds(server: TestServer, afterId: string): Promise<string[]> {
+  const entries = await server.store.readLog("orders", afterId, 1_000);
+  return entries.filter((entry) =>
+    entry.record.type === "window.closed" && entry.record.counter === "count_1m"
+  ).map((entry) => entry.id);
+}
+
+/**
+ * A client reads two results, disconnects, more results are produced, and it
+ * reconnects with `Last-Event-ID`: it gets exactly what it missed, in order,
+ * as a client connected all along saw it, then live results.
+ */
+async function resumeScenario(server: TestServer): Promise<void> {
+  const reference = new SseReader(await openSse(server, CLOSED_COUNTS));
+  const first = new SseReader(await openSse(server, CLOSED_COUNTS));
+  let resumed: SseReader | undefined;
+  try {
+    // The log is empty: no id to start after.
+    assert.deepEqual(await reference.next(), {
+      event: "subscribed",
+      data: { type: "subscribed", stream: "orders", types: ["window.closed"], counter: "count_1m" },
+    });
+    assert.equal((await first.next()).event, "subscribed");
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE" },
+      { id: "b", ts: at(6), country: "FR" },
+      { id: "c", ts: at(7), country: "IT" },
+      { id: "d", ts: at(100), country: "DE" },
+    ]);
+    await sweep(server); // closes minute 0: DE, FR, IT
+    const read = [await first.next(), await first.next()];
+    assert.deepEqual(read.map((event) => event.event), ["window.closed", "window.closed"]);
+    assert.ok(read.every((event) => event.id !== undefined), JSON.stringify(read));
+    await first.cancel();
+    await eventually(() => server.live.stats.subscribers === 1);
+
+    await post(server, [
+      { id: "e", ts: at(130), country: "DE" },
+      { id: "f", ts: at(131), country: "FR" },
+      { id: "g", ts: at(250), country: "FR" },
+    ]);
+    await sweep(server); // closes minute 1 (DE) and minute 2 (DE, FR)
+    const lastEventId = read[1].id!;
+    const missed = await loggedClosedIds(server, lastEventId);
+    assert.equal(missed.length, 4);
+    const all = [];
+    for (let i = 0; i < 6; i++) all.push(await reference.next());
+    assert.deepEqual(all.slice(0, 2), read);
+
+    resumed = new SseReader(await openSse(server, CLOSED_COUNTS, { "Last-Event-ID": lastEventId }));
+    const hello = await resumed.next();
+    assert.deepEqual(hello, {
+      event: "subscribed",
+      id: lastEventId,
+      data: {
+        type: "subscribed",
+        stream: "orders",
+        types: ["window.closed"],
+        counter: "count_1m",
+        resumed: true,
+      },
+    });
+    const replayed = [];
+    for (let i = 0; i < missed.length; i++) replayed.push(await resumed.next());
+    assert.deepEqual(replayed.map((event) => event.id), missed);
+    assert.deepEqual(replayed, all.slice(2));
+
+    // Live results continue after the replay, once each.
+    await post(server, [{ id: "h", ts: at(400), country: "IT" }]);
+    await sweep(server); // closes minute 4 (FR)
+    const live = await resumed.next();
+    assert.deepEqual(live, await reference.next());
+    assert.deepEqual([live.event, live.data.data.group, live.data.data.start], [
+      "window.closed",
+      { country: "FR" },
+      at(240),
+    ]);
+    await assert.rejects(() => resumed!.next(300), /No event within/);
+  } finally {
+    await reference.cancel();
+    await first.cancel().catch(() => {});
+    await resumed?.cancel();
+  }
+}
+
+Deno.test("SSE resumes after Last-Event-ID with exactly the missed results, then live ones (memory store)", async () => {
+  const server = await startServer();
+  try {
+    await resumeScenario(server);
+  } finally {
+    await server.close();
+  }
+});
+
+redisTest(
+  "SSE resumes after Last-Event-ID with exactly the missed results, then live ones (Redis store)",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
+    try {
+      await resumeScenario(server);
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+Deno.test("SSE says when Last-Event-ID cannot be resumed from, and starts at the log's end", async () => {
+  const server = await startServer();
+  const readers: SseReader[] = [];
+  try {
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE" },
+      { id: "b", ts: at(100), country: "DE" },
+    ]);
+    await sweep(server);
+    for (
+      const [lastEventId, reason] of [
+        ["garbage", "Cannot resume after 'garbage': not a result log id (<ms>-<seq>)"],
+        ["1-0", `Cannot resume after '1-0': the result log of stream 'orders' now starts at '`],
+      ]
+    ) {
+      const sse = new SseReader(
+        await openSse(server, CLOSED_COUNTS, { "Last-Event-ID": lastEventId }),
+      );
+      readers.push(sse);
+      const hello = await sse.next();
+      assert.equal(hello.event, "subscribed");
+      assert.equal(hello.data.resumed, false);
+      assert.ok(hello.data.reason.startsWith(reason), hello.data.reason);
+      // Where it starts instead: reconnecting with this id misses nothing.
+      const end = await server.store.lastLogId("orders");
+      assert.ok(end !== null);
+      assert.equal(hello.id, end);
+    }
+    await post(server, [{ id: "c", ts: at(200), country: "FR" }]);
+    await sweep(server); // closes minute 1 (DE)
+    for (const sse of readers) {
+      const next = await sse.next();
+      assert.deepEqual([next.event, next.data.data.start], ["window.closed", at(60)]);
+    }
+  } finally {
+    for (const sse of readers) await sse.cancel();
     await server.close();
   }
 });
