@@ -9,7 +9,8 @@ import {
 } from "../../src/fanout/live.ts";
 import type { PublicPayload } from "../../src/fanout/payload.ts";
 import { ingestFanoutFor, ingestItems } from "../../src/ingest/mod.ts";
-import { MAX_LOG_ENTRIES, MemoryStore } from "../../src/store/memory/store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { MAX_LOG_ENTRIES } from "../../src/store/types.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { eventually } from "../_live.ts";
