@@ -144,6 +144,8 @@ const DeliveryParams = z.object({
 export const createWebhookRoute = createRoute({
   method: "post",
   path: "/v1/webhooks",
+  operationId: "createWebhook",
+  tags: ["webhooks"],
   summary: "Register a webhook endpoint. Scope: admin.",
   description:
     "The URL is checked now and before every attempt: it must be https (http only when allowed) and must not resolve to loopback, private, link-local, CGNAT, unique-local or other non-public addresses. The reply holds the signing secret, shown only once.",
@@ -161,6 +163,8 @@ export const createWebhookRoute = createRoute({
 export const listWebhooksRoute = createRoute({
   method: "get",
   path: "/v1/webhooks",
+  operationId: "listWebhooks",
+  tags: ["webhooks"],
   summary: "List webhook endpoints (without secrets). Scope: admin.",
   responses: {
     200: jsonContent(z.object({ webhooks: z.array(EndpointSchema) }), "Endpoints"),
@@ -174,6 +178,8 @@ export const listWebhooksRoute = createRoute({
 export const getWebhookRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/{id}",
+  operationId: "getWebhook",
+  tags: ["webhooks"],
   summary: "A webhook endpoint (without secrets). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -189,6 +195,8 @@ export const getWebhookRoute = createRoute({
 export const updateWebhookRoute = createRoute({
   method: "patch",
   path: "/v1/webhooks/{id}",
+  operationId: "updateWebhook",
+  tags: ["webhooks"],
   summary: "Change a webhook endpoint; `disabled: false` re-enables it. Scope: admin.",
   request: {
     params: EndpointParams,
@@ -204,6 +212,8 @@ export const updateWebhookRoute = createRoute({
 export const deleteWebhookRoute = createRoute({
   method: "delete",
   path: "/v1/webhooks/{id}",
+  operationId: "deleteWebhook",
+  tags: ["webhooks"],
   summary: "Delete a webhook endpoint and its queue. Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -219,6 +229,8 @@ export const deleteWebhookRoute = createRoute({
 export const rotateSecretRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/rotate-secret",
+  operationId: "rotateWebhookSecret",
+  tags: ["webhooks"],
   summary: "New signing secret; the old one keeps signing alongside it for 24 h. Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -238,6 +250,8 @@ export const rotateSecretRoute = createRoute({
 export const testWebhookRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/test",
+  operationId: "testWebhook",
+  tags: ["webhooks"],
   summary: "Send a webhook.test delivery now (in the background). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -250,6 +264,8 @@ export const testWebhookRoute = createRoute({
 export const listDeliveriesRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/{id}/deliveries",
+  operationId: "listDeliveries",
+  tags: ["webhooks"],
   summary: "An endpoint's deliveries with their attempt logs, newest first. Scope: admin.",
   request: {
     params: EndpointParams,
@@ -270,6 +286,8 @@ export const listDeliveriesRoute = createRoute({
 export const replayRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/replay",
+  operationId: "replayDeliveries",
+  tags: ["webhooks"],
   summary: "Re-send failed and dead deliveries created since a time. Scope: admin.",
   request: {
     params: EndpointParams,
@@ -294,6 +312,8 @@ export const replayRoute = createRoute({
 export const retryDeliveryRoute = createRoute({
   method: "post",
   path: "/v1/deliveries/{deliveryId}/retry",
+  operationId: "retryDelivery",
+  tags: ["webhooks"],
   summary: "Re-send one delivery now, with a fresh retry schedule. Scope: admin.",
   request: { params: DeliveryParams },
   responses: {
