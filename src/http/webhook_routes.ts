@@ -498,11 +498,11 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(listDeliveriesRoute, async (c) => {
     const { id } = c.req.valid("param");
     const query = c.req.valid("query");
-    const deliveries = await webhooks.listDeliveries(id, {
+    const page = await webhooks.listDeliveries(id, {
       limit: query.limit ?? 20,
       status: query.status,
     });
-    return c.json({ deliveries: deliveries.map(deliveryView) }, 200);
+    return c.json({ deliveries: page.items.map(deliveryView) }, 200);
   });
 
   app.openapi(replayRoute, async (c) => {
