@@ -136,6 +136,18 @@ const EndpointParams = z.object({
   id: z.string().min(1).max(256).openapi({ param: { name: "id", in: "path" } }),
 });
 
+/** The `cursor` query parameter of a list: where the previous page ended. */
+const CursorQuery = z.string().min(1).max(2048).optional().openapi({
+  description:
+    "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
+});
+
+/** The `nextCursor` of a list reply. */
+const NextCursor = z.string().nullable().openapi({
+  description:
+    "Pass as `cursor` for the next page; null when the list ended. Following it until null gives every item that exists throughout exactly once, while items are added or removed. A page may hold fewer than `limit` items while it is not null.",
+});
+
 const DeliveryParams = z.object({
   deliveryId: z.string().min(1).max(512).openapi({ param: { name: "deliveryId", in: "path" } }),
 });
@@ -165,9 +177,24 @@ export const listWebhooksRoute = createRoute({
   path: "/v1/webhooks",
   operationId: "listWebhooks",
   tags: ["webhooks"],
-  summary: "List webhook endpoints (without secrets). Scope: admin.",
+  summary:
+    "List webhook endpoints (without secrets), oldest first, a page at a time. Scope: admin.",
+  request: {
+    query: z.object({
+      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        description: "Most endpoints on the page (default 100)",
+      }),
+      cursor: CursorQuery,
+    }),
+  },
   responses: {
-    200: jsonContent(z.object({ webhooks: z.array(EndpointSchema) }), "Endpoints"),
+    200: jsonContent(
+      z.object({ webhooks: z.array(EndpointSchema), nextCursor: NextCursor }).openapi(
+        "WebhookPage",
+      ),
+      "Endpoints",
+    ),
+    400: errors[400],
     401: errors[401],
     403: errors[403],
     503: errors[503],
@@ -266,18 +293,26 @@ export const listDeliveriesRoute = createRoute({
   path: "/v1/webhooks/{id}/deliveries",
   operationId: "listDeliveries",
   tags: ["webhooks"],
-  summary: "An endpoint's deliveries with their attempt logs, newest first. Scope: admin.",
+  summary:
+    "An endpoint's deliveries with their attempt logs, newest first, a page at a time. Scope: admin.",
   request: {
     params: EndpointParams,
     query: z.object({
       status: z.enum(["pending", "retrying", "succeeded", "dead"]).optional(),
+      // Lower than the endpoint list's: each delivery carries up to 50 attempts.
       limit: z.coerce.number().int().min(1).max(200).optional().openapi({
-        description: "Most deliveries (default 20)",
+        description: "Most deliveries on the page (default 20)",
       }),
+      cursor: CursorQuery,
     }),
   },
   responses: {
-    200: jsonContent(z.object({ deliveries: z.array(DeliverySchema) }), "Deliveries"),
+    200: jsonContent(
+      z.object({ deliveries: z.array(DeliverySchema), nextCursor: NextCursor }).openapi(
+        "DeliveryPage",
+      ),
+      "Deliveries",
+    ),
     ...errors,
   },
 });
@@ -463,8 +498,9 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(listWebhooksRoute, async (c) => {
-    const endpoints = await webhooks.listEndpoints();
-    return c.json({ webhooks: endpoints.map(view) }, 200);
+    const { limit, cursor } = c.req.valid("query");
+    const page = await webhooks.pageEndpoints({ limit: limit ?? 100, cursor });
+    return c.json({ webhooks: page.items.map(view), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(getWebhookRoute, async (c) => {
@@ -501,8 +537,9 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
     const page = await webhooks.listDeliveries(id, {
       limit: query.limit ?? 20,
       status: query.status,
+      cursor: query.cursor,
     });
-    return c.json({ deliveries: page.items.map(deliveryView) }, 200);
+    return c.json({ deliveries: page.items.map(deliveryView), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(replayRoute, async (c) => {
