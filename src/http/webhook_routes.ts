@@ -8,7 +8,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createRoute, z } from "@hono/zod-openapi";
-import { DurationError, parseDuration } from "../config/mod.ts";
+import { DurationError, formatDuration, parseDuration } from "../config/mod.ts";
 import {
   type DeliveryWithAttempts,
   type EndpointInput,
@@ -23,13 +23,18 @@ const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.
 
 const errors = errorsFor(400, 401, 403, 404, 409, 503);
 
-const BatchInput = z.strictObject({
+/**
+ * Batching of `event.processed`, in the one shape requests send and replies
+ * show: the wait is a duration text, as the config file writes durations.
+ */
+const BatchSchema = z.strictObject({
   maxEvents: z.int().min(1).max(1000).openapi({ example: 100 }),
   maxWait: z.string().min(1).max(32).openapi({
-    description: "Longest wait for a batch to fill, as a duration",
+    description:
+      "Longest wait for a batch to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`). Replies show it in its shortest exact form: `1500ms` reads back as `1s500ms`.",
     example: "1s",
   }),
-});
+}).openapi("WebhookBatch");
 
 const endpointFields = {
   url: z.string().min(1).max(2048).openapi({
@@ -54,7 +59,7 @@ const endpointFields = {
   rateLimit: z.number().positive().max(100_000).nullable().openapi({
     description: "Most deliveries per second",
   }),
-  batch: BatchInput.nullable().openapi({
+  batch: BatchSchema.nullable().openapi({
     description: "Batch event.processed: `data` is an array of up to maxEvents events",
   }),
   disabled: z.boolean(),
@@ -84,7 +89,7 @@ export const EndpointSchema = z.object({
   filter: z.string().nullable(),
   headerNames: z.array(z.string()),
   rateLimit: z.number().nullable(),
-  batch: z.object({ maxEvents: z.int(), maxWaitMs: z.int() }).nullable(),
+  batch: BatchSchema.nullable(),
   disabled: z.boolean(),
   disabledReason: z.string().nullable(),
   failingSince: z.string().nullable(),
@@ -375,7 +380,9 @@ export function endpointView(endpoint: Endpoint, nowMs: number): z.infer<typeof 
     filter: endpoint.filter,
     headerNames: Object.keys(endpoint.headers),
     rateLimit: endpoint.rateLimit,
-    batch: endpoint.batch,
+    batch: endpoint.batch === null
+      ? null
+      : { maxEvents: endpoint.batch.maxEvents, maxWait: formatDuration(endpoint.batch.maxWaitMs) },
     disabled: endpoint.disabled,
     disabledReason: endpoint.disabledReason,
     failingSince: iso(endpoint.failingSinceMs),

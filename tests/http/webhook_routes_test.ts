@@ -170,3 +170,63 @@ Deno.test("the OpenAPI document gives both list operations limit and cursor, and
     }
   });
 });
+
+Deno.test("batch is accepted and echoed in one shape: maxEvents and maxWait as a duration", async () => {
+  await withSetup(async (ctx) => {
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/batched",
+      eventTypes: ["event.processed"],
+      batch: { maxEvents: 50, maxWait: "1s" },
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.batch, { maxEvents: 50, maxWait: "1s" });
+    const { id } = created.body;
+    const read = await call(ctx.app, "GET", `/v1/webhooks/${id}`);
+    assert.deepEqual(read.body.batch, { maxEvents: 50, maxWait: "1s" });
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.deepEqual(listed.body.webhooks[0].batch, { maxEvents: 50, maxWait: "1s" });
+    // Written another way, a duration reads back in its shortest exact form.
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: { maxEvents: 5, maxWait: "1500ms" },
+    });
+    assert.equal(changed.status, 200, changed.text);
+    assert.deepEqual(changed.body.batch, { maxEvents: 5, maxWait: "1s500ms" });
+    const again = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: changed.body.batch,
+    });
+    assert.equal(again.status, 200, "what is echoed is accepted back");
+    assert.deepEqual(again.body.batch, changed.body.batch);
+    assert.equal((await ctx.webhooks.getEndpoint(id)).batch?.maxWaitMs, 1_500);
+    const tooLong = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: { maxEvents: 5, maxWait: "2m" },
+    });
+    assert.equal(tooLong.status, 400);
+    assert.equal(tooLong.body.error.message, "Invalid body batch.maxWait: at most 1m, got 2m");
+    const old = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: { maxEvents: 5, maxWaitMs: 1000 },
+    });
+    assert.equal(old.status, 400, "the reply's former shape is not taken either");
+    assert.deepEqual(
+      (await call(ctx.app, "GET", `/v1/webhooks/${id}`)).body.batch,
+      again.body.batch,
+    );
+    const cleared = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, { batch: null });
+    assert.equal(cleared.body.batch, null);
+  });
+});
+
+Deno.test("the OpenAPI document gives batch one schema for input and reply", async () => {
+  await withSetup(async (ctx) => {
+    const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
+    const { schemas } = doc.components;
+    assert.deepEqual(Object.keys(schemas.WebhookBatch.properties).sort(), ["maxEvents", "maxWait"]);
+    for (const name of ["WebhookInput", "Webhook"]) {
+      assert.match(
+        JSON.stringify(schemas[name].properties.batch),
+        /#\/components\/schemas\/WebhookBatch/,
+        name,
+      );
+    }
+    assert.doesNotMatch(JSON.stringify(doc), /maxWaitMs/);
+  });
+});
