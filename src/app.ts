@@ -9,6 +9,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import type { CompiledStream } from "./config/mod.ts";
 import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
+import { serveApiDocument } from "./http/api_document.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
@@ -130,19 +131,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     options: options.liveRoutes,
   });
 
-  app.doc31("/openapi.json", {
-    openapi: "3.1.0",
-    info: {
-      title: "edgestream",
-      version: "0.1.0",
-      description: "Real-time event stream processor: ingest, windowed counters, fan-out.",
-    },
-    security: [{ bearer: [] }],
-  });
-  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
-    type: "http",
-    scheme: "bearer",
-  });
+  serveApiDocument(app);
 
   return app;
 }

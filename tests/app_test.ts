@@ -220,6 +220,37 @@ Deno.test("a missing group field groups as null", async () => {
   assert.equal(filtered.length, 1);
 });
 
+Deno.test("group filters on several fields must all match; a field given twice uses the last value", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts" },
+        counters: {
+          n: { window: { tumbling: "1m" }, groupBy: ["country", "plan"], aggregate: "count" },
+        },
+      },
+    },
+  };
+  const { app } = await testApp({ config });
+  const events = [
+    { ts: at(1), country: "DE", plan: "pro" },
+    { ts: at(2), country: "DE", plan: "free" },
+    { ts: at(3), country: "FR", plan: "pro" },
+  ];
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const groups = async (query: string) => {
+    const { status, body } = await getJson(app, `/v1/streams/shop/counters/n${query}`);
+    assert.equal(status, 200, JSON.stringify(body));
+    return body.windows.map((row: { group: { country: string; plan: string } }) =>
+      `${row.group.country}/${row.group.plan}`
+    ).sort();
+  };
+  assert.deepEqual(await groups(""), ["DE/free", "DE/pro", "FR/pro"]);
+  assert.deepEqual(await groups("?group.country=DE&group.plan=pro"), ["DE/pro"]);
+  assert.deepEqual(await groups("?group.plan=pro"), ["DE/pro", "FR/pro"]);
+  assert.deepEqual(await groups("?group.country=FR&group.country=DE"), ["DE/free", "DE/pro"]);
+});
+
 Deno.test("late events are acknowledged as late and not counted; windows become final", async () => {
   const { app } = await testApp();
   await postEvents(app, { id: "a", ts: at(10), country: "DE" });

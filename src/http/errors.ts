@@ -13,6 +13,7 @@ import {
   WebhookNotFoundError,
 } from "../fanout/webhooks/mod.ts";
 import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
+import { InvalidCursorError } from "../store/deliveries.ts";
 import { StoreUnavailableError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 
@@ -118,6 +119,9 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
   }
   if (error instanceof WebhookConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });
+  }
+  if (error instanceof InvalidCursorError) {
+    return new ApiError(400, "invalid_cursor", error.message, { cause: error });
   }
   return undefined;
 }

@@ -276,6 +276,8 @@ function documentRoutes(app: OpenAPIHono): void {
   app.openAPIRegistry.registerPath({
     method: "get",
     path: "/v1/streams/{stream}/ws",
+    operationId: "ingestOverWebSocket",
+    tags: ["ingest"],
     summary: "Send events over a WebSocket, with acks",
     description: [
       'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
@@ -294,6 +296,8 @@ function documentRoutes(app: OpenAPIHono): void {
   app.openAPIRegistry.registerPath({
     method: "get",
     path: "/v1/streams/{stream}/subscribe",
+    operationId: "subscribe",
+    tags: ["live"],
     summary: "Follow a stream's results live (WebSocket or Server-Sent Events)",
     description: [
       "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",

@@ -149,6 +149,8 @@ const ingestBodyDoc = {
 const ingestRoute = createRoute({
   method: "post",
   path: "/v1/streams/{stream}/events",
+  operationId: "ingestEvents",
+  tags: ["ingest"],
   summary: "Send events",
   description:
     "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Scope: ingest.",
@@ -232,6 +234,8 @@ async function streamJson(stream: CompiledStream, store: Store) {
 const listStreamsRoute = createRoute({
   method: "get",
   path: "/v1/streams",
+  operationId: "listStreams",
+  tags: ["streams"],
   summary: "List streams with stats. Scope: read.",
   responses: {
     200: {
@@ -254,6 +258,8 @@ function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRout
 const getStreamRoute = createRoute({
   method: "get",
   path: "/v1/streams/{stream}",
+  operationId: "getStream",
+  tags: ["streams"],
   summary: "A stream's definition and stats. Scope: read.",
   request: { params: StreamParams },
   responses: {
@@ -288,13 +294,41 @@ function groupFilters(c: Context): Record<string, string> {
   return filters;
 }
 
+/**
+ * The `group.<field>=<value>` query filter (read by {@linkcode groupFilters}).
+ * OpenAPI cannot name a parameter by a pattern, so it is one free-form object
+ * parameter: with `style: form` and `explode: true` each property is sent as
+ * its own `name=value` pair, and the property names carry the `group.` prefix.
+ */
+const groupFilterParameter = {
+  name: "group",
+  in: "query" as const,
+  required: false,
+  style: "form" as const,
+  explode: true,
+  description:
+    "`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value. Several fields must all match; a field given twice uses the last value.",
+  schema: {
+    type: "object" as const,
+    propertyNames: { pattern: "^group\\..+$" },
+    additionalProperties: { type: "string" as const },
+  },
+  example: { "group.country": "DE" },
+};
+
+/** What the windows operations say about filtering groups. */
+const GROUP_FILTER_TEXT =
+  "Filter groups with `group.<field>=<value>` (e.g. `group.country=DE`; `null` matches a missing value; several fields must all match).";
+
 /** `GET /v1/streams/{stream}/counters/{counter}`. */
 const listWindowsRoute = createRoute({
   method: "get",
   path: "/v1/streams/{stream}/counters/{counter}",
+  operationId: "listWindows",
+  tags: ["streams"],
   summary: "Windows of a counter, newest first",
-  description:
-    "Filter groups with `group.<field>=<value>` (repeatable per field; `null` matches a missing value). Scope: read.",
+  description: `${GROUP_FILTER_TEXT} Scope: read.`,
+  parameters: [groupFilterParameter],
   request: {
     params: CounterParams,
     query: z.object({
@@ -350,8 +384,12 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
 const currentWindowRoute = createRoute({
   method: "get",
   path: "/v1/streams/{stream}/counters/{counter}/current",
+  operationId: "getCurrentWindow",
+  tags: ["streams"],
   summary: "The window containing now, per group",
-  description: "For sliding windows: the last `size` up to now. Scope: read.",
+  description:
+    `For sliding windows: the last \`size\` up to now. ${GROUP_FILTER_TEXT} Scope: read.`,
+  parameters: [groupFilterParameter],
   request: { params: CounterParams },
   responses: {
     200: {
@@ -395,10 +433,30 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
   };
 }
 
+/** `GET /healthz`. */
+const healthRoute = createRoute({
+  method: "get",
+  path: "/healthz",
+  operationId: "getHealth",
+  tags: ["health"],
+  // No key: probes of a load balancer or orchestrator carry none.
+  security: [],
+  summary: "Liveness: the process answers",
+  responses: {
+    200: {
+      description: "Alive",
+      content: { "application/json": { schema: z.object({ status: z.literal("ok") }) } },
+    },
+  },
+});
+
 /** `GET /readyz`. */
 const readyRoute = createRoute({
   method: "get",
   path: "/readyz",
+  operationId: "getReadiness",
+  tags: ["health"],
+  security: [],
   summary: "Readiness: the store is reachable",
   responses: {
     200: {
@@ -434,6 +492,8 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
 const sweepRoute = createRoute({
   method: "post",
   path: "/v1/admin/sweep",
+  operationId: "runSweep",
+  tags: ["admin"],
   summary:
     "Run one sweep now: close windows that became final, fire alerts on their final values, turn result logs into webhook deliveries. Answers once those are stored; the deliveries are sent after the reply. Scope: admin.",
   responses: {
@@ -539,7 +599,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
  */
 export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): void {
   const readScope = requireScope(deps.keys, "read");
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.openapi(healthRoute, (c) => c.json({ status: "ok" as const }, 200));
   app.openapi(readyRoute, ready(deps));
 
   app.openAPIRegistry.registerPath(ingestRoute);

@@ -8,7 +8,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createRoute, z } from "@hono/zod-openapi";
-import { DurationError, parseDuration } from "../config/mod.ts";
+import { DurationError, formatDuration, parseDuration } from "../config/mod.ts";
 import {
   type DeliveryWithAttempts,
   type EndpointInput,
@@ -24,13 +24,18 @@ const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.
 
 const errors = errorsFor(400, 401, 403, 404, 409, 503);
 
-const BatchInput = z.strictObject({
+/**
+ * Batching of `event.processed`, in the one shape requests send and replies
+ * show: the wait is a duration text, as the config file writes durations.
+ */
+const BatchSchema = z.strictObject({
   maxEvents: z.int().min(1).max(1000).openapi({ example: 100 }),
   maxWait: z.string().min(1).max(32).openapi({
-    description: "Longest wait for a batch to fill, as a duration",
+    description:
+      "Longest wait for a batch to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`). Replies show it in its shortest exact form: `1500ms` reads back as `1s500ms`.",
     example: "1s",
   }),
-});
+}).openapi("WebhookBatch");
 
 const endpointFields = {
   url: z.string().min(1).max(2048).openapi({
@@ -55,7 +60,7 @@ const endpointFields = {
   rateLimit: z.number().positive().max(100_000).nullable().openapi({
     description: "Most deliveries per second",
   }),
-  batch: BatchInput.nullable().openapi({
+  batch: BatchSchema.nullable().openapi({
     description: "Batch event.processed: `data` is an array of up to maxEvents events",
   }),
   disabled: z.boolean(),
@@ -85,7 +90,7 @@ export const EndpointSchema = z.object({
   filter: z.string().nullable(),
   headerNames: z.array(z.string()),
   rateLimit: z.number().nullable(),
-  batch: z.object({ maxEvents: z.int(), maxWaitMs: z.int() }).nullable(),
+  batch: BatchSchema.nullable(),
   disabled: z.boolean(),
   disabledReason: z.string().nullable(),
   failingSince: z.string().nullable(),
@@ -137,6 +142,18 @@ const EndpointParams = z.object({
   id: z.string().min(1).max(256).openapi({ param: { name: "id", in: "path" } }),
 });
 
+/** The `cursor` query parameter of a list: where the previous page ended. */
+const CursorQuery = z.string().min(1).max(2048).optional().openapi({
+  description:
+    "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
+});
+
+/** The `nextCursor` of a list reply. */
+const NextCursor = z.string().nullable().openapi({
+  description:
+    "Pass as `cursor` for the next page; null when the list ended. Following it until null gives every item that exists throughout exactly once, while items are added or removed. A page may hold fewer than `limit` items while it is not null.",
+});
+
 const DeliveryParams = z.object({
   deliveryId: z.string().min(1).max(512).openapi({ param: { name: "deliveryId", in: "path" } }),
 });
@@ -145,6 +162,8 @@ const DeliveryParams = z.object({
 export const createWebhookRoute = createRoute({
   method: "post",
   path: "/v1/webhooks",
+  operationId: "createWebhook",
+  tags: ["webhooks"],
   summary: "Register a webhook endpoint. Scope: admin.",
   description:
     "The URL is checked now and before every attempt: it must be https (http only when allowed) and resolve to at least one address outside loopback, private, link-local, CGNAT, unique-local and other non-public ranges (or one EDGESTREAM_WEBHOOK_ALLOW allows); deliveries connect only to such an address. The reply holds the signing secret, shown only once.",
@@ -162,9 +181,26 @@ export const createWebhookRoute = createRoute({
 export const listWebhooksRoute = createRoute({
   method: "get",
   path: "/v1/webhooks",
-  summary: "List webhook endpoints (without secrets). Scope: admin.",
+  operationId: "listWebhooks",
+  tags: ["webhooks"],
+  summary:
+    "List webhook endpoints (without secrets), oldest first, a page at a time. Scope: admin.",
+  request: {
+    query: z.object({
+      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        description: "Most endpoints on the page (default 100)",
+      }),
+      cursor: CursorQuery,
+    }),
+  },
   responses: {
-    200: jsonContent(z.object({ webhooks: z.array(EndpointSchema) }), "Endpoints"),
+    200: jsonContent(
+      z.object({ webhooks: z.array(EndpointSchema), nextCursor: NextCursor }).openapi(
+        "WebhookPage",
+      ),
+      "Endpoints",
+    ),
+    400: errors[400],
     401: errors[401],
     403: errors[403],
     503: errors[503],
@@ -175,6 +211,8 @@ export const listWebhooksRoute = createRoute({
 export const getWebhookRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/{id}",
+  operationId: "getWebhook",
+  tags: ["webhooks"],
   summary: "A webhook endpoint (without secrets). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -190,6 +228,8 @@ export const getWebhookRoute = createRoute({
 export const updateWebhookRoute = createRoute({
   method: "patch",
   path: "/v1/webhooks/{id}",
+  operationId: "updateWebhook",
+  tags: ["webhooks"],
   summary: "Change a webhook endpoint; `disabled: false` re-enables it. Scope: admin.",
   request: {
     params: EndpointParams,
@@ -205,6 +245,8 @@ export const updateWebhookRoute = createRoute({
 export const deleteWebhookRoute = createRoute({
   method: "delete",
   path: "/v1/webhooks/{id}",
+  operationId: "deleteWebhook",
+  tags: ["webhooks"],
   summary: "Delete a webhook endpoint and its queue. Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -220,6 +262,8 @@ export const deleteWebhookRoute = createRoute({
 export const rotateSecretRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/rotate-secret",
+  operationId: "rotateWebhookSecret",
+  tags: ["webhooks"],
   summary: "New signing secret; the old one keeps signing alongside it for 24 h. Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -239,6 +283,8 @@ export const rotateSecretRoute = createRoute({
 export const testWebhookRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/test",
+  operationId: "testWebhook",
+  tags: ["webhooks"],
   summary: "Send a webhook.test delivery now (in the background). Scope: admin.",
   request: { params: EndpointParams },
   responses: {
@@ -251,18 +297,28 @@ export const testWebhookRoute = createRoute({
 export const listDeliveriesRoute = createRoute({
   method: "get",
   path: "/v1/webhooks/{id}/deliveries",
-  summary: "An endpoint's deliveries with their attempt logs, newest first. Scope: admin.",
+  operationId: "listDeliveries",
+  tags: ["webhooks"],
+  summary:
+    "An endpoint's deliveries with their attempt logs, newest first, a page at a time. Scope: admin.",
   request: {
     params: EndpointParams,
     query: z.object({
       status: z.enum(["pending", "retrying", "succeeded", "dead"]).optional(),
+      // Lower than the endpoint list's: each delivery carries up to 50 attempts.
       limit: z.coerce.number().int().min(1).max(200).optional().openapi({
-        description: "Most deliveries (default 20)",
+        description: "Most deliveries on the page (default 20)",
       }),
+      cursor: CursorQuery,
     }),
   },
   responses: {
-    200: jsonContent(z.object({ deliveries: z.array(DeliverySchema) }), "Deliveries"),
+    200: jsonContent(
+      z.object({ deliveries: z.array(DeliverySchema), nextCursor: NextCursor }).openapi(
+        "DeliveryPage",
+      ),
+      "Deliveries",
+    ),
     ...errors,
   },
 });
@@ -271,6 +327,8 @@ export const listDeliveriesRoute = createRoute({
 export const replayRoute = createRoute({
   method: "post",
   path: "/v1/webhooks/{id}/replay",
+  operationId: "replayDeliveries",
+  tags: ["webhooks"],
   summary: "Re-send failed and dead deliveries created since a time. Scope: admin.",
   request: {
     params: EndpointParams,
@@ -298,6 +356,8 @@ export const replayRoute = createRoute({
 export const retryDeliveryRoute = createRoute({
   method: "post",
   path: "/v1/deliveries/{deliveryId}/retry",
+  operationId: "retryDelivery",
+  tags: ["webhooks"],
   summary: "Re-send one delivery now, with a fresh retry schedule. Scope: admin.",
   request: { params: DeliveryParams },
   responses: {
@@ -324,7 +384,9 @@ export function endpointView(endpoint: Endpoint, nowMs: number): z.infer<typeof 
     filter: endpoint.filter,
     headerNames: Object.keys(endpoint.headers),
     rateLimit: endpoint.rateLimit,
-    batch: endpoint.batch,
+    batch: endpoint.batch === null
+      ? null
+      : { maxEvents: endpoint.batch.maxEvents, maxWait: formatDuration(endpoint.batch.maxWaitMs) },
     disabled: endpoint.disabled,
     disabledReason: endpoint.disabledReason,
     failingSince: iso(endpoint.failingSinceMs),
@@ -447,8 +509,9 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(listWebhooksRoute, async (c) => {
-    const endpoints = await webhooks.listEndpoints();
-    return c.json({ webhooks: endpoints.map(view) }, 200);
+    const { limit, cursor } = c.req.valid("query");
+    const page = await webhooks.pageEndpoints({ limit: limit ?? 100, cursor });
+    return c.json({ webhooks: page.items.map(view), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(getWebhookRoute, async (c) => {
@@ -482,11 +545,12 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(listDeliveriesRoute, async (c) => {
     const { id } = c.req.valid("param");
     const query = c.req.valid("query");
-    const deliveries = await webhooks.listDeliveries(id, {
+    const page = await webhooks.listDeliveries(id, {
       limit: query.limit ?? 20,
       status: query.status,
+      cursor: query.cursor,
     });
-    return c.json({ deliveries: deliveries.map(deliveryView) }, 200);
+    return c.json({ deliveries: page.items.map(deliveryView), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(replayRoute, async (c) => {

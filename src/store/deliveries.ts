@@ -194,6 +194,104 @@ export interface PutEndpointOptions {
   state?: Partial<EndpointState>;
 }
 
+/**
+ * Options for one page of a list: at most `limit` items after `cursor`.
+ * Lists are in a stable order by a sort key of each item (its creation time,
+ * then its id), and a cursor names a position in that order, not an offset.
+ */
+export interface PageOptions {
+  /** Most items on the page (at least 1). */
+  limit: number;
+  /** The previous page's `nextCursor`; absent or null for the first page. */
+  cursor?: string | null;
+}
+
+/**
+ * One page of a list. Following `nextCursor` until it is null returns every
+ * item that exists from the first page to the last exactly once, in the
+ * list's order, whatever is added or removed between pages: an item added
+ * meanwhile shows once if it sorts after the page being read, else not at
+ * all. A page may hold fewer than `limit` items, even none, while
+ * `nextCursor` is not null (a store may bound the work of one call); only
+ * `nextCursor: null` says the list ended, and a page that ends the list says
+ * so itself.
+ */
+export interface Page<T> {
+  /** The items, in the list's order. */
+  items: T[];
+  /** Where the next page starts; null when the list ended. Opaque: pass it back as it is. */
+  nextCursor: string | null;
+}
+
+/** The lists a cursor can belong to. */
+export type CursorList = "endpoints" | "deliveries";
+
+/** A position in a list: the sort key of the last item a page returned. */
+export interface CursorPosition {
+  /** Creation time (ms) of the item. */
+  createdMs: number;
+  /** Its id, which orders items created in the same millisecond. */
+  id: string;
+}
+
+/** A cursor that no page of the list gave out: garbled, made up, or for another list. */
+export class InvalidCursorError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "InvalidCursorError";
+  }
+}
+
+const CURSOR_LETTER: Record<CursorList, string> = { endpoints: "e", deliveries: "d" };
+const CURSOR_TEXT = /^([ed])\.(0|[1-9][0-9]{0,15})\.(\P{Cc}{1,1024})$/u;
+
+function base64url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
+    .replace(/=+$/, "");
+}
+
+/**
+ * The opaque cursor of a position in a list: base64url of
+ * `<list letter>.<createdMs>.<id>`, so it can be checked, not guessed at.
+ */
+export function encodeCursor(list: CursorList, position: CursorPosition): string {
+  const text = `${CURSOR_LETTER[list]}.${position.createdMs}.${position.id}`;
+  return base64url(new TextEncoder().encode(text));
+}
+
+/**
+ * The position a cursor of `list` names. Throws {@linkcode InvalidCursorError}
+ * for anything {@linkcode encodeCursor} would not have written for that list.
+ */
+export function decodeCursor(list: CursorList, cursor: string): CursorPosition {
+  const shown = cursor.length > 64 ? `${cursor.slice(0, 64)}…` : cursor;
+  const refuse = (why: string): never => {
+    throw new InvalidCursorError(`Cannot read cursor '${shown}': ${why}`);
+  };
+  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) refuse("expected base64url text from 'nextCursor'");
+  let text = "";
+  try {
+    const binary = atob(cursor.replaceAll("-", "+").replaceAll("_", "/"));
+    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    refuse("expected base64url text from 'nextCursor'");
+  }
+  const match = CURSOR_TEXT.exec(text);
+  const createdMs = Number(match?.[2]);
+  if (!match || !Number.isSafeInteger(createdMs)) refuse("not a cursor this API gave out");
+  if (match![1] !== CURSOR_LETTER[list]) refuse(`it is not a cursor of the ${list} list`);
+  const position = { createdMs, id: match![3] };
+  // One position, one cursor: a re-encoding that differs was not written by us.
+  if (encodeCursor(list, position) !== cursor) refuse("not a cursor this API gave out");
+  return position;
+}
+
+/** Compares positions in creation order, then by id (byte order for ASCII ids, as Redis does). */
+export function comparePositions(a: CursorPosition, b: CursorPosition): number {
+  return a.createdMs - b.createdMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
 /** What {@linkcode DeliveryStore.retry} did. */
 export type RetryResult = "requeued" | "not_found" | "in_flight";
 
@@ -208,6 +306,12 @@ export interface DeliveryStore {
   getEndpoint(id: string): Promise<Endpoint | null>;
   /** Every endpoint, oldest first. */
   listEndpoints(): Promise<Endpoint[]>;
+  /**
+   * A page of the endpoints, oldest first (by creation time, then id); see
+   * {@linkcode Page}. Throws {@linkcode InvalidCursorError} for a cursor not
+   * given out by this method.
+   */
+  pageEndpoints(options: PageOptions): Promise<Page<Endpoint>>;
   /** Deletes an endpoint and its queue; false when there was none. */
   deleteEndpoint(id: string): Promise<boolean>;
 
@@ -229,11 +333,16 @@ export interface DeliveryStore {
   createDeliveries(deliveries: readonly NewDelivery[]): Promise<number>;
   /** A delivery, or null. */
   getDelivery(id: string): Promise<Delivery | null>;
-  /** An endpoint's deliveries, newest first. */
+  /**
+   * A page of an endpoint's deliveries (of one status, when given), newest
+   * first (by creation time, then id, both descending); see {@linkcode Page}.
+   * Throws {@linkcode InvalidCursorError} for a cursor not given out by this
+   * method.
+   */
   listDeliveries(
     endpointId: string,
-    options: { limit: number; status?: DeliveryStatus },
-  ): Promise<Delivery[]>;
+    options: PageOptions & { status?: DeliveryStatus },
+  ): Promise<Page<Delivery>>;
   /** A delivery's attempts, newest first. */
   listAttempts(deliveryId: string): Promise<Attempt[]>;
   /**

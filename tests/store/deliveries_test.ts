@@ -6,11 +6,16 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import type {
-  Attempt,
-  DeliveryStore,
-  EndpointConfig,
-  NewDelivery,
+import fc from "fast-check";
+import {
+  type Attempt,
+  type Delivery,
+  type DeliveryStore,
+  encodeCursor,
+  type EndpointConfig,
+  InvalidCursorError,
+  type NewDelivery,
+  type Page,
 } from "../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
@@ -420,20 +425,233 @@ const scenarios: Record<string, Scenario> = {
       failingReason: "Failing",
     });
     assert.deepEqual(
-      (await store.listDeliveries("ep_a", { limit: 10 })).map((item) => item.messageId),
+      (await store.listDeliveries("ep_a", { limit: 10 })).items.map((item) => item.messageId),
       ["msg_s_3", "msg_s_2", "msg_s_1"],
     );
     assert.deepEqual(
-      (await store.listDeliveries("ep_a", { limit: 2 })).map((item) => item.messageId),
+      (await store.listDeliveries("ep_a", { limit: 2 })).items.map((item) => item.messageId),
       ["msg_s_3", "msg_s_2"],
     );
     assert.deepEqual(
-      (await store.listDeliveries("ep_a", { limit: 10, status: "dead" })).map((item) =>
+      (await store.listDeliveries("ep_a", { limit: 10, status: "dead" })).items.map((item) =>
         item.messageId
       ),
       ["msg_s_1"],
     );
-    assert.deepEqual(await store.listDeliveries("ep_other", { limit: 10 }), []);
+    assert.deepEqual(await store.listDeliveries("ep_other", { limit: 10 }), {
+      items: [],
+      nextCursor: null,
+    });
+  },
+
+  async "pageEndpoints() pages oldest first, each endpoint once, while endpoints come and go"(
+    store,
+  ) {
+    assert.deepEqual(await store.pageEndpoints({ limit: 5 }), { items: [], nextCursor: null });
+    const created: Array<[string, number]> = [
+      ["ep_d", T0],
+      ["ep_b", T0],
+      ["ep_e", T0 + 1],
+      ["ep_a", T0],
+      ["ep_g", T0 + 2],
+      ["ep_c", T0],
+      ["ep_f", T0 + 2],
+    ];
+    for (const [id, createdMs] of created) {
+      await store.putEndpoint(config(id, { createdMs }), { expectVersion: null });
+    }
+    const ids = (page: Page<{ id: string }>) => page.items.map((item) => item.id);
+    const all = await store.pageEndpoints({ limit: 7 });
+    assert.deepEqual(ids(all), ["ep_a", "ep_b", "ep_c", "ep_d", "ep_e", "ep_f", "ep_g"]);
+    assert.equal(all.nextCursor, null, "a page that ends the list says so");
+    const first = await store.pageEndpoints({ limit: 3 });
+    assert.deepEqual(ids(first), ["ep_a", "ep_b", "ep_c"]);
+    assert.equal(typeof first.nextCursor, "string");
+    assert.match(first.nextCursor!, /^[A-Za-z0-9_-]+$/, "the cursor is base64url");
+    assert.deepEqual(
+      await store.pageEndpoints({ limit: 3, cursor: first.nextCursor }),
+      await store.pageEndpoints({ limit: 3, cursor: first.nextCursor }),
+      "a cursor can be followed again",
+    );
+    // Between pages: one sorts before the cursor, two after it, and the cursor's own goes.
+    await store.putEndpoint(config("ep_0", { createdMs: T0 }), { expectVersion: null });
+    await store.putEndpoint(config("ep_cc", { createdMs: T0 }), { expectVersion: null });
+    await store.putEndpoint(config("ep_z", { createdMs: T0 + 5 }), { expectVersion: null });
+    await store.deleteEndpoint("ep_c");
+    const second = await store.pageEndpoints({ limit: 3, cursor: first.nextCursor });
+    assert.deepEqual(ids(second), ["ep_cc", "ep_d", "ep_e"]);
+    const third = await store.pageEndpoints({ limit: 3, cursor: second.nextCursor });
+    assert.deepEqual(ids(third), ["ep_f", "ep_g", "ep_z"]);
+    assert.equal(third.nextCursor, null);
+    assert.equal(third.items[2].url, "https://example.com/ep_z", "items are whole endpoints");
+  },
+
+  async "listDeliveries() pages newest first, each delivery once, while deliveries are added"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    const at = (n: number | string, createdMs: number): NewDelivery => ({
+      ...delivery(0),
+      id: `msg_s_${n}.ep_a`,
+      messageId: `msg_s_${n}`,
+      createdMs,
+    });
+    await store.createDeliveries([
+      ...[1, 2, 3, 4, 5].map((n) => at(n, T0 + 10)),
+      ...[6, 7, 8].map((n) => at(n, T0 + 20)),
+      at(9, T0 + 5),
+      delivery(1, "ep_b", T0 + 10),
+    ]);
+    const names = (page: Page<Delivery>) => page.items.map((item) => item.messageId.slice(6));
+    const first = await store.listDeliveries("ep_a", { limit: 4 });
+    assert.deepEqual(names(first), ["8", "7", "6", "5"]);
+    // Between pages: a newer one (before the cursor) and two that sort after it.
+    await store.createDeliveries([at("new", T0 + 30), at("4b", T0 + 10), at(0, T0 + 1)]);
+    const second = await store.listDeliveries("ep_a", { limit: 4, cursor: first.nextCursor });
+    assert.deepEqual(names(second), ["4b", "4", "3", "2"]);
+    const third = await store.listDeliveries("ep_a", { limit: 4, cursor: second.nextCursor });
+    assert.deepEqual(names(third), ["1", "9", "0"]);
+    assert.equal(third.nextCursor, null);
+    assert.equal(third.items[0].payload, delivery(0).payload, "items are whole deliveries");
+    const fromGone = await store.listDeliveries("ep_a", {
+      limit: 10,
+      cursor: encodeCursor("deliveries", { createdMs: T0 + 10, id: "msg_s_3z.ep_a" }),
+    });
+    assert.deepEqual(
+      names(fromGone),
+      ["3", "2", "1", "9", "0"],
+      "a cursor whose item is gone continues from its position",
+    );
+    const exact = await store.listDeliveries("ep_a", { limit: 3, cursor: second.nextCursor });
+    assert.deepEqual(names(exact), ["1", "9", "0"]);
+    assert.equal(exact.nextCursor, null, "a page that ends the list exactly says so");
+  },
+
+  async "listDeliveries() pages a status filter: each matching delivery once"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5, 6, 7].map((n) => delivery(n, "ep_a", T0 + n)));
+    for (const claim of await store.claimDue(claimOptions(T0 + 10))) {
+      const n = Number(claim.delivery.messageId.split("_")[2]);
+      await store.recordAttempt({
+        deliveryId: claim.delivery.id,
+        endpointId: "ep_a",
+        token: claim.token,
+        attempt: attempt(n % 2 === 1 ? "dead" : "succeeded", null),
+        nowMs: T0 + 10,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      });
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    for (let round = 0; round < 20; round++) {
+      const page: Page<Delivery> = await store.listDeliveries("ep_a", {
+        limit: 2,
+        status: "dead",
+        cursor,
+      });
+      assert.ok(page.items.length <= 2);
+      assert.ok(page.items.every((item) => item.status === "dead"));
+      seen.push(...page.items.map((item) => item.messageId));
+      cursor = page.nextCursor;
+      if (cursor === null) break;
+    }
+    assert.equal(cursor, null, "the pages end");
+    assert.deepEqual(seen, ["msg_s_7", "msg_s_5", "msg_s_3", "msg_s_1"]);
+  },
+
+  async "a cursor no list of that kind gave out is refused with InvalidCursorError"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3].map((n) => delivery(n)));
+    const endpointCursor = (await store.pageEndpoints({ limit: 1 })).nextCursor!;
+    const deliveryCursor = (await store.listDeliveries("ep_a", { limit: 1 })).nextCursor!;
+    const base64url = (text: string) =>
+      btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+    const bad = [
+      "",
+      "not a cursor!",
+      `${deliveryCursor}=`,
+      base64url("x.1767225600000.ep_a"),
+      base64url("d.01767225600000.msg_s_1.ep_a"),
+      base64url("d.1767225600000."),
+      base64url("d.-5.msg_s_1.ep_a"),
+      base64url("d.99999999999999999.msg_s_1.ep_a"),
+      "gA",
+      endpointCursor,
+    ];
+    for (const cursor of bad) {
+      await assert.rejects(
+        store.listDeliveries("ep_a", { limit: 5, cursor }),
+        (error: Error) => error instanceof InvalidCursorError && /cursor/.test(error.message),
+        JSON.stringify(cursor),
+      );
+    }
+    await assert.rejects(
+      store.pageEndpoints({ limit: 5, cursor: deliveryCursor }),
+      InvalidCursorError,
+      "a delivery cursor is no endpoint cursor",
+    );
+  },
+
+  async "pages of random lists cover every delivery exactly once, in order (property)"(store) {
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(
+          fc.record({
+            t: fc.integer({ min: 0, max: 4 }),
+            n: fc.integer({ min: 0, max: 60 }),
+          }),
+          { selector: (item) => item.n, maxLength: 25 },
+        ),
+        fc.integer({ min: 1, max: 6 }),
+        fc.array(fc.integer({ min: 61, max: 80 }), { maxLength: 4 }),
+        async (items, limit, addedLater) => {
+          const endpointId = `ep_run${run++}`;
+          const make = (n: number, t: number): NewDelivery => ({
+            ...delivery(0, endpointId),
+            id: `msg_p_${n}.${endpointId}`,
+            messageId: `msg_p_${n}`,
+            createdMs: T0 + t,
+          });
+          await store.createDeliveries(items.map((item) => make(item.n, item.t)));
+          const expected = items.map((item) => make(item.n, item.t))
+            .sort((a, b) => b.createdMs - a.createdMs || (a.id < b.id ? 1 : -1))
+            .map((item) => item.id);
+          const seen: string[] = [];
+          let cursor: string | null = null;
+          for (let page = 0; page < 100; page++) {
+            const result: Page<Delivery> = await store.listDeliveries(endpointId, {
+              limit,
+              cursor,
+            });
+            seen.push(...result.items.map((item) => item.id));
+            cursor = result.nextCursor;
+            if (cursor === null) break;
+            // Added meanwhile at random times: each shows at most once.
+            const n = addedLater[page];
+            if (n !== undefined) await store.createDeliveries([make(n, n % 5)]);
+          }
+          assert.equal(cursor, null);
+          assert.equal(new Set(seen).size, seen.length, "no delivery twice");
+          const key = (id: string) => {
+            const n = Number(id.split(".")[0].slice(6));
+            return [items.find((item) => item.n === n)?.t ?? n % 5, id] as const;
+          };
+          for (let i = 1; i < seen.length; i++) {
+            const [before, after] = [key(seen[i - 1]), key(seen[i])];
+            assert.ok(
+              before[0] > after[0] || (before[0] === after[0] && before[1] > after[1]),
+              `newest first: ${seen[i - 1]} before ${seen[i]}`,
+            );
+          }
+          assert.deepEqual(seen.filter((id) => expected.includes(id)), expected);
+        },
+      ),
+      { numRuns: 25 },
+    );
   },
 
   async "beginPage() fixes one page per cursor and commitPage() moves the cursor once"(store) {
@@ -497,7 +715,7 @@ Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention per
   assert.equal(await store.getDelivery(delivery(1).id), null);
   await store.createDeliveries([delivery(2)]);
   assert.deepEqual(
-    (await store.listDeliveries("ep_a", { limit: 10 })).map((item) => item.messageId),
+    (await store.listDeliveries("ep_a", { limit: 10 })).items.map((item) => item.messageId),
     ["msg_s_2"],
   );
 });
@@ -533,5 +751,47 @@ redisTest(
       if (lasting.has(key)) assert.equal(ttl, -1, key);
       else assert.ok(ttl > 0, `${key} must expire, has PTTL ${ttl}`);
     }
+  },
+);
+
+redisTest(
+  "RedisDeliveryStore: a status page looks at listScan entries at most, then goes on from there",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { now: () => T0, listScan: 3 });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5, 6, 7, 8].map((n) => delivery(n, "ep_a", T0 + n)));
+    for (const claim of await store.claimDue(claimOptions(T0 + 10))) {
+      const n = Number(claim.delivery.messageId.split("_")[2]);
+      await store.recordAttempt({
+        deliveryId: claim.delivery.id,
+        endpointId: "ep_a",
+        token: claim.token,
+        attempt: attempt(n === 1 || n === 8 ? "dead" : "succeeded", null),
+        nowMs: T0 + 10,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      });
+    }
+    const pages: string[][] = [];
+    let cursor: string | null = null;
+    for (let round = 0; round < 10; round++) {
+      const page: Page<Delivery> = await store.listDeliveries("ep_a", {
+        limit: 2,
+        status: "dead",
+        cursor,
+      });
+      pages.push(page.items.map((item) => item.messageId));
+      cursor = page.nextCursor;
+      if (cursor === null) break;
+    }
+    assert.deepEqual(pages, [["msg_s_8"], [], ["msg_s_1"]], "8 7 6 | 5 4 3 | 2 1");
+    const all = await store.listDeliveries("ep_a", { limit: 8 });
+    assert.equal(all.items.length, 8, "without a status, a page looks at limit + 1 at least");
+    assert.equal(all.nextCursor, null);
   },
 );

@@ -16,6 +16,8 @@ import type {
   Endpoint,
   EndpointConfig,
   EndpointState,
+  Page,
+  PageOptions,
   WebhookEventType,
 } from "../../store/deliveries.ts";
 import { FILTER_VARIABLES } from "./dispatcher.ts";
@@ -244,6 +246,11 @@ export class EndpointRegistry {
   /** Every endpoint, oldest first. */
   list(): Promise<Endpoint[]> {
     return this.#deliveries.listEndpoints();
+  }
+
+  /** A page of the endpoints, oldest first; throws `InvalidCursorError` for a bad cursor. */
+  page(options: PageOptions): Promise<Page<Endpoint>> {
+    return this.#deliveries.pageEndpoints(options);
   }
 
   /** One endpoint; throws {@linkcode WebhookNotFoundError}. */

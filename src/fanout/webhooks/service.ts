@@ -18,6 +18,8 @@ import type {
   DeliveryStatus,
   DeliveryStore,
   Endpoint,
+  Page,
+  PageOptions,
   WebhookEventType,
 } from "../../store/deliveries.ts";
 import { Dispatcher } from "./dispatcher.ts";
@@ -302,6 +304,11 @@ export class WebhookService {
     return this.#registry.list();
   }
 
+  /** A page of the endpoints, oldest first; throws `InvalidCursorError` for a bad cursor. */
+  pageEndpoints(options: PageOptions): Promise<Page<Endpoint>> {
+    return this.#registry.page(options);
+  }
+
   /** One endpoint; throws {@linkcode WebhookNotFoundError}. */
   getEndpoint(id: string): Promise<Endpoint> {
     return this.#registry.get(id);
@@ -353,17 +360,21 @@ export class WebhookService {
     return (await this.#deliveries.getDelivery(deliveryId))!;
   }
 
-  /** An endpoint's deliveries with their attempt logs, newest first. */
+  /**
+   * A page of an endpoint's deliveries with their attempt logs, newest first;
+   * throws {@linkcode WebhookNotFoundError}, and `InvalidCursorError` for a bad cursor.
+   */
   async listDeliveries(
     id: string,
-    options: { limit: number; status?: DeliveryStatus },
-  ): Promise<DeliveryWithAttempts[]> {
+    options: PageOptions & { status?: DeliveryStatus },
+  ): Promise<Page<DeliveryWithAttempts>> {
     await this.getEndpoint(id);
-    const deliveries = await this.#deliveries.listDeliveries(id, options);
-    return await Promise.all(deliveries.map(async (delivery) => ({
+    const page = await this.#deliveries.listDeliveries(id, options);
+    const items = await Promise.all(page.items.map(async (delivery) => ({
       ...delivery,
       attemptLog: await this.#deliveries.listAttempts(delivery.id),
     })));
+    return { items, nextCursor: page.nextCursor };
   }
 
   /** Re-sends an endpoint's failed (retrying) and dead deliveries created since `sinceMs`. */

@@ -10,16 +10,22 @@ import {
   type AttemptRecord,
   type Claim,
   type ClaimOptions,
+  comparePositions,
+  type CursorPosition,
+  decodeCursor,
   DEFAULT_RETENTION_MS,
   type Delivery,
   type DeliveryStatus,
   type DeliveryStore,
   type DispatchState,
+  encodeCursor,
   type Endpoint,
   type EndpointConfig,
   type EndpointState,
   MAX_ATTEMPTS_LOGGED,
   type NewDelivery,
+  type Page,
+  type PageOptions,
   type PutEndpointOptions,
   type RetryResult,
 } from "../deliveries.ts";
@@ -51,8 +57,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
   #due = new Map<string, DueQueue>();
   /** Per endpoint: claimed delivery id → lease end (ms). */
   #inflight = new Map<string, Map<string, number>>();
-  /** Per endpoint: delivery ids in creation order. */
-  #byEndpoint = new Map<string, string[]>();
+  /** Per endpoint: delivery positions, ascending by creation time, then id (the list order reversed). */
+  #byEndpoint = new Map<string, CursorPosition[]>();
   #buckets = new Map<string, { tokens: number; atMs: number }>();
   #dispatch = new Map<string, DispatchState>();
   #leases = new Map<string, { token: string; untilMs: number }>();
@@ -92,9 +98,20 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   listEndpoints(): Promise<Endpoint[]> {
     return Promise.resolve(
-      [...this.#configs.keys()].map((id) => this.#endpoint(id)!)
-        .sort((a, b) => a.createdMs - b.createdMs || (a.id < b.id ? -1 : 1)),
+      [...this.#configs.keys()].map((id) => this.#endpoint(id)!).sort(comparePositions),
     );
+  }
+
+  async pageEndpoints(options: PageOptions): Promise<Page<Endpoint>> {
+    const after = options.cursor == null ? null : decodeCursor("endpoints", options.cursor);
+    const all = await this.listEndpoints();
+    const rest = after === null ? all : all.filter((item) => comparePositions(item, after) > 0);
+    const items = rest.slice(0, options.limit);
+    const last = items[items.length - 1];
+    return {
+      items,
+      nextCursor: rest.length > options.limit ? encodeCursor("endpoints", last) : null,
+    };
   }
 
   deleteEndpoint(id: string): Promise<boolean> {
@@ -171,7 +188,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
         list = [];
         this.#byEndpoint.set(item.endpointId, list);
       }
-      list.push(item.id);
+      const position = { createdMs: item.createdMs, id: item.id };
+      // Mostly appended: deliveries are created in time order.
+      list.splice(firstAfter(list, position), 0, position);
       created += 1;
     }
     return Promise.resolve(created);
@@ -194,9 +213,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
       this.#deliveries.delete(id);
       this.#due.get(stored.delivery.endpointId)?.delete(id);
     }
-    for (const [endpointId, ids] of this.#byEndpoint) {
-      const kept = ids.filter((id) => this.#deliveries.has(id));
-      if (kept.length !== ids.length) this.#byEndpoint.set(endpointId, kept);
+    for (const [endpointId, positions] of this.#byEndpoint) {
+      const kept = positions.filter((position) => this.#deliveries.has(position.id));
+      if (kept.length !== positions.length) this.#byEndpoint.set(endpointId, kept);
     }
   }
 
@@ -213,17 +232,35 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   listDeliveries(
     endpointId: string,
-    options: { limit: number; status?: DeliveryStatus },
-  ): Promise<Delivery[]> {
-    const out: Delivery[] = [];
-    const ids = this.#byEndpoint.get(endpointId) ?? [];
-    for (let i = ids.length - 1; i >= 0 && out.length < options.limit; i--) {
-      const stored = this.#live(ids[i]);
+    options: PageOptions & { status?: DeliveryStatus },
+  ): Promise<Page<Delivery>> {
+    try {
+      return Promise.resolve(this.#pageDeliveries(endpointId, options));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #pageDeliveries(
+    endpointId: string,
+    options: PageOptions & { status?: DeliveryStatus },
+  ): Page<Delivery> {
+    const after = options.cursor == null ? null : decodeCursor("deliveries", options.cursor);
+    const items: Delivery[] = [];
+    const positions = this.#byEndpoint.get(endpointId) ?? [];
+    // Newest first: walk down from the last position before the cursor's.
+    let i = after === null ? positions.length - 1 : firstAfter(positions, after) - 1;
+    if (after !== null && i >= 0 && comparePositions(positions[i], after) === 0) i -= 1;
+    for (; i >= 0; i--) {
+      const stored = this.#live(positions[i].id);
       if (!stored) continue;
       if (options.status && stored.delivery.status !== options.status) continue;
-      out.push({ ...stored.delivery });
+      if (items.length === options.limit) {
+        return { items, nextCursor: encodeCursor("deliveries", items[items.length - 1]) };
+      }
+      items.push({ ...stored.delivery });
     }
-    return Promise.resolve(out);
+    return { items, nextCursor: null };
   }
 
   listAttempts(deliveryId: string): Promise<Attempt[]> {
@@ -369,7 +406,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number> {
     let count = 0;
-    for (const id of this.#byEndpoint.get(endpointId) ?? []) {
+    for (const { id } of this.#byEndpoint.get(endpointId) ?? []) {
       const stored = this.#live(id);
       if (!stored || stored.delivery.createdMs < options.sinceMs) continue;
       if (stored.delivery.status !== "retrying" && stored.delivery.status !== "dead") continue;
@@ -383,6 +420,18 @@ export class MemoryDeliveryStore implements DeliveryStore {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** The index of the first position in ascending `list` that sorts after `position`. */
+function firstAfter(list: readonly CursorPosition[], position: CursorPosition): number {
+  let low = 0;
+  let high = list.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (comparePositions(list[middle], position) <= 0) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 /**

@@ -54,6 +54,39 @@ local function refresh(ep)
     redis.call("ZREM", DUE_ENDPOINTS_KEY, ep)
   end
 end
+-- Whether string a sorts before b in byte order, as zset members of one score do (Lua's own
+-- < follows the server's collation locale).
+local function bytesBefore(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- The rank, in the order asked, of the first member of a zset after the position
+-- (score, member): the member's own rank + 1 while it holds that score, else counted.
+local function rankAfter(key, descending, score, member)
+  local current = redis.call("ZSCORE", key, member)
+  if current and tonumber(current) == score then
+    if descending then return redis.call("ZREVRANK", key, member) + 1 end
+    return redis.call("ZRANK", key, member) + 1
+  end
+  -- The member is gone (deleted, trimmed): count the members that sort before the position.
+  local before
+  if descending then
+    before = redis.call("ZCOUNT", key, "(" .. num(score), "+inf")
+  else
+    before = redis.call("ZCOUNT", key, "-inf", "(" .. num(score))
+  end
+  for _, other in ipairs(redis.call("ZRANGEBYSCORE", key, num(score), num(score))) do
+    if descending then
+      if bytesBefore(member, other) then before = before + 1 end
+    elseif bytesBefore(other, member) then
+      before = before + 1
+    end
+  end
+  return before
+end
 local function requeue(key, now, retention)
   local d = hash(key)
   redis.call("HSET", key, "status", "pending", "tries", "0", "next", num(now), "updated", num(now))
@@ -106,6 +139,26 @@ for _, id in ipairs(ids) do
   if json then out[#out + 1] = { json, hash(endpointStateKey(id)) } end
 end
 return cjson.encode(out)
+`;
+
+/**
+ * Reads a page of endpoints, oldest first. ARGV[1]: `{limit, after: {score, id} | false}`.
+ * Returns JSON `{rows: [[json, {state}], …], next: [score, id] | false}`; `next` is the
+ * position of the page's last endpoint when more follow.
+ */
+export const PAGE_ENDPOINTS_SCRIPT = COMMON + `
+local limit, after = args.limit, args.after
+local start = 0
+if after ~= false then start = rankAfter(ENDPOINTS_KEY, false, after.score, after.id) end
+local entries = redis.call("ZRANGE", ENDPOINTS_KEY, start, start + limit, "WITHSCORES")
+local rows, next = {}, false
+for i = 1, math.min(#entries, limit * 2), 2 do
+  local id = entries[i]
+  local json = redis.call("GET", endpointKey(id))
+  if json then rows[#rows + 1] = { json, hash(endpointStateKey(id)) } end
+end
+if #entries > limit * 2 then next = { entries[limit * 2], entries[limit * 2 - 1] } end
+return cjson.encode({ rows = rows, next = next })
 `;
 
 /** Deletes an endpoint with its queues. ARGV[1]: `{id}`. Returns 1 if it existed. */
@@ -211,19 +264,43 @@ return cjson.encode(hash(deliveryKey(id)))
 `;
 
 /**
- * Lists an endpoint's deliveries, newest first. ARGV[1]: `{ep, limit, status|false, scan}`.
- * Returns JSON `[{hash}, …]`.
+ * Reads a page of an endpoint's deliveries, newest first. ARGV[1]:
+ * `{ep, limit, status|false, scan, after: {score, id} | false}`. Looks at most `scan` index
+ * entries. Returns JSON `{rows: [{hash}, …], next: [score, id] | false}`: `next` is the
+ * position of the page's last delivery when another one follows, or of the last entry looked
+ * at when the scan ran out first.
  */
 export const LIST_DELIVERIES_SCRIPT = COMMON + `
-local ep, limit, status, scan = args.ep, args.limit, args.status, args.scan
-local out = {}
-local ids = redis.call("ZREVRANGE", indexKey(ep), 0, scan - 1)
-for _, id in ipairs(ids) do
-  if #out >= limit then break end
-  local d = hash(deliveryKey(id))
-  if d.id and (status == false or d.status == status) then out[#out + 1] = d end
+local ep, limit, status, scan, after = args.ep, args.limit, args.status, args.scan, args.after
+local index = indexKey(ep)
+local start = 0
+if after ~= false then start = rankAfter(index, true, after.score, after.id) end
+local rows, last, seen = {}, false, false
+local looked = 0
+while looked < scan do
+  local size = math.min(scan - looked, math.max(limit + 1, 64))
+  local entries = redis.call("ZREVRANGE", index, start + looked, start + looked + size - 1,
+    "WITHSCORES")
+  if #entries == 0 then break end
+  for i = 1, #entries, 2 do
+    local id, score = entries[i], entries[i + 1]
+    local d = hash(deliveryKey(id))
+    if d.id and (status == false or d.status == status) then
+      if #rows == limit then return cjson.encode({ rows = rows, next = last }) end
+      rows[#rows + 1] = d
+      last = { score, id }
+    end
+    looked = looked + 1
+    seen = { score, id }
+    if looked >= scan then break end
+  end
+  if #entries < size * 2 then return cjson.encode({ rows = rows, next = false }) end
 end
-return cjson.encode(out)
+if looked >= scan and seen then
+  -- Out of scan before the list ended: go on after the last entry looked at.
+  return cjson.encode({ rows = rows, next = seen })
+end
+return cjson.encode({ rows = rows, next = false })
 `;
 
 /** Reads an attempt log. ARGV[1]: `{id}`. Returns its JSON entries, newest first. */

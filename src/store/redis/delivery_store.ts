@@ -18,6 +18,7 @@ import {
   GET_ENDPOINTS_SCRIPT,
   LIST_ATTEMPTS_SCRIPT,
   LIST_DELIVERIES_SCRIPT,
+  PAGE_ENDPOINTS_SCRIPT,
   PUT_ENDPOINT_SCRIPT,
   RECORD_SCRIPT,
   RELEASE_LEASE_SCRIPT,
@@ -29,15 +30,21 @@ import {
   type AttemptRecord,
   type Claim,
   type ClaimOptions,
+  type CursorList,
+  type CursorPosition,
+  decodeCursor,
   DEFAULT_RETENTION_MS,
   type Delivery,
   type DeliveryStatus,
   type DeliveryStore,
   type DispatchState,
+  encodeCursor,
   type Endpoint,
   type EndpointConfig,
   MAX_ATTEMPTS_LOGGED,
   type NewDelivery,
+  type Page,
+  type PageOptions,
   type PutEndpointOptions,
   type RetryResult,
   type WebhookEventType,
@@ -58,10 +65,13 @@ export interface RedisDeliveryStoreOptions {
   cursorTtlMs?: number;
   /** Clock (ms) for trimming the per-endpoint delivery index. @default {Date.now} */
   now?: () => number;
+  /**
+   * Most index entries one page of deliveries looks at; a page with a status
+   * filter may then come back short, its `nextCursor` going on from there.
+   * @default {5000}
+   */
+  listScan?: number;
 }
-
-/** Most index entries a listing looks at to find `limit` deliveries of one status. */
-const LIST_SCAN = 5_000;
 
 type Hash = Record<string, string>;
 
@@ -88,6 +98,18 @@ function toDelivery(hash: Hash): Delivery {
   };
 }
 
+/** The position a script reads after, from a cursor of `list` (null: from the start). */
+function afterArg(list: CursorList, cursor: string | null | undefined): CursorPosition | false {
+  if (cursor === undefined || cursor === null) return false;
+  const { createdMs, id } = decodeCursor(list, cursor);
+  return { createdMs, id };
+}
+
+/** The cursor of a script's `next` (`[score, id]` or false). */
+function nextCursor(list: CursorList, next: [string | number, string] | false): string | null {
+  return next === false ? null : encodeCursor(list, { createdMs: Number(next[0]), id: next[1] });
+}
+
 function toEndpoint(json: unknown, state: unknown): Endpoint {
   const config = fromJson<EndpointConfig>(json);
   const fields = (Array.isArray(state) ? {} : state ?? {}) as Hash;
@@ -107,6 +129,7 @@ export class RedisDeliveryStore implements DeliveryStore {
   #retentionMs: number;
   #cursorTtlMs: number;
   #now: () => number;
+  #listScan: number;
   #calls: RedisCalls;
 
   constructor(redis: RedisScriptClient, options: RedisDeliveryStoreOptions = {}) {
@@ -116,6 +139,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#cursorTtlMs = options.cursorTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
+    this.#listScan = options.listScan ?? 5_000;
   }
 
   /** The hash-tagged prefix of every key: `es:{wh}:`. */
@@ -156,6 +180,22 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   listEndpoints(): Promise<Endpoint[]> {
     return this.#endpoints(false);
+  }
+
+  async pageEndpoints(options: PageOptions): Promise<Page<Endpoint>> {
+    const after = afterArg("endpoints", options.cursor);
+    const reply = fromJson<{ rows: Array<[unknown, unknown]>; next: [string, string] | false }>(
+      await this.#run("pageEndpoints", PAGE_ENDPOINTS_SCRIPT, {
+        limit: options.limit,
+        after: after && { score: after.createdMs, id: after.id },
+      }),
+    );
+    return {
+      items: asArray<[unknown, unknown]>(reply.rows).map(([json, state]) =>
+        toEndpoint(json, state)
+      ),
+      nextCursor: nextCursor("endpoints", reply.next),
+    };
   }
 
   async deleteEndpoint(id: string): Promise<boolean> {
@@ -233,19 +273,22 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async listDeliveries(
     endpointId: string,
-    options: { limit: number; status?: DeliveryStatus },
-  ): Promise<Delivery[]> {
-    const rows = asArray<Hash>(
-      fromJson(
-        await this.#run("listDeliveries", LIST_DELIVERIES_SCRIPT, {
-          ep: endpointId,
-          limit: options.limit,
-          status: options.status ?? false,
-          scan: options.status ? LIST_SCAN : options.limit,
-        }),
-      ),
+    options: PageOptions & { status?: DeliveryStatus },
+  ): Promise<Page<Delivery>> {
+    const after = afterArg("deliveries", options.cursor);
+    const reply = fromJson<{ rows: Hash[]; next: [string, string] | false }>(
+      await this.#run("listDeliveries", LIST_DELIVERIES_SCRIPT, {
+        ep: endpointId,
+        limit: options.limit,
+        status: options.status ?? false,
+        scan: Math.max(this.#listScan, options.limit + 1),
+        after: after && { score: after.createdMs, id: after.id },
+      }),
     );
-    return rows.map(toDelivery);
+    return {
+      items: asArray<Hash>(reply.rows).map(toDelivery),
+      nextCursor: nextCursor("deliveries", reply.next),
+    };
   }
 
   async listAttempts(deliveryId: string): Promise<Attempt[]> {

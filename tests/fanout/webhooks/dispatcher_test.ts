@@ -62,7 +62,7 @@ function processed(n: number): LogRecord {
 }
 
 async function allDeliveries(deliveries: DeliveryStore, endpointId: string) {
-  return await deliveries.listDeliveries(endpointId, { limit: 1000 });
+  return (await deliveries.listDeliveries(endpointId, { limit: 1000 })).items;
 }
 
 type Stores = { store: Store; deliveries: DeliveryStore };
@@ -206,12 +206,13 @@ Deno.test("Dispatcher batches event.processed into deliveries of at most maxEven
   const batched = endpoint("ep_batch", { batch: { maxEvents: 2, maxWaitMs: 1_000 } });
   await new Dispatcher(store, deliveries, { now: () => T0 }).dispatch(orders, [batched]);
   const log = await store.readLog("orders", null, 100);
+  // Created in one millisecond, so listed by id: the order of the log ids they carry.
   const list = (await allDeliveries(deliveries, "ep_batch")).reverse();
   assert.deepEqual(list.map((item) => item.messageId), [
-    `msg_orders_${log[5].id}`,
     `msg_orders_${log[0].id}_${log[1].id}`,
     `msg_orders_${log[2].id}_${log[3].id}`,
     `msg_orders_${log[4].id}_${log[4].id}`,
+    `msg_orders_${log[5].id}`,
   ]);
   const batches = list.filter((item) => item.eventType === "event.processed")
     .map((item) => JSON.parse(item.payload));

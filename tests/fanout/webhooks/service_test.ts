@@ -463,7 +463,10 @@ Deno.test("registration refuses URLs that reach internal addresses, naming the a
       assert.match(res.body.error.message, /^Cannot register webhook as 'url' /, url);
       assert.match(res.body.error.message, message, url);
     }
-    assert.deepEqual((await call(app, "GET", "/v1/webhooks")).body, { webhooks: [] });
+    assert.deepEqual((await call(app, "GET", "/v1/webhooks")).body, {
+      webhooks: [],
+      nextCursor: null,
+    });
   });
 });
 

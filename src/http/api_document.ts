@@ -1,0 +1,58 @@
+/**
+ * The OpenAPI 3.1 document at `GET /openapi.json`: generated from the route
+ * definitions of every route module, with the bearer scheme every operation
+ * needs unless it says `security: []` (health, readiness and this document),
+ * and the tags that group the operations.
+ *
+ * @module
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+
+/** The operation tags, in the order the document lists them. */
+export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
+  { name: "ingest", description: "Send events: HTTP batches and the acked WebSocket" },
+  { name: "streams", description: "Streams with their stats, and their counters' windows" },
+  { name: "live", description: "Results as they happen, over WebSocket or Server-Sent Events" },
+  {
+    name: "webhooks",
+    description: "Webhook endpoints, their deliveries with attempt logs, replay and retry",
+  },
+  { name: "admin", description: "Operator actions" },
+  { name: "health", description: "Liveness and readiness probes; they need no key" },
+  { name: "meta", description: "This document; it needs no key" },
+];
+
+/** `GET /openapi.json`: served by `doc31`, listed here so clients see it needs no key. */
+const documentRoute = createRoute({
+  method: "get",
+  path: "/openapi.json",
+  operationId: "getOpenApiDocument",
+  tags: ["meta"],
+  security: [],
+  summary: "This OpenAPI 3.1 document",
+  responses: {
+    200: {
+      description: "The document",
+      content: { "application/json": { schema: z.object({ openapi: z.string() }).loose() } },
+    },
+  },
+});
+
+/** Serves the OpenAPI document of every route registered on `app`, at `/openapi.json`. */
+export function serveApiDocument(app: OpenAPIHono): void {
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+  });
+  app.openAPIRegistry.registerPath(documentRoute);
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "edgestream",
+      version: "0.1.0",
+      description: "Real-time event stream processor: ingest, windowed counters, fan-out.",
+    },
+    security: [{ bearer: [] }],
+    tags: [...API_TAGS],
+  });
+}

@@ -1,0 +1,144 @@
+/**
+ * The OpenAPI document as clients and generators read it: every operation
+ * named and tagged, the routes that need no key marked so (and really
+ * answering without one), and the query conventions described.
+ */
+import assert from "node:assert/strict";
+import { ADMIN_KEY, call, setup } from "../fanout/webhooks/_setup.ts";
+
+const METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/** Routes that answer without a key, in keyed mode too. */
+const PUBLIC_ROUTES = ["GET /healthz", "GET /readyz", "GET /openapi.json"];
+
+interface Operation {
+  operationId?: string;
+  tags?: string[];
+  security?: unknown[];
+  description?: string;
+  parameters?: Array<{ name: string; in: string; [key: string]: unknown }>;
+  responses: Record<string, { content?: Record<string, { schema: unknown }> }>;
+}
+
+// deno-lint-ignore no-explicit-any
+type Document = any;
+
+async function documentOf(): Promise<Document> {
+  const ctx = await setup({ auth: true });
+  try {
+    const res = await call(ctx.app, "GET", "/openapi.json");
+    assert.equal(res.status, 200, "the document needs no key");
+    return res.body;
+  } finally {
+    await ctx.close();
+  }
+}
+
+function operations(doc: Document): Array<[string, Operation]> {
+  const out: Array<[string, Operation]> = [];
+  for (const [path, item] of Object.entries(doc.paths as Record<string, Record<string, unknown>>)) {
+    for (const method of METHODS) {
+      if (item[method]) out.push([`${method.toUpperCase()} ${path}`, item[method] as Operation]);
+    }
+  }
+  return out;
+}
+
+Deno.test("every operation has a unique operationId and tags the document declares", async () => {
+  const doc = await documentOf();
+  const declared = new Map<string, string>(
+    doc.tags.map((tag: { name: string; description: string }) => [tag.name, tag.description]),
+  );
+  assert.deepEqual(
+    [...declared.keys()].sort(),
+    ["admin", "health", "ingest", "live", "meta", "streams", "webhooks"],
+  );
+  for (const [name, description] of declared) assert.ok(description, `tag ${name} is described`);
+  const ops = operations(doc);
+  assert.ok(ops.length >= 20, `${ops.length} operations`);
+  const ids = new Set<string>();
+  const used = new Set<string>();
+  for (const [route, operation] of ops) {
+    assert.match(operation.operationId ?? "", /^[a-z][A-Za-z]+$/, `${route} has an operationId`);
+    assert.ok(!ids.has(operation.operationId!), `${route}: operationId is unique`);
+    ids.add(operation.operationId!);
+    assert.ok((operation.tags ?? []).length > 0, `${route} has a tag`);
+    for (const tag of operation.tags!) {
+      assert.ok(declared.has(tag), `${route}: tag ${tag} is declared`);
+      used.add(tag);
+    }
+  }
+  assert.deepEqual([...used].sort(), [...declared.keys()].sort(), "every declared tag is used");
+});
+
+Deno.test("/healthz, /readyz and /openapi.json say they need no key; every other route needs one", async () => {
+  const doc = await documentOf();
+  assert.deepEqual(doc.security, [{ bearer: [] }]);
+  assert.deepEqual(doc.components.securitySchemes.bearer, { type: "http", scheme: "bearer" });
+  const ops = new Map(operations(doc));
+  for (const route of PUBLIC_ROUTES) {
+    assert.ok(ops.has(route), `${route} is documented`);
+    assert.deepEqual(ops.get(route)!.security, [], `${route} has security: []`);
+    assert.deepEqual(ops.get(route)!.tags, route === "GET /openapi.json" ? ["meta"] : ["health"]);
+  }
+  for (const [route, operation] of ops) {
+    if (!PUBLIC_ROUTES.includes(route)) {
+      assert.equal(operation.security, undefined, `${route} keeps the document's bearer rule`);
+    }
+  }
+  assert.ok(ops.get("GET /healthz")!.responses["200"].content?.["application/json"]);
+});
+
+Deno.test("with keys configured, /healthz, /readyz and /openapi.json answer a real request without a key", async () => {
+  const ctx = await setup({ auth: true });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, ctx.app.fetch);
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    const health = await fetch(`${base}/healthz`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: "ok" });
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: "ready", store: "memory" });
+    const doc = await fetch(`${base}/openapi.json`);
+    assert.equal(doc.status, 200);
+    assert.equal((await doc.json()).openapi, "3.1.0");
+    const guarded = await fetch(`${base}/v1/streams`);
+    assert.equal(guarded.status, 401, "a route with a scope still wants a key");
+    await guarded.body?.cancel();
+    const keyed = await fetch(`${base}/v1/streams`, {
+      headers: { Authorization: `Bearer ${ADMIN_KEY}` },
+    });
+    assert.equal(keyed.status, 200);
+    await keyed.body?.cancel();
+  } finally {
+    await server.shutdown();
+    await ctx.close();
+  }
+});
+
+Deno.test("the windows operations document the group.<field> filter as free-form query parameters", async () => {
+  const doc = await documentOf();
+  const ops = new Map(operations(doc));
+  for (
+    const route of [
+      "GET /v1/streams/{stream}/counters/{counter}",
+      "GET /v1/streams/{stream}/counters/{counter}/current",
+    ]
+  ) {
+    const operation = ops.get(route)!;
+    assert.match(operation.description ?? "", /group\.<field>=<value>/, route);
+    const group = operation.parameters?.find((parameter) => parameter.name === "group");
+    assert.ok(group, `${route} has the group parameter`);
+    assert.equal(group.in, "query");
+    assert.equal(group.style, "form");
+    assert.equal(group.explode, true);
+    assert.equal(group.required, false);
+    assert.deepEqual(group.schema, {
+      type: "object",
+      propertyNames: { pattern: "^group\\..+$" },
+      additionalProperties: { type: "string" },
+    });
+    assert.deepEqual(group.example, { "group.country": "DE" });
+  }
+});

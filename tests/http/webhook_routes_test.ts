@@ -1,0 +1,232 @@
+/**
+ * The webhook routes' list pages and request/reply shapes, in process over
+ * memory stores: cursor pagination of `GET /v1/webhooks` and of an
+ * endpoint's deliveries, and the one shape of `batch`.
+ */
+import assert from "node:assert/strict";
+import type { NewDelivery } from "../../src/store/deliveries.ts";
+import { call, setup, T0 } from "../fanout/webhooks/_setup.ts";
+
+type Ctx = Awaited<ReturnType<typeof setup>>;
+
+async function withSetup(run: (ctx: Ctx) => Promise<void>): Promise<void> {
+  const ctx = await setup();
+  try {
+    await run(ctx);
+  } finally {
+    await ctx.close();
+  }
+}
+
+async function registerMany(ctx: Ctx, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let n = 0; n < count; n++) {
+    // Two per millisecond, so the id orders endpoints created together.
+    ctx.clock.now += n % 2;
+    const res = await call(ctx.app, "POST", "/v1/webhooks", { url: `http://127.0.0.1:9/h${n}` });
+    assert.equal(res.status, 201, res.text);
+    ids.push(res.body.id);
+  }
+  return ids;
+}
+
+/** Follows `nextCursor` from `path` until it is null; returns the pages' item ids. */
+async function walk(ctx: Ctx, path: string, field: string): Promise<string[][]> {
+  const pages: string[][] = [];
+  let cursor: string | null = null;
+  do {
+    const separator = path.includes("?") ? "&" : "?";
+    const url: string = cursor === null
+      ? path
+      : `${path}${separator}cursor=${encodeURIComponent(cursor)}`;
+    const res = await call(ctx.app, "GET", url);
+    assert.equal(res.status, 200, res.text);
+    assert.ok("nextCursor" in res.body, "the reply always has nextCursor");
+    pages.push(res.body[field].map((item: { id: string }) => item.id));
+    cursor = res.body.nextCursor;
+  } while (cursor !== null && pages.length < 50);
+  return pages;
+}
+
+Deno.test("GET /v1/webhooks pages oldest first by limit and cursor; nextCursor is null at the end", async () => {
+  await withSetup(async (ctx) => {
+    await registerMany(ctx, 5);
+    const all = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.equal(all.body.webhooks.length, 5);
+    assert.equal(all.body.nextCursor, null);
+    const order = all.body.webhooks.map((item: { id: string }) => item.id);
+    const pages = await walk(ctx, "/v1/webhooks?limit=2", "webhooks");
+    assert.deepEqual(pages.map((page) => page.length), [2, 2, 1]);
+    assert.deepEqual(pages.flat(), order);
+    const exact = await walk(ctx, "/v1/webhooks?limit=5", "webhooks");
+    assert.deepEqual(exact, [order], "a page that ends the list says so");
+  });
+});
+
+Deno.test("GET /v1/webhooks shows an endpoint registered between pages once, at its place", async () => {
+  await withSetup(async (ctx) => {
+    await registerMany(ctx, 3);
+    const first = await call(ctx.app, "GET", "/v1/webhooks?limit=2");
+    ctx.clock.now += 10;
+    const [late] = await registerMany(ctx, 1);
+    const rest = await walk(
+      ctx,
+      `/v1/webhooks?limit=2&cursor=${encodeURIComponent(first.body.nextCursor)}`,
+      "webhooks",
+    );
+    const seen = [...first.body.webhooks.map((item: { id: string }) => item.id), ...rest.flat()];
+    assert.equal(new Set(seen).size, 4);
+    assert.equal(seen[3], late);
+  });
+});
+
+Deno.test("list routes refuse a bad cursor or limit with a 400 JSON error", async () => {
+  await withSetup(async (ctx) => {
+    const [id] = await registerMany(ctx, 3);
+    const endpointCursor = (await call(ctx.app, "GET", "/v1/webhooks?limit=1")).body.nextCursor;
+    for (
+      const path of [
+        "/v1/webhooks?cursor=garbage!",
+        "/v1/webhooks?cursor=ZC4xLmVwX2E",
+        `/v1/webhooks/${id}/deliveries?cursor=${endpointCursor}`,
+        `/v1/webhooks/${id}/deliveries?cursor=bm9wZQ`,
+      ]
+    ) {
+      const res = await call(ctx.app, "GET", path);
+      assert.equal(res.status, 400, path);
+      assert.equal(res.body.error.code, "invalid_cursor", path);
+      assert.match(res.body.error.message, /^Cannot read cursor '/, path);
+    }
+    for (
+      const path of [
+        "/v1/webhooks?limit=0",
+        "/v1/webhooks?limit=1001",
+        "/v1/webhooks?cursor=",
+        `/v1/webhooks/${id}/deliveries?limit=201`,
+      ]
+    ) {
+      const res = await call(ctx.app, "GET", path);
+      assert.equal(res.status, 400, path);
+      assert.equal(res.body.error.code, "invalid_request", path);
+    }
+    assert.equal((await call(ctx.app, "GET", "/v1/webhooks?limit=1000")).status, 200);
+  });
+});
+
+Deno.test("GET /v1/webhooks/{id}/deliveries pages newest first, with a status filter too", async () => {
+  await withSetup(async (ctx) => {
+    const [id, other] = await registerMany(ctx, 2);
+    const delivery = (n: number, endpointId = id): NewDelivery => ({
+      id: `msg_t_${n}.${endpointId}`,
+      messageId: `msg_t_${n}`,
+      endpointId,
+      stream: "orders",
+      eventType: "window.closed",
+      payload: JSON.stringify({ type: "window.closed", n }),
+      createdMs: T0 + Math.floor(n / 2),
+    });
+    await ctx.deliveries.createDeliveries([
+      ...[1, 2, 3, 4, 5, 6, 7].map((n) => delivery(n)),
+      delivery(1, other),
+    ]);
+    const pages = await walk(ctx, `/v1/webhooks/${id}/deliveries?limit=3`, "deliveries");
+    assert.deepEqual(pages, [
+      [7, 6, 5].map((n) => `msg_t_${n}.${id}`),
+      [4, 3, 2].map((n) => `msg_t_${n}.${id}`),
+      [`msg_t_1.${id}`],
+    ]);
+    const pending = await walk(
+      ctx,
+      `/v1/webhooks/${id}/deliveries?status=pending&limit=4`,
+      "deliveries",
+    );
+    assert.deepEqual(pending.flat(), pages.flat());
+    const none = await call(ctx.app, "GET", `/v1/webhooks/${id}/deliveries?status=dead`);
+    assert.deepEqual(none.body, { deliveries: [], nextCursor: null });
+  });
+});
+
+Deno.test("the OpenAPI document gives both list operations limit and cursor, and nextCursor", async () => {
+  await withSetup(async (ctx) => {
+    const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
+    for (
+      const [path, field, max] of [
+        ["/v1/webhooks", "webhooks", 1000],
+        ["/v1/webhooks/{id}/deliveries", "deliveries", 200],
+      ] as const
+    ) {
+      const operation = doc.paths[path].get;
+      const parameter = (name: string) =>
+        operation.parameters.find((item: { name: string }) => item.name === name);
+      assert.equal(parameter("limit").in, "query", path);
+      assert.equal(parameter("limit").schema.maximum, max, path);
+      assert.equal(parameter("cursor").in, "query", path);
+      assert.match(parameter("cursor").description, /nextCursor/, path);
+      const schema = operation.responses["200"].content["application/json"].schema;
+      const reply = schema.$ref ? doc.components.schemas[schema.$ref.split("/").pop()] : schema;
+      assert.deepEqual(reply.required.sort(), [field, "nextCursor"].sort(), path);
+      assert.deepEqual(reply.properties.nextCursor.type, ["string", "null"], path);
+      assert.ok(operation.responses["400"], path);
+    }
+  });
+});
+
+Deno.test("batch is accepted and echoed in one shape: maxEvents and maxWait as a duration", async () => {
+  await withSetup(async (ctx) => {
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/batched",
+      eventTypes: ["event.processed"],
+      batch: { maxEvents: 50, maxWait: "1s" },
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.batch, { maxEvents: 50, maxWait: "1s" });
+    const { id } = created.body;
+    const read = await call(ctx.app, "GET", `/v1/webhooks/${id}`);
+    assert.deepEqual(read.body.batch, { maxEvents: 50, maxWait: "1s" });
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.deepEqual(listed.body.webhooks[0].batch, { maxEvents: 50, maxWait: "1s" });
+    // Written another way, a duration reads back in its shortest exact form.
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: { maxEvents: 5, maxWait: "1500ms" },
+    });
+    assert.equal(changed.status, 200, changed.text);
+    assert.deepEqual(changed.body.batch, { maxEvents: 5, maxWait: "1s500ms" });
+    const again = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: changed.body.batch,
+    });
+    assert.equal(again.status, 200, "what is echoed is accepted back");
+    assert.deepEqual(again.body.batch, changed.body.batch);
+    assert.equal((await ctx.webhooks.getEndpoint(id)).batch?.maxWaitMs, 1_500);
+    const tooLong = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: { maxEvents: 5, maxWait: "2m" },
+    });
+    assert.equal(tooLong.status, 400);
+    assert.equal(tooLong.body.error.message, "Invalid body batch.maxWait: at most 1m, got 2m");
+    const old = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      batch: { maxEvents: 5, maxWaitMs: 1000 },
+    });
+    assert.equal(old.status, 400, "the reply's former shape is not taken either");
+    assert.deepEqual(
+      (await call(ctx.app, "GET", `/v1/webhooks/${id}`)).body.batch,
+      again.body.batch,
+    );
+    const cleared = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, { batch: null });
+    assert.equal(cleared.body.batch, null);
+  });
+});
+
+Deno.test("the OpenAPI document gives batch one schema for input and reply", async () => {
+  await withSetup(async (ctx) => {
+    const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
+    const { schemas } = doc.components;
+    assert.deepEqual(Object.keys(schemas.WebhookBatch.properties).sort(), ["maxEvents", "maxWait"]);
+    for (const name of ["WebhookInput", "Webhook"]) {
+      assert.match(
+        JSON.stringify(schemas[name].properties.batch),
+        /#\/components\/schemas\/WebhookBatch/,
+        name,
+      );
+    }
+    assert.doesNotMatch(JSON.stringify(doc), /maxWaitMs/);
+  });
+});
