@@ -755,6 +755,25 @@ redisTest(
 );
 
 redisTest(
+  "RedisDeliveryStore: a slow endpoint's rate-limit bucket lives until it refills (0.01/s: 100 s)",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { prefix: "slow", now: () => T0 });
+    await store.putEndpoint(config("ep_a", { rateLimit: 0.01 }), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2)]);
+    assert.equal((await store.claimDue(claimOptions(T0))).length, 1);
+    const ttl = await redis.pttl("slow:{wh}:rl:ep_a");
+    // One token spent at 0.01/s refills in 100 s; a 60 s expiry would allow one a minute.
+    assert.ok(ttl > 99_000 && ttl <= 100_000, `bucket PTTL ${ttl}`);
+    assert.equal((await store.claimDue(claimOptions(T0 + 60_000))).length, 0);
+  },
+);
+
+redisTest(
   "RedisDeliveryStore: a status page looks at listScan entries at most, then goes on from there",
   async (fixture) => {
     const redis = new Redis({

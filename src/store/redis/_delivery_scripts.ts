@@ -15,7 +15,8 @@
  * - `q:<ep>` — due queue: zset delivery id → due time (claimed ones at their lease end).
  * - `qe` — zset endpoint id → earliest due time of its queue: which endpoints have work.
  * - `f:<ep>` — in flight: zset delivery id → lease end.
- * - `rl:<ep>` — rate limit token bucket: `tk` tokens, `ts` last refill (ms); PX 60 s.
+ * - `rl:<ep>` — rate limit token bucket: `tk` tokens, `ts` last refill (ms); expires when it would
+ *   be full again (a missing bucket is a full one).
  * - `ix:<ep>` — zset delivery id → creation time, for listing and replay; PX = retention.
  * - `cur:<stream>` — dispatch cursor hash: `c` cursor, `p` planned page end; PX 30 days.
  * - `lease:<name>` — a lease token, PX = lease.
@@ -374,8 +375,12 @@ for _, ep in ipairs(endpoints) do
       end
       if rate then
         local bucket = rateKey(ep)
-        redis.call("HSET", bucket, "tk", num(tokens - claimed), "ts", num(now))
-        redis.call("PEXPIRE", bucket, 60000)
+        local left = tokens - claimed
+        redis.call("HSET", bucket, "tk", num(left), "ts", num(now))
+        -- Kept until it refills: expiring earlier would hand a slow endpoint
+        -- (under one delivery a minute) a full bucket too soon.
+        local burst = math.max(1, rate)
+        redis.call("PEXPIRE", bucket, math.max(1, math.ceil((burst - left) * 1000 / rate)))
       end
       refresh(ep)
       if available <= 0 then
