@@ -4,6 +4,11 @@
  * a timer (isolates come and go, so a timer would not be reliable). Needs the
  * Upstash variables: isolates share nothing in memory. See `deploy/README.md`.
  *
+ * Deploy finds `Deno.cron` by evaluating this module's top level when it
+ * deploys, so the cron is registered first, and nothing before it reads the
+ * config file, calls Redis or throws. A startup mistake (a bad variable, or
+ * an unsafe production setup) prints one line naming the setting and exits 1.
+ *
  * @module
  */
 import { createApp } from "../src/app.ts";
@@ -11,12 +16,22 @@ import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
 
+let started: ReturnType<typeof setUp> | undefined;
+
+/** Builds the app once, on first use (a request or the cron). */
+function ready(): ReturnType<typeof setUp> {
+  started ??= setUp();
+  return started;
+}
+
 async function setUp() {
   const config = await configFromEnv(Deno.env).catch((error) => {
-    if (error instanceof ConfigError) console.error(`edgestream: ${error.message}`);
-    throw error;
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`edgestream: ${error.message}`);
+    Deno.exit(1);
   });
   const { streams, store, keys, origins, webhooks } = config;
+  for (const notice of config.notices) console.log(`edgestream: ${notice}`);
   if (store.kind === "memory") {
     console.warn(
       "edgestream: no UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
@@ -31,11 +46,9 @@ async function setUp() {
   return { app, streams, store, webhooks };
 }
 
-const ready = setUp();
-
-// Registered at the top level, before the server starts, as Deno Deploy requires.
+// First, at the top level, before the server starts, as Deno Deploy requires.
 Deno.cron("edgestream sweep", "* * * * *", async () => {
-  const { streams, store, webhooks } = await ready;
+  const { streams, store, webhooks } = await ready();
   const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
   // The sweep leaves its sends running; Deploy may stop the isolate once the
   // handler returns, so they finish inside it. Were it stopped anyway, the
@@ -49,5 +62,7 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { app } = await ready;
-Deno.serve(app.fetch);
+const { app } = await ready();
+// Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one.
+const port = Deno.env.get("PORT");
+Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);

@@ -19,6 +19,8 @@
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
  * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long | `5d` |
+ * | `EDGESTREAM_ENV` | `production` refuses the memory store and open mode (also on Deno Deploy's production timeline) | `development` |
+ * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  *
  * @module
  */
@@ -200,6 +202,53 @@ export function webhooksFromEnv(
 }
 
 /**
+ * Why this environment is production: `EDGESTREAM_ENV=production`, or Deno
+ * Deploy serving the production timeline (`DENO_TIMELINE=production`, set by
+ * the platform at run time, not during builds); null otherwise.
+ */
+export function productionReason(env: EnvSource): string | null {
+  const declared = env.get("EDGESTREAM_ENV");
+  if (declared !== undefined && declared !== "production" && declared !== "development") {
+    throw new ConfigError(`EDGESTREAM_ENV: expected production or development, got '${declared}'`);
+  }
+  if (declared === "production") return "EDGESTREAM_ENV=production";
+  if (declared === undefined && env.get("DENO_TIMELINE") === "production") {
+    return "Deno Deploy production timeline (DENO_TIMELINE=production)";
+  }
+  return null;
+}
+
+/** A boolean variable: `true` or `false`, else a ConfigError naming it. */
+function readFlag(env: EnvSource, name: string): boolean {
+  const text = env.get(name);
+  if (text === undefined || text === "false") return false;
+  if (text === "true") return true;
+  throw new ConfigError(`${name}: expected true or false, got '${text}'`);
+}
+
+/**
+ * Refuses what must not serve production traffic: the memory store (each
+ * process or isolate would count alone and forget on restart) unless
+ * `EDGESTREAM_ALLOW_MEMORY=true`, and open mode (no keys).
+ */
+function checkProduction(env: EnvSource, keys: KeyRing): void {
+  const allowMemory = readFlag(env, "EDGESTREAM_ALLOW_MEMORY");
+  const reason = productionReason(env);
+  if (reason === null) return;
+  if (keys.open) {
+    throw new ConfigError(
+      `EDGESTREAM_KEYS: ${reason} needs API keys; set EDGESTREAM_KEYS=admin:<key>,ingest:<key>,read:<key>`,
+    );
+  }
+  const redis = env.get("UPSTASH_REDIS_REST_URL") && env.get("UPSTASH_REDIS_REST_TOKEN");
+  if (!redis && !allowMemory) {
+    throw new ConfigError(
+      `UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: ${reason} needs the Redis store; set both (or EDGESTREAM_ALLOW_MEMORY=true for a one-instance demo)`,
+    );
+  }
+}
+
+/**
  * Reads every variable (table in the module doc), loads the config file and
  * builds the store and the webhook service. Throws only
  * {@linkcode ConfigError}, its message starting with the variable at fault.
@@ -228,6 +277,7 @@ export async function configFromEnv(
   } catch (error) {
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }
+  checkProduction(env, keys);
   const configPath = env.get("EDGESTREAM_CONFIG") ?? options.defaultConfigPath ??
     new URL("../examples/config.json", import.meta.url).pathname;
   let streams: Map<string, CompiledStream>;

@@ -11,7 +11,15 @@ const root = new URL("../", import.meta.url).pathname;
 /** Runs `src/main.ts` with these variables over the machine's environment until it exits. */
 async function startWith(vars: Record<string, string>): Promise<{ code: number; stderr: string }> {
   const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", ...vars };
-  for (const name of ["EDGESTREAM_KEYS", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"]) {
+  for (
+    const name of [
+      "EDGESTREAM_KEYS",
+      "UPSTASH_REDIS_REST_URL",
+      "UPSTASH_REDIS_REST_TOKEN",
+      "EDGESTREAM_ENV",
+      "DENO_TIMELINE",
+    ]
+  ) {
     if (!(name in vars)) delete env[name];
   }
   const output = await new Deno.Command(Deno.execPath(), {
@@ -46,6 +54,22 @@ for (
     [
       { EDGESTREAM_WEBHOOK_DISABLE_AFTER: "soon" },
       /^edgestream: EDGESTREAM_WEBHOOK_DISABLE_AFTER: /,
+    ],
+    [
+      { EDGESTREAM_ENV: "staging" },
+      /^edgestream: EDGESTREAM_ENV: expected production or development, got 'staging'$/,
+    ],
+    [
+      { EDGESTREAM_ENV: "production" },
+      /^edgestream: EDGESTREAM_KEYS: EDGESTREAM_ENV=production needs API keys/,
+    ],
+    [
+      { EDGESTREAM_ENV: "production", EDGESTREAM_KEYS: "admin:0123456789abcdef0123" },
+      /^edgestream: UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: EDGESTREAM_ENV=production needs the Redis store/,
+    ],
+    [
+      { EDGESTREAM_ALLOW_MEMORY: "yes" },
+      /^edgestream: EDGESTREAM_ALLOW_MEMORY: expected true or false, got 'yes'$/,
     ],
   ] as const
 ) {

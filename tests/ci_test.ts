@@ -1,0 +1,74 @@
+/**
+ * The CI a user can copy (`.github/workflows/ci.yml`) runs what `.ci/run`
+ * runs: the package cache from the lockfile, `deno task check`, then
+ * `deno task test` under `CI=true`, with redis-server and a Chromium at hand.
+ */
+import assert from "node:assert/strict";
+import { parse } from "yaml";
+
+const root = new URL("../", import.meta.url);
+
+interface Step {
+  uses?: string;
+  run?: string;
+  with?: Record<string, string>;
+}
+
+interface Workflow {
+  on: Record<string, unknown>;
+  jobs: Record<string, { "runs-on": string; env?: Record<string, string>; steps: Step[] }>;
+}
+
+Deno.test("the GitHub workflow installs Deno, redis-server and the packages, then checks and tests under CI", async () => {
+  const workflow = parse(
+    await Deno.readTextFile(new URL(".github/workflows/ci.yml", root)),
+  ) as Workflow;
+  assert.ok("push" in workflow.on && "pull_request" in workflow.on);
+  const [job] = Object.values(workflow.jobs);
+  assert.equal(job.env?.CI, "true");
+  assert.ok(job.env?.EDGESTREAM_CHROMIUM, "the Chromium path is a setting");
+  const steps = job.steps;
+  const index = (find: (step: Step) => boolean, what: string) => {
+    const at = steps.findIndex(find);
+    assert.ok(at >= 0, `no step that ${what}`);
+    return at;
+  };
+  const checkout = index(
+    (step) => step.uses?.startsWith("actions/checkout@") ?? false,
+    "checks out",
+  );
+  const deno = index(
+    (step) => step.uses?.startsWith("denoland/setup-deno@") ?? false,
+    "sets up Deno",
+  );
+  const redis = index(
+    (step) => /apt-get install -y[^\n]*redis-server/.test(step.run ?? ""),
+    "installs redis-server",
+  );
+  const install = index((step) => step.run === "deno install --frozen", "fills the cache");
+  const check = index((step) => step.run === "deno task check", "runs the checks");
+  const test = index((step) => step.run === "deno task test", "runs the tests");
+  assert.ok(checkout < deno && deno < install && redis < test && install < check && check < test);
+});
+
+Deno.test("the workflow and .ci/run run tasks that deno.json defines", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  const script = await Deno.readTextFile(new URL(".ci/run", root));
+  for (const task of ["check", "test"]) {
+    assert.ok(config.tasks[task], `deno.json has no task ${task}`);
+    assert.match(script, new RegExp(`deno task ${task}\\b`));
+  }
+  assert.match(script, /deno install --frozen/);
+});
+
+Deno.test("deno.json's deploy section runs deploy/main.ts dynamically, installing from the lockfile", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  assert.equal(config.deploy.runtime.type, "dynamic");
+  assert.equal(config.deploy.runtime.entrypoint, "./deploy/main.ts");
+  assert.equal(config.deploy.install, "deno install --frozen");
+  const entry = await Deno.stat(new URL(config.deploy.runtime.entrypoint, root));
+  assert.ok(entry.isFile);
+  // org and app are the user's to choose (deno deploy create, or deno deploy switch).
+  assert.equal(config.deploy.org, undefined);
+  assert.equal(config.deploy.app, undefined);
+});

@@ -1,0 +1,166 @@
+/**
+ * `deploy/main.ts` run as Deno Deploy runs it: the platform's variables set
+ * (`DENO_DEPLOY`, `DENO_TIMELINE`), Redis through the Upstash bridge. It
+ * registers its cron before anything else, serves, runs the sweep from the
+ * cron, and refuses the setups that are unsafe in production.
+ */
+import assert from "node:assert/strict";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+const harness = new URL("./_deploy_harness.ts", import.meta.url).pathname;
+const KEY = "admin-key-0123456789abcdef";
+
+interface Run {
+  child: Deno.ChildProcess;
+  output: () => string;
+  seen: (pattern: RegExp) => Promise<RegExpMatchArray>;
+  done: Promise<{ code: number; output: string }>;
+}
+
+/** Starts the harness with the platform's variables plus `vars` over the machine's environment. */
+function runDeploy(vars: Record<string, string>): Run {
+  const env: Record<string, string> = {
+    ...Deno.env.toObject(),
+    DENO_DEPLOY: "true",
+    DENO_TIMELINE: "production",
+    PORT: "0",
+    NO_COLOR: "1",
+    ...vars,
+  };
+  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "EDGESTREAM_KEYS"]) {
+    if (!(name in vars)) delete env[name];
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", "--allow-all", harness],
+    cwd: root,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let printed = "";
+  const waiters: { pattern: RegExp; resolve: (match: RegExpMatchArray) => void }[] = [];
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      printed += text;
+      for (const waiter of waiters) {
+        const match = printed.match(waiter.pattern);
+        if (match) waiter.resolve(match);
+      }
+    }
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const done = Promise.all([child.status, drained]).then(([status]) => ({
+    code: status.code,
+    output: printed,
+  }));
+  return {
+    child,
+    output: () => printed,
+    done,
+    seen: (pattern) =>
+      new Promise((resolve, reject) => {
+        const match = printed.match(pattern);
+        if (match) return resolve(match);
+        waiters.push({ pattern, resolve });
+        setTimeout(() => reject(new Error(`no ${pattern} in:\n${printed}`)), 30_000);
+      }),
+  };
+}
+
+function redisVars(fixture: RedisFixture): Record<string, string> {
+  return {
+    UPSTASH_REDIS_REST_URL: fixture.restUrl,
+    UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    EDGESTREAM_PREFIX: "deploy",
+  };
+}
+
+redisTest(
+  "deploy/main.ts on the production timeline registers its cron before anything else and serves",
+  async (fixture) => {
+    const run = runDeploy({
+      ...redisVars(fixture),
+      EDGESTREAM_KEYS: `admin:${KEY},ingest:${KEY}1`,
+    });
+    try {
+      const [, port] = await run.seen(/Listening on http:\/\/[^\s]*?:(\d+)\//);
+      const lines = run.output().split("\n").filter((line) => line.startsWith("harness:"));
+      assert.equal(lines[0], "harness: cron edgestream sweep * * * * *", run.output());
+      assert.ok(lines.includes("harness: fetch"), "the app reads its webhook endpoints from Redis");
+      const res = await fetch(`http://127.0.0.1:${port}/v1/streams/orders/events`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: `Bearer ${KEY}1` },
+        body: JSON.stringify({ id: "o1", country: "DE", amount: 5 }),
+      });
+      assert.equal(res.status, 202, await res.text());
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.done;
+    }
+  },
+);
+
+redisTest("deploy/main.ts runs the sweep from its cron handler", async (fixture) => {
+  const run = runDeploy({
+    ...redisVars(fixture),
+    EDGESTREAM_KEYS: `admin:${KEY}`,
+    HARNESS_SWEEP: "1",
+  });
+  try {
+    await run.seen(/harness: swept/);
+    assert.doesNotMatch(run.output(), /sweep failed|Error/);
+  } finally {
+    run.child.kill("SIGTERM");
+    await run.done;
+  }
+});
+
+for (
+  const [name, vars, pattern] of [
+    [
+      "the memory store",
+      { EDGESTREAM_KEYS: `admin:${KEY}` },
+      /^edgestream: UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: Deno Deploy production timeline \(DENO_TIMELINE=production\) needs the Redis store; set both \(or EDGESTREAM_ALLOW_MEMORY=true for a one-instance demo\)$/,
+    ],
+    [
+      "open mode (no keys)",
+      {},
+      /^edgestream: EDGESTREAM_KEYS: Deno Deploy production timeline \(DENO_TIMELINE=production\) needs API keys; set EDGESTREAM_KEYS=/,
+    ],
+  ] as const
+) {
+  Deno.test(`deploy/main.ts on the production timeline refuses ${name} in one line, after registering its cron`, async () => {
+    const run = runDeploy(vars);
+    const { code, output } = await run.done;
+    assert.equal(code, 1, output);
+    const lines = output.trim().split("\n");
+    assert.equal(lines[0], "harness: cron edgestream sweep * * * * *");
+    assert.equal(lines.length, 2, output);
+    assert.match(lines[1], pattern);
+  });
+}
+
+Deno.test("deploy/main.ts serves the memory store in production with EDGESTREAM_ALLOW_MEMORY=true", async () => {
+  const run = runDeploy({ EDGESTREAM_KEYS: `admin:${KEY}`, EDGESTREAM_ALLOW_MEMORY: "true" });
+  try {
+    const [, port] = await run.seen(/Listening on http:\/\/[^\s]*?:(\d+)\//);
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+    assert.deepEqual(await res.json(), { status: "ready", store: "memory" });
+  } finally {
+    run.child.kill("SIGTERM");
+    await run.done;
+  }
+});
+
+Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis", async () => {
+  const run = runDeploy({ DENO_TIMELINE: "preview/abc123" });
+  try {
+    await run.seen(/Listening on http:\/\//);
+  } finally {
+    run.child.kill("SIGTERM");
+    await run.done;
+  }
+});
