@@ -303,6 +303,34 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(dead?.nextAttemptMs, null);
   },
 
+  async "a delivery made dead after its claim lapsed cannot be recorded by that claim any more"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const [claim] = await store.claimDue(claimOptions(T0));
+    await store.putEndpoint(config("ep_a", { version: 2 }), {
+      expectVersion: 1,
+      state: { disabled: true, disabledReason: "By its owner" },
+    });
+    // The claimer went quiet past its lease; the next claim finds the endpoint disabled.
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + LEASE + 1)), []);
+    assert.equal((await store.getDelivery(claim.delivery.id))?.status, "dead");
+    const late = await store.recordAttempt({
+      deliveryId: claim.delivery.id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("retrying", T0 + LEASE + 5_000),
+      nowMs: T0 + LEASE + 2,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(late, { recorded: false, disabled: false });
+    const dead = await store.getDelivery(claim.delivery.id);
+    assert.equal(dead?.status, "dead");
+    assert.equal(dead?.attempts, 0);
+  },
+
   async "recordAttempt() tracks failing endpoints and disables them when asked or after a while"(
     store,
   ) {

@@ -293,6 +293,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
             lastError: "Endpoint is disabled",
             updatedMs: nowMs,
           });
+          // A lapsed claim must not record over the dead status later.
+          stored.claim = null;
+          this.#inflightOf(endpointId).delete(id);
         }
         continue;
       }

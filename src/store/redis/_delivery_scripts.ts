@@ -335,8 +335,11 @@ for _, ep in ipairs(endpoints) do
         if redis.call("EXISTS", key) == 1 then
           redis.call("HSET", key, "status", "dead", "next", "", "lerr", "Endpoint is disabled",
             "updated", num(now))
+          -- A lapsed claim must not record over the dead status later.
+          redis.call("HDEL", key, "claim", "until")
         end
         redis.call("ZREM", queue, id)
+        redis.call("ZREM", inFlightKey(ep), id)
       end
       refresh(ep)
     else
