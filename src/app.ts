@@ -12,6 +12,7 @@ import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { serveApiDocument } from "./http/api_document.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
+import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
@@ -132,6 +133,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   });
 
   serveApiDocument(app);
+  registerDocsRoutes(app);
 
   return app;
 }

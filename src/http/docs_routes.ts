@@ -1,0 +1,163 @@
+/**
+ * The API reference at `GET /docs`: Swagger UI rendering `/openapi.json`.
+ * Every file the page loads comes from `static/` in this repository
+ * (Swagger UI vendored under `static/vendor/swagger-ui-dist/` with its
+ * licence), so it works offline and under a strict Content-Security-Policy.
+ * Like `/openapi.json`, these routes need no API key: they describe the API
+ * and hold no data.
+ *
+ * @module
+ */
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { Handler } from "hono";
+
+/** Where the files under `static/` are read from: the repository root's `static/`. */
+const STATIC_ROOT = new URL("../../static/", import.meta.url);
+
+const HTML = "text/html; charset=utf-8";
+const JAVASCRIPT = "text/javascript; charset=utf-8";
+const CSS = "text/css; charset=utf-8";
+const PNG = "image/png";
+const TEXT = "text/plain; charset=utf-8";
+
+/** The page and its own script change with edgestream: revalidate each time (cheap, by ETag). */
+const REVALIDATE = "no-cache";
+/** Vendored files change only with the pinned package version. */
+const VENDOR_CACHE = "public, max-age=86400";
+
+/**
+ * The page's policy: everything from this origin only, plus `img-src data:`
+ * because Swagger UI's stylesheet draws its icons as `data:` SVG images
+ * (refused otherwise, as the browser test shows). Scripts and styles stay
+ * `'self'` only, without `'unsafe-inline'` or `'unsafe-eval'`.
+ */
+export const DOCS_CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "img-src 'self' data:",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+/** URL path of the vendored Swagger UI files (`static/vendor/swagger-ui-dist/`). */
+export const SWAGGER_UI_PATH = "/static/vendor/swagger-ui-dist";
+
+/** Options for {@linkcode serveStatic}. */
+export interface ServeStaticOptions {
+  /** `Cache-Control` of the response. @default {"no-cache"} */
+  cacheControl?: string;
+  /** More response headers (e.g. `Content-Security-Policy`). @default {{}} */
+  headers?: Record<string, string>;
+}
+
+/** A file as served: its bytes, gzipped once when it is text, and its ETag. */
+interface LoadedFile {
+  bytes: Uint8Array<ArrayBuffer>;
+  gzipped?: Uint8Array<ArrayBuffer>;
+  etag: string;
+}
+
+/**
+ * A handler that answers with one file under `static/`, read once on first
+ * use; text is gzipped once too and sent so to clients that accept it. With
+ * a strong `ETag` (304 on a matching `If-None-Match`) and
+ * `X-Content-Type-Options: nosniff`.
+ */
+export function serveStatic(
+  file: string,
+  contentType: string,
+  options: ServeStaticOptions = {},
+): Handler {
+  const url = new URL(file, STATIC_ROOT);
+  let loaded: Promise<LoadedFile> | undefined;
+  return async (c) => {
+    loaded ??= loadFile(url, file, contentType.startsWith("text/")).catch((error) => {
+      loaded = undefined; // a file restored later is served without a restart
+      throw error;
+    });
+    const { bytes, gzipped, etag } = await loaded;
+    const gzip = gzipped !== undefined && acceptsGzip(c.req.header("Accept-Encoding"));
+    // Each encoding is its own representation, so its strong ETag differs.
+    const tag = gzip ? `${etag.slice(0, -1)}-gzip"` : etag;
+    const headers: Record<string, string> = {
+      "Cache-Control": options.cacheControl ?? REVALIDATE,
+      "ETag": tag,
+      "Vary": "Accept-Encoding",
+      "X-Content-Type-Options": "nosniff",
+      ...options.headers,
+    };
+    if (matchesEtag(c.req.header("If-None-Match"), tag)) return c.body(null, 304, headers);
+    const body = gzip ? gzipped : bytes;
+    headers["Content-Type"] = contentType;
+    headers["Content-Length"] = String(body.length);
+    if (gzip) headers["Content-Encoding"] = "gzip";
+    return c.body(body, 200, headers);
+  };
+}
+
+async function loadFile(url: URL, file: string, compress: boolean): Promise<LoadedFile> {
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = await Deno.readFile(url);
+  } catch (error) {
+    throw new Error(
+      `Cannot read static/${file}: ${
+        (error as Error).message
+      } (is static/ part of the deployment?)`,
+      { cause: error },
+    );
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const hex = Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+  const gzipped = compress
+    ? await new Response(new Blob([bytes]).stream().pipeThrough(new CompressionStream("gzip")))
+      .bytes()
+    : undefined;
+  return { bytes, gzipped, etag: `"${hex}"` };
+}
+
+function acceptsGzip(header: string | undefined): boolean {
+  return (header ?? "").split(",").some((part) => {
+    const [coding, ...params] = part.split(";").map((item) => item.trim().toLowerCase());
+    return (coding === "gzip" || coding === "*") && !params.some((p) => /^q=0(\.0*)?$/.test(p));
+  });
+}
+
+function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  // Weak comparison, as RFC 9110 allows for If-None-Match: W/"x" matches "x".
+  return header.split(",").some((tag) => {
+    const trimmed = tag.trim();
+    return trimmed === "*" || trimmed.replace(/^W\//, "") === etag;
+  });
+}
+
+/**
+ * Registers `GET /docs`, its script `/docs/init.js` and the vendored Swagger
+ * UI files under `/static/vendor/swagger-ui-dist/`.
+ */
+export function registerDocsRoutes(app: OpenAPIHono): void {
+  app.get(
+    "/docs",
+    serveStatic("docs/index.html", HTML, {
+      headers: { "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY },
+    }),
+  );
+  app.get("/docs/init.js", serveStatic("docs/init.js", JAVASCRIPT));
+  const vendored: [string, string][] = [
+    ["swagger-ui-bundle.js", JAVASCRIPT],
+    ["swagger-ui.css", CSS],
+    ["favicon-32x32.png", PNG],
+    // The bundle's first line points at its licence file, next to it.
+    ["swagger-ui-bundle.js.LICENSE.txt", TEXT],
+    ["LICENSE", TEXT],
+    ["NOTICE", TEXT],
+  ];
+  for (const [name, contentType] of vendored) {
+    app.get(
+      `${SWAGGER_UI_PATH}/${name}`,
+      serveStatic(`vendor/swagger-ui-dist/${name}`, contentType, { cacheControl: VENDOR_CACHE }),
+    );
+  }
+}

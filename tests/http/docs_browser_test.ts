@@ -1,0 +1,103 @@
+/**
+ * `/docs` in real headless Chromium (Debian's `chromium` driven by
+ * `playwright-core`; no browser is downloaded). Ignored with a message when
+ * the Chromium (`EDGESTREAM_CHROMIUM`, default `/usr/bin/chromium`) is missing, except under
+ * `CI=true`, where it fails.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { KEYS, testApp } from "../_fixtures.ts";
+
+/** The Chromium to drive: `EDGESTREAM_CHROMIUM` (runners differ), else Debian's. */
+const CHROMIUM = Deno.env.get("EDGESTREAM_CHROMIUM") ?? "/usr/bin/chromium";
+const IN_CI = Deno.env.get("CI") === "true";
+
+function chromiumInstalled(): boolean {
+  try {
+    return Deno.statSync(CHROMIUM).isFile;
+  } catch {
+    return false;
+  }
+}
+
+const skip = !chromiumInstalled() && !IN_CI;
+if (skip) {
+  console.warn(
+    `${CHROMIUM} is missing, so the /docs browser test is ignored: install it with apt-get install -y chromium`,
+  );
+}
+
+Deno.test({
+  name: "/docs renders the API reference in Chromium from this origin only, and Try it out ingests",
+  ignore: skip,
+  async fn() {
+    if (!chromiumInstalled()) {
+      throw new Error(`Cannot run the browser test: ${CHROMIUM} is missing (CI=true)`);
+    }
+    const { app } = await testApp({ auth: true });
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+    // A name that is not loopback, as in a deployment: Swagger UI skips some
+    // requests (the validator badge) for localhost and 127.0.0.1 only.
+    const origin = `http://edgestream.test:${server.addr.port}`;
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP edgestream.test 127.0.0.1",
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const requests: string[] = [];
+      const problems: string[] = [];
+      page.on("request", (request) => requests.push(request.url()));
+      // CSP violations arrive here as console errors too.
+      page.on("console", (message) => {
+        if (message.type() === "error") problems.push(`console: ${message.text()}`);
+      });
+      page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+
+      await page.goto(`${origin}/docs`);
+      // The ingest operation's summary appears once Swagger UI rendered /openapi.json.
+      const ingest = page.locator(".opblock-summary", { hasText: "/v1/streams/{stream}/events" });
+      await ingest.getByText("Send events").waitFor({ timeout: 30_000 });
+
+      // Interactive: authorize with the ingest key and send one event through "Try it out".
+      await page.getByRole("button", { name: "Authorize" }).first().click();
+      await page.locator(".auth-container input").first().fill(KEYS.ingest);
+      await page.locator(".auth-btn-wrapper button.authorize").click();
+      await page.locator(".btn-done").click();
+      await ingest.click();
+      await page.getByRole("button", { name: "Try it out" }).click();
+      await page.locator("input[placeholder='stream']").fill("orders");
+      await page.locator("textarea.body-param__text").fill(
+        JSON.stringify([{ id: "docs-1", country: "DE", amount: 3 }]),
+      );
+      await page.getByRole("button", { name: "Execute" }).click();
+      const reply = page.locator(".live-responses-table .response-col_status", { hasText: "202" });
+      await reply.waitFor({ timeout: 15_000 });
+
+      const dir = await Deno.makeTempDir({ prefix: "edgestream_docs_" });
+      const screenshot = join(dir, "docs.png");
+      await page.screenshot({ path: screenshot, fullPage: true });
+      console.log(`/docs screenshot: ${screenshot}`);
+
+      assert.deepEqual(problems, []);
+      const foreign = requests.filter((url) => new URL(url).origin !== origin);
+      assert.deepEqual(foreign, [], "requests to another origin");
+      for (const path of ["/docs", "/docs/init.js", "/openapi.json", "/v1/streams/orders/events"]) {
+        assert.ok(requests.includes(`${origin}${path}`), `the page requested ${path}`);
+      }
+      const stream = await app.request("/v1/streams/orders", {
+        headers: { Authorization: `Bearer ${KEYS.read}` },
+      });
+      assert.equal((await stream.json()).stats.accepted, 1, "the event sent from /docs counted");
+    } finally {
+      await browser.close();
+      await server.shutdown();
+    }
+  },
+});

@@ -1,0 +1,214 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import {
+  DOCS_CONTENT_SECURITY_POLICY,
+  serveStatic,
+  SWAGGER_UI_PATH,
+} from "../../src/http/docs_routes.ts";
+import { errorResponse } from "../../src/http/errors.ts";
+import { testApp } from "../_fixtures.ts";
+
+const ROOT = new URL("../../", import.meta.url);
+const VENDOR_DIR = new URL("static/vendor/swagger-ui-dist/", ROOT);
+
+/** The `src`/`href` URLs a page loads (scripts, stylesheets, icons). */
+function assetsOf(html: string): string[] {
+  return [...html.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)="([^"]+)"/g)].map((m) => m[1]);
+}
+
+Deno.test("GET /docs serves the reference page under a strict CSP, without an API key", async () => {
+  const { app } = await testApp({ auth: true });
+  const res = await app.request("/docs");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("Content-Type"), "text/html; charset=utf-8");
+  assert.equal(res.headers.get("Cache-Control"), "no-cache");
+  assert.equal(res.headers.get("X-Content-Type-Options"), "nosniff");
+  const csp = res.headers.get("Content-Security-Policy") ?? "";
+  assert.equal(csp, DOCS_CONTENT_SECURITY_POLICY);
+  const directives = new Map(
+    csp.split(";").map((d) => {
+      const [name, ...sources] = d.trim().split(/\s+/);
+      return [name, sources];
+    }),
+  );
+  assert.deepEqual(directives.get("default-src"), ["'self'"]);
+  assert.deepEqual(directives.get("img-src"), ["'self'", "data:"]);
+  assert.deepEqual(directives.get("frame-ancestors"), ["'none'"]);
+  assert.deepEqual(directives.get("object-src"), ["'none'"]);
+  // Scripts and styles fall back to default-src: 'self' only, nothing inline or eval'd.
+  assert.equal(directives.has("script-src"), false);
+  assert.equal(directives.has("style-src"), false);
+  assert.doesNotMatch(csp, /unsafe|https?:|\*/);
+  const html = await res.text();
+  assert.match(html, /<div id="swagger-ui"><\/div>/);
+  assert.doesNotMatch(html, /<script>|<style|style=/, "no inline script or style");
+});
+
+Deno.test("every file /docs loads is served by edgestream, without an API key, typed", async () => {
+  const { app } = await testApp({ auth: true });
+  const assets = assetsOf(await (await app.request("/docs")).text());
+  assert.deepEqual(assets, [
+    `${SWAGGER_UI_PATH}/swagger-ui.css`,
+    `${SWAGGER_UI_PATH}/favicon-32x32.png`,
+    `${SWAGGER_UI_PATH}/swagger-ui-bundle.js`,
+    "/docs/init.js",
+  ]);
+  const expected: Record<string, string> = {
+    css: "text/css; charset=utf-8",
+    png: "image/png",
+    js: "text/javascript; charset=utf-8",
+  };
+  for (const path of assets) {
+    const res = await app.request(path);
+    assert.equal(res.status, 200, path);
+    assert.equal(res.headers.get("Content-Type"), expected[path.split(".").pop()!], path);
+    assert.equal(res.headers.get("X-Content-Type-Options"), "nosniff", path);
+    assert.equal(
+      res.headers.get("Cache-Control"),
+      path.startsWith(SWAGGER_UI_PATH) ? "public, max-age=86400" : "no-cache",
+      path,
+    );
+    const bytes = await res.bytes();
+    if (path.startsWith(SWAGGER_UI_PATH)) {
+      const name = path.slice(SWAGGER_UI_PATH.length + 1);
+      assert.deepEqual(bytes, await Deno.readFile(new URL(name, VENDOR_DIR)), path);
+    }
+  }
+  // The script the page runs renders the public OpenAPI document of this server.
+  const init = await (await app.request("/docs/init.js")).text();
+  assert.match(init, /url: "\/openapi\.json"/);
+  assert.match(init, /validatorUrl: null/);
+  assert.equal((await app.request("/openapi.json")).status, 200);
+  for (const name of ["LICENSE", "NOTICE", "swagger-ui-bundle.js.LICENSE.txt"]) {
+    const res = await app.request(`${SWAGGER_UI_PATH}/${name}`);
+    assert.equal(res.status, 200, name);
+    assert.equal(res.headers.get("Content-Type"), "text/plain; charset=utf-8", name);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("static files answer 304 to their ETag and send gzip to clients that accept it", async () => {
+  const { app } = await testApp();
+  const path = `${SWAGGER_UI_PATH}/swagger-ui-bundle.js`;
+  const plain = await app.request(path);
+  const etag = plain.headers.get("ETag")!;
+  assert.match(etag, /^"[0-9a-f]{32}"$/);
+  assert.equal(plain.headers.get("Content-Encoding"), null);
+  const bytes = await plain.bytes();
+  assert.equal(plain.headers.get("Content-Length"), String(bytes.length));
+
+  const gzip = await app.request(path, { headers: { "Accept-Encoding": "br, gzip" } });
+  assert.equal(gzip.headers.get("Content-Encoding"), "gzip");
+  assert.equal(gzip.headers.get("Vary"), "Accept-Encoding");
+  const gzipEtag = gzip.headers.get("ETag")!;
+  assert.notEqual(gzipEtag, etag);
+  const compressed = await gzip.bytes();
+  assert.ok(compressed.length < bytes.length / 2, `gzip: ${compressed.length} of ${bytes.length}`);
+  const unzipped = await new Response(
+    new Blob([compressed]).stream().pipeThrough(new DecompressionStream("gzip")),
+  ).bytes();
+  assert.deepEqual(unzipped, bytes);
+
+  const refused = await app.request(path, { headers: { "Accept-Encoding": "gzip;q=0" } });
+  assert.equal(refused.headers.get("Content-Encoding"), null);
+  await refused.body?.cancel();
+
+  for (const tag of [etag, `W/${etag}`, `"other", ${etag}`]) {
+    const res = await app.request(path, { headers: { "If-None-Match": tag } });
+    assert.equal(res.status, 304, tag);
+    assert.equal(res.headers.get("ETag"), etag);
+    assert.equal(await res.text(), "");
+  }
+  const stale = await app.request(path, { headers: { "If-None-Match": '"other"' } });
+  assert.equal(stale.status, 200);
+  await stale.body?.cancel();
+  const png = await app.request(`${SWAGGER_UI_PATH}/favicon-32x32.png`, {
+    headers: { "Accept-Encoding": "gzip" },
+  });
+  assert.equal(png.headers.get("Content-Encoding"), null, "images are not gzipped again");
+  await png.body?.cancel();
+});
+
+Deno.test("/docs answers 421 in open mode to a Host that is not loopback, like /openapi.json", async () => {
+  const { app } = await testApp();
+  for (const path of ["/docs", "/openapi.json", `${SWAGGER_UI_PATH}/swagger-ui.css`]) {
+    const res = await app.request(`http://rebound.example${path}`);
+    assert.equal(res.status, 421, path);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("serveStatic() answers 500 and logs the file it cannot read", async () => {
+  const app = new Hono();
+  app.onError(errorResponse);
+  app.get("/missing", serveStatic("docs/missing.html", "text/html; charset=utf-8"));
+  const logged: unknown[][] = [];
+  const original = console.error;
+  console.error = (...args: unknown[]) => logged.push(args);
+  let res;
+  try {
+    res = await app.request("/missing");
+  } finally {
+    console.error = original;
+  }
+  assert.equal(res.status, 500);
+  assert.equal((await res.json()).error.code, "internal_error");
+  const error = logged.flat().find((item) => item instanceof Error) as Error;
+  assert.match(
+    error.message,
+    /^Cannot read static\/docs\/missing\.html: .*No such file.* \(is static\/ part of the deployment\?\)$/,
+  );
+});
+
+/** Where Deno keeps the npm package `name@version` it installed from the lockfile. */
+async function cachedPackageDir(name: string, version: string): Promise<URL> {
+  const info = await new Deno.Command(Deno.execPath(), {
+    args: ["info", "--json"],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(info.success, "deno info --json failed");
+  const { npmCache } = JSON.parse(new TextDecoder().decode(info.stdout)) as { npmCache: string };
+  const registry = new URL(Deno.env.get("NPM_CONFIG_REGISTRY") ?? "https://registry.npmjs.org/");
+  return new URL(`file://${npmCache}/${registry.hostname}/${name}/${version}/`);
+}
+
+Deno.test("the vendored Swagger UI files are the locked npm package's bytes", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", ROOT)));
+  const lock = JSON.parse(await Deno.readTextFile(new URL("deno.lock", ROOT)));
+  const specifier: string = config.imports["swagger-ui-dist"];
+  assert.match(specifier, /^npm:swagger-ui-dist@\d+\.\d+\.\d+$/, "pinned to one version");
+  const version: string = lock.specifiers[specifier];
+  assert.ok(version, `deno.lock has no entry for ${specifier}`);
+  const cached = await cachedPackageDir("swagger-ui-dist", version);
+
+  const vendored: string[] = [];
+  for await (const entry of Deno.readDir(VENDOR_DIR)) vendored.push(entry.name);
+  vendored.sort();
+  assert.deepEqual(vendored, [
+    "LICENSE",
+    "NOTICE",
+    "favicon-32x32.png",
+    "swagger-ui-bundle.js",
+    "swagger-ui-bundle.js.LICENSE.txt",
+    "swagger-ui.css",
+  ]);
+  for (const name of vendored) {
+    let expected: Uint8Array;
+    try {
+      expected = await Deno.readFile(new URL(name, cached));
+    } catch (error) {
+      throw new Error(
+        `Cannot read ${name} of npm:swagger-ui-dist@${version} in Deno's cache (run deno install): ${
+          (error as Error).message
+        }`,
+      );
+    }
+    const actual = await Deno.readFile(new URL(name, VENDOR_DIR));
+    assert.ok(
+      actual.length === expected.length && actual.every((byte, i) => byte === expected[i]),
+      `static/vendor/swagger-ui-dist/${name} differs from npm:swagger-ui-dist@${version}: ` +
+        `copy it again from ${new URL(name, cached).pathname}`,
+    );
+  }
+});
