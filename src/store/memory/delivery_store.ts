@@ -12,6 +12,7 @@ import {
   type ClaimOptions,
   DEFAULT_RETENTION_MS,
   type Delivery,
+  type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
   type DispatchState,
@@ -51,6 +52,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
   #due = new Map<string, DueQueue>();
   /** Per endpoint: claimed delivery id → lease end (ms). */
   #inflight = new Map<string, Map<string, number>>();
+  /** Per endpoint: dead delivery id → when it is forgotten (ms), for counting. */
+  #dead = new Map<string, Map<string, number>>();
   /** Per endpoint: delivery ids in creation order. */
   #byEndpoint = new Map<string, string[]>();
   #buckets = new Map<string, { tokens: number; atMs: number }>();
@@ -104,6 +107,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     this.#inflight.delete(id);
     this.#buckets.delete(id);
     this.#byEndpoint.delete(id);
+    this.#dead.delete(id);
     return Promise.resolve(existed);
   }
 
@@ -256,6 +260,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
             lastError: "Endpoint is disabled",
             updatedMs: nowMs,
           });
+          this.#markDead(stored);
         }
         continue;
       }
@@ -322,6 +327,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     stored.attempts.length = Math.min(stored.attempts.length, MAX_ATTEMPTS_LOGGED);
     stored.expiresMs = nowMs + this.#retentionMs;
     this.#inflight.get(record.endpointId)?.delete(record.deliveryId);
+    if (attempt.outcome === "dead") this.#markDead(stored);
     const queue = this.#queueOf(record.endpointId);
     if (attempt.outcome === "retrying" && attempt.nextAttemptMs !== null) {
       queue.set(record.deliveryId, attempt.nextAttemptMs);
@@ -355,7 +361,18 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve("requeued");
   }
 
+  #markDead(stored: StoredDelivery): void {
+    const endpointId = stored.delivery.endpointId;
+    let dead = this.#dead.get(endpointId);
+    if (!dead) {
+      dead = new Map();
+      this.#dead.set(endpointId, dead);
+    }
+    dead.set(stored.delivery.id, stored.expiresMs);
+  }
+
   #requeue(stored: StoredDelivery, nowMs: number): void {
+    this.#dead.get(stored.delivery.endpointId)?.delete(stored.delivery.id);
     stored.claim = null;
     Object.assign(stored.delivery, {
       status: "pending",
@@ -378,6 +395,20 @@ export class MemoryDeliveryStore implements DeliveryStore {
       count += 1;
     }
     return Promise.resolve(count);
+  }
+
+  countDeliveries(): Promise<DeliveryCounts> {
+    const now = this.#now();
+    let pending = 0;
+    let dead = 0;
+    for (const queue of this.#due.values()) pending += queue.size;
+    for (const ids of this.#dead.values()) {
+      for (const [id, forgetMs] of ids) {
+        if (forgetMs > now) dead += 1;
+        else ids.delete(id);
+      }
+    }
+    return Promise.resolve({ pending, dead });
   }
 
   close(): Promise<void> {
@@ -409,6 +440,11 @@ class DueQueue {
 
   delete(id: string): void {
     this.#due.delete(id);
+  }
+
+  /** How many ids it holds. */
+  get size(): number {
+    return this.#due.size;
   }
 
   #pop(): void {
