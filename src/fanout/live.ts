@@ -13,6 +13,7 @@
 import type { CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
+import { type LiveTransport, recordLiveSubscribers } from "../telemetry/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
@@ -38,6 +39,8 @@ export interface LiveSink {
   send(payload: PublicPayload): void;
   /** Ends the subscription from the server side (the hub is closing). */
   close(reason: string): void;
+  /** How the subscriber is connected, for `edgestream.live.subscribers`. @default {none: not counted} */
+  transport?: LiveTransport;
 }
 
 /** Options for {@linkcode LiveHub}. */
@@ -209,6 +212,7 @@ export class LiveHub {
     }
     tail.subscribers.add(subscriber);
     this.#count(subscription, 1);
+    if (sink.transport) recordLiveSubscribers(sink.transport, 1);
     tail.signalledAt = 0; // what is wanted may have grown: signal on the next poll
     const unsubscribe = () => this.#unsubscribe(tail, subscriber);
     try {
@@ -252,6 +256,7 @@ export class LiveHub {
   #unsubscribe(tail: Tail, subscriber: Subscriber): void {
     if (!tail.subscribers.delete(subscriber)) return;
     this.#count(subscriber.subscription, -1);
+    if (subscriber.sink.transport) recordLiveSubscribers(subscriber.sink.transport, -1);
     if (tail.subscribers.size > 0) return;
     tail.stopped = true;
     clearTimeout(tail.timer);

@@ -155,6 +155,7 @@ function subscribeOverSocket(
         close(reason) {
           socket.close(1001, closeReason(reason));
         },
+        transport: "ws",
       };
       deps.live.subscribe(subscription, sink).then((stop) => {
         if (!open) return stop();
@@ -205,6 +206,7 @@ function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscri
         write(payload.type, JSON.stringify(payload));
       },
       close: end,
+      transport: "sse",
     };
     sse.onAbort(() => ended.resolve());
     let unsubscribe: () => void;
