@@ -15,6 +15,7 @@ import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
+import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 
 let started: ReturnType<typeof setUp> | undefined;
 
@@ -43,17 +44,23 @@ async function setUp() {
   await webhooks.refreshEndpoints().catch((error: Error) =>
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
   );
-  return { app, streams, store, webhooks };
+  // The webhook backlog is shared: the isolate that ran the last cron sweep
+  // reports it (until its lease ends: over two minutes, two cron runs).
+  const backlog = new WebhookBacklogGauges(config.deliveries, { leaseMs: 150_000 });
+  return { app, streams, store, webhooks, backlog };
 }
 
 // First, at the top level, before the server starts, as Deno Deploy requires.
 Deno.cron("edgestream sweep", "* * * * *", async () => {
-  const { streams, store, webhooks } = await ready();
+  const { streams, store, webhooks, backlog } = await ready();
   const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
   // The sweep leaves its sends running; Deploy may stop the isolate once the
   // handler returns, so they finish inside it. Were it stopped anyway, the
   // deliveries are stored and a later run sends them once their claims' leases end.
   const sent = await webhooks.settle();
+  await backlog.refresh().catch((error: Error) =>
+    console.error(`edgestream: cannot count webhook deliveries: ${error.message}`)
+  );
   const queued = report.fanout?.[0]?.queued ?? 0;
   if (report.closed.length > 0 || report.fired.length > 0 || sent.attempted > 0) {
     console.log(

@@ -53,6 +53,7 @@ import {
   RedisStore,
   type Store,
 } from "./store/mod.ts";
+import { InstrumentedStore } from "./telemetry/mod.ts";
 
 /** Where variables come from: `Deno.env`, or a plain map in tests. */
 export interface EnvSource {
@@ -66,8 +67,10 @@ export interface ServerConfig {
   configPath: string;
   /** Compiled streams by name. */
   streams: Map<string, CompiledStream>;
-  /** Memory or Redis, per the Upstash variables. */
+  /** Memory or Redis, per the Upstash variables, measured (`edgestream.store.*`). */
   store: Store;
+  /** Where the webhook service keeps endpoints and deliveries. */
+  deliveries: DeliveryStore;
   /** Webhook fan-out, its deliveries kept beside the store. */
   webhooks: WebhookService;
   /** API keys; empty means open development mode. */
@@ -174,19 +177,25 @@ export function storeFromEnv(env: EnvSource): Store {
   return new RedisStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" });
 }
 
+/** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
+export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
+  const redis = redisFromEnv(env);
+  return redis
+    ? new RedisDeliveryStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
+    : new MemoryDeliveryStore();
+}
+
 /**
  * Builds the webhook service from the environment: deliveries in Redis when
- * the Upstash variables are set (in memory otherwise), the URL allow-list and
- * the disable period. Throws {@linkcode ConfigError} for a bad setting.
+ * the Upstash variables are set (in memory otherwise; or `deliveries` when
+ * given), the URL allow-list and the disable period. Throws
+ * {@linkcode ConfigError} for a bad setting.
  */
 export function webhooksFromEnv(
   env: EnvSource,
-  options: { store: Store; streams: Map<string, CompiledStream> },
+  options: { store: Store; streams: Map<string, CompiledStream>; deliveries?: DeliveryStore },
 ): WebhookService {
-  const redis = redisFromEnv(env);
-  const deliveries: DeliveryStore = redis
-    ? new RedisDeliveryStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
-    : new MemoryDeliveryStore();
+  const deliveries = options.deliveries ?? deliveriesFromEnv(env);
   let policy: UrlPolicy;
   try {
     policy = new UrlPolicy({
@@ -287,8 +296,9 @@ export async function configFromEnv(
     if (!(error instanceof ConfigError)) throw error;
     throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
   }
-  const store = storeFromEnv(env);
-  const webhooks = webhooksFromEnv(env, { store, streams });
+  const store = new InstrumentedStore(storeFromEnv(env));
+  const deliveries = deliveriesFromEnv(env);
+  const webhooks = webhooksFromEnv(env, { store, streams, deliveries });
 
   const notices = [
     store.kind === "redis"
@@ -316,6 +326,7 @@ export async function configFromEnv(
     configPath,
     streams,
     store,
+    deliveries,
     webhooks,
     keys,
     origins,

@@ -9,6 +9,11 @@ import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig } from "./env.ts";
 import { LiveHub, sweepOnce } from "./fanout/mod.ts";
+import { WebhookBacklogGauges } from "./telemetry/mod.ts";
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
 
 function fail(message: string): never {
   console.error(`edgestream: ${message}`);
@@ -28,11 +33,19 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
   );
   if (config.sweepEveryMs > 0) {
+    // The webhook backlog is shared: one sweeping process at a time reports it.
+    const backlog = new WebhookBacklogGauges(config.deliveries, {
+      leaseMs: 3 * config.sweepEveryMs,
+    });
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
     setInterval(() => {
-      sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch((error) =>
-        console.error(`edgestream: sweep failed: ${error instanceof Error ? error.message : error}`)
+      sweepOnce(streams.values(), store, { consumers: [webhooks] }).then(
+        () =>
+          backlog.refresh().catch((error) =>
+            console.error(`edgestream: cannot count webhook deliveries: ${describe(error)}`)
+          ),
+        (error) => console.error(`edgestream: sweep failed: ${describe(error)}`),
       );
     }, config.sweepEveryMs);
   }

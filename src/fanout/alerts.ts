@@ -11,6 +11,7 @@ import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
 import { OTHER_GROUP } from "../store/types.ts";
+import { recordAlertsFired } from "../telemetry/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
 import { aggregateValue, decodeGroup, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 
@@ -99,6 +100,16 @@ export function evaluateAlerts(
     }
   }
   return firings;
+}
+
+/**
+ * Counts firings that were new (as `Store.fireAlerts` returns them) in
+ * `edgestream.alerts.fired`, per alert; each fires once across instances.
+ */
+export function countFirings(stream: string, fired: readonly AlertFiring[]): void {
+  const byAlert = new Map<string, number>();
+  for (const firing of fired) byAlert.set(firing.alert, (byAlert.get(firing.alert) ?? 0) + 1);
+  for (const [alert, count] of byAlert) recordAlertsFired(count, { stream, alert });
 }
 
 /** Options for {@linkcode AlertWatcher}. */
@@ -209,6 +220,7 @@ export class AlertWatcher {
     }
     if (firings.length === 0) return;
     const fired = await this.#store.fireAlerts(stream.name, firings);
+    countFirings(stream.name, fired);
     if (fired.length > 0) this.#onFired(stream.name, fired);
   }
 

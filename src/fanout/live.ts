@@ -25,6 +25,7 @@ import {
   parseLogId,
   type Store,
 } from "../store/types.ts";
+import { type LiveTransport, recordLiveSubscribers } from "../telemetry/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
@@ -53,6 +54,8 @@ export interface LiveSink {
   send(payload: PublicPayload, id: string): void;
   /** Ends the subscription from the server side (the hub is closing, or a resume broke off). */
   close(reason: string): void;
+  /** How the subscriber is connected, for `edgestream.live.subscribers`. @default {none: not counted} */
+  transport?: LiveTransport;
 }
 
 /** Where a subscription starts in its stream's result log. */
@@ -311,6 +314,7 @@ export class LiveHub {
     }
     tail.subscribers.add(subscriber);
     this.#count(subscription, 1);
+    if (sink.transport) recordLiveSubscribers(sink.transport, 1);
     tail.signalledAt = 0; // what is wanted may have grown: signal on the next poll
     const unsubscribe = () => this.#unsubscribe(tail, subscriber);
     const { afterId, signal } = options;
@@ -366,6 +370,7 @@ export class LiveHub {
   #unsubscribe(tail: Tail, subscriber: Subscriber): void {
     if (!tail.subscribers.delete(subscriber)) return;
     this.#count(subscriber.subscription, -1);
+    if (subscriber.sink.transport) recordLiveSubscribers(subscriber.sink.transport, -1);
     if (tail.subscribers.size > 0) return;
     tail.stopped = true;
     clearTimeout(tail.timer);

@@ -17,7 +17,8 @@
  */
 import type { CompiledStream } from "../config/mod.ts";
 import type { AlertFiring, ClosedWindow, Store } from "../store/types.ts";
-import { evaluateAlerts } from "./alerts.ts";
+import { recordWindowsClosed } from "../telemetry/mod.ts";
+import { countFirings, evaluateAlerts } from "./alerts.ts";
 
 /** What one sweep did, per stream. */
 export interface SweepReport<Queued = unknown> {
@@ -69,7 +70,10 @@ export async function sweepOnce<Queued = unknown>(
       for (const window of due) alerted.add(`${window.counter}|${window.start}`);
     }
     const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
-    for (const window of windows) closed.push({ ...window, stream: stream.name });
+    for (const window of windows) {
+      closed.push({ ...window, stream: stream.name });
+      recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
+    }
     // Windows that became due between the two calls.
     const late = windows.filter((window) => !alerted.has(`${window.counter}|${window.start}`));
     if (stream.alerts.length === 0 || late.length === 0) continue;
@@ -96,5 +100,8 @@ async function fireOnFinal(
     const rows = window.groups.map((group) => ({ ...group, start: window.start, end: window.end }));
     return evaluateAlerts(stream.alerts, counter, rows);
   });
-  return firings.length === 0 ? [] : await store.fireAlerts(stream.name, firings);
+  if (firings.length === 0) return [];
+  const fired = await store.fireAlerts(stream.name, firings);
+  countFirings(stream.name, fired);
+  return fired;
 }

@@ -54,6 +54,7 @@ import type { CompiledStream } from "../config/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "./auth.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
 import type { Store } from "../store/types.ts";
+import { type IngestScope, traceIngest } from "../telemetry/mod.ts";
 import {
   BodyError,
   type BodyLimits,
@@ -354,7 +355,15 @@ class IngestConnection {
     };
   }
 
-  async #handle(frame: QueuedFrame): Promise<FrameReply> {
+  /** Answers one frame, traced as one ingest request. */
+  #handle(frame: QueuedFrame): Promise<FrameReply> {
+    return traceIngest(
+      { stream: this.#stream.name, transport: "ws" },
+      (scope) => this.#answer(frame, scope),
+    );
+  }
+
+  async #answer(frame: QueuedFrame, scope: IngestScope): Promise<FrameReply> {
     const read = readFrame(frame.text, this.#deps.limits);
     const seq = read.seq ?? frame.number;
     if (!read.ok) {
@@ -372,8 +381,10 @@ class IngestConnection {
         nowMs: this.#deps.now(),
         idempotency: read.idempotency,
       });
+      scope.answered({ ...reply, rejected: reply.rejected.length });
       return { type: "ack", seq, ...reply };
     } catch (error) {
+      scope.failed(error);
       const api = apiErrorOf(error);
       if (api && !(api.status === 500)) {
         return {

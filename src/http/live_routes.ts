@@ -169,6 +169,7 @@ function subscribeOverSocket(
         close(reason) {
           socket.close(1001, closeReason(reason));
         },
+        transport: "ws",
       };
       deps.live.subscribe(subscription, sink).then((stop) => {
         if (!connected) return stop();
@@ -236,6 +237,7 @@ function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscri
         write(payload.type, JSON.stringify(payload), id);
       },
       close: end,
+      transport: "sse",
     };
     sse.onAbort(() => {
       ending = true;

@@ -14,6 +14,7 @@ import { sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
 import { currentWindow, listWindows } from "../query/mod.ts";
 import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
+import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
@@ -187,21 +188,25 @@ const ingestRoute = createRoute({
 function ingest(deps: StreamRouteDeps) {
   return async (c: Context) => {
     const stream = findStream(deps.streams, c.req.param("stream") ?? "");
-    const format = bodyFormat(c.req.header("Content-Type"));
-    const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
-      timeoutMs: deps.limits.bodyTimeoutMs,
-    });
-    const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
-    const key = c.req.header("Idempotency-Key");
-    if (key !== undefined) {
-      const problem = idempotencyKeyProblem(key);
-      if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
-    }
-    const reply = await ingestItems(stream, items, {
-      ...deps.ingestOptions(stream.name),
-      store: deps.store,
-      nowMs: deps.now(),
-      idempotency: key === undefined ? undefined : { key, body: bytes },
+    const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
+      const format = bodyFormat(c.req.header("Content-Type"));
+      const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
+        timeoutMs: deps.limits.bodyTimeoutMs,
+      });
+      const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
+      const key = c.req.header("Idempotency-Key");
+      if (key !== undefined) {
+        const problem = idempotencyKeyProblem(key);
+        if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
+      }
+      const reply = await ingestItems(stream, items, {
+        ...deps.ingestOptions(stream.name),
+        store: deps.store,
+        nowMs: deps.now(),
+        idempotency: key === undefined ? undefined : { key, body: bytes },
+      });
+      scope.answered({ ...reply, rejected: reply.rejected.length });
+      return reply;
     });
     if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {

@@ -15,6 +15,7 @@ import type {
   RateLimitClaim,
   Store,
 } from "../store/types.ts";
+import { attachIngestSpan } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
 import { validateEvent } from "../validate/mod.ts";
@@ -320,6 +321,8 @@ async function ingestOnce(
     };
   }
   if (options.rateLimit) request.rateLimit = { ...options.rateLimit, cost: accepted };
+  // An apply that serves this request with others links to its span.
+  attachIngestSpan(request);
   const result = await store.applyBatch({
     stream: stream.name,
     nowMs,

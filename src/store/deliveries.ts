@@ -295,6 +295,14 @@ export function comparePositions(a: CursorPosition, b: CursorPosition): number {
 /** What {@linkcode DeliveryStore.retry} did. */
 export type RetryResult = "requeued" | "not_found" | "in_flight";
 
+/** What {@linkcode DeliveryStore.countDeliveries} reports. */
+export interface DeliveryCounts {
+  /** Deliveries waiting to be sent: pending or retrying (claimed ones included). */
+  pending: number;
+  /** Dead deliveries still kept (until the retention period after they died ends). */
+  dead: number;
+}
+
 /** Storage of endpoints, deliveries, attempts, due queues and dispatch cursors. */
 export interface DeliveryStore {
   /** Short name (`memory`, `redis`). */
@@ -362,6 +370,12 @@ export interface DeliveryStore {
   retry(deliveryId: string, nowMs: number): Promise<RetryResult>;
   /** Makes an endpoint's `retrying` and `dead` deliveries created since `sinceMs` due now. */
   replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number>;
+  /**
+   * Counts the deliveries of existing endpoints that wait to be sent and the
+   * dead ones, over all endpoints, without reading the deliveries: its cost
+   * grows with the number of endpoints only.
+   */
+  countDeliveries(): Promise<DeliveryCounts>;
   /** Releases resources. */
   close(): Promise<void>;
 }

@@ -682,6 +682,54 @@ const scenarios: Record<string, Scenario> = {
     );
   },
 
+  async "countDeliveries() counts waiting and dead deliveries of existing endpoints"(store) {
+    assert.deepEqual(await store.countDeliveries(), { pending: 0, dead: 0 });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    await store.createDeliveries([...[1, 2, 3].map((n) => delivery(n)), delivery(4, "ep_b")]);
+    assert.deepEqual(await store.countDeliveries(), { pending: 4, dead: 0 });
+    const claims = await store.claimDue(claimOptions(T0));
+    assert.equal(claims.length, 4);
+    assert.deepEqual(await store.countDeliveries(), { pending: 4, dead: 0 }, "claimed still wait");
+    const outcomes: Record<string, Attempt["outcome"]> = {
+      [delivery(1).id]: "succeeded",
+      [delivery(2).id]: "retrying",
+      [delivery(3).id]: "dead",
+      [delivery(4, "ep_b").id]: "dead",
+    };
+    for (const claim of claims) {
+      const outcome = outcomes[claim.delivery.id];
+      await store.recordAttempt({
+        deliveryId: claim.delivery.id,
+        endpointId: claim.endpoint.id,
+        token: claim.token,
+        attempt: attempt(outcome, outcome === "retrying" ? T0 + 5_000 : null),
+        nowMs: T0,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      });
+    }
+    assert.deepEqual(await store.countDeliveries(), { pending: 1, dead: 2 });
+    assert.equal(await store.retry(delivery(3).id, T0 + 1), "requeued");
+    assert.deepEqual(await store.countDeliveries(), { pending: 2, dead: 1 }, "a retry revives");
+    await store.deleteEndpoint("ep_b");
+    assert.deepEqual(await store.countDeliveries(), { pending: 2, dead: 0 });
+    await store.putEndpoint(config("ep_c"), {
+      expectVersion: null,
+      state: { disabled: true, disabledReason: "Gone" },
+    });
+    await store.createDeliveries([delivery(5, "ep_c")]);
+    assert.deepEqual(await store.countDeliveries(), { pending: 3, dead: 0 });
+    await store.claimDue(claimOptions(T0 + 2));
+    assert.deepEqual(
+      await store.countDeliveries(),
+      { pending: 2, dead: 1 },
+      "due deliveries of a disabled endpoint die",
+    );
+    assert.equal(await store.replay("ep_a", { sinceMs: T0, nowMs: T0 + 3 }), 1);
+    assert.deepEqual(await store.countDeliveries(), { pending: 2, dead: 1 });
+  },
+
   async "beginPage() fixes one page per cursor and commitPage() moves the cursor once"(store) {
     assert.deepEqual(await store.dispatchState("s"), { cursor: null, planEnd: null });
     assert.deepEqual(await store.beginPage("s", null, "5-0"), { cursor: null, planEnd: "5-0" });
@@ -747,6 +795,52 @@ Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention per
     ["msg_s_2"],
   );
 });
+
+/** Kills one delivery at T0 and counts at the end of its retention and just after. */
+async function deadCountsAroundRetention(
+  store: DeliveryStore,
+  setNow: (ms: number) => void,
+  retentionMs: number,
+): Promise<number[]> {
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries([delivery(1)]);
+  const [claim] = await store.claimDue(claimOptions(T0));
+  await store.recordAttempt({
+    deliveryId: claim.delivery.id,
+    endpointId: "ep_a",
+    token: claim.token,
+    attempt: attempt("dead", null),
+    nowMs: T0,
+    disableAfterMs: 5 * DAY,
+    failingReason: "Failing",
+  });
+  const counts = [];
+  for (const nowMs of [T0, T0 + retentionMs - 1_000, T0 + retentionMs + 1_000]) {
+    setNow(nowMs);
+    counts.push((await store.countDeliveries()).dead);
+  }
+  return counts;
+}
+
+Deno.test("MemoryDeliveryStore: countDeliveries() stops counting a dead delivery it forgot", async () => {
+  let now = T0;
+  const store = new MemoryDeliveryStore({ now: () => now, retentionMs: DAY });
+  assert.deepEqual(await deadCountsAroundRetention(store, (ms) => now = ms, DAY), [1, 1, 0]);
+});
+
+redisTest(
+  "RedisDeliveryStore: countDeliveries() stops counting a dead delivery it forgot",
+  async (fixture) => {
+    let now = T0;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { now: () => now, retentionMs: DAY });
+    assert.deepEqual(await deadCountsAroundRetention(store, (ms) => now = ms, DAY), [1, 1, 0]);
+  },
+);
 
 redisTest(
   "RedisDeliveryStore: keys sit under the {wh} hash tag and growing ones expire",

@@ -9,6 +9,7 @@
  * @module
  */
 import type { Attempt, Claim, DeliveryStore } from "../../store/deliveries.ts";
+import { recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
@@ -191,7 +192,8 @@ export class Sender {
         retryAfterMs: null,
       };
     }
-    const durationMs = Math.round(performance.now() - started);
+    const elapsedMs = performance.now() - started;
+    const durationMs = Math.round(elapsedMs);
     const nowMs = this.#now();
     const succeeded = result.status !== null && result.status >= 200 && result.status < 300;
     const gone = result.status === 410;
@@ -226,6 +228,7 @@ export class Sender {
       failingReason: `Every attempt failed for ${describeDuration(this.#disableAfterMs)}`,
     });
     if (recorded) {
+      recordWebhookDelivery(outcome === "retrying" ? "failed" : outcome, elapsedMs / 1000);
       this.#counts.attempted += 1;
       if (succeeded) this.#counts.succeeded += 1;
       else this.#counts.failed += 1;

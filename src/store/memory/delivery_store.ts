@@ -15,6 +15,7 @@ import {
   decodeCursor,
   DEFAULT_RETENTION_MS,
   type Delivery,
+  type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
   type DispatchState,
@@ -57,6 +58,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
   #due = new Map<string, DueQueue>();
   /** Per endpoint: claimed delivery id → lease end (ms). */
   #inflight = new Map<string, Map<string, number>>();
+  /** Per endpoint: dead delivery id → when it is forgotten (ms), for counting. */
+  #dead = new Map<string, Map<string, number>>();
   /** Per endpoint: delivery positions, ascending by creation time, then id (the list order reversed). */
   #byEndpoint = new Map<string, CursorPosition[]>();
   #buckets = new Map<string, { tokens: number; atMs: number }>();
@@ -121,6 +124,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     this.#inflight.delete(id);
     this.#buckets.delete(id);
     this.#byEndpoint.delete(id);
+    this.#dead.delete(id);
     return Promise.resolve(existed);
   }
 
@@ -295,6 +299,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
           });
           // A lapsed claim must not record over the dead status later.
           stored.claim = null;
+          this.#markDead(stored);
           this.#inflightOf(endpointId).delete(id);
         }
         continue;
@@ -362,6 +367,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     stored.attempts.length = Math.min(stored.attempts.length, MAX_ATTEMPTS_LOGGED);
     stored.expiresMs = nowMs + this.#retentionMs;
     this.#inflight.get(record.endpointId)?.delete(record.deliveryId);
+    if (attempt.outcome === "dead") this.#markDead(stored);
     const queue = this.#queueOf(record.endpointId);
     if (attempt.outcome === "retrying" && attempt.nextAttemptMs !== null) {
       queue.set(record.deliveryId, attempt.nextAttemptMs);
@@ -395,7 +401,18 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve("requeued");
   }
 
+  #markDead(stored: StoredDelivery): void {
+    const endpointId = stored.delivery.endpointId;
+    let dead = this.#dead.get(endpointId);
+    if (!dead) {
+      dead = new Map();
+      this.#dead.set(endpointId, dead);
+    }
+    dead.set(stored.delivery.id, stored.expiresMs);
+  }
+
   #requeue(stored: StoredDelivery, nowMs: number): void {
+    this.#dead.get(stored.delivery.endpointId)?.delete(stored.delivery.id);
     stored.claim = null;
     Object.assign(stored.delivery, {
       status: "pending",
@@ -418,6 +435,20 @@ export class MemoryDeliveryStore implements DeliveryStore {
       count += 1;
     }
     return Promise.resolve(count);
+  }
+
+  countDeliveries(): Promise<DeliveryCounts> {
+    const now = this.#now();
+    let pending = 0;
+    let dead = 0;
+    for (const queue of this.#due.values()) pending += queue.size;
+    for (const ids of this.#dead.values()) {
+      for (const [id, forgetMs] of ids) {
+        if (forgetMs > now) dead += 1;
+        else ids.delete(id);
+      }
+    }
+    return Promise.resolve({ pending, dead });
   }
 
   close(): Promise<void> {
@@ -461,6 +492,11 @@ class DueQueue {
 
   delete(id: string): void {
     this.#due.delete(id);
+  }
+
+  /** How many ids it holds. */
+  get size(): number {
+    return this.#due.size;
   }
 
   #pop(): void {

@@ -18,6 +18,8 @@
  * - `rl:<ep>` — rate limit token bucket: `tk` tokens, `ts` last refill (ms); expires when it would
  *   be full again (a missing bucket is a full one).
  * - `ix:<ep>` — zset delivery id → creation time, for listing and replay; PX = retention.
+ * - `dd:<ep>` — dead deliveries: zset delivery id → when its hash expires, for counting;
+ *   PX = retention.
  * - `cur:<stream>` — dispatch cursor hash: `c` cursor, `p` planned page end; PX 30 days.
  * - `lease:<name>` — a lease token, PX = lease.
  *
@@ -38,6 +40,7 @@ local function queueKey(ep) return P .. "q:" .. ep end
 local function inFlightKey(ep) return P .. "f:" .. ep end
 local function rateKey(ep) return P .. "rl:" .. ep end
 local function indexKey(ep) return P .. "ix:" .. ep end
+local function deadKey(ep) return P .. "dd:" .. ep end
 local function cursorKey(stream) return P .. "cur:" .. stream end
 local function leaseKey(name) return P .. "lease:" .. name end
 local function hash(key)
@@ -88,8 +91,18 @@ local function rankAfter(key, descending, score, member)
   end
   return before
 end
+-- Indexes a delivery that just died until its hash expires, for countDeliveries.
+local function markDead(ep, id, key, now, retention)
+  local ttl = redis.call("PTTL", key)
+  if ttl < 0 then ttl = retention end
+  local dead = deadKey(ep)
+  redis.call("ZREMRANGEBYSCORE", dead, "-inf", num(now))
+  redis.call("ZADD", dead, num(now + ttl), id)
+  redis.call("PEXPIRE", dead, retention)
+end
 local function requeue(key, now, retention)
   local d = hash(key)
+  redis.call("ZREM", deadKey(d.ep), d.id)
   redis.call("HSET", key, "status", "pending", "tries", "0", "next", num(now), "updated", num(now))
   redis.call("HDEL", key, "claim", "until")
   redis.call("PEXPIRE", key, retention)
@@ -166,7 +179,8 @@ return cjson.encode({ rows = rows, next = next })
 export const DELETE_ENDPOINT_SCRIPT = COMMON + `
 local id = args.id
 local existed = redis.call("DEL", endpointKey(id))
-redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id))
+redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id),
+  deadKey(id))
 redis.call("ZREM", ENDPOINTS_KEY, id)
 redis.call("ZREM", DUE_ENDPOINTS_KEY, id)
 return existed
@@ -311,13 +325,14 @@ return redis.call("LRANGE", attemptsKey(id), 0, -1)
 `;
 
 /**
- * Claims due deliveries. ARGV[1]: `{now, limit, lease, conc, token}`. Visits endpoints with
+ * Claims due deliveries. ARGV[1]: `{now, limit, lease, conc, token, retention}`. Visits endpoints with
  * due work, earliest first; per endpoint claims up to its free concurrency and rate-limit
  * tokens. Due deliveries of a disabled endpoint become dead. Returns JSON
  * `[[{delivery hash}, endpointJson, {state}, token], …]`.
  */
 export const CLAIM_SCRIPT = COMMON + `
 local now, limit, lease, concurrency, tokenPrefix = args.now, args.limit, args.lease, args.conc, args.token
+local retention = args.retention
 local out, seq = {}, 0
 local endpoints = redis.call("ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0, limit * 4)
 for _, ep in ipairs(endpoints) do
@@ -335,6 +350,7 @@ for _, ep in ipairs(endpoints) do
         if redis.call("EXISTS", key) == 1 then
           redis.call("HSET", key, "status", "dead", "next", "", "lerr", "Endpoint is disabled",
             "updated", num(now))
+          markDead(ep, id, key, now, retention)
           -- A lapsed claim must not record over the dead status later.
           redis.call("HDEL", key, "claim", "until")
         end
@@ -434,6 +450,7 @@ if outcome == "retrying" then
 else
   redis.call("ZREM", queue, id)
 end
+if outcome == "dead" then markDead(ep, id, key, now, retention) end
 refresh(ep)
 local disabled = 0
 local st = endpointStateKey(ep)
@@ -485,4 +502,18 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", indexKey(ep), num(since), "+inf"
   end
 end
 return count
+`;
+
+/**
+ * Counts waiting and dead deliveries over the existing endpoints. ARGV[1]: `{now}`. Returns
+ * JSON `[pending, dead]`.
+ */
+export const COUNT_SCRIPT = COMMON + `
+local now = args.now
+local pending, dead = 0, 0
+for _, ep in ipairs(redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1)) do
+  pending = pending + redis.call("ZCARD", queueKey(ep))
+  dead = dead + redis.call("ZCOUNT", deadKey(ep), "(" .. num(now), "+inf")
+end
+return cjson.encode({ pending, dead })
 `;

@@ -11,6 +11,7 @@ import {
   BEGIN_PAGE_SCRIPT,
   CLAIM_SCRIPT,
   COMMIT_PAGE_SCRIPT,
+  COUNT_SCRIPT,
   CREATE_SCRIPT,
   CURSOR_SCRIPT,
   DELETE_ENDPOINT_SCRIPT,
@@ -35,6 +36,7 @@ import {
   decodeCursor,
   DEFAULT_RETENTION_MS,
   type Delivery,
+  type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
   type DispatchState,
@@ -307,6 +309,7 @@ export class RedisDeliveryStore implements DeliveryStore {
           lease: options.leaseMs,
           conc: options.maxConcurrency,
           token: crypto.randomUUID(),
+          retention: this.#retentionMs,
         }),
       ),
     );
@@ -360,6 +363,13 @@ export class RedisDeliveryStore implements DeliveryStore {
         retention: this.#retentionMs,
       }),
     );
+  }
+
+  async countDeliveries(): Promise<DeliveryCounts> {
+    const [pending, dead] = fromJson<[number, number]>(
+      await this.#run("countDeliveries", COUNT_SCRIPT, { now: this.#now() }),
+    );
+    return { pending, dead };
   }
 
   close(): Promise<void> {

@@ -1,0 +1,190 @@
+/**
+ * edgestream's OpenTelemetry instruments and the small functions the stages
+ * call to record them. Deno registers the meter provider itself when
+ * `OTEL_DENO=true` (no SDK is bundled); without it the API hands out no-op
+ * instruments and every call here does nothing.
+ *
+ * Attributes stay low-cardinality: stream, counter and alert names come from
+ * the config file, never from a request.
+ *
+ * @module
+ */
+import { metrics } from "@opentelemetry/api";
+
+/** Instrumentation scope name of every instrument and span. */
+export const SCOPE_NAME = "edgestream";
+/** Instrumentation scope version. */
+export const SCOPE_VERSION = "0.1.0";
+
+/** How an ingest request arrived. */
+export type IngestTransport = "http" | "ws";
+/** What became of one event of an ingest request; each event has exactly one. */
+export type EventOutcomeName = "accepted" | "duplicate" | "late" | "filtered" | "rejected";
+/** How a store call ended: answered, store unreachable (503), or failed otherwise (500). */
+export type StoreResult = "ok" | "unavailable" | "refused";
+/** How one webhook attempt ended: sent, failed with a retry planned, or failed for good. */
+export type DeliveryOutcome = "succeeded" | "failed" | "dead";
+/** How a live subscriber is connected. */
+export type LiveTransport = "ws" | "sse";
+
+// Seconds, from a fast memory-store apply up to the webhook request timeout.
+const SECONDS_BUCKETS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.075,
+  0.1,
+  0.25,
+  0.5,
+  0.75,
+  1,
+  2.5,
+  5,
+  7.5,
+  10,
+  15,
+];
+
+const meter = metrics.getMeter(SCOPE_NAME, SCOPE_VERSION);
+
+const events = meter.createCounter("edgestream.events", {
+  description: "Events received by ingest, by what became of them",
+  unit: "{event}",
+});
+const ingestDuration = meter.createHistogram("edgestream.ingest.duration", {
+  description: "Time to answer one ingest request (HTTP) or frame (WebSocket)",
+  unit: "s",
+  advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
+});
+const storeCalls = meter.createCounter("edgestream.store.calls", {
+  description: "Calls to the stream store",
+  unit: "{call}",
+});
+const storeDuration = meter.createHistogram("edgestream.store.duration", {
+  description: "Duration of calls to the stream store",
+  unit: "s",
+  advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
+});
+const windowsClosed = meter.createCounter("edgestream.windows.closed", {
+  description: "Windows closed with their final values (once across instances)",
+  unit: "{window}",
+});
+const alertsFired = meter.createCounter("edgestream.alerts.fired", {
+  description: "Alerts fired (once per window and group across instances)",
+  unit: "{alert}",
+});
+const webhookDeliveries = meter.createCounter("edgestream.webhook.deliveries", {
+  description: "Webhook delivery attempts, by outcome",
+  unit: "{attempt}",
+});
+const webhookDeliveryDuration = meter.createHistogram("edgestream.webhook.delivery.duration", {
+  description: "Duration of webhook delivery attempts",
+  unit: "s",
+  advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
+});
+const liveSubscribers = meter.createUpDownCounter("edgestream.live.subscribers", {
+  description: "Live subscribers connected to this instance",
+  unit: "{subscriber}",
+});
+
+/** Attributes of the ingest instruments. */
+export interface IngestAttributes {
+  /** Stream name (from the config file). */
+  stream: string;
+  /** How the request arrived. */
+  transport: IngestTransport;
+}
+
+/** The event counts of one answered ingest request. */
+export interface IngestCounts {
+  /** Events acknowledged (the reply's `accepted`: applied, duplicates, late and filtered). */
+  accepted: number;
+  /** Of those, duplicates. */
+  duplicates: number;
+  /** Of those, late events. */
+  late: number;
+  /** Of those, events a filter dropped. */
+  filtered: number;
+  /** Events refused. */
+  rejected: number;
+}
+
+/**
+ * Counts the events of one answered ingest request in `edgestream.events`.
+ * Outcomes do not overlap, so their sum is the events received: `accepted`
+ * counts the events applied to the counters (the reply's `accepted` minus
+ * its duplicates, late and filtered events).
+ *
+ * @example
+ * ```ts
+ * import { recordEvents } from "./metrics.ts";
+ *
+ * const counts = { accepted: 3, duplicates: 1, late: 0, filtered: 0, rejected: 1 };
+ * recordEvents(counts, { stream: "orders", transport: "http" });
+ * ```
+ */
+export function recordEvents(counts: IngestCounts, attributes: IngestAttributes): void {
+  const outcomes: Array<[EventOutcomeName, number]> = [
+    ["accepted", counts.accepted - counts.duplicates - counts.late - counts.filtered],
+    ["duplicate", counts.duplicates],
+    ["late", counts.late],
+    ["filtered", counts.filtered],
+    ["rejected", counts.rejected],
+  ];
+  const { stream, transport } = attributes;
+  for (const [outcome, count] of outcomes) {
+    if (count > 0) events.add(count, { stream, outcome, transport });
+  }
+}
+
+/** Records how long (seconds) one ingest request or frame took to answer. */
+export function recordIngestDuration(seconds: number, attributes: IngestAttributes): void {
+  ingestDuration.record(seconds, { stream: attributes.stream, transport: attributes.transport });
+}
+
+/** Attributes of the store instruments. */
+export interface StoreCallAttributes {
+  /** The `Store` method called (`applyBatch`, `readWindows`, …). */
+  operation: string;
+  /** How it ended. */
+  result: StoreResult;
+}
+
+/** Records one call to the stream store and how long (seconds) it took. */
+export function recordStoreCall(seconds: number, attributes: StoreCallAttributes): void {
+  const { operation, result } = attributes;
+  storeCalls.add(1, { operation, result });
+  storeDuration.record(seconds, { operation, result });
+}
+
+/** Counts `count` windows of one counter that closed. */
+export function recordWindowsClosed(
+  count: number,
+  attributes: { stream: string; counter: string },
+): void {
+  if (count > 0) {
+    windowsClosed.add(count, { stream: attributes.stream, counter: attributes.counter });
+  }
+}
+
+/** Counts `count` firings of one alert. */
+export function recordAlertsFired(
+  count: number,
+  attributes: { stream: string; alert: string },
+): void {
+  if (count > 0) alertsFired.add(count, { stream: attributes.stream, alert: attributes.alert });
+}
+
+/** Records one webhook delivery attempt and how long (seconds) it took. */
+export function recordWebhookDelivery(outcome: DeliveryOutcome, seconds: number): void {
+  webhookDeliveries.add(1, { outcome });
+  webhookDeliveryDuration.record(seconds, { outcome });
+}
+
+/** Adds `delta` (1 on subscribe, -1 on leave) to the live subscribers of a transport. */
+export function recordLiveSubscribers(transport: LiveTransport, delta: number): void {
+  liveSubscribers.add(delta, { transport });
+}

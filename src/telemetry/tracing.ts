@@ -1,0 +1,168 @@
+/**
+ * Spans: one `edgestream.ingest` span per ingest request (an HTTP request or
+ * a WebSocket frame) and, beneath it, one `edgestream.store.applyBatch` span
+ * per store apply (made by the instrumented store, `store.ts`). Deno traces
+ * `Deno.serve` and `fetch` itself and carries the active span across `await`,
+ * so an HTTP ingest span sits under Deno's request span and the Upstash
+ * `fetch` of the Redis store under the apply span.
+ *
+ * One apply may serve several requests (a store batch carries `requests`;
+ * group commit will merge concurrent requests into one batch). Each request
+ * is tied to its own ingest span with {@linkcode attachIngestSpan} when it is
+ * built, in that span's context; the apply span is a child of the span it
+ * runs in and links to the ingest span of every other request it carries, so
+ * each request's trace reaches the apply that served it.
+ *
+ * @module
+ */
+import { type Link, type Span, type SpanContext, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  type IngestAttributes,
+  type IngestCounts,
+  recordEvents,
+  recordIngestDuration,
+  SCOPE_NAME,
+  SCOPE_VERSION,
+} from "./metrics.ts";
+
+const tracer = trace.getTracer(SCOPE_NAME, SCOPE_VERSION);
+
+/** What an ingest request's code tells its span. */
+export interface IngestScope {
+  /**
+   * The request was answered with these counts: they go on the span and,
+   * unless the reply is a replay (nothing was applied now), into
+   * `edgestream.events`.
+   */
+  answered(reply: IngestCounts & { replayed?: boolean }): void;
+  /** The request failed with `error`, turned into an answer rather than thrown. */
+  failed(error: unknown): void;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+}
+
+/** Marks a span as failed by `error`. */
+function fail(span: Span, error: unknown): void {
+  if (error instanceof Error) span.recordException(error);
+  span.setStatus({ code: SpanStatusCode.ERROR, message: describe(error) });
+}
+
+/**
+ * Runs one ingest request (or WebSocket frame) inside its span
+ * `edgestream.ingest`, the active span while `run` runs, and records its
+ * duration in `edgestream.ingest.duration`. A thrown error marks the span
+ * failed and is rethrown.
+ *
+ * @example
+ * ```ts
+ * import { traceIngest } from "./tracing.ts";
+ *
+ * const reply = await traceIngest({ stream: "orders", transport: "http" }, async (scope) => {
+ *   const reply = { accepted: 1, duplicates: 0, late: 0, filtered: 0, rejected: 0 };
+ *   scope.answered(reply);
+ *   return reply;
+ * });
+ * ```
+ */
+export function traceIngest<T>(
+  attributes: IngestAttributes,
+  run: (scope: IngestScope) => Promise<T>,
+): Promise<T> {
+  const started = performance.now();
+  return tracer.startActiveSpan("edgestream.ingest", {
+    attributes: {
+      "edgestream.stream": attributes.stream,
+      "edgestream.transport": attributes.transport,
+    },
+  }, async (span) => {
+    const scope: IngestScope = {
+      answered(reply) {
+        span.setAttributes({
+          "edgestream.events.accepted": reply.accepted,
+          "edgestream.events.duplicates": reply.duplicates,
+          "edgestream.events.late": reply.late,
+          "edgestream.events.filtered": reply.filtered,
+          "edgestream.events.rejected": reply.rejected,
+          "edgestream.replayed": reply.replayed === true,
+        });
+        if (!reply.replayed) recordEvents(reply, attributes);
+      },
+      failed(error) {
+        fail(span, error);
+      },
+    };
+    try {
+      return await run(scope);
+    } catch (error) {
+      fail(span, error);
+      throw error;
+    } finally {
+      span.end();
+      recordIngestDuration((performance.now() - started) / 1000, attributes);
+    }
+  });
+}
+
+/** The ingest span each store batch request was built in. */
+const requestSpans = new WeakMap<object, SpanContext>();
+
+/**
+ * Ties a store batch request to the active ingest span. Call it where the
+ * request is built, inside its {@linkcode traceIngest}: an apply that
+ * carries the request then links to that span (see the module doc).
+ */
+export function attachIngestSpan(request: object): void {
+  const span = trace.getActiveSpan();
+  if (span && span.isRecording()) requestSpans.set(request, span.spanContext());
+}
+
+/**
+ * Links to the ingest spans of `requests` other than the active span: the
+ * links an apply serving them carries.
+ */
+export function requestLinks(requests: readonly object[] | undefined): Link[] {
+  const active = trace.getActiveSpan()?.spanContext().spanId;
+  const links: Link[] = [];
+  const seen = new Set<string>();
+  for (const request of requests ?? []) {
+    const context = requestSpans.get(request);
+    if (!context || context.spanId === active || seen.has(context.spanId)) continue;
+    seen.add(context.spanId);
+    links.push({ context });
+  }
+  return links;
+}
+
+/** Options for {@linkcode traceStoreCall}. */
+export interface StoreSpanOptions {
+  /** More span attributes. @default {none} */
+  attributes?: Record<string, string | number>;
+  /** Links to other spans (see {@linkcode requestLinks}). @default {none} */
+  links?: Link[];
+}
+
+/**
+ * Runs a store call inside a child span named `edgestream.store.<operation>`
+ * with these attributes and links; a thrown error marks it failed.
+ */
+export function traceStoreCall<T>(
+  operation: string,
+  run: () => Promise<T>,
+  options: StoreSpanOptions = {},
+): Promise<T> {
+  return tracer.startActiveSpan(`edgestream.store.${operation}`, {
+    attributes: { "edgestream.store.operation": operation, ...options.attributes },
+    links: options.links,
+  }, async (span) => {
+    try {
+      return await run();
+    } catch (error) {
+      fail(span, error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  });
+}

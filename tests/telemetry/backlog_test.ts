@@ -1,0 +1,84 @@
+/**
+ * The webhook backlog gauges are reported by one instance at a time: two
+ * reporters sharing one delivery store (as two instances share Redis) take
+ * turns through the lease, on an injected clock.
+ */
+import assert from "node:assert/strict";
+import { MemoryDeliveryStore } from "../../src/store/mod.ts";
+import { WebhookBacklogGauges } from "../../src/telemetry/mod.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+
+Deno.test("WebhookBacklogGauges: one instance reports at a time, renews its lease, and another takes over when it stops", async () => {
+  let now = T0;
+  const deliveries = new MemoryDeliveryStore({ now: () => now });
+  const options = { leaseMs: 10_000, now: () => now };
+  const a = new WebhookBacklogGauges(deliveries, options);
+  const b = new WebhookBacklogGauges(deliveries, options);
+  try {
+    assert.deepEqual(await a.refresh(), { pending: 0, dead: 0 });
+    assert.equal(await b.refresh(), null, "another instance holds the lease");
+    assert.deepEqual(a.reported, { pending: 0, dead: 0 });
+    assert.equal(b.reported, null);
+
+    await deliveries.putEndpoint({
+      id: "ep_a",
+      url: "https://example.com/hook",
+      description: null,
+      eventTypes: ["window.closed"],
+      streams: null,
+      filter: null,
+      headers: {},
+      rateLimit: null,
+      batch: null,
+      secrets: [],
+      startAfter: {},
+      createdMs: T0,
+      updatedMs: T0,
+      version: 1,
+    }, { expectVersion: null });
+    await deliveries.createDeliveries([{
+      id: "msg_1.ep_a",
+      messageId: "msg_1",
+      endpointId: "ep_a",
+      stream: "s",
+      eventType: "window.closed",
+      payload: "{}",
+      createdMs: T0,
+    }]);
+    now = T0 + 4_000;
+    assert.deepEqual(await a.refresh(), { pending: 1, dead: 0 }, "the holder reads fresh counts");
+    now = T0 + 6_000;
+    assert.deepEqual(await a.refresh(), { pending: 1, dead: 0 }, "past half its lease it renews");
+    assert.equal(await b.refresh(), null);
+    now = T0 + 15_000;
+    assert.deepEqual(a.reported, { pending: 1, dead: 0 }, "the renewed lease lasts");
+    assert.equal(await b.refresh(), null);
+
+    // `a` stops sweeping: once its lease ends it reports nothing and `b` takes over.
+    now = T0 + 16_000;
+    assert.equal(a.reported, null);
+    assert.deepEqual(await b.refresh(), { pending: 1, dead: 0 });
+    assert.deepEqual(b.reported, { pending: 1, dead: 0 });
+
+    // Closing gives the lease back at once.
+    await b.close();
+    assert.equal(b.reported, null);
+    assert.deepEqual(await a.refresh(), { pending: 1, dead: 0 });
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("WebhookBacklogGauges: overlapping refreshes (sweeps of one process) share one", async () => {
+  const deliveries = new MemoryDeliveryStore();
+  const backlog = new WebhookBacklogGauges(deliveries, { leaseMs: 10_000 });
+  try {
+    const both = await Promise.all([backlog.refresh(), backlog.refresh()]);
+    assert.deepEqual(both, [{ pending: 0, dead: 0 }, { pending: 0, dead: 0 }]);
+    assert.deepEqual(backlog.reported, { pending: 0, dead: 0 });
+  } finally {
+    await backlog.close();
+  }
+});

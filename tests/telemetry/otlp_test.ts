@@ -1,0 +1,358 @@
+/**
+ * The server as a user runs it (`src/main.ts` in a child process) with
+ * Deno's OpenTelemetry export on (`OTEL_DENO=true`, `http/json`) to a local
+ * OTLP receiver: events sent over HTTP and a WebSocket, webhook deliveries,
+ * live subscribers and the sweep show up as the documented instruments, and
+ * an ingest request as a span with its store apply beneath.
+ */
+import assert from "node:assert/strict";
+import {
+  eventually,
+  type ExportedSpan,
+  otelEnv,
+  type OtlpReceiver,
+  type Point,
+  startOtlpReceiver,
+  valueWhere,
+} from "./_otlp.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+
+const CONFIG = {
+  streams: {
+    clicks: {
+      schema: { type: "object", properties: { id: { type: "string" } } },
+      time: { field: "ts", lateness: "1s", idle: "0s" },
+      dedupe: { field: "id" },
+      transform: [{ filter: "!has(event.bot) || !event.bot" }],
+      counters: {
+        per_second: { window: { tumbling: "1s" }, aggregate: "count", retention: "1m" },
+      },
+      alerts: [{ name: "any", counter: "per_second", when: "value >= 1.0" }],
+    },
+  },
+};
+
+/** `src/main.ts` running in a child process. */
+interface Server {
+  base: string;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts `src/main.ts` in open mode on a free port with these variables over the environment. */
+async function startMain(vars: Record<string, string>): Promise<Server> {
+  const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", ...vars };
+  for (const name of ["EDGESTREAM_KEYS", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"]) {
+    delete env[name];
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
+    cwd: root,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const decoder = new TextDecoder();
+  let resolveBase: (base: string) => void;
+  const listening = new Promise<string>((resolve) => resolveBase = resolve);
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) {
+      output += decoder.decode(chunk, { stream: true });
+      const match = output.match(/listening on (http:\/\/[^\s]+)/);
+      if (match) resolveBase(match[1]);
+    }
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const exited = child.status.then((status) => {
+    throw new Error(`main.ts exited with ${status.code} before listening:\n${output}`);
+  });
+  const timeout = AbortSignal.timeout(30_000);
+  const base = await Promise.race([
+    listening,
+    exited,
+    new Promise<never>((_, reject) =>
+      timeout.addEventListener(
+        "abort",
+        () => reject(new Error(`main.ts did not listen:\n${output}`)),
+      )
+    ),
+  ]);
+  exited.catch(() => {});
+  return {
+    base,
+    output: () => output,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+/** A webhook receiver answering 200 on `/ok`, 503 with a long Retry-After on `/busy`, 410 on `/gone`. */
+function startReceiver() {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    await request.text();
+    const path = new URL(request.url).pathname;
+    if (path === "/ok") return new Response("ok");
+    if (path === "/busy") {
+      return new Response("busy", { status: 503, headers: { "Retry-After": "3600" } });
+    }
+    return new Response("gone", { status: 410 });
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}`, close: () => server.shutdown() };
+}
+
+function describePoints(receiver: OtlpReceiver, name: string): string {
+  return `${name}: ${JSON.stringify(receiver.points(name))}`;
+}
+
+/** The point of metric `name` with these attributes, once it satisfies `accept`. */
+function pointWhere(
+  receiver: OtlpReceiver,
+  name: string,
+  attributes: Record<string, string>,
+  accept: (point: Point) => boolean,
+): Point {
+  const point = valueWhere(receiver.points(name), attributes);
+  assert.ok(
+    point && accept(point),
+    `no acceptable point ${JSON.stringify(attributes)} in ${describePoints(receiver, name)}`,
+  );
+  return point;
+}
+
+/** The ingest span of `transport` that has an apply span beneath it. */
+function ingestWithApply(spans: ExportedSpan[], transport: string) {
+  for (const ingest of spans) {
+    if (ingest.name !== "edgestream.ingest") continue;
+    if (ingest.attributes["edgestream.transport"] !== transport) continue;
+    const apply = spans.find((span) =>
+      span.name === "edgestream.store.applyBatch" && span.parentSpanId === ingest.spanId &&
+      span.traceId === ingest.traceId
+    );
+    if (apply) return { ingest, apply };
+  }
+  throw new Error(
+    `no ${transport} ingest span with an apply child among: ${
+      spans.map((span) => span.name).join(", ")
+    }`,
+  );
+}
+
+Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and ingest spans over OTLP", async () => {
+  const receiver = startOtlpReceiver();
+  const hooks = startReceiver();
+  const dir = await Deno.makeTempDir();
+  const configPath = `${dir}/config.json`;
+  await Deno.writeTextFile(configPath, JSON.stringify(CONFIG));
+  const server = await startMain({
+    ...otelEnv(receiver),
+    PORT: "0",
+    HOST: "127.0.0.1",
+    EDGESTREAM_CONFIG: configPath,
+    EDGESTREAM_SWEEP_EVERY: "200ms",
+    EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
+  });
+  const sockets: WebSocket[] = [];
+  const sse = new AbortController();
+  try {
+    const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+      fetch(`${server.base}${path}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...headers },
+        body: JSON.stringify(body),
+      });
+
+    // Live subscribers, one per transport.
+    const subscriber = new WebSocket(
+      `${server.base.replace("http", "ws")}/v1/streams/clicks/subscribe`,
+    );
+    sockets.push(subscriber);
+    await new Promise((resolve, reject) => {
+      subscriber.onmessage = resolve;
+      subscriber.onerror = reject;
+    });
+    const stream = await fetch(`${server.base}/v1/streams/clicks/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+      signal: sse.signal,
+    });
+    assert.equal(stream.status, 200);
+    const reader = stream.body!.getReader();
+    assert.match(new TextDecoder().decode((await reader.read()).value), /subscribed/);
+
+    // HTTP: two applied, a duplicate, a filtered, a late and a rejected event; then a replay.
+    const batch = [
+      { id: "a" },
+      { id: "b" },
+      { id: "a" },
+      { id: "c", bot: true },
+      { id: "d", ts: Date.now() - 3_600_000 },
+      { id: 5 },
+    ];
+    for (let i = 0; i < 2; i++) {
+      const reply = await post("/v1/streams/clicks/events", batch, { "Idempotency-Key": "k-1" });
+      const body = await reply.json();
+      assert.equal(reply.status, 202, JSON.stringify(body));
+      assert.deepEqual(
+        [body.accepted, body.duplicates, body.late, body.filtered, body.rejected.length],
+        [5, 1, 1, 1, 1],
+      );
+      assert.equal(body.replayed === true, i === 1);
+    }
+    // A request that fails whole counts no event, but its time and span.
+    const unreadable = await fetch(`${server.base}/v1/streams/clicks/events`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{not json",
+    });
+    assert.equal(unreadable.status, 400);
+    await unreadable.body?.cancel();
+    // Every event rejected: a 400 whose events count as rejected.
+    const refused = await post("/v1/streams/clicks/events", [{ id: 6 }]);
+    assert.equal((await refused.json()).error.code, "no_events_accepted");
+
+    // WebSocket: one frame of three events.
+    const socket = new WebSocket(`${server.base.replace("http", "ws")}/v1/streams/clicks/ws`);
+    sockets.push(socket);
+    await new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = reject;
+    });
+    const ack = new Promise<string>((resolve) => socket.onmessage = (event) => resolve(event.data));
+    socket.send(JSON.stringify({ seq: 1, events: [{ id: "w1" }, { id: "w2" }, { id: "w3" }] }));
+    assert.equal(JSON.parse(await ack).accepted, 3);
+
+    // Webhooks: one delivery that succeeds, one that fails with a retry, one that dies.
+    for (const path of ["/ok", "/busy", "/gone"]) {
+      const created = await post("/v1/webhooks", {
+        url: `${hooks.url}${path}`,
+        eventTypes: ["alert.fired"],
+        filter: "false",
+      });
+      const endpoint = await created.json();
+      assert.equal(created.status, 201, JSON.stringify(endpoint));
+      assert.equal((await post(`/v1/webhooks/${endpoint.id}/test`, {})).status, 202);
+    }
+
+    const events = "edgestream.events";
+    await eventually(() => {
+      for (
+        const [outcome, transport, value] of [
+          ["accepted", "http", 2],
+          ["duplicate", "http", 1],
+          ["late", "http", 1],
+          ["filtered", "http", 1],
+          ["rejected", "http", 2],
+          ["accepted", "ws", 3],
+        ] as const
+      ) {
+        pointWhere(
+          receiver,
+          events,
+          { stream: "clicks", outcome, transport },
+          (point) => point.value === value,
+        );
+      }
+      assert.equal(receiver.points(events).length, 6, describePoints(receiver, events));
+      for (const point of receiver.points(events)) assert.equal(point.temporality, 2);
+      for (const [transport, count] of [["http", 4], ["ws", 1]] as const) {
+        const point = pointWhere(
+          receiver,
+          "edgestream.ingest.duration",
+          { stream: "clicks", transport },
+          (point) => point.count === count && point.sum! > 0,
+        );
+        assert.equal(point.temporality, 2);
+        assert.deepEqual([point.bounds?.[0], point.bounds?.at(-1)], [0.001, 15]);
+      }
+      pointWhere(
+        receiver,
+        "edgestream.store.calls",
+        { operation: "applyBatch", result: "ok" },
+        (point) => point.value === 3,
+      );
+      pointWhere(
+        receiver,
+        "edgestream.store.duration",
+        { operation: "applyBatch", result: "ok" },
+        (point) => point.count === 3,
+      );
+      pointWhere(
+        receiver,
+        "edgestream.windows.closed",
+        { stream: "clicks", counter: "per_second" },
+        (point) => point.value! >= 1,
+      );
+      pointWhere(
+        receiver,
+        "edgestream.alerts.fired",
+        { stream: "clicks", alert: "any" },
+        (point) => point.value! >= 1,
+      );
+      for (const outcome of ["succeeded", "failed", "dead"]) {
+        pointWhere(
+          receiver,
+          "edgestream.webhook.deliveries",
+          { outcome },
+          (point) => point.value === 1,
+        );
+        pointWhere(
+          receiver,
+          "edgestream.webhook.delivery.duration",
+          { outcome },
+          (point) => point.count === 1,
+        );
+      }
+      pointWhere(receiver, "edgestream.webhook.pending", {}, (point) => point.value === 1);
+      pointWhere(receiver, "edgestream.webhook.dead", {}, (point) => point.value === 1);
+      for (const transport of ["ws", "sse"]) {
+        pointWhere(
+          receiver,
+          "edgestream.live.subscribers",
+          { transport },
+          (point) => point.value === 1,
+        );
+      }
+    });
+
+    // A subscriber that leaves is subtracted.
+    subscriber.close();
+    await eventually(() =>
+      pointWhere(
+        receiver,
+        "edgestream.live.subscribers",
+        { transport: "ws" },
+        (point) => point.value === 0,
+      )
+    );
+
+    // One span per ingest request (HTTP, under Deno's own request span) and per
+    // WebSocket frame, each with its store apply as a child.
+    await eventually(() => {
+      const spans = receiver.spans();
+      const http = ingestWithApply(spans, "http");
+      assert.equal(http.ingest.attributes["edgestream.stream"], "clicks");
+      assert.equal(http.apply.attributes["edgestream.batch.events"] !== undefined, true);
+      const parent = spans.find((span) => span.spanId === http.ingest.parentSpanId);
+      assert.equal(parent?.name, "POST", "the HTTP ingest span sits under Deno.serve's span");
+      ingestWithApply(spans, "ws");
+      const failed = spans.filter((span) =>
+        span.name === "edgestream.ingest" && span.status.code === 2
+      );
+      assert.equal(failed.length, 1, "the unreadable request's span is an error, no other");
+      assert.match(failed[0].status.message ?? "", /JSON/);
+    });
+  } finally {
+    sse.abort();
+    for (const socket of sockets) socket.close();
+    await server.stop();
+    await hooks.close();
+    await receiver.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
