@@ -139,9 +139,10 @@ function sameCounters(a: readonly CounterMeta[], b: readonly CounterMeta[]): boo
  *   stream: "orders", nowMs: Date.now(), latenessMs: 30_000, dedupeTtlMs: 0, counters: [],
  *   events: [{ timeMs: Date.now(), updates: [] }],
  * };
- * // Both go out in one store apply; each gets its own result.
- * const [a, b] = await Promise.all([committer.applyBatch(batch), committer.applyBatch(batch)]);
- * console.log(a.outcomes, b.outcomes); // ["applied"] ["applied"]
+ * // The first goes at once; the two sent while it runs share the next apply.
+ * const results = await Promise.all([1, 2, 3].map(() => committer.applyBatch(batch)));
+ * console.log(results.map((result) => result.outcomes)); // [["applied"], ["applied"], ["applied"]]
+ * console.log(committer.stats); // { submitted: 3, applies: 2, waiting: 0 }
  * ```
  */
 export class GroupCommitter implements Pick<Store, "applyBatch"> {

@@ -147,6 +147,11 @@ Deno.test("concurrent ingest requests of a stream share one applyBatch and each 
   ];
   await until("three requests waiting", () => committer.stats.waiting === 3);
   assert.equal(control.batches.length, 1, "later requests wait for the running apply");
+  let answered = 0;
+  for (const reply of [first, ...replies]) reply.then(() => answered += 1);
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  // Only the request with nothing valid, which never reaches the store, is answered yet.
+  assert.equal(answered, 1);
   control.release();
   assert.deepEqual(await first, {
     accepted: 1,
@@ -356,6 +361,25 @@ Deno.test("a group holds at most maxEvents events; a larger request goes alone, 
   const results = await Promise.all(pending);
   assert.deepEqual(results.map((result) => result.outcomes.length), [1, 2, 1, 1, 2, 5, 1]);
   assert.deepEqual(requestSizes(control.batches), [[1], [2, 1], [1, 2], [5], [1]]);
+});
+
+Deno.test("a group holds at most 1000 events and 1 MiB by default", async () => {
+  const { store, control } = gatedStore();
+  const committer = new GroupCommitter(store);
+  const send = (size: number, payloadBytes = 0) => {
+    const payload = payloadBytes > 0 ? JSON.stringify("x".repeat(payloadBytes - 2)) : undefined;
+    const events = Array.from({ length: size }, () => event({ payload }));
+    return committer.applyBatch(storeBatch("s", events, { log: { processed: true } }));
+  };
+  control.hold();
+  const pending = [send(1), send(1), send(999), send(1), send(1, 600_000), send(1, 500_000)];
+  assert.equal(
+    approximateEventBytes(event({ payload: JSON.stringify("x".repeat(599_998)) })),
+    600_016,
+  );
+  control.release();
+  await Promise.all(pending);
+  assert.deepEqual(requestSizes(control.batches), [[1], [1, 999], [1, 1], [1]]);
 });
 
 Deno.test("a group holds at most maxBytes of events", async () => {
