@@ -5,6 +5,7 @@
  * - `pipeline`: the real app on the memory store.
  * - `pipeline-redis`: the real app on the Redis store, chosen from `UPSTASH_REDIS_REST_URL`,
  *   `UPSTASH_REDIS_REST_TOKEN` and `EDGESTREAM_PREFIX` as `src/main.ts` does.
+ *   `BENCH_GROUP_COMMIT=off` turns group commit off (on by default for Redis).
  * - `bridge`: the Upstash REST bridge in front of `BENCH_REDIS_URL`, expecting
  *   `UPSTASH_REDIS_REST_TOKEN`, so it does not share a process with the load generator.
  */
@@ -21,7 +22,8 @@ const mode = Deno.args[0] ?? "pipeline";
 
 async function pipelineApp(store: Store) {
   const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
-  return createApp({ streams, store, keys: await KeyRing.parse("") });
+  const groupCommit = Deno.env.get("BENCH_GROUP_COMMIT") === "off" ? false : undefined;
+  return createApp({ streams, store, keys: await KeyRing.parse(""), groupCommit });
 }
 
 function baselineApp() {

@@ -18,7 +18,7 @@ import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
-import { ingestFanoutFor } from "./ingest/mod.ts";
+import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
 
 /** What {@linkcode createApp} wires together. */
@@ -49,6 +49,13 @@ export interface AppOptions {
    * @default {none}
    */
   origins?: OriginSettings;
+  /**
+   * Group commit: concurrent ingest requests of a stream share one store
+   * apply (`ingest/group_commit.ts`); `true`, its bounds or a committer of
+   * `store` turn it on.
+   * @default {on, except for the memory store, where queueing gains nothing}
+   */
+  groupCommit?: boolean | GroupCommitOptions | GroupCommitter;
 }
 
 /**
@@ -87,7 +94,15 @@ export function createApp(options: AppOptions): OpenAPIHono {
     ],
   };
   const inFlight = new Set<string>();
-  const ingestOptions = (stream: string) => ({ ...ingestFanoutFor(stream, consumers), inFlight });
+  const grouping = options.groupCommit ?? store.kind !== "memory";
+  let groupCommit: GroupCommitter | undefined;
+  if (grouping instanceof GroupCommitter) groupCommit = grouping;
+  else if (grouping) groupCommit = new GroupCommitter(store, grouping === true ? {} : grouping);
+  const ingestOptions = (stream: string) => ({
+    ...ingestFanoutFor(stream, consumers),
+    inFlight,
+    groupCommit,
+  });
 
   const app = new OpenAPIHono({
     defaultHook(result) {

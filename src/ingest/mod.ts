@@ -5,3 +5,4 @@
  * @module
  */
 export * from "./pipeline.ts";
+export * from "./group_commit.ts";

@@ -8,6 +8,7 @@
  */
 import type { CompiledStream } from "../config/mod.ts";
 import type { IngestObserver, LogDemand } from "../fanout/types.ts";
+import type { GroupCommitter } from "./group_commit.ts";
 import type {
   BatchEvent,
   BatchRequest,
@@ -165,6 +166,12 @@ export interface IngestContext extends IngestFanout {
    * process: a second request with one of them is refused as in flight.
    */
   inFlight?: Set<string>;
+  /**
+   * Shares store applies between concurrent requests of a stream (see
+   * `group_commit.ts`); it must apply to the same store as `store`.
+   * @default {none: each request is its own apply}
+   */
+  groupCommit?: GroupCommitter;
 }
 
 /** Options for {@linkcode ingestItems}. */
@@ -252,7 +259,8 @@ async function sha256Hex(data: string | Uint8Array): Promise<string> {
 
 /**
  * Runs a parsed body through the pipeline and applies it to the store in one
- * atomic step. Throws what the store throws (e.g. `StoreUnavailableError`,
+ * atomic step (shared with concurrent requests of the stream through
+ * `groupCommit`, when given). Throws what the store throws (e.g. `StoreUnavailableError`,
  * whose `outcome` says whether it may have applied), an
  * {@linkcode IdempotencyError} or a {@linkcode RateLimitedError} (nothing
  * applied).
@@ -323,7 +331,7 @@ async function ingestOnce(
   if (options.rateLimit) request.rateLimit = { ...options.rateLimit, cost: accepted };
   // An apply that serves this request with others links to its span.
   attachIngestSpan(request);
-  const result = await store.applyBatch({
+  const result = await (options.groupCommit ?? store).applyBatch({
     stream: stream.name,
     nowMs,
     latenessMs: stream.latenessMs,
