@@ -11,6 +11,7 @@ import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
+import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
@@ -119,6 +120,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     sweepConsumers: webhooks ? [webhooks] : [],
   });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
+  registerDashboardRoutes(app, { open: keys.open });
   registerLiveRoutes(app, {
     streams,
     store,
