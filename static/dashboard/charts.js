@@ -79,9 +79,15 @@ export function sparkline(element, labels, { height = 56 } = {}) {
  * lines changed.
  */
 export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel = "value" } = {}) {
-  // At least 12 windows wide, so a counter with one window does not span years.
+  // At least 12 windows wide, from the data itself: with a single point
+  // uPlot would hand the range function a span of about 1000 days.
   const step = stepMs / 1000;
-  const xRange = (_u, min, max) => [Math.min(min, max - 11 * step) - step / 2, max + step / 2];
+  function xRange(u) {
+    const starts = u.data[0];
+    const last = starts.length ? starts[starts.length - 1] : Date.now() / 1000;
+    const first = starts.length ? starts[0] : last;
+    return [Math.min(first, last - 11 * step) - step / 2, last + step / 2];
+  }
   let chart = null;
   let observer = null;
   let shown = "";
@@ -94,6 +100,14 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
         width: widthOf(element),
         height,
         scales: { x: { time: true, range: xRange } },
+        hooks: {
+          // What the x axis spans (seconds), for whoever inspects the page.
+          setScale: [(u, key) => {
+            if (key === "x") {
+              element.dataset.xRange = JSON.stringify([u.scales.x.min, u.scales.x.max]);
+            }
+          }],
+        },
         axes: [{}, { size: 60 }],
         series: [
           { label: "window start" },

@@ -389,7 +389,7 @@ browserTest(
 );
 
 browserTest(
-  "with more than 3 streams the dashboard follows the first 3 live and polls the others",
+  "the dashboard follows the first 3 streams live and polls the others, and draws a lone window among the 12 up to it",
   async (browser) => {
     const names = ["a", "b", "c", "d"];
     const config = {
@@ -414,6 +414,16 @@ browserTest(
         [...followed].sort(),
         ["a", "b", "c"].map((name) => `/v1/streams/${name}/subscribe`),
       );
+      // A counter with one window draws it among the 12 windows up to it, not across years.
+      await server.send([{}], "a");
+      await textMatching(page, '[data-current="a/n"]', /\b1$/);
+      const span = await until(
+        "stream a's chart to draw its window",
+        async () =>
+          JSON.parse(await page.locator('[data-chart="a/n"]').getAttribute("data-x-range") ?? "[]"),
+        (range: number[]) => range.length === 2 && range[0] !== null,
+      );
+      assert.ok(span[1] - span[0] <= 13 * 60, `x axis spans ${span[1] - span[0]} s`);
       await textMatching(page, '[data-current="d/n"]', /^—$/);
       await server.send([{}, {}], "d");
       // Polled every 10 s.
