@@ -12,6 +12,7 @@ import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { serveApiDocument } from "./http/api_document.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
+import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
@@ -136,6 +137,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     sweepConsumers: webhooks ? [webhooks] : [],
   });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
+  registerDashboardRoutes(app, { open: keys.open });
   registerLiveRoutes(app, {
     streams,
     store,

@@ -103,6 +103,10 @@ const StatsSchema = z.object({
   duplicates: z.int(),
   late: z.int(),
   filtered: z.int(),
+  rejected: z.int().openapi({
+    description:
+      "Events refused (schema, time, transform errors) in requests that applied; a request that applies nothing counts none",
+  }),
   overflow: z.record(z.string(), z.int()),
   dedupeForgotten: z.int().openapi({
     description: "Dedupe ids the memory store forgot before their TTL (its maxDedupeIds bound)",

@@ -317,7 +317,7 @@ async function ingestOnce(
   const reply: IngestReply = { accepted, duplicates: 0, late: 0, filtered, rejected };
   if (accepted === 0) return reply;
 
-  const request: BatchRequest = { events: events.length, filtered };
+  const request: BatchRequest = { events: events.length, filtered, rejected: rejected.length };
   const idempotency = options.idempotency;
   if (idempotency) {
     const stored = { accepted, filtered, rejected: rejected.slice(0, MAX_STORED_REJECTIONS) };

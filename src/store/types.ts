@@ -93,6 +93,11 @@ export interface BatchRequest {
   events: number;
   /** Events of this request the transforms filtered out (counted in stats when applied). */
   filtered: number;
+  /**
+   * Events of this request refused before the store (schema, time, transform
+   * errors); counted in stats when it applies, so a replay counts none. @default {0}
+   */
+  rejected?: number;
   /** Its `Idempotency-Key`, when it sent one. */
   idempotency?: IdempotencyClaim;
   /** The rate limit it must fit in, when one applies. */
@@ -260,6 +265,8 @@ export interface StreamStats {
   late: number;
   /** Events dropped by a filter. */
   filtered: number;
+  /** Events refused (schema, time, transform errors) by requests that applied. */
+  rejected: number;
   /** Per counter: updates that went into the `__other__` group. */
   overflow: Record<string, number>;
   /**

@@ -103,6 +103,18 @@ Deno.test("a request whose events were all refused keeps no reply: the fixed ret
   assert.equal(await countOf(app), 1);
 });
 
+Deno.test("a stream's stats count rejected events of applied requests, in the OpenAPI document too", async () => {
+  const { app, store } = await testApp({ config: CONFIG });
+  assert.equal((await send(app, batch)).status, 202);
+  // No event accepted: nothing is applied, so nothing is counted.
+  assert.equal((await send(app, [{ ts: "not a time" }])).status, 400);
+  const res = await app.request("/v1/streams/orders");
+  assert.equal((await res.json()).stats.rejected, 1);
+  assert.equal((await store.stats("orders", [])).rejected, 1);
+  const doc = await (await app.request("/openapi.json")).json();
+  assert.ok(doc.components.schemas.StreamStats.required.includes("rejected"));
+});
+
 Deno.test("a second request with a key still in progress is 409 and applies nothing", async () => {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => release = resolve);

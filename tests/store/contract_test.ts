@@ -626,6 +626,33 @@ const requestScenarios: Record<string, Scenario> = {
     assert.equal(result.requests[1].status, "applied");
   },
 
+  async "applyBatch() counts a request's rejected events in stats only when the request applies"(
+    store,
+  ) {
+    const first = await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000), batchEvent("b", T0 + 1_000)],
+      [
+        { events: 1, filtered: 0, rejected: 2, idempotency: claim("k1", "body1") },
+        {
+          events: 1,
+          filtered: 0,
+          rejected: 4,
+          rateLimit: { key: "r", limit: 1, windowMs: 60_000, cost: 2 },
+        },
+      ],
+    ));
+    assert.deepEqual(first.requests.map((r) => r.status), ["applied", "rate_limited"]);
+    // A replay of the first request applies nothing, so its rejections are not counted again.
+    const replay = await store.applyBatch(batchOf(
+      [batchEvent("a", T0 + 1_000)],
+      [{ events: 1, filtered: 0, rejected: 2, idempotency: claim("k1", "body1") }],
+    ));
+    assert.equal(replay.requests[0].status, "replayed");
+    await store.applyBatch(batchOf([batchEvent("c", T0 + 1_000)], [{ events: 1, filtered: 0 }]));
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied, stats.rejected], [2, 2, 2]);
+  },
+
   async "applyBatch() refuses requests that do not cover the batch's events"(store) {
     await assert.rejects(
       store.applyBatch(batchOf([batchEvent("a", T0)], [{ events: 2, filtered: 0 }])),

@@ -56,6 +56,7 @@ interface StreamState {
   duplicates: number;
   late: number;
   filtered: number;
+  rejected: number;
   overflow: Map<string, number>;
   /** Dedupe ids, as fingerprints in two TTL-wide time buckets, bounded by `maxDedupeIds`. */
   ids: DedupeIds;
@@ -137,6 +138,7 @@ export class MemoryStore implements Store {
         duplicates: 0,
         late: 0,
         filtered: 0,
+        rejected: 0,
         overflow: new Map(),
         ids: new DedupeIds({ maxIds: this.#maxDedupeIds, seed: this.#dedupeSeed }),
         warnedForgotten: false,
@@ -196,6 +198,7 @@ export class MemoryStore implements Store {
       }
       stream.accepted += request.events + request.filtered;
       stream.filtered += request.filtered;
+      stream.rejected += request.rejected ?? 0;
       const claim = request.idempotency;
       if (claim) {
         // Kept once the whole batch is applied, as Redis does: the same key
@@ -528,6 +531,7 @@ export class MemoryStore implements Store {
       duplicates: state?.duplicates ?? 0,
       late: state?.late ?? 0,
       filtered: state?.filtered ?? 0,
+      rejected: state?.rejected ?? 0,
       overflow,
       dedupeForgotten: state?.ids.forgotten ?? 0,
     });

@@ -5,7 +5,7 @@
  *
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
- *   `late`, `filtered`, `overflow:<counter>`.
+ *   `late`, `filtered`, `rejected`, `overflow:<counter>`.
  * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket, PX = 2 × TTL.
  * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
  *   `s:<group>` (sum, for sum/avg), `m:<group>` (min or max).
@@ -131,8 +131,8 @@ end
  * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
  *   times: [ms, …], payloads?: [json|false, …], reqs: [request, …]}` — one
- *   entry per event, and per request `{n, f, ik?, ib?, ir?, it?, rk?, rl?, rw?, rc?}`:
- *   its event count and filtered count, its idempotency claim (key hash, body
+ *   entry per event, and per request `{n, f, x, ik?, ib?, ir?, it?, rk?, rl?, rw?, rc?}`:
+ *   its event, filtered and rejected counts, its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limit (bucket, limit, window ms, cost).
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]`.
@@ -253,7 +253,7 @@ for i, t in ipairs(times) do
 end
 
 -- Admitted requests: their counts, stats, and the reply kept for their key.
-local accepted, filtered = 0, 0
+local accepted, filtered, rejected = 0, 0, 0
 first = 1
 for r, request in ipairs(requests) do
   if not results[r] then
@@ -264,6 +264,7 @@ for r, request in ipairs(requests) do
     end
     accepted = accepted + request.n + request.f
     filtered = filtered + request.f
+    rejected = rejected + request.x
     if type(request.ik) == "string" then
       local key = replyKey(request.ik)
       redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", requestDuplicates, "l", requestLate)
@@ -396,6 +397,7 @@ if applied > 0 then redis.call("HINCRBY", STATS_KEY, "applied", applied) end
 if duplicates > 0 then redis.call("HINCRBY", STATS_KEY, "duplicates", duplicates) end
 if lates > 0 then redis.call("HINCRBY", STATS_KEY, "late", lates) end
 if filtered > 0 then redis.call("HINCRBY", STATS_KEY, "filtered", filtered) end
+if rejected > 0 then redis.call("HINCRBY", STATS_KEY, "rejected", rejected) end
 if wm ~= nil then redis.call("HSET", STATS_KEY, "wm", num(wm)) end
 redis.call("PEXPIRE", STATS_KEY, statsTtl)
 local demand = {}

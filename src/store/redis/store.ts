@@ -176,6 +176,7 @@ export class RedisStore implements Store {
       reqs: batchRequests(batch).map((request) => ({
         n: request.events,
         f: request.filtered,
+        x: request.rejected ?? 0,
         ik: request.idempotency?.keyHash,
         ib: request.idempotency?.bodyHash,
         ir: request.idempotency?.reply,
@@ -371,6 +372,7 @@ export class RedisStore implements Store {
         duplicates: read("duplicates"),
         late: read("late"),
         filtered: read("filtered"),
+        rejected: read("rejected"),
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
       };

@@ -1,0 +1,175 @@
+/**
+ * The dashboard: `GET /` serves `static/dashboard/index.html`, and
+ * `/static/dashboard/*` and `/static/vendor/uplot/*` the page's own modules
+ * and the vendored uPlot chart library, all from files in `static/` at the
+ * repository root. Files are read at run time (Deno Deploy includes them in
+ * the deployment) rather than imported as text, which older Deno versions
+ * allow only behind a flag; each is read once and then served from memory.
+ *
+ * The page is strict about where it talks to: its `Content-Security-Policy`
+ * allows scripts, styles and connections from this origin only, with no
+ * inline script or style attribute (uPlot styles through the CSSOM, which the
+ * policy does not restrict). The page learns from one `<meta>` whether the
+ * server wants a key; a key typed into it stays in the tab's
+ * `sessionStorage` and travels only in the `Authorization` header, never in
+ * a URL (live results are read from the SSE endpoint with `fetch`, not
+ * `EventSource`, for that reason).
+ *
+ * @module
+ */
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import { ApiError } from "./errors.ts";
+
+/** The dashboard page's `Content-Security-Policy`. */
+export const DASHBOARD_CSP = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "connect-src 'self'",
+  "img-src 'self'",
+  "object-src 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join("; ");
+
+/** Content types by file extension; files with other extensions are not served. */
+const CONTENT_TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+};
+
+/** A file name without directories or dot segments: what `:file` may name. */
+const FILE_NAME = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
+
+/** Options for {@linkcode registerDashboardRoutes}. */
+export interface DashboardRouteOptions {
+  /** True in open mode (no API keys): the page then asks for no key. */
+  open: boolean;
+  /** Folder holding `dashboard/` and `vendor/`. @default {the repository's `static/`} */
+  staticDir?: URL;
+}
+
+interface StaticFile {
+  body: Uint8Array<ArrayBuffer>;
+  contentType: string;
+  etag: string;
+}
+
+function extensionOf(name: string): string {
+  const dot = name.lastIndexOf(".");
+  return dot < 0 ? "" : name.slice(dot).toLowerCase();
+}
+
+async function etagOf(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const hex = [...digest.slice(0, 12)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `"${hex}"`;
+}
+
+/** The bytes of static files, read once each; a missing file is remembered as missing. */
+class StaticFiles {
+  #dir: URL;
+  #files = new Map<string, Promise<StaticFile | null>>();
+
+  constructor(dir: URL) {
+    this.#dir = dir;
+  }
+
+  /** The file at `path` under the static folder, or null when it does not exist. */
+  get(path: string, transform?: (text: string) => string): Promise<StaticFile | null> {
+    let file = this.#files.get(path);
+    if (!file) {
+      file = this.#read(path, transform);
+      this.#files.set(path, file);
+      // A read that failed for another reason than absence is tried again next time.
+      file.catch(() => this.#files.delete(path));
+    }
+    return file;
+  }
+
+  async #read(path: string, transform?: (text: string) => string): Promise<StaticFile | null> {
+    const contentType = CONTENT_TYPES[extensionOf(path)];
+    if (!contentType) return null;
+    let body: Uint8Array<ArrayBuffer>;
+    try {
+      body = await Deno.readFile(new URL(path, this.#dir));
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.IsADirectory) {
+        return null;
+      }
+      throw error;
+    }
+    if (transform) body = new TextEncoder().encode(transform(new TextDecoder().decode(body)));
+    return { body, contentType, etag: await etagOf(body) };
+  }
+}
+
+function notFound(path: string): ApiError {
+  return new ApiError(404, "not_found", `No dashboard file at ${path}`);
+}
+
+function respond(
+  request: Request,
+  file: StaticFile,
+  headers: Record<string, string> = {},
+): Response {
+  const common = {
+    "Content-Type": file.contentType,
+    // Revalidated on every load, so an upgraded server's files are used at once.
+    "Cache-Control": "no-cache",
+    "ETag": file.etag,
+    "X-Content-Type-Options": "nosniff",
+    ...headers,
+  };
+  if (request.headers.get("If-None-Match") === file.etag) {
+    return new Response(null, { status: 304, headers: common });
+  }
+  return new Response(file.body, { status: 200, headers: common });
+}
+
+/**
+ * Registers `GET /` (the dashboard page) and the page's static files under
+ * `/static/dashboard/` and `/static/vendor/uplot/`.
+ *
+ * @example
+ * ```ts
+ * import { OpenAPIHono } from "@hono/zod-openapi";
+ * import { registerDashboardRoutes } from "./dashboard_routes.ts";
+ *
+ * const app = new OpenAPIHono();
+ * registerDashboardRoutes(app, { open: true });
+ * const res = await app.request("/");
+ * console.log(res.headers.get("Content-Security-Policy")); // default-src 'self'; …
+ * ```
+ */
+export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRouteOptions): void {
+  const files = new StaticFiles(options.staticDir ?? new URL("../../static/", import.meta.url));
+  const auth = options.open ? "none" : "key";
+
+  app.get("/", async (c) => {
+    const page = await files.get(
+      "dashboard/index.html",
+      (text) => text.replace('content="{{auth}}"', `content="${auth}"`),
+    );
+    if (!page) throw notFound("static/dashboard/index.html");
+    return respond(c.req.raw, page, {
+      "Content-Security-Policy": DASHBOARD_CSP,
+      "Referrer-Policy": "no-referrer",
+    });
+  });
+
+  for (const folder of ["dashboard", "vendor/uplot"]) {
+    app.get(`/static/${folder}/:file`, async (c) => {
+      const name = c.req.param("file");
+      // The page itself is served only at `/`, with its policy.
+      const servable = FILE_NAME.test(name) && extensionOf(name) !== ".html";
+      const file = servable ? await files.get(`${folder}/${name}`) : null;
+      if (!file) throw notFound(c.req.path);
+      return respond(c.req.raw, file);
+    });
+  }
+}

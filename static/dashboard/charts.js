@@ -1,0 +1,137 @@
+/**
+ * Charts on top of uPlot (the vendored `uPlot.iife.min.js` defines the
+ * global `uPlot`): a small sparkline of rates and a time-series chart with
+ * one line per group. Both follow their container's width.
+ *
+ * @module
+ */
+
+/** Line colours, in order; readable on the page's light background. */
+export const PALETTE = [
+  "#2563eb",
+  "#dc2626",
+  "#16a34a",
+  "#d97706",
+  "#7c3aed",
+  "#0891b2",
+  "#db2777",
+  "#4b5563",
+  "#65a30d",
+  "#9333ea",
+];
+
+function widthOf(element) {
+  return Math.max(120, Math.floor(element.clientWidth));
+}
+
+/** Redraws `chart` at its container's width whenever that changes. */
+function followWidth(element, chart) {
+  const observer = new globalThis.ResizeObserver(() => {
+    const width = widthOf(element);
+    if (width !== chart.width) chart.setSize({ width, height: chart.height });
+  });
+  observer.observe(element);
+  return observer;
+}
+
+/**
+ * A sparkline of several series over time (no axes, no legend): `labels`
+ * name the series, `update(data)` takes `[times in seconds, series…]`.
+ */
+export function sparkline(element, labels, { height = 56 } = {}) {
+  const chart = new globalThis.uPlot(
+    {
+      width: widthOf(element),
+      height,
+      legend: { show: false },
+      cursor: { show: false },
+      select: { show: false },
+      scales: {
+        x: { time: true },
+        // A little room below zero, so a line at rest stays visible.
+        y: { range: (_u, _min, max) => [-0.05 * Math.max(1, max), 1.1 * Math.max(1, max)] },
+      },
+      axes: [{ show: false }, { show: false }],
+      series: [
+        {},
+        ...labels.map((label, i) => ({
+          label,
+          stroke: PALETTE[i % PALETTE.length],
+          width: 1.5,
+          points: { show: false },
+        })),
+      ],
+    },
+    [[], ...labels.map(() => [])],
+    element,
+  );
+  followWidth(element, chart);
+  return {
+    update(data) {
+      chart.setData(data);
+    },
+  };
+}
+
+/**
+ * A time-series chart whose lines (one per group) may change:
+ * `update({labels, data})` redraws it, rebuilding it when the set of
+ * lines changed.
+ */
+export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel = "value" } = {}) {
+  // At least 12 windows wide, from the data itself: with a single point
+  // uPlot would hand the range function a span of about 1000 days.
+  const step = stepMs / 1000;
+  function xRange(u) {
+    const starts = u.data[0];
+    const last = starts.length ? starts[starts.length - 1] : Date.now() / 1000;
+    const first = starts.length ? starts[0] : last;
+    return [Math.min(first, last - 11 * step) - step / 2, last + step / 2];
+  }
+  let chart = null;
+  let observer = null;
+  let shown = "";
+
+  function build(labels, data) {
+    observer?.disconnect();
+    chart?.destroy();
+    chart = new globalThis.uPlot(
+      {
+        width: widthOf(element),
+        height,
+        scales: { x: { time: true, range: xRange } },
+        hooks: {
+          // What the x axis spans (seconds), for whoever inspects the page.
+          setScale: [(u, key) => {
+            if (key === "x") {
+              element.dataset.xRange = JSON.stringify([u.scales.x.min, u.scales.x.max]);
+            }
+          }],
+        },
+        axes: [{}, { size: 60 }],
+        series: [
+          { label: "window start" },
+          ...labels.map((label, i) => ({
+            label,
+            stroke: PALETTE[i % PALETTE.length],
+            width: 2,
+            points: { size: 5 },
+            value: (_u, value) => value === null || value === undefined ? "—" : String(value),
+          })),
+        ],
+      },
+      data,
+      element,
+    );
+    chart.root.setAttribute("aria-label", `${valueLabel} per window, one line per group`);
+    observer = followWidth(element, chart);
+    shown = JSON.stringify(labels);
+  }
+
+  return {
+    update({ labels, data }) {
+      if (!chart || JSON.stringify(labels) !== shown) build(labels, data);
+      else chart.setData(data);
+    },
+  };
+}

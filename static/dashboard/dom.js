@@ -1,0 +1,31 @@
+/**
+ * Building DOM nodes without HTML strings, so stream names, group values and
+ * error messages from the server are always text, never markup.
+ *
+ * @module
+ */
+
+/**
+ * Creates an element: `attributes` are set as attributes (`class`,
+ * `data-*`, `aria-*`, …; `hidden`/`disabled` when true), `children` are
+ * nodes or text (null and false are skipped).
+ */
+export function el(tag, attributes = {}, ...children) {
+  const element = globalThis.document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === false || value === null || value === undefined) continue;
+    element.setAttribute(name, value === true ? "" : String(value));
+  }
+  element.append(...children.flat().filter((child) => child !== null && child !== false));
+  return element;
+}
+
+/** Replaces an element's children. */
+export function replaceChildren(element, ...children) {
+  element.replaceChildren(...children.flat().filter((child) => child !== null && child !== false));
+}
+
+/** `10:41:05` in the viewer's time zone. */
+export function clockTime(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour12: false });
+}

@@ -1,0 +1,162 @@
+/**
+ * The dashboard page: asks for a key when the server wants one (kept in
+ * `sessionStorage`, never in a URL), then shows the streams' event rates,
+ * each counter's windows, alerts as they fire and the webhook endpoints'
+ * health. Live results come from one SSE subscription per stream; stats,
+ * readiness and webhooks are polled.
+ *
+ * @module
+ */
+import { AlertsView } from "./alerts.js";
+import {
+  api,
+  ApiError,
+  follow,
+  forgetKey,
+  readiness,
+  rememberKey,
+  serverWantsKey,
+  storedKey,
+} from "./api.js";
+import { CountersView } from "./counters.js";
+import { StreamsView } from "./streams.js";
+import { WebhooksView } from "./webhooks.js";
+
+const STATS_EVERY_MS = 2_000;
+const READY_EVERY_MS = 5_000;
+const WEBHOOKS_EVERY_MS = 10_000;
+
+/**
+ * Streams followed live. Each subscription holds a connection open, and over
+ * HTTP/1.1 a browser opens at most 6 to one server; the rest are polled.
+ */
+const MAX_LIVE_STREAMS = 3;
+
+const LIVE_TYPES = ["window.updated", "window.closed", "alert.fired"];
+
+function byId(id) {
+  return globalThis.document.getElementById(id);
+}
+
+/** Runs `task` now and then `everyMs` after each run ends, until the page goes. */
+function every(everyMs, task) {
+  async function run() {
+    try {
+      await task();
+    } finally {
+      setTimeout(run, everyMs);
+    }
+  }
+  run();
+}
+
+function showKeyForm(message) {
+  byId("dashboard").hidden = true;
+  byId("key-panel").hidden = false;
+  byId("key-message").textContent = message;
+  byId("key-form").elements.namedItem("key").focus();
+}
+
+async function showStoreStatus() {
+  const badge = byId("store-status");
+  try {
+    const ready = await readiness();
+    badge.textContent = ready.status === "ready"
+      ? `store: ${ready.store} · ready`
+      : `store: ${ready.store} · ${ready.status}: ${ready.error ?? ""}`;
+    badge.classList.toggle("ok", ready.status === "ready");
+    badge.classList.toggle("bad", ready.status !== "ready");
+  } catch (error) {
+    badge.textContent = `store: unknown (${error.message})`;
+    badge.classList.remove("ok");
+    badge.classList.add("bad");
+  }
+}
+
+async function start() {
+  const wantsKey = serverWantsKey();
+  byId("mode").textContent = wantsKey ? "API key in this tab" : "open mode: no key needed";
+  byId("forget-key").hidden = !storedKey();
+  if (wantsKey && !storedKey()) {
+    showKeyForm("This server needs an API key (read scope; admin for webhooks).");
+    return;
+  }
+  let streams;
+  try {
+    streams = (await api("/v1/streams")).streams;
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+      forgetKey();
+      byId("forget-key").hidden = true;
+      showKeyForm(`Key refused: ${error.message}`);
+      return;
+    }
+    byId("page-status").textContent = `Cannot read streams: ${error.message}; retrying`;
+    setTimeout(start, READY_EVERY_MS);
+    return;
+  }
+  byId("page-status").textContent = "";
+  byId("key-panel").hidden = true;
+  byId("dashboard").hidden = false;
+
+  const topGroups = byId("top-groups");
+  const streamsView = new StreamsView(byId("streams"), streams);
+  const counters = new CountersView(byId("counters"), streams, { top: Number(topGroups.value) });
+  const alerts = new AlertsView(byId("alerts"), byId("alert-count"));
+  const webhooks = new WebhooksView(byId("webhooks"), byId("webhooks-note"));
+  topGroups.addEventListener("change", () => counters.setTop(Number(topGroups.value)));
+
+  streams.forEach((stream, i) => {
+    if (i >= MAX_LIVE_STREAMS) {
+      streamsView.setLiveState(
+        stream.name,
+        `polled (live for the first ${MAX_LIVE_STREAMS})`,
+        false,
+      );
+      every(WEBHOOKS_EVERY_MS, () => counters.load(stream.name));
+      return;
+    }
+    follow(stream.name, {
+      types: LIVE_TYPES,
+      onMessage(payload) {
+        // Sent on every (re)connection: reload what may have been missed.
+        if (payload.type === "subscribed") counters.load(stream.name);
+        else {
+          counters.handle(stream.name, payload);
+          alerts.handle(payload);
+        }
+      },
+      onState: (text, connected) => streamsView.setLiveState(stream.name, text, connected),
+    });
+  });
+
+  let first = true;
+  every(STATS_EVERY_MS, async () => {
+    try {
+      const body = first ? { streams } : await api("/v1/streams");
+      first = false;
+      streamsView.update(body.streams, Date.now());
+      byId("page-status").textContent = "";
+    } catch (error) {
+      byId("page-status").textContent = `Cannot read stream stats: ${error.message}`;
+    }
+  });
+  every(WEBHOOKS_EVERY_MS, () => webhooks.refresh());
+}
+
+byId("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = event.currentTarget.elements.namedItem("key");
+  const key = input.value.trim();
+  input.value = "";
+  if (!key) return;
+  rememberKey(key);
+  start();
+});
+byId("forget-key").addEventListener("click", () => {
+  forgetKey();
+  location.reload();
+});
+
+every(READY_EVERY_MS, showStoreStatus);
+start();

@@ -1,0 +1,205 @@
+/**
+ * The dashboard's pure logic, without DOM or network: reading Server-Sent
+ * Events from text chunks, turning stream stats into rates, keeping a
+ * counter's windows per group and choosing the groups to draw. Tested in
+ * Deno (tests/static/dashboard/model_test.ts).
+ *
+ * @module
+ */
+
+/**
+ * Reads Server-Sent Events from text chunks as they arrive. `push` returns
+ * the events completed by the chunk: `{event, data}` (event "message" when
+ * the server named none; comments and blank events are skipped).
+ */
+export class SseParser {
+  #buffer = "";
+  #event = "";
+  #data = [];
+
+  /** Adds a chunk of the stream; returns the events it completed. */
+  push(chunk) {
+    this.#buffer += chunk;
+    const events = [];
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(this.#buffer);
+      // A lone "\r" at the end may be the first half of "\r\n": wait for more.
+      if (!match || (match[0] === "\r" && match.index === this.#buffer.length - 1)) break;
+      const line = this.#buffer.slice(0, match.index);
+      this.#buffer = this.#buffer.slice(match.index + match[0].length);
+      if (line === "") {
+        if (this.#data.length > 0) {
+          events.push({ event: this.#event || "message", data: this.#data.join("\n") });
+        }
+        this.#event = "";
+        this.#data = [];
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") this.#event = value;
+      else if (field === "data") this.#data.push(value);
+    }
+    return events;
+  }
+}
+
+/** The stats fields shown as rates, in display order. */
+export const RATE_FIELDS = ["accepted", "duplicates", "late", "rejected"];
+
+/**
+ * Events per second of each {@linkcode RATE_FIELDS} field between two stats
+ * samples `{atMs, stats}`; null when there is no earlier sample. A counter
+ * that went down (the server restarted) counts from zero.
+ *
+ * @param {{atMs: number, stats: Record<string, unknown>} | null} previous
+ * @param {{atMs: number, stats: Record<string, unknown>}} current
+ * @returns {Record<string, number> | null}
+ */
+export function ratesBetween(previous, current) {
+  if (!previous || current.atMs <= previous.atMs) return null;
+  const seconds = (current.atMs - previous.atMs) / 1000;
+  const rates = {};
+  for (const field of RATE_FIELDS) {
+    const now = Number(current.stats[field] ?? 0);
+    const before = Number(previous.stats[field] ?? 0);
+    rates[field] = (now >= before ? now - before : now) / seconds;
+  }
+  return rates;
+}
+
+/** A group object as a short label: `DE`, `DE · web`, `(all)` for no grouping. */
+export function groupLabel(group) {
+  const values = Object.values(group ?? {});
+  if (values.length === 0) return "(all)";
+  return values.map((value) => value === null ? "null" : String(value)).join(" · ");
+}
+
+/** A number for display: whole numbers as they are, others with at most 2 decimals. */
+export function formatValue(value) {
+  if (value === null || value === undefined) return "—";
+  if (Number.isInteger(value)) return value.toLocaleString("en");
+  return value.toLocaleString("en", { maximumFractionDigits: 2 });
+}
+
+/** A rate for display: `0`, `0.4`, `12`, `1,250`. */
+export function formatRate(value) {
+  if (!value) return "0";
+  return value < 10 ? value.toFixed(1).replace(/\.0$/, "") : Math.round(value).toLocaleString("en");
+}
+
+/**
+ * One counter's windows, per group: what its chart draws. Rows come from
+ * `GET …/counters/{counter}` (`{start, group, value}`) and live
+ * `window.updated` / `window.closed` messages (`data` has the same fields).
+ */
+export class CounterSeries {
+  /** group key → {label, values: Map(start ms → value)} */
+  #groups = new Map();
+  #maxWindows;
+
+  /** Keeps at most `maxWindows` window starts (the newest). */
+  constructor(maxWindows = 60) {
+    this.#maxWindows = maxWindows;
+  }
+
+  /** Sets the value of one window of one group. */
+  set(row) {
+    const key = JSON.stringify(row.group ?? {});
+    let entry = this.#groups.get(key);
+    if (!entry) {
+      entry = { label: groupLabel(row.group), values: new Map() };
+      this.#groups.set(key, entry);
+    }
+    entry.values.set(Date.parse(row.start), row.value);
+  }
+
+  /** Every window start held, ascending, at most the newest `maxWindows`. */
+  starts() {
+    const all = new Set();
+    for (const entry of this.#groups.values()) {
+      for (const start of entry.values.keys()) all.add(start);
+    }
+    const sorted = [...all].sort((a, b) => a - b);
+    return sorted.slice(Math.max(0, sorted.length - this.#maxWindows));
+  }
+
+  /**
+   * The `count` groups with the largest values over the windows held (their
+   * maximum, so a group that peaked stays visible), largest first.
+   */
+  topGroups(count) {
+    const starts = new Set(this.starts());
+    const ranked = [...this.#groups.entries()].map(([key, entry]) => {
+      let peak = -Infinity;
+      for (const [start, value] of entry.values) {
+        if (starts.has(start) && value !== null && value > peak) peak = value;
+      }
+      return { key, label: entry.label, peak };
+    }).filter((item) => item.peak > -Infinity);
+    ranked.sort((a, b) => b.peak - a.peak || a.label.localeCompare(b.label));
+    return ranked.slice(0, count);
+  }
+
+  /**
+   * uPlot data for the top `count` groups: `{labels, data}` with
+   * `data = [starts in seconds, values of group 1, …]` (null where a group
+   * has no window).
+   */
+  chartData(count) {
+    const starts = this.starts();
+    const top = this.topGroups(count);
+    const data = [starts.map((start) => start / 1000)];
+    for (const group of top) {
+      const values = this.#groups.get(group.key).values;
+      data.push(starts.map((start) => values.has(start) ? values.get(start) : null));
+    }
+    return { labels: top.map((group) => group.label), data };
+  }
+
+  /** Drops every window (before a reload). */
+  clear() {
+    this.#groups.clear();
+  }
+}
+
+/** `{stream}/{counter}`: the key of one counter on the page. */
+export function counterKey(stream, counter) {
+  return `${stream}/${counter}`;
+}
+
+/** How a counter's definition reads: `count by country · tumbling 1m`. */
+export function describeCounter(definition) {
+  if (!definition) return "";
+  const aggregate = typeof definition.aggregate === "string"
+    ? definition.aggregate
+    : Object.entries(definition.aggregate ?? {}).map(([kind, field]) => `${kind}(${field})`)[0];
+  const window = definition.window ?? {};
+  const shape = window.tumbling
+    ? `tumbling ${window.tumbling}`
+    : window.hopping
+    ? `hopping ${window.hopping} every ${window.every}`
+    : window.sliding
+    ? `sliding ${window.sliding}`
+    : "";
+  const by = definition.groupBy?.length ? ` by ${definition.groupBy.join(", ")}` : "";
+  return `${aggregate}${by} · ${shape}`;
+}
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+
+/** A duration such as `1h30m` in ms; null when it cannot be read. */
+export function durationMs(text) {
+  const parts = [...String(text ?? "").matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d|w)/g)];
+  if (parts.length === 0) return null;
+  return parts.reduce((sum, [, amount, unit]) => sum + Number(amount) * UNIT_MS[unit], 0);
+}
+
+/** Time (ms) between two window starts of a counter's definition. */
+export function windowStepMs(definition) {
+  const window = definition?.window ?? {};
+  return durationMs(window.tumbling ?? window.every ?? window.precision) ?? 60_000;
+}

@@ -1,0 +1,113 @@
+/**
+ * The streams panel: per stream, events per second (accepted, duplicates,
+ * late, rejected) from the change of its stats between two polls of
+ * `GET /v1/streams`, drawn as a live sparkline, with the totals.
+ *
+ * @module
+ */
+import { sparkline } from "./charts.js";
+import { clockTime, el, replaceChildren } from "./dom.js";
+import { formatRate, formatValue, RATE_FIELDS, ratesBetween } from "./model.js";
+
+/** Samples a sparkline keeps (at one poll every 2 s: 3 minutes). */
+const SAMPLES = 90;
+
+const RATE_LABELS = {
+  accepted: "accepted",
+  duplicates: "duplicate",
+  late: "late",
+  rejected: "rejected",
+};
+
+/** Cards of the streams, updated from each poll. */
+export class StreamsView {
+  #cards = new Map();
+
+  /** Builds a card per stream of a `GET /v1/streams` answer into `container`. */
+  constructor(container, streams) {
+    const cards = streams.map((stream) => {
+      const rates = {};
+      const rateList = el(
+        "dl",
+        { class: "rates" },
+        RATE_FIELDS.map((field, i) => {
+          rates[field] = el("dd", { "data-rate": `${stream.name}/${field}` }, "–");
+          return el(
+            "div",
+            {},
+            el("dt", {}, el("span", { class: `swatch c${i}` }), RATE_LABELS[field]),
+            rates[field],
+          );
+        }),
+      );
+      const live = el("span", { class: "live-state", "data-live": stream.name }, "connecting");
+      const spark = el("div", { class: "spark" });
+      const totals = el("p", { class: "totals" });
+      const card = el(
+        "article",
+        { class: "stream", "data-stream": stream.name },
+        el(
+          "header",
+          {},
+          el("h3", {}, stream.name),
+          stream.description ? el("span", { class: "muted" }, stream.description) : null,
+          live,
+        ),
+        el("div", { class: "stream-body" }, rateList, spark),
+        totals,
+      );
+      this.#cards.set(stream.name, {
+        rates,
+        live,
+        totals,
+        chart: null,
+        spark,
+        samples: [],
+        previous: null,
+      });
+      return card;
+    });
+    replaceChildren(container, cards);
+    // Charts measure their container: build them once the cards are in the page.
+    for (const card of this.#cards.values()) {
+      card.chart = sparkline(card.spark, RATE_FIELDS.map((field) => RATE_LABELS[field]));
+    }
+  }
+
+  /** Takes the streams of a `GET /v1/streams` answer read at `atMs`. */
+  update(streams, atMs) {
+    for (const stream of streams) {
+      const card = this.#cards.get(stream.name);
+      if (!card) continue;
+      const sample = { atMs, stats: stream.stats };
+      const rates = ratesBetween(card.previous, sample);
+      card.previous = sample;
+      const stats = stream.stats;
+      replaceChildren(
+        card.totals,
+        `totals: ${formatValue(stats.accepted)} accepted (${formatValue(stats.applied)} applied, `,
+        `${formatValue(stats.filtered)} filtered), ${formatValue(stats.duplicates)} duplicate, `,
+        `${formatValue(stats.late)} late, ${formatValue(stats.rejected ?? 0)} rejected`,
+        stats.watermark ? ` · watermark ${clockTime(stats.watermark)}` : "",
+      );
+      if (!rates) continue;
+      for (const field of RATE_FIELDS) {
+        card.rates[field].textContent = `${formatRate(rates[field])}/s`;
+      }
+      card.samples.push({ atMs, rates });
+      if (card.samples.length > SAMPLES) card.samples.shift();
+      card.chart.update([
+        card.samples.map((item) => item.atMs / 1000),
+        ...RATE_FIELDS.map((field) => card.samples.map((item) => item.rates[field])),
+      ]);
+    }
+  }
+
+  /** Shows the state of a stream's live subscription. */
+  setLiveState(stream, text, connected) {
+    const card = this.#cards.get(stream);
+    if (!card) return;
+    card.live.textContent = text;
+    card.live.classList.toggle("ok", connected);
+  }
+}

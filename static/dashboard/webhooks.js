@@ -1,0 +1,180 @@
+/**
+ * The webhooks panel (admin key): each endpoint with its delivery health
+ * from `GET /v1/webhooks/{id}/deliveries` — the success rate of the
+ * attempts of its last 100 deliveries, the last failed attempt, how many
+ * deliveries are pending (or retrying) and dead — and a button that replays
+ * its failed and dead deliveries (`POST /v1/webhooks/{id}/replay`).
+ *
+ * @module
+ */
+import { api, ApiError } from "./api.js";
+import { clockTime, el, replaceChildren } from "./dom.js";
+
+/** Deliveries whose attempts give the success rate. */
+const RECENT = 100;
+
+/** Most deliveries counted per status; more show as `200+`. */
+const COUNT_LIMIT = 200;
+
+const REPLAY_PERIODS = [
+  ["1 h", 3_600_000],
+  ["24 h", 86_400_000],
+  ["7 days", 7 * 86_400_000],
+];
+
+function deliveriesPath(id, query) {
+  return `/v1/webhooks/${encodeURIComponent(id)}/deliveries?${new URLSearchParams(query)}`;
+}
+
+async function countOf(id, status) {
+  const body = await api(deliveriesPath(id, { status, limit: String(COUNT_LIMIT) }));
+  return body.deliveries.length;
+}
+
+function countText(count) {
+  return count >= COUNT_LIMIT ? `${COUNT_LIMIT}+` : String(count);
+}
+
+/** Health of one endpoint from its deliveries. */
+export async function endpointHealth(id) {
+  const [recent, pending, retrying, dead] = await Promise.all([
+    api(deliveriesPath(id, { limit: String(RECENT) })),
+    countOf(id, "pending"),
+    countOf(id, "retrying"),
+    countOf(id, "dead"),
+  ]);
+  const attempts = recent.deliveries.flatMap((delivery) => delivery.attemptLog);
+  const succeeded = attempts.filter((attempt) => attempt.outcome === "succeeded").length;
+  const failed = attempts
+    .filter((attempt) => attempt.outcome !== "succeeded")
+    .sort((a, b) => Date.parse(b.at) - Date.parse(a.at))[0];
+  return {
+    attempts: attempts.length,
+    successRate: attempts.length ? succeeded / attempts.length : null,
+    lastError: failed ? { at: failed.at, text: failed.error ?? `HTTP ${failed.status}` } : null,
+    pending: pending + retrying,
+    dead,
+  };
+}
+
+/** The webhook endpoints table. */
+export class WebhooksView {
+  #container;
+  #note;
+  /** Per endpoint: the last replay's outcome and the chosen period, kept across redraws. */
+  #replays = new Map();
+
+  /** Renders into `container`; `note` says why the table is missing when it is. */
+  constructor(container, note) {
+    this.#container = container;
+    this.#note = note;
+  }
+
+  /** Reads the endpoints and their health, and redraws. */
+  async refresh() {
+    let endpoints;
+    try {
+      endpoints = (await api("/v1/webhooks")).webhooks;
+    } catch (error) {
+      replaceChildren(this.#container);
+      this.#note.textContent =
+        error instanceof ApiError && (error.status === 401 || error.status === 403)
+          ? "Webhook health needs an admin key."
+          : error instanceof ApiError && error.status === 404
+          ? "Webhooks are not enabled on this server."
+          : `Cannot read webhooks: ${error.message}`;
+      return;
+    }
+    this.#note.textContent = endpoints.length
+      ? ""
+      : "No webhook endpoints: register one with POST /v1/webhooks.";
+    const rows = await Promise.all(endpoints.map(async (endpoint) => {
+      try {
+        return this.#row(endpoint, await endpointHealth(endpoint.id));
+      } catch (error) {
+        return el(
+          "tr",
+          { "data-webhook": endpoint.id },
+          el("td", {}, endpoint.url),
+          el("td", { colspan: "6" }, `Cannot read deliveries: ${error.message}`),
+        );
+      }
+    }));
+    replaceChildren(
+      this.#container,
+      endpoints.length
+        ? el(
+          "table",
+          {},
+          el(
+            "thead",
+            {},
+            el(
+              "tr",
+              {},
+              ["endpoint", "success", "last error", "pending", "dead", "replay"].map((title) =>
+                el("th", {}, title)
+              ),
+            ),
+          ),
+          el("tbody", {}, rows),
+        )
+        : null,
+    );
+  }
+
+  #row(endpoint, health) {
+    const period = el(
+      "select",
+      { "aria-label": "Replay deliveries created within" },
+      REPLAY_PERIODS.map(([label, ms]) => el("option", { value: String(ms) }, label)),
+    );
+    const kept = this.#replays.get(endpoint.id) ?? { period: String(86_400_000), result: "" };
+    this.#replays.set(endpoint.id, kept);
+    period.value = kept.period;
+    period.addEventListener("change", () => kept.period = period.value);
+    const result = el("span", { class: "muted replay-result" }, kept.result);
+    const button = el("button", { type: "button", class: "replay" }, "Replay failed");
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      try {
+        const since = new Date(Date.now() - Number(period.value)).toISOString();
+        const body = await api(`/v1/webhooks/${encodeURIComponent(endpoint.id)}/replay`, {
+          method: "POST",
+          body: { since },
+        });
+        kept.result = `requeued ${body.requeued}`;
+      } catch (error) {
+        kept.result = error.message;
+      } finally {
+        result.textContent = kept.result;
+        button.disabled = false;
+      }
+    });
+    const rate = health.successRate === null
+      ? "—"
+      : `${Math.round(health.successRate * 100)}% of ${health.attempts}`;
+    return el(
+      "tr",
+      { "data-webhook": endpoint.id, class: endpoint.disabled ? "disabled" : false },
+      el(
+        "td",
+        {},
+        endpoint.description ? el("b", { class: "description" }, endpoint.description) : null,
+        el("span", { class: "url" }, endpoint.url),
+        endpoint.disabled
+          ? el("span", { class: "badge bad" }, `disabled: ${endpoint.disabledReason ?? "by hand"}`)
+          : null,
+      ),
+      el("td", { class: "num" }, rate),
+      el(
+        "td",
+        { class: "error-text" },
+        health.lastError ? `${clockTime(health.lastError.at)} ${health.lastError.text}` : "—",
+      ),
+      el("td", { class: "num" }, countText(health.pending)),
+      el("td", { class: "num" }, countText(health.dead)),
+      el("td", {}, period, " ", button, " ", result),
+    );
+  }
+}

@@ -1,0 +1,444 @@
+/**
+ * The dashboard at `/` in real headless Chromium, against a real server on
+ * a free port: it loads with no console error and no request to another
+ * origin; events sent over HTTP change the chart and the current window's
+ * value; an alert appears as it fires; webhook health shows and the replay
+ * button works; in keyed mode the key is asked once, kept in
+ * `sessionStorage` and never put in a URL.
+ *
+ * Set `DASHBOARD_SCREENSHOT=docs/dashboard.png` to also write the first
+ * test's screenshot there (how the README's picture is made).
+ */
+import assert from "node:assert/strict";
+import type { Browser, ConsoleMessage, Page, Request } from "playwright-core";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { LiveHub } from "../../src/fanout/live.ts";
+import { UrlPolicy, WebhookService } from "../../src/fanout/webhooks/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryDeliveryStore, MemoryStore } from "../../src/store/mod.ts";
+import { browserTest } from "../_chromium.ts";
+import { KEYS } from "../_fixtures.ts";
+
+const CONFIG = {
+  streams: {
+    orders: {
+      description: "Shop orders",
+      schema: {
+        type: "object",
+        properties: { country: { type: "string" }, amount: { type: "number" } },
+        required: ["country", "amount"],
+      },
+      time: { field: "ts", lateness: "1h" },
+      counters: {
+        orders_per_minute: {
+          window: { tumbling: "1m" },
+          groupBy: ["country"],
+          aggregate: "count",
+        },
+        revenue_per_minute: { window: { tumbling: "1m" }, aggregate: { sum: "amount" } },
+      },
+      alerts: [{ name: "busy", counter: "orders_per_minute", when: "value >= 6.0" }],
+    },
+  },
+};
+
+const CURRENT = '[data-current="orders/orders_per_minute"]';
+const CHART_CANVAS = '[data-chart="orders/orders_per_minute"] canvas';
+const SPARK_CANVAS = '[data-stream="orders"] .spark canvas';
+
+/**
+ * A clock behind the real one so that it reads 5 s past a minute now: the
+ * whole test then runs inside one window and the current window never
+ * rolls over under it.
+ */
+function clockInsideOneWindow(): () => number {
+  const shift = (((Date.now() - 5_000) % 60_000) + 60_000) % 60_000;
+  return () => Date.now() - shift;
+}
+
+interface Receiver {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** A webhook receiver that answers every delivery with `status`. */
+function receiver(status: number): Receiver {
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+    await req.arrayBuffer();
+    return new Response(status === 204 ? null : "receiver is down", { status });
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}/hook`,
+    close: () => server.shutdown(),
+  };
+}
+
+interface DashboardServer {
+  base: string;
+  now: () => number;
+  /** Sends events to a stream (`orders` by default); returns the reply. */
+  send(events: unknown[], stream?: string): Promise<Record<string, unknown>>;
+  /** Stops everything (after the browser closed its connections). */
+  close(): Promise<void>;
+}
+
+/** Serves the whole app (with webhooks to two local receivers, one failing) on a free port. */
+async function startServer(
+  options: { auth?: boolean; config?: unknown } = {},
+): Promise<DashboardServer> {
+  const now = clockInsideOneWindow();
+  const streams = compileConfig(options.config ?? CONFIG);
+  const store = new MemoryStore({ now });
+  const live = new LiveHub(streams, store, { pollMs: 50, updateIntervalMs: 100, now });
+  const webhooks = new WebhookService({
+    store,
+    deliveries: new MemoryDeliveryStore({ now }),
+    streams,
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS in tests")),
+    }),
+  });
+  const keys = await KeyRing.parse(
+    options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
+  );
+  const app = createApp({ streams, store, keys, now, live, webhooks });
+  const listening = Promise.withResolvers<number>();
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: ({ port }) => listening.resolve(port) },
+    app.fetch,
+  );
+  const base = `http://127.0.0.1:${await listening.promise}`;
+  const auth: Record<string, string> = options.auth
+    ? { Authorization: `Bearer ${KEYS.admin}` }
+    : {};
+  const healthy = receiver(204);
+  const failing = receiver(500);
+  for (const [url, description] of [[healthy.url, "billing"], [failing.url, "pager"]]) {
+    const res = await fetch(`${base}/v1/webhooks`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...auth },
+      body: JSON.stringify({ url, description, eventTypes: ["alert.fired"] }),
+    });
+    assert.equal(res.status, 201, await res.text());
+  }
+  return {
+    base,
+    now,
+    async send(events, stream = "orders") {
+      const res = await fetch(`${base}/v1/streams/${stream}/events`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...auth },
+        body: JSON.stringify(events),
+      });
+      const body = await res.json();
+      assert.equal(res.status, 202, JSON.stringify(body));
+      return body;
+    },
+    async close() {
+      await live.close();
+      await webhooks.close();
+      await server.shutdown();
+      await healthy.close();
+      await failing.close();
+    },
+  };
+}
+
+/** The last 30 minutes of orders, before the page opens: something to draw. */
+async function backfill(server: DashboardServer): Promise<void> {
+  const minute = Math.floor(server.now() / 60_000) * 60_000;
+  const events: Array<{ ts: number; country: string; amount: number }> = [];
+  for (let ago = 30; ago >= 1; ago--) {
+    const counts = {
+      DE: 3 + ((ago * 7) % 5),
+      FR: 2 + ((ago * 3) % 4),
+      IT: 1 + ((ago * 5) % 3),
+      ES: (ago * 2) % 3,
+    };
+    for (const [country, count] of Object.entries(counts)) {
+      for (let i = 0; i < count; i++) {
+        const ts = minute - ago * 60_000 + 1_000 + events.length * 10;
+        events.push({ ts, country, amount: 10 + ((ago + i) % 7) * 15 });
+      }
+    }
+  }
+  await server.send(events);
+}
+
+/** What a page did that the tests check: console errors and every request. */
+interface PageLog {
+  errors: string[];
+  requests: Request[];
+}
+
+function watch(page: Page): PageLog {
+  const log: PageLog = { errors: [], requests: [] };
+  page.on("console", (message: ConsoleMessage) => {
+    if (message.type() === "error") {
+      log.errors.push(`${message.text()} (${message.location().url})`);
+    }
+  });
+  page.on("pageerror", (error) => log.errors.push(`page error: ${error.message}`));
+  page.on("request", (request) => log.requests.push(request));
+  return log;
+}
+
+function assertSameOrigin(log: PageLog, base: string): void {
+  const origins = new Set(log.requests.map((request) => new URL(request.url()).origin));
+  assert.deepEqual([...origins], [new URL(base).origin], "every request goes to the server");
+}
+
+/** A canvas as a data URL: what it shows, pixel for pixel. */
+async function canvasPixels(page: Page, selector: string): Promise<string> {
+  return await page.evaluate(`document.querySelector('${selector}').toDataURL()`) as string;
+}
+
+function chartPixels(page: Page): Promise<string> {
+  return canvasPixels(page, CHART_CANVAS);
+}
+
+/** Reads `read()` until `ok` holds for its value (checked every 50 ms); returns that value. */
+async function until<T>(
+  what: string,
+  read: () => Promise<T>,
+  ok: (value: T) => boolean,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await read();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`Waited ${timeoutMs} ms for ${what}; last seen: ${JSON.stringify(value)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Waits until the text of `selector` matches `pattern`; returns the text. */
+function textMatching(page: Page, selector: string, pattern: RegExp): Promise<string> {
+  return until(
+    `${selector} to match ${pattern}`,
+    async () => await page.locator(selector).first().textContent() ?? "",
+    (text) => pattern.test(text),
+  );
+}
+
+async function newPage(browser: Browser): Promise<Page> {
+  return await browser.newPage({ viewport: { width: 1280, height: 900 } });
+}
+
+browserTest(
+  "the dashboard shows events arriving, the window growing, an alert and webhook health, with no console error and no other origin",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const page = await newPage(browser);
+      const log = watch(page);
+      const res = await page.goto(`${server.base}/`);
+      assert.equal(res?.status(), 200);
+      assert.match(res?.headers()["content-security-policy"] ?? "", /default-src 'self'/);
+      // Open mode: no key is asked.
+      assert.equal(await page.locator('input[name="key"]').isVisible(), false);
+      await page.locator('[data-live="orders"].ok').waitFor();
+      await page.locator("[data-webhook] .replay").nth(1).waitFor();
+      await page.locator(`${CHART_CANVAS}`).waitFor();
+      await textMatching(page, CURRENT, /^—$/);
+      await page.locator("#store-status.ok").waitFor();
+      assert.match(await page.locator("#store-status").textContent() ?? "", /memory · ready/);
+      const before = await page.locator(CURRENT).textContent();
+      const pixelsBefore = await chartPixels(page);
+      const sparkBefore = await canvasPixels(page, SPARK_CANVAS);
+
+      const reply = await server.send([
+        ...Array.from({ length: 6 }, () => ({ country: "DE", amount: 20 })),
+        { country: "FR", amount: 120 },
+        { country: "FR", amount: "not a number" },
+      ]);
+      assert.deepEqual([reply.accepted, (reply.rejected as unknown[]).length], [7, 1]);
+
+      const after = await textMatching(page, CURRENT, /DE\s*6/);
+      assert.notEqual(after, before);
+      assert.match(after ?? "", /FR\s*1/);
+      await until(
+        "the chart to change",
+        () => chartPixels(page),
+        (pixels) => pixels !== pixelsBefore,
+      );
+      const alert = page.locator('[data-alert="busy"]');
+      await alert.waitFor();
+      assert.match(await alert.textContent() ?? "", /busy.*orders · orders_per_minute · DE = 6/);
+      await textMatching(page, '[data-rate="orders/accepted"]', /^[1-9][\d.,]*\/s$|^0\.\d\/s$/);
+      await until(
+        "the sparkline to change",
+        () => canvasPixels(page, SPARK_CANVAS),
+        (pixels) => pixels !== sparkBefore,
+      );
+
+      // The page chooses how many groups a chart draws (the legend adds the time axis).
+      const legend = '[data-counter="orders/orders_per_minute"] .u-legend .u-series';
+      assert.equal(await page.locator(legend).count(), 1 + 4);
+      await page.locator("#top-groups").selectOption("3");
+      await until("3 lines", () => page.locator(legend).count(), (count) => count === 1 + 3);
+      await page.locator("#top-groups").selectOption("5");
+
+      // Webhook health: the receiver that answers 500 shows its error and pending deliveries.
+      const pager = page.locator("[data-webhook]", { hasText: "/hook" }).nth(1);
+      await page.locator("[data-webhook]", { hasText: "HTTP 500" }).waitFor({ timeout: 20_000 });
+      assert.equal(await page.locator("[data-webhook]").count(), 2);
+      await page.locator("[data-webhook]", { hasText: "HTTP 500" }).locator(".replay").click();
+      await page.locator("[data-webhook] .replay-result", { hasText: /requeued \d+/ }).waitFor();
+      assert.ok(await pager.isVisible());
+      const replay = log.requests.find((request) => request.url().endsWith("/replay"));
+      assert.equal(replay?.method(), "POST");
+
+      // More traffic, some of it refused, so the sparkline has a shape in the picture.
+      for (let i = 0; i < 10; i++) {
+        const batch: Record<string, unknown>[] = Array.from(
+          { length: 1 + (i % 4) * 2 },
+          (_, j) => ({ country: ["IT", "ES", "FR"][(i + j) % 3], amount: 20 + 15 * j }),
+        );
+        if (i % 3 === 1) batch.push({ country: "IT", amount: "n/a" });
+        await server.send(batch);
+        await new Promise((resolve) => setTimeout(resolve, 900));
+      }
+      const dir = await Deno.makeTempDir({ prefix: "edgestream-dashboard-" });
+      const path = `${dir}/dashboard.png`;
+      await page.screenshot({ path, fullPage: true });
+      console.log(`dashboard screenshot: ${path}`);
+      const copyTo = Deno.env.get("DASHBOARD_SCREENSHOT");
+      if (copyTo) await Deno.copyFile(path, copyTo);
+
+      assert.deepEqual(log.errors, []);
+      assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "with keys the dashboard asks for one once, keeps it in sessionStorage and never puts it in a URL",
+  async (browser) => {
+    const server = await startServer({ auth: true });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const input = page.locator('input[name="key"]');
+      await input.waitFor();
+      // Nothing but the page, its files and readiness before a key is given.
+      assert.deepEqual(
+        log.requests.filter((request) => new URL(request.url()).pathname.startsWith("/v1/")),
+        [],
+      );
+
+      await input.fill(KEYS.admin);
+      await input.press("Enter");
+      await page.locator('[data-live="orders"].ok').waitFor();
+      await page.locator("[data-webhook] .replay").first().waitFor();
+      assert.equal(
+        await page.evaluate(() => sessionStorage.getItem("edgestream.key")),
+        KEYS.admin,
+      );
+
+      // A reload keeps the key: no form this time.
+      await page.reload();
+      await page.locator('[data-live="orders"].ok').waitFor();
+      assert.equal(await input.isVisible(), false);
+      await server.send([{ country: "DE", amount: 5 }]);
+      await textMatching(page, CURRENT, /DE\s*1/);
+
+      // A read key sees everything but the webhooks, and no replay button.
+      await page.locator("#forget-key").click();
+      await input.waitFor();
+      assert.equal(await page.evaluate(() => sessionStorage.getItem("edgestream.key")), null);
+      await input.fill(KEYS.read);
+      await input.press("Enter");
+      await page.locator("#webhooks-note", { hasText: "needs an admin key" }).waitFor();
+      assert.equal(await page.locator(".replay").count(), 0);
+
+      const apiRequests = log.requests.filter((request) =>
+        new URL(request.url()).pathname.startsWith("/v1/")
+      );
+      assert.ok(apiRequests.length > 5);
+      for (const request of log.requests) {
+        assert.ok(!request.url().includes(KEYS.admin) && !request.url().includes(KEYS.read));
+      }
+      for (const request of apiRequests) {
+        assert.match(request.headers()["authorization"] ?? "", /^Bearer /, request.url());
+      }
+      // The read key's 403 on the webhook list is the only error the browser reports.
+      assert.deepEqual(
+        log.errors.filter((error) => !/status of 403 .*\/v1\/webhooks\)$/.test(error)),
+        [],
+      );
+      assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "the dashboard follows the first 3 streams live and polls the others, and draws a lone window among the 12 up to it",
+  async (browser) => {
+    const names = ["a", "b", "c", "d"];
+    const config = {
+      streams: Object.fromEntries(names.map((name) => [name, {
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      }])),
+    };
+    const server = await startServer({ config });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      for (const name of names.slice(0, 3)) {
+        await page.locator(`[data-live="${name}"].ok`).waitFor();
+      }
+      await textMatching(page, '[data-live="d"]', /^polled/);
+      const followed = new Set(
+        log.requests.map((request) => new URL(request.url()).pathname)
+          .filter((path) => path.endsWith("/subscribe")),
+      );
+      assert.deepEqual(
+        [...followed].sort(),
+        ["a", "b", "c"].map((name) => `/v1/streams/${name}/subscribe`),
+      );
+      // A counter with one window draws it among the 12 windows up to it, not across years.
+      await server.send([{}], "a");
+      await textMatching(page, '[data-current="a/n"]', /\b1$/);
+      const span = await until(
+        "stream a's chart to draw its window",
+        async () =>
+          JSON.parse(await page.locator('[data-chart="a/n"]').getAttribute("data-x-range") ?? "[]"),
+        (range: number[]) => range.length === 2 && range[0] !== null,
+      );
+      assert.ok(span[1] - span[0] <= 13 * 60, `x axis spans ${span[1] - span[0]} s`);
+      await textMatching(page, '[data-current="d/n"]', /^—$/);
+      await server.send([{}, {}], "d");
+      // Polled every 10 s.
+      await until(
+        "stream d's current window to show 2",
+        async () => await page.locator('[data-current="d/n"]').textContent() ?? "",
+        (text) => /\b2$/.test(text),
+        15_000,
+      );
+      assert.deepEqual(log.errors, []);
+      assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);

@@ -1,0 +1,107 @@
+/**
+ * The dashboard's routes: `GET /` with its Content-Security-Policy, and the
+ * page's files with their content types; nothing else from `static/`.
+ */
+import assert from "node:assert/strict";
+import { DASHBOARD_CSP } from "../../src/http/dashboard_routes.ts";
+import { testApp } from "../_fixtures.ts";
+
+type App = Awaited<ReturnType<typeof testApp>>["app"];
+
+const DASHBOARD_DIR = new URL("../../static/dashboard/", import.meta.url);
+
+/** Paths of the scripts and styles `html` loads from this server. */
+function linkedPaths(html: string): string[] {
+  return [...html.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)="(\/[^"]*)"/g)]
+    .map((match) => match[1])
+    .filter((path) => path.startsWith("/static/"));
+}
+
+Deno.test("GET / serves the dashboard with a strict Content-Security-Policy and no inline code", async () => {
+  const { app } = await testApp();
+  const res = await app.request("/");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("Content-Type"), "text/html; charset=utf-8");
+  const csp = res.headers.get("Content-Security-Policy") ?? "";
+  assert.equal(csp, DASHBOARD_CSP);
+  for (const directive of ["default-src 'self'", "script-src 'self'", "style-src 'self'"]) {
+    assert.ok(csp.split("; ").includes(directive), `${directive} in ${csp}`);
+  }
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*/);
+  assert.equal(res.headers.get("X-Content-Type-Options"), "nosniff");
+  const html = await res.text();
+  // Every script has a src; no style element or attribute (the policy would refuse them).
+  for (const tag of html.match(/<script\b[^>]*>/g) ?? []) assert.match(tag, /\bsrc="\//);
+  assert.doesNotMatch(html, /<style\b|\sstyle=/);
+  assert.match(html, /<meta name="edgestream-auth" content="none">/);
+  assert.ok(linkedPaths(html).includes("/static/vendor/uplot/uPlot.iife.min.js"));
+});
+
+Deno.test("GET / tells the page to ask for a key when the server has keys", async () => {
+  const { app } = await testApp({ auth: true });
+  const res = await app.request("/");
+  assert.equal(res.status, 200);
+  assert.match(await res.text(), /<meta name="edgestream-auth" content="key">/);
+});
+
+async function contentTypeOf(app: App, path: string): Promise<string | null> {
+  const res = await app.request(path);
+  await res.body?.cancel();
+  assert.equal(res.status, 200, path);
+  return res.headers.get("Content-Type");
+}
+
+Deno.test("the page's scripts, styles and icon are served with their content types", async () => {
+  const { app } = await testApp();
+  const html = await (await app.request("/")).text();
+  const paths = new Set([...linkedPaths(html), "/static/dashboard/icon.svg"]);
+  // The modules main.js imports, directly or not.
+  for await (const entry of Deno.readDir(DASHBOARD_DIR)) {
+    if (entry.name.endsWith(".js")) paths.add(`/static/dashboard/${entry.name}`);
+  }
+  const expected: Record<string, string> = {
+    js: "text/javascript; charset=utf-8",
+    css: "text/css; charset=utf-8",
+    svg: "image/svg+xml",
+  };
+  assert.ok(paths.size >= 10, [...paths].join(", "));
+  for (const path of paths) {
+    assert.equal(await contentTypeOf(app, path), expected[path.split(".").pop()!], path);
+  }
+  const main = await (await app.request("/static/dashboard/main.js")).text();
+  assert.equal(main, await Deno.readTextFile(new URL("main.js", DASHBOARD_DIR)));
+});
+
+Deno.test("only the dashboard's and uPlot's files are served: other paths are 404 with the error envelope", async () => {
+  const { app } = await testApp();
+  for (
+    const path of [
+      "/static/dashboard/index.html", // the page only at `/`, with its policy
+      "/static/dashboard/missing.js",
+      "/static/dashboard/..%2F..%2Fdeno.json",
+      "/static/dashboard/%2E%2E%2Fvendor%2Fuplot%2FuPlot.min.css",
+      "/static/dashboard/.hidden.js",
+      "/static/vendor/uplot/LICENSE", // no extension: no content type
+      "/static/vendor/other/x.js",
+      "/static/deno.json",
+    ]
+  ) {
+    const res = await app.request(path);
+    assert.equal(res.status, 404, path);
+    assert.equal((await res.json()).error.code, "not_found", path);
+  }
+});
+
+Deno.test("a file whose ETag the browser holds is answered 304 without a body", async () => {
+  const { app } = await testApp();
+  const first = await app.request("/static/dashboard/model.js");
+  await first.body?.cancel();
+  const etag = first.headers.get("ETag");
+  assert.match(etag ?? "", /^"[0-9a-f]{24}"$/);
+  assert.equal(first.headers.get("Cache-Control"), "no-cache");
+  const again = await app.request("/static/dashboard/model.js", {
+    headers: { "If-None-Match": etag! },
+  });
+  assert.equal(again.status, 304);
+  assert.equal(await again.text(), "");
+});

@@ -1,0 +1,119 @@
+/**
+ * The dashboard's pure logic (static/dashboard/model.js): the SSE reader,
+ * rates from stats, a counter's windows per group and the groups drawn.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  CounterSeries,
+  describeCounter,
+  durationMs,
+  formatRate,
+  groupLabel,
+  ratesBetween,
+  SseParser,
+  windowStepMs,
+} from "../../../static/dashboard/model.js";
+
+const SSE_TEXT = [
+  "event: subscribed",
+  'data: {"type":"subscribed"}',
+  "",
+  ": keep-alive",
+  "",
+  "event: window.updated",
+  'data: {"type":"window.updated",',
+  'data: "value":3}',
+  "",
+  'data: {"no":"event name"}',
+  "",
+  "",
+].join("\r\n");
+
+Deno.test("SseParser reads events however the stream is cut into chunks", () => {
+  const expected = [
+    { event: "subscribed", data: '{"type":"subscribed"}' },
+    { event: "window.updated", data: '{"type":"window.updated",\n"value":3}' },
+    { event: "message", data: '{"no":"event name"}' },
+  ];
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: SSE_TEXT.length }), { maxLength: 12 }),
+      (cuts) => {
+        const points = [0, ...[...new Set(cuts)].sort((a, b) => a - b), SSE_TEXT.length];
+        const parser = new SseParser();
+        const events = [];
+        for (let i = 1; i < points.length; i++) {
+          events.push(...parser.push(SSE_TEXT.slice(points[i - 1], points[i])));
+        }
+        assert.deepEqual(events, expected);
+      },
+    ),
+  );
+});
+
+Deno.test("SseParser keeps an event whose blank line has not arrived yet", () => {
+  const parser = new SseParser();
+  assert.deepEqual(parser.push("event: a\ndata: 1\n"), []);
+  assert.deepEqual(parser.push("\n"), [{ event: "a", data: "1" }]);
+});
+
+Deno.test("ratesBetween() gives events per second of each field, from zero after a restart", () => {
+  const before = { atMs: 0, stats: { accepted: 10, duplicates: 2, late: 0, rejected: 1 } };
+  const after = { atMs: 2_000, stats: { accepted: 30, duplicates: 2, late: 4, rejected: 0 } };
+  assert.equal(ratesBetween(null, after), null);
+  assert.deepEqual(ratesBetween(before, after), {
+    accepted: 10,
+    duplicates: 0,
+    late: 2,
+    rejected: 0,
+  });
+  // Stats written without `rejected` (an older server) read as none.
+  const older = { atMs: 4_000, stats: { accepted: 30, duplicates: 2, late: 4 } };
+  assert.equal(ratesBetween(after, older)!.rejected, 0);
+});
+
+Deno.test("CounterSeries draws the top groups by their peak, with gaps where a group has no window", () => {
+  const series = new CounterSeries(3);
+  const at = (minute: number) => new Date(Date.UTC(2026, 0, 1, 10, minute)).toISOString();
+  for (
+    const [minute, country, value] of [
+      [0, "DE", 9], // dropped: only the newest 3 window starts are kept
+      [1, "DE", 1],
+      [2, "DE", 2],
+      [3, "DE", 3],
+      [2, "FR", 7],
+      [1, "IT", 2],
+      [3, "IT", 2],
+    ] as const
+  ) {
+    series.set({ start: at(minute), group: { country }, value });
+  }
+  series.set({ start: at(3), group: { country: "DE" }, value: 4 }); // a later update wins
+  const { labels, data } = series.chartData(2);
+  assert.deepEqual(labels, ["FR", "DE"]);
+  assert.deepEqual(data, [
+    [1, 2, 3].map((minute) => Date.parse(at(minute)) / 1000),
+    [null, 7, null],
+    [1, 2, 4],
+  ]);
+  assert.deepEqual(series.chartData(5).labels, ["FR", "DE", "IT"]);
+  series.clear();
+  assert.deepEqual(series.chartData(5), { labels: [], data: [[]] });
+});
+
+Deno.test("groupLabel(), formatRate(), durationMs() and the counter description read as shown", () => {
+  assert.equal(groupLabel({}), "(all)");
+  assert.equal(groupLabel({ country: "DE", device: null }), "DE · null");
+  assert.deepEqual([0, 0.44, 2, 12.6, 1250].map(formatRate), ["0", "0.4", "2", "13", "1,250"]);
+  assert.equal(durationMs("1h30m"), 5_400_000);
+  assert.equal(durationMs("nonsense"), null);
+  const hopping = {
+    window: { hopping: "1h", every: "5m" },
+    groupBy: ["country"],
+    aggregate: { sum: "amount" },
+  };
+  assert.equal(describeCounter(hopping), "sum(amount) by country · hopping 1h every 5m");
+  assert.equal(windowStepMs(hopping), 300_000);
+  assert.equal(windowStepMs({ window: { sliding: "10m", precision: "1m" } }), 60_000);
+});
