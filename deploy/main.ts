@@ -6,27 +6,32 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
+import { configureLogging } from "../src/telemetry/logging.ts";
+
+const logger = getLogger(["edgestream"]);
 
 async function setUp() {
   const config = await configFromEnv(Deno.env).catch((error) => {
     if (error instanceof ConfigError) console.error(`edgestream: ${error.message}`);
     throw error;
   });
+  configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, keys, origins, webhooks } = config;
   if (store.kind === "memory") {
-    console.warn(
-      "edgestream: no UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
+    logger.warn(
+      "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
     );
   }
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, origins, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error: Error) =>
-    console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
+    logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
   return { app, streams, store, webhooks };
 }
@@ -43,8 +48,14 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   const sent = await webhooks.settle();
   const queued = report.fanout?.[0]?.queued ?? 0;
   if (report.closed.length > 0 || report.fired.length > 0 || sent.attempted > 0) {
-    console.log(
-      `edgestream: sweep closed ${report.closed.length} window(s), fired ${report.fired.length} alert(s), queued ${queued} and attempted ${sent.attempted} delivery(ies)`,
+    logger.info(
+      "Sweep closed {closed} window(s), fired {fired} alert(s), queued {queued} and attempted {attempted} delivery(ies)",
+      {
+        closed: report.closed.length,
+        fired: report.fired.length,
+        queued,
+        attempted: sent.attempted,
+      },
     );
   }
 });

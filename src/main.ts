@@ -1,14 +1,19 @@
 /**
  * Server entry: reads the environment (`env.ts` lists every variable),
- * builds the app and serves it, with a timer running the sweep. A startup
- * mistake prints one line naming the setting and exits with status 1.
+ * sets up the logs, builds the app and serves it, with a timer running the
+ * sweep. A startup mistake prints one line naming the setting and exits
+ * with status 1.
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig } from "./env.ts";
 import { LiveHub, sweepOnce } from "./fanout/mod.ts";
+import { configureLogging } from "./telemetry/logging.ts";
+
+const logger = getLogger(["edgestream"]);
 
 function fail(message: string): never {
   console.error(`edgestream: ${message}`);
@@ -18,21 +23,21 @@ function fail(message: string): never {
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
   const { streams, store, keys, origins, webhooks } = config;
-  for (const notice of config.notices) console.log(`edgestream: ${notice}`);
+  for (const notice of config.notices) logger.info(notice);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, origins, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
-    console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
+    logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
   if (config.sweepEveryMs > 0) {
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
     setInterval(() => {
       sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch((error) =>
-        console.error(`edgestream: sweep failed: ${error instanceof Error ? error.message : error}`)
+        logger.error("Sweep failed: {error}", { error })
       );
     }, config.sweepEveryMs);
   }
@@ -41,7 +46,7 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
       port: config.port,
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
-        console.log(`edgestream: listening on http://${hostname}:${port}`),
+        logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
     }, app.fetch);
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -59,5 +64,6 @@ if (import.meta.main) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
   });
+  configureLogging({ level: config.logLevel, secrets: config.secrets });
   await serve(config);
 }

@@ -10,12 +10,15 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import { type LogRecord, OTHER_GROUP, type Store } from "../store/types.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
+
+const logger = getLogger(["edgestream", "live"]);
 
 /** What one subscriber asked for. */
 export interface Subscription {
@@ -322,16 +325,21 @@ export class LiveHub {
           try {
             subscriber.sink.send(payload);
           } catch (error) {
-            console.error("Live subscriber failed:", error);
+            logger.error("Live subscriber of stream {stream} failed: {error}", {
+              stream: tail.stream.name,
+              error,
+            });
           }
         }
       }
     } catch (error) {
       if (!tail.failing) {
-        console.error(
-          `Cannot read the result log of stream '${tail.stream.name}' for live subscribers: ${
-            error instanceof Error ? error.message : error
-          }`,
+        logger.error(
+          "Cannot read the result log of stream {stream} for live subscribers: {error}",
+          {
+            stream: tail.stream.name,
+            error,
+          },
         );
       }
       tail.failing = true;
@@ -382,11 +390,10 @@ export class LiveHub {
     pending.touched = new Map();
     pending.flushing = this.#publish(pending.stream, touched)
       .catch((error) =>
-        console.error(
-          `Cannot publish window.updated for stream '${pending.stream.name}': ${
-            error instanceof Error ? error.message : error
-          }`,
-        )
+        logger.error("Cannot publish window.updated for stream {stream}: {error}", {
+          stream: pending.stream.name,
+          error,
+        })
       )
       .finally(() => {
         pending.flushing = undefined;

@@ -1,7 +1,11 @@
 /** Log output: JSON lines or text, levels, and secrets that never reach a line. */
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
+import { configFromEnv } from "../../src/env.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
+import { NOW, postEvents, testApp } from "../_fixtures.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 
 const logger = getLogger(["edgestream", "test"]);
@@ -95,6 +99,46 @@ Deno.test("configureLogging() writes only records at its level and above", async
       logger.fatal("fatal");
       assert.deepEqual(jsonLines(lines).map((line) => line.level), LOG_LEVELS.slice(index), level);
     }, { level });
+  }
+});
+
+function unavailableStore(): Store {
+  const inner = new MemoryStore({ now: () => NOW });
+  return new Proxy(inner, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return () => {
+          throw new StoreUnavailableError("Redis is unavailable (applyBatch): timeout");
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+}
+
+Deno.test("EDGESTREAM_LOG_LEVEL decides which request lines are written", async () => {
+  const expected: Record<string, number[]> = {
+    debug: [200, 503],
+    info: [200, 503],
+    warn: [503],
+    error: [],
+  };
+  for (const [variable, statuses] of Object.entries(expected)) {
+    const config = await configFromEnv({
+      get: (name) => ({ EDGESTREAM_LOG_LEVEL: variable } as Record<string, string>)[name],
+    });
+    await config.webhooks.close();
+    const { app } = await testApp({ store: unavailableStore() });
+    await writtenLogs(async (lines) => {
+      await (await app.request("/healthz")).body?.cancel();
+      await (await postEvents(app, [{ id: "a" }])).body?.cancel();
+      assert.deepEqual(
+        jsonLines(lines, "edgestream.http").map((line) => line.status),
+        statuses,
+        variable,
+      );
+    }, { level: config.logLevel });
   }
 });
 
