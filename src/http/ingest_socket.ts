@@ -53,7 +53,13 @@ import type { Context } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import type { WSContext, WSEvents } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
-import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "./auth.ts";
+import {
+  HOW_TO_SEND_FROM_BROWSER,
+  type KeyRing,
+  noteKeyInQuery,
+  presentedKey,
+  scopeError,
+} from "./auth.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { Store } from "../store/types.ts";
@@ -457,6 +463,7 @@ export function ingestSocketHandler(
     requireUpgrade(c);
     const requestId = requestIdOf(c);
     const presented = presentedKey(c.req.raw);
+    if (presented.inQuery) noteKeyInQuery(c);
     const denied = await scopeError(deps.keys, presented.key, "ingest", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
     });
