@@ -11,11 +11,15 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
+import { configureLogging } from "../src/telemetry/logging.ts";
+
+const logger = getLogger(["edgestream"]);
 
 let started: ReturnType<typeof setUp> | undefined;
 
@@ -31,18 +35,19 @@ async function setUp() {
     console.error(`edgestream: ${error.message}`);
     Deno.exit(1);
   });
+  configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, keys, origins, webhooks } = config;
-  for (const notice of config.notices) console.log(`edgestream: ${notice}`);
+  for (const notice of config.notices) logger.info(notice);
   if (store.kind === "memory") {
-    console.warn(
-      "edgestream: no UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
+    logger.warn(
+      "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
     );
   }
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, origins, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error: Error) =>
-    console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
+    logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
   // The webhook backlog is shared: the isolate that ran the last cron sweep
   // reports it (until its lease ends: over two minutes, two cron runs).
@@ -59,12 +64,18 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   // deliveries are stored and a later run sends them once their claims' leases end.
   const sent = await webhooks.settle();
   await backlog.refresh().catch((error: Error) =>
-    console.error(`edgestream: cannot count webhook deliveries: ${error.message}`)
+    logger.error("Cannot count webhook deliveries: {error}", { error })
   );
   const queued = report.fanout?.[0]?.queued ?? 0;
   if (report.closed.length > 0 || report.fired.length > 0 || sent.attempted > 0) {
-    console.log(
-      `edgestream: sweep closed ${report.closed.length} window(s), fired ${report.fired.length} alert(s), queued ${queued} and attempted ${sent.attempted} delivery(ies)`,
+    logger.info(
+      "Sweep closed {closed} window(s), fired {fired} alert(s), queued {queued} and attempted {attempted} delivery(ies)",
+      {
+        closed: report.closed.length,
+        fired: report.fired.length,
+        queued,
+        attempted: sent.attempted,
+      },
     );
   }
 });

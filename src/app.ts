@@ -17,6 +17,7 @@ import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
+import { requestLog } from "./http/request_log.ts";
 import { registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
@@ -118,13 +119,12 @@ export function createApp(options: AppOptions): OpenAPIHono {
     },
   });
   app.onError(errorResponse);
+  // First, so every response has its X-Request-Id and every request its log line.
+  app.use(requestLog());
   // Before every route, so a refused request changes nothing.
   app.use(originGuard(new OriginPolicy({ open: keys.open, ...options.origins })));
   app.notFound((c) =>
-    c.json(
-      { error: { code: "not_found", message: `No route for ${c.req.method} ${c.req.path}` } },
-      404,
-    )
+    errorResponse(new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`), c)
   );
 
   registerStreamRoutes(app, {

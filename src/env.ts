@@ -21,6 +21,7 @@
  * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long | `5d` |
  * | `EDGESTREAM_ENV` | `production` refuses the memory store and open mode (also on Deno Deploy's production timeline) | `development` |
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
+ * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
  *
  * @module
  */
@@ -54,6 +55,7 @@ import {
   type Store,
 } from "./store/mod.ts";
 import { InstrumentedStore } from "./telemetry/mod.ts";
+import { LOG_LEVELS, type LogLevel } from "./telemetry/logging.ts";
 
 /** Where variables come from: `Deno.env`, or a plain map in tests. */
 export interface EnvSource {
@@ -85,6 +87,10 @@ export interface ServerConfig {
   sweepEveryMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
   notices: string[];
+  /** Lowest log level written. */
+  logLevel: LogLevel;
+  /** Values no log line may show: the API keys and the Redis token. */
+  secrets: string[];
 }
 
 /** Options for {@linkcode configFromEnv}. */
@@ -128,6 +134,27 @@ function readPort(env: EnvSource): number {
     throw new ConfigError(`PORT: expected a port number from 0 to 65535, got '${text}'`);
   }
   return port;
+}
+
+/** `EDGESTREAM_LOG_LEVEL`, any case; `warn` is read as `warning`. */
+function readLogLevel(env: EnvSource): LogLevel {
+  const text = env.get("EDGESTREAM_LOG_LEVEL");
+  if (text === undefined || text.trim() === "") return "info";
+  const name = text.trim().toLowerCase();
+  const level = name === "warn" ? "warning" : name;
+  if (!LOG_LEVELS.includes(level as LogLevel)) {
+    throw new ConfigError(
+      `EDGESTREAM_LOG_LEVEL: expected one of ${LOG_LEVELS.join(", ")}, got '${text}'`,
+    );
+  }
+  return level as LogLevel;
+}
+
+/** The keys of `EDGESTREAM_KEYS` and the Redis token, for the logs to redact. */
+function secretsOf(env: EnvSource): string[] {
+  const keys = (env.get("EDGESTREAM_KEYS") ?? "").split(",")
+    .map((part) => part.slice(part.indexOf(":") + 1).trim());
+  return [...keys, env.get("UPSTASH_REDIS_REST_TOKEN") ?? ""].filter((item) => item !== "");
 }
 
 /** `EDGESTREAM_MEMORY_DEDUPE_MAX` as a whole number of at least 2, or undefined when unset. */
@@ -275,6 +302,7 @@ export async function configFromEnv(
   options: ConfigFromEnvOptions = {},
 ): Promise<ServerConfig> {
   const port = readPort(env);
+  const logLevel = readLogLevel(env);
   const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
@@ -334,5 +362,7 @@ export async function configFromEnv(
     port,
     sweepEveryMs,
     notices,
+    logLevel,
+    secrets: secretsOf(env),
   };
 }

@@ -1,19 +1,20 @@
 /**
  * Server entry: reads the environment (`env.ts` lists every variable),
- * builds the app and serves it, with a timer running the sweep. A startup
- * mistake prints one line naming the setting and exits with status 1.
+ * sets up the logs, builds the app and serves it, with a timer running the
+ * sweep. A startup mistake prints one line naming the setting and exits
+ * with status 1.
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig } from "./env.ts";
 import { LiveHub, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
+import { configureLogging } from "./telemetry/logging.ts";
 
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
+const logger = getLogger(["edgestream"]);
 
 function fail(message: string): never {
   console.error(`edgestream: ${message}`);
@@ -23,14 +24,14 @@ function fail(message: string): never {
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
   const { streams, store, keys, origins, webhooks } = config;
-  for (const notice of config.notices) console.log(`edgestream: ${notice}`);
+  for (const notice of config.notices) logger.info(notice);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const app = createApp({ streams, store, keys, origins, live, webhooks });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
-    console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
+    logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.
@@ -43,9 +44,9 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
       sweepOnce(streams.values(), store, { consumers: [webhooks] }).then(
         () =>
           backlog.refresh().catch((error) =>
-            console.error(`edgestream: cannot count webhook deliveries: ${describe(error)}`)
+            logger.error("Cannot count webhook deliveries: {error}", { error })
           ),
-        (error) => console.error(`edgestream: sweep failed: ${describe(error)}`),
+        (error) => logger.error("Sweep failed: {error}", { error }),
       );
     }, config.sweepEveryMs);
   }
@@ -54,7 +55,7 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
       port: config.port,
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
-        console.log(`edgestream: listening on http://${hostname}:${port}`),
+        logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
     }, app.fetch);
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
@@ -72,5 +73,6 @@ if (import.meta.main) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
   });
+  configureLogging({ level: config.logLevel, secrets: config.secrets });
   await serve(config);
 }

@@ -93,22 +93,16 @@ redisTest(
 
 /** How many of `ids` (sent one batch each, in one 1h dedupe bucket) the store forgot early. */
 async function forgottenAfter(store: Store, ids: string[]): Promise<number> {
-  const warn = console.warn;
-  console.warn = () => {};
-  try {
-    for (const id of ids) {
-      await store.applyBatch({
-        stream: "s",
-        nowMs: 1_000,
-        latenessMs: 0,
-        dedupeTtlMs: 3_600_000,
-        counters: [],
-        filtered: 0,
-        events: [{ id, timeMs: 1_000, updates: [] }],
-      });
-    }
-  } finally {
-    console.warn = warn;
+  for (const id of ids) {
+    await store.applyBatch({
+      stream: "s",
+      nowMs: 1_000,
+      latenessMs: 0,
+      dedupeTtlMs: 3_600_000,
+      counters: [],
+      filtered: 0,
+      events: [{ id, timeMs: 1_000, updates: [] }],
+    });
   }
   return (await store.stats("s", [])).dedupeForgotten;
 }
@@ -180,4 +174,57 @@ Deno.test("configFromEnv() refuses a bad allowed host or origin, naming the vari
       error instanceof ConfigError &&
       error.message.startsWith("EDGESTREAM_ALLOWED_ORIGINS: Cannot read allowed origin 'null'"),
   );
+});
+
+Deno.test("configFromEnv() reads EDGESTREAM_LOG_LEVEL in any case, warn as warning, info by default", async () => {
+  const cases: Array<[string | undefined, string]> = [
+    [undefined, "info"],
+    ["", "info"],
+    ["debug", "debug"],
+    ["ERROR", "error"],
+    [" Warning ", "warning"],
+    ["warn", "warning"],
+    ["trace", "trace"],
+    ["fatal", "fatal"],
+  ];
+  for (const [text, level] of cases) {
+    const config = await configFromEnv(
+      env(text === undefined ? {} : { EDGESTREAM_LOG_LEVEL: text }),
+    );
+    await config.webhooks.close();
+    assert.equal(config.logLevel, level, String(text));
+  }
+});
+
+Deno.test("configFromEnv() refuses a bad EDGESTREAM_LOG_LEVEL, naming the variable and the levels", async () => {
+  for (const text of ["verbose", "3", "info,debug"]) {
+    await assert.rejects(
+      () => configFromEnv(env({ EDGESTREAM_LOG_LEVEL: text })),
+      (error: Error) => {
+        assert.ok(error instanceof ConfigError);
+        assert.equal(
+          error.message,
+          `EDGESTREAM_LOG_LEVEL: expected one of trace, debug, info, warning, error, fatal, got '${text}'`,
+        );
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("configFromEnv() gives the API keys and the Redis token as the secrets to keep out of logs", async () => {
+  const config = await configFromEnv(env({
+    EDGESTREAM_KEYS: "admin:admin-key-0123456789, ingest:ingest-key-0123456789",
+    UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1",
+    UPSTASH_REDIS_REST_TOKEN: "redis-token-abc",
+  }));
+  await config.webhooks.close();
+  assert.deepEqual(config.secrets, [
+    "admin-key-0123456789",
+    "ingest-key-0123456789",
+    "redis-token-abc",
+  ]);
+  const open = await configFromEnv(env({}));
+  await open.webhooks.close();
+  assert.deepEqual(open.secrets, []);
 });

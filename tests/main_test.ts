@@ -51,6 +51,7 @@ for (
     [{ PORT: "70000" }, /^edgestream: PORT: .*'70000'$/],
     [{ EDGESTREAM_CONFIG: "/nonexistent/config.json" }, /^edgestream: EDGESTREAM_CONFIG: /],
     [{ UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1" }, /^edgestream: UPSTASH_REDIS_REST_URL, /],
+    [{ EDGESTREAM_LOG_LEVEL: "verbose" }, /^edgestream: EDGESTREAM_LOG_LEVEL: .*'verbose'$/],
     [
       { EDGESTREAM_WEBHOOK_DISABLE_AFTER: "soon" },
       /^edgestream: EDGESTREAM_WEBHOOK_DISABLE_AFTER: /,

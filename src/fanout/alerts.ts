@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
@@ -14,6 +15,8 @@ import { OTHER_GROUP } from "../store/types.ts";
 import { recordAlertsFired } from "../telemetry/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
 import { aggregateValue, decodeGroup, panesOfWindow, windowsOfPane } from "../window/mod.ts";
+
+const logger = getLogger(["edgestream", "alerts"]);
 
 /** The value of one group in one window, as alerts see it. */
 export interface AlertInput {
@@ -142,7 +145,7 @@ export class AlertWatcher {
     this.#store = store;
     this.#onFired = options.onFired ?? (() => {});
     this.#onError = options.onError ??
-      ((error) => console.error(`edgestream: alert evaluation failed: ${describe(error)}`));
+      ((error) => logger.error("Alert evaluation failed: {error}", { error }));
     this.observe = this.observe.bind(this);
   }
 
@@ -240,8 +243,4 @@ export class AlertWatcher {
     this.#timer = undefined;
     await this.#draining;
   }
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

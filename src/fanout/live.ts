@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import {
@@ -29,6 +30,8 @@ import { type LiveTransport, recordLiveSubscribers } from "../telemetry/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
+
+const logger = getLogger(["edgestream", "live"]);
 
 /** What one subscriber asked for. */
 export interface Subscription {
@@ -457,7 +460,7 @@ export class LiveHub {
     try {
       subscriber.sink.send(payload, id);
     } catch (error) {
-      console.error("Live subscriber failed:", error);
+      logger.error("Live subscriber failed: {error}", { error });
     }
   }
 
@@ -531,10 +534,12 @@ export class LiveHub {
       }
     } catch (error) {
       if (!tail.failing) {
-        console.error(
-          `Cannot read the result log of stream '${tail.stream.name}' for live subscribers: ${
-            error instanceof Error ? error.message : error
-          }`,
+        logger.error(
+          "Cannot read the result log of stream {stream} for live subscribers: {error}",
+          {
+            stream: tail.stream.name,
+            error,
+          },
         );
       }
       tail.failing = true;
@@ -600,11 +605,10 @@ export class LiveHub {
     pending.touched = new Map();
     pending.flushing = this.#publish(pending, touched)
       .catch((error) =>
-        console.error(
-          `Cannot publish window.updated for stream '${pending.stream.name}': ${
-            error instanceof Error ? error.message : error
-          }`,
-        )
+        logger.error("Cannot publish window.updated for stream {stream}: {error}", {
+          stream: pending.stream.name,
+          error,
+        })
       )
       .finally(() => {
         pending.flushing = undefined;

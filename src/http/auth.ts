@@ -5,8 +5,12 @@
  *
  * @module
  */
-import type { MiddlewareHandler } from "hono";
+import { getLogger } from "@logtape/logtape";
+import type { Context, MiddlewareHandler } from "hono";
 import { ApiError } from "./errors.ts";
+import { annotateRequest } from "./request_log.ts";
+
+const logger = getLogger(["edgestream", "http"]);
 
 /** What a key may do. `admin` implies the others. */
 export type Scope = "ingest" | "read" | "admin";
@@ -154,11 +158,13 @@ export interface PresentedKey {
    * whose answer names none of the offered protocols).
    */
   protocol?: string;
+  /** True when the key came as `?token=` (deprecated: URLs reach logs and traces). */
+  inQuery?: boolean;
 }
 
 /** How a client of a browser-facing endpoint sends its key. */
 export const HOW_TO_SEND_FROM_BROWSER =
-  "send 'Authorization: Bearer <key>', '?token=<key>' or subprotocol 'bearer.<key>'";
+  "send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'";
 
 /**
  * Reads the key of a request that browsers make without custom headers: the
@@ -170,8 +176,25 @@ export function presentedKey(request: Request): PresentedKey {
     .map((item) => item.trim()).filter((item) => item !== "");
   const bearer = offered.find((item) => item.startsWith(BEARER_PROTOCOL_PREFIX));
   const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearer;
-  const key = bearerKey(request.headers.get("Authorization") ?? undefined) ??
-    (new URL(request.url).searchParams.get("token") || undefined) ??
-    bearer?.slice(BEARER_PROTOCOL_PREFIX.length);
-  return { key: key || undefined, protocol };
+  const header = bearerKey(request.headers.get("Authorization") ?? undefined);
+  if (header) return { key: header, protocol };
+  const query = new URL(request.url).searchParams.get("token") || undefined;
+  if (query) return { key: query, protocol, inQuery: true };
+  return { key: bearer?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined, protocol };
+}
+
+let warnedKeyInQuery = false;
+
+/**
+ * Marks the request's log line with `keyInQuery: true` and, once per
+ * process, warns that `?token=` is deprecated: Deno's own HTTP spans and
+ * proxies record full URLs, which edgestream cannot redact.
+ */
+export function noteKeyInQuery(c: Context): void {
+  annotateRequest(c, { keyInQuery: true });
+  if (warnedKeyInQuery) return;
+  warnedKeyInQuery = true;
+  logger.warn(
+    "A key was sent as '?token=', which is deprecated: full URLs reach traces and proxy logs; send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
+  );
 }

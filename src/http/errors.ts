@@ -1,6 +1,7 @@
 /**
  * The one error envelope every error response uses:
- * `{"error": {"code": "stream_not_found", "message": "…"}}`.
+ * `{"error": {"code": "stream_not_found", "message": "…", "requestId": "…"}}`,
+ * where `requestId` is the request's `X-Request-Id` (see `request_id.ts`).
  *
  * @module
  */
@@ -16,10 +17,11 @@ import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { StoreUnavailableError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
+import { requestIdOf } from "./request_id.ts";
 
 /** Body of every error response. */
 export interface ErrorEnvelope {
-  error: { code: string; message: string; details?: unknown };
+  error: { code: string; message: string; details?: unknown; requestId?: string };
 }
 
 /** An error that becomes a JSON error response with its own code and status. */
@@ -126,33 +128,40 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
   return undefined;
 }
 
-/** Turns any thrown error into the JSON envelope; the app's `onError`. */
-export function errorResponse(error: Error, c: Context): Response {
+/**
+ * Any thrown error as the API error it is answered with: a domain error by
+ * the table above, an `HTTPException` by its status, anything else as 500
+ * `internal_error` (its message is not shown: it may hold internals) with
+ * the error as its cause.
+ */
+export function toApiError(error: unknown): ApiError {
   const api = apiErrorOf(error);
-  if (api) {
-    return c.json(
-      {
-        ...api.extra,
-        error: api.details === undefined
-          ? { code: api.code, message: api.message }
-          : { code: api.code, message: api.message, details: api.details },
-      },
-      api.status,
-      api.headers,
-    );
-  }
+  if (api) return api;
   if (error instanceof HTTPException) {
     const status = error.status as ContentfulStatusCode;
-    return c.json(
-      {
-        error: {
-          code: CODE_BY_STATUS[status] ?? "error",
-          message: error.message || "Request failed",
-        },
-      },
+    return new ApiError(
       status,
+      CODE_BY_STATUS[status] ?? "error",
+      error.message || "Request failed",
+      { cause: error },
     );
   }
-  console.error("Unhandled error:", error);
-  return c.json({ error: { code: "internal_error", message: "Internal server error" } }, 500);
+  return new ApiError(500, "internal_error", "Internal server error", { cause: error });
+}
+
+/** The envelope of `api`, for the request `requestId` names when it is known. */
+export function errorEnvelope(api: ApiError, requestId?: string): ErrorEnvelope {
+  const error: ErrorEnvelope["error"] = { code: api.code, message: api.message };
+  if (api.details !== undefined) error.details = api.details;
+  if (requestId !== undefined) error.requestId = requestId;
+  return { ...api.extra, error };
+}
+
+/**
+ * Turns any thrown error into the JSON envelope, with the request's id; the
+ * app's `onError`. The request log middleware logs the error with its cause.
+ */
+export function errorResponse(error: Error, c: Context): Response {
+  const api = toApiError(error);
+  return c.json(errorEnvelope(api, requestIdOf(c)), api.status, api.headers);
 }

@@ -9,13 +9,14 @@
  * only keys are `seq`, `idempotencyKey` and `events`; the key works as HTTP's
  * `Idempotency-Key`, over the frame's events). Replies:
  * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`
- * - `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` for
+ * - `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` for
  *   a frame that cannot be read or whose key was reused with other events
  *   (`retryable: false`), or one not counted because the store is
  *   unavailable (`details.outcome` says whether it may have applied), its key
  *   is in flight, the rate limit is reached, or the connection is closing for
  *   a protocol error (`retryable: true`: resend the frame; event ids or its
- *   `idempotencyKey` keep a resend from counting twice).
+ *   `idempotencyKey` keep a resend from counting twice). `requestId` is the
+ *   upgrade request's `X-Request-Id`, as in HTTP error bodies.
  *
  * `seq` is the frame's own `seq`, else its number on the connection (1, 2, …).
  *
@@ -47,12 +48,20 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Context } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import type { WSContext, WSEvents } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
-import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "./auth.ts";
+import {
+  HOW_TO_SEND_FROM_BROWSER,
+  type KeyRing,
+  noteKeyInQuery,
+  presentedKey,
+  scopeError,
+} from "./auth.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
+import { requestIdOf } from "./request_id.ts";
 import type { Store } from "../store/types.ts";
 import { type IngestScope, traceIngest } from "../telemetry/mod.ts";
 import {
@@ -147,7 +156,7 @@ export type FrameReply =
     type: "error";
     seq: number;
     retryable: boolean;
-    error: { code: string; message: string; details?: unknown };
+    error: { code: string; message: string; details?: unknown; requestId?: string };
   };
 
 /** Counts of the WebSocket ingest connections, for monitoring and tests. */
@@ -206,6 +215,8 @@ export interface IngestSocketDeps {
   ingestOptions(stream: string): IngestContext;
 }
 
+const logger = getLogger(["edgestream", "http", "ws"]);
+
 /** Longest close reason a WebSocket close frame carries, in bytes. */
 const MAX_REASON_BYTES = 123;
 
@@ -226,6 +237,7 @@ interface QueuedFrame {
 class IngestConnection {
   #deps: IngestSocketDeps;
   #stream: CompiledStream;
+  #requestId: string | undefined;
   #socket: WSContext;
   #stats: IngestSocketStats;
   #maxFramesQueued: number;
@@ -247,10 +259,13 @@ class IngestConnection {
       maxFramesInFlight: number;
       maxFramesQueued: number;
       maxFrameBytes: number;
+      /** The upgrade request's id, for error frames and log lines. */
+      requestId?: string;
     },
   ) {
     this.#deps = deps;
     this.#stream = stream;
+    this.#requestId = settings.requestId;
     this.#socket = socket;
     this.#stats = settings.stats;
     this.#maxFramesInFlight = settings.maxFramesInFlight;
@@ -286,7 +301,7 @@ class IngestConnection {
     if (!this.#draining) {
       this.#drain().catch((error) => {
         // A bug, not bad input (bad frames get error acks): log it and end this connection only.
-        console.error("WebSocket ingest failed:", error);
+        this.#logFailure(error);
         this.close(1011, "Internal error");
       });
     }
@@ -340,19 +355,37 @@ class IngestConnection {
     if (this.#closing) this.close(this.#closing.code, this.#closing.reason);
   }
 
+  #logFailure(error: unknown): void {
+    logger.error("WebSocket ingest failed on stream {stream}: {error}", {
+      stream: this.#stream.name,
+      requestId: this.#requestId,
+      error,
+    });
+  }
+
+  /** An error frame, with the connection's request id. */
+  #errorReply(
+    seq: number,
+    retryable: boolean,
+    error: { code: string; message: string; details?: unknown },
+  ): FrameReply {
+    const body: Extract<FrameReply, { type: "error" }>["error"] = {
+      code: error.code,
+      message: error.message,
+    };
+    if (error.details !== undefined) body.details = error.details;
+    if (this.#requestId !== undefined) body.requestId = this.#requestId;
+    return { type: "error", seq, retryable, error: body };
+  }
+
   /** The answer to a frame held when a protocol error arrived: not applied, safe to resend. */
   #notApplied(frame: QueuedFrame, code: number): FrameReply {
     // Read for its own seq only, which the client matches answers by.
     const seq = readFrame(frame.text, this.#deps.limits).seq ?? frame.number;
-    return {
-      type: "error",
-      seq,
-      retryable: true,
-      error: {
-        code: "connection_closing",
-        message: `Frame ${seq} was not applied: the connection closes with ${code}; send it again`,
-      },
-    };
+    return this.#errorReply(seq, true, {
+      code: "connection_closing",
+      message: `Frame ${seq} was not applied: the connection closes with ${code}; send it again`,
+    });
   }
 
   /** Answers one frame, traced as one ingest request. */
@@ -366,14 +399,7 @@ class IngestConnection {
   async #answer(frame: QueuedFrame, scope: IngestScope): Promise<FrameReply> {
     const read = readFrame(frame.text, this.#deps.limits);
     const seq = read.seq ?? frame.number;
-    if (!read.ok) {
-      return {
-        type: "error",
-        seq,
-        retryable: false,
-        error: { code: read.error.code, message: read.error.message },
-      };
-    }
+    if (!read.ok) return this.#errorReply(seq, false, read.error);
     try {
       const reply = await ingestItems(this.#stream, read.items, {
         ...this.#deps.ingestOptions(this.#stream.name),
@@ -387,23 +413,15 @@ class IngestConnection {
       scope.failed(error);
       const api = apiErrorOf(error);
       if (api && !(api.status === 500)) {
-        return {
-          type: "error",
-          seq,
-          // Unavailable, in flight or rate limited: the same frame may succeed later.
-          retryable: api.status === 503 || api.status === 409 || api.status === 429,
-          error: api.details === undefined
-            ? { code: api.code, message: api.message }
-            : { code: api.code, message: api.message, details: api.details },
-        };
+        // Unavailable, in flight or rate limited: the same frame may succeed later.
+        const retryable = api.status === 503 || api.status === 409 || api.status === 429;
+        return this.#errorReply(seq, retryable, api);
       }
-      console.error("WebSocket ingest failed:", error);
-      return {
-        type: "error",
-        seq,
-        retryable: false,
-        error: { code: "internal_error", message: "Internal server error" },
-      };
+      this.#logFailure(error);
+      return this.#errorReply(seq, false, {
+        code: "internal_error",
+        message: "Internal server error",
+      });
     }
   }
 }
@@ -454,7 +472,9 @@ export function ingestSocketHandler(
 
   return async function (c) {
     requireUpgrade(c);
+    const requestId = requestIdOf(c);
     const presented = presentedKey(c.req.raw);
+    if (presented.inQuery) noteKeyInQuery(c);
     const denied = await scopeError(deps.keys, presented.key, "ingest", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
     });
@@ -470,7 +490,7 @@ export function ingestSocketHandler(
           socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
           return;
         }
-        connection = new IngestConnection(deps, stream, socket, settings);
+        connection = new IngestConnection(deps, stream, socket, { ...settings, requestId });
         settings.stats.connections += 1;
       },
       onMessage(event) {

@@ -31,7 +31,7 @@ import {
   upgradeSocket,
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
-import { HOW_TO_SEND_FROM_BROWSER, presentedKey, scopeError } from "./auth.ts";
+import { HOW_TO_SEND_FROM_BROWSER, noteKeyInQuery, presentedKey, scopeError } from "./auth.ts";
 import { findCounter, findStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor } from "./_openapi.ts";
@@ -271,7 +271,7 @@ const StreamParam = z.object({
 
 const TokenQuery = z.string().optional().openapi({
   description:
-    "API key, for browsers that cannot set headers (prefer the header or the `bearer.<key>` subprotocol: query strings reach access logs)",
+    "Deprecated: the API key in the URL, which traces and proxy logs record. Send `Authorization: Bearer <key>`, or from a browser the WebSocket subprotocol `bearer.<key>` (or read SSE with `fetch`). Still accepted; edgestream's own logs never print it",
 });
 
 function documentRoutes(app: OpenAPIHono): void {
@@ -283,11 +283,11 @@ function documentRoutes(app: OpenAPIHono): void {
     summary: "Send events over a WebSocket, with acks",
     description: [
       'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
-      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message"}}` (the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable or the connection is closing: resend).',
+      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` (`requestId`: the upgrade request\'s `X-Request-Id`; the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable or the connection is closing: resend).',
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key or too many frames in flight, 1001 no pong.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first or misses a pong, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
-      "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: ingest.",
+      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest.",
     ].join("\n\n"),
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
@@ -306,7 +306,7 @@ function documentRoutes(app: OpenAPIHono): void {
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape.',
       "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
       'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
-      "Key: `Authorization: Bearer <key>`, `?token=<key>` or subprotocol `bearer.<key>`. Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
+      "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
     ].join("\n\n"),
     request: {
       params: StreamParam,
@@ -386,6 +386,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       );
     }
     const presented = presentedKey(c.req.raw);
+    if (presented.inQuery) noteKeyInQuery(c);
     const denied = await scopeError(deps.keys, presented.key, "read", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
     });

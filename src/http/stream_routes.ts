@@ -21,6 +21,7 @@ import { errorsFor, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyFormat, type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
+import { annotateRequest } from "./request_log.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
@@ -211,6 +212,14 @@ function ingest(deps: StreamRouteDeps) {
       });
       scope.answered({ ...reply, rejected: reply.rejected.length });
       return reply;
+    });
+    annotateRequest(c, {
+      accepted: reply.accepted,
+      duplicates: reply.duplicates,
+      late: reply.late,
+      filtered: reply.filtered,
+      rejected: reply.rejected.length,
+      ...(reply.replayed ? { replayed: true } : {}),
     });
     if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../config/mod.ts";
 import type { IngestObserver, LogDemand } from "../fanout/types.ts";
 import type { GroupCommitter } from "./group_commit.ts";
@@ -21,6 +22,8 @@ import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
 import { validateEvent } from "../validate/mod.ts";
 import { counterUpdate, readEventTime, readField } from "../window/mod.ts";
+
+const logger = getLogger(["edgestream", "ingest"]);
 
 /** One item of a body: a parsed value, or why it could not be read. */
 export type BodyItem = { ok: true; value: unknown } | {
@@ -371,7 +374,10 @@ async function ingestOnce(
     try {
       observer({ stream, events, outcomes: result.outcomes, nowMs, demand: result.demand });
     } catch (error) {
-      console.error("Ingest observer failed:", error);
+      logger.error("Ingest observer failed on stream {stream}: {error}", {
+        stream: stream.name,
+        error,
+      });
     }
   }
   return { ...reply, duplicates: outcome.duplicates, late: outcome.late };

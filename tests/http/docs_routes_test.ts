@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { requestLog } from "../../src/http/request_log.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
 import { Hono } from "hono";
 import {
   DOCS_CONTENT_SECURITY_POLICY,
@@ -140,23 +142,20 @@ Deno.test("/docs answers 421 in open mode to a Host that is not loopback, like /
 
 Deno.test("serveStatic() answers 500 and logs the file it cannot read", async () => {
   const app = new Hono();
+  app.use(requestLog());
   app.onError(errorResponse);
   app.get("/missing", serveStatic("docs/missing.html", "text/html; charset=utf-8"));
-  const logged: unknown[][] = [];
-  const original = console.error;
-  console.error = (...args: unknown[]) => logged.push(args);
-  let res;
-  try {
-    res = await app.request("/missing");
-  } finally {
-    console.error = original;
-  }
+  const { res, lines } = await writtenLogs(async (lines) => ({
+    res: await app.request("/missing"),
+    lines,
+  }));
   assert.equal(res.status, 500);
   assert.equal((await res.json()).error.code, "internal_error");
-  const error = logged.flat().find((item) => item instanceof Error) as Error;
+  const [line] = jsonLines(lines, "edgestream.http");
+  assert.equal(line.status, 500);
   assert.match(
-    error.message,
-    /^Cannot read static\/docs\/missing\.html: .*No such file.* \(is static\/ part of the deployment\?\)$/,
+    JSON.stringify(line.cause),
+    /Cannot read static\/docs\/missing\.html: .*No such file.* \(is static\/ part of the deployment\?\)/,
   );
 });
 

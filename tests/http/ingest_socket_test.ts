@@ -429,8 +429,10 @@ Deno.test("WebSocket ingest: store unavailable gives a retryable error and count
         code: "store_unavailable",
         message: "Redis is unavailable (applyBatch): connection refused; nothing was applied",
         details: { outcome: "not_applied" },
+        requestId: error.error.requestId,
       },
     });
+    assert.equal(typeof error.error.requestId, "string");
     assert.equal((await stats(server.base)).accepted, 0);
     assert.equal(client.socket.readyState, WebSocket.OPEN);
 
@@ -610,6 +612,41 @@ Deno.test("WebSocket ingest: a frame's idempotencyKey replays its first ack and 
       "invalid_idempotency_key",
     ]);
     assert.equal((await stats(server.base)).accepted, 2);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest error frames carry the upgrade request's X-Request-Id, or a new id", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({ store });
+  try {
+    for (
+      const [down, frame, code] of [
+        [false, "{not json", "invalid_json"],
+        [true, JSON.stringify({ id: "w1", ts: at(1) }), "store_unavailable"],
+      ] as const
+    ) {
+      control.down = down;
+      const client = await nodeClient(server.wsUrl(WS_PATH), {
+        headers: { "X-Request-Id": "ws-client-1" },
+      });
+      client.socket.send(frame);
+      const reply = await client.inbox.next();
+      assert.deepEqual([reply.type, reply.error.code], ["error", code]);
+      assert.equal(reply.error.requestId, "ws-client-1");
+      await client.close();
+
+      const fresh = await nodeClient(server.wsUrl(WS_PATH), {
+        headers: { "X-Request-Id": "not a valid id" },
+      });
+      fresh.socket.send(frame);
+      assert.match(
+        (await fresh.inbox.next()).error.requestId,
+        /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+      );
+      await fresh.close();
+    }
   } finally {
     await server.close();
   }

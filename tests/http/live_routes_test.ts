@@ -189,7 +189,9 @@ Deno.test("Subscribe needs the read scope: 401/403 for SSE, close 1008 for WebSo
   try {
     const missing = await openSse(server, "");
     assert.equal(missing.status, 401);
-    assert.match((await missing.json()).error.message, /\?token=<key>/);
+    const hint = (await missing.json()).error.message;
+    assert.match(hint, /subprotocol 'bearer\.<key>'/);
+    assert.doesNotMatch(hint, /token=/, "the deprecated ?token= is not suggested");
     const wrongScope = await openSse(server, `?token=${KEYS.ingest}`);
     assert.equal(wrongScope.status, 403);
     await wrongScope.body?.cancel();

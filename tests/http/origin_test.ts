@@ -60,8 +60,10 @@ Deno.test("Open mode refuses a Host that is not a loopback name with 421 naming 
       code: "host_not_allowed",
       message:
         "Host 'attacker.example' refused: open mode (no EDGESTREAM_KEYS) answers only loopback names (localhost, 127.0.0.1, [::1]) and EDGESTREAM_ALLOWED_HOSTS; add 'attacker.example' there to allow it",
+      requestId: res.body.error.requestId,
     },
   });
+  assert.equal(typeof res.body.error.requestId, "string");
   for (
     const host of [
       "attacker.example:8000",
@@ -176,8 +178,10 @@ Deno.test("A cross-origin POST to /v1/webhooks is refused with 403 in both modes
             code: "origin_not_allowed",
             message:
               `Cross-origin POST from '${origin}' refused, as this server is 'http://localhost:8000': add the origin to EDGESTREAM_ALLOWED_ORIGINS to allow it`,
+            requestId: res.body.error.requestId,
           },
         });
+        assert.equal(typeof res.body.error.requestId, "string");
       }
       assert.deepEqual((await send(app, "GET", "/v1/webhooks", { key })).body.webhooks, []);
     } finally {

@@ -62,7 +62,7 @@ async function startMain(vars: Record<string, string>): Promise<Server> {
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     for await (const chunk of stream) {
       output += decoder.decode(chunk, { stream: true });
-      const match = output.match(/listening on (http:\/\/[^\s]+)/);
+      const match = output.match(/listening on (http:\/\/[^\s"]+)/);
       if (match) resolveBase(match[1]);
     }
   };

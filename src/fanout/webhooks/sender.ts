@@ -8,11 +8,14 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Attempt, Claim, DeliveryStore } from "../../store/deliveries.ts";
 import { recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
+
+const logger = getLogger(["edgestream", "webhooks"]);
 
 const SECOND = 1_000;
 const MINUTE = 60 * SECOND;
@@ -62,10 +65,6 @@ export function retryDelayMs(tries: number, options: RetryDelayOptions = {}): nu
   const jitter = options.jitter ?? 0.2;
   const random = options.random ?? Math.random;
   return Math.round(schedule[tries] * (1 + jitter * (2 * random() - 1)));
-}
-
-function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split("\n")[0].slice(0, 300);
 }
 
 /** Resolves like `promise`, or rejects with `error()` after `ms`. */
@@ -146,7 +145,7 @@ export class Sender {
     this.#maxInFlight = options.maxInFlight ?? 64;
     this.#onAttempt = options.onAttempt ?? (() => {});
     this.#onError = options.onError ??
-      ((error) => console.error(`edgestream: webhook delivery failed: ${firstLine(error)}`));
+      ((error) => logger.error("Webhook delivery failed: {error}", { error }));
   }
 
   /** Lease (ms) of a claim: longer than the request may take. */

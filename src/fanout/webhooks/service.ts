@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import type { Store } from "../../store/types.ts";
@@ -32,6 +33,8 @@ import {
 } from "./endpoints.ts";
 import { type RetryDelayOptions, type SendCounts, Sender } from "./sender.ts";
 import { UrlPolicy } from "./ssrf.ts";
+
+const logger = getLogger(["edgestream", "webhooks"]);
 
 /** A delivery with its attempt log. */
 export interface DeliveryWithAttempts extends Delivery {
@@ -69,10 +72,6 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   endpointCacheMs?: number;
   /** Told about every recorded attempt (for logs and metrics; secrets are not in it). */
   onAttempt?: (delivery: Delivery, attempt: Attempt, endpointDisabled: boolean) => void;
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**
@@ -213,7 +212,7 @@ export class WebhookService {
     if (this.#closed || this.#refreshing || this.#now() - this.#loadedMs < this.#cacheMs) return;
     this.#refreshing = this.refreshEndpoints()
       .then(() => {}, (error) => {
-        console.error(`edgestream: cannot load webhook endpoints: ${describe(error)}`);
+        logger.error("Cannot load webhook endpoints: {error}", { error });
       })
       .finally(() => this.#refreshing = null);
   }
@@ -244,7 +243,7 @@ export class WebhookService {
       const created = await this.#dispatcher.dispatch(stream, endpoints);
       if (created > 0) this.#sender.kick();
     })()
-      .catch((error) => console.error(`edgestream: webhook dispatch failed: ${describe(error)}`))
+      .catch((error) => logger.error("Webhook dispatch failed: {error}", { stream: name, error }))
       .finally(() => {
         this.#running.delete(name);
         if (this.#rerun.delete(name)) this.#runDispatch(name);

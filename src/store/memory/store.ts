@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import {
   addValue,
   type AggregateKind,
@@ -38,6 +39,8 @@ import {
   type WindowValue,
 } from "../types.ts";
 import { DedupeIds } from "./_dedupe_ids.ts";
+
+const logger = getLogger(["edgestream", "store"]);
 
 interface Cell {
   state: AggregateState;
@@ -217,8 +220,9 @@ export class MemoryStore implements Store {
     if (stream.ids.forgotten > 0 && !stream.warnedForgotten) {
       stream.warnedForgotten = true;
       // Once per stream: the count in stats says how many since.
-      console.warn(
-        `edgestream: stream '${batch.stream}' forgets dedupe ids before their ttl, as it holds at most maxDedupeIds (EDGESTREAM_MEMORY_DEDUPE_MAX) = ${this.#maxDedupeIds} ids; stats.dedupeForgotten counts them`,
+      logger.warn(
+        "Stream '{stream}' forgets dedupe ids before their ttl, as it holds at most maxDedupeIds (EDGESTREAM_MEMORY_DEDUPE_MAX) = {maxDedupeIds} ids; stats.dedupeForgotten counts them",
+        { stream: batch.stream, maxDedupeIds: this.#maxDedupeIds },
       );
     }
     const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>

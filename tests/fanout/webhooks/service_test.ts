@@ -540,8 +540,13 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
       );
       assert.equal(res.status, 404, `${method} ${path}`);
       assert.deepEqual(res.body, {
-        error: { code: "not_found", message: "No webhook endpoint has id 'ep_nope'" },
+        error: {
+          code: "not_found",
+          message: "No webhook endpoint has id 'ep_nope'",
+          requestId: res.body.error.requestId,
+        },
       });
+      assert.equal(typeof res.body.error.requestId, "string");
     }
   });
 });

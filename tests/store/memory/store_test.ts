@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { compileConfig } from "../../../src/config/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { collectingLogs, messageOf } from "../../_logs.ts";
 import {
   type BatchEvent,
   type CounterMeta,
@@ -196,16 +197,11 @@ function idBatch(ids: string[], stream = "s"): StoreBatch {
   };
 }
 
-/** Runs `body` with console.warn recorded instead of printed. */
-async function recordingWarnings(body: (warnings: string[]) => Promise<void>): Promise<void> {
-  const warnings: string[] = [];
-  const original = console.warn;
-  console.warn = (...args: unknown[]) => warnings.push(args.join(" "));
-  try {
-    await body(warnings);
-  } finally {
-    console.warn = original;
-  }
+/** Runs `body` with the warnings logged recorded; `warnings()` gives their messages so far. */
+async function recordingWarnings(body: (warnings: () => string[]) => Promise<void>): Promise<void> {
+  await collectingLogs((records) =>
+    body(() => records.filter((record) => record.level === "warning").map(messageOf))
+  );
 }
 
 Deno.test("MemoryStore holds at most maxDedupeIds per stream, forgetting the oldest ids first", async () => {
@@ -222,22 +218,22 @@ Deno.test("MemoryStore counts dedupe ids forgotten early in stats and warns once
   await recordingWarnings(async (warnings) => {
     await store.applyBatch(idBatch(["a", "b", "c", "d"]));
     assert.equal((await store.stats("s", [])).dedupeForgotten, 0);
-    assert.deepEqual(warnings, []);
+    assert.deepEqual(warnings(), []);
     await store.applyBatch(idBatch(["e", "f"]));
     assert.equal((await store.stats("s", [])).dedupeForgotten, 2);
-    assert.equal(warnings.length, 1);
-    assert.match(warnings[0], /stream 's'/);
-    assert.match(warnings[0], /maxDedupeIds/);
-    assert.match(warnings[0], /EDGESTREAM_MEMORY_DEDUPE_MAX/);
+    assert.equal(warnings().length, 1);
+    assert.match(warnings()[0], /Stream 's'/);
+    assert.match(warnings()[0], /maxDedupeIds/);
+    assert.match(warnings()[0], /EDGESTREAM_MEMORY_DEDUPE_MAX/);
     await store.applyBatch(idBatch(["g", "h", "i", "j"]));
     assert.equal((await store.stats("s", [])).dedupeForgotten, 6);
-    assert.equal(warnings.length, 1);
+    assert.equal(warnings().length, 1);
     await store.applyBatch(idBatch(["a", "b", "c", "d"], "other"));
     assert.equal((await store.stats("other", [])).dedupeForgotten, 0);
     await store.applyBatch(idBatch(["e"], "other"));
     assert.equal((await store.stats("other", [])).dedupeForgotten, 2);
-    assert.equal(warnings.length, 2);
-    assert.match(warnings[1], /stream 'other'/);
+    assert.equal(warnings().length, 2);
+    assert.match(warnings()[1], /Stream 'other'/);
   });
 });
 

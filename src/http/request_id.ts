@@ -1,0 +1,42 @@
+/**
+ * Request ids: every response carries `X-Request-Id`, every error body
+ * `error.requestId` and every request log line `requestId`, so a client's
+ * report and the server's logs meet. A client's own id is kept when it is
+ * 1 to 128 characters of `[A-Za-z0-9._-]` (safe to print, to put in a header
+ * and to search for); any other value is replaced by a new random one.
+ *
+ * @module
+ */
+import type { Context } from "hono";
+
+/** Header that carries the id, on requests and responses. */
+export const REQUEST_ID_HEADER = "X-Request-Id";
+
+/** Longest client id kept. */
+export const MAX_REQUEST_ID_LENGTH = 128;
+
+const VALID_REQUEST_ID = new RegExp(`^[A-Za-z0-9._-]{1,${MAX_REQUEST_ID_LENGTH}}$`);
+
+/** Name of the context variable the id is kept in. */
+const REQUEST_ID_VARIABLE = "requestId";
+
+/**
+ * The id for a request that sent `header` as its `X-Request-Id`: the
+ * header when it is a valid id, else a new random UUID.
+ */
+export function requestIdFrom(header: string | null | undefined): string {
+  return header !== null && header !== undefined && VALID_REQUEST_ID.test(header)
+    ? header
+    : crypto.randomUUID();
+}
+
+/** Records `id` as the id of the request `c` serves. */
+export function setRequestId(c: Context, id: string): void {
+  c.set(REQUEST_ID_VARIABLE, id);
+}
+
+/** The id of the request `c` serves, or undefined outside the request log middleware. */
+export function requestIdOf(c: Context): string | undefined {
+  const id: unknown = c.get(REQUEST_ID_VARIABLE);
+  return typeof id === "string" ? id : undefined;
+}

@@ -1,0 +1,140 @@
+/**
+ * One log line per request, written when the response starts (for a
+ * WebSocket or Server-Sent Events, when the stream opens), with its request
+ * id on the response (`X-Request-Id`, see `request_id.ts`):
+ *
+ * `{"level": "info", "logger": "edgestream.http", "message": "POST /v1/streams/orders/events 202 3.1 ms",
+ *   "method", "path", "status", "durationMs", "requestId", "stream", "accepted", …}`
+ *
+ * - `path` is the path alone: a query string (which may hold `?token=`) is
+ *   never logged.
+ * - `stream` is the stream a `/v1/streams/{stream}/…` path names.
+ * - Handlers add their own fields with {@linkcode annotateRequest} (ingest:
+ *   `accepted`, `duplicates`, `late`, `filtered`, `rejected` as a count).
+ * - A failed request has `error` (`code`, `message`: what the client was
+ *   told) and `cause`: the error chain behind a 4xx or 503 as text, or for a
+ *   500 the unexpected error itself with its stack.
+ * - Level: `error` for 5xx but 503, `warning` for 503 (the store, not this
+ *   process, is in trouble), `info` for the rest.
+ *
+ * Records logged while the request is served (by the pipeline, the store)
+ * carry the same `requestId`.
+ *
+ * @module
+ */
+import { getLogger, type LogLevel, withContext } from "@logtape/logtape";
+import type { Context, MiddlewareHandler } from "hono";
+import { toApiError } from "./errors.ts";
+import { REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
+
+const logger = getLogger(["edgestream", "http"]);
+
+/** Name of the context variable that holds handler-added fields. */
+const FIELDS_VARIABLE = "requestLogFields";
+
+const STREAM_PATH = /^\/v1\/streams\/([^/]+)/;
+
+/** Options for {@linkcode requestLog}. */
+export interface RequestLogOptions {
+  /** Clock for durations (ms). @default {performance.now} */
+  now?: () => number;
+}
+
+/** Adds `fields` to the log line of the request `c` serves. */
+export function annotateRequest(c: Context, fields: Record<string, unknown>): void {
+  const current = c.get(FIELDS_VARIABLE) as Record<string, unknown> | undefined;
+  c.set(FIELDS_VARIABLE, current ? { ...current, ...fields } : fields);
+}
+
+function streamOf(path: string): string | undefined {
+  const match = STREAM_PATH.exec(path);
+  if (!match) return undefined;
+  try {
+    return decodeURIComponent(match[1]);
+  } catch {
+    return match[1];
+  }
+}
+
+/** An error and its causes as one line: `Name: message; caused by Name: message`. */
+export function causeText(error: unknown): string | undefined {
+  const parts: string[] = [];
+  let current = error;
+  for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
+    parts.push(
+      current instanceof Error ? `${current.name}: ${current.message}` : String(current),
+    );
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.length > 0 ? parts.join("; caused by ") : undefined;
+}
+
+/** The level of a response's line. */
+export function levelOfStatus(status: number): LogLevel {
+  if (status === 503) return "warning";
+  return status >= 500 ? "error" : "info";
+}
+
+function errorFields(error: Error): Record<string, unknown> {
+  const api = toApiError(error);
+  const fields: Record<string, unknown> = { error: { code: api.code, message: api.message } };
+  if (api.status === 500 && api.code === "internal_error") {
+    fields.cause = error;
+  } else {
+    // An ApiError made from a domain error repeats its message: skip to what is new.
+    const cause = api.cause instanceof Error && api.cause.message === api.message
+      ? api.cause.cause
+      : api.cause;
+    const text = causeText(cause);
+    if (text !== undefined) fields.cause = text;
+  }
+  return fields;
+}
+
+/**
+ * Middleware that gives each request its id (kept from a valid
+ * `X-Request-Id`, else new), sets `X-Request-Id` on the response and logs
+ * the request line. Register it before every other middleware, so refused
+ * requests are logged too.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { requestLog } from "./request_log.ts";
+ *
+ * const app = new Hono();
+ * app.use(requestLog());
+ * app.get("/", (c) => c.text("ok"));
+ * const res = await app.request("/", { headers: { "X-Request-Id": "job-42" } });
+ * console.log(res.headers.get("X-Request-Id")); // job-42
+ * ```
+ */
+export function requestLog(options: RequestLogOptions = {}): MiddlewareHandler {
+  const now = options.now ?? (() => performance.now());
+  return async function (c, next) {
+    const started = now();
+    const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
+    setRequestId(c, requestId);
+    await withContext({ requestId }, next);
+    try {
+      c.res.headers.set(REQUEST_ID_HEADER, requestId);
+    } catch {
+      // Immutable headers (a response passed through from fetch): copy the response.
+      c.header(REQUEST_ID_HEADER, requestId);
+    }
+    const status = c.res.status;
+    const path = c.req.path;
+    const fields: Record<string, unknown> = {
+      method: c.req.method,
+      path,
+      status,
+      durationMs: Math.round((now() - started) * 1000) / 1000,
+      requestId,
+    };
+    const stream = streamOf(path);
+    if (stream !== undefined) fields.stream = stream;
+    Object.assign(fields, c.get(FIELDS_VARIABLE));
+    if (c.error) Object.assign(fields, errorFields(c.error));
+    logger[levelOfStatus(status)]("{method} {path} {status} {durationMs} ms", fields);
+  };
+}

@@ -1,0 +1,132 @@
+/**
+ * Request ids: kept from a valid `X-Request-Id`, else new; on every response,
+ * in every error body and in WebSocket ingest error frames.
+ */
+import assert from "node:assert/strict";
+import { MAX_REQUEST_ID_LENGTH, requestIdFrom } from "../../src/http/request_id.ts";
+import type { Store } from "../../src/store/types.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+Deno.test("requestIdFrom() keeps 1 to 128 characters of [A-Za-z0-9._-] and replaces anything else", () => {
+  const longest = "a".repeat(MAX_REQUEST_ID_LENGTH);
+  for (const kept of ["job-42", "A.b_C-9", "x", longest]) {
+    assert.equal(requestIdFrom(kept), kept);
+  }
+  const refused = [
+    undefined,
+    null,
+    "",
+    `${longest}b`,
+    "has space",
+    "slash/id",
+    'quote"id',
+    "new\nline",
+    "café",
+    "semi;colon",
+  ];
+  for (const value of refused) {
+    const id = requestIdFrom(value);
+    assert.match(id, UUID, JSON.stringify(value));
+  }
+  assert.notEqual(requestIdFrom(undefined), requestIdFrom(undefined));
+});
+
+Deno.test("Every response carries X-Request-Id: a valid incoming one kept, a too long or bad one replaced", async () => {
+  const { app } = await testApp({ auth: true });
+  const requests: Array<[string, RequestInit]> = [
+    ["/healthz", {}],
+    ["/v1/streams", { headers: { Authorization: `Bearer ${KEYS.read}` } }],
+    ["/v1/streams", {}], // 401
+    ["/v1/nothing-here", {}], // 404 from notFound
+    ["/v1/streams/orders/events", { method: "POST", body: "{" }], // 401 before the body
+    ["/v1/streams/orders/ws", { headers: { Authorization: `Bearer ${KEYS.ingest}` } }], // 426
+  ];
+  for (const [path, init] of requests) {
+    const headers = new Headers(init.headers);
+    const fresh = await app.request(path, { ...init, headers });
+    assert.match(fresh.headers.get("X-Request-Id") ?? "", UUID, path);
+    await fresh.body?.cancel();
+
+    headers.set("X-Request-Id", "client-id_1.2");
+    const kept = await app.request(path, { ...init, headers });
+    assert.equal(kept.headers.get("X-Request-Id"), "client-id_1.2", path);
+    await kept.body?.cancel();
+
+    for (const bad of ["x".repeat(129), "bad id", "bad/id"]) {
+      headers.set("X-Request-Id", bad);
+      const replaced = await app.request(path, { ...init, headers });
+      assert.match(replaced.headers.get("X-Request-Id") ?? "", UUID, `${path} ${bad}`);
+      await replaced.body?.cancel();
+    }
+  }
+});
+
+Deno.test("Every error body carries the request id as error.requestId, the same as the header", async () => {
+  const { app } = await testApp({ auth: true });
+  const auth = { Authorization: `Bearer ${KEYS.admin}` };
+  const failures: Array<[string, RequestInit, number, string]> = [
+    ["/v1/streams", {}, 401, "unauthorized"],
+    ["/v1/streams/nope", { headers: auth }, 404, "stream_not_found"],
+    ["/v1/nothing-here", { headers: auth }, 404, "not_found"],
+    [
+      "/v1/streams/orders/events",
+      { method: "POST", headers: { ...auth, "Content-Type": "application/json" }, body: "{" },
+      400,
+      "invalid_json",
+    ],
+    ["/v1/streams/orders/counters/count_1m?limit=0", { headers: auth }, 400, "invalid_request"],
+    ["/healthz", { headers: { Host: "attacker.example" } }, 200, ""],
+  ];
+  for (const [path, init, status, code] of failures) {
+    for (const sent of ["req-7", undefined]) {
+      const headers = new Headers(init.headers);
+      if (sent) headers.set("X-Request-Id", sent);
+      const res = await app.request(path, { ...init, headers });
+      const body = await res.json();
+      assert.equal(res.status, status, `${path}: ${JSON.stringify(body)}`);
+      if (status === 200) continue; // keyed mode answers any Host
+      const id = res.headers.get("X-Request-Id");
+      assert.equal(body.error.code, code, path);
+      assert.equal(body.error.requestId, id, path);
+      if (sent) assert.equal(id, sent, path);
+    }
+  }
+  const open = (await testApp()).app;
+  const refused = await open.request("/healthz", { headers: { Host: "attacker.example" } });
+  const body = await refused.json();
+  assert.equal(refused.status, 421);
+  assert.equal(body.error.requestId, refused.headers.get("X-Request-Id"));
+});
+
+Deno.test("An ingest that accepts nothing and a 500 keep requestId in their error bodies", async () => {
+  const { app } = await testApp();
+  const none = await postEvents(app, [{ no_id: true }]);
+  const noneBody = await none.json();
+  assert.equal(none.status, 400);
+  assert.equal(noneBody.error.code, "no_events_accepted");
+  assert.equal(noneBody.error.requestId, none.headers.get("X-Request-Id"));
+  assert.equal(noneBody.rejected.length, 1);
+
+  const broken: Store = Object.assign(new MemoryStore({ now: () => NOW }), {
+    stats(): never {
+      throw new Error("stats exploded");
+    },
+  });
+  const failing = (await testApp({ store: broken })).app;
+  const res = await failing.request("/v1/streams", { headers: { "X-Request-Id": "r-500" } });
+  assert.equal(res.status, 500);
+  assert.deepEqual(await res.json(), {
+    error: { code: "internal_error", message: "Internal server error", requestId: "r-500" },
+  });
+});
+
+Deno.test("/openapi.json documents error.requestId in the error envelope", async () => {
+  const { app } = await testApp();
+  const doc = await (await app.request("/openapi.json")).json();
+  const error = doc.components.schemas.Error.properties.error;
+  assert.equal(error.properties.requestId.type, "string");
+  assert.ok(error.required.includes("requestId"));
+});

@@ -1,0 +1,201 @@
+/**
+ * The request log: one JSON line per request with its fields, errors with
+ * their cause, levels by status.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { causeText, levelOfStatus } from "../../src/http/request_log.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
+import { at, NOW, postEvents, TEST_CONFIG, testApp } from "../_fixtures.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
+
+/** A memory store whose applyBatch fails as an unreachable Redis does, and whose stats throw a bug. */
+function failingStore(): Store {
+  const inner = new MemoryStore({ now: () => NOW });
+  return new Proxy(inner, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return () => {
+          throw new StoreUnavailableError("Redis is unavailable (applyBatch): connection refused", {
+            outcome: "not_applied",
+            cause: new TypeError("error sending request: Connection refused (os error 111)"),
+          });
+        };
+      }
+      if (property === "stats") {
+        return () => {
+          throw new Error("stats exploded");
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+}
+
+Deno.test("requestLog() writes one JSON line per request: method, path, status, duration, request id, stream, ingest counts", async () => {
+  const { app } = await testApp();
+  await writtenLogs(async (lines) => {
+    const res = await app.request("/v1/streams/orders/events?debug=1", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Request-Id": "req-1" },
+      body: JSON.stringify([
+        { id: "a", ts: at(1), country: "DE" },
+        { id: "a", ts: at(1), country: "DE" },
+        { id: "b", ts: at(2), test: true },
+        { ts: at(3) },
+      ]),
+    });
+    assert.equal(res.status, 202);
+    await res.body?.cancel();
+    await (await app.request("/healthz")).body?.cancel();
+
+    const http = jsonLines(lines, "edgestream.http");
+    assert.equal(http.length, 2, JSON.stringify(http));
+    const [ingest, health] = http;
+    assert.equal(typeof ingest.durationMs, "number");
+    assert.ok(ingest.durationMs >= 0);
+    assert.equal(typeof ingest["@timestamp"], "string");
+    assert.deepEqual(
+      { ...ingest, durationMs: 0, "@timestamp": "" },
+      {
+        "@timestamp": "",
+        level: "info",
+        logger: "edgestream.http",
+        message: `POST /v1/streams/orders/events 202 ${ingest.durationMs} ms`,
+        method: "POST",
+        path: "/v1/streams/orders/events",
+        status: 202,
+        durationMs: 0,
+        requestId: "req-1",
+        stream: "orders",
+        accepted: 3,
+        duplicates: 1,
+        late: 0,
+        filtered: 1,
+        rejected: 1,
+      },
+    );
+    assert.equal(health.path, "/healthz");
+    assert.equal(health.status, 200);
+    assert.equal(health.stream, undefined);
+    assert.match(health.requestId, /^[0-9a-f-]{36}$/);
+    // Info lines go to stdout (console.info), one line each.
+    assert.deepEqual(lines.slice(0, 2).map((line) => line.method), ["info", "info"]);
+    assert.ok(lines.every((line) => !line.text.includes("\n")));
+  });
+});
+
+Deno.test("requestLog() gives a failed request's error and cause: 4xx at info, 503 at warning, 500 at error with the stack", async () => {
+  const { app } = await testApp({ store: failingStore() });
+  await writtenLogs(async (lines) => {
+    const unavailable = await postEvents(app, [{ id: "x", ts: at(1) }]);
+    assert.equal(unavailable.status, 503);
+    const crashed = await app.request("/v1/streams");
+    assert.equal(crashed.status, 500);
+    const missing = await app.request("/v1/streams/nope");
+    assert.equal(missing.status, 404);
+    const badJson = await postEvents(app, "{", { raw: true });
+    assert.equal(badJson.status, 400);
+    for (const res of [unavailable, crashed, missing, badJson]) await res.body?.cancel();
+
+    const [store, bug, notFound, invalid] = jsonLines(lines, "edgestream.http");
+    assert.equal(store.level, "warning");
+    assert.equal(store.status, 503);
+    assert.equal(store.stream, "orders");
+    assert.equal(store.error.code, "store_unavailable");
+    assert.match(store.error.message, /^Redis is unavailable .*nothing was applied$/);
+    assert.equal(
+      store.cause,
+      "StoreUnavailableError: Redis is unavailable (applyBatch): connection refused; caused by TypeError: error sending request: Connection refused (os error 111)",
+    );
+
+    assert.equal(bug.level, "error");
+    assert.deepEqual(bug.error, { code: "internal_error", message: "Internal server error" });
+    assert.equal(bug.cause.name, "Error");
+    assert.equal(bug.cause.message, "stats exploded");
+    assert.match(bug.cause.stack, /stats exploded\n\s+at /);
+
+    assert.equal(notFound.level, "info");
+    assert.equal(notFound.error.code, "stream_not_found");
+    assert.equal(notFound.cause, undefined);
+
+    assert.equal(invalid.level, "info");
+    assert.equal(invalid.error.code, "invalid_json");
+
+    // Warnings and errors go to stderr (console.warn, console.error).
+    const methods = lines.map((line) => [JSON.parse(line.text).status, line.method]);
+    assert.deepEqual(methods.filter(([status]) => status >= 500), [[503, "warn"], [500, "error"]]);
+  });
+});
+
+Deno.test("levelOfStatus() is error for 5xx but 503, warning for 503, info for the rest", () => {
+  assert.deepEqual(
+    [200, 202, 101, 302, 400, 404, 421, 429, 500, 502, 503, 504].map(levelOfStatus),
+    [
+      "info",
+      "info",
+      "info",
+      "info",
+      "info",
+      "info",
+      "info",
+      "info",
+      "error",
+      "error",
+      "warning",
+      "error",
+    ],
+  );
+});
+
+Deno.test("causeText() follows an error's causes in one line", () => {
+  const error = new RangeError("outer", { cause: new TypeError("inner", { cause: "text" }) });
+  assert.equal(
+    causeText(error),
+    "RangeError: outer; caused by TypeError: inner; caused by text",
+  );
+  assert.equal(causeText(undefined), undefined);
+});
+
+Deno.test("requestLog() marks an Idempotency-Key replay, and records logged while serving carry the request id", async () => {
+  const streams = compileConfig(TEST_CONFIG);
+  const app = createApp({
+    streams,
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+    observers: [() => {
+      throw new Error("observer broke");
+    }],
+  });
+  await writtenLogs(async (lines) => {
+    for (let i = 0; i < 2; i++) {
+      const res = await app.request("/v1/streams/orders/events", {
+        method: "POST",
+        headers: {
+          "Content-Type": "application/json",
+          "Idempotency-Key": "batch-1",
+          "X-Request-Id": `idem-${i}`,
+        },
+        body: JSON.stringify({ id: "i1", ts: at(1) }),
+      });
+      assert.equal(res.status, 202);
+      await res.body?.cancel();
+    }
+    const records = jsonLines(lines);
+    const requests = records.filter((line) => line.logger === "edgestream.http");
+    assert.deepEqual(requests.map((line) => [line.requestId, line.replayed]), [
+      ["idem-0", undefined],
+      ["idem-1", true],
+    ]);
+    const failure = records.find((line) => line.logger === "edgestream.ingest");
+    assert.equal(failure.level, "error");
+    assert.equal(failure.message, "Ingest observer failed on stream orders: Error: observer broke");
+    assert.equal(failure.requestId, "idem-0");
+    assert.match(failure.error.stack, /observer broke/);
+  });
+});

@@ -1,0 +1,224 @@
+/** Log output: JSON lines or text, levels, and secrets that never reach a line. */
+import assert from "node:assert/strict";
+import { getLogger } from "@logtape/logtape";
+import { configFromEnv } from "../../src/env.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
+import { LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
+import { NOW, postEvents, testApp } from "../_fixtures.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
+
+const logger = getLogger(["edgestream", "test"]);
+
+const API_KEY = 'admin-key-"quoted"/+&=?0123';
+const REDIS_TOKEN = "AX1cAAIjcDE2ZmY3N2Y0ZjRkNzQ0YjI4";
+const WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+Deno.test("configureLogging() redacts the named secrets in plain, JSON and URL-encoded form", async () => {
+  await writtenLogs((lines) => {
+    logger.info(`plain ${API_KEY} and ${REDIS_TOKEN}`);
+    logger.info("as a property {value}", { value: API_KEY, nested: { list: [REDIS_TOKEN] } });
+    logger.info(`encoded ${encodeURIComponent(API_KEY)}`);
+    const text = lines.map((line) => line.text).join("\n");
+    for (
+      const form of [API_KEY, JSON.stringify(API_KEY).slice(1, -1), encodeURIComponent(API_KEY)]
+    ) {
+      assert.ok(!text.includes(form), form);
+    }
+    assert.ok(!text.includes(REDIS_TOKEN));
+    const [plain, property, encoded] = jsonLines(lines);
+    assert.equal(plain.message, `plain ${REDACTED} and ${REDACTED}`);
+    assert.equal(property.value, REDACTED);
+    assert.deepEqual(property.nested, { list: [REDACTED] });
+    assert.equal(encoded.message, `encoded ${REDACTED}`);
+  }, { secrets: [API_KEY, REDIS_TOKEN] });
+});
+
+Deno.test("configureLogging() redacts webhook secrets, bearer keys and token query values by their shape", async () => {
+  await writtenLogs((lines) => {
+    logger.error("failed {error}", {
+      error: new Error(`signing with ${WEBHOOK_SECRET} for Bearer sk-live-123456`),
+    });
+    logger.info("GET {url}", {
+      url: "http://h/v1/streams/s/subscribe?types=a&token=k-0123456789abcdef&x=1",
+    });
+    logger.info("offered {protocols}", { protocols: "edgestream, bearer.k-0123456789abcdef" });
+    logger.info(
+      "Missing API key: send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
+    );
+    const text = lines.map((line) => line.text).join("\n");
+    for (const secret of [WEBHOOK_SECRET, "sk-live-123456", "k-0123456789abcdef"]) {
+      assert.ok(!text.includes(secret), secret);
+    }
+    const [failed, url, offered, hint] = jsonLines(lines);
+    assert.equal(
+      failed.error.message,
+      `signing with whsec_${REDACTED} for Bearer ${REDACTED}`,
+    );
+    assert.match(failed.error.stack, /signing with whsec_\[REDACTED\]/);
+    assert.equal(url.url, `http://h/v1/streams/s/subscribe?types=a&token=${REDACTED}&x=1`);
+    assert.equal(offered.protocols, `edgestream, bearer.${REDACTED}`);
+    // Usage hints stay readable.
+    assert.equal(
+      hint.message,
+      "Missing API key: send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
+    );
+  });
+});
+
+Deno.test("configureLogging() drops properties named like secrets", async () => {
+  await writtenLogs((lines) => {
+    logger.info("endpoint {id}", {
+      id: "ep_1",
+      secret: "s1",
+      token: "t1",
+      authorization: "Bearer a1",
+      password: "p1",
+      apiKey: "k1",
+      endpoint: { url: "https://example.com/hook", secrets: ["s2"] },
+    });
+    const [line] = jsonLines(lines);
+    assert.deepEqual(
+      Object.keys(line).filter((key) =>
+        !["@timestamp", "level", "logger", "message"].includes(key)
+      ),
+      ["id", "endpoint"],
+    );
+    assert.deepEqual(line.endpoint, { url: "https://example.com/hook" });
+  });
+});
+
+Deno.test("configureLogging() writes only records at its level and above", async () => {
+  for (const [index, level] of LOG_LEVELS.entries()) {
+    await writtenLogs((lines) => {
+      logger.trace("trace");
+      logger.debug("debug");
+      logger.info("info");
+      logger.warn("warning");
+      logger.error("error");
+      logger.fatal("fatal");
+      assert.deepEqual(jsonLines(lines).map((line) => line.level), LOG_LEVELS.slice(index), level);
+    }, { level });
+  }
+});
+
+function unavailableStore(): Store {
+  const inner = new MemoryStore({ now: () => NOW });
+  return new Proxy(inner, {
+    get(target, property) {
+      if (property === "applyBatch") {
+        return () => {
+          throw new StoreUnavailableError("Redis is unavailable (applyBatch): timeout");
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  }) as Store;
+}
+
+Deno.test("EDGESTREAM_LOG_LEVEL decides which request lines are written", async () => {
+  const expected: Record<string, number[]> = {
+    debug: [200, 503],
+    info: [200, 503],
+    warn: [503],
+    error: [],
+  };
+  for (const [variable, statuses] of Object.entries(expected)) {
+    const config = await configFromEnv({
+      get: (name) => ({ EDGESTREAM_LOG_LEVEL: variable } as Record<string, string>)[name],
+    });
+    await config.webhooks.close();
+    const { app } = await testApp({ store: unavailableStore() });
+    await writtenLogs(async (lines) => {
+      await (await app.request("/healthz")).body?.cancel();
+      await (await postEvents(app, [{ id: "a" }])).body?.cancel();
+      assert.deepEqual(
+        jsonLines(lines, "edgestream.http").map((line) => line.status),
+        statuses,
+        variable,
+      );
+    }, { level: config.logLevel });
+  }
+});
+
+Deno.test("configureLogging() writes text lines with the properties the message leaves out", async () => {
+  await writtenLogs((lines) => {
+    logger.info("{method} {path} {status}", {
+      method: "GET",
+      path: "/v1/streams",
+      status: 200,
+      requestId: "r-1",
+      stream: "my stream",
+    });
+    logger.error("Sweep failed: {error}", { error: new Error("boom") });
+    assert.match(
+      lines[0].text,
+      /^\d\d:\d\d:\d\d\.\d{3} INF edgestream·test: GET \/v1\/streams 200 requestId=r-1 stream="my stream"$/,
+    );
+    assert.match(
+      lines[1].text,
+      /ERR edgestream·test: Sweep failed: Error: boom error=Error: boom\n\s+at /,
+    );
+  }, { format: "text" });
+});
+
+Deno.test("configureLogging() keeps a line whose property is circular", async () => {
+  await writtenLogs((lines) => {
+    const loop: Record<string, unknown> = {};
+    loop.self = loop;
+    logger.info("loop {name}", { name: "x", loop });
+    const [line] = jsonLines(lines);
+    assert.equal(line.message, "loop x");
+    assert.equal(line.loop, undefined);
+  });
+});
+
+/** Runs `code` with `deno eval` at the repository root; under a pseudo-terminal when `terminal`. */
+async function evalOutput(code: string, terminal: boolean): Promise<string> {
+  const root = new URL("../../", import.meta.url).pathname;
+  const deno = [Deno.execPath(), "eval", "--cached-only", code];
+  const quoted = deno.map((part) => `'${part.replaceAll("'", `'"'"'`)}'`).join(" ");
+  const [command, args] = terminal
+    ? ["script", ["-qec", quoted, "/dev/null"]]
+    : [deno[0], deno.slice(1)];
+  const output = await new Deno.Command(command, {
+    args,
+    cwd: root,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  assert.equal(output.code, 0, decoder.decode(output.stderr));
+  return decoder.decode(output.stdout).replaceAll("\r\n", "\n");
+}
+
+const HAS_SCRIPT = (() => {
+  try {
+    return new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "configureLogging() writes JSON lines when stdout is not a terminal and text when it is",
+  // `script` (util-linux) gives the child a terminal; CI images have it.
+  ignore: !HAS_SCRIPT && Deno.env.get("CI") !== "true",
+  async fn() {
+    const code = [
+      'import { getLogger } from "@logtape/logtape";',
+      'import { configureLogging } from "./src/telemetry/logging.ts";',
+      "configureLogging();",
+      'getLogger(["edgestream"]).info("hello {name}", { name: "x", n: 1 });',
+    ].join("\n");
+    const piped = await evalOutput(code, false);
+    const line = JSON.parse(piped);
+    assert.deepEqual([line.level, line.message, line.n], ["info", "hello x", 1]);
+    const terminal = await evalOutput(code, true);
+    assert.match(terminal, /^\d\d:\d\d:\d\d\.\d{3} INF edgestream: hello x n=1\n$/);
+  },
+});
