@@ -1,0 +1,104 @@
+/**
+ * No API key, webhook secret or custom webhook header value reaches the
+ * exported OpenTelemetry data: a keyed server with `OTEL_DENO=true` is used
+ * the way the README says (keys in the `Authorization` header or the
+ * `bearer.<key>` subprotocol, never in a URL), and every OTLP body it sent is
+ * searched for them. Deno's own serve spans record full URLs, which is why
+ * `?token=` is deprecated.
+ */
+import assert from "node:assert/strict";
+import { otelEnv, startOtlpReceiver } from "./_otlp.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+const ADMIN = "admin-secret-key-7f3a9c21e4b0";
+const INGEST = "ingest-secret-key-5d8e2b6a1c9f";
+const READ = "read-secret-key-0a4c7e9b2d6f";
+
+Deno.test("a keyed server exports no key, webhook secret or webhook header value over OTLP", async () => {
+  const receiver = startOtlpReceiver();
+  const env: Record<string, string> = {
+    ...Deno.env.toObject(),
+    ...otelEnv(receiver),
+    NO_COLOR: "1",
+    PORT: "0",
+    HOST: "127.0.0.1",
+    EDGESTREAM_KEYS: `admin:${ADMIN},ingest:${INGEST},read:${READ}`,
+    EDGESTREAM_SWEEP_EVERY: "200ms",
+    EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
+  };
+  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "EDGESTREAM_CONFIG"]) {
+    delete env[name];
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
+    cwd: root,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  let found: (base: string) => void;
+  const listening = new Promise<string>((resolve) => found = resolve);
+  const drained = Promise.all([child.stdout, child.stderr].map(async (stream) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      output += text;
+      const match = output.match(/listening on (http:\/\/[^\s"]+)/);
+      if (match) found(match[1]);
+    }
+  }));
+  const hook = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    await request.text();
+    return new Response("ok");
+  });
+  let webhookSecret = "";
+  try {
+    const base = await listening;
+    const admin = { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" };
+    const created = await fetch(`${base}/v1/webhooks`, {
+      method: "POST",
+      headers: admin,
+      body: JSON.stringify({
+        url: `http://127.0.0.1:${hook.addr.port}/hook`,
+        eventTypes: ["event.processed"],
+        headers: { "X-Receiver-Token": "receiver-header-value-91c2" },
+      }),
+    });
+    assert.equal(created.status, 201, await created.clone().text());
+    webhookSecret = (await created.json()).secret;
+    const ingest = await fetch(`${base}/v1/streams/orders/events`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${INGEST}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ id: "o1", country: "DE", amount: 5 }),
+    });
+    assert.equal(ingest.status, 202);
+    const socket = new WebSocket(`${base.replace("http", "ws")}/v1/streams/orders/ws`, [
+      `bearer.${INGEST}`,
+    ]);
+    await new Promise((resolve) => socket.onopen = resolve);
+    socket.send(JSON.stringify({ id: "o2", country: "FR", amount: 7 }));
+    await new Promise((resolve) => socket.onmessage = resolve);
+    socket.close();
+    const read = await fetch(`${base}/v1/streams/orders`, {
+      headers: { Authorization: `Bearer ${READ}` },
+    });
+    assert.equal(read.status, 200);
+    await read.body?.cancel();
+    // Spans and metrics of all of that (and a sweep's delivery) are exported within a second.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await drained;
+    await hook.shutdown();
+  }
+  const exported = receiver.bodies.map((body) => body.text).join("\n");
+  await receiver.close();
+  assert.ok(receiver.bodies.some((body) => body.path === "/v1/traces"), "no traces exported");
+  assert.match(exported, /edgestream\.ingest/, "the ingest spans were exported");
+  const secrets = [ADMIN, INGEST, READ, webhookSecret, webhookSecret.replace(/^whsec_/, "")];
+  for (const secret of [...secrets, "receiver-header-value-91c2"]) {
+    assert.ok(secret.length > 8 && !exported.includes(secret), `OTLP output holds ${secret}`);
+  }
+});
