@@ -14,6 +14,7 @@ import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
+import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
@@ -48,6 +49,12 @@ export interface AppOptions {
    * @default {none}
    */
   origins?: OriginSettings;
+  /**
+   * WebSocket ingest connections, held so a stopping server closes them after
+   * answering what they read (see `http/open_connections.ts`).
+   * @default {a private one}
+   */
+  connections?: OpenConnections;
 }
 
 /**
@@ -129,6 +136,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     live,
     ingestOptions,
     options: options.liveRoutes,
+    connections: options.connections ?? new OpenConnections(),
   });
 
   serveApiDocument(app);

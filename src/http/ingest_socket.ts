@@ -27,7 +27,8 @@
  *
  * Close codes: 1003 binary frame, 1009 frame over `maxFrameBytes`, 1008 bad or
  * missing key (before any frame is read) or too many frames in flight, 1001
- * no answer to the idle ping, 1011 a bug in the server.
+ * no answer to the idle ping or the server shutting down, 1011 a bug in the
+ * server.
  *
  * What happens to the frames a connection holds when it ends:
  * - A protocol error (1003, 1009, 1008 too many frames) answers every frame
@@ -38,6 +39,9 @@
  *   are dropped: not applied, not answered. So after such a
  *   close, the frames without an answer, and those answered `retryable: true`,
  *   were not counted and may be sent again.
+ * - The server shutting down (see `open_connections.ts`) ends the connection
+ *   the same way, with 1001: every frame read is answered, then it closes;
+ *   frames that arrive meanwhile are dropped unanswered.
  * - The client closing first, a missed pong (1001) or a dropped connection
  *   leave no one to answer: frames not yet started are dropped, not applied;
  *   the one frame the store is applying, if any, still completes and may be
@@ -53,6 +57,7 @@ import type { WSContext, WSEvents } from "hono/ws";
 import type { CompiledStream } from "../config/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, type KeyRing, presentedKey, scopeError } from "./auth.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
+import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import type { Store } from "../store/types.ts";
 import {
   BodyError,
@@ -159,7 +164,10 @@ export interface IngestSocketStats {
   bytesQueued: number;
   /** Most frames ever queued on one connection. */
   peakFramesQueued: number;
-  /** Connections that hit a protocol error and are answering the frames they hold before closing. */
+  /**
+   * Connections closing for a protocol error or a shutdown, answering the
+   * frames they hold before they close.
+   */
   closing: number;
 }
 
@@ -203,6 +211,11 @@ export interface IngestSocketDeps {
   limits: Required<BodyLimits>;
   /** Ingest options for a stream, as HTTP ingest gets them. */
   ingestOptions(stream: string): IngestContext;
+  /**
+   * Where connections are held for a shutdown; once it closes, upgrades are
+   * refused (503). @default {a private one}
+   */
+  connections?: OpenConnections;
 }
 
 /** Longest close reason a WebSocket close frame carries, in bytes. */
@@ -222,7 +235,7 @@ interface QueuedFrame {
 }
 
 /** One WebSocket ingest connection: reads frames in order, one at a time. */
-class IngestConnection {
+class IngestConnection implements HeldConnection {
   #deps: IngestSocketDeps;
   #stream: CompiledStream;
   #socket: WSContext;
@@ -236,6 +249,7 @@ class IngestConnection {
   /** The close a protocol error asked for, sent once every frame held is answered. */
   #closing: { code: number; reason: string } | undefined;
   #closed = false;
+  #ended = Promise.withResolvers<void>();
 
   constructor(
     deps: IngestSocketDeps,
@@ -302,10 +316,20 @@ class IngestConnection {
     if (!this.#draining) this.close(code, reason);
   }
 
+  /**
+   * Answers every frame already read, as for a protocol error, then closes
+   * with 1001; resolves once the connection ended.
+   */
+  shutDown(reason: string): Promise<void> {
+    if (!this.#closed && !this.#closing) this.#fail(1001, reason);
+    return this.#ended.promise;
+  }
+
   /** Ends the connection now; frames still held are dropped, not applied. */
   close(code?: number, reason?: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#ended.resolve();
     if (this.#closing) this.#stats.closing -= 1;
     for (const frame of this.#queue) this.#release(frame);
     this.#queue = [];
@@ -440,9 +464,11 @@ export function ingestSocketHandler(
       DEFAULT_LIMITS.maxBodyBytes,
   };
   const idleTimeout = options.idleTimeoutSeconds ?? 30;
+  const connections = deps.connections;
 
   return async function (c) {
     requireUpgrade(c);
+    connections?.refuseWhileClosing();
     const presented = presentedKey(c.req.raw);
     const denied = await scopeError(deps.keys, presented.key, "ingest", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
@@ -461,6 +487,10 @@ export function ingestSocketHandler(
         }
         connection = new IngestConnection(deps, stream, socket, settings);
         settings.stats.connections += 1;
+        // Upgraded just as the shutdown began: end it before any frame is read.
+        if (connections && !connections.add(connection)) {
+          connection.shutDown("Server is shutting down");
+        }
       },
       onMessage(event) {
         connection?.receive(event.data);
@@ -468,6 +498,7 @@ export function ingestSocketHandler(
       onClose() {
         if (!connection) return;
         connection.close();
+        connections?.delete(connection);
         connection = undefined;
         settings.stats.connections -= 1;
       },
