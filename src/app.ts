@@ -51,8 +51,8 @@ export interface AppOptions {
   origins?: OriginSettings;
   /**
    * WebSocket ingest connections, held so a stopping server closes them after
-   * answering what they read (see `http/open_connections.ts`).
-   * @default {a private one}
+   * answering what they read (see `http/open_connections.ts`); once closing,
+   * new WebSockets and subscriptions get 503. @default {a private one}
    */
   connections?: OpenConnections;
 }

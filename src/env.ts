@@ -19,6 +19,7 @@
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
  * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long | `5d` |
+ * | `EDGESTREAM_SHUTDOWN` | most time a stopping process (SIGTERM, SIGINT) takes before it exits | `4s` |
  *
  * @module
  */
@@ -78,6 +79,8 @@ export interface ServerConfig {
   port: number;
   /** Self-hosted sweep interval (ms); 0 means no timer. */
   sweepEveryMs: number;
+  /** Most time (ms) a stopping server takes before it exits; above 0. */
+  shutdownMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
   notices: string[];
 }
@@ -113,6 +116,17 @@ function readList(env: EnvSource, name: string, parse: (text?: string) => string
     if (!(error instanceof OriginSettingError)) throw error;
     throw new ConfigError(`${name}: ${error.message}`, { cause: error });
   }
+}
+
+/** `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms). */
+function readShutdown(env: EnvSource): number {
+  const ms = readDuration(env, "EDGESTREAM_SHUTDOWN", "4s");
+  if (ms <= 0) {
+    throw new ConfigError(
+      `EDGESTREAM_SHUTDOWN: expected a duration above 0, got '${env.get("EDGESTREAM_SHUTDOWN")}'`,
+    );
+  }
+  return ms;
 }
 
 /** `PORT` as an integer from 0 to 65535. */
@@ -218,6 +232,7 @@ export async function configFromEnv(
 ): Promise<ServerConfig> {
   const port = readPort(env);
   const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
+  const shutdownMs = readShutdown(env);
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
     allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
@@ -272,6 +287,7 @@ export async function configFromEnv(
     hostname,
     port,
     sweepEveryMs,
+    shutdownMs,
     notices,
   };
 }

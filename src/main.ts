@@ -2,6 +2,9 @@
  * Server entry: reads the environment (`env.ts` lists every variable),
  * builds the app and serves it, with a timer running the sweep. A startup
  * mistake prints one line naming the setting and exits with status 1.
+ * SIGTERM or SIGINT stops it well (`shutdown.ts`) within
+ * `EDGESTREAM_SHUTDOWN`: exit status 0 when everything finished, 1 when the
+ * bound ran out first; a second signal exits at once with 1.
  *
  * @module
  */
@@ -9,35 +12,49 @@ import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig } from "./env.ts";
 import { LiveHub, sweepOnce } from "./fanout/mod.ts";
+import { OpenConnections } from "./http/open_connections.ts";
+import { onStopSignal, type StopReport, stopServer } from "./shutdown.ts";
 
 function fail(message: string): never {
   console.error(`edgestream: ${message}`);
   Deno.exit(1);
 }
 
+/** A running server. */
+export interface RunningServer {
+  /** Where it listens. */
+  addr: Deno.NetAddr;
+  /** Stops it well within `EDGESTREAM_SHUTDOWN`, as SIGTERM does (see `shutdown.ts`). */
+  stop(): Promise<StopReport>;
+}
+
 /** Starts the server; resolves once it listens. */
-export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
+export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
   for (const notice of config.notices) console.log(`edgestream: ${notice}`);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const app = createApp({ streams, store, keys, origins, live, webhooks });
+  const connections = new OpenConnections();
+  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
   );
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let sweeping: Promise<unknown> = Promise.resolve();
   if (config.sweepEveryMs > 0) {
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
-    setInterval(() => {
-      sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch((error) =>
+    timer = setInterval(() => {
+      sweeping = sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch((error) =>
         console.error(`edgestream: sweep failed: ${error instanceof Error ? error.message : error}`)
       );
     }, config.sweepEveryMs);
   }
+  let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    return Deno.serve({
+    server = Deno.serve({
       port: config.port,
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
@@ -52,6 +69,23 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
     }
     throw error;
   }
+  let stopping: Promise<StopReport> | undefined;
+  return {
+    addr: server.addr,
+    stop() {
+      stopping ??= stopServer({
+        server,
+        connections,
+        live,
+        webhooks,
+        stopPeriodic: () => {
+          clearInterval(timer);
+          return sweeping.then(() => {});
+        },
+      }, { boundMs: config.shutdownMs });
+      return stopping;
+    },
+  };
 }
 
 if (import.meta.main) {
@@ -59,5 +93,23 @@ if (import.meta.main) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
   });
-  await serve(config);
+  // Listening before the server starts: a signal right after "listening on" must stop it well.
+  const serving = serve(config);
+  let stopping = false;
+  onStopSignal(async (signal) => {
+    if (stopping) fail(`${signal} again: exiting now`);
+    stopping = true;
+    console.log(`edgestream: ${signal}: stopping, within ${config.shutdownMs} ms`);
+    const report = await (await serving).stop();
+    if (report.clean) console.log(`edgestream: stopped in ${report.elapsedMs} ms`);
+    else {
+      console.error(
+        `edgestream: stopped after ${report.elapsedMs} ms (EDGESTREAM_SHUTDOWN) with still running: ${
+          report.unfinished.join(", ")
+        }`,
+      );
+    }
+    Deno.exit(report.clean ? 0 : 1);
+  });
+  await serving;
 }

@@ -228,6 +228,9 @@ export function closeReason(text: string): string {
   return reason;
 }
 
+/** How long (ms) a connection shut down lingers between its last answer and its close. */
+const SHUTDOWN_LINGER_MS = 100;
+
 interface QueuedFrame {
   text: string;
   bytes: number;
@@ -247,7 +250,8 @@ class IngestConnection implements HeldConnection {
   #received = 0;
   #draining = false;
   /** The close a protocol error asked for, sent once every frame held is answered. */
-  #closing: { code: number; reason: string } | undefined;
+  #closing: { code: number; reason: string; lingerMs: number } | undefined;
+  #lingering: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #ended = Promise.withResolvers<void>();
 
@@ -309,27 +313,45 @@ class IngestConnection implements HeldConnection {
    * Closes for a protocol error once every frame already read is answered: a
    * frame applied with no ack would be counted twice when the client resends it.
    */
-  #fail(code: number, reason: string): void {
-    this.#closing = { code, reason };
+  #fail(code: number, reason: string, lingerMs = 0): void {
+    this.#closing = { code, reason, lingerMs };
     this.#stats.closing += 1;
     // A drain in progress answers the rest of the queue and then closes.
-    if (!this.#draining) this.close(code, reason);
+    if (!this.#draining) this.#closeAnswered();
+  }
+
+  /** Closes as `#closing` says, once every frame read is answered. */
+  #closeAnswered(): void {
+    const { code, reason, lingerMs } = this.#closing!;
+    if (lingerMs === 0) this.close(code, reason);
+    else this.#lingering ??= setTimeout(() => this.close(code, reason), lingerMs);
   }
 
   /**
    * Answers every frame already read, as for a protocol error, then closes
-   * with 1001; resolves once the connection ended.
+   * with 1001; resolves once the socket closed (the client saw the close
+   * frame, or the connection dropped). Between the last answer and the close
+   * it lingers a moment, reading and dropping the frames the client sent
+   * before it saw those answers: Deno closes the TCP connection right after
+   * the close frame, and frames arriving after that would reset the
+   * connection, making the client lose the close frame unread.
    */
   shutDown(reason: string): Promise<void> {
-    if (!this.#closed && !this.#closing) this.#fail(1001, reason);
+    if (!this.#closed && !this.#closing) this.#fail(1001, reason, SHUTDOWN_LINGER_MS);
     return this.#ended.promise;
+  }
+
+  /** Told by the socket's close event: ends the connection, if not yet. */
+  socketClosed(): void {
+    this.close();
+    this.#ended.resolve();
   }
 
   /** Ends the connection now; frames still held are dropped, not applied. */
   close(code?: number, reason?: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#ended.resolve();
+    clearTimeout(this.#lingering);
     if (this.#closing) this.#stats.closing -= 1;
     for (const frame of this.#queue) this.#release(frame);
     this.#queue = [];
@@ -360,7 +382,7 @@ class IngestConnection implements HeldConnection {
     } finally {
       this.#draining = false;
     }
-    if (this.#closing) this.close(this.#closing.code, this.#closing.reason);
+    if (this.#closing) this.#closeAnswered();
   }
 
   /** The answer to a frame held when a protocol error arrived: not applied, safe to resend. */
@@ -497,7 +519,7 @@ export function ingestSocketHandler(
       },
       onClose() {
         if (!connection) return;
-        connection.close();
+        connection.socketClosed();
         connections?.delete(connection);
         connection = undefined;
         settings.stats.connections -= 1;

@@ -1,10 +1,11 @@
 /**
- * The connections that outlive their request (WebSocket ingest), kept so a
- * stopping server can end them well. `Deno.serve`'s `shutdown()` waits for
- * HTTP requests but closes upgraded WebSockets at once, which would drop the
- * frames a connection has read and not answered (one may already be applied:
- * the client would send it again). So the server first closes them itself,
- * each answering what it read, and only then shuts down.
+ * The WebSocket ingest connections, kept so a stopping server can end them
+ * well. `Deno.serve`'s `shutdown()` waits for HTTP requests but closes
+ * upgraded WebSockets at once, which would drop the frames a connection has
+ * read and not answered (one may already be applied: the client would send it
+ * again). So the server first closes them itself, each answering what it
+ * read, waits for their close, and only then shuts down. (Subscription
+ * sockets hold no client work; the live hub closes them.)
  *
  * Once closing began, new WebSocket and subscription requests are refused
  * with 503 `shutting_down` and `Retry-After`, so none starts that the
