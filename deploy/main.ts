@@ -10,6 +10,8 @@ import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
+import { OpenConnections } from "../src/http/open_connections.ts";
+import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
 
 async function setUp() {
   const config = await configFromEnv(Deno.env).catch((error) => {
@@ -23,12 +25,13 @@ async function setUp() {
     );
   }
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const app = createApp({ streams, store, keys, origins, live, webhooks });
+  const connections = new OpenConnections();
+  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error: Error) =>
     console.error(`edgestream: cannot load webhook endpoints yet: ${error.message}`)
   );
-  return { app, streams, store, webhooks };
+  return { app, streams, store, webhooks, live, connections, shutdownMs: config.shutdownMs };
 }
 
 const ready = setUp();
@@ -49,5 +52,11 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { app } = await ready;
-Deno.serve(app.fetch);
+const { app, live, webhooks, connections, shutdownMs } = await ready;
+const server = Deno.serve(app.fetch);
+// Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
+// defaults to 4 s); stop as src/main.ts does.
+exitOnStopSignal(
+  () => stopServer({ server, connections, live, webhooks }, { boundMs: shutdownMs }),
+  shutdownMs,
+);

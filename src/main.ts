@@ -13,7 +13,7 @@ import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig } from "./env.ts";
 import { LiveHub, sweepOnce } from "./fanout/mod.ts";
 import { OpenConnections } from "./http/open_connections.ts";
-import { onStopSignal, type StopReport, stopServer } from "./shutdown.ts";
+import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
 
 function fail(message: string): never {
   console.error(`edgestream: ${message}`);
@@ -95,21 +95,6 @@ if (import.meta.main) {
   });
   // Listening before the server starts: a signal right after "listening on" must stop it well.
   const serving = serve(config);
-  let stopping = false;
-  onStopSignal(async (signal) => {
-    if (stopping) fail(`${signal} again: exiting now`);
-    stopping = true;
-    console.log(`edgestream: ${signal}: stopping, within ${config.shutdownMs} ms`);
-    const report = await (await serving).stop();
-    if (report.clean) console.log(`edgestream: stopped in ${report.elapsedMs} ms`);
-    else {
-      console.error(
-        `edgestream: stopped after ${report.elapsedMs} ms (EDGESTREAM_SHUTDOWN) with still running: ${
-          report.unfinished.join(", ")
-        }`,
-      );
-    }
-    Deno.exit(report.clean ? 0 : 1);
-  });
+  exitOnStopSignal(async () => await (await serving).stop(), config.shutdownMs);
   await serving;
 }

@@ -129,14 +129,31 @@ export async function stopServer(
 }
 
 /**
- * Calls `onSignal` on SIGTERM and SIGINT (SIGINT only on Windows, which has
- * no SIGTERM); returns the function that stops listening.
+ * On the first SIGTERM or SIGINT (SIGINT only on Windows, which has no
+ * SIGTERM) runs `stop` and exits: status 0 when everything finished, 1 when
+ * `boundMs` ran out first, saying what still ran. A second signal exits at
+ * once with 1. Each step is one line on the console.
  */
-export function onStopSignal(onSignal: (signal: Deno.Signal) => void): () => void {
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGTERM", "SIGINT"];
-  const listeners = signals.map((signal) => [signal, () => onSignal(signal)] as const);
-  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
-  return () => {
-    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+export function exitOnStopSignal(stop: () => Promise<StopReport>, boundMs: number): void {
+  let stopping = false;
+  const onSignal = async (signal: Deno.Signal) => {
+    if (stopping) {
+      console.error(`edgestream: ${signal} again: exiting now`);
+      Deno.exit(1);
+    }
+    stopping = true;
+    console.log(`edgestream: ${signal}: stopping, within ${boundMs} ms`);
+    const report = await stop();
+    if (report.clean) console.log(`edgestream: stopped in ${report.elapsedMs} ms`);
+    else {
+      console.error(
+        `edgestream: stopped after ${report.elapsedMs} ms (EDGESTREAM_SHUTDOWN) with still running: ${
+          report.unfinished.join(", ")
+        }`,
+      );
+    }
+    Deno.exit(report.clean ? 0 : 1);
   };
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGTERM", "SIGINT"];
+  for (const signal of signals) Deno.addSignalListener(signal, () => onSignal(signal));
 }

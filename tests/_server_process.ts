@@ -1,7 +1,8 @@
 /**
- * `src/main.ts` as a child process, as a user starts it: `deno run
- * --cached-only` with the machine's environment (certificates, proxies) plus
- * the given variables, on port 0, its port read from its "listening on" line.
+ * `src/main.ts` (or `deploy/main.ts`) as a child process, as a user starts
+ * it: `deno run --cached-only` with the machine's environment (certificates,
+ * proxies) plus the given variables, on port 0, its port read from its
+ * "listening on" line.
  *
  * @module
  */
@@ -19,6 +20,16 @@ const CLEARED = [
   "UPSTASH_REDIS_REST_URL",
   "UPSTASH_REDIS_REST_TOKEN",
 ];
+
+/** Options for {@linkcode startServerProcess}. */
+export interface ServerProcessOptions {
+  /**
+   * Entry point, from the repository root. Another than `src/main.ts` (that
+   * is, `deploy/main.ts`) listens where `DENO_SERVE_ADDRESS` says: 127.0.0.1,
+   * port 0. @default {"src/main.ts"}
+   */
+  entry?: string;
+}
 
 /** A running `src/main.ts`. */
 export interface ServerProcess {
@@ -45,12 +56,22 @@ export interface ServerProcess {
 export async function startServerProcess(
   name: string,
   vars: Record<string, string>,
+  options: ServerProcessOptions = {},
 ): Promise<ServerProcess> {
   const env: Record<string, string> = { ...Deno.env.toObject() };
   for (const variable of CLEARED) delete env[variable];
+  const entry = options.entry ?? "src/main.ts";
   Object.assign(env, { NO_COLOR: "1", PORT: "0", HOST: "127.0.0.1" }, vars);
+  if (entry !== "src/main.ts") env.DENO_SERVE_ADDRESS = "tcp:127.0.0.1:0";
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
+    args: [
+      "run",
+      "--cached-only",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      entry,
+    ],
     cwd: ROOT,
     env,
     clearEnv: true,
@@ -64,7 +85,8 @@ export async function startServerProcess(
   const drain = async (stream: ReadableStream<Uint8Array>) => {
     for await (const text of stream.pipeThrough(new TextDecoderStream())) {
       printed += text;
-      const match = /listening on http:\/\/[^\s]*:(\d+)/.exec(printed);
+      // Ours says "listening on", Deno.serve's default "Listening on".
+      const match = /listening on http:\/\/[^\s]*:(\d+)/i.exec(printed);
       if (match) listening.resolve(Number(match[1]));
     }
   };

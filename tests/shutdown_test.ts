@@ -474,3 +474,41 @@ redisTest(
     }
   },
 );
+
+Deno.test("deploy/main.ts stops well on SIGINT, as Deno Deploy stops an isolate: the WebSocket frames read are answered before 1001, exit 0", async () => {
+  const server = await startServerProcess("deploy", { EDGESTREAM_SHUTDOWN: "2s" }, {
+    entry: "deploy/main.ts",
+  });
+  try {
+    const socket = new WebSocket(`ws://127.0.0.1:${server.port}/v1/streams/orders/ws`);
+    // deno-lint-ignore no-explicit-any
+    const answers: any[] = [];
+    const answered = Promise.withResolvers<void>();
+    const closed = Promise.withResolvers<{ code: number; reason: string }>();
+    socket.onmessage = (event) => {
+      answers.push(JSON.parse(event.data));
+      answered.resolve();
+    };
+    socket.onclose = (event) => closed.resolve({ code: event.code, reason: event.reason });
+    await new Promise((resolve) => socket.onopen = resolve);
+    socket.send(JSON.stringify({ seq: 1, events: [{ id: "d-1", country: "DE", amount: 1 }] }));
+    await answered.promise;
+
+    const started = performance.now();
+    server.signal("SIGINT");
+    assert.deepEqual(await closed.promise, { code: 1001, reason: REASON });
+    const status = await server.status;
+    const elapsedMs = performance.now() - started;
+    assert.equal(status.code, 0, server.output());
+    assert.ok(elapsedMs < 2_000 + 2_000, `exited after ${elapsedMs} ms`);
+    assert.match(server.output(), /SIGINT: stopping, within 2000 ms\n/);
+    assert.deepEqual(answers.map((answer) => [answer.type, answer.seq, answer.accepted]), [
+      ["ack", 1, 1],
+    ]);
+  } catch (error) {
+    console.error(server.output());
+    throw error;
+  } finally {
+    await server.stop();
+  }
+});
