@@ -406,28 +406,32 @@ redisTest(
 );
 
 redisTest(
-  "a request still running when EDGESTREAM_SHUTDOWN ends is cut: exit 1 at the bound, naming it, the request gets no byte; a body still arriving is answered 503 body_interrupted",
+  "a request still running when EDGESTREAM_SHUTDOWN ends is cut: exit 1 at the bound, naming it, the request gets no byte; a WebSocket frame waiting on the store holds the listener open half the bound at most; a body still arriving is answered 503 body_interrupted",
   async (fixture) => {
     // Between the server and Redis: passes calls through until `hold`, then holds them.
     let hold = false;
     const released = Promise.withResolvers<void>();
     const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+      const body = await request.text();
       if (hold) await released.promise;
-      const url = new URL(request.url);
-      return await fetch(`${fixture.restUrl}${url.pathname}`, {
+      return await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
         method: request.method,
         headers: { authorization: request.headers.get("authorization") ?? "" },
-        body: await request.text(),
+        body,
       });
     });
     const server = await startServerProcess("stuck", {
       UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${proxy.addr.port}`,
       UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
-      EDGESTREAM_SHUTDOWN: "1s",
+      EDGESTREAM_SHUTDOWN: "2s",
       EDGESTREAM_SWEEP_EVERY: "0s",
     });
     try {
+      const socket = new WebSocket(`ws://127.0.0.1:${server.port}/v1/streams/orders/ws`);
+      socket.onerror = () => {};
+      await new Promise((resolve) => socket.onopen = resolve);
       hold = true;
+      socket.send(JSON.stringify([{ id: "o-2", country: "DE", amount: 1 }]));
       const stuck = (await RawHttp.connect(server.port))!;
       const event = '{"id":"o-1","country":"DE","amount":1}';
       await stuck.write(
@@ -441,7 +445,7 @@ redisTest(
           `Content-Type: application/json\r\nContent-Length: 100\r\n\r\n`,
         '[{"id":',
       );
-      // Both requests are in the server: one waits on the store, one on its body.
+      // The requests are in the server: the frame and one waits on the store, one on its body.
       await new Promise((resolve) => setTimeout(resolve, 300));
       const started = performance.now();
       server.signal("SIGTERM");
@@ -454,10 +458,19 @@ redisTest(
       }
       trickling.close();
 
+      // The frame waits on the store, yet new connections are refused well before the bound.
+      let exited = false;
+      server.status.then(() => exited = true);
+      for (let conn; (conn = await RawHttp.connect(server.port)) !== null;) {
+        conn.close();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.equal(exited, false, "refused only once the process exited");
+
       const status = await server.status;
       const elapsedMs = performance.now() - started;
       assert.equal(status.code, 1, server.output());
-      assert.ok(elapsedMs >= 900 && elapsedMs < 1_000 + 2_000, `exited after ${elapsedMs} ms`);
+      assert.ok(elapsedMs >= 1_900 && elapsedMs < 2_000 + 2_000, `exited after ${elapsedMs} ms`);
       assert.match(
         server.output(),
         /stopped after \d+ ms \(EDGESTREAM_SHUTDOWN\) with still running: http requests\n/,
@@ -509,6 +522,34 @@ Deno.test("deploy/main.ts stops well on SIGINT, as Deno Deploy stops an isolate:
     console.error(server.output());
     throw error;
   } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("a second signal while stopping exits at once with status 1", async () => {
+  const server = await startServerProcess("impatient", {
+    EDGESTREAM_SHUTDOWN: "20s",
+    EDGESTREAM_SWEEP_EVERY: "0s",
+  });
+  const lingering = (await RawHttp.connect(server.port))!;
+  try {
+    // A body still arriving when the stop begins keeps its connection until the client closes it.
+    await lingering.write(
+      `POST /v1/streams/orders/events HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+        `Content-Type: application/json\r\nContent-Length: 100\r\n\r\n`,
+      '[{"id":',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = performance.now();
+    server.signal("SIGTERM");
+    await until(() => server.output().includes("SIGTERM: stopping"), 10_000, "stopping");
+    server.signal("SIGINT");
+    const status = await server.status;
+    assert.equal(status.code, 1, server.output());
+    assert.ok(performance.now() - started < 10_000, "long before the 20 s bound");
+    assert.match(server.output(), /edgestream: SIGINT again: exiting now\n/);
+  } finally {
+    lingering.close();
     await server.stop();
   }
 });
