@@ -16,6 +16,8 @@ import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
+import { OpenConnections } from "../src/http/open_connections.ts";
+import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
 
@@ -44,7 +46,8 @@ async function setUp() {
     );
   }
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const app = createApp({ streams, store, keys, origins, live, webhooks });
+  const connections = new OpenConnections();
+  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error: Error) =>
     logger.error("Cannot load webhook endpoints yet: {error}", { error })
@@ -52,7 +55,16 @@ async function setUp() {
   // The webhook backlog is shared: the isolate that ran the last cron sweep
   // reports it (until its lease ends: over two minutes, two cron runs).
   const backlog = new WebhookBacklogGauges(config.deliveries, { leaseMs: 150_000 });
-  return { app, streams, store, webhooks, backlog };
+  return {
+    app,
+    streams,
+    store,
+    webhooks,
+    backlog,
+    live,
+    connections,
+    shutdownMs: config.shutdownMs,
+  };
 }
 
 // First, at the top level, before the server starts, as Deno Deploy requires.
@@ -80,7 +92,13 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { app } = await ready();
+const { app, live, webhooks, connections, shutdownMs } = await ready();
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one.
 const port = Deno.env.get("PORT");
-Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);
+const server = Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);
+// Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
+// defaults to 4 s); stop as src/main.ts does.
+exitOnStopSignal(
+  () => stopServer({ server, connections, live, webhooks }, { boundMs: shutdownMs }),
+  shutdownMs,
+);

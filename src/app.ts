@@ -16,6 +16,7 @@ import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
+import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { requestLog } from "./http/request_log.ts";
 import { registerStreamRoutes } from "./http/stream_routes.ts";
@@ -58,6 +59,12 @@ export interface AppOptions {
    * @default {on, except for the memory store, where queueing gains nothing}
    */
   groupCommit?: boolean | GroupCommitOptions | GroupCommitter;
+  /**
+   * WebSocket ingest connections, held so a stopping server closes them after
+   * answering what they read (see `http/open_connections.ts`); once closing,
+   * new WebSockets and subscriptions get 503. @default {a private one}
+   */
+  connections?: OpenConnections;
 }
 
 /**
@@ -147,6 +154,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     live,
     ingestOptions,
     options: options.liveRoutes,
+    connections: options.connections ?? new OpenConnections(),
   });
 
   serveApiDocument(app);

@@ -22,6 +22,7 @@
  * | `EDGESTREAM_ENV` | `production` refuses the memory store and open mode (also on Deno Deploy's production timeline) | `development` |
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
+ * | `EDGESTREAM_SHUTDOWN` | most time a stopping process (SIGTERM, SIGINT) takes before it exits | `4s` |
  *
  * @module
  */
@@ -85,6 +86,8 @@ export interface ServerConfig {
   port: number;
   /** Self-hosted sweep interval (ms); 0 means no timer. */
   sweepEveryMs: number;
+  /** Most time (ms) a stopping server takes before it exits; above 0. */
+  shutdownMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
   notices: string[];
   /** Lowest log level written. */
@@ -124,6 +127,17 @@ function readList(env: EnvSource, name: string, parse: (text?: string) => string
     if (!(error instanceof OriginSettingError)) throw error;
     throw new ConfigError(`${name}: ${error.message}`, { cause: error });
   }
+}
+
+/** `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms). */
+function readShutdown(env: EnvSource): number {
+  const ms = readDuration(env, "EDGESTREAM_SHUTDOWN", "4s");
+  if (ms <= 0) {
+    throw new ConfigError(
+      `EDGESTREAM_SHUTDOWN: expected a duration above 0, got '${env.get("EDGESTREAM_SHUTDOWN")}'`,
+    );
+  }
+  return ms;
 }
 
 /** `PORT` as an integer from 0 to 65535. */
@@ -304,6 +318,7 @@ export async function configFromEnv(
   const port = readPort(env);
   const logLevel = readLogLevel(env);
   const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
+  const shutdownMs = readShutdown(env);
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
     allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
@@ -361,6 +376,7 @@ export async function configFromEnv(
     hostname,
     port,
     sweepEveryMs,
+    shutdownMs,
     notices,
     logLevel,
     secrets: secretsOf(env),

@@ -2,7 +2,9 @@
  * Server entry: reads the environment (`env.ts` lists every variable),
  * sets up the logs, builds the app and serves it, with a timer running the
  * sweep. A startup mistake prints one line naming the setting and exits
- * with status 1.
+ * with status 1. SIGTERM or SIGINT stops it well (`shutdown.ts`) within
+ * `EDGESTREAM_SHUTDOWN`: exit status 0 when everything finished, 1 when the
+ * bound ran out first; a second signal exits at once with 1.
  *
  * @module
  */
@@ -15,24 +17,37 @@ import { WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging } from "./telemetry/logging.ts";
 
 const logger = getLogger(["edgestream"]);
+import { OpenConnections } from "./http/open_connections.ts";
+import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
 
 function fail(message: string): never {
   console.error(`edgestream: ${message}`);
   Deno.exit(1);
 }
 
+/** A running server. */
+export interface RunningServer {
+  /** Where it listens. */
+  addr: Deno.NetAddr;
+  /** Stops it well within `EDGESTREAM_SHUTDOWN`, as SIGTERM does (see `shutdown.ts`). */
+  stop(): Promise<StopReport>;
+}
+
 /** Starts the server; resolves once it listens. */
-export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
+export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
   for (const notice of config.notices) logger.info(notice);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const app = createApp({ streams, store, keys, origins, live, webhooks });
+  const connections = new OpenConnections();
+  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
     logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let sweeping: Promise<unknown> = Promise.resolve();
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.
     const backlog = new WebhookBacklogGauges(config.deliveries, {
@@ -40,8 +55,8 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
     });
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
-    setInterval(() => {
-      sweepOnce(streams.values(), store, { consumers: [webhooks] }).then(
+    timer = setInterval(() => {
+      sweeping = sweepOnce(streams.values(), store, { consumers: [webhooks] }).then(
         () =>
           backlog.refresh().catch((error) =>
             logger.error("Cannot count webhook deliveries: {error}", { error })
@@ -50,8 +65,9 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
       );
     }, config.sweepEveryMs);
   }
+  let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    return Deno.serve({
+    server = Deno.serve({
       port: config.port,
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
@@ -66,6 +82,23 @@ export async function serve(config: ServerConfig): Promise<Deno.HttpServer> {
     }
     throw error;
   }
+  let stopping: Promise<StopReport> | undefined;
+  return {
+    addr: server.addr,
+    stop() {
+      stopping ??= stopServer({
+        server,
+        connections,
+        live,
+        webhooks,
+        stopPeriodic: () => {
+          clearInterval(timer);
+          return sweeping.then(() => {});
+        },
+      }, { boundMs: config.shutdownMs });
+      return stopping;
+    },
+  };
 }
 
 if (import.meta.main) {
@@ -74,5 +107,8 @@ if (import.meta.main) {
     throw error;
   });
   configureLogging({ level: config.logLevel, secrets: config.secrets });
-  await serve(config);
+  // Listening before the server starts: a signal right after "listening on" must stop it well.
+  const serving = serve(config);
+  exitOnStopSignal(async () => await (await serving).stop(), config.shutdownMs);
+  await serving;
 }

@@ -12,6 +12,7 @@ import { compileConfig } from "../src/config/mod.ts";
 import { LiveHub, type LiveHubOptions } from "../src/fanout/live.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import type { LiveRouteOptions } from "../src/http/live_routes.ts";
+import { OpenConnections } from "../src/http/open_connections.ts";
 import type { OriginSettings } from "../src/http/origin.ts";
 import { type IngestSocketStats, ingestSocketStats } from "../src/http/ingest_socket.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
@@ -46,6 +47,8 @@ export interface TestServer {
   live: LiveHub;
   /** Counts of the WebSocket ingest connections. */
   socketStats: IngestSocketStats;
+  /** The held connections, closed by a shutdown. */
+  connections: OpenConnections;
   /** Stops the hub and the server. */
   close(): Promise<void>;
 }
@@ -57,6 +60,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const streams = compileConfig(options.config ?? TEST_CONFIG);
   const live = new LiveHub(streams, store, { pollMs: 20, updateIntervalMs: 100, ...options.hub });
   const socketStats = ingestSocketStats();
+  const connections = new OpenConnections();
   const keys = await KeyRing.parse(
     options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
   );
@@ -67,6 +71,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     now,
     live,
     origins: options.origins,
+    connections,
     liveRoutes: {
       ...options.liveRoutes,
       socket: { ...options.liveRoutes?.socket, stats: socketStats },
@@ -85,6 +90,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     store,
     live,
     socketStats,
+    connections,
     async close() {
       await live.close();
       await server.shutdown();

@@ -228,3 +228,27 @@ Deno.test("configFromEnv() gives the API keys and the Redis token as the secrets
   await open.webhooks.close();
   assert.deepEqual(open.secrets, []);
 });
+
+Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a bad or zero one, naming it", async () => {
+  for (const [value, ms] of [[undefined, 4_000], ["1500ms", 1_500], ["10s", 10_000]] as const) {
+    const config = await configFromEnv(
+      env(value === undefined ? {} : { EDGESTREAM_SHUTDOWN: value }),
+    );
+    try {
+      assert.equal(config.shutdownMs, ms, String(value));
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_SHUTDOWN: "soon" })),
+    (error) =>
+      error instanceof ConfigError && error.message.startsWith("EDGESTREAM_SHUTDOWN: Cannot read"),
+  );
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_SHUTDOWN: "0s" })),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message === "EDGESTREAM_SHUTDOWN: expected a duration above 0, got '0s'",
+  );
+});

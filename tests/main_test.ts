@@ -116,12 +116,11 @@ Deno.test("serve() answers EDGESTREAM_ALLOWED_HOSTS in open mode and refuses oth
   }));
   const server = await serve(config);
   try {
-    const { port } = server.addr as Deno.NetAddr;
+    const { port } = server.addr;
     assert.equal(await statusFor(port, "/v1/streams", `dev.example.com:${port}`), 200);
     assert.equal(await statusFor(port, "/v1/streams", `localhost:${port}`), 200);
     assert.equal(await statusFor(port, "/v1/streams", `attacker.example:${port}`), 421);
   } finally {
-    await server.shutdown();
-    await config.webhooks.close();
+    assert.equal((await server.stop()).clean, true);
   }
 });

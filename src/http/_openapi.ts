@@ -40,7 +40,10 @@ export const errorResponses = {
   422: { description: "Idempotency-Key reused with another body", content: errorContent },
   426: { description: "Not a WebSocket upgrade", content: errorContent },
   429: { description: "Rate limited (see Retry-After)", content: errorContent },
-  503: { description: "Store unavailable", content: errorContent },
+  503: {
+    description: "Store unavailable, or the server is shutting down (see Retry-After)",
+    content: errorContent,
+  },
 } as const;
 
 /** A JSON response of `schema`. */

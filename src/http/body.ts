@@ -11,6 +11,7 @@ export type BodyErrorCode =
   | "unsupported_media_type"
   | "payload_too_large"
   | "body_timeout"
+  | "body_interrupted"
   | "too_many_events"
   | "invalid_utf8"
   | "invalid_json"
@@ -106,7 +107,15 @@ export async function readLimitedBody(
     while (true) {
       const { done, value } = await reader.read().catch((error) => {
         if (timedOut) return { done: true as const, value: undefined };
-        throw error;
+        // The connection broke, or the server is shutting down (Deno.serve's
+        // shutdown() ends the bodies still arriving): nothing was applied.
+        throw new BodyError(
+          "body_interrupted",
+          `Body was cut off after ${size} bytes: ${
+            error instanceof Error ? error.message : error
+          }; nothing was applied, send it again`,
+          { cause: error },
+        );
       });
       if (timedOut) {
         throw new BodyError(

@@ -74,6 +74,7 @@ const BODY_STATUS: Record<BodyErrorCode, ContentfulStatusCode> = {
   unsupported_media_type: 415,
   payload_too_large: 413,
   body_timeout: 408,
+  body_interrupted: 503,
   too_many_events: 413,
   invalid_utf8: 400,
   invalid_json: 400,
@@ -90,7 +91,11 @@ const BODY_STATUS: Record<BodyErrorCode, ContentfulStatusCode> = {
 export function apiErrorOf(error: unknown): ApiError | undefined {
   if (error instanceof ApiError) return error;
   if (error instanceof BodyError) {
-    return new ApiError(BODY_STATUS[error.code], error.code, error.message, { cause: error });
+    return new ApiError(BODY_STATUS[error.code], error.code, error.message, {
+      // Another instance (or this one, when the connection broke) can take it.
+      headers: error.code === "body_interrupted" ? { "Retry-After": "1" } : undefined,
+      cause: error,
+    });
   }
   if (error instanceof StoreUnavailableError) {
     const outcome = error.outcome === "unknown"

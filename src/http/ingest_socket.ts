@@ -28,7 +28,8 @@
  *
  * Close codes: 1003 binary frame, 1009 frame over `maxFrameBytes`, 1008 bad or
  * missing key (before any frame is read) or too many frames in flight, 1001
- * no answer to the idle ping, 1011 a bug in the server.
+ * no answer to the idle ping or the server shutting down, 1011 a bug in the
+ * server.
  *
  * What happens to the frames a connection holds when it ends:
  * - A protocol error (1003, 1009, 1008 too many frames) answers every frame
@@ -39,6 +40,9 @@
  *   are dropped: not applied, not answered. So after such a
  *   close, the frames without an answer, and those answered `retryable: true`,
  *   were not counted and may be sent again.
+ * - The server shutting down (see `open_connections.ts`) ends the connection
+ *   the same way, with 1001: every frame read is answered, then it closes;
+ *   frames that arrive meanwhile are dropped unanswered.
  * - The client closing first, a missed pong (1001) or a dropped connection
  *   leave no one to answer: frames not yet started are dropped, not applied;
  *   the one frame the store is applying, if any, still completes and may be
@@ -62,6 +66,7 @@ import {
 } from "./auth.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
+import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import type { Store } from "../store/types.ts";
 import { type IngestScope, traceIngest } from "../telemetry/mod.ts";
 import {
@@ -169,7 +174,10 @@ export interface IngestSocketStats {
   bytesQueued: number;
   /** Most frames ever queued on one connection. */
   peakFramesQueued: number;
-  /** Connections that hit a protocol error and are answering the frames they hold before closing. */
+  /**
+   * Connections closing for a protocol error or a shutdown, answering the
+   * frames they hold before they close.
+   */
   closing: number;
 }
 
@@ -213,6 +221,11 @@ export interface IngestSocketDeps {
   limits: Required<BodyLimits>;
   /** Ingest options for a stream, as HTTP ingest gets them. */
   ingestOptions(stream: string): IngestContext;
+  /**
+   * Where connections are held for a shutdown; once it closes, upgrades are
+   * refused (503). @default {a private one}
+   */
+  connections?: OpenConnections;
 }
 
 const logger = getLogger(["edgestream", "http", "ws"]);
@@ -227,6 +240,9 @@ export function closeReason(text: string): string {
   return reason;
 }
 
+/** How long (ms) a connection shut down lingers between its last answer and its close. */
+const SHUTDOWN_LINGER_MS = 100;
+
 interface QueuedFrame {
   text: string;
   bytes: number;
@@ -234,7 +250,7 @@ interface QueuedFrame {
 }
 
 /** One WebSocket ingest connection: reads frames in order, one at a time. */
-class IngestConnection {
+class IngestConnection implements HeldConnection {
   #deps: IngestSocketDeps;
   #stream: CompiledStream;
   #requestId: string | undefined;
@@ -247,8 +263,10 @@ class IngestConnection {
   #received = 0;
   #draining = false;
   /** The close a protocol error asked for, sent once every frame held is answered. */
-  #closing: { code: number; reason: string } | undefined;
+  #closing: { code: number; reason: string; lingerMs: number } | undefined;
+  #lingering: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  #ended = Promise.withResolvers<void>();
 
   constructor(
     deps: IngestSocketDeps,
@@ -311,17 +329,45 @@ class IngestConnection {
    * Closes for a protocol error once every frame already read is answered: a
    * frame applied with no ack would be counted twice when the client resends it.
    */
-  #fail(code: number, reason: string): void {
-    this.#closing = { code, reason };
+  #fail(code: number, reason: string, lingerMs = 0): void {
+    this.#closing = { code, reason, lingerMs };
     this.#stats.closing += 1;
     // A drain in progress answers the rest of the queue and then closes.
-    if (!this.#draining) this.close(code, reason);
+    if (!this.#draining) this.#closeAnswered();
+  }
+
+  /** Closes as `#closing` says, once every frame read is answered. */
+  #closeAnswered(): void {
+    const { code, reason, lingerMs } = this.#closing!;
+    if (lingerMs === 0) this.close(code, reason);
+    else this.#lingering ??= setTimeout(() => this.close(code, reason), lingerMs);
+  }
+
+  /**
+   * Answers every frame already read, as for a protocol error, then closes
+   * with 1001; resolves once the socket closed (the client saw the close
+   * frame, or the connection dropped). Between the last answer and the close
+   * it lingers a moment, reading and dropping the frames the client sent
+   * before it saw those answers: Deno closes the TCP connection right after
+   * the close frame, and frames arriving after that would reset the
+   * connection, making the client lose the close frame unread.
+   */
+  shutDown(reason: string): Promise<void> {
+    if (!this.#closed && !this.#closing) this.#fail(1001, reason, SHUTDOWN_LINGER_MS);
+    return this.#ended.promise;
+  }
+
+  /** Told by the socket's close event: ends the connection, if not yet. */
+  socketClosed(): void {
+    this.close();
+    this.#ended.resolve();
   }
 
   /** Ends the connection now; frames still held are dropped, not applied. */
   close(code?: number, reason?: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#lingering);
     if (this.#closing) this.#stats.closing -= 1;
     for (const frame of this.#queue) this.#release(frame);
     this.#queue = [];
@@ -352,7 +398,7 @@ class IngestConnection {
     } finally {
       this.#draining = false;
     }
-    if (this.#closing) this.close(this.#closing.code, this.#closing.reason);
+    if (this.#closing) this.#closeAnswered();
   }
 
   #logFailure(error: unknown): void {
@@ -469,9 +515,11 @@ export function ingestSocketHandler(
       DEFAULT_LIMITS.maxBodyBytes,
   };
   const idleTimeout = options.idleTimeoutSeconds ?? 30;
+  const connections = deps.connections;
 
   return async function (c) {
     requireUpgrade(c);
+    connections?.refuseWhileClosing();
     const requestId = requestIdOf(c);
     const presented = presentedKey(c.req.raw);
     if (presented.inQuery) noteKeyInQuery(c);
@@ -492,13 +540,18 @@ export function ingestSocketHandler(
         }
         connection = new IngestConnection(deps, stream, socket, { ...settings, requestId });
         settings.stats.connections += 1;
+        // Upgraded just as the shutdown began: end it before any frame is read.
+        if (connections && !connections.add(connection)) {
+          connection.shutDown("Server is shutting down");
+        }
       },
       onMessage(event) {
         connection?.receive(event.data);
       },
       onClose() {
         if (!connection) return;
-        connection.close();
+        connection.socketClosed();
+        connections?.delete(connection);
         connection = undefined;
         settings.stats.connections -= 1;
       },

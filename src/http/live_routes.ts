@@ -285,14 +285,14 @@ function documentRoutes(app: OpenAPIHono): void {
       'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
       'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` (`requestId`: the upgrade request\'s `X-Request-Id`; the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable or the connection is closing: resend).',
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
-      "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key or too many frames in flight, 1001 no pong.",
+      "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key or too many frames in flight, 1001 no pong or the server shutting down (after answering every frame read, as below). While the server shuts down, an upgrade gets 503 `shutting_down`.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first or misses a pong, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest.",
     ].join("\n\n"),
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
-      ...errorsFor(404, 426),
+      ...errorsFor(404, 426, 503),
     },
   });
   app.openAPIRegistry.registerPath({
@@ -307,6 +307,7 @@ function documentRoutes(app: OpenAPIHono): void {
       "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
       'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
+      "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
     ].join("\n\n"),
     request: {
       params: StreamParam,
@@ -385,6 +386,8 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
         "Subscribe with a WebSocket upgrade or with 'Accept: text/event-stream'",
       );
     }
+    // The hub is closing with the server: a subscription now would end at once.
+    deps.connections?.refuseWhileClosing();
     const presented = presentedKey(c.req.raw);
     if (presented.inQuery) noteKeyInQuery(c);
     const denied = await scopeError(deps.keys, presented.key, "read", {

@@ -178,6 +178,16 @@ export interface AttemptRecord {
   failingReason: string;
 }
 
+/** A claim to give back, its attempt not made or cut off before an answer. */
+export interface ClaimRelease {
+  /** The delivery. */
+  deliveryId: string;
+  /** Its endpoint. */
+  endpointId: string;
+  /** The claim's token; a stale claim releases nothing. */
+  token: string;
+}
+
 /** Where a stream's dispatch is: the log cursor and the page being dispatched. */
 export interface DispatchState {
   /** Last log entry whose deliveries exist; null before the first. */
@@ -366,6 +376,15 @@ export interface DeliveryStore {
    * was still valid, and whether the endpoint got disabled.
    */
   recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }>;
+  /**
+   * Gives a claim back without recording an attempt (a stopping process that
+   * will not make or finish it): the delivery is due again at the time it was
+   * due when claimed, as if never claimed, and its endpoint's concurrency slot
+   * is free, so the next claim gets it at once instead of after the lease.
+   * Status, attempts and tries stay as they were; the token no longer records.
+   * Returns false, changing nothing, when the token no longer holds the claim.
+   */
+  releaseClaim(release: ClaimRelease): Promise<boolean>;
   /** Makes a delivery due now with a fresh retry schedule. */
   retry(deliveryId: string, nowMs: number): Promise<RetryResult>;
   /** Makes an endpoint's `retrying` and `dead` deliveries created since `sinceMs` due now. */

@@ -346,6 +346,26 @@ Deno.test("readLimitedBody() cancels a body that trickles past the timeout with 
   assert.equal(cancelled, true);
 });
 
+Deno.test("readLimitedBody() answers a body cut off mid-way (connection broken, server shutting down) with 503 body_interrupted", async () => {
+  let pulls = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (++pulls === 1) controller.enqueue(new Uint8Array([0x5b, 0x7b]));
+      else controller.error(new Error("Cannot read body as underlying resource unavailable"));
+    },
+  });
+  const request = new Request("http://test/", { method: "POST", body });
+  await assert.rejects(readLimitedBody(request, 1_048_576), (error) => {
+    const api = assertBodyError(error, 503, "body_interrupted");
+    assert.equal(
+      api.message,
+      "Body was cut off after 2 bytes: Cannot read body as underlying resource unavailable; nothing was applied, send it again",
+    );
+    assert.deepEqual(api.headers, { "Retry-After": "1" });
+    return true;
+  });
+});
+
 Deno.test("a server answers a stalled request body with 408 and closes, counting nothing", async () => {
   const store = new MemoryStore();
   const app = createApp({

@@ -292,6 +292,21 @@ async function answersUntilClosed(
   return { answers, closed };
 }
 
+/** Resolves like `promise`, or rejects after `ms`, so a socket that never closes fails the test. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) =>
+        timer = setTimeout(() => reject(new Error(`Not settled within ${ms} ms`)), ms)
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** One event per frame, each with its own id, so an ack's `accepted` is what the store counts. */
 function eventFrame(id: string): string {
   return JSON.stringify([{ id, ts: at(1), country: "DE" }]);
@@ -369,6 +384,68 @@ Deno.test("WebSocket ingest on a protocol error acks the frame being applied, an
       control.gate?.resolve();
       await server.close();
     }
+  }
+});
+
+Deno.test("WebSocket ingest on shutdown acks the frame being applied, answers the held ones retryable, closes 1001, and refuses new upgrades with 503", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({ store });
+  control.gate = Promise.withResolvers<void>();
+  try {
+    const client = await denoClient(server.wsUrl(WS_PATH));
+    const idle = await denoClient(server.wsUrl(WS_PATH));
+    for (const id of ["s1", "s2", "s3"]) client.socket.send(eventFrame(id));
+    await eventually(() => server.socketStats.framesQueued === 3);
+    const closing = server.connections.close("Server is shutting down");
+    let closed = false;
+    closing.then(() => closed = true);
+    assert.deepEqual(await within(idle.inbox.closed, 5_000), {
+      code: 1001,
+      reason: "Server is shutting down",
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(client.inbox.unread, 0, "answers wait for the frame being applied");
+    assert.equal(closed, false, "close() waits for the frame being applied");
+
+    const upgrade = await fetch(`${server.base}${WS_PATH}`, {
+      headers: { Upgrade: "websocket", Connection: "Upgrade" },
+    });
+    assert.equal(upgrade.status, 503);
+    assert.equal(upgrade.headers.get("retry-after"), "1");
+    assert.equal((await upgrade.json()).error.code, "shutting_down");
+    const subscribe = await fetch(`${server.base}/v1/streams/orders/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+    });
+    assert.equal(subscribe.status, 503);
+    assert.equal((await subscribe.json()).error.code, "shutting_down");
+    const posting = fetch(`${server.base}/v1/streams/orders/events`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ id: "http", ts: at(1), country: "DE" }]),
+    });
+    control.gate.resolve();
+    control.gate = null;
+    assert.equal((await (await posting).json()).accepted, 1, "plain HTTP is still served");
+
+    const { answers, closed: how } = await within(answersUntilClosed(client), 5_000);
+    await closing;
+    assert.deepEqual(how, { code: 1001, reason: "Server is shutting down" });
+    assert.deepEqual(
+      answers.map((answer) => [answer.type, answer.seq, answer.error?.code, answer.retryable]),
+      [
+        ["ack", 1, undefined, undefined],
+        ["error", 2, "connection_closing", true],
+        ["error", 3, "connection_closing", true],
+      ],
+    );
+    assert.equal((await stats(server.base)).accepted, 2, "the acked frame and the HTTP event");
+    assert.deepEqual(
+      [server.socketStats.framesQueued, server.socketStats.closing, server.connections.size],
+      [0, 0, 0],
+    );
+  } finally {
+    control.gate?.resolve();
+    await server.close();
   }
 });
 

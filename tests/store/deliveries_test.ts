@@ -249,6 +249,81 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(await store.claimDue(claimOptions(T0 + DAY)), []);
   },
 
+  async "releaseClaim() gives a claim back: due again at once, slot free, nothing recorded"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1, "ep_a", T0 - 2), delivery(2, "ep_a", T0 - 1)]);
+    const capped = { ...claimOptions(T0), maxConcurrency: 1 };
+    const [first] = await store.claimDue(capped);
+    assert.equal(first.delivery.id, delivery(1).id);
+    assert.deepEqual(await store.claimDue(capped), [], "the cap holds while the claim does");
+    const before = await store.getDelivery(first.delivery.id);
+
+    const release = { deliveryId: first.delivery.id, endpointId: "ep_a", token: first.token };
+    assert.equal(await store.releaseClaim(release), true);
+    assert.deepEqual(await store.getDelivery(first.delivery.id), before, "status and counts kept");
+    assert.deepEqual(await store.listAttempts(first.delivery.id), []);
+    assert.equal(await store.releaseClaim(release), false, "a claim is released once");
+
+    // Due again at its own time, ahead of the later delivery, long before the lease would end.
+    const [again] = await store.claimDue(capped);
+    assert.equal(again.delivery.id, first.delivery.id);
+    assert.notEqual(again.token, first.token);
+    assert.deepEqual(
+      await store.recordAttempt({
+        deliveryId: first.delivery.id,
+        endpointId: "ep_a",
+        token: first.token,
+        attempt: attempt("succeeded", null),
+        nowMs: T0,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      }),
+      { recorded: false, disabled: false },
+      "the released token records nothing",
+    );
+    assert.equal(await store.releaseClaim(release), false, "nor releases the new claim");
+    assert.deepEqual(await store.claimDue(capped), [], "the new claim holds the slot");
+    assert.equal(
+      (await store.recordAttempt({
+        deliveryId: again.delivery.id,
+        endpointId: "ep_a",
+        token: again.token,
+        attempt: attempt("succeeded", null),
+        nowMs: T0,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      })).recorded,
+      true,
+    );
+    assert.equal((await store.getDelivery(first.delivery.id))?.attempts, 1);
+  },
+
+  async "releaseClaim() of a retry keeps its retry status and due time"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const [claim] = await store.claimDue(claimOptions(T0));
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("retrying", T0 + 5_000),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    const [retry] = await store.claimDue(claimOptions(T0 + 6_000));
+    assert.equal(
+      await store.releaseClaim({ deliveryId: id, endpointId: "ep_a", token: retry.token }),
+      true,
+    );
+    const released = await store.getDelivery(id);
+    assert.equal(released?.status, "retrying");
+    assert.equal(released?.tries, 1);
+    assert.equal(released?.nextAttemptMs, T0 + 5_000);
+    assert.equal((await store.claimDue(claimOptions(T0 + 6_000)))[0]?.delivery.id, id);
+  },
+
   async "claimDue() keeps each endpoint under its concurrency cap, across claims"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([1, 2, 3, 4, 5].map((n) => delivery(n)));

@@ -124,6 +124,18 @@ interface PinnedPostOptions {
   timeoutMs?: number;
   /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
   nowMs?: number;
+  /** Ends the exchange when aborted, like the timeout. */
+  signal?: AbortSignal;
+}
+
+/** The result of an exchange ended by its caller's signal. */
+function abortedResult(): PostResult {
+  return {
+    status: null,
+    error: "Aborted: the sender is stopping",
+    excerpt: "",
+    retryAfterMs: null,
+  };
 }
 
 /**
@@ -153,7 +165,12 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
       resolve(result);
+    };
+    const onAbort = () => {
+      finish(abortedResult());
+      request.destroy();
     };
     const request = client.request({
       protocol: url.protocol,
@@ -194,6 +211,8 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
       });
       request.destroy();
     }, timeoutMs);
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener("abort", onAbort, { once: true });
     request.on(
       "error",
       (error: unknown) =>
@@ -214,6 +233,11 @@ export interface PostOptions {
    * resolving the URL's host again. Ignored for IP-literal hosts.
    */
   address?: string;
+  /**
+   * Ends the exchange when aborted (a stopping process): the result then has
+   * no status and says so.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -235,15 +259,19 @@ export async function postWebhook(
       body,
       timeoutMs,
       nowMs: options.nowMs ?? Date.now(),
+      signal: options.signal,
     });
   }
+  if (options.signal?.aborted) return abortedResult();
   try {
     const response = await fetch(url, {
       method: "POST",
       headers,
       body,
       redirect: "manual",
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: options.signal
+        ? AbortSignal.any([AbortSignal.timeout(timeoutMs), options.signal])
+        : AbortSignal.timeout(timeoutMs),
     });
     return resultOf(
       response.status,
@@ -252,6 +280,7 @@ export async function postWebhook(
       options.nowMs ?? Date.now(),
     );
   } catch (error) {
+    if (options.signal?.aborted) return abortedResult();
     const timedOut = error instanceof DOMException && error.name === "TimeoutError";
     return {
       status: null,

@@ -67,16 +67,28 @@ export function retryDelayMs(tries: number, options: RetryDelayOptions = {}): nu
   return Math.round(schedule[tries] * (1 + jitter * (2 * random() - 1)));
 }
 
-/** Resolves like `promise`, or rejects with `error()` after `ms`. */
-async function withTimeout<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
+/** Resolves like `promise`, or rejects with `error()` after `ms` or when `signal` aborts. */
+async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  error: () => Error,
+  signal: AbortSignal,
+): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let onAbort: (() => void) | undefined;
   try {
     return await Promise.race([
       promise,
-      new Promise<never>((_, reject) => timer = setTimeout(() => reject(error()), ms)),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(error()), ms);
+        onAbort = () => reject(error());
+        if (signal.aborted) onAbort();
+        else signal.addEventListener("abort", onAbort, { once: true });
+      }),
     ]);
   } finally {
     clearTimeout(timer);
+    if (onAbort) signal.removeEventListener("abort", onAbort);
   }
 }
 
@@ -132,6 +144,8 @@ export class Sender {
   #pumping: Promise<void> | null = null;
   #again = false;
   #closed = false;
+  /** Aborted when {@linkcode close} gives up on the sends in flight. */
+  #stopping = new AbortController();
   #counts: SendCounts = { attempted: 0, succeeded: 0, failed: 0 };
 
   constructor(store: DeliveryStore, options: SenderOptions) {
@@ -153,11 +167,16 @@ export class Sender {
     return this.#timeoutMs + 15_000;
   }
 
-  /** Makes one attempt of a claimed delivery and records it. */
-  async attempt(claim: Claim): Promise<Attempt> {
+  /**
+   * Makes one attempt of a claimed delivery and records it. Resolves to null
+   * when {@linkcode close} cut it off before an answer: the claim is then
+   * given back unrecorded, for the next claim to send at once.
+   */
+  async attempt(claim: Claim): Promise<Attempt | null> {
     const { delivery, endpoint } = claim;
     const startMs = this.#now();
     const started = performance.now();
+    const stopping = this.#stopping.signal;
     let result: PostResult;
     try {
       // The lookup counts against the attempt's timeout, so a hung resolver
@@ -166,7 +185,9 @@ export class Sender {
         this.#policy.check(endpoint.url),
         this.#timeoutMs,
         () => new UnsafeUrlError(`'url' host did not resolve within ${this.#timeoutMs} ms`),
+        stopping,
       );
+      if (stopping.aborted) return await this.#release(claim);
       const secrets = endpoint.secrets
         .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
         .map((item) => item.secret);
@@ -181,8 +202,13 @@ export class Sender {
         nowMs: startMs,
         // Connect where the check looked (DNS rebinding); allow-listed hosts were not resolved.
         address: checked.addresses[0],
+        signal: stopping,
       });
+      // No answer because the process stops: whether the receiver got it is unknown, and the
+      // next claim sends it again with the same webhook-id, as after a lease ends.
+      if (stopping.aborted && result.status === null) return await this.#release(claim);
     } catch (error) {
+      if (stopping.aborted) return await this.#release(claim);
       if (!(error instanceof UnsafeUrlError)) throw error;
       result = {
         status: null,
@@ -262,6 +288,11 @@ export class Sender {
         leaseMs: this.leaseMs,
         maxConcurrency: this.#maxConcurrency,
       });
+      // Claimed while closing: give them back unsent rather than hold them for the lease.
+      if (this.#closed) {
+        await Promise.all(claims.map((claim) => this.#release(claim)));
+        return;
+      }
       for (const claim of claims) this.#start(claim);
       if (claims.length === free) this.#again = true;
     } while (this.#again && !this.#closed);
@@ -296,9 +327,32 @@ export class Sender {
     }
   }
 
-  /** Stops claiming; waits for the sends in flight. */
-  async close(): Promise<void> {
+  /** Gives a claim back unrecorded; resolves to null, what an attempt cut off returns. */
+  async #release(claim: Claim): Promise<null> {
+    await this.#store.releaseClaim({
+      deliveryId: claim.delivery.id,
+      endpointId: claim.endpoint.id,
+      token: claim.token,
+    });
+    return null;
+  }
+
+  /**
+   * Stops claiming and waits for the sends in flight. When `options.signal`
+   * aborts first, the sends still waiting for an answer are cut off and their
+   * claims given back (see {@linkcode DeliveryStore.releaseClaim}), so
+   * another instance sends them at once instead of after the lease.
+   */
+  async close(options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#closed = true;
-    await this.idle();
+    const { signal } = options;
+    const stop = () => this.#stopping.abort();
+    if (signal?.aborted) stop();
+    else signal?.addEventListener("abort", stop, { once: true });
+    try {
+      await this.idle();
+    } finally {
+      signal?.removeEventListener("abort", stop);
+    }
   }
 }

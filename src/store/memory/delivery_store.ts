@@ -10,6 +10,7 @@ import {
   type AttemptRecord,
   type Claim,
   type ClaimOptions,
+  type ClaimRelease,
   comparePositions,
   type CursorPosition,
   decodeCursor,
@@ -391,6 +392,18 @@ export class MemoryDeliveryStore implements DeliveryStore {
       }
     }
     return Promise.resolve({ recorded: true, disabled });
+  }
+
+  releaseClaim(release: ClaimRelease): Promise<boolean> {
+    const stored = this.#live(release.deliveryId);
+    if (!stored || stored.claim?.token !== release.token) return Promise.resolve(false);
+    stored.claim = null;
+    this.#inflight.get(release.endpointId)?.delete(release.deliveryId);
+    this.#queueOf(release.endpointId).set(
+      release.deliveryId,
+      stored.delivery.nextAttemptMs ?? this.#now(),
+    );
+    return Promise.resolve(true);
   }
 
   retry(deliveryId: string, nowMs: number): Promise<RetryResult> {

@@ -474,6 +474,23 @@ end
 return cjson.encode({ 1, disabled })
 `;
 
+/**
+ * Gives a claim back unrecorded. ARGV[1]: `{id, ep, token, now}`. When the token holds the
+ * claim, the delivery is due again at its `next` (now when it has none) and leaves the
+ * in-flight set. Returns 1, or 0 when the token no longer holds it.
+ */
+export const RELEASE_CLAIM_SCRIPT = COMMON + `
+local id, ep, token, now = args.id, args.ep, args.token, args.now
+local key = deliveryKey(id)
+if redis.call("HGET", key, "claim") ~= token then return 0 end
+redis.call("HDEL", key, "claim", "until")
+local due = tonumber(redis.call("HGET", key, "next")) or now
+redis.call("ZADD", queueKey(ep), num(due), id)
+redis.call("ZREM", inFlightKey(ep), id)
+refresh(ep)
+return 1
+`;
+
 /** Makes a delivery due now. ARGV[1]: `{id, now, retention}`. Returns JSON of the outcome. */
 export const RETRY_SCRIPT = COMMON + `
 local id, now, retention = args.id, args.now, args.retention

@@ -22,6 +22,7 @@ import {
   PAGE_ENDPOINTS_SCRIPT,
   PUT_ENDPOINT_SCRIPT,
   RECORD_SCRIPT,
+  RELEASE_CLAIM_SCRIPT,
   RELEASE_LEASE_SCRIPT,
   REPLAY_SCRIPT,
   RETRY_SCRIPT,
@@ -31,6 +32,7 @@ import {
   type AttemptRecord,
   type Claim,
   type ClaimOptions,
+  type ClaimRelease,
   type CursorList,
   type CursorPosition,
   decodeCursor,
@@ -341,6 +343,16 @@ export class RedisDeliveryStore implements DeliveryStore {
       }),
     );
     return { recorded: recorded === 1, disabled: disabled === 1 };
+  }
+
+  async releaseClaim(release: ClaimRelease): Promise<boolean> {
+    const reply = await this.#run("releaseClaim", RELEASE_CLAIM_SCRIPT, {
+      id: release.deliveryId,
+      ep: release.endpointId,
+      token: release.token,
+      now: this.#now(),
+    });
+    return Number(reply) === 1;
   }
 
   async retry(deliveryId: string, nowMs: number): Promise<RetryResult> {

@@ -103,6 +103,53 @@ Deno.test("postWebhook() gives up after its timeout and reports it", async () =>
   });
 });
 
+Deno.test("postWebhook() ends when its signal aborts, pinned or not, and says so", async () => {
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  const arrived: string[] = [];
+  await withServer(async (request) => {
+    arrived.push(new URL(request.url).pathname);
+    await released;
+    return new Response("late");
+  }, async (url) => {
+    try {
+      await abortBoth(url);
+    } finally {
+      release();
+    }
+  });
+  assert.deepEqual(arrived, ["/hook", "/pinned"]);
+
+  async function abortBoth(url: string) {
+    const port = new URL(url).port;
+    const aborted = {
+      status: null,
+      error: "Aborted: the sender is stopping",
+      excerpt: "",
+      retryAfterMs: null,
+    };
+    const targets: Array<[string, string | undefined]> = [
+      [url, undefined],
+      [`http://hooks.invalid:${port}/pinned`, "127.0.0.1"],
+    ];
+    for (const [target, address] of targets) {
+      const stop = new AbortController();
+      const posting = postWebhook(target, {}, "{}", {
+        address,
+        timeoutMs: 5_000,
+        signal: stop.signal,
+      });
+      while (arrived.length < (address ? 2 : 1)) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      stop.abort();
+      assert.deepEqual(await posting, aborted, target);
+      stop.abort();
+    }
+    const already = AbortSignal.abort();
+    assert.deepEqual(await postWebhook(url, {}, "{}", { signal: already }), aborted);
+  }
+});
+
 Deno.test("postWebhook() reports a refused connection without throwing", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;

@@ -852,3 +852,70 @@ Deno.test("a delivery sent but never recorded (process killed) is sent again aft
     await receiver.close();
   }
 });
+
+Deno.test("close() that runs out of time cuts off a send waiting for an answer and gives its claim back: another instance sends it at once, with the same webhook-id", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const store = new MemoryStore({ now });
+  const deliveries = new MemoryDeliveryStore({ now });
+  const receiver = await Receiver.start(now);
+  const { promise: answered, resolve: answer } = Promise.withResolvers<void>();
+  receiver.respond = async (_request, index) => {
+    if (index === 0) await answered;
+    return new Response(null, { status: 204 });
+  };
+  const stopping = await setup({ clock, store, deliveries });
+  const other = await setup({ clock, store, deliveries });
+  try {
+    const { id, secret } = await register(other.app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    const res = await call(stopping.app, "POST", `/v1/webhooks/${id}/test`);
+    assert.equal(res.status, 202, res.text);
+    await receiver.waitFor(1);
+
+    // The clock stands still: only a given-back claim can be sent again now.
+    const signal = AbortSignal.timeout(50);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const outcome = await Promise.race([
+      stopping.webhooks.close({ signal }).then(() => "closed"),
+      new Promise((resolve) => timer = setTimeout(() => resolve("still waiting"), 5_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, "closed", "close() waits for the receiver after its signal aborted");
+    const [pending] = await deliveriesOf(other.app, id);
+    assert.equal(pending.status, "pending");
+    assert.equal(pending.attempts, 0, "a send cut off records no attempt");
+
+    await sweep(other.app, other.webhooks);
+    assert.equal(receiver.received.length, 2);
+    const [first, again] = receiver.received;
+    assert.equal(again.id, first.id);
+    assert.deepEqual(again.verifiedWith, [secret]);
+    const [delivery] = await deliveriesOf(other.app, id);
+    assert.equal(delivery.status, "succeeded");
+    assert.equal(delivery.attempts, 1);
+  } finally {
+    answer();
+    await stopping.close();
+    await other.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("close() without a signal waits for the send in flight and records it", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { promise: answered, resolve: answer } = Promise.withResolvers<void>();
+    receiver.respond = async () => {
+      await answered;
+      return new Response(null, { status: 204 });
+    };
+    const { id } = await register(app, { url: receiver.url() });
+    assert.equal((await call(app, "POST", `/v1/webhooks/${id}/test`)).status, 202);
+    await receiver.waitFor(1);
+    const closing = webhooks.close();
+    setTimeout(answer, 50);
+    await closing;
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "succeeded");
+  });
+});

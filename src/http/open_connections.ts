@@ -1,0 +1,82 @@
+/**
+ * The WebSocket ingest connections, kept so a stopping server can end them
+ * well. `Deno.serve`'s `shutdown()` waits for HTTP requests but closes
+ * upgraded WebSockets at once, which would drop the frames a connection has
+ * read and not answered (one may already be applied: the client would send it
+ * again). So the server first closes them itself, each answering what it
+ * read, waits for their close, and only then shuts down. (Subscription
+ * sockets hold no client work; the live hub closes them.)
+ *
+ * Once closing began, new WebSocket and subscription requests are refused
+ * with 503 `shutting_down` and `Retry-After`, so none starts that the
+ * shutdown would cut; plain HTTP requests are still served until the
+ * listener closes.
+ *
+ * @module
+ */
+import { ApiError } from "./errors.ts";
+
+/** A connection that outlives its request. */
+export interface HeldConnection {
+  /**
+   * Answers what it already read, then closes (WebSocket code 1001, with
+   * `reason`); resolves once closed.
+   */
+  shutDown(reason: string): Promise<void>;
+}
+
+/**
+ * The held connections of one app, and whether it is closing.
+ *
+ * @example
+ * ```ts
+ * import { OpenConnections } from "./open_connections.ts";
+ *
+ * const connections = new OpenConnections();
+ * // On SIGTERM, before `server.shutdown()`:
+ * await connections.close("Server is shutting down");
+ * ```
+ */
+export class OpenConnections {
+  #held = new Set<HeldConnection>();
+  #reason: string | null = null;
+
+  /** Whether {@linkcode close} was called. */
+  get closing(): boolean {
+    return this.#reason !== null;
+  }
+
+  /** Connections held now. */
+  get size(): number {
+    return this.#held.size;
+  }
+
+  /** Throws 503 `shutting_down` once closing began, so no new held connection starts. */
+  refuseWhileClosing(): void {
+    if (this.#reason === null) return;
+    throw new ApiError(
+      503,
+      "shutting_down",
+      "Cannot open a connection: the server is shutting down; connect again, another instance takes it",
+      { headers: { "Retry-After": "1" } },
+    );
+  }
+
+  /** Holds a connection; false, holding nothing, once closing began (the caller ends it). */
+  add(connection: HeldConnection): boolean {
+    if (this.#reason !== null) return false;
+    this.#held.add(connection);
+    return true;
+  }
+
+  /** Forgets a connection that ended. */
+  delete(connection: HeldConnection): void {
+    this.#held.delete(connection);
+  }
+
+  /** Refuses new connections and shuts every held one down; resolves once all are closed. */
+  async close(reason: string): Promise<void> {
+    this.#reason ??= reason;
+    await Promise.all([...this.#held].map((connection) => connection.shutDown(reason)));
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * Stopping a server well, on SIGTERM or SIGINT (Deno Deploy sends SIGINT to
+ * an isolate it stops and kills it 5 s later), within a bound
+ * (`EDGESTREAM_SHUTDOWN`, default 4 s):
+ *
+ * 1. The sweep timer stops; a sweep in progress may finish.
+ * 2. WebSocket ingest connections answer every frame they read (the one being
+ *    applied with its ack, the others `connection_closing`, not applied) and
+ *    close with 1001; new WebSockets and subscriptions get 503
+ *    `shutting_down`. At the same time live subscriptions end: WebSocket
+ *    subscribers are closed with 1001, SSE subscribers get a final `closed`
+ *    event.
+ * 3. Then (at the latest at half the bound) the listener closes, so new
+ *    connections are refused, and the HTTP requests in flight finish: every
+ *    ingest request read is applied and answered. (`Deno.serve`'s shutdown
+ *    closes upgraded WebSockets at once, hence step 2 first.) A body still
+ *    arriving is cut by that shutdown; its request is answered 503
+ *    `body_interrupted`, nothing applied.
+ * 4. Meanwhile webhook sends in flight may finish until three quarters of
+ *    the bound; those still waiting for an answer then are cut off and their
+ *    claims given back, so another instance sends them at once instead of
+ *    after their lease.
+ *
+ * Whatever still runs when the bound ends is left, and the report names it.
+ * A request cut then gets no reply (a reset before any response byte), and
+ * one being applied at that moment may count without an ack, which dedupe
+ * ids or an `Idempotency-Key` make safe to resend.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { LiveHub } from "./fanout/mod.ts";
+import type { WebhookService } from "./fanout/webhooks/mod.ts";
+import type { OpenConnections } from "./http/open_connections.ts";
+
+const logger = getLogger(["edgestream", "shutdown"]);
+
+/** What a stopping server ends, in order. */
+export interface StoppingServer {
+  /** The HTTP server: its `shutdown()` stops accepting and waits for requests in flight. */
+  server: Pick<Deno.HttpServer, "shutdown">;
+  /** WebSocket ingest connections, closed before the server's own shutdown would cut them. */
+  connections: OpenConnections;
+  /** Live subscriptions (WebSocket and SSE). */
+  live: Pick<LiveHub, "close">;
+  /** Webhook sends. */
+  webhooks: Pick<WebhookService, "close">;
+  /** Stops periodic work (the sweep timer); resolves once a run in progress ended. */
+  stopPeriodic?: () => Promise<void>;
+}
+
+/** Options for {@linkcode stopServer}. */
+export interface StopOptions {
+  /** Most time (ms) the stop takes; what still runs then is left. */
+  boundMs: number;
+  /** Why, as WebSocket close reasons and SSE `closed` events say. @default {"Server is shutting down"} */
+  reason?: string;
+}
+
+/** What {@linkcode stopServer} did. */
+export interface StopReport {
+  /** Whether everything finished within the bound. */
+  clean: boolean;
+  /** The steps still running when the bound ended. */
+  unfinished: string[];
+  /** How long the stop took (ms). */
+  elapsedMs: number;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Stops a server in the order the module doc gives, within
+ * `options.boundMs`; resolves by then with what finished.
+ *
+ * @example
+ * ```ts
+ * import { stopServer } from "./shutdown.ts";
+ * import type { StoppingServer } from "./shutdown.ts";
+ *
+ * declare const parts: StoppingServer;
+ * const report = await stopServer(parts, { boundMs: 4_000 });
+ * Deno.exit(report.clean ? 0 : 1);
+ * ```
+ */
+export async function stopServer(
+  parts: StoppingServer,
+  options: StopOptions,
+): Promise<StopReport> {
+  const started = performance.now();
+  const { boundMs } = options;
+  const reason = options.reason ?? "Server is shutting down";
+  const running = new Map<string, Promise<void>>();
+  const step = (name: string, work: Promise<unknown>) => {
+    const done: Promise<void> = work.then(
+      () => {},
+      (error) => logger.error("Stopping {name} failed: {error}", { name, error }),
+    ).finally(() => running.delete(name));
+    running.set(name, done);
+    return done;
+  };
+
+  step("sweep", parts.stopPeriodic?.() ?? Promise.resolve());
+  const sockets = step("websockets", parts.connections.close(reason));
+  const live = step("live subscriptions", parts.live.close());
+  step(
+    "http requests",
+    // A socket whose frame waits on a slow store must not keep the listener open for long.
+    Promise.race([Promise.all([sockets, live]), delay(boundMs / 2)])
+      .then(() => parts.server.shutdown()),
+  );
+  step(
+    "webhook sends",
+    parts.webhooks.close({ signal: AbortSignal.timeout(Math.max(0, boundMs * 3 / 4)) }),
+  );
+
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<void>((resolve) => timer = setTimeout(resolve, boundMs));
+  await Promise.race([Promise.all(running.values()), bound]);
+  clearTimeout(timer);
+  return {
+    clean: running.size === 0,
+    unfinished: [...running.keys()],
+    elapsedMs: Math.round(performance.now() - started),
+  };
+}
+
+/**
+ * On the first SIGTERM or SIGINT (SIGINT only on Windows, which has no
+ * SIGTERM) runs `stop` and exits: status 0 when everything finished, 1 when
+ * `boundMs` ran out first, saying what still ran. A second signal exits at
+ * once with 1. Each step is one log line.
+ */
+export function exitOnStopSignal(stop: () => Promise<StopReport>, boundMs: number): void {
+  let stopping = false;
+  const onSignal = async (signal: Deno.Signal) => {
+    if (stopping) {
+      logger.error("{signal} again: exiting now", { signal });
+      Deno.exit(1);
+    }
+    stopping = true;
+    logger.info("{signal}: stopping, within {boundMs} ms", { signal, boundMs });
+    const report = await stop();
+    if (report.clean) logger.info("stopped in {elapsedMs} ms", { elapsedMs: report.elapsedMs });
+    else {
+      logger.error(
+        "stopped after {elapsedMs} ms (EDGESTREAM_SHUTDOWN) with still running: {unfinished}",
+        { elapsedMs: report.elapsedMs, unfinished: report.unfinished.join(", ") },
+      );
+    }
+    Deno.exit(report.clean ? 0 : 1);
+  };
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGTERM", "SIGINT"];
+  for (const signal of signals) Deno.addSignalListener(signal, () => onSignal(signal));
+}

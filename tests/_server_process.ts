@@ -1,0 +1,133 @@
+/**
+ * `src/main.ts` (or `deploy/main.ts`) as a child process, as a user starts
+ * it: `deno run --cached-only` with the machine's environment (certificates,
+ * proxies) plus the given variables, on port 0, its port read from its
+ * "listening on" line.
+ *
+ * @module
+ */
+
+const ROOT = new URL("../", import.meta.url).pathname;
+
+/** Variables of the machine's environment that would change the server; given ones win. */
+const CLEARED = [
+  "EDGESTREAM_KEYS",
+  "EDGESTREAM_CONFIG",
+  "EDGESTREAM_PREFIX",
+  "EDGESTREAM_SWEEP_EVERY",
+  "EDGESTREAM_SHUTDOWN",
+  "EDGESTREAM_WEBHOOK_ALLOW",
+  "UPSTASH_REDIS_REST_URL",
+  "UPSTASH_REDIS_REST_TOKEN",
+];
+
+/** Options for {@linkcode startServerProcess}. */
+export interface ServerProcessOptions {
+  /**
+   * Entry point, from the repository root. Another than `src/main.ts` (that
+   * is, `deploy/main.ts`) listens where `DENO_SERVE_ADDRESS` says: 127.0.0.1,
+   * port 0. @default {"src/main.ts"}
+   */
+  entry?: string;
+}
+
+/** A running `src/main.ts`. */
+export interface ServerProcess {
+  /** Name in failure messages. */
+  name: string;
+  /** `http://127.0.0.1:<port>`. */
+  url: string;
+  /** The port it listens on. */
+  port: number;
+  /** Everything it printed so far. */
+  output(): string;
+  /** Settles when it exited, with its status. */
+  status: Promise<Deno.CommandStatus>;
+  /** Sends a signal (nothing once it exited). */
+  signal(signal: Deno.Signal): void;
+  /** SIGTERM (unless it exited) and waits for the exit and its output. */
+  stop(): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Starts `src/main.ts` with `vars` over the machine's environment, listening
+ * on 127.0.0.1 port 0; resolves once it prints its address.
+ */
+export async function startServerProcess(
+  name: string,
+  vars: Record<string, string>,
+  options: ServerProcessOptions = {},
+): Promise<ServerProcess> {
+  const env: Record<string, string> = { ...Deno.env.toObject() };
+  for (const variable of CLEARED) delete env[variable];
+  const entry = options.entry ?? "src/main.ts";
+  Object.assign(env, { NO_COLOR: "1", PORT: "0", HOST: "127.0.0.1" }, vars);
+  if (entry !== "src/main.ts") env.DENO_SERVE_ADDRESS = "tcp:127.0.0.1:0";
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--cached-only",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      entry,
+    ],
+    cwd: ROOT,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+  let printed = "";
+  const listening = Promise.withResolvers<number>();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+      printed += text;
+      // Ours says "listening on", Deno.serve's default "Listening on".
+      const match = /listening on http:\/\/[^\s]*:(\d+)/i.exec(printed);
+      if (match) listening.resolve(Number(match[1]));
+    }
+  };
+  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const status = child.status.then(async (status) => {
+    await drained;
+    return status;
+  });
+  let exited = false;
+  status.then(() => exited = true);
+  const signal = (signal: Deno.Signal) => {
+    if (exited) return;
+    try {
+      child.kill(signal);
+    } catch {
+      // Exited meanwhile.
+    }
+  };
+
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const outcome = await Promise.race([
+    listening.promise,
+    status.then(() => "exited" as const),
+    new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), 30_000)),
+  ]);
+  clearTimeout(timer);
+  if (typeof outcome !== "number") {
+    signal("SIGKILL");
+    await status;
+    throw new Error(`Server ${name} ${outcome} before listening:\n${printed}`);
+  }
+  return {
+    name,
+    url: `http://127.0.0.1:${outcome}`,
+    port: outcome,
+    output: () => printed,
+    status,
+    signal,
+    stop() {
+      signal("SIGTERM");
+      return status;
+    },
+  };
+}
