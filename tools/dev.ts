@@ -25,7 +25,12 @@ if (import.meta.main) {
     new URL("../examples/config.json", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), { args: devArgs(configPath) }).spawn();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    Deno.addSignalListener(signal, () => child.kill(signal));
+    Deno.addSignalListener(signal, () => {
+      // The server stops well on the signal, but under --watch its exit only
+      // waits for the next file change: end the watcher once it has stopped.
+      child.kill(signal);
+      setTimeout(() => child.kill("SIGKILL"), 6_000);
+    });
   }
   Deno.exit((await child.status).code);
 }
