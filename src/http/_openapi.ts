@@ -11,6 +11,11 @@ export const ErrorSchema = z.object({
   error: z.object({
     code: z.string().openapi({ example: "stream_not_found" }),
     message: z.string().openapi({ example: "Stream 'orders' is not configured" }),
+    details: z.record(z.string(), z.unknown()).optional().openapi({
+      description:
+        "More about some errors: a 503 from the store says `outcome` (`unknown`: the batch may have been applied, resend with the same Idempotency-Key; `not_applied`: nothing was applied)",
+      example: { outcome: "unknown" },
+    }),
     requestId: z.string().openapi({
       description: "The request's id, also in the `X-Request-Id` response header and the logs",
       example: "3f1c9a52-7e0b-4d8e-9a57-1b2f6c0d4e8a",

@@ -142,3 +142,11 @@ Deno.test("the windows operations document the group.<field> filter as free-form
     assert.deepEqual(group.example, { "group.country": "DE" });
   }
 });
+
+Deno.test("the Error schema documents details, which 503 store errors carry", async () => {
+  const doc = await documentOf();
+  const error = doc.components.schemas.Error.properties.error;
+  assert.ok(error.properties.details, "details is in the schema");
+  assert.ok(!error.required.includes("details"), "details is optional");
+  assert.match(error.properties.details.description, /outcome/);
+});
