@@ -17,7 +17,7 @@ import {
   type Store,
   type StoreBatch,
 } from "../../src/store/mod.ts";
-import { redisTest } from "../_redis.ts";
+import { redisTest, withDirect } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -157,5 +157,9 @@ redisTest(
     const { store } = redisPair(fixture);
     assert.equal(store.keyPrefix("orders"), "es:{orders}:");
     assert.equal(store.keyPrefix(generationKey("orders", 2)), "es:{orders}:g2:");
+    await store.applyBatch(batch(generationKey("orders", 2)));
+    const keys = await withDirect(fixture.redisUrl, (send) => send("KEYS", "*")) as string[];
+    assert.ok(keys.length > 0);
+    assert.deepEqual(keys.filter((key) => !key.startsWith("es:{orders}:g2:")), []);
   },
 );

@@ -102,7 +102,7 @@ export interface EndpointRegistryOptions {
   /** Stream state: a new endpoint's deliveries start after each result log's last entry. */
   store: Store;
   /** Compiled streams by name: the ones an endpoint may name. */
-  streams: Map<string, CompiledStream>;
+  streams: ReadonlyMap<string, CompiledStream>;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
   /** Decides which URLs may be registered. @default {new UrlPolicy()} */
@@ -134,7 +134,7 @@ export interface EndpointRegistryOptions {
 export class EndpointRegistry {
   #deliveries: DeliveryStore;
   #store: Store;
-  #streams: Map<string, CompiledStream>;
+  #streams: ReadonlyMap<string, CompiledStream>;
   #now: () => number;
   #policy: UrlPolicy;
   #onChange: () => Promise<unknown>;
