@@ -8,6 +8,7 @@ import { Redis } from "@upstash/redis";
 import { compileConfig, StreamRegistry } from "../src/config/mod.ts";
 import { RedisDefinitionStore } from "../src/store/mod.ts";
 import { redisTest } from "./_redis.ts";
+import { startServerProcess } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -65,3 +66,19 @@ redisTest(
     }
   },
 );
+
+Deno.test("main.ts starts although the store cannot be reached to check the config streams, and logs why", async () => {
+  const server = await startServerProcess("unreachable", {
+    UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1",
+    UPSTASH_REDIS_REST_TOKEN: "token-of-nothing",
+    EDGESTREAM_SWEEP_EVERY: "0s",
+  });
+  try {
+    const ready = await fetch(`${server.url}/readyz`);
+    assert.equal(ready.status, 503);
+    await ready.body?.cancel();
+    assert.match(server.output(), /Cannot record the config streams in the store yet/);
+  } finally {
+    await server.stop();
+  }
+});

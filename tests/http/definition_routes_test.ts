@@ -94,6 +94,7 @@ Deno.test("PUT /v1/streams/{stream} replaces a stream (200, a new version) addin
   await put(app, "signups", SIGNUPS);
   const next = {
     ...SIGNUPS,
+    time: { field: "t", lateness: "2m" },
     transform: [{ filter: "event.plan != 'test'" }],
     counters: {
       ...SIGNUPS.counters,
