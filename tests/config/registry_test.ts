@@ -301,6 +301,9 @@ redisTest(
     const taken = await put(other, "orders", SIGNUPS);
     assert.equal(taken.status, 409);
     assert.equal((await taken.json()).error.code, "stream_from_config");
+    const deleted = await other.app.request("/v1/streams/orders", { method: "DELETE" });
+    assert.equal(deleted.status, 409);
+    assert.equal((await deleted.json()).error.code, "stream_from_config");
   },
 );
 

@@ -111,7 +111,9 @@ Deno.test("PUT /v1/streams/{stream} replaces a stream (200, a new version) addin
   // Removing a counter is allowed too, and so is a new retention.
   const fewer = await put(app, "signups", {
     ...SIGNUPS,
-    counters: { perHour: { window: { tumbling: "1h" }, aggregate: "count", retention: "3h" } },
+    counters: {
+      perHour: { window: { tumbling: "1h" }, aggregate: "count", retention: "3h", maxGroups: 50 },
+    },
   });
   assert.equal(fewer.status, 200);
   assert.equal((await fewer.json()).version, 3);
