@@ -9,7 +9,7 @@ import { createApp } from "../../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
 import { UrlPolicy, WebhookService } from "../../../src/fanout/webhooks/mod.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
-import { MemoryDeliveryStore, MemoryStore } from "../../../src/store/mod.ts";
+import { MemoryDefinitionStore, MemoryDeliveryStore, MemoryStore } from "../../../src/store/mod.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, CONFIG, ingest, register, sweep, T0 } from "./_setup.ts";
 
@@ -63,5 +63,40 @@ Deno.test("An API stream's closed windows and fired alerts reach a webhook recei
   } finally {
     await webhooks.close();
     await receiver.close();
+  }
+});
+
+Deno.test("A webhook may name a stream another instance created, before this one serves it", async () => {
+  const now = () => T0;
+  const definitions = new MemoryDefinitionStore();
+  const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  await elsewhere.put("orders", CONFIG.streams.orders);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  const store = streams.wrap(new MemoryStore({ now }));
+  const webhooks = new WebhookService({
+    store,
+    deliveries: new MemoryDeliveryStore({ now }),
+    streams,
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS")),
+    }),
+  });
+  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now, webhooks });
+  try {
+    assert.equal(streams.has("orders"), false);
+    const created = await call(app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/hook",
+      streams: ["orders"],
+    });
+    assert.equal(created.status, 201, created.text);
+    const unknown = await call(app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/hook",
+      streams: ["nope"],
+    });
+    assert.equal(unknown.status, 400);
+  } finally {
+    await webhooks.close();
   }
 });
