@@ -164,13 +164,15 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /** Versions seen for names not served (deleted, or another deploy's config). */
   #seen = new Map<string, number>();
   #loading = new Map<string, Promise<CompiledStream | undefined>>();
+  /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
+  #generations = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
 
   constructor(config: ReadonlyMap<string, CompiledStream>, options: RegistryOptions = {}) {
     this.#config = config;
     for (const [name, stream] of config) {
-      this.#entries.set(name, { stream, source: "config", version: 0, generation: 0 });
+      this.#serve({ stream, source: "config", version: 0, generation: 0 });
     }
     this.#definitions = options.definitions ?? new MemoryDefinitionStore();
     this.#now = options.now ?? Date.now;
@@ -222,6 +224,21 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /** The generation of a stream's data (0 for an unknown name). */
   generationOf(name: string): number {
     return this.#entries.get(name)?.generation ?? 0;
+  }
+
+  /**
+   * The generation a batch belongs to: that of the definition it was built
+   * from (its `counters` are that compiled stream's), so a request that was
+   * being ingested while the stream was deleted and created again lands in
+   * the old incarnation, never in the new one.
+   */
+  generationOfBatch(batch: Pick<StoreBatch, "stream" | "counters">): number {
+    return this.#generations.get(batch.counters) ?? this.generationOf(batch.stream);
+  }
+
+  #serve(entry: RegisteredStream): void {
+    this.#entries.set(entry.stream.name, entry);
+    this.#generations.set(entry.stream.counterMetas, entry.generation);
   }
 
   /**
@@ -302,12 +319,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       this.#seen.set(name, record.version);
       return held?.stream;
     }
-    this.#entries.set(name, {
-      stream,
-      source: "api",
-      version: record.version,
-      generation: record.generation,
-    });
+    this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
     this.#misses.delete(name);
     return stream;
   }
@@ -404,6 +416,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           const entry = this.#entries.get(name)!;
           entry.version = result.version;
           entry.generation = generation;
+          this.#generations.set(entry.stream.counterMetas, generation);
           break;
         }
         if (attempt >= WRITE_ATTEMPTS) {
@@ -472,7 +485,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           version: result.version,
           generation,
         };
-        this.#entries.set(name, registered);
+        this.#serve(registered);
         this.#misses.delete(name);
         return { created: !live, registered };
       }
@@ -571,7 +584,8 @@ class RegistryStore implements Store {
   }
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
-    const result = await this.#store.applyBatch({ ...batch, stream: this.#key(batch.stream) });
+    const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
+    const result = await this.#store.applyBatch({ ...batch, stream });
     if (result.definitionVersion) this.registry.noteVersion(batch.stream, result.definitionVersion);
     return result;
   }

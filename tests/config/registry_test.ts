@@ -11,9 +11,12 @@ import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, ConfigError, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
 import {
   type DefinitionStore,
+  generationKey,
   MemoryDefinitionStore,
+  MemoryStore,
   RedisDefinitionStore,
   RedisStore,
   type StoredDefinition,
@@ -239,6 +242,27 @@ Deno.test("StreamRegistry polls every 2 s by default, so a new stream is served 
   } finally {
     clock.uninstall();
   }
+});
+
+Deno.test("An ingest built from a deleted stream's definition lands in its old incarnation, not in the re-created one", async () => {
+  const nowMs = Date.parse("2026-01-01T00:00:00Z");
+  const store = new MemoryStore({ now: () => nowMs });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }));
+  const wrapped = streams.wrap(store);
+  await streams.put("signups", SIGNUPS);
+  // An ingest request holds the stream it found before the delete and the re-create.
+  const held = streams.get("signups")!;
+  await streams.remove("signups");
+  await streams.put("signups", {
+    counters: { perMinute: { window: { tumbling: "5m" }, aggregate: "count" } },
+  });
+  await ingestItems(held, [{ ok: true as const, value: { plan: "pro" } }], {
+    store: wrapped,
+    nowMs,
+  });
+  assert.equal((await wrapped.stats("signups", [])).applied, 0);
+  assert.equal((await store.stats(generationKey("signups", 1), [])).applied, 1);
+  assert.equal((await store.stats(generationKey("signups", 2), [])).applied, 0);
 });
 
 interface ConfigShape {
