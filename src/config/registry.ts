@@ -171,7 +171,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
 
   constructor(config: ReadonlyMap<string, CompiledStream>, options: RegistryOptions = {}) {
     this.#config = config;
-    for (const [name, stream] of config) {
+    for (const stream of config.values()) {
       this.#serve({ stream, source: "config", version: 0, generation: 0 });
     }
     this.#definitions = options.definitions ?? new MemoryDefinitionStore();
