@@ -15,6 +15,7 @@ import { getLogger } from "@logtape/logtape";
 import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
+import { registerStreams } from "../src/main.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
@@ -40,6 +41,8 @@ async function setUp() {
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, keys, origins, webhooks } = config;
   for (const notice of config.notices) logger.info(notice);
+  // Config streams checked against the store, and streams created at run time polled for.
+  await registerStreams(config);
   if (store.kind === "memory") {
     logger.warn(
       "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
@@ -92,13 +95,20 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { app, live, webhooks, connections, shutdownMs } = await ready();
+const { app, live, webhooks, connections, shutdownMs, streams: registry } = await ready();
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one.
 const port = Deno.env.get("PORT");
 const server = Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);
 // Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
 // defaults to 4 s); stop as src/main.ts does.
 exitOnStopSignal(
-  () => stopServer({ server, connections, live, webhooks }, { boundMs: shutdownMs }),
+  () =>
+    stopServer({
+      server,
+      connections,
+      live,
+      webhooks,
+      stopPeriodic: () => Promise.resolve(registry.stop()),
+    }, { boundMs: shutdownMs }),
   shutdownMs,
 );

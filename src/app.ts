@@ -6,13 +6,14 @@
  * @module
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
-import type { CompiledStream } from "./config/mod.ts";
+import { type CompiledStream, StreamRegistry } from "./config/mod.ts";
 import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { serveApiDocument } from "./http/api_document.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
 import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
+import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
@@ -26,8 +27,12 @@ import type { Store } from "./store/mod.ts";
 
 /** What {@linkcode createApp} wires together. */
 export interface AppOptions {
-  /** Compiled streams by name. */
-  streams: Map<string, CompiledStream>;
+  /**
+   * The streams served: a {@linkcode StreamRegistry} (config-file streams and
+   * streams created at run time, shared through its definition store), or
+   * compiled streams by name, served with a private registry.
+   */
+  streams: ReadonlyMap<string, CompiledStream>;
   /** Where state lives. */
   store: Store;
   /** API keys; an empty ring means open development mode. */
@@ -90,7 +95,12 @@ export interface AppOptions {
  * ```
  */
 export function createApp(options: AppOptions): OpenAPIHono {
-  const { streams, store, keys, webhooks } = options;
+  const { keys, webhooks } = options;
+  const streams = options.streams instanceof StreamRegistry
+    ? options.streams
+    : new StreamRegistry(options.streams);
+  // Every module reads and writes stream data through it: it adds the generation.
+  const store = streams.wrap(options.store);
   const now = options.now ?? Date.now;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const live = options.live ?? new LiveHub(streams, store);
@@ -143,6 +153,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     ingestOptions,
     sweepConsumers: webhooks ? [webhooks] : [],
   });
+  registerDefinitionRoutes(app, { streams, store, keys });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
   registerDashboardRoutes(app, { open: keys.open });
   registerLiveRoutes(app, {

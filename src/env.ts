@@ -33,6 +33,7 @@ import {
   DurationError,
   loadConfigFile,
   parseDuration,
+  StreamRegistry,
 } from "./config/mod.ts";
 import {
   AllowListError,
@@ -48,9 +49,12 @@ import {
   parseAllowedOrigins,
 } from "./http/origin.ts";
 import {
+  type DefinitionStore,
   type DeliveryStore,
+  MemoryDefinitionStore,
   MemoryDeliveryStore,
   MemoryStore,
+  RedisDefinitionStore,
   RedisDeliveryStore,
   RedisStore,
   type Store,
@@ -68,9 +72,16 @@ export interface EnvSource {
 export interface ServerConfig {
   /** The config file the streams came from. */
   configPath: string;
-  /** Compiled streams by name. */
-  streams: Map<string, CompiledStream>;
-  /** Memory or Redis, per the Upstash variables, measured (`edgestream.store.*`). */
+  /**
+   * The streams served: the config file's, and those created at run time,
+   * shared through the store's definitions. `serve()` records the config
+   * streams (`registerConfig`) and starts its poll.
+   */
+  streams: StreamRegistry;
+  /**
+   * Memory or Redis, per the Upstash variables, measured (`edgestream.store.*`),
+   * seen through the registry (each stream incarnation's generation).
+   */
   store: Store;
   /** Where the webhook service keeps endpoints and deliveries. */
   deliveries: DeliveryStore;
@@ -211,11 +222,27 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
 
 /** Picks the store from the environment: Redis when both Upstash variables are set. */
 export function storeFromEnv(env: EnvSource): Store {
+  return storesFromEnv(env).store;
+}
+
+/**
+ * The store and the stream definitions beside it: both in Redis when both
+ * Upstash variables are set, else both in memory (the memory store reports
+ * the definitions' versions as Redis does).
+ */
+export function storesFromEnv(env: EnvSource): { store: Store; definitions: DefinitionStore } {
   // Checked with Redis too, so a typo shows before a switch back to memory.
   const maxDedupeIds = readMaxDedupeIds(env);
   const redis = redisFromEnv(env);
-  if (!redis) return new MemoryStore({ maxDedupeIds });
-  return new RedisStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" });
+  if (!redis) {
+    const definitions = new MemoryDefinitionStore();
+    return { store: new MemoryStore({ maxDedupeIds, definitions }), definitions };
+  }
+  const prefix = env.get("EDGESTREAM_PREFIX") ?? "es";
+  return {
+    store: new RedisStore(redis, { prefix }),
+    definitions: new RedisDefinitionStore(redis, { prefix }),
+  };
 }
 
 /** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
@@ -234,7 +261,11 @@ export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
  */
 export function webhooksFromEnv(
   env: EnvSource,
-  options: { store: Store; streams: Map<string, CompiledStream>; deliveries?: DeliveryStore },
+  options: {
+    store: Store;
+    streams: ReadonlyMap<string, CompiledStream>;
+    deliveries?: DeliveryStore;
+  },
 ): WebhookService {
   const deliveries = options.deliveries ?? deliveriesFromEnv(env);
   let policy: UrlPolicy;
@@ -332,14 +363,16 @@ export async function configFromEnv(
   checkProduction(env, keys);
   const configPath = env.get("EDGESTREAM_CONFIG") ?? options.defaultConfigPath ??
     new URL("../examples/config.json", import.meta.url).pathname;
-  let streams: Map<string, CompiledStream>;
+  let configStreams: Map<string, CompiledStream>;
   try {
-    streams = await loadConfigFile(configPath);
+    configStreams = await loadConfigFile(configPath);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
   }
-  const store = new InstrumentedStore(storeFromEnv(env));
+  const stores = storesFromEnv(env);
+  const streams = new StreamRegistry(configStreams, { definitions: stores.definitions });
+  const store = streams.wrap(new InstrumentedStore(stores.store));
   const deliveries = deliveriesFromEnv(env);
   const webhooks = webhooksFromEnv(env, { store, streams, deliveries });
 
@@ -349,7 +382,7 @@ export async function configFromEnv(
         env.get("EDGESTREAM_PREFIX") ?? "es"
       })`
       : "store: memory (embedded; state is lost on restart)",
-    `${streams.size} stream(s) from ${configPath}: ${[...streams.keys()].join(", ")}`,
+    `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ];
   let hostname = env.get("HOST") ?? "0.0.0.0";
   if (keys.open) {

@@ -33,10 +33,27 @@ export interface RunningServer {
   stop(): Promise<StopReport>;
 }
 
+/**
+ * Records the config file's streams in the store and starts polling for
+ * streams created at run time. A config stream whose counter changed
+ * against the store is a startup mistake (one line, exit 1); a store that
+ * cannot be reached yet is logged, and the server starts anyway.
+ */
+export async function registerStreams(config: Pick<ServerConfig, "streams">): Promise<void> {
+  try {
+    await config.streams.registerConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) fail(`EDGESTREAM_CONFIG: ${error.message}`);
+    logger.error("Cannot record the config streams in the store yet: {error}", { error });
+  }
+  config.streams.startPolling();
+}
+
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
   for (const notice of config.notices) logger.info(notice);
+  await registerStreams(config);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
@@ -93,6 +110,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
         webhooks,
         stopPeriodic: () => {
           clearInterval(timer);
+          streams.stop();
           return sweeping.then(() => {});
         },
       }, { boundMs: config.shutdownMs });

@@ -504,7 +504,8 @@ redisTest(
       assert.ok(keys.length > 0);
       assert.deepEqual(
         keys.filter((key) =>
-          !key.startsWith(`multi:{${STREAM}}:`) && !key.startsWith("multi:{wh}:")
+          !key.startsWith(`multi:{${STREAM}}:`) && !key.startsWith("multi:{wh}:") &&
+          !key.startsWith("multi:{@definitions}:")
         ),
         [],
       );

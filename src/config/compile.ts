@@ -293,6 +293,15 @@ export function compileConfig(raw: unknown): Map<string, CompiledStream> {
   return streams;
 }
 
+/**
+ * Checks and compiles one stream definition, as the config file's
+ * `streams.<name>` would be (the same schema, errors and paths). Throws
+ * {@linkcode ConfigError}.
+ */
+export function compileStreamDefinition(name: string, raw: unknown): CompiledStream {
+  return compileConfig({ streams: { [name]: raw } }).get(name)!;
+}
+
 /** Reads and compiles a JSON config file. */
 export async function loadConfigFile(path: string): Promise<Map<string, CompiledStream>> {
   let text: string;

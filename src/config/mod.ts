@@ -7,3 +7,4 @@
 export * from "./duration.ts";
 export * from "./schema.ts";
 export * from "./compile.ts";
+export * from "./registry.ts";

@@ -236,7 +236,7 @@ interface PublishedValue {
  * ```
  */
 export class LiveHub {
-  #streams: Map<string, CompiledStream>;
+  #streams: ReadonlyMap<string, CompiledStream>;
   #store: Store;
   #pollMs: number;
   #readLimit: number;
@@ -256,7 +256,11 @@ export class LiveHub {
   #updatesPublished = 0;
   #closed = false;
 
-  constructor(streams: Map<string, CompiledStream>, store: Store, options: LiveHubOptions = {}) {
+  constructor(
+    streams: ReadonlyMap<string, CompiledStream>,
+    store: Store,
+    options: LiveHubOptions = {},
+  ) {
     this.#streams = streams;
     this.#store = store;
     this.#pollMs = options.pollMs ?? 150;

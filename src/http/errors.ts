@@ -14,6 +14,7 @@ import {
   WebhookNotFoundError,
 } from "../fanout/webhooks/mod.ts";
 import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
+import { StreamDefinitionError } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { StoreUnavailableError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
@@ -126,6 +127,12 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
   }
   if (error instanceof WebhookConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });
+  }
+  if (error instanceof StreamDefinitionError) {
+    const status = { invalid_definition: 400, stream_not_found: 404 }[error.code as string] ?? 409;
+    return new ApiError(status as ContentfulStatusCode, error.code, error.message, {
+      cause: error,
+    });
   }
   if (error instanceof InvalidCursorError) {
     return new ApiError(400, "invalid_cursor", error.message, { cause: error });

@@ -56,7 +56,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Context } from "hono";
 import { upgradeWebSocket } from "hono/deno";
 import type { WSContext, WSEvents } from "hono/ws";
-import type { CompiledStream } from "../config/mod.ts";
+import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import {
   HOW_TO_SEND_FROM_BROWSER,
   type KeyRing,
@@ -210,7 +210,7 @@ export interface IngestSocketOptions {
 /** What {@linkcode ingestSocketHandler} needs from the app. */
 export interface IngestSocketDeps {
   /** Compiled streams by name. */
-  streams: Map<string, CompiledStream>;
+  streams: ReadonlyMap<string, CompiledStream>;
   /** Where state lives. */
   store: Store;
   /** API keys; an empty ring means open development mode. */
@@ -527,7 +527,7 @@ export function ingestSocketHandler(
       howToSend: HOW_TO_SEND_FROM_BROWSER,
     });
     const name = c.req.param("stream") ?? "";
-    const stream = deps.streams.get(name);
+    const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     if (!denied && !stream) {
       throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
     }

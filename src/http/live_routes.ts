@@ -32,7 +32,7 @@ import {
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
 import { HOW_TO_SEND_FROM_BROWSER, noteKeyInQuery, presentedKey, scopeError } from "./auth.ts";
-import { findCounter, findStream } from "./stream_routes.ts";
+import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor } from "./_openapi.ts";
 
@@ -396,7 +396,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     if (denied && !overSocket) throw denied;
     let subscription: Subscription | undefined;
     if (!denied) {
-      const stream = findStream(deps.streams, c.req.param("stream"));
+      const stream = await findServedStream(deps.streams, c.req.param("stream"));
       subscription = parseSubscription(stream, {
         types: c.req.query("types"),
         counter: c.req.query("counter"),

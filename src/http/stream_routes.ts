@@ -8,7 +8,7 @@
  */
 import { createRoute, type OpenAPIHono, type RouteHandler, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { CompiledStream } from "../config/mod.ts";
+import { type CompiledStream, lookUpStream, StreamRegistry } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
@@ -25,8 +25,8 @@ import { annotateRequest } from "./request_log.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
-  /** Compiled streams by name. */
-  streams: Map<string, CompiledStream>;
+  /** Compiled streams by name (a `StreamRegistry` also finds streams created meanwhile). */
+  streams: ReadonlyMap<string, CompiledStream>;
   /** Where state lives. */
   store: Store;
   /** API keys; an empty ring means open development mode. */
@@ -45,10 +45,27 @@ export interface StreamRouteDeps {
 }
 
 /** The stream called `name`, or 404 `stream_not_found`. */
-export function findStream(streams: Map<string, CompiledStream>, name: string): CompiledStream {
+export function findStream(
+  streams: ReadonlyMap<string, CompiledStream>,
+  name: string,
+): CompiledStream {
   const stream = streams.get(name);
-  if (!stream) throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+  if (!stream) throw streamNotFound(name);
   return stream;
+}
+
+/** As {@linkcode findStream}, looking an unknown name up in the store (streams created at run time). */
+export async function findServedStream(
+  streams: ReadonlyMap<string, CompiledStream>,
+  name: string,
+): Promise<CompiledStream> {
+  const stream = streams.get(name) ?? await lookUpStream(streams, name);
+  if (!stream) throw streamNotFound(name);
+  return stream;
+}
+
+function streamNotFound(name: string): ApiError {
+  return new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
 }
 
 /** Where the counter name came from: the path (404) or a query parameter (400). */
@@ -115,9 +132,17 @@ const StatsSchema = z.object({
 }).openapi("StreamStats");
 
 /** A stream as listed. */
-const StreamSchema = z.object({
+export const StreamSchema = z.object({
   name: z.string(),
   description: z.string().optional(),
+  source: z.enum(["config", "api"]).openapi({
+    description:
+      "`config`: from the config file (read-only through the API); `api`: created with `PUT /v1/streams/{stream}`",
+  }),
+  version: z.int().openapi({
+    description:
+      "Rises on every change of the stream's stored definition; 0 for a config stream not recorded in the store",
+  }),
   definition: z.unknown(),
   counters: z.array(z.string()),
   stats: StatsSchema,
@@ -192,7 +217,7 @@ const ingestRoute = createRoute({
 // path would only add cost to every ingest request.
 function ingest(deps: StreamRouteDeps) {
   return async (c: Context) => {
-    const stream = findStream(deps.streams, c.req.param("stream") ?? "");
+    const stream = await findServedStream(deps.streams, c.req.param("stream") ?? "");
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const format = bodyFormat(c.req.header("Content-Type"));
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
@@ -238,10 +263,18 @@ function statsJson(stats: StreamStats) {
   };
 }
 
-async function streamJson(stream: CompiledStream, store: Store) {
+/** A stream as `GET /v1/streams/{stream}` answers it. */
+export async function streamJson(
+  stream: CompiledStream,
+  deps: { streams: ReadonlyMap<string, CompiledStream>; store: Store },
+) {
+  const { store, streams } = deps;
+  const registered = streams instanceof StreamRegistry ? streams.describe(stream.name) : undefined;
   return {
     name: stream.name,
     description: stream.parsed.description,
+    source: registered?.source ?? "config" as const,
+    version: registered?.version ?? 0,
     definition: stream.definition,
     counters: stream.counters.map((counter) => counter.name),
     stats: statsJson(await store.stats(stream.name, stream.counterMetas)),
@@ -267,7 +300,7 @@ const listStreamsRoute = createRoute({
 function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRoute> {
   return async (c) => {
     const streams = [...deps.streams.values()];
-    const list = await Promise.all(streams.map((stream) => streamJson(stream, deps.store)));
+    const list = await Promise.all(streams.map((stream) => streamJson(stream, deps)));
     return c.json({ streams: list }, 200);
   };
 }
@@ -288,8 +321,8 @@ const getStreamRoute = createRoute({
 
 function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
   return async (c) => {
-    const stream = findStream(deps.streams, c.req.valid("param").stream);
-    return c.json(await streamJson(stream, deps.store), 200);
+    const stream = await findServedStream(deps.streams, c.req.valid("param").stream);
+    return c.json(await streamJson(stream, deps), 200);
   };
 }
 
@@ -381,7 +414,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
   return async (c) => {
     const params = c.req.valid("param");
     const query = c.req.valid("query");
-    const stream = findStream(deps.streams, params.stream);
+    const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const windows = await listWindows(stream, counter, { store: deps.store, nowMs: deps.now() }, {
       fromMs: parseTime(query.from, "from"),
@@ -432,7 +465,7 @@ const currentWindowRoute = createRoute({
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
-    const stream = findStream(deps.streams, params.stream);
+    const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const current = await currentWindow(
       stream,

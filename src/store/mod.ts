@@ -22,3 +22,6 @@ export * from "./memory/store.ts";
 export * from "./memory/delivery_store.ts";
 export * from "./redis/store.ts";
 export * from "./redis/delivery_store.ts";
+export * from "./definitions.ts";
+export * from "./memory/definition_store.ts";
+export * from "./redis/definition_store.ts";

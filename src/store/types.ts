@@ -249,6 +249,12 @@ export interface ApplyResult {
    * now (see {@linkcode Store.signalDemand}), read in the same step.
    */
   demand: string[];
+  /**
+   * The version of the stream's stored definition (see `definitions.ts`),
+   * read in the same step; 0 when it has none (or the store keeps no
+   * definitions). An instance holding an older version reloads it.
+   */
+  definitionVersion?: number;
 }
 
 /** Counters and watermark of one stream, summed over all instances. */

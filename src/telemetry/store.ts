@@ -28,6 +28,7 @@ import {
   type WindowRead,
   type WindowValue,
 } from "../store/types.ts";
+import { splitGenerationKey } from "../store/definitions.ts";
 import { recordStoreCall, type StoreResult } from "./metrics.ts";
 import { requestLinks, traceStoreCall } from "./tracing.ts";
 
@@ -86,7 +87,8 @@ export class InstrumentedStore implements Store {
       () => this.#measure("applyBatch", () => this.#store.applyBatch(batch)),
       {
         attributes: {
-          "edgestream.stream": batch.stream,
+          // The stream's name, without the generation the registry's store adds.
+          "edgestream.stream": splitGenerationKey(batch.stream).stream,
           "edgestream.batch.events": batch.events.length,
           "edgestream.batch.requests": batch.requests?.length ?? 1,
         },

@@ -6,12 +6,12 @@
  * one apply that serves the requests of two ingest spans, inside the second.
  */
 import { Redis } from "@upstash/redis";
-import { MemoryStore, RedisStore, type StoreBatch } from "../../src/store/mod.ts";
+import { generationKey, MemoryStore, RedisStore, type StoreBatch } from "../../src/store/mod.ts";
 import { attachIngestSpan, InstrumentedStore, traceIngest } from "../../src/telemetry/mod.ts";
 
-function batch(requests: StoreBatch["requests"], events = 2): StoreBatch {
+function batch(requests: StoreBatch["requests"], events = 2, stream = "s"): StoreBatch {
   return {
-    stream: "s",
+    stream,
     nowMs: Date.now(),
     latenessMs: 0,
     dedupeTtlMs: 0,
@@ -37,7 +37,8 @@ await traceIngest({ stream: "s", transport: "ws" }, async () => {
   await memory.applyBatch(batch([first, second]));
 });
 
-await memory.applyBatch(batch([{ events: 5, filtered: 0 }])).then(
+// Under a generation's key (a stream created at run time): the span names the stream.
+await memory.applyBatch(batch([{ events: 5, filtered: 0 }], 2, generationKey("s", 2))).then(
   () => {
     throw new Error("A batch whose requests do not cover its events must fail");
   },

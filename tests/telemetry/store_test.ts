@@ -39,7 +39,10 @@ Deno.test("InstrumentedStore counts and times calls by operation and result (ok,
         span.attributes["edgestream.stream"] === "s" &&
         span.status.code === 2
       );
-      assert.ok(refused, "the refused apply's span is an error");
+      assert.ok(
+        refused,
+        "the refused apply's span is an error, named by the stream (no generation)",
+      );
       assert.match(refused.status.message ?? "", /RangeError: Batch requests cover 5 events/);
       assert.equal(refused.attributes["edgestream.batch.events"], 2);
       const redis = applies.find((span) => span.attributes["edgestream.stream"] === "redis");

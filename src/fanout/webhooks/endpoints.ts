@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { CompiledStream } from "../../config/mod.ts";
+import { type CompiledStream, lookUpStream } from "../../config/mod.ts";
 import type { Store } from "../../store/types.ts";
 import { compileExpression, ExpressionError } from "../../transform/mod.ts";
 import type {
@@ -102,7 +102,7 @@ export interface EndpointRegistryOptions {
   /** Stream state: a new endpoint's deliveries start after each result log's last entry. */
   store: Store;
   /** Compiled streams by name: the ones an endpoint may name. */
-  streams: Map<string, CompiledStream>;
+  streams: ReadonlyMap<string, CompiledStream>;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
   /** Decides which URLs may be registered. @default {new UrlPolicy()} */
@@ -134,7 +134,7 @@ export interface EndpointRegistryOptions {
 export class EndpointRegistry {
   #deliveries: DeliveryStore;
   #store: Store;
-  #streams: Map<string, CompiledStream>;
+  #streams: ReadonlyMap<string, CompiledStream>;
   #now: () => number;
   #policy: UrlPolicy;
   #onChange: () => Promise<unknown>;
@@ -161,9 +161,10 @@ export class EndpointRegistry {
     }
   }
 
-  #checkFields(input: EndpointPatch): void {
+  async #checkFields(input: EndpointPatch): Promise<void> {
     for (const name of input.streams ?? []) {
-      if (!this.#streams.has(name)) {
+      // A stream another instance created at run time may not be served here yet.
+      if (!await lookUpStream(this.#streams, name)) {
         throw new InvalidEndpointError(
           "streams",
           `Cannot register webhook as 'streams' names an unknown stream: ${name}; streams are: ${
@@ -213,7 +214,7 @@ export class EndpointRegistry {
    * only here and on rotation. Throws {@linkcode InvalidEndpointError}.
    */
   async create(input: EndpointInput): Promise<{ endpoint: Endpoint; secret: string }> {
-    this.#checkFields(input);
+    await this.#checkFields(input);
     await this.#checkUrl(input.url);
     const now = this.#now();
     const startAfter: Record<string, string | null> = {};
@@ -281,7 +282,7 @@ export class EndpointRegistry {
    * {@linkcode EndpointRegistry.create}.
    */
   async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
-    this.#checkFields(patch);
+    await this.#checkFields(patch);
     if (patch.url !== undefined) await this.#checkUrl(patch.url);
     return await this.#change(id, (endpoint) => {
       const config = configOf(endpoint);

@@ -55,7 +55,7 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   /** Endpoints, deliveries and queues. */
   deliveries: DeliveryStore;
   /** Compiled streams by name. */
-  streams: Map<string, CompiledStream>;
+  streams: ReadonlyMap<string, CompiledStream>;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
   /** Decides which URLs may be used. @default {new UrlPolicy()} */
@@ -93,7 +93,7 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
  */
 export class WebhookService {
   #deliveries: DeliveryStore;
-  #streams: Map<string, CompiledStream>;
+  #streams: ReadonlyMap<string, CompiledStream>;
   #now: () => number;
   #registry: EndpointRegistry;
   #dispatcher: Dispatcher;

@@ -39,6 +39,8 @@ import {
   type WindowValue,
 } from "../types.ts";
 import { DedupeIds } from "./_dedupe_ids.ts";
+import type { MemoryDefinitionStore } from "./definition_store.ts";
+import { splitGenerationKey } from "../definitions.ts";
 
 const logger = getLogger(["edgestream", "store"]);
 
@@ -105,6 +107,11 @@ export interface MemoryStoreOptions {
    * @default {10000000}
    */
   maxDedupeIds?: number;
+  /**
+   * Stream definitions whose versions `applyBatch` reports, as the Redis
+   * store reads them in its apply. @default {none: version 0}
+   */
+  definitions?: MemoryDefinitionStore;
 }
 
 /** Default of {@linkcode MemoryStoreOptions.maxDedupeIds}. */
@@ -120,6 +127,7 @@ export class MemoryStore implements Store {
   /** Fingerprint seed, random so ids that crowd one slot cannot be precomputed. */
   #dedupeSeed = crypto.getRandomValues(new Uint32Array(1))[0];
   #nextSweep = 0;
+  #definitions: MemoryDefinitionStore | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -129,6 +137,7 @@ export class MemoryStore implements Store {
       throw new RangeError(`maxDedupeIds must be an integer of at least 2, got ${maxDedupeIds}`);
     }
     this.#maxDedupeIds = maxDedupeIds;
+    this.#definitions = options.definitions;
   }
 
   #stream(name: string): StreamState {
@@ -228,7 +237,10 @@ export class MemoryStore implements Store {
     const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>
       type
     );
-    return { outcomes, requests: results, watermark: stream.watermark, demand };
+    const definitionVersion =
+      this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ??
+        0;
+    return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
   }
 
   /**

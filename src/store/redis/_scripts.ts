@@ -3,6 +3,9 @@
  * script touches starts with KEYS[1], the stream's hash-tagged prefix
  * (`es:{orders}:`), so one script's keys share one Redis Cluster slot.
  *
+ * A stream incarnation of generation n > 0 (see `store/definitions.ts`) has
+ * the prefix `es:{orders}:g<n>:`, so its keys never meet an earlier one's.
+ *
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
  *   `late`, `filtered`, `rejected`, `overflow:<counter>`.
@@ -149,9 +152,12 @@ end
  * with the claim's ttl), rate-limit buckets at `rl:<bucket>` (tokens, updated ms; expiring when
  * full again): both in the stream's hash slot.
  *
+ * KEYS[2], when given, is the stream's definition record (`<prefix>:{<stream>}:def`, see
+ * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none).
+ *
  * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late, 3 skipped>",
- * "wm": "<ms>", "d": [type, …], "r": [result, …]}`, `d` naming the log record types live
- * subscribers want now, and per request `[0, duplicates, late]` applied,
+ * "wm": "<ms>", "d": [type, …], "r": [result, …], "v": version}`, `d` naming the log record
+ * types live subscribers want now, and per request `[0, duplicates, late]` applied,
  * `[1, reply, duplicates, late]` replayed, `[2]` conflict, `[3, retryAfterMs]` rate limited,
  * `[4]` its key earlier in the batch.
  */
@@ -405,7 +411,12 @@ local wanted = redis.call("HGETALL", DEMAND_KEY)
 for i = 1, #wanted, 2 do
   if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
 end
-return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand, r = results })
+-- The stream's definition version (KEYS[2], outside every generation, same slot):
+-- an instance holding an older one reloads the definition.
+local definitionVersion = 0
+if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
+return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand, r = results,
+  v = definitionVersion })
 `;
 
 /**

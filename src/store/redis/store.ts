@@ -8,6 +8,8 @@
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../aggregate_state.ts";
 import { asArray, fromJson, RedisCalls } from "./call.ts";
+import { definitionKey } from "./definition_store.ts";
+import { splitGenerationKey } from "../definitions.ts";
 import {
   APPEND_SCRIPT,
   APPLY_SCRIPT,
@@ -148,9 +150,13 @@ export class RedisStore implements Store {
     this.#now = options.now ?? Date.now;
   }
 
-  /** The hash-tagged key prefix of a stream: `es:{orders}:`. */
+  /**
+   * The hash-tagged key prefix of a stream (a {@linkcode generationKey}):
+   * `es:{orders}:`, and `es:{orders}:g2:` for its generation 2.
+   */
   keyPrefix(stream: string): string {
-    return `${this.#prefix}:{${stream}}:`;
+    const { stream: name, generation } = splitGenerationKey(stream);
+    return `${this.#prefix}:{${name}}:${generation === 0 ? "" : `g${generation}:`}`;
   }
 
   /** A key of a stream the store reads outside scripts: one of {@linkcode STREAM_KEYS}. */
@@ -207,8 +213,14 @@ export class RedisStore implements Store {
       )
     );
     return await this.#call("applyBatch", async () => {
-      const reply = fromJson<{ o: string | number; wm: string | number; d: unknown; r: unknown }>(
-        await this.#script(APPLY_SCRIPT, batch.stream, header, preAggregate(batch), perEvent),
+      const keys = [
+        this.keyPrefix(batch.stream),
+        definitionKey(this.#prefix, splitGenerationKey(batch.stream).stream),
+      ];
+      const reply = fromJson<
+        { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
+      >(
+        await this.#calls.script(APPLY_SCRIPT, keys, [header, preAggregate(batch), perEvent]),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");
@@ -217,6 +229,7 @@ export class RedisStore implements Store {
         requests: asArray<ScriptResult>(reply.r).map(requestResult),
         watermark: reply.wm === "" ? null : Number(reply.wm),
         demand: asArray<string>(reply.d),
+        definitionVersion: Number(reply.v ?? 0),
       };
     });
   }

@@ -1,0 +1,629 @@
+/**
+ * The streams an instance serves: the config file's (authoritative,
+ * read-only through the API) and those created at run time through the API,
+ * kept in a {@linkcode DefinitionStore} shared by every instance.
+ *
+ * How a change reaches every instance within 5 s without adding a store
+ * call to ingest:
+ * - every apply reports the stream's definition version, read in the same
+ *   atomic step ({@linkcode ApplyResult.definitionVersion}); an instance
+ *   holding an older one reloads that definition in the background;
+ * - a timer polls the versions of all names (one store call every
+ *   {@linkcode RegistryOptions.pollMs}), which finds new, changed and
+ *   deleted streams on instances that receive no events for them;
+ * - an unknown name on ingest or read is looked up once, and remembered as
+ *   unknown for {@linkcode RegistryOptions.missTtlMs}, with at most
+ *   {@linkcode RegistryOptions.lookupsPerSecond} lookups a second, so unknown
+ *   names cannot hammer the store.
+ *
+ * Each incarnation of a stream has a generation; the store keeps its data
+ * under {@linkcode generationKey}, so a stream deleted and created again
+ * starts empty. {@linkcode StreamRegistry.wrap} gives the store every other
+ * module uses: it takes stream names and adds the generation.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import {
+  type AlertFiring,
+  type ApplyResult,
+  type ClosedWindow,
+  type CloseOptions,
+  type CounterMeta,
+  type DefinitionSource,
+  type DefinitionStore,
+  generationKey,
+  type LogEntry,
+  type LogRecord,
+  MemoryDefinitionStore,
+  type Store,
+  type StoreBatch,
+  type StoredDefinition,
+  type StreamStats,
+  type TimeRange,
+  type WindowRead,
+  type WindowValue,
+} from "../store/mod.ts";
+import { type CompiledStream, compileStreamDefinition, ConfigError } from "./compile.ts";
+
+const logger = getLogger(["edgestream", "streams"]);
+
+/** Why a stream definition change was refused; `code` is the API error code. */
+export type DefinitionProblem =
+  | "invalid_definition"
+  | "stream_from_config"
+  | "counter_changed"
+  | "stream_not_found"
+  | "definition_conflict";
+
+/** A stream definition change was refused. */
+export class StreamDefinitionError extends Error {
+  /** What was wrong. */
+  readonly code: DefinitionProblem;
+
+  constructor(code: DefinitionProblem, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StreamDefinitionError";
+    this.code = code;
+  }
+}
+
+/** A served stream and where it came from. */
+export interface RegisteredStream {
+  /** The compiled stream. */
+  stream: CompiledStream;
+  /** The config file or the API. */
+  source: DefinitionSource;
+  /** Its definition version in the store (0 before the config was registered). */
+  version: number;
+  /** Its incarnation; the store keeps its data under {@linkcode generationKey}. */
+  generation: number;
+}
+
+/** Options for {@linkcode StreamRegistry}. */
+export interface RegistryOptions {
+  /** Where definitions are shared. @default {a private MemoryDefinitionStore} */
+  definitions?: DefinitionStore;
+  /** Clock (ms) for the negative cache and the lookup budget. @default {Date.now} */
+  now?: () => number;
+  /** How often the versions are polled by {@linkcode StreamRegistry.startPolling}. @default {2000} */
+  pollMs?: number;
+  /** How long an unknown name is remembered as unknown. @default {5000} */
+  missTtlMs?: number;
+  /** Most unknown names remembered; the oldest go first. @default {10000} */
+  maxMisses?: number;
+  /** Most store lookups of unknown names a second. @default {20} */
+  lookupsPerSecond?: number;
+}
+
+/** What identifies a counter's data: its window, aggregate and group-by, as JSON text. */
+export function counterIdentities(stream: CompiledStream): Record<string, string> {
+  const identities: Record<string, string> = {};
+  for (const counter of stream.counters) {
+    identities[counter.name] = JSON.stringify({
+      window: counter.window,
+      aggregate: counter.aggregate,
+      groupBy: counter.groupBy,
+    });
+  }
+  return identities;
+}
+
+/** The counters whose identity differs between two sets (present in both). */
+function changedCounters(
+  stored: Record<string, string>,
+  next: Record<string, string>,
+): string[] {
+  return Object.keys(next).filter((name) =>
+    Object.hasOwn(stored, name) && stored[name] !== next[name]
+  );
+}
+
+function counterChangedMessage(
+  stream: string,
+  counters: string[],
+  identities: { stored: Record<string, string>; next: Record<string, string> },
+): string {
+  const name = counters[0];
+  return `Stream '${stream}' cannot change the window, aggregate or groupBy of counter '${name}' (stored: ${
+    identities.stored[name]
+  }, now: ${
+    identities.next[name]
+  }); its data was counted under the stored one, so add a new counter instead`;
+}
+
+const WRITE_ATTEMPTS = 5;
+
+/**
+ * The streams this instance serves, by name: a `ReadonlyMap` of compiled
+ * streams that changes as definitions change.
+ *
+ * @example
+ * ```ts
+ * import { compileConfig, StreamRegistry } from "./mod.ts";
+ *
+ * const registry = new StreamRegistry(compileConfig({ streams: {} }));
+ * await registry.put("clicks", {
+ *   counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+ * });
+ * console.log([...registry.keys()]); // ["clicks"]
+ * ```
+ */
+export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
+  #config: ReadonlyMap<string, CompiledStream>;
+  #entries = new Map<string, RegisteredStream>();
+  #definitions: DefinitionStore;
+  #now: () => number;
+  #pollMs: number;
+  #missTtlMs: number;
+  #maxMisses: number;
+  #lookupsPerSecond: number;
+  /** Unknown names → when they may be looked up again. */
+  #misses = new Map<string, number>();
+  #lookupBudget: { tokens: number; atMs: number };
+  /** Versions seen for names not served (deleted, or another deploy's config). */
+  #seen = new Map<string, number>();
+  #loading = new Map<string, Promise<CompiledStream | undefined>>();
+  /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
+  #generations = new WeakMap<readonly CounterMeta[], number>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #polling: Promise<void> | undefined;
+
+  constructor(config: ReadonlyMap<string, CompiledStream>, options: RegistryOptions = {}) {
+    this.#config = config;
+    for (const stream of config.values()) {
+      this.#serve({ stream, source: "config", version: 0, generation: 0 });
+    }
+    this.#definitions = options.definitions ?? new MemoryDefinitionStore();
+    this.#now = options.now ?? Date.now;
+    this.#pollMs = options.pollMs ?? 2_000;
+    this.#missTtlMs = options.missTtlMs ?? 5_000;
+    this.#maxMisses = options.maxMisses ?? 10_000;
+    this.#lookupsPerSecond = options.lookupsPerSecond ?? 20;
+    this.#lookupBudget = { tokens: this.#lookupsPerSecond, atMs: this.#now() };
+  }
+
+  // ReadonlyMap<string, CompiledStream>: what the route modules, the live hub,
+  // the sweep and the webhook service read.
+  get size(): number {
+    return this.#entries.size;
+  }
+  get(name: string): CompiledStream | undefined {
+    return this.#entries.get(name)?.stream;
+  }
+  has(name: string): boolean {
+    return this.#entries.has(name);
+  }
+  *keys(): MapIterator<string> {
+    yield* this.#entries.keys();
+  }
+  *values(): MapIterator<CompiledStream> {
+    for (const entry of this.#entries.values()) yield entry.stream;
+  }
+  *entries(): MapIterator<[string, CompiledStream]> {
+    for (const [name, entry] of this.#entries) yield [name, entry.stream];
+  }
+  [Symbol.iterator](): MapIterator<[string, CompiledStream]> {
+    return this.entries();
+  }
+  forEach(
+    callback: (
+      value: CompiledStream,
+      key: string,
+      map: ReadonlyMap<string, CompiledStream>,
+    ) => void,
+  ): void {
+    for (const [name, entry] of this.#entries) callback(entry.stream, name, this);
+  }
+
+  /** A served stream with its source, version and generation. */
+  describe(name: string): RegisteredStream | undefined {
+    return this.#entries.get(name);
+  }
+
+  /** The generation of a stream's data (0 for an unknown name). */
+  generationOf(name: string): number {
+    return this.#entries.get(name)?.generation ?? 0;
+  }
+
+  /**
+   * The generation a batch belongs to: that of the definition it was built
+   * from (its `counters` are that compiled stream's), so a request that was
+   * being ingested while the stream was deleted and created again lands in
+   * the old incarnation, never in the new one.
+   */
+  generationOfBatch(batch: Pick<StoreBatch, "stream" | "counters">): number {
+    return this.#generations.get(batch.counters) ?? this.generationOf(batch.stream);
+  }
+
+  #serve(entry: RegisteredStream): void {
+    this.#entries.set(entry.stream.name, entry);
+    this.#generations.set(entry.stream.counterMetas, entry.generation);
+  }
+
+  /**
+   * The stream called `name`, looking it up in the store when it is not
+   * served yet (a stream another instance just created). Unknown names are
+   * remembered for `missTtlMs`, and lookups are bounded per second.
+   */
+  async find(name: string): Promise<CompiledStream | undefined> {
+    const held = this.#entries.get(name);
+    if (held) return held.stream;
+    const now = this.#now();
+    const missUntil = this.#misses.get(name);
+    if (missUntil !== undefined && missUntil > now) return undefined;
+    const pending = this.#loading.get(name);
+    if (pending) return await pending;
+    if (!this.#takeLookup(now)) return undefined;
+    const found = await this.#load(name);
+    if (!found) this.#rememberMiss(name, now);
+    return found;
+  }
+
+  #takeLookup(now: number): boolean {
+    const budget = this.#lookupBudget;
+    budget.tokens = Math.min(
+      this.#lookupsPerSecond,
+      budget.tokens + (now - budget.atMs) * this.#lookupsPerSecond / 1000,
+    );
+    budget.atMs = now;
+    if (budget.tokens < 1) return false;
+    budget.tokens -= 1;
+    return true;
+  }
+
+  #rememberMiss(name: string, now: number): void {
+    this.#misses.delete(name);
+    this.#misses.set(name, now + this.#missTtlMs);
+    if (this.#misses.size > this.#maxMisses) {
+      this.#misses.delete(this.#misses.keys().next().value!);
+    }
+  }
+
+  /** Reads a name's record and serves what it says (single flight per name). */
+  #load(name: string): Promise<CompiledStream | undefined> {
+    let pending = this.#loading.get(name);
+    if (!pending) {
+      pending = this.#definitions.get(name).then((record) => this.#adopt(name, record)).finally(
+        () => this.#loading.delete(name),
+      );
+      this.#loading.set(name, pending);
+    }
+    return pending;
+  }
+
+  /** Serves a stored record: an API stream is compiled, a deleted one dropped. */
+  #adopt(name: string, record: StoredDefinition | null): CompiledStream | undefined {
+    const held = this.#entries.get(name);
+    if (this.#config.has(name)) {
+      // The file is authoritative here: only note the version, so it is not reloaded again.
+      if (held && record && record.version > held.version) held.version = record.version;
+      return held?.stream;
+    }
+    if (record === null || record.deleted || record.source === "config") {
+      if (record) this.#seen.set(name, record.version);
+      this.#entries.delete(name);
+      return undefined;
+    }
+    if (held && held.version >= record.version) return held.stream;
+    let stream: CompiledStream;
+    try {
+      stream = compileStreamDefinition(name, record.definition);
+    } catch (error) {
+      // Written by an instance that knows more (a newer release); keep what is served.
+      logger.error("Cannot compile stored stream '{stream}' version {version}: {error}", {
+        stream: name,
+        version: record.version,
+        error,
+      });
+      this.#seen.set(name, record.version);
+      return held?.stream;
+    }
+    this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
+    this.#misses.delete(name);
+    return stream;
+  }
+
+  /**
+   * Told the store's definition version of a stream (from an apply): a newer
+   * one than served is reloaded in the background.
+   */
+  noteVersion(name: string, version: number): void {
+    const known = this.#entries.get(name)?.version ?? this.#seen.get(name) ?? 0;
+    if (version <= known || this.#loading.has(name)) return;
+    this.#load(name).catch((error) =>
+      logger.error("Cannot reload stream '{stream}': {error}", { stream: name, error })
+    );
+  }
+
+  /** Resolves once the reloads started so far are done. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.#loading.values(), this.#polling]);
+  }
+
+  /** Reads every name's version once and reloads the new and changed ones. */
+  async poll(): Promise<void> {
+    const versions = await this.#definitions.versions();
+    const loads: Promise<unknown>[] = [];
+    for (const [name, version] of versions) {
+      const known = this.#entries.get(name)?.version ?? this.#seen.get(name) ?? 0;
+      if (version > known) loads.push(this.#load(name));
+    }
+    for (const [name, entry] of this.#entries) {
+      if (entry.source === "api" && !versions.has(name)) this.#entries.delete(name);
+    }
+    await Promise.all(loads);
+  }
+
+  /** Polls every `pollMs` until {@linkcode stop}; a failed poll is logged and retried next time. */
+  startPolling(): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setInterval(() => {
+      if (this.#polling) return;
+      this.#polling = this.poll().catch((error) =>
+        logger.error("Cannot poll stream definitions: {error}", { error })
+      ).finally(() => this.#polling = undefined);
+    }, this.#pollMs);
+  }
+
+  /** Stops polling. */
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /**
+   * Records the config file's streams in the store and checks them against
+   * what it holds: a config stream whose counter changed its window,
+   * aggregate or groupBy throws {@linkcode ConfigError} naming the stream and
+   * counter. Run once at startup.
+   */
+  async registerConfig(): Promise<void> {
+    for (const [name, stream] of this.#config) {
+      const counters = counterIdentities(stream);
+      for (let attempt = 1;; attempt++) {
+        const record = await this.#definitions.get(name);
+        const live = record !== null && !record.deleted;
+        if (live && record.source === "config") {
+          const changed = changedCounters(record.counters, counters);
+          if (changed.length > 0) {
+            throw new ConfigError(
+              counterChangedMessage(name, changed, { stored: record.counters, next: counters }),
+            );
+          }
+          if (
+            JSON.stringify(record.definition) === JSON.stringify(stream.definition) &&
+            JSON.stringify(record.counters) === JSON.stringify(counters)
+          ) {
+            this.#entries.get(name)!.version = record.version;
+            break;
+          }
+        }
+        // Generation 0 for a name never stored keeps the data of deployments from before generations.
+        const generation = record === null
+          ? 0
+          : live && record.source === "config"
+          ? record.generation
+          : record.generation + 1;
+        const result = await this.#definitions.write(name, {
+          source: "config",
+          generation,
+          definition: stream.definition,
+          counters,
+          deleted: false,
+        }, record?.version ?? 0);
+        if (result.status === "written") {
+          const entry = this.#entries.get(name)!;
+          entry.version = result.version;
+          entry.generation = generation;
+          this.#generations.set(entry.stream.counterMetas, generation);
+          break;
+        }
+        if (attempt >= WRITE_ATTEMPTS) {
+          throw new ConfigError(
+            `Cannot record stream '${name}': its stored definition kept changing (version ${result.version})`,
+          );
+        }
+      }
+    }
+  }
+
+  /**
+   * Creates or replaces an API stream from a definition as a config file
+   * would hold it. Refuses a config stream's name, an invalid definition,
+   * and a change of an existing counter's window, aggregate or groupBy.
+   */
+  async put(
+    name: string,
+    raw: unknown,
+  ): Promise<{ created: boolean; registered: RegisteredStream }> {
+    this.#refuseConfig(name);
+    let stream: CompiledStream;
+    try {
+      stream = compileStreamDefinition(name, raw);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      const message = error.message.replace(/^Invalid config:\n\s*/, "").replaceAll(/\n\s*/g, "; ")
+        .replaceAll(`streams.${name}.`, "");
+      throw new StreamDefinitionError(
+        "invalid_definition",
+        `Invalid stream definition: ${message}`,
+        { cause: error },
+      );
+    }
+    const counters = counterIdentities(stream);
+    for (let attempt = 1;; attempt++) {
+      const record = await this.#definitions.get(name);
+      const live = record !== null && !record.deleted;
+      if (live && record.source === "config") {
+        throw new StreamDefinitionError(
+          "stream_from_config",
+          `Stream '${name}' is defined in a config file; change it there and redeploy`,
+        );
+      }
+      if (live) {
+        const changed = changedCounters(record.counters, counters);
+        if (changed.length > 0) {
+          throw new StreamDefinitionError(
+            "counter_changed",
+            counterChangedMessage(name, changed, { stored: record.counters, next: counters }),
+          );
+        }
+      }
+      const generation = live ? record.generation : (record?.generation ?? 0) + 1;
+      const result = await this.#definitions.write(name, {
+        source: "api",
+        generation,
+        definition: raw,
+        counters,
+        deleted: false,
+      }, record?.version ?? 0);
+      if (result.status === "written") {
+        const registered: RegisteredStream = {
+          stream,
+          source: "api",
+          version: result.version,
+          generation,
+        };
+        this.#serve(registered);
+        this.#misses.delete(name);
+        return { created: !live, registered };
+      }
+      if (attempt >= WRITE_ATTEMPTS) throw this.#conflict(name, result.version);
+    }
+  }
+
+  /** Deletes an API stream; its data expires by retention. */
+  async remove(name: string): Promise<void> {
+    this.#refuseConfig(name);
+    for (let attempt = 1;; attempt++) {
+      const record = await this.#definitions.get(name);
+      if (record === null || record.deleted) {
+        this.#entries.delete(name);
+        throw new StreamDefinitionError("stream_not_found", `Stream '${name}' does not exist`);
+      }
+      if (record.source === "config") {
+        throw new StreamDefinitionError(
+          "stream_from_config",
+          `Stream '${name}' is defined in a config file; remove it there and redeploy`,
+        );
+      }
+      const result = await this.#definitions.write(name, {
+        source: "api",
+        generation: record.generation,
+        definition: null,
+        counters: {},
+        deleted: true,
+      }, record.version);
+      if (result.status === "written") {
+        this.#entries.delete(name);
+        this.#seen.set(name, result.version);
+        return;
+      }
+      if (attempt >= WRITE_ATTEMPTS) throw this.#conflict(name, result.version);
+    }
+  }
+
+  #refuseConfig(name: string): void {
+    if (this.#config.has(name)) {
+      throw new StreamDefinitionError(
+        "stream_from_config",
+        `Stream '${name}' is defined in the config file; change it there and redeploy`,
+      );
+    }
+  }
+
+  #conflict(name: string, version: number): StreamDefinitionError {
+    return new StreamDefinitionError(
+      "definition_conflict",
+      `Stream '${name}' was changed by another request meanwhile (now version ${version}); retry`,
+    );
+  }
+
+  /**
+   * The store every module uses: it takes stream names, keeps each
+   * incarnation's data under its generation, and reports the definition
+   * versions applies read back to this registry. Wrapping twice gives the
+   * same store.
+   */
+  wrap(store: Store): Store {
+    if (store instanceof RegistryStore && store.registry === this) return store;
+    return new RegistryStore(store, this);
+  }
+}
+
+/**
+ * The stream called `name` of `streams`; a {@linkcode StreamRegistry} looks
+ * an unknown name up in the store (see {@linkcode StreamRegistry.find}).
+ */
+export async function lookUpStream(
+  streams: ReadonlyMap<string, CompiledStream>,
+  name: string,
+): Promise<CompiledStream | undefined> {
+  const held = streams.get(name);
+  if (held || !(streams instanceof StreamRegistry)) return held;
+  return await streams.find(name);
+}
+
+/** A {@linkcode Store} that adds each stream's generation and watches definition versions. */
+class RegistryStore implements Store {
+  readonly registry: StreamRegistry;
+  #store: Store;
+
+  constructor(store: Store, registry: StreamRegistry) {
+    this.#store = store;
+    this.registry = registry;
+  }
+
+  get kind(): string {
+    return this.#store.kind;
+  }
+
+  #key(stream: string): string {
+    return generationKey(stream, this.registry.generationOf(stream));
+  }
+
+  async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+    const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
+    const result = await this.#store.applyBatch({ ...batch, stream });
+    if (result.definitionVersion) this.registry.noteVersion(batch.stream, result.definitionVersion);
+    return result;
+  }
+  panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]> {
+    return this.#store.panes(this.#key(stream), counter, range);
+  }
+  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]> {
+    return this.#store.readWindows(this.#key(stream), counter, windows);
+  }
+  async closeWindows(
+    stream: string,
+    counters: CounterMeta[],
+    options: CloseOptions,
+  ): Promise<ClosedWindow[]> {
+    return await this.#store.closeWindows(this.#key(stream), counters, options);
+  }
+  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+    return this.#store.fireAlerts(this.#key(stream), firings);
+  }
+  appendLog(stream: string, records: LogRecord[]): Promise<void> {
+    return this.#store.appendLog(this.#key(stream), records);
+  }
+  readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
+    return this.#store.readLog(this.#key(stream), afterId, limit);
+  }
+  lastLogId(stream: string): Promise<string | null> {
+    return this.#store.lastLogId(this.#key(stream));
+  }
+  signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
+    return this.#store.signalDemand(this.#key(stream), types, ttlMs);
+  }
+  stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
+    return this.#store.stats(this.#key(stream), counters);
+  }
+  ping(): Promise<void> {
+    return this.#store.ping();
+  }
+  close(): Promise<void> {
+    return this.#store.close();
+  }
+}

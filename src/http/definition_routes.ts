@@ -1,0 +1,150 @@
+/**
+ * Streams at run time: `PUT /v1/streams/{stream}` creates (201) or replaces
+ * (200) a stream from the same JSON as one config-file stream definition;
+ * `DELETE /v1/streams/{stream}` deletes it (204; its data expires by
+ * retention). Both need the `admin` scope. Config-file streams are
+ * read-only here (409 `stream_from_config`), and an existing counter keeps
+ * its window, aggregate and groupBy (409 `counter_changed`). The rules and
+ * how other instances learn of a change live in `config/registry.ts`.
+ *
+ * @module
+ */
+import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
+import type { StreamRegistry } from "../config/mod.ts";
+import type { Store } from "../store/mod.ts";
+import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
+import { type KeyRing, requireScope } from "./auth.ts";
+import { decodeUtf8, readLimitedBody } from "./body.ts";
+import { ApiError } from "./errors.ts";
+import { streamJson, StreamSchema } from "./stream_routes.ts";
+
+/** What the definition routes need. */
+export interface DefinitionRouteDeps {
+  /** The streams served, where definitions are changed. */
+  streams: StreamRegistry;
+  /** Where state lives (for the stats in the reply). */
+  store: Store;
+  /** API keys; an empty ring means open development mode. */
+  keys: KeyRing;
+  /** Largest definition accepted, in bytes. @default {65536} */
+  maxBodyBytes?: number;
+}
+
+const streamParam = {
+  name: "stream",
+  in: "path" as const,
+  required: true,
+  schema: { type: "string" as const, pattern: NAME.source },
+  example: "signups",
+};
+
+/** `PUT /v1/streams/{stream}`. */
+const putStreamRoute = createRoute({
+  method: "put",
+  path: "/v1/streams/{stream}",
+  operationId: "putStream",
+  tags: ["streams"],
+  summary: "Create or replace a stream. Scope: admin.",
+  description:
+    "The body is one stream definition, as a config file's `streams.<name>` holds it, checked the same way (400 `invalid_definition` names the path of the bad value). A new version reaches every instance within 5 s. Counters may be added and removed, transforms and alerts changed; an existing counter's window, aggregate or groupBy may not (409 `counter_changed`: add a new counter instead). Config-file streams cannot be changed here (409 `stream_from_config`). A stream deleted and created again starts empty.",
+  request: {
+    params: undefined,
+    body: {
+      required: true,
+      content: { "application/json": { schema: { type: "object" as const } } },
+    },
+  },
+  responses: {
+    200: jsonContent(StreamSchema, "Replaced"),
+    201: jsonContent(StreamSchema, "Created"),
+    ...errorsFor(400, 401, 403, 409, 413, 415, 503),
+  },
+});
+
+/** `DELETE /v1/streams/{stream}`. */
+const deleteStreamRoute = createRoute({
+  method: "delete",
+  path: "/v1/streams/{stream}",
+  operationId: "deleteStream",
+  tags: ["streams"],
+  summary: "Delete a stream created through the API. Scope: admin.",
+  description:
+    "Every instance stops serving it within 5 s; its data is not read again and expires by retention. Config-file streams cannot be deleted here (409 `stream_from_config`).",
+  responses: {
+    204: { description: "Deleted" },
+    ...errorsFor(401, 403, 404, 409, 503),
+  },
+});
+
+function streamName(c: Context): string {
+  const name = c.req.param("stream") ?? "";
+  if (!NAME.test(name)) {
+    throw new ApiError(
+      400,
+      "invalid_request",
+      `Invalid param stream: Names are 1-64 characters of letters, digits, '_' and '-', got '${name}'`,
+    );
+  }
+  return name;
+}
+
+async function readDefinition(c: Context, maxBodyBytes: number): Promise<unknown> {
+  const mediaType = (c.req.header("Content-Type") ?? "").split(";")[0].trim().toLowerCase();
+  if (mediaType !== "application/json") {
+    throw new ApiError(
+      415,
+      "unsupported_media_type",
+      `Content-Type must be application/json, got '${mediaType || "(none)"}'`,
+    );
+  }
+  const text = decodeUtf8(await readLimitedBody(c.req.raw, maxBodyBytes));
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new ApiError(400, "invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Registers `PUT` and `DELETE /v1/streams/{stream}` (scope `admin`).
+ *
+ * @example
+ * ```ts
+ * import { OpenAPIHono } from "@hono/zod-openapi";
+ * import { compileConfig, StreamRegistry } from "../config/mod.ts";
+ * import { MemoryStore } from "../store/mod.ts";
+ * import { KeyRing } from "./auth.ts";
+ * import { registerDefinitionRoutes } from "./definition_routes.ts";
+ *
+ * const app = new OpenAPIHono();
+ * registerDefinitionRoutes(app, {
+ *   streams: new StreamRegistry(compileConfig({ streams: {} })),
+ *   store: new MemoryStore(),
+ *   keys: await KeyRing.parse(""),
+ * });
+ * ```
+ */
+export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRouteDeps): void {
+  const admin = requireScope(deps.keys, "admin");
+  const maxBodyBytes = deps.maxBodyBytes ?? 65_536;
+  const path = putStreamRoute.getRoutingPath();
+  // Plain handlers with the routes documented: the body is read by hand so
+  // bad JSON and a bad definition get their own codes and paths.
+  app.openAPIRegistry.registerPath({
+    ...putStreamRoute,
+    request: { ...putStreamRoute.request, params: undefined },
+    parameters: [streamParam],
+  });
+  app.put(path, admin, async (c) => {
+    const name = streamName(c);
+    const raw = await readDefinition(c, maxBodyBytes);
+    const { created, registered } = await deps.streams.put(name, raw);
+    return c.json(await streamJson(registered.stream, deps), created ? 201 : 200);
+  });
+  app.openAPIRegistry.registerPath({ ...deleteStreamRoute, parameters: [streamParam] });
+  app.delete(path, admin, async (c) => {
+    await deps.streams.remove(streamName(c));
+    return c.body(null, 204);
+  });
+}

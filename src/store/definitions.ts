@@ -1,0 +1,94 @@
+/**
+ * The contract of stored stream definitions: streams created at run time
+ * (`PUT /v1/streams/{stream}`) and the counters of config-file streams, so
+ * every instance sharing a store serves the same streams and a redeploy
+ * cannot change a counter under existing data.
+ *
+ * Each record has a `version` that rises on every change of that name
+ * (create, replace, delete; across incarnations) and a `generation` that
+ * names the incarnation whose data the store keeps: a stream deleted and
+ * created again gets a new generation, so its old panes are never read
+ * under the new definition. The {@linkcode Store} takes a stream's data key
+ * from {@linkcode generationKey}; `applyBatch` reports the version read in
+ * the same atomic step ({@linkcode ApplyResult.definitionVersion}).
+ *
+ * @module
+ */
+
+/** Where a stream definition comes from: the config file or the API. */
+export type DefinitionSource = "config" | "api";
+
+/** What is kept of one stream name. */
+export interface StoredDefinition {
+  /** Stream name. */
+  name: string;
+  /** Where the definition came from. */
+  source: DefinitionSource;
+  /** Rises on every change of this name (create, replace, delete), starting at 1. */
+  version: number;
+  /** The incarnation whose data the store keeps; config streams start at 0, API streams at 1. */
+  generation: number;
+  /** The definition as written (JSON), or null once deleted. */
+  definition: unknown;
+  /**
+   * What identifies each counter's data (window, aggregate, group-by) as
+   * JSON text, by counter name: a counter whose identity changes would read
+   * panes written under another meaning.
+   */
+  counters: Record<string, string>;
+  /** Whether the stream was deleted (its data expires by retention). */
+  deleted: boolean;
+}
+
+/** A record to write: everything but the version, which the store assigns. */
+export type DefinitionWrite = Omit<StoredDefinition, "name" | "version">;
+
+/** Result of {@linkcode DefinitionStore.write}. */
+export type WriteResult =
+  | {
+    /** The record was written. */
+    status: "written";
+    /** Its new version. */
+    version: number;
+  }
+  | {
+    /** Another write came first: the current version is not the expected one. */
+    status: "conflict";
+    /** The current version (0 when the name has no record). */
+    version: number;
+  };
+
+/** Storage of stream definitions, shared by every instance that shares the store. */
+export interface DefinitionStore {
+  /** The record of a stream name (also a deleted one), or null when there is none. */
+  get(name: string): Promise<StoredDefinition | null>;
+  /**
+   * The version of every recorded name, deleted ones too: what an instance
+   * polls to find new and changed streams. One round trip.
+   */
+  versions(): Promise<Map<string, number>>;
+  /**
+   * Writes a record if the name's current version is `expectedVersion` (0:
+   * no record yet), atomically; its version becomes `expectedVersion + 1`.
+   * Otherwise writes nothing and reports the current version.
+   */
+  write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult>;
+}
+
+const GENERATION_SEPARATOR = "#";
+
+/**
+ * The name a {@linkcode Store} keeps a stream incarnation's data under:
+ * the stream name for generation 0 (config streams, as before generations
+ * existed), `name#<generation>` after. Stream names cannot hold `#`.
+ */
+export function generationKey(stream: string, generation: number): string {
+  return generation === 0 ? stream : `${stream}${GENERATION_SEPARATOR}${generation}`;
+}
+
+/** Splits a {@linkcode generationKey} back into the stream name and generation. */
+export function splitGenerationKey(key: string): { stream: string; generation: number } {
+  const at = key.lastIndexOf(GENERATION_SEPARATOR);
+  if (at < 0) return { stream: key, generation: 0 };
+  return { stream: key.slice(0, at), generation: Number(key.slice(at + 1)) };
+}

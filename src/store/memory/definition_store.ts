@@ -1,0 +1,44 @@
+/**
+ * Stream definitions in process memory: for one instance (and tests). The
+ * memory store reads versions from it so `applyBatch` reports them as the
+ * Redis store does.
+ *
+ * @module
+ */
+import type {
+  DefinitionStore,
+  DefinitionWrite,
+  StoredDefinition,
+  WriteResult,
+} from "../definitions.ts";
+
+/** A {@linkcode DefinitionStore} held in process memory. */
+export class MemoryDefinitionStore implements DefinitionStore {
+  #records = new Map<string, StoredDefinition>();
+
+  get(name: string): Promise<StoredDefinition | null> {
+    const record = this.#records.get(name);
+    return Promise.resolve(record ? structuredClone(record) : null);
+  }
+
+  versions(): Promise<Map<string, number>> {
+    return Promise.resolve(
+      new Map([...this.#records].map(([name, record]) => [name, record.version])),
+    );
+  }
+
+  write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult> {
+    const current = this.#records.get(name)?.version ?? 0;
+    if (current !== expectedVersion) {
+      return Promise.resolve({ status: "conflict", version: current });
+    }
+    const version = current + 1;
+    this.#records.set(name, { ...structuredClone(record), name, version });
+    return Promise.resolve({ status: "written", version });
+  }
+
+  /** The version of a stream name, 0 when it has none: what the memory store's apply reports. */
+  versionOf(name: string): number {
+    return this.#records.get(name)?.version ?? 0;
+  }
+}

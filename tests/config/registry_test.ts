@@ -1,0 +1,340 @@
+/**
+ * The stream registry across instances on one real Redis: a stream created
+ * through one app ingests on another at once (lookup on a miss) and is found
+ * by the poll; a new version reaches an instance through the apply result;
+ * a deleted stream goes away; unknown names cost a bounded number of store
+ * lookups; config streams are checked against the counters the store holds.
+ */
+import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
+import { Redis } from "@upstash/redis";
+import { createApp } from "../../src/app.ts";
+import { compileConfig, ConfigError, StreamRegistry } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import {
+  type DefinitionStore,
+  generationKey,
+  MemoryDefinitionStore,
+  MemoryStore,
+  RedisDefinitionStore,
+  RedisStore,
+  type StoredDefinition,
+} from "../../src/store/mod.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+
+const SIGNUPS = {
+  counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
+};
+
+/** One instance: its own client, store, definitions and registry, sharing the fixture's Redis. */
+async function instance(fixture: RedisFixture, options: { config?: object; pollMs?: number } = {}) {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  const streams = new StreamRegistry(compileConfig(options.config ?? { streams: {} }), {
+    definitions: new RedisDefinitionStore(redis),
+    pollMs: options.pollMs,
+  });
+  const app = createApp({ streams, store: new RedisStore(redis), keys: await KeyRing.parse("") });
+  return { app, streams };
+}
+
+type Instance = Awaited<ReturnType<typeof instance>>;
+
+function put(at: Instance, name: string, body: unknown) {
+  return at.app.request(`/v1/streams/${name}`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+function ingest(at: Instance, name: string, events: unknown[]) {
+  return at.app.request(`/v1/streams/${name}/events`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(events),
+  });
+}
+
+async function getStream(at: Instance, name: string) {
+  const response = await at.app.request(`/v1/streams/${name}`);
+  return { status: response.status, body: await response.json() };
+}
+
+redisTest(
+  "A stream created through one instance ingests on a second at once, and both count it",
+  async (fixture) => {
+    const [a, b] = [await instance(fixture), await instance(fixture)];
+    assert.equal((await put(a, "signups", SIGNUPS)).status, 201);
+    // B never polled: the unknown name is looked up once.
+    assert.equal((await ingest(b, "signups", [{ plan: "pro" }, { plan: "free" }])).status, 202);
+    assert.equal((await ingest(a, "signups", [{ plan: "pro" }])).status, 202);
+    assert.equal((await getStream(a, "signups")).body.stats.applied, 3);
+    const onB = await getStream(b, "signups");
+    assert.equal(onB.body.stats.applied, 3);
+    assert.equal(onB.body.source, "api");
+    assert.equal(onB.body.version, 1);
+  },
+);
+
+redisTest(
+  "The poll finds a stream created on another instance and a deletion, within its interval",
+  async (fixture) => {
+    const a = await instance(fixture);
+    const b = await instance(fixture, { pollMs: 100 });
+    b.streams.startPolling();
+    try {
+      await put(a, "signups", SIGNUPS);
+      await waitFor(() => b.streams.has("signups"), "B serves signups");
+      const listed = await (await b.app.request("/v1/streams")).json();
+      assert.deepEqual(listed.streams.map((item: { name: string }) => item.name), ["signups"]);
+      await a.app.request("/v1/streams/signups", { method: "DELETE" });
+      await waitFor(() => !b.streams.has("signups"), "B drops signups");
+    } finally {
+      b.streams.stop();
+    }
+  },
+);
+
+redisTest(
+  "A new version reaches another instance through the apply result, without a poll",
+  async (fixture) => {
+    const [a, b] = [await instance(fixture), await instance(fixture)];
+    await put(a, "signups", SIGNUPS);
+    await ingest(b, "signups", [{ plan: "pro" }]);
+    const next = {
+      ...SIGNUPS,
+      counters: { ...SIGNUPS.counters, total: { window: { tumbling: "1h" }, aggregate: "count" } },
+    };
+    assert.equal((await put(a, "signups", next)).status, 200);
+    // B still serves version 1: nothing told it yet.
+    assert.equal((await getStream(b, "signups")).body.version, 1);
+    // Its next ingest is applied with what it holds, and the reply of that apply says version 2.
+    assert.equal((await ingest(b, "signups", [{ plan: "pro" }])).status, 202);
+    await b.streams.settled();
+    const onB = await getStream(b, "signups");
+    assert.equal(onB.body.version, 2);
+    assert.deepEqual(onB.body.counters, ["perMinute", "total"]);
+  },
+);
+
+redisTest(
+  "A stream deleted and created again on another instance starts empty there too",
+  async (fixture) => {
+    const [a, b] = [await instance(fixture), await instance(fixture)];
+    await put(a, "signups", SIGNUPS);
+    await ingest(b, "signups", [{ plan: "pro" }, { plan: "pro" }]);
+    await a.app.request("/v1/streams/signups", { method: "DELETE" });
+    const recreated = {
+      counters: { perMinute: { window: { tumbling: "5m" }, aggregate: "count" } },
+    };
+    assert.equal((await put(a, "signups", recreated)).status, 201);
+    await b.streams.poll();
+    const onB = await getStream(b, "signups");
+    assert.equal(onB.body.version, 3);
+    assert.equal(onB.body.stats.applied, 0);
+    const now = Date.now();
+    const windows = await (await b.app.request(
+      `/v1/streams/signups/counters/perMinute?from=${now - 600_000}&to=${now + 600_000}`,
+    )).json();
+    assert.deepEqual(windows.windows, []);
+  },
+);
+
+/** A definition store that counts its reads. */
+class CountingDefinitions implements DefinitionStore {
+  gets = 0;
+  #inner: DefinitionStore;
+  constructor(inner: DefinitionStore) {
+    this.#inner = inner;
+  }
+  get(name: string): Promise<StoredDefinition | null> {
+    this.gets += 1;
+    return this.#inner.get(name);
+  }
+  versions() {
+    return this.#inner.versions();
+  }
+  write(...args: Parameters<DefinitionStore["write"]>) {
+    return this.#inner.write(...args);
+  }
+}
+
+redisTest(
+  "Requests for an unknown stream cost one store lookup per name until the negative cache expires",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const definitions = new CountingDefinitions(new RedisDefinitionStore(redis));
+    let now = 1_000_000;
+    const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions,
+      now: () => now,
+      missTtlMs: 5_000,
+    });
+    const app = createApp({ streams, store: new RedisStore(redis), keys: await KeyRing.parse("") });
+    const replies = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        app.request("/v1/streams/nope/events", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: "{}",
+        })),
+    );
+    assert.ok(replies.every((reply) => reply.status === 404));
+    for (let i = 0; i < 50; i++) assert.equal((await app.request("/v1/streams/nope")).status, 404);
+    assert.equal(definitions.gets, 1);
+    now += 5_001;
+    assert.equal((await app.request("/v1/streams/nope")).status, 404);
+    assert.equal(definitions.gets, 2);
+  },
+);
+
+Deno.test("Lookups of many different unknown names are bounded per second", async () => {
+  const definitions = new CountingDefinitions(new MemoryDefinitionStore());
+  let now = 1_000_000;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    now: () => now,
+    lookupsPerSecond: 20,
+  });
+  for (let i = 0; i < 500; i++) assert.equal(await streams.find(`name${i}`), undefined);
+  assert.equal(definitions.gets, 20);
+  now += 1_000;
+  for (let i = 500; i < 1_000; i++) await streams.find(`name${i}`);
+  assert.equal(definitions.gets, 40);
+});
+
+Deno.test("A stream created meanwhile is served after the poll although its name was remembered as unknown", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const reader = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  assert.equal(await reader.find("signups"), undefined);
+  await writer.put("signups", SIGNUPS);
+  // Remembered as unknown until the negative cache expires, or the poll finds it sooner.
+  assert.equal(await reader.find("signups"), undefined);
+  await reader.poll();
+  assert.ok(await reader.find("signups"));
+});
+
+Deno.test("StreamRegistry polls every 2 s by default, so a new stream is served within the 5 s the README promises", async () => {
+  const clock = FakeTimers.install({ toFake: ["setInterval", "clearInterval"] });
+  try {
+    const definitions = new MemoryDefinitionStore();
+    const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+    const reader = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+    reader.startPolling();
+    await writer.put("signups", SIGNUPS);
+    await clock.tickAsync(1_999);
+    await reader.settled();
+    assert.equal(reader.has("signups"), false);
+    await clock.tickAsync(1);
+    await reader.settled();
+    assert.equal(reader.has("signups"), true);
+    reader.stop();
+  } finally {
+    clock.uninstall();
+  }
+});
+
+Deno.test("An ingest built from a deleted stream's definition lands in its old incarnation, not in the re-created one", async () => {
+  const nowMs = Date.parse("2026-01-01T00:00:00Z");
+  const store = new MemoryStore({ now: () => nowMs });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }));
+  const wrapped = streams.wrap(store);
+  await streams.put("signups", SIGNUPS);
+  // An ingest request holds the stream it found before the delete and the re-create.
+  const held = streams.get("signups")!;
+  await streams.remove("signups");
+  await streams.put("signups", {
+    counters: { perMinute: { window: { tumbling: "5m" }, aggregate: "count" } },
+  });
+  await ingestItems(held, [{ ok: true as const, value: { plan: "pro" } }], {
+    store: wrapped,
+    nowMs,
+  });
+  assert.equal((await wrapped.stats("signups", [])).applied, 0);
+  assert.equal((await store.stats(generationKey("signups", 1), [])).applied, 1);
+  assert.equal((await store.stats(generationKey("signups", 2), [])).applied, 0);
+});
+
+interface ConfigShape {
+  streams: { orders: { counters: Record<string, object>; transform?: object[] } };
+}
+
+const CONFIG_V1 = {
+  streams: {
+    orders: {
+      counters: {
+        n: { window: { tumbling: "1m" }, aggregate: "count" },
+        revenue: { window: { tumbling: "1m" }, aggregate: { sum: "amount" } },
+      },
+    },
+  },
+};
+
+redisTest(
+  "registerConfig() refuses a redeploy that changes a counter, naming the stream and counter",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const definitions = new RedisDefinitionStore(redis);
+    const first = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
+    await first.registerConfig();
+    assert.equal(first.describe("orders")?.version, 1);
+
+    // The same config again changes nothing; an added counter and a new transform are allowed.
+    const again = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
+    await again.registerConfig();
+    assert.equal(again.describe("orders")?.version, 1);
+    const grown = structuredClone(CONFIG_V1) as ConfigShape;
+    grown.streams.orders.counters.big = { window: { tumbling: "1h" }, aggregate: "count" };
+    grown.streams.orders.transform = [{ filter: "event.amount > 0" }];
+    const next = new StreamRegistry(compileConfig(grown), { definitions });
+    await next.registerConfig();
+    assert.equal(next.describe("orders")?.version, 2);
+    assert.equal(next.describe("orders")?.generation, 0);
+
+    const changed = structuredClone(CONFIG_V1) as ConfigShape;
+    changed.streams.orders.counters.revenue = {
+      window: { tumbling: "1m" },
+      aggregate: { avg: "amount" },
+    };
+    const refused = new StreamRegistry(compileConfig(changed), { definitions });
+    await assert.rejects(refused.registerConfig(), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(
+        error.message,
+        /^Stream 'orders' cannot change the window, aggregate or groupBy of counter 'revenue' .*add a new counter instead$/,
+      );
+      assert.ok(!error.message.includes("\n"));
+      return true;
+    });
+    // An API stream may not take a config stream's name stored by another deployment.
+    const other = await instance(fixture);
+    const taken = await put(other, "orders", SIGNUPS);
+    assert.equal(taken.status, 409);
+    assert.equal((await taken.json()).error.code, "stream_from_config");
+    const deleted = await other.app.request("/v1/streams/orders", { method: "DELETE" });
+    assert.equal(deleted.status, 409);
+    assert.equal((await deleted.json()).error.code, "stream_from_config");
+  },
+);
+
+async function waitFor(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`Not within 5 s: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * A stream created through the API closes windows, fires alerts and
+ * reaches webhook receivers as a config-file stream does, when the webhook
+ * service is wired as `env.ts` wires it (the registry as its streams, the
+ * registry's store).
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../../src/app.ts";
+import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
+import { UrlPolicy, WebhookService } from "../../../src/fanout/webhooks/mod.ts";
+import { KeyRing } from "../../../src/http/auth.ts";
+import { MemoryDefinitionStore, MemoryDeliveryStore, MemoryStore } from "../../../src/store/mod.ts";
+import { Receiver } from "./_receiver.ts";
+import { at, call, CONFIG, ingest, register, sweep, T0 } from "./_setup.ts";
+
+Deno.test("An API stream's closed windows and fired alerts reach a webhook receiver", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+  const store = streams.wrap(new MemoryStore({ now }));
+  const webhooks = new WebhookService({
+    random: () => 0.5,
+    store,
+    deliveries: new MemoryDeliveryStore({ now }),
+    streams,
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS in tests")),
+    }),
+  });
+  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now, webhooks });
+  const receiver = await Receiver.start(now);
+  try {
+    const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+    assert.equal(created.status, 201, created.text);
+    const { secret } = await register(app, { url: receiver.url(), streams: ["orders"] });
+    receiver.secrets = [secret];
+    await ingest(
+      app,
+      [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
+    );
+    await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+    await sweep(app, webhooks);
+    await webhooks.idle();
+    const received = receiver.received.map((item) => item.payload);
+    assert.deepEqual(
+      received.filter((payload) => payload.type === "alert.fired").map((payload) => [
+        payload.data.stream,
+        payload.data.alert,
+        payload.data.group,
+      ]),
+      [["orders", "busy", { country: "DE" }]],
+    );
+    assert.deepEqual(
+      received.filter((payload) => payload.type === "window.closed").map((payload) => [
+        payload.data.counter,
+        payload.data.value,
+      ]).sort(),
+      [["amount", 6], ["per_minute", 3]],
+    );
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("A webhook may name a stream another instance created, before this one serves it", async () => {
+  const now = () => T0;
+  const definitions = new MemoryDefinitionStore();
+  const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  await elsewhere.put("orders", CONFIG.streams.orders);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  const store = streams.wrap(new MemoryStore({ now }));
+  const webhooks = new WebhookService({
+    store,
+    deliveries: new MemoryDeliveryStore({ now }),
+    streams,
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS")),
+    }),
+  });
+  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now, webhooks });
+  try {
+    assert.equal(streams.has("orders"), false);
+    const created = await call(app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/hook",
+      streams: ["orders"],
+    });
+    assert.equal(created.status, 201, created.text);
+    const unknown = await call(app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/hook",
+      streams: ["nope"],
+    });
+    assert.equal(unknown.status, 400);
+  } finally {
+    await webhooks.close();
+  }
+});

@@ -1,0 +1,78 @@
+/**
+ * A stream created at run time through one instance, used on another over
+ * real sockets: WebSocket ingest finds it by its name (the lookup on a
+ * miss), and a live subscription over SSE gets its results, as for a
+ * config-file stream. The two instances share one memory store and
+ * definition store, as instances share Redis.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
+import { LiveHub } from "../../src/fanout/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
+import { denoClient, SseReader } from "../_live.ts";
+
+const SIGNUPS = {
+  counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
+};
+
+function instance(shared: { definitions: MemoryDefinitionStore; store: MemoryStore }) {
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions: shared.definitions,
+  });
+  const store = streams.wrap(shared.store);
+  const live = new LiveHub(streams, store, { pollMs: 20, updateIntervalMs: 100 });
+  return { streams, store, live };
+}
+
+Deno.test("A stream created on one instance ingests over WebSocket and is subscribed to over SSE on another", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const keys = await KeyRing.parse("");
+  const a = instance(shared);
+  const appA = createApp({ ...a, keys });
+  const b = instance(shared);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    createApp({ ...b, keys }).fetch,
+  );
+  const base = `127.0.0.1:${server.addr.port}`;
+  try {
+    const created = await appA.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(SIGNUPS),
+    });
+    assert.equal(created.status, 201);
+    assert.equal(b.streams.has("signups"), false);
+
+    const client = await denoClient(`ws://${base}/v1/streams/signups/ws`);
+    const response = await fetch(
+      `http://${base}/v1/streams/signups/subscribe?types=event.processed`,
+      {
+        headers: { Accept: "text/event-stream" },
+      },
+    );
+    assert.equal(response.status, 200);
+    const reader = new SseReader(response);
+    try {
+      assert.equal((await reader.next()).event, "subscribed");
+      client.socket.send(JSON.stringify([{ plan: "pro" }, { plan: "free" }]));
+      const ack = await client.inbox.next();
+      assert.deepEqual([ack.type, ack.accepted], ["ack", 2]);
+      const first = await reader.next();
+      assert.equal(first.event, "event.processed");
+      assert.deepEqual(first.data.data.event, { plan: "pro" });
+    } finally {
+      await reader.cancel();
+      await client.close();
+    }
+    const stats = await (await appA.request("/v1/streams/signups")).json();
+    assert.equal(stats.stats.applied, 2);
+  } finally {
+    await a.live.close();
+    await b.live.close();
+    await server.shutdown();
+  }
+});

@@ -1,0 +1,274 @@
+/**
+ * `PUT` and `DELETE /v1/streams/{stream}` through the app: created and
+ * replaced streams, the error envelope for every refusal, config streams
+ * read-only, counters that may not change, and a re-created stream that
+ * starts empty.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/mod.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const ADMIN = "admin-key-0123456789";
+const READ = "read-key-01234567890";
+
+const CONFIG = {
+  streams: {
+    orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } },
+  },
+};
+
+const SIGNUPS = {
+  description: "Sign-ups",
+  time: { field: "t" },
+  counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
+};
+
+async function appWith(options: { keyed?: boolean } = {}) {
+  const keys = await KeyRing.parse(options.keyed ? `admin:${ADMIN},read:${READ}` : "");
+  return createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore({ now: () => T0 }),
+    keys,
+    now: () => T0,
+  });
+}
+
+type App = Awaited<ReturnType<typeof appWith>>;
+
+function put(app: App, name: string, body: unknown, headers: Record<string, string> = {}) {
+  return app.request(`/v1/streams/${name}`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+function ingest(app: App, name: string, events: unknown[]) {
+  return app.request(`/v1/streams/${name}/events`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(events),
+  });
+}
+
+async function errorOf(response: Response): Promise<{ code: string; message: string }> {
+  return (await response.json()).error;
+}
+
+Deno.test("PUT /v1/streams/{stream} creates a stream (201) that ingests and reads like a config one", async () => {
+  const app = await appWith();
+  const created = await put(app, "signups", SIGNUPS);
+  assert.equal(created.status, 201);
+  const body = await created.json();
+  assert.equal(body.name, "signups");
+  assert.equal(body.source, "api");
+  assert.equal(body.version, 1);
+  assert.deepEqual(body.definition, SIGNUPS);
+  assert.deepEqual(body.counters, ["perMinute"]);
+
+  const t = new Date(T0 - 1_000).toISOString();
+  assert.equal(
+    (await ingest(app, "signups", [{ t, plan: "pro" }, { t, plan: "pro" }])).status,
+    202,
+  );
+  const windows = await (await app.request(
+    `/v1/streams/signups/counters/perMinute?from=${T0 - 60_000}&to=${T0}`,
+  )).json();
+  assert.deepEqual(windows.windows.map((row: { value: number }) => row.value), [2]);
+
+  const listed = await (await app.request("/v1/streams")).json();
+  assert.deepEqual(
+    listed.streams.map((item: { name: string; source: string }) => [item.name, item.source]),
+    [["orders", "config"], ["signups", "api"]],
+  );
+  const got = await (await app.request("/v1/streams/signups")).json();
+  assert.equal(got.version, 1);
+  assert.equal(got.stats.applied, 2);
+});
+
+Deno.test("PUT /v1/streams/{stream} replaces a stream (200, a new version) adding counters, transforms and alerts", async () => {
+  const app = await appWith();
+  await put(app, "signups", SIGNUPS);
+  const next = {
+    ...SIGNUPS,
+    time: { field: "t", lateness: "2m" },
+    transform: [{ filter: "event.plan != 'test'" }],
+    counters: {
+      ...SIGNUPS.counters,
+      perHour: { window: { tumbling: "1h" }, aggregate: "count", retention: "2h" },
+    },
+    alerts: [{ name: "busy", counter: "perMinute", when: "value > 100" }],
+  };
+  const replaced = await put(app, "signups", next);
+  assert.equal(replaced.status, 200);
+  const body = await replaced.json();
+  assert.equal(body.version, 2);
+  assert.deepEqual(body.counters, ["perMinute", "perHour"]);
+
+  // Removing a counter is allowed too, and so is a new retention.
+  const fewer = await put(app, "signups", {
+    ...SIGNUPS,
+    counters: {
+      perHour: { window: { tumbling: "1h" }, aggregate: "count", retention: "3h", maxGroups: 50 },
+    },
+  });
+  assert.equal(fewer.status, 200);
+  assert.equal((await fewer.json()).version, 3);
+});
+
+Deno.test("PUT /v1/streams/{stream} refuses a changed counter with 409 counter_changed and changes nothing", async () => {
+  const app = await appWith();
+  await put(app, "signups", SIGNUPS);
+  for (
+    const counter of [
+      { window: { tumbling: "5m" }, groupBy: ["plan"], aggregate: "count" },
+      { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: { sum: "amount" } },
+      { window: { tumbling: "1m" }, groupBy: [], aggregate: "count" },
+    ]
+  ) {
+    const refused = await put(app, "signups", { ...SIGNUPS, counters: { perMinute: counter } });
+    assert.equal(refused.status, 409);
+    const error = await errorOf(refused);
+    assert.equal(error.code, "counter_changed");
+    assert.match(error.message, /counter 'perMinute'.*add a new counter instead$/);
+  }
+  const got = await (await app.request("/v1/streams/signups")).json();
+  assert.equal(got.version, 1);
+  // The same window written another way is the same counter.
+  const same = await put(app, "signups", {
+    ...SIGNUPS,
+    counters: { perMinute: { window: { tumbling: "60s" }, groupBy: ["plan"], aggregate: "count" } },
+  });
+  assert.equal(same.status, 200);
+});
+
+Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad Content-Type with the error envelope", async () => {
+  const app = await appWith();
+  const badJson = await put(app, "signups", "{");
+  assert.equal(badJson.status, 400);
+  assert.equal((await errorOf(badJson)).code, "invalid_json");
+
+  const invalid = await put(app, "signups", {
+    counters: { n: { window: { tumbling: "5x" }, aggregate: "count" } },
+  });
+  assert.equal(invalid.status, 400);
+  const error = await errorOf(invalid);
+  assert.equal(error.code, "invalid_definition");
+  assert.match(
+    error.message,
+    /^Invalid stream definition: counters\.n\.window\.tumbling: Cannot read duration '5x'/,
+  );
+
+  const unknownField = await put(app, "signups", { countres: {} });
+  assert.equal(unknownField.status, 400);
+  assert.match((await errorOf(unknownField)).message, /countres/);
+
+  const badAlert = await put(app, "signups", {
+    counters: {},
+    alerts: [{ name: "a", counter: "missing", when: "value > 1" }],
+  });
+  assert.equal(badAlert.status, 400);
+  assert.match((await errorOf(badAlert)).message, /alerts\.0\.counter: No counter 'missing'/);
+
+  const text = await put(app, "signups", JSON.stringify(SIGNUPS), { "Content-Type": "text/plain" });
+  assert.equal(text.status, 415);
+
+  const badName = await put(app, "bad.name", SIGNUPS);
+  assert.equal(badName.status, 400);
+  // Nothing was created by any of them.
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+});
+
+Deno.test("PUT and DELETE /v1/streams/{stream} need the admin scope", async () => {
+  const app = await appWith({ keyed: true });
+  const anonymous = await put(app, "signups", SIGNUPS);
+  assert.equal(anonymous.status, 401);
+  const reader = await put(app, "signups", SIGNUPS, { Authorization: `Bearer ${READ}` });
+  assert.equal(reader.status, 403);
+  assert.equal((await errorOf(reader)).code, "forbidden");
+  const deleted = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${READ}` },
+  });
+  assert.equal(deleted.status, 403);
+  const admin = await put(app, "signups", SIGNUPS, { Authorization: `Bearer ${ADMIN}` });
+  assert.equal(admin.status, 201);
+});
+
+Deno.test("Config-file streams are read-only through the API: PUT and DELETE answer 409 stream_from_config", async () => {
+  const app = await appWith();
+  const replaced = await put(app, "orders", SIGNUPS);
+  assert.equal(replaced.status, 409);
+  assert.equal((await errorOf(replaced)).code, "stream_from_config");
+  const deleted = await app.request("/v1/streams/orders", { method: "DELETE" });
+  assert.equal(deleted.status, 409);
+  assert.equal((await errorOf(deleted)).code, "stream_from_config");
+  const got = await (await app.request("/v1/streams/orders")).json();
+  assert.equal(got.source, "config");
+  assert.deepEqual(got.counters, ["n"]);
+});
+
+Deno.test("DELETE /v1/streams/{stream} answers 204, then the stream is gone; an unknown one is 404", async () => {
+  const app = await appWith();
+  await put(app, "signups", SIGNUPS);
+  const deleted = await app.request("/v1/streams/signups", { method: "DELETE" });
+  assert.equal(deleted.status, 204);
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  const t = new Date(T0).toISOString();
+  assert.equal((await ingest(app, "signups", [{ t, plan: "pro" }])).status, 404);
+  const again = await app.request("/v1/streams/signups", { method: "DELETE" });
+  assert.equal(again.status, 404);
+  assert.equal((await errorOf(again)).code, "stream_not_found");
+});
+
+Deno.test("A stream deleted and created again starts empty, even with the same counter", async () => {
+  const app = await appWith();
+  await put(app, "signups", SIGNUPS);
+  const t = new Date(T0 - 1_000).toISOString();
+  await ingest(app, "signups", [{ t, plan: "pro" }, { t, plan: "free" }]);
+  await app.request("/v1/streams/signups", { method: "DELETE" });
+  const recreated = await put(app, "signups", SIGNUPS);
+  assert.equal(recreated.status, 201);
+  const body = await recreated.json();
+  assert.equal(body.version, 3);
+  assert.equal(body.stats.applied, 0);
+  const windows = await (await app.request(
+    `/v1/streams/signups/counters/perMinute?from=${T0 - 60_000}&to=${T0}`,
+  )).json();
+  assert.deepEqual(windows.windows, []);
+  await ingest(app, "signups", [{ t, plan: "pro" }]);
+  const after = await (await app.request(
+    `/v1/streams/signups/counters/perMinute?from=${T0 - 60_000}&to=${T0}`,
+  )).json();
+  assert.deepEqual(after.windows.map((row: { value: number }) => row.value), [1]);
+});
+
+Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with their errors", async () => {
+  const app = await appWith();
+  const doc = await (await app.request("/openapi.json")).json();
+  const path = doc.paths["/v1/streams/{stream}"];
+  assert.deepEqual(Object.keys(path.put.responses).sort(), [
+    "200",
+    "201",
+    "400",
+    "401",
+    "403",
+    "409",
+    "413",
+    "415",
+    "503",
+  ]);
+  assert.deepEqual(Object.keys(path.delete.responses).sort(), [
+    "204",
+    "401",
+    "403",
+    "404",
+    "409",
+    "503",
+  ]);
+  assert.equal(path.put.parameters[0].name, "stream");
+  assert.ok(doc.components.schemas.Stream.properties.source);
+});

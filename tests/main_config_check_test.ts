@@ -1,0 +1,84 @@
+/**
+ * `src/main.ts` checks the config file's streams against the counters the
+ * store holds: a redeploy that changes a counter's window, aggregate or
+ * groupBy exits 1 with one line naming the stream and counter, no stack.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig, StreamRegistry } from "../src/config/mod.ts";
+import { RedisDefinitionStore } from "../src/store/mod.ts";
+import { redisTest } from "./_redis.ts";
+import { startServerProcess } from "./_server_process.ts";
+
+const root = new URL("../", import.meta.url).pathname;
+
+function config(window: string) {
+  return {
+    streams: {
+      orders: { counters: { perMinute: { window: { tumbling: window }, aggregate: "count" } } },
+    },
+  };
+}
+
+redisTest(
+  "main.ts refuses a config whose counter changed against the store in one line",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await new StreamRegistry(compileConfig(config("1m")), {
+      definitions: new RedisDefinitionStore(redis),
+    }).registerConfig();
+    const path = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      await Deno.writeTextFile(path, JSON.stringify(config("5m")));
+      const env: Record<string, string> = {
+        ...Deno.env.toObject(),
+        NO_COLOR: "1",
+        EDGESTREAM_CONFIG: path,
+        UPSTASH_REDIS_REST_URL: fixture.restUrl,
+        UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+        EDGESTREAM_SWEEP_EVERY: "0s",
+        PORT: "0",
+      };
+      for (const name of ["EDGESTREAM_KEYS", "EDGESTREAM_ENV", "DENO_TIMELINE"]) delete env[name];
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--cached-only", "--allow-all", "src/main.ts"],
+        cwd: root,
+        env,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 1, stderr);
+      const lines = stderr.trim().split("\n");
+      assert.equal(lines.length, 1, stderr);
+      assert.match(
+        lines[0],
+        /^edgestream: EDGESTREAM_CONFIG: Stream 'orders' cannot change the window, aggregate or groupBy of counter 'perMinute' .*add a new counter instead$/,
+      );
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+);
+
+Deno.test("main.ts starts although the store cannot be reached to check the config streams, and logs why", async () => {
+  const server = await startServerProcess("unreachable", {
+    UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1",
+    UPSTASH_REDIS_REST_TOKEN: "token-of-nothing",
+    EDGESTREAM_SWEEP_EVERY: "0s",
+  });
+  try {
+    const ready = await fetch(`${server.url}/readyz`);
+    assert.equal(ready.status, 503);
+    await ready.body?.cancel();
+    assert.match(server.output(), /Cannot record the config streams in the store yet/);
+  } finally {
+    await server.stop();
+  }
+});
