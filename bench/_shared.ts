@@ -114,6 +114,8 @@ export interface ClosedLoopOptions {
   headers?: Record<string, string>;
   /** Headers of one request, added to `headers` (e.g. a fresh `Idempotency-Key`). */
   headersOf?: () => Record<string, string>;
+  /** Pause (ms) of a client between an answer and its next request, for a load below saturation. @default {0} */
+  pauseMs?: number;
   /** The status a request must get to count. @default {202} */
   status?: number;
   /** The body of one request. @default a `makeBatch(batch)` array, or one event for batch 1 */
@@ -155,6 +157,7 @@ export async function closedLoop(url: string, options: ClosedLoopOptions): Promi
         errors += 1;
         firstError ??= String(error);
       }
+      if (options.pauseMs) await new Promise((resolve) => setTimeout(resolve, options.pauseMs));
     }
   }
   await Promise.all(Array.from({ length: clients }, client));
