@@ -418,7 +418,7 @@ for _, counter in pairs(touchedCounters) do
   local livePanes, open = livePanesKey(counter.name), openKey(counter.name)
   redis.call("PEXPIRE", livePanes, counter.ttl)
   redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
-  if redis.call("EXISTS", open) == 1 then redis.call("PEXPIRE", open, counter.ttl) end
+  redis.call("PEXPIRE", open, counter.ttl) -- does nothing when the key does not exist
 end
 
 if accepted > 0 then redis.call("HINCRBY", STATS_KEY, "accepted", accepted) end
