@@ -212,6 +212,18 @@ export async function commandStats(port: number): Promise<CommandStats> {
   return stats;
 }
 
+/** CPU seconds (user + system) of a redis-server's main thread, from `INFO cpu`. */
+export async function redisCpuSeconds(port: number): Promise<number> {
+  const output = await new Deno.Command("redis-cli", {
+    args: ["-p", String(port), "INFO", "cpu"],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  const read = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, "m").exec(text)?.[1] ?? 0);
+  return read("used_cpu_user_main_thread") + read("used_cpu_sys_main_thread");
+}
+
 /** What changed between two {@linkcode commandStats} readings. */
 export function commandStatsDelta(before: CommandStats, after: CommandStats): CommandStats {
   const delta: CommandStats = new Map();
