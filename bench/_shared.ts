@@ -54,36 +54,47 @@ export async function startServer(
 
 let sequence = 0;
 const COUNTRIES = Array.from({ length: 20 }, (_, i) => `C${i}`);
-
 const RUN = crypto.randomUUID().slice(0, 8);
+const ID = "#ID#";
 
-function event(now: number) {
-  sequence += 1;
+function event(now: number, id: string, n: number) {
   return {
-    id: `${RUN}-${sequence}`,
-    ts: now - (sequence % 1000),
-    country: COUNTRIES[sequence % COUNTRIES.length],
-    amount: (sequence % 197) + 0.5,
-    user: `u${sequence % 5000}`,
+    id,
+    ts: now - (n % 1000),
+    country: COUNTRIES[n % COUNTRIES.length],
+    amount: (n % 197) + 0.5,
+    user: `u${n % 5000}`,
   };
 }
+
+/** Batch texts with `#ID#` where each id's unique part goes, per size, rebuilt every second. */
+const templates = new Map<number, { text: string; builtAt: number }>();
 
 /**
  * JSON text of `size` events for the `bench` stream of `bench/config.json`:
  * unique ids (also across processes), times within the last second, 20
  * countries, 5000 users, one amount in two ≥ 100 (the `big` field of the set
- * transform).
+ * transform). Made from a template refreshed every second, so that the load
+ * generator spends little time per request (it shares the machine with the
+ * servers it measures).
  */
 export function makeBatch(size: number): string {
   const now = Date.now();
-  const events = [];
-  for (let i = 0; i < size; i++) events.push(event(now));
-  return JSON.stringify(events);
+  let template = templates.get(size);
+  if (!template || now - template.builtAt > 1000) {
+    const events = [];
+    for (let i = 0; i < size; i++) events.push(event(now, `${ID}-${i}`, sequence + i));
+    template = { text: JSON.stringify(events), builtAt: now };
+    templates.set(size, template);
+  }
+  sequence += size;
+  return template.text.replaceAll(ID, `${RUN}-${sequence}`);
 }
 
 /** JSON text of one event object (not an array), as a single-event client sends it. */
 export function makeEvent(): string {
-  return JSON.stringify(event(Date.now()));
+  sequence += 1;
+  return JSON.stringify(event(Date.now(), `${RUN}-${sequence}`, sequence));
 }
 
 /** What a closed-loop load run saw. */
