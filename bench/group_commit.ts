@@ -12,27 +12,12 @@
  * `deno task bench:group [seconds-per-round] [rounds]`
  */
 import { startRedisServer } from "../tools/redis_server.ts";
-import { startServer } from "./_shared.ts";
+import { closedLoop, median, percentile, startServer, table } from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] ?? 5);
 const ROUNDS = Number(Deno.args[1] ?? 3);
 const CLIENTS = 16;
 const STREAM = "bench";
-const COUNTRIES = Array.from({ length: 20 }, (_, i) => `C${i}`);
-
-let sequence = 0;
-
-/** One event of the `bench` stream of `bench/config.json`, as a single-event body. */
-function oneEvent(): string {
-  sequence += 1;
-  return JSON.stringify({
-    id: `g${sequence}`,
-    ts: Date.now(),
-    country: COUNTRIES[sequence % COUNTRIES.length],
-    amount: (sequence % 97) + 0.5,
-    user: `u${sequence % 5000}`,
-  });
-}
 
 interface Counts {
   requests: number;
@@ -54,31 +39,15 @@ async function take(control: string): Promise<Counts> {
   return await res.json();
 }
 
-/** Runs the closed-loop clients for `seconds`; returns latencies (ms) of the 202 replies. */
+/** Runs the closed-loop clients for `seconds`; returns latencies (ms) of the 202 replies, sorted. */
 async function load(url: string, seconds: number): Promise<number[]> {
-  const deadline = performance.now() + seconds * 1000;
-  const latencies: number[] = [];
-  let failed = 0;
-  async function client() {
-    while (performance.now() < deadline) {
-      const sent = performance.now();
-      const res = await fetch(`${url}/v1/streams/${STREAM}/events`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: oneEvent(),
-      });
-      await res.arrayBuffer();
-      if (res.status === 202) latencies.push(performance.now() - sent);
-      else failed += 1;
-    }
-  }
-  await Promise.all(Array.from({ length: CLIENTS }, client));
-  if (failed > 0) throw new Error(`${failed} requests failed`);
-  return latencies;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+  const result = await closedLoop(`${url}/v1/streams/${STREAM}/events`, {
+    clients: CLIENTS,
+    batch: 1,
+    seconds,
+  });
+  if (result.errors > 0) throw new Error(`${result.errors} requests failed: ${result.firstError}`);
+  return result.latencies;
 }
 
 async function round(
@@ -94,7 +63,6 @@ async function round(
     const latencies = await load(server.url, SECONDS);
     const elapsed = (performance.now() - started) / 1000;
     const counts = await take(control);
-    latencies.sort((a, b) => a - b);
     return {
       requests: latencies.length,
       requestsPerSecond: latencies.length / elapsed,
@@ -106,23 +74,6 @@ async function round(
   } finally {
     await server.stop();
   }
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-/** A text table; columns in `left` are left-aligned, the others right-aligned. */
-function table(header: string[], rows: string[][], left: number[]): string {
-  const widths = header.map((title, i) =>
-    Math.max(title.length, ...rows.map((row) => row[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((cell, i) => left.includes(i) ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))
-      .join("  ").trimEnd();
-  return [line(header), widths.map((width) => "-".repeat(width)).join("  "), ...rows.map(line)]
-    .join("\n");
 }
 
 const redis = await startRedisServer();
@@ -169,7 +120,7 @@ try {
   const on = summary("on");
   console.log();
   console.log(
-    `Single-event ingest on Redis (stream '${STREAM}', 3 counters, dedupe; ${CLIENTS} closed-loop clients, ${SECONDS}s x ${ROUNDS} rounds, loopback, medians of rounds):`,
+    `Single-event ingest on Redis (stream '${STREAM}', 4 counters, dedupe; ${CLIENTS} closed-loop clients, ${SECONDS}s x ${ROUNDS} rounds, loopback, medians of rounds):`,
   );
   console.log(table(
     ["group commit", "requests/s", "billed commands/request", "p50 ms", "p99 ms"],

@@ -3,7 +3,7 @@
  *
  * 1. Cost per request: store round trips (HTTP requests to the Upstash endpoint) and billed
  *    Redis commands (one per `POST /`, one per command of a `/pipeline` or `/multi-exec` body)
- *    for ingest batches of 1, 100 and 1,000 events of the `bench` stream (3 counters), counted
+ *    for ingest batches of 1, 100 and 1,000 events of the `bench` stream (4 counters), counted
  *    by a proxy in front of the bridge.
  * 2. Throughput: events/s over real HTTP on loopback, batches of 100 events, the app on the
  *    Redis store against the app on the memory store, alternating in the same run.
@@ -14,7 +14,15 @@
  * `deno task bench:redis [seconds-per-round] [rounds]`
  */
 import { startRedisServer } from "../tools/redis_server.ts";
-import { makeBatch, type ServerProcess, startServer } from "./_shared.ts";
+import {
+  closedLoop,
+  makeBatch,
+  median,
+  percentile,
+  type ServerProcess,
+  startServer,
+  table,
+} from "./_shared.ts";
 import {
   billedCommands,
   commandNames,
@@ -119,28 +127,16 @@ interface LoadResult {
 }
 
 async function load(server: ServerProcess, seconds: number): Promise<LoadResult> {
-  const deadline = performance.now() + seconds * 1000;
-  const latencies: number[] = [];
-  let events = 0;
-  let errors = 0;
-  const started = performance.now();
-  async function worker() {
-    while (performance.now() < deadline) {
-      const sent = performance.now();
-      const status = await postBatch(server, BATCH);
-      latencies.push(performance.now() - sent);
-      if (status === 202) events += BATCH;
-      else errors += 1;
-    }
-  }
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  const elapsed = (performance.now() - started) / 1000;
-  if (errors > 0) throw new Error(`${errors} requests failed`);
-  latencies.sort((a, b) => a - b);
+  const result = await closedLoop(`${server.url}/v1/streams/${STREAM}/events`, {
+    clients: CONCURRENCY,
+    batch: BATCH,
+    seconds,
+  });
+  if (result.errors > 0) throw new Error(`${result.errors} requests failed: ${result.firstError}`);
   return {
-    eventsPerSecond: events / elapsed,
-    p50Ms: latencies[Math.floor(latencies.length * 0.5)],
-    p99Ms: latencies[Math.floor(latencies.length * 0.99)],
+    eventsPerSecond: result.events / result.seconds,
+    p50Ms: percentile(result.latencies, 0.5),
+    p99Ms: percentile(result.latencies, 0.99),
   };
 }
 
@@ -154,22 +150,6 @@ async function measureThroughput(mode: string, env: Record<string, string>): Pro
   }
 }
 
-function median(values: number[]): number {
-  return [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-}
-
-/** A text table; columns in `left` are left-aligned, the others right-aligned. */
-function table(header: string[], rows: string[][], left: number[]): string {
-  const widths = header.map((title, i) =>
-    Math.max(title.length, ...rows.map((row) => row[i].length))
-  );
-  const line = (cells: string[]) =>
-    cells.map((cell, i) => left.includes(i) ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))
-      .join("  ").trimEnd();
-  return [line(header), widths.map((width) => "-".repeat(width)).join("  "), ...rows.map(line)]
-    .join("\n");
-}
-
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
 const bridge = await startServer("bridge", {
@@ -179,7 +159,7 @@ const bridge = await startServer("bridge", {
 try {
   const costs = await measureCosts(bridge.url, token);
   console.log(
-    `Store cost per request (stream '${STREAM}', 3 counters; @upstash/redis as storeFromEnv builds it):`,
+    `Store cost per request (stream '${STREAM}', 4 counters; @upstash/redis as storeFromEnv builds it):`,
   );
   console.log(table(
     ["request", "samples", "round trips", "billed commands", "KiB sent", "what was sent"],
@@ -221,7 +201,7 @@ try {
   ];
   console.log();
   console.log(
-    `Ingest throughput (batches of ${BATCH}, 3 counters, ${CONCURRENCY} connections, ${SECONDS}s x ${ROUNDS} rounds, loopback):`,
+    `Ingest throughput (batches of ${BATCH}, 4 counters, ${CONCURRENCY} connections, ${SECONDS}s x ${ROUNDS} rounds, loopback):`,
   );
   console.log(table(
     ["store", "events/s (median)", "per round", "p50 ms/request", "p99 ms/request"],

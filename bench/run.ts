@@ -1,82 +1,316 @@
 /**
- * Ingest benchmark over real HTTP on loopback: batches of 100 events, three
- * counters, memory store; against a baseline Hono handler that only parses
- * the same JSON and replies 202, measured in the same run. Each server runs
- * in its own process; this process is the load generator. The pipeline runs
- * twice: on the `bench` stream (dedupe by id, as most streams will) and on
- * `bench_no_dedupe` (same counters, no dedupe), to show what dedupe costs.
+ * The ingest benchmark, on what users run: `src/main.ts`'s server (logs, sweep timer, webhooks
+ * service, live hub; group commit on Redis) with the `bench` stream of `bench/config.json` (dedupe
+ * by id, a CEL filter and a CEL set, 4 counters: tumbling count, hopping sum, sliding count,
+ * hopping distinct), API keys on (`EDGESTREAM_KEYS`, every request with `Authorization`), no
+ * idempotency keys. Over real HTTP on loopback, 16 closed-loop clients, batches of 100 events
+ * and single-event requests, against, in the same run:
  *
- * `deno task bench [seconds-per-round] [rounds]`
+ * - parse-only: a Deno + Hono handler that parses the JSON and replies 202 (the physical limit);
+ * - the naive peer (`_naive_peer.ts`): zod + one `@upstash/redis` command per event and counter,
+ *   auto-pipelined, on the same Redis.
+ *
+ * Redis runs as redis-server behind the Upstash REST bridge, with a counting proxy in front of
+ * the bridge (billed commands: one per `POST /`, one per command of a `/pipeline` body); Redis
+ * work is the `INFO commandstats` delta of the redis-server (µs of `evalsha` for edgestream, of
+ * every command for the peer). Every server, the bridge and the proxy run in their own process;
+ * this one is the load generator.
+ *
+ * Results go to `bench/results/run-<timestamp>.json` with the machine they ran on.
+ *
+ * `deno task bench [--seconds 5] [--rounds 3] [--batches 100,1] [--only memory,redis,naive]
+ * [--idempotency]`: `--idempotency` adds edgestream runs whose requests each carry a fresh
+ * `Idempotency-Key`, to show what they cost.
  */
+import { parseArgs } from "node:util";
+import { startRedisServer } from "../tools/redis_server.ts";
+import {
+  closedLoop,
+  type CommandStats,
+  commandStats,
+  commandStatsDelta,
+  machineInfo,
+  median,
+  percentile,
+  type ServerProcess,
+  startServer,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
-import { makeBatch, startServer } from "./_shared.ts";
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    seconds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "3" },
+    batches: { type: "string", default: "100,1" },
+    only: { type: "string", default: "memory,redis,naive" },
+    idempotency: { type: "boolean", default: false },
+    config: { type: "string" },
+  },
+});
+const SECONDS = Number(flags.seconds);
+const ROUNDS = Number(flags.rounds);
+const BATCHES = flags.batches.split(",").map(Number);
+const ONLY = new Set(flags.only.split(","));
+const CLIENTS = 16;
+const STREAM = "bench";
+const CONFIG = flags.config ?? new URL("./config.json", import.meta.url).pathname;
+const KEY = crypto.randomUUID().replaceAll("-", "");
+const TOKEN = crypto.randomUUID().replaceAll("-", "");
 
-const SECONDS = Number(Deno.args[0] ?? 5);
-const ROUNDS = Number(Deno.args[1] ?? 3);
-const CONCURRENCY = 16;
-const BATCH = 100;
-
-async function load(
-  port: number,
-  seconds: number,
-  stream: string,
-): Promise<{ events: number; seconds: number; errors: number }> {
-  const url = `http://127.0.0.1:${port}/v1/streams/${stream}/events`;
-  const deadline = performance.now() + seconds * 1000;
-  let events = 0;
-  let errors = 0;
-  const started = performance.now();
-  async function worker() {
-    while (performance.now() < deadline) {
-      const res = await fetch(url, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: makeBatch(BATCH),
-      });
-      await res.arrayBuffer();
-      if (res.status === 202) events += BATCH;
-      else errors += 1;
-    }
-  }
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { events, seconds: (performance.now() - started) / 1000, errors };
+interface Subject {
+  name: string;
+  mode: "baseline" | "main" | "naive";
+  redis: boolean;
+  idempotency: boolean;
 }
 
-async function measure(mode: string, stream = "bench"): Promise<number> {
-  const server = await startServer(mode);
+const subjects: Subject[] = [
+  { name: "parse-only", mode: "baseline", redis: false, idempotency: false },
+];
+if (ONLY.has("memory")) {
+  subjects.push({ name: "edgestream memory", mode: "main", redis: false, idempotency: false });
+  if (flags.idempotency) {
+    subjects.push({
+      name: "edgestream memory + idempotency keys",
+      mode: "main",
+      redis: false,
+      idempotency: true,
+    });
+  }
+}
+if (ONLY.has("redis")) {
+  subjects.push({ name: "edgestream redis", mode: "main", redis: true, idempotency: false });
+  if (flags.idempotency) {
+    subjects.push({
+      name: "edgestream redis + idempotency keys",
+      mode: "main",
+      redis: true,
+      idempotency: true,
+    });
+  }
+}
+if (ONLY.has("naive")) {
+  subjects.push({ name: "naive peer redis", mode: "naive", redis: true, idempotency: false });
+}
+
+/** One subject's measurement in one round at one batch size. */
+interface Measurement {
+  eventsPerSecond: number;
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  billedPerRequest?: number;
+  redisUsecPerEvent?: number;
+  redisUsecPerRequest?: number;
+  commands?: Record<string, number>;
+  redisCommands?: Record<string, { calls: number; usec: number }>;
+}
+
+interface Redis {
+  port: number;
+  proxyUrl: string;
+  control: string;
+}
+
+async function take(
+  control: string,
+): Promise<{ billed: number; commands: Record<string, number> }> {
+  return await (await fetch(`${control}/take`)).json();
+}
+
+function redisWork(subject: Subject, delta: CommandStats): number {
+  let usec = 0;
+  for (const [name, stat] of delta) {
+    // edgestream's work per event is its apply script; the peer's is every command it sends.
+    if (subject.mode === "naive" ? name !== "info" : name === "evalsha") usec += stat.usec;
+  }
+  return usec;
+}
+
+let prefix = 0;
+
+async function measure(subject: Subject, batch: number, redis: Redis): Promise<Measurement> {
+  prefix += 1;
+  const env: Record<string, string> = {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    EDGESTREAM_CONFIG: CONFIG,
+    EDGESTREAM_KEYS: `ingest:${KEY}`,
+    BENCH_KEY: KEY,
+  };
+  if (subject.redis) {
+    env.UPSTASH_REDIS_REST_URL = redis.proxyUrl;
+    env.UPSTASH_REDIS_REST_TOKEN = TOKEN;
+    env.EDGESTREAM_PREFIX = `b${prefix}`;
+  }
+  const server: ServerProcess = await startServer(subject.mode, env);
   try {
-    await load(server.port, 1, stream); // warm-up
-    const result = await load(server.port, SECONDS, stream);
-    if (result.errors > 0) throw new Error(`${mode}: ${result.errors} requests failed`);
-    return result.events / result.seconds;
+    let sequence = 0;
+    const options = {
+      clients: CLIENTS,
+      batch,
+      headers: { Authorization: `Bearer ${KEY}` },
+      headersOf: subject.idempotency
+        ? () => ({ "Idempotency-Key": `${KEY}-${prefix}-${++sequence}` })
+        : undefined,
+    };
+    const url = `${server.url}/v1/streams/${STREAM}/events`;
+    const warm = await closedLoop(url, { ...options, seconds: 1 });
+    if (warm.errors > 0) throw new Error(`${subject.name}: ${warm.firstError}`);
+    const statsBefore = subject.redis ? await commandStats(redis.port) : null;
+    if (subject.redis) await take(redis.control);
+    const result = await closedLoop(url, { ...options, seconds: SECONDS });
+    if (result.errors > 0) {
+      throw new Error(`${subject.name}: ${result.errors} requests failed, ${result.firstError}`);
+    }
+    const measurement: Measurement = {
+      eventsPerSecond: result.events / result.seconds,
+      requestsPerSecond: result.requests / result.seconds,
+      p50Ms: percentile(result.latencies, 0.5),
+      p99Ms: percentile(result.latencies, 0.99),
+    };
+    if (subject.redis) {
+      // Background work (sweep, live tail) is counted too: it is what the run cost.
+      const counts = await take(redis.control);
+      const delta = commandStatsDelta(statsBefore!, await commandStats(redis.port));
+      const usec = redisWork(subject, delta);
+      measurement.billedPerRequest = counts.billed / result.requests;
+      measurement.redisUsecPerEvent = usec / result.events;
+      measurement.redisUsecPerRequest = usec / result.requests;
+      measurement.commands = counts.commands;
+      measurement.redisCommands = Object.fromEntries(delta);
+    }
+    return measurement;
   } finally {
     await server.stop();
   }
 }
 
-const baseline: number[] = [];
-const pipeline: number[] = [];
-const noDedupe: number[] = [];
-for (let round = 1; round <= ROUNDS; round++) {
-  baseline.push(await measure("baseline"));
-  pipeline.push(await measure("pipeline"));
-  noDedupe.push(await measure("pipeline", "bench_no_dedupe"));
-  console.log(
-    `round ${round}: baseline ${baseline.at(-1)!.toFixed(0)} events/s, pipeline ${
-      pipeline.at(-1)!.toFixed(0)
-    } events/s, pipeline without dedupe ${noDedupe.at(-1)!.toFixed(0)} events/s`,
-  );
-}
-const median = (values: number[]) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-const b = median(baseline);
-const p = median(pipeline);
-const n = median(noDedupe);
+const machine = await machineInfo();
 console.log(
-  `ingest (batches of ${BATCH}, 3 counters, memory store, ${CONCURRENCY} connections, ${SECONDS}s x ${ROUNDS} rounds, median):`,
+  `machine: ${machine.cpu}, ${machine.cores} cores, deno ${machine.deno.deno}, load average ${
+    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+  }`,
 );
-console.log(`  baseline (parse JSON + 202):      ${b.toFixed(0)} events/s`);
-console.log(`  pipeline (dedupe by id):          ${p.toFixed(0)} events/s`);
-console.log(`  pipeline (no dedupe):             ${n.toFixed(0)} events/s`);
-console.log(`  ratio pipeline/baseline:          ${(p / b).toFixed(2)} (target >= 0.50)`);
-console.log(`  ratio pipeline (no dedupe)/base:  ${(n / b).toFixed(2)}`);
+const needsRedis = subjects.some((subject) => subject.redis);
+const redisServer = needsRedis ? await startRedisServer() : null;
+const bridge = redisServer
+  ? await startServer("bridge", {
+    BENCH_REDIS_URL: redisServer.url,
+    UPSTASH_REDIS_REST_TOKEN: TOKEN,
+  })
+  : null;
+const proxy = bridge
+  ? await startServer(
+    "proxy",
+    { BENCH_TARGET_URL: bridge.url },
+    new URL("./_proxy_server.ts", import.meta.url),
+  )
+  : null;
+const results: Record<string, Record<string, Measurement[]>> = {};
+try {
+  const redis: Redis = {
+    port: redisServer?.port ?? 0,
+    proxyUrl: proxy ? await (await fetch(`${proxy.url}/url`)).text() : "",
+    control: proxy?.url ?? "",
+  };
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const batch of BATCHES) {
+      const line: string[] = [];
+      for (const subject of subjects) {
+        const measurement = await measure(subject, batch, redis);
+        ((results[`batch ${batch}`] ??= {})[subject.name] ??= []).push(measurement);
+        line.push(`${subject.name} ${measurement.eventsPerSecond.toFixed(0)}`);
+      }
+      console.log(`round ${round}, batch ${batch}: ${line.join(", ")} events/s`);
+    }
+  }
+} finally {
+  await proxy?.stop();
+  await bridge?.stop();
+  await redisServer?.stop();
+}
+
+/** Medians over rounds, per batch size and subject. */
+const summary: Record<string, Record<string, Record<string, number>>> = {};
+for (const [batchName, bySubject] of Object.entries(results)) {
+  const rows: string[][] = [];
+  const baseline = median(bySubject["parse-only"].map((m) => m.eventsPerSecond));
+  for (const [name, list] of Object.entries(bySubject)) {
+    const pick = (get: (m: Measurement) => number | undefined) => {
+      const values = list.map(get).filter((value): value is number => value !== undefined);
+      return values.length > 0 ? median(values) : undefined;
+    };
+    const eventsPerSecond = pick((m) => m.eventsPerSecond)!;
+    const row: Record<string, number> = {
+      eventsPerSecond,
+      ratioToParseOnly: eventsPerSecond / baseline,
+      p50Ms: pick((m) => m.p50Ms)!,
+      p99Ms: pick((m) => m.p99Ms)!,
+    };
+    const billed = pick((m) => m.billedPerRequest);
+    const batch = Number(batchName.split(" ")[1]);
+    if (billed !== undefined) {
+      row.billedPerRequest = billed;
+      row.billedPer1MEvents = billed / batch * 1_000_000;
+      row.redisUsecPerEvent = pick((m) => m.redisUsecPerEvent)!;
+      row.redisUsecPerRequest = pick((m) => m.redisUsecPerRequest)!;
+    }
+    (summary[batchName] ??= {})[name] = row;
+    rows.push([
+      name,
+      row.eventsPerSecond.toFixed(0),
+      row.ratioToParseOnly.toFixed(2),
+      row.p50Ms.toFixed(1),
+      row.p99Ms.toFixed(1),
+      row.billedPerRequest?.toFixed(3) ?? "–",
+      row.billedPer1MEvents?.toFixed(0) ?? "–",
+      row.redisUsecPerEvent?.toFixed(1) ?? "–",
+      row.redisUsecPerRequest?.toFixed(1) ?? "–",
+    ]);
+  }
+  console.log();
+  console.log(
+    `${batchName} (${batchName === "batch 1" ? "single-event requests" : "events per request"}; ` +
+      `keys on, CEL filter + set, 4 counters incl. hopping distinct, dedupe; ${CLIENTS} clients, ` +
+      `${SECONDS}s x ${ROUNDS} rounds, medians):`,
+  );
+  console.log(table(
+    [
+      "server",
+      "events/s",
+      "ratio to parse-only",
+      "p50 ms",
+      "p99 ms",
+      "billed cmds/request",
+      "billed cmds/1M events",
+      "redis µs/event",
+      "redis µs/request",
+    ],
+    rows,
+    [0],
+  ));
+  for (const [name, row] of Object.entries(summary[batchName])) {
+    if (name === "parse-only") continue;
+    console.log(`ratio ${name} / parse-only (${batchName}): ${row.ratioToParseOnly.toFixed(2)}`);
+  }
+}
+const path = await writeResults("run", {
+  bench: "run",
+  startedAt: new Date(performance.timeOrigin).toISOString(),
+  machine,
+  loadAverageAtEnd: Deno.loadavg(),
+  settings: {
+    seconds: SECONDS,
+    rounds: ROUNDS,
+    clients: CLIENTS,
+    batches: BATCHES,
+    config: CONFIG,
+    stream: STREAM,
+  },
+  summary,
+  rounds: results,
+});
+console.log(`\nresults: ${path}`);

@@ -2,6 +2,10 @@
  * A server process for benchmarks; prints `listening <port>` once ready.
  *
  * - `baseline`: a Hono handler that only parses the JSON body and replies 202.
+ * - `main`: what `deno task start` runs (`src/main.ts`'s `serve`, configured from the environment
+ *   like it: `EDGESTREAM_CONFIG`, `EDGESTREAM_KEYS`, the Upstash variables…), logs included.
+ * - `naive`: the handler a user would write instead (`_naive_peer.ts`) on the Redis named by
+ *   `UPSTASH_REDIS_REST_URL`/`UPSTASH_REDIS_REST_TOKEN`, requiring the key `BENCH_KEY`.
  * - `pipeline`: the real app on the memory store.
  * - `pipeline-redis`: the real app on the Redis store, chosen from `UPSTASH_REDIS_REST_URL`,
  *   `UPSTASH_REDIS_REST_TOKEN` and `EDGESTREAM_PREFIX` as `src/main.ts` does.
@@ -17,13 +21,19 @@ import { storeFromEnv } from "../src/env.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 import { startUpstashBridge } from "../tools/upstash_bridge.ts";
+import { configFromEnv } from "../src/env.ts";
+import { serve } from "../src/main.ts";
+import { configureLogging } from "../src/telemetry/logging.ts";
+import { Redis } from "@upstash/redis";
+import { naivePeerApp } from "./_naive_peer.ts";
 
 const mode = Deno.args[0] ?? "pipeline";
 
 async function pipelineApp(store: Store) {
   const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
   const groupCommit = Deno.env.get("BENCH_GROUP_COMMIT") === "off" ? false : undefined;
-  return createApp({ streams, store, keys: await KeyRing.parse(""), groupCommit });
+  const keys = await KeyRing.parse(Deno.env.get("EDGESTREAM_KEYS") ?? "");
+  return createApp({ streams, store, keys, groupCommit });
 }
 
 function baselineApp() {
@@ -53,6 +63,30 @@ if (mode === "bridge") {
   }
   const bridge = await startUpstashBridge({ redisUrl, token });
   console.log(`listening ${new URL(bridge.url).port}`);
+} else if (mode === "main") {
+  const config = await configFromEnv(Deno.env);
+  configureLogging({ level: config.logLevel, secrets: config.secrets });
+  const server = await serve(config);
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    // Deno.exit, not the default death, so that `--cpu-prof` writes its profile.
+    Deno.addSignalListener(signal, async () => {
+      await server.stop();
+      Deno.exit(0);
+    });
+  }
+  console.log(`listening ${server.addr.port}`);
+} else if (mode === "naive") {
+  const redis = new Redis({
+    url: Deno.env.get("UPSTASH_REDIS_REST_URL")!,
+    token: Deno.env.get("UPSTASH_REDIS_REST_TOKEN")!,
+    enableTelemetry: false,
+    enableAutoPipelining: true,
+  });
+  Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: ({ port }) => console.log(`listening ${port}`),
+  }, naivePeerApp(redis, Deno.env.get("BENCH_KEY") ?? "").fetch);
 } else {
   const app = mode === "baseline"
     ? baselineApp()

@@ -36,6 +36,17 @@ export interface DispatcherOptions {
   leaseMs?: number;
 }
 
+/** Options for {@linkcode Dispatcher.dispatch}. */
+export interface DispatchOptions {
+  /** Told, after each page, how many deliveries it stored (when any), before the next page. */
+  onStored?: (count: number) => void;
+  /**
+   * Told when the stream's lease is held elsewhere (a sweep, another instance), so nothing was
+   * dispatched: what that holder read before this entry was logged may not include it.
+   */
+  onLeaseHeld?: () => void;
+}
+
 /** A page of a stream's log, fixed in the delivery store. */
 export interface PagePlan {
   /** The stream. */
@@ -79,18 +90,28 @@ export class Dispatcher {
   /**
    * Dispatches a stream's log up to its end (at most `maxPages` pages) to
    * `endpoints`; returns how many deliveries were created. Does nothing when
-   * another instance holds the stream's lease.
+   * another instance holds the stream's lease (then `options.onLeaseHeld` is told).
    */
-  async dispatch(stream: CompiledStream, endpoints: readonly Endpoint[]): Promise<number> {
+  async dispatch(
+    stream: CompiledStream,
+    endpoints: readonly Endpoint[],
+    options: DispatchOptions = {},
+  ): Promise<number> {
     const leaseName = `dispatch:${stream.name}`;
     const lease = await this.#deliveries.acquireLease(leaseName, this.#leaseMs);
-    if (lease === null) return 0;
+    if (lease === null) {
+      options.onLeaseHeld?.();
+      return 0;
+    }
     let created = 0;
     try {
       for (let page = 0; page < this.#maxPages; page++) {
         const plan = await this.planPage(stream);
         if (plan === null) break;
-        created += await this.#deliveries.createDeliveries(this.deliveriesFor(plan, endpoints));
+        const stored = await this.#deliveries.createDeliveries(this.deliveriesFor(plan, endpoints));
+        created += stored;
+        // Stored deliveries can be sent now; later pages need not hold them up.
+        if (stored > 0) options.onStored?.(stored);
         await this.commitPage(plan);
       }
     } finally {

@@ -48,6 +48,9 @@ export interface WebhookSweepReport {
   queued: number;
 }
 
+/** How soon (ms) a dispatch that found the stream's lease held elsewhere runs again. */
+const LEASE_RETRY_MS = 100;
+
 /** Options for {@linkcode WebhookService}. */
 export interface WebhookServiceOptions extends RetryDelayOptions {
   /** Stream state and result logs. */
@@ -240,8 +243,13 @@ export class WebhookService {
     const run = (async () => {
       const endpoints = await this.#deliveries.listEndpoints();
       if (endpoints.length === 0) return;
-      const created = await this.#dispatcher.dispatch(stream, endpoints);
-      if (created > 0) this.#sender.kick();
+      // Each page's deliveries go out once stored: an alert need not wait for the later pages.
+      await this.#dispatcher.dispatch(stream, endpoints, {
+        onStored: () => this.#sender.kick(),
+        // The holder may have read the log before this run's entries: try again soon rather
+        // than leave them to the next sweep (seconds away).
+        onLeaseHeld: () => this.#scheduleDispatch(name, LEASE_RETRY_MS),
+      });
     })()
       .catch((error) => logger.error("Webhook dispatch failed: {error}", { stream: name, error }))
       .finally(() => {

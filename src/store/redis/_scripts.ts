@@ -228,15 +228,34 @@ if dedupeTtl > 0 then
   newIds, oldIds = idsKey(bucket), idsKey(bucket - 1)
 end
 local insertedIds = false
+-- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
+local heldIds, freshIds = {}, {}
+if newIds then
+  local asked = {}
+  for i = 1, #times do
+    if not skip[i] and type(ids[i]) == "string" then asked[#asked + 1] = ids[i] end
+  end
+  for from = 1, #asked, 500 do
+    local to = math.min(from + 499, #asked)
+    local old = redis.call("HMGET", oldIds, unpack(asked, from, to))
+    local new = redis.call("HMGET", newIds, unpack(asked, from, to))
+    for k = 1, to - from + 1 do
+      if old[k] or new[k] then heldIds[asked[from + k - 1]] = true end
+    end
+  end
+end
 for i, t in ipairs(times) do
   local id, outcome = ids[i], 0
   if skip[i] then
     outcome = 3
   elseif newIds and type(id) == "string" then
-    -- The older bucket first, so a duplicate does not extend the id's life.
-    if redis.call("HEXISTS", oldIds, id) == 1 or redis.call("HSETNX", newIds, id, "1") == 0 then
+    -- Held in either bucket, or earlier in this batch: a duplicate, which does not extend the
+    -- id's life (it is added to the newer bucket only when new).
+    if heldIds[id] then
       outcome = 1
     else
+      heldIds[id] = true
+      freshIds[#freshIds + 1] = id
       insertedIds = true
     end
   end
@@ -280,7 +299,17 @@ for r, request in ipairs(requests) do
   end
   first = first + request.n
 end
-if insertedIds then redis.call("PEXPIRE", newIds, 2 * dedupeTtl) end
+if insertedIds then
+  for from = 1, #freshIds, 500 do
+    local fields = {}
+    for k = from, math.min(from + 499, #freshIds) do
+      fields[#fields + 1] = freshIds[k]
+      fields[#fields + 1] = "1"
+    end
+    redis.call("HSET", newIds, unpack(fields))
+  end
+  redis.call("PEXPIRE", newIds, 2 * dedupeTtl)
+end
 
 -- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
 -- pre-aggregated by the process when every event applies, else rebuilt here
@@ -395,7 +424,7 @@ for _, counter in pairs(touchedCounters) do
   local livePanes, open = livePanesKey(counter.name), openKey(counter.name)
   redis.call("PEXPIRE", livePanes, counter.ttl)
   redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
-  if redis.call("EXISTS", open) == 1 then redis.call("PEXPIRE", open, counter.ttl) end
+  redis.call("PEXPIRE", open, counter.ttl) -- does nothing when the key does not exist
 end
 
 if accepted > 0 then redis.call("HINCRBY", STATS_KEY, "accepted", accepted) end

@@ -919,3 +919,84 @@ Deno.test("close() without a signal waits for the send in flight and records it"
     assert.equal(delivery.status, "succeeded");
   });
 });
+
+Deno.test("an alert's delivery is sent as soon as its page of the log is stored, not after the dispatch's later pages", async () => {
+  // Under load a dispatch reads page after page while new alerts keep arriving; holding the
+  // sends until the last page made alert.fired wait for all of them (Redis p99 in seconds).
+  const clock: Clock = { now: T0 + 600_000 };
+  let pages = 0;
+  let firstSent: () => void;
+  const sent = new Promise<boolean>((resolve) => firstSent = () => resolve(true));
+  const store = new MemoryStore({ now: () => clock.now });
+  class SecondPageWaits extends MemoryDeliveryStore {
+    override async createDeliveries(...args: Parameters<DeliveryStore["createDeliveries"]>) {
+      const created = await super.createDeliveries(...args);
+      // A newer entry, so the dispatch goes on to a second page.
+      if (pages === 1) {
+        await store.appendLog("orders", [{
+          type: "alert.fired",
+          alert: "busy",
+          counter: "per_minute",
+          start: T0,
+          end: T0 + MINUTE,
+          group: '["FR"]',
+          value: 3,
+        }]);
+      }
+      return created;
+    }
+    override async beginPage(...args: Parameters<DeliveryStore["beginPage"]>) {
+      pages += 1;
+      if (pages === 2) {
+        const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 3000));
+        sentBeforeSecondPage = await Promise.race([sent, timeout]);
+      }
+      return await super.beginPage(...args);
+    }
+  }
+  let sentBeforeSecondPage: boolean | undefined;
+  await withApp(
+    { clock, store, deliveries: new SecondPageWaits({ now: () => clock.now }) },
+    async ({ app, webhooks, receiver }) => {
+      receiver.respond = (_request, index) => {
+        if (index === 0) firstSent();
+        return new Response(null, { status: 204 });
+      };
+      await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
+      await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+      await webhooks.idle();
+      assert.equal(pages, 2, "the dispatch read a second page");
+      assert.equal(sentBeforeSecondPage, true, "the first page's delivery went out first");
+      assert.deepEqual(
+        receiver.received.map((item) => item.payload.data.group.country).sort(),
+        ["DE", "FR"],
+      );
+    },
+  );
+});
+
+Deno.test("an alert whose dispatch finds the stream's lease held (a sweep, another instance) is dispatched again, not left for the next sweep", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  let refused = 0;
+  class LeaseHeldOnce extends MemoryDeliveryStore {
+    override acquireLease(...args: Parameters<DeliveryStore["acquireLease"]>) {
+      if (args[0].startsWith("dispatch:") && refused === 0) {
+        refused += 1;
+        return Promise.resolve(null);
+      }
+      return super.acquireLease(...args);
+    }
+  }
+  await withApp(
+    { clock, deliveries: new LeaseHeldOnce({ now: () => clock.now }) },
+    async ({ app, webhooks, receiver }) => {
+      await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
+      await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+      await webhooks.idle();
+      assert.equal(refused, 1);
+      assert.deepEqual(receiver.received.map((item) => item.payload.data.group), [{
+        country: "DE",
+      }]);
+    },
+  );
+});

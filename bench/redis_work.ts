@@ -1,0 +1,241 @@
+/**
+ * Redis work per event: what the apply script costs redis-server, from the `INFO commandstats`
+ * delta of `evalsha` (µs the server spent in it), with 1, 4 and 16 counters, at batches of 100
+ * events and per single-event call, and what one distinct counter (PFADD) adds.
+ *
+ * One client sends its requests one after another (so group commit merges nothing: each request
+ * is one EVALSHA) to `src/main.ts`'s server on redis-server through the Upstash REST bridge. The
+ * streams are the `bench` stream of `bench/config.json` (CEL filter + set, dedupe) with:
+ * - `1 count`: its tumbling count only;
+ * - `1 distinct`: its hopping distinct only (the PFADD cost);
+ * - `4`: its 4 counters (tumbling count, hopping sum, sliding count, hopping distinct);
+ * - `4 no distinct`: the 3 others, so `4` minus this is the distinct counter's share;
+ * - `16`: its 4 counters four times over.
+ *
+ * Also: the Redis commands the script ran (`redis.call`, counted in commandstats too), which do
+ * not depend on the machine's load, and redis-server's main-thread CPU time (`INFO cpu`: all its
+ * work, reading requests included), which depends on it less than the clock does.
+ *
+ * redis-server times a command by the clock, so on a busy machine the time it lost to other
+ * processes counts too: each figure is the least of `--rounds` rounds.
+ *
+ * `deno task bench:redis-work [--requests 40] [--singles 300] [--rounds 3]`
+ */
+import { parseArgs } from "node:util";
+import { startRedisServer } from "../tools/redis_server.ts";
+import {
+  commandStats,
+  commandStatsDelta,
+  machineInfo,
+  makeBatch,
+  makeEvent,
+  redisCpuSeconds,
+  startServer,
+  table,
+  writeResults,
+} from "./_shared.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    requests: { type: "string", default: "40" },
+    singles: { type: "string", default: "300" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const BATCH_REQUESTS = Number(flags.requests);
+const SINGLE_REQUESTS = Number(flags.singles);
+const ROUNDS = Number(flags.rounds);
+const TOKEN = crypto.randomUUID().replaceAll("-", "");
+
+const base = JSON.parse(await Deno.readTextFile(new URL("./config.json", import.meta.url)))
+  .streams.bench;
+const all = base.counters as Record<string, unknown>;
+const pick = (...names: string[]) => Object.fromEntries(names.map((name) => [name, all[name]]));
+const variants = new Map<string, Record<string, unknown>>([
+  ["1 count", pick("count_per_minute")],
+  ["1 distinct", pick("users_hourly")],
+  ["4", all],
+  ["4 no distinct", pick("count_per_minute", "revenue_hourly", "big_last_10m")],
+  [
+    "16",
+    Object.fromEntries(
+      [0, 1, 2, 3].flatMap((copy) =>
+        Object.entries(all).map(([name, counter]) => [`${name}_${copy}`, counter])
+      ),
+    ),
+  ],
+]);
+
+interface Row {
+  counters: string;
+  usecPerEventAtBatch100: number;
+  usecPerBatch100Call: number;
+  usecPerSingleEventCall: number;
+  callsPerBatchRequest: number;
+  callsPerSingleRequest: number;
+  innerCallsPerEventAtBatch100: number;
+  innerCallsPerSingleEventCall: number;
+  cpuUsecPerEventAtBatch100: number;
+  cpuUsecPerSingleEventCall: number;
+}
+
+async function send(url: string, body: string): Promise<void> {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body,
+  });
+  const text = await res.text();
+  if (res.status !== 202) throw new Error(`Ingest answered ${res.status}: ${text}`);
+}
+
+/**
+ * While `run` sends its requests: evalsha's µs and calls, the commands the scripts ran (counted
+ * in commandstats too), and redis-server's main-thread CPU µs (all its work, network included).
+ */
+async function evalshaDuring(port: number, run: () => Promise<void>) {
+  const before = await commandStats(port);
+  const cpuBefore = await redisCpuSeconds(port);
+  await run();
+  const cpuUsec = (await redisCpuSeconds(port) - cpuBefore) * 1e6;
+  const delta = commandStatsDelta(before, await commandStats(port));
+  let inner = 0;
+  for (const [name, stat] of delta) if (name !== "evalsha" && name !== "info") inner += stat.calls;
+  return { ...(delta.get("evalsha") ?? { calls: 0, usec: 0 }), inner, cpuUsec };
+}
+
+async function measure(
+  name: string,
+  round: number,
+  redisPort: number,
+  bridgeUrl: string,
+): Promise<Row> {
+  const configPath = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.writeTextFile(
+    configPath,
+    JSON.stringify({ streams: { bench: { ...base, counters: variants.get(name) } } }),
+  );
+  const server = await startServer("main", {
+    PORT: "0",
+    HOST: "127.0.0.1",
+    EDGESTREAM_CONFIG: configPath,
+    EDGESTREAM_SWEEP_EVERY: "0s",
+    UPSTASH_REDIS_REST_URL: bridgeUrl,
+    UPSTASH_REDIS_REST_TOKEN: TOKEN,
+    EDGESTREAM_PREFIX: `work${round}${name.replaceAll(" ", "")}`,
+  });
+  try {
+    const url = `${server.url}/v1/streams/bench/events`;
+    for (let i = 0; i < 20; i++) await send(url, makeBatch(100)); // warm-up, script cached
+    const batch = await evalshaDuring(redisPort, async () => {
+      for (let i = 0; i < BATCH_REQUESTS; i++) await send(url, makeBatch(100));
+    });
+    const single = await evalshaDuring(redisPort, async () => {
+      for (let i = 0; i < SINGLE_REQUESTS; i++) await send(url, makeEvent());
+    });
+    return {
+      counters: name,
+      usecPerEventAtBatch100: batch.usec / (BATCH_REQUESTS * 100),
+      usecPerBatch100Call: batch.usec / batch.calls,
+      usecPerSingleEventCall: single.usec / single.calls,
+      callsPerBatchRequest: batch.calls / BATCH_REQUESTS,
+      callsPerSingleRequest: single.calls / SINGLE_REQUESTS,
+      innerCallsPerEventAtBatch100: batch.inner / (BATCH_REQUESTS * 100),
+      innerCallsPerSingleEventCall: single.inner / single.calls,
+      cpuUsecPerEventAtBatch100: batch.cpuUsec / (BATCH_REQUESTS * 100),
+      cpuUsecPerSingleEventCall: single.cpuUsec / single.calls,
+    };
+  } finally {
+    await server.stop();
+    await Deno.remove(configPath);
+  }
+}
+
+const machine = await machineInfo();
+const redis = await startRedisServer();
+const bridge = await startServer("bridge", {
+  BENCH_REDIS_URL: redis.url,
+  UPSTASH_REDIS_REST_TOKEN: TOKEN,
+});
+const measured: Row[][] = [];
+try {
+  for (let round = 1; round <= ROUNDS; round++) {
+    measured.push([]);
+    for (const name of variants.keys()) {
+      measured.at(-1)!.push(await measure(name, round, redis.port, bridge.url));
+    }
+  }
+} finally {
+  await bridge.stop();
+  await redis.stop();
+}
+// redis-server times a command by the clock, so time it lost to other processes counts too:
+// the least of the rounds is the closest to its own work.
+const rows: Row[] = [...variants.keys()].map((name, i) => {
+  const of = measured.map((round) => round[i]);
+  const least = (get: (row: Row) => number) => Math.min(...of.map(get));
+  return {
+    counters: name,
+    usecPerEventAtBatch100: least((row) => row.usecPerEventAtBatch100),
+    usecPerBatch100Call: least((row) => row.usecPerBatch100Call),
+    usecPerSingleEventCall: least((row) => row.usecPerSingleEventCall),
+    callsPerBatchRequest: of[0].callsPerBatchRequest,
+    callsPerSingleRequest: of[0].callsPerSingleRequest,
+    innerCallsPerEventAtBatch100: of[0].innerCallsPerEventAtBatch100,
+    innerCallsPerSingleEventCall: of[0].innerCallsPerSingleEventCall,
+    cpuUsecPerEventAtBatch100: least((row) => row.cpuUsecPerEventAtBatch100),
+    cpuUsecPerSingleEventCall: least((row) => row.cpuUsecPerSingleEventCall),
+  };
+});
+console.log(
+  `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
+    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+  }`,
+);
+console.log(
+  `redis-server µs in the apply script (INFO commandstats of evalsha; ${BATCH_REQUESTS} batches of 100, ${SINGLE_REQUESTS} single-event requests, one at a time; least of ${ROUNDS} rounds):`,
+);
+console.log(table(
+  [
+    "counters",
+    "µs/event at batch 100",
+    "µs per 100-event call",
+    "µs per single-event call",
+    "redis.call/event at 100",
+    "redis.call per single call",
+    "CPU µs/event at 100",
+    "CPU µs per single call",
+    "evalsha/request (100, 1)",
+  ],
+  rows.map((row) => [
+    row.counters,
+    row.usecPerEventAtBatch100.toFixed(2),
+    row.usecPerBatch100Call.toFixed(0),
+    row.usecPerSingleEventCall.toFixed(1),
+    row.innerCallsPerEventAtBatch100.toFixed(2),
+    row.innerCallsPerSingleEventCall.toFixed(1),
+    row.cpuUsecPerEventAtBatch100.toFixed(2),
+    row.cpuUsecPerSingleEventCall.toFixed(1),
+    `${row.callsPerBatchRequest.toFixed(2)}, ${row.callsPerSingleRequest.toFixed(2)}`,
+  ]),
+  [0],
+));
+const four = rows.find((row) => row.counters === "4")!;
+const noDistinct = rows.find((row) => row.counters === "4 no distinct")!;
+console.log(
+  `distinct counter (PFADD) share at 4 counters: ${
+    (four.usecPerBatch100Call - noDistinct.usecPerBatch100Call).toFixed(0)
+  } µs per 100-event call, ${
+    (four.usecPerSingleEventCall - noDistinct.usecPerSingleEventCall).toFixed(1)
+  } µs per single-event call`,
+);
+console.log(`targets: <= 5 µs/event at 4 counters, <= 60 µs per single-event call`);
+console.log(
+  `\nresults: ${await writeResults("redis_work", {
+    bench: "redis_work",
+    machine,
+    rows,
+    rounds: measured,
+  })}`,
+);
