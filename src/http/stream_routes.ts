@@ -123,11 +123,20 @@ const StreamSchema = z.object({
   stats: StatsSchema,
 }).openapi("Stream");
 
+/** A counter's value: a number, null, or a quantiles counter's summary object. */
+const CounterValueSchema = z.union([
+  z.number(),
+  z.record(z.string(), z.union([z.number(), z.boolean(), z.null()])).openapi({
+    description:
+      "A quantiles counter: `count`, exact `min` and `max`, one estimate per quantile (`p50`, `p90`, `p95`, `p99` or those of `q`), and `approximate: true`",
+  }),
+]).nullable().openapi("CounterValue");
+
 const WindowRowSchema = z.object({
   start: z.string(),
   end: z.string(),
   group: z.record(z.string(), z.unknown()),
-  value: z.number().nullable(),
+  value: CounterValueSchema,
   final: z.boolean(),
   approximate: z.boolean().optional(),
 }).openapi("WindowRow");
@@ -302,6 +311,38 @@ function parseTime(text: string | undefined, name: string): number | undefined {
   return ms;
 }
 
+/** Most quantiles one read may ask for with `q`. */
+const MAX_QUANTILES = 20;
+
+const QuantilesParam = z.string().optional().openapi({
+  description:
+    "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 (e.g. `0.5,0.999` gives `p50` and `p99.9`)",
+});
+
+/** The quantiles of `?q=0.5,0.999`, or undefined for the defaults; a clear 400 otherwise. */
+function parseQuantiles(text: string | undefined): number[] | undefined {
+  if (text === undefined) return undefined;
+  const parts = text.split(",");
+  if (parts.length > MAX_QUANTILES) {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'q' names ${parts.length} quantiles; at most ${MAX_QUANTILES} are allowed`,
+    );
+  }
+  return parts.map((part) => {
+    const q = part.trim() === "" ? NaN : Number(part);
+    if (!(q >= 0 && q <= 1)) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter 'q' must list numbers from 0 to 1, got '${part}'`,
+      );
+    }
+    return q;
+  });
+}
+
 function groupFilters(c: Context): Record<string, string> {
   const filters: Record<string, string> = {};
   for (const [key, values] of Object.entries(c.req.queries())) {
@@ -357,6 +398,7 @@ const listWindowsRoute = createRoute({
       limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
         description: "Most rows (default 100)",
       }),
+      q: QuantilesParam,
     }),
   },
   responses: {
@@ -388,6 +430,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
       toMs: parseTime(query.to, "to"),
       limit: query.limit,
       groups: groupFilters(c),
+      quantiles: parseQuantiles(query.q),
     });
     return c.json({
       stream: stream.name,
@@ -408,7 +451,7 @@ const currentWindowRoute = createRoute({
   description:
     `For sliding windows: the last \`size\` up to now. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
-  request: { params: CounterParams },
+  request: { params: CounterParams, query: z.object({ q: QuantilesParam }) },
   responses: {
     200: {
       description: "Current window",
@@ -434,11 +477,12 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     const params = c.req.valid("param");
     const stream = findStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
+    const query = c.req.valid("query");
     const current = await currentWindow(
       stream,
       counter,
       { store: deps.store, nowMs: deps.now() },
-      groupFilters(c),
+      { groups: groupFilters(c), quantiles: parseQuantiles(query.q) },
     );
     return c.json({
       stream: stream.name,
@@ -527,7 +571,7 @@ const sweepRoute = createRoute({
               end: z.string(),
               groups: z.array(z.object({
                 group: z.record(z.string(), z.unknown()),
-                value: z.number().nullable(),
+                value: CounterValueSchema,
               })),
             })),
             fired: z.array(z.object({
@@ -537,7 +581,7 @@ const sweepRoute = createRoute({
               start: z.string(),
               end: z.string(),
               group: z.record(z.string(), z.unknown()),
-              value: z.number().nullable(),
+              value: CounterValueSchema,
             })).openapi({ description: "Alerts the final values fired (new firings only)" }),
             webhooks: z.object({
               queued: z.number().int().nonnegative().openapi({

@@ -7,11 +7,13 @@
 import type { CompiledStream } from "../config/mod.ts";
 import type { Store } from "../store/types.ts";
 import {
+  type AggregateValue,
   aggregateValue,
   type CompiledCounter,
   currentWindowStart,
   decodeGroup,
   panesOfWindow,
+  type ValueOptions,
   windowsOfPane,
 } from "../window/mod.ts";
 
@@ -23,11 +25,11 @@ export interface WindowRow {
   end: string;
   /** Group values by field. */
   group: Record<string, unknown>;
-  /** The aggregate's value; null where none exists (min of nothing). */
-  value: number | null;
+  /** The aggregate's value; null where none exists (min of nothing); an object for quantiles. */
+  value: AggregateValue;
   /** True once the watermark has passed end + lateness: the value can no longer change. */
   final: boolean;
-  /** Present and true when the value is an estimate (distinct on Redis). */
+  /** Present and true when the value is an estimate (distinct on Redis, quantiles). */
   approximate?: boolean;
 }
 
@@ -41,6 +43,14 @@ export interface ListOptions {
   groups?: Record<string, string>;
   /** Most rows returned. @default {100} */
   limit?: number;
+  /** Quantiles a quantiles counter reports. @default {DEFAULT_QUANTILES} */
+  quantiles?: readonly number[];
+}
+
+/** Options for {@linkcode currentWindow}. */
+export interface CurrentOptions extends ValueOptions {
+  /** Group filters: field → value as text (`"null"` matches null). @default {all groups} */
+  groups?: Record<string, string>;
 }
 
 /** Current time and watermark a read is judged against. */
@@ -68,6 +78,7 @@ async function rowsFor(
   starts: number[],
   context: ReadContext,
   filters: Record<string, string>,
+  valueOptions: ValueOptions = {},
 ): Promise<WindowRow[]> {
   const [values, stats] = await Promise.all([
     context.store.readWindows(
@@ -91,7 +102,7 @@ async function rowsFor(
       start: new Date(item.start).toISOString(),
       end: new Date(end).toISOString(),
       group,
-      value: aggregateValue(counter.aggregate, item.state),
+      value: aggregateValue(counter.aggregate, item.state, valueOptions),
       final: end <= closedBefore,
     };
     if (item.state.approximate) row.approximate = true;
@@ -130,7 +141,9 @@ export async function listWindows(
   }
   const newestFirst = [...starts].sort((a, b) => b - a).slice(0, limit);
   if (newestFirst.length === 0) return [];
-  const rows = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {});
+  const rows = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {}, {
+    quantiles: options.quantiles,
+  });
   return rows.slice(0, limit);
 }
 
@@ -139,10 +152,12 @@ export async function currentWindow(
   stream: CompiledStream,
   counter: CompiledCounter,
   context: ReadContext,
-  groups: Record<string, string> = {},
+  options: CurrentOptions = {},
 ): Promise<{ start: string; end: string; rows: WindowRow[] }> {
   const start = currentWindowStart(context.nowMs, counter.window);
-  const rows = await rowsFor(stream, counter, [start], context, groups);
+  const rows = await rowsFor(stream, counter, [start], context, options.groups ?? {}, {
+    quantiles: options.quantiles,
+  });
   return {
     start: new Date(start).toISOString(),
     end: new Date(start + counter.window.sizeMs).toISOString(),

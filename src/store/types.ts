@@ -15,7 +15,15 @@ export interface CounterMeta {
   sizeMs: number;
   /** Distance (ms) between window starts. */
   hopMs: number;
+  /** Relative accuracy of a quantiles counter's sketch. @default {DEFAULT_ACCURACY} */
+  accuracy?: number;
 }
+
+/**
+ * The value an alert fired on: a number, null (no value), or for a quantiles
+ * counter its summary object (`{count, min, max, p50, …, approximate}`).
+ */
+export type AlertValue = number | null | { [key: string]: number | boolean | null };
 
 /** Group key that events beyond a pane's `maxGroups` count into. */
 export const OTHER_GROUP = "__other__";
@@ -190,7 +198,7 @@ export type LogRecord =
     start: number;
     end: number;
     group: string;
-    value: number | null;
+    value: AlertValue;
   }
   | { type: "event.processed" | "event.late"; timeMs: number; event: unknown }
   | {
@@ -225,7 +233,7 @@ export interface AlertFiring {
   /** Group key. */
   group: string;
   /** The value that made it true. */
-  value: number | null;
+  value: AlertValue;
   /** How long (ms) the "already fired" marker lives (window size + lateness + retention). */
   ttlMs: number;
 }

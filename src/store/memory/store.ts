@@ -14,6 +14,7 @@ import {
   mergeState,
   normalizeState,
 } from "../aggregate_state.ts";
+import { DEFAULT_ACCURACY, sketchBin } from "../sketch.ts";
 import {
   type AlertFiring,
   type ApplyResult,
@@ -358,6 +359,11 @@ export class MemoryStore implements Store {
       cell.state.distinct = cell.values!.size;
     } else {
       addValue(cell.state, typeof update.value === "number" ? update.value : undefined);
+      if (counter.aggregate === "quantiles" && typeof update.value === "number") {
+        const bins = cell.state.bins ??= {};
+        const bin = sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
+        bins[bin] = (bins[bin] ?? 0) + 1;
+      }
     }
   }
 
