@@ -221,6 +221,14 @@ const scenarios: Record<string, Scenario> = {
       before[0].value,
     );
   },
+
+  async "an alert on a quantiles counter is logged with its value object"(store) {
+    const value = { count: 2, min: 1, max: 9, p50: 1, p99: 9.03, approximate: true };
+    const firing = { alert: "slow", counter: "tumbling", start: T0, end: T0 + 60_000 };
+    await store.fireAlerts("s", [{ ...firing, group: '["x"]', value, ttlMs: 60_000 }]);
+    const [entry] = await store.readLog("s", null, 10);
+    assert.deepEqual(entry.record, { type: "alert.fired", ...firing, group: '["x"]', value });
+  },
 };
 
 for (const [name, scenario] of Object.entries(scenarios)) {
