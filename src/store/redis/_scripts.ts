@@ -23,7 +23,7 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { MAX_LOG_ENTRIES, OTHER_GROUP } from "../types.ts";
+import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
 import { LUA_COMMON, luaString } from "./_lua_common.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
@@ -469,16 +469,51 @@ return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d =
 `;
 
 /**
- * Reads windows of one counter. ARGV[1] is JSON `{name, kind, windows: [[start, [pane, …]], …]}`.
+ * Reads windows of one counter. ARGV[1] is JSON `{name, kind, top?, windows: [[start, [pane, …]], …]}`;
+ * with `top`, a distinct counter's window adds a row for the union of its other groups
+ * (see `ReadOptions.top`), merged through a temporary HyperLogLog `tmp:rest`.
  * Returns JSON `[[start, group, count, sum, minOrMax, distinct, max?, [bin, count, …]?], …]`
  * with numbers as text (the last two for quantiles counters).
  */
 export const READ_SCRIPT = COMMON + `
-local name, kind, windows = args.name, args.kind, args.windows
+local name, kind, windows, top = args.name, args.kind, args.windows, args.top
+-- Byte order of two strings (the < of Lua strings follows the server's locale).
+local function bytesBefore(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- The union of a distinct counter's groups but the top ones: {count, distinct}.
+local function restOf(cells)
+  local ranked = {}
+  for i, cell in ipairs(cells) do ranked[i] = cell end
+  table.sort(ranked, function(a, b)
+    if a.distinct ~= b.distinct then return a.distinct > b.distinct end
+    return bytesBefore(a.group, b.group)
+  end)
+  local union, count, keys = P .. "tmp:rest", 0, {}
+  redis.call("DEL", union)
+  for i = top + 1, #ranked do
+    local cell = ranked[i]
+    count = count + cell.count
+    for _, pane in ipairs(cell.panes) do keys[#keys + 1] = hllKey(name, num(pane), cell.group) end
+  end
+  for i = 1, #keys, 500 do redis.call("PFMERGE", union, unpack(keys, i, math.min(i + 499, #keys))) end
+  local distinct = redis.call("PFCOUNT", union)
+  redis.call("DEL", union)
+  -- REST_GROUP: NUL, then plain text.
+  return { group = "\\0${REST_GROUP.slice(1)}", count = count, sum = 0, distinct = distinct }
+end
 local out = {}
 for _, window in ipairs(windows) do
   local start, panes = window[1], window[2]
-  for _, cell in ipairs(mergePanes(name, kind, panes)) do
+  local cells = mergePanes(name, kind, panes)
+  if kind == "distinct" and type(top) == "number" and #cells > top then
+    cells[#cells + 1] = restOf(cells)
+  end
+  for _, cell in ipairs(cells) do
     local row = rowText(cell)
     out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5], row[6], row[7] }
   end

@@ -29,6 +29,7 @@ import {
   type EventOutcome,
   type LogEntry,
   type LogRecord,
+  type ReadOptions,
   type RequestResult,
   type Store,
   type StoreBatch,
@@ -296,7 +297,12 @@ export class RedisStore implements Store {
     });
   }
 
-  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]> {
+  readWindows(
+    stream: string,
+    counter: CounterMeta,
+    windows: WindowRead[],
+    options: ReadOptions = {},
+  ): Promise<WindowValue[]> {
     if (windows.length === 0) return Promise.resolve([]);
     return this.#call("readWindows", async () => {
       const rows = asArray<[string, ...MergedRow]>(
@@ -304,6 +310,7 @@ export class RedisStore implements Store {
           await this.#script(READ_SCRIPT, stream, {
             name: counter.name,
             kind: counter.aggregate,
+            top: options.top ?? false,
             windows: windows.map((window) => [window.start, window.panes]),
           }),
         ),
