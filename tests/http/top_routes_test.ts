@@ -76,6 +76,21 @@ Deno.test("?by= ranks a quantiles counter's groups by that quantile; others is t
   assert.equal(others.approximate, true);
 });
 
+Deno.test("with top, limit counts windows: each keeps its top groups and its others", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(130)) });
+  const later = EVENTS.map((event) => ({ ...event, ts: at(61) }));
+  await postEvents(app, [...EVENTS, ...later], { stream: "api" });
+  const both = await (await app.request("/v1/streams/api/counters/hits?top=2")).json();
+  assert.deepEqual(both.others.map((row: { start: string }) => row.start), [at(60), at(0)]);
+  assert.equal(both.windows.length, 4);
+  const newest = await (await app.request("/v1/streams/api/counters/hits?top=2&limit=1")).json();
+  assert.deepEqual(
+    newest.windows.map((row: { start: string; value: number }) => [row.start, row.value]),
+    [[at(60), 5], [at(60), 3]],
+  );
+  assert.deepEqual(newest.others.map((row: { start: string }) => row.start), [at(60)]);
+});
+
 Deno.test("bad top and by parameters are 400s that name the problem", async () => {
   const { app } = await testApp({ config: CONFIG });
   const cases: Array<[string, RegExp]> = [

@@ -8,13 +8,14 @@ import fc from "fast-check";
 import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
-import { listWindows, type WindowRow } from "../../src/query/mod.ts";
+import { listTopWindows, listWindows, type WindowRow } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { sketchBin, type SketchBins } from "../../src/store/sketch.ts";
 import type { Store } from "../../src/store/types.ts";
 import { aggregateValue, panesOfWindow } from "../../src/window/mod.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
+import { commandNames, startUpstashProxy } from "../_upstash_proxy.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 400_000;
@@ -140,6 +141,11 @@ const scenarios: Record<string, Scenario> = {
     });
     assert.equal(reply.accepted, 0);
     assert.match(JSON.stringify(reply), /Counter 'tumbling' \(quantiles\) needs a number, got/);
+    const huge = await ingestItems(stream, items([{ t: T0 + 1000, g: "x", v: 2 ** 54 }]), {
+      store,
+      nowMs: T0 + 2000,
+    });
+    assert.match(JSON.stringify(huge), /\(quantiles\) accepts values up to ±9007199254740991/);
     assert.deepEqual(
       await listWindows(stream, stream.counters[0], { store, nowMs: T0 + 2000 }),
       [],
@@ -306,3 +312,35 @@ Deno.test("quantiles: the sketch of a window does not depend on the order or bat
     ),
   );
 });
+
+redisTest(
+  "quantiles on Redis: an ingest is one EVALSHA, and a read with top costs what a plain read does",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const redis = new Redis({
+        url: proxy.url,
+        token: fixture.restToken,
+        enableTelemetry: false,
+        enableAutoPipelining: false,
+      });
+      const store = new RedisStore(redis, { now: () => NOW });
+      const batch = (n: number) =>
+        items(Array.from({ length: n }, (_, i) => ({ t: NOW - i, g: `g${i % 7}`, v: i * 1.5 })));
+      await ingestItems(stream, batch(10), { store, nowMs: NOW }); // loads the script
+      proxy.take();
+      await ingestItems(stream, batch(1000), { store, nowMs: NOW });
+      assert.deepEqual(proxy.take().map(commandNames), [["evalsha"]]);
+      const counter = stream.counters[0];
+      // Warm the read script, then count.
+      await listTopWindows(stream, counter, { store, nowMs: NOW }, { top: 2 });
+      proxy.take();
+      await listWindows(stream, counter, { store, nowMs: NOW });
+      const plain = proxy.take().map(commandNames);
+      await listTopWindows(stream, counter, { store, nowMs: NOW }, { top: 2, by: 0.99 });
+      assert.deepEqual(proxy.take().map(commandNames), plain);
+    } finally {
+      await proxy.close();
+    }
+  },
+);

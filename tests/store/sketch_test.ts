@@ -103,6 +103,16 @@ Deno.test("sketchQuantiles() keeps negative, zero and positive values apart, in 
   });
 });
 
+Deno.test("sketchQuantiles() of one repeated value is that value exactly, with min and max", () => {
+  for (const value of [42, -0.37, 1e15]) {
+    const bins = binsOf(Array(1000).fill(value), 0.01);
+    assert.deepEqual(
+      sketchQuantiles(bins, 0.01, [0, 0.5, 0.99, 1], { min: value, max: value }),
+      [value, value, value, value],
+    );
+  }
+});
+
 Deno.test("sketchQuantiles() of no values is null for each quantile", () => {
   assert.deepEqual(sketchQuantiles({}, 0.01, [0.5, 0.99]), [null, null]);
 });
