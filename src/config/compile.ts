@@ -14,7 +14,7 @@ import {
   type Transform,
 } from "../transform/mod.ts";
 import { compileEventSchema, SchemaCompileError } from "../validate/mod.ts";
-import type { CompiledCounter, WindowSpec } from "../window/mod.ts";
+import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
 import {
   type AlertDefinition,
@@ -162,10 +162,18 @@ function compileCounter(
       `${at}.window: a window may span at most 1440 panes; pick sizes with a larger common divisor`,
     );
   }
-  const aggregate = definition.aggregate === "count" ? { kind: "count" as const } : (() => {
-    const [kind, field] = Object.entries(definition.aggregate)[0];
-    return { kind: kind as "sum" | "min" | "max" | "avg" | "distinct", field: field as string };
-  })();
+  const aggregate: AggregateSpec = definition.aggregate === "count"
+    ? { kind: "count" as const }
+    : "quantiles" in definition.aggregate
+    ? {
+      kind: "quantiles",
+      field: definition.aggregate.quantiles,
+      accuracy: definition.aggregate.accuracy,
+    }
+    : (() => {
+      const [kind, field] = Object.entries(definition.aggregate)[0];
+      return { kind: kind as "sum" | "min" | "max" | "avg" | "distinct", field: field as string };
+    })();
   const ttlMs = window.sizeMs + latenessMs + definition.retention;
   return {
     name,
@@ -181,6 +189,7 @@ function compileCounter(
       ttlMs,
       sizeMs: window.sizeMs,
       hopMs: hopWidth(window),
+      ...(aggregate.kind === "quantiles" ? { accuracy: aggregate.accuracy } : {}),
     },
   };
 }

@@ -54,7 +54,14 @@ const aggregateSchema = z.union([
   z.strictObject({ max: fieldPath }),
   z.strictObject({ avg: fieldPath }),
   z.strictObject({ distinct: fieldPath }),
-], { error: 'Aggregate must be "count" or one of {sum|min|max|avg|distinct: "<field>"}' });
+  z.strictObject({
+    quantiles: fieldPath,
+    accuracy: z.number().min(0.001).max(0.1).default(0.01),
+  }),
+], {
+  error:
+    'Aggregate must be "count", one of {sum|min|max|avg|distinct: "<field>"} or {quantiles: "<field>", accuracy?}',
+});
 
 const counterSchema = z.strictObject({
   description: z.string().max(1024).optional(),

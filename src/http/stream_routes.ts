@@ -12,7 +12,7 @@ import { type CompiledStream, lookUpStream, StreamRegistry } from "../config/mod
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
-import { currentWindow, listWindows } from "../query/mod.ts";
+import { currentWindow, listTopWindows, listWindows } from "../query/mod.ts";
 import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
@@ -148,11 +148,20 @@ export const StreamSchema = z.object({
   stats: StatsSchema,
 }).openapi("Stream");
 
+/** A counter's value: a number, null, or a quantiles counter's summary object. */
+const CounterValueSchema = z.union([
+  z.number(),
+  z.record(z.string(), z.union([z.number(), z.boolean(), z.null()])).openapi({
+    description:
+      "A quantiles counter: `count`, exact `min` and `max`, one estimate per quantile (`p50`, `p90`, `p95`, `p99` or those of `q`), and `approximate: true`",
+  }),
+]).nullable().openapi("CounterValue");
+
 const WindowRowSchema = z.object({
   start: z.string(),
   end: z.string(),
   group: z.record(z.string(), z.unknown()),
-  value: z.number().nullable(),
+  value: CounterValueSchema,
   final: z.boolean(),
   approximate: z.boolean().optional(),
 }).openapi("WindowRow");
@@ -335,6 +344,96 @@ function parseTime(text: string | undefined, name: string): number | undefined {
   return ms;
 }
 
+/** Most quantiles one read may ask for with `q`. */
+const MAX_QUANTILES = 20;
+
+const QuantilesParam = z.string().optional().openapi({
+  description:
+    "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 (e.g. `0.5,0.999` gives `p50` and `p99.9`)",
+});
+
+/** The quantiles of `?q=0.5,0.999`, or undefined for the defaults; a clear 400 otherwise. */
+function parseQuantiles(text: string | undefined): number[] | undefined {
+  if (text === undefined) return undefined;
+  const parts = text.split(",");
+  if (parts.length > MAX_QUANTILES) {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'q' names ${parts.length} quantiles; at most ${MAX_QUANTILES} are allowed`,
+    );
+  }
+  return parts.map((part) => {
+    const q = part.trim() === "" ? NaN : Number(part);
+    if (!(q >= 0 && q <= 1)) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter 'q' must list numbers from 0 to 1, got '${part}'`,
+      );
+    }
+    return q;
+  });
+}
+
+const TopParam = z.coerce.number().int().min(1).max(1000).optional().openapi({
+  description:
+    "Only this many groups with the highest value per window (ties by group key), the rest merged into `others`; not with `group.*` filters",
+});
+
+const ByParam = z.string().optional().openapi({
+  description:
+    "Quantiles counters with `top`: the quantile groups are ranked by, as `p<percent>` (`p99`, `p99.9`; default `p50`)",
+});
+
+const OthersSchema = z.object({
+  start: z.string(),
+  end: z.string(),
+  groups: z.int().openapi({ description: "Groups in the window, top ones included" }),
+  value: CounterValueSchema.openapi({
+    description:
+      "The groups beyond the top merged: count and sum added, min/max the extreme, avg of the merged sum and count, distinct of the union (HyperLogLog on Redis), quantiles of the merged sketch; null when there are none",
+  }),
+  final: z.boolean(),
+  approximate: z.boolean().optional(),
+}).openapi("OtherGroups");
+
+/** The top-groups options of `?top=&by=`, checked against the counter and the group filters. */
+function parseTop(
+  counter: CompiledCounter,
+  query: { top?: number; by?: string },
+  filters: Record<string, string>,
+): { top: number; by?: number } | undefined {
+  if (query.top === undefined) {
+    if (query.by !== undefined) {
+      throw new ApiError(400, "invalid_query", "Query parameter 'by' needs 'top'");
+    }
+    return undefined;
+  }
+  if (Object.keys(filters).length > 0) {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'top' ranks all groups and cannot be combined with group filters: ${
+        Object.keys(filters).map((field) => `group.${field}`).join(", ")
+      }`,
+    );
+  }
+  if (query.by === undefined) return { top: query.top };
+  const percent = /^p(\d+(\.\d+)?)$/.exec(query.by);
+  const by = percent ? Number(percent[1]) / 100 : NaN;
+  if (counter.aggregate.kind !== "quantiles" || !(by >= 0 && by <= 1)) {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      counter.aggregate.kind === "quantiles"
+        ? `Query parameter 'by' must be p0 to p100, got '${query.by}'`
+        : `Query parameter 'by' applies to quantiles counters; '${counter.name}' is ${counter.aggregate.kind}`,
+    );
+  }
+  return { top: query.top, by };
+}
+
 function groupFilters(c: Context): Record<string, string> {
   const filters: Record<string, string> = {};
   for (const [key, values] of Object.entries(c.req.queries())) {
@@ -390,6 +489,9 @@ const listWindowsRoute = createRoute({
       limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
         description: "Most rows (default 100)",
       }),
+      q: QuantilesParam,
+      top: TopParam,
+      by: ByParam,
     }),
   },
   responses: {
@@ -402,6 +504,9 @@ const listWindowsRoute = createRoute({
             counter: z.string(),
             aggregate: z.string(),
             windows: z.array(WindowRowSchema),
+            others: z.array(OthersSchema).optional().openapi({
+              description: "With `top`: per window, newest first, the groups beyond the top",
+            }),
           }),
         },
       },
@@ -416,12 +521,26 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
     const query = c.req.valid("query");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
-    const windows = await listWindows(stream, counter, { store: deps.store, nowMs: deps.now() }, {
+    const filters = groupFilters(c);
+    const top = parseTop(counter, query, filters);
+    const context = { store: deps.store, nowMs: deps.now() };
+    const options = {
       fromMs: parseTime(query.from, "from"),
       toMs: parseTime(query.to, "to"),
       limit: query.limit,
-      groups: groupFilters(c),
-    });
+      quantiles: parseQuantiles(query.q),
+    };
+    if (top) {
+      const ranked = await listTopWindows(stream, counter, context, { ...options, ...top });
+      return c.json({
+        stream: stream.name,
+        counter: counter.name,
+        aggregate: counter.aggregate.kind,
+        windows: ranked.windows,
+        others: ranked.others,
+      }, 200);
+    }
+    const windows = await listWindows(stream, counter, context, { ...options, groups: filters });
     return c.json({
       stream: stream.name,
       counter: counter.name,
@@ -441,7 +560,10 @@ const currentWindowRoute = createRoute({
   description:
     `For sliding windows: the last \`size\` up to now. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
-  request: { params: CounterParams },
+  request: {
+    params: CounterParams,
+    query: z.object({ q: QuantilesParam, top: TopParam, by: ByParam }),
+  },
   responses: {
     200: {
       description: "Current window",
@@ -454,6 +576,9 @@ const currentWindowRoute = createRoute({
             start: z.string(),
             end: z.string(),
             windows: z.array(WindowRowSchema),
+            others: OthersSchema.optional().openapi({
+              description: "With `top`: the groups beyond the top",
+            }),
           }),
         },
       },
@@ -467,11 +592,14 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     const params = c.req.valid("param");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
+    const query = c.req.valid("query");
+    const filters = groupFilters(c);
+    const top = parseTop(counter, query, filters);
     const current = await currentWindow(
       stream,
       counter,
       { store: deps.store, nowMs: deps.now() },
-      groupFilters(c),
+      { groups: filters, quantiles: parseQuantiles(query.q), ...top },
     );
     return c.json({
       stream: stream.name,
@@ -480,6 +608,7 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
       start: current.start,
       end: current.end,
       windows: current.rows,
+      ...(current.others ? { others: current.others } : {}),
     }, 200);
   };
 }
@@ -560,7 +689,7 @@ const sweepRoute = createRoute({
               end: z.string(),
               groups: z.array(z.object({
                 group: z.record(z.string(), z.unknown()),
-                value: z.number().nullable(),
+                value: CounterValueSchema,
               })),
             })),
             fired: z.array(z.object({
@@ -570,7 +699,7 @@ const sweepRoute = createRoute({
               start: z.string(),
               end: z.string(),
               group: z.record(z.string(), z.unknown()),
-              value: z.number().nullable(),
+              value: CounterValueSchema,
             })).openapi({ description: "Alerts the final values fired (new firings only)" }),
             webhooks: z.object({
               queued: z.number().int().nonnegative().openapi({

@@ -5,13 +5,16 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { Store } from "../store/types.ts";
+import type { Store, WindowValue } from "../store/types.ts";
+import { rankWindow, type TopOptions } from "./top.ts";
 import {
+  type AggregateValue,
   aggregateValue,
   type CompiledCounter,
   currentWindowStart,
   decodeGroup,
   panesOfWindow,
+  type ValueOptions,
   windowsOfPane,
 } from "../window/mod.ts";
 
@@ -23,11 +26,11 @@ export interface WindowRow {
   end: string;
   /** Group values by field. */
   group: Record<string, unknown>;
-  /** The aggregate's value; null where none exists (min of nothing). */
-  value: number | null;
+  /** The aggregate's value; null where none exists (min of nothing); an object for quantiles. */
+  value: AggregateValue;
   /** True once the watermark has passed end + lateness: the value can no longer change. */
   final: boolean;
-  /** Present and true when the value is an estimate (distinct on Redis). */
+  /** Present and true when the value is an estimate (distinct on Redis, quantiles). */
   approximate?: boolean;
 }
 
@@ -41,6 +44,34 @@ export interface ListOptions {
   groups?: Record<string, string>;
   /** Most rows returned. @default {100} */
   limit?: number;
+  /** Quantiles a quantiles counter reports. @default {DEFAULT_QUANTILES} */
+  quantiles?: readonly number[];
+}
+
+/** Options for {@linkcode currentWindow}. */
+export interface CurrentOptions extends ValueOptions {
+  /** Group filters: field → value as text (`"null"` matches null). @default {all groups} */
+  groups?: Record<string, string>;
+  /** Only this many groups by value, the rest merged into `others` (no group filters then). */
+  top?: number;
+  /** Quantiles counters with `top`: the quantile groups are ranked by. @default {0.5} */
+  by?: number;
+}
+
+/** The groups of a window beyond its top ones, merged. */
+export interface OthersRow {
+  /** Window start, ISO-8601. */
+  start: string;
+  /** Window end (exclusive), ISO-8601. */
+  end: string;
+  /** How many groups the window has, top ones included. */
+  groups: number;
+  /** The rest's merged value (see `top.ts`), or null when there is no rest. */
+  value: AggregateValue;
+  /** True once the watermark has passed end + lateness. */
+  final: boolean;
+  /** Present and true when the value is an estimate. */
+  approximate?: boolean;
 }
 
 /** Current time and watermark a read is judged against. */
@@ -68,12 +99,15 @@ async function rowsFor(
   starts: number[],
   context: ReadContext,
   filters: Record<string, string>,
-): Promise<WindowRow[]> {
-  const [values, stats] = await Promise.all([
+  valueOptions: ValueOptions & { top?: TopOptions } = {},
+): Promise<{ rows: WindowRow[]; others: OthersRow[] }> {
+  const top = valueOptions.top;
+  const [read, stats] = await Promise.all([
     context.store.readWindows(
       stream.name,
       counter.meta,
       starts.map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
+      top ? { top: top.top } : {},
     ),
     context.store.stats(stream.name, []),
   ]);
@@ -81,24 +115,50 @@ async function rowsFor(
   const floor = stream.idleMs === null ? -Infinity : context.nowMs - stream.idleMs;
   const watermark = Math.max(stats.watermark ?? -Infinity, floor);
   const closedBefore = watermark - stream.latenessMs;
-  const rows: Array<WindowRow & { startMs: number }> = [];
+  const others: OthersRow[] = [];
+  let values = read;
+  // Rank of each row within its window, when only the top groups are wanted.
+  const rankOfRow = new Map<WindowValue, number>();
+  if (top) {
+    values = [];
+    const byStart = Map.groupBy(read, (item) => item.start);
+    for (const [start, items] of [...byStart].sort((a, b) => b[0] - a[0])) {
+      const ranked = rankWindow(counter, items, top);
+      ranked.top.forEach((item, i) => rankOfRow.set(item, i));
+      values.push(...ranked.top);
+      const end = start + counter.window.sizeMs;
+      const row: OthersRow = {
+        start: new Date(start).toISOString(),
+        end: new Date(end).toISOString(),
+        groups: ranked.groups,
+        value: ranked.rest && aggregateValue(counter.aggregate, ranked.rest, valueOptions),
+        final: end <= closedBefore,
+      };
+      if (ranked.rest?.approximate) row.approximate = true;
+      others.push(row);
+    }
+  }
+  const rows: Array<WindowRow & { startMs: number; rank: number }> = [];
   for (const item of values) {
     const group = decodeGroup(counter.groupBy, item.group);
     if (!matchesGroup(group, filters)) continue;
     const end = item.start + counter.window.sizeMs;
-    const row: WindowRow & { startMs: number } = {
+    const row: WindowRow & { startMs: number; rank: number } = {
       startMs: item.start,
+      rank: rankOfRow.get(item) ?? 0,
       start: new Date(item.start).toISOString(),
       end: new Date(end).toISOString(),
       group,
-      value: aggregateValue(counter.aggregate, item.state),
+      value: aggregateValue(counter.aggregate, item.state, valueOptions),
       final: end <= closedBefore,
     };
     if (item.state.approximate) row.approximate = true;
     rows.push(row);
   }
-  rows.sort((a, b) => b.startMs - a.startMs || compareGroups(a.group, b.group));
-  return rows.map(({ startMs: _, ...row }) => row);
+  rows.sort((a, b) =>
+    b.startMs - a.startMs || (top ? a.rank - b.rank : compareGroups(a.group, b.group))
+  );
+  return { rows: rows.map(({ startMs: _, rank: __, ...row }) => row), others };
 }
 
 function compareGroups(a: Record<string, unknown>, b: Record<string, unknown>): number {
@@ -115,6 +175,21 @@ export async function listWindows(
   options: ListOptions = {},
 ): Promise<WindowRow[]> {
   const limit = options.limit ?? 100;
+  const newestFirst = (await windowStarts(stream, counter, context, options)).slice(0, limit);
+  if (newestFirst.length === 0) return [];
+  const { rows } = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {}, {
+    quantiles: options.quantiles,
+  });
+  return rows.slice(0, limit);
+}
+
+/** Starts of the windows with live panes in `[fromMs, toMs)`, newest first. */
+async function windowStarts(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  context: ReadContext,
+  options: ListOptions,
+): Promise<number[]> {
   const fromMs = options.fromMs ?? -8.64e15;
   const toMs = options.toMs ?? 8.64e15;
   // Panes that can belong to a window starting in [from, to).
@@ -128,10 +203,35 @@ export async function listWindows(
       if (start >= fromMs && start < toMs) starts.add(start);
     }
   }
-  const newestFirst = [...starts].sort((a, b) => b - a).slice(0, limit);
-  if (newestFirst.length === 0) return [];
-  const rows = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {});
-  return rows.slice(0, limit);
+  return [...starts].sort((a, b) => b - a);
+}
+
+/** Result of {@linkcode listTopWindows}. */
+export interface TopWindows {
+  /** Per window, newest first, its top groups, highest value first. */
+  windows: WindowRow[];
+  /** Per window, newest first, the rest of its groups merged, and its group count. */
+  others: OthersRow[];
+}
+
+/**
+ * Windows of a counter, newest first, each with only its `top` groups by
+ * value (ties by group key) and the rest merged into `others`.
+ */
+export async function listTopWindows(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  context: ReadContext,
+  options: Omit<ListOptions, "groups"> & TopOptions,
+): Promise<TopWindows> {
+  const limit = options.limit ?? 100;
+  const newestFirst = (await windowStarts(stream, counter, context, options)).slice(0, limit);
+  if (newestFirst.length === 0) return { windows: [], others: [] };
+  const { rows, others } = await rowsFor(stream, counter, newestFirst, context, {}, {
+    quantiles: options.quantiles,
+    top: { top: options.top, by: options.by },
+  });
+  return { windows: rows, others };
 }
 
 /** The window containing now (for sliding windows: the last `size`), per group. */
@@ -139,13 +239,26 @@ export async function currentWindow(
   stream: CompiledStream,
   counter: CompiledCounter,
   context: ReadContext,
-  groups: Record<string, string> = {},
-): Promise<{ start: string; end: string; rows: WindowRow[] }> {
+  options: CurrentOptions = {},
+): Promise<{ start: string; end: string; rows: WindowRow[]; others?: OthersRow }> {
   const start = currentWindowStart(context.nowMs, counter.window);
-  const rows = await rowsFor(stream, counter, [start], context, groups);
-  return {
+  const { rows, others } = await rowsFor(stream, counter, [start], context, options.groups ?? {}, {
+    quantiles: options.quantiles,
+    top: options.top === undefined ? undefined : { top: options.top, by: options.by },
+  });
+  const current: { start: string; end: string; rows: WindowRow[]; others?: OthersRow } = {
     start: new Date(start).toISOString(),
     end: new Date(start + counter.window.sizeMs).toISOString(),
     rows,
   };
+  if (options.top !== undefined) {
+    current.others = others[0] ?? {
+      start: current.start,
+      end: current.end,
+      groups: 0,
+      value: null,
+      final: false,
+    };
+  }
+  return current;
 }

@@ -5,9 +5,10 @@
  *
  * @module
  */
+import { addBins, type SketchBins } from "./sketch.ts";
 
 /** The kinds of aggregate a counter may compute. */
-export type AggregateKind = "count" | "sum" | "min" | "max" | "avg" | "distinct";
+export type AggregateKind = "count" | "sum" | "min" | "max" | "avg" | "distinct" | "quantiles";
 
 /** Mergeable state of one counter for one group over one pane or window. */
 export interface AggregateState {
@@ -23,6 +24,8 @@ export interface AggregateState {
   distinct: number;
   /** True when `distinct` is an estimate (HyperLogLog) rather than exact. */
   approximate: boolean;
+  /** DDSketch bucket counts (quantiles; see `sketch.ts`). */
+  bins?: SketchBins;
 }
 
 /** A state with nothing counted. */
@@ -49,19 +52,24 @@ export function mergeState(into: AggregateState, from: AggregateState): void {
   if (from.min !== null && (into.min === null || from.min < into.min)) into.min = from.min;
   if (from.max !== null && (into.max === null || from.max > into.max)) into.max = from.max;
   into.approximate ||= from.approximate;
+  if (from.bins) addBins(into.bins ??= {}, from.bins);
 }
 
 /**
  * Keeps only what an aggregate kind reports (count always; sum for sum/avg;
- * min, max, distinct for their kinds), so every store returns the same state.
+ * min, max, distinct for their kinds; min, max and buckets for quantiles), so
+ * every store returns the same state.
  */
 export function normalizeState(kind: AggregateKind, state: AggregateState): AggregateState {
-  return {
+  const quantiles = kind === "quantiles";
+  const normal: AggregateState = {
     count: state.count,
     sum: kind === "sum" || kind === "avg" ? state.sum : 0,
-    min: kind === "min" ? state.min : null,
-    max: kind === "max" ? state.max : null,
+    min: kind === "min" || quantiles ? state.min : null,
+    max: kind === "max" || quantiles ? state.max : null,
     distinct: kind === "distinct" ? state.distinct : 0,
-    approximate: state.approximate,
+    approximate: state.approximate || quantiles,
   };
+  if (quantiles) normal.bins = { ...state.bins };
+  return normal;
 }

@@ -17,6 +17,7 @@
  */
 export * from "./types.ts";
 export * from "./aggregate_state.ts";
+export * from "./sketch.ts";
 export * from "./deliveries.ts";
 export * from "./memory/store.ts";
 export * from "./memory/delivery_store.ts";

@@ -15,10 +15,25 @@ export interface CounterMeta {
   sizeMs: number;
   /** Distance (ms) between window starts. */
   hopMs: number;
+  /** Relative accuracy of a quantiles counter's sketch. @default {DEFAULT_ACCURACY} */
+  accuracy?: number;
 }
+
+/**
+ * The value an alert fired on: a number, null (no value), or for a quantiles
+ * counter its summary object (`{count, min, max, p50, …, approximate}`).
+ */
+export type AlertValue = number | null | { [key: string]: number | boolean | null };
 
 /** Group key that events beyond a pane's `maxGroups` count into. */
 export const OTHER_GROUP = "__other__";
+
+/**
+ * Group key of the row {@linkcode ReadOptions.top} adds for a distinct
+ * counter: the union of every group but the top ones. NUL first, so no group
+ * key (JSON text) can equal it.
+ */
+export const REST_GROUP = "\u0000rest";
 
 /** Most entries a stream's result log keeps; older ones are trimmed (by Redis: about this many). */
 export const MAX_LOG_ENTRIES = 100_000;
@@ -190,7 +205,7 @@ export type LogRecord =
     start: number;
     end: number;
     group: string;
-    value: number | null;
+    value: AlertValue;
   }
   | { type: "event.processed" | "event.late"; timeMs: number; event: unknown }
   | {
@@ -225,7 +240,7 @@ export interface AlertFiring {
   /** Group key. */
   group: string;
   /** The value that made it true. */
-  value: number | null;
+  value: AlertValue;
   /** How long (ms) the "already fired" marker lives (window size + lateness + retention). */
   ttlMs: number;
 }
@@ -291,6 +306,19 @@ export interface WindowRead {
   panes: number[];
 }
 
+/** Options for {@linkcode Store.readWindows}. */
+export interface ReadOptions {
+  /**
+   * For a distinct counter: also return, per window with more than `top`
+   * groups, a row of group {@linkcode REST_GROUP} whose `distinct` counts the
+   * union of the values of every group but the `top` with the most distinct
+   * values (ties by group key in code point order), and whose `count` sums
+   * theirs. Sets cannot be merged from counts, so the store does it. Other
+   * counters ignore it. @default {no such row}
+   */
+  top?: number;
+}
+
 /** State of one group in one window. */
 export interface WindowValue {
   /** Window start (ms). */
@@ -352,7 +380,12 @@ export interface Store {
   /** Starts of the live panes of one counter with `fromMs <= start < toMs`, ascending. */
   panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]>;
   /** Reads merged states for the given windows of one counter. */
-  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
+  readWindows(
+    stream: string,
+    counter: CounterMeta,
+    windows: WindowRead[],
+    options?: ReadOptions,
+  ): Promise<WindowValue[]>;
   /**
    * Claims and returns the windows that became final (end <= watermark -
    * lateness) and were not closed before, and logs a `window.closed` record
@@ -436,6 +469,20 @@ export function batchRequests(batch: StoreBatch): BatchRequest[] {
     );
   }
   return requests;
+}
+
+/**
+ * Orders group keys by code point (the byte order of their UTF-8, as Redis
+ * compares them), so ties break the same way in every store.
+ */
+export function compareGroupKeys(a: string, b: string): number {
+  const left = [...a];
+  const right = [...b];
+  for (let i = 0; i < Math.min(left.length, right.length); i++) {
+    const diff = left[i].codePointAt(0)! - right[i].codePointAt(0)!;
+    if (diff !== 0) return diff;
+  }
+  return left.length - right.length;
 }
 
 /** Splits a log id `<ms>-<seq>` into numbers. */

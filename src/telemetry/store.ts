@@ -20,6 +20,7 @@ import {
   type CounterMeta,
   type LogEntry,
   type LogRecord,
+  type ReadOptions,
   type Store,
   type StoreBatch,
   StoreUnavailableError,
@@ -105,8 +106,12 @@ export class InstrumentedStore implements Store {
     stream: string,
     counter: CounterMeta,
     windows: WindowRead[],
+    options?: ReadOptions,
   ): Promise<WindowValue[]> {
-    return this.#measure("readWindows", () => this.#store.readWindows(stream, counter, windows));
+    return this.#measure(
+      "readWindows",
+      () => this.#store.readWindows(stream, counter, windows, options),
+    );
   }
 
   closeWindows(

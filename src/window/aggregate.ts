@@ -6,6 +6,7 @@
  * @module
  */
 import type { AggregateState } from "../store/aggregate_state.ts";
+import { sketchQuantiles } from "../store/sketch.ts";
 import type { AggregateSpec } from "./spec.ts";
 
 export {
@@ -16,8 +17,45 @@ export {
   normalizeState,
 } from "../store/aggregate_state.ts";
 
+/**
+ * A quantiles counter's value: count, exact min and max, and an estimate per
+ * quantile asked for (`p50`, `p99.9`, …); `approximate` is always true.
+ */
+export interface QuantileValue {
+  [name: string]: number | boolean | null;
+  /** Values counted. */
+  count: number;
+  /** Smallest value (exact). */
+  min: number | null;
+  /** Largest value (exact). */
+  max: number | null;
+  /** The quantiles are estimates within the counter's relative accuracy. */
+  approximate: true;
+}
+
+/** What a counter reports for a window: a number, null (no value), or a quantile summary. */
+export type AggregateValue = number | null | QuantileValue;
+
+/** Quantiles a quantiles counter reports unless a read asks for others. */
+export const DEFAULT_QUANTILES: readonly number[] = [0.5, 0.9, 0.95, 0.99];
+
+/** Name of a quantile in a value: `p` and the percentage (`0.5` → `p50`, `0.999` → `p99.9`). */
+export function quantileName(q: number): string {
+  return `p${Number((q * 100).toPrecision(12))}`;
+}
+
+/** Options for {@linkcode aggregateValue}. */
+export interface ValueOptions {
+  /** Quantiles (each in [0, 1]) a quantiles counter reports. @default {DEFAULT_QUANTILES} */
+  quantiles?: readonly number[];
+}
+
 /** The value a counter reports for a state: null where no value exists (min of nothing). */
-export function aggregateValue(spec: AggregateSpec, state: AggregateState): number | null {
+export function aggregateValue(
+  spec: AggregateSpec,
+  state: AggregateState,
+  options: ValueOptions = {},
+): AggregateValue {
   switch (spec.kind) {
     case "count":
       return state.count;
@@ -31,7 +69,25 @@ export function aggregateValue(spec: AggregateSpec, state: AggregateState): numb
       return state.count === 0 ? null : state.sum / state.count;
     case "distinct":
       return state.distinct;
+    case "quantiles":
+      return quantileValue(spec.accuracy, state, options.quantiles ?? DEFAULT_QUANTILES);
   }
+}
+
+function quantileValue(
+  accuracy: number,
+  state: AggregateState,
+  quantiles: readonly number[],
+): QuantileValue {
+  const value: QuantileValue = {
+    count: state.count,
+    min: state.min,
+    max: state.max,
+    approximate: true,
+  };
+  const estimates = sketchQuantiles(state.bins ?? {}, accuracy, quantiles, state);
+  quantiles.forEach((q, i) => value[quantileName(q)] = estimates[i]);
+  return value;
 }
 
 /**

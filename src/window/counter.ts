@@ -113,5 +113,9 @@ export function counterUpdate(
       },
     };
   }
+  // -0 is 0 to a sketch, and Redis writes it as 0: min and max must agree.
+  if (spec.kind === "quantiles" && value === 0) {
+    return { ok: true, update: { counter: counter.index, pane, group, value: 0 } };
+  }
   return { ok: true, update: { counter: counter.index, pane, group, value } };
 }

@@ -12,4 +12,5 @@ export type WindowSpec =
 /** The aggregate a counter computes over the events of a window. */
 export type AggregateSpec =
   | { kind: "count" }
-  | { kind: Exclude<AggregateKind, "count">; field: string };
+  | { kind: Exclude<AggregateKind, "count" | "quantiles">; field: string }
+  | { kind: "quantiles"; field: string; accuracy: number };

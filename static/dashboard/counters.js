@@ -1,9 +1,12 @@
 /**
  * The counters panel: per counter, its recent windows as a time-series chart
  * with one line per group (the top groups by value; how many is chosen in
- * the page), kept up to date from the stream's live `window.updated` and
- * `window.closed` messages, and the current window's values next to it
- * (`GET …/current`, updated by the same messages).
+ * the page) and, for counts and sums, one line of the rest summed, and the
+ * current window's top groups and the rest next to it. Both are read with
+ * `?top=N` (the server ranks and merges: `GET …/counters/{c}?top=N` and
+ * `…/current?top=N`; quantiles counters by their p99) and read again, at
+ * most once a second, when the stream's live `window.updated` and
+ * `window.closed` messages say the counter moved.
  *
  * @module
  */
@@ -16,20 +19,33 @@ import {
   describeCounter,
   formatValue,
   groupLabel,
+  OTHERS_LABEL,
   windowStepMs,
 } from "./model.js";
 
 /** Windows a chart shows (the newest). */
 const WINDOWS = 60;
 
-/** Rows read per counter when (re)loading its history. */
-const HISTORY_ROWS = 1000;
+/** Least time (ms) between two reloads of a counter's windows after live messages. */
+const RELOAD_EVERY_MS = 1000;
 
 /** Longest wait (ms) between two reads of a counter's current window. */
 const CURRENT_REFRESH_MS = 15_000;
 
 function path(stream, counter) {
   return `/v1/streams/${encodeURIComponent(stream)}/counters/${encodeURIComponent(counter)}`;
+}
+
+/** Whether a counter's values add up, so the rest of its groups can be drawn summed. */
+function isAdditive(definition) {
+  const aggregate = definition?.aggregate;
+  return aggregate === "count" || (typeof aggregate === "object" && aggregate !== null &&
+    "sum" in aggregate);
+}
+
+/** The `top` (and for quantiles `by`) query of a counter's reads. */
+function topQuery(entry, top) {
+  return `top=${top}${entry.quantiles ? "&by=p99" : ""}`;
 }
 
 /** The counters of every stream, each a chart and its current window. */
@@ -65,11 +81,14 @@ export class CountersView {
           ),
           status,
         ));
+        const definition = stream.definition?.counters?.[counter];
         this.#entries.set(key, {
-          stepMs: windowStepMs(stream.definition?.counters?.[counter]),
+          stepMs: windowStepMs(definition),
           stream: stream.name,
           counter,
-          series: new CounterSeries(WINDOWS),
+          quantiles: typeof definition?.aggregate === "object" &&
+            "quantiles" in (definition.aggregate ?? {}),
+          series: new CounterSeries(WINDOWS, { additive: isAdditive(definition) }),
           chartElement: chart,
           chart: null,
           range,
@@ -77,7 +96,10 @@ export class CountersView {
           status,
           current: null,
           timer: null,
+          currentDue: 0,
           lastCurrentRead: 0,
+          reloadTimer: null,
+          lastReload: 0,
           drawPending: false,
         });
       }
@@ -91,30 +113,37 @@ export class CountersView {
     }
   }
 
-  /** Shows the top `count` groups in every chart and current window. */
+  /** Shows the top `count` groups in every chart and current window (read again with that top). */
   setTop(count) {
     this.#top = count;
-    for (const entry of this.#entries.values()) {
-      this.#draw(entry);
-      this.#drawCurrent(entry);
-    }
+    const streams = new Set([...this.#entries.values()].map((entry) => entry.stream));
+    for (const stream of streams) this.load(stream);
   }
 
   /** (Re)loads the windows and the current window of every counter of `stream`. */
   async load(stream) {
     const entries = [...this.#entries.values()].filter((entry) => entry.stream === stream);
     await Promise.all(entries.map(async (entry) => {
-      try {
-        const body = await api(`${path(entry.stream, entry.counter)}?limit=${HISTORY_ROWS}`);
-        entry.series.clear();
-        for (const row of body.windows) entry.series.set(row);
-        entry.status.textContent = "";
-        this.#scheduleDraw(entry);
-      } catch (error) {
-        entry.status.textContent = `Cannot read windows: ${error.message}`;
-      }
+      await this.#readWindows(entry);
       await this.#readCurrent(entry);
     }));
+  }
+
+  async #readWindows(entry) {
+    clearTimeout(entry.reloadTimer);
+    entry.lastReload = Date.now();
+    try {
+      const body = await api(
+        `${path(entry.stream, entry.counter)}?limit=${WINDOWS}&${topQuery(entry, this.#top)}`,
+      );
+      entry.series.clear();
+      for (const row of body.windows) entry.series.set(row);
+      for (const row of body.others ?? []) entry.series.setOthers(row);
+      entry.status.textContent = "";
+      this.#scheduleDraw(entry);
+    } catch (error) {
+      entry.status.textContent = `Cannot read windows: ${error.message}`;
+    }
   }
 
   /** Takes a live message of `stream`. */
@@ -122,32 +151,33 @@ export class CountersView {
     if (payload.type !== "window.updated" && payload.type !== "window.closed") return;
     const entry = this.#entries.get(counterKey(stream, payload.data.counter));
     if (!entry) return;
-    entry.series.set(payload.data);
-    this.#scheduleDraw(entry);
-    const current = entry.current;
-    if (current && payload.data.start === current.start) {
-      const group = JSON.stringify(payload.data.group);
-      const rows = current.windows.filter((row) => JSON.stringify(row.group) !== group);
-      rows.push({ group: payload.data.group, value: payload.data.value });
-      current.windows = rows;
-      this.#drawCurrent(entry);
-    } else if (payload.type === "window.updated") {
-      // Another window moved: the current one may have changed (a new
-      // window began, or a sliding window slid). Read it again, at most once a second.
-      this.#scheduleCurrent(entry, Math.max(0, entry.lastCurrentRead + 1000 - Date.now()));
-    }
+    // The server ranks and merges the groups: read again, at most once a second.
+    clearTimeout(entry.reloadTimer);
+    entry.reloadTimer = setTimeout(
+      () => this.#readWindows(entry),
+      Math.max(0, entry.lastReload + RELOAD_EVERY_MS - Date.now()),
+    );
+    this.#scheduleCurrent(entry, Math.max(0, entry.lastCurrentRead + 1000 - Date.now()));
   }
 
+  /** Reads the current window in `delayMs`, unless a read is already due sooner. */
   #scheduleCurrent(entry, delayMs) {
+    const due = Date.now() + delayMs;
+    // A message that came while a read was on its way keeps its sooner read.
+    if (entry.timer !== null && entry.currentDue <= due) return;
     clearTimeout(entry.timer);
+    entry.currentDue = due;
     entry.timer = setTimeout(() => this.#readCurrent(entry), delayMs);
   }
 
   async #readCurrent(entry) {
     clearTimeout(entry.timer);
+    entry.timer = null;
     entry.lastCurrentRead = Date.now();
     try {
-      entry.current = await api(`${path(entry.stream, entry.counter)}/current`);
+      entry.current = await api(
+        `${path(entry.stream, entry.counter)}/current?${topQuery(entry, this.#top)}`,
+      );
       this.#drawCurrent(entry);
     } catch (error) {
       entry.range.textContent = `cannot read: ${error.message}`;
@@ -180,10 +210,8 @@ export class CountersView {
     const current = entry.current;
     if (!current) return;
     entry.range.textContent = `${clockTime(current.start)} – ${clockTime(current.end)}`;
-    const rows = current.windows
-      .filter((row) => row.value !== null)
-      .sort((a, b) => b.value - a.value);
-    const shown = rows.slice(0, this.#top);
+    // Ranked by the server, highest first.
+    const shown = current.windows.filter((row) => row.value !== null);
     const labels = entry.shownLabels ?? [];
     const items = shown.map((row) => {
       const label = groupLabel(row.group);
@@ -197,8 +225,18 @@ export class CountersView {
         el("b", { class: "value" }, formatValue(row.value)),
       );
     });
-    if (rows.length > shown.length) {
-      items.push(el("li", { class: "muted" }, `+${rows.length - shown.length} more groups`));
+    const others = current.others;
+    if (others && others.value !== null) {
+      const rest = others.groups - current.windows.length;
+      const colour = labels.indexOf(OTHERS_LABEL);
+      items.push(el(
+        "li",
+        { class: "others" },
+        el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE.length}` : "cx"}` }),
+        el("span", { class: "group" }, `${OTHERS_LABEL} (${rest} more groups)`),
+        " ",
+        el("b", { class: "value" }, formatValue(others.value)),
+      ));
     }
     if (items.length === 0) items.push(el("li", { class: "muted" }, "—"));
     replaceChildren(entry.currentElement, items);

@@ -80,6 +80,7 @@ export function groupLabel(group) {
 
 /** A number for display: whole numbers as they are, others with at most 2 decimals. */
 export function formatValue(value) {
+  value = chartValue(value);
   if (value === null || value === undefined) return "—";
   if (Number.isInteger(value)) return value.toLocaleString("en");
   return value.toLocaleString("en", { maximumFractionDigits: 2 });
@@ -92,18 +93,36 @@ export function formatRate(value) {
 }
 
 /**
+ * The number a chart draws for a value: the value itself, or a quantiles
+ * counter's p99 (the dashboard ranks those by `by=p99` too).
+ */
+export function chartValue(value) {
+  if (value !== null && typeof value === "object") return value.p99 ?? null;
+  return value ?? null;
+}
+
+/** Label of the line of the groups beyond the top ones. */
+export const OTHERS_LABEL = "others";
+
+/**
  * One counter's windows, per group: what its chart draws. Rows come from
- * `GET …/counters/{counter}` (`{start, group, value}`) and live
- * `window.updated` / `window.closed` messages (`data` has the same fields).
+ * `GET …/counters/{counter}?top=N` (`{start, group, value}`, and per window
+ * `others`: the rest merged). For counters whose values add up (count and
+ * sum) the chart draws one more line, the rest summed: the server's others
+ * plus the window's top groups the chart does not draw.
  */
 export class CounterSeries {
   /** group key → {label, values: Map(start ms → value)} */
   #groups = new Map();
+  /** start ms → the server's merged value of the groups beyond its top */
+  #others = new Map();
   #maxWindows;
+  #additive;
 
-  /** Keeps at most `maxWindows` window starts (the newest). */
-  constructor(maxWindows = 60) {
+  /** Keeps at most `maxWindows` window starts (the newest); `additive` draws the rest summed. */
+  constructor(maxWindows = 60, { additive = false } = {}) {
     this.#maxWindows = maxWindows;
+    this.#additive = additive;
   }
 
   /** Sets the value of one window of one group. */
@@ -114,7 +133,12 @@ export class CounterSeries {
       entry = { label: groupLabel(row.group), values: new Map() };
       this.#groups.set(key, entry);
     }
-    entry.values.set(Date.parse(row.start), row.value);
+    entry.values.set(Date.parse(row.start), chartValue(row.value));
+  }
+
+  /** Sets the merged value of one window's groups beyond its top (`{start, value}`). */
+  setOthers(row) {
+    this.#others.set(Date.parse(row.start), chartValue(row.value));
   }
 
   /** Every window start held, ascending, at most the newest `maxWindows`. */
@@ -157,12 +181,29 @@ export class CounterSeries {
       const values = this.#groups.get(group.key).values;
       data.push(starts.map((start) => values.has(start) ? values.get(start) : null));
     }
-    return { labels: top.map((group) => group.label), data };
+    const labels = top.map((group) => group.label);
+    if (this.#additive) {
+      const drawn = new Set(top.map((group) => group.key));
+      const rest = starts.map((start) => {
+        let sum = this.#others.get(start) ?? null;
+        for (const [key, entry] of this.#groups) {
+          const value = entry.values.get(start);
+          if (!drawn.has(key) && typeof value === "number") sum = (sum ?? 0) + value;
+        }
+        return sum;
+      });
+      if (rest.some((value) => value !== null)) {
+        labels.push(OTHERS_LABEL);
+        data.push(rest);
+      }
+    }
+    return { labels, data };
   }
 
   /** Drops every window (before a reload). */
   clear() {
     this.#groups.clear();
+    this.#others.clear();
   }
 }
 

@@ -279,12 +279,31 @@ browserTest(
         (pixels) => pixels !== sparkBefore,
       );
 
-      // The page chooses how many groups a chart draws (the legend adds the time axis).
+      // The page chooses how many groups a chart draws (the legend adds the time axis);
+      // a count's chart adds the rest summed (read with ?top=) once some group is left out.
       const legend = '[data-counter="orders/orders_per_minute"] .u-legend .u-series';
       assert.equal(await page.locator(legend).count(), 1 + 4);
       await page.locator("#top-groups").selectOption("3");
-      await until("3 lines", () => page.locator(legend).count(), (count) => count === 1 + 3);
+      await until(
+        "3 lines and others",
+        () => page.locator(legend).count(),
+        (count) => count === 1 + 4,
+      );
+      assert.match(await page.locator(legend).last().textContent() ?? "", /others/);
+      assert.ok(
+        log.requests.some((request) =>
+          /\/counters\/orders_per_minute\?.*top=3/.test(request.url())
+        ),
+      );
       await page.locator("#top-groups").selectOption("5");
+      await until(
+        "4 group lines and no others",
+        async () => [
+          await page.locator(legend).count(),
+          await page.locator(legend).last().textContent(),
+        ],
+        ([count, last]) => count === 1 + 4 && !/others/.test(String(last)),
+      );
 
       // Webhook health: the receiver that answers 500 shows its error and pending deliveries.
       const pager = page.locator("[data-webhook]", { hasText: "/hook" }).nth(1);

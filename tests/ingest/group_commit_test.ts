@@ -424,6 +424,21 @@ Deno.test("only batches of one stream with the same batch-level fields share an 
   assert.deepEqual(control.batches[3].log, { late: true });
 });
 
+Deno.test("batches whose quantiles counters differ in accuracy do not share an apply", async () => {
+  const { store, control } = gatedStore();
+  const committer = new GroupCommitter(store);
+  control.hold();
+  const meta = { ...ORDERS.counterMetas[0], aggregate: "quantiles" as const };
+  const pending = [
+    committer.applyBatch(storeBatch("s", [event()], { counters: [{ ...meta, accuracy: 0.01 }] })),
+    committer.applyBatch(storeBatch("s", [event()], { counters: [{ ...meta, accuracy: 0.01 }] })),
+    committer.applyBatch(storeBatch("s", [event()], { counters: [{ ...meta, accuracy: 0.05 }] })),
+  ];
+  control.release();
+  await Promise.all(pending);
+  assert.deepEqual(requestSizes(control.batches), [[1], [1], [1]]);
+});
+
 Deno.test("a group applies its requests in receive order at the earliest receive time", async () => {
   const { store, control } = gatedStore();
   const committer = new GroupCommitter(store);

@@ -14,6 +14,7 @@ import {
   mergeState,
   normalizeState,
 } from "../aggregate_state.ts";
+import { DEFAULT_ACCURACY, sketchBin } from "../sketch.ts";
 import {
   type AlertFiring,
   type ApplyResult,
@@ -22,6 +23,7 @@ import {
   batchRequests,
   type ClosedWindow,
   type CloseOptions,
+  compareGroupKeys,
   compareLogIds,
   type CounterMeta,
   type EventOutcome,
@@ -30,7 +32,9 @@ import {
   MAX_LOG_ENTRIES,
   OTHER_GROUP,
   parseLogId,
+  type ReadOptions,
   type RequestResult,
+  REST_GROUP,
   type Store,
   type StoreBatch,
   type StreamStats,
@@ -370,6 +374,11 @@ export class MemoryStore implements Store {
       cell.state.distinct = cell.values!.size;
     } else {
       addValue(cell.state, typeof update.value === "number" ? update.value : undefined);
+      if (counter.aggregate === "quantiles" && typeof update.value === "number") {
+        const bins = cell.state.bins ??= {};
+        const bin = sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
+        bins[bin] = (bins[bin] ?? 0) + 1;
+      }
     }
   }
 
@@ -523,14 +532,28 @@ export class MemoryStore implements Store {
     return Promise.resolve(starts.sort((a, b) => a - b));
   }
 
-  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]> {
+  readWindows(
+    stream: string,
+    counter: CounterMeta,
+    windows: WindowRead[],
+    options: ReadOptions = {},
+  ): Promise<WindowValue[]> {
     const now = this.#now();
     const panes = this.#streams.get(stream)?.panes.get(counter.name);
     const out: WindowValue[] = [];
     if (!panes) return Promise.resolve(out);
     for (const window of windows) {
-      for (const { group, state } of mergePanes(counter.aggregate, panes, window.panes, now)) {
-        out.push({ start: window.start, group, state });
+      const cells = mergeCells(panes, window.panes, now);
+      for (const [group, cell] of cells) {
+        out.push({
+          start: window.start,
+          group,
+          state: normalizeState(counter.aggregate, cell.state),
+        });
+      }
+      const top = options.top;
+      if (counter.aggregate === "distinct" && top !== undefined && cells.size > top) {
+        out.push({ start: window.start, group: REST_GROUP, state: restOf(cells, top) });
       }
     }
     return Promise.resolve(out);
@@ -570,6 +593,33 @@ function mergePanes(
   starts: Iterable<number>,
   now: number,
 ): Array<{ group: string; state: AggregateState }> {
+  return [...mergeCells(panes, starts, now)].map(([group, cell]) => ({
+    group,
+    state: normalizeState(kind, cell.state),
+  }));
+}
+
+/** A distinct counter's groups but the `top` with the most values, as one state (a set union). */
+function restOf(cells: Map<string, Cell>, top: number): AggregateState {
+  const ranked = [...cells].sort(([a, left], [b, right]) =>
+    right.state.distinct - left.state.distinct || compareGroupKeys(a, b)
+  );
+  const union = new Set<string>();
+  const state = emptyState();
+  for (const [, cell] of ranked.slice(top)) {
+    state.count += cell.state.count;
+    for (const value of cell.values ?? []) union.add(value);
+  }
+  state.distinct = union.size;
+  return state;
+}
+
+/** Merges the live panes among `starts` into one cell per group (distinct: with its values). */
+function mergeCells(
+  panes: Map<number, Pane>,
+  starts: Iterable<number>,
+  now: number,
+): Map<string, Cell> {
   const merged = new Map<string, Cell>();
   for (const start of starts) {
     const pane = panes.get(start);
@@ -588,7 +638,7 @@ function mergePanes(
       }
     }
   }
-  return [...merged].map(([group, cell]) => ({ group, state: normalizeState(kind, cell.state) }));
+  return merged;
 }
 
 /** Raises a stream's watermark to `nowMs - idleMs` when that is later (idle streams follow the clock). */

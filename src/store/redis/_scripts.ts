@@ -13,6 +13,9 @@
  * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
  *   `s:<group>` (sum, for sum/avg), `m:<group>` (min or max).
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
+ * - quantiles counters: pane fields `c:<group>`, `n:<group>` (min), `x:<group>` (max),
+ *   and `q:<counter>:<pane>:<group>` — hash of DDSketch bucket counts (`z`, `p<key>`,
+ *   `n<key>`; see `sketch.ts`), added to with HINCRBY.
  * - `panes:<counter>` — zset of live panes, score = expiry time.
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
  * - `log` — Redis stream (XADD, capped near {@linkcode MAX_LOG_ENTRIES}): the result log;
@@ -23,7 +26,7 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { MAX_LOG_ENTRIES, OTHER_GROUP } from "../types.ts";
+import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
 import { LUA_COMMON, luaString } from "./_lua_common.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
@@ -40,6 +43,9 @@ local function bucketKey(name) return P .. "rl:" .. name end
 local function paneKey(counter, paneText) return P .. "p:" .. counter .. ":" .. paneText end
 local function hllKey(counter, paneText, group)
   return P .. "h:" .. counter .. ":" .. paneText .. ":" .. group
+end
+local function quantileKey(counter, paneText, group)
+  return P .. "q:" .. counter .. ":" .. paneText .. ":" .. group
 end
 local function livePanesKey(counter) return P .. ${luaString(STREAM_KEYS.livePanes)} .. counter end
 local function openKey(counter) return P .. "open:" .. counter end
@@ -80,6 +86,7 @@ local function raiseToClock(wm, now, idle)
 end
 local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
+  if kind == "quantiles" then return 3 end
   return 2
 end
 -- Reads and merges panes into one cell per group, in first-seen group order:
@@ -107,6 +114,10 @@ local function mergePanes(name, kind, panes)
         if extreme == nil or (kind == "min" and value < extreme) or (kind == "max" and value > extreme) then
           cell.extreme = value
         end
+      elseif kindChar == "n" then
+        if cell.extreme == nil or value < cell.extreme then cell.extreme = value end
+      elseif kindChar == "x" then
+        if cell.high == nil or value > cell.high then cell.high = value end
       end
     end
   end
@@ -119,13 +130,52 @@ local function mergePanes(name, kind, panes)
       end
     end
   end
+  if kind == "quantiles" then
+    -- Merging sketches is adding their bucket counts.
+    for _, cell in ipairs(order) do
+      local bins, names = {}, {}
+      for _, pane in ipairs(cell.panes) do
+        local flat = redis.call("HGETALL", quantileKey(name, num(pane), cell.group))
+        for i = 1, #flat, 2 do
+          local bin = flat[i]
+          if bins[bin] == nil then
+            bins[bin] = 0
+            names[#names + 1] = bin
+          end
+          bins[bin] = bins[bin] + tonumber(flat[i + 1])
+        end
+      end
+      cell.bins, cell.binNames = bins, names
+    end
+  end
   return order
 end
+-- A quantiles cell's buckets as a flat list {bin, count, …}, counts as text.
+local function binsFlat(cell)
+  local flat = {}
+  for _, bin in ipairs(cell.binNames) do
+    flat[#flat + 1] = bin
+    flat[#flat + 1] = num(cell.bins[bin])
+  end
+  return flat
+end
+-- A quantiles cell's buckets as a JSON object (bucket names are plain words).
+local function binsJson(cell)
+  local parts = {}
+  for _, bin in ipairs(cell.binNames) do parts[#parts + 1] = '"' .. bin .. '":' .. num(cell.bins[bin]) end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
 -- A merged cell as the reply row the store reads: [group, count, sum, minOrMax, distinct],
--- numbers as text, "" for no min or max.
+-- numbers as text, "" for no min or max; a quantiles cell adds [max, {bin, count, …}]
+-- (its min in minOrMax).
 local function rowText(cell)
   local extreme = cell.extreme
-  return { cell.group, num(cell.count), num(cell.sum), extreme and num(extreme) or "", num(cell.distinct) }
+  local row = { cell.group, num(cell.count), num(cell.sum), extreme and num(extreme) or "", num(cell.distinct) }
+  if cell.bins then
+    row[6] = cell.high and num(cell.high) or ""
+    row[7] = binsFlat(cell)
+  end
+  return row
 end
 `;
 
@@ -138,9 +188,10 @@ end
  *   its event, filtered and rejected counts, its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limit (bucket, limit, window ms, cost).
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
- *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …]], …]`.
+ *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
+ *   {bin: count}?], …]` (the bucket counts for quantiles counters).
  * - ARGV[3], JSON: each event's own updates
- *   `[[[counterIndex, pane, group, value?], …], …]`, decoded only when some
+ *   `[[[counterIndex, pane, group, value?, bin?], …], …]`, decoded only when some
  *   event turns out duplicate or late and the cells must be rebuilt without it.
  *
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
@@ -314,7 +365,8 @@ end
 -- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
 -- pre-aggregated by the process when every event applies, else rebuilt here
 -- from the applied events' own updates.
-local function addToCell(cell, value)
+local function addToCell(cell, value, bin)
+  if bin then cell[9][bin] = (cell[9][bin] or 0) + 1 end
   local count, sum, low, high, values = cell[4], cell[5], cell[6], cell[7], cell[8]
   count = count + 1
   if type(value) == "number" then
@@ -335,15 +387,15 @@ else
   for i, updates in ipairs(cjson.decode(ARGV[3])) do
     if outcomes[i] == 0 then
       for _, update in ipairs(updates) do
-        local counterIndex, pane, group, value = update[1], update[2], update[3], update[4]
+        local counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
         local key = counterIndex .. "|" .. num(pane) .. "|" .. group
         local cell = index[key]
         if not cell then
-          cell = { counterIndex, pane, group, 0, 0, false, false, {} }
+          cell = { counterIndex, pane, group, 0, 0, false, false, {}, {} }
           index[key] = cell
           cells[#cells + 1] = cell
         end
-        addToCell(cell, value)
+        addToCell(cell, value, bin)
       end
     end
   end
@@ -398,6 +450,14 @@ for _, cell in ipairs(cells) do
     if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
       redis.call("HSET", key, "m:" .. group, num(value))
     end
+  elseif kind == "quantiles" then
+    local current = tonumber(redis.call("HGET", key, "n:" .. group))
+    if current == nil or low < current then redis.call("HSET", key, "n:" .. group, num(low)) end
+    current = tonumber(redis.call("HGET", key, "x:" .. group))
+    if current == nil or high > current then redis.call("HSET", key, "x:" .. group, num(high)) end
+    local sketch = quantileKey(name, paneText, group)
+    for bin, binCount in pairs(cell[9]) do redis.call("HINCRBY", sketch, bin, binCount) end
+    redis.call("PEXPIRE", sketch, counter.ttl)
   elseif kind == "distinct" and #values > 0 then
     local hll = hllKey(name, paneText, group)
     for i = 1, #values, 500 do
@@ -449,17 +509,53 @@ return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d =
 `;
 
 /**
- * Reads windows of one counter. ARGV[1] is JSON `{name, kind, windows: [[start, [pane, …]], …]}`.
- * Returns JSON `[[start, group, count, sum, minOrMax, distinct], …]` with numbers as text.
+ * Reads windows of one counter. ARGV[1] is JSON `{name, kind, top?, windows: [[start, [pane, …]], …]}`;
+ * with `top`, a distinct counter's window adds a row for the union of its other groups
+ * (see `ReadOptions.top`), merged through a temporary HyperLogLog `tmp:rest`.
+ * Returns JSON `[[start, group, count, sum, minOrMax, distinct, max?, [bin, count, …]?], …]`
+ * with numbers as text (the last two for quantiles counters).
  */
 export const READ_SCRIPT = COMMON + `
-local name, kind, windows = args.name, args.kind, args.windows
+local name, kind, windows, top = args.name, args.kind, args.windows, args.top
+-- Byte order of two strings (the < of Lua strings follows the server's locale).
+local function bytesBefore(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+-- The union of a distinct counter's groups but the top ones: {count, distinct}.
+local function restOf(cells)
+  local ranked = {}
+  for i, cell in ipairs(cells) do ranked[i] = cell end
+  table.sort(ranked, function(a, b)
+    if a.distinct ~= b.distinct then return a.distinct > b.distinct end
+    return bytesBefore(a.group, b.group)
+  end)
+  local union, count, keys = P .. "tmp:rest", 0, {}
+  redis.call("DEL", union)
+  for i = top + 1, #ranked do
+    local cell = ranked[i]
+    count = count + cell.count
+    for _, pane in ipairs(cell.panes) do keys[#keys + 1] = hllKey(name, num(pane), cell.group) end
+  end
+  for i = 1, #keys, 500 do redis.call("PFMERGE", union, unpack(keys, i, math.min(i + 499, #keys))) end
+  local distinct = redis.call("PFCOUNT", union)
+  redis.call("DEL", union)
+  -- REST_GROUP: NUL, then plain text.
+  return { group = "\\0${REST_GROUP.slice(1)}", count = count, sum = 0, distinct = distinct }
+end
 local out = {}
 for _, window in ipairs(windows) do
   local start, panes = window[1], window[2]
-  for _, cell in ipairs(mergePanes(name, kind, panes)) do
+  local cells = mergePanes(name, kind, panes)
+  if kind == "distinct" and type(top) == "number" and #cells > top then
+    cells[#cells + 1] = restOf(cells)
+  end
+  for _, cell in ipairs(cells) do
     local row = rowText(cell)
-    out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5] }
+    out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5], row[6], row[7] }
   end
 end
 return cjson.encode(out)
@@ -507,8 +603,14 @@ for _, c in ipairs(args.counters) do
         for _, cell in ipairs(cells) do
           local min, max
           if kind == "min" then min = cell.extreme elseif kind == "max" then max = cell.extreme end
-          local state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
-            "distinct", cell.distinct, "approximate", kind == "distinct")
+          local state
+          if kind == "quantiles" then
+            state = jsonObject("count", cell.count, "sum", 0, "min", cell.extreme, "max", cell.high,
+              "distinct", 0, "approximate", true, "bins", raw(binsJson(cell)))
+          else
+            state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
+              "distinct", cell.distinct, "approximate", kind == "distinct")
+          end
           appendLog(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
             "group", cell.group, "state", raw(state)), logTtl)
         end
@@ -530,8 +632,8 @@ local fired = {}
 for i, f in ipairs(firings) do
   local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]
   if redis.call("SET", alertKey(alert, counter, start, group), "1", "NX", "PX", ttl) then
-    -- false (no value) is logged as null.
-    if type(value) ~= "number" then value = nil end
+    -- false (no value) is logged as null; a string is a quantiles counter's value as JSON.
+    if type(value) == "string" then value = raw(value) elseif type(value) ~= "number" then value = nil end
     appendLog(logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
       "end", windowEnd, "group", group, "value", value), logTtl)
     fired[#fired + 1] = i

@@ -7,6 +7,7 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../aggregate_state.ts";
+import { DEFAULT_ACCURACY, sketchBin, type SketchBins } from "../sketch.ts";
 import { asArray, fromJson, RedisCalls } from "./call.ts";
 import { definitionKey } from "./definition_store.ts";
 import { splitGenerationKey } from "../definitions.ts";
@@ -23,12 +24,14 @@ import {
   type AlertFiring,
   type ApplyResult,
   batchRequests,
+  type CellUpdate,
   type ClosedWindow,
   type CloseOptions,
   type CounterMeta,
   type EventOutcome,
   type LogEntry,
   type LogRecord,
+  type ReadOptions,
   type RequestResult,
   type Store,
   type StoreBatch,
@@ -84,10 +87,32 @@ function requestResult(result: ScriptResult): RequestResult {
   }
 }
 
-type MergedRow = [group: string, count: string, sum: string, minOrMax: string, distinct: string];
+type MergedRow = [
+  group: string,
+  count: string,
+  sum: string,
+  minOrMax: string,
+  distinct: string,
+  max?: string,
+  bins?: string[],
+];
 
 function toState(kind: CounterMeta["aggregate"], row: MergedRow): AggregateState {
   const extreme = row[3] === "" ? null : Number(row[3]);
+  if (kind === "quantiles") {
+    const bins: SketchBins = {};
+    const flat = asArray<string>(row[6] ?? []);
+    for (let i = 0; i < flat.length; i += 2) bins[flat[i]] = Number(flat[i + 1]);
+    return {
+      count: Number(row[1]),
+      sum: 0,
+      min: extreme,
+      max: row[5] === undefined || row[5] === "" ? null : Number(row[5]),
+      distinct: 0,
+      approximate: true,
+      bins,
+    };
+  }
   return {
     count: Number(row[1]),
     sum: Number(row[2]),
@@ -98,15 +123,37 @@ function toState(kind: CounterMeta["aggregate"], row: MergedRow): AggregateState
   };
 }
 
-/** One pre-aggregated cell: `[counter, pane, group, count, sum, min|false, max|false, values]`. */
-type Cell = [number, number, string, number, number, number | false, number | false, string[]];
+/**
+ * One pre-aggregated cell: `[counter, pane, group, count, sum, min|false, max|false, values]`,
+ * and for a quantiles counter its bucket counts.
+ */
+type Cell =
+  | [number, number, string, number, number, number | false, number | false, string[]]
+  | [
+    number,
+    number,
+    string,
+    number,
+    number,
+    number | false,
+    number | false,
+    string[],
+    SketchBins,
+  ];
+
+/** The bucket of a quantiles counter's update, or undefined for other counters. */
+function binOf(batch: StoreBatch, update: CellUpdate): string | undefined {
+  const counter = batch.counters[update.counter];
+  if (counter.aggregate !== "quantiles" || typeof update.value !== "number") return undefined;
+  return sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
+}
 
 /**
  * Merges a batch's updates into cells as if every event applies, so the
  * script's common case adds one cell per counter, pane and group.
  */
 function preAggregate(batch: StoreBatch): Cell[] {
-  const cells = new Map<string, Cell & { distinct?: Set<string> }>();
+  const cells = new Map<string, Cell & { distinct?: Set<string>; bins?: SketchBins }>();
   for (const event of batch.events) {
     for (const update of event.updates) {
       const key = `${update.counter}|${update.pane}|${update.group}`;
@@ -116,6 +163,11 @@ function preAggregate(batch: StoreBatch): Cell[] {
         cells.set(key, cell);
       }
       cell[3] += 1;
+      const bin = binOf(batch, update);
+      if (bin !== undefined) {
+        cell.bins ??= {};
+        cell.bins[bin] = (cell.bins[bin] ?? 0) + 1;
+      }
       const value = update.value;
       if (typeof value === "number") {
         cell[4] += value;
@@ -130,7 +182,9 @@ function preAggregate(batch: StoreBatch): Cell[] {
       }
     }
   }
-  return [...cells.values()].map((cell) => cell.slice(0, 8) as Cell);
+  return [...cells.values()].map((cell) =>
+    cell.bins ? [...cell.slice(0, 8), cell.bins] as Cell : cell.slice(0, 8) as Cell
+  );
 }
 
 /** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
@@ -208,9 +262,13 @@ export class RedisStore implements Store {
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
     };
     const perEvent = batch.events.map((event) =>
-      event.updates.map((u) =>
-        u.value === undefined ? [u.counter, u.pane, u.group] : [u.counter, u.pane, u.group, u.value]
-      )
+      event.updates.map((u) => {
+        if (u.value === undefined) return [u.counter, u.pane, u.group];
+        const bin = binOf(batch, u);
+        return bin === undefined
+          ? [u.counter, u.pane, u.group, u.value]
+          : [u.counter, u.pane, u.group, u.value, bin];
+      })
     );
     return await this.#call("applyBatch", async () => {
       const keys = [
@@ -252,14 +310,20 @@ export class RedisStore implements Store {
     });
   }
 
-  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]> {
+  readWindows(
+    stream: string,
+    counter: CounterMeta,
+    windows: WindowRead[],
+    options: ReadOptions = {},
+  ): Promise<WindowValue[]> {
     if (windows.length === 0) return Promise.resolve([]);
     return this.#call("readWindows", async () => {
-      const rows = asArray<[string, string, string, string, string, string]>(
+      const rows = asArray<[string, ...MergedRow]>(
         fromJson(
           await this.#script(READ_SCRIPT, stream, {
             name: counter.name,
             kind: counter.aggregate,
+            top: options.top ?? false,
             windows: windows.map((window) => [window.start, window.panes]),
           }),
         ),
@@ -317,7 +381,10 @@ export class RedisStore implements Store {
               f.start,
               f.end,
               f.group,
-              f.value ?? false,
+              // A quantiles counter's value goes as its JSON text, logged as it is.
+              typeof f.value === "object" && f.value !== null
+                ? JSON.stringify(f.value)
+                : f.value ?? false,
               f.ttlMs,
             ]),
           }),

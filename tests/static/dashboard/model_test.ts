@@ -5,10 +5,12 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  chartValue,
   CounterSeries,
   describeCounter,
   durationMs,
   formatRate,
+  formatValue,
   groupLabel,
   ratesBetween,
   SseParser,
@@ -116,4 +118,38 @@ Deno.test("groupLabel(), formatRate(), durationMs() and the counter description 
   assert.equal(describeCounter(hopping), "sum(amount) by country · hopping 1h every 5m");
   assert.equal(windowStepMs(hopping), 300_000);
   assert.equal(windowStepMs({ window: { sliding: "10m", precision: "1m" } }), 60_000);
+});
+
+Deno.test("CounterSeries of a count draws the rest summed: the server's others plus the groups not drawn", () => {
+  const series = new CounterSeries(10, { additive: true });
+  const t0 = "2026-01-01T00:00:00.000Z";
+  const t1 = "2026-01-01T00:01:00.000Z";
+  series.set({ start: t0, group: { country: "DE" }, value: 9 });
+  series.set({ start: t0, group: { country: "FR" }, value: 4 });
+  series.set({ start: t1, group: { country: "FR" }, value: 2 });
+  series.setOthers({ start: t0, value: 3 });
+  series.setOthers({ start: t1, value: null });
+  const { labels, data } = series.chartData(1);
+  assert.deepEqual(labels, ["DE", "others"]);
+  assert.deepEqual(data.slice(1), [[9, null], [7, 2]]);
+  // Everything drawn and no rest from the server: no others line.
+  const all = new CounterSeries(10, { additive: true });
+  all.set({ start: t0, group: { country: "DE" }, value: 9 });
+  all.setOthers({ start: t0, value: null });
+  assert.deepEqual(all.chartData(5).labels, ["DE"]);
+  // Values that do not add up (min, max, avg, distinct, quantiles) get no summed line.
+  const max = new CounterSeries(10);
+  max.set({ start: t0, group: { country: "DE" }, value: 9 });
+  max.set({ start: t0, group: { country: "FR" }, value: 4 });
+  max.setOthers({ start: t0, value: 3 });
+  assert.deepEqual(max.chartData(1).labels, ["DE"]);
+});
+
+Deno.test("a quantiles counter's value is drawn and shown as its p99", () => {
+  const series = new CounterSeries(10);
+  const value = { count: 3, min: 1, max: 90, p50: 2, p99: 88.5, approximate: true };
+  series.set({ start: "2026-01-01T00:00:00.000Z", group: {}, value });
+  assert.deepEqual(series.chartData(1).data[1], [88.5]);
+  assert.equal(chartValue(value), 88.5);
+  assert.equal(formatValue(value), "88.5");
 });

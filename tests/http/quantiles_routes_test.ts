@@ -1,0 +1,136 @@
+/**
+ * Quantiles counters through the API: the value object of a window, `?q=`
+ * to pick quantiles (and a 400 that changes nothing for bad ones), alerts on
+ * `value.p99`, and webhook/live payloads that carry the object.
+ */
+import assert from "node:assert/strict";
+import { sweepOnce } from "../../src/fanout/sweep.ts";
+import { publicPayload } from "../../src/fanout/payload.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { MemoryStore } from "../../src/store/mod.ts";
+import { at, NOW, postEvents, testApp } from "../_fixtures.ts";
+
+const CONFIG = {
+  streams: {
+    api: {
+      time: { field: "ts", lateness: "10s" },
+      counters: {
+        latency: {
+          window: { tumbling: "1m" },
+          groupBy: ["endpoint"],
+          aggregate: { quantiles: "ms", accuracy: 0.01 },
+        },
+      },
+      alerts: [{ name: "slow", counter: "latency", when: "value.p99 > 500.0" }],
+    },
+  },
+};
+
+/** 100 requests per endpoint: /a takes 1..100 ms, /b 10..1000 ms. */
+function requests() {
+  const events = [];
+  for (let i = 1; i <= 100; i++) {
+    events.push({ ts: at(1), endpoint: "/a", ms: i });
+    events.push({ ts: at(2), endpoint: "/b", ms: i * 10 });
+  }
+  return events;
+}
+
+Deno.test("a quantiles counter's window value is {count, min, max, p50, p90, p95, p99, approximate}", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  assert.equal((await postEvents(app, requests(), { stream: "api" })).status, 202);
+  const res = await app.request("/v1/streams/api/counters/latency?group.endpoint=/a");
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.equal(body.aggregate, "quantiles");
+  const [row] = body.windows;
+  assert.equal(row.approximate, true);
+  assert.deepEqual(Object.keys(row.value).sort(), [
+    "approximate",
+    "count",
+    "max",
+    "min",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+  ]);
+  assert.deepEqual([row.value.count, row.value.min, row.value.max], [100, 1, 100]);
+  // Rank floor(q × 99): 50, 90, 95, 99 (the 50th … 99th values, 1-based).
+  for (const [name, exact] of [["p50", 50], ["p90", 90], ["p95", 95], ["p99", 99]]) {
+    const estimate = row.value[name as string];
+    assert.ok(
+      Math.abs(estimate - (exact as number)) <= 0.01 * (exact as number),
+      `${name} ${estimate}`,
+    );
+  }
+});
+
+Deno.test("?q= picks the quantiles a read reports, on the list and on /current", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, requests(), { stream: "api" });
+  for (
+    const path of ["/v1/streams/api/counters/latency", "/v1/streams/api/counters/latency/current"]
+  ) {
+    const res = await app.request(`${path}?q=0.5,0.999,0,1&group.endpoint=/b`);
+    assert.equal(res.status, 200, path);
+    const [row] = (await res.json()).windows;
+    assert.deepEqual(Object.keys(row.value).sort(), [
+      "approximate",
+      "count",
+      "max",
+      "min",
+      "p0",
+      "p100",
+      "p50",
+      "p99.9",
+    ]);
+    assert.ok(Math.abs(row.value.p0 - 10) <= 0.1 && row.value.p0 >= 10, `p0 ${row.value.p0}`);
+    // Estimates never leave [min, max].
+    assert.ok(row.value.p100 <= 1000 && row.value.p100 >= 990, `p100 ${row.value.p100}`);
+    assert.ok(Math.abs(row.value["p99.9"] - 990) <= 9.9, `p99.9 ${row.value["p99.9"]}`);
+  }
+});
+
+Deno.test("?q= with a value outside [0, 1] or not a number is a 400 naming it", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  await postEvents(app, requests(), { stream: "api" });
+  for (const [q, bad] of [["1.5", "1.5"], ["0.5,x", "x"], ["0.5,", ""], ["-0.1", "-0.1"]]) {
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
+    assert.equal(res.status, 400, q);
+    const body = await res.json();
+    assert.equal(body.error.code, "invalid_query");
+    assert.equal(
+      body.error.message,
+      `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'`,
+    );
+  }
+  const many = Array.from({ length: 21 }, () => "0.5").join(",");
+  const res = await app.request(`/v1/streams/api/counters/latency/current?q=${many}`);
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error.message, /names 21 quantiles; at most 20/);
+});
+
+Deno.test("an alert reads value.p99 of a quantiles window and fires with the value object", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const { app } = await testApp({ config: CONFIG, store });
+  await postEvents(app, requests(), { stream: "api" });
+  await postEvents(app, [{ ts: at(200), endpoint: "/a", ms: 1 }], { stream: "api" });
+  const streams = compileConfig(CONFIG);
+  const report = await sweepOnce(streams.values(), store);
+  assert.deepEqual(report.fired.map((firing) => firing.group), ['["/b"]']);
+  const value = report.fired[0].value as Record<string, number>;
+  assert.deepEqual([value.count, value.min, value.max], [100, 10, 1000]);
+  assert.ok(value.p99 > 500);
+  const log = await store.readLog("api", null, 1000);
+  const fired = log.find((entry) => entry.record.type === "alert.fired")!;
+  // The webhook/live payload carries the object, as does window.closed.
+  const payload = publicPayload(streams.get("api")!, fired)!;
+  assert.deepEqual(payload.data.value, value);
+  const closed = log.find((entry) =>
+    entry.record.type === "window.closed" && entry.record.group === '["/b"]'
+  )!;
+  const closedPayload = publicPayload(streams.get("api")!, closed)!;
+  assert.deepEqual(closedPayload.data.value, value);
+  assert.equal(closedPayload.data.approximate, true);
+});

@@ -1,0 +1,110 @@
+/** `?top=` and `?by=` on the counter routes: top groups, others, ties, and clear 400s. */
+import assert from "node:assert/strict";
+import { at, postEvents, testApp } from "../_fixtures.ts";
+
+const CONFIG = {
+  streams: {
+    api: {
+      time: { field: "ts", lateness: "10s" },
+      counters: {
+        hits: { window: { tumbling: "1m" }, groupBy: ["endpoint"], aggregate: "count" },
+        latency: {
+          window: { tumbling: "1m" },
+          groupBy: ["endpoint"],
+          aggregate: { quantiles: "ms" },
+        },
+      },
+    },
+  },
+};
+
+/** /a: 5 hits of 1..5 ms; /b and /c: 3 hits each (a tie); /d: 1 hit of 900 ms. */
+const EVENTS = [
+  ...[1, 2, 3, 4, 5].map((ms) => ({ ts: at(1), endpoint: "/a", ms })),
+  ...[10, 20, 30].map((ms) => ({ ts: at(2), endpoint: "/c", ms })),
+  ...[100, 200, 300].map((ms) => ({ ts: at(3), endpoint: "/b", ms })),
+  { ts: at(4), endpoint: "/d", ms: 900 },
+];
+
+Deno.test("?top= gives each window's top groups, ties by group key, and the rest summed in others", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, EVENTS, { stream: "api" });
+  const res = await app.request("/v1/streams/api/counters/hits?top=2");
+  assert.equal(res.status, 200);
+  const body = await res.json();
+  assert.deepEqual(
+    body.windows.map((
+      row: { group: { endpoint: string }; value: number },
+    ) => [row.group.endpoint, row.value]),
+    [
+      ["/a", 5],
+      ["/b", 3],
+    ],
+  );
+  assert.deepEqual(body.others, [{
+    start: at(0),
+    end: at(60),
+    groups: 4,
+    value: 4,
+    final: false,
+  }]);
+  const current = await (await app.request("/v1/streams/api/counters/hits/current?top=2")).json();
+  assert.deepEqual(current.windows, body.windows);
+  assert.deepEqual(current.others, body.others[0]);
+  // Without top: every group, no others.
+  const all = await (await app.request("/v1/streams/api/counters/hits")).json();
+  assert.equal(all.windows.length, 4);
+  assert.equal(all.others, undefined);
+});
+
+Deno.test("?by= ranks a quantiles counter's groups by that quantile; others is the merged sketch", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  // /e: mostly 1 ms with one 5 s outlier, last by its median, first by p100.
+  const outlier = [1, 1, 1, 1, 5000].map((ms) => ({ ts: at(5), endpoint: "/e", ms }));
+  await postEvents(app, [...EVENTS, ...outlier], { stream: "api" });
+  const endpoints = (body: { windows: Array<{ group: { endpoint: string } }> }) =>
+    body.windows.map((row) => row.group.endpoint);
+  const byMax = await (await app.request("/v1/streams/api/counters/latency?top=2&by=p100")).json();
+  assert.deepEqual(endpoints(byMax), ["/e", "/d"]);
+  const byMedian = await (await app.request("/v1/streams/api/counters/latency?top=2")).json();
+  assert.deepEqual(endpoints(byMedian), ["/d", "/b"]);
+  const others = byMax.others[0];
+  assert.deepEqual(
+    [others.groups, others.value.count, others.value.min, others.value.max],
+    [5, 11, 1, 300],
+  );
+  assert.equal(others.approximate, true);
+});
+
+Deno.test("with top, limit counts windows: each keeps its top groups and its others", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(130)) });
+  const later = EVENTS.map((event) => ({ ...event, ts: at(61) }));
+  await postEvents(app, [...EVENTS, ...later], { stream: "api" });
+  const both = await (await app.request("/v1/streams/api/counters/hits?top=2")).json();
+  assert.deepEqual(both.others.map((row: { start: string }) => row.start), [at(60), at(0)]);
+  assert.equal(both.windows.length, 4);
+  const newest = await (await app.request("/v1/streams/api/counters/hits?top=2&limit=1")).json();
+  assert.deepEqual(
+    newest.windows.map((row: { start: string; value: number }) => [row.start, row.value]),
+    [[at(60), 5], [at(60), 3]],
+  );
+  assert.deepEqual(newest.others.map((row: { start: string }) => row.start), [at(60)]);
+});
+
+Deno.test("bad top and by parameters are 400s that name the problem", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const cases: Array<[string, RegExp]> = [
+    ["hits?by=p99", /Query parameter 'by' needs 'top'/],
+    ["hits?top=2&by=p99", /'by' applies to quantiles counters; 'hits' is count/],
+    ["latency?top=2&by=p101", /'by' must be p0 to p100, got 'p101'/],
+    ["latency?top=2&by=99", /'by' must be p0 to p100, got '99'/],
+    ["hits?top=2&group.endpoint=/a", /cannot be combined with group filters: group.endpoint/],
+    ["hits/current?top=2&group.endpoint=/a", /cannot be combined with group filters/],
+    ["hits?top=0", /top/],
+  ];
+  for (const [path, message] of cases) {
+    const res = await app.request(`/v1/streams/api/counters/${path}`);
+    assert.equal(res.status, 400, path);
+    assert.match(JSON.stringify(await res.json()), message, path);
+  }
+});

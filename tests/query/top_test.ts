@@ -1,0 +1,172 @@
+/**
+ * Top groups against a naive model on both stores: per window the `top`
+ * groups with the highest value (ties by group key), `others` merged from the
+ * rest's raw values, and the group count, for every aggregate with an order.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig } from "../../src/config/mod.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { currentWindow, listTopWindows } from "../../src/query/mod.ts";
+import {
+  MemoryStore,
+  RedisStore,
+  sketchBin,
+  type SketchBins,
+  sketchQuantiles,
+  type Store,
+} from "../../src/store/mod.ts";
+import { redisTest } from "../_redis.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const NOW = T0 + 30_000;
+
+const stream = compileConfig({
+  streams: {
+    s: {
+      time: { field: "t", lateness: "1m" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        min: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" } },
+        max: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { max: "v" } },
+        avg: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { avg: "v" } },
+        distinct: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { distinct: "u" } },
+        quantiles: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { quantiles: "v" } },
+      },
+    },
+  },
+}).get("s")!;
+
+/** Six groups of different sizes and spreads; "e" and "f" tie on count. */
+function events() {
+  const out: Array<{ t: number; g: string; v: number; u: string }> = [];
+  const sizes: Record<string, number> = { a: 40, b: 7, c: 25, d: 3, e: 10, f: 10 };
+  for (const [g, size] of Object.entries(sizes)) {
+    for (let i = 0; i < size; i++) {
+      const v = (g.charCodeAt(0) - 96) * 10 + ((i * 37) % 23) - 5;
+      out.push({ t: T0 + 1000 + i, g, v, u: `${g}${i % (size > 9 ? 9 : size)}` });
+    }
+  }
+  return out;
+}
+
+function model(name: string, values: Array<{ v: number; u: string }>): number {
+  const numbers = values.map((item) => item.v);
+  switch (name) {
+    case "count":
+      return values.length;
+    case "sum":
+      return numbers.reduce((a, b) => a + b, 0);
+    case "min":
+      return Math.min(...numbers);
+    case "max":
+      return Math.max(...numbers);
+    case "avg":
+      return numbers.reduce((a, b) => a + b, 0) / numbers.length;
+    case "distinct":
+      return new Set(values.map((item) => item.u)).size;
+    default: {
+      const bins: SketchBins = {};
+      for (const v of numbers) bins[sketchBin(v, 0.01)] = (bins[sketchBin(v, 0.01)] ?? 0) + 1;
+      return sketchQuantiles(bins, 0.01, [0.99], {
+        min: Math.min(...numbers),
+        max: Math.max(...numbers),
+      })[0]!;
+    }
+  }
+}
+
+async function checkTop(store: Store) {
+  const all = events();
+  await ingestItems(stream, all.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs: NOW,
+  });
+  const byGroup = Map.groupBy(all, (event) => event.g);
+  for (const counter of stream.counters) {
+    const ranked = [...byGroup].map(([g, values]) => ({ g, rank: model(counter.name, values) }))
+      .sort((a, b) => b.rank - a.rank || (a.g < b.g ? -1 : 1));
+    const top = ranked.slice(0, 2).map((item) => item.g);
+    const rest = ranked.slice(2).flatMap((item) => byGroup.get(item.g)!);
+    const result = await listTopWindows(stream, counter, { store, nowMs: NOW }, {
+      top: 2,
+      by: 0.99,
+    });
+    assert.deepEqual(result.windows.map((row) => row.group.g), top, counter.name);
+    assert.equal(result.others.length, 1);
+    const others = result.others[0];
+    assert.equal(others.groups, 6, counter.name);
+    const expected = model(counter.name, rest);
+    if (counter.name === "quantiles") {
+      const value = others.value as Record<string, number>;
+      assert.equal(value.count, rest.length);
+      assert.equal(value.min, Math.min(...rest.map((item) => item.v)));
+      assert.equal(value.p99, expected);
+      assert.equal(others.approximate, true);
+    } else if (counter.name === "distinct") {
+      // The union: groups share no values here, so it is the sum of theirs.
+      assert.ok(Math.abs((others.value as number) - expected) <= 1, `${others.value} ${expected}`);
+    } else {
+      assert.ok(
+        Math.abs((others.value as number) - expected) <= 1e-9 * Math.abs(expected),
+        `${counter.name}: ${others.value} vs ${expected}`,
+      );
+    }
+    const current = await currentWindow(stream, counter, { store, nowMs: NOW }, {
+      top: 2,
+      by: 0.99,
+    });
+    assert.deepEqual(current.rows.map((row) => row.group.g), top, counter.name);
+    assert.deepEqual(current.others, others);
+  }
+}
+
+async function checkDistinctUnion(store: Store) {
+  // Overlapping groups: the union counts a shared value once, unlike a sum.
+  const shared = [];
+  for (let i = 0; i < 30; i++) shared.push({ t: T0 + i, g: "big", v: 1, u: `x${i}` });
+  for (const g of ["p", "q", "r"]) {
+    for (let i = 0; i < 5; i++) shared.push({ t: T0 + i, g, v: 1, u: `y${i}` });
+  }
+  await ingestItems(stream, shared.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs: NOW,
+  });
+  const distinct = stream.counters.find((counter) => counter.name === "distinct")!;
+  const result = await listTopWindows(stream, distinct, { store, nowMs: NOW }, { top: 1 });
+  assert.deepEqual(result.windows.map((row) => [row.group.g, row.value]), [["big", 30]]);
+  assert.deepEqual([result.others[0].groups, result.others[0].value], [4, 5]);
+}
+
+function redisStore(fixture: { restUrl: string; restToken: string }) {
+  return new RedisStore(
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    { now: () => NOW },
+  );
+}
+
+Deno.test("MemoryStore: top groups and others match the naive model for every aggregate", () =>
+  checkTop(new MemoryStore({ now: () => NOW })));
+redisTest(
+  "RedisStore: top groups and others match the naive model for every aggregate",
+  (fixture) => checkTop(redisStore(fixture)),
+);
+Deno.test("MemoryStore: others of a distinct counter is the union of the rest's values", () =>
+  checkDistinctUnion(new MemoryStore({ now: () => NOW })));
+redisTest(
+  "RedisStore: others of a distinct counter is the union of the rest's values",
+  (fixture) => checkDistinctUnion(redisStore(fixture)),
+);
+
+Deno.test("a window with no more groups than top has others null and its group count", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  await ingestItems(stream, [{ ok: true as const, value: { t: T0, g: "a", v: 1, u: "x" } }], {
+    store,
+    nowMs: NOW,
+  });
+  const result = await listTopWindows(stream, stream.counters[0], { store, nowMs: NOW }, {
+    top: 3,
+  });
+  assert.deepEqual(result.others.map((row) => [row.groups, row.value]), [[1, null]]);
+});

@@ -1,0 +1,159 @@
+/**
+ * The DDSketch buckets against an exact model: on 100k values of several
+ * distributions every quantile is within the relative accuracy of the value
+ * at DDSketch's rank (`floor(q × (count − 1))` of the sorted values, no
+ * interpolation); clamping below 1e-9 is the documented exception.
+ */
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { addBins, sketchBin, type SketchBins, sketchQuantiles } from "../../src/store/sketch.ts";
+
+const QS = [0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1];
+
+/** A seeded generator (mulberry32), so every run sees the same values. */
+function random(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function normal(next: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+const N = 100_000;
+
+/** The distributions of the accuracy test, 100k values each. */
+export const DISTRIBUTIONS: Record<string, (next: () => number) => number> = {
+  uniform: (next) => next() * 1000,
+  lognormal: (next) => Math.exp(normal(next) * 2),
+  bimodal: (next) => next() < 0.7 ? 10 + normal(next) : 1000 + 50 * normal(next),
+  constants: () => 42,
+  zeros: () => 0,
+  negatives: (next) => -Math.exp(normal(next) * 1.5) * 100,
+  mixed: (next) => next() < 0.2 ? 0 : (next() < 0.5 ? -1 : 1) * next() * 1e6,
+  integers: (next) => Math.floor(next() * 5000),
+};
+
+function binsOf(values: number[], accuracy: number): SketchBins {
+  const bins: SketchBins = {};
+  for (const value of values) {
+    const bin = sketchBin(value, accuracy);
+    bins[bin] = (bins[bin] ?? 0) + 1;
+  }
+  return bins;
+}
+
+/** The exact value DDSketch's rank names. */
+function exactQuantile(sorted: number[], q: number): number {
+  return sorted[Math.floor(q * (sorted.length - 1))];
+}
+
+function relativeError(estimate: number, exact: number): number {
+  if (exact === 0) return estimate === 0 ? 0 : Infinity;
+  return Math.abs(estimate - exact) / Math.abs(exact);
+}
+
+/** Max relative error over QS for 100k values of one distribution. */
+export function maxRelativeError(
+  draw: (next: () => number) => number,
+  accuracy: number,
+  seed = 1,
+): number {
+  const next = random(seed);
+  const values = Array.from({ length: N }, () => draw(next));
+  const sorted = values.toSorted((a, b) => a - b);
+  const estimates = sketchQuantiles(binsOf(values, accuracy), accuracy, QS, {
+    min: sorted[0],
+    max: sorted.at(-1),
+  });
+  let worst = 0;
+  QS.forEach((q, i) => {
+    worst = Math.max(worst, relativeError(estimates[i]!, exactQuantile(sorted, q)));
+  });
+  return worst;
+}
+
+for (const accuracy of [0.01, 0.001, 0.05]) {
+  for (const [name, draw] of Object.entries(DISTRIBUTIONS)) {
+    Deno.test(`sketchQuantiles() is within ${accuracy} of the exact quantile on 100k ${name} values`, () => {
+      const worst = maxRelativeError(draw, accuracy);
+      // A hair over the accuracy for the rounding of log and pow.
+      assert.ok(worst <= accuracy * (1 + 1e-9), `${name}: max relative error ${worst}`);
+    });
+  }
+}
+
+Deno.test("sketchQuantiles() follows DDSketch's rank, floor(q × (count − 1)), without interpolation", () => {
+  const bins = binsOf([1, 100], 0.01);
+  // Interpolation would give about 50.5; DDSketch answers the lower value up to q = 1.
+  assert.deepEqual(sketchQuantiles(bins, 0.01, [0.5, 0.99], { min: 1, max: 100 }), [1, 1]);
+  assert.deepEqual(sketchQuantiles(bins, 0.01, [1], { min: 1, max: 100 }), [100]);
+});
+
+Deno.test("sketchQuantiles() keeps negative, zero and positive values apart, in order", () => {
+  const values = [-1000, -10, 0, 0, 5, 500];
+  const estimates = sketchQuantiles(binsOf(values, 0.01), 0.01, [0, 0.2, 0.4, 0.6, 0.8, 1]);
+  values.forEach((exact, i) => {
+    assert.ok(relativeError(estimates[i]!, exact) <= 0.01, `${estimates[i]} vs ${exact}`);
+  });
+});
+
+Deno.test("sketchQuantiles() of one repeated value is that value exactly, with min and max", () => {
+  for (const value of [42, -0.37, 1e15]) {
+    const bins = binsOf(Array(1000).fill(value), 0.01);
+    assert.deepEqual(
+      sketchQuantiles(bins, 0.01, [0, 0.5, 0.99, 1], { min: value, max: value }),
+      [value, value, value, value],
+    );
+  }
+});
+
+Deno.test("sketchQuantiles() of no values is null for each quantile", () => {
+  assert.deepEqual(sketchQuantiles({}, 0.01, [0.5, 0.99]), [null, null]);
+});
+
+Deno.test("sketchBin() clamps magnitudes below 1e-9 into the bucket of 1e-9, losing the guarantee", () => {
+  assert.equal(sketchBin(1e-15, 0.01), sketchBin(1e-9, 0.01));
+  assert.equal(sketchBin(-1e-15, 0.01), sketchBin(-1e-9, 0.01));
+  assert.notEqual(sketchBin(1e-15, 0.01), sketchBin(-1e-15, 0.01));
+  const [estimate] = sketchQuantiles(binsOf([1e-15, 1], 0.01), 0.01, [0]);
+  assert.ok(relativeError(estimate!, 1e-9) <= 0.01 && relativeError(estimate!, 1e-15) > 0.01);
+  // Clamped to [min, max] when they are known, so a lone small value is exact.
+  assert.deepEqual(
+    sketchQuantiles(binsOf([1e-15], 0.01), 0.01, [0.5], { min: 1e-15, max: 1e-15 }),
+    [
+      1e-15,
+    ],
+  );
+});
+
+Deno.test("sketchBin() keeps the guarantee from 1e-9 up to the largest accepted value", () => {
+  for (const value of [1e-9, 3e-7, 1, 1e12, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER]) {
+    const [estimate] = sketchQuantiles(binsOf([value], 0.01), 0.01, [0.5]);
+    assert.ok(relativeError(estimate!, value) <= 0.01, `${estimate} vs ${value}`);
+  }
+});
+
+Deno.test("adding the buckets of any split of the values gives the buckets of all of them", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.double({ min: -1e9, max: 1e9, noNaN: true }), { maxLength: 200 }),
+      fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 10 }),
+      (values, sizes) => {
+        const merged: SketchBins = {};
+        let offset = 0;
+        for (let i = 0; offset < values.length; i++) {
+          const part = values.slice(offset, offset + sizes[i % sizes.length]);
+          offset += part.length;
+          addBins(merged, binsOf(part.toReversed(), 0.01));
+        }
+        assert.deepEqual(merged, binsOf(values, 0.01));
+      },
+    ),
+  );
+});
