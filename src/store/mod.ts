@@ -22,3 +22,6 @@ export * from "./memory/store.ts";
 export * from "./memory/delivery_store.ts";
 export * from "./redis/store.ts";
 export * from "./redis/delivery_store.ts";
+export * from "./keys.ts";
+export * from "./memory/key_store.ts";
+export * from "./redis/key_store.ts";
