@@ -49,9 +49,12 @@ import {
 } from "./http/origin.ts";
 import {
   type DeliveryStore,
+  type KeyStore,
   MemoryDeliveryStore,
+  MemoryKeyStore,
   MemoryStore,
   RedisDeliveryStore,
+  RedisKeyStore,
   RedisStore,
   type Store,
 } from "./store/mod.ts";
@@ -218,6 +221,14 @@ export function storeFromEnv(env: EnvSource): Store {
   return new RedisStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" });
 }
 
+/** Picks the run-time key store: in Redis when both Upstash variables are set, else in memory. */
+export function keyStoreFromEnv(env: EnvSource): KeyStore {
+  const redis = redisFromEnv(env);
+  return redis
+    ? new RedisKeyStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
+    : new MemoryKeyStore();
+}
+
 /** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
 export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
   const redis = redisFromEnv(env);
@@ -325,7 +336,7 @@ export async function configFromEnv(
   };
   let keys: KeyRing;
   try {
-    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"));
+    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"), { store: keyStoreFromEnv(env) });
   } catch (error) {
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }

@@ -392,6 +392,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     if (presented.inQuery) noteKeyInQuery(c);
     const denied = await scopeError(deps.keys, presented.key, "read", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
+      stream: c.req.param("stream"),
     });
     if (denied && !overSocket) throw denied;
     let subscription: Subscription | undefined;

@@ -18,8 +18,9 @@ import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
-import { type KeyRing, requireScope } from "./auth.ts";
-import { bodyFormat, type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
+import { grantOfRequest, type KeyRing, requireScope } from "./auth.ts";
+import { type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
+import { ingestBodyFormat, ingestCors, rateLimitsFor, requireIngestKey } from "./browser.ts";
 import { ApiError } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 
@@ -194,7 +195,8 @@ function ingest(deps: StreamRouteDeps) {
   return async (c: Context) => {
     const stream = findStream(deps.streams, c.req.param("stream") ?? "");
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
-      const format = bodyFormat(c.req.header("Content-Type"));
+      const grant = grantOfRequest(c.req.raw);
+      const format = ingestBodyFormat(c.req.header("Content-Type"), grant);
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
         timeoutMs: deps.limits.bodyTimeoutMs,
       });
@@ -209,6 +211,7 @@ function ingest(deps: StreamRouteDeps) {
         store: deps.store,
         nowMs: deps.now(),
         idempotency: key === undefined ? undefined : { key, body: bytes },
+        rateLimits: rateLimitsFor(stream, grant),
       });
       scope.answered({ ...reply, rejected: reply.rejected.length });
       return reply;
@@ -621,7 +624,8 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
   app.openapi(readyRoute, ready(deps));
 
   app.openAPIRegistry.registerPath(ingestRoute);
-  app.post(ingestRoute.getRoutingPath(), requireScope(deps.keys, "ingest"), ingest(deps));
+  app.use(ingestRoute.getRoutingPath(), ingestCors(deps));
+  app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), ingest(deps));
 
   app.use("/v1/streams", readScope);
   app.use("/v1/streams/:stream", readScope);
