@@ -20,7 +20,7 @@ async function keyedApp(options: { now?: () => number } = {}) {
   return { app, keyStore: store, keys };
 }
 
-function post(path: string, key: string, body: unknown, headers: Record<string, string> = {}) {
+function post(key: string, body: unknown, headers: Record<string, string> = {}) {
   return {
     method: "POST",
     headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json", ...headers },
@@ -60,7 +60,7 @@ Deno.test("POST /v1/keys shows the secret once and stores only its digest; the k
   const { app, keyStore } = await keyedApp();
   const res = await app.request(
     "/v1/keys",
-    post("/v1/keys", KEYS.admin, { scopes: ["ingest"], description: "Backend" }),
+    post(KEYS.admin, { scopes: ["ingest"], description: "Backend" }),
   );
   assert.equal(res.status, 201);
   const created = await res.json();
@@ -96,7 +96,7 @@ Deno.test("POST /v1/keys shows the secret once and stores only its digest; the k
   assert.equal((await one.json()).id, created.id);
   const ingest = await app.request(
     "/v1/streams/orders/events",
-    post("", created.key, ORDER),
+    post(created.key, ORDER),
   );
   assert.equal(ingest.status, 202);
   // Ingest only: reading is refused.
@@ -108,7 +108,7 @@ Deno.test("POST /v1/keys shows the secret once and stores only its digest; the k
 
 Deno.test("only admin keys manage keys; bad inputs are refused with 400 and change nothing", async () => {
   const { app, keyStore } = await keyedApp();
-  const byIngest = await app.request("/v1/keys", post("", KEYS.ingest, { scopes: ["ingest"] }));
+  const byIngest = await app.request("/v1/keys", post(KEYS.ingest, { scopes: ["ingest"] }));
   assert.equal(byIngest.status, 403);
   const cases: Array<[unknown, RegExp]> = [
     [{}, /secret key needs 'scopes'/],
@@ -128,7 +128,7 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
     [{ scopes: ["ingest"], rateLimit: { eventsPerSecond: 0, burst: 1 } }, /rateLimit/],
   ];
   for (const [input, message] of cases) {
-    const res = await app.request("/v1/keys", post("", KEYS.admin, input));
+    const res = await app.request("/v1/keys", post(KEYS.admin, input));
     assert.equal(res.status, 400, JSON.stringify(input));
     assert.match((await res.json()).error.message, message);
   }
@@ -139,10 +139,10 @@ Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second
   const { app } = await keyedApp();
   const created = await (await app.request(
     "/v1/keys",
-    post("", KEYS.admin, { scopes: ["ingest"] }),
+    post(KEYS.admin, { scopes: ["ingest"] }),
   )).json();
   assert.equal(
-    (await app.request("/v1/streams/orders/events", post("", created.key, ORDER))).status,
+    (await app.request("/v1/streams/orders/events", post(created.key, ORDER))).status,
     202,
   );
   const del = await app.request(`/v1/keys/${created.id}`, {
@@ -152,7 +152,7 @@ Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second
   assert.equal(del.status, 204);
   const after = await app.request(
     "/v1/streams/orders/events",
-    post("", created.key, { ...ORDER, id: "o-2" }),
+    post(created.key, { ...ORDER, id: "o-2" }),
   );
   assert.equal(after.status, 401);
   const again = await app.request(`/v1/keys/${created.id}`, {
@@ -167,13 +167,13 @@ Deno.test("a key limited to streams uses only those, and no route that names non
   const { app } = await keyedApp();
   const created = await (await app.request(
     "/v1/keys",
-    post("", KEYS.admin, { scopes: ["ingest", "read"], streams: ["open"] }),
+    post(KEYS.admin, { scopes: ["ingest", "read"], streams: ["open"] }),
   )).json();
   assert.equal(
-    (await app.request("/v1/streams/open/events", post("", created.key, {}))).status,
+    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
     202,
   );
-  const other = await app.request("/v1/streams/orders/events", post("", created.key, ORDER));
+  const other = await app.request("/v1/streams/orders/events", post(created.key, ORDER));
   assert.equal(other.status, 403);
   assert.match((await other.json()).error.message, /limited to streams open: not 'orders'/);
   const get = (path: string) =>
@@ -188,19 +188,19 @@ Deno.test("a key stops working at its expiresAt", async () => {
   const { app } = await keyedApp({ now: () => now });
   const created = await (await app.request(
     "/v1/keys",
-    post("", KEYS.admin, {
+    post(KEYS.admin, {
       scopes: ["ingest"],
       expiresAt: new Date(NOW + 60_000).toISOString(),
     }),
   )).json();
   assert.equal(created.expiresAt, new Date(NOW + 60_000).toISOString());
   assert.equal(
-    (await app.request("/v1/streams/open/events", post("", created.key, {}))).status,
+    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
     202,
   );
   now = NOW + 60_000;
   assert.equal(
-    (await app.request("/v1/streams/open/events", post("", created.key, {}))).status,
+    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
     401,
   );
 });
