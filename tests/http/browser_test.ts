@@ -193,7 +193,10 @@ Deno.test("a secret key is refused in ?key=, as URLs reach logs", async () => {
 Deno.test("a stream's limit answers 429 with Retry-After and RateLimit headers, refuses a request whole and counts none of it", async () => {
   const { app, stats } = await setup();
   const three = [{}, {}, {}];
-  assert.equal((await app.request(...send("limited", three, { key: KEYS.ingest }))).status, 202);
+  const admitted = await app.request(...send("limited", three, { key: KEYS.ingest }));
+  assert.equal(admitted.status, 202);
+  // Only a refusal carries the rate limit's header fields.
+  assert.equal(admitted.headers.get("RateLimit"), null);
   const res = await app.request(...send("limited", three, { key: KEYS.ingest }));
   assert.equal(res.status, 429);
   // One token left, three needed: two more refill at 2 per second.
