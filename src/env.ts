@@ -334,9 +334,10 @@ export async function configFromEnv(
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
     allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
   };
+  const keyStore = keyStoreFromEnv(env);
   let keys: KeyRing;
   try {
-    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"), { store: keyStoreFromEnv(env) });
+    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"), { store: keyStore });
   } catch (error) {
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }
