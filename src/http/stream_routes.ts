@@ -160,9 +160,16 @@ const ingestRoute = createRoute({
   tags: ["ingest"],
   summary: "Send events",
   description:
-    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Scope: ingest.",
+    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Over the stream's `limits` or the key's `rateLimit`: 429 `rate_limited`, nothing applied, with `Retry-After`, `RateLimit-Policy` and `RateLimit`. A publishable key (`pk_…`) may come as `?key=` and its body as `text/plain` holding JSON (beacons); pages on its `origins` (or the stream's) get CORS headers. Scope: ingest.",
   request: {
     params: StreamParams,
+    query: z.object({
+      key: z.string().optional().openapi({
+        description:
+          "A publishable key (`pk_…`) for clients that cannot set headers (`navigator.sendBeacon`); secret keys are refused here",
+        example: "pk_Xq3v…",
+      }),
+    }),
     headers: z.object({
       "idempotency-key": z.string().min(1).max(255).optional().openapi({
         description:
@@ -175,6 +182,9 @@ const ingestRoute = createRoute({
       content: {
         "application/json": { schema: ingestBodyDoc },
         "application/x-ndjson": { schema: { type: "string" as const } },
+        "text/plain": {
+          schema: { type: "string" as const, description: "JSON, with a publishable key only" },
+        },
       },
     },
   },
