@@ -237,6 +237,13 @@ Deno.test("a key's rate limit is counted per stream, beside the stream's own", a
     (await res.json()).error.message,
     new RegExp(`key '${pk.id}' on stream 'pageviews'`),
   );
+  // A page on the key's origin can read the refusal and its Retry-After.
+  const fromPage = await app.request(
+    ...send("pageviews", twice(), { query: pk.key, origin: SHOP }),
+  );
+  assert.equal(fromPage.status, 429);
+  assert.equal(fromPage.headers.get("Access-Control-Allow-Origin"), SHOP);
+  assert.match(fromPage.headers.get("Access-Control-Expose-Headers")!, /Retry-After/);
   // Another stream has its own bucket for the key.
   assert.equal((await app.request(...send("limited", [{}, {}], { query: pk.key }))).status, 202);
   // Other keys are not limited by it.
