@@ -167,7 +167,6 @@ const ingestRoute = createRoute({
       key: z.string().optional().openapi({
         description:
           "A publishable key (`pk_…`) for clients that cannot set headers (`navigator.sendBeacon`); secret keys are refused here",
-        example: "pk_Xq3v…",
       }),
     }),
     headers: z.object({
