@@ -14,11 +14,13 @@ import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
 import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDefinitionRoutes } from "./http/definition_routes.ts";
+import { isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
+import { registerKeyRoutes } from "./http/key_routes.ts";
 import { requestLog } from "./http/request_log.ts";
 import { registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
@@ -139,7 +141,12 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // First, so every response has its X-Request-Id and every request its log line.
   app.use(requestLog());
   // Before every route, so a refused request changes nothing.
-  app.use(originGuard(new OriginPolicy({ open: keys.open, ...options.origins })));
+  // Ingest's Origin verdict waits for its key, whose origins may admit it.
+  app.use(
+    originGuard(new OriginPolicy({ open: keys.open, ...options.origins }), {
+      defer: isIngestRequest,
+    }),
+  );
   app.notFound((c) =>
     errorResponse(new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`), c)
   );
@@ -155,6 +162,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   });
   registerDefinitionRoutes(app, { streams, store, keys });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
+  registerKeyRoutes(app, { keys, now });
   registerDashboardRoutes(app, { open: keys.open });
   registerLiveRoutes(app, {
     streams,

@@ -51,11 +51,14 @@ import {
 import {
   type DefinitionStore,
   type DeliveryStore,
+  type KeyStore,
   MemoryDefinitionStore,
   MemoryDeliveryStore,
+  MemoryKeyStore,
   MemoryStore,
   RedisDefinitionStore,
   RedisDeliveryStore,
+  RedisKeyStore,
   RedisStore,
   type Store,
 } from "./store/mod.ts";
@@ -245,6 +248,14 @@ export function storesFromEnv(env: EnvSource): { store: Store; definitions: Defi
   };
 }
 
+/** Picks the run-time key store: in Redis when both Upstash variables are set, else in memory. */
+export function keyStoreFromEnv(env: EnvSource): KeyStore {
+  const redis = redisFromEnv(env);
+  return redis
+    ? new RedisKeyStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
+    : new MemoryKeyStore();
+}
+
 /** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
 export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
   const redis = redisFromEnv(env);
@@ -354,9 +365,10 @@ export async function configFromEnv(
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
     allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
   };
+  const keyStore = keyStoreFromEnv(env);
   let keys: KeyRing;
   try {
-    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"));
+    keys = await KeyRing.parse(env.get("EDGESTREAM_KEYS"), { store: keyStore });
   } catch (error) {
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }

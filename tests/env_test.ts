@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
-import { configFromEnv, storeFromEnv, webhooksFromEnv } from "../src/env.ts";
+import { configFromEnv, keyStoreFromEnv, storeFromEnv, webhooksFromEnv } from "../src/env.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { redisTest } from "./_redis.ts";
@@ -88,6 +88,28 @@ redisTest(
       await first.close();
       await second.close();
     }
+  },
+);
+
+redisTest(
+  "keyStoreFromEnv() keeps run-time keys in Redis when the Upstash variables are set, so instances share them",
+  async (fixture) => {
+    const vars = env({
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    });
+    const first = keyStoreFromEnv(vars);
+    assert.equal(first.kind, "redis");
+    await first.createKey({
+      id: "key_0123456789abcdef",
+      type: "secret",
+      hash: "h",
+      prefix: "sk_abcd",
+      scopes: ["read"],
+      createdAt: 1,
+    });
+    assert.equal((await keyStoreFromEnv(vars).getKey("key_0123456789abcdef"))?.hash, "h");
+    assert.equal(keyStoreFromEnv(env({})).kind, "memory");
   },
 );
 

@@ -82,6 +82,31 @@ const alertSchema = z.strictObject({
   when: expression,
 });
 
+/** A token bucket: `eventsPerSecond` refill, at most `burst` events at once. */
+export const rateLimitSchema = z.strictObject({
+  eventsPerSecond: z.number().positive().max(1_000_000),
+  burst: z.int().min(1).max(1_000_000),
+});
+
+/** A web origin, `http(s)://host[:port]` without path, serialized as browsers send it. */
+export const originSchema = z.string().max(256).transform((text, ctx) => {
+  let url: URL | undefined;
+  try {
+    url = /^https?:\/\/[^/?#\s]+\/?$/i.test(text) ? new URL(text) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (!url) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        `Origin '${text}' must be http(s)://host[:port] without path, e.g. 'https://shop.example'`,
+    });
+    return z.NEVER;
+  }
+  return url.origin;
+});
+
 /** One stream definition as written in the config file. */
 export const streamDefinitionSchema = z.strictObject({
   description: z.string().max(1024).optional(),
@@ -100,6 +125,8 @@ export const streamDefinitionSchema = z.strictObject({
   transform: z.array(transformStep).max(64).default([]),
   counters: z.record(z.string().regex(NAME, nameMessage), counterSchema).default({}),
   alerts: z.array(alertSchema).max(64).default([]),
+  limits: rateLimitSchema.optional(),
+  origins: z.array(originSchema).max(64).optional(),
 });
 
 /** The configuration file. */

@@ -17,6 +17,10 @@ export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
     name: "webhooks",
     description: "Webhook endpoints, their deliveries with attempt logs, replay and retry",
   },
+  {
+    name: "keys",
+    description: "Run-time API keys: secret and publishable, with streams, origins and rate limits",
+  },
   { name: "admin", description: "Operator actions" },
   { name: "health", description: "Liveness and readiness probes; they need no key" },
   { name: "meta", description: "This document; it needs no key" },

@@ -1,12 +1,27 @@
 /**
- * API keys with scopes, from the environment
- * (`EDGESTREAM_KEYS="admin:<key>,ingest:<key>,read:<key>"`), sent as
- * `Authorization: Bearer <key>` and compared in constant time.
+ * API keys with scopes: the bootstrap keys from the environment
+ * (`EDGESTREAM_KEYS="admin:<key>,ingest:<key>,read:<key>"`), compared in
+ * constant time, and keys created at run time (`POST /v1/keys`), found in the
+ * {@linkcode KeyStore} by their SHA-256 digest. Sent as
+ * `Authorization: Bearer <key>`.
+ *
+ * **Verified-key cache.** Hashing a key with WebCrypto on every request cost
+ * most of a small request's CPU, and a run-time key needs a store read. So a
+ * verdict (the key's grant, or "no such key") is cached, bounded in size and
+ * for at most `cacheTtlMs` (default 2 s): a key deleted on another instance
+ * stops working here within that bound, and a new key is found within it
+ * after a miss. The cache is keyed by a SHA-256 of a per-process random salt
+ * and the key, computed synchronously (a few microseconds): its entries say
+ * nothing about keys to anyone who cannot read the process, and a lookup
+ * compares digests, not key text, so its timing tells nothing about any key.
+ * On a miss, the environment keys are still compared in constant time.
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
+import { type KeyRateLimit, type KeyStore, MemoryKeyStore } from "../store/mod.ts";
 import { ApiError } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 
@@ -23,12 +38,65 @@ interface KeyEntry {
   digest: Uint8Array;
 }
 
-/** Checks presented keys against the configured ones. */
+/** What a verified key may do and where. */
+export interface KeyGrant {
+  /** Its scopes (`admin` includes the others). */
+  scopes: ReadonlySet<Scope>;
+  /** Id of a run-time key; absent for environment keys and open mode. */
+  id?: string;
+  /** True for a publishable key (`pk_…`): ingest only, named streams and origins. */
+  publishable: boolean;
+  /** Streams it may use; absent means all. */
+  streams?: ReadonlySet<string>;
+  /** Origins pages may use it from (CORS, beacons). */
+  origins?: ReadonlySet<string>;
+  /** Its own rate limit, counted per stream. */
+  rateLimit?: KeyRateLimit;
+}
+
+/** The grant of every request in open mode. */
+const OPEN_GRANT: KeyGrant = {
+  scopes: new Set(SCOPES),
+  publishable: false,
+};
+
+/** What a run-time key looks like; other texts are never looked up in the store. */
+export const RUNTIME_KEY = /^(?:pk|sk)_[A-Za-z0-9_-]{16,128}$/;
+
+/** Options for {@linkcode KeyRing.parse}. */
+export interface KeyRingOptions {
+  /** Where run-time keys live. @default {a private MemoryKeyStore} */
+  store?: KeyStore;
+  /** Clock (ms) for cache expiry and key expiry. @default {Date.now} */
+  now?: () => number;
+  /** Longest time (ms) a verdict is cached: the bound on revocation. @default {2000} */
+  cacheTtlMs?: number;
+  /** Most cached verdicts; the oldest go first. @default {10000} */
+  cacheSize?: number;
+}
+
+interface CachedVerdict {
+  grant: KeyGrant | null;
+  expiresAt: number;
+}
+
+/** Checks presented keys against the configured and the run-time ones. */
 export class KeyRing {
   #keys: KeyEntry[];
+  #store: KeyStore;
+  #now: () => number;
+  #ttlMs: number;
+  #size: number;
+  #salt = crypto.getRandomValues(new Uint8Array(32));
+  #cache = new Map<string, CachedVerdict>();
+  #pending = new Map<string, Promise<KeyGrant | null>>();
 
-  private constructor(keys: KeyEntry[]) {
+  private constructor(keys: KeyEntry[], options: KeyRingOptions) {
     this.#keys = keys;
+    this.#store = options.store ?? new MemoryKeyStore();
+    this.#now = options.now ?? Date.now;
+    this.#ttlMs = Math.max(0, options.cacheTtlMs ?? 2000);
+    this.#size = Math.max(1, options.cacheSize ?? 10_000);
   }
 
   /** True when no key is configured: open development mode. */
@@ -36,11 +104,21 @@ export class KeyRing {
     return this.#keys.length === 0;
   }
 
+  /** Where run-time keys live. */
+  get store(): KeyStore {
+    return this.#store;
+  }
+
+  /** How many verdicts are cached now (for tests of the bound). */
+  get cached(): number {
+    return this.#cache.size;
+  }
+
   /**
    * Parses `scope:key` pairs separated by commas. Throws on an unknown scope
    * or a key shorter than 16 characters.
    */
-  static async parse(text: string | undefined): Promise<KeyRing> {
+  static parse(text: string | undefined, options: KeyRingOptions = {}): Promise<KeyRing> {
     const entries: KeyEntry[] = [];
     for (const part of (text ?? "").split(",").map((item) => item.trim()).filter(Boolean)) {
       const colon = part.indexOf(":");
@@ -60,29 +138,96 @@ export class KeyRing {
           }: keys must be at least 16 characters`,
         );
       }
-      entries.push({ scope, digest: await digest(key) });
+      entries.push({ scope, digest: sha256(key) });
     }
-    return new KeyRing(entries);
+    return Promise.resolve(new KeyRing(entries, options));
   }
 
-  /** The scopes the key grants (empty when it is not a configured key). */
-  async scopesOf(key: string): Promise<Set<Scope>> {
-    const presented = await digest(key);
+  /** Drops every cached verdict (after a key is deleted through this instance). */
+  forget(): void {
+    this.#cache.clear();
+  }
+
+  /**
+   * What the key may do, or null when it is no key (unknown, deleted or
+   * expired). Cached as the module doc says; throws what the key store throws
+   * on a miss (`StoreUnavailableError`).
+   */
+  async grantOf(key: string): Promise<KeyGrant | null> {
+    if (this.open) return OPEN_GRANT;
+    const cacheKey = createHash("sha256").update(this.#salt).update(key).digest("base64");
+    const now = this.#now();
+    const cached = this.#cache.get(cacheKey);
+    if (cached && cached.expiresAt > now) return cached.grant;
+    const pending = this.#pending.get(cacheKey);
+    if (pending) return await pending;
+    const lookup = this.#verify(key);
+    this.#pending.set(cacheKey, lookup.then((found) => found.grant));
+    try {
+      const found = await lookup;
+      if (cached) this.#cache.delete(cacheKey);
+      while (this.#cache.size >= this.#size) {
+        this.#cache.delete(this.#cache.keys().next().value!);
+      }
+      const expiresAt = Math.min(this.#now() + this.#ttlMs, found.expiresAt ?? Infinity);
+      this.#cache.set(cacheKey, { grant: found.grant, expiresAt });
+      return found.grant;
+    } finally {
+      this.#pending.delete(cacheKey);
+    }
+  }
+
+  async #verify(key: string): Promise<{ grant: KeyGrant | null; expiresAt?: number }> {
+    const presented = sha256(key);
     const scopes = new Set<Scope>();
     // Every entry is compared, so timing does not tell which one matched.
     for (const entry of this.#keys) {
       if (constantTimeEqual(entry.digest, presented)) scopes.add(entry.scope);
     }
-    if (scopes.has("admin")) {
-      scopes.add("ingest");
-      scopes.add("read");
+    if (scopes.size > 0) return { grant: { scopes: withImplied(scopes), publishable: false } };
+    if (!RUNTIME_KEY.test(key)) return { grant: null };
+    const record = await this.#store.keyByHash(toHex(presented));
+    if (!record) return { grant: null };
+    if (record.expiresAt !== undefined && record.expiresAt <= this.#now()) {
+      return { grant: null };
     }
-    return scopes;
+    return {
+      grant: {
+        scopes: withImplied(
+          new Set(record.scopes.filter((item) => SCOPES.has(item as Scope)) as Scope[]),
+        ),
+        id: record.id,
+        publishable: record.type === "publishable",
+        streams: record.streams ? new Set(record.streams) : undefined,
+        origins: record.origins ? new Set(record.origins) : undefined,
+        rateLimit: record.rateLimit,
+      },
+      expiresAt: record.expiresAt,
+    };
+  }
+
+  /** The scopes the key grants (empty when it is not a key). */
+  async scopesOf(key: string): Promise<Set<Scope>> {
+    return new Set((await this.grantOf(key))?.scopes ?? []);
   }
 }
 
-async function digest(text: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+function withImplied(scopes: Set<Scope>): Set<Scope> {
+  if (scopes.has("admin")) {
+    scopes.add("ingest");
+    scopes.add("read");
+  }
+  return scopes;
+}
+
+/** SHA-256 of a key's UTF-8 text. */
+export function sha256(text: string): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(text).digest());
+}
+
+/** Bytes as lowercase hex. */
+export function toHex(bytes: Uint8Array): string {
+  return [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
 /** Compares two equal-length byte arrays without an early exit. */
@@ -102,6 +247,65 @@ export function bearerKey(header: string | undefined): string | undefined {
 /** What to tell a client that sent no key. */
 const HOW_TO_SEND = "send 'Authorization: Bearer <key>'";
 
+/** Options for {@linkcode authorize}. */
+export interface AuthorizeOptions {
+  /** How the client should send a key, for the 401 message. */
+  howToSend?: string;
+  /**
+   * The stream the request acts on; a key limited to streams may act only
+   * on those (and on no route that names none).
+   */
+  stream?: string;
+}
+
+/**
+ * The key's grant when it may act in `scope` (always in open mode), or why
+ * not: a missing or unknown key is 401, a key without the scope or the
+ * stream 403.
+ */
+export async function authorize(
+  keys: KeyRing,
+  key: string | undefined,
+  scope: Scope,
+  options: AuthorizeOptions = {},
+): Promise<{ grant: KeyGrant; error?: undefined } | { grant?: undefined; error: ApiError }> {
+  if (keys.open) return { grant: OPEN_GRANT };
+  if (key === undefined) {
+    return {
+      error: new ApiError(
+        401,
+        "unauthorized",
+        `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
+        { headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' } },
+      ),
+    };
+  }
+  const grant = await keys.grantOf(key);
+  if (!grant || grant.scopes.size === 0) {
+    return {
+      error: new ApiError(401, "unauthorized", "Invalid API key", {
+        headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' },
+      }),
+    };
+  }
+  if (!grant.scopes.has(scope)) {
+    return { error: new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`) };
+  }
+  if (grant.streams && !(options.stream !== undefined && grant.streams.has(options.stream))) {
+    const named = options.stream === undefined
+      ? "this route names no stream"
+      : `not '${options.stream}'`;
+    return {
+      error: new ApiError(
+        403,
+        "forbidden",
+        `API key '${grant.id}' is limited to streams ${[...grant.streams].join(", ")}: ${named}`,
+      ),
+    };
+  }
+  return { grant };
+}
+
 /**
  * Why `key` may not act in `scope`, or null when it may (always in open
  * mode): a missing or unknown key is 401, a key without the scope 403.
@@ -110,37 +314,35 @@ export async function scopeError(
   keys: KeyRing,
   key: string | undefined,
   scope: Scope,
-  options: { howToSend?: string } = {},
+  options: AuthorizeOptions = {},
 ): Promise<ApiError | null> {
-  if (keys.open) return null;
-  if (key === undefined) {
-    return new ApiError(
-      401,
-      "unauthorized",
-      `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
-      { headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' } },
-    );
-  }
-  const scopes = await keys.scopesOf(key);
-  if (scopes.size === 0) {
-    return new ApiError(401, "unauthorized", "Invalid API key", {
-      headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' },
-    });
-  }
-  if (!scopes.has(scope)) {
-    return new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`);
-  }
-  return null;
+  return (await authorize(keys, key, scope, options)).error ?? null;
+}
+
+const grants = new WeakMap<Request, KeyGrant>();
+
+/** The grant {@linkcode requireScope} (or ingest) found for this request, if any. */
+export function grantOfRequest(request: Request): KeyGrant | undefined {
+  return grants.get(request);
+}
+
+/** Remembers the grant of a request for the handlers after the middleware. */
+export function rememberGrant(request: Request, grant: KeyGrant): void {
+  grants.set(request, grant);
 }
 
 /**
  * Middleware that requires a key with `scope`. In open mode every request
- * passes. Missing or unknown key → 401; key without the scope → 403.
+ * passes. Missing or unknown key → 401; key without the scope, or limited to
+ * other streams than the route's `:stream` → 403.
  */
 export function requireScope(keys: KeyRing, scope: Scope): MiddlewareHandler {
   return async function (c, next) {
-    const error = await scopeError(keys, bearerKey(c.req.header("Authorization")), scope);
-    if (error) throw error;
+    const result = await authorize(keys, bearerKey(c.req.header("Authorization")), scope, {
+      stream: c.req.param("stream"),
+    });
+    if (result.error) throw result.error;
+    rememberGrant(c.req.raw, result.grant);
     await next();
   };
 }

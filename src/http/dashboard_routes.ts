@@ -1,8 +1,9 @@
 /**
  * The dashboard: `GET /` serves `static/dashboard/index.html`, and
  * `/static/dashboard/*` and `/static/vendor/uplot/*` the page's own modules
- * and the vendored uPlot chart library, all from files in `static/` at the
- * repository root. Files are read at run time (Deno Deploy includes them in
+ * and the vendored uPlot chart library, and `GET /sdk.js` the browser SDK
+ * (`static/sdk/sdk.js`, which any origin may load), all from files in
+ * `static/` at the repository root. Files are read at run time (Deno Deploy includes them in
  * the deployment) rather than imported as text, which older Deno versions
  * allow only behind a flag; each is read once and then served from memory.
  *
@@ -159,6 +160,17 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
     return respond(c.req.raw, page, {
       "Content-Security-Policy": DASHBOARD_CSP,
       "Referrer-Policy": "no-referrer",
+    });
+  });
+
+  // The browser SDK is loaded by pages on other origins, as a module script,
+  // which browsers fetch with CORS: it is public, so any origin may load it.
+  app.get("/sdk.js", async (c) => {
+    const file = await files.get("sdk/sdk.js");
+    if (!file) throw notFound("static/sdk/sdk.js");
+    return respond(c.req.raw, file, {
+      "Access-Control-Allow-Origin": "*",
+      "Cross-Origin-Resource-Policy": "cross-origin",
     });
   });
 

@@ -114,10 +114,17 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
       : new ApiError(409, "idempotency_key_in_flight", error.message, { cause: error });
   }
   if (error instanceof RateLimitedError) {
-    return new ApiError(429, "rate_limited", error.message, {
-      headers: { "Retry-After": String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) },
-      cause: error,
-    });
+    const retryAfter = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
+    const headers: Record<string, string> = { "Retry-After": String(retryAfter) };
+    const limit = error.limit;
+    if (limit) {
+      // draft-ietf-httpapi-ratelimit-headers: the policy (quota, window in s)
+      // and what is left of it now.
+      const window = Math.max(1, Math.ceil(limit.windowMs / 1000));
+      headers["RateLimit-Policy"] = `"${limit.name}";q=${limit.limit};w=${window}`;
+      headers["RateLimit"] = `"${limit.name}";r=${error.remaining};t=${retryAfter}`;
+    }
+    return new ApiError(429, "rate_limited", error.message, { headers, cause: error });
   }
   if (error instanceof InvalidEndpointError) {
     return new ApiError(400, "invalid_webhook", error.message, { cause: error });

@@ -58,12 +58,13 @@ import { upgradeWebSocket } from "hono/deno";
 import type { WSContext, WSEvents } from "hono/ws";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import {
+  authorize,
   HOW_TO_SEND_FROM_BROWSER,
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
-  scopeError,
 } from "./auth.ts";
+import { rateLimitsFor } from "./browser.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
@@ -82,6 +83,7 @@ import {
   idempotencyKeyProblem,
   type IngestContext,
   ingestItems,
+  type IngestRateLimit,
   type IngestReply,
 } from "../ingest/mod.ts";
 
@@ -252,6 +254,7 @@ interface QueuedFrame {
 /** One WebSocket ingest connection: reads frames in order, one at a time. */
 class IngestConnection implements HeldConnection {
   #deps: IngestSocketDeps;
+  #rateLimits: readonly IngestRateLimit[] | undefined;
   #stream: CompiledStream;
   #requestId: string | undefined;
   #socket: WSContext;
@@ -279,8 +282,11 @@ class IngestConnection implements HeldConnection {
       maxFrameBytes: number;
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
+      /** The rate limits every frame must fit in (the stream's, the key's). */
+      rateLimits?: readonly IngestRateLimit[];
     },
   ) {
+    this.#rateLimits = settings.rateLimits;
     this.#deps = deps;
     this.#stream = stream;
     this.#requestId = settings.requestId;
@@ -452,6 +458,7 @@ class IngestConnection implements HeldConnection {
         store: this.#deps.store,
         nowMs: this.#deps.now(),
         idempotency: read.idempotency,
+        rateLimits: this.#rateLimits,
       });
       scope.answered({ ...reply, rejected: reply.rejected.length });
       return { type: "ack", seq, ...reply };
@@ -523,10 +530,11 @@ export function ingestSocketHandler(
     const requestId = requestIdOf(c);
     const presented = presentedKey(c.req.raw);
     if (presented.inQuery) noteKeyInQuery(c);
-    const denied = await scopeError(deps.keys, presented.key, "ingest", {
-      howToSend: HOW_TO_SEND_FROM_BROWSER,
-    });
     const name = c.req.param("stream") ?? "";
+    const { grant, error: denied } = await authorize(deps.keys, presented.key, "ingest", {
+      howToSend: HOW_TO_SEND_FROM_BROWSER,
+      stream: name,
+    });
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     if (!denied && !stream) {
       throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
@@ -538,7 +546,11 @@ export function ingestSocketHandler(
           socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
           return;
         }
-        connection = new IngestConnection(deps, stream, socket, { ...settings, requestId });
+        connection = new IngestConnection(deps, stream, socket, {
+          ...settings,
+          requestId,
+          rateLimits: rateLimitsFor(stream, grant),
+        });
         settings.stats.connections += 1;
         // Upgraded just as the shutdown began: end it before any frame is read.
         if (connections && !connections.add(connection)) {

@@ -283,7 +283,7 @@ function documentRoutes(app: OpenAPIHono): void {
     summary: "Send events over a WebSocket, with acks",
     description: [
       'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
-      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` (`requestId`: the upgrade request\'s `X-Request-Id`; the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable or the connection is closing: resend).',
+      'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` (`requestId`: the upgrade request\'s `X-Request-Id`; the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable, a rate limit refused the frame (`rate_limited`) or the connection is closing: resend).',
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key or too many frames in flight, 1001 no pong or the server shutting down (after answering every frame read, as below). While the server shuts down, an upgrade gets 503 `shutting_down`.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first or misses a pong, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
@@ -392,6 +392,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     if (presented.inQuery) noteKeyInQuery(c);
     const denied = await scopeError(deps.keys, presented.key, "read", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
+      stream: c.req.param("stream"),
     });
     if (denied && !overSocket) throw denied;
     let subscription: Subscription | undefined;

@@ -231,10 +231,35 @@ export class OriginPolicy {
  * console.log(res.status); // 421
  * ```
  */
-export function originGuard(policy: OriginPolicy): MiddlewareHandler {
+export function originGuard(
+  policy: OriginPolicy,
+  options: OriginGuardOptions = {},
+): MiddlewareHandler {
   return async function (c, next) {
     const refusal = policy.refusal(c.req.raw);
-    if (refusal) throw refusal;
+    if (refusal?.code === "origin_not_allowed" && options.defer?.(c.req.raw)) {
+      deferred.set(c.req.raw, refusal);
+    } else if (refusal) {
+      throw refusal;
+    }
     await next();
   };
+}
+
+/** Options for {@linkcode originGuard}. */
+export interface OriginGuardOptions {
+  /**
+   * Requests whose `Origin` refusal waits for their route, which knows more
+   * (ingest: the key's and the stream's origins) and must refuse with
+   * {@linkcode deferredOriginRefusal} before changing anything.
+   * @default {none}
+   */
+  defer?: (request: Request) => boolean;
+}
+
+const deferred = new WeakMap<Request, ApiError>();
+
+/** The Origin refusal {@linkcode originGuard} left to the route, if any. */
+export function deferredOriginRefusal(request: Request): ApiError | undefined {
+  return deferred.get(request);
 }

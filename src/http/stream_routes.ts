@@ -18,8 +18,9 @@ import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
-import { type KeyRing, requireScope } from "./auth.ts";
-import { bodyFormat, type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
+import { grantOfRequest, type KeyRing, requireScope } from "./auth.ts";
+import { type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
+import { ingestBodyFormat, ingestCors, rateLimitsFor, requireIngestKey } from "./browser.ts";
 import { ApiError } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 
@@ -193,9 +194,15 @@ const ingestRoute = createRoute({
   tags: ["ingest"],
   summary: "Send events",
   description:
-    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Scope: ingest.",
+    "One event object, an array of up to 1000 events, or NDJSON (one event per line). The reply is sent after the store applied the batch. With an `Idempotency-Key`, the same key and body within the stream's `idempotencyTtl` (24 h by default) get the first reply again (header `Idempotent-Replayed: true`) and apply nothing. Over the stream's `limits` or the key's `rateLimit`: 429 `rate_limited`, nothing applied, with `Retry-After`, `RateLimit-Policy` and `RateLimit`. A publishable key (`pk_…`) may come as `?key=` and its body as `text/plain` holding JSON (beacons); pages on its `origins` (or the stream's) get CORS headers. Scope: ingest.",
   request: {
     params: StreamParams,
+    query: z.object({
+      key: z.string().optional().openapi({
+        description:
+          "A publishable key (`pk_…`) for clients that cannot set headers (`navigator.sendBeacon`); secret keys are refused here",
+      }),
+    }),
     headers: z.object({
       "idempotency-key": z.string().min(1).max(255).optional().openapi({
         description:
@@ -208,6 +215,9 @@ const ingestRoute = createRoute({
       content: {
         "application/json": { schema: ingestBodyDoc },
         "application/x-ndjson": { schema: { type: "string" as const } },
+        "text/plain": {
+          schema: { type: "string" as const, description: "JSON, with a publishable key only" },
+        },
       },
     },
   },
@@ -228,7 +238,8 @@ function ingest(deps: StreamRouteDeps) {
   return async (c: Context) => {
     const stream = await findServedStream(deps.streams, c.req.param("stream") ?? "");
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
-      const format = bodyFormat(c.req.header("Content-Type"));
+      const grant = grantOfRequest(c.req.raw);
+      const format = ingestBodyFormat(c.req.header("Content-Type"), grant);
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
         timeoutMs: deps.limits.bodyTimeoutMs,
       });
@@ -243,6 +254,7 @@ function ingest(deps: StreamRouteDeps) {
         store: deps.store,
         nowMs: deps.now(),
         idempotency: key === undefined ? undefined : { key, body: bytes },
+        rateLimits: rateLimitsFor(stream, grant),
       });
       scope.answered({ ...reply, rejected: reply.rejected.length });
       return reply;
@@ -783,7 +795,8 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
   app.openapi(readyRoute, ready(deps));
 
   app.openAPIRegistry.registerPath(ingestRoute);
-  app.post(ingestRoute.getRoutingPath(), requireScope(deps.keys, "ingest"), ingest(deps));
+  app.use(ingestRoute.getRoutingPath(), ingestCors(deps));
+  app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), ingest(deps));
 
   app.use("/v1/streams", readScope);
   app.use("/v1/streams/:stream", readScope);

@@ -188,8 +188,11 @@ export interface IngestOptions extends IngestContext {
    * text), to tell a retry (same body) from a reuse of the key.
    */
   idempotency?: { key: string; body: string | Uint8Array };
-  /** The rate limit the request must fit in; it costs one token per accepted event. */
-  rateLimit?: Omit<RateLimitClaim, "cost">;
+  /**
+   * The rate limits the request must fit in (the stream's, its key's); it
+   * costs one token per accepted event in each. @default {none}
+   */
+  rateLimits?: readonly IngestRateLimit[];
 }
 
 /** The fan-out consumers whose wishes decide a stream's {@linkcode IngestFanout}. */
@@ -228,15 +231,33 @@ export class IdempotencyError extends Error {
   }
 }
 
+/** A rate limit of an ingest request: a store bucket with a name clients see. */
+export interface IngestRateLimit extends Omit<RateLimitClaim, "cost"> {
+  /** What clients call it (`stream`, `key`): the policy name in the `RateLimit` header fields. */
+  name: string;
+  /** What the limit is on, for the error message (`stream 'orders'`). */
+  subject: string;
+}
+
 /** A request did not fit in its rate limit; nothing was applied. */
 export class RateLimitedError extends Error {
   /** When (ms from now) it would fit. */
   readonly retryAfterMs: number;
+  /** The limit that refused it, when known. */
+  readonly limit?: IngestRateLimit;
+  /** Whole tokens that limit holds now. */
+  readonly remaining: number;
 
-  constructor(message: string, retryAfterMs: number) {
+  constructor(
+    message: string,
+    retryAfterMs: number,
+    options: { limit?: IngestRateLimit; remaining?: number } = {},
+  ) {
     super(message);
     this.name = "RateLimitedError";
     this.retryAfterMs = retryAfterMs;
+    this.limit = options.limit;
+    this.remaining = options.remaining ?? 0;
   }
 }
 
@@ -296,6 +317,22 @@ export async function ingestItems(
   }
 }
 
+function rateLimited(
+  limit: IngestRateLimit | undefined,
+  cost: number,
+  outcome: { retryAfterMs: number; remaining: number },
+): RateLimitedError {
+  const { retryAfterMs, remaining } = outcome;
+  const perSecond = limit ? (limit.limit * 1000) / limit.windowMs : 0;
+  const rule = limit
+    ? `Rate limit of ${limit.subject} (${perSecond} events/s, burst ${limit.limit})`
+    : "Rate limit";
+  const reason = limit && cost > limit.limit
+    ? `this request's ${cost} events are more than its burst of ${limit.limit}, so it can never fit: send at most ${limit.limit} events per request`
+    : `it holds ${remaining} events now, fewer than this request's ${cost}; the request was refused whole (nothing applied): retry in ${retryAfterMs} ms`;
+  return new RateLimitedError(`${rule} reached: ${reason}`, retryAfterMs, { limit, remaining });
+}
+
 async function ingestOnce(
   stream: CompiledStream,
   items: readonly BodyItem[],
@@ -331,7 +368,14 @@ async function ingestOnce(
       reply: JSON.stringify(stored),
     };
   }
-  if (options.rateLimit) request.rateLimit = { ...options.rateLimit, cost: accepted };
+  if (options.rateLimits?.length) {
+    request.rateLimits = options.rateLimits.map(({ key, limit, windowMs }) => ({
+      key,
+      limit,
+      windowMs,
+      cost: accepted,
+    }));
+  }
   // An apply that serves this request with others links to its span.
   attachIngestSpan(request);
   const result = await (options.groupCommit ?? store).applyBatch({
@@ -365,10 +409,7 @@ async function ingestOnce(
         `A request with Idempotency-Key '${idempotency?.key}' is still being processed`,
       );
     case "rate_limited":
-      throw new RateLimitedError(
-        `Rate limit of ${options.rateLimit?.limit} events per ${options.rateLimit?.windowMs} ms reached; retry in ${outcome.retryAfterMs} ms`,
-        outcome.retryAfterMs,
-      );
+      throw rateLimited(options.rateLimits?.[outcome.claim], accepted, outcome);
   }
   for (const observer of options.observers ?? []) {
     try {

@@ -26,3 +26,6 @@ export * from "./redis/delivery_store.ts";
 export * from "./definitions.ts";
 export * from "./memory/definition_store.ts";
 export * from "./redis/definition_store.ts";
+export * from "./keys.ts";
+export * from "./memory/key_store.ts";
+export * from "./redis/key_store.ts";

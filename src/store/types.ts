@@ -115,8 +115,12 @@ export interface BatchRequest {
   rejected?: number;
   /** Its `Idempotency-Key`, when it sent one. */
   idempotency?: IdempotencyClaim;
-  /** The rate limit it must fit in, when one applies. */
-  rateLimit?: RateLimitClaim;
+  /**
+   * The rate limits it must fit in (e.g. the stream's and its key's): it is
+   * admitted only when every bucket holds its cost, and then takes the cost
+   * from each; a refused request takes nothing. @default {none}
+   */
+  rateLimits?: RateLimitClaim[];
 }
 
 /** What happened to one request of a batch. */
@@ -148,10 +152,14 @@ export type RequestResult =
     status: "in_flight";
   }
   | {
-    /** The rate limit had fewer tokens than the request costs; nothing was applied. */
+    /** A rate limit had fewer tokens than the request costs; nothing was applied. */
     status: "rate_limited";
     /** When (ms from now) the bucket holds enough tokens. */
     retryAfterMs: number;
+    /** Index in {@linkcode BatchRequest.rateLimits} of the bucket that refused it. */
+    claim: number;
+    /** Whole tokens that bucket holds now. */
+    remaining: number;
   };
 
 /** Everything one or more ingest requests ask the store to apply in one atomic step. */

@@ -493,3 +493,24 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
     /streams\.orders\.alerts\.0\.when/,
   );
 });
+
+Deno.test("compileConfig() reads a stream's limits and origins, and names bad ones", () => {
+  const stream = compileConfig(orders({
+    limits: { eventsPerSecond: 500, burst: 1000 },
+    origins: ["https://Shop.Example/", "http://localhost:8080"],
+  })).get("orders")!;
+  assert.deepEqual(stream.parsed.limits, { eventsPerSecond: 500, burst: 1000 });
+  assert.deepEqual(stream.parsed.origins, ["https://shop.example", "http://localhost:8080"]);
+  assertRefused(
+    orders({ limits: { eventsPerSecond: 0, burst: 10 } }),
+    /streams\.orders\.limits\.eventsPerSecond/,
+  );
+  assertRefused(
+    orders({ limits: { eventsPerSecond: 5, burst: 1.5 } }),
+    /streams\.orders\.limits\.burst/,
+  );
+  assertRefused(
+    orders({ origins: ["https://shop.example/page"] }),
+    /streams\.orders\.origins\.0: Origin 'https:\/\/shop\.example\/page' must be http\(s\):\/\/host\[:port\] without path/,
+  );
+});

@@ -1,6 +1,7 @@
 /** Keys in requests: where they are read from, and how a key in the URL is logged. */
 import assert from "node:assert/strict";
-import { presentedKey } from "../../src/http/auth.ts";
+import { KeyRing, presentedKey, sha256, toHex } from "../../src/http/auth.ts";
+import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { KEYS } from "../_fixtures.ts";
 import { nodeClient, startServer } from "../_live.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
@@ -66,4 +67,99 @@ Deno.test("A key sent as ?token= still works, is never logged, marks the line ke
   } finally {
     await server.close();
   }
+});
+
+/** A key store that counts its look-ups. */
+class CountingKeyStore extends MemoryKeyStore {
+  lookups = 0;
+  override keyByHash(hash: string) {
+    this.lookups += 1;
+    return super.keyByHash(hash);
+  }
+}
+
+const RUNTIME_SECRET = "sk_runtimeKeyRuntimeKey0123456789";
+
+function runtimeRecord(id: string, secret: string) {
+  return {
+    id,
+    type: "secret" as const,
+    hash: toHex(sha256(secret)),
+    prefix: secret.slice(0, 7),
+    scopes: ["ingest"],
+    createdAt: 0,
+  };
+}
+
+Deno.test("KeyRing: a deleted key stops working on another instance within the cache bound, and a new one appears within it", async () => {
+  let now = 1_000_000;
+  const store = new MemoryKeyStore();
+  const options = { store, now: () => now, cacheTtlMs: 2_000 };
+  const instanceA = await KeyRing.parse("admin:admin-key-0123456789", options);
+  const instanceB = await KeyRing.parse("admin:admin-key-0123456789", options);
+  // B looks first, before the key exists: "no such key" is cached too.
+  assert.equal(await instanceB.grantOf(RUNTIME_SECRET), null);
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  assert.equal((await instanceA.grantOf(RUNTIME_SECRET))?.id, "key_0000000000000001");
+  now += 1_999;
+  assert.equal(await instanceB.grantOf(RUNTIME_SECRET), null);
+  now += 1;
+  assert.equal((await instanceB.grantOf(RUNTIME_SECRET))?.id, "key_0000000000000001");
+  // Deleted (through A's store): B keeps its verdict at most 2 s.
+  await store.deleteKey("key_0000000000000001");
+  instanceA.forget();
+  assert.equal(await instanceA.grantOf(RUNTIME_SECRET), null);
+  now += 1_999;
+  assert.ok(await instanceB.grantOf(RUNTIME_SECRET));
+  now += 1;
+  assert.equal(await instanceB.grantOf(RUNTIME_SECRET), null);
+});
+
+Deno.test("KeyRing: verdicts are cached, so a key is looked up once per bound, and env keys never", async () => {
+  let now = 1_000_000;
+  const store = new CountingKeyStore();
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", {
+    store,
+    now: () => now,
+    cacheTtlMs: 2_000,
+  });
+  for (let i = 0; i < 5; i++) assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  assert.equal(store.lookups, 1);
+  now += 2_000;
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  assert.equal(store.lookups, 2);
+  assert.deepEqual([...(await ring.scopesOf("ingest-key-0123456789"))], ["ingest"]);
+  // Texts that are no run-time key never reach the store.
+  assert.equal(await ring.grantOf("not-a-key-at-all-0123456789"), null);
+  assert.equal(await ring.grantOf("sk_short"), null);
+  assert.equal(store.lookups, 2);
+});
+
+Deno.test("KeyRing: concurrent first uses of a key share one look-up", async () => {
+  const store = new CountingKeyStore();
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", { store });
+  const grants = await Promise.all(Array.from({ length: 10 }, () => ring.grantOf(RUNTIME_SECRET)));
+  assert.ok(grants.every((grant) => grant?.id === "key_0000000000000001"));
+  assert.equal(store.lookups, 1);
+});
+
+Deno.test("KeyRing: the verified-key cache holds at most cacheSize verdicts", async () => {
+  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", { cacheSize: 3 });
+  for (let i = 0; i < 20; i++) {
+    assert.equal(await ring.grantOf(`sk_unknownKeyNumber${String(i).padStart(6, "0")}`), null);
+  }
+  assert.equal(ring.cached, 3);
+  assert.ok(await ring.grantOf("ingest-key-0123456789"));
+  assert.equal(ring.cached, 3);
+});
+
+Deno.test("KeyRing: an environment key still verifies after its cached verdict expired", async () => {
+  let now = 0;
+  const ring = await KeyRing.parse("read:read-key-0123456789abc", { now: () => now });
+  assert.deepEqual([...(await ring.scopesOf("read-key-0123456789abc"))], ["read"]);
+  now += 10_000;
+  assert.deepEqual([...(await ring.scopesOf("read-key-0123456789abc"))], ["read"]);
+  assert.equal((await ring.scopesOf("read-key-0123456789abd")).size, 0);
 });

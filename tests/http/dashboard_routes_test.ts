@@ -105,3 +105,14 @@ Deno.test("a file whose ETag the browser holds is answered 304 without a body", 
   assert.equal(again.status, 304);
   assert.equal(await again.text(), "");
 });
+
+Deno.test("GET /sdk.js serves the browser SDK as a module any origin may load, without a key", async () => {
+  const { app } = await testApp({ auth: true });
+  const res = await app.request("/sdk.js", { headers: { Origin: "https://shop.example" } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("Content-Type"), "text/javascript; charset=utf-8");
+  assert.equal(res.headers.get("Access-Control-Allow-Origin"), "*");
+  const text = await res.text();
+  assert.match(text, /export function createTracker\(/);
+  assert.match(text, /export function track\(/);
+});

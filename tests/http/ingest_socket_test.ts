@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readFrame } from "../../src/http/ingest_socket.ts";
+import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
@@ -725,6 +726,43 @@ Deno.test("WebSocket ingest error frames carry the upgrade request's X-Request-I
       await fresh.close();
     }
   } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a retryable rate_limited error and counts none of it", async () => {
+  const config = {
+    streams: {
+      limited: {
+        limits: { eventsPerSecond: 1, burst: 3 },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  };
+  const server = await startServer({ config });
+  const client = await denoClient(server.wsUrl("/v1/streams/limited/ws"));
+  try {
+    client.socket.send(JSON.stringify([{}, {}]));
+    client.socket.send(JSON.stringify([{}, {}]));
+    client.socket.send(JSON.stringify([{}]));
+    const [first, second, third] = [
+      await client.inbox.next(),
+      await client.inbox.next(),
+      await client.inbox.next(),
+    ];
+    assert.equal(first.type, "ack");
+    assert.equal(second.type, "error");
+    assert.equal(second.retryable, true);
+    assert.equal(second.error.code, "rate_limited");
+    assert.match(second.error.message, /refused whole/);
+    assert.equal(third.type, "ack");
+    const stats = await server.store.stats(
+      "limited",
+      compileConfig(config).get("limited")!.counterMetas,
+    );
+    assert.equal(stats.accepted, 3);
+  } finally {
+    await client.close();
     await server.close();
   }
 });

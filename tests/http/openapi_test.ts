@@ -51,7 +51,7 @@ Deno.test("every operation has a unique operationId and tags the document declar
   );
   assert.deepEqual(
     [...declared.keys()].sort(),
-    ["admin", "health", "ingest", "live", "meta", "streams", "webhooks"],
+    ["admin", "health", "ingest", "keys", "live", "meta", "streams", "webhooks"],
   );
   for (const [name, description] of declared) assert.ok(description, `tag ${name} is described`);
   const ops = operations(doc);

@@ -246,7 +246,7 @@ Deno.test("a request the rate limit refuses in a group fails alone while the oth
       store,
       nowMs: NOW,
       groupCommit: committer,
-      rateLimit: { key: "client", limit: 3, windowMs: 60_000 },
+      rateLimits: [{ key: "client", limit: 3, windowMs: 60_000, name: "key", subject: "key" }],
     }));
   control.hold();
   const first = ingestItems(ORDERS, items(order("x")), {

@@ -604,28 +604,65 @@ const requestScenarios: Record<string, Scenario> = {
     const at = (nowMs: number, ids: string[]) =>
       store.applyBatch(batchOf(
         ids.map((id) => batchEvent(id, T0 + 1_000)),
-        [{ events: ids.length, filtered: 0, rateLimit: { ...limit, cost: ids.length } }],
+        [{ events: ids.length, filtered: 0, rateLimits: [{ ...limit, cost: ids.length }] }],
         nowMs,
       ));
     assert.equal((await at(T0 + 70_000, ["a", "b"])).requests[0].status, "applied");
     const refused = await at(T0 + 70_000, ["c", "d"]);
     assert.deepEqual(refused.outcomes, ["skipped", "skipped"]);
     // One token left, two needed: one more refills in 20 s.
-    assert.deepEqual(refused.requests, [{ status: "rate_limited", retryAfterMs: 20_000 }]);
+    assert.deepEqual(refused.requests, [
+      { status: "rate_limited", retryAfterMs: 20_000, claim: 0, remaining: 1 },
+    ]);
     assert.equal((await at(T0 + 90_000, ["c", "d"])).requests[0].status, "applied");
     const stats = await store.stats("s", stream.counterMetas);
     assert.deepEqual([stats.accepted, stats.applied], [4, 4]);
   },
 
   async "applyBatch() applies the other requests of a batch when one is rate limited"(store) {
-    const rateLimit = { key: "small", limit: 1, windowMs: 60_000, cost: 2 };
+    const rateLimits = [{ key: "small", limit: 1, windowMs: 60_000, cost: 2 }];
     const result = await store.applyBatch(batchOf(
       [batchEvent("a", T0 + 1_000), batchEvent("b", T0 + 1_000), batchEvent("c", T0 + 1_000)],
-      [{ events: 2, filtered: 0, rateLimit }, { events: 1, filtered: 0 }],
+      [{ events: 2, filtered: 0, rateLimits }, { events: 1, filtered: 0 }],
     ));
     assert.deepEqual(result.outcomes, ["skipped", "skipped", "applied"]);
     assert.equal(result.requests[0].status, "rate_limited");
     assert.equal(result.requests[1].status, "applied");
+  },
+
+  async "applyBatch() admits a request only when every one of its rate limits holds its cost, charging none otherwise"(
+    store,
+  ) {
+    const wide = { key: "stream", limit: 10, windowMs: 10_000 };
+    const narrow = { key: "key:k1", limit: 3, windowMs: 3_000 };
+    const send = (ids: string[], claims = [wide, narrow]) =>
+      store.applyBatch(batchOf(
+        ids.map((id) => batchEvent(id, T0 + 1_000)),
+        [{
+          events: ids.length,
+          filtered: 0,
+          rateLimits: claims.map((claim) => ({ ...claim, cost: ids.length })),
+        }],
+        T0 + 70_000,
+      ));
+    assert.equal((await send(["a", "b"])).requests[0].status, "applied");
+    // The stream's bucket holds 8, the key's 1: the key refuses, the stream is not charged.
+    const refused = await send(["c", "d"]);
+    assert.deepEqual(refused.outcomes, ["skipped", "skipped"]);
+    assert.deepEqual(refused.requests, [
+      { status: "rate_limited", retryAfterMs: 1_000, claim: 1, remaining: 1 },
+    ]);
+    // Without the key's bucket, the stream's still holds 8 of 10: nothing was taken.
+    assert.equal(
+      (await send(["e", "f", "g", "h", "i", "j", "k", "l"], [wide])).requests[0].status,
+      "applied",
+    );
+    const full = await send(["m"], [wide]);
+    assert.deepEqual(full.requests, [
+      { status: "rate_limited", retryAfterMs: 1_000, claim: 0, remaining: 0 },
+    ]);
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.accepted, stats.applied], [10, 10]);
   },
 
   async "applyBatch() counts a request's rejected events in stats only when the request applies"(
@@ -639,7 +676,7 @@ const requestScenarios: Record<string, Scenario> = {
           events: 1,
           filtered: 0,
           rejected: 4,
-          rateLimit: { key: "r", limit: 1, windowMs: 60_000, cost: 2 },
+          rateLimits: [{ key: "r", limit: 1, windowMs: 60_000, cost: 2 }],
         },
       ],
     ));

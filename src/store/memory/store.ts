@@ -273,21 +273,36 @@ export class MemoryStore implements Store {
       if (keysInBatch.has(claim.keyHash)) return { status: "in_flight" };
       keysInBatch.add(claim.keyHash);
     }
-    const limit = request.rateLimit;
-    if (limit) {
+    // Every bucket is refilled and checked before any is charged, so a
+    // request one bucket refuses takes nothing from the others.
+    const claims = request.rateLimits ?? [];
+    const levels = claims.map((limit) => {
       const bucket = stream.buckets.get(limit.key);
-      const refill = (limit.limit / limit.windowMs) * (now - (bucket?.updatedMs ?? now));
-      const tokens = Math.min(limit.limit, bucket ? bucket.tokens + refill : limit.limit);
       const perMs = limit.limit / limit.windowMs;
-      const left = tokens < limit.cost ? tokens : tokens - limit.cost;
+      const refill = perMs * (now - (bucket?.updatedMs ?? now));
+      return {
+        perMs,
+        tokens: Math.min(limit.limit, bucket ? bucket.tokens + refill : limit.limit),
+      };
+    });
+    const refused = claims.findIndex((limit, index) => levels[index].tokens < limit.cost);
+    claims.forEach((limit, index) => {
+      const { tokens, perMs } = levels[index];
+      const left = refused >= 0 ? tokens : tokens - limit.cost;
       stream.buckets.set(limit.key, {
         tokens: left,
         updatedMs: now,
         fullAt: now + (limit.limit - left) / perMs,
       });
-      if (tokens < limit.cost) {
-        return { status: "rate_limited", retryAfterMs: Math.ceil((limit.cost - tokens) / perMs) };
-      }
+    });
+    if (refused >= 0) {
+      const { tokens, perMs } = levels[refused];
+      return {
+        status: "rate_limited",
+        retryAfterMs: Math.ceil((claims[refused].cost - tokens) / perMs),
+        claim: refused,
+        remaining: Math.floor(tokens),
+      };
     }
     return undefined;
   }

@@ -184,9 +184,9 @@ end
  * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
  *   times: [ms, …], payloads?: [json|false, …], reqs: [request, …]}` — one
- *   entry per event, and per request `{n, f, x, ik?, ib?, ir?, it?, rk?, rl?, rw?, rc?}`:
+ *   entry per event, and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts, its idempotency claim (key hash, body
- *   hash, reply, ttl) and its rate limit (bucket, limit, window ms, cost).
+ *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`.
  * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
  *   {bin: count}?], …]` (the bucket counts for quantiles counters).
@@ -209,7 +209,8 @@ end
  * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late, 3 skipped>",
  * "wm": "<ms>", "d": [type, …], "r": [result, …], "v": version}`, `d` naming the log record
  * types live subscribers want now, and per request `[0, duplicates, late]` applied,
- * `[1, reply, duplicates, late]` replayed, `[2]` conflict, `[3, retryAfterMs]` rate limited,
+ * `[1, reply, duplicates, late]` replayed, `[2]` conflict, `[3, retryAfterMs, bucket index
+ * (0-based), whole tokens left]` rate limited,
  * `[4]` its key earlier in the batch.
  */
 export const APPLY_SCRIPT = COMMON + `
@@ -242,22 +243,36 @@ local function admit(request)
     if keysInBatch[keyHash] then return { 4 } end
     keysInBatch[keyHash] = true
   end
-  local bucketName = request.rk
-  if type(bucketName) == "string" then
-    local limit, window, cost = request.rl, request.rw, request.rc
-    local perMs = limit / window
-    local key = bucketKey(bucketName)
-    local bucket = redis.call("HMGET", key, "t", "u")
-    local tokens = limit
-    if bucket[1] then
-      tokens = math.min(limit, tonumber(bucket[1]) + perMs * (now - tonumber(bucket[2])))
+  -- Every bucket is refilled and checked before any is charged, so a request
+  -- one bucket refuses takes nothing from the others.
+  local claims = request.rls
+  if type(claims) == "table" and #claims > 0 then
+    local levels, refused = {}, nil
+    for c, claim in ipairs(claims) do
+      local limit, window, cost = claim[2], claim[3], claim[4]
+      local perMs = limit / window
+      local bucket = redis.call("HMGET", bucketKey(claim[1]), "t", "u")
+      local tokens = limit
+      if bucket[1] then
+        tokens = math.min(limit, tonumber(bucket[1]) + perMs * (now - tonumber(bucket[2])))
+      end
+      levels[c] = { tokens = tokens, perMs = perMs }
+      if not refused and tokens < cost then refused = c end
     end
-    local left = tokens
-    if tokens >= cost then left = tokens - cost end
-    redis.call("HSET", key, "t", num(left), "u", num(now))
-    -- A full bucket is the same as none: keep it only until it refills.
-    redis.call("PEXPIRE", key, math.max(1, math.ceil((limit - left) / perMs)))
-    if tokens < cost then return { 3, math.ceil((cost - tokens) / perMs) } end
+    for c, claim in ipairs(claims) do
+      local limit, cost, level = claim[2], claim[4], levels[c]
+      local left = level.tokens
+      if not refused then left = left - cost end
+      local key = bucketKey(claim[1])
+      redis.call("HSET", key, "t", num(left), "u", num(now))
+      -- A full bucket is the same as none: keep it only until it refills.
+      redis.call("PEXPIRE", key, math.max(1, math.ceil((limit - left) / level.perMs)))
+    end
+    if refused then
+      local level = levels[refused]
+      return { 3, math.ceil((claims[refused][4] - level.tokens) / level.perMs), refused - 1,
+        math.floor(level.tokens) }
+    end
   end
   return nil
 end

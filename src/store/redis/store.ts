@@ -81,7 +81,12 @@ function requestResult(result: ScriptResult): RequestResult {
     case 2:
       return { status: "conflict" };
     case 3:
-      return { status: "rate_limited", retryAfterMs: Number(result[1]) };
+      return {
+        status: "rate_limited",
+        retryAfterMs: Number(result[1]),
+        claim: Number(result[2] ?? 0),
+        remaining: Number(result[3] ?? 0),
+      };
     default:
       return { status: "in_flight" };
   }
@@ -241,10 +246,12 @@ export class RedisStore implements Store {
         ib: request.idempotency?.bodyHash,
         ir: request.idempotency?.reply,
         it: request.idempotency?.ttlMs,
-        rk: request.rateLimit?.key,
-        rl: request.rateLimit?.limit,
-        rw: request.rateLimit?.windowMs,
-        rc: request.rateLimit?.cost,
+        rls: request.rateLimits?.map((claim) => [
+          claim.key,
+          claim.limit,
+          claim.windowMs,
+          claim.cost,
+        ]),
       })),
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed ?? false,

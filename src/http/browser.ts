@@ -1,0 +1,212 @@
+/**
+ * Ingest from web pages: keys and origins for `POST /v1/streams/{stream}/events`,
+ * CORS, beacons and rate limits.
+ *
+ * **Which pages may send.** The Origin policy (`origin.ts`) refuses
+ * cross-origin state changes from origins not in `EDGESTREAM_ALLOWED_ORIGINS`.
+ * For ingest that verdict waits until the key is known: a cross-origin POST is
+ * admitted when its `Origin` is in the key's `origins` or the stream's
+ * `origins`, and refused (403 `origin_not_allowed`) otherwise, before anything
+ * is read or applied. A publishable key (`pk_…`) is stricter: a request that
+ * names an `Origin` must name one of the key's. An `Origin` check stops other
+ * web pages, not scripts, which send any `Origin` they like or none: the rate
+ * limit is what protects a publishable key.
+ *
+ * **CORS.** A preflight (`OPTIONS`) of the ingest path answers 204; it grants
+ * the origin (`Access-Control-Allow-Origin`, the methods and the request
+ * headers ingest reads: `authorization`, `content-type`, `idempotency-key`)
+ * when the origin is in the stream's `origins` or in those of the
+ * publishable key in the URL's `?key=` (a preflight carries no
+ * `Authorization`); other origins get the 204 without a grant, which the
+ * browser treats as a refusal. Ingest answers to an allowed origin carry
+ * `Access-Control-Allow-Origin` and expose `Retry-After`, `RateLimit`,
+ * `RateLimit-Policy`, `Idempotent-Replayed` and `X-Request-Id`.
+ *
+ * **Beacons.** `navigator.sendBeacon` can send neither a header nor JSON
+ * without a preflight, so a publishable key may come as `?key=pk_…` and its
+ * body as `text/plain` holding JSON. Secret keys are refused in the URL
+ * (URLs reach logs and traces), and `text/plain` is refused for them.
+ *
+ * **Rate limits.** A stream's `limits` and a key's `rateLimit` are token
+ * buckets in the stream's hash slot, counted per stream, checked and charged
+ * in the same atomic apply as the events.
+ *
+ * @module
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { type CompiledStream, lookUpStream } from "../config/mod.ts";
+import type { IngestRateLimit } from "../ingest/mod.ts";
+import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
+import { grantOfRequest } from "./auth.ts";
+import { type BodyFormat, bodyFormat } from "./body.ts";
+import { ApiError } from "./errors.ts";
+import { deferredOriginRefusal } from "./origin.ts";
+
+/** The ingest path: `/v1/streams/<stream>/events`. */
+const INGEST_PATH = /^\/v1\/streams\/[A-Za-z0-9_-]{1,64}\/events$/;
+
+/** True for a POST to the ingest path, whose Origin verdict waits for the key. */
+export function isIngestRequest(request: Request): boolean {
+  return request.method === "POST" && INGEST_PATH.test(new URL(request.url).pathname);
+}
+
+/** Request headers a page's ingest request may send. */
+const ALLOWED_HEADERS = "authorization, content-type, idempotency-key";
+
+/** Response headers a page may read from an ingest answer. */
+const EXPOSED_HEADERS =
+  "Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed, X-Request-Id";
+
+/** How long (s) a browser may reuse a preflight's answer. */
+const PREFLIGHT_MAX_AGE = 600;
+
+/** The rate limits an ingest request into `stream` with `grant` must fit in. */
+export function rateLimitsFor(stream: CompiledStream, grant?: KeyGrant): IngestRateLimit[] {
+  const limits: IngestRateLimit[] = [];
+  const own = stream.parsed.limits;
+  if (own) {
+    limits.push({
+      key: "stream",
+      limit: own.burst,
+      windowMs: (own.burst * 1000) / own.eventsPerSecond,
+      name: "stream",
+      subject: `stream '${stream.name}'`,
+    });
+  }
+  if (grant?.id && grant.rateLimit) {
+    const { burst, eventsPerSecond } = grant.rateLimit;
+    limits.push({
+      key: `key:${grant.id}`,
+      limit: burst,
+      windowMs: (burst * 1000) / eventsPerSecond,
+      name: "key",
+      subject: `key '${grant.id}' on stream '${stream.name}'`,
+    });
+  }
+  return limits;
+}
+
+/**
+ * The body format of an ingest request: JSON or NDJSON by `Content-Type`,
+ * and `text/plain` read as JSON for a publishable key (beacons).
+ */
+export function ingestBodyFormat(contentType: string | undefined, grant?: KeyGrant): BodyFormat {
+  const mediaType = (contentType ?? "").split(";")[0].trim().toLowerCase();
+  if (mediaType === "text/plain" && grant?.publishable) return "json";
+  return bodyFormat(contentType);
+}
+
+function streamOrigins(stream: CompiledStream | undefined): readonly string[] {
+  return stream?.parsed.origins ?? [];
+}
+
+/** What the ingest middlewares need. */
+export interface BrowserIngestDeps {
+  /** Compiled streams by name. */
+  streams: ReadonlyMap<string, CompiledStream>;
+  /** API keys. */
+  keys: KeyRing;
+}
+
+/**
+ * Middleware of `POST /v1/streams/{stream}/events`: the key (header, or a
+ * publishable one as `?key=`) must have the `ingest` scope and the stream,
+ * and the page's `Origin` must be allowed (see the module doc). The grant is
+ * remembered for the handler.
+ */
+export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
+  return async function (c, next) {
+    const name = c.req.param("stream") ?? "";
+    const header = bearerKey(c.req.header("Authorization"));
+    const inQuery = header === undefined ? c.req.query("key") : undefined;
+    const result = await authorize(deps.keys, header ?? (inQuery || undefined), "ingest", {
+      stream: name,
+      howToSend: "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'",
+    });
+    if (result.error) throw result.error;
+    const grant = result.grant;
+    if (inQuery && !deps.keys.open && !grant.publishable) {
+      throw new ApiError(
+        401,
+        "unauthorized",
+        "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
+      );
+    }
+    const origin = c.req.header("Origin");
+    if (origin !== undefined) {
+      if (grant.publishable && !grant.origins?.has(origin)) {
+        throw new ApiError(
+          403,
+          "origin_not_allowed",
+          `Publishable key '${grant.id}' may be used only from ${
+            [...(grant.origins ?? [])].join(", ")
+          }; this request comes from '${origin}'`,
+        );
+      }
+      const refusal = deferredOriginRefusal(c.req.raw);
+      const allowed = grant.origins?.has(origin) ||
+        streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);
+      if (refusal && !allowed) {
+        throw new ApiError(
+          refusal.status,
+          refusal.code,
+          `${refusal.message}, or to the key's or the stream's 'origins'`,
+        );
+      }
+    }
+    rememberGrant(c.req.raw, grant);
+    await next();
+  };
+}
+
+async function preflightOrigins(
+  deps: BrowserIngestDeps,
+  c: Context,
+  stream: CompiledStream,
+): Promise<Set<string>> {
+  const origins = new Set(streamOrigins(stream));
+  const key = c.req.query("key");
+  if (key) {
+    // A preflight carries no Authorization: only a key in the URL says more.
+    const result = await authorize(deps.keys, key, "ingest", { stream: stream.name });
+    for (const origin of result.grant?.origins ?? []) origins.add(origin);
+  }
+  return origins;
+}
+
+/**
+ * Middleware of the ingest path: answers a preflight (`OPTIONS`) and adds
+ * the CORS headers to answers for an allowed origin (see the module doc).
+ */
+export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
+  return async function (c, next) {
+    const origin = c.req.header("Origin");
+    const stream = await lookUpStream(deps.streams, c.req.param("stream") ?? "");
+    if (c.req.method === "OPTIONS") {
+      if (!stream) {
+        throw new ApiError(
+          404,
+          "stream_not_found",
+          `Stream '${c.req.param("stream")}' is not configured`,
+        );
+      }
+      c.header("Allow", "POST, OPTIONS");
+      c.header("Vary", "Origin");
+      if (origin !== undefined && (await preflightOrigins(deps, c, stream)).has(origin)) {
+        c.header("Access-Control-Allow-Origin", origin);
+        c.header("Access-Control-Allow-Methods", "POST");
+        c.header("Access-Control-Allow-Headers", ALLOWED_HEADERS);
+        c.header("Access-Control-Max-Age", String(PREFLIGHT_MAX_AGE));
+      }
+      return c.body(null, 204);
+    }
+    await next();
+    if (origin === undefined) return;
+    c.res.headers.append("Vary", "Origin");
+    const grant = grantOfRequest(c.req.raw);
+    if (grant?.origins?.has(origin) || streamOrigins(stream).includes(origin)) {
+      c.res.headers.set("Access-Control-Allow-Origin", origin);
+      c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);
+    }
+  };
+}

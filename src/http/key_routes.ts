@@ -1,0 +1,263 @@
+/**
+ * Run-time API keys (scope `admin`): `POST /v1/keys` creates one and shows
+ * its secret once, `GET /v1/keys` and `GET /v1/keys/{id}` show them without
+ * it, `DELETE /v1/keys/{id}` revokes one. Only a key's SHA-256 digest is
+ * stored. The bootstrap keys stay in `EDGESTREAM_KEYS`; in open mode (none
+ * set) every request may do anything, so keys cannot be managed and these
+ * routes answer 403 `open_mode`.
+ *
+ * Two types: **secret** keys (`sk_…`) with any scopes, and **publishable**
+ * keys (`pk_…`): ingest only, limited to named streams and origins, made to
+ * be embedded in a web page (see `browser.ts`).
+ *
+ * @module
+ */
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { type ApiKeyRecord, KeyConflictError } from "../store/mod.ts";
+import { parseInstantText } from "../validate/mod.ts";
+import { errorsFor, NAME } from "./_openapi.ts";
+import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
+
+const RateLimitSchema = z.strictObject({
+  eventsPerSecond: z.number().positive().max(1_000_000).openapi({ example: 20 }),
+  burst: z.int().min(1).max(1_000_000).openapi({ example: 100 }),
+}).openapi("KeyRateLimit", {
+  description: "A token bucket per stream: `burst` events at once, refilled at `eventsPerSecond`",
+});
+
+const KeyInputSchema = z.strictObject({
+  type: z.enum(["secret", "publishable"]).default("secret").openapi({
+    description:
+      "`publishable` (`pk_…`): ingest only, needs `streams` and `origins`, safe in a web page; `secret` (`sk_…`): any scopes",
+  }),
+  scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).max(3).optional().openapi({
+    description: "What it may do (`admin` includes the others); publishable keys: `ingest` only",
+    example: ["ingest"],
+  }),
+  streams: z.array(z.string().regex(NAME)).min(1).max(256).optional().openapi({
+    description: "Streams it may use; absent for all (secret keys only)",
+    example: ["pageviews"],
+  }),
+  origins: z.array(z.string().max(256)).min(1).max(64).optional().openapi({
+    description: "Origins web pages may use it from (CORS, beacons)",
+    example: ["https://shop.example"],
+  }),
+  rateLimit: RateLimitSchema.optional(),
+  description: z.string().max(1024).optional(),
+  expiresAt: z.string().max(64).optional().openapi({
+    description: "When it stops working (ISO-8601)",
+    example: "2027-01-01T00:00:00Z",
+  }),
+}).openapi("KeyInput");
+
+const KeySchema = z.object({
+  id: z.string().openapi({ example: "key_3f1c9a527e0b4d8e" }),
+  type: z.enum(["secret", "publishable"]),
+  prefix: z.string().openapi({ description: "The key's first characters", example: "pk_Xq3v" }),
+  scopes: z.array(z.string()),
+  streams: z.array(z.string()).nullable(),
+  origins: z.array(z.string()).nullable(),
+  rateLimit: RateLimitSchema.nullable(),
+  description: z.string().nullable(),
+  expiresAt: z.string().nullable(),
+  createdAt: z.string(),
+}).openapi("Key");
+
+const CreatedKeySchema = KeySchema.extend({
+  key: z.string().openapi({
+    description: "The key itself: shown only in this reply, never stored",
+    example: "pk_Xq3v…",
+  }),
+}).openapi("CreatedKey");
+
+const IdParams = z.object({
+  id: z.string().regex(/^key_[0-9a-f]{16}$/).openapi({
+    param: { name: "id", in: "path" },
+    example: "key_3f1c9a527e0b4d8e",
+  }),
+});
+
+const createKeyRoute = createRoute({
+  method: "post",
+  path: "/v1/keys",
+  operationId: "createKey",
+  tags: ["keys"],
+  summary: "Create an API key; its secret is in this reply only. Scope: admin.",
+  request: { body: { content: { "application/json": { schema: KeyInputSchema } } } },
+  responses: {
+    201: {
+      description: "Created",
+      content: { "application/json": { schema: CreatedKeySchema } },
+    },
+    ...errorsFor(400, 401, 403, 409, 503),
+  },
+});
+
+const listKeysRoute = createRoute({
+  method: "get",
+  path: "/v1/keys",
+  operationId: "listKeys",
+  tags: ["keys"],
+  summary: "Run-time API keys, oldest first, without their secrets. Scope: admin.",
+  responses: {
+    200: {
+      description: "Keys",
+      content: { "application/json": { schema: z.object({ keys: z.array(KeySchema) }) } },
+    },
+    ...errorsFor(401, 403, 503),
+  },
+});
+
+const getKeyRoute = createRoute({
+  method: "get",
+  path: "/v1/keys/{id}",
+  operationId: "getKey",
+  tags: ["keys"],
+  summary: "One run-time API key, without its secret. Scope: admin.",
+  request: { params: IdParams },
+  responses: {
+    200: { description: "Key", content: { "application/json": { schema: KeySchema } } },
+    ...errorsFor(400, 401, 403, 404, 503),
+  },
+});
+
+const deleteKeyRoute = createRoute({
+  method: "delete",
+  path: "/v1/keys/{id}",
+  operationId: "deleteKey",
+  tags: ["keys"],
+  summary:
+    "Revoke a run-time API key: it stops working on this instance at once and on every other within 2 s. Scope: admin.",
+  request: { params: IdParams },
+  responses: {
+    204: { description: "Deleted" },
+    ...errorsFor(400, 401, 403, 404, 503),
+  },
+});
+
+function keyJson(record: ApiKeyRecord) {
+  return {
+    id: record.id,
+    type: record.type,
+    prefix: record.prefix,
+    scopes: record.scopes,
+    streams: record.streams ?? null,
+    origins: record.origins ?? null,
+    rateLimit: record.rateLimit ?? null,
+    description: record.description ?? null,
+    expiresAt: record.expiresAt === undefined ? null : new Date(record.expiresAt).toISOString(),
+    createdAt: new Date(record.createdAt).toISOString(),
+  };
+}
+
+function invalid(message: string): ApiError {
+  return new ApiError(400, "invalid_key", message);
+}
+
+function randomText(bytes: number): string {
+  const data = crypto.getRandomValues(new Uint8Array(bytes));
+  return btoa(String.fromCharCode(...data)).replace(/\+/g, "-").replace(/\//g, "_")
+    .replace(/=+$/, "");
+}
+
+/** What {@linkcode registerKeyRoutes} needs. */
+export interface KeyRouteDeps {
+  /** The key ring, whose store holds the run-time keys. */
+  keys: KeyRing;
+  /** Clock (ms). */
+  now: () => number;
+}
+
+/** Registers the key routes (`/v1/keys`), admin only, refused in open mode. */
+export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
+  const { keys } = deps;
+  const admin = requireScope(keys, "admin");
+  const bootstrapped = async function (_c: unknown, next: () => Promise<void>) {
+    if (keys.open) {
+      throw new ApiError(
+        403,
+        "open_mode",
+        "Cannot manage API keys in open mode (no EDGESTREAM_KEYS set), where every request may do anything: set EDGESTREAM_KEYS=admin:<key> and use that key",
+      );
+    }
+    await next();
+  };
+  app.use("/v1/keys", bootstrapped, admin);
+  app.use("/v1/keys/*", bootstrapped, admin);
+
+  app.openapi(createKeyRoute, async (c) => {
+    const input = c.req.valid("json");
+    const publishable = input.type === "publishable";
+    const scopes = [...new Set(input.scopes ?? (publishable ? ["ingest"] : []))];
+    if (scopes.length === 0) throw invalid("A secret key needs 'scopes', e.g. [\"ingest\"]");
+    if (publishable && (scopes.length !== 1 || scopes[0] !== "ingest")) {
+      throw invalid(`A publishable key may only ingest; got scopes ${scopes.join(", ")}`);
+    }
+    if (publishable && !input.streams) {
+      throw invalid("A publishable key needs 'streams': the streams a page may send to");
+    }
+    if (publishable && !input.origins) {
+      throw invalid("A publishable key needs 'origins': the pages that may use it");
+    }
+    let origins: string[] | undefined;
+    try {
+      origins = input.origins?.map(normalizeAllowedOrigin);
+    } catch (error) {
+      if (error instanceof OriginSettingError) throw invalid(error.message);
+      throw error;
+    }
+    const now = deps.now();
+    let expiresAt: number | undefined;
+    if (input.expiresAt !== undefined) {
+      const ms = parseInstantText(input.expiresAt);
+      if (ms === null) throw invalid(`'expiresAt' is not a time: ${input.expiresAt}`);
+      if (ms <= now) {
+        throw invalid(`'expiresAt' ${new Date(ms).toISOString()} is not in the future`);
+      }
+      expiresAt = ms;
+    }
+    const key = `${publishable ? "pk" : "sk"}_${randomText(24)}`;
+    const record: ApiKeyRecord = {
+      id: `key_${toHex(crypto.getRandomValues(new Uint8Array(8)))}`,
+      type: input.type,
+      hash: toHex(sha256(key)),
+      prefix: key.slice(0, 7),
+      scopes,
+      ...(input.streams ? { streams: [...new Set(input.streams)] } : {}),
+      ...(origins ? { origins: [...new Set(origins)] } : {}),
+      ...(input.rateLimit ? { rateLimit: input.rateLimit } : {}),
+      ...(input.description !== undefined ? { description: input.description } : {}),
+      ...(expiresAt !== undefined ? { expiresAt } : {}),
+      createdAt: now,
+    };
+    try {
+      await keys.store.createKey(record);
+    } catch (error) {
+      if (error instanceof KeyConflictError) throw new ApiError(409, "conflict", error.message);
+      throw error;
+    }
+    return c.json({ ...keyJson(record), key }, 201);
+  });
+
+  app.openapi(listKeysRoute, async (c) => {
+    return c.json({ keys: (await keys.store.listKeys()).map(keyJson) }, 200);
+  });
+
+  app.openapi(getKeyRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    const record = await keys.store.getKey(id);
+    if (!record) throw new ApiError(404, "key_not_found", `No API key '${id}'`);
+    return c.json(keyJson(record), 200);
+  });
+
+  app.openapi(deleteKeyRoute, async (c) => {
+    const { id } = c.req.valid("param");
+    if (!(await keys.store.deleteKey(id))) {
+      throw new ApiError(404, "key_not_found", `No API key '${id}'`);
+    }
+    keys.forget();
+    return c.body(null, 204);
+  });
+}

@@ -1,0 +1,74 @@
+/**
+ * The API-key store contract: keys created at run time (`POST /v1/keys`),
+ * shared by every instance. Only a key's SHA-256 digest is kept, never the
+ * key; a key is found by the digest of what a client presents.
+ *
+ * @module
+ */
+
+/** A token bucket on a key: `eventsPerSecond` refill, at most `burst` at once. */
+export interface KeyRateLimit {
+  /** Tokens (events) added per second. */
+  eventsPerSecond: number;
+  /** Tokens a full bucket holds: the most events sent at once. */
+  burst: number;
+}
+
+/** A key created at run time, as stored. */
+export interface ApiKeyRecord {
+  /** Public id (`key_…`), used to read and delete it. */
+  id: string;
+  /** `publishable` (`pk_…`, ingest only, safe in a web page) or `secret` (`sk_…`). */
+  type: "publishable" | "secret";
+  /** SHA-256 of the key text, lowercase hex. */
+  hash: string;
+  /** The key's first characters (`pk_3fA9`), to tell keys apart in lists. */
+  prefix: string;
+  /** What it may do: `ingest`, `read`, `admin`. */
+  scopes: string[];
+  /** Streams it may use; absent means all. */
+  streams?: string[];
+  /** Origins (`https://shop.example`) browser pages may use it from. */
+  origins?: string[];
+  /** Its own rate limit, counted per stream. */
+  rateLimit?: KeyRateLimit;
+  /** What it is for. */
+  description?: string;
+  /** When (ms) it stops working; absent means never. */
+  expiresAt?: number;
+  /** When (ms) it was created. */
+  createdAt: number;
+}
+
+/**
+ * Where run-time API keys live. Every instance sharing the store sees a key
+ * once {@linkcode KeyStore.createKey} returned, and stops seeing it once
+ * {@linkcode KeyStore.deleteKey} returned (instances cache for a bounded time).
+ */
+export interface KeyStore {
+  /** Short name (`memory`, `redis`). */
+  readonly kind: string;
+  /** Stores a new key; throws {@linkcode KeyConflictError} when its id or hash exists. */
+  createKey(record: ApiKeyRecord): Promise<void>;
+  /** The key whose digest is `hash`, or null. */
+  keyByHash(hash: string): Promise<ApiKeyRecord | null>;
+  /** The key with this id, or null. */
+  getKey(id: string): Promise<ApiKeyRecord | null>;
+  /** Every key, oldest first. */
+  listKeys(): Promise<ApiKeyRecord[]>;
+  /** Deletes a key; false when there was none with this id. */
+  deleteKey(id: string): Promise<boolean>;
+}
+
+/** A key with the same id or digest exists already. */
+export class KeyConflictError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "KeyConflictError";
+  }
+}
+
+/** Orders keys oldest first, then by id. */
+export function compareKeys(a: ApiKeyRecord, b: ApiKeyRecord): number {
+  return a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}

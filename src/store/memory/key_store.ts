@@ -1,0 +1,48 @@
+/**
+ * Run-time API keys in this process's memory: for one instance and tests.
+ *
+ * @module
+ */
+import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
+
+/** {@linkcode KeyStore} in memory. */
+export class MemoryKeyStore implements KeyStore {
+  /** Always `memory`. */
+  readonly kind = "memory";
+  #byId = new Map<string, ApiKeyRecord>();
+  #byHash = new Map<string, string>();
+
+  createKey(record: ApiKeyRecord): Promise<void> {
+    if (this.#byId.has(record.id) || this.#byHash.has(record.hash)) {
+      return Promise.reject(new KeyConflictError(`Key '${record.id}' exists already`));
+    }
+    // Stored as JSON, as Redis stores it: absent fields stay absent.
+    this.#byId.set(record.id, JSON.parse(JSON.stringify(record)));
+    this.#byHash.set(record.hash, record.id);
+    return Promise.resolve();
+  }
+
+  keyByHash(hash: string): Promise<ApiKeyRecord | null> {
+    const id = this.#byHash.get(hash);
+    return this.getKey(id ?? "");
+  }
+
+  getKey(id: string): Promise<ApiKeyRecord | null> {
+    const record = this.#byId.get(id);
+    return Promise.resolve(record ? structuredClone(record) : null);
+  }
+
+  listKeys(): Promise<ApiKeyRecord[]> {
+    return Promise.resolve(
+      [...this.#byId.values()].map((item) => structuredClone(item)).sort(compareKeys),
+    );
+  }
+
+  deleteKey(id: string): Promise<boolean> {
+    const record = this.#byId.get(id);
+    if (!record) return Promise.resolve(false);
+    this.#byId.delete(id);
+    this.#byHash.delete(record.hash);
+    return Promise.resolve(true);
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * Run-time API keys in Redis, shared by every instance with the same prefix.
+ * Two hashes under one hash tag (`es:{$apikeys}:`; `$` is never in a stream
+ * name, so no stream's keys share it): `id` maps a key id to its record as
+ * JSON, `hash` maps a key digest to its id. Each operation is one EVALSHA.
+ *
+ * @module
+ */
+import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
+import { LUA_COMMON } from "./_lua_common.ts";
+import { asArray, fromJson, RedisCalls, type RedisScriptClient } from "./call.ts";
+
+const CREATE_SCRIPT = LUA_COMMON + `
+if redis.call("HEXISTS", P .. "id", args.id) == 1 or redis.call("HEXISTS", P .. "hash", args.hash) == 1 then
+  return 0
+end
+redis.call("HSET", P .. "id", args.id, args.json)
+redis.call("HSET", P .. "hash", args.hash, args.id)
+return 1
+`;
+
+const BY_HASH_SCRIPT = LUA_COMMON + `
+local id = redis.call("HGET", P .. "hash", args.hash)
+if not id then return false end
+return redis.call("HGET", P .. "id", id)
+`;
+
+const DELETE_SCRIPT = LUA_COMMON + `
+local json = redis.call("HGET", P .. "id", args.id)
+if not json then return 0 end
+redis.call("HDEL", P .. "hash", cjson.decode(json).hash)
+redis.call("HDEL", P .. "id", args.id)
+return 1
+`;
+
+const GET_SCRIPT = LUA_COMMON + `
+if args.id then return redis.call("HGET", P .. "id", args.id) or false end
+return redis.call("HVALS", P .. "id")
+`;
+
+/** Options for {@linkcode RedisKeyStore}. */
+export interface RedisKeyStoreOptions {
+  /** Key prefix, shared with the stream store. @default {"es"} */
+  prefix?: string;
+  /** A call that takes longer fails with `StoreUnavailableError`. @default {5000} */
+  timeoutMs?: number;
+}
+
+function record(value: unknown): ApiKeyRecord | null {
+  return value === null || value === undefined || value === false
+    ? null
+    : fromJson<ApiKeyRecord>(value);
+}
+
+/** {@linkcode KeyStore} in Redis. */
+export class RedisKeyStore implements KeyStore {
+  /** Always `redis`. */
+  readonly kind = "redis";
+  #calls: RedisCalls;
+  #prefix: string;
+
+  constructor(redis: RedisScriptClient, options: RedisKeyStoreOptions = {}) {
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5000);
+    this.#prefix = `${options.prefix ?? "es"}:{$apikeys}:`;
+  }
+
+  #run(what: string, script: string, args: object): Promise<unknown> {
+    return this.#calls.call(what, () => this.#calls.script(script, [this.#prefix], [args]));
+  }
+
+  async createKey(key: ApiKeyRecord): Promise<void> {
+    const created = await this.#run("createKey", CREATE_SCRIPT, {
+      id: key.id,
+      hash: key.hash,
+      json: JSON.stringify(key),
+    });
+    if (Number(created) !== 1) throw new KeyConflictError(`Key '${key.id}' exists already`);
+  }
+
+  async keyByHash(hash: string): Promise<ApiKeyRecord | null> {
+    return record(await this.#run("keyByHash", BY_HASH_SCRIPT, { hash }));
+  }
+
+  async getKey(id: string): Promise<ApiKeyRecord | null> {
+    return record(await this.#run("getKey", GET_SCRIPT, { id }));
+  }
+
+  async listKeys(): Promise<ApiKeyRecord[]> {
+    const values = asArray<unknown>(await this.#run("listKeys", GET_SCRIPT, {}));
+    return values.map((value) => record(value)!).sort(compareKeys);
+  }
+
+  async deleteKey(id: string): Promise<boolean> {
+    return Number(await this.#run("deleteKey", DELETE_SCRIPT, { id })) === 1;
+  }
+}

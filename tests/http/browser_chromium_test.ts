@@ -1,0 +1,217 @@
+/**
+ * Ingest from web pages in real headless Chromium: a page on another origin
+ * sends with `fetch`, with `navigator.sendBeacon` and with `/sdk.js`, using a
+ * publishable key; a page on an origin the key does not list is refused.
+ * The pages come from a second local server: `http://localhost:<port>` is
+ * the allowed origin, `http://127.0.0.1:<port>` (same server, another host
+ * name, so another origin) the refused one.
+ */
+import assert from "node:assert/strict";
+import type { Browser, Page } from "playwright-core";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { browserTest } from "../_chromium.ts";
+import { KEYS } from "../_fixtures.ts";
+
+const CONFIG = {
+  streams: {
+    pageviews: {
+      dedupe: { field: "id" },
+      counters: { views: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+    limited: {
+      dedupe: { field: "id" },
+      limits: { eventsPerSecond: 1, burst: 2 },
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
+interface Setup {
+  /** The edgestream server: `http://127.0.0.1:<port>`. */
+  api: string;
+  /** The allowed page origin. */
+  allowed: string;
+  /** A page origin the key does not list. */
+  refused: string;
+  /** The publishable key. */
+  key: string;
+  /** Answers the API gave to ingest requests: origin and status. */
+  answers: Array<
+    { origin: string | null; status: number; method: string; idempotencyKey: string | null }
+  >;
+  accepted(stream: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function setup(): Promise<Setup> {
+  const streams = compileConfig(CONFIG);
+  const store = new MemoryStore();
+  const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
+  const app = createApp({ streams, store, keys });
+  const answers: Setup["answers"] = [];
+  const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    const response = await app.fetch(request);
+    if (new URL(request.url).pathname.endsWith("/events")) {
+      answers.push({
+        origin: request.headers.get("Origin"),
+        status: response.status,
+        method: request.method,
+        idempotencyKey: request.headers.get("Idempotency-Key"),
+      });
+    }
+    return response;
+  });
+  const pages = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    (request) =>
+      new URL(request.url).pathname === "/"
+        ? new Response("<!doctype html><title>shop</title><p>shop</p>", {
+          headers: { "Content-Type": "text/html" },
+        })
+        : new Response("<!doctype html><title>next</title>", {
+          headers: { "Content-Type": "text/html" },
+        }),
+  );
+  const allowed = `http://localhost:${pages.addr.port}`;
+  const apiBase = `http://127.0.0.1:${api.addr.port}`;
+  const res = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      type: "publishable",
+      streams: ["pageviews", "limited"],
+      origins: [allowed],
+    }),
+  });
+  const { key } = await res.json();
+  return {
+    api: apiBase,
+    allowed,
+    refused: `http://127.0.0.1:${pages.addr.port}`,
+    key,
+    answers,
+    async accepted(stream) {
+      return (await store.stats(stream, streams.get(stream)!.counterMetas)).accepted;
+    },
+    async close() {
+      await pages.shutdown();
+      await api.shutdown();
+    },
+  };
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 5_000) {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+async function open(browser: Browser, origin: string): Promise<Page> {
+  const page = await browser.newPage();
+  await page.goto(`${origin}/`);
+  return page;
+}
+
+browserTest(
+  "a page on the key's origin sends with fetch (preflighted) and reads the answer; another origin's fetch fails CORS and counts nothing",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const url = `${s.api}/v1/streams/pageviews/events?key=${s.key}`;
+      const script = `fetch(${JSON.stringify(url)}, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": "page-1" },
+      body: JSON.stringify([{ id: "f1" }, { id: "f2" }]),
+    }).then(async (res) => ({ status: res.status, body: await res.json(), limit: res.headers.get("X-Request-Id") !== null }),
+      (error) => ({ error: String(error) }))`;
+      const allowed = await open(browser, s.allowed);
+      const ok = await allowed.evaluate(script) as { status: number; body: { accepted: number } };
+      assert.equal(ok.status, 202);
+      assert.equal(ok.body.accepted, 2);
+      const refused = await open(browser, s.refused);
+      const failed = await refused.evaluate(script) as { error?: string };
+      assert.match(failed.error ?? "", /TypeError: Failed to fetch/);
+      assert.equal(await s.accepted("pageviews"), 2);
+      // The refused page's preflight got its 204 without a grant, so no POST followed.
+      const fromRefused = s.answers.filter((answer) => answer.origin === s.refused);
+      assert.deepEqual(fromRefused.map((answer) => [answer.method, answer.status]), [[
+        "OPTIONS",
+        204,
+      ]]);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "a page on the key's origin sends with sendBeacon (text/plain, key in the URL); another origin's beacon is refused 403 and counts nothing",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const url = `${s.api}/v1/streams/pageviews/events?key=${s.key}`;
+      const beacon = (id: string) =>
+        `navigator.sendBeacon(${JSON.stringify(url)}, JSON.stringify([{ id: ${
+          JSON.stringify(id)
+        } }]))`;
+      const refused = await open(browser, s.refused);
+      assert.equal(await refused.evaluate(beacon("r1")), true);
+      await until("the refused beacon", () => s.answers.some((a) => a.origin === s.refused));
+      assert.deepEqual(
+        s.answers.filter((a) => a.origin === s.refused).map((a) => [a.method, a.status]),
+        [["POST", 403]],
+      );
+      const allowed = await open(browser, s.allowed);
+      assert.equal(await allowed.evaluate(beacon("b1")), true);
+      await until("the beacon counted", async () => (await s.accepted("pageviews")) === 1);
+      assert.deepEqual(
+        s.answers.filter((a) => a.origin === s.allowed).map((a) => [a.method, a.status]),
+        [["POST", 202]],
+      );
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js batches events with ids, retries a 429 after Retry-After, and sends what waits with a beacon on pagehide",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await page.evaluate(`(async () => {
+      const sdk = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+      globalThis.tracker = sdk.createTracker({
+        key: ${JSON.stringify(s.key)},
+        dedupeField: "id",
+        maxBatch: 2,
+        flushMs: 60000,
+      });
+    })()`);
+      // Four events in batches of two against a burst of two: one batch gets
+      // 429 and is sent again after Retry-After.
+      const tracked = await page.evaluate(`(async () => {
+      const items = [1, 2, 3, 4].map((n) => tracker.track("limited", { n }));
+      // A full batch goes at once; settled() waits for its answers and retries.
+      await tracker.settled();
+      return items;
+    })()`) as Array<{ id: string; n: number }>;
+      assert.equal(new Set(tracked.map((item) => item.id)).size, 4);
+      assert.equal(await s.accepted("limited"), 4);
+      const posts = s.answers.filter((a) => a.method === "POST").map((a) => a.status);
+      assert.deepEqual(posts.toSorted(), [202, 202, 429]);
+      // Waiting events leave with the page.
+      await page.evaluate(`tracker.track("pageviews", { path: "/" })`);
+      await page.goto(`${s.allowed}/next`);
+      await until("the pagehide beacon", async () => (await s.accepted("pageviews")) === 1);
+    } finally {
+      await s.close();
+    }
+  },
+);

@@ -1,0 +1,254 @@
+/** Ingest from web pages: publishable keys, origins, CORS, beacons and rate limits. */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { KEYS, NOW } from "../_fixtures.ts";
+
+const SHOP = "https://shop.example";
+const OTHER = "https://evil.example";
+
+const CONFIG = {
+  streams: {
+    pageviews: {
+      dedupe: { field: "id" },
+      counters: { views: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+    limited: {
+      limits: { eventsPerSecond: 2, burst: 4 },
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+    listed: {
+      origins: ["https://docs.example/"],
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
+async function setup(options: { now?: () => number } = {}) {
+  const now = options.now ?? (() => NOW);
+  const store = new MemoryStore({ now });
+  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, { now });
+  const app = createApp({ streams: compileConfig(CONFIG), store, keys, now });
+  async function createKey(input: unknown): Promise<{ id: string; key: string }> {
+    const res = await app.request("/v1/keys", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify(input),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    return await res.json();
+  }
+  async function stats(stream: string) {
+    return await store.stats(stream, compileConfig(CONFIG).get(stream)!.counterMetas);
+  }
+  return { app, createKey, stats };
+}
+
+const PUBLISHABLE = {
+  type: "publishable",
+  streams: ["pageviews", "limited"],
+  origins: [SHOP],
+};
+
+function send(
+  stream: string,
+  body: unknown,
+  options: { key?: string; query?: string; origin?: string; type?: string } = {},
+): [string, RequestInit] {
+  const headers: Record<string, string> = { "Content-Type": options.type ?? "application/json" };
+  if (options.key) headers.Authorization = `Bearer ${options.key}`;
+  if (options.origin) headers.Origin = options.origin;
+  const query = options.query ? `?key=${options.query}` : "";
+  return [`http://edge.example/v1/streams/${stream}/events${query}`, {
+    method: "POST",
+    headers,
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  }];
+}
+
+Deno.test("a publishable key is ingest-only and starts with pk_", async () => {
+  const { app, createKey } = await setup();
+  const pk = await createKey(PUBLISHABLE);
+  assert.match(pk.key, /^pk_/);
+  assert.equal((await app.request(...send("pageviews", { id: "a" }, { key: pk.key }))).status, 202);
+  const read = await app.request("/v1/streams/pageviews", {
+    headers: { Authorization: `Bearer ${pk.key}` },
+  });
+  assert.equal(read.status, 403);
+});
+
+Deno.test("a cross-origin POST with a publishable key is admitted from its origins only, with CORS headers", async () => {
+  const { app, createKey, stats } = await setup();
+  const pk = await createKey(PUBLISHABLE);
+  const ok = await app.request(...send("pageviews", { id: "a" }, { query: pk.key, origin: SHOP }));
+  assert.equal(ok.status, 202);
+  assert.equal(ok.headers.get("Access-Control-Allow-Origin"), SHOP);
+  assert.match(ok.headers.get("Access-Control-Expose-Headers")!, /Retry-After, RateLimit/);
+  assert.match(ok.headers.get("Vary")!, /Origin/);
+  const refused = await app.request(
+    ...send("pageviews", { id: "b" }, { query: pk.key, origin: OTHER }),
+  );
+  assert.equal(refused.status, 403);
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  const body = await refused.json();
+  assert.equal(body.error.code, "origin_not_allowed");
+  assert.match(
+    body.error.message,
+    /may be used only from https:\/\/shop\.example; .*evil\.example/,
+  );
+  // A script sends no Origin (or any it likes): the key alone admits it.
+  assert.equal(
+    (await app.request(...send("pageviews", { id: "c" }, { query: pk.key }))).status,
+    202,
+  );
+  assert.equal((await stats("pageviews")).accepted, 2);
+});
+
+Deno.test("a cross-origin POST with a secret key is still refused unless an origin list admits it", async () => {
+  const { app, createKey } = await setup();
+  const res = await app.request(
+    ...send("pageviews", { id: "a" }, { key: KEYS.ingest, origin: SHOP }),
+  );
+  assert.equal(res.status, 403);
+  assert.match(
+    (await res.json()).error.message,
+    /EDGESTREAM_ALLOWED_ORIGINS.*or to the key's or the stream's 'origins'/,
+  );
+  const sk = await createKey({ scopes: ["ingest"], origins: [SHOP] });
+  const listed = await app.request(
+    ...send("pageviews", { id: "a" }, { key: sk.key, origin: SHOP }),
+  );
+  assert.equal(listed.status, 202);
+  assert.equal(listed.headers.get("Access-Control-Allow-Origin"), SHOP);
+  // The stream's own origins admit any key.
+  const byStream = await app.request(
+    ...send("listed", {}, { key: KEYS.ingest, origin: "https://docs.example" }),
+  );
+  assert.equal(byStream.status, 202);
+  assert.equal(byStream.headers.get("Access-Control-Allow-Origin"), "https://docs.example");
+});
+
+Deno.test("a preflight grants an allowed origin the ingest headers, and other origins nothing", async () => {
+  const { app, createKey } = await setup();
+  const pk = await createKey(PUBLISHABLE);
+  const preflight = (origin: string, query = `?key=${pk.key}`, stream = "pageviews") =>
+    app.request(`http://edge.example/v1/streams/${stream}/events${query}`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, idempotency-key",
+      },
+    });
+  const allowed = await preflight(SHOP);
+  assert.equal(allowed.status, 204);
+  assert.equal(allowed.headers.get("Access-Control-Allow-Origin"), SHOP);
+  assert.equal(allowed.headers.get("Access-Control-Allow-Methods"), "POST");
+  assert.equal(
+    allowed.headers.get("Access-Control-Allow-Headers"),
+    "authorization, content-type, idempotency-key",
+  );
+  for (const res of [await preflight(OTHER), await preflight(SHOP, "")]) {
+    assert.equal(res.status, 204);
+    assert.equal(res.headers.get("Access-Control-Allow-Origin"), null);
+    assert.equal(res.headers.get("Access-Control-Allow-Headers"), null);
+  }
+  const byStream = await preflight("https://docs.example", "", "listed");
+  assert.equal(byStream.headers.get("Access-Control-Allow-Origin"), "https://docs.example");
+  assert.equal((await preflight(SHOP, "", "nope")).status, 404);
+});
+
+Deno.test("beacons: a text/plain body holding JSON is read for publishable keys only", async () => {
+  const { app, createKey, stats } = await setup();
+  const pk = await createKey(PUBLISHABLE);
+  const beacon = await app.request(
+    ...send("pageviews", JSON.stringify([{ id: "a" }, { id: "b" }]), {
+      query: pk.key,
+      origin: SHOP,
+      type: "text/plain;charset=UTF-8",
+    }),
+  );
+  assert.equal(beacon.status, 202);
+  assert.equal((await beacon.json()).accepted, 2);
+  const secret = await app.request(
+    ...send("pageviews", JSON.stringify({ id: "c" }), { key: KEYS.ingest, type: "text/plain" }),
+  );
+  assert.equal(secret.status, 415);
+  assert.equal((await stats("pageviews")).accepted, 2);
+});
+
+Deno.test("a secret key is refused in ?key=, as URLs reach logs", async () => {
+  const { app, createKey } = await setup();
+  const sk = await createKey({ scopes: ["ingest"] });
+  const res = await app.request(...send("pageviews", { id: "a" }, { query: sk.key }));
+  assert.equal(res.status, 401);
+  assert.match(
+    (await res.json()).error.message,
+    /Only publishable keys \(pk_…\) may be sent as '\?key='/,
+  );
+});
+
+Deno.test("a stream's limit answers 429 with Retry-After and RateLimit headers, refuses a request whole and counts none of it", async () => {
+  const { app, stats } = await setup();
+  const three = [{}, {}, {}];
+  const admitted = await app.request(...send("limited", three, { key: KEYS.ingest }));
+  assert.equal(admitted.status, 202);
+  // Only a refusal carries the rate limit's header fields.
+  assert.equal(admitted.headers.get("RateLimit"), null);
+  const res = await app.request(...send("limited", three, { key: KEYS.ingest }));
+  assert.equal(res.status, 429);
+  // One token left, three needed: two more refill at 2 per second.
+  assert.equal(res.headers.get("Retry-After"), "1");
+  assert.equal(res.headers.get("RateLimit-Policy"), '"stream";q=4;w=2');
+  assert.equal(res.headers.get("RateLimit"), '"stream";r=1;t=1');
+  const body = await res.json();
+  assert.equal(body.error.code, "rate_limited");
+  assert.equal(
+    body.error.message,
+    "Rate limit of stream 'limited' (2 events/s, burst 4) reached: it holds 1 events now, fewer than this request's 3; the request was refused whole (nothing applied): retry in 1000 ms",
+  );
+  assert.equal((await app.request(...send("limited", [{}], { key: KEYS.ingest }))).status, 202);
+  const counted = await stats("limited");
+  assert.deepEqual([counted.accepted, counted.applied], [4, 4]);
+});
+
+Deno.test("a request larger than the burst is refused with a message that says it can never fit", async () => {
+  const { app } = await setup();
+  const res = await app.request(...send("limited", [{}, {}, {}, {}, {}], { key: KEYS.ingest }));
+  assert.equal(res.status, 429);
+  assert.match(
+    (await res.json()).error.message,
+    /this request's 5 events are more than its burst of 4, so it can never fit: send at most 4 events per request/,
+  );
+});
+
+Deno.test("a key's rate limit is counted per stream, beside the stream's own", async () => {
+  const { app, createKey } = await setup();
+  const pk = await createKey({ ...PUBLISHABLE, rateLimit: { eventsPerSecond: 1, burst: 2 } });
+  const twice = () => [{ id: crypto.randomUUID() }, { id: crypto.randomUUID() }];
+  assert.equal((await app.request(...send("pageviews", twice(), { query: pk.key }))).status, 202);
+  const res = await app.request(...send("pageviews", twice(), { query: pk.key }));
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get("RateLimit-Policy"), '"key";q=2;w=2');
+  assert.equal(res.headers.get("RateLimit"), '"key";r=0;t=2');
+  assert.match(
+    (await res.json()).error.message,
+    new RegExp(`key '${pk.id}' on stream 'pageviews'`),
+  );
+  // A page on the key's origin can read the refusal and its Retry-After.
+  const fromPage = await app.request(
+    ...send("pageviews", twice(), { query: pk.key, origin: SHOP }),
+  );
+  assert.equal(fromPage.status, 429);
+  assert.equal(fromPage.headers.get("Access-Control-Allow-Origin"), SHOP);
+  assert.match(fromPage.headers.get("Access-Control-Expose-Headers")!, /Retry-After/);
+  // Another stream has its own bucket for the key.
+  assert.equal((await app.request(...send("limited", [{}, {}], { query: pk.key }))).status, 202);
+  // Other keys are not limited by it.
+  assert.equal(
+    (await app.request(...send("pageviews", twice(), { key: KEYS.ingest }))).status,
+    202,
+  );
+});

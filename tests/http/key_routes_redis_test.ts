@@ -1,0 +1,138 @@
+/**
+ * Run-time keys and rate limits across instances: two apps on one real
+ * Redis, as two server processes would share it.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import { KEYS } from "../_fixtures.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+import { commandNames, startUpstashProxy } from "../_upstash_proxy.ts";
+
+const CONFIG = {
+  streams: {
+    limited: {
+      limits: { eventsPerSecond: 1, burst: 5 },
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
+async function instance(fixture: RedisFixture, now: () => number) {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  const store = new RedisStore(redis, { now });
+  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, {
+    store: new RedisKeyStore(redis),
+    now,
+  });
+  return { app: createApp({ streams: compileConfig(CONFIG), store, keys, now }), store };
+}
+
+function send(key: string, events: unknown[]): [string, RequestInit] {
+  return ["/v1/streams/limited/events", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+    body: JSON.stringify(events),
+  }];
+}
+
+redisTest(
+  "a key created on one instance works on another, and once deleted stops working on every instance within 2 s",
+  async (fixture) => {
+    let now = Date.now();
+    const a = await instance(fixture, () => now);
+    const b = await instance(fixture, () => now);
+    const res = await a.app.request("/v1/keys", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ scopes: ["ingest"] }),
+    });
+    const created = await res.json();
+    assert.equal((await b.app.request(...send(created.key, [{}]))).status, 202);
+    const del = await a.app.request(`/v1/keys/${created.id}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${KEYS.admin}` },
+    });
+    assert.equal(del.status, 204);
+    assert.equal((await a.app.request(...send(created.key, [{}]))).status, 401);
+    // B verified the key a moment ago and may keep that verdict up to the bound.
+    now += 1_999;
+    assert.equal((await b.app.request(...send(created.key, [{}]))).status, 202);
+    now += 1;
+    assert.equal((await b.app.request(...send(created.key, [{}]))).status, 401);
+  },
+);
+
+redisTest(
+  "a stream's rate limit holds across two instances in the same apply, and refused events are not counted",
+  async (fixture) => {
+    const now = Date.now();
+    const a = await instance(fixture, () => now);
+    const b = await instance(fixture, () => now);
+    assert.equal((await a.app.request(...send(KEYS.ingest, [{}, {}, {}]))).status, 202);
+    const refused = await b.app.request(...send(KEYS.ingest, [{}, {}, {}]));
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get("RateLimit-Policy"), '"stream";q=5;w=5');
+    assert.equal(refused.headers.get("RateLimit"), '"stream";r=2;t=1');
+    assert.equal(refused.headers.get("Retry-After"), "1");
+    assert.equal((await b.app.request(...send(KEYS.ingest, [{}, {}]))).status, 202);
+    assert.equal((await a.app.request(...send(KEYS.ingest, [{}]))).status, 429);
+    const stats = await a.store.stats(
+      "limited",
+      compileConfig(CONFIG).get("limited")!.counterMetas,
+    );
+    assert.deepEqual([stats.accepted, stats.applied], [5, 5]);
+  },
+);
+
+redisTest(
+  "a run-time key with a rate limit on a limited stream costs one look-up per cache bound, and each ingest stays one EVALSHA",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const now = Date.now();
+      const redis = new Redis({ url: proxy.url, token: fixture.restToken, enableTelemetry: false });
+      const keyStore = new RedisKeyStore(redis);
+      const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: keyStore, now: () => now });
+      const config = {
+        streams: {
+          limited: {
+            limits: { eventsPerSecond: 1000, burst: 1000 },
+            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          },
+        },
+      };
+      const app = createApp({
+        streams: compileConfig(config),
+        store: new RedisStore(redis, { now: () => now }),
+        keys,
+        now: () => now,
+      });
+      const created = await (await app.request("/v1/keys", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+        body: JSON.stringify({
+          scopes: ["ingest"],
+          rateLimit: { eventsPerSecond: 100, burst: 100 },
+        }),
+      })).json();
+      // Warm the script and the key's verdict.
+      assert.equal((await app.request(...send(created.key, [{}]))).status, 202);
+      proxy.take();
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await app.request(...send(created.key, [{}, {}]))).status, 202);
+        assert.deepEqual(proxy.take().map(commandNames), [["evalsha"]]);
+      }
+    } finally {
+      await proxy.close();
+    }
+  },
+);

@@ -1,0 +1,206 @@
+/** The run-time key routes (`/v1/keys`) and what created keys may do. */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
+
+async function keyedApp(options: { now?: () => number } = {}) {
+  const now = options.now ?? (() => NOW);
+  const store = new MemoryKeyStore();
+  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, { store, now });
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now }),
+    keys,
+    now,
+  });
+  return { app, keyStore: store, keys };
+}
+
+function post(key: string, body: unknown, headers: Record<string, string> = {}) {
+  return {
+    method: "POST",
+    headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  };
+}
+
+const ORDER = { id: "o-1", country: "DE", amount: 5 };
+
+Deno.test("/v1/keys is refused in open mode with a clear error, whatever the method", async () => {
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(""),
+  });
+  for (
+    const [method, path] of [
+      ["POST", "/v1/keys"],
+      ["GET", "/v1/keys"],
+      ["GET", "/v1/keys/key_0123456789abcdef"],
+      ["DELETE", "/v1/keys/key_0123456789abcdef"],
+    ]
+  ) {
+    const res = await app.request(path, {
+      method,
+      headers: { "Content-Type": "application/json" },
+      body: method === "POST" ? JSON.stringify({ scopes: ["ingest"] }) : undefined,
+    });
+    assert.equal(res.status, 403, `${method} ${path}`);
+    const body = await res.json();
+    assert.equal(body.error.code, "open_mode");
+    assert.match(body.error.message, /open mode \(no EDGESTREAM_KEYS set\).*EDGESTREAM_KEYS=admin/);
+  }
+});
+
+Deno.test("POST /v1/keys shows the secret once and stores only its digest; the key then ingests", async () => {
+  const { app, keyStore } = await keyedApp();
+  const res = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["ingest"], description: "Backend" }),
+  );
+  assert.equal(res.status, 201);
+  const created = await res.json();
+  assert.match(created.key, /^sk_[A-Za-z0-9_-]{32}$/);
+  assert.match(created.id, /^key_[0-9a-f]{16}$/);
+  assert.equal(created.prefix, created.key.slice(0, 7));
+  assert.deepEqual(
+    { ...created, key: undefined, id: undefined, prefix: undefined },
+    {
+      type: "secret",
+      scopes: ["ingest"],
+      streams: null,
+      origins: null,
+      rateLimit: null,
+      description: "Backend",
+      expiresAt: null,
+      createdAt: new Date(NOW).toISOString(),
+      key: undefined,
+      id: undefined,
+      prefix: undefined,
+    },
+  );
+  // Neither the store nor a later read holds the secret.
+  assert.ok(!JSON.stringify(await keyStore.listKeys()).includes(created.key));
+  const listed = await (await app.request("/v1/keys", {
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  })).json();
+  assert.equal(listed.keys.length, 1);
+  assert.equal(listed.keys[0].key, undefined);
+  const one = await app.request(`/v1/keys/${created.id}`, {
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal((await one.json()).id, created.id);
+  const ingest = await app.request(
+    "/v1/streams/orders/events",
+    post(created.key, ORDER),
+  );
+  assert.equal(ingest.status, 202);
+  // Ingest only: reading is refused.
+  const read = await app.request("/v1/streams/orders", {
+    headers: { Authorization: `Bearer ${created.key}` },
+  });
+  assert.equal(read.status, 403);
+});
+
+Deno.test("only admin keys manage keys; bad inputs are refused with 400 and change nothing", async () => {
+  const { app, keyStore } = await keyedApp();
+  const byIngest = await app.request("/v1/keys", post(KEYS.ingest, { scopes: ["ingest"] }));
+  assert.equal(byIngest.status, 403);
+  const cases: Array<[unknown, RegExp]> = [
+    [{}, /secret key needs 'scopes'/],
+    [{ type: "publishable", origins: ["https://a.example"] }, /needs 'streams'/],
+    [{ type: "publishable", streams: ["orders"] }, /needs 'origins'/],
+    [
+      {
+        type: "publishable",
+        scopes: ["read"],
+        streams: ["orders"],
+        origins: ["https://a.example"],
+      },
+      /may only ingest; got scopes read/,
+    ],
+    [{ scopes: ["ingest"], origins: ["https://a.example/path"] }, /Cannot read allowed origin/],
+    [{ scopes: ["ingest"], expiresAt: "2020-01-01T00:00:00Z" }, /is not in the future/],
+    [{ scopes: ["ingest"], rateLimit: { eventsPerSecond: 0, burst: 1 } }, /rateLimit/],
+  ];
+  for (const [input, message] of cases) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, input));
+    assert.equal(res.status, 400, JSON.stringify(input));
+    assert.match((await res.json()).error.message, message);
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
+});
+
+Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second delete is 404", async () => {
+  const { app } = await keyedApp();
+  const created = await (await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["ingest"] }),
+  )).json();
+  assert.equal(
+    (await app.request("/v1/streams/orders/events", post(created.key, ORDER))).status,
+    202,
+  );
+  const del = await app.request(`/v1/keys/${created.id}`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(del.status, 204);
+  const after = await app.request(
+    "/v1/streams/orders/events",
+    post(created.key, { ...ORDER, id: "o-2" }),
+  );
+  assert.equal(after.status, 401);
+  const again = await app.request(`/v1/keys/${created.id}`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(again.status, 404);
+  assert.equal((await again.json()).error.code, "key_not_found");
+});
+
+Deno.test("a key limited to streams uses only those, and no route that names none", async () => {
+  const { app } = await keyedApp();
+  const created = await (await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["ingest", "read"], streams: ["open"] }),
+  )).json();
+  assert.equal(
+    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
+    202,
+  );
+  const other = await app.request("/v1/streams/orders/events", post(created.key, ORDER));
+  assert.equal(other.status, 403);
+  assert.match((await other.json()).error.message, /limited to streams open: not 'orders'/);
+  const get = (path: string) =>
+    app.request(path, { headers: { Authorization: `Bearer ${created.key}` } });
+  assert.equal((await get("/v1/streams/open")).status, 200);
+  assert.equal((await get("/v1/streams/orders")).status, 403);
+  assert.equal((await get("/v1/streams")).status, 403);
+});
+
+Deno.test("a key stops working at its expiresAt", async () => {
+  let now = NOW;
+  const { app } = await keyedApp({ now: () => now });
+  const created = await (await app.request(
+    "/v1/keys",
+    post(KEYS.admin, {
+      scopes: ["ingest"],
+      expiresAt: new Date(NOW + 60_000).toISOString(),
+    }),
+  )).json();
+  assert.equal(created.expiresAt, new Date(NOW + 60_000).toISOString());
+  assert.equal(
+    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
+    202,
+  );
+  now = NOW + 60_000;
+  assert.equal(
+    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
+    401,
+  );
+});

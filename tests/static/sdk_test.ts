@@ -1,0 +1,92 @@
+/**
+ * The browser SDK's sending logic (`static/sdk/sdk.js`), run in Deno with a
+ * recording `fetch`: what each request carries and how 429 and 503 are
+ * retried. The real browser path is in tests/http/browser_chromium_test.ts.
+ */
+import assert from "node:assert/strict";
+// @ts-types="./sdk_types.d.ts"
+import { createTracker } from "../../static/sdk/sdk.js";
+
+interface Sent {
+  url: string;
+  init: RequestInit & { headers: Record<string, string> };
+}
+
+function recordingFetch(answers: Array<Response | Error>) {
+  const sent: Sent[] = [];
+  const original = globalThis.fetch;
+  globalThis.fetch = ((url: string, init: Sent["init"]) => {
+    sent.push({ url, init });
+    const answer = answers.shift() ?? new Response(null, { status: 202 });
+    return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
+  }) as typeof fetch;
+  return { sent, restore: () => (globalThis.fetch = original) };
+}
+
+Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and an id per event under the dedupe field", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example/",
+      dedupeField: "id",
+      maxBatch: 2,
+    });
+    const first = tracker.track("page views", { path: "/a" });
+    tracker.track("page views", { path: "/b", id: "mine" });
+    await tracker.settled();
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].url, "https://events.example/v1/streams/page%20views/events?key=pk_test");
+    assert.equal(sent[0].init.method, "POST");
+    assert.equal(sent[0].init.keepalive, true);
+    assert.equal(sent[0].init.headers["Content-Type"], "application/json");
+    assert.match(sent[0].init.headers["Idempotency-Key"], /^[0-9a-f-]{32,36}$/);
+    const body = JSON.parse(String(sent[0].init.body));
+    assert.deepEqual(body, [{ path: "/a", id: first.id }, { path: "/b", id: "mine" }]);
+  } finally {
+    restore();
+  }
+});
+
+Deno.test("the SDK resends a batch answered 429 or 503, or lost, with the same Idempotency-Key after Retry-After", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(null, { status: 429, headers: { "Retry-After": "1" } }),
+    new Response(null, { status: 503 }),
+    new TypeError("Failed to fetch"),
+    new Response(null, { status: 202 }),
+  ]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      retryBaseMs: 1,
+    });
+    tracker.track("s", { n: 1 });
+    const started = Date.now();
+    await tracker.flush();
+    assert.equal(sent.length, 4);
+    assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 1);
+    assert.equal(new Set(sent.map((item) => item.init.body)).size, 1);
+    // The 429's Retry-After: 1 was waited for (the other retries back off from 1 ms).
+    assert.ok(Date.now() - started >= 1_000, `${Date.now() - started} ms`);
+  } finally {
+    restore();
+  }
+});
+
+Deno.test("the SDK drops a batch refused for good (4xx other than 429) without retrying", async () => {
+  const { sent, restore } = recordingFetch([new Response(null, { status: 403 })]);
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    tracker.track("s", {});
+    await tracker.flush();
+    assert.equal(sent.length, 1);
+    assert.deepEqual(warnings, ["edgestream: s refused 1 events: 403"]);
+  } finally {
+    console.warn = warn;
+    restore();
+  }
+});

@@ -1,0 +1,16 @@
+/** Types of `static/sdk/sdk.js` for its tests. */
+export interface Tracker {
+  track(stream: string, event: Record<string, unknown>): Record<string, string>;
+  flush(): Promise<void>;
+  beacon(): void;
+  settled(): Promise<void>;
+}
+export function createTracker(options: {
+  key: string;
+  endpoint?: string;
+  dedupeField?: string;
+  maxBatch?: number;
+  flushMs?: number;
+  maxRetries?: number;
+  retryBaseMs?: number;
+}): Tracker;

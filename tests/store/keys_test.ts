@@ -1,0 +1,88 @@
+/** One contract suite for the API-key store, run against memory and Redis. */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { type ApiKeyRecord, KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
+import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
+import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+
+function key(id: string, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return JSON.parse(JSON.stringify({
+    id,
+    type: "publishable",
+    hash: `hash-of-${id}`,
+    prefix: "pk_abcd",
+    scopes: ["ingest"],
+    streams: ["orders"],
+    origins: ["https://shop.example"],
+    rateLimit: { eventsPerSecond: 2.5, burst: 10 },
+    description: "Shop pages",
+    expiresAt: 1_900_000_000_000,
+    createdAt: 1_800_000_000_000,
+    ...overrides,
+  }));
+}
+
+function redisKeyStore(fixture: RedisFixture): RedisKeyStore {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  return new RedisKeyStore(redis);
+}
+
+const scenarios: Record<string, (store: KeyStore, fixture?: RedisFixture) => Promise<void>> = {
+  async "createKey() stores a key that keyByHash(), getKey() and listKeys() return whole"(store) {
+    await store.createKey(key("key_b", { createdAt: 2 }));
+    await store.createKey(key("key_a", { createdAt: 2, type: "secret", streams: undefined }));
+    await store.createKey(key("key_c", { createdAt: 1 }));
+    assert.deepEqual(await store.keyByHash("hash-of-key_b"), key("key_b", { createdAt: 2 }));
+    assert.deepEqual(
+      await store.getKey("key_a"),
+      key("key_a", { createdAt: 2, type: "secret", streams: undefined }),
+    );
+    assert.equal(await store.keyByHash("hash-of-nothing"), null);
+    assert.equal(await store.getKey("key_none"), null);
+    assert.deepEqual((await store.listKeys()).map((item) => item.id), ["key_c", "key_a", "key_b"]);
+  },
+
+  async "createKey() refuses an id or a digest that exists"(store) {
+    await store.createKey(key("key_a"));
+    await assert.rejects(store.createKey(key("key_a", { hash: "other" })), KeyConflictError);
+    await assert.rejects(
+      store.createKey(key("key_b", { hash: "hash-of-key_a" })),
+      KeyConflictError,
+    );
+    assert.equal((await store.listKeys()).length, 1);
+  },
+
+  async "deleteKey() removes the key and its digest, and says whether there was one"(store) {
+    await store.createKey(key("key_a"));
+    assert.equal(await store.deleteKey("key_a"), true);
+    assert.equal(await store.deleteKey("key_a"), false);
+    assert.equal(await store.keyByHash("hash-of-key_a"), null);
+    assert.equal(await store.getKey("key_a"), null);
+    assert.deepEqual(await store.listKeys(), []);
+    // The digest is free again.
+    await store.createKey(key("key_b", { hash: "hash-of-key_a" }));
+  },
+};
+
+for (const [name, scenario] of Object.entries(scenarios)) {
+  Deno.test(`MemoryKeyStore: ${name}`, () => scenario(new MemoryKeyStore()));
+  redisTest(`RedisKeyStore: ${name}`, (fixture) => scenario(redisKeyStore(fixture)));
+}
+
+redisTest("RedisKeyStore keeps keys apart from a stream called 'keys'", async (fixture) => {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  const keys = new RedisKeyStore(redis);
+  await keys.createKey(key("key_a"));
+  const streams = new RedisStore(redis);
+  assert.ok(!(await redis.keys("*")).some((name) => name.startsWith(streams.keyPrefix("keys"))));
+});
