@@ -1,9 +1,9 @@
 /** Ingest from web pages: publishable keys, origins, CORS, beacons and rate limits. */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { compileConfig } from "../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryStore } from "../../src/store/memory/store.ts";
+import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
 import { KEYS, NOW } from "../_fixtures.ts";
 
 const SHOP = "https://shop.example";
@@ -251,4 +251,40 @@ Deno.test("a key's rate limit is counted per stream, beside the stream's own", a
     (await app.request(...send("pageviews", twice(), { key: KEYS.ingest }))).status,
     202,
   );
+});
+
+Deno.test("a stream created at run time on another instance takes preflights, origins and its limit at once", async () => {
+  // Two instances sharing one store and its definitions; B never polled.
+  const definitions = new MemoryDefinitionStore();
+  const store = new MemoryStore({ now: () => NOW, definitions });
+  const instance = async () => {
+    const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, {
+      now: () => NOW,
+    });
+    const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+    return createApp({ streams, store, keys, now: () => NOW });
+  };
+  const [a, b] = [await instance(), await instance()];
+  const created = await a.request("/v1/streams/signups", {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({
+      origins: [SHOP],
+      limits: { eventsPerSecond: 1, burst: 2 },
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const preflight = await b.request("http://edge.example/v1/streams/signups/events", {
+    method: "OPTIONS",
+    headers: { Origin: SHOP, "Access-Control-Request-Method": "POST" },
+  });
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers.get("Access-Control-Allow-Origin"), SHOP);
+  const first = await b.request(...send("signups", [{}, {}], { key: KEYS.ingest, origin: SHOP }));
+  assert.equal(first.status, 202, await first.clone().text());
+  assert.equal(first.headers.get("Access-Control-Allow-Origin"), SHOP);
+  const over = await b.request(...send("signups", [{}], { key: KEYS.ingest, origin: SHOP }));
+  assert.equal(over.status, 429);
+  assert.ok(over.headers.get("Retry-After"));
 });
