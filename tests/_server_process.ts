@@ -131,3 +131,30 @@ export async function startServerProcess(
     },
   };
 }
+
+/**
+ * SIGTERM, then SIGKILL if the child has not exited after `graceMs`: a
+ * `main.ts` with `OTEL_DENO=true` can stay alive in Deno's own exit after a
+ * clean stop (denoland/deno#33157), which must not hang the whole run.
+ */
+export async function terminate(child: Deno.ChildProcess, graceMs = 20_000): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // Exited already.
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const exited = await Promise.race([
+    child.status.then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), graceMs)),
+  ]);
+  clearTimeout(timer);
+  if (!exited) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Exited meanwhile.
+    }
+    await child.status;
+  }
+}

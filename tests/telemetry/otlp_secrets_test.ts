@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { otelEnv, startOtlpReceiver } from "./_otlp.ts";
+import { terminate } from "../_server_process.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const ADMIN = "admin-secret-key-7f3a9c21e4b0";
@@ -88,8 +89,7 @@ Deno.test("a keyed server exports no key, webhook secret or webhook header value
     // Spans and metrics of all of that (and a sweep's delivery) are exported within a second.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
+    await terminate(child);
     await drained;
     await hook.shutdown();
   }

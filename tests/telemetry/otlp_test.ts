@@ -15,6 +15,7 @@ import {
   startOtlpReceiver,
   valueWhere,
 } from "./_otlp.ts";
+import { terminate } from "../_server_process.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -86,8 +87,7 @@ async function startMain(vars: Record<string, string>): Promise<Server> {
     base,
     output: () => output,
     async stop() {
-      child.kill("SIGTERM");
-      await child.status;
+      await terminate(child);
       await drained;
     },
   };
