@@ -120,7 +120,9 @@ function sameCounters(a: readonly CounterMeta[], b: readonly CounterMeta[]): boo
     const other = b[i];
     return counter.name === other.name && counter.aggregate === other.aggregate &&
       counter.maxGroups === other.maxGroups && counter.ttlMs === other.ttlMs &&
-      counter.sizeMs === other.sizeMs && counter.hopMs === other.hopMs;
+      counter.sizeMs === other.sizeMs && counter.hopMs === other.hopMs &&
+      counter.session?.gapMs === other.session?.gapMs &&
+      counter.session?.maxSessions === other.session?.maxSessions;
   });
 }
 

@@ -14,6 +14,7 @@ import {
   panesOfWindow,
   windowsOfPane,
 } from "../window/mod.ts";
+import { currentSessions, readSessionRows } from "./sessions.ts";
 
 /** One window of one group, as the API returns it. */
 export interface WindowRow {
@@ -107,7 +108,7 @@ function compareGroups(a: Record<string, unknown>, b: Record<string, unknown>): 
   return left < right ? -1 : left > right ? 1 : 0;
 }
 
-/** Windows of a counter, newest first, with their groups. */
+/** Windows of a counter, newest first, with their groups (sessions by start, for session counters). */
 export async function listWindows(
   stream: CompiledStream,
   counter: CompiledCounter,
@@ -115,6 +116,11 @@ export async function listWindows(
   options: ListOptions = {},
 ): Promise<WindowRow[]> {
   const limit = options.limit ?? 100;
+  if (counter.window.kind === "session") {
+    const accept = (group: Record<string, unknown>) => matchesGroup(group, options.groups ?? {});
+    const rows = await readSessionRows(stream, counter, { ...context, ...options, accept });
+    return rows.slice(0, limit);
+  }
   const fromMs = options.fromMs ?? -8.64e15;
   const toMs = options.toMs ?? 8.64e15;
   // Panes that can belong to a window starting in [from, to).
@@ -134,13 +140,20 @@ export async function listWindows(
   return rows.slice(0, limit);
 }
 
-/** The window containing now (for sliding windows: the last `size`), per group. */
+/**
+ * The window containing now (for sliding windows: the last `size`), per
+ * group; for session counters the open sessions.
+ */
 export async function currentWindow(
   stream: CompiledStream,
   counter: CompiledCounter,
   context: ReadContext,
   groups: Record<string, string> = {},
 ): Promise<{ start: string; end: string; rows: WindowRow[] }> {
+  if (counter.window.kind === "session") {
+    const accept = (group: Record<string, unknown>) => matchesGroup(group, groups);
+    return await currentSessions(stream, counter, { ...context, accept });
+  }
   const start = currentWindowStart(context.nowMs, counter.window);
   const rows = await rowsFor(stream, counter, [start], context, groups);
   return {

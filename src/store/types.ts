@@ -15,6 +15,13 @@ export interface CounterMeta {
   sizeMs: number;
   /** Distance (ms) between window starts. */
   hopMs: number;
+  /**
+   * Set for session counters: updates carry the event time as their `pane`,
+   * and the store keeps per group the sessions of events less than `gapMs`
+   * apart, at most `maxSessions` open at once per counter (`maxGroups` does
+   * not apply).
+   */
+  session?: { gapMs: number; maxSessions: number };
 }
 
 /** Group key that events beyond a pane's `maxGroups` count into. */
@@ -295,6 +302,20 @@ export interface WindowValue {
   state: AggregateState;
 }
 
+/** One session of one group of a session counter. */
+export interface SessionValue {
+  /** Time (ms) of its first event. */
+  start: number;
+  /** Time (ms) of its last event (inclusive). */
+  end: number;
+  /** Group key (JSON array of the group values). */
+  group: string;
+  /** Merged state of its events. */
+  state: AggregateState;
+  /** True once a close claimed it (it can no longer change). */
+  closed: boolean;
+}
+
 /** A window the store closed: final values of every group. */
 export interface ClosedWindow {
   /** Counter name. */
@@ -348,10 +369,17 @@ export interface Store {
   /** Reads merged states for the given windows of one counter. */
   readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
   /**
+   * Reads the live sessions (open, and closed within their TTL) of a session
+   * counter with `fromMs <= start < toMs`, in no particular order.
+   */
+  readSessions(stream: string, counter: CounterMeta, range: TimeRange): Promise<SessionValue[]>;
+  /**
    * Claims and returns the windows that became final (end <= watermark -
    * lateness) and were not closed before, and logs a `window.closed` record
    * per group in the same atomic step. Across all instances that share the
-   * store, each window is returned (and logged) exactly once.
+   * store, each window is returned (and logged) exactly once. Of a session
+   * counter, each session whose end + gap <= watermark - lateness is returned
+   * once as a window of one group (`end` = its last event's time).
    */
   closeWindows(
     stream: string,

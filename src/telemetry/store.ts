@@ -20,6 +20,7 @@ import {
   type CounterMeta,
   type LogEntry,
   type LogRecord,
+  type SessionValue,
   type Store,
   type StoreBatch,
   StoreUnavailableError,
@@ -105,6 +106,10 @@ export class InstrumentedStore implements Store {
     windows: WindowRead[],
   ): Promise<WindowValue[]> {
     return this.#measure("readWindows", () => this.#store.readWindows(stream, counter, windows));
+  }
+
+  readSessions(stream: string, counter: CounterMeta, range: TimeRange): Promise<SessionValue[]> {
+    return this.#measure("readSessions", () => this.#store.readSessions(stream, counter, range));
   }
 
   closeWindows(
