@@ -3,6 +3,7 @@ import {
   compileConfig,
   type CompiledStream,
   ConfigError,
+  DEFAULT_MAX_SESSIONS,
   loadConfigFile,
 } from "../../src/config/mod.ts";
 
@@ -491,5 +492,36 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x" }] }),
     /streams\.orders\.alerts\.0\.when/,
+  );
+});
+
+Deno.test("compileConfig() compiles a session window with its gap and maxSessions", () => {
+  const stream = compileConfig(counter({
+    window: { session: "30m" },
+    groupBy: ["user"],
+    maxSessions: 500,
+  })).get("orders")!;
+  const compiled = stream.counters[0];
+  assert.deepEqual(compiled.window, { kind: "session", gapMs: 1_800_000, sizeMs: 1_800_000 });
+  assert.deepEqual(compiled.meta.session, { gapMs: 1_800_000, maxSessions: 500 });
+  // gap + lateness (30 s) + retention (1 h), from the last write
+  assert.equal(compiled.meta.ttlMs, 1_800_000 + 30_000 + 3_600_000);
+  const byDefault = compileConfig(counter({ window: { session: "10s" } })).get("orders")!;
+  assert.deepEqual(byDefault.counters[0].meta.session, { gapMs: 10_000, maxSessions: 100_000 });
+  assert.equal(byDefault.counters[0].meta.session?.maxSessions, DEFAULT_MAX_SESSIONS);
+});
+
+Deno.test("compileConfig() refuses maxSessions on a fixed window and a gap of zero", () => {
+  assertRefused(
+    counter({ maxSessions: 10 }),
+    /streams\.orders\.counters\.x\.maxSessions: only session windows have maxSessions; this window is tumbling/,
+  );
+  assertRefused(
+    counter({ window: { session: "0s" } }),
+    /streams\.orders\.counters\.x\.window\.session: Duration must be greater than zero/,
+  );
+  assertRefused(
+    counter({ window: { session: "1m" }, maxSessions: 0 }),
+    /streams\.orders\.counters\.x\.maxSessions/,
   );
 });
