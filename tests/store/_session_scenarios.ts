@@ -28,6 +28,8 @@ export const SESSION_CONFIG = {
           aggregate: "count",
           maxSessions: 2,
         },
+        // maxGroups is for panes: sessions ignore it.
+        wide: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count", maxGroups: 1 },
       },
     },
   },
@@ -87,6 +89,7 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.deepEqual(await values("max"), [7, 1, 4]);
     assert.deepEqual(await values("avg"), [7, 1, 5 / 3]);
     assert.deepEqual(await values("distinct"), [1, 1, 2]);
+    assert.deepEqual(await sessions(store, "wide"), await sessions(store, "count"));
   },
 
   async "sessions: an event within the gap of two sessions merges them, and of three"(store) {
@@ -184,6 +187,11 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     );
     const overflow = async () => (await store.stats("visits", sessionStream.counterMetas)).overflow;
     assert.deepEqual([(await overflow()).capped, (await overflow()).count], [3, 0]);
+    // Other counters still count the dropped events.
+    assert.deepEqual(
+      (await sessions(store, "count")).map((row) => [row[2], row[3]]),
+      [["b", 1], ["d", 1], ["c", 1], ["b", 1], ["a", 2]],
+    );
     // z raises the watermark (and is dropped too); once a and b close, a new session fits.
     await ingest(store, [{ u: "z", t: 200 }]);
     assert.equal((await store.closeWindows("visits", metas("capped"), LATENESS)).length, 2);

@@ -51,6 +51,9 @@ async function scenario(instances: Setup[]) {
       eventTypes: ["window.closed", "alert.fired"],
     });
     receiver.secrets = [secret];
+    const none = await call(a.app, "GET", "/v1/streams/visits/counters/visit/current");
+    const now = new Date(a.clock.now).toISOString();
+    assert.deepEqual([none.body.start, none.body.end, none.body.windows], [now, now, []]);
     await ingest(a.app, [
       { ts: at(1), user: "u1", amount: 5 },
       { ts: at(5), user: "u2", amount: 0 },
