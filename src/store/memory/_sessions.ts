@@ -54,14 +54,15 @@ export class SessionTable {
   ): boolean {
     const { gapMs, maxSessions } = counter.session!;
     const time = update.pane;
-    let list = this.#open.get(update.group);
-    const hits: Session[] = [];
-    if (list) {
-      for (const session of list) {
-        if (session.expiresAt <= now) continue;
-        if (time - session.end < gapMs && session.start - time < gapMs) hits.push(session);
-      }
-    }
+    const list = this.#open.get(update.group) ?? [];
+    // Open sessions of a group are disjoint and sorted by start, so by end too: scan back
+    // from the newest past those that start a gap or more after `time`, and take the run
+    // that ends less than a gap before it. `at` ends as the index a new session goes to.
+    let at = list.length;
+    while (at > 0 && list[at - 1].start - time >= gapMs) at -= 1;
+    let first = at;
+    while (first > 0 && time - list[first - 1].end < gapMs) first -= 1;
+    const hits = list.slice(first, at).filter((session) => session.expiresAt > now);
     let target: Session;
     if (hits.length === 0) {
       if (this.#openCount >= maxSessions) return false;
@@ -74,26 +75,22 @@ export class SessionTable {
         expiresAt: 0,
       };
       if (this.#kind === "distinct") target.values = new Set();
-      if (!list) {
-        list = [];
-        this.#open.set(update.group, list);
-      }
-      list.push(target);
+      list.splice(at, 0, target);
+      if (list.length === 1) this.#open.set(update.group, list);
       this.#all.add(target);
       this.#openCount += 1;
     } else {
+      // The earliest keeps its place in the list; the others merge into it and leave.
       target = hits[0];
       for (const other of hits.slice(1)) {
         mergeState(target.state, other.state);
         if (other.values) { for (const value of other.values) target.values!.add(value); }
-        target.start = Math.min(target.start, other.start);
         target.end = Math.max(target.end, other.end);
         this.#forget(other);
       }
       target.start = Math.min(target.start, time);
       target.end = Math.max(target.end, time);
     }
-    list!.sort((a, b) => a.start - b.start);
     if (target.values) {
       target.state.count += 1;
       target.values.add(String(update.value));

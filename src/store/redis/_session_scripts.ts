@@ -120,9 +120,7 @@ local function applySessionRun(counter, session, cell, now)
   redis.call("ZADD", groupKey, num(finish), startText)
   redis.call("PEXPIRE", groupKey, ttl)
   redis.call("ZADD", openKey, num(finish + gap), member)
-  redis.call("PEXPIRE", openKey, ttl)
   redis.call("ZADD", allKey, num(now + ttl), member)
-  redis.call("PEXPIRE", allKey, ttl)
 end
 -- Applies the cells of session counters (args.sess: [[counterIndex, gap, maxSessions], …])
 -- and returns the other cells, for the pane code.
@@ -136,13 +134,17 @@ local function applySessions(counters, cells, now)
     if session then
       local counter = counters[cell[1] + 1]
       applySessionRun(counter, session, cell, now)
-      touched[counter.name] = true
+      touched[counter.name] = counter
     else
       rest[#rest + 1] = cell
     end
   end
-  for name in pairs(touched) do
-    redis.call("ZREMRANGEBYSCORE", sessionAllKey(name), "-inf", num(now))
+  -- Once per counter rather than per run: the index keys live as long as their newest session.
+  for name, counter in pairs(touched) do
+    local openKey, allKey = sessionOpenKey(name), sessionAllKey(name)
+    redis.call("ZREMRANGEBYSCORE", allKey, "-inf", num(now))
+    if redis.call("EXISTS", openKey) == 1 then redis.call("PEXPIRE", openKey, counter.ttl) end
+    redis.call("PEXPIRE", allKey, counter.ttl)
   end
   return rest
 end
