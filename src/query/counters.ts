@@ -117,9 +117,11 @@ export async function listWindows(
 ): Promise<WindowRow[]> {
   const limit = options.limit ?? 100;
   if (counter.window.kind === "session") {
-    const accept = (group: Record<string, unknown>) => matchesGroup(group, options.groups ?? {});
-    const rows = await readSessionRows(stream, counter, { ...context, ...options, accept });
-    return rows.slice(0, limit);
+    const filters = options.groups ?? {};
+    const accept = Object.keys(filters).length === 0
+      ? undefined
+      : (group: Record<string, unknown>) => matchesGroup(group, filters);
+    return await readSessionRows(stream, counter, { ...context, ...options, accept, limit });
   }
   const fromMs = options.fromMs ?? -8.64e15;
   const toMs = options.toMs ?? 8.64e15;

@@ -36,6 +36,8 @@ export interface SessionReadOptions {
   toMs?: number;
   /** Keeps only the groups it accepts. @default {every group} */
   accept?: (group: Record<string, unknown>) => boolean;
+  /** Most rows; without `accept` the store reads no more than these. @default {all} */
+  limit?: number;
 }
 
 /** Sessions of a session counter, newest start first (ties by group), with `final` judged now. */
@@ -49,6 +51,7 @@ export async function readSessionRows(
     options.store.readSessions(stream.name, counter.meta, {
       fromMs: Math.max(options.fromMs ?? -8.64e15, -8.64e15),
       toMs: Math.min(options.toMs ?? 8.64e15, 8.64e15),
+      limit: options.accept ? undefined : options.limit,
     }),
     options.store.stats(stream.name, []),
   ]);
@@ -72,7 +75,7 @@ export async function readSessionRows(
     rows.push(row);
   }
   rows.sort((a, b) => b.startMs - a.startMs || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return rows.map(({ startMs: _, key: __, ...row }) => row);
+  return rows.slice(0, options.limit ?? rows.length).map(({ startMs: _, key: __, ...row }) => row);
 }
 
 /**

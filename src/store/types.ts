@@ -354,6 +354,12 @@ export interface TimeRange {
   toMs: number;
 }
 
+/** Which sessions {@linkcode Store.readSessions} reads. */
+export interface SessionRange extends TimeRange {
+  /** Most sessions read (the newest starts). @default {all} */
+  limit?: number;
+}
+
 /** Storage for stream state. Implementations must apply a batch atomically. */
 export interface Store {
   /** Short name for logs and `/readyz` (`memory`, `redis`). */
@@ -370,9 +376,10 @@ export interface Store {
   readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]>;
   /**
    * Reads the live sessions (open, and closed within their TTL) of a session
-   * counter with `fromMs <= start < toMs`, in no particular order.
+   * counter with `fromMs <= start < toMs`, newest start first; at most
+   * `limit` of them when given.
    */
-  readSessions(stream: string, counter: CounterMeta, range: TimeRange): Promise<SessionValue[]>;
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]>;
   /**
    * Claims and returns the windows that became final (end <= watermark -
    * lateness) and were not closed before, and logs a `window.closed` record

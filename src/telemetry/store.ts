@@ -20,6 +20,7 @@ import {
   type CounterMeta,
   type LogEntry,
   type LogRecord,
+  type SessionRange,
   type SessionValue,
   type Store,
   type StoreBatch,
@@ -108,7 +109,7 @@ export class InstrumentedStore implements Store {
     return this.#measure("readWindows", () => this.#store.readWindows(stream, counter, windows));
   }
 
-  readSessions(stream: string, counter: CounterMeta, range: TimeRange): Promise<SessionValue[]> {
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
     return this.#measure("readSessions", () => this.#store.readSessions(stream, counter, range));
   }
 

@@ -203,6 +203,43 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.equal((await overflow()).capped, 4);
   },
 
+  async "readSessions() reads the newest starts first, at most limit, within the range"(store) {
+    await ingest(store, [
+      { u: "a", t: 0 },
+      { u: "b", t: 0 },
+      { u: "a", t: 100 },
+      { u: "c", t: 200 },
+      { u: "a", t: 300 },
+    ]);
+    const count = metas("count")[0];
+    const read = async (range: { fromMs: number; toMs: number; limit?: number }) =>
+      (await store.readSessions("visits", count, range)).map((session) => [
+        session.start - T0,
+        session.group,
+      ]);
+    assert.deepEqual(await read({ fromMs: T0, toMs: T0 + 300_000, limit: 2 }), [
+      [200_000, '["c"]'],
+      [100_000, '["a"]'],
+    ]);
+    const everything = await read({ fromMs: T0 - 1, toMs: T0 + 301_000 });
+    assert.equal(everything.length, 5);
+    assert.deepEqual(everything.slice(0, 3), [[300_000, '["a"]'], [200_000, '["c"]'], [
+      100_000,
+      '["a"]',
+    ]]);
+    const compiled = sessionStream.counters.find((item) => item.name === "count")!;
+    const rows = await listWindows(sessionStream, compiled, { store, nowMs: T0 }, { limit: 2 });
+    assert.deepEqual(rows.map((row) => [row.start, row.group.u]), [
+      [iso(300_000), "a"],
+      [iso(200_000), "c"],
+    ]);
+    const filtered = await listWindows(sessionStream, compiled, { store, nowMs: T0 }, {
+      limit: 2,
+      groups: { u: "a" },
+    });
+    assert.deepEqual(filtered.map((row) => row.start), [iso(300_000), iso(100_000)]);
+  },
+
   async "sessions: an empty groupBy keeps one session for the whole stream"(store) {
     const stream = compileConfig({
       streams: {

@@ -16,7 +16,7 @@ import {
   mergeState,
   normalizeState,
 } from "../aggregate_state.ts";
-import type { CounterMeta, SessionValue, TimeRange } from "../types.ts";
+import type { CounterMeta, SessionRange, SessionValue } from "../types.ts";
 
 interface Session {
   group: string;
@@ -137,16 +137,15 @@ export class SessionTable {
     };
   }
 
-  /** Live sessions with `fromMs <= start < toMs`. */
-  read(range: TimeRange, now: number): SessionValue[] {
-    const out: SessionValue[] = [];
+  /** Live sessions with `fromMs <= start < toMs`, newest start first, at most `limit`. */
+  read(range: SessionRange, now: number): SessionValue[] {
+    const found: Session[] = [];
     for (const session of this.#all) {
       if (session.expiresAt <= now) continue;
-      if (session.start >= range.fromMs && session.start < range.toMs) {
-        out.push(this.valueOf(session));
-      }
+      if (session.start >= range.fromMs && session.start < range.toMs) found.push(session);
     }
-    return out;
+    found.sort((a, b) => b.start - a.start || compare(a.group, b.group));
+    return found.slice(0, range.limit ?? found.length).map((session) => this.valueOf(session));
   }
 
   /** Drops expired sessions (an expired open one no longer counts towards `maxSessions`). */

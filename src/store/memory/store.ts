@@ -31,6 +31,7 @@ import {
   OTHER_GROUP,
   parseLogId,
   type RequestResult,
+  type SessionRange,
   type SessionValue,
   type Store,
   type StoreBatch,
@@ -564,7 +565,7 @@ export class MemoryStore implements Store {
     return Promise.resolve(out);
   }
 
-  readSessions(stream: string, counter: CounterMeta, range: TimeRange): Promise<SessionValue[]> {
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
     const sessions = this.#streams.get(stream)?.sessions.get(counter.name);
     return Promise.resolve(sessions?.read(range, this.#now()) ?? []);
   }

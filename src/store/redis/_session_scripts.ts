@@ -9,7 +9,8 @@
  * - `so:<c>` — zset of all open sessions: member `<start>:<group>`, score = end + gap
  *   (when it becomes final); its size is what `maxSessions` bounds.
  * - `sa:<c>` — zset of every live session, open or closed: member `<start>:<group>`,
- *   score = expiry time (ms), for reads.
+ *   score = expiry time (ms), to forget expired ones.
+ * - `ss:<c>` — the same members, score = start, for reads by start.
  * - `sv:<c>:<start>:<group>` — hash of a session: `c` count, `s` sum, `m` min or max,
  *   `e` end, `x` set once closed. PX = the counter's TTL after its last write.
  * - `sh:<c>:<start>:<group>` — HyperLogLog of a distinct session counter.
@@ -28,6 +29,7 @@ export const SESSION_LUA = `
 local function sessionGroupKey(name, group) return P .. "sz:" .. name .. ":" .. group end
 local function sessionOpenKey(name) return P .. "so:" .. name end
 local function sessionAllKey(name) return P .. "sa:" .. name end
+local function sessionStartKey(name) return P .. "ss:" .. name end
 local function sessionValueKey(name, startText, group)
   return P .. "sv:" .. name .. ":" .. startText .. ":" .. group
 end
@@ -73,6 +75,7 @@ local function applySessionRun(counter, session, cell, now)
         redis.call("ZREM", groupKey, startText)
         redis.call("ZREM", openKey, member)
         redis.call("ZREM", allKey, member)
+        redis.call("ZREM", sessionStartKey(name), member)
       end
     end
   end
@@ -101,6 +104,7 @@ local function applySessionRun(counter, session, cell, now)
       redis.call("ZREM", groupKey, hit.text)
       redis.call("ZREM", openKey, member)
       redis.call("ZREM", allKey, member)
+      redis.call("ZREM", sessionStartKey(name), member)
     end
   end
   addToSession(key, kind, count, sum, low, high)
@@ -121,6 +125,7 @@ local function applySessionRun(counter, session, cell, now)
   redis.call("PEXPIRE", groupKey, ttl)
   redis.call("ZADD", openKey, num(finish + gap), member)
   redis.call("ZADD", allKey, num(now + ttl), member)
+  redis.call("ZADD", sessionStartKey(name), num(start), member)
 end
 -- Applies the cells of session counters (args.sess: [[counterIndex, gap, maxSessions], …])
 -- and returns the other cells, for the pane code.
@@ -141,10 +146,15 @@ local function applySessions(counters, cells, now)
   end
   -- Once per counter rather than per run: the index keys live as long as their newest session.
   for name, counter in pairs(touched) do
-    local openKey, allKey = sessionOpenKey(name), sessionAllKey(name)
+    local openKey, allKey, startKey = sessionOpenKey(name), sessionAllKey(name), sessionStartKey(name)
+    local expired = redis.call("ZRANGEBYSCORE", allKey, "-inf", num(now))
+    for i = 1, #expired, 500 do
+      redis.call("ZREM", startKey, unpack(expired, i, math.min(i + 499, #expired)))
+    end
     redis.call("ZREMRANGEBYSCORE", allKey, "-inf", num(now))
     if redis.call("EXISTS", openKey) == 1 then redis.call("PEXPIRE", openKey, counter.ttl) end
     redis.call("PEXPIRE", allKey, counter.ttl)
+    redis.call("PEXPIRE", startKey, counter.ttl)
   end
   return rest
 end
@@ -189,19 +199,25 @@ end
 `;
 
 /**
- * Reads the live sessions of one counter. ARGV[1] is JSON `{name, kind, from, to, now}`.
- * Returns JSON `[[start, end, group, count, sum, minOrMax, distinct, closed], …]`,
+ * Reads the live sessions of one counter, newest start first. ARGV[1] is JSON
+ * `{name, kind, from, to, limit|false, now}`. Returns JSON
+ * `[[start, end, group, count, sum, minOrMax, distinct, closed], …]`,
  * numbers as text, `""` for no min or max, closed `1` or `0`.
  */
 export const SESSION_READ_SCRIPT = `
-local name, kind, from, to, now = args.name, args.kind, args.from, args.to, args.now
+local name, kind, from, to, limit = args.name, args.kind, args.from, args.to, args.limit
 local out = {}
-local members = redis.call("ZRANGEBYSCORE", sessionAllKey(name), "(" .. num(now), "+inf")
+local members
+if type(limit) == "number" then
+  members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from), "LIMIT", 0, limit)
+else
+  members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from))
+end
 for _, member in ipairs(members) do
   local colon = string.find(member, ":", 1, true)
   local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
-  local start = tonumber(startText)
-  if start >= from and start < to then
+  do
+    -- A session that expired since the last apply is gone: its hash no longer exists.
     local stored = redis.call("HMGET", sessionValueKey(name, startText, group), "c", "s", "m", "e", "x")
     if stored[1] then
       local distinct = 0

@@ -30,6 +30,7 @@ import {
   type LogEntry,
   type LogRecord,
   type RequestResult,
+  type SessionRange,
   type SessionValue,
   type Store,
   type StoreBatch,
@@ -269,7 +270,7 @@ export class RedisStore implements Store {
     });
   }
 
-  readSessions(stream: string, counter: CounterMeta, range: TimeRange): Promise<SessionValue[]> {
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
     return this.#call("readSessions", async () => {
       const rows = asArray<[string, string, string, string, string, string, string, number]>(
         fromJson(
@@ -278,6 +279,7 @@ export class RedisStore implements Store {
             kind: counter.aggregate,
             from: range.fromMs,
             to: range.toMs,
+            limit: range.limit ?? false,
             now: this.#now(),
           }),
         ),

@@ -102,7 +102,7 @@ redisTest(
         kinds.add(key.slice("es:{visits}:".length).split(":")[0]);
       }
     });
-    for (const kind of ["sz", "so", "sa", "sv", "sh"]) {
+    for (const kind of ["sz", "so", "sa", "ss", "sv", "sh"]) {
       assert.ok(kinds.has(kind), `no '${kind}' key among ${[...kinds].join(", ")}`);
     }
   },
