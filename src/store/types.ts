@@ -24,6 +24,9 @@ export interface CounterMeta {
   session?: { gapMs: number; maxSessions: number };
 }
 
+/** How many sessions a close takes per window of its `limit` (a window holds many groups). */
+export const SESSIONS_PER_WINDOW = 10;
+
 /** Group key that events beyond a pane's `maxGroups` count into. */
 export const OTHER_GROUP = "__other__";
 
@@ -332,7 +335,11 @@ export interface ClosedWindow {
 export interface CloseOptions {
   /** The stream's lateness (ms): windows with end <= watermark - lateness close. */
   latenessMs: number;
-  /** Most windows closed per counter in one call. @default {100} */
+  /**
+   * Most windows closed per counter in one call; of a session counter, whose
+   * windows are single sessions, {@linkcode SESSIONS_PER_WINDOW} times as
+   * many sessions. @default {100}
+   */
   limit?: number;
   /** As {@linkcode StoreBatch.idleMs}: the watermark is raised to at least `nowMs - idleMs` first. */
   idleMs?: number | null;

@@ -152,6 +152,15 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.deepEqual(rows.find((row) => row[2] === "b"), [iso(30_000), iso(30_000), "b", 3, false]);
   },
 
+  async "closeWindows() closes up to ten sessions per window of its limit"(store) {
+    await ingest(store, Array.from({ length: 25 }, (_, i) => ({ u: `u${i}`, t: i })));
+    await ingest(store, [{ u: "z", t: 300 }]);
+    const close = () => store.closeWindows("visits", metas("count"), { ...LATENESS, limit: 2 });
+    assert.equal((await close()).length, 20);
+    assert.equal((await close()).length, 5);
+    assert.equal((await close()).length, 0);
+  },
+
   async "closeWindows() peeks at due sessions without claiming them"(store) {
     await ingest(store, [{ u: "a", t: 0 }, { u: "z", t: 200 }]);
     const peeked = await store.closeWindows("visits", metas("count"), { ...LATENESS, peek: true });

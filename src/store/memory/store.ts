@@ -32,6 +32,7 @@ import {
   parseLogId,
   type RequestResult,
   type SessionRange,
+  SESSIONS_PER_WINDOW,
   type SessionValue,
   type Store,
   type StoreBatch,
@@ -409,7 +410,8 @@ export class MemoryStore implements Store {
       const sessions = counter.session ? state.sessions.get(counter.name) : undefined;
       if (sessions) {
         const now = this.#now();
-        for (const session of sessions.due(counter, cutoff, { now, limit })) {
+        const most = limit * SESSIONS_PER_WINDOW;
+        for (const session of sessions.due(counter, cutoff, { now, limit: most })) {
           const { start, end, group, state: value } = sessions.valueOf(session);
           closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
           if (options.peek) continue;

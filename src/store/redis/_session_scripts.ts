@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { CounterMeta } from "../types.ts";
+import { type CounterMeta, SESSIONS_PER_WINDOW } from "../types.ts";
 
 /** Lua helpers of session counters, spliced into the apply and close scripts after the prelude. */
 export const SESSION_LUA = `
@@ -159,14 +159,15 @@ local function applySessions(counters, cells, now)
   return rest
 end
 -- Closes the open sessions (args.sess: [[name, kind, gap], …]) with end + gap <= cutoff,
--- at most limit per counter, appending [name, start, end, [[group, count, sum,
+-- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
 -- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each.
 local function closeSessions(cutoff, limit, peek, logTtl, out)
   if type(args.sess) ~= "table" then return end
   for _, session in ipairs(args.sess) do
     local name, kind = session[1], session[2]
     local openKey = sessionOpenKey(name)
-    local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0, limit)
+    local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
+      limit * ${SESSIONS_PER_WINDOW})
     for _, member in ipairs(due) do
       local colon = string.find(member, ":", 1, true)
       local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
