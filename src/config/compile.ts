@@ -130,6 +130,9 @@ function protoKeyPaths(raw: unknown): string[] {
 
 function compileWindow(window: CounterDefinition["window"], at: string): WindowSpec {
   if ("tumbling" in window) return { kind: "tumbling", sizeMs: window.tumbling };
+  if ("session" in window) {
+    return { kind: "session", gapMs: window.session, sizeMs: window.session };
+  }
   if ("hopping" in window) {
     if (window.every > window.hopping) {
       throw new ConfigError(
@@ -157,7 +160,8 @@ function compileCounter(
   at: string,
 ): CompiledCounter {
   const window = compileWindow(definition.window, at);
-  if (window.sizeMs / paneWidth(window) > 1440) {
+  const session = sessionOf(window, definition, at);
+  if (!session && window.sizeMs / paneWidth(window) > 1440) {
     throw new ConfigError(
       `${at}.window: a window may span at most 1440 panes; pick sizes with a larger common divisor`,
     );
@@ -174,6 +178,12 @@ function compileCounter(
       const [kind, field] = Object.entries(definition.aggregate)[0];
       return { kind: kind as "sum" | "min" | "max" | "avg" | "distinct", field: field as string };
     })();
+  if (session && aggregate.kind === "quantiles") {
+    // A session's state merges on the apply path, where sketches are not kept per session.
+    throw new ConfigError(
+      `${at}.aggregate: quantiles are not available on session windows; use a tumbling, hopping or sliding window`,
+    );
+  }
   const ttlMs = window.sizeMs + latenessMs + definition.retention;
   return {
     name,
@@ -190,8 +200,29 @@ function compileCounter(
       sizeMs: window.sizeMs,
       hopMs: hopWidth(window),
       ...(aggregate.kind === "quantiles" ? { accuracy: aggregate.accuracy } : {}),
+      ...(session ? { session } : {}),
     },
   };
+}
+
+/** Default of a session counter's `maxSessions`. */
+export const DEFAULT_MAX_SESSIONS = 100_000;
+
+/** The session settings of a counter, or undefined for fixed windows; checks the limits. */
+function sessionOf(
+  window: WindowSpec,
+  definition: CounterDefinition,
+  at: string,
+): { gapMs: number; maxSessions: number } | undefined {
+  if (window.kind !== "session") {
+    if (definition.maxSessions !== undefined) {
+      throw new ConfigError(
+        `${at}.maxSessions: only session windows have maxSessions; this window is ${window.kind}`,
+      );
+    }
+    return undefined;
+  }
+  return { gapMs: window.gapMs, maxSessions: definition.maxSessions ?? DEFAULT_MAX_SESSIONS };
 }
 
 function compileAlerts(

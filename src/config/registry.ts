@@ -36,6 +36,9 @@ import {
   type LogEntry,
   type LogRecord,
   MemoryDefinitionStore,
+  type ReadOptions,
+  type SessionRange,
+  type SessionValue,
   type Store,
   type StoreBatch,
   type StoredDefinition,
@@ -592,8 +595,16 @@ class RegistryStore implements Store {
   panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]> {
     return this.#store.panes(this.#key(stream), counter, range);
   }
-  readWindows(stream: string, counter: CounterMeta, windows: WindowRead[]): Promise<WindowValue[]> {
-    return this.#store.readWindows(this.#key(stream), counter, windows);
+  readWindows(
+    stream: string,
+    counter: CounterMeta,
+    windows: WindowRead[],
+    options?: ReadOptions,
+  ): Promise<WindowValue[]> {
+    return this.#store.readWindows(this.#key(stream), counter, windows, options);
+  }
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+    return this.#store.readSessions(this.#key(stream), counter, range);
   }
   async closeWindows(
     stream: string,

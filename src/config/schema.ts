@@ -45,7 +45,8 @@ const windowSchema = z.union([
   z.strictObject({ tumbling: positiveDuration }),
   z.strictObject({ hopping: positiveDuration, every: positiveDuration }),
   z.strictObject({ sliding: positiveDuration, precision: positiveDuration }),
-], { error: "Window must be {tumbling}, {hopping, every} or {sliding, precision}" });
+  z.strictObject({ session: positiveDuration }),
+], { error: "Window must be {tumbling}, {hopping, every}, {sliding, precision} or {session}" });
 
 const aggregateSchema = z.union([
   z.literal("count"),
@@ -70,6 +71,8 @@ const counterSchema = z.strictObject({
   aggregate: aggregateSchema,
   retention: duration.default(parseDuration("1h")),
   maxGroups: z.int().min(1).max(1_000_000).default(1000),
+  /** Session counters only: most sessions open at once (see README, Session windows). */
+  maxSessions: z.int().min(1).max(1_000_000).optional(),
 });
 
 const expression = z.string().min(1).max(4096);

@@ -159,6 +159,8 @@ export class AlertWatcher {
       for (const update of event.updates) {
         if (!watched.has(update.counter)) continue;
         const counter = batch.stream.counters[update.counter];
+        // A merge can move a session's start: sessions are judged only at close.
+        if (counter.window.kind === "session") continue;
         if (!entry) {
           entry = { stream: batch.stream, touched: new Map() };
           this.#pending.set(batch.stream.name, entry);

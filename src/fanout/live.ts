@@ -583,6 +583,8 @@ export class LiveHub {
       // The watermark is the largest event time the store has seen, so at least this.
       pending.watermarkMs = Math.max(pending.watermarkMs, event.timeMs);
       for (const update of event.updates) {
+        // Sessions have no fixed windows to publish; they are published when they close.
+        if (batch.stream.counters[update.counter].window.kind === "session") continue;
         let groups = touched.get(update.counter);
         if (!groups) {
           groups = new Map();

@@ -67,7 +67,7 @@ export async function sweepOnce<Queued = unknown>(
       for (const firing of await fireOnFinal(stream, store, due)) {
         fired.push({ ...firing, stream: stream.name });
       }
-      for (const window of due) alerted.add(`${window.counter}|${window.start}`);
+      for (const window of due) alerted.add(closedKey(window));
     }
     const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
     for (const window of windows) {
@@ -75,7 +75,7 @@ export async function sweepOnce<Queued = unknown>(
       recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
     }
     // Windows that became due between the two calls.
-    const late = windows.filter((window) => !alerted.has(`${window.counter}|${window.start}`));
+    const late = windows.filter((window) => !alerted.has(closedKey(window)));
     if (stream.alerts.length === 0 || late.length === 0) continue;
     for (const firing of await fireOnFinal(stream, store, late)) {
       fired.push({ ...firing, stream: stream.name });
@@ -86,6 +86,12 @@ export async function sweepOnce<Queued = unknown>(
   const fanout: Queued[] = [];
   for (const consumer of consumers) fanout.push(await consumer.sweep());
   return { closed, fired, fanout };
+}
+
+/** Identifies a closed window; sessions of several groups may share a start, so theirs holds the group. */
+function closedKey(window: ClosedWindow): string {
+  const only = window.groups.length === 1 ? window.groups[0].group : "";
+  return `${window.counter}|${window.start}|${only}`;
 }
 
 /** Evaluates a stream's alerts over final window values and fires the true ones. */

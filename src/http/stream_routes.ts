@@ -422,6 +422,13 @@ function parseTop(
     }
     return undefined;
   }
+  if (counter.window.kind === "session") {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'top' ranks the groups of a window; counter '${counter.name}' has session windows, listed by start`,
+    );
+  }
   if (Object.keys(filters).length > 0) {
     throw new ApiError(
       400,
@@ -489,7 +496,8 @@ const listWindowsRoute = createRoute({
   operationId: "listWindows",
   tags: ["streams"],
   summary: "Windows of a counter, newest first",
-  description: `${GROUP_FILTER_TEXT} Scope: read.`,
+  description:
+    `For a session counter: its sessions (open, and closed within retention) by start, each \`end\` the time of its last event. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
   request: {
     params: CounterParams,
@@ -570,7 +578,7 @@ const currentWindowRoute = createRoute({
   tags: ["streams"],
   summary: "The window containing now, per group",
   description:
-    `For sliding windows: the last \`size\` up to now. ${GROUP_FILTER_TEXT} Scope: read.`,
+    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
   request: {
     params: CounterParams,

@@ -121,7 +121,9 @@ function sameCounters(a: readonly CounterMeta[], b: readonly CounterMeta[]): boo
     return counter.name === other.name && counter.aggregate === other.aggregate &&
       counter.maxGroups === other.maxGroups && counter.ttlMs === other.ttlMs &&
       counter.sizeMs === other.sizeMs && counter.hopMs === other.hopMs &&
-      counter.accuracy === other.accuracy;
+      counter.accuracy === other.accuracy &&
+      counter.session?.gapMs === other.session?.gapMs &&
+      counter.session?.maxSessions === other.session?.maxSessions;
   });
 }
 

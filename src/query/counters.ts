@@ -17,6 +17,7 @@ import {
   type ValueOptions,
   windowsOfPane,
 } from "../window/mod.ts";
+import { currentSessions, readSessionRows } from "./sessions.ts";
 
 /** One window of one group, as the API returns it. */
 export interface WindowRow {
@@ -167,7 +168,7 @@ function compareGroups(a: Record<string, unknown>, b: Record<string, unknown>): 
   return left < right ? -1 : left > right ? 1 : 0;
 }
 
-/** Windows of a counter, newest first, with their groups. */
+/** Windows of a counter, newest first, with their groups (sessions by start, for session counters). */
 export async function listWindows(
   stream: CompiledStream,
   counter: CompiledCounter,
@@ -175,6 +176,13 @@ export async function listWindows(
   options: ListOptions = {},
 ): Promise<WindowRow[]> {
   const limit = options.limit ?? 100;
+  if (counter.window.kind === "session") {
+    const filters = options.groups ?? {};
+    const accept = Object.keys(filters).length === 0
+      ? undefined
+      : (group: Record<string, unknown>) => matchesGroup(group, filters);
+    return await readSessionRows(stream, counter, { ...context, ...options, accept, limit });
+  }
   const newestFirst = (await windowStarts(stream, counter, context, options)).slice(0, limit);
   if (newestFirst.length === 0) return [];
   const { rows } = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {}, {
@@ -234,13 +242,21 @@ export async function listTopWindows(
   return { windows: rows, others };
 }
 
-/** The window containing now (for sliding windows: the last `size`), per group. */
+/**
+ * The window containing now (for sliding windows: the last `size`), per
+ * group; for session counters the open sessions.
+ */
 export async function currentWindow(
   stream: CompiledStream,
   counter: CompiledCounter,
   context: ReadContext,
   options: CurrentOptions = {},
 ): Promise<{ start: string; end: string; rows: WindowRow[]; others?: OthersRow }> {
+  if (counter.window.kind === "session") {
+    const groups = options.groups ?? {};
+    const accept = (group: Record<string, unknown>) => matchesGroup(group, groups);
+    return await currentSessions(stream, counter, { ...context, accept });
+  }
   const start = currentWindowStart(context.nowMs, counter.window);
   const { rows, others } = await rowsFor(stream, counter, [start], context, options.groups ?? {}, {
     quantiles: options.quantiles,

@@ -5,3 +5,4 @@
  */
 export * from "./counters.ts";
 export * from "./top.ts";
+export * from "./sessions.ts";

@@ -17,7 +17,17 @@ export interface CounterMeta {
   hopMs: number;
   /** Relative accuracy of a quantiles counter's sketch. @default {DEFAULT_ACCURACY} */
   accuracy?: number;
+  /**
+   * Set for session counters: updates carry the event time as their `pane`,
+   * and the store keeps per group the sessions of events less than `gapMs`
+   * apart, at most `maxSessions` open at once per counter (`maxGroups` does
+   * not apply).
+   */
+  session?: { gapMs: number; maxSessions: number };
 }
+
+/** How many sessions a close takes per window of its `limit` (a window holds many groups). */
+export const SESSIONS_PER_WINDOW = 10;
 
 /**
  * The value an alert fired on: a number, null (no value), or for a quantiles
@@ -337,6 +347,20 @@ export interface WindowValue {
   state: AggregateState;
 }
 
+/** One session of one group of a session counter. */
+export interface SessionValue {
+  /** Time (ms) of its first event. */
+  start: number;
+  /** Time (ms) of its last event (inclusive). */
+  end: number;
+  /** Group key (JSON array of the group values). */
+  group: string;
+  /** Merged state of its events. */
+  state: AggregateState;
+  /** True once a close claimed it (it can no longer change). */
+  closed: boolean;
+}
+
 /** A window the store closed: final values of every group. */
 export interface ClosedWindow {
   /** Counter name. */
@@ -353,7 +377,11 @@ export interface ClosedWindow {
 export interface CloseOptions {
   /** The stream's lateness (ms): windows with end <= watermark - lateness close. */
   latenessMs: number;
-  /** Most windows closed per counter in one call. @default {100} */
+  /**
+   * Most windows closed per counter in one call; of a session counter, whose
+   * windows are single sessions, {@linkcode SESSIONS_PER_WINDOW} times as
+   * many sessions. @default {100}
+   */
   limit?: number;
   /** As {@linkcode StoreBatch.idleMs}: the watermark is raised to at least `nowMs - idleMs` first. */
   idleMs?: number | null;
@@ -373,6 +401,12 @@ export interface TimeRange {
   fromMs: number;
   /** Starts before this (ms). */
   toMs: number;
+}
+
+/** Which sessions {@linkcode Store.readSessions} reads. */
+export interface SessionRange extends TimeRange {
+  /** Most sessions read (the newest starts). @default {all} */
+  limit?: number;
 }
 
 /** Storage for stream state. Implementations must apply a batch atomically. */
@@ -395,10 +429,18 @@ export interface Store {
     options?: ReadOptions,
   ): Promise<WindowValue[]>;
   /**
+   * Reads the live sessions (open, and closed within their TTL) of a session
+   * counter with `fromMs <= start < toMs`, newest start first; at most
+   * `limit` of them when given.
+   */
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]>;
+  /**
    * Claims and returns the windows that became final (end <= watermark -
    * lateness) and were not closed before, and logs a `window.closed` record
    * per group in the same atomic step. Across all instances that share the
-   * store, each window is returned (and logged) exactly once.
+   * store, each window is returned (and logged) exactly once. Of a session
+   * counter, each session whose end + gap <= watermark - lateness is returned
+   * once as a window of one group (`end` = its last event's time).
    */
   closeWindows(
     stream: string,

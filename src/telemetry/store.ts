@@ -21,6 +21,8 @@ import {
   type LogEntry,
   type LogRecord,
   type ReadOptions,
+  type SessionRange,
+  type SessionValue,
   type Store,
   type StoreBatch,
   StoreUnavailableError,
@@ -112,6 +114,10 @@ export class InstrumentedStore implements Store {
       "readWindows",
       () => this.#store.readWindows(stream, counter, windows, options),
     );
+  }
+
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+    return this.#measure("readSessions", () => this.#store.readSessions(stream, counter, range));
   }
 
   closeWindows(

@@ -27,6 +27,9 @@ export function paneWidth(spec: WindowSpec): number {
       return gcd(spec.sizeMs, spec.everyMs);
     case "sliding":
       return spec.precisionMs;
+    case "session":
+      // A session update's "pane" is the event time itself.
+      return 1;
   }
 }
 
@@ -39,6 +42,8 @@ export function hopWidth(spec: WindowSpec): number {
       return spec.everyMs;
     case "sliding":
       return spec.precisionMs;
+    case "session":
+      return 1;
   }
 }
 
@@ -57,6 +62,7 @@ export function paneStart(timeMs: number, spec: WindowSpec): number {
  * ```
  */
 export function assignWindows(timeMs: number, spec: WindowSpec): number[] {
+  if (spec.kind === "session") throw new RangeError("Session windows have no fixed windows");
   const hop = hopWidth(spec);
   const newest = alignDown(timeMs, hop);
   const starts: number[] = [];
@@ -66,6 +72,7 @@ export function assignWindows(timeMs: number, spec: WindowSpec): number[] {
 
 /** Starts of the panes that make up the window beginning at `windowStart`. */
 export function panesOfWindow(windowStart: number, spec: WindowSpec): number[] {
+  if (spec.kind === "session") throw new RangeError("Session windows have no fixed windows");
   const width = paneWidth(spec);
   const panes: number[] = [];
   for (let start = windowStart; start < windowStart + spec.sizeMs; start += width) {

@@ -7,7 +7,12 @@ export type { AggregateKind } from "../store/aggregate_state.ts";
 export type WindowSpec =
   | { kind: "tumbling"; sizeMs: number }
   | { kind: "hopping"; sizeMs: number; everyMs: number }
-  | { kind: "sliding"; sizeMs: number; precisionMs: number };
+  | { kind: "sliding"; sizeMs: number; precisionMs: number }
+  /**
+   * Sessions of a group: runs of events less than `gapMs` apart. `sizeMs`
+   * equals the gap: a session stops growing at its end + `sizeMs`.
+   */
+  | { kind: "session"; gapMs: number; sizeMs: number };
 
 /** The aggregate a counter computes over the events of a window. */
 export type AggregateSpec =

@@ -225,6 +225,8 @@ export function describeCounter(definition) {
     ? `hopping ${window.hopping} every ${window.every}`
     : window.sliding
     ? `sliding ${window.sliding}`
+    : window.session
+    ? `sessions, gap ${window.session}`
     : "";
   const by = definition.groupBy?.length ? ` by ${definition.groupBy.join(", ")}` : "";
   return `${aggregate}${by} · ${shape}`;

@@ -3,6 +3,7 @@ import {
   compileConfig,
   type CompiledStream,
   ConfigError,
+  DEFAULT_MAX_SESSIONS,
   loadConfigFile,
 } from "../../src/config/mod.ts";
 
@@ -512,5 +513,43 @@ Deno.test("compileConfig() reads a stream's limits and origins, and names bad on
   assertRefused(
     orders({ origins: ["https://shop.example/page"] }),
     /streams\.orders\.origins\.0: Origin 'https:\/\/shop\.example\/page' must be http\(s\):\/\/host\[:port\] without path/,
+  );
+});
+
+Deno.test("compileConfig() compiles a session window with its gap and maxSessions", () => {
+  const stream = compileConfig(counter({
+    window: { session: "30m" },
+    groupBy: ["user"],
+    maxSessions: 500,
+  })).get("orders")!;
+  const compiled = stream.counters[0];
+  assert.deepEqual(compiled.window, { kind: "session", gapMs: 1_800_000, sizeMs: 1_800_000 });
+  assert.deepEqual(compiled.meta.session, { gapMs: 1_800_000, maxSessions: 500 });
+  // gap + lateness (30 s) + retention (1 h), from the last write
+  assert.equal(compiled.meta.ttlMs, 1_800_000 + 30_000 + 3_600_000);
+  const byDefault = compileConfig(counter({ window: { session: "10s" } })).get("orders")!;
+  assert.deepEqual(byDefault.counters[0].meta.session, { gapMs: 10_000, maxSessions: 100_000 });
+  assert.equal(byDefault.counters[0].meta.session?.maxSessions, DEFAULT_MAX_SESSIONS);
+});
+
+Deno.test("compileConfig() refuses maxSessions on a fixed window and a gap of zero", () => {
+  assertRefused(
+    counter({ maxSessions: 10 }),
+    /streams\.orders\.counters\.x\.maxSessions: only session windows have maxSessions; this window is tumbling/,
+  );
+  assertRefused(
+    counter({ window: { session: "0s" } }),
+    /streams\.orders\.counters\.x\.window\.session: Duration must be greater than zero/,
+  );
+  assertRefused(
+    counter({ window: { session: "1m" }, maxSessions: 0 }),
+    /streams\.orders\.counters\.x\.maxSessions/,
+  );
+});
+
+Deno.test("compileConfig() refuses quantiles on a session window, naming the counter", () => {
+  assertRefused(
+    counter({ window: { session: "30m" }, groupBy: ["user"], aggregate: { quantiles: "ms" } }),
+    /streams\.orders\.counters\.x\.aggregate: quantiles are not available on session windows/,
   );
 });

@@ -209,3 +209,65 @@ Deno.test("sweepOnce() runs its consumers after closing windows and reports what
   assert.deepEqual(report.fanout, [{ ran: true }]);
   assert.equal((await sweepOnce(streams.values(), store)).fanout, undefined);
 });
+
+Deno.test("AlertWatcher leaves session counters to the sweep: no early firing, no error", async () => {
+  const visits = compileConfig({
+    streams: {
+      visits: {
+        time: { field: "ts", lateness: "10s" },
+        counters: { visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" } },
+        alerts: [{ name: "any", counter: "visit", when: "value >= 1.0" }],
+      },
+    },
+  }).get("visits")!;
+  const store = new MemoryStore({ now: () => T0 });
+  const errors: unknown[] = [];
+  const watcher = new AlertWatcher(store, { onError: (error) => errors.push(error) });
+  // Observers' throws are only logged by ingest: catch them here to see them.
+  const observe = (batch: Parameters<typeof watcher.observe>[0]) => {
+    try {
+      watcher.observe(batch);
+    } catch (error) {
+      errors.push(error);
+    }
+  };
+  await ingestItems(visits, items([{ ts: at(1), user: "u1" }]), {
+    observers: [observe],
+    store,
+    nowMs: T0,
+  });
+  await watcher.idle();
+  assert.deepEqual(errors, []);
+  assert.deepEqual(await store.readLog("visits", null, 10), []);
+  await watcher.close();
+});
+
+/** A memory store whose peek misses all but the first due window, as if the others became due after it. */
+class PeekSeesOne extends MemoryStore {
+  override async closeWindows(...args: Parameters<Store["closeWindows"]>) {
+    const windows = await super.closeWindows(...args);
+    return args[2].peek ? windows.slice(0, 1) : windows;
+  }
+}
+
+Deno.test("sweepOnce() fires final-value alerts on sessions of other groups with the same start that became due after its peek", async () => {
+  const visitStreams = compileConfig({
+    streams: {
+      visits: {
+        time: { field: "ts", lateness: "10s" },
+        counters: { visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" } },
+        alerts: [{ name: "visited", counter: "visit", when: "value >= 1.0" }],
+      },
+    },
+  });
+  const store = new PeekSeesOne({ now: () => T0 });
+  const visits = visitStreams.get("visits")!;
+  await ingestItems(visits, items([{ ts: at(1), user: "u1" }, { ts: at(1), user: "u2" }]), {
+    store,
+    nowMs: T0,
+  });
+  await ingestItems(visits, items([{ ts: at(100), user: "tick" }]), { store, nowMs: T0 });
+  const report = await sweepOnce(visitStreams.values(), store);
+  assert.deepEqual(report.closed.length, 2);
+  assert.deepEqual(report.fired.map((firing) => firing.group).sort(), ['["u1"]', '["u2"]']);
+});

@@ -487,3 +487,41 @@ Deno.test("matchesSubscription() applies types, counter and the CEL filter", () 
   // A filter that fails on a message (no data.value) does not match it.
   assert.equal(matchesSubscription(subscription(["event.processed"], { filter }), event), false);
 });
+
+Deno.test("LiveHub publishes no window.updated for session counters, and still for the others", async () => {
+  const visitStreams = compileConfig({
+    streams: {
+      visits: {
+        time: { field: "ts", lateness: "1m" },
+        counters: {
+          visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" },
+          per_minute: { window: { tumbling: "1m" }, aggregate: "count" },
+        },
+      },
+    },
+  });
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(visitStreams, store, { pollMs: 10 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(
+    { stream: "visits", types: new Set(["window.updated"]) as Subscription["types"] },
+    sink,
+  );
+  try {
+    await ingestItems(
+      visitStreams.get("visits")!,
+      [{ ok: true as const, value: { ts: at(10), user: "u1" } }],
+      {
+        ...ingestFanoutFor("visits", { demand: [live], observers: [live.observer] }),
+        store,
+        nowMs: NOW,
+      },
+    );
+    await eventually(() => received.length > 0);
+    await sleep(50);
+    assert.deepEqual(received.map((payload) => payload.data.counter), ["per_minute"]);
+  } finally {
+    stop();
+    await live.close();
+  }
+});

@@ -272,3 +272,27 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
   assert.equal(path.put.parameters[0].name, "stream");
   assert.ok(doc.components.schemas.Stream.properties.source);
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a new quantiles accuracy or session gap: both decide what the stored state means", async () => {
+  const app = await appWith();
+  const counters = {
+    latency: { window: { tumbling: "1m" }, aggregate: { quantiles: "ms", accuracy: 0.01 } },
+    visits: { window: { session: "30m" }, groupBy: ["user"], aggregate: "count" },
+  };
+  assert.equal((await put(app, "pages", { counters })).status, 201);
+  for (
+    const [name, counter] of [
+      ["latency", { ...counters.latency, aggregate: { quantiles: "ms", accuracy: 0.02 } }],
+      ["visits", { ...counters.visits, window: { session: "10m" } }],
+    ] as const
+  ) {
+    const refused = await put(app, "pages", { counters: { ...counters, [name]: counter } });
+    assert.equal(refused.status, 409);
+    assert.equal((await errorOf(refused)).code, "counter_changed");
+  }
+  // maxSessions is a bound, not a meaning: it may change.
+  const bounded = await put(app, "pages", {
+    counters: { ...counters, visits: { ...counters.visits, maxSessions: 10 } },
+  });
+  assert.equal(bounded.status, 200);
+});

@@ -535,7 +535,9 @@ function naiveWindows(timeMs: number, spec: WindowSpec): number[] {
     ? spec.sizeMs
     : spec.kind === "hopping"
     ? spec.everyMs
-    : spec.precisionMs;
+    : spec.kind === "sliding"
+    ? spec.precisionMs
+    : 1;
   const starts: number[] = [];
   const first = Math.floor((timeMs - spec.sizeMs) / hop) * hop;
   for (let start = first; start <= timeMs; start += hop) {

@@ -18,6 +18,7 @@ import type {
   StoreBatch,
 } from "../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
+import { sessionScenarios } from "./_session_scenarios.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -699,7 +700,7 @@ const requestScenarios: Record<string, Scenario> = {
     );
   },
 };
-Object.assign(scenarios, requestScenarios);
+Object.assign(scenarios, requestScenarios, sessionScenarios);
 
 for (const [name, scenario] of Object.entries(scenarios)) {
   Deno.test(`MemoryStore: ${name}`, () => scenario(new MemoryStore({ now: clock })));

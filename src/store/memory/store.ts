@@ -35,6 +35,9 @@ import {
   type ReadOptions,
   type RequestResult,
   REST_GROUP,
+  type SessionRange,
+  SESSIONS_PER_WINDOW,
+  type SessionValue,
   type Store,
   type StoreBatch,
   type StreamStats,
@@ -45,6 +48,7 @@ import {
 import { DedupeIds } from "./_dedupe_ids.ts";
 import type { MemoryDefinitionStore } from "./definition_store.ts";
 import { splitGenerationKey } from "../definitions.ts";
+import { SessionTable } from "./_sessions.ts";
 
 const logger = getLogger(["edgestream", "store"]);
 
@@ -74,6 +78,8 @@ interface StreamState {
   panes: Map<string, Map<number, Pane>>;
   /** Per counter: windows holding data and not yet closed, start → end. */
   open: Map<string, Map<number, number>>;
+  /** Per session counter: its sessions. */
+  sessions: Map<string, SessionTable>;
   /** Result log, oldest first, capped at {@linkcode MAX_LOG_ENTRIES}. */
   log: LogEntry[];
   lastLogMs: number;
@@ -160,6 +166,7 @@ export class MemoryStore implements Store {
         warnedForgotten: false,
         panes: new Map(),
         open: new Map(),
+        sessions: new Map(),
         log: [],
         lastLogMs: 0,
         lastLogSeq: 0,
@@ -364,6 +371,12 @@ export class MemoryStore implements Store {
     update: { pane: number; group: string; value?: number | string },
     now: number,
   ): void {
+    if (counter.session) {
+      if (!this.#sessionsOf(stream, counter).add(counter, update, now)) {
+        stream.overflow.set(counter.name, (stream.overflow.get(counter.name) ?? 0) + 1);
+      }
+      return;
+    }
     let pane = panes.get(update.pane);
     if (!pane || pane.expiresAt <= now) {
       pane = { expiresAt: 0, groups: new Map() };
@@ -397,6 +410,15 @@ export class MemoryStore implements Store {
     }
   }
 
+  #sessionsOf(stream: StreamState, counter: CounterMeta): SessionTable {
+    let table = stream.sessions.get(counter.name);
+    if (!table) {
+      table = new SessionTable(counter.aggregate);
+      stream.sessions.set(counter.name, table);
+    }
+    return table;
+  }
+
   #openWindows(stream: StreamState, counter: CounterMeta, pane: number): void {
     let open = stream.open.get(counter.name);
     if (!open) {
@@ -421,6 +443,26 @@ export class MemoryStore implements Store {
     const cutoff = state.watermark - options.latenessMs;
     const limit = options.limit ?? 100;
     for (const counter of counters) {
+      const sessions = counter.session ? state.sessions.get(counter.name) : undefined;
+      if (sessions) {
+        const now = this.#now();
+        const most = limit * SESSIONS_PER_WINDOW;
+        for (const session of sessions.due(counter, cutoff, { now, limit: most })) {
+          const { start, end, group, state: value } = sessions.valueOf(session);
+          closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
+          if (options.peek) continue;
+          sessions.close(session);
+          this.#append(state, now, {
+            type: "window.closed",
+            counter: counter.name,
+            start,
+            end,
+            group,
+            state: value,
+          });
+        }
+        continue;
+      }
       const open = state.open.get(counter.name);
       if (!open) continue;
       const due = [...open].filter(([, end]) => end <= cutoff)
@@ -529,6 +571,7 @@ export class MemoryStore implements Store {
       for (const [key, bucket] of stream.buckets) {
         if (bucket.fullAt <= now) stream.buckets.delete(key);
       }
+      for (const sessions of stream.sessions.values()) sessions.sweep(now);
       for (const panes of stream.panes.values()) {
         for (const [start, pane] of panes) {
           if (pane.expiresAt <= now) panes.delete(start);
@@ -572,6 +615,11 @@ export class MemoryStore implements Store {
       }
     }
     return Promise.resolve(out);
+  }
+
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+    const sessions = this.#streams.get(stream)?.sessions.get(counter.name);
+    return Promise.resolve(sessions?.read(range, this.#now()) ?? []);
   }
 
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {

@@ -28,6 +28,7 @@
 
 import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
 import { LUA_COMMON, luaString } from "./_lua_common.ts";
+import { SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
 export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
@@ -213,7 +214,7 @@ end
  * (0-based), whole tokens left]` rate limited,
  * `[4]` its key earlier in the batch.
  */
-export const APPLY_SCRIPT = COMMON + `
+export const APPLY_SCRIPT = COMMON + SESSION_LUA + `
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
 local ids, times, payloads = args.ids, args.times, args.payloads
@@ -416,6 +417,8 @@ else
   end
 end
 
+cells = applySessions(counters, cells, now)
+
 -- Whether a pane already holds a group (asking Redis once per group).
 local function hasGroup(pane, group)
   if pane.known[group] then return true end
@@ -582,7 +585,7 @@ return cjson.encode(out)
  * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
  * The ZREM inside the script makes each window close exactly once.
  */
-export const CLOSE_SCRIPT = COMMON + `
+export const CLOSE_SCRIPT = COMMON + SESSION_LUA + `
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
 local wm = tonumber(redis.call("HGET", STATS_KEY, "wm"))
@@ -633,6 +636,7 @@ for _, c in ipairs(args.counters) do
     end
   end
 end
+closeSessions(cutoff, limit, peek, logTtl, out)
 return cjson.encode(out)
 `;
 
@@ -674,3 +678,6 @@ for _, recordType in ipairs(types) do redis.call("HSET", DEMAND_KEY, recordType,
 redis.call("PEXPIRE", DEMAND_KEY, ttl)
 return #types
 `;
+
+/** Reads the sessions of a session counter (see `_session_scripts.ts`). */
+export const SESSION_READ = COMMON + SESSION_LUA + SESSION_READ_SCRIPT;

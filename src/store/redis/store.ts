@@ -18,8 +18,10 @@ import {
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
   READ_SCRIPT,
+  SESSION_READ,
   STREAM_KEYS,
 } from "./_scripts.ts";
+import { sessionApplyArgs, sessionCloseArgs, sessionRuns } from "./_session_scripts.ts";
 import {
   type AlertFiring,
   type ApplyResult,
@@ -33,6 +35,8 @@ import {
   type LogRecord,
   type ReadOptions,
   type RequestResult,
+  type SessionRange,
+  type SessionValue,
   type Store,
   type StoreBatch,
   type StreamStats,
@@ -267,6 +271,7 @@ export class RedisStore implements Store {
       ids: batch.events.map((event) => event.id ?? false),
       times: batch.events.map((event) => event.timeMs),
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
+      sess: sessionApplyArgs(batch.counters),
     };
     const perEvent = batch.events.map((event) =>
       event.updates.map((u) => {
@@ -285,7 +290,11 @@ export class RedisStore implements Store {
       const reply = fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
       >(
-        await this.#calls.script(APPLY_SCRIPT, keys, [header, preAggregate(batch), perEvent]),
+        await this.#calls.script(APPLY_SCRIPT, keys, [
+          header,
+          sessionRuns(preAggregate(batch), batch.counters),
+          perEvent,
+        ]),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");
@@ -343,6 +352,30 @@ export class RedisStore implements Store {
     });
   }
 
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+    return this.#call("readSessions", async () => {
+      const rows = asArray<[string, string, string, string, string, string, string, number]>(
+        fromJson(
+          await this.#script(SESSION_READ, stream, {
+            name: counter.name,
+            kind: counter.aggregate,
+            from: range.fromMs,
+            to: range.toMs,
+            limit: range.limit ?? false,
+            now: this.#now(),
+          }),
+        ),
+      );
+      return rows.map(([start, end, group, count, sum, minOrMax, distinct, closed]) => ({
+        start: Number(start),
+        end: Number(end),
+        group,
+        state: toState(counter.aggregate, [group, count, sum, minOrMax, distinct]),
+        closed: Number(closed) === 1,
+      }));
+    });
+  }
+
   closeWindows(
     stream: string,
     counters: CounterMeta[],
@@ -359,6 +392,7 @@ export class RedisStore implements Store {
             limit: options.limit ?? 100,
             logTtl: this.#statsTtlMs,
             counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),
+            sess: sessionCloseArgs(counters),
           }),
         ),
       );

@@ -118,6 +118,10 @@ Deno.test("groupLabel(), formatRate(), durationMs() and the counter description 
   assert.equal(describeCounter(hopping), "sum(amount) by country · hopping 1h every 5m");
   assert.equal(windowStepMs(hopping), 300_000);
   assert.equal(windowStepMs({ window: { sliding: "10m", precision: "1m" } }), 60_000);
+  assert.equal(
+    describeCounter({ window: { session: "30m" }, groupBy: ["user"], aggregate: "count" }),
+    "count by user · sessions, gap 30m",
+  );
 });
 
 Deno.test("CounterSeries of a count draws the rest summed: the server's others plus the groups not drawn", () => {

@@ -1,0 +1,105 @@
+/**
+ * Reading session counters: their sessions, open and closed (within
+ * retention), as window rows whose `end` is the time of the last event.
+ *
+ * @module
+ */
+import type { CompiledStream } from "../config/mod.ts";
+import type { Store } from "../store/types.ts";
+import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
+
+/** One session of one group, as the API returns it (the same shape as a window row). */
+export interface SessionRow {
+  /** Time of the session's first event, ISO-8601. */
+  start: string;
+  /** Time of its last event (inclusive), ISO-8601. */
+  end: string;
+  /** Group values by field. */
+  group: Record<string, unknown>;
+  /** The aggregate's value over the session's events. */
+  value: number | null;
+  /** True once the session is final: closed, or the watermark passed end + gap + lateness. */
+  final: boolean;
+  /** Present and true when the value is an estimate (distinct on Redis). */
+  approximate?: boolean;
+}
+
+/** What {@linkcode readSessionRows} needs. */
+export interface SessionReadOptions {
+  /** The store to read. */
+  store: Store;
+  /** The clock (ms), for an idle stream's watermark. */
+  nowMs: number;
+  /** Earliest start (ms). @default {everything retained} */
+  fromMs?: number;
+  /** Sessions must start before this (ms). @default {no bound} */
+  toMs?: number;
+  /** Keeps only the groups it accepts. @default {every group} */
+  accept?: (group: Record<string, unknown>) => boolean;
+  /** Most rows; without `accept` the store reads no more than these. @default {all} */
+  limit?: number;
+}
+
+/** Sessions of a session counter, newest start first (ties by group), with `final` judged now. */
+export async function readSessionRows(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  options: SessionReadOptions,
+): Promise<SessionRow[]> {
+  const gapMs = counter.meta.session?.gapMs ?? 0;
+  const [sessions, stats] = await Promise.all([
+    options.store.readSessions(stream.name, counter.meta, {
+      fromMs: Math.max(options.fromMs ?? -8.64e15, -8.64e15),
+      toMs: Math.min(options.toMs ?? 8.64e15, 8.64e15),
+      limit: options.accept ? undefined : options.limit,
+    }),
+    options.store.stats(stream.name, []),
+  ]);
+  // An idle stream's watermark follows the clock (as the store will raise it on its next write).
+  const floor = stream.idleMs === null ? -Infinity : options.nowMs - stream.idleMs;
+  const closedBefore = Math.max(stats.watermark ?? -Infinity, floor) - stream.latenessMs;
+  const rows: Array<SessionRow & { startMs: number; key: string }> = [];
+  for (const session of sessions) {
+    const group = decodeGroup(counter.groupBy, session.group);
+    if (options.accept && !options.accept(group)) continue;
+    const row: SessionRow & { startMs: number; key: string } = {
+      startMs: session.start,
+      key: JSON.stringify(group),
+      start: new Date(session.start).toISOString(),
+      end: new Date(session.end).toISOString(),
+      group,
+      // Quantiles are refused on session counters (config/compile.ts): a number or null.
+      value: aggregateValue(counter.aggregate, session.state) as number | null,
+      final: session.closed || session.end + gapMs <= closedBefore,
+    };
+    if (session.state.approximate) row.approximate = true;
+    rows.push(row);
+  }
+  rows.sort((a, b) => b.startMs - a.startMs || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return rows.slice(0, options.limit ?? rows.length).map(({ startMs: _, key: __, ...row }) => row);
+}
+
+/**
+ * The open sessions of a session counter (those not final yet), and the span
+ * they cover: from the earliest start to the latest end + gap (when they stop
+ * growing); `now`–`now` when there are none.
+ */
+export async function currentSessions(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  options: SessionReadOptions,
+): Promise<{ start: string; end: string; rows: SessionRow[] }> {
+  const rows = (await readSessionRows(stream, counter, options)).filter((row) => !row.final);
+  const gapMs = counter.meta.session?.gapMs ?? 0;
+  if (rows.length === 0) {
+    const now = new Date(options.nowMs).toISOString();
+    return { start: now, end: now, rows };
+  }
+  let start = Infinity;
+  let end = -Infinity;
+  for (const row of rows) {
+    start = Math.min(start, Date.parse(row.start));
+    end = Math.max(end, Date.parse(row.end) + gapMs);
+  }
+  return { start: new Date(start).toISOString(), end: new Date(end).toISOString(), rows };
+}

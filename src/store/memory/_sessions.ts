@@ -1,0 +1,170 @@
+/**
+ * Session windows of one counter in the memory store. Per group, the open
+ * sessions are kept sorted by start; an update at time `t` joins every open
+ * session it is within the gap of (`t - end < gap` and `start - t < gap`),
+ * merging them into one, or opens a new session. Sessions that a close
+ * claimed never change again (the lateness check keeps events that could
+ * reach them out), so they are only read until they expire.
+ *
+ * @module
+ */
+import {
+  addValue,
+  type AggregateKind,
+  type AggregateState,
+  emptyState,
+  mergeState,
+  normalizeState,
+} from "../aggregate_state.ts";
+import type { CounterMeta, SessionRange, SessionValue } from "../types.ts";
+
+interface Session {
+  group: string;
+  start: number;
+  end: number;
+  state: AggregateState;
+  /** Distinct values (distinct counters only). */
+  values?: Set<string>;
+  closed: boolean;
+  expiresAt: number;
+}
+
+/** The sessions of one session counter of one stream. */
+export class SessionTable {
+  #kind: AggregateKind;
+  /** Group → open sessions, sorted by start. */
+  #open = new Map<string, Session[]>();
+  /** Every live session, open or closed. */
+  #all = new Set<Session>();
+  #openCount = 0;
+
+  constructor(kind: AggregateKind) {
+    this.#kind = kind;
+  }
+
+  /**
+   * Adds one event (at `update.pane`, its event time) to its group's
+   * sessions. Returns false when it would open a session while
+   * `maxSessions` are open: it is then dropped.
+   */
+  add(
+    counter: CounterMeta,
+    update: { pane: number; group: string; value?: number | string },
+    now: number,
+  ): boolean {
+    const { gapMs, maxSessions } = counter.session!;
+    const time = update.pane;
+    const list = this.#open.get(update.group) ?? [];
+    // Open sessions of a group are disjoint and sorted by start, so by end too: scan back
+    // from the newest past those that start a gap or more after `time`, and take the run
+    // that ends less than a gap before it. `at` ends as the index a new session goes to.
+    let at = list.length;
+    while (at > 0 && list[at - 1].start - time >= gapMs) at -= 1;
+    let first = at;
+    while (first > 0 && time - list[first - 1].end < gapMs) first -= 1;
+    const hits = list.slice(first, at).filter((session) => session.expiresAt > now);
+    let target: Session;
+    if (hits.length === 0) {
+      if (this.#openCount >= maxSessions) return false;
+      target = {
+        group: update.group,
+        start: time,
+        end: time,
+        state: emptyState(),
+        closed: false,
+        expiresAt: 0,
+      };
+      if (this.#kind === "distinct") target.values = new Set();
+      list.splice(at, 0, target);
+      if (list.length === 1) this.#open.set(update.group, list);
+      this.#all.add(target);
+      this.#openCount += 1;
+    } else {
+      // The earliest keeps its place in the list; the others merge into it and leave.
+      target = hits[0];
+      for (const other of hits.slice(1)) {
+        mergeState(target.state, other.state);
+        if (other.values) { for (const value of other.values) target.values!.add(value); }
+        target.end = Math.max(target.end, other.end);
+        this.#forget(other);
+      }
+      target.start = Math.min(target.start, time);
+      target.end = Math.max(target.end, time);
+    }
+    if (target.values) {
+      target.state.count += 1;
+      target.values.add(String(update.value));
+      target.state.distinct = target.values.size;
+    } else {
+      addValue(target.state, typeof update.value === "number" ? update.value : undefined);
+    }
+    target.expiresAt = now + counter.ttlMs;
+    return true;
+  }
+
+  /** Open sessions whose end + gap <= `cutoff`, by that time then start, at most `limit`. */
+  due(counter: CounterMeta, cutoff: number, options: { now: number; limit: number }): Session[] {
+    const gapMs = counter.session!.gapMs;
+    const due: Session[] = [];
+    for (const list of this.#open.values()) {
+      for (const session of list) {
+        if (session.expiresAt > options.now && session.end + gapMs <= cutoff) due.push(session);
+      }
+    }
+    return due.sort((a, b) => a.end - b.end || a.start - b.start || compare(a.group, b.group))
+      .slice(0, options.limit);
+  }
+
+  /** Marks a session closed: it leaves the open sessions and stays readable until it expires. */
+  close(session: Session): void {
+    const list = this.#open.get(session.group);
+    const index = list?.indexOf(session) ?? -1;
+    if (index < 0) return;
+    list!.splice(index, 1);
+    if (list!.length === 0) this.#open.delete(session.group);
+    session.closed = true;
+    this.#openCount -= 1;
+  }
+
+  /** The session's state as the store reports it. */
+  valueOf(session: Session): SessionValue {
+    return {
+      start: session.start,
+      end: session.end,
+      group: session.group,
+      state: normalizeState(this.#kind, session.state),
+      closed: session.closed,
+    };
+  }
+
+  /** Live sessions with `fromMs <= start < toMs`, newest start first, at most `limit`. */
+  read(range: SessionRange, now: number): SessionValue[] {
+    const found: Session[] = [];
+    for (const session of this.#all) {
+      if (session.expiresAt <= now) continue;
+      if (session.start >= range.fromMs && session.start < range.toMs) found.push(session);
+    }
+    found.sort((a, b) => b.start - a.start || compare(a.group, b.group));
+    return found.slice(0, range.limit ?? found.length).map((session) => this.valueOf(session));
+  }
+
+  /** Drops expired sessions (an expired open one no longer counts towards `maxSessions`). */
+  sweep(now: number): void {
+    for (const session of this.#all) if (session.expiresAt <= now) this.#forget(session);
+  }
+
+  #forget(session: Session): void {
+    this.#all.delete(session);
+    if (session.closed) return;
+    const list = this.#open.get(session.group);
+    const index = list?.indexOf(session) ?? -1;
+    if (index < 0) return;
+    list!.splice(index, 1);
+    if (list!.length === 0) this.#open.delete(session.group);
+    this.#openCount -= 1;
+  }
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

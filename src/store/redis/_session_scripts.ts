@@ -1,0 +1,311 @@
+/**
+ * Session windows in the Redis store: Lua for the apply and close scripts
+ * (`_scripts.ts` splices it in after their common prelude, so sessions are
+ * merged in the same EVALSHA as everything else), the script that reads
+ * sessions, and the process-side grouping of a batch's updates into runs.
+ *
+ * Key layout under the stream's prefix, per session counter `<c>`:
+ * - `sz:<c>:<group>` — zset of the group's open sessions: member = start, score = end.
+ * - `so:<c>` — zset of all open sessions: member `<start>:<group>`, score = end + gap
+ *   (when it becomes final); its size is what `maxSessions` bounds.
+ * - `sa:<c>` — zset of every live session, open or closed: member `<start>:<group>`,
+ *   score = expiry time (ms), to forget expired ones.
+ * - `ss:<c>` — the same members, score = start, for reads by start.
+ * - `sv:<c>:<start>:<group>` — hash of a session: `c` count, `s` sum, `m` min or max,
+ *   `e` end, `x` set once closed. PX = the counter's TTL after its last write.
+ * - `sh:<c>:<start>:<group>` — HyperLogLog of a distinct session counter.
+ *
+ * A session's key holds its start, so a merge that moves the start writes the
+ * merged state under the new start and deletes the old keys (HLLs merged with
+ * PFMERGE). Closed sessions leave `sz` and `so`: only open ones merge, and the
+ * lateness check already keeps every event that could reach a closed one out.
+ *
+ * @module
+ */
+import { type CounterMeta, SESSIONS_PER_WINDOW } from "../types.ts";
+
+/** Lua helpers of session counters, spliced into the apply and close scripts after the prelude. */
+export const SESSION_LUA = `
+local function sessionGroupKey(name, group) return P .. "sz:" .. name .. ":" .. group end
+local function sessionOpenKey(name) return P .. "so:" .. name end
+local function sessionAllKey(name) return P .. "sa:" .. name end
+local function sessionStartKey(name) return P .. "ss:" .. name end
+local function sessionValueKey(name, startText, group)
+  return P .. "sv:" .. name .. ":" .. startText .. ":" .. group
+end
+local function sessionHllKey(name, startText, group)
+  return P .. "sh:" .. name .. ":" .. startText .. ":" .. group
+end
+-- Adds a count, sum and extreme to a session hash (the extreme only for min and max).
+local function addToSession(key, kind, count, sum, low, high)
+  redis.call("HINCRBY", key, "c", count)
+  if kind == "sum" or kind == "avg" then
+    redis.call("HINCRBYFLOAT", key, "s", num(sum))
+  elseif kind == "min" or kind == "max" then
+    local value = low
+    if kind == "max" then value = high end
+    if type(value) == "number" then
+      local current = tonumber(redis.call("HGET", key, "m"))
+      if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
+        redis.call("HSET", key, "m", num(value))
+      end
+    end
+  end
+end
+-- Merges one run of a group's events, [counterIndex, start, group, count, sum, min|false,
+-- max|false, values, end?], into the group's open sessions within the gap of it,
+-- or opens a session (unless maxSessions are open: then the run is dropped and counted).
+local function applySessionRun(counter, session, cell, now)
+  local name, kind, ttl, gap = counter.name, counter.kind, counter.ttl, session[2]
+  local runStart, group, count, sum, low, high, values =
+    cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
+  -- A cell rebuilt in the script (some event duplicate or late) is one event time and carries
+  -- an empty bucket table there, as every rebuilt cell does: its end is its start.
+  local runEnd = runStart
+  if type(cell[9]) == "number" then runEnd = cell[9] end
+  local groupKey, openKey, allKey = sessionGroupKey(name, group), sessionOpenKey(name), sessionAllKey(name)
+  local hits = {}
+  local found = redis.call("ZRANGEBYSCORE", groupKey, "(" .. num(runStart - gap), "+inf", "WITHSCORES")
+  for i = 1, #found, 2 do
+    local startText = found[i]
+    local start = tonumber(startText)
+    if start < runEnd + gap then
+      local member = startText .. ":" .. group
+      if redis.call("EXISTS", sessionValueKey(name, startText, group)) == 1 then
+        hits[#hits + 1] = { start = start, finish = tonumber(found[i + 1]), text = startText }
+      else
+        -- Expired before it closed: it is gone.
+        redis.call("ZREM", groupKey, startText)
+        redis.call("ZREM", openKey, member)
+        redis.call("ZREM", allKey, member)
+        redis.call("ZREM", sessionStartKey(name), member)
+      end
+    end
+  end
+  if #hits == 0 and redis.call("ZCARD", openKey) >= session[3] then
+    redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
+    return
+  end
+  local start, finish = runStart, runEnd
+  for _, hit in ipairs(hits) do
+    if hit.start < start then start = hit.start end
+    if hit.finish > finish then finish = hit.finish end
+  end
+  local startText = num(start)
+  local key = sessionValueKey(name, startText, group)
+  local hll = sessionHllKey(name, startText, group)
+  local mergedHlls = {}
+  for _, hit in ipairs(hits) do
+    if hit.start ~= start then
+      local oldKey = sessionValueKey(name, hit.text, group)
+      local old = redis.call("HMGET", oldKey, "c", "s", "m")
+      local extreme = tonumber(old[3]) or false
+      addToSession(key, kind, tonumber(old[1]) or 0, tonumber(old[2]) or 0, extreme, extreme)
+      redis.call("DEL", oldKey)
+      if kind == "distinct" then mergedHlls[#mergedHlls + 1] = sessionHllKey(name, hit.text, group) end
+      local member = hit.text .. ":" .. group
+      redis.call("ZREM", groupKey, hit.text)
+      redis.call("ZREM", openKey, member)
+      redis.call("ZREM", allKey, member)
+      redis.call("ZREM", sessionStartKey(name), member)
+    end
+  end
+  addToSession(key, kind, count, sum, low, high)
+  redis.call("HSET", key, "e", num(finish))
+  redis.call("PEXPIRE", key, ttl)
+  if kind == "distinct" then
+    if #mergedHlls > 0 then
+      redis.call("PFMERGE", hll, unpack(mergedHlls))
+      redis.call("DEL", unpack(mergedHlls))
+    end
+    for i = 1, #values, 500 do
+      redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values)))
+    end
+    redis.call("PEXPIRE", hll, ttl)
+  end
+  local member = startText .. ":" .. group
+  redis.call("ZADD", groupKey, num(finish), startText)
+  redis.call("PEXPIRE", groupKey, ttl)
+  redis.call("ZADD", openKey, num(finish + gap), member)
+  redis.call("ZADD", allKey, num(now + ttl), member)
+  redis.call("ZADD", sessionStartKey(name), num(start), member)
+end
+-- Applies the cells of session counters (args.sess: [[counterIndex, gap, maxSessions], …])
+-- and returns the other cells, for the pane code.
+local function applySessions(counters, cells, now)
+  if type(args.sess) ~= "table" then return cells end
+  local sessions = {}
+  for _, session in ipairs(args.sess) do sessions[session[1] + 1] = session end
+  local rest, touched = {}, {}
+  for _, cell in ipairs(cells) do
+    local session = sessions[cell[1] + 1]
+    if session then
+      local counter = counters[cell[1] + 1]
+      applySessionRun(counter, session, cell, now)
+      touched[counter.name] = counter
+    else
+      rest[#rest + 1] = cell
+    end
+  end
+  -- Once per counter rather than per run: the index keys live as long as their newest session.
+  for name, counter in pairs(touched) do
+    local openKey, allKey, startKey = sessionOpenKey(name), sessionAllKey(name), sessionStartKey(name)
+    local expired = redis.call("ZRANGEBYSCORE", allKey, "-inf", num(now))
+    for i = 1, #expired, 500 do
+      redis.call("ZREM", startKey, unpack(expired, i, math.min(i + 499, #expired)))
+    end
+    redis.call("ZREMRANGEBYSCORE", allKey, "-inf", num(now))
+    if redis.call("EXISTS", openKey) == 1 then redis.call("PEXPIRE", openKey, counter.ttl) end
+    redis.call("PEXPIRE", allKey, counter.ttl)
+    redis.call("PEXPIRE", startKey, counter.ttl)
+  end
+  return rest
+end
+-- Closes the open sessions (args.sess: [[name, kind, gap], …]) with end + gap <= cutoff,
+-- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
+-- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each.
+local function closeSessions(cutoff, limit, peek, logTtl, out)
+  if type(args.sess) ~= "table" then return end
+  for _, session in ipairs(args.sess) do
+    local name, kind = session[1], session[2]
+    local openKey = sessionOpenKey(name)
+    local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
+      limit * ${SESSIONS_PER_WINDOW})
+    for _, member in ipairs(due) do
+      local colon = string.find(member, ":", 1, true)
+      local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
+      local key = sessionValueKey(name, startText, group)
+      local stored = redis.call("HMGET", key, "c", "s", "m", "e")
+      if not peek then
+        redis.call("ZREM", openKey, member)
+        redis.call("ZREM", sessionGroupKey(name, group), startText)
+      end
+      if stored[1] then
+        local count, sum, extreme = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3])
+        local start, finish = tonumber(startText), tonumber(stored[4])
+        local distinct = 0
+        if kind == "distinct" then distinct = redis.call("PFCOUNT", sessionHllKey(name, startText, group)) end
+        out[#out + 1] = { name, startText, num(finish),
+          { { group, num(count), num(sum), extreme and num(extreme) or "", num(distinct) } } }
+        if not peek then
+          redis.call("HSET", key, "x", "1")
+          local min, max
+          if kind == "min" then min = extreme elseif kind == "max" then max = extreme end
+          local state = jsonObject("count", count, "sum", sum, "min", min, "max", max,
+            "distinct", distinct, "approximate", kind == "distinct")
+          appendLog(logRecord("window.closed", "counter", name, "start", start, "end", finish,
+            "group", group, "state", raw(state)), logTtl)
+        end
+      end
+    end
+  end
+end
+`;
+
+/**
+ * Reads the live sessions of one counter, newest start first. ARGV[1] is JSON
+ * `{name, kind, from, to, limit|false, now}`. Returns JSON
+ * `[[start, end, group, count, sum, minOrMax, distinct, closed], …]`,
+ * numbers as text, `""` for no min or max, closed `1` or `0`.
+ */
+export const SESSION_READ_SCRIPT = `
+local name, kind, from, to, limit = args.name, args.kind, args.from, args.to, args.limit
+local out = {}
+local members
+if type(limit) == "number" then
+  members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from), "LIMIT", 0, limit)
+else
+  members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from))
+end
+for _, member in ipairs(members) do
+  local colon = string.find(member, ":", 1, true)
+  local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
+  do
+    -- A session that expired since the last apply is gone: its hash no longer exists.
+    local stored = redis.call("HMGET", sessionValueKey(name, startText, group), "c", "s", "m", "e", "x")
+    if stored[1] then
+      local distinct = 0
+      if kind == "distinct" then distinct = redis.call("PFCOUNT", sessionHllKey(name, startText, group)) end
+      out[#out + 1] = { startText, stored[4], group, stored[1], stored[2] or "0", stored[3] or "",
+        num(distinct), stored[5] and 1 or 0 }
+    end
+  end
+end
+return cjson.encode(out)
+`;
+
+/** One pre-aggregated cell: `[counter, pane, group, count, sum, min|false, max|false, values]`. */
+type Cell = [number, number, string, number, number, number | false, number | false, string[]];
+
+/** A cell as the apply builds it: a quantiles counter's carry its bucket counts too (never a session's). */
+type InputCell = [...Cell, unknown?];
+
+/**
+ * Joins the cells of session counters (one per event time and group) into
+ * runs of events less than the gap apart, each `[…cell, end]`, so the script
+ * merges one run per group and session instead of one cell per event time.
+ * Cells of other counters pass through.
+ */
+export function sessionRuns(
+  cells: InputCell[],
+  counters: readonly CounterMeta[],
+): unknown[] {
+  if (!counters.some((counter) => counter.session)) return cells;
+  const out: unknown[] = [];
+  const byGroup = new Map<string, Cell[]>();
+  for (const input of cells) {
+    if (!counters[input[0]].session) {
+      out.push(input);
+      continue;
+    }
+    // Session counters have no quantiles (compile.ts refuses them): eight fields.
+    const cell = input as Cell;
+    const key = `${cell[0]}|${cell[2]}`;
+    const list = byGroup.get(key);
+    if (list) list.push(cell);
+    else byGroup.set(key, [cell]);
+  }
+  for (const list of byGroup.values()) {
+    const gapMs = counters[list[0][0]].session!.gapMs;
+    list.sort((a, b) => a[1] - b[1]);
+    let run: [...Cell, number] | null = null;
+    let seen = new Set<string>();
+    for (const cell of list) {
+      if (run && cell[1] - run[8] < gapMs) {
+        run[3] += cell[3];
+        run[4] += cell[4];
+        if (cell[5] !== false && (run[5] === false || cell[5] < run[5])) run[5] = cell[5];
+        if (cell[6] !== false && (run[6] === false || cell[6] > run[6])) run[6] = cell[6];
+        for (const value of cell[7]) {
+          if (!seen.has(value)) {
+            seen.add(value);
+            run[7].push(value);
+          }
+        }
+        run[8] = cell[1];
+        continue;
+      }
+      if (run) out.push(run);
+      run = [cell[0], cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], [...cell[7]], cell[1]];
+      seen = new Set(cell[7]);
+    }
+    if (run) out.push(run);
+  }
+  return out;
+}
+
+/** The apply script's `sess` argument: `[[counterIndex, gap, maxSessions], …]`, or undefined. */
+export function sessionApplyArgs(counters: readonly CounterMeta[]): unknown[] | undefined {
+  const sessions = counters.flatMap((counter, index) =>
+    counter.session ? [[index, counter.session.gapMs, counter.session.maxSessions]] : []
+  );
+  return sessions.length > 0 ? sessions : undefined;
+}
+
+/** The close script's `sess` argument: `[[name, kind, gap], …]`, or undefined. */
+export function sessionCloseArgs(counters: readonly CounterMeta[]): unknown[] | undefined {
+  const sessions = counters.flatMap((counter) =>
+    counter.session ? [[counter.name, counter.aggregate, counter.session.gapMs]] : []
+  );
+  return sessions.length > 0 ? sessions : undefined;
+}

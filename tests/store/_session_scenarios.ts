@@ -1,0 +1,272 @@
+/**
+ * Session-window cases of the store contract: `contract_test.ts` runs each on
+ * the memory store and on Redis.
+ */
+import assert from "node:assert/strict";
+import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { listWindows } from "../../src/query/mod.ts";
+import type { Store } from "../../src/store/types.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+
+/** A stream with one session counter (gap 30 s, lateness 2 min) per aggregate. */
+export const SESSION_CONFIG = {
+  streams: {
+    visits: {
+      time: { field: "t", lateness: "2m" },
+      counters: {
+        count: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count" },
+        sum: { window: { session: "30s" }, groupBy: ["u"], aggregate: { sum: "v" } },
+        min: { window: { session: "30s" }, groupBy: ["u"], aggregate: { min: "v" } },
+        max: { window: { session: "30s" }, groupBy: ["u"], aggregate: { max: "v" } },
+        avg: { window: { session: "30s" }, groupBy: ["u"], aggregate: { avg: "v" } },
+        distinct: { window: { session: "30s" }, groupBy: ["u"], aggregate: { distinct: "p" } },
+        capped: {
+          window: { session: "30s" },
+          groupBy: ["u"],
+          aggregate: "count",
+          maxSessions: 2,
+        },
+        // maxGroups is for panes: sessions ignore it.
+        wide: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count", maxGroups: 1 },
+      },
+    },
+  },
+};
+
+/** The compiled session stream. */
+export const sessionStream: CompiledStream = compileConfig(SESSION_CONFIG).get("visits")!;
+
+function items(events: object[]) {
+  return events.map((value) => ({ ok: true as const, value }));
+}
+
+function iso(offsetMs: number): string {
+  return new Date(T0 + offsetMs).toISOString();
+}
+
+/** Ingests events at `T0 + t` seconds into the session stream. */
+function ingest(store: Store, events: Array<Record<string, unknown> & { t: number }>) {
+  return ingestItems(
+    sessionStream,
+    items(events.map((event) => ({ ...event, t: T0 + event.t * 1000 }))),
+    { store, nowMs: T0 + 3_600_000 },
+  );
+}
+
+/** `[start, end, group.u, value, final]` of a counter's sessions, newest first. */
+async function sessions(store: Store, counter: string) {
+  const compiled = sessionStream.counters.find((item) => item.name === counter)!;
+  const rows = await listWindows(sessionStream, compiled, { store, nowMs: T0 }, { limit: 1000 });
+  return rows.map((row) => [row.start, row.end, row.group.u, row.value, row.final]);
+}
+
+const LATENESS = { latenessMs: 120_000 };
+
+const metas = (...names: string[]) =>
+  sessionStream.counterMetas.filter((meta) => names.includes(meta.name));
+
+/** Session cases, each run on both stores. */
+export const sessionScenarios: Record<string, (store: Store) => Promise<void>> = {
+  async "sessions: events less than the gap apart form one session, a longer gap a new one"(store) {
+    await ingest(store, [
+      { u: "a", t: 0, v: 4, p: "x" },
+      { u: "a", t: 25, v: -1, p: "y" },
+      { u: "a", t: 54.999, v: 2, p: "x" },
+      // 30 s after the last event: not below the gap, so a new session.
+      { u: "a", t: 84.999, v: 7, p: "z" },
+      { u: "b", t: 10, v: 1, p: "x" },
+    ]);
+    assert.deepEqual(await sessions(store, "count"), [
+      [iso(84_999), iso(84_999), "a", 1, false],
+      [iso(10_000), iso(10_000), "b", 1, false],
+      [iso(0), iso(54_999), "a", 3, false],
+    ]);
+    const values = async (counter: string) => (await sessions(store, counter)).map((row) => row[3]);
+    assert.deepEqual(await values("sum"), [7, 1, 5]);
+    assert.deepEqual(await values("min"), [7, 1, -1]);
+    assert.deepEqual(await values("max"), [7, 1, 4]);
+    assert.deepEqual(await values("avg"), [7, 1, 5 / 3]);
+    assert.deepEqual(await values("distinct"), [1, 1, 2]);
+    assert.deepEqual(await sessions(store, "wide"), await sessions(store, "count"));
+  },
+
+  async "sessions: an event within the gap of two sessions merges them, and of three"(store) {
+    await ingest(store, [
+      { u: "a", t: 100, v: 1, p: "x" },
+      { u: "a", t: 140, v: 2, p: "y" },
+      { u: "a", t: 180, v: 3, p: "z" },
+    ]);
+    assert.equal((await sessions(store, "count")).length, 3);
+    // 20 s after the first and before the second: one session of both.
+    await ingest(store, [{ u: "a", t: 120, v: 10, p: "x" }]);
+    assert.deepEqual(await sessions(store, "count"), [
+      [iso(180_000), iso(180_000), "a", 1, false],
+      [iso(100_000), iso(140_000), "a", 3, false],
+    ]);
+    // Two events in one batch bridge the rest: one session of all three.
+    await ingest(store, [{ u: "a", t: 160, v: -5, p: "w" }, { u: "a", t: 85, v: 0, p: "y" }]);
+    assert.deepEqual(await sessions(store, "count"), [[iso(85_000), iso(180_000), "a", 6, false]]);
+    const value = async (counter: string) => (await sessions(store, counter))[0][3];
+    assert.equal(await value("sum"), 11);
+    assert.equal(await value("min"), -5);
+    assert.equal(await value("max"), 10);
+    assert.equal(await value("avg"), 11 / 6);
+    assert.equal(await value("distinct"), 4);
+  },
+
+  async "closeWindows() closes a session once, when the watermark passes end + gap + lateness"(
+    store,
+  ) {
+    await ingest(store, [
+      { u: "a", t: 0, v: 1, p: "x" },
+      { u: "a", t: 25, v: 2, p: "y" },
+      { u: "b", t: 30, v: 3, p: "x" },
+    ]);
+    // The session of a ends at 25 s: final once the watermark reaches 25 s + 30 s + 2 min.
+    await ingest(store, [{ u: "c", t: 174.999 }]);
+    assert.deepEqual(await store.closeWindows("visits", metas("sum"), LATENESS), []);
+    await ingest(store, [{ u: "c", t: 175 }]);
+    const closed = await store.closeWindows("visits", metas("sum", "distinct"), LATENESS);
+    assert.deepEqual(
+      closed.map((window) => [window.counter, window.start, window.end, window.groups.length]),
+      [["sum", T0, T0 + 25_000, 1], ["distinct", T0, T0 + 25_000, 1]],
+    );
+    assert.equal(closed[0].groups[0].group, '["a"]');
+    assert.equal(closed[0].groups[0].state.sum, 3);
+    assert.equal(closed[1].groups[0].state.distinct, 2);
+    assert.deepEqual(await store.closeWindows("visits", metas("sum", "distinct"), LATENESS), []);
+    const log = (await store.readLog("visits", null, 100)).map((entry) => entry.record)
+      .filter((record) => record.type === "window.closed");
+    assert.deepEqual(
+      log.map((record) =>
+        record.type === "window.closed"
+          ? [record.counter, record.start, record.end, record.group, record.state.count]
+          : null
+      ),
+      [["sum", T0, T0 + 25_000, '["a"]', 2], ["distinct", T0, T0 + 25_000, '["a"]', 2]],
+    );
+    const rows = await sessions(store, "sum");
+    assert.deepEqual(rows.find((row) => row[2] === "a"), [iso(0), iso(25_000), "a", 3, true]);
+    assert.deepEqual(rows.find((row) => row[2] === "b"), [iso(30_000), iso(30_000), "b", 3, false]);
+  },
+
+  async "closeWindows() closes up to ten sessions per window of its limit"(store) {
+    await ingest(store, Array.from({ length: 25 }, (_, i) => ({ u: `u${i}`, t: i })));
+    await ingest(store, [{ u: "z", t: 300 }]);
+    const close = () => store.closeWindows("visits", metas("count"), { ...LATENESS, limit: 2 });
+    assert.equal((await close()).length, 20);
+    assert.equal((await close()).length, 5);
+    assert.equal((await close()).length, 0);
+  },
+
+  async "closeWindows() peeks at due sessions without claiming them"(store) {
+    await ingest(store, [{ u: "a", t: 0 }, { u: "z", t: 200 }]);
+    const peeked = await store.closeWindows("visits", metas("count"), { ...LATENESS, peek: true });
+    assert.deepEqual(peeked.map((window) => [window.start, window.end]), [[T0, T0]]);
+    const closed = await store.closeWindows("visits", metas("count"), LATENESS);
+    assert.deepEqual(closed.map((window) => [window.start, window.end]), [[T0, T0]]);
+  },
+
+  async "sessions: an event beyond lateness is late and changes no session"(store) {
+    await ingest(store, [{ u: "a", t: 0 }, { u: "b", t: 300 }]);
+    // Within lateness (300 s - 2 min) an event still extends b's session backwards.
+    const within = await ingest(store, [{ u: "b", t: 280 }]);
+    assert.equal(within.late, 0);
+    // Within a's gap, but beyond lateness: late, so a's session (final by now) stays as it was.
+    const beyond = await ingest(store, [{ u: "a", t: 20 }, { u: "b", t: 179.999 }]);
+    assert.equal(beyond.late, 2);
+    assert.deepEqual(await sessions(store, "count"), [
+      [iso(280_000), iso(300_000), "b", 2, false],
+      [iso(0), iso(0), "a", 1, true],
+    ]);
+  },
+
+  async "sessions: past maxSessions open sessions, an event that would open one is dropped"(
+    store,
+  ) {
+    await ingest(store, [{ u: "a", t: 0 }, { u: "b", t: 1 }, { u: "c", t: 2 }, { u: "a", t: 3 }]);
+    // Two sessions are open (a, b): c would open a third and is dropped; a@3 extends a.
+    // b@40 is a gap after b's session and d is new: both would open one, both dropped.
+    await ingest(store, [{ u: "b", t: 40 }, { u: "d", t: 5 }]);
+    assert.deepEqual(
+      (await sessions(store, "capped")).map((row) => [row[2], row[3]]),
+      [["b", 1], ["a", 2]],
+    );
+    const overflow = async () => (await store.stats("visits", sessionStream.counterMetas)).overflow;
+    assert.deepEqual([(await overflow()).capped, (await overflow()).count], [3, 0]);
+    // Other counters still count the dropped events.
+    assert.deepEqual(
+      (await sessions(store, "count")).map((row) => [row[2], row[3]]),
+      [["b", 1], ["d", 1], ["c", 1], ["b", 1], ["a", 2]],
+    );
+    // z raises the watermark (and is dropped too); once a and b close, a new session fits.
+    await ingest(store, [{ u: "z", t: 200 }]);
+    assert.equal((await store.closeWindows("visits", metas("capped"), LATENESS)).length, 2);
+    await ingest(store, [{ u: "e", t: 200 }]);
+    assert.deepEqual(
+      (await sessions(store, "capped")).map((row) => [row[2], row[3]]),
+      [["e", 1], ["b", 1], ["a", 2]],
+    );
+    assert.equal((await overflow()).capped, 4);
+  },
+
+  async "readSessions() reads the newest starts first, at most limit, within the range"(store) {
+    await ingest(store, [
+      { u: "a", t: 0 },
+      { u: "b", t: 0 },
+      { u: "a", t: 100 },
+      { u: "c", t: 200 },
+      { u: "a", t: 300 },
+    ]);
+    const count = metas("count")[0];
+    const read = async (range: { fromMs: number; toMs: number; limit?: number }) =>
+      (await store.readSessions("visits", count, range)).map((session) => [
+        session.start - T0,
+        session.group,
+      ]);
+    assert.deepEqual(await read({ fromMs: T0, toMs: T0 + 300_000, limit: 2 }), [
+      [200_000, '["c"]'],
+      [100_000, '["a"]'],
+    ]);
+    const everything = await read({ fromMs: T0 - 1, toMs: T0 + 301_000 });
+    assert.equal(everything.length, 5);
+    assert.deepEqual(everything.slice(0, 3), [[300_000, '["a"]'], [200_000, '["c"]'], [
+      100_000,
+      '["a"]',
+    ]]);
+    const compiled = sessionStream.counters.find((item) => item.name === "count")!;
+    const rows = await listWindows(sessionStream, compiled, { store, nowMs: T0 }, { limit: 2 });
+    assert.deepEqual(rows.map((row) => [row.start, row.group.u]), [
+      [iso(300_000), "a"],
+      [iso(200_000), "c"],
+    ]);
+    const filtered = await listWindows(sessionStream, compiled, { store, nowMs: T0 }, {
+      limit: 2,
+      groups: { u: "a" },
+    });
+    assert.deepEqual(filtered.map((row) => row.start), [iso(300_000), iso(100_000)]);
+  },
+
+  async "sessions: an empty groupBy keeps one session for the whole stream"(store) {
+    const stream = compileConfig({
+      streams: {
+        visits: {
+          time: { field: "t", lateness: "10s" },
+          counters: { all: { window: { session: "30s" }, aggregate: "count" } },
+        },
+      },
+    }).get("visits")!;
+    await ingestItems(
+      stream,
+      items([{ u: "a", t: T0 }, { u: "b", t: T0 + 20_000 }, { u: "c", t: T0 + 60_000 }]),
+      { store, nowMs: T0 + 3_600_000 },
+    );
+    const rows = await listWindows(stream, stream.counters[0], { store, nowMs: T0 });
+    assert.deepEqual(rows.map((row) => [row.start, row.end, row.group, row.value]), [
+      [iso(60_000), iso(60_000), {}, 1],
+      [iso(0), iso(20_000), {}, 2],
+    ]);
+  },
+};
