@@ -108,3 +108,28 @@ Deno.test("bad top and by parameters are 400s that name the problem", async () =
     assert.match(JSON.stringify(await res.json()), message, path);
   }
 });
+
+Deno.test("?top= on a distinct counter through the app merges the rest as a union, not a sum", async () => {
+  const config = {
+    streams: {
+      visits: {
+        time: { field: "ts", lateness: "10s" },
+        counters: {
+          users: { window: { tumbling: "1m" }, groupBy: ["page"], aggregate: { distinct: "u" } },
+        },
+      },
+    },
+  };
+  const { app } = await testApp({ config, now: () => Date.parse(at(30)) });
+  // /a: u1 u2 u3; /b: u1 u2; /c: u2 u4. The rest beyond /a holds u1 u2 u4: 3, where a sum says 4.
+  const events = [
+    ...["u1", "u2", "u3"].map((u) => ({ ts: at(1), page: "/a", u })),
+    ...["u1", "u2"].map((u) => ({ ts: at(2), page: "/b", u })),
+    ...["u2", "u4"].map((u) => ({ ts: at(3), page: "/c", u })),
+  ];
+  await postEvents(app, events, { stream: "visits" });
+  const body = await (await app.request("/v1/streams/visits/counters/users?top=1")).json();
+  assert.deepEqual(body.windows.map((row: { value: number }) => row.value), [3]);
+  assert.equal(body.others[0].groups, 3);
+  assert.equal(body.others[0].value, 3);
+});
