@@ -41,8 +41,14 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * The request headers with the key. Without a key on a server that wants one
+ * nothing is sent: a timer firing between "forget key" and the reload it
+ * starts would otherwise call the API with no `Authorization`.
+ */
 function headers(extra = {}) {
   const key = storedKey();
+  if (!key && serverWantsKey()) throw new ApiError(401, "no_key", "No API key in this tab");
   return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
 }
 
