@@ -291,9 +291,9 @@ interface Scrubbing {
 }
 
 /**
- * `value` without the properties named like a secret, in plain objects and
- * arrays at any depth: `value` itself when nothing is dropped, else a copy.
- * Other objects (errors, dates, class instances) are kept as they are.
+ * `value` without the properties named like a secret, in objects and arrays
+ * at any depth: `value` itself when nothing is dropped, else a copy (a plain
+ * object). Errors, dates and built-in collections are kept as they are.
  */
 function withoutSecrets(value: unknown, scrubbing: Scrubbing): unknown {
   if (typeof value !== "object" || value === null) return value;
@@ -310,13 +310,27 @@ function withoutSecrets(value: unknown, scrubbing: Scrubbing): unknown {
     }
     copy = items;
   } else {
-    const prototype = Object.getPrototypeOf(value);
-    if (prototype !== Object.prototype && prototype !== null) return value;
+    if (!traversable(value)) return value;
     copy = scrubbedProperties(value as Record<string, unknown>, scrubbing);
     if (copy === value) copy = undefined;
   }
   if (copy !== undefined) seen.set(value, copy);
   return copy ?? value;
+}
+
+/**
+ * Whether a line shows `value` through its enumerable properties, so a copy
+ * without the secret ones shows the same: plain objects and class instances,
+ * not errors (written by name, message, stack and cause), values with their
+ * own `toJSON` (dates) and built-in collections and buffers.
+ */
+function traversable(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype === Object.prototype || prototype === null) return true;
+  return !(value instanceof Error) &&
+    typeof (value as { toJSON?: unknown }).toJSON !== "function" &&
+    !(value instanceof Map) && !(value instanceof Set) && !(value instanceof Promise) &&
+    !(value instanceof ArrayBuffer) && !ArrayBuffer.isView(value);
 }
 
 /** The properties of `object` without those named like a secret; `object` itself when none is. */
@@ -449,7 +463,10 @@ class BufferedLines {
 
 function onDenoDeploy(): boolean {
   try {
-    return Deno.env.get("DENO_DEPLOYMENT_ID") !== undefined;
+    // Asked only when granted: a process without env access must not be prompted for logging.
+    const variable = "DENO_DEPLOYMENT_ID";
+    if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return false;
+    return Deno.env.get(variable) !== undefined;
   } catch {
     return false;
   }

@@ -88,6 +88,22 @@ Deno.test("configureLogging() drops properties named like secrets", async () => 
   });
 });
 
+Deno.test("configureLogging() drops properties named like secrets inside class instances and arrays, keeping dates", async () => {
+  class Client {
+    url = "https://example.com/";
+    token = "t-class";
+  }
+  await writtenLogs((lines) => {
+    const at = new Date(0);
+    logger.info("client", { client: new Client(), list: [{ password: "p-list", n: 1 }], at });
+    const [line] = jsonLines(lines);
+    assert.deepEqual(line.client, { url: "https://example.com/" });
+    assert.deepEqual(line.list, [{ n: 1 }]);
+    assert.equal(line.at, at.toISOString());
+    assert.ok(!lines[0].text.includes("t-class") && !lines[0].text.includes("p-list"));
+  });
+});
+
 Deno.test("configureLogging() writes only records at its level and above", async () => {
   for (const [index, level] of LOG_LEVELS.entries()) {
     await writtenLogs((lines) => {
@@ -325,4 +341,41 @@ Deno.test("configureLogging() writes each line with its own console call on Deno
     elsewhere.stdout.trimEnd().split("\n").map((line) => JSON.parse(line).message),
     ["one", "two"],
   );
+});
+
+Deno.test({
+  name: "configureLogging() does not prompt a process without env access at a terminal",
+  // `script` (util-linux) gives the child a terminal, where Deno would prompt for a permission.
+  ignore: !HAS_SCRIPT && Deno.env.get("CI") !== "true",
+  async fn() {
+    const root = new URL("../../", import.meta.url).pathname;
+    const file = await Deno.makeTempFile({ suffix: ".ts" });
+    await Deno.writeTextFile(
+      file,
+      [
+        'import { getLogger } from "@logtape/logtape";',
+        `import { configureLogging } from "${root}src/telemetry/logging.ts";`,
+        'configureLogging({ format: "json" });',
+        'getLogger(["edgestream"]).info("hello");',
+      ].join("\n"),
+    );
+    const deno = [Deno.execPath(), "run", "--cached-only", `--config=${root}deno.json`, file];
+    const quoted = deno.map((part) => `'${part.replaceAll("'", `'"'"'`)}'`).join(" ");
+    try {
+      // A prompt would wait for an answer: the child is killed after 20 s then.
+      const output = await new Deno.Command("script", {
+        args: ["-qec", quoted, "/dev/null"],
+        env: { NO_COLOR: "1" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(20_000),
+      }).output();
+      const text = new TextDecoder().decode(output.stdout);
+      assert.doesNotMatch(text, /requests env access/);
+      assert.equal(JSON.parse(text.trim()).message, "hello");
+    } finally {
+      await Deno.remove(file);
+    }
+  },
 });
