@@ -4,9 +4,10 @@
  * {@linkcode configureLogging} runs, so tests and embedders that never call
  * it stay quiet.
  *
- * Lines go to the console (info and below to stdout, warnings and errors to
- * stderr): one JSON object a line when stdout is not a terminal (Deno Deploy,
- * containers, log shippers), readable text when it is.
+ * Lines go to stdout (info and below, in chunks at most 50 ms apart) and
+ * stderr (warnings and errors, at once), or to the console on Deno Deploy or
+ * when one is given: one JSON object a line when stdout is not a terminal
+ * (Deno Deploy, containers, log shippers), readable text when it is.
  *
  * Secrets never reach a line: the finished line is searched for the secrets
  * named at configuration (API keys, the Redis token) in their plain, JSON and
@@ -22,16 +23,13 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import {
   configureSync,
-  type ConsoleSinkOptions,
   getAnsiColorFormatter,
-  getConsoleSink,
   getTextFormatter,
   type LogLevel,
   type LogRecord,
   sanitizeControlSequences,
   type TextFormatter,
 } from "@logtape/logtape";
-import { redactByField, redactByPattern, type RedactionPattern } from "@logtape/redaction";
 
 /** Levels `EDGESTREAM_LOG_LEVEL` takes, most verbose first. */
 export const LOG_LEVELS: readonly LogLevel[] = [
@@ -66,16 +64,20 @@ export interface LoggingOptions {
   console?: LogConsole;
 }
 
-/** Property names whose values are dropped from records: they name secrets. */
-const SECRET_FIELDS = [
-  /secret/i,
-  /token/i,
-  /authorization/i,
-  /pass(?:code|phrase|word)/i,
-  /cookie/i,
-  /api[-_]?key/i,
-  /credential/i,
-];
+/**
+ * Property names whose values are dropped from records: they name secrets.
+ * One pattern, so a record's names are each tested once.
+ */
+const SECRET_FIELD =
+  /secret|token|authorization|pass(?:code|phrase|word)|cookie|api[-_]?key|credential/i;
+
+/** A search for a secret in a finished line and what replaces it (`$1` keeps a prefix). */
+export interface RedactionPattern {
+  /** A global regular expression. */
+  pattern: RegExp;
+  /** The replacement text. */
+  replacement: string;
+}
 
 /**
  * Secrets found by their shape. A value starting with `<` is left alone, so
@@ -118,6 +120,8 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
 /** A value inside a message: strings as they are, errors as `Name: message`, the rest as JSON. */
 function messageValue(value: unknown): string {
   if (typeof value === "string") return value;
+  // A finite number's JSON is its string; the common case, without a replacer.
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
   if (value instanceof Error) return `${value.name}: ${value.message}`;
   return jsonText(value);
 }
@@ -149,15 +153,38 @@ function jsonValue(_key: string, value: unknown): unknown {
   return error;
 }
 
-/**
- * One JSON object a line: `@timestamp`, `level`, `logger`, `message` (the
- * rendered text) and the record's properties as top-level fields.
- */
-export function jsonLineFormatter(record: LogRecord): string {
+/** The properties a JSON line's own fields would clash with. */
+const LINE_FIELDS = new Set(["@timestamp", "level", "logger", "message"]);
+
+/** The last timestamp formatted: records of one millisecond share it. */
+const lastTime = { ms: Number.NaN, text: "" };
+
+function isoTime(ms: number): string {
+  if (ms !== lastTime.ms) {
+    lastTime.text = new Date(ms).toISOString();
+    lastTime.ms = ms;
+  }
+  return lastTime.text;
+}
+
+/** Dotted logger names by category: a logger's category is one array for its life. */
+const loggerNames = new WeakMap<readonly string[], string>();
+
+function loggerName(category: readonly string[]): string {
+  let name = loggerNames.get(category);
+  if (name === undefined) {
+    name = category.join(".");
+    loggerNames.set(category, name);
+  }
+  return name;
+}
+
+/** The line built as an object: for records whose properties clash with its fields or are circular. */
+function objectJsonLine(record: LogRecord): string {
   const line = {
-    "@timestamp": new Date(record.timestamp).toISOString(),
+    "@timestamp": isoTime(record.timestamp),
     level: record.level,
-    logger: record.category.join("."),
+    logger: loggerName(record.category),
     message: renderMessage(record.message),
     ...record.properties,
   };
@@ -169,6 +196,35 @@ export function jsonLineFormatter(record: LogRecord): string {
     return JSON.stringify({ "@timestamp": timestamp, level, logger, message, error }, jsonValue) +
       "\n";
   }
+}
+
+/**
+ * One JSON object a line: `@timestamp`, `level`, `logger`, `message` (the
+ * rendered text) and the record's properties as top-level fields.
+ */
+export function jsonLineFormatter(record: LogRecord): string {
+  // Built as text field by field: no intermediate object, and the replacer
+  // runs only for values that are objects.
+  let line = `{"@timestamp":"${isoTime(record.timestamp)}","level":${
+    JSON.stringify(record.level)
+  },"logger":${JSON.stringify(loggerName(record.category))},"message":${
+    JSON.stringify(renderMessage(record.message))
+  }`;
+  const properties = record.properties;
+  try {
+    for (const name in properties) {
+      if (LINE_FIELDS.has(name)) return objectJsonLine(record);
+      const value = properties[name];
+      const text = typeof value === "object" || typeof value === "bigint"
+        ? JSON.stringify(value, jsonValue)
+        : JSON.stringify(value);
+      // Undefined, functions and symbols have no JSON: left out, as JSON.stringify does.
+      if (text !== undefined) line += `,${JSON.stringify(name)}:${text}`;
+    }
+  } catch {
+    return objectJsonLine(record);
+  }
+  return line + "}\n";
 }
 
 /** Names the message template shows, so text lines do not repeat them. */
@@ -222,10 +278,228 @@ function stdoutIsTerminal(): boolean {
   }
 }
 
+/** Names already tested against {@linkcode SECRET_FIELD}: records repeat the same few. */
+const secretNames = new Map<string, boolean>();
+
+function namesSecret(name: string): boolean {
+  let secret = secretNames.get(name);
+  if (secret === undefined) {
+    secret = SECRET_FIELD.test(name);
+    // Names come from code and from logged objects; keep the memory bounded.
+    if (secretNames.size < 4096) secretNames.set(name, secret);
+  }
+  return secret;
+}
+
+/** What {@linkcode withoutSecrets} dropped and the objects it has seen (for cycles and sharing). */
+interface Scrubbing {
+  dropped: unknown[];
+  seen: Map<object, unknown> | undefined;
+}
+
+/**
+ * `value` without the properties named like a secret, in objects and arrays
+ * at any depth: `value` itself when nothing is dropped, else a copy (a plain
+ * object). Errors, dates and built-in collections are kept as they are.
+ */
+function withoutSecrets(value: unknown, scrubbing: Scrubbing): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  const seen = scrubbing.seen ??= new Map();
+  if (seen.has(value)) return seen.get(value);
+  // A cycle back to `value` keeps pointing at the original; the line then has no properties.
+  seen.set(value, value);
+  let copy: Record<string, unknown> | unknown[] | undefined;
+  if (Array.isArray(value)) {
+    let items: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const item = withoutSecrets(value[i], scrubbing);
+      if (item !== value[i]) (items ??= value.slice())[i] = item;
+    }
+    copy = items;
+  } else {
+    if (!traversable(value)) return value;
+    copy = scrubbedProperties(value as Record<string, unknown>, scrubbing);
+    if (copy === value) copy = undefined;
+  }
+  if (copy !== undefined) seen.set(value, copy);
+  return copy ?? value;
+}
+
+/**
+ * Whether a line shows `value` through its enumerable properties, so a copy
+ * without the secret ones shows the same: plain objects and class instances,
+ * not errors (written by name, message, stack and cause), values with their
+ * own `toJSON` (dates) and built-in collections and buffers.
+ */
+function traversable(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value);
+  if (prototype === Object.prototype || prototype === null) return true;
+  return !(value instanceof Error) &&
+    typeof (value as { toJSON?: unknown }).toJSON !== "function" &&
+    !(value instanceof Map) && !(value instanceof Set) && !(value instanceof Promise) &&
+    !(value instanceof ArrayBuffer) && !ArrayBuffer.isView(value);
+}
+
+/** The properties of `object` without those named like a secret; `object` itself when none is. */
+function scrubbedProperties(
+  object: Record<string, unknown>,
+  scrubbing: Scrubbing,
+): Record<string, unknown> {
+  let copy: Record<string, unknown> | undefined;
+  for (const name in object) {
+    const value = object[name];
+    if (namesSecret(name)) {
+      scrubbing.dropped.push(value);
+      copy ??= copyBefore(object, name);
+      continue;
+    }
+    const kept = typeof value === "object" && value !== null
+      ? withoutSecrets(value, scrubbing)
+      : value;
+    if (copy === undefined && kept !== value) copy = copyBefore(object, name);
+    if (copy !== undefined) copy[name] = kept;
+  }
+  return copy ?? object;
+}
+
+/** A copy of the properties of `object` that come before `name`. */
+function copyBefore(object: Record<string, unknown>, name: string): Record<string, unknown> {
+  const copy: Record<string, unknown> = {};
+  for (const key in object) {
+    if (key === name) break;
+    copy[key] = object[key];
+  }
+  return copy;
+}
+
+/**
+ * `record` without the properties named like a secret; a value they held is
+ * `[REDACTED]` in the message too. `record` itself when it has none.
+ */
+function scrubbedRecord(record: LogRecord): LogRecord {
+  const scrubbing: Scrubbing = { dropped: [], seen: undefined };
+  const properties = scrubbedProperties(record.properties, scrubbing);
+  if (properties === record.properties) return record;
+  const { dropped } = scrubbing;
+  const message = record.message.map((part, i) =>
+    i % 2 === 1 && dropped.includes(part) ? REDACTED : part
+  );
+  return { ...record, message, properties };
+}
+
+/**
+ * Replaces the secrets `patterns` find in a line. One combined search first:
+ * most lines hold none, and are returned as they are after that one scan.
+ */
+function lineRedactor(patterns: readonly RedactionPattern[]): (line: string) => string {
+  // Case-insensitive: it finds at least what each pattern finds.
+  const probe = new RegExp(patterns.map(({ pattern }) => `(?:${pattern.source})`).join("|"), "i");
+  return (line) => {
+    if (!probe.test(line)) return line;
+    for (const { pattern, replacement } of patterns) {
+      line = line.replaceAll(pattern, replacement);
+    }
+    return line;
+  };
+}
+
+/** Levels written to stderr (the console's `warn` and `error`); the rest go to stdout. */
+const STDERR_LEVELS = new Set<LogLevel>(["warning", "error", "fatal"]);
+
+/** A buffered stdout line is written by then (ms) at the latest. */
+const FLUSH_MS = 50;
+
+/** Buffered stdout text is written once it is this long (UTF-16 code units). */
+const FLUSH_CHARS = 64 * 1024;
+
+/**
+ * Lines written to stdout in chunks: a write per line costs a system call
+ * each, a large share of a small request. Lines wait at most
+ * {@linkcode FLUSH_MS}; a stderr line (warnings and errors) writes what
+ * waits first, then itself at once. {@linkcode close} writes what waits and
+ * makes later lines go out one by one.
+ */
+class BufferedLines {
+  #pending = "";
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  #encoder = new TextEncoder();
+
+  write(line: string, level: LogLevel): void {
+    if (STDERR_LEVELS.has(level)) {
+      this.flush();
+      this.#writeAll(Deno.stderr, line);
+      return;
+    }
+    this.#pending += line;
+    if (this.#closed || this.#pending.length >= FLUSH_CHARS) this.flush();
+    else if (this.#timer === undefined) {
+      const timer = setTimeout(this.flush, FLUSH_MS);
+      // Waiting lines do not keep the process alive: exit writes them (close()).
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+  }
+
+  /** Writes the lines that wait. */
+  flush = (): void => {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const text = this.#pending;
+    this.#pending = "";
+    if (text !== "") this.#writeAll(Deno.stdout, text);
+  };
+
+  /** Writes the lines that wait; later lines are written at once. */
+  close(): void {
+    this.#closed = true;
+    this.flush();
+  }
+
+  #writeAll(output: typeof Deno.stdout | typeof Deno.stderr, text: string): void {
+    const bytes = this.#encoder.encode(text);
+    try {
+      for (let written = 0; written < bytes.length;) {
+        written += output.writeSync(bytes.subarray(written));
+      }
+    } catch {
+      // A closed stdout (its reader went away): logging must not stop the server.
+    }
+  }
+}
+
+function onDenoDeploy(): boolean {
+  try {
+    // Asked only when granted: a process without env access must not be prompted for logging.
+    const variable = "DENO_DEPLOYMENT_ID";
+    if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return false;
+    return Deno.env.get(variable) !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** The console method a level is written with, as LogTape's console sink does. */
+const CONSOLE_METHODS: Record<LogLevel, keyof LogConsole> = {
+  trace: "debug",
+  debug: "debug",
+  info: "info",
+  warning: "warn",
+  error: "error",
+  fatal: "error",
+};
+
 /**
  * Sends the `edgestream` loggers to the console at `level` and up, as JSON
  * lines or text, with secrets redacted (see the module doc). Replaces any
  * earlier configuration.
+ *
+ * Without `options.console`, lines are written to stdout and stderr
+ * directly, stdout lines in chunks at most 50 ms apart; waiting lines are
+ * written when the process exits (`Deno.exit`, the end of the program, an
+ * uncaught error), at a warning or error line, and when the configuration
+ * is replaced. On Deno Deploy each line is its own `console` call, as its
+ * log viewer shows one entry per call.
  *
  * @example
  * ```ts
@@ -238,18 +512,31 @@ function stdoutIsTerminal(): boolean {
  */
 export function configureLogging(options: LoggingOptions = {}): void {
   const format = options.format ?? (stdoutIsTerminal() ? "text" : "json");
-  const base = format === "json"
+  const formatter = format === "json"
     ? jsonLineFormatter
     : textLineFormatter({ colors: !Deno.noColor && options.console === undefined });
-  const formatter = redactByPattern(base, redactionPatterns(options.secrets));
-  const sink = redactByField(
-    getConsoleSink({
-      formatter,
-      // Only the level methods are called.
-      console: options.console as ConsoleSinkOptions["console"],
-    }),
-    SECRET_FIELDS,
-  );
+  const redact = lineRedactor(redactionPatterns(options.secrets));
+  const lines = options.console === undefined && !onDenoDeploy() ? new BufferedLines() : undefined;
+  const console = options.console ?? globalThis.console;
+  const write = (record: LogRecord) => {
+    const line = redact(formatter(scrubbedRecord(record)));
+    if (lines !== undefined) lines.write(line.endsWith("\n") ? line : line + "\n", record.level);
+    else console[CONSOLE_METHODS[record.level]](line.replace(/\r?\n$/, ""));
+  };
+  // An uncaught error ends the process without `unload`: write what waits first.
+  const flush = () => lines?.flush();
+  if (lines !== undefined) {
+    globalThis.addEventListener("error", flush);
+    globalThis.addEventListener("unhandledrejection", flush);
+  }
+  // LogTape disposes sinks when the configuration is replaced and at `unload`.
+  const sink = Object.assign(write, {
+    [Symbol.dispose]() {
+      globalThis.removeEventListener("error", flush);
+      globalThis.removeEventListener("unhandledrejection", flush);
+      lines?.close();
+    },
+  });
   configureSync({
     reset: true,
     sinks: { console: sink },

@@ -88,6 +88,22 @@ Deno.test("configureLogging() drops properties named like secrets", async () => 
   });
 });
 
+Deno.test("configureLogging() drops properties named like secrets inside class instances and arrays, keeping dates", async () => {
+  class Client {
+    url = "https://example.com/";
+    token = "t-class";
+  }
+  await writtenLogs((lines) => {
+    const at = new Date(0);
+    logger.info("client", { client: new Client(), list: [{ password: "p-list", n: 1 }], at });
+    const [line] = jsonLines(lines);
+    assert.deepEqual(line.client, { url: "https://example.com/" });
+    assert.deepEqual(line.list, [{ n: 1 }]);
+    assert.equal(line.at, at.toISOString());
+    assert.ok(!lines[0].text.includes("t-class") && !lines[0].text.includes("p-list"));
+  });
+});
+
 Deno.test("configureLogging() writes only records at its level and above", async () => {
   for (const [index, level] of LOG_LEVELS.entries()) {
     await writtenLogs((lines) => {
@@ -220,5 +236,146 @@ Deno.test({
     assert.deepEqual([line.level, line.message, line.n], ["info", "hello x", 1]);
     const terminal = await evalOutput(code, true);
     assert.match(terminal, /^\d\d:\d\d:\d\d\.\d{3} INF edgestream: hello x n=1\n$/);
+  },
+});
+
+/** Runs `code` with `deno eval` at the repository root, stdout and stderr piped. */
+async function evalRun(
+  code: string,
+  vars: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--cached-only", code],
+    cwd: new URL("../../", import.meta.url).pathname,
+    env: { ...Deno.env.toObject(), NO_COLOR: "1", ...vars },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    stdout: decoder.decode(output.stdout),
+    stderr: decoder.decode(output.stderr),
+  };
+}
+
+const LOG_2000 = [
+  'import { getLogger } from "@logtape/logtape";',
+  'import { configureLogging } from "./src/telemetry/logging.ts";',
+  'configureLogging({ format: "json" });',
+  'const logger = getLogger(["edgestream"]);',
+  'for (let i = 0; i < 2000; i++) logger.info("line {i}", { i });',
+].join("\n");
+
+function numbersLogged(stdout: string): number[] {
+  return stdout.trimEnd().split("\n").map((line) => JSON.parse(line).i);
+}
+
+Deno.test("configureLogging() writes every waiting line when the process exits with Deno.exit", async () => {
+  const run = await evalRun(`${LOG_2000}\nDeno.exit(0);`);
+  assert.equal(run.code, 0, run.stderr);
+  assert.deepEqual(numbersLogged(run.stdout), Array.from({ length: 2000 }, (_, i) => i));
+});
+
+Deno.test("configureLogging() writes every waiting line before an uncaught error ends the process", async () => {
+  const run = await evalRun(`${LOG_2000}\nsetTimeout(() => { throw new Error("boom"); }, 0);`);
+  assert.equal(run.code, 1);
+  assert.match(run.stderr, /boom/);
+  assert.deepEqual(numbersLogged(run.stdout), Array.from({ length: 2000 }, (_, i) => i));
+});
+
+Deno.test("configureLogging() writes a waiting line within a short time while the process runs", async () => {
+  const code = [
+    'import { getLogger } from "@logtape/logtape";',
+    'import { configureLogging } from "./src/telemetry/logging.ts";',
+    'configureLogging({ format: "json" });',
+    'getLogger(["edgestream"]).info("first");',
+    // The process stays alive, busy with nothing: only the flush timer writes the line.
+    "setInterval(() => {}, 1000);",
+  ].join("\n");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--cached-only", code],
+    cwd: new URL("../../", import.meta.url).pathname,
+    env: { ...Deno.env.toObject(), NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    // Not a timing assertion: a line that is never written would wait forever.
+    const never = new Promise<never>((_, reject) =>
+      timer = setTimeout(() => reject(new Error("No line within 20 s")), 20_000)
+    );
+    const { value } = await Promise.race([reader.read(), never]);
+    assert.equal(JSON.parse(value!).message, "first");
+  } finally {
+    clearTimeout(timer);
+    child.kill("SIGKILL");
+    await reader.cancel();
+    await child.status;
+  }
+});
+
+Deno.test("configureLogging() writes each line with its own console call on Deno Deploy", async () => {
+  const code = [
+    'import { getLogger } from "@logtape/logtape";',
+    'import { configureLogging } from "./src/telemetry/logging.ts";',
+    // Marks what goes through the console, as Deploy's log viewer sees it.
+    "const info = console.info;",
+    'console.info = (text) => info("console: " + text);',
+    'configureLogging({ format: "json" });',
+    'getLogger(["edgestream"]).info("one");',
+    'getLogger(["edgestream"]).info("two");',
+  ].join("\n");
+  const deployed = await evalRun(code, { DENO_DEPLOYMENT_ID: "test" });
+  assert.equal(deployed.code, 0, deployed.stderr);
+  const lines = deployed.stdout.trimEnd().split("\n");
+  assert.deepEqual(lines.map((line) => line.startsWith("console: ")), [true, true]);
+  assert.deepEqual(lines.map((line) => JSON.parse(line.slice(9)).message), ["one", "two"]);
+  const elsewhere = await evalRun(code);
+  assert.equal(elsewhere.code, 0, elsewhere.stderr);
+  assert.deepEqual(
+    elsewhere.stdout.trimEnd().split("\n").map((line) => JSON.parse(line).message),
+    ["one", "two"],
+  );
+});
+
+Deno.test({
+  name: "configureLogging() does not prompt a process without env access at a terminal",
+  // `script` (util-linux) gives the child a terminal, where Deno would prompt for a permission.
+  ignore: !HAS_SCRIPT && Deno.env.get("CI") !== "true",
+  async fn() {
+    const root = new URL("../../", import.meta.url).pathname;
+    const file = await Deno.makeTempFile({ suffix: ".ts" });
+    await Deno.writeTextFile(
+      file,
+      [
+        'import { getLogger } from "@logtape/logtape";',
+        `import { configureLogging } from "${root}src/telemetry/logging.ts";`,
+        'configureLogging({ format: "json" });',
+        'getLogger(["edgestream"]).info("hello");',
+      ].join("\n"),
+    );
+    const deno = [Deno.execPath(), "run", "--cached-only", `--config=${root}deno.json`, file];
+    const quoted = deno.map((part) => `'${part.replaceAll("'", `'"'"'`)}'`).join(" ");
+    try {
+      // A prompt would wait for an answer: the child is killed after 20 s then.
+      const output = await new Deno.Command("script", {
+        args: ["-qec", quoted, "/dev/null"],
+        env: { NO_COLOR: "1" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(20_000),
+      }).output();
+      const text = new TextDecoder().decode(output.stdout);
+      assert.doesNotMatch(text, /requests env access/);
+      assert.equal(JSON.parse(text.trim()).message, "hello");
+    } finally {
+      await Deno.remove(file);
+    }
   },
 });

@@ -16,6 +16,7 @@ import { type CompiledExpression, compileExpression } from "../../transform/mod.
 import { publicPayload } from "../payload.ts";
 import type {
   DeliveryStore,
+  DispatchState,
   Endpoint,
   NewDelivery,
   WebhookEventType,
@@ -90,25 +91,46 @@ export class Dispatcher {
   /**
    * Dispatches a stream's log up to its end (at most `maxPages` pages) to
    * `endpoints`; returns how many deliveries were created. Does nothing when
-   * another instance holds the stream's lease (then `options.onLeaseHeld` is told).
+   * another instance holds the stream's lease (then `options.onLeaseHeld` is
+   * told), or when `endpoints` (which may still be loading) turn out empty.
    */
   async dispatch(
     stream: CompiledStream,
-    endpoints: readonly Endpoint[],
+    endpoints: readonly Endpoint[] | Promise<readonly Endpoint[]>,
     options: DispatchOptions = {},
   ): Promise<number> {
     const leaseName = `dispatch:${stream.name}`;
-    const lease = await this.#deliveries.acquireLease(leaseName, this.#leaseMs);
+    // The lease, the stream's dispatch state and the endpoints are independent: waiting for
+    // them together costs one store round trip instead of three on the way to an alert.
+    // Reading the state before the lease is taken is safe: beginPage and commitPage only act
+    // on the cursor they were given, and a page adopted from an old state creates nothing twice.
+    const [leased, state, listed] = await Promise.allSettled([
+      this.#deliveries.acquireLease(leaseName, this.#leaseMs),
+      this.#deliveries.dispatchState(stream.name),
+      endpoints,
+    ]);
+    const lease = leased.status === "fulfilled" ? leased.value : null;
+    try {
+      if (leased.status === "rejected") throw leased.reason;
+      if (state.status === "rejected") throw state.reason;
+      if (listed.status === "rejected") throw listed.reason;
+    } catch (error) {
+      if (lease !== null) await this.#deliveries.releaseLease(leaseName, lease);
+      throw error;
+    }
     if (lease === null) {
       options.onLeaseHeld?.();
       return 0;
     }
     let created = 0;
     try {
+      if (listed.value.length === 0) return 0;
       for (let page = 0; page < this.#maxPages; page++) {
-        const plan = await this.planPage(stream);
+        const plan = await this.planPage(stream, { state: page === 0 ? state.value : undefined });
         if (plan === null) break;
-        const stored = await this.#deliveries.createDeliveries(this.deliveriesFor(plan, endpoints));
+        const stored = await this.#deliveries.createDeliveries(
+          this.deliveriesFor(plan, listed.value),
+        );
         created += stored;
         // Stored deliveries can be sent now; later pages need not hold them up.
         if (stored > 0) options.onStored?.(stored);
@@ -123,10 +145,14 @@ export class Dispatcher {
   /**
    * Step 1: reads the page after the cursor and fixes its end in the
    * delivery store (or adopts the page already fixed); null when the log
-   * holds nothing new.
+   * holds nothing new. Starts from `options.state` when given (read
+   * already), else reads the stream's dispatch state.
    */
-  async planPage(stream: CompiledStream): Promise<PagePlan | null> {
-    let state = await this.#deliveries.dispatchState(stream.name);
+  async planPage(
+    stream: CompiledStream,
+    options: { state?: DispatchState } = {},
+  ): Promise<PagePlan | null> {
+    let state = options.state ?? await this.#deliveries.dispatchState(stream.name);
     for (let round = 0; round < 3; round++) {
       const entries = await this.#store.readLog(stream.name, state.cursor, this.#pageSize);
       if (state.planEnd !== null) {

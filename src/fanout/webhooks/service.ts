@@ -241,10 +241,10 @@ export class WebhookService {
       return;
     }
     const run = (async () => {
-      const endpoints = await this.#deliveries.listEndpoints();
-      if (endpoints.length === 0) return;
+      // Listed fresh (an endpoint registered elsewhere just now must get these entries), while
+      // the dispatcher takes the lease: the dispatch does nothing when there are none.
       // Each page's deliveries go out once stored: an alert need not wait for the later pages.
-      await this.#dispatcher.dispatch(stream, endpoints, {
+      await this.#dispatcher.dispatch(stream, this.#deliveries.listEndpoints(), {
         onStored: () => this.#sender.kick(),
         // The holder may have read the log before this run's entries: try again soon rather
         // than leave them to the next sweep (seconds away).

@@ -223,3 +223,76 @@ Deno.test("Dispatcher batches event.processed into deliveries of at most maxEven
   assert.equal(batches[0].type, "event.processed");
   for (const item of list) assert.ok(!item.messageId.includes("."));
 });
+
+/** `deliveries` noting when each of its calls starts and when it settles. */
+function noting(deliveries: DeliveryStore, notes: string[]): DeliveryStore {
+  return new Proxy(deliveries, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        notes.push(`start ${String(property)}`);
+        const result = value.apply(target, args);
+        return result instanceof Promise
+          ? result.finally(() => notes.push(`end ${String(property)}`))
+          : result;
+      };
+    },
+  });
+}
+
+Deno.test("Dispatcher reads the dispatch state while it takes the lease, not after", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const notes: string[] = [];
+  const deliveries = noting(new MemoryDeliveryStore({ now: () => T0 }), notes);
+  await store.appendLog("orders", [closed(1)]);
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_a")]), 1);
+  // One round trip's wait for both on a remote store, on the way to every alert.
+  assert.ok(
+    notes.indexOf("start dispatchState") < notes.indexOf("end acquireLease"),
+    notes.join(", "),
+  );
+  assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_a")]), 0, "nothing twice");
+});
+
+Deno.test("Dispatcher waits for endpoints still loading, and gives the lease back when they fail or are none", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  await store.appendLog("orders", [closed(1)]);
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  await assert.rejects(
+    dispatcher.dispatch(orders, Promise.reject(new Error("Cannot list endpoints"))),
+    /Cannot list endpoints/,
+  );
+  assert.equal(await dispatcher.dispatch(orders, Promise.resolve([])), 0);
+  // The lease is free again and the cursor did not move: the entry is still to dispatch.
+  const lease = await deliveries.acquireLease("dispatch:orders", 1_000);
+  assert.notEqual(lease, null);
+  await deliveries.releaseLease("dispatch:orders", lease!);
+  assert.equal(await dispatcher.dispatch(orders, Promise.resolve([endpoint("ep_a")])), 1);
+});
+
+Deno.test("Dispatcher given a dispatch state that is out of date creates nothing twice", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const endpoints = [endpoint("ep_a")];
+  await store.appendLog("orders", [closed(1), closed(2)]);
+  const first = new Dispatcher(store, deliveries, { now: () => T0 });
+  const old = await deliveries.dispatchState("orders");
+  const planned = (await first.planPage(orders))!;
+  const stale = await deliveries.dispatchState("orders");
+  assert.equal(await deliveries.createDeliveries(first.deliveriesFor(planned, endpoints)), 2);
+  await first.commitPage(planned);
+  await store.appendLog("orders", [closed(3)]);
+  const second = new Dispatcher(store, deliveries, { now: () => T0 });
+  // From before the first page was planned: that page is planned by now, so it reads again.
+  const again = (await second.planPage(orders, { state: old }))!;
+  assert.equal(again.entries.length, 1);
+  // From while it was planned: it adopts that page, whose deliveries exist already.
+  const adopted = (await second.planPage(orders, { state: stale }))!;
+  assert.equal(await deliveries.createDeliveries(second.deliveriesFor(adopted, endpoints)), 0);
+  await second.commitPage(adopted);
+  assert.equal(await second.dispatch(orders, endpoints), 1);
+  assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
+});

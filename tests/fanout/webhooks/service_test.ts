@@ -141,6 +141,39 @@ Deno.test("alert.fired reaches the receiver right after ingest, once per window 
   });
 });
 
+Deno.test("an alert's dispatch lists the endpoints while it takes the stream's lease, not before", async () => {
+  const notes: string[] = [];
+  const inner = new MemoryDeliveryStore({ now: () => T0 });
+  // Notes when each delivery store call starts and settles.
+  const deliveries = new Proxy(inner, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (typeof value !== "function") return value;
+      return (...args: unknown[]) => {
+        notes.push(`start ${String(property)}`);
+        const result = value.apply(target, args);
+        return result instanceof Promise
+          ? result.finally(() => notes.push(`end ${String(property)}`))
+          : result;
+      };
+    },
+  });
+  await withApp({ deliveries }, async ({ app, webhooks, receiver }) => {
+    const { secret } = await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
+    receiver.secrets = [secret];
+    await webhooks.idle();
+    notes.length = 0;
+    await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+    // Listed fresh for the dispatch, but waited for together with the lease: on a remote
+    // store one round trip less on the way to the receiver.
+    const listed = notes.indexOf("end listEndpoints");
+    const leasing = notes.indexOf("start acquireLease");
+    assert.ok(listed !== -1 && leasing !== -1 && leasing < listed, notes.join(", "));
+  });
+});
+
 Deno.test("a receiver answering 500 gets the same webhook-id on every retry until it succeeds", async () => {
   await withApp({}, async ({ app, webhooks, receiver, clock }) => {
     const { id, secret } = await register(app, { url: receiver.url() });
