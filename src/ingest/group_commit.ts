@@ -115,16 +115,10 @@ function sameShape(a: StoreBatch, b: StoreBatch): boolean {
 }
 
 function sameCounters(a: readonly CounterMeta[], b: readonly CounterMeta[]): boolean {
-  if (a === b) return true;
-  return a.length === b.length && a.every((counter, i) => {
-    const other = b[i];
-    return counter.name === other.name && counter.aggregate === other.aggregate &&
-      counter.maxGroups === other.maxGroups && counter.ttlMs === other.ttlMs &&
-      counter.sizeMs === other.sizeMs && counter.hopMs === other.hopMs &&
-      counter.accuracy === other.accuracy &&
-      counter.session?.gapMs === other.session?.gapMs &&
-      counter.session?.maxSessions === other.session?.maxSessions;
-  });
+  // The same compiled definition, not equal counters: a stream deleted and created again with the
+  // same counters is another incarnation, stored under another generation (config/registry.ts
+  // tells them apart by this array), so its requests must not share an apply with the old one's.
+  return a === b;
 }
 
 /**

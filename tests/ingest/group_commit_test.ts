@@ -439,6 +439,25 @@ Deno.test("batches whose quantiles counters differ in accuracy do not share an a
   assert.deepEqual(requestSizes(control.batches), [[1], [1], [1]]);
 });
 
+Deno.test("batches of two incarnations of a stream with equal counters do not share an apply", async () => {
+  // A stream deleted and created again compiles to new counters: the registry stores each
+  // incarnation under its own generation, found by this array, so they must stay apart.
+  const { store, control } = gatedStore();
+  const committer = new GroupCommitter(store);
+  control.hold();
+  const old = ORDERS.counterMetas;
+  const recreated = ORDERS.counterMetas.map((meta) => ({ ...meta }));
+  const pending = [
+    committer.applyBatch(storeBatch("s", [event()], { counters: old })),
+    committer.applyBatch(storeBatch("s", [event()], { counters: recreated })),
+    committer.applyBatch(storeBatch("s", [event()], { counters: old })),
+  ];
+  control.release();
+  await Promise.all(pending);
+  assert.deepEqual(requestSizes(control.batches), [[1], [1], [1]]);
+  assert.deepEqual(control.batches.map((batch) => batch.counters === old), [true, false, true]);
+});
+
 Deno.test("a group applies its requests in receive order at the earliest receive time", async () => {
   const { store, control } = gatedStore();
   const committer = new GroupCommitter(store);
