@@ -19,8 +19,9 @@
  * Results go to `bench/results/run-<timestamp>.json` with the machine they ran on.
  *
  * `deno task bench [--seconds 5] [--rounds 3] [--batches 100,1] [--only memory,redis,naive]
- * [--idempotency]`: `--idempotency` adds edgestream runs whose requests each carry a fresh
- * `Idempotency-Key`, to show what they cost.
+ * [--idempotency] [--limits]`: `--idempotency` adds edgestream runs whose requests each carry a
+ * fresh `Idempotency-Key`, `--limits` runs on the same stream with a rate limit it never reaches
+ * (1M events/s), to show what each costs.
  */
 import { parseArgs } from "node:util";
 import { startRedisServer } from "../tools/redis_server.ts";
@@ -46,6 +47,7 @@ const { values: flags } = parseArgs({
     batches: { type: "string", default: "100,1" },
     only: { type: "string", default: "memory,redis,naive" },
     idempotency: { type: "boolean", default: false },
+    limits: { type: "boolean", default: false },
     config: { type: "string" },
   },
 });
@@ -55,7 +57,23 @@ const BATCHES = flags.batches.split(",").map(Number);
 const ONLY = new Set(flags.only.split(","));
 const CLIENTS = 16;
 const STREAM = "bench";
-const CONFIG = flags.config ?? new URL("./config.json", import.meta.url).pathname;
+/** The same stream with a rate limit it never reaches: what checking the bucket costs. */
+const LIMITED_STREAM = "bench_limited";
+const CONFIG = flags.limits ? await withLimitedStream() : (flags.config ??
+  new URL("./config.json", import.meta.url).pathname);
+
+/** A copy of the config with {@linkcode LIMITED_STREAM} added, in a temporary file. */
+async function withLimitedStream(): Promise<string> {
+  const path = flags.config ?? new URL("./config.json", import.meta.url).pathname;
+  const config = JSON.parse(await Deno.readTextFile(path));
+  config.streams[LIMITED_STREAM] = {
+    ...config.streams[STREAM],
+    limits: { eventsPerSecond: 1_000_000, burst: 1_000_000 },
+  };
+  const file = await Deno.makeTempFile({ prefix: "edgestream-bench-", suffix: ".json" });
+  await Deno.writeTextFile(file, JSON.stringify(config));
+  return file;
+}
 const KEY = crypto.randomUUID().replaceAll("-", "");
 const TOKEN = crypto.randomUUID().replaceAll("-", "");
 
@@ -64,6 +82,8 @@ interface Subject {
   mode: "baseline" | "main" | "naive";
   redis: boolean;
   idempotency: boolean;
+  /** The stream sent to. @default {STREAM} */
+  stream?: string;
 }
 
 const subjects: Subject[] = [
@@ -88,6 +108,18 @@ if (ONLY.has("redis")) {
       mode: "main",
       redis: true,
       idempotency: true,
+    });
+  }
+}
+if (flags.limits) {
+  for (const redis of [false, true]) {
+    if (!ONLY.has(redis ? "redis" : "memory")) continue;
+    subjects.push({
+      name: `edgestream ${redis ? "redis" : "memory"} + rate limit`,
+      mode: "main",
+      redis,
+      idempotency: false,
+      stream: LIMITED_STREAM,
     });
   }
 }
@@ -156,7 +188,7 @@ async function measure(subject: Subject, batch: number, redis: Redis): Promise<M
         ? () => ({ "Idempotency-Key": `${KEY}-${prefix}-${++sequence}` })
         : undefined,
     };
-    const url = `${server.url}/v1/streams/${STREAM}/events`;
+    const url = `${server.url}/v1/streams/${subject.stream ?? STREAM}/events`;
     const warm = await closedLoop(url, { ...options, seconds: 1 });
     if (warm.errors > 0) throw new Error(`${subject.name}: ${warm.firstError}`);
     const statsBefore = subject.redis ? await commandStats(redis.port) : null;

@@ -447,7 +447,7 @@ export class LiveHub {
           break;
         }
         cursor = entry.id;
-        this.#deliver(subscriber, publicPayload(tail.stream, entry), entry.id);
+        this.#deliver(subscriber, publicPayload(this.#current(tail), entry), entry.id);
         if (!tail.subscribers.has(subscriber)) return;
       }
       if (reachedTail || tail.cursor === null || compareIds(cursor, tail.cursor) >= 0) {
@@ -466,6 +466,14 @@ export class LiveHub {
     } catch (error) {
       logger.error("Live subscriber failed: {error}", { error });
     }
+  }
+
+  /**
+   * The stream's definition as served now: a tail outlives changes made at run
+   * time, and a counter added since must reach its subscribers.
+   */
+  #current(tail: Tail): CompiledStream {
+    return this.#streams.get(tail.stream.name) ?? tail.stream;
   }
 
   #startTail(stream: CompiledStream): Tail {
@@ -525,7 +533,7 @@ export class LiveHub {
       for (const entry of entries) {
         if (tail.stopped) return;
         tail.cursor = entry.id;
-        const payload = publicPayload(tail.stream, entry);
+        const payload = publicPayload(this.#current(tail), entry);
         if (!payload) continue;
         for (const subscriber of [...tail.subscribers]) {
           if (!subscriber.joined) continue;

@@ -255,6 +255,9 @@ interface QueuedFrame {
 class IngestConnection implements HeldConnection {
   #deps: IngestSocketDeps;
   #rateLimits: readonly IngestRateLimit[] | undefined;
+  #recheck:
+    | (() => Promise<{ stream: CompiledStream; rateLimits: readonly IngestRateLimit[] }>)
+    | undefined;
   #stream: CompiledStream;
   #requestId: string | undefined;
   #socket: WSContext;
@@ -284,9 +287,15 @@ class IngestConnection implements HeldConnection {
       requestId?: string;
       /** The rate limits every frame must fit in (the stream's, the key's). */
       rateLimits?: readonly IngestRateLimit[];
+      /**
+       * Checks the key and the stream again before each frame: a key deleted or
+       * a stream deleted or changed at run time applies to open sockets too.
+       */
+      recheck?: () => Promise<{ stream: CompiledStream; rateLimits: readonly IngestRateLimit[] }>;
     },
   ) {
     this.#rateLimits = settings.rateLimits;
+    this.#recheck = settings.recheck;
     this.#deps = deps;
     this.#stream = stream;
     this.#requestId = settings.requestId;
@@ -453,6 +462,9 @@ class IngestConnection implements HeldConnection {
     const seq = read.seq ?? frame.number;
     if (!read.ok) return this.#errorReply(seq, false, read.error);
     try {
+      if (this.#recheck) {
+        ({ stream: this.#stream, rateLimits: this.#rateLimits } = await this.#recheck());
+      }
       const reply = await ingestItems(this.#stream, read.items, {
         ...this.#deps.ingestOptions(this.#stream.name),
         store: this.#deps.store,
@@ -536,6 +548,17 @@ export function ingestSocketHandler(
       stream: name,
     });
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
+    const origin = c.req.header("Origin");
+    if (!denied && grant.publishable && origin !== undefined && !grant.origins?.has(origin)) {
+      // As for HTTP ingest (browser.ts): a publishable key works only from its pages.
+      throw new ApiError(
+        403,
+        "origin_not_allowed",
+        `Publishable key '${grant.id}' may be used only from ${
+          [...(grant.origins ?? [])].join(", ")
+        }; this request comes from '${origin}'`,
+      );
+    }
     if (!denied && !stream) {
       throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
     }
@@ -550,6 +573,15 @@ export function ingestSocketHandler(
           ...settings,
           requestId,
           rateLimits: rateLimitsFor(stream, grant),
+          async recheck() {
+            const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
+            if (again.error) throw again.error;
+            const current = deps.streams.get(name);
+            if (!current) {
+              throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+            }
+            return { stream: current, rateLimits: rateLimitsFor(current, again.grant) };
+          },
         });
         settings.stats.connections += 1;
         // Upgraded just as the shutdown began: end it before any frame is read.

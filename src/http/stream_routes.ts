@@ -737,7 +737,10 @@ const sweepRoute = createRoute({
 
 function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
   return async (c) => {
-    const { streams, store } = deps;
+    const { store } = deps;
+    // The definitions swept, kept for the reply: one may be deleted or changed at run time while
+    // the sweep runs, and what it closed must still be reported, not answered with a 404.
+    const streams = new Map([...deps.streams.values()].map((stream) => [stream.name, stream]));
     const report = await sweepOnce(streams.values(), store, { consumers: deps.sweepConsumers });
     return c.json({
       closed: report.closed.map((window) => {

@@ -76,3 +76,47 @@ Deno.test("A stream created on one instance ingests over WebSocket and is subscr
     await server.shutdown();
   }
 });
+
+Deno.test("An open WebSocket follows its stream's changes at run time: a new definition applies to the next frame, a deleted stream refuses frames", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const a = instance(shared);
+  const app = createApp({ ...a, keys: await KeyRing.parse("") });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  const put = (body: unknown) =>
+    app.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  try {
+    assert.equal((await put(SIGNUPS)).status, 201);
+    const client = await denoClient(`ws://127.0.0.1:${server.addr.port}/v1/streams/signups/ws`);
+    try {
+      client.socket.send(JSON.stringify([{ plan: "test" }]));
+      assert.deepEqual(pick(await client.inbox.next()), ["ack", 1, 0]);
+      // Replaced: the next frame on the same socket is filtered by the new transform.
+      assert.equal(
+        (await put({ ...SIGNUPS, transform: [{ filter: "event.plan != 'test'" }] })).status,
+        200,
+      );
+      client.socket.send(JSON.stringify([{ plan: "test" }, { plan: "pro" }]));
+      assert.deepEqual(pick(await client.inbox.next()), ["ack", 2, 1]);
+      // Deleted: the socket's frames are refused, not written where nothing reads them.
+      assert.equal((await app.request("/v1/streams/signups", { method: "DELETE" })).status, 204);
+      client.socket.send(JSON.stringify([{ plan: "pro" }]));
+      const refused = await client.inbox.next();
+      assert.equal(refused.type, "error");
+      assert.equal(refused.error.code, "stream_not_found");
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await a.live.close();
+    await server.shutdown();
+  }
+});
+
+function pick(ack: { type: string; accepted: number; filtered: number }) {
+  return [ack.type, ack.accepted, ack.filtered];
+}

@@ -766,3 +766,53 @@ Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a 
     await server.close();
   }
 });
+
+Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted key stops an open socket", async () => {
+  const shop = "https://shop.example";
+  const other = "https://other.example";
+  const server = await startServer({ auth: true, origins: { allowedOrigins: [shop, other] } });
+  const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
+  const create = async (body: unknown) => {
+    const res = await fetch(`${server.base}/v1/keys`, {
+      method: "POST",
+      headers: admin,
+      body: JSON.stringify(body),
+    });
+    assert.equal(res.status, 201);
+    return await res.json() as { id: string; key: string };
+  };
+  try {
+    const pk = await create({ type: "publishable", streams: ["orders"], origins: [shop] });
+    const elsewhere = await nodeClient(server.wsUrl(WS_PATH), {
+      headers: { Origin: other },
+      protocols: [`bearer.${pk.key}`],
+    });
+    assert.equal(elsewhere.status, 403, "the page is allowed, but not for this key");
+    const fromShop = await nodeClient(server.wsUrl(WS_PATH), {
+      headers: { Origin: shop },
+      protocols: [`bearer.${pk.key}`],
+    });
+    assert.equal(fromShop.status, undefined);
+    await fromShop.close();
+
+    const sk = await create({ scopes: ["ingest"] });
+    const client = await denoClient(server.wsUrl(WS_PATH), [`bearer.${sk.key}`]);
+    try {
+      client.socket.send(JSON.stringify({ country: "DE", amount: 1 }));
+      assert.equal((await client.inbox.next()).type, "ack");
+      const deleted = await fetch(`${server.base}/v1/keys/${sk.id}`, {
+        method: "DELETE",
+        headers: admin,
+      });
+      assert.equal(deleted.status, 204);
+      client.socket.send(JSON.stringify({ country: "DE", amount: 2 }));
+      const refused = await client.inbox.next();
+      assert.equal(refused.type, "error");
+      assert.equal(refused.error.code, "unauthorized");
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
