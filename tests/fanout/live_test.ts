@@ -525,3 +525,28 @@ Deno.test("LiveHub publishes no window.updated for session counters, and still f
     await live.close();
   }
 });
+
+Deno.test("LiveHub reads a running tail with the stream as served now: a counter added at run time reaches its subscribers", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const served = new Map(streams);
+  const live = new LiveHub(served, store, { pollMs: 10 });
+  const first = collector();
+  const later = collector();
+  const stops = [await live.subscribe(subscription(["window.closed"]), first.sink)];
+  try {
+    // The stream gains counter `added` (a PUT at run time) while the tail runs.
+    const config = structuredClone(TEST_CONFIG) as {
+      streams: { orders: { counters: Record<string, unknown> } };
+    };
+    config.streams.orders.counters.added = { window: { tumbling: "1m" }, aggregate: "count" };
+    served.set("orders", compileConfig(config).get("orders")!);
+    stops.push(
+      await live.subscribe(subscription(["window.closed"], { counter: "added" }), later.sink),
+    );
+    await store.appendLog("orders", [{ ...closedRecord("x"), counter: "added", group: "[]" }]);
+    await eventually(() => later.received.length === 1 && first.received.length === 1);
+  } finally {
+    for (const stop of stops) stop();
+    await live.close();
+  }
+});
