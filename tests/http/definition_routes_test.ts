@@ -296,3 +296,53 @@ Deno.test("PUT /v1/streams/{stream} refuses a new quantiles accuracy or session 
   });
   assert.equal(bounded.status, 200);
 });
+
+Deno.test("POST /v1/admin/sweep reports what it closed of a stream deleted while it ran", async () => {
+  let now = T0;
+  const memory = new MemoryStore({ now: () => now });
+  const closing = Promise.withResolvers<void>();
+  const release = Promise.withResolvers<void>();
+  // The store's close waits until the stream is deleted, as a slow Redis or another instance can.
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "closeWindows") {
+        return async (...args: Parameters<MemoryStore["closeWindows"]>) => {
+          const closed = await target.closeWindows(...args);
+          closing.resolve();
+          await release.promise;
+          return closed;
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const app = createApp({
+    streams: compileConfig({ streams: {} }),
+    store,
+    keys: await KeyRing.parse(""),
+    now: () => now,
+  });
+  // An idle stream's watermark follows the clock, so its window becomes final an hour later.
+  assert.equal((await put(app, "signups", { ...SIGNUPS, time: { idle: "1m" } })).status, 201);
+  const ingested = await app.request("/v1/streams/signups/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify([{ plan: "pro" }]),
+  });
+  assert.equal(ingested.status, 202);
+  now += 3_600_000;
+  const sweeping = app.request("/v1/admin/sweep", { method: "POST" });
+  await closing.promise;
+  assert.equal((await app.request("/v1/streams/signups", { method: "DELETE" })).status, 204);
+  release.resolve();
+  const swept = await sweeping;
+  assert.equal(swept.status, 200, await swept.clone().text());
+  const body = await swept.json();
+  assert.deepEqual(
+    body.closed.filter((window: { stream: string }) => window.stream === "signups").map((
+      window: { groups: unknown[] },
+    ) => window.groups),
+    [[{ group: { plan: "pro" }, value: 1 }]],
+  );
+});
