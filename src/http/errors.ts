@@ -16,6 +16,7 @@ import {
 import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
 import { StreamDefinitionError } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
+import { KeyConflictError } from "../store/keys.ts";
 import { StoreUnavailableError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 import { requestIdOf } from "./request_id.ts";
@@ -125,6 +126,9 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
       headers["RateLimit"] = `"${limit.name}";r=${error.remaining};t=${retryAfter}`;
     }
     return new ApiError(429, "rate_limited", error.message, { headers, cause: error });
+  }
+  if (error instanceof KeyConflictError) {
+    return new ApiError(409, "conflict", error.message, { cause: error });
   }
   if (error instanceof InvalidEndpointError) {
     return new ApiError(400, "invalid_webhook", error.message, { cause: error });

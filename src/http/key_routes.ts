@@ -13,7 +13,7 @@
  * @module
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import { type ApiKeyRecord, KeyConflictError } from "../store/mod.ts";
+import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
@@ -232,12 +232,8 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
       ...(expiresAt !== undefined ? { expiresAt } : {}),
       createdAt: now,
     };
-    try {
-      await keys.store.createKey(record);
-    } catch (error) {
-      if (error instanceof KeyConflictError) throw new ApiError(409, "conflict", error.message);
-      throw error;
-    }
+    // A clash of ids or hashes (KeyConflictError) is a 409 from the error table.
+    await keys.store.createKey(record);
     return c.json({ ...keyJson(record), key }, 201);
   });
 

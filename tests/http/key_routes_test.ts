@@ -6,6 +6,8 @@ import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
+import { apiErrorOf } from "../../src/http/errors.ts";
+import { KeyConflictError } from "../../src/store/keys.ts";
 
 async function keyedApp(options: { now?: () => number } = {}) {
   const now = options.now ?? (() => NOW);
@@ -203,4 +205,11 @@ Deno.test("a key stops working at its expiresAt", async () => {
     (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
     401,
   );
+});
+
+Deno.test("a key id or hash clash from the key store is a 409 conflict from the one error table", () => {
+  const api = apiErrorOf(new KeyConflictError("Key 'k1' exists already"));
+  assert.equal(api?.status, 409);
+  assert.equal(api?.code, "conflict");
+  assert.equal(api?.message, "Key 'k1' exists already");
 });
