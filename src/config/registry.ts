@@ -309,6 +309,9 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       return undefined;
     }
     if (held && held.version >= record.version) return held.stream;
+    // A read that started before this instance deleted (or replaced) the stream may end after
+    // it: a record older than one already seen must not bring the stream back.
+    if (!held && record.version <= (this.#seen.get(name) ?? 0)) return undefined;
     let stream: CompiledStream;
     try {
       stream = compileStreamDefinition(name, record.definition);

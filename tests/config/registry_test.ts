@@ -338,3 +338,28 @@ async function waitFor(condition: () => boolean, what: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/** Holds the answer of the first `get` until released, as a slow store can. */
+class HeldFirstGet extends CountingDefinitions {
+  release = Promise.withResolvers<void>();
+  override async get(name: string): Promise<StoredDefinition | null> {
+    const first = this.gets === 0;
+    const record = await super.get(name);
+    if (first) await this.release.promise;
+    return record;
+  }
+}
+
+Deno.test("A lookup that read a stream before this instance deleted it does not bring it back", async () => {
+  const shared = new MemoryDefinitionStore();
+  const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions: shared });
+  await writer.put("signups", SIGNUPS);
+  const definitions = new HeldFirstGet(shared);
+  const reader = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const found = reader.find("signups"); // reads version 1, answer held
+  await reader.remove("signups");
+  definitions.release.resolve();
+  await found;
+  assert.equal(reader.get("signups"), undefined);
+  assert.equal(reader.has("signups"), false);
+});
