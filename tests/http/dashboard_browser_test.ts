@@ -284,12 +284,15 @@ browserTest(
       const legend = '[data-counter="orders/orders_per_minute"] .u-legend .u-series';
       assert.equal(await page.locator(legend).count(), 1 + 4);
       await page.locator("#top-groups").selectOption("3");
+      // 3 groups and others are as many legend entries as the 4 groups before: wait for the text.
       await until(
         "3 lines and others",
-        () => page.locator(legend).count(),
-        (count) => count === 1 + 4,
+        async () => [
+          await page.locator(legend).count(),
+          await page.locator(legend).last().textContent(),
+        ],
+        ([count, last]) => count === 1 + 4 && /others/.test(String(last)),
       );
-      assert.match(await page.locator(legend).last().textContent() ?? "", /others/);
       assert.ok(
         log.requests.some((request) =>
           /\/counters\/orders_per_minute\?.*top=3/.test(request.url())
