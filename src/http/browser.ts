@@ -100,6 +100,21 @@ function streamOrigins(stream: CompiledStream | undefined): readonly string[] {
   return stream?.parsed.origins ?? [];
 }
 
+/**
+ * Throws 403 `origin_not_allowed` when a publishable key comes from a page
+ * not among its `origins` (HTTP and WebSocket ingest alike).
+ */
+export function refuseForeignOrigin(grant: KeyGrant, origin: string | undefined): void {
+  if (!grant.publishable || origin === undefined || grant.origins?.has(origin)) return;
+  throw new ApiError(
+    403,
+    "origin_not_allowed",
+    `Publishable key '${grant.id}' may be used only from ${
+      [...(grant.origins ?? [])].join(", ")
+    }; this request comes from '${origin}'`,
+  );
+}
+
 /** What the ingest middlewares need. */
 export interface BrowserIngestDeps {
   /** Compiled streams by name. */
@@ -134,15 +149,7 @@ export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
     }
     const origin = c.req.header("Origin");
     if (origin !== undefined) {
-      if (grant.publishable && !grant.origins?.has(origin)) {
-        throw new ApiError(
-          403,
-          "origin_not_allowed",
-          `Publishable key '${grant.id}' may be used only from ${
-            [...(grant.origins ?? [])].join(", ")
-          }; this request comes from '${origin}'`,
-        );
-      }
+      refuseForeignOrigin(grant, origin);
       const refusal = deferredOriginRefusal(c.req.raw);
       const allowed = grant.origins?.has(origin) ||
         streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);

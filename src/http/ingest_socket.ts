@@ -64,7 +64,7 @@ import {
   noteKeyInQuery,
   presentedKey,
 } from "./auth.ts";
-import { rateLimitsFor } from "./browser.ts";
+import { rateLimitsFor, refuseForeignOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
@@ -251,13 +251,21 @@ interface QueuedFrame {
   number: number;
 }
 
+/**
+ * Where a frame goes: the stream as served now and the rate limits it must fit
+ * in (the stream's, the key's). Asked per frame, with the key checked again
+ * (its verdict is cached), so a key deleted or a stream deleted or changed at
+ * run time applies to open sockets too.
+ */
+interface FrameTarget {
+  stream: CompiledStream;
+  rateLimits: readonly IngestRateLimit[];
+}
+
 /** One WebSocket ingest connection: reads frames in order, one at a time. */
 class IngestConnection implements HeldConnection {
   #deps: IngestSocketDeps;
-  #rateLimits: readonly IngestRateLimit[] | undefined;
-  #recheck:
-    | (() => Promise<{ stream: CompiledStream; rateLimits: readonly IngestRateLimit[] }>)
-    | undefined;
+  #target: () => Promise<FrameTarget>;
   #stream: CompiledStream;
   #requestId: string | undefined;
   #socket: WSContext;
@@ -285,17 +293,11 @@ class IngestConnection implements HeldConnection {
       maxFrameBytes: number;
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
-      /** The rate limits every frame must fit in (the stream's, the key's). */
-      rateLimits?: readonly IngestRateLimit[];
-      /**
-       * Checks the key and the stream again before each frame: a key deleted or
-       * a stream deleted or changed at run time applies to open sockets too.
-       */
-      recheck?: () => Promise<{ stream: CompiledStream; rateLimits: readonly IngestRateLimit[] }>;
+      /** Where each frame goes, asked again per frame (see {@linkcode FrameTarget}). */
+      target: () => Promise<FrameTarget>;
     },
   ) {
-    this.#rateLimits = settings.rateLimits;
-    this.#recheck = settings.recheck;
+    this.#target = settings.target;
     this.#deps = deps;
     this.#stream = stream;
     this.#requestId = settings.requestId;
@@ -462,15 +464,14 @@ class IngestConnection implements HeldConnection {
     const seq = read.seq ?? frame.number;
     if (!read.ok) return this.#errorReply(seq, false, read.error);
     try {
-      if (this.#recheck) {
-        ({ stream: this.#stream, rateLimits: this.#rateLimits } = await this.#recheck());
-      }
-      const reply = await ingestItems(this.#stream, read.items, {
-        ...this.#deps.ingestOptions(this.#stream.name),
+      const target = await this.#target();
+      this.#stream = target.stream;
+      const reply = await ingestItems(target.stream, read.items, {
+        ...this.#deps.ingestOptions(target.stream.name),
         store: this.#deps.store,
         nowMs: this.#deps.now(),
         idempotency: read.idempotency,
-        rateLimits: this.#rateLimits,
+        rateLimits: target.rateLimits,
       });
       scope.answered({ ...reply, rejected: reply.rejected.length });
       return { type: "ack", seq, ...reply };
@@ -548,17 +549,8 @@ export function ingestSocketHandler(
       stream: name,
     });
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
-    const origin = c.req.header("Origin");
-    if (!denied && grant.publishable && origin !== undefined && !grant.origins?.has(origin)) {
-      // As for HTTP ingest (browser.ts): a publishable key works only from its pages.
-      throw new ApiError(
-        403,
-        "origin_not_allowed",
-        `Publishable key '${grant.id}' may be used only from ${
-          [...(grant.origins ?? [])].join(", ")
-        }; this request comes from '${origin}'`,
-      );
-    }
+    // As for HTTP ingest: a publishable key works only from its pages.
+    if (!denied) refuseForeignOrigin(grant, c.req.header("Origin"));
     if (!denied && !stream) {
       throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
     }
@@ -572,8 +564,7 @@ export function ingestSocketHandler(
         connection = new IngestConnection(deps, stream, socket, {
           ...settings,
           requestId,
-          rateLimits: rateLimitsFor(stream, grant),
-          async recheck() {
+          async target() {
             const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
             if (again.error) throw again.error;
             const current = deps.streams.get(name);

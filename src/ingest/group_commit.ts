@@ -39,7 +39,6 @@ import {
   type BatchEvent,
   type BatchRequest,
   batchRequests,
-  type CounterMeta,
   type Store,
   type StoreBatch,
 } from "../store/types.ts";
@@ -109,16 +108,12 @@ function sameShape(a: StoreBatch, b: StoreBatch): boolean {
   return a.latenessMs === b.latenessMs &&
     (a.idleMs ?? null) === (b.idleMs ?? null) &&
     a.dedupeTtlMs === b.dedupeTtlMs &&
-    sameCounters(a.counters, b.counters) &&
+    // The same compiled definition, not equal counters: a stream deleted and created again with
+    // the same counters is another incarnation, stored under another generation
+    // (config/registry.ts tells them apart by this array), so they must not share an apply.
+    a.counters === b.counters &&
     Boolean(a.log?.processed) === Boolean(b.log?.processed) &&
     Boolean(a.log?.late) === Boolean(b.log?.late);
-}
-
-function sameCounters(a: readonly CounterMeta[], b: readonly CounterMeta[]): boolean {
-  // The same compiled definition, not equal counters: a stream deleted and created again with the
-  // same counters is another incarnation, stored under another generation (config/registry.ts
-  // tells them apart by this array), so its requests must not share an apply with the old one's.
-  return a === b;
 }
 
 /**
