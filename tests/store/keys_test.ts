@@ -86,3 +86,21 @@ redisTest("RedisKeyStore keeps keys apart from a stream called 'keys'", async (f
   const streams = new RedisStore(redis);
   assert.ok(!(await redis.keys("*")).some((name) => name.startsWith(streams.keyPrefix("keys"))));
 });
+
+redisTest(
+  "RedisKeyStore keeps keys under es:{$apikeys}: without a TTL, as the README says",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await new RedisKeyStore(redis).createKey(key("key_a"));
+    const names = await redis.keys("*");
+    assert.ok(names.length > 0);
+    for (const name of names) {
+      assert.ok(name.startsWith("es:{$apikeys}:"), name);
+      assert.equal(await redis.pttl(name), -1, `${name} has a TTL`);
+    }
+  },
+);
