@@ -45,8 +45,13 @@ export interface ServerProcess {
   status: Promise<Deno.CommandStatus>;
   /** Sends a signal (nothing once it exited). */
   signal(signal: Deno.Signal): void;
-  /** SIGTERM (unless it exited) and waits for the exit and its output. */
-  stop(): Promise<Deno.CommandStatus>;
+  /**
+   * SIGTERM (unless it exited) and waits for the exit and its output; SIGKILL
+   * after `graceMs`: a `main.ts` with `OTEL_DENO=true` was seen staying alive
+   * in Deno's own exit after a clean stop (denoland/deno#33157), which must
+   * not hang the whole run. @default {20_000}
+   */
+  stop(graceMs?: number): Promise<Deno.CommandStatus>;
 }
 
 /**
@@ -125,36 +130,16 @@ export async function startServerProcess(
     output: () => printed,
     status,
     signal,
-    stop() {
+    async stop(graceMs = 20_000) {
       signal("SIGTERM");
-      return status;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stopped = await Promise.race([
+        status.then(() => true),
+        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), graceMs)),
+      ]);
+      clearTimeout(timer);
+      if (!stopped) signal("SIGKILL");
+      return await status;
     },
   };
-}
-
-/**
- * SIGTERM, then SIGKILL if the child has not exited after `graceMs`: a
- * `main.ts` with `OTEL_DENO=true` can stay alive in Deno's own exit after a
- * clean stop (denoland/deno#33157), which must not hang the whole run.
- */
-export async function terminate(child: Deno.ChildProcess, graceMs = 20_000): Promise<void> {
-  try {
-    child.kill("SIGTERM");
-  } catch {
-    // Exited already.
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const exited = await Promise.race([
-    child.status.then(() => true),
-    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), graceMs)),
-  ]);
-  clearTimeout(timer);
-  if (!exited) {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Exited meanwhile.
-    }
-    await child.status;
-  }
 }

@@ -8,54 +8,27 @@
  */
 import assert from "node:assert/strict";
 import { otelEnv, startOtlpReceiver } from "./_otlp.ts";
-import { terminate } from "../_server_process.ts";
+import { startServerProcess } from "../_server_process.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
 const ADMIN = "admin-secret-key-7f3a9c21e4b0";
 const INGEST = "ingest-secret-key-5d8e2b6a1c9f";
 const READ = "read-secret-key-0a4c7e9b2d6f";
 
 Deno.test("a keyed server exports no key, webhook secret or webhook header value over OTLP", async () => {
   const receiver = startOtlpReceiver();
-  const env: Record<string, string> = {
-    ...Deno.env.toObject(),
+  const server = await startServerProcess("otlp-secrets", {
     ...otelEnv(receiver),
-    NO_COLOR: "1",
-    PORT: "0",
-    HOST: "127.0.0.1",
     EDGESTREAM_KEYS: `admin:${ADMIN},ingest:${INGEST},read:${READ}`,
     EDGESTREAM_SWEEP_EVERY: "200ms",
     EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
-  };
-  for (const name of ["UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN", "EDGESTREAM_CONFIG"]) {
-    delete env[name];
-  }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
-    cwd: root,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  let found: (base: string) => void;
-  const listening = new Promise<string>((resolve) => found = resolve);
-  const drained = Promise.all([child.stdout, child.stderr].map(async (stream) => {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      output += text;
-      const match = output.match(/listening on (http:\/\/[^\s"]+)/);
-      if (match) found(match[1]);
-    }
-  }));
+  });
   const hook = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
     await request.text();
     return new Response("ok");
   });
   let webhookSecret = "";
   try {
-    const base = await listening;
+    const base = server.url;
     const admin = { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" };
     const created = await fetch(`${base}/v1/webhooks`, {
       method: "POST",
@@ -89,8 +62,7 @@ Deno.test("a keyed server exports no key, webhook secret or webhook header value
     // Spans and metrics of all of that (and a sweep's delivery) are exported within a second.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
   } finally {
-    await terminate(child);
-    await drained;
+    await server.stop();
     await hook.shutdown();
   }
   const exported = receiver.bodies.map((body) => body.text).join("\n");

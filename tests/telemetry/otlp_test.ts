@@ -15,9 +15,7 @@ import {
   startOtlpReceiver,
   valueWhere,
 } from "./_otlp.ts";
-import { terminate } from "../_server_process.ts";
-
-const root = new URL("../../", import.meta.url).pathname;
+import { startServerProcess } from "../_server_process.ts";
 
 const CONFIG = {
   streams: {
@@ -33,65 +31,6 @@ const CONFIG = {
     },
   },
 };
-
-/** `src/main.ts` running in a child process. */
-interface Server {
-  base: string;
-  output(): string;
-  stop(): Promise<void>;
-}
-
-/** Starts `src/main.ts` in open mode on a free port with these variables over the environment. */
-async function startMain(vars: Record<string, string>): Promise<Server> {
-  const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", ...vars };
-  for (const name of ["EDGESTREAM_KEYS", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"]) {
-    delete env[name];
-  }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
-    cwd: root,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  const decoder = new TextDecoder();
-  let resolveBase: (base: string) => void;
-  const listening = new Promise<string>((resolve) => resolveBase = resolve);
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) {
-      output += decoder.decode(chunk, { stream: true });
-      const match = output.match(/listening on (http:\/\/[^\s"]+)/);
-      if (match) resolveBase(match[1]);
-    }
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
-  const exited = child.status.then((status) => {
-    throw new Error(`main.ts exited with ${status.code} before listening:\n${output}`);
-  });
-  const timeout = AbortSignal.timeout(30_000);
-  const base = await Promise.race([
-    listening,
-    exited,
-    new Promise<never>((_, reject) =>
-      timeout.addEventListener(
-        "abort",
-        () => reject(new Error(`main.ts did not listen:\n${output}`)),
-      )
-    ),
-  ]);
-  exited.catch(() => {});
-  return {
-    base,
-    output: () => output,
-    async stop() {
-      await terminate(child);
-      await drained;
-    },
-  };
-}
 
 /** A webhook receiver answering 200 on `/ok`, 503 with a long Retry-After on `/busy`, 410 on `/gone`. */
 function startReceiver() {
@@ -150,10 +89,8 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
   const dir = await Deno.makeTempDir();
   const configPath = `${dir}/config.json`;
   await Deno.writeTextFile(configPath, JSON.stringify(CONFIG));
-  const server = await startMain({
+  const server = await startServerProcess("otlp", {
     ...otelEnv(receiver),
-    PORT: "0",
-    HOST: "127.0.0.1",
     EDGESTREAM_CONFIG: configPath,
     EDGESTREAM_SWEEP_EVERY: "200ms",
     EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
@@ -162,7 +99,7 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
   const sse = new AbortController();
   try {
     const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
-      fetch(`${server.base}${path}`, {
+      fetch(`${server.url}${path}`, {
         method: "POST",
         headers: { "Content-Type": "application/json", ...headers },
         body: JSON.stringify(body),
@@ -170,14 +107,14 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
 
     // Live subscribers, one per transport.
     const subscriber = new WebSocket(
-      `${server.base.replace("http", "ws")}/v1/streams/clicks/subscribe`,
+      `${server.url.replace("http", "ws")}/v1/streams/clicks/subscribe`,
     );
     sockets.push(subscriber);
     await new Promise((resolve, reject) => {
       subscriber.onmessage = resolve;
       subscriber.onerror = reject;
     });
-    const stream = await fetch(`${server.base}/v1/streams/clicks/subscribe`, {
+    const stream = await fetch(`${server.url}/v1/streams/clicks/subscribe`, {
       headers: { Accept: "text/event-stream" },
       signal: sse.signal,
     });
@@ -205,7 +142,7 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       assert.equal(body.replayed === true, i === 1);
     }
     // A request that fails whole counts no event, but its time and span.
-    const unreadable = await fetch(`${server.base}/v1/streams/clicks/events`, {
+    const unreadable = await fetch(`${server.url}/v1/streams/clicks/events`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: "{not json",
@@ -217,7 +154,7 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     assert.equal((await refused.json()).error.code, "no_events_accepted");
 
     // WebSocket: one frame of three events.
-    const socket = new WebSocket(`${server.base.replace("http", "ws")}/v1/streams/clicks/ws`);
+    const socket = new WebSocket(`${server.url.replace("http", "ws")}/v1/streams/clicks/ws`);
     sockets.push(socket);
     await new Promise((resolve, reject) => {
       socket.onopen = resolve;
