@@ -419,6 +419,37 @@ Deno.test("ingestItems() does not call the store when every event was rejected",
   assert.equal(calls, 0);
 });
 
+Deno.test("ingestItems() names an idempotent request by the SHA-256 hex of its key and of its body", async () => {
+  // Stored replies outlive a deploy: the names must stay what earlier versions stored them under.
+  const seen: StoreBatch[] = [];
+  class CapturingStore extends MemoryStore {
+    override applyBatch(batch: StoreBatch) {
+      seen.push(batch);
+      return super.applyBatch(batch);
+    }
+  }
+  const hex = async (text: string) =>
+    [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)))]
+      .map((byte) => byte.toString(16).padStart(2, "0")).join("");
+  const store = new CapturingStore();
+  const body = '{"ts":1767225600000,"country":"DE","note":"Grüße"}';
+  await ingestItems(compileStream(), items({ ts: T0 }), {
+    store,
+    nowMs: NOW,
+    idempotency: { key: "order-42", body },
+  });
+  await ingestItems(compileStream(), items({ ts: T0 }), {
+    store,
+    nowMs: NOW,
+    idempotency: { key: "order-43", body: new TextEncoder().encode(body) },
+  });
+  const claims = seen.map((batch) => batch.requests![0].idempotency!);
+  assert.equal(claims[0].keyHash, await hex("order-42"));
+  assert.equal(claims[0].bodyHash, await hex(body));
+  assert.equal(claims[1].keyHash, await hex("order-43"));
+  assert.equal(claims[1].bodyHash, await hex(body));
+});
+
 Deno.test("ingestItems() passes the store's failure on and acknowledges nothing", async () => {
   class DownStore extends MemoryStore {
     override applyBatch(_batch: StoreBatch): never {
