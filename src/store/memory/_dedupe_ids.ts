@@ -238,7 +238,27 @@ export class DedupeIds {
   seen(id: string): boolean {
     const fingerprint = this.#fingerprint;
     fingerprintInto(id, fingerprint, { seed: this.#seed });
-    const [high, low] = fingerprint;
+    return this.#seenFingerprint(fingerprint[0], fingerprint[1]);
+  }
+
+  /**
+   * {@linkcode DedupeIds.seen} for each event's id in order (events without an
+   * id are never held): 1 where it is a duplicate, else 0.
+   */
+  seenAll(events: readonly { id?: string }[]): Uint8Array {
+    const held = new Uint8Array(events.length);
+    const fingerprint = this.#fingerprint;
+    const options = { seed: this.#seed };
+    for (let i = 0; i < events.length; i++) {
+      const id = events[i].id;
+      if (id === undefined) continue;
+      fingerprintInto(id, fingerprint, options);
+      if (this.#seenFingerprint(fingerprint[0], fingerprint[1])) held[i] = 1;
+    }
+    return held;
+  }
+
+  #seenFingerprint(high: number, low: number): boolean {
     if (this.#previous.size > 0 && this.#previous.has(high, low)) return true;
     if (this.#current.size >= this.#perBucket) {
       if (this.#current.has(high, low)) return true;
