@@ -319,16 +319,20 @@ export async function scopeError(
   return (await authorize(keys, key, scope, options)).error ?? null;
 }
 
-const grants = new WeakMap<Request, KeyGrant>();
+/** Name of the context variable that holds the request's grant. */
+const GRANT_VARIABLE = "keyGrant";
 
-/** The grant {@linkcode requireScope} (or ingest) found for this request, if any. */
-export function grantOfRequest(request: Request): KeyGrant | undefined {
-  return grants.get(request);
+/** The grant {@linkcode requireScope} (or ingest) found for the request `c` serves, if any. */
+export function grantOfRequest(c: Context): KeyGrant | undefined {
+  return c.get(GRANT_VARIABLE) as KeyGrant | undefined;
 }
 
-/** Remembers the grant of a request for the handlers after the middleware. */
-export function rememberGrant(request: Request, grant: KeyGrant): void {
-  grants.set(request, grant);
+/**
+ * Remembers the grant of the request `c` serves for the handlers after the middleware (in the
+ * request's context: a `WeakMap` keyed by requests cost more than the rest of the lookup).
+ */
+export function rememberGrant(c: Context, grant: KeyGrant): void {
+  c.set(GRANT_VARIABLE, grant);
 }
 
 /**
@@ -342,7 +346,7 @@ export function requireScope(keys: KeyRing, scope: Scope): MiddlewareHandler {
       stream: c.req.param("stream"),
     });
     if (result.error) throw result.error;
-    rememberGrant(c.req.raw, result.grant);
+    rememberGrant(c, result.grant);
     await next();
   };
 }

@@ -186,6 +186,9 @@ export class OriginPolicy {
 
   /** Why the request is refused, or null when it may go on. */
   refusal(request: Request): ApiError | null {
+    const origin = request.headers.get("Origin");
+    // With keys, only an Origin can be refused: most requests need no URL parsed.
+    if (!this.#open && origin === null) return null;
     const url = new URL(request.url);
     const hostHeader = request.headers.get("Host") || url.host;
     const host = parseHost(hostHeader, url.protocol);
@@ -197,7 +200,6 @@ export class OriginPolicy {
         `Host '${hostHeader}' refused: open mode (no EDGESTREAM_KEYS) answers only loopback names (localhost, 127.0.0.1, [::1]) and EDGESTREAM_ALLOWED_HOSTS; add ${name} there to allow it`,
       );
     }
-    const origin = request.headers.get("Origin");
     if (origin === null) return null;
     const upgrade = isWebSocketUpgrade(request);
     if (!upgrade && SAFE_METHODS.has(request.method)) return null;

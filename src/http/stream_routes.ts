@@ -238,7 +238,7 @@ function ingest(deps: StreamRouteDeps) {
   return async (c: Context) => {
     const stream = await findServedStream(deps.streams, c.req.param("stream") ?? "");
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
-      const grant = grantOfRequest(c.req.raw);
+      const grant = grantOfRequest(c);
       const format = ingestBodyFormat(c.req.header("Content-Type"), grant);
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
         timeoutMs: deps.limits.bodyTimeoutMs,
