@@ -40,17 +40,35 @@ const MAX_CACHED_KEYS = 10_000;
 
 /** Group key of a list of group values: their JSON text. */
 export function groupKey(values: unknown[]): string {
-  if (values.length === 1 && typeof values[0] === "string") {
-    const cached = singleKeys.get(values[0]);
+  if (values.length === 1) return singleGroupKey(values[0]);
+  return values.length === 0 ? "[]" : JSON.stringify(values);
+}
+
+/** {@linkcode groupKey} of one value, without building the list for the common cases. */
+function singleGroupKey(value: unknown): string {
+  if (typeof value === "string") {
+    const cached = singleKeys.get(value);
     if (cached !== undefined) return cached;
-    if (PLAIN_STRING.test(values[0])) {
+    if (PLAIN_STRING.test(value)) {
       if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
-      const key = `["${values[0]}"]`;
-      singleKeys.set(values[0], key);
+      const key = `["${value}"]`;
+      singleKeys.set(value, key);
       return key;
     }
   }
-  return values.length === 0 ? "[]" : JSON.stringify(values);
+  if (value === true) return "[true]";
+  if (value === false) return "[false]";
+  if (value === null) return "[null]";
+  return JSON.stringify([value]);
+}
+
+/** The group key of an event for `groupBy` (missing fields group as null). */
+function groupKeyOf(groupBy: readonly string[], event: Event): string {
+  if (groupBy.length === 0) return "[]";
+  if (groupBy.length === 1) return singleGroupKey(readField(event, groupBy[0]) ?? null);
+  const values: unknown[] = [];
+  for (const field of groupBy) values.push(readField(event, field) ?? null);
+  return JSON.stringify(values);
 }
 
 /** The group object (`{field: value}`) a group key stands for. */
@@ -80,12 +98,8 @@ export function counterUpdate(
   event: Event,
   timeMs: number,
 ): UpdateResult {
-  const groupValues = counter.groupBy.map((field) => {
-    const value = readField(event, field);
-    return value === undefined ? null : value;
-  });
   const pane = paneStart(timeMs, counter.window);
-  const group = groupKey(groupValues);
+  const group = groupKeyOf(counter.groupBy, event);
   const spec = counter.aggregate;
   if (spec.kind === "count") return { ok: true, update: { counter: counter.index, pane, group } };
   const value = readField(event, spec.field);
