@@ -537,6 +537,10 @@ export function configureLogging(options: LoggingOptions = {}): void {
       lines?.close();
     },
   });
+  // LogTape copies a record's properties before handing it to a sink that may keep it; this one
+  // formats the line at once, so it marks itself as LogTape's own immediate sinks are marked
+  // (a symbol in the global registry; were it renamed, LogTape would copy again, as before).
+  Object.defineProperty(sink, Symbol.for("LogTape.sinkSnapshotPolicy.immediate"), { value: true });
   configureSync({
     reset: true,
     sinks: { console: sink },
