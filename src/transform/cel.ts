@@ -12,6 +12,7 @@
  * @module
  */
 import { Environment, EvaluationError } from "@marcbachmann/cel-js";
+import { compileFastPath, FALLBACK } from "./cel_fast.ts";
 
 /** A compiled expression: call it with its variables. */
 export type CompiledExpression = (variables: Record<string, unknown>) => unknown;
@@ -90,6 +91,7 @@ export function compileExpression(
 ): CompiledExpression {
   const env = environmentFor(variables);
   let evaluate: (context: Record<string, unknown>) => unknown;
+  let ast: unknown;
   try {
     const parsed = env.parse(source);
     const check = parsed.check();
@@ -97,13 +99,21 @@ export function compileExpression(
       throw new ExpressionError(`Invalid expression '${source}': ${firstLine(check.error)}`);
     }
     evaluate = parsed as unknown as (context: Record<string, unknown>) => unknown;
+    ast = (parsed as { ast?: unknown }).ast;
   } catch (error) {
     if (error instanceof ExpressionError) throw error;
     throw new ExpressionError(`Invalid expression '${source}': ${firstLine(error)}`, {
       cause: error,
     });
   }
-  return (context) => evaluate(context);
+  // The common expressions skip the interpreter (see cel_fast.ts); the rest, and every case
+  // without a plain answer, are the interpreter's.
+  const fast = compileFastPath(ast, variables);
+  if (!fast) return (context) => evaluate(context);
+  return (context) => {
+    const value = fast(context);
+    return value === FALLBACK ? evaluate(context) : value;
+  };
 }
 
 /** Error text of a failed evaluation, first line only (CEL adds a source excerpt). */

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { Environment } from "@marcbachmann/cel-js";
+import { compileExpression } from "../../src/transform/cel.ts";
+import { compileFastPath, FALLBACK } from "../../src/transform/cel_fast.ts";
+
+/** The interpreter alone, set up as `cel.ts` sets it up for these expressions (no arithmetic). */
+const reference = new Environment({ homogeneousAggregateLiterals: false });
+reference.registerVariable("event", "dyn");
+
+function parse(source: string) {
+  const parsed = reference.parse(source);
+  return parsed.check().valid ? parsed : null;
+}
+
+function outcome(run: () => unknown): { value: unknown } | { error: string } {
+  try {
+    return { value: run() };
+  } catch (error) {
+    return { error: (error as Error).message };
+  }
+}
+
+const field = fc.constantFrom("a", "b", "c");
+const leaf = fc.oneof(
+  field.map((name) => `event.${name}`),
+  field.map((name) => `event["${name}"]`),
+  fc.constantFrom("x", "y").map((name) => `event.o.${name}`),
+  fc.constantFrom("1", "0", "2.5", "-0.0", "100.0", '"a"', '"b"', '""', "true", "false", "null"),
+  field.map((name) => `has(event.${name})`),
+  fc.constantFrom("x", "y").map((name) => `has(event.o.${name})`),
+  fc.constantFrom("-3", "[1]", "size(event.a)", "event.a + 1.0"),
+);
+const expression = fc.letrec((tie) => ({
+  node: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    leaf,
+    tie("node").map((inner) => `!(${inner})`),
+    fc.tuple(
+      tie("node"),
+      fc.constantFrom("&&", "||", "==", "!=", "<", "<=", ">", ">="),
+      tie("node"),
+    ).map(([left, op, right]) => `(${left}) ${op} (${right})`),
+  ),
+})).node as fc.Arbitrary<string>;
+const value = fc.oneof(
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.integer({ min: -3, max: 3 }),
+  fc.constantFrom(0, -0, 1, 2.5, 100),
+  fc.constantFrom("a", "b", ""),
+  fc.boolean(),
+  fc.constant(null),
+  fc.constant([1]),
+);
+const event = fc.record(
+  {
+    a: value,
+    b: value,
+    c: value,
+    o: fc.oneof(fc.record({ x: value, y: value }, { requiredKeys: [] }), value),
+  },
+  { requiredKeys: [] },
+);
+
+Deno.test("the CEL fast path answers only what the interpreter answers, and the same", () => {
+  let answered = 0;
+  fc.assert(
+    fc.property(expression, fc.array(event, { minLength: 1, maxLength: 5 }), (source, events) => {
+      const parsed = parse(source);
+      if (!parsed) return;
+      const fast = compileFastPath(parsed.ast, ["event"]);
+      const compiled = compileExpression(source, ["event"]);
+      for (const item of events) {
+        const expected = outcome(() => parsed({ event: item }));
+        if (fast) {
+          const got = fast({ event: item });
+          if (got !== FALLBACK) {
+            answered += 1;
+            assert.deepEqual({ value: got }, expected, `${source} on ${JSON.stringify(item)}`);
+          }
+        }
+        // What transforms call: the fast path, else the interpreter, as one.
+        assert.deepEqual(outcome(() => compiled({ event: item })), expected, source);
+      }
+    }),
+    { numRuns: 10_000 },
+  );
+  // The property must not hold only because the fast path never answers.
+  assert.ok(answered > 1000, `fast path answered ${answered} times`);
+});
+
+Deno.test("the CEL fast path covers the common transform expressions", () => {
+  for (
+    const source of [
+      "!has(event.test) || !event.test",
+      "event.amount >= 100.0",
+      'event.country == "US" && event.amount > 0',
+      'has(event.user) && event.user.plan != "free"',
+    ]
+  ) {
+    const parsed = parse(source)!;
+    const fast = compileFastPath(parsed.ast, ["event"]);
+    assert.ok(fast, source);
+    const sample = { test: false, amount: 150, country: "US", user: { plan: "pro" } };
+    assert.equal(fast({ event: sample }), parsed({ event: sample }), source);
+  }
+  // Constructs it does not know get no fast path at all.
+  for (const source of ["event.amount * 2.0 > 1.0", "size(event.tags) > 0", "event.a in [1, 2]"]) {
+    assert.equal(compileFastPath(parse(source)!.ast, ["event"]), null, source);
+  }
+});
