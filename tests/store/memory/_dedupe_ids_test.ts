@@ -277,3 +277,22 @@ Deno.test("DedupeIds refuses a bound below 2", () => {
     /^RangeError: Dedupe bound must be an integer of at least 2, got 1$/,
   );
 });
+
+Deno.test("DedupeIds.seenAll() answers as seen() would, id by id in order", () => {
+  fc.assert(fc.property(
+    fc.array(
+      fc.array(fc.option(fc.constantFrom("a", "b", "c", "d", "e", "f"), { nil: undefined })),
+    ),
+    fc.integer({ min: 2, max: 6 }),
+    (batches, maxIds) => {
+      const one = new DedupeIds({ maxIds, seed: 3 });
+      const all = new DedupeIds({ maxIds, seed: 3 });
+      for (const ids of batches) {
+        const expected = ids.map((id) => id !== undefined && one.seen(id) ? 1 : 0);
+        assert.deepEqual([...all.seenAll(ids.map((id) => ({ id })))], expected);
+      }
+      assert.equal(all.size, one.size);
+      assert.equal(all.forgotten, one.forgotten);
+    },
+  ));
+});
