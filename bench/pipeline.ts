@@ -1,0 +1,120 @@
+/**
+ * Where the memory path's CPU goes per event, stage by stage, in this process (no HTTP, no load
+ * generator sharing the cores): CPU µs per event (`process.cpuUsage()`, so time lost to other
+ * processes does not count) of each stage alone over the same pre-built batches of the `bench`
+ * stream of `bench/config.json` (`makeBatch`, 100 events), then of the whole of
+ * `parseEvents` + `ingestItems` on a `MemoryStore`, with and without dedupe (`bench_no_dedupe`).
+ * Each figure is the least of `--rounds` rounds, as CPU time still moves with cache contention.
+ *
+ * - `JSON.parse`: the body text alone, what a parse-only handler also pays;
+ * - `parseEvents`: the body split into events (JSON.parse included);
+ * - `validate`: `validateEvent` (structural limits + the stream's zod schema);
+ * - `transform`: the compiled CEL filter + set;
+ * - `counters`: `counterUpdate` of the 4 counters;
+ * - `ingest`: parse + `ingestItems` into a memory store (the stages above, dedupe, the store);
+ * - `ingest, no dedupe`: the same on the stream without dedupe.
+ *
+ * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3]`
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { loadConfigFile } from "../src/config/mod.ts";
+import { parseEvents } from "../src/http/body.ts";
+import { ingestItems } from "../src/ingest/pipeline.ts";
+import { MemoryStore } from "../src/store/memory/store.ts";
+import type { Event } from "../src/validate/mod.ts";
+import { validateEvent } from "../src/validate/mod.ts";
+import { counterUpdate } from "../src/window/mod.ts";
+import { machineInfo, makeBatch, table, writeResults } from "./_shared.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    batches: { type: "string", default: "3000" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const BATCHES = Number(flags.batches);
+const ROUNDS = Number(flags.rounds);
+const BATCH = 100;
+
+const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
+const stream = streams.get("bench")!;
+const noDedupe = streams.get("bench_no_dedupe")!;
+const machine = await machineInfo();
+
+/** Distinct bodies, cycled (ids differ per body, so dedupe keeps finding new ids). */
+const bodies = Array.from({ length: 200 }, () => makeBatch(BATCH));
+const parsed = bodies.map((body) =>
+  parseEvents(body, "json").map((item) => (item.ok ? item.value : null))
+);
+const transformed = parsed.map((events) =>
+  events.map((event) =>
+    stream.transform(validateEvent(event, stream.schema).ok ? event as Event : {})
+  )
+);
+
+/** CPU µs per event of `run(i)` for `batches` batches, after a warm-up. */
+async function cpuPerEvent(run: (i: number) => unknown): Promise<number> {
+  for (let i = 0; i < 200; i++) await run(i);
+  const start = process.cpuUsage();
+  for (let i = 0; i < BATCHES; i++) await run(i);
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / (BATCHES * BATCH);
+}
+
+const stages: [string, () => (i: number) => unknown][] = [
+  ["JSON.parse", () => (i) => JSON.parse(bodies[i % 200])],
+  ["parseEvents", () => (i) => parseEvents(bodies[i % 200], "json")],
+  ["validate", () => (i) => {
+    for (const event of parsed[i % 200]) validateEvent(event, stream.schema);
+  }],
+  ["transform", () => (i) => {
+    for (const event of parsed[i % 200]) stream.transform(event as Event);
+  }],
+  ["counters", () => (i) => {
+    const now = Date.now();
+    for (const event of transformed[i % 200]) {
+      if (event) { for (const counter of stream.counters) counterUpdate(counter, event, now); }
+    }
+  }],
+  ["ingest", () => {
+    const store = new MemoryStore();
+    return () =>
+      ingestItems(stream, parseEvents(makeBatch(BATCH), "json"), { store, nowMs: Date.now() });
+  }],
+  ["ingest, no dedupe", () => {
+    const store = new MemoryStore();
+    return () =>
+      ingestItems(noDedupe, parseEvents(makeBatch(BATCH), "json"), { store, nowMs: Date.now() });
+  }],
+];
+
+const rounds: Record<string, number>[] = [];
+for (let round = 0; round < ROUNDS; round++) {
+  const figures: Record<string, number> = {};
+  for (const [name, make] of stages) figures[name] = await cpuPerEvent(make());
+  rounds.push(figures);
+}
+const least = Object.fromEntries(
+  stages.map(([name]) => [name, Math.min(...rounds.map((figures) => figures[name]))]),
+);
+console.log(
+  `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
+    machine.loadAverage.map((x) => x.toFixed(2)).join(" ")
+  }`,
+);
+console.log(
+  `CPU µs per event, batches of ${BATCH}, ${BATCHES} batches per stage, least of ${ROUNDS} rounds:`,
+);
+console.log(table(
+  ["stage", "CPU µs/event", "share of ingest"],
+  stages.map(([name]) => [
+    name,
+    least[name].toFixed(3),
+    `${(100 * least[name] / least.ingest).toFixed(0)}%`,
+  ]),
+  [0],
+));
+const path = await writeResults("pipeline", { bench: "pipeline", machine, least, rounds });
+console.log(`\nresults: ${path}`);
