@@ -203,9 +203,15 @@ export async function readLimitedBody(
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
+const replacingDecoder = new TextDecoder("utf-8", { ignoreBOM: false });
 
 /** Decodes strict UTF-8 or throws 400 `invalid_utf8`. */
 export function decodeUtf8(bytes: Uint8Array): string {
+  // The replacing decoder is several times faster than the strict one, and marks every invalid
+  // sequence with U+FFFD: text without one was valid. Text with one (which valid UTF-8 may also
+  // hold) is decoded again strictly.
+  const text = replacingDecoder.decode(bytes);
+  if (!text.includes("\uFFFD")) return text;
   try {
     return decoder.decode(bytes);
   } catch {

@@ -222,6 +222,35 @@ Deno.test("decodeUtf8() decodes valid UTF-8 and drops a byte order mark", () => 
   assert.equal(decodeUtf8(new TextEncoder().encode('{"a":"€😀"}')), '{"a":"€😀"}');
   assert.equal(decodeUtf8(new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d])), "{}");
   assert.equal(decodeUtf8(new Uint8Array()), "");
+  // U+FFFD sent as such is valid text, not a decoding error.
+  assert.equal(decodeUtf8(new TextEncoder().encode('{"a":"\uFFFD"}')), '{"a":"\uFFFD"}');
+});
+
+Deno.test("decodeUtf8() accepts exactly what a strict decoder accepts", () => {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 12 }),
+        fc.string({ unit: "binary" }).map((text) => new TextEncoder().encode(text)),
+        fc.tuple(fc.string({ unit: "binary" }), fc.uint8Array({ maxLength: 3 })).map(
+          ([text, tail]) => new Uint8Array([...new TextEncoder().encode(text), ...tail]),
+        ),
+      ),
+      (bytes) => {
+        let expected: string | undefined;
+        try {
+          expected = strict.decode(bytes);
+        } catch {
+          expected = undefined;
+        }
+        if (expected === undefined) {
+          assertApiError(() => decodeUtf8(bytes), 400, "invalid_utf8");
+        } else assert.equal(decodeUtf8(bytes), expected);
+      },
+    ),
+    { numRuns: 2_000 },
+  );
 });
 
 Deno.test("decodeUtf8() refuses invalid bytes with 400 invalid_utf8", () => {
