@@ -100,6 +100,34 @@ local function markDead(ep, id, key, now, retention)
   redis.call("ZADD", dead, num(now + ttl), id)
   redis.call("PEXPIRE", dead, retention)
 end
+-- Creates the deliveries that do not exist yet (see CREATE_SCRIPT); returns how many.
+local function createDeliveries(items, now, retention)
+  local created, touched = 0, {}
+  for _, item in ipairs(items) do
+    local id, messageId, ep, stream, eventType, payload, createdMs =
+      item[1], item[2], item[3], item[4], item[5], item[6], item[7]
+    local key = deliveryKey(id)
+    if redis.call("EXISTS", key) == 0 then
+      local at = num(createdMs)
+      redis.call("HSET", key, "id", id, "mid", messageId, "ep", ep, "stream", stream,
+        "type", eventType, "payload", payload, "created", at, "status", "pending",
+        "attempts", "0", "tries", "0", "next", at, "lst", "", "lerr", "", "updated", at)
+      redis.call("PEXPIRE", key, retention)
+      local queue, index = queueKey(ep), indexKey(ep)
+      redis.call("ZADD", queue, at, id)
+      redis.call("PEXPIRE", queue, retention)
+      redis.call("ZADD", index, at, id)
+      redis.call("PEXPIRE", index, retention)
+      touched[ep] = true
+      created = created + 1
+    end
+  end
+  for ep in pairs(touched) do
+    refresh(ep)
+    redis.call("ZREMRANGEBYSCORE", indexKey(ep), "-inf", num(now - retention))
+  end
+  return created
+end
 local function requeue(key, now, retention)
   local d = hash(key)
   redis.call("ZREM", deadKey(d.ep), d.id)
@@ -223,6 +251,54 @@ redis.call("PEXPIRE", key, ttl)
 return 1
 `;
 
+/**
+ * Opens a stream's dispatch in one call. ARGV[1]: `{stream, lease, token, ttl, list}`. Lists
+ * the endpoints when `list` (then takes no lease when there is none), takes the lease
+ * `lease` for `ttl` ms when free, and reads the cursor. Returns JSON
+ * `[leased (1/0), cursor, plan, [[json, {state}], …] | false]` ("" for no cursor or plan).
+ */
+export const OPEN_DISPATCH_SCRIPT = COMMON + `
+local stream, lease, token, ttl, list = args.stream, args.lease, args.token, args.ttl, args.list
+local endpoints = false
+if list then
+  endpoints = {}
+  for _, id in ipairs(redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1)) do
+    local json = redis.call("GET", endpointKey(id))
+    if json then endpoints[#endpoints + 1] = { json, hash(endpointStateKey(id)) } end
+  end
+end
+local leased = 0
+if endpoints == false or #endpoints > 0 then
+  if redis.call("SET", leaseKey(lease), token, "NX", "PX", ttl) then leased = 1 end
+end
+local key = cursorKey(stream)
+local cursor = redis.call("HGET", key, "c") or ""
+local plan = redis.call("HGET", key, "p") or ""
+return cjson.encode({ leased, cursor, plan, endpoints })
+`;
+
+/**
+ * Stores a page atomically. ARGV[1]: `{stream, cursor, last, ttl, now, retention, items (as
+ * CREATE_SCRIPT's), lease: {name, token} | false}`. When the cursor is as given and no page
+ * ending elsewhere is planned: creates the deliveries, moves the cursor to `last`, clears the
+ * plan and gives the lease back. Returns how many deliveries it created, or -1 (nothing done).
+ */
+export const STORE_PAGE_SCRIPT = COMMON + `
+local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.ttl
+local key = cursorKey(stream)
+local cursor = redis.call("HGET", key, "c") or ""
+local plan = redis.call("HGET", key, "p") or ""
+if cursor ~= expected or (plan ~= "" and plan ~= last) then return -1 end
+local created = createDeliveries(args.items, args.now, args.retention)
+redis.call("HSET", key, "c", last)
+redis.call("HDEL", key, "p")
+redis.call("PEXPIRE", key, ttl)
+if args.lease ~= false and redis.call("GET", leaseKey(args.lease.name)) == args.lease.token then
+  redis.call("DEL", leaseKey(args.lease.name))
+end
+return created
+`;
+
 /** Takes a lease. ARGV[1]: `{name, token, ttl}`. Returns 1 if taken. */
 export const ACQUIRE_LEASE_SCRIPT = COMMON + `
 local name, token, ttl = args.name, args.token, args.ttl
@@ -244,32 +320,7 @@ return 1
  * Returns how many were created.
  */
 export const CREATE_SCRIPT = COMMON + `
-local now, retention, items = args.now, args.retention, args.items
-local created, touched = 0, {}
-for _, item in ipairs(items) do
-  local id, messageId, ep, stream, eventType, payload, createdMs =
-    item[1], item[2], item[3], item[4], item[5], item[6], item[7]
-  local key = deliveryKey(id)
-  if redis.call("EXISTS", key) == 0 then
-    local at = num(createdMs)
-    redis.call("HSET", key, "id", id, "mid", messageId, "ep", ep, "stream", stream, "type", eventType,
-      "payload", payload, "created", at, "status", "pending", "attempts", "0", "tries", "0",
-      "next", at, "lst", "", "lerr", "", "updated", at)
-    redis.call("PEXPIRE", key, retention)
-    local queue, index = queueKey(ep), indexKey(ep)
-    redis.call("ZADD", queue, at, id)
-    redis.call("PEXPIRE", queue, retention)
-    redis.call("ZADD", index, at, id)
-    redis.call("PEXPIRE", index, retention)
-    touched[ep] = true
-    created = created + 1
-  end
-end
-for ep in pairs(touched) do
-  refresh(ep)
-  redis.call("ZREMRANGEBYSCORE", indexKey(ep), "-inf", num(now - retention))
-end
-return created
+return createDeliveries(args.items, args.now, args.retention)
 `;
 
 /** Reads one delivery. ARGV[1]: `{id}`. Returns JSON of its hash, or `{}`. */
