@@ -115,8 +115,17 @@ export function countFirings(stream: string, fired: readonly AlertFiring[]): voi
   for (const [alert, count] of byAlert) recordAlertsFired(count, { stream, alert });
 }
 
+/** Identifies a firing: each (alert, window, group) of a stream fires once. */
+function firedKey(stream: string, firing: AlertFiring): string {
+  return JSON.stringify([stream, firing.alert, firing.counter, firing.start, firing.group]);
+}
+
 /** Options for {@linkcode AlertWatcher}. */
 export interface AlertWatcherOptions {
+  /** Clock (ms) for forgetting what fired. @default {Date.now} */
+  now?: () => number;
+  /** Most firings remembered as fired, to skip asking the store again. @default {10000} */
+  maxRemembered?: number;
   /** Told about firings that were new (to wake up their delivery). */
   onFired?: (stream: string, fired: AlertFiring[]) => void;
   /** Told about failures (the store was unavailable); the sweep evaluates again at close. */
@@ -140,9 +149,15 @@ export class AlertWatcher {
   #draining: Promise<void> | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  #now: () => number;
+  #maxRemembered: number;
+  /** Firings known to have fired (here or elsewhere) → until when (ms) to remember that. */
+  #fired = new Map<string, number>();
 
   constructor(store: Store, options: AlertWatcherOptions = {}) {
     this.#store = store;
+    this.#now = options.now ?? Date.now;
+    this.#maxRemembered = options.maxRemembered ?? 10_000;
     this.#onFired = options.onFired ?? (() => {});
     this.#onError = options.onError ??
       ((error) => logger.error("Alert evaluation failed: {error}", { error }));
@@ -223,10 +238,30 @@ export class AlertWatcher {
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));
       firings.push(...evaluateAlerts(stream.alerts, counter, rows));
     }
-    if (firings.length === 0) return;
-    const fired = await this.#store.fireAlerts(stream.name, firings);
+    // A firing the store answered for already cannot fire again: asking once more would only
+    // add a round trip before the next evaluation (of a new firing) starts.
+    const nowMs = this.#now();
+    const unknown = firings.filter((firing) => {
+      const until = this.#fired.get(firedKey(stream.name, firing));
+      return until === undefined || until <= nowMs;
+    });
+    if (unknown.length === 0) return;
+    const fired = await this.#store.fireAlerts(stream.name, unknown);
+    for (const firing of unknown) {
+      this.#remember(firedKey(stream.name, firing), nowMs + firing.ttlMs);
+    }
     countFirings(stream.name, fired);
     if (fired.length > 0) this.#onFired(stream.name, fired);
+  }
+
+  #remember(key: string, untilMs: number): void {
+    this.#fired.delete(key);
+    this.#fired.set(key, untilMs);
+    // Oldest first: the map keeps insertion order.
+    for (const oldest of this.#fired.keys()) {
+      if (this.#fired.size <= this.#maxRemembered) break;
+      this.#fired.delete(oldest);
+    }
   }
 
   /** Resolves when everything observed so far has been evaluated. */
