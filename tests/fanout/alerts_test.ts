@@ -165,6 +165,45 @@ Deno.test("AlertWatcher asks the store again about a firing it no longer remembe
   await watcher.close();
 });
 
+Deno.test("AlertWatcher evaluates a new batch while the evaluation of an earlier one waits for the store", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  let reads = 0;
+  const slowFirstRead = {
+    async readWindows(...args: Parameters<Store["readWindows"]>) {
+      // The first evaluation's read hangs until the test lets it go (or a while passes).
+      if (++reads === 1) {
+        await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+      }
+      return await store.readWindows(...args);
+    },
+    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
+  } as unknown as Store;
+  const fired: string[] = [];
+  const { promise: whale, resolve: onWhale } = Promise.withResolvers<boolean>();
+  const watcher = new AlertWatcher(slowFirstRead, {
+    now: () => T0,
+    onFired: (_, firings) => {
+      fired.push(...firings.map((firing) => firing.alert));
+      if (firings.some((firing) => firing.alert === "whale")) onWhale(true);
+    },
+  });
+  const ingest = (events: object[]) =>
+    ingestItems(orders, items(events), { observers: [watcher.observe], store, nowMs: T0 });
+  await ingest([{ ts: at(1), country: "DE" }]);
+  while (reads === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+  await ingest([{ ts: at(2), country: "FR", amount: 5000 }]);
+  const firedWhileWaiting = await Promise.race([
+    whale,
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 500)),
+  ]);
+  release();
+  await watcher.idle();
+  assert.equal(firedWhileWaiting, true, "the second batch's alert waited for the first read");
+  assert.ok(fired.includes("german"), "the first batch is evaluated too");
+  await watcher.close();
+});
+
 Deno.test("AlertWatcher reports store failures and keeps going", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const errors: unknown[] = [];
