@@ -226,6 +226,16 @@ export interface StoredPage {
   deliveries: readonly NewDelivery[];
   /** A lease to give back in the same step once the page is stored (the dispatch's last page). */
   releaseLease?: { name: string; token: string };
+  /** Claim due deliveries in the same step, as {@linkcode DeliveryStore.claimDue} does. */
+  claim?: ClaimOptions;
+}
+
+/** What {@linkcode DeliveryStore.storePage} did. */
+export interface StoredPageResult {
+  /** How many of the page's deliveries it created. */
+  created: number;
+  /** What it claimed (only when asked with `claim`). */
+  claims: Claim[];
 }
 
 /** Options for {@linkcode DeliveryStore.putEndpoint}. */
@@ -387,11 +397,11 @@ export interface DeliveryStore {
   /**
    * In one atomic step: creates the page's deliveries that do not exist yet
    * and moves the cursor from `page.cursor` to `page.end` (clearing the plan),
-   * then gives `page.releaseLease` back; returns how many deliveries it
-   * created. Does nothing and returns null when the cursor moved, or when a
-   * page ending elsewhere is planned (see {@linkcode beginPage}).
+   * then gives `page.releaseLease` back and claims what is due when asked by
+   * `page.claim`. Does nothing and returns null when the cursor moved, or
+   * when a page ending elsewhere is planned (see {@linkcode beginPage}).
    */
-  storePage(stream: string, page: StoredPage): Promise<number | null>;
+  storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null>;
 
   /** Creates the deliveries that do not exist yet, due at their creation time; returns how many. */
   createDeliveries(deliveries: readonly NewDelivery[]): Promise<number>;

@@ -863,23 +863,21 @@ const scenarios: Record<string, Scenario> = {
   ) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     const lease = (await store.acquireLease("dispatch:s", 60_000))!;
+    const created = async (page: Parameters<DeliveryStore["storePage"]>[1]) =>
+      (await store.storePage("s", page))?.created ?? null;
     assert.equal(
-      await store.storePage("s", {
-        cursor: null,
-        end: "5-0",
-        deliveries: [delivery(1), delivery(2)],
-      }),
+      await created({ cursor: null, end: "5-0", deliveries: [delivery(1), delivery(2)] }),
       2,
     );
     assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
     assert.equal(
-      await store.storePage("s", { cursor: null, end: "9-0", deliveries: [delivery(3)] }),
+      await created({ cursor: null, end: "9-0", deliveries: [delivery(3)] }),
       null,
       "the cursor moved: nothing is stored",
     );
     assert.equal(await store.getDelivery(delivery(3).id), null);
     assert.equal(
-      await store.storePage("s", {
+      await created({
         cursor: "5-0",
         end: "9-0",
         deliveries: [delivery(2), delivery(3)],
@@ -889,14 +887,14 @@ const scenarios: Record<string, Scenario> = {
       "a delivery that exists is not created again",
     );
     assert.equal(await store.acquireLease("dispatch:s", 60_000), null, "still held");
-    assert.equal(
+    assert.deepEqual(
       await store.storePage("s", {
         cursor: "9-0",
         end: "12-0",
         deliveries: [],
         releaseLease: { name: "dispatch:s", token: lease },
       }),
-      0,
+      { created: 0, claims: [] },
     );
     assert.ok(await store.acquireLease("dispatch:s", 60_000), "given back with the page");
     assert.deepEqual(await store.dispatchState("s"), { cursor: "12-0", planEnd: null });
@@ -909,6 +907,42 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(due.delivery.id, delivery(1).id, "stored deliveries are due");
   },
 
+  async "storePage() claims what is due in the same step when asked, as claimDue() does"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    const claim = { nowMs: T0, limit: 2, leaseMs: LEASE, maxConcurrency: 3 };
+    const stored = await store.storePage("s", {
+      cursor: null,
+      end: "5-0",
+      deliveries: [delivery(1), delivery(2), delivery(3)],
+      claim,
+    });
+    assert.equal(stored?.created, 3);
+    assert.equal(stored?.claims.length, 2);
+    assert.equal(stored?.claims[0].endpoint.id, "ep_a");
+    // One slot of the endpoint's three is left: the third delivery, and nothing twice.
+    const rest = await store.claimDue({ ...claim, limit: 10 });
+    assert.deepEqual(
+      [...stored!.claims, ...rest].map((item) => item.delivery.id).sort(),
+      [delivery(1).id, delivery(2).id, delivery(3).id],
+    );
+    const [first] = stored!.claims;
+    const { recorded } = await store.recordAttempt({
+      deliveryId: first.delivery.id,
+      endpointId: "ep_a",
+      token: first.token,
+      attempt: attempt("succeeded", null),
+      nowMs: T0 + 1,
+      disableAfterMs: DAY,
+      failingReason: "failing",
+    });
+    assert.equal(recorded, true, "its token records the attempt");
+    assert.equal(
+      await store.storePage("s", { cursor: null, end: "9-0", deliveries: [], claim }),
+      null,
+      "a refused page claims nothing",
+    );
+  },
+
   async "storePage() stores a page fixed by beginPage() only as it was fixed"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.beginPage("s", null, "5-0");
@@ -917,9 +951,9 @@ const scenarios: Record<string, Scenario> = {
       null,
     );
     assert.deepEqual(await store.dispatchState("s"), { cursor: null, planEnd: "5-0" });
-    assert.equal(
+    assert.deepEqual(
       await store.storePage("s", { cursor: null, end: "5-0", deliveries: [delivery(1)] }),
-      1,
+      { created: 1, claims: [] },
     );
     assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
   },

@@ -18,6 +18,8 @@ import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { publicPayload } from "../payload.ts";
 import type {
+  Claim,
+  ClaimOptions,
   DeliveryStore,
   DispatchState,
   Endpoint,
@@ -42,19 +44,36 @@ export interface DispatcherOptions {
 
 /** Options for {@linkcode Dispatcher.dispatch}. */
 export interface DispatchOptions {
-  /** Told, after each page, how many deliveries it stored (when any), before the next page. */
-  onStored?: (count: number) => void;
+  /**
+   * Told, after each page, how many deliveries it stored (when any) and how many claims its store
+   * call handed to `claims`, before the next page.
+   */
+  onStored?: (count: number, claimed: number) => void;
   /**
    * Told when the stream's lease is held elsewhere (a sweep, another instance), so nothing was
    * dispatched: what that holder read before this entry was logged may not include it.
    */
   onLeaseHeld?: () => void;
   /**
+   * Where what a page's store call claims goes: each page asks `reserve` for
+   * slots (at most its deliveries) and hands the claims to `take`, so that an
+   * alert's delivery is claimed in the round trip that stores it.
+   */
+  claims?: ClaimSink;
+  /**
    * Read the log from where this dispatcher last left the cursor while the lease is taken,
    * rather than after (one round trip less when the cursor is still there, a wasted read when
    * it is not or when nothing is dispatched). @default {false}
    */
   readAhead?: boolean;
+}
+
+/** Takes claims made by the dispatch for a sender (see `Sender.reserve`). */
+export interface ClaimSink {
+  /** Claim options for at most `most` claims, or null for none. */
+  reserve(most: number): ClaimOptions | null;
+  /** The claims made with `reserved` (none when the call failed). */
+  take(reserved: ClaimOptions, claims: readonly Claim[]): void;
 }
 
 /** A page of a stream's log, fixed in the delivery store. */
@@ -106,11 +125,11 @@ export class Dispatcher {
    * were created. Does nothing when another instance holds the stream's lease
    * (then `options.onLeaseHeld` is told), or when there are no endpoints.
    *
-   * Each page costs one atomic store call ({@linkcode DeliveryStore.storePage}),
-   * the first one with the lease in one more ({@linkcode DeliveryStore.openDispatch}),
-   * besides the log reads: on the way to an alert that is two delivery store
-   * round trips and one log read, which `options.readAhead` makes while the
-   * lease is taken.
+   * Each page costs one atomic store call ({@linkcode DeliveryStore.storePage},
+   * which also claims for `options.claims`), the first one with the lease in
+   * one more ({@linkcode DeliveryStore.openDispatch}), besides the log reads:
+   * on the way to an alert that is two delivery store round trips and one log
+   * read, which `options.readAhead` makes while the lease is taken.
    */
   async dispatch(
     stream: CompiledStream,
@@ -158,12 +177,23 @@ export class Dispatcher {
           entries: entries.filter((entry) => !isAfter(entry.id, end)),
         };
         const last = state.planEnd === null && entries.length < this.#pageSize;
-        const stored = await this.#deliveries.storePage(stream.name, {
-          cursor: plan.cursor,
-          end,
-          deliveries: this.deliveriesFor(plan, listed),
-          releaseLease: last ? { name: leaseName, token: lease } : undefined,
-        });
+        const deliveries = this.deliveriesFor(plan, listed);
+        const reserved = deliveries.length > 0
+          ? options.claims?.reserve(deliveries.length) ?? null
+          : null;
+        let result;
+        try {
+          result = await this.#deliveries.storePage(stream.name, {
+            cursor: plan.cursor,
+            end,
+            deliveries,
+            releaseLease: last ? { name: leaseName, token: lease } : undefined,
+            claim: reserved ?? undefined,
+          });
+        } finally {
+          if (reserved !== null) options.claims!.take(reserved, result?.claims ?? []);
+        }
+        const stored = result?.created ?? null;
         if (stored === null) {
           // Another dispatcher stored or fixed a page meanwhile: go on from where it is.
           refused += 1;
@@ -173,7 +203,7 @@ export class Dispatcher {
         this.#cursors.set(stream.name, end);
         created += stored;
         // Stored deliveries can be sent now; later pages need not hold them up.
-        if (stored > 0) options.onStored?.(stored);
+        if (stored > 0) options.onStored?.(stored, result?.claims.length ?? 0);
         if (last) {
           released = true;
           break;

@@ -278,7 +278,12 @@ export class WebhookService {
       // page's deliveries go out once stored: an alert need not wait for the later pages.
       await this.#dispatcher.dispatch(stream, null, {
         readAhead: this.#endpoints.length > 0,
-        onStored: () => this.#sender.kick(),
+        claims: this.#sender,
+        // What the store call did not claim (beyond the free slots) goes out through the sender's
+        // own claims; when it claimed as many as it stored, each finished send claims more.
+        onStored: (count, claimed) => {
+          if (claimed < count) this.#sender.kick();
+        },
         // The holder may have read the log before this run's entries: try again soon rather
         // than leave them to the next sweep (seconds away).
         onLeaseHeld: () => this.#scheduleDispatch(name, LEASE_RETRY_MS),

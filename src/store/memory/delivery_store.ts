@@ -33,6 +33,7 @@ import {
   type PutEndpointOptions,
   type RetryResult,
   type StoredPage,
+  type StoredPageResult,
 } from "../deliveries.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
@@ -186,12 +187,12 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve({ endpoints, lease, state: { ...this.#dispatchOf(stream) } });
   }
 
-  // One synchronous step (createDeliveries does its work before it returns), as atomic as the
-  // Redis script.
-  storePage(stream: string, page: StoredPage): Promise<number | null> {
+  // One synchronous step up to the first await (createDeliveries and claimDue do their work
+  // before they return), as atomic as the Redis script.
+  async storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null> {
     const state = this.#dispatchOf(stream);
     if (state.cursor !== page.cursor || (state.planEnd !== null && state.planEnd !== page.end)) {
-      return Promise.resolve(null);
+      return null;
     }
     const created = this.createDeliveries(page.deliveries);
     this.#dispatch.set(stream, { cursor: page.end, planEnd: null });
@@ -199,7 +200,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
     if (release && this.#leases.get(release.name)?.token === release.token) {
       this.#leases.delete(release.name);
     }
-    return created;
+    const claims = page.claim ? this.claimDue(page.claim) : Promise.resolve([]);
+    return { created: await created, claims: await claims };
   }
 
   createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {

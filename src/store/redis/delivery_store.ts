@@ -56,6 +56,7 @@ import {
   type PutEndpointOptions,
   type RetryResult,
   type StoredPage,
+  type StoredPageResult,
   type WebhookEventType,
 } from "../deliveries.ts";
 
@@ -128,6 +129,15 @@ function toEndpoint(json: unknown, state: unknown): Endpoint {
     disabledReason: fields.why ?? null,
     failingSinceMs: optionalNumber(fields.fail),
   };
+}
+
+/** The claims of a script's reply (see `CLAIM_SCRIPT`). */
+function toClaims(rows: unknown): Claim[] {
+  return asArray<[Hash, unknown, unknown, string]>(rows).map(([hash, json, state, token]) => ({
+    delivery: toDelivery(hash),
+    endpoint: toEndpoint(json, state),
+    token,
+  }));
 }
 
 /** Deliveries as the scripts take them (see `CREATE_SCRIPT`). */
@@ -288,8 +298,9 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async storePage(stream: string, page: StoredPage): Promise<number | null> {
-    const reply = Number(
+  async storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null> {
+    const { claim } = page;
+    const reply = fromJson<{ created: number; claims: unknown }>(
       await this.#run("storePage", STORE_PAGE_SCRIPT, {
         stream,
         cursor: page.cursor ?? "",
@@ -299,9 +310,21 @@ export class RedisDeliveryStore implements DeliveryStore {
         retention: this.#retentionMs,
         items: deliveryItems(page.deliveries),
         lease: page.releaseLease ?? false,
+        claim: claim ? this.#claimArgs(claim) : false,
       }),
     );
-    return reply === -1 ? null : reply;
+    if (reply.created === -1) return null;
+    return { created: reply.created, claims: toClaims(reply.claims) };
+  }
+
+  #claimArgs(options: ClaimOptions): Record<string, unknown> {
+    return {
+      now: options.nowMs,
+      limit: options.limit,
+      lease: options.leaseMs,
+      conc: options.maxConcurrency,
+      token: crypto.randomUUID(),
+    };
   }
 
   async createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {
@@ -350,23 +373,14 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   async claimDue(options: ClaimOptions): Promise<Claim[]> {
-    const rows = asArray<[Hash, unknown, unknown, string]>(
+    return toClaims(
       fromJson(
         await this.#run("claimDue", CLAIM_SCRIPT, {
-          now: options.nowMs,
-          limit: options.limit,
-          lease: options.leaseMs,
-          conc: options.maxConcurrency,
-          token: crypto.randomUUID(),
+          ...this.#claimArgs(options),
           retention: this.#retentionMs,
         }),
       ),
     );
-    return rows.map(([hash, json, state, token]) => ({
-      delivery: toDelivery(hash),
-      endpoint: toEndpoint(json, state),
-      token,
-    }));
   }
 
   async recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }> {
