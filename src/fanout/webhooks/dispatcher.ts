@@ -107,7 +107,7 @@ export class Dispatcher {
   #leaseMs: number;
   #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
   /** Per stream: where this dispatcher last left the cursor, for reading ahead. */
-  #cursors = new Map<string, string | null>();
+  #cursors = new Map<string, string>();
 
   constructor(store: Store, deliveries: DeliveryStore, options: DispatcherOptions = {}) {
     this.#store = store;
