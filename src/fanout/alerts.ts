@@ -115,8 +115,22 @@ export function countFirings(stream: string, fired: readonly AlertFiring[]): voi
   for (const [alert, count] of byAlert) recordAlertsFired(count, { stream, alert });
 }
 
+/** Identifies a firing: each (alert, window, group) of a stream fires once. */
+function firedKey(stream: string, firing: AlertFiring): string {
+  return JSON.stringify([stream, firing.alert, firing.counter, firing.start, firing.group]);
+}
+
 /** Options for {@linkcode AlertWatcher}. */
 export interface AlertWatcherOptions {
+  /** Clock (ms) for forgetting what fired. @default {Date.now} */
+  now?: () => number;
+  /** Most firings remembered as fired, to skip asking the store again. @default {10000} */
+  maxRemembered?: number;
+  /**
+   * Most evaluations waiting for the store at once; a batch observed while they all wait is
+   * evaluated in the next. @default {2}
+   */
+  concurrency?: number;
   /** Told about firings that were new (to wake up their delivery). */
   onFired?: (stream: string, fired: AlertFiring[]) => void;
   /** Told about failures (the store was unavailable); the sweep evaluates again at close. */
@@ -130,19 +144,28 @@ type Touched = Map<number, Map<number, Set<string>>>;
  * Evaluates alerts right after ingest for the windows and groups a batch
  * touched. {@linkcode AlertWatcher.observe} is an `IngestObserver`: it only
  * records what was touched; the reads, the evaluation and `fireAlerts` run
- * later, one drain at a time, merging the batches that arrived meanwhile.
+ * later, in at most `concurrency` drains at a time, each taking every batch
+ * that arrived before it started.
  */
 export class AlertWatcher {
   #store: Store;
   #onFired: (stream: string, fired: AlertFiring[]) => void;
   #onError: (error: unknown) => void;
   #pending = new Map<string, { stream: CompiledStream; touched: Touched }>();
-  #draining: Promise<void> | null = null;
+  #draining = new Set<Promise<void>>();
+  #concurrency: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
+  #now: () => number;
+  #maxRemembered: number;
+  /** Firings known to have fired (here or elsewhere) → until when (ms) to remember that. */
+  #fired = new Map<string, number>();
 
   constructor(store: Store, options: AlertWatcherOptions = {}) {
     this.#store = store;
+    this.#now = options.now ?? Date.now;
+    this.#maxRemembered = options.maxRemembered ?? 10_000;
+    this.#concurrency = options.concurrency ?? 2;
     this.#onFired = options.onFired ?? (() => {});
     this.#onError = options.onError ??
       ((error) => logger.error("Alert evaluation failed: {error}", { error }));
@@ -183,15 +206,18 @@ export class AlertWatcher {
     if (this.#pending.size > 0) this.#schedule();
   }
 
+  // A batch observed while a drain waits for the store starts another drain, up to the
+  // concurrency: its alert need not wait for the evaluation of earlier batches.
   #schedule(): void {
-    if (this.#draining || this.#timer !== undefined) return;
+    if (this.#draining.size >= this.#concurrency || this.#timer !== undefined) return;
     // A timer, not a microtask: the evaluation must not delay the ingest reply.
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.#draining = this.#drain().finally(() => {
-        this.#draining = null;
+      const drain: Promise<void> = this.#drain().finally(() => {
+        this.#draining.delete(drain);
         if (this.#pending.size > 0 && !this.#closed) this.#schedule();
       });
+      this.#draining.add(drain);
     }, 0);
   }
 
@@ -223,16 +249,36 @@ export class AlertWatcher {
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));
       firings.push(...evaluateAlerts(stream.alerts, counter, rows));
     }
-    if (firings.length === 0) return;
-    const fired = await this.#store.fireAlerts(stream.name, firings);
+    // A firing the store answered for already cannot fire again: asking once more would only
+    // add a round trip before the next evaluation (of a new firing) starts.
+    const nowMs = this.#now();
+    const unknown = firings.filter((firing) => {
+      const until = this.#fired.get(firedKey(stream.name, firing));
+      return until === undefined || until <= nowMs;
+    });
+    if (unknown.length === 0) return;
+    const fired = await this.#store.fireAlerts(stream.name, unknown);
+    for (const firing of unknown) {
+      this.#remember(firedKey(stream.name, firing), nowMs + firing.ttlMs);
+    }
     countFirings(stream.name, fired);
     if (fired.length > 0) this.#onFired(stream.name, fired);
   }
 
+  #remember(key: string, untilMs: number): void {
+    this.#fired.delete(key);
+    this.#fired.set(key, untilMs);
+    // Oldest first: the map keeps insertion order.
+    for (const oldest of this.#fired.keys()) {
+      if (this.#fired.size <= this.#maxRemembered) break;
+      this.#fired.delete(oldest);
+    }
+  }
+
   /** Resolves when everything observed so far has been evaluated. */
   async idle(): Promise<void> {
-    while (this.#draining || this.#timer !== undefined) {
-      if (this.#draining) await this.#draining;
+    while (this.#draining.size > 0 || this.#timer !== undefined) {
+      if (this.#draining.size > 0) await Promise.all(this.#draining);
       else await new Promise((resolve) => setTimeout(resolve, 0));
     }
   }
@@ -243,6 +289,6 @@ export class AlertWatcher {
     this.#pending.clear();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    await this.#draining;
+    await Promise.all(this.#draining);
   }
 }

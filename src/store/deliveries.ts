@@ -196,6 +196,48 @@ export interface DispatchState {
   planEnd: string | null;
 }
 
+/** Options for {@linkcode DeliveryStore.openDispatch}. */
+export interface OpenDispatchOptions {
+  /** Name of the lease to take. */
+  lease: string;
+  /** How long (ms) the lease lasts. */
+  leaseMs: number;
+  /** List every endpoint too, and take no lease when there is none. @default {false} */
+  listEndpoints?: boolean;
+}
+
+/** What {@linkcode DeliveryStore.openDispatch} found. */
+export interface DispatchOpening {
+  /** Every endpoint, oldest first, when asked for; else null. */
+  endpoints: Endpoint[] | null;
+  /** The lease's token; null when it is held elsewhere, or when no endpoint exists. */
+  lease: string | null;
+  /** Where the stream's dispatch is. */
+  state: DispatchState;
+}
+
+/** A page of a stream's log to store with {@linkcode DeliveryStore.storePage}. */
+export interface StoredPage {
+  /** The cursor the page follows. */
+  cursor: string | null;
+  /** Id of the page's last entry: the cursor afterwards. */
+  end: string;
+  /** The page's deliveries. */
+  deliveries: readonly NewDelivery[];
+  /** A lease to give back in the same step once the page is stored (the dispatch's last page). */
+  releaseLease?: { name: string; token: string };
+  /** Claim due deliveries in the same step, as {@linkcode DeliveryStore.claimDue} does. */
+  claim?: ClaimOptions;
+}
+
+/** What {@linkcode DeliveryStore.storePage} did. */
+export interface StoredPageResult {
+  /** How many of the page's deliveries it created. */
+  created: number;
+  /** What it claimed (only when asked with `claim`). */
+  claims: Claim[];
+}
+
 /** Options for {@linkcode DeliveryStore.putEndpoint}. */
 export interface PutEndpointOptions {
   /** The version the stored endpoint must have; null: it must not exist yet. */
@@ -346,6 +388,20 @@ export interface DeliveryStore {
   acquireLease(name: string, ttlMs: number): Promise<string | null>;
   /** Gives a lease back if `token` still holds it. */
   releaseLease(name: string, token: string): Promise<void>;
+  /**
+   * In one call: lists every endpoint when asked (and then, when there is
+   * none, takes no lease), takes the named lease for `leaseMs` when nobody
+   * holds it, and reads the stream's dispatch state.
+   */
+  openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening>;
+  /**
+   * In one atomic step: creates the page's deliveries that do not exist yet
+   * and moves the cursor from `page.cursor` to `page.end` (clearing the plan),
+   * then gives `page.releaseLease` back and claims what is due when asked by
+   * `page.claim`. Does nothing and returns null when the cursor moved, or
+   * when a page ending elsewhere is planned (see {@linkcode beginPage}).
+   */
+  storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null>;
 
   /** Creates the deliveries that do not exist yet, due at their creation time; returns how many. */
   createDeliveries(deliveries: readonly NewDelivery[]): Promise<number>;

@@ -107,6 +107,103 @@ Deno.test("AlertWatcher fires after ingest, off the request path, once per alert
   await watcher.close();
 });
 
+Deno.test("AlertWatcher asks the store to fire an alert once, not again on every batch that keeps it true", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const asked: string[] = [];
+  const counting = {
+    readWindows: (...args: Parameters<Store["readWindows"]>) => store.readWindows(...args),
+    fireAlerts(...args: Parameters<Store["fireAlerts"]>) {
+      asked.push(...args[1].map((firing) => `${firing.alert}:${firing.group}`));
+      return store.fireAlerts(...args);
+    },
+  } as unknown as Store;
+  const watcher = new AlertWatcher(counting, { now: () => T0 });
+  const ingest = async (events: object[]) => {
+    await ingestItems(orders, items(events), {
+      observers: [watcher.observe],
+      store,
+      nowMs: T0,
+    });
+    await watcher.idle();
+  };
+  await ingest([{ ts: at(1), country: "DE" }]);
+  assert.deepEqual(asked.sort(), ['first_minute:["DE"]', 'german:["DE"]']);
+  // Still true for DE on every later batch: only what is new for the store is asked for
+  // (a round trip less before the evaluation of the next batch, whose alert may be new).
+  asked.length = 0;
+  await ingest([{ ts: at(2), country: "DE" }]);
+  await ingest([{ ts: at(3), country: "DE" }, { ts: at(4), country: "FR" }]);
+  assert.deepEqual(asked.sort(), ['busy:["DE"]', 'first_minute:["FR"]']);
+  const fired = (await store.readLog("orders", null, 100)).map((entry) => entry.record.type);
+  assert.equal(fired.length, 4);
+  await watcher.close();
+});
+
+Deno.test("AlertWatcher asks the store again about a firing it no longer remembers", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  let asked = 0;
+  const counting = {
+    readWindows: (...args: Parameters<Store["readWindows"]>) => store.readWindows(...args),
+    fireAlerts(...args: Parameters<Store["fireAlerts"]>) {
+      asked += args[1].length;
+      return store.fireAlerts(...args);
+    },
+  } as unknown as Store;
+  // Remembers one firing: DE's two (german, first_minute) push each other out.
+  const watcher = new AlertWatcher(counting, { now: () => T0, maxRemembered: 1 });
+  for (const second of [1, 2]) {
+    await ingestItems(orders, items([{ ts: at(second), country: "DE" }]), {
+      observers: [watcher.observe],
+      store,
+      nowMs: T0,
+    });
+    await watcher.idle();
+  }
+  assert.equal(asked, 3, "the second batch asks about the forgotten firing only");
+  // The store still fires each once.
+  assert.equal((await store.readLog("orders", null, 100)).length, 2);
+  await watcher.close();
+});
+
+Deno.test("AlertWatcher evaluates a new batch while the evaluation of an earlier one waits for the store", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  let reads = 0;
+  const slowFirstRead = {
+    async readWindows(...args: Parameters<Store["readWindows"]>) {
+      // The first evaluation's read hangs until the test lets it go (or a while passes).
+      if (++reads === 1) {
+        await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 1_000))]);
+      }
+      return await store.readWindows(...args);
+    },
+    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
+  } as unknown as Store;
+  const fired: string[] = [];
+  const { promise: whale, resolve: onWhale } = Promise.withResolvers<boolean>();
+  const watcher = new AlertWatcher(slowFirstRead, {
+    now: () => T0,
+    onFired: (_, firings) => {
+      fired.push(...firings.map((firing) => firing.alert));
+      if (firings.some((firing) => firing.alert === "whale")) onWhale(true);
+    },
+  });
+  const ingest = (events: object[]) =>
+    ingestItems(orders, items(events), { observers: [watcher.observe], store, nowMs: T0 });
+  await ingest([{ ts: at(1), country: "DE" }]);
+  while (reads === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+  await ingest([{ ts: at(2), country: "FR", amount: 5000 }]);
+  const firedWhileWaiting = await Promise.race([
+    whale,
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 500)),
+  ]);
+  release();
+  await watcher.idle();
+  assert.equal(firedWhileWaiting, true, "the second batch's alert waited for the first read");
+  assert.ok(fired.includes("german"), "the first batch is evaluated too");
+  await watcher.close();
+});
+
 Deno.test("AlertWatcher reports store failures and keeps going", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const errors: unknown[] = [];

@@ -2,7 +2,7 @@
  * One contract suite for the delivery store, run against the memory and the
  * Redis implementation: endpoints with optimistic versions, idempotent
  * deliveries, leased claims with per-endpoint caps, attempt records with
- * endpoint health, retry and replay, dispatch cursors and leases.
+ * endpoint health, retry and replay, dispatch cursors, pages and leases.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -819,6 +819,143 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(await store.commitPage("s", null, "5-0"), false);
     assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
     assert.deepEqual(await store.dispatchState("other"), { cursor: null, planEnd: null });
+  },
+
+  async "openDispatch() takes the lease and reads the state, listing the endpoints when asked, and takes no lease for none"(
+    store,
+  ) {
+    const lease = "dispatch:s";
+    assert.deepEqual(
+      await store.openDispatch("s", { lease, leaseMs: 60_000, listEndpoints: true }),
+      { endpoints: [], lease: null, state: { cursor: null, planEnd: null } },
+      "no endpoint: no lease",
+    );
+    const free = await store.acquireLease(lease, 60_000);
+    assert.ok(free, "the lease was not taken");
+    await store.releaseLease(lease, free);
+    await store.putEndpoint(config("ep_b", { createdMs: T0 + 1 }), { expectVersion: null });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.beginPage("s", null, "5-0");
+    const opened = await store.openDispatch("s", { lease, leaseMs: 60_000, listEndpoints: true });
+    assert.deepEqual(opened.endpoints, [
+      await store.getEndpoint("ep_a"),
+      await store.getEndpoint("ep_b"),
+    ]);
+    assert.ok(opened.lease);
+    assert.deepEqual(opened.state, { cursor: null, planEnd: "5-0" });
+    const held = await store.openDispatch("s", { lease, leaseMs: 60_000 });
+    assert.deepEqual(held, {
+      endpoints: null,
+      lease: null,
+      state: { cursor: null, planEnd: "5-0" },
+    });
+    await store.releaseLease(lease, opened.lease);
+    const unlisted = await store.openDispatch("other", {
+      lease: "dispatch:other",
+      leaseMs: 60_000,
+    });
+    assert.equal(unlisted.endpoints, null);
+    assert.ok(unlisted.lease, "not listing, it takes the lease");
+  },
+
+  async "storePage() creates a page's deliveries and moves the cursor in one step, once per cursor"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    const lease = (await store.acquireLease("dispatch:s", 60_000))!;
+    const created = async (page: Parameters<DeliveryStore["storePage"]>[1]) =>
+      (await store.storePage("s", page))?.created ?? null;
+    assert.equal(
+      await created({ cursor: null, end: "5-0", deliveries: [delivery(1), delivery(2)] }),
+      2,
+    );
+    assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
+    assert.equal(
+      await created({ cursor: null, end: "9-0", deliveries: [delivery(3)] }),
+      null,
+      "the cursor moved: nothing is stored",
+    );
+    assert.equal(await store.getDelivery(delivery(3).id), null);
+    assert.equal(
+      await created({
+        cursor: "5-0",
+        end: "9-0",
+        deliveries: [delivery(2), delivery(3)],
+        releaseLease: { name: "dispatch:s", token: "not-the-token" },
+      }),
+      1,
+      "a delivery that exists is not created again",
+    );
+    assert.equal(await store.acquireLease("dispatch:s", 60_000), null, "still held");
+    assert.deepEqual(
+      await store.storePage("s", {
+        cursor: "9-0",
+        end: "12-0",
+        deliveries: [],
+        releaseLease: { name: "dispatch:s", token: lease },
+      }),
+      { created: 0, claims: [] },
+    );
+    assert.ok(await store.acquireLease("dispatch:s", 60_000), "given back with the page");
+    assert.deepEqual(await store.dispatchState("s"), { cursor: "12-0", planEnd: null });
+    const [due] = await store.claimDue({
+      nowMs: T0,
+      limit: 10,
+      leaseMs: LEASE,
+      maxConcurrency: 10,
+    });
+    assert.equal(due.delivery.id, delivery(1).id, "stored deliveries are due");
+  },
+
+  async "storePage() claims what is due in the same step when asked, as claimDue() does"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    const claim = { nowMs: T0, limit: 2, leaseMs: LEASE, maxConcurrency: 3 };
+    const stored = await store.storePage("s", {
+      cursor: null,
+      end: "5-0",
+      deliveries: [delivery(1), delivery(2), delivery(3)],
+      claim,
+    });
+    assert.equal(stored?.created, 3);
+    assert.equal(stored?.claims.length, 2);
+    assert.equal(stored?.claims[0].endpoint.id, "ep_a");
+    // One slot of the endpoint's three is left: the third delivery, and nothing twice.
+    const rest = await store.claimDue({ ...claim, limit: 10 });
+    assert.deepEqual(
+      [...stored!.claims, ...rest].map((item) => item.delivery.id).sort(),
+      [delivery(1).id, delivery(2).id, delivery(3).id],
+    );
+    const [first] = stored!.claims;
+    const { recorded } = await store.recordAttempt({
+      deliveryId: first.delivery.id,
+      endpointId: "ep_a",
+      token: first.token,
+      attempt: attempt("succeeded", null),
+      nowMs: T0 + 1,
+      disableAfterMs: DAY,
+      failingReason: "failing",
+    });
+    assert.equal(recorded, true, "its token records the attempt");
+    assert.equal(
+      await store.storePage("s", { cursor: null, end: "9-0", deliveries: [], claim }),
+      null,
+      "a refused page claims nothing",
+    );
+  },
+
+  async "storePage() stores a page fixed by beginPage() only as it was fixed"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.beginPage("s", null, "5-0");
+    assert.equal(
+      await store.storePage("s", { cursor: null, end: "9-0", deliveries: [delivery(1)] }),
+      null,
+    );
+    assert.deepEqual(await store.dispatchState("s"), { cursor: null, planEnd: "5-0" });
+    assert.deepEqual(
+      await store.storePage("s", { cursor: null, end: "5-0", deliveries: [delivery(1)] }),
+      { created: 1, claims: [] },
+    );
+    assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
   },
 
   async "acquireLease() gives a lease to one holder at a time"(store) {

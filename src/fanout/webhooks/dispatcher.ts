@@ -1,11 +1,14 @@
 /**
  * The dispatcher turns a stream's durable result log into deliveries. Per
- * stream it reads the page after its cursor, fixes the page's end in the
- * delivery store, creates one delivery per entry and matching endpoint with
- * a deterministic id (`msg_<stream>_<logEntryId>` + endpoint), then moves
- * the cursor. A crash between any two steps repeats the page and creates
- * nothing twice; two dispatchers on one stream adopt the same page. A lease
- * keeps a second instance from doing the work twice, but nothing depends on it.
+ * stream it reads the page after its cursor and, in one atomic store step,
+ * creates one delivery per entry and matching endpoint with a deterministic
+ * id (`msg_<stream>_<logEntryId>` + endpoint) and moves the cursor past the
+ * page. A crash before that step repeats the page; a dispatcher that finds
+ * the cursor moved reads again from there, so nothing is created twice. A
+ * page fixed in the delivery store before its deliveries were stored (the
+ * stepwise {@linkcode Dispatcher.planPage}, as earlier versions dispatch) is
+ * adopted as it was fixed. A lease keeps a second instance from doing the
+ * work twice, but nothing depends on it.
  *
  * @module
  */
@@ -15,6 +18,8 @@ import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { publicPayload } from "../payload.ts";
 import type {
+  Claim,
+  ClaimOptions,
   DeliveryStore,
   DispatchState,
   Endpoint,
@@ -39,13 +44,36 @@ export interface DispatcherOptions {
 
 /** Options for {@linkcode Dispatcher.dispatch}. */
 export interface DispatchOptions {
-  /** Told, after each page, how many deliveries it stored (when any), before the next page. */
-  onStored?: (count: number) => void;
+  /**
+   * Told, after each page, how many deliveries it stored (when any) and how many claims its store
+   * call handed to `claims`, before the next page.
+   */
+  onStored?: (count: number, claimed: number) => void;
   /**
    * Told when the stream's lease is held elsewhere (a sweep, another instance), so nothing was
    * dispatched: what that holder read before this entry was logged may not include it.
    */
   onLeaseHeld?: () => void;
+  /**
+   * Where what a page's store call claims goes: each page asks `reserve` for
+   * slots (at most its deliveries) and hands the claims to `take`, so that an
+   * alert's delivery is claimed in the round trip that stores it.
+   */
+  claims?: ClaimSink;
+  /**
+   * Read the log from where this dispatcher last left the cursor while the lease is taken,
+   * rather than after (one round trip less when the cursor is still there, a wasted read when
+   * it is not or when nothing is dispatched). @default {false}
+   */
+  readAhead?: boolean;
+}
+
+/** Takes claims made by the dispatch for a sender (see `Sender.reserve`). */
+export interface ClaimSink {
+  /** Claim options for at most `most` claims, or null for none. */
+  reserve(most: number): ClaimOptions | null;
+  /** The claims made with `reserved` (none when the call failed). */
+  take(reserved: ClaimOptions, claims: readonly Claim[]): void;
 }
 
 /** A page of a stream's log, fixed in the delivery store. */
@@ -78,6 +106,8 @@ export class Dispatcher {
   #maxPages: number;
   #leaseMs: number;
   #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
+  /** Per stream: where this dispatcher last left the cursor, for reading ahead. */
+  #cursors = new Map<string, string>();
 
   constructor(store: Store, deliveries: DeliveryStore, options: DispatcherOptions = {}) {
     this.#store = store;
@@ -90,62 +120,107 @@ export class Dispatcher {
 
   /**
    * Dispatches a stream's log up to its end (at most `maxPages` pages) to
-   * `endpoints`; returns how many deliveries were created. Does nothing when
-   * another instance holds the stream's lease (then `options.onLeaseHeld` is
-   * told), or when `endpoints` (which may still be loading) turn out empty.
+   * `endpoints`, or, when `endpoints` is null, to every endpoint listed in
+   * the same store call that takes the lease; returns how many deliveries
+   * were created. Does nothing when another instance holds the stream's lease
+   * (then `options.onLeaseHeld` is told), or when there are no endpoints.
+   *
+   * Each page costs one atomic store call ({@linkcode DeliveryStore.storePage},
+   * which also claims for `options.claims`), the first one with the lease in
+   * one more ({@linkcode DeliveryStore.openDispatch}), besides the log reads:
+   * on the way to an alert that is two delivery store round trips and one log
+   * read, which `options.readAhead` makes while the lease is taken.
    */
   async dispatch(
     stream: CompiledStream,
-    endpoints: readonly Endpoint[] | Promise<readonly Endpoint[]>,
+    endpoints: readonly Endpoint[] | null,
     options: DispatchOptions = {},
   ): Promise<number> {
+    if (endpoints !== null && endpoints.length === 0) return 0;
     const leaseName = `dispatch:${stream.name}`;
-    // The lease, the stream's dispatch state and the endpoints are independent: waiting for
-    // them together costs one store round trip instead of three on the way to an alert.
-    // Reading the state before the lease is taken is safe: beginPage and commitPage only act
-    // on the cursor they were given, and a page adopted from an old state creates nothing twice.
-    const [leased, state, listed] = await Promise.allSettled([
-      this.#deliveries.acquireLease(leaseName, this.#leaseMs),
-      this.#deliveries.dispatchState(stream.name),
-      endpoints,
-    ]);
-    const lease = leased.status === "fulfilled" ? leased.value : null;
-    try {
-      if (leased.status === "rejected") throw leased.reason;
-      if (state.status === "rejected") throw state.reason;
-      if (listed.status === "rejected") throw listed.reason;
-    } catch (error) {
-      if (lease !== null) await this.#deliveries.releaseLease(leaseName, lease);
-      throw error;
-    }
+    const known = this.#cursors.get(stream.name);
+    const ahead = options.readAhead && known !== undefined
+      ? this.#store.readLog(stream.name, known, this.#pageSize)
+      : null;
+    // Not awaited when the state shows another cursor: its failure then matters to nobody.
+    ahead?.catch(() => {});
+    const opened = await this.#deliveries.openDispatch(stream.name, {
+      lease: leaseName,
+      leaseMs: this.#leaseMs,
+      listEndpoints: endpoints === null,
+    });
+    const listed = endpoints ?? opened.endpoints ?? [];
+    // No endpoints: openDispatch took no lease, and there is nothing to do.
+    if (listed.length === 0) return 0;
+    const lease = opened.lease;
     if (lease === null) {
       options.onLeaseHeld?.();
       return 0;
     }
+    let state = opened.state;
     let created = 0;
+    let released = false;
     try {
-      if (listed.value.length === 0) return 0;
-      for (let page = 0; page < this.#maxPages; page++) {
-        const plan = await this.planPage(stream, { state: page === 0 ? state.value : undefined });
-        if (plan === null) break;
-        const stored = await this.#deliveries.createDeliveries(
-          this.deliveriesFor(plan, listed.value),
-        );
+      for (let page = 0, refused = 0; page < this.#maxPages && refused < 3;) {
+        const entries = ahead !== null && page === 0 && refused === 0 &&
+            state.cursor === known && state.planEnd === null
+          ? await ahead
+          : await this.#store.readLog(stream.name, state.cursor, this.#pageSize);
+        // A page fixed by a dispatcher that stopped before storing it (or an older version)
+        // ends where it was fixed, whatever the log holds now.
+        const end = state.planEnd ?? entries.at(-1)?.id;
+        if (end === undefined) break;
+        const plan = {
+          stream,
+          cursor: state.cursor,
+          end,
+          entries: entries.filter((entry) => !isAfter(entry.id, end)),
+        };
+        const last = state.planEnd === null && entries.length < this.#pageSize;
+        const deliveries = this.deliveriesFor(plan, listed);
+        const reserved = deliveries.length > 0
+          ? options.claims?.reserve(deliveries.length) ?? null
+          : null;
+        let result;
+        try {
+          result = await this.#deliveries.storePage(stream.name, {
+            cursor: plan.cursor,
+            end,
+            deliveries,
+            releaseLease: last ? { name: leaseName, token: lease } : undefined,
+            claim: reserved ?? undefined,
+          });
+        } finally {
+          if (reserved !== null) options.claims!.take(reserved, result?.claims ?? []);
+        }
+        const stored = result?.created ?? null;
+        if (stored === null) {
+          // Another dispatcher stored or fixed a page meanwhile: go on from where it is.
+          refused += 1;
+          state = await this.#deliveries.dispatchState(stream.name);
+          continue;
+        }
+        this.#cursors.set(stream.name, end);
         created += stored;
         // Stored deliveries can be sent now; later pages need not hold them up.
-        if (stored > 0) options.onStored?.(stored);
-        await this.commitPage(plan);
+        if (stored > 0) options.onStored?.(stored, result?.claims.length ?? 0);
+        if (last) {
+          released = true;
+          break;
+        }
+        state = { cursor: end, planEnd: null };
+        page += 1;
       }
     } finally {
-      await this.#deliveries.releaseLease(leaseName, lease);
+      if (!released) await this.#deliveries.releaseLease(leaseName, lease);
     }
     return created;
   }
 
   /**
-   * Step 1: reads the page after the cursor and fixes its end in the
-   * delivery store (or adopts the page already fixed); null when the log
-   * holds nothing new. Starts from `options.state` when given (read
+   * Stepwise dispatch, step 1: reads the page after the cursor and fixes its
+   * end in the delivery store (or adopts the page already fixed); null when
+   * the log holds nothing new. Starts from `options.state` when given (read
    * already), else reads the stream's dispatch state.
    */
   async planPage(
@@ -175,7 +250,7 @@ export class Dispatcher {
     return null;
   }
 
-  /** Step 2: the deliveries of a page for the endpoints that match its entries. */
+  /** The deliveries of a page for the endpoints that match its entries (stepwise: step 2). */
   deliveriesFor(plan: PagePlan, endpoints: readonly Endpoint[]): NewDelivery[] {
     const { stream } = plan;
     const createdMs = this.#now();
@@ -243,7 +318,7 @@ export class Dispatcher {
     return out;
   }
 
-  /** Step 3: moves the cursor past the page. */
+  /** Stepwise dispatch, step 3: moves the cursor past the page. */
   async commitPage(plan: PagePlan): Promise<void> {
     await this.#deliveries.commitPage(plan.stream.name, plan.cursor, plan.end);
   }

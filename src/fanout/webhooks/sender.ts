@@ -9,7 +9,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Attempt, Claim, DeliveryStore } from "../../store/deliveries.ts";
+import type { Attempt, Claim, ClaimOptions, DeliveryStore } from "../../store/deliveries.ts";
 import { recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
@@ -141,6 +141,8 @@ export class Sender {
   #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
   #onError: (error: unknown) => void;
   #inflight = new Set<Promise<void>>();
+  /** Slots held for claims made elsewhere (see {@linkcode reserve}). */
+  #reserved = 0;
   #pumping: Promise<void> | null = null;
   #again = false;
   #closed = false;
@@ -280,7 +282,7 @@ export class Sender {
   async #pump(): Promise<void> {
     do {
       this.#again = false;
-      const free = this.#maxInFlight - this.#inflight.size;
+      const free = this.#maxInFlight - this.#inflight.size - this.#reserved;
       if (free <= 0) return;
       const claims = await this.#store.claimDue({
         nowMs: this.#now(),
@@ -296,6 +298,37 @@ export class Sender {
       for (const claim of claims) this.#start(claim);
       if (claims.length === free) this.#again = true;
     } while (this.#again && !this.#closed);
+  }
+
+  /**
+   * Holds up to `most` of this process's free send slots for a claim made in
+   * another store call (a dispatch that claims what it stores in the same
+   * round trip); returns the claim options to use, or null when no slot is
+   * free or the sender is closing. Hand the result to {@linkcode take} in
+   * every case, with no claims when the call failed.
+   */
+  reserve(most: number): ClaimOptions | null {
+    const free = this.#maxInFlight - this.#inflight.size - this.#reserved;
+    const limit = Math.min(most, free);
+    if (this.#closed || limit <= 0) return null;
+    this.#reserved += limit;
+    return {
+      nowMs: this.#now(),
+      limit,
+      leaseMs: this.leaseMs,
+      maxConcurrency: this.#maxConcurrency,
+    };
+  }
+
+  /** Sends claims made with {@linkcode reserve}'s options, and frees the slots they held. */
+  take(reserved: ClaimOptions, claims: readonly Claim[]): void {
+    this.#reserved -= reserved.limit;
+    // Claimed while closing: give them back unsent rather than hold them for the lease.
+    if (this.#closed) {
+      for (const claim of claims) this.#release(claim).catch((error) => this.#onError(error));
+      return;
+    }
+    for (const claim of claims) this.#start(claim);
   }
 
   #start(claim: Claim): void {

@@ -48,7 +48,7 @@ export interface WebhookSweepReport {
   queued: number;
 }
 
-/** How soon (ms) a dispatch that found the stream's lease held elsewhere runs again. */
+/** How soon (ms) a dispatch that found the stream's lease held by another instance runs again. */
 const LEASE_RETRY_MS = 100;
 
 /** Options for {@linkcode WebhookService}. */
@@ -109,6 +109,8 @@ export class WebhookService {
   #timers = new Map<string, { timer: ReturnType<typeof setTimeout>; atMs: number }>();
   #running = new Map<string, Promise<void>>();
   #rerun = new Set<string>();
+  /** Per stream: the end of this process's dispatches in their order (see #inTurn). */
+  #turns = new Map<string, Promise<void>>();
   #closed = false;
 
   constructor(options: WebhookServiceOptions) {
@@ -143,7 +145,9 @@ export class WebhookService {
       },
     });
     this.#watcher = new AlertWatcher(options.store, {
-      onFired: (stream) => this.#scheduleDispatch(stream, 0),
+      now: this.#now,
+      // Off the ingest request path already: no timer to wait for.
+      onFired: (stream) => this.#dispatchNow(stream),
     });
     this.observer = this.observer.bind(this);
   }
@@ -191,7 +195,10 @@ export class WebhookService {
     // Without endpoints there is nothing to dispatch, and no webhook key is written; a
     // later endpoint starts after its registration point anyway.
     for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {
-      queued += await this.#dispatcher.dispatch(stream, endpoints);
+      queued += await this.#inTurn(
+        stream.name,
+        () => this.#dispatcher.dispatch(stream, endpoints),
+      );
     }
     // Overlapping sweeps do not send twice: the sender runs one claim loop, and a
     // claimed delivery is leased to its claimer, in this process as in others.
@@ -233,6 +240,31 @@ export class WebhookService {
     this.#timers.set(stream, { timer, atMs });
   }
 
+  /** Dispatches a stream now (or right after its running dispatch), dropping a planned one. */
+  #dispatchNow(stream: string): void {
+    const pending = this.#timers.get(stream);
+    if (pending) {
+      clearTimeout(pending.timer);
+      this.#timers.delete(stream);
+    }
+    this.#runDispatch(stream);
+  }
+
+  /**
+   * Runs a dispatch of `stream` once this process's earlier ones (alert, sweep) are done, so
+   * that they never find each other holding the stream's lease and wait for a retry.
+   */
+  #inTurn<T>(stream: string, dispatch: () => Promise<T>): Promise<T> {
+    const before = this.#turns.get(stream);
+    const run = before ? before.then(dispatch) : dispatch();
+    const done = run.then(() => {}, () => {});
+    this.#turns.set(stream, done);
+    done.then(() => {
+      if (this.#turns.get(stream) === done) this.#turns.delete(stream);
+    });
+    return run;
+  }
+
   #runDispatch(name: string): void {
     const stream = this.#streams.get(name);
     if (!stream || this.#closed) return;
@@ -240,17 +272,23 @@ export class WebhookService {
       this.#rerun.add(name);
       return;
     }
-    const run = (async () => {
-      // Listed fresh (an endpoint registered elsewhere just now must get these entries), while
-      // the dispatcher takes the lease: the dispatch does nothing when there are none.
-      // Each page's deliveries go out once stored: an alert need not wait for the later pages.
-      await this.#dispatcher.dispatch(stream, this.#deliveries.listEndpoints(), {
-        onStored: () => this.#sender.kick(),
+    const run = this.#inTurn(name, async () => {
+      // Listed fresh (an endpoint registered elsewhere just now must get these entries) in the
+      // store call that takes the lease: with none, that call is all the dispatch does. Each
+      // page's deliveries go out once stored: an alert need not wait for the later pages.
+      await this.#dispatcher.dispatch(stream, null, {
+        readAhead: this.#endpoints.length > 0,
+        claims: this.#sender,
+        // What the store call did not claim (beyond the free slots) goes out through the sender's
+        // own claims; when it claimed as many as it stored, each finished send claims more.
+        onStored: (count, claimed) => {
+          if (claimed < count) this.#sender.kick();
+        },
         // The holder may have read the log before this run's entries: try again soon rather
         // than leave them to the next sweep (seconds away).
         onLeaseHeld: () => this.#scheduleDispatch(name, LEASE_RETRY_MS),
       });
-    })()
+    })
       .catch((error) => logger.error("Webhook dispatch failed: {error}", { stream: name, error }))
       .finally(() => {
         this.#running.delete(name);

@@ -19,6 +19,7 @@ import {
   type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
+  type DispatchOpening,
   type DispatchState,
   encodeCursor,
   type Endpoint,
@@ -26,10 +27,13 @@ import {
   type EndpointState,
   MAX_ATTEMPTS_LOGGED,
   type NewDelivery,
+  type OpenDispatchOptions,
   type Page,
   type PageOptions,
   type PutEndpointOptions,
   type RetryResult,
+  type StoredPage,
+  type StoredPageResult,
 } from "../deliveries.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
@@ -164,6 +168,40 @@ export class MemoryDeliveryStore implements DeliveryStore {
   releaseLease(name: string, token: string): Promise<void> {
     if (this.#leases.get(name)?.token === token) this.#leases.delete(name);
     return Promise.resolve();
+  }
+
+  // One synchronous step, as atomic as the Redis script.
+  openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
+    const endpoints = options.listEndpoints
+      ? [...this.#configs.keys()].map((id) => this.#endpoint(id)!).sort(comparePositions)
+      : null;
+    let lease: string | null = null;
+    if (endpoints === null || endpoints.length > 0) {
+      const now = this.#now();
+      const held = this.#leases.get(options.lease);
+      if (!held || held.untilMs <= now) {
+        lease = `lease-${++this.#tokens}`;
+        this.#leases.set(options.lease, { token: lease, untilMs: now + options.leaseMs });
+      }
+    }
+    return Promise.resolve({ endpoints, lease, state: { ...this.#dispatchOf(stream) } });
+  }
+
+  // One synchronous step up to the first await (createDeliveries and claimDue do their work
+  // before they return), as atomic as the Redis script.
+  async storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null> {
+    const state = this.#dispatchOf(stream);
+    if (state.cursor !== page.cursor || (state.planEnd !== null && state.planEnd !== page.end)) {
+      return null;
+    }
+    const created = this.createDeliveries(page.deliveries);
+    this.#dispatch.set(stream, { cursor: page.end, planEnd: null });
+    const release = page.releaseLease;
+    if (release && this.#leases.get(release.name)?.token === release.token) {
+      this.#leases.delete(release.name);
+    }
+    const claims = page.claim ? this.claimDue(page.claim) : Promise.resolve([]);
+    return { created: await created, claims: await claims };
   }
 
   createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {

@@ -100,6 +100,119 @@ local function markDead(ep, id, key, now, retention)
   redis.call("ZADD", dead, num(now + ttl), id)
   redis.call("PEXPIRE", dead, retention)
 end
+-- Creates the deliveries that do not exist yet (see CREATE_SCRIPT); returns how many.
+local function createDeliveries(items, now, retention)
+  local created, touched = 0, {}
+  for _, item in ipairs(items) do
+    local id, messageId, ep, stream, eventType, payload, createdMs =
+      item[1], item[2], item[3], item[4], item[5], item[6], item[7]
+    local key = deliveryKey(id)
+    if redis.call("EXISTS", key) == 0 then
+      local at = num(createdMs)
+      redis.call("HSET", key, "id", id, "mid", messageId, "ep", ep, "stream", stream,
+        "type", eventType, "payload", payload, "created", at, "status", "pending",
+        "attempts", "0", "tries", "0", "next", at, "lst", "", "lerr", "", "updated", at)
+      redis.call("PEXPIRE", key, retention)
+      local queue, index = queueKey(ep), indexKey(ep)
+      redis.call("ZADD", queue, at, id)
+      redis.call("PEXPIRE", queue, retention)
+      redis.call("ZADD", index, at, id)
+      redis.call("PEXPIRE", index, retention)
+      touched[ep] = true
+      created = created + 1
+    end
+  end
+  for ep in pairs(touched) do
+    refresh(ep)
+    redis.call("ZREMRANGEBYSCORE", indexKey(ep), "-inf", num(now - retention))
+  end
+  return created
+end
+-- Claims due deliveries (see CLAIM_SCRIPT); returns the claims.
+local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention)
+  local out, seq = {}, 0
+  local endpoints = redis.call("ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0, limit * 4)
+  for _, ep in ipairs(endpoints) do
+    if #out >= limit then break end
+    local cfg = redis.call("GET", endpointKey(ep))
+    local queue = queueKey(ep)
+    if not cfg then
+      redis.call("DEL", queue)
+      redis.call("ZREM", DUE_ENDPOINTS_KEY, ep)
+    else
+      local st = hash(endpointStateKey(ep))
+      if st.dis == "1" then
+        for _, id in ipairs(redis.call("ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, 1000)) do
+          local key = deliveryKey(id)
+          if redis.call("EXISTS", key) == 1 then
+            redis.call("HSET", key, "status", "dead", "next", "", "lerr", "Endpoint is disabled",
+              "updated", num(now))
+            markDead(ep, id, key, now, retention)
+            -- A lapsed claim must not record over the dead status later.
+            redis.call("HDEL", key, "claim", "until")
+          end
+          redis.call("ZREM", queue, id)
+          redis.call("ZREM", inFlightKey(ep), id)
+        end
+        refresh(ep)
+      else
+        local inFlight = inFlightKey(ep)
+        redis.call("ZREMRANGEBYSCORE", inFlight, "-inf", num(now))
+        local available = math.min(concurrency - redis.call("ZCARD", inFlight), limit - #out)
+        local rate, tokens = tonumber(st.rate), 0
+        if rate then
+          local burst = math.max(1, rate)
+          local bucket = hash(rateKey(ep))
+          tokens = burst
+          if bucket.tk then
+            tokens = math.min(burst, tonumber(bucket.tk) + (now - tonumber(bucket.ts)) * rate / 1000)
+          end
+          available = math.min(available, math.floor(tokens))
+        end
+        local claimed = 0
+        if available > 0 then
+          local untilMs = now + lease
+          for _, id in ipairs(redis.call("ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, available)) do
+            local key = deliveryKey(id)
+            local d = hash(key)
+            if d.id == nil then
+              redis.call("ZREM", queue, id)
+            else
+              seq = seq + 1
+              local token = tokenPrefix .. ":" .. seq
+              redis.call("HSET", key, "claim", token, "until", num(untilMs))
+              redis.call("ZADD", queue, num(untilMs), id)
+              redis.call("ZADD", inFlight, num(untilMs), id)
+              out[#out + 1] = { d, cfg, st, token }
+              claimed = claimed + 1
+            end
+          end
+          redis.call("PEXPIRE", inFlight, lease * 2)
+        end
+        if rate then
+          local bucket = rateKey(ep)
+          local left = tokens - claimed
+          redis.call("HSET", bucket, "tk", num(left), "ts", num(now))
+          -- Kept until it refills: expiring earlier would hand a slow endpoint
+          -- (under one delivery a minute) a full bucket too soon.
+          local burst = math.max(1, rate)
+          redis.call("PEXPIRE", bucket, math.max(1, math.ceil((burst - left) * 1000 / rate)))
+        end
+        refresh(ep)
+        if available <= 0 then
+          -- Blocked by its cap: look again when a token is due (a finished attempt refreshes sooner).
+          local wait = 1000
+          if rate and tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate) end
+          local first = redis.call("ZRANGE", queue, 0, 0, "WITHSCORES")
+          if first[1] and tonumber(first[2]) <= now then
+            redis.call("ZADD", DUE_ENDPOINTS_KEY, num(now + wait), ep)
+          end
+        end
+      end
+    end
+  end
+  return out
+end
 local function requeue(key, now, retention)
   local d = hash(key)
   redis.call("ZREM", deadKey(d.ep), d.id)
@@ -223,6 +336,63 @@ redis.call("PEXPIRE", key, ttl)
 return 1
 `;
 
+/**
+ * Opens a stream's dispatch in one call. ARGV[1]: `{stream, lease, token, ttl, list}`. Lists
+ * the endpoints when `list` (then takes no lease when there is none), takes the lease
+ * `lease` for `ttl` ms when free, and reads the cursor. Returns JSON
+ * `[leased (1/0), cursor, plan, [[json, {state}], …] | false]` ("" for no cursor or plan).
+ */
+export const OPEN_DISPATCH_SCRIPT = COMMON + `
+local stream, lease, token, ttl, list = args.stream, args.lease, args.token, args.ttl, args.list
+local endpoints = false
+if list then
+  endpoints = {}
+  for _, id in ipairs(redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1)) do
+    local json = redis.call("GET", endpointKey(id))
+    if json then endpoints[#endpoints + 1] = { json, hash(endpointStateKey(id)) } end
+  end
+end
+local leased = 0
+if endpoints == false or #endpoints > 0 then
+  if redis.call("SET", leaseKey(lease), token, "NX", "PX", ttl) then leased = 1 end
+end
+local key = cursorKey(stream)
+local cursor = redis.call("HGET", key, "c") or ""
+local plan = redis.call("HGET", key, "p") or ""
+return cjson.encode({ leased, cursor, plan, endpoints })
+`;
+
+/**
+ * Stores a page atomically. ARGV[1]: `{stream, cursor, last, ttl, now, retention, items (as
+ * CREATE_SCRIPT's), lease: {name, token} | false, claim: {now, limit, lease, conc, token} |
+ * false}`. When the cursor is as given and no page ending elsewhere is planned: creates the
+ * deliveries, moves the cursor to `last`, clears the plan, gives the lease back and, when asked,
+ * claims due deliveries as CLAIM_SCRIPT does. Returns JSON `{created, claims}` (claims as
+ * CLAIM_SCRIPT's), `created` -1 when nothing was done.
+ */
+export const STORE_PAGE_SCRIPT = COMMON + `
+local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.ttl
+local key = cursorKey(stream)
+local cursor = redis.call("HGET", key, "c") or ""
+local plan = redis.call("HGET", key, "p") or ""
+if cursor ~= expected or (plan ~= "" and plan ~= last) then
+  return cjson.encode({ created = -1, claims = {} })
+end
+local created = createDeliveries(args.items, args.now, args.retention)
+redis.call("HSET", key, "c", last)
+redis.call("HDEL", key, "p")
+redis.call("PEXPIRE", key, ttl)
+if args.lease ~= false and redis.call("GET", leaseKey(args.lease.name)) == args.lease.token then
+  redis.call("DEL", leaseKey(args.lease.name))
+end
+local claims = {}
+local claim = args.claim
+if claim ~= false then
+  claims = claimDue(claim.now, claim.limit, claim.lease, claim.conc, claim.token, args.retention)
+end
+return cjson.encode({ created = created, claims = claims })
+`;
+
 /** Takes a lease. ARGV[1]: `{name, token, ttl}`. Returns 1 if taken. */
 export const ACQUIRE_LEASE_SCRIPT = COMMON + `
 local name, token, ttl = args.name, args.token, args.ttl
@@ -244,32 +414,7 @@ return 1
  * Returns how many were created.
  */
 export const CREATE_SCRIPT = COMMON + `
-local now, retention, items = args.now, args.retention, args.items
-local created, touched = 0, {}
-for _, item in ipairs(items) do
-  local id, messageId, ep, stream, eventType, payload, createdMs =
-    item[1], item[2], item[3], item[4], item[5], item[6], item[7]
-  local key = deliveryKey(id)
-  if redis.call("EXISTS", key) == 0 then
-    local at = num(createdMs)
-    redis.call("HSET", key, "id", id, "mid", messageId, "ep", ep, "stream", stream, "type", eventType,
-      "payload", payload, "created", at, "status", "pending", "attempts", "0", "tries", "0",
-      "next", at, "lst", "", "lerr", "", "updated", at)
-    redis.call("PEXPIRE", key, retention)
-    local queue, index = queueKey(ep), indexKey(ep)
-    redis.call("ZADD", queue, at, id)
-    redis.call("PEXPIRE", queue, retention)
-    redis.call("ZADD", index, at, id)
-    redis.call("PEXPIRE", index, retention)
-    touched[ep] = true
-    created = created + 1
-  end
-end
-for ep in pairs(touched) do
-  refresh(ep)
-  redis.call("ZREMRANGEBYSCORE", indexKey(ep), "-inf", num(now - retention))
-end
-return created
+return createDeliveries(args.items, args.now, args.retention)
 `;
 
 /** Reads one delivery. ARGV[1]: `{id}`. Returns JSON of its hash, or `{}`. */
@@ -331,90 +476,7 @@ return redis.call("LRANGE", attemptsKey(id), 0, -1)
  * `[[{delivery hash}, endpointJson, {state}, token], …]`.
  */
 export const CLAIM_SCRIPT = COMMON + `
-local now, limit, lease, concurrency, tokenPrefix = args.now, args.limit, args.lease, args.conc, args.token
-local retention = args.retention
-local out, seq = {}, 0
-local endpoints = redis.call("ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0, limit * 4)
-for _, ep in ipairs(endpoints) do
-  if #out >= limit then break end
-  local cfg = redis.call("GET", endpointKey(ep))
-  local queue = queueKey(ep)
-  if not cfg then
-    redis.call("DEL", queue)
-    redis.call("ZREM", DUE_ENDPOINTS_KEY, ep)
-  else
-    local st = hash(endpointStateKey(ep))
-    if st.dis == "1" then
-      for _, id in ipairs(redis.call("ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, 1000)) do
-        local key = deliveryKey(id)
-        if redis.call("EXISTS", key) == 1 then
-          redis.call("HSET", key, "status", "dead", "next", "", "lerr", "Endpoint is disabled",
-            "updated", num(now))
-          markDead(ep, id, key, now, retention)
-          -- A lapsed claim must not record over the dead status later.
-          redis.call("HDEL", key, "claim", "until")
-        end
-        redis.call("ZREM", queue, id)
-        redis.call("ZREM", inFlightKey(ep), id)
-      end
-      refresh(ep)
-    else
-      local inFlight = inFlightKey(ep)
-      redis.call("ZREMRANGEBYSCORE", inFlight, "-inf", num(now))
-      local available = math.min(concurrency - redis.call("ZCARD", inFlight), limit - #out)
-      local rate, tokens = tonumber(st.rate), 0
-      if rate then
-        local burst = math.max(1, rate)
-        local bucket = hash(rateKey(ep))
-        tokens = burst
-        if bucket.tk then
-          tokens = math.min(burst, tonumber(bucket.tk) + (now - tonumber(bucket.ts)) * rate / 1000)
-        end
-        available = math.min(available, math.floor(tokens))
-      end
-      local claimed = 0
-      if available > 0 then
-        local untilMs = now + lease
-        for _, id in ipairs(redis.call("ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, available)) do
-          local key = deliveryKey(id)
-          local d = hash(key)
-          if d.id == nil then
-            redis.call("ZREM", queue, id)
-          else
-            seq = seq + 1
-            local token = tokenPrefix .. ":" .. seq
-            redis.call("HSET", key, "claim", token, "until", num(untilMs))
-            redis.call("ZADD", queue, num(untilMs), id)
-            redis.call("ZADD", inFlight, num(untilMs), id)
-            out[#out + 1] = { d, cfg, st, token }
-            claimed = claimed + 1
-          end
-        end
-        redis.call("PEXPIRE", inFlight, lease * 2)
-      end
-      if rate then
-        local bucket = rateKey(ep)
-        local left = tokens - claimed
-        redis.call("HSET", bucket, "tk", num(left), "ts", num(now))
-        -- Kept until it refills: expiring earlier would hand a slow endpoint
-        -- (under one delivery a minute) a full bucket too soon.
-        local burst = math.max(1, rate)
-        redis.call("PEXPIRE", bucket, math.max(1, math.ceil((burst - left) * 1000 / rate)))
-      end
-      refresh(ep)
-      if available <= 0 then
-        -- Blocked by its cap: look again when a token is due (a finished attempt refreshes sooner).
-        local wait = 1000
-        if rate and tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate) end
-        local first = redis.call("ZRANGE", queue, 0, 0, "WITHSCORES")
-        if first[1] and tonumber(first[2]) <= now then
-          redis.call("ZADD", DUE_ENDPOINTS_KEY, num(now + wait), ep)
-        end
-      end
-    end
-  end
-end
-return cjson.encode(out)
+return cjson.encode(claimDue(args.now, args.limit, args.lease, args.conc, args.token, args.retention))
 `;
 
 /**

@@ -19,6 +19,7 @@ import {
   GET_ENDPOINTS_SCRIPT,
   LIST_ATTEMPTS_SCRIPT,
   LIST_DELIVERIES_SCRIPT,
+  OPEN_DISPATCH_SCRIPT,
   PAGE_ENDPOINTS_SCRIPT,
   PUT_ENDPOINT_SCRIPT,
   RECORD_SCRIPT,
@@ -26,6 +27,7 @@ import {
   RELEASE_LEASE_SCRIPT,
   REPLAY_SCRIPT,
   RETRY_SCRIPT,
+  STORE_PAGE_SCRIPT,
 } from "./_delivery_scripts.ts";
 import {
   type Attempt,
@@ -41,16 +43,20 @@ import {
   type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
+  type DispatchOpening,
   type DispatchState,
   encodeCursor,
   type Endpoint,
   type EndpointConfig,
   MAX_ATTEMPTS_LOGGED,
   type NewDelivery,
+  type OpenDispatchOptions,
   type Page,
   type PageOptions,
   type PutEndpointOptions,
   type RetryResult,
+  type StoredPage,
+  type StoredPageResult,
   type WebhookEventType,
 } from "../deliveries.ts";
 
@@ -123,6 +129,28 @@ function toEndpoint(json: unknown, state: unknown): Endpoint {
     disabledReason: fields.why ?? null,
     failingSinceMs: optionalNumber(fields.fail),
   };
+}
+
+/** The claims of a script's reply (see `CLAIM_SCRIPT`). */
+function toClaims(rows: unknown): Claim[] {
+  return asArray<[Hash, unknown, unknown, string]>(rows).map(([hash, json, state, token]) => ({
+    delivery: toDelivery(hash),
+    endpoint: toEndpoint(json, state),
+    token,
+  }));
+}
+
+/** Deliveries as the scripts take them (see `CREATE_SCRIPT`). */
+function deliveryItems(deliveries: readonly NewDelivery[]): unknown[] {
+  return deliveries.map((d) => [
+    d.id,
+    d.messageId,
+    d.endpointId,
+    d.stream ?? "",
+    d.eventType,
+    d.payload,
+    d.createdMs,
+  ]);
 }
 
 /** A {@linkcode DeliveryStore} in Redis, shared by every instance that uses the same prefix. */
@@ -249,20 +277,62 @@ export class RedisDeliveryStore implements DeliveryStore {
     await this.#run("releaseLease", RELEASE_LEASE_SCRIPT, { name, token });
   }
 
+  async openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
+    const token = crypto.randomUUID();
+    const [leased, cursor, plan, rows] = fromJson<[number, string, string, unknown]>(
+      await this.#run("openDispatch", OPEN_DISPATCH_SCRIPT, {
+        stream,
+        lease: options.lease,
+        token,
+        ttl: options.leaseMs,
+        list: options.listEndpoints ?? false,
+      }),
+    );
+    return {
+      // An empty Lua table comes back as {}, not [].
+      endpoints: rows === false
+        ? null
+        : asArray<[unknown, unknown]>(rows).map(([json, state]) => toEndpoint(json, state)),
+      lease: leased === 1 ? token : null,
+      state: { cursor: cursor === "" ? null : cursor, planEnd: plan === "" ? null : plan },
+    };
+  }
+
+  async storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null> {
+    const { claim } = page;
+    const reply = fromJson<{ created: number; claims: unknown }>(
+      await this.#run("storePage", STORE_PAGE_SCRIPT, {
+        stream,
+        cursor: page.cursor ?? "",
+        last: page.end,
+        ttl: this.#cursorTtlMs,
+        now: this.#now(),
+        retention: this.#retentionMs,
+        items: deliveryItems(page.deliveries),
+        lease: page.releaseLease ?? false,
+        claim: claim ? this.#claimArgs(claim) : false,
+      }),
+    );
+    if (reply.created === -1) return null;
+    return { created: reply.created, claims: toClaims(reply.claims) };
+  }
+
+  #claimArgs(options: ClaimOptions): Record<string, unknown> {
+    return {
+      now: options.nowMs,
+      limit: options.limit,
+      lease: options.leaseMs,
+      conc: options.maxConcurrency,
+      token: crypto.randomUUID(),
+    };
+  }
+
   async createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {
     if (deliveries.length === 0) return 0;
     const reply = await this.#run("createDeliveries", CREATE_SCRIPT, {
       now: this.#now(),
       retention: this.#retentionMs,
-      items: deliveries.map((d) => [
-        d.id,
-        d.messageId,
-        d.endpointId,
-        d.stream ?? "",
-        d.eventType,
-        d.payload,
-        d.createdMs,
-      ]),
+      items: deliveryItems(deliveries),
     });
     return Number(reply);
   }
@@ -303,23 +373,14 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   async claimDue(options: ClaimOptions): Promise<Claim[]> {
-    const rows = asArray<[Hash, unknown, unknown, string]>(
+    return toClaims(
       fromJson(
         await this.#run("claimDue", CLAIM_SCRIPT, {
-          now: options.nowMs,
-          limit: options.limit,
-          lease: options.leaseMs,
-          conc: options.maxConcurrency,
-          token: crypto.randomUUID(),
+          ...this.#claimArgs(options),
           retention: this.#retentionMs,
         }),
       ),
     );
-    return rows.map(([hash, json, state, token]) => ({
-      delivery: toDelivery(hash),
-      endpoint: toEndpoint(json, state),
-      token,
-    }));
   }
 
   async recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }> {

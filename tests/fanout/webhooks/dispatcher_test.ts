@@ -1,8 +1,9 @@
 /**
- * The dispatcher, in pieces: a process killed between planning a page,
- * creating its deliveries and moving the cursor loses nothing and creates
- * nothing twice, on the memory and on the Redis stores; matching by event
- * type, stream, CEL filter and registration point; batching.
+ * The dispatcher: a process killed between planning a page, creating its
+ * deliveries and moving the cursor (the stepwise dispatch of earlier
+ * versions) loses nothing and creates nothing twice, on the memory and on
+ * the Redis stores; the store calls of a dispatch; matching by event type,
+ * stream, CEL filter and registration point; batching.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -241,36 +242,79 @@ function noting(deliveries: DeliveryStore, notes: string[]): DeliveryStore {
   });
 }
 
-Deno.test("Dispatcher reads the dispatch state while it takes the lease, not after", async () => {
+Deno.test("Dispatcher takes the lease with the dispatch state in one delivery store call and stores a page in one more", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const notes: string[] = [];
   const deliveries = noting(new MemoryDeliveryStore({ now: () => T0 }), notes);
   await store.appendLog("orders", [closed(1)]);
   const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
   assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_a")]), 1);
-  // One round trip's wait for both on a remote store, on the way to every alert.
-  assert.ok(
-    notes.indexOf("start dispatchState") < notes.indexOf("end acquireLease"),
-    notes.join(", "),
-  );
+  // Two round trips on a remote store on the way to every alert, the lease given back in the
+  // second.
+  const calls = notes.filter((note) => note.startsWith("start ")).map((note) => note.slice(6));
+  assert.deepEqual(calls, ["openDispatch", "storePage"]);
   assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_a")]), 0, "nothing twice");
+  const lease = await deliveries.acquireLease("dispatch:orders", 1_000);
+  assert.notEqual(lease, null, "the lease is free again");
 });
 
-Deno.test("Dispatcher waits for endpoints still loading, and gives the lease back when they fail or are none", async () => {
+Deno.test("Dispatcher lists the endpoints in the call that takes the lease, and with none takes no lease", async () => {
   const store = new MemoryStore({ now: () => T0 });
-  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const notes: string[] = [];
+  const inner = new MemoryDeliveryStore({ now: () => T0 });
+  const deliveries = noting(inner, notes);
   await store.appendLog("orders", [closed(1)]);
   const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
-  await assert.rejects(
-    dispatcher.dispatch(orders, Promise.reject(new Error("Cannot list endpoints"))),
-    /Cannot list endpoints/,
-  );
-  assert.equal(await dispatcher.dispatch(orders, Promise.resolve([])), 0);
-  // The lease is free again and the cursor did not move: the entry is still to dispatch.
-  const lease = await deliveries.acquireLease("dispatch:orders", 1_000);
-  assert.notEqual(lease, null);
-  await deliveries.releaseLease("dispatch:orders", lease!);
-  assert.equal(await dispatcher.dispatch(orders, Promise.resolve([endpoint("ep_a")])), 1);
+  assert.equal(await dispatcher.dispatch(orders, null), 0);
+  const calls = notes.filter((note) => note.startsWith("start ")).map((note) => note.slice(6));
+  assert.deepEqual(calls, ["openDispatch"], "one call when there is no endpoint");
+  const lease = await inner.acquireLease("dispatch:orders", 1_000);
+  assert.notEqual(lease, null, "no lease was taken");
+  await inner.releaseLease("dispatch:orders", lease!);
+  await inner.putEndpoint(endpoint("ep_a"), { expectVersion: null });
+  // The cursor did not move: the entry is still to dispatch, to the endpoint listed now.
+  assert.equal(await dispatcher.dispatch(orders, null), 1);
+  assert.equal((await allDeliveries(inner, "ep_a")).length, 1);
+});
+
+Deno.test("Dispatcher reads ahead from where it left the cursor, and reads again when another moved it", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const notes: string[] = [];
+  const reads: Array<string | null> = [];
+  const noted = noting(deliveries, notes);
+  const logged = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (property !== "readLog") return typeof value === "function" ? value.bind(target) : value;
+      return (...args: Parameters<Store["readLog"]>) => {
+        notes.push("start readLog");
+        reads.push(args[1]);
+        return store.readLog(...args);
+      };
+    },
+  });
+  const endpoints = [endpoint("ep_a")];
+  const first = new Dispatcher(logged, noted, { now: () => T0 });
+  const other = new Dispatcher(store, deliveries, { now: () => T0 });
+  await store.appendLog("orders", [closed(1)]);
+  assert.equal(await first.dispatch(orders, endpoints, { readAhead: true }), 1);
+  await store.appendLog("orders", [closed(2)]);
+  notes.length = 0;
+  reads.length = 0;
+  assert.equal(await first.dispatch(orders, endpoints, { readAhead: true }), 1);
+  assert.deepEqual(notes.slice(0, 2), ["start readLog", "start openDispatch"], notes.join(", "));
+  assert.equal(reads.length, 1, "the read ahead was the page");
+  // Another dispatcher moves the cursor past entry 3; entry 4 follows.
+  await store.appendLog("orders", [closed(3)]);
+  assert.equal(await other.dispatch(orders, endpoints), 1);
+  await store.appendLog("orders", [closed(4)]);
+  reads.length = 0;
+  assert.equal(await first.dispatch(orders, endpoints, { readAhead: true }), 1, "entry 4 only");
+  assert.equal(reads.length, 2, "read ahead from an old cursor, then from the real one");
+  const log = await store.readLog("orders", null, 100);
+  const ids = (await allDeliveries(deliveries, "ep_a")).map((item) => item.messageId).sort();
+  assert.deepEqual(ids, log.map((entry) => `msg_orders_${entry.id}`).sort());
 });
 
 Deno.test("Dispatcher given a dispatch state that is out of date creates nothing twice", async () => {

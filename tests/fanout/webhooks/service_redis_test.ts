@@ -1,8 +1,8 @@
 /**
  * The webhook service over Redis: two app instances sharing one Redis (one
  * Upstash bridge) deliver each result exactly once under concurrent sweeps
- * (whose sends overlap the next sweeps), and a new instance picks up what an
- * earlier one could not deliver.
+ * (whose sends overlap the next sweeps), a new instance picks up what an
+ * earlier one could not deliver, and what an alert costs in round trips.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -183,6 +183,65 @@ redisTest(
       clearTimeout(timer);
       await a.close();
       await b.close();
+      await receiver.close();
+    }
+  },
+);
+
+redisTest(
+  "on Redis an alert costs two delivery store calls before its signed POST, and one without endpoints",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const now = () => clock.now;
+    const options = { url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false };
+    let calls = 0;
+    // Counts the delivery store's script calls: one EVALSHA each (and an EVAL after it the first
+    // time this Redis sees the script).
+    const counted = new Proxy(new Redis(options), {
+      get(target, property) {
+        const value = Reflect.get(target, property);
+        if (property !== "evalsha") return value;
+        return (...args: unknown[]) => {
+          calls += 1;
+          return value.apply(target, args);
+        };
+      },
+    });
+    const app = await setup({
+      clock,
+      store: new RedisStore(new Redis(options), { now }),
+      deliveries: new RedisDeliveryStore(counted, { now }),
+    });
+    const receiver = await Receiver.start(() => clock.now);
+    const callsBeforePost: number[] = [];
+    receiver.respond = () => {
+      callsBeforePost.push(calls);
+      return new Response(null, { status: 204 });
+    };
+    try {
+      await app.webhooks.refreshEndpoints();
+      calls = 0;
+      await ingest(app.app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+      await app.webhooks.idle();
+      assert.equal(calls, 1, "no endpoint: the call that finds none is all");
+
+      const { secret } = await register(app.app, {
+        url: receiver.url(),
+        eventTypes: ["alert.fired"],
+      });
+      receiver.secrets = [secret];
+      await app.webhooks.idle();
+      calls = 0;
+      await ingest(app.app, [1, 2, 3].map((n) => ({ id: `fr${n}`, ts: at(n), country: "FR" })));
+      await app.webhooks.idle();
+      // Open (endpoints, lease, cursor), then store the page (lease given back, delivery claimed).
+      assert.deepEqual(callsBeforePost, [2]);
+      assert.deepEqual(receiver.received.map((item) => item.payload.data.group), [{
+        country: "FR",
+      }]);
+      assert.deepEqual(receiver.received[0].verifiedWith, [secret]);
+    } finally {
+      await app.close();
       await receiver.close();
     }
   },

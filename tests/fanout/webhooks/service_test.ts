@@ -10,6 +10,7 @@ import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
 import type { DeliveryStore } from "../../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
+import type { Store } from "../../../src/store/types.ts";
 import { Receiver } from "./_receiver.ts";
 import {
   ADMIN_KEY,
@@ -141,37 +142,116 @@ Deno.test("alert.fired reaches the receiver right after ingest, once per window 
   });
 });
 
-Deno.test("an alert's dispatch lists the endpoints while it takes the stream's lease, not before", async () => {
-  const notes: string[] = [];
-  const inner = new MemoryDeliveryStore({ now: () => T0 });
-  // Notes when each delivery store call starts and settles.
-  const deliveries = new Proxy(inner, {
+/** `inner`, noting the name of each delivery store call as it starts. */
+function noting(inner: DeliveryStore, notes: string[]): DeliveryStore {
+  return new Proxy(inner, {
     get(target, property) {
       const value = Reflect.get(target, property);
       if (typeof value !== "function") return value;
       return (...args: unknown[]) => {
-        notes.push(`start ${String(property)}`);
-        const result = value.apply(target, args);
-        return result instanceof Promise
-          ? result.finally(() => notes.push(`end ${String(property)}`))
-          : result;
+        notes.push(String(property));
+        return value.apply(target, args);
       };
     },
   });
+}
+
+Deno.test("an alert's delivery is sent two delivery store calls after it fires: the lease with the endpoints, then the page with the claim", async () => {
+  const notes: string[] = [];
+  const deliveries = noting(new MemoryDeliveryStore({ now: () => T0 }), notes);
   await withApp({ deliveries }, async ({ app, webhooks, receiver }) => {
     const { secret } = await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
     receiver.secrets = [secret];
+    let beforePost: string[] = [];
+    receiver.respond = () => {
+      beforePost = [...notes];
+      return new Response(null, { status: 204 });
+    };
     await webhooks.idle();
     notes.length = 0;
     await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
     await webhooks.idle();
     assert.equal(receiver.received.length, 1);
-    // Listed fresh for the dispatch, but waited for together with the lease: on a remote
-    // store one round trip less on the way to the receiver.
-    const listed = notes.indexOf("end listEndpoints");
-    const leasing = notes.indexOf("start acquireLease");
-    assert.ok(listed !== -1 && leasing !== -1 && leasing < listed, notes.join(", "));
+    assert.equal(receiver.received[0].verifiedWith.length, 1);
+    // On a remote store each call is a round trip on the way to the receiver. The endpoints are
+    // listed fresh, in the call that takes the lease; the lease goes back, and the delivery is
+    // claimed, with the page.
+    assert.deepEqual(beforePost, ["openDispatch", "storePage"]);
   });
+});
+
+Deno.test("an alert with no webhook endpoint costs one delivery store call, and takes no lease", async () => {
+  const notes: string[] = [];
+  const deliveries = noting(new MemoryDeliveryStore({ now: () => T0 }), notes);
+  await withApp({ deliveries }, async ({ app, webhooks }) => {
+    await webhooks.refreshEndpoints();
+    notes.length = 0;
+    await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+    await webhooks.idle();
+    assert.deepEqual(notes, ["openDispatch"]);
+  });
+});
+
+Deno.test("an alert that fires while this process's sweep dispatches its stream is dispatched after the sweep, not after a lease retry", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  let refused = 0;
+  const { promise: leaseRefused, resolve: onRefused } = Promise.withResolvers<void>();
+  // Counts dispatches of this process that find the stream's lease held.
+  class CountsRefusals extends MemoryDeliveryStore {
+    override async acquireLease(...args: Parameters<DeliveryStore["acquireLease"]>) {
+      const token = await super.acquireLease(...args);
+      if (token === null && args[0].startsWith("dispatch:")) {
+        refused += 1;
+        onRefused();
+      }
+      return token;
+    }
+    override async openDispatch(...args: Parameters<DeliveryStore["openDispatch"]>) {
+      const opened = await super.openDispatch(...args);
+      if (opened.lease === null && opened.endpoints?.length !== 0) {
+        refused += 1;
+        onRefused();
+      }
+      return opened;
+    }
+  }
+  const { promise: sweepReading, resolve: onSweepReading } = Promise.withResolvers<void>();
+  let sweeping = false;
+  // The sweep's dispatch of orders, holding its lease, waits while the alert fires: until the
+  // alert's dispatch finds the lease held, or (when it waits its turn instead) a while.
+  class SweepWaits extends MemoryStore {
+    override async readLog(...args: Parameters<Store["readLog"]>) {
+      if (sweeping && args[0] === "orders") {
+        sweeping = false;
+        onSweepReading();
+        await Promise.race([leaseRefused, new Promise((resolve) => setTimeout(resolve, 300))]);
+      }
+      return await super.readLog(...args);
+    }
+  }
+  await withApp(
+    {
+      clock,
+      store: new SweepWaits({ now: () => clock.now }),
+      deliveries: new CountsRefusals({ now: () => clock.now }),
+    },
+    async ({ app, webhooks, receiver }) => {
+      const { secret } = await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
+      receiver.secrets = [secret];
+      await webhooks.idle();
+      sweeping = true;
+      const swept = webhooks.sweep();
+      await sweepReading;
+      await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
+      await swept;
+      await webhooks.idle();
+      assert.equal(refused, 0, "no dispatch of this process found the lease held");
+      assert.deepEqual(receiver.received.map((item) => item.payload.data.group), [{
+        country: "DE",
+      }]);
+      assert.equal(receiver.received[0].verifiedWith.length, 1);
+    },
+  );
 });
 
 Deno.test("a receiver answering 500 gets the same webhook-id on every retry until it succeeds", async () => {
@@ -961,30 +1041,17 @@ Deno.test("an alert's delivery is sent as soon as its page of the log is stored,
   let firstSent: () => void;
   const sent = new Promise<boolean>((resolve) => firstSent = () => resolve(true));
   const store = new MemoryStore({ now: () => clock.now });
+  // Set once the app runs: more alerts fire while the first page is being stored.
+  let fireMore = () => Promise.resolve();
   class SecondPageWaits extends MemoryDeliveryStore {
-    override async createDeliveries(...args: Parameters<DeliveryStore["createDeliveries"]>) {
-      const created = await super.createDeliveries(...args);
-      // A newer entry, so the dispatch goes on to a second page.
-      if (pages === 1) {
-        await store.appendLog("orders", [{
-          type: "alert.fired",
-          alert: "busy",
-          counter: "per_minute",
-          start: T0,
-          end: T0 + MINUTE,
-          group: '["FR"]',
-          value: 3,
-        }]);
-      }
-      return created;
-    }
-    override async beginPage(...args: Parameters<DeliveryStore["beginPage"]>) {
+    override async storePage(...args: Parameters<DeliveryStore["storePage"]>) {
       pages += 1;
+      if (pages === 1) await fireMore();
       if (pages === 2) {
         const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 3000));
         sentBeforeSecondPage = await Promise.race([sent, timeout]);
       }
-      return await super.beginPage(...args);
+      return await super.storePage(...args);
     }
   }
   let sentBeforeSecondPage: boolean | undefined;
@@ -996,9 +1063,12 @@ Deno.test("an alert's delivery is sent as soon as its page of the log is stored,
         return new Response(null, { status: 204 });
       };
       await register(app, { url: receiver.url(), eventTypes: ["alert.fired"] });
+      fireMore = async () => {
+        await ingest(app, [1, 2, 3].map((n) => ({ id: `fr${n}`, ts: at(n), country: "FR" })));
+      };
       await ingest(app, [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE" })));
       await webhooks.idle();
-      assert.equal(pages, 2, "the dispatch read a second page");
+      assert.equal(pages, 2, "the FR alert came in a second page");
       assert.equal(sentBeforeSecondPage, true, "the first page's delivery went out first");
       assert.deepEqual(
         receiver.received.map((item) => item.payload.data.group.country).sort(),
@@ -1012,12 +1082,14 @@ Deno.test("an alert whose dispatch finds the stream's lease held (a sweep, anoth
   const clock: Clock = { now: T0 + 600_000 };
   let refused = 0;
   class LeaseHeldOnce extends MemoryDeliveryStore {
-    override acquireLease(...args: Parameters<DeliveryStore["acquireLease"]>) {
-      if (args[0].startsWith("dispatch:") && refused === 0) {
+    override async openDispatch(...args: Parameters<DeliveryStore["openDispatch"]>) {
+      const opened = await super.openDispatch(...args);
+      if (opened.lease !== null && refused === 0) {
         refused += 1;
-        return Promise.resolve(null);
+        await this.releaseLease(args[1].lease, opened.lease);
+        return { ...opened, lease: null };
       }
-      return super.acquireLease(...args);
+      return opened;
     }
   }
   await withApp(
