@@ -42,6 +42,26 @@ const CONFIG = {
 
 const stream: CompiledStream = compileConfig(CONFIG).get("s")!;
 
+/** Every aggregate with a cap of two groups, apart from `s` so its other scenarios stay as they are. */
+const CAPPED: CompiledStream = compileConfig({
+  streams: {
+    c: {
+      time: { field: "t", lateness: "10s" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count", maxGroups: 2 },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" }, maxGroups: 2 },
+        low: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" }, maxGroups: 2 },
+        users: {
+          window: { tumbling: "1m" },
+          groupBy: ["g"],
+          aggregate: { distinct: "u" },
+          maxGroups: 2,
+        },
+      },
+    },
+  },
+}).get("c")!;
+
 function items(events: object[]) {
   return events.map((value) => ({ ok: true as const, value }));
 }
@@ -183,6 +203,38 @@ const scenarios: Record<string, Scenario> = {
     const byGroup = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
     assert.deepEqual(byGroup, { a: 2, b: 1, __other__: 3 });
     assert.equal((await store.stats("s", stream.counterMetas)).overflow.capped, 3);
+  },
+
+  async "groups beyond maxGroups go to __other__ across batches too, for every aggregate"(store) {
+    // Each batch its own apply: the pane fills in the first, later new groups overflow, and
+    // groups already in the pane (__other__ included) keep counting.
+    const batches = [["a", "b"], ["c", "a"], ["d"], ["b", "c", "d"]];
+    let i = 0;
+    for (const groups of batches) {
+      const events = groups.map((g) => {
+        i += 1;
+        return { t: T0 + 1_000, g, v: i, u: `u${i}` };
+      });
+      await ingestItems(CAPPED, items(events), { store: store, nowMs: T0 + 2_000 });
+    }
+    const values: Record<string, Record<string, unknown>> = {};
+    for (const counter of CAPPED.counters) {
+      const rows = await listWindows(CAPPED, counter, { store, nowMs: T0 + 2_000 }, { limit: 10 });
+      values[counter.name] = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
+    }
+    // a: events 1, 4; b: 2, 6; __other__: c 3, 7 and d 5, 8.
+    assert.deepEqual(values, {
+      count: { a: 2, b: 2, __other__: 4 },
+      sum: { a: 5, b: 8, __other__: 23 },
+      low: { a: 1, b: 2, __other__: 3 },
+      users: { a: 2, b: 2, __other__: 4 },
+    });
+    assert.deepEqual((await store.stats("c", CAPPED.counterMetas)).overflow, {
+      count: 4,
+      sum: 4,
+      low: 4,
+      users: 4,
+    });
   },
 
   async "closeWindows() returns each final window once, with its values"(store) {
