@@ -202,9 +202,10 @@ end
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
  *   {bin: count}?], …]` (the bucket counts for quantiles counters), each cut after the
  *   last field its counter's kind reads.
- * - ARGV[2], JSON: each event's own updates
- *   `[[[counterIndex, pane, group, value?, bin?], …], …]`, decoded only when some
- *   event turns out duplicate or late and the cells must be rebuilt without it.
+ * - ARGV[2], JSON: each event's own updates, decoded only when some event turns out duplicate
+ *   or late and the cells must be rebuilt without it: `[[update, …], …]`, an update
+ *   `[counterIndex, pane, group, value?, bin?]` when the stream has session counters (`sess`),
+ *   else `cellIndex` or `[cellIndex, value, bin?]`, its cell's position (0-based) in `cells`.
  *
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
@@ -438,10 +439,20 @@ if applied == #times then
 else
   cells = {}
   local index = {}
+  local byIndex = type(args.sess) ~= "table"
   for i, updates in ipairs(cjson.decode(ARGV[2])) do
     if outcomes[i] == 0 then
       for _, update in ipairs(updates) do
-        local counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
+        local counterIndex, pane, group, value, bin
+        if byIndex then
+          -- The cell's counter, pane and group; the value and bucket of this event.
+          local from = update
+          if type(update) == "table" then from, value, bin = update[1], update[2], update[3] end
+          from = args.cells[from + 1]
+          counterIndex, pane, group = from[1], from[2], from[3]
+        else
+          counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
+        end
         local key = counterIndex .. "|" .. num(pane) .. "|" .. group
         local cell = index[key]
         if not cell then

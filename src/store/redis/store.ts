@@ -157,15 +157,21 @@ function binOf(batch: StoreBatch, update: CellUpdate): string | undefined {
   return sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
 }
 
+/** A cell's key in {@linkcode preAggregate}'s index. */
+function cellKey(update: CellUpdate): string {
+  return `${update.counter}|${update.pane}|${update.group}`;
+}
+
 /**
  * Merges a batch's updates into cells as if every event applies, so the
- * script's common case adds one cell per counter, pane and group.
+ * script's common case adds one cell per counter, pane and group; `indexOf`
+ * gives each cell's position by {@linkcode cellKey}.
  */
-function preAggregate(batch: StoreBatch): Cell[] {
+function preAggregate(batch: StoreBatch): { cells: Cell[]; indexOf: Map<string, number> } {
   const cells = new Map<string, Cell & { distinct?: Set<string>; bins?: SketchBins }>();
   for (const event of batch.events) {
     for (const update of event.updates) {
-      const key = `${update.counter}|${update.pane}|${update.group}`;
+      const key = cellKey(update);
       let cell = cells.get(key);
       if (!cell) {
         cell = [update.counter, update.pane, update.group, 0, 0, false, false, []];
@@ -191,9 +197,14 @@ function preAggregate(batch: StoreBatch): Cell[] {
       }
     }
   }
-  return [...cells.values()].map((cell) =>
-    cell.bins ? [...cell.slice(0, 8), cell.bins] as Cell : cell.slice(0, 8) as Cell
-  );
+  const indexOf = new Map<string, number>();
+  for (const key of cells.keys()) indexOf.set(key, indexOf.size);
+  return {
+    cells: [...cells.values()].map((cell) =>
+      cell.bins ? [...cell.slice(0, 8), cell.bins] as Cell : cell.slice(0, 8) as Cell
+    ),
+    indexOf,
+  };
 }
 
 /**
@@ -260,6 +271,8 @@ export class RedisStore implements Store {
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     const logging = batch.events.some((event) => event.payload !== undefined);
+    const sess = sessionApplyArgs(batch.counters);
+    const { cells, indexOf } = preAggregate(batch);
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
@@ -294,16 +307,23 @@ export class RedisStore implements Store {
       ids: batch.events.map((event) => event.id ?? false),
       times: batch.events.map((event) => event.timeMs),
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
-      sess: sessionApplyArgs(batch.counters),
-      cells: trimCells(sessionRuns(preAggregate(batch), batch.counters), batch.counters),
+      sess,
+      cells: trimCells(sessionRuns(cells, batch.counters), batch.counters),
     };
+    // With session counters, whose cells sessionRuns merges, each update in full; else the
+    // index of its cell in `cells` (which then are preAggregate's, in its order) and its value.
     const perEvent = batch.events.map((event) =>
       event.updates.map((u) => {
-        if (u.value === undefined) return [u.counter, u.pane, u.group];
         const bin = binOf(batch, u);
-        return bin === undefined
-          ? [u.counter, u.pane, u.group, u.value]
-          : [u.counter, u.pane, u.group, u.value, bin];
+        if (sess) {
+          if (u.value === undefined) return [u.counter, u.pane, u.group];
+          return bin === undefined
+            ? [u.counter, u.pane, u.group, u.value]
+            : [u.counter, u.pane, u.group, u.value, bin];
+        }
+        const index = indexOf.get(cellKey(u))!;
+        if (u.value === undefined) return index;
+        return bin === undefined ? [index, u.value] : [index, u.value, bin];
       })
     );
     return await this.#call("applyBatch", async () => {
