@@ -433,6 +433,12 @@ local function addToCell(cell, value, bin)
   end
   cell[4], cell[5], cell[6], cell[7] = count, sum, low, high
 end
+-- A pane start comes as its text in \`cells\` (so neither JSON nor this script turns it into a
+-- number and back per cell), as a number from session runs and full updates.
+local function paneTextOf(pane)
+  if type(pane) == "string" then return pane end
+  return num(pane)
+end
 local cells
 if applied == #times then
   cells = args.cells
@@ -453,7 +459,7 @@ else
         else
           counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
         end
-        local key = counterIndex .. "|" .. num(pane) .. "|" .. group
+        local key = counterIndex .. "|" .. paneTextOf(pane) .. "|" .. group
         local cell = index[key]
         if not cell then
           cell = { counterIndex, pane, group, 0, 0, false, false, {}, {} }
@@ -478,7 +484,7 @@ for _, cell in ipairs(cells) do
     cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
   local counter = counters[counterIndex + 1]
   local name, kind = counter.name, counter.kind
-  local paneText = num(paneStart)
+  local paneText = paneTextOf(paneStart)
   local key = paneKey(name, paneText)
   local pane = panes[key]
   if not pane then
@@ -487,7 +493,7 @@ for _, cell in ipairs(cells) do
       expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(name), paneText))
     end
     local isNew = expiresAt == nil or expiresAt <= now
-    pane = { key = key, text = paneText, start = paneStart, counter = counter, isNew = isNew,
+    pane = { key = key, text = paneText, start = tonumber(paneStart), counter = counter, isNew = isNew,
       expiresAt = expiresAt, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
     panes[key] = pane
     paneOrder[#paneOrder + 1] = pane
@@ -622,7 +628,10 @@ end
 -- an instance holding an older one reloads the definition.
 local definitionVersion = 0
 if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
-return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand, r = results,
+-- One digit per event: all "0" in the common case, without turning each number into text.
+local outcomeText
+if applied == #times then outcomeText = string.rep("0", #times) else outcomeText = table.concat(outcomes) end
+return cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
   v = definitionVersion })
 `;
 

@@ -209,25 +209,36 @@ function preAggregate(batch: StoreBatch): { cells: Cell[]; indexOf: Map<string, 
 
 /**
  * Cuts each cell after the last field the script reads for its counter's kind (a count reads
- * only its count), so the script decodes less. Session runs and quantiles cells stay whole.
+ * only its count), so the script decodes less, and gives its pane start as the text the script
+ * names keys with (`%.17g`, which for a safe integer is its decimal digits). Session runs stay
+ * as they are.
  */
 function trimCells(cells: unknown[], counters: readonly CounterMeta[]): unknown[] {
-  return cells.map((cell) => {
-    const counter = counters[(cell as Cell)[0]];
+  return cells.map((input) => {
+    const cell = input as Cell;
+    const counter = counters[cell[0]];
     if (counter.session) return cell;
-    switch (counter.aggregate) {
-      case "count":
-        return (cell as Cell).slice(0, 4);
-      case "sum":
-      case "avg":
-        return (cell as Cell).slice(0, 5);
-      case "min":
-      case "max":
-        return (cell as Cell).slice(0, 7);
-      default:
-        return cell;
-    }
+    const out: unknown[] = cell.slice(0, fieldsRead(counter.aggregate));
+    // -0 stays a number: %.17g writes it "-0", String() "0".
+    if (Number.isSafeInteger(cell[1]) && !Object.is(cell[1], -0)) out[1] = String(cell[1]);
+    return out;
   });
+}
+
+/** How many of a cell's fields the apply script reads for a counter of this kind. */
+function fieldsRead(kind: CounterMeta["aggregate"]): number {
+  switch (kind) {
+    case "count":
+      return 4;
+    case "sum":
+    case "avg":
+      return 5;
+    case "min":
+    case "max":
+      return 7;
+    default:
+      return 9;
+  }
 }
 
 /** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
