@@ -604,7 +604,7 @@ for name, pane in pairs(known) do
   local counter = pane.counter
   local knownStart = tonumber(counter.knownPane)
   if pane.text ~= counter.knownPane or pane.expiresAt ~= counter.knownExpiresAt then
-    if knownStart == nil or pane.start > knownStart or counter.knownExpiresAt <= now then
+    if knownStart == nil or pane.start >= knownStart or counter.knownExpiresAt <= now then
       changed[#changed + 1] = "k:" .. name
       changed[#changed + 1] = pane.text .. " " .. num(pane.expiresAt)
     end
