@@ -6,12 +6,14 @@
  * - `prelude`: the apply script's prelude and helper closures, ARGV[1] decoded, then return;
  * - `prelude + decode ARGV[2]` (the per-event updates), `prelude + encode reply`;
  * - `20 × HGET`, `20 × PEXPIRE`, `20 × ZADD`: what one `redis.call` of each costs.
+ * Then the apply script cut before each of its sections (each cut runs on a second redis-server
+ * with the arguments of every real call, so its caches are as cold as between real calls).
  *
  * `--batch 100` does the same with batches of 100 events.
  *
  * Talks to redis-server directly (no bridge, no HTTP): only server time is measured.
  *
- * `deno run --allow-all bench/apply_overhead.ts [--calls 2000] [--rounds 3] [--batch 1]`
+ * `deno task bench:apply-overhead [--calls 2000] [--rounds 3] [--batch 1]`
  */
 import { parseArgs } from "node:util";
 import { createClient } from "redis";
@@ -151,20 +153,18 @@ console.log(table(
 // Where the time goes inside the script: the apply script cut after each section, each run on a
 // second redis-server with the arguments of every real call (so ids are fresh there too).
 const CUTS = [
-  "\nlocal P = KEYS[1]",
-  "\nlocal STATS_KEY",
-  "\nlocal function sessionGroupKey",
-  "\nlocal now, lateness, idle",
-  "\n-- The stats are read once",
-  "\nlocal wm = raiseToClock",
-  "\nlocal outcomes = {}",
-  "\n-- Admitted requests",
-  "\n-- The cells to add",
-  "\ncells = applySessions",
-  "\n-- Whether a pane already holds a group",
-  "\nfor _, pane in ipairs(paneOrder) do",
-  "\nif accepted > 0 then",
-  "\nlocal demand = {}",
+  "\nlocal P = KEYS[1]", // the bare call
+  "\nlocal STATS_KEY", // + ARGV[1] decoded
+  "\nlocal function sessionGroupKey", // + the helpers' closures
+  "\nlocal now, lateness, idle", // + the session helpers' closures
+  "\n-- The stats are read once", // + the counters' tables
+  "\n-- Requests: each takes", // + the stats read
+  "\nlocal outcomes = {}", // + admission
+  "\n-- Admitted requests", // + dedupe lookups, outcomes
+  "\n-- The cells to add", // + stored ids
+  "\n-- Per pane, once", // + the cells (and sessions)
+  "\n-- Panes new or due", // + the counters' writes
+  "\nlocal demand = {}", // + refreshes, stats write
 ];
 const second = await startRedisServer();
 const direct = createClient({ url: redis.url });

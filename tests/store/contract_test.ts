@@ -571,6 +571,29 @@ function claim(key: string, body: string): IdempotencyClaim {
 }
 
 const requestScenarios: Record<string, Scenario> = {
+  async "a batch of only filtered events keeps the watermark, and a later one raises it to its latest event"(
+    store,
+  ) {
+    const first = await store.applyBatch(
+      batchOf([batchEvent("a", T0 + 50_000), batchEvent("b", T0 + 40_000)], [{
+        events: 2,
+        filtered: 0,
+      }]),
+    );
+    assert.equal(first.watermark, T0 + 50_000);
+    const none = await store.applyBatch(batchOf([], [{ events: 0, filtered: 3 }]));
+    assert.deepEqual([none.outcomes, none.watermark], [[], T0 + 50_000]);
+    const later = await store.applyBatch(
+      batchOf([batchEvent("c", T0 + 45_000), batchEvent("d", T0 + 60_000)], [{
+        events: 2,
+        filtered: 0,
+      }]),
+    );
+    assert.deepEqual([later.outcomes, later.watermark], [["applied", "applied"], T0 + 60_000]);
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.applied, stats.filtered, stats.watermark], [4, 3, T0 + 60_000]);
+  },
+
   async "applyBatch() applies each request of a batch on its own and reports each"(store) {
     const result = await store.applyBatch(batchOf(
       [batchEvent("a", T0 + 1_000), batchEvent("a", T0 + 2_000), batchEvent("b", T0 + 3_000)],

@@ -191,11 +191,11 @@ end
 `;
 
 /**
- * Applies one ingest batch. Two arguments, so the common case decodes one:
+ * Applies one ingest batch. Three arguments, so the common case decodes one:
  * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
- *   times: [ms, …], payloads?: [json|false, …], reqs: [request, …], cells}` — one
- *   entry per event, and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
+ *   tmin?, tmax?, payloads?: [json|false, …], reqs: [request, …], cells}` — one
+ *   entry per event (`tmin`, `tmax`: the earliest and latest event time), and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts, its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`;
  *   `cells`, the batch pre-aggregated in the process as if every event
@@ -206,6 +206,8 @@ end
  *   or late and the cells must be rebuilt without it: `[[update, …], …]`, an update
  *   `[counterIndex, pane, group, value?, bin?]` when the stream has session counters (`sess`),
  *   else `cellIndex` or `[cellIndex, value, bin?]`, its cell's position (0-based) in `cells`.
+ * - ARGV[3], JSON: each event's time `[ms, …]`, decoded only when some event may be late, is
+ *   not applied, or is logged.
  *
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
@@ -229,7 +231,8 @@ end
 export const APPLY_SCRIPT = COMMON + SESSION_LUA + `
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
-local ids, times, payloads = args.ids, args.times, args.payloads
+local ids, payloads = args.ids, args.payloads
+local eventCount = #ids
 local counters = {}
 for i, c in ipairs(args.counters) do
   counters[i] = { name = c[1], kind = c[2], maxGroups = c[3], ttl = c[4], hop = c[5], size = c[6] }
@@ -316,7 +319,7 @@ for r, request in ipairs(requests) do
 end
 
 local outcomes = {}
-local applied, duplicates, lates = 0, 0, 0
+local applied, duplicates, lates, skipped = 0, 0, 0, 0
 local newIds, oldIds
 if dedupeTtl > 0 then
   local bucket = math.floor(now / dedupeTtl)
@@ -333,7 +336,7 @@ local idsMarked = false
 local heldIds, freshIds = {}, {}
 if newIds then
   local asked = {}
-  for i = 1, #times do
+  for i = 1, eventCount do
     if not skip[i] and type(ids[i]) == "string" then asked[#asked + 1] = ids[i] end
   end
   for from = 1, #asked, 500 do
@@ -346,7 +349,11 @@ if newIds then
     end
   end
 end
-for i, t in ipairs(times) do
+-- Dedupe first, by id alone; then lateness, the watermark and the log, which need the events'
+-- times. Those are decoded (ARGV[3]) only when needed: when some event could be late (one is
+-- earlier than the latest this batch can raise the watermark to, less the lateness), when some
+-- event is not applied (the watermark is the latest applied one's), or when events are logged.
+for i = 1, eventCount do
   local id, outcome = ids[i], 0
   if skip[i] then
     outcome = 3
@@ -361,22 +368,38 @@ for i, t in ipairs(times) do
       insertedIds = true
     end
   end
-  if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
-  local payload = payloads and payloads[i]
-  if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
-    local recordType = "event.processed"
-    if outcome == 2 then recordType = "event.late" end
-    appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
-  end
-  if outcome == 0 then
-    if wm == nil or t > wm then wm = t end
-    applied = applied + 1
-  elseif outcome == 1 then
+  if outcome == 1 then
     duplicates = duplicates + 1
-  elseif outcome == 2 then
-    lates = lates + 1
+  elseif outcome == 3 then
+    skipped = skipped + 1
   end
   outcomes[i] = outcome
+end
+local latest = args.tmax
+if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
+if eventCount == 0 then
+  -- Nothing to apply.
+elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - lateness then
+  applied, wm = eventCount, latest
+else
+  local times = cjson.decode(ARGV[3])
+  for i = 1, eventCount do
+    local t, outcome = times[i], outcomes[i]
+    if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
+    local payload = payloads and payloads[i]
+    if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
+      local recordType = "event.processed"
+      if outcome == 2 then recordType = "event.late" end
+      appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
+    end
+    if outcome == 0 then
+      if wm == nil or t > wm then wm = t end
+      applied = applied + 1
+    elseif outcome == 2 then
+      lates = lates + 1
+    end
+    outcomes[i] = outcome
+  end
 end
 
 -- Admitted requests: their counts, stats, and the reply kept for their key.
@@ -440,7 +463,7 @@ local function paneTextOf(pane)
   return num(pane)
 end
 local cells
-if applied == #times then
+if applied == eventCount then
   cells = args.cells
 else
   cells = {}
@@ -630,7 +653,7 @@ local definitionVersion = 0
 if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
-if applied == #times then outcomeText = string.rep("0", #times) else outcomeText = table.concat(outcomes) end
+if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
 return cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
   v = definitionVersion })
 `;

@@ -284,6 +284,7 @@ export class RedisStore implements Store {
     const logging = batch.events.some((event) => event.payload !== undefined);
     const sess = sessionApplyArgs(batch.counters);
     const { cells, indexOf } = preAggregate(batch);
+    const times = batch.events.map((event) => event.timeMs);
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
@@ -316,7 +317,8 @@ export class RedisStore implements Store {
         c.sizeMs,
       ]),
       ids: batch.events.map((event) => event.id ?? false),
-      times: batch.events.map((event) => event.timeMs),
+      tmin: times.length > 0 ? times.reduce((a, b) => Math.min(a, b)) : undefined,
+      tmax: times.length > 0 ? times.reduce((a, b) => Math.max(a, b)) : undefined,
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
       sess,
       cells: trimCells(sessionRuns(cells, batch.counters), batch.counters),
@@ -345,7 +347,7 @@ export class RedisStore implements Store {
       const reply = fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
       >(
-        await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent]),
+        await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent, times]),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");
