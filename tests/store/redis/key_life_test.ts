@@ -11,35 +11,38 @@ import { ingestItems } from "../../../src/ingest/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { redisTest, withDirect } from "../../_redis.ts";
 
-/** Every counter keeps a pane 3 s after its last write (2 s window, no lateness, 1 s retention). */
-const PANE_TTL = 3_000;
-const STATS_TTL = 3_000;
-const DEDUPE_TTL = 2_000;
+/**
+ * Every counter keeps a pane 6 s after its last write (4 s window, no lateness, 2 s retention):
+ * short, yet TTL/16 leaves a loaded machine some hundreds of ms between a write and reading PTTL.
+ */
+const PANE_TTL = 6_000;
+const STATS_TTL = 6_000;
+const DEDUPE_TTL = 4_000;
 
 const stream = compileConfig({
   streams: {
     t: {
       time: { field: "t", lateness: "0s" },
-      dedupe: { field: "id", ttl: "2s" },
+      dedupe: { field: "id", ttl: "4s" },
       counters: {
-        count: { window: { tumbling: "2s" }, groupBy: ["g"], aggregate: "count", retention: "1s" },
+        count: { window: { tumbling: "4s" }, groupBy: ["g"], aggregate: "count", retention: "2s" },
         users: {
-          window: { tumbling: "2s" },
+          window: { tumbling: "4s" },
           groupBy: ["g"],
           aggregate: { distinct: "u" },
-          retention: "1s",
+          retention: "2s",
         },
         spread: {
-          window: { tumbling: "2s" },
+          window: { tumbling: "4s" },
           groupBy: ["g"],
           aggregate: { quantiles: "v" },
-          retention: "1s",
+          retention: "2s",
         },
         total: {
-          window: { hopping: "2s", every: "1s" },
+          window: { hopping: "4s", every: "2s" },
           groupBy: ["g"],
           aggregate: { sum: "v" },
-          retention: "1s",
+          retention: "2s",
         },
       },
     },
@@ -145,7 +148,7 @@ redisTest(
               const before = Date.now();
               const pttl = Number(await send("PTTL", key));
               assert.ok(
-                before + pttl >= listedUntil - 100,
+                before + pttl >= listedUntil - 200,
                 `write ${i}: ${key} expires ${
                   listedUntil - before - pttl
                 } ms before its pane is unlisted`,
