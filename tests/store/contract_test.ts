@@ -594,6 +594,26 @@ const requestScenarios: Record<string, Scenario> = {
     assert.deepEqual([stats.applied, stats.filtered, stats.watermark], [4, 3, T0 + 60_000]);
   },
 
+  async "dedupe ids of any text are held alike whether every event of a batch has one or not"(
+    store,
+  ) {
+    const odd = ['say "hi"', "back\\slash", "é ✓ 😀", "\u0000nul", "  ", "1e3"];
+    const withIds = (ids: (string | undefined)[], t: number) =>
+      batchOf(
+        ids.map((id, i) => ({ ...batchEvent(id ?? "", t + i), id })),
+        [{ events: ids.length, filtered: 0 }],
+      );
+    // Every event with an id, then the same ids in a batch where one event has none.
+    const first = await store.applyBatch(withIds(odd, T0 + 50_000));
+    assert.deepEqual(first.outcomes, odd.map(() => "applied"));
+    const mixed = await store.applyBatch(withIds([...odd, undefined], T0 + 55_000));
+    assert.deepEqual(mixed.outcomes, [...odd.map(() => "duplicate"), "applied"]);
+    const again = await store.applyBatch(withIds(["fresh", undefined, odd[2]], T0 + 56_000));
+    assert.deepEqual(again.outcomes, ["applied", "applied", "duplicate"]);
+    const last = await store.applyBatch(withIds(["fresh"], T0 + 57_000));
+    assert.deepEqual(last.outcomes, ["duplicate"]);
+  },
+
   async "applyBatch() applies each request of a batch on its own and reports each"(store) {
     const result = await store.applyBatch(batchOf(
       [batchEvent("a", T0 + 1_000), batchEvent("a", T0 + 2_000), batchEvent("b", T0 + 3_000)],
