@@ -193,7 +193,7 @@ end
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
  * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
- *   counters: [[name, kind, maxGroups, ttl, hop, size]], n, ids?: [id|false, …],
+ *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
  *   tmin?, tmax?, payloads?: [json|false, …], reqs: [request, …], cells}` — one
  *   entry per event (`tmin`, `tmax`: the earliest and latest event time), and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts, its idempotency claim (key hash, body
@@ -208,9 +208,6 @@ end
  *   else `cellIndex` or `[cellIndex, value, bin?]`, its cell's position (0-based) in `cells`.
  * - ARGV[3], JSON: each event's time `[ms, …]`, decoded only when some event may be late, is
  *   not applied, or is logged.
- * - ARGV[4…3 + n]: with dedupe on and an id on every event, the ids, one argument each and not
- *   JSON, so the script takes them without decoding (else `ids` in ARGV[1], `false` for none;
- *   without dedupe, neither).
  *
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
@@ -234,13 +231,8 @@ end
 export const APPLY_SCRIPT = COMMON + SESSION_LUA + `
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
-local ids, payloads, eventCount = args.ids, args.payloads, args.n
-if ids == nil then
-  ids = {}
-  if dedupeTtl > 0 then
-    for i = 1, eventCount do ids[i] = ARGV[3 + i] end
-  end
-end
+local ids, payloads = args.ids, args.payloads
+local eventCount = #ids
 local counters = {}
 for i, c in ipairs(args.counters) do
   counters[i] = { name = c[1], kind = c[2], maxGroups = c[3], ttl = c[4], hop = c[5], size = c[6] }

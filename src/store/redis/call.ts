@@ -114,21 +114,15 @@ export class RedisCalls {
 
   /**
    * Runs a Lua script by SHA, sending its text only when Redis does not know
-   * it yet; arguments are sent as JSON, then `raw` ones as they are (one ARGV
-   * each, which the script reads without decoding). Call it inside {@linkcode call}.
+   * it yet; arguments are sent as JSON. Call it inside {@linkcode call}.
    */
-  async script(
-    script: string,
-    keys: string[],
-    argv: unknown[],
-    raw: readonly string[] = [],
-  ): Promise<unknown> {
+  async script(script: string, keys: string[], argv: unknown[]): Promise<unknown> {
     let sha = this.#shas.get(script);
     if (!sha) {
       sha = sha1(script);
       this.#shas.set(script, sha);
     }
-    const args = [...argv.map((arg) => JSON.stringify(arg)), ...raw];
+    const args = argv.map((arg) => JSON.stringify(arg));
     try {
       return await this.#redis.evalsha(await sha, keys, args);
     } catch (error) {

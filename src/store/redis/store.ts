@@ -285,7 +285,6 @@ export class RedisStore implements Store {
     const sess = sessionApplyArgs(batch.counters);
     const { cells, indexOf } = preAggregate(batch);
     const times = batch.events.map((event) => event.timeMs);
-    const rawIds = batch.dedupeTtlMs > 0 && batch.events.every((event) => event.id !== undefined);
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
@@ -317,11 +316,7 @@ export class RedisStore implements Store {
         c.hopMs,
         c.sizeMs,
       ]),
-      n: batch.events.length,
-      // Ids go as their own arguments when every event has one (see APPLY_SCRIPT).
-      ids: batch.dedupeTtlMs > 0 && !rawIds
-        ? batch.events.map((event) => event.id ?? false)
-        : undefined,
+      ids: batch.events.map((event) => event.id ?? false),
       tmin: times.length > 0 ? times.reduce((a, b) => Math.min(a, b)) : undefined,
       tmax: times.length > 0 ? times.reduce((a, b) => Math.max(a, b)) : undefined,
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
@@ -352,12 +347,7 @@ export class RedisStore implements Store {
       const reply = fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
       >(
-        await this.#calls.script(
-          APPLY_SCRIPT,
-          keys,
-          [header, perEvent, times],
-          rawIds ? batch.events.map((event) => event.id!) : [],
-        ),
+        await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent, times]),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");
