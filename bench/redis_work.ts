@@ -17,11 +17,14 @@
  * work, reading requests included), which depends on it less than the clock does.
  *
  * redis-server times a command by the clock, so on a busy machine the time it lost to other
- * processes counts too: each figure is the least of `--rounds` rounds.
+ * processes counts too: each figure is the least of `--rounds` rounds. A call that is preempted
+ * loses a whole time slice, which weighs on the mean of a few hundred calls: the median call
+ * (from `SLOWLOG`, which logs every call's µs here) leaves those out.
  *
  * `deno task bench:redis-work [--requests 40] [--singles 300] [--rounds 3]`
  */
 import { parseArgs } from "node:util";
+import { createClient } from "redis";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
   commandStats,
@@ -78,6 +81,24 @@ interface Row {
   innerCallsPerSingleEventCall: number;
   cpuUsecPerEventAtBatch100: number;
   cpuUsecPerSingleEventCall: number;
+  medianUsecPerBatch100Call: number;
+  medianUsecPerSingleEventCall: number;
+}
+
+/** The part of a direct `redis` client the bench uses. */
+type Direct = { sendCommand(args: string[]): Promise<unknown> };
+
+/** The µs of each EVALSHA redis-server logged since the last `SLOWLOG RESET`. */
+async function evalshaDurations(direct: Direct): Promise<number[]> {
+  const entries = await direct.sendCommand(["SLOWLOG", "GET", "-1"]) as unknown[][];
+  return entries
+    .filter((entry) => String((entry[3] as unknown[])[0]).toLowerCase() === "evalsha")
+    .map((entry) => Number(entry[2]));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
 }
 
 async function send(url: string, body: string): Promise<void> {
@@ -94,21 +115,24 @@ async function send(url: string, body: string): Promise<void> {
  * While `run` sends its requests: evalsha's µs and calls, the commands the scripts ran (counted
  * in commandstats too), and redis-server's main-thread CPU µs (all its work, network included).
  */
-async function evalshaDuring(port: number, run: () => Promise<void>) {
+async function evalshaDuring(port: number, direct: Direct, run: () => Promise<void>) {
+  await direct.sendCommand(["SLOWLOG", "RESET"]);
   const before = await commandStats(port);
   const cpuBefore = await redisCpuSeconds(port);
   await run();
+  const medianUsec = median(await evalshaDurations(direct));
   const cpuUsec = (await redisCpuSeconds(port) - cpuBefore) * 1e6;
   const delta = commandStatsDelta(before, await commandStats(port));
   let inner = 0;
   for (const [name, stat] of delta) if (name !== "evalsha" && name !== "info") inner += stat.calls;
-  return { ...(delta.get("evalsha") ?? { calls: 0, usec: 0 }), inner, cpuUsec };
+  return { ...(delta.get("evalsha") ?? { calls: 0, usec: 0 }), inner, cpuUsec, medianUsec };
 }
 
 async function measure(
   name: string,
   round: number,
   redisPort: number,
+  direct: Direct,
   bridgeUrl: string,
 ): Promise<Row> {
   const configPath = await Deno.makeTempFile({ suffix: ".json" });
@@ -128,10 +152,10 @@ async function measure(
   try {
     const url = `${server.url}/v1/streams/bench/events`;
     for (let i = 0; i < 20; i++) await send(url, makeBatch(100)); // warm-up, script cached
-    const batch = await evalshaDuring(redisPort, async () => {
+    const batch = await evalshaDuring(redisPort, direct, async () => {
       for (let i = 0; i < BATCH_REQUESTS; i++) await send(url, makeBatch(100));
     });
-    const single = await evalshaDuring(redisPort, async () => {
+    const single = await evalshaDuring(redisPort, direct, async () => {
       for (let i = 0; i < SINGLE_REQUESTS; i++) await send(url, makeEvent());
     });
     return {
@@ -145,6 +169,8 @@ async function measure(
       innerCallsPerSingleEventCall: single.inner / single.calls,
       cpuUsecPerEventAtBatch100: batch.cpuUsec / (BATCH_REQUESTS * 100),
       cpuUsecPerSingleEventCall: single.cpuUsec / single.calls,
+      medianUsecPerBatch100Call: batch.medianUsec,
+      medianUsecPerSingleEventCall: single.medianUsec,
     };
   } finally {
     await server.stop();
@@ -159,14 +185,20 @@ const bridge = await startServer("bridge", {
   UPSTASH_REDIS_REST_TOKEN: TOKEN,
 });
 const measured: Row[][] = [];
+// Every EVALSHA is logged with its µs (the scripts' own commands are not), so its median is known.
+const direct = createClient({ url: redis.url });
+await direct.connect();
 try {
+  await direct.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+  await direct.sendCommand(["CONFIG", "SET", "slowlog-max-len", "10000"]);
   for (let round = 1; round <= ROUNDS; round++) {
     measured.push([]);
     for (const name of variants.keys()) {
-      measured.at(-1)!.push(await measure(name, round, redis.port, bridge.url));
+      measured.at(-1)!.push(await measure(name, round, redis.port, direct, bridge.url));
     }
   }
 } finally {
+  await direct.quit();
   await bridge.stop();
   await redis.stop();
 }
@@ -186,6 +218,8 @@ const rows: Row[] = [...variants.keys()].map((name, i) => {
     innerCallsPerSingleEventCall: of[0].innerCallsPerSingleEventCall,
     cpuUsecPerEventAtBatch100: least((row) => row.cpuUsecPerEventAtBatch100),
     cpuUsecPerSingleEventCall: least((row) => row.cpuUsecPerSingleEventCall),
+    medianUsecPerBatch100Call: least((row) => row.medianUsecPerBatch100Call),
+    medianUsecPerSingleEventCall: least((row) => row.medianUsecPerSingleEventCall),
   };
 });
 console.log(
@@ -202,6 +236,8 @@ console.log(table(
     "µs/event at batch 100",
     "µs per 100-event call",
     "µs per single-event call",
+    "median µs per 100-event call",
+    "median µs per single-event call",
     "redis.call/event at 100",
     "redis.call per single call",
     "CPU µs/event at 100",
@@ -213,6 +249,8 @@ console.log(table(
     row.usecPerEventAtBatch100.toFixed(2),
     row.usecPerBatch100Call.toFixed(0),
     row.usecPerSingleEventCall.toFixed(1),
+    row.medianUsecPerBatch100Call.toFixed(0),
+    row.medianUsecPerSingleEventCall.toFixed(1),
     row.innerCallsPerEventAtBatch100.toFixed(2),
     row.innerCallsPerSingleEventCall.toFixed(1),
     row.cpuUsecPerEventAtBatch100.toFixed(2),

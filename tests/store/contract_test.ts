@@ -42,6 +42,26 @@ const CONFIG = {
 
 const stream: CompiledStream = compileConfig(CONFIG).get("s")!;
 
+/** Every aggregate with a cap of two groups, apart from `s` so its other scenarios stay as they are. */
+const CAPPED: CompiledStream = compileConfig({
+  streams: {
+    c: {
+      time: { field: "t", lateness: "10s" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count", maxGroups: 2 },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" }, maxGroups: 2 },
+        low: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" }, maxGroups: 2 },
+        users: {
+          window: { tumbling: "1m" },
+          groupBy: ["g"],
+          aggregate: { distinct: "u" },
+          maxGroups: 2,
+        },
+      },
+    },
+  },
+}).get("c")!;
+
 function items(events: object[]) {
   return events.map((value) => ({ ok: true as const, value }));
 }
@@ -183,6 +203,38 @@ const scenarios: Record<string, Scenario> = {
     const byGroup = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
     assert.deepEqual(byGroup, { a: 2, b: 1, __other__: 3 });
     assert.equal((await store.stats("s", stream.counterMetas)).overflow.capped, 3);
+  },
+
+  async "groups beyond maxGroups go to __other__ across batches too, for every aggregate"(store) {
+    // Each batch its own apply: the pane fills in the first, later new groups overflow, and
+    // groups already in the pane (__other__ included) keep counting.
+    const batches = [["a", "b"], ["c", "a"], ["d"], ["b", "c", "d"]];
+    let i = 0;
+    for (const groups of batches) {
+      const events = groups.map((g) => {
+        i += 1;
+        return { t: T0 + 1_000, g, v: i, u: `u${i}` };
+      });
+      await ingestItems(CAPPED, items(events), { store: store, nowMs: T0 + 2_000 });
+    }
+    const values: Record<string, Record<string, unknown>> = {};
+    for (const counter of CAPPED.counters) {
+      const rows = await listWindows(CAPPED, counter, { store, nowMs: T0 + 2_000 }, { limit: 10 });
+      values[counter.name] = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
+    }
+    // a: events 1, 4; b: 2, 6; __other__: c 3, 7 and d 5, 8.
+    assert.deepEqual(values, {
+      count: { a: 2, b: 2, __other__: 4 },
+      sum: { a: 5, b: 8, __other__: 23 },
+      low: { a: 1, b: 2, __other__: 3 },
+      users: { a: 2, b: 2, __other__: 4 },
+    });
+    assert.deepEqual((await store.stats("c", CAPPED.counterMetas)).overflow, {
+      count: 4,
+      sum: 4,
+      low: 4,
+      users: 4,
+    });
   },
 
   async "closeWindows() returns each final window once, with its values"(store) {
@@ -519,6 +571,49 @@ function claim(key: string, body: string): IdempotencyClaim {
 }
 
 const requestScenarios: Record<string, Scenario> = {
+  async "a batch of only filtered events keeps the watermark, and a later one raises it to its latest event"(
+    store,
+  ) {
+    const first = await store.applyBatch(
+      batchOf([batchEvent("a", T0 + 50_000), batchEvent("b", T0 + 40_000)], [{
+        events: 2,
+        filtered: 0,
+      }]),
+    );
+    assert.equal(first.watermark, T0 + 50_000);
+    const none = await store.applyBatch(batchOf([], [{ events: 0, filtered: 3 }]));
+    assert.deepEqual([none.outcomes, none.watermark], [[], T0 + 50_000]);
+    const later = await store.applyBatch(
+      batchOf([batchEvent("c", T0 + 45_000), batchEvent("d", T0 + 60_000)], [{
+        events: 2,
+        filtered: 0,
+      }]),
+    );
+    assert.deepEqual([later.outcomes, later.watermark], [["applied", "applied"], T0 + 60_000]);
+    const stats = await store.stats("s", stream.counterMetas);
+    assert.deepEqual([stats.applied, stats.filtered, stats.watermark], [4, 3, T0 + 60_000]);
+  },
+
+  async "dedupe ids of any text are held alike whether every event of a batch has one or not"(
+    store,
+  ) {
+    const odd = ['say "hi"', "back\\slash", "é ✓ 😀", "\u0000nul", "  ", "1e3"];
+    const withIds = (ids: (string | undefined)[], t: number) =>
+      batchOf(
+        ids.map((id, i) => ({ ...batchEvent(id ?? "", t + i), id })),
+        [{ events: ids.length, filtered: 0 }],
+      );
+    // Every event with an id, then the same ids in a batch where one event has none.
+    const first = await store.applyBatch(withIds(odd, T0 + 50_000));
+    assert.deepEqual(first.outcomes, odd.map(() => "applied"));
+    const mixed = await store.applyBatch(withIds([...odd, undefined], T0 + 55_000));
+    assert.deepEqual(mixed.outcomes, [...odd.map(() => "duplicate"), "applied"]);
+    const again = await store.applyBatch(withIds(["fresh", undefined, odd[2]], T0 + 56_000));
+    assert.deepEqual(again.outcomes, ["applied", "applied", "duplicate"]);
+    const last = await store.applyBatch(withIds(["fresh"], T0 + 57_000));
+    assert.deepEqual(last.outcomes, ["duplicate"]);
+  },
+
   async "applyBatch() applies each request of a batch on its own and reports each"(store) {
     const result = await store.applyBatch(batchOf(
       [batchEvent("a", T0 + 1_000), batchEvent("a", T0 + 2_000), batchEvent("b", T0 + 3_000)],

@@ -8,15 +8,17 @@
  *
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
- *   `late`, `filtered`, `rejected`, `overflow:<counter>`.
- * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket, PX = 2 × TTL.
+ *   `late`, `filtered`, `rejected`, `overflow:<counter>`, and `exp`: when (ms) the hash
+ *   expires, so a write extends its life only when due (see `lifeOf`).
+ * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket, PX = 2 × TTL + TTL/8
+ *   from its first id; its field `\xff` (one byte 0xFF, which no id holds: ids are UTF-8) says that PX is set.
  * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
  *   `s:<group>` (sum, for sum/avg), `m:<group>` (min or max).
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
  * - quantiles counters: pane fields `c:<group>`, `n:<group>` (min), `x:<group>` (max),
  *   and `q:<counter>:<pane>:<group>` — hash of DDSketch bucket counts (`z`, `p<key>`,
  *   `n<key>`; see `sketch.ts`), added to with HINCRBY.
- * - `panes:<counter>` — zset of live panes, score = expiry time.
+ * - `panes:<counter>` — zset of live panes, score = expiry time (that of the pane's keys).
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
  * - `log` — Redis stream (XADD, capped near {@linkcode MAX_LOG_ENTRIES}): the result log;
  *   field `r` holds a JSON log record.
@@ -84,6 +86,14 @@ local function raiseToClock(wm, now, idle)
   if type(idle) ~= "number" then return wm end
   if wm == nil or now - idle > wm then return now - idle end
   return wm
+end
+-- A key that must live ttl after its last write (a pane, the stats hash) is not extended on
+-- every write: a write extends it to lifeOf(ttl) only when less than ttl + ttl/16 is left
+-- (dueForRefresh), so it lives between ttl + ttl/16 and lifeOf(ttl) after its last write. The
+-- ttl/16 covers instances whose clocks disagree by less than that.
+local function lifeOf(ttl) return ttl + math.ceil(ttl / 8) end
+local function dueForRefresh(expiresAt, now, ttl)
+  return expiresAt == nil or expiresAt - now < ttl + math.ceil(ttl / 16)
 end
 local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
@@ -181,19 +191,23 @@ end
 `;
 
 /**
- * Applies one ingest batch. Three arguments, so the common case decodes little:
+ * Applies one ingest batch. Three arguments, so the common case decodes one:
  * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
- *   times: [ms, …], payloads?: [json|false, …], reqs: [request, …]}` — one
- *   entry per event, and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
+ *   tmin?, tmax?, payloads?: [json|false, …], reqs: [request, …], cells}` — one
+ *   entry per event (`tmin`, `tmax`: the earliest and latest event time), and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts, its idempotency claim (key hash, body
- *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`.
- * - ARGV[2], JSON: the batch pre-aggregated in the process as if every event
+ *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`;
+ *   `cells`, the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
- *   {bin: count}?], …]` (the bucket counts for quantiles counters).
- * - ARGV[3], JSON: each event's own updates
- *   `[[[counterIndex, pane, group, value?, bin?], …], …]`, decoded only when some
- *   event turns out duplicate or late and the cells must be rebuilt without it.
+ *   {bin: count}?], …]` (the bucket counts for quantiles counters), each cut after the
+ *   last field its counter's kind reads.
+ * - ARGV[2], JSON: each event's own updates, decoded only when some event turns out duplicate
+ *   or late and the cells must be rebuilt without it: `[[update, …], …]`, an update
+ *   `[counterIndex, pane, group, value?, bin?]` when the stream has session counters (`sess`),
+ *   else `cellIndex` or `[cellIndex, value, bin?]`, its cell's position (0-based) in `cells`.
+ * - ARGV[3], JSON: each event's time `[ms, …]`, decoded only when some event may be late, is
+ *   not applied, or is logged.
  *
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
@@ -217,13 +231,30 @@ end
 export const APPLY_SCRIPT = COMMON + SESSION_LUA + `
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
-local ids, times, payloads = args.ids, args.times, args.payloads
+local ids, payloads = args.ids, args.payloads
+local eventCount = #ids
 local counters = {}
 for i, c in ipairs(args.counters) do
   counters[i] = { name = c[1], kind = c[2], maxGroups = c[3], ttl = c[4], hop = c[5], size = c[6] }
 end
 
-local wm = raiseToClock(tonumber(redis.call("HGET", STATS_KEY, "wm")), now, idle)
+-- The stats are read once here and written with one HSET at the end. With them, per counter,
+-- \`k:<counter>\`: "<pane> <expiresAt>" of the newest pane whose expiry an apply set or read, so
+-- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
+local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
+local statsAsked = { "wm", "exp", unpack(STAT_FIELDS) }
+for _, counter in ipairs(counters) do statsAsked[#statsAsked + 1] = "k:" .. counter.name end
+local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
+local wm = raiseToClock(tonumber(stored[1]), now, idle)
+local statsExpireAt = tonumber(stored[2])
+for i, counter in ipairs(counters) do
+  local known = stored[#STAT_FIELDS + 2 + i]
+  if known then
+    local space = string.find(known, " ", 1, true)
+    counter.knownPane = string.sub(known, 1, space - 1)
+    counter.knownExpiresAt = tonumber(string.sub(known, space + 1))
+  end
+end
 
 -- Requests: each takes the next n events. One that is not admitted (its
 -- stored reply, a conflict, its key earlier in this batch, the rate limit)
@@ -288,30 +319,41 @@ for r, request in ipairs(requests) do
 end
 
 local outcomes = {}
-local applied, duplicates, lates = 0, 0, 0
+local applied, duplicates, lates, skipped = 0, 0, 0, 0
 local newIds, oldIds
 if dedupeTtl > 0 then
   local bucket = math.floor(now / dedupeTtl)
   newIds, oldIds = idsKey(bucket), idsKey(bucket - 1)
 end
 local insertedIds = false
+-- A field no id can be (ids are UTF-8, this byte never is): the bucket's PX is set, once, at its
+-- first id. An id lives at least the TTL: it is asked while now is in its bucket or the next,
+-- and the bucket lives until the end of the next, 2 × TTL from its start, and TTL/8 more for
+-- instances whose clocks disagree (one that is behind still adds to a bucket that one ahead made).
+local IDS_MARK = "\\255"
+local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
 local heldIds, freshIds = {}, {}
 if newIds then
   local asked = {}
-  for i = 1, #times do
+  for i = 1, eventCount do
     if not skip[i] and type(ids[i]) == "string" then asked[#asked + 1] = ids[i] end
   end
   for from = 1, #asked, 500 do
     local to = math.min(from + 499, #asked)
     local old = redis.call("HMGET", oldIds, unpack(asked, from, to))
-    local new = redis.call("HMGET", newIds, unpack(asked, from, to))
+    local new = redis.call("HMGET", newIds, IDS_MARK, unpack(asked, from, to))
+    if new[1] then idsMarked = true end
     for k = 1, to - from + 1 do
-      if old[k] or new[k] then heldIds[asked[from + k - 1]] = true end
+      if old[k] or new[k + 1] then heldIds[asked[from + k - 1]] = true end
     end
   end
 end
-for i, t in ipairs(times) do
+-- Dedupe first, by id alone; then lateness, the watermark and the log, which need the events'
+-- times. Those are decoded (ARGV[3]) only when needed: when some event could be late (one is
+-- earlier than the latest this batch can raise the watermark to, less the lateness), when some
+-- event is not applied (the watermark is the latest applied one's), or when events are logged.
+for i = 1, eventCount do
   local id, outcome = ids[i], 0
   if skip[i] then
     outcome = 3
@@ -326,22 +368,38 @@ for i, t in ipairs(times) do
       insertedIds = true
     end
   end
-  if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
-  local payload = payloads and payloads[i]
-  if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
-    local recordType = "event.processed"
-    if outcome == 2 then recordType = "event.late" end
-    appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
-  end
-  if outcome == 0 then
-    if wm == nil or t > wm then wm = t end
-    applied = applied + 1
-  elseif outcome == 1 then
+  if outcome == 1 then
     duplicates = duplicates + 1
-  elseif outcome == 2 then
-    lates = lates + 1
+  elseif outcome == 3 then
+    skipped = skipped + 1
   end
   outcomes[i] = outcome
+end
+local latest = args.tmax
+if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
+if eventCount == 0 then
+  -- Nothing to apply.
+elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - lateness then
+  applied, wm = eventCount, latest
+else
+  local times = cjson.decode(ARGV[3])
+  for i = 1, eventCount do
+    local t, outcome = times[i], outcomes[i]
+    if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
+    local payload = payloads and payloads[i]
+    if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
+      local recordType = "event.processed"
+      if outcome == 2 then recordType = "event.late" end
+      appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
+    end
+    if outcome == 0 then
+      if wm == nil or t > wm then wm = t end
+      applied = applied + 1
+    elseif outcome == 2 then
+      lates = lates + 1
+    end
+    outcomes[i] = outcome
+  end
 end
 
 -- Admitted requests: their counts, stats, and the reply kept for their key.
@@ -373,9 +431,13 @@ if insertedIds then
       fields[#fields + 1] = freshIds[k]
       fields[#fields + 1] = "1"
     end
+    if from == 1 and not idsMarked then
+      fields[#fields + 1] = IDS_MARK
+      fields[#fields + 1] = "1"
+    end
     redis.call("HSET", newIds, unpack(fields))
   end
-  redis.call("PEXPIRE", newIds, 2 * dedupeTtl)
+  if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
 end
 
 -- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
@@ -394,17 +456,33 @@ local function addToCell(cell, value, bin)
   end
   cell[4], cell[5], cell[6], cell[7] = count, sum, low, high
 end
+-- A pane start comes as its text in \`cells\` (so neither JSON nor this script turns it into a
+-- number and back per cell), as a number from session runs and full updates.
+local function paneTextOf(pane)
+  if type(pane) == "string" then return pane end
+  return num(pane)
+end
 local cells
-if applied == #times then
-  cells = cjson.decode(ARGV[2])
+if applied == eventCount then
+  cells = args.cells
 else
   cells = {}
   local index = {}
-  for i, updates in ipairs(cjson.decode(ARGV[3])) do
+  local byIndex = type(args.sess) ~= "table"
+  for i, updates in ipairs(cjson.decode(ARGV[2])) do
     if outcomes[i] == 0 then
       for _, update in ipairs(updates) do
-        local counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
-        local key = counterIndex .. "|" .. num(pane) .. "|" .. group
+        local counterIndex, pane, group, value, bin
+        if byIndex then
+          -- The cell's counter, pane and group; the value and bucket of this event.
+          local from = update
+          if type(update) == "table" then from, value, bin = update[1], update[2], update[3] end
+          from = args.cells[from + 1]
+          counterIndex, pane, group = from[1], from[2], from[3]
+        else
+          counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
+        end
+        local key = counterIndex .. "|" .. paneTextOf(pane) .. "|" .. group
         local cell = index[key]
         if not cell then
           cell = { counterIndex, pane, group, 0, 0, false, false, {}, {} }
@@ -419,46 +497,47 @@ end
 
 cells = applySessions(counters, cells, now)
 
--- Whether a pane already holds a group (asking Redis once per group).
-local function hasGroup(pane, group)
-  if pane.known[group] then return true end
-  if pane.isNew then return false end
-  if redis.call("HEXISTS", pane.key, "c:" .. group) == 1 then
-    pane.known[group] = true
-    return true
-  end
-  return false
-end
-
--- Per pane: existence, group count and TTL once; per cell: the group's fields.
+-- Per pane, once: its score in the counter's live panes, which is when its keys expire (or the
+-- same from \`k:<counter>\`), says whether it is new and whether its life is due to be extended.
+-- Per cell: HINCRBY's reply says whether the group is new in the pane (its count was the
+-- cell's: counts only grow).
 local panes, paneOrder = {}, {}
-local touchedCounters = {}
 for _, cell in ipairs(cells) do
   local counterIndex, paneStart, group, count, sum, low, high, values =
     cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
   local counter = counters[counterIndex + 1]
   local name, kind = counter.name, counter.kind
-  local paneText = num(paneStart)
+  local paneText = paneTextOf(paneStart)
   local key = paneKey(name, paneText)
   local pane = panes[key]
   if not pane then
-    pane = { key = key, text = paneText, start = paneStart, counter = counter, known = {},
-      isNew = redis.call("EXISTS", key) == 0 }
-    if pane.isNew then pane.groups = 0 end
+    local expiresAt = counter.knownExpiresAt
+    if counter.knownPane ~= paneText then
+      expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(name), paneText))
+    end
+    local isNew = expiresAt == nil or expiresAt <= now
+    pane = { key = key, text = paneText, start = tonumber(paneStart), counter = counter, isNew = isNew,
+      expiresAt = expiresAt, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
     panes[key] = pane
     paneOrder[#paneOrder + 1] = pane
-    touchedCounters[counterIndex + 1] = counter
   end
-  if not hasGroup(pane, group) then
-    if pane.groups == nil then pane.groups = redis.call("HLEN", key) / fieldsPerGroup(kind) end
+  if redis.call("HINCRBY", key, "c:" .. group, count) == count then
+    -- A new group: the pane's groups before it, from its fields, the first time one is new.
+    if pane.groups == nil then
+      pane.groups = (redis.call("HLEN", key) - 1) / fieldsPerGroup(kind)
+      -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
+      if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
+    end
     if pane.groups >= counter.maxGroups then
+      -- Past maxGroups: undo, and count into OTHER_GROUP instead.
+      redis.call("HDEL", key, "c:" .. group)
       group = ${luaString(OTHER_GROUP)}
       redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
+      if redis.call("HINCRBY", key, "c:" .. group, count) == count then pane.groups = pane.groups + 1 end
+    else
+      pane.groups = pane.groups + 1
     end
-    if not hasGroup(pane, group) then pane.groups = pane.groups + 1 end
-    pane.known[group] = true
   end
-  redis.call("HINCRBY", key, "c:" .. group, count)
   if kind == "sum" or kind == "avg" then
     redis.call("HINCRBYFLOAT", key, "s:" .. group, num(sum))
   elseif kind == "min" or kind == "max" then
@@ -475,44 +554,94 @@ for _, cell in ipairs(cells) do
     if current == nil or high > current then redis.call("HSET", key, "x:" .. group, num(high)) end
     local sketch = quantileKey(name, paneText, group)
     for bin, binCount in pairs(cell[9]) do redis.call("HINCRBY", sketch, bin, binCount) end
-    redis.call("PEXPIRE", sketch, counter.ttl)
+    redis.call("PEXPIRE", sketch, lifeOf(counter.ttl))
   elseif kind == "distinct" and #values > 0 then
     local hll = hllKey(name, paneText, group)
+    local created = 0
     for i = 1, #values, 500 do
-      redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values)))
+      created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))
     end
-    redis.call("PEXPIRE", hll, counter.ttl)
+    -- PFADD answers 0 only when the HyperLogLog existed: then it has its PX already, from when it
+    -- was made or from the pane's last refresh (below), which extends every group's.
+    if created == 1 then redis.call("PEXPIRE", hll, lifeOf(counter.ttl)) end
   end
 end
+-- Panes new or due: their keys, their score and (for a new pane) the windows they open, then
+-- their counters' live panes and open windows, which so live as long as their newest pane.
+local refreshed = {}
+for _, pane in ipairs(paneOrder) do
+  if pane.refresh then
+    local counter = pane.counter
+    local name, kind, life, hop, size = counter.name, counter.kind, lifeOf(counter.ttl), counter.hop, counter.size
+    redis.call("PEXPIRE", pane.key, life)
+    pane.expiresAt = now + life
+    if kind == "distinct" or kind == "quantiles" then
+      -- The group's own keys: a sketch written long ago would otherwise expire before its pane.
+      for _, field in ipairs(redis.call("HKEYS", pane.key)) do
+        if string.sub(field, 1, 2) == "c:" then
+          local group = string.sub(field, 3)
+          local groupKey = hllKey(name, pane.text, group)
+          if kind == "quantiles" then groupKey = quantileKey(name, pane.text, group) end
+          redis.call("PEXPIRE", groupKey, life) -- does nothing when the key does not exist
+        end
+      end
+    end
+    redis.call("ZADD", livePanesKey(name), now + life, pane.text)
+    if pane.isNew then
+      local open = openKey(name)
+      local start = math.floor(pane.start / hop) * hop
+      while start + size > pane.start do
+        redis.call("ZADD", open, "NX", num(start + size), num(start))
+        start = start - hop
+      end
+    end
+    refreshed[name] = counter
+  end
+end
+-- Each counter's newest pane written here becomes its \`k:<counter>\` when no newer one is there.
+local known = {}
 for _, pane in ipairs(paneOrder) do
   local counter = pane.counter
-  local name, ttl, hop, size = counter.name, counter.ttl, counter.hop, counter.size
-  redis.call("PEXPIRE", pane.key, ttl)
-  redis.call("ZADD", livePanesKey(name), now + ttl, pane.text)
-  if pane.isNew then
-    local open = openKey(name)
-    local start = math.floor(pane.start / hop) * hop
-    while start + size > pane.start do
-      redis.call("ZADD", open, "NX", num(start + size), num(start))
-      start = start - hop
+  local newest = known[counter.name]
+  if newest == nil or pane.start > newest.start then known[counter.name] = pane end
+end
+for name, counter in pairs(refreshed) do
+  local livePanes, open, life = livePanesKey(name), openKey(name), lifeOf(counter.ttl)
+  redis.call("PEXPIRE", livePanes, life)
+  redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
+  redis.call("PEXPIRE", open, life) -- does nothing when the key does not exist
+end
+
+local changed = {}
+for i, delta in ipairs({ accepted, applied, duplicates, lates, filtered, rejected }) do
+  if delta > 0 then
+    changed[#changed + 1] = STAT_FIELDS[i]
+    changed[#changed + 1] = num((tonumber(stored[i + 2]) or 0) + delta)
+  end
+end
+if wm ~= nil then
+  changed[#changed + 1] = "wm"
+  changed[#changed + 1] = num(wm)
+end
+for name, pane in pairs(known) do
+  local counter = pane.counter
+  local knownStart = tonumber(counter.knownPane)
+  if pane.text ~= counter.knownPane or pane.expiresAt ~= counter.knownExpiresAt then
+    if knownStart == nil or pane.start >= knownStart or counter.knownExpiresAt <= now then
+      changed[#changed + 1] = "k:" .. name
+      changed[#changed + 1] = pane.text .. " " .. num(pane.expiresAt)
     end
   end
 end
-for _, counter in pairs(touchedCounters) do
-  local livePanes, open = livePanesKey(counter.name), openKey(counter.name)
-  redis.call("PEXPIRE", livePanes, counter.ttl)
-  redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
-  redis.call("PEXPIRE", open, counter.ttl) -- does nothing when the key does not exist
+if #changed > 0 then
+  local refresh = dueForRefresh(statsExpireAt, now, statsTtl)
+  if refresh then
+    changed[#changed + 1] = "exp"
+    changed[#changed + 1] = num(now + lifeOf(statsTtl))
+  end
+  redis.call("HSET", STATS_KEY, unpack(changed))
+  if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(statsTtl)) end
 end
-
-if accepted > 0 then redis.call("HINCRBY", STATS_KEY, "accepted", accepted) end
-if applied > 0 then redis.call("HINCRBY", STATS_KEY, "applied", applied) end
-if duplicates > 0 then redis.call("HINCRBY", STATS_KEY, "duplicates", duplicates) end
-if lates > 0 then redis.call("HINCRBY", STATS_KEY, "late", lates) end
-if filtered > 0 then redis.call("HINCRBY", STATS_KEY, "filtered", filtered) end
-if rejected > 0 then redis.call("HINCRBY", STATS_KEY, "rejected", rejected) end
-if wm ~= nil then redis.call("HSET", STATS_KEY, "wm", num(wm)) end
-redis.call("PEXPIRE", STATS_KEY, statsTtl)
 local demand = {}
 local wanted = redis.call("HGETALL", DEMAND_KEY)
 for i = 1, #wanted, 2 do
@@ -522,7 +651,10 @@ end
 -- an instance holding an older one reloads the definition.
 local definitionVersion = 0
 if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
-return cjson.encode({ o = table.concat(outcomes), wm = wm and num(wm) or "", d = demand, r = results,
+-- One digit per event: all "0" in the common case, without turning each number into text.
+local outcomeText
+if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
+return cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
   v = definitionVersion })
 `;
 
@@ -588,12 +720,18 @@ return cjson.encode(out)
 export const CLOSE_SCRIPT = COMMON + SESSION_LUA + `
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
-local wm = tonumber(redis.call("HGET", STATS_KEY, "wm"))
+local stored = redis.call("HMGET", STATS_KEY, "wm", "exp")
+local wm = tonumber(stored[1])
 local raised = raiseToClock(wm, now, idle)
 if raised ~= wm then
   wm = raised
-  redis.call("HSET", STATS_KEY, "wm", num(wm))
-  redis.call("PEXPIRE", STATS_KEY, logTtl)
+  -- As the apply script does: extended only when due, never shortened.
+  if dueForRefresh(tonumber(stored[2]), now, logTtl) then
+    redis.call("HSET", STATS_KEY, "wm", num(wm), "exp", num(now + lifeOf(logTtl)))
+    redis.call("PEXPIRE", STATS_KEY, lifeOf(logTtl))
+  else
+    redis.call("HSET", STATS_KEY, "wm", num(wm))
+  end
 end
 local out = {}
 if wm == nil then return cjson.encode(out) end

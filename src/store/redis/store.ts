@@ -157,15 +157,21 @@ function binOf(batch: StoreBatch, update: CellUpdate): string | undefined {
   return sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
 }
 
+/** A cell's key in {@linkcode preAggregate}'s index. */
+function cellKey(update: CellUpdate): string {
+  return `${update.counter}|${update.pane}|${update.group}`;
+}
+
 /**
  * Merges a batch's updates into cells as if every event applies, so the
- * script's common case adds one cell per counter, pane and group.
+ * script's common case adds one cell per counter, pane and group; `indexOf`
+ * gives each cell's position by {@linkcode cellKey}.
  */
-function preAggregate(batch: StoreBatch): Cell[] {
+function preAggregate(batch: StoreBatch): { cells: Cell[]; indexOf: Map<string, number> } {
   const cells = new Map<string, Cell & { distinct?: Set<string>; bins?: SketchBins }>();
   for (const event of batch.events) {
     for (const update of event.updates) {
-      const key = `${update.counter}|${update.pane}|${update.group}`;
+      const key = cellKey(update);
       let cell = cells.get(key);
       if (!cell) {
         cell = [update.counter, update.pane, update.group, 0, 0, false, false, []];
@@ -191,9 +197,48 @@ function preAggregate(batch: StoreBatch): Cell[] {
       }
     }
   }
-  return [...cells.values()].map((cell) =>
-    cell.bins ? [...cell.slice(0, 8), cell.bins] as Cell : cell.slice(0, 8) as Cell
-  );
+  const indexOf = new Map<string, number>();
+  for (const key of cells.keys()) indexOf.set(key, indexOf.size);
+  return {
+    cells: [...cells.values()].map((cell) =>
+      cell.bins ? [...cell.slice(0, 8), cell.bins] as Cell : cell.slice(0, 8) as Cell
+    ),
+    indexOf,
+  };
+}
+
+/**
+ * Cuts each cell after the last field the script reads for its counter's kind (a count reads
+ * only its count), so the script decodes less, and gives its pane start as the text the script
+ * names keys with (`%.17g`, which for a safe integer is its decimal digits). Session runs stay
+ * as they are.
+ */
+function trimCells(cells: unknown[], counters: readonly CounterMeta[]): unknown[] {
+  return cells.map((input) => {
+    const cell = input as Cell;
+    const counter = counters[cell[0]];
+    if (counter.session) return cell;
+    const out: unknown[] = cell.slice(0, fieldsRead(counter.aggregate));
+    // -0 stays a number: %.17g writes it "-0", String() "0".
+    if (Number.isSafeInteger(cell[1]) && !Object.is(cell[1], -0)) out[1] = String(cell[1]);
+    return out;
+  });
+}
+
+/** How many of a cell's fields the apply script reads for a counter of this kind. */
+function fieldsRead(kind: CounterMeta["aggregate"]): number {
+  switch (kind) {
+    case "count":
+      return 4;
+    case "sum":
+    case "avg":
+      return 5;
+    case "min":
+    case "max":
+      return 7;
+    default:
+      return 9;
+  }
 }
 
 /** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
@@ -237,6 +282,9 @@ export class RedisStore implements Store {
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     const logging = batch.events.some((event) => event.payload !== undefined);
+    const sess = sessionApplyArgs(batch.counters);
+    const { cells, indexOf } = preAggregate(batch);
+    const times = batch.events.map((event) => event.timeMs);
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
@@ -269,17 +317,26 @@ export class RedisStore implements Store {
         c.sizeMs,
       ]),
       ids: batch.events.map((event) => event.id ?? false),
-      times: batch.events.map((event) => event.timeMs),
+      tmin: times.length > 0 ? times.reduce((a, b) => Math.min(a, b)) : undefined,
+      tmax: times.length > 0 ? times.reduce((a, b) => Math.max(a, b)) : undefined,
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
-      sess: sessionApplyArgs(batch.counters),
+      sess,
+      cells: trimCells(sessionRuns(cells, batch.counters), batch.counters),
     };
+    // With session counters, whose cells sessionRuns merges, each update in full; else the
+    // index of its cell in `cells` (which then are preAggregate's, in its order) and its value.
     const perEvent = batch.events.map((event) =>
       event.updates.map((u) => {
-        if (u.value === undefined) return [u.counter, u.pane, u.group];
         const bin = binOf(batch, u);
-        return bin === undefined
-          ? [u.counter, u.pane, u.group, u.value]
-          : [u.counter, u.pane, u.group, u.value, bin];
+        if (sess) {
+          if (u.value === undefined) return [u.counter, u.pane, u.group];
+          return bin === undefined
+            ? [u.counter, u.pane, u.group, u.value]
+            : [u.counter, u.pane, u.group, u.value, bin];
+        }
+        const index = indexOf.get(cellKey(u))!;
+        if (u.value === undefined) return index;
+        return bin === undefined ? [index, u.value] : [index, u.value, bin];
       })
     );
     return await this.#call("applyBatch", async () => {
@@ -290,11 +347,7 @@ export class RedisStore implements Store {
       const reply = fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
       >(
-        await this.#calls.script(APPLY_SCRIPT, keys, [
-          header,
-          sessionRuns(preAggregate(batch), batch.counters),
-          perEvent,
-        ]),
+        await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent, times]),
       );
       // A client with automatic deserialization may turn "000" into 0: pad back.
       const digits = String(reply.o).padStart(batch.events.length, "0");

@@ -1,0 +1,199 @@
+/**
+ * How long the Redis store keeps a stream's keys: the apply script extends a key's life only when
+ * it is due (see `lifeOf` in `_scripts.ts`), yet every key a write needs must live at least its
+ * TTL after that write. Real time and short TTLs: each key's expiry is read back (PTTL) right
+ * after every write.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig } from "../../../src/config/mod.ts";
+import { ingestItems } from "../../../src/ingest/mod.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
+import { redisTest, withDirect } from "../../_redis.ts";
+
+/**
+ * Every counter keeps a pane 6 s after its last write (4 s window, no lateness, 2 s retention):
+ * short, yet TTL/16 leaves a loaded machine some hundreds of ms between a write and reading PTTL.
+ */
+const PANE_TTL = 6_000;
+const STATS_TTL = 6_000;
+const DEDUPE_TTL = 4_000;
+
+const stream = compileConfig({
+  streams: {
+    t: {
+      time: { field: "t", lateness: "0s" },
+      dedupe: { field: "id", ttl: "4s" },
+      counters: {
+        count: { window: { tumbling: "4s" }, groupBy: ["g"], aggregate: "count", retention: "2s" },
+        users: {
+          window: { tumbling: "4s" },
+          groupBy: ["g"],
+          aggregate: { distinct: "u" },
+          retention: "2s",
+        },
+        spread: {
+          window: { tumbling: "4s" },
+          groupBy: ["g"],
+          aggregate: { quantiles: "v" },
+          retention: "2s",
+        },
+        total: {
+          window: { hopping: "4s", every: "2s" },
+          groupBy: ["g"],
+          aggregate: { sum: "v" },
+          retention: "2s",
+        },
+      },
+    },
+  },
+}).get("t")!;
+
+const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** How long (ms) a key of this kind must live after a write, and how long at most. */
+function lifeBounds(kind: string): { least: number; most: number } {
+  if (kind === "ids") return { least: DEDUPE_TTL, most: 2 * DEDUPE_TTL + DEDUPE_TTL / 8 };
+  const ttl = kind === "stats" ? STATS_TTL : PANE_TTL;
+  return { least: ttl, most: ttl + Math.ceil(ttl / 8) };
+}
+
+redisTest(
+  "every key a write needs lives at least its TTL after the write, though writes extend keys only when due",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // Two instances whose clocks disagree by 50 ms, well within the TTL/16 the script allows.
+    const skews = [0, 50, -50];
+    // One pane per counter (the `total` hopping one included) all along: the same event time,
+    // as a backfill of an old minute would be. Group "a" is written once, group "b" every time,
+    // so "a"'s own keys (HyperLogLog, sketch) live on only by the pane's refresh.
+    const eventTime = Math.floor((Date.now() - 86_400_000) / 4_000) * 4_000 + 500;
+    let refreshed = 0;
+    let lastPaneTtl = Infinity;
+    for (let i = 0; i < 14; i++) {
+      const skew = skews[i % skews.length];
+      const store = new RedisStore(redis, { now: () => Date.now() + skew, statsTtlMs: STATS_TTL });
+      const written = Date.now();
+      const groups = i === 0 ? ["a", "b"] : ["b"];
+      await ingestItems(
+        stream,
+        groups.map((g) => ({
+          ok: true as const,
+          value: { id: `${i}${g}`, t: eventTime, g, u: `u${i}`, v: i },
+        })),
+        { store, nowMs: written + skew },
+      );
+      await withDirect(fixture.redisUrl, async (send) => {
+        const keys = (await send("KEYS", "es:{t}:*")) as string[];
+        const kinds = new Set<string>();
+        for (const key of keys) {
+          const kind = key.slice("es:{t}:".length).split(":")[0];
+          if (kind === "log") continue;
+          kinds.add(kind);
+          const before = Date.now();
+          const pttl = Number(await send("PTTL", key));
+          // The key expires no earlier than `before + pttl`.
+          const { least, most } = lifeBounds(kind);
+          // An earlier dedupe bucket holds only ids of earlier writes.
+          const bucket = `es:{t}:ids:${Math.floor((written + skew) / DEDUPE_TTL)}`;
+          assert.ok(
+            (kind === "ids" && key !== bucket) || before + pttl >= written + least,
+            `write ${i}: ${key} expires ${
+              written + least - before - pttl
+            } ms before its TTL after the write`,
+          );
+          assert.ok(pttl <= most + 5, `write ${i}: ${key} lives ${pttl} ms, longer than ${most}`);
+          if (kind === "p" && key.includes(":count:")) {
+            if (pttl > lastPaneTtl) refreshed += 1;
+            lastPaneTtl = pttl;
+          }
+        }
+        assert.deepEqual([...kinds].sort(), ["h", "ids", "open", "p", "panes", "q", "stats"]);
+        // The stats remember each counter's pane with the expiry it has now, so the next write
+        // finds it not due (else every write after a refresh would refresh again).
+        for (const counter of stream.counterMetas) {
+          const [pane, score] = (await send(
+            "ZRANGE",
+            `es:{t}:panes:${counter.name}`,
+            "0",
+            "-1",
+            "WITHSCORES",
+          )) as string[];
+          const remembered = await send("HGET", "es:{t}:stats", `k:${counter.name}`);
+          assert.equal(remembered, `${pane} ${score}`, `write ${i}: ${counter.name}`);
+        }
+        // A listed pane's keys, its groups' own keys included, outlive its listing.
+        for (const counter of stream.counterMetas) {
+          const members = (await send(
+            "ZRANGE",
+            `es:{t}:panes:${counter.name}`,
+            "0",
+            "-1",
+            "WITHSCORES",
+          )) as string[];
+          for (let m = 0; m < members.length; m += 2) {
+            const listedUntil = Number(members[m + 1]);
+            const pane = members[m];
+            const paneKeys = keys.filter((key) =>
+              key.startsWith(`es:{t}:p:${counter.name}:${pane}`) ||
+              key.startsWith(`es:{t}:h:${counter.name}:${pane}:`) ||
+              key.startsWith(`es:{t}:q:${counter.name}:${pane}:`)
+            );
+            assert.ok(paneKeys.length > 0, `no keys for pane ${pane} of ${counter.name}`);
+            for (const key of paneKeys) {
+              const before = Date.now();
+              const pttl = Number(await send("PTTL", key));
+              assert.ok(
+                before + pttl >= listedUntil - 200,
+                `write ${i}: ${key} expires ${
+                  listedUntil - before - pttl
+                } ms before its pane is unlisted`,
+              );
+            }
+          }
+        }
+      });
+      await delay(130);
+    }
+    // The test saw the pane's life extended by a later write, not only set when it was new.
+    assert.ok(refreshed >= 2, `the pane was extended ${refreshed} times`);
+  },
+);
+
+redisTest(
+  "a pane whose keys vanished while it was listed (evicted) is made again with a TTL",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // Both writes at one instant, so the second finds the pane listed and not due.
+    const now = Date.now();
+    const store = new RedisStore(redis, { now: () => now });
+    const eventTime = now - 86_400_000;
+    const write = (id: string) =>
+      ingestItems(
+        stream,
+        [{ ok: true as const, value: { id, t: eventTime, g: "a", u: id, v: 1 } }],
+        { store, nowMs: now },
+      );
+    await write("1");
+    await withDirect(fixture.redisUrl, async (send) => {
+      const panes = (await send("KEYS", "es:{t}:p:*")) as string[];
+      assert.equal(panes.length, stream.counterMetas.length);
+      for (const key of panes) await send("DEL", key);
+    });
+    await write("2");
+    await withDirect(fixture.redisUrl, async (send) => {
+      for (const key of (await send("KEYS", "es:{t}:p:*")) as string[]) {
+        const pttl = Number(await send("PTTL", key));
+        assert.ok(pttl > 0, `${key}: PTTL is ${pttl}`);
+      }
+    });
+  },
+);
