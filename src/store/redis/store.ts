@@ -164,21 +164,37 @@ function cellKey(update: CellUpdate): string {
 
 /**
  * Merges a batch's updates into cells as if every event applies, so the
- * script's common case adds one cell per counter, pane and group; `indexOf`
- * gives each cell's position by {@linkcode cellKey}.
+ * script's common case adds one cell per counter, pane and group. Also gives,
+ * per event and update, its cell's position in `cells` (`indexes`) and its
+ * quantiles bucket (`bins`, when a counter is a quantiles one), so the
+ * per-event updates need not work them out again.
  */
-function preAggregate(batch: StoreBatch): { cells: Cell[]; indexOf: Map<string, number> } {
-  const cells = new Map<string, Cell & { distinct?: Set<string>; bins?: SketchBins }>();
+function preAggregate(batch: StoreBatch): {
+  cells: Cell[];
+  indexes: number[][];
+  bins: (string | undefined)[][] | undefined;
+} {
+  const cells: (Cell & { distinct?: Set<string>; bins?: SketchBins })[] = [];
+  const indexOf = new Map<string, number>();
+  const anyQuantiles = batch.counters.some((counter) => counter.aggregate === "quantiles");
+  const indexes: number[][] = [];
+  const bins: (string | undefined)[][] | undefined = anyQuantiles ? [] : undefined;
   for (const event of batch.events) {
+    const eventIndexes: number[] = [];
+    const eventBins: (string | undefined)[] = [];
     for (const update of event.updates) {
       const key = cellKey(update);
-      let cell = cells.get(key);
-      if (!cell) {
-        cell = [update.counter, update.pane, update.group, 0, 0, false, false, []];
-        cells.set(key, cell);
+      let index = indexOf.get(key);
+      if (index === undefined) {
+        index = cells.length;
+        indexOf.set(key, index);
+        cells.push([update.counter, update.pane, update.group, 0, 0, false, false, []]);
       }
+      const cell = cells[index];
+      eventIndexes.push(index);
       cell[3] += 1;
-      const bin = binOf(batch, update);
+      const bin = anyQuantiles ? binOf(batch, update) : undefined;
+      eventBins.push(bin);
       if (bin !== undefined) {
         cell.bins ??= {};
         cell.bins[bin] = (cell.bins[bin] ?? 0) + 1;
@@ -196,14 +212,15 @@ function preAggregate(batch: StoreBatch): { cells: Cell[]; indexOf: Map<string, 
         }
       }
     }
+    indexes.push(eventIndexes);
+    bins?.push(eventBins);
   }
-  const indexOf = new Map<string, number>();
-  for (const key of cells.keys()) indexOf.set(key, indexOf.size);
   return {
-    cells: [...cells.values()].map((cell) =>
+    cells: cells.map((cell) =>
       cell.bins ? [...cell.slice(0, 8), cell.bins] as Cell : cell.slice(0, 8) as Cell
     ),
-    indexOf,
+    indexes,
+    bins,
   };
 }
 
@@ -283,7 +300,7 @@ export class RedisStore implements Store {
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     const logging = batch.events.some((event) => event.payload !== undefined);
     const sess = sessionApplyArgs(batch.counters);
-    const { cells, indexOf } = preAggregate(batch);
+    const { cells, indexes, bins } = preAggregate(batch);
     const times = batch.events.map((event) => event.timeMs);
     const header = {
       now: batch.nowMs,
@@ -325,16 +342,16 @@ export class RedisStore implements Store {
     };
     // With session counters, whose cells sessionRuns merges, each update in full; else the
     // index of its cell in `cells` (which then are preAggregate's, in its order) and its value.
-    const perEvent = batch.events.map((event) =>
-      event.updates.map((u) => {
-        const bin = binOf(batch, u);
+    const perEvent = batch.events.map((event, e) =>
+      event.updates.map((u, i) => {
+        const bin = bins?.[e][i];
         if (sess) {
           if (u.value === undefined) return [u.counter, u.pane, u.group];
           return bin === undefined
             ? [u.counter, u.pane, u.group, u.value]
             : [u.counter, u.pane, u.group, u.value, bin];
         }
-        const index = indexOf.get(cellKey(u))!;
+        const index = indexes[e][i];
         if (u.value === undefined) return index;
         return bin === undefined ? [index, u.value] : [index, u.value, bin];
       })
