@@ -30,7 +30,7 @@
 
 import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
 import { LUA_COMMON, luaString } from "./_lua_common.ts";
-import { SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
+import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
 export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
@@ -100,6 +100,13 @@ local function fieldsPerGroup(kind)
   if kind == "quantiles" then return 3 end
   return 2
 end
+`;
+
+/**
+ * Reading windows: merging panes into cells and cells into reply rows, for the read and close
+ * scripts only (each helper is a closure made on every call of a script that holds it).
+ */
+const MERGE_LUA = `
 -- Reads and merges panes into one cell per group, in first-seen group order:
 -- {group, count, sum, extreme (min or max; nil when none), distinct}.
 local function mergePanes(name, kind, panes)
@@ -665,7 +672,7 @@ return cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r 
  * Returns JSON `[[start, group, count, sum, minOrMax, distinct, max?, [bin, count, …]?], …]`
  * with numbers as text (the last two for quantiles counters).
  */
-export const READ_SCRIPT = COMMON + `
+export const READ_SCRIPT = COMMON + MERGE_LUA + `
 local name, kind, windows, top = args.name, args.kind, args.windows, args.top
 -- Byte order of two strings (the < of Lua strings follows the server's locale).
 local function bytesBefore(a, b)
@@ -717,7 +724,7 @@ return cjson.encode(out)
  * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
  * The ZREM inside the script makes each window close exactly once.
  */
-export const CLOSE_SCRIPT = COMMON + SESSION_LUA + `
+export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
 local stored = redis.call("HMGET", STATS_KEY, "wm", "exp")

@@ -161,6 +161,13 @@ local function applySessions(counters, cells, now)
   end
   return rest
 end
+`;
+
+/**
+ * {@linkcode SESSION_LUA}'s closing of sessions, for the close script only: the apply script does
+ * not create a closure it never calls.
+ */
+export const SESSION_CLOSE_LUA = `
 -- Closes the open sessions (args.sess: [[name, kind, gap], …]) with end + gap <= cutoff,
 -- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
 -- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each.
