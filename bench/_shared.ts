@@ -13,18 +13,28 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+/** Options for {@linkcode startServer}. */
+export interface StartServerOptions {
+  /** Its environment. @default {this process's} */
+  env?: Record<string, string>;
+  /** The script to run. @default {`bench/server.ts`} */
+  script?: URL;
+  /** More `deno run` flags (e.g. `--cpu-prof`). */
+  denoArgs?: string[];
+}
+
 /**
  * Starts `<script> <mode>` (default `bench/server.ts`) and waits for its
  * `listening <port>` line.
  */
 export async function startServer(
   mode: string,
-  env?: Record<string, string>,
-  script: URL = new URL("./server.ts", import.meta.url),
+  options: StartServerOptions = {},
 ): Promise<ServerProcess> {
+  const script = options.script ?? new URL("./server.ts", import.meta.url);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", script.pathname, mode],
-    env,
+    args: ["run", "--allow-all", ...options.denoArgs ?? [], script.pathname, mode],
+    env: options.env,
     stdin: "null",
     stdout: "piped",
     stderr: "inherit",

@@ -86,7 +86,7 @@ async function measure(store: "memory" | "redis", redisUrl: string | null) {
     env.UPSTASH_REDIS_REST_TOKEN = TOKEN;
     env.EDGESTREAM_PREFIX = `alerts${crypto.randomUUID().slice(0, 6)}`;
   }
-  const server: ServerProcess = await startServer("main", env);
+  const server: ServerProcess = await startServer("main", { env });
   const headers = { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" };
   try {
     const registered = await fetch(`${server.url}/v1/webhooks`, {
@@ -177,8 +177,10 @@ const rows = [];
 const redisServer = stores.includes("redis") ? await startRedisServer() : null;
 const bridge = redisServer
   ? await startServer("bridge", {
-    BENCH_REDIS_URL: redisServer.url,
-    UPSTASH_REDIS_REST_TOKEN: TOKEN,
+    env: {
+      BENCH_REDIS_URL: redisServer.url,
+      UPSTASH_REDIS_REST_TOKEN: TOKEN,
+    },
   })
   : null;
 try {

@@ -55,7 +55,7 @@ async function round(
   env: Record<string, string>,
   control: string,
 ): Promise<RoundResult> {
-  const server = await startServer("pipeline-redis", { ...env, BENCH_GROUP_COMMIT: mode });
+  const server = await startServer("pipeline-redis", { env: { ...env, BENCH_GROUP_COMMIT: mode } });
   try {
     await load(server.url, 1); // warm-up: JIT, connections, script cache
     await take(control);
@@ -79,14 +79,15 @@ async function round(
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
 const bridge = await startServer("bridge", {
-  BENCH_REDIS_URL: redis.url,
-  UPSTASH_REDIS_REST_TOKEN: token,
+  env: {
+    BENCH_REDIS_URL: redis.url,
+    UPSTASH_REDIS_REST_TOKEN: token,
+  },
 });
-const proxy = await startServer(
-  "proxy",
-  { BENCH_TARGET_URL: bridge.url },
-  new URL("./_proxy_server.ts", import.meta.url),
-);
+const proxy = await startServer("proxy", {
+  env: { BENCH_TARGET_URL: bridge.url },
+  script: new URL("./_proxy_server.ts", import.meta.url),
+});
 try {
   const proxyUrl = await (await fetch(`${proxy.url}/url`)).text();
   const results: Record<"off" | "on", RoundResult[]> = { off: [], on: [] };

@@ -9,7 +9,7 @@
  * `deno run --allow-all bench/profile.ts [--batch 1] [--seconds 8]`
  */
 import { parseArgs } from "node:util";
-import { closedLoop } from "./_shared.ts";
+import { closedLoop, startServer } from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -17,45 +17,23 @@ const { values: flags } = parseArgs({
 });
 const KEY = crypto.randomUUID().replaceAll("-", "");
 const dir = await Deno.makeTempDir({ prefix: "edgestream-profile-" });
-const child = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "--allow-all",
-    "--cpu-prof",
-    `--cpu-prof-dir=${dir}`,
-    new URL("./server.ts", import.meta.url).pathname,
-    "main",
-  ],
+const server = await startServer("main", {
   env: {
     ...Deno.env.toObject(),
     PORT: "0",
     EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
     EDGESTREAM_KEYS: `ingest:${KEY}`,
   },
-  stdin: "null",
-  stdout: "piped",
-  stderr: "inherit",
-}).spawn();
-const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-let text = "";
-while (!/listening (\d+)/.test(text)) {
-  const { value, done } = await reader.read();
-  if (done) throw new Error("bench/server.ts main exited before listening");
-  text += value;
-}
-const port = Number(/listening (\d+)/.exec(text)![1]);
-const drained = (async () => {
-  while (!(await reader.read()).done) { /* drain */ }
-})();
-const result = await closedLoop(`http://127.0.0.1:${port}/v1/streams/bench/events`, {
+  denoArgs: ["--cpu-prof", `--cpu-prof-dir=${dir}`],
+});
+const result = await closedLoop(`${server.url}/v1/streams/bench/events`, {
   clients: 16,
   seconds: Number(flags.seconds),
   batch: Number(flags.batch),
   headers: { Authorization: `Bearer ${KEY}` },
 });
-child.kill("SIGTERM");
-await child.status;
-await drained;
+// SIGTERM: bench/server.ts main exits through Deno.exit, so `--cpu-prof` writes its profile.
+await server.stop();
 
 interface Node {
   id: number;

@@ -83,9 +83,11 @@ function costRow(what: string, requests: ProxiedRequest[][]): CostRow {
 async function measureCosts(bridgeUrl: string, token: string): Promise<CostRow[]> {
   const proxy = await startUpstashProxy({ targetUrl: bridgeUrl });
   const server = await startServer("pipeline-redis", {
-    UPSTASH_REDIS_REST_URL: proxy.url,
-    UPSTASH_REDIS_REST_TOKEN: token,
-    EDGESTREAM_PREFIX: "costs",
+    env: {
+      UPSTASH_REDIS_REST_URL: proxy.url,
+      UPSTASH_REDIS_REST_TOKEN: token,
+      EDGESTREAM_PREFIX: "costs",
+    },
   });
   const rows: CostRow[] = [];
   const record = async (what: string, times: number, send: () => Promise<number>) => {
@@ -141,7 +143,7 @@ async function load(server: ServerProcess, seconds: number): Promise<LoadResult>
 }
 
 async function measureThroughput(mode: string, env: Record<string, string>): Promise<LoadResult> {
-  const server = await startServer(mode, env);
+  const server = await startServer(mode, { env });
   try {
     await load(server, 1); // warm-up: JIT, connections, script cache
     return await load(server, SECONDS);
@@ -153,8 +155,10 @@ async function measureThroughput(mode: string, env: Record<string, string>): Pro
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
 const bridge = await startServer("bridge", {
-  BENCH_REDIS_URL: redis.url,
-  UPSTASH_REDIS_REST_TOKEN: token,
+  env: {
+    BENCH_REDIS_URL: redis.url,
+    UPSTASH_REDIS_REST_TOKEN: token,
+  },
 });
 try {
   const costs = await measureCosts(bridge.url, token);

@@ -141,13 +141,15 @@ async function measure(
     JSON.stringify({ streams: { bench: { ...base, counters: variants.get(name) } } }),
   );
   const server = await startServer("main", {
-    PORT: "0",
-    HOST: "127.0.0.1",
-    EDGESTREAM_CONFIG: configPath,
-    EDGESTREAM_SWEEP_EVERY: "0s",
-    UPSTASH_REDIS_REST_URL: bridgeUrl,
-    UPSTASH_REDIS_REST_TOKEN: TOKEN,
-    EDGESTREAM_PREFIX: `work${round}${name.replaceAll(" ", "")}`,
+    env: {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      EDGESTREAM_CONFIG: configPath,
+      EDGESTREAM_SWEEP_EVERY: "0s",
+      UPSTASH_REDIS_REST_URL: bridgeUrl,
+      UPSTASH_REDIS_REST_TOKEN: TOKEN,
+      EDGESTREAM_PREFIX: `work${round}${name.replaceAll(" ", "")}`,
+    },
   });
   try {
     const url = `${server.url}/v1/streams/bench/events`;
@@ -181,8 +183,10 @@ async function measure(
 const machine = await machineInfo();
 const redis = await startRedisServer();
 const bridge = await startServer("bridge", {
-  BENCH_REDIS_URL: redis.url,
-  UPSTASH_REDIS_REST_TOKEN: TOKEN,
+  env: {
+    BENCH_REDIS_URL: redis.url,
+    UPSTASH_REDIS_REST_TOKEN: TOKEN,
+  },
 });
 const measured: Row[][] = [];
 // Every EVALSHA is logged with its µs (the scripts' own commands are not), so its median is known.

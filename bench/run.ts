@@ -177,7 +177,7 @@ async function measure(subject: Subject, batch: number, redis: Redis): Promise<M
     env.UPSTASH_REDIS_REST_TOKEN = TOKEN;
     env.EDGESTREAM_PREFIX = `b${prefix}`;
   }
-  const server: ServerProcess = await startServer(subject.mode, env);
+  const server: ServerProcess = await startServer(subject.mode, { env });
   try {
     let sequence = 0;
     const options = {
@@ -230,16 +230,17 @@ const needsRedis = subjects.some((subject) => subject.redis);
 const redisServer = needsRedis ? await startRedisServer() : null;
 const bridge = redisServer
   ? await startServer("bridge", {
-    BENCH_REDIS_URL: redisServer.url,
-    UPSTASH_REDIS_REST_TOKEN: TOKEN,
+    env: {
+      BENCH_REDIS_URL: redisServer.url,
+      UPSTASH_REDIS_REST_TOKEN: TOKEN,
+    },
   })
   : null;
 const proxy = bridge
-  ? await startServer(
-    "proxy",
-    { BENCH_TARGET_URL: bridge.url },
-    new URL("./_proxy_server.ts", import.meta.url),
-  )
+  ? await startServer("proxy", {
+    env: { BENCH_TARGET_URL: bridge.url },
+    script: new URL("./_proxy_server.ts", import.meta.url),
+  })
   : null;
 const results: Record<string, Record<string, Measurement[]>> = {};
 try {

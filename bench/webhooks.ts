@@ -68,7 +68,7 @@ async function serve(): Promise<void> {
 
 /** Starts this file in server mode in its own process; resolves once it listens. */
 function startWebhookServer(env: Record<string, string>): Promise<ServerProcess> {
-  return startServer("serve", env, new URL(import.meta.url));
+  return startServer("serve", { env: env, script: new URL(import.meta.url) });
 }
 
 /** The receiver: records arrival times of probe alerts and counts deliveries. */
@@ -254,8 +254,10 @@ if (Deno.args[0] === "serve") {
     const redis = await startRedisServer();
     const token = crypto.randomUUID();
     const bridge = await startServer("bridge", {
-      BENCH_REDIS_URL: redis.url,
-      UPSTASH_REDIS_REST_TOKEN: token,
+      env: {
+        BENCH_REDIS_URL: redis.url,
+        UPSTASH_REDIS_REST_TOKEN: token,
+      },
     });
     try {
       await measure("redis", {
