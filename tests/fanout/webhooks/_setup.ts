@@ -55,6 +55,8 @@ export interface SetupOptions extends Partial<WebhookServiceOptions> {
   deliveries?: DeliveryStore;
   /** Config. @default {CONFIG} */
   config?: unknown;
+  /** The streams, e.g. a `StreamRegistry` (then `store` should be its `wrap`). @default {`config` compiled} */
+  streams?: ReadonlyMap<string, CompiledStream>;
   /** Start time (ms). @default {T0 + 10 min} */
   startMs?: number;
   /** A clock shared with another instance. @default {a new clock at startMs} */
@@ -80,7 +82,7 @@ export interface Setup {
   webhooks: WebhookService;
   store: Store;
   deliveries: DeliveryStore;
-  streams: Map<string, CompiledStream>;
+  streams: ReadonlyMap<string, CompiledStream>;
   clock: Clock;
   /** Stops the service's background work. */
   close(): Promise<void>;
@@ -90,7 +92,7 @@ export interface Setup {
 export async function setup(options: SetupOptions = {}): Promise<Setup> {
   const clock: Clock = options.clock ?? { now: options.startMs ?? T0 + 600_000 };
   const now = () => clock.now;
-  const streams = compileConfig(options.config ?? CONFIG);
+  const streams = options.streams ?? compileConfig(options.config ?? CONFIG);
   const store = options.store ?? new MemoryStore({ now });
   const deliveries = options.deliveries ?? new MemoryDeliveryStore({ now });
   const webhooks = new WebhookService({

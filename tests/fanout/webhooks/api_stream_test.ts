@@ -5,31 +5,20 @@
  * registry's store).
  */
 import assert from "node:assert/strict";
-import { createApp } from "../../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
-import { UrlPolicy, WebhookService } from "../../../src/fanout/webhooks/mod.ts";
-import { KeyRing } from "../../../src/http/auth.ts";
-import { MemoryDefinitionStore, MemoryDeliveryStore, MemoryStore } from "../../../src/store/mod.ts";
+import { MemoryDefinitionStore, MemoryStore } from "../../../src/store/mod.ts";
 import { Receiver } from "./_receiver.ts";
-import { at, call, CONFIG, ingest, register, sweep, T0 } from "./_setup.ts";
+import { at, call, CONFIG, ingest, register, setup, sweep, T0 } from "./_setup.ts";
 
 Deno.test("An API stream's closed windows and fired alerts reach a webhook receiver", async () => {
   const clock = { now: T0 + 600_000 };
   const now = () => clock.now;
   const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
-  const store = streams.wrap(new MemoryStore({ now }));
-  const webhooks = new WebhookService({
-    random: () => 0.5,
-    store,
-    deliveries: new MemoryDeliveryStore({ now }),
+  const { app, webhooks } = await setup({
+    clock,
     streams,
-    now,
-    policy: new UrlPolicy({
-      allow: ["127.0.0.1"],
-      resolve: () => Promise.reject(new Error("No DNS in tests")),
-    }),
+    store: streams.wrap(new MemoryStore({ now })),
   });
-  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now, webhooks });
   const receiver = await Receiver.start(now);
   try {
     const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
@@ -67,23 +56,17 @@ Deno.test("An API stream's closed windows and fired alerts reach a webhook recei
 });
 
 Deno.test("A webhook may name a stream another instance created, before this one serves it", async () => {
-  const now = () => T0;
+  const clock = { now: T0 };
+  const now = () => clock.now;
   const definitions = new MemoryDefinitionStore();
   const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
   await elsewhere.put("orders", CONFIG.streams.orders);
   const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
-  const store = streams.wrap(new MemoryStore({ now }));
-  const webhooks = new WebhookService({
-    store,
-    deliveries: new MemoryDeliveryStore({ now }),
+  const { app, webhooks } = await setup({
+    clock,
     streams,
-    now,
-    policy: new UrlPolicy({
-      allow: ["127.0.0.1"],
-      resolve: () => Promise.reject(new Error("No DNS")),
-    }),
+    store: streams.wrap(new MemoryStore({ now })),
   });
-  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now, webhooks });
   try {
     assert.equal(streams.has("orders"), false);
     const created = await call(app, "POST", "/v1/webhooks", {
