@@ -63,6 +63,18 @@ function compileOperand(node: unknown, variables: ReadonlySet<string>): Step | n
   return compileNode(node, variables);
 }
 
+/** The two operands of a binary node, each compiled with `compile`, or null. */
+function compilePair(
+  args: unknown,
+  variables: ReadonlySet<string>,
+  compile: (node: unknown, variables: ReadonlySet<string>) => Step | null,
+): [Step, Step] | null {
+  if (!Array.isArray(args) || args.length !== 2) return null;
+  const left = compile(args[0], variables);
+  const right = compile(args[1], variables);
+  return left && right ? [left, right] : null;
+}
+
 function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null {
   if (!isNode(node)) return null;
   const { op, args } = node;
@@ -119,10 +131,9 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
     }
     case "&&":
     case "||": {
-      if (!Array.isArray(args) || args.length !== 2) return null;
-      const left = compileNode(args[0], variables);
-      const right = compileNode(args[1], variables);
-      if (!left || !right) return null;
+      const pair = compilePair(args, variables, compileNode);
+      if (!pair) return null;
+      const [left, right] = pair;
       // The left operand decides alone only when it is the absorbing value.
       const decisive = op === "||";
       return (context) => {
@@ -135,10 +146,9 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
     }
     case "==":
     case "!=": {
-      if (!Array.isArray(args) || args.length !== 2) return null;
-      const left = compileOperand(args[0], variables);
-      const right = compileOperand(args[1], variables);
-      if (!left || !right) return null;
+      const pair = compilePair(args, variables, compileOperand);
+      if (!pair) return null;
+      const [left, right] = pair;
       const equal = op === "==";
       return (context) => {
         const a = left(context);
@@ -152,10 +162,9 @@ function compileNode(node: unknown, variables: ReadonlySet<string>): Step | null
     case "<=":
     case ">":
     case ">=": {
-      if (!Array.isArray(args) || args.length !== 2) return null;
-      const left = compileOperand(args[0], variables);
-      const right = compileOperand(args[1], variables);
-      if (!left || !right) return null;
+      const pair = compilePair(args, variables, compileOperand);
+      if (!pair) return null;
+      const [left, right] = pair;
       const compare = COMPARE[op];
       return (context) => {
         const a = left(context);
