@@ -158,8 +158,12 @@ export class AlertWatcher {
   #closed = false;
   #now: () => number;
   #maxRemembered: number;
-  /** Firings known to have fired (here or elsewhere) → until when (ms) to remember that. */
-  #fired = new Map<string, number>();
+  /**
+   * Firings known to have fired (here or elsewhere) → until when (ms) to remember that, and the
+   * stream definition they fired under: a stream deleted and created again is another one, whose
+   * alerts fire anew.
+   */
+  #fired = new Map<string, { untilMs: number; stream: CompiledStream }>();
 
   constructor(store: Store, options: AlertWatcherOptions = {}) {
     this.#store = store;
@@ -253,21 +257,21 @@ export class AlertWatcher {
     // add a round trip before the next evaluation (of a new firing) starts.
     const nowMs = this.#now();
     const unknown = firings.filter((firing) => {
-      const until = this.#fired.get(firedKey(stream.name, firing));
-      return until === undefined || until <= nowMs;
+      const known = this.#fired.get(firedKey(stream.name, firing));
+      return known === undefined || known.untilMs <= nowMs || known.stream !== stream;
     });
     if (unknown.length === 0) return;
     const fired = await this.#store.fireAlerts(stream.name, unknown);
     for (const firing of unknown) {
-      this.#remember(firedKey(stream.name, firing), nowMs + firing.ttlMs);
+      this.#remember(firedKey(stream.name, firing), { untilMs: nowMs + firing.ttlMs, stream });
     }
     countFirings(stream.name, fired);
     if (fired.length > 0) this.#onFired(stream.name, fired);
   }
 
-  #remember(key: string, untilMs: number): void {
+  #remember(key: string, known: { untilMs: number; stream: CompiledStream }): void {
     this.#fired.delete(key);
-    this.#fired.set(key, untilMs);
+    this.#fired.set(key, known);
     // Oldest first: the map keeps insertion order.
     for (const oldest of this.#fired.keys()) {
       if (this.#fired.size <= this.#maxRemembered) break;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { compileConfig } from "../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
 import { sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
@@ -162,6 +162,32 @@ Deno.test("AlertWatcher asks the store again about a firing it no longer remembe
   assert.equal(asked, 3, "the second batch asks about the forgotten firing only");
   // The store still fires each once.
   assert.equal((await store.readLog("orders", null, 100)).length, 2);
+  await watcher.close();
+});
+
+Deno.test("AlertWatcher fires the alerts of a stream deleted and created again anew", async () => {
+  const registry = new StreamRegistry(compileConfig({ streams: {} }), { now: () => T0 });
+  const store = registry.wrap(new MemoryStore({ now: () => T0 }));
+  const watcher = new AlertWatcher(store, { now: () => T0 });
+  const definition = {
+    time: { field: "ts", lateness: "10s" },
+    counters: { per_minute: { window: { tumbling: "1m" }, aggregate: "count" } },
+    alerts: [{ name: "any", counter: "per_minute", when: "value >= 1.0" }],
+  };
+  const firedTypes = async () =>
+    (await store.readLog("orders", null, 100)).map((entry) => entry.record.type);
+  for (let incarnation = 0; incarnation < 2; incarnation++) {
+    if (incarnation > 0) await registry.remove("orders");
+    await registry.put("orders", definition);
+    await ingestItems(registry.get("orders")!, items([{ ts: at(1) }]), {
+      observers: [watcher.observe],
+      store,
+      nowMs: T0,
+    });
+    await watcher.idle();
+    // The same alert, window and group as before: the new incarnation's log holds its firing.
+    assert.deepEqual(await firedTypes(), ["alert.fired"], `incarnation ${incarnation}`);
+  }
   await watcher.close();
 });
 
