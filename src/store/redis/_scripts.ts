@@ -528,7 +528,8 @@ for _, cell in ipairs(cells) do
     panes[key] = pane
     paneOrder[#paneOrder + 1] = pane
   end
-  if redis.call("HINCRBY", key, "c:" .. group, count) == count then
+  local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, count) == count
+  if groupIsNew then
     -- A new group: the pane's groups before it, from its fields, the first time one is new.
     if pane.groups == nil then
       pane.groups = (redis.call("HLEN", key) - 1) / fieldsPerGroup(kind)
@@ -540,10 +541,9 @@ for _, cell in ipairs(cells) do
       redis.call("HDEL", key, "c:" .. group)
       group = ${luaString(OTHER_GROUP)}
       redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
-      if redis.call("HINCRBY", key, "c:" .. group, count) == count then pane.groups = pane.groups + 1 end
-    else
-      pane.groups = pane.groups + 1
+      groupIsNew = redis.call("HINCRBY", key, "c:" .. group, count) == count
     end
+    if groupIsNew then pane.groups = pane.groups + 1 end
   end
   if kind == "sum" or kind == "avg" then
     redis.call("HINCRBYFLOAT", key, "s:" .. group, num(sum))
@@ -560,10 +560,16 @@ for _, cell in ipairs(cells) do
     current = tonumber(redis.call("HGET", key, "x:" .. group))
     if current == nil or high > current then redis.call("HSET", key, "x:" .. group, num(high)) end
     local sketch = quantileKey(name, paneText, group)
+    -- A group new in its pane starts an empty sketch: one left from an expired or evicted pane
+    -- of the same start may outlive it (by up to TTL/8), and must not be added to.
+    if groupIsNew then redis.call("DEL", sketch) end
     for bin, binCount in pairs(cell[9]) do redis.call("HINCRBY", sketch, bin, binCount) end
-    redis.call("PEXPIRE", sketch, lifeOf(counter.ttl))
+    -- Its life from now is at least the pane's; the pane's refreshes extend it later (below).
+    if groupIsNew then redis.call("PEXPIRE", sketch, lifeOf(counter.ttl)) end
   elseif kind == "distinct" and #values > 0 then
     local hll = hllKey(name, paneText, group)
+    -- As a sketch: a group new in its pane starts an empty HyperLogLog.
+    if groupIsNew then redis.call("DEL", hll) end
     local created = 0
     for i = 1, #values, 500 do
       created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
+import { listWindows } from "../../../src/query/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { redisTest, withDirect } from "../../_redis.ts";
 
@@ -186,5 +187,17 @@ redisTest(
         assert.ok(pttl > 0, `${key}: PTTL is ${pttl}`);
       }
     });
+    // The groups' own keys the vanished panes left behind are not added to: the new panes hold
+    // only the second write, as a memory store's new pane would.
+    for (const name of ["users", "spread"]) {
+      const counter = stream.counters.find((item) => item.name === name)!;
+      const [row] = await listWindows(stream, counter, { store, nowMs: now }, { limit: 10 });
+      const value = row.value as number | { count: number };
+      assert.equal(
+        typeof value === "number" ? value : value.count,
+        1,
+        `${name}: ${JSON.stringify(value)}`,
+      );
+    }
   },
 );
