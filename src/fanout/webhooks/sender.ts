@@ -282,21 +282,17 @@ export class Sender {
   async #pump(): Promise<void> {
     do {
       this.#again = false;
-      const free = this.#maxInFlight - this.#inflight.size - this.#reserved;
-      if (free <= 0) return;
-      const claims = await this.#store.claimDue({
-        nowMs: this.#now(),
-        limit: free,
-        leaseMs: this.leaseMs,
-        maxConcurrency: this.#maxConcurrency,
-      });
-      // Claimed while closing: give them back unsent rather than hold them for the lease.
-      if (this.#closed) {
-        await Promise.all(claims.map((claim) => this.#release(claim)));
-        return;
+      // Its slots are held while it waits for the store, like a dispatch's (reserve), so the
+      // two together never start more than maxInFlight sends.
+      const reserved = this.reserve(Infinity);
+      if (reserved === null) return;
+      let claims: Claim[] = [];
+      try {
+        claims = await this.#store.claimDue(reserved);
+      } finally {
+        this.take(reserved, claims);
       }
-      for (const claim of claims) this.#start(claim);
-      if (claims.length === free) this.#again = true;
+      if (claims.length === reserved.limit) this.#again = true;
     } while (this.#again && !this.#closed);
   }
 
@@ -324,15 +320,14 @@ export class Sender {
   take(reserved: ClaimOptions, claims: readonly Claim[]): void {
     this.#reserved -= reserved.limit;
     // Claimed while closing: give them back unsent rather than hold them for the lease.
-    if (this.#closed) {
-      for (const claim of claims) this.#release(claim).catch((error) => this.#onError(error));
-      return;
+    for (const claim of claims) {
+      this.#track(this.#closed ? this.#release(claim) : this.attempt(claim));
     }
-    for (const claim of claims) this.#start(claim);
   }
 
-  #start(claim: Claim): void {
-    const task: Promise<void> = this.attempt(claim)
+  /** Counts `work` (a send, or a claim given back) as in flight until it settles. */
+  #track(work: Promise<unknown>): void {
+    const task: Promise<void> = work
       .then(() => {}, (error) => this.#onError(error))
       .finally(() => {
         this.#inflight.delete(task);

@@ -1,6 +1,17 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { RETRY_SCHEDULE_MS, retryDelayMs } from "../../../src/fanout/webhooks/sender.ts";
+import {
+  RETRY_SCHEDULE_MS,
+  retryDelayMs,
+  Sender,
+  UrlPolicy,
+} from "../../../src/fanout/webhooks/mod.ts";
+import {
+  type Claim,
+  type ClaimOptions,
+  type DeliveryStore,
+  MemoryDeliveryStore,
+} from "../../../src/store/mod.ts";
 
 Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth attempt", () => {
   const middle = () => 0.5;
@@ -30,4 +41,28 @@ Deno.test("retryDelayMs() jitters within ±20%", () => {
   );
   assert.equal(retryDelayMs(1, { random: () => 0 }), 4_000);
   assert.equal(retryDelayMs(1, { random: () => 0.999999999 }), 6_000);
+});
+
+Deno.test("Sender holds its free slots while it claims, so a dispatch's reserve cannot take them too", async () => {
+  const { promise: claimed, resolve: answer } = Promise.withResolvers<Claim[]>();
+  const asked: number[] = [];
+  const deliveries = new MemoryDeliveryStore();
+  const store = Object.assign(Object.create(deliveries), {
+    claimDue(options: ClaimOptions) {
+      asked.push(options.limit);
+      return claimed;
+    },
+  }) as DeliveryStore;
+  const sender = new Sender(store, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    maxInFlight: 2,
+  });
+  sender.kick();
+  // The pump waits for the store with both slots: a dispatch finds none free.
+  assert.deepEqual(asked, [2]);
+  assert.equal(sender.reserve(5), null);
+  answer([]);
+  await sender.idle();
+  // Nothing was claimed: the slots are free again.
+  assert.equal(sender.reserve(5)?.limit, 2);
 });
