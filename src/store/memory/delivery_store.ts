@@ -105,9 +105,11 @@ export class MemoryDeliveryStore implements DeliveryStore {
   }
 
   listEndpoints(): Promise<Endpoint[]> {
-    return Promise.resolve(
-      [...this.#configs.keys()].map((id) => this.#endpoint(id)!).sort(comparePositions),
-    );
+    return Promise.resolve(this.#endpoints());
+  }
+
+  #endpoints(): Endpoint[] {
+    return [...this.#configs.keys()].map((id) => this.#endpoint(id)!).sort(comparePositions);
   }
 
   async pageEndpoints(options: PageOptions): Promise<Page<Endpoint>> {
@@ -157,12 +159,16 @@ export class MemoryDeliveryStore implements DeliveryStore {
   }
 
   acquireLease(name: string, ttlMs: number): Promise<string | null> {
+    return Promise.resolve(this.#acquireLease(name, ttlMs));
+  }
+
+  #acquireLease(name: string, ttlMs: number): string | null {
     const now = this.#now();
     const lease = this.#leases.get(name);
-    if (lease && lease.untilMs > now) return Promise.resolve(null);
+    if (lease && lease.untilMs > now) return null;
     const token = `lease-${++this.#tokens}`;
     this.#leases.set(name, { token, untilMs: now + ttlMs });
-    return Promise.resolve(token);
+    return token;
   }
 
   releaseLease(name: string, token: string): Promise<void> {
@@ -172,18 +178,10 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // One synchronous step, as atomic as the Redis script.
   openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
-    const endpoints = options.listEndpoints
-      ? [...this.#configs.keys()].map((id) => this.#endpoint(id)!).sort(comparePositions)
+    const endpoints = options.listEndpoints ? this.#endpoints() : null;
+    const lease = endpoints === null || endpoints.length > 0
+      ? this.#acquireLease(options.lease, options.leaseMs)
       : null;
-    let lease: string | null = null;
-    if (endpoints === null || endpoints.length > 0) {
-      const now = this.#now();
-      const held = this.#leases.get(options.lease);
-      if (!held || held.untilMs <= now) {
-        lease = `lease-${++this.#tokens}`;
-        this.#leases.set(options.lease, { token: lease, untilMs: now + options.leaseMs });
-      }
-    }
     return Promise.resolve({ endpoints, lease, state: { ...this.#dispatchOf(stream) } });
   }
 
