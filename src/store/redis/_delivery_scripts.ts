@@ -49,6 +49,35 @@ local function hash(key)
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
+-- The endpoints of ids (all when false) that exist, as [json, {state}] rows.
+local function endpointRows(ids)
+  if ids == false then ids = redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1) end
+  local rows = {}
+  for _, id in ipairs(ids) do
+    local json = redis.call("GET", endpointKey(id))
+    if json then rows[#rows + 1] = { json, hash(endpointStateKey(id)) } end
+  end
+  return rows
+end
+-- A stream's dispatch cursor and planned page end ("" for none).
+local function readCursor(stream)
+  local key = cursorKey(stream)
+  return redis.call("HGET", key, "c") or "", redis.call("HGET", key, "p") or ""
+end
+-- Moves a stream's cursor to last and clears its plan.
+local function moveCursor(stream, last, ttl)
+  local key = cursorKey(stream)
+  redis.call("HSET", key, "c", last)
+  redis.call("HDEL", key, "p")
+  redis.call("PEXPIRE", key, ttl)
+end
+local function takeLease(name, token, ttl)
+  return redis.call("SET", leaseKey(name), token, "NX", "PX", ttl) and 1 or 0
+end
+local function releaseLease(name, token)
+  local key = leaseKey(name)
+  if redis.call("GET", key) == token then redis.call("DEL", key) end
+end
 -- Keeps qe's score of an endpoint at the earliest due time of its queue.
 local function refresh(ep)
   local first = redis.call("ZRANGE", queueKey(ep), 0, 0, "WITHSCORES")
@@ -258,14 +287,7 @@ return 1
 
 /** Reads endpoints. ARGV[1]: `{ids: [...] | false}` (false: all). Returns JSON `[[json, {state}], …]`. */
 export const GET_ENDPOINTS_SCRIPT = COMMON + `
-local ids = args.ids
-if ids == false then ids = redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1) end
-local out = {}
-for _, id in ipairs(ids) do
-  local json = redis.call("GET", endpointKey(id))
-  if json then out[#out + 1] = { json, hash(endpointStateKey(id)) } end
-end
-return cjson.encode(out)
+return cjson.encode(endpointRows(args.ids))
 `;
 
 /**
@@ -301,9 +323,7 @@ return existed
 
 /** Reads a dispatch cursor. ARGV[1]: `{stream}`. Returns JSON `[cursor, plan]` ("" for none). */
 export const CURSOR_SCRIPT = COMMON + `
-local key = cursorKey(args.stream)
-local cursor = redis.call("HGET", key, "c") or ""
-local plan = redis.call("HGET", key, "p") or ""
+local cursor, plan = readCursor(args.stream)
 return cjson.encode({ cursor, plan })
 `;
 
@@ -314,8 +334,7 @@ return cjson.encode({ cursor, plan })
 export const BEGIN_PAGE_SCRIPT = COMMON + `
 local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.ttl
 local key = cursorKey(stream)
-local cursor = redis.call("HGET", key, "c") or ""
-local plan = redis.call("HGET", key, "p") or ""
+local cursor, plan = readCursor(stream)
 if cursor == expected and plan == "" then
   redis.call("HSET", key, "c", cursor, "p", last)
   plan = last
@@ -327,12 +346,8 @@ return cjson.encode({ cursor, plan })
 /** Moves a cursor. ARGV[1]: `{stream, cursor, last, ttl}`. Returns 1, or 0 if it moved already. */
 export const COMMIT_PAGE_SCRIPT = COMMON + `
 local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.ttl
-local key = cursorKey(stream)
-local cursor = redis.call("HGET", key, "c") or ""
-if cursor ~= expected then return 0 end
-redis.call("HSET", key, "c", last)
-redis.call("HDEL", key, "p")
-redis.call("PEXPIRE", key, ttl)
+if readCursor(stream) ~= expected then return 0 end
+moveCursor(stream, last, ttl)
 return 1
 `;
 
@@ -345,20 +360,10 @@ return 1
 export const OPEN_DISPATCH_SCRIPT = COMMON + `
 local stream, lease, token, ttl, list = args.stream, args.lease, args.token, args.ttl, args.list
 local endpoints = false
-if list then
-  endpoints = {}
-  for _, id in ipairs(redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1)) do
-    local json = redis.call("GET", endpointKey(id))
-    if json then endpoints[#endpoints + 1] = { json, hash(endpointStateKey(id)) } end
-  end
-end
+if list then endpoints = endpointRows(false) end
 local leased = 0
-if endpoints == false or #endpoints > 0 then
-  if redis.call("SET", leaseKey(lease), token, "NX", "PX", ttl) then leased = 1 end
-end
-local key = cursorKey(stream)
-local cursor = redis.call("HGET", key, "c") or ""
-local plan = redis.call("HGET", key, "p") or ""
+if endpoints == false or #endpoints > 0 then leased = takeLease(lease, token, ttl) end
+local cursor, plan = readCursor(stream)
 return cjson.encode({ leased, cursor, plan, endpoints })
 `;
 
@@ -372,19 +377,13 @@ return cjson.encode({ leased, cursor, plan, endpoints })
  */
 export const STORE_PAGE_SCRIPT = COMMON + `
 local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.ttl
-local key = cursorKey(stream)
-local cursor = redis.call("HGET", key, "c") or ""
-local plan = redis.call("HGET", key, "p") or ""
+local cursor, plan = readCursor(stream)
 if cursor ~= expected or (plan ~= "" and plan ~= last) then
   return cjson.encode({ created = -1, claims = {} })
 end
 local created = createDeliveries(args.items, args.now, args.retention)
-redis.call("HSET", key, "c", last)
-redis.call("HDEL", key, "p")
-redis.call("PEXPIRE", key, ttl)
-if args.lease ~= false and redis.call("GET", leaseKey(args.lease.name)) == args.lease.token then
-  redis.call("DEL", leaseKey(args.lease.name))
-end
+moveCursor(stream, last, ttl)
+if args.lease ~= false then releaseLease(args.lease.name, args.lease.token) end
 local claims = {}
 local claim = args.claim
 if claim ~= false then
@@ -395,16 +394,12 @@ return cjson.encode({ created = created, claims = claims })
 
 /** Takes a lease. ARGV[1]: `{name, token, ttl}`. Returns 1 if taken. */
 export const ACQUIRE_LEASE_SCRIPT = COMMON + `
-local name, token, ttl = args.name, args.token, args.ttl
-if redis.call("SET", leaseKey(name), token, "NX", "PX", ttl) then return 1 end
-return 0
+return takeLease(args.name, args.token, args.ttl)
 `;
 
 /** Gives a lease back. ARGV[1]: `{name, token}`. */
 export const RELEASE_LEASE_SCRIPT = COMMON + `
-local name, token = args.name, args.token
-local key = leaseKey(name)
-if redis.call("GET", key) == token then redis.call("DEL", key) end
+releaseLease(args.name, args.token)
 return 1
 `;
 
