@@ -95,6 +95,17 @@ local function lifeOf(ttl) return ttl + math.ceil(ttl / 8) end
 local function dueForRefresh(expiresAt, now, ttl)
   return expiresAt == nil or expiresAt - now < ttl + math.ceil(ttl / 16)
 end
+-- Writes fields (name, value, …) to the stats, extending the hash's life when due (never
+-- shortening it); statsExpireAt is its recorded expiry (nil when unknown).
+local function writeStats(fields, statsExpireAt, now, ttl)
+  local refresh = dueForRefresh(statsExpireAt, now, ttl)
+  if refresh then
+    fields[#fields + 1] = "exp"
+    fields[#fields + 1] = num(now + lifeOf(ttl))
+  end
+  redis.call("HSET", STATS_KEY, unpack(fields))
+  if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(ttl)) end
+end
 local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
   if kind == "quantiles" then return 3 end
@@ -646,15 +657,7 @@ for name, pane in pairs(known) do
     end
   end
 end
-if #changed > 0 then
-  local refresh = dueForRefresh(statsExpireAt, now, statsTtl)
-  if refresh then
-    changed[#changed + 1] = "exp"
-    changed[#changed + 1] = num(now + lifeOf(statsTtl))
-  end
-  redis.call("HSET", STATS_KEY, unpack(changed))
-  if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(statsTtl)) end
-end
+if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
 local demand = {}
 local wanted = redis.call("HGETALL", DEMAND_KEY)
 for i = 1, #wanted, 2 do
@@ -738,13 +741,7 @@ local wm = tonumber(stored[1])
 local raised = raiseToClock(wm, now, idle)
 if raised ~= wm then
   wm = raised
-  -- As the apply script does: extended only when due, never shortened.
-  if dueForRefresh(tonumber(stored[2]), now, logTtl) then
-    redis.call("HSET", STATS_KEY, "wm", num(wm), "exp", num(now + lifeOf(logTtl)))
-    redis.call("PEXPIRE", STATS_KEY, lifeOf(logTtl))
-  else
-    redis.call("HSET", STATS_KEY, "wm", num(wm))
-  end
+  writeStats({ "wm", num(wm) }, tonumber(stored[2]), now, logTtl)
 end
 local out = {}
 if wm == nil then return cjson.encode(out) end
