@@ -155,7 +155,7 @@ export class KeyRing {
    */
   async grantOf(key: string): Promise<KeyGrant | null> {
     if (this.open) return OPEN_GRANT;
-    const cacheKey = createHash("sha256").update(this.#salt).update(key).digest("base64");
+    const cacheKey = createHash("sha256").update(this.#salt).update(key).digest("hex");
     const now = this.#now();
     const cached = this.#cache.get(cacheKey);
     if (cached && cached.expiresAt > now) return cached.grant;
