@@ -135,6 +135,60 @@ function renderMessage(parts: readonly unknown[]): string {
   return text;
 }
 
+/**
+ * Message templates split once: text, property name, text, … (odd places name a property). Null
+ * for a template a plain split would read otherwise than LogTape (escaped braces, `{*}`, paths).
+ */
+const templates = new Map<string, string[] | null>();
+
+const PLAIN_PLACEHOLDER = /^[A-Za-z_$][\w$]*$/;
+
+function splitTemplate(template: string): string[] | null {
+  let parts = templates.get(template);
+  if (parts !== undefined) return parts;
+  parts = [];
+  let at = 0;
+  for (let open = template.indexOf("{"); open !== -1; open = template.indexOf("{", at)) {
+    const close = template.indexOf("}", open + 1);
+    const name = close === -1 ? "" : template.slice(open + 1, close);
+    if (!PLAIN_PLACEHOLDER.test(name)) {
+      parts = null;
+      break;
+    }
+    parts.push(template.slice(at, open), name);
+    at = close + 1;
+  }
+  if (parts !== null) {
+    parts.push(template.slice(at));
+    if (parts.some((part, i) => i % 2 === 0 && (part.includes("{") || part.includes("}")))) {
+      parts = null;
+    }
+  }
+  // Templates come from code: a few dozen. Bounded anyway.
+  if (templates.size < 1024) templates.set(template, parts);
+  return parts;
+}
+
+/**
+ * A record's rendered message. LogTape parses a string template again for every record that
+ * reads `message`; a template of plain `{name}` placeholders is split once here and filled from
+ * the properties, which is what LogTape's parse gives. Records {@linkcode scrubbedRecord} made
+ * carry their own message.
+ */
+function messageText(record: LogRecord): string {
+  const template = record.rawMessage;
+  const parts = typeof template === "string" && !scrubbedRecords.has(record)
+    ? splitTemplate(template)
+    : null;
+  if (parts === null) return renderMessage(record.message);
+  const properties = record.properties;
+  let text = parts[0];
+  for (let i = 1; i < parts.length; i += 2) {
+    text += messageValue(properties[parts[i]]) + parts[i + 1];
+  }
+  return text;
+}
+
 /** JSON of a value, with errors as their name, message, stack and cause. */
 function jsonText(value: unknown): string {
   try {
@@ -185,7 +239,7 @@ function objectJsonLine(record: LogRecord): string {
     "@timestamp": isoTime(record.timestamp),
     level: record.level,
     logger: loggerName(record.category),
-    message: renderMessage(record.message),
+    message: messageText(record),
     ...record.properties,
   };
   try {
@@ -208,7 +262,7 @@ export function jsonLineFormatter(record: LogRecord): string {
   let line = `{"@timestamp":"${isoTime(record.timestamp)}","level":${
     JSON.stringify(record.level)
   },"logger":${JSON.stringify(loggerName(record.category))},"message":${
-    JSON.stringify(renderMessage(record.message))
+    JSON.stringify(messageText(record))
   }`;
   const properties = record.properties;
   try {
@@ -384,8 +438,13 @@ function scrubbedRecord(record: LogRecord): LogRecord {
   const message = record.message.map((part, i) =>
     i % 2 === 1 && dropped.includes(part) ? REDACTED : part
   );
-  return { ...record, message, properties };
+  const scrubbed = { ...record, message, properties };
+  scrubbedRecords.add(scrubbed);
+  return scrubbed;
 }
+
+/** Records {@linkcode scrubbedRecord} made, whose message hides what their properties dropped. */
+const scrubbedRecords = new WeakSet<LogRecord>();
 
 /**
  * Replaces the secrets `patterns` find in a line. One combined search first:

@@ -1,12 +1,13 @@
 /** Log output: JSON lines or text, levels, and secrets that never reach a line. */
 import assert from "node:assert/strict";
-import { getLogger } from "@logtape/logtape";
+import { getLogger, type LogRecord } from "@logtape/logtape";
+import fc from "fast-check";
 import { configFromEnv } from "../../src/env.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
 import { NOW, postEvents, testApp } from "../_fixtures.ts";
-import { jsonLines, writtenLogs } from "../_logs.ts";
+import { collectingLogs, jsonLines, writtenLogs } from "../_logs.ts";
 
 const logger = getLogger(["edgestream", "test"]);
 
@@ -177,6 +178,40 @@ Deno.test("configureLogging() writes text lines with the properties the message 
       /ERR edgestream·test: Sweep failed: Error: boom error=Error: boom\n\s+at /,
     );
   }, { format: "text" });
+});
+
+Deno.test("configureLogging() writes the message LogTape renders from any template and properties", async () => {
+  // JSON lines fill plain `{name}` templates themselves (split once, not parsed per record): the
+  // message must stay what LogTape's own parse gives, with values a dropped secret held redacted.
+  const part = fc.tuple(
+    fc.stringMatching(/^[ :{}xyz]{0,4}$/),
+    fc.constantFrom("a", "b1", "user_id", "token", "missing", "x.y", " a ", "0a", ""),
+  );
+  const properties = fc.record({
+    a: fc.oneof(fc.stringMatching(/^[a-z0-9]{0,6}$/), fc.integer()),
+    b1: fc.stringMatching(/^[a-z0-9]{0,6}$/),
+    user_id: fc.integer(),
+    token: fc.stringMatching(/^[a-z0-9]{1,6}$/),
+  }, { requiredKeys: [] });
+  const samples = fc.sample(
+    fc.tuple(fc.array(part, { maxLength: 4 }), fc.stringMatching(/^[ :xyz]{0,3}$/), properties),
+    { numRuns: 300, seed: 14 },
+  );
+  for (const [parts, tail, props] of samples) {
+    const template = parts.map(([text, name]) => `${text}{${name}}`).join("") + tail;
+    const [record] = await collectingLogs((records: LogRecord[]) => {
+      logger.info(template, { ...props });
+      return Promise.resolve(records);
+    });
+    const dropped: unknown[] = "token" in props ? [props.token] : [];
+    const expected = record.message.map((value, i) =>
+      i % 2 === 0 ? String(value) : dropped.includes(value) ? REDACTED : String(value)
+    ).join("");
+    await writtenLogs((lines) => {
+      logger.info(template, { ...props });
+      assert.equal(jsonLines(lines)[0].message, expected, `template ${JSON.stringify(template)}`);
+    });
+  }
 });
 
 Deno.test("configureLogging() keeps a line whose property is circular", async () => {
