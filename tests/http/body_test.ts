@@ -375,6 +375,41 @@ Deno.test("readLimitedBody() cancels a body that trickles past the timeout with 
   assert.equal(cancelled, true);
 });
 
+Deno.test("readLimitedBody() answers a body with a Content-Length that stalls with 408 body_timeout", async () => {
+  let pulled = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      // Two of the ten declared bytes, then nothing.
+      if (!pulled) controller.enqueue(new Uint8Array([0x5b, 0x5d]));
+      pulled = true;
+      return new Promise(() => {});
+    },
+  });
+  const request = new Request("http://test/", {
+    method: "POST",
+    body,
+    headers: { "Content-Length": "10" },
+  });
+  await assert.rejects(readLimitedBody(request, 1_048_576, { timeoutMs: 100 }), (error) => {
+    const api = assertBodyError(error, 408, "body_timeout");
+    assert.equal(api.message, "Body did not arrive within 100 ms (Content-Length 10)");
+    return true;
+  });
+});
+
+Deno.test("readLimitedBody() refuses a body longer than the limit even when its Content-Length says less", async () => {
+  // A runtime holds a request to its Content-Length; a Request made in process is not held.
+  const request = new Request("http://test/", {
+    method: "POST",
+    body: "[" + "1,".repeat(20) + "1]",
+    headers: { "Content-Length": "2" },
+  });
+  await assert.rejects(readLimitedBody(request, 16), (error) => {
+    assertBodyError(error, 413, "payload_too_large");
+    return true;
+  });
+});
+
 Deno.test("readLimitedBody() answers a body cut off mid-way (connection broken, server shutting down) with 503 body_interrupted", async () => {
   let pulls = 0;
   const body = new ReadableStream<Uint8Array>({
