@@ -39,12 +39,15 @@ export async function startServer(
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  // Raw bytes: only the lines up to `listening` are decoded, so the load generator spends no time
+  // on the server's request log lines.
+  const reader = child.stdout.getReader();
+  const decoder = new TextDecoder();
   let text = "";
   while (!/listening (\d+)/.test(text)) {
     const { value, done } = await reader.read();
     if (done) throw new Error(`Server ${mode} exited before listening`);
-    text += value;
+    text += decoder.decode(value, { stream: true });
   }
   const port = Number(/listening (\d+)/.exec(text)![1]);
   // Keep draining stdout so the child never blocks on a full pipe.
