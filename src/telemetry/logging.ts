@@ -257,28 +257,27 @@ function objectJsonLine(record: LogRecord): string {
  * rendered text) and the record's properties as top-level fields.
  */
 export function jsonLineFormatter(record: LogRecord): string {
-  // Built as text field by field: no intermediate object, and the replacer
-  // runs only for values that are objects.
-  let line = `{"@timestamp":"${isoTime(record.timestamp)}","level":${
-    JSON.stringify(record.level)
-  },"logger":${JSON.stringify(loggerName(record.category))},"message":${
-    JSON.stringify(messageText(record))
-  }`;
   const properties = record.properties;
-  try {
-    for (const name in properties) {
-      if (LINE_FIELDS.has(name)) return objectJsonLine(record);
-      const value = properties[name];
-      const text = typeof value === "object" || typeof value === "bigint"
-        ? JSON.stringify(value, jsonValue)
-        : JSON.stringify(value);
-      // Undefined, functions and symbols have no JSON: left out, as JSON.stringify does.
-      if (text !== undefined) line += `,${JSON.stringify(name)}:${text}`;
+  for (const name in properties) {
+    const value = properties[name];
+    // Objects and bigints need the replacer (errors, bigints) and may be circular; a name that is
+    // one of the line's own fields takes its place.
+    if (
+      LINE_FIELDS.has(name) || (typeof value === "object" && value !== null) ||
+      typeof value === "bigint"
+    ) {
+      return objectJsonLine(record);
     }
-  } catch {
-    return objectJsonLine(record);
   }
-  return line + "}\n";
+  // Plain values only (most lines, every request line that is no error): one JSON.stringify of
+  // one object without a replacer, a third of the garbage of building the text field by field.
+  return JSON.stringify({
+    "@timestamp": isoTime(record.timestamp),
+    level: record.level,
+    logger: loggerName(record.category),
+    message: messageText(record),
+    ...properties,
+  }) + "\n";
 }
 
 /** Names the message template shows, so text lines do not repeat them. */
