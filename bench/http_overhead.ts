@@ -6,13 +6,16 @@
  * memory store) and the parse-only Deno + Hono handler both listen in one child process, whose
  * closed-loop clients drive them in turn over loopback. The clients cost the same for both, so
  * the difference of the process's CPU time (`process.cpuUsage()`, every thread: GC included) per
- * request is what edgestream adds. Least of `--rounds` alternated rounds; the child's stdout (the
- * request log) goes to /dev/null.
+ * request is what edgestream adds, and so is the difference of the heap bytes allocated per request
+ * (V8's `total_allocated_bytes`: what the garbage collector pays for later, a figure the machine's
+ * load does not move). Least of `--rounds` alternated rounds; the child's stdout (the request log)
+ * goes to /dev/null.
  *
  * `deno run --allow-all bench/http_overhead.ts [--batch 1] [--seconds 3] [--rounds 5]`
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
+import v8 from "node:v8";
 import { Hono } from "hono";
 import { configFromEnv } from "../src/env.ts";
 import { serve } from "../src/main.ts";
@@ -36,8 +39,16 @@ const CLIENTS = 16;
 interface Figures {
   /** CPU µs per request of the process (clients + server), least of the rounds. */
   cpuPerRequest: { parseOnly: number; edgestream: number };
+  /** Heap bytes allocated per request in the process (clients + server), least of the rounds. */
+  bytesPerRequest: { parseOnly: number; edgestream: number };
   /** Requests per second in the round of the least CPU. */
   requestsPerSecond: { parseOnly: number; edgestream: number };
+}
+
+/** Heap bytes this process allocated so far (V8 reports it; Node's types do not list it yet). */
+function allocatedBytes(): number {
+  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
+    .total_allocated_bytes;
 }
 
 /** In the child: both servers, the clients, the rounds; the figures go to `out` as JSON. */
@@ -57,6 +68,7 @@ async function measure(out: string): Promise<void> {
     ["edgestream", `http://127.0.0.1:${server.addr.port}`],
   ] as const;
   const least = { parseOnly: Infinity, edgestream: Infinity };
+  const bytes = { parseOnly: Infinity, edgestream: Infinity };
   const rates = { parseOnly: 0, edgestream: 0 };
   for (let round = 0; round < ROUNDS; round++) {
     for (const [name, url] of subjects) {
@@ -67,11 +79,13 @@ async function measure(out: string): Promise<void> {
       };
       await closedLoop(`${url}/v1/streams/bench/events`, { ...options, seconds: 0.5 });
       const start = process.cpuUsage();
+      const allocated = allocatedBytes();
       const result = await closedLoop(`${url}/v1/streams/bench/events`, {
         ...options,
         seconds: SECONDS,
       });
       const used = process.cpuUsage(start);
+      bytes[name] = Math.min(bytes[name], (allocatedBytes() - allocated) / result.requests);
       const perRequest = (used.user + used.system) / result.requests;
       if (result.errors > 0) throw new Error(`${name}: ${result.errors} requests failed`);
       if (perRequest < least[name]) {
@@ -80,7 +94,11 @@ async function measure(out: string): Promise<void> {
       }
     }
   }
-  const figures: Figures = { cpuPerRequest: least, requestsPerSecond: rates };
+  const figures: Figures = {
+    cpuPerRequest: least,
+    bytesPerRequest: bytes,
+    requestsPerSecond: rates,
+  };
   await Deno.writeTextFile(out, JSON.stringify(figures));
   await parseOnly.shutdown();
   await server.stop();
@@ -112,20 +130,36 @@ if (!child.success) throw new Error(`The measuring process failed (exit ${child.
 const figures = JSON.parse(await Deno.readTextFile(out)) as Figures;
 await Deno.remove(out);
 const { parseOnly, edgestream } = figures.cpuPerRequest;
+const heap = figures.bytesPerRequest;
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
     machine.loadAverage.map((x) => x.toFixed(2)).join(" ")
   }`,
 );
 console.log(
-  `CPU µs per request of one process (${CLIENTS} clients + the server), batches of ${BATCH}, least of ${ROUNDS} rounds of ${SECONDS} s:`,
+  `Per request of one process (${CLIENTS} clients + the server), batches of ${BATCH}, least of ${ROUNDS} rounds of ${SECONDS} s:`,
 );
 console.log(table(
-  ["server", "CPU µs/request", "requests/s"],
+  ["server", "CPU µs/request", "heap bytes/request", "requests/s"],
   [
-    ["parse-only", parseOnly.toFixed(1), figures.requestsPerSecond.parseOnly.toFixed(0)],
-    ["edgestream", edgestream.toFixed(1), figures.requestsPerSecond.edgestream.toFixed(0)],
-    ["edgestream adds", (edgestream - parseOnly).toFixed(1), ""],
+    [
+      "parse-only",
+      parseOnly.toFixed(1),
+      heap.parseOnly.toFixed(0),
+      figures.requestsPerSecond.parseOnly.toFixed(0),
+    ],
+    [
+      "edgestream",
+      edgestream.toFixed(1),
+      heap.edgestream.toFixed(0),
+      figures.requestsPerSecond.edgestream.toFixed(0),
+    ],
+    [
+      "edgestream adds",
+      (edgestream - parseOnly).toFixed(1),
+      (heap.edgestream - heap.parseOnly).toFixed(0),
+      "",
+    ],
   ],
   [0],
 ));
@@ -137,5 +171,6 @@ const path = await writeResults("http_overhead", {
   rounds: ROUNDS,
   ...figures,
   addedCpuPerRequest: edgestream - parseOnly,
+  addedBytesPerRequest: heap.edgestream - heap.parseOnly,
 });
 console.log(`\nresults: ${path}`);
