@@ -127,16 +127,18 @@ export interface IngestCounts {
  * ```
  */
 export function recordEvents(counts: IngestCounts, attributes: IngestAttributes): void {
-  const outcomes: Array<[EventOutcomeName, number]> = [
-    ["accepted", counts.accepted - counts.duplicates - counts.late - counts.filtered],
-    ["duplicate", counts.duplicates],
-    ["late", counts.late],
-    ["filtered", counts.filtered],
-    ["rejected", counts.rejected],
-  ];
-  const { stream, transport } = attributes;
-  for (const [outcome, count] of outcomes) {
-    if (count > 0) events.add(count, { stream, outcome, transport });
+  // Outcome by outcome rather than a list of them: this runs for every ingest request.
+  const applied = counts.accepted - counts.duplicates - counts.late - counts.filtered;
+  countEvents(applied, "accepted", attributes);
+  countEvents(counts.duplicates, "duplicate", attributes);
+  countEvents(counts.late, "late", attributes);
+  countEvents(counts.filtered, "filtered", attributes);
+  countEvents(counts.rejected, "rejected", attributes);
+}
+
+function countEvents(count: number, outcome: EventOutcomeName, attributes: IngestAttributes): void {
+  if (count > 0) {
+    events.add(count, { stream: attributes.stream, outcome, transport: attributes.transport });
   }
 }
 

@@ -79,14 +79,17 @@ export function traceIngest<T>(
   }, async (span) => {
     const scope: IngestScope = {
       answered(reply) {
-        span.setAttributes({
-          "edgestream.events.accepted": reply.accepted,
-          "edgestream.events.duplicates": reply.duplicates,
-          "edgestream.events.late": reply.late,
-          "edgestream.events.filtered": reply.filtered,
-          "edgestream.events.rejected": reply.rejected,
-          "edgestream.replayed": reply.replayed === true,
-        });
+        // Without a tracer (no OTEL_DENO) the span records nothing: no attributes to build.
+        if (span.isRecording()) {
+          span.setAttributes({
+            "edgestream.events.accepted": reply.accepted,
+            "edgestream.events.duplicates": reply.duplicates,
+            "edgestream.events.late": reply.late,
+            "edgestream.events.filtered": reply.filtered,
+            "edgestream.events.rejected": reply.rejected,
+            "edgestream.replayed": reply.replayed === true,
+          });
+        }
         if (!reply.replayed) recordEvents(reply, attributes);
       },
       failed(error) {
