@@ -274,6 +274,10 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       const spans = receiver.spans();
       const http = ingestWithApply(spans, "http");
       assert.equal(http.ingest.attributes["edgestream.stream"], "clicks");
+      // Once answered, the reply's counts (built only for a recording span).
+      assert.equal(typeof http.ingest.attributes["edgestream.events.accepted"], "number");
+      assert.equal(typeof http.ingest.attributes["edgestream.events.rejected"], "number");
+      assert.equal(http.ingest.attributes["edgestream.replayed"], false);
       assert.equal(http.apply.attributes["edgestream.batch.events"] !== undefined, true);
       const parent = spans.find((span) => span.spanId === http.ingest.parentSpanId);
       assert.equal(parent?.name, "POST", "the HTTP ingest span sits under Deno.serve's span");
