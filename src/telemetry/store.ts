@@ -33,7 +33,7 @@ import {
 } from "../store/types.ts";
 import { splitGenerationKey } from "../store/definitions.ts";
 import { recordStoreCall, type StoreResult } from "./metrics.ts";
-import { requestLinks, traceStoreCall } from "./tracing.ts";
+import { requestLinks, traceStoreCall, tracing } from "./tracing.ts";
 
 /** Options for {@linkcode InstrumentedStore}. */
 export interface InstrumentedStoreOptions {
@@ -85,6 +85,8 @@ export class InstrumentedStore implements Store {
   }
 
   applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+    // No tracer: no span, and no attributes or links to build for one.
+    if (!tracing()) return this.#measure("applyBatch", () => this.#store.applyBatch(batch));
     return traceStoreCall(
       "applyBatch",
       () => this.#measure("applyBatch", () => this.#store.applyBatch(batch)),

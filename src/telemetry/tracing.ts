@@ -15,7 +15,14 @@
  *
  * @module
  */
-import { type Link, type Span, type SpanContext, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  type Link,
+  ProxyTracerProvider,
+  type Span,
+  type SpanContext,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
 import {
   type IngestAttributes,
   type IngestCounts,
@@ -26,6 +33,19 @@ import {
 } from "./metrics.ts";
 
 const tracer = trace.getTracer(SCOPE_NAME, SCOPE_VERSION);
+
+/** What the API's tracer provider hands over to while no provider is registered. */
+const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether a tracer provider is registered (Deno registers one with `OTEL_DENO=true`). Without
+ * one, every span is a no-op that still costs its span, context and closures on every request.
+ */
+export function tracing(): boolean {
+  const provider = trace.getTracerProvider();
+  const delegate = provider instanceof ProxyTracerProvider ? provider.getDelegate() : provider;
+  return delegate !== NO_PROVIDER;
+}
 
 /** What an ingest request's code tells its span. */
 export interface IngestScope {
@@ -71,6 +91,7 @@ export function traceIngest<T>(
   run: (scope: IngestScope) => Promise<T>,
 ): Promise<T> {
   const started = performance.now();
+  if (!tracing()) return untracedIngest(attributes, run, started);
   return tracer.startActiveSpan("edgestream.ingest", {
     attributes: {
       "edgestream.stream": attributes.stream,
@@ -106,6 +127,24 @@ export function traceIngest<T>(
       recordIngestDuration((performance.now() - started) / 1000, attributes);
     }
   });
+}
+
+/** {@linkcode traceIngest} without a tracer: the metrics alone. */
+async function untracedIngest<T>(
+  attributes: IngestAttributes,
+  run: (scope: IngestScope) => Promise<T>,
+  started: number,
+): Promise<T> {
+  try {
+    return await run({
+      answered(reply) {
+        if (!reply.replayed) recordEvents(reply, attributes);
+      },
+      failed() {},
+    });
+  } finally {
+    recordIngestDuration((performance.now() - started) / 1000, attributes);
+  }
 }
 
 /** The ingest span each store batch request was built in. */
@@ -155,6 +194,7 @@ export function traceStoreCall<T>(
   run: () => Promise<T>,
   options: StoreSpanOptions = {},
 ): Promise<T> {
+  if (!tracing()) return run();
   return tracer.startActiveSpan(`edgestream.store.${operation}`, {
     attributes: { "edgestream.store.operation": operation, ...options.attributes },
     links: options.links,
