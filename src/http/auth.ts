@@ -153,12 +153,20 @@ export class KeyRing {
    * expired). Cached as the module doc says; throws what the key store throws
    * on a miss (`StoreUnavailableError`).
    */
-  async grantOf(key: string): Promise<KeyGrant | null> {
-    if (this.open) return OPEN_GRANT;
+  grantOf(key: string): Promise<KeyGrant | null> {
+    if (this.open) return Promise.resolve(OPEN_GRANT);
     const cacheKey = createHash("sha256").update(this.#salt).update(key).digest("hex");
-    const now = this.#now();
     const cached = this.#cache.get(cacheKey);
-    if (cached && cached.expiresAt > now) return cached.grant;
+    // A hit (nearly every request) answers without an async frame of its own.
+    if (cached && cached.expiresAt > this.#now()) return Promise.resolve(cached.grant);
+    return this.#lookUp(key, cacheKey, cached);
+  }
+
+  async #lookUp(
+    key: string,
+    cacheKey: string,
+    cached: CachedVerdict | undefined,
+  ): Promise<KeyGrant | null> {
     const pending = this.#pending.get(cacheKey);
     if (pending) return await pending;
     const lookup = this.#verify(key);
