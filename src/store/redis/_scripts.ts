@@ -246,7 +246,13 @@ end
  * (0-based), whole tokens left]` rate limited,
  * `[4]` its key earlier in the batch.
  */
-export const APPLY_SCRIPT = COMMON + SESSION_LUA + `
+export const APPLY_SCRIPT = COMMON + `
+-- The session helpers are closures made on every call: only for a stream with session counters.
+local withSessions = nil
+if type(args.sess) == "table" then
+` + SESSION_LUA + `
+withSessions = applySessions
+end
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
 local ids, payloads = args.ids, args.payloads
@@ -352,10 +358,25 @@ local IDS_MARK = "\\255"
 local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
 local heldIds, freshIds = {}, {}
+-- One id (a single-event request): asked in the older bucket, then written to the newer one at
+-- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
+-- new (2: the mark too). The id of an event that turns out late is kept as well, as below.
+local idWritten = false
 if newIds then
   local asked = {}
   for i = 1, eventCount do
     if not skip[i] and type(ids[i]) == "string" then asked[#asked + 1] = ids[i] end
+  end
+  if #asked == 1 then
+    local id = asked[1]
+    if redis.call("HEXISTS", oldIds, id) == 1 then
+      heldIds[id] = true
+    else
+      local added = redis.call("HSET", newIds, id, "1", IDS_MARK, "1")
+      if added == 0 then heldIds[id] = true else idWritten = true end
+      idsMarked = added < 2
+    end
+    asked = {}
   end
   for from = 1, #asked, 500 do
     local to = math.min(from + 499, #asked)
@@ -442,7 +463,9 @@ for r, request in ipairs(requests) do
   end
   first = first + request.n
 end
-if insertedIds then
+if idWritten then
+  if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
+elseif insertedIds then
   for from = 1, #freshIds, 500 do
     local fields = {}
     for k = from, math.min(from + 499, #freshIds) do
@@ -513,7 +536,7 @@ else
   end
 end
 
-cells = applySessions(counters, cells, now)
+if withSessions then cells = withSessions(counters, cells, now) end
 
 -- Per pane, once: its score in the counter's live panes, which is when its keys expire (or the
 -- same from \`k:<counter>\`), says whether it is new and whether its life is due to be extended.

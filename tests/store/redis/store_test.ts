@@ -680,3 +680,56 @@ redisTest(
     assert.deepEqual((await store.applyBatch(batch(t + 121_000))).outcomes, ["applied"]);
   },
 );
+
+redisTest(
+  "single-event and batch applies find each other's dedupe ids, and a bucket either makes expires",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const ttl = 60_000;
+    const batch = (nowMs: number, ids: string[]): StoreBatch => ({
+      stream: "s",
+      nowMs,
+      latenessMs: 1e12,
+      dedupeTtlMs: ttl,
+      counters: [],
+      filtered: 0,
+      events: ids.map((id) => ({ id, timeMs: nowMs, updates: [] })),
+    });
+    const outcomes = async (nowMs: number, ids: string[]) =>
+      (await store.applyBatch(batch(nowMs, ids))).outcomes;
+    const bucketOf = (nowMs: number) => `es:{s}:ids:${Math.floor(nowMs / ttl)}`;
+    const life = (nowMs: number) =>
+      withDirect(fixture.redisUrl, async (send) => Number(await send("PTTL", bucketOf(nowMs))));
+    const t = ttl * 1000;
+    // A single event makes the bucket: it expires 2 × TTL + TTL/8 after.
+    assert.deepEqual(await outcomes(t, ["a"]), ["applied"]);
+    const made = await life(t);
+    assert.ok(made > 2 * ttl && made <= 2 * ttl + ttl / 8, `PTTL ${made}`);
+    // In the same bucket: found by a single event and by a batch, and the other way round.
+    assert.deepEqual(await outcomes(t + 1_000, ["a"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(t + 2_000, ["b", "a", "c"]), [
+      "applied",
+      "duplicate",
+      "applied",
+    ]);
+    assert.deepEqual(await outcomes(t + 3_000, ["c"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(t + 4_000, ["d"]), ["applied"]);
+    // The bucket's expiry was set once, when it was made.
+    assert.ok(await life(t) <= made, "a later write must not extend the bucket");
+    // The next bucket: the older one's ids are found, a duplicate is not copied over, and a batch
+    // makes the bucket with its expiry as a single event does.
+    const next = t + ttl;
+    assert.deepEqual(await outcomes(next, ["b", "e", "f"]), ["duplicate", "applied", "applied"]);
+    const batchMade = await life(next);
+    assert.ok(batchMade > 2 * ttl && batchMade <= 2 * ttl + ttl / 8, `PTTL ${batchMade}`);
+    assert.deepEqual(await outcomes(next + 1_000, ["d"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(next + 2_000, ["e"]), ["duplicate"]);
+    const fields = await withDirect(
+      fixture.redisUrl,
+      (send) => send("HKEYS", bucketOf(next)),
+    ) as string[];
+    // Besides the mark (one byte 0xFF, which the client reads as U+FFFD): only the new ids.
+    assert.deepEqual(fields.filter((field) => /^[a-z]$/.test(field)).sort(), ["e", "f"]);
+    assert.equal(fields.length, 3);
+  },
+);
