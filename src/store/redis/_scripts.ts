@@ -211,7 +211,8 @@ end
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
  * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
- *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …],
+ *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …], uq?: true when no
+ *   id is in `ids` twice,
  *   tmin?, tmax?, payloads?: [json|false, …], reqs: [request, …], cells}` — one
  *   entry per event (`tmin`, `tmax`: the earliest and latest event time), and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts, its idempotency claim (key hash, body
@@ -357,7 +358,7 @@ local insertedIds = false
 local IDS_MARK = "\\255"
 local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
-local heldIds, freshIds = {}, {}
+local heldIds, freshIds, distinctIds = {}, {}, args.uq
 -- One id (a single-event request): asked in the older bucket, then written to the newer one at
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
 -- new (2: the mark too). The id of an event that turns out late is kept as well, as below.
@@ -402,7 +403,8 @@ for i = 1, eventCount do
     if heldIds[id] then
       outcome = 1
     else
-      heldIds[id] = true
+      -- Remembered for a later event of this batch, unless the process found no id twice in it.
+      if not distinctIds then heldIds[id] = true end
       freshIds[#freshIds + 1] = id
       insertedIds = true
     end
