@@ -545,12 +545,8 @@ if withSessions then cells = withSessions(counters, cells, now) end
 -- Per cell: HINCRBY's reply says whether the group is new in the pane (its count was the
 -- cell's: counts only grow).
 local panes, paneOrder = {}, {}
-for _, cell in ipairs(cells) do
-  local counterIndex, paneStart, group, count, sum, low, high, values =
-    cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
-  local counter = counters[counterIndex + 1]
-  local name, kind = counter.name, counter.kind
-  local paneText = paneTextOf(paneStart)
+local function paneOf(counter, paneStart)
+  local name, paneText = counter.name, paneTextOf(paneStart)
   local key = paneKey(name, paneText)
   local pane = panes[key]
   if not pane then
@@ -564,6 +560,80 @@ for _, cell in ipairs(cells) do
     panes[key] = pane
     paneOrder[#paneOrder + 1] = pane
   end
+  return pane
+end
+-- Several cells in one pane of a count, sum or avg counter are read with one HMGET and written
+-- with one HSET, instead of an HINCRBY per field (a 100-event batch grouped by 20 countries: 2
+-- commands instead of 20 or 40). Sums are added in Lua as the memory store adds them (doubles).
+-- Returns false, having written nothing, when the pane's new groups would pass maxGroups: those
+-- cells then go one by one below, which decides which groups fit.
+local function writeTogether(pane, list)
+  local counter = pane.counter
+  local withSum = counter.kind ~= "count"
+  local fields = {}
+  for _, cell in ipairs(list) do
+    fields[#fields + 1] = "c:" .. cell[3]
+    if withSum then fields[#fields + 1] = "s:" .. cell[3] end
+  end
+  local stored = redis.call("HMGET", pane.key, unpack(fields))
+  local step = withSum and 2 or 1
+  local newGroups = 0
+  for i = 1, #stored, step do
+    if not stored[i] then newGroups = newGroups + 1 end
+  end
+  if newGroups > 0 then
+    if pane.groups == nil then
+      pane.groups = redis.call("HLEN", pane.key) / step
+      -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
+      if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
+    end
+    if pane.groups + newGroups > counter.maxGroups then return false end
+    pane.groups = pane.groups + newGroups
+  end
+  local values = {}
+  for i, cell in ipairs(list) do
+    local at = (i - 1) * step + 1
+    values[#values + 1] = fields[at]
+    values[#values + 1] = num((tonumber(stored[at]) or 0) + cell[4])
+    if withSum then
+      values[#values + 1] = fields[at + 1]
+      values[#values + 1] = num((tonumber(stored[at + 1]) or 0) + cell[5])
+    end
+  end
+  redis.call("HSET", pane.key, unpack(values))
+  return true
+end
+local together, byPane = {}, {}
+for _, cell in ipairs(cells) do
+  local counter = counters[cell[1] + 1]
+  local kind = counter.kind
+  if kind == "count" or kind == "sum" or kind == "avg" then
+    local key = paneKey(counter.name, paneTextOf(cell[2]))
+    local list = byPane[key]
+    if not list then
+      list = { counter = counter, pane = cell[2] }
+      byPane[key] = list
+      together[#together + 1] = list
+    end
+    list[#list + 1] = cell
+  end
+end
+local oneByOne = {}
+for _, list in ipairs(together) do
+  if #list > 1 and writeTogether(paneOf(list.counter, list.pane), list) then
+    for _, cell in ipairs(list) do cell.written = true end
+  end
+end
+for _, cell in ipairs(cells) do
+  if not cell.written then oneByOne[#oneByOne + 1] = cell end
+end
+for _, cell in ipairs(oneByOne) do
+  local counterIndex, paneStart, group, count, sum, low, high, values =
+    cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
+  local counter = counters[counterIndex + 1]
+  local name, kind = counter.name, counter.kind
+  local pane = paneOf(counter, paneStart)
+  local key, paneText = pane.key, pane.text
   local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, count) == count
   if groupIsNew then
     -- A new group: the pane's groups before it, from its fields, the first time one is new.
