@@ -9,6 +9,7 @@ import { createApp } from "../../../src/app.ts";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
+import { listWindows } from "../../../src/query/mod.ts";
 import { storeFromEnv } from "../../../src/env.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
@@ -731,5 +732,48 @@ redisTest(
     // Besides the mark (one byte 0xFF, which the client reads as U+FFFD): only the new ids.
     assert.deepEqual(fields.filter((field) => /^[a-z]$/.test(field)).sort(), ["e", "f"]);
     assert.equal(fields.length, 3);
+  },
+);
+
+/** Calls of each Redis command since the last CONFIG RESETSTAT (the scripts' own included). */
+async function commandCalls(fixture: RedisFixture): Promise<Map<string, number>> {
+  const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+  const calls = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) {
+    calls.set(match[1], Number(match[2]));
+  }
+  return calls;
+}
+
+redisTest(
+  "a batch writes the groups of one count or sum pane with one HMGET and one HSET, not one HINCRBY each",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const batch = (prefix: string) =>
+      Array.from({ length: 30 }, (_, i) => ({
+        id: `${prefix}${i}`,
+        t: T0 + 5_000,
+        g: `g${i % 10}`,
+        v: i,
+        u: "u",
+      }));
+    // The first batch makes the pane and its groups; the second finds them all.
+    await ingestItems(stream("three"), items(batch("a")), { store, nowMs: NOW });
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    await ingestItems(stream("three"), items(batch("b")), { store, nowMs: NOW });
+    const calls = await commandCalls(fixture);
+    // count and sum (by g, 10 groups each): one HMGET and one HSET per pane; one HINCRBY, for
+    // the distinct counter's one group (beside its PFADD).
+    assert.equal(calls.get("hincrby"), 1, JSON.stringify([...calls]));
+    assert.equal(calls.get("hincrbyfloat") ?? 0, 0);
+    assert.equal(calls.get("hset"), 4, "the two panes, the dedupe ids and the stats");
+    assert.equal(calls.get("hmget"), 5, "the two panes, both dedupe buckets and the stats");
+    const windows = await listWindows(
+      stream("three"),
+      stream("three").counters.find((c) => c.name === "count")!,
+      { store, nowMs: NOW },
+      { limit: 10 },
+    );
+    assert.deepEqual(windows.map((row) => row.value), Array(10).fill(6));
   },
 );
