@@ -604,7 +604,9 @@ local function writeTogether(pane, list)
   return true
 end
 local together, byPane = {}, {}
-for _, cell in ipairs(cells) do
+-- With no more cells than counters (a single event) a pane seldom has two: not worth grouping
+-- (cells left out go one by one, which is right for any pane).
+for _, cell in ipairs(#cells > #counters and cells or {}) do
   local counter = counters[cell[1] + 1]
   local kind = counter.kind
   if kind == "count" or kind == "sum" or kind == "avg" then
