@@ -449,9 +449,12 @@ first = 1
 for r, request in ipairs(requests) do
   if not results[r] then
     local requestDuplicates, requestLate = 0, 0
-    for i = first, first + request.n - 1 do
-      if outcomes[i] == 1 then requestDuplicates = requestDuplicates + 1 end
-      if outcomes[i] == 2 then requestLate = requestLate + 1 end
+    -- Every event applied (the common case): none of its events was a duplicate or late.
+    if applied < eventCount then
+      for i = first, first + request.n - 1 do
+        if outcomes[i] == 1 then requestDuplicates = requestDuplicates + 1 end
+        if outcomes[i] == 2 then requestLate = requestLate + 1 end
+      end
     end
     accepted = accepted + request.n + request.f
     filtered = filtered + request.f
