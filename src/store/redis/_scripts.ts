@@ -358,6 +358,7 @@ local insertedIds = false
 local IDS_MARK = "\\255"
 local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
+-- freshIds: the new ids as HSET's field, value pairs.
 local heldIds, freshIds, distinctIds = {}, {}, args.uq
 -- One id (a single-event request): asked in the older bucket, then written to the newer one at
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
@@ -406,6 +407,7 @@ for i = 1, eventCount do
       -- Remembered for a later event of this batch, unless the process found no id twice in it.
       if not distinctIds then heldIds[id] = true end
       freshIds[#freshIds + 1] = id
+      freshIds[#freshIds + 1] = "1"
       insertedIds = true
     end
   end
@@ -471,17 +473,12 @@ end
 if idWritten then
   if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
 elseif insertedIds then
-  for from = 1, #freshIds, 500 do
-    local fields = {}
-    for k = from, math.min(from + 499, #freshIds) do
-      fields[#fields + 1] = freshIds[k]
-      fields[#fields + 1] = "1"
-    end
-    if from == 1 and not idsMarked then
-      fields[#fields + 1] = IDS_MARK
-      fields[#fields + 1] = "1"
-    end
-    redis.call("HSET", newIds, unpack(fields))
+  if not idsMarked then
+    freshIds[#freshIds + 1] = IDS_MARK
+    freshIds[#freshIds + 1] = "1"
+  end
+  for from = 1, #freshIds, 1000 do
+    redis.call("HSET", newIds, unpack(freshIds, from, math.min(from + 999, #freshIds)))
   end
   if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
 end
