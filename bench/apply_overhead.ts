@@ -155,8 +155,8 @@ console.log(table(
 const CUTS = [
   "\nlocal P = KEYS[1]", // the bare call
   "\nlocal STATS_KEY", // + ARGV[1] decoded
-  "\nlocal function sessionGroupKey", // + the helpers' closures
-  "\nlocal now, lateness, idle", // + the session helpers' closures
+  "\n-- The session helpers", // + the helpers' closures
+  "\nlocal now, lateness, idle", // + the session helpers (made only for session counters)
   "\n-- The stats are read once", // + the counters' tables
   "\n-- Requests: each takes", // + the stats read
   "\nlocal outcomes = {}", // + admission

@@ -788,6 +788,61 @@ const requestScenarios: Record<string, Scenario> = {
     assert.deepEqual([stats.accepted, stats.applied, stats.rejected], [2, 2, 2]);
   },
 
+  async "a sum adds whole and fractional batches in any order"(store) {
+    // Whole values, then a fraction, then whole again, in one pane and group; and a group whose
+    // batches add whole numbers (1 = 0.5 + 0.5) to a sum holding a fraction.
+    const values = [[2, 3], [0.25], [4], [-0.75, 0.5], [1e15], [0.5], [0.5]];
+    let n = 0;
+    for (const batch of values) {
+      await ingestItems(
+        stream,
+        items(batch.flatMap((v) => {
+          n += 1;
+          return [{ id: `s${n}`, t: T0 + 5_000, g: "x", v }, {
+            id: `h${n}`,
+            t: T0 + 5_000,
+            g: "y",
+            v: 0.5,
+          }];
+        })),
+        { store: store, nowMs: T0 + 6_000 },
+      );
+    }
+    const sums = await listWindows(stream, stream.counters.find((c) => c.name === "sum")!, {
+      store,
+      nowMs: T0 + 6_000,
+    }, { limit: 10 });
+    assert.deepEqual(sums.map((row) => [row.group, row.value]), [
+      [{ g: "x" }, 1e15 + 10],
+      [{ g: "y" }, 4.5],
+    ]);
+  },
+
+  async "counts and sums of several groups in one pane add up across batches"(store) {
+    // Each batch writes three groups into each pane; "z" is new in the second.
+    const batches = [
+      [["x", 1], ["y", 2], ["x", 3], ["w", 0.5]],
+      [["x", 10], ["y", 20.25], ["z", 7], ["w", 0.25]],
+    ] as const;
+    let n = 0;
+    for (const batch of batches) {
+      await ingestItems(
+        stream,
+        items(batch.map(([g, v]) => ({ id: `m${++n}`, t: T0 + 5_000, g, v, u: "p" }))),
+        { store: store, nowMs: T0 + 6_000 },
+      );
+    }
+    const read = async (name: string) =>
+      (await listWindows(stream, stream.counters.find((c) => c.name === name)!, {
+        store,
+        nowMs: T0 + 6_000,
+      }, { limit: 10 })).map((row) => [row.group, row.value]);
+    const byGroup = (rows: unknown[][]) =>
+      Object.fromEntries(rows.map(([group, value]) => [(group as { g: string }).g, value]));
+    assert.deepEqual(byGroup(await read("count")), { x: 3, y: 2, z: 1, w: 2 });
+    assert.deepEqual(byGroup(await read("sum")), { x: 14, y: 22.25, z: 7, w: 0.75 });
+  },
+
   async "applyBatch() refuses requests that do not cover the batch's events"(store) {
     await assert.rejects(
       store.applyBatch(batchOf([batchEvent("a", T0)], [{ events: 2, filtered: 0 }])),

@@ -258,6 +258,18 @@ function fieldsRead(kind: CounterMeta["aggregate"]): number {
   }
 }
 
+/** Whether no id is in the list twice (`false`, no id, may be). */
+function distinctIds(ids: readonly (string | false)[]): boolean {
+  if (ids.length < 2) return true;
+  const seen = new Set<string>();
+  for (const id of ids) {
+    if (id === false) continue;
+    if (seen.has(id)) return false;
+    seen.add(id);
+  }
+  return true;
+}
+
 /** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
 export class RedisStore implements Store {
   readonly kind = "redis";
@@ -302,6 +314,7 @@ export class RedisStore implements Store {
     const sess = sessionApplyArgs(batch.counters);
     const { cells, indexes, bins } = preAggregate(batch);
     const times = batch.events.map((event) => event.timeMs);
+    const ids = batch.events.map((event) => event.id ?? false);
     const header = {
       now: batch.nowMs,
       late: batch.latenessMs,
@@ -333,7 +346,9 @@ export class RedisStore implements Store {
         c.hopMs,
         c.sizeMs,
       ]),
-      ids: batch.events.map((event) => event.id ?? false),
+      ids,
+      // No id twice in the batch: the script need not remember the new ones for later events.
+      uq: distinctIds(ids) || undefined,
       tmin: times.length > 0 ? times.reduce((a, b) => Math.min(a, b)) : undefined,
       tmax: times.length > 0 ? times.reduce((a, b) => Math.max(a, b)) : undefined,
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,

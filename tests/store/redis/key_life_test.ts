@@ -168,19 +168,23 @@ redisTest(
     const now = Date.now();
     const store = new RedisStore(redis, { now: () => now });
     const eventTime = now - 86_400_000;
-    const write = (id: string) =>
+    const write = (id: string, groups: string[]) =>
       ingestItems(
         stream,
-        [{ ok: true as const, value: { id, t: eventTime, g: "a", u: id, v: 1 } }],
+        groups.map((g) => ({
+          ok: true as const,
+          value: { id: id + g, t: eventTime, g, u: id, v: 1 },
+        })),
         { store, nowMs: now },
       );
-    await write("1");
+    await write("1", ["a"]);
     await withDirect(fixture.redisUrl, async (send) => {
       const panes = (await send("KEYS", "es:{t}:p:*")) as string[];
       assert.equal(panes.length, stream.counterMetas.length);
       for (const key of panes) await send("DEL", key);
     });
-    await write("2");
+    // Two groups, so the count and sum panes are written with one HSET each (not HINCRBY).
+    await write("2", ["a", "b"]);
     await withDirect(fixture.redisUrl, async (send) => {
       for (const key of (await send("KEYS", "es:{t}:p:*")) as string[]) {
         const pttl = Number(await send("PTTL", key));

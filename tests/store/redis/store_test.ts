@@ -9,6 +9,7 @@ import { createApp } from "../../../src/app.ts";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
+import { listWindows } from "../../../src/query/mod.ts";
 import { storeFromEnv } from "../../../src/env.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
@@ -678,5 +679,101 @@ redisTest(
     assert.deepEqual((await store.applyBatch(batch(t))).outcomes, ["applied"]);
     assert.deepEqual((await store.applyBatch(batch(t + 59_000))).outcomes, ["duplicate"]);
     assert.deepEqual((await store.applyBatch(batch(t + 121_000))).outcomes, ["applied"]);
+  },
+);
+
+redisTest(
+  "single-event and batch applies find each other's dedupe ids, and a bucket either makes expires",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const ttl = 60_000;
+    const batch = (nowMs: number, ids: string[]): StoreBatch => ({
+      stream: "s",
+      nowMs,
+      latenessMs: 1e12,
+      dedupeTtlMs: ttl,
+      counters: [],
+      filtered: 0,
+      events: ids.map((id) => ({ id, timeMs: nowMs, updates: [] })),
+    });
+    const outcomes = async (nowMs: number, ids: string[]) =>
+      (await store.applyBatch(batch(nowMs, ids))).outcomes;
+    const bucketOf = (nowMs: number) => `es:{s}:ids:${Math.floor(nowMs / ttl)}`;
+    const life = (nowMs: number) =>
+      withDirect(fixture.redisUrl, async (send) => Number(await send("PTTL", bucketOf(nowMs))));
+    const t = ttl * 1000;
+    // A single event makes the bucket: it expires 2 × TTL + TTL/8 after.
+    assert.deepEqual(await outcomes(t, ["a"]), ["applied"]);
+    const made = await life(t);
+    assert.ok(made > 2 * ttl && made <= 2 * ttl + ttl / 8, `PTTL ${made}`);
+    // In the same bucket: found by a single event and by a batch, and the other way round.
+    assert.deepEqual(await outcomes(t + 1_000, ["a"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(t + 2_000, ["b", "a", "c"]), [
+      "applied",
+      "duplicate",
+      "applied",
+    ]);
+    assert.deepEqual(await outcomes(t + 3_000, ["c"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(t + 4_000, ["d"]), ["applied"]);
+    // The bucket's expiry was set once, when it was made.
+    assert.ok(await life(t) <= made, "a later write must not extend the bucket");
+    // The next bucket: the older one's ids are found, a duplicate is not copied over, and a batch
+    // makes the bucket with its expiry as a single event does.
+    const next = t + ttl;
+    assert.deepEqual(await outcomes(next, ["b", "e", "f"]), ["duplicate", "applied", "applied"]);
+    const batchMade = await life(next);
+    assert.ok(batchMade > 2 * ttl && batchMade <= 2 * ttl + ttl / 8, `PTTL ${batchMade}`);
+    assert.deepEqual(await outcomes(next + 1_000, ["d"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(next + 2_000, ["e"]), ["duplicate"]);
+    const fields = await withDirect(
+      fixture.redisUrl,
+      (send) => send("HKEYS", bucketOf(next)),
+    ) as string[];
+    // Besides the mark (one byte 0xFF, which the client reads as U+FFFD): only the new ids.
+    assert.deepEqual(fields.filter((field) => /^[a-z]$/.test(field)).sort(), ["e", "f"]);
+    assert.equal(fields.length, 3);
+  },
+);
+
+/** Calls of each Redis command since the last CONFIG RESETSTAT (the scripts' own included). */
+async function commandCalls(fixture: RedisFixture): Promise<Map<string, number>> {
+  const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+  const calls = new Map<string, number>();
+  for (const match of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) {
+    calls.set(match[1], Number(match[2]));
+  }
+  return calls;
+}
+
+redisTest(
+  "a batch writes the groups of one count or sum pane with one HMGET and one HSET, not one HINCRBY each",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const batch = (prefix: string) =>
+      Array.from({ length: 30 }, (_, i) => ({
+        id: `${prefix}${i}`,
+        t: T0 + 5_000,
+        g: `g${i % 10}`,
+        v: i,
+        u: "u",
+      }));
+    // The first batch makes the pane and its groups; the second finds them all.
+    await ingestItems(stream("three"), items(batch("a")), { store, nowMs: NOW });
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    await ingestItems(stream("three"), items(batch("b")), { store, nowMs: NOW });
+    const calls = await commandCalls(fixture);
+    // count and sum (by g, 10 groups each): one HMGET and one HSET per pane; one HINCRBY, for
+    // the distinct counter's one group (beside its PFADD).
+    assert.equal(calls.get("hincrby"), 1, JSON.stringify([...calls]));
+    assert.equal(calls.get("hincrbyfloat") ?? 0, 0);
+    assert.equal(calls.get("hset"), 4, "the two panes, the dedupe ids and the stats");
+    assert.equal(calls.get("hmget"), 5, "the two panes, both dedupe buckets and the stats");
+    const windows = await listWindows(
+      stream("three"),
+      stream("three").counters.find((c) => c.name === "count")!,
+      { store, nowMs: NOW },
+      { limit: 10 },
+    );
+    assert.deepEqual(windows.map((row) => row.value), Array(10).fill(6));
   },
 );
