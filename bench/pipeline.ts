@@ -5,6 +5,8 @@
  * stream of `bench/config.json` (`makeBatch`, 100 events), then of the whole of
  * `parseEvents` + `ingestItems` on a `MemoryStore`, with and without dedupe (`bench_no_dedupe`).
  * Each figure is the least of `--rounds` rounds, as CPU time still moves with cache contention.
+ * Beside CPU time, the heap bytes each stage allocates per event (V8's `total_allocated_bytes`):
+ * what the garbage collector pays for later, in this process and in the server.
  *
  * - `JSON.parse`: the body text alone, what a parse-only handler also pays;
  * - `parseEvents`: the body split into events (JSON.parse included);
@@ -17,6 +19,7 @@
  * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3]`
  */
 import process from "node:process";
+import v8 from "node:v8";
 import { parseArgs } from "node:util";
 import { loadConfigFile } from "../src/config/mod.ts";
 import { parseEvents } from "../src/http/body.ts";
@@ -54,13 +57,19 @@ const transformed = parsed.map((events) =>
   )
 );
 
-/** CPU µs per event of `run(i)` for `batches` batches, after a warm-up. */
-async function cpuPerEvent(run: (i: number) => unknown): Promise<number> {
+/**
+ * CPU µs and heap bytes allocated per event of `run(i)` for `batches` batches, after a warm-up.
+ * Bytes allocated are what the garbage collector later pays for; unlike CPU time they do not
+ * move with the machine's load.
+ */
+async function perEvent(run: (i: number) => unknown): Promise<{ cpu: number; bytes: number }> {
   for (let i = 0; i < 200; i++) await run(i);
+  const allocated = v8.getHeapStatistics().total_allocated_bytes;
   const start = process.cpuUsage();
   for (let i = 0; i < BATCHES; i++) await run(i);
   const used = process.cpuUsage(start);
-  return (used.user + used.system) / (BATCHES * BATCH);
+  const bytes = v8.getHeapStatistics().total_allocated_bytes - allocated;
+  return { cpu: (used.user + used.system) / (BATCHES * BATCH), bytes: bytes / (BATCHES * BATCH) };
 }
 
 const stages: [string, () => (i: number) => unknown][] = [
@@ -91,13 +100,21 @@ const stages: [string, () => (i: number) => unknown][] = [
 ];
 
 const rounds: Record<string, number>[] = [];
+const byteRounds: Record<string, number>[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   const figures: Record<string, number> = {};
-  for (const [name, make] of stages) figures[name] = await cpuPerEvent(make());
+  const bytes: Record<string, number> = {};
+  for (const [name, make] of stages) {
+    ({ cpu: figures[name], bytes: bytes[name] } = await perEvent(make()));
+  }
   rounds.push(figures);
+  byteRounds.push(bytes);
 }
 const least = Object.fromEntries(
   stages.map(([name]) => [name, Math.min(...rounds.map((figures) => figures[name]))]),
+);
+const leastBytes = Object.fromEntries(
+  stages.map(([name]) => [name, Math.min(...byteRounds.map((bytes) => bytes[name]))]),
 );
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
@@ -108,13 +125,21 @@ console.log(
   `CPU µs per event, batches of ${BATCH}, ${BATCHES} batches per stage, least of ${ROUNDS} rounds:`,
 );
 console.log(table(
-  ["stage", "CPU µs/event", "share of ingest"],
+  ["stage", "CPU µs/event", "share of ingest", "bytes allocated/event"],
   stages.map(([name]) => [
     name,
     least[name].toFixed(3),
     `${(100 * least[name] / least.ingest).toFixed(0)}%`,
+    leastBytes[name].toFixed(0),
   ]),
   [0],
 ));
-const path = await writeResults("pipeline", { bench: "pipeline", machine, least, rounds });
+const path = await writeResults("pipeline", {
+  bench: "pipeline",
+  machine,
+  least,
+  rounds,
+  leastBytes,
+  byteRounds,
+});
 console.log(`\nresults: ${path}`);
