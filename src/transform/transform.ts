@@ -29,7 +29,12 @@ function compileStep(step: TransformStep, index: number): Step {
   if ("filter" in step) {
     const filter = compile(step.filter, `${at}.filter`);
     return (event) => {
-      const result = run(() => filter({ event }), `${at}.filter`);
+      let result;
+      try {
+        result = filter({ event });
+      } catch (error) {
+        throw failed(error, `${at}.filter`);
+      }
       if (typeof result !== "boolean") {
         throw new TransformError(
           `${at}.filter`,
@@ -45,9 +50,15 @@ function compileStep(step: TransformStep, index: number): Step {
     );
     return (event) => {
       const out: Event = { ...event };
-      for (const [field, expression] of fields) {
+      const context = { event };
+      for (let i = 0; i < fields.length; i++) {
+        const [field, expression] = fields[i];
         // Every expression sees the event as it was before this step.
-        out[field] = run(() => toJson(expression({ event })), `${at}.set.${field}`);
+        try {
+          out[field] = toJson(expression(context));
+        } catch (error) {
+          throw failed(error, `${at}.set.${field}`);
+        }
       }
       return out;
     };
@@ -88,14 +99,11 @@ function compile(source: string, path: string) {
   }
 }
 
-function run<T>(fn: () => T, path: string): T {
-  try {
-    return fn();
-  } catch (error) {
-    throw new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
-      cause: error,
-    });
-  }
+/** The error of an expression that failed at `path` (try/catch inline: no closure per event). */
+function failed(error: unknown, path: string): TransformError {
+  return new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
+    cause: error,
+  });
 }
 
 /**

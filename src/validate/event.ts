@@ -38,12 +38,16 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
  * the stack.
  */
 export function checkEventShape(value: unknown, limits: ShapeLimits = {}): FieldError[] {
-  const maxDepth = limits.maxDepth ?? 32;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return [{ path: "", message: `Event must be a JSON object, got ${describe(value)}` }];
-  }
-  const error = checkNode(value, 1, maxDepth);
+  const error = shapeError(value, limits.maxDepth ?? 32);
   return error === null ? [] : [error];
+}
+
+/** {@linkcode checkEventShape}'s one error, or null (no list to allocate on the hot path). */
+function shapeError(value: unknown, maxDepth: number): FieldError | null {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { path: "", message: `Event must be a JSON object, got ${describe(value)}` };
+  }
+  return checkNode(value, 1, maxDepth);
 }
 
 function checkNode(node: object, depth: number, maxDepth: number): FieldError | null {
@@ -155,10 +159,10 @@ export function withRequiredProperties(schema: unknown): unknown {
 export function validateEvent(
   value: unknown,
   schema: z.ZodType,
-  limits: ShapeLimits = {},
+  limits?: ShapeLimits,
 ): Validation {
-  const shapeErrors = checkEventShape(value, limits);
-  if (shapeErrors.length > 0) return { ok: false, errors: shapeErrors };
+  const shapeProblem = shapeError(value, limits?.maxDepth ?? 32);
+  if (shapeProblem !== null) return { ok: false, errors: [shapeProblem] };
   const result = schema.safeParse(value);
   if (!result.success) {
     return {
