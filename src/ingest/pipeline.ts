@@ -21,7 +21,8 @@ import type {
 import { attachIngestSpan } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { FieldError } from "../validate/mod.ts";
-import { parseInstant, validateEvent } from "../validate/mod.ts";
+import type { Event } from "../validate/mod.ts";
+import { eventValidator, parseInstant } from "../validate/mod.ts";
 import { counterCell, readEventTime, readField } from "../window/mod.ts";
 
 const logger = getLogger(["edgestream", "ingest"]);
@@ -76,12 +77,15 @@ function fieldError(path: string, message: string): FieldError[] {
 function prepare(
   stream: CompiledStream,
   value: unknown,
-  nowMs: number,
-  withPayload: boolean,
+  context: {
+    nowMs: number;
+    withPayload: boolean;
+    validate: (value: unknown) => Event | FieldError[];
+  },
 ): Prepared {
-  const validation = validateEvent(value, stream.schema);
-  if (!validation.ok) return validation.errors;
-  const event = validation.event;
+  const { nowMs, withPayload } = context;
+  const event = context.validate(value);
+  if (Array.isArray(event)) return event;
 
   const rawTime = stream.timeField === undefined ? undefined : readField(event, stream.timeField);
   // The usual cases without readEventTime's result object; it still words every refusal.
@@ -342,13 +346,14 @@ async function ingestOnce(
   const rejected: Rejection[] = [];
   const events: BatchEvent[] = [];
   let filtered = 0;
+  const context = { nowMs, withPayload, validate: eventValidator(stream.schema) };
   for (let index = 0; index < items.length; index++) {
     const item = items[index];
     if (!item.ok) {
       rejected.push({ index, errors: [item.error] });
       continue;
     }
-    const prepared = prepare(stream, item.value, nowMs, withPayload);
+    const prepared = prepare(stream, item.value, context);
     if (prepared === null) filtered += 1;
     else if (Array.isArray(prepared)) rejected.push({ index, errors: prepared });
     else events.push(prepared);
