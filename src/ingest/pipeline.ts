@@ -74,6 +74,12 @@ function fieldError(path: string, message: string): FieldError[] {
   return [{ path, message }];
 }
 
+/**
+ * The updates of the event being prepared (preparing is synchronous): each event keeps an
+ * exact-size copy instead of a list grown by pushes (which reserves room for 17).
+ */
+const pendingUpdates: CellUpdate[] = [];
+
 function prepare(
   stream: CompiledStream,
   value: unknown,
@@ -137,7 +143,8 @@ function prepare(
   }
   if (transformed === null) return null;
 
-  const updates: CellUpdate[] = [];
+  const updates = pendingUpdates;
+  updates.length = 0;
   let errors: FieldError[] | undefined;
   for (const counter of stream.counters) {
     const cell = counterCell(counter, transformed, timeMs);
@@ -146,7 +153,7 @@ function prepare(
     else updates.push(cell);
   }
   if (errors) return errors;
-  const prepared: BatchEvent = { id, timeMs, updates };
+  const prepared: BatchEvent = { id, timeMs, updates: updates.slice() };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
 }

@@ -28,12 +28,17 @@ function compileStep(step: TransformStep, index: number): Step {
   const at = `transform[${index}]`;
   if ("filter" in step) {
     const filter = compile(step.filter, `${at}.filter`);
+    // One activation reused for every event (evaluation is synchronous): no object per event.
+    const context: { event: Event | null } = { event: null };
     return (event) => {
       let result;
+      context.event = event;
       try {
-        result = filter({ event });
+        result = filter(context);
       } catch (error) {
         throw failed(error, `${at}.filter`);
+      } finally {
+        context.event = null;
       }
       if (typeof result !== "boolean") {
         throw new TransformError(
@@ -48,17 +53,22 @@ function compileStep(step: TransformStep, index: number): Step {
     const fields = Object.entries(step.set).map(([field, source]) =>
       [field, compile(source, `${at}.set.${field}`)] as const
     );
+    const context: { event: Event | null } = { event: null };
     return (event) => {
       const out: Event = { ...event };
-      const context = { event };
-      for (let i = 0; i < fields.length; i++) {
-        const [field, expression] = fields[i];
-        // Every expression sees the event as it was before this step.
-        try {
-          out[field] = toJson(expression(context));
-        } catch (error) {
-          throw failed(error, `${at}.set.${field}`);
+      context.event = event;
+      try {
+        for (let i = 0; i < fields.length; i++) {
+          const [field, expression] = fields[i];
+          // Every expression sees the event as it was before this step.
+          try {
+            out[field] = toJson(expression(context));
+          } catch (error) {
+            throw failed(error, `${at}.set.${field}`);
+          }
         }
+      } finally {
+        context.event = null;
       }
       return out;
     };

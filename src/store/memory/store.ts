@@ -199,6 +199,8 @@ export class MemoryStore implements Store {
     const outcomes: EventOutcome[] = [];
     const results: RequestResult[] = [];
     const panesByCounter: Array<Map<number, Pane>> = [];
+    // One object for the whole batch, not one per event.
+    const applying = { batch, now, panesByCounter };
     const keysInBatch = new Set<string>();
     const replies: [string, StoredReply][] = [];
     let next = 0;
@@ -217,16 +219,15 @@ export class MemoryStore implements Store {
       // table miss the cache, and a loop doing nothing else lets the CPU overlap those misses.
       const held = dedupe ? stream.ids.seenAll(events) : undefined;
       for (let i = 0; i < events.length; i++) {
-        const event = events[i];
-        const outcome = this.#applyEvent(stream, batch, {
-          event,
-          duplicate: held?.[i] === 1,
-          now,
-          panesByCounter,
-        });
+        if (held?.[i] === 1) {
+          stream.duplicates += 1;
+          duplicates += 1;
+          outcomes.push("duplicate");
+          continue;
+        }
+        const outcome = this.#applyEvent(stream, events[i], applying);
         outcomes.push(outcome);
-        if (outcome === "duplicate") duplicates += 1;
-        else if (outcome === "late") late += 1;
+        if (outcome === "late") late += 1;
       }
       stream.accepted += request.events + request.filtered;
       stream.filtered += request.filtered;
@@ -323,23 +324,13 @@ export class MemoryStore implements Store {
     return undefined;
   }
 
-  /** Dedupe, lateness, counters and log of one event of an admitted request. */
+  /** Lateness, counters and log of one event of an admitted request (not a duplicate). */
   #applyEvent(
     stream: StreamState,
-    batch: StoreBatch,
-    context: {
-      event: BatchEvent;
-      /** Whether its dedupe id is held already (see `DedupeIds.seenAll`). */
-      duplicate: boolean;
-      now: number;
-      panesByCounter: Array<Map<number, Pane>>;
-    },
+    event: BatchEvent,
+    context: { batch: StoreBatch; now: number; panesByCounter: Array<Map<number, Pane>> },
   ): EventOutcome {
-    const { event, now, panesByCounter } = context;
-    if (context.duplicate) {
-      stream.duplicates += 1;
-      return "duplicate";
-    }
+    const { batch, now, panesByCounter } = context;
     if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
       stream.late += 1;
       if (batch.log?.late && event.payload !== undefined) {
