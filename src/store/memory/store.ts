@@ -62,6 +62,13 @@ interface Pane {
   groups: Map<string, Cell>;
 }
 
+/** A counter's panes while a batch is applied, with the pane the last update went to. */
+interface CounterPanes {
+  panes: Map<number, Pane>;
+  lastStart: number;
+  last: Pane | undefined;
+}
+
 interface StreamState {
   watermark: number | null;
   accepted: number;
@@ -198,7 +205,7 @@ export class MemoryStore implements Store {
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
     const results: RequestResult[] = [];
-    const panesByCounter: Array<Map<number, Pane>> = [];
+    const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
     const applying = { batch, now, panesByCounter };
     const keysInBatch = new Set<string>();
@@ -328,7 +335,7 @@ export class MemoryStore implements Store {
   #applyEvent(
     stream: StreamState,
     event: BatchEvent,
-    context: { batch: StoreBatch; now: number; panesByCounter: Array<Map<number, Pane>> },
+    context: { batch: StoreBatch; now: number; panesByCounter: Array<CounterPanes> },
   ): EventOutcome {
     const { batch, now, panesByCounter } = context;
     if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
@@ -347,7 +354,11 @@ export class MemoryStore implements Store {
     }
     for (const update of event.updates) {
       const counter = batch.counters[update.counter];
-      panesByCounter[update.counter] ??= this.#panesOf(stream, counter.name);
+      panesByCounter[update.counter] ??= {
+        panes: this.#panesOf(stream, counter.name),
+        lastStart: NaN,
+        last: undefined,
+      };
       this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
     }
     stream.applied += 1;
@@ -373,7 +384,7 @@ export class MemoryStore implements Store {
   #applyUpdate(
     stream: StreamState,
     counter: CounterMeta,
-    panes: Map<number, Pane>,
+    counterPanes: CounterPanes,
     update: { pane: number; group: string; value?: number | string },
     now: number,
   ): void {
@@ -383,12 +394,17 @@ export class MemoryStore implements Store {
       }
       return;
     }
-    let pane = panes.get(update.pane);
+    // Most events of a batch fall in the pane the one before used: no map lookup for them.
+    let pane = counterPanes.lastStart === update.pane
+      ? counterPanes.last
+      : counterPanes.panes.get(update.pane);
     if (!pane || pane.expiresAt <= now) {
       pane = { expiresAt: 0, groups: new Map() };
-      panes.set(update.pane, pane);
+      counterPanes.panes.set(update.pane, pane);
       this.#openWindows(stream, counter, update.pane);
     }
+    counterPanes.lastStart = update.pane;
+    counterPanes.last = pane;
     pane.expiresAt = now + counter.ttlMs;
     let group = update.group;
     let cell = pane.groups.get(group);
