@@ -20,8 +20,7 @@ import type {
 } from "../store/types.ts";
 import { attachIngestSpan } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
-import type { FieldError } from "../validate/mod.ts";
-import type { Event } from "../validate/mod.ts";
+import type { Event, FieldError } from "../validate/mod.ts";
 import { eventValidator, parseInstant } from "../validate/mod.ts";
 import { counterCell, readEventTime, readField } from "../window/mod.ts";
 
