@@ -16,7 +16,16 @@
  * - `ingest`: parse + `ingestItems` into a memory store (the stages above, dedupe, the store);
  * - `ingest, no dedupe`: the same on the stream without dedupe.
  *
- * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3]`
+ * With `--server` it also measures the whole server over HTTP, where the stages above are only a
+ * part: `bench/server.ts main` (what `deno task bench` runs: `src/main.ts`, keys on, the same
+ * stream) and `baseline` (parse-only), each under 16 closed-loop clients sending batches of 100
+ * for `--seconds` after a 2 s warm-up, in rounds that alternate the two. Each figure is the
+ * server process's CPU time (all its threads, from `/proc/<pid>/stat`, so Linux only) per event
+ * it answered: the load generator and other processes change how fast it runs, much less what
+ * an event costs it. The CPU ratio (parse-only's µs per event / memory's) is what the throughput
+ * ratio of `deno task bench` would be if both servers had the CPU to themselves.
+ *
+ * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3] [--server] [--seconds 6]`
  */
 import process from "node:process";
 import v8 from "node:v8";
@@ -28,17 +37,20 @@ import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Event } from "../src/validate/mod.ts";
 import { eventValidator, validateEvent } from "../src/validate/mod.ts";
 import { counterCell } from "../src/window/mod.ts";
-import { machineInfo, makeBatch, table, writeResults } from "./_shared.ts";
+import { closedLoop, machineInfo, makeBatch, table, writeResults } from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
   options: {
     batches: { type: "string", default: "3000" },
     rounds: { type: "string", default: "3" },
+    server: { type: "boolean", default: false },
+    seconds: { type: "string", default: "6" },
   },
 });
 const BATCHES = Number(flags.batches);
 const ROUNDS = Number(flags.rounds);
+const SECONDS = Number(flags.seconds);
 const BATCH = 100;
 
 const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
@@ -141,6 +153,84 @@ console.log(table(
   ]),
   [0],
 ));
+/** CPU seconds a process has used so far, all threads (Linux `/proc/<pid>/stat`, in ticks of 10 ms). */
+function processCpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The CPU µs per event and events/s of a `bench/server.ts` process in `mode` under load. */
+async function serverPerEvent(mode: string): Promise<{ cpu: number; eventsPerSecond: number }> {
+  const key = crypto.randomUUID().replaceAll("-", "");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL("./server.ts", import.meta.url).pathname, mode],
+    env: {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
+      EDGESTREAM_KEYS: `ingest:${key}`,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let text = "";
+    while (!/listening (\d+)/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`Server ${mode} exited before listening`);
+      text += value;
+    }
+    const port = Number(/listening (\d+)/.exec(text)![1]);
+    const url = `http://127.0.0.1:${port}/v1/streams/bench/events`;
+    const load = { clients: 16, batch: BATCH, headers: { Authorization: `Bearer ${key}` } };
+    await closedLoop(url, { ...load, seconds: 2 });
+    const before = processCpuSeconds(child.pid);
+    const result = await closedLoop(url, { ...load, seconds: SECONDS });
+    const used = processCpuSeconds(child.pid) - before;
+    if (result.errors > 0) throw new Error(`Server ${mode}: ${result.firstError}`);
+    return { cpu: (used * 1e6) / result.events, eventsPerSecond: result.events / result.seconds };
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await reader.cancel();
+  }
+}
+
+let servers: Record<string, { cpu: number; eventsPerSecond: number }>[] | undefined;
+if (flags.server) {
+  servers = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    servers.push({
+      "parse-only": await serverPerEvent("baseline"),
+      "memory": await serverPerEvent("main"),
+    });
+  }
+  const leastServer = (name: string) => Math.min(...servers!.map((round) => round[name].cpu));
+  console.log(
+    `\nServer CPU µs per event over HTTP (16 clients, batches of ${BATCH}, ${SECONDS} s, least of ${ROUNDS} rounds):`,
+  );
+  console.log(table(
+    ["server", "CPU µs/event", "events/s by round"],
+    ["parse-only", "memory"].map((name) => [
+      name,
+      leastServer(name).toFixed(2),
+      servers!.map((round) => round[name].eventsPerSecond.toFixed(0)).join(" / "),
+    ]),
+    [0],
+  ));
+  console.log(
+    `CPU ratio parse-only / memory: ${
+      (leastServer("parse-only") / leastServer("memory")).toFixed(2)
+    } (by round: ${
+      servers.map((round) => (round["parse-only"].cpu / round.memory.cpu).toFixed(2)).join(" / ")
+    })`,
+  );
+}
+
 const path = await writeResults("pipeline", {
   bench: "pipeline",
   machine,
@@ -148,5 +238,6 @@ const path = await writeResults("pipeline", {
   rounds,
   leastBytes,
   byteRounds,
+  servers,
 });
 console.log(`\nresults: ${path}`);
