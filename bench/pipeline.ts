@@ -185,6 +185,10 @@ async function serverPerEvent(mode: string): Promise<{ cpu: number; eventsPerSec
       text += value;
     }
     const port = Number(/listening (\d+)/.exec(text)![1]);
+    // Keep reading its output (the request log): a full pipe would stop the server.
+    (async () => {
+      while (!(await reader.read()).done) { /* drain */ }
+    })().catch(() => {});
     const url = `http://127.0.0.1:${port}/v1/streams/bench/events`;
     const load = { clients: 16, batch: BATCH, headers: { Authorization: `Bearer ${key}` } };
     await closedLoop(url, { ...load, seconds: 2 });
@@ -196,7 +200,6 @@ async function serverPerEvent(mode: string): Promise<{ cpu: number; eventsPerSec
   } finally {
     child.kill("SIGTERM");
     await child.status;
-    await reader.cancel();
   }
 }
 
