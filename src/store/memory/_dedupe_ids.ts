@@ -1,7 +1,8 @@
 /**
  * The memory store's dedupe ids, held compactly: a 64-bit fingerprint per id
  * in an open-addressing table of typed arrays (8 bytes a slot, at most 3/4
- * full), so a held id costs 11–21 bytes instead of a string in a `Set`.
+ * full), so a held id costs 11–21 bytes instead of a string in a `Set` (a new time bucket starts
+ * with room for the ids of the one before).
  *
  * @module
  */

@@ -350,4 +350,10 @@ Deno.test("DedupeIds sizes a new time bucket for the ids of the one before", () 
   ids.rotateTo(1_000, 1_000);
   // Both tables are sized for 10,000 ids, before the new one holds any.
   assert.equal(ids.byteLength, 2 * 16_384 * 8);
+  // The rate drops to 10 ids a bucket: one bucket later the tables are small again.
+  for (let i = 0; i < 10; i++) ids.seen(`late-${i}`);
+  ids.rotateTo(2_000, 1_000);
+  assert.equal(ids.byteLength, (16_384 + 16) * 8);
+  ids.rotateTo(3_000, 1_000);
+  assert.equal(ids.byteLength, (16 + 16) * 8);
 });
