@@ -5,37 +5,52 @@
  * stream of `bench/config.json` (`makeBatch`, 100 events), then of the whole of
  * `parseEvents` + `ingestItems` on a `MemoryStore`, with and without dedupe (`bench_no_dedupe`).
  * Each figure is the least of `--rounds` rounds, as CPU time still moves with cache contention.
+ * Beside CPU time, the heap bytes each stage allocates per event (V8's `total_allocated_bytes`):
+ * what the garbage collector pays for later, in this process and in the server.
  *
  * - `JSON.parse`: the body text alone, what a parse-only handler also pays;
  * - `parseEvents`: the body split into events (JSON.parse included);
- * - `validate`: `validateEvent` (structural limits + the stream's zod schema);
+ * - `validate`: `eventValidator` (structural limits + the stream's schema: its fast verdict, or zod);
  * - `transform`: the compiled CEL filter + set;
- * - `counters`: `counterUpdate` of the 4 counters;
+ * - `counters`: `counterCell` of the 4 counters;
  * - `ingest`: parse + `ingestItems` into a memory store (the stages above, dedupe, the store);
  * - `ingest, no dedupe`: the same on the stream without dedupe.
  *
- * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3]`
+ * With `--server` it also measures the whole server over HTTP, where the stages above are only a
+ * part: `bench/server.ts main` (what `deno task bench` runs: `src/main.ts`, keys on, the same
+ * stream) and `baseline` (parse-only), each under 16 closed-loop clients sending batches of 100
+ * for `--seconds` after a 2 s warm-up, in rounds that alternate the two. Each figure is the
+ * server process's CPU time (all its threads, from `/proc/<pid>/stat`, so Linux only) per event
+ * it answered: the load generator and other processes change how fast it runs, much less what
+ * an event costs it. The CPU ratio (parse-only's µs per event / memory's) is what the throughput
+ * ratio of `deno task bench` would be if both servers had the CPU to themselves.
+ *
+ * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3] [--server] [--seconds 6]`
  */
 import process from "node:process";
+import v8 from "node:v8";
 import { parseArgs } from "node:util";
 import { loadConfigFile } from "../src/config/mod.ts";
 import { parseEvents } from "../src/http/body.ts";
 import { ingestItems } from "../src/ingest/pipeline.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Event } from "../src/validate/mod.ts";
-import { validateEvent } from "../src/validate/mod.ts";
-import { counterUpdate } from "../src/window/mod.ts";
-import { machineInfo, makeBatch, table, writeResults } from "./_shared.ts";
+import { eventValidator, validateEvent } from "../src/validate/mod.ts";
+import { counterCell } from "../src/window/mod.ts";
+import { closedLoop, machineInfo, makeBatch, table, writeResults } from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
   options: {
     batches: { type: "string", default: "3000" },
     rounds: { type: "string", default: "3" },
+    server: { type: "boolean", default: false },
+    seconds: { type: "string", default: "6" },
   },
 });
 const BATCHES = Number(flags.batches);
 const ROUNDS = Number(flags.rounds);
+const SECONDS = Number(flags.seconds);
 const BATCH = 100;
 
 const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
@@ -54,20 +69,33 @@ const transformed = parsed.map((events) =>
   )
 );
 
-/** CPU µs per event of `run(i)` for `batches` batches, after a warm-up. */
-async function cpuPerEvent(run: (i: number) => unknown): Promise<number> {
+/** Heap bytes this process allocated so far (V8 reports it; Node's types do not list it yet). */
+function allocatedBytes(): number {
+  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
+    .total_allocated_bytes;
+}
+
+/**
+ * CPU µs and heap bytes allocated per event of `run(i)` for `batches` batches, after a warm-up.
+ * Bytes allocated are what the garbage collector later pays for; unlike CPU time they do not
+ * move with the machine's load.
+ */
+async function perEvent(run: (i: number) => unknown): Promise<{ cpu: number; bytes: number }> {
   for (let i = 0; i < 200; i++) await run(i);
+  const allocated = allocatedBytes();
   const start = process.cpuUsage();
   for (let i = 0; i < BATCHES; i++) await run(i);
   const used = process.cpuUsage(start);
-  return (used.user + used.system) / (BATCHES * BATCH);
+  const bytes = allocatedBytes() - allocated;
+  return { cpu: (used.user + used.system) / (BATCHES * BATCH), bytes: bytes / (BATCHES * BATCH) };
 }
 
 const stages: [string, () => (i: number) => unknown][] = [
   ["JSON.parse", () => (i) => JSON.parse(bodies[i % 200])],
   ["parseEvents", () => (i) => parseEvents(bodies[i % 200], "json")],
   ["validate", () => (i) => {
-    for (const event of parsed[i % 200]) validateEvent(event, stream.schema);
+    const validate = eventValidator(stream.schema);
+    for (const event of parsed[i % 200]) validate(event);
   }],
   ["transform", () => (i) => {
     for (const event of parsed[i % 200]) stream.transform(event as Event);
@@ -75,7 +103,7 @@ const stages: [string, () => (i: number) => unknown][] = [
   ["counters", () => (i) => {
     const now = Date.now();
     for (const event of transformed[i % 200]) {
-      if (event) { for (const counter of stream.counters) counterUpdate(counter, event, now); }
+      if (event) { for (const counter of stream.counters) counterCell(counter, event, now); }
     }
   }],
   ["ingest", () => {
@@ -91,13 +119,21 @@ const stages: [string, () => (i: number) => unknown][] = [
 ];
 
 const rounds: Record<string, number>[] = [];
+const byteRounds: Record<string, number>[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   const figures: Record<string, number> = {};
-  for (const [name, make] of stages) figures[name] = await cpuPerEvent(make());
+  const bytes: Record<string, number> = {};
+  for (const [name, make] of stages) {
+    ({ cpu: figures[name], bytes: bytes[name] } = await perEvent(make()));
+  }
   rounds.push(figures);
+  byteRounds.push(bytes);
 }
 const least = Object.fromEntries(
   stages.map(([name]) => [name, Math.min(...rounds.map((figures) => figures[name]))]),
+);
+const leastBytes = Object.fromEntries(
+  stages.map(([name]) => [name, Math.min(...byteRounds.map((bytes) => bytes[name]))]),
 );
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
@@ -108,13 +144,103 @@ console.log(
   `CPU µs per event, batches of ${BATCH}, ${BATCHES} batches per stage, least of ${ROUNDS} rounds:`,
 );
 console.log(table(
-  ["stage", "CPU µs/event", "share of ingest"],
+  ["stage", "CPU µs/event", "share of ingest", "bytes allocated/event"],
   stages.map(([name]) => [
     name,
     least[name].toFixed(3),
     `${(100 * least[name] / least.ingest).toFixed(0)}%`,
+    leastBytes[name].toFixed(0),
   ]),
   [0],
 ));
-const path = await writeResults("pipeline", { bench: "pipeline", machine, least, rounds });
+/** CPU seconds a process has used so far, all threads (Linux `/proc/<pid>/stat`, in ticks of 10 ms). */
+function processCpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The CPU µs per event and events/s of a `bench/server.ts` process in `mode` under load. */
+async function serverPerEvent(mode: string): Promise<{ cpu: number; eventsPerSecond: number }> {
+  const key = crypto.randomUUID().replaceAll("-", "");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL("./server.ts", import.meta.url).pathname, mode],
+    env: {
+      PORT: "0",
+      HOST: "127.0.0.1",
+      EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
+      EDGESTREAM_KEYS: `ingest:${key}`,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    let text = "";
+    while (!/listening (\d+)/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`Server ${mode} exited before listening`);
+      text += value;
+    }
+    const port = Number(/listening (\d+)/.exec(text)![1]);
+    // Keep reading its output (the request log): a full pipe would stop the server.
+    (async () => {
+      while (!(await reader.read()).done) { /* drain */ }
+    })().catch(() => {});
+    const url = `http://127.0.0.1:${port}/v1/streams/bench/events`;
+    const load = { clients: 16, batch: BATCH, headers: { Authorization: `Bearer ${key}` } };
+    await closedLoop(url, { ...load, seconds: 2 });
+    const before = processCpuSeconds(child.pid);
+    const result = await closedLoop(url, { ...load, seconds: SECONDS });
+    const used = processCpuSeconds(child.pid) - before;
+    if (result.errors > 0) throw new Error(`Server ${mode}: ${result.firstError}`);
+    return { cpu: (used * 1e6) / result.events, eventsPerSecond: result.events / result.seconds };
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+  }
+}
+
+let servers: Record<string, { cpu: number; eventsPerSecond: number }>[] | undefined;
+if (flags.server) {
+  servers = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    servers.push({
+      "parse-only": await serverPerEvent("baseline"),
+      "memory": await serverPerEvent("main"),
+    });
+  }
+  const leastServer = (name: string) => Math.min(...servers!.map((round) => round[name].cpu));
+  console.log(
+    `\nServer CPU µs per event over HTTP (16 clients, batches of ${BATCH}, ${SECONDS} s, least of ${ROUNDS} rounds):`,
+  );
+  console.log(table(
+    ["server", "CPU µs/event", "events/s by round"],
+    ["parse-only", "memory"].map((name) => [
+      name,
+      leastServer(name).toFixed(2),
+      servers!.map((round) => round[name].eventsPerSecond.toFixed(0)).join(" / "),
+    ]),
+    [0],
+  ));
+  console.log(
+    `CPU ratio parse-only / memory: ${
+      (leastServer("parse-only") / leastServer("memory")).toFixed(2)
+    } (by round: ${
+      servers.map((round) => (round["parse-only"].cpu / round.memory.cpu).toFixed(2)).join(" / ")
+    })`,
+  );
+}
+
+const path = await writeResults("pipeline", {
+  bench: "pipeline",
+  machine,
+  least,
+  rounds,
+  leastBytes,
+  byteRounds,
+  servers,
+});
 console.log(`\nresults: ${path}`);

@@ -28,8 +28,18 @@ function compileStep(step: TransformStep, index: number): Step {
   const at = `transform[${index}]`;
   if ("filter" in step) {
     const filter = compile(step.filter, `${at}.filter`);
+    // One activation reused for every event (evaluation is synchronous): no object per event.
+    const context: { event: Event | null } = { event: null };
     return (event) => {
-      const result = run(() => filter({ event }), `${at}.filter`);
+      let result;
+      context.event = event;
+      try {
+        result = filter(context);
+      } catch (error) {
+        throw failed(error, `${at}.filter`);
+      } finally {
+        context.event = null;
+      }
       if (typeof result !== "boolean") {
         throw new TransformError(
           `${at}.filter`,
@@ -43,11 +53,22 @@ function compileStep(step: TransformStep, index: number): Step {
     const fields = Object.entries(step.set).map(([field, source]) =>
       [field, compile(source, `${at}.set.${field}`)] as const
     );
+    const context: { event: Event | null } = { event: null };
     return (event) => {
       const out: Event = { ...event };
-      for (const [field, expression] of fields) {
-        // Every expression sees the event as it was before this step.
-        out[field] = run(() => toJson(expression({ event })), `${at}.set.${field}`);
+      context.event = event;
+      try {
+        for (let i = 0; i < fields.length; i++) {
+          const [field, expression] = fields[i];
+          // Every expression sees the event as it was before this step.
+          try {
+            out[field] = toJson(expression(context));
+          } catch (error) {
+            throw failed(error, `${at}.set.${field}`);
+          }
+        }
+      } finally {
+        context.event = null;
       }
       return out;
     };
@@ -88,14 +109,11 @@ function compile(source: string, path: string) {
   }
 }
 
-function run<T>(fn: () => T, path: string): T {
-  try {
-    return fn();
-  } catch (error) {
-    throw new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
-      cause: error,
-    });
-  }
+/** The error of an expression that failed at `path` (try/catch inline: no closure per event). */
+function failed(error: unknown, path: string): TransformError {
+  return new TransformError(path, `Expression failed: ${evaluationMessage(error)}`, {
+    cause: error,
+  });
 }
 
 /**

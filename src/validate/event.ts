@@ -5,6 +5,7 @@
  * @module
  */
 import { z } from "zod";
+import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {
@@ -38,12 +39,16 @@ const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
  * the stack.
  */
 export function checkEventShape(value: unknown, limits: ShapeLimits = {}): FieldError[] {
-  const maxDepth = limits.maxDepth ?? 32;
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return [{ path: "", message: `Event must be a JSON object, got ${describe(value)}` }];
-  }
-  const error = checkNode(value, 1, maxDepth);
+  const error = shapeError(value, limits.maxDepth ?? 32);
   return error === null ? [] : [error];
+}
+
+/** {@linkcode checkEventShape}'s one error, or null (no list to allocate on the hot path). */
+function shapeError(value: unknown, maxDepth: number): FieldError | null {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { path: "", message: `Event must be a JSON object, got ${describe(value)}` };
+  }
+  return checkNode(value, 1, maxDepth);
 }
 
 function checkNode(node: object, depth: number, maxDepth: number): FieldError | null {
@@ -107,16 +112,24 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
       `Event schema must have type 'object', got ${JSON.stringify(jsonSchema.type)}`,
     );
   }
+  const prepared = withRequiredProperties(jsonSchema) as Record<string, unknown>;
+  let schema: z.ZodType;
   try {
     // deno-lint-ignore no-explicit-any
-    return z.fromJSONSchema(withRequiredProperties(jsonSchema) as any);
+    schema = z.fromJSONSchema(prepared as any);
   } catch (error) {
     throw new SchemaCompileError(
       `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,
       { cause: error },
     );
   }
+  const fast = compileFastVerdict(prepared);
+  if (fast !== null) fastVerdicts.set(schema, fast);
+  return schema;
 }
+
+/** Fast verdicts of the schemas {@linkcode compileEventSchema} made (see `_fast_verdict.ts`). */
+const fastVerdicts = new WeakMap<z.ZodType, FastVerdict>();
 
 const SCHEMA_MAPS = new Set(["properties", "patternProperties", "$defs", "definitions"]);
 const DATA_KEYWORDS = new Set(["enum", "const", "examples", "default"]);
@@ -155,22 +168,46 @@ export function withRequiredProperties(schema: unknown): unknown {
 export function validateEvent(
   value: unknown,
   schema: z.ZodType,
-  limits: ShapeLimits = {},
+  limits?: ShapeLimits,
 ): Validation {
-  const shapeErrors = checkEventShape(value, limits);
-  if (shapeErrors.length > 0) return { ok: false, errors: shapeErrors };
+  const result = validated(value, schema, {
+    fast: fastVerdicts.get(schema),
+    maxDepth: limits?.maxDepth ?? 32,
+  });
+  return Array.isArray(result) ? { ok: false, errors: result } : { ok: true, event: result };
+}
+
+/**
+ * {@linkcode validateEvent} for many events of one schema, without a result object per event:
+ * the event, or (an array) why it is refused. The event is the value itself when the schema's
+ * fast verdict accepts it, else zod's copy.
+ */
+export function eventValidator(
+  schema: z.ZodType,
+  limits?: ShapeLimits,
+): (value: unknown) => Event | FieldError[] {
+  const options = { fast: fastVerdicts.get(schema), maxDepth: limits?.maxDepth ?? 32 };
+  return (value) => validated(value, schema, options);
+}
+
+function validated(
+  value: unknown,
+  schema: z.ZodType,
+  options: { fast: FastVerdict | undefined; maxDepth: number },
+): Event | FieldError[] {
+  const shapeProblem = shapeError(value, options.maxDepth);
+  if (shapeProblem !== null) return [shapeProblem];
+  // zod would accept it and return an equal copy: skip the copy.
+  if (options.fast?.(value as Event)) return value as Event;
   const result = schema.safeParse(value);
   if (!result.success) {
-    return {
-      ok: false,
-      errors: result.error.issues.map((issue) => ({
-        path: issue.path.map(String).join("."),
-        message: issue.message,
-      })),
-    };
+    return result.error.issues.map((issue) => ({
+      path: issue.path.map(String).join("."),
+      message: issue.message,
+    }));
   }
   if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {
-    return { ok: false, errors: [{ path: "", message: "Event must be a JSON object" }] };
+    return [{ path: "", message: "Event must be a JSON object" }];
   }
-  return { ok: true, event: result.data as Event };
+  return result.data as Event;
 }

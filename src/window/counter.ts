@@ -98,38 +98,47 @@ export function counterUpdate(
   event: Event,
   timeMs: number,
 ): UpdateResult {
+  const cell = counterCell(counter, event, timeMs);
+  return cell !== null && "message" in cell
+    ? { ok: false, error: cell }
+    : { ok: true, update: cell };
+}
+
+/**
+ * {@linkcode counterUpdate} without the result wrapper, for the hot path (one object fewer per
+ * event and counter): the update, null when the event skips the counter, or the error.
+ */
+export function counterCell(
+  counter: CompiledCounter,
+  event: Event,
+  timeMs: number,
+): CellUpdate | FieldError | null {
   const pane = paneStart(timeMs, counter.window);
   const group = groupKeyOf(counter.groupBy, event);
   const spec = counter.aggregate;
-  if (spec.kind === "count") return { ok: true, update: { counter: counter.index, pane, group } };
+  if (spec.kind === "count") return { counter: counter.index, pane, group };
   const value = readField(event, spec.field);
-  if (value === undefined || value === null) return { ok: true, update: null };
+  if (value === undefined || value === null) return null;
   if (spec.kind === "distinct") {
-    return { ok: true, update: { counter: counter.index, pane, group, value: distinctKey(value) } };
+    return { counter: counter.index, pane, group, value: distinctKey(value) };
   }
   if (typeof value !== "number") {
     return {
-      ok: false,
-      error: {
-        path: spec.field,
-        message: `Counter '${counter.name}' (${spec.kind}) needs a number, got ${describe(value)}`,
-      },
+      path: spec.field,
+      message: `Counter '${counter.name}' (${spec.kind}) needs a number, got ${describe(value)}`,
     };
   }
   // Negated so that NaN and ±Infinity (JSON.parse reads 1e400 as Infinity) fail too.
   if (!(Math.abs(value) <= MAX_VALUE)) {
     return {
-      ok: false,
-      error: {
-        path: spec.field,
-        message:
-          `Counter '${counter.name}' (${spec.kind}) accepts values up to ±${MAX_VALUE}, got ${value}`,
-      },
+      path: spec.field,
+      message:
+        `Counter '${counter.name}' (${spec.kind}) accepts values up to ±${MAX_VALUE}, got ${value}`,
     };
   }
   // -0 is 0 to a sketch, and Redis writes it as 0: min and max must agree.
   if (spec.kind === "quantiles" && value === 0) {
-    return { ok: true, update: { counter: counter.index, pane, group, value: 0 } };
+    return { counter: counter.index, pane, group, value: 0 };
   }
-  return { ok: true, update: { counter: counter.index, pane, group, value } };
+  return { counter: counter.index, pane, group, value };
 }

@@ -150,3 +150,27 @@ Deno.test("compileTransform() refuses a bad expression at compile time, naming t
     },
   );
 });
+
+Deno.test("compileTransform() answers each event for itself, also after one failed, through the interpreter and the fast path", () => {
+  // size() and string concatenation run in the interpreter; the comparison on the fast path.
+  const transform = compileTransform([
+    { filter: "size(event.tags) > 0" },
+    { set: { label: "event.name + '!'", many: "size(event.tags) > 1", big: "event.n > 5.0" } },
+  ]);
+  const events = [
+    { name: "a", tags: ["x"], n: 1 },
+    { name: "b", tags: ["x", "y"], n: 9 },
+    { name: "c", tags: [], n: 3 },
+  ];
+  for (let round = 0; round < 3; round++) {
+    assert.deepEqual(transform(events[0]), { ...events[0], label: "a!", many: false, big: false });
+    assert.equal(
+      transformError(transform, { name: 1, tags: ["x"], n: 1 }).path,
+      "transform[1].set.label",
+    );
+    assert.deepEqual(transform(events[1]), { ...events[1], label: "b!", many: true, big: true });
+    assert.equal(transform(events[2]), null);
+  }
+  // The events themselves are left as they were.
+  assert.deepEqual(events[0], { name: "a", tags: ["x"], n: 1 });
+});

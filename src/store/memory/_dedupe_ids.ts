@@ -1,7 +1,8 @@
 /**
  * The memory store's dedupe ids, held compactly: a 64-bit fingerprint per id
  * in an open-addressing table of typed arrays (8 bytes a slot, at most 3/4
- * full), so a held id costs 11–21 bytes instead of a string in a `Set`.
+ * full), so a held id costs 11–21 bytes instead of a string in a `Set` (a new time bucket starts
+ * with room for the ids of the one before).
  *
  * @module
  */
@@ -103,9 +104,17 @@ const INITIAL_SLOTS = 16;
  * marks an empty slot, so it is stored as `(0, 1)`.
  */
 export class FingerprintSet {
-  #slots = new Uint32Array(INITIAL_SLOTS * 2);
-  #mask = INITIAL_SLOTS - 1;
+  #slots: Uint32Array;
+  #mask: number;
   #size = 0;
+
+  /** An empty set with room for `expected` fingerprints before it first doubles. */
+  constructor(expected = 0) {
+    let capacity = INITIAL_SLOTS;
+    while (expected * 4 > capacity * 3) capacity *= 2;
+    this.#slots = new Uint32Array(capacity * 2);
+    this.#mask = capacity - 1;
+  }
 
   /** Fingerprints held. */
   get size(): number {
@@ -147,6 +156,25 @@ export class FingerprintSet {
         return true;
       }
     }
+  }
+
+  /** Doubles now as often as adding `count` more fingerprints would (one doubling, not several). */
+  reserve(count: number): void {
+    while ((this.#size + count) * 4 > (this.#mask + 1) * 3) this.#grow();
+  }
+
+  /**
+   * Reads the first slot each of `count` fingerprints (pairs in `prints`) would probe, in a loop
+   * of loads independent of each other: the CPU then waits for their cache misses together
+   * instead of one after another in the lookups that follow. Returns a value of no meaning, so
+   * the loads are not optimised away.
+   */
+  touch(prints: Uint32Array, count: number): number {
+    const slots = this.#slots;
+    const mask = this.#mask;
+    let sum = 0;
+    for (let i = 0; i < count; i++) sum ^= slots[(prints[i * 2] & mask) * 2];
+    return sum;
   }
 
   #grow(): void {
@@ -193,6 +221,10 @@ export class DedupeIds {
   #seed: number;
   #forgotten = 0;
   #fingerprint = new Uint32Array(2);
+  /** Fingerprints of the ids of one `seenAll` call, reused between calls. */
+  #prints = new Uint32Array(2 * 128);
+  /** Sink of `FingerprintSet.touch`'s meaningless values. */
+  #touched = 0;
 
   constructor(options: DedupeIdsOptions) {
     if (!Number.isSafeInteger(options.maxIds) || options.maxIds < 2) {
@@ -222,7 +254,8 @@ export class DedupeIds {
     const bucket = Math.floor(nowMs / ttlMs);
     if (bucket === this.#bucket + 1) {
       this.#previous = this.#current;
-      this.#current = new FingerprintSet();
+      // Sized for as many ids as the bucket before: no doublings in a steady stream.
+      this.#current = new FingerprintSet(this.#previous.size);
     } else if (bucket > this.#bucket + 1) {
       this.#previous = new FingerprintSet();
       this.#current = new FingerprintSet();
@@ -246,14 +279,32 @@ export class DedupeIds {
    * id are never held): 1 where it is a duplicate, else 0.
    */
   seenAll(events: readonly { id?: string }[]): Uint8Array {
-    const held = new Uint8Array(events.length);
+    const count = events.length;
+    const held = new Uint8Array(count);
+    if (this.#prints.length < count * 2) this.#prints = new Uint32Array(count * 2);
+    const prints = this.#prints;
     const fingerprint = this.#fingerprint;
     const options = { seed: this.#seed };
-    for (let i = 0; i < events.length; i++) {
+    let ids = 0;
+    for (let i = 0; i < count; i++) {
       const id = events[i].id;
       if (id === undefined) continue;
       fingerprintInto(id, fingerprint, options);
-      if (this.#seenFingerprint(fingerprint[0], fingerprint[1])) held[i] = 1;
+      prints[ids * 2] = fingerprint[0];
+      prints[ids * 2 + 1] = fingerprint[1];
+      ids += 1;
+    }
+    if (ids === 0) return held;
+    // At most one doubling for the whole call (never past the bound's size), then every slot
+    // the lookups start at is read at once, so their cache misses overlap (see `touch`).
+    this.#current.reserve(Math.min(ids, this.#perBucket - this.#current.size));
+    if (this.#previous.size > 0) this.#touched ^= this.#previous.touch(prints, ids);
+    this.#touched ^= this.#current.touch(prints, ids);
+    let next = 0;
+    for (let i = 0; i < count; i++) {
+      if (events[i].id === undefined) continue;
+      if (this.#seenFingerprint(prints[next * 2], prints[next * 2 + 1])) held[i] = 1;
+      next += 1;
     }
     return held;
   }

@@ -62,6 +62,13 @@ interface Pane {
   groups: Map<string, Cell>;
 }
 
+/** A counter's panes while a batch is applied, with the pane the last update went to. */
+interface CounterPanes {
+  panes: Map<number, Pane>;
+  lastStart: number;
+  last: Pane | undefined;
+}
+
 interface StreamState {
   watermark: number | null;
   accepted: number;
@@ -198,7 +205,9 @@ export class MemoryStore implements Store {
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
     const results: RequestResult[] = [];
-    const panesByCounter: Array<Map<number, Pane>> = [];
+    const panesByCounter: Array<CounterPanes> = [];
+    // One object for the whole batch, not one per event.
+    const applying = { batch, now, panesByCounter };
     const keysInBatch = new Set<string>();
     const replies: [string, StoredReply][] = [];
     let next = 0;
@@ -217,16 +226,15 @@ export class MemoryStore implements Store {
       // table miss the cache, and a loop doing nothing else lets the CPU overlap those misses.
       const held = dedupe ? stream.ids.seenAll(events) : undefined;
       for (let i = 0; i < events.length; i++) {
-        const event = events[i];
-        const outcome = this.#applyEvent(stream, batch, {
-          event,
-          duplicate: held?.[i] === 1,
-          now,
-          panesByCounter,
-        });
+        if (held?.[i] === 1) {
+          stream.duplicates += 1;
+          duplicates += 1;
+          outcomes.push("duplicate");
+          continue;
+        }
+        const outcome = this.#applyEvent(stream, events[i], applying);
         outcomes.push(outcome);
-        if (outcome === "duplicate") duplicates += 1;
-        else if (outcome === "late") late += 1;
+        if (outcome === "late") late += 1;
       }
       stream.accepted += request.events + request.filtered;
       stream.filtered += request.filtered;
@@ -323,23 +331,13 @@ export class MemoryStore implements Store {
     return undefined;
   }
 
-  /** Dedupe, lateness, counters and log of one event of an admitted request. */
+  /** Lateness, counters and log of one event of an admitted request (not a duplicate). */
   #applyEvent(
     stream: StreamState,
-    batch: StoreBatch,
-    context: {
-      event: BatchEvent;
-      /** Whether its dedupe id is held already (see `DedupeIds.seenAll`). */
-      duplicate: boolean;
-      now: number;
-      panesByCounter: Array<Map<number, Pane>>;
-    },
+    event: BatchEvent,
+    context: { batch: StoreBatch; now: number; panesByCounter: Array<CounterPanes> },
   ): EventOutcome {
-    const { event, now, panesByCounter } = context;
-    if (context.duplicate) {
-      stream.duplicates += 1;
-      return "duplicate";
-    }
+    const { batch, now, panesByCounter } = context;
     if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
       stream.late += 1;
       if (batch.log?.late && event.payload !== undefined) {
@@ -356,7 +354,11 @@ export class MemoryStore implements Store {
     }
     for (const update of event.updates) {
       const counter = batch.counters[update.counter];
-      panesByCounter[update.counter] ??= this.#panesOf(stream, counter.name);
+      panesByCounter[update.counter] ??= {
+        panes: this.#panesOf(stream, counter.name),
+        lastStart: NaN,
+        last: undefined,
+      };
       this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
     }
     stream.applied += 1;
@@ -382,7 +384,7 @@ export class MemoryStore implements Store {
   #applyUpdate(
     stream: StreamState,
     counter: CounterMeta,
-    panes: Map<number, Pane>,
+    counterPanes: CounterPanes,
     update: { pane: number; group: string; value?: number | string },
     now: number,
   ): void {
@@ -392,12 +394,17 @@ export class MemoryStore implements Store {
       }
       return;
     }
-    let pane = panes.get(update.pane);
+    // Most events of a batch fall in the pane the one before used: no map lookup for them.
+    let pane = counterPanes.lastStart === update.pane
+      ? counterPanes.last
+      : counterPanes.panes.get(update.pane);
     if (!pane || pane.expiresAt <= now) {
       pane = { expiresAt: 0, groups: new Map() };
-      panes.set(update.pane, pane);
+      counterPanes.panes.set(update.pane, pane);
       this.#openWindows(stream, counter, update.pane);
     }
+    counterPanes.lastStart = update.pane;
+    counterPanes.last = pane;
     pane.expiresAt = now + counter.ttlMs;
     let group = update.group;
     let cell = pane.groups.get(group);

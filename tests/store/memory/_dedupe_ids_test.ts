@@ -296,3 +296,64 @@ Deno.test("DedupeIds.seenAll() answers as seen() would, id by id in order", () =
     },
   ));
 });
+
+Deno.test("DedupeIds.seenAll() answers as seen() would across time buckets, with ids and gaps of any batch size", () => {
+  fc.assert(fc.property(
+    fc.array(fc.record({
+      // Times in ms with a ttl of 10: the same bucket, the next one, or a jump past both.
+      at: fc.integer({ min: 0, max: 35 }),
+      ids: fc.array(fc.option(fc.integer({ min: 0, max: 400 }), { nil: undefined }), {
+        maxLength: 300,
+      }),
+    })),
+    fc.integer({ min: 2, max: 600 }),
+    (steps, maxIds) => {
+      const one = new DedupeIds({ maxIds, seed: 5 });
+      const all = new DedupeIds({ maxIds, seed: 5 });
+      let now = 0;
+      for (const { at, ids } of steps) {
+        now += at;
+        one.rotateTo(now, 10);
+        all.rotateTo(now, 10);
+        const texts = ids.map((id) => id === undefined ? undefined : `id-${id}`);
+        const expected = texts.map((id) => id !== undefined && one.seen(id) ? 1 : 0);
+        assert.deepEqual([...all.seenAll(texts.map((id) => ({ id })))], expected);
+        assert.equal(all.size, one.size);
+        assert.equal(all.forgotten, one.forgotten);
+      }
+    },
+  ));
+});
+
+Deno.test("FingerprintSet made for an expected count holds it without doubling, at most 3/4 full", () => {
+  for (const expected of [0, 1, 12, 13, 1_000, 49_152, 49_153]) {
+    const set = new FingerprintSet(expected);
+    const bytes = set.byteLength;
+    const into = new Uint32Array(2);
+    for (let i = 0; i < expected; i++) {
+      fingerprintInto(`id-${i}`, into);
+      set.add(into[0], into[1]);
+    }
+    assert.equal(set.byteLength, bytes, `${expected}`);
+    assert.ok(set.size * 8 * 4 <= set.byteLength * 3);
+    // The smallest such table: half of it would be more than 3/4 full (or below 16 slots).
+    assert.ok(bytes === 16 * 8 || expected * 8 * 4 > (bytes / 2) * 3, `${expected}: ${bytes}`);
+  }
+});
+
+Deno.test("DedupeIds sizes a new time bucket for the ids of the one before", () => {
+  const ids = new DedupeIds({ maxIds: 1_000_000 });
+  ids.rotateTo(0, 1_000);
+  for (let i = 0; i < 10_000; i++) ids.seen(`evt-${i}`);
+  // 10,000 ids in 16,384 slots, beside the empty previous bucket's 16.
+  assert.equal(ids.byteLength, (16_384 + 16) * 8);
+  ids.rotateTo(1_000, 1_000);
+  // Both tables are sized for 10,000 ids, before the new one holds any.
+  assert.equal(ids.byteLength, 2 * 16_384 * 8);
+  // The rate drops to 10 ids a bucket: one bucket later the tables are small again.
+  for (let i = 0; i < 10; i++) ids.seen(`late-${i}`);
+  ids.rotateTo(2_000, 1_000);
+  assert.equal(ids.byteLength, (16_384 + 16) * 8);
+  ids.rotateTo(3_000, 1_000);
+  assert.equal(ids.byteLength, (16 + 16) * 8);
+});

@@ -1,0 +1,234 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { z } from "zod";
+import { compileFastVerdict } from "../../src/validate/_fast_verdict.ts";
+import {
+  checkEventShape,
+  compileEventSchema,
+  eventValidator,
+  validateEvent,
+  withRequiredProperties,
+} from "../../src/validate/mod.ts";
+
+const NAMES = ["a", "b", "c", "1", "id"];
+const EXTRA_NAMES = ["x", "y", "2"];
+
+/** Values an event field may hold, with the edges where zod and Ajv could disagree. */
+const value = fc.oneof(
+  fc.constantFrom(
+    "",
+    "a",
+    "ab",
+    "b",
+    "1",
+    "😀",
+    "a😀",
+    "\u00e9",
+    0,
+    -0,
+    1,
+    1.5,
+    -3,
+    2 ** 53,
+    2 ** 53 - 1,
+    -(2 ** 53),
+    1e20,
+    1e308,
+    true,
+    false,
+    null,
+  ),
+  fc.string({ maxLength: 4 }),
+  fc.integer({ min: -5, max: 5 }),
+  fc.double({ noNaN: true }),
+  fc.array(fc.constantFrom(1, "a", null, true, 2 ** 53), { maxLength: 3 }),
+  fc.constant({ a: 1 }),
+  fc.constant([{ a: 1 }]),
+);
+
+/** Leaf schemas in the fast subset, and some outside it (which must get no fast verdict). */
+const leaf: fc.Arbitrary<unknown> = fc.oneof(
+  fc.constant({}),
+  fc.boolean(),
+  fc.record({
+    type: fc.constantFrom("string", "number", "integer", "boolean", "null"),
+  }),
+  fc.record({
+    type: fc.constantFrom(["string", "null"], ["integer", "string"], ["number", "boolean"]),
+  }),
+  fc.record({ type: fc.constant("string"), pattern: fc.constantFrom("^a", "b$", "^.$", "\\d") }),
+  fc.record(
+    {
+      type: fc.constantFrom("number", "integer"),
+      minimum: fc.constantFrom(-1, 0, 1.5),
+      maximum: fc.constantFrom(1, 2 ** 53, 1e20),
+      exclusiveMinimum: fc.constantFrom(-3, 0),
+      exclusiveMaximum: fc.constantFrom(1, 1e300),
+    },
+    { requiredKeys: ["type"] },
+  ),
+  fc.record({
+    enum: fc.uniqueArray(fc.constantFrom(1, "1", 0, "a", true, null, 1.5), {
+      minLength: 1,
+      maxLength: 3,
+    }),
+  }),
+  fc.record({ const: fc.constantFrom(1, "a", null, false) }),
+  fc.record(
+    {
+      type: fc.constant("array"),
+      items: fc.constantFrom({}, { type: "integer" }, { type: "string" }, { enum: [1, "a"] }),
+      minItems: fc.constantFrom(0, 1),
+      maxItems: fc.constantFrom(1, 2),
+    },
+    { requiredKeys: ["type"] },
+  ),
+  fc.record({
+    type: fc.constant("string"),
+    description: fc.constant("A field"),
+    title: fc.constant("Field"),
+  }),
+  // Outside the subset.
+  fc.constantFrom(
+    { type: "string", minLength: 2 },
+    { type: "string", maxLength: 1 },
+    { type: "string", format: "email" },
+    { type: "number", multipleOf: 0.5 },
+    { type: "number", default: 1 },
+    { type: "object", properties: { a: { type: "number" } } },
+    { anyOf: [{ type: "string" }, { type: "number" }] },
+    { enum: [{ a: 1 }] },
+  ),
+);
+
+const schema = fc.record(
+  {
+    properties: fc.dictionary(fc.constantFrom(...NAMES), leaf, { maxKeys: 4 }),
+    required: fc.uniqueArray(fc.constantFrom(...NAMES), { maxLength: 3 }),
+    additionalProperties: fc.oneof(fc.boolean(), leaf),
+  },
+  { requiredKeys: [] },
+).map((parts) => ({ type: "object", ...parts }));
+
+/** Events with their keys in any order (insertion order is what zod's copy may change). */
+const event = fc.uniqueArray(fc.tuple(fc.constantFrom(...NAMES, ...EXTRA_NAMES), value), {
+  selector: ([key]) => key,
+  maxLength: 6,
+}).map((entries) => Object.fromEntries(entries) as Record<string, unknown>);
+
+/** What validation answered before the fast verdict: the shape check, then zod alone. */
+function zodOnly(input: Record<string, unknown>, jsonSchema: Record<string, unknown>) {
+  const shape = checkEventShape(input);
+  if (shape.length > 0) return { ok: false, errors: shape };
+  // deno-lint-ignore no-explicit-any
+  const result = z.fromJSONSchema(withRequiredProperties(jsonSchema) as any).safeParse(input);
+  if (!result.success) {
+    return {
+      ok: false,
+      errors: result.error.issues.map((issue) => ({
+        path: issue.path.map(String).join("."),
+        message: issue.message,
+      })),
+    };
+  }
+  return { ok: true, event: result.data };
+}
+
+Deno.test("validateEvent() with the fast verdict answers exactly as zod alone, byte for byte", () => {
+  let fastSchemas = 0;
+  let fastEvents = 0;
+  let total = 0;
+  fc.assert(
+    fc.property(schema, fc.array(event, { minLength: 1, maxLength: 8 }), (jsonSchema, events) => {
+      const compiled = compileEventSchema(jsonSchema);
+      const fast = compileFastVerdict(
+        withRequiredProperties(jsonSchema) as Record<string, unknown>,
+      );
+      if (fast) fastSchemas += 1;
+      const validate = eventValidator(compiled);
+      for (const input of events) {
+        total += 1;
+        if (fast?.(input)) fastEvents += 1;
+        const expected = JSON.stringify(zodOnly(input, jsonSchema));
+        assert.equal(JSON.stringify(validateEvent(input, compiled)), expected);
+        const batch = validate(input);
+        assert.equal(
+          JSON.stringify(
+            Array.isArray(batch) ? { ok: false, errors: batch } : { ok: true, event: batch },
+          ),
+          expected,
+        );
+      }
+    }),
+    { numRuns: 1500 },
+  );
+  // The comparison is worth something only if the fast verdict often answered.
+  assert.ok(fastSchemas > 300, `${fastSchemas} schemas had a fast verdict`);
+  assert.ok(fastEvents > total / 20, `${fastEvents} of ${total} events took the fast verdict`);
+});
+
+Deno.test("validateEvent() hands back the event itself when the fast verdict accepts it, zod's copy otherwise", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: { id: { type: "string" }, amount: { type: "number" } },
+    required: ["id"],
+  });
+  const inOrder = { id: "e1", amount: 5, extra: true };
+  const validation = validateEvent(inOrder, schema);
+  assert.ok(validation.ok);
+  assert.equal(validation.event, inOrder);
+  // zod writes schema keys first: this event's copy differs in key order, so zod makes it.
+  const outOfOrder = { extra: true, amount: 5, id: "e1" };
+  const copied = validateEvent(outOfOrder, schema);
+  assert.ok(copied.ok);
+  assert.notEqual(copied.event, outOfOrder);
+  assert.deepEqual(Object.keys(copied.event), ["id", "amount", "extra"]);
+});
+
+Deno.test("compileFastVerdict() gives no verdict for schemas outside its subset", () => {
+  for (
+    const jsonSchema of [
+      { type: "object", properties: { a: { type: "string", maxLength: 3 } } },
+      { type: "object", properties: { a: { type: "string", format: "email" } } },
+      { type: "object", properties: { a: { type: "number", default: 1 } } },
+      { type: "object", properties: { a: { type: "object" } } },
+      { type: "object", patternProperties: { "^a": {} } },
+      { properties: { a: { type: "string" } } },
+      { type: "object", $schema: "http://json-schema.org/draft-04/schema#" },
+    ]
+  ) {
+    assert.equal(compileFastVerdict(jsonSchema), null, JSON.stringify(jsonSchema));
+  }
+});
+
+Deno.test("validateEvent() with the fast verdict reads patterns, integers and numbers as zod does", () => {
+  const schema = {
+    type: "object",
+    properties: {
+      one: { type: "string", pattern: "^.$" },
+      count: { type: "integer" },
+      amount: { type: "number" },
+    },
+  };
+  const compiled = compileEventSchema(schema);
+  for (
+    const input of [
+      // Without the `u` flag `.` is one UTF-16 unit: zod refuses an emoji, so must the verdict.
+      { one: "😀" },
+      { one: "a" },
+      // zod's integers are safe integers.
+      { count: 2 ** 53 },
+      { count: 2 ** 53 - 1 },
+      { count: 1e20 },
+      // JSON.parse reads 1e400 as Infinity, which zod refuses.
+      { amount: Infinity },
+      { amount: 1e308 },
+    ]
+  ) {
+    assert.equal(
+      JSON.stringify(validateEvent(input, compiled)),
+      JSON.stringify(zodOnly(input, schema)),
+      JSON.stringify(input),
+    );
+  }
+});
