@@ -2,9 +2,12 @@
  * Pieces every benchmark shares: a server subprocess, the events it is fed, the
  * closed-loop load, redis-server command stats, and the results file.
  */
+import v8 from "node:v8";
 
 /** A `bench/server.ts` process. */
 export interface ServerProcess {
+  /** Its process id. */
+  pid: number;
   /** Its port on 127.0.0.1. */
   port: number;
   /** `http://127.0.0.1:<port>`. */
@@ -55,6 +58,7 @@ export async function startServer(
     while (!(await reader.read()).done) { /* drain */ }
   })();
   return {
+    pid: child.pid,
     port,
     url: `http://127.0.0.1:${port}`,
     async stop() {
@@ -313,4 +317,18 @@ export async function writeResults(
   const path = new URL(`${name}-${stamp}.json`, directory).pathname;
   await Deno.writeTextFile(path, JSON.stringify(data, null, 2) + "\n");
   return path;
+}
+
+/** Heap bytes this process allocated so far (V8 reports it; Node's types do not list it yet). */
+export function allocatedBytes(): number {
+  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
+    .total_allocated_bytes;
+}
+
+/** CPU seconds a process has used so far, all threads (Linux `/proc/<pid>/stat`, in ticks of 10 ms). */
+export function processCpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }

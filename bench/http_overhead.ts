@@ -15,12 +15,11 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import v8 from "node:v8";
 import { Hono } from "hono";
 import { configFromEnv } from "../src/env.ts";
 import { serve } from "../src/main.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
-import { closedLoop, machineInfo, table, writeResults } from "./_shared.ts";
+import { allocatedBytes, closedLoop, machineInfo, table, writeResults } from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -43,12 +42,6 @@ interface Figures {
   bytesPerRequest: { parseOnly: number; edgestream: number };
   /** Requests per second in the round of the least CPU. */
   requestsPerSecond: { parseOnly: number; edgestream: number };
-}
-
-/** Heap bytes this process allocated so far (V8 reports it; Node's types do not list it yet). */
-function allocatedBytes(): number {
-  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
-    .total_allocated_bytes;
 }
 
 /** In the child: both servers, the clients, the rounds; the figures go to `out` as JSON. */

@@ -28,7 +28,6 @@
  * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3] [--server] [--seconds 6]`
  */
 import process from "node:process";
-import v8 from "node:v8";
 import { parseArgs } from "node:util";
 import { loadConfigFile } from "../src/config/mod.ts";
 import { parseEvents } from "../src/http/body.ts";
@@ -37,7 +36,16 @@ import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Event } from "../src/validate/mod.ts";
 import { eventValidator, validateEvent } from "../src/validate/mod.ts";
 import { counterCell } from "../src/window/mod.ts";
-import { closedLoop, machineInfo, makeBatch, table, writeResults } from "./_shared.ts";
+import {
+  allocatedBytes,
+  closedLoop,
+  machineInfo,
+  makeBatch,
+  processCpuSeconds,
+  startServer,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -68,12 +76,6 @@ const transformed = parsed.map((events) =>
     stream.transform(validateEvent(event, stream.schema).ok ? event as Event : {})
   )
 );
-
-/** Heap bytes this process allocated so far (V8 reports it; Node's types do not list it yet). */
-function allocatedBytes(): number {
-  return (v8.getHeapStatistics() as unknown as { total_allocated_bytes: number })
-    .total_allocated_bytes;
-}
 
 /**
  * CPU µs and heap bytes allocated per event of `run(i)` for `batches` batches, after a warm-up.
@@ -153,53 +155,29 @@ console.log(table(
   ]),
   [0],
 ));
-/** CPU seconds a process has used so far, all threads (Linux `/proc/<pid>/stat`, in ticks of 10 ms). */
-function processCpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  // Fields after the command name, which may hold spaces: utime and stime are the 12th and 13th.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /** The CPU µs per event and events/s of a `bench/server.ts` process in `mode` under load. */
 async function serverPerEvent(mode: string): Promise<{ cpu: number; eventsPerSecond: number }> {
   const key = crypto.randomUUID().replaceAll("-", "");
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", new URL("./server.ts", import.meta.url).pathname, mode],
+  const server = await startServer(mode, {
     env: {
+      ...Deno.env.toObject(),
       PORT: "0",
       HOST: "127.0.0.1",
       EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
       EDGESTREAM_KEYS: `ingest:${key}`,
     },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  });
   try {
-    let text = "";
-    while (!/listening (\d+)/.test(text)) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`Server ${mode} exited before listening`);
-      text += value;
-    }
-    const port = Number(/listening (\d+)/.exec(text)![1]);
-    // Keep reading its output (the request log): a full pipe would stop the server.
-    (async () => {
-      while (!(await reader.read()).done) { /* drain */ }
-    })().catch(() => {});
-    const url = `http://127.0.0.1:${port}/v1/streams/bench/events`;
+    const url = `${server.url}/v1/streams/bench/events`;
     const load = { clients: 16, batch: BATCH, headers: { Authorization: `Bearer ${key}` } };
     await closedLoop(url, { ...load, seconds: 2 });
-    const before = processCpuSeconds(child.pid);
+    const before = processCpuSeconds(server.pid);
     const result = await closedLoop(url, { ...load, seconds: SECONDS });
-    const used = processCpuSeconds(child.pid) - before;
+    const used = processCpuSeconds(server.pid) - before;
     if (result.errors > 0) throw new Error(`Server ${mode}: ${result.firstError}`);
     return { cpu: (used * 1e6) / result.events, eventsPerSecond: result.events / result.seconds };
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
+    await server.stop();
   }
 }
 
