@@ -9,7 +9,7 @@
  * that order. Every other case — an event Ajv refuses, keys in another
  * order, a schema using a keyword outside the subset below — goes to zod,
  * which gives the verdict and the error messages as before.
- * `tests/validate/fast_verdict_test.ts` checks it against zod on generated
+ * `tests/validate/_fast_verdict_test.ts` checks it against zod on generated
  * schemas and events.
  *
  * The subset: a top-level `type: "object"` with `properties`, `required`
