@@ -21,8 +21,8 @@ import type {
 import { attachIngestSpan } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
-import { eventValidator, parseInstant } from "../validate/mod.ts";
-import { counterCell, readEventTime, readField } from "../window/mod.ts";
+import { eventValidator } from "../validate/mod.ts";
+import { counterCell, eventTimeError, eventTimeMs, readField } from "../window/mod.ts";
 
 const logger = getLogger(["edgestream", "ingest"]);
 
@@ -93,12 +93,8 @@ function prepare(
   if (Array.isArray(event)) return event;
 
   const rawTime = stream.timeField === undefined ? undefined : readField(event, stream.timeField);
-  // The usual cases without readEventTime's result object; it still words every refusal.
-  const timeMs = rawTime === undefined || rawTime === null ? nowMs : parseInstant(rawTime);
-  if (timeMs === null) {
-    const time = readEventTime(rawTime, nowMs);
-    return fieldError(stream.timeField!, time.ok ? "" : time.message);
-  }
+  const timeMs = eventTimeMs(rawTime, nowMs);
+  if (timeMs === null) return fieldError(stream.timeField!, eventTimeError(rawTime));
   if (timeMs > nowMs + stream.maxFutureMs) {
     return fieldError(
       stream.timeField!,

@@ -23,21 +23,27 @@ export function readField(event: Event, path: string): unknown {
 export type EventTime = { ok: true; timeMs: number } | { ok: false; message: string };
 
 /**
- * Reads event time from an ISO-8601 string (UTC when it has no offset) or
- * epoch milliseconds, as {@linkcode parseInstant} does. An absent (or null)
- * field means `receivedMs`.
+ * Event time in epoch ms from an ISO-8601 string (UTC when it has no offset) or epoch
+ * milliseconds, as {@linkcode parseInstant} reads them; an absent (or null) field means
+ * `receivedMs`. Null when the value is no time ({@linkcode eventTimeError} says why): the hot
+ * path's form of {@linkcode readEventTime}, without a result object.
  */
-export function readEventTime(value: unknown, receivedMs: number): EventTime {
-  if (value === undefined || value === null) return { ok: true, timeMs: receivedMs };
-  const timeMs = parseInstant(value);
-  if (timeMs !== null) return { ok: true, timeMs };
+export function eventTimeMs(value: unknown, receivedMs: number): number | null {
+  return value === undefined || value === null ? receivedMs : parseInstant(value);
+}
+
+/** Why `value` is no event time, for a value {@linkcode eventTimeMs} refused. */
+export function eventTimeError(value: unknown): string {
   if (typeof value === "number") {
-    return { ok: false, message: `Event time ${value} is not a valid epoch millisecond value` };
+    return `Event time ${value} is not a valid epoch millisecond value`;
   }
-  return {
-    ok: false,
-    message: `Event time must be an ISO-8601 string or epoch milliseconds, got ${
-      JSON.stringify(value)?.slice(0, 64)
-    }`,
-  };
+  return `Event time must be an ISO-8601 string or epoch milliseconds, got ${
+    JSON.stringify(value)?.slice(0, 64)
+  }`;
+}
+
+/** {@linkcode eventTimeMs} and {@linkcode eventTimeError} as one result. */
+export function readEventTime(value: unknown, receivedMs: number): EventTime {
+  const timeMs = eventTimeMs(value, receivedMs);
+  return timeMs === null ? { ok: false, message: eventTimeError(value) } : { ok: true, timeMs };
 }
