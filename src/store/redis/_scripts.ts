@@ -583,7 +583,7 @@ local function writeTogether(pane, list)
   end
   if newGroups > 0 then
     if pane.groups == nil then
-      pane.groups = redis.call("HLEN", pane.key) / step
+      pane.groups = redis.call("HLEN", pane.key) / fieldsPerGroup(counter.kind)
       -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
       if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
     end
