@@ -332,3 +332,17 @@ export function processCpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
+
+/**
+ * The environment of a server on the `bench` config (`bench/config.json`) that admits `key` for
+ * ingest: this process's (certificates, proxies, the package cache) with port 0 on loopback.
+ */
+export function benchServerEnv(key: string): Record<string, string> {
+  return {
+    ...Deno.env.toObject(),
+    PORT: "0",
+    HOST: "127.0.0.1",
+    EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
+    EDGESTREAM_KEYS: `ingest:${key}`,
+  };
+}

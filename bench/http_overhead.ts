@@ -19,7 +19,14 @@ import { Hono } from "hono";
 import { configFromEnv } from "../src/env.ts";
 import { serve } from "../src/main.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
-import { allocatedBytes, closedLoop, machineInfo, table, writeResults } from "./_shared.ts";
+import {
+  allocatedBytes,
+  benchServerEnv,
+  closedLoop,
+  machineInfo,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -107,14 +114,7 @@ const out = await Deno.makeTempFile({ prefix: "edgestream-http-overhead-", suffi
 const key = crypto.randomUUID().replaceAll("-", "");
 const child = await new Deno.Command(Deno.execPath(), {
   args: ["run", "--allow-all", new URL(import.meta.url).pathname, ...Deno.args, "--child", out],
-  env: {
-    ...Deno.env.toObject(),
-    PORT: "0",
-    HOST: "127.0.0.1",
-    EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
-    EDGESTREAM_KEYS: `ingest:${key}`,
-    BENCH_KEY: key,
-  },
+  env: { ...benchServerEnv(key), BENCH_KEY: key },
   stdin: "null",
   stdout: "null",
   stderr: "inherit",

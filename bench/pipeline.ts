@@ -38,6 +38,7 @@ import { eventValidator, validateEvent } from "../src/validate/mod.ts";
 import { counterCell } from "../src/window/mod.ts";
 import {
   allocatedBytes,
+  benchServerEnv,
   closedLoop,
   machineInfo,
   makeBatch,
@@ -158,15 +159,7 @@ console.log(table(
 /** The CPU µs per event and events/s of a `bench/server.ts` process in `mode` under load. */
 async function serverPerEvent(mode: string): Promise<{ cpu: number; eventsPerSecond: number }> {
   const key = crypto.randomUUID().replaceAll("-", "");
-  const server = await startServer(mode, {
-    env: {
-      ...Deno.env.toObject(),
-      PORT: "0",
-      HOST: "127.0.0.1",
-      EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
-      EDGESTREAM_KEYS: `ingest:${key}`,
-    },
-  });
+  const server = await startServer(mode, { env: benchServerEnv(key) });
   try {
     const url = `${server.url}/v1/streams/bench/events`;
     const load = { clients: 16, batch: BATCH, headers: { Authorization: `Bearer ${key}` } };

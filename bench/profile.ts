@@ -9,7 +9,7 @@
  * `deno run --allow-all bench/profile.ts [--batch 1] [--seconds 8]`
  */
 import { parseArgs } from "node:util";
-import { closedLoop, startServer } from "./_shared.ts";
+import { benchServerEnv, closedLoop, startServer } from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -18,12 +18,7 @@ const { values: flags } = parseArgs({
 const KEY = crypto.randomUUID().replaceAll("-", "");
 const dir = await Deno.makeTempDir({ prefix: "edgestream-profile-" });
 const server = await startServer("main", {
-  env: {
-    ...Deno.env.toObject(),
-    PORT: "0",
-    EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
-    EDGESTREAM_KEYS: `ingest:${KEY}`,
-  },
+  env: benchServerEnv(KEY),
   denoArgs: ["--cpu-prof", `--cpu-prof-dir=${dir}`],
 });
 const result = await closedLoop(`${server.url}/v1/streams/bench/events`, {
