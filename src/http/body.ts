@@ -175,7 +175,7 @@ async function readChunks(
     while (true) {
       const { done, value } = await reader.read().catch((error) => {
         if (timedOut) return { done: true as const, value: undefined };
-        throw interrupted(`${size} bytes`, error);
+        throw interrupted(`after ${size} bytes`, error);
       });
       if (timedOut) {
         throw new BodyError(
@@ -204,12 +204,12 @@ async function readChunks(
   }
 }
 
-function interrupted(received: string, error: unknown): BodyError {
+function interrupted(when: string, error: unknown): BodyError {
   // The connection broke, or the server is shutting down (Deno.serve's shutdown() ends the bodies
   // still arriving): nothing was applied.
   return new BodyError(
     "body_interrupted",
-    `Body was cut off after ${received}: ${
+    `Body was cut off ${when}: ${
       error instanceof Error ? error.message : error
     }; nothing was applied, send it again`,
     { cause: error },
@@ -250,7 +250,7 @@ function readDeclared(
     bodyDeadlines.delete(read);
     throw error instanceof BodyError
       ? error
-      : interrupted(`fewer than its ${declared} declared bytes`, error);
+      : interrupted(`before its ${declared} declared bytes arrived`, error);
   });
 }
 

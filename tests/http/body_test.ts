@@ -397,6 +397,29 @@ Deno.test("readLimitedBody() answers a body with a Content-Length that stalls wi
   });
 });
 
+Deno.test("readLimitedBody() answers a body with a Content-Length cut off mid-way with 503 body_interrupted", async () => {
+  let pulls = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (++pulls === 1) controller.enqueue(new Uint8Array([0x5b, 0x7b]));
+      else controller.error(new Error("connection reset"));
+    },
+  });
+  const request = new Request("http://test/", {
+    method: "POST",
+    body,
+    headers: { "Content-Length": "10" },
+  });
+  await assert.rejects(readLimitedBody(request, 1_048_576), (error) => {
+    const api = assertBodyError(error, 503, "body_interrupted");
+    assert.equal(
+      api.message,
+      "Body was cut off before its 10 declared bytes arrived: connection reset; nothing was applied, send it again",
+    );
+    return true;
+  });
+});
+
 Deno.test("readLimitedBody() refuses a body longer than the limit even when its Content-Length says less", async () => {
   // A runtime holds a request to its Content-Length; a Request made in process is not held.
   const request = new Request("http://test/", {
