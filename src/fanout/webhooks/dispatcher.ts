@@ -5,9 +5,8 @@
  * id (`msg_<stream>_<logEntryId>` + endpoint) and moves the cursor past the
  * page. A crash before that step repeats the page; a dispatcher that finds
  * the cursor moved reads again from there, so nothing is created twice. A
- * page fixed in the delivery store before its deliveries were stored (the
- * stepwise {@linkcode Dispatcher.planPage}, as earlier versions dispatch) is
- * adopted as it was fixed. A lease keeps a second instance from doing the
+ * page fixed in the delivery store before its deliveries were stored (as
+ * earlier versions dispatch, step by step) is adopted as it was fixed. A lease keeps a second instance from doing the
  * work twice, but nothing depends on it.
  *
  * @module
@@ -21,7 +20,6 @@ import type {
   Claim,
   ClaimOptions,
   DeliveryStore,
-  DispatchState,
   Endpoint,
   NewDelivery,
   WebhookEventType,
@@ -217,40 +215,7 @@ export class Dispatcher {
     return created;
   }
 
-  /**
-   * Stepwise dispatch, step 1: reads the page after the cursor and fixes its
-   * end in the delivery store (or adopts the page already fixed); null when
-   * the log holds nothing new. Starts from `options.state` when given (read
-   * already), else reads the stream's dispatch state.
-   */
-  async planPage(
-    stream: CompiledStream,
-    options: { state?: DispatchState } = {},
-  ): Promise<PagePlan | null> {
-    let state = options.state ?? await this.#deliveries.dispatchState(stream.name);
-    for (let round = 0; round < 3; round++) {
-      const entries = await this.#store.readLog(stream.name, state.cursor, this.#pageSize);
-      if (state.planEnd !== null) {
-        const end = state.planEnd;
-        return {
-          stream,
-          cursor: state.cursor,
-          end,
-          entries: entries.filter((entry) => !isAfter(entry.id, end)),
-        };
-      }
-      if (entries.length === 0) return null;
-      const proposed = entries[entries.length - 1].id;
-      state = await this.#deliveries.beginPage(stream.name, state.cursor, proposed);
-      if (state.planEnd === proposed) {
-        return { stream, cursor: state.cursor, end: proposed, entries };
-      }
-      // Another dispatcher planned or moved on meanwhile: read again from where it is.
-    }
-    return null;
-  }
-
-  /** The deliveries of a page for the endpoints that match its entries (stepwise: step 2). */
+  /** The deliveries of a page for the endpoints that match its entries. */
   deliveriesFor(plan: PagePlan, endpoints: readonly Endpoint[]): NewDelivery[] {
     const { stream } = plan;
     const createdMs = this.#now();
@@ -316,11 +281,6 @@ export class Dispatcher {
       }
     }
     return out;
-  }
-
-  /** Stepwise dispatch, step 3: moves the cursor past the page. */
-  async commitPage(plan: PagePlan): Promise<void> {
-    await this.#deliveries.commitPage(plan.stream.name, plan.cursor, plan.end);
   }
 
   #matches(endpoint: Endpoint, payload: { data: unknown }): boolean {

@@ -20,6 +20,7 @@ import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { LogRecord, Store } from "../../../src/store/types.ts";
 import { redisTest } from "../../_redis.ts";
 import { CONFIG, T0 } from "./_setup.ts";
+import { commitPage, planPage } from "./_stepwise.ts";
 
 const streams = compileConfig(CONFIG);
 const orders = streams.get("orders")!;
@@ -73,8 +74,8 @@ const crashScenarios: Record<string, (stores: () => Stores) => Promise<void>> = 
     const { store, deliveries } = make();
     const endpoints = [endpoint("ep_a")];
     await store.appendLog("orders", [closed(1), closed(2), closed(3)]);
-    const killed = new Dispatcher(store, deliveries, { now: () => T0, pageSize: 2 });
-    const plan = await killed.planPage(orders);
+    // Planned as a dispatcher of an earlier version would, and killed there.
+    const plan = await planPage({ store, deliveries }, orders, { pageSize: 2 });
     assert.equal(plan?.entries.length, 2);
     // The process dies here; more results arrive; a fresh process dispatches.
     await store.appendLog("orders", [closed(4)]);
@@ -91,7 +92,7 @@ const crashScenarios: Record<string, (stores: () => Stores) => Promise<void>> = 
     const endpoints = [endpoint("ep_a"), endpoint("ep_b")];
     await store.appendLog("orders", [closed(1), closed(2)]);
     const killed = new Dispatcher(store, deliveries, { now: () => T0 });
-    const plan = (await killed.planPage(orders))!;
+    const plan = (await planPage({ store, deliveries }, orders))!;
     assert.equal(await deliveries.createDeliveries(killed.deliveriesFor(plan, endpoints)), 4);
     // Dies before moving the cursor.
     await store.appendLog("orders", [closed(3)]);
@@ -110,9 +111,9 @@ const crashScenarios: Record<string, (stores: () => Stores) => Promise<void>> = 
     await store.appendLog("orders", [closed(1), closed(2)]);
     const first = new Dispatcher(store, deliveries, { now: () => T0 });
     const second = new Dispatcher(store, deliveries, { now: () => T0 });
-    const planA = (await first.planPage(orders))!;
+    const planA = (await planPage({ store, deliveries }, orders))!;
     await store.appendLog("orders", [closed(3)]);
-    const planB = (await second.planPage(orders))!;
+    const planB = (await planPage({ store, deliveries }, orders))!;
     assert.equal(planB.end, planA.end, "the second adopts the page the first fixed");
     assert.deepEqual(
       planB.entries.map((entry) => entry.id),
@@ -123,7 +124,7 @@ const crashScenarios: Record<string, (stores: () => Stores) => Promise<void>> = 
       deliveries.createDeliveries(second.deliveriesFor(planB, endpoints)),
     ]);
     assert.equal(created[0] + created[1], 2);
-    await Promise.all([first.commitPage(planA), second.commitPage(planB)]);
+    await Promise.all([commitPage(deliveries, planA), commitPage(deliveries, planB)]);
     assert.equal(await first.dispatch(orders, endpoints), 1);
     assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
   },
@@ -324,19 +325,19 @@ Deno.test("Dispatcher given a dispatch state that is out of date creates nothing
   await store.appendLog("orders", [closed(1), closed(2)]);
   const first = new Dispatcher(store, deliveries, { now: () => T0 });
   const old = await deliveries.dispatchState("orders");
-  const planned = (await first.planPage(orders))!;
+  const planned = (await planPage({ store, deliveries }, orders))!;
   const stale = await deliveries.dispatchState("orders");
   assert.equal(await deliveries.createDeliveries(first.deliveriesFor(planned, endpoints)), 2);
-  await first.commitPage(planned);
+  await commitPage(deliveries, planned);
   await store.appendLog("orders", [closed(3)]);
   const second = new Dispatcher(store, deliveries, { now: () => T0 });
   // From before the first page was planned: that page is planned by now, so it reads again.
-  const again = (await second.planPage(orders, { state: old }))!;
+  const again = (await planPage({ store, deliveries }, orders, { state: old }))!;
   assert.equal(again.entries.length, 1);
   // From while it was planned: it adopts that page, whose deliveries exist already.
-  const adopted = (await second.planPage(orders, { state: stale }))!;
+  const adopted = (await planPage({ store, deliveries }, orders, { state: stale }))!;
   assert.equal(await deliveries.createDeliveries(second.deliveriesFor(adopted, endpoints)), 0);
-  await second.commitPage(adopted);
+  await commitPage(deliveries, adopted);
   assert.equal(await second.dispatch(orders, endpoints), 1);
   assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
 });
