@@ -591,7 +591,9 @@ class RegistryStore implements Store {
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
-    const result = await this.#store.applyBatch({ ...batch, stream });
+    // The file's streams are authoritative here: a stored version of one changes nothing.
+    const watchDefinition = this.registry.describe(batch.stream)?.source !== "config";
+    const result = await this.#store.applyBatch({ ...batch, stream, watchDefinition });
     if (result.definitionVersion) this.registry.noteVersion(batch.stream, result.definitionVersion);
     return result;
   }

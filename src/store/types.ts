@@ -204,6 +204,13 @@ export interface StoreBatch {
    * need {@linkcode BatchEvent.payload}. @default {none}
    */
   log?: { processed?: boolean; late?: boolean };
+  /**
+   * Whether to read the stream's definition version into
+   * {@linkcode ApplyResult.definitionVersion}: false for a stream whose
+   * definition does not change at run time (the config file's), which
+   * spares the store that read. @default {true}
+   */
+  watchDefinition?: boolean;
 }
 
 /** A result in a stream's durable log, in the store's own compact form. */
@@ -285,7 +292,8 @@ export interface ApplyResult {
   /**
    * The version of the stream's stored definition (see `definitions.ts`),
    * read in the same step; 0 when it has none (or the store keeps no
-   * definitions). An instance holding an older version reloads it.
+   * definitions, or {@linkcode StoreBatch.watchDefinition} is false). An
+   * instance holding an older version reloads it.
    */
   definitionVersion?: number;
 }

@@ -19,6 +19,8 @@ import {
   MemoryStore,
   RedisDefinitionStore,
   RedisStore,
+  splitGenerationKey,
+  type StoreBatch,
   type StoredDefinition,
 } from "../../src/store/mod.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
@@ -263,6 +265,27 @@ Deno.test("An ingest built from a deleted stream's definition lands in its old i
   assert.equal((await wrapped.stats("signups", [])).applied, 0);
   assert.equal((await store.stats(generationKey("signups", 1), [])).applied, 1);
   assert.equal((await store.stats(generationKey("signups", 2), [])).applied, 0);
+});
+
+Deno.test("The wrapped store asks for the definition version only of streams the API can change", async () => {
+  const nowMs = Date.parse("2026-01-01T00:00:00Z");
+  const watched = new Map<string, boolean | undefined>();
+  // A real memory store that notes what each apply asked for.
+  class NotingStore extends MemoryStore {
+    override applyBatch(batch: StoreBatch) {
+      watched.set(splitGenerationKey(batch.stream).stream, batch.watchDefinition);
+      return super.applyBatch(batch);
+    }
+  }
+  const definitions = new MemoryDefinitionStore();
+  const streams = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
+  await streams.registerConfig();
+  await streams.put("signups", SIGNUPS);
+  const wrapped = streams.wrap(new NotingStore({ now: () => nowMs, definitions }));
+  const item = { ok: true as const, value: { plan: "pro", amount: 1 } };
+  await ingestItems(streams.get("orders")!, [item], { store: wrapped, nowMs });
+  await ingestItems(streams.get("signups")!, [item], { store: wrapped, nowMs });
+  assert.deepEqual(Object.fromEntries(watched), { orders: false, signups: true });
 });
 
 interface ConfigShape {

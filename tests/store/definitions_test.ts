@@ -121,6 +121,13 @@ const applyScenarios: Record<
     assert.equal((await store.applyBatch(batch("other"))).definitionVersion, 0);
   },
 
+  async "applyBatch() without watchDefinition reads no version"({ store, definitions }) {
+    await definitions.write("orders", record(), 0);
+    const unwatched = await store.applyBatch({ ...batch("orders"), watchDefinition: false });
+    assert.equal(unwatched.definitionVersion, 0);
+    assert.equal((await store.applyBatch(batch("orders"))).definitionVersion, 1);
+  },
+
   async "generations keep a stream's data apart"({ store }) {
     await store.applyBatch(batch(generationKey("orders", 1)));
     await store.applyBatch(batch(generationKey("orders", 1)));

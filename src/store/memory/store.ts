@@ -265,9 +265,9 @@ export class MemoryStore implements Store {
     const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>
       type
     );
-    const definitionVersion =
-      this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ??
-        0;
+    const definitionVersion = batch.watchDefinition === false
+      ? 0
+      : this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ?? 0;
     return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
   }
 

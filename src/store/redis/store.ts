@@ -372,10 +372,11 @@ export class RedisStore implements Store {
       })
     );
     return await this.#call("applyBatch", async () => {
-      const keys = [
-        this.keyPrefix(batch.stream),
-        definitionKey(this.#prefix, splitGenerationKey(batch.stream).stream),
-      ];
+      const keys = [this.keyPrefix(batch.stream)];
+      // KEYS[2] absent: the script does not read the definition version.
+      if (batch.watchDefinition !== false) {
+        keys.push(definitionKey(this.#prefix, splitGenerationKey(batch.stream).stream));
+      }
       const reply = fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
       >(
