@@ -232,3 +232,45 @@ Deno.test("validateEvent() with the fast verdict reads patterns, integers and nu
     );
   }
 });
+
+Deno.test("Where code generation from strings is disallowed, no fast verdict is compiled and zod alone validates, with the same answers", async () => {
+  const code = [
+    'import { compileFastVerdict } from "./src/validate/_fast_verdict.ts";',
+    'import { compileEventSchema, eventValidator, withRequiredProperties } from "./src/validate/mod.ts";',
+    "let generates = true;",
+    'try { new Function("return 1"); } catch { generates = false; }',
+    'const json = { type: "object", properties: { id: { type: "string" }, n: { type: "number", minimum: 0 } }, required: ["id"] };',
+    "const validate = eventValidator(compileEventSchema(json));",
+    "console.log(JSON.stringify({",
+    "  generates,",
+    "  fast: compileFastVerdict(withRequiredProperties(json)) !== null,",
+    '  answers: [{ id: "a", n: 1 }, { id: 1 }, { id: "b", n: -1 }, { n: 2 }].map((event) => validate(event)),',
+    "}));",
+  ].join("\n");
+  const run = async (v8Flags: string[]) => {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--cached-only", ...v8Flags, code],
+      cwd: new URL("../../", import.meta.url).pathname,
+      env: { ...Deno.env.toObject(), NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decoder = new TextDecoder();
+    assert.equal(output.code, 0, decoder.decode(output.stderr));
+    return JSON.parse(decoder.decode(output.stdout));
+  };
+  const [usual, disallowed] = await Promise.all([
+    run([]),
+    run(["--v8-flags=--disallow-code-generation-from-strings"]),
+  ]);
+  assert.deepEqual([usual.generates, usual.fast], [true, true]);
+  assert.deepEqual([disallowed.generates, disallowed.fast], [false, false]);
+  assert.deepEqual(disallowed.answers, usual.answers);
+  assert.deepEqual(usual.answers[0], { id: "a", n: 1 });
+  assert.deepEqual(usual.answers.slice(1).map((answer: { path: string }[]) => answer[0].path), [
+    "id",
+    "n",
+    "id",
+  ]);
+});
