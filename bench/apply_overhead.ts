@@ -22,7 +22,7 @@ import { ingestItems } from "../src/ingest/mod.ts";
 import { APPLY_SCRIPT } from "../src/store/redis/_scripts.ts";
 import { type RedisClient, RedisStore } from "../src/store/redis/store.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
-import { commandStats, commandStatsDelta, machineInfo, table } from "./_shared.ts";
+import { commandStats, commandStatsDelta, machineInfo, table, writeResults } from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -114,6 +114,7 @@ const variants: [string, string, string[]?][] = [
   ],
 ];
 
+const machine = await machineInfo();
 const rounds: Record<string, { usec: number; inner: number }>[] = [];
 try {
   for (let round = 0; round < ROUNDS; round++) {
@@ -132,7 +133,6 @@ try {
 } finally {
   await client.quit();
 }
-const machine = await machineInfo();
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
     machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
@@ -166,6 +166,7 @@ const CUTS = [
   "\n-- Panes new or due", // + the counters' writes
   "\nlocal demand = {}", // + refreshes, stats write
 ];
+const sectionRounds: Record<string, number>[] = [];
 const second = await startRedisServer();
 const direct = createClient({ url: redis.url });
 const other = createClient({ url: second.url });
@@ -177,7 +178,6 @@ try {
     script: APPLY_SCRIPT.slice(0, APPLY_SCRIPT.indexOf(cut)) + "\nreturn 1",
   }));
   cuts.push({ name: "(whole script)", script: APPLY_SCRIPT });
-  const sectionRounds: Record<string, number>[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const row: Record<string, number> = {};
     for (const cut of cuts) {
@@ -214,3 +214,19 @@ try {
   await second.stop();
   await redis.stop();
 }
+const path = await writeResults("apply_overhead", {
+  bench: "apply_overhead",
+  machine,
+  calls: CALLS,
+  batch: BATCH,
+  scripts: Object.keys(rounds[0]).map((name) => ({
+    name,
+    usecPerCall: Math.min(...rounds.map((row) => row[name].usec)),
+    redisCallsPerCall: rounds[0][name].inner,
+  })),
+  cuts: Object.keys(sectionRounds[0] ?? {}).map((name) => ({
+    name,
+    usecPerCall: Math.min(...sectionRounds.map((row) => row[name])),
+  })),
+});
+console.log(`\nresults: ${path}`);

@@ -16,7 +16,9 @@
 import { DedupeIds } from "../src/store/memory/_dedupe_ids.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { StoreBatch } from "../src/store/types.ts";
+import { machineInfo, writeResults } from "./_shared.ts";
 
+const machine = await machineInfo();
 const IDS = Number(Deno.args[0] ?? 1_000_000);
 const BATCH = 1_000;
 
@@ -118,3 +120,10 @@ for (const result of [set, table, store]) {
 console.log(
   `ratio Set<string> / DedupeIds: ${(set.bytesPerId / table.bytesPerId).toFixed(1)}x less memory`,
 );
+const path = await writeResults("dedupe", {
+  bench: "dedupe",
+  machine,
+  ids: IDS,
+  rows: [set, table, store].map(({ name, bytesPerId, nsPerId }) => ({ name, bytesPerId, nsPerId })),
+});
+console.log(`\nresults: ${path}`);

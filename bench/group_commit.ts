@@ -12,7 +12,15 @@
  * `deno task bench:group [seconds-per-round] [rounds]`
  */
 import { startRedisServer } from "../tools/redis_server.ts";
-import { closedLoop, median, percentile, startServer, table } from "./_shared.ts";
+import {
+  closedLoop,
+  machineInfo,
+  median,
+  percentile,
+  startServer,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] ?? 5);
 const ROUNDS = Number(Deno.args[1] ?? 3);
@@ -76,6 +84,7 @@ async function round(
   }
 }
 
+const machine = await machineInfo();
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
 const bridge = await startServer("bridge", {
@@ -144,6 +153,16 @@ try {
       (on.requestsPerSecond / off.requestsPerSecond).toFixed(2)
     }x`,
   );
+  const path = await writeResults("group_commit", {
+    bench: "group_commit",
+    machine,
+    clients: CLIENTS,
+    seconds: SECONDS,
+    rounds: results,
+    medians: { off, on },
+    ratios: { p50: on.p50Ms / off.p50Ms, p99: on.p99Ms / off.p99Ms },
+  });
+  console.log(`\nresults: ${path}`);
 } finally {
   await proxy.stop();
   await bridge.stop();

@@ -16,12 +16,14 @@
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
   closedLoop,
+  machineInfo,
   makeBatch,
   median,
   percentile,
   type ServerProcess,
   startServer,
   table,
+  writeResults,
 } from "./_shared.ts";
 import {
   billedCommands,
@@ -152,6 +154,7 @@ async function measureThroughput(mode: string, env: Record<string, string>): Pro
   }
 }
 
+const machine = await machineInfo();
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
 const bridge = await startServer("bridge", {
@@ -215,6 +218,16 @@ try {
   const ratio = median(shared.map((r) => r.eventsPerSecond)) /
     median(memory.map((r) => r.eventsPerSecond));
   console.log(`ratio redis/memory: ${ratio.toFixed(2)}`);
+  const path = await writeResults("redis", {
+    bench: "redis",
+    machine,
+    batch: BATCH,
+    connections: CONCURRENCY,
+    seconds: SECONDS,
+    rounds: { memory, redis: shared },
+    ratio,
+  });
+  console.log(`\nresults: ${path}`);
 } finally {
   await bridge.stop();
   await redis.stop();

@@ -22,7 +22,7 @@ import { sweepOnce } from "../src/fanout/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import { storeFromEnv, webhooksFromEnv } from "../src/env.ts";
 import { isRedisServerInstalled, startRedisServer } from "../tools/redis_server.ts";
-import { type ServerProcess, startServer } from "./_shared.ts";
+import { machineInfo, type ServerProcess, startServer, writeResults } from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] === "serve" ? 0 : Deno.args[0] ?? 10);
 const BACKGROUND_RATE = Number(Deno.args[1] ?? 10_000);
@@ -154,7 +154,22 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let runId = 0;
 
-async function measure(label: string, env: Record<string, string>): Promise<void> {
+/** What one store's run measured. */
+interface Measured {
+  store: string;
+  probes: number;
+  backgroundEventsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  notArrived: number;
+  ingestFailures: number;
+  deliveries: number;
+  deliveriesPerSecond: number;
+  invalidSignatures: number;
+}
+
+async function measure(label: string, env: Record<string, string>): Promise<Measured> {
   runId += 1;
   const receiver = new BenchReceiver();
   const server = await startWebhookServer({ ...env, EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1" });
@@ -240,6 +255,19 @@ async function measure(label: string, env: Record<string, string>): Promise<void
         ((ingested - started) / 1000).toFixed(2)
       } s); signatures failing verification: ${receiver.invalid}`,
     );
+    return {
+      store: label,
+      probes: latencies.length,
+      backgroundEventsPerSecond: background / SECONDS,
+      p50Ms: percentile(latencies, 0.5),
+      p99Ms: percentile(latencies, 0.99),
+      maxMs: latencies.at(-1)!,
+      notArrived: missing,
+      ingestFailures: failures,
+      deliveries: THROUGHPUT_EVENTS,
+      deliveriesPerSecond: THROUGHPUT_EVENTS / seconds,
+      invalidSignatures: receiver.invalid,
+    };
   } finally {
     await server.stop();
     await receiver.close();
@@ -249,7 +277,8 @@ async function measure(label: string, env: Record<string, string>): Promise<void
 if (Deno.args[0] === "serve") {
   await serve();
 } else {
-  await measure("memory", {});
+  const machine = await machineInfo();
+  const rows = [await measure("memory", {})];
   if (isRedisServerInstalled()) {
     const redis = await startRedisServer();
     const token = crypto.randomUUID();
@@ -260,11 +289,13 @@ if (Deno.args[0] === "serve") {
       },
     });
     try {
-      await measure("redis", {
-        UPSTASH_REDIS_REST_URL: bridge.url,
-        UPSTASH_REDIS_REST_TOKEN: token,
-        EDGESTREAM_PREFIX: "bench",
-      });
+      rows.push(
+        await measure("redis", {
+          UPSTASH_REDIS_REST_URL: bridge.url,
+          UPSTASH_REDIS_REST_TOKEN: token,
+          EDGESTREAM_PREFIX: "bench",
+        }),
+      );
     } finally {
       await bridge.stop();
       await redis.stop();
@@ -272,4 +303,5 @@ if (Deno.args[0] === "serve") {
   } else {
     console.log("redis-server is not installed: the Redis part is skipped");
   }
+  console.log(`\nresults: ${await writeResults("webhooks", { bench: "webhooks", machine, rows })}`);
 }

@@ -9,7 +9,7 @@
 
 // @ts-types="@types/ws"
 import NodeWebSocket from "ws";
-import { makeBatch, startServer } from "./_shared.ts";
+import { machineInfo, makeBatch, startServer, writeResults } from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] ?? 5);
 const ROUNDS = Number(Deno.args[1] ?? 3);
@@ -81,6 +81,7 @@ const rate = (result: Result) => result.events / result.seconds;
 const median = (values: number[]) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
+const machine = await machineInfo();
 const http: number[] = [];
 const ws: number[] = [];
 for (let round = 1; round <= ROUNDS; round++) {
@@ -113,3 +114,14 @@ console.log(
 console.log(`  websocket (1 connection, acked frames): ${w.toFixed(0)} events/s`);
 console.log(`  http (${IN_FLIGHT} concurrent POSTs):          ${h.toFixed(0)} events/s`);
 console.log(`  ratio websocket/http:                   ${(w / h).toFixed(2)} (target >= 1.00)`);
+const path = await writeResults("ws", {
+  bench: "ws",
+  machine,
+  batch: BATCH,
+  inFlight: IN_FLIGHT,
+  seconds: SECONDS,
+  rounds: { websocket: ws, http },
+  medians: { websocket: w, http: h },
+  ratio: w / h,
+});
+console.log(`\nresults: ${path}`);
