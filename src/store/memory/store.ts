@@ -212,7 +212,10 @@ export class MemoryStore implements Store {
     const replies: [string, StoredReply][] = [];
     let next = 0;
     for (const request of requests) {
-      const events = batch.events.slice(next, next + request.events);
+      // One request (every batch without group commit) takes the whole list: no copy of it.
+      const events = requests.length === 1
+        ? batch.events
+        : batch.events.slice(next, next + request.events);
       next += request.events;
       const verdict = this.#admit(stream, request, { now, keysInBatch });
       if (verdict) {
