@@ -75,7 +75,9 @@ function fieldError(path: string, message: string): FieldError[] {
 
 /**
  * The updates of the event being prepared (preparing is synchronous): each event keeps an
- * exact-size copy instead of a list grown by pushes (which reserves room for 17).
+ * exact-size copy instead of a list grown by pushes (which reserves room for 17). Entries are
+ * overwritten, never cleared with `length = 0`, which would free the list's room for the next
+ * event to allocate again.
  */
 const pendingUpdates: CellUpdate[] = [];
 
@@ -139,16 +141,16 @@ function prepare(
   if (transformed === null) return null;
 
   const updates = pendingUpdates;
-  updates.length = 0;
+  let count = 0;
   let errors: FieldError[] | undefined;
   for (const counter of stream.counters) {
     const cell = counterCell(counter, transformed, timeMs);
     if (cell === null) continue;
     if ("message" in cell) (errors ??= []).push(cell);
-    else updates.push(cell);
+    else updates[count++] = cell;
   }
   if (errors) return errors;
-  const prepared: BatchEvent = { id, timeMs, updates: updates.slice() };
+  const prepared: BatchEvent = { id, timeMs, updates: updates.slice(0, count) };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
 }

@@ -44,11 +44,24 @@ export function groupKey(values: unknown[]): string {
   return values.length === 0 ? "[]" : JSON.stringify(values);
 }
 
+/**
+ * The string {@linkcode singleGroupKey} last returned a cached key for, and that key: counters
+ * grouped by the same field ask for the same value one after another, and a compare is cheaper
+ * than a lookup.
+ */
+let lastValue: string | undefined;
+let lastKey = "";
+
 /** {@linkcode groupKey} of one value, without building the list for the common cases. */
 function singleGroupKey(value: unknown): string {
   if (typeof value === "string") {
+    if (value === lastValue) return lastKey;
     const cached = singleKeys.get(value);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) {
+      lastValue = value;
+      lastKey = cached;
+      return cached;
+    }
     if (PLAIN_STRING.test(value)) {
       if (singleKeys.size >= MAX_CACHED_KEYS) singleKeys.clear();
       const key = `["${value}"]`;

@@ -205,6 +205,22 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.stats("s", stream.counterMetas)).overflow.capped, 3);
   },
 
+  async "a group past maxGroups that repeats in a row counts each event into __other__ and the overflow stat"(
+    store,
+  ) {
+    await ingestItems(
+      stream,
+      items(
+        ["a", "a", "b", "c", "c", "c", "b", "a"].map((g, i) => ({ id: `e${i}`, t: T0 + 1_000, g })),
+      ),
+      { store: store, nowMs: T0 + 2_000 },
+    );
+    const rows = (await allWindows(store, T0 + 2_000)).capped;
+    const byGroup = Object.fromEntries(rows.map((row) => [row.group.g, row.value]));
+    assert.deepEqual(byGroup, { a: 3, b: 2, __other__: 3 });
+    assert.equal((await store.stats("s", stream.counterMetas)).overflow.capped, 3);
+  },
+
   async "groups beyond maxGroups go to __other__ across batches too, for every aggregate"(store) {
     // Each batch its own apply: the pane fills in the first, later new groups overflow, and
     // groups already in the pane (__other__ included) keep counting.

@@ -228,3 +228,9 @@ Deno.test("groupKey() equals JSON.stringify for any list of values, including it
   assert.equal(groupKey(["\u0001"]), '["\\u0001"]');
   assert.equal(groupKey(["\ud800"]), '["\\ud800"]');
 });
+
+Deno.test("groupKey() of one string asked for again, or after another string of the same length, is its own JSON text", () => {
+  for (const value of ["DE", "DE", "FR", "FR", "DE", 'a"', "ab", "DE"]) {
+    assert.equal(groupKey([value]), JSON.stringify([value]));
+  }
+});

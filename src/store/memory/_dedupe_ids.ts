@@ -98,6 +98,13 @@ export function fingerprintInto(
 
 const INITIAL_SLOTS = 16;
 
+/** Slots of a new {@linkcode FingerprintSet} with room for `expected` fingerprints. */
+function slotsFor(expected: number): number {
+  let capacity = INITIAL_SLOTS;
+  while (expected * 4 > capacity * 3) capacity *= 2;
+  return capacity;
+}
+
 /**
  * A set of 64-bit fingerprints (pairs of 32-bit words): linear probing in
  * one `Uint32Array`, doubled when more than 3/4 full. The all-zero pair
@@ -110,8 +117,7 @@ export class FingerprintSet {
 
   /** An empty set with room for `expected` fingerprints before it first doubles. */
   constructor(expected = 0) {
-    let capacity = INITIAL_SLOTS;
-    while (expected * 4 > capacity * 3) capacity *= 2;
+    const capacity = slotsFor(expected);
     this.#slots = new Uint32Array(capacity * 2);
     this.#mask = capacity - 1;
   }
@@ -124,6 +130,12 @@ export class FingerprintSet {
   /** Bytes of the slot array. */
   get byteLength(): number {
     return this.#slots.byteLength;
+  }
+
+  /** Empties the set, keeping its slot array. */
+  clear(): void {
+    this.#slots.fill(0);
+    this.#size = 0;
   }
 
   /** Whether the fingerprint `(high, low)` is held. */
@@ -196,6 +208,19 @@ export class FingerprintSet {
   }
 }
 
+/**
+ * An empty set with room for `expected` fingerprints: `spare`, emptied, when its table is the
+ * size a new one would have, else a new one. In a steady stream each time bucket's table is the
+ * size of the one it replaces; reusing it spares writing every page of a new table for the
+ * first time, which costs a page fault each (~17 µs a 4 KiB page on a virtual machine: 0.05 µs
+ * per id of a table at 2/3 load), and the memory held is the same as with a new one.
+ */
+function emptySet(spare: FingerprintSet, expected: number): FingerprintSet {
+  if (spare.byteLength !== slotsFor(expected) * 8) return new FingerprintSet(expected);
+  spare.clear();
+  return spare;
+}
+
 /** Options for {@linkcode DedupeIds}. */
 export interface DedupeIdsOptions {
   /**
@@ -253,9 +278,10 @@ export class DedupeIds {
   rotateTo(nowMs: number, ttlMs: number): void {
     const bucket = Math.floor(nowMs / ttlMs);
     if (bucket === this.#bucket + 1) {
+      const dropped = this.#previous;
       this.#previous = this.#current;
       // Sized for as many ids as the bucket before: no doublings in a steady stream.
-      this.#current = new FingerprintSet(this.#previous.size);
+      this.#current = emptySet(dropped, this.#previous.size);
     } else if (bucket > this.#bucket + 1) {
       this.#previous = new FingerprintSet();
       this.#current = new FingerprintSet();

@@ -62,11 +62,16 @@ interface Pane {
   groups: Map<string, Cell>;
 }
 
-/** A counter's panes while a batch is applied, with the pane the last update went to. */
+/**
+ * A counter's panes while a batch is applied, with the pane the last update went to and, in
+ * that pane, the group the last update counted under its own key and its cell.
+ */
 interface CounterPanes {
   panes: Map<number, Pane>;
   lastStart: number;
   last: Pane | undefined;
+  lastGroup: string | undefined;
+  lastCell: Cell | undefined;
 }
 
 interface StreamState {
@@ -212,7 +217,10 @@ export class MemoryStore implements Store {
     const replies: [string, StoredReply][] = [];
     let next = 0;
     for (const request of requests) {
-      const events = batch.events.slice(next, next + request.events);
+      // One request (every batch without group commit) takes the whole list: no copy of it.
+      const events = requests.length === 1
+        ? batch.events
+        : batch.events.slice(next, next + request.events);
       next += request.events;
       const verdict = this.#admit(stream, request, { now, keysInBatch });
       if (verdict) {
@@ -358,6 +366,8 @@ export class MemoryStore implements Store {
         panes: this.#panesOf(stream, counter.name),
         lastStart: NaN,
         last: undefined,
+        lastGroup: undefined,
+        lastCell: undefined,
       };
       this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
     }
@@ -403,11 +413,16 @@ export class MemoryStore implements Store {
       counterPanes.panes.set(update.pane, pane);
       this.#openWindows(stream, counter, update.pane);
     }
+    if (pane !== counterPanes.last) {
+      // The batch's clock and the counter's ttl are fixed: one write per pane and batch does.
+      pane.expiresAt = now + counter.ttlMs;
+      counterPanes.lastGroup = undefined;
+    }
     counterPanes.lastStart = update.pane;
     counterPanes.last = pane;
-    pane.expiresAt = now + counter.ttlMs;
     let group = update.group;
-    let cell = pane.groups.get(group);
+    // Runs of one group (a counter without groupBy, a field of few values) skip the map lookup.
+    let cell = group === counterPanes.lastGroup ? counterPanes.lastCell : pane.groups.get(group);
     if (!cell && pane.groups.size >= counter.maxGroups) {
       group = OTHER_GROUP;
       cell = pane.groups.get(group);
@@ -418,6 +433,9 @@ export class MemoryStore implements Store {
       if (counter.aggregate === "distinct") cell.values = new Set();
       pane.groups.set(group, cell);
     }
+    // Only a group counted under its own key: one past `maxGroups` counts its overflow each time.
+    counterPanes.lastGroup = group === update.group ? group : undefined;
+    counterPanes.lastCell = cell;
     if (counter.aggregate === "distinct") {
       cell.state.count += 1;
       cell.values!.add(String(update.value));

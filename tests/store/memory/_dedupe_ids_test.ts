@@ -357,3 +357,86 @@ Deno.test("DedupeIds sizes a new time bucket for the ids of the one before", () 
   ids.rotateTo(3_000, 1_000);
   assert.equal(ids.byteLength, (16 + 16) * 8);
 });
+
+/**
+ * What DedupeIds promises without its bound, as plain data: an id is a duplicate while the time
+ * bucket it was first held in is the current one or the one before (a duplicate does not extend
+ * it); the bucket never moves back.
+ */
+class BucketModel {
+  #bucket = 0;
+  #heldIn = new Map<string, number>();
+
+  rotateTo(nowMs: number, ttlMs: number): void {
+    this.#bucket = Math.max(this.#bucket, Math.floor(nowMs / ttlMs));
+  }
+
+  seen(id: string): boolean {
+    const heldIn = this.#heldIn.get(id);
+    if (heldIn !== undefined && heldIn >= this.#bucket - 1) return true;
+    this.#heldIn.set(id, this.#bucket);
+    return false;
+  }
+}
+
+Deno.test("DedupeIds answers as a model of two time buckets over a Map, through steady, rising, falling and idle rates", () => {
+  fc.assert(fc.property(
+    fc.array(
+      fc.record({
+        // With a ttl of 10: mostly the next bucket, some in the same one, some jumps past both.
+        at: fc.oneof(fc.constant(10), fc.integer({ min: 0, max: 35 })),
+        // Ids from a small space, so ids come back one and two buckets later.
+        ids: fc.array(fc.integer({ min: 0, max: 3_000 }), { maxLength: 600 }),
+      }),
+      { maxLength: 30 },
+    ),
+    (steps) => {
+      const ids = new DedupeIds({ maxIds: 1_000_000, seed: 9 });
+      const model = new BucketModel();
+      let now = 0;
+      for (const { at, ids: batch } of steps) {
+        now += at;
+        ids.rotateTo(now, 10);
+        model.rotateTo(now, 10);
+        const texts = batch.map((id) => `id-${id}`);
+        assert.deepEqual(
+          [...ids.seenAll(texts.map((id) => ({ id })))],
+          texts.map((id) => model.seen(id) ? 1 : 0),
+        );
+      }
+    },
+  ));
+});
+
+Deno.test("DedupeIds forgets the ids of a dropped bucket whose table the new bucket reuses", () => {
+  const ids = new DedupeIds({ maxIds: 1_000_000 });
+  ids.rotateTo(0, 1_000);
+  for (let i = 0; i < 10_000; i++) ids.seen(`a-${i}`);
+  ids.rotateTo(1_000, 1_000);
+  for (let i = 0; i < 10_000; i++) ids.seen(`b-${i}`);
+  // The table of bucket 0 (16,384 slots) is the size bucket 2 needs: it is emptied and reused.
+  ids.rotateTo(2_000, 1_000);
+  assert.equal(ids.byteLength, 2 * 16_384 * 8);
+  assert.equal(ids.size, 10_000);
+  for (let i = 0; i < 10_000; i++) assert.equal(ids.seen(`a-${i}`), false, `a-${i}`);
+  for (let i = 0; i < 10_000; i++) assert.equal(ids.seen(`b-${i}`), true, `b-${i}`);
+});
+
+Deno.test("FingerprintSet.clear() empties the set and keeps its table", () => {
+  const set = new FingerprintSet(1_000);
+  const into = new Uint32Array(2);
+  for (let i = 0; i < 1_000; i++) {
+    fingerprintInto(`id-${i}`, into);
+    set.add(into[0], into[1]);
+  }
+  const bytes = set.byteLength;
+  set.clear();
+  assert.equal(set.size, 0);
+  assert.equal(set.byteLength, bytes);
+  for (let i = 0; i < 1_000; i++) {
+    fingerprintInto(`id-${i}`, into);
+    assert.equal(set.has(into[0], into[1]), false, `id-${i}`);
+    assert.equal(set.add(into[0], into[1]), true, `id-${i}`);
+  }
+  assert.equal(set.size, 1_000);
+});
