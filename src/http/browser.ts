@@ -133,39 +133,47 @@ export interface BrowserIngestDeps {
  */
 export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
   return async function (c, next) {
-    const name = c.req.param("stream") ?? "";
-    const header = bearerKey(c.req.header("Authorization"));
-    const inQuery = header === undefined ? c.req.query("key") : undefined;
-    const result = await authorize(deps.keys, header ?? (inQuery || undefined), "ingest", {
-      stream: name,
-      howToSend: "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'",
-    });
-    if (result.error) throw result.error;
-    const grant = result.grant;
-    if (inQuery && !deps.keys.open && !grant.publishable) {
-      throw new ApiError(
-        401,
-        "unauthorized",
-        "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
-      );
-    }
-    const origin = c.req.header("Origin");
-    if (origin !== undefined) {
-      refuseForeignOrigin(grant, origin);
-      const refusal = deferredOriginRefusal(c.req.raw);
-      const allowed = grant.origins?.has(origin) ||
-        streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);
-      if (refusal && !allowed) {
-        throw new ApiError(
-          refusal.status,
-          refusal.code,
-          `${refusal.message}, or to the key's or the stream's 'origins'`,
-        );
-      }
-    }
-    rememberGrant(c, grant);
+    rememberGrant(c, await ingestGrant(deps, c));
     await next();
   };
+}
+
+/**
+ * What {@linkcode requireIngestKey} checks, for a route that runs its steps without the
+ * middleware chain (ingest, see `stream_routes.ts`): the request's grant, or the refusal thrown.
+ */
+export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<KeyGrant> {
+  const name = c.req.param("stream") ?? "";
+  const header = bearerKey(c.req.header("Authorization"));
+  const inQuery = header === undefined ? c.req.query("key") : undefined;
+  const result = await authorize(deps.keys, header ?? (inQuery || undefined), "ingest", {
+    stream: name,
+    howToSend: "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'",
+  });
+  if (result.error) throw result.error;
+  const grant = result.grant;
+  if (inQuery && !deps.keys.open && !grant.publishable) {
+    throw new ApiError(
+      401,
+      "unauthorized",
+      "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
+    );
+  }
+  const origin = c.req.header("Origin");
+  if (origin !== undefined) {
+    refuseForeignOrigin(grant, origin);
+    const refusal = deferredOriginRefusal(c.req.raw);
+    const allowed = grant.origins?.has(origin) ||
+      streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);
+    if (refusal && !allowed) {
+      throw new ApiError(
+        refusal.status,
+        refusal.code,
+        `${refusal.message}, or to the key's or the stream's 'origins'`,
+      );
+    }
+  }
+  return grant;
 }
 
 async function preflightOrigins(
@@ -210,12 +218,23 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
       return c.body(null, 204);
     }
     await next();
-    if (origin === undefined) return;
-    c.res.headers.append("Vary", "Origin");
-    const grant = grantOfRequest(c);
-    if (grant?.origins?.has(origin) || streamOrigins(stream).includes(origin)) {
-      c.res.headers.set("Access-Control-Allow-Origin", origin);
-      c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);
-    }
+    if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
   };
+}
+
+/**
+ * What {@linkcode ingestCors} adds to the answer to a request from `origin` into `stream`, for a
+ * route that runs its steps without the middleware chain (ingest, see `stream_routes.ts`).
+ */
+export function addIngestCorsHeaders(
+  c: Context,
+  request: { origin: string; stream: CompiledStream | undefined },
+): void {
+  const { origin, stream } = request;
+  c.res.headers.append("Vary", "Origin");
+  const grant = grantOfRequest(c);
+  if (grant?.origins?.has(origin) || streamOrigins(stream).includes(origin)) {
+    c.res.headers.set("Access-Control-Allow-Origin", origin);
+    c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);
+  }
 }

@@ -110,31 +110,48 @@ function errorFields(error: Error): Record<string, unknown> {
  * ```
  */
 export function requestLog(options: RequestLogOptions = {}): MiddlewareHandler {
-  const now = options.now ?? (() => performance.now());
-  return async function (c, next) {
-    const started = now();
-    const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
-    setRequestId(c, requestId);
-    await withContext({ requestId }, next);
-    try {
-      c.res.headers.set(REQUEST_ID_HEADER, requestId);
-    } catch {
-      // Immutable headers (a response passed through from fetch): copy the response.
-      c.header(REQUEST_ID_HEADER, requestId);
-    }
-    const status = c.res.status;
-    const path = c.req.path;
-    const fields: Record<string, unknown> = {
-      method: c.req.method,
-      path,
-      status,
-      durationMs: Math.round((now() - started) * 1000) / 1000,
-      requestId,
-    };
-    const stream = streamOf(path);
-    if (stream !== undefined) fields.stream = stream;
-    Object.assign(fields, c.get(FIELDS_VARIABLE));
-    if (c.error) Object.assign(fields, errorFields(c.error));
-    logger[levelOfStatus(status)]("{method} {path} {status} {durationMs} ms", fields);
+  const now = options.now ?? performanceNow;
+  // Not async: one promise frame fewer on every request.
+  return (c, next) => logRequest(c, next, { now });
+}
+
+function performanceNow(): number {
+  return performance.now();
+}
+
+/**
+ * Serves the request `c` with `serve` as {@linkcode requestLog} does: gives it its id, runs
+ * `serve` in the id's log context, then sets `X-Request-Id` on `c.res` and logs the line. For a
+ * route that runs its steps without the middleware chain (ingest, see `stream_routes.ts`).
+ */
+export async function logRequest(
+  c: Context,
+  serve: () => Promise<unknown>,
+  options: RequestLogOptions = {},
+): Promise<void> {
+  const now = options.now ?? performanceNow;
+  const started = now();
+  const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
+  setRequestId(c, requestId);
+  await withContext({ requestId }, serve);
+  try {
+    c.res.headers.set(REQUEST_ID_HEADER, requestId);
+  } catch {
+    // Immutable headers (a response passed through from fetch): copy the response.
+    c.header(REQUEST_ID_HEADER, requestId);
+  }
+  const status = c.res.status;
+  const path = c.req.path;
+  const fields: Record<string, unknown> = {
+    method: c.req.method,
+    path,
+    status,
+    durationMs: Math.round((now() - started) * 1000) / 1000,
+    requestId,
   };
+  const stream = streamOf(path);
+  if (stream !== undefined) fields.stream = stream;
+  Object.assign(fields, c.get(FIELDS_VARIABLE));
+  if (c.error) Object.assign(fields, errorFields(c.error));
+  logger[levelOfStatus(status)]("{method} {path} {status} {durationMs} ms", fields);
 }
