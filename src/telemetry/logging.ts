@@ -264,20 +264,37 @@ export function jsonLineFormatter(record: LogRecord): string {
     // one of the line's own fields takes its place.
     if (
       LINE_FIELDS.has(name) || (typeof value === "object" && value !== null) ||
-      typeof value === "bigint"
+      typeof value === "bigint" || name === "toJSON"
     ) {
       return objectJsonLine(record);
     }
   }
-  // Plain values only (most lines, every request line that is no error): one JSON.stringify of
-  // one object without a replacer, a third of the garbage of building the text field by field.
-  return JSON.stringify({
-    "@timestamp": isoTime(record.timestamp),
-    level: record.level,
-    logger: loggerName(record.category),
-    message: messageText(record),
-    ...properties,
-  }) + "\n";
+  // Plain values only (most lines, every request line that is no error): the properties' own
+  // JSON after the line's fields, the same text as one object holding them all, without building
+  // that object (a third of a request line's cost).
+  const fields = JSON.stringify(properties);
+  return `{"@timestamp":"${isoTime(record.timestamp)}"${lineFieldsAfterTime(record)}${
+    JSON.stringify(messageText(record))
+  }${fields === "{}" ? "}" : `,${fields.slice(1)}`}\n`;
+}
+
+/** `,"level":…,"logger":…,"message":` by level, by category: the same few for every line. */
+const linePrefixes = new WeakMap<readonly string[], Map<string, string>>();
+
+function lineFieldsAfterTime(record: LogRecord): string {
+  let byLevel = linePrefixes.get(record.category);
+  if (byLevel === undefined) {
+    byLevel = new Map();
+    linePrefixes.set(record.category, byLevel);
+  }
+  let text = byLevel.get(record.level);
+  if (text === undefined) {
+    text = `,"level":${JSON.stringify(record.level)},"logger":${
+      JSON.stringify(loggerName(record.category))
+    },"message":`;
+    byLevel.set(record.level, text);
+  }
+  return text;
 }
 
 /** Names the message template shows, so text lines do not repeat them. */
