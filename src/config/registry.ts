@@ -591,7 +591,10 @@ class RegistryStore implements Store {
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
-    const result = await this.#store.applyBatch({ ...batch, stream });
+    // Generation 0 (config streams, first incarnations) keeps the name: no copy of the batch.
+    const result = await this.#store.applyBatch(
+      stream === batch.stream ? batch : { ...batch, stream },
+    );
     if (result.definitionVersion) this.registry.noteVersion(batch.stream, result.definitionVersion);
     return result;
   }
