@@ -32,7 +32,7 @@ const logger = getLogger(["edgestream", "http"]);
 /** Name of the context variable that holds handler-added fields. */
 const FIELDS_VARIABLE = "requestLogFields";
 
-const STREAM_PATH = /^\/v1\/streams\/([^/]+)/;
+const STREAMS_PREFIX = "/v1/streams/";
 
 /** Options for {@linkcode requestLog}. */
 export interface RequestLogOptions {
@@ -47,12 +47,15 @@ export function annotateRequest(c: Context, fields: Record<string, unknown>): vo
 }
 
 function streamOf(path: string): string | undefined {
-  const match = STREAM_PATH.exec(path);
-  if (!match) return undefined;
+  // What `^/v1/streams/([^/]+)` captures, without a match array per request.
+  if (!path.startsWith(STREAMS_PREFIX)) return undefined;
+  const end = path.indexOf("/", STREAMS_PREFIX.length);
+  const name = path.slice(STREAMS_PREFIX.length, end === -1 ? undefined : end);
+  if (name === "" || !name.includes("%")) return name === "" ? undefined : name;
   try {
-    return decodeURIComponent(match[1]);
+    return decodeURIComponent(name);
   } catch {
-    return match[1];
+    return name;
   }
 }
 
@@ -110,9 +113,11 @@ function errorFields(error: Error): Record<string, unknown> {
  * ```
  */
 export function requestLog(options: RequestLogOptions = {}): MiddlewareHandler {
-  const now = options.now ?? performanceNow;
+  const settings = { now: options.now ?? performanceNow };
   // Not async: one promise frame fewer on every request.
-  return (c, next) => logRequest(c, next, { now });
+  return async (c, next) => {
+    await logRequest(c, next, settings);
+  };
 }
 
 function performanceNow(): number {
@@ -128,7 +133,7 @@ export async function logRequest(
   c: Context,
   serve: () => Promise<unknown>,
   options: RequestLogOptions = {},
-): Promise<void> {
+): Promise<Response> {
   const now = options.now ?? performanceNow;
   const started = now();
   const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
@@ -167,6 +172,7 @@ export async function logRequest(
     message: ["", method, " ", path, " ", status, " ", durationMs, " ms"],
     properties: fields,
   } as LogRecord);
+  return c.res;
 }
 
 /** The message of a request's line. */

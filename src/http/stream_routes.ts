@@ -329,10 +329,7 @@ export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
   }
   const app = new Hono();
   app.onError(errorResponse);
-  app.post(ingestRoute.getRoutingPath(), async (c) => {
-    await logRequest(c, () => steps(c), front.log);
-    return c.res;
-  });
+  app.post(ingestRoute.getRoutingPath(), (c) => logRequest(c, () => steps(c), front.log));
   return app;
 }
 

@@ -136,15 +136,25 @@ async function untracedIngest<T>(
   started: number,
 ): Promise<T> {
   try {
-    return await run({
-      answered(reply) {
-        if (!reply.replayed) recordEvents(reply, attributes);
-      },
-      failed() {},
-    });
+    return await run(new MetricsScope(attributes));
   } finally {
     recordIngestDuration((performance.now() - started) / 1000, attributes);
   }
+}
+
+/** The scope of an ingest request without a span: one object, no closures per request. */
+class MetricsScope implements IngestScope {
+  #attributes: IngestAttributes;
+
+  constructor(attributes: IngestAttributes) {
+    this.#attributes = attributes;
+  }
+
+  answered(reply: IngestCounts & { replayed?: boolean }): void {
+    if (!reply.replayed) recordEvents(reply, this.#attributes);
+  }
+
+  failed(): void {}
 }
 
 /** The ingest span each store batch request was built in. */
