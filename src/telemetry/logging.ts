@@ -484,18 +484,20 @@ const STDERR_LEVELS = new Set<LogLevel>(["warning", "error", "fatal"]);
 /** A buffered stdout line is written by then (ms) at the latest. */
 const FLUSH_MS = 50;
 
-/** Buffered stdout text is written once it is this long (UTF-16 code units). */
-const FLUSH_CHARS = 64 * 1024;
+/** Buffered stdout lines are written once their UTF-8 fills this many bytes. */
+const FLUSH_BYTES = 64 * 1024;
 
 /**
  * Lines written to stdout in chunks: a write per line costs a system call
  * each, a large share of a small request. Lines wait at most
  * {@linkcode FLUSH_MS}; a stderr line (warnings and errors) writes what
  * waits first, then itself at once. {@linkcode close} writes what waits and
- * makes later lines go out one by one.
+ * makes later lines go out one by one. Lines wait as UTF-8 in one buffer,
+ * encoded as they come: no joined text and no encoded copy of it per chunk.
  */
 class BufferedLines {
-  #pending = "";
+  #buffer = new Uint8Array(FLUSH_BYTES);
+  #length = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #encoder = new TextEncoder();
@@ -503,11 +505,19 @@ class BufferedLines {
   write(line: string, level: LogLevel): void {
     if (STDERR_LEVELS.has(level)) {
       this.flush();
-      this.#writeAll(Deno.stderr, line);
+      this.#writeAll(Deno.stderr, this.#encoder.encode(line));
       return;
     }
-    this.#pending += line;
-    if (this.#closed || this.#pending.length >= FLUSH_CHARS) this.flush();
+    let text = line;
+    while (true) {
+      const { read, written } = this.#encoder.encodeInto(text, this.#buffer.subarray(this.#length));
+      this.#length += written;
+      if (read === text.length) break;
+      // The buffer is full: write it, and go on with the rest of the line.
+      this.flush();
+      text = text.slice(read);
+    }
+    if (this.#closed || this.#length >= FLUSH_BYTES) this.flush();
     else if (this.#timer === undefined) {
       const timer = setTimeout(this.flush, FLUSH_MS);
       // Waiting lines do not keep the process alive: exit writes them (close()).
@@ -520,9 +530,9 @@ class BufferedLines {
   flush = (): void => {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    const text = this.#pending;
-    this.#pending = "";
-    if (text !== "") this.#writeAll(Deno.stdout, text);
+    const length = this.#length;
+    this.#length = 0;
+    if (length > 0) this.#writeAll(Deno.stdout, this.#buffer.subarray(0, length));
   };
 
   /** Writes the lines that wait; later lines are written at once. */
@@ -531,8 +541,7 @@ class BufferedLines {
     this.flush();
   }
 
-  #writeAll(output: typeof Deno.stdout | typeof Deno.stderr, text: string): void {
-    const bytes = this.#encoder.encode(text);
+  #writeAll(output: typeof Deno.stdout | typeof Deno.stderr, bytes: Uint8Array): void {
     try {
       for (let written = 0; written < bytes.length;) {
         written += output.writeSync(bytes.subarray(written));

@@ -313,6 +313,28 @@ Deno.test("configureLogging() writes every waiting line when the process exits w
   assert.deepEqual(numbersLogged(run.stdout), Array.from({ length: 2000 }, (_, i) => i));
 });
 
+Deno.test("configureLogging() writes lines of multi-byte characters and lines longer than its buffer whole", async () => {
+  // Lines wait as UTF-8 in a 64 KiB buffer: characters of 2 to 4 bytes fall across its end, and
+  // one line is longer than the buffer.
+  const code = [
+    'import { getLogger } from "@logtape/logtape";',
+    'import { configureLogging } from "./src/telemetry/logging.ts";',
+    'configureLogging({ format: "json" });',
+    'const logger = getLogger(["edgestream"]);',
+    'for (let i = 0; i < 3000; i++) logger.info("line {i} {text}", { i, text: "ü€😀".repeat(i % 7) });',
+    'logger.info("long {i} {text}", { i: 3000, text: "€".repeat(100_000) });',
+    "Deno.exit(0);",
+  ].join("\n");
+  const run = await evalRun(code);
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.trimEnd().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(lines.map((line) => line.i), Array.from({ length: 3001 }, (_, i) => i));
+  assert.deepEqual(
+    lines.map((line) => line.text),
+    [...Array.from({ length: 3000 }, (_, i) => "ü€😀".repeat(i % 7)), "€".repeat(100_000)],
+  );
+});
+
 Deno.test("configureLogging() writes every waiting line before an uncaught error ends the process", async () => {
   const run = await evalRun(`${LOG_2000}\nsetTimeout(() => { throw new Error("boom"); }, 0);`);
   assert.equal(run.code, 1);
