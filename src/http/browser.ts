@@ -62,10 +62,17 @@ const EXPOSED_HEADERS =
 /** How long (s) a browser may reuse a preflight's answer. */
 const PREFLIGHT_MAX_AGE = 600;
 
+const NO_RATE_LIMITS: readonly IngestRateLimit[] = Object.freeze([]);
+
 /** The rate limits an ingest request into `stream` with `grant` must fit in. */
-export function rateLimitsFor(stream: CompiledStream, grant?: KeyGrant): IngestRateLimit[] {
-  const limits: IngestRateLimit[] = [];
+export function rateLimitsFor(
+  stream: CompiledStream,
+  grant?: KeyGrant,
+): readonly IngestRateLimit[] {
   const own = stream.parsed.limits;
+  // Most requests have none: no array of their own.
+  if (!own && !(grant?.id && grant.rateLimit)) return NO_RATE_LIMITS;
+  const limits: IngestRateLimit[] = [];
   if (own) {
     limits.push({
       key: "stream",

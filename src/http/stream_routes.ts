@@ -244,15 +244,14 @@ const ingestRoute = createRoute({
 // unknown stream name is a 404 either way, so the async zod validation of the
 // path would only add cost to every ingest request.
 function ingest(deps: StreamRouteDeps) {
+  const bodyOptions = { timeoutMs: deps.limits.bodyTimeoutMs };
   return async (c: Context) => {
     const name = c.req.param("stream") ?? "";
     const stream = deps.streams.get(name) ?? await findServedStream(deps.streams, name);
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const grant = grantOfRequest(c);
       const format = ingestBodyFormat(c.req.header("Content-Type"), grant);
-      const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
-        timeoutMs: deps.limits.bodyTimeoutMs,
-      });
+      const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
       const key = c.req.header("Idempotency-Key");
       if (key !== undefined) {
@@ -266,18 +265,26 @@ function ingest(deps: StreamRouteDeps) {
         idempotency: key === undefined ? undefined : { key, body: bytes },
         rateLimits: rateLimitsFor(stream, grant),
       });
-      scope.answered({ ...reply, rejected: reply.rejected.length });
+      // One object for the span and the log line.
+      const counts: {
+        accepted: number;
+        duplicates: number;
+        late: number;
+        filtered: number;
+        rejected: number;
+        replayed?: true;
+      } = {
+        accepted: reply.accepted,
+        duplicates: reply.duplicates,
+        late: reply.late,
+        filtered: reply.filtered,
+        rejected: reply.rejected.length,
+      };
+      if (reply.replayed) counts.replayed = true;
+      scope.answered(counts);
+      annotateRequest(c, counts);
       return reply;
     });
-    const fields: Record<string, unknown> = {
-      accepted: reply.accepted,
-      duplicates: reply.duplicates,
-      late: reply.late,
-      filtered: reply.filtered,
-      rejected: reply.rejected.length,
-    };
-    if (reply.replayed) fields.replayed = true;
-    annotateRequest(c, fields);
     if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {
       throw new ApiError(400, "no_events_accepted", "No event was accepted; see 'rejected'", {
@@ -309,11 +316,12 @@ export interface IngestFront {
  */
 export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
   const route = ingest(deps);
+  const guard = { defer: isIngestRequest };
   async function steps(c: Context): Promise<void> {
     const origin = c.req.header("Origin");
     let stream: CompiledStream | undefined;
     try {
-      guardOrigin(front.origins, c.req.raw, { defer: isIngestRequest });
+      guardOrigin(front.origins, c.req.raw, guard);
       const name = c.req.param("stream") ?? "";
       stream = deps.streams.get(name) ?? await lookUpStream(deps.streams, name);
     } catch (error) {
