@@ -36,7 +36,14 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
-import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
+import {
+  authorize,
+  authorizeNow,
+  bearerKey,
+  type KeyGrant,
+  type KeyRing,
+  rememberGrant,
+} from "./auth.ts";
 import { grantOfRequest } from "./auth.ts";
 import { getPath } from "hono/utils/url";
 import { type BodyFormat, bodyFormat } from "./body.ts";
@@ -51,6 +58,10 @@ export function isIngestRequest(request: Request): boolean {
   // Hono's own path reading: a full URL parse costs more than the test.
   return request.method === "POST" && INGEST_PATH.test(getPath(request));
 }
+
+/** What to tell an ingest client that sent no key. */
+const INGEST_HOW_TO_SEND =
+  "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'";
 
 /** Request headers a page's ingest request may send. */
 const ALLOWED_HEADERS = "authorization, content-type, idempotency-key";
@@ -153,10 +164,11 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
   const name = c.req.param("stream") ?? "";
   const header = bearerKey(c.req.header("Authorization"));
   const inQuery = header === undefined ? c.req.query("key") : undefined;
-  const result = await authorize(deps.keys, header ?? (inQuery || undefined), "ingest", {
-    stream: name,
-    howToSend: "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'",
-  });
+  const key = header ?? (inQuery || undefined);
+  const options = { stream: name, howToSend: INGEST_HOW_TO_SEND };
+  // A cached verdict (nearly every request) without the promises of a lookup.
+  const result = authorizeNow(deps.keys, key, "ingest", options) ??
+    await authorize(deps.keys, key, "ingest", options);
   if (result.error) throw result.error;
   const grant = result.grant;
   if (inQuery && !deps.keys.open && !grant.publishable) {
