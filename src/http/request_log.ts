@@ -147,18 +147,15 @@ export async function logRequest(
   }
   const status = c.res.status;
   const path = c.req.path;
-  const fields: Record<string, unknown> = {
-    method: c.req.method,
-    path,
-    status,
-    durationMs: Math.round((now() - started) * 1000) / 1000,
-    requestId,
-  };
+  const method = c.req.method;
+  const durationMs = Math.round((now() - started) * 1000) / 1000;
   const stream = streamOf(path);
-  if (stream !== undefined) fields.stream = stream;
+  // Made whole rather than grown field by field.
+  const fields: Record<string, unknown> = stream === undefined
+    ? { method, path, status, durationMs, requestId }
+    : { method, path, status, durationMs, requestId, stream };
   Object.assign(fields, c.get(FIELDS_VARIABLE));
   if (c.error) Object.assign(fields, errorFields(c.error));
-  const { method, durationMs } = fields;
   // The record LogTape's `logger.info(LINE, fields)` would make, made whole: its lazy message and
   // copies of the fields cost a request line more than the rest of LogTape. A record that names
   // its category is dispatched as it is, by the logger's levels and sinks. (LogTape would add
