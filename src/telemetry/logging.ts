@@ -211,11 +211,24 @@ function jsonValue(_key: string, value: unknown): unknown {
 const LINE_FIELDS = new Set(["@timestamp", "level", "logger", "message"]);
 
 /** The last timestamp formatted: records of one millisecond share it. */
-const lastTime = { ms: Number.NaN, text: "" };
+const lastTime = { ms: Number.NaN, text: "", second: Number.NaN, prefix: "" };
+
+/** Milliseconds as the three digits `toISOString` ends with. */
+const MILLIS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, "0"));
 
 function isoTime(ms: number): string {
   if (ms !== lastTime.ms) {
-    lastTime.text = new Date(ms).toISOString();
+    // Records of one second share the text up to its milliseconds: formatting a date per line
+    // was a visible share of a request line.
+    const second = Math.floor(ms / 1000);
+    if (second !== lastTime.second || !Number.isInteger(ms)) {
+      const text = new Date(ms).toISOString();
+      lastTime.second = Number.isInteger(ms) ? second : Number.NaN;
+      lastTime.prefix = text.slice(0, -4);
+      lastTime.text = text;
+    } else {
+      lastTime.text = `${lastTime.prefix}${MILLIS[ms - second * 1000]}Z`;
+    }
     lastTime.ms = ms;
   }
   return lastTime.text;
