@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { configFromEnv } from "../../src/env.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
-import { LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
+import { jsonLineFormatter, LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
 import { NOW, postEvents, testApp } from "../_fixtures.ts";
 import { collectingLogs, jsonLines, writtenLogs } from "../_logs.ts";
 
@@ -435,4 +435,33 @@ Deno.test({
       await Deno.remove(file);
     }
   },
+});
+
+Deno.test("jsonLineFormatter() writes each record's time as toISOString() does, within a second and across seconds", () => {
+  // Lines of one second share the text up to the milliseconds; any order of times, repeats and
+  // times before 1970 or after 9999 must still read as the record's own time.
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(
+          fc.integer({ min: 1_700_000_000_000, max: 1_700_000_003_000 }),
+          fc.integer({ min: -8.64e15, max: 8.64e15 }),
+        ),
+        { minLength: 1, maxLength: 40 },
+      ),
+      (times) => {
+        for (const timestamp of times) {
+          const line = jsonLineFormatter({
+            category: ["edgestream"],
+            level: "info",
+            timestamp,
+            rawMessage: "tick",
+            message: ["tick"],
+            properties: {},
+          } as LogRecord);
+          assert.equal(JSON.parse(line)["@timestamp"], new Date(timestamp).toISOString());
+        }
+      },
+    ),
+  );
 });
