@@ -26,6 +26,7 @@ import {
 import {
   type IngestAttributes,
   type IngestCounts,
+  metering,
   recordEvents,
   recordIngestDuration,
   SCOPE_NAME,
@@ -90,6 +91,8 @@ export function traceIngest<T>(
   attributes: IngestAttributes,
   run: (scope: IngestScope) => Promise<T>,
 ): Promise<T> {
+  // Neither a tracer nor a meter (no OTEL_DENO): nothing to record, no frame of its own.
+  if (!metering() && !tracing()) return run(UNRECORDED);
   const started = performance.now();
   if (!tracing()) return untracedIngest(attributes, run, started);
   return tracer.startActiveSpan("edgestream.ingest", {
@@ -141,6 +144,9 @@ async function untracedIngest<T>(
     recordIngestDuration((performance.now() - started) / 1000, attributes);
   }
 }
+
+/** The scope of an ingest request with neither a span nor metrics. */
+const UNRECORDED: IngestScope = { answered() {}, failed() {} };
 
 /** The scope of an ingest request without a span: one object, no closures per request. */
 class MetricsScope implements IngestScope {
