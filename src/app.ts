@@ -22,7 +22,7 @@ import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { registerKeyRoutes } from "./http/key_routes.ts";
 import { requestLog } from "./http/request_log.ts";
-import { registerStreamRoutes } from "./http/stream_routes.ts";
+import { ingestApp, registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
@@ -142,16 +142,13 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.use(requestLog());
   // Before every route, so a refused request changes nothing.
   // Ingest's Origin verdict waits for its key, whose origins may admit it.
-  app.use(
-    originGuard(new OriginPolicy({ open: keys.open, ...options.origins }), {
-      defer: isIngestRequest,
-    }),
-  );
+  const originPolicy = new OriginPolicy({ open: keys.open, ...options.origins });
+  app.use(originGuard(originPolicy, { defer: isIngestRequest }));
   app.notFound((c) =>
     errorResponse(new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`), c)
   );
 
-  registerStreamRoutes(app, {
+  const streamDeps = {
     streams,
     store,
     keys,
@@ -159,7 +156,15 @@ export function createApp(options: AppOptions): OpenAPIHono {
     limits,
     ingestOptions,
     sweepConsumers: webhooks ? [webhooks] : [],
-  });
+  };
+  registerStreamRoutes(app, streamDeps);
+  // The hot path: ingest requests skip the middleware chain for one handler that runs its steps.
+  const ingest = ingestApp(streamDeps, { origins: originPolicy });
+  const chain = app.fetch;
+  app.fetch = (request, env, executionCtx) =>
+    isIngestRequest(request)
+      ? ingest.fetch(request, env, executionCtx)
+      : chain(request, env, executionCtx);
   registerDefinitionRoutes(app, { streams, store, keys });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
   registerKeyRoutes(app, { keys, now });

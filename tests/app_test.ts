@@ -547,3 +547,20 @@ Deno.test("POST /v1/admin/sweep reports the alerts that final values fired", asy
     value: 2,
   }]);
 });
+
+Deno.test("the middleware chain's layers for an ingest POST are those ingestApp runs in their stead", async () => {
+  const { app } = await testApp({ auth: true });
+  // The chain's handlers for an ingest POST. ingestApp (http/stream_routes.ts) runs their steps
+  // in one handler: a middleware added here must be added there too.
+  const [matched] = app.router.match("POST", "/v1/streams/orders/events");
+  assert.deepEqual(
+    matched.map(([[, route]]) => `${route.method} ${route.path}`),
+    [
+      "ALL /*", // requestLog
+      "ALL /*", // originGuard
+      "ALL /v1/streams/:stream/events", // ingestCors
+      "POST /v1/streams/:stream/events", // requireIngestKey
+      "POST /v1/streams/:stream/events", // the route
+    ],
+  );
+});

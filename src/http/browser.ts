@@ -36,7 +36,14 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
-import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
+import {
+  authorize,
+  authorizeNow,
+  bearerKey,
+  type KeyGrant,
+  type KeyRing,
+  rememberGrant,
+} from "./auth.ts";
 import { grantOfRequest } from "./auth.ts";
 import { getPath } from "hono/utils/url";
 import { type BodyFormat, bodyFormat } from "./body.ts";
@@ -52,6 +59,10 @@ export function isIngestRequest(request: Request): boolean {
   return request.method === "POST" && INGEST_PATH.test(getPath(request));
 }
 
+/** What to tell an ingest client that sent no key. */
+const INGEST_HOW_TO_SEND =
+  "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'";
+
 /** Request headers a page's ingest request may send. */
 const ALLOWED_HEADERS = "authorization, content-type, idempotency-key";
 
@@ -62,10 +73,17 @@ const EXPOSED_HEADERS =
 /** How long (s) a browser may reuse a preflight's answer. */
 const PREFLIGHT_MAX_AGE = 600;
 
+const NO_RATE_LIMITS: readonly IngestRateLimit[] = Object.freeze([]);
+
 /** The rate limits an ingest request into `stream` with `grant` must fit in. */
-export function rateLimitsFor(stream: CompiledStream, grant?: KeyGrant): IngestRateLimit[] {
-  const limits: IngestRateLimit[] = [];
+export function rateLimitsFor(
+  stream: CompiledStream,
+  grant?: KeyGrant,
+): readonly IngestRateLimit[] {
   const own = stream.parsed.limits;
+  // Most requests have none: no array of their own.
+  if (!own && !(grant?.id && grant.rateLimit)) return NO_RATE_LIMITS;
+  const limits: IngestRateLimit[] = [];
   if (own) {
     limits.push({
       key: "stream",
@@ -133,39 +151,48 @@ export interface BrowserIngestDeps {
  */
 export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
   return async function (c, next) {
-    const name = c.req.param("stream") ?? "";
-    const header = bearerKey(c.req.header("Authorization"));
-    const inQuery = header === undefined ? c.req.query("key") : undefined;
-    const result = await authorize(deps.keys, header ?? (inQuery || undefined), "ingest", {
-      stream: name,
-      howToSend: "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'",
-    });
-    if (result.error) throw result.error;
-    const grant = result.grant;
-    if (inQuery && !deps.keys.open && !grant.publishable) {
-      throw new ApiError(
-        401,
-        "unauthorized",
-        "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
-      );
-    }
-    const origin = c.req.header("Origin");
-    if (origin !== undefined) {
-      refuseForeignOrigin(grant, origin);
-      const refusal = deferredOriginRefusal(c.req.raw);
-      const allowed = grant.origins?.has(origin) ||
-        streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);
-      if (refusal && !allowed) {
-        throw new ApiError(
-          refusal.status,
-          refusal.code,
-          `${refusal.message}, or to the key's or the stream's 'origins'`,
-        );
-      }
-    }
-    rememberGrant(c, grant);
+    rememberGrant(c, await ingestGrant(deps, c));
     await next();
   };
+}
+
+/**
+ * What {@linkcode requireIngestKey} checks, for a route that runs its steps without the
+ * middleware chain (ingest, see `stream_routes.ts`): the request's grant, or the refusal thrown.
+ */
+export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<KeyGrant> {
+  const name = c.req.param("stream") ?? "";
+  const header = bearerKey(c.req.header("Authorization"));
+  const inQuery = header === undefined ? c.req.query("key") : undefined;
+  const key = header ?? (inQuery || undefined);
+  const options = { stream: name, howToSend: INGEST_HOW_TO_SEND };
+  // A cached verdict (nearly every request) without the promises of a lookup.
+  const result = authorizeNow(deps.keys, key, "ingest", options) ??
+    await authorize(deps.keys, key, "ingest", options);
+  if (result.error) throw result.error;
+  const grant = result.grant;
+  if (inQuery && !deps.keys.open && !grant.publishable) {
+    throw new ApiError(
+      401,
+      "unauthorized",
+      "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
+    );
+  }
+  const origin = c.req.header("Origin");
+  if (origin !== undefined) {
+    refuseForeignOrigin(grant, origin);
+    const refusal = deferredOriginRefusal(c.req.raw);
+    const allowed = grant.origins?.has(origin) ||
+      streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);
+    if (refusal && !allowed) {
+      throw new ApiError(
+        refusal.status,
+        refusal.code,
+        `${refusal.message}, or to the key's or the stream's 'origins'`,
+      );
+    }
+  }
+  return grant;
 }
 
 async function preflightOrigins(
@@ -210,12 +237,23 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
       return c.body(null, 204);
     }
     await next();
-    if (origin === undefined) return;
-    c.res.headers.append("Vary", "Origin");
-    const grant = grantOfRequest(c);
-    if (grant?.origins?.has(origin) || streamOrigins(stream).includes(origin)) {
-      c.res.headers.set("Access-Control-Allow-Origin", origin);
-      c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);
-    }
+    if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
   };
+}
+
+/**
+ * What {@linkcode ingestCors} adds to the answer to a request from `origin` into `stream`, for a
+ * route that runs its steps without the middleware chain (ingest, see `stream_routes.ts`).
+ */
+export function addIngestCorsHeaders(
+  c: Context,
+  request: { origin: string; stream: CompiledStream | undefined },
+): void {
+  const { origin, stream } = request;
+  c.res.headers.append("Vary", "Origin");
+  const grant = grantOfRequest(c);
+  if (grant?.origins?.has(origin) || streamOrigins(stream).includes(origin)) {
+    c.res.headers.set("Access-Control-Allow-Origin", origin);
+    c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);
+  }
 }

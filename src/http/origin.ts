@@ -237,15 +237,29 @@ export function originGuard(
   policy: OriginPolicy,
   options: OriginGuardOptions = {},
 ): MiddlewareHandler {
-  return async function (c, next) {
-    const refusal = policy.refusal(c.req.raw);
-    if (refusal?.code === "origin_not_allowed" && options.defer?.(c.req.raw)) {
-      deferred.set(c.req.raw, refusal);
-    } else if (refusal) {
-      throw refusal;
-    }
-    await next();
+  // Not async: one promise frame fewer on every request; a throw still reaches the error handler.
+  return (c, next) => {
+    guardOrigin(policy, c.req.raw, options);
+    return next();
   };
+}
+
+/**
+ * What {@linkcode originGuard} does before the route: throws the refusal of `policy`, or leaves
+ * it to the route when `options.defer` says so. For a route that runs its steps without the
+ * middleware chain (ingest, see `stream_routes.ts`).
+ */
+export function guardOrigin(
+  policy: OriginPolicy,
+  request: Request,
+  options: OriginGuardOptions = {},
+): void {
+  const refusal = policy.refusal(request);
+  if (refusal?.code === "origin_not_allowed" && options.defer?.(request)) {
+    deferred.set(request, refusal);
+  } else if (refusal) {
+    throw refusal;
+  }
 }
 
 /** Options for {@linkcode originGuard}. */

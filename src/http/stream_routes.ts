@@ -7,7 +7,7 @@
  * @module
  */
 import { createRoute, type OpenAPIHono, type RouteHandler, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
+import { type Context, Hono } from "hono";
 import { type CompiledStream, lookUpStream, StreamRegistry } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { sweepOnce } from "../fanout/mod.ts";
@@ -18,11 +18,20 @@ import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
-import { grantOfRequest, type KeyRing, requireScope } from "./auth.ts";
+import { grantOfRequest, type KeyRing, rememberGrant, requireScope } from "./auth.ts";
 import { type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
-import { ingestBodyFormat, ingestCors, rateLimitsFor, requireIngestKey } from "./browser.ts";
-import { ApiError } from "./errors.ts";
-import { annotateRequest } from "./request_log.ts";
+import {
+  addIngestCorsHeaders,
+  ingestBodyFormat,
+  ingestCors,
+  ingestGrant,
+  isIngestRequest,
+  rateLimitsFor,
+  requireIngestKey,
+} from "./browser.ts";
+import { ApiError, errorResponse } from "./errors.ts";
+import { guardOrigin, type OriginPolicy } from "./origin.ts";
+import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
@@ -235,14 +244,14 @@ const ingestRoute = createRoute({
 // unknown stream name is a 404 either way, so the async zod validation of the
 // path would only add cost to every ingest request.
 function ingest(deps: StreamRouteDeps) {
+  const bodyOptions = { timeoutMs: deps.limits.bodyTimeoutMs };
   return async (c: Context) => {
-    const stream = await findServedStream(deps.streams, c.req.param("stream") ?? "");
+    const name = c.req.param("stream") ?? "";
+    const stream = deps.streams.get(name) ?? await findServedStream(deps.streams, name);
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const grant = grantOfRequest(c);
       const format = ingestBodyFormat(c.req.header("Content-Type"), grant);
-      const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, {
-        timeoutMs: deps.limits.bodyTimeoutMs,
-      });
+      const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
       const key = c.req.header("Idempotency-Key");
       if (key !== undefined) {
@@ -256,16 +265,25 @@ function ingest(deps: StreamRouteDeps) {
         idempotency: key === undefined ? undefined : { key, body: bytes },
         rateLimits: rateLimitsFor(stream, grant),
       });
-      scope.answered({ ...reply, rejected: reply.rejected.length });
+      // One object for the span and the log line.
+      const counts: {
+        accepted: number;
+        duplicates: number;
+        late: number;
+        filtered: number;
+        rejected: number;
+        replayed?: true;
+      } = {
+        accepted: reply.accepted,
+        duplicates: reply.duplicates,
+        late: reply.late,
+        filtered: reply.filtered,
+        rejected: reply.rejected.length,
+      };
+      if (reply.replayed) counts.replayed = true;
+      scope.answered(counts);
+      annotateRequest(c, counts);
       return reply;
-    });
-    annotateRequest(c, {
-      accepted: reply.accepted,
-      duplicates: reply.duplicates,
-      late: reply.late,
-      filtered: reply.filtered,
-      rejected: reply.rejected.length,
-      ...(reply.replayed ? { replayed: true } : {}),
     });
     if (reply.replayed) c.header("Idempotent-Replayed", "true");
     if (reply.accepted === 0) {
@@ -275,6 +293,59 @@ function ingest(deps: StreamRouteDeps) {
     }
     return c.json(reply, 202);
   };
+}
+
+/** What an ingest request passes through before its route in the app's middleware chain. */
+export interface IngestFront {
+  /** The app's Origin policy (its `originGuard`). */
+  origins: OriginPolicy;
+  /** The app's request log options (its `requestLog`). */
+  log?: RequestLogOptions;
+}
+
+/**
+ * `POST /v1/streams/{stream}/events` for stream names of the ingest path (`isIngestRequest`)
+ * answered by one handler instead of the app's middleware chain: the hot path, where the chain's
+ * five async layers cost more than some of the steps they run. It runs the same steps in the same
+ * order with the same functions — the request log (`logRequest`), the Origin policy
+ * (`guardOrigin`, deferred for ingest), the stream looked up for CORS, the key
+ * (`ingestGrant`), the route, the CORS headers (`addIngestCorsHeaders`) — and turns an error into
+ * its answer where the chain would (`errorResponse`, with `c.error` set for the log line): an
+ * error before the key gets no CORS headers. The app sends these requests here (`app.ts`); a
+ * test checks the chain still holds exactly these layers for them.
+ */
+export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
+  const route = ingest(deps);
+  const guard = { defer: isIngestRequest };
+  async function steps(c: Context): Promise<void> {
+    const origin = c.req.header("Origin");
+    let stream: CompiledStream | undefined;
+    try {
+      guardOrigin(front.origins, c.req.raw, guard);
+      const name = c.req.param("stream") ?? "";
+      stream = deps.streams.get(name) ?? await lookUpStream(deps.streams, name);
+    } catch (error) {
+      return answerError(c, error);
+    }
+    try {
+      rememberGrant(c, await ingestGrant(deps, c));
+      c.res = await route(c);
+    } catch (error) {
+      answerError(c, error);
+    }
+    if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
+  }
+  const app = new Hono();
+  app.onError(errorResponse);
+  app.post(ingestRoute.getRoutingPath(), (c) => logRequest(c, () => steps(c), front.log));
+  return app;
+}
+
+/** An error thrown by a step, answered as the middleware chain answers it. */
+function answerError(c: Context, error: unknown): void {
+  if (!(error instanceof Error)) throw error;
+  c.error = error;
+  c.res = errorResponse(error, c);
 }
 
 function statsJson(stats: StreamStats) {

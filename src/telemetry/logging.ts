@@ -211,11 +211,24 @@ function jsonValue(_key: string, value: unknown): unknown {
 const LINE_FIELDS = new Set(["@timestamp", "level", "logger", "message"]);
 
 /** The last timestamp formatted: records of one millisecond share it. */
-const lastTime = { ms: Number.NaN, text: "" };
+const lastTime = { ms: Number.NaN, text: "", second: Number.NaN, prefix: "" };
+
+/** Milliseconds as the three digits `toISOString` ends with. */
+const MILLIS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, "0"));
 
 function isoTime(ms: number): string {
   if (ms !== lastTime.ms) {
-    lastTime.text = new Date(ms).toISOString();
+    // Records of one second share the text up to its milliseconds: formatting a date per line
+    // was a visible share of a request line.
+    const second = Math.floor(ms / 1000);
+    if (second !== lastTime.second || !Number.isInteger(ms)) {
+      const text = new Date(ms).toISOString();
+      lastTime.second = Number.isInteger(ms) ? second : Number.NaN;
+      lastTime.prefix = text.slice(0, -4);
+      lastTime.text = text;
+    } else {
+      lastTime.text = `${lastTime.prefix}${MILLIS[ms - second * 1000]}Z`;
+    }
     lastTime.ms = ms;
   }
   return lastTime.text;
@@ -264,20 +277,37 @@ export function jsonLineFormatter(record: LogRecord): string {
     // one of the line's own fields takes its place.
     if (
       LINE_FIELDS.has(name) || (typeof value === "object" && value !== null) ||
-      typeof value === "bigint"
+      typeof value === "bigint" || name === "toJSON"
     ) {
       return objectJsonLine(record);
     }
   }
-  // Plain values only (most lines, every request line that is no error): one JSON.stringify of
-  // one object without a replacer, a third of the garbage of building the text field by field.
-  return JSON.stringify({
-    "@timestamp": isoTime(record.timestamp),
-    level: record.level,
-    logger: loggerName(record.category),
-    message: messageText(record),
-    ...properties,
-  }) + "\n";
+  // Plain values only (most lines, every request line that is no error): the properties' own
+  // JSON after the line's fields, the same text as one object holding them all, without building
+  // that object (a third of a request line's cost).
+  const fields = JSON.stringify(properties);
+  return `{"@timestamp":"${isoTime(record.timestamp)}"${lineFieldsAfterTime(record)}${
+    JSON.stringify(messageText(record))
+  }${fields === "{}" ? "}" : `,${fields.slice(1)}`}\n`;
+}
+
+/** `,"level":…,"logger":…,"message":` by level, by category: the same few for every line. */
+const linePrefixes = new WeakMap<readonly string[], Map<string, string>>();
+
+function lineFieldsAfterTime(record: LogRecord): string {
+  let byLevel = linePrefixes.get(record.category);
+  if (byLevel === undefined) {
+    byLevel = new Map();
+    linePrefixes.set(record.category, byLevel);
+  }
+  let text = byLevel.get(record.level);
+  if (text === undefined) {
+    text = `,"level":${JSON.stringify(record.level)},"logger":${
+      JSON.stringify(loggerName(record.category))
+    },"message":`;
+    byLevel.set(record.level, text);
+  }
+  return text;
 }
 
 /** Names the message template shows, so text lines do not repeat them. */
@@ -467,18 +497,20 @@ const STDERR_LEVELS = new Set<LogLevel>(["warning", "error", "fatal"]);
 /** A buffered stdout line is written by then (ms) at the latest. */
 const FLUSH_MS = 50;
 
-/** Buffered stdout text is written once it is this long (UTF-16 code units). */
-const FLUSH_CHARS = 64 * 1024;
+/** Buffered stdout lines are written once their UTF-8 fills this many bytes. */
+const FLUSH_BYTES = 64 * 1024;
 
 /**
  * Lines written to stdout in chunks: a write per line costs a system call
  * each, a large share of a small request. Lines wait at most
  * {@linkcode FLUSH_MS}; a stderr line (warnings and errors) writes what
  * waits first, then itself at once. {@linkcode close} writes what waits and
- * makes later lines go out one by one.
+ * makes later lines go out one by one. Lines wait as UTF-8 in one buffer,
+ * encoded as they come: no joined text and no encoded copy of it per chunk.
  */
 class BufferedLines {
-  #pending = "";
+  #buffer = new Uint8Array(FLUSH_BYTES);
+  #length = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #encoder = new TextEncoder();
@@ -486,11 +518,19 @@ class BufferedLines {
   write(line: string, level: LogLevel): void {
     if (STDERR_LEVELS.has(level)) {
       this.flush();
-      this.#writeAll(Deno.stderr, line);
+      this.#writeAll(Deno.stderr, this.#encoder.encode(line));
       return;
     }
-    this.#pending += line;
-    if (this.#closed || this.#pending.length >= FLUSH_CHARS) this.flush();
+    let text = line;
+    while (true) {
+      const { read, written } = this.#encoder.encodeInto(text, this.#buffer.subarray(this.#length));
+      this.#length += written;
+      if (read === text.length) break;
+      // The buffer is full: write it, and go on with the rest of the line.
+      this.flush();
+      text = text.slice(read);
+    }
+    if (this.#closed || this.#length >= FLUSH_BYTES) this.flush();
     else if (this.#timer === undefined) {
       const timer = setTimeout(this.flush, FLUSH_MS);
       // Waiting lines do not keep the process alive: exit writes them (close()).
@@ -503,9 +543,9 @@ class BufferedLines {
   flush = (): void => {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    const text = this.#pending;
-    this.#pending = "";
-    if (text !== "") this.#writeAll(Deno.stdout, text);
+    const length = this.#length;
+    this.#length = 0;
+    if (length > 0) this.#writeAll(Deno.stdout, this.#buffer.subarray(0, length));
   };
 
   /** Writes the lines that wait; later lines are written at once. */
@@ -514,8 +554,7 @@ class BufferedLines {
     this.flush();
   }
 
-  #writeAll(output: typeof Deno.stdout | typeof Deno.stderr, text: string): void {
-    const bytes = this.#encoder.encode(text);
+  #writeAll(output: typeof Deno.stdout | typeof Deno.stderr, bytes: Uint8Array): void {
     try {
       for (let written = 0; written < bytes.length;) {
         written += output.writeSync(bytes.subarray(written));

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { metrics } from "@opentelemetry/api";
+import { createNoopMeter, metrics } from "@opentelemetry/api";
 
 /** Instrumentation scope name of every instrument and span. */
 export const SCOPE_NAME = "edgestream";
@@ -49,6 +49,18 @@ const SECONDS_BUCKETS = [
 ];
 
 const meter = metrics.getMeter(SCOPE_NAME, SCOPE_VERSION);
+
+/** Whether the instruments record; without a meter provider they are all the no-op ones. */
+const metered = meter !== createNoopMeter();
+
+/**
+ * Whether metrics are recorded: a meter provider was registered before this module ran (Deno
+ * registers one with `OTEL_DENO=true`, before any module). Without one every instrument here is a
+ * no-op, so callers may skip measuring what they would record.
+ */
+export function metering(): boolean {
+  return metered;
+}
 
 const events = meter.createCounter("edgestream.events", {
   description: "Events received by ingest, by what became of them",
@@ -127,6 +139,7 @@ export interface IngestCounts {
  * ```
  */
 export function recordEvents(counts: IngestCounts, attributes: IngestAttributes): void {
+  if (!metered) return;
   // Outcome by outcome rather than a list of them: this runs for every ingest request.
   const applied = counts.accepted - counts.duplicates - counts.late - counts.filtered;
   countEvents(applied, "accepted", attributes);
@@ -144,6 +157,7 @@ function countEvents(count: number, outcome: EventOutcomeName, attributes: Inges
 
 /** Records how long (seconds) one ingest request or frame took to answer. */
 export function recordIngestDuration(seconds: number, attributes: IngestAttributes): void {
+  if (!metered) return;
   ingestDuration.record(seconds, { stream: attributes.stream, transport: attributes.transport });
 }
 
@@ -157,6 +171,7 @@ export interface StoreCallAttributes {
 
 /** Records one call to the stream store and how long (seconds) it took. */
 export function recordStoreCall(seconds: number, attributes: StoreCallAttributes): void {
+  if (!metered) return;
   const { operation, result } = attributes;
   storeCalls.add(1, { operation, result });
   storeDuration.record(seconds, { operation, result });

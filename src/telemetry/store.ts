@@ -32,7 +32,7 @@ import {
   type WindowValue,
 } from "../store/types.ts";
 import { splitGenerationKey } from "../store/definitions.ts";
-import { recordStoreCall, type StoreResult } from "./metrics.ts";
+import { metering, recordStoreCall, type StoreResult } from "./metrics.ts";
 import { requestLinks, traceStoreCall, tracing } from "./tracing.ts";
 
 /** Options for {@linkcode InstrumentedStore}. */
@@ -72,6 +72,7 @@ export class InstrumentedStore implements Store {
   }
 
   async #measure<T>(operation: string, call: () => Promise<T>): Promise<T> {
+    if (!metering()) return await call();
     const started = this.#clock();
     let result: StoreResult = "ok";
     try {
@@ -85,8 +86,13 @@ export class InstrumentedStore implements Store {
   }
 
   applyBatch(batch: StoreBatch): Promise<ApplyResult> {
-    // No tracer: no span, and no attributes or links to build for one.
-    if (!tracing()) return this.#measure("applyBatch", () => this.#store.applyBatch(batch));
+    // No tracer: no span, and no attributes or links to build for one; no meter either: the
+    // call as it is.
+    if (!tracing()) {
+      return metering()
+        ? this.#measure("applyBatch", () => this.#store.applyBatch(batch))
+        : this.#store.applyBatch(batch);
+    }
     return traceStoreCall(
       "applyBatch",
       () => this.#measure("applyBatch", () => this.#store.applyBatch(batch)),

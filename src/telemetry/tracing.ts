@@ -26,6 +26,7 @@ import {
 import {
   type IngestAttributes,
   type IngestCounts,
+  metering,
   recordEvents,
   recordIngestDuration,
   SCOPE_NAME,
@@ -90,6 +91,8 @@ export function traceIngest<T>(
   attributes: IngestAttributes,
   run: (scope: IngestScope) => Promise<T>,
 ): Promise<T> {
+  // Neither a tracer nor a meter (no OTEL_DENO): nothing to record, no frame of its own.
+  if (!metering() && !tracing()) return run(UNRECORDED);
   const started = performance.now();
   if (!tracing()) return untracedIngest(attributes, run, started);
   return tracer.startActiveSpan("edgestream.ingest", {
@@ -136,15 +139,28 @@ async function untracedIngest<T>(
   started: number,
 ): Promise<T> {
   try {
-    return await run({
-      answered(reply) {
-        if (!reply.replayed) recordEvents(reply, attributes);
-      },
-      failed() {},
-    });
+    return await run(new MetricsScope(attributes));
   } finally {
     recordIngestDuration((performance.now() - started) / 1000, attributes);
   }
+}
+
+/** The scope of an ingest request with neither a span nor metrics. */
+const UNRECORDED: IngestScope = { answered() {}, failed() {} };
+
+/** The scope of an ingest request without a span: one object, no closures per request. */
+class MetricsScope implements IngestScope {
+  #attributes: IngestAttributes;
+
+  constructor(attributes: IngestAttributes) {
+    this.#attributes = attributes;
+  }
+
+  answered(reply: IngestCounts & { replayed?: boolean }): void {
+    if (!reply.replayed) recordEvents(reply, this.#attributes);
+  }
+
+  failed(): void {}
 }
 
 /** The ingest span each store batch request was built in. */

@@ -5,7 +5,7 @@ import fc from "fast-check";
 import { configFromEnv } from "../../src/env.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
-import { LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
+import { jsonLineFormatter, LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
 import { NOW, postEvents, testApp } from "../_fixtures.ts";
 import { collectingLogs, jsonLines, writtenLogs } from "../_logs.ts";
 
@@ -313,6 +313,28 @@ Deno.test("configureLogging() writes every waiting line when the process exits w
   assert.deepEqual(numbersLogged(run.stdout), Array.from({ length: 2000 }, (_, i) => i));
 });
 
+Deno.test("configureLogging() writes lines of multi-byte characters and lines longer than its buffer whole", async () => {
+  // Lines wait as UTF-8 in a 64 KiB buffer: characters of 2 to 4 bytes fall across its end, and
+  // one line is longer than the buffer.
+  const code = [
+    'import { getLogger } from "@logtape/logtape";',
+    'import { configureLogging } from "./src/telemetry/logging.ts";',
+    'configureLogging({ format: "json" });',
+    'const logger = getLogger(["edgestream"]);',
+    'for (let i = 0; i < 3000; i++) logger.info("line {i} {text}", { i, text: "ü€😀".repeat(i % 7) });',
+    'logger.info("long {i} {text}", { i: 3000, text: "€".repeat(100_000) });',
+    "Deno.exit(0);",
+  ].join("\n");
+  const run = await evalRun(code);
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.trimEnd().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(lines.map((line) => line.i), Array.from({ length: 3001 }, (_, i) => i));
+  assert.deepEqual(
+    lines.map((line) => line.text),
+    [...Array.from({ length: 3000 }, (_, i) => "ü€😀".repeat(i % 7)), "€".repeat(100_000)],
+  );
+});
+
 Deno.test("configureLogging() writes every waiting line before an uncaught error ends the process", async () => {
   const run = await evalRun(`${LOG_2000}\nsetTimeout(() => { throw new Error("boom"); }, 0);`);
   assert.equal(run.code, 1);
@@ -413,4 +435,33 @@ Deno.test({
       await Deno.remove(file);
     }
   },
+});
+
+Deno.test("jsonLineFormatter() writes each record's time as toISOString() does, within a second and across seconds", () => {
+  // Lines of one second share the text up to the milliseconds; any order of times, repeats and
+  // times before 1970 or after 9999 must still read as the record's own time.
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.oneof(
+          fc.integer({ min: 1_700_000_000_000, max: 1_700_000_003_000 }),
+          fc.integer({ min: -8.64e15, max: 8.64e15 }),
+        ),
+        { minLength: 1, maxLength: 40 },
+      ),
+      (times) => {
+        for (const timestamp of times) {
+          const line = jsonLineFormatter({
+            category: ["edgestream"],
+            level: "info",
+            timestamp,
+            rawMessage: "tick",
+            message: ["tick"],
+            properties: {},
+          } as LogRecord);
+          assert.equal(JSON.parse(line)["@timestamp"], new Date(timestamp).toISOString());
+        }
+      },
+    ),
+  );
 });
