@@ -8,6 +8,7 @@ import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { jsonLineFormatter, LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
 import { NOW, postEvents, testApp } from "../_fixtures.ts";
 import { collectingLogs, jsonLines, writtenLogs } from "../_logs.ts";
+import { evalAtRoot, type EvalResult } from "../_eval.ts";
 
 const logger = getLogger(["edgestream", "test"]);
 
@@ -275,24 +276,8 @@ Deno.test({
 });
 
 /** Runs `code` with `deno eval` at the repository root, stdout and stderr piped. */
-async function evalRun(
-  code: string,
-  vars: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--cached-only", code],
-    cwd: new URL("../../", import.meta.url).pathname,
-    env: { ...Deno.env.toObject(), NO_COLOR: "1", ...vars },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
+function evalRun(code: string, vars: Record<string, string> = {}): Promise<EvalResult> {
+  return evalAtRoot(code, { vars });
 }
 
 const LOG_2000 = [

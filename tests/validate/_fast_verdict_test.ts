@@ -9,6 +9,7 @@ import {
   validateEvent,
   withRequiredProperties,
 } from "../../src/validate/mod.ts";
+import { evalAtRoot } from "../_eval.ts";
 
 const NAMES = ["a", "b", "c", "1", "id"];
 const EXTRA_NAMES = ["x", "y", "2"];
@@ -247,18 +248,10 @@ Deno.test("Where code generation from strings is disallowed, no fast verdict is 
     '  answers: [{ id: "a", n: 1 }, { id: 1 }, { id: "b", n: -1 }, { n: 2 }].map((event) => validate(event)),',
     "}));",
   ].join("\n");
-  const run = async (v8Flags: string[]) => {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: ["eval", "--cached-only", ...v8Flags, code],
-      cwd: new URL("../../", import.meta.url).pathname,
-      env: { ...Deno.env.toObject(), NO_COLOR: "1" },
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const decoder = new TextDecoder();
-    assert.equal(output.code, 0, decoder.decode(output.stderr));
-    return JSON.parse(decoder.decode(output.stdout));
+  const run = async (flags: string[]) => {
+    const output = await evalAtRoot(code, { flags });
+    assert.equal(output.code, 0, output.stderr);
+    return JSON.parse(output.stdout);
   };
   const [usual, disallowed] = await Promise.all([
     run([]),
