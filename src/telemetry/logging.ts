@@ -277,7 +277,7 @@ export function jsonLineFormatter(record: LogRecord): string {
     // one of the line's own fields takes its place.
     if (
       LINE_FIELDS.has(name) || (typeof value === "object" && value !== null) ||
-      typeof value === "bigint" || name === "toJSON"
+      typeof value === "bigint" || name === "toJSON" || isDigit(name.charCodeAt(0))
     ) {
       return objectJsonLine(record);
     }
@@ -289,6 +289,15 @@ export function jsonLineFormatter(record: LogRecord): string {
   return `{"@timestamp":"${isoTime(record.timestamp)}"${lineFieldsAfterTime(record)}${
     JSON.stringify(messageText(record))
   }${fields === "{}" ? "}" : `,${fields.slice(1)}`}\n`;
+}
+
+/**
+ * Whether a character code is an ASCII digit. A property named like an array index ("404") goes
+ * before the line's own fields in an object's JSON: such lines take the object path, whose order
+ * that is.
+ */
+function isDigit(code: number): boolean {
+  return code >= 48 && code <= 57;
 }
 
 /** `,"level":…,"logger":…,"message":` by level, by category: the same few for every line. */
@@ -521,14 +530,17 @@ class BufferedLines {
       this.#writeAll(Deno.stderr, this.#encoder.encode(line));
       return;
     }
-    let text = line;
-    while (true) {
-      const { read, written } = this.#encoder.encodeInto(text, this.#buffer.subarray(this.#length));
+    const { read, written } = this.#encoder.encodeInto(line, this.#buffer.subarray(this.#length));
+    if (read === line.length) {
       this.#length += written;
-      if (read === text.length) break;
-      // The buffer is full: write it, and go on with the rest of the line.
+    } else {
+      // It does not fit: the whole lines that wait go first (what was encoded of this one is
+      // dropped), so another writer to stdout can never land inside a line; then the line, in
+      // the buffer when it fits there, else at once.
       this.flush();
-      text = text.slice(read);
+      const again = this.#encoder.encodeInto(line, this.#buffer);
+      if (again.read === line.length) this.#length = again.written;
+      else this.#writeAll(Deno.stdout, this.#encoder.encode(line));
     }
     if (this.#closed || this.#length >= FLUSH_BYTES) this.flush();
     else if (this.#timer === undefined) {

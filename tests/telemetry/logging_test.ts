@@ -320,6 +320,28 @@ Deno.test("configureLogging() writes lines of multi-byte characters and lines lo
   );
 });
 
+Deno.test("configureLogging() writes whole lines only: another writer to stdout never lands inside one", async () => {
+  // 70 lines of ~1 KB pass the 64 KiB buffer: the line that does not fit must not be written in
+  // part, its rest waiting for the next flush while something else writes to stdout.
+  const code = [
+    'import { getLogger } from "@logtape/logtape";',
+    'import { configureLogging } from "./src/telemetry/logging.ts";',
+    'configureLogging({ format: "json" });',
+    'const logger = getLogger(["edgestream"]);',
+    'for (let i = 0; i < 70; i++) logger.info("line {i} {pad}", { i, pad: "x".repeat(1000) });',
+    'Deno.stdout.writeSync(new TextEncoder().encode("OTHER\\n"));',
+    "await new Promise((resolve) => setTimeout(resolve, 100));",
+  ].join("\n");
+  const run = await evalRun(code);
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.trimEnd().split("\n");
+  assert.deepEqual(
+    lines.filter((line) => line !== "OTHER").map((line) => JSON.parse(line).i),
+    Array.from({ length: 70 }, (_, i) => i),
+  );
+  assert.equal(lines.filter((line) => line === "OTHER").length, 1);
+});
+
 Deno.test("configureLogging() writes every waiting line before an uncaught error ends the process", async () => {
   const run = await evalRun(`${LOG_2000}\nsetTimeout(() => { throw new Error("boom"); }, 0);`);
   assert.equal(run.code, 1);
@@ -448,5 +470,35 @@ Deno.test("jsonLineFormatter() writes each record's time as toISOString() does, 
         }
       },
     ),
+  );
+});
+
+Deno.test("jsonLineFormatter() writes a line of plain values as the JSON of one object of the line's fields and the properties, in that object's key order", () => {
+  // Names like array indexes ("404") come first in an object's JSON, before `@timestamp`.
+  const name = fc.oneof(
+    fc.string({ maxLength: 6 }),
+    fc.constantFrom("404", "0", "07", "1a", "4294967295", "level", "message", "a"),
+  ).filter((key) => key !== "__proto__");
+  const value = fc.oneof(fc.string({ maxLength: 6 }), fc.integer(), fc.double(), fc.boolean());
+  fc.assert(
+    fc.property(fc.dictionary(name, value, { maxKeys: 6 }), (properties) => {
+      const timestamp = Date.UTC(2026, 0, 1, 12);
+      const line = jsonLineFormatter({
+        category: ["edgestream", "http"],
+        level: "info",
+        timestamp,
+        rawMessage: "m",
+        message: ["m"],
+        properties,
+      } as LogRecord);
+      const expected = JSON.stringify({
+        "@timestamp": new Date(timestamp).toISOString(),
+        level: "info",
+        logger: "edgestream.http",
+        message: "m",
+        ...properties,
+      }) + "\n";
+      assert.equal(line, expected);
+    }),
   );
 });
