@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
+import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
 import { toApiError } from "./errors.ts";
 import { REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
@@ -156,14 +156,19 @@ export async function logRequest(
     : { method, path, status, durationMs, requestId, stream };
   Object.assign(fields, c.get(FIELDS_VARIABLE));
   if (c.error) Object.assign(fields, errorFields(c.error));
+  const level = levelOfStatus(status);
+  // Logged outside the request's context, in the caller's: a server has none, an app served
+  // inside a `withContext` does, which LogTape's own call adds to the line.
+  if (getConfig()?.contextLocalStorage?.getStore() !== undefined) {
+    logger[level](LINE, fields);
+    return c.res;
+  }
   // The record LogTape's `logger.info(LINE, fields)` would make, made whole: its lazy message and
   // copies of the fields cost a request line more than the rest of LogTape. A record that names
-  // its category is dispatched as it is, by the logger's levels and sinks. (LogTape would add
-  // the implicit context of `withContext`: the line is logged outside the request's, in the
-  // server's, which has none.)
+  // its category is dispatched as it is, by the logger's levels and sinks.
   logger.emit({
     category: logger.category,
-    level: levelOfStatus(status),
+    level,
     timestamp: Date.now(),
     rawMessage: LINE,
     message: ["", method, " ", path, " ", status, " ", durationMs, " ms"],

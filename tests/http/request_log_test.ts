@@ -3,6 +3,7 @@
  * their cause, levels by status.
  */
 import assert from "node:assert/strict";
+import { withContext } from "@logtape/logtape";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -197,5 +198,22 @@ Deno.test("requestLog() marks an Idempotency-Key replay, and records logged whil
     assert.equal(failure.message, "Ingest observer failed on stream orders: Error: observer broke");
     assert.equal(failure.requestId, "idem-0");
     assert.match(failure.error.stack, /observer broke/);
+  });
+});
+
+Deno.test("requestLog() lines carry the context of a withContext the app is served in, on ingest and on other routes", async () => {
+  const { app } = await testApp();
+  await writtenLogs(async (lines) => {
+    await withContext({ worker: 3 }, async () => {
+      const ingest = await postEvents(app, [{ id: "a", ts: at(1), country: "DE" }]);
+      assert.equal(ingest.status, 202);
+      await ingest.body?.cancel();
+      await (await app.request("/v1/streams")).body?.cancel();
+    });
+    const http = jsonLines(lines, "edgestream.http");
+    assert.deepEqual(http.map((line) => [line.path, line.worker]), [
+      ["/v1/streams/orders/events", 3],
+      ["/v1/streams", 3],
+    ]);
   });
 });
