@@ -293,21 +293,23 @@ export type Authorization = { grant: KeyGrant; error?: undefined } | {
  * not: a missing or unknown key is 401, a key without the scope or the
  * stream 403.
  */
-export async function authorize(
+export function authorize(
   keys: KeyRing,
   key: string | undefined,
   scope: Scope,
   options: AuthorizeOptions = {},
 ): Promise<Authorization> {
-  return authorizeNow(keys, key, scope, options) ??
-    authorization(await keys.grantOf(key!), scope, options);
+  // Not async: a cached verdict (nearly every request) is one resolved promise, no async frame.
+  const now = authorizeNow(keys, key, scope, options);
+  if (now !== undefined) return Promise.resolve(now);
+  return keys.grantOf(key!).then((grant) => authorization(grant, scope, options));
 }
 
 /**
  * {@linkcode authorize}'s answer when it needs no key lookup (open mode, no key, a cached
- * verdict), without a promise; undefined otherwise. For the hot path (ingest).
+ * verdict), without a promise; undefined otherwise.
  */
-export function authorizeNow(
+function authorizeNow(
   keys: KeyRing,
   key: string | undefined,
   scope: Scope,

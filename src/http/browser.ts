@@ -36,14 +36,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
-import {
-  authorize,
-  authorizeNow,
-  bearerKey,
-  type KeyGrant,
-  type KeyRing,
-  rememberGrant,
-} from "./auth.ts";
+import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
 import { grantOfRequest } from "./auth.ts";
 import { getPath } from "hono/utils/url";
 import { type BodyFormat, bodyFormat } from "./body.ts";
@@ -166,9 +159,7 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
   const inQuery = header === undefined ? c.req.query("key") : undefined;
   const key = header ?? (inQuery || undefined);
   const options = { stream: name, howToSend: INGEST_HOW_TO_SEND };
-  // A cached verdict (nearly every request) without the promises of a lookup.
-  const result = authorizeNow(deps.keys, key, "ingest", options) ??
-    await authorize(deps.keys, key, "ingest", options);
+  const result = await authorize(deps.keys, key, "ingest", options);
   if (result.error) throw result.error;
   const grant = result.grant;
   if (inQuery && !deps.keys.open && !grant.publishable) {
