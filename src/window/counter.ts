@@ -96,30 +96,10 @@ export function decodeGroup(groupBy: readonly string[], key: string): Record<str
   return out;
 }
 
-/** Result of {@linkcode counterUpdate}. */
-export type UpdateResult =
-  | { ok: true; update: CellUpdate | null }
-  | { ok: false; error: FieldError };
-
 /**
- * What one event adds to one counter. Missing group fields group as null.
- * A missing or null value skips the counter for this event (as SQL's SUM
- * skips NULL); a value of the wrong type is an error.
- */
-export function counterUpdate(
-  counter: CompiledCounter,
-  event: Event,
-  timeMs: number,
-): UpdateResult {
-  const cell = counterCell(counter, event, timeMs);
-  return cell !== null && "message" in cell
-    ? { ok: false, error: cell }
-    : { ok: true, update: cell };
-}
-
-/**
- * {@linkcode counterUpdate} without the result wrapper, for the hot path (one object fewer per
- * event and counter): the update, null when the event skips the counter, or the error.
+ * What one event adds to one counter: the update, null when the event skips the counter, or the
+ * error. Missing group fields group as null. A missing or null value skips the counter for this
+ * event (as SQL's SUM skips NULL); a value of the wrong type is an error.
  */
 export function counterCell(
   counter: CompiledCounter,

@@ -19,14 +19,10 @@ export function readField(event: Event, path: string): unknown {
   return node;
 }
 
-/** Result of {@linkcode readEventTime}: time in ms, or why it is unusable. */
-export type EventTime = { ok: true; timeMs: number } | { ok: false; message: string };
-
 /**
  * Event time in epoch ms from an ISO-8601 string (UTC when it has no offset) or epoch
  * milliseconds, as {@linkcode parseInstant} reads them; an absent (or null) field means
- * `receivedMs`. Null when the value is no time ({@linkcode eventTimeError} says why): the hot
- * path's form of {@linkcode readEventTime}, without a result object.
+ * `receivedMs`. Null when the value is no time ({@linkcode eventTimeError} says why).
  */
 export function eventTimeMs(value: unknown, receivedMs: number): number | null {
   return value === undefined || value === null ? receivedMs : parseInstant(value);
@@ -40,10 +36,4 @@ export function eventTimeError(value: unknown): string {
   return `Event time must be an ISO-8601 string or epoch milliseconds, got ${
     JSON.stringify(value)?.slice(0, 64)
   }`;
-}
-
-/** {@linkcode eventTimeMs} and {@linkcode eventTimeError} as one result. */
-export function readEventTime(value: unknown, receivedMs: number): EventTime {
-  const timeMs = eventTimeMs(value, receivedMs);
-  return timeMs === null ? { ok: false, message: eventTimeError(value) } : { ok: true, timeMs };
 }

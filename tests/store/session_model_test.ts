@@ -13,7 +13,7 @@ import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { BatchEvent, ClosedWindow, Store, StoreBatch } from "../../src/store/types.ts";
-import { counterUpdate } from "../../src/window/mod.ts";
+import { counterCell } from "../../src/window/mod.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -88,9 +88,9 @@ function batchOf(events: readonly ModelEvent[], nowMs: number): StoreBatch {
   const batchEvents: BatchEvent[] = events.map((event) => ({
     timeMs: event.t,
     updates: stream.counters.map((counter) => {
-      const result = counterUpdate(counter, event as never, event.t);
-      if (!result.ok || !result.update) throw new Error("Unexpected update failure");
-      return result.update;
+      const update = counterCell(counter, event as never, event.t);
+      if (update === null || "message" in update) throw new Error("Unexpected update failure");
+      return update;
     }),
   }));
   return {

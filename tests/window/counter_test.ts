@@ -4,7 +4,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { OTHER_GROUP } from "../../src/store/types.ts";
 import {
   type CompiledCounter,
-  counterUpdate,
+  counterCell,
   decodeGroup,
   distinctKey,
   groupKey,
@@ -29,51 +29,58 @@ function compileCounter(definition: Record<string, unknown>): CompiledCounter {
 const T = Date.parse("2026-01-01T00:10:30Z");
 const PANE = Date.parse("2026-01-01T00:10:00Z");
 
-Deno.test("counterUpdate() gives a count its counter index, pane and group", () => {
+Deno.test("counterCell() gives a count its counter index, pane and group", () => {
   const counter = compileCounter({ aggregate: "count", groupBy: ["country", "user.tier"] });
-  assert.deepEqual(counterUpdate(counter, { country: "DE", user: { tier: 2 } }, T), {
-    ok: true,
-    update: { counter: 1, pane: PANE, group: '["DE",2]' },
+  assert.deepEqual(counterCell(counter, { country: "DE", user: { tier: 2 } }, T), {
+    counter: 1,
+    pane: PANE,
+    group: '["DE",2]',
   });
 });
 
-Deno.test("counterUpdate() groups a missing group field as null", () => {
+Deno.test("counterCell() groups a missing group field as null", () => {
   const counter = compileCounter({ aggregate: "count", groupBy: ["country", "city"] });
-  assert.deepEqual(counterUpdate(counter, { country: "DE" }, T), {
-    ok: true,
-    update: { counter: 1, pane: PANE, group: '["DE",null]' },
+  assert.deepEqual(counterCell(counter, { country: "DE" }, T), {
+    counter: 1,
+    pane: PANE,
+    group: '["DE",null]',
   });
-  const explicitNull = counterUpdate(counter, { country: "DE", city: null }, T);
-  assert.ok(explicitNull.ok && explicitNull.update);
-  assert.equal(explicitNull.update.group, '["DE",null]');
+  assert.deepEqual(counterCell(counter, { country: "DE", city: null }, T), {
+    counter: 1,
+    pane: PANE,
+    group: '["DE",null]',
+  });
 });
 
-Deno.test("counterUpdate() without groupBy puts every event in the empty group", () => {
+Deno.test("counterCell() without groupBy puts every event in the empty group", () => {
   const counter = compileCounter({ aggregate: "count" });
-  const result = counterUpdate(counter, { anything: 1 }, T);
-  assert.ok(result.ok && result.update);
-  assert.equal(result.update.group, "[]");
+  assert.deepEqual(counterCell(counter, { anything: 1 }, T), {
+    counter: 1,
+    pane: PANE,
+    group: "[]",
+  });
 });
 
-Deno.test("counterUpdate() carries the numeric value of sum, min, max and avg", () => {
+Deno.test("counterCell() carries the numeric value of sum, min, max and avg", () => {
   for (const kind of ["sum", "min", "max", "avg"]) {
     const counter = compileCounter({ aggregate: { [kind]: "order.amount" } });
-    assert.deepEqual(counterUpdate(counter, { order: { amount: -2.5 } }, T), {
-      ok: true,
-      update: { counter: 1, pane: PANE, group: "[]", value: -2.5 },
-    }, kind);
+    assert.deepEqual(
+      counterCell(counter, { order: { amount: -2.5 } }, T),
+      { counter: 1, pane: PANE, group: "[]", value: -2.5 },
+      kind,
+    );
   }
 });
 
-Deno.test("counterUpdate() skips the counter when the value is missing or null", () => {
+Deno.test("counterCell() skips the counter when the value is missing or null", () => {
   for (const kind of ["sum", "min", "max", "avg", "distinct"]) {
     const counter = compileCounter({ aggregate: { [kind]: "amount" } });
-    assert.deepEqual(counterUpdate(counter, {}, T), { ok: true, update: null }, kind);
-    assert.deepEqual(counterUpdate(counter, { amount: null }, T), { ok: true, update: null }, kind);
+    assert.equal(counterCell(counter, {}, T), null, kind);
+    assert.equal(counterCell(counter, { amount: null }, T), null, kind);
   }
 });
 
-Deno.test("counterUpdate() refuses a value that is not a number, naming the field", () => {
+Deno.test("counterCell() refuses a value that is not a number, naming the field", () => {
   const counter = compileCounter({ aggregate: { sum: "amount" } });
   const cases: Array<[unknown, string]> = [
     ["12", "a string"],
@@ -82,49 +89,52 @@ Deno.test("counterUpdate() refuses a value that is not a number, naming the fiel
     [{ v: 1 }, "an object"],
   ];
   for (const [value, described] of cases) {
-    assert.deepEqual(counterUpdate(counter, { amount: value }, T), {
-      ok: false,
-      error: { path: "amount", message: `Counter 'x' (sum) needs a number, got ${described}` },
+    assert.deepEqual(counterCell(counter, { amount: value }, T), {
+      path: "amount",
+      message: `Counter 'x' (sum) needs a number, got ${described}`,
     });
   }
 });
 
-Deno.test("counterUpdate() refuses values beyond the safe integer range", () => {
+Deno.test("counterCell() refuses values beyond the safe integer range", () => {
   const counter = compileCounter({ aggregate: { max: "amount" } });
-  const accepted = counterUpdate(counter, { amount: MAX_VALUE }, T);
-  assert.ok(accepted.ok && accepted.update);
-  assert.equal(accepted.update.value, Number.MAX_SAFE_INTEGER);
-  const negative = counterUpdate(counter, { amount: -MAX_VALUE }, T);
-  assert.ok(negative.ok);
+  assert.deepEqual(counterCell(counter, { amount: MAX_VALUE }, T), {
+    counter: 1,
+    pane: PANE,
+    group: "[]",
+    value: Number.MAX_SAFE_INTEGER,
+  });
+  assert.deepEqual(counterCell(counter, { amount: -MAX_VALUE }, T), {
+    counter: 1,
+    pane: PANE,
+    group: "[]",
+    value: -Number.MAX_SAFE_INTEGER,
+  });
   for (const amount of [MAX_VALUE + 2, -(MAX_VALUE + 2), 1e300]) {
-    assert.deepEqual(counterUpdate(counter, { amount }, T), {
-      ok: false,
-      error: {
-        path: "amount",
-        message: `Counter 'x' (max) accepts values up to ±${MAX_VALUE}, got ${amount}`,
-      },
+    assert.deepEqual(counterCell(counter, { amount }, T), {
+      path: "amount",
+      message: `Counter 'x' (max) accepts values up to ±${MAX_VALUE}, got ${amount}`,
     });
   }
 });
 
-Deno.test("counterUpdate() refuses infinite values, as JSON.parse makes from 1e400", () => {
+Deno.test("counterCell() refuses infinite values, as JSON.parse makes from 1e400", () => {
   const counter = compileCounter({ aggregate: { sum: "amount" } });
   for (const amount of [JSON.parse("1e400"), -Infinity, Number.NaN]) {
-    const result = counterUpdate(counter, { amount }, T);
-    assert.equal(result.ok, false);
-    if (result.ok) continue;
-    assert.equal(result.error.path, "amount");
-    assert.match(result.error.message, /^Counter 'x' \(sum\) /);
-    assert.ok(!result.error.message.endsWith("got a number"), result.error.message);
+    const error = counterCell(counter, { amount }, T);
+    assert.ok(error !== null && "message" in error, String(amount));
+    assert.equal(error.path, "amount");
+    assert.match(error.message, /^Counter 'x' \(sum\) /);
+    assert.ok(!error.message.endsWith("got a number"), error.message);
   }
 });
 
-Deno.test("counterUpdate() gives distinct the canonical text of any value", () => {
+Deno.test("counterCell() gives distinct the canonical text of any value", () => {
   const counter = compileCounter({ aggregate: { distinct: "user" }, groupBy: ["country"] });
   const update = (user: unknown) => {
-    const result = counterUpdate(counter, { user, country: "FR" }, T);
-    assert.ok(result.ok && result.update);
-    return result.update;
+    const update = counterCell(counter, { user, country: "FR" }, T);
+    assert.ok(update !== null && "pane" in update);
+    return update;
   };
   assert.deepEqual(update("ann"), { counter: 1, pane: PANE, group: '["FR"]', value: "ann" });
   assert.notEqual(update(1).value, update("1").value);
@@ -133,18 +143,19 @@ Deno.test("counterUpdate() gives distinct the canonical text of any value", () =
   assert.equal(update(false).value, "\u0000false");
 });
 
-Deno.test("counterUpdate() puts the event in the pane of its counter's window", () => {
+Deno.test("counterCell() puts the event in the pane of its counter's window", () => {
   const hopping = compileCounter({
     window: { hopping: "10m", every: "4m" },
     aggregate: "count",
   });
   // Panes of gcd(10m, 4m) = 2m.
-  const result = counterUpdate(hopping, {}, Date.parse("2026-01-01T00:11:59.999Z"));
-  assert.ok(result.ok && result.update);
-  assert.equal(result.update.pane, Date.parse("2026-01-01T00:10:00Z"));
-  const early = counterUpdate(hopping, {}, -1);
-  assert.ok(early.ok && early.update);
-  assert.equal(early.update.pane, -120_000);
+  const paneOf = (timeMs: number) => {
+    const update = counterCell(hopping, {}, timeMs);
+    assert.ok(update !== null && "pane" in update);
+    return update.pane;
+  };
+  assert.equal(paneOf(Date.parse("2026-01-01T00:11:59.999Z")), Date.parse("2026-01-01T00:10:00Z"));
+  assert.equal(paneOf(-1), -120_000);
 });
 
 Deno.test("groupKey() is the JSON text of the group values", () => {
@@ -154,7 +165,7 @@ Deno.test("groupKey() is the JSON text of the group values", () => {
   assert.notEqual(groupKey([OTHER_GROUP]), OTHER_GROUP);
 });
 
-Deno.test("counterUpdate() groups by the JSON text of the fields' values, missing ones as null", () => {
+Deno.test("counterCell() groups by the JSON text of the fields' values, missing ones as null", () => {
   const one = compileCounter({ window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" });
   const two = compileCounter({
     window: { tumbling: "1m" },
@@ -163,9 +174,9 @@ Deno.test("counterUpdate() groups by the JSON text of the fields' values, missin
   });
   const none = compileCounter({ window: { tumbling: "1m" }, aggregate: "count" });
   const groupOf = (counter: CompiledCounter, event: Record<string, unknown>) => {
-    const result = counterUpdate(counter, event, 0);
-    assert.ok(result.ok && result.update);
-    return result.update.group;
+    const update = counterCell(counter, event, 0);
+    assert.ok(update !== null && "group" in update);
+    return update.group;
   };
   fc.assert(fc.property(fc.jsonValue(), fc.jsonValue(), (g, h) => {
     // Twice each: the first reading of a string may fill the cache of single-string groups.
