@@ -24,6 +24,7 @@
  */
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
+import { writeLogRecord } from "../telemetry/logging.ts";
 import { toApiError } from "./errors.ts";
 import { REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
 
@@ -165,14 +166,16 @@ export async function logRequest(
   // The record LogTape's `logger.info(LINE, fields)` would make, made whole: its lazy message and
   // copies of the fields cost a request line more than the rest of LogTape. A record that names
   // its category is dispatched as it is, by the logger's levels and sinks.
-  logger.emit({
+  // `configureLogging`'s own sink takes it without LogTape's dispatch when it may (`writeLogRecord`).
+  const record = {
     category: logger.category,
     level,
     timestamp: Date.now(),
     rawMessage: LINE,
     message: ["", method, " ", path, " ", status, " ", durationMs, " ms"],
     properties: fields,
-  } as LogRecord);
+  } as LogRecord;
+  if (!writeLogRecord(record)) logger.emit(record);
   return c.res;
 }
 
