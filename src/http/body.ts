@@ -395,7 +395,8 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
     });
   }
   if (typeof body === "object" && body !== null) {
-    const bytes = utf8Length(text);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: a short text needs no measuring.
+    const bytes = text.length > maxEventBytes / 3 ? utf8Length(text) : 0;
     return [
       bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value: body },
     ];
