@@ -26,7 +26,7 @@ import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from
 import type { Context, MiddlewareHandler } from "hono";
 import { writeLogRecord } from "../telemetry/logging.ts";
 import { toApiError } from "./errors.ts";
-import { REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
+import { carriesRequestId, REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -139,11 +139,14 @@ export async function logRequest(
   const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
   setRequestId(c, requestId);
   await withContext({ requestId }, serve);
-  try {
-    c.res.headers.set(REQUEST_ID_HEADER, requestId);
-  } catch {
-    // Immutable headers (a response passed through from fetch): copy the response.
-    c.header(REQUEST_ID_HEADER, requestId);
+  // A response made with the id (`jsonWithRequestId`) is left as Deno prepared it for sending.
+  if (!carriesRequestId(c, c.res)) {
+    try {
+      c.res.headers.set(REQUEST_ID_HEADER, requestId);
+    } catch {
+      // Immutable headers (a response passed through from fetch): copy the response.
+      c.header(REQUEST_ID_HEADER, requestId);
+    }
   }
   const status = c.res.status;
   const path = c.req.path;
