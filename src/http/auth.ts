@@ -10,9 +10,11 @@
  * verdict (the key's grant, or "no such key") is cached, bounded in size and
  * for at most `cacheTtlMs` (default 2 s): a key deleted on another instance
  * stops working here within that bound, and a new key is found within it
- * after a miss. The cache is keyed by a SHA-256 of a per-process random salt
- * and the key, computed synchronously (a few microseconds): its entries say
- * nothing about keys to anyone who cannot read the process, and a lookup
+ * after a miss. The cache is keyed by a 128-bit SipHash-2-4 of the key under a
+ * random 128-bit key of its own (`_siphash.ts`), a pseudorandom function
+ * computed synchronously in a fraction of a microsecond: its entries say
+ * nothing about keys to anyone who cannot read the process, another key lands
+ * on a cached key's entry with a chance of 2^-128 per try, and a lookup
  * compares digests, not key text, so its timing tells nothing about any key.
  * On a miss, the environment keys are still compared in constant time.
  *
@@ -22,6 +24,7 @@ import { createHash } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
 import { type KeyRateLimit, type KeyStore, MemoryKeyStore } from "../store/mod.ts";
+import { sipHashText } from "./_siphash.ts";
 import { ApiError } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 
@@ -87,7 +90,8 @@ export class KeyRing {
   #now: () => number;
   #ttlMs: number;
   #size: number;
-  #salt = crypto.getRandomValues(new Uint8Array(32));
+  /** The SipHash key of the cache's digests. */
+  #cacheSecret = crypto.getRandomValues(new Uint32Array(4));
   #cache = new Map<string, CachedVerdict>();
   #pending = new Map<string, Promise<KeyGrant | null>>();
 
@@ -173,7 +177,7 @@ export class KeyRing {
   }
 
   #cacheKey(key: string): string {
-    return createHash("sha256").update(this.#salt).update(key).digest("hex");
+    return sipHashText(this.#cacheSecret, key);
   }
 
   async #lookUp(

@@ -173,12 +173,16 @@ export function readLimitedBody(
   if (Number.isFinite(declared) && declared > maxBodyBytes) {
     return Promise.reject(tooLarge(maxBodyBytes));
   }
-  if (!request.body) return Promise.resolve(new Uint8Array());
   const timeoutMs = options.timeoutMs ?? DEFAULT_LIMITS.bodyTimeoutMs;
+  // Before `request.body`: its getter turns a body the runtime already holds whole (a small one
+  // on a kept-alive connection) into a ReadableStream that `bytes()` then reads back, where
+  // `bytes()` alone hands the held bytes over (and is empty for a request without a body).
   if (Number.isInteger(declared) && declared >= 0) {
     return readDeclared(request, { declared, maxBodyBytes, timeoutMs });
   }
-  return readChunks(request.body, { maxBodyBytes, timeoutMs });
+  const body = request.body;
+  if (!body) return Promise.resolve(new Uint8Array());
+  return readChunks(body, { maxBodyBytes, timeoutMs });
 }
 
 /** A body without a Content-Length, read chunk by chunk and stopped at the limit. */
@@ -391,7 +395,8 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
     });
   }
   if (typeof body === "object" && body !== null) {
-    const bytes = utf8Length(text);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: a short text needs no measuring.
+    const bytes = text.length > maxEventBytes / 3 ? utf8Length(text) : 0;
     return [
       bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value: body },
     ];

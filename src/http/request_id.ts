@@ -8,6 +8,7 @@
  * @module
  */
 import type { Context } from "hono";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 
 /** Header that carries the id, on requests and responses. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
@@ -39,4 +40,34 @@ export function setRequestId(c: Context, id: string): void {
 export function requestIdOf(c: Context): string | undefined {
   const id: unknown = c.get(REQUEST_ID_VARIABLE);
   return typeof id === "string" ? id : undefined;
+}
+
+/** Name of the context variable that holds the response made with the id on it. */
+const RESPONSE_WITH_ID_VARIABLE = "responseWithRequestId";
+
+/**
+ * A JSON response to the request `c` serves with `X-Request-Id` already among its headers, after
+ * `content-type`, as the request log would add it (the same bytes on the wire). The request log
+ * then leaves it as it is: a header added to a made response discards the copy Deno prepared for
+ * sending it and sends it the slower way. For a handler that set no header with `c.header`
+ * (those would be missing).
+ */
+export function jsonWithRequestId(c: Context, body: unknown, status: number): Response {
+  const id = requestIdOf(c);
+  if (id === undefined) return c.json(body, status as ContentfulStatusCode);
+  // Lowercase, as Hono's `c.json` names it: Deno sends a made response's header names as given.
+  const response = new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", [REQUEST_ID_HEADER]: id },
+  });
+  c.set(RESPONSE_WITH_ID_VARIABLE, response);
+  return response;
+}
+
+/**
+ * True when `response` is the one {@linkcode jsonWithRequestId} made for the request `c` serves,
+ * so it carries the request's id.
+ */
+export function carriesRequestId(c: Context, response: Response): boolean {
+  return c.get(RESPONSE_WITH_ID_VARIABLE) === response;
 }

@@ -24,8 +24,9 @@
  */
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
+import { writeLogRecord } from "../telemetry/logging.ts";
 import { toApiError } from "./errors.ts";
-import { REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
+import { carriesRequestId, REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -138,11 +139,14 @@ export async function logRequest(
   const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
   setRequestId(c, requestId);
   await withContext({ requestId }, serve);
-  try {
-    c.res.headers.set(REQUEST_ID_HEADER, requestId);
-  } catch {
-    // Immutable headers (a response passed through from fetch): copy the response.
-    c.header(REQUEST_ID_HEADER, requestId);
+  // A response made with the id (`jsonWithRequestId`) is left as Deno prepared it for sending.
+  if (!carriesRequestId(c, c.res)) {
+    try {
+      c.res.headers.set(REQUEST_ID_HEADER, requestId);
+    } catch {
+      // Immutable headers (a response passed through from fetch): copy the response.
+      c.header(REQUEST_ID_HEADER, requestId);
+    }
   }
   const status = c.res.status;
   const path = c.req.path;
@@ -165,14 +169,16 @@ export async function logRequest(
   // The record LogTape's `logger.info(LINE, fields)` would make, made whole: its lazy message and
   // copies of the fields cost a request line more than the rest of LogTape. A record that names
   // its category is dispatched as it is, by the logger's levels and sinks.
-  logger.emit({
+  // `configureLogging`'s own sink takes it without LogTape's dispatch when it may (`writeLogRecord`).
+  const record = {
     category: logger.category,
     level,
     timestamp: Date.now(),
     rawMessage: LINE,
     message: ["", method, " ", path, " ", status, " ", durationMs, " ms"],
     properties: fields,
-  } as LogRecord);
+  } as LogRecord;
+  if (!writeLogRecord(record)) logger.emit(record);
   return c.res;
 }
 

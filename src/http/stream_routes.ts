@@ -31,6 +31,7 @@ import {
 } from "./browser.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
+import { jsonWithRequestId } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 
 /** What the stream routes need. */
@@ -291,7 +292,8 @@ function ingest(deps: StreamRouteDeps) {
         extra: { ...reply },
       });
     }
-    return c.json(reply, 202);
+    // A replay's header was set with `c.header`, which `c.json` adds.
+    return reply.replayed ? c.json(reply, 202) : jsonWithRequestId(c, reply, 202);
   };
 }
 

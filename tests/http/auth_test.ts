@@ -1,5 +1,6 @@
 /** Keys in requests: where they are read from, and how a key in the URL is logged. */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { KeyRing, presentedKey, sha256, toHex } from "../../src/http/auth.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { KEYS } from "../_fixtures.ts";
@@ -162,4 +163,29 @@ Deno.test("KeyRing: an environment key still verifies after its cached verdict e
   now += 10_000;
   assert.deepEqual([...(await ring.scopesOf("read-key-0123456789abc"))], ["read"]);
   assert.equal((await ring.scopesOf("read-key-0123456789abd")).size, 0);
+});
+
+Deno.test("KeyRing: a cached verdict answers only its own key, never another text (a neighbour, a prefix, other code units)", async () => {
+  const key = "admin-key-0123456789abcdef\u00e9\u0100";
+  const ring = await KeyRing.parse(`admin:${key}`);
+  assert.equal((await ring.scopesOf(key)).has("admin"), true);
+  assert.equal(ring.cachedGrantOf(key)?.scopes.has("admin"), true);
+  const near = fc.oneof(
+    fc.string({ unit: "binary", maxLength: 40 }),
+    fc.nat({ max: key.length - 1 }).map((at) => key.slice(0, at)),
+    fc.tuple(fc.nat({ max: key.length - 1 }), fc.nat({ max: 0xffff })).map(([at, unit]) =>
+      key.slice(0, at) + String.fromCharCode(unit) + key.slice(at + 1)
+    ),
+    // The same bytes read another way: UTF-16 units split or joined.
+    fc.constantFrom(key.replace("\u0100", "\u0000\u0001"), key.replace("\u00e9", "\u00c3\u00a9")),
+  ).filter((text) => text !== key);
+  await fc.assert(
+    fc.asyncProperty(near, async (text) => {
+      // Not cached yet, or cached as no key.
+      assert.equal(ring.cachedGrantOf(text) ?? null, null);
+      assert.equal((await ring.scopesOf(text)).size, 0);
+      assert.equal(ring.cachedGrantOf(text), null);
+    }),
+  );
+  assert.equal(ring.cachedGrantOf(key)?.scopes.has("admin"), true);
 });

@@ -193,6 +193,25 @@ Deno.test("parseEvents() measures events in UTF-8 bytes, not characters", () => 
   assert.equal(small[0].ok, false, "11 bytes over a 10-byte limit");
 });
 
+Deno.test("parseEvents() refuses one JSON event exactly when its UTF-8 text exceeds the limit, for any text and limit", () => {
+  // Mostly 3-byte units, the most bytes per UTF-16 unit.
+  const unit = fc.constantFrom("€", "€", "€", "€", "€", "a", "é", "😀");
+  fc.assert(
+    fc.property(
+      fc.string({ unit, maxLength: 80, size: "max" }),
+      fc.integer({ min: -12, max: 12 }),
+      (pad, offset) => {
+        const text = JSON.stringify({ pad });
+        const bytes = new TextEncoder().encode(text).length;
+        // Limits around the event's size.
+        const limit = Math.max(1, bytes + offset);
+        const [item] = parseEvents(text, "json", { maxEventBytes: limit });
+        assert.equal(item.ok, bytes <= limit);
+      },
+    ),
+  );
+});
+
 Deno.test("utf8Length() counts the bytes of 1-, 2-, 3- and 4-byte characters", () => {
   assert.equal(utf8Length(""), 0);
   assert.equal(utf8Length("a"), 1);
@@ -278,6 +297,26 @@ Deno.test("readLimitedBody() returns the whole body within the limit", async () 
   assert.deepEqual(bytes, body);
   const empty = await readLimitedBody(new Request("http://test/"), 10);
   assert.equal(empty.length, 0);
+});
+
+Deno.test("readLimitedBody() reads a body with a Content-Length without making it a stream", async () => {
+  // `request.body` makes a ReadableStream of a body the runtime holds whole (a cost per request);
+  // `bytes()` hands it over as it is.
+  const body = new TextEncoder().encode('{"a":1}');
+  const request = new Request("http://test/", {
+    method: "POST",
+    body,
+    headers: { "Content-Length": String(body.length) },
+  });
+  Object.defineProperty(request, "body", {
+    get() {
+      throw new Error("request.body was read");
+    },
+  });
+  assert.deepEqual(await readLimitedBody(request, 100), body);
+  // A request without a body but with a Content-Length reads as empty, as before.
+  const bodiless = new Request("http://test/", { headers: { "Content-Length": "0" } });
+  assert.equal((await readLimitedBody(bodiless, 100)).length, 0);
 });
 
 Deno.test("readLimitedBody() joins a body that arrives in chunks", async () => {

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { MAX_REQUEST_ID_LENGTH, requestIdFrom } from "../../src/http/request_id.ts";
 import type { Store } from "../../src/store/types.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { startServer } from "../_live.ts";
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
@@ -129,4 +130,56 @@ Deno.test("/openapi.json documents error.requestId in the error envelope", async
   const error = doc.components.schemas.Error.properties.error;
   assert.equal(error.properties.requestId.type, "string");
   assert.ok(error.required.includes("requestId"));
+});
+
+/** The status line and headers of one raw HTTP/1.1 exchange with `port`, `date` left out. */
+async function responseHead(port: number, request: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    let text = "";
+    const buffer = new Uint8Array(4096);
+    while (!text.includes("\r\n\r\n")) {
+      const read = await conn.read(buffer);
+      if (read === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, read));
+    }
+    return text.slice(0, text.indexOf("\r\n\r\n")).split("\r\n")
+      .filter((line) => !line.startsWith("date:")).join("\n");
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("An ingest answer's head on the wire: its headers in order and their names as sent, X-Request-Id after content-type", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const port = Number(new URL(server.base).port);
+    const post = (body: string, headers: string) =>
+      responseHead(
+        port,
+        `POST /v1/streams/orders/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEYS.ingest}\r\nContent-Type: application/json\r\nContent-Length: ${
+          new TextEncoder().encode(body).length
+        }\r\n${headers}\r\n${body}`,
+      );
+    const event = JSON.stringify({ id: "wire-1", ts: at(1), country: "DE", amount: 1 });
+    assert.equal(
+      await post(event, "X-Request-Id: wire-a\r\n"),
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nX-Request-Id: wire-a\ncontent-length: 65",
+    );
+    assert.equal(
+      await post(event, "X-Request-Id: wire-b\r\nIdempotency-Key: k-1\r\n"),
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nX-Request-Id: wire-b\ncontent-length: 65",
+    );
+    assert.equal(
+      await post(event, "X-Request-Id: wire-c\r\nIdempotency-Key: k-1\r\n"),
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nidempotent-replayed: true\nX-Request-Id: wire-c\ncontent-length: 81",
+    );
+    assert.equal(
+      await post("{}", "X-Request-Id: wire-d\r\n"),
+      "HTTP/1.1 400 Bad Request\ncontent-type: application/json\nX-Request-Id: wire-d\ncontent-length: 273",
+    );
+  } finally {
+    await server.close();
+  }
 });

@@ -7,7 +7,9 @@ import { withContext } from "@logtape/logtape";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { causeText, levelOfStatus } from "../../src/http/request_log.ts";
+import { Hono } from "hono";
+import { jsonWithRequestId } from "../../src/http/request_id.ts";
+import { causeText, levelOfStatus, logRequest } from "../../src/http/request_log.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, NOW, postEvents, TEST_CONFIG, testApp } from "../_fixtures.ts";
@@ -216,4 +218,34 @@ Deno.test("requestLog() lines carry the context of a withContext the app is serv
       ["/v1/streams", 3],
     ]);
   });
+});
+
+Deno.test("logRequest() leaves a response made with its id (jsonWithRequestId) as it is: its headers are not read again", async () => {
+  const app = new Hono();
+  let made: Response | undefined;
+  app.post("/x", (c) =>
+    logRequest(c, () => {
+      made = jsonWithRequestId(c, { ok: true }, 202);
+      // Reading a made response's headers makes Deno send it the slower way.
+      Object.defineProperty(made, "headers", {
+        get() {
+          throw new Error("headers read");
+        },
+      });
+      c.res = made;
+      return Promise.resolve();
+    }));
+  await writtenLogs(async (lines) => {
+    const res = await app.request("/x", { method: "POST", headers: { "X-Request-Id": "made-1" } });
+    assert.equal(res, made);
+    assert.equal(await res.text(), '{"ok":true}');
+    assert.equal(jsonLines(lines, "edgestream.http")[0]?.requestId, "made-1");
+  });
+  // Made outside the request log (no id): a plain JSON answer.
+  const plain = new Hono();
+  plain.get("/y", (c) => jsonWithRequestId(c, { ok: 1 }, 200));
+  const res = await plain.request("/y");
+  assert.equal(res.headers.get("content-type"), "application/json");
+  assert.equal(res.headers.get("X-Request-Id"), null);
+  assert.equal(await res.text(), '{"ok":1}');
 });

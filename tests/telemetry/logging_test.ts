@@ -1,11 +1,16 @@
 /** Log output: JSON lines or text, levels, and secrets that never reach a line. */
 import assert from "node:assert/strict";
-import { getLogger, type LogRecord } from "@logtape/logtape";
+import { getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import fc from "fast-check";
 import { configFromEnv } from "../../src/env.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
-import { jsonLineFormatter, LOG_LEVELS, REDACTED } from "../../src/telemetry/logging.ts";
+import {
+  jsonLineFormatter,
+  LOG_LEVELS,
+  REDACTED,
+  writeLogRecord,
+} from "../../src/telemetry/logging.ts";
 import { NOW, postEvents, testApp } from "../_fixtures.ts";
 import { collectingLogs, jsonLines, writtenLogs } from "../_logs.ts";
 import { evalAtRoot, type EvalResult } from "../_eval.ts";
@@ -501,4 +506,91 @@ Deno.test("jsonLineFormatter() writes a line of plain values as the JSON of one 
       assert.equal(line, expected);
     }),
   );
+});
+
+/** A whole record, as `Logger.emit` takes it. */
+function wholeRecord(
+  properties: Record<string, unknown>,
+  options: { level?: LogLevel; category?: readonly string[] } = {},
+): LogRecord {
+  return {
+    category: options.category ?? ["edgestream", "http"],
+    level: options.level ?? "info",
+    timestamp: Date.UTC(2026, 0, 1, 12, 0, 0, 7),
+    rawMessage: "{method} {path} {status} ms",
+    message: ["", properties.method, " ", properties.path, " ", properties.status, " ms"],
+    properties,
+  } as LogRecord;
+}
+
+Deno.test("writeLogRecord() writes the line LogTape's dispatch writes for the same record, JSON and text, secrets redacted", async () => {
+  const secret = "k-0123456789abcdef";
+  const plain = fc.oneof(
+    fc.string({ maxLength: 8 }),
+    fc.constantFrom(secret, `Bearer ${secret}`, "?token=abc", "whsec_abc", "a\nb", "\u0000"),
+    fc.integer(),
+    fc.double(),
+    fc.boolean(),
+    fc.constant(null),
+  );
+  const value = fc.oneof(
+    plain,
+    fc.array(plain, { maxLength: 2 }),
+    fc.dictionary(fc.string(), plain),
+  );
+  const name = fc.oneof(
+    fc.string({ maxLength: 6 }),
+    fc.constantFrom("method", "path", "status", "apiKey", "token", "message", "404"),
+  ).filter((key) => key !== "__proto__");
+  const level = fc.constantFrom(...LOG_LEVELS);
+  for (const format of ["json", "text"] as const) {
+    await writtenLogs((lines) => {
+      fc.assert(
+        fc.property(fc.dictionary(name, value, { maxKeys: 6 }), level, (properties, at) => {
+          lines.length = 0;
+          const record = wholeRecord(properties, { level: at });
+          assert.equal(writeLogRecord(record), true);
+          getLogger(["edgestream", "http"]).emit(record);
+          assert.equal(lines.length % 2, 0);
+          assert.deepEqual(lines.slice(0, lines.length / 2), lines.slice(lines.length / 2));
+          assert.ok(lines.every((line) => !line.text.includes(secret)));
+        }),
+      );
+    }, { format, level: "debug", secrets: [secret] });
+  }
+});
+
+Deno.test("writeLogRecord() writes a record below the configured level nowhere, as LogTape does", async () => {
+  await writtenLogs((lines) => {
+    assert.equal(writeLogRecord(wholeRecord({ status: 200 }, { level: "info" })), true);
+    assert.equal(writeLogRecord(wholeRecord({ status: 503 }, { level: "warning" })), true);
+    assert.deepEqual(jsonLines(lines).map((line) => line.status), [503]);
+  }, { level: "warning" });
+});
+
+Deno.test("writeLogRecord() leaves a record to LogTape under another configuration, a context, or another category", async () => {
+  const record = wholeRecord({ status: 200 });
+  // An embedder's own configuration: its sinks get the record, through LogTape.
+  await collectingLogs(async (records) => {
+    assert.equal(writeLogRecord(record), false);
+    getLogger(["edgestream", "http"]).emit(record);
+    assert.equal(records.length, 1);
+    await Promise.resolve();
+  });
+  await writtenLogs(async (lines) => {
+    // A context: LogTape adds its fields (a line logged with `log`, not `emit`, carries them).
+    await withContext({ worker: 3 }, () => {
+      assert.equal(writeLogRecord(record), false);
+    });
+    assert.equal(writeLogRecord(wholeRecord({}, { category: ["other"] })), false);
+    assert.equal(lines.length, 0);
+    // Once configureLogging's configuration is replaced, the new one's sink gets it.
+    await writtenLogs((later) => {
+      assert.equal(writeLogRecord(record), true);
+      assert.equal(later.length, 1);
+    });
+    assert.equal(lines.length, 0);
+  });
+  // With no configuration at all, LogTape drops it.
+  assert.equal(writeLogRecord(record), false);
 });
