@@ -178,7 +178,14 @@ export class FingerprintSet {
    * a lesser depth is named by several).
    */
   #segments: Segment[];
+  /**
+   * The directory's slot arrays, entry by entry (`#segments[i].slots`): lookups read the array
+   * straight from it, its mask from its length, with one dependent load fewer before the slot.
+   */
+  #tables: Uint32Array[];
   #depth: number;
+  /** `16 − #depth`: a fingerprint's directory entry is `(low >>> 16) >>> #shift`. */
+  #shift: number;
   #size = 0;
   #bytes = 0;
   #segmentSlots: number;
@@ -195,10 +202,12 @@ export class FingerprintSet {
     const capacity = slotsFor(expected);
     const slots = Math.max(Math.min(capacity, segmentSlots), capacity / 2 ** MAX_DEPTH);
     this.#depth = Math.log2(capacity / slots);
+    this.#shift = 16 - this.#depth;
     this.#segments = [];
     for (let i = 0; i < capacity / slots; i++) {
       this.#segments.push(newSegment(slots, this.#depth));
     }
+    this.#tables = this.#segments.map((segment) => segment.slots);
     this.#bytes = capacity * 8;
   }
 
@@ -226,9 +235,8 @@ export class FingerprintSet {
   has(high: number, low: number): boolean {
     high >>>= 0;
     low = (low >>> 0) || (high === 0 ? 1 : 0);
-    const segment = this.#segments[topBits(low, this.#depth)];
-    const slots = segment.slots;
-    const mask = segment.mask;
+    const slots = this.#tables[(low >>> 16) >>> this.#shift];
+    const mask = (slots.length >>> 1) - 1;
     for (let slot = high & mask;; slot = (slot + 1) & mask) {
       const h = slots[slot * 2];
       const l = slots[slot * 2 + 1];
@@ -241,11 +249,11 @@ export class FingerprintSet {
   add(high: number, low: number): boolean {
     high >>>= 0;
     low = (low >>> 0) || (high === 0 ? 1 : 0);
-    let segment = this.#segments[topBits(low, this.#depth)];
+    let segment = this.#segments[(low >>> 16) >>> this.#shift];
     // A split may leave this fingerprint's half as full as before (all on one side): again.
     while ((segment.size + 1) * 4 > (segment.mask + 1) * 3) {
       this.#grow(segment, low);
-      segment = this.#segments[topBits(low, this.#depth)];
+      segment = this.#segments[(low >>> 16) >>> this.#shift];
     }
     const slots = segment.slots;
     const mask = segment.mask;
@@ -270,12 +278,12 @@ export class FingerprintSet {
    * the loads are not optimised away.
    */
   touch(prints: Uint32Array, count: number): number {
-    const segments = this.#segments;
-    const depth = this.#depth;
+    const tables = this.#tables;
+    const shift = this.#shift;
     let sum = 0;
     for (let i = 0; i < count; i++) {
-      const segment = segments[topBits(prints[i * 2 + 1], depth)];
-      sum ^= segment.slots[(prints[i * 2] & segment.mask) * 2];
+      const slots = tables[(prints[i * 2 + 1] >>> 16) >>> shift];
+      sum ^= slots[(prints[i * 2] & ((slots.length >>> 1) - 1)) * 2];
     }
     return sum;
   }
@@ -292,6 +300,7 @@ export class FingerprintSet {
       for (let from = 0; from < old.length; from += 2) {
         if (old[from] !== 0 || old[from + 1] !== 0) place(segment, old[from], old[from + 1]);
       }
+      this.#name(segment, low);
       return;
     }
     if (segment.depth === this.#depth) {
@@ -299,7 +308,9 @@ export class FingerprintSet {
       const doubled: Segment[] = [];
       for (const each of this.#segments) doubled.push(each, each);
       this.#segments = doubled;
+      this.#tables = doubled.map((each) => each.slots);
       this.#depth += 1;
+      this.#shift -= 1;
     }
     // The half with the bit clear keeps the segment's array: its pages are in memory already,
     // where a new array's would each fault on first write. Its fingerprints are read from a copy.
@@ -314,11 +325,22 @@ export class FingerprintSet {
       const l = copy[from + 1];
       if (copy[from] !== 0 || l !== 0) place(halves[(l >>> bit) & 1], copy[from], l);
     }
-    // The entries naming `segment`: one run of 2^(global − local depth), by its top bits.
+    this.#name(halves[0], low & ~(1 << bit));
+    this.#name(halves[1], low | (1 << bit));
+    this.#bytes += slots * 8;
+  }
+
+  /**
+   * Points the directory entries of `segment` at it: the run of 2^(global − its depth) entries
+   * named by the top bits it shares with `low`, a fingerprint of it.
+   */
+  #name(segment: Segment, low: number): void {
     const run = 2 ** (this.#depth - segment.depth);
     const first = topBits(low, segment.depth) * run;
-    for (let i = 0; i < run; i++) this.#segments[first + i] = halves[i < run / 2 ? 0 : 1];
-    this.#bytes += slots * 8;
+    for (let i = first; i < first + run; i++) {
+      this.#segments[i] = segment;
+      this.#tables[i] = segment.slots;
+    }
   }
 }
 
