@@ -100,8 +100,8 @@ const INITIAL_SLOTS = 16;
 
 /**
  * Most slots of one segment (512 KiB): a larger set splits a full segment in two rather than
- * doubling one table, so growing rehashes 512 KiB at a time, in the CPU's cache, instead of the
- * whole table at once out of it.
+ * doubling one table, so growing rehashes 512 KiB at a time instead of every id at once (~130 ms
+ * at 2,000,000 ids on the VM), and writes fresh pages (~17 µs each to fault) only for the new half.
  */
 export const SEGMENT_SLOTS = 1 << 16;
 
