@@ -26,7 +26,10 @@ import { counterCell, eventTimeError, eventTimeMs, readField } from "../window/m
 
 const logger = getLogger(["edgestream", "ingest"]);
 
-/** One item of a body: a parsed value, or why it could not be read. */
+/**
+ * One item of a body: a parsed value, or why it could not be read. {@linkcode ingestItems} may
+ * change the value (a transform's `set` writes into it): parse it anew for another call.
+ */
 export type BodyItem = { ok: true; value: unknown } | {
   ok: false;
   error: FieldError;
@@ -81,6 +84,9 @@ function fieldError(path: string, message: string): FieldError[] {
  */
 const pendingUpdates: CellUpdate[] = [];
 
+/** Events here are the pipeline's own (parsed from the body): a transform may write into them. */
+const IN_PLACE = { inPlace: true };
+
 function prepare(
   stream: CompiledStream,
   value: unknown,
@@ -133,7 +139,7 @@ function prepare(
 
   let transformed;
   try {
-    transformed = stream.transform(event);
+    transformed = stream.transform(event, IN_PLACE);
   } catch (error) {
     if (error instanceof TransformError) return fieldError(error.path, error.message);
     throw error;
@@ -291,7 +297,7 @@ function sha256Hex(data: string | Uint8Array): string {
 /**
  * Runs a parsed body through the pipeline and applies it to the store in one
  * atomic step (shared with concurrent requests of the stream through
- * `groupCommit`, when given). Throws what the store throws (e.g. `StoreUnavailableError`,
+ * `groupCommit`, when given). The items' values are its own: a transform may change them. Throws what the store throws (e.g. `StoreUnavailableError`,
  * whose `outcome` says whether it may have applied), an
  * {@linkcode IdempotencyError} or a {@linkcode RateLimitedError} (nothing
  * applied).

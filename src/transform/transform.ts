@@ -19,10 +19,22 @@ export class TransformError extends Error {
   }
 }
 
-/** A compiled transform: the new event, or null when a filter dropped it. */
-export type Transform = (event: Event) => Event | null;
+/** Options of one call of a {@linkcode Transform}. */
+export interface TransformCallOptions {
+  /**
+   * The event is the caller's to change, nothing else holds it: `set` writes its fields into it
+   * rather than into a copy (a failed `set` writes nothing). @default {false}
+   */
+  inPlace?: boolean;
+}
 
-type Step = (event: Event) => Event | null;
+/**
+ * A compiled transform: the new event, or null when a filter dropped it. The event given is left
+ * as it was unless `inPlace` says it may change.
+ */
+export type Transform = (event: Event, options?: TransformCallOptions) => Event | null;
+
+type Step = (event: Event, inPlace: boolean) => Event | null;
 
 function compileStep(step: TransformStep, index: number): Step {
   const at = `transform[${index}]`;
@@ -54,21 +66,27 @@ function compileStep(step: TransformStep, index: number): Step {
       [field, compile(source, `${at}.set.${field}`)] as const
     );
     const context: { event: Event | null } = { event: null };
-    return (event) => {
-      const out: Event = { ...event };
+    // The values of one event, written once all are computed (evaluation is synchronous): every
+    // expression sees the event as it was before this step, and a failed one changes nothing.
+    const values: unknown[] = fields.map(() => undefined);
+    return (event, inPlace) => {
       context.event = event;
       try {
         for (let i = 0; i < fields.length; i++) {
-          const [field, expression] = fields[i];
-          // Every expression sees the event as it was before this step.
           try {
-            out[field] = toJson(expression(context));
+            values[i] = toJson(fields[i][1](context));
           } catch (error) {
-            throw failed(error, `${at}.set.${field}`);
+            throw failed(error, `${at}.set.${fields[i][0]}`);
           }
         }
       } finally {
         context.event = null;
+      }
+      // In place: one object fewer per event on the ingest path.
+      const out: Event = inPlace ? event : { ...event };
+      for (let i = 0; i < fields.length; i++) {
+        out[fields[i][0]] = values[i];
+        values[i] = undefined;
       }
       return out;
     };
@@ -129,11 +147,15 @@ function failed(error: unknown, path: string): TransformError {
 export function compileTransform(steps: readonly TransformStep[]): Transform {
   const compiled = steps.map(compileStep);
   if (compiled.length === 0) return (event) => event;
-  return (event) => {
+  return (event, options) => {
     let current: Event | null = event;
+    // After a copying step the copy is this transform's own: later steps may write into it.
+    let inPlace = options?.inPlace ?? false;
     for (const step of compiled) {
-      current = step(current);
-      if (current === null) return null;
+      const next: Event | null = step(current, inPlace);
+      if (next === null) return null;
+      if (next !== current) inPlace = true;
+      current = next;
     }
     return current;
   };

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { compileTransform, ExpressionError, TransformError } from "../../src/transform/mod.ts";
 
 /** Runs `transform` on `event` and returns the TransformError it throws. */
@@ -173,4 +174,57 @@ Deno.test("compileTransform() answers each event for itself, also after one fail
   }
   // The events themselves are left as they were.
   assert.deepEqual(events[0], { name: "a", tags: ["x"], n: 1 });
+});
+
+Deno.test("compileTransform() with inPlace writes set fields into the event it is given, and a failed set writes nothing", () => {
+  const transform = compileTransform([
+    { filter: "event.n > 0.0" },
+    { set: { double: "event.n * 2.0", n: "event.n + 1.0" } },
+  ]);
+  const event: Record<string, unknown> = { n: 2, keep: "k" };
+  assert.equal(transform(event, { inPlace: true }), event);
+  // Both expressions saw the event as it was before the step.
+  assert.deepEqual(event, { n: 3, keep: "k", double: 4 });
+  const failing: Record<string, unknown> = { n: 1, keep: "k" };
+  const boom = compileTransform([{ set: { a: "1.0", b: "event.missing" } }]);
+  assert.throws(() => boom(failing, { inPlace: true }), TransformError);
+  assert.deepEqual(failing, { n: 1, keep: "k" });
+});
+
+Deno.test("compileTransform() gives the same events in place as on copies, and leaves what it copies unchanged", () => {
+  const steps = [
+    { filter: "!has(event.skip) || !event.skip" },
+    { set: { a: "has(event.b) ? event.b : 0.0", b: "has(event.a) ? event.a : 1.0" } },
+    { rename: { a: "c" } },
+    { set: { d: "has(event.c) ? event.c + 1.0 : 5.0" } },
+    { drop: ["b"] },
+    { set: { e: "has(event.d) && event.d > 2.0" } },
+    { pick: ["c", "d", "e", "skip"] },
+    { set: { f: "has(event.e) && event.e" } },
+  ];
+  fc.assert(
+    fc.property(
+      fc.subarray(steps, { minLength: 1 }),
+      fc.record(
+        {
+          a: fc.double({ noNaN: true, noDefaultInfinity: true }),
+          b: fc.integer(),
+          skip: fc.boolean(),
+        },
+        { requiredKeys: [], noNullPrototype: true },
+      ),
+      (chosen, event) => {
+        const transform = compileTransform(chosen as Parameters<typeof compileTransform>[0]);
+        const original = structuredClone(event);
+        const copied = transform(event);
+        assert.deepEqual(event, original);
+        const own = structuredClone(event) as Record<string, unknown>;
+        const inPlace = transform(own, { inPlace: true });
+        assert.deepEqual(inPlace, copied);
+        // Without a step that copies, the result is the event itself.
+        const copies = chosen.some((step) => "rename" in step || "drop" in step || "pick" in step);
+        if (inPlace !== null && !copies) assert.equal(inPlace, own);
+      },
+    ),
+  );
 });

@@ -180,3 +180,17 @@ Deno.test("currentWindowStart() reads the last ten minutes of a sliding window",
   const now = Date.parse("2026-01-01T00:10:30Z");
   assert.equal(currentWindowStart(now, spec), Date.parse("2026-01-01T00:01:00Z"));
 });
+
+Deno.test("paneWidth() of a hopping window is the gcd of its size and hop, whole number of hops or not", () => {
+  const gcd = (a: number, b: number): number => b === 0 ? a : gcd(b, a % b);
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 100_000 }),
+    fc.integer({ min: 1, max: 100 }),
+    fc.integer({ min: 0, max: 99_999 }),
+    (everyMs, hops, extra) => {
+      // Sizes that are a whole number of hops, and sizes that are not.
+      const sizeMs = everyMs * hops + (extra % everyMs);
+      assert.equal(paneWidth({ kind: "hopping", sizeMs, everyMs }), gcd(sizeMs, everyMs));
+    },
+  ));
+});

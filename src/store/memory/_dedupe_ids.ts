@@ -1,6 +1,6 @@
 /**
  * The memory store's dedupe ids, held compactly: a 64-bit fingerprint per id
- * in an open-addressing table of typed arrays (8 bytes a slot, at most 3/4
+ * in open-addressing tables of typed arrays (8 bytes a slot, at most 3/4
  * full), so a held id costs 11–21 bytes instead of a string in a `Set` (a new time bucket starts
  * with room for the ids of the one before).
  *
@@ -98,28 +98,117 @@ export function fingerprintInto(
 
 const INITIAL_SLOTS = 16;
 
-/** Slots of a new {@linkcode FingerprintSet} with room for `expected` fingerprints. */
+/**
+ * Most slots of one segment (512 KiB): a larger set splits a full segment in two rather than
+ * doubling one table, so growing rehashes 512 KiB at a time instead of every id at once (~130 ms
+ * at 2,000,000 ids on the VM), and writes fresh pages (~17 µs each to fault) only for the new half.
+ */
+export const SEGMENT_SLOTS = 1 << 16;
+
+/** Most bits of a fingerprint's low word that choose its segment (so at most 2^16 segments). */
+const MAX_DEPTH = 16;
+
+/**
+ * Slots of a new {@linkcode FingerprintSet} with room for `expected` fingerprints. Across several
+ * segments they do not spread exactly evenly: filled close to 3/4, one segment may still split.
+ */
 function slotsFor(expected: number): number {
   let capacity = INITIAL_SLOTS;
   while (expected * 4 > capacity * 3) capacity *= 2;
   return capacity;
 }
 
+/** One open-addressing table of a {@linkcode FingerprintSet}. */
+interface Segment {
+  /** Pairs of words, `(high, low)`; `(0, 0)` is an empty slot. */
+  slots: Uint32Array;
+  /** Slots − 1 (a power of two − 1): a fingerprint's first slot is `high & mask`. */
+  mask: number;
+  /** Fingerprints held. */
+  size: number;
+  /** How many top bits of `low` all of its fingerprints share. */
+  depth: number;
+}
+
 /**
- * A set of 64-bit fingerprints (pairs of 32-bit words): linear probing in
- * one `Uint32Array`, doubled when more than 3/4 full. The all-zero pair
- * marks an empty slot, so it is stored as `(0, 1)`.
+ * A copy of the segment being split, shared by every set (splitting is synchronous): one
+ * 512 KiB array for the process instead of a new one per split.
+ */
+let scratch: Uint32Array | undefined;
+
+function newSegment(slots: number, depth: number): Segment {
+  return { slots: new Uint32Array(slots * 2), mask: slots - 1, size: 0, depth };
+}
+
+/** The top `bits` bits of `low` (0 for none: `>>> 32` would shift by nothing). */
+function topBits(low: number, bits: number): number {
+  return (low >>> 16) >>> (16 - bits);
+}
+
+/** Adds a fingerprint known to be absent to a segment with room for it. */
+function place(segment: Segment, high: number, low: number): void {
+  const slots = segment.slots;
+  const mask = segment.mask;
+  let slot = high & mask;
+  while (slots[slot * 2] !== 0 || slots[slot * 2 + 1] !== 0) slot = (slot + 1) & mask;
+  slots[slot * 2] = high;
+  slots[slot * 2 + 1] = low;
+  segment.size += 1;
+}
+
+/** Options for {@linkcode FingerprintSet}. */
+export interface FingerprintSetOptions {
+  /**
+   * Most slots of a segment before it splits rather than doubles (a power of two, at least 16;
+   * smaller only to test splits with few fingerprints). @default {65536}
+   */
+  segmentSlots?: number;
+}
+
+/**
+ * A set of 64-bit fingerprints (pairs of 32-bit words): segments chosen by the top bits of the
+ * low word (extendible hashing), each a linear-probing table in one `Uint32Array`, at most 3/4
+ * full. A segment doubles while it is smaller than {@linkcode SEGMENT_SLOTS}, then splits in two
+ * by one more bit, so no growth rehashes more than one segment. The all-zero pair marks an empty
+ * slot, so it is stored as `(0, 1)`.
  */
 export class FingerprintSet {
-  #slots: Uint32Array;
-  #mask: number;
+  /**
+   * The directory: 2^depth entries, the segment by the top `depth` bits of `low` (one segment of
+   * a lesser depth is named by several).
+   */
+  #segments: Segment[];
+  /**
+   * The directory's slot arrays, entry by entry (`#segments[i].slots`): lookups read the array
+   * straight from it, its mask from its length, with one dependent load fewer before the slot.
+   */
+  #tables: Uint32Array[];
+  #depth: number;
+  /** `16 − #depth`: a fingerprint's directory entry is `(low >>> 16) >>> #shift`. */
+  #shift: number;
   #size = 0;
+  #bytes = 0;
+  #segmentSlots: number;
 
-  /** An empty set with room for `expected` fingerprints before it first doubles. */
-  constructor(expected = 0) {
+  /** An empty set with room for `expected` fingerprints before it first grows. */
+  constructor(expected = 0, options: FingerprintSetOptions = {}) {
+    const segmentSlots = options.segmentSlots ?? SEGMENT_SLOTS;
+    if (!(segmentSlots >= INITIAL_SLOTS && Number.isInteger(Math.log2(segmentSlots)))) {
+      throw new RangeError(
+        `Segment slots must be a power of two of at least ${INITIAL_SLOTS}, got ${segmentSlots}`,
+      );
+    }
+    this.#segmentSlots = segmentSlots;
     const capacity = slotsFor(expected);
-    this.#slots = new Uint32Array(capacity * 2);
-    this.#mask = capacity - 1;
+    const slots = Math.max(Math.min(capacity, segmentSlots), capacity / 2 ** MAX_DEPTH);
+    this.#depth = Math.log2(capacity / slots);
+    this.#shift = 16 - this.#depth;
+    this.#segments = [];
+    for (let i = 0; i < capacity / slots; i++) {
+      this.#segments.push(newSegment(slots, this.#depth));
+    }
+    this.#tables = this.#segments.map((segment) => segment.slots);
+    this.#bytes = capacity * 8;
   }
 
   /** Fingerprints held. */
@@ -127,14 +216,18 @@ export class FingerprintSet {
     return this.#size;
   }
 
-  /** Bytes of the slot array. */
+  /** Bytes of the slot arrays. */
   get byteLength(): number {
-    return this.#slots.byteLength;
+    return this.#bytes;
   }
 
-  /** Empties the set, keeping its slot array. */
+  /** Empties the set, keeping its slot arrays. */
   clear(): void {
-    this.#slots.fill(0);
+    const segments = this.#segments;
+    for (let i = 0; i < segments.length; i += 2 ** (this.#depth - segments[i].depth)) {
+      segments[i].slots.fill(0);
+      segments[i].size = 0;
+    }
     this.#size = 0;
   }
 
@@ -142,8 +235,9 @@ export class FingerprintSet {
   has(high: number, low: number): boolean {
     high >>>= 0;
     low = (low >>> 0) || (high === 0 ? 1 : 0);
-    const slots = this.#slots;
-    for (let slot = high & this.#mask;; slot = (slot + 1) & this.#mask) {
+    const slots = this.#tables[(low >>> 16) >>> this.#shift];
+    const mask = (slots.length >>> 1) - 1;
+    for (let slot = high & mask;; slot = (slot + 1) & mask) {
       const h = slots[slot * 2];
       const l = slots[slot * 2 + 1];
       if (h === high && l === low) return true;
@@ -155,24 +249,26 @@ export class FingerprintSet {
   add(high: number, low: number): boolean {
     high >>>= 0;
     low = (low >>> 0) || (high === 0 ? 1 : 0);
-    if ((this.#size + 1) * 4 > (this.#mask + 1) * 3) this.#grow();
-    const slots = this.#slots;
-    for (let slot = high & this.#mask;; slot = (slot + 1) & this.#mask) {
+    let segment = this.#segments[(low >>> 16) >>> this.#shift];
+    // A split may leave this fingerprint's half as full as before (all on one side): again.
+    while ((segment.size + 1) * 4 > (segment.mask + 1) * 3) {
+      this.#grow(segment, low);
+      segment = this.#segments[(low >>> 16) >>> this.#shift];
+    }
+    const slots = segment.slots;
+    const mask = segment.mask;
+    for (let slot = high & mask;; slot = (slot + 1) & mask) {
       const h = slots[slot * 2];
       const l = slots[slot * 2 + 1];
       if (h === high && l === low) return false;
       if (h === 0 && l === 0) {
         slots[slot * 2] = high;
         slots[slot * 2 + 1] = low;
+        segment.size += 1;
         this.#size += 1;
         return true;
       }
     }
-  }
-
-  /** Doubles now as often as adding `count` more fingerprints would (one doubling, not several). */
-  reserve(count: number): void {
-    while ((this.#size + count) * 4 > (this.#mask + 1) * 3) this.#grow();
   }
 
   /**
@@ -182,29 +278,69 @@ export class FingerprintSet {
    * the loads are not optimised away.
    */
   touch(prints: Uint32Array, count: number): number {
-    const slots = this.#slots;
-    const mask = this.#mask;
+    const tables = this.#tables;
+    const shift = this.#shift;
     let sum = 0;
-    for (let i = 0; i < count; i++) sum ^= slots[(prints[i * 2] & mask) * 2];
+    for (let i = 0; i < count; i++) {
+      const slots = tables[(prints[i * 2 + 1] >>> 16) >>> shift];
+      sum ^= slots[(prints[i * 2] & ((slots.length >>> 1) - 1)) * 2];
+    }
     return sum;
   }
 
-  #grow(): void {
-    const old = this.#slots;
-    const capacity = (this.#mask + 1) * 2;
-    const slots = new Uint32Array(capacity * 2);
-    const mask = capacity - 1;
-    for (let from = 0; from < old.length; from += 2) {
-      const high = old[from];
-      const low = old[from + 1];
-      if (high === 0 && low === 0) continue;
-      let slot = high & mask;
-      while (slots[slot * 2] !== 0 || slots[slot * 2 + 1] !== 0) slot = (slot + 1) & mask;
-      slots[slot * 2] = high;
-      slots[slot * 2 + 1] = low;
+  /** Makes room in `segment`, which holds `low`: doubles it, or splits it in two by one more bit. */
+  #grow(segment: Segment, low: number): void {
+    const old = segment.slots;
+    const slots = segment.mask + 1;
+    if (slots < this.#segmentSlots || segment.depth === MAX_DEPTH) {
+      segment.slots = new Uint32Array(slots * 4);
+      segment.mask = slots * 2 - 1;
+      segment.size = 0;
+      this.#bytes += slots * 8;
+      for (let from = 0; from < old.length; from += 2) {
+        if (old[from] !== 0 || old[from + 1] !== 0) place(segment, old[from], old[from + 1]);
+      }
+      this.#name(segment, low);
+      return;
     }
-    this.#slots = slots;
-    this.#mask = mask;
+    if (segment.depth === this.#depth) {
+      // Every entry of the directory in two: the segments stay, each now named by one more bit.
+      const doubled: Segment[] = [];
+      for (const each of this.#segments) doubled.push(each, each);
+      this.#segments = doubled;
+      this.#tables = doubled.map((each) => each.slots);
+      this.#depth += 1;
+      this.#shift -= 1;
+    }
+    // The half with the bit clear keeps the segment's array: its pages are in memory already,
+    // where a new array's would each fault on first write. Its fingerprints are read from a copy.
+    if (scratch === undefined || scratch.length < old.length) scratch = new Uint32Array(old.length);
+    const copy = scratch;
+    copy.set(old);
+    old.fill(0);
+    const depth = segment.depth + 1;
+    const halves = [{ slots: old, mask: segment.mask, size: 0, depth }, newSegment(slots, depth)];
+    const bit = 32 - depth;
+    for (let from = 0; from < old.length; from += 2) {
+      const l = copy[from + 1];
+      if (copy[from] !== 0 || l !== 0) place(halves[(l >>> bit) & 1], copy[from], l);
+    }
+    this.#name(halves[0], low & ~(1 << bit));
+    this.#name(halves[1], low | (1 << bit));
+    this.#bytes += slots * 8;
+  }
+
+  /**
+   * Points the directory entries of `segment` at it: the run of 2^(global − its depth) entries
+   * named by the top bits it shares with `low`, a fingerprint of it.
+   */
+  #name(segment: Segment, low: number): void {
+    const run = 2 ** (this.#depth - segment.depth);
+    const first = topBits(low, segment.depth) * run;
+    for (let i = first; i < first + run; i++) {
+      this.#segments[i] = segment;
+      this.#tables[i] = segment.slots;
+    }
   }
 }
 
@@ -321,9 +457,8 @@ export class DedupeIds {
       ids += 1;
     }
     if (ids === 0) return held;
-    // At most one doubling for the whole call (never past the bound's size), then every slot
-    // the lookups start at is read at once, so their cache misses overlap (see `touch`).
-    this.#current.reserve(Math.min(ids, this.#perBucket - this.#current.size));
+    // Every slot the lookups start at is read at once, so their cache misses overlap (see
+    // `touch`).
     if (this.#previous.size > 0) this.#touched ^= this.#previous.touch(prints, ids);
     this.#touched ^= this.#current.touch(prints, ids);
     let next = 0;

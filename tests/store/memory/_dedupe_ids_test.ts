@@ -440,3 +440,96 @@ Deno.test("FingerprintSet.clear() empties the set and keeps its table", () => {
   }
   assert.equal(set.size, 1_000);
 });
+
+Deno.test("FingerprintSet with small segments adds, finds, splits and clears like a Set of the pairs", () => {
+  const word = fc.oneof(
+    fc.integer({ min: 0, max: 0xffffffff }),
+    // Few values: runs of fingerprints that share a segment's bits, so splits leave one half full.
+    fc.constantFrom(0, 1, 0x80000000, 0xc0000000, 0xffffffff),
+  );
+  fc.assert(
+    fc.property(
+      fc.constantFrom(16, 32, 64),
+      fc.array(
+        fc.oneof(
+          { weight: 20, arbitrary: fc.record({ op: fc.constant("add"), high: word, low: word }) },
+          { weight: 5, arbitrary: fc.record({ op: fc.constant("has"), high: word, low: word }) },
+          { weight: 1, arbitrary: fc.record({ op: fc.constant("clear"), high: word, low: word }) },
+        ),
+        { maxLength: 2_000 },
+      ),
+      (segmentSlots, ops) => {
+        const set = new FingerprintSet(0, { segmentSlots });
+        const model = new Set<string>();
+        const key = (high: number, low: number) =>
+          high === 0 && low === 0 ? "0,1" : `${high >>> 0},${low >>> 0}`;
+        for (const { op, high, low } of ops) {
+          if (op === "add") {
+            assert.equal(set.add(high, low), !model.has(key(high, low)));
+            model.add(key(high, low));
+          } else if (op === "has") {
+            assert.equal(set.has(high, low), model.has(key(high, low)));
+          } else {
+            set.clear();
+            model.clear();
+          }
+          assert.equal(set.size, model.size);
+          assert.ok(set.size * 8 * 4 <= set.byteLength * 3);
+        }
+        for (const entry of model) {
+          const [high, low] = entry.split(",").map(Number);
+          assert.ok(set.has(high, low), entry);
+          assert.equal(set.add(high, low), false, entry);
+        }
+      },
+    ),
+    { numRuns: 200 },
+  );
+});
+
+Deno.test("FingerprintSet keeps fingerprints that share all 16 bits that choose a segment, and those beside them", () => {
+  const set = new FingerprintSet(0, { segmentSlots: 16 });
+  // Each split by one more bit leaves them all on one side, until there are no more bits to split
+  // by: then their segment doubles.
+  for (let i = 1; i <= 1_000; i++) assert.ok(set.add(i, 0x12345678));
+  for (let i = 1; i <= 1_000; i++) assert.ok(set.add(i, 0x12355678 + i));
+  for (let i = 1; i <= 1_000; i++) {
+    assert.ok(set.has(i, 0x12345678), `${i}`);
+    assert.ok(set.has(i, 0x12355678 + i), `${i}`);
+  }
+  assert.equal(set.has(1_001, 0x12345678), false);
+  assert.equal(set.size, 2_000);
+  assert.ok(set.size * 8 * 4 <= set.byteLength * 3);
+});
+
+Deno.test("FingerprintSet grows past one segment by splits, holding every entry at most 3/4 full", () => {
+  const set = new FingerprintSet(0, { segmentSlots: 1_024 });
+  const into = new Uint32Array(2);
+  for (let i = 0; i < 20_000; i++) {
+    fingerprintInto(`id-${i}`, into);
+    assert.ok(set.add(into[0], into[1]));
+    assert.ok(set.size * 8 * 4 <= set.byteLength * 3);
+  }
+  for (let i = 0; i < 20_000; i++) {
+    fingerprintInto(`id-${i}`, into);
+    assert.ok(set.has(into[0], into[1]), `id-${i}`);
+  }
+  fingerprintInto("id-20000", into);
+  assert.equal(set.has(into[0], into[1]), false);
+  // 20,000 ids in segments of 1,024 slots (768 ids each): 32 to 64 of them.
+  assert.ok(
+    set.byteLength >= 32 * 1_024 * 8 && set.byteLength <= 64 * 1_024 * 8,
+    `${set.byteLength}`,
+  );
+});
+
+Deno.test("FingerprintSet refuses segments that are not a power of two of at least 16 slots", () => {
+  for (const segmentSlots of [8, 24, 0, -16, 16.5]) {
+    assert.throws(
+      () => new FingerprintSet(0, { segmentSlots }),
+      new RegExp(
+        `^RangeError: Segment slots must be a power of two of at least 16, got ${segmentSlots}$`,
+      ),
+    );
+  }
+});
