@@ -46,20 +46,15 @@ export function requestIdOf(c: Context): string | undefined {
 const RESPONSE_WITH_ID_VARIABLE = "responseWithRequestId";
 
 /**
- * A JSON response to the request `c` serves with `X-Request-Id` already among its headers, after
- * `content-type`, as the request log would add it (the same bytes on the wire). The request log
- * then leaves it as it is: a header added to a made response discards the copy Deno prepared for
- * sending it and sends it the slower way. For a handler that set no header with `c.header`
- * (those would be missing).
+ * A JSON response to the request `c` serves with `X-Request-Id` already among its headers (with
+ * any a middleware prepared with `c.header`, as `c.json` adds them). The request log then leaves
+ * it as it is: a header added to a made response discards the copy Deno prepared for sending it
+ * and sends it the slower way.
  */
 export function jsonWithRequestId(c: Context, body: unknown, status: number): Response {
   const id = requestIdOf(c);
   if (id === undefined) return c.json(body, status as ContentfulStatusCode);
-  // Lowercase, as Hono's `c.json` names it: Deno sends a made response's header names as given.
-  const response = new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json", [REQUEST_ID_HEADER]: id },
-  });
+  const response = c.json(body, status as ContentfulStatusCode, { [REQUEST_ID_HEADER]: id });
   c.set(RESPONSE_WITH_ID_VARIABLE, response);
   return response;
 }

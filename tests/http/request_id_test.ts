@@ -3,6 +3,7 @@
  * in every error body and in WebSocket ingest error frames.
  */
 import assert from "node:assert/strict";
+import { Hono } from "hono";
 import { MAX_REQUEST_ID_LENGTH, requestIdFrom } from "../../src/http/request_id.ts";
 import type { Store } from "../../src/store/types.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
@@ -151,7 +152,7 @@ async function responseHead(port: number, request: string): Promise<string> {
   }
 }
 
-Deno.test("An ingest answer's head on the wire: its headers in order and their names as sent, X-Request-Id after content-type", async () => {
+Deno.test("An ingest answer's head on the wire: its headers in order and their names as sent (a made 202 names its id in lowercase, as Hono's c.json names headers), the id after content-type", async () => {
   const server = await startServer({ auth: true });
   try {
     const port = Number(new URL(server.base).port);
@@ -165,11 +166,11 @@ Deno.test("An ingest answer's head on the wire: its headers in order and their n
     const event = JSON.stringify({ id: "wire-1", ts: at(1), country: "DE", amount: 1 });
     assert.equal(
       await post(event, "X-Request-Id: wire-a\r\n"),
-      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nX-Request-Id: wire-a\ncontent-length: 65",
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nx-request-id: wire-a\ncontent-length: 65",
     );
     assert.equal(
       await post(event, "X-Request-Id: wire-b\r\nIdempotency-Key: k-1\r\n"),
-      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nX-Request-Id: wire-b\ncontent-length: 65",
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nx-request-id: wire-b\ncontent-length: 65",
     );
     assert.equal(
       await post(event, "X-Request-Id: wire-c\r\nIdempotency-Key: k-1\r\n"),
@@ -181,5 +182,25 @@ Deno.test("An ingest answer's head on the wire: its headers in order and their n
     );
   } finally {
     await server.close();
+  }
+});
+
+Deno.test("An ingest answer keeps the headers middleware around the app prepared with c.header (an embedder's)", async () => {
+  const { app } = await testApp();
+  const outer = new Hono();
+  outer.use(async (c, next) => {
+    c.header("X-Frame-Options", "DENY");
+    await next();
+  });
+  outer.route("/", app);
+  // One event, and a batch with a rejected event (answered 202 with `rejected`).
+  for (
+    const body of [{ id: "e-embed-1", ts: NOW }, [{ id: "e-embed-2", ts: NOW }, { no_id: true }]]
+  ) {
+    const response = await postEvents(outer, body);
+    assert.equal(response.status, 202);
+    assert.equal(response.headers.get("X-Frame-Options"), "DENY");
+    assert.match(response.headers.get("X-Request-Id") ?? "", UUID);
+    await response.body?.cancel();
   }
 });
