@@ -297,8 +297,9 @@ function sha256Hex(data: string | Uint8Array): string {
 /**
  * Runs a parsed body through the pipeline and applies it to the store in one
  * atomic step (shared with concurrent requests of the stream through
- * `groupCommit`, when given). The items' values are its own: a transform may change them. Throws what the store throws (e.g. `StoreUnavailableError`,
- * whose `outcome` says whether it may have applied), an
+ * `groupCommit`, when given). The items' values are its own: a transform may change them.
+ * Throws what the store throws (e.g. `StoreUnavailableError`, whose `outcome` says whether it
+ * may have applied), an
  * {@linkcode IdempotencyError} or a {@linkcode RateLimitedError} (nothing
  * applied).
  *

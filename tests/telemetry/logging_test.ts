@@ -285,11 +285,16 @@ function evalRun(code: string, vars: Record<string, string> = {}): Promise<EvalR
   return evalAtRoot(code, { vars });
 }
 
-const LOG_2000 = [
+/** The start of a child process's script: JSON lines configured, `logger` the edgestream one. */
+const JSON_LOGGER = [
   'import { getLogger } from "@logtape/logtape";',
   'import { configureLogging } from "./src/telemetry/logging.ts";',
   'configureLogging({ format: "json" });',
   'const logger = getLogger(["edgestream"]);',
+];
+
+const LOG_2000 = [
+  ...JSON_LOGGER,
   'for (let i = 0; i < 2000; i++) logger.info("line {i}", { i });',
 ].join("\n");
 
@@ -307,10 +312,7 @@ Deno.test("configureLogging() writes lines of multi-byte characters and lines lo
   // Lines wait as UTF-8 in a 64 KiB buffer: characters of 2 to 4 bytes fall across its end, and
   // one line is longer than the buffer.
   const code = [
-    'import { getLogger } from "@logtape/logtape";',
-    'import { configureLogging } from "./src/telemetry/logging.ts";',
-    'configureLogging({ format: "json" });',
-    'const logger = getLogger(["edgestream"]);',
+    ...JSON_LOGGER,
     'for (let i = 0; i < 3000; i++) logger.info("line {i} {text}", { i, text: "ü€😀".repeat(i % 7) });',
     'logger.info("long {i} {text}", { i: 3000, text: "€".repeat(100_000) });',
     "Deno.exit(0);",
@@ -329,10 +331,7 @@ Deno.test("configureLogging() writes whole lines only: another writer to stdout 
   // 70 lines of ~1 KB pass the 64 KiB buffer: the line that does not fit must not be written in
   // part, its rest waiting for the next flush while something else writes to stdout.
   const code = [
-    'import { getLogger } from "@logtape/logtape";',
-    'import { configureLogging } from "./src/telemetry/logging.ts";',
-    'configureLogging({ format: "json" });',
-    'const logger = getLogger(["edgestream"]);',
+    ...JSON_LOGGER,
     'for (let i = 0; i < 70; i++) logger.info("line {i} {pad}", { i, pad: "x".repeat(1000) });',
     'Deno.stdout.writeSync(new TextEncoder().encode("OTHER\\n"));',
     "await new Promise((resolve) => setTimeout(resolve, 100));",
