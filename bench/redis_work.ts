@@ -21,7 +21,14 @@
  * loses a whole time slice, which weighs on the mean of a few hundred calls: the median call
  * (from `SLOWLOG`, which logs every call's µs here) leaves those out.
  *
- * `deno task bench:redis-work [--requests 40] [--singles 300] [--rounds 3] [--only 4,16]`
+ * Where Redis runs for users (Upstash, a Redis host) it has a machine of its own. Here it shares
+ * one with the server, the bridge and this bench, which between two calls fill the caches the
+ * script's code and data were in: `--cores split` (the default on 2 or more CPUs) keeps
+ * redis-server alone on the last CPU and the rest on the others (`taskset`), `--cores shared`
+ * lets every process run anywhere, as before.
+ *
+ * `deno task bench:redis-work [--requests 40] [--singles 300] [--rounds 3] [--only 4,16]
+ * [--cores split|shared]`
  */
 import { parseArgs } from "node:util";
 import { createClient } from "redis";
@@ -45,8 +52,13 @@ const { values: flags } = parseArgs({
     singles: { type: "string", default: "300" },
     rounds: { type: "string", default: "3" },
     only: { type: "string" },
+    cores: { type: "string", default: "split" },
   },
 });
+if (flags.cores !== "split" && flags.cores !== "shared") {
+  console.error(`--cores must be split or shared, got ${flags.cores}`);
+  Deno.exit(2);
+}
 const BATCH_REQUESTS = Number(flags.requests);
 const SINGLE_REQUESTS = Number(flags.singles);
 const ROUNDS = Number(flags.rounds);
@@ -186,7 +198,38 @@ async function measure(
   }
 }
 
+/** Whether `taskset` (util-linux) can be run here. */
+function hasTaskset(): boolean {
+  try {
+    return new Deno.Command("taskset", { args: ["-V"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** Keeps every thread of process `pid` on the CPUs `list` (`taskset -c` syntax: "0", "0-2"). */
+async function pin(pid: number, list: string): Promise<void> {
+  const { success, stderr } = await new Deno.Command("taskset", {
+    args: ["-a", "-p", "-c", list, String(pid)],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`taskset ${list} ${pid}: ${new TextDecoder().decode(stderr)}`);
+}
+
 const machine = await machineInfo();
+const cpus = navigator.hardwareConcurrency;
+const split = flags.cores === "split" && cpus >= 2 && hasTaskset();
+const redisCpu = String(cpus - 1);
+const appCpus = cpus > 2 ? `0-${cpus - 2}` : "0";
+const coresNote = split
+  ? `redis-server alone on CPU ${redisCpu}; the server, the bridge and this bench on CPU ${appCpus}`
+  : `every process on any of the ${cpus} CPUs${
+    flags.cores === "split" ? " (no taskset or one CPU: not split)" : ""
+  }`;
+// The server and the bridge started below inherit this process's CPUs.
+if (split) await pin(Deno.pid, appCpus);
 const redis = await startRedisServer();
 const bridge = await startServer("bridge", {
   env: {
@@ -199,6 +242,10 @@ const measured: Row[][] = [];
 const direct = createClient({ url: redis.url });
 await direct.connect();
 try {
+  if (split) {
+    const info = String(await direct.sendCommand(["INFO", "server"]));
+    await pin(Number(/process_id:(\d+)/.exec(info)![1]), redisCpu);
+  }
   await direct.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
   await direct.sendCommand(["CONFIG", "SET", "slowlog-max-len", "10000"]);
   for (let round = 1; round <= ROUNDS; round++) {
@@ -237,6 +284,7 @@ console.log(
     machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
   }`,
 );
+console.log(`cores: ${coresNote}`);
 console.log(
   `redis-server µs in the apply script (INFO commandstats of evalsha; ${BATCH_REQUESTS} batches of 100, ${SINGLE_REQUESTS} single-event requests, one at a time; least of ${ROUNDS} rounds):`,
 );
@@ -285,6 +333,7 @@ console.log(
   `\nresults: ${await writeResults("redis_work", {
     bench: "redis_work",
     machine,
+    cores: { mode: split ? "split" : "shared", note: coresNote },
     rows,
     rounds: measured,
   })}`,
