@@ -16,6 +16,11 @@
  * every command for the peer). Every server, the bridge and the proxy run in their own process;
  * this one is the load generator.
  *
+ * Each run also reports the CPU the server process (all its threads) and this load generator
+ * used per request (Linux `/proc`, 10 ms ticks): a ratio is the servers' only where the load
+ * generator is not the one at its limit (with two cores, parse-only's is: the CPU ratio says
+ * what the server alone costs).
+ *
  * Results go to `bench/results/run-<timestamp>.json` with the machine they ran on.
  *
  * `deno task bench [--seconds 5] [--rounds 3] [--batches 100,1] [--only memory,redis,naive]
@@ -33,6 +38,7 @@ import {
   machineInfo,
   median,
   percentile,
+  processCpuSeconds,
   type ServerProcess,
   startServer,
   table,
@@ -133,6 +139,12 @@ interface Measurement {
   requestsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  /** CPU µs the server process used per request (all threads; undefined without `/proc`). */
+  serverCpuUsecPerRequest?: number;
+  /** CPU µs this load generator used per request. */
+  loadCpuUsecPerRequest?: number;
+  /** Cores the server process kept busy on average (1 = one core all the time). */
+  serverCores?: number;
   billedPerRequest?: number;
   redisUsecPerEvent?: number;
   redisUsecPerRequest?: number;
@@ -162,6 +174,15 @@ function redisWork(subject: Subject, delta: CommandStats): number {
 }
 
 let prefix = 0;
+
+/** CPU seconds of the server and of this process, or undefined where `/proc` is not there. */
+function cpuNow(server: ServerProcess): { server: number; load: number } | undefined {
+  try {
+    return { server: processCpuSeconds(server.pid), load: processCpuSeconds(Deno.pid) };
+  } catch {
+    return undefined;
+  }
+}
 
 async function measure(subject: Subject, batch: number, redis: Redis): Promise<Measurement> {
   prefix += 1;
@@ -193,7 +214,9 @@ async function measure(subject: Subject, batch: number, redis: Redis): Promise<M
     if (warm.errors > 0) throw new Error(`${subject.name}: ${warm.firstError}`);
     const statsBefore = subject.redis ? await commandStats(redis.port) : null;
     if (subject.redis) await take(redis.control);
+    const cpuBefore = cpuNow(server);
     const result = await closedLoop(url, { ...options, seconds: SECONDS });
+    const cpuAfter = cpuNow(server);
     if (result.errors > 0) {
       throw new Error(`${subject.name}: ${result.errors} requests failed, ${result.firstError}`);
     }
@@ -203,6 +226,12 @@ async function measure(subject: Subject, batch: number, redis: Redis): Promise<M
       p50Ms: percentile(result.latencies, 0.5),
       p99Ms: percentile(result.latencies, 0.99),
     };
+    if (cpuBefore && cpuAfter) {
+      const serverSeconds = cpuAfter.server - cpuBefore.server;
+      measurement.serverCpuUsecPerRequest = serverSeconds * 1e6 / result.requests;
+      measurement.loadCpuUsecPerRequest = (cpuAfter.load - cpuBefore.load) * 1e6 / result.requests;
+      measurement.serverCores = serverSeconds / result.seconds;
+    }
     if (subject.redis) {
       // Background work (sweep, live tail) is counted too: it is what the run cost.
       const counts = await take(redis.control);
@@ -271,6 +300,9 @@ const summary: Record<string, Record<string, Record<string, number>>> = {};
 for (const [batchName, bySubject] of Object.entries(results)) {
   const rows: string[][] = [];
   const baseline = median(bySubject["parse-only"].map((m) => m.eventsPerSecond));
+  const baselineCpu = median(
+    bySubject["parse-only"].map((m) => m.serverCpuUsecPerRequest ?? NaN),
+  );
   for (const [name, list] of Object.entries(bySubject)) {
     const pick = (get: (m: Measurement) => number | undefined) => {
       const values = list.map(get).filter((value): value is number => value !== undefined);
@@ -283,6 +315,13 @@ for (const [batchName, bySubject] of Object.entries(results)) {
       p50Ms: pick((m) => m.p50Ms)!,
       p99Ms: pick((m) => m.p99Ms)!,
     };
+    const serverCpu = pick((m) => m.serverCpuUsecPerRequest);
+    if (serverCpu !== undefined && !Number.isNaN(serverCpu)) {
+      row.serverCpuUsecPerRequest = serverCpu;
+      row.loadCpuUsecPerRequest = pick((m) => m.loadCpuUsecPerRequest)!;
+      row.serverCores = pick((m) => m.serverCores)!;
+      row.cpuRatioToParseOnly = baselineCpu / serverCpu;
+    }
     const billed = pick((m) => m.billedPerRequest);
     const batch = Number(batchName.split(" ")[1]);
     if (billed !== undefined) {
@@ -298,6 +337,10 @@ for (const [batchName, bySubject] of Object.entries(results)) {
       row.ratioToParseOnly.toFixed(2),
       row.p50Ms.toFixed(1),
       row.p99Ms.toFixed(1),
+      row.serverCpuUsecPerRequest?.toFixed(0) ?? "–",
+      row.serverCores?.toFixed(2) ?? "–",
+      row.loadCpuUsecPerRequest?.toFixed(0) ?? "–",
+      row.cpuRatioToParseOnly?.toFixed(2) ?? "–",
       row.billedPerRequest?.toFixed(3) ?? "–",
       row.billedPer1MEvents?.toFixed(0) ?? "–",
       row.redisUsecPerEvent?.toFixed(1) ?? "–",
@@ -317,6 +360,10 @@ for (const [batchName, bySubject] of Object.entries(results)) {
       "ratio to parse-only",
       "p50 ms",
       "p99 ms",
+      "server CPU µs/request",
+      "server cores busy",
+      "load generator CPU µs/request",
+      "CPU ratio to parse-only",
       "billed cmds/request",
       "billed cmds/1M events",
       "redis µs/event",
@@ -327,7 +374,12 @@ for (const [batchName, bySubject] of Object.entries(results)) {
   ));
   for (const [name, row] of Object.entries(summary[batchName])) {
     if (name === "parse-only") continue;
-    console.log(`ratio ${name} / parse-only (${batchName}): ${row.ratioToParseOnly.toFixed(2)}`);
+    const cpu = row.cpuRatioToParseOnly === undefined
+      ? ""
+      : ` (server CPU per request: ${row.cpuRatioToParseOnly.toFixed(2)})`;
+    console.log(
+      `ratio ${name} / parse-only (${batchName}): ${row.ratioToParseOnly.toFixed(2)}${cpu}`,
+    );
   }
 }
 const path = await writeResults("run", {
