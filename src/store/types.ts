@@ -487,11 +487,10 @@ export interface Store {
   close(): Promise<void>;
 }
 
-/** The store cannot be reached or timed out; the request may be retried. */
 /**
  * Whether a failed store call applied anything: `not_applied` when the store
- * certainly did not run it (refused the connection, answered "not now"),
- * `unknown` when it may have (a timeout, a connection lost after sending).
+ * certainly did not run it (it answered "not now"), `unknown` when it may have
+ * (a timeout, a connection refused or lost).
  */
 export type UnavailableOutcome = "not_applied" | "unknown";
 

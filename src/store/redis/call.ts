@@ -41,17 +41,14 @@ export function isCommandError(error: unknown): boolean {
 }
 
 /**
- * Errors that show the request never ran: the connection was refused or the
- * name did not resolve (nothing was sent), or Redis answered "not now"
- * (LOADING, BUSY, …) instead of running the script.
+ * Whether a failed call certainly applied nothing (see {@linkcode UnavailableOutcome}): only
+ * when Redis answered "not now" (LOADING, BUSY, …) instead of running it. A connection error
+ * says nothing of the kind: Deno's `fetch` sends a request once more on a new connection when a
+ * kept-alive one closes before any reply, so even a refused connection may follow a send that
+ * ran (`tests/store/redis/store_test.ts` has both cases).
  */
-const NOT_SENT =
-  /connection refused|ECONNREFUSED|dns error|failed to lookup|Name or service not known/i;
-
-/** Whether a failed call certainly applied nothing (see {@linkcode UnavailableOutcome}). */
 export function outcomeOf(error: unknown): UnavailableOutcome {
-  const text = redisErrorText(error);
-  return NOT_SENT.test(text) || TRANSIENT.test(text) ? "not_applied" : "unknown";
+  return TRANSIENT.test(redisErrorText(error)) ? "not_applied" : "unknown";
 }
 
 /** Scripts reply JSON text; the client may already have parsed it. */
