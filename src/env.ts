@@ -207,7 +207,9 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
     } catch {
       throw new ConfigError(`UPSTASH_REDIS_REST_URL: not a URL: '${url}'`);
     }
-    // Fail fast; the store turns failures into 503 + Retry-After.
+    // One retry, soon; then the store turns the failure into 503 + Retry-After. An apply sent
+    // again (by this retry, or by fetch itself when a kept-alive connection closes before any
+    // reply) answers the first one's reply instead of applying twice: it carries a token.
     return new Redis({
       url,
       token,

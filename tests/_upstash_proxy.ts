@@ -139,3 +139,130 @@ function commandsOf(path: string, body: string): unknown[][] {
   if (path === "/") return [parsed];
   return parsed.filter((item): item is unknown[] => Array.isArray(item));
 }
+
+/** A running proxy started by {@linkcode startDroppingProxy}. */
+export interface DroppingProxy {
+  /** Base URL to give the client as `url`. */
+  readonly url: string;
+  /** Requests whose connection it closed so far. */
+  readonly dropped: number;
+  /**
+   * Forwards the next request whose commands match and waits for its reply, then closes the
+   * connection before a byte of that reply: the commands ran, but no HTTP response ever came.
+   * With `thenRefuse`, it also stops listening then, so connections after it are refused.
+   */
+  dropNextConnection(
+    match: (commands: unknown[][]) => boolean,
+    options?: { thenRefuse?: boolean },
+  ): void;
+  /** Stops the proxy and closes its connections. */
+  close(): Promise<void>;
+}
+
+/**
+ * A proxy at the TCP level in front of an Upstash REST endpoint, for what an HTTP server cannot
+ * do: close a connection with no response at all (a connection lost after the request went out,
+ * before the reply's status line). It speaks just enough HTTP/1.1 for a `fetch` client: one
+ * request at a time per connection, bodies with a Content-Length.
+ */
+export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy {
+  const target = options.targetUrl.replace(/\/$/, "");
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const connections = new Set<Deno.Conn>();
+  const drops: Array<{ match: (commands: unknown[][]) => boolean; thenRefuse: boolean }> = [];
+  let dropped = 0;
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+
+  async function serve(conn: Deno.Conn): Promise<void> {
+    let buffer = new Uint8Array(0);
+    const fill = async (): Promise<boolean> => {
+      const chunk = new Uint8Array(64 * 1024);
+      const read = await conn.read(chunk);
+      if (read === null) return false;
+      const joined = new Uint8Array(buffer.length + read);
+      joined.set(buffer);
+      joined.set(chunk.subarray(0, read), buffer.length);
+      buffer = joined;
+      return true;
+    };
+    while (true) {
+      let end: number;
+      while ((end = decoder.decode(buffer).indexOf("\r\n\r\n")) < 0) {
+        if (!await fill()) return;
+      }
+      const head = decoder.decode(buffer.subarray(0, end)).split("\r\n");
+      const [method, path] = head[0].split(" ");
+      const headers = new Headers();
+      for (const line of head.slice(1)) {
+        const colon = line.indexOf(":");
+        headers.set(line.slice(0, colon).trim(), line.slice(colon + 1).trim());
+      }
+      const length = Number(headers.get("content-length") ?? "0");
+      while (buffer.length < end + 4 + length) {
+        if (!await fill()) return;
+      }
+      const body = decoder.decode(buffer.subarray(end + 4, end + 4 + length));
+      buffer = buffer.slice(end + 4 + length);
+      // Every header but the connection's own (the client asks e.g. `Upstash-Encoding: base64`).
+      for (const name of ["host", "content-length", "connection", "keep-alive"]) {
+        headers.delete(name);
+      }
+      const upstream = await fetch(`${target}${path}`, {
+        method,
+        headers,
+        body: method === "GET" || method === "HEAD" ? undefined : body,
+      });
+      const reply = new Uint8Array(await upstream.arrayBuffer());
+      const drop = drops.findIndex(({ match }) => match(commandsOf(path, body)));
+      if (drop >= 0) {
+        const [{ thenRefuse }] = drops.splice(drop, 1);
+        dropped += 1;
+        if (thenRefuse) stopListening();
+        return; // closed by the caller, nothing written
+      }
+      await conn.write(encoder.encode(
+        `HTTP/1.1 ${upstream.status} ${upstream.statusText || "OK"}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${reply.length}\r\n\r\n`,
+      ));
+      await conn.write(reply);
+    }
+  }
+
+  let listening = true;
+  const stopListening = () => {
+    if (listening) listener.close();
+    listening = false;
+  };
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      connections.add(conn);
+      serve(conn).catch(() => {}).finally(() => {
+        connections.delete(conn);
+        try {
+          conn.close();
+        } catch { /* closed already */ }
+      });
+    }
+  })();
+
+  const { port } = listener.addr as Deno.NetAddr;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    get dropped() {
+      return dropped;
+    },
+    dropNextConnection(match, options = {}) {
+      drops.push({ match, thenRefuse: options.thenRefuse ?? false });
+    },
+    async close() {
+      stopListening();
+      await accepting.catch(() => {});
+      for (const conn of connections) {
+        try {
+          conn.close();
+        } catch { /* closed already */ }
+      }
+    },
+  };
+}

@@ -24,6 +24,8 @@
  *   field `r` holds a JSON log record.
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
+ * - `call:<token>` — the reply of one apply call, PX {@linkcode CALL_REPLY_TTL_MS}: the same call
+ *   sent again returns it and applies nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
@@ -31,6 +33,13 @@
 import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
 import { LUA_COMMON, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
+
+/**
+ * How long (ms) an apply call's reply is kept under its token: a call sent again within it (Deno's
+ * `fetch` sends a request again once when a kept-alive connection closes before any reply, though
+ * Redis may have run it) answers the first one's reply instead of applying again.
+ */
+export const CALL_REPLY_TTL_MS = 60_000;
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
 export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
@@ -237,6 +246,9 @@ end
  * with the claim's ttl), rate-limit buckets at `rl:<bucket>` (tokens, updated ms; expiring when
  * full again): both in the stream's hash slot.
  *
+ * `tk` in ARGV[1], when given, is the call's one-time token: a call whose token was seen within
+ * {@linkcode CALL_REPLY_TTL_MS} returns the reply that one returned, applying nothing.
+ *
  * KEYS[2], when given, is the stream's definition record (`<prefix>:{<stream>}:def`, see
  * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none).
  *
@@ -248,6 +260,13 @@ end
  * `[4]` its key earlier in the batch.
  */
 export const APPLY_SCRIPT = COMMON + `
+-- The same call sent again (its token seen): the first one's reply, nothing applied again.
+local callKey = nil
+if type(args.tk) == "string" then
+  callKey = P .. "call:" .. args.tk
+  local first = redis.call("GET", callKey)
+  if first then return first end
+end
 -- The session helpers are closures made on every call: only for a stream with session counters.
 local withSessions = nil
 if type(args.sess) == "table" then
@@ -773,8 +792,10 @@ if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) o
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
-return cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
+local reply = cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
   v = definitionVersion })
+if callKey then redis.call("SET", callKey, reply, "PX", ${CALL_REPLY_TTL_MS}) end
+return reply
 `;
 
 /**

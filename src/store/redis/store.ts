@@ -316,6 +316,8 @@ export class RedisStore implements Store {
     const times = batch.events.map((event) => event.timeMs);
     const ids = batch.events.map((event) => event.id ?? false);
     const header = {
+      // One token per call (not per try): a try sent again returns the first one's reply.
+      tk: crypto.randomUUID(),
       now: batch.nowMs,
       late: batch.latenessMs,
       idle: batch.idleMs ?? false,

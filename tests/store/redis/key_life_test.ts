@@ -10,6 +10,7 @@ import { compileConfig } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
+import { CALL_REPLY_TTL_MS } from "../../../src/store/redis/_scripts.ts";
 import { redisTest, withDirect } from "../../_redis.ts";
 
 /**
@@ -54,6 +55,8 @@ const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** How long (ms) a key of this kind must live after a write, and how long at most. */
 function lifeBounds(kind: string): { least: number; most: number } {
+  // An apply's reply under its token, for the same apply sent again.
+  if (kind === "call") return { least: CALL_REPLY_TTL_MS, most: CALL_REPLY_TTL_MS };
   if (kind === "ids") return { least: DEDUPE_TTL, most: 2 * DEDUPE_TTL + DEDUPE_TTL / 8 };
   const ttl = kind === "stats" ? STATS_TTL : PANE_TTL;
   return { least: ttl, most: ttl + Math.ceil(ttl / 8) };
@@ -99,10 +102,12 @@ redisTest(
           const pttl = Number(await send("PTTL", key));
           // The key expires no earlier than `before + pttl`.
           const { least, most } = lifeBounds(kind);
-          // An earlier dedupe bucket holds only ids of earlier writes.
+          // An earlier dedupe bucket holds only ids of earlier writes; each write's own reply
+          // (`call`) lives its fixed time from then.
           const bucket = `es:{t}:ids:${Math.floor((written + skew) / DEDUPE_TTL)}`;
           assert.ok(
-            (kind === "ids" && key !== bucket) || before + pttl >= written + least,
+            (kind === "ids" && key !== bucket) || kind === "call" ||
+              before + pttl >= written + least,
             `write ${i}: ${key} expires ${
               written + least - before - pttl
             } ms before its TTL after the write`,
@@ -113,7 +118,16 @@ redisTest(
             lastPaneTtl = pttl;
           }
         }
-        assert.deepEqual([...kinds].sort(), ["h", "ids", "open", "p", "panes", "q", "stats"]);
+        assert.deepEqual([...kinds].sort(), [
+          "call",
+          "h",
+          "ids",
+          "open",
+          "p",
+          "panes",
+          "q",
+          "stats",
+        ]);
         for (const counter of stream.counterMetas) {
           const members = (await send(
             "ZRANGE",

@@ -14,11 +14,12 @@ import { storeFromEnv } from "../../../src/env.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import type { Store, StoreBatch } from "../../../src/store/types.ts";
+import { type Store, type StoreBatch, StoreUnavailableError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import {
   billedCommands,
   commandNames,
+  startDroppingProxy,
   startUpstashProxy,
   type UpstashProxy,
 } from "../../_upstash_proxy.ts";
@@ -631,6 +632,103 @@ redisTest(
       assert.deepEqual([reply.accepted, reply.duplicates], [20, 20]);
       const stats = await store.stats("three", []);
       assert.deepEqual([stats.applied, stats.duplicates], [21, 20]);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+/** A store as `storeFromEnv()` makes it, on Redis through `url`, under its own prefix. */
+function storeThrough(url: string, fixture: RedisFixture, prefix: string): Store {
+  return storeFromEnv(
+    new Map([
+      ["UPSTASH_REDIS_REST_URL", url],
+      ["UPSTASH_REDIS_REST_TOKEN", fixture.restToken],
+      ["EDGESTREAM_PREFIX", prefix],
+    ]),
+  );
+}
+
+const isEvalsha = (commands: unknown[][]) =>
+  commands.some(([name]) => String(name).toLowerCase() === "evalsha");
+
+redisTest(
+  "an apply that Deno's fetch sends again after its kept-alive connection closed before any reply counts once and answers as the first",
+  async (fixture) => {
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = storeThrough(proxy.url, fixture, "dropped");
+      // No dedupe ids: a batch Redis ran twice would count twice.
+      const noIds = events("a", 6).map((event) => ({ ...event, id: undefined }));
+      // Its connection is then kept alive, and reused below.
+      await ingestItems(stream("three"), items(noIds.slice(0, 1)), { store, nowMs: NOW });
+
+      proxy.dropNextConnection(isEvalsha);
+      const reply = await ingestItems(stream("three"), items(noIds.slice(1)), {
+        store,
+        nowMs: NOW,
+      });
+      // Redis ran the script, the proxy closed the connection with no reply, and fetch sent the
+      // same request again on a new one: that call answered the first one's reply.
+      assert.equal(proxy.dropped, 1);
+      assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [5, 0, 0]);
+      assert.equal((await store.stats("three", [])).applied, 6);
+      // One reply per apply, kept for 60 s under its token.
+      const lives = await withDirect(fixture.redisUrl, async (send) => {
+        const keys = await send("KEYS", "dropped:{three}:call:*") as string[];
+        return await Promise.all(keys.map((key) => send("PTTL", key) as Promise<number>));
+      });
+      assert.equal(lives.length, 2);
+      for (const ms of lives) assert.ok(ms > 55_000 && ms <= 60_000, `PTTL ${ms}`);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
+  "an apply the client sends again after its connection was lost counts once and answers as the first",
+  async (fixture) => {
+    // The script is in Redis's cache already, so the store's first request is its EVALSHA, on a
+    // new connection (fetch itself sends a request again only on a kept-alive one).
+    await ingestItems(stream("three"), items(events("warm", 1)), {
+      store: redisStore(fixture),
+      nowMs: NOW,
+    });
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = storeThrough(proxy.url, fixture, "resent");
+      proxy.dropNextConnection(isEvalsha);
+      const noIds = events("a", 3).map((event) => ({ ...event, id: undefined }));
+      const reply = await ingestItems(stream("three"), items(noIds), { store, nowMs: NOW });
+      assert.equal(proxy.dropped, 1);
+      assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [3, 0, 0]);
+      assert.equal((await store.stats("three", [])).applied, 3);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
+  "an apply whose connection was lost after sending answers unknown, even when the client's retry is refused",
+  async (fixture) => {
+    await ingestItems(stream("three"), items(events("warm", 1)), {
+      store: redisStore(fixture),
+      nowMs: NOW,
+    });
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = storeThrough(proxy.url, fixture, "refused");
+      proxy.dropNextConnection(isEvalsha, { thenRefuse: true });
+      // The refused retry says nothing of the first try, which ran.
+      await assert.rejects(
+        ingestItems(stream("three"), items(events("a", 3)), { store, nowMs: NOW }),
+        (error) => error instanceof StoreUnavailableError && error.outcome === "unknown",
+      );
+      assert.equal(proxy.dropped, 1);
+      const direct = storeThrough(fixture.restUrl, fixture, "refused");
+      assert.equal((await direct.stats("three", [])).applied, 3);
     } finally {
       await proxy.close();
     }
