@@ -9,7 +9,8 @@
  *    group's pane fields' share and of its bucket hash (`q:…`), after
  *    1,000 and 100,000 values in one pane and group.
  *
- * The 4-counter config of the other benchmarks stays as it is.
+ * The 4-counter config of the other benchmarks stays as it is. Results go to
+ * `bench/results/quantiles-<timestamp>.json` with the machine they ran on.
  *
  * `deno run -A bench/quantiles.ts [seconds-per-run]`
  */
@@ -20,6 +21,7 @@ import { MemoryStore, RedisStore, type Store } from "../src/store/mod.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
 import { startUpstashBridge } from "../tools/upstash_bridge.ts";
 import { withDirect } from "../tests/_redis.ts";
+import { machineInfo, writeResults } from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] ?? 5);
 const BATCH = 100;
@@ -58,8 +60,11 @@ async function throughput(store: Store): Promise<number> {
   return events / ((performance.now() - started) / 1000);
 }
 
+const machine = await machineInfo();
 const server = await startRedisServer();
 const bridge = await startUpstashBridge({ redisUrl: server.url, token: "bench" });
+const panes: Record<string, number>[] = [];
+let rates: Record<string, number> = {};
 try {
   const redis = new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false });
   const memoryRate = await throughput(new MemoryStore());
@@ -68,6 +73,7 @@ try {
   console.log("|---|---:|---:|");
   console.log(`| memory | ${Math.round(memoryRate)} | ${(1e6 / memoryRate).toFixed(1)} |`);
   console.log(`| redis | ${Math.round(redisRate)} | ${(1e6 / redisRate).toFixed(1)} |`);
+  rates = { memoryEventsPerSecond: memoryRate, redisEventsPerSecond: redisRate };
 
   // Bytes per pane: one group, one pane, n values.
   const one = compileConfig({
@@ -110,8 +116,16 @@ try {
     }]);
     const memoryBytes = JSON.stringify(window.state).length;
     console.log(`| ${n} | ${bins} | ${sketchBytes} | ${paneBytes} | ${memoryBytes} |`);
+    panes.push({ values: n, buckets: bins, sketchBytes, paneBytes, memoryBytes });
   }
 } finally {
   await bridge.close();
   await server.stop();
 }
+console.log(`\nresults: ${await writeResults("quantiles", {
+  bench: "quantiles",
+  machine,
+  settings: { seconds: SECONDS, batch: BATCH },
+  ...rates,
+  panes,
+})}`);
