@@ -112,7 +112,7 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
   const { app, keyStore } = await keyedApp();
   const byIngest = await app.request("/v1/keys", post(KEYS.ingest, { scopes: ["ingest"] }));
   assert.equal(byIngest.status, 403);
-  const cases: Array<[unknown, RegExp]> = [
+  const cases: Array<[unknown, RegExp, string?]> = [
     [{}, /secret key needs 'scopes'/],
     [{ type: "publishable", origins: ["https://a.example"] }, /needs 'streams'/],
     [{ type: "publishable", streams: ["orders"] }, /needs 'origins'/],
@@ -127,12 +127,19 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
     ],
     [{ scopes: ["ingest"], origins: ["https://a.example/path"] }, /Cannot read allowed origin/],
     [{ scopes: ["ingest"], expiresAt: "2020-01-01T00:00:00Z" }, /is not in the future/],
-    [{ scopes: ["ingest"], rateLimit: { eventsPerSecond: 0, burst: 1 } }, /rateLimit/],
+    // A field of the wrong shape, refused by the schema rather than by the key's rules.
+    [
+      { scopes: ["ingest"], rateLimit: { eventsPerSecond: 0, burst: 1 } },
+      /rateLimit/,
+      "invalid_request",
+    ],
   ];
-  for (const [input, message] of cases) {
+  for (const [input, message, code = "invalid_key"] of cases) {
     const res = await app.request("/v1/keys", post(KEYS.admin, input));
     assert.equal(res.status, 400, JSON.stringify(input));
-    assert.match((await res.json()).error.message, message);
+    const { error } = await res.json();
+    assert.match(error.message, message);
+    assert.equal(error.code, code, JSON.stringify(input));
   }
   assert.deepEqual(await keyStore.listKeys(), []);
 });

@@ -43,6 +43,14 @@ Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and a
     assert.match(sent[0].init.headers["Idempotency-Key"], /^[0-9a-f-]{32,36}$/);
     const body = JSON.parse(String(sent[0].init.body));
     assert.deepEqual(body, [{ path: "/a", id: first.id }, { path: "/b", id: "mine" }]);
+
+    // A body of 60,000 characters or more goes without keepalive, which browsers refuse for it.
+    tracker.track("page views", { path: "/c", note: "x".repeat(60_000) });
+    tracker.track("page views", { path: "/d" });
+    await tracker.settled();
+    assert.equal(sent.length, 2);
+    assert.ok(String(sent[1].init.body).length >= 60_000);
+    assert.equal(sent[1].init.keepalive, false);
   } finally {
     restore();
   }

@@ -50,14 +50,20 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
       url: "http://h/v1/streams/s/subscribe?types=a&token=k-0123456789abcdef&x=1",
     });
     logger.info("offered {protocols}", { protocols: "edgestream, bearer.k-0123456789abcdef" });
+    logger.info("GET {url}", {
+      url:
+        "http://h/?key=k-key-value&access_token=k-access-value&api_key=k-api-value&apikey=k-apikey",
+    });
     logger.info(
       "Missing API key: send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
     );
     const text = lines.map((line) => line.text).join("\n");
-    for (const secret of [WEBHOOK_SECRET, "sk-live-123456", "k-0123456789abcdef"]) {
+    const secrets = [WEBHOOK_SECRET, "sk-live-123456", "k-0123456789abcdef"];
+    secrets.push("k-key-value", "k-access-value", "k-api-value", "k-apikey");
+    for (const secret of secrets) {
       assert.ok(!text.includes(secret), secret);
     }
-    const [failed, url, offered, hint] = jsonLines(lines);
+    const [failed, url, offered, queries, hint] = jsonLines(lines);
     assert.equal(
       failed.error.message,
       `signing with whsec_${REDACTED} for Bearer ${REDACTED}`,
@@ -65,6 +71,10 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
     assert.match(failed.error.stack, /signing with whsec_\[REDACTED\]/);
     assert.equal(url.url, `http://h/v1/streams/s/subscribe?types=a&token=${REDACTED}&x=1`);
     assert.equal(offered.protocols, `edgestream, bearer.${REDACTED}`);
+    assert.equal(
+      queries.url,
+      `http://h/?key=${REDACTED}&access_token=${REDACTED}&api_key=${REDACTED}&apikey=${REDACTED}`,
+    );
     // Usage hints stay readable.
     assert.equal(
       hint.message,
