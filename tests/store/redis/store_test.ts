@@ -19,6 +19,7 @@ import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import {
   billedCommands,
   commandNames,
+  type DroppingProxy,
   startDroppingProxy,
   startUpstashProxy,
   type UpstashProxy,
@@ -686,40 +687,45 @@ redisTest(
   },
 );
 
+/**
+ * Runs `fn` with a store as `storeFromEnv()` makes it, through a dropping proxy, whose first
+ * request is its EVALSHA on a new connection (fetch itself sends a request again only on a
+ * kept-alive one): the script is put in Redis's cache first.
+ */
+async function viaDroppingProxy(
+  fixture: RedisFixture,
+  prefix: string,
+  fn: (store: Store, proxy: DroppingProxy) => Promise<void>,
+): Promise<void> {
+  await ingestItems(stream("three"), items(events("warm", 1)), {
+    store: redisStore(fixture),
+    nowMs: NOW,
+  });
+  const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+  try {
+    await fn(storeThrough(proxy.url, fixture, prefix), proxy);
+  } finally {
+    await proxy.close();
+  }
+}
+
 redisTest(
   "an apply the client sends again after its connection was lost counts once and answers as the first",
-  async (fixture) => {
-    // The script is in Redis's cache already, so the store's first request is its EVALSHA, on a
-    // new connection (fetch itself sends a request again only on a kept-alive one).
-    await ingestItems(stream("three"), items(events("warm", 1)), {
-      store: redisStore(fixture),
-      nowMs: NOW,
-    });
-    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
-    try {
-      const store = storeThrough(proxy.url, fixture, "resent");
+  (fixture) =>
+    viaDroppingProxy(fixture, "resent", async (store, proxy) => {
       proxy.dropNextConnection(isEvalsha);
       const noIds = events("a", 3).map((event) => ({ ...event, id: undefined }));
       const reply = await ingestItems(stream("three"), items(noIds), { store, nowMs: NOW });
       assert.equal(proxy.dropped, 1);
       assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [3, 0, 0]);
       assert.equal((await store.stats("three", [])).applied, 3);
-    } finally {
-      await proxy.close();
-    }
-  },
+    }),
 );
 
 redisTest(
   "an apply whose connection was lost after sending answers unknown, even when the client's retry is refused",
-  async (fixture) => {
-    await ingestItems(stream("three"), items(events("warm", 1)), {
-      store: redisStore(fixture),
-      nowMs: NOW,
-    });
-    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
-    try {
-      const store = storeThrough(proxy.url, fixture, "refused");
+  (fixture) =>
+    viaDroppingProxy(fixture, "refused", async (store, proxy) => {
       proxy.dropNextConnection(isEvalsha, { thenRefuse: true });
       // The refused retry says nothing of the first try, which ran.
       await assert.rejects(
@@ -729,10 +735,7 @@ redisTest(
       assert.equal(proxy.dropped, 1);
       const direct = storeThrough(fixture.restUrl, fixture, "refused");
       assert.equal((await direct.stats("three", [])).applied, 3);
-    } finally {
-      await proxy.close();
-    }
-  },
+    }),
 );
 
 redisTest(
