@@ -146,7 +146,7 @@ Deno.test("KeyRing: concurrent first uses of a key share one look-up", async () 
   assert.equal(store.lookups, 1);
 });
 
-Deno.test("KeyRing: the verified-key cache holds at most cacheSize verdicts", async () => {
+Deno.test("KeyRing: the verified-key cache holds at most cacheSize verdicts (10,000 by default)", async () => {
   const ring = await KeyRing.parse("ingest:ingest-key-0123456789", { cacheSize: 3 });
   for (let i = 0; i < 20; i++) {
     assert.equal(await ring.grantOf(`sk_unknownKeyNumber${String(i).padStart(6, "0")}`), null);
@@ -154,6 +154,13 @@ Deno.test("KeyRing: the verified-key cache holds at most cacheSize verdicts", as
   assert.equal(ring.cached, 3);
   assert.ok(await ring.grantOf("ingest-key-0123456789"));
   assert.equal(ring.cached, 3);
+
+  // 10,000 unless told otherwise.
+  const byDefault = await KeyRing.parse("ingest:ingest-key-0123456789", { now: () => 0 });
+  for (let i = 0; i < 10_050; i++) {
+    await byDefault.grantOf(`sk_unknownKeyNumber${String(i).padStart(6, "0")}`);
+  }
+  assert.equal(byDefault.cached, 10_000);
 });
 
 Deno.test("KeyRing: an environment key still verifies after its cached verdict expired", async () => {

@@ -66,3 +66,25 @@ Deno.test("Sender holds its free slots while it claims, so a dispatch's reserve 
   // Nothing was claimed: the slots are free again.
   assert.equal(sender.reserve(5)?.limit, 2);
 });
+
+Deno.test("Sender claims at most 8 in flight per endpoint unless told otherwise", async () => {
+  const caps: number[] = [];
+  const deliveries = new MemoryDeliveryStore();
+  const store = Object.assign(Object.create(deliveries), {
+    claimDue(options: ClaimOptions) {
+      caps.push(options.maxConcurrency);
+      return Promise.resolve([]);
+    },
+  }) as DeliveryStore;
+  const policy = new UrlPolicy({ allow: ["127.0.0.1"] });
+  for (
+    const sender of [
+      new Sender(store, { policy }),
+      new Sender(store, { policy, maxConcurrency: 3 }),
+    ]
+  ) {
+    sender.kick();
+    await sender.idle();
+  }
+  assert.deepEqual(caps, [8, 3]);
+});
