@@ -1097,3 +1097,28 @@ Deno.test("an alert whose dispatch finds the stream's lease held (a sweep, anoth
     },
   );
 });
+
+Deno.test("another instance logs event.processed for a new endpoint within 5 s: its endpoint list is cached that long", async () => {
+  const a = await setup();
+  const b = await setup({ clock: a.clock, store: a.store, deliveries: a.deliveries });
+  try {
+    await b.webhooks.refreshEndpoints();
+    assert.equal(b.webhooks.wants("orders", "event.processed"), false);
+    // Registered on instance a, with no receiver needed: only b's log demand is looked at.
+    await register(a.app, { url: "http://127.0.0.1:9/hook", eventTypes: ["event.processed"] });
+    assert.equal(a.webhooks.wants("orders", "event.processed"), true);
+    // A call that finds the list due starts its reload, which the memory store answers at once.
+    const wantsAfterReload = async () => {
+      b.webhooks.wants("orders", "event.processed");
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      return b.webhooks.wants("orders", "event.processed");
+    };
+    a.clock.now += 4_999;
+    assert.equal(await wantsAfterReload(), false);
+    a.clock.now += 1;
+    assert.equal(await wantsAfterReload(), true);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
