@@ -56,6 +56,7 @@ import {
   MemoryDeliveryStore,
   MemoryKeyStore,
   MemoryStore,
+  REDIS_CALL_TIMEOUT_MS,
   RedisDefinitionStore,
   RedisDeliveryStore,
   RedisKeyStore,
@@ -209,12 +210,15 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
     }
     // One retry, soon; then the store turns the failure into 503 + Retry-After. An apply sent
     // again (by this retry, or by fetch itself when a kept-alive connection closes before any
-    // reply) answers the first one's reply instead of applying twice: it carries a token.
+    // reply) answers the first one's reply instead of applying twice: it carries a token, kept
+    // 60 s. Each request (its retry included) is aborted at the stores' deadline, so none is
+    // sent again after the store gave up on it, when the token may be gone.
     return new Redis({
       url,
       token,
       enableTelemetry: false,
       retry: { retries: 1, backoff: () => 50 },
+      signal: () => AbortSignal.timeout(REDIS_CALL_TIMEOUT_MS),
     });
   }
   if (url || token) {

@@ -1,7 +1,8 @@
 /**
  * A counting HTTP proxy in front of an Upstash REST endpoint (the bridge): it records every
  * request a client makes, so tests and benchmarks can count store round trips and billed Redis
- * commands, and it can lose a reply on demand.
+ * commands, and it can lose a reply on demand. And {@linkcode startDroppingProxy}, one at the TCP
+ * level that can close a connection with no reply at all.
  *
  * @example
  * ```ts
@@ -140,20 +141,28 @@ function commandsOf(path: string, body: string): unknown[][] {
   return parsed.filter((item): item is unknown[] => Array.isArray(item));
 }
 
+/** Writes all of `bytes` (one `write` may take only part of them). */
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+}
+
 /** A running proxy started by {@linkcode startDroppingProxy}. */
 export interface DroppingProxy {
   /** Base URL to give the client as `url`. */
   readonly url: string;
   /** Requests whose connection it closed so far. */
   readonly dropped: number;
+  /** Requests it read so far. */
+  readonly received: number;
   /**
    * Forwards the next request whose commands match and waits for its reply, then closes the
    * connection before a byte of that reply: the commands ran, but no HTTP response ever came.
-   * With `thenRefuse`, it also stops listening then, so connections after it are refused.
+   * With `thenRefuse`, it also stops listening then, so connections after it are refused; with
+   * `holdMs`, it keeps the connection open that long first, answering nothing.
    */
   dropNextConnection(
     match: (commands: unknown[][]) => boolean,
-    options?: { thenRefuse?: boolean },
+    options?: { thenRefuse?: boolean; holdMs?: number },
   ): void;
   /** Stops the proxy and closes its connections. */
   close(): Promise<void>;
@@ -169,8 +178,13 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
   const target = options.targetUrl.replace(/\/$/, "");
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const connections = new Set<Deno.Conn>();
-  const drops: Array<{ match: (commands: unknown[][]) => boolean; thenRefuse: boolean }> = [];
+  const drops: Array<{
+    match: (commands: unknown[][]) => boolean;
+    thenRefuse: boolean;
+    holdMs: number;
+  }> = [];
   let dropped = 0;
+  let received = 0;
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
 
@@ -203,6 +217,7 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
         if (!await fill()) return;
       }
       const body = decoder.decode(buffer.subarray(end + 4, end + 4 + length));
+      received += 1;
       buffer = buffer.slice(end + 4 + length);
       // Every header but the connection's own (the client asks e.g. `Upstash-Encoding: base64`).
       for (const name of ["host", "content-length", "connection", "keep-alive"]) {
@@ -216,16 +231,20 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
       const reply = new Uint8Array(await upstream.arrayBuffer());
       const drop = drops.findIndex(({ match }) => match(commandsOf(path, body)));
       if (drop >= 0) {
-        const [{ thenRefuse }] = drops.splice(drop, 1);
+        const [{ thenRefuse, holdMs }] = drops.splice(drop, 1);
+        if (holdMs > 0) await new Promise((resolve) => setTimeout(resolve, holdMs));
         dropped += 1;
         if (thenRefuse) stopListening();
         return; // closed by the caller, nothing written
       }
-      await conn.write(encoder.encode(
-        `HTTP/1.1 ${upstream.status} ${upstream.statusText || "OK"}\r\n` +
-          `content-type: application/json\r\ncontent-length: ${reply.length}\r\n\r\n`,
-      ));
-      await conn.write(reply);
+      await writeAll(
+        conn,
+        encoder.encode(
+          `HTTP/1.1 ${upstream.status} ${upstream.statusText || "OK"}\r\n` +
+            `content-type: application/json\r\ncontent-length: ${reply.length}\r\n\r\n`,
+        ),
+      );
+      await writeAll(conn, reply);
     }
   }
 
@@ -252,8 +271,15 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
     get dropped() {
       return dropped;
     },
+    get received() {
+      return received;
+    },
     dropNextConnection(match, options = {}) {
-      drops.push({ match, thenRefuse: options.thenRefuse ?? false });
+      drops.push({
+        match,
+        thenRefuse: options.thenRefuse ?? false,
+        holdMs: options.holdMs ?? 0,
+      });
     },
     async close() {
       stopListening();

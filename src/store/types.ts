@@ -489,8 +489,9 @@ export interface Store {
 
 /**
  * Whether a failed store call applied anything: `not_applied` when the store
- * certainly did not run it (it answered "not now"), `unknown` when it may have
- * (a timeout, a connection refused or lost).
+ * answered that it did not run it ("not now"; on Redis, rarely, the answer to a
+ * send repeated after one that ran), `unknown` when it may have (a timeout, a
+ * connection refused or lost).
  */
 export type UnavailableOutcome = "not_applied" | "unknown";
 

@@ -41,11 +41,12 @@ export function isCommandError(error: unknown): boolean {
 }
 
 /**
- * Whether a failed call certainly applied nothing (see {@linkcode UnavailableOutcome}): only
- * when Redis answered "not now" (LOADING, BUSY, …) instead of running it. A connection error
- * says nothing of the kind: Deno's `fetch` sends a request once more on a new connection when a
- * kept-alive one closes before any reply, so even a refused connection may follow a send that
- * ran (`tests/store/redis/store_test.ts` has both cases).
+ * Whether a failed call applied nothing (see {@linkcode UnavailableOutcome}): only when Redis
+ * answered "not now" (LOADING, BUSY, …) instead of running it; that answer may, rarely, come to a
+ * send repeated after one that ran. A connection error says nothing of the kind: Deno's `fetch`
+ * sends a request once more on a new connection when a kept-alive one closes before any reply,
+ * so even a refused connection may follow a send that ran (`tests/store/redis/store_test.ts` has
+ * both cases).
  */
 export function outcomeOf(error: unknown): UnavailableOutcome {
   return TRANSIENT.test(redisErrorText(error)) ? "not_applied" : "unknown";
@@ -62,6 +63,12 @@ export function asArray<T>(value: unknown): T[] {
 
 /** The part of the client a {@linkcode RedisCalls} needs. */
 export type RedisScriptClient = Pick<Redis, "evalsha" | "eval">;
+
+/**
+ * How long (ms) a Redis call may take by default before it fails as unavailable. `storesFromEnv`
+ * also gives the client's requests this deadline, so a request is abandoned, not sent again later.
+ */
+export const REDIS_CALL_TIMEOUT_MS = 5_000;
 
 /** Runs Redis calls with a timeout and the project's error mapping. */
 export class RedisCalls {

@@ -17,7 +17,7 @@ import type {
   StoredDefinition,
   WriteResult,
 } from "../definitions.ts";
-import { fromJson, RedisCalls } from "./call.ts";
+import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
 
 /** The part of the `@upstash/redis` client the definition store uses. */
@@ -80,7 +80,7 @@ export class RedisDefinitionStore implements DefinitionStore {
 
   constructor(redis: RedisDefinitionClient, options: RedisDefinitionStoreOptions = {}) {
     this.#prefix = options.prefix ?? "es";
-    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5_000);
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
   }
 
   get #index(): string {

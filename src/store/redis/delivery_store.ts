@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { asArray, fromJson, RedisCalls, type RedisScriptClient } from "./call.ts";
+import {
+  asArray,
+  fromJson,
+  REDIS_CALL_TIMEOUT_MS,
+  RedisCalls,
+  type RedisScriptClient,
+} from "./call.ts";
 import {
   ACQUIRE_LEASE_SCRIPT,
   BEGIN_PAGE_SCRIPT,
@@ -167,7 +173,7 @@ export class RedisDeliveryStore implements DeliveryStore {
   constructor(redis: RedisScriptClient, options: RedisDeliveryStoreOptions = {}) {
     this.#redis = redis;
     this.#prefix = `${options.prefix ?? "es"}:{wh}:`;
-    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5_000);
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#cursorTtlMs = options.cursorTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;

@@ -8,7 +8,13 @@
  */
 import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
-import { asArray, fromJson, RedisCalls, type RedisScriptClient } from "./call.ts";
+import {
+  asArray,
+  fromJson,
+  REDIS_CALL_TIMEOUT_MS,
+  RedisCalls,
+  type RedisScriptClient,
+} from "./call.ts";
 
 const CREATE_SCRIPT = LUA_COMMON + `
 if redis.call("HEXISTS", P .. "id", args.id) == 1 or redis.call("HEXISTS", P .. "hash", args.hash) == 1 then
@@ -60,7 +66,7 @@ export class RedisKeyStore implements KeyStore {
   #prefix: string;
 
   constructor(redis: RedisScriptClient, options: RedisKeyStoreOptions = {}) {
-    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5000);
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#prefix = `${options.prefix ?? "es"}:{$apikeys}:`;
   }
 

@@ -8,7 +8,7 @@
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../aggregate_state.ts";
 import { DEFAULT_ACCURACY, sketchBin, type SketchBins } from "../sketch.ts";
-import { asArray, fromJson, RedisCalls } from "./call.ts";
+import { asArray, fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
 import { definitionKey } from "./definition_store.ts";
 import { splitGenerationKey } from "../definitions.ts";
 import {
@@ -282,7 +282,7 @@ export class RedisStore implements Store {
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
     this.#prefix = options.prefix ?? "es";
-    this.#calls = new RedisCalls(redis, options.timeoutMs ?? 5_000);
+    this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
   }

@@ -11,6 +11,7 @@ import { KeyRing } from "../../../src/http/auth.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { storeFromEnv } from "../../../src/env.ts";
+import { REDIS_CALL_TIMEOUT_MS } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
@@ -639,13 +640,13 @@ redisTest(
   },
 );
 
-/** A store as `storeFromEnv()` makes it, on Redis through `url`, under its own prefix. */
-function storeThrough(url: string, fixture: RedisFixture, prefix: string): Store {
+/** A store as `storeFromEnv()` makes it, on the fixture's Redis through `url`, under `prefix`. */
+function storeThrough(url: string, options: { fixture: RedisFixture; prefix: string }): Store {
   return storeFromEnv(
     new Map([
       ["UPSTASH_REDIS_REST_URL", url],
-      ["UPSTASH_REDIS_REST_TOKEN", fixture.restToken],
-      ["EDGESTREAM_PREFIX", prefix],
+      ["UPSTASH_REDIS_REST_TOKEN", options.fixture.restToken],
+      ["EDGESTREAM_PREFIX", options.prefix],
     ]),
   );
 }
@@ -658,7 +659,7 @@ redisTest(
   async (fixture) => {
     const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
     try {
-      const store = storeThrough(proxy.url, fixture, "dropped");
+      const store = storeThrough(proxy.url, { fixture, prefix: "dropped" });
       // No dedupe ids: a batch Redis ran twice would count twice.
       const noIds = events("a", 6).map((event) => ({ ...event, id: undefined }));
       // Its connection is then kept alive, and reused below.
@@ -703,7 +704,7 @@ async function viaDroppingProxy(
   });
   const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
   try {
-    await fn(storeThrough(proxy.url, fixture, prefix), proxy);
+    await fn(storeThrough(proxy.url, { fixture, prefix }), proxy);
   } finally {
     await proxy.close();
   }
@@ -733,8 +734,27 @@ redisTest(
         (error) => error instanceof StoreUnavailableError && error.outcome === "unknown",
       );
       assert.equal(proxy.dropped, 1);
-      const direct = storeThrough(fixture.restUrl, fixture, "refused");
+      const direct = storeThrough(fixture.restUrl, { fixture, prefix: "refused" });
       assert.equal((await direct.stats("three", [])).applied, 3);
+    }),
+);
+
+redisTest(
+  "a send the store gave up on is aborted at its deadline, not sent again when its connection closes later",
+  (fixture) =>
+    viaDroppingProxy(fixture, "held", async (store, proxy) => {
+      // A kept-alive connection, which fetch would send a pending request again on.
+      await ingestItems(stream("three"), items(events("b", 1)), { store, nowMs: NOW });
+      proxy.dropNextConnection(isEvalsha, { holdMs: REDIS_CALL_TIMEOUT_MS + 500 });
+      const before = proxy.received;
+      await assert.rejects(
+        ingestItems(stream("three"), items(events("a", 3)), { store, nowMs: NOW }),
+        (error) => error instanceof StoreUnavailableError && error.outcome === "unknown",
+      );
+      // The proxy closes the held connection half a second after the deadline.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.equal(proxy.dropped, 1);
+      assert.equal(proxy.received - before, 1);
     }),
 );
 
