@@ -218,15 +218,29 @@ async function pin(pid: number, list: string): Promise<void> {
   if (!success) throw new Error(`taskset ${list} ${pid}: ${new TextDecoder().decode(stderr)}`);
 }
 
+/** The CPUs this process may run on (`Cpus_allowed_list`, e.g. "4-5,7"), in order; [] if unknown. */
+function allowedCpus(): number[] {
+  try {
+    const status = Deno.readTextFileSync("/proc/self/status");
+    const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? "";
+    return list.split(",").flatMap((range) => {
+      const [from, to = from] = range.split("-").map(Number);
+      return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    });
+  } catch {
+    return [];
+  }
+}
+
 const machine = await machineInfo();
-const cpus = navigator.hardwareConcurrency;
-const split = flags.cores === "split" && cpus >= 2 && hasTaskset();
-const redisCpu = String(cpus - 1);
-const appCpus = cpus > 2 ? `0-${cpus - 2}` : "0";
+const cpus = allowedCpus();
+const split = flags.cores === "split" && cpus.length >= 2 && hasTaskset();
+const redisCpu = String(cpus.at(-1));
+const appCpus = cpus.slice(0, -1).join(",");
 const coresNote = split
   ? `redis-server alone on CPU ${redisCpu}; the server, the bridge and this bench on CPU ${appCpus}`
-  : `every process on any of the ${cpus} CPUs${
-    flags.cores === "split" ? " (no taskset or one CPU: not split)" : ""
+  : `every process on any CPU${
+    flags.cores === "split" ? " (no taskset, or fewer than 2 CPUs allowed: not split)" : ""
   }`;
 // The server and the bridge started below inherit this process's CPUs.
 if (split) await pin(Deno.pid, appCpus);
