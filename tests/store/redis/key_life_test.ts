@@ -113,6 +113,7 @@ redisTest(
             } ms before its TTL after the write`,
           );
           assert.ok(pttl <= most + 5, `write ${i}: ${key} lives ${pttl} ms, longer than ${most}`);
+          assert.ok(pttl > 0, `write ${i}: ${key} has no TTL (PTTL ${pttl})`);
           if (kind === "p" && key.includes(":count:")) {
             if (pttl > lastPaneTtl) refreshed += 1;
             lastPaneTtl = pttl;
