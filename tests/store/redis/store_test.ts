@@ -659,13 +659,21 @@ redisTest(
   async (fixture) => {
     const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
     try {
-      const store = storeThrough(proxy.url, { fixture, prefix: "dropped" });
+      // A client that never retries: a second request can only be fetch's own.
+      const client = new Redis({
+        url: proxy.url,
+        token: fixture.restToken,
+        enableTelemetry: false,
+        retry: false,
+      });
+      const store = new RedisStore(client, { prefix: "dropped" });
       // No dedupe ids: a batch Redis ran twice would count twice.
       const noIds = events("a", 6).map((event) => ({ ...event, id: undefined }));
       // Its connection is then kept alive, and reused below.
       await ingestItems(stream("three"), items(noIds.slice(0, 1)), { store, nowMs: NOW });
 
       proxy.dropNextConnection(isEvalsha);
+      const before = proxy.received;
       const reply = await ingestItems(stream("three"), items(noIds.slice(1)), {
         store,
         nowMs: NOW,
@@ -673,6 +681,7 @@ redisTest(
       // Redis ran the script, the proxy closed the connection with no reply, and fetch sent the
       // same request again on a new one: that call answered the first one's reply.
       assert.equal(proxy.dropped, 1);
+      assert.equal(proxy.received - before, 2);
       assert.deepEqual([reply.accepted, reply.duplicates, reply.late], [5, 0, 0]);
       assert.equal((await store.stats("three", [])).applied, 6);
       // One reply per apply, kept for 60 s under its token.
