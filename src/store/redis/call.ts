@@ -25,9 +25,13 @@ export function redisErrorText(error: unknown): string {
     .slice(0, 300);
 }
 
-/** Redis error codes that mean "try again later" rather than "this command is wrong". */
+/**
+ * Redis error codes that mean "try again later" rather than "this command is wrong". OOM: Redis at
+ * its `maxmemory` under `noeviction` refuses a script's first write, so nothing ran; keys expiring
+ * (an apply's reply after 60 s, dedupe buckets) make room again.
+ */
 const TRANSIENT =
-  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)\b|max (daily )?requests? limit/i;
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|OOM)\b|max (daily )?requests? limit/i;
 
 /**
  * Whether an error means "Redis answered: this command failed" (a bug to

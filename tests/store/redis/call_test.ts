@@ -120,6 +120,12 @@ Deno.test("RedisCalls.call() says whether a failure may have applied: not_applie
   );
   assert.equal(
     await outcome(() =>
+      Promise.reject(upstashError("OOM command not allowed when used memory > 'maxmemory'."))
+    ),
+    "not_applied",
+  );
+  assert.equal(
+    await outcome(() =>
       Promise.reject(new TypeError("connection closed before message completed"))
     ),
     "unknown",

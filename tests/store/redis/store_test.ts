@@ -768,6 +768,27 @@ redisTest(
 );
 
 redisTest(
+  "a Redis out of memory answers ingest 503 not_applied with Retry-After, and applies nothing",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const app = await appOver(store);
+    assert.equal((await postEvents(app, "three", events("warm", 1))).status, 202);
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("CONFIG", "SET", "maxmemory-policy", "noeviction");
+      await send("CONFIG", "SET", "maxmemory", "1");
+    });
+    const full = await postEvents(app, "three", events("a", 3));
+    const body = await full.json();
+    assert.equal(full.status, 503, JSON.stringify(body));
+    assert.equal(body.error.code, "store_unavailable");
+    assert.equal(body.error.details.outcome, "not_applied");
+    assert.ok(full.headers.get("Retry-After"));
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "maxmemory", "0"));
+    assert.equal((await store.stats("three", [])).applied, 1);
+  },
+);
+
+redisTest(
   "a dedupe id with a lone UTF-16 surrogate does not fail its batch on Redis, as on the memory store",
   async (fixture) => {
     // `\ud800` alone is valid JSON and a valid JS string, but not well-formed Unicode.
