@@ -27,7 +27,7 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Browsers refuse keepalive bodies above 64 KiB in flight. */
+/** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
 const KEEPALIVE_BYTES = 60_000;
 
 /**
@@ -56,6 +56,7 @@ export function createTracker(options) {
 
   async function send(stream, events) {
     const body = JSON.stringify(events);
+    const keepalive = new TextEncoder().encode(body).length < KEEPALIVE_BYTES;
     const idempotencyKey = randomId();
     for (let attempt = 0;; attempt++) {
       let wait;
@@ -64,7 +65,7 @@ export function createTracker(options) {
           method: "POST",
           headers: { "Content-Type": "application/json", "Idempotency-Key": idempotencyKey },
           body,
-          keepalive: body.length < KEEPALIVE_BYTES,
+          keepalive,
         });
         if (res.ok) return;
         if (res.status !== 429 && res.status !== 503) {
