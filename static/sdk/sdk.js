@@ -101,6 +101,17 @@ export function createTracker(options) {
     return Promise.all(sent).then(() => undefined);
   }
 
+  /**
+   * `events` as JSON bodies under {@linkcode KEEPALIVE_BYTES} each, halving a batch that is not
+   * (a beacon or keepalive body over the browsers' cap is refused); one event goes as it is.
+   */
+  function beaconBodies(events) {
+    const body = JSON.stringify(events);
+    if (events.length < 2 || new TextEncoder().encode(body).length < KEEPALIVE_BYTES) return [body];
+    const half = Math.ceil(events.length / 2);
+    return [...beaconBodies(events.slice(0, half)), ...beaconBodies(events.slice(half))];
+  }
+
   /** Sends what waits with beacons: they outlive the page. */
   function beacon() {
     clearTimeout(timer);
@@ -108,10 +119,11 @@ export function createTracker(options) {
     for (const [stream, events] of queues) {
       queues.delete(stream);
       for (let i = 0; i < events.length; i += maxBatch) {
-        const body = JSON.stringify(events.slice(i, i + maxBatch));
-        // A string body goes as text/plain, which needs no preflight.
-        if (!navigator.sendBeacon?.(url(stream), body)) {
-          fetch(url(stream), { method: "POST", body, keepalive: true }).catch(() => {});
+        for (const body of beaconBodies(events.slice(i, i + maxBatch))) {
+          // A string body goes as text/plain, which needs no preflight.
+          if (!navigator.sendBeacon?.(url(stream), body)) {
+            fetch(url(stream), { method: "POST", body, keepalive: true }).catch(() => {});
+          }
         }
       }
     }

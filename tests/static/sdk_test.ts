@@ -99,3 +99,25 @@ Deno.test("the SDK drops a batch refused for good (4xx other than 429) without r
     restore();
   }
 });
+
+Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes, which browsers take on unload", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://events.example/" });
+    // Three events of 30,000 bytes each: one body would be 90,000 bytes.
+    for (const path of ["/a", "/b", "/c"]) {
+      tracker.track("page views", { path, note: "x".repeat(30_000) });
+    }
+    // Deno has no sendBeacon: the beacon goes by fetch with keepalive, as a browser's fallback.
+    tracker.beacon();
+    await tracker.settled();
+    const bytes = sent.map((request) => new TextEncoder().encode(String(request.init.body)).length);
+    assert.ok(bytes.every((size) => size < 60_000), `${bytes}`);
+    assert.ok(sent.every((request) => request.init.keepalive === true));
+    const paths = sent.flatMap((request) => JSON.parse(String(request.init.body)))
+      .map((event: { path: string }) => event.path);
+    assert.deepEqual(paths, ["/a", "/b", "/c"]);
+  } finally {
+    restore();
+  }
+});
