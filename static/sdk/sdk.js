@@ -30,6 +30,11 @@ function sleep(ms) {
 /** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
 const KEEPALIVE_BYTES = 60_000;
 
+/** Whether a request body is small enough for `keepalive` and `sendBeacon`. */
+function fitsKeepalive(body) {
+  return new TextEncoder().encode(body).length < KEEPALIVE_BYTES;
+}
+
 /**
  * A tracker: `track(stream, event)` queues, `flush()` sends what waits.
  * Options: `key` (a publishable key, required), `endpoint` (the server; the
@@ -56,7 +61,7 @@ export function createTracker(options) {
 
   async function send(stream, events) {
     const body = JSON.stringify(events);
-    const keepalive = new TextEncoder().encode(body).length < KEEPALIVE_BYTES;
+    const keepalive = fitsKeepalive(body);
     const idempotencyKey = randomId();
     for (let attempt = 0;; attempt++) {
       let wait;
@@ -107,7 +112,7 @@ export function createTracker(options) {
    */
   function beaconBodies(events) {
     const body = JSON.stringify(events);
-    if (events.length < 2 || new TextEncoder().encode(body).length < KEEPALIVE_BYTES) return [body];
+    if (events.length < 2 || fitsKeepalive(body)) return [body];
     const half = Math.ceil(events.length / 2);
     return [...beaconBodies(events.slice(0, half)), ...beaconBodies(events.slice(half))];
   }
