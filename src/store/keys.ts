@@ -48,7 +48,10 @@ export interface ApiKeyRecord {
 export interface KeyStore {
   /** Short name (`memory`, `redis`). */
   readonly kind: string;
-  /** Stores a new key; throws {@linkcode KeyConflictError} when its id or hash exists. */
+  /**
+   * Stores a new key; throws {@linkcode KeyConflictError} when its id or hash exists, except
+   * for the very same record (the same call sent again), which succeeds again.
+   */
   createKey(record: ApiKeyRecord): Promise<void>;
   /** The key whose digest is `hash`, or null. */
   keyByHash(hash: string): Promise<ApiKeyRecord | null>;

@@ -6,6 +6,7 @@ import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
+import { startDroppingProxy } from "../_upstash_proxy.ts";
 
 function key(id: string, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
   return JSON.parse(JSON.stringify({
@@ -58,6 +59,14 @@ const scenarios: Record<string, (store: KeyStore, fixture?: RedisFixture) => Pro
     assert.equal((await store.listKeys()).length, 1);
   },
 
+  async "createKey() of the very record it holds is the same call sent again: it succeeds"(store) {
+    await store.createKey(key("key_a"));
+    await store.createKey(key("key_a"));
+    assert.deepEqual(await store.listKeys(), [key("key_a")]);
+    // Only the very record: another creation time is another call.
+    await assert.rejects(store.createKey(key("key_a", { createdAt: 3 })), KeyConflictError);
+  },
+
   async "deleteKey() removes the key and its digest, and says whether there was one"(store) {
     await store.createKey(key("key_a"));
     assert.equal(await store.deleteKey("key_a"), true);
@@ -101,6 +110,53 @@ redisTest(
     for (const name of names) {
       assert.ok(name.startsWith("es:{$apikeys}:"), name);
       assert.equal(await redis.pttl(name), -1, `${name} has a TTL`);
+    }
+  },
+);
+
+redisTest(
+  "RedisKeyStore: a creation the client sends again after its connection was lost succeeds once",
+  async (fixture) => {
+    // The script in Redis's cache first, so the dropped request is the EVALSHA that runs it.
+    await redisKeyStore(fixture).createKey(key("key_warm"));
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      const redis = new Redis({ url: proxy.url, token: fixture.restToken, enableTelemetry: false });
+      const keys = new RedisKeyStore(redis);
+      proxy.dropNextConnection(() => true);
+      // Redis created the key, the reply was lost and the client sent the same call again.
+      await keys.createKey(key("key_a"));
+      assert.equal(proxy.dropped, 1);
+      assert.deepEqual(await keys.getKey("key_a"), key("key_a"));
+      assert.equal((await keys.listKeys()).length, 2);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
+  "RedisKeyStore: a deletion the client sends again after its connection was lost answers as the first",
+  async (fixture) => {
+    const direct = redisKeyStore(fixture);
+    await direct.createKey(key("key_a"));
+    // The script in Redis's cache first, so the dropped request is the EVALSHA that runs it.
+    assert.equal(await direct.deleteKey("key_none"), false);
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      const redis = new Redis({ url: proxy.url, token: fixture.restToken, enableTelemetry: false });
+      const keys = new RedisKeyStore(redis);
+      proxy.dropNextConnection(() => true);
+      assert.equal(await keys.deleteKey("key_a"), true);
+      assert.equal(proxy.dropped, 1);
+      assert.equal(await keys.getKey("key_a"), null);
+      // Another deletion of it is another call: there is nothing left to delete.
+      assert.equal(await keys.deleteKey("key_a"), false);
+      // Its token lives a minute.
+      const life = await redis.pttl("es:{$apikeys}:gone:key_a");
+      assert.ok(life > 55_000 && life <= 60_000, `PTTL ${life}`);
+    } finally {
+      await proxy.close();
     }
   },
 );

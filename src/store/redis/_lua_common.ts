@@ -11,6 +11,14 @@
  *
  * @module
  */
+/**
+ * How long (ms) a call's one-time token is kept (an apply's reply, a deletion): a call sent again
+ * within it (Deno's `fetch` sends a request again once when a kept-alive connection closes before
+ * any reply, and the client retries once, though Redis may have run it) answers as the first
+ * instead of running again.
+ */
+export const CALL_REPLY_TTL_MS = 60_000;
+
 export const LUA_COMMON = `
 local P = KEYS[1]
 local args = cjson.decode(ARGV[1])

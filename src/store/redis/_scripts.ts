@@ -31,15 +31,8 @@
  */
 
 import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
-import { LUA_COMMON, luaString } from "./_lua_common.ts";
+import { CALL_REPLY_TTL_MS, LUA_COMMON, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
-
-/**
- * How long (ms) an apply call's reply is kept under its token: a call sent again within it (Deno's
- * `fetch` sends a request again once when a kept-alive connection closes before any reply, though
- * Redis may have run it) answers the first one's reply instead of applying again.
- */
-export const CALL_REPLY_TTL_MS = 60_000;
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
 export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;

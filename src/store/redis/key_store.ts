@@ -2,12 +2,13 @@
  * Run-time API keys in Redis, shared by every instance with the same prefix.
  * Two hashes under one hash tag (`es:{$apikeys}:`; `$` is never in a stream
  * name, so no stream's keys share it): `id` maps a key id to its record as
- * JSON, `hash` maps a key digest to its id. Each operation is one EVALSHA.
+ * JSON, `hash` maps a key digest to its id; `gone:<id>` holds a deletion's one-time token for a
+ * minute. Each operation is one EVALSHA.
  *
  * @module
  */
 import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
-import { LUA_COMMON } from "./_lua_common.ts";
+import { CALL_REPLY_TTL_MS, LUA_COMMON } from "./_lua_common.ts";
 import {
   asArray,
   fromJson,
@@ -16,10 +17,13 @@ import {
   type RedisScriptClient,
 } from "./call.ts";
 
+// The very record held already is this call sent again (fetch, or the client's retry, after a
+// connection lost once Redis ran it): its id, the digest of a random key and its creation time
+// are the same only then. It succeeds again rather than answering a conflict with itself.
 const CREATE_SCRIPT = LUA_COMMON + `
-if redis.call("HEXISTS", P .. "id", args.id) == 1 or redis.call("HEXISTS", P .. "hash", args.hash) == 1 then
-  return 0
-end
+local held = redis.call("HGET", P .. "id", args.id)
+if held == args.json then return 1 end
+if held or redis.call("HEXISTS", P .. "hash", args.hash) == 1 then return 0 end
 redis.call("HSET", P .. "id", args.id, args.json)
 redis.call("HSET", P .. "hash", args.hash, args.id)
 return 1
@@ -31,11 +35,18 @@ if not id then return false end
 return redis.call("HGET", P .. "id", id)
 `;
 
+// A deletion leaves its one-time token for a minute (`gone:<id>`): the same call sent again
+// (fetch, or the client's retry, after a connection lost once Redis ran it) answers 1 again.
 const DELETE_SCRIPT = LUA_COMMON + `
 local json = redis.call("HGET", P .. "id", args.id)
-if not json then return 0 end
+local gone = P .. "gone:" .. args.id
+if not json then
+  if redis.call("GET", gone) == args.tk then return 1 end
+  return 0
+end
 redis.call("HDEL", P .. "hash", cjson.decode(json).hash)
 redis.call("HDEL", P .. "id", args.id)
+redis.call("SET", gone, args.tk, "PX", ${CALL_REPLY_TTL_MS})
 return 1
 `;
 
@@ -97,6 +108,7 @@ export class RedisKeyStore implements KeyStore {
   }
 
   async deleteKey(id: string): Promise<boolean> {
-    return Number(await this.#run("deleteKey", DELETE_SCRIPT, { id })) === 1;
+    const tk = crypto.randomUUID();
+    return Number(await this.#run("deleteKey", DELETE_SCRIPT, { id, tk })) === 1;
   }
 }

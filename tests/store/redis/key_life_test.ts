@@ -10,7 +10,7 @@ import { compileConfig } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { CALL_REPLY_TTL_MS } from "../../../src/store/redis/_scripts.ts";
+import { CALL_REPLY_TTL_MS } from "../../../src/store/redis/_lua_common.ts";
 import { redisTest, withDirect } from "../../_redis.ts";
 
 /**
