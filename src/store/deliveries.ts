@@ -360,7 +360,10 @@ export interface DeliveryStore {
   /** Short name (`memory`, `redis`). */
   readonly kind: string;
 
-  /** Creates or replaces an endpoint if its version is as expected; false when it is not. */
+  /**
+   * Creates or replaces an endpoint if its version is as expected; false when it is not. The very
+   * config held already (the same call sent again) is true and changes nothing.
+   */
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean>;
   /** An endpoint with its state, or null. */
   getEndpoint(id: string): Promise<Endpoint | null>;
@@ -429,7 +432,9 @@ export interface DeliveryStore {
    * Records an attempt made under a claim: the delivery's new status, the
    * attempt log, the next due time, and the endpoint's health (disabling it
    * when asked or when it has failed for too long). Returns whether the claim
-   * was still valid, and whether the endpoint got disabled.
+   * was still valid, and whether the endpoint got disabled. The same record
+   * again (its claim the last recorded) records nothing and answers the same:
+   * a call sent twice.
    */
   recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }>;
   /**

@@ -19,7 +19,8 @@ import {
 } from "../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
-import { redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type DroppingProxy, startDroppingProxy } from "../_upstash_proxy.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const LEASE = 30_000;
@@ -89,7 +90,10 @@ type Scenario = (store: DeliveryStore) => Promise<void>;
 const scenarios: Record<string, Scenario> = {
   async "putEndpoint() creates once and updates only the expected version"(store) {
     assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
-    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), false);
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { createdMs: T0 + 1 }), { expectVersion: null }),
+      false,
+    );
     assert.equal(
       await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 2 }), {
         expectVersion: 7,
@@ -455,6 +459,62 @@ const scenarios: Record<string, Scenario> = {
       { recorded: true, disabled: true },
     );
     assert.equal((await store.getEndpoint("ep_b"))?.disabledReason, "Endpoint answered 410 Gone");
+  },
+
+  async "putEndpoint() of the very config held is the same call sent again: true, nothing changed"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    const next = config("ep_a", { url: "https://x.test/", version: 2, updatedMs: T0 + 1 });
+    assert.equal(await store.putEndpoint(next, { expectVersion: 1 }), true);
+    // Its state changed since (the endpoint failed for long): the same call again keeps it.
+    await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 3 }), {
+      expectVersion: 2,
+      state: { disabled: true, disabledReason: "Failing" },
+    });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 3 }), {
+        expectVersion: 2,
+        state: { disabled: false },
+      }),
+      true,
+    );
+    assert.equal((await store.getEndpoint("ep_a"))?.disabled, true);
+    // Any other config at a stale version is refused.
+    assert.equal(await store.putEndpoint(next, { expectVersion: 1 }), false);
+    assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), true);
+    assert.equal(
+      await store.putEndpoint(config("ep_b", { description: "other" }), { expectVersion: null }),
+      false,
+    );
+  },
+
+  async "recordAttempt() sent again with its claim answers as the first and records nothing more"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    await store.createDeliveries([delivery(9, "ep_b")]);
+    const [gone] = await store.claimDue(claimOptions(T0));
+    const record = {
+      deliveryId: gone.delivery.id,
+      endpointId: "ep_b",
+      token: gone.token,
+      attempt: attempt("dead", null, 410),
+      nowMs: T0,
+      disableReason: "Endpoint answered 410 Gone",
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    };
+    assert.deepEqual(await store.recordAttempt(record), { recorded: true, disabled: true });
+    assert.deepEqual(await store.recordAttempt(record), { recorded: true, disabled: true });
+    assert.equal((await store.getDelivery(gone.delivery.id))?.attempts, 1);
+    assert.equal((await store.listAttempts(gone.delivery.id)).length, 1);
+    // Another claim's record, once that claim is gone, is still refused.
+    assert.deepEqual(await store.recordAttempt({ ...record, token: "other" }), {
+      recorded: false,
+      disabled: false,
+    });
   },
 
   async "retry() requeues with a fresh schedule, unless the delivery is in flight"(store) {
@@ -1147,4 +1207,73 @@ redisTest(
     assert.equal(all.items.length, 8, "without a status, a page looks at limit + 1 at least");
     assert.equal(all.nextCursor, null);
   },
+);
+
+/**
+ * Runs `fn` with a Redis delivery store through a dropping proxy (`direct`: one without it, on
+ * the same Redis).
+ */
+async function viaDroppingProxy(
+  fixture: RedisFixture,
+  fn: (
+    stores: { store: DeliveryStore; direct: DeliveryStore; proxy: DroppingProxy },
+  ) => Promise<void>,
+): Promise<void> {
+  const direct = new RedisDeliveryStore(
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    { now: () => T0 },
+  );
+  const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+  try {
+    const store = new RedisDeliveryStore(
+      new Redis({ url: proxy.url, token: fixture.restToken, enableTelemetry: false }),
+      { now: () => T0 },
+    );
+    await fn({ store, direct, proxy });
+  } finally {
+    await proxy.close();
+  }
+}
+
+redisTest(
+  "RedisDeliveryStore: an attempt record the client sends again after its connection was lost answers as the first",
+  (fixture) =>
+    viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
+      await direct.putEndpoint(config("ep_b"), { expectVersion: null });
+      await direct.createDeliveries([delivery(9, "ep_b")]);
+      const [gone] = await direct.claimDue(claimOptions(T0));
+      const record = {
+        deliveryId: gone.delivery.id,
+        endpointId: "ep_b",
+        token: gone.token,
+        attempt: attempt("dead", null, 410),
+        nowMs: T0,
+        disableReason: "Endpoint answered 410 Gone",
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      };
+      // The script in Redis's cache first, so the dropped request is the EVALSHA that runs it.
+      await store.recordAttempt({ ...record, deliveryId: "none" });
+      proxy.dropNextConnection(() => true);
+      const reply = await store.recordAttempt(record);
+      assert.equal(proxy.dropped, 1);
+      // Recorded, and the endpoint disabled, by the first send: the client is told so.
+      assert.deepEqual(reply, { recorded: true, disabled: true });
+      assert.equal((await store.getDelivery(gone.delivery.id))?.attempts, 1);
+    }),
+);
+
+redisTest(
+  "RedisDeliveryStore: an endpoint deletion the client sends again after its connection was lost answers as the first",
+  (fixture) =>
+    viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
+      await direct.putEndpoint(config("ep_a"), { expectVersion: null });
+      assert.equal(await store.deleteEndpoint("ep_none"), false);
+      proxy.dropNextConnection(() => true);
+      assert.equal(await store.deleteEndpoint("ep_a"), true);
+      assert.equal(proxy.dropped, 1);
+      assert.equal(await store.getEndpoint("ep_a"), null);
+      // Another deletion is another call: nothing is left to delete.
+      assert.equal(await store.deleteEndpoint("ep_a"), false);
+    }),
 );

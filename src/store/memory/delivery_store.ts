@@ -48,6 +48,8 @@ interface StoredDelivery {
   delivery: Delivery;
   attempts: Attempt[];
   claim: { token: string; untilMs: number } | null;
+  /** The claim last recorded and its reply, which the same call again answers. */
+  recorded: { token: string; disabled: boolean } | null;
   expiresMs: number;
 }
 
@@ -80,6 +82,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
     const current = this.#configs.get(config.id);
+    // The very config held already is the same call again, as the Redis store takes it.
+    if (current && JSON.stringify(current) === JSON.stringify(config)) return Promise.resolve(true);
     if (
       options.expectVersion === null
         ? current !== undefined
@@ -221,6 +225,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
         },
         attempts: [],
         claim: null,
+        recorded: null,
         expiresMs: now + this.#retentionMs,
       });
       this.#queueOf(item.endpointId).set(item.id, item.createdMs);
@@ -386,6 +391,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }> {
     const stored = this.#live(record.deliveryId);
+    if (stored?.recorded?.token === record.token) {
+      return Promise.resolve({ recorded: true, disabled: stored.recorded.disabled });
+    }
     if (!stored || stored.claim?.token !== record.token) {
       return Promise.resolve({ recorded: false, disabled: false });
     }
@@ -427,6 +435,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
         }
       }
     }
+    stored.recorded = { token: record.token, disabled };
     return Promise.resolve({ recorded: true, disabled });
   }
 

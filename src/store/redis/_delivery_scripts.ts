@@ -26,7 +26,7 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { LUA_COMMON } from "./_lua_common.ts";
+import { CALL_REPLY_TTL_MS, LUA_COMMON } from "./_lua_common.ts";
 
 /** The shared prelude and the helpers of the delivery store's scripts. */
 const COMMON = LUA_COMMON + `
@@ -258,13 +258,17 @@ end
 
 /**
  * Creates or replaces an endpoint. ARGV[1]: `{id, json, expect (-1: must not exist), created,
- * rate|false, state: {disabled?, reason?, failing?}}`. Returns 1, or 0 on a version mismatch.
+ * rate|false, state: {disabled?, reason?, failing?}}`. Returns 1, or 0 on a version mismatch; 1
+ * for the very config held already (the same call again), changing nothing.
  */
 export const PUT_ENDPOINT_SCRIPT = COMMON + `
 local id, json, expect, created, rate = args.id, args.json, args.expect, args.created, args.rate
 local disabled, reason, failing = args.state.disabled, args.state.reason, args.state.failing
 local key = endpointKey(id)
 local current = redis.call("GET", key)
+-- The very config held already (its version and update time too) is this call sent again once it
+-- ran (fetch, or the client's retry, after a lost connection): done, as the first said.
+if current == json then return 1 end
 if expect == -1 then
   if current then return 0 end
 else
@@ -310,15 +314,25 @@ if #entries > limit * 2 then next = { entries[limit * 2], entries[limit * 2 - 1]
 return cjson.encode({ rows = rows, next = next })
 `;
 
-/** Deletes an endpoint with its queues. ARGV[1]: `{id}`. Returns 1 if it existed. */
+/**
+ * Deletes an endpoint with its queues. ARGV[1]: `{id, tk}`. Returns 1 if it existed, or if this
+ * call deleted it (the same call sent again: its one-time token `tk` is kept under `gone:<id>`
+ * for {@linkcode CALL_REPLY_TTL_MS}).
+ */
 export const DELETE_ENDPOINT_SCRIPT = COMMON + `
 local id = args.id
+local gone = P .. "gone:" .. id
 local existed = redis.call("DEL", endpointKey(id))
 redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id),
   deadKey(id))
 redis.call("ZREM", ENDPOINTS_KEY, id)
 redis.call("ZREM", DUE_ENDPOINTS_KEY, id)
-return existed
+if existed == 1 then
+  redis.call("SET", gone, args.tk, "PX", ${CALL_REPLY_TTL_MS})
+  return 1
+end
+if redis.call("GET", gone) == args.tk then return 1 end
+return 0
 `;
 
 /** Reads a dispatch cursor. ARGV[1]: `{stream}`. Returns JSON `[cursor, plan]` ("" for none). */
@@ -477,7 +491,7 @@ return cjson.encode(claimDue(args.now, args.limit, args.lease, args.conc, args.t
 /**
  * Records an attempt. ARGV[1]: `{id, ep, token, now, outcome, next|false, status|false,
  * err|false, attempt (JSON), retention, maxLog, disable|false, disableAfter, failingReason}`.
- * Returns JSON `[recorded (0/1), disabled (0/1)]`.
+ * Returns JSON `[recorded (0/1), disabled (0/1)]`; the same again for the claim last recorded.
  */
 export const RECORD_SCRIPT = COMMON + `
 local id, ep, token, now, outcome = args.id, args.ep, args.token, args.now, args.outcome
@@ -485,7 +499,15 @@ local nextMs, httpStatus, lastError = args.next, args.status, args.err
 local attempt, retention, maxLog = args.attempt, args.retention, args.maxLog
 local disableReason, disableAfter, failingReason = args.disable, args.disableAfter, args.failingReason
 local key = deliveryKey(id)
-if redis.call("HGET", key, "claim") ~= token then return cjson.encode({ 0, 0 }) end
+if redis.call("HGET", key, "claim") ~= token then
+  -- The same call sent again once it ran (fetch, or the client's retry, after a lost
+  -- connection): its first reply, nothing recorded twice. "rtk"/"rdis": the claim last
+  -- recorded and whether that disabled the endpoint.
+  if redis.call("HGET", key, "rtk") == token then
+    return cjson.encode({ 1, tonumber(redis.call("HGET", key, "rdis")) })
+  end
+  return cjson.encode({ 0, 0 })
+end
 redis.call("HINCRBY", key, "attempts", 1)
 redis.call("HINCRBY", key, "tries", 1)
 redis.call("HSET", key, "status", outcome,
@@ -528,6 +550,7 @@ if redis.call("EXISTS", st) == 1 then
     end
   end
 end
+redis.call("HSET", key, "rtk", token, "rdis", disabled)
 return cjson.encode({ 1, disabled })
 `;
 

@@ -237,7 +237,8 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   async deleteEndpoint(id: string): Promise<boolean> {
-    return Number(await this.#run("deleteEndpoint", DELETE_ENDPOINT_SCRIPT, { id })) === 1;
+    const tk = crypto.randomUUID();
+    return Number(await this.#run("deleteEndpoint", DELETE_ENDPOINT_SCRIPT, { id, tk })) === 1;
   }
 
   async dispatchState(stream: string): Promise<DispatchState> {
