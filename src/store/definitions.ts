@@ -70,7 +70,9 @@ export interface DefinitionStore {
   /**
    * Writes a record if the name's current version is `expectedVersion` (0:
    * no record yet), atomically; its version becomes `expectedVersion + 1`.
-   * Otherwise writes nothing and reports the current version.
+   * Otherwise writes nothing and reports the current version, except when the
+   * record at `expectedVersion + 1` is the very one written (the same write
+   * sent again, or an identical one): that reports it as written.
    */
   write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult>;
 }

@@ -53,6 +53,23 @@ const scenarios: Record<string, (store: DefinitionStore) => Promise<void>> = {
     assert.equal((await store.get("orders"))?.generation, 1);
   },
 
+  async "write() of the very record again, one version on, is the same write sent twice: written"(
+    store,
+  ) {
+    assert.deepEqual(await store.write("orders", record(), 0), { status: "written", version: 1 });
+    assert.deepEqual(await store.write("orders", record(), 0), { status: "written", version: 1 });
+    const deleted = record({ deleted: true, definition: null });
+    assert.deepEqual(await store.write("orders", deleted, 1), { status: "written", version: 2 });
+    assert.deepEqual(await store.write("orders", deleted, 1), { status: "written", version: 2 });
+    // Anything else at a stale version is a conflict: another record, or the same one further on.
+    assert.deepEqual(await store.write("orders", record({ deleted: true }), 1), {
+      status: "conflict",
+      version: 2,
+    });
+    assert.deepEqual(await store.write("orders", record(), 0), { status: "conflict", version: 2 });
+    assert.equal((await store.get("orders"))?.version, 2);
+  },
+
   async "a delete keeps the name with a higher version and no definition"(store) {
     await store.write("orders", record(), 0);
     await store.write("orders", record({ deleted: true, definition: null }), 1);

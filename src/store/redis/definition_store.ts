@@ -43,11 +43,22 @@ return cjson.encode(record)
 /**
  * Writes the record at KEYS[1] if its version is `args.expected`. ARGV[1]:
  * `{expected, g, s, d, c, x}`. Returns `[1, version]` written or
- * `[0, current]` refused.
+ * `[0, current]` refused. The very record at the version after the expected one is this write
+ * sent again (fetch, or the client's retry, after a connection lost once Redis ran it), or an
+ * identical one: `[1, current]`, as written.
  */
 const WRITE_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
-if current ~= args.expected then return { 0, current } end
+if current ~= args.expected then
+  if current == args.expected + 1 then
+    local held = redis.call("HMGET", P, "g", "s", "d", "c", "x")
+    if tonumber(held[1]) == args.g and held[2] == args.s and held[3] == args.d and held[4] == args.c
+      and held[5] == args.x then
+      return { 1, current }
+    end
+  end
+  return { 0, current }
+end
 local version = current + 1
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x)
 return { 1, version }
