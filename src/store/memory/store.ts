@@ -100,7 +100,7 @@ interface StreamState {
   fired: Map<string, number>;
   /** Result types live subscribers want, type → expiry. */
   demand: Map<string, number>;
-  /** Stored replies by idempotency key hash (insertion order is expiry order per TTL). */
+  /** Stored replies by idempotency key hash, in the order they expire (at one TTL). */
   replies: Map<string, StoredReply>;
   /** Rate-limit token buckets by key. */
   buckets: Map<string, { tokens: number; updatedMs: number; fullAt: number }>;
@@ -261,7 +261,12 @@ export class MemoryStore implements Store {
       }
       results.push({ status: "applied", duplicates, late });
     }
-    for (const [keyHash, stored] of replies) stream.replies.set(keyHash, stored);
+    for (const [keyHash, stored] of replies) {
+      // Taken out first, so the map's order stays the order replies expire in (a key whose reply
+      // expired unswept would otherwise keep its old place).
+      stream.replies.delete(keyHash);
+      stream.replies.set(keyHash, stored);
+    }
     if (stream.ids.forgotten > 0 && !stream.warnedForgotten) {
       stream.warnedForgotten = true;
       // Once per stream: the count in stats says how many since.
@@ -604,8 +609,12 @@ export class MemoryStore implements Store {
     this.#nextSweep = now + this.#sweepEveryMs;
     for (const stream of this.#streams.values()) {
       for (const [key, expiresAt] of stream.fired) if (expiresAt <= now) stream.fired.delete(key);
+      // Oldest first, up to the first one still kept: the sweep costs what expired, not what is
+      // held. (After the stream's idempotency TTL shrinks, a reply behind longer-kept ones waits
+      // for them; a reply read is checked for expiry anyway.)
       for (const [key, stored] of stream.replies) {
-        if (stored.expiresAt <= now) stream.replies.delete(key);
+        if (stored.expiresAt > now) break;
+        stream.replies.delete(key);
       }
       // A full bucket is the same as no bucket.
       for (const [key, bucket] of stream.buckets) {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { compileConfig } from "../../../src/config/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
@@ -254,3 +255,49 @@ Deno.test("MemoryStore refuses a maxDedupeIds below 2", () => {
     /^RangeError: maxDedupeIds must be an integer of at least 2, got 1$/,
   );
 });
+
+Deno.test(
+  "MemoryStore answers idempotency keys as a model does while replies expire, come back and the TTL changes (sweeping every apply)",
+  async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            key: fc.constantFrom("a", "b", "c", "d"),
+            body: fc.constantFrom("x", "y"),
+            advanceMs: fc.integer({ min: 0, max: 1_500 }),
+            ttlMs: fc.constantFrom(1_000, 2_000),
+          }),
+          { minLength: 1, maxLength: 60 },
+        ),
+        async (steps) => {
+          const { clock, store } = clockedStore();
+          const model = new Map<string, { body: string; expiresAt: number }>();
+          for (const step of steps) {
+            clock.now += step.advanceMs;
+            const now = clock.now;
+            const { requests } = await store.applyBatch(batch(now, [], {
+              counters: [],
+              requests: [{
+                events: 0,
+                filtered: 0,
+                idempotency: {
+                  keyHash: step.key,
+                  bodyHash: step.body,
+                  ttlMs: step.ttlMs,
+                  reply: JSON.stringify(step),
+                },
+              }],
+            }));
+            const held = model.get(step.key);
+            const live = held !== undefined && held.expiresAt > now;
+            const expected = !live ? "applied" : held.body === step.body ? "replayed" : "conflict";
+            assert.equal(requests[0].status, expected);
+            if (!live) model.set(step.key, { body: step.body, expiresAt: now + step.ttlMs });
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  },
+);
