@@ -9,6 +9,8 @@ import { Redis } from "@upstash/redis";
 import fc from "fast-check";
 import {
   type Attempt,
+  type AttemptRecord,
+  type Claim,
   type Delivery,
   type DeliveryStore,
   encodeCursor,
@@ -72,6 +74,20 @@ function attempt(
     responseExcerpt: "body",
     outcome,
     nextAttemptMs,
+  };
+}
+
+/** The record of an attempt under `claim` that its endpoint answered 410 Gone: dead, disabling it. */
+function goneRecord(claim: Claim): AttemptRecord {
+  return {
+    deliveryId: claim.delivery.id,
+    endpointId: claim.endpoint.id,
+    token: claim.token,
+    attempt: attempt("dead", null, 410),
+    nowMs: T0,
+    disableReason: "Endpoint answered 410 Gone",
+    disableAfterMs: 5 * DAY,
+    failingReason: "Failing",
   };
 }
 
@@ -472,7 +488,6 @@ const scenarios: Record<string, Scenario> = {
       expectVersion: 2,
       state: { disabled: true, disabledReason: "Failing" },
     });
-    await store.putEndpoint(config("ep_b"), { expectVersion: null });
     assert.equal(
       await store.putEndpoint(config("ep_a", { url: "https://x.test/", version: 3 }), {
         expectVersion: 2,
@@ -483,6 +498,7 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.getEndpoint("ep_a"))?.disabled, true);
     // Any other config at a stale version is refused.
     assert.equal(await store.putEndpoint(next, { expectVersion: 1 }), false);
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
     assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), true);
     assert.equal(
       await store.putEndpoint(config("ep_b", { description: "other" }), { expectVersion: null }),
@@ -496,16 +512,7 @@ const scenarios: Record<string, Scenario> = {
     await store.putEndpoint(config("ep_b"), { expectVersion: null });
     await store.createDeliveries([delivery(9, "ep_b")]);
     const [gone] = await store.claimDue(claimOptions(T0));
-    const record = {
-      deliveryId: gone.delivery.id,
-      endpointId: "ep_b",
-      token: gone.token,
-      attempt: attempt("dead", null, 410),
-      nowMs: T0,
-      disableReason: "Endpoint answered 410 Gone",
-      disableAfterMs: 5 * DAY,
-      failingReason: "Failing",
-    };
+    const record = goneRecord(gone);
     assert.deepEqual(await store.recordAttempt(record), { recorded: true, disabled: true });
     assert.deepEqual(await store.recordAttempt(record), { recorded: true, disabled: true });
     assert.equal((await store.getDelivery(gone.delivery.id))?.attempts, 1);
@@ -1242,16 +1249,7 @@ redisTest(
       await direct.putEndpoint(config("ep_b"), { expectVersion: null });
       await direct.createDeliveries([delivery(9, "ep_b")]);
       const [gone] = await direct.claimDue(claimOptions(T0));
-      const record = {
-        deliveryId: gone.delivery.id,
-        endpointId: "ep_b",
-        token: gone.token,
-        attempt: attempt("dead", null, 410),
-        nowMs: T0,
-        disableReason: "Endpoint answered 410 Gone",
-        disableAfterMs: 5 * DAY,
-        failingReason: "Failing",
-      };
+      const record = goneRecord(gone);
       // The script in Redis's cache first, so the dropped request is the EVALSHA that runs it.
       await store.recordAttempt({ ...record, deliveryId: "none" });
       proxy.dropNextConnection(() => true);
