@@ -360,10 +360,7 @@ export interface DeliveryStore {
   /** Short name (`memory`, `redis`). */
   readonly kind: string;
 
-  /**
-   * Creates or replaces an endpoint if its version is as expected; false when it is not. The very
-   * config held already (the same call sent again) is true and changes nothing.
-   */
+  /** Creates or replaces an endpoint if its version is as expected; false when it is not. */
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean>;
   /** An endpoint with its state, or null. */
   getEndpoint(id: string): Promise<Endpoint | null>;

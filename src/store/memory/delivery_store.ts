@@ -82,8 +82,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
     const current = this.#configs.get(config.id);
-    // The very config held already is the same call again, as the Redis store takes it.
-    if (current && JSON.stringify(current) === JSON.stringify(config)) return Promise.resolve(true);
     if (
       options.expectVersion === null
         ? current !== undefined

@@ -6,11 +6,13 @@
  * Key layout under the prefix:
  * - `ep:<id>` — endpoint config as JSON (no TTL: endpoints are few and deleted by hand).
  * - `eps:<id>` — endpoint state hash: `dis` ("1"/"0"), `why`, `fail` (failing since, ms),
- *   `rate` (deliveries/s, absent for no limit).
+ *   `rate` (deliveries/s, absent for no limit), `ptk` (the one-time token of the last put).
+ * - `gone:<id>` — the one-time token of the call that deleted endpoint `<id>`, PX 60 s.
  * - `endpoints` — zset of endpoint ids by creation time.
  * - `d:<id>` — delivery hash: `id`, `mid`, `ep`, `stream`, `type`, `payload`, `created`,
  *   `status`, `attempts`, `tries`, `next`, `lst` (last HTTP status), `lerr`, `updated`,
- *   and while claimed `claim` (token) and `until` (lease end); PX = retention.
+ *   while claimed `claim` (token) and `until` (lease end), and once one was recorded `rtk` (the
+ *   claim last recorded) and `rdis` (whether that disabled the endpoint); PX = retention.
  * - `a:<id>` — attempt log, newest first, JSON per attempt; PX = retention.
  * - `q:<ep>` — due queue: zset delivery id → due time (claimed ones at their lease end).
  * - `qe` — zset endpoint id → earliest due time of its queue: which endpoints have work.
@@ -258,17 +260,18 @@ end
 
 /**
  * Creates or replaces an endpoint. ARGV[1]: `{id, json, expect (-1: must not exist), created,
- * rate|false, state: {disabled?, reason?, failing?}}`. Returns 1, or 0 on a version mismatch; 1
- * for the very config held already (the same call again), changing nothing.
+ * rate|false, state: {disabled?, reason?, failing?}, tk}`. Returns 1, or 0 on a version
+ * mismatch; 1 for the same call again (its one-time token `tk` the last put's), changing nothing.
  */
 export const PUT_ENDPOINT_SCRIPT = COMMON + `
 local id, json, expect, created, rate = args.id, args.json, args.expect, args.created, args.rate
 local disabled, reason, failing = args.state.disabled, args.state.reason, args.state.failing
 local key = endpointKey(id)
 local current = redis.call("GET", key)
--- The very config held already (its version and update time too) is this call sent again once it
--- ran (fetch, or the client's retry, after a lost connection): done, as the first said.
-if current == json then return 1 end
+local st = endpointStateKey(id)
+-- This call sent again once it ran (fetch, or the client's retry, after a lost connection): its
+-- one-time token is the last put's (\`ptk\`), and the config still the one it wrote.
+if current == json and redis.call("HGET", st, "ptk") == args.tk then return 1 end
 if expect == -1 then
   if current then return 0 end
 else
@@ -276,7 +279,7 @@ else
 end
 redis.call("SET", key, json)
 redis.call("ZADD", ENDPOINTS_KEY, num(created), id)
-local st = endpointStateKey(id)
+redis.call("HSET", st, "ptk", args.tk)
 if rate == false then redis.call("HDEL", st, "rate") else redis.call("HSET", st, "rate", num(rate)) end
 if disabled ~= nil then redis.call("HSET", st, "dis", disabled and "1" or "0") end
 if reason ~= nil then

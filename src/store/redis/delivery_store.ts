@@ -201,6 +201,7 @@ export class RedisDeliveryStore implements DeliveryStore {
       created: config.createdMs,
       rate: config.rateLimit ?? false,
       state,
+      tk: crypto.randomUUID(),
     });
     return Number(reply) === 1;
   }
