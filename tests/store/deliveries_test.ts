@@ -1271,3 +1271,40 @@ redisTest(
       assert.equal((await store.getEndpoint("ep_a"))?.disabled, true);
     }),
 );
+
+redisTest(
+  "RedisDeliveryStore: a lease, retry or replay the client sends again after its connection was lost answers as the first",
+  (fixture) =>
+    viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
+      // Each script in Redis's cache first, so each dropped request is the EVALSHA that runs it.
+      await store.acquireLease("warm", 1_000);
+      await store.retry("none", T0);
+      await store.replay("ep_none", { sinceMs: T0, nowMs: T0 });
+
+      proxy.dropNextConnection(() => true);
+      const token = await store.acquireLease("backlog", 30_000);
+      assert.equal(proxy.dropped, 1);
+      // The first send took it: this call holds it, and nobody else gets it.
+      assert.ok(token);
+      assert.equal(await direct.acquireLease("backlog", 30_000), null);
+
+      await direct.putEndpoint(config("ep_a"), { expectVersion: null });
+      await direct.createDeliveries([delivery(1), delivery(2)]);
+      for (const claim of await direct.claimDue(claimOptions(T0))) {
+        await direct.recordAttempt({ ...goneRecord(claim), disableReason: undefined });
+      }
+      proxy.dropNextConnection(() => true);
+      assert.equal(await store.replay("ep_a", { sinceMs: T0, nowMs: T0 + 1 }), 2);
+      assert.equal(proxy.dropped, 2);
+
+      // Held half a second once Redis ran it: the delivery is claimed before the second send.
+      const [claim] = await direct.claimDue(claimOptions(T0 + 2));
+      await direct.recordAttempt({ ...goneRecord(claim), disableReason: undefined });
+      proxy.dropNextConnection(() => true, { holdMs: 500 });
+      const retried = store.retry(claim.delivery.id, T0 + 3);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal((await direct.claimDue(claimOptions(T0 + 3))).length, 1);
+      assert.equal(await retried, "requeued");
+      assert.equal(proxy.dropped, 3);
+    }),
+);

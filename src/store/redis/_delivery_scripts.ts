@@ -24,6 +24,8 @@
  *   PX = retention.
  * - `cur:<stream>` — dispatch cursor hash: `c` cursor, `p` planned page end; PX 30 days.
  * - `lease:<name>` — a lease token, PX = lease.
+ * - `call:<token>` — the reply of one retry or replay call, PX 60 s (`CALL_REPLY_TTL_MS`): the
+ *   same call sent again returns it and does nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
@@ -73,8 +75,11 @@ local function moveCursor(stream, last, ttl)
   redis.call("HDEL", key, "p")
   redis.call("PEXPIRE", key, ttl)
 end
+-- Held already by token: this call sent again once it ran (tokens are one per call).
 local function takeLease(name, token, ttl)
-  return redis.call("SET", leaseKey(name), token, "NX", "PX", ttl) and 1 or 0
+  local key = leaseKey(name)
+  if redis.call("SET", key, token, "NX", "PX", ttl) then return 1 end
+  return redis.call("GET", key) == token and 1 or 0
 end
 local function releaseLease(name, token)
   local key = leaseKey(name)
@@ -574,22 +579,30 @@ refresh(ep)
 return 1
 `;
 
-/** Makes a delivery due now. ARGV[1]: `{id, now, retention}`. Returns JSON of the outcome. */
+/**
+ * Makes a delivery due now. ARGV[1]: `{id, now, retention, tk}`. Returns JSON of the outcome; the
+ * same call again (its one-time token `tk` seen) the first one's.
+ */
 export const RETRY_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return first end
 local id, now, retention = args.id, args.now, args.retention
 local key = deliveryKey(id)
 if redis.call("EXISTS", key) == 0 then return cjson.encode("not_found") end
 local untilMs = tonumber(redis.call("HGET", key, "until"))
 if untilMs and untilMs > now then return cjson.encode("in_flight") end
 requeue(key, now, retention)
-return cjson.encode("requeued")
+return keepReply(callKey, cjson.encode("requeued"))
 `;
 
 /**
  * Requeues an endpoint's retrying and dead deliveries created since a time.
- * ARGV[1]: `{ep, since, now, retention}`. Returns how many.
+ * ARGV[1]: `{ep, since, now, retention, tk}`. Returns how many; the same call again (its
+ * one-time token `tk` seen) the first one's count.
  */
 export const REPLAY_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local ep, since, now, retention = args.ep, args.since, args.now, args.retention
 local count = 0
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", indexKey(ep), num(since), "+inf")) do
@@ -601,6 +614,7 @@ for _, id in ipairs(redis.call("ZRANGEBYSCORE", indexKey(ep), num(since), "+inf"
     count = count + 1
   end
 end
+keepReply(callKey, num(count))
 return count
 `;
 

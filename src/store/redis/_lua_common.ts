@@ -8,6 +8,9 @@
  * script's keys share one Redis Cluster slot. Its arguments come as JSON
  * (see `RedisCalls.script`); every script takes an object in ARGV[1], decoded
  * here into `args`, and reads its fields into named locals first thing.
+ * A script that writes may take a one-time token in `args.tk` and keep its
+ * reply under `call:<token>` (`callReply`, `keepReply`): the same call sent
+ * again answers that reply instead of running again.
  *
  * @module
  */
@@ -30,6 +33,18 @@ local function num(x)
     return string.format("%d", x)
   end
   return string.format("%.17g", x)
+end
+-- A writing call's one-time token (args.tk, absent for none): the key its reply is kept under
+-- and, when this is the same call sent again, that reply (text), which the script returns as is.
+local function callReply(tk)
+  if type(tk) ~= "string" then return nil, false end
+  local key = P .. "call:" .. tk
+  return key, redis.call("GET", key)
+end
+-- Keeps a call's reply (text) under its key from callReply for ${CALL_REPLY_TTL_MS} ms; returns it.
+local function keepReply(key, reply)
+  if key then redis.call("SET", key, reply, "PX", ${CALL_REPLY_TTL_MS}) end
+  return reply
 end
 `;
 

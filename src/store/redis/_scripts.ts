@@ -24,14 +24,15 @@
  *   field `r` holds a JSON log record.
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
- * - `call:<token>` — the reply of one apply call, PX {@linkcode CALL_REPLY_TTL_MS}: the same call
- *   sent again returns it and applies nothing.
+ * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
+ *   append), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
+ *   nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
 import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
-import { CALL_REPLY_TTL_MS, LUA_COMMON, luaString } from "./_lua_common.ts";
+import { LUA_COMMON, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
@@ -240,7 +241,7 @@ end
  * full again): both in the stream's hash slot.
  *
  * `tk` in ARGV[1], when given, is the call's one-time token: a call whose token was seen within
- * {@linkcode CALL_REPLY_TTL_MS} returns the reply that one returned, applying nothing.
+ * 60 s (`CALL_REPLY_TTL_MS`) returns the reply that one returned, applying nothing.
  *
  * KEYS[2], when given, is the stream's definition record (`<prefix>:{<stream>}:def`, see
  * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none).
@@ -254,12 +255,8 @@ end
  */
 export const APPLY_SCRIPT = COMMON + `
 -- The same call sent again (its token seen): the first one's reply, nothing applied again.
-local callKey = nil
-if type(args.tk) == "string" then
-  callKey = P .. "call:" .. args.tk
-  local first = redis.call("GET", callKey)
-  if first then return first end
-end
+local callKey, first = callReply(args.tk)
+if first then return first end
 -- The session helpers are closures made on every call: only for a stream with session counters.
 local withSessions = nil
 if type(args.sess) == "table" then
@@ -787,8 +784,7 @@ local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
 local reply = cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
   v = definitionVersion })
-if callKey then redis.call("SET", callKey, reply, "PX", ${CALL_REPLY_TTL_MS}) end
-return reply
+return keepReply(callKey, reply)
 `;
 
 /**
@@ -846,11 +842,15 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, logTtl, idle, now, peek, counters: [[name, kind, hop, size]]}`. Returns JSON
+ * `{late, limit, logTtl, idle, now, peek, counters: [[name, kind, hop, size]], tk?}`. Returns JSON
  * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
- * The ZREM inside the script makes each window close exactly once.
+ * The ZREM inside the script makes each window close exactly once; the same call again (its
+ * one-time token `tk` seen) returns the windows the first one closed.
  */
 export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
+-- The same close sent again: the windows the first one closed, which are closed no more.
+local callKey, first = callReply(args.tk)
+if first then return first end
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
 local stored = redis.call("HMGET", STATS_KEY, "wm", "exp")
@@ -902,15 +902,18 @@ for _, c in ipairs(args.counters) do
   end
 end
 closeSessions(cutoff, limit, peek, logTtl, out)
-return cjson.encode(out)
+return keepReply(callKey, cjson.encode(out))
 `;
 
 /**
  * Claims alert firings. ARGV[1] is JSON
- * `{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …]}`.
- * Returns JSON: the indexes (1-based) of the firings that were new.
+ * `{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …], tk}`.
+ * Returns JSON: the indexes (1-based) of the firings that were new (the same call again, its
+ * one-time token `tk` seen: the first one's).
  */
 export const FIRE_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return first end
 local logTtl, firings = args.logTtl, args.firings
 local fired = {}
 for i, f in ipairs(firings) do
@@ -923,13 +926,19 @@ for i, f in ipairs(firings) do
     fired[#fired + 1] = i
   end
 end
-return cjson.encode(fired)
+return keepReply(callKey, cjson.encode(fired))
 `;
 
-/** Appends records to the log. ARGV[1] is JSON `{logTtl, records: ["<record JSON>", …]}`. */
+/**
+ * Appends records to the log. ARGV[1] is JSON `{logTtl, records: ["<record JSON>", …], tk}`.
+ * Returns how many; the same call again (its one-time token `tk` seen) appends nothing.
+ */
 export const APPEND_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local logTtl, records = args.logTtl, args.records
 for _, record in ipairs(records) do appendLog(record, logTtl) end
+keepReply(callKey, num(#records))
 return #records
 `;
 

@@ -429,6 +429,7 @@ export class RedisDeliveryStore implements DeliveryStore {
       id: deliveryId,
       now: nowMs,
       retention: this.#retentionMs,
+      tk: crypto.randomUUID(),
     });
     // The client may have parsed the JSON string reply already.
     const text = String(reply);
@@ -442,6 +443,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         since: options.sinceMs,
         now: options.nowMs,
         retention: this.#retentionMs,
+        tk: crypto.randomUUID(),
       }),
     );
   }

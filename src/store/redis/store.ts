@@ -477,6 +477,8 @@ export class RedisStore implements Store {
             idle: options.idleMs ?? false,
             now: options.nowMs ?? this.#now(),
             peek: options.peek ?? false,
+            // A peek writes nothing: only a close is kept for a send of it again.
+            tk: options.peek ? false : crypto.randomUUID(),
             limit: options.limit ?? 100,
             logTtl: this.#statsTtlMs,
             counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),
@@ -504,6 +506,7 @@ export class RedisStore implements Store {
         fromJson(
           await this.#script(FIRE_SCRIPT, stream, {
             logTtl: this.#statsTtlMs,
+            tk: crypto.randomUUID(),
             firings: firings.map((f) => [
               f.alert,
               f.counter,
@@ -528,6 +531,7 @@ export class RedisStore implements Store {
     await this.#call("appendLog", () =>
       this.#script(APPEND_SCRIPT, stream, {
         logTtl: this.#statsTtlMs,
+        tk: crypto.randomUUID(),
         records: records.map((record) => JSON.stringify(record)),
       }));
   }

@@ -768,6 +768,64 @@ redisTest(
 );
 
 redisTest(
+  "a window close the client sends again after its connection was lost answers the windows the first closed",
+  (fixture) =>
+    viaDroppingProxy(fixture, "close", async (store, proxy) => {
+      const counters = stream("s").counterMetas;
+      await ingestItems(stream("s"), items(events("a", 20)), { store, nowMs: NOW });
+      // The close script in Redis's cache (a peek closes nothing), and the watermark at NOW.
+      await store.closeWindows("s", counters, { latenessMs: 10_000, peek: true });
+      await ingestItems(stream("s"), items([{ id: "mark", t: NOW, g: "de" }]), {
+        store,
+        nowMs: NOW,
+      });
+      proxy.dropNextConnection(isEvalsha);
+      const closed = await store.closeWindows("s", counters, { latenessMs: 10_000 });
+      assert.equal(proxy.dropped, 1);
+      // The windows the first send closed (its caller fires their alerts), each logged once.
+      assert.ok(closed.length > 0);
+      const logged = (await store.readLog("s", null, 10_000)).filter((entry) =>
+        entry.record.type === "window.closed"
+      );
+      assert.equal(logged.length, closed.reduce((sum, window) => sum + window.groups.length, 0));
+    }),
+);
+
+redisTest(
+  "alert firings and a log append the client sends again after a lost connection count once",
+  (fixture) =>
+    viaDroppingProxy(fixture, "fire", async (store, proxy) => {
+      const firing = {
+        alert: "busy",
+        counter: "count",
+        start: T0,
+        end: T0 + 60_000,
+        group: '["de"]',
+        value: 3,
+        ttlMs: 3_600_000,
+      };
+      // Both scripts in Redis's cache first.
+      await store.fireAlerts("s", [{ ...firing, alert: "warm" }]);
+      await store.appendLog("s", []);
+      proxy.dropNextConnection(isEvalsha);
+      // The first send fired it: its caller is told so (and counts and reports it).
+      assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+      proxy.dropNextConnection(isEvalsha);
+      await store.appendLog("s", [{
+        type: "window.closed",
+        counter: "count",
+        start: T0,
+        end: T0 + 60_000,
+        group: "[]",
+        state: { count: 1, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+      }]);
+      assert.equal(proxy.dropped, 2);
+      const types = (await store.readLog("s", null, 100)).map((entry) => entry.record.type);
+      assert.deepEqual(types, ["alert.fired", "alert.fired", "window.closed"]);
+    }),
+);
+
+redisTest(
   "a Redis out of memory answers ingest 503 not_applied with Retry-After, and applies nothing",
   async (fixture) => {
     const store = redisStore(fixture);
