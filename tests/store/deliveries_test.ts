@@ -1308,3 +1308,46 @@ redisTest(
       assert.equal(proxy.dropped, 3);
     }),
 );
+
+redisTest(
+  "RedisDeliveryStore: a claim or a stored page the client sends again after its connection was lost answers the first one's claims",
+  (fixture) =>
+    viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
+      await direct.putEndpoint(config("ep_a"), { expectVersion: null });
+      // Both scripts in Redis's cache first.
+      await store.claimDue(claimOptions(T0));
+      await store.storePage("warm", { cursor: null, end: "1-0", deliveries: [] });
+
+      await direct.createDeliveries([delivery(1), delivery(2)]);
+      proxy.dropNextConnection(() => true);
+      const claims = await store.claimDue(claimOptions(T0));
+      assert.equal(proxy.dropped, 1);
+      // The first send claimed both: the caller gets them (and sends them now, not after the
+      // lease), and nothing else was claimed.
+      assert.deepEqual(claims.map((claim) => claim.delivery.id).sort(), [
+        delivery(1).id,
+        delivery(2).id,
+      ]);
+      for (const claim of claims) {
+        assert.equal(claim.endpoint.url, "https://example.com/ep_a");
+        const recorded = await store.recordAttempt({
+          ...goneRecord(claim),
+          attempt: attempt("succeeded", null),
+          disableReason: undefined,
+        });
+        assert.deepEqual(recorded, { recorded: true, disabled: false });
+      }
+
+      proxy.dropNextConnection(() => true);
+      const stored = await store.storePage("s", {
+        cursor: null,
+        end: "5-0",
+        deliveries: [delivery(3)],
+        claim: claimOptions(T0),
+      });
+      assert.equal(proxy.dropped, 2);
+      assert.equal(stored?.created, 1);
+      assert.deepEqual(stored?.claims.map((claim) => claim.delivery.id), [delivery(3).id]);
+      assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
+    }),
+);

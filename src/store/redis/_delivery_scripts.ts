@@ -24,8 +24,9 @@
  *   PX = retention.
  * - `cur:<stream>` — dispatch cursor hash: `c` cursor, `p` planned page end; PX 30 days.
  * - `lease:<name>` — a lease token, PX = lease.
- * - `call:<token>` — the reply of one retry or replay call, PX 60 s (`CALL_REPLY_TTL_MS`): the
- *   same call sent again returns it and does nothing.
+ * - `call:<token>` — the reply of one retry or replay call (of a claim or stored page: what it
+ *   created and the ids it claimed), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again
+ *   returns it and does nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
@@ -249,6 +250,23 @@ local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention)
   end
   return out
 end
+-- What a call keeps of its claims for a send of it again: [id, endpoint, token] each.
+local function claimedIds(claims)
+  local ids = {}
+  for i, claim in ipairs(claims) do ids[i] = { claim[1].id, claim[1].ep, claim[4] } end
+  return ids
+end
+-- The claims of claimedIds again, those their tokens still hold (not recorded or given back since).
+local function claimsAgain(ids)
+  local out = {}
+  for _, claimed in ipairs(ids) do
+    local id, ep, token = claimed[1], claimed[2], claimed[3]
+    local d = hash(deliveryKey(id))
+    local cfg = redis.call("GET", endpointKey(ep))
+    if d.claim == token and cfg then out[#out + 1] = { d, cfg, hash(endpointStateKey(ep)), token } end
+  end
+  return out
+end
 local function requeue(key, now, retention)
   local d = hash(key)
   redis.call("ZREM", deadKey(d.ep), d.id)
@@ -395,9 +413,15 @@ return cjson.encode({ leased, cursor, plan, endpoints })
  * false}`. When the cursor is as given and no page ending elsewhere is planned: creates the
  * deliveries, moves the cursor to `last`, clears the plan, gives the lease back and, when asked,
  * claims due deliveries as CLAIM_SCRIPT does. Returns JSON `{created, claims}` (claims as
- * CLAIM_SCRIPT's), `created` -1 when nothing was done.
+ * CLAIM_SCRIPT's), `created` -1 when nothing was done. ARGV[1].tk is the call's one-time token:
+ * the same call again returns what it created and the claims it made that are still held.
  */
 export const STORE_PAGE_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then
+  local kept = cjson.decode(first)
+  return cjson.encode({ created = kept.created, claims = claimsAgain(kept.ids) })
+end
 local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.ttl
 local cursor, plan = readCursor(stream)
 if cursor ~= expected or (plan ~= "" and plan ~= last) then
@@ -411,6 +435,7 @@ local claim = args.claim
 if claim ~= false then
   claims = claimDue(claim.now, claim.limit, claim.lease, claim.conc, claim.token, args.retention)
 end
+keepReply(callKey, cjson.encode({ created = created, ids = claimedIds(claims) }))
 return cjson.encode({ created = created, claims = claims })
 `;
 
@@ -490,10 +515,15 @@ return redis.call("LRANGE", attemptsKey(id), 0, -1)
  * Claims due deliveries. ARGV[1]: `{now, limit, lease, conc, token, retention}`. Visits endpoints with
  * due work, earliest first; per endpoint claims up to its free concurrency and rate-limit
  * tokens. Due deliveries of a disabled endpoint become dead. Returns JSON
- * `[[{delivery hash}, endpointJson, {state}, token], …]`.
+ * `[[{delivery hash}, endpointJson, {state}, token], …]`. The same call again (its one-time
+ * `token` seen) returns the claims it made that are still held, claiming nothing more.
  */
 export const CLAIM_SCRIPT = COMMON + `
-return cjson.encode(claimDue(args.now, args.limit, args.lease, args.conc, args.token, args.retention))
+local callKey, first = callReply(args.token)
+if first then return cjson.encode(claimsAgain(cjson.decode(first))) end
+local claims = claimDue(args.now, args.limit, args.lease, args.conc, args.token, args.retention)
+keepReply(callKey, cjson.encode(claimedIds(claims)))
+return cjson.encode(claims)
 `;
 
 /**

@@ -319,6 +319,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         items: deliveryItems(page.deliveries),
         lease: page.releaseLease ?? false,
         claim: claim ? this.#claimArgs(claim) : false,
+        tk: crypto.randomUUID(),
       }),
     );
     if (reply.created === -1) return null;
