@@ -12,6 +12,7 @@
  * @module
  */
 import { Environment, EvaluationError } from "@marcbachmann/cel-js";
+import { compileLinearPattern, type LinearPattern, PatternError } from "../validate/mod.ts";
 import { compileFastPath, FALLBACK } from "./cel_fast.ts";
 
 /** A compiled expression: call it with its variables. */
@@ -57,12 +58,60 @@ function registerMixedArithmetic(env: Environment): void {
   env.registerOperator("double % double: double", remainder);
 }
 
+/**
+ * What `string.matches(pattern)` runs: cel-js's own builds a backtracking `RegExp`, which some
+ * pattern and text pairs hold for seconds or hours (see `validate/linear_regexp.ts`). Each
+ * parsed expression's `matches` calls are renamed to this function, which matches by RE2 (the
+ * syntax CEL specifies for `matches`) in linear time.
+ */
+const LINEAR_MATCHES = "linearMatches";
+/** Patterns compiled for `matches`, by source (cleared when full: most are literals). */
+const linearPatterns = new Map<string, LinearPattern>();
+
+function linearMatches(text: string, pattern: string): boolean {
+  let compiled = linearPatterns.get(pattern);
+  if (!compiled) {
+    try {
+      compiled = compileLinearPattern(pattern);
+    } catch (error) {
+      throw new EvaluationError((error as Error).message);
+    }
+    if (linearPatterns.size >= 1_000) linearPatterns.clear();
+    linearPatterns.set(pattern, compiled);
+  }
+  return compiled.test(text);
+}
+
+/**
+ * Renames every `<string>.matches(<pattern>)` call in a parsed expression to
+ * {@linkcode LINEAR_MATCHES}, and compiles a literal pattern now, so a bad one is refused with
+ * the expression. Throws {@linkcode PatternError}.
+ */
+function useLinearMatches(node: unknown): void {
+  if (Array.isArray(node)) {
+    for (const item of node) useLinearMatches(item);
+    return;
+  }
+  if (typeof node !== "object" || node === null) return;
+  const { op, args } = node as { op?: unknown; args?: unknown };
+  if (op === "rcall" && Array.isArray(args) && args[0] === "matches") {
+    args[0] = LINEAR_MATCHES;
+    const [pattern] = Array.isArray(args[2]) ? args[2] : [];
+    const literal = pattern as { op?: unknown; args?: unknown } | undefined;
+    if (literal?.op === "value" && typeof literal.args === "string") {
+      compileLinearPattern(literal.args);
+    }
+  }
+  if (typeof args === "object" && args !== null) useLinearMatches(args);
+}
+
 function environmentFor(variables: readonly string[]): Environment {
   const key = variables.join(",");
   let env = environments.get(key);
   if (!env) {
     env = new Environment({ homogeneousAggregateLiterals: false });
     registerMixedArithmetic(env);
+    env.registerFunction(`string.${LINEAR_MATCHES}(string): bool`, linearMatches);
     for (const name of variables) env.registerVariable(name, "dyn");
     environments.set(key, env);
   }
@@ -94,6 +143,7 @@ export function compileExpression(
   let ast: unknown;
   try {
     const parsed = env.parse(source);
+    useLinearMatches((parsed as { ast?: unknown }).ast);
     const check = parsed.check();
     if (!check.valid) {
       throw new ExpressionError(`Invalid expression '${source}': ${firstLine(check.error)}`);
@@ -102,6 +152,11 @@ export function compileExpression(
     ast = (parsed as { ast?: unknown }).ast;
   } catch (error) {
     if (error instanceof ExpressionError) throw error;
+    if (error instanceof PatternError) {
+      throw new ExpressionError(`Invalid expression '${source}': ${error.message}`, {
+        cause: error,
+      });
+    }
     throw new ExpressionError(`Invalid expression '${source}': ${firstLine(error)}`, {
       cause: error,
     });

@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
+import { withLinearRegExp } from "./linear_regexp.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {
@@ -122,8 +123,9 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
   const prepared = withRequiredProperties(jsonSchema) as Record<string, unknown>;
   let schema: z.ZodType;
   try {
+    // Its patterns tested by RE2, in linear time (see linear_regexp.ts).
     // deno-lint-ignore no-explicit-any
-    schema = z.fromJSONSchema(prepared as any);
+    schema = withLinearRegExp(() => z.fromJSONSchema(prepared as any));
   } catch (error) {
     throw new SchemaCompileError(
       `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,

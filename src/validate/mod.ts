@@ -1,8 +1,9 @@
 /**
  * Validate stage: structural limits, the stream's JSON Schema (compiled to
- * zod), and the one way instants are read.
+ * zod), users' patterns matched in linear time, and the one way instants are read.
  *
  * @module
  */
 export * from "./event.ts";
+export { compileLinearPattern, type LinearPattern, PatternError } from "./linear_regexp.ts";
 export * from "./time.ts";

@@ -346,3 +346,35 @@ Deno.test("POST /v1/admin/sweep reports what it closed of a stream deleted while
     [[{ group: { plan: "pro" }, value: 1 }]],
   );
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a pattern RE2 cannot run, and its events are matched in linear time", async () => {
+  const app = await appWith();
+  for (
+    const definition of [
+      { schema: { type: "object", properties: { a: { type: "string", pattern: "^(?!x)" } } } },
+      { transform: [{ filter: 'event.a.matches("(a)\\\\1")' }] },
+    ]
+  ) {
+    const refused = await put(app, "rx", { ...definition, counters: {} });
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.equal(error.code, "invalid_definition");
+    assert.match(error.message, /RE2/);
+  }
+  const pattern = "^([a-zA-Z0-9]+\\.?)+@example\\.com$";
+  const created = await put(app, "rx", {
+    schema: { type: "object", properties: { email: { type: "string", pattern } } },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  });
+  assert.equal(created.status, 201);
+  // Forty-odd letters and a "!" would hold a backtracking engine (and every request) for minutes.
+  const reply = await app.request("/v1/streams/rx/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify([{ email: `${"a".repeat(60)}!` }, { email: "first.last@example.com" }]),
+  });
+  assert.equal(reply.status, 202);
+  const body = await reply.json();
+  assert.equal(body.accepted, 1);
+  assert.deepEqual(body.rejected.map((item: { index: number }) => item.index), [0]);
+});

@@ -186,3 +186,20 @@ Deno.test("toJson() refuses CEL values that have no JSON form instead of writing
   );
   assert.throws(() => toJson(compileExpression("type(1)")({ event: {} })), TypeError);
 });
+
+Deno.test("matches() runs by RE2 in linear time; a literal pattern it cannot run is refused", () => {
+  // By code point, as RE2 (V8's RegExp without u sees two units).
+  assert.equal(compileExpression('event.c.matches("^.$")')({ event: { c: "😀" } }), true);
+  const email = compileExpression('event.email.matches("^([a-zA-Z0-9]+\\\\.?)+@example\\\\.com$")');
+  // Forty-odd letters and a "!" hold cel-js's own (backtracking) matches for minutes.
+  assert.equal(email({ event: { email: `${"a".repeat(5_000)}!` } }), false);
+  assert.equal(email({ event: { email: "first.last@example.com" } }), true);
+  // A pattern from the event is compiled when evaluated.
+  const dynamic = compileExpression("event.text.matches(event.pattern)");
+  assert.equal(dynamic({ event: { text: "abc", pattern: "b+" } }), true);
+  assert.throws(() => dynamic({ event: { text: "abc", pattern: "(?=a)" } }), /RE2/);
+  assert.throws(
+    () => compileExpression('event.c.matches("(?<=a)b")'),
+    (error) => error instanceof ExpressionError && error.message.includes("RE2"),
+  );
+});

@@ -227,3 +227,50 @@ Deno.test("compileEventSchema() enforces required fields that are not listed und
   assert.equal(validateEvent({ id: 1, nested: { x: null } }, schema).ok, true);
   assert.equal(validateEvent({ id: "a", extra: true }, schema).ok, true);
 });
+
+Deno.test("a schema's pattern and patternProperties are tested by RE2, in linear time", () => {
+  // By code point: V8's RegExp (without u) sees two units in the emoji.
+  const one = compileEventSchema({
+    type: "object",
+    properties: { c: { type: "string", pattern: "^.$" } },
+    patternProperties: { "^(a+)+$": { type: "number" } },
+  });
+  assert.equal(validateEvent({ c: "😀" }, one).ok, true);
+  assert.equal(validateEvent({ aaa: "text" }, one).ok, false);
+  const email = "^([a-zA-Z0-9]+\\.?)+@example\\.com$";
+  // Flat (Ajv's fast verdict, then zod) and nested (zod alone).
+  for (
+    const schema of [
+      { type: "object", properties: { email: { type: "string", pattern: email } } },
+      {
+        type: "object",
+        properties: {
+          user: { type: "object", properties: { email: { type: "string", pattern: email } } },
+        },
+      },
+    ]
+  ) {
+    const compiled = compileEventSchema(schema);
+    const wrap = (text: string) =>
+      "user" in schema.properties ? { user: { email: text } } : { email: text };
+    // Forty-odd letters and a "!" hold a backtracking engine for minutes.
+    assert.equal(validateEvent(wrap(`${"a".repeat(5_000)}!`), compiled).ok, false);
+    assert.equal(validateEvent(wrap("first.last@example.com"), compiled).ok, true);
+  }
+  assert.equal(validateEvent({ [`${"a".repeat(5_000)}!`]: "text" }, one).ok, true);
+});
+
+Deno.test("a schema pattern RE2 cannot run (lookaround, backreferences) is refused at compile", () => {
+  assert.throws(
+    () =>
+      compileEventSchema({
+        type: "object",
+        properties: { x: { type: "string", pattern: "^(?!admin).*$" } },
+      }),
+    (error) => error instanceof SchemaCompileError && /\(\?!.*RE2/.test(error.message),
+  );
+  assert.throws(
+    () => compileEventSchema({ type: "object", patternProperties: { "(a)\\1": {} } }),
+    SchemaCompileError,
+  );
+});

@@ -1,0 +1,90 @@
+/**
+ * Patterns written by users (JSON Schema `pattern` and `patternProperties`, CEL `matches()`)
+ * matched in time linear in the text: by RE2's algorithm (`re2js`), never by backtracking. A
+ * backtracking engine (V8's) takes exponential time on some pattern and text pairs
+ * (`^([a-z]+\.?)+@x$` against forty letters and a `!` holds the event loop for seconds, and
+ * every request with it): any client who may send an event could stall the process.
+ *
+ * RE2 syntax is what CEL specifies for `matches()`. It has no lookaround and no backreferences:
+ * a pattern with them is refused when it is compiled. `.` and classes match whole code points.
+ *
+ * @module
+ */
+import { RE2JS } from "re2js";
+
+/** A pattern RE2 cannot compile (bad syntax, lookaround, backreferences). */
+export class PatternError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PatternError";
+  }
+}
+
+/** What a compiled pattern offers: whether it matches somewhere in a text. */
+export interface LinearPattern {
+  /** Whether the pattern matches anywhere in `text` (unanchored, as `RegExp.test`). */
+  test(text: string): boolean;
+}
+
+/** Compiles `pattern` for linear-time matching; throws {@linkcode PatternError}. */
+export function compileLinearPattern(pattern: string): LinearPattern {
+  try {
+    return RE2JS.compile(pattern);
+  } catch (error) {
+    throw new PatternError(
+      `Pattern ${JSON.stringify(pattern)} is not supported: ${
+        (error as Error).message
+      } (patterns use RE2 syntax, matched in linear time: no lookaround or backreferences)`,
+      { cause: error },
+    );
+  }
+}
+
+const OriginalRegExp = RegExp;
+
+/**
+ * A `RegExp` whose `test` runs the same pattern by RE2 (see the module doc). Made only by
+ * {@linkcode withLinearRegExp} for libraries that build their own `RegExp` from a user's
+ * pattern and call `test` on it.
+ */
+class LinearRegExp extends OriginalRegExp {
+  #linear: LinearPattern;
+
+  constructor(pattern: string | RegExp, flags?: string) {
+    const source = typeof pattern === "string" ? pattern : pattern.source;
+    super(source, flags);
+    this.#linear = compileLinearPattern(source);
+  }
+
+  // A literal made while the swap lasts is still a RegExp.
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return value instanceof OriginalRegExp;
+  }
+
+  // Only `test`: what zod calls on a pattern (its `exec`, `match` and the rest stay V8's).
+  override test(text: string): boolean {
+    return this.#linear.test(String(text));
+  }
+}
+
+/** Ajv's `code.regExp`: its `pattern` and `patternProperties` compiled for linear time. */
+export const linearRegExpEngine: ((pattern: string, flags: string) => LinearPattern) & {
+  code: string;
+} = Object.assign((pattern: string) => compileLinearPattern(pattern), {
+  code: "compileLinearPattern",
+});
+
+/**
+ * Runs `build` (synchronous) with `new RegExp(…)` making patterns that {@linkcode LinearRegExp}
+ * tests, then restores `RegExp`: for a library that compiles user patterns itself (zod's
+ * `z.fromJSONSchema`). Regular expression literals are not affected. A pattern RE2 cannot
+ * compile throws {@linkcode PatternError} from `build`.
+ */
+export function withLinearRegExp<T>(build: () => T): T {
+  globalThis.RegExp = LinearRegExp as unknown as RegExpConstructor;
+  try {
+    return build();
+  } finally {
+    globalThis.RegExp = OriginalRegExp;
+  }
+}
