@@ -85,9 +85,16 @@ const alertSchema = z.strictObject({
   when: expression,
 });
 
+/**
+ * The slowest refill of a rate limit (events or deliveries per second): one a thousand seconds.
+ * Slower ones are refused: a bucket refilling slower would outlive any sensible use, and its
+ * times (Retry-After, the bucket's expiry) grow past what headers and Redis take as integers.
+ */
+export const MIN_RATE_PER_SECOND = 0.001;
+
 /** A token bucket: `eventsPerSecond` refill, at most `burst` events at once. */
 export const rateLimitSchema = z.strictObject({
-  eventsPerSecond: z.number().positive().max(1_000_000),
+  eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(1_000_000),
   burst: z.int().min(1).max(1_000_000),
 });
 

@@ -17,11 +17,12 @@ import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
+import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
 
 const RateLimitSchema = z.strictObject({
-  eventsPerSecond: z.number().positive().max(1_000_000).openapi({ example: 20 }),
+  eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(1_000_000).openapi({ example: 20 }),
   burst: z.int().min(1).max(1_000_000).openapi({ example: 100 }),
 }).openapi("KeyRateLimit", {
   description: "A token bucket per stream: `burst` events at once, refilled at `eventsPerSecond`",

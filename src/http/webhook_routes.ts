@@ -8,7 +8,12 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { createRoute, z } from "@hono/zod-openapi";
-import { DurationError, formatDuration, parseDuration } from "../config/mod.ts";
+import {
+  DurationError,
+  formatDuration,
+  MIN_RATE_PER_SECOND,
+  parseDuration,
+} from "../config/mod.ts";
 import {
   type DeliveryWithAttempts,
   type EndpointInput,
@@ -57,8 +62,8 @@ const endpointFields = {
     (headers) => Object.keys(headers).length <= 32,
     "At most 32 headers",
   ).openapi({ description: "Extra request headers (values are never shown again)" }),
-  rateLimit: z.number().positive().max(100_000).nullable().openapi({
-    description: "Most deliveries per second",
+  rateLimit: z.number().min(MIN_RATE_PER_SECOND).max(100_000).nullable().openapi({
+    description: "Most deliveries per second (at least 0.001: one in 1,000 s)",
   }),
   batch: BatchSchema.nullable().openapi({
     description: "Batch event.processed: `data` is an array of up to maxEvents events",

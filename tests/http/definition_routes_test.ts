@@ -162,6 +162,14 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
     /^Invalid stream definition: counters\.n\.window\.tumbling: Cannot read duration '5x'/,
   );
 
+  // Slower than one event in 1,000 s: on Redis every ingest of the stream answered 500.
+  const slow = await put(app, "signups", {
+    limits: { eventsPerSecond: 1e-14, burst: 1 },
+    counters: {},
+  });
+  assert.equal(slow.status, 400);
+  assert.match((await errorOf(slow)).message, /limits\.eventsPerSecond/);
+
   const unknownField = await put(app, "signups", { countres: {} });
   assert.equal(unknownField.status, 400);
   assert.match((await errorOf(unknownField)).message, /countres/);

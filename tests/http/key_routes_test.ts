@@ -133,6 +133,13 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
       /rateLimit/,
       "invalid_request",
     ],
+    // Slower than one event in 1,000 s: its bucket's times outgrow integers (Redis refused
+    // every ingest with the key with a 500).
+    [
+      { scopes: ["ingest"], rateLimit: { eventsPerSecond: 1e-15, burst: 1 } },
+      /rateLimit\.eventsPerSecond/,
+      "invalid_request",
+    ],
   ];
   for (const [input, message, code = "invalid_key"] of cases) {
     const res = await app.request("/v1/keys", post(KEYS.admin, input));

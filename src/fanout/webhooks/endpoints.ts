@@ -206,6 +206,15 @@ export class EndpointRegistry {
           `Cannot register webhook as header '${name}' holds a line break`,
         );
       }
+      // What fetch refuses to send (a character past U+00FF): every delivery would fail.
+      try {
+        new Headers([[name, value]]);
+      } catch {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot register webhook as header '${name}' is not a valid header value (only characters up to U+00FF; encode others, e.g. percent-encoding)`,
+        );
+      }
     }
   }
 

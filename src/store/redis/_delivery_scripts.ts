@@ -233,7 +233,7 @@ local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention)
           -- Kept until it refills: expiring earlier would hand a slow endpoint
           -- (under one delivery a minute) a full bucket too soon.
           local burst = math.max(1, rate)
-          redis.call("PEXPIRE", bucket, math.max(1, math.ceil((burst - left) * 1000 / rate)))
+          redis.call("PEXPIRE", bucket, num(math.max(1, math.ceil((burst - left) * 1000 / rate))))
         end
         refresh(ep)
         if available <= 0 then

@@ -332,7 +332,7 @@ local function admit(request)
       local key = bucketKey(claim[1])
       redis.call("HSET", key, "t", num(left), "u", num(now))
       -- A full bucket is the same as none: keep it only until it refills.
-      redis.call("PEXPIRE", key, math.max(1, math.ceil((limit - left) / level.perMs)))
+      redis.call("PEXPIRE", key, num(math.max(1, math.ceil((limit - left) / level.perMs))))
     end
     if refused then
       local level = levels[refused]
