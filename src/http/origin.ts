@@ -189,7 +189,17 @@ export class OriginPolicy {
     const origin = request.headers.get("Origin");
     // With keys, only an Origin can be refused: most requests need no URL parsed.
     if (!this.#open && origin === null) return null;
-    const url = new URL(request.url);
+    // Deno makes the request's URL from its Host header: `Host: a, b` makes none.
+    let url: URL;
+    try {
+      url = new URL(request.url);
+    } catch {
+      return new ApiError(
+        400,
+        "invalid_request",
+        `Host '${request.headers.get("Host")}' is not a host name (a name or address, and a port)`,
+      );
+    }
     const hostHeader = request.headers.get("Host") || url.host;
     const host = parseHost(hostHeader, url.protocol);
     if (this.#open && !(host && this.#hostAllowed(host.name))) {
