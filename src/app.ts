@@ -11,7 +11,7 @@ import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { serveApiDocument } from "./http/api_document.ts";
 import type { KeyRing } from "./http/auth.ts";
-import { type BodyLimits, DEFAULT_LIMITS } from "./http/body.ts";
+import { type BodyLimits, DEFAULT_LIMITS, limitBody } from "./http/body.ts";
 import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { isIngestRequest } from "./http/browser.ts";
@@ -144,6 +144,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // Ingest's Origin verdict waits for its key, whose origins may admit it.
   const originPolicy = new OriginPolicy({ open: keys.open, ...options.origins });
   app.use(originGuard(originPolicy, { defer: isIngestRequest }));
+  // Ingest reads its own body, with its own limits; every other body is read whole by its route.
+  app.use(limitBody());
   app.notFound((c) =>
     errorResponse(new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`), c)
   );

@@ -4,6 +4,8 @@
  *
  * @module
  */
+import type { MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import type { BodyItem } from "../ingest/mod.ts";
 
 /** Why a body was refused as a whole; `errors.ts` maps each code to its HTTP status. */
@@ -407,4 +409,18 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
       body === null ? "null" : typeof body
     }`,
   );
+}
+
+/**
+ * Middleware for the API's own JSON routes (keys, webhooks, streams, admin): a body over
+ * `maxBytes` is refused (413 `payload_too_large`) before a route reads it, as ingest refuses
+ * its own; by its `Content-Length` when it has one, else as it arrives.
+ */
+export function limitBody(maxBytes: number = DEFAULT_LIMITS.maxBodyBytes): MiddlewareHandler {
+  return bodyLimit({
+    maxSize: maxBytes,
+    onError: () => {
+      throw tooLarge(maxBytes);
+    },
+  });
 }

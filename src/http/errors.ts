@@ -162,6 +162,10 @@ export function toApiError(error: unknown): ApiError {
   if (api) return api;
   if (error instanceof HTTPException) {
     const status = error.status as ContentfulStatusCode;
+    // Hono's JSON validator (the key and webhook routes): ingest's and PUT's code for it.
+    if (status === 400 && error.message === "Malformed JSON in request body") {
+      return new ApiError(400, "invalid_json", "Body is not valid JSON", { cause: error });
+    }
     return new ApiError(
       status,
       CODE_BY_STATUS[status] ?? "error",

@@ -8,6 +8,7 @@ import { MemoryStore } from "../../src/store/memory/store.ts";
 import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { apiErrorOf } from "../../src/http/errors.ts";
 import { KeyConflictError } from "../../src/store/keys.ts";
+import { ADMIN_KEY, setup } from "../fanout/webhooks/_setup.ts";
 
 async function keyedApp(options: { now?: () => number } = {}) {
   const now = options.now ?? (() => NOW);
@@ -226,4 +227,37 @@ Deno.test("a key id or hash clash from the key store is a 409 conflict from the 
   assert.equal(api?.status, 409);
   assert.equal(api?.code, "conflict");
   assert.equal(api?.message, "Key 'k1' exists already");
+});
+
+Deno.test("API bodies: bad JSON is invalid_json and one over 1 MiB is 413 before it is read, on keys and webhooks", async () => {
+  const { app, keyStore } = await keyedApp();
+  const hooks = await setup({ auth: true });
+  try {
+    for (
+      const [server, path, key] of [
+        [app, "/v1/keys", KEYS.admin],
+        [hooks.app, "/v1/webhooks", ADMIN_KEY],
+      ] as const
+    ) {
+      const headers = { Authorization: `Bearer ${key}`, "Content-Type": "application/json" };
+      const bad = await server.request(path, { method: "POST", headers, body: "{" });
+      const badBody = await bad.json();
+      assert.equal(bad.status, 400, path);
+      assert.equal(badBody.error.code, "invalid_json", path);
+
+      // 1 MiB and one byte of JSON, with its length and streamed (no Content-Length).
+      const big = JSON.stringify({ url: "x", description: "x".repeat(1024 * 1024 - 27) });
+      assert.equal(big.length, 1024 * 1024 + 1);
+      for (const body of [big, new Blob([big]).stream()]) {
+        const res = await server.request(path, { method: "POST", headers, body });
+        const reply = await res.json();
+        assert.equal(res.status, 413, path);
+        assert.equal(reply.error.code, "payload_too_large", path);
+      }
+    }
+    assert.deepEqual(await keyStore.listKeys(), []);
+    assert.deepEqual(await hooks.deliveries.listEndpoints(), []);
+  } finally {
+    await hooks.close();
+  }
 });
