@@ -247,7 +247,7 @@ function compileAlerts(
     }
     let when: CompiledExpression;
     try {
-      when = compileExpression(definition.when, ALERT_VARIABLES);
+      when = compileExpression(definition.when, ALERT_VARIABLES, { returns: "bool" });
     } catch (error) {
       if (error instanceof ExpressionError) throw new ConfigError(`${path}.when: ${error.message}`);
       throw error;

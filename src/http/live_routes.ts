@@ -102,7 +102,7 @@ export function parseSubscription(stream: CompiledStream, query: SubscriptionQue
   }
   if (query.filter !== undefined) {
     try {
-      subscription.filter = compileExpression(query.filter, ["payload"]);
+      subscription.filter = compileExpression(query.filter, ["payload"], { returns: "bool" });
     } catch (error) {
       if (!(error instanceof ExpressionError)) throw error;
       throw new ApiError(

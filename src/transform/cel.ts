@@ -126,7 +126,8 @@ function firstLine(error: unknown): string {
  * Parses and type-checks `source` with the given variables declared (as
  * `dyn`). Throws {@linkcode ExpressionError} for bad syntax, unknown
  * variables or functions, and type errors that need no variable's value
- * (`"a" + 1`); what a variable holds is known only when it is evaluated.
+ * (`"a" + 1`, or `1 + 1` where `options.returns` asks a bool); what a
+ * variable holds is known only when it is evaluated.
  *
  * @example
  * ```ts
@@ -137,6 +138,10 @@ function firstLine(error: unknown): string {
 export function compileExpression(
   source: string,
   variables: readonly string[] = ["event"],
+  options: {
+    /** A filter or condition: refused when its type is known and another (`1 + 1`). */
+    returns?: "bool";
+  } = {},
 ): CompiledExpression {
   const env = environmentFor(variables);
   let evaluate: (context: Record<string, unknown>) => unknown;
@@ -147,6 +152,13 @@ export function compileExpression(
     const check = parsed.check();
     if (!check.valid) {
       throw new ExpressionError(`Invalid expression '${source}': ${firstLine(check.error)}`);
+    }
+    // Known without the variables' values (a dyn one is found per evaluation).
+    const type = String((check as { type?: unknown }).type ?? "dyn");
+    if (options.returns === "bool" && type !== "bool" && type !== "dyn") {
+      throw new ExpressionError(
+        `Invalid expression '${source}': must return a bool, returns ${type}`,
+      );
     }
     evaluate = parsed as unknown as (context: Record<string, unknown>) => unknown;
     ast = (parsed as { ast?: unknown }).ast;

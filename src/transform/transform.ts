@@ -39,7 +39,7 @@ type Step = (event: Event, inPlace: boolean) => Event | null;
 function compileStep(step: TransformStep, index: number): Step {
   const at = `transform[${index}]`;
   if ("filter" in step) {
-    const filter = compile(step.filter, `${at}.filter`);
+    const filter = compile(step.filter, `${at}.filter`, { returns: "bool" });
     // One activation reused for every event (evaluation is synchronous): no object per event.
     const context: { event: Event | null } = { event: null };
     return (event) => {
@@ -116,9 +116,9 @@ function compileStep(step: TransformStep, index: number): Step {
   };
 }
 
-function compile(source: string, path: string) {
+function compile(source: string, path: string, options: { returns?: "bool" } = {}) {
   try {
-    return compileExpression(source, ["event"]);
+    return compileExpression(source, ["event"], options);
   } catch (error) {
     if (error instanceof ExpressionError) {
       throw new ExpressionError(`${path}: ${error.message}`, { cause: error });

@@ -304,6 +304,14 @@ Deno.test("compileConfig() loads expressions mixing int literals with numbers, a
     orders({ transform: [{ set: { label: '"n" + 1' } }] }),
     /^streams\.orders\.transform\[0\]\.set\.label: Invalid expression '"n" \+ 1'/,
   );
+  // A filter known to give no bool would reject every event; a set may give anything.
+  for (const filter of ["1 + 1", '"abc"']) {
+    assertRefused(
+      orders({ transform: [{ filter }, { set: { two: "1 + 1" } }] }),
+      /^streams\.orders\.transform\[0\]\.filter: Invalid expression .*: must return a bool, returns (int|string)$/,
+    );
+  }
+  assert.ok(compileConfig(orders({ transform: [{ filter: "event.flag" }] })));
 });
 
 Deno.test("compileConfig() refuses an event schema that is not an object schema or not valid", () => {
@@ -474,6 +482,11 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "event.amount > 1.0" }] }),
     /streams\.orders\.alerts\.0\.when: Invalid expression/,
+  );
+  // Known to be no bool, whatever the window: it could never fire.
+  assertRefused(
+    orders({ counters, alerts: [{ name: "a", counter: "x", when: "1" }] }),
+    /^streams\.orders\.alerts\.0\.when: Invalid expression '1': must return a bool, returns int$/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "nope", when: "value > 1.0" }] }),

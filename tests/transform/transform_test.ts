@@ -37,19 +37,29 @@ Deno.test("compileTransform() stops at the first filter that drops the event", (
 });
 
 Deno.test("compileTransform() refuses a filter that returns something other than a bool", () => {
+  // What the event holds is known per event.
   const cases: Array<[string, string]> = [
     ["event.amount", "number"],
-    ["1", "bigint"],
-    ["'yes'", "string"],
-    ["[true]", "object"],
+    ["event.label", "string"],
+    ["event.tags", "object"],
   ];
   for (const [filter, type] of cases) {
     const error = transformError(
       compileTransform([{ set: { a: "1" } }, { filter }]),
-      { amount: 1 },
+      { amount: 1, label: "yes", tags: [true] },
     );
     assert.equal(error.path, "transform[1].filter");
     assert.equal(error.message, `Filter must return a bool, got ${type}`);
+  }
+  // A type known without the event is refused when compiled.
+  for (const [filter, type] of [["1", "int"], ["'yes'", "string"], ["[true]", "list<bool>"]]) {
+    assert.throws(
+      () => compileTransform([{ filter }]),
+      (error) =>
+        error instanceof ExpressionError &&
+        error.message.endsWith(`must return a bool, returns ${type}`),
+      filter,
+    );
   }
 });
 

@@ -175,7 +175,7 @@ export class EndpointRegistry {
     }
     if (input.filter !== undefined && input.filter !== null) {
       try {
-        compileExpression(input.filter, FILTER_VARIABLES);
+        compileExpression(input.filter, FILTER_VARIABLES, { returns: "bool" });
       } catch (error) {
         if (!(error instanceof ExpressionError)) throw error;
         throw new InvalidEndpointError(

@@ -616,6 +616,7 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
         /'streams' names an unknown stream: nope; streams are: orders, signups/,
       ],
       [{ url, filter: "payload.type ==" }, /'filter' is not valid: Invalid expression/],
+      [{ url, filter: "1 + 1" }, /'filter' is not valid: .*must return a bool, returns int/],
       [{ url, headers: { "Webhook-Id": "x" } }, /header 'Webhook-Id' is set by edgestream/],
       [{ url, headers: { "x-a": "b\r\nc" } }, /holds a line break/],
       // fetch cannot send it: every delivery would fail.
