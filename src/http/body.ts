@@ -317,6 +317,18 @@ function eventTooLarge(bytes: number, limit: number): BodyItem {
   };
 }
 
+/**
+ * The event `value`, or its refusal when its compact JSON is over `maxEventBytes` of UTF-8: the
+ * same measure however it came (alone, in an array, on an NDJSON line), so neither whitespace
+ * nor escapes in what was sent count. `text` holds it: a text that short (each unit at most 6
+ * bytes of compact JSON: a lone surrogate becomes `\udxxx`) needs no measuring.
+ */
+function sized(value: unknown, text: string, maxEventBytes: number): BodyItem {
+  if (text.length <= maxEventBytes / 6) return { ok: true, value };
+  const bytes = utf8Length(JSON.stringify(value) ?? "");
+  return bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value };
+}
+
 /** Byte length of a string's UTF-8 encoding, without encoding it. */
 export function utf8Length(text: string): number {
   let bytes = 0;
@@ -357,11 +369,8 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
       .filter(({ line }) => line !== "");
     if (lines.length > maxEvents) throw tooManyEvents(lines.length, maxEvents);
     return lines.map(({ line, number }): BodyItem => {
-      if (line.length > maxEventBytes / 3 && utf8Length(line) > maxEventBytes) {
-        return eventTooLarge(utf8Length(line), maxEventBytes);
-      }
       try {
-        return { ok: true, value: JSON.parse(line) };
+        return sized(JSON.parse(line), line, maxEventBytes);
       } catch (error) {
         return {
           ok: false,
@@ -389,20 +398,9 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
       throw new BodyError("empty_batch", "Batch is empty: send at least one event");
     }
     if (body.length > maxEvents) throw tooManyEvents(body.length, maxEvents);
-    // Sizes only need measuring when the whole body could hold an oversized event.
-    const measure = text.length > maxEventBytes / 3;
-    return body.map((value): BodyItem => {
-      const bytes = measure ? utf8Length(JSON.stringify(value) ?? "") : 0;
-      return bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value };
-    });
+    return body.map((value): BodyItem => sized(value, text, maxEventBytes));
   }
-  if (typeof body === "object" && body !== null) {
-    // UTF-8 takes at most 3 bytes per UTF-16 unit: a short text needs no measuring.
-    const bytes = text.length > maxEventBytes / 3 ? utf8Length(text) : 0;
-    return [
-      bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value: body },
-    ];
-  }
+  if (typeof body === "object" && body !== null) return [sized(body, text, maxEventBytes)];
   throw new BodyError(
     "invalid_body",
     `Body must be a JSON object or an array of objects, got ${

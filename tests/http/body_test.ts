@@ -177,6 +177,27 @@ Deno.test("parseEvents() accepts an event of exactly the byte limit", () => {
   assert.equal(parseEvents(exact, "ndjson")[0].ok, true);
 });
 
+Deno.test("parseEvents() sizes an event by its compact JSON, however it was sent", () => {
+  // 12,000 escapes and 70,000 spaces: 12,000 letters of data, refused alone and accepted in an
+  // array before.
+  const escaped = `{"pad": "${"\\u0041".repeat(12_000)}"${" ".repeat(70_000)}}`;
+  const spread = (text: string) => [text, `[${text}]`, ` [ ${text} , {"a": 1} ] `];
+  for (const body of spread(escaped)) {
+    const [item] = parseEvents(body, "json");
+    assert.deepEqual(item, { ok: true, value: { pad: "A".repeat(12_000) } }, body.slice(0, 20));
+  }
+  assert.equal(parseEvents(escaped, "ndjson")[0].ok, true);
+  // Over the limit as compact JSON: refused the same way in each, with the same size.
+  const big = `{ "pad" : "${"A".repeat(DEFAULT_LIMITS.maxEventBytes)}" }`;
+  for (const [body, format] of [...spread(big).map((text) => [text, "json"]), [big, "ndjson"]]) {
+    const [item] = parseEvents(body, format as "json" | "ndjson");
+    assert.deepEqual(item, {
+      ok: false,
+      error: { path: "", message: "Event is 65546 bytes; the limit is 65536 bytes" },
+    });
+  }
+});
+
 Deno.test("parseEvents() measures events in UTF-8 bytes, not characters", () => {
   // 30000 × "€" is 30000 characters but 90000 bytes.
   const euros = JSON.stringify({ pad: "€".repeat(30_000) });
