@@ -320,11 +320,12 @@ function eventTooLarge(bytes: number, limit: number): BodyItem {
 /**
  * The event `value`, or its refusal when its compact JSON is over `maxEventBytes` of UTF-8: the
  * same measure however it came (alone, in an array, on an NDJSON line), so neither whitespace
- * nor escapes in what was sent count. `text` holds it: a text that short (each unit at most 6
- * bytes of compact JSON: a lone surrogate becomes `\udxxx`) needs no measuring.
+ * nor escapes in what was sent count. `text` holds it: each of its UTF-16 units is at most 3
+ * bytes of the compact JSON's UTF-8 (an escape is no longer there than in the text), so a text
+ * that short needs no measuring (a batch of small events is not serialized again).
  */
 function sized(value: unknown, text: string, maxEventBytes: number): BodyItem {
-  if (text.length <= maxEventBytes / 6) return { ok: true, value };
+  if (text.length <= maxEventBytes / 3) return { ok: true, value };
   const bytes = utf8Length(JSON.stringify(value) ?? "");
   return bytes > maxEventBytes ? eventTooLarge(bytes, maxEventBytes) : { ok: true, value };
 }

@@ -198,6 +198,20 @@ Deno.test("parseEvents() sizes an event by its compact JSON, however it was sent
   }
 });
 
+Deno.test("an event's compact JSON is at most 3 UTF-8 bytes per UTF-16 unit of any text it came as", () => {
+  // What lets parseEvents skip measuring the events of a body under a third of the limit.
+  const escapeAll = (text: string) =>
+    text.replace(/[^ -~]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  fc.assert(
+    fc.property(fc.jsonValue({ stringUnit: "binary" }), (value) => {
+      const compact = utf8Length(JSON.stringify(value));
+      for (const text of [JSON.stringify(value), escapeAll(JSON.stringify(value))]) {
+        assert.ok(compact <= 3 * text.length, text);
+      }
+    }),
+  );
+});
+
 Deno.test("parseEvents() measures events in UTF-8 bytes, not characters", () => {
   // 30000 × "€" is 30000 characters but 90000 bytes.
   const euros = JSON.stringify({ pad: "€".repeat(30_000) });
