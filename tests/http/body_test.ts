@@ -570,3 +570,60 @@ Deno.test("a server answers a stalled request body with 408 and closes, counting
     await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
   }
 });
+
+/** `text` compressed as `format`. */
+async function compressed(
+  text: string,
+  format: CompressionFormat,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const stream = ReadableStream.from([new TextEncoder().encode(text)])
+    .pipeThrough(new CompressionStream(format));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+Deno.test("Ingest takes a gzip or deflate body within the limits, and refuses other encodings and bad ones", async () => {
+  const store = new MemoryStore();
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store,
+    keys: await KeyRing.parse(""),
+  });
+  const post = (body: BodyInit, encoding: string) =>
+    app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Content-Encoding": encoding },
+      body,
+    });
+  const events = JSON.stringify([{ id: "1", country: "DE", amount: 5 }, {
+    id: "2",
+    country: "FR",
+    amount: 7,
+  }]);
+  for (const format of ["gzip", "deflate"] as const) {
+    const res = await post(await compressed(events, format), format.toUpperCase());
+    const reply = await res.json();
+    assert.equal(res.status, 202, format);
+    assert.equal(reply.accepted, 2, format);
+  }
+  const cases: Array<[BodyInit, string, number, string, RegExp]> = [
+    [events, "br", 415, "unsupported_media_type", /Content-Encoding 'br' is not supported/],
+    // Labelled gzip, sent as it is: not what the label says.
+    [events, "gzip", 400, "invalid_body", /Body is not valid gzip/],
+    // 2 MiB of spaces in 2 KiB: refused at the limit, not decompressed whole.
+    [
+      await compressed(`[${" ".repeat(2 * 1024 * 1024)}{}]`, "gzip"),
+      "gzip",
+      413,
+      "payload_too_large",
+      /once decompressed/,
+    ],
+  ];
+  for (const [body, encoding, status, code, message] of cases) {
+    const res = await post(body, encoding);
+    const reply = await res.json();
+    assert.equal(res.status, status, encoding);
+    assert.equal(reply.error.code, code, encoding);
+    assert.match(reply.error.message, message, encoding);
+  }
+  assert.equal((await store.stats("orders", [])).accepted, 4);
+});
