@@ -123,9 +123,14 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
   const prepared = withRequiredProperties(jsonSchema) as Record<string, unknown>;
   let schema: z.ZodType;
   try {
+    // A schema without `$schema` is read as draft 2020-12, whose `$ref`s point into `$defs`: one
+    // with `definitions` only is a draft-07 one (`#/definitions/…`).
+    const draft7 = prepared.$defs === undefined && prepared.definitions !== undefined;
     // Its patterns tested by RE2, in linear time (see linear_regexp.ts).
-    // deno-lint-ignore no-explicit-any
-    schema = withLinearRegExp(() => z.fromJSONSchema(prepared as any));
+    schema = withLinearRegExp(() =>
+      // deno-lint-ignore no-explicit-any
+      z.fromJSONSchema(prepared as any, draft7 ? { defaultTarget: "draft-7" } : undefined)
+    );
   } catch (error) {
     throw new SchemaCompileError(
       `Cannot compile event schema: ${error instanceof Error ? error.message : error}`,

@@ -274,3 +274,17 @@ Deno.test("a schema pattern RE2 cannot run (lookaround, backreferences) is refus
     SchemaCompileError,
   );
 });
+
+Deno.test("compileEventSchema() follows $refs into draft-07 definitions as into $defs", () => {
+  for (const [keyword, base] of [["$defs", "#/$defs"], ["definitions", "#/definitions"]]) {
+    const schema = compileEventSchema({
+      type: "object",
+      [keyword]: { country: { type: "string", enum: ["DE", "FR"] } },
+      properties: { country: { $ref: `${base}/country` } },
+      required: ["country"],
+    });
+    assert.equal(validateEvent({ country: "DE" }, schema).ok, true, keyword);
+    assert.equal(validateEvent({ country: "XX" }, schema).ok, false, keyword);
+    assert.equal(validateEvent({}, schema).ok, false, keyword);
+  }
+});
