@@ -166,6 +166,11 @@ export function toApiError(error: unknown): ApiError {
     if (status === 400 && error.message === "Malformed JSON in request body") {
       return new ApiError(400, "invalid_json", "Body is not valid JSON", { cause: error });
     }
+    if (status === 415) {
+      return new ApiError(415, "unsupported_media_type", "Content-Type must be application/json", {
+        cause: error,
+      });
+    }
     return new ApiError(
       status,
       CODE_BY_STATUS[status] ?? "error",

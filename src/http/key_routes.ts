@@ -92,7 +92,7 @@ const createKeyRoute = createRoute({
       description: "Created",
       content: { "application/json": { schema: CreatedKeySchema } },
     },
-    ...errorsFor(400, 401, 403, 409, 503),
+    ...errorsFor(400, 401, 403, 409, 413, 415, 503),
   },
 });
 

@@ -28,6 +28,8 @@ import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
 const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
 
 const errors = errorsFor(400, 401, 403, 404, 409, 503);
+/** What a route with a JSON body may also answer: over 1 MiB, or not JSON. */
+const bodyErrors = errorsFor(413, 415);
 
 /**
  * Batching of `event.processed`, in the one shape requests send and replies
@@ -179,6 +181,7 @@ export const createWebhookRoute = createRoute({
     401: errors[401],
     403: errors[403],
     503: errors[503],
+    ...bodyErrors,
   },
 });
 
@@ -243,6 +246,7 @@ export const updateWebhookRoute = createRoute({
   responses: {
     200: jsonContent(EndpointSchema, "Changed"),
     ...errors,
+    ...bodyErrors,
   },
 });
 
@@ -354,6 +358,7 @@ export const replayRoute = createRoute({
   responses: {
     202: jsonContent(z.object({ requeued: z.int() }), "Requeued"),
     ...errors,
+    ...bodyErrors,
   },
 });
 

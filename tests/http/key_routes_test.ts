@@ -229,7 +229,7 @@ Deno.test("a key id or hash clash from the key store is a 409 conflict from the 
   assert.equal(api?.message, "Key 'k1' exists already");
 });
 
-Deno.test("API bodies: bad JSON is invalid_json and one over 1 MiB is 413 before it is read, on keys and webhooks", async () => {
+Deno.test("API bodies: bad JSON is invalid_json, not JSON is 415 saying so, and one over 1 MiB is 413 before it is read, on keys and webhooks", async () => {
   const { app, keyStore } = await keyedApp();
   const hooks = await setup({ auth: true });
   try {
@@ -244,6 +244,13 @@ Deno.test("API bodies: bad JSON is invalid_json and one over 1 MiB is 413 before
       const badBody = await bad.json();
       assert.equal(bad.status, 400, path);
       assert.equal(badBody.error.code, "invalid_json", path);
+      const plain = await server.request(path, {
+        method: "POST",
+        headers: { ...headers, "Content-Type": "text/plain" },
+        body: "{}",
+      });
+      assert.equal(plain.status, 415, path);
+      assert.deepEqual((await plain.json()).error.message, "Content-Type must be application/json");
 
       // 1 MiB and one byte of JSON, with its length and streamed (no Content-Length).
       const big = JSON.stringify({ url: "x", description: "x".repeat(1024 * 1024 - 27) });

@@ -17,6 +17,7 @@ interface Operation {
   security?: unknown[];
   description?: string;
   parameters?: Array<{ name: string; in: string; [key: string]: unknown }>;
+  requestBody?: unknown;
   responses: Record<string, { content?: Record<string, { schema: unknown }> }>;
 }
 
@@ -149,4 +150,14 @@ Deno.test("the Error schema documents details, which 503 store errors carry", as
   assert.ok(error.properties.details, "details is in the schema");
   assert.ok(!error.required.includes("details"), "details is optional");
   assert.match(error.properties.details.description, /outcome/);
+});
+
+Deno.test("every operation with a request body documents 400, 413 and 415", async () => {
+  const withBody = operations(await documentOf()).filter(([, operation]) => operation.requestBody);
+  for (const [name, operation] of withBody) {
+    for (const status of ["400", "413", "415"]) {
+      assert.ok(operation.responses[status], `${name}: ${status}`);
+    }
+  }
+  assert.ok(withBody.length >= 6, `${withBody.length} operations with a body`);
 });
