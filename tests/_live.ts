@@ -10,7 +10,7 @@ import NodeWebSocket from "ws";
 import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { LiveHub, type LiveHubOptions } from "../src/fanout/live.ts";
-import { KeyRing } from "../src/http/auth.ts";
+import { KeyRing, type KeyRingOptions } from "../src/http/auth.ts";
 import type { LiveRouteOptions } from "../src/http/live_routes.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import type { OriginSettings } from "../src/http/origin.ts";
@@ -35,6 +35,8 @@ export interface ServerOptions {
   liveRoutes?: LiveRouteOptions;
   /** Allowed hosts and origins. @default {none} */
   origins?: OriginSettings;
+  /** The key ring's run-time key store, clock and cache. @default {its defaults} */
+  keyRing?: KeyRingOptions;
 }
 
 /** A running server. */
@@ -63,6 +65,7 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
   const connections = new OpenConnections();
   const keys = await KeyRing.parse(
     options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
+    options.keyRing,
   );
   const app = createApp({
     streams,

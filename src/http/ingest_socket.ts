@@ -607,7 +607,16 @@ export async function upgradeSocket(
     return await upgradeWebSocket(c, events, options);
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
-    throw new ApiError(400, "invalid_upgrade", `Cannot upgrade to a WebSocket: ${error.message}`);
+    // Deno reads the offered subprotocols split by ", " only (npm `ws` joins them with ",").
+    const offered = c.req.header("Sec-WebSocket-Protocol") ?? "";
+    const hint = /,(?! )/.test(offered)
+      ? ": separate subprotocols with ', ' (a comma and a space), or send the key in an 'Authorization: Bearer <key>' header"
+      : "";
+    throw new ApiError(
+      400,
+      "invalid_upgrade",
+      `Cannot upgrade to a WebSocket: ${error.message}${hint}`,
+    );
   }
 }
 

@@ -31,7 +31,13 @@ import {
   upgradeSocket,
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
-import { HOW_TO_SEND_FROM_BROWSER, noteKeyInQuery, presentedKey, scopeError } from "./auth.ts";
+import {
+  HOW_TO_SEND_FROM_BROWSER,
+  type KeyRing,
+  noteKeyInQuery,
+  presentedKey,
+  scopeError,
+} from "./auth.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor } from "./_openapi.ts";
@@ -49,6 +55,11 @@ export interface LiveRouteOptions {
   idleTimeoutSeconds?: number;
   /** How often (ms) an idle SSE subscription gets a comment line, so proxies keep it open. @default {15000} */
   heartbeatMs?: number;
+  /**
+   * How often (ms) a subscription's key is verified again, so one deleted or expired while it
+   * follows is closed (within this plus the key cache's 2 s). @default {1000}
+   */
+  keyCheckMs?: number;
 }
 
 /** What {@linkcode registerLiveRoutes} needs. */
@@ -130,6 +141,40 @@ function subscribedMessage(subscription: Subscription, start?: SubscriptionStart
   };
 }
 
+/** What a subscription needs to verify its key again. */
+interface KeyCheck {
+  keys: KeyRing;
+  key: string | undefined;
+  stream: string;
+  everyMs: number;
+}
+
+/**
+ * Verifies a subscription's key every `check.everyMs` while it lasts; calls `revoked` once with
+ * why, when the key no longer grants `read` on the stream (deleted, expired). Returns the stop.
+ * In open mode there is no key to lose.
+ */
+function watchKey(check: KeyCheck, revoked: (reason: string) => void): () => void {
+  if (check.keys.open) return () => {};
+  let checking = false;
+  const timer = setInterval(async () => {
+    if (checking) return;
+    checking = true;
+    try {
+      const denied = await scopeError(check.keys, check.key, "read", { stream: check.stream });
+      if (denied) {
+        clearInterval(timer);
+        revoked(`Key no longer valid: ${denied.message}`);
+      }
+    } catch {
+      // The key store unreachable: the key stands until it answers.
+    } finally {
+      checking = false;
+    }
+  }, check.everyMs);
+  return () => clearInterval(timer);
+}
+
 function slowReason(bytes: number, limit: number): string {
   return `Subscriber too slow: ${bytes} bytes waiting to be sent; the limit is ${limit}`;
 }
@@ -141,10 +186,16 @@ function message(error: unknown): string {
 function subscribeOverSocket(
   c: Context,
   deps: LiveRouteDeps,
-  setup: { denied: ApiError | null; subscription?: Subscription; protocol?: string },
+  setup: {
+    denied: ApiError | null;
+    subscription?: Subscription;
+    protocol?: string;
+    keyCheck: KeyCheck;
+  },
 ): Promise<Response> {
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   let unsubscribe: (() => void) | undefined;
+  let unwatch: (() => void) | undefined;
   let connected = true;
   return upgradeSocket(c, {
     onOpen(_event, socket: WSContext<WebSocket>) {
@@ -171,6 +222,10 @@ function subscribeOverSocket(
         },
         transport: "ws",
       };
+      unwatch = watchKey(setup.keyCheck, (reason) => {
+        unsubscribe?.();
+        socket.close(1008, closeReason(reason));
+      });
       deps.live.subscribe(subscription, sink).then((stop) => {
         if (!connected) return stop();
         unsubscribe = stop;
@@ -183,6 +238,7 @@ function subscribeOverSocket(
     },
     onClose() {
       connected = false;
+      unwatch?.();
       unsubscribe?.();
     },
   }, {
@@ -198,7 +254,12 @@ function sseMessage(event: string, data: string, id?: string | null): string {
   return `event: ${event}\ndata: ${data}\n${id ? `id: ${id}\n` : ""}\n`;
 }
 
-function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscription): Response {
+function subscribeOverSse(
+  c: Context,
+  deps: LiveRouteDeps,
+  setup: { subscription: Subscription; keyCheck: KeyCheck },
+): Response {
+  const { subscription } = setup;
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   const heartbeatMs = deps.options?.heartbeatMs ?? 15_000;
   // EventSource sends it when it reconnects after a message that had an id.
@@ -256,10 +317,12 @@ function subscribeOverSse(c: Context, deps: LiveRouteDeps, subscription: Subscri
     const heartbeat = setInterval(() => {
       if (waitingBytes === 0) sse.write(": keep-alive\n\n");
     }, heartbeatMs);
+    const unwatch = watchKey(setup.keyCheck, end);
     try {
       await ended.promise;
     } finally {
       clearInterval(heartbeat);
+      unwatch();
       stop.abort();
     }
   });
@@ -404,14 +467,21 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
         filter: c.req.query("filter"),
       });
     }
+    const keyCheck: KeyCheck = {
+      keys: deps.keys,
+      key: presented.key,
+      stream: c.req.param("stream"),
+      everyMs: deps.options?.keyCheckMs ?? 1_000,
+    };
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
         denied,
         subscription,
         protocol: presented.protocol,
+        keyCheck,
       });
     }
-    return subscribeOverSse(c, deps, subscription!);
+    return subscribeOverSse(c, deps, { subscription: subscription!, keyCheck });
   });
 
   documentRoutes(app);

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
+import { sha256, toHex } from "../../src/http/auth.ts";
+import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { at, KEYS } from "../_fixtures.ts";
+import { at, KEYS, NOW } from "../_fixtures.ts";
 import {
   denoClient,
   eventually,
@@ -491,3 +493,84 @@ redisTest(
     }
   },
 );
+
+Deno.test("A subscription whose key is deleted or expires while it follows is closed: WebSocket 1008, SSE a final closed event", async () => {
+  let clock = NOW;
+  const keyStore = new MemoryKeyStore();
+  const record = (id: string, secret: string, expiresAt?: number) => ({
+    id,
+    type: "secret" as const,
+    hash: toHex(sha256(secret)),
+    prefix: secret.slice(0, 7),
+    scopes: ["read"],
+    createdAt: NOW,
+    ...(expiresAt === undefined ? {} : { expiresAt }),
+  });
+  const deleted = "sk_deleted_0123456789abcdef";
+  const expiring = "sk_expiring_0123456789abcdef";
+  await keyStore.createKey(record("key_0000000000000001", deleted));
+  await keyStore.createKey(record("key_0000000000000002", expiring, NOW + 60_000));
+  const server = await startServer({
+    auth: true,
+    now: () => clock,
+    keyRing: { store: keyStore, now: () => clock, cacheTtlMs: 50 },
+    liveRoutes: { keyCheckMs: 20 },
+  });
+  try {
+    const opened = [];
+    for (const key of [deleted, expiring]) {
+      const socket = await nodeClient(server.wsUrl(SUBSCRIBE), {
+        headers: { Authorization: `Bearer ${key}` },
+      });
+      assert.equal((await socket.inbox.next()).type, "subscribed");
+      const sse = new SseReader(await openSse(server, "", { Authorization: `Bearer ${key}` }));
+      assert.equal((await sse.next()).event, "subscribed");
+      opened.push({ socket, sse });
+    }
+    // Still following a moment later: nothing changed.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await keyStore.deleteKey("key_0000000000000001");
+    clock = NOW + 60_000;
+    for (const { socket, sse } of opened) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const closed = await Promise.race([
+        socket.inbox.closed,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("still open after 5 s")), 5_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert.equal(closed.code, 1008);
+      assert.match(closed.reason, /^Key no longer valid/);
+      const last = await sse.next();
+      assert.equal(last.event, "closed");
+      assert.match((last.data as { reason: string }).reason, /^Key no longer valid/);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("Subprotocols offered without a space after the comma get a 400 that says how to send them", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const res = await fetch(`${server.base}${SUBSCRIBE}`, {
+      headers: {
+        Upgrade: "websocket",
+        Connection: "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Protocol": `edgestream,bearer.${KEYS.read}`,
+      },
+    });
+    const body = await res.json();
+    assert.equal(res.status, 400);
+    assert.equal(body.error.code, "invalid_upgrade");
+    assert.match(body.error.message, /separate subprotocols with ', '.*Authorization: Bearer/);
+    // The same list as a browser sends it (", ") is taken.
+    const socket = await denoClient(server.wsUrl(SUBSCRIBE), ["edgestream", `bearer.${KEYS.read}`]);
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    await socket.close();
+  } finally {
+    await server.close();
+  }
+});
