@@ -558,6 +558,7 @@ Deno.test("the middleware chain's layers for an ingest POST are those ingestApp 
     [
       "ALL /*", // requestLog
       "ALL /*", // originGuard
+      "ALL /*", // limitBody: ingestApp reads the body within its own limits (readLimitedBody)
       "ALL /v1/streams/:stream/events", // ingestCors
       "POST /v1/streams/:stream/events", // requireIngestKey
       "POST /v1/streams/:stream/events", // the route
