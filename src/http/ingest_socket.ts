@@ -242,8 +242,12 @@ export function closeReason(text: string): string {
   return reason;
 }
 
-/** How long (ms) a connection shut down lingers between its last answer and its close. */
-const SHUTDOWN_LINGER_MS = 100;
+/**
+ * How long (ms) a connection closing for a protocol error or a shutdown lingers between its last
+ * answer and its close frame, reading and dropping what the client still sends (see
+ * `IngestConnection.shutDown`).
+ */
+const CLOSE_LINGER_MS = 100;
 
 interface QueuedFrame {
   text: string;
@@ -346,7 +350,7 @@ class IngestConnection implements HeldConnection {
    * Closes for a protocol error once every frame already read is answered: a
    * frame applied with no ack would be counted twice when the client resends it.
    */
-  #fail(code: number, reason: string, lingerMs = 0): void {
+  #fail(code: number, reason: string, lingerMs = CLOSE_LINGER_MS): void {
     this.#closing = { code, reason, lingerMs };
     this.#stats.closing += 1;
     // A drain in progress answers the rest of the queue and then closes.
@@ -370,7 +374,7 @@ class IngestConnection implements HeldConnection {
    * connection, making the client lose the close frame unread.
    */
   shutDown(reason: string): Promise<void> {
-    if (!this.#closed && !this.#closing) this.#fail(1001, reason, SHUTDOWN_LINGER_MS);
+    if (!this.#closed && !this.#closing) this.#fail(1001, reason);
     return this.#ended.promise;
   }
 

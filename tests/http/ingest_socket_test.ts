@@ -579,6 +579,34 @@ Deno.test("WebSocket ingest back pressure: a flooding client is answered for wha
   }
 });
 
+Deno.test("WebSocket ingest: a client flooding without pause still sees its answers and the 1008 close", async () => {
+  const server = await startServer();
+  // 60 frames of about 60 KB at once: the last ones arrive after the close would go out.
+  const frame = (seq: number) =>
+    JSON.stringify({
+      seq,
+      events: Array.from(
+        { length: 500 },
+        (_, i) => ({ id: `${seq}.${i}`, ts: at(1), country: "DE" }),
+      ),
+    });
+  try {
+    const flooder = await denoClient(server.wsUrl(WS_PATH));
+    for (let seq = 1; seq <= 60; seq++) flooder.socket.send(frame(seq));
+    const { answers, closed } = await within(answersUntilClosed(flooder), 10_000);
+    assert.equal(closed.code, 1008, `closed ${closed.code} ${closed.reason}`);
+    assert.match(closed.reason, /^Too many frames in flight/);
+    // Every frame read before the one too many is answered, in order.
+    assert.ok(answers.length >= 16, `${answers.length} answers`);
+    assert.deepEqual(
+      answers.map((answer) => answer.seq),
+      Array.from({ length: answers.length }, (_, i) => i + 1),
+    );
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest: a client that keeps its window gets every ack, with at most the window queued", async () => {
   const server = await startServer({ liveRoutes: { socket: { maxFramesInFlight: 8 } } });
   const client = await denoClient(server.wsUrl(WS_PATH));
