@@ -8,11 +8,15 @@
  *
  * Events are batched per stream and sent with `fetch(…, {keepalive: true})`
  * once `flushMs` passed or `maxBatch` events wait; on `pagehide` (and when
- * the page is hidden) what waits goes with `navigator.sendBeacon`. Each
- * event gets a random id under `dedupeField` (the stream's dedupe field),
- * and each batch an `Idempotency-Key`, so a retry counts nothing twice. A
- * batch answered 429 or 503, or lost to the network, is sent again with the
- * same key after `Retry-After` (or an exponential backoff), up to
+ * the page is hidden) what waits, and batches waiting to be sent again, go
+ * with `navigator.sendBeacon`, within the 64 KiB browsers allow a page's
+ * beacons in all; what does not fit is kept in `localStorage` (at most
+ * 1,000 events a stream) and sent by the next page of the origin that loads
+ * the SDK with the same endpoint (or by this one when it is shown again).
+ * Each event gets a random id under `dedupeField` (the stream's dedupe
+ * field), and each batch an `Idempotency-Key`, so a retry counts nothing
+ * twice. A batch answered 429 or 503, or lost to the network, is sent again
+ * with the same key after `Retry-After` (or an exponential backoff), up to
  * `maxRetries` times; other refusals are dropped with a console warning.
  */
 
@@ -30,9 +34,27 @@ function sleep(ms) {
 /** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
 const KEEPALIVE_BYTES = 60_000;
 
+function byteLength(text) {
+  return new TextEncoder().encode(text).length;
+}
+
 /** Whether a request body is small enough for `keepalive` and `sendBeacon`. */
 function fitsKeepalive(body) {
-  return new TextEncoder().encode(body).length < KEEPALIVE_BYTES;
+  return byteLength(body) < KEEPALIVE_BYTES;
+}
+
+/** Where events that did not fit a page's beacons wait for the next page (localStorage). */
+const STORAGE_PREFIX = "edgestream:";
+
+/** Most events kept a stream: the oldest go first. */
+const MAX_STORED_EVENTS = 1000;
+
+function storage() {
+  try {
+    return globalThis.localStorage ?? null;
+  } catch {
+    return null; // Storage disabled (some privacy settings throw on access).
+  }
 }
 
 /**
@@ -51,6 +73,8 @@ export function createTracker(options) {
   const retryBaseMs = options.retryBaseMs ?? 500;
   const queues = new Map();
   const sending = new Set();
+  /** Batches waiting to be sent again: `{stream, events, handedOver}`. */
+  const retrying = new Set();
   let timer;
 
   function url(stream) {
@@ -86,7 +110,12 @@ export function createTracker(options) {
         console.warn(`edgestream: gave up sending ${events.length} events to ${stream}`);
         return;
       }
+      // While it waits, a page leaving takes it along (beacon()).
+      const waiting = { stream, events, handedOver: false };
+      retrying.add(waiting);
       await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2));
+      retrying.delete(waiting);
+      if (waiting.handedOver) return;
     }
   }
 
@@ -107,29 +136,96 @@ export function createTracker(options) {
   }
 
   /**
-   * `events` as JSON bodies under {@linkcode KEEPALIVE_BYTES} each, halving a batch that is not
-   * (a beacon or keepalive body over the browsers' cap is refused); one event goes as it is.
+   * `events` as `{events, body}` parts whose JSON bodies are under {@linkcode KEEPALIVE_BYTES}
+   * each, halving a batch that is not (a beacon or keepalive body over the browsers' cap is
+   * refused); one event goes as it is.
    */
-  function beaconBodies(events) {
+  function beaconParts(events) {
     const body = JSON.stringify(events);
-    if (events.length < 2 || fitsKeepalive(body)) return [body];
+    if (events.length < 2 || fitsKeepalive(body)) return [{ events, body }];
     const half = Math.ceil(events.length / 2);
-    return [...beaconBodies(events.slice(0, half)), ...beaconBodies(events.slice(half))];
+    return [...beaconParts(events.slice(0, half)), ...beaconParts(events.slice(half))];
   }
 
-  /** Sends what waits with beacons: they outlive the page. */
+  function storageKey(stream) {
+    return `${STORAGE_PREFIX}${endpoint}|${stream}`;
+  }
+
+  /** Keeps events for the next page; without storage they are lost, with a warning. */
+  function keep(stream, events) {
+    const store = storage();
+    try {
+      const kept = JSON.parse(store?.getItem(storageKey(stream)) ?? "[]");
+      store.setItem(
+        storageKey(stream),
+        JSON.stringify([...kept, ...events].slice(-MAX_STORED_EVENTS)),
+      );
+    } catch {
+      console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
+    }
+  }
+
+  /** Queues what an earlier page (or this one, hidden) kept, and sends it. */
+  function restore() {
+    const store = storage();
+    if (!store) return;
+    const prefix = `${STORAGE_PREFIX}${endpoint}|`;
+    let found = false;
+    for (const name of Object.keys(store)) {
+      if (!name.startsWith(prefix)) continue;
+      let events = [];
+      try {
+        events = JSON.parse(store.getItem(name) ?? "[]");
+      } catch {
+        // Not ours to read: dropped below.
+      }
+      store.removeItem(name);
+      if (!Array.isArray(events) || events.length === 0) continue;
+      const stream = name.slice(prefix.length);
+      queues.set(stream, [...events, ...(queues.get(stream) ?? [])]);
+      found = true;
+    }
+    if (found) flush();
+  }
+
+  /**
+   * Sends what waits, and the batches waiting to be sent again, with beacons: they outlive the
+   * page. Browsers allow a page's beacons (and keepalive requests) 64 KiB in all: what does not
+   * fit in {@linkcode KEEPALIVE_BYTES} together is kept for the next page.
+   */
   function beacon() {
     clearTimeout(timer);
     timer = undefined;
+    const batches = [];
+    // The oldest first: those waiting to be sent again.
+    for (const waiting of retrying) {
+      waiting.handedOver = true;
+      retrying.delete(waiting);
+      batches.push([waiting.stream, waiting.events]);
+    }
     for (const [stream, events] of queues) {
       queues.delete(stream);
       for (let i = 0; i < events.length; i += maxBatch) {
-        for (const body of beaconBodies(events.slice(i, i + maxBatch))) {
+        batches.push([stream, events.slice(i, i + maxBatch)]);
+      }
+    }
+    let budget = KEEPALIVE_BYTES;
+    for (const [stream, events] of batches) {
+      for (const part of beaconParts(events)) {
+        const bytes = byteLength(part.body);
+        let sent = false;
+        if (bytes < budget) {
           // A string body goes as text/plain, which needs no preflight.
-          if (!navigator.sendBeacon?.(url(stream), body)) {
-            fetch(url(stream), { method: "POST", body, keepalive: true }).catch(() => {});
+          if (navigator.sendBeacon) {
+            sent = navigator.sendBeacon(url(stream), part.body);
+          } else {
+            fetch(url(stream), { method: "POST", body: part.body, keepalive: true })
+              .catch(() => {});
+            sent = true;
           }
         }
+        if (sent) budget -= bytes;
+        else keep(stream, part.events);
       }
     }
   }
@@ -151,8 +247,10 @@ export function createTracker(options) {
     addEventListener("pagehide", beacon);
     addEventListener("visibilitychange", () => {
       if (document.visibilityState === "hidden") beacon();
+      else restore();
     });
   }
+  restore();
 
   return {
     track,

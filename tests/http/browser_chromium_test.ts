@@ -215,3 +215,66 @@ browserTest(
     }
   },
 );
+
+/** Loads `/sdk.js` into `page` as `globalThis.tracker`, with `options` over the test's defaults. */
+async function loadSdk(page: Page, s: Setup, options: Record<string, unknown> = {}) {
+  await page.evaluate(`(async () => {
+    const sdk = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+    globalThis.tracker = sdk.createTracker(${
+    JSON.stringify({ key: s.key, dedupeField: "id", flushMs: 60_000, ...options })
+  });
+  })()`);
+}
+
+browserTest(
+  "/sdk.js keeps what does not fit a page's 64 KiB of beacons in localStorage, and the next page sends it",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await loadSdk(page, s);
+      // 99 events of about 1 KB: about 100 KB, more than one page's beacons may carry.
+      await page.evaluate(`for (let n = 0; n < 99; n++) {
+        tracker.track("pageviews", { n, pad: "x".repeat(900) });
+      }`);
+      await page.goto(`${s.allowed}/next`);
+      await until("the beacons", () => s.answers.length >= 1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const sentByBeacons = await s.accepted("pageviews");
+      assert.ok(sentByBeacons > 0 && sentByBeacons < 99, `${sentByBeacons} by beacons`);
+      // The next page of the origin that loads the SDK sends the rest.
+      await page.goto(`${s.allowed}/`);
+      await loadSdk(page, s);
+      await until("every event", async () => (await s.accepted("pageviews")) === 99);
+      assert.equal(await page.evaluate(`Object.keys(localStorage).length`), 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js sends a batch waiting to be sent again (the network failed) with the page's beacon",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await loadSdk(page, s, { retryBaseMs: 60_000 });
+      // The network fails for the first send; the batch then waits a minute to be sent again.
+      let aborted = 0;
+      await page.route(`${s.api}/v1/streams/**`, (route) => {
+        aborted += 1;
+        return route.abort();
+      });
+      await page.evaluate(`[1, 2, 3, 4].forEach((n) => tracker.track("pageviews", { n }));
+        tracker.flush();
+        undefined;`);
+      await until("the failed send", () => aborted === 1);
+      await page.unroute(`${s.api}/v1/streams/**`);
+      await page.goto(`${s.allowed}/next`);
+      await until("the batch by beacon", async () => (await s.accepted("pageviews")) === 4);
+    } finally {
+      await s.close();
+    }
+  },
+);
