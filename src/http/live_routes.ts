@@ -20,7 +20,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { WSContext } from "hono/ws";
-import type { CompiledStream } from "../config/mod.ts";
+import { type CompiledStream, StreamRegistry } from "../config/mod.ts";
 import type { LiveHub, LiveSink, Subscription, SubscriptionStart } from "../fanout/live.ts";
 import { PAYLOAD_TYPES, type PayloadType, type PublicPayload } from "../fanout/payload.ts";
 import {
@@ -56,8 +56,9 @@ export interface LiveRouteOptions {
   /** How often (ms) an idle SSE subscription gets a comment line, so proxies keep it open. @default {15000} */
   heartbeatMs?: number;
   /**
-   * How often (ms) a subscription's key is verified again, so one deleted or expired while it
-   * follows is closed (within this plus the key cache's 2 s). @default {1000}
+   * How often (ms) a subscription's key and stream are checked again, so one whose key is
+   * deleted or expires (within this plus the key cache's 2 s) or whose stream is deleted is
+   * closed. @default {1000}
    */
   keyCheckMs?: number;
 }
@@ -141,30 +142,44 @@ function subscribedMessage(subscription: Subscription, start?: SubscriptionStart
   };
 }
 
-/** What a subscription needs to verify its key again. */
+/** What a subscription needs to check that it may go on. */
 interface KeyCheck {
   keys: KeyRing;
   key: string | undefined;
   stream: string;
   everyMs: number;
+  /** The streams served, and the generation of the one followed when it began. */
+  streams: ReadonlyMap<string, CompiledStream>;
+  generation: number;
+}
+
+function generationOf(streams: ReadonlyMap<string, CompiledStream>, name: string): number {
+  return streams instanceof StreamRegistry ? streams.generationOf(name) : 0;
 }
 
 /**
- * Verifies a subscription's key every `check.everyMs` while it lasts; calls `revoked` once with
- * why, when the key no longer grants `read` on the stream (deleted, expired). Returns the stop.
- * In open mode there is no key to lose.
+ * Checks a subscription every `check.everyMs` while it lasts; calls `ended` once with why, when
+ * its key no longer grants `read` on the stream (deleted, expired) or its stream is gone (deleted,
+ * or deleted and created again: another stream's results). Returns the stop.
  */
-function watchKey(check: KeyCheck, revoked: (reason: string) => void): () => void {
-  if (check.keys.open) return () => {};
+function watchSubscription(check: KeyCheck, ended: (reason: string) => void): () => void {
   let checking = false;
   const timer = setInterval(async () => {
     if (checking) return;
     checking = true;
     try {
-      const denied = await scopeError(check.keys, check.key, "read", { stream: check.stream });
-      if (denied) {
+      let reason: string | undefined;
+      if (!check.streams.has(check.stream)) {
+        reason = `Stream '${check.stream}' was deleted`;
+      } else if (generationOf(check.streams, check.stream) !== check.generation) {
+        reason = `Stream '${check.stream}' was deleted and created again: subscribe again`;
+      } else if (!check.keys.open) {
+        const denied = await scopeError(check.keys, check.key, "read", { stream: check.stream });
+        if (denied) reason = `Key no longer valid: ${denied.message}`;
+      }
+      if (reason !== undefined) {
         clearInterval(timer);
-        revoked(`Key no longer valid: ${denied.message}`);
+        ended(reason);
       }
     } catch {
       // The key store unreachable: the key stands until it answers.
@@ -222,7 +237,7 @@ function subscribeOverSocket(
         },
         transport: "ws",
       };
-      unwatch = watchKey(setup.keyCheck, (reason) => {
+      unwatch = watchSubscription(setup.keyCheck, (reason) => {
         unsubscribe?.();
         socket.close(1008, closeReason(reason));
       });
@@ -317,7 +332,7 @@ function subscribeOverSse(
     const heartbeat = setInterval(() => {
       if (waitingBytes === 0) sse.write(": keep-alive\n\n");
     }, heartbeatMs);
-    const unwatch = watchKey(setup.keyCheck, end);
+    const unwatch = watchSubscription(setup.keyCheck, end);
     try {
       await ended.promise;
     } finally {
@@ -472,6 +487,8 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       key: presented.key,
       stream: c.req.param("stream"),
       everyMs: deps.options?.keyCheckMs ?? 1_000,
+      streams: deps.streams,
+      generation: generationOf(deps.streams, c.req.param("stream")),
     };
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {

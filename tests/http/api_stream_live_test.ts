@@ -11,7 +11,7 @@ import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
-import { denoClient, SseReader } from "../_live.ts";
+import { denoClient, SseReader, within } from "../_live.ts";
 
 const SIGNUPS = {
   counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
@@ -120,3 +120,55 @@ Deno.test("An open WebSocket follows its stream's changes at run time: a new def
 function pick(ack: { type: string; accepted: number; filtered: number }) {
   return [ack.type, ack.accepted, ack.filtered];
 }
+
+Deno.test("A subscription ends when its stream is deleted, or deleted and created again (another stream's results)", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const keys = await KeyRing.parse("");
+  const a = instance(shared);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    createApp({ ...a, keys, liveRoutes: { keyCheckMs: 20 } }).fetch,
+  );
+  const base = `127.0.0.1:${server.addr.port}`;
+  const put = () =>
+    fetch(`http://${base}/v1/streams/signups`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(SIGNUPS),
+    });
+  try {
+    for (const recreate of [false, true]) {
+      assert.equal((await put()).status, 201);
+      const socket = await denoClient(`ws://${base}/v1/streams/signups/subscribe`);
+      assert.equal((await socket.inbox.next()).type, "subscribed");
+      const sse = new SseReader(
+        await fetch(`http://${base}/v1/streams/signups/subscribe`, {
+          headers: { Accept: "text/event-stream" },
+        }),
+      );
+      assert.equal((await sse.next()).event, "subscribed");
+      const removed = await fetch(`http://${base}/v1/streams/signups`, { method: "DELETE" });
+      assert.equal(removed.status, 204);
+      if (recreate) assert.equal((await put()).status, 201);
+      // Created again before a check saw the gap, or after one did.
+      const reason = recreate
+        ? /^Stream 'signups' was deleted( and created again: subscribe again)?$/
+        : /^Stream 'signups' was deleted$/;
+      const closed = await within(socket.inbox.closed, 5_000);
+      assert.equal(closed.code, 1008);
+      assert.match(closed.reason, reason);
+      const last = await sse.next();
+      assert.equal(last.event, "closed");
+      assert.match((last.data as { reason: string }).reason, reason);
+      if (recreate) {
+        await fetch(`http://${base}/v1/streams/signups`, { method: "DELETE" }).then((res) =>
+          res.body?.cancel()
+        );
+      }
+    }
+  } finally {
+    await a.live.close();
+    await server.shutdown();
+  }
+});

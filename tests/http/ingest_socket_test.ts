@@ -12,6 +12,7 @@ import {
   type NodeClient,
   nodeClient,
   startServer,
+  within,
 } from "../_live.ts";
 
 const WS_PATH = "/v1/streams/orders/ws";
@@ -291,21 +292,6 @@ async function answersUntilClosed(
   const closed = await client.inbox.closed;
   while (client.inbox.unread > 0) answers.push(await client.inbox.next());
   return { answers, closed };
-}
-
-/** Resolves like `promise`, or rejects after `ms`, so a socket that never closes fails the test. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) =>
-        timer = setTimeout(() => reject(new Error(`Not settled within ${ms} ms`)), ms)
-      ),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** One event per frame, each with its own id, so an ack's `accepted` is what the store counts. */

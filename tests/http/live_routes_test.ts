@@ -11,6 +11,7 @@ import {
   SseReader,
   startServer,
   type TestServer,
+  within,
 } from "../_live.ts";
 import { redisTest } from "../_redis.ts";
 
@@ -532,13 +533,7 @@ Deno.test("A subscription whose key is deleted or expires while it follows is cl
     await keyStore.deleteKey("key_0000000000000001");
     clock = NOW + 60_000;
     for (const { socket, sse } of opened) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const closed = await Promise.race([
-        socket.inbox.closed,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("still open after 5 s")), 5_000);
-        }),
-      ]).finally(() => clearTimeout(timer));
+      const closed = await within(socket.inbox.closed, 5_000);
       assert.equal(closed.code, 1008);
       assert.match(closed.reason, /^Key no longer valid/);
       const last = await sse.next();
