@@ -12,7 +12,12 @@ interface Sent {
   init: RequestInit & { headers: Record<string, string> };
 }
 
+/**
+ * Records what the SDK sends. Every test starts and ends with localStorage empty: Deno keeps it
+ * between runs, and a tracker sends what an earlier one kept there.
+ */
 function recordingFetch(answers: Array<Response | Error>) {
+  localStorage.clear();
   const sent: Sent[] = [];
   const original = globalThis.fetch;
   globalThis.fetch = ((url: string, init: Sent["init"]) => {
@@ -20,7 +25,13 @@ function recordingFetch(answers: Array<Response | Error>) {
     const answer = answers.shift() ?? new Response(null, { status: 202 });
     return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
   }) as typeof fetch;
-  return { sent, restore: () => (globalThis.fetch = original) };
+  return {
+    sent,
+    restore: () => {
+      globalThis.fetch = original;
+      localStorage.clear();
+    },
+  };
 }
 
 Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and an id per event under the dedupe field", async () => {
@@ -100,23 +111,32 @@ Deno.test("the SDK drops a batch refused for good (4xx other than 429) without r
   }
 });
 
-Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes, which browsers take on unload", async () => {
+Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and 60,000 in all, keeps the rest in localStorage, and the next tracker sends it", async () => {
   const { sent, restore } = recordingFetch([]);
+  const bodies = () =>
+    sent.map((request) => JSON.parse(String(request.init.body)) as Array<{ path: string }>);
   try {
     const tracker = createTracker({ key: "pk_test", endpoint: "https://events.example/" });
-    // Three events of 30,000 bytes each: one body would be 90,000 bytes.
+    // Three events of 30,000 bytes each: one body would be 90,000 bytes, all three too many.
     for (const path of ["/a", "/b", "/c"]) {
       tracker.track("page views", { path, note: "x".repeat(30_000) });
     }
     // Deno has no sendBeacon: the beacon goes by fetch with keepalive, as a browser's fallback.
     tracker.beacon();
     await tracker.settled();
-    const bytes = sent.map((request) => new TextEncoder().encode(String(request.init.body)).length);
-    assert.ok(bytes.every((size) => size < 60_000), `${bytes}`);
-    assert.ok(sent.every((request) => request.init.keepalive === true));
-    const paths = sent.flatMap((request) => JSON.parse(String(request.init.body)))
-      .map((event: { path: string }) => event.path);
-    assert.deepEqual(paths, ["/a", "/b", "/c"]);
+    assert.equal(sent.length, 1);
+    assert.ok(new TextEncoder().encode(String(sent[0].init.body)).length < 60_000);
+    assert.equal(sent[0].init.keepalive, true);
+    assert.deepEqual(bodies().map((body) => body.map((event) => event.path)), [["/a"]]);
+    const kept = JSON.parse(
+      localStorage.getItem("edgestream:https://events.example|page views") ?? "[]",
+    );
+    assert.deepEqual(kept.map((event: { path: string }) => event.path), ["/b", "/c"]);
+    // The next page's tracker (same endpoint) sends what was kept, and keeps nothing.
+    const next = createTracker({ key: "pk_test", endpoint: "https://events.example" });
+    await next.settled();
+    assert.deepEqual(bodies().slice(1).flat().map((event) => event.path), ["/b", "/c"]);
+    assert.equal(localStorage.length, 0);
   } finally {
     restore();
   }
