@@ -198,8 +198,18 @@ Deno.test("parseEvents() sizes an event by its compact JSON, however it was sent
   }
 });
 
-Deno.test("an event's compact JSON is at most 3 UTF-8 bytes per UTF-16 unit of any text it came as", () => {
-  // What lets parseEvents skip measuring the events of a body under a third of the limit.
+Deno.test("an event's compact JSON is at most 3 UTF-8 bytes per UTF-16 unit of any text it came as, 6 with exponents", () => {
+  // What lets parseEvents skip measuring the events of a body under a third of the limit (a
+  // sixth when it writes a number with an exponent).
+  for (let digits = 1; digits <= 3; digits++) {
+    for (let exponent = -30; exponent <= 30; exponent++) {
+      for (const sign of ["", "+"]) {
+        const text = `${"9".repeat(digits)}e${exponent >= 0 ? sign : ""}${exponent}`;
+        const compact = utf8Length(JSON.stringify(JSON.parse(text)));
+        assert.ok(compact <= 6 * text.length, `${text}: ${compact}`);
+      }
+    }
+  }
   const escapeAll = (text: string) =>
     text.replace(/[^ -~]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
   fc.assert(
@@ -210,6 +220,15 @@ Deno.test("an event's compact JSON is at most 3 UTF-8 bytes per UTF-16 unit of a
       }
     }),
   );
+});
+
+Deno.test("parseEvents() measures one event whose numbers grow as compact JSON (1e20: 21 bytes)", () => {
+  // About 20,000 units, 88,000 bytes as compact JSON: accepted before, unmeasured.
+  const text = `{"n":[${Array(4_000).fill("1e20").join(",")}]}`;
+  assert.ok(text.length < DEFAULT_LIMITS.maxEventBytes / 3);
+  // One event, alone or on an NDJSON line, is measured exactly (in a batch, see mayHoldLarge).
+  assert.equal(parseEvents(text, "json")[0].ok, false);
+  assert.equal(parseEvents(text, "ndjson")[0].ok, false);
 });
 
 Deno.test("parseEvents() measures events in UTF-8 bytes, not characters", () => {
@@ -626,4 +645,25 @@ Deno.test("Ingest takes a gzip or deflate body within the limits, and refuses ot
     assert.match(reply.error.message, message, encoding);
   }
   assert.equal((await store.stats("orders", [])).accepted, 4);
+});
+
+Deno.test("readLimitedBody() stops a gzip body of zeros at the limit without inflating all of it", async () => {
+  // 300 MiB of zeros in about 300 KB.
+  const bomb = await compressed(" ".repeat(300 * 1024 * 1024), "gzip");
+  const before = Deno.memoryUsage().rss;
+  await assertRejectsApiError(
+    readLimitedBody(
+      new Request("http://x/", {
+        method: "POST",
+        headers: { "Content-Encoding": "gzip" },
+        body: bomb,
+      }),
+      1024 * 1024,
+    ),
+    413,
+    "payload_too_large",
+  );
+  // Inflated whole at once it took 300 MiB (and seconds); fed in slices, about the limit.
+  const grown = Deno.memoryUsage().rss - before;
+  assert.ok(grown < 64 * 1024 * 1024, `${Math.round(grown / 2 ** 20)} MiB more memory`);
 });
