@@ -442,9 +442,22 @@ export function presentedKey(request: Request): PresentedKey {
   const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearer;
   const header = bearerKey(request.headers.get("Authorization") ?? undefined);
   if (header) return { key: header, protocol };
-  const query = new URL(request.url).searchParams.get("token") || undefined;
+  const query = queryToken(request.url);
   if (query) return { key: query, protocol, inQuery: true };
   return { key: bearer?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined, protocol };
+}
+
+/**
+ * The `token` query parameter of `url`, if any. Deno makes a request's URL from its `Host`
+ * header, so `Host: a, b` makes one that does not parse: it has none.
+ */
+function queryToken(url: string): string | undefined {
+  if (!url.includes("token=")) return undefined;
+  try {
+    return new URL(url).searchParams.get("token") || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 let warnedKeyInQuery = false;
