@@ -26,10 +26,47 @@ export interface LinearPattern {
   test(text: string): boolean;
 }
 
+/**
+ * `pattern` with the JavaScript escapes RE2 writes otherwise: `\uXXXX` (a surrogate pair as one
+ * code point) as `\x{XXXX}`, and `[^]` (any character) as `[\s\S]`. Escaped backslashes and
+ * character classes are skipped over, so only real escapes change.
+ */
+export function toRe2Syntax(pattern: string): string {
+  let out = "";
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const char = pattern[i];
+    if (char === "\\") {
+      const unit = /^u([0-9a-fA-F]{4})/.exec(pattern.slice(i + 1, i + 6));
+      if (!unit) {
+        out += pattern.slice(i, i + 2);
+        i += 1;
+        continue;
+      }
+      let code = parseInt(unit[1], 16);
+      const low = /^\\u([dD][c-fC-F][0-9a-fA-F]{2})/.exec(pattern.slice(i + 6, i + 12));
+      if (code >= 0xd800 && code <= 0xdbff && low) {
+        code = 0x10000 + ((code - 0xd800) << 10) + (parseInt(low[1], 16) - 0xdc00);
+        i += 6;
+      }
+      out += `\\x{${code.toString(16)}}`;
+      i += 5;
+    } else if (!inClass && pattern.startsWith("[^]", i)) {
+      out += "[\\s\\S]";
+      i += 2;
+    } else {
+      if (char === "[") inClass = true;
+      else if (char === "]") inClass = false;
+      out += char;
+    }
+  }
+  return out;
+}
+
 /** Compiles `pattern` for linear-time matching; throws {@linkcode PatternError}. */
 export function compileLinearPattern(pattern: string): LinearPattern {
   try {
-    return RE2JS.compile(pattern);
+    return RE2JS.compile(toRe2Syntax(pattern));
   } catch (error) {
     throw new PatternError(
       `Pattern ${JSON.stringify(pattern)} is not supported: ${
@@ -53,7 +90,8 @@ class LinearRegExp extends OriginalRegExp {
   constructor(pattern: string | RegExp, flags?: string) {
     const source = typeof pattern === "string" ? pattern : pattern.source;
     super(source, flags);
-    this.#linear = compileLinearPattern(source);
+    // With flags it is the library's own (zod's emoji format, with `u`): users' come without.
+    this.#linear = flags ? { test: (text) => super.test(text) } : compileLinearPattern(source);
   }
 
   // A literal made while the swap lasts is still a RegExp.

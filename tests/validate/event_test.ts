@@ -288,3 +288,16 @@ Deno.test("compileEventSchema() follows $refs into draft-07 definitions as into 
     assert.equal(validateEvent({}, schema).ok, false, keyword);
   }
 });
+
+Deno.test("a schema keeps JavaScript's \\u escapes in patterns and zod's own formats (emoji)", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: {
+      code: { type: "string", pattern: "^\\u0041[^]$" },
+      icon: { type: "string", format: "emoji" },
+    },
+  });
+  assert.equal(validateEvent({ code: "A\n", icon: "😀" }, schema).ok, true);
+  assert.equal(validateEvent({ code: "B\n" }, schema).ok, false);
+  assert.equal(validateEvent({ icon: "a" }, schema).ok, false);
+});

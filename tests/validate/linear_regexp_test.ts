@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { compileLinearPattern, PatternError } from "../../src/validate/mod.ts";
-import { withLinearRegExp } from "../../src/validate/linear_regexp.ts";
+import { toRe2Syntax, withLinearRegExp } from "../../src/validate/linear_regexp.ts";
 
 Deno.test("compileLinearPattern() tests anywhere in the text, by code point, as RE2", () => {
   assert.equal(compileLinearPattern("b").test("abc"), true);
@@ -38,4 +38,32 @@ Deno.test("withLinearRegExp() makes new RegExps test by RE2 only while it runs",
   assert.throws(() => withLinearRegExp(() => new RegExp("(?=a)")), PatternError);
   // Restored after a throw too.
   assert.equal(new RegExp("^.$").test("😀"), false);
+});
+
+Deno.test("compileLinearPattern() reads JavaScript's \\uXXXX (pairs too) and [^] escapes", () => {
+  assert.equal(toRe2Syntax("\\u0041+"), "\\x{41}+");
+  assert.equal(toRe2Syntax("\\uD83D\\uDE00"), "\\x{1f600}");
+  assert.equal(toRe2Syntax("[\\u00e9-\\u00ff]"), "[\\x{e9}-\\x{ff}]");
+  assert.equal(toRe2Syntax("a[^]b"), "a[\\s\\S]b");
+  // An escaped backslash and a class holding ^ and ] stay as they are.
+  assert.equal(toRe2Syntax("\\\\u0041"), "\\\\u0041");
+  assert.equal(toRe2Syntax("[a^]]"), "[a^]]");
+  assert.equal(compileLinearPattern("^\\u0041+$").test("AAA"), true);
+  assert.equal(compileLinearPattern("^\\uD83D\\uDE00$").test("😀"), true);
+  assert.equal(compileLinearPattern("^a[^]b$").test("a\nb"), true);
+});
+
+Deno.test("withLinearRegExp() leaves a library's own RegExp with flags (zod's emoji) to V8", () => {
+  const emoji = withLinearRegExp(() => new RegExp("^\\p{Extended_Pictographic}$", "u"));
+  assert.equal(emoji.test("😀"), true);
+  assert.equal(emoji.test("a"), false);
+});
+
+Deno.test("compileLinearPattern() differs from RegExp where the README says", () => {
+  assert.equal(compileLinearPattern("^.$").test("\r"), true);
+  assert.equal(new RegExp("^.$").test("\r"), false);
+  assert.equal(compileLinearPattern("^\\s$").test("\u00a0"), false);
+  assert.equal(new RegExp("^\\s$").test("\u00a0"), true);
+  assert.equal(compileLinearPattern("^\\w$").test("é"), false);
+  assert.throws(() => compileLinearPattern("a{1001}"), PatternError);
 });
