@@ -65,8 +65,14 @@ function registerMixedArithmetic(env: Environment): void {
  * syntax CEL specifies for `matches`) in linear time.
  */
 const LINEAR_MATCHES = "linearMatches";
-/** Patterns compiled for `matches`, by source (cleared when full: most are literals). */
+/**
+ * Patterns compiled for `matches`, by source: at most 256, each at most 256 characters (a
+ * compiled pattern takes about 60 bytes a character; one from an event may be long), cleared
+ * when full. A longer one is compiled for its call alone.
+ */
 const linearPatterns = new Map<string, LinearPattern>();
+const MAX_CACHED_PATTERNS = 256;
+const MAX_CACHED_PATTERN_LENGTH = 256;
 
 function linearMatches(text: string, pattern: string): boolean {
   let compiled = linearPatterns.get(pattern);
@@ -76,10 +82,17 @@ function linearMatches(text: string, pattern: string): boolean {
     } catch (error) {
       throw new EvaluationError((error as Error).message);
     }
-    if (linearPatterns.size >= 1_000) linearPatterns.clear();
-    linearPatterns.set(pattern, compiled);
+    if (pattern.length <= MAX_CACHED_PATTERN_LENGTH) {
+      if (linearPatterns.size >= MAX_CACHED_PATTERNS) linearPatterns.clear();
+      linearPatterns.set(pattern, compiled);
+    }
   }
   return compiled.test(text);
+}
+
+/** A message with the renamed `matches` (see {@linkcode LINEAR_MATCHES}) named as written. */
+function asWritten(message: string): string {
+  return message.replaceAll(LINEAR_MATCHES, "matches");
 }
 
 /**
@@ -119,7 +132,7 @@ function environmentFor(variables: readonly string[]): Environment {
 }
 
 function firstLine(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).split("\n")[0];
+  return asWritten((error instanceof Error ? error.message : String(error)).split("\n")[0]);
 }
 
 /**

@@ -202,4 +202,12 @@ Deno.test("matches() runs by RE2 in linear time; a literal pattern it cannot run
     () => compileExpression('event.c.matches("(?<=a)b")'),
     (error) => error instanceof ExpressionError && error.message.includes("RE2"),
   );
+  // Errors name matches() as written, not the function it runs as.
+  const byNumber = compileExpression("event.c.matches(1)");
+  try {
+    byNumber({ event: { c: "a" } });
+    assert.fail("matches() takes a string");
+  } catch (error) {
+    assert.match(evaluationMessage(error), /'string\.matches\(int\)'/);
+  }
 });
