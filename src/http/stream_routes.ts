@@ -212,6 +212,10 @@ const ingestRoute = createRoute({
         description:
           "A publishable key (`pk_…`) for clients that cannot set headers (`navigator.sendBeacon`); secret keys are refused here",
       }),
+      idempotencyKey: z.string().min(1).max(255).optional().openapi({
+        description:
+          "The `Idempotency-Key` for clients that cannot set headers (`navigator.sendBeacon`); the header wins when both are sent",
+      }),
     }),
     headers: z.object({
       "idempotency-key": z.string().min(1).max(255).optional().openapi({
@@ -254,7 +258,9 @@ function ingest(deps: StreamRouteDeps) {
       const format = ingestBodyFormat(c.req.header("Content-Type"), grant);
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
-      const key = c.req.header("Idempotency-Key");
+      // A beacon cannot set headers: it may send the key as `?idempotencyKey=`.
+      const key = c.req.header("Idempotency-Key") ??
+        (c.req.url.includes("idempotencyKey=") ? c.req.query("idempotencyKey") : undefined);
       if (key !== undefined) {
         const problem = idempotencyKeyProblem(key);
         if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);

@@ -110,8 +110,8 @@ export function createTracker(options) {
         console.warn(`edgestream: gave up sending ${events.length} events to ${stream}`);
         return;
       }
-      // While it waits, a page leaving takes it along (beacon()).
-      const waiting = { stream, events, handedOver: false };
+      // While it waits, a page leaving takes it along (beacon()), with its key.
+      const waiting = { stream, events, body, idempotencyKey, handedOver: false };
       retrying.add(waiting);
       await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2));
       retrying.delete(waiting);
@@ -148,7 +148,7 @@ export function createTracker(options) {
   }
 
   function storageKey(stream) {
-    return `${STORAGE_PREFIX}${endpoint}|${stream}`;
+    return `${STORAGE_PREFIX}${endpoint}|${options.key}|${stream}`;
   }
 
   /** Keeps events for the next page; without storage they are lost, with a warning. */
@@ -169,7 +169,7 @@ export function createTracker(options) {
   function restore() {
     const store = storage();
     if (!store) return;
-    const prefix = `${STORAGE_PREFIX}${endpoint}|`;
+    const prefix = `${STORAGE_PREFIX}${endpoint}|${options.key}|`;
     let found = false;
     for (const name of Object.keys(store)) {
       if (!name.startsWith(prefix)) continue;
@@ -197,11 +197,18 @@ export function createTracker(options) {
     clearTimeout(timer);
     timer = undefined;
     const batches = [];
-    // The oldest first: those waiting to be sent again.
+    let budget = KEEPALIVE_BYTES;
+    // The oldest first: those waiting to be sent again, whole with their key when they fit (so
+    // one the server applied already counts once), else as new ones.
     for (const waiting of retrying) {
       waiting.handedOver = true;
       retrying.delete(waiting);
-      batches.push([waiting.stream, waiting.events]);
+      const bytes = byteLength(waiting.body);
+      const keyed = `${url(waiting.stream)}&idempotencyKey=${
+        encodeURIComponent(waiting.idempotencyKey)
+      }`;
+      if (bytes < budget && navigator.sendBeacon?.(keyed, waiting.body)) budget -= bytes;
+      else batches.push([waiting.stream, waiting.events]);
     }
     for (const [stream, events] of queues) {
       queues.delete(stream);
@@ -209,7 +216,6 @@ export function createTracker(options) {
         batches.push([stream, events.slice(i, i + maxBatch)]);
       }
     }
-    let budget = KEEPALIVE_BYTES;
     for (const [stream, events] of batches) {
       for (const part of beaconParts(events)) {
         const bytes = byteLength(part.body);

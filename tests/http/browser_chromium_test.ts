@@ -40,7 +40,14 @@ interface Setup {
   key: string;
   /** Answers the API gave to ingest requests: origin and status. */
   answers: Array<
-    { origin: string | null; status: number; method: string; idempotencyKey: string | null }
+    {
+      origin: string | null;
+      status: number;
+      method: string;
+      idempotencyKey: string | null;
+      /** `?idempotencyKey=`, as a beacon sends it. */
+      queryKey: string | null;
+    }
   >;
   accepted(stream: string): Promise<number>;
   close(): Promise<void>;
@@ -60,6 +67,7 @@ async function setup(): Promise<Setup> {
         status: response.status,
         method: request.method,
         idempotencyKey: request.headers.get("Idempotency-Key"),
+        queryKey: new URL(request.url).searchParams.get("idempotencyKey"),
       });
     }
     return response;
@@ -262,8 +270,10 @@ browserTest(
       await loadSdk(page, s, { retryBaseMs: 60_000 });
       // The network fails for the first send; the batch then waits a minute to be sent again.
       let aborted = 0;
+      let firstKey: string | undefined;
       await page.route(`${s.api}/v1/streams/**`, (route) => {
         aborted += 1;
+        firstKey = route.request().headers()["idempotency-key"];
         return route.abort();
       });
       await page.evaluate(`[1, 2, 3, 4].forEach((n) => tracker.track("pageviews", { n }));
@@ -273,6 +283,12 @@ browserTest(
       await page.unroute(`${s.api}/v1/streams/**`);
       await page.goto(`${s.allowed}/next`);
       await until("the batch by beacon", async () => (await s.accepted("pageviews")) === 4);
+      // With its key in the URL (a beacon cannot set headers): had the failed send been
+      // applied, the beacon would have been its replay.
+      assert.ok(firstKey);
+      assert.deepEqual(s.answers.filter((a) => a.method === "POST").map((a) => a.queryKey), [
+        firstKey,
+      ]);
     } finally {
       await s.close();
     }

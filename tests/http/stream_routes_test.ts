@@ -72,6 +72,24 @@ Deno.test("a retry with the same Idempotency-Key and body gets the first reply a
   assert.deepEqual([stats.accepted, stats.applied, stats.filtered], [2, 1, 1]);
 });
 
+Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), and is the same key", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const post = (path: string, headers: Record<string, string> = {}) =>
+    app.request(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...headers },
+      body: JSON.stringify(batch),
+    });
+  const first = await post("/v1/streams/orders/events?idempotencyKey=beacon-1");
+  assert.equal(first.status, 202);
+  const again = await post("/v1/streams/orders/events", { "Idempotency-Key": "beacon-1" });
+  assert.equal(again.headers.get("Idempotent-Replayed"), "true");
+  const bad = await post("/v1/streams/orders/events?idempotencyKey=has%20space");
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).error.code, "invalid_idempotency_key");
+  assert.equal(await countOf(app), 1);
+});
+
 Deno.test("another key, or no key, applies the same body again", async () => {
   const { app } = await testApp({ config: CONFIG });
   const events = [{ ts: at(10), country: "DE" }];

@@ -129,7 +129,7 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
     assert.equal(sent[0].init.keepalive, true);
     assert.deepEqual(bodies().map((body) => body.map((event) => event.path)), [["/a"]]);
     const kept = JSON.parse(
-      localStorage.getItem("edgestream:https://events.example|page views") ?? "[]",
+      localStorage.getItem("edgestream:https://events.example|pk_test|page views") ?? "[]",
     );
     assert.deepEqual(kept.map((event: { path: string }) => event.path), ["/b", "/c"]);
     // The next page's tracker (same endpoint) sends what was kept, and keeps nothing.
