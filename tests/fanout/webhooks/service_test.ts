@@ -633,6 +633,9 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.match(res.body.error.message, message, JSON.stringify(body));
     }
+    // Up to U+00FF fetch sends it (as Latin-1).
+    const latin = await call(app, "POST", "/v1/webhooks", { url, headers: { "x-l": "café" } });
+    assert.equal(latin.status, 201);
     for (
       const [method, path] of [
         ["GET", "/v1/webhooks/ep_nope"],
