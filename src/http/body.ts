@@ -247,6 +247,12 @@ async function inflate(
       { cause: error },
     );
   }
+  return joined(chunks, size);
+}
+
+/** `chunks` as one array of `size` bytes (one chunk as it is). */
+function joined(chunks: Uint8Array[], size: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
   const out = new Uint8Array(size);
   let offset = 0;
   for (const chunk of chunks) {
@@ -317,14 +323,7 @@ async function readChunks(
       }
       chunks.push(value);
     }
-    if (chunks.length === 1) return chunks[0];
-    const out = new Uint8Array(size);
-    let offset = 0;
-    for (const chunk of chunks) {
-      out.set(chunk, offset);
-      offset += chunk.byteLength;
-    }
-    return out;
+    return joined(chunks, size);
   } finally {
     bodyDeadlines.delete(read);
   }

@@ -167,6 +167,17 @@ async function batchOf(name: string, list: object[]): Promise<StoreBatch> {
   return captured!;
 }
 
+/** An alert firing of the `s` stream's count counter. */
+const BUSY_FIRING = {
+  alert: "busy",
+  counter: "count",
+  start: T0,
+  end: T0 + 60_000,
+  group: '["de"]',
+  value: 3,
+  ttlMs: 3_600_000,
+};
+
 /** Puts data in every kind of key the store writes: panes, HLLs, dedupe ids, open windows. */
 async function fillStore(store: Store): Promise<void> {
   await ingestItems(stream("s"), items(events("a", 40)), { store: store, nowMs: NOW });
@@ -182,15 +193,7 @@ async function fillStore(store: Store): Promise<void> {
     log: { processed: true, late: true },
     events: logged.events.map((event) => ({ ...event, payload: '{"note":"logged"}' })),
   });
-  await store.fireAlerts("s", [{
-    alert: "busy",
-    counter: "count",
-    start: T0,
-    end: T0 + 60_000,
-    group: '["de"]',
-    value: 3,
-    ttlMs: 3_600_000,
-  }]);
+  await store.fireAlerts("s", [BUSY_FIRING]);
   // Advance the watermark so some windows close (and the open set shrinks).
   await ingestItems(stream("s"), items([{ id: "late-mark", t: NOW, g: "de" }]), {
     store: store,
@@ -795,15 +798,7 @@ redisTest(
   "alert firings and a log append the client sends again after a lost connection count once",
   (fixture) =>
     viaDroppingProxy(fixture, "fire", async (store, proxy) => {
-      const firing = {
-        alert: "busy",
-        counter: "count",
-        start: T0,
-        end: T0 + 60_000,
-        group: '["de"]',
-        value: 3,
-        ttlMs: 3_600_000,
-      };
+      const firing = BUSY_FIRING;
       // Both scripts in Redis's cache first.
       await store.fireAlerts("s", [{ ...firing, alert: "warm" }]);
       await store.appendLog("s", []);
