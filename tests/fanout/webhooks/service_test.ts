@@ -731,12 +731,18 @@ Deno.test("a slow endpoint delays neither other endpoints nor ingest", async () 
     );
     await ingest(app, [{ id: "tick", ts: at(75), country: "XX" }]);
     const sweeping = sweep(app);
-    // Every fast delivery arrives while the slow endpoint holds its requests open.
-    while (receiver.on("/fast").length < 3) await receiver.waitFor(receiver.received.length + 1);
-    assert.ok(receiver.on("/slow").length > 0);
-    const reply = await ingest(app, [{ id: "more", ts: at(80), country: "DE" }]);
-    assert.equal(reply.accepted, 1, "ingest answers while deliveries hang");
-    release();
+    try {
+      // Every fast delivery arrives while the slow endpoint holds its requests open (the first
+      // slow one may arrive after the fast ones: wait for both).
+      while (receiver.on("/fast").length < 3 || receiver.on("/slow").length === 0) {
+        await receiver.waitFor(receiver.received.length + 1);
+      }
+      const reply = await ingest(app, [{ id: "more", ts: at(80), country: "DE" }]);
+      assert.equal(reply.accepted, 1, "ingest answers while deliveries hang");
+    } finally {
+      // Else a failure above would leave the slow sends, and the service's close, waiting.
+      release();
+    }
     await sweeping;
     await webhooks.idle();
     assert.equal(receiver.on("/fast").length, 3);
