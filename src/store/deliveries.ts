@@ -429,9 +429,7 @@ export interface DeliveryStore {
    * Records an attempt made under a claim: the delivery's new status, the
    * attempt log, the next due time, and the endpoint's health (disabling it
    * when asked or when it has failed for too long). Returns whether the claim
-   * was still valid, and whether the endpoint got disabled. The same record
-   * again (its claim the last recorded) records nothing and answers the same:
-   * a call sent twice.
+   * was still valid, and whether the endpoint got disabled.
    */
   recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }>;
   /**

@@ -474,24 +474,6 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.getEndpoint("ep_b"))?.disabledReason, "Endpoint answered 410 Gone");
   },
 
-  async "recordAttempt() sent again with its claim answers as the first and records nothing more"(
-    store,
-  ) {
-    await store.putEndpoint(config("ep_b"), { expectVersion: null });
-    await store.createDeliveries([delivery(9, "ep_b")]);
-    const [gone] = await store.claimDue(claimOptions(T0));
-    const record = goneRecord(gone);
-    assert.deepEqual(await store.recordAttempt(record), { recorded: true, disabled: true });
-    assert.deepEqual(await store.recordAttempt(record), { recorded: true, disabled: true });
-    assert.equal((await store.getDelivery(gone.delivery.id))?.attempts, 1);
-    assert.equal((await store.listAttempts(gone.delivery.id)).length, 1);
-    // Another claim's record, once that claim is gone, is still refused.
-    assert.deepEqual(await store.recordAttempt({ ...record, token: "other" }), {
-      recorded: false,
-      disabled: false,
-    });
-  },
-
   async "retry() requeues with a fresh schedule, unless the delivery is in flight"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1)]);

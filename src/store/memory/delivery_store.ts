@@ -48,8 +48,6 @@ interface StoredDelivery {
   delivery: Delivery;
   attempts: Attempt[];
   claim: { token: string; untilMs: number } | null;
-  /** The claim last recorded and its reply, which the same call again answers. */
-  recorded: { token: string; disabled: boolean } | null;
   expiresMs: number;
 }
 
@@ -223,7 +221,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
         },
         attempts: [],
         claim: null,
-        recorded: null,
         expiresMs: now + this.#retentionMs,
       });
       this.#queueOf(item.endpointId).set(item.id, item.createdMs);
@@ -389,9 +386,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }> {
     const stored = this.#live(record.deliveryId);
-    if (stored?.recorded?.token === record.token) {
-      return Promise.resolve({ recorded: true, disabled: stored.recorded.disabled });
-    }
     if (!stored || stored.claim?.token !== record.token) {
       return Promise.resolve({ recorded: false, disabled: false });
     }
@@ -433,7 +427,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
         }
       }
     }
-    stored.recorded = { token: record.token, disabled };
     return Promise.resolve({ recorded: true, disabled });
   }
 

@@ -6,13 +6,11 @@
  * Key layout under the prefix:
  * - `ep:<id>` — endpoint config as JSON (no TTL: endpoints are few and deleted by hand).
  * - `eps:<id>` — endpoint state hash: `dis` ("1"/"0"), `why`, `fail` (failing since, ms),
- *   `rate` (deliveries/s, absent for no limit), `ptk` (the one-time token of the last put).
- * - `gone:<id>` — the one-time token of the call that deleted endpoint `<id>`, PX 60 s.
+ *   `rate` (deliveries/s, absent for no limit).
  * - `endpoints` — zset of endpoint ids by creation time.
  * - `d:<id>` — delivery hash: `id`, `mid`, `ep`, `stream`, `type`, `payload`, `created`,
  *   `status`, `attempts`, `tries`, `next`, `lst` (last HTTP status), `lerr`, `updated`,
- *   while claimed `claim` (token) and `until` (lease end), and once one was recorded `rtk` (the
- *   claim last recorded) and `rdis` (whether that disabled the endpoint); PX = retention.
+ *   and while claimed `claim` (token) and `until` (lease end); PX = retention.
  * - `a:<id>` — attempt log, newest first, JSON per attempt; PX = retention.
  * - `q:<ep>` — due queue: zset delivery id → due time (claimed ones at their lease end).
  * - `qe` — zset endpoint id → earliest due time of its queue: which endpoints have work.
@@ -24,14 +22,14 @@
  *   PX = retention.
  * - `cur:<stream>` — dispatch cursor hash: `c` cursor, `p` planned page end; PX 30 days.
  * - `lease:<name>` — a lease token, PX = lease.
- * - `call:<token>` — the reply of one retry or replay call (of a claim or stored page: what it
- *   created and the ids it claimed), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again
- *   returns it and does nothing.
+ * - `call:<token>` — the reply of one writing call (an endpoint's put or delete, an attempt
+ *   record, a retry, a replay; of a claim or stored page, what it created and the ids it
+ *   claimed), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it, doing nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { CALL_REPLY_TTL_MS, LUA_COMMON } from "./_lua_common.ts";
+import { LUA_COMMON } from "./_lua_common.ts";
 
 /** The shared prelude and the helpers of the delivery store's scripts. */
 const COMMON = LUA_COMMON + `
@@ -284,17 +282,16 @@ end
 /**
  * Creates or replaces an endpoint. ARGV[1]: `{id, json, expect (-1: must not exist), created,
  * rate|false, state: {disabled?, reason?, failing?}, tk}`. Returns 1, or 0 on a version
- * mismatch; 1 for the same call again (its one-time token `tk` the last put's), changing nothing.
+ * mismatch; the same call again (its one-time token `tk` seen) the first one's 1, changing nothing.
  */
 export const PUT_ENDPOINT_SCRIPT = COMMON + `
 local id, json, expect, created, rate = args.id, args.json, args.expect, args.created, args.rate
 local disabled, reason, failing = args.state.disabled, args.state.reason, args.state.failing
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local key = endpointKey(id)
 local current = redis.call("GET", key)
 local st = endpointStateKey(id)
--- This call sent again once it ran (fetch, or the client's retry, after a lost connection): its
--- one-time token is the last put's (\`ptk\`), and the config still the one it wrote.
-if current == json and redis.call("HGET", st, "ptk") == args.tk then return 1 end
 if expect == -1 then
   if current then return 0 end
 else
@@ -302,7 +299,6 @@ else
 end
 redis.call("SET", key, json)
 redis.call("ZADD", ENDPOINTS_KEY, num(created), id)
-redis.call("HSET", st, "ptk", args.tk)
 if rate == false then redis.call("HDEL", st, "rate") else redis.call("HSET", st, "rate", num(rate)) end
 if disabled ~= nil then redis.call("HSET", st, "dis", disabled and "1" or "0") end
 if reason ~= nil then
@@ -312,6 +308,7 @@ if failing ~= nil then
   if failing == cjson.null then redis.call("HDEL", st, "fail") else redis.call("HSET", st, "fail", num(failing)) end
 end
 if redis.call("HEXISTS", st, "dis") == 0 then redis.call("HSET", st, "dis", "0") end
+keepReply(callKey, "1")
 return 1
 `;
 
@@ -341,24 +338,20 @@ return cjson.encode({ rows = rows, next = next })
 `;
 
 /**
- * Deletes an endpoint with its queues. ARGV[1]: `{id, tk}`. Returns 1 if it existed, or if this
- * call deleted it (the same call sent again: its one-time token `tk` is kept under `gone:<id>`
- * for {@linkcode CALL_REPLY_TTL_MS}).
+ * Deletes an endpoint with its queues. ARGV[1]: `{id, tk}`. Returns 1 if it existed; the same
+ * call again (its one-time token `tk` seen) the first one's answer.
  */
 export const DELETE_ENDPOINT_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local id = args.id
-local gone = P .. "gone:" .. id
 local existed = redis.call("DEL", endpointKey(id))
 redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id),
   deadKey(id))
 redis.call("ZREM", ENDPOINTS_KEY, id)
 redis.call("ZREM", DUE_ENDPOINTS_KEY, id)
-if existed == 1 then
-  redis.call("SET", gone, args.tk, "PX", ${CALL_REPLY_TTL_MS})
-  return 1
-end
-if redis.call("GET", gone) == args.tk then return 1 end
-return 0
+keepReply(callKey, num(existed))
+return existed
 `;
 
 /** Reads a dispatch cursor. ARGV[1]: `{stream}`. Returns JSON `[cursor, plan]` ("" for none). */
@@ -529,7 +522,8 @@ return cjson.encode(claims)
 /**
  * Records an attempt. ARGV[1]: `{id, ep, token, now, outcome, next|false, status|false,
  * err|false, attempt (JSON), retention, maxLog, disable|false, disableAfter, failingReason}`.
- * Returns JSON `[recorded (0/1), disabled (0/1)]`; the same again for the claim last recorded.
+ * Returns JSON `[recorded (0/1), disabled (0/1)]`; the same call again (its one-time token `tk`
+ * seen) the first one's.
  */
 export const RECORD_SCRIPT = COMMON + `
 local id, ep, token, now, outcome = args.id, args.ep, args.token, args.now, args.outcome
@@ -537,15 +531,9 @@ local nextMs, httpStatus, lastError = args.next, args.status, args.err
 local attempt, retention, maxLog = args.attempt, args.retention, args.maxLog
 local disableReason, disableAfter, failingReason = args.disable, args.disableAfter, args.failingReason
 local key = deliveryKey(id)
-if redis.call("HGET", key, "claim") ~= token then
-  -- The same call sent again once it ran (fetch, or the client's retry, after a lost
-  -- connection): its first reply, nothing recorded twice. "rtk"/"rdis": the claim last
-  -- recorded and whether that disabled the endpoint.
-  if redis.call("HGET", key, "rtk") == token then
-    return cjson.encode({ 1, tonumber(redis.call("HGET", key, "rdis")) })
-  end
-  return cjson.encode({ 0, 0 })
-end
+local callKey, first = callReply(args.tk)
+if first then return first end
+if redis.call("HGET", key, "claim") ~= token then return cjson.encode({ 0, 0 }) end
 redis.call("HINCRBY", key, "attempts", 1)
 redis.call("HINCRBY", key, "tries", 1)
 redis.call("HSET", key, "status", outcome,
@@ -588,8 +576,7 @@ if redis.call("EXISTS", st) == 1 then
     end
   end
 end
-redis.call("HSET", key, "rtk", token, "rdis", disabled)
-return cjson.encode({ 1, disabled })
+return keepReply(callKey, cjson.encode({ 1, disabled }))
 `;
 
 /**

@@ -407,6 +407,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         attempt: JSON.stringify(attempt),
         retention: this.#retentionMs,
         maxLog: MAX_ATTEMPTS_LOGGED,
+        tk: crypto.randomUUID(),
         disable: record.disableReason ?? false,
         disableAfter: record.disableAfterMs,
         failingReason: record.failingReason,

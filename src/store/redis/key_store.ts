@@ -2,13 +2,13 @@
  * Run-time API keys in Redis, shared by every instance with the same prefix.
  * Two hashes under one hash tag (`es:{$apikeys}:`; `$` is never in a stream
  * name, so no stream's keys share it): `id` maps a key id to its record as
- * JSON, `hash` maps a key digest to its id; `gone:<id>` holds a deletion's one-time token for a
- * minute. Each operation is one EVALSHA.
+ * JSON, `hash` maps a key digest to its id; `call:<token>` keeps a deletion's answer for a minute
+ * (see `callReply` in `_lua_common.ts`). Each operation is one EVALSHA.
  *
  * @module
  */
 import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
-import { CALL_REPLY_TTL_MS, LUA_COMMON } from "./_lua_common.ts";
+import { LUA_COMMON } from "./_lua_common.ts";
 import {
   asArray,
   fromJson,
@@ -35,18 +35,16 @@ if not id then return false end
 return redis.call("HGET", P .. "id", id)
 `;
 
-// A deletion leaves its one-time token for a minute (`gone:<id>`): the same call sent again
-// (fetch, or the client's retry, after a connection lost once Redis ran it) answers 1 again.
+// The same deletion sent again (fetch, or the client's retry, after a connection lost once Redis
+// ran it) answers as the first, by its one-time token.
 const DELETE_SCRIPT = LUA_COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local json = redis.call("HGET", P .. "id", args.id)
-local gone = P .. "gone:" .. args.id
-if not json then
-  if redis.call("GET", gone) == args.tk then return 1 end
-  return 0
-end
+if not json then return 0 end
 redis.call("HDEL", P .. "hash", cjson.decode(json).hash)
 redis.call("HDEL", P .. "id", args.id)
-redis.call("SET", gone, args.tk, "PX", ${CALL_REPLY_TTL_MS})
+keepReply(callKey, "1")
 return 1
 `;
 
