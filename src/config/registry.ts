@@ -71,6 +71,20 @@ export class StreamDefinitionError extends Error {
   }
 }
 
+/** A config error about one stream's definition, its paths relative to the definition. */
+function definitionProblem(name: string, error: ConfigError): string {
+  return error.message.replace(/^Invalid config:\n\s*/, "").replaceAll(/\n\s*/g, "; ")
+    .replaceAll(`streams.${name}.`, "");
+}
+
+/** A stream stored through the API that this release cannot compile. */
+export interface UnservableStream {
+  /** The stored definition's version. */
+  version: number;
+  /** Why it does not compile. */
+  error: string;
+}
+
 /** A served stream and where it came from. */
 export interface RegisteredStream {
   /** The compiled stream. */
@@ -167,6 +181,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /** Versions seen for names not served (deleted, or another deploy's config). */
   #seen = new Map<string, number>();
   #loading = new Map<string, Promise<CompiledStream | undefined>>();
+  /** API streams stored with a definition this release cannot compile, and why. */
+  #unservable = new Map<string, UnservableStream>();
   /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
   #generations = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -239,7 +255,17 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     return this.#generations.get(batch.counters) ?? this.generationOf(batch.stream);
   }
 
+  /**
+   * Why a stream stored through the API is not served: its stored definition
+   * does not compile in this release (a pattern written before patterns had to
+   * run in linear time, say). `undefined` for any other name.
+   */
+  unservable(name: string): UnservableStream | undefined {
+    return this.#unservable.get(name);
+  }
+
   #serve(entry: RegisteredStream): void {
+    this.#unservable.delete(entry.stream.name);
     this.#entries.set(entry.stream.name, entry);
     this.#generations.set(entry.stream.counterMetas, entry.generation);
   }
@@ -304,6 +330,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       return held?.stream;
     }
     if (record === null || record.deleted || record.source === "config") {
+      this.#unservable.delete(name);
       if (record) this.#seen.set(name, record.version);
       this.#entries.delete(name);
       return undefined;
@@ -323,6 +350,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         error,
       });
       this.#seen.set(name, record.version);
+      if (!held) {
+        this.#unservable.set(name, {
+          version: record.version,
+          error: error instanceof ConfigError ? definitionProblem(name, error) : String(error),
+        });
+      }
       return held?.stream;
     }
     this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
@@ -449,11 +482,9 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       stream = compileStreamDefinition(name, raw);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      const message = error.message.replace(/^Invalid config:\n\s*/, "").replaceAll(/\n\s*/g, "; ")
-        .replaceAll(`streams.${name}.`, "");
       throw new StreamDefinitionError(
         "invalid_definition",
-        `Invalid stream definition: ${message}`,
+        `Invalid stream definition: ${definitionProblem(name, error)}`,
         { cause: error },
       );
     }

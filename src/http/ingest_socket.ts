@@ -67,6 +67,7 @@ import {
 import { rateLimitsFor, refuseForeignOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
+import { streamMissing } from "./stream_routes.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import type { Store } from "../store/types.ts";
 import { type IngestScope, traceIngest } from "../telemetry/mod.ts";
@@ -555,9 +556,7 @@ export function ingestSocketHandler(
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     // As for HTTP ingest: a publishable key works only from its pages.
     if (!denied) refuseForeignOrigin(grant, c.req.header("Origin"));
-    if (!denied && !stream) {
-      throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
-    }
+    if (!denied && !stream) throw streamMissing(deps.streams, name);
     let connection: IngestConnection | undefined;
     return await upgradeSocket(c, {
       onOpen(_event, socket) {
@@ -572,9 +571,7 @@ export function ingestSocketHandler(
             const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
             if (again.error) throw again.error;
             const current = deps.streams.get(name);
-            if (!current) {
-              throw new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
-            }
+            if (!current) throw streamMissing(deps.streams, name);
             return { stream: current, rateLimits: rateLimitsFor(current, again.grant) };
           },
         });

@@ -370,7 +370,7 @@ function documentRoutes(app: OpenAPIHono): void {
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
-      ...errorsFor(404, 426, 503),
+      ...errorsFor(404, 409, 426, 503),
     },
   });
   app.openAPIRegistry.registerPath({
@@ -416,7 +416,7 @@ function documentRoutes(app: OpenAPIHono): void {
         description: "Server-Sent Events",
         content: { "text/event-stream": { schema: { type: "string" } } },
       },
-      ...errorsFor(400, 401, 403, 404, 406, 503),
+      ...errorsFor(400, 401, 403, 404, 406, 409, 503),
     },
   });
 }

@@ -61,7 +61,7 @@ export function findStream(
   name: string,
 ): CompiledStream {
   const stream = streams.get(name);
-  if (!stream) throw streamNotFound(name);
+  if (!stream) throw streamMissing(streams, name);
   return stream;
 }
 
@@ -71,11 +71,27 @@ export async function findServedStream(
   name: string,
 ): Promise<CompiledStream> {
   const stream = streams.get(name) ?? await lookUpStream(streams, name);
-  if (!stream) throw streamNotFound(name);
+  if (!stream) throw streamMissing(streams, name);
   return stream;
 }
 
-function streamNotFound(name: string): ApiError {
+/**
+ * Why `name` is not served: `409 stream_not_servable` for a stream stored
+ * through the API whose definition this release cannot compile, else
+ * `404 stream_not_found`.
+ */
+export function streamMissing(
+  streams: ReadonlyMap<string, CompiledStream>,
+  name: string,
+): ApiError {
+  const unservable = streams instanceof StreamRegistry ? streams.unservable(name) : undefined;
+  if (unservable) {
+    return new ApiError(
+      409,
+      "stream_not_servable",
+      `Stream '${name}' (version ${unservable.version}) is stored, but this release cannot compile its definition: ${unservable.error}. Replace it with PUT /v1/streams/${name}`,
+    );
+  }
   return new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
 }
 
@@ -415,7 +431,7 @@ const getStreamRoute = createRoute({
   request: { params: StreamParams },
   responses: {
     200: { description: "Stream", content: { "application/json": { schema: StreamSchema } } },
-    ...errorsFor(400, 401, 403, 404, 503),
+    ...errorsFor(400, 401, 403, 404, 409, 503),
   },
 });
 
@@ -610,7 +626,7 @@ const listWindowsRoute = createRoute({
         },
       },
     },
-    ...errorsFor(400, 401, 403, 404, 503),
+    ...errorsFor(400, 401, 403, 404, 409, 503),
   },
 });
 
@@ -682,7 +698,7 @@ const currentWindowRoute = createRoute({
         },
       },
     },
-    ...errorsFor(400, 401, 403, 404, 503),
+    ...errorsFor(400, 401, 403, 404, 409, 503),
   },
 });
 

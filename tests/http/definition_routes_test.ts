@@ -6,9 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { compileConfig } from "../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryStore } from "../../src/store/mod.ts";
+import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const ADMIN = "admin-key-0123456789";
@@ -385,4 +385,60 @@ Deno.test("PUT /v1/streams/{stream} refuses a pattern RE2 cannot run, and its ev
   const body = await reply.json();
   assert.equal(body.accepted, 1);
   assert.deepEqual(body.rejected.map((item: { index: number }) => item.index), [0]);
+});
+
+Deno.test("a stored API stream this release cannot compile answers 409 stream_not_servable, not 404, until replaced", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const registryOf = () =>
+    new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 });
+  const keys = await KeyRing.parse("");
+  const store = new MemoryStore({ now: () => T0 });
+  const appOf = (streams: StreamRegistry) => createApp({ streams, store, keys, now: () => T0 });
+  const EVENT = { t: "2026-01-01T00:00:00Z", plan: "pro" };
+  const first = appOf(registryOf());
+  assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
+  assert.equal((await ingest(first, "signups", [EVENT])).status, 202);
+  // As an earlier release stored it: a lookahead, which patterns may no longer use.
+  const stored = (await definitions.get("signups"))!;
+  const old = {
+    ...SIGNUPS,
+    schema: { properties: { plan: { type: "string", pattern: "^(?!x)" } } },
+  };
+  const written = await definitions.write(
+    "signups",
+    { ...stored, definition: old },
+    stored.version,
+  );
+  assert.equal(written.status, "written");
+
+  const streams = registryOf();
+  const app = appOf(streams);
+  for (
+    const response of [
+      await ingest(app, "signups", [EVENT]),
+      await app.request("/v1/streams/signups"),
+      await app.request("/v1/streams/signups/counters/perMinute/current"),
+      await app.request("/v1/streams/signups/subscribe", {
+        headers: { Accept: "text/event-stream" },
+      }),
+      await app.request("/v1/streams/signups/ws", { headers: { Upgrade: "websocket" } }),
+    ]
+  ) {
+    const error = await errorOf(response);
+    assert.equal(response.status, 409, JSON.stringify(error));
+    assert.equal(error.code, "stream_not_servable");
+    assert.match(error.message, /^Stream 'signups' \(version 2\) is stored, but this release/);
+    assert.match(
+      error.message,
+      /: schema: Cannot compile event schema: Pattern "\^\(\?!x\)" is not supported: .*\. Replace it with PUT \/v1\/streams\/signups$/,
+    );
+  }
+  assert.equal((await app.request("/v1/streams/nothing")).status, 404);
+
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 200);
+  assert.equal(streams.unservable("signups"), undefined);
+  assert.equal((await ingest(app, "signups", [EVENT])).status, 202);
+  const current = await app.request("/v1/streams/signups/counters/perMinute/current");
+  const windows = (await current.json()).windows;
+  assert.deepEqual(windows.map((row: { value: number }) => row.value), [2], "counted before stays");
 });
