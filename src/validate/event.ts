@@ -120,7 +120,10 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
       `Event schema must have type 'object', got ${JSON.stringify(jsonSchema.type)}`,
     );
   }
-  const prepared = withRequiredProperties(jsonSchema) as Record<string, unknown>;
+  // An event is an object: the top level's keywords apply whether or not it says so.
+  const prepared = withImpliedTypes(
+    withRequiredProperties({ ...jsonSchema, type: "object" }),
+  ) as Record<string, unknown>;
   let schema: z.ZodType;
   try {
     // A schema without `$schema` is read as draft 2020-12, whose `$ref`s point into `$defs`: one
@@ -178,6 +181,73 @@ export function withRequiredProperties(schema: unknown): unknown {
   return copy;
 }
 
+/** Keywords that apply to one type of value only (JSON Schema 2020-12 and draft-07). */
+const TYPE_KEYWORDS = new Set([
+  ...["properties", "required", "additionalProperties", "patternProperties", "propertyNames"],
+  ...["minProperties", "maxProperties", "dependentRequired", "dependentSchemas", "dependencies"],
+  ...["unevaluatedProperties", "items", "prefixItems", "additionalItems", "contains"],
+  ...["minItems", "maxItems", "uniqueItems", "minContains", "maxContains", "unevaluatedItems"],
+  ...["pattern", "minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum"],
+  ...["exclusiveMaximum", "multipleOf"],
+]);
+/** Every JSON type (`integer` is a `number`). */
+const ALL_TYPES = ["object", "array", "string", "number", "boolean", "null"];
+/** Keywords whose value is one subschema, a list of them, or names to them. */
+const SUBSCHEMA = new Set([
+  ...["additionalProperties", "items", "contains", "not", "if", "then", "else", "propertyNames"],
+  ...["unevaluatedProperties", "unevaluatedItems", "additionalItems"],
+]);
+const SUBSCHEMA_LISTS = new Set(["allOf", "anyOf", "oneOf", "prefixItems", "items"]);
+const SUBSCHEMA_MAPS = new Set([...SCHEMA_MAPS, "dependentSchemas"]);
+
+/**
+ * Returns a copy of a JSON Schema in which every subschema that uses a
+ * type's keywords without a `type` (`{"pattern": "^a"}`, `{"minimum": 0}`,
+ * `{"required": ["id"]}`) lists every type. JSON Schema applies such a
+ * keyword to values of its type and lets others pass; zod's converter reads
+ * a schema without `type` as any value and drops the keywords, while with
+ * the list it makes a union whose members apply the keywords of their type.
+ */
+export function withImpliedTypes(schema: unknown): unknown {
+  if (typeof schema !== "object" || schema === null || Array.isArray(schema)) return schema;
+  const copy: Record<string, unknown> = {};
+  let typed = false;
+  for (const [key, value] of Object.entries(schema)) {
+    if (TYPE_KEYWORDS.has(key)) typed = true;
+    if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) {
+      copy[key] = value.map(withImpliedTypes);
+    } else if (SUBSCHEMA.has(key)) {
+      copy[key] = withImpliedTypes(value);
+    } else if (
+      SUBSCHEMA_MAPS.has(key) && typeof value === "object" && value !== null &&
+      !Array.isArray(value)
+    ) {
+      copy[key] = Object.fromEntries(
+        Object.entries(value).map(([name, item]) => [name, withImpliedTypes(item)]),
+      );
+    } else {
+      copy[key] = value;
+    }
+  }
+  if (typed && copy.type === undefined && copy.$ref === undefined) copy.type = ALL_TYPES;
+  return copy;
+}
+
+/**
+ * zod's issue as an event error: a union member's own issues when only one
+ * member took the value's type (a `type` list's union), else the issue.
+ */
+function eventErrors(issue: z.core.$ZodIssue, at: PropertyKey[] = []): FieldError[] {
+  const path = [...at, ...issue.path];
+  if (issue.code === "invalid_union") {
+    const typed = issue.errors.filter((issues) =>
+      !issues.every((inner) => inner.code === "invalid_type" && inner.path.length === 0)
+    );
+    if (typed.length === 1) return typed[0].flatMap((inner) => eventErrors(inner, path));
+  }
+  return [{ path: path.map(String).join("."), message: issue.message }];
+}
+
 /** Validates one parsed event against the structural limits and its stream schema. */
 export function validateEvent(
   value: unknown,
@@ -215,10 +285,7 @@ function validated(
   if (options.fast?.(value as Event)) return value as Event;
   const result = schema.safeParse(value);
   if (!result.success) {
-    return result.error.issues.map((issue) => ({
-      path: issue.path.map(String).join("."),
-      message: issue.message,
-    }));
+    return result.error.issues.flatMap((issue) => eventErrors(issue));
   }
   if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {
     return [{ path: "", message: "Event must be a JSON object" }];

@@ -185,6 +185,64 @@ Deno.test("compileEventSchema() accepts a schema without a type as any object", 
   assert.equal(validateEvent("text", anything).ok, false);
 });
 
+Deno.test("a schema's keywords apply without a type: to values of their type, others pass", () => {
+  // [schema, events it accepts, events it refuses with the path of the first error]
+  const cases: [Record<string, unknown>, unknown[], [unknown, string][]][] = [
+    [{ required: ["id"] }, [{ id: null }], [[{}, "id"]]],
+    [{ properties: { n: { type: "number" } } }, [{ n: 1 }, {}], [[{ n: "1" }, "n"]]],
+    [{ additionalProperties: false, properties: { a: {} } }, [{ a: 1 }], [[{ b: 1 }, ""]]],
+    [{ properties: { s: { pattern: "^a" } } }, [{ s: "ab" }, { s: 3 }], [[{ s: "b" }, "s"]]],
+    [{ properties: { n: { minimum: 0 } } }, [{ n: 0 }, { n: "x" }], [[{ n: -1 }, "n"]]],
+    [{ properties: { s: { maxLength: 2 } } }, [{ s: "ab" }, { s: 123 }], [[{ s: "abc" }, "s"]]],
+    [{ properties: { a: { items: { type: "number" } } } }, [{ a: [1] }, { a: "x" }], [[
+      { a: ["x"] },
+      "a.0",
+    ]]],
+    [
+      { properties: { o: { required: ["x"], properties: { x: { type: "number" } } } } },
+      [{ o: { x: 1 } }, { o: 5 }],
+      [[{ o: {} }, "o.x"], [{ o: { x: "s" } }, "o.x"]],
+    ],
+    [
+      {
+        $defs: { positive: { exclusiveMinimum: 0 } },
+        properties: { n: { $ref: "#/$defs/positive" } },
+      },
+      [{ n: 1 }],
+      [[{ n: 0 }, "n"]],
+    ],
+    [{ anyOf: [{ required: ["a"] }, { required: ["b"] }] }, [{ a: 1 }, { b: 1 }], [[{}, ""]]],
+    [{ properties: { n: { allOf: [{ minimum: 1 }, { maximum: 3 }] } } }, [{ n: 2 }, { n: "s" }], [
+      [{ n: 4 }, "n"],
+    ]],
+  ];
+  for (const [json, valid, invalid] of cases) {
+    const schema = compileEventSchema(json);
+    for (const event of valid) {
+      assert.deepEqual(validateEvent(event, schema), { ok: true, event }, JSON.stringify(event));
+    }
+    for (const [event, path] of invalid) {
+      const result = validateEvent(event, schema);
+      assert.equal(result.ok, false, `${JSON.stringify(json)} accepted ${JSON.stringify(event)}`);
+      if (!result.ok) assert.equal(result.errors[0].path, path, JSON.stringify(result.errors));
+    }
+  }
+});
+
+Deno.test("an untyped subschema's error names the field and the problem, not 'Invalid input'", () => {
+  const schema = compileEventSchema({
+    properties: { o: { properties: { x: { type: "number" } } }, s: { pattern: "^a" } },
+  });
+  const result = validateEvent({ o: { x: "s" }, s: "b" }, schema);
+  assert.deepEqual(result, {
+    ok: false,
+    errors: [
+      { path: "o.x", message: "Invalid input: expected number, received string" },
+      { path: "s", message: "Invalid string: must match pattern /^a/" },
+    ],
+  });
+});
+
 Deno.test("compileEventSchema() refuses schemas that do not describe an object", () => {
   for (const type of ["string", "array", "number", ["object", "null"]]) {
     assert.throws(() => compileEventSchema({ type }), (error: unknown) => {
