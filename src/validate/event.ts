@@ -184,7 +184,7 @@ export function withRequiredProperties(schema: unknown): unknown {
 /** Keywords that apply to one type of value only (JSON Schema 2020-12 and draft-07). */
 const TYPE_KEYWORDS = new Set([
   ...["properties", "required", "additionalProperties", "patternProperties", "propertyNames"],
-  ...["minProperties", "maxProperties", "dependentRequired", "dependentSchemas", "dependencies"],
+  ...["minProperties", "maxProperties", "dependentRequired", "dependentSchemas"],
   ...["unevaluatedProperties", "items", "prefixItems", "additionalItems", "contains"],
   ...["minItems", "maxItems", "uniqueItems", "minContains", "maxContains", "unevaluatedItems"],
   ...["pattern", "minLength", "maxLength", "format", "minimum", "maximum", "exclusiveMinimum"],
@@ -207,12 +207,21 @@ const SUBSCHEMA_MAPS = new Set([...SCHEMA_MAPS, "dependentSchemas"]);
  * keyword to values of its type and lets others pass; zod's converter reads
  * a schema without `type` as any value and drops the keywords, while with
  * the list it makes a union whose members apply the keywords of their type.
+ * Throws {@linkcode SchemaCompileError} for draft-07's `dependencies`, which
+ * the converter would drop.
  */
 export function withImpliedTypes(schema: unknown): unknown {
   if (typeof schema !== "object" || schema === null || Array.isArray(schema)) return schema;
   const copy: Record<string, unknown> = {};
   let typed = false;
   for (const [key, value] of Object.entries(schema)) {
+    if (key === "dependencies") {
+      // zod's converter refuses its successors (dependentRequired, dependentSchemas) but would
+      // drop this one silently.
+      throw new SchemaCompileError(
+        "Cannot compile event schema: dependencies is not supported (nor are dependentRequired and dependentSchemas)",
+      );
+    }
     if (TYPE_KEYWORDS.has(key)) typed = true;
     if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) {
       copy[key] = value.map(withImpliedTypes);

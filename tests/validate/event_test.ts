@@ -229,6 +229,36 @@ Deno.test("a schema's keywords apply without a type: to values of their type, ot
   }
 });
 
+Deno.test("compileEventSchema() refuses keywords zod's converter cannot enforce, dependencies too", () => {
+  for (
+    const schema of [
+      { dependencies: { a: ["b"] } },
+      { properties: { o: { type: "object", dependencies: { a: { required: ["b"] } } } } },
+    ]
+  ) {
+    assert.throws(
+      () => compileEventSchema(schema),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message ===
+          "Cannot compile event schema: dependencies is not supported (nor are dependentRequired and dependentSchemas)",
+    );
+  }
+  const unsupported = [
+    { dependentRequired: { a: ["b"] } },
+    { dependentSchemas: { a: { required: ["b"] } } },
+    { if: { required: ["a"] }, then: { required: ["b"] } },
+    { properties: { a: { not: { type: "string" } } } },
+    { unevaluatedProperties: false },
+  ];
+  for (const schema of unsupported) {
+    assert.throws(() => compileEventSchema(schema), SchemaCompileError, JSON.stringify(schema));
+  }
+  // A property may be called so.
+  const named = compileEventSchema({ properties: { dependencies: { type: "array" } } });
+  assert.equal(validateEvent({ dependencies: "x" }, named).ok, false);
+});
+
 Deno.test("an untyped subschema's error names the field and the problem, not 'Invalid input'", () => {
   const schema = compileEventSchema({
     properties: { o: { properties: { x: { type: "number" } } }, s: { pattern: "^a" } },
