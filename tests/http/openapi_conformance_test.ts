@@ -1,0 +1,249 @@
+/**
+ * The OpenAPI document against the app's real answers: requests covering
+ * every documented operation (but the two upgrades) go through the app, and
+ * each answer's status must be one the operation documents, and its JSON
+ * body must match the schema documented for that status (Ajv). A status or
+ * a field the code sends but the document does not describe fails here.
+ */
+import assert from "node:assert/strict";
+import { Ajv } from "ajv";
+import { ADMIN_KEY, at, READ_KEY, setup } from "../fanout/webhooks/_setup.ts";
+
+const CONFIG = {
+  streams: {
+    orders: {
+      time: { field: "ts", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      schema: { type: "object", properties: { amount: { type: "number" } } },
+      counters: {
+        per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+        amount: { window: { hopping: "2m", every: "1m" }, aggregate: { sum: "amount" } },
+        latency: { window: { tumbling: "1m" }, aggregate: { quantiles: "amount" } },
+        users: { window: { tumbling: "1m" }, aggregate: { distinct: "user" } },
+        visits: { window: { session: "5m" }, groupBy: ["user"], aggregate: "count" },
+      },
+      alerts: [{ name: "busy", counter: "per_minute", when: "value >= 2.0" }],
+    },
+    limited: {
+      limits: { eventsPerSecond: 0.001, burst: 1 },
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    },
+  },
+};
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** One JSON Pointer token, as a URI fragment holds it. */
+function token(text: string): string {
+  return encodeURIComponent(text.replaceAll("~", "~0").replaceAll("/", "~1"));
+}
+
+Deno.test("every answer's status and JSON body are as the OpenAPI document describes them", async () => {
+  const ctx = await setup({ auth: true, config: CONFIG });
+  try {
+    const doc: Json = await (await ctx.app.request("/openapi.json")).json();
+    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+    ajv.addSchema(doc, "openapi");
+    const exercised = new Set<string>();
+    const problems: string[] = [];
+
+    /** Sends a request to `path` (of the documented `template`); checks and returns the answer. */
+    const check = async (
+      method: string,
+      template: string,
+      path: string,
+      options: { body?: unknown; key?: string | null; headers?: Record<string, string> } = {},
+    ): Promise<{ status: number; body: Json }> => {
+      const headers: Record<string, string> = { ...options.headers };
+      const key = options.key === undefined ? ADMIN_KEY : options.key;
+      if (key !== null) headers.Authorization = `Bearer ${key}`;
+      let body: string | undefined;
+      if (options.body !== undefined) {
+        headers["Content-Type"] ??= "application/json";
+        body = typeof options.body === "string" ? options.body : JSON.stringify(options.body);
+      }
+      const res = await ctx.app.request(path, { method, headers, body });
+      const text = await res.text();
+      const name = `${method} ${path} → ${res.status}`;
+      const operation = doc.paths[template]?.[method.toLowerCase()];
+      assert.ok(operation, `${method} ${template} is not documented`);
+      exercised.add(`${method} ${template}`);
+      const documented = operation.responses[String(res.status)];
+      if (!documented) {
+        problems.push(`${name}: status not documented (${text.slice(0, 120)})`);
+        return { status: res.status, body: null };
+      }
+      const type = res.headers.get("Content-Type")?.split(";")[0] ?? "";
+      if (text === "") {
+        if (documented.content) problems.push(`${name}: empty body, documented with content`);
+        return { status: res.status, body: null };
+      }
+      const content = documented.content?.[type];
+      if (!content) {
+        problems.push(`${name}: ${type} not documented (${Object.keys(documented.content ?? {})})`);
+        return { status: res.status, body: null };
+      }
+      const parsed = type === "application/json" ? JSON.parse(text) : text;
+      if (content.schema && type === "application/json") {
+        const pointer = ["paths", template, method.toLowerCase(), "responses", String(res.status)]
+          .concat(["content", type, "schema"]).map(token).join("/");
+        const validate = ajv.getSchema(`openapi#/${pointer}`)!;
+        if (!validate(parsed)) {
+          problems.push(
+            `${name}: ${ajv.errorsText(validate.errors)} in ${
+              JSON.stringify(parsed).slice(0, 300)
+            }`,
+          );
+        }
+      }
+      return { status: res.status, body: parsed };
+    };
+
+    const events = "/v1/streams/{stream}/events";
+    const order = (n: number, seconds: number) => ({
+      id: `o${n}`,
+      ts: at(seconds),
+      country: n % 2 ? "DE" : "FR",
+      amount: n * 1.5,
+      user: `u${n % 3}`,
+    });
+    await check("GET", "/healthz", "/healthz", { key: null });
+    await check("GET", "/readyz", "/readyz", { key: null });
+    await check("GET", "/openapi.json", "/openapi.json", { key: null });
+
+    // Ingest: accepted, duplicates and rejections, and each way a request fails.
+    ctx.clock.now = Date.parse(at(600));
+    const batch = [order(1, 540), order(2, 545), order(3, 590), order(1, 540), { amount: "x" }];
+    assert.equal(
+      (await check("POST", events, "/v1/streams/orders/events", { body: batch })).status,
+      202,
+    );
+    await check("POST", events, "/v1/streams/orders/events", {
+      body: [order(4, 100)],
+      headers: { "Idempotency-Key": "k1" },
+    });
+    await check("POST", events, "/v1/streams/orders/events", {
+      body: [order(5, 100)],
+      headers: { "Idempotency-Key": "k1" },
+    });
+    await check("POST", events, "/v1/streams/orders/events", { body: "{" });
+    await check("POST", events, "/v1/streams/orders/events", { body: [] });
+    await check("POST", events, "/v1/streams/orders/events", { body: [order(6, 590)], key: null });
+    await check("POST", events, "/v1/streams/orders/events", {
+      body: [order(6, 590)],
+      key: READ_KEY,
+    });
+    await check("POST", events, "/v1/streams/nope/events", { body: [order(6, 590)] });
+    await check("POST", events, "/v1/streams/orders/events", {
+      body: "a=b",
+      headers: { "Content-Type": "text/csv" },
+    });
+    await check("POST", events, "/v1/streams/orders/events", {
+      body: JSON.stringify(Array.from({ length: 1001 }, () => ({}))),
+    });
+    await check("POST", events, "/v1/streams/orders/events", { body: "x".repeat(1_048_577) });
+    await check("POST", events, "/v1/streams/limited/events", { body: [{}] });
+    assert.equal(
+      (await check("POST", events, "/v1/streams/limited/events", { body: [{}] })).status,
+      429,
+    );
+
+    // Streams and counters, every aggregate's shape.
+    await check("GET", "/v1/streams", "/v1/streams", { key: READ_KEY });
+    await check("GET", "/v1/streams/{stream}", "/v1/streams/orders", { key: READ_KEY });
+    await check("GET", "/v1/streams/{stream}", "/v1/streams/nope", { key: READ_KEY });
+    const windows = "/v1/streams/{stream}/counters/{counter}";
+    const current = `${windows}/current`;
+    for (const counter of ["per_minute", "amount", "latency", "users", "visits"]) {
+      const rows = await check("GET", windows, `/v1/streams/orders/counters/${counter}`);
+      assert.equal(rows.status, 200);
+      assert.ok(rows.body.windows.length > 0, `${counter} has windows`);
+      await check("GET", current, `/v1/streams/orders/counters/${counter}/current`);
+    }
+    await check("GET", windows, "/v1/streams/orders/counters/per_minute?top=1");
+    await check("GET", current, "/v1/streams/orders/counters/per_minute/current?top=1");
+    await check("GET", windows, "/v1/streams/orders/counters/latency?q=0.5,0.999&top=1&by=p50");
+    await check("GET", windows, "/v1/streams/orders/counters/per_minute?from=yesterday");
+    await check("GET", windows, "/v1/streams/orders/counters/nope");
+
+    // Streams at run time.
+    const definition = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
+    const stream = "/v1/streams/{stream}";
+    await check("PUT", stream, "/v1/streams/signups", { body: definition });
+    await check("PUT", stream, "/v1/streams/signups", { body: definition });
+    await check("PUT", stream, "/v1/streams/signups", { body: { counters: 1 } });
+    await check("PUT", stream, "/v1/streams/orders", { body: definition });
+    await check("PUT", stream, "/v1/streams/signups", {
+      body: { counters: { n: { window: { tumbling: "2m" }, aggregate: "count" } } },
+    });
+    await check("DELETE", stream, "/v1/streams/signups");
+    await check("DELETE", stream, "/v1/streams/signups");
+
+    // The sweep closes windows and fires the alert.
+    ctx.clock.now = Date.parse(at(1200));
+    const swept = await check("POST", "/v1/admin/sweep", "/v1/admin/sweep");
+    assert.equal(swept.status, 200);
+
+    // API keys.
+    const created = await check("POST", "/v1/keys", "/v1/keys", {
+      body: {
+        scopes: ["ingest"],
+        streams: ["orders"],
+        rateLimit: { eventsPerSecond: 10, burst: 20 },
+        description: "conformance",
+        expiresAt: "2027-01-01T00:00:00Z",
+      },
+    });
+    assert.equal(created.status, 201);
+    await check("POST", "/v1/keys", "/v1/keys", { body: { type: "publishable" } });
+    await check("POST", "/v1/keys", "/v1/keys", { body: { scopes: ["everything"] } });
+    await check("GET", "/v1/keys", "/v1/keys");
+    await check("GET", "/v1/keys/{id}", `/v1/keys/${created.body.id}`);
+    await check("GET", "/v1/keys/{id}", "/v1/keys/key_nope");
+    await check("DELETE", "/v1/keys/{id}", `/v1/keys/${created.body.id}`);
+    await check("DELETE", "/v1/keys/{id}", `/v1/keys/${created.body.id}`);
+
+    // Webhooks: an endpoint that cannot be reached (port 9), so deliveries fail and retry.
+    const hook = await check("POST", "/v1/webhooks", "/v1/webhooks", {
+      body: { url: "http://127.0.0.1:9/hook", description: "conformance", streams: ["orders"] },
+    });
+    assert.equal(hook.status, 201);
+    const id = hook.body.id;
+    await check("POST", "/v1/webhooks", "/v1/webhooks", { body: { url: "ftp://x" } });
+    await check("GET", "/v1/webhooks", "/v1/webhooks");
+    await check("GET", "/v1/webhooks/{id}", `/v1/webhooks/${id}`);
+    await check("GET", "/v1/webhooks/{id}", "/v1/webhooks/ep_nope");
+    await check("PATCH", "/v1/webhooks/{id}", `/v1/webhooks/${id}`, {
+      body: { description: "changed" },
+    });
+    await check("PATCH", "/v1/webhooks/{id}", `/v1/webhooks/${id}`, { body: { url: 3 } });
+    await check("POST", "/v1/webhooks/{id}/rotate-secret", `/v1/webhooks/${id}/rotate-secret`);
+    await check("POST", "/v1/webhooks/{id}/test", `/v1/webhooks/${id}/test`);
+    await ctx.webhooks.idle();
+    const deliveries = await check(
+      "GET",
+      "/v1/webhooks/{id}/deliveries",
+      `/v1/webhooks/${id}/deliveries`,
+    );
+    assert.ok(deliveries.body.deliveries.length > 0, "the test delivery is listed");
+    await check("GET", "/v1/webhooks/{id}/deliveries", `/v1/webhooks/${id}/deliveries?limit=0`);
+    await check("POST", "/v1/webhooks/{id}/replay", `/v1/webhooks/${id}/replay`, {
+      body: { since: at(0) },
+    });
+    const retry = "/v1/deliveries/{deliveryId}/retry";
+    await check("POST", retry, `/v1/deliveries/${deliveries.body.deliveries[0].id}/retry`);
+    await check("POST", retry, "/v1/deliveries/dl_nope/retry");
+    await check("DELETE", "/v1/webhooks/{id}", `/v1/webhooks/${id}`);
+    await check("DELETE", "/v1/webhooks/{id}", `/v1/webhooks/${id}`);
+
+    assert.deepEqual(problems, []);
+    const upgrades = ["GET /v1/streams/{stream}/ws", "GET /v1/streams/{stream}/subscribe"];
+    const documented = Object.entries(doc.paths).flatMap(([path, operations]) =>
+      Object.keys(operations as object).map((method) => `${method.toUpperCase()} ${path}`)
+    ).filter((operation) => !upgrades.includes(operation));
+    assert.deepEqual(documented.filter((operation) => !exercised.has(operation)), []);
+  } finally {
+    await ctx.close();
+  }
+});
