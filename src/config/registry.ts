@@ -136,19 +136,32 @@ function changedCounters(
   );
 }
 
+/**
+ * The identities to store with a new definition of a live stream: every
+ * counter it has counted in this generation, removed ones too, so a name
+ * removed and added again with another meaning is refused as a change (its
+ * panes would be read under the new meaning).
+ */
+function everCounted(
+  record: StoredDefinition,
+  next: Record<string, string>,
+): Record<string, string> {
+  return { ...record.counters, ...next };
+}
+
 function counterChangedMessage(
   stream: string,
   counters: string[],
-  identities: { stored: Record<string, string>; next: Record<string, string> },
+  identities: { stored: StoredDefinition; next: Record<string, string> },
 ): string {
   const name = counters[0];
-  return `Stream '${stream}' cannot change the window, aggregate or groupBy of counter '${name}' (stored: ${
-    identities.stored[name]
-  }, now: ${
-    identities.next[name]
-  }); its data was counted under the stored one, so add a new counter instead`;
+  const [stored, now] = [identities.stored.counters[name], identities.next[name]];
+  const held = (identities.stored.definition as { counters?: object } | null)?.counters ?? {};
+  if (!Object.hasOwn(held, name)) {
+    return `Stream '${stream}' counted a counter '${name}' with another window, aggregate or groupBy before it was removed (stored: ${stored}, now: ${now}); a name keeps its meaning while the stream lives, as its data may still be read under it, so add the counter under a new name`;
+  }
+  return `Stream '${stream}' cannot change the window, aggregate or groupBy of counter '${name}' (stored: ${stored}, now: ${now}); its data was counted under the stored one, so add a new counter instead`;
 }
-
 const WRITE_ATTEMPTS = 5;
 
 /**
@@ -427,12 +440,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           const changed = changedCounters(record.counters, counters);
           if (changed.length > 0) {
             throw new ConfigError(
-              counterChangedMessage(name, changed, { stored: record.counters, next: counters }),
+              counterChangedMessage(name, changed, { stored: record, next: counters }),
             );
           }
           if (
             JSON.stringify(record.definition) === JSON.stringify(stream.definition) &&
-            JSON.stringify(record.counters) === JSON.stringify(counters)
+            JSON.stringify(record.counters) === JSON.stringify(everCounted(record, counters))
           ) {
             this.#entries.get(name)!.version = record.version;
             break;
@@ -448,7 +461,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           source: "config",
           generation,
           definition: stream.definition,
-          counters,
+          counters: live && record.source === "config" ? everCounted(record, counters) : counters,
           deleted: false,
         }, record?.version ?? 0);
         if (result.status === "written") {
@@ -503,7 +516,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         if (changed.length > 0) {
           throw new StreamDefinitionError(
             "counter_changed",
-            counterChangedMessage(name, changed, { stored: record.counters, next: counters }),
+            counterChangedMessage(name, changed, { stored: record, next: counters }),
           );
         }
       }
@@ -512,7 +525,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         source: "api",
         generation,
         definition: raw,
-        counters,
+        counters: live ? everCounted(record, counters) : counters,
         deleted: false,
       }, record?.version ?? 0);
       if (result.status === "written") {

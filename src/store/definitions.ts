@@ -32,8 +32,9 @@ export interface StoredDefinition {
   definition: unknown;
   /**
    * What identifies each counter's data (window, aggregate, group-by) as
-   * JSON text, by counter name: a counter whose identity changes would read
-   * panes written under another meaning.
+   * JSON text, by counter name, for every counter the stream has counted in
+   * this generation (removed ones too): a counter whose identity changes
+   * would read panes written under another meaning.
    */
   counters: Record<string, string>;
   /** Whether the stream was deleted (its data expires by retention). */

@@ -354,6 +354,40 @@ redisTest(
   },
 );
 
+Deno.test("registerConfig() refuses a counter a redeploy removed and a later one adds back with another meaning", async () => {
+  const definitions = new MemoryDefinitionStore();
+  await new StreamRegistry(compileConfig(CONFIG_V1), { definitions }).registerConfig();
+  const without = structuredClone(CONFIG_V1) as ConfigShape;
+  delete without.streams.orders.counters.revenue;
+  const removed = new StreamRegistry(compileConfig(without), { definitions });
+  await removed.registerConfig();
+  assert.equal(removed.describe("orders")?.version, 2);
+  const again = new StreamRegistry(compileConfig(without), { definitions });
+  await again.registerConfig();
+  assert.equal(again.describe("orders")?.version, 2, "the same config again writes nothing");
+
+  const back = structuredClone(CONFIG_V1) as ConfigShape;
+  back.streams.orders.counters.revenue = {
+    window: { tumbling: "1m" },
+    aggregate: { avg: "amount" },
+  };
+  await assert.rejects(
+    new StreamRegistry(compileConfig(back), { definitions }).registerConfig(),
+    (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.match(
+        error.message,
+        /^Stream 'orders' counted a counter 'revenue' with another window, aggregate or groupBy before it was removed .*under a new name$/,
+      );
+      return true;
+    },
+  );
+  // Back as it was is the same counter.
+  const restored = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
+  await restored.registerConfig();
+  assert.equal(restored.describe("orders")?.version, 3);
+});
+
 async function waitFor(condition: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 5_000;
   while (!condition()) {

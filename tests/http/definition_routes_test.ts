@@ -119,6 +119,36 @@ Deno.test("PUT /v1/streams/{stream} replaces a stream (200, a new version) addin
   assert.equal((await fewer.json()).version, 3);
 });
 
+Deno.test("PUT /v1/streams/{stream} refuses a counter removed and added again with another meaning", async () => {
+  const app = await appWith();
+  await put(app, "signups", SIGNUPS);
+  const event = { t: "2026-01-01T00:00:00Z", plan: "pro", v: 100 };
+  for (let i = 0; i < 5; i++) assert.equal((await ingest(app, "signups", [event])).status, 202);
+  assert.equal((await put(app, "signups", { ...SIGNUPS, counters: {} })).status, 200);
+  // Read under the new meaning, the five counted before would make this average 100/6.
+  const avg = { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: { avg: "v" } };
+  const refused = await put(app, "signups", { ...SIGNUPS, counters: { perMinute: avg } });
+  assert.equal(refused.status, 409);
+  const error = await errorOf(refused);
+  assert.equal(error.code, "counter_changed");
+  assert.match(
+    error.message,
+    /^Stream 'signups' counted a counter 'perMinute' with another window, aggregate or groupBy before it was removed \(stored: .*"count".*, now: .*"avg".*\); .*under a new name$/,
+  );
+  // Added again as it was, it reads its data again; a new name is a new counter.
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 200);
+  const current = await app.request("/v1/streams/signups/counters/perMinute/current");
+  assert.deepEqual((await current.json()).windows.map((row: { value: number }) => row.value), [5]);
+  const renamed = await put(app, "signups", { ...SIGNUPS, counters: { meanV: avg } });
+  assert.equal(renamed.status, 200);
+  // A stream deleted and created again starts over: the name is free.
+  assert.equal((await app.request("/v1/streams/signups", { method: "DELETE" })).status, 204);
+  assert.equal(
+    (await put(app, "signups", { ...SIGNUPS, counters: { perMinute: avg } })).status,
+    201,
+  );
+});
+
 Deno.test("PUT /v1/streams/{stream} refuses a changed counter with 409 counter_changed and changes nothing", async () => {
   const app = await appWith();
   await put(app, "signups", SIGNUPS);
