@@ -413,7 +413,7 @@ export interface TimeRange {
 
 /** Which sessions {@linkcode Store.readSessions} reads. */
 export interface SessionRange extends TimeRange {
-  /** Most sessions read (the newest starts). @default {all} */
+  /** Most sessions read (the newest starts; ties with the last come too). @default {all} */
   limit?: number;
 }
 
@@ -438,8 +438,10 @@ export interface Store {
   ): Promise<WindowValue[]>;
   /**
    * Reads the live sessions (open, and closed within their TTL) of a session
-   * counter with `fromMs <= start < toMs`, newest start first; at most
-   * `limit` of them when given.
+   * counter with `fromMs <= start < toMs`, newest start first. Given `limit`,
+   * the `limit` newest and every other session that starts with the last of
+   * them: a reader orders sessions that start together by group, which the
+   * store's order need not follow.
    */
   readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]>;
   /**

@@ -249,6 +249,30 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.deepEqual(filtered.map((row) => row.start), [iso(300_000), iso(100_000)]);
   },
 
+  async "a limited session read cuts sessions that start together by group, as the whole list"(
+    store,
+  ) {
+    // Six groups; b, d and e start together, and a and f together before them.
+    await ingest(store, [
+      { u: "f", t: 0 },
+      { u: "a", t: 0 },
+      { u: "e", t: 100 },
+      { u: "b", t: 100 },
+      { u: "d", t: 100 },
+      { u: "c", t: 200 },
+    ]);
+    const compiled = sessionStream.counters.find((item) => item.name === "count")!;
+    const read = async (limit: number) =>
+      (await listWindows(sessionStream, compiled, { store, nowMs: T0 }, { limit })).map((row) =>
+        row.group.u
+      );
+    const all = await read(1000);
+    assert.deepEqual(all, ["c", "b", "d", "e", "a", "f"]);
+    for (let limit = 1; limit <= 6; limit++) {
+      assert.deepEqual(await read(limit), all.slice(0, limit), `limit ${limit}`);
+    }
+  },
+
   async "sessions: an empty groupBy keeps one session for the whole stream"(store) {
     const stream = compileConfig({
       streams: {

@@ -137,7 +137,11 @@ export class SessionTable {
     };
   }
 
-  /** Live sessions with `fromMs <= start < toMs`, newest start first, at most `limit`. */
+  /**
+   * Live sessions with `fromMs <= start < toMs`, newest start first: the
+   * `limit` newest and those that start with the last of them (see
+   * `Store.readSessions`).
+   */
   read(range: SessionRange, now: number): SessionValue[] {
     const found: Session[] = [];
     for (const session of this.#all) {
@@ -145,7 +149,9 @@ export class SessionTable {
       if (session.start >= range.fromMs && session.start < range.toMs) found.push(session);
     }
     found.sort((a, b) => b.start - a.start || compare(a.group, b.group));
-    return found.slice(0, range.limit ?? found.length).map((session) => this.valueOf(session));
+    let end = Math.min(range.limit ?? found.length, found.length);
+    while (end > 0 && end < found.length && found[end].start === found[end - 1].start) end++;
+    return found.slice(0, end).map((session) => this.valueOf(session));
   }
 
   /** Drops expired sessions (an expired open one no longer counts towards `maxSessions`). */

@@ -211,7 +211,8 @@ end
 
 /**
  * Reads the live sessions of one counter, newest start first. ARGV[1] is JSON
- * `{name, kind, from, to, limit|false, now}`. Returns JSON
+ * `{name, kind, from, to, limit|false, now}`; past `limit`, the sessions that
+ * start with the last one within it come too. Returns JSON
  * `[[start, end, group, count, sum, minOrMax, distinct, closed], …]`,
  * numbers as text, `""` for no min or max, closed `1` or `0`.
  */
@@ -221,6 +222,16 @@ local out = {}
 local members
 if type(limit) == "number" then
   members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from), "LIMIT", 0, limit)
+  if limit > 0 and #members == limit then
+    -- Every session starting with the last one read too: the reader orders those by group, and
+    -- the sorted set by member text.
+    local last = redis.call("ZSCORE", sessionStartKey(name), members[#members])
+    local seen = {}
+    for _, member in ipairs(members) do seen[member] = true end
+    for _, member in ipairs(redis.call("ZRANGEBYSCORE", sessionStartKey(name), last, last)) do
+      if not seen[member] then members[#members + 1] = member end
+    end
+  end
 else
   members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from))
 end
