@@ -251,6 +251,36 @@ Deno.test("group filters on several fields must all match; a field given twice u
   assert.deepEqual(await groups("?group.country=FR&group.country=DE"), ["DE/free", "DE/pro"]);
 });
 
+Deno.test("a group filter in double quotes matches only that string, not a number, boolean or null", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts" },
+        counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
+      },
+    },
+  };
+  const { app } = await testApp({ config });
+  const values = [null, "null", 1, "1", true, "true", "DE", '"DE"'];
+  const events = values.map((g, i) => ({ ts: at(i + 1), g }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const groups = async (value: string) => {
+    const query = `?group.g=${encodeURIComponent(value)}`;
+    const { status, body } = await getJson(app, `/v1/streams/shop/counters/n${query}`);
+    assert.equal(status, 200, JSON.stringify(body));
+    return body.windows.map((row: { group: { g: unknown } }) => JSON.stringify(row.group.g))
+      .sort();
+  };
+  assert.deepEqual(await groups("null"), ['"null"', "null"]);
+  assert.deepEqual(await groups('"null"'), ['"null"']);
+  assert.deepEqual(await groups("1"), ['"1"', "1"]);
+  assert.deepEqual(await groups('"1"'), ['"1"']);
+  assert.deepEqual(await groups('"true"'), ['"true"']);
+  assert.deepEqual(await groups("DE"), ['"DE"']);
+  assert.deepEqual(await groups('"DE"'), ['"DE"']);
+  assert.deepEqual(await groups('"\\"DE\\""'), ['"\\"DE\\""']);
+});
+
 Deno.test("late events are acknowledged as late and not counted; windows become final", async () => {
   const { app } = await testApp();
   await postEvents(app, { id: "a", ts: at(10), country: "DE" });

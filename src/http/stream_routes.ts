@@ -571,7 +571,7 @@ const groupFilterParameter = {
   style: "form" as const,
   explode: true,
   description:
-    "`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value. Several fields must all match; a field given twice uses the last value.",
+    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value.',
   schema: {
     type: "object" as const,
     propertyNames: { pattern: "^group\\..+$" },

@@ -81,9 +81,19 @@ export interface ReadContext {
   nowMs: number;
 }
 
+/**
+ * Whether a group has the filtered values. A filter's text matches a string equal to it, or a
+ * number, boolean or null (a missing value) whose JSON text it is; in double quotes, as a JSON
+ * string (`"null"`, `"1"`), it matches only that string.
+ */
 function matchesGroup(group: Record<string, unknown>, filters: Record<string, string>): boolean {
   for (const [field, wanted] of Object.entries(filters)) {
     const value = group[field];
+    const quoted = jsonString(wanted);
+    if (quoted !== undefined) {
+      if (value !== quoted) return false;
+      continue;
+    }
     const text = value === null || value === undefined
       ? "null"
       : typeof value === "string"
@@ -92,6 +102,17 @@ function matchesGroup(group: Record<string, unknown>, filters: Record<string, st
     if (text !== wanted) return false;
   }
   return true;
+}
+
+/** The string a filter's text writes in JSON (`"…"`), or undefined. */
+function jsonString(text: string): string | undefined {
+  if (text.length < 2 || text[0] !== '"' || text[text.length - 1] !== '"') return undefined;
+  try {
+    const value = JSON.parse(text);
+    return typeof value === "string" ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function rowsFor(
