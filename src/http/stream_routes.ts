@@ -459,9 +459,19 @@ const QuantilesParam = z.string().optional().openapi({
     "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 (e.g. `0.5,0.999` gives `p50` and `p99.9`)",
 });
 
+/** A quantile as `q` writes it: a decimal fraction (`0.5`, `.999`, `1`, `1e-3`). */
+const QUANTILE_TEXT = /^\s*(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i;
+
 /** The quantiles of `?q=0.5,0.999`, or undefined for the defaults; a clear 400 otherwise. */
-function parseQuantiles(text: string | undefined): number[] | undefined {
+function parseQuantiles(counter: CompiledCounter, text: string | undefined): number[] | undefined {
   if (text === undefined) return undefined;
+  if (counter.aggregate.kind !== "quantiles") {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'q' applies to quantiles counters; '${counter.name}' is ${counter.aggregate.kind}`,
+    );
+  }
   const parts = text.split(",");
   if (parts.length > MAX_QUANTILES) {
     throw new ApiError(
@@ -471,7 +481,7 @@ function parseQuantiles(text: string | undefined): number[] | undefined {
     );
   }
   return parts.map((part) => {
-    const q = part.trim() === "" ? NaN : Number(part);
+    const q = QUANTILE_TEXT.test(part) ? Number(part) : NaN;
     if (!(q >= 0 && q <= 1)) {
       throw new ApiError(
         400,
@@ -643,7 +653,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
       fromMs: parseTime(query.from, "from"),
       toMs: parseTime(query.to, "to"),
       limit: query.limit,
-      quantiles: parseQuantiles(query.q),
+      quantiles: parseQuantiles(counter, query.q),
     };
     if (top) {
       const ranked = await listTopWindows(stream, counter, context, { ...options, ...top });
@@ -714,7 +724,7 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
       stream,
       counter,
       { store: deps.store, nowMs: deps.now() },
-      { groups: filters, quantiles: parseQuantiles(query.q), ...top },
+      { groups: filters, quantiles: parseQuantiles(counter, query.q), ...top },
     );
     return c.json({
       stream: stream.name,

@@ -20,6 +20,7 @@ const CONFIG = {
           groupBy: ["endpoint"],
           aggregate: { quantiles: "ms", accuracy: 0.01 },
         },
+        hits: { window: { tumbling: "1m" }, aggregate: "count" },
       },
       alerts: [{ name: "slow", counter: "latency", when: "value.p99 > 500.0" }],
     },
@@ -92,10 +93,11 @@ Deno.test("?q= picks the quantiles a read reports, on the list and on /current",
   }
 });
 
-Deno.test("?q= with a value outside [0, 1] or not a number is a 400 naming it", async () => {
+Deno.test("?q= with a value outside [0, 1], not a decimal number, or on another counter is a 400 naming it", async () => {
   const { app } = await testApp({ config: CONFIG });
   await postEvents(app, requests(), { stream: "api" });
-  for (const [q, bad] of [["1.5", "1.5"], ["0.5,x", "x"], ["0.5,", ""], ["-0.1", "-0.1"]]) {
+  const cases = [["1.5", "1.5"], ["0.5,x", "x"], ["0.5,", ""], ["-0.1", "-0.1"], ["0x1", "0x1"]];
+  for (const [q, bad] of cases.concat([["0b1", "0b1"], ["Infinity", "Infinity"]])) {
     const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
     assert.equal(res.status, 400, q);
     const body = await res.json();
@@ -103,6 +105,18 @@ Deno.test("?q= with a value outside [0, 1] or not a number is a 400 naming it", 
     assert.equal(
       body.error.message,
       `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'`,
+    );
+  }
+  for (const q of ["0.5", ".5", "1", "1e-3", " 0.25"]) {
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${encodeURIComponent(q)}`);
+    assert.equal(res.status, 200, q);
+  }
+  for (const path of ["/v1/streams/api/counters/hits", "/v1/streams/api/counters/hits/current"]) {
+    const res = await app.request(`${path}?q=0.5`);
+    assert.equal(res.status, 400);
+    assert.equal(
+      (await res.json()).error.message,
+      "Query parameter 'q' applies to quantiles counters; 'hits' is count",
     );
   }
   const many = Array.from({ length: 21 }, () => "0.5").join(",");
