@@ -472,3 +472,20 @@ Deno.test("a stored API stream this release cannot compile answers 409 stream_no
   const windows = (await current.json()).windows;
   assert.deepEqual(windows.map((row: { value: number }) => row.value), [2], "counted before stays");
 });
+
+Deno.test("a schema default fills a missing field before counters group by it", async () => {
+  const app = await appWith();
+  const definition = {
+    ...SIGNUPS,
+    schema: { properties: { plan: { type: "string", default: "free" } } },
+  };
+  assert.equal((await put(app, "signups", definition)).status, 201);
+  const events = [{ t: "2026-01-01T00:00:00Z" }, { t: "2026-01-01T00:00:01Z", plan: "pro" }];
+  assert.equal((await ingest(app, "signups", events)).status, 202);
+  const rows = (await (await app.request("/v1/streams/signups/counters/perMinute")).json()).windows;
+  assert.deepEqual(
+    rows.map((row: { group: { plan: string }; value: number }) => [row.group.plan, row.value])
+      .sort(),
+    [["free", 1], ["pro", 1]],
+  );
+});

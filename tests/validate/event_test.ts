@@ -273,6 +273,20 @@ Deno.test("an untyped subschema's error names the field and the problem, not 'In
   });
 });
 
+Deno.test("a schema's default fills a missing field, at any depth, and leaves a present one", () => {
+  const schema = compileEventSchema({
+    properties: {
+      plan: { type: "string", default: "free" },
+      o: { type: "object", properties: { x: { type: "number", default: 0 } } },
+    },
+  });
+  assert.deepEqual(validateEvent({ o: {} }, schema), {
+    ok: true,
+    event: { plan: "free", o: { x: 0 } },
+  });
+  assert.deepEqual(validateEvent({ plan: "pro" }, schema), { ok: true, event: { plan: "pro" } });
+});
+
 Deno.test("compileEventSchema() refuses schemas that do not describe an object", () => {
   for (const type of ["string", "array", "number", ["object", "null"]]) {
     assert.throws(() => compileEventSchema({ type }), (error: unknown) => {
