@@ -9,6 +9,17 @@
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
+/**
+ * The permission flags of `deno task start`, read from deno.json: tests run
+ * the server with what users run it with, so a permission it lacks fails
+ * here too.
+ */
+export const START_FLAGS: readonly string[] = (() => {
+  const words: string[] = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks.start
+    .split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("src/main.ts"));
+})();
+
 /** Variables of the machine's environment that would change the server; given ones win. */
 const CLEARED = [
   "EDGESTREAM_KEYS",
@@ -69,14 +80,7 @@ export async function startServerProcess(
   Object.assign(env, { NO_COLOR: "1", PORT: "0", HOST: "127.0.0.1" }, vars);
   if (entry !== "src/main.ts") env.DENO_SERVE_ADDRESS = "tcp:127.0.0.1:0";
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--cached-only",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      entry,
-    ],
+    args: ["run", "--cached-only", ...START_FLAGS, entry],
     cwd: ROOT,
     env,
     clearEnv: true,

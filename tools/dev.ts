@@ -16,6 +16,8 @@ export function devArgs(configPath: string): string[] {
     "--allow-net",
     "--allow-env",
     "--allow-read",
+    // node:https reads the extra CA certificates (NODE_EXTRA_CA_CERTS) for webhooks.
+    "--allow-sys",
     new URL("../src/main.ts", import.meta.url).pathname,
   ];
 }

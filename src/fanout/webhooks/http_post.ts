@@ -161,6 +161,7 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
   };
   return new Promise((resolve) => {
     let settled = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const finish = (result: PostResult) => {
       if (settled) return;
       settled = true;
@@ -172,37 +173,44 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
       finish(abortedResult());
       request.destroy();
     };
-    const request = client.request({
-      protocol: url.protocol,
-      hostname: url.hostname,
-      port: url.port === "" ? undefined : Number(url.port),
-      path: `${url.pathname}${url.search}`,
-      method: "POST",
-      headers: { ...headers, "content-length": String(payload.byteLength) },
-      lookup,
-    }, (response) => {
-      const chunks: Uint8Array[] = [];
-      let size = 0;
-      response.on("data", (chunk: Uint8Array) => {
-        if (size < MAX_EXCERPT_BYTES) chunks.push(chunk);
-        size += chunk.length;
+    let request: ReturnType<typeof client.request>;
+    try {
+      request = client.request({
+        protocol: url.protocol,
+        hostname: url.hostname,
+        port: url.port === "" ? undefined : Number(url.port),
+        path: `${url.pathname}${url.search}`,
+        method: "POST",
+        headers: { ...headers, "content-length": String(payload.byteLength) },
+        lookup,
+      }, (response) => {
+        const chunks: Uint8Array[] = [];
+        let size = 0;
+        response.on("data", (chunk: Uint8Array) => {
+          if (size < MAX_EXCERPT_BYTES) chunks.push(chunk);
+          size += chunk.length;
+        });
+        response.on("end", () => {
+          const retryAfter = response.headers["retry-after"];
+          finish(resultOf(
+            response.statusCode ?? 0,
+            excerptOf(chunks, size),
+            typeof retryAfter === "string" ? retryAfter : null,
+            nowMs,
+          ));
+        });
+        response.on(
+          "error",
+          (error: unknown) =>
+            finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
+        );
       });
-      response.on("end", () => {
-        const retryAfter = response.headers["retry-after"];
-        finish(resultOf(
-          response.statusCode ?? 0,
-          excerptOf(chunks, size),
-          typeof retryAfter === "string" ? retryAfter : null,
-          nowMs,
-        ));
-      });
-      response.on(
-        "error",
-        (error: unknown) =>
-          finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
-      );
-    });
-    const timer = setTimeout(() => {
+    } catch (error) {
+      // Thrown before any connection (a permission the process lacks, say): nothing was sent.
+      finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null });
+      return;
+    }
+    timer = setTimeout(() => {
       finish({
         status: null,
         error: `Timed out after ${timeoutMs} ms`,

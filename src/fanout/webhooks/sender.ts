@@ -211,10 +211,13 @@ export class Sender {
       if (stopping.aborted && result.status === null) return await this.#release(claim);
     } catch (error) {
       if (stopping.aborted) return await this.#release(claim);
-      if (!(error instanceof UnsafeUrlError)) throw error;
+      // Any other failure to send is an attempt that failed too: left unrecorded, the delivery
+      // would be claimed again after every lease, forever, never retried on schedule nor dead.
       result = {
         status: null,
-        error: `Refused: ${error.message}`,
+        error: error instanceof UnsafeUrlError
+          ? `Refused: ${error.message}`
+          : `Cannot send: ${error instanceof Error ? error.message : String(error)}`,
         excerpt: "",
         retryAfterMs: null,
       };
@@ -231,7 +234,9 @@ export class Sender {
       if (delay === null) outcome = "dead";
       else {
         outcome = "retrying";
-        nextAttemptMs = nowMs + (result.retryAfterMs ?? delay);
+        // Retry-After may defer the schedule, never hurry it: a receiver answering 429 with
+        // `Retry-After: 1` would otherwise use up every attempt in seconds.
+        nextAttemptMs = nowMs + Math.max(result.retryAfterMs ?? 0, delay);
       }
     }
     const attempt: Attempt = {

@@ -184,6 +184,16 @@ Deno.test("postWebhook() with an address connects there, keeping the URL's host 
   assert.equal(body, '{"n":2}');
 });
 
+Deno.test("postWebhook() with an address reports a request it cannot even start, without throwing", async () => {
+  // Node's client refuses the header before connecting (as it refuses a missing permission).
+  const result = await postWebhook("https://hooks.invalid/hook", { "x-bad": "a\nb" }, "{}", {
+    address: "127.0.0.1",
+    timeoutMs: 1_000,
+  });
+  assert.equal(result.status, null);
+  assert.match(result.error ?? "", /x-bad/i);
+});
+
 Deno.test("postWebhook() never re-resolves a pinned host: a rebinding answer cannot reach loopback", async () => {
   let hits = 0;
   await withServer(() => {

@@ -343,6 +343,50 @@ Deno.test("Retry-After on 429 and 503 decides the next attempt", async () => {
   });
 });
 
+Deno.test("a Retry-After shorter than the schedule does not hurry it, so throttling uses up no attempts", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    receiver.respond = () => new Response(null, { status: 429, headers: { "Retry-After": "1" } });
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    const [first] = await deliveriesOf(app, id);
+    assert.equal(first.nextAttemptAt, new Date(clock.now + 5 * SECOND).toISOString());
+    for (let second = 1; second <= 4; second++) {
+      advance(clock, SECOND);
+      await sweep(app, webhooks);
+    }
+    assert.equal(receiver.received.length, 1, "not sent again after Retry-After's 1 s");
+    advance(clock, SECOND);
+    await sweep(app, webhooks);
+    assert.equal(receiver.received.length, 2);
+    const [second] = await deliveriesOf(app, id);
+    assert.equal(second.status, "retrying");
+    assert.equal(second.nextAttemptAt, new Date(clock.now + 5 * MINUTE).toISOString());
+  });
+});
+
+Deno.test("a send that fails before any request is a failed attempt, retried on schedule", async () => {
+  class BrokenPolicy extends UrlPolicy {
+    broken = false;
+    override check(url: string) {
+      // As node:https threw when the process lacked a permission.
+      return this.broken ? Promise.reject(new TypeError("no permission")) : super.check(url);
+    }
+  }
+  const policy = new BrokenPolicy({ allow: ["127.0.0.1"] });
+  await withApp({ policy }, async ({ app, webhooks, receiver }) => {
+    const { id } = await register(app, { url: receiver.url() });
+    policy.broken = true;
+    await closeFirstMinute(app);
+    await webhooks.idle();
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "retrying");
+    assert.equal(delivery.attemptLog.length, 1);
+    assert.equal(delivery.attemptLog[0].error, "Cannot send: no permission");
+  });
+});
+
 Deno.test("after the last attempt a delivery is dead; replay and retry send it again", async () => {
   await withApp({}, async ({ app, webhooks, receiver, clock }) => {
     const { id, secret } = await register(app, { url: receiver.url() });
