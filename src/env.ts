@@ -123,15 +123,26 @@ function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-/** A duration variable, or a ConfigError naming it. */
-function readDuration(env: EnvSource, name: string, fallback: string): number {
+/** Longest duration a timer takes: 24 days (timers overflow past 2^31 - 1 ms, about 24.8). */
+const MAX_TIMER_MS = 24 * 86_400_000;
+
+/**
+ * A duration variable, or a ConfigError naming it. `timer`: a timer waits
+ * that long, so it may not exceed {@linkcode MAX_TIMER_MS}.
+ */
+function readDuration(env: EnvSource, name: string, fallback: string, timer = false): number {
   const text = env.get(name) ?? fallback;
+  let ms: number;
   try {
-    return parseDuration(text);
+    ms = parseDuration(text);
   } catch (error) {
     if (!(error instanceof DurationError)) throw error;
     throw new ConfigError(`${name}: ${error.message}`, { cause: error });
   }
+  if (timer && ms > MAX_TIMER_MS) {
+    throw new ConfigError(`${name}: expected at most 24d, got '${text}'`);
+  }
+  return ms;
 }
 
 /** A list variable read by `parse`, or a ConfigError naming it. */
@@ -146,7 +157,7 @@ function readList(env: EnvSource, name: string, parse: (text?: string) => string
 
 /** `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms). */
 function readShutdown(env: EnvSource): number {
-  const ms = readDuration(env, "EDGESTREAM_SHUTDOWN", "4s");
+  const ms = readDuration(env, "EDGESTREAM_SHUTDOWN", "4s", true);
   if (ms <= 0) {
     throw new ConfigError(
       `EDGESTREAM_SHUTDOWN: expected a duration above 0, got '${env.get("EDGESTREAM_SHUTDOWN")}'`,
@@ -203,10 +214,8 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
   const url = env.get("UPSTASH_REDIS_REST_URL");
   const token = env.get("UPSTASH_REDIS_REST_TOKEN");
   if (url && token) {
-    try {
-      new URL(url);
-    } catch {
-      throw new ConfigError(`UPSTASH_REDIS_REST_URL: not a URL: '${url}'`);
+    if (!URL.canParse(url) || !["http:", "https:"].includes(new URL(url).protocol)) {
+      throw new ConfigError(`UPSTASH_REDIS_REST_URL: expected an http(s) URL, got '${url}'`);
     }
     // One retry, soon; then the store turns the failure into 503 + Retry-After. An apply sent
     // again (by this retry, or by fetch itself when a kept-alive connection closes before any
@@ -289,7 +298,7 @@ export function webhooksFromEnv(
   try {
     policy = new UrlPolicy({
       allow: parseAllowList(env.get("EDGESTREAM_WEBHOOK_ALLOW")),
-      allowHttp: env.get("EDGESTREAM_WEBHOOK_ALLOW_HTTP") === "true",
+      allowHttp: readFlag(env, "EDGESTREAM_WEBHOOK_ALLOW_HTTP"),
     });
   } catch (error) {
     if (!(error instanceof AllowListError)) throw error;
@@ -365,7 +374,7 @@ export async function configFromEnv(
 ): Promise<ServerConfig> {
   const port = readPort(env);
   const logLevel = readLogLevel(env);
-  const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
+  const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s", true);
   const shutdownMs = readShutdown(env);
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),

@@ -52,7 +52,10 @@ export async function registerStreams(config: Pick<ServerConfig, "streams">): Pr
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
-  for (const notice of config.notices) logger.info(notice);
+  // A notice is text, not a message template: a setting's value may hold braces (escaped so).
+  for (const notice of config.notices) {
+    logger.info(notice.replaceAll("{", "{{").replaceAll("}", "}}"));
+  }
   await registerStreams(config);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
@@ -94,10 +97,12 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
     if (error instanceof Deno.errors.AddrInUse) {
       fail(`PORT: ${config.hostname}:${config.port} is already in use`);
     }
-    if (error instanceof Deno.errors.AddrNotAvailable || error instanceof Deno.errors.NotFound) {
-      fail(`HOST: cannot listen on ${config.hostname}:${config.port}: ${error.message}`);
-    }
-    throw error;
+    // Anything else is the address: not available, a name that does not resolve, empty.
+    fail(
+      `HOST: cannot listen on ${config.hostname}:${config.port}: ${
+        error instanceof Error ? error.message : error
+      }`,
+    );
   }
   let stopping: Promise<StopReport> | undefined;
   return {

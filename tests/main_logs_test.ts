@@ -10,6 +10,7 @@ import { TEST_CONFIG } from "./_fixtures.ts";
 import { denoClient, SseReader } from "./_live.ts";
 import { redisTest } from "./_redis.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
+import { START_FLAGS } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -41,7 +42,7 @@ async function startMain(vars: Record<string, string>): Promise<ServerProcess> {
     ...vars,
   };
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
+    args: ["run", "--cached-only", ...START_FLAGS, "src/main.ts"],
     cwd: root,
     env,
     clearEnv: true,
@@ -101,7 +102,9 @@ redisTest(
   async (fixture) => {
     const keys = { admin: randomKey("adm-"), ingest: randomKey("ing-"), read: randomKey("rd-") };
     const receiver = await Receiver.start();
-    const dir = await Deno.makeTempDir();
+    // Braces in a setting's value are printed as they are (a log message template reads them).
+    const dir = `${await Deno.makeTempDir()}/conf{ig}`;
+    await Deno.mkdir(dir);
     const configPath = `${dir}/config.json`;
     await Deno.writeTextFile(configPath, JSON.stringify(TEST_CONFIG));
     const server = await startMain({
@@ -236,6 +239,10 @@ redisTest(
       }
     });
     assert.ok(records.some((record) => /^store: redis /.test(record.message)), printed);
+    assert.ok(
+      records.some((record) => record.message.includes(` stream(s) from ${configPath}: `)),
+      printed,
+    );
     assert.ok(records.some((record) => /^listening on http:\/\//.test(record.message)), printed);
     const requests = records.filter((record) =>
       record.logger === "edgestream.http" && record.method

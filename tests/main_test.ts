@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { configFromEnv } from "../src/env.ts";
 import { serve } from "../src/main.ts";
+import { START_FLAGS } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -23,7 +24,7 @@ async function startWith(vars: Record<string, string>): Promise<{ code: number; 
     if (!(name in vars)) delete env[name];
   }
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", "src/main.ts"],
+    args: ["run", "--cached-only", ...START_FLAGS, "src/main.ts"],
     cwd: root,
     env,
     clearEnv: true,
@@ -71,6 +72,31 @@ for (
     [
       { EDGESTREAM_ALLOW_MEMORY: "yes" },
       /^edgestream: EDGESTREAM_ALLOW_MEMORY: expected true or false, got 'yes'$/,
+    ],
+    [
+      { EDGESTREAM_WEBHOOK_ALLOW_HTTP: "yes" },
+      /^edgestream: EDGESTREAM_WEBHOOK_ALLOW_HTTP: expected true or false, got 'yes'$/,
+    ],
+    [
+      { UPSTASH_REDIS_REST_URL: "ftp://x", UPSTASH_REDIS_REST_TOKEN: "t" },
+      /^edgestream: UPSTASH_REDIS_REST_URL: expected an http\(s\) URL, got 'ftp:\/\/x'$/,
+    ],
+    // Timers overflow past 2^31 ms: the process would stop at once, or sweep without pause.
+    [
+      { EDGESTREAM_SHUTDOWN: "30d" },
+      /^edgestream: EDGESTREAM_SHUTDOWN: expected at most 24d, got '30d'$/,
+    ],
+    [
+      { EDGESTREAM_SWEEP_EVERY: "25d" },
+      /^edgestream: EDGESTREAM_SWEEP_EVERY: expected at most 24d, got '25d'$/,
+    ],
+    [
+      { EDGESTREAM_KEYS: "admin:0123456789abcdef0123", HOST: "notahost.invalid" },
+      /^edgestream: HOST: cannot listen on notahost\.invalid:\d+: /,
+    ],
+    [
+      { EDGESTREAM_KEYS: "admin:0123456789abcdef0123", HOST: "" },
+      /^edgestream: HOST: cannot listen on :\d+: /,
     ],
   ] as const
 ) {
