@@ -188,7 +188,11 @@ export class KeyRing {
     const pending = this.#pending.get(cacheKey);
     if (pending) return await pending;
     const lookup = this.#verify(key);
-    this.#pending.set(cacheKey, lookup.then((found) => found.grant));
+    const shared = lookup.then((found) => found.grant);
+    // Awaited only by requests that come while it runs: with none, its failure (the key store
+    // unreachable) must not go unhandled, which ends the process.
+    shared.catch(() => {});
+    this.#pending.set(cacheKey, shared);
     try {
       const found = await lookup;
       if (cached) this.#cache.delete(cacheKey);

@@ -2,7 +2,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { KeyRing, presentedKey, sha256, toHex } from "../../src/http/auth.ts";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
+import { MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
 import { KEYS } from "../_fixtures.ts";
 import { nodeClient, startServer } from "../_live.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
@@ -80,6 +83,28 @@ class CountingKeyStore extends MemoryKeyStore {
 }
 
 const RUNTIME_SECRET = "sk_runtimeKeyRuntimeKey0123456789";
+
+Deno.test("KeyRing: a key store that cannot answer makes the request a 503, and leaves no rejection unhandled", async () => {
+  class DownKeyStore extends MemoryKeyStore {
+    override keyByHash(): Promise<never> {
+      return Promise.reject(new StoreUnavailableError("Redis did not answer keyByHash"));
+    }
+  }
+  const keys = await KeyRing.parse("admin:admin-key-0123456789", { store: new DownKeyStore() });
+  await assert.rejects(keys.grantOf(RUNTIME_SECRET), StoreUnavailableError);
+  const app = createApp({
+    streams: compileConfig({ streams: {} }),
+    store: new MemoryStore(),
+    keys,
+  });
+  const res = await app.request("/v1/streams", {
+    headers: { Authorization: `Bearer ${RUNTIME_SECRET}` },
+  });
+  assert.equal(res.status, 503);
+  assert.equal((await res.json()).error.code, "store_unavailable");
+  // An unhandled rejection (the lookup's copy kept for concurrent requests) ended the process.
+  await new Promise((resolve) => setTimeout(resolve, 20));
+});
 
 function runtimeRecord(id: string, secret: string) {
   return {
