@@ -15,7 +15,7 @@ import { getLogger } from "@logtape/logtape";
 import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
-import { registerStreams } from "../src/main.ts";
+import { logNotices, registerStreams } from "../src/main.ts";
 import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
@@ -40,7 +40,7 @@ async function setUp() {
   });
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, keys, origins, webhooks } = config;
-  for (const notice of config.notices) logger.info(notice);
+  logNotices(config.notices);
   // Config streams checked against the store, and streams created at run time polled for.
   await registerStreams(config);
   if (store.kind === "memory") {

@@ -33,28 +33,83 @@ export interface RunningServer {
   stop(): Promise<StopReport>;
 }
 
+/** How often the config streams are recorded again while the store could not be reached. */
+const REGISTER_RETRY_MS = 5_000;
+
 /**
  * Records the config file's streams in the store and starts polling for
  * streams created at run time. A config stream whose counter changed
- * against the store is a startup mistake (one line, exit 1); a store that
- * cannot be reached yet is logged, and the server starts anyway.
+ * against the store is a startup mistake (one line, exit 1). A store that
+ * cannot be reached yet is logged and the server starts anyway; the record
+ * (and its check) is tried again every `retryMs` until it is made, so a
+ * process started during an outage does not stay unrecorded.
  */
-export async function registerStreams(config: Pick<ServerConfig, "streams">): Promise<void> {
-  try {
-    await config.streams.registerConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) fail(`EDGESTREAM_CONFIG: ${error.message}`);
-    logger.error("Cannot record the config streams in the store yet: {error}", { error });
-  }
+export async function registerStreams(
+  config: Pick<ServerConfig, "streams">,
+  options: { retryMs?: number } = {},
+): Promise<void> {
+  const register = async (): Promise<boolean> => {
+    try {
+      await config.streams.registerConfig();
+      return true;
+    } catch (error) {
+      if (error instanceof ConfigError) fail(`EDGESTREAM_CONFIG: ${error.message}`);
+      return false;
+    }
+  };
   config.streams.startPolling();
+  if (await register()) return;
+  logger.error("Cannot record the config streams in the store yet; trying again every {every}", {
+    every: `${(options.retryMs ?? REGISTER_RETRY_MS) / 1000} s`,
+  });
+  let trying = false;
+  const timer = setInterval(async () => {
+    if (trying) return;
+    trying = true;
+    if (await register()) {
+      clearInterval(timer);
+      logger.info("Recorded the config streams in the store");
+    }
+    trying = false;
+  }, options.retryMs ?? REGISTER_RETRY_MS);
+  // It never keeps a stopping process alive.
+  Deno.unrefTimer(timer);
+}
+
+/** Logs the startup notices: text, not message templates (a value may hold braces). */
+export function logNotices(notices: readonly string[]): void {
+  for (const notice of notices) logger.info(notice.replaceAll("{", "{{").replaceAll("}", "}}"));
 }
 
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
-  // A notice is text, not a message template: a setting's value may hold braces (escaped so).
-  for (const notice of config.notices) {
-    logger.info(notice.replaceAll("{", "{{").replaceAll("}", "}}"));
+  logNotices(config.notices);
+  // Listening first: a process that cannot (its port taken) stops before it records anything in
+  // the store. Requests wait for the config streams' check.
+  const registered = Promise.withResolvers<void>();
+  let handle: Deno.ServeHandler<Deno.NetAddr> = async (request, info) => {
+    await registered.promise;
+    return await handle(request, info);
+  };
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      onListen: ({ hostname, port }) =>
+        logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
+    }, (request, info) => handle(request, info));
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      fail(`PORT: ${config.hostname}:${config.port} is already in use`);
+    }
+    // Anything else is the address: not available, a name that does not resolve, empty.
+    fail(
+      `HOST: cannot listen on ${config.hostname}:${config.port}: ${
+        error instanceof Error ? error.message : error
+      }`,
+    );
   }
   await registerStreams(config);
   // Other instances tail a shared store's log, so running window values are
@@ -85,25 +140,8 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       );
     }, config.sweepEveryMs);
   }
-  let server: Deno.HttpServer<Deno.NetAddr>;
-  try {
-    server = Deno.serve({
-      port: config.port,
-      hostname: config.hostname,
-      onListen: ({ hostname, port }) =>
-        logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
-    }, app.fetch);
-  } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) {
-      fail(`PORT: ${config.hostname}:${config.port} is already in use`);
-    }
-    // Anything else is the address: not available, a name that does not resolve, empty.
-    fail(
-      `HOST: cannot listen on ${config.hostname}:${config.port}: ${
-        error instanceof Error ? error.message : error
-      }`,
-    );
-  }
+  handle = app.fetch;
+  registered.resolve();
   let stopping: Promise<StopReport> | undefined;
   return {
     addr: server.addr,

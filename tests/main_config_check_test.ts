@@ -6,7 +6,12 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig, StreamRegistry } from "../src/config/mod.ts";
-import { RedisDefinitionStore } from "../src/store/mod.ts";
+import { registerStreams } from "../src/main.ts";
+import {
+  MemoryDefinitionStore,
+  RedisDefinitionStore,
+  StoreUnavailableError,
+} from "../src/store/mod.ts";
 import { redisTest } from "./_redis.ts";
 import { startServerProcess } from "./_server_process.ts";
 
@@ -80,5 +85,80 @@ Deno.test("main.ts starts although the store cannot be reached to check the conf
     assert.match(server.output(), /Cannot record the config streams in the store yet/);
   } finally {
     await server.stop();
+  }
+});
+
+redisTest(
+  "main.ts whose port is taken stops before it records its config streams in the store",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const definitions = new RedisDefinitionStore(redis);
+    // A stream created through the API; the process's config file holds the same name.
+    await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).put(
+      "orders",
+      config("1m").streams.orders,
+    );
+    const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const path = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      await Deno.writeTextFile(path, JSON.stringify(config("1m")));
+      const env: Record<string, string> = {
+        ...Deno.env.toObject(),
+        NO_COLOR: "1",
+        EDGESTREAM_CONFIG: path,
+        EDGESTREAM_KEYS: "admin:0123456789abcdef0123",
+        UPSTASH_REDIS_REST_URL: fixture.restUrl,
+        UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+        EDGESTREAM_SWEEP_EVERY: "0s",
+        HOST: "127.0.0.1",
+        PORT: String(taken.addr.port),
+      };
+      for (const name of ["EDGESTREAM_ENV", "DENO_TIMELINE", "EDGESTREAM_PREFIX"]) delete env[name];
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--cached-only", "--allow-all", "src/main.ts"],
+        cwd: root,
+        env,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 1, stderr);
+      assert.match(stderr, /^edgestream: PORT: 127\.0\.0\.1:\d+ is already in use\n$/);
+      const record = await definitions.get("orders");
+      assert.equal(record?.source, "api", "the API stream is still the API's");
+    } finally {
+      taken.close();
+      await Deno.remove(path);
+    }
+  },
+);
+
+Deno.test("registerStreams() records the config streams once the store answers again", async () => {
+  class FlakyDefinitions extends MemoryDefinitionStore {
+    down = true;
+    override get(name: string) {
+      return this.down ? Promise.reject(new StoreUnavailableError("down")) : super.get(name);
+    }
+  }
+  const definitions = new FlakyDefinitions();
+  const streams = new StreamRegistry(compileConfig(config("1m")), { definitions, pollMs: 60_000 });
+  try {
+    await registerStreams({ streams }, { retryMs: 20 });
+    assert.equal(definitions.versionOf("orders"), 0, "not recorded while the store is down");
+    definitions.down = false;
+    const deadline = Date.now() + 5_000;
+    while (definitions.versionOf("orders") === 0) {
+      assert.ok(Date.now() < deadline, "recorded within 5 s of the store's return");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal((await definitions.get("orders"))?.source, "config");
+  } finally {
+    streams.stop();
   }
 });
