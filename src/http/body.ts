@@ -527,3 +527,28 @@ export function limitBody(maxBytes: number = DEFAULT_LIMITS.maxBodyBytes): Middl
     },
   });
 }
+
+/**
+ * Middleware for an operation that takes no body: none, or `{}`, passes; a
+ * body that is not JSON is 400 `invalid_json`, as on every route, and any
+ * other JSON 400 `invalid_body`, rather than being ignored.
+ */
+export function noBody(): MiddlewareHandler {
+  return async (c, next) => {
+    const text = (await c.req.text()).trim();
+    if (text !== "") {
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch (error) {
+        throw new BodyError("invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
+      }
+      const empty = typeof value === "object" && value !== null && !Array.isArray(value) &&
+        Object.keys(value).length === 0;
+      if (!empty) {
+        throw new BodyError("invalid_body", "This operation takes no body: send none, or {}");
+      }
+    }
+    await next();
+  };
+}

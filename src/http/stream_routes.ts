@@ -19,7 +19,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
 import { grantOfRequest, type KeyRing, rememberGrant, requireScope } from "./auth.ts";
-import { type BodyLimits, decodeUtf8, parseEvents, readLimitedBody } from "./body.ts";
+import { type BodyLimits, decodeUtf8, noBody, parseEvents, readLimitedBody } from "./body.ts";
 import {
   addIngestCorsHeaders,
   ingestBodyFormat,
@@ -836,7 +836,7 @@ const sweepRoute = createRoute({
         },
       },
     },
-    ...errorsFor(401, 403, 503),
+    ...errorsFor(400, 401, 403, 503),
   },
 });
 
@@ -923,5 +923,6 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
   app.openapi(currentWindowRoute, getCurrentWindow(deps));
 
   app.use("/v1/admin/*", requireScope(deps.keys, "admin"));
+  app.use(sweepRoute.getRoutingPath(), noBody());
   app.openapi(sweepRoute, sweep(deps));
 }

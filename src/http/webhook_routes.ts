@@ -22,6 +22,7 @@ import {
 import { type Endpoint } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
+import { noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
 
@@ -511,6 +512,9 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.use("/v1/webhooks", admin);
   app.use("/v1/webhooks/*", admin);
   app.use("/v1/deliveries/*", admin);
+  for (const route of [rotateSecretRoute, testWebhookRoute, retryDeliveryRoute]) {
+    app.use(route.getRoutingPath(), noBody());
+  }
 
   app.openapi(createWebhookRoute, async (c) => {
     const body = c.req.valid("json");

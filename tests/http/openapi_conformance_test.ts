@@ -182,6 +182,7 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
 
     // The sweep closes windows and fires the alert.
     ctx.clock.now = Date.parse(at(1200));
+    await check("POST", "/v1/admin/sweep", "/v1/admin/sweep", { body: "{bad" });
     const swept = await check("POST", "/v1/admin/sweep", "/v1/admin/sweep");
     assert.equal(swept.status, 200);
 
@@ -220,6 +221,7 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     await check("PATCH", "/v1/webhooks/{id}", `/v1/webhooks/${id}`, { body: { url: 3 } });
     await check("POST", "/v1/webhooks/{id}/rotate-secret", `/v1/webhooks/${id}/rotate-secret`);
     await check("POST", "/v1/webhooks/{id}/test", `/v1/webhooks/${id}/test`);
+    await check("POST", "/v1/webhooks/{id}/test", `/v1/webhooks/${id}/test`, { body: { a: 1 } });
     await ctx.webhooks.idle();
     const deliveries = await check(
       "GET",

@@ -230,3 +230,41 @@ Deno.test("the OpenAPI document gives batch one schema for input and reply", asy
     assert.doesNotMatch(JSON.stringify(doc), /maxWaitMs/);
   });
 });
+
+Deno.test("operations that take no body refuse one (bad JSON, any field) and change nothing; none or {} passes", async () => {
+  await withSetup(async (ctx) => {
+    const [id] = await registerMany(ctx, 1);
+    const send = async (path: string, body?: string) => {
+      const res = await ctx.app.request(path, {
+        method: "POST",
+        headers: body === undefined ? {} : { "Content-Type": "application/json" },
+        body,
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    const paths = [
+      "/v1/admin/sweep",
+      `/v1/webhooks/${id}/rotate-secret`,
+      `/v1/webhooks/${id}/test`,
+    ];
+    for (const path of paths) {
+      const bad = await send(path, "{bad json");
+      assert.equal(bad.status, 400, path);
+      assert.equal(bad.body.error.code, "invalid_json");
+      const fields = await send(path, '{"secret": "mine"}');
+      assert.equal(fields.status, 400, path);
+      assert.equal(fields.body.error.code, "invalid_body");
+      assert.equal(fields.body.error.message, "This operation takes no body: send none, or {}");
+    }
+    const retry = await send("/v1/deliveries/msg_x.ep_y/retry", "[]");
+    assert.equal(retry.body.error.code, "invalid_body");
+    // Nothing was rotated or sent by the refused calls.
+    const endpoint = await call(ctx.app, "GET", `/v1/webhooks/${id}`);
+    assert.equal(endpoint.body.previousSecretExpiresAt ?? null, null);
+    const deliveries = await call(ctx.app, "GET", `/v1/webhooks/${id}/deliveries`);
+    assert.equal(deliveries.body.deliveries.length, 0);
+    assert.equal((await send(`/v1/webhooks/${id}/rotate-secret`, " {} ")).status, 200);
+    assert.equal((await send(`/v1/webhooks/${id}/test`)).status, 202);
+    assert.equal((await send("/v1/admin/sweep", "")).status, 200);
+  });
+});
