@@ -85,12 +85,23 @@ const BODY_STATUS: Record<BodyErrorCode, ContentfulStatusCode> = {
   empty_batch: 400,
 };
 
+/** What the answer to an error may depend on besides the error. */
+export interface ErrorContext {
+  /** An ingest request: a 503's advice is to resend it with its Idempotency-Key. */
+  ingest?: boolean;
+}
+
+/** The {@linkcode ErrorContext} of a request. */
+export function errorContextOf(c: Context): ErrorContext {
+  return { ingest: c.req.method === "POST" && /^\/v1\/streams\/[^/]+\/events$/.test(c.req.path) };
+}
+
 /**
  * The one table from domain errors (thrown by stages that know nothing of
  * HTTP) to API errors with their status and code. `undefined` for an error
  * that is not a domain error.
  */
-export function apiErrorOf(error: unknown): ApiError | undefined {
+export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError | undefined {
   if (error instanceof ApiError) return error;
   if (error instanceof BodyError) {
     return new ApiError(BODY_STATUS[error.code], error.code, error.message, {
@@ -100,9 +111,11 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
     });
   }
   if (error instanceof StoreUnavailableError) {
-    const outcome = error.outcome === "unknown"
+    const outcome = error.outcome === "not_applied"
+      ? "nothing was applied"
+      : context.ingest
       ? "it may have been applied: resend with the same Idempotency-Key, or with dedupe ids, to be safe"
-      : "nothing was applied";
+      : "it may have been applied: read the state back before sending it again";
     return new ApiError(503, "store_unavailable", `${error.message}; ${outcome}`, {
       headers: { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
       details: { outcome: error.outcome },
@@ -157,8 +170,8 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
  * `internal_error` (its message is not shown: it may hold internals) with
  * the error as its cause.
  */
-export function toApiError(error: unknown): ApiError {
-  const api = apiErrorOf(error);
+export function toApiError(error: unknown, context: ErrorContext = {}): ApiError {
+  const api = apiErrorOf(error, context);
   if (api) return api;
   if (error instanceof HTTPException) {
     const status = error.status as ContentfulStatusCode;
@@ -194,6 +207,6 @@ export function errorEnvelope(api: ApiError, requestId?: string): ErrorEnvelope 
  * app's `onError`. The request log middleware logs the error with its cause.
  */
 export function errorResponse(error: Error, c: Context): Response {
-  const api = toApiError(error);
+  const api = toApiError(error, errorContextOf(c));
   return c.json(errorEnvelope(api, requestIdOf(c)), api.status, api.headers);
 }

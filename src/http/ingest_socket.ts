@@ -482,7 +482,7 @@ class IngestConnection implements HeldConnection {
       return { type: "ack", seq, ...reply };
     } catch (error) {
       scope.failed(error);
-      const api = apiErrorOf(error);
+      const api = apiErrorOf(error, { ingest: true });
       if (api && !(api.status === 500)) {
         // Unavailable, in flight or rate limited: the same frame may succeed later.
         const retryable = api.status === 503 || api.status === 409 || api.status === 429;

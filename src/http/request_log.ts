@@ -25,7 +25,7 @@
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
 import { writeLogRecord } from "../telemetry/logging.ts";
-import { toApiError } from "./errors.ts";
+import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
 import { carriesRequestId, REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
 
 const logger = getLogger(["edgestream", "http"]);
@@ -79,8 +79,8 @@ export function levelOfStatus(status: number): LogLevel {
   return status >= 500 ? "error" : "info";
 }
 
-function errorFields(error: Error): Record<string, unknown> {
-  const api = toApiError(error);
+function errorFields(error: Error, context: ErrorContext): Record<string, unknown> {
+  const api = toApiError(error, context);
   const fields: Record<string, unknown> = { error: { code: api.code, message: api.message } };
   if (api.status === 500 && api.code === "internal_error") {
     fields.cause = error;
@@ -158,7 +158,7 @@ export async function logRequest(
     ? { method, path, status, durationMs, requestId }
     : { method, path, status, durationMs, requestId, stream };
   Object.assign(fields, c.get(FIELDS_VARIABLE));
-  if (c.error) Object.assign(fields, errorFields(c.error));
+  if (c.error) Object.assign(fields, errorFields(c.error, errorContextOf(c)));
   const level = levelOfStatus(status);
   // Logged outside the request's context, in the caller's: a server has none, an app served
   // inside a `withContext` does, which LogTape's own call adds to the line.

@@ -82,14 +82,24 @@ Deno.test("GET /v1/webhooks shows an endpoint registered between pages once, at 
 
 Deno.test("list routes refuse a bad cursor or limit with a 400 JSON error", async () => {
   await withSetup(async (ctx) => {
-    const [id] = await registerMany(ctx, 3);
+    const [id, other] = await registerMany(ctx, 3);
     const endpointCursor = (await call(ctx.app, "GET", "/v1/webhooks?limit=1")).body.nextCursor;
+    // A cursor of another endpoint's deliveries.
+    for (let n = 0; n < 2; n++) await call(ctx.app, "POST", `/v1/webhooks/${other}/test`);
+    const page = await call(ctx.app, "GET", `/v1/webhooks/${other}/deliveries?limit=1`);
+    const otherCursor = page.body.nextCursor;
+    assert.ok(otherCursor);
+    assert.equal(
+      (await call(ctx.app, "GET", `/v1/webhooks/${other}/deliveries?cursor=${otherCursor}`)).status,
+      200,
+    );
     for (
       const path of [
         "/v1/webhooks?cursor=garbage!",
         "/v1/webhooks?cursor=ZC4xLmVwX2E",
         `/v1/webhooks/${id}/deliveries?cursor=${endpointCursor}`,
         `/v1/webhooks/${id}/deliveries?cursor=bm9wZQ`,
+        `/v1/webhooks/${id}/deliveries?cursor=${otherCursor}`,
       ]
     ) {
       const res = await call(ctx.app, "GET", path);

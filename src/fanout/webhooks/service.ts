@@ -13,15 +13,17 @@ import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import type { Store } from "../../store/types.ts";
 import { AlertWatcher } from "../alerts.ts";
-import type {
-  Attempt,
-  Delivery,
-  DeliveryStatus,
-  DeliveryStore,
-  Endpoint,
-  Page,
-  PageOptions,
-  WebhookEventType,
+import {
+  type Attempt,
+  decodeCursor,
+  type Delivery,
+  type DeliveryStatus,
+  type DeliveryStore,
+  type Endpoint,
+  InvalidCursorError,
+  type Page,
+  type PageOptions,
+  type WebhookEventType,
 } from "../../store/deliveries.ts";
 import { Dispatcher } from "./dispatcher.ts";
 import {
@@ -420,6 +422,14 @@ export class WebhookService {
     options: PageOptions & { status?: DeliveryStatus },
   ): Promise<Page<DeliveryWithAttempts>> {
     await this.getEndpoint(id);
+    // A delivery's id ends with its endpoint's: another endpoint's cursor was not given out here.
+    if (
+      options.cursor != null && !decodeCursor("deliveries", options.cursor).id.endsWith(`.${id}`)
+    ) {
+      throw new InvalidCursorError(
+        `Cannot read cursor '${options.cursor}': it is a cursor of another endpoint's deliveries`,
+      );
+    }
     const page = await this.#deliveries.listDeliveries(id, options);
     const items = await Promise.all(page.items.map(async (delivery) => ({
       ...delivery,

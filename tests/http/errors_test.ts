@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { errorResponse } from "../../src/http/errors.ts";
+import { StoreUnavailableError } from "../../src/store/mod.ts";
+
+Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only", async () => {
+  const app = new Hono();
+  app.onError((error, c) => errorResponse(error, c));
+  app.all("*", () => {
+    throw new StoreUnavailableError("Redis did not answer within 5000 ms");
+  });
+  const messageOf = async (method: string, path: string) => {
+    const res = await app.request(path, { method });
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("Retry-After"), "1");
+    return (await res.json()).error.message;
+  };
+  assert.equal(
+    await messageOf("POST", "/v1/streams/orders/events"),
+    "Redis did not answer within 5000 ms; it may have been applied: resend with the same Idempotency-Key, or with dedupe ids, to be safe",
+  );
+  for (const [method, path] of [["POST", "/v1/webhooks"], ["DELETE", "/v1/keys/key_1"]]) {
+    assert.equal(
+      await messageOf(method, path),
+      "Redis did not answer within 5000 ms; it may have been applied: read the state back before sending it again",
+    );
+  }
+});
