@@ -161,7 +161,6 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
   };
   return new Promise((resolve) => {
     let settled = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const finish = (result: PostResult) => {
       if (settled) return;
       settled = true;
@@ -206,11 +205,13 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
         );
       });
     } catch (error) {
-      // Thrown before any connection (a permission the process lacks, say): nothing was sent.
-      finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null });
+      // Thrown before any connection (a permission the process lacks, say): nothing was sent,
+      // and no timer or abort listener is set yet.
+      settled = true;
+      resolve({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null });
       return;
     }
-    timer = setTimeout(() => {
+    const timer = setTimeout(() => {
       finish({
         status: null,
         error: `Timed out after ${timeoutMs} ms`,
