@@ -33,47 +33,25 @@ export interface RunningServer {
   stop(): Promise<StopReport>;
 }
 
-/** How often the config streams are recorded again while the store could not be reached. */
-const REGISTER_RETRY_MS = 5_000;
-
 /**
  * Records the config file's streams in the store and starts polling for
  * streams created at run time. A config stream whose counter changed
  * against the store is a startup mistake (one line, exit 1). A store that
- * cannot be reached yet is logged and the server starts anyway; the record
- * (and its check) is tried again every `retryMs` until it is made, so a
- * process started during an outage does not stay unrecorded.
+ * cannot be reached yet is logged and the server starts anyway: a config
+ * stream not recorded is recorded before its first event is counted, and
+ * every poll tries again (see `StreamRegistry.recordConfigStream`).
  */
-export async function registerStreams(
-  config: Pick<ServerConfig, "streams">,
-  options: { retryMs?: number } = {},
-): Promise<void> {
-  const register = async (): Promise<boolean> => {
-    try {
-      await config.streams.registerConfig();
-      return true;
-    } catch (error) {
-      if (error instanceof ConfigError) fail(`EDGESTREAM_CONFIG: ${error.message}`);
-      return false;
-    }
-  };
+export async function registerStreams(config: Pick<ServerConfig, "streams">): Promise<void> {
+  try {
+    await config.streams.registerConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) fail(`EDGESTREAM_CONFIG: ${error.message}`);
+    logger.error(
+      "Cannot record the config streams in the store yet (again before their first event, and with every poll): {error}",
+      { error },
+    );
+  }
   config.streams.startPolling();
-  if (await register()) return;
-  logger.error("Cannot record the config streams in the store yet; trying again every {every}", {
-    every: `${(options.retryMs ?? REGISTER_RETRY_MS) / 1000} s`,
-  });
-  let trying = false;
-  const timer = setInterval(async () => {
-    if (trying) return;
-    trying = true;
-    if (await register()) {
-      clearInterval(timer);
-      logger.info("Recorded the config streams in the store");
-    }
-    trying = false;
-  }, options.retryMs ?? REGISTER_RETRY_MS);
-  // It never keeps a stopping process alive.
-  Deno.unrefTimer(timer);
 }
 
 /** Logs the startup notices: text, not message templates (a value may hold braces). */
@@ -103,6 +81,9 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
       fail(`PORT: ${config.hostname}:${config.port} is already in use`);
+    }
+    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+      fail(`PORT: cannot listen on ${config.hostname}:${config.port}: ${error.message}`);
     }
     // Anything else is the address: not available, a name that does not resolve, empty.
     fail(

@@ -139,7 +139,7 @@ redisTest(
   },
 );
 
-Deno.test("registerStreams() records the config streams once the store answers again", async () => {
+Deno.test("registerStreams() starts though the store is down; a poll records the config streams once it answers", async () => {
   class FlakyDefinitions extends MemoryDefinitionStore {
     down = true;
     override get(name: string) {
@@ -147,10 +147,11 @@ Deno.test("registerStreams() records the config streams once the store answers a
     }
   }
   const definitions = new FlakyDefinitions();
-  const streams = new StreamRegistry(compileConfig(config("1m")), { definitions, pollMs: 60_000 });
+  const streams = new StreamRegistry(compileConfig(config("1m")), { definitions, pollMs: 20 });
   try {
-    await registerStreams({ streams }, { retryMs: 20 });
+    await registerStreams({ streams });
     assert.equal(definitions.versionOf("orders"), 0, "not recorded while the store is down");
+    assert.equal(streams.isRecorded("orders"), false);
     definitions.down = false;
     const deadline = Date.now() + 5_000;
     while (definitions.versionOf("orders") === 0) {
@@ -158,6 +159,7 @@ Deno.test("registerStreams() records the config streams once the store answers a
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
     assert.equal((await definitions.get("orders"))?.source, "config");
+    assert.equal(streams.isRecorded("orders"), true);
   } finally {
     streams.stop();
   }

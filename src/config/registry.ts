@@ -42,6 +42,7 @@ import {
   type Store,
   type StoreBatch,
   type StoredDefinition,
+  StoreUnavailableError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
@@ -68,6 +69,14 @@ export class StreamDefinitionError extends Error {
     super(message, options);
     this.name = "StreamDefinitionError";
     this.code = code;
+  }
+}
+
+/** A config stream whose counters conflict with those the store holds for its name. */
+export class ConfigConflictError extends ConfigError {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConfigConflictError";
   }
 }
 
@@ -194,6 +203,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /** Versions seen for names not served (deleted, or another deploy's config). */
   #seen = new Map<string, number>();
   #loading = new Map<string, Promise<CompiledStream | undefined>>();
+  /** Config streams recorded in the store, being recorded, or found in conflict with it. */
+  #recorded = new Map<string, true | Promise<void> | ConfigConflictError>();
   /** API streams stored with a definition this release cannot compile, and why. */
   #unservable = new Map<string, UnservableStream>();
   /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
@@ -396,6 +407,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /** Reads every name's version once and reloads the new and changed ones. */
   async poll(): Promise<void> {
     const versions = await this.#definitions.versions();
+    await this.#recordUnrecorded();
     const loads: Promise<unknown>[] = [];
     for (const [name, version] of versions) {
       const known = this.#entries.get(name)?.version ?? this.#seen.get(name) ?? 0;
@@ -404,7 +416,29 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     for (const [name, entry] of this.#entries) {
       if (entry.source === "api" && !versions.has(name)) this.#entries.delete(name);
     }
+    for (const name of this.#unservable.keys()) {
+      if (!versions.has(name)) this.#unservable.delete(name);
+    }
     await Promise.all(loads);
+  }
+
+  /** Tries to record the config streams not recorded yet (the store was unreachable). */
+  async #recordUnrecorded(): Promise<void> {
+    for (const name of this.#config.keys()) {
+      const state = this.#recorded.get(name);
+      if (state === true || state instanceof ConfigConflictError) continue;
+      try {
+        await this.#record(name);
+        logger.info("Recorded config stream '{stream}' in the store", { stream: name });
+      } catch (error) {
+        if (error instanceof ConfigConflictError) {
+          logger.error("Config stream '{stream}' takes no events: {error}", {
+            stream: name,
+            error: error.message,
+          });
+        } else throw error;
+      }
+    }
   }
 
   /** Polls every `pollMs` until {@linkcode stop}; a failed poll is logged and retried next time. */
@@ -427,55 +461,104 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /**
    * Records the config file's streams in the store and checks them against
    * what it holds: a config stream whose counter changed its window,
-   * aggregate or groupBy throws {@linkcode ConfigError} naming the stream and
-   * counter. Run once at startup.
+   * aggregate or groupBy throws {@linkcode ConfigConflictError} naming the
+   * stream and counter. Run at startup; a stream it could not record (the
+   * store unreachable) is recorded before its first apply (see
+   * {@linkcode recordConfigStream}) and tried again by every poll.
    */
   async registerConfig(): Promise<void> {
-    for (const [name, stream] of this.#config) {
-      const counters = counterIdentities(stream);
-      for (let attempt = 1;; attempt++) {
-        const record = await this.#definitions.get(name);
-        const live = record !== null && !record.deleted;
-        if (live && record.source === "config") {
-          const changed = changedCounters(record.counters, counters);
-          if (changed.length > 0) {
-            throw new ConfigError(
-              counterChangedMessage(name, changed, { stored: record, next: counters }),
-            );
-          }
-          if (
-            JSON.stringify(record.definition) === JSON.stringify(stream.definition) &&
-            JSON.stringify(record.counters) === JSON.stringify(everCounted(record, counters))
-          ) {
-            this.#entries.get(name)!.version = record.version;
-            break;
-          }
-        }
-        // Generation 0 for a name never stored keeps the data of deployments from before generations.
-        const generation = record === null
-          ? 0
-          : live && record.source === "config"
-          ? record.generation
-          : record.generation + 1;
-        const result = await this.#definitions.write(name, {
-          source: "config",
-          generation,
-          definition: stream.definition,
-          counters: live && record.source === "config" ? everCounted(record, counters) : counters,
-          deleted: false,
-        }, record?.version ?? 0);
-        if (result.status === "written") {
-          const entry = this.#entries.get(name)!;
-          entry.version = result.version;
-          entry.generation = generation;
-          this.#generations.set(entry.stream.counterMetas, generation);
-          break;
-        }
-        if (attempt >= WRITE_ATTEMPTS) {
-          throw new ConfigError(
-            `Cannot record stream '${name}': its stored definition kept changing (version ${result.version})`,
+    for (const name of this.#config.keys()) await this.#record(name);
+  }
+
+  /** Whether the config stream `name` is recorded in the store (true for any other name). */
+  isRecorded(name: string): boolean {
+    return this.#recorded.get(name) === true || !this.#config.has(name);
+  }
+
+  /**
+   * Records the config stream `name` unless it is: what an apply to it waits
+   * for, so no event is counted before the store's counters were checked.
+   * Throws the store's error while it cannot be reached, and
+   * {@linkcode StreamDefinitionError} `counter_changed` when the stored
+   * counters conflict with the file's (the stream then takes no events here).
+   */
+  async recordConfigStream(name: string): Promise<void> {
+    try {
+      await this.#record(name);
+    } catch (error) {
+      if (error instanceof ConfigConflictError) {
+        throw new StreamDefinitionError("counter_changed", error.message, { cause: error });
+      }
+      if (error instanceof ConfigError) {
+        throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
+      }
+      throw error;
+    }
+  }
+
+  /** {@linkcode registerConfig} for one stream, one call at a time; a conflict is kept. */
+  #record(name: string): Promise<void> {
+    const state = this.#recorded.get(name);
+    if (state === true) return Promise.resolve();
+    if (state instanceof ConfigConflictError) return Promise.reject(state);
+    if (state !== undefined) return state;
+    const recording = this.#recordOnce(name).then(
+      () => void this.#recorded.set(name, true),
+      (error) => {
+        if (error instanceof ConfigConflictError) this.#recorded.set(name, error);
+        else this.#recorded.delete(name);
+        throw error;
+      },
+    );
+    this.#recorded.set(name, recording);
+    return recording;
+  }
+
+  async #recordOnce(name: string): Promise<void> {
+    const stream = this.#config.get(name)!;
+    const counters = counterIdentities(stream);
+    for (let attempt = 1;; attempt++) {
+      const record = await this.#definitions.get(name);
+      const live = record !== null && !record.deleted;
+      if (live && record.source === "config") {
+        const changed = changedCounters(record.counters, counters);
+        if (changed.length > 0) {
+          throw new ConfigConflictError(
+            counterChangedMessage(name, changed, { stored: record, next: counters }),
           );
         }
+        if (
+          JSON.stringify(record.definition) === JSON.stringify(stream.definition) &&
+          JSON.stringify(record.counters) === JSON.stringify(everCounted(record, counters))
+        ) {
+          this.#entries.get(name)!.version = record.version;
+          return;
+        }
+      }
+      // Generation 0 for a name never stored keeps the data of deployments from before generations.
+      const generation = record === null
+        ? 0
+        : live && record.source === "config"
+        ? record.generation
+        : record.generation + 1;
+      const result = await this.#definitions.write(name, {
+        source: "config",
+        generation,
+        definition: stream.definition,
+        counters: live && record.source === "config" ? everCounted(record, counters) : counters,
+        deleted: false,
+      }, record?.version ?? 0);
+      if (result.status === "written") {
+        const entry = this.#entries.get(name)!;
+        entry.version = result.version;
+        entry.generation = generation;
+        this.#generations.set(entry.stream.counterMetas, generation);
+        return;
+      }
+      if (attempt >= WRITE_ATTEMPTS) {
+        throw new ConfigError(
+          `Cannot record stream '${name}': its stored definition kept changing (version ${result.version})`,
+        );
       }
     }
   }
@@ -550,6 +633,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       const record = await this.#definitions.get(name);
       if (record === null || record.deleted) {
         this.#entries.delete(name);
+        this.#unservable.delete(name);
         throw new StreamDefinitionError("stream_not_found", `Stream '${name}' does not exist`);
       }
       if (record.source === "config") {
@@ -567,6 +651,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       }, record.version);
       if (result.status === "written") {
         this.#entries.delete(name);
+        this.#unservable.delete(name);
         this.#seen.set(name, result.version);
         return;
       }
@@ -634,6 +719,10 @@ class RegistryStore implements Store {
   }
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+    // A config stream not recorded yet (the store was unreachable at startup) is now, first.
+    if (!this.registry.isRecorded(batch.stream)) {
+      await this.registry.recordConfigStream(batch.stream);
+    }
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
     // The file's streams are authoritative here: a stored version of one changes nothing.
     const watchDefinition = this.registry.describe(batch.stream)?.source !== "config";

@@ -40,7 +40,7 @@ import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from
 import { grantOfRequest } from "./auth.ts";
 import { getPath } from "hono/utils/url";
 import { type BodyFormat, bodyFormat } from "./body.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 
 /** The ingest path: `/v1/streams/<stream>/events`. */
@@ -210,13 +210,7 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
     const origin = c.req.header("Origin");
     const stream = await lookUpStream(deps.streams, c.req.param("stream") ?? "");
     if (c.req.method === "OPTIONS") {
-      if (!stream) {
-        throw new ApiError(
-          404,
-          "stream_not_found",
-          `Stream '${c.req.param("stream")}' is not configured`,
-        );
-      }
+      if (!stream) throw streamMissing(deps.streams, c.req.param("stream") ?? "");
       c.header("Allow", "POST, OPTIONS");
       c.header("Vary", "Origin");
       if (origin !== undefined && (await preflightOrigins(deps, c, stream)).has(origin)) {

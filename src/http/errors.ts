@@ -14,7 +14,7 @@ import {
   WebhookNotFoundError,
 } from "../fanout/webhooks/mod.ts";
 import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
-import { StreamDefinitionError } from "../config/mod.ts";
+import { type CompiledStream, StreamDefinitionError, StreamRegistry } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
 import { StoreUnavailableError } from "../store/types.ts";
@@ -209,4 +209,24 @@ export function errorEnvelope(api: ApiError, requestId?: string): ErrorEnvelope 
 export function errorResponse(error: Error, c: Context): Response {
   const api = toApiError(error, errorContextOf(c));
   return c.json(errorEnvelope(api, requestIdOf(c)), api.status, api.headers);
+}
+
+/**
+ * Why `name` is not served: `409 stream_not_servable` for a stream stored
+ * through the API whose definition this release cannot compile, else
+ * `404 stream_not_found`.
+ */
+export function streamMissing(
+  streams: ReadonlyMap<string, CompiledStream>,
+  name: string,
+): ApiError {
+  const unservable = streams instanceof StreamRegistry ? streams.unservable(name) : undefined;
+  if (unservable) {
+    return new ApiError(
+      409,
+      "stream_not_servable",
+      `Stream '${name}' (version ${unservable.version}) is stored, but this release cannot compile its definition: ${unservable.error}. Replace it with PUT /v1/streams/${name}`,
+    );
+  }
+  return new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
 }

@@ -65,9 +65,8 @@ import {
   presentedKey,
 } from "./auth.ts";
 import { rateLimitsFor, refuseForeignOrigin } from "./browser.ts";
-import { ApiError, apiErrorOf } from "./errors.ts";
+import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
-import { streamMissing } from "./stream_routes.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import type { Store } from "../store/types.ts";
 import { type IngestScope, traceIngest } from "../telemetry/mod.ts";

@@ -29,7 +29,7 @@ import {
   rateLimitsFor,
   requireIngestKey,
 } from "./browser.ts";
-import { ApiError, errorResponse } from "./errors.ts";
+import { ApiError, errorResponse, streamMissing } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { jsonWithRequestId } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
@@ -73,26 +73,6 @@ export async function findServedStream(
   const stream = streams.get(name) ?? await lookUpStream(streams, name);
   if (!stream) throw streamMissing(streams, name);
   return stream;
-}
-
-/**
- * Why `name` is not served: `409 stream_not_servable` for a stream stored
- * through the API whose definition this release cannot compile, else
- * `404 stream_not_found`.
- */
-export function streamMissing(
-  streams: ReadonlyMap<string, CompiledStream>,
-  name: string,
-): ApiError {
-  const unservable = streams instanceof StreamRegistry ? streams.unservable(name) : undefined;
-  if (unservable) {
-    return new ApiError(
-      409,
-      "stream_not_servable",
-      `Stream '${name}' (version ${unservable.version}) is stored, but this release cannot compile its definition: ${unservable.error}. Replace it with PUT /v1/streams/${name}`,
-    );
-  }
-  return new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
 }
 
 /** Where the counter name came from: the path (404) or a query parameter (400). */

@@ -22,6 +22,7 @@ import {
   splitGenerationKey,
   type StoreBatch,
   type StoredDefinition,
+  StoreUnavailableError,
 } from "../../src/store/mod.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 
@@ -386,6 +387,73 @@ Deno.test("registerConfig() refuses a counter a redeploy removed and a later one
   const restored = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
   await restored.registerConfig();
   assert.equal(restored.describe("orders")?.version, 3);
+});
+
+/** A definition store that is down until told otherwise (its reads fail as Redis's would). */
+class DownDefinitions extends MemoryDefinitionStore {
+  down = true;
+  override get(name: string) {
+    return this.down ? Promise.reject(new StoreUnavailableError("down")) : super.get(name);
+  }
+}
+
+Deno.test("a config stream not recorded at startup is recorded before its first event is counted", async () => {
+  const definitions = new DownDefinitions();
+  // The name is an API stream's, at generation 1, when this deployment's config takes it.
+  definitions.down = false;
+  await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).put("orders", SIGNUPS);
+  definitions.down = true;
+  const streams = new StreamRegistry(compileConfig({ streams: { orders: SIGNUPS } }), {
+    definitions,
+  });
+  await assert.rejects(streams.registerConfig(), StoreUnavailableError);
+  const app = createApp({ streams, store: new MemoryStore(), keys: await KeyRing.parse("") });
+  const event = [{ plan: "pro" }];
+  const refused = await app.request("/v1/streams/orders/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(event),
+  });
+  assert.equal(refused.status, 503, "nothing counted while the check cannot be made");
+  await refused.body?.cancel();
+  definitions.down = false;
+  const accepted = await app.request("/v1/streams/orders/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(event),
+  });
+  assert.equal(accepted.status, 202);
+  await accepted.body?.cancel();
+  const record = await definitions.get("orders");
+  assert.deepEqual([record?.source, record?.generation], ["config", 2]);
+  assert.equal(streams.generationOf("orders"), 2, "counted in the generation recorded");
+  const current = await app.request("/v1/streams/orders/counters/perMinute/current");
+  assert.equal((await current.json()).windows[0].value, 1);
+});
+
+Deno.test("a config stream that conflicts with the store, found after startup, takes no events (409)", async () => {
+  const definitions = new DownDefinitions();
+  definitions.down = false;
+  await new StreamRegistry(compileConfig(CONFIG_V1), { definitions }).registerConfig();
+  definitions.down = true;
+  const changed = structuredClone(CONFIG_V1) as ConfigShape;
+  changed.streams.orders.counters.n = { window: { tumbling: "5m" }, aggregate: "count" };
+  const streams = new StreamRegistry(compileConfig(changed), { definitions });
+  await assert.rejects(streams.registerConfig(), StoreUnavailableError);
+  definitions.down = false;
+  const app = createApp({ streams, store: new MemoryStore(), keys: await KeyRing.parse("") });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const res = await app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ amount: 1 }]),
+    });
+    assert.equal(res.status, 409);
+    const error = (await res.json()).error;
+    assert.equal(error.code, "counter_changed");
+    assert.match(error.message, /cannot change the window, aggregate or groupBy of counter 'n'/);
+  }
+  assert.equal(streams.isRecorded("orders"), false);
 });
 
 async function waitFor(condition: () => boolean, what: string): Promise<void> {

@@ -417,18 +417,20 @@ Deno.test("PUT /v1/streams/{stream} refuses a pattern RE2 cannot run, and its ev
   assert.deepEqual(body.rejected.map((item: { index: number }) => item.index), [0]);
 });
 
-Deno.test("a stored API stream this release cannot compile answers 409 stream_not_servable, not 404, until replaced", async () => {
+/**
+ * An app over a store where an earlier release stored `signups` with a lookahead pattern, which
+ * this release cannot compile; one event was counted before.
+ */
+async function unservableSetup() {
   const definitions = new MemoryDefinitionStore();
   const registryOf = () =>
     new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 });
   const keys = await KeyRing.parse("");
   const store = new MemoryStore({ now: () => T0 });
   const appOf = (streams: StreamRegistry) => createApp({ streams, store, keys, now: () => T0 });
-  const EVENT = { t: "2026-01-01T00:00:00Z", plan: "pro" };
   const first = appOf(registryOf());
   assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
-  assert.equal((await ingest(first, "signups", [EVENT])).status, 202);
-  // As an earlier release stored it: a lookahead, which patterns may no longer use.
+  assert.equal((await ingest(first, "signups", [UNSERVABLE_EVENT])).status, 202);
   const stored = (await definitions.get("signups"))!;
   const old = {
     ...SIGNUPS,
@@ -440,18 +442,27 @@ Deno.test("a stored API stream this release cannot compile answers 409 stream_no
     stored.version,
   );
   assert.equal(written.status, "written");
-
   const streams = registryOf();
-  const app = appOf(streams);
+  return { streams, app: appOf(streams) };
+}
+
+const UNSERVABLE_EVENT = { t: "2026-01-01T00:00:00Z", plan: "pro" };
+
+Deno.test("a stored API stream this release cannot compile answers 409 stream_not_servable, not 404, until replaced", async () => {
+  const { streams, app } = await unservableSetup();
   for (
     const response of [
-      await ingest(app, "signups", [EVENT]),
+      await ingest(app, "signups", [UNSERVABLE_EVENT]),
       await app.request("/v1/streams/signups"),
       await app.request("/v1/streams/signups/counters/perMinute/current"),
       await app.request("/v1/streams/signups/subscribe", {
         headers: { Accept: "text/event-stream" },
       }),
       await app.request("/v1/streams/signups/ws", { headers: { Upgrade: "websocket" } }),
+      await app.request("/v1/streams/signups/events", {
+        method: "OPTIONS",
+        headers: { Origin: "https://shop.example", "Access-Control-Request-Method": "POST" },
+      }),
     ]
   ) {
     const error = await errorOf(response);
@@ -464,13 +475,20 @@ Deno.test("a stored API stream this release cannot compile answers 409 stream_no
     );
   }
   assert.equal((await app.request("/v1/streams/nothing")).status, 404);
-
   assert.equal((await put(app, "signups", SIGNUPS)).status, 200);
   assert.equal(streams.unservable("signups"), undefined);
-  assert.equal((await ingest(app, "signups", [EVENT])).status, 202);
+  assert.equal((await ingest(app, "signups", [UNSERVABLE_EVENT])).status, 202);
   const current = await app.request("/v1/streams/signups/counters/perMinute/current");
   const windows = (await current.json()).windows;
   assert.deepEqual(windows.map((row: { value: number }) => row.value), [2], "counted before stays");
+});
+
+Deno.test("a stored API stream this release cannot compile, deleted, is gone at once", async () => {
+  const { app } = await unservableSetup();
+  assert.equal((await app.request("/v1/streams/signups")).status, 409);
+  assert.equal((await app.request("/v1/streams/signups", { method: "DELETE" })).status, 204);
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  assert.equal((await ingest(app, "signups", [UNSERVABLE_EVENT])).status, 404);
 });
 
 Deno.test("a schema default fills a missing field before counters group by it", async () => {
