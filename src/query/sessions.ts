@@ -5,7 +5,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { Store } from "../store/types.ts";
+import { compareGroupKeys, type Store } from "../store/types.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
 
 /** One session of one group, as the API returns it (the same shape as a window row). */
@@ -64,7 +64,7 @@ export async function readSessionRows(
     if (options.accept && !options.accept(group)) continue;
     const row: SessionRow & { startMs: number; key: string } = {
       startMs: session.start,
-      key: JSON.stringify(group),
+      key: session.group,
       start: new Date(session.start).toISOString(),
       end: new Date(session.end).toISOString(),
       group,
@@ -75,7 +75,8 @@ export async function readSessionRows(
     if (session.state.approximate) row.approximate = true;
     rows.push(row);
   }
-  rows.sort((a, b) => b.startMs - a.startMs || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  // The stores' order (ties by group key), so a limit they applied cuts where this one would.
+  rows.sort((a, b) => b.startMs - a.startMs || compareGroupKeys(a.key, b.key));
   return rows.slice(0, options.limit ?? rows.length).map(({ startMs: _, key: __, ...row }) => row);
 }
 

@@ -413,7 +413,7 @@ export interface TimeRange {
 
 /** Which sessions {@linkcode Store.readSessions} reads. */
 export interface SessionRange extends TimeRange {
-  /** Most sessions read (the newest starts; ties with the last come too). @default {all} */
+  /** Most sessions read (the newest starts, ties by group key). @default {all} */
   limit?: number;
 }
 
@@ -438,10 +438,9 @@ export interface Store {
   ): Promise<WindowValue[]>;
   /**
    * Reads the live sessions (open, and closed within their TTL) of a session
-   * counter with `fromMs <= start < toMs`, newest start first. Given `limit`,
-   * the `limit` newest and every other session that starts with the last of
-   * them: a reader orders sessions that start together by group, which the
-   * store's order need not follow.
+   * counter with `fromMs <= start < toMs`, newest start first and those that
+   * start together by group key ({@linkcode compareGroupKeys}); at most
+   * `limit` of them when given.
    */
   readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]>;
   /**

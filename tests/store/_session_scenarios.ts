@@ -271,6 +271,16 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     for (let limit = 1; limit <= 6; limit++) {
       assert.deepEqual(await read(limit), all.slice(0, limit), `limit ${limit}`);
     }
+    // The store reads no more than the limit, however many start together.
+    const count = metas("count")[0];
+    const range = { fromMs: T0 - 1, toMs: T0 + 300_000 };
+    for (let limit = 1; limit <= 6; limit++) {
+      const read = await store.readSessions("visits", count, { ...range, limit });
+      assert.equal(read.length, limit);
+    }
+    await ingest(store, Array.from({ length: 50 }, (_, i) => ({ u: `g${i}`, t: 250 })));
+    const tied = await store.readSessions("visits", count, { ...range, limit: 3 });
+    assert.deepEqual(tied.map((session) => session.group), ['["g0"]', '["g1"]', '["g10"]']);
   },
 
   async "sessions: an empty groupBy keeps one session for the whole stream"(store) {

@@ -16,7 +16,12 @@ import {
   mergeState,
   normalizeState,
 } from "../aggregate_state.ts";
-import type { CounterMeta, SessionRange, SessionValue } from "../types.ts";
+import {
+  compareGroupKeys,
+  type CounterMeta,
+  type SessionRange,
+  type SessionValue,
+} from "../types.ts";
 
 interface Session {
   group: string;
@@ -138,9 +143,8 @@ export class SessionTable {
   }
 
   /**
-   * Live sessions with `fromMs <= start < toMs`, newest start first: the
-   * `limit` newest and those that start with the last of them (see
-   * `Store.readSessions`).
+   * Live sessions with `fromMs <= start < toMs`, newest start first, those
+   * that start together by group key (code point order), at most `limit`.
    */
   read(range: SessionRange, now: number): SessionValue[] {
     const found: Session[] = [];
@@ -148,10 +152,8 @@ export class SessionTable {
       if (session.expiresAt <= now) continue;
       if (session.start >= range.fromMs && session.start < range.toMs) found.push(session);
     }
-    found.sort((a, b) => b.start - a.start || compare(a.group, b.group));
-    let end = Math.min(range.limit ?? found.length, found.length);
-    while (end > 0 && end < found.length && found[end].start === found[end - 1].start) end++;
-    return found.slice(0, end).map((session) => this.valueOf(session));
+    found.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
+    return found.slice(0, range.limit ?? found.length).map((session) => this.valueOf(session));
   }
 
   /** Drops expired sessions (an expired open one no longer counts towards `maxSessions`). */

@@ -211,8 +211,8 @@ end
 
 /**
  * Reads the live sessions of one counter, newest start first. ARGV[1] is JSON
- * `{name, kind, from, to, limit|false, now}`; past `limit`, the sessions that
- * start with the last one within it come too. Returns JSON
+ * `{name, kind, from, to, limit|false, now}`; at most `limit` of them, those
+ * that start together by group key (as the memory store and the reader order them). Returns JSON
  * `[[start, end, group, count, sum, minOrMax, distinct, closed], …]`,
  * numbers as text, `""` for no min or max, closed `1` or `0`.
  */
@@ -223,14 +223,16 @@ local members
 if type(limit) == "number" then
   members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from), "LIMIT", 0, limit)
   if limit > 0 and #members == limit then
-    -- Every session starting with the last one read too: the reader orders those by group, and
-    -- the sorted set by member text.
-    local last = redis.call("ZSCORE", sessionStartKey(name), members[#members])
-    local seen = {}
-    for _, member in ipairs(members) do seen[member] = true end
-    for _, member in ipairs(redis.call("ZRANGEBYSCORE", sessionStartKey(name), last, last)) do
-      if not seen[member] then members[#members + 1] = member end
+    -- Sessions that start together come newest-member first here; every store and the reader
+    -- order them by group key, ascending: the tail tied with the last start is read again so.
+    local lastText = string.sub(members[#members], 1, string.find(members[#members], ":", 1, true) - 1)
+    local tied = 0
+    while tied < #members and string.sub(members[#members - tied], 1, #lastText + 1) == lastText .. ":" do
+      tied = tied + 1
     end
+    local last = redis.call("ZSCORE", sessionStartKey(name), members[#members])
+    local ascending = redis.call("ZRANGEBYSCORE", sessionStartKey(name), last, last, "LIMIT", 0, tied)
+    for i = 1, tied do members[#members - tied + i] = ascending[i] end
   end
 else
   members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from))
