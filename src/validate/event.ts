@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
-import { withLinearRegExp } from "./linear_regexp.ts";
+import { compileLinearPattern, withLinearRegExp } from "./linear_regexp.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {
@@ -120,10 +120,7 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
       `Event schema must have type 'object', got ${JSON.stringify(jsonSchema.type)}`,
     );
   }
-  // An event is an object: the top level's keywords apply whether or not it says so.
-  const prepared = withImpliedTypes(
-    withRequiredProperties({ ...jsonSchema, type: "object" }),
-  ) as Record<string, unknown>;
+  const prepared = prepareEventSchema(jsonSchema);
   let schema: z.ZodType;
   try {
     // A schema without `$schema` is read as draft 2020-12, whose `$ref`s point into `$defs`: one
@@ -143,6 +140,18 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
   const fast = compileFastVerdict(prepared);
   if (fast !== null) fastVerdicts.set(schema, fast);
   return schema;
+}
+
+/**
+ * The schema {@linkcode compileEventSchema} hands zod (and the fast verdict): its top level read
+ * as an object, whose keywords apply whether or not it says so, then
+ * {@linkcode withRequiredProperties} and {@linkcode forZod}.
+ */
+export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<string, unknown> {
+  return forZod(withRequiredProperties({ ...jsonSchema, type: "object" })) as Record<
+    string,
+    unknown
+  >;
 }
 
 /** Fast verdicts of the schemas {@linkcode compileEventSchema} made (see `_fast_verdict.ts`). */
@@ -174,11 +183,30 @@ export function withRequiredProperties(schema: unknown): unknown {
   if (Array.isArray(copy.required) && copy.required.every((name) => typeof name === "string")) {
     const properties = { ...(copy.properties as Record<string, unknown> | undefined) };
     for (const name of copy.required as string[]) {
-      if (!Object.hasOwn(properties, name)) properties[name] = {};
+      if (!Object.hasOwn(properties, name)) properties[name] = unlistedProperty(copy, name);
     }
     copy.properties = properties;
   }
   return copy;
+}
+
+/**
+ * The schema a property not under `properties` has: that of the `patternProperties` it
+ * matches, else `additionalProperties` (a required name escapes neither by being listed).
+ */
+function unlistedProperty(node: Record<string, unknown>, name: string): unknown {
+  const patterns = node.patternProperties;
+  if (typeof patterns === "object" && patterns !== null) {
+    const matching = Object.entries(patterns).filter(([pattern]) => {
+      try {
+        return compileLinearPattern(pattern).test(name);
+      } catch {
+        return false; // zod refuses the pattern when it compiles the schema.
+      }
+    }).map(([, schema]) => schema);
+    if (matching.length > 0) return matching.length === 1 ? matching[0] : { allOf: matching };
+  }
+  return node.additionalProperties ?? {};
 }
 
 /** Keywords that apply to one type of value only (JSON Schema 2020-12 and draft-07). */
@@ -199,47 +227,165 @@ const SUBSCHEMA = new Set([
 ]);
 const SUBSCHEMA_LISTS = new Set(["allOf", "anyOf", "oneOf", "prefixItems", "items"]);
 const SUBSCHEMA_MAPS = new Set([...SCHEMA_MAPS, "dependentSchemas"]);
+/** Kept on a schema whose checks are split into `allOf` parts: they are not checks. */
+const NOT_CHECKS = new Set([
+  ...["$schema", "$id", "$anchor", "$comment", "$defs", "definitions", "title", "description"],
+  ...["examples", "default", "deprecated"],
+]);
+/** Annotations zod's converter turns into behaviour (`readOnly` freezes the event): dropped. */
+const DROPPED = new Set(["readOnly", "writeOnly"]);
+/** Formats zod checks more strictly than the format says (relative references refused). */
+const UNCHECKED_FORMATS = new Set(["uri-reference", "iri-reference", "uri-template"]);
+/** The `$ref`s zod's converter resolves as written. */
+const LOCAL_REF = /^#\/(\$defs|definitions)\/[^/]+$/;
+
+function refuse(message: string): never {
+  throw new SchemaCompileError(`Cannot compile event schema: ${message}`);
+}
+
+function isPrimitive(value: unknown): boolean {
+  return value === null || ["string", "number", "boolean"].includes(typeof value);
+}
 
 /**
- * Returns a copy of a JSON Schema in which every subschema that uses a
- * type's keywords without a `type` (`{"pattern": "^a"}`, `{"minimum": 0}`,
- * `{"required": ["id"]}`) lists every type. JSON Schema applies such a
- * keyword to values of its type and lets others pass; zod's converter reads
- * a schema without `type` as any value and drops the keywords, while with
- * the list it makes a union whose members apply the keywords of their type.
- * Throws {@linkcode SchemaCompileError} for draft-07's `dependencies`, which
- * the converter would drop.
+ * Returns a copy of a JSON Schema that zod's converter reads as JSON Schema
+ * means it, or throws {@linkcode SchemaCompileError} for what it would
+ * misread:
+ * - a subschema that uses a type's keywords without a `type` lists every
+ *   type (the converter reads no `type` as any value and drops the keywords;
+ *   with the list it makes a union whose members apply their type's);
+ * - checks the converter would let one another replace (`$ref`, `enum` or
+ *   `const`, `anyOf`, `oneOf`, `allOf`, and the rest beside them) become
+ *   parts of one `allOf`, which it intersects;
+ * - `minItems`/`maxItems` get `items: {}`, without which they are dropped;
+ * - `readOnly`/`writeOnly` are dropped, and `uri-reference`-like formats are
+ *   not checked;
+ * - refused: draft-07's `dependencies`, `$dynamicRef`/`$recursiveRef`, a
+ *   `$ref` other than `#/$defs/<name>` (or `#/definitions/<name>`), an
+ *   `enum` or `const` of objects or arrays, and `additionalProperties` as a
+ *   schema beside `patternProperties`.
  */
-export function withImpliedTypes(schema: unknown): unknown {
+export function forZod(schema: unknown): unknown {
   if (typeof schema !== "object" || schema === null || Array.isArray(schema)) return schema;
+  const node = schema as Record<string, unknown>;
+  if (node.dependencies !== undefined) {
+    refuse("dependencies is not supported (nor are dependentRequired and dependentSchemas)");
+  }
+  if (node.$dynamicRef !== undefined || node.$recursiveRef !== undefined) {
+    refuse("$dynamicRef and $recursiveRef are not supported");
+  }
+  if (node.$ref !== undefined && (typeof node.$ref !== "string" || !LOCAL_REF.test(node.$ref))) {
+    refuse(`$ref '${node.$ref}' is not supported: only #/$defs/<name> (or #/definitions/<name>)`);
+  }
+  for (const key of ["enum", "const"]) {
+    const values = key === "enum" && Array.isArray(node.enum) ? node.enum : [node[key]];
+    if (node[key] !== undefined && !values.every(isPrimitive)) {
+      refuse(`${key} takes strings, numbers, booleans and null, not objects or arrays`);
+    }
+  }
+  if (
+    node.patternProperties !== undefined && node.additionalProperties !== undefined &&
+    typeof node.additionalProperties !== "boolean"
+  ) {
+    refuse("additionalProperties as a schema beside patternProperties is not supported");
+  }
   const copy: Record<string, unknown> = {};
   let typed = false;
-  for (const [key, value] of Object.entries(schema)) {
-    if (key === "dependencies") {
-      // zod's converter refuses its successors (dependentRequired, dependentSchemas) but would
-      // drop this one silently.
-      throw new SchemaCompileError(
-        "Cannot compile event schema: dependencies is not supported (nor are dependentRequired and dependentSchemas)",
-      );
-    }
+  for (const [key, value] of Object.entries(node)) {
+    if (DROPPED.has(key)) continue;
+    if (key === "format" && UNCHECKED_FORMATS.has(value as string)) continue;
     if (TYPE_KEYWORDS.has(key)) typed = true;
     if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) {
-      copy[key] = value.map(withImpliedTypes);
+      copy[key] = value.map(forZod);
     } else if (SUBSCHEMA.has(key)) {
-      copy[key] = withImpliedTypes(value);
+      copy[key] = forZod(value);
     } else if (
       SUBSCHEMA_MAPS.has(key) && typeof value === "object" && value !== null &&
       !Array.isArray(value)
     ) {
       copy[key] = Object.fromEntries(
-        Object.entries(value).map(([name, item]) => [name, withImpliedTypes(item)]),
+        Object.entries(value).map(([name, item]) => [name, forZod(item)]),
       );
     } else {
       copy[key] = value;
     }
   }
-  if (typed && copy.type === undefined && copy.$ref === undefined) copy.type = ALL_TYPES;
-  return copy;
+  if ((copy.minItems !== undefined || copy.maxItems !== undefined) && copy.items === undefined) {
+    if (copy.prefixItems === undefined) copy.items = {};
+  }
+  return splitChecks(copy, typed);
+}
+
+/** {@linkcode forZod}'s `allOf` of the checks zod would let replace one another. */
+function splitChecks(node: Record<string, unknown>, typed: boolean): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  const parts: Record<string, unknown>[] = [];
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(node)) {
+    if (NOT_CHECKS.has(key)) kept[key] = value;
+    else if (key === "$ref" || key === "enum" || key === "const") parts.push({ [key]: value });
+    else if (key === "anyOf" || key === "oneOf") parts.push({ [key]: value });
+    else if (key === "allOf" && Array.isArray(value)) parts.push(...value);
+    else rest[key] = value;
+  }
+  if (typed && rest.type === undefined) rest.type = ALL_TYPES;
+  if (parts.length === 0) return { ...kept, ...rest };
+  // zod intersects objects so that a key one part allows is allowed, whatever another part's
+  // `additionalProperties: false` says: a lone `type` goes into the parts instead of beside them.
+  const onlyType = rest.type !== undefined && Object.keys(rest).length === 1;
+  if (onlyType && parts.every((part) => part.$ref === undefined)) {
+    const typedParts = parts.map((part) => withType(part, rest.type));
+    return typedParts.length === 1 ? { ...kept, ...typedParts[0] } : { ...kept, allOf: typedParts };
+  }
+  const restChecks = Object.keys(rest).length > 0;
+  if (restChecks && parts.some(closesObject)) {
+    refuse(
+      "additionalProperties: false in an allOf, anyOf or oneOf member beside other checks of the same object is not supported: move those checks into the members",
+    );
+  }
+  if (parts.length === 1 && !restChecks) return { ...kept, ...parts[0] };
+  return { ...kept, allOf: restChecks ? [rest, ...parts] : parts };
+}
+
+/** Whether a part, or a member of its anyOf or oneOf, forbids properties it does not list. */
+function closesObject(part: Record<string, unknown>): boolean {
+  if (part.additionalProperties === false) return true;
+  return ["anyOf", "oneOf", "allOf"].some((key) =>
+    Array.isArray(part[key]) &&
+    (part[key] as unknown[]).some((member) =>
+      typeof member === "object" && member !== null &&
+      closesObject(member as Record<string, unknown>)
+    )
+  );
+}
+
+/** The types of a `type` value, `integer` within `number`. */
+function typesOf(type: unknown): string[] {
+  return Array.isArray(type) ? type : [type as string];
+}
+
+/** `part` and `type` together, `type` pushed into its anyOf or oneOf members. */
+function withType(part: unknown, type: unknown): Record<string, unknown> {
+  if (part === true) return { type };
+  if (typeof part !== "object" || part === null) return { not: {} };
+  const node = part as Record<string, unknown>;
+  for (const key of ["anyOf", "oneOf"]) {
+    if (Array.isArray(node[key])) {
+      return { ...node, [key]: (node[key] as unknown[]).map((member) => withType(member, type)) };
+    }
+  }
+  // zod reads a `type` beside these as if it were not there.
+  if (["$ref", "allOf", "enum", "const"].some((key) => node[key] !== undefined)) {
+    return { allOf: [{ type }, node] };
+  }
+  if (node.type === undefined) return { ...node, type };
+  const wanted = typesOf(type);
+  const both = typesOf(node.type).filter((item) =>
+    wanted.includes(item) || (item === "integer" && wanted.includes("number"))
+  ).concat(
+    typesOf(node.type).includes("number") && wanted.includes("integer") ? ["integer"] : [],
+  );
+  return { ...node, type: both.length === 1 ? both[0] : both };
 }
 
 /**

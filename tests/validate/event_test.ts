@@ -250,6 +250,7 @@ Deno.test("compileEventSchema() refuses keywords zod's converter cannot enforce,
     { if: { required: ["a"] }, then: { required: ["b"] } },
     { properties: { a: { not: { type: "string" } } } },
     { unevaluatedProperties: false },
+    { properties: { a: { type: "array", unevaluatedItems: false } } },
   ];
   for (const schema of unsupported) {
     assert.throws(() => compileEventSchema(schema), SchemaCompileError, JSON.stringify(schema));
@@ -287,6 +288,134 @@ Deno.test("a schema's default fills a missing field, at any depth, and leaves a 
   assert.deepEqual(validateEvent({ plan: "pro" }, schema), { ok: true, event: { plan: "pro" } });
 });
 
+Deno.test("schemas zod's converter would misread are validated as JSON Schema says", () => {
+  const strict = (extra: object) => ({ additionalProperties: false, required: ["kind"], ...extra });
+  // [schema, events it accepts, events it refuses]
+  const cases: [Record<string, unknown>, unknown[], unknown[]][] = [
+    // minItems/maxItems without items
+    [{ properties: { tags: { type: "array", maxItems: 2 } } }, [{ tags: [1, 2] }], [{
+      tags: [1, 2, 3],
+    }]],
+    [{ properties: { tags: { minItems: 2 } } }, [{ tags: [1, 2] }, { tags: "x" }], [{ tags: [1] }]],
+    // additionalProperties: false in combinator members
+    [
+      {
+        allOf: [{
+          type: "object",
+          properties: { a: { type: "number" } },
+          additionalProperties: false,
+        }],
+      },
+      [{ a: 1 }],
+      [{ a: 1, evil: 2 }],
+    ],
+    [
+      {
+        anyOf: [
+          strict({ properties: { kind: { const: "a" }, x: { type: "number" } } }),
+          strict({ properties: { kind: { const: "b" }, y: { type: "string" } } }),
+        ],
+      },
+      [{ kind: "a", x: 1 }, { kind: "b", y: "s" }],
+      [{ kind: "a", y: "s" }],
+    ],
+    // $ref with siblings; composition keywords together
+    [
+      { $defs: { n: { type: "number" } }, properties: { a: { $ref: "#/$defs/n", minimum: 5 } } },
+      [{ a: 6 }],
+      [{ a: 1 }, { a: "x" }],
+    ],
+    [
+      {
+        properties: {
+          a: { anyOf: [{ type: "string" }, { type: "number" }], allOf: [{ minimum: 0 }] },
+        },
+      },
+      [{ a: "x" }, { a: 1 }],
+      [{ a: true }, { a: -1 }],
+    ],
+    [
+      { properties: { a: { anyOf: [{ type: "string" }], oneOf: [{ type: "number" }] } } },
+      [],
+      [{ a: 5 }, { a: "s" }],
+    ],
+    // enum and const beside other keywords
+    [{ properties: { a: { type: "string", enum: ["x", 1] } } }, [{ a: "x" }], [{ a: 1 }]],
+    [
+      { properties: { a: { type: "string", enum: ["ab", "cd"], pattern: "^a" } } },
+      [{ a: "ab" }],
+      [{ a: "cd" }],
+    ],
+    [{ properties: { a: { const: 5, maximum: 3 } } }, [], [{ a: 5 }]],
+    [{ properties: { a: { enum: [1, 5, "a"], maximum: 3 } } }, [{ a: 1 }, { a: "a" }], [{ a: 5 }]],
+    // a required name is not exempt from additionalProperties
+    [{ required: ["a"], additionalProperties: { type: "number" } }, [{ a: 1 }], [{ a: "s" }]],
+    [{ properties: { id: {} }, required: ["id", "ts"], additionalProperties: false }, [], [{
+      id: "x",
+      ts: 1,
+    }]],
+    // annotations and formats zod would enforce wrongly
+    [{ properties: { u: { type: "string", format: "uri-reference" } } }, [{ u: "/path/x" }], []],
+    [{ readOnly: true, properties: { a: { type: "number", readOnly: true } } }, [{ a: 1 }], [{
+      a: "x",
+    }]],
+  ];
+  for (const [json, valid, invalid] of cases) {
+    const schema = compileEventSchema(json);
+    for (const event of valid) {
+      const result = validateEvent(event, schema);
+      assert.ok(result.ok, `${JSON.stringify(json)} refused ${JSON.stringify(event)}`);
+      if (result.ok) assert.ok(!Object.isFrozen(result.event), "the event stays writable");
+    }
+    for (const event of invalid) {
+      assert.equal(
+        validateEvent(event, schema).ok,
+        false,
+        `${JSON.stringify(json)} accepted ${JSON.stringify(event)}`,
+      );
+    }
+  }
+});
+
+Deno.test("compileEventSchema() refuses what zod's converter would misread and cannot be rewritten", () => {
+  const refused: [Record<string, unknown>, RegExp][] = [
+    [
+      {
+        $defs: { a: { properties: { b: { type: "string" } } } },
+        properties: { a: { $ref: "#/$defs/a/properties/b" } },
+      },
+      /\$ref '#\/\$defs\/a\/properties\/b' is not supported/,
+    ],
+    [{ properties: { a: { $ref: "https://example.com/s.json" } } }, /\$ref .* is not supported/],
+    [{ properties: { a: { $dynamicRef: "#x" } } }, /\$dynamicRef and \$recursiveRef/],
+    [{ properties: { a: { const: { a: 1 } } } }, /const takes strings, numbers/],
+    [{ properties: { a: { enum: [[1, 2]] } } }, /enum takes strings, numbers/],
+    [
+      {
+        patternProperties: { "^n_": { type: "number" } },
+        additionalProperties: { type: "string" },
+      },
+      /additionalProperties as a schema beside patternProperties/,
+    ],
+    [
+      {
+        properties: { a: { type: "number" } },
+        anyOf: [{ additionalProperties: false, properties: { a: {} } }],
+      },
+      /additionalProperties: false in an allOf, anyOf or oneOf member beside other checks/,
+    ],
+  ];
+  for (const [schema, message] of refused) {
+    assert.throws(
+      () => compileEventSchema(schema),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        /^Cannot compile event schema: /.test(error.message) && message.test(error.message),
+      JSON.stringify(schema),
+    );
+  }
+});
+
 Deno.test("compileEventSchema() refuses schemas that do not describe an object", () => {
   for (const type of ["string", "array", "number", ["object", "null"]]) {
     assert.throws(() => compileEventSchema({ type }), (error: unknown) => {
@@ -304,7 +433,7 @@ Deno.test("compileEventSchema() refuses schemas that do not describe an object",
 Deno.test("compileEventSchema() turns schemas it cannot compile into SchemaCompileError", () => {
   const bad = [
     { type: "object", properties: { a: { type: "nonsense" } } },
-    { type: "object", properties: { a: { $ref: "https://example.com/schema.json" } } },
+    { type: "object", properties: { a: { $ref: "#/$defs/missing" } } },
   ];
   for (const schema of bad) {
     assert.throws(() => compileEventSchema(schema), (error: unknown) => {

@@ -62,6 +62,10 @@ Deno.test("withLinearRegExp() leaves a library's own RegExp with flags (zod's em
 Deno.test("compileLinearPattern() differs from RegExp where the README says", () => {
   assert.equal(compileLinearPattern("^.$").test("\r"), true);
   assert.equal(new RegExp("^.$").test("\r"), false);
+  for (const separator of ["\u2028", "\u2029"]) {
+    assert.equal(compileLinearPattern("^.$").test(separator), true);
+    assert.equal(new RegExp("^.$").test(separator), false);
+  }
   assert.equal(compileLinearPattern("^\\s$").test("\u00a0"), false);
   assert.equal(new RegExp("^\\s$").test("\u00a0"), true);
   assert.equal(compileLinearPattern("^\\w$").test("é"), false);
