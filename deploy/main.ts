@@ -41,8 +41,6 @@ async function setUp() {
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, keys, origins, webhooks } = config;
   logNotices(config.notices);
-  // Config streams checked against the store, and streams created at run time polled for.
-  await registerStreams(config);
   if (store.kind === "memory") {
     logger.warn(
       "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
@@ -98,7 +96,18 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
 const { app, live, webhooks, connections, shutdownMs, streams: registry } = await ready();
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one.
 const port = Deno.env.get("PORT");
-const server = Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);
+let server: Deno.HttpServer<Deno.NetAddr>;
+try {
+  server = Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);
+} catch (error) {
+  if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+  console.error(`edgestream: PORT: ${port} is already in use`);
+  Deno.exit(1);
+}
+// Listening first: a process that cannot stops before it records anything in the store. Config
+// streams checked against the store, and streams created at run time polled for; an event for a
+// config stream not recorded yet waits for its record.
+await registerStreams({ streams: registry });
 // Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
 // defaults to 4 s); stop as src/main.ts does.
 exitOnStopSignal(

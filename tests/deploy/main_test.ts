@@ -164,3 +164,19 @@ Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis", a
     await run.done;
   }
 });
+
+Deno.test("deploy/main.ts run locally on a port taken says so in one line", async () => {
+  const taken = Deno.listen({ hostname: "0.0.0.0", port: 0 });
+  try {
+    const run = runDeploy({ DENO_TIMELINE: "preview/abc123", PORT: String(taken.addr.port) });
+    const { code, output } = await run.done;
+    assert.equal(code, 1, output);
+    const lines = output.trim().split("\n").filter((line) => !line.startsWith("{"));
+    assert.deepEqual(lines, [
+      "harness: cron edgestream sweep * * * * *",
+      `edgestream: PORT: ${taken.addr.port} is already in use`,
+    ]);
+  } finally {
+    taken.close();
+  }
+});
