@@ -328,7 +328,8 @@ export function productionReason(env: EnvSource): string | null {
 /** A boolean variable: `true` or `false`, else a ConfigError naming it. */
 function readFlag(env: EnvSource, name: string): boolean {
   const text = env.get(name);
-  if (text === undefined || text === "false") return false;
+  // Empty, as a compose file's unset `${VAR}` gives it: not set.
+  if (text === undefined || text === "" || text === "false") return false;
   if (text === "true") return true;
   throw new ConfigError(`${name}: expected true or false, got '${text}'`);
 }

@@ -70,6 +70,23 @@ Deno.test("webhooksFromEnv() refuses a bad allow-list entry or disable period, n
   );
 });
 
+Deno.test("a flag variable set empty (a compose file's unset value) reads as false", async () => {
+  const store = new MemoryStore();
+  for (const value of ["", "false"]) {
+    const webhooks = webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_ALLOW_HTTP: value }), {
+      store,
+      streams,
+    });
+    await webhooks.close();
+  }
+  assert.throws(
+    () => webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_ALLOW_HTTP: "TRUE" }), { store, streams }),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message === "EDGESTREAM_WEBHOOK_ALLOW_HTTP: expected true or false, got 'TRUE'",
+  );
+});
+
 redisTest(
   "webhooksFromEnv() keeps endpoints in Redis when the Upstash variables are set",
   async (fixture) => {

@@ -167,7 +167,7 @@ function counterChangedMessage(
   const [stored, now] = [identities.stored.counters[name], identities.next[name]];
   const held = (identities.stored.definition as { counters?: object } | null)?.counters ?? {};
   if (!Object.hasOwn(held, name)) {
-    return `Stream '${stream}' counted a counter '${name}' with another window, aggregate or groupBy before it was removed (stored: ${stored}, now: ${now}); a name keeps its meaning while the stream lives, as its data may still be read under it, so add the counter under a new name`;
+    return `Stream '${stream}' had a counter '${name}' with another window, aggregate or groupBy before it was removed (stored: ${stored}, now: ${now}); a name keeps its meaning while the stream lives, as its data may still be read under it, so add the counter under a new name`;
   }
   return `Stream '${stream}' cannot change the window, aggregate or groupBy of counter '${name}' (stored: ${stored}, now: ${now}); its data was counted under the stored one, so add a new counter instead`;
 }

@@ -13,7 +13,7 @@ export const ErrorSchema = z.object({
     message: z.string().openapi({ example: "Stream 'orders' is not configured" }),
     details: z.record(z.string(), z.unknown()).optional().openapi({
       description:
-        "More about some errors: a 503 from the store says `outcome` (`unknown`: the batch may have been applied, resend with the same Idempotency-Key; `not_applied`: nothing was applied)",
+        "More about some errors: a 503 from the store says `outcome` (`unknown`: a write may have been applied, so resend an ingest request with the same Idempotency-Key, and read the state back before sending another write again; `not_applied`: nothing was applied)",
       example: { outcome: "unknown" },
     }),
     requestId: z.string().openapi({

@@ -537,12 +537,7 @@ export function noBody(): MiddlewareHandler {
   return async (c, next) => {
     const text = (await c.req.text()).trim();
     if (text !== "") {
-      let value: unknown;
-      try {
-        value = JSON.parse(text);
-      } catch (error) {
-        throw new BodyError("invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
-      }
+      const value = parseJson(text);
       const empty = typeof value === "object" && value !== null && !Array.isArray(value) &&
         Object.keys(value).length === 0;
       if (!empty) {

@@ -89,11 +89,16 @@ const BODY_STATUS: Record<BodyErrorCode, ContentfulStatusCode> = {
 export interface ErrorContext {
   /** An ingest request: a 503's advice is to resend it with its Idempotency-Key. */
   ingest?: boolean;
+  /** A request that changes nothing (GET, HEAD): a 503's advice is to try again. */
+  read?: boolean;
 }
 
 /** The {@linkcode ErrorContext} of a request. */
 export function errorContextOf(c: Context): ErrorContext {
-  return { ingest: c.req.method === "POST" && /^\/v1\/streams\/[^/]+\/events$/.test(c.req.path) };
+  return {
+    ingest: c.req.method === "POST" && /^\/v1\/streams\/[^/]+\/events$/.test(c.req.path),
+    read: c.req.method === "GET" || c.req.method === "HEAD",
+  };
 }
 
 /**
@@ -113,6 +118,8 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
   if (error instanceof StoreUnavailableError) {
     const outcome = error.outcome === "not_applied"
       ? "nothing was applied"
+      : context.read
+      ? "try again"
       : context.ingest
       ? "it may have been applied: resend with the same Idempotency-Key, or with dedupe ids, to be safe"
       : "it may have been applied: read the state back before sending it again";

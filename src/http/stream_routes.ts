@@ -572,7 +572,7 @@ const groupFilterParameter = {
 
 /** What the windows operations say about filtering groups. */
 const GROUP_FILTER_TEXT =
-  "Filter groups with `group.<field>=<value>` (e.g. `group.country=DE`; `null` matches a missing value; several fields must all match).";
+  'Filter groups with `group.<field>=<value>` (e.g. `group.country=DE`; `null` matches a missing value; a value in double quotes, `group.g="1"`, only that string; several fields must all match).';
 
 /** `GET /v1/streams/{stream}/counters/{counter}`. */
 const listWindowsRoute = createRoute({

@@ -378,7 +378,7 @@ Deno.test("registerConfig() refuses a counter a redeploy removed and a later one
       assert.ok(error instanceof ConfigError);
       assert.match(
         error.message,
-        /^Stream 'orders' counted a counter 'revenue' with another window, aggregate or groupBy before it was removed .*under a new name$/,
+        /^Stream 'orders' had a counter 'revenue' with another window, aggregate or groupBy before it was removed .*under a new name$/,
       );
       return true;
     },

@@ -133,7 +133,7 @@ Deno.test("PUT /v1/streams/{stream} refuses a counter removed and added again wi
   assert.equal(error.code, "counter_changed");
   assert.match(
     error.message,
-    /^Stream 'signups' counted a counter 'perMinute' with another window, aggregate or groupBy before it was removed \(stored: .*"count".*, now: .*"avg".*\); .*under a new name$/,
+    /^Stream 'signups' had a counter 'perMinute' with another window, aggregate or groupBy before it was removed \(stored: .*"count".*, now: .*"avg".*\); .*under a new name$/,
   );
   // Added again as it was, it reads its data again; a new name is a new counter.
   assert.equal((await put(app, "signups", SIGNUPS)).status, 200);

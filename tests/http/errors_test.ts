@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { errorResponse } from "../../src/http/errors.ts";
 import { StoreUnavailableError } from "../../src/store/mod.ts";
 
-Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only", async () => {
+Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only, a retry on reads", async () => {
   const app = new Hono();
   app.onError((error, c) => errorResponse(error, c));
   app.all("*", () => {
@@ -18,6 +18,10 @@ Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-
   assert.equal(
     await messageOf("POST", "/v1/streams/orders/events"),
     "Redis did not answer within 5000 ms; it may have been applied: resend with the same Idempotency-Key, or with dedupe ids, to be safe",
+  );
+  assert.equal(
+    await messageOf("GET", "/v1/streams/orders/counters/n"),
+    "Redis did not answer within 5000 ms; try again",
   );
   for (const [method, path] of [["POST", "/v1/webhooks"], ["DELETE", "/v1/keys/key_1"]]) {
     assert.equal(

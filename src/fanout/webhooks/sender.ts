@@ -213,6 +213,8 @@ export class Sender {
       if (stopping.aborted) return await this.#release(claim);
       // Any other failure to send is an attempt that failed too: left unrecorded, the delivery
       // would be claimed again after every lease, forever, never retried on schedule nor dead.
+      // Not the receiver's doing, so it is logged as well.
+      if (!(error instanceof UnsafeUrlError)) this.#onError(error);
       result = {
         status: null,
         error: error instanceof UnsafeUrlError
