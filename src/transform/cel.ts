@@ -96,7 +96,8 @@ function asWritten(message: string): string {
 }
 
 /**
- * Renames every `<string>.matches(<pattern>)` call in a parsed expression to
+ * Renames every `<string>.matches(<pattern>)` (and `matches(<string>, <pattern>)`) call in a
+ * parsed expression to
  * {@linkcode LINEAR_MATCHES}, and compiles a literal pattern now, so a bad one is refused with
  * the expression. Throws {@linkcode PatternError}.
  */
@@ -107,9 +108,12 @@ function useLinearMatches(node: unknown): void {
   }
   if (typeof node !== "object" || node === null) return;
   const { op, args } = node as { op?: unknown; args?: unknown };
-  if (op === "rcall" && Array.isArray(args) && args[0] === "matches") {
+  const method = op === "rcall";
+  if ((method || op === "call") && Array.isArray(args) && args[0] === "matches") {
     args[0] = LINEAR_MATCHES;
-    const [pattern] = Array.isArray(args[2]) ? args[2] : [];
+    // `text.matches(pattern)` has its arguments third, `matches(text, pattern)` second.
+    const list = method ? args[2] : args[1];
+    const pattern = Array.isArray(list) ? list[method ? 0 : 1] : undefined;
     const literal = pattern as { op?: unknown; args?: unknown } | undefined;
     if (literal?.op === "value" && typeof literal.args === "string") {
       compileLinearPattern(literal.args);
@@ -125,6 +129,7 @@ function environmentFor(variables: readonly string[]): Environment {
     env = new Environment({ homogeneousAggregateLiterals: false });
     registerMixedArithmetic(env);
     env.registerFunction(`string.${LINEAR_MATCHES}(string): bool`, linearMatches);
+    env.registerFunction(`${LINEAR_MATCHES}(string, string): bool`, linearMatches);
     for (const name of variables) env.registerVariable(name, "dyn");
     environments.set(key, env);
   }

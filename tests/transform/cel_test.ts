@@ -187,6 +187,17 @@ Deno.test("toJson() refuses CEL values that have no JSON form instead of writing
   assert.throws(() => toJson(compileExpression("type(1)")({ event: {} })), TypeError);
 });
 
+Deno.test("matches() written as a function, matches(text, pattern), runs by RE2 too", () => {
+  const global = compileExpression('matches(event.c, "^a.$")');
+  assert.equal(global({ event: { c: "a😀" } }), true);
+  assert.equal(global({ event: { c: "b" } }), false);
+  assert.throws(() => compileExpression('matches(event.c, "(?=a)")'), /RE2/);
+  const email = compileExpression(
+    'matches(event.email, "^([a-zA-Z0-9]+\\\\.?)+@example\\\\.com$")',
+  );
+  assert.equal(email({ event: { email: "a".repeat(44) + "!" } }), false);
+});
+
 Deno.test("matches() runs by RE2 in linear time; a literal pattern it cannot run is refused", () => {
   // By code point, as RE2 (V8's RegExp without u sees two units).
   assert.equal(compileExpression('event.c.matches("^.$")')({ event: { c: "😀" } }), true);

@@ -356,6 +356,11 @@ Deno.test("schemas zod's converter would misread are validated as JSON Schema sa
     }]],
     // annotations and formats zod would enforce wrongly
     [{ properties: { u: { type: "string", format: "uri-reference" } } }, [{ u: "/path/x" }], []],
+    // integers are safe integers
+    [{ properties: { n: { type: "integer" } } }, [{ n: 2 ** 53 - 1 }, { n: -(2 ** 53 - 1) }], [
+      { n: 2 ** 53 },
+      { n: 1.5 },
+    ]],
     [{ readOnly: true, properties: { a: { type: "number", readOnly: true } } }, [{ a: 1 }], [{
       a: "x",
     }]],
