@@ -2,6 +2,7 @@
 import { createApp } from "../src/app.ts";
 import { compileConfig } from "../src/config/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
+import { MemoryDefinitionStore, StoreUnavailableError } from "../src/store/mod.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Store } from "../src/store/types.ts";
 
@@ -98,4 +99,12 @@ export function postEvents(
 /** ISO time `seconds` after midnight of 2026-01-01 UTC. */
 export function at(seconds: number): string {
   return new Date(Date.parse("2026-01-01T00:00:00Z") + seconds * 1000).toISOString();
+}
+
+/** A definition store whose reads fail as an unreachable Redis's do, while `down`. */
+export class DownDefinitions extends MemoryDefinitionStore {
+  down = true;
+  override get(name: string) {
+    return this.down ? Promise.reject(new StoreUnavailableError("down")) : super.get(name);
+  }
 }

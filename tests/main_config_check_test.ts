@@ -7,12 +7,9 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig, StreamRegistry } from "../src/config/mod.ts";
 import { registerStreams } from "../src/main.ts";
-import {
-  MemoryDefinitionStore,
-  RedisDefinitionStore,
-  StoreUnavailableError,
-} from "../src/store/mod.ts";
-import { redisTest } from "./_redis.ts";
+import { RedisDefinitionStore } from "../src/store/mod.ts";
+import { DownDefinitions } from "./_fixtures.ts";
+import { type RedisFixture, redisTest } from "./_redis.ts";
 import { startServerProcess } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -23,6 +20,34 @@ function config(window: string) {
       orders: { counters: { perMinute: { window: { tumbling: window }, aggregate: "count" } } },
     },
   };
+}
+
+/** Runs `src/main.ts` on the fixture's Redis with `vars` until it exits. */
+async function runUntilExit(
+  fixture: RedisFixture,
+  vars: Record<string, string>,
+): Promise<{ code: number; stderr: string }> {
+  const env: Record<string, string> = {
+    ...Deno.env.toObject(),
+    NO_COLOR: "1",
+    UPSTASH_REDIS_REST_URL: fixture.restUrl,
+    UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    EDGESTREAM_SWEEP_EVERY: "0s",
+    PORT: "0",
+  };
+  for (const name of ["EDGESTREAM_KEYS", "EDGESTREAM_ENV", "DENO_TIMELINE", "EDGESTREAM_PREFIX"]) {
+    delete env[name];
+  }
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", "--allow-all", "src/main.ts"],
+    cwd: root,
+    env: { ...env, ...vars },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(30_000),
+  }).output();
+  return { code: output.code, stderr: new TextDecoder().decode(output.stderr) };
 }
 
 redisTest(
@@ -39,27 +64,8 @@ redisTest(
     const path = await Deno.makeTempFile({ suffix: ".json" });
     try {
       await Deno.writeTextFile(path, JSON.stringify(config("5m")));
-      const env: Record<string, string> = {
-        ...Deno.env.toObject(),
-        NO_COLOR: "1",
-        EDGESTREAM_CONFIG: path,
-        UPSTASH_REDIS_REST_URL: fixture.restUrl,
-        UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
-        EDGESTREAM_SWEEP_EVERY: "0s",
-        PORT: "0",
-      };
-      for (const name of ["EDGESTREAM_KEYS", "EDGESTREAM_ENV", "DENO_TIMELINE"]) delete env[name];
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--cached-only", "--allow-all", "src/main.ts"],
-        cwd: root,
-        env,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(30_000),
-      }).output();
-      const stderr = new TextDecoder().decode(output.stderr);
-      assert.equal(output.code, 1, stderr);
+      const { code, stderr } = await runUntilExit(fixture, { EDGESTREAM_CONFIG: path });
+      assert.equal(code, 1, stderr);
       const lines = stderr.trim().split("\n");
       assert.equal(lines.length, 1, stderr);
       assert.match(
@@ -106,29 +112,13 @@ redisTest(
     const path = await Deno.makeTempFile({ suffix: ".json" });
     try {
       await Deno.writeTextFile(path, JSON.stringify(config("1m")));
-      const env: Record<string, string> = {
-        ...Deno.env.toObject(),
-        NO_COLOR: "1",
+      const { code, stderr } = await runUntilExit(fixture, {
         EDGESTREAM_CONFIG: path,
         EDGESTREAM_KEYS: "admin:0123456789abcdef0123",
-        UPSTASH_REDIS_REST_URL: fixture.restUrl,
-        UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
-        EDGESTREAM_SWEEP_EVERY: "0s",
         HOST: "127.0.0.1",
         PORT: String(taken.addr.port),
-      };
-      for (const name of ["EDGESTREAM_ENV", "DENO_TIMELINE", "EDGESTREAM_PREFIX"]) delete env[name];
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--cached-only", "--allow-all", "src/main.ts"],
-        cwd: root,
-        env,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(30_000),
-      }).output();
-      const stderr = new TextDecoder().decode(output.stderr);
-      assert.equal(output.code, 1, stderr);
+      });
+      assert.equal(code, 1, stderr);
       assert.match(stderr, /^edgestream: PORT: 127\.0\.0\.1:\d+ is already in use\n$/);
       const record = await definitions.get("orders");
       assert.equal(record?.source, "api", "the API stream is still the API's");
@@ -140,13 +130,7 @@ redisTest(
 );
 
 Deno.test("registerStreams() starts though the store is down; a poll records the config streams once it answers", async () => {
-  class FlakyDefinitions extends MemoryDefinitionStore {
-    down = true;
-    override get(name: string) {
-      return this.down ? Promise.reject(new StoreUnavailableError("down")) : super.get(name);
-    }
-  }
-  const definitions = new FlakyDefinitions();
+  const definitions = new DownDefinitions();
   const streams = new StreamRegistry(compileConfig(config("1m")), { definitions, pollMs: 20 });
   try {
     await registerStreams({ streams });

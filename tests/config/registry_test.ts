@@ -24,6 +24,7 @@ import {
   type StoredDefinition,
   StoreUnavailableError,
 } from "../../src/store/mod.ts";
+import { DownDefinitions } from "../_fixtures.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 
 const SIGNUPS = {
@@ -388,14 +389,6 @@ Deno.test("registerConfig() refuses a counter a redeploy removed and a later one
   await restored.registerConfig();
   assert.equal(restored.describe("orders")?.version, 3);
 });
-
-/** A definition store that is down until told otherwise (its reads fail as Redis's would). */
-class DownDefinitions extends MemoryDefinitionStore {
-  down = true;
-  override get(name: string) {
-    return this.down ? Promise.reject(new StoreUnavailableError("down")) : super.get(name);
-  }
-}
 
 Deno.test("a config stream not recorded at startup is recorded before its first event is counted", async () => {
   const definitions = new DownDefinitions();

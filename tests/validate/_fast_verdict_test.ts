@@ -10,7 +10,6 @@ import {
   prepareEventSchema,
   SchemaCompileError,
   validateEvent,
-  withRequiredProperties,
 } from "../../src/validate/mod.ts";
 import { evalAtRoot } from "../_eval.ts";
 
