@@ -207,6 +207,13 @@ export interface IngestSocketOptions {
   idleTimeoutSeconds?: number;
   /** Counts to keep up to date. @default {a private one} */
   stats?: IngestSocketStats;
+  /**
+   * Bytes of answers waiting to be sent past which no further frame is applied until the
+   * client reads them. @default {1048576}
+   */
+  maxBufferedBytes?: number;
+  /** How long (ms) the answers may stay unread past `maxBufferedBytes` before a 1008 close. @default {10000} */
+  maxUnreadMs?: number;
 }
 
 /** What {@linkcode ingestSocketHandler} needs from the app. */
@@ -277,6 +284,8 @@ class IngestConnection implements HeldConnection {
   #maxFramesQueued: number;
   #maxFramesInFlight: number;
   #maxFrameBytes: number;
+  #maxBufferedBytes: number;
+  #maxUnreadMs: number;
   #queue: QueuedFrame[] = [];
   #received = 0;
   #draining = false;
@@ -295,6 +304,8 @@ class IngestConnection implements HeldConnection {
       maxFramesInFlight: number;
       maxFramesQueued: number;
       maxFrameBytes: number;
+      maxBufferedBytes: number;
+      maxUnreadMs: number;
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
       /** Where each frame goes, asked again per frame (see {@linkcode FrameTarget}). */
@@ -310,6 +321,8 @@ class IngestConnection implements HeldConnection {
     this.#maxFramesInFlight = settings.maxFramesInFlight;
     this.#maxFramesQueued = settings.maxFramesQueued;
     this.#maxFrameBytes = settings.maxFrameBytes;
+    this.#maxBufferedBytes = settings.maxBufferedBytes;
+    this.#maxUnreadMs = settings.maxUnreadMs;
   }
 
   receive(data: unknown): void {
@@ -406,6 +419,19 @@ class IngestConnection implements HeldConnection {
     this.#draining = true;
     try {
       while (this.#queue.length > 0 && !this.#closed) {
+        // A client that does not read its answers gets no more frames applied until it does: an
+        // answer can be far larger than its frame (one rejection per event), and a frame counts
+        // as answered once its answer is queued, so the window alone would not bound them.
+        if (
+          !this.#closing && this.#buffered() > this.#maxBufferedBytes &&
+          !(await this.#answersRead())
+        ) {
+          this.#fail(
+            1008,
+            `Client too slow: answers waiting to be sent stayed over ${this.#maxBufferedBytes} bytes for ${this.#maxUnreadMs} ms; read them`,
+          );
+        }
+        if (this.#closed) break;
         const frame = this.#queue[0];
         const reply = this.#closing
           ? this.#notApplied(frame, this.#closing.code)
@@ -420,6 +446,24 @@ class IngestConnection implements HeldConnection {
       this.#draining = false;
     }
     if (this.#closing) this.#closeAnswered();
+  }
+
+  /** Bytes of answers waiting to be sent. */
+  #buffered(): number {
+    return (this.#socket.raw as WebSocket | undefined)?.bufferedAmount ?? 0;
+  }
+
+  /**
+   * Waits while the answers waiting to be sent are over `maxBufferedBytes`; false when they stay
+   * so for `maxUnreadMs`.
+   */
+  async #answersRead(): Promise<boolean> {
+    const deadline = Date.now() + this.#maxUnreadMs;
+    while (this.#buffered() > this.#maxBufferedBytes) {
+      if (this.#closed || Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return true;
   }
 
   #logFailure(error: unknown): void {
@@ -537,6 +581,8 @@ export function ingestSocketHandler(
     maxFramesQueued: options.maxFramesQueued ?? 2 * maxFramesInFlight,
     maxFrameBytes: options.maxFrameBytes ?? deps.limits.maxBodyBytes ??
       DEFAULT_LIMITS.maxBodyBytes,
+    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
+    maxUnreadMs: options.maxUnreadMs ?? 10_000,
   };
   const idleTimeout = options.idleTimeoutSeconds ?? 30;
   const connections = deps.connections;

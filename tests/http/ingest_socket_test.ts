@@ -830,3 +830,37 @@ Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted
     await server.close();
   }
 });
+
+Deno.test("a WebSocket ingest client that does not read its answers gets no more frames applied, then 1008", async () => {
+  const server = await startServer({
+    liveRoutes: { socket: { maxBufferedBytes: 64 * 1024, maxUnreadMs: 500 } },
+  });
+  const client = await nodeClient(server.wsUrl(WS_PATH));
+  try {
+    client.socket.pause();
+    // Each answer lists 1,000 rejections (~90 KB) for a 2 KB frame.
+    const frame = JSON.stringify(Array.from({ length: 1_000 }, () => 1));
+    // A client that ignores its answers: a frame every 50 ms, whatever came back.
+    let sent = 0;
+    while (server.socketStats.closing === 0 && server.socketStats.connections > 0) {
+      assert.ok(sent < 100, "the server never gave up on the client");
+      client.socket.send(frame);
+      sent += 1;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const applied = (await stats(server.base)).rejected;
+    // The server stopped applying frames past the bound and closes: the close frame comes once
+    // the client reads what waits before it.
+    client.socket.resume();
+    const closed = await within(client.inbox.closed, 10_000);
+    await eventually(() => server.socketStats.connections === 0);
+    assert.equal(closed.code, 1008);
+    assert.match(closed.reason, /^Client too slow: answers waiting to be sent stayed over 65536/);
+    // Frames were applied only while the answers were read (the first filled the buffer).
+    assert.ok(applied <= 2_000, `${applied} events applied`);
+    assert.equal((await stats(server.base)).rejected, applied, "none after the close");
+  } finally {
+    client.socket.terminate();
+    await server.close();
+  }
+});
