@@ -1025,6 +1025,17 @@ Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention per
   );
 });
 
+Deno.test("MemoryDeliveryStore: deleting an endpoint frees its deliveries, not another's", async () => {
+  const store = new MemoryDeliveryStore({ now: () => T0 });
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.putEndpoint(config("ep_b"), { expectVersion: null });
+  await store.createDeliveries([delivery(1), delivery(2), delivery(3, "ep_b")]);
+  assert.equal(await store.deleteEndpoint("ep_a"), true);
+  assert.equal(await store.getDelivery(delivery(1).id), null);
+  assert.equal(await store.getDelivery(delivery(2).id), null);
+  assert.ok(await store.getDelivery(delivery(3, "ep_b").id));
+});
+
 /** Kills one delivery at T0 and counts at the end of its retention and just after. */
 async function deadCountsAroundRetention(
   store: DeliveryStore,

@@ -126,6 +126,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   deleteEndpoint(id: string): Promise<boolean> {
     const existed = this.#configs.delete(id);
+    // Its deliveries can no longer be read or sent: held for their week, they would only grow.
+    for (const position of this.#byEndpoint.get(id) ?? []) this.#deliveries.delete(position.id);
     this.#states.delete(id);
     this.#due.delete(id);
     this.#inflight.delete(id);
