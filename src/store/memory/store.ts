@@ -85,6 +85,8 @@ interface StreamState {
   overflow: Map<string, number>;
   /** Dedupe ids, as fingerprints in two TTL-wide time buckets, bounded by `maxDedupeIds`. */
   ids: DedupeIds;
+  /** The dedupe TTL of the last batch (0: none), so a sweep can drop old ids of an idle stream. */
+  dedupeTtlMs: number;
   /** Whether the warning that the bound forgot ids early was logged. */
   warnedForgotten: boolean;
   panes: Map<string, Map<number, Pane>>;
@@ -175,6 +177,7 @@ export class MemoryStore implements Store {
         rejected: 0,
         overflow: new Map(),
         ids: new DedupeIds({ maxIds: this.#maxDedupeIds, seed: this.#dedupeSeed }),
+        dedupeTtlMs: 0,
         warnedForgotten: false,
         panes: new Map(),
         open: new Map(),
@@ -207,6 +210,7 @@ export class MemoryStore implements Store {
     const stream = this.#stream(batch.stream);
     const dedupe = batch.dedupeTtlMs > 0;
     if (dedupe) stream.ids.rotateTo(now, batch.dedupeTtlMs);
+    stream.dedupeTtlMs = batch.dedupeTtlMs;
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];
     const results: RequestResult[] = [];
@@ -600,6 +604,11 @@ export class MemoryStore implements Store {
     return Promise.resolve();
   }
 
+  /** Dedupe ids `stream` holds now (both TTL buckets); for diagnostics and tests. */
+  heldIds(stream: string): number {
+    return this.#streams.get(stream)?.ids.size ?? 0;
+  }
+
   lastLogId(stream: string): Promise<string | null> {
     return Promise.resolve(this.#streams.get(stream)?.log.at(-1)?.id ?? null);
   }
@@ -608,6 +617,8 @@ export class MemoryStore implements Store {
     if (now < this.#nextSweep) return;
     this.#nextSweep = now + this.#sweepEveryMs;
     for (const stream of this.#streams.values()) {
+      // Ids past their TTL go even from a stream that gets no more batches (one deleted, say).
+      if (stream.dedupeTtlMs > 0) stream.ids.rotateTo(now, stream.dedupeTtlMs);
       for (const [key, expiresAt] of stream.fired) if (expiresAt <= now) stream.fired.delete(key);
       // Oldest first, up to the first one still kept: the sweep costs what expired, not what is
       // held. (After the stream's idempotency TTL shrinks, a reply behind longer-kept ones waits

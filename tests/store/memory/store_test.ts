@@ -111,6 +111,18 @@ Deno.test("MemoryStore remembers a dedupe id for at least its ttl and forgets it
   assert.equal(stats.applied, 2);
 });
 
+Deno.test("MemoryStore drops a stream's ids past their TTL though the stream gets no more batches", async () => {
+  const { store } = clockedStore();
+  const dedupe = { dedupeTtlMs: 10 * MINUTE };
+  const ids = Array.from({ length: 100 }, (_, i) => countEvent("[]", `id${i}`));
+  await store.applyBatch(batch(T0, ids, { ...dedupe, stream: "deleted" }));
+  assert.equal(store.heldIds("deleted"), 100);
+  // Batches of another stream only (the first was deleted, say): its ids go within twice the TTL.
+  await store.applyBatch(batch(T0 + 10 * MINUTE, [countEvent()], { stream: "other" }));
+  await store.applyBatch(batch(T0 + 20 * MINUTE + 1, [countEvent()], { stream: "other" }));
+  assert.equal(store.heldIds("deleted"), 0);
+});
+
 Deno.test("MemoryStore does not extend a dedupe id's life when a duplicate arrives", async () => {
   const { store } = clockedStore();
   const dedupe = { dedupeTtlMs: 10 * MINUTE };
