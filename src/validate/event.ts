@@ -166,16 +166,20 @@ const DATA_KEYWORDS = new Set(["enum", "const", "examples", "default"]);
  * required names it finds there, so `{"required": ["id"]}` alone would accept
  * an event without `id`.
  */
-export function withRequiredProperties(schema: unknown): unknown {
-  if (Array.isArray(schema)) return schema.map(withRequiredProperties);
+export function withRequiredProperties(schema: unknown, parent?: Record<string, unknown>): unknown {
+  if (Array.isArray(schema)) return schema.map((item) => withRequiredProperties(item));
   if (typeof schema !== "object" || schema === null) return schema;
+  const node = schema as Record<string, unknown>;
   const copy: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(schema)) {
+  for (const [key, value] of Object.entries(node)) {
     if (SCHEMA_MAPS.has(key) && typeof value === "object" && value !== null) {
       // Names to schemas: a property may itself be called "enum" or "default".
       copy[key] = Object.fromEntries(
         Object.entries(value).map(([name, item]) => [name, withRequiredProperties(item)]),
       );
+    } else if (COMBINATORS.has(key) && Array.isArray(value)) {
+      // A member's required names are this object's properties too (see unlistedProperty).
+      copy[key] = value.map((item) => withRequiredProperties(item, node));
     } else {
       copy[key] = DATA_KEYWORDS.has(key) ? value : withRequiredProperties(value);
     }
@@ -183,18 +187,76 @@ export function withRequiredProperties(schema: unknown): unknown {
   if (Array.isArray(copy.required) && copy.required.every((name) => typeof name === "string")) {
     const properties = { ...(copy.properties as Record<string, unknown> | undefined) };
     for (const name of copy.required as string[]) {
-      if (!Object.hasOwn(properties, name)) properties[name] = unlistedProperty(copy, name);
+      if (!Object.hasOwn(properties, name)) {
+        properties[name] = unlistedProperty(copy, name) ??
+          (parent && parentProperty(parent, name)) ??
+          {};
+      }
     }
     copy.properties = properties;
+  }
+  if (parent?.additionalProperties !== undefined && copy.additionalProperties === undefined) {
+    closeLike(copy, parent);
   }
   return copy;
 }
 
 /**
- * The schema a property not under `properties` has: that of the `patternProperties` it
- * matches, else `additionalProperties` (a required name escapes neither by being listed).
+ * Gives a combinator's member the holding schema's `additionalProperties`, knowing its properties
+ * and patterns too (as `{}`: the holder checks them): the same check as the holder's, so nothing
+ * changes in JSON Schema terms, but zod intersects objects so that a key one side allows is
+ * allowed, and an open member would let through what the closed holder refuses.
  */
-function unlistedProperty(node: Record<string, unknown>, name: string): unknown {
+function closeLike(member: Record<string, unknown>, holder: Record<string, unknown>): void {
+  const known = (map: unknown) =>
+    Object.fromEntries(Object.keys((map as Record<string, unknown>) ?? {}).map((key) => [key, {}]));
+  // A key only the member lists is still the holder's additional property.
+  const own = { ...(member.properties as Record<string, unknown>) };
+  for (const [key, schema] of Object.entries(own)) {
+    if (holderKnows(holder, key)) continue;
+    own[key] = holder.additionalProperties === false
+      ? false
+      : { allOf: [schema, holder.additionalProperties] };
+  }
+  member.properties = { ...known(holder.properties), ...own };
+  if (holder.patternProperties !== undefined) {
+    member.patternProperties = {
+      ...known(holder.patternProperties),
+      ...(member.patternProperties as object),
+    };
+  }
+  member.additionalProperties = holder.additionalProperties;
+}
+
+/** Whether `holder` lists `key` under its properties or patterns. */
+function holderKnows(holder: Record<string, unknown>, key: string): boolean {
+  const properties = holder.properties as Record<string, unknown> | undefined;
+  if (properties && Object.hasOwn(properties, key)) return true;
+  return Object.keys((holder.patternProperties as object) ?? {}).some((pattern) => {
+    try {
+      return compileLinearPattern(pattern).test(key);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The keywords whose members validate the same value as the schema holding them. */
+const COMBINATORS = new Set(["allOf", "anyOf", "oneOf"]);
+
+/** What `parent` (the schema holding a combinator) says of its property `name`, if anything. */
+function parentProperty(parent: Record<string, unknown>, name: string): unknown {
+  const properties = parent.properties as Record<string, unknown> | undefined;
+  if (properties && Object.hasOwn(properties, name)) return properties[name];
+  return unlistedProperty(parent, name);
+}
+
+/**
+ * The schema a property not under `properties` has: that of the `patternProperties` it
+ * matches, else `additionalProperties` (a required name escapes neither by being listed);
+ * undefined when the schema says nothing of it.
+ */
+function unlistedProperty(node: Record<string, unknown>, name: string): unknown | undefined {
   const patterns = node.patternProperties;
   if (typeof patterns === "object" && patterns !== null) {
     const matching = Object.entries(patterns).filter(([pattern]) => {
@@ -206,7 +268,7 @@ function unlistedProperty(node: Record<string, unknown>, name: string): unknown 
     }).map(([, schema]) => schema);
     if (matching.length > 0) return matching.length === 1 ? matching[0] : { allOf: matching };
   }
-  return node.additionalProperties ?? {};
+  return node.additionalProperties;
 }
 
 /** Keywords that apply to one type of value only (JSON Schema 2020-12 and draft-07). */
@@ -338,13 +400,34 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
     return typedParts.length === 1 ? { ...kept, ...typedParts[0] } : { ...kept, allOf: typedParts };
   }
   const restChecks = Object.keys(rest).length > 0;
-  if (restChecks && parts.some(closesObject)) {
+  // A closed member beside an open object, or beside a closed one whose properties it does not
+  // all list (withRequiredProperties closes the members of a closed object so).
+  const restKeys = Object.keys((rest.properties as object) ?? {});
+  const mismatched = rest.additionalProperties === undefined
+    ? closesObject
+    : (part: Record<string, unknown>) => closesWithout(part, restKeys);
+  if (restChecks && parts.some(mismatched)) {
     refuse(
       "additionalProperties: false in an allOf, anyOf or oneOf member beside other checks of the same object is not supported: move those checks into the members",
     );
   }
   if (parts.length === 1 && !restChecks) return { ...kept, ...parts[0] };
   return { ...kept, allOf: restChecks ? [rest, ...parts] : parts };
+}
+
+/** Whether a part, or a member of its combinators, is closed without listing all of `keys`. */
+function closesWithout(part: Record<string, unknown>, keys: string[]): boolean {
+  if (part.additionalProperties === false) {
+    const listed = (part.properties as Record<string, unknown>) ?? {};
+    if (!keys.every((key) => Object.hasOwn(listed, key))) return true;
+  }
+  return ["anyOf", "oneOf", "allOf"].some((key) =>
+    Array.isArray(part[key]) &&
+    (part[key] as unknown[]).some((member) =>
+      typeof member === "object" && member !== null &&
+      closesWithout(member as Record<string, unknown>, keys)
+    )
+  );
 }
 
 /** Whether a part, or a member of its anyOf or oneOf, forbids properties it does not list. */

@@ -354,6 +354,25 @@ Deno.test("schemas zod's converter would misread are validated as JSON Schema sa
       id: "x",
       ts: 1,
     }]],
+    // a closed object's combinator members are no back door for other keys
+    [
+      {
+        properties: { a: { type: "string" } },
+        additionalProperties: false,
+        anyOf: [{ required: ["a"] }, { required: ["b"] }],
+      },
+      [{ a: "x" }],
+      [{ a: "x", c: 1 }, { b: 1 }, {}, { a: 1 }],
+    ],
+    [
+      {
+        properties: { a: { type: "string" }, b: { type: "number" } },
+        additionalProperties: false,
+        oneOf: [{ required: ["a"] }, { required: ["b"], properties: { c: {} } }],
+      },
+      [{ a: "x" }, { b: 1 }],
+      [{ a: "x", b: 1 }, { b: 1, c: 1 }, { a: "x", z: 1 }],
+    ],
     // annotations and formats zod would enforce wrongly
     [{ properties: { u: { type: "string", format: "uri-reference" } } }, [{ u: "/path/x" }], []],
     // integers are safe integers
