@@ -460,6 +460,8 @@ class IngestConnection implements HeldConnection {
   async #answersRead(): Promise<boolean> {
     const deadline = Date.now() + this.#maxUnreadMs;
     while (this.#buffered() > this.#maxBufferedBytes) {
+      // Closing (a shutdown, say): the frames held are answered without being applied anyway.
+      if (this.#closing) return true;
       if (this.#closed || Date.now() >= deadline) return false;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }

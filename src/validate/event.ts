@@ -148,10 +148,58 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
  * {@linkcode withRequiredProperties} and {@linkcode forZod}.
  */
 export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<string, unknown> {
-  return forZod(withRequiredProperties({ ...jsonSchema, type: "object" })) as Record<
-    string,
-    unknown
-  >;
+  // A top-level `$ref` names the event's schema: `type` beside it would be a second, open object
+  // (checkEventShape makes sure an event is an object anyway).
+  const root = jsonSchema.$ref !== undefined && jsonSchema.type === undefined
+    ? jsonSchema
+    : { ...jsonSchema, type: "object" };
+  defsInScope = {
+    ...(root.definitions as Record<string, unknown> | undefined),
+    ...(root.$defs as Record<string, unknown> | undefined),
+  };
+  try {
+    refuseRefCycles();
+    return forZod(withRequiredProperties(root)) as Record<string, unknown>;
+  } finally {
+    defsInScope = {};
+  }
+}
+
+/** The schema's `$defs` (and draft-07 `definitions`) while {@linkcode prepareEventSchema} runs. */
+let defsInScope: Record<string, unknown> = {};
+
+/** The definition a local `$ref` names, if any. */
+function refTarget(node: Record<string, unknown>): Record<string, unknown> | undefined {
+  if (typeof node.$ref !== "string") return undefined;
+  const target = defsInScope[node.$ref.slice(node.$ref.lastIndexOf("/") + 1)];
+  return typeof target === "object" && target !== null
+    ? target as Record<string, unknown>
+    : undefined;
+}
+
+/**
+ * Refuses definitions that refer to themselves without a step into a property or item between
+ * (`{"$ref": "#/$defs/D"}` in `D`): zod's schema would recurse on the same value until the stack
+ * ends, at compile or on every event.
+ */
+function refuseRefCycles(): void {
+  const visit = (node: unknown, path: string[]): void => {
+    if (typeof node !== "object" || node === null) return;
+    const schema = node as Record<string, unknown>;
+    if (typeof schema.$ref === "string") {
+      const name = schema.$ref.slice(schema.$ref.lastIndexOf("/") + 1);
+      if (path.includes(name)) {
+        refuse(`$ref cycle without a property between: ${[...path, name].join(" → ")}`);
+      }
+      visit(defsInScope[name], [...path, name]);
+    }
+    for (const key of COMBINATORS) {
+      if (Array.isArray(schema[key])) {
+        for (const member of schema[key] as unknown[]) visit(member, path);
+      }
+    }
+  };
+  for (const name of Object.keys(defsInScope)) visit(defsInScope[name], [name]);
 }
 
 /** Fast verdicts of the schemas {@linkcode compileEventSchema} made (see `_fast_verdict.ts`). */
@@ -166,10 +214,16 @@ const DATA_KEYWORDS = new Set(["enum", "const", "examples", "default"]);
  * required names it finds there, so `{"required": ["id"]}` alone would accept
  * an event without `id`.
  */
-export function withRequiredProperties(schema: unknown, parent?: Record<string, unknown>): unknown {
+export function withRequiredProperties(
+  schema: unknown,
+  parent?: Record<string, unknown>,
+  closedBy?: Record<string, unknown>,
+): unknown {
   if (Array.isArray(schema)) return schema.map((item) => withRequiredProperties(item));
   if (typeof schema !== "object" || schema === null) return schema;
   const node = schema as Record<string, unknown>;
+  // The nearest closed object this member checks the same value as (see closeLike).
+  const closer = parent !== undefined && isClosed(parent) ? parent : closedBy;
   const copy: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(node)) {
     if (SCHEMA_MAPS.has(key) && typeof value === "object" && value !== null) {
@@ -179,7 +233,9 @@ export function withRequiredProperties(schema: unknown, parent?: Record<string, 
       );
     } else if (COMBINATORS.has(key) && Array.isArray(value)) {
       // A member's required names are this object's properties too (see unlistedProperty).
-      copy[key] = value.map((item) => withRequiredProperties(item, node));
+      copy[key] = value.map((item) =>
+        withRequiredProperties(item, node, isClosed(node) ? node : closer)
+      );
     } else {
       copy[key] = DATA_KEYWORDS.has(key) ? value : withRequiredProperties(value);
     }
@@ -195,8 +251,9 @@ export function withRequiredProperties(schema: unknown, parent?: Record<string, 
     }
     copy.properties = properties;
   }
-  if (parent?.additionalProperties !== undefined && copy.additionalProperties === undefined) {
-    closeLike(copy, parent);
+  if (closer !== undefined) {
+    if (copy.additionalProperties === false) restrictOwnKeys(copy, closer);
+    else closeLike(copy, closer);
   }
   return copy;
 }
@@ -208,9 +265,42 @@ export function withRequiredProperties(schema: unknown, parent?: Record<string, 
  * allowed, and an open member would let through what the closed holder refuses.
  */
 function closeLike(member: Record<string, unknown>, holder: Record<string, unknown>): void {
+  if (member.$ref !== undefined) {
+    refuse(
+      "a $ref in an allOf, anyOf or oneOf member of an object with additionalProperties is not supported: list the properties in the object, or close the definition itself",
+    );
+  }
+  const ownPatterns = Object.keys((member.patternProperties as object) ?? {});
+  const holderPatterns = Object.keys((holder.patternProperties as object) ?? {});
+  if (ownPatterns.some((pattern) => !holderPatterns.includes(pattern))) {
+    refuse(
+      "patternProperties in an allOf, anyOf or oneOf member of an object with additionalProperties is not supported",
+    );
+  }
+  // Keys the holder knows and the member does not: the member's own bound on other keys.
+  const ownAdditional = member.additionalProperties;
+  const otherKey = ownAdditional === undefined || ownAdditional === true ? {} : ownAdditional;
   const known = (map: unknown) =>
-    Object.fromEntries(Object.keys((map as Record<string, unknown>) ?? {}).map((key) => [key, {}]));
-  // A key only the member lists is still the holder's additional property.
+    Object.fromEntries(
+      Object.keys((map as Record<string, unknown>) ?? {}).map((key) => [key, otherKey]),
+    );
+  restrictOwnKeys(member, holder);
+  member.properties = { ...known(holder.properties), ...(member.properties as object) };
+  if (holder.patternProperties !== undefined) {
+    member.patternProperties = {
+      ...known(holder.patternProperties),
+      ...(member.patternProperties as object),
+    };
+  }
+  // The member's own bound on other keys still holds beside the holder's.
+  member.additionalProperties = holder.additionalProperties === false ||
+      ownAdditional === undefined || ownAdditional === true
+    ? holder.additionalProperties
+    : { allOf: [ownAdditional, holder.additionalProperties] };
+}
+
+/** A key only the member lists is still the holder's additional property. */
+function restrictOwnKeys(member: Record<string, unknown>, holder: Record<string, unknown>): void {
   const own = { ...(member.properties as Record<string, unknown>) };
   for (const [key, schema] of Object.entries(own)) {
     if (holderKnows(holder, key)) continue;
@@ -218,14 +308,7 @@ function closeLike(member: Record<string, unknown>, holder: Record<string, unkno
       ? false
       : { allOf: [schema, holder.additionalProperties] };
   }
-  member.properties = { ...known(holder.properties), ...own };
-  if (holder.patternProperties !== undefined) {
-    member.patternProperties = {
-      ...known(holder.patternProperties),
-      ...(member.patternProperties as object),
-    };
-  }
-  member.additionalProperties = holder.additionalProperties;
+  member.properties = own;
 }
 
 /** Whether `holder` lists `key` under its properties or patterns. */
@@ -239,6 +322,11 @@ function holderKnows(holder: Record<string, unknown>, key: string): boolean {
       return false;
     }
   });
+}
+
+/** Whether a schema bounds the keys it does not list (`additionalProperties` other than `true`). */
+function isClosed(node: Record<string, unknown>): boolean {
+  return node.additionalProperties !== undefined && node.additionalProperties !== true;
 }
 
 /** The keywords whose members validate the same value as the schema holding them. */
@@ -395,16 +483,28 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   // zod intersects objects so that a key one part allows is allowed, whatever another part's
   // `additionalProperties: false` says: a lone `type` goes into the parts instead of beside them.
   const onlyType = rest.type !== undefined && Object.keys(rest).length === 1;
-  if (onlyType && parts.every((part) => part.$ref === undefined)) {
-    const typedParts = parts.map((part) => withType(part, rest.type));
+  // A `$ref` whose definition has a type within this one needs no `type` beside it.
+  const implied = (part: Record<string, unknown>) => {
+    const target = refTarget(part);
+    return target?.type !== undefined &&
+      typesOf(target.type).every((type) =>
+        typesOf(rest.type).includes(type) ||
+        (type === "integer" && typesOf(rest.type).includes("number"))
+      );
+  };
+  if (onlyType && parts.every((part) => part.$ref === undefined || implied(part))) {
+    const typedParts = parts.map((part) =>
+      part.$ref === undefined ? withType(part, rest.type) : part
+    );
     return typedParts.length === 1 ? { ...kept, ...typedParts[0] } : { ...kept, allOf: typedParts };
   }
   const restChecks = Object.keys(rest).length > 0;
   // A closed member beside an open object, or beside a closed one whose properties it does not
   // all list (withRequiredProperties closes the members of a closed object so).
   const restKeys = Object.keys((rest.properties as object) ?? {});
-  const mismatched = rest.additionalProperties === undefined
-    ? closesObject
+  // (An `additionalProperties` schema lets zod's object know every key, as an open one does.)
+  const mismatched = rest.additionalProperties !== false
+    ? (part: Record<string, unknown>) => closesObject(part)
     : (part: Record<string, unknown>) => closesWithout(part, restKeys);
   if (restChecks && parts.some(mismatched)) {
     refuse(
@@ -416,7 +516,16 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
 }
 
 /** Whether a part, or a member of its combinators, is closed without listing all of `keys`. */
-function closesWithout(part: Record<string, unknown>, keys: string[]): boolean {
+function closesWithout(
+  part: Record<string, unknown>,
+  keys: string[],
+  seen = new Set<unknown>(),
+): boolean {
+  const target = refTarget(part);
+  if (target && !seen.has(target)) {
+    seen.add(target);
+    if (closesWithout(target, keys, seen)) return true;
+  }
   if (part.additionalProperties === false) {
     const listed = (part.properties as Record<string, unknown>) ?? {};
     if (!keys.every((key) => Object.hasOwn(listed, key))) return true;
@@ -425,19 +534,24 @@ function closesWithout(part: Record<string, unknown>, keys: string[]): boolean {
     Array.isArray(part[key]) &&
     (part[key] as unknown[]).some((member) =>
       typeof member === "object" && member !== null &&
-      closesWithout(member as Record<string, unknown>, keys)
+      closesWithout(member as Record<string, unknown>, keys, seen)
     )
   );
 }
 
 /** Whether a part, or a member of its anyOf or oneOf, forbids properties it does not list. */
-function closesObject(part: Record<string, unknown>): boolean {
+function closesObject(part: Record<string, unknown>, seen = new Set<unknown>()): boolean {
   if (part.additionalProperties === false) return true;
+  const target = refTarget(part);
+  if (target && !seen.has(target)) {
+    seen.add(target);
+    if (closesObject(target, seen)) return true;
+  }
   return ["anyOf", "oneOf", "allOf"].some((key) =>
     Array.isArray(part[key]) &&
     (part[key] as unknown[]).some((member) =>
       typeof member === "object" && member !== null &&
-      closesObject(member as Record<string, unknown>)
+      closesObject(member as Record<string, unknown>, seen)
     )
   );
 }

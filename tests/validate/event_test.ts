@@ -288,6 +288,12 @@ Deno.test("a schema's default fills a missing field, at any depth, and leaves a 
   assert.deepEqual(validateEvent({ plan: "pro" }, schema), { ok: true, event: { plan: "pro" } });
 });
 
+const CLOSED_E = {
+  type: "object",
+  properties: { a: { type: "string" } },
+  additionalProperties: false,
+};
+
 Deno.test("schemas zod's converter would misread are validated as JSON Schema says", () => {
   const strict = (extra: object) => ({ additionalProperties: false, required: ["kind"], ...extra });
   // [schema, events it accepts, events it refuses]
@@ -373,8 +379,40 @@ Deno.test("schemas zod's converter would misread are validated as JSON Schema sa
       [{ a: "x" }, { b: 1 }],
       [{ a: "x", b: 1 }, { b: 1, c: 1 }, { a: "x", z: 1 }],
     ],
+    // a $ref to a closed definition closes, the top level's too
+    [
+      { $ref: "#/$defs/E", $defs: { E: CLOSED_E } },
+      [{ a: "x" }],
+      [{ a: "x", b: 1 }],
+    ],
+    [
+      { properties: { o: { type: "object", $ref: "#/$defs/E" } }, $defs: { E: CLOSED_E } },
+      [{ o: { a: "x" } }],
+      [{ o: { a: "x", b: 1 } }],
+    ],
+    // nested members and members' own bounds under a closed object
+    [
+      {
+        properties: { a: {} },
+        additionalProperties: false,
+        allOf: [{ anyOf: [{ required: ["b"] }, { required: ["a"] }] }],
+      },
+      [{ a: 1 }],
+      [{ b: 1 }, { a: 1, b: 1 }],
+    ],
+    [
+      {
+        properties: { a: {} },
+        additionalProperties: false,
+        anyOf: [{ additionalProperties: true }],
+      },
+      [{ a: 1 }],
+      [{ a: 1, b: 1 }],
+    ],
     // annotations and formats zod would enforce wrongly
     [{ properties: { u: { type: "string", format: "uri-reference" } } }, [{ u: "/path/x" }], []],
+    // multipleOf in floating point, as README says
+    [{ properties: { a: { multipleOf: 0.1 } } }, [{ a: 0.3 }, { a: 0.2 }], [{ a: 0.25 }]],
     // integers are safe integers
     [{ properties: { n: { type: "integer" } } }, [{ n: 2 ** 53 - 1 }, { n: -(2 ** 53 - 1) }], [
       { n: 2 ** 53 },
@@ -429,6 +467,26 @@ Deno.test("compileEventSchema() refuses what zod's converter would misread and c
       /additionalProperties: false in an allOf, anyOf or oneOf member beside other checks/,
     ],
   ];
+  refused.push(
+    [{ $ref: "#/$defs/D", $defs: { D: { $ref: "#/$defs/D" } } }, /\$ref cycle without a property/],
+    [
+      {
+        properties: { a: {} },
+        additionalProperties: false,
+        anyOf: [{ patternProperties: { "^x": {} } }],
+      },
+      /patternProperties in an allOf, anyOf or oneOf member of an object with additionalProperties/,
+    ],
+    [
+      {
+        properties: { a: {} },
+        additionalProperties: false,
+        allOf: [{ $ref: "#/$defs/X" }],
+        $defs: { X: { properties: { b: {} } } },
+      },
+      /a \$ref in an allOf, anyOf or oneOf member of an object with additionalProperties/,
+    ],
+  );
   for (const [schema, message] of refused) {
     assert.throws(
       () => compileEventSchema(schema),

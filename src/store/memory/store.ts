@@ -210,6 +210,10 @@ export class MemoryStore implements Store {
     const stream = this.#stream(batch.stream);
     const dedupe = batch.dedupeTtlMs > 0;
     if (dedupe) stream.ids.rotateTo(now, batch.dedupeTtlMs);
+    // Dedupe turned off (a new definition): the ids held are read no more.
+    else if (stream.dedupeTtlMs > 0) {
+      stream.ids = new DedupeIds({ maxIds: this.#maxDedupeIds, seed: this.#dedupeSeed });
+    }
     stream.dedupeTtlMs = batch.dedupeTtlMs;
     raiseToClock(stream, now, batch.idleMs);
     const outcomes: EventOutcome[] = [];

@@ -121,6 +121,11 @@ Deno.test("MemoryStore drops a stream's ids past their TTL though the stream get
   await store.applyBatch(batch(T0 + 10 * MINUTE, [countEvent()], { stream: "other" }));
   await store.applyBatch(batch(T0 + 20 * MINUTE + 1, [countEvent()], { stream: "other" }));
   assert.equal(store.heldIds("deleted"), 0);
+  // A stream whose dedupe is turned off drops its ids at its next batch.
+  await store.applyBatch(batch(T0 + 21 * MINUTE, ids, { ...dedupe, stream: "other" }));
+  assert.equal(store.heldIds("other"), 100);
+  await store.applyBatch(batch(T0 + 21 * MINUTE, [countEvent()], { stream: "other" }));
+  assert.equal(store.heldIds("other"), 0);
 });
 
 Deno.test("MemoryStore does not extend a dedupe id's life when a duplicate arrives", async () => {
