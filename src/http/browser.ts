@@ -38,19 +38,12 @@ import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
 import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
 import { grantOfRequest } from "./auth.ts";
-import { getPath } from "hono/utils/url";
 import { type BodyFormat, bodyFormat } from "./body.ts";
 import { ApiError, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 
-/** The ingest path: `/v1/streams/<stream>/events`. */
-const INGEST_PATH = /^\/v1\/streams\/[A-Za-z0-9_-]{1,64}\/events$/;
-
 /** True for a POST to the ingest path, whose Origin verdict waits for the key. */
-export function isIngestRequest(request: Request): boolean {
-  // Hono's own path reading: a full URL parse costs more than the test.
-  return request.method === "POST" && INGEST_PATH.test(getPath(request));
-}
+export { isIngestRequest } from "./_ingest_path.ts";
 
 /** What to tell an ingest client that sent no key. */
 const INGEST_HOW_TO_SEND =

@@ -19,6 +19,7 @@ import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
 import { StoreUnavailableError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
+import { isIngestRequest } from "./_ingest_path.ts";
 import { requestIdOf } from "./request_id.ts";
 
 /** Body of every error response. */
@@ -96,7 +97,7 @@ export interface ErrorContext {
 /** The {@linkcode ErrorContext} of a request. */
 export function errorContextOf(c: Context): ErrorContext {
   return {
-    ingest: c.req.method === "POST" && /^\/v1\/streams\/[^/]+\/events$/.test(c.req.path),
+    ingest: isIngestRequest(c.req.raw),
     read: c.req.method === "GET" || c.req.method === "HEAD",
   };
 }
