@@ -168,10 +168,15 @@ export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<
 /** The schema's `$defs` (and draft-07 `definitions`) while {@linkcode prepareEventSchema} runs. */
 let defsInScope: Record<string, unknown> = {};
 
+/** The definition name of a local `$ref` (`#/$defs/<name>`). */
+function refName(ref: string): string {
+  return ref.slice(ref.lastIndexOf("/") + 1);
+}
+
 /** The definition a local `$ref` names, if any. */
 function refTarget(node: Record<string, unknown>): Record<string, unknown> | undefined {
   if (typeof node.$ref !== "string") return undefined;
-  const target = defsInScope[node.$ref.slice(node.$ref.lastIndexOf("/") + 1)];
+  const target = defsInScope[refName(node.$ref)];
   return typeof target === "object" && target !== null
     ? target as Record<string, unknown>
     : undefined;
@@ -187,7 +192,7 @@ function refuseRefCycles(): void {
     if (typeof node !== "object" || node === null) return;
     const schema = node as Record<string, unknown>;
     if (typeof schema.$ref === "string") {
-      const name = schema.$ref.slice(schema.$ref.lastIndexOf("/") + 1);
+      const name = refName(schema.$ref);
       if (path.includes(name)) {
         refuse(`$ref cycle without a property between: ${[...path, name].join(" → ")}`);
       }
@@ -315,13 +320,18 @@ function restrictOwnKeys(member: Record<string, unknown>, holder: Record<string,
 function holderKnows(holder: Record<string, unknown>, key: string): boolean {
   const properties = holder.properties as Record<string, unknown> | undefined;
   if (properties && Object.hasOwn(properties, key)) return true;
-  return Object.keys((holder.patternProperties as object) ?? {}).some((pattern) => {
-    try {
-      return compileLinearPattern(pattern).test(key);
-    } catch {
-      return false;
-    }
-  });
+  return Object.keys((holder.patternProperties as object) ?? {}).some((pattern) =>
+    patternMatches(pattern, key)
+  );
+}
+
+/** Whether a schema's `pattern` matches `key`; false for one RE2 refuses (zod refuses it later). */
+function patternMatches(pattern: string, key: string): boolean {
+  try {
+    return compileLinearPattern(pattern).test(key);
+  } catch {
+    return false;
+  }
 }
 
 /** Whether a schema bounds the keys it does not list (`additionalProperties` other than `true`). */
@@ -347,13 +357,8 @@ function parentProperty(parent: Record<string, unknown>, name: string): unknown 
 function unlistedProperty(node: Record<string, unknown>, name: string): unknown | undefined {
   const patterns = node.patternProperties;
   if (typeof patterns === "object" && patterns !== null) {
-    const matching = Object.entries(patterns).filter(([pattern]) => {
-      try {
-        return compileLinearPattern(pattern).test(name);
-      } catch {
-        return false; // zod refuses the pattern when it compiles the schema.
-      }
-    }).map(([, schema]) => schema);
+    const matching = Object.entries(patterns).filter(([pattern]) => patternMatches(pattern, name))
+      .map(([, schema]) => schema);
     if (matching.length > 0) return matching.length === 1 ? matching[0] : { allOf: matching };
   }
   return node.additionalProperties;
@@ -501,12 +506,11 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   const restChecks = Object.keys(rest).length > 0;
   // A closed member beside an open object, or beside a closed one whose properties it does not
   // all list (withRequiredProperties closes the members of a closed object so).
-  const restKeys = Object.keys((rest.properties as object) ?? {});
   // (An `additionalProperties` schema lets zod's object know every key, as an open one does.)
-  const mismatched = rest.additionalProperties !== false
-    ? (part: Record<string, unknown>) => closesObject(part)
-    : (part: Record<string, unknown>) => closesWithout(part, restKeys);
-  if (restChecks && parts.some(mismatched)) {
+  const keys = rest.additionalProperties === false
+    ? Object.keys((rest.properties as object) ?? {})
+    : undefined;
+  if (restChecks && parts.some((part) => closesObject(part, keys))) {
     refuse(
       "additionalProperties: false in an allOf, anyOf or oneOf member beside other checks of the same object is not supported: move those checks into the members",
     );
@@ -515,43 +519,29 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   return { ...kept, allOf: restChecks ? [rest, ...parts] : parts };
 }
 
-/** Whether a part, or a member of its combinators, is closed without listing all of `keys`. */
-function closesWithout(
+/**
+ * Whether a part, a definition it refers to, or a member of its combinators, forbids the keys it
+ * does not list (`additionalProperties: false`) — without listing all of `keys`, when given.
+ */
+function closesObject(
   part: Record<string, unknown>,
-  keys: string[],
+  keys?: string[],
   seen = new Set<unknown>(),
 ): boolean {
-  const target = refTarget(part);
-  if (target && !seen.has(target)) {
-    seen.add(target);
-    if (closesWithout(target, keys, seen)) return true;
-  }
   if (part.additionalProperties === false) {
     const listed = (part.properties as Record<string, unknown>) ?? {};
-    if (!keys.every((key) => Object.hasOwn(listed, key))) return true;
+    if (keys === undefined || !keys.every((key) => Object.hasOwn(listed, key))) return true;
   }
-  return ["anyOf", "oneOf", "allOf"].some((key) =>
-    Array.isArray(part[key]) &&
-    (part[key] as unknown[]).some((member) =>
-      typeof member === "object" && member !== null &&
-      closesWithout(member as Record<string, unknown>, keys, seen)
-    )
-  );
-}
-
-/** Whether a part, or a member of its anyOf or oneOf, forbids properties it does not list. */
-function closesObject(part: Record<string, unknown>, seen = new Set<unknown>()): boolean {
-  if (part.additionalProperties === false) return true;
   const target = refTarget(part);
   if (target && !seen.has(target)) {
     seen.add(target);
-    if (closesObject(target, seen)) return true;
+    if (closesObject(target, keys, seen)) return true;
   }
-  return ["anyOf", "oneOf", "allOf"].some((key) =>
+  return [...COMBINATORS].some((key) =>
     Array.isArray(part[key]) &&
     (part[key] as unknown[]).some((member) =>
       typeof member === "object" && member !== null &&
-      closesObject(member as Record<string, unknown>, seen)
+      closesObject(member as Record<string, unknown>, keys, seen)
     )
   );
 }

@@ -116,7 +116,9 @@ export class SessionTable {
         if (session.expiresAt > options.now && session.end + gapMs <= cutoff) due.push(session);
       }
     }
-    return due.sort((a, b) => a.end - b.end || a.start - b.start || compare(a.group, b.group))
+    return due.sort((a, b) =>
+      a.end - b.end || a.start - b.start || compareGroupKeys(a.group, b.group)
+    )
       .slice(0, options.limit);
   }
 
@@ -171,8 +173,4 @@ export class SessionTable {
     if (list!.length === 0) this.#open.delete(session.group);
     this.#openCount -= 1;
   }
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
