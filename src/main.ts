@@ -63,13 +63,15 @@ export function logNotices(notices: readonly string[]): void {
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
   logNotices(config.notices);
-  // Listening first: a process that cannot (its port taken) stops before it records anything in
-  // the store. Requests wait for the config streams' check.
-  const registered = Promise.withResolvers<void>();
-  let handle: Deno.ServeHandler<Deno.NetAddr> = async (request, info) => {
-    await registered.promise;
-    return await handle(request, info);
-  };
+  // Other instances tail a shared store's log, so running window values are
+  // published there even while no subscriber of this instance wants them.
+  const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
+  const connections = new OpenConnections();
+  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
+  // Endpoints decide which events ingest logs; know them before the first request.
+  await webhooks.refreshEndpoints().catch((error) =>
+    logger.error("Cannot load webhook endpoints yet: {error}", { error })
+  );
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
     server = Deno.serve({
@@ -77,7 +79,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
         logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
-    }, (request, info) => handle(request, info));
+    }, app.fetch);
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
       fail(`PORT: ${config.hostname}:${config.port} is already in use`);
@@ -92,16 +94,9 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       }`,
     );
   }
+  // Listening first: a process that cannot (its port taken) stops before it records anything in
+  // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);
-  // Other instances tail a shared store's log, so running window values are
-  // published there even while no subscriber of this instance wants them.
-  const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const connections = new OpenConnections();
-  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
-  // Endpoints decide which events ingest logs; know them before the first request.
-  await webhooks.refreshEndpoints().catch((error) =>
-    logger.error("Cannot load webhook endpoints yet: {error}", { error })
-  );
   let timer: ReturnType<typeof setInterval> | undefined;
   let sweeping: Promise<unknown> = Promise.resolve();
   if (config.sweepEveryMs > 0) {
@@ -121,8 +116,6 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       );
     }, config.sweepEveryMs);
   }
-  handle = app.fetch;
-  registered.resolve();
   let stopping: Promise<StopReport> | undefined;
   return {
     addr: server.addr,
