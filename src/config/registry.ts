@@ -431,12 +431,19 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         await this.#record(name);
         logger.info("Recorded config stream '{stream}' in the store", { stream: name });
       } catch (error) {
+        // Not recorded yet: its first event tries again, and so does the next poll; the rest
+        // of this poll (streams created at run time) goes on.
         if (error instanceof ConfigConflictError) {
           logger.error("Config stream '{stream}' takes no events: {error}", {
             stream: name,
             error: error.message,
           });
-        } else throw error;
+        } else {
+          logger.warn("Cannot record config stream '{stream}' yet: {error}", {
+            stream: name,
+            error,
+          });
+        }
       }
     }
   }

@@ -424,6 +424,25 @@ Deno.test("a config stream not recorded at startup is recorded before its first 
   assert.equal((await current.json()).windows[0].value, 1);
 });
 
+Deno.test("a poll that cannot record a config stream still serves the streams created meanwhile", async () => {
+  class OrdersDown extends MemoryDefinitionStore {
+    override get(name: string) {
+      return name === "orders"
+        ? Promise.reject(new StoreUnavailableError("down"))
+        : super.get(name);
+    }
+  }
+  const definitions = new OrdersDown();
+  const streams = new StreamRegistry(compileConfig({ streams: { orders: SIGNUPS } }), {
+    definitions,
+  });
+  await assert.rejects(streams.registerConfig(), StoreUnavailableError);
+  await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).put("signups", SIGNUPS);
+  await streams.poll();
+  assert.ok(streams.has("signups"));
+  assert.equal(streams.isRecorded("orders"), false);
+});
+
 Deno.test("a config stream that conflicts with the store, found after startup, takes no events (409)", async () => {
   const definitions = new DownDefinitions();
   definitions.down = false;

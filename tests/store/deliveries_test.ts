@@ -1025,6 +1025,17 @@ Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention per
   );
 });
 
+Deno.test("MemoryDeliveryStore: a delivery is kept 7 days by default, as the README says", async () => {
+  let now = T0;
+  const store = new MemoryDeliveryStore({ now: () => now });
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries([delivery(1)]);
+  now += 7 * DAY - 1;
+  assert.ok(await store.getDelivery(delivery(1).id));
+  now += 1;
+  assert.equal(await store.getDelivery(delivery(1).id), null);
+});
+
 Deno.test("MemoryDeliveryStore: deleting an endpoint frees its deliveries, not another's", async () => {
   const store = new MemoryDeliveryStore({ now: () => T0 });
   await store.putEndpoint(config("ep_a"), { expectVersion: null });
