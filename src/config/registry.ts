@@ -174,6 +174,13 @@ function counterChangedMessage(
 const WRITE_ATTEMPTS = 5;
 
 /**
+ * Longest time (ms) between two polls that read the whole definition index. In between a poll
+ * reads it only when its change mark moved; writes by a release that sets no mark (older
+ * instances during a rolling deploy) are found by the next whole read.
+ */
+export const INDEX_READ_MS = 30_000;
+
+/**
  * The streams this instance serves, by name: a `ReadonlyMap` of compiled
  * streams that changes as definitions change.
  *
@@ -211,6 +218,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #generations = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
+  /** The definition index as the last poll that read it found it, with its change mark. */
+  #index: { mark: string; versions: Map<string, number>; readAtMs: number } | undefined;
 
   constructor(config: ReadonlyMap<string, CompiledStream>, options: RegistryOptions = {}) {
     this.#config = config;
@@ -404,9 +413,17 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     await Promise.allSettled([...this.#loading.values(), this.#polling]);
   }
 
-  /** Reads every name's version once and reloads the new and changed ones. */
+  /**
+   * Reads every name's version once (the index itself only when it changed since the last poll,
+   * and at least every {@linkcode INDEX_READ_MS}) and reloads the new and changed ones.
+   */
   async poll(): Promise<void> {
-    const versions = await this.#definitions.versions();
+    const nowMs = this.#now();
+    const due = this.#index === undefined || nowMs - this.#index.readAtMs >= INDEX_READ_MS;
+    const read = await this.#definitions.versionsSince(due ? undefined : this.#index!.mark);
+    if (read.versions !== null) this.#index = { ...read, versions: read.versions, readAtMs: nowMs };
+    else this.#index!.mark = read.mark;
+    const versions = this.#index!.versions;
     await this.#recordUnrecorded();
     const loads: Promise<unknown>[] = [];
     for (const [name, version] of versions) {

@@ -59,6 +59,14 @@ export type WriteResult =
     version: number;
   };
 
+/** What {@linkcode DefinitionStore.versionsSince} answers. */
+export interface VersionsSince {
+  /** The index's change mark now: what to pass to the next call. */
+  mark: string;
+  /** Every name's version, or null when the index did not change since the mark given. */
+  versions: Map<string, number> | null;
+}
+
 /** Storage of stream definitions, shared by every instance that shares the store. */
 export interface DefinitionStore {
   /** The record of a stream name (also a deleted one), or null when there is none. */
@@ -68,6 +76,14 @@ export interface DefinitionStore {
    * polls to find new and changed streams. One round trip.
    */
   versions(): Promise<Map<string, number>>;
+  /**
+   * {@linkcode versions}, only when the index changed since `mark` (what the
+   * last call answered; none: read it anyway). One round trip; when nothing
+   * changed it carries only the mark, whatever the number of names. A mark
+   * tells nothing of writes by a release before it, so a poller still reads
+   * the whole index now and then.
+   */
+  versionsSince(mark?: string): Promise<VersionsSince>;
   /**
    * Writes a record if the name's current version is `expectedVersion` (0:
    * no record yet), atomically; its version becomes `expectedVersion + 1`.

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
 import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
-import { compileConfig, ConfigError, StreamRegistry } from "../../src/config/mod.ts";
+import { compileConfig, ConfigError, INDEX_READ_MS, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import {
@@ -25,7 +25,7 @@ import {
   StoreUnavailableError,
 } from "../../src/store/mod.ts";
 import { DownDefinitions } from "../_fixtures.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 
 const SIGNUPS = {
   counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
@@ -163,6 +163,13 @@ class CountingDefinitions implements DefinitionStore {
   versions() {
     return this.#inner.versions();
   }
+  /** Polls that read the whole index. */
+  indexReads = 0;
+  async versionsSince(mark?: string) {
+    const read = await this.#inner.versionsSince(mark);
+    if (read.versions !== null) this.indexReads += 1;
+    return read;
+  }
   write(...args: Parameters<DefinitionStore["write"]>) {
     return this.#inner.write(...args);
   }
@@ -198,6 +205,52 @@ redisTest(
     now += 5_001;
     assert.equal((await app.request("/v1/streams/nope")).status, 404);
     assert.equal(definitions.gets, 2);
+  },
+);
+
+redisTest(
+  "A poll reads the definition index only when its mark moved, and a write that set no mark within 30 s",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const writer = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions: new RedisDefinitionStore(redis),
+    });
+    const definitions = new CountingDefinitions(new RedisDefinitionStore(redis));
+    let now = 1_000_000;
+    const reader = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions,
+      now: () => now,
+    });
+    await reader.poll();
+    await reader.poll();
+    assert.equal(definitions.indexReads, 1);
+    await writer.put("signups", SIGNUPS);
+    await reader.poll();
+    assert.equal(definitions.indexReads, 2);
+    assert.ok(reader.has("signups"));
+    now += INDEX_READ_MS - 1;
+    await reader.poll();
+    assert.equal(definitions.indexReads, 2);
+    // A write by a release that sets no mark (an older instance during a rolling deploy): the
+    // mark is put back as it was before the write.
+    const markKey = "es:{@definitions}:index:mark";
+    const mark = await withDirect(fixture.redisUrl, (send) => send("GET", markKey));
+    await writer.put("orders", SIGNUPS);
+    await withDirect(fixture.redisUrl, (send) => send("SET", markKey, String(mark)));
+    await reader.poll();
+    assert.equal(reader.has("orders"), false);
+    now += 1;
+    await reader.poll();
+    assert.equal(definitions.indexReads, 3);
+    assert.ok(reader.has("orders"));
+    // A deletion moves the mark.
+    await writer.remove("signups");
+    await reader.poll();
+    assert.equal(reader.has("signups"), false);
   },
 );
 

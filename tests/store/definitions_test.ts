@@ -87,6 +87,23 @@ const scenarios: Record<string, (store: DefinitionStore) => Promise<void>> = {
     assert.deepEqual(await store.versions(), new Map([["a", 1], ["b", 2]]));
     assert.equal((await store.get("b"))?.source, "config");
   },
+
+  async "versionsSince() gives the whole index only when it changed since the mark"(store) {
+    const first = await store.versionsSince();
+    assert.deepEqual(first.versions, new Map());
+    assert.deepEqual(await store.versionsSince(first.mark), { mark: first.mark, versions: null });
+    await store.write("a", record(), 0);
+    const second = await store.versionsSince(first.mark);
+    assert.notEqual(second.mark, first.mark);
+    assert.deepEqual(second.versions, new Map([["a", 1]]));
+    assert.deepEqual(await store.versionsSince(second.mark), { mark: second.mark, versions: null });
+    // A mark never answered, and none, read the index.
+    assert.deepEqual((await store.versionsSince("other")).versions, new Map([["a", 1]]));
+    assert.deepEqual((await store.versionsSince()).versions, new Map([["a", 1]]));
+    // A deletion is a change too.
+    await store.write("a", record({ deleted: true, definition: null }), 1);
+    assert.deepEqual((await store.versionsSince(second.mark)).versions, new Map([["a", 2]]));
+  },
 };
 
 function redisPair(fixture: { restUrl: string; restToken: string }) {

@@ -9,6 +9,7 @@ import type {
   DefinitionStore,
   DefinitionWrite,
   StoredDefinition,
+  VersionsSince,
   WriteResult,
 } from "../definitions.ts";
 
@@ -23,6 +24,8 @@ function sameRecord(held: StoredDefinition, record: DefinitionWrite): boolean {
 /** A {@linkcode DefinitionStore} held in process memory. */
 export class MemoryDefinitionStore implements DefinitionStore {
   #records = new Map<string, StoredDefinition>();
+  /** Writes so far: the change mark of {@linkcode versionsSince}. */
+  #writes = 0;
 
   get(name: string): Promise<StoredDefinition | null> {
     const record = this.#records.get(name);
@@ -33,6 +36,11 @@ export class MemoryDefinitionStore implements DefinitionStore {
     return Promise.resolve(
       new Map([...this.#records].map(([name, record]) => [name, record.version])),
     );
+  }
+
+  async versionsSince(mark?: string): Promise<VersionsSince> {
+    const now = String(this.#writes);
+    return { mark: now, versions: mark === now ? null : await this.versions() };
   }
 
   write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult> {
@@ -47,6 +55,7 @@ export class MemoryDefinitionStore implements DefinitionStore {
     }
     const version = current + 1;
     this.#records.set(name, { ...structuredClone(record), name, version });
+    this.#writes += 1;
     return Promise.resolve({ status: "written", version });
   }
 

@@ -6,7 +6,10 @@
  * atomic step as the stream's data. An index `<prefix>:{@definitions}:index`
  * (hash: stream → version; `@` cannot start a stream name) is what instances
  * poll; it is written after the record and never lowered, so a poll may
- * briefly miss a write but never goes back.
+ * briefly miss a write but never goes back. Every raise of the index also sets
+ * its change mark, `<prefix>:{@definitions}:index:mark` (a random id of the
+ * write), so a poll that names the mark it last saw gets the whole index only
+ * when it changed: one short reply otherwise, whatever the number of names.
  *
  * @module
  */
@@ -15,6 +18,7 @@ import type {
   DefinitionStore,
   DefinitionWrite,
   StoredDefinition,
+  VersionsSince,
   WriteResult,
 } from "../definitions.ts";
 import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
@@ -64,19 +68,30 @@ redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", 
 return { 1, version }
 `;
 
-/** Raises the index entry ARGV[1].name (KEYS[1] is the index) to ARGV[1].v, never lowering it. */
+/**
+ * Raises the index entry ARGV[1].name (KEYS[1] is the index) to ARGV[1].v, never lowering it;
+ * a raise sets the index's change mark to ARGV[1].mark.
+ */
 const INDEX_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, args.name)) or 0
-if args.v > current then redis.call("HSET", P, args.name, args.v) end
+if args.v > current then
+  redis.call("HSET", P, args.name, args.v)
+  redis.call("SET", P .. ":mark", args.mark)
+end
 return 1
 `;
 
-/** The whole index (KEYS[1]) as JSON `{name: version}`. */
+/**
+ * The index (KEYS[1]) as JSON `[mark, [[name, version], …]]`, or \`[mark]\` when its change mark
+ * is ARGV[1].since (a mark never set reads as "").
+ */
 const VERSIONS_SCRIPT = LUA_COMMON + `
+local mark = redis.call("GET", P .. ":mark") or ""
+if args.since == mark then return cjson.encode({ mark }) end
 local flat = redis.call("HGETALL", P)
 local out = {}
 for i = 1, #flat, 2 do out[#out + 1] = { flat[i], tonumber(flat[i + 1]) } end
-return cjson.encode(out)
+return cjson.encode({ mark, out })
 `;
 
 /** The key of a stream's definition record: in the stream's hash slot, outside every generation. */
@@ -116,12 +131,21 @@ export class RedisDefinitionStore implements DefinitionStore {
     });
   }
 
-  versions(): Promise<Map<string, number>> {
+  async versions(): Promise<Map<string, number>> {
+    return (await this.versionsSince()).versions!;
+  }
+
+  versionsSince(mark?: string): Promise<VersionsSince> {
     return this.#calls.call("definitionVersions", async () => {
-      const rows = fromJson<Array<[string, number]>>(
-        await this.#calls.script(VERSIONS_SCRIPT, [this.#index], [{}]),
+      const [now, rows] = fromJson<[string, Array<[string, number]>?]>(
+        await this.#calls.script(VERSIONS_SCRIPT, [this.#index], [{ since: mark }]),
       );
-      return new Map(Array.isArray(rows) ? rows.map(([name, v]) => [name, Number(v)]) : []);
+      if (rows === undefined) return { mark: now, versions: null };
+      // cjson encodes an empty table as an object: no names.
+      return {
+        mark: now,
+        versions: new Map(Array.isArray(rows) ? rows.map(([name, v]) => [name, Number(v)]) : []),
+      };
     });
   }
 
@@ -140,7 +164,11 @@ export class RedisDefinitionStore implements DefinitionStore {
         }],
       )) as [number, number];
       if (Number(written) !== 1) return { status: "conflict", version: Number(version) };
-      await this.#calls.script(INDEX_SCRIPT, [this.#index], [{ name, v: Number(version) }]);
+      await this.#calls.script(INDEX_SCRIPT, [this.#index], [{
+        name,
+        v: Number(version),
+        mark: crypto.randomUUID(),
+      }]);
       return { status: "written", version: Number(version) };
     });
   }
