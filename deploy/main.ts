@@ -16,7 +16,7 @@ import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { logNotices, registerStreams } from "../src/main.ts";
-import { LiveHub, sweepOnce } from "../src/fanout/mod.ts";
+import { LiveHub, logSweepError, sweepOnce } from "../src/fanout/mod.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
@@ -72,6 +72,7 @@ async function setUp() {
 Deno.cron("edgestream sweep", "* * * * *", async () => {
   const { streams, store, webhooks, backlog } = await ready();
   const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
+  for (const { stream, error } of report.failed) logSweepError(error, stream);
   // The sweep leaves its sends running; Deploy may stop the isolate once the
   // handler returns, so they finish inside it. Were it stopped anyway, the
   // deliveries are stored and a later run sends them once their claims' leases end.

@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig } from "./env.ts";
-import { LiveHub, sweepOnce } from "./fanout/mod.ts";
+import { LiveHub, logSweepError, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging } from "./telemetry/logging.ts";
 
@@ -97,8 +97,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);
-  let timer: ReturnType<typeof setInterval> | undefined;
-  let sweeping: Promise<unknown> = Promise.resolve();
+  let sweeping: { stop(): Promise<void> } | undefined;
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.
     const backlog = new WebhookBacklogGauges(config.deliveries, {
@@ -106,15 +105,17 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
     });
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
-    timer = setInterval(() => {
-      sweeping = sweepOnce(streams.values(), store, { consumers: [webhooks] }).then(
-        () =>
-          backlog.refresh().catch((error) =>
-            logger.error("Cannot count webhook deliveries: {error}", { error })
-          ),
-        (error) => logger.error("Sweep failed: {error}", { error }),
-      );
-    }, config.sweepEveryMs);
+    sweeping = startSweeping(
+      async () => {
+        const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
+        await backlog.refresh().catch((error) =>
+          logger.error("Cannot count webhook deliveries: {error}", { error })
+        );
+        return report;
+      },
+      config.sweepEveryMs,
+      { onError: logSweepError },
+    );
   }
   let stopping: Promise<StopReport> | undefined;
   return {
@@ -126,9 +127,8 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
         live,
         webhooks,
         stopPeriodic: () => {
-          clearInterval(timer);
           streams.stop();
-          return sweeping.then(() => {});
+          return sweeping?.stop() ?? Promise.resolve();
         },
       }, { boundMs: config.shutdownMs });
       return stopping;

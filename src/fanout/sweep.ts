@@ -15,10 +15,13 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../config/mod.ts";
 import type { AlertFiring, ClosedWindow, Store } from "../store/types.ts";
 import { recordWindowsClosed } from "../telemetry/mod.ts";
 import { countFirings, evaluateAlerts } from "./alerts.ts";
+
+const logger = getLogger(["edgestream", "sweep"]);
 
 /** What one sweep did, per stream. */
 export interface SweepReport<Queued = unknown> {
@@ -28,6 +31,11 @@ export interface SweepReport<Queued = unknown> {
   fired: Array<AlertFiring & { stream: string }>;
   /** What each fan-out consumer's sweep queued, when there are consumers. */
   fanout?: Queued[];
+  /**
+   * Streams whose sweep failed, with the error: the other streams and the consumers still ran,
+   * so one stream (a broken key, a slow script) holds up no other's windows and deliveries.
+   */
+  failed: Array<{ stream: string; error: unknown }>;
 }
 
 /** Fan-out work that runs after windows are closed (e.g. the webhook service). */
@@ -51,41 +59,93 @@ export async function sweepOnce<Queued = unknown>(
   store: Store,
   options: SweepOptions<Queued> = {},
 ): Promise<SweepReport<Queued>> {
-  const closed: SweepReport<Queued>["closed"] = [];
-  const fired: SweepReport<Queued>["fired"] = [];
+  const report: SweepReport<Queued> = { closed: [], fired: [], failed: [] };
   for (const stream of streams) {
     if (stream.counters.length === 0) continue;
-    const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs };
-    const alerted = new Set<string>();
-    if (stream.alerts.length > 0) {
-      // Alerts on final values fire before their windows close, so a crash in
-      // between only repeats the evaluation (fireAlerts keeps it once).
-      const due = await store.closeWindows(stream.name, stream.counterMetas, {
-        ...options,
-        peek: true,
-      });
-      for (const firing of await fireOnFinal(stream, store, due)) {
-        fired.push({ ...firing, stream: stream.name });
-      }
-      for (const window of due) alerted.add(closedKey(window));
-    }
-    const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
-    for (const window of windows) {
-      closed.push({ ...window, stream: stream.name });
-      recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
-    }
-    // Windows that became due between the two calls.
-    const late = windows.filter((window) => !alerted.has(closedKey(window)));
-    if (stream.alerts.length === 0 || late.length === 0) continue;
-    for (const firing of await fireOnFinal(stream, store, late)) {
-      fired.push({ ...firing, stream: stream.name });
+    try {
+      await sweepStream(stream, store, report);
+    } catch (error) {
+      report.failed.push({ stream: stream.name, error });
     }
   }
   const consumers = options.consumers ?? [];
-  if (consumers.length === 0) return { closed, fired };
+  if (consumers.length === 0) return report;
   const fanout: Queued[] = [];
   for (const consumer of consumers) fanout.push(await consumer.sweep());
-  return { closed, fired, fanout };
+  return { ...report, fanout };
+}
+
+/** Closes one stream's final windows and fires their alerts, adding both to `report`. */
+async function sweepStream(
+  stream: CompiledStream,
+  store: Store,
+  report: SweepReport<unknown>,
+): Promise<void> {
+  const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs };
+  const alerted = new Set<string>();
+  if (stream.alerts.length > 0) {
+    // Alerts on final values fire before their windows close, so a crash in
+    // between only repeats the evaluation (fireAlerts keeps it once).
+    const due = await store.closeWindows(stream.name, stream.counterMetas, {
+      ...options,
+      peek: true,
+    });
+    for (const firing of await fireOnFinal(stream, store, due)) {
+      report.fired.push({ ...firing, stream: stream.name });
+    }
+    for (const window of due) alerted.add(closedKey(window));
+  }
+  const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
+  for (const window of windows) {
+    report.closed.push({ ...window, stream: stream.name });
+    recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
+  }
+  // Windows that became due between the two calls.
+  const late = windows.filter((window) => !alerted.has(closedKey(window)));
+  if (stream.alerts.length === 0 || late.length === 0) return;
+  for (const firing of await fireOnFinal(stream, store, late)) {
+    report.fired.push({ ...firing, stream: stream.name });
+  }
+}
+
+/** Logs a sweep's failure: of one stream (named), or of the whole run. */
+export function logSweepError(error: unknown, stream?: string): void {
+  if (stream === undefined) logger.error("Sweep failed: {error}", { error });
+  else logger.error("Sweep of stream '{stream}' failed: {error}", { stream, error });
+}
+
+/** Options for {@linkcode startSweeping}. */
+export interface SweepingOptions {
+  /** Told about a failed run (its error), and about each stream a run could not sweep. */
+  onError: (error: unknown, stream?: string) => void;
+}
+
+/**
+ * Runs `sweep` every `everyMs` ms, never two at once: a tick while the last run still waits (a
+ * slow store, up to its deadline) is skipped rather than stacking runs on it. `stop()` stops the
+ * ticks and resolves once a running one is done.
+ */
+export function startSweeping(
+  sweep: () => Promise<SweepReport<unknown>>,
+  everyMs: number,
+  options: SweepingOptions,
+): { stop(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = sweep().then(
+      (report) => {
+        for (const { stream, error } of report.failed) options.onError(error, stream);
+      },
+      (error) => options.onError(error),
+    ).finally(() => running = undefined);
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return running ?? Promise.resolve();
+    },
+  };
 }
 
 /** Identifies a closed window; sessions of several groups may share a start, so theirs holds the group. */

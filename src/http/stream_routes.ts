@@ -10,7 +10,7 @@ import { createRoute, type OpenAPIHono, type RouteHandler, z } from "@hono/zod-o
 import { type Context, Hono } from "hono";
 import { type CompiledStream, lookUpStream, StreamRegistry } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
-import { sweepOnce } from "../fanout/mod.ts";
+import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
 import { currentWindow, listTopWindows, listWindows } from "../query/mod.ts";
 import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
@@ -827,6 +827,12 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
     // the sweep runs, and what it closed must still be reported, not answered with a 404.
     const streams = new Map([...deps.streams.values()].map((stream) => [stream.name, stream]));
     const report = await sweepOnce(streams.values(), store, { consumers: deps.sweepConsumers });
+    // The other streams were swept; the caller still learns the sweep is not complete (the
+    // store unavailable, 503) and may send it again.
+    if (report.failed.length > 0) {
+      for (const { stream, error } of report.failed) logSweepError(error, stream);
+      throw report.failed[0].error;
+    }
     return c.json({
       closed: report.closed.map((window) => {
         const counter = findCounter(findStream(streams, window.stream), window.counter);

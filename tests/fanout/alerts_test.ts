@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
-import { sweepOnce } from "../../src/fanout/sweep.ts";
+import { startSweeping, sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import type { Store } from "../../src/store/types.ts";
@@ -9,27 +10,24 @@ import { emptyState } from "../../src/window/mod.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
-const streams = compileConfig({
-  streams: {
-    orders: {
-      time: { field: "ts", lateness: "10s" },
-      counters: {
-        per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
-        biggest: { window: { hopping: "2m", every: "1m" }, aggregate: { max: "amount" } },
-      },
-      alerts: [
-        { name: "busy", counter: "per_minute", when: "value >= 3.0" },
-        { name: "german", counter: "per_minute", when: "group.country == 'DE' && value >= 1.0" },
-        { name: "whale", counter: "biggest", when: "value > 1000.0" },
-        {
-          name: "first_minute",
-          counter: "per_minute",
-          when: "window.start == '2026-01-01T00:00:00.000Z' && window.counter == 'per_minute'",
-        },
-      ],
-    },
+const ORDERS = {
+  time: { field: "ts", lateness: "10s" },
+  counters: {
+    per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+    biggest: { window: { hopping: "2m", every: "1m" }, aggregate: { max: "amount" } },
   },
-});
+  alerts: [
+    { name: "busy", counter: "per_minute", when: "value >= 3.0" },
+    { name: "german", counter: "per_minute", when: "group.country == 'DE' && value >= 1.0" },
+    { name: "whale", counter: "biggest", when: "value > 1000.0" },
+    {
+      name: "first_minute",
+      counter: "per_minute",
+      when: "window.start == '2026-01-01T00:00:00.000Z' && window.counter == 'per_minute'",
+    },
+  ],
+};
+const streams = compileConfig({ streams: { orders: ORDERS } });
 const orders = streams.get("orders")!;
 const perMinute = orders.counters[0];
 
@@ -308,13 +306,86 @@ Deno.test("sweepOnce() fires final-value alerts before it closes their windows, 
     store: store,
     nowMs: T0,
   });
-  await assert.rejects(sweepOnce(streams.values(), store), /killed/);
+  const crashed = await sweepOnce(streams.values(), store);
+  assert.deepEqual(crashed.failed.map((failure) => failure.stream), ["orders"]);
+  assert.match(String(crashed.failed[0].error), /killed/);
   const firedBeforeCrash = (await store.readLog("orders", null, 100))
     .filter((entry) => entry.record.type === "alert.fired").length;
   assert.equal(firedBeforeCrash, 2, "german and first_minute on DE");
   const report = await sweepOnce(streams.values(), store);
   assert.ok(report.closed.length > 0);
   assert.equal(report.fired.length, 0, "already fired before the crash: not again");
+});
+
+/** A memory store whose closes of one stream fail, as a broken key or a failing script would. */
+class BrokenStream extends MemoryStore {
+  override closeWindows(...args: Parameters<Store["closeWindows"]>) {
+    if (args[0] === "broken") return Promise.reject(new Error("WRONGTYPE"));
+    return super.closeWindows(...args);
+  }
+}
+
+Deno.test("sweepOnce() sweeps the other streams and runs its consumers when one stream fails", async () => {
+  const two = compileConfig({
+    streams: {
+      broken: { time: ORDERS.time, counters: ORDERS.counters },
+      orders: ORDERS,
+    },
+  });
+  const store = new BrokenStream({ now: () => T0 });
+  for (const name of ["broken", "orders"]) {
+    await ingestItems(
+      two.get(name)!,
+      items([{ ts: at(1), country: "DE" }, { ts: at(200), country: "FR" }]),
+      { store, nowMs: T0 },
+    );
+  }
+  let consumed = 0;
+  const report = await sweepOnce(two.values(), store, {
+    consumers: [{ sweep: () => Promise.resolve(++consumed) }],
+  });
+  assert.deepEqual(report.failed.map((failure) => failure.stream), ["broken"]);
+  assert.match(String(report.failed[0].error), /WRONGTYPE/);
+  assert.ok(report.closed.some((window) => window.stream === "orders"));
+  assert.ok(report.fired.some((firing) => firing.stream === "orders"));
+  assert.deepEqual(report.fanout, [1]);
+});
+
+Deno.test("startSweeping() runs one sweep at a time, reports each failed stream, and stop() waits for a running one", async () => {
+  const clock = FakeTimers.install({ toFake: ["setInterval", "clearInterval"] });
+  try {
+    let started = 0;
+    const hold = Promise.withResolvers<void>();
+    const errors: Array<[string, string | undefined]> = [];
+    const sweeping = startSweeping(
+      async () => {
+        started += 1;
+        await hold.promise;
+        return {
+          closed: [],
+          fired: [],
+          failed: [{ stream: "broken", error: new Error("WRONGTYPE") }],
+        };
+      },
+      500,
+      { onError: (error, stream) => errors.push([String(error), stream]) },
+    );
+    clock.tick(500);
+    // The store is slow: ten more ticks while the first sweep waits start nothing.
+    clock.tick(5_000);
+    assert.equal(started, 1);
+    let stopped = false;
+    const stopping = sweeping.stop().then(() => stopped = true);
+    await Promise.resolve();
+    assert.equal(stopped, false);
+    hold.resolve();
+    await stopping;
+    assert.deepEqual(errors, [["Error: WRONGTYPE", "broken"]]);
+    clock.tick(5_000);
+    assert.equal(started, 1);
+  } finally {
+    clock.uninstall();
+  }
 });
 
 Deno.test("sweepOnce() runs its consumers after closing windows and reports what they did", async () => {

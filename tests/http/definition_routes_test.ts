@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
+import { MemoryDefinitionStore, MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const ADMIN = "admin-key-0123456789";
@@ -383,6 +383,39 @@ Deno.test("POST /v1/admin/sweep reports what it closed of a stream deleted while
     ) => window.groups),
     [[{ group: { plan: "pro" }, value: 1 }]],
   );
+});
+
+Deno.test("POST /v1/admin/sweep sweeps the other streams when one fails, then answers the failure", async () => {
+  let now = T0;
+  const closedBy = new Map<string, number>();
+  class BrokenStream extends MemoryStore {
+    override async closeWindows(...args: Parameters<MemoryStore["closeWindows"]>) {
+      if (args[0].startsWith("broken")) throw new StoreUnavailableError("Redis is unavailable");
+      const closed = await super.closeWindows(...args);
+      if (!args[2].peek) closedBy.set(args[0], (closedBy.get(args[0]) ?? 0) + closed.length);
+      return closed;
+    }
+  }
+  const app = createApp({
+    streams: compileConfig({ streams: {} }),
+    store: new BrokenStream({ now: () => now }),
+    keys: await KeyRing.parse(""),
+    now: () => now,
+  });
+  for (const name of ["broken", "signups"]) {
+    assert.equal((await put(app, name, { ...SIGNUPS, time: { idle: "1m" } })).status, 201);
+    const ingested = await app.request(`/v1/streams/${name}/events`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ plan: "pro" }]),
+    });
+    assert.equal(ingested.status, 202);
+  }
+  now += 3_600_000;
+  const swept = await app.request("/v1/admin/sweep", { method: "POST" });
+  assert.equal(swept.status, 503);
+  assert.equal((await swept.json()).error.code, "store_unavailable");
+  assert.deepEqual([...closedBy.values()], [1]);
 });
 
 Deno.test("PUT /v1/streams/{stream} refuses a pattern RE2 cannot run, and its events are matched in linear time", async () => {
