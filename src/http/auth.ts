@@ -23,7 +23,12 @@
 import { createHash } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
-import { type KeyRateLimit, type KeyStore, MemoryKeyStore } from "../store/mod.ts";
+import {
+  type KeyRateLimit,
+  type KeyStore,
+  MemoryKeyStore,
+  StoreUnavailableError,
+} from "../store/mod.ts";
 import { sipHashText } from "./_siphash.ts";
 import { ApiError } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
@@ -216,7 +221,14 @@ export class KeyRing {
     }
     if (scopes.size > 0) return { grant: { scopes: withImplied(scopes), publishable: false } };
     if (!RUNTIME_KEY.test(key)) return { grant: null };
-    const record = await this.#store.keyByHash(toHex(presented));
+    let record;
+    try {
+      record = await this.#store.keyByHash(toHex(presented));
+    } catch (error) {
+      // A lookup writes nothing, and the request stops here: none of it was applied.
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
+    }
     if (!record) return { grant: null };
     if (record.expiresAt !== undefined && record.expiresAt <= this.#now()) {
       return { grant: null };

@@ -104,6 +104,16 @@ Deno.test("KeyRing: a key store that cannot answer makes the request a 503, and 
   assert.equal((await res.json()).error.code, "store_unavailable");
   // An unhandled rejection (the lookup's copy kept for concurrent requests) ended the process.
   await new Promise((resolve) => setTimeout(resolve, 20));
+  // An ingest refused there applied nothing, and says so: no resend advice for a lookup.
+  const ingest = await app.request("/v1/streams/orders/events", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${RUNTIME_SECRET}`, "Content-Type": "application/json" },
+    body: "{}",
+  });
+  assert.equal(ingest.status, 503);
+  const { error } = await ingest.json();
+  assert.equal(error.details.outcome, "not_applied");
+  assert.match(error.message, /nothing was applied$/);
 });
 
 function runtimeRecord(id: string, secret: string) {
