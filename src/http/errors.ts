@@ -135,6 +135,13 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       ? new ApiError(422, "idempotency_key_reused", error.message, { cause: error })
       : new ApiError(409, "idempotency_key_in_flight", error.message, { cause: error });
   }
+  if (error instanceof RateLimitedError && error.neverFits && error.limit) {
+    // No wait makes it fit: not a 429 a client would send again as it is.
+    return new ApiError(413, "too_many_events", error.message, {
+      details: { maxEvents: error.limit.limit },
+      cause: error,
+    });
+  }
   if (error instanceof RateLimitedError) {
     const retryAfter = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
     const headers: Record<string, string> = { "Retry-After": String(retryAfter) };

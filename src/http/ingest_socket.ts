@@ -239,6 +239,13 @@ export interface IngestSocketDeps {
 
 const logger = getLogger(["edgestream", "http", "ws"]);
 
+/**
+ * Errors after which the same frame may succeed if sent again: the store unavailable, its
+ * Idempotency-Key still in flight, a rate limit that refills (not one whose burst the frame
+ * passes: that is `too_many_events`).
+ */
+const RETRYABLE_CODES = new Set(["store_unavailable", "idempotency_key_in_flight", "rate_limited"]);
+
 /** Longest close reason a WebSocket close frame carries, in bytes. */
 const MAX_REASON_BYTES = 123;
 
@@ -512,7 +519,10 @@ class IngestConnection implements HeldConnection {
   async #answer(frame: QueuedFrame, scope: IngestScope): Promise<FrameReply> {
     const read = readFrame(frame.text, this.#deps.limits);
     const seq = read.seq ?? frame.number;
-    if (!read.ok) return this.#errorReply(seq, false, read.error);
+    if (!read.ok) {
+      scope.failed(new ApiError(400, read.error.code, read.error.message));
+      return this.#errorReply(seq, false, read.error);
+    }
     try {
       const target = await this.#target();
       this.#stream = target.stream;
@@ -530,7 +540,7 @@ class IngestConnection implements HeldConnection {
       const api = apiErrorOf(error, { ingest: true });
       if (api && !(api.status === 500)) {
         // Unavailable, in flight or rate limited: the same frame may succeed later.
-        const retryable = api.status === 503 || api.status === 409 || api.status === 429;
+        const retryable = RETRYABLE_CODES.has(api.code);
         return this.#errorReply(seq, retryable, api);
       }
       this.#logFailure(error);

@@ -257,17 +257,20 @@ export class RateLimitedError extends Error {
   readonly limit?: IngestRateLimit;
   /** Whole tokens that limit holds now. */
   readonly remaining: number;
+  /** The request has more events than that limit's burst: it fits at no time, only split. */
+  readonly neverFits: boolean;
 
   constructor(
     message: string,
     retryAfterMs: number,
-    options: { limit?: IngestRateLimit; remaining?: number } = {},
+    options: { limit?: IngestRateLimit; remaining?: number; neverFits?: boolean } = {},
   ) {
     super(message);
     this.name = "RateLimitedError";
     this.retryAfterMs = retryAfterMs;
     this.limit = options.limit;
     this.remaining = options.remaining ?? 0;
+    this.neverFits = options.neverFits ?? false;
   }
 }
 
@@ -331,19 +334,33 @@ export async function ingestItems(
   }
 }
 
+/**
+ * The error of a request the store refused for its rate limits: waiting for the bucket the
+ * store names, or, when the request has more events than a limit's burst (it fits at no time,
+ * whatever the store waits for), naming the smallest such burst.
+ */
 function rateLimited(
-  limit: IngestRateLimit | undefined,
+  limits: readonly IngestRateLimit[],
   cost: number,
-  outcome: { retryAfterMs: number; remaining: number },
+  outcome: { claim: number; retryAfterMs: number; remaining: number },
 ): RateLimitedError {
   const { retryAfterMs, remaining } = outcome;
+  const tooSmall = limits.filter((limit) => cost > limit.limit)
+    .sort((a, b) => a.limit - b.limit)[0];
+  const limit = tooSmall ?? limits[outcome.claim];
   const perSecond = limit ? (limit.limit * 1000) / limit.windowMs : 0;
   const rule = limit
     ? `Rate limit of ${limit.subject} (${perSecond} events/s, burst ${limit.limit})`
     : "Rate limit";
-  const reason = limit && cost > limit.limit
-    ? `this request's ${cost} events are more than its burst of ${limit.limit}, so it can never fit: send at most ${limit.limit} events per request`
-    : `it holds ${remaining} events now, fewer than this request's ${cost}; the request was refused whole (nothing applied): retry in ${retryAfterMs} ms`;
+  if (tooSmall) {
+    return new RateLimitedError(
+      `${rule} reached: this request's ${cost} events are more than its burst of ${limit.limit}, so it can never fit (nothing applied): send at most ${limit.limit} events per request`,
+      retryAfterMs,
+      { limit, remaining, neverFits: true },
+    );
+  }
+  const reason =
+    `it holds ${remaining} events now, fewer than this request's ${cost}; the request was refused whole (nothing applied): retry in ${retryAfterMs} ms`;
   return new RateLimitedError(`${rule} reached: ${reason}`, retryAfterMs, { limit, remaining });
 }
 
@@ -425,7 +442,7 @@ async function ingestOnce(
         `A request with Idempotency-Key '${idempotency?.key}' is still being processed`,
       );
     case "rate_limited":
-      throw rateLimited(options.rateLimits?.[outcome.claim], accepted, outcome);
+      throw rateLimited(options.rateLimits ?? [], accepted, outcome);
   }
   for (const observer of options.observers ?? []) {
     try {

@@ -15,9 +15,12 @@
  * the SDK with the same endpoint (or by this one when it is shown again).
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
- * twice. A batch answered 429 or 503, or lost to the network, is sent again
- * with the same key after `Retry-After` (or an exponential backoff), up to
- * `maxRetries` times; other refusals are dropped with a console warning.
+ * twice. A batch answered 429 or 503, or `409 idempotency_key_in_flight`, or
+ * lost to the network, is sent again with the same key after `Retry-After`
+ * (or an exponential backoff), up to `maxRetries` times; one answered `413
+ * too_many_events` with `details.maxEvents` (more events than a rate limit's
+ * burst) is sent again split into batches of that many; other refusals are
+ * dropped with a console warning.
  */
 
 /** A random id: `crypto.randomUUID` exists only in secure contexts. */
@@ -25,6 +28,15 @@ function randomId() {
   if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+/** The `error` object of an error answer, or undefined when it has none. */
+async function errorOf(res) {
+  try {
+    return (await res.json())?.error;
+  } catch {
+    return undefined;
+  }
 }
 
 function sleep(ms) {
@@ -97,7 +109,22 @@ export function createTracker(options) {
           keepalive,
         });
         if (res.ok) return;
-        if (res.status !== 429 && res.status !== 503) {
+        const code = res.status === 409 || res.status === 413 ? await errorOf(res) : undefined;
+        const maxEvents = code?.details?.maxEvents;
+        if (code?.code === "too_many_events" && maxEvents >= 1 && maxEvents < events.length) {
+          // More events than a rate limit's burst: none was applied, and parts that fit it can
+          // be, each under its own key.
+          const parts = [];
+          for (let i = 0; i < events.length; i += maxEvents) {
+            parts.push(send(stream, events.slice(i, i + maxEvents)));
+          }
+          await Promise.all(parts);
+          return;
+        }
+        // The same key still being applied (a resend after a lost answer): its answer, or its
+        // failure, comes with a later resend.
+        const inFlight = code?.code === "idempotency_key_in_flight";
+        if (res.status !== 429 && res.status !== 503 && !inFlight) {
           console.warn(`edgestream: ${stream} refused ${events.length} events: ${res.status}`);
           return;
         }

@@ -214,13 +214,39 @@ Deno.test("a stream's limit answers 429 with Retry-After and RateLimit headers, 
   assert.deepEqual([counted.accepted, counted.applied], [4, 4]);
 });
 
-Deno.test("a request larger than the burst is refused with a message that says it can never fit", async () => {
-  const { app } = await setup();
+Deno.test("a request larger than the burst is refused with 413 too_many_events, the burst in its details", async () => {
+  const { app, stats } = await setup();
   const res = await app.request(...send("limited", [{}, {}, {}, {}, {}], { key: KEYS.ingest }));
-  assert.equal(res.status, 429);
+  // No wait makes it fit: no 429 and no Retry-After, which a client would wait for and resend.
+  assert.equal(res.status, 413);
+  assert.equal(res.headers.get("Retry-After"), null);
+  const { error } = await res.json();
+  assert.equal(error.code, "too_many_events");
+  assert.deepEqual(error.details, { maxEvents: 4 });
   assert.match(
-    (await res.json()).error.message,
-    /this request's 5 events are more than its burst of 4, so it can never fit: send at most 4 events per request/,
+    error.message,
+    /this request's 5 events are more than its burst of 4, so it can never fit \(nothing applied\): send at most 4 events per request/,
+  );
+  assert.equal((await stats("limited")).accepted, 0);
+});
+
+Deno.test("a request past a key's burst is 413 although the stream's bucket is the one that lacks tokens longest", async () => {
+  const { app, createKey } = await setup();
+  const limited = await createKey({
+    scopes: ["ingest"],
+    rateLimit: { eventsPerSecond: 1, burst: 2 },
+  });
+  assert.equal(
+    (await app.request(...send("limited", [{}, {}, {}, {}], { key: KEYS.ingest }))).status,
+    202,
+  );
+  const res = await app.request(...send("limited", [{}, {}, {}], { key: limited.key }));
+  assert.equal(res.status, 413);
+  const { error } = await res.json();
+  assert.deepEqual([error.code, error.details], ["too_many_events", { maxEvents: 2 }]);
+  assert.match(
+    error.message,
+    /^Rate limit of key '[^']+' on stream 'limited' \(1 events\/s, burst 2\)/,
   );
 });
 

@@ -744,7 +744,7 @@ Deno.test("WebSocket ingest error frames carry the upgrade request's X-Request-I
   }
 });
 
-Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a retryable rate_limited error and counts none of it", async () => {
+Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a retryable rate_limited error, one past its burst with a final too_many_events, and counts none of them", async () => {
   const config = {
     streams: {
       limited: {
@@ -759,7 +759,10 @@ Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a 
     client.socket.send(JSON.stringify([{}, {}]));
     client.socket.send(JSON.stringify([{}, {}]));
     client.socket.send(JSON.stringify([{}]));
-    const [first, second, third] = [
+    // Past the burst: no wait makes it fit, so it is not retryable.
+    client.socket.send(JSON.stringify([{}, {}, {}, {}]));
+    const [first, second, third, fourth] = [
+      await client.inbox.next(),
       await client.inbox.next(),
       await client.inbox.next(),
       await client.inbox.next(),
@@ -770,6 +773,10 @@ Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a 
     assert.equal(second.error.code, "rate_limited");
     assert.match(second.error.message, /refused whole/);
     assert.equal(third.type, "ack");
+    assert.deepEqual(
+      [fourth.type, fourth.retryable, fourth.error.code, fourth.error.details],
+      ["error", false, "too_many_events", { maxEvents: 3 }],
+    );
     const stats = await server.store.stats(
       "limited",
       compileConfig(config).get("limited")!.counterMetas,

@@ -1,7 +1,7 @@
 /**
  * The browser SDK's sending logic (`static/sdk/sdk.js`), run in Deno with a
- * recording `fetch`: what each request carries and how 429 and 503 are
- * retried. The real browser path is in tests/http/browser_chromium_test.ts.
+ * recording `fetch`: what each request carries and how 429, 503 and 409
+ * in flight are retried and a 413 past a burst is split. The real browser path is in tests/http/browser_chromium_test.ts.
  */
 import assert from "node:assert/strict";
 // @ts-types="./sdk_types.d.ts"
@@ -89,6 +89,63 @@ Deno.test("the SDK resends a batch answered 429 or 503, or lost, with the same I
     assert.equal(new Set(sent.map((item) => item.init.body)).size, 1);
     // The 429's Retry-After: 1 was waited for (the other retries back off from 1 ms).
     assert.ok(Date.now() - started >= 1_000, `${Date.now() - started} ms`);
+  } finally {
+    restore();
+  }
+});
+
+Deno.test("the SDK resends a batch answered 409 idempotency_key_in_flight with the same key, and drops one answered another 409", async () => {
+  const inFlight = () =>
+    Response.json(
+      { error: { code: "idempotency_key_in_flight", message: "still being processed" } },
+      { status: 409 },
+    );
+  const { sent, restore } = recordingFetch([
+    new TypeError("Failed to fetch"),
+    inFlight(),
+    new Response(null, { status: 202 }),
+    Response.json({ error: { code: "counter_changed", message: "…" } }, { status: 409 }),
+  ]);
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      retryBaseMs: 1,
+    });
+    tracker.track("s", { n: 1 });
+    await tracker.flush();
+    assert.equal(sent.length, 3);
+    assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 1);
+    assert.deepEqual(warnings, []);
+    tracker.track("s", { n: 2 });
+    await tracker.flush();
+    assert.equal(sent.length, 4);
+    assert.deepEqual(warnings, ["edgestream: s refused 1 events: 409"]);
+  } finally {
+    console.warn = warn;
+    restore();
+  }
+});
+
+Deno.test("the SDK splits a batch answered 413 too_many_events by details.maxEvents, each part with its own key", async () => {
+  const { sent, restore } = recordingFetch([
+    Response.json(
+      { error: { code: "too_many_events", message: "burst 2", details: { maxEvents: 2 } } },
+      { status: 413 },
+    ),
+  ]);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    for (let n = 1; n <= 5; n++) tracker.track("s", { n });
+    await tracker.flush();
+    assert.deepEqual(
+      sent.map((item) => JSON.parse(String(item.init.body)).map((event: { n: number }) => event.n)),
+      [[1, 2, 3, 4, 5], [1, 2], [3, 4], [5]],
+    );
+    assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 4);
   } finally {
     restore();
   }

@@ -777,6 +777,39 @@ const requestScenarios: Record<string, Scenario> = {
     assert.deepEqual([stats.accepted, stats.applied], [10, 10]);
   },
 
+  async "applyBatch() answers the longest wait of the buckets that refuse, when the request fits in all"(
+    store,
+  ) {
+    const stream = { key: "stream", limit: 40, windowMs: 2_000 };
+    const key = { key: "key:k1", limit: 5, windowMs: 5_000 };
+    const send = (ids: string[], claims: (typeof stream)[], nowMs: number) =>
+      store.applyBatch(batchOf(
+        ids.map((id) => batchEvent(id, T0 + 1_000)),
+        [{
+          events: ids.length,
+          filtered: 0,
+          rateLimits: claims.map((claim) => ({ ...claim, cost: ids.length })),
+        }],
+        nowMs,
+      ));
+    const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+    assert.equal(
+      (await send(ids("a", 5), [stream, key], T0 + 70_000)).requests[0].status,
+      "applied",
+    );
+    assert.equal((await send(ids("b", 35), [stream], T0 + 70_000)).requests[0].status, "applied");
+    // The stream's bucket is empty (refills in 250 ms for 5), the key's too (5 s for 5): the
+    // request fits once both hold 5, in 5 s, which is what it is told (the key's bucket).
+    const refused = await send(ids("c", 5), [stream, key], T0 + 70_000);
+    assert.deepEqual(refused.requests, [
+      { status: "rate_limited", retryAfterMs: 5_000, claim: 1, remaining: 0 },
+    ]);
+    assert.equal(
+      (await send(ids("c", 5), [stream, key], T0 + 75_000)).requests[0].status,
+      "applied",
+    );
+  },
+
   async "applyBatch() counts a request's rejected events in stats only when the request applies"(
     store,
   ) {

@@ -330,7 +330,17 @@ export class MemoryStore implements Store {
         tokens: Math.min(limit.limit, bucket ? bucket.tokens + refill : limit.limit),
       };
     });
-    const refused = claims.findIndex((limit, index) => levels[index].tokens < limit.cost);
+    // Of the buckets short of the cost, the one that takes longest to hold it: the request fits
+    // only then, so that is the wait it is told.
+    let refused = -1;
+    let longest = -1;
+    claims.forEach((limit, index) => {
+      const { tokens, perMs } = levels[index];
+      if (tokens < limit.cost && (limit.cost - tokens) / perMs > longest) {
+        refused = index;
+        longest = (limit.cost - tokens) / perMs;
+      }
+    });
     claims.forEach((limit, index) => {
       const { tokens, perMs } = levels[index];
       const left = refused >= 0 ? tokens : tokens - limit.cost;

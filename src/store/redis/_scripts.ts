@@ -313,7 +313,9 @@ local function admit(request)
   -- one bucket refuses takes nothing from the others.
   local claims = request.rls
   if type(claims) == "table" and #claims > 0 then
-    local levels, refused = {}, nil
+    -- Of the buckets short of the cost, the one that takes longest to hold it: the request fits
+    -- only then, so that is the wait it is told.
+    local levels, refused, longest = {}, nil, -1
     for c, claim in ipairs(claims) do
       local limit, window, cost = claim[2], claim[3], claim[4]
       local perMs = limit / window
@@ -323,7 +325,9 @@ local function admit(request)
         tokens = math.min(limit, tonumber(bucket[1]) + perMs * (now - tonumber(bucket[2])))
       end
       levels[c] = { tokens = tokens, perMs = perMs }
-      if not refused and tokens < cost then refused = c end
+      if tokens < cost and (cost - tokens) / perMs > longest then
+        refused, longest = c, (cost - tokens) / perMs
+      end
     end
     for c, claim in ipairs(claims) do
       local limit, cost, level = claim[2], claim[4], levels[c]
