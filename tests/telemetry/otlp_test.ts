@@ -163,6 +163,12 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     const ack = new Promise<string>((resolve) => socket.onmessage = (event) => resolve(event.data));
     socket.send(JSON.stringify({ seq: 1, events: [{ id: "w1" }, { id: "w2" }, { id: "w3" }] }));
     assert.equal(JSON.parse(await ack).accepted, 3);
+    // And one frame that cannot be read: its span is an error, as the unreadable request's.
+    const badFrame = new Promise<string>((resolve) =>
+      socket.onmessage = (event) => resolve(event.data)
+    );
+    socket.send("{bad");
+    assert.equal(JSON.parse(await badFrame).error.code, "invalid_json");
 
     // Webhooks: one delivery that succeeds, one that fails with a retry, one that dies.
     for (const path of ["/ok", "/busy", "/gone"]) {
@@ -197,7 +203,7 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       }
       assert.equal(receiver.points(events).length, 6, describePoints(receiver, events));
       for (const point of receiver.points(events)) assert.equal(point.temporality, 2);
-      for (const [transport, count] of [["http", 4], ["ws", 1]] as const) {
+      for (const [transport, count] of [["http", 4], ["ws", 2]] as const) {
         const point = pointWhere(
           receiver,
           "edgestream.ingest.duration",
@@ -285,8 +291,12 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       const failed = spans.filter((span) =>
         span.name === "edgestream.ingest" && span.status.code === 2
       );
-      assert.equal(failed.length, 1, "the unreadable request's span is an error, no other");
-      assert.match(failed[0].status.message ?? "", /JSON/);
+      assert.deepEqual(
+        failed.map((span) => span.attributes["edgestream.transport"]).sort(),
+        ["http", "ws"],
+        "the unreadable request's and frame's spans are errors, no other",
+      );
+      for (const span of failed) assert.match(span.status.message ?? "", /JSON/);
     });
   } finally {
     sse.abort();
