@@ -133,5 +133,11 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
       if (!chart || JSON.stringify(labels) !== shown) build(labels, data);
       else chart.setData(data);
     },
+    /** Removes the chart and stops following its container's width. */
+    destroy() {
+      observer?.disconnect();
+      chart?.destroy();
+      chart = null;
+    },
   };
 }

@@ -43,15 +43,25 @@ function isAdditive(definition) {
     "sum" in aggregate);
 }
 
-/** The `top` (and for quantiles `by`) query of a counter's reads. */
+/**
+ * The `top` (and for quantiles `by`) query of a counter's reads. A session counter lists its
+ * sessions by start (each is one group's own): the server ranks no groups there.
+ */
 function topQuery(entry, top) {
-  return `top=${top}${entry.quantiles ? "&by=p99" : ""}`;
+  if (entry.session) return "";
+  return `&top=${top}${entry.quantiles ? "&by=p99" : ""}`;
+}
+
+/** The first `count` of a session counter's sessions (newest first), as a current window. */
+function recentSessions(rows, count) {
+  return { windows: rows.slice(0, count) };
 }
 
 /** The counters of every stream, each a chart and its current window. */
 export class CountersView {
   #entries = new Map();
   #top;
+  #stopped = false;
 
   /** Builds a panel per counter of the streams of a `GET /v1/streams` answer. */
   constructor(container, streams, { top = 5 } = {}) {
@@ -88,6 +98,7 @@ export class CountersView {
           counter,
           quantiles: typeof definition?.aggregate === "object" &&
             "quantiles" in (definition.aggregate ?? {}),
+          session: definition?.window?.session !== undefined,
           series: new CounterSeries(WINDOWS, { additive: isAdditive(definition) }),
           chartElement: chart,
           chart: null,
@@ -113,6 +124,16 @@ export class CountersView {
     }
   }
 
+  /** Stops reading: the panels are being replaced (the streams changed). */
+  stop() {
+    this.#stopped = true;
+    for (const entry of this.#entries.values()) {
+      clearTimeout(entry.timer);
+      clearTimeout(entry.reloadTimer);
+      entry.chart?.destroy();
+    }
+  }
+
   /** Shows the top `count` groups in every chart and current window (read again with that top). */
   setTop(count) {
     this.#top = count;
@@ -130,15 +151,18 @@ export class CountersView {
   }
 
   async #readWindows(entry) {
+    if (this.#stopped) return;
     clearTimeout(entry.reloadTimer);
     entry.lastReload = Date.now();
     try {
       const body = await api(
-        `${path(entry.stream, entry.counter)}?limit=${WINDOWS}&${topQuery(entry, this.#top)}`,
+        `${path(entry.stream, entry.counter)}?limit=${WINDOWS}${topQuery(entry, this.#top)}`,
       );
       entry.series.clear();
       for (const row of body.windows) entry.series.set(row);
       for (const row of body.others ?? []) entry.series.setOthers(row);
+      // The newest sessions, newest first, stand for a session counter's current window.
+      if (entry.session) entry.current = recentSessions(body.windows, this.#top);
       entry.status.textContent = "";
       this.#scheduleDraw(entry);
     } catch (error) {
@@ -162,6 +186,7 @@ export class CountersView {
 
   /** Reads the current window in `delayMs`, unless a read is already due sooner. */
   #scheduleCurrent(entry, delayMs) {
+    if (this.#stopped) return;
     const due = Date.now() + delayMs;
     // A message that came while a read was on its way keeps its sooner read.
     if (entry.timer !== null && entry.currentDue <= due) return;
@@ -174,9 +199,11 @@ export class CountersView {
     clearTimeout(entry.timer);
     entry.timer = null;
     entry.lastCurrentRead = Date.now();
+    // A session counter's open sessions can be many: its newest come with the windows read.
+    if (entry.session || this.#stopped) return;
     try {
       entry.current = await api(
-        `${path(entry.stream, entry.counter)}/current?${topQuery(entry, this.#top)}`,
+        `${path(entry.stream, entry.counter)}/current?${topQuery(entry, this.#top).slice(1)}`,
       );
       this.#drawCurrent(entry);
     } catch (error) {
@@ -209,13 +236,18 @@ export class CountersView {
   #drawCurrent(entry) {
     const current = entry.current;
     if (!current) return;
-    entry.range.textContent = `${clockTime(current.start)} – ${clockTime(current.end)}`;
+    entry.range.textContent = entry.session
+      ? `newest ${current.windows.length} session(s)`
+      : `${clockTime(current.start)} – ${clockTime(current.end)}`;
     // Ranked by the server, highest first.
     const shown = current.windows.filter((row) => row.value !== null);
     const labels = entry.shownLabels ?? [];
     const items = shown.map((row) => {
-      const label = groupLabel(row.group);
-      const colour = labels.indexOf(label);
+      const group = groupLabel(row.group);
+      const label = entry.session
+        ? `${group} ${clockTime(row.start)}–${clockTime(row.end)}`
+        : group;
+      const colour = labels.indexOf(group);
       return el(
         "li",
         {},

@@ -73,6 +73,55 @@ async function showStoreStatus() {
   }
 }
 
+/** What the panels are built from: the streams' names and counters. */
+function layoutOf(streams) {
+  return JSON.stringify(streams.map((stream) => [stream.name, stream.definition?.counters ?? {}]));
+}
+
+/**
+ * Builds the streams and counters panels for `streams` and follows them (the first
+ * `MAX_LIVE_STREAMS` live, the rest polled) until `stop()`.
+ */
+function showStreams(streams, { alerts, top }) {
+  const streamsView = new StreamsView(byId("streams"), streams);
+  const counters = new CountersView(byId("counters"), streams, { top });
+  const stops = [];
+  streams.forEach((stream, i) => {
+    if (i >= MAX_LIVE_STREAMS) {
+      streamsView.setLiveState(
+        stream.name,
+        `polled (live for the first ${MAX_LIVE_STREAMS})`,
+        false,
+      );
+      const timer = setInterval(() => counters.load(stream.name), WEBHOOKS_EVERY_MS);
+      counters.load(stream.name);
+      stops.push(() => clearInterval(timer));
+      return;
+    }
+    stops.push(follow(stream.name, {
+      types: LIVE_TYPES,
+      onMessage(payload) {
+        // Sent on every (re)connection: reload what may have been missed.
+        if (payload.type === "subscribed") counters.load(stream.name);
+        else {
+          counters.handle(stream.name, payload);
+          alerts.handle(payload);
+        }
+      },
+      onState: (text, connected) => streamsView.setLiveState(stream.name, text, connected),
+    }));
+  });
+  return {
+    layout: layoutOf(streams),
+    streamsView,
+    counters,
+    stop() {
+      for (const stop of stops) stop();
+      counters.stop();
+    },
+  };
+}
+
 async function start() {
   const wantsKey = serverWantsKey();
   byId("mode").textContent = wantsKey ? "API key in this tab" : "open mode: no key needed";
@@ -100,42 +149,22 @@ async function start() {
   byId("dashboard").hidden = false;
 
   const topGroups = byId("top-groups");
-  const streamsView = new StreamsView(byId("streams"), streams);
-  const counters = new CountersView(byId("counters"), streams, { top: Number(topGroups.value) });
   const alerts = new AlertsView(byId("alerts"), byId("alert-count"));
   const webhooks = new WebhooksView(byId("webhooks"), byId("webhooks-note"));
-  topGroups.addEventListener("change", () => counters.setTop(Number(topGroups.value)));
-
-  streams.forEach((stream, i) => {
-    if (i >= MAX_LIVE_STREAMS) {
-      streamsView.setLiveState(
-        stream.name,
-        `polled (live for the first ${MAX_LIVE_STREAMS})`,
-        false,
-      );
-      every(WEBHOOKS_EVERY_MS, () => counters.load(stream.name));
-      return;
-    }
-    follow(stream.name, {
-      types: LIVE_TYPES,
-      onMessage(payload) {
-        // Sent on every (re)connection: reload what may have been missed.
-        if (payload.type === "subscribed") counters.load(stream.name);
-        else {
-          counters.handle(stream.name, payload);
-          alerts.handle(payload);
-        }
-      },
-      onState: (text, connected) => streamsView.setLiveState(stream.name, text, connected),
-    });
-  });
+  let shown = showStreams(streams, { alerts, top: Number(topGroups.value) });
+  topGroups.addEventListener("change", () => shown.counters.setTop(Number(topGroups.value)));
 
   let first = true;
   every(STATS_EVERY_MS, async () => {
     try {
       const body = first ? { streams } : await api("/v1/streams");
       first = false;
-      streamsView.update(body.streams, Date.now());
+      // A stream created, deleted or redefined since: the panels are built again for the list.
+      if (layoutOf(body.streams) !== shown.layout) {
+        shown.stop();
+        shown = showStreams(body.streams, { alerts, top: Number(topGroups.value) });
+      }
+      shown.streamsView.update(body.streams, Date.now());
       byId("page-status").textContent = "";
     } catch (error) {
       byId("page-status").textContent = `Cannot read stream stats: ${error.message}`;

@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import type { Browser, ConsoleMessage, Page, Request } from "playwright-core";
 import { createApp } from "../../src/app.ts";
-import { compileConfig } from "../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/live.ts";
 import { UrlPolicy, WebhookService } from "../../src/fanout/webhooks/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -85,10 +85,12 @@ interface DashboardServer {
 
 /** Serves the whole app (with webhooks to two local receivers, one failing) on a free port. */
 async function startServer(
-  options: { auth?: boolean; config?: unknown } = {},
+  options: { auth?: boolean; config?: unknown; registry?: boolean } = {},
 ): Promise<DashboardServer> {
   const now = clockInsideOneWindow();
-  const streams = compileConfig(options.config ?? CONFIG);
+  const compiled = compileConfig(options.config ?? CONFIG);
+  // With a registry, streams may be created and deleted at run time (`PUT`/`DELETE`).
+  const streams = options.registry ? new StreamRegistry(compiled, { now }) : compiled;
   const store = new MemoryStore({ now });
   const live = new LiveHub(streams, store, { pollMs: 50, updateIntervalMs: 100, now });
   const webhooks = new WebhookService({
@@ -457,6 +459,65 @@ browserTest(
       );
       assert.deepEqual(log.errors, []);
       assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "the dashboard lists a session counter's newest sessions, and shows streams created and deleted after it loaded",
+  async (browser) => {
+    const config = {
+      streams: {
+        visits: {
+          time: { field: "ts", lateness: "1h" },
+          counters: {
+            v: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" },
+          },
+        },
+      },
+    };
+    const server = await startServer({ config, registry: true });
+    try {
+      const at = server.now() - 120_000;
+      await server.send([
+        { user: "ann", ts: at },
+        { user: "ann", ts: at + 10_000 },
+        { user: "bob", ts: at + 5_000 },
+      ], "visits");
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      // The server ranks no groups of sessions (`?top` is refused): they are listed by start.
+      await textMatching(page, '[data-counter="visits/v"] .window-range', /^newest 2 session/);
+      const sessions = await page.locator('[data-current="visits/v"] li').allTextContents();
+      assert.equal(sessions.length, 2, JSON.stringify(sessions));
+      assert.match(sessions[0], /bob.*\b1$/);
+      assert.match(sessions[1], /ann.*\b2$/);
+      assert.equal(
+        await page.locator('[data-counter="visits/v"] .counter-status').textContent(),
+        "",
+      );
+
+      const put = await fetch(`${server.base}/v1/streams/latecomer`, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        }),
+      });
+      assert.equal(put.status, 201, await put.text());
+      await server.send([{}, {}, {}], "latecomer");
+      await page.locator('[data-stream="latecomer"]').waitFor();
+      await textMatching(page, '[data-current="latecomer/n"]', /\b3$/);
+      const deleted = await fetch(`${server.base}/v1/streams/latecomer`, { method: "DELETE" });
+      assert.equal(deleted.status, 204);
+      await page.locator('[data-stream="latecomer"]').waitFor({ state: "detached" });
+      await page.locator('[data-stream="visits"]').waitFor();
+      assert.deepEqual(log.errors, []);
       await page.close();
     } finally {
       await browser.close();
