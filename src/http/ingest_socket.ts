@@ -69,7 +69,12 @@ import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import type { Store } from "../store/types.ts";
-import { type IngestScope, traceIngest } from "../telemetry/mod.ts";
+import {
+  activeSpanLinks,
+  type IngestScope,
+  type IngestSpanOptions,
+  traceIngest,
+} from "../telemetry/mod.ts";
 import {
   BodyError,
   type BodyLimits,
@@ -301,6 +306,7 @@ class IngestConnection implements HeldConnection {
   #lingering: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   #ended = Promise.withResolvers<void>();
+  #upgrade: IngestSpanOptions["links"];
 
   constructor(
     deps: IngestSocketDeps,
@@ -315,6 +321,8 @@ class IngestConnection implements HeldConnection {
       maxUnreadMs: number;
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
+      /** A link to the upgrade request's span, which each frame's own trace carries. */
+      upgrade?: IngestSpanOptions["links"];
       /** Where each frame goes, asked again per frame (see {@linkcode FrameTarget}). */
       target: () => Promise<FrameTarget>;
     },
@@ -323,6 +331,7 @@ class IngestConnection implements HeldConnection {
     this.#deps = deps;
     this.#stream = stream;
     this.#requestId = settings.requestId;
+    this.#upgrade = settings.upgrade ?? [];
     this.#socket = socket;
     this.#stats = settings.stats;
     this.#maxFramesInFlight = settings.maxFramesInFlight;
@@ -510,9 +519,12 @@ class IngestConnection implements HeldConnection {
 
   /** Answers one frame, traced as one ingest request. */
   #handle(frame: QueuedFrame): Promise<FrameReply> {
+    // Each frame a trace of its own, linked to the upgrade: a connection open for hours would
+    // otherwise grow one trace without end.
     return traceIngest(
       { stream: this.#stream.name, transport: "ws" },
       (scope) => this.#answer(frame, scope),
+      { root: true, links: this.#upgrade },
     );
   }
 
@@ -614,6 +626,10 @@ export function ingestSocketHandler(
     // As for HTTP ingest: a publishable key works only from its pages.
     if (!denied) refuseForeignOrigin(grant, c.req.header("Origin"));
     if (!denied && !stream) throw streamMissing(deps.streams, name);
+    // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
+    // request's log line still says why.
+    if (denied) c.error = denied;
+    const upgrade = activeSpanLinks();
     let connection: IngestConnection | undefined;
     return await upgradeSocket(c, {
       onOpen(_event, socket) {
@@ -624,6 +640,7 @@ export function ingestSocketHandler(
         connection = new IngestConnection(deps, stream, socket, {
           ...settings,
           requestId,
+          upgrade,
           async target() {
             const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
             if (again.error) throw again.error;

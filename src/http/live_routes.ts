@@ -473,6 +473,9 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       stream: c.req.param("stream"),
     });
     if (denied && !overSocket) throw denied;
+    // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
+    // request's log line still says why.
+    if (denied) c.error = denied;
     let subscription: Subscription | undefined;
     if (!denied) {
       const stream = await findServedStream(deps.streams, c.req.param("stream"));

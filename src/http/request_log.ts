@@ -25,6 +25,7 @@
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
 import { writeLogRecord } from "../telemetry/logging.ts";
+import { withoutInboundBaggage } from "../telemetry/mod.ts";
 import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
 import { carriesRequestId, REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
 
@@ -138,7 +139,8 @@ export async function logRequest(
   const started = now();
   const requestId = requestIdFrom(c.req.header(REQUEST_ID_HEADER));
   setRequestId(c, requestId);
-  await withContext({ requestId }, serve);
+  // A caller's baggage goes no further than this process (see withoutInboundBaggage).
+  await withoutInboundBaggage(() => withContext({ requestId }, serve));
   // A response made with the id (`jsonWithRequestId`) is left as Deno prepared it for sending.
   if (!carriesRequestId(c, c.res)) {
     try {

@@ -18,7 +18,7 @@ import type {
   RateLimitClaim,
   Store,
 } from "../store/types.ts";
-import { attachIngestSpan } from "../telemetry/mod.ts";
+import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { eventValidator } from "../validate/mod.ts";
@@ -446,7 +446,9 @@ async function ingestOnce(
   }
   for (const observer of options.observers ?? []) {
     try {
-      observer({ stream, events, outcomes: result.outcomes, nowMs, demand: result.demand });
+      // Background work (alerts, live, webhooks) outside this request's trace.
+      const batch = { stream, events, outcomes: result.outcomes, nowMs, demand: result.demand };
+      detached(() => observer(batch));
     } catch (error) {
       logger.error("Ingest observer failed on stream {stream}: {error}", {
         stream: stream.name,

@@ -4,8 +4,10 @@
  * `OTEL_DENO=true` (no SDK is bundled); without it the API hands out no-op
  * instruments and every call here does nothing.
  *
- * Attributes stay low-cardinality: stream, counter and alert names come from
- * the config file, never from a request.
+ * Attributes stay low-cardinality: stream, counter and alert names are those
+ * of served streams (the config file's, and those an admin created through the
+ * API, whose series stay until the process restarts), never taken from a
+ * request that names an unknown stream.
  *
  * @module
  */
@@ -104,7 +106,7 @@ const liveSubscribers = meter.createUpDownCounter("edgestream.live.subscribers",
 
 /** Attributes of the ingest instruments. */
 export interface IngestAttributes {
-  /** Stream name (from the config file). */
+  /** Name of a served stream. */
   stream: string;
   /** How the request arrived. */
   transport: IngestTransport;

@@ -16,8 +16,11 @@
  * @module
  */
 import {
+  context,
   type Link,
+  propagation,
   ProxyTracerProvider,
+  ROOT_CONTEXT,
   type Span,
   type SpanContext,
   SpanStatusCode,
@@ -46,6 +49,42 @@ export function tracing(): boolean {
   const provider = trace.getTracerProvider();
   const delegate = provider instanceof ProxyTracerProvider ? provider.getDelegate() : provider;
   return delegate !== NO_PROVIDER;
+}
+
+/**
+ * Runs `run` without the W3C `baggage` a request brought (Deno's server reads it from the
+ * request): what a caller sends, unsigned, is not passed on to the store and webhook receivers
+ * by Deno's `fetch`, which sends the active context's baggage along. The trace itself stays.
+ */
+export function withoutInboundBaggage<T>(run: () => T): T {
+  if (!tracing()) return run();
+  const active = context.active();
+  if (propagation.getBaggage(active) === undefined) return run();
+  return context.with(propagation.deleteBaggage(active), run);
+}
+
+/**
+ * Runs `run` outside the active trace: background work it starts (timers, webhook sends, alert
+ * evaluation after an ingest) starts traces of its own instead of growing the request's after it
+ * was answered, and carries none of its context to the hosts it calls.
+ */
+export function detached<T>(run: () => T): T {
+  if (!tracing()) return run();
+  return context.with(ROOT_CONTEXT, run);
+}
+
+/** Options for {@linkcode traceIngest}. */
+export interface IngestSpanOptions {
+  /** Start a trace of its own rather than a child of the active span. @default {false} */
+  root?: boolean;
+  /** Links to other spans (a WebSocket frame's to its upgrade request's). @default {none} */
+  links?: Link[];
+}
+
+/** A link to the active span when it records (else none): for work that gets a trace of its own. */
+export function activeSpanLinks(): Link[] {
+  const span = trace.getActiveSpan();
+  return span && span.isRecording() ? [{ context: span.spanContext() }] : [];
 }
 
 /** What an ingest request's code tells its span. */
@@ -90,17 +129,21 @@ function fail(span: Span, error: unknown): void {
 export function traceIngest<T>(
   attributes: IngestAttributes,
   run: (scope: IngestScope) => Promise<T>,
+  options: IngestSpanOptions = {},
 ): Promise<T> {
   // Neither a tracer nor a meter (no OTEL_DENO): nothing to record, no frame of its own.
   if (!metering() && !tracing()) return run(UNRECORDED);
   const started = performance.now();
   if (!tracing()) return untracedIngest(attributes, run, started);
-  return tracer.startActiveSpan("edgestream.ingest", {
+  const spanOptions = {
     attributes: {
       "edgestream.stream": attributes.stream,
       "edgestream.transport": attributes.transport,
     },
-  }, async (span) => {
+    links: options.links,
+  };
+  const parent = options.root ? ROOT_CONTEXT : context.active();
+  return tracer.startActiveSpan("edgestream.ingest", spanOptions, parent, async (span) => {
     const scope: IngestScope = {
       answered(reply) {
         // Without a tracer (no OTEL_DENO) the span records nothing: no attributes to build.

@@ -73,6 +73,31 @@ Deno.test("A key sent as ?token= still works, is never logged, marks the line ke
   }
 });
 
+Deno.test("A WebSocket upgrade with a refused key is closed 1008 and its request line names the error", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    await writtenLogs(async (lines) => {
+      for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
+        const socket = await nodeClient(server.wsUrl(path), {
+          headers: { Authorization: "Bearer not-a-key-0123456789" },
+        });
+        assert.equal((await socket.inbox.closed).code, 1008);
+        await socket.close();
+      }
+      const refused = jsonLines(lines, "edgestream.http").filter((line) => line.method === "GET");
+      assert.deepEqual(
+        refused.map((line) => [line.path, line.status, (line.error as { code: string })?.code]),
+        [
+          ["/v1/streams/orders/ws", 101, "unauthorized"],
+          ["/v1/streams/orders/subscribe", 101, "unauthorized"],
+        ],
+      );
+    });
+  } finally {
+    await server.close();
+  }
+});
+
 /** A key store that counts its look-ups. */
 class CountingKeyStore extends MemoryKeyStore {
   lookups = 0;
