@@ -33,6 +33,9 @@ import { type PayloadType, type PublicPayload, publicPayload } from "./payload.t
 
 const logger = getLogger(["edgestream", "live"]);
 
+/** The entry of a stream's remote demand that says until when it is known at all. */
+const KNOWN_UNTIL = "";
+
 /** What one subscriber asked for. */
 export interface Subscription {
   /** Stream name. */
@@ -245,7 +248,10 @@ export class LiveHub {
   #shared: boolean;
   #demandTtlMs: number;
   #now: () => number;
-  /** Stream → types other instances' subscribers want → until when (ms). */
+  /**
+   * Stream → types other instances' subscribers want → until when (ms), from the last apply's
+   * reply; its entry {@linkcode KNOWN_UNTIL} says until when that reply is taken as known.
+   */
   #remoteDemand = new Map<string, Map<string, number>>();
   #tails = new Map<string, Tail>();
   /** Stream → type → number of subscribers wanting it. */
@@ -292,8 +298,17 @@ export class LiveHub {
    */
   wants(stream: string, type: PayloadType): boolean {
     if ((this.#demand.get(stream)?.get(type) ?? 0) > 0) return true;
-    const until = this.#remoteDemand.get(stream)?.get(type);
-    return until !== undefined && until > this.#now();
+    if (!this.#shared) return false;
+    const remote = this.#remoteDemand.get(stream);
+    const now = this.#now();
+    const until = remote?.get(type);
+    if (until !== undefined && until > now) return true;
+    // What subscribers elsewhere want is known from the replies of this instance's recent
+    // applies only. Unknown (none within the demand's TTL), an event a subscriber elsewhere may
+    // want is logged: else the first batch after a quiet spell never reaches them. Its reply
+    // then says what they want.
+    const logged = type === "event.processed" || type === "event.late";
+    return logged && (remote?.get(KNOWN_UNTIL) ?? 0) <= now;
   }
 
   /** The ingest observer that publishes `window.updated` for the windows a batch touched. */
@@ -564,7 +579,8 @@ export class LiveHub {
     if (this.#shared) {
       // The store reported, with this batch, what subscribers anywhere want now.
       const until = this.#now() + this.#demandTtlMs;
-      this.#remoteDemand.set(name, new Map(batch.demand.map((type) => [type, until])));
+      const known = new Map<string, number>(batch.demand.map((type) => [type, until]));
+      this.#remoteDemand.set(name, known.set(KNOWN_UNTIL, until));
     }
     if (this.#closed) return;
     if (!this.wants(name, "window.updated")) {

@@ -240,6 +240,42 @@ Deno.test("LiveHub on a shared store publishes what another instance's subscribe
   await live.close();
 });
 
+Deno.test("LiveHub on a shared store logs the events of a batch while what other instances want is unknown", async () => {
+  let now = NOW;
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, shared: true, now: () => now });
+  const ingest = (id: string) =>
+    ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+  const logged = async () =>
+    (await store.readLog("orders", null, 1000))
+      .filter((entry) => entry.record.type === "event.processed")
+      .map((entry) => (entry.record as { event: { id: string } }).event.id);
+  // A subscriber on another instance; this one has applied nothing yet, so it cannot know.
+  await store.signalDemand("orders", ["event.processed"], 60_000);
+  assert.equal(live.wants("orders", "event.processed"), true);
+  await ingest("first");
+  assert.deepEqual(await logged(), ["first"]);
+  // Its reply said what is wanted: kept for the demand's 10 s, then unknown again.
+  now += 9_000;
+  await ingest("second");
+  assert.deepEqual(await logged(), ["first", "second"]);
+  now += 10_001;
+  assert.equal(live.wants("orders", "event.processed"), true);
+  assert.equal(live.wants("orders", "window.updated"), false);
+  await live.close();
+
+  // Known to be wanted by nobody: not logged.
+  const quiet = new LiveHub(streams, new MemoryStore({ now: () => NOW }), { shared: true });
+  quiet.observer({ stream: orders, events: [], outcomes: [], nowMs: NOW, demand: [] });
+  assert.equal(quiet.wants("orders", "event.processed"), false);
+  assert.equal(quiet.wants("orders", "event.late"), false);
+  await quiet.close();
+});
+
 Deno.test("LiveHub asks ingest to log event.processed only while a subscriber wants it", async () => {
   const { store, live, ingest } = setup();
   const types = async () => (await store.readLog("orders", null, 1000)).map((e) => e.record.type);
