@@ -58,7 +58,8 @@ export type DefinitionProblem =
   | "stream_from_config"
   | "counter_changed"
   | "stream_not_found"
-  | "definition_conflict";
+  | "definition_conflict"
+  | "stream_lookup_busy";
 
 /** A stream definition change was refused. */
 export class StreamDefinitionError extends Error {
@@ -306,7 +307,10 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   /**
    * The stream called `name`, looking it up in the store when it is not
    * served yet (a stream another instance just created). Unknown names are
-   * remembered for `missTtlMs`, and lookups are bounded per second.
+   * remembered for `missTtlMs`, and lookups are bounded per second: past the
+   * bound (requests for many unknown names) a name not known either way
+   * throws `StreamDefinitionError` `stream_lookup_busy`, to be tried again,
+   * rather than be answered unknown while it may exist.
    */
   async find(name: string): Promise<CompiledStream | undefined> {
     const held = this.#entries.get(name);
@@ -316,7 +320,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     if (missUntil !== undefined && missUntil > now) return undefined;
     const pending = this.#loading.get(name);
     if (pending) return await pending;
-    if (!this.#takeLookup(now)) return undefined;
+    if (!this.#takeLookup(now)) {
+      throw new StreamDefinitionError(
+        "stream_lookup_busy",
+        `Stream '${name}' is not served by this instance yet, and it looks up no more than ${this.#lookupsPerSecond} unknown names a second: try again in a second`,
+      );
+    }
     const found = await this.#load(name);
     if (!found) this.#rememberMiss(name, now);
     return found;

@@ -168,6 +168,12 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
     return new ApiError(409, "conflict", error.message, { cause: error });
   }
   if (error instanceof StreamDefinitionError) {
+    if (error.code === "stream_lookup_busy") {
+      return new ApiError(503, error.code, error.message, {
+        headers: { "Retry-After": "1" },
+        cause: error,
+      });
+    }
     const status = { invalid_definition: 400, stream_not_found: 404 }[error.code as string] ?? 409;
     return new ApiError(status as ContentfulStatusCode, error.code, error.message, {
       cause: error,

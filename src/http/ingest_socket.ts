@@ -249,7 +249,12 @@ const logger = getLogger(["edgestream", "http", "ws"]);
  * Idempotency-Key still in flight, a rate limit that refills (not one whose burst the frame
  * passes: that is `too_many_events`).
  */
-const RETRYABLE_CODES = new Set(["store_unavailable", "idempotency_key_in_flight", "rate_limited"]);
+const RETRYABLE_CODES = new Set([
+  "store_unavailable",
+  "idempotency_key_in_flight",
+  "rate_limited",
+  "stream_lookup_busy",
+]);
 
 /** Longest close reason a WebSocket close frame carries, in bytes. */
 const MAX_REASON_BYTES = 123;

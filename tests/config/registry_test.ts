@@ -9,7 +9,13 @@ import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
 import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
-import { compileConfig, ConfigError, INDEX_READ_MS, StreamRegistry } from "../../src/config/mod.ts";
+import {
+  compileConfig,
+  ConfigError,
+  INDEX_READ_MS,
+  type StreamDefinitionError,
+  StreamRegistry,
+} from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import {
@@ -262,11 +268,53 @@ Deno.test("Lookups of many different unknown names are bounded per second", asyn
     now: () => now,
     lookupsPerSecond: 20,
   });
-  for (let i = 0; i < 500; i++) assert.equal(await streams.find(`name${i}`), undefined);
+  const busy = async (name: string) => {
+    try {
+      return await streams.find(name);
+    } catch (error) {
+      assert.equal((error as StreamDefinitionError).code, "stream_lookup_busy");
+      return "busy";
+    }
+  };
+  const answers = [];
+  for (let i = 0; i < 500; i++) answers.push(await busy(`name${i}`));
   assert.equal(definitions.gets, 20);
+  // Past the bound a name is not answered unknown: it may exist (created on another instance).
+  assert.deepEqual(
+    [answers.slice(0, 20).every((answer) => answer === undefined), answers.slice(20)],
+    [true, Array(480).fill("busy")],
+  );
   now += 1_000;
-  for (let i = 500; i < 1_000; i++) await streams.find(`name${i}`);
+  for (let i = 500; i < 1_000; i++) await busy(`name${i}`);
   assert.equal(definitions.gets, 40);
+});
+
+Deno.test("A stream created on another instance is not answered 404 while unknown names use up the lookups", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const now = 1_000_000;
+  const reader = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    now: () => now,
+    lookupsPerSecond: 20,
+  });
+  const app = createApp({
+    streams: reader,
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(""),
+  });
+  const post = (name: string) =>
+    app.request(`/v1/streams/${name}/events`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: "{}",
+    });
+  await writer.put("signups", SIGNUPS);
+  for (let i = 0; i < 60; i++) await post(`spray${i}`);
+  const res = await post("signups");
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("Retry-After"), "1");
+  assert.equal((await res.json()).error.code, "stream_lookup_busy");
 });
 
 Deno.test("A stream created meanwhile is served after the poll although its name was remembered as unknown", async () => {
