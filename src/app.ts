@@ -14,7 +14,7 @@ import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS, limitBody } from "./http/body.ts";
 import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDefinitionRoutes } from "./http/definition_routes.ts";
-import { isIngestRequest } from "./http/browser.ts";
+import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
@@ -143,7 +143,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // Before every route, so a refused request changes nothing.
   // Ingest's Origin verdict waits for its key, whose origins may admit it.
   const originPolicy = new OriginPolicy({ open: keys.open, ...options.origins });
-  app.use(originGuard(originPolicy, { defer: isIngestRequest }));
+  app.use(originGuard(originPolicy, { defer: admitsListedOrigins }));
   // Ingest reads its own body, with its own limits; every other body is read whole by its route.
   app.use(limitBody());
   app.notFound((c) =>

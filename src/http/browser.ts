@@ -43,7 +43,7 @@ import { ApiError, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 
 /** True for a POST to the ingest path, whose Origin verdict waits for the key. */
-export { isIngestRequest } from "./_ingest_path.ts";
+export { admitsListedOrigins, isIngestRequest } from "./_ingest_path.ts";
 
 /** What to tell an ingest client that sent no key. */
 const INGEST_HOW_TO_SEND =
@@ -162,21 +162,35 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
       "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
     );
   }
-  const origin = c.req.header("Origin");
-  if (origin !== undefined) {
-    refuseForeignOrigin(grant, origin);
-    const refusal = deferredOriginRefusal(c.req.raw);
-    const allowed = grant.origins?.has(origin) ||
-      streamOrigins(await lookUpStream(deps.streams, name)).includes(origin);
-    if (refusal && !allowed) {
-      throw new ApiError(
-        refusal.status,
-        refusal.code,
-        `${refusal.message}, or to the key's or the stream's 'origins'`,
-      );
-    }
-  }
+  await refuseUnlistedOrigin(deps, c.req.raw, { grant, stream: name });
   return grant;
+}
+
+/**
+ * Refuses an ingest request (or WebSocket ingest upgrade) from a page whose `Origin` a
+ * publishable key does not list, or that `originGuard` left to the route and neither the key's
+ * nor the stream's `origins` admit.
+ */
+export async function refuseUnlistedOrigin(
+  deps: BrowserIngestDeps,
+  request: Request,
+  target: { grant: KeyGrant; stream: string },
+): Promise<void> {
+  const origin = request.headers.get("Origin") ?? undefined;
+  if (origin === undefined) return;
+  const { grant } = target;
+  refuseForeignOrigin(grant, origin);
+  const refusal = deferredOriginRefusal(request);
+  if (!refusal) return;
+  const allowed = grant.origins?.has(origin) ||
+    streamOrigins(await lookUpStream(deps.streams, target.stream)).includes(origin);
+  if (!allowed) {
+    throw new ApiError(
+      refusal.status,
+      refusal.code,
+      `${refusal.message}, or to the key's or the stream's 'origins'`,
+    );
+  }
 }
 
 async function preflightOrigins(

@@ -64,8 +64,9 @@ import {
   noteKeyInQuery,
   presentedKey,
 } from "./auth.ts";
-import { rateLimitsFor, refuseForeignOrigin } from "./browser.ts";
+import { rateLimitsFor, refuseUnlistedOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
+import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import type { Store } from "../store/types.ts";
@@ -628,8 +629,14 @@ export function ingestSocketHandler(
       stream: name,
     });
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
-    // As for HTTP ingest: a publishable key works only from its pages.
-    if (!denied) refuseForeignOrigin(grant, c.req.header("Origin"));
+    // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
+    // admitted by the key's or the stream's `origins` too.
+    if (!denied) await refuseUnlistedOrigin(deps, c.req.raw, { grant, stream: name });
+    else {
+      // No key to admit a foreign page: refused before upgrading, as on every other route.
+      const refusal = deferredOriginRefusal(c.req.raw);
+      if (refusal) throw refusal;
+    }
     if (!denied && !stream) throw streamMissing(deps.streams, name);
     // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
     // request's log line still says why.

@@ -838,6 +838,45 @@ Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted
   }
 });
 
+Deno.test("a publishable key opens a WebSocket from the origins it lists, with no server-wide allowed origins", async () => {
+  const shop = "https://shop.example";
+  const server = await startServer({ auth: true });
+  const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
+  try {
+    const res = await fetch(`${server.base}/v1/keys`, {
+      method: "POST",
+      headers: admin,
+      body: JSON.stringify({ type: "publishable", streams: ["orders"], origins: [shop] }),
+    });
+    assert.equal(res.status, 201);
+    const pk = (await res.json()).key;
+    const fromShop = await nodeClient(server.wsUrl(WS_PATH), {
+      headers: { Origin: shop },
+      protocols: [`bearer.${pk}`],
+    });
+    assert.equal(fromShop.status, undefined, "upgraded");
+    fromShop.socket.send(JSON.stringify({ country: "DE", amount: 1 }));
+    assert.equal((await fromShop.inbox.next()).type, "ack");
+    await fromShop.close();
+    // Elsewhere, and a key that lists no origins, and no key: refused before upgrading.
+    for (
+      const [origin, protocols] of [
+        ["https://other.example", [`bearer.${pk}`]],
+        [shop, [`bearer.${KEYS.ingest}`]],
+        [shop, []],
+      ] as const
+    ) {
+      const refused = await nodeClient(server.wsUrl(WS_PATH), {
+        headers: { Origin: origin },
+        protocols: [...protocols],
+      });
+      assert.equal(refused.status, 403, `${origin} ${protocols}`);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("a WebSocket ingest client that does not read its answers gets no more frames applied, then 1008", async () => {
   const server = await startServer({
     liveRoutes: { socket: { maxBufferedBytes: 64 * 1024, maxUnreadMs: 500 } },
