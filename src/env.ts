@@ -155,6 +155,23 @@ function readList(env: EnvSource, name: string, parse: (text?: string) => string
   }
 }
 
+/** Shortest sweep interval: a shorter one would keep the store busy with sweeps. */
+const MIN_SWEEP_MS = 100;
+
+/** `EDGESTREAM_SWEEP_EVERY`: 0 (no timer), or at least {@linkcode MIN_SWEEP_MS}. */
+function readSweepEvery(env: EnvSource): number {
+  const text = env.get("EDGESTREAM_SWEEP_EVERY");
+  const ms = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s", true);
+  // Off only when written as zero: `0.4ms` rounds to 0 too, which would turn it off unsaid.
+  const off = ms === 0 && /^\s*0+[a-z]*\s*$/.test(text ?? "");
+  if (ms === 0 ? !off : ms < MIN_SWEEP_MS) {
+    throw new ConfigError(
+      `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or at least ${MIN_SWEEP_MS}ms, got '${text}'`,
+    );
+  }
+  return ms;
+}
+
 /** `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms). */
 function readShutdown(env: EnvSource): number {
   const ms = readDuration(env, "EDGESTREAM_SHUTDOWN", "4s", true);
@@ -256,26 +273,38 @@ export function storesFromEnv(env: EnvSource): { store: Store; definitions: Defi
     const definitions = new MemoryDefinitionStore();
     return { store: new MemoryStore({ maxDedupeIds, definitions }), definitions };
   }
-  const prefix = env.get("EDGESTREAM_PREFIX") ?? "es";
+  const prefix = readPrefix(env);
   return {
     store: new RedisStore(redis, { prefix }),
     definitions: new RedisDefinitionStore(redis, { prefix }),
   };
 }
 
+/**
+ * `EDGESTREAM_PREFIX`, default `es`: not empty, no whitespace, and no `{` or `}`, which would make
+ * Redis Cluster hash the prefix instead of the stream name (every stream in one slot).
+ */
+function readPrefix(env: EnvSource): string {
+  const prefix = env.get("EDGESTREAM_PREFIX") ?? "es";
+  if (!/^[^\s{}]{1,64}$/.test(prefix)) {
+    throw new ConfigError(
+      `EDGESTREAM_PREFIX: expected 1-64 characters without whitespace, '{' or '}', got '${prefix}'`,
+    );
+  }
+  return prefix;
+}
+
 /** Picks the run-time key store: in Redis when both Upstash variables are set, else in memory. */
 export function keyStoreFromEnv(env: EnvSource): KeyStore {
   const redis = redisFromEnv(env);
-  return redis
-    ? new RedisKeyStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
-    : new MemoryKeyStore();
+  return redis ? new RedisKeyStore(redis, { prefix: readPrefix(env) }) : new MemoryKeyStore();
 }
 
 /** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
 export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
   const redis = redisFromEnv(env);
   return redis
-    ? new RedisDeliveryStore(redis, { prefix: env.get("EDGESTREAM_PREFIX") ?? "es" })
+    ? new RedisDeliveryStore(redis, { prefix: readPrefix(env) })
     : new MemoryDeliveryStore();
 }
 
@@ -375,7 +404,7 @@ export async function configFromEnv(
 ): Promise<ServerConfig> {
   const port = readPort(env);
   const logLevel = readLogLevel(env);
-  const sweepEveryMs = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s", true);
+  const sweepEveryMs = readSweepEvery(env);
   const shutdownMs = readShutdown(env);
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),

@@ -291,3 +291,59 @@ Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a
       error.message === "EDGESTREAM_SHUTDOWN: expected a duration above 0, got '0s'",
   );
 });
+
+Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns it off, else at least 100 ms", async () => {
+  for (const [value, ms] of [["0s", 0], ["0ms", 0], ["100ms", 100], ["2s", 2_000]] as const) {
+    const config = await configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: value }));
+    try {
+      assert.equal(config.sweepEveryMs, ms, value);
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+  // `0.4ms` rounds to 0, which turned the sweep off without a word; `1ms` swept without pause.
+  for (const value of ["0.4ms", "1ms", "99ms"]) {
+    await assert.rejects(
+      () => configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: value })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or at least 100ms, got '${value}'`,
+      value,
+    );
+  }
+});
+
+Deno.test("configFromEnv() reads EDGESTREAM_KEYS with spaces around ':' and refuses a key no header can carry", async () => {
+  const config = await configFromEnv(
+    env({ EDGESTREAM_KEYS: "admin : aaaaaaaaaaaaaaaaaaaa , read: bbbbbbbbbbbbbbbbbbbb" }),
+  );
+  try {
+    assert.deepEqual([...await config.keys.scopesOf("bbbbbbbbbbbbbbbbbbbb")], ["read"]);
+    assert.ok((await config.keys.scopesOf("aaaaaaaaaaaaaaaaaaaa")).has("admin"));
+  } finally {
+    await config.webhooks.close();
+  }
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_KEYS: "ingest:cccccccccccccccc cccc" })),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message ===
+        "EDGESTREAM_KEYS: Cannot read EDGESTREAM_KEYS entry 1: a key is visible ASCII characters without spaces",
+  );
+});
+
+Deno.test("storeFromEnv() refuses an EDGESTREAM_PREFIX that is empty or would put every stream in one Redis slot", () => {
+  const upstash = { UPSTASH_REDIS_REST_URL: "https://x.upstash.io", UPSTASH_REDIS_REST_TOKEN: "t" };
+  assert.equal(storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: "shop-1" })).kind, "redis");
+  for (const value of ["", "{p}", "a b", "x}"]) {
+    assert.throws(
+      () => storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: value })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          `EDGESTREAM_PREFIX: expected 1-64 characters without whitespace, '{' or '}', got '${value}'`,
+      JSON.stringify(value),
+    );
+  }
+});

@@ -354,7 +354,8 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(text);
+    // A byte order mark, as some editors write, is not part of the JSON.
+    raw = JSON.parse(text.startsWith("\uFEFF") ? text.slice(1) : text);
   } catch (error) {
     throw new ConfigError(`Config file ${path} is not valid JSON: ${(error as Error).message}`, {
       cause: error,

@@ -131,8 +131,8 @@ export class KeyRing {
     const entries: KeyEntry[] = [];
     for (const part of (text ?? "").split(",").map((item) => item.trim()).filter(Boolean)) {
       const colon = part.indexOf(":");
-      const scope = part.slice(0, colon) as Scope;
-      const key = part.slice(colon + 1);
+      const scope = part.slice(0, colon).trim() as Scope;
+      const key = part.slice(colon + 1).trim();
       if (colon < 0 || !SCOPES.has(scope)) {
         throw new Error(
           `Cannot read EDGESTREAM_KEYS entry ${
@@ -145,6 +145,14 @@ export class KeyRing {
           `Cannot read EDGESTREAM_KEYS entry ${
             entries.length + 1
           }: keys must be at least 16 characters`,
+        );
+      }
+      // What 'Authorization: Bearer <key>' can carry: visible ASCII, no space.
+      if (!/^[\x21-\x7e]+$/.test(key)) {
+        throw new Error(
+          `Cannot read EDGESTREAM_KEYS entry ${
+            entries.length + 1
+          }: a key is visible ASCII characters without spaces`,
         );
       }
       entries.push({ scope, digest: sha256(key) });

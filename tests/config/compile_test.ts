@@ -566,3 +566,13 @@ Deno.test("compileConfig() refuses quantiles on a session window, naming the cou
     /streams\.orders\.counters\.x\.aggregate: quantiles are not available on session windows/,
   );
 });
+
+Deno.test("loadConfigFile() reads a file that starts with a byte order mark", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(path, '\uFEFF{"streams": {"orders": {}}}');
+    assert.deepEqual([...(await loadConfigFile(path)).keys()], ["orders"]);
+  } finally {
+    await Deno.remove(path);
+  }
+});

@@ -233,7 +233,8 @@ Deno.test("KeyRing: an environment key still verifies after its cached verdict e
 });
 
 Deno.test("KeyRing: a cached verdict answers only its own key, never another text (a neighbour, a prefix, other code units)", async () => {
-  const key = "admin-key-0123456789abcdef\u00e9\u0100";
+  // A key is visible ASCII (what a header carries); the texts tried against it need not be.
+  const key = "admin-key-0123456789abcdef~!";
   // A clock that stands still: the cached verdict must not expire while the property runs.
   const ring = await KeyRing.parse(`admin:${key}`, { now: () => 0 });
   assert.equal((await ring.scopesOf(key)).has("admin"), true);
@@ -244,8 +245,8 @@ Deno.test("KeyRing: a cached verdict answers only its own key, never another tex
     fc.tuple(fc.nat({ max: key.length - 1 }), fc.nat({ max: 0xffff })).map(([at, unit]) =>
       key.slice(0, at) + String.fromCharCode(unit) + key.slice(at + 1)
     ),
-    // The same bytes read another way: UTF-16 units split or joined.
-    fc.constantFrom(key.replace("\u0100", "\u0000\u0001"), key.replace("\u00e9", "\u00c3\u00a9")),
+    // Code units that share a byte with the key's: a unit's high byte set, a unit split in two.
+    fc.constantFrom(key.replace("~", "\uff7e"), key.replace("~", "\u007e\u0000"), `${key}\u0000`),
   ).filter((text) => text !== key);
   await fc.assert(
     fc.asyncProperty(near, async (text) => {

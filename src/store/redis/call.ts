@@ -53,8 +53,15 @@ export function isCommandError(error: unknown): boolean {
  * both cases).
  */
 export function outcomeOf(error: unknown): UnavailableOutcome {
-  return TRANSIENT.test(redisErrorText(error)) ? "not_applied" : "unknown";
+  const text = redisErrorText(error);
+  return TRANSIENT.test(text) || REFUSED_TOKEN.test(text) ? "not_applied" : "unknown";
 }
+
+/**
+ * The REST endpoint refused the token (HTTP 401): nothing ran, and nothing will until the
+ * setting is fixed (a token cannot be right for one send and wrong for the same one again).
+ */
+const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
 
 /** Scripts reply JSON text; the client may already have parsed it. */
 export function fromJson<T>(value: unknown): T {
@@ -111,8 +118,10 @@ export class RedisCalls {
       if (isCommandError(error)) {
         throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
       }
+      const text = redisErrorText(error);
+      const hint = REFUSED_TOKEN.test(text) ? " (check UPSTASH_REDIS_REST_TOKEN)" : "";
       throw new StoreUnavailableError(
-        `Redis is unavailable (${what}): ${redisErrorText(error)}`,
+        `Redis is unavailable (${what}): ${text}${hint}`,
         { cause: error, outcome: outcomeOf(error) },
       );
     } finally {

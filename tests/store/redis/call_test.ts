@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { isCommandError, RedisCalls, redisErrorText } from "../../../src/store/redis/call.ts";
 import { StoreUnavailableError } from "../../../src/store/types.ts";
+import { Redis } from "@upstash/redis";
+import { redisTest } from "../../_redis.ts";
 
 function upstashError(message: string): Error {
   const error = new Error(message);
@@ -131,3 +133,21 @@ Deno.test("RedisCalls.call() says whether a failure may have applied: not_applie
     "unknown",
   );
 });
+
+redisTest(
+  "a token the REST endpoint refuses is not_applied, and the message names the setting",
+  async (fixture) => {
+    const redis = new Redis({ url: fixture.restUrl, token: "wrong-token", enableTelemetry: false });
+    const calls = new RedisCalls(redis, 5_000);
+    const error = await calls.call("applyBatch", () => calls.script("return 1", ["k"], [])).then(
+      () => assert.fail("expected a failure"),
+      (error) => error,
+    );
+    assert.ok(error instanceof StoreUnavailableError, String(error));
+    assert.equal(error.outcome, "not_applied");
+    assert.match(
+      error.message,
+      /^Redis is unavailable \(applyBatch\): Unauthorized.*\(check UPSTASH_REDIS_REST_TOKEN\)$/,
+    );
+  },
+);
