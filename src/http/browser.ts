@@ -50,7 +50,7 @@ const INGEST_HOW_TO_SEND =
   "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'";
 
 /** Request headers a page's ingest request may send. */
-const ALLOWED_HEADERS = "authorization, content-type, idempotency-key";
+const ALLOWED_HEADERS = "authorization, content-type, idempotency-key, x-request-id";
 
 /** Response headers a page may read from an ingest answer. */
 const EXPOSED_HEADERS =

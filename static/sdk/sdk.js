@@ -19,8 +19,9 @@
  * lost to the network, is sent again with the same key after `Retry-After`
  * (or an exponential backoff), up to `maxRetries` times; one answered `413
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
- * burst) is sent again split into batches of that many; other refusals are
- * dropped with a console warning.
+ * burst) is sent again split into batches of that many, and one answered
+ * `413 payload_too_large` (a body over the server's 1 MiB) in halves; other
+ * refusals are dropped with a console warning.
  */
 
 /** A random id: `crypto.randomUUID` exists only in secure contexts. */
@@ -110,8 +111,12 @@ export function createTracker(options) {
         });
         if (res.ok) return;
         const code = res.status === 409 || res.status === 413 ? await errorOf(res) : undefined;
-        const maxEvents = code?.details?.maxEvents;
-        if (code?.code === "too_many_events" && maxEvents >= 1 && maxEvents < events.length) {
+        // A body over the server's limit (1 MiB): none was applied; each half is sent on its own.
+        const maxEvents = code?.code === "payload_too_large"
+          ? Math.ceil(events.length / 2)
+          : code?.details?.maxEvents;
+        const split = code?.code === "too_many_events" || code?.code === "payload_too_large";
+        if (split && maxEvents >= 1 && maxEvents < events.length) {
           // More events than a rate limit's burst: none was applied, and parts that fit it can
           // be, each under its own key.
           const parts = [];

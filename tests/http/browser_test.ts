@@ -148,7 +148,7 @@ Deno.test("a preflight grants an allowed origin the ingest headers, and other or
   assert.equal(allowed.headers.get("Access-Control-Allow-Methods"), "POST");
   assert.equal(
     allowed.headers.get("Access-Control-Allow-Headers"),
-    "authorization, content-type, idempotency-key",
+    "authorization, content-type, idempotency-key, x-request-id",
   );
   for (const res of [await preflight(OTHER), await preflight(SHOP, "")]) {
     assert.equal(res.status, 204);

@@ -151,6 +151,25 @@ Deno.test("the SDK splits a batch answered 413 too_many_events by details.maxEve
   }
 });
 
+Deno.test("the SDK sends a batch answered 413 payload_too_large again in halves", async () => {
+  const tooLarge = () =>
+    Response.json({ error: { code: "payload_too_large", message: "over 1 MiB" } }, { status: 413 });
+  const { sent, restore } = recordingFetch([tooLarge(), tooLarge()]);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    for (let n = 1; n <= 5; n++) tracker.track("s", { n });
+    await tracker.flush();
+    // The halves go at once: in whatever order their sends are made.
+    assert.deepEqual(
+      sent.map((item) => JSON.parse(String(item.init.body)).map((event: { n: number }) => event.n))
+        .map((ns: number[]) => ns.join()).sort(),
+      ["1,2", "1,2,3", "1,2,3,4,5", "3", "4,5"],
+    );
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("the SDK drops a batch refused for good (4xx other than 429) without retrying", async () => {
   const { sent, restore } = recordingFetch([new Response(null, { status: 403 })]);
   const warn = console.warn;

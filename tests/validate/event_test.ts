@@ -614,3 +614,10 @@ Deno.test("a schema keeps JavaScript's \\u escapes in patterns and zod's own for
   assert.equal(validateEvent({ code: "B\n" }, schema).ok, false);
   assert.equal(validateEvent({ icon: "a" }, schema).ok, false);
 });
+
+Deno.test("compileEventSchema() takes {not: {}}, which no value matches, and refuses any other not", () => {
+  const schema = compileEventSchema({ properties: { internal: { not: {} } } });
+  assert.equal(validateEvent({ id: 1 }, schema).ok, true);
+  assert.equal(validateEvent({ internal: null }, schema).ok, false);
+  assert.throws(() => compileEventSchema({ not: { type: "string" } }), SchemaCompileError);
+});
