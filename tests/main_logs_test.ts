@@ -309,6 +309,12 @@ redisTest(
       });
       assert.equal(sse.status, 200);
       await sse.body?.cancel();
+      // A CORS preflight: Deno's legacy request abort printed a plain-text notice after it.
+      const preflight = await call(`${server.url}/v1/streams/orders/events`, {
+        method: "OPTIONS",
+        headers: { Origin: "https://shop.example", "Access-Control-Request-Method": "POST" },
+      });
+      assert.equal(preflight.status, 204);
     } finally {
       output = await server.stop();
       await Deno.remove(dir, { recursive: true });

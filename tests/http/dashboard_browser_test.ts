@@ -517,7 +517,11 @@ browserTest(
       assert.equal(deleted.status, 204);
       await page.locator('[data-stream="latecomer"]').waitFor({ state: "detached" });
       await page.locator('[data-stream="visits"]').waitFor();
-      assert.deepEqual(log.errors, []);
+      // Until the next read of the list (2 s) a panel of the deleted stream may read it: 404.
+      assert.deepEqual(
+        log.errors.filter((error) => !/status of 404 .*\/v1\/streams\/latecomer\//.test(error)),
+        [],
+      );
       await page.close();
     } finally {
       await browser.close();
