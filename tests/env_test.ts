@@ -347,3 +347,21 @@ Deno.test("storeFromEnv() refuses an EDGESTREAM_PREFIX that is empty or would pu
     );
   }
 });
+
+Deno.test("configFromEnv() in open mode listens on 127.0.0.1, or on the loopback HOST names, never elsewhere", async () => {
+  for (
+    const [host, expected] of [
+      [undefined, "127.0.0.1"],
+      ["0.0.0.0", "127.0.0.1"],
+      ["::1", "::1"],
+      ["localhost", "localhost"],
+    ] as const
+  ) {
+    const config = await configFromEnv(env(host === undefined ? {} : { HOST: host }));
+    try {
+      assert.equal(config.hostname, expected, String(host));
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+});

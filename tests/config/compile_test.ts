@@ -576,3 +576,27 @@ Deno.test("loadConfigFile() reads a file that starts with a byte order mark", as
     await Deno.remove(path);
   }
 });
+
+Deno.test("compileConfig() bounds maxGroups and a stream's limits, whose burst is required", () => {
+  const stream = (extra: object) => ({
+    streams: {
+      s: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } }, ...extra },
+    },
+  });
+  compileConfig(stream({ limits: { eventsPerSecond: 1_000_000, burst: 1_000_000 } }));
+  for (
+    const extra of [
+      { limits: { eventsPerSecond: 1_000_001, burst: 1 } },
+      { limits: { eventsPerSecond: 1, burst: 1_000_001 } },
+      { limits: { eventsPerSecond: 1 } },
+      { limits: { eventsPerSecond: 1, burst: 1.5 } },
+    ]
+  ) assert.throws(() => compileConfig(stream(extra)), ConfigError, JSON.stringify(extra));
+  const groups = (maxGroups: number) => ({
+    streams: {
+      s: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count", maxGroups } } },
+    },
+  });
+  compileConfig(groups(1_000_000));
+  assert.throws(() => compileConfig(groups(1_000_001)), ConfigError);
+});

@@ -540,3 +540,16 @@ Deno.test("a schema default fills a missing field before counters group by it", 
     [["free", 1], ["pro", 1]],
   );
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a definition over 64 KiB with 413 payload_too_large", async () => {
+  const app = await appWith();
+  const body = JSON.stringify({ counters: {}, transform: [{ drop: ["x".repeat(70_000)] }] });
+  const res = await app.request("/v1/streams/big", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body,
+  });
+  assert.equal(res.status, 413);
+  assert.deepEqual((await res.json()).error.code, "payload_too_large");
+  assert.equal((await app.request("/v1/streams/big")).status, 404);
+});
