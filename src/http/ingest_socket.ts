@@ -206,8 +206,8 @@ export interface IngestSocketOptions {
   /** Largest frame in bytes; a larger one closes with 1009. @default {limits.maxBodyBytes} */
   maxFrameBytes?: number;
   /**
-   * Seconds without a frame after which the server pings; a client that does
-   * not answer within as long again is closed (1001). `0` turns pings off.
+   * Seconds without traffic after which a client that answers no ping is
+   * closed (1001); Deno pings at half of it. `0` turns pings off.
    * @default {30}
    */
   idleTimeoutSeconds?: number;

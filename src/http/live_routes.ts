@@ -51,7 +51,10 @@ export interface LiveRouteOptions {
    * is dropped with a close reason. @default {1048576}
    */
   maxBufferedBytes?: number;
-  /** Seconds without traffic before a subscriber WebSocket is pinged; `0` turns it off. @default {30} */
+  /**
+   * Seconds without traffic before a subscriber WebSocket that answers no ping is closed (Deno
+   * pings at half of it); `0` turns it off. @default {30}
+   */
   idleTimeoutSeconds?: number;
   /** How often (ms) an idle SSE subscription gets a comment line, so proxies keep it open. @default {15000} */
   heartbeatMs?: number;

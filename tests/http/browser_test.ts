@@ -314,3 +314,20 @@ Deno.test("a stream created at run time on another instance takes preflights, or
   assert.equal(over.status, 429);
   assert.ok(over.headers.get("Retry-After"));
 });
+
+Deno.test("an Idempotency-Key is one per stream, whichever API key sends it", async () => {
+  const { app, createKey } = await setup();
+  const other = await createKey({ scopes: ["ingest"] });
+  const post = (key: string, body: unknown) => {
+    const [url, init] = send("limited", body, { key });
+    return app.request(url, {
+      ...init,
+      headers: { ...init.headers as Record<string, string>, "Idempotency-Key": "order-1" },
+    });
+  };
+  assert.equal((await post(KEYS.ingest, [{}])).status, 202);
+  const replay = await post(other.key, [{}]);
+  assert.equal(replay.status, 202);
+  assert.equal(replay.headers.get("Idempotent-Replayed"), "true");
+  assert.equal((await post(other.key, [{}, {}])).status, 422);
+});
