@@ -104,11 +104,19 @@ export interface ServerConfig {
   /** Most time (ms) a stopping server takes before it exits; above 0. */
   shutdownMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
-  notices: string[];
+  notices: StartupNotice[];
   /** Lowest log level written. */
   logLevel: LogLevel;
   /** Values no log line may show: the API keys and the Redis token. */
   secrets: string[];
+}
+
+/** A line printed at startup; a `warning` (open mode, a setting without effect) shows at that level too. */
+export interface StartupNotice {
+  /** Its log level. */
+  level: "info" | "warning";
+  /** The text, printed as it is. */
+  text: string;
 }
 
 /** Options for {@linkcode configFromEnv}. */
@@ -395,7 +403,7 @@ function checkProduction(env: EnvSource, keys: KeyRing): void {
  * import { configFromEnv } from "./env.ts";
  *
  * const config = await configFromEnv(Deno.env);
- * console.log(config.notices.join("\n"));
+ * console.log(config.notices.map((notice) => notice.text).join("\n"));
  * ```
  */
 export async function configFromEnv(
@@ -433,27 +441,31 @@ export async function configFromEnv(
   const deliveries = deliveriesFromEnv(env);
   const webhooks = webhooksFromEnv(env, { store, streams, deliveries });
 
-  const notices = [
+  const notices: StartupNotice[] = [
     store.kind === "redis"
       ? `store: redis (${env.get("UPSTASH_REDIS_REST_URL")}, prefix ${
         env.get("EDGESTREAM_PREFIX") ?? "es"
       })`
       : "store: memory (embedded; state is lost on restart)",
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
-  ];
+  ].map((text) => ({ level: "info" as const, text }));
   let hostname = env.get("HOST") ?? "0.0.0.0";
   if (keys.open) {
     if (!LOOPBACK_NAMES.has(hostname)) hostname = "127.0.0.1";
     const allowed = origins.allowedHosts.length > 0
       ? ` and ${origins.allowedHosts.join(", ")} (EDGESTREAM_ALLOWED_HOSTS)`
       : "";
-    notices.push(
-      `no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only, answering only loopback Host names${allowed}`,
-    );
+    notices.push({
+      level: "warning",
+      text:
+        `no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only, answering only loopback Host names${allowed}`,
+    });
   } else if (origins.allowedHosts.length > 0) {
-    notices.push(
-      "EDGESTREAM_ALLOWED_HOSTS has no effect: with EDGESTREAM_KEYS set, any Host is answered",
-    );
+    notices.push({
+      level: "warning",
+      text:
+        "EDGESTREAM_ALLOWED_HOSTS has no effect: with EDGESTREAM_KEYS set, any Host is answered",
+    });
   }
   return {
     configPath,

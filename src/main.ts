@@ -11,7 +11,7 @@
 import { getLogger } from "@logtape/logtape";
 import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
-import { configFromEnv, type ServerConfig } from "./env.ts";
+import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, logSweepError, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging } from "./telemetry/logging.ts";
@@ -55,8 +55,10 @@ export async function registerStreams(config: Pick<ServerConfig, "streams">): Pr
 }
 
 /** Logs the startup notices: text, not message templates (a value may hold braces). */
-export function logNotices(notices: readonly string[]): void {
-  for (const notice of notices) logger.info(notice.replaceAll("{", "{{").replaceAll("}", "}}"));
+export function logNotices(notices: readonly StartupNotice[]): void {
+  for (const notice of notices) {
+    logger[notice.level](notice.text.replaceAll("{", "{{").replaceAll("}", "}}"));
+  }
 }
 
 /** Starts the server; resolves once it listens. */

@@ -177,8 +177,9 @@ Deno.test("configFromEnv() reads EDGESTREAM_ALLOWED_HOSTS and EDGESTREAM_ALLOWED
       allowedHosts: ["dev.example.com", ".trycloudflare.com"],
       allowedOrigins: ["https://app.example.com", "http://localhost:5173"],
     });
+    assert.equal(config.notices.at(-1)!.level, "warning");
     assert.match(
-      config.notices.at(-1)!,
+      config.notices.at(-1)!.text,
       /loopback Host names and dev\.example\.com, \.trycloudflare\.com \(EDGESTREAM_ALLOWED_HOSTS\)$/,
     );
     const unset = await configFromEnv(env({}));
@@ -189,10 +190,11 @@ Deno.test("configFromEnv() reads EDGESTREAM_ALLOWED_HOSTS and EDGESTREAM_ALLOWED
       EDGESTREAM_ALLOWED_HOSTS: "dev.example.com",
     }));
     await keyed.webhooks.close();
-    assert.equal(
-      keyed.notices.at(-1),
-      "EDGESTREAM_ALLOWED_HOSTS has no effect: with EDGESTREAM_KEYS set, any Host is answered",
-    );
+    assert.deepEqual(keyed.notices.at(-1), {
+      level: "warning",
+      text:
+        "EDGESTREAM_ALLOWED_HOSTS has no effect: with EDGESTREAM_KEYS set, any Host is answered",
+    });
   } finally {
     await config.webhooks.close();
   }
