@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
+import { jsonLines, writtenLogs } from "./_logs.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -469,6 +470,36 @@ Deno.test("a store outage answers 503 with Retry-After, and /readyz reports it",
   assert.equal(ready.body.status, "unavailable");
   const healthy = await getJson((await testApp()).app, "/readyz");
   assert.deepEqual(healthy.body, { status: "ready", store: "memory" });
+});
+
+Deno.test("/readyz asks a reachable store at most once a second, and a failing one every time, its log line saying why", async () => {
+  let now = NOW;
+  let pings = 0;
+  let down = false;
+  class CountingStore extends MemoryStore {
+    override ping(): Promise<void> {
+      pings += 1;
+      return down ? Promise.reject(new StoreUnavailableError("Redis is down")) : super.ping();
+    }
+  }
+  const { app } = await testApp({ store: new CountingStore({ now: () => now }), now: () => now });
+  const statuses = await Promise.all(
+    Array.from({ length: 50 }, async () => (await app.request("/readyz")).status),
+  );
+  assert.deepEqual(new Set(statuses), new Set([200]));
+  for (let i = 0; i < 50; i++) assert.equal((await app.request("/readyz")).status, 200);
+  assert.equal(pings, 1);
+  now += 1_000;
+  down = true;
+  await writtenLogs(async (lines) => {
+    assert.equal((await app.request("/readyz")).status, 503);
+    assert.equal((await app.request("/readyz")).status, 503);
+    const line = jsonLines(lines, "edgestream.http").at(-1)!;
+    assert.deepEqual(line.error, { code: "store_unavailable", message: "Redis is down" });
+  });
+  assert.equal(pings, 3);
+  down = false;
+  assert.equal((await app.request("/readyz")).status, 200);
 });
 
 Deno.test("GET /v1/streams lists definitions and stats", async () => {

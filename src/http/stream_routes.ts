@@ -761,15 +761,37 @@ const readyRoute = createRoute({
   },
 });
 
+/**
+ * How long (ms) a store found reachable is answered ready without asking it again: probes of a
+ * load balancer (and anyone, it needs no key) would otherwise each cost a store command, billed
+ * on Upstash. A failure is not kept: the next probe asks again.
+ */
+const READY_KEPT_MS = 1_000;
+
 function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
+  // The last probe's answer (null: reachable), shared by the requests that come while it runs.
+  let probe: { atMs: number; problem: Promise<string | null> } | undefined;
+  const check = (): Promise<string | null> => {
+    const now = deps.now();
+    if (probe && now - probe.atMs < READY_KEPT_MS) return probe.problem;
+    const problem = deps.store.ping().then(
+      () => null,
+      (error) => error instanceof StoreUnavailableError ? error.message : String(error),
+    );
+    const current = { atMs: now, problem };
+    probe = current;
+    // Only a reachable store is kept; a failure is asked again once its probe is done.
+    problem.then((found) => {
+      if (found !== null && probe === current) probe = undefined;
+    });
+    return problem;
+  };
   return async (c) => {
-    try {
-      await deps.store.ping();
-      return c.json({ status: "ready", store: deps.store.kind }, 200);
-    } catch (error) {
-      const message = error instanceof StoreUnavailableError ? error.message : String(error);
-      return c.json({ status: "unavailable", store: deps.store.kind, error: message }, 503);
-    }
+    const problem = await check();
+    if (problem === null) return c.json({ status: "ready", store: deps.store.kind }, 200);
+    // The request line says why, as an error's does.
+    annotateRequest(c, { error: { code: "store_unavailable", message: problem } });
+    return c.json({ status: "unavailable", store: deps.store.kind, error: problem }, 503);
   };
 }
 
