@@ -58,13 +58,31 @@ export type BodyFormat = "json" | "ndjson";
 
 /** Maps a `Content-Type` header to a body format, or throws 415. */
 export function bodyFormat(contentType: string | undefined): BodyFormat {
-  const mediaType = (contentType ?? "").split(";")[0].trim().toLowerCase();
+  const [type, ...parameters] = (contentType ?? "").split(";");
+  const mediaType = type.trim().toLowerCase();
+  // Bodies are read as UTF-8: another charset said would be misread, not converted.
+  if (parameters.length > 0) refuseOtherCharset(parameters);
   if (mediaType === "application/json") return "json";
   if (mediaType === "application/x-ndjson" || mediaType === "application/ndjson") return "ndjson";
   throw new BodyError(
     "unsupported_media_type",
     `Content-Type must be application/json or application/x-ndjson, got '${mediaType || "(none)"}'`,
   );
+}
+
+/** Throws 415 when a `charset` parameter names anything but UTF-8. */
+function refuseOtherCharset(parameters: readonly string[]): void {
+  for (const parameter of parameters) {
+    const [name, value = ""] = parameter.split("=");
+    if (name.trim().toLowerCase() !== "charset") continue;
+    const charset = value.trim().replace(/^"(.*)"$/, "$1").toLowerCase();
+    if (charset !== "utf-8" && charset !== "utf8") {
+      throw new BodyError(
+        "unsupported_media_type",
+        `Bodies are read as UTF-8: Content-Type charset must be utf-8, got '${charset}'`,
+      );
+    }
+  }
 }
 
 function tooLarge(limit: number): BodyError {

@@ -52,6 +52,21 @@ Deno.test("bodyFormat() maps JSON and NDJSON media types, ignoring case and para
   assert.equal(bodyFormat("application/ndjson; charset=utf-8"), "ndjson");
 });
 
+Deno.test("bodyFormat() refuses a charset other than UTF-8, which would be misread", () => {
+  assert.equal(bodyFormat('application/json; charset="UTF-8"'), "json");
+  assert.equal(bodyFormat("application/x-ndjson; foo=bar; charset=utf8"), "ndjson");
+  for (const charset of ["utf-16", "iso-8859-1", ""]) {
+    assert.throws(
+      () => bodyFormat(`application/json; charset=${charset}`),
+      (error) =>
+        error instanceof BodyError && error.code === "unsupported_media_type" &&
+        error.message ===
+          `Bodies are read as UTF-8: Content-Type charset must be utf-8, got '${charset}'`,
+      charset,
+    );
+  }
+});
+
 Deno.test("bodyFormat() refuses other or missing media types with 415", () => {
   const cases: Array<[string | undefined, string]> = [
     [undefined, "(none)"],
