@@ -161,3 +161,23 @@ Deno.test("every operation with a request body documents 400, 413 and 415", asyn
   }
   assert.ok(withBody.length >= 6, `${withBody.length} operations with a body`);
 });
+
+Deno.test("the document lists every API route but the ingest preflight and the pages", async () => {
+  const doc = await documentOf();
+  const listed = operations(doc).map(([name]) => name);
+  for (const left of ["GET /", "GET /docs", "GET /sdk.js"]) {
+    assert.ok(!listed.includes(left), left);
+  }
+  assert.ok(!listed.some((name) => name.startsWith("OPTIONS ")), JSON.stringify(listed));
+  for (
+    const route of [
+      "POST /v1/streams/{stream}/events",
+      "GET /v1/streams/{stream}/ws",
+      "GET /v1/streams/{stream}/subscribe",
+      "PUT /v1/streams/{stream}",
+      "POST /v1/keys",
+      "POST /v1/webhooks",
+      "POST /v1/admin/sweep",
+    ]
+  ) assert.ok(listed.includes(route), route);
+});
