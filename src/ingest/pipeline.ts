@@ -8,7 +8,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
-import type { CompiledStream } from "../config/mod.ts";
+import { type CompiledStream, formatDuration } from "../config/mod.ts";
 import type { IngestObserver, LogDemand } from "../fanout/types.ts";
 import type { GroupCommitter } from "./group_commit.ts";
 import type {
@@ -359,8 +359,9 @@ function rateLimited(
       { limit, remaining, neverFits: true },
     );
   }
-  const reason =
-    `it holds ${remaining} events now, fewer than this request's ${cost}; the request was refused whole (nothing applied): retry in ${retryAfterMs} ms`;
+  const reason = `it holds ${remaining} ${
+    remaining === 1 ? "event" : "events"
+  } now, fewer than this request's ${cost}; the request was refused whole (nothing applied): retry in ${retryAfterMs} ms`;
   return new RateLimitedError(`${rule} reached: ${reason}`, retryAfterMs, { limit, remaining });
 }
 
@@ -434,7 +435,9 @@ async function ingestOnce(
     case "conflict":
       throw new IdempotencyError(
         "conflict",
-        `Idempotency-Key '${idempotency?.key}' was used with another body within the last ${stream.idempotencyTtlMs} ms`,
+        `Idempotency-Key '${idempotency?.key}' was used with another body within the last ${
+          formatDuration(stream.idempotencyTtlMs)
+        }`,
       );
     case "in_flight":
       throw new IdempotencyError(

@@ -207,7 +207,7 @@ Deno.test("a stream's limit answers 429 with Retry-After and RateLimit headers, 
   assert.equal(body.error.code, "rate_limited");
   assert.equal(
     body.error.message,
-    "Rate limit of stream 'limited' (2 events/s, burst 4) reached: it holds 1 events now, fewer than this request's 3; the request was refused whole (nothing applied): retry in 1000 ms",
+    "Rate limit of stream 'limited' (2 events/s, burst 4) reached: it holds 1 event now, fewer than this request's 3; the request was refused whole (nothing applied): retry in 1000 ms",
   );
   assert.equal((await app.request(...send("limited", [{}], { key: KEYS.ingest }))).status, 202);
   const counted = await stats("limited");
