@@ -64,7 +64,6 @@ export function logNotices(notices: readonly StartupNotice[]): void {
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
-  logNotices(config.notices);
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
@@ -99,6 +98,8 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);
+  // Once up: a startup mistake above stays the one line it prints (a notice may be a warning).
+  logNotices(config.notices);
   let sweeping: { stop(): Promise<void> } | undefined;
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.
