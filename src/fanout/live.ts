@@ -298,17 +298,19 @@ export class LiveHub {
    */
   wants(stream: string, type: PayloadType): boolean {
     if ((this.#demand.get(stream)?.get(type) ?? 0) > 0) return true;
-    if (!this.#shared) return false;
-    const remote = this.#remoteDemand.get(stream);
-    const now = this.#now();
-    const until = remote?.get(type);
-    if (until !== undefined && until > now) return true;
-    // What subscribers elsewhere want is known from the replies of this instance's recent
-    // applies only. Unknown (none within the demand's TTL), an event a subscriber elsewhere may
-    // want is logged: else the first batch after a quiet spell never reaches them. Its reply
-    // then says what they want.
-    const logged = type === "event.processed" || type === "event.late";
-    return logged && (remote?.get(KNOWN_UNTIL) ?? 0) <= now;
+    const until = this.#remoteDemand.get(stream)?.get(type);
+    return until !== undefined && until > this.#now();
+  }
+
+  /**
+   * Whether a subscriber on another instance may want events of `type`, which this one cannot
+   * tell: it knows what they want from the replies of its recent applies only (none of the
+   * stream within the demand's TTL). The store then logs them only if its demand says so, so the
+   * first batch after a quiet spell reaches them, and costs nothing when nobody subscribes.
+   */
+  mayWant(stream: string, type: "event.processed" | "event.late"): boolean {
+    if (!this.#shared || this.wants(stream, type)) return false;
+    return (this.#remoteDemand.get(stream)?.get(KNOWN_UNTIL) ?? 0) <= this.#now();
   }
 
   /** The ingest observer that publishes `window.updated` for the windows a batch touched. */

@@ -28,4 +28,9 @@ export type IngestObserver = (batch: AppliedBatch) => void;
 export interface LogDemand {
   /** Whether any consumer wants events of `type` from `stream` right now. */
   wants(stream: string, type: "event.processed" | "event.late"): boolean;
+  /**
+   * Whether a consumer elsewhere may want them, which this instance cannot
+   * tell: the store then logs them only if its live demand says so.
+   */
+  mayWant?(stream: string, type: "event.processed" | "event.late"): boolean;
 }

@@ -113,7 +113,8 @@ function sameShape(a: StoreBatch, b: StoreBatch): boolean {
     // (config/registry.ts tells them apart by this array), so they must not share an apply.
     a.counters === b.counters &&
     Boolean(a.log?.processed) === Boolean(b.log?.processed) &&
-    Boolean(a.log?.late) === Boolean(b.log?.late);
+    Boolean(a.log?.late) === Boolean(b.log?.late) &&
+    Boolean(a.log?.ifWanted) === Boolean(b.log?.ifWanted);
 }
 
 /**

@@ -17,6 +17,7 @@ import type {
   CellUpdate,
   RateLimitClaim,
   Store,
+  StoreBatch,
 } from "../store/types.ts";
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
@@ -167,7 +168,7 @@ export interface IngestFanout {
    * Which events go to the stream's durable result log with the batch
    * (`event.processed`, `event.late`). @default {none}
    */
-  log?: { processed?: boolean; late?: boolean };
+  log?: StoreBatch["log"];
   /** Told about every applied batch. */
   observers?: readonly IngestObserver[];
 }
@@ -217,8 +218,17 @@ export interface FanoutConsumers {
 export function ingestFanoutFor(stream: string, consumers: FanoutConsumers): IngestFanout {
   const processed = consumers.demand.some((item) => item.wants(stream, "event.processed"));
   const late = consumers.demand.some((item) => item.wants(stream, "event.late"));
+  if (processed || late) return { log: { processed, late }, observers: consumers.observers };
+  // Nobody here wants them, and whether a subscriber elsewhere does is not known: the store logs
+  // them if its demand says so.
+  const mayProcessed = consumers.demand.some((item) =>
+    item.mayWant?.(stream, "event.processed") ?? false
+  );
+  const mayLate = consumers.demand.some((item) => item.mayWant?.(stream, "event.late") ?? false);
   return {
-    log: processed || late ? { processed, late } : undefined,
+    log: mayProcessed || mayLate
+      ? { processed: mayProcessed, late: mayLate, ifWanted: true }
+      : undefined,
     observers: consumers.observers,
   };
 }

@@ -203,7 +203,16 @@ export interface StoreBatch {
    * (`event.processed` for applied events, `event.late` for late ones); they
    * need {@linkcode BatchEvent.payload}. @default {none}
    */
-  log?: { processed?: boolean; late?: boolean };
+  log?: {
+    processed?: boolean;
+    late?: boolean;
+    /**
+     * Log the types above only when the store's live demand (subscribers on
+     * any instance, see `signalDemand`) lists them: set when this instance
+     * cannot tell whether a subscriber elsewhere wants them.
+     */
+    ifWanted?: boolean;
+  };
   /**
    * Whether to read the stream's definition version into
    * {@linkcode ApplyResult.definitionVersion}: false for a stream whose

@@ -319,6 +319,36 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(await store.readLog("s", null, 1), log.slice(0, 1));
   },
 
+  async "a batch logged ifWanted writes the types the live demand lists, and no other"(store) {
+    const event = (id: string, t: number) => ({
+      id,
+      timeMs: t,
+      updates: [],
+      payload: JSON.stringify({ id }),
+    });
+    const batch = (events: ReturnType<typeof event>[]) => ({
+      stream: "s",
+      nowMs: T0 + 100_000,
+      latenessMs: 10_000,
+      dedupeTtlMs: 60_000,
+      counters: [],
+      filtered: 0,
+      events,
+      log: { processed: true, late: true, ifWanted: true },
+    });
+    // Nobody asked: nothing is logged.
+    await store.applyBatch(batch([event("a", T0 + 90_000), event("x", T0 + 1_000)]));
+    assert.deepEqual(await store.readLog("s", null, 100), []);
+    await store.signalDemand("s", ["event.late"], 60_000);
+    const result = await store.applyBatch(
+      batch([event("b", T0 + 91_000), event("y", T0 + 2_000)]),
+    );
+    assert.deepEqual(result.demand, ["event.late"]);
+    assert.deepEqual((await store.readLog("s", null, 100)).map((entry) => entry.record), [
+      { type: "event.late", timeMs: T0 + 2_000, event: { id: "y" } },
+    ]);
+  },
+
   async "lastLogId() names the newest log entry, so reading after it returns only new ones"(store) {
     assert.equal(await store.lastLogId("s"), null);
     const record = (group: string) => ({

@@ -141,6 +141,19 @@ export interface MemoryStoreOptions {
 /** Default of {@linkcode MemoryStoreOptions.maxDedupeIds}. */
 const DEFAULT_MAX_DEDUPE_IDS = 10_000_000;
 
+/** The types of `log` that the stream's live demand lists now. */
+function wantedLog(
+  stream: StreamState,
+  log: NonNullable<StoreBatch["log"]>,
+  now: number,
+): StoreBatch["log"] {
+  const wanted = (type: string) => (stream.demand.get(type) ?? 0) > now;
+  return {
+    processed: log.processed === true && wanted("event.processed"),
+    late: log.late === true && wanted("event.late"),
+  };
+}
+
 /** A {@linkcode Store} held in process memory, bounded by pane TTLs and `maxGroups`. */
 export class MemoryStore implements Store {
   readonly kind = "memory";
@@ -203,11 +216,15 @@ export class MemoryStore implements Store {
     }
   }
 
-  #apply(batch: StoreBatch): ApplyResult {
-    const now = batch.nowMs;
-    const requests = batchRequests(batch);
+  #apply(given: StoreBatch): ApplyResult {
+    const now = given.nowMs;
+    const requests = batchRequests(given);
     this.#sweep(now);
-    const stream = this.#stream(batch.stream);
+    const stream = this.#stream(given.stream);
+    // Logged only if subscribers asked for them (the caller could not tell), as the Redis store.
+    const batch = given.log?.ifWanted
+      ? { ...given, log: wantedLog(stream, given.log, now) }
+      : given;
     const dedupe = batch.dedupeTtlMs > 0;
     if (dedupe) stream.ids.rotateTo(now, batch.dedupeTtlMs);
     // Dedupe turned off (a new definition): the ids held are read no more.

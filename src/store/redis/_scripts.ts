@@ -213,7 +213,7 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
- * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl,
+ * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl, logw?,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …], uq?: true when no
  *   id is in `ids` twice,
  *   tmin?, tmax?, payloads?: [json|false, …], reqs: [request, …], cells}` — one
@@ -265,6 +265,19 @@ withSessions = applySessions
 end
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
+-- Live subscribers' demand (any instance): read once, for the reply and, with logw (the caller
+-- cannot tell whether a subscriber wants its events), for what to log.
+local demand = {}
+local wanted = redis.call("HGETALL", DEMAND_KEY)
+for i = 1, #wanted, 2 do
+  if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
+end
+if args.logw then
+  local asked = {}
+  for _, recordType in ipairs(demand) do asked[recordType] = true end
+  logProcessed = logProcessed and asked["event.processed"] == true
+  logLate = logLate and asked["event.late"] == true
+end
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}
@@ -774,11 +787,6 @@ for name, pane in pairs(known) do
   end
 end
 if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
-local demand = {}
-local wanted = redis.call("HGETALL", DEMAND_KEY)
-for i = 1, #wanted, 2 do
-  if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
-end
 -- The stream's definition version (KEYS[2], outside every generation, same slot):
 -- an instance holding an older one reloads the definition.
 local definitionVersion = 0

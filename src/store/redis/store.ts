@@ -340,6 +340,7 @@ export class RedisStore implements Store {
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed ?? false,
       logl: batch.log?.late ?? false,
+      logw: batch.log?.ifWanted ?? false,
       counters: batch.counters.map((c) => [
         c.name,
         c.aggregate,
