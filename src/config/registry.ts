@@ -439,11 +439,15 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       const known = this.#entries.get(name)?.version ?? this.#seen.get(name) ?? 0;
       if (version > known) loads.push(this.#load(name));
     }
-    for (const [name, entry] of this.#entries) {
-      if (entry.source === "api" && !versions.has(name)) this.#entries.delete(name);
-    }
-    for (const name of this.#unservable.keys()) {
-      if (!versions.has(name)) this.#unservable.delete(name);
+    // Only a whole read says a name is gone: a stream an older release created (it moves no
+    // mark) may be served by a lookup since the last one, and is not in the list kept.
+    if (read.versions !== null) {
+      for (const [name, entry] of this.#entries) {
+        if (entry.source === "api" && !versions.has(name)) this.#entries.delete(name);
+      }
+      for (const name of this.#unservable.keys()) {
+        if (!versions.has(name)) this.#unservable.delete(name);
+      }
     }
     await Promise.all(loads);
   }

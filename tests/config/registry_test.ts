@@ -249,6 +249,10 @@ redisTest(
     await withDirect(fixture.redisUrl, (send) => send("SET", markKey, String(mark)));
     await reader.poll();
     assert.equal(reader.has("orders"), false);
+    // An event for it meanwhile looks it up; the next polls, with the kept list, keep serving it.
+    assert.ok(await reader.find("orders"));
+    await reader.poll();
+    assert.ok(reader.has("orders"), "not dropped by a poll that read no list");
     now += 1;
     await reader.poll();
     assert.equal(definitions.indexReads, 3);
