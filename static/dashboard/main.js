@@ -73,9 +73,15 @@ async function showStoreStatus() {
   }
 }
 
-/** What the panels are built from: the streams' names and counters. */
+/**
+ * What the panels are built from: the streams' names and counters, by name (instances behind one
+ * address may list the same streams in another order).
+ */
 function layoutOf(streams) {
-  return JSON.stringify(streams.map((stream) => [stream.name, stream.definition?.counters ?? {}]));
+  return JSON.stringify(
+    streams.map((stream) => [stream.name, stream.definition?.counters ?? {}])
+      .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
+  );
 }
 
 /**

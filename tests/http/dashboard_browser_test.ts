@@ -529,3 +529,40 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "the dashboard keeps its panels and subscriptions when instances list the same streams in another order",
+  async (browser) => {
+    const config = {
+      streams: Object.fromEntries(["a", "b"].map((name) => [name, {
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      }])),
+    };
+    const server = await startServer({ config });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      let reads = 0;
+      // As behind a load balancer: every other read of the list comes in the other order.
+      await page.route(/\/v1\/streams$/, async (route) => {
+        const response = await route.fetch();
+        const body = await response.json();
+        reads += 1;
+        if (reads % 2 === 0) body.streams.reverse();
+        await route.fulfill({ response, json: body });
+      });
+      await page.goto(`${server.base}/`);
+      await page.locator('[data-live="a"].ok').waitFor();
+      await until("four reads of the stream list", () => Promise.resolve(reads), (n) => n >= 4);
+      const subscribes = log.requests.filter((request) =>
+        new URL(request.url()).pathname.endsWith("/subscribe")
+      );
+      assert.equal(subscribes.length, 2, subscribes.map((request) => request.url()).join("\n"));
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
