@@ -119,11 +119,10 @@ export function createTracker(options) {
         if (split && maxEvents >= 1 && maxEvents < events.length) {
           // More events than a rate limit's burst: none was applied, and parts that fit it can
           // be, each under its own key.
-          const parts = [];
+          // One after another: parts sent at once would each wait for the same refill.
           for (let i = 0; i < events.length; i += maxEvents) {
-            parts.push(send(stream, events.slice(i, i + maxEvents)));
+            await send(stream, events.slice(i, i + maxEvents));
           }
-          await Promise.all(parts);
           return;
         }
         // The same key still being applied (a resend after a lost answer): its answer, or its

@@ -6,6 +6,10 @@
 import assert from "node:assert/strict";
 // @ts-types="./sdk_types.d.ts"
 import { createTracker } from "../../static/sdk/sdk.js";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/mod.ts";
 
 interface Sent {
   url: string;
@@ -215,5 +219,41 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
     assert.equal(localStorage.length, 0);
   } finally {
     restore();
+  }
+});
+
+Deno.test("the SDK's parts of a batch past a burst all count on a real server, sent one after another", async () => {
+  localStorage.clear();
+  const streams = compileConfig({
+    streams: {
+      limited: {
+        // A part fits once a second: parts sent at once would each use up their one retry.
+        limits: { eventsPerSecond: 4, burst: 4 },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  const store = new MemoryStore();
+  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      retryBaseMs: 1,
+      maxRetries: 1,
+    });
+    for (let n = 0; n < 12; n++) tracker.track("limited", { n });
+    await tracker.flush();
+    assert.deepEqual(warnings, []);
+    const stats = await store.stats("limited", streams.get("limited")!.counterMetas);
+    assert.equal(stats.accepted, 12);
+  } finally {
+    console.warn = warn;
+    await server.shutdown();
+    localStorage.clear();
   }
 });
