@@ -17,7 +17,12 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../config/mod.ts";
-import type { AlertFiring, ClosedWindow, Store } from "../store/types.ts";
+import {
+  type AlertFiring,
+  type ClosedWindow,
+  type Store,
+  StoreUnavailableError,
+} from "../store/types.ts";
 import { recordWindowsClosed } from "../telemetry/mod.ts";
 import { countFirings, evaluateAlerts } from "./alerts.ts";
 
@@ -33,7 +38,8 @@ export interface SweepReport<Queued = unknown> {
   fanout?: Queued[];
   /**
    * Streams whose sweep failed, with the error: the other streams and the consumers still ran,
-   * so one stream (a broken key, a slow script) holds up no other's windows and deliveries.
+   * so one stream (a broken key, say) holds up no other's windows and deliveries. A store that
+   * cannot be reached fails the whole sweep instead (`StoreUnavailableError`, thrown).
    */
   failed: Array<{ stream: string; error: unknown }>;
 }
@@ -65,6 +71,8 @@ export async function sweepOnce<Queued = unknown>(
     try {
       await sweepStream(stream, store, report);
     } catch (error) {
+      // The store unreachable fails every stream alike (each after its deadline): stop here.
+      if (error instanceof StoreUnavailableError) throw error;
       report.failed.push({ stream: stream.name, error });
     }
   }

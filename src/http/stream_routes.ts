@@ -29,7 +29,7 @@ import {
   rateLimitsFor,
   requireIngestKey,
 } from "./browser.ts";
-import { ApiError, errorResponse, streamMissing } from "./errors.ts";
+import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { jsonWithRequestId } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
@@ -834,6 +834,13 @@ const sweepRoute = createRoute({
                   "Deliveries this sweep created from the result logs and stored; they (and due retries) are sent after the reply",
               }),
             }),
+            failed: z.array(z.object({
+              stream: z.string(),
+              error: z.object({ code: z.string(), message: z.string() }),
+            })).optional().openapi({
+              description:
+                "Streams whose sweep failed (the others were swept); absent when none did. An unreachable store fails the whole sweep: 503",
+            }),
           }),
         },
       },
@@ -849,12 +856,8 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
     // the sweep runs, and what it closed must still be reported, not answered with a 404.
     const streams = new Map([...deps.streams.values()].map((stream) => [stream.name, stream]));
     const report = await sweepOnce(streams.values(), store, { consumers: deps.sweepConsumers });
-    // The other streams were swept; the caller still learns the sweep is not complete (the
-    // store unavailable, 503) and may send it again.
-    if (report.failed.length > 0) {
-      for (const { stream, error } of report.failed) logSweepError(error, stream);
-      throw report.failed[0].error;
-    }
+    // The other streams were swept: what they closed is reported, beside what failed.
+    for (const { stream, error } of report.failed) logSweepError(error, stream);
     return c.json({
       closed: report.closed.map((window) => {
         const counter = findCounter(findStream(streams, window.stream), window.counter);
@@ -882,6 +885,14 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
         };
       }),
       webhooks: { queued: (report.fanout ?? []).reduce((sum, item) => sum + item.queued, 0) },
+      ...(report.failed.length > 0
+        ? {
+          failed: report.failed.map(({ stream, error }) => {
+            const api = toApiError(error);
+            return { stream, error: { code: api.code, message: api.message } };
+          }),
+        }
+        : {}),
     }, 200);
   };
 }

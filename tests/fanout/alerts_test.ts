@@ -5,7 +5,7 @@ import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
 import { startSweeping, sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import type { Store } from "../../src/store/types.ts";
+import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -349,6 +349,23 @@ Deno.test("sweepOnce() sweeps the other streams and runs its consumers when one 
   assert.ok(report.closed.some((window) => window.stream === "orders"));
   assert.ok(report.fired.some((firing) => firing.stream === "orders"));
   assert.deepEqual(report.fanout, [1]);
+});
+
+Deno.test("sweepOnce() stops at a store that cannot be reached, rather than fail every stream after its deadline", async () => {
+  let calls = 0;
+  class Unreachable extends MemoryStore {
+    override closeWindows(): Promise<never> {
+      calls += 1;
+      return Promise.reject(new StoreUnavailableError("Redis did not answer within 5000 ms"));
+    }
+  }
+  const many = compileConfig({
+    streams: Object.fromEntries(
+      Array.from({ length: 5 }, (_, i) => [`s${i}`, { counters: ORDERS.counters }]),
+    ),
+  });
+  await assert.rejects(sweepOnce(many.values(), new Unreachable()), StoreUnavailableError);
+  assert.equal(calls, 1);
 });
 
 Deno.test("startSweeping() runs one sweep at a time, reports each failed stream, and stop() waits for a running one", async () => {

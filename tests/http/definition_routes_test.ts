@@ -385,12 +385,15 @@ Deno.test("POST /v1/admin/sweep reports what it closed of a stream deleted while
   );
 });
 
-Deno.test("POST /v1/admin/sweep sweeps the other streams when one fails, then answers the failure", async () => {
+Deno.test("POST /v1/admin/sweep sweeps the other streams when one fails and reports both; an unreachable store is a 503", async () => {
   let now = T0;
+  let failure: Error = new Error(
+    "WRONGTYPE Operation against a key holding the wrong kind of value",
+  );
   const closedBy = new Map<string, number>();
   class BrokenStream extends MemoryStore {
     override async closeWindows(...args: Parameters<MemoryStore["closeWindows"]>) {
-      if (args[0].startsWith("broken")) throw new StoreUnavailableError("Redis is unavailable");
+      if (args[0].startsWith("broken")) throw failure;
       const closed = await super.closeWindows(...args);
       if (!args[2].peek) closedBy.set(args[0], (closedBy.get(args[0]) ?? 0) + closed.length);
       return closed;
@@ -413,9 +416,19 @@ Deno.test("POST /v1/admin/sweep sweeps the other streams when one fails, then an
   }
   now += 3_600_000;
   const swept = await app.request("/v1/admin/sweep", { method: "POST" });
-  assert.equal(swept.status, 503);
-  assert.equal((await swept.json()).error.code, "store_unavailable");
+  assert.equal(swept.status, 200);
+  const body = await swept.json();
+  assert.deepEqual(body.closed.map((window: { stream: string }) => window.stream), ["signups"]);
+  assert.deepEqual(body.failed, [{
+    stream: "broken",
+    error: { code: "internal_error", message: "Internal server error" },
+  }]);
   assert.deepEqual([...closedBy.values()], [1]);
+  // The store unreachable fails every stream alike: the sweep stops at the first.
+  failure = new StoreUnavailableError("Redis is unavailable");
+  const down = await app.request("/v1/admin/sweep", { method: "POST" });
+  assert.equal(down.status, 503);
+  assert.equal((await down.json()).error.code, "store_unavailable");
 });
 
 Deno.test("PUT /v1/streams/{stream} refuses a pattern RE2 cannot run, and its events are matched in linear time", async () => {
