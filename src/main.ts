@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
-import { LiveHub, logSweepError, startSweeping, sweepOnce } from "./fanout/mod.ts";
+import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging } from "./telemetry/logging.ts";
 
@@ -117,7 +117,6 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
         return report;
       },
       config.sweepEveryMs,
-      { onError: logSweepError },
     );
   }
   let stopping: Promise<StopReport> | undefined;

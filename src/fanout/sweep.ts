@@ -124,8 +124,11 @@ export function logSweepError(error: unknown, stream?: string): void {
 
 /** Options for {@linkcode startSweeping}. */
 export interface SweepingOptions {
-  /** Told about a failed run (its error), and about each stream a run could not sweep. */
-  onError: (error: unknown, stream?: string) => void;
+  /**
+   * Told about a failed run (its error), and about each stream a run could not sweep.
+   * @default {logSweepError}
+   */
+  onError?: (error: unknown, stream?: string) => void;
 }
 
 /**
@@ -136,16 +139,17 @@ export interface SweepingOptions {
 export function startSweeping(
   sweep: () => Promise<SweepReport<unknown>>,
   everyMs: number,
-  options: SweepingOptions,
+  options: SweepingOptions = {},
 ): { stop(): Promise<void> } {
+  const onError = options.onError ?? logSweepError;
   let running: Promise<void> | undefined;
   const timer = setInterval(() => {
     if (running) return;
     running = sweep().then(
       (report) => {
-        for (const { stream, error } of report.failed) options.onError(error, stream);
+        for (const { stream, error } of report.failed) onError(error, stream);
       },
-      (error) => options.onError(error),
+      (error) => onError(error),
     ).finally(() => running = undefined);
   }, everyMs);
   return {

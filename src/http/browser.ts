@@ -162,7 +162,7 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
       "Only publishable keys (pk_…) may be sent as '?key=': URLs reach logs and traces; send 'Authorization: Bearer <key>'",
     );
   }
-  await refuseUnlistedOrigin(deps, c.req.raw, { grant, stream: name });
+  await refuseUnlistedOrigin(deps, { request: c.req.raw, grant, stream: name });
   return grant;
 }
 
@@ -173,12 +173,11 @@ export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<
  */
 export async function refuseUnlistedOrigin(
   deps: BrowserIngestDeps,
-  request: Request,
-  target: { grant: KeyGrant; stream: string },
+  target: { request: Request; grant: KeyGrant; stream: string },
 ): Promise<void> {
+  const { request, grant } = target;
   const origin = request.headers.get("Origin") ?? undefined;
   if (origin === undefined) return;
-  const { grant } = target;
   refuseForeignOrigin(grant, origin);
   const refusal = deferredOriginRefusal(request);
   if (!refusal) return;

@@ -631,7 +631,7 @@ export function ingestSocketHandler(
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
     // admitted by the key's or the stream's `origins` too.
-    if (!denied) await refuseUnlistedOrigin(deps, c.req.raw, { grant, stream: name });
+    if (!denied) await refuseUnlistedOrigin(deps, { request: c.req.raw, grant, stream: name });
     else {
       // No key to admit a foreign page: refused before upgrading, as on every other route.
       const refusal = deferredOriginRefusal(c.req.raw);

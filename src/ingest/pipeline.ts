@@ -366,7 +366,8 @@ function rateLimited(
     return new RateLimitedError(
       `${rule} reached: this request's ${cost} events are more than its burst of ${limit.limit}, so it can never fit (nothing applied): send at most ${limit.limit} events per request`,
       retryAfterMs,
-      { limit, remaining, neverFits: true },
+      // What that bucket holds is not known here: the store reported the one it waits for.
+      { limit, neverFits: true },
     );
   }
   const reason = `it holds ${remaining} ${
