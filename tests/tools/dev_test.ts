@@ -48,7 +48,7 @@ Deno.test("deno task dev restarts the server when the config file changes", asyn
       setTimeout(() => reject(new Error(`no ${pattern} in:\n${printed}`)), 30_000);
     });
   try {
-    await seen(/1 stream\(s\) from .*: one[\s\S]*listening on http:\/\//);
+    await seen(/listening on http:\/\/[\s\S]*1 stream\(s\) from .*: one/);
     const reloaded = seen(/2 stream\(s\) from .*: one, two/);
     // Written again while not reloaded: a change that lands before the
     // watcher is registered (a loaded machine) is not seen, the next one is.
