@@ -436,7 +436,11 @@ export async function configFromEnv(
     throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
   }
   const stores = storesFromEnv(env);
-  const streams = new StreamRegistry(configStreams, { definitions: stores.definitions });
+  const streams = new StreamRegistry(configStreams, {
+    definitions: stores.definitions,
+    // The bound spares a shared store; this process's own memory answers every lookup for sure.
+    lookupsPerSecond: stores.store.kind === "memory" ? Infinity : undefined,
+  });
   const store = streams.wrap(new InstrumentedStore(stores.store));
   const deliveries = deliveriesFromEnv(env);
   const webhooks = webhooksFromEnv(env, { store, streams, deliveries });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
 import { configFromEnv, keyStoreFromEnv, storeFromEnv, webhooksFromEnv } from "../src/env.ts";
+import { createApp } from "../src/app.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { redisTest } from "./_redis.ts";
@@ -370,5 +371,23 @@ Deno.test("configFromEnv() in open mode listens on 127.0.0.1, or on the loopback
     } finally {
       await config.webhooks.close();
     }
+  }
+});
+
+Deno.test("configFromEnv() on the memory store answers every unknown stream name 404, however many come at once", async () => {
+  const config = await configFromEnv(env({}));
+  try {
+    const app = createApp({ streams: config.streams, store: config.store, keys: config.keys });
+    const statuses = await Promise.all(
+      Array.from({ length: 60 }, async (_, i) =>
+        (await app.request(`/v1/streams/nope${i}/events`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: "{}",
+        })).status),
+    );
+    assert.deepEqual(new Set(statuses), new Set([404]));
+  } finally {
+    await config.webhooks.close();
   }
 });

@@ -9,7 +9,7 @@
 import { getLogger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
 import { type CompiledStream, formatDuration } from "../config/mod.ts";
-import type { IngestObserver, LogDemand } from "../fanout/types.ts";
+import type { AppliedBatch, IngestObserver, LogDemand } from "../fanout/types.ts";
 import type { GroupCommitter } from "./group_commit.ts";
 import type {
   BatchEvent,
@@ -284,6 +284,20 @@ export class RateLimitedError extends Error {
   }
 }
 
+/** Tells each observer about an applied batch; one that throws is logged and the rest told. */
+function notifyObservers(observers: readonly IngestObserver[], batch: AppliedBatch): void {
+  for (const observer of observers) {
+    try {
+      observer(batch);
+    } catch (error) {
+      logger.error("Ingest observer failed on stream {stream}: {error}", {
+        stream: batch.stream.name,
+        error,
+      });
+    }
+  }
+}
+
 /** Longest `Idempotency-Key` accepted, in characters. */
 export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 
@@ -458,17 +472,10 @@ async function ingestOnce(
     case "rate_limited":
       throw rateLimited(options.rateLimits ?? [], accepted, outcome);
   }
-  for (const observer of options.observers ?? []) {
-    try {
-      // Background work (alerts, live, webhooks) outside this request's trace.
-      const batch = { stream, events, outcomes: result.outcomes, nowMs, demand: result.demand };
-      detached(() => observer(batch));
-    } catch (error) {
-      logger.error("Ingest observer failed on stream {stream}: {error}", {
-        stream: stream.name,
-        error,
-      });
-    }
+  if (options.observers?.length) {
+    const batch = { stream, events, outcomes: result.outcomes, nowMs, demand: result.demand };
+    // Background work (alerts, live, webhooks) outside this request's trace.
+    detached(() => notifyObservers(options.observers!, batch));
   }
   return { ...reply, duplicates: outcome.duplicates, late: outcome.late };
 }
