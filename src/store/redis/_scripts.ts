@@ -109,6 +109,39 @@ local function writeStats(fields, statsExpireAt, now, ttl)
   redis.call("HSET", STATS_KEY, unpack(fields))
   if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(ttl)) end
 end
+-- Redis does not undo what a script wrote before one of its commands failed, and a command fails on
+-- a key of another type (one that something else wrote over). So a script that writes checks every
+-- key it may write before its first write (by reading it, or here), and one that finds a key of the
+-- wrong type writes nothing and fails naming it.
+local function refuseKey(key, found, expected)
+  error({ err = "WRONGTYPE edgestream key " .. key .. " holds a " .. found .. " where a " .. expected ..
+    " belongs: nothing was written (delete or repair the key)" })
+end
+local function expectType(key, expected)
+  local found = redis.call("TYPE", key).ok
+  if found ~= "none" and found ~= expected then refuseKey(key, found, expected) end
+end
+-- A HyperLogLog is a string starting HYLL: PFADD refuses any other.
+local function expectHll(key)
+  local head = redis.pcall("GETRANGE", key, 0, 3)
+  if type(head) == "table" then refuseKey(key, redis.call("TYPE", key).ok, "HyperLogLog") end
+  if head ~= "" and head ~= "HYLL" then refuseKey(key, "string", "HyperLogLog") end
+end
+-- A hash whose fields named must hold numbers (HINCRBY, HINCRBYFLOAT refuse any other). Returns
+-- field → value (text) of those it holds.
+local function expectNumbers(key, fields)
+  local stored = redis.pcall("HMGET", key, unpack(fields))
+  if stored.err then refuseKey(key, redis.call("TYPE", key).ok, "hash") end
+  local values = {}
+  for i, field in ipairs(fields) do
+    local value = stored[i]
+    if value then
+      if tonumber(value) == nil then refuseKey(key .. " field " .. field, "non-number", "number") end
+      values[field] = value
+    end
+  end
+  return values
+end
 local function fieldsPerGroup(kind)
   if kind == "count" or kind == "distinct" then return 1 end
   if kind == "quantiles" then return 3 end
@@ -258,10 +291,10 @@ export const APPLY_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return first end
 -- The session helpers are closures made on every call: only for a stream with session counters.
-local withSessions = nil
+local withSessions, guardSessions = nil, nil
 if type(args.sess) == "table" then
 ` + SESSION_LUA + `
-withSessions = applySessions
+withSessions, guardSessions = applySessions, checkSessionKeys
 end
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
@@ -278,6 +311,10 @@ if args.logw then
   logProcessed = logProcessed and asked["event.processed"] == true
   logLate = logLate and asked["event.late"] == true
 end
+-- The stream's definition version (KEYS[2], outside every generation, same slot):
+-- an instance holding an older one reloads the definition.
+local definitionVersion = 0
+if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}
@@ -311,6 +348,18 @@ local requests = args.reqs
 local results = {}
 local skip = {}
 local keysInBatch = {}
+-- Rate-limit buckets, each read once and written once, after every check (see refuseKey):
+-- { t = tokens, u = updated ms } as stored, then as charged by the requests admitted so far.
+local buckets, chargedBuckets = {}, {}
+local function bucketOf(name)
+  local bucket = buckets[name]
+  if not bucket then
+    local stored = redis.call("HMGET", bucketKey(name), "t", "u")
+    bucket = { name = name, t = tonumber(stored[1]), u = tonumber(stored[2]) }
+    buckets[name] = bucket
+  end
+  return bucket
+end
 local function admit(request)
   local keyHash = request.ik
   if type(keyHash) == "string" then
@@ -332,24 +381,23 @@ local function admit(request)
     for c, claim in ipairs(claims) do
       local limit, window, cost = claim[2], claim[3], claim[4]
       local perMs = limit / window
-      local bucket = redis.call("HMGET", bucketKey(claim[1]), "t", "u")
+      local bucket = bucketOf(claim[1])
       local tokens = limit
-      if bucket[1] then
-        tokens = math.min(limit, tonumber(bucket[1]) + perMs * (now - tonumber(bucket[2])))
-      end
-      levels[c] = { tokens = tokens, perMs = perMs }
+      if bucket.t then tokens = math.min(limit, bucket.t + perMs * (now - bucket.u)) end
+      levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket }
       if tokens < cost and (cost - tokens) / perMs > longest then
         refused, longest = c, (cost - tokens) / perMs
       end
     end
     for c, claim in ipairs(claims) do
-      local limit, cost, level = claim[2], claim[4], levels[c]
-      local left = level.tokens
-      if not refused then left = left - cost end
-      local key = bucketKey(claim[1])
-      redis.call("HSET", key, "t", num(left), "u", num(now))
-      -- A full bucket is the same as none: keep it only until it refills.
-      redis.call("PEXPIRE", key, num(math.max(1, math.ceil((limit - left) / level.perMs))))
+      local level = levels[c]
+      local bucket = level.bucket
+      bucket.t, bucket.u, bucket.limit, bucket.perMs = level.tokens, now, claim[2], level.perMs
+      if not refused then bucket.t = bucket.t - claim[4] end
+      if not bucket.charged then
+        bucket.charged = true
+        chargedBuckets[#chargedBuckets + 1] = bucket
+      end
     end
     if refused then
       local level = levels[refused]
@@ -367,6 +415,68 @@ for r, request in ipairs(requests) do
     for i = first, first + request.n - 1 do skip[i] = true end
   end
   first = first + request.n
+end
+
+-- A pane start comes as its text in \`cells\` (so neither JSON nor this script turns it into a
+-- number and back per cell), as a number from session runs and full updates.
+local function paneTextOf(pane)
+  if type(pane) == "string" then return pane end
+  return num(pane)
+end
+-- Every key the writes below may touch is checked before the first (see refuseKey): the stats, the
+-- demand, stored replies, rate-limit buckets, the definition and the call's token were read above;
+-- the dedupe ids' HSET is the first write, or their buckets are read first; here the log, the
+-- panes (with the fields HINCRBY adds to), their HyperLogLogs and sketches, and the counters' live
+-- panes and open windows when a pane is new or due (a pane found empty only once written, its keys
+-- evicted, is not checked). Session counters' keys are checked once their cells are known, below.
+if payloads ~= nil and (logProcessed or logLate) then expectType(LOG_KEY, "stream") end
+local sessionCounters = {}
+if withSessions then
+  for _, session in ipairs(args.sess) do sessionCounters[session[1] + 1] = true end
+end
+-- A pane's expiry (its score in the counter's live panes, or from \`k:<counter>\`), false for none.
+local paneExpiry = {}
+-- The count and sum fields of the panes, as read here before any write: field → text.
+local paneValues = {}
+local function expiryOf(counter, key, paneText)
+  local expiresAt = paneExpiry[key]
+  if expiresAt == nil then
+    expiresAt = counter.knownExpiresAt
+    if counter.knownPane ~= paneText then
+      expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(counter.name), paneText))
+    end
+    paneExpiry[key] = expiresAt or false
+  end
+  return expiresAt or nil
+end
+do
+  local OTHER = ${luaString(OTHER_GROUP)}
+  local fieldsOf, keys, zsetsDue = {}, {}, {}
+  for _, cell in ipairs(args.cells) do
+    if not sessionCounters[cell[1] + 1] then
+      local counter = counters[cell[1] + 1]
+      local name, kind, paneText, group = counter.name, counter.kind, paneTextOf(cell[2]), cell[3]
+      local withSum = kind == "sum" or kind == "avg"
+      local key = paneKey(name, paneText)
+      local fields = fieldsOf[key]
+      if not fields then
+        fields = { "c:" .. OTHER }
+        if withSum then fields[2] = "s:" .. OTHER end
+        fieldsOf[key], keys[#keys + 1] = fields, key
+        local expiresAt = expiryOf(counter, key, paneText)
+        if expiresAt == nil or dueForRefresh(expiresAt, now, counter.ttl) then zsetsDue[name] = true end
+      end
+      fields[#fields + 1] = "c:" .. group
+      if withSum then fields[#fields + 1] = "s:" .. group end
+      if kind == "distinct" and #cell[8] > 0 then expectHll(hllKey(name, paneText, group)) end
+      if kind == "quantiles" then expectType(quantileKey(name, paneText, group), "hash") end
+    end
+  end
+  for _, key in ipairs(keys) do paneValues[key] = expectNumbers(key, fieldsOf[key]) end
+  for name in pairs(zsetsDue) do
+    expectType(livePanesKey(name), "zset")
+    expectType(openKey(name), "zset")
+  end
 end
 
 local outcomes = {}
@@ -388,14 +498,15 @@ local idsMarked = false
 local heldIds, freshIds, distinctIds = {}, {}, args.uq
 -- One id (a single-event request): asked in the older bucket, then written to the newer one at
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
--- new (2: the mark too). The id of an event that turns out late is kept as well, as below.
+-- new (2: the mark too). The id of an event that turns out late is kept as well, as below. Not
+-- with session counters, whose keys are checked only after this (their cells depend on it).
 local idWritten = false
 if newIds then
   local asked = {}
   for i = 1, eventCount do
     if not skip[i] and type(ids[i]) == "string" then asked[#asked + 1] = ids[i] end
   end
-  if #asked == 1 then
+  if #asked == 1 and not withSessions then
     local id = asked[1]
     if redis.call("HEXISTS", oldIds, id) == 1 then
       heldIds[id] = true
@@ -444,6 +555,8 @@ for i = 1, eventCount do
   end
   outcomes[i] = outcome
 end
+-- Records to log, appended once every key is checked.
+local logged = {}
 local latest = args.tmax
 if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
 if eventCount == 0 then
@@ -459,7 +572,7 @@ else
     if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
       local recordType = "event.processed"
       if outcome == 2 then recordType = "event.late" end
-      appendLog(logRecord(recordType, "timeMs", t, "event", raw(payload)), statsTtl)
+      logged[#logged + 1] = logRecord(recordType, "timeMs", t, "event", raw(payload))
     end
     if outcome == 0 then
       if wm == nil or t > wm then wm = t end
@@ -487,28 +600,10 @@ for r, request in ipairs(requests) do
     accepted = accepted + request.n + request.f
     filtered = filtered + request.f
     rejected = rejected + request.x
-    if type(request.ik) == "string" then
-      local key = replyKey(request.ik)
-      redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", requestDuplicates, "l", requestLate)
-      redis.call("PEXPIRE", key, request.it)
-    end
     results[r] = { 0, requestDuplicates, requestLate }
   end
   first = first + request.n
 end
-if idWritten then
-  if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
-elseif insertedIds then
-  if not idsMarked then
-    freshIds[#freshIds + 1] = IDS_MARK
-    freshIds[#freshIds + 1] = "1"
-  end
-  for from = 1, #freshIds, 1000 do
-    redis.call("HSET", newIds, unpack(freshIds, from, math.min(from + 999, #freshIds)))
-  end
-  if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
-end
-
 -- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
 -- pre-aggregated by the process when every event applies, else rebuilt here
 -- from the applied events' own updates.
@@ -524,12 +619,6 @@ local function addToCell(cell, value, bin)
     values[#values + 1] = value
   end
   cell[4], cell[5], cell[6], cell[7] = count, sum, low, high
-end
--- A pane start comes as its text in \`cells\` (so neither JSON nor this script turns it into a
--- number and back per cell), as a number from session runs and full updates.
-local function paneTextOf(pane)
-  if type(pane) == "string" then return pane end
-  return num(pane)
 end
 local cells
 if applied == eventCount then
@@ -564,6 +653,37 @@ else
   end
 end
 
+if withSessions then guardSessions(counters, cells) end
+
+-- Every key checked: the writes. Rate-limit buckets as charged, the log, stored replies, new ids.
+for _, bucket in ipairs(chargedBuckets) do
+  local key = bucketKey(bucket.name)
+  redis.call("HSET", key, "t", num(bucket.t), "u", num(now))
+  -- A full bucket is the same as none: keep it only until it refills.
+  redis.call("PEXPIRE", key, num(math.max(1, math.ceil((bucket.limit - bucket.t) / bucket.perMs))))
+end
+for _, record in ipairs(logged) do appendLog(record, statsTtl) end
+for r, request in ipairs(requests) do
+  local result = results[r]
+  if result[1] == 0 and type(request.ik) == "string" then
+    local key = replyKey(request.ik)
+    redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3])
+    redis.call("PEXPIRE", key, request.it)
+  end
+end
+if idWritten then
+  if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
+elseif insertedIds then
+  if not idsMarked then
+    freshIds[#freshIds + 1] = IDS_MARK
+    freshIds[#freshIds + 1] = "1"
+  end
+  for from = 1, #freshIds, 1000 do
+    redis.call("HSET", newIds, unpack(freshIds, from, math.min(from + 999, #freshIds)))
+  end
+  if not idsMarked then redis.call("PEXPIRE", newIds, 2 * dedupeTtl + math.ceil(dedupeTtl / 8)) end
+end
+
 if withSessions then cells = withSessions(counters, cells, now) end
 
 -- Per pane, once: its score in the counter's live panes, which is when its keys expire (or the
@@ -576,10 +696,7 @@ local function paneOf(counter, paneStart)
   local key = paneKey(name, paneText)
   local pane = panes[key]
   if not pane then
-    local expiresAt = counter.knownExpiresAt
-    if counter.knownPane ~= paneText then
-      expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(name), paneText))
-    end
+    local expiresAt = expiryOf(counter, key, paneText)
     local isNew = expiresAt == nil or expiresAt <= now
     pane = { key = key, text = paneText, start = tonumber(paneStart), counter = counter, isNew = isNew,
       expiresAt = expiresAt, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
@@ -588,8 +705,8 @@ local function paneOf(counter, paneStart)
   end
   return pane
 end
--- Several cells in one pane of a count, sum or avg counter are read with one HMGET and written
--- with one HSET, instead of an HINCRBY per field (a 100-event batch grouped by 20 countries: 2
+-- Several cells in one pane of a count, sum or avg counter are read with one HMGET (the check's)
+-- and written with one HSET, instead of an HINCRBY per field (a 100-event batch grouped by 20 countries: 2
 -- commands instead of 20 or 40). Sums are added in Lua as the memory store adds them (doubles).
 -- Returns false, having written nothing, when the pane's new groups would pass maxGroups: those
 -- cells then go one by one below, which decides which groups fit.
@@ -601,7 +718,10 @@ local function writeTogether(pane, list)
     fields[#fields + 1] = "c:" .. cell[3]
     if withSum then fields[#fields + 1] = "s:" .. cell[3] end
   end
-  local stored = redis.call("HMGET", pane.key, unpack(fields))
+  -- Read when checked, before any write (every cell of a pane is in one list).
+  local read = paneValues[pane.key]
+  local stored = {}
+  for i, field in ipairs(fields) do stored[i] = read[field] or false end
   local step = withSum and 2 or 1
   local newGroups = 0
   for i = 1, #stored, step do
@@ -787,10 +907,6 @@ for name, pane in pairs(known) do
   end
 end
 if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
--- The stream's definition version (KEYS[2], outside every generation, same slot):
--- an instance holding an older one reloads the definition.
-local definitionVersion = 0
-if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
@@ -865,22 +981,24 @@ local callKey, first = callReply(args.tk)
 if first then return first end
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
+-- Everything is read first and the writes (\`later\`: commands, and records to log) made once
+-- every key they touch has been read or checked (see refuseKey), so a close that fails writes
+-- nothing: a window it found stays open.
+local later, logged = {}, {}
+local function write(...) later[#later + 1] = { ... } end
+local function logLater(record) logged[#logged + 1] = record end
 local stored = redis.call("HMGET", STATS_KEY, "wm", "exp")
 local wm = tonumber(stored[1])
 local raised = raiseToClock(wm, now, idle)
-if raised ~= wm then
-  wm = raised
-  writeStats({ "wm", num(wm) }, tonumber(stored[2]), now, logTtl)
-end
 local out = {}
-if wm == nil then return cjson.encode(out) end
-local cutoff = wm - lateness
+if raised == nil then return cjson.encode(out) end
+local cutoff = raised - lateness
 for _, c in ipairs(args.counters) do
   local name, kind, size = c[1], c[2], c[4]
   local open = openKey(name)
   local due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
   if #due > 0 then
-    if not peek then redis.call("ZREM", open, unpack(due)) end
+    if not peek then write("ZREM", open, unpack(due)) end
     local live = redis.call("ZRANGE", livePanesKey(name), 0, -1)
     for _, startText in ipairs(due) do
       local start = tonumber(startText)
@@ -906,14 +1024,18 @@ for _, c in ipairs(args.counters) do
             state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
               "distinct", cell.distinct, "approximate", kind == "distinct")
           end
-          appendLog(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
-            "group", cell.group, "state", raw(state)), logTtl)
+          logLater(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
+            "group", cell.group, "state", raw(state)))
         end
       end
     end
   end
 end
-closeSessions(cutoff, limit, peek, logTtl, out)
+closeSessions(cutoff, limit, peek, write, logLater, out)
+if #logged > 0 then expectType(LOG_KEY, "stream") end
+if raised ~= wm then writeStats({ "wm", num(raised) }, tonumber(stored[2]), now, logTtl) end
+for _, command in ipairs(later) do redis.call(unpack(command)) end
+for _, record in ipairs(logged) do appendLog(record, logTtl) end
 return keepReply(callKey, cjson.encode(out))
 `;
 
@@ -927,6 +1049,9 @@ export const FIRE_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return first end
 local logTtl, firings = args.logTtl, args.firings
+-- The log checked first (see refuseKey): a marker set for a firing the log then refused would
+-- stop that alert for good.
+if #firings > 0 then expectType(LOG_KEY, "stream") end
 local fired = {}
 for i, f in ipairs(firings) do
   local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]

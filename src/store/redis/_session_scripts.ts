@@ -130,6 +130,46 @@ local function applySessionRun(counter, session, cell, now)
   redis.call("ZADD", allKey, num(now + ttl), member)
   redis.call("ZADD", sessionStartKey(name), num(start), member)
 end
+-- Checks the keys applySessions may write for these cells before any is written (see refuseKey):
+-- the counter's zsets, the group's, and the hash (and HyperLogLog) of each session a run may merge
+-- with (as applySessionRun finds them) and of the one it may start. A run that merges with a
+-- session an earlier run of the batch made or moved writes a key checked for that run.
+local function checkSessionKeys(counters, cells)
+  local sessions = {}
+  for _, session in ipairs(args.sess) do sessions[session[1] + 1] = session end
+  local checked = {}
+  local function zset(key)
+    if not checked[key] then
+      checked[key] = true
+      expectType(key, "zset")
+    end
+  end
+  local function session(name, kind, startText, group)
+    local key = sessionValueKey(name, startText, group)
+    if checked[key] then return end
+    checked[key] = true
+    expectNumbers(key, { "c", "s" })
+    if kind == "distinct" then expectHll(sessionHllKey(name, startText, group)) end
+  end
+  for _, cell in ipairs(cells) do
+    local found = sessions[cell[1] + 1]
+    if found then
+      local counter = counters[cell[1] + 1]
+      local name, kind, gap, runStart, group = counter.name, counter.kind, found[2], cell[2], cell[3]
+      local runEnd = runStart
+      if type(cell[9]) == "number" then runEnd = cell[9] end
+      zset(sessionOpenKey(name))
+      zset(sessionAllKey(name))
+      zset(sessionStartKey(name))
+      local groupKey = sessionGroupKey(name, group)
+      zset(groupKey)
+      session(name, kind, num(runStart), group)
+      for _, startText in ipairs(redis.call("ZRANGEBYSCORE", groupKey, "(" .. num(runStart - gap), "+inf")) do
+        if tonumber(startText) < runEnd + gap then session(name, kind, startText, group) end
+      end
+    end
+  end
+end
 -- Applies the cells of session counters (args.sess: [[counterIndex, gap, maxSessions], …])
 -- and returns the other cells, for the pane code.
 local function applySessions(counters, cells, now)
@@ -170,8 +210,9 @@ end
 export const SESSION_CLOSE_LUA = `
 -- Closes the open sessions (args.sess: [[name, kind, gap], …]) with end + gap <= cutoff,
 -- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
--- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each.
-local function closeSessions(cutoff, limit, peek, logTtl, out)
+-- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each. It reads
+-- only: its writes go to write(command, …) and its records to logLater(record).
+local function closeSessions(cutoff, limit, peek, write, logLater, out)
   if type(args.sess) ~= "table" then return end
   for _, session in ipairs(args.sess) do
     local name, kind = session[1], session[2]
@@ -184,8 +225,8 @@ local function closeSessions(cutoff, limit, peek, logTtl, out)
       local key = sessionValueKey(name, startText, group)
       local stored = redis.call("HMGET", key, "c", "s", "m", "e")
       if not peek then
-        redis.call("ZREM", openKey, member)
-        redis.call("ZREM", sessionGroupKey(name, group), startText)
+        write("ZREM", openKey, member)
+        write("ZREM", sessionGroupKey(name, group), startText)
       end
       if stored[1] then
         local count, sum, extreme = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3])
@@ -195,13 +236,13 @@ local function closeSessions(cutoff, limit, peek, logTtl, out)
         out[#out + 1] = { name, startText, num(finish),
           { { group, num(count), num(sum), extreme and num(extreme) or "", num(distinct) } } }
         if not peek then
-          redis.call("HSET", key, "x", "1")
+          write("HSET", key, "x", "1")
           local min, max
           if kind == "min" then min = extreme elseif kind == "max" then max = extreme end
           local state = jsonObject("count", count, "sum", sum, "min", min, "max", max,
             "distinct", distinct, "approximate", kind == "distinct")
-          appendLog(logRecord("window.closed", "counter", name, "start", start, "end", finish,
-            "group", group, "state", raw(state)), logTtl)
+          logLater(logRecord("window.closed", "counter", name, "start", start, "end", finish,
+            "group", group, "state", raw(state)))
         end
       end
     end

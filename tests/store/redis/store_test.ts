@@ -386,6 +386,28 @@ redisTest(
   },
 );
 
+redisTest(
+  "a key of another type where a pane belongs answers 500 internal_error and keeps nothing of the request",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const app = await appOver(store);
+    assert.equal((await postEvents(app, "three", events("a", 3))).status, 202);
+    const panes = await withDirect(fixture.redisUrl, (send) => send("KEYS", "*:p:sum:*")) as string[];
+    await withDirect(fixture.redisUrl, async (send) => {
+      for (const key of panes) await send("SET", key, "x");
+    });
+    const res = await postEvents(app, "three", events("b", 3));
+    const body = await res.json();
+    assert.equal(res.status, 500, JSON.stringify(body));
+    assert.equal(body.error.code, "internal_error");
+    assert.equal(body.error.message, "Internal server error", "the key is not shown to the client");
+    await withDirect(fixture.redisUrl, (send) => send("DEL", ...panes));
+    const again = await postEvents(app, "three", events("b", 3));
+    assert.equal(again.status, 202);
+    assert.equal((await again.json()).duplicates, 0, "no dedupe id was kept");
+  },
+);
+
 /** The pid of the redis-server behind a fixture, from INFO. */
 async function redisPid(fixture: RedisFixture): Promise<number> {
   const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "server")));
@@ -971,7 +993,11 @@ redisTest(
     assert.equal(calls.get("hincrby"), 1, JSON.stringify([...calls]));
     assert.equal(calls.get("hincrbyfloat") ?? 0, 0);
     assert.equal(calls.get("hset"), 4, "the two panes, the dedupe ids and the stats");
-    assert.equal(calls.get("hmget"), 5, "the two panes, both dedupe buckets and the stats");
+    assert.equal(
+      calls.get("hmget"),
+      6,
+      "the three panes (checked before any write), both dedupe buckets and the stats",
+    );
     const windows = await listWindows(
       stream("three"),
       stream("three").counters.find((c) => c.name === "count")!,

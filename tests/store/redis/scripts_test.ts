@@ -1,0 +1,357 @@
+/**
+ * The Redis store's scripts when a key they write holds another type (something else wrote over
+ * it): Redis keeps what a script wrote before one of its commands failed, so each script checks
+ * every key it may write before its first write. A refused call writes nothing (no write command
+ * runs), its dedupe ids, stored replies and open windows stay as they were, and once the key is
+ * repaired the same call applies whole.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
+import { ingestItems } from "../../../src/ingest/mod.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
+import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const NOW = T0 + 600_000;
+
+const STREAMS = compileConfig({
+  streams: {
+    s: {
+      time: { field: "t", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { hopping: "2m", every: "1m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
+        lat: { window: { tumbling: "1m" }, aggregate: { quantiles: "v" } },
+      },
+    },
+    visits: {
+      time: { field: "t", lateness: "1m" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        visits: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count" },
+        pages: { window: { session: "30s" }, groupBy: ["u"], aggregate: { distinct: "p" } },
+      },
+    },
+  },
+});
+const S = STREAMS.get("s")!;
+const VISITS = STREAMS.get("visits")!;
+
+/** Commands that change what Redis holds, of those the scripts use. */
+const WRITES = [
+  "hset",
+  "hincrby",
+  "hincrbyfloat",
+  "hdel",
+  "pfadd",
+  "pfmerge",
+  "zadd",
+  "zrem",
+  "zremrangebyscore",
+  "xadd",
+  "pexpire",
+  "set",
+  "del",
+];
+
+function redisStore(fixture: RedisFixture): RedisStore {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  return new RedisStore(redis, { now: () => NOW });
+}
+
+function items(events: object[]) {
+  return events.map((value) => ({ ok: true as const, value }));
+}
+
+/** `count` events with ids `<prefix>0…` in the minute starting at `fromMs`. */
+function events(prefix: string, count: number, fromMs = T0): object[] {
+  return Array.from({ length: count }, (_, i) => ({
+    id: `${prefix}${i}`,
+    t: fromMs + 1_000 + i * 100,
+    g: ["de", "fr"][i % 2],
+    v: i + 0.5,
+    u: `user${i % 7}`,
+  }));
+}
+
+async function ingest(stream: CompiledStream, store: RedisStore, list: object[]) {
+  return await ingestItems(stream, items(list), { store, nowMs: NOW });
+}
+
+/**
+ * Every key and what it holds (DUMP), for comparing before and after; of a HyperLogLog its
+ * registers, without the cardinality PFCOUNT caches in its header (16 bytes).
+ */
+async function snapshot(fixture: RedisFixture): Promise<Map<string, unknown>> {
+  return await withDirect(fixture.redisUrl, async (send) => {
+    const out = new Map<string, unknown>();
+    for (const key of (await send("KEYS", "*")) as string[]) {
+      const hll = await send("TYPE", key) === "string" &&
+        await send("GETRANGE", key, "0", "3") === "HYLL";
+      out.set(key, hll ? await send("GETRANGE", key, "16", "-1") : await send("DUMP", key));
+    }
+    return out;
+  });
+}
+
+/** The one key matching `pattern` (a Redis glob). */
+async function keyLike(fixture: RedisFixture, pattern: string): Promise<string> {
+  const keys = await withDirect(fixture.redisUrl, (send) => send("KEYS", pattern)) as string[];
+  assert.equal(keys.length, 1, `one key like ${pattern}: ${JSON.stringify(keys)}`);
+  return keys[0];
+}
+
+/** The key `name` under a stream's prefix (where its stats are), whether it exists or not. */
+async function streamKey(fixture: RedisFixture, stream: string, name: string): Promise<string> {
+  return (await keyLike(fixture, `*{${stream}}:stats`)).replace(/stats$/, name);
+}
+
+async function send(fixture: RedisFixture, ...args: string[]): Promise<unknown> {
+  return await withDirect(fixture.redisUrl, (direct) => direct(...args));
+}
+
+/**
+ * Runs `call` against a store with `key` corrupted (by `corrupt`), asserts it is refused naming
+ * the key (or, with `read`, by Redis itself: a key the script reads anyway) and that no write
+ * command ran and no other key changed; then deletes `key`.
+ */
+async function refusedWhole(
+  fixture: RedisFixture,
+  key: string,
+  options: { corrupt: string[]; call: () => Promise<unknown>; read?: boolean },
+): Promise<void> {
+  await send(fixture, "DEL", key);
+  await send(fixture, ...options.corrupt);
+  const before = await snapshot(fixture);
+  await send(fixture, "CONFIG", "RESETSTAT");
+  await assert.rejects(options.call(), (error: Error) => {
+    if (options.read) {
+      assert.match(
+        error.message,
+        /WRONGTYPE Operation against a key holding the wrong kind of value/,
+      );
+    } else {
+      assert.match(error.message, /WRONGTYPE edgestream key /);
+      assert.ok(error.message.includes(key), error.message);
+      assert.match(error.message, /nothing was written/);
+    }
+    return true;
+  });
+  const info = String(await send(fixture, "INFO", "commandstats"));
+  const ran = [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)].map((match) => match[1]);
+  assert.deepEqual(ran.filter((name) => WRITES.includes(name)), [], info);
+  assert.deepEqual(await snapshot(fixture), before);
+  await send(fixture, "DEL", key);
+}
+
+/** The `count` counter's window at T0, by group. */
+async function countsAtT0(store: RedisStore): Promise<Record<string, number>> {
+  const counter = S.counterMetas.find((meta) => meta.name === "count")!;
+  const rows = await store.readWindows("s", counter, [{ start: T0, panes: [T0] }]);
+  return Object.fromEntries(rows.map((row) => [row.group, row.state.count]));
+}
+
+for (
+  const [what, pattern, corrupt, size] of [
+    ["a pane of the second counter is a string (a batch)", "*:p:sum:*", ["SET", "x"], 20],
+    ["a pane of the second counter is a string (one event)", "*:p:sum:*", ["SET", "x"], 1],
+    ["the distinct counter's HyperLogLog is a hash", "*:h:users:*", ["HSET", "f", "1"], 20],
+    ["the distinct counter's HyperLogLog is another string", "*:h:users:*", ["SET", "x"], 1],
+    ["the quantiles counter's sketch is a list", "*:q:lat:*", ["RPUSH", "x"], 20],
+  ] as const
+) {
+  redisTest(
+    `an apply that finds ${what} writes nothing; repaired, the events count once`,
+    async (fixture) => {
+      const store = redisStore(fixture);
+      try {
+        // Makes the keys, then sends events into the same panes.
+        await ingest(S, store, events("a", 10));
+        const key = await keyLike(fixture, pattern);
+        const more = events("b", size);
+        await refusedWhole(fixture, key, {
+          corrupt: [corrupt[0], key, ...corrupt.slice(1)],
+          call: () => ingest(S, store, more),
+        });
+        const reply = await ingest(S, store, more);
+        assert.equal(reply.accepted, size);
+        assert.equal(reply.duplicates, 0, "the refused apply kept no dedupe id");
+        const expected = { '["de"]': 5 + Math.ceil(size / 2), '["fr"]': 5 + Math.floor(size / 2) };
+        assert.deepEqual(await countsAtT0(store), expected, "counted once");
+      } finally {
+        await store.close();
+      }
+    },
+  );
+}
+
+redisTest("an apply that finds a count field holding text writes nothing", async (fixture) => {
+  const store = redisStore(fixture);
+  try {
+    await ingest(S, store, events("a", 10));
+    const key = await keyLike(fixture, "*:p:count:*");
+    const fields = await send(fixture, "HGETALL", key) as string[];
+    await refusedWhole(fixture, key, {
+      corrupt: ["HSET", key, ...fields.slice(0, 2), fields[0], "text"],
+      call: () => ingest(S, store, events("b", 1)),
+    });
+  } finally {
+    await store.close();
+  }
+});
+
+redisTest(
+  "an apply that opens a pane finds its counter's open windows a hash and writes nothing",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    try {
+      await ingest(S, store, events("a", 4));
+      const key = await keyLike(fixture, "*:open:count");
+      // The next minute: a new pane, which opens a window.
+      await refusedWhole(fixture, key, {
+        corrupt: ["HSET", key, "f", "1"],
+        call: () => ingest(S, store, events("b", 4, T0 + 60_000)),
+      });
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
+  "an apply with an Idempotency-Key and a rate limit refused for a key writes neither",
+  async (fixture) => {
+    const limited = compileConfig({
+      streams: {
+        s: {
+          time: { field: "t", lateness: "10s" },
+          dedupe: { field: "id", ttl: "1h" },
+          limits: { eventsPerSecond: 1000, burst: 1000 },
+          counters: { count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
+        },
+      },
+    }).get("s")!;
+    const store = redisStore(fixture);
+    try {
+      await ingestItems(limited, items(events("a", 4)), { store, nowMs: NOW });
+      const key = await keyLike(fixture, "*:p:count:*");
+      const body = events("b", 3);
+      const idempotency = { key: "k1", body: JSON.stringify(body) };
+      await refusedWhole(fixture, key, {
+        corrupt: ["SET", key, "x"],
+        call: () => ingestItems(limited, items(body), { store, nowMs: NOW, idempotency }),
+      });
+      const reply = await ingestItems(limited, items(body), { store, nowMs: NOW, idempotency });
+      assert.equal(reply.replayed ?? false, false, "no reply was kept for the key");
+      assert.equal(reply.accepted, 3);
+      assert.equal(reply.duplicates, 0);
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
+  "a session apply that finds a session's hash a string writes nothing",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const visit = (id: string, t: number, p: string) => ({ id, t, u: "ann", p });
+    try {
+      await ingest(VISITS, store, [visit("1", T0, "/a"), visit("2", T0 + 10_000, "/b")]);
+      const key = await keyLike(fixture, "*:sv:visits:*");
+      // Within the gap of the session: it would merge into it.
+      await refusedWhole(fixture, key, {
+        corrupt: ["SET", key, "x"],
+        call: () => ingest(VISITS, store, [visit("3", T0 + 20_000, "/c")]),
+      });
+      const hll = await keyLike(fixture, "*:sh:pages:*");
+      await refusedWhole(fixture, hll, {
+        corrupt: ["HSET", hll, "f", "1"],
+        call: () => ingest(VISITS, store, [visit("4", T0 + 25_000, "/d")]),
+      });
+      const reply = await ingest(VISITS, store, [
+        visit("3", T0 + 20_000, "/c"),
+        visit("4", T0 + 25_000, "/d"),
+      ]);
+      assert.equal(reply.duplicates, 0, "the refused applies kept no dedupe id");
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
+  "a close that finds the log or a pane of another type closes nothing; repaired, it closes",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const close = () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 });
+    try {
+      await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
+      const log = await streamKey(fixture, "s", "log");
+      await refusedWhole(fixture, log, { corrupt: ["SET", log, "x"], call: close });
+      const pane = await streamKey(fixture, "s", `p:count:${T0}`);
+      // Read before any write: Redis refuses it, unnamed.
+      await refusedWhole(fixture, pane, { corrupt: ["SET", pane, "x"], call: close, read: true });
+      const closed = await close();
+      const counts = closed.filter((window) => window.counter === "count" && window.start === T0);
+      assert.equal(counts.length, 1, "the window at T0 closes once repaired");
+      assert.deepEqual(await close(), [], "and only once");
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest("a session close that finds the log a string closes nothing", async (fixture) => {
+  const store = redisStore(fixture);
+  const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
+  try {
+    await ingest(VISITS, store, [
+      { id: "1", t: T0, u: "ann", p: "/a" },
+      { id: "2", t: T0 + 300_000, u: "bob", p: "/a" },
+    ]);
+    const log = await streamKey(fixture, "visits", "log");
+    await refusedWhole(fixture, log, { corrupt: ["SET", log, "x"], call: close });
+    const closed = await close();
+    assert.deepEqual(
+      closed.map((window) => [window.counter, window.start]).sort(),
+      [["pages", T0], ["visits", T0]],
+    );
+  } finally {
+    await store.close();
+  }
+});
+
+redisTest(
+  "alert firings that find the log a string set no marker; repaired, they fire",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const firing = {
+      alert: "big",
+      counter: "sum",
+      start: T0,
+      end: T0 + 60_000,
+      group: '["de"]',
+      value: 12.5,
+      ttlMs: 3_600_000,
+    };
+    try {
+      await ingest(S, store, events("a", 2));
+      const log = await streamKey(fixture, "s", "log");
+      await refusedWhole(fixture, log, {
+        corrupt: ["SET", log, "x"],
+        call: () => store.fireAlerts("s", [firing]),
+      });
+      assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    } finally {
+      await store.close();
+    }
+  },
+);
