@@ -25,11 +25,18 @@ export type BodyErrorCode =
 export class BodyError extends Error {
   /** Machine-readable reason, also the error code of the response. */
   readonly code: BodyErrorCode;
+  /** What a client needs to send it again, as the response's `error.details` (`maxEvents`). */
+  readonly details?: Record<string, unknown>;
 
-  constructor(code: BodyErrorCode, message: string, options?: ErrorOptions) {
+  constructor(
+    code: BodyErrorCode,
+    message: string,
+    options?: ErrorOptions & { details?: Record<string, unknown> },
+  ) {
     super(message, options);
     this.name = "BodyError";
     this.code = code;
+    if (options?.details) this.details = options.details;
   }
 }
 
@@ -416,6 +423,7 @@ function tooManyEvents(count: number, max: number): BodyError {
   return new BodyError(
     "too_many_events",
     `Batch has ${count} events; at most ${max} are allowed per request`,
+    { details: { maxEvents: max } },
   );
 }
 

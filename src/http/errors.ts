@@ -113,6 +113,7 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
     return new ApiError(BODY_STATUS[error.code], error.code, error.message, {
       // Another instance (or this one, when the connection broke) can take it.
       headers: error.code === "body_interrupted" ? { "Retry-After": "1" } : undefined,
+      details: error.details,
       cause: error,
     });
   }

@@ -102,7 +102,7 @@ export type Frame =
     /** The envelope's `idempotencyKey`, with its events' JSON text to tell a retry from a reuse. */
     idempotency?: { key: string; body: string };
   }
-  | { ok: false; seq?: number; error: { code: string; message: string } };
+  | { ok: false; seq?: number; error: { code: string; message: string; details?: unknown } };
 
 const ENVELOPE_KEYS = new Set(["events", "seq", "idempotencyKey"]);
 
@@ -156,7 +156,8 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
     return idempotency ? { ok: true, seq, items, idempotency } : { ok: true, seq, items };
   } catch (error) {
     if (error instanceof BodyError || error instanceof ApiError) {
-      return { ok: false, seq, error: { code: error.code, message: error.message } };
+      const { code, message, details } = error;
+      return { ok: false, seq, error: details === undefined ? { code, message } : { code, message, details } };
     }
     throw error;
   }

@@ -135,6 +135,7 @@ Deno.test("parseEvents() refuses more events than allowed with 413 too_many_even
   const many = JSON.stringify(Array.from({ length: 1001 }, (_, i) => ({ i })));
   const error = assertApiError(() => parseEvents(many, "json"), 413, "too_many_events");
   assert.equal(error.message, "Batch has 1001 events; at most 1000 are allowed per request");
+  assert.deepEqual(error.details, { maxEvents: 1000 }, "what a client splits the batch by");
   const exactly = JSON.stringify(Array.from({ length: 1000 }, (_, i) => ({ i })));
   assert.equal(parseEvents(exactly, "json").length, 1000);
   const lines = Array.from({ length: 1001 }, (_, i) => JSON.stringify({ i })).join("\n");

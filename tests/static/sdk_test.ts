@@ -257,3 +257,33 @@ Deno.test("the SDK's parts of a batch past a burst all count on a real server, s
     localStorage.clear();
   }
 });
+
+Deno.test("the SDK splits a batch over the server's 1,000 events a request and every event counts", async () => {
+  localStorage.clear();
+  const streams = compileConfig({
+    streams: { big: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+  });
+  const store = new MemoryStore();
+  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      maxBatch: 2_500,
+      flushMs: 60_000,
+    });
+    for (let n = 0; n < 2_300; n++) tracker.track("big", { n });
+    await tracker.flush();
+    assert.deepEqual(warnings, []);
+    const stats = await store.stats("big", streams.get("big")!.counterMetas);
+    assert.equal(stats.accepted, 2_300);
+  } finally {
+    console.warn = warn;
+    await server.shutdown();
+    localStorage.clear();
+  }
+});
