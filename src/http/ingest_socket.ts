@@ -157,7 +157,11 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
   } catch (error) {
     if (error instanceof BodyError || error instanceof ApiError) {
       const { code, message, details } = error;
-      return { ok: false, seq, error: details === undefined ? { code, message } : { code, message, details } };
+      return {
+        ok: false,
+        seq,
+        error: details === undefined ? { code, message } : { code, message, details },
+      };
     }
     throw error;
   }

@@ -392,7 +392,10 @@ redisTest(
     const store = redisStore(fixture);
     const app = await appOver(store);
     assert.equal((await postEvents(app, "three", events("a", 3))).status, 202);
-    const panes = await withDirect(fixture.redisUrl, (send) => send("KEYS", "*:p:sum:*")) as string[];
+    const panes = await withDirect(
+      fixture.redisUrl,
+      (send) => send("KEYS", "*:p:sum:*"),
+    ) as string[];
     await withDirect(fixture.redisUrl, async (send) => {
       for (const key of panes) await send("SET", key, "x");
     });
