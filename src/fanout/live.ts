@@ -36,6 +36,12 @@ const logger = getLogger(["edgestream", "live"]);
 /** The entry of a stream's remote demand that says until when it is known at all. */
 const KNOWN_UNTIL = "";
 
+/** The event records a batch may have gone without: type, the outcome it logs, `logged`'s flag. */
+const MISSABLE = [
+  ["event.processed", "applied", "processed"],
+  ["event.late", "late", "late"],
+] as const;
+
 /** What one subscriber asked for. */
 export interface Subscription {
   /** Stream name. */
@@ -313,6 +319,31 @@ export class LiveHub {
     return (this.#remoteDemand.get(stream)?.get(KNOWN_UNTIL) ?? 0) <= this.#now();
   }
 
+  /**
+   * Logs the events of a batch that a subscriber on another instance wants though the batch went
+   * to the store without them: this instance took the demand of its last reply as known, and the
+   * subscriber came since. Its next batches go with them; this one is logged after it.
+   */
+  #logMissed(batch: AppliedBatch): void {
+    const records: LogRecord[] = [];
+    for (const [type, outcome, logged] of MISSABLE) {
+      if (batch.logged?.[logged] || !batch.demand.includes(type)) continue;
+      batch.events.forEach((event, index) => {
+        if (batch.outcomes[index] === outcome && event.value !== undefined) {
+          records.push({ type, timeMs: event.timeMs, event: event.value });
+        }
+      });
+    }
+    if (records.length === 0) return;
+    const stream = batch.stream.name;
+    this.#store.appendLog(stream, records).catch((error) => {
+      logger.error("Cannot log the events of a batch for live subscribers of {stream}: {error}", {
+        stream,
+        error,
+      });
+    });
+  }
+
   /** The ingest observer that publishes `window.updated` for the windows a batch touched. */
   readonly observer: IngestObserver = (batch) => this.#observe(batch);
 
@@ -583,6 +614,7 @@ export class LiveHub {
       const until = this.#now() + this.#demandTtlMs;
       const known = new Map<string, number>(batch.demand.map((type) => [type, until]));
       this.#remoteDemand.set(name, known.set(KNOWN_UNTIL, until));
+      this.#logMissed(batch);
     }
     if (this.#closed) return;
     if (!this.wants(name, "window.updated")) {

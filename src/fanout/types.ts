@@ -19,6 +19,11 @@ export interface AppliedBatch {
   nowMs: number;
   /** Result types live subscribers on any instance want from this stream (`ApplyResult.demand`). */
   demand: readonly string[];
+  /**
+   * Which of its events the store was asked to log (`event.processed`, `event.late`; with
+   * `ifWanted`, those a subscriber wanted). @default {neither}
+   */
+  logged?: { processed: boolean; late: boolean };
 }
 
 /** Called after every applied batch (e.g. to publish running window values). Must not throw. */

@@ -157,7 +157,7 @@ function prepare(
     else updates[count++] = cell;
   }
   if (errors) return errors;
-  const prepared: BatchEvent = { id, timeMs, updates: updates.slice(0, count) };
+  const prepared: BatchEvent = { id, timeMs, updates: updates.slice(0, count), value: transformed };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
 }
@@ -473,7 +473,15 @@ async function ingestOnce(
       throw rateLimited(options.rateLimits ?? [], accepted, outcome);
   }
   if (options.observers?.length) {
-    const batch = { stream, events, outcomes: result.outcomes, nowMs, demand: result.demand };
+    const log = withPayload ? options.log : undefined;
+    const batch = {
+      stream,
+      events,
+      outcomes: result.outcomes,
+      nowMs,
+      demand: result.demand,
+      logged: { processed: log?.processed ?? false, late: log?.late ?? false },
+    };
     // Background work (alerts, live, webhooks) outside this request's trace.
     detached(() => notifyObservers(options.observers!, batch));
   }

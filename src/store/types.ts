@@ -70,6 +70,11 @@ export interface BatchEvent {
   updates: CellUpdate[];
   /** The transformed event as JSON text, when the batch logs events. */
   payload?: string;
+  /**
+   * The transformed event, for work after the apply (logging it for a subscriber the batch did
+   * not know of); never sent to the store.
+   */
+  value?: unknown;
 }
 
 /**

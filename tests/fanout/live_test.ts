@@ -10,6 +10,9 @@ import {
 import type { PublicPayload } from "../../src/fanout/payload.ts";
 import { ingestFanoutFor, ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import { Redis } from "@upstash/redis";
+import { redisTest } from "../_redis.ts";
 import { MAX_LOG_ENTRIES } from "../../src/store/types.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
@@ -283,6 +286,74 @@ Deno.test("LiveHub on a shared store has a batch's events logged if the store's 
   assert.equal(alone.mayWant("orders", "event.processed"), false);
   await alone.close();
 });
+
+Deno.test("LiveHub on a shared store logs a batch's events after it when its reply shows a subscriber the batch went without", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, shared: true });
+  const ingest = (id: string) =>
+    ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+  const logged = async () =>
+    (await store.readLog("orders", null, 1000))
+      .filter((entry) => entry.record.type === "event.processed")
+      .map((entry) => (entry.record as { event: { id: string } }).event.id);
+  // A busy instance: its last reply said nobody wants events, and it takes that as known.
+  await ingest("unwanted");
+  assert.equal(live.mayWant("orders", "event.processed"), false);
+  assert.equal(ingestFanoutFor("orders", { demand: [live], observers: [] }).log, undefined);
+  // A subscriber comes on another instance; the next batch goes without its events.
+  await store.signalDemand("orders", ["event.processed"], 60_000);
+  await ingest("next");
+  await eventually(async () => (await logged()).length === 1);
+  assert.deepEqual(await logged(), ["next"], "logged after the batch, from its reply");
+  await ingest("after");
+  assert.deepEqual(await logged(), ["next", "after"], "then with the batch, once each");
+  await live.close();
+});
+
+redisTest(
+  "a subscriber on one instance gets the events of the next batch another, busy, instance applies on Redis",
+  async (fixture) => {
+    const redis = () =>
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    const busy = new RedisStore(redis(), { now: () => NOW });
+    const other = new RedisStore(redis(), { now: () => NOW });
+    const busyLive = new LiveHub(streams, busy, { pollMs: 10, shared: true });
+    const otherLive = new LiveHub(streams, other, { pollMs: 10, shared: true });
+    const ingest = (id: string) =>
+      ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
+        ...ingestFanoutFor("orders", { demand: [busyLive], observers: [busyLive.observer] }),
+        store: busy,
+        nowMs: NOW,
+      });
+    try {
+      await ingest("before");
+      assert.equal(
+        busyLive.mayWant("orders", "event.processed"),
+        false,
+        "it takes its reply as known",
+      );
+      const { received, sink } = collector();
+      const stop = await otherLive.subscribe(subscription(["event.processed"]), sink);
+      await ingest("next");
+      await ingest("after");
+      const ids = () =>
+        received.map((payload) => (payload.data as { event: { id: string } }).event.id);
+      await eventually(() => received.length >= 2);
+      await sleep(100);
+      assert.deepEqual(ids().sort(), ["after", "next"]);
+      stop();
+    } finally {
+      await busyLive.close();
+      await otherLive.close();
+      await busy.close();
+      await other.close();
+    }
+  },
+);
 
 Deno.test("LiveHub asks ingest to log event.processed only while a subscriber wants it", async () => {
   const { store, live, ingest } = setup();
