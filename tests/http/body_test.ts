@@ -562,7 +562,7 @@ Deno.test("readLimitedBody() answers a body cut off mid-way (connection broken, 
   });
 });
 
-Deno.test("a server answers a stalled request body with 408 and closes, counting nothing", async () => {
+Deno.test("a server answers a stalled request body with 408 and connection: close, counting nothing", async () => {
   const store = new MemoryStore();
   const app = createApp({
     streams: compileConfig(TEST_CONFIG),
@@ -594,6 +594,7 @@ Deno.test("a server answers a stalled request body with 408 and closes, counting
     clearTimeout(giveUp);
     assert.match(reply, /^HTTP\/1\.1 408 /);
     assert.match(reply, /"code":"body_timeout"/);
+    assert.match(reply, /\r\nconnection: close\r\n/i);
     assert.equal((await store.stats("orders", [])).accepted, 0);
   } finally {
     try {
