@@ -298,6 +298,13 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       );
       for (const span of failed) assert.match(span.status.message ?? "", /JSON/);
     });
+    // edgestream's own log lines go to stdout, not through console: none is exported as a log.
+    assert.match(server.output(), /"message":"POST \/v1\/streams\/clicks\/events 202 /);
+    const logs = receiver.bodies.filter((body) => body.path === "/v1/logs");
+    assert.doesNotMatch(
+      logs.map((body) => body.text).join("\n"),
+      /\/v1\/streams\/clicks\/events|edgestream\.http/,
+    );
   } finally {
     sse.abort();
     for (const socket of sockets) socket.close();
