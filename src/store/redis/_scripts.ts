@@ -750,12 +750,14 @@ local function writeTogether(pane, list)
   return true
 end
 local together, byPane = {}, {}
--- With no more cells than counters (a single event) a pane seldom has two: not worth grouping
--- (cells left out go one by one, which is right for any pane).
-for _, cell in ipairs(#cells > #counters and cells or {}) do
+-- With no more cells than counters (a single event) a pane seldom has two, and a count's one
+-- HINCRBY is as cheap as an HSET; a sum's or avg's cell still goes in one HSET, from the fields
+-- read when checked, where one by one it takes two commands (cells left out go one by one, which
+-- is right for any pane).
+for _, cell in ipairs(cells) do
   local counter = counters[cell[1] + 1]
   local kind = counter.kind
-  if kind == "count" or kind == "sum" or kind == "avg" then
+  if kind == "sum" or kind == "avg" or (kind == "count" and #cells > #counters) then
     local key = paneKey(counter.name, paneTextOf(cell[2]))
     local list = byPane[key]
     if not list then
@@ -768,7 +770,7 @@ for _, cell in ipairs(#cells > #counters and cells or {}) do
 end
 local oneByOne = {}
 for _, list in ipairs(together) do
-  if #list > 1 and writeTogether(paneOf(list.counter, list.pane), list) then
+  if (#list > 1 or list.counter.kind ~= "count") and writeTogether(paneOf(list.counter, list.pane), list) then
     for _, cell in ipairs(list) do cell.written = true end
   end
 end
