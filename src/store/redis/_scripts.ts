@@ -114,29 +114,45 @@ end
 -- key it may write before its first write (by reading it, or here), and one that finds a key of the
 -- wrong type writes nothing and fails naming it.
 local function refuseKey(key, found, expected)
-  error({ err = "WRONGTYPE edgestream key " .. key .. " holds a " .. found .. " where a " .. expected ..
+  error({ err = "WRONGTYPE edgestream key " .. key .. " holds " .. found .. " where " .. expected ..
     " belongs: nothing was written (delete or repair the key)" })
 end
 local function expectType(key, expected)
   local found = redis.call("TYPE", key).ok
-  if found ~= "none" and found ~= expected then refuseKey(key, found, expected) end
+  if found ~= "none" and found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
 end
--- A HyperLogLog is a string starting HYLL: PFADD refuses any other.
+-- A HyperLogLog is a string starting HYLL: PFADD refuses any other, an empty one too.
 local function expectHll(key)
   local head = redis.pcall("GETRANGE", key, 0, 3)
-  if type(head) == "table" then refuseKey(key, redis.call("TYPE", key).ok, "HyperLogLog") end
-  if head ~= "" and head ~= "HYLL" then refuseKey(key, "string", "HyperLogLog") end
+  if type(head) == "table" then refuseKey(key, "a " .. redis.call("TYPE", key).ok, "a HyperLogLog") end
+  if head == "" then
+    if redis.call("EXISTS", key) == 1 then refuseKey(key, "an empty string", "a HyperLogLog") end
+  elseif head ~= "HYLL" then
+    refuseKey(key, "a string", "a HyperLogLog")
+  end
 end
--- A hash whose fields named must hold numbers (HINCRBY, HINCRBYFLOAT refuse any other). Returns
+-- Text HINCRBY adds to: an integer without a plus sign, a leading zero or -0 (within 18 digits).
+local function isIntegerText(text)
+  local digits = string.match(text, "^%-?([1-9]%d*)$")
+  return text == "0" or (digits ~= nil and #digits <= 18)
+end
+-- Text HINCRBYFLOAT adds to: a finite number without spaces.
+local function isFloatText(text)
+  local x = tonumber(text)
+  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge and not string.find(text, "%s")
+end
+-- A hash whose fields named hold what HINCRBY adds to, or (a sum's, named s…) HINCRBYFLOAT. Returns
 -- field → value (text) of those it holds.
 local function expectNumbers(key, fields)
   local stored = redis.pcall("HMGET", key, unpack(fields))
-  if stored.err then refuseKey(key, redis.call("TYPE", key).ok, "hash") end
+  if stored.err then refuseKey(key, "a " .. redis.call("TYPE", key).ok, "a hash") end
   local values = {}
   for i, field in ipairs(fields) do
     local value = stored[i]
     if value then
-      if tonumber(value) == nil then refuseKey(key .. " field " .. field, "non-number", "number") end
+      local valid
+      if string.byte(field, 1) == 115 then valid = isFloatText(value) else valid = isIntegerText(value) end
+      if not valid then refuseKey(key .. " field " .. field, "'" .. value .. "'", "a number it adds to") end
       values[field] = value
     end
   end
@@ -328,7 +344,15 @@ end
 local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
 local statsAsked = { "wm", "exp", unpack(STAT_FIELDS) }
 for _, counter in ipairs(counters) do statsAsked[#statsAsked + 1] = "k:" .. counter.name end
+-- The groups (sessions) counted past a counter's maxGroups (maxSessions), added to with HINCRBY:
+-- asked only to check them (see refuseKey).
+for _, counter in ipairs(counters) do statsAsked[#statsAsked + 1] = "overflow:" .. counter.name end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
+for i = #statsAsked - #counters + 1, #statsAsked do
+  if stored[i] and not isIntegerText(stored[i]) then
+    refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
+  end
+end
 local wm = raiseToClock(tonumber(stored[1]), now, idle)
 local statsExpireAt = tonumber(stored[2])
 for i, counter in ipairs(counters) do
@@ -423,12 +447,13 @@ local function paneTextOf(pane)
   if type(pane) == "string" then return pane end
   return num(pane)
 end
--- Every key the writes below may touch is checked before the first (see refuseKey): the stats, the
--- demand, stored replies, rate-limit buckets, the definition and the call's token were read above;
--- the dedupe ids' HSET is the first write, or their buckets are read first; here the log, the
--- panes (with the fields HINCRBY adds to), their HyperLogLogs and sketches, and the counters' live
--- panes and open windows when a pane is new or due (a pane found empty only once written, its keys
--- evicted, is not checked). Session counters' keys are checked once their cells are known, below.
+-- Every key the writes below may touch is checked before the first (see refuseKey): the stats (and
+-- their overflow counts), the demand, stored replies, rate-limit buckets, the definition and the
+-- call's token were read above; the dedupe ids' HSET is the first write, or their buckets are read
+-- first; here the log, the panes (with the fields HINCRBY adds to), their HyperLogLogs and sketches
+-- (with their buckets), those of the group a new group may overflow into, and the counters' live
+-- panes and open windows when a pane is new, due, or found empty (its keys evicted). Session
+-- counters' keys are checked once their cells are known, below.
 if payloads ~= nil and (logProcessed or logLate) then expectType(LOG_KEY, "stream") end
 local sessionCounters = {}
 if withSessions then
@@ -438,6 +463,8 @@ end
 local paneExpiry = {}
 -- The count and sum fields of the panes, as read here before any write: field → text.
 local paneValues = {}
+-- The groups a pane held before this call, read here for a pane some cell adds a group to.
+local paneGroups = {}
 local function expiryOf(counter, key, paneText)
   local expiresAt = paneExpiry[key]
   if expiresAt == nil then
@@ -458,21 +485,43 @@ do
       local name, kind, paneText, group = counter.name, counter.kind, paneTextOf(cell[2]), cell[3]
       local withSum = kind == "sum" or kind == "avg"
       local key = paneKey(name, paneText)
-      local fields = fieldsOf[key]
-      if not fields then
-        fields = { "c:" .. OTHER }
-        if withSum then fields[2] = "s:" .. OTHER end
-        fieldsOf[key], keys[#keys + 1] = fields, key
+      local pane = fieldsOf[key]
+      if not pane then
+        pane = { counter = counter, text = paneText, fields = { "c:" .. OTHER } }
+        if withSum then pane.fields[2] = "s:" .. OTHER end
+        fieldsOf[key], keys[#keys + 1] = pane, key
         local expiresAt = expiryOf(counter, key, paneText)
         if expiresAt == nil or dueForRefresh(expiresAt, now, counter.ttl) then zsetsDue[name] = true end
       end
+      local fields = pane.fields
       fields[#fields + 1] = "c:" .. group
       if withSum then fields[#fields + 1] = "s:" .. group end
-      if kind == "distinct" and #cell[8] > 0 then expectHll(hllKey(name, paneText, group)) end
-      if kind == "quantiles" then expectType(quantileKey(name, paneText, group), "hash") end
     end
   end
-  for _, key in ipairs(keys) do paneValues[key] = expectNumbers(key, fieldsOf[key]) end
+  for _, key in ipairs(keys) do paneValues[key] = expectNumbers(key, fieldsOf[key].fields) end
+  for _, cell in ipairs(args.cells) do
+    if not sessionCounters[cell[1] + 1] then
+      local counter = counters[cell[1] + 1]
+      local name, kind, paneText, group = counter.name, counter.kind, paneTextOf(cell[2]), cell[3]
+      local key = paneKey(name, paneText)
+      -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
+      -- groups are counted now (the write would, later), an empty pane being new whatever its score.
+      local isNew = paneValues[key]["c:" .. group] == nil
+      if isNew and paneGroups[key] == nil then
+        paneGroups[key] = redis.call("HLEN", key) / fieldsPerGroup(kind)
+        if paneGroups[key] == 0 then zsetsDue[name] = true end
+      end
+      if kind == "distinct" and #cell[8] > 0 then
+        expectHll(hllKey(name, paneText, group))
+        if isNew then expectHll(hllKey(name, paneText, OTHER)) end
+      elseif kind == "quantiles" then
+        local bins = {}
+        for bin in pairs(cell[9]) do bins[#bins + 1] = bin end
+        expectNumbers(quantileKey(name, paneText, group), bins)
+        if isNew then expectNumbers(quantileKey(name, paneText, OTHER), bins) end
+      end
+    end
+  end
   for name in pairs(zsetsDue) do
     expectType(livePanesKey(name), "zset")
     expectType(openKey(name), "zset")
@@ -729,7 +778,7 @@ local function writeTogether(pane, list)
   end
   if newGroups > 0 then
     if pane.groups == nil then
-      pane.groups = redis.call("HLEN", pane.key) / fieldsPerGroup(counter.kind)
+      pane.groups = paneGroups[pane.key] or redis.call("HLEN", pane.key) / fieldsPerGroup(counter.kind)
       -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
       if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
     end
@@ -788,7 +837,7 @@ for _, cell in ipairs(oneByOne) do
   if groupIsNew then
     -- A new group: the pane's groups before it, from its fields, the first time one is new.
     if pane.groups == nil then
-      pane.groups = (redis.call("HLEN", key) - 1) / fieldsPerGroup(kind)
+      pane.groups = paneGroups[key] or (redis.call("HLEN", key) - 1) / fieldsPerGroup(kind)
       -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
       if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
     end

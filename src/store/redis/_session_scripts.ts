@@ -225,8 +225,10 @@ local function closeSessions(cutoff, limit, peek, write, logLater, out)
       local key = sessionValueKey(name, startText, group)
       local stored = redis.call("HMGET", key, "c", "s", "m", "e")
       if not peek then
+        local groupKey = sessionGroupKey(name, group)
+        expectType(groupKey, "zset")
         write("ZREM", openKey, member)
-        write("ZREM", sessionGroupKey(name, group), startText)
+        write("ZREM", groupKey, startText)
       end
       if stored[1] then
         local count, sum, extreme = tonumber(stored[1]), tonumber(stored[2]) or 0, tonumber(stored[3])

@@ -355,3 +355,189 @@ redisTest(
     }
   },
 );
+
+/** Streams whose one counter keeps one group, so a second group goes to the rest's keys. */
+const CAPPED = compileConfig({
+  streams: {
+    q: {
+      time: { field: "t", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        lat: {
+          window: { tumbling: "1m" },
+          groupBy: ["g"],
+          maxGroups: 1,
+          aggregate: { quantiles: "v" },
+        },
+      },
+    },
+    d: {
+      time: { field: "t", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        users: {
+          window: { tumbling: "1m" },
+          groupBy: ["g"],
+          maxGroups: 1,
+          aggregate: { distinct: "u" },
+        },
+      },
+    },
+    c: {
+      time: { field: "t", lateness: "10s" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], maxGroups: 1, aggregate: "count" },
+      },
+    },
+    ss: {
+      time: { field: "t", lateness: "1m" },
+      dedupe: { field: "id", ttl: "1h" },
+      counters: {
+        visits: {
+          window: { session: "30s" },
+          groupBy: ["u"],
+          maxSessions: 1,
+          aggregate: "count",
+        },
+      },
+    },
+  },
+});
+
+const event = (id: string, g: string, extra: object = {}) => ({
+  id,
+  t: T0 + 1_000,
+  g,
+  v: 3,
+  u: "u",
+  ...extra,
+});
+
+for (
+  const [what, name, pattern, corrupt] of [
+    ["the rest's sketch, where a new group overflows,", "q", "*:q:lat:*:__other__", ["SET", "x"]],
+    ["the rest's HyperLogLog, where a new group overflows,", "d", "*:h:users:*:__other__", [
+      "HSET",
+      "f",
+      "1",
+    ]],
+  ] as const
+) {
+  redisTest(`an apply that finds ${what} of another type writes nothing`, async (fixture) => {
+    const stream = CAPPED.get(name)!;
+    const store = redisStore(fixture);
+    try {
+      await ingest(stream, store, [event("1", "a"), event("2", "b")]);
+      const key = await keyLike(fixture, pattern);
+      await refusedWhole(fixture, key, {
+        corrupt: [corrupt[0], key, ...corrupt.slice(1)],
+        call: () => ingest(stream, store, [event("3", "c")]),
+      });
+      assert.equal((await ingest(stream, store, [event("3", "c")])).duplicates, 0);
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+for (
+  const [what, name, key, field, value] of [
+    ["a count holding 1.5, which HINCRBY refuses", "c", `p:count:${T0}`, 'c:["a"]', "1.5"],
+    ["a count holding ' 5'", "c", `p:count:${T0}`, 'c:["a"]', " 5"],
+    ["a groups overflow count holding text", "c", "stats", "overflow:count", "x"],
+    ["a sessions overflow count holding text", "ss", "stats", "overflow:visits", "x"],
+  ] as const
+) {
+  redisTest(`an apply that finds ${what} writes nothing`, async (fixture) => {
+    const stream = CAPPED.get(name)!;
+    const store = redisStore(fixture);
+    // Sessions apart, each past maxSessions; the other counter's events in one pane.
+    const gap = name === "ss" ? 200_000 : 0;
+    try {
+      await ingest(stream, store, [
+        event("1", "a", { u: "ann" }),
+        event("2", "b", { u: "bob", t: T0 + gap }),
+      ]);
+      const full = await streamKey(fixture, name, key);
+      const fields = await send(fixture, "HGETALL", full) as string[];
+      await refusedWhole(fixture, full, {
+        corrupt: ["HSET", full, ...fields, field, value],
+        call: () => ingest(stream, store, [event("3", "a", { u: "cat", t: T0 + 2 * gap })]),
+      });
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+redisTest("an apply that finds a sketch's bucket holding text writes nothing", async (fixture) => {
+  const stream = CAPPED.get("q")!;
+  const store = redisStore(fixture);
+  try {
+    await ingest(stream, store, [event("1", "a")]);
+    const key = await keyLike(fixture, "*:q:lat:*");
+    const buckets = await send(fixture, "HGETALL", key) as string[];
+    await refusedWhole(fixture, key, {
+      corrupt: ["HSET", key, ...buckets.flatMap((text, i) => i % 2 === 0 ? [text] : ["x"])],
+      call: () => ingest(stream, store, [event("2", "a")]),
+    });
+  } finally {
+    await store.close();
+  }
+});
+
+redisTest(
+  "an apply that finds an empty string where a HyperLogLog belongs writes nothing",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    try {
+      await ingest(S, store, events("a", 2));
+      const key = await keyLike(fixture, "*:h:users:*");
+      await refusedWhole(fixture, key, {
+        corrupt: ["SET", key, ""],
+        call: () => ingest(S, store, events("b", 1)),
+      });
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
+  "an apply into a pane whose keys were evicted checks its counter's open windows first",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    try {
+      await ingest(S, store, events("a", 2));
+      const pane = await streamKey(fixture, "s", `p:users:${T0}`);
+      await send(fixture, "DEL", pane);
+      const open = await streamKey(fixture, "s", "open:users");
+      await refusedWhole(fixture, open, {
+        corrupt: ["SET", open, "x"],
+        call: () => ingest(S, store, events("b", 1)),
+      });
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
+  "a session close that finds a group's open sessions a string closes nothing",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
+    try {
+      await ingest(VISITS, store, [
+        { id: "1", t: T0, u: "ann", p: "/a" },
+        { id: "2", t: T0 + 300_000, u: "bob", p: "/a" },
+      ]);
+      const group = await streamKey(fixture, "visits", 'sz:visits:["ann"]');
+      await refusedWhole(fixture, group, { corrupt: ["SET", group, "x"], call: close });
+      assert.equal((await close()).length, 2, "ann's two sessions close once repaired");
+    } finally {
+      await store.close();
+    }
+  },
+);
