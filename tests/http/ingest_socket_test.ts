@@ -165,6 +165,7 @@ Deno.test("WebSocket ingest answers bad frames with an error and keeps the conne
       ],
     );
     assert.match(replies[1].error.message, /Frame 'seq' must be a non-negative integer, got -1/);
+    assert.deepEqual(replies[5].error.details, { maxEvents: 1000 }, "what to split the frame by");
     client.socket.send(JSON.stringify([{ id: "ok", ts: at(1), country: "DE" }]));
     const ack = await client.inbox.next();
     assert.deepEqual([ack.type, ack.seq, ack.accepted], ["ack", 7, 1]);
