@@ -36,7 +36,7 @@ function followWidth(element, chart) {
 
 /**
  * A sparkline of several series over time (no axes, no legend): `labels`
- * name the series, `update(data)` takes `[times in seconds, series…]`.
+ * name the series, `update(data)` takes `[times in seconds, series…]`, `destroy()` removes it.
  */
 export function sparkline(element, labels, { height = 56 } = {}) {
   const chart = new globalThis.uPlot(
@@ -65,10 +65,15 @@ export function sparkline(element, labels, { height = 56 } = {}) {
     [[], ...labels.map(() => [])],
     element,
   );
-  followWidth(element, chart);
+  const observer = followWidth(element, chart);
   return {
     update(data) {
       chart.setData(data);
+    },
+    /** Removes the chart and stops following its container's width. */
+    destroy() {
+      observer.disconnect();
+      chart.destroy();
     },
   };
 }

@@ -63,8 +63,11 @@ export class CountersView {
   #top;
   #stopped = false;
 
-  /** Builds a panel per counter of the streams of a `GET /v1/streams` answer. */
-  constructor(container, streams, { top = 5 } = {}) {
+  /**
+   * Builds a panel per counter of the streams of a `GET /v1/streams` answer (or says `empty`,
+   * when given, for no streams).
+   */
+  constructor(container, streams, { top = 5, empty = null } = {}) {
     this.#top = top;
     const articles = [];
     for (const stream of streams) {
@@ -117,7 +120,9 @@ export class CountersView {
     }
     replaceChildren(
       container,
-      articles.length ? articles : el("p", { class: "muted" }, "No counters configured."),
+      articles.length
+        ? articles
+        : el("p", { class: "muted" }, streams.length || !empty ? "No counters configured." : empty),
     );
     for (const entry of this.#entries.values()) {
       entry.chart = groupChart(entry.chartElement, { stepMs: entry.stepMs });

@@ -2,7 +2,10 @@
  * The dashboard page: asks for a key when the server wants one (kept in
  * `sessionStorage`, never in a URL), then shows the streams' event rates,
  * each counter's windows, alerts as they fire and the webhook endpoints'
- * health. Live results come from one SSE subscription per stream; stats,
+ * health. With many streams, cards and counters are drawn for at most
+ * `MAX_SHOWN_STREAMS` of them, chosen in a list kept in the URL's fragment; the
+ * others cost no chart and no request. Live results come from one SSE
+ * subscription per shown stream (the first `MAX_LIVE_STREAMS`); stats,
  * readiness and webhooks are polled.
  *
  * @module
@@ -19,6 +22,8 @@ import {
   storedKey,
 } from "./api.js";
 import { CountersView } from "./counters.js";
+import { byName, choiceHash, parseChoice, shownStreams } from "./selection.js";
+import { StreamPicker } from "./stream_picker.js";
 import { StreamsView } from "./streams.js";
 import { WebhooksView } from "./webhooks.js";
 
@@ -85,12 +90,13 @@ function layoutOf(streams) {
 }
 
 /**
- * Builds the streams and counters panels for `streams` and follows them (the first
- * `MAX_LIVE_STREAMS` live, the rest polled) until `stop()`.
+ * Builds the streams and counters panels for `streams` (the shown ones, in name order) and
+ * follows them (the first `MAX_LIVE_STREAMS` live, the rest polled) until `stop()`. `empty`
+ * is what the panels say when there is none.
  */
-function showStreams(streams, { alerts, top }) {
-  const streamsView = new StreamsView(byId("streams"), streams);
-  const counters = new CountersView(byId("counters"), streams, { top });
+function showStreams(streams, { alerts, top, empty }) {
+  const streamsView = new StreamsView(byId("streams"), streams, { empty });
+  const counters = new CountersView(byId("counters"), streams, { top, empty });
   const stops = [];
   streams.forEach((stream, i) => {
     if (i >= MAX_LIVE_STREAMS) {
@@ -124,6 +130,7 @@ function showStreams(streams, { alerts, top }) {
     stop() {
       for (const stop of stops) stop();
       counters.stop();
+      streamsView.stop();
     },
   };
 }
@@ -157,19 +164,56 @@ async function start() {
   const topGroups = byId("top-groups");
   const alerts = new AlertsView(byId("alerts"), byId("alert-count"));
   const webhooks = new WebhooksView(byId("webhooks"), byId("webhooks-note"));
-  let shown = showStreams(streams, { alerts, top: Number(topGroups.value) });
-  topGroups.addEventListener("change", () => shown.counters.setTop(Number(topGroups.value)));
+  let shown = null;
+  let latest = streams;
+  let chosen = parseChoice(globalThis.location.hash);
+
+  /**
+   * Shows the panels of the chosen streams of `all` (a `GET /v1/streams` answer's list),
+   * building them again when those streams were created, deleted or redefined since.
+   */
+  function apply(all) {
+    latest = all;
+    const names = shownStreams(all.map((stream) => stream.name), chosen);
+    const byStream = new Map(all.map((stream) => [stream.name, stream]));
+    const list = names.map((name) => byStream.get(name));
+    if (shown === null || layoutOf(list) !== shown.layout) {
+      shown?.stop();
+      shown = showStreams(list, {
+        alerts,
+        top: Number(topGroups.value),
+        empty: all.length > 0 ? "No stream chosen: tick some in the list above." : null,
+      });
+    }
+    picker.update(all, names);
+  }
+
+  const picker = new StreamPicker({
+    fieldset: byId("stream-picker"),
+    legend: byId("stream-picker-legend"),
+    filter: byId("stream-filter"),
+    note: byId("stream-picker-note"),
+    list: byId("stream-choices"),
+  }, {
+    onChoose(names) {
+      chosen = byName(names);
+      // Kept in the fragment, never sent to the server: a reload or a shared link shows the same.
+      globalThis.history.replaceState(null, "", choiceHash(chosen));
+      apply(latest);
+    },
+  });
+  globalThis.addEventListener("hashchange", () => {
+    chosen = parseChoice(globalThis.location.hash);
+    apply(latest);
+  });
+  topGroups.addEventListener("change", () => shown?.counters.setTop(Number(topGroups.value)));
 
   let first = true;
   every(STATS_EVERY_MS, async () => {
     try {
       const body = first ? { streams } : await api("/v1/streams");
       first = false;
-      // A stream created, deleted or redefined since: the panels are built again for the list.
-      if (layoutOf(body.streams) !== shown.layout) {
-        shown.stop();
-        shown = showStreams(body.streams, { alerts, top: Number(topGroups.value) });
-      }
+      apply(body.streams);
       shown.streamsView.update(body.streams, Date.now());
       byId("page-status").textContent = "";
     } catch (error) {

@@ -23,8 +23,11 @@ const RATE_LABELS = {
 export class StreamsView {
   #cards = new Map();
 
-  /** Builds a card per stream of a `GET /v1/streams` answer into `container`. */
-  constructor(container, streams) {
+  /**
+   * Builds a card per stream of a `GET /v1/streams` answer into `container` (or the `empty`
+   * text, when given, for none).
+   */
+  constructor(container, streams, { empty = null } = {}) {
     const cards = streams.map((stream) => {
       const rates = {};
       const rateList = el(
@@ -67,11 +70,19 @@ export class StreamsView {
       });
       return card;
     });
-    replaceChildren(container, cards);
+    replaceChildren(
+      container,
+      cards.length || !empty ? cards : el("p", { class: "muted" }, empty),
+    );
     // Charts measure their container: build them once the cards are in the page.
     for (const card of this.#cards.values()) {
       card.chart = sparkline(card.spark, RATE_FIELDS.map((field) => RATE_LABELS[field]));
     }
+  }
+
+  /** Removes the charts: the cards are being replaced. */
+  stop() {
+    for (const card of this.#cards.values()) card.chart?.destroy();
   }
 
   /** Takes the streams of a `GET /v1/streams` answer read at `atMs`. */
