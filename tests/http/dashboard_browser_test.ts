@@ -4,7 +4,9 @@
  * origin; events sent over HTTP change the chart and the current window's
  * value; an alert appears as it fires; webhook health shows and the replay
  * button works; in keyed mode the key is asked once, kept in
- * `sessionStorage` and never put in a URL.
+ * `sessionStorage` and never put in a URL; with 300 streams it draws and reads
+ * only the 6 shown (the first by name, or those chosen in its list, a choice a
+ * reload and a copied link keep).
  *
  * Set `DASHBOARD_SCREENSHOT=docs/dashboard.png` to also write the first
  * test's screenshot there (how the README's picture is made).
@@ -430,6 +432,8 @@ browserTest(
         await page.locator(`[data-live="${name}"].ok`).waitFor();
       }
       await textMatching(page, '[data-live="d"]', /^polled/);
+      // No more streams than can be shown: no list to choose from.
+      assert.equal(await page.locator("#stream-picker").isHidden(), true);
       const followed = new Set(
         log.requests.map((request) => new URL(request.url()).pathname)
           .filter((path) => path.endsWith("/subscribe")),
@@ -559,6 +563,158 @@ browserTest(
       );
       assert.equal(subscribes.length, 2, subscribes.map((request) => request.url()).join("\n"));
       assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+/** `s000` … `s299`, listed by the server in reverse name order, each with one counter. */
+const MANY = Array.from({ length: 300 }, (_, i) => `s${String(i).padStart(3, "0")}`);
+const MANY_CONFIG = {
+  streams: Object.fromEntries(
+    [...MANY].reverse().map((name) => [name, {
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    }]),
+  ),
+};
+
+/** The stream a request reads the counters of, or null for any other request. */
+function counterStream(request: Request): string | null {
+  return new URL(request.url()).pathname.match(/^\/v1\/streams\/([^/]+)\/counters\//)?.[1] ??
+    null;
+}
+
+/** The names of the stream cards on the page, in page order. */
+async function cardNames(page: Page): Promise<string[]> {
+  return await page.locator("article.stream").evaluateAll((cards) =>
+    cards.map((card) => card.getAttribute("data-stream") ?? "")
+  );
+}
+
+browserTest(
+  "with 300 streams the dashboard draws the cards and counters of the first 6 by name, lists the rest to choose from, and reads the counters of those 6 only",
+  async (browser) => {
+    const server = await startServer({ config: MANY_CONFIG });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      const started = Date.now();
+      await page.goto(`${server.base}/`);
+      await page.locator('[data-stream="s000"] .spark canvas').waitFor({ timeout: 60_000 });
+      console.log(`300 streams: s000's card drawn ${Date.now() - started} ms after goto`);
+      const first = MANY.slice(0, 6);
+
+      // Counter reads in 10 s: those of the 6 shown streams only, a few each.
+      const from = log.requests.length;
+      await new Promise((resolve) => setTimeout(resolve, 10_000));
+      const reads = log.requests.slice(from).map(counterStream).filter((name) => name !== null);
+      console.log(`300 streams: ${reads.length} counter reads in 10 s`);
+      assert.ok(reads.length <= 6 * 4, `${reads.length} counter reads in 10 s`);
+      assert.deepEqual([...new Set(reads)].filter((name) => !first.includes(name)), []);
+
+      assert.equal(await page.locator("article.stream").count(), 6);
+      assert.deepEqual(await cardNames(page), first);
+      assert.deepEqual(
+        await page.locator("article.counter").evaluateAll((panels) =>
+          panels.map((panel) => panel.getAttribute("data-counter"))
+        ),
+        first.map((name) => `${name}/n`),
+      );
+      // A sparkline per card and a chart per counter: no canvas for the other 294 streams.
+      assert.ok(await page.locator("canvas").count() <= 12);
+      await page.getByRole("group", { name: "Streams shown (at most 6)" }).waitFor();
+
+      // The list: the 6 shown ticked, then the next ones by name, 100 rows, with their totals.
+      const rows = page.locator("#stream-choices li");
+      assert.equal(await rows.count(), 100);
+      assert.equal(await rows.nth(6).getAttribute("data-choice"), "s006");
+      await textMatching(page, "#stream-picker-note", /^6 of 300 streams shown\. .*200 more match/);
+      const s000 = page.getByRole("checkbox", { name: /^s000 0 accepted$/ });
+      assert.equal(await s000.isChecked(), true);
+      // 6 are shown: the others cannot be ticked until one is unticked.
+      assert.equal(await page.getByRole("checkbox", { name: /^s006 / }).isDisabled(), true);
+      await server.send([{}, {}], "s150");
+      await page.getByLabel("Filter by name").fill("s15");
+      await page.locator('[data-choice="s159"]').waitFor();
+      assert.equal(await rows.count(), 6 + 10);
+      await textMatching(page, '[data-choice="s150"] .total', /^2 accepted$/);
+
+      const everRead = new Set(log.requests.map(counterStream).filter((name) => name !== null));
+      assert.deepEqual([...everRead].sort(), first);
+      const subscribed = log.requests.map((request) => new URL(request.url()).pathname)
+        .filter((path) => path.endsWith("/subscribe"));
+      assert.deepEqual(
+        [...new Set(subscribed)].sort(),
+        first.slice(0, 3).map((name) => `/v1/streams/${name}/subscribe`),
+      );
+      assert.deepEqual(log.errors, []);
+      assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "choosing another stream among 300 shows its panels and drops the old one's, and a reload keeps the choice",
+  async (browser) => {
+    const server = await startServer({ config: MANY_CONFIG });
+    try {
+      await server.send([{}, {}, {}], "s297");
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const s000 = page.getByRole("checkbox", { name: /^s000 / });
+      await s000.waitFor({ timeout: 15_000 });
+      await page.locator('[data-live="s000"].ok').waitFor();
+      await s000.uncheck();
+      await page.locator('[data-stream="s000"]').waitFor({ state: "detached" });
+      await page.locator('[data-counter="s000/n"]').waitFor({ state: "detached" });
+      assert.deepEqual(await cardNames(page), MANY.slice(1, 6));
+      await page.getByLabel("Filter by name").fill("s297");
+      await page.getByRole("checkbox", { name: /^s297 3 accepted$/ }).check();
+      await page.locator('[data-stream="s297"]').waitFor();
+      const chosen = [...MANY.slice(1, 6), "s297"];
+      assert.deepEqual(await cardNames(page), chosen);
+      await textMatching(page, '[data-current="s297/n"]', /\b3$/);
+      assert.equal(
+        await page.evaluate(() => location.hash),
+        "#streams=s001,s002,s003,s004,s005,s297",
+      );
+      // s000 was followed live: now s001 to s003 are, and nothing reads s000 any more.
+      await page.locator('[data-live="s003"].ok').waitFor();
+      const from = log.requests.length;
+      await new Promise((resolve) => setTimeout(resolve, 11_000));
+      const later = log.requests.slice(from).map((request) => new URL(request.url()).pathname);
+      assert.deepEqual(later.filter((path) => path.startsWith("/v1/streams/s000/")), []);
+      assert.ok(later.some((path) => path.startsWith("/v1/streams/s297/counters/n")));
+
+      // A reload keeps the choice, and no card of s000 is built.
+      const reloaded = log.requests.length;
+      await page.reload();
+      await page.locator('[data-live="s001"].ok').waitFor({ timeout: 15_000 });
+      assert.deepEqual(await cardNames(page), chosen);
+      assert.equal(await page.getByRole("checkbox", { name: /^s297 / }).isChecked(), true);
+      assert.equal(await page.getByRole("checkbox", { name: /^s000 / }).isChecked(), false);
+      await textMatching(page, '[data-current="s297/n"]', /\b3$/);
+      // So does a copied link, in another tab.
+      const other = await newPage(browser);
+      await other.goto(`${server.base}/#streams=s297,s010`);
+      await other.locator('[data-stream="s297"]').waitFor({ timeout: 15_000 });
+      assert.deepEqual(await cardNames(other), ["s010", "s297"]);
+      await other.close();
+      const afterReload = log.requests.slice(reloaded).map((request) => new URL(request.url()));
+      assert.deepEqual(
+        afterReload.filter((url) => url.pathname.startsWith("/v1/streams/s000/")),
+        [],
+      );
+      assert.deepEqual(log.errors, []);
+      assertSameOrigin(log, server.base);
       await page.close();
     } finally {
       await browser.close();
