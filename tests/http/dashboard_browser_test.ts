@@ -679,6 +679,8 @@ browserTest(
       await page.getByLabel("Filter by name").fill("s297");
       await page.getByRole("checkbox", { name: /^s297 3 accepted$/ }).check();
       await page.locator('[data-stream="s297"]').waitFor();
+      // The list is built again around the ticked box: the keyboard stays on it.
+      assert.equal(await page.evaluate("document.activeElement.value"), "s297");
       const chosen = [...MANY.slice(1, 6), "s297"];
       assert.deepEqual(await cardNames(page), chosen);
       await textMatching(page, '[data-current="s297/n"]', /\b3$/);
@@ -707,6 +709,13 @@ browserTest(
       await other.goto(`${server.base}/#streams=s297,s010`);
       await other.locator('[data-stream="s297"]').waitFor({ timeout: 15_000 });
       assert.deepEqual(await cardNames(other), ["s010", "s297"]);
+      // A link pasted into an open page changes only the fragment: the page follows it.
+      await other.evaluate(() => location.hash = "#streams=s011");
+      await other.locator('[data-stream="s297"]').waitFor({ state: "detached" });
+      assert.deepEqual(await cardNames(other), ["s011"]);
+      await other.evaluate(() => location.hash = "#streams=");
+      await textMatching(other, "#streams", /^No stream chosen/);
+      assert.equal(await other.locator("article.counter").count(), 0);
       await other.close();
       const afterReload = log.requests.slice(reloaded).map((request) => new URL(request.url()));
       assert.deepEqual(
