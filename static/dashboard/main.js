@@ -166,14 +166,17 @@ async function start() {
   const webhooks = new WebhooksView(byId("webhooks"), byId("webhooks-note"));
   let shown = null;
   let latest = streams;
+  let latestAt = Date.now();
   let chosen = parseChoice(globalThis.location.hash);
 
   /**
-   * Shows the panels of the chosen streams of `all` (a `GET /v1/streams` answer's list),
-   * building them again when those streams were created, deleted or redefined since.
+   * Shows the panels of the chosen streams of `all` (a `GET /v1/streams` answer's list, read
+   * at `atMs`), building them again when the choice changed or those streams were created,
+   * deleted or redefined since.
    */
-  function apply(all) {
+  function apply(all, atMs) {
     latest = all;
+    latestAt = atMs;
     const names = shownStreams(all.map((stream) => stream.name), chosen);
     const byStream = new Map(all.map((stream) => [stream.name, stream]));
     const list = names.map((name) => byStream.get(name));
@@ -186,6 +189,8 @@ async function start() {
       });
     }
     picker.update(all, names);
+    // Cards built for a new choice show the totals of the last read at once.
+    shown.streamsView.update(all, atMs);
   }
 
   const picker = new StreamPicker({
@@ -199,12 +204,12 @@ async function start() {
       chosen = byName(names);
       // Kept in the fragment, never sent to the server: a reload or a shared link shows the same.
       globalThis.history.replaceState(null, "", choiceHash(chosen));
-      apply(latest);
+      apply(latest, latestAt);
     },
   });
   globalThis.addEventListener("hashchange", () => {
     chosen = parseChoice(globalThis.location.hash);
-    apply(latest);
+    apply(latest, latestAt);
   });
   topGroups.addEventListener("change", () => shown?.counters.setTop(Number(topGroups.value)));
 
@@ -213,8 +218,7 @@ async function start() {
     try {
       const body = first ? { streams } : await api("/v1/streams");
       first = false;
-      apply(body.streams);
-      shown.streamsView.update(body.streams, Date.now());
+      apply(body.streams, Date.now());
       byId("page-status").textContent = "";
     } catch (error) {
       byId("page-status").textContent = `Cannot read stream stats: ${error.message}`;
