@@ -111,6 +111,7 @@ export class CountersView {
           current: null,
           timer: null,
           currentDue: 0,
+          overdueWait: 1000,
           lastCurrentRead: 0,
           reloadTimer: null,
           lastReload: 0,
@@ -214,9 +215,17 @@ export class CountersView {
     } catch (error) {
       entry.range.textContent = `cannot read: ${error.message}`;
     }
-    // Read again when the window ends (by the server's clock, so never sooner than 1 s).
+    // Read again when the window ends, by this browser's clock. A window already over by it (the
+    // stream's events trail the clock, or the server's clock does) says nothing of when the next
+    // one starts: then 1 s, 2 s, 4 s… up to CURRENT_REFRESH_MS, rather than every second.
     const endsIn = entry.current ? Date.parse(entry.current.end) - Date.now() + 250 : Infinity;
-    this.#scheduleCurrent(entry, Math.min(CURRENT_REFRESH_MS, Math.max(1000, endsIn)));
+    if (endsIn > 0) {
+      entry.overdueWait = 1000;
+      this.#scheduleCurrent(entry, Math.min(CURRENT_REFRESH_MS, Math.max(1000, endsIn)));
+    } else {
+      this.#scheduleCurrent(entry, entry.overdueWait);
+      entry.overdueWait = Math.min(CURRENT_REFRESH_MS, entry.overdueWait * 2);
+    }
   }
 
   #scheduleDraw(entry) {
