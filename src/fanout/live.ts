@@ -197,6 +197,8 @@ interface Tail {
   failing: boolean;
   /** When (ms) this instance's demand for the stream was last signalled to the store. */
   signalledAt: number;
+  /** The types that signal named. */
+  signalled: ReadonlySet<string>;
 }
 
 interface PendingUpdates {
@@ -377,6 +379,10 @@ export class LiveHub {
     if (signal?.aborted) unsubscribe();
     const setup = (async () => {
       await tail.ready;
+      // A type the stream's subscribers here did not want yet: other instances learn of it before
+      // this one joins, so what they apply from then on is logged (or, applied without it, logged
+      // right after: see #logMissed).
+      if ([...subscription.types].some((type) => !tail.signalled.has(type))) await this.#signal(tail);
       if (afterId === undefined) this.#join(tail, subscriber, { afterId: tail.cursor });
       else await this.#resume(tail, subscriber, afterId);
     })();
@@ -533,6 +539,7 @@ export class LiveHub {
       ready: Promise.resolve(),
       failing: false,
       signalledAt: 0,
+      signalled: new Set(),
     };
     // Other instances learn of the demand first, so they publish what arrives next
     // (a microtask later, once subscribe() has added the subscriber).
@@ -569,6 +576,7 @@ export class LiveHub {
     }
     tail.signalledAt = this.#now();
     await this.#store.signalDemand(tail.stream.name, [...types], this.#demandTtlMs);
+    tail.signalled = types;
   }
 
   async #poll(tail: Tail): Promise<void> {

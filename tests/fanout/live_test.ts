@@ -355,6 +355,47 @@ redisTest(
   },
 );
 
+redisTest(
+  "a subscriber joining a stream its instance already follows gets every event applied elsewhere once it is subscribed",
+  async (fixture) => {
+    const redis = () =>
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    const busy = new RedisStore(redis(), { now: () => NOW });
+    const other = new RedisStore(redis(), { now: () => NOW });
+    const busyLive = new LiveHub(streams, busy, { pollMs: 10, shared: true });
+    // Polls seldom: what a new subscriber wants must not wait for the next poll to be signalled.
+    const otherLive = new LiveHub(streams, other, { pollMs: 2_000, shared: true });
+    const ingest = (id: string) =>
+      ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
+        ...ingestFanoutFor("orders", { demand: [busyLive], observers: [busyLive.observer] }),
+        store: busy,
+        nowMs: NOW,
+      });
+    try {
+      // The dashboard's subscription: the stream's tail on the other instance exists already.
+      const first = collector();
+      const stopFirst = await otherLive.subscribe(subscription(["window.updated"]), first.sink);
+      await ingest("before");
+      assert.equal(busyLive.mayWant("orders", "event.processed"), false);
+      const { received, sink } = collector();
+      const stop = await otherLive.subscribe(subscription(["event.processed"]), sink);
+      await ingest("next");
+      const ids = () =>
+        received.map((payload) => (payload.data as { event: { id: string } }).event.id);
+      await eventually(() => received.length >= 1, 10_000);
+      await sleep(100);
+      assert.deepEqual(ids(), ["next"]);
+      stop();
+      stopFirst();
+    } finally {
+      await busyLive.close();
+      await otherLive.close();
+      await busy.close();
+      await other.close();
+    }
+  },
+);
+
 Deno.test("LiveHub asks ingest to log event.processed only while a subscriber wants it", async () => {
   const { store, live, ingest } = setup();
   const types = async () => (await store.readLog("orders", null, 1000)).map((e) => e.record.type);
