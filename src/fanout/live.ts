@@ -382,7 +382,9 @@ export class LiveHub {
       // A type the stream's subscribers here did not want yet: other instances learn of it before
       // this one joins, so what they apply from then on is logged (or, applied without it, logged
       // right after: see #logMissed).
-      if ([...subscription.types].some((type) => !tail.signalled.has(type))) await this.#signal(tail);
+      if ([...subscription.types].some((type) => !tail.signalled.has(type))) {
+        await this.#signal(tail);
+      }
       if (afterId === undefined) this.#join(tail, subscriber, { afterId: tail.cursor });
       else await this.#resume(tail, subscriber, afterId);
     })();
