@@ -121,13 +121,26 @@ local function expectType(key, expected)
   local found = redis.call("TYPE", key).ok
   if found ~= "none" and found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
 end
--- A HyperLogLog is a string starting HYLL: PFADD refuses any other, an empty one too.
+-- The result log as XADD * takes it: a stream whose entry ids are not used up.
+local function expectLog()
+  local last = redis.pcall("XREVRANGE", LOG_KEY, "+", "-", "COUNT", 1)
+  if last.err then refuseKey(LOG_KEY, "a " .. redis.call("TYPE", LOG_KEY).ok, "a stream") end
+  if last[1] and last[1][1] == "18446744073709551615-18446744073709551615" then
+    refuseKey(LOG_KEY, "a stream whose entry ids are used up", "a stream")
+  end
+end
+-- A HyperLogLog as PFADD takes one: a string of a 16-byte header (HYLL, then its encoding: 0 dense,
+-- 1 sparse), and a dense one exactly 12,304 bytes long; an empty string is none.
 local function expectHll(key)
-  local head = redis.pcall("GETRANGE", key, 0, 3)
+  local head = redis.pcall("GETRANGE", key, 0, 15)
   if type(head) == "table" then refuseKey(key, "a " .. redis.call("TYPE", key).ok, "a HyperLogLog") end
   if head == "" then
     if redis.call("EXISTS", key) == 1 then refuseKey(key, "an empty string", "a HyperLogLog") end
-  elseif head ~= "HYLL" then
+    return
+  end
+  local encoding = string.byte(head, 5)
+  if #head < 16 or string.sub(head, 1, 4) ~= "HYLL" or encoding > 1 or
+    (encoding == 0 and redis.call("STRLEN", key) ~= 12304) then
     refuseKey(key, "a string", "a HyperLogLog")
   end
 end
@@ -375,11 +388,15 @@ local keysInBatch = {}
 -- Rate-limit buckets, each read once and written once, after every check (see refuseKey):
 -- { t = tokens, u = updated ms } as stored, then as charged by the requests admitted so far.
 local buckets, chargedBuckets = {}, {}
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
 local function bucketOf(name)
   local bucket = buckets[name]
   if not bucket then
     local stored = redis.call("HMGET", bucketKey(name), "t", "u")
-    bucket = { name = name, t = tonumber(stored[1]), u = tonumber(stored[2]) }
+    local t, u = tonumber(stored[1]), tonumber(stored[2])
+    -- What this script never writes (something else did) is a full bucket: no lockout, no error.
+    if not (finite(t) and finite(u)) or t < 0 then t, u = nil, nil end
+    bucket = { name = name, t = t, u = u }
     buckets[name] = bucket
   end
   return bucket
@@ -407,7 +424,9 @@ local function admit(request)
       local perMs = limit / window
       local bucket = bucketOf(claim[1])
       local tokens = limit
-      if bucket.t then tokens = math.min(limit, bucket.t + perMs * (now - bucket.u)) end
+      -- Refilled for the time since its update, none when that is "later" than now (written by
+      -- an instance whose clock is ahead): a clock behind never takes tokens away.
+      if bucket.t then tokens = math.min(limit, bucket.t + perMs * math.max(0, now - bucket.u)) end
       levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket }
       if tokens < cost and (cost - tokens) / perMs > longest then
         refused, longest = c, (cost - tokens) / perMs
@@ -454,7 +473,7 @@ end
 -- (with their buckets), those of the group a new group may overflow into, and the counters' live
 -- panes and open windows when a pane is new, due, or found empty (its keys evicted). Session
 -- counters' keys are checked once their cells are known, below.
-if payloads ~= nil and (logProcessed or logLate) then expectType(LOG_KEY, "stream") end
+if payloads ~= nil and (logProcessed or logLate) then expectLog() end
 local sessionCounters = {}
 if withSessions then
   for _, session in ipairs(args.sess) do sessionCounters[session[1] + 1] = true end
@@ -1083,7 +1102,7 @@ for _, c in ipairs(args.counters) do
   end
 end
 closeSessions(cutoff, limit, peek, write, logLater, out)
-if #logged > 0 then expectType(LOG_KEY, "stream") end
+if #logged > 0 then expectLog() end
 if raised ~= wm then writeStats({ "wm", num(raised) }, tonumber(stored[2]), now, logTtl) end
 for _, command in ipairs(later) do redis.call(unpack(command)) end
 for _, record in ipairs(logged) do appendLog(record, logTtl) end
@@ -1102,7 +1121,7 @@ if first then return first end
 local logTtl, firings = args.logTtl, args.firings
 -- The log checked first (see refuseKey): a marker set for a firing the log then refused would
 -- stop that alert for good.
-if #firings > 0 then expectType(LOG_KEY, "stream") end
+if #firings > 0 then expectLog() end
 local fired = {}
 for i, f in ipairs(firings) do
   local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]

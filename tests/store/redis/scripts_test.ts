@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
+import { rateLimitsFor } from "../../../src/http/browser.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 
@@ -164,6 +165,7 @@ for (
     ["a pane of the second counter is a string (one event)", "*:p:sum:*", ["SET", "x"], 1],
     ["the distinct counter's HyperLogLog is a hash", "*:h:users:*", ["HSET", "f", "1"], 20],
     ["the distinct counter's HyperLogLog is another string", "*:h:users:*", ["SET", "x"], 1],
+    ["the distinct counter's HyperLogLog is a bare HYLL", "*:h:users:*", ["SET", "HYLL"], 1],
     ["the quantiles counter's sketch is a list", "*:q:lat:*", ["RPUSH", "x"], 20],
   ] as const
 ) {
@@ -233,22 +235,33 @@ redisTest(
         s: {
           time: { field: "t", lateness: "10s" },
           dedupe: { field: "id", ttl: "1h" },
-          limits: { eventsPerSecond: 1000, burst: 1000 },
+          // Slow to refill: the bucket lives (3 tokens missing: 3 s).
+          limits: { eventsPerSecond: 1, burst: 1000 },
           counters: { count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
         },
       },
     }).get("s")!;
     const store = redisStore(fixture);
+    const rateLimits = rateLimitsFor(limited);
     try {
-      await ingestItems(limited, items(events("a", 4)), { store, nowMs: NOW });
+      await ingestItems(limited, items(events("a", 4)), { store, nowMs: NOW, rateLimits });
       const key = await keyLike(fixture, "*:p:count:*");
+      const bucket = await keyLike(fixture, "*:rl:stream");
       const body = events("b", 3);
       const idempotency = { key: "k1", body: JSON.stringify(body) };
+      const before = await send(fixture, "HGETALL", bucket);
       await refusedWhole(fixture, key, {
         corrupt: ["SET", key, "x"],
-        call: () => ingestItems(limited, items(body), { store, nowMs: NOW, idempotency }),
+        call: () =>
+          ingestItems(limited, items(body), { store, nowMs: NOW, idempotency, rateLimits }),
       });
-      const reply = await ingestItems(limited, items(body), { store, nowMs: NOW, idempotency });
+      assert.deepEqual(await send(fixture, "HGETALL", bucket), before, "no token taken");
+      const reply = await ingestItems(limited, items(body), {
+        store,
+        nowMs: NOW,
+        idempotency,
+        rateLimits,
+      });
       assert.equal(reply.replayed ?? false, false, "no reply was kept for the key");
       assert.equal(reply.accepted, 3);
       assert.equal(reply.duplicates, 0);
@@ -536,6 +549,111 @@ redisTest(
       const group = await streamKey(fixture, "visits", 'sz:visits:["ann"]');
       await refusedWhole(fixture, group, { corrupt: ["SET", group, "x"], call: close });
       assert.equal((await close()).length, 2, "ann's two sessions close once repaired");
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest("a distinct counter's HyperLogLog, once dense, passes the check", async (fixture) => {
+  const store = redisStore(fixture);
+  try {
+    for (let part = 0; part < 6; part++) {
+      const list = Array.from({ length: 1_000 }, (_, i) => ({
+        id: `d${part}-${i}`,
+        t: T0 + 1_000,
+        g: "de",
+        v: 1,
+        u: `user${part}-${i}`,
+      }));
+      await ingest(S, store, list);
+    }
+    const key = await keyLike(fixture, "*:h:users:*");
+    assert.equal(await send(fixture, "STRLEN", key), 12_304, "dense");
+    const reply = await ingest(S, store, [{ id: "last", t: T0 + 2_000, g: "de", v: 1, u: "last" }]);
+    assert.equal(reply.accepted, 1);
+  } finally {
+    await store.close();
+  }
+});
+
+redisTest(
+  "an apply, a close and alert firings that find the log's entry ids used up write nothing",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    const maxId = "18446744073709551615-18446744073709551615";
+    try {
+      await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
+      const log = await streamKey(fixture, "s", "log");
+      const corrupt = ["XADD", log, maxId, "r", "junk"];
+      await refusedWhole(fixture, log, {
+        corrupt,
+        call: () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 }),
+      });
+      const firing = {
+        alert: "big",
+        counter: "sum",
+        start: T0,
+        end: T0 + 60_000,
+        group: '["de"]',
+        value: 1,
+        ttlMs: 3_600_000,
+      };
+      await refusedWhole(fixture, log, { corrupt, call: () => store.fireAlerts("s", [firing]) });
+      // An apply that logs its events (a live subscriber wants them).
+      await store.signalDemand("s", ["event.processed"], 60_000);
+      await refusedWhole(fixture, log, {
+        corrupt,
+        call: () =>
+          ingestItems(S, items(events("c", 1)), {
+            store,
+            nowMs: NOW,
+            log: { processed: true, late: true },
+          }),
+      });
+      assert.equal(
+        (await store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 })).length > 0,
+        true,
+      );
+      assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
+  "a rate-limit bucket holding what the script never writes is taken as full: no error, no lockout",
+  async (fixture) => {
+    const limited = compileConfig({
+      streams: {
+        s: {
+          time: { field: "t", lateness: "10s" },
+          limits: { eventsPerSecond: 10, burst: 10 },
+          counters: { count: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    }).get("s")!;
+    const store = redisStore(fixture);
+    const rateLimits = rateLimitsFor(limited);
+    const send1 = (nowMs: number) =>
+      ingestItems(limited, items(events("a", 1)), { store, nowMs, rateLimits });
+    try {
+      await send1(NOW);
+      const bucket = await keyLike(fixture, "*:rl:stream");
+      for (const [t, u] of [["-inf", "1"], ["nan", "1"], ["-5", String(NOW)], ["1", "x"]]) {
+        await send(fixture, "HSET", bucket, "t", t, "u", u);
+        assert.equal((await send1(NOW)).accepted, 1, `t=${t} u=${u}`);
+      }
+      // Written by an instance whose clock is ahead: no refill, but none taken away either, and the
+      // bucket refills from now on (it was 3,100 years of Retry-After).
+      await send(fixture, "HSET", bucket, "t", "0", "u", String(NOW + 1e11));
+      await assert.rejects(send1(NOW), (error: Error & { retryAfterMs?: number }) => {
+        assert.ok((error.retryAfterMs ?? Infinity) <= 100, String(error.retryAfterMs));
+        return true;
+      });
+      assert.equal((await send1(NOW + 100)).accepted, 1);
+      assert.ok(Number(await send(fixture, "PTTL", bucket)) <= 1_000);
     } finally {
       await store.close();
     }
