@@ -22,8 +22,12 @@
  * applies, replays or refuses it on its own (the same key twice in one group
  * is `in_flight`); its own slice of the result (outcomes, request result),
  * and its promise settles only once the apply that holds it has returned. A
- * failed or timed-out apply rejects every request of the group with the same
- * error, whose `outcome` says whether it may have applied.
+ * failed or timed-out apply ({@linkcode StoreUnavailableError}) rejects every
+ * request of the group with the same error, whose `outcome` says whether it
+ * may have applied. An apply the store refused (Redis refuses a script that
+ * finds a key of one request's overwritten with another type, and then wrote
+ * nothing) is made again one request at a time, so that only the requests
+ * it concerns fail.
  *
  * A group applies its requests in the order they were received (their
  * `nowMs`), at the earliest receive time: concurrent requests have no order
@@ -41,6 +45,7 @@ import {
   batchRequests,
   type Store,
   type StoreBatch,
+  StoreUnavailableError,
 } from "../store/types.ts";
 
 /** Options for {@linkcode GroupCommitter}. */
@@ -229,7 +234,16 @@ export class GroupCommitter implements Pick<Store, "applyBatch"> {
     const members = group.members.sort((a, b) => a.batch.nowMs - b.batch.nowMs);
     let result: ApplyResult;
     try {
-      result = await this.#store.applyBatch(merge(members));
+      try {
+        result = await this.#store.applyBatch(merge(members));
+      } catch (error) {
+        if (members.length === 1 || error instanceof StoreUnavailableError) throw error;
+        // Refused, nothing written: each request alone, in the same order.
+        for (const member of members) {
+          await this.#store.applyBatch(member.batch).then(member.resolve, member.reject);
+        }
+        return;
+      }
       const requests = members.reduce((sum, member) => sum + member.requests.length, 0);
       if (result.requests.length !== requests || result.outcomes.length !== group.events) {
         throw new Error(

@@ -305,6 +305,34 @@ Deno.test("a failed shared apply fails every request of the group with the same 
   ]]);
 });
 
+Deno.test("a shared apply the store refused is made again one request at a time: only the one it concerns fails", async () => {
+  const { store, control } = gatedStore();
+  const committer = new GroupCommitter(store);
+  const options: IngestOptions = { store, nowMs: NOW, groupCommit: committer, inFlight: new Set() };
+  const refused = new Error(
+    "Redis refused applyBatch: WRONGTYPE edgestream key …: nothing was written",
+  );
+  control.failures.set(2, refused); // the group
+  control.failures.set(4, refused); // its second request, alone
+  control.hold();
+  const first = ingestItems(ORDERS, items(order("a")), options);
+  const results = [
+    ingestItems(ORDERS, items(order("b")), options),
+    ingestItems(ORDERS, items(order("c")), { ...options, idempotency: { key: "k", body: "c" } }),
+    ingestItems(ORDERS, items(order("d"), order("e")), options),
+  ].map(settle);
+  await until("three requests waiting", () => committer.stats.waiting === 3);
+  control.release();
+  assert.equal((await first).accepted, 1);
+  const [b, c, d] = await Promise.all(results);
+  assert.equal((b as { accepted: number }).accepted, 1);
+  assert.equal(c, refused);
+  assert.equal((d as { accepted: number }).accepted, 2);
+  assert.deepEqual(requestSizes(control.batches), [[1], [1, 1, 2], [1], [1], [2]]);
+  const stats = await store.stats("orders", ORDERS.counterMetas);
+  assert.equal(stats.accepted, 4, "a, b, d and e, once each");
+});
+
 Deno.test("concurrent HTTP requests whose shared apply timed out all get 503 with outcome unknown", async () => {
   const { store, control } = gatedStore();
   const groupCommit = new GroupCommitter(store);

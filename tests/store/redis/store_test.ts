@@ -411,6 +411,25 @@ redisTest(
   },
 );
 
+redisTest(
+  "GET /v1/streams reads each stream's stats with one billed Redis command",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = new RedisStore(upstash(proxy.url, fixture.restToken), { now: () => NOW });
+      const app = await appOver(store);
+      proxy.take();
+      const listed = await getJson(app, "/v1/streams");
+      assert.equal(listed.status, 200);
+      const commands = proxy.take().flatMap(commandNames);
+      assert.equal(listed.body.streams.length, STREAMS.size);
+      assert.deepEqual(commands, Array(STREAMS.size).fill("hgetall"));
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
 /** The pid of the redis-server behind a fixture, from INFO. */
 async function redisPid(fixture: RedisFixture): Promise<number> {
   const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "server")));
