@@ -473,14 +473,14 @@ async function ingestOnce(
       throw rateLimited(options.rateLimits ?? [], accepted, outcome);
   }
   if (options.observers?.length) {
-    const log = withPayload ? options.log : undefined;
+    const logged = { processed: options.log?.processed ?? false, late: options.log?.late ?? false };
     const batch = {
       stream,
       events,
       outcomes: result.outcomes,
       nowMs,
       demand: result.demand,
-      logged: { processed: log?.processed ?? false, late: log?.late ?? false },
+      logged,
     };
     // Background work (alerts, live, webhooks) outside this request's trace.
     detached(() => notifyObservers(options.observers!, batch));

@@ -12,7 +12,7 @@ import { ingestFanoutFor, ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { Redis } from "@upstash/redis";
-import { redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
 import { MAX_LOG_ENTRIES } from "../../src/store/types.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
@@ -314,22 +314,50 @@ Deno.test("LiveHub on a shared store logs a batch's events after it when its rep
   await live.close();
 });
 
+/**
+ * Two instances on one Redis: `busy` ingests, `other` serves subscribers (polling its log every
+ * `otherPollMs`); `run` gets them, and they are closed after it.
+ */
+async function twoInstances(
+  fixture: RedisFixture,
+  otherPollMs: number,
+  run: (instances: {
+    busyLive: LiveHub;
+    otherLive: LiveHub;
+    ingest: (id: string) => Promise<unknown>;
+  }) => Promise<void>,
+): Promise<void> {
+  const redis = () =>
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+  const busy = new RedisStore(redis(), { now: () => NOW });
+  const other = new RedisStore(redis(), { now: () => NOW });
+  const busyLive = new LiveHub(streams, busy, { pollMs: 10, shared: true });
+  const otherLive = new LiveHub(streams, other, { pollMs: otherPollMs, shared: true });
+  const ingest = (id: string) =>
+    ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
+      ...ingestFanoutFor("orders", { demand: [busyLive], observers: [busyLive.observer] }),
+      store: busy,
+      nowMs: NOW,
+    });
+  try {
+    await run({ busyLive, otherLive, ingest });
+  } finally {
+    await busyLive.close();
+    await otherLive.close();
+    await busy.close();
+    await other.close();
+  }
+}
+
+/** The ids of the `event.processed` payloads received. */
+function eventIds(received: PublicPayload[]): string[] {
+  return received.map((payload) => (payload.data as { event: { id: string } }).event.id);
+}
+
 redisTest(
   "a subscriber on one instance gets the events of the next batch another, busy, instance applies on Redis",
-  async (fixture) => {
-    const redis = () =>
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
-    const busy = new RedisStore(redis(), { now: () => NOW });
-    const other = new RedisStore(redis(), { now: () => NOW });
-    const busyLive = new LiveHub(streams, busy, { pollMs: 10, shared: true });
-    const otherLive = new LiveHub(streams, other, { pollMs: 10, shared: true });
-    const ingest = (id: string) =>
-      ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
-        ...ingestFanoutFor("orders", { demand: [busyLive], observers: [busyLive.observer] }),
-        store: busy,
-        nowMs: NOW,
-      });
-    try {
+  (fixture) =>
+    twoInstances(fixture, 10, async ({ busyLive, otherLive, ingest }) => {
       await ingest("before");
       assert.equal(
         busyLive.mayWant("orders", "event.processed"),
@@ -340,38 +368,18 @@ redisTest(
       const stop = await otherLive.subscribe(subscription(["event.processed"]), sink);
       await ingest("next");
       await ingest("after");
-      const ids = () =>
-        received.map((payload) => (payload.data as { event: { id: string } }).event.id);
       await eventually(() => received.length >= 2);
       await sleep(100);
-      assert.deepEqual(ids().sort(), ["after", "next"]);
+      assert.deepEqual(eventIds(received).sort(), ["after", "next"]);
       stop();
-    } finally {
-      await busyLive.close();
-      await otherLive.close();
-      await busy.close();
-      await other.close();
-    }
-  },
+    }),
 );
 
 redisTest(
   "a subscriber joining a stream its instance already follows gets every event applied elsewhere once it is subscribed",
-  async (fixture) => {
-    const redis = () =>
-      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
-    const busy = new RedisStore(redis(), { now: () => NOW });
-    const other = new RedisStore(redis(), { now: () => NOW });
-    const busyLive = new LiveHub(streams, busy, { pollMs: 10, shared: true });
-    // Polls seldom: what a new subscriber wants must not wait for the next poll to be signalled.
-    const otherLive = new LiveHub(streams, other, { pollMs: 2_000, shared: true });
-    const ingest = (id: string) =>
-      ingestItems(orders, [{ ok: true as const, value: { id, ts: at(1), country: "DE" } }], {
-        ...ingestFanoutFor("orders", { demand: [busyLive], observers: [busyLive.observer] }),
-        store: busy,
-        nowMs: NOW,
-      });
-    try {
+  // The other instance polls seldom: what a new subscriber wants must not wait for its next poll.
+  (fixture) =>
+    twoInstances(fixture, 2_000, async ({ busyLive, otherLive, ingest }) => {
       // The dashboard's subscription: the stream's tail on the other instance exists already.
       const first = collector();
       const stopFirst = await otherLive.subscribe(subscription(["window.updated"]), first.sink);
@@ -380,20 +388,12 @@ redisTest(
       const { received, sink } = collector();
       const stop = await otherLive.subscribe(subscription(["event.processed"]), sink);
       await ingest("next");
-      const ids = () =>
-        received.map((payload) => (payload.data as { event: { id: string } }).event.id);
       await eventually(() => received.length >= 1, 10_000);
       await sleep(100);
-      assert.deepEqual(ids(), ["next"]);
+      assert.deepEqual(eventIds(received), ["next"]);
       stop();
       stopFirst();
-    } finally {
-      await busyLive.close();
-      await otherLive.close();
-      await busy.close();
-      await other.close();
-    }
-  },
+    }),
 );
 
 Deno.test("LiveHub asks ingest to log event.processed only while a subscriber wants it", async () => {

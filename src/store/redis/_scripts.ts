@@ -497,48 +497,49 @@ local function expiryOf(counter, key, paneText)
 end
 do
   local OTHER = ${luaString(OTHER_GROUP)}
-  local fieldsOf, keys, zsetsDue = {}, {}, {}
+  -- Per pane: its counter, text and the fields its cells add to; per cell (not of a session
+  -- counter): its counter, pane text, group and pane key.
+  local fieldsOf, keys, checked, zsetsDue = {}, {}, {}, {}
   for _, cell in ipairs(args.cells) do
     if not sessionCounters[cell[1] + 1] then
       local counter = counters[cell[1] + 1]
-      local name, kind, paneText, group = counter.name, counter.kind, paneTextOf(cell[2]), cell[3]
-      local withSum = kind == "sum" or kind == "avg"
-      local key = paneKey(name, paneText)
+      local paneText, group = paneTextOf(cell[2]), cell[3]
+      local withSum = counter.kind == "sum" or counter.kind == "avg"
+      local key = paneKey(counter.name, paneText)
       local pane = fieldsOf[key]
       if not pane then
-        pane = { counter = counter, text = paneText, fields = { "c:" .. OTHER } }
-        if withSum then pane.fields[2] = "s:" .. OTHER end
+        pane = { "c:" .. OTHER }
+        if withSum then pane[2] = "s:" .. OTHER end
         fieldsOf[key], keys[#keys + 1] = pane, key
         local expiresAt = expiryOf(counter, key, paneText)
-        if expiresAt == nil or dueForRefresh(expiresAt, now, counter.ttl) then zsetsDue[name] = true end
+        if expiresAt == nil or dueForRefresh(expiresAt, now, counter.ttl) then
+          zsetsDue[counter.name] = true
+        end
       end
-      local fields = pane.fields
-      fields[#fields + 1] = "c:" .. group
-      if withSum then fields[#fields + 1] = "s:" .. group end
+      pane[#pane + 1] = "c:" .. group
+      if withSum then pane[#pane + 1] = "s:" .. group end
+      checked[#checked + 1] = { cell = cell, counter = counter, paneText = paneText, key = key }
     end
   end
-  for _, key in ipairs(keys) do paneValues[key] = expectNumbers(key, fieldsOf[key].fields) end
-  for _, cell in ipairs(args.cells) do
-    if not sessionCounters[cell[1] + 1] then
-      local counter = counters[cell[1] + 1]
-      local name, kind, paneText, group = counter.name, counter.kind, paneTextOf(cell[2]), cell[3]
-      local key = paneKey(name, paneText)
-      -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
-      -- groups are counted now (the write would, later), an empty pane being new whatever its score.
-      local isNew = paneValues[key]["c:" .. group] == nil
-      if isNew and paneGroups[key] == nil then
-        paneGroups[key] = redis.call("HLEN", key) / fieldsPerGroup(kind)
-        if paneGroups[key] == 0 then zsetsDue[name] = true end
-      end
-      if kind == "distinct" and #cell[8] > 0 then
-        expectHll(hllKey(name, paneText, group))
-        if isNew then expectHll(hllKey(name, paneText, OTHER)) end
-      elseif kind == "quantiles" then
-        local bins = {}
-        for bin in pairs(cell[9]) do bins[#bins + 1] = bin end
-        expectNumbers(quantileKey(name, paneText, group), bins)
-        if isNew then expectNumbers(quantileKey(name, paneText, OTHER), bins) end
-      end
+  for _, key in ipairs(keys) do paneValues[key] = expectNumbers(key, fieldsOf[key]) end
+  for _, item in ipairs(checked) do
+    local cell, counter, paneText, key = item.cell, item.counter, item.paneText, item.key
+    local name, kind, group = counter.name, counter.kind, cell[3]
+    -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
+    -- groups are counted now (the write would, later), an empty pane being new whatever its score.
+    local isNew = paneValues[key]["c:" .. group] == nil
+    if isNew and paneGroups[key] == nil then
+      paneGroups[key] = redis.call("HLEN", key) / fieldsPerGroup(kind)
+      if paneGroups[key] == 0 then zsetsDue[name] = true end
+    end
+    if kind == "distinct" and #cell[8] > 0 then
+      expectHll(hllKey(name, paneText, group))
+      if isNew then expectHll(hllKey(name, paneText, OTHER)) end
+    elseif kind == "quantiles" then
+      local bins = {}
+      for bin in pairs(cell[9]) do bins[#bins + 1] = bin end
+      expectNumbers(quantileKey(name, paneText, group), bins)
+      if isNew then expectNumbers(quantileKey(name, paneText, OTHER), bins) end
     end
   end
   for name in pairs(zsetsDue) do
