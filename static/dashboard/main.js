@@ -43,13 +43,17 @@ function byId(id) {
   return globalThis.document.getElementById(id);
 }
 
-/** Runs `task` now and then `everyMs` after each run ends, until the page goes. */
+/**
+ * Runs `task` now and then `everyMs` after each run ends, until the page goes
+ * or the task answers `false` (asking again cannot change its answer).
+ */
 function every(everyMs, task) {
   async function run() {
+    let again = true;
     try {
-      await task();
+      again = await task() !== false;
     } finally {
-      setTimeout(run, everyMs);
+      if (again) setTimeout(run, everyMs);
     }
   }
   run();

@@ -70,20 +70,25 @@ export class WebhooksView {
     this.#note = note;
   }
 
-  /** Reads the endpoints and their health, and redraws. */
+  /**
+   * Reads the endpoints and their health, and redraws. Answers `false` when
+   * reading again cannot help: the key lacks the admin scope (403), or the
+   * server has no webhooks (404). Both hold until the page is loaded again,
+   * as a new key or a new server config reloads it.
+   */
   async refresh() {
     let endpoints;
     try {
       endpoints = (await api("/v1/webhooks")).webhooks;
     } catch (error) {
       replaceChildren(this.#container);
-      this.#note.textContent =
-        error instanceof ApiError && (error.status === 401 || error.status === 403)
-          ? "Webhook health needs an admin key."
-          : error instanceof ApiError && error.status === 404
-          ? "Webhooks are not enabled on this server."
-          : `Cannot read webhooks: ${error.message}`;
-      return;
+      const status = error instanceof ApiError ? error.status : 0;
+      this.#note.textContent = status === 401 || status === 403
+        ? "Webhook health needs an admin key."
+        : status === 404
+        ? "Webhooks are not enabled on this server."
+        : `Cannot read webhooks: ${error.message}`;
+      return status !== 403 && status !== 404;
     }
     this.#note.textContent = endpoints.length
       ? ""

@@ -388,6 +388,9 @@ browserTest(
       await textMatching(page, CURRENT, /DE\s*1/);
 
       // A read key sees everything but the webhooks, and no replay button.
+      // The page's clock is a fake from here: the webhook list is not asked
+      // for again, as its 403 cannot change while the page has this key.
+      await page.clock.install();
       await page.locator("#forget-key").click();
       await input.waitFor();
       assert.equal(await page.evaluate(() => sessionStorage.getItem("edgestream.key")), null);
@@ -395,6 +398,18 @@ browserTest(
       await input.press("Enter");
       await page.locator("#webhooks-note", { hasText: "needs an admin key" }).waitFor();
       assert.equal(await page.locator(".replay").count(), 0);
+      const webhookReads = () =>
+        log.requests.filter((request) => new URL(request.url()).pathname === "/v1/webhooks")
+          .length;
+      const readsBefore = webhookReads();
+      // Every poll's timer comes due once (webhooks every 10 s, stats every 2 s).
+      const statsRead = page.waitForRequest((request) =>
+        new URL(request.url()).pathname === "/v1/streams"
+      );
+      await page.clock.fastForward(30_000);
+      await statsRead;
+      await page.waitForTimeout(500);
+      assert.equal(webhookReads(), readsBefore);
 
       const apiRequests = log.requests.filter((request) =>
         new URL(request.url()).pathname.startsWith("/v1/")
