@@ -22,12 +22,14 @@
  * applies, replays or refuses it on its own (the same key twice in one group
  * is `in_flight`); its own slice of the result (outcomes, request result),
  * and its promise settles only once the apply that holds it has returned. A
- * failed or timed-out apply ({@linkcode StoreUnavailableError}) rejects every
+ * failed or timed-out apply (`StoreUnavailableError`) rejects every
  * request of the group with the same error, whose `outcome` says whether it
- * may have applied. An apply the store refused (Redis refuses a script that
- * finds a key of one request's overwritten with another type, and then wrote
- * nothing) is made again one request at a time, so that only the requests
- * it concerns fail.
+ * may have applied. An apply the store refused having written nothing
+ * ({@linkcode StoreRefusedError}: Redis found a key of one request's
+ * overwritten with another type) is made again one request at a time, so
+ * that only the requests it concerns fail. Any other error fails the whole
+ * group: a script that failed for another reason may have written part of
+ * it, and applying that part again would count it twice.
  *
  * A group applies its requests in the order they were received (their
  * `nowMs`), at the earliest receive time: concurrent requests have no order
@@ -45,7 +47,7 @@ import {
   batchRequests,
   type Store,
   type StoreBatch,
-  StoreUnavailableError,
+  StoreRefusedError,
 } from "../store/types.ts";
 
 /** Options for {@linkcode GroupCommitter}. */
@@ -237,7 +239,7 @@ export class GroupCommitter implements Pick<Store, "applyBatch"> {
       try {
         result = await this.#store.applyBatch(merge(members));
       } catch (error) {
-        if (members.length === 1 || error instanceof StoreUnavailableError) throw error;
+        if (members.length === 1 || !(error instanceof StoreRefusedError)) throw error;
         // Refused, nothing written: each request alone, in the same order.
         for (const member of members) {
           await this.#store.applyBatch(member.batch).then(member.resolve, member.reject);

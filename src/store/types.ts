@@ -525,6 +525,21 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/**
+ * The store refused a call on what it found (on Redis, `WRONGTYPE`: a key of
+ * another type, or a field holding text the call cannot add to, that
+ * something else wrote there). The scripts that apply a batch, close windows
+ * and fire alerts check every key they may write before their first write,
+ * so one of those refused wrote nothing, and a batch refused for one of its
+ * requests' keys may be applied again without it.
+ */
+export class StoreRefusedError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreRefusedError";
+  }
+}
+
 /** The requests of a batch: its own, or one request of all its events. */
 export function batchRequests(batch: StoreBatch): BatchRequest[] {
   const requests = batch.requests ??

@@ -21,6 +21,7 @@ import {
   type BatchEvent,
   type Store,
   type StoreBatch,
+  StoreRefusedError,
   StoreUnavailableError,
 } from "../../src/store/types.ts";
 import { at, NOW, postEvents, TEST_CONFIG } from "../_fixtures.ts";
@@ -309,7 +310,7 @@ Deno.test("a shared apply the store refused is made again one request at a time:
   const { store, control } = gatedStore();
   const committer = new GroupCommitter(store);
   const options: IngestOptions = { store, nowMs: NOW, groupCommit: committer, inFlight: new Set() };
-  const refused = new Error(
+  const refused = new StoreRefusedError(
     "Redis refused applyBatch: WRONGTYPE edgestream key …: nothing was written",
   );
   control.failures.set(2, refused); // the group
@@ -331,6 +332,25 @@ Deno.test("a shared apply the store refused is made again one request at a time:
   assert.deepEqual(requestSizes(control.batches), [[1], [1, 1, 2], [1], [1], [2]]);
   const stats = await store.stats("orders", ORDERS.counterMetas);
   assert.equal(stats.accepted, 4, "a, b, d and e, once each");
+});
+
+Deno.test("a shared apply that failed other than refused is not made again: it may have written part", async () => {
+  const { store, control } = gatedStore();
+  const committer = new GroupCommitter(store);
+  const options: IngestOptions = { store, nowMs: NOW, groupCommit: committer, inFlight: new Set() };
+  const failed = new Error("Redis refused applyBatch: ERR user_script:1: attempt to compare nil");
+  control.failures.set(2, failed);
+  control.hold();
+  const first = ingestItems(ORDERS, items(order("a")), options);
+  const results = [
+    ingestItems(ORDERS, items(order("b")), options),
+    ingestItems(ORDERS, items(order("c"), order("d")), options),
+  ].map(settle);
+  await until("two requests waiting", () => committer.stats.waiting === 2);
+  control.release();
+  assert.equal((await first).accepted, 1);
+  for (const result of await Promise.all(results)) assert.equal(result, failed);
+  assert.deepEqual(requestSizes(control.batches), [[1], [1, 2]]);
 });
 
 Deno.test("concurrent HTTP requests whose shared apply timed out all get 503 with outcome unknown", async () => {

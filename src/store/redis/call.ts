@@ -7,7 +7,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { StoreUnavailableError, type UnavailableOutcome } from "../types.ts";
+import { StoreRefusedError, StoreUnavailableError, type UnavailableOutcome } from "../types.ts";
 
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
@@ -63,6 +63,9 @@ export function outcomeOf(error: unknown): UnavailableOutcome {
  */
 const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
 
+/** A key of another type or bad text in a field: {@linkcode StoreRefusedError}. */
+const WRONG_KEY = /^WRONGTYPE /;
+
 /** Scripts reply JSON text; the client may already have parsed it. */
 export function fromJson<T>(value: unknown): T {
   return (typeof value === "string" ? JSON.parse(value) : value) as T;
@@ -93,8 +96,9 @@ export class RedisCalls {
   }
 
   /**
-   * Runs `run` with the timeout: a Redis error is rethrown as a plain error
-   * naming `what`; anything else (unreachable, slow, overloaded) becomes a
+   * Runs `run` with the timeout: a Redis error is rethrown naming `what`, as
+   * a {@linkcode StoreRefusedError} for `WRONGTYPE` and a plain error else;
+   * anything else (unreachable, slow, overloaded) becomes a
    * {@linkcode StoreUnavailableError}. Messages never repeat the request.
    */
   async call<T>(what: string, run: () => Promise<T>): Promise<T> {
@@ -116,7 +120,11 @@ export class RedisCalls {
     } catch (error) {
       if (error instanceof StoreUnavailableError) throw error;
       if (isCommandError(error)) {
-        throw new Error(`Redis refused ${what}: ${redisErrorText(error)}`, { cause: error });
+        const text = redisErrorText(error);
+        const message = `Redis refused ${what}: ${text}`;
+        throw WRONG_KEY.test(text)
+          ? new StoreRefusedError(message, { cause: error })
+          : new Error(message, { cause: error });
       }
       const text = redisErrorText(error);
       const hint = REFUSED_TOKEN.test(text) ? " (check UPSTASH_REDIS_REST_TOKEN)" : "";

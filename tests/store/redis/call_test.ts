@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { isCommandError, RedisCalls, redisErrorText } from "../../../src/store/redis/call.ts";
-import { StoreUnavailableError } from "../../../src/store/types.ts";
+import { StoreRefusedError, StoreUnavailableError } from "../../../src/store/types.ts";
 import { Redis } from "@upstash/redis";
 import { redisTest } from "../../_redis.ts";
 
@@ -48,8 +48,19 @@ Deno.test("RedisCalls.call() maps failures: refused → Error, unreachable or sl
       () => Promise.reject(upstashError("ERR bad, command was: secret-events")),
     ),
     (error: Error) =>
-      !(error instanceof StoreUnavailableError) &&
+      !(error instanceof StoreUnavailableError) && !(error instanceof StoreRefusedError) &&
       error.message === "Redis refused applyBatch: ERR bad",
+  );
+  // A key of another type: refused, for the group committer to apply its requests one by one.
+  await assert.rejects(
+    calls.call(
+      "applyBatch",
+      () => Promise.reject(upstashError("WRONGTYPE edgestream key es:{s}:log holds a string")),
+    ),
+    (error: Error) =>
+      error instanceof StoreRefusedError &&
+      error.message ===
+        "Redis refused applyBatch: WRONGTYPE edgestream key es:{s}:log holds a string",
   );
   await assert.rejects(
     calls.call("applyBatch", () => Promise.reject(new TypeError("fetch failed"))),

@@ -11,6 +11,7 @@ import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { rateLimitsFor } from "../../../src/http/browser.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
+import { StoreRefusedError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -133,6 +134,7 @@ async function refusedWhole(
   const before = await snapshot(fixture);
   await send(fixture, "CONFIG", "RESETSTAT");
   await assert.rejects(options.call(), (error: Error) => {
+    assert.ok(error instanceof StoreRefusedError, String(error));
     if (options.read) {
       assert.match(
         error.message,
