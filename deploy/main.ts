@@ -65,6 +65,7 @@ async function setUp() {
     live,
     connections,
     shutdownMs: config.shutdownMs,
+    hostname: config.hostname,
   };
 }
 
@@ -94,12 +95,17 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { app, live, webhooks, connections, shutdownMs, streams: registry } = await ready();
-// Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one.
+const { app, live, webhooks, connections, shutdownMs, hostname, streams: registry } = await ready();
+// Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one. The
+// host is `configFromEnv`'s: loopback only in open mode (which answers only loopback Host names
+// anyway), else HOST or every interface.
 const port = Deno.env.get("PORT");
 let server: Deno.HttpServer<Deno.NetAddr>;
 try {
-  server = Deno.serve(port === undefined ? {} : { port: Number(port) }, app.fetch);
+  server = Deno.serve(
+    port === undefined ? { hostname } : { hostname, port: Number(port) },
+    app.fetch,
+  );
 } catch (error) {
   if (!(error instanceof Deno.errors.AddrInUse)) throw error;
   console.error(`edgestream: PORT: ${port} is already in use`);

@@ -146,7 +146,8 @@ for (
 Deno.test("deploy/main.ts serves the memory store in production with EDGESTREAM_ALLOW_MEMORY=true", async () => {
   const run = runDeploy({ EDGESTREAM_KEYS: `admin:${KEY}`, EDGESTREAM_ALLOW_MEMORY: "true" });
   try {
-    const [, port] = await run.seen(/Listening on http:\/\/[^\s]*?:(\d+)\//);
+    const [, host, port] = await run.seen(/Listening on http:\/\/([^\s/]*?):(\d+)\//);
+    assert.equal(host, "0.0.0.0", "with keys, every interface, as HOST's default");
     const res = await fetch(`http://127.0.0.1:${port}/readyz`);
     assert.deepEqual(await res.json(), { status: "ready", store: "memory" });
   } finally {
@@ -155,10 +156,12 @@ Deno.test("deploy/main.ts serves the memory store in production with EDGESTREAM_
   }
 });
 
-Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis", async () => {
+Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis, listening on loopback only", async () => {
   const run = runDeploy({ DENO_TIMELINE: "preview/abc123" });
   try {
-    await run.seen(/Listening on http:\/\//);
+    const [, host] = await run.seen(/Listening on http:\/\/([^\s/]*?):\d+\//);
+    // Open mode, as src/main.ts: no other machine reaches it.
+    assert.equal(host, "127.0.0.1");
   } finally {
     run.child.kill("SIGTERM");
     await run.done;
