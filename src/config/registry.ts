@@ -43,6 +43,7 @@ import {
   type StoreBatch,
   type StoredDefinition,
   StoreUnavailableError,
+  StreamChangedError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
@@ -287,6 +288,22 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
    */
   generationOfBatch(batch: Pick<StoreBatch, "stream" | "counters">): number {
     return this.#generations.get(batch.counters) ?? this.generationOf(batch.stream);
+  }
+
+  /**
+   * Whether a batch was built from an incarnation of its stream this
+   * instance no longer serves: the stream was deleted, or deleted and
+   * created again, since (see {@linkcode StreamChangedError}).
+   */
+  outlived(batch: Pick<StoreBatch, "stream" | "counters">): boolean {
+    const generation = this.#generations.get(batch.counters);
+    if (generation === undefined) return false;
+    return this.#entries.get(batch.stream)?.generation !== generation;
+  }
+
+  /** Reads a stream's record again and serves what it says; resolves once done. */
+  async reload(name: string): Promise<void> {
+    await this.#load(name);
   }
 
   /**
@@ -755,41 +772,73 @@ class RegistryStore implements Store {
     return generationKey(stream, this.registry.generationOf(stream));
   }
 
+  /**
+   * The key of a stream whose windows are read, closed or fired on: a config
+   * stream not recorded yet is recorded (and checked) first, as for an apply,
+   * so an instance whose file conflicts with the store's counters neither
+   * closes the store's windows by its own definition nor reads them (409).
+   */
+  async #checkedKey(stream: string): Promise<string> {
+    if (!this.registry.isRecorded(stream)) await this.registry.recordConfigStream(stream);
+    return this.#key(stream);
+  }
+
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     // A config stream not recorded yet (the store was unreachable at startup) is now, first.
     if (!this.registry.isRecorded(batch.stream)) {
       await this.registry.recordConfigStream(batch.stream);
     }
+    // Deleted (and maybe created again) here since the batch was built: its data would count
+    // nowhere. The store checks the same for changes made elsewhere.
+    if (this.registry.outlived(batch)) {
+      throw new StreamChangedError(
+        batch.stream,
+        this.registry.describe(batch.stream)?.version ?? 0,
+      );
+    }
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
     // The file's streams are authoritative here: a stored version of one changes nothing.
     const watchDefinition = this.registry.describe(batch.stream)?.source !== "config";
-    const result = await this.#store.applyBatch({ ...batch, stream, watchDefinition });
+    let result: ApplyResult;
+    try {
+      result = await this.#store.applyBatch({ ...batch, stream, watchDefinition });
+    } catch (error) {
+      // Changed elsewhere: serve what the store holds now, so that a request made again finds it.
+      if (error instanceof StreamChangedError) {
+        await this.registry.reload(batch.stream).catch(() => {});
+      }
+      throw error;
+    }
     if (result.definitionVersion) this.registry.noteVersion(batch.stream, result.definitionVersion);
     return result;
   }
-  panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]> {
-    return this.#store.panes(this.#key(stream), counter, range);
+  async panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]> {
+    return await this.#store.panes(await this.#checkedKey(stream), counter, range);
   }
-  readWindows(
+  async readWindows(
     stream: string,
     counter: CounterMeta,
     windows: WindowRead[],
     options?: ReadOptions,
   ): Promise<WindowValue[]> {
-    return this.#store.readWindows(this.#key(stream), counter, windows, options);
+    return await this.#store.readWindows(await this.#checkedKey(stream), counter, windows, options);
   }
-  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
-    return this.#store.readSessions(this.#key(stream), counter, range);
+  async readSessions(
+    stream: string,
+    counter: CounterMeta,
+    range: SessionRange,
+  ): Promise<SessionValue[]> {
+    return await this.#store.readSessions(await this.#checkedKey(stream), counter, range);
   }
   async closeWindows(
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindow[]> {
-    return await this.#store.closeWindows(this.#key(stream), counters, options);
+    return await this.#store.closeWindows(await this.#checkedKey(stream), counters, options);
   }
-  fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
-    return this.#store.fireAlerts(this.#key(stream), firings);
+  async fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
+    return await this.#store.fireAlerts(await this.#checkedKey(stream), firings);
   }
   appendLog(stream: string, records: LogRecord[]): Promise<void> {
     return this.#store.appendLog(this.#key(stream), records);

@@ -17,7 +17,7 @@ import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
 import { type CompiledStream, StreamDefinitionError, StreamRegistry } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
-import { StoreUnavailableError } from "../store/types.ts";
+import { StoreUnavailableError, StreamChangedError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 import { isIngestRequest } from "./_ingest_path.ts";
 import { requestIdOf } from "./request_id.ts";
@@ -114,6 +114,14 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       // Another instance (or this one, when the connection broke) can take it.
       headers: error.code === "body_interrupted" ? { "Retry-After": "1" } : undefined,
       details: error.details,
+      cause: error,
+    });
+  }
+  if (error instanceof StreamChangedError) {
+    // Made again once on what is served already: changed once more meanwhile.
+    return new ApiError(503, "stream_changed", error.message, {
+      headers: { "Retry-After": "1" },
+      details: { outcome: "not_applied" },
       cause: error,
     });
   }

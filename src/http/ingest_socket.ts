@@ -69,7 +69,7 @@ import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
-import type { Store } from "../store/types.ts";
+import { type Store, StreamChangedError } from "../store/types.ts";
 import {
   activeSpanLinks,
   type IngestScope,
@@ -257,6 +257,7 @@ const logger = getLogger(["edgestream", "http", "ws"]);
  */
 const RETRYABLE_CODES = new Set([
   "store_unavailable",
+  "stream_changed",
   "idempotency_key_in_flight",
   "rate_limited",
   "stream_lookup_busy",
@@ -547,14 +548,23 @@ class IngestConnection implements HeldConnection {
       return this.#errorReply(seq, false, read.error);
     }
     try {
-      const target = await this.#target();
-      this.#stream = target.stream;
-      const reply = await ingestItems(target.stream, read.items, {
-        ...this.#deps.ingestOptions(target.stream.name),
-        store: this.#deps.store,
-        nowMs: this.#deps.now(),
-        idempotency: read.idempotency,
-        rateLimits: target.rateLimits,
+      const ingest = async (items: typeof read.items) => {
+        const target = await this.#target();
+        this.#stream = target.stream;
+        return await ingestItems(target.stream, items, {
+          ...this.#deps.ingestOptions(target.stream.name),
+          store: this.#deps.store,
+          nowMs: this.#deps.now(),
+          idempotency: read.idempotency,
+          rateLimits: target.rateLimits,
+        });
+      };
+      const reply = await ingest(read.items).catch((error) => {
+        if (!(error instanceof StreamChangedError)) throw error;
+        // Deleted or created again meanwhile, nothing applied: once more on the stream served
+        // now (not found when deleted), from the frame's text as it came.
+        const again = readFrame(frame.text, this.#deps.limits);
+        return ingest(again.ok ? again.items : read.items);
       });
       scope.answered({ ...reply, rejected: reply.rejected.length });
       return { type: "ack", seq, ...reply };

@@ -13,7 +13,12 @@ import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
 import { currentWindow, listTopWindows, listWindows } from "../query/mod.ts";
-import { type Store, StoreUnavailableError, type StreamStats } from "../store/mod.ts";
+import {
+  type Store,
+  StoreUnavailableError,
+  StreamChangedError,
+  type StreamStats,
+} from "../store/mod.ts";
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
@@ -261,12 +266,20 @@ function ingest(deps: StreamRouteDeps) {
         const problem = idempotencyKeyProblem(key);
         if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
       }
-      const reply = await ingestItems(stream, items, {
-        ...deps.ingestOptions(stream.name),
-        store: deps.store,
-        nowMs: deps.now(),
-        idempotency: key === undefined ? undefined : { key, body: bytes },
-        rateLimits: rateLimitsFor(stream, grant),
+      const ingest = (target: CompiledStream, events: typeof items) =>
+        ingestItems(target, events, {
+          ...deps.ingestOptions(target.name),
+          store: deps.store,
+          nowMs: deps.now(),
+          idempotency: key === undefined ? undefined : { key, body: bytes },
+          rateLimits: rateLimitsFor(target, grant),
+        });
+      const reply = await ingest(stream, items).catch(async (error) => {
+        if (!(error instanceof StreamChangedError)) throw error;
+        // Deleted or created again meanwhile, nothing applied: once more on the stream served
+        // now (404 when deleted), from the body as it came.
+        const current = await findServedStream(deps.streams, name);
+        return ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       });
       // One object for the span and the log line.
       const counts: {

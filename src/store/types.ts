@@ -220,9 +220,12 @@ export interface StoreBatch {
   };
   /**
    * Whether to read the stream's definition version into
-   * {@linkcode ApplyResult.definitionVersion}: false for a stream whose
-   * definition does not change at run time (the config file's), which
-   * spares the store that read. @default {true}
+   * {@linkcode ApplyResult.definitionVersion}, and to refuse the batch with
+   * {@linkcode StreamChangedError} when the definition record says the
+   * stream's generation (the one in {@linkcode StoreBatch.stream}, see
+   * `generationKey`) was deleted: false for a stream whose definition does
+   * not change at run time (the config file's), which spares the store that
+   * read. @default {true}
    */
   watchDefinition?: boolean;
 }
@@ -537,6 +540,29 @@ export class StoreRefusedError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "StoreRefusedError";
+  }
+}
+
+/**
+ * A batch built from a stream's definition that is no longer the stream's:
+ * the stream was deleted, or deleted and created again (a new generation),
+ * since. The store wrote nothing: the batch belongs to an incarnation no one
+ * reads any more, so applying it would acknowledge events that count nowhere.
+ */
+export class StreamChangedError extends Error {
+  /** The stream's name. */
+  readonly stream: string;
+  /** The version of its definition the store holds (0 when unknown). */
+  readonly version: number;
+
+  constructor(stream: string, version: number, options?: ErrorOptions) {
+    super(
+      `Stream '${stream}' was deleted or created again while this request was being applied; nothing was applied`,
+      options,
+    );
+    this.name = "StreamChangedError";
+    this.stream = stream;
+    this.version = version;
   }
 }
 

@@ -29,6 +29,7 @@ import {
   type StoreBatch,
   type StoredDefinition,
   StoreUnavailableError,
+  StreamChangedError,
 } from "../../src/store/mod.ts";
 import { DownDefinitions } from "../_fixtures.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
@@ -152,6 +153,85 @@ redisTest(
       `/v1/streams/signups/counters/perMinute?from=${now - 600_000}&to=${now + 600_000}`,
     )).json();
     assert.deepEqual(windows.windows, []);
+  },
+);
+
+redisTest(
+  "An instance that still serves a stream deleted and created again elsewhere applies nothing to the old one: its ingest counts in the new",
+  async (fixture) => {
+    const [a, b] = [await instance(fixture), await instance(fixture)];
+    await put(a, "signups", SIGNUPS);
+    assert.equal((await ingest(b, "signups", [{ plan: "pro" }])).status, 202);
+    await a.app.request("/v1/streams/signups", { method: "DELETE" });
+    assert.equal((await put(a, "signups", SIGNUPS)).status, 201);
+    // B never polled: it still serves the first incarnation when these arrive.
+    for (let i = 0; i < 3; i++) {
+      const reply = await ingest(b, "signups", [{ plan: "free" }]);
+      assert.equal(reply.status, 202);
+      assert.equal((await reply.json()).accepted, 1);
+    }
+    for (const at of [a, b]) {
+      const stats = (await getStream(at, "signups")).body.stats;
+      assert.deepEqual([stats.accepted, stats.applied], [3, 3], "every acknowledged event counts");
+    }
+    const now = Date.now();
+    const windows = await (await a.app.request(
+      `/v1/streams/signups/counters/perMinute?from=${now - 600_000}&to=${now + 600_000}`,
+    )).json();
+    assert.deepEqual(windows.windows.map((row: { value: number }) => row.value), [3]);
+  },
+);
+
+redisTest(
+  "An instance that still serves a stream deleted elsewhere acknowledges nothing for it: 404",
+  async (fixture) => {
+    const [a, b] = [await instance(fixture), await instance(fixture)];
+    await put(a, "signups", SIGNUPS);
+    assert.equal((await ingest(b, "signups", [{ plan: "pro" }])).status, 202);
+    await a.app.request("/v1/streams/signups", { method: "DELETE" });
+    const reply = await ingest(b, "signups", [{ plan: "free" }]);
+    assert.equal(reply.status, 404);
+    assert.equal((await reply.json()).error.code, "stream_not_found");
+    assert.equal(b.streams.has("signups"), false);
+  },
+);
+
+redisTest(
+  "A WebSocket frame on an instance that still serves a stream deleted and created again elsewhere counts in the new one",
+  async (fixture) => {
+    const [a, b] = [await instance(fixture), await instance(fixture)];
+    await put(a, "signups", SIGNUPS);
+    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, b.app.fetch);
+    const socket = new WebSocket(`ws://127.0.0.1:${server.addr.port}/v1/streams/signups/ws`);
+    const replies: { type: string; seq: number; accepted?: number }[] = [];
+    socket.onmessage = (event) => replies.push(JSON.parse(event.data));
+    try {
+      await new Promise((resolve, reject) => {
+        socket.onopen = resolve;
+        socket.onerror = reject;
+      });
+      const send = async (seq: number) => {
+        socket.send(JSON.stringify({ seq, events: [{ plan: "free" }] }));
+        await waitFor(() => replies.some((reply) => reply.seq === seq), `reply ${seq}`);
+        return replies.find((reply) => reply.seq === seq)!;
+      };
+      assert.equal((await send(1)).accepted, 1);
+      await a.app.request("/v1/streams/signups", { method: "DELETE" });
+      assert.equal((await put(a, "signups", SIGNUPS)).status, 201);
+      assert.deepEqual(await send(2), {
+        type: "ack",
+        seq: 2,
+        accepted: 1,
+        duplicates: 0,
+        late: 0,
+        filtered: 0,
+        rejected: [],
+      });
+      assert.equal((await getStream(a, "signups")).body.stats.applied, 1);
+    } finally {
+      socket.close();
+      await server.shutdown();
+    }
   },
 );
 
@@ -353,7 +433,7 @@ Deno.test("StreamRegistry polls every 2 s by default, so a new stream is served 
   }
 });
 
-Deno.test("An ingest built from a deleted stream's definition lands in its old incarnation, not in the re-created one", async () => {
+Deno.test("An ingest built from a deleted stream's definition applies nothing: neither in its old incarnation, which counts nowhere, nor in the re-created one", async () => {
   const nowMs = Date.parse("2026-01-01T00:00:00Z");
   const store = new MemoryStore({ now: () => nowMs });
   const streams = new StreamRegistry(compileConfig({ streams: {} }));
@@ -365,12 +445,15 @@ Deno.test("An ingest built from a deleted stream's definition lands in its old i
   await streams.put("signups", {
     counters: { perMinute: { window: { tumbling: "5m" }, aggregate: "count" } },
   });
-  await ingestItems(held, [{ ok: true as const, value: { plan: "pro" } }], {
-    store: wrapped,
-    nowMs,
-  });
+  await assert.rejects(
+    ingestItems(held, [{ ok: true as const, value: { plan: "pro" } }], {
+      store: wrapped,
+      nowMs,
+    }),
+    StreamChangedError,
+  );
   assert.equal((await wrapped.stats("signups", [])).applied, 0);
-  assert.equal((await store.stats(generationKey("signups", 1), [])).applied, 1);
+  assert.equal((await store.stats(generationKey("signups", 1), [])).applied, 0);
   assert.equal((await store.stats(generationKey("signups", 2), [])).applied, 0);
 });
 
@@ -514,6 +597,9 @@ Deno.test("a config stream not recorded at startup is recorded before its first 
   });
   assert.equal(refused.status, 503, "nothing counted while the check cannot be made");
   await refused.body?.cancel();
+  const unread = await app.request("/v1/streams/orders/counters/perMinute/current");
+  assert.equal(unread.status, 503, "nor read, from a generation not known yet");
+  await unread.body?.cancel();
   definitions.down = false;
   const accepted = await app.request("/v1/streams/orders/events", {
     method: "POST",
@@ -570,6 +656,21 @@ Deno.test("a config stream that conflicts with the store, found after startup, t
     assert.equal(error.code, "counter_changed");
     assert.match(error.message, /cannot change the window, aggregate or groupBy of counter 'n'/);
   }
+  // Nor are the store's windows closed by this file's definition, or read as if they were its.
+  const sweep = await app.request("/v1/admin/sweep", { method: "POST" });
+  assert.equal(sweep.status, 200);
+  const swept = await sweep.json();
+  assert.deepEqual(swept.closed, []);
+  assert.deepEqual(
+    swept.failed.map((item: { stream: string; error: { code: string } }) => [
+      item.stream,
+      item.error.code,
+    ]),
+    [["orders", "counter_changed"]],
+  );
+  const read = await app.request("/v1/streams/orders/counters/n/current");
+  assert.equal(read.status, 409);
+  assert.equal((await read.json()).error.code, "counter_changed");
   assert.equal(streams.isRecorded("orders"), false);
 });
 

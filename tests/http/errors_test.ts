@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { errorResponse } from "../../src/http/errors.ts";
-import { StoreUnavailableError } from "../../src/store/mod.ts";
+import { StoreUnavailableError, StreamChangedError } from "../../src/store/mod.ts";
 
 Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only, a retry on reads", async () => {
   const app = new Hono();
@@ -29,4 +29,22 @@ Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-
       "Redis did not answer within 5000 ms; it may have been applied: read the state back before sending it again",
     );
   }
+});
+
+Deno.test("a batch of a stream deleted or created again meanwhile is a 503 stream_changed: nothing applied, retry", async () => {
+  const app = new Hono();
+  app.onError((error, c) => errorResponse(error, c));
+  app.all("*", () => {
+    throw new StreamChangedError("orders", 4);
+  });
+  const res = await app.request("/v1/streams/orders/events", { method: "POST" });
+  assert.equal(res.status, 503);
+  assert.equal(res.headers.get("Retry-After"), "1");
+  const { error } = await res.json();
+  assert.equal(error.code, "stream_changed");
+  assert.deepEqual(error.details, { outcome: "not_applied" });
+  assert.match(
+    error.message,
+    /^Stream 'orders' was deleted or created again .*nothing was applied$/,
+  );
 });

@@ -16,6 +16,7 @@ import {
   splitGenerationKey,
   type Store,
   type StoreBatch,
+  StreamChangedError,
 } from "../../src/store/mod.ts";
 import { redisTest, withDirect } from "../_redis.ts";
 
@@ -151,15 +152,45 @@ const applyScenarios: Record<
     await definitions.write("orders", record(), 0);
     await definitions.write("orders", record(), 1);
     assert.equal((await store.applyBatch(batch(generationKey("orders", 1)))).definitionVersion, 2);
-    assert.equal((await store.applyBatch(batch("orders"))).definitionVersion, 2);
     assert.equal((await store.applyBatch(batch("other"))).definitionVersion, 0);
+  },
+
+  async "applyBatch() of a generation the record says is gone applies nothing"(
+    { store, definitions },
+  ) {
+    await definitions.write("orders", record(), 0);
+    // Created again: generation 2.
+    await definitions.write("orders", record({ generation: 2 }), 1);
+    for (const stale of [generationKey("orders", 1), "orders"]) {
+      await assert.rejects(store.applyBatch(batch(stale)), (error: Error) => {
+        assert.ok(error instanceof StreamChangedError);
+        assert.deepEqual([error.stream, error.version], ["orders", 2]);
+        return true;
+      });
+      assert.equal((await store.stats(stale, [])).accepted, 0);
+    }
+    assert.equal((await store.applyBatch(batch(generationKey("orders", 2)))).definitionVersion, 2);
+    // Deleted: no generation is read any more.
+    await definitions.write(
+      "orders",
+      record({ generation: 2, deleted: true, definition: null }),
+      2,
+    );
+    await assert.rejects(store.applyBatch(batch(generationKey("orders", 2))), StreamChangedError);
+    assert.equal((await store.stats(generationKey("orders", 2), [])).accepted, 1);
+    // A stream whose definition does not change at run time is not checked.
+    const unwatched = await store.applyBatch({ ...batch("orders"), watchDefinition: false });
+    assert.equal(unwatched.definitionVersion, 0);
   },
 
   async "applyBatch() without watchDefinition reads no version"({ store, definitions }) {
     await definitions.write("orders", record(), 0);
-    const unwatched = await store.applyBatch({ ...batch("orders"), watchDefinition: false });
+    const unwatched = await store.applyBatch({
+      ...batch(generationKey("orders", 1)),
+      watchDefinition: false,
+    });
     assert.equal(unwatched.definitionVersion, 0);
-    assert.equal((await store.applyBatch(batch("orders"))).definitionVersion, 1);
+    assert.equal((await store.applyBatch(batch(generationKey("orders", 1)))).definitionVersion, 1);
   },
 
   async "generations keep a stream's data apart"({ store }) {

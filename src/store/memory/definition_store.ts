@@ -63,4 +63,14 @@ export class MemoryDefinitionStore implements DefinitionStore {
   versionOf(name: string): number {
     return this.#records.get(name)?.version ?? 0;
   }
+
+  /**
+   * Whether a stream's record says its data of `generation` is no longer
+   * read: the stream was deleted, or created again under another generation.
+   * False for a name without a record.
+   */
+  outlives(name: string, generation: number): boolean {
+    const record = this.#records.get(name);
+    return record !== undefined && (record.deleted || record.generation !== generation);
+  }
 }

@@ -40,6 +40,7 @@ import {
   type SessionValue,
   type Store,
   type StoreBatch,
+  StreamChangedError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
@@ -217,6 +218,13 @@ export class MemoryStore implements Store {
   }
 
   #apply(given: StoreBatch): ApplyResult {
+    if (given.watchDefinition !== false && this.#definitions) {
+      // As the Redis store: nothing applied to a generation its record says is gone.
+      const { stream: name, generation } = splitGenerationKey(given.stream);
+      if (this.#definitions.outlives(name, generation)) {
+        throw new StreamChangedError(name, this.#definitions.versionOf(name));
+      }
+    }
     const now = given.nowMs;
     const requests = batchRequests(given);
     this.#sweep(now);

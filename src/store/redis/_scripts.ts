@@ -306,7 +306,9 @@ end
  * 60 s (`CALL_REPLY_TTL_MS`) returns the reply that one returned, applying nothing.
  *
  * KEYS[2], when given, is the stream's definition record (`<prefix>:{<stream>}:def`, see
- * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none).
+ * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none). When the
+ * record says the stream was deleted, or names another generation than `gen` in ARGV[1], the call
+ * writes nothing and returns `{"gone": 1, "v": version}`.
  *
  * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late, 3 skipped>",
  * "wm": "<ms>", "d": [type, …], "r": [result, …], "v": version}`, `d` naming the log record
@@ -343,7 +345,15 @@ end
 -- The stream's definition version (KEYS[2], outside every generation, same slot):
 -- an instance holding an older one reloads the definition.
 local definitionVersion = 0
-if KEYS[2] then definitionVersion = tonumber(redis.call("HGET", KEYS[2], "v")) or 0 end
+if KEYS[2] then
+  local record = redis.call("HMGET", KEYS[2], "v", "g", "x")
+  definitionVersion = tonumber(record[1]) or 0
+  -- The stream deleted, or created again (another generation), since the caller read it: what
+  -- this call wrote would count nowhere. Nothing was written yet (above: reads only).
+  if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= args.gen)) then
+    return cjson.encode({ gone = 1, v = definitionVersion })
+  end
+end
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}

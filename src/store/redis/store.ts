@@ -39,6 +39,7 @@ import {
   type SessionValue,
   type Store,
   type StoreBatch,
+  StreamChangedError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
@@ -374,27 +375,27 @@ export class RedisStore implements Store {
         return bin === undefined ? [index, u.value] : [index, u.value, bin];
       })
     );
-    return await this.#call("applyBatch", async () => {
-      const keys = [this.keyPrefix(batch.stream)];
-      // KEYS[2] absent: the script does not read the definition version.
-      if (batch.watchDefinition !== false) {
-        keys.push(definitionKey(this.#prefix, splitGenerationKey(batch.stream).stream));
-      }
-      const reply = fromJson<
-        { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number }
-      >(
-        await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent, times]),
-      );
-      // A client with automatic deserialization may turn "000" into 0: pad back.
-      const digits = String(reply.o).padStart(batch.events.length, "0");
-      return {
-        outcomes: [...digits].map((digit) => OUTCOMES[Number(digit)]),
-        requests: asArray<ScriptResult>(reply.r).map(requestResult),
-        watermark: reply.wm === "" ? null : Number(reply.wm),
-        demand: asArray<string>(reply.d),
-        definitionVersion: Number(reply.v ?? 0),
-      };
-    });
+    const { stream: name, generation } = splitGenerationKey(batch.stream);
+    const keys = [this.keyPrefix(batch.stream)];
+    // KEYS[2] absent: the script does not read the definition record.
+    if (batch.watchDefinition !== false) {
+      keys.push(definitionKey(this.#prefix, name));
+      (header as { gen?: number }).gen = generation;
+    }
+    const reply = await this.#call("applyBatch", async () =>
+      fromJson<
+        { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number; gone?: 1 }
+      >(await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent, times])));
+    if (reply.gone) throw new StreamChangedError(name, Number(reply.v ?? 0));
+    // A client with automatic deserialization may turn "000" into 0: pad back.
+    const digits = String(reply.o).padStart(batch.events.length, "0");
+    return {
+      outcomes: [...digits].map((digit) => OUTCOMES[Number(digit)]),
+      requests: asArray<ScriptResult>(reply.r).map(requestResult),
+      watermark: reply.wm === "" ? null : Number(reply.wm),
+      demand: asArray<string>(reply.d),
+      definitionVersion: Number(reply.v ?? 0),
+    };
   }
 
   panes(stream: string, counter: CounterMeta, { fromMs, toMs }: TimeRange): Promise<number[]> {

@@ -1017,8 +1017,8 @@ redisTest(
     assert.equal(calls.get("hset"), 4, "the two panes, the dedupe ids and the stats");
     assert.equal(
       calls.get("hmget"),
-      6,
-      "the three panes (checked before any write), both dedupe buckets and the stats",
+      7,
+      "the three panes (checked before any write), both dedupe buckets, the stats and the definition record",
     );
     const windows = await listWindows(
       stream("three"),
