@@ -10,7 +10,9 @@
  * here into `args`, and reads its fields into named locals first thing.
  * A script that writes may take a one-time token in `args.tk` and keep its
  * reply under `call:<token>` (`callReply`, `keepReply`): the same call sent
- * again answers that reply instead of running again.
+ * again answers that reply instead of running again. A script that writes checks the keys it may
+ * write before its first write (`refuseKey`, `expectType`, `readKey`): Redis keeps what a script
+ * wrote before one of its commands failed.
  *
  * @module
  */
@@ -45,6 +47,36 @@ end
 local function keepReply(key, reply)
   if key then redis.call("SET", key, reply, "PX", ${CALL_REPLY_TTL_MS}) end
   return reply
+end
+-- Redis does not undo what a script wrote before one of its commands failed, and a command fails on
+-- a key of another type (one that something else wrote over). So a script that writes checks every
+-- key it may write before its first write (by reading it, or here), and one that finds a key of the
+-- wrong type writes nothing and fails naming it.
+local function refuseKey(key, found, expected)
+  error({ err = "WRONGTYPE edgestream key " .. key .. " holds " .. found .. " where " .. expected ..
+    " belongs: nothing was written (delete or repair the key)" })
+end
+-- Refuses key unless it is of type expected or absent; returns its type ("none" when absent).
+local function expectType(key, expected)
+  local found = redis.call("TYPE", key).ok
+  if found ~= "none" and found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
+  return found
+end
+-- A read (command key ...) of a key that must be of type expected or absent: its reply, or, when
+-- Redis refuses it for the key's type, a refusal naming the key (see refuseKey).
+local function readKey(expected, command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == "table" and reply.err then
+    local found = redis.call("TYPE", key).ok
+    if found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
+    error(reply)
+  end
+  return reply
+end
+-- Text HINCRBY adds to: an integer without a plus sign, a leading zero or -0 (within 18 digits).
+local function isIntegerText(text)
+  local digits = string.match(text, "^%-?([1-9]%d*)$")
+  return text == "0" or (digits ~= nil and #digits <= 18)
 end
 `;
 

@@ -109,18 +109,6 @@ local function writeStats(fields, statsExpireAt, now, ttl)
   redis.call("HSET", STATS_KEY, unpack(fields))
   if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(ttl)) end
 end
--- Redis does not undo what a script wrote before one of its commands failed, and a command fails on
--- a key of another type (one that something else wrote over). So a script that writes checks every
--- key it may write before its first write (by reading it, or here), and one that finds a key of the
--- wrong type writes nothing and fails naming it.
-local function refuseKey(key, found, expected)
-  error({ err = "WRONGTYPE edgestream key " .. key .. " holds " .. found .. " where " .. expected ..
-    " belongs: nothing was written (delete or repair the key)" })
-end
-local function expectType(key, expected)
-  local found = redis.call("TYPE", key).ok
-  if found ~= "none" and found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
-end
 -- The result log as XADD * takes it: a stream whose entry ids are not used up.
 local function expectLog()
   local last = redis.pcall("XREVRANGE", LOG_KEY, "+", "-", "COUNT", 1)
@@ -143,11 +131,6 @@ local function expectHll(key)
     (encoding == 0 and redis.call("STRLEN", key) ~= 12304) then
     refuseKey(key, "a string", "a HyperLogLog")
   end
-end
--- Text HINCRBY adds to: an integer without a plus sign, a leading zero or -0 (within 18 digits).
-local function isIntegerText(text)
-  local digits = string.match(text, "^%-?([1-9]%d*)$")
-  return text == "0" or (digits ~= nil and #digits <= 18)
 end
 -- Text HINCRBYFLOAT adds to: a finite number without spaces.
 local function isFloatText(text)
