@@ -11,8 +11,8 @@ import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { rateLimitsFor } from "../../../src/http/browser.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { StoreRefusedError } from "../../../src/store/types.ts";
-import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
+import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { keyLike, refusedWhole, send } from "./_key_checks.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 600_000;
@@ -42,23 +42,6 @@ const STREAMS = compileConfig({
 const S = STREAMS.get("s")!;
 const VISITS = STREAMS.get("visits")!;
 
-/** Commands that change what Redis holds, of those the scripts use. */
-const WRITES = [
-  "hset",
-  "hincrby",
-  "hincrbyfloat",
-  "hdel",
-  "pfadd",
-  "pfmerge",
-  "zadd",
-  "zrem",
-  "zremrangebyscore",
-  "xadd",
-  "pexpire",
-  "set",
-  "del",
-];
-
 function redisStore(fixture: RedisFixture): RedisStore {
   const redis = new Redis({
     url: fixture.restUrl,
@@ -87,71 +70,9 @@ async function ingest(stream: CompiledStream, store: RedisStore, list: object[])
   return await ingestItems(stream, items(list), { store, nowMs: NOW });
 }
 
-/**
- * Every key and what it holds (DUMP), for comparing before and after; of a HyperLogLog its
- * registers, without the cardinality PFCOUNT caches in its header (16 bytes).
- */
-async function snapshot(fixture: RedisFixture): Promise<Map<string, unknown>> {
-  return await withDirect(fixture.redisUrl, async (send) => {
-    const out = new Map<string, unknown>();
-    for (const key of (await send("KEYS", "*")) as string[]) {
-      const hll = await send("TYPE", key) === "string" &&
-        await send("GETRANGE", key, "0", "3") === "HYLL";
-      out.set(key, hll ? await send("GETRANGE", key, "16", "-1") : await send("DUMP", key));
-    }
-    return out;
-  });
-}
-
-/** The one key matching `pattern` (a Redis glob). */
-async function keyLike(fixture: RedisFixture, pattern: string): Promise<string> {
-  const keys = await withDirect(fixture.redisUrl, (send) => send("KEYS", pattern)) as string[];
-  assert.equal(keys.length, 1, `one key like ${pattern}: ${JSON.stringify(keys)}`);
-  return keys[0];
-}
-
 /** The key `name` under a stream's prefix (where its stats are), whether it exists or not. */
 async function streamKey(fixture: RedisFixture, stream: string, name: string): Promise<string> {
   return (await keyLike(fixture, `*{${stream}}:stats`)).replace(/stats$/, name);
-}
-
-async function send(fixture: RedisFixture, ...args: string[]): Promise<unknown> {
-  return await withDirect(fixture.redisUrl, (direct) => direct(...args));
-}
-
-/**
- * Runs `call` against a store with `key` corrupted (by `corrupt`), asserts it is refused naming
- * the key (or, with `read`, by Redis itself: a key the script reads anyway) and that no write
- * command ran and no other key changed; then deletes `key`.
- */
-async function refusedWhole(
-  fixture: RedisFixture,
-  key: string,
-  options: { corrupt: string[]; call: () => Promise<unknown>; read?: boolean },
-): Promise<void> {
-  await send(fixture, "DEL", key);
-  await send(fixture, ...options.corrupt);
-  const before = await snapshot(fixture);
-  await send(fixture, "CONFIG", "RESETSTAT");
-  await assert.rejects(options.call(), (error: Error) => {
-    assert.ok(error instanceof StoreRefusedError, String(error));
-    if (options.read) {
-      assert.match(
-        error.message,
-        /WRONGTYPE Operation against a key holding the wrong kind of value/,
-      );
-    } else {
-      assert.match(error.message, /WRONGTYPE edgestream key /);
-      assert.ok(error.message.includes(key), error.message);
-      assert.match(error.message, /nothing was written/);
-    }
-    return true;
-  });
-  const info = String(await send(fixture, "INFO", "commandstats"));
-  const ran = [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)].map((match) => match[1]);
-  assert.deepEqual(ran.filter((name) => WRITES.includes(name)), [], info);
-  assert.deepEqual(await snapshot(fixture), before);
-  await send(fixture, "DEL", key);
 }
 
 /** The `count` counter's window at T0, by group. */
