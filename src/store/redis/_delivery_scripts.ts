@@ -46,8 +46,13 @@ local function indexKey(ep) return P .. "ix:" .. ep end
 local function deadKey(ep) return P .. "dd:" .. ep end
 local function cursorKey(stream) return P .. "cur:" .. stream end
 local function leaseKey(name) return P .. "lease:" .. name end
+-- Every key a writing script may write is read or checked before its first write (see refuseKey).
+local function expectZsets(...)
+  for _, key in ipairs({ ... }) do expectType(key, "zset") end
+end
+local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
 local function hash(key)
-  local flat = redis.call("HGETALL", key)
+  local flat = readKey("hash", "HGETALL", key)
   local t = {}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
@@ -64,8 +69,8 @@ local function endpointRows(ids)
 end
 -- A stream's dispatch cursor and planned page end ("" for none).
 local function readCursor(stream)
-  local key = cursorKey(stream)
-  return redis.call("HGET", key, "c") or "", redis.call("HGET", key, "p") or ""
+  local stored = readKey("hash", "HMGET", cursorKey(stream), "c", "p")
+  return stored[1] or "", stored[2] or ""
 end
 -- Moves a stream's cursor to last and clears its plan.
 local function moveCursor(stream, last, ttl)
@@ -78,12 +83,9 @@ end
 local function takeLease(name, token, ttl)
   local key = leaseKey(name)
   if redis.call("SET", key, token, "NX", "PX", ttl) then return 1 end
-  return redis.call("GET", key) == token and 1 or 0
+  return readKey("string", "GET", key) == token and 1 or 0
 end
-local function releaseLease(name, token)
-  local key = leaseKey(name)
-  if redis.call("GET", key) == token then redis.call("DEL", key) end
-end
+local function holdsLease(name, token) return readKey("string", "GET", leaseKey(name)) == token end
 -- Keeps qe's score of an endpoint at the earliest due time of its queue.
 local function refresh(ep)
   local first = redis.call("ZRANGE", queueKey(ep), 0, 0, "WITHSCORES")
@@ -135,113 +137,183 @@ local function markDead(ep, id, key, now, retention)
   redis.call("ZADD", dead, num(now + ttl), id)
   redis.call("PEXPIRE", dead, retention)
 end
--- Creates the deliveries that do not exist yet (see CREATE_SCRIPT); returns how many.
-local function createDeliveries(items, now, retention)
-  local created, touched = 0, {}
+-- The items of createDeliveries that do not exist yet, and the endpoints they go to (ep → true),
+-- whose keys it writes checked.
+local function newDeliveries(items)
+  local fresh, touched, seen, any = {}, {}, {}, false
   for _, item in ipairs(items) do
+    local id, ep = item[1], item[3]
+    if not seen[id] and redis.call("EXISTS", deliveryKey(id)) == 0 then
+      seen[id] = true
+      fresh[#fresh + 1] = item
+      if not touched[ep] then
+        expectZsets(queueKey(ep), indexKey(ep))
+        touched[ep] = true
+        any = true
+      end
+    end
+  end
+  if any then expectType(DUE_ENDPOINTS_KEY, "zset") end
+  return fresh, touched
+end
+-- Creates the deliveries of newDeliveries (see CREATE_SCRIPT); returns how many.
+local function createDeliveries(fresh, touched, now, retention)
+  for _, item in ipairs(fresh) do
     local id, messageId, ep, stream, eventType, payload, createdMs =
       item[1], item[2], item[3], item[4], item[5], item[6], item[7]
     local key = deliveryKey(id)
-    if redis.call("EXISTS", key) == 0 then
-      local at = num(createdMs)
-      redis.call("HSET", key, "id", id, "mid", messageId, "ep", ep, "stream", stream,
-        "type", eventType, "payload", payload, "created", at, "status", "pending",
-        "attempts", "0", "tries", "0", "next", at, "lst", "", "lerr", "", "updated", at)
-      redis.call("PEXPIRE", key, retention)
-      local queue, index = queueKey(ep), indexKey(ep)
-      redis.call("ZADD", queue, at, id)
-      redis.call("PEXPIRE", queue, retention)
-      redis.call("ZADD", index, at, id)
-      redis.call("PEXPIRE", index, retention)
-      touched[ep] = true
-      created = created + 1
-    end
+    local at = num(createdMs)
+    redis.call("HSET", key, "id", id, "mid", messageId, "ep", ep, "stream", stream,
+      "type", eventType, "payload", payload, "created", at, "status", "pending",
+      "attempts", "0", "tries", "0", "next", at, "lst", "", "lerr", "", "updated", at)
+    redis.call("PEXPIRE", key, retention)
+    local queue, index = queueKey(ep), indexKey(ep)
+    redis.call("ZADD", queue, at, id)
+    redis.call("PEXPIRE", queue, retention)
+    redis.call("ZADD", index, at, id)
+    redis.call("PEXPIRE", index, retention)
   end
   for ep in pairs(touched) do
     refresh(ep)
     redis.call("ZREMRANGEBYSCORE", indexKey(ep), "-inf", num(now - retention))
   end
-  return created
+  return #fresh
 end
--- Claims due deliveries (see CLAIM_SCRIPT); returns the claims.
+-- What claimDue does at endpoint ep, read with every key it writes checked: at most most claims.
+-- Returns { ep, cfg (false: gone), st, due (of a disabled endpoint: [id, exists]), entries ([id,
+-- {hash}] to claim, {} for a hash gone), available, rate, tokens, claimed }.
+local function planEndpoint(ep, now, most, concurrency)
+  local plan = { ep = ep, cfg = readKey("string", "GET", endpointKey(ep)), claimed = 0 }
+  if not plan.cfg then return plan end
+  local queue, inFlight = queueKey(ep), inFlightKey(ep)
+  local st = hash(endpointStateKey(ep))
+  plan.st = st
+  if st.dis == "1" then
+    plan.due = {}
+    for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, 1000)) do
+      plan.due[#plan.due + 1] = { id, expectType(deliveryKey(id), "hash") ~= "none" }
+    end
+    if #plan.due > 0 then expectZsets(inFlight, deadKey(ep)) end
+    return plan
+  end
+  -- In flight after the lapsed leases are dropped.
+  local busy = readKey("zset", "ZCOUNT", inFlight, "(" .. num(now), "+inf")
+  local available = math.min(concurrency - busy, most)
+  -- A rate that is no number of deliveries/s (not one this store writes) is no limit.
+  local rate, tokens = tonumber(st.rate), 0
+  if not (finite(rate) and rate > 0) then rate = nil end
+  if rate then
+    local burst = math.max(1, rate)
+    local bucket = hash(rateKey(ep))
+    local tk, ts = tonumber(bucket.tk), tonumber(bucket.ts)
+    tokens = burst
+    -- What this script never writes (something else did) is a full bucket: no error, no lockout.
+    if finite(tk) and finite(ts) then tokens = math.min(burst, tk + (now - ts) * rate / 1000) end
+    available = math.min(available, math.floor(tokens))
+  end
+  plan.available, plan.rate, plan.tokens, plan.entries = available, rate, tokens, {}
+  if available > 0 then
+    for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, available)) do
+      local d = hash(deliveryKey(id))
+      plan.entries[#plan.entries + 1] = { id, d }
+      if d.id ~= nil then plan.claimed = plan.claimed + 1 end
+    end
+  end
+  return plan
+end
+-- Checks the keys claimDue may write once this call has created deliveries for the endpoints
+-- touched (see newDeliveries), before the first write: every touched endpoint with room for the
+-- limit, and the others due in the order claimDue visits them until their claims alone reach it.
+-- Touched ones may move ahead of them (limit * 4 + their count), and each claim they add only
+-- makes claimDue stop sooner (one claim more ahead leaves at most one fewer to an endpoint).
+local function checkClaimKeys(now, limit, concurrency, touched)
+  local count = 0
+  for ep in pairs(touched) do
+    count = count + 1
+    planEndpoint(ep, now, limit, concurrency)
+  end
+  local planned = 0
+  for _, ep in ipairs(readKey("zset", "ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0,
+    limit * 4 + count)) do
+    if planned >= limit then break end
+    if not touched[ep] then
+      planned = planned + planEndpoint(ep, now, limit - planned, concurrency).claimed
+    end
+  end
+end
+-- Claims due deliveries (see CLAIM_SCRIPT); returns the claims. Plans every endpoint visited (the
+-- reads and checks) before the first write.
 local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention)
-  local out, seq = {}, 0
-  local endpoints = redis.call("ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0, limit * 4)
+  local plans, planned = {}, 0
+  local endpoints = readKey("zset", "ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0,
+    limit * 4)
   for _, ep in ipairs(endpoints) do
-    if #out >= limit then break end
-    local cfg = redis.call("GET", endpointKey(ep))
-    local queue = queueKey(ep)
-    if not cfg then
+    if planned >= limit then break end
+    local plan = planEndpoint(ep, now, limit - planned, concurrency)
+    plans[#plans + 1] = plan
+    planned = planned + plan.claimed
+  end
+  local out, seq = {}, 0
+  for _, plan in ipairs(plans) do
+    local ep = plan.ep
+    local queue, inFlight = queueKey(ep), inFlightKey(ep)
+    if not plan.cfg then
       redis.call("DEL", queue)
       redis.call("ZREM", DUE_ENDPOINTS_KEY, ep)
+    elseif plan.due then
+      for _, due in ipairs(plan.due) do
+        local id = due[1]
+        local key = deliveryKey(id)
+        if due[2] then
+          redis.call("HSET", key, "status", "dead", "next", "", "lerr", "Endpoint is disabled",
+            "updated", num(now))
+          markDead(ep, id, key, now, retention)
+          -- A lapsed claim must not record over the dead status later.
+          redis.call("HDEL", key, "claim", "until")
+        end
+        redis.call("ZREM", queue, id)
+        redis.call("ZREM", inFlight, id)
+      end
+      refresh(ep)
     else
-      local st = hash(endpointStateKey(ep))
-      if st.dis == "1" then
-        for _, id in ipairs(redis.call("ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, 1000)) do
-          local key = deliveryKey(id)
-          if redis.call("EXISTS", key) == 1 then
-            redis.call("HSET", key, "status", "dead", "next", "", "lerr", "Endpoint is disabled",
-              "updated", num(now))
-            markDead(ep, id, key, now, retention)
-            -- A lapsed claim must not record over the dead status later.
-            redis.call("HDEL", key, "claim", "until")
+      redis.call("ZREMRANGEBYSCORE", inFlight, "-inf", num(now))
+      local available, rate, tokens = plan.available, plan.rate, plan.tokens
+      local claimed = 0
+      if available > 0 then
+        local untilMs = now + lease
+        for _, entry in ipairs(plan.entries) do
+          local id, d = entry[1], entry[2]
+          if d.id == nil then
+            redis.call("ZREM", queue, id)
+          else
+            seq = seq + 1
+            local token = tokenPrefix .. ":" .. seq
+            redis.call("HSET", deliveryKey(id), "claim", token, "until", num(untilMs))
+            redis.call("ZADD", queue, num(untilMs), id)
+            redis.call("ZADD", inFlight, num(untilMs), id)
+            out[#out + 1] = { d, plan.cfg, plan.st, token }
+            claimed = claimed + 1
           end
-          redis.call("ZREM", queue, id)
-          redis.call("ZREM", inFlightKey(ep), id)
         end
-        refresh(ep)
-      else
-        local inFlight = inFlightKey(ep)
-        redis.call("ZREMRANGEBYSCORE", inFlight, "-inf", num(now))
-        local available = math.min(concurrency - redis.call("ZCARD", inFlight), limit - #out)
-        local rate, tokens = tonumber(st.rate), 0
-        if rate then
-          local burst = math.max(1, rate)
-          local bucket = hash(rateKey(ep))
-          tokens = burst
-          if bucket.tk then
-            tokens = math.min(burst, tonumber(bucket.tk) + (now - tonumber(bucket.ts)) * rate / 1000)
-          end
-          available = math.min(available, math.floor(tokens))
-        end
-        local claimed = 0
-        if available > 0 then
-          local untilMs = now + lease
-          for _, id in ipairs(redis.call("ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, available)) do
-            local key = deliveryKey(id)
-            local d = hash(key)
-            if d.id == nil then
-              redis.call("ZREM", queue, id)
-            else
-              seq = seq + 1
-              local token = tokenPrefix .. ":" .. seq
-              redis.call("HSET", key, "claim", token, "until", num(untilMs))
-              redis.call("ZADD", queue, num(untilMs), id)
-              redis.call("ZADD", inFlight, num(untilMs), id)
-              out[#out + 1] = { d, cfg, st, token }
-              claimed = claimed + 1
-            end
-          end
-          redis.call("PEXPIRE", inFlight, lease * 2)
-        end
-        if rate then
-          local bucket = rateKey(ep)
-          local left = tokens - claimed
-          redis.call("HSET", bucket, "tk", num(left), "ts", num(now))
-          -- Kept until it refills: expiring earlier would hand a slow endpoint
-          -- (under one delivery a minute) a full bucket too soon.
-          local burst = math.max(1, rate)
-          redis.call("PEXPIRE", bucket, num(math.max(1, math.ceil((burst - left) * 1000 / rate))))
-        end
-        refresh(ep)
-        if available <= 0 then
-          -- Blocked by its cap: look again when a token is due (a finished attempt refreshes sooner).
-          local wait = 1000
-          if rate and tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate) end
-          local first = redis.call("ZRANGE", queue, 0, 0, "WITHSCORES")
-          if first[1] and tonumber(first[2]) <= now then
-            redis.call("ZADD", DUE_ENDPOINTS_KEY, num(now + wait), ep)
-          end
+        redis.call("PEXPIRE", inFlight, lease * 2)
+      end
+      if rate then
+        local bucket = rateKey(ep)
+        local left = tokens - claimed
+        redis.call("HSET", bucket, "tk", num(left), "ts", num(now))
+        -- Kept until it refills: expiring earlier would hand a slow endpoint
+        -- (under one delivery a minute) a full bucket too soon.
+        local burst = math.max(1, rate)
+        redis.call("PEXPIRE", bucket, num(math.max(1, math.ceil((burst - left) * 1000 / rate))))
+      end
+      refresh(ep)
+      if available <= 0 then
+        -- Blocked by its cap: look again when a token is due (a finished attempt refreshes sooner).
+        local wait = 1000
+        if rate and tokens < 1 then wait = math.ceil((1 - tokens) * 1000 / rate) end
+        local first = redis.call("ZRANGE", queue, 0, 0, "WITHSCORES")
+        if first[1] and tonumber(first[2]) <= now then
+          redis.call("ZADD", DUE_ENDPOINTS_KEY, num(now + wait), ep)
         end
       end
     end
@@ -265,8 +337,20 @@ local function claimsAgain(ids)
   end
   return out
 end
-local function requeue(key, now, retention)
-  local d = hash(key)
+-- Of a delivery to requeue: its id and endpoint ({id, ep}), refused (see refuseKey) when its hash
+-- lacks them; the endpoint's keys requeue writes checked, once per endpoint in checked (ep → true).
+local function toRequeue(key, checked)
+  local stored = readKey("hash", "HMGET", key, "id", "ep")
+  local d = { id = stored[1], ep = stored[2] }
+  if not (d.id and d.ep) then refuseKey(key, "a hash without its id or ep", "a delivery") end
+  if not checked[d.ep] then
+    expectZsets(deadKey(d.ep), queueKey(d.ep), inFlightKey(d.ep), DUE_ENDPOINTS_KEY)
+    checked[d.ep] = true
+  end
+  return d
+end
+-- Makes the delivery d (of toRequeue) at key due now.
+local function requeue(key, d, now, retention)
   redis.call("ZREM", deadKey(d.ep), d.id)
   redis.call("HSET", key, "status", "pending", "tries", "0", "next", num(now), "updated", num(now))
   redis.call("HDEL", key, "claim", "until")
@@ -295,8 +379,13 @@ local st = endpointStateKey(id)
 if expect == -1 then
   if current then return 0 end
 else
-  if not current or cjson.decode(current).version ~= expect then return 0 end
+  if not current then return 0 end
+  local ok, stored = pcall(cjson.decode, current)
+  if not ok or type(stored) ~= "table" then refuseKey(key, "text that is no JSON object", "an endpoint") end
+  if stored.version ~= expect then return 0 end
 end
+expectType(ENDPOINTS_KEY, "zset")
+local hasDisabled = readKey("hash", "HEXISTS", st, "dis") == 1
 redis.call("SET", key, json)
 redis.call("ZADD", ENDPOINTS_KEY, num(created), id)
 if rate == false then redis.call("HDEL", st, "rate") else redis.call("HSET", st, "rate", num(rate)) end
@@ -307,7 +396,7 @@ end
 if failing ~= nil then
   if failing == cjson.null then redis.call("HDEL", st, "fail") else redis.call("HSET", st, "fail", num(failing)) end
 end
-if redis.call("HEXISTS", st, "dis") == 0 then redis.call("HSET", st, "dis", "0") end
+if disabled == nil and not hasDisabled then redis.call("HSET", st, "dis", "0") end
 keepReply(callKey, "1")
 return 1
 `;
@@ -345,6 +434,7 @@ export const DELETE_ENDPOINT_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local id = args.id
+expectZsets(ENDPOINTS_KEY, DUE_ENDPOINTS_KEY)
 local existed = redis.call("DEL", endpointKey(id))
 redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(id), indexKey(id),
   deadKey(id))
@@ -394,9 +484,10 @@ export const OPEN_DISPATCH_SCRIPT = COMMON + `
 local stream, lease, token, ttl, list = args.stream, args.lease, args.token, args.ttl, args.list
 local endpoints = false
 if list then endpoints = endpointRows(false) end
+-- Read before the lease is taken, its one write.
+local cursor, plan = readCursor(stream)
 local leased = 0
 if endpoints == false or #endpoints > 0 then leased = takeLease(lease, token, ttl) end
-local cursor, plan = readCursor(stream)
 return cjson.encode({ leased, cursor, plan, endpoints })
 `;
 
@@ -420,11 +511,14 @@ local cursor, plan = readCursor(stream)
 if cursor ~= expected or (plan ~= "" and plan ~= last) then
   return cjson.encode({ created = -1, claims = {} })
 end
-local created = createDeliveries(args.items, args.now, args.retention)
-moveCursor(stream, last, ttl)
-if args.lease ~= false then releaseLease(args.lease.name, args.lease.token) end
-local claims = {}
+local fresh, touched = newDeliveries(args.items)
+local held = args.lease ~= false and holdsLease(args.lease.name, args.lease.token)
 local claim = args.claim
+if claim ~= false then checkClaimKeys(claim.now, claim.limit, claim.conc, touched) end
+local created = createDeliveries(fresh, touched, args.now, args.retention)
+moveCursor(stream, last, ttl)
+if held then redis.call("DEL", leaseKey(args.lease.name)) end
+local claims = {}
 if claim ~= false then
   claims = claimDue(claim.now, claim.limit, claim.lease, claim.conc, claim.token, args.retention)
 end
@@ -439,7 +533,7 @@ return takeLease(args.name, args.token, args.ttl)
 
 /** Gives a lease back. ARGV[1]: `{name, token}`. */
 export const RELEASE_LEASE_SCRIPT = COMMON + `
-releaseLease(args.name, args.token)
+if holdsLease(args.name, args.token) then redis.call("DEL", leaseKey(args.name)) end
 return 1
 `;
 
@@ -449,7 +543,8 @@ return 1
  * Returns how many were created.
  */
 export const CREATE_SCRIPT = COMMON + `
-return createDeliveries(args.items, args.now, args.retention)
+local fresh, touched = newDeliveries(args.items)
+return createDeliveries(fresh, touched, args.now, args.retention)
 `;
 
 /** Reads one delivery. ARGV[1]: `{id}`. Returns JSON of its hash, or `{}`. */
@@ -533,7 +628,21 @@ local disableReason, disableAfter, failingReason = args.disable, args.disableAft
 local key = deliveryKey(id)
 local callKey, first = callReply(args.tk)
 if first then return first end
-if redis.call("HGET", key, "claim") ~= token then return cjson.encode({ 0, 0 }) end
+local stored = readKey("hash", "HMGET", key, "claim", "attempts", "tries")
+if stored[1] ~= token then return cjson.encode({ 0, 0 }) end
+for i, field in ipairs({ "attempts", "tries" }) do
+  local value = stored[i + 1]
+  if value and not isIntegerText(value) then
+    refuseKey(key .. " field " .. field, "'" .. value .. "'", "a number it adds to")
+  end
+end
+local attempts = attemptsKey(id)
+expectType(attempts, "list")
+expectZsets(inFlightKey(ep), queueKey(ep), DUE_ENDPOINTS_KEY)
+if outcome == "dead" then expectType(deadKey(ep), "zset") end
+local st = endpointStateKey(ep)
+local state = false
+if redis.call("EXISTS", st) == 1 then state = readKey("hash", "HMGET", st, "fail", "dis") end
 redis.call("HINCRBY", key, "attempts", 1)
 redis.call("HINCRBY", key, "tries", 1)
 redis.call("HSET", key, "status", outcome,
@@ -543,7 +652,6 @@ redis.call("HSET", key, "status", outcome,
   "updated", num(now))
 redis.call("HDEL", key, "claim", "until")
 redis.call("PEXPIRE", key, retention)
-local attempts = attemptsKey(id)
 redis.call("LPUSH", attempts, attempt)
 redis.call("LTRIM", attempts, 0, maxLog - 1)
 redis.call("PEXPIRE", attempts, retention)
@@ -558,19 +666,18 @@ end
 if outcome == "dead" then markDead(ep, id, key, now, retention) end
 refresh(ep)
 local disabled = 0
-local st = endpointStateKey(ep)
-if redis.call("EXISTS", st) == 1 then
+if state then
   if outcome == "succeeded" then
     redis.call("HDEL", st, "fail")
   else
-    local since = tonumber(redis.call("HGET", st, "fail"))
+    local since = tonumber(state[1])
     if not since then
       since = now
       redis.call("HSET", st, "fail", num(now))
     end
     local reason = disableReason
     if reason == false and now - since >= disableAfter then reason = failingReason end
-    if reason ~= false and redis.call("HGET", st, "dis") ~= "1" then
+    if reason ~= false and state[2] ~= "1" then
       redis.call("HSET", st, "dis", "1", "why", reason)
       disabled = 1
     end
@@ -587,9 +694,13 @@ return keepReply(callKey, cjson.encode({ 1, disabled }))
 export const RELEASE_CLAIM_SCRIPT = COMMON + `
 local id, ep, token, now = args.id, args.ep, args.token, args.now
 local key = deliveryKey(id)
-if redis.call("HGET", key, "claim") ~= token then return 0 end
+local stored = readKey("hash", "HMGET", key, "claim", "next")
+if stored[1] ~= token then return 0 end
+expectZsets(queueKey(ep), inFlightKey(ep), DUE_ENDPOINTS_KEY)
+-- A next that is no number (NaN, which ZADD refuses, included) is now.
+local due = tonumber(stored[2])
+if due == nil or due ~= due then due = now end
 redis.call("HDEL", key, "claim", "until")
-local due = tonumber(redis.call("HGET", key, "next")) or now
 redis.call("ZADD", queueKey(ep), num(due), id)
 redis.call("ZREM", inFlightKey(ep), id)
 refresh(ep)
@@ -606,9 +717,9 @@ if first then return first end
 local id, now, retention = args.id, args.now, args.retention
 local key = deliveryKey(id)
 if redis.call("EXISTS", key) == 0 then return cjson.encode("not_found") end
-local untilMs = tonumber(redis.call("HGET", key, "until"))
+local untilMs = tonumber(readKey("hash", "HGET", key, "until"))
 if untilMs and untilMs > now then return cjson.encode("in_flight") end
-requeue(key, now, retention)
+requeue(key, toRequeue(key, {}), now, retention)
 return keepReply(callKey, cjson.encode("requeued"))
 `;
 
@@ -621,16 +732,17 @@ export const REPLAY_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local ep, since, now, retention = args.ep, args.since, args.now, args.retention
-local count = 0
-for _, id in ipairs(redis.call("ZRANGEBYSCORE", indexKey(ep), num(since), "+inf")) do
+local due, checked = {}, {}
+for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", indexKey(ep), num(since), "+inf")) do
   local key = deliveryKey(id)
-  local status = redis.call("HGET", key, "status")
-  local untilMs = tonumber(redis.call("HGET", key, "until"))
+  local stored = readKey("hash", "HMGET", key, "status", "until")
+  local status, untilMs = stored[1], tonumber(stored[2])
   if (status == "retrying" or status == "dead") and not (untilMs and untilMs > now) then
-    requeue(key, now, retention)
-    count = count + 1
+    due[#due + 1] = { key, toRequeue(key, checked) }
   end
 end
+for _, item in ipairs(due) do requeue(item[1], item[2], now, retention) end
+local count = #due
 keepReply(callKey, num(count))
 return count
 `;

@@ -1,0 +1,345 @@
+/**
+ * The Redis delivery store's scripts when a key they write holds another type (something else
+ * wrote over it) or a field holds what they cannot use: Redis keeps what a script wrote before one
+ * of its commands failed, so each script reads or checks every key it may write before its first
+ * write. A refused call writes nothing (no write command runs, no key changes) and names the key;
+ * once the key is repaired (here: deleted) the same call goes through.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import type {
+  Attempt,
+  AttemptRecord,
+  Claim,
+  EndpointConfig,
+  NewDelivery,
+} from "../../../src/store/deliveries.ts";
+import { RedisDeliveryStore } from "../../../src/store/redis/delivery_store.ts";
+import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { refusedWhole, send } from "./_key_checks.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const DAY = 86_400_000;
+/** The default prefix of the delivery store's keys. */
+const P = "es:{wh}:";
+
+function deliveryStore(fixture: RedisFixture): RedisDeliveryStore {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  return new RedisDeliveryStore(redis, { now: () => T0 });
+}
+
+function config(id: string, overrides: Partial<EndpointConfig> = {}): EndpointConfig {
+  return {
+    id,
+    url: `https://example.com/${id}`,
+    description: null,
+    eventTypes: ["window.closed"],
+    streams: null,
+    filter: null,
+    headers: {},
+    rateLimit: null,
+    batch: null,
+    secrets: [{ secret: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", expiresMs: null }],
+    startAfter: {},
+    createdMs: T0,
+    updatedMs: T0,
+    version: 1,
+    ...overrides,
+  };
+}
+
+function delivery(n: number, endpointId = "ep_a", createdMs = T0): NewDelivery {
+  return {
+    id: `msg_s_${n}.${endpointId}`,
+    messageId: `msg_s_${n}`,
+    endpointId,
+    stream: "s",
+    eventType: "window.closed",
+    payload: JSON.stringify({ type: "window.closed", n }),
+    createdMs,
+  };
+}
+
+function claimOptions(nowMs: number) {
+  return { nowMs, limit: 100, leaseMs: 30_000, maxConcurrency: 100 };
+}
+
+function record(claim: Claim, outcome: "retrying" | "dead"): AttemptRecord {
+  const attempt: Attempt = {
+    attempt: 1,
+    timeMs: T0 + 3_000,
+    durationMs: 12,
+    status: 500,
+    error: "HTTP 500",
+    responseExcerpt: "body",
+    outcome,
+    nextAttemptMs: outcome === "retrying" ? T0 + 60_000 : null,
+  };
+  return {
+    deliveryId: claim.delivery.id,
+    endpointId: claim.delivery.endpointId,
+    token: claim.token,
+    attempt,
+    nowMs: T0 + 3_000,
+    disableAfterMs: 5 * DAY,
+    failingReason: "Failing",
+  };
+}
+
+/** The command that writes `field` of the hash at `key` as `value`, its other fields kept. */
+async function withField(
+  fixture: RedisFixture,
+  key: string,
+  field: string,
+  value: string,
+): Promise<string[]> {
+  const fields = await send(fixture, "HGETALL", key) as string[];
+  return ["HSET", key, ...fields, field, value];
+}
+
+/** ep_a with delivery 1, claimed. */
+async function oneClaim(store: RedisDeliveryStore): Promise<Claim> {
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries([delivery(1)]);
+  const claims = await store.claimDue(claimOptions(T0 + 2_000));
+  assert.equal(claims.length, 1);
+  return claims[0];
+}
+
+for (
+  const [what, key, call] of [
+    ["a new endpoint finds the endpoints index a string", "endpoints", "create"],
+    ["an update finds the endpoint's state a string", "eps:ep_a", "update"],
+    ["an update finds the endpoint's JSON no object", "ep:ep_a", "update"],
+  ] as const
+) {
+  redisTest(`putEndpoint(): ${what} and writes nothing`, async (fixture) => {
+    const store = deliveryStore(fixture);
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    const put = () =>
+      call === "create"
+        ? store.putEndpoint(config("ep_b"), { expectVersion: null })
+        : store.putEndpoint(config("ep_a", { version: 2 }), { expectVersion: 1 });
+    const corrupt = key === "ep:ep_a" ? ["SET", P + key, "[1"] : ["SET", P + key, "x"];
+    await refusedWhole(fixture, P + key, { corrupt, call: put });
+    if (key === "ep:ep_a") {
+      // Deleted as the repair: the endpoint is made again.
+      assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
+    } else {
+      assert.equal(await put(), true);
+      const id = call === "create" ? "ep_b" : "ep_a";
+      assert.equal((await store.getEndpoint(id))?.version, call === "create" ? 1 : 2);
+    }
+  });
+}
+
+for (const key of ["endpoints", "qe"]) {
+  redisTest(
+    `deleteEndpoint() that finds ${key} a string deletes nothing; repaired, it deletes`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      await store.putEndpoint(config("ep_a"), { expectVersion: null });
+      await store.createDeliveries([delivery(1)]);
+      await refusedWhole(fixture, P + key, {
+        corrupt: ["SET", P + key, "x"],
+        call: () => store.deleteEndpoint("ep_a"),
+      });
+      assert.equal(await store.deleteEndpoint("ep_a"), true);
+      assert.equal(await store.getEndpoint("ep_a"), null);
+    },
+  );
+}
+
+redisTest(
+  "openDispatch() that finds the stream's cursor a string takes no lease; repaired, it does",
+  async (fixture) => {
+    const store = deliveryStore(fixture);
+    const open = () => store.openDispatch("s", { lease: "dispatch:s", leaseMs: 60_000 });
+    await refusedWhole(fixture, P + "cur:s", { corrupt: ["SET", P + "cur:s", "x"], call: open });
+    assert.notEqual((await open()).lease, null);
+  },
+);
+
+for (const key of ["q:ep_a", "ix:ep_a", "qe"]) {
+  redisTest(
+    `createDeliveries() that finds ${key} a string creates nothing; repaired, it creates`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      await store.putEndpoint(config("ep_a"), { expectVersion: null });
+      await store.createDeliveries([delivery(1)]);
+      await refusedWhole(fixture, P + key, {
+        corrupt: ["SET", P + key, "x"],
+        call: () => store.createDeliveries([delivery(2)]),
+      });
+      assert.equal(await store.createDeliveries([delivery(2)]), 1);
+      assert.ok(await store.getDelivery(delivery(2).id));
+    },
+  );
+}
+
+for (
+  const [what, key, corrupt] of [
+    ["the in-flight set of an endpoint due before the page", "f:ep_a", ["SET", "x"]],
+    ["the state of the endpoint the page makes due", "eps:ep_b", ["SET", "x"]],
+    ["the lease it gives back", "lease:dispatch:s", ["HSET", "f", "1"]],
+  ] as const
+) {
+  redisTest(
+    `storePage() that finds ${what} of another type stores nothing; repaired, it stores`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      await store.putEndpoint(config("ep_a"), { expectVersion: null });
+      await store.putEndpoint(config("ep_b"), { expectVersion: null });
+      await store.createDeliveries([delivery(1)]);
+      const token = (await store.acquireLease("dispatch:s", 60_000))!;
+      const page = {
+        cursor: null,
+        end: "1-0",
+        deliveries: [delivery(2, "ep_b")],
+        releaseLease: { name: "dispatch:s", token },
+        claim: claimOptions(T0 + 2_000),
+      };
+      await refusedWhole(fixture, P + key, {
+        corrupt: [corrupt[0], P + key, ...corrupt.slice(1)],
+        call: () => store.storePage("s", page),
+      });
+      const stored = await store.storePage("s", page);
+      assert.equal(stored?.created, 1);
+      assert.ok(stored.claims.some((claim) => claim.delivery.id === delivery(2, "ep_b").id));
+      assert.deepEqual(await store.dispatchState("s"), { cursor: "1-0", planEnd: null });
+    },
+  );
+}
+
+for (
+  const [what, key, disabled] of [
+    ["the second endpoint's delivery a string", `d:${delivery(2, "ep_b").id}`, false],
+    ["the second endpoint's state a string", "eps:ep_b", false],
+    ["the second endpoint's queue a string", "q:ep_b", false],
+    ["the second endpoint's in-flight set a string", "f:ep_b", false],
+    ["the second endpoint's rate-limit bucket a string", "rl:ep_b", false],
+    ["the second, disabled endpoint's delivery a string", `d:${delivery(2, "ep_b").id}`, true],
+    ["the second, disabled endpoint's dead set a string", "dd:ep_b", true],
+  ] as const
+) {
+  redisTest(
+    `claimDue() that finds ${what} claims nothing; repaired, it claims`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      await store.putEndpoint(config("ep_a"), { expectVersion: null });
+      await store.putEndpoint(config("ep_b", { rateLimit: 5 }), {
+        expectVersion: null,
+        state: { disabled },
+      });
+      await store.createDeliveries([delivery(1), delivery(2, "ep_b", T0 + 1_000)]);
+      const claim = () => store.claimDue(claimOptions(T0 + 2_000));
+      await refusedWhole(fixture, P + key, { corrupt: ["SET", P + key, "x"], call: claim });
+      const claims = await claim();
+      assert.ok(claims.some((made) => made.delivery.id === delivery(1).id));
+    },
+  );
+}
+
+redisTest(
+  "claimDue() takes a rate-limit bucket holding text as a full one: no error",
+  async (fixture) => {
+    const store = deliveryStore(fixture);
+    await store.putEndpoint(config("ep_a", { rateLimit: 5 }), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2)]);
+    await send(fixture, "HSET", P + "rl:ep_a", "tk", "x", "ts", "y");
+    const claims = await store.claimDue(claimOptions(T0 + 2_000));
+    assert.equal(claims.length, 2);
+  },
+);
+
+for (
+  const [what, key, outcome] of [
+    ["the delivery's tries holding text", "d", "retrying"],
+    ["the attempt log a string", "a", "retrying"],
+    ["the endpoint's state a string", "eps:ep_a", "retrying"],
+    ["the endpoint's dead set a string", "dd:ep_a", "dead"],
+    ["the endpoints due a string", "qe", "retrying"],
+  ] as const
+) {
+  redisTest(`recordAttempt() that finds ${what} records nothing`, async (fixture) => {
+    const store = deliveryStore(fixture);
+    const claim = await oneClaim(store);
+    const full = key === "d" || key === "a" ? `${P}${key}:${claim.delivery.id}` : P + key;
+    const corrupt = key === "d" ? await withField(fixture, full, "tries", "x") : ["SET", full, "x"];
+    await refusedWhole(fixture, full, {
+      corrupt,
+      call: () => store.recordAttempt(record(claim, outcome)),
+    });
+    // The delivery itself deleted as the repair: nothing left to record.
+    if (key !== "d") {
+      assert.equal((await store.recordAttempt(record(claim, outcome))).recorded, true);
+    }
+  });
+}
+
+for (const key of ["qe", "f:ep_a"]) {
+  redisTest(
+    `releaseClaim() that finds ${key} a string gives nothing back; repaired, it does`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      const claim = await oneClaim(store);
+      const release = { deliveryId: claim.delivery.id, endpointId: "ep_a", token: claim.token };
+      await refusedWhole(fixture, P + key, {
+        corrupt: ["SET", P + key, "x"],
+        call: () => store.releaseClaim(release),
+      });
+      assert.equal(await store.releaseClaim(release), true);
+    },
+  );
+}
+
+redisTest("releaseClaim() of a delivery whose next is NaN makes it due now", async (fixture) => {
+  const store = deliveryStore(fixture);
+  const claim = await oneClaim(store);
+  await send(fixture, "HSET", `${P}d:${claim.delivery.id}`, "next", "nan");
+  const release = { deliveryId: claim.delivery.id, endpointId: "ep_a", token: claim.token };
+  assert.equal(await store.releaseClaim(release), true);
+  assert.equal(await send(fixture, "ZSCORE", P + "q:ep_a", claim.delivery.id), String(T0));
+});
+
+for (const key of ["f:ep_a", "q:ep_a", "qe"]) {
+  redisTest(
+    `retry() that finds ${key} a string requeues nothing; repaired, it requeues`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      const claim = await oneClaim(store);
+      await store.recordAttempt(record(claim, "dead"));
+      await refusedWhole(fixture, P + key, {
+        corrupt: ["SET", P + key, "x"],
+        call: () => store.retry(claim.delivery.id, T0 + 10_000),
+      });
+      assert.equal(await store.retry(claim.delivery.id, T0 + 10_000), "requeued");
+    },
+  );
+}
+
+for (
+  const [what, key, count] of [
+    ["the queue a string", "q:ep_a", 2],
+    ["the second delivery a string", `d:${delivery(2).id}`, 1],
+  ] as const
+) {
+  redisTest(
+    `replay() that finds ${what} requeues nothing; repaired, it requeues`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      await store.putEndpoint(config("ep_a"), { expectVersion: null });
+      await store.createDeliveries([delivery(1), delivery(2, "ep_a", T0 + 1_000)]);
+      for (const claim of await store.claimDue(claimOptions(T0 + 2_000))) {
+        await store.recordAttempt(record(claim, "dead"));
+      }
+      const replay = () => store.replay("ep_a", { sinceMs: T0, nowMs: T0 + 10_000 });
+      await refusedWhole(fixture, P + key, { corrupt: ["SET", P + key, "x"], call: replay });
+      assert.equal(await replay(), count);
+    },
+  );
+}
