@@ -181,8 +181,9 @@ local function createDeliveries(fresh, touched, now, retention)
 end
 -- What claimDue does at endpoint ep, read with every key it writes checked: at most most claims.
 -- Returns { ep, cfg (false: gone), st, due (of a disabled endpoint: [id, exists]), entries ([id,
--- {hash}] to claim, {} for a hash gone), available, rate, tokens, claimed }.
-local function planEndpoint(ep, now, most, concurrency)
+-- {hash}] to claim, {} for a hash gone), available, rate, tokens, claimed }; with onlyCheck, of the
+-- deliveries only how many it would claim (no hash read whole).
+local function planEndpoint(ep, now, most, concurrency, onlyCheck)
   local plan = { ep = ep, cfg = readKey("string", "GET", endpointKey(ep)), claimed = 0 }
   if not plan.cfg then return plan end
   local queue, inFlight = queueKey(ep), inFlightKey(ep)
@@ -193,7 +194,8 @@ local function planEndpoint(ep, now, most, concurrency)
     for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, 1000)) do
       plan.due[#plan.due + 1] = { id, expectType(deliveryKey(id), "hash") ~= "none" }
     end
-    if #plan.due > 0 then expectZsets(inFlight, deadKey(ep)) end
+    -- (Checked for a call that creates deliveries first, which may make some due.)
+    if #plan.due > 0 or onlyCheck then expectZsets(inFlight, deadKey(ep)) end
     return plan
   end
   -- In flight after the lapsed leases are dropped.
@@ -212,11 +214,18 @@ local function planEndpoint(ep, now, most, concurrency)
     available = math.min(available, math.floor(tokens))
   end
   plan.available, plan.rate, plan.tokens, plan.entries = available, rate, tokens, {}
+  -- Its queue is read after the writes either way (refresh).
+  if available <= 0 then expectType(queue, "zset") end
   if available > 0 then
     for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", queue, "-inf", num(now), "LIMIT", 0, available)) do
-      local d = hash(deliveryKey(id))
-      plan.entries[#plan.entries + 1] = { id, d }
-      if d.id ~= nil then plan.claimed = plan.claimed + 1 end
+      local key = deliveryKey(id)
+      if onlyCheck then
+        plan.claimed = plan.claimed + readKey("hash", "HEXISTS", key, "id")
+      else
+        local d = hash(key)
+        plan.entries[#plan.entries + 1] = { id, d }
+        if d.id ~= nil then plan.claimed = plan.claimed + 1 end
+      end
     end
   end
   return plan
@@ -230,14 +239,14 @@ local function checkClaimKeys(now, limit, concurrency, touched)
   local count = 0
   for ep in pairs(touched) do
     count = count + 1
-    planEndpoint(ep, now, limit, concurrency)
+    planEndpoint(ep, now, limit, concurrency, true)
   end
   local planned = 0
   for _, ep in ipairs(readKey("zset", "ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0,
     limit * 4 + count)) do
     if planned >= limit then break end
     if not touched[ep] then
-      planned = planned + planEndpoint(ep, now, limit - planned, concurrency).claimed
+      planned = planned + planEndpoint(ep, now, limit - planned, concurrency, true).claimed
     end
   end
 end

@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
+import fc from "fast-check";
 import type {
   Attempt,
   AttemptRecord,
@@ -16,7 +17,7 @@ import type {
 } from "../../../src/store/deliveries.ts";
 import { RedisDeliveryStore } from "../../../src/store/redis/delivery_store.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
-import { refusedWhole, send } from "./_key_checks.ts";
+import { refusedWhole, send, snapshot, WRITES } from "./_key_checks.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const DAY = 86_400_000;
@@ -343,3 +344,85 @@ for (
     },
   );
 }
+
+redisTest(
+  "storePage() with a claim and claimDue(), whatever key they find of another type, apply whole or write nothing",
+  async (fixture) => {
+    const store = deliveryStore(fixture);
+    const spot = fc.tuple(fc.nat(3), fc.nat(5_000));
+    let refused = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          endpoints: fc.array(
+            fc.record({ disabled: fc.boolean(), rate: fc.constantFrom(null, 1, 3) }),
+            { minLength: 1, maxLength: 4 },
+          ),
+          existing: fc.array(spot, { maxLength: 8 }),
+          page: fc.array(spot, { minLength: 1, maxLength: 4 }),
+          before: fc.nat(3),
+          limit: fc.integer({ min: 1, max: 4 }),
+          maxConcurrency: fc.integer({ min: 1, max: 3 }),
+          corrupt: fc.nat(),
+          viaPage: fc.boolean(),
+        }),
+        async (c) => {
+          await send(fixture, "FLUSHALL");
+          const ids = c.endpoints.map((_, i) => `ep_${i}`);
+          for (const [i, endpoint] of c.endpoints.entries()) {
+            await store.putEndpoint(config(ids[i], { rateLimit: endpoint.rate }), {
+              expectVersion: null,
+              state: { disabled: endpoint.disabled },
+            });
+          }
+          const at = ([ep, offset]: [number, number], n: number) =>
+            delivery(n, ids[ep % ids.length], T0 + offset);
+          await store.createDeliveries(c.existing.map((where, n) => at(where, n)));
+          if (c.before > 0) {
+            await store.claimDue({
+              ...claimOptions(T0 + 6_000),
+              limit: c.before,
+              maxConcurrency: 2,
+            });
+          }
+          const keys = ["endpoints", "qe", "cur:s"];
+          for (const id of ids) {
+            for (const name of ["ep", "eps", "q", "f", "rl", "dd", "ix"]) {
+              keys.push(`${name}:${id}`);
+            }
+          }
+          for (const n of c.existing.keys()) keys.push(`d:${at(c.existing[n], n).id}`);
+          const key = P + keys[c.corrupt % keys.length];
+          const isString = key.startsWith(`${P}ep:`);
+          await send(fixture, "DEL", key);
+          await send(fixture, ...(isString ? ["HSET", key, "f", "1"] : ["SET", key, "x"]));
+          const before = await snapshot(fixture);
+          await send(fixture, "CONFIG", "RESETSTAT");
+          const page = {
+            cursor: null,
+            end: "1-0",
+            deliveries: c.page.map((where, n) => at(where, 100 + n)),
+            claim: {
+              ...claimOptions(T0 + 10_000),
+              limit: c.limit,
+              maxConcurrency: c.maxConcurrency,
+            },
+          };
+          try {
+            if (c.viaPage) await store.storePage("s", page);
+            else await store.claimDue(page.claim);
+          } catch (error) {
+            refused++;
+            assert.match(String(error), /WRONGTYPE edgestream key /);
+            const info = String(await send(fixture, "INFO", "commandstats"));
+            const ran = [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)].map((match) => match[1]);
+            assert.deepEqual(ran.filter((name) => WRITES.includes(name)), [], info);
+            assert.deepEqual(await snapshot(fixture), before);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+    assert.ok(refused > 10, `only ${refused} of the calls were refused`);
+  },
+);
