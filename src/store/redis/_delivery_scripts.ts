@@ -59,10 +59,10 @@ local function hash(key)
 end
 -- The endpoints of ids (all when false) that exist, as [json, {state}] rows.
 local function endpointRows(ids)
-  if ids == false then ids = redis.call("ZRANGE", ENDPOINTS_KEY, 0, -1) end
+  if ids == false then ids = readKey("zset", "ZRANGE", ENDPOINTS_KEY, 0, -1) end
   local rows = {}
   for _, id in ipairs(ids) do
-    local json = redis.call("GET", endpointKey(id))
+    local json = readKey("string", "GET", endpointKey(id))
     if json then rows[#rows + 1] = { json, hash(endpointStateKey(id)) } end
   end
   return rows
@@ -80,10 +80,13 @@ local function moveCursor(stream, last, ttl)
   redis.call("PEXPIRE", key, ttl)
 end
 -- Held already by token: this call sent again once it ran (tokens are one per call).
+-- Read first: a SET NX would count as a write even where it finds a key of another type.
 local function takeLease(name, token, ttl)
   local key = leaseKey(name)
-  if redis.call("SET", key, token, "NX", "PX", ttl) then return 1 end
-  return readKey("string", "GET", key) == token and 1 or 0
+  local held = readKey("string", "GET", key)
+  if held then return held == token and 1 or 0 end
+  redis.call("SET", key, token, "PX", ttl)
+  return 1
 end
 local function holdsLease(name, token) return readKey("string", "GET", leaseKey(name)) == token end
 -- Keeps qe's score of an endpoint at the earliest due time of its queue.
@@ -341,7 +344,7 @@ local function claimsAgain(ids)
   for _, claimed in ipairs(ids) do
     local id, ep, token = claimed[1], claimed[2], claimed[3]
     local d = hash(deliveryKey(id))
-    local cfg = redis.call("GET", endpointKey(ep))
+    local cfg = readKey("string", "GET", endpointKey(ep))
     if d.claim == token and cfg then out[#out + 1] = { d, cfg, hash(endpointStateKey(ep)), token } end
   end
   return out
@@ -383,7 +386,7 @@ local disabled, reason, failing = args.state.disabled, args.state.reason, args.s
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local key = endpointKey(id)
-local current = redis.call("GET", key)
+local current = readKey("string", "GET", key)
 local st = endpointStateKey(id)
 if expect == -1 then
   if current then return 0 end
