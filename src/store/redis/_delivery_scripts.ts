@@ -27,6 +27,15 @@
  *   claimed), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it, doing nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
+ *
+ * Redis keeps what a script wrote before one of its commands failed, so every writing script reads
+ * or checks each key it may write (its type; a delivery's `attempts` and `tries` as HINCRBY takes
+ * them) before its first write, and one that finds a key of another type writes nothing and fails
+ * naming it (see `refuseKey` in `_lua_common.ts`). A claim plans every endpoint it visits before
+ * writing; a stored page with a claim also checks, before creating its deliveries, the keys of the
+ * endpoints the claim may then visit. What only this store reads and never needs whole is taken
+ * as what it would have written: a rate-limit bucket holding no numbers is a full one, a rate that
+ * is no positive number no limit, a `next` of NaN now.
  */
 
 import { LUA_COMMON } from "./_lua_common.ts";
