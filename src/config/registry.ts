@@ -402,20 +402,21 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     try {
       stream = compileStreamDefinition(name, record.definition);
     } catch (error) {
-      // Written by an instance that knows more (a newer release); keep what is served.
+      // Written by an older release (a pattern since refused, say) or a newer one. Not served
+      // here, as on an instance that never held it: one held before must not keep taking events
+      // by a definition the store no longer has. Noted once, until a newer version.
       logger.error("Cannot compile stored stream '{stream}' version {version}: {error}", {
         stream: name,
         version: record.version,
         error,
       });
       this.#seen.set(name, record.version);
-      if (!held) {
-        this.#unservable.set(name, {
-          version: record.version,
-          error: error instanceof ConfigError ? definitionProblem(name, error) : String(error),
-        });
-      }
-      return held?.stream;
+      this.#entries.delete(name);
+      this.#unservable.set(name, {
+        version: record.version,
+        error: error instanceof ConfigError ? definitionProblem(name, error) : String(error),
+      });
+      return undefined;
     }
     this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
     this.#misses.delete(name);

@@ -474,7 +474,8 @@ async function unservableSetup() {
   const keys = await KeyRing.parse("");
   const store = new MemoryStore({ now: () => T0 });
   const appOf = (streams: StreamRegistry) => createApp({ streams, store, keys, now: () => T0 });
-  const first = appOf(registryOf());
+  const firstStreams = registryOf();
+  const first = appOf(firstStreams);
   assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
   assert.equal((await ingest(first, "signups", [UNSERVABLE_EVENT])).status, 202);
   const stored = (await definitions.get("signups"))!;
@@ -489,7 +490,7 @@ async function unservableSetup() {
   );
   assert.equal(written.status, "written");
   const streams = registryOf();
-  return { streams, app: appOf(streams) };
+  return { streams, app: appOf(streams), first, firstStreams, definitions };
 }
 
 const UNSERVABLE_EVENT = { t: "2026-01-01T00:00:00Z", plan: "pro" };
@@ -527,6 +528,26 @@ Deno.test("a stored API stream this release cannot compile answers 409 stream_no
   const current = await app.request("/v1/streams/signups/counters/perMinute/current");
   const windows = (await current.json()).windows;
   assert.deepEqual(windows.map((row: { value: number }) => row.value), [2], "counted before stays");
+});
+
+Deno.test("an instance that served a stream stops serving it once its stored version does not compile, as one that never did", async () => {
+  const { first, firstStreams, definitions } = await unservableSetup();
+  // It held version 1 when version 2 was written; the poll finds version 2.
+  await firstStreams.poll();
+  const refused = await ingest(first, "signups", [UNSERVABLE_EVENT]);
+  assert.equal(refused.status, 409);
+  assert.equal((await errorOf(refused)).code, "stream_not_servable");
+  assert.equal(firstStreams.has("signups"), false);
+  // Once noted, later polls do not read the record again.
+  let reads = 0;
+  const get = definitions.get.bind(definitions);
+  definitions.get = (name: string) => {
+    reads += 1;
+    return get(name);
+  };
+  await firstStreams.poll();
+  await firstStreams.poll();
+  assert.equal(reads, 0);
 });
 
 Deno.test("a stored API stream this release cannot compile, deleted, is gone at once", async () => {
