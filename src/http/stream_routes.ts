@@ -947,7 +947,11 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
   app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), ingest(deps));
 
   app.use("/v1/streams", readScope);
-  app.use("/v1/streams/:stream", readScope);
+  // PUT and DELETE need admin (definition_routes.ts): a key without it is told that, not "read".
+  app.use(
+    "/v1/streams/:stream",
+    (c, next) => c.req.method === "PUT" || c.req.method === "DELETE" ? next() : readScope(c, next),
+  );
   app.use("/v1/streams/:stream/counters/*", readScope);
   app.openapi(listStreamsRoute, listStreams(deps));
   app.openapi(getStreamRoute, getStream(deps));

@@ -13,6 +13,7 @@ import { MemoryDefinitionStore, MemoryStore, StoreUnavailableError } from "../..
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const ADMIN = "admin-key-0123456789";
 const READ = "read-key-01234567890";
+const INGEST = "ingest-key-0123456789";
 
 const CONFIG = {
   streams: {
@@ -27,7 +28,9 @@ const SIGNUPS = {
 };
 
 async function appWith(options: { keyed?: boolean } = {}) {
-  const keys = await KeyRing.parse(options.keyed ? `admin:${ADMIN},read:${READ}` : "");
+  const keys = await KeyRing.parse(
+    options.keyed ? `admin:${ADMIN},read:${READ},ingest:${INGEST}` : "",
+  );
   return createApp({
     streams: compileConfig(CONFIG),
     store: new MemoryStore({ now: () => T0 }),
@@ -226,12 +229,18 @@ Deno.test("PUT and DELETE /v1/streams/{stream} need the admin scope", async () =
   assert.equal(anonymous.status, 401);
   const reader = await put(app, "signups", SIGNUPS, { Authorization: `Bearer ${READ}` });
   assert.equal(reader.status, 403);
-  assert.equal((await errorOf(reader)).code, "forbidden");
-  const deleted = await app.request("/v1/streams/signups", {
-    method: "DELETE",
-    headers: { Authorization: `Bearer ${READ}` },
-  });
-  assert.equal(deleted.status, 403);
+  const refused = await errorOf(reader);
+  assert.equal(refused.code, "forbidden");
+  assert.match(refused.message, /lacks the 'admin' scope/);
+  for (const key of [READ, INGEST]) {
+    const deleted = await app.request("/v1/streams/signups", {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${key}` },
+    });
+    assert.equal(deleted.status, 403);
+    // Not "lacks the 'read' scope", which an ingest key lacks too.
+    assert.match((await errorOf(deleted)).message, /lacks the 'admin' scope/);
+  }
   const admin = await put(app, "signups", SIGNUPS, { Authorization: `Bearer ${ADMIN}` });
   assert.equal(admin.status, 201);
 });
