@@ -79,8 +79,15 @@ export interface KeyRingOptions {
   now?: () => number;
   /** Longest time (ms) a verdict is cached: the bound on revocation. @default {2000} */
   cacheTtlMs?: number;
-  /** Most cached verdicts; the oldest go first. @default {10000} */
+  /** Most cached verdicts of each kind (keys, and texts that are no key); the oldest go first. @default {10000} */
   cacheSize?: number;
+  /**
+   * Store look-ups a second of run-time-shaped keys this instance has not
+   * seen valid, past which such a key is answered `503 key_lookup_busy`
+   * (each look-up that finds a key gives its turn back), so that made-up keys
+   * cannot make every request a store call. @default {20}
+   */
+  lookupsPerSecond?: number;
 }
 
 interface CachedVerdict {
@@ -97,8 +104,13 @@ export class KeyRing {
   #size: number;
   /** The SipHash key of the cache's digests. */
   #cacheSecret = crypto.getRandomValues(new Uint32Array(4));
+  /** Verdicts on keys (grants); texts that are no key apart, so they cannot push keys out. */
   #cache = new Map<string, CachedVerdict>();
+  /** Texts found to be no key → until when that holds. */
+  #misses = new Map<string, number>();
   #pending = new Map<string, Promise<KeyGrant | null>>();
+  #lookupsPerSecond: number;
+  #lookupBudget: { tokens: number; atMs: number };
 
   private constructor(keys: KeyEntry[], options: KeyRingOptions) {
     this.#keys = keys;
@@ -106,6 +118,8 @@ export class KeyRing {
     this.#now = options.now ?? Date.now;
     this.#ttlMs = Math.max(0, options.cacheTtlMs ?? 2000);
     this.#size = Math.max(1, options.cacheSize ?? 10_000);
+    this.#lookupsPerSecond = Math.max(1, options.lookupsPerSecond ?? 20);
+    this.#lookupBudget = { tokens: this.#lookupsPerSecond, atMs: this.#now() };
   }
 
   /** True when no key is configured: open development mode. */
@@ -118,9 +132,14 @@ export class KeyRing {
     return this.#store;
   }
 
-  /** How many verdicts are cached now (for tests of the bound). */
+  /** How many keys' verdicts are cached now (for tests of the bound). */
   get cached(): number {
     return this.#cache.size;
+  }
+
+  /** How many texts found to be no key are cached now (for tests of the bound). */
+  get missed(): number {
+    return this.#misses.size;
   }
 
   /**
@@ -163,6 +182,7 @@ export class KeyRing {
   /** Drops every cached verdict (after a key is deleted through this instance). */
   forget(): void {
     this.#cache.clear();
+    this.#misses.clear();
   }
 
   /**
@@ -176,6 +196,7 @@ export class KeyRing {
     const cached = this.#cache.get(cacheKey);
     // A hit (nearly every request) answers without an async frame of its own.
     if (cached && cached.expiresAt > this.#now()) return Promise.resolve(cached.grant);
+    if (!cached && (this.#misses.get(cacheKey) ?? 0) > this.#now()) return Promise.resolve(null);
     return this.#lookUp(key, cacheKey, cached);
   }
 
@@ -185,8 +206,10 @@ export class KeyRing {
    */
   cachedGrantOf(key: string): KeyGrant | null | undefined {
     if (this.open) return OPEN_GRANT;
-    const cached = this.#cache.get(this.#cacheKey(key));
-    return cached && cached.expiresAt > this.#now() ? cached.grant : undefined;
+    const cacheKey = this.#cacheKey(key);
+    const cached = this.#cache.get(cacheKey);
+    if (cached) return cached.expiresAt > this.#now() ? cached.grant : undefined;
+    return (this.#misses.get(cacheKey) ?? 0) > this.#now() ? null : undefined;
   }
 
   #cacheKey(key: string): string {
@@ -200,7 +223,8 @@ export class KeyRing {
   ): Promise<KeyGrant | null> {
     const pending = this.#pending.get(cacheKey);
     if (pending) return await pending;
-    const lookup = this.#verify(key);
+    // A key seen valid before (its verdict expired) is looked up again without a turn.
+    const lookup = this.#verify(key, cached !== undefined);
     const shared = lookup.then((found) => found.grant);
     // Awaited only by requests that come while it runs: with none, its failure (the key store
     // unreachable) must not go unhandled, which ends the process.
@@ -208,19 +232,36 @@ export class KeyRing {
     this.#pending.set(cacheKey, shared);
     try {
       const found = await lookup;
-      if (cached) this.#cache.delete(cacheKey);
-      while (this.#cache.size >= this.#size) {
-        this.#cache.delete(this.#cache.keys().next().value!);
-      }
       const expiresAt = Math.min(this.#now() + this.#ttlMs, found.expiresAt ?? Infinity);
-      this.#cache.set(cacheKey, { grant: found.grant, expiresAt });
+      if (cached) this.#cache.delete(cacheKey);
+      const verdicts: Map<string, unknown> = found.grant ? this.#cache : this.#misses;
+      while (verdicts.size >= this.#size) verdicts.delete(verdicts.keys().next().value!);
+      if (found.grant) this.#cache.set(cacheKey, { grant: found.grant, expiresAt });
+      else this.#misses.set(cacheKey, expiresAt);
       return found.grant;
     } finally {
       this.#pending.delete(cacheKey);
     }
   }
 
-  async #verify(key: string): Promise<{ grant: KeyGrant | null; expiresAt?: number }> {
+  /** Takes a turn of the look-up budget; false when none is left this second. */
+  #takeLookup(): boolean {
+    const budget = this.#lookupBudget;
+    const now = this.#now();
+    budget.tokens = Math.min(
+      this.#lookupsPerSecond,
+      budget.tokens + Math.max(0, now - budget.atMs) * this.#lookupsPerSecond / 1000,
+    );
+    budget.atMs = now;
+    if (budget.tokens < 1) return false;
+    budget.tokens -= 1;
+    return true;
+  }
+
+  async #verify(
+    key: string,
+    seenValid: boolean,
+  ): Promise<{ grant: KeyGrant | null; expiresAt?: number }> {
     const presented = sha256(key);
     const scopes = new Set<Scope>();
     // Every entry is compared, so timing does not tell which one matched.
@@ -229,6 +270,15 @@ export class KeyRing {
     }
     if (scopes.size > 0) return { grant: { scopes: withImplied(scopes), publishable: false } };
     if (!RUNTIME_KEY.test(key)) return { grant: null };
+    const charged = !seenValid;
+    if (charged && !this.#takeLookup()) {
+      throw new ApiError(
+        503,
+        "key_lookup_busy",
+        "Too many unknown API keys looked up now; if this key was just created, retry",
+        { headers: { "Retry-After": "1" } },
+      );
+    }
     let record;
     try {
       record = await this.#store.keyByHash(toHex(presented));
@@ -236,6 +286,10 @@ export class KeyRing {
       // A lookup writes nothing, and the request stops here: none of it was applied.
       if (!(error instanceof StoreUnavailableError)) throw error;
       throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
+    }
+    // Only look-ups that find no key use the budget up.
+    if (charged && record) {
+      this.#lookupBudget.tokens = Math.min(this.#lookupsPerSecond, this.#lookupBudget.tokens + 1);
     }
     if (!record) return { grant: null };
     if (record.expiresAt !== undefined && record.expiresAt <= this.#now()) {

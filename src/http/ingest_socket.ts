@@ -258,6 +258,7 @@ const logger = getLogger(["edgestream", "http", "ws"]);
 const RETRYABLE_CODES = new Set([
   "store_unavailable",
   "stream_changed",
+  "key_lookup_busy",
   "idempotency_key_in_flight",
   "rate_limited",
   "stream_lookup_busy",

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { KeyRing, presentedKey, sha256, toHex } from "../../src/http/auth.ts";
+import type { ApiError } from "../../src/http/errors.ts";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
@@ -206,21 +207,71 @@ Deno.test("KeyRing: concurrent first uses of a key share one look-up", async () 
   assert.equal(store.lookups, 1);
 });
 
-Deno.test("KeyRing: the verified-key cache holds at most cacheSize verdicts (10,000 by default)", async () => {
-  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", { cacheSize: 3 });
+Deno.test("KeyRing: the verified-key cache holds at most cacheSize verdicts of each kind (10,000 by default), and texts that are no key push no key out", async () => {
+  const store = new CountingKeyStore();
+  for (let i = 1; i <= 3; i++) {
+    await store.createKey(runtimeRecord(`key_000000000000000${i}`, `${RUNTIME_SECRET}${i}`));
+  }
+  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", {
+    cacheSize: 3,
+    store,
+    lookupsPerSecond: 1_000,
+  });
+  for (let i = 1; i <= 3; i++) assert.ok(await ring.grantOf(`${RUNTIME_SECRET}${i}`));
   for (let i = 0; i < 20; i++) {
     assert.equal(await ring.grantOf(`sk_unknownKeyNumber${String(i).padStart(6, "0")}`), null);
   }
   assert.equal(ring.cached, 3);
-  assert.ok(await ring.grantOf("ingest-key-0123456789"));
-  assert.equal(ring.cached, 3);
+  assert.equal(ring.missed, 3);
+  const lookups = store.lookups;
+  for (let i = 1; i <= 3; i++) assert.ok(await ring.grantOf(`${RUNTIME_SECRET}${i}`));
+  assert.equal(store.lookups, lookups, "the keys' verdicts are still cached");
 
   // 10,000 unless told otherwise.
   const byDefault = await KeyRing.parse("ingest:ingest-key-0123456789", { now: () => 0 });
   for (let i = 0; i < 10_050; i++) {
-    await byDefault.grantOf(`sk_unknownKeyNumber${String(i).padStart(6, "0")}`);
+    await byDefault.grantOf(`unknown-text-${String(i).padStart(6, "0")}`);
   }
-  assert.equal(byDefault.cached, 10_000);
+  assert.equal(byDefault.missed, 10_000);
+});
+
+Deno.test("KeyRing: past lookupsPerSecond (20 by default) store look-ups of unknown run-time keys a second, a new one is 503 key_lookup_busy; keys seen valid still verify", async () => {
+  const store = new CountingKeyStore();
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  await store.createKey(runtimeRecord("key_0000000000000002", `${RUNTIME_SECRET}new`));
+  let now = 0;
+  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", { store, now: () => now });
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  for (let i = 0; i < 20; i++) {
+    assert.equal(await ring.grantOf(`sk_unknownKeyNumber${String(i).padStart(6, "0")}`), null);
+  }
+  const lookups = store.lookups;
+  for (const key of ["sk_unknownKeyNumber999999", `${RUNTIME_SECRET}new`]) {
+    await assert.rejects(ring.grantOf(key), (error: ApiError) => {
+      assert.deepEqual([error.status, error.code], [503, "key_lookup_busy"]);
+      assert.equal(error.headers?.["Retry-After"], "1");
+      return true;
+    });
+  }
+  assert.equal(store.lookups, lookups, "no store call for them");
+  // Over HTTP: 503 with Retry-After, as the stream-name look-ups past their bound.
+  const app = createApp({
+    streams: compileConfig({ streams: {} }),
+    store: new MemoryStore(),
+    keys: ring,
+  });
+  const busy = await app.request("/v1/streams", {
+    headers: { Authorization: "Bearer sk_unknownKeyNumber888888" },
+  });
+  assert.equal(busy.status, 503);
+  assert.equal(busy.headers.get("Retry-After"), "1");
+  assert.equal((await busy.json()).error.code, "key_lookup_busy");
+  // Known misses are answered from the cache, and a key seen valid is looked up again.
+  assert.equal(await ring.grantOf("sk_unknownKeyNumber000000"), null);
+  now += 2_500;
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  // A second on, the budget is back: the new key verifies, and gives its turn back.
+  assert.ok(await ring.grantOf(`${RUNTIME_SECRET}new`));
 });
 
 Deno.test("KeyRing: an environment key still verifies after its cached verdict expired", async () => {
