@@ -384,6 +384,11 @@ export class DedupeIds {
   #fingerprint = new Uint32Array(2);
   /** Fingerprints of the ids of one `seenAll` call, reused between calls. */
   #prints = new Uint32Array(2 * 128);
+  /**
+   * The answer of one `seenAll` call, reused between calls: a new `Uint8Array` of more than 64
+   * bytes has its memory outside V8's heap, allocated and later freed apart, on every request.
+   */
+  #held = new Uint8Array(0);
   /** Sink of `FingerprintSet.touch`'s meaningless values. */
   #touched = 0;
 
@@ -438,11 +443,15 @@ export class DedupeIds {
 
   /**
    * {@linkcode DedupeIds.seen} for each event's id in order (events without an
-   * id are never held): 1 where it is a duplicate, else 0.
+   * id are never held): 1 where it is a duplicate, else 0, at the event's index. The array is
+   * this set's own and answers the next call too: read it before calling again.
    */
   seenAll(events: readonly { id?: string }[]): Uint8Array {
     const count = events.length;
-    const held = new Uint8Array(count);
+    // Sized exactly, so a steady batch size reuses it.
+    if (this.#held.length !== count) this.#held = new Uint8Array(count);
+    const held = this.#held;
+    held.fill(0, 0, count);
     if (this.#prints.length < count * 2) this.#prints = new Uint32Array(count * 2);
     const prints = this.#prints;
     const fingerprint = this.#fingerprint;
