@@ -85,6 +85,28 @@ function fieldError(path: string, message: string): FieldError[] {
  */
 const pendingUpdates: CellUpdate[] = [];
 
+/**
+ * The first `count` updates as a new array of that length: for the few counters most streams
+ * have, an array literal, which is made in place where `slice` is a call into the runtime (about
+ * twice the time).
+ */
+function exactCopy(updates: CellUpdate[], count: number): CellUpdate[] {
+  switch (count) {
+    case 0:
+      return [];
+    case 1:
+      return [updates[0]];
+    case 2:
+      return [updates[0], updates[1]];
+    case 3:
+      return [updates[0], updates[1], updates[2]];
+    case 4:
+      return [updates[0], updates[1], updates[2], updates[3]];
+    default:
+      return updates.slice(0, count);
+  }
+}
+
 /** Events here are the pipeline's own (parsed from the body): a transform may write into them. */
 const IN_PLACE = { inPlace: true };
 
@@ -157,7 +179,12 @@ function prepare(
     else updates[count++] = cell;
   }
   if (errors) return errors;
-  const prepared: BatchEvent = { id, timeMs, updates: updates.slice(0, count), value: transformed };
+  const prepared: BatchEvent = {
+    id,
+    timeMs,
+    updates: exactCopy(updates, count),
+    value: transformed,
+  };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
 }
