@@ -189,6 +189,7 @@ function compileCounter(
     name,
     index,
     window,
+    paneMs: paneWidth(window),
     groupBy: definition.groupBy,
     aggregate,
     retentionMs: definition.retention,

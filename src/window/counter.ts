@@ -9,7 +9,7 @@ import { OTHER_GROUP } from "../store/types.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { describe } from "../validate/mod.ts";
 import { distinctKey, PLAIN_STRING } from "./aggregate.ts";
-import { paneStart } from "./assign.ts";
+import { alignDown } from "./assign.ts";
 import { readField } from "./fields.ts";
 import type { AggregateSpec, WindowSpec } from "./spec.ts";
 
@@ -21,6 +21,8 @@ export interface CompiledCounter {
   index: number;
   /** Window over event time. */
   window: WindowSpec;
+  /** Width (ms) of its panes: `paneWidth(window)`, worked out once rather than per event. */
+  paneMs: number;
   /** Fields whose values form the group. */
   groupBy: string[];
   /** What is computed. */
@@ -106,7 +108,7 @@ export function counterCell(
   event: Event,
   timeMs: number,
 ): CellUpdate | FieldError | null {
-  const pane = paneStart(timeMs, counter.window);
+  const pane = alignDown(timeMs, counter.paneMs);
   const group = groupKeyOf(counter.groupBy, event);
   const spec = counter.aggregate;
   if (spec.kind === "count") return { counter: counter.index, pane, group };
