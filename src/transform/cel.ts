@@ -212,6 +212,8 @@ export function evaluationMessage(error: unknown): string {
  * number, and for values with no JSON form (durations, types).
  */
 export function toJson(value: unknown): unknown {
+  // What most expressions give (a comparison, a field read), answered before the other checks.
+  if (typeof value === "boolean" || typeof value === "string" || value === null) return value;
   if (typeof value === "bigint") {
     if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
       throw new RangeError(`Integer ${value} is outside the safe JSON range`);
