@@ -297,6 +297,18 @@ Deno.test("DedupeIds.seenAll() answers as seen() would, id by id in order", () =
   ));
 });
 
+Deno.test("DedupeIds.seenAll() answers batches of one size in one array, each answer from zeros", () => {
+  const ids = new DedupeIds({ maxIds: 100, seed: 1 });
+  const first = ids.seenAll([{ id: "a" }, { id: "b" }, { id: "c" }]);
+  assert.deepEqual([...first], [0, 0, 0]);
+  const second = ids.seenAll([{ id: "a" }, { id: "d" }, { id: "c" }]);
+  // No new array per request while the batch size stays: the answer is read before the next call.
+  assert.equal(second, first);
+  assert.deepEqual([...second], [1, 0, 1]);
+  assert.deepEqual([...ids.seenAll([{ id: "e" }, {}, { id: "f" }])], [0, 0, 0]);
+  assert.deepEqual([...ids.seenAll([{ id: "e" }, { id: "g" }])], [1, 0]);
+});
+
 Deno.test("DedupeIds.seenAll() answers as seen() would across time buckets, with ids and gaps of any batch size", () => {
   fc.assert(fc.property(
     fc.array(fc.record({
