@@ -608,6 +608,13 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         entry.version = result.version;
         entry.generation = generation;
         this.#generations.set(entry.stream.counterMetas, generation);
+        if (live && record.source === "api") {
+          // The file is authoritative, but taking a stream the API made is worth a word.
+          logger.warn(
+            "Stream '{stream}' of the config file replaces the stream of that name created through the API (version {version}); it starts empty, and the API stream's data is not read again",
+            { stream: name, version: record.version },
+          );
+        }
         return;
       }
       if (attempt >= WRITE_ATTEMPTS) {
@@ -681,8 +688,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     }
   }
 
-  /** Deletes an API stream; its data expires by retention. */
-  async remove(name: string): Promise<void> {
+  /**
+   * Deletes an API stream; its data expires by retention. With `force`, also
+   * the record of a config-file stream this instance's file does not hold
+   * (another deployment's, or one no deployment declares any more).
+   */
+  async remove(name: string, options: { force?: boolean } = {}): Promise<void> {
     this.#refuseConfig(name);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
@@ -691,10 +702,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         this.#unservable.delete(name);
         throw new StreamDefinitionError("stream_not_found", `Stream '${name}' does not exist`);
       }
-      if (record.source === "config") {
+      // Another deployment's: its file may still hold it. One that none does any more (its record
+      // stays) is freed by an admin who says so.
+      if (record.source === "config" && !options.force) {
         throw new StreamDefinitionError(
           "stream_from_config",
-          `Stream '${name}' is defined in a config file; remove it there and redeploy`,
+          `Stream '${name}' is defined in a config file; remove it there and redeploy (once no deployment's file holds it, DELETE it with ?force=true)`,
         );
       }
       const result = await this.#definitions.write(name, {

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
+import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { StreamRegistry } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
@@ -70,7 +70,15 @@ const deleteStreamRoute = createRoute({
   tags: ["streams"],
   summary: "Delete a stream created through the API. Scope: admin.",
   description:
-    "Every instance stops serving it within 5 s; its data is not read again and expires by retention. Config-file streams cannot be deleted here (409 `stream_from_config`).",
+    "Every instance stops serving it within 5 s; its data is not read again and expires by retention. Config-file streams cannot be deleted here (409 `stream_from_config`), except, with `force=true`, one that the answering instance's config file does not hold (its record stays in the store after every deployment dropped it from its file).",
+  request: {
+    query: z.object({
+      force: z.enum(["true", "false"]).optional().openapi({
+        description:
+          "`true`: delete the record of a config-file stream this instance's file does not hold.",
+      }),
+    }),
+  },
   responses: {
     204: { description: "Deleted" },
     ...errorsFor(401, 403, 404, 409, 503),
@@ -144,7 +152,12 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
   });
   app.openAPIRegistry.registerPath({ ...deleteStreamRoute, parameters: [streamParam] });
   app.delete(path, admin, async (c) => {
-    await deps.streams.remove(streamName(c));
+    const name = streamName(c);
+    const force = c.req.query("force");
+    if (force !== undefined && force !== "true" && force !== "false") {
+      throw new ApiError(400, "invalid_query", `'force' is true or false, got '${force}'`);
+    }
+    await deps.streams.remove(name, { force: force === "true" });
     return c.body(null, 204);
   });
 }

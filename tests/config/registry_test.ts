@@ -32,6 +32,7 @@ import {
   StreamChangedError,
 } from "../../src/store/mod.ts";
 import { DownDefinitions } from "../_fixtures.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 
 const SIGNUPS = {
@@ -613,6 +614,55 @@ Deno.test("a config stream not recorded at startup is recorded before its first 
   assert.equal(streams.generationOf("orders"), 2, "counted in the generation recorded");
   const current = await app.request("/v1/streams/orders/counters/perMinute/current");
   assert.equal((await current.json()).windows[0].value, 1);
+});
+
+Deno.test("a config stream taking the name of a stream created through the API says so in the log", async () => {
+  const definitions = new MemoryDefinitionStore();
+  await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).put("orders", SIGNUPS);
+  const warnings = await collectingLogs(async (records) => {
+    await new StreamRegistry(compileConfig({ streams: { orders: SIGNUPS } }), { definitions })
+      .registerConfig();
+    return records.filter((record) => record.level === "warning").map(messageOf);
+  });
+  assert.deepEqual(warnings, [
+    "Stream 'orders' of the config file replaces the stream of that name created through the API (version 1); it starts empty, and the API stream's data is not read again",
+  ]);
+});
+
+Deno.test("a config stream no deployment declares any more is freed by DELETE ?force=true from an instance whose file does not hold it", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const former = new StreamRegistry(compileConfig({ streams: { orders: SIGNUPS } }), {
+    definitions,
+  });
+  await former.registerConfig();
+  const keys = await KeyRing.parse("");
+  const appOf = (streams: StreamRegistry) => createApp({ streams, store: new MemoryStore(), keys });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const app = appOf(streams);
+  const refused = await app.request("/v1/streams/orders", { method: "DELETE" });
+  assert.equal(refused.status, 409);
+  const error = (await refused.json()).error;
+  assert.equal(error.code, "stream_from_config");
+  assert.match(error.message, /DELETE it with \?force=true/);
+  const bad = await app.request("/v1/streams/orders?force=yes", { method: "DELETE" });
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+  // Never on the instance whose own file holds it.
+  const own = await appOf(former).request("/v1/streams/orders?force=true", { method: "DELETE" });
+  assert.equal(own.status, 409);
+  await own.body?.cancel();
+  assert.equal((await definitions.get("orders"))?.deleted, false);
+  const forced = await app.request("/v1/streams/orders?force=true", { method: "DELETE" });
+  assert.equal(forced.status, 204);
+  assert.equal((await definitions.get("orders"))?.deleted, true);
+  // The name is free for the API.
+  const created = await app.request("/v1/streams/orders", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(SIGNUPS),
+  });
+  assert.equal(created.status, 201);
+  await created.body?.cancel();
 });
 
 Deno.test("a poll that cannot record a config stream still serves the streams created meanwhile", async () => {
