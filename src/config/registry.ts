@@ -60,7 +60,44 @@ export type DefinitionProblem =
   | "counter_changed"
   | "stream_not_found"
   | "definition_conflict"
-  | "stream_lookup_busy";
+  | "stream_lookup_busy"
+  | "precondition_failed";
+
+/**
+ * What a change of a stream's definition expects of the stored one (HTTP's
+ * `If-Match` and `If-None-Match: *`), so that two admins editing the same
+ * stream do not silently overwrite each other.
+ */
+export interface DefinitionPrecondition {
+  /** One of these versions must be the stream's, which must exist. */
+  versions?: readonly number[];
+  /** The stream must exist (any version). */
+  exists?: boolean;
+  /** The stream must not exist (create only). */
+  absent?: boolean;
+}
+
+function checkPrecondition(
+  name: string,
+  record: StoredDefinition | null,
+  expected: DefinitionPrecondition | undefined,
+): void {
+  if (!expected) return;
+  const live = record !== null && !record.deleted;
+  const now = live ? `is at version ${record.version}` : "does not exist";
+  let problem: string | undefined;
+  if (expected.absent && live) problem = "exists";
+  else if ((expected.exists || expected.versions) && !live) problem = "does not exist";
+  else if (expected.versions && live && !expected.versions.includes(record.version)) {
+    problem = `is not at version ${expected.versions.join(" or ")}`;
+  }
+  if (problem) {
+    throw new StreamDefinitionError(
+      "precondition_failed",
+      `Stream '${name}' ${problem} (it ${now}): read it again and retry`,
+    );
+  }
+}
 
 /** A stream definition change was refused. */
 export class StreamDefinitionError extends Error {
@@ -633,6 +670,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   async put(
     name: string,
     raw: unknown,
+    expected?: DefinitionPrecondition,
   ): Promise<{ created: boolean; registered: RegisteredStream }> {
     this.#refuseConfig(name);
     let stream: CompiledStream;
@@ -656,6 +694,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           `Stream '${name}' is defined in a config file; change it there and redeploy`,
         );
       }
+      checkPrecondition(name, record, expected);
       if (live) {
         const changed = changedCounters(record.counters, counters);
         if (changed.length > 0) {
@@ -693,10 +732,14 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
    * the record of a config-file stream this instance's file does not hold
    * (another deployment's, or one no deployment declares any more).
    */
-  async remove(name: string, options: { force?: boolean } = {}): Promise<void> {
+  async remove(
+    name: string,
+    options: { force?: boolean; expected?: DefinitionPrecondition } = {},
+  ): Promise<void> {
     this.#refuseConfig(name);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
+      if (record !== null && !record.deleted) checkPrecondition(name, record, options.expected);
       if (record === null || record.deleted) {
         this.#entries.delete(name);
         this.#unservable.delete(name);

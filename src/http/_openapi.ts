@@ -40,6 +40,10 @@ export const errorResponses = {
     description: "Conflicts with the current state (or a request in progress)",
     content: errorContent,
   },
+  412: {
+    description: "If-Match or If-None-Match does not hold (changed meanwhile)",
+    content: errorContent,
+  },
   413: { description: "Too large", content: errorContent },
   415: { description: "Unsupported media type", content: errorContent },
   422: { description: "Idempotency-Key reused with another body", content: errorContent },

@@ -11,7 +11,7 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import type { StreamRegistry } from "../config/mod.ts";
+import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
 import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
@@ -47,9 +47,17 @@ const putStreamRoute = createRoute({
   tags: ["streams"],
   summary: "Create or replace a stream. Scope: admin.",
   description:
-    "The body is one stream definition, as a config file's `streams.<name>` holds it, checked the same way (400 `invalid_definition` names the path of the bad value). A new version reaches every instance within 5 s. Counters may be added and removed, transforms and alerts changed; an existing counter's window, aggregate or groupBy may not (409 `counter_changed`: add a new counter instead). Config-file streams cannot be changed here (409 `stream_from_config`). A stream deleted and created again starts empty.",
+    "The body is one stream definition, as a config file's `streams.<name>` holds it, checked the same way (400 `invalid_definition` names the path of the bad value). A new version reaches every instance within 5 s. Counters may be added and removed, transforms and alerts changed; an existing counter's window, aggregate or groupBy may not (409 `counter_changed`: add a new counter instead). Config-file streams cannot be changed here (409 `stream_from_config`). A stream deleted and created again starts empty. `If-Match: \"<version>\"` (the `ETag` of `GET /v1/streams/{stream}`) replaces only that version, `If-None-Match: *` only creates: otherwise 412 `precondition_failed`.",
   request: {
     params: undefined,
+    headers: z.object({
+      "if-match": z.string().optional().openapi({
+        description: 'Entity tags (`"3"`) of the versions this write replaces, or `*`',
+      }),
+      "if-none-match": z.literal("*").optional().openapi({
+        description: "`*`: create only",
+      }),
+    }),
     body: {
       required: true,
       content: { "application/json": { schema: { type: "object" as const } } },
@@ -58,7 +66,7 @@ const putStreamRoute = createRoute({
   responses: {
     200: jsonContent(StreamSchema, "Replaced"),
     201: jsonContent(StreamSchema, "Created"),
-    ...errorsFor(400, 401, 403, 409, 413, 415, 503),
+    ...errorsFor(400, 401, 403, 409, 412, 413, 415, 503),
   },
 });
 
@@ -72,6 +80,11 @@ const deleteStreamRoute = createRoute({
   description:
     "Every instance stops serving it within 5 s; its data is not read again and expires by retention. Config-file streams cannot be deleted here (409 `stream_from_config`), except, with `force=true`, one that the answering instance's config file does not hold (its record stays in the store after every deployment dropped it from its file).",
   request: {
+    headers: z.object({
+      "if-match": z.string().optional().openapi({
+        description: 'Entity tags (`"3"`) of the versions this deletes, or `*`',
+      }),
+    }),
     query: z.object({
       force: z.enum(["true", "false"]).optional().openapi({
         description:
@@ -81,9 +94,48 @@ const deleteStreamRoute = createRoute({
   },
   responses: {
     204: { description: "Deleted" },
-    ...errorsFor(401, 403, 404, 409, 503),
+    ...errorsFor(400, 401, 403, 404, 409, 412, 503),
   },
 });
+
+/** An entity tag as this API gives it: a stream's version in quotes. */
+const ENTITY_TAG = /^(?:W\/)?"(\d{1,15})"$/;
+
+/**
+ * The request's `If-Match` (entity tags, or `*`) and, when `create`, its
+ * `If-None-Match: *`; undefined when it has neither. A malformed one is 400.
+ */
+function preconditionOf(
+  c: Context,
+  { create }: { create: boolean },
+): DefinitionPrecondition | undefined {
+  const ifMatch = c.req.header("If-Match");
+  const ifNoneMatch = create ? c.req.header("If-None-Match") : undefined;
+  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
+  const expected: DefinitionPrecondition = {};
+  if (ifNoneMatch !== undefined) {
+    if (ifNoneMatch.trim() !== "*") {
+      throw new ApiError(400, "invalid_request", "If-None-Match: only '*' (create only) is taken");
+    }
+    expected.absent = true;
+  }
+  if (ifMatch !== undefined) {
+    if (ifMatch.trim() === "*") {
+      expected.exists = true;
+    } else {
+      const versions = ifMatch.split(",").map((tag) => ENTITY_TAG.exec(tag.trim())?.[1]);
+      if (versions.some((version) => version === undefined)) {
+        throw new ApiError(
+          400,
+          "invalid_request",
+          `If-Match: expected '*' or entity tags such as '"3"' (a stream's version), got '${ifMatch}'`,
+        );
+      }
+      expected.versions = versions.map(Number);
+    }
+  }
+  return expected;
+}
 
 function streamName(c: Context): string {
   const name = c.req.param("stream") ?? "";
@@ -146,8 +198,10 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
   });
   app.put(path, admin, async (c) => {
     const name = streamName(c);
+    const expected = preconditionOf(c, { create: true });
     const raw = await readDefinition(c, maxBodyBytes);
-    const { created, registered } = await deps.streams.put(name, raw);
+    const { created, registered } = await deps.streams.put(name, raw, expected);
+    c.header("ETag", `"${registered.version}"`);
     return c.json(await streamJson(registered.stream, deps), created ? 201 : 200);
   });
   app.openAPIRegistry.registerPath({ ...deleteStreamRoute, parameters: [streamParam] });
@@ -157,7 +211,8 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
     if (force !== undefined && force !== "true" && force !== "false") {
       throw new ApiError(400, "invalid_query", `'force' is true or false, got '${force}'`);
     }
-    await deps.streams.remove(name, { force: force === "true" });
+    const expected = preconditionOf(c, { create: false });
+    await deps.streams.remove(name, { force: force === "true", expected });
     return c.body(null, 204);
   });
 }

@@ -183,7 +183,11 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
         cause: error,
       });
     }
-    const status = { invalid_definition: 400, stream_not_found: 404 }[error.code as string] ?? 409;
+    const status = {
+      invalid_definition: 400,
+      stream_not_found: 404,
+      precondition_failed: 412,
+    }[error.code as string] ?? 409;
     return new ApiError(status as ContentfulStatusCode, error.code, error.message, {
       cause: error,
     });

@@ -431,7 +431,10 @@ const getStreamRoute = createRoute({
 function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
   return async (c) => {
     const stream = await findServedStream(deps.streams, c.req.valid("param").stream);
-    return c.json(await streamJson(stream, deps), 200);
+    const body = await streamJson(stream, deps);
+    // What PUT and DELETE take in If-Match (the version this instance serves).
+    c.header("ETag", `"${body.version}"`);
+    return c.json(body, 200);
   };
 }
 

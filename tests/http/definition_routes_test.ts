@@ -304,19 +304,30 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "401",
     "403",
     "409",
+    "412",
     "413",
     "415",
     "503",
   ]);
   assert.deepEqual(Object.keys(path.delete.responses).sort(), [
     "204",
+    "400",
     "401",
     "403",
     "404",
     "409",
+    "412",
     "503",
   ]);
   assert.equal(path.put.parameters[0].name, "stream");
+  const parameters = (operation: { parameters: { name: string; in: string }[] }) =>
+    operation.parameters.map((parameter) => `${parameter.in}:${parameter.name}`).sort();
+  assert.deepEqual(parameters(path.put), [
+    "header:if-match",
+    "header:if-none-match",
+    "path:stream",
+  ]);
+  assert.deepEqual(parameters(path.delete), ["header:if-match", "path:stream", "query:force"]);
   assert.ok(doc.components.schemas.Stream.properties.source);
 });
 
@@ -595,4 +606,56 @@ Deno.test("PUT /v1/streams/{stream} refuses a definition over 64 KiB with 413 pa
   assert.equal(res.status, 413);
   assert.deepEqual((await res.json()).error.code, "payload_too_large");
   assert.equal((await app.request("/v1/streams/big")).status, 404);
+});
+
+Deno.test("If-Match and If-None-Match keep two admins from overwriting each other: 412 precondition_failed, nothing changed", async () => {
+  const app = await appWith();
+  // Create only.
+  assert.equal((await put(app, "signups", SIGNUPS, { "If-None-Match": "*" })).status, 201);
+  const again = await put(app, "signups", SIGNUPS, { "If-None-Match": "*" });
+  assert.equal(again.status, 412);
+  assert.equal((await errorOf(again)).code, "precondition_failed");
+  const read = await app.request("/v1/streams/signups");
+  assert.equal(read.headers.get("ETag"), '"1"');
+  await read.body?.cancel();
+  // Two admins read version 1; the first one's change wins, the second is told.
+  const next = { ...SIGNUPS, description: "first" };
+  const first = await put(app, "signups", next, { "If-Match": '"1"' });
+  assert.equal(first.status, 200);
+  assert.equal(first.headers.get("ETag"), '"2"');
+  await first.body?.cancel();
+  const second = await put(app, "signups", { ...SIGNUPS, description: "second" }, {
+    "If-Match": '"1"',
+  });
+  assert.equal(second.status, 412);
+  const error = await errorOf(second);
+  assert.equal(error.code, "precondition_failed");
+  assert.equal(
+    error.message,
+    "Stream 'signups' is not at version 1 (it is at version 2): read it again and retry",
+  );
+  const stored = await (await app.request("/v1/streams/signups")).json();
+  assert.deepEqual([stored.version, stored.definition.description], [2, "first"]);
+  // Several tags, weak ones too, and *.
+  const listed = await put(app, "signups", next, { "If-Match": 'W/"7", "2"' });
+  assert.equal(listed.status, 200);
+  await listed.body?.cancel();
+  assert.equal((await put(app, "nothing", SIGNUPS, { "If-Match": "*" })).status, 412);
+  for (const header of ["3", '"x"', "", '"1" "2"']) {
+    const bad = await put(app, "signups", next, { "If-Match": header });
+    assert.equal(bad.status, 400, header);
+    assert.equal((await errorOf(bad)).code, "invalid_request");
+  }
+  // DELETE takes If-Match too.
+  const stale = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": '"2"' },
+  });
+  assert.equal(stale.status, 412);
+  await stale.body?.cancel();
+  const deleted = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": '"3"' },
+  });
+  assert.equal(deleted.status, 204);
 });
