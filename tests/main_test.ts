@@ -105,6 +105,27 @@ for (
   });
 }
 
+Deno.test("main.ts refuses a config file with several bad values in one line naming them all", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        streams: {
+          orders: { counters: { n: { window: { tumbling: "1x" }, aggregate: "count" } } },
+          "bad name": { counters: {} },
+        },
+      }),
+    );
+    assertOneLine(
+      await startWith({ EDGESTREAM_CONFIG: path }),
+      /^edgestream: EDGESTREAM_CONFIG: .*streams\.orders\.counters\.n\.window\.tumbling: .*; /,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("main.ts refuses a port in use in one line that names it", async () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {

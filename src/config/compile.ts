@@ -305,7 +305,7 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
 
 /**
  * Checks and compiles a parsed configuration. Throws {@linkcode ConfigError}
- * naming the path of every bad value.
+ * naming the path of every bad value, on one line (`path: problem; …`).
  *
  * @example
  * ```ts
@@ -318,13 +318,13 @@ export function compileConfig(raw: unknown): Map<string, CompiledStream> {
   const protoKeys = protoKeyPaths(raw);
   if (protoKeys.length > 0) {
     const lines = protoKeys.map((path) => `${path}: Key '__proto__' is not allowed`);
-    throw new ConfigError(`Invalid config:\n  ${lines.join("\n  ")}`);
+    throw new ConfigError(`Invalid config: ${lines.join("; ")}`);
   }
   const result = configSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))
       .map(({ issue, path }) => `${formatPath(path)}: ${issueMessage(issue)}`);
-    throw new ConfigError(`Invalid config:\n  ${lines.join("\n  ")}`);
+    throw new ConfigError(`Invalid config: ${lines.join("; ")}`);
   }
   const streams = new Map<string, CompiledStream>();
   const rawStreams = (raw as { streams: Record<string, unknown> }).streams;

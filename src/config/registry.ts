@@ -121,8 +121,9 @@ export class ConfigConflictError extends ConfigError {
 
 /** A config error about one stream's definition, its paths relative to the definition. */
 function definitionProblem(name: string, error: ConfigError): string {
-  return error.message.replace(/^Invalid config:\n\s*/, "").replaceAll(/\n\s*/g, "; ")
-    .replaceAll(`streams.${name}.`, "");
+  // The definition itself (a PUT of null, say) is the body's root.
+  return error.message.replace(/^Invalid config: /, "").replaceAll(`streams.${name}.`, "")
+    .replaceAll(`streams.${name}:`, "(root):");
 }
 
 /** A stream stored through the API that this release cannot compile. */

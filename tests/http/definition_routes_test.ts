@@ -203,6 +203,13 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
   assert.equal(slow.status, 400);
   assert.match((await errorOf(slow)).message, /limits\.eventsPerSecond/);
 
+  // The body itself is the root, not the config file's streams.signups.
+  for (const body of ["null", "[]", '"x"']) {
+    const notObject = await put(app, "signups", body);
+    assert.equal(notObject.status, 400, body);
+    assert.match((await errorOf(notObject)).message, /^Invalid stream definition: \(root\): /);
+  }
+
   const unknownField = await put(app, "signups", { countres: {} });
   assert.equal(unknownField.status, 400);
   assert.match((await errorOf(unknownField)).message, /countres/);
