@@ -373,15 +373,20 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     const now = this.#now();
     const missUntil = this.#misses.get(name);
     if (missUntil !== undefined && missUntil > now) return undefined;
-    const pending = this.#loading.get(name);
-    if (pending) return await pending;
-    if (!this.#takeLookup(now)) {
+    if (!this.#loading.has(name) && !this.#takeLookup(now)) {
       throw new StreamDefinitionError(
         "stream_lookup_busy",
         `Stream '${name}' is not served by this instance yet, and it looks up no more than ${this.#lookupsPerSecond} unknown names a second: try again in a second`,
       );
     }
-    const found = await this.#load(name);
+    let found: CompiledStream | undefined;
+    try {
+      found = await this.#load(name);
+    } catch (error) {
+      // A read, before the request does anything: whatever it was to do, none of it was.
+      if (!(error instanceof StoreUnavailableError) || error.outcome === "not_applied") throw error;
+      throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
+    }
     if (!found) this.#rememberMiss(name, now);
     return found;
   }

@@ -756,3 +756,20 @@ Deno.test("A lookup that read a stream before this instance deleted it does not 
   assert.equal(reader.get("signups"), undefined);
   assert.equal(reader.has("signups"), false);
 });
+
+Deno.test("an ingest for a name looked up while the store is down answers 503 with outcome not_applied: only a read was tried", async () => {
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions: new DownDefinitions(),
+  });
+  const app = createApp({ streams, store: new MemoryStore(), keys: await KeyRing.parse("") });
+  const res = await app.request("/v1/streams/signups/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify([{ plan: "pro" }]),
+  });
+  assert.equal(res.status, 503);
+  const error = (await res.json()).error;
+  assert.equal(error.code, "store_unavailable");
+  assert.deepEqual(error.details, { outcome: "not_applied" });
+  assert.match(error.message, /nothing was applied$/);
+});
