@@ -398,6 +398,10 @@ function refuse(message: string): never {
   throw new SchemaCompileError(`Cannot compile event schema: ${message}`);
 }
 
+function patternMap(value: unknown): object {
+  return typeof value === "object" && value !== null && !Array.isArray(value) ? value : {};
+}
+
 function isPrimitive(value: unknown): boolean {
   return value === null || ["string", "number", "boolean"].includes(typeof value);
 }
@@ -436,6 +440,16 @@ export function forZod(schema: unknown): unknown {
     const values = key === "enum" && Array.isArray(node.enum) ? node.enum : [node[key]];
     if (node[key] !== undefined && !values.every(isPrimitive)) {
       refuse(`${key} takes strings, numbers, booleans and null, not objects or arrays`);
+    }
+  }
+  // Checked wherever it stands: one that never applies (on the event object itself, say) is
+  // refused as well, as the README says of every pattern RE2 cannot run.
+  for (const pattern of [node.pattern, ...Object.keys(patternMap(node.patternProperties))]) {
+    if (typeof pattern !== "string") continue;
+    try {
+      compileLinearPattern(pattern);
+    } catch (error) {
+      refuse(error instanceof Error ? error.message : String(error));
     }
   }
   if (

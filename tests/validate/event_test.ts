@@ -586,6 +586,18 @@ Deno.test("a schema pattern RE2 cannot run (lookaround, backreferences) is refus
     () => compileEventSchema({ type: "object", patternProperties: { "(a)\\1": {} } }),
     SchemaCompileError,
   );
+  // Also where it could never apply (a pattern checks strings; the event is an object), or only
+  // in a branch, or in a definition no property uses.
+  for (
+    const schema of [
+      { pattern: "(?=a)" },
+      { type: "object", pattern: "(?=a)" },
+      { anyOf: [{ pattern: "(?=a)" }, { type: "object" }] },
+      { $defs: { unused: { type: "string", pattern: "(a)\\1" } } },
+    ]
+  ) {
+    assert.throws(() => compileEventSchema(schema), SchemaCompileError, JSON.stringify(schema));
+  }
 });
 
 Deno.test("compileEventSchema() follows $refs into draft-07 definitions as into $defs", () => {
