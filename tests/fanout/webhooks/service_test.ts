@@ -588,6 +588,44 @@ Deno.test("event.processed can be batched: data is an array of up to maxEvents e
   });
 });
 
+Deno.test("a batch waits up to maxWait, but not while another endpoint of the stream takes events one by one", async () => {
+  const batch = { maxEvents: 100, maxWait: "1m" };
+  // Alone, the batched endpoint gets nothing yet: its batch is held open.
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const { secret } = await register(app, {
+      url: receiver.url("/batched"),
+      eventTypes: ["event.processed"],
+      batch,
+    });
+    receiver.secrets = [secret];
+    await ingest(app, [{ id: "e1", ts: at(1), country: "DE" }]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(receiver.on("/batched").length, 0);
+    await webhooks.close();
+  });
+  // Beside an endpoint without batch, the stream is dispatched at once: the batch goes too.
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const started = Date.now();
+    const one = await register(app, { url: receiver.url("/one"), eventTypes: ["event.processed"] });
+    const batched = await register(app, {
+      url: receiver.url("/batched"),
+      eventTypes: ["event.processed"],
+      batch,
+    });
+    receiver.secrets = [one.secret, batched.secret];
+    await ingest(app, [{ id: "e1", ts: at(1), country: "DE" }]);
+    await webhooks.idle();
+    assert.equal(receiver.on("/one").length, 1);
+    assert.deepEqual(
+      receiver.on("/batched").map((item) =>
+        item.payload.data.map((entry: { event: { id: string } }) => entry.event.id)
+      ),
+      [["e1"]],
+    );
+    assert.ok(Date.now() - started < 30_000, "not after maxWait");
+  });
+});
+
 Deno.test("registration refuses URLs that reach internal addresses, naming the address", async () => {
   await withApp({
     allow: [],
