@@ -95,6 +95,9 @@ const SHAPED_SECRETS: RedactionPattern[] = [
   },
 ];
 
+/** Secrets shorter than this are redacted as whole words only. */
+const SHORT_SECRET = 12;
+
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 }
@@ -111,8 +114,14 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
     forms.add(JSON.stringify(secret).slice(1, -1));
     forms.add(encodeURIComponent(secret));
   }
-  // Longest first, so a secret that contains another is replaced whole.
-  const sorted = [...forms].sort((a, b) => b.length - a.length).map(escapeRegExp);
+  // Longest first, so a secret that contains another is replaced whole. A short one (a dev
+  // token such as "dev") is replaced only where no letter, digit, '_' or '-' touches it, or every
+  // word holding those letters would be mangled.
+  const sorted = [...forms].sort((a, b) => b.length - a.length).map((form) =>
+    form.length < SHORT_SECRET
+      ? `(?<![A-Za-z0-9_-])${escapeRegExp(form)}(?![A-Za-z0-9_-])`
+      : escapeRegExp(form)
+  );
   const exact = sorted.length === 0
     ? []
     : [{ pattern: new RegExp(sorted.join("|"), "g"), replacement: REDACTED }];

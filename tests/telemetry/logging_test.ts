@@ -603,3 +603,13 @@ Deno.test("writeLogRecord() leaves a record to LogTape under another configurati
   // With no configuration at all, LogTape drops it.
   assert.equal(writeLogRecord(record), false);
 });
+
+Deno.test("configureLogging() redacts a short secret as a whole word only, leaving the words that hold its letters", async () => {
+  await writtenLogs((lines) => {
+    logger.info('token dev, "dev" and dev: but development and devices stay');
+    assert.equal(
+      jsonLines(lines)[0].message,
+      `token ${REDACTED}, "${REDACTED}" and ${REDACTED}: but development and devices stay`,
+    );
+  }, { secrets: ["dev"] });
+});
