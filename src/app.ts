@@ -17,6 +17,7 @@ import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
+import { documentedRoutes } from "./http/_openapi.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
@@ -146,9 +147,31 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.use(originGuard(originPolicy, { defer: admitsListedOrigins }));
   // Ingest reads its own body, with its own limits; every other body is read whole by its route.
   app.use(limitBody());
-  app.notFound((c) =>
-    errorResponse(new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`), c)
-  );
+  // A path the API has, asked with another method, is a 405 naming the methods it takes.
+  let routes: { pattern: RegExp; methods: string[] }[] | undefined;
+  app.notFound((c) => {
+    routes ??= documentedRoutes(app);
+    const methods = routes.find((route) => route.pattern.test(c.req.path))?.methods;
+    // OPTIONS asks what it takes (a CORS preflight of a route that allows none gets no grant).
+    if (methods && c.req.method === "OPTIONS") {
+      return c.body(null, 204, { Allow: methods.join(", ") });
+    }
+    if (methods && !methods.includes(c.req.method)) {
+      return errorResponse(
+        new ApiError(
+          405,
+          "method_not_allowed",
+          `${c.req.path} takes ${methods.join(", ")}, not ${c.req.method}`,
+          { headers: { Allow: methods.join(", ") } },
+        ),
+        c,
+      );
+    }
+    return errorResponse(
+      new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`),
+      c,
+    );
+  });
 
   const streamDeps = {
     streams,

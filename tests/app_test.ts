@@ -528,6 +528,27 @@ Deno.test("unknown routes get the JSON error envelope", async () => {
   assert.equal(body.error.code, "not_found");
 });
 
+Deno.test("a route asked with a method it does not take is 405 with Allow", async () => {
+  const { app } = await testApp();
+  for (
+    const [method, path, allow] of [
+      ["GET", "/v1/streams/orders/events", "POST"],
+      ["POST", "/v1/streams", "GET, HEAD"],
+      ["PATCH", "/v1/streams/orders", "DELETE, GET, HEAD, PUT"],
+    ]
+  ) {
+    const res = await app.request(path, { method });
+    assert.equal(res.status, 405, `${method} ${path}`);
+    assert.equal(res.headers.get("Allow"), allow);
+    const { error } = await res.json();
+    assert.equal(error.code, "method_not_allowed");
+    assert.equal(error.message, `${path} takes ${allow}, not ${method}`);
+  }
+  const options = await app.request("/v1/streams/orders", { method: "OPTIONS" });
+  assert.equal(options.status, 204);
+  assert.equal(options.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
+});
+
 Deno.test("/openapi.json documents every route from the same schemas", async () => {
   const { app } = await testApp();
   const { status, body } = await getJson(app, "/openapi.json");

@@ -1,10 +1,11 @@
 /**
  * What every route module's OpenAPI definitions share: the error envelope's
- * schema, the one table of error responses, and the JSON content helper.
+ * schema, the one table of error responses, the JSON content helper, and the
+ * documented routes (for 405s).
  *
  * @module
  */
-import { z } from "@hono/zod-openapi";
+import { type OpenAPIHono, z } from "@hono/zod-openapi";
 
 /** The error envelope. */
 export const ErrorSchema = z.object({
@@ -67,4 +68,29 @@ export function errorsFor<S extends keyof typeof errorResponses>(
   const picked = {} as Pick<typeof errorResponses, S>;
   for (const status of statuses) picked[status] = errorResponses[status];
   return picked;
+}
+
+/**
+ * The documented routes of `app`, as a path pattern with the methods it
+ * takes (upper case, `HEAD` beside `GET`): what a 405 names in `Allow`.
+ */
+export function documentedRoutes(app: OpenAPIHono): { pattern: RegExp; methods: string[] }[] {
+  const byPath = new Map<string, Set<string>>();
+  for (const definition of app.openAPIRegistry.definitions) {
+    if (definition.type !== "route") continue;
+    const { path, method } = definition.route;
+    const methods = byPath.get(path) ?? new Set<string>();
+    methods.add(method.toUpperCase());
+    if (method === "get") methods.add("HEAD");
+    byPath.set(path, methods);
+  }
+  return [...byPath].map(([path, methods]) => ({
+    pattern: new RegExp(
+      `^${
+        path.split(/\{[^}]+\}/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+          .join("[^/]+")
+      }$`,
+    ),
+    methods: [...methods].sort(),
+  }));
 }
