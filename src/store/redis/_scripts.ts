@@ -118,19 +118,21 @@ local function expectLog()
   end
 end
 -- A HyperLogLog as PFADD takes one: a string of a 16-byte header (HYLL, then its encoding: 0 dense,
--- 1 sparse), and a dense one exactly 12,304 bytes long; an empty string is none.
+-- 1 sparse), and a dense one exactly 12,304 bytes long; an empty string is none. Returns whether
+-- there is one.
 local function expectHll(key)
   local head = redis.pcall("GETRANGE", key, 0, 15)
   if type(head) == "table" then refuseKey(key, "a " .. redis.call("TYPE", key).ok, "a HyperLogLog") end
   if head == "" then
     if redis.call("EXISTS", key) == 1 then refuseKey(key, "an empty string", "a HyperLogLog") end
-    return
+    return false
   end
   local encoding = string.byte(head, 5)
   if #head < 16 or string.sub(head, 1, 4) ~= "HYLL" or encoding > 1 or
     (encoding == 0 and redis.call("STRLEN", key) ~= 12304) then
     refuseKey(key, "a string", "a HyperLogLog")
   end
+  return true
 end
 -- Text HINCRBYFLOAT adds to: a finite number without spaces.
 local function isFloatText(text)
@@ -477,6 +479,8 @@ local paneExpiry = {}
 local paneValues = {}
 -- The groups a pane held before this call, read here for a pane some cell adds a group to.
 local paneGroups = {}
+-- Whether a HyperLogLog a cell adds to was there when checked (so has its PX): key → boolean.
+local hllHeld = {}
 local function expiryOf(counter, key, paneText)
   local expiresAt = paneExpiry[key]
   if expiresAt == nil then
@@ -526,8 +530,12 @@ do
       if paneGroups[key] == 0 then zsetsDue[name] = true end
     end
     if kind == "distinct" and #cell[8] > 0 then
-      expectHll(hllKey(name, paneText, group))
-      if isNew then expectHll(hllKey(name, paneText, OTHER)) end
+      local hll = hllKey(name, paneText, group)
+      hllHeld[hll] = expectHll(hll)
+      if isNew then
+        hll = hllKey(name, paneText, OTHER)
+        hllHeld[hll] = expectHll(hll)
+      end
     elseif kind == "quantiles" then
       local bins = {}
       for bin in pairs(cell[9]) do bins[#bins + 1] = bin end
@@ -898,9 +906,12 @@ for _, cell in ipairs(oneByOne) do
     for i = 1, #values, 500 do
       created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))
     end
-    -- PFADD answers 0 only when the HyperLogLog existed: then it has its PX already, from when it
-    -- was made or from the pane's last refresh (below), which extends every group's.
-    if created == 1 then redis.call("PEXPIRE", hll, lifeOf(counter.ttl)) end
+    -- One there when checked (and not deleted above) has its PX already, from when it was made
+    -- or from the pane's last refresh (below), which extends every group's; PFADD answers 0 only
+    -- when it existed.
+    if created == 1 and (groupIsNew or not hllHeld[hll]) then
+      redis.call("PEXPIRE", hll, lifeOf(counter.ttl))
+    end
   end
 end
 -- Panes new or due: their keys, their score and (for a new pane) the windows they open, then

@@ -220,3 +220,42 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "a HyperLogLog made in a pane that is listed and not due (a new group, or one evicted) gets a TTL",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // Every write at one instant: the pane is new at the first only, so no later write refreshes
+    // it (which would extend its groups' keys too).
+    const now = Date.now();
+    const store = new RedisStore(redis, { now: () => now });
+    const eventTime = now - 86_400_000;
+    const write = (id: string, g: string, u: string) =>
+      ingestItems(stream, [{ ok: true as const, value: { id, t: eventTime, g, u, v: 1 } }], {
+        store,
+        nowMs: now,
+      });
+    const hllOf = async (g: string) =>
+      ((await withDirect(fixture.redisUrl, (send) => send("KEYS", "es:{t}:h:users:*"))) as string[])
+        .find((key) => key.endsWith(`:${JSON.stringify([g])}`))!;
+    const pttl = (key: string) => withDirect(fixture.redisUrl, (send) => send("PTTL", key));
+    await write("1", "a", "u1");
+    // A group new in the pane: its HyperLogLog is made by this write alone.
+    await write("2", "b", "u2");
+    assert.ok(Number(await pttl(await hllOf("b"))) > 0, "new group's HyperLogLog has no TTL");
+    // A group the pane holds whose HyperLogLog is gone (evicted): made again, with a TTL.
+    const evicted = await hllOf("a");
+    await withDirect(fixture.redisUrl, (send) => send("DEL", evicted));
+    await write("3", "a", "u3");
+    assert.ok(Number(await pttl(evicted)) > 0, "evicted HyperLogLog made again has no TTL");
+    // One that is there keeps the TTL it has (a later write does not need to set it).
+    const before = Number(await pttl(evicted));
+    await write("4", "a", "u4");
+    const after = Number(await pttl(evicted));
+    assert.ok(after > 0 && after <= before, `PTTL ${before} then ${after}`);
+  },
+);
