@@ -260,12 +260,14 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
- * - ARGV[1], JSON: `{now, late, idle, dttl, statsTtl, logp, logl, logw?,
+ * - ARGV[1], JSON: `{now, late, idle?, dttl, statsTtl, logp?, logl?, logw?,
  *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …], uq?: true when no
  *   id is in `ids` twice,
- *   tmin?, tmax?, payloads?: [json|false, …], reqs: [request, …], cells}` — one
- *   entry per event (`tmin`, `tmax`: the earliest and latest event time), and per request `{n, f, x, ik?, ib?, ir?, it?, rls?}`:
- *   its event, filtered and rejected counts, its idempotency claim (key hash, body
+ *   tmin?, tmax?, payloads?: [json|false, …], reqs?: [request, …], cells}` — one
+ *   entry per event (`tmin`, `tmax`: the earliest and latest event time; flags absent for
+ *   false, `reqs` for one request of every event with nothing but `n`), and per request
+ *   `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
+ *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`;
  *   `cells`, the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
@@ -376,7 +378,8 @@ end
 -- stored reply, a conflict, its key earlier in this batch, the rate limit)
 -- applies nothing and its events are skipped (outcome 3). Nothing here can
 -- fail on what a request sent: keys and bodies arrive as hashes.
-local requests = args.reqs
+-- Absent: one request of every event, none filtered or rejected, without a key or limits.
+local requests = args.reqs or { { n = eventCount } }
 local results = {}
 local skip = {}
 local keysInBatch = {}
@@ -667,9 +670,10 @@ for r, request in ipairs(requests) do
         if outcomes[i] == 2 then requestLate = requestLate + 1 end
       end
     end
-    accepted = accepted + request.n + request.f
-    filtered = filtered + request.f
-    rejected = rejected + request.x
+    local requestFiltered, requestRejected = request.f or 0, request.x or 0
+    accepted = accepted + request.n + requestFiltered
+    filtered = filtered + requestFiltered
+    rejected = rejected + requestRejected
     results[r] = { 0, requestDuplicates, requestLate }
   end
   first = first + request.n

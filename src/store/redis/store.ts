@@ -316,17 +316,22 @@ export class RedisStore implements Store {
     const { cells, indexes, bins } = preAggregate(batch);
     const times = batch.events.map((event) => event.timeMs);
     const ids = batch.events.map((event) => event.id ?? false);
+    const requests = batchRequests(batch);
+    // What the script would take when absent (false, 0, one plain request of every event) is
+    // left out: each JSON value is work for the script's decoding on every call.
+    const plain = requests.length === 1 && !requests[0].filtered && !requests[0].rejected &&
+      !requests[0].idempotency && !requests[0].rateLimits?.length;
     const header = {
       // One token per call (not per try): a try sent again returns the first one's reply.
       tk: crypto.randomUUID(),
       now: batch.nowMs,
       late: batch.latenessMs,
-      idle: batch.idleMs ?? false,
+      idle: batch.idleMs ?? undefined,
       dttl: batch.dedupeTtlMs,
-      reqs: batchRequests(batch).map((request) => ({
+      reqs: plain ? undefined : requests.map((request) => ({
         n: request.events,
-        f: request.filtered,
-        x: request.rejected ?? 0,
+        f: request.filtered || undefined,
+        x: request.rejected || undefined,
         ik: request.idempotency?.keyHash,
         ib: request.idempotency?.bodyHash,
         ir: request.idempotency?.reply,
@@ -339,9 +344,9 @@ export class RedisStore implements Store {
         ]),
       })),
       statsTtl: this.#statsTtlMs,
-      logp: batch.log?.processed ?? false,
-      logl: batch.log?.late ?? false,
-      logw: batch.log?.ifWanted ?? false,
+      logp: batch.log?.processed || undefined,
+      logl: batch.log?.late || undefined,
+      logw: batch.log?.ifWanted || undefined,
       counters: batch.counters.map((c) => [
         c.name,
         c.aggregate,
