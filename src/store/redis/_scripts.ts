@@ -508,8 +508,7 @@ do
       local key = paneKey(counter.name, paneText)
       local pane = fieldsOf[key]
       if not pane then
-        pane = { "c:" .. OTHER }
-        if withSum then pane[2] = "s:" .. OTHER end
+        pane = {}
         fieldsOf[key], keys[#keys + 1] = pane, key
         local expiresAt = expiryOf(counter, key, paneText)
         if expiresAt == nil or dueForRefresh(expiresAt, now, counter.ttl) then
@@ -527,10 +526,17 @@ do
     local name, kind, group = counter.name, counter.kind, cell[3]
     -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
     -- groups are counted now (the write would, later), an empty pane being new whatever its score.
-    local isNew = paneValues[key]["c:" .. group] == nil
+    -- (A count of 0, which no apply writes, is taken as new too: HINCRBY would answer so.)
+    local stored = paneValues[key]["c:" .. group]
+    local isNew = stored == nil or stored == "0"
     if isNew and paneGroups[key] == nil then
       paneGroups[key] = redis.call("HLEN", key) / fieldsPerGroup(kind)
       if paneGroups[key] == 0 then zsetsDue[name] = true end
+      -- OTHER's fields, which a new group past maxGroups adds to: asked only now (mostly absent,
+      -- an absent field is a walk through the whole hash when it is small).
+      local otherFields = { "c:" .. OTHER }
+      if kind == "sum" or kind == "avg" then otherFields[2] = "s:" .. OTHER end
+      for field, value in pairs(expectNumbers(key, otherFields)) do paneValues[key][field] = value end
     end
     if kind == "distinct" and #cell[8] > 0 then
       local hll = hllKey(name, paneText, group)

@@ -407,6 +407,50 @@ for (
   });
 }
 
+// The rest's fields are asked only when a group is new in its pane (the only time they may be
+// added to); a group whose count is 0 counts as new, as HINCRBY would answer.
+for (
+  const [what, group, extra] of [
+    ["the rest's count holding text, where a new group overflows,", "c", []],
+    ["the rest's count holding text, where a group counted 0 overflows,", "a", ['c:["a"]', "0"]],
+  ] as const
+) {
+  redisTest(`an apply that finds ${what} writes nothing`, async (fixture) => {
+    const stream = CAPPED.get("c")!;
+    const store = redisStore(fixture);
+    try {
+      await ingest(stream, store, [event("1", "a"), event("2", "b")]);
+      const full = await streamKey(fixture, "c", `p:count:${T0}`);
+      const fields = await send(fixture, "HGETALL", full) as string[];
+      assert.ok(fields.includes("c:__other__"), JSON.stringify(fields));
+      await refusedWhole(fixture, full, {
+        corrupt: ["HSET", full, ...fields, "c:__other__", "x", ...extra],
+        call: () => ingest(stream, store, [event("3", group)]),
+      });
+    } finally {
+      await store.close();
+    }
+  });
+}
+
+redisTest(
+  "an apply that finds the rest's count holding text adds to a group it holds",
+  async (fixture) => {
+    const stream = CAPPED.get("c")!;
+    const store = redisStore(fixture);
+    try {
+      await ingest(stream, store, [event("1", "a"), event("2", "b")]);
+      const full = await streamKey(fixture, "c", `p:count:${T0}`);
+      await send(fixture, "HSET", full, "c:__other__", "x");
+      assert.equal((await ingest(stream, store, [event("3", "a")])).duplicates, 0);
+      assert.equal(await send(fixture, "HGET", full, 'c:["a"]'), "2");
+      assert.equal(await send(fixture, "HGET", full, "c:__other__"), "x");
+    } finally {
+      await store.close();
+    }
+  },
+);
+
 redisTest("an apply that finds a sketch's bucket holding text writes nothing", async (fixture) => {
   const stream = CAPPED.get("q")!;
   const store = redisStore(fixture);
