@@ -354,11 +354,16 @@ end
 local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
 local statsAsked = { "wm", "exp", unpack(STAT_FIELDS) }
 for _, counter in ipairs(counters) do statsAsked[#statsAsked + 1] = "k:" .. counter.name end
--- The groups (sessions) counted past a counter's maxGroups (maxSessions), added to with HINCRBY:
--- asked only to check them (see refuseKey).
-for _, counter in ipairs(counters) do statsAsked[#statsAsked + 1] = "overflow:" .. counter.name end
+-- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
+-- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
+-- group is new in a pane (below), the only time they may be added to.
+if type(args.sess) == "table" then
+  for _, session in ipairs(args.sess) do
+    statsAsked[#statsAsked + 1] = "overflow:" .. counters[session[1] + 1].name
+  end
+end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
-for i = #statsAsked - #counters + 1, #statsAsked do
+for i = #STAT_FIELDS + #counters + 3, #statsAsked do
   if stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
@@ -465,10 +470,11 @@ local function paneTextOf(pane)
   return num(pane)
 end
 -- Every key the writes below may touch is checked before the first (see refuseKey): the stats (and
--- their overflow counts), the demand, stored replies, rate-limit buckets, the definition and the
--- call's token were read above; the dedupe ids' HSET is the first write, or their buckets are read
--- first; here the log, the panes (with the fields HINCRBY adds to), their HyperLogLogs and sketches
--- (with their buckets), those of the group a new group may overflow into, and the counters' live
+-- session counters' overflow counts), the demand, stored replies, rate-limit buckets, the
+-- definition and the call's token were read above; the dedupe ids' HSET is the first write, or
+-- their buckets are read first; here the log, the panes (with the fields HINCRBY adds to), their
+-- HyperLogLogs and sketches (with their buckets), and where a group is new in its pane the keys and
+-- fields of the group it may overflow into and its counter's overflow count; and the counters' live
 -- panes and open windows when a pane is new, due, or found empty (its keys evicted). Session
 -- counters' keys are checked once their cells are known, below.
 if payloads ~= nil and (logProcessed or logLate) then expectLog() end
@@ -499,7 +505,7 @@ do
   local OTHER = ${luaString(OTHER_GROUP)}
   -- Per pane: its counter, text and the fields its cells add to; per cell (not of a session
   -- counter): its counter, pane text, group and pane key.
-  local fieldsOf, keys, checked, zsetsDue = {}, {}, {}, {}
+  local fieldsOf, keys, checked, zsetsDue, overflowChecked = {}, {}, {}, {}, {}
   for _, cell in ipairs(args.cells) do
     if not sessionCounters[cell[1] + 1] then
       local counter = counters[cell[1] + 1]
@@ -532,6 +538,14 @@ do
     if isNew and paneGroups[key] == nil then
       paneGroups[key] = redis.call("HLEN", key) / fieldsPerGroup(kind)
       if paneGroups[key] == 0 then zsetsDue[name] = true end
+      if not overflowChecked[name] then
+        overflowChecked[name] = true
+        local field = "overflow:" .. name
+        local count = redis.call("HGET", STATS_KEY, field)
+        if count and not isIntegerText(count) then
+          refuseKey(STATS_KEY .. " field " .. field, "'" .. count .. "'", "a number it adds to")
+        end
+      end
       -- OTHER's fields, which a new group past maxGroups adds to: asked only now (mostly absent,
       -- an absent field is a walk through the whole hash when it is small).
       local otherFields = { "c:" .. OTHER }

@@ -378,11 +378,12 @@ for (
 }
 
 for (
-  const [what, name, key, field, value] of [
-    ["a count holding 1.5, which HINCRBY refuses", "c", `p:count:${T0}`, 'c:["a"]', "1.5"],
-    ["a count holding ' 5'", "c", `p:count:${T0}`, 'c:["a"]', " 5"],
-    ["a groups overflow count holding text", "c", "stats", "overflow:count", "x"],
-    ["a sessions overflow count holding text", "ss", "stats", "overflow:visits", "x"],
+  const [what, name, key, field, value, group] of [
+    ["a count holding 1.5, which HINCRBY refuses", "c", `p:count:${T0}`, 'c:["a"]', "1.5", "a"],
+    ["a count holding ' 5'", "c", `p:count:${T0}`, 'c:["a"]', " 5", "a"],
+    // Asked only when a group is new in its pane, the only time it may be added to.
+    ["a groups overflow count holding text", "c", "stats", "overflow:count", "x", "c"],
+    ["a sessions overflow count holding text", "ss", "stats", "overflow:visits", "x", "a"],
   ] as const
 ) {
   redisTest(`an apply that finds ${what} writes nothing`, async (fixture) => {
@@ -399,7 +400,7 @@ for (
       const fields = await send(fixture, "HGETALL", full) as string[];
       await refusedWhole(fixture, full, {
         corrupt: ["HSET", full, ...fields, field, value],
-        call: () => ingest(stream, store, [event("3", "a", { u: "cat", t: T0 + 2 * gap })]),
+        call: () => ingest(stream, store, [event("3", group, { u: "cat", t: T0 + 2 * gap })]),
       });
     } finally {
       await store.close();
@@ -434,17 +435,20 @@ for (
 }
 
 redisTest(
-  "an apply that finds the rest's count holding text adds to a group it holds",
+  "an apply that finds the rest's and the overflow count holding text adds to a group it holds",
   async (fixture) => {
     const stream = CAPPED.get("c")!;
     const store = redisStore(fixture);
     try {
       await ingest(stream, store, [event("1", "a"), event("2", "b")]);
       const full = await streamKey(fixture, "c", `p:count:${T0}`);
+      const stats = await streamKey(fixture, "c", "stats");
       await send(fixture, "HSET", full, "c:__other__", "x");
+      await send(fixture, "HSET", stats, "overflow:count", "x");
       assert.equal((await ingest(stream, store, [event("3", "a")])).duplicates, 0);
       assert.equal(await send(fixture, "HGET", full, 'c:["a"]'), "2");
       assert.equal(await send(fixture, "HGET", full, "c:__other__"), "x");
+      assert.equal(await send(fixture, "HGET", stats, "overflow:count"), "x");
     } finally {
       await store.close();
     }
