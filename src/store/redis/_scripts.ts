@@ -385,82 +385,84 @@ end
 -- fail on what a request sent: keys and bodies arrive as hashes.
 -- Absent: one request of every event, none filtered or rejected, without a key or limits.
 local requests = args.reqs or { { n = eventCount } }
-local results = {}
-local skip = {}
-local keysInBatch = {}
--- Rate-limit buckets, each read once and written once, after every check (see refuseKey):
--- { t = tokens, u = updated ms } as stored, then as charged by the requests admitted so far.
-local buckets, chargedBuckets = {}, {}
-local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
-local function bucketOf(name)
-  local bucket = buckets[name]
-  if not bucket then
-    local stored = redis.call("HMGET", bucketKey(name), "t", "u")
-    local t, u = tonumber(stored[1]), tonumber(stored[2])
-    -- What this script never writes (something else did) is a full bucket: no lockout, no error.
-    if not (finite(t) and finite(u)) or t < 0 then t, u = nil, nil end
-    bucket = { name = name, t = t, u = u }
-    buckets[name] = bucket
-  end
-  return bucket
-end
-local function admit(request)
-  local keyHash = request.ik
-  if type(keyHash) == "string" then
-    local stored = redis.call("HMGET", replyKey(keyHash), "b", "r", "d", "l")
-    if stored[1] then
-      if stored[1] ~= request.ib then return { 2 } end
-      return { 1, stored[2], tonumber(stored[3]), tonumber(stored[4]) }
-    end
-    if keysInBatch[keyHash] then return { 4 } end
-    keysInBatch[keyHash] = true
-  end
-  -- Every bucket is refilled and checked before any is charged, so a request
-  -- one bucket refuses takes nothing from the others.
-  local claims = request.rls
-  if type(claims) == "table" and #claims > 0 then
-    -- Of the buckets short of the cost, the one that takes longest to hold it: the request fits
-    -- only then, so that is the wait it is told.
-    local levels, refused, longest = {}, nil, -1
-    for c, claim in ipairs(claims) do
-      local limit, window, cost = claim[2], claim[3], claim[4]
-      local perMs = limit / window
-      local bucket = bucketOf(claim[1])
-      local tokens = limit
-      -- Refilled for the time since its update, none when that is "later" than now (written by
-      -- an instance whose clock is ahead): a clock behind never takes tokens away.
-      if bucket.t then tokens = math.min(limit, bucket.t + perMs * math.max(0, now - bucket.u)) end
-      levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket }
-      if tokens < cost and (cost - tokens) / perMs > longest then
-        refused, longest = c, (cost - tokens) / perMs
-      end
-    end
-    for c, claim in ipairs(claims) do
-      local level = levels[c]
-      local bucket = level.bucket
-      bucket.t, bucket.u, bucket.limit, bucket.perMs = level.tokens, now, claim[2], level.perMs
-      if not refused then bucket.t = bucket.t - claim[4] end
-      if not bucket.charged then
-        bucket.charged = true
-        chargedBuckets[#chargedBuckets + 1] = bucket
-      end
-    end
-    if refused then
-      local level = levels[refused]
-      return { 3, math.ceil((claims[refused][4] - level.tokens) / level.perMs), refused - 1,
-        math.floor(level.tokens) }
-    end
-  end
-  return nil
-end
+local results, skip, chargedBuckets = {}, {}, {}
 local first = 1
-for r, request in ipairs(requests) do
-  local verdict = admit(request)
-  if verdict then
-    results[r] = verdict
-    for i = first, first + request.n - 1 do skip[i] = true end
+-- Without \`reqs\` every event's one request is admitted: nothing to ask, no helpers to make.
+if args.reqs then
+  local keysInBatch = {}
+  -- Rate-limit buckets, each read once and written once, after every check (see refuseKey):
+  -- { t = tokens, u = updated ms } as stored, then as charged by the requests admitted so far.
+  local buckets = {}
+  local function finite(x) return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge end
+  local function bucketOf(name)
+    local bucket = buckets[name]
+    if not bucket then
+      local stored = redis.call("HMGET", bucketKey(name), "t", "u")
+      local t, u = tonumber(stored[1]), tonumber(stored[2])
+      -- What this script never writes (something else did) is a full bucket: no lockout, no error.
+      if not (finite(t) and finite(u)) or t < 0 then t, u = nil, nil end
+      bucket = { name = name, t = t, u = u }
+      buckets[name] = bucket
+    end
+    return bucket
   end
-  first = first + request.n
+  local function admit(request)
+    local keyHash = request.ik
+    if type(keyHash) == "string" then
+      local stored = redis.call("HMGET", replyKey(keyHash), "b", "r", "d", "l")
+      if stored[1] then
+        if stored[1] ~= request.ib then return { 2 } end
+        return { 1, stored[2], tonumber(stored[3]), tonumber(stored[4]) }
+      end
+      if keysInBatch[keyHash] then return { 4 } end
+      keysInBatch[keyHash] = true
+    end
+    -- Every bucket is refilled and checked before any is charged, so a request
+    -- one bucket refuses takes nothing from the others.
+    local claims = request.rls
+    if type(claims) == "table" and #claims > 0 then
+      -- Of the buckets short of the cost, the one that takes longest to hold it: the request fits
+      -- only then, so that is the wait it is told.
+      local levels, refused, longest = {}, nil, -1
+      for c, claim in ipairs(claims) do
+        local limit, window, cost = claim[2], claim[3], claim[4]
+        local perMs = limit / window
+        local bucket = bucketOf(claim[1])
+        local tokens = limit
+        -- Refilled for the time since its update, none when that is "later" than now (written by
+        -- an instance whose clock is ahead): a clock behind never takes tokens away.
+        if bucket.t then tokens = math.min(limit, bucket.t + perMs * math.max(0, now - bucket.u)) end
+        levels[c] = { tokens = tokens, perMs = perMs, bucket = bucket }
+        if tokens < cost and (cost - tokens) / perMs > longest then
+          refused, longest = c, (cost - tokens) / perMs
+        end
+      end
+      for c, claim in ipairs(claims) do
+        local level = levels[c]
+        local bucket = level.bucket
+        bucket.t, bucket.u, bucket.limit, bucket.perMs = level.tokens, now, claim[2], level.perMs
+        if not refused then bucket.t = bucket.t - claim[4] end
+        if not bucket.charged then
+          bucket.charged = true
+          chargedBuckets[#chargedBuckets + 1] = bucket
+        end
+      end
+      if refused then
+        local level = levels[refused]
+        return { 3, math.ceil((claims[refused][4] - level.tokens) / level.perMs), refused - 1,
+          math.floor(level.tokens) }
+      end
+    end
+    return nil
+  end
+  for r, request in ipairs(requests) do
+    local verdict = admit(request)
+    if verdict then
+      results[r] = verdict
+      for i = first, first + request.n - 1 do skip[i] = true end
+    end
+    first = first + request.n
+  end
 end
 
 -- A pane start comes as its text in \`cells\` (so neither JSON nor this script turns it into a
