@@ -261,7 +261,8 @@ end
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
  * - ARGV[1], JSON: `{now, late, idle?, dttl, statsTtl, logp?, logl?, logw?,
- *   counters: [[name, kind, maxGroups, ttl, hop, size]], ids: [id|false, …], uq?: true when no
+ *   counters: [name, kind, maxGroups, ttl, hop, size, …] (six values a counter, flat), ids:
+ *   [id|false, …], uq?: true when no
  *   id is in `ids` twice,
  *   tmin?, tmax?, payloads?: [json|false, …], reqs?: [request, …], cells}` — one
  *   entry per event (`tmin`, `tmax`: the earliest and latest event time; flags absent for
@@ -344,8 +345,12 @@ end
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}
-for i, c in ipairs(args.counters) do
-  counters[i] = { name = c[1], kind = c[2], maxGroups = c[3], ttl = c[4], hop = c[5], size = c[6] }
+-- Six values per counter, in one array (a table fewer per counter to decode).
+local flat = args.counters
+for i = 1, #flat / 6 do
+  local at = (i - 1) * 6
+  counters[i] = { name = flat[at + 1], kind = flat[at + 2], maxGroups = flat[at + 3], ttl = flat[at + 4],
+    hop = flat[at + 5], size = flat[at + 6] }
 end
 
 -- The stats are read once here and written with one HSET at the end. With them, per counter,

@@ -347,7 +347,7 @@ export class RedisStore implements Store {
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
       logw: batch.log?.ifWanted || undefined,
-      counters: batch.counters.map((c) => [
+      counters: batch.counters.flatMap((c) => [
         c.name,
         c.aggregate,
         c.maxGroups,
