@@ -1016,8 +1016,22 @@ if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
-local reply = cjson.encode({ o = outcomeText, wm = wm and num(wm) or "", d = demand, r = results,
-  v = definitionVersion })
+-- The reply's JSON written here, not by cjson.encode, which makes a buffer and formats each number
+-- as a float; an applied request's result, the common one, without it too.
+local resultsJson = {}
+for r, result in ipairs(results) do
+  if result[1] ~= 0 then
+    resultsJson[r] = cjson.encode(result)
+  elseif result[2] == 0 and result[3] == 0 then
+    resultsJson[r] = "[0,0,0]"
+  else
+    resultsJson[r] = "[0," .. num(result[2]) .. "," .. num(result[3]) .. "]"
+  end
+end
+local demandJson = "[]"
+if #demand > 0 then demandJson = cjson.encode(demand) end
+local reply = '{"o":"' .. outcomeText .. '","wm":"' .. (wm and num(wm) or "") .. '","d":' .. demandJson ..
+  ',"r":[' .. table.concat(resultsJson, ",") .. '],"v":' .. num(definitionVersion) .. "}"
 return keepReply(callKey, reply)
 `;
 
