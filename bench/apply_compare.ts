@@ -1,0 +1,282 @@
+/**
+ * This tree's apply script against another tree's (a `git worktree add --detach` of the base
+ * commit), on the `bench` stream of `bench/config.json` (4 counters, panes existing), two ways
+ * that a noisy machine disturbs less than separate runs of `redis_work.ts`:
+ *
+ * - interleaved (always): both trees' stores apply to one redis-server, each under its own key
+ *   prefix, their calls alternating (which goes first swaps every call), so both see the same
+ *   load and caches; each call's µs comes from `SLOWLOG` (every `EVALSHA` logged). redis-server
+ *   runs alone on the last allowed CPU and this process on the others (`taskset`), as in
+ *   `redis_work.ts`. Per round, the median and the mean of each tree.
+ * - `--instructions`: each tree on a redis-server of its own under valgrind (cachegrind), with
+ *   the same events (fixed times, ids and users): the instructions redis-server ran per call,
+ *   from the difference of a run of `--calls` calls and one of none after the same warm-up.
+ *   They do not depend on the load (runs agree within ~1k instructions a call) but count no
+ *   cache misses: they show the script's own work, not the cold-cache time of a real call.
+ *
+ * Talks to redis-server directly (no bridge, no HTTP).
+ *
+ * `deno task bench:apply-compare --base ../wt-base [--calls 1500] [--rounds 3] [--batch 1]
+ * [--instructions]`
+ */
+import { parseArgs } from "node:util";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { createClient } from "redis";
+import { compileConfig } from "../src/config/mod.ts";
+import { ingestItems } from "../src/ingest/mod.ts";
+import { RedisStore } from "../src/store/redis/store.ts";
+import type { Store } from "../src/store/types.ts";
+import { startRedisServer } from "../tools/redis_server.ts";
+import { machineInfo, median, table, writeResults } from "./_shared.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    base: { type: "string" },
+    calls: { type: "string", default: "1500" },
+    rounds: { type: "string", default: "3" },
+    batch: { type: "string", default: "1" },
+    instructions: { type: "boolean", default: false },
+  },
+});
+if (flags.base === undefined) {
+  console.error("--base must name the other tree, e.g. a git worktree of the base commit");
+  Deno.exit(2);
+}
+const CALLS = Number(flags.calls);
+const ROUNDS = Number(flags.rounds);
+const BATCH = Number(flags.batch);
+const baseModule = pathToFileURL(resolve(flags.base, "src/store/redis/store.ts")).href;
+const { RedisStore: BaseStore } = await import(baseModule) as { RedisStore: typeof RedisStore };
+
+const config = JSON.parse(await Deno.readTextFile(new URL("./config.json", import.meta.url)));
+const stream = compileConfig({ streams: { bench: config.streams.bench } }).get("bench")!;
+
+/** The part of a direct `redis` client the stores' adapter uses. */
+interface ScriptClient {
+  evalSha(sha: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
+}
+
+/** The `@upstash/redis` calls the store makes, on a direct client. */
+function adapter(client: ScriptClient) {
+  return {
+    evalsha: (sha: string, keys: string[], args: string[]) =>
+      client.evalSha(sha, { keys, arguments: args }),
+    eval: (script: string, keys: string[], args: string[]) =>
+      client.eval(script, { keys, arguments: args }),
+  } as unknown as ConstructorParameters<typeof RedisStore>[0];
+}
+
+/** Events as `bench/_shared.ts` makes them; `fixed` gives times and users that do not vary. */
+function eventMaker(fixed: boolean) {
+  let sequence = 0;
+  let clock = 1_796_000_000_000;
+  return (size: number) => {
+    clock += 10;
+    return Array.from({ length: size }, () => {
+      sequence += 1;
+      const user = fixed ? (sequence * 7919) % 5000 : Math.floor(Math.random() * 5000);
+      return {
+        ok: true as const,
+        value: {
+          id: `e${sequence}`,
+          ts: fixed ? clock : Date.now(),
+          country: `c${sequence % 20}`,
+          amount: sequence % 200,
+          user: `u${user}`,
+        },
+      };
+    });
+  };
+}
+
+async function apply(
+  store: Store,
+  items: ReturnType<ReturnType<typeof eventMaker>>,
+  fixed: boolean,
+) {
+  const nowMs = fixed ? items[0].value.ts + 5 : Date.now();
+  await ingestItems(stream, items, { store, nowMs });
+}
+
+/** Keeps every thread of process `pid` on the CPUs `list` (`taskset -c` syntax). */
+async function pin(pid: number, list: string): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command("taskset", {
+      args: ["-a", "-p", "-c", list, String(pid)],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+/** The CPUs this process may run on, in order. */
+function allowedCpus(): number[] {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? "";
+  return list.split(",").flatMap((range) => {
+    const [from, to = from] = range.split("-").map(Number);
+    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  });
+}
+
+interface Round {
+  base: { median: number; mean: number; calls: number };
+  tree: { median: number; mean: number; calls: number };
+}
+
+async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
+  const cpus = allowedCpus();
+  const redis = await startRedisServer();
+  const client = createClient({ url: redis.url });
+  await client.connect();
+  try {
+    let pinned = false;
+    if (cpus.length >= 2) {
+      const info = String(await client.sendCommand(["INFO", "server"]));
+      pinned = await pin(Number(/process_id:(\d+)/.exec(info)![1]), String(cpus.at(-1))) &&
+        await pin(Deno.pid, cpus.slice(0, -1).join(","));
+    }
+    await client.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+    await client.sendCommand(["CONFIG", "SET", "slowlog-max-len", String(2 * CALLS + 100)]);
+    const stores: [keyof Round, Store][] = [
+      ["base", new BaseStore(adapter(client), { prefix: "base" })],
+      ["tree", new RedisStore(adapter(client), { prefix: "tree" })],
+    ];
+    const events = eventMaker(false);
+    for (let i = 0; i < 50; i++) {
+      for (const [, store] of stores) await apply(store, events(BATCH), false);
+    }
+    const rounds: Round[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      await client.sendCommand(["SLOWLOG", "RESET"]);
+      for (let i = 0; i < CALLS; i++) {
+        const items = events(BATCH);
+        for (const [, store] of i % 2 === 0 ? stores : [...stores].reverse()) {
+          await apply(store, items.map((item) => ({ ...item, value: { ...item.value } })), false);
+        }
+      }
+      const entries = await client.sendCommand(["SLOWLOG", "GET", "-1"]) as unknown[][];
+      const usec: Record<keyof Round, number[]> = { base: [], tree: [] };
+      for (const entry of entries) {
+        const args = entry[3] as string[];
+        if (String(args[0]).toLowerCase() !== "evalsha") continue;
+        // EVALSHA sha numkeys key…: the first key names the store by its prefix.
+        const which = String(args[3]).startsWith("base:") ? "base" : "tree";
+        usec[which].push(Number(entry[2]));
+      }
+      const summary = (values: number[]) => ({
+        median: median(values),
+        mean: values.reduce((a, b) => a + b, 0) / values.length,
+        calls: values.length,
+      });
+      rounds.push({ base: summary(usec.base), tree: summary(usec.tree) });
+    }
+    return { rounds, pinned };
+  } finally {
+    await client.quit();
+    await redis.stop();
+  }
+}
+
+/** Instructions redis-server ran (cachegrind's total) over a warm-up and then `calls` calls. */
+async function instructionsOf(which: keyof Round, calls: number): Promise<number> {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const out = await Deno.makeTempFile({ prefix: "cachegrind-" });
+  const server = new Deno.Command("valgrind", {
+    args: [
+      "--tool=cachegrind",
+      "--cache-sim=no",
+      `--cachegrind-out-file=${out}`,
+      "redis-server",
+      "--port",
+      String(port),
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--hz",
+      "1",
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  for (let i = 0;; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      break;
+    } catch (error) {
+      if (i > 300) throw error;
+      await new Promise((done) => setTimeout(done, 100));
+    }
+  }
+  const client = createClient({ url: `redis://127.0.0.1:${port}` });
+  await client.connect();
+  const Store = which === "base" ? BaseStore : RedisStore;
+  const store = new Store(adapter(client), { prefix: "v" });
+  const events = eventMaker(true);
+  for (let i = 0; i < 50 + calls; i++) await apply(store, events(BATCH), true);
+  await client.disconnect();
+  // SHUTDOWN closes the connection without a reply: sent on a socket of its own.
+  const socket = await Deno.connect({ hostname: "127.0.0.1", port });
+  await socket.write(new TextEncoder().encode("SHUTDOWN NOSAVE\r\n"));
+  await socket.read(new Uint8Array(64)).catch(() => null);
+  try {
+    socket.close();
+  } catch {
+    // closed by the server
+  }
+  await server.status;
+  const text = await Deno.readTextFile(out);
+  await Deno.remove(out);
+  return Number(/^summary: (\d+)/m.exec(text)![1]);
+}
+
+const machine = await machineInfo();
+const { rounds, pinned } = await interleaved();
+console.log(
+  `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
+    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+  }; ${CALLS} calls of ${BATCH} event(s) per tree and round, interleaved${
+    pinned ? ", redis-server on a CPU of its own" : ""
+  }; base ${flags.base}`,
+);
+console.log(table(
+  ["round", "base median µs", "tree median µs", "base mean µs", "tree mean µs"],
+  rounds.map((round, i) => [
+    String(i + 1),
+    String(round.base.median),
+    String(round.tree.median),
+    round.base.mean.toFixed(1),
+    round.tree.mean.toFixed(1),
+  ]),
+  [0],
+));
+let instructions: Record<keyof Round, number> | undefined;
+if (flags.instructions) {
+  const perCall = async (which: keyof Round) =>
+    (await instructionsOf(which, CALLS) - await instructionsOf(which, 0)) / CALLS;
+  instructions = { base: await perCall("base"), tree: await perCall("tree") };
+  console.log(
+    `redis-server instructions per call (cachegrind): base ${Math.round(instructions.base)}, tree ${
+      Math.round(instructions.tree)
+    } (${((instructions.tree / instructions.base - 1) * 100).toFixed(1)}%)`,
+  );
+}
+console.log(
+  `\nresults: ${await writeResults("apply_compare", {
+    bench: "apply_compare",
+    machine,
+    base: flags.base,
+    calls: CALLS,
+    batch: BATCH,
+    pinned,
+    rounds,
+    instructionsPerCall: instructions,
+  })}`,
+);
