@@ -45,7 +45,7 @@ local function callReply(tk)
 end
 -- Keeps a call's reply (text) under its key from callReply for ${CALL_REPLY_TTL_MS} ms; returns it.
 local function keepReply(key, reply)
-  if key then redis.call("SET", key, reply, "PX", ${CALL_REPLY_TTL_MS}) end
+  if key then redis.call("SET", key, reply, "PX", "${CALL_REPLY_TTL_MS}") end
   return reply
 end
 -- Redis does not undo what a script wrote before one of its commands failed, and a command fails on

@@ -121,7 +121,7 @@ end
 -- 1 sparse), and a dense one exactly 12,304 bytes long; an empty string is none. Returns whether
 -- there is one.
 local function expectHll(key)
-  local head = redis.pcall("GETRANGE", key, 0, 15)
+  local head = redis.pcall("GETRANGE", key, "0", "15")
   if type(head) == "table" then refuseKey(key, "a " .. redis.call("TYPE", key).ok, "a HyperLogLog") end
   if head == "" then
     if redis.call("EXISTS", key) == 1 then refuseKey(key, "an empty string", "a HyperLogLog") end
@@ -885,7 +885,10 @@ for _, cell in ipairs(oneByOne) do
   local name, kind = counter.name, counter.kind
   local pane = paneOf(counter, paneStart)
   local key, paneText = pane.key, pane.text
-  local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, count) == count
+  -- A count of one (a single event's) as text: a number argument costs redis.call a conversion.
+  local countText = count
+  if count == 1 then countText = "1" end
+  local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
   if groupIsNew then
     -- A new group: the pane's groups before it, from its fields, the first time one is new.
     if pane.groups == nil then
@@ -898,7 +901,7 @@ for _, cell in ipairs(oneByOne) do
       redis.call("HDEL", key, "c:" .. group)
       group = ${luaString(OTHER_GROUP)}
       redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
-      groupIsNew = redis.call("HINCRBY", key, "c:" .. group, count) == count
+      groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
     end
     if groupIsNew then pane.groups = pane.groups + 1 end
   end
