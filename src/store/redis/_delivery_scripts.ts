@@ -221,8 +221,12 @@ local function planEndpoint(ep, now, most, concurrency, onlyCheck)
     local bucket = hash(rateKey(ep))
     local tk, ts = tonumber(bucket.tk), tonumber(bucket.ts)
     tokens = burst
-    -- What this script never writes (something else did) is a full bucket: no error, no lockout.
-    if finite(tk) and finite(ts) then tokens = math.min(burst, tk + (now - ts) * rate / 1000) end
+    -- What this script never writes (something else did, text or fewer than no tokens) is a full
+    -- bucket: no error, no lockout. One updated "later" than now (by an instance whose clock is
+    -- ahead) refills from now on, rather than owing tokens until this clock catches up.
+    if finite(tk) and finite(ts) and tk >= 0 then
+      tokens = math.min(burst, tk + math.max(0, now - ts) * rate / 1000)
+    end
     available = math.min(available, math.floor(tokens))
   end
   plan.available, plan.rate, plan.tokens, plan.entries = available, rate, tokens, {}

@@ -257,6 +257,21 @@ redisTest(
   },
 );
 
+redisTest(
+  "claimDue() takes a bucket of fewer than no tokens as a full one, and one updated in the future as updated now",
+  async (fixture) => {
+    const store = deliveryStore(fixture);
+    await store.putEndpoint(config("ep_a", { rateLimit: 5 }), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5, 6, 7, 8].map((n) => delivery(n)));
+    const now = T0 + 2_000;
+    await send(fixture, "HSET", P + "rl:ep_a", "tk", "-1000000", "ts", String(now));
+    assert.equal((await store.claimDue(claimOptions(now))).length, 5, "a full bucket");
+    // Two tokens left, "updated" a year ahead: the two now, not none until then.
+    await send(fixture, "HSET", P + "rl:ep_a", "tk", "2", "ts", String(now + 365 * 86_400_000));
+    assert.equal((await store.claimDue(claimOptions(now + 1))).length, 2);
+  },
+);
+
 for (
   const [what, key, outcome] of [
     ["the delivery's tries holding text", "d", "retrying"],
