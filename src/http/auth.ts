@@ -179,9 +179,11 @@ export class KeyRing {
     return Promise.resolve(new KeyRing(entries, options));
   }
 
-  /** Drops every cached verdict (after a key is deleted through this instance). */
+  /** Expires every cached verdict (after a key is deleted through this instance). */
   forget(): void {
-    this.#cache.clear();
+    // Expired rather than dropped: a key seen valid is verified again at once, and still without
+    // a turn of the look-up budget (made-up keys must not lock real ones out after a deletion).
+    for (const verdict of this.#cache.values()) verdict.expiresAt = 0;
     this.#misses.clear();
   }
 

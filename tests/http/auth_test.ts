@@ -272,6 +272,16 @@ Deno.test("KeyRing: past lookupsPerSecond (20 by default) store look-ups of unkn
   assert.ok(await ring.grantOf(RUNTIME_SECRET));
   // A second on, the budget is back: the new key verifies, and gives its turn back.
   assert.ok(await ring.grantOf(`${RUNTIME_SECRET}new`));
+  // A key deleted through this instance expires every cached verdict; keys seen valid are still
+  // verified without a turn while made-up keys use the budget up.
+  for (let i = 0; i < 25; i++) {
+    await ring.grantOf(`sk_unknownKeyNumber${String(100 + i).padStart(6, "0")}`).catch(() => {});
+  }
+  ring.forget();
+  const before = store.lookups;
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  assert.ok(await ring.grantOf(`${RUNTIME_SECRET}new`));
+  assert.equal(store.lookups, before + 2, "each looked up again");
 });
 
 Deno.test("KeyRing: an environment key still verifies after its cached verdict expired", async () => {
