@@ -92,9 +92,10 @@ function checkPrecondition(
     problem = `is not at version ${expected.versions.join(" or ")}`;
   }
   if (problem) {
+    const stated = problem === "does not exist" ? problem : `${problem} (it ${now})`;
     throw new StreamDefinitionError(
       "precondition_failed",
-      `Stream '${name}' ${problem} (it ${now}): read it again and retry`,
+      `Stream '${name}' ${stated}: read it again and retry`,
     );
   }
 }
@@ -590,8 +591,22 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       if (error instanceof ConfigError) {
         throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
       }
+      // Recording comes before the events are applied: whatever the store did, they were not.
+      if (error instanceof StoreUnavailableError && error.outcome !== "not_applied") {
+        throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
+      }
       throw error;
     }
+  }
+
+  /**
+   * Forgets that the config stream `name` is recorded: its record was found
+   * deleted or taken by another incarnation (a `DELETE ?force=true` while
+   * this file still holds it), so the next apply records it again, under a
+   * generation of its own, before its events are counted.
+   */
+  unrecord(name: string): void {
+    if (this.#config.has(name) && this.#recorded.get(name) === true) this.#recorded.delete(name);
   }
 
   /** {@linkcode registerConfig} for one stream, one call at a time; a conflict is kept. */
@@ -700,7 +715,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           `Stream '${name}' is defined in a config file; change it there and redeploy`,
         );
       }
-      checkPrecondition(name, record, expected);
+      this.#checkPrecondition(name, record, expected);
       if (live) {
         const changed = changedCounters(record.counters, counters);
         if (changed.length > 0) {
@@ -745,7 +760,9 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#refuseConfig(name);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
-      if (record !== null && !record.deleted) checkPrecondition(name, record, options.expected);
+      if (record !== null && !record.deleted) {
+        this.#checkPrecondition(name, record, options.expected);
+      }
       if (record === null || record.deleted) {
         this.#entries.delete(name);
         this.#unservable.delete(name);
@@ -782,6 +799,23 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         "stream_from_config",
         `Stream '${name}' is defined in the config file; change it there and redeploy`,
       );
+    }
+  }
+
+  /**
+   * {@linkcode checkPrecondition}; when it fails, this instance serves what the store holds
+   * first, so the ETag read again here is the one a retry needs.
+   */
+  #checkPrecondition(
+    name: string,
+    record: StoredDefinition | null,
+    expected: DefinitionPrecondition | undefined,
+  ): void {
+    try {
+      checkPrecondition(name, record, expected);
+    } catch (error) {
+      if (!this.#config.has(name)) this.#adopt(name, record);
+      throw error;
     }
   }
 
@@ -860,15 +894,17 @@ class RegistryStore implements Store {
       );
     }
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
-    // The file's streams are authoritative here: a stored version of one changes nothing.
-    const watchDefinition = this.registry.describe(batch.stream)?.source !== "config";
     let result: ApplyResult;
     try {
-      result = await this.#store.applyBatch({ ...batch, stream, watchDefinition });
+      result = await this.#store.applyBatch({ ...batch, stream });
     } catch (error) {
-      // Changed elsewhere: serve what the store holds now, so that a request made again finds it.
       if (error instanceof StreamChangedError) {
-        await this.registry.reload(batch.stream).catch(() => {});
+        // A config stream's record deleted or taken elsewhere: the file still holds it, so a
+        // request made again records it anew first. Another stream: serve what the store holds
+        // now, so that a request made again finds it.
+        if (this.registry.describe(batch.stream)?.source === "config") {
+          this.registry.unrecord(batch.stream);
+        } else await this.registry.reload(batch.stream).catch(() => {});
       }
       throw error;
     }

@@ -255,7 +255,7 @@ const logger = getLogger(["edgestream", "http", "ws"]);
  * Idempotency-Key still in flight, a rate limit that refills (not one whose burst the frame
  * passes: that is `too_many_events`).
  */
-const RETRYABLE_CODES = new Set([
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   "store_unavailable",
   "stream_changed",
   "key_lookup_busy",

@@ -458,7 +458,7 @@ Deno.test("An ingest built from a deleted stream's definition applies nothing: n
   assert.equal((await store.stats(generationKey("signups", 2), [])).applied, 0);
 });
 
-Deno.test("The wrapped store asks for the definition version only of streams the API can change", async () => {
+Deno.test("The wrapped store has every apply check the stream's definition record, a config stream's too", async () => {
   const nowMs = Date.parse("2026-01-01T00:00:00Z");
   const watched = new Map<string, boolean | undefined>();
   // A real memory store that notes what each apply asked for.
@@ -474,10 +474,42 @@ Deno.test("The wrapped store asks for the definition version only of streams the
   await streams.put("signups", SIGNUPS);
   const wrapped = streams.wrap(new NotingStore({ now: () => nowMs, definitions }));
   const item = { ok: true as const, value: { plan: "pro", amount: 1 } };
-  await ingestItems(streams.get("orders")!, [item], { store: wrapped, nowMs });
-  await ingestItems(streams.get("signups")!, [item], { store: wrapped, nowMs });
-  assert.deepEqual(Object.fromEntries(watched), { orders: false, signups: true });
+  assert.equal(
+    (await ingestItems(streams.get("orders")!, [item], { store: wrapped, nowMs })).accepted,
+    1,
+  );
+  assert.equal(
+    (await ingestItems(streams.get("signups")!, [item], { store: wrapped, nowMs })).accepted,
+    1,
+  );
+  // Not false: the store reads the record (its default).
+  assert.deepEqual(Object.fromEntries(watched), { orders: undefined, signups: undefined });
 });
+
+redisTest(
+  "A config stream force-deleted elsewhere while this file still holds it is recorded again: its events count where it reads them",
+  async (fixture) => {
+    const held = await instance(fixture, { config: { streams: { signups: SIGNUPS } } });
+    await held.streams.registerConfig();
+    const other = await instance(fixture);
+    assert.equal((await ingest(held, "signups", [{ plan: "pro" }])).status, 202);
+    const forced = await other.app.request("/v1/streams/signups?force=true", { method: "DELETE" });
+    assert.equal(forced.status, 204);
+    for (let i = 0; i < 3; i++) {
+      const reply = await ingest(held, "signups", [{ plan: "free" }]);
+      assert.equal(reply.status, 202);
+      await reply.body?.cancel();
+    }
+    // Counted in the generation the file's stream was recorded under again, which it reads.
+    const stats = (await getStream(held, "signups")).body.stats;
+    assert.deepEqual([stats.accepted, stats.applied], [3, 3]);
+    const record = await new RedisDefinitionStore(
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    ).get("signups");
+    assert.deepEqual([record?.source, record?.deleted], ["config", false]);
+    assert.equal(record?.generation, held.streams.generationOf("signups"));
+  },
+);
 
 interface ConfigShape {
   streams: { orders: { counters: Record<string, object>; transform?: object[] } };
@@ -597,7 +629,8 @@ Deno.test("a config stream not recorded at startup is recorded before its first 
     body: JSON.stringify(event),
   });
   assert.equal(refused.status, 503, "nothing counted while the check cannot be made");
-  await refused.body?.cancel();
+  // Only the record was tried: the events were not applied, and the reply says so.
+  assert.deepEqual((await refused.json()).error.details, { outcome: "not_applied" });
   const unread = await app.request("/v1/streams/orders/counters/perMinute/current");
   assert.equal(unread.status, 503, "nor read, from a generation not known yet");
   await unread.body?.cancel();

@@ -666,3 +666,39 @@ Deno.test("If-Match and If-None-Match keep two admins from overwriting each othe
   });
   assert.equal(deleted.status, 204);
 });
+
+Deno.test("a 412 brings the answering instance up to the stored version: read again, its ETag is the one to send", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const keys = await KeyRing.parse("");
+  const store = new MemoryStore({ now: () => T0 });
+  const appOn = () =>
+    createApp({
+      streams: new StreamRegistry(compileConfig(CONFIG), { definitions, pollMs: 0 }),
+      store,
+      keys,
+      now: () => T0,
+    });
+  const [first, second] = [appOn(), appOn()];
+  assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
+  const tagOn = async (app: App) => {
+    const res = await app.request("/v1/streams/signups");
+    await res.body?.cancel();
+    return res.headers.get("ETag");
+  };
+  assert.equal(await tagOn(second), '"1"');
+  assert.equal((await put(first, "signups", { ...SIGNUPS, description: "v2" })).status, 200);
+  // The second instance has not heard of version 2 yet (no poll ran).
+  assert.equal(await tagOn(second), '"1"');
+  const stale = await put(second, "signups", SIGNUPS, { "If-Match": '"1"' });
+  assert.equal(stale.status, 412);
+  await stale.body?.cancel();
+  assert.equal(await tagOn(second), '"2"');
+  const retried = await put(second, "signups", SIGNUPS, { "If-Match": '"2"' });
+  assert.equal(retried.status, 200);
+  await retried.body?.cancel();
+  const missing = await put(second, "nothing", SIGNUPS, { "If-Match": '"1"' });
+  assert.equal(
+    (await errorOf(missing)).message,
+    "Stream 'nothing' does not exist: read it again and retry",
+  );
+});

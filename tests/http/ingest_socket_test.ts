@@ -911,3 +911,21 @@ Deno.test("a WebSocket ingest client that does not read its answers gets no more
     await server.close();
   }
 });
+
+Deno.test("a frame error is retryable for exactly the codes the README's WebSocket section lists", async () => {
+  const { RETRYABLE_CODES } = await import("../../src/http/ingest_socket.ts");
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(
+    readme.indexOf("`retryable: true` means"),
+    readme.indexOf("Send it again; ids or its"),
+  );
+  const listed = [...section.matchAll(/`([a-z_]+)`/g)].map((match) => match[1])
+    .filter((code) => code !== "outcome");
+  // The store unavailable is said in words, its code is `store_unavailable`; closing is
+  // `connection_closing`, answered by the connection itself.
+  assert.deepEqual(
+    [...RETRYABLE_CODES].sort(),
+    [...new Set([...listed, "store_unavailable"])].filter((code) => code !== "connection_closing")
+      .sort(),
+  );
+});
