@@ -223,9 +223,8 @@ export interface StoreBatch {
    * {@linkcode ApplyResult.definitionVersion}, and to refuse the batch with
    * {@linkcode StreamChangedError} when the definition record says the
    * stream's generation (the one in {@linkcode StoreBatch.stream}, see
-   * `generationKey`) was deleted: false for a stream whose definition does
-   * not change at run time (the config file's), which spares the store that
-   * read. @default {true}
+   * `generationKey`) was deleted: false spares the store that read, for a
+   * caller that keeps no definitions. @default {true}
    */
   watchDefinition?: boolean;
 }
