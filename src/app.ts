@@ -151,7 +151,10 @@ export function createApp(options: AppOptions): OpenAPIHono {
   let routes: { pattern: RegExp; methods: string[] }[] | undefined;
   app.notFound((c) => {
     routes ??= documentedRoutes(app);
-    const methods = routes.find((route) => route.pattern.test(c.req.path))?.methods;
+    const matched = routes.filter((route) => route.pattern.test(c.req.path));
+    const methods = matched.length === 0
+      ? undefined
+      : [...new Set(matched.flatMap((route) => route.methods))].sort();
     // OPTIONS asks what it takes (a CORS preflight of a route that allows none gets no grant).
     if (methods && c.req.method === "OPTIONS") {
       return c.body(null, 204, { Allow: methods.join(", ") });

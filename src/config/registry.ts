@@ -340,9 +340,13 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     return this.#entries.get(batch.stream)?.generation !== generation;
   }
 
-  /** Reads a stream's record again and serves what it says; resolves once done. */
+  /**
+   * Reads a stream's record again and serves what it says; resolves once
+   * done. A read of its own, not one already running, which may have started
+   * before the change that made the caller ask.
+   */
   async reload(name: string): Promise<void> {
-    await this.#load(name);
+    this.#adopt(name, await this.#definitions.get(name));
   }
 
   /**
@@ -644,7 +648,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           JSON.stringify(record.definition) === JSON.stringify(stream.definition) &&
           JSON.stringify(record.counters) === JSON.stringify(everCounted(record, counters))
         ) {
-          this.#entries.get(name)!.version = record.version;
+          // Recorded as it is (a restart, another instance of the deployment): its data is the
+          // record's generation's, which need not be 0 (a name taken over, recorded again).
+          const entry = this.#entries.get(name)!;
+          entry.version = record.version;
+          entry.generation = record.generation;
+          this.#generations.set(entry.stream.counterMetas, record.generation);
           return;
         }
       }
@@ -760,9 +769,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#refuseConfig(name);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
-      if (record !== null && !record.deleted) {
-        this.#checkPrecondition(name, record, options.expected);
-      }
+      // Before "not found": If-Match on a stream that does not exist is a 412, as for PUT.
+      this.#checkPrecondition(name, record, options.expected);
       if (record === null || record.deleted) {
         this.#entries.delete(name);
         this.#unservable.delete(name);

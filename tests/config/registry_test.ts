@@ -806,3 +806,36 @@ Deno.test("an ingest for a name looked up while the store is down answers 503 wi
   assert.deepEqual(error.details, { outcome: "not_applied" });
   assert.match(error.message, /nothing was applied$/);
 });
+
+Deno.test("a config stream recorded under a later generation is served there by every instance of its file: after a restart, and beside one that recorded it again", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const store = new MemoryStore({ definitions });
+  const keys = await KeyRing.parse("");
+  const config = () => compileConfig({ streams: { orders: SIGNUPS } });
+  const post = (streams: StreamRegistry) =>
+    createApp({ streams, store, keys }).request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ plan: "pro" }),
+    });
+  // The file takes a name first created through the API: generation 2.
+  await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).put("orders", SIGNUPS);
+  const first = new StreamRegistry(config(), { definitions });
+  await first.registerConfig();
+  assert.equal((await post(first)).status, 202);
+  // A restart with the same file counts in that generation, and reads what was counted there.
+  const restarted = new StreamRegistry(config(), { definitions });
+  await restarted.registerConfig();
+  assert.equal(restarted.generationOf("orders"), 2);
+  assert.equal((await post(restarted)).status, 202);
+  assert.equal((await restarted.wrap(store).stats("orders", [])).accepted, 2);
+  // Force-deleted elsewhere: the first instance to ingest records it again (generation 3); the
+  // other then finds the record as its file has it, and follows.
+  await new StreamRegistry(compileConfig({ streams: {} }), { definitions }).remove("orders", {
+    force: true,
+  });
+  assert.equal((await post(first)).status, 202);
+  for (let i = 0; i < 2; i++) assert.equal((await post(restarted)).status, 202);
+  assert.deepEqual([first.generationOf("orders"), restarted.generationOf("orders")], [3, 3]);
+  assert.equal((await first.wrap(store).stats("orders", [])).accepted, 3);
+});

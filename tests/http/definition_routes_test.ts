@@ -665,6 +665,16 @@ Deno.test("If-Match and If-None-Match keep two admins from overwriting each othe
     headers: { "If-Match": '"3"' },
   });
   assert.equal(deleted.status, 204);
+  // Gone: If-Match holds for no version (412, as for PUT); without it, 404.
+  const gone = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": '"3"' },
+  });
+  assert.equal(gone.status, 412);
+  await gone.body?.cancel();
+  const plain = await app.request("/v1/streams/signups", { method: "DELETE" });
+  assert.equal(plain.status, 404);
+  await plain.body?.cancel();
 });
 
 Deno.test("a 412 brings the answering instance up to the stored version: read again, its ETag is the one to send", async () => {
