@@ -168,8 +168,18 @@ const CUTS = [
   "\n-- The cells to add", // + stored ids
   "\n-- Per pane, once", // + the cells (and sessions)
   "\n-- Panes new or due", // + the counters' writes
-  "\nlocal demand = {}", // + refreshes, stats write
+  "\n-- One digit per event", // + refreshes, stats write (the rest: the reply)
 ];
+// A marker the script no longer has, or has out of order, would cut it somewhere else unseen.
+CUTS.reduce((at, cut) => {
+  const found = APPLY_SCRIPT.indexOf(cut);
+  if (found < at) {
+    throw new Error(
+      `apply_overhead: the apply script has no '${cut.trim()}' after the previous cut`,
+    );
+  }
+  return found;
+}, -1);
 const sectionRounds: Record<string, number>[] = [];
 const second = await startRedisServer();
 const direct = createClient({ url: redis.url });
@@ -177,7 +187,7 @@ const other = createClient({ url: second.url });
 try {
   await direct.connect();
   await other.connect();
-  const cuts = CUTS.filter((cut) => APPLY_SCRIPT.includes(cut)).map((cut) => ({
+  const cuts = CUTS.map((cut) => ({
     name: cut.trim(),
     script: APPLY_SCRIPT.slice(0, APPLY_SCRIPT.indexOf(cut)) + "\nreturn 1",
   }));
