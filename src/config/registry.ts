@@ -432,8 +432,19 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #adopt(name: string, record: StoredDefinition | null): CompiledStream | undefined {
     const held = this.#entries.get(name);
     if (this.#config.has(name)) {
-      // The file is authoritative here: only note the version, so it is not reloaded again.
-      if (held && record && record.version > held.version) held.version = record.version;
+      // The file is authoritative here: note the version, so it is not reloaded again. A record
+      // deleted, taken by the API or recorded under another generation (a force delete, another
+      // deployment) is recorded again by the next apply, read or poll, and a conflict found with
+      // an earlier record is checked again.
+      if (held && record && record.version > held.version) {
+        const moved = record.deleted || record.source !== "config" ||
+          record.generation !== held.generation;
+        held.version = record.version;
+        const state = this.#recorded.get(name);
+        if (state instanceof ConfigConflictError || (state === true && moved)) {
+          this.#recorded.delete(name);
+        }
+      }
       return held?.stream;
     }
     if (record === null || record.deleted || record.source === "config") {
@@ -499,7 +510,6 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     if (read.versions !== null) this.#index = { ...read, versions: read.versions, readAtMs: nowMs };
     else this.#index!.mark = read.mark;
     const versions = this.#index!.versions;
-    await this.#recordUnrecorded();
     const loads: Promise<unknown>[] = [];
     for (const [name, version] of versions) {
       const known = this.#entries.get(name)?.version ?? this.#seen.get(name) ?? 0;
@@ -516,6 +526,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       }
     }
     await Promise.all(loads);
+    // After the loads, which may have found a config stream's record moved (see #adopt).
+    await this.#recordUnrecorded();
   }
 
   /** Tries to record the config streams not recorded yet (the store was unreachable). */

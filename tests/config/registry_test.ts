@@ -839,3 +839,59 @@ Deno.test("a config stream recorded under a later generation is served there by 
   assert.deepEqual([first.generationOf("orders"), restarted.generationOf("orders")], [3, 3]);
   assert.equal((await first.wrap(store).stats("orders", [])).accepted, 3);
 });
+
+Deno.test("every instance of a deployment follows its config stream's record: recorded again elsewhere after a force delete, the next poll moves the others too", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const nowMs = Date.parse("2026-01-01T00:00:30Z");
+  const store = new MemoryStore({ now: () => nowMs, definitions });
+  const item = { ok: true as const, value: { plan: "pro" } };
+  const deployment = (config: object) => {
+    const streams = new StreamRegistry(compileConfig(config), { definitions });
+    return { streams, store: streams.wrap(store) };
+  };
+  const [a, b] = [deployment({ streams: { s: SIGNUPS } }), deployment({ streams: { s: SIGNUPS } })];
+  await a.streams.registerConfig();
+  await b.streams.registerConfig();
+  const admin = deployment({ streams: {} });
+  await admin.streams.poll();
+  await admin.streams.remove("s", { force: true });
+  // A's next ingest records it again (generation 1), after one refused attempt.
+  await assert.rejects(
+    ingestItems(a.streams.get("s")!, [item], { store: a.store, nowMs }),
+    StreamChangedError,
+  );
+  assert.equal(
+    (await ingestItems(a.streams.get("s")!, [item], { store: a.store, nowMs })).accepted,
+    1,
+  );
+  assert.equal(a.streams.generationOf("s"), 1);
+  // B receives no events: one poll moves its reads, sweeps and alerts to that generation.
+  await b.streams.poll();
+  assert.equal(b.streams.generationOf("s"), 1);
+  assert.equal((await b.store.stats("s", [])).applied, 1);
+});
+
+Deno.test("a config stream refused for a counter conflict is checked again once its record changes: freed by a force delete, it is recorded and takes events", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const nowMs = Date.parse("2026-01-01T00:00:30Z");
+  const store = new MemoryStore({ now: () => nowMs, definitions });
+  const item = { ok: true as const, value: { plan: "pro" } };
+  const changed = {
+    counters: { perMinute: { window: { tumbling: "5m" }, groupBy: ["plan"], aggregate: "count" } },
+  };
+  await new StreamRegistry(compileConfig({ streams: { s: SIGNUPS } }), { definitions })
+    .registerConfig();
+  const v2 = new StreamRegistry(compileConfig({ streams: { s: changed } }), { definitions });
+  await assert.rejects(v2.registerConfig(), ConfigError);
+  const wrapped = v2.wrap(store);
+  await assert.rejects(
+    ingestItems(v2.get("s")!, [item], { store: wrapped, nowMs }),
+    (error: StreamDefinitionError) => error.code === "counter_changed",
+  );
+  const admin = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  await admin.poll();
+  await admin.remove("s", { force: true });
+  await v2.poll();
+  assert.equal((await ingestItems(v2.get("s")!, [item], { store: wrapped, nowMs })).accepted, 1);
+  assert.equal(v2.generationOf("s"), 1);
+});
