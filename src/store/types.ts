@@ -218,15 +218,6 @@ export interface StoreBatch {
      */
     ifWanted?: boolean;
   };
-  /**
-   * Whether to read the stream's definition version into
-   * {@linkcode ApplyResult.definitionVersion}, and to refuse the batch with
-   * {@linkcode StreamChangedError} when the definition record says the
-   * stream's generation (the one in {@linkcode StoreBatch.stream}, see
-   * `generationKey`) was deleted: false spares the store that read, for a
-   * caller that keeps no definitions. @default {true}
-   */
-  watchDefinition?: boolean;
 }
 
 /** A result in a stream's durable log, in the store's own compact form. */
@@ -308,8 +299,10 @@ export interface ApplyResult {
   /**
    * The version of the stream's stored definition (see `definitions.ts`),
    * read in the same step; 0 when it has none (or the store keeps no
-   * definitions, or {@linkcode StoreBatch.watchDefinition} is false). An
-   * instance holding an older version reloads it.
+   * definitions). An instance holding an older version reloads it. A record
+   * that says the batch's generation (see `generationKey`) was deleted, or
+   * names another, makes the store refuse the batch, writing nothing, with
+   * {@linkcode StreamChangedError}.
    */
   definitionVersion?: number;
 }

@@ -25,8 +25,6 @@ import {
   MemoryStore,
   RedisDefinitionStore,
   RedisStore,
-  splitGenerationKey,
-  type StoreBatch,
   type StoredDefinition,
   StoreUnavailableError,
   StreamChangedError,
@@ -456,34 +454,6 @@ Deno.test("An ingest built from a deleted stream's definition applies nothing: n
   assert.equal((await wrapped.stats("signups", [])).applied, 0);
   assert.equal((await store.stats(generationKey("signups", 1), [])).applied, 0);
   assert.equal((await store.stats(generationKey("signups", 2), [])).applied, 0);
-});
-
-Deno.test("The wrapped store has every apply check the stream's definition record, a config stream's too", async () => {
-  const nowMs = Date.parse("2026-01-01T00:00:00Z");
-  const watched = new Map<string, boolean | undefined>();
-  // A real memory store that notes what each apply asked for.
-  class NotingStore extends MemoryStore {
-    override applyBatch(batch: StoreBatch) {
-      watched.set(splitGenerationKey(batch.stream).stream, batch.watchDefinition);
-      return super.applyBatch(batch);
-    }
-  }
-  const definitions = new MemoryDefinitionStore();
-  const streams = new StreamRegistry(compileConfig(CONFIG_V1), { definitions });
-  await streams.registerConfig();
-  await streams.put("signups", SIGNUPS);
-  const wrapped = streams.wrap(new NotingStore({ now: () => nowMs, definitions }));
-  const item = { ok: true as const, value: { plan: "pro", amount: 1 } };
-  assert.equal(
-    (await ingestItems(streams.get("orders")!, [item], { store: wrapped, nowMs })).accepted,
-    1,
-  );
-  assert.equal(
-    (await ingestItems(streams.get("signups")!, [item], { store: wrapped, nowMs })).accepted,
-    1,
-  );
-  // Not false: the store reads the record (its default).
-  assert.deepEqual(Object.fromEntries(watched), { orders: undefined, signups: undefined });
 });
 
 redisTest(

@@ -178,19 +178,6 @@ const applyScenarios: Record<
     );
     await assert.rejects(store.applyBatch(batch(generationKey("orders", 2))), StreamChangedError);
     assert.equal((await store.stats(generationKey("orders", 2), [])).accepted, 1);
-    // A stream whose definition does not change at run time is not checked.
-    const unwatched = await store.applyBatch({ ...batch("orders"), watchDefinition: false });
-    assert.equal(unwatched.definitionVersion, 0);
-  },
-
-  async "applyBatch() without watchDefinition reads no version"({ store, definitions }) {
-    await definitions.write("orders", record(), 0);
-    const unwatched = await store.applyBatch({
-      ...batch(generationKey("orders", 1)),
-      watchDefinition: false,
-    });
-    assert.equal(unwatched.definitionVersion, 0);
-    assert.equal((await store.applyBatch(batch(generationKey("orders", 1)))).definitionVersion, 1);
   },
 
   async "generations keep a stream's data apart"({ store }) {

@@ -218,7 +218,7 @@ export class MemoryStore implements Store {
   }
 
   #apply(given: StoreBatch): ApplyResult {
-    if (given.watchDefinition !== false && this.#definitions) {
+    if (this.#definitions) {
       // As the Redis store: nothing applied to a generation its record says is gone.
       const { stream: name, generation } = splitGenerationKey(given.stream);
       if (this.#definitions.outlives(name, generation)) {
@@ -311,9 +311,8 @@ export class MemoryStore implements Store {
     const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>
       type
     );
-    const definitionVersion = batch.watchDefinition === false
-      ? 0
-      : this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ?? 0;
+    const definitionVersion =
+      this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ?? 0;
     return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
   }
 

@@ -293,7 +293,7 @@ end
  * `tk` in ARGV[1], when given, is the call's one-time token: a call whose token was seen within
  * 60 s (`CALL_REPLY_TTL_MS`) returns the reply that one returned, applying nothing.
  *
- * KEYS[2], when given, is the stream's definition record (`<prefix>:{<stream>}:def`, see
+ * KEYS[2] is the stream's definition record (`<prefix>:{<stream>}:def`, see
  * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none). When the
  * record says the stream was deleted, or names another generation than `gen` in ARGV[1], the call
  * writes nothing and returns `{"gone": 1, "v": version}`.

@@ -317,6 +317,7 @@ export class RedisStore implements Store {
     const times = batch.events.map((event) => event.timeMs);
     const ids = batch.events.map((event) => event.id ?? false);
     const requests = batchRequests(batch);
+    const { stream: name, generation } = splitGenerationKey(batch.stream);
     // What the script would take when absent (false, 0, one plain request of every event) is
     // left out: each JSON value is work for the script's decoding on every call.
     const plain = requests.length === 1 && !requests[0].filtered && !requests[0].rejected &&
@@ -343,6 +344,8 @@ export class RedisStore implements Store {
           claim.cost,
         ]),
       })),
+      // The generation the batch was built for: the definition record (KEYS[2]) must name it.
+      gen: generation,
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
@@ -380,13 +383,7 @@ export class RedisStore implements Store {
         return bin === undefined ? [index, u.value] : [index, u.value, bin];
       })
     );
-    const { stream: name, generation } = splitGenerationKey(batch.stream);
-    const keys = [this.keyPrefix(batch.stream)];
-    // KEYS[2] absent: the script does not read the definition record.
-    if (batch.watchDefinition !== false) {
-      keys.push(definitionKey(this.#prefix, name));
-      (header as { gen?: number }).gen = generation;
-    }
+    const keys = [this.keyPrefix(batch.stream), definitionKey(this.#prefix, name)];
     const reply = await this.#call("applyBatch", async () =>
       fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number; gone?: 1 }
