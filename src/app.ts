@@ -148,10 +148,10 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // Ingest reads its own body, with its own limits; every other body is read whole by its route.
   app.use(limitBody());
   // A path the API has, asked with another method, is a 405 naming the methods it takes.
-  let routes: { pattern: RegExp; methods: string[] }[] | undefined;
+  let routes: ReturnType<typeof documentedRoutes> | undefined;
   app.notFound((c) => {
     routes ??= documentedRoutes(app);
-    const matched = routes.filter((route) => route.pattern.test(c.req.path));
+    const matched = routes.filter((route) => route.pattern.test({ pathname: c.req.path }));
     const methods = matched.length === 0
       ? undefined
       : [...new Set(matched.flatMap((route) => route.methods))].sort();

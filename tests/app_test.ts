@@ -535,6 +535,7 @@ Deno.test("a route asked with a method it does not take is 405 with Allow", asyn
       ["GET", "/v1/streams/orders/events", "POST"],
       ["POST", "/v1/streams", "GET, HEAD"],
       ["PATCH", "/v1/streams/orders", "DELETE, GET, HEAD, PUT"],
+      ["POST", "/openapi.json", "GET, HEAD"],
     ]
   ) {
     const res = await app.request(path, { method });

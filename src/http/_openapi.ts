@@ -74,7 +74,7 @@ export function errorsFor<S extends keyof typeof errorResponses>(
  * The documented routes of `app`, as a path pattern with the methods it
  * takes (upper case, `HEAD` beside `GET`): what a 405 names in `Allow`.
  */
-export function documentedRoutes(app: OpenAPIHono): { pattern: RegExp; methods: string[] }[] {
+export function documentedRoutes(app: OpenAPIHono): { pattern: URLPattern; methods: string[] }[] {
   const byPath = new Map<string, Set<string>>();
   for (const definition of app.openAPIRegistry.definitions) {
     if (definition.type !== "route") continue;
@@ -85,12 +85,8 @@ export function documentedRoutes(app: OpenAPIHono): { pattern: RegExp; methods: 
     byPath.set(path, methods);
   }
   return [...byPath].map(([path, methods]) => ({
-    pattern: new RegExp(
-      `^${
-        path.split(/\{[^}]+\}/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
-          .join("[^/]+")
-      }$`,
-    ),
+    // OpenAPI's `{name}` is URLPattern's `:name`: one path segment.
+    pattern: new URLPattern({ pathname: path.replaceAll(/\{([^}]+)\}/g, ":$1") }),
     methods: [...methods].sort(),
   }));
 }
