@@ -8,3 +8,4 @@ export * from "./duration.ts";
 export * from "./schema.ts";
 export * from "./compile.ts";
 export * from "./registry.ts";
+export * from "./lookup_budget.ts";

@@ -50,6 +50,7 @@ import {
   type WindowValue,
 } from "../store/mod.ts";
 import { type CompiledStream, compileStreamDefinition, ConfigError } from "./compile.ts";
+import { LookupBudget } from "./lookup_budget.ts";
 
 const logger = getLogger(["edgestream", "streams"]);
 
@@ -244,10 +245,9 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #pollMs: number;
   #missTtlMs: number;
   #maxMisses: number;
-  #lookupsPerSecond: number;
   /** Unknown names → when they may be looked up again. */
   #misses = new Map<string, number>();
-  #lookupBudget: { tokens: number; atMs: number };
+  #lookups: LookupBudget;
   /** Versions seen for names not served (deleted, or another deploy's config). */
   #seen = new Map<string, number>();
   #loading = new Map<string, Promise<CompiledStream | undefined>>();
@@ -272,8 +272,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#pollMs = options.pollMs ?? 2_000;
     this.#missTtlMs = options.missTtlMs ?? 5_000;
     this.#maxMisses = options.maxMisses ?? 10_000;
-    this.#lookupsPerSecond = options.lookupsPerSecond ?? 20;
-    this.#lookupBudget = { tokens: this.#lookupsPerSecond, atMs: this.#now() };
+    this.#lookups = new LookupBudget(options.lookupsPerSecond ?? 20, this.#now);
   }
 
   // ReadonlyMap<string, CompiledStream>: what the route modules, the live hub,
@@ -378,10 +377,10 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     const now = this.#now();
     const missUntil = this.#misses.get(name);
     if (missUntil !== undefined && missUntil > now) return undefined;
-    if (!this.#loading.has(name) && !this.#takeLookup(now)) {
+    if (!this.#loading.has(name) && !this.#lookups.take()) {
       throw new StreamDefinitionError(
         "stream_lookup_busy",
-        `Stream '${name}' is not served by this instance yet, and it looks up no more than ${this.#lookupsPerSecond} unknown names a second: try again in a second`,
+        `Stream '${name}' is not served by this instance yet, and it looks up no more than ${this.#lookups.perSecond} unknown names a second: try again in a second`,
       );
     }
     let found: CompiledStream | undefined;
@@ -394,18 +393,6 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     }
     if (!found) this.#rememberMiss(name, now);
     return found;
-  }
-
-  #takeLookup(now: number): boolean {
-    const budget = this.#lookupBudget;
-    budget.tokens = Math.min(
-      this.#lookupsPerSecond,
-      budget.tokens + (now - budget.atMs) * this.#lookupsPerSecond / 1000,
-    );
-    budget.atMs = now;
-    if (budget.tokens < 1) return false;
-    budget.tokens -= 1;
-    return true;
   }
 
   #rememberMiss(name: string, now: number): void {

@@ -29,6 +29,7 @@ import {
   MemoryKeyStore,
   StoreUnavailableError,
 } from "../store/mod.ts";
+import { LookupBudget } from "../config/mod.ts";
 import { sipHashText } from "./_siphash.ts";
 import { ApiError } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
@@ -109,8 +110,7 @@ export class KeyRing {
   /** Texts found to be no key → until when that holds. */
   #misses = new Map<string, number>();
   #pending = new Map<string, Promise<KeyGrant | null>>();
-  #lookupsPerSecond: number;
-  #lookupBudget: { tokens: number; atMs: number };
+  #lookups: LookupBudget;
 
   private constructor(keys: KeyEntry[], options: KeyRingOptions) {
     this.#keys = keys;
@@ -118,8 +118,7 @@ export class KeyRing {
     this.#now = options.now ?? Date.now;
     this.#ttlMs = Math.max(0, options.cacheTtlMs ?? 2000);
     this.#size = Math.max(1, options.cacheSize ?? 10_000);
-    this.#lookupsPerSecond = Math.max(1, options.lookupsPerSecond ?? 20);
-    this.#lookupBudget = { tokens: this.#lookupsPerSecond, atMs: this.#now() };
+    this.#lookups = new LookupBudget(options.lookupsPerSecond ?? 20, this.#now);
   }
 
   /** True when no key is configured: open development mode. */
@@ -246,20 +245,6 @@ export class KeyRing {
     }
   }
 
-  /** Takes a turn of the look-up budget; false when none is left this second. */
-  #takeLookup(): boolean {
-    const budget = this.#lookupBudget;
-    const now = this.#now();
-    budget.tokens = Math.min(
-      this.#lookupsPerSecond,
-      budget.tokens + Math.max(0, now - budget.atMs) * this.#lookupsPerSecond / 1000,
-    );
-    budget.atMs = now;
-    if (budget.tokens < 1) return false;
-    budget.tokens -= 1;
-    return true;
-  }
-
   async #verify(
     key: string,
     seenValid: boolean,
@@ -273,7 +258,7 @@ export class KeyRing {
     if (scopes.size > 0) return { grant: { scopes: withImplied(scopes), publishable: false } };
     if (!RUNTIME_KEY.test(key)) return { grant: null };
     const charged = !seenValid;
-    if (charged && !this.#takeLookup()) {
+    if (charged && !this.#lookups.take()) {
       throw new ApiError(
         503,
         "key_lookup_busy",
@@ -290,9 +275,7 @@ export class KeyRing {
       throw new StoreUnavailableError(error.message, { cause: error, outcome: "not_applied" });
     }
     // Only look-ups that find no key use the budget up.
-    if (charged && record) {
-      this.#lookupBudget.tokens = Math.min(this.#lookupsPerSecond, this.#lookupBudget.tokens + 1);
-    }
+    if (charged && record) this.#lookups.giveBack();
     if (!record) return { grant: null };
     if (record.expiresAt !== undefined && record.expiresAt <= this.#now()) {
       return { grant: null };
