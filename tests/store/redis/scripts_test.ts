@@ -292,40 +292,21 @@ redisTest(
   },
 );
 
+/** A stream of one counter over groups `g`, at most one of them: a second goes to the rest. */
+const cappedStream = (counter: string, aggregate: unknown) => ({
+  time: { field: "t", lateness: "10s" },
+  dedupe: { field: "id", ttl: "1h" },
+  counters: {
+    [counter]: { window: { tumbling: "1m" }, groupBy: ["g"], maxGroups: 1, aggregate },
+  },
+});
+
 /** Streams whose one counter keeps one group, so a second group goes to the rest's keys. */
 const CAPPED = compileConfig({
   streams: {
-    q: {
-      time: { field: "t", lateness: "10s" },
-      dedupe: { field: "id", ttl: "1h" },
-      counters: {
-        lat: {
-          window: { tumbling: "1m" },
-          groupBy: ["g"],
-          maxGroups: 1,
-          aggregate: { quantiles: "v" },
-        },
-      },
-    },
-    d: {
-      time: { field: "t", lateness: "10s" },
-      dedupe: { field: "id", ttl: "1h" },
-      counters: {
-        users: {
-          window: { tumbling: "1m" },
-          groupBy: ["g"],
-          maxGroups: 1,
-          aggregate: { distinct: "u" },
-        },
-      },
-    },
-    c: {
-      time: { field: "t", lateness: "10s" },
-      dedupe: { field: "id", ttl: "1h" },
-      counters: {
-        count: { window: { tumbling: "1m" }, groupBy: ["g"], maxGroups: 1, aggregate: "count" },
-      },
-    },
+    q: cappedStream("lat", { quantiles: "v" }),
+    d: cappedStream("users", { distinct: "u" }),
+    c: cappedStream("count", "count"),
     ss: {
       time: { field: "t", lateness: "1m" },
       dedupe: { field: "id", ttl: "1h" },
