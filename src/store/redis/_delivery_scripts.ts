@@ -66,12 +66,25 @@ local function hash(key)
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
+-- Endpoint ep's configuration (JSON text), false when it has none; refuses (see refuseKey) text
+-- that is not a JSON object, which no one could deliver by and the store would fail to read.
+local function endpointJson(ep)
+  local key = endpointKey(ep)
+  local json = readKey("string", "GET", key)
+  if json then
+    local ok, config = pcall(cjson.decode, json)
+    if not ok or type(config) ~= "table" or type(config.url) ~= "string" then
+      refuseKey(key, "text that is not an endpoint's JSON", "an endpoint's JSON")
+    end
+  end
+  return json
+end
 -- The endpoints of ids (all when false) that exist, as [json, {state}] rows.
 local function endpointRows(ids)
   if ids == false then ids = readKey("zset", "ZRANGE", ENDPOINTS_KEY, 0, -1) end
   local rows = {}
   for _, id in ipairs(ids) do
-    local json = readKey("string", "GET", endpointKey(id))
+    local json = endpointJson(id)
     if json then rows[#rows + 1] = { json, hash(endpointStateKey(id)) } end
   end
   return rows
@@ -196,7 +209,7 @@ end
 -- {hash}] to claim, {} for a hash gone), available, rate, tokens, claimed }; with onlyCheck, of the
 -- deliveries only how many it would claim (no hash read whole).
 local function planEndpoint(ep, now, most, concurrency, onlyCheck)
-  local plan = { ep = ep, cfg = readKey("string", "GET", endpointKey(ep)), claimed = 0 }
+  local plan = { ep = ep, cfg = endpointJson(ep), claimed = 0 }
   if not plan.cfg then return plan end
   local queue, inFlight = queueKey(ep), inFlightKey(ep)
   local st = hash(endpointStateKey(ep))
@@ -444,7 +457,7 @@ local entries = redis.call("ZRANGE", ENDPOINTS_KEY, start, start + limit, "WITHS
 local rows, next = {}, false
 for i = 1, math.min(#entries, limit * 2), 2 do
   local id = entries[i]
-  local json = redis.call("GET", endpointKey(id))
+  local json = endpointJson(id)
   if json then rows[#rows + 1] = { json, hash(endpointStateKey(id)) } end
 end
 if #entries > limit * 2 then next = { entries[limit * 2], entries[limit * 2 - 1] } end

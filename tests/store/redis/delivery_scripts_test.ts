@@ -155,6 +155,35 @@ for (const key of ["endpoints", "qe"]) {
   );
 }
 
+for (
+  const [what, call] of [
+    ["getEndpoint()", (store: RedisDeliveryStore) => store.getEndpoint("ep_a")],
+    ["listEndpoints()", (store: RedisDeliveryStore) => store.listEndpoints()],
+    ["pageEndpoints()", (store: RedisDeliveryStore) => store.pageEndpoints({ limit: 10 })],
+    [
+      "openDispatch()",
+      (store: RedisDeliveryStore) =>
+        store.openDispatch("s", { lease: "dispatch:s", leaseMs: 60_000, listEndpoints: true }),
+    ],
+    ["claimDue()", (store: RedisDeliveryStore) => store.claimDue(claimOptions(T0 + 2_000))],
+  ] as const
+) {
+  redisTest(
+    `${what} that finds an endpoint's JSON overwritten with other text names the key`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      await store.putEndpoint(config("ep_a"), { expectVersion: null });
+      await store.createDeliveries([delivery(1)]);
+      for (const text of ["not json", "[1,2]", '{"id":"ep_a"}']) {
+        await refusedWhole(fixture, P + "ep:ep_a", {
+          corrupt: ["SET", P + "ep:ep_a", text],
+          call: () => call(store),
+        });
+      }
+    },
+  );
+}
+
 redisTest(
   "openDispatch() that finds the stream's cursor a string takes no lease; repaired, it does",
   async (fixture) => {
