@@ -341,6 +341,26 @@ Deno.test("configFromEnv() reads EDGESTREAM_KEYS with spaces around ':' and refu
   );
 });
 
+Deno.test("configFromEnv() refuses EDGESTREAM_KEYS that holds text but no key, instead of starting open", async () => {
+  for (const value of [",", " , ", ",,"]) {
+    await assert.rejects(
+      () => configFromEnv(env({ EDGESTREAM_KEYS: value })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          "EDGESTREAM_KEYS: Cannot read EDGESTREAM_KEYS: it holds no '<ingest|read|admin>:<key>' entry; leave it unset or empty for open development mode",
+    );
+  }
+  for (const value of ["", "  "]) {
+    const config = await configFromEnv(env({ EDGESTREAM_KEYS: value }));
+    try {
+      assert.equal(config.keys.open, true, `'${value}' is open mode`);
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+});
+
 Deno.test("storeFromEnv() refuses an EDGESTREAM_PREFIX that is empty or would put every stream in one Redis slot", () => {
   const upstash = { UPSTASH_REDIS_REST_URL: "https://x.upstash.io", UPSTASH_REDIS_REST_TOKEN: "t" };
   assert.equal(storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: "shop-1" })).kind, "redis");

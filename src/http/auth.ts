@@ -142,8 +142,8 @@ export class KeyRing {
   }
 
   /**
-   * Parses `scope:key` pairs separated by commas. Throws on an unknown scope
-   * or a key shorter than 16 characters.
+   * Parses `scope:key` pairs separated by commas. Throws on an unknown scope,
+   * a key shorter than 16 characters, or text that holds no pair (`,`).
    */
   static parse(text: string | undefined, options: KeyRingOptions = {}): Promise<KeyRing> {
     const entries: KeyEntry[] = [];
@@ -174,6 +174,13 @@ export class KeyRing {
         );
       }
       entries.push({ scope, digest: sha256(key) });
+    }
+    // Text but no key (",", or "$ADMIN,$INGEST" with both unset) is a setting that went wrong,
+    // not a request for open mode: starting open would serve without keys.
+    if (entries.length === 0 && /\S/.test(text ?? "")) {
+      throw new Error(
+        "Cannot read EDGESTREAM_KEYS: it holds no '<ingest|read|admin>:<key>' entry; leave it unset or empty for open development mode",
+      );
     }
     return Promise.resolve(new KeyRing(entries, options));
   }
