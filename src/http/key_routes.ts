@@ -63,6 +63,10 @@ const KeySchema = z.object({
   rateLimit: RateLimitSchema.nullable(),
   description: z.string().nullable(),
   expiresAt: z.string().nullable(),
+  expired: z.boolean().openapi({
+    description:
+      "Whether `expiresAt` has passed: the key no longer works (it stays listed until deleted)",
+  }),
   createdAt: z.string(),
 }).openapi("Key");
 
@@ -138,7 +142,7 @@ const deleteKeyRoute = createRoute({
   },
 });
 
-function keyJson(record: ApiKeyRecord) {
+function keyJson(record: ApiKeyRecord, nowMs: number) {
   return {
     id: record.id,
     type: record.type,
@@ -149,6 +153,7 @@ function keyJson(record: ApiKeyRecord) {
     rateLimit: record.rateLimit ?? null,
     description: record.description ?? null,
     expiresAt: record.expiresAt === undefined ? null : new Date(record.expiresAt).toISOString(),
+    expired: record.expiresAt !== undefined && record.expiresAt <= nowMs,
     createdAt: new Date(record.createdAt).toISOString(),
   };
 }
@@ -235,18 +240,19 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     };
     // A clash of ids or hashes (KeyConflictError) is a 409 from the error table.
     await keys.store.createKey(record);
-    return c.json({ ...keyJson(record), key }, 201);
+    return c.json({ ...keyJson(record, now), key }, 201);
   });
 
   app.openapi(listKeysRoute, async (c) => {
-    return c.json({ keys: (await keys.store.listKeys()).map(keyJson) }, 200);
+    const now = deps.now();
+    return c.json({ keys: (await keys.store.listKeys()).map((key) => keyJson(key, now)) }, 200);
   });
 
   app.openapi(getKeyRoute, async (c) => {
     const { id } = c.req.valid("param");
     const record = await keys.store.getKey(id);
     if (!record) throw new ApiError(404, "key_not_found", `No API key '${id}'`);
-    return c.json(keyJson(record), 200);
+    return c.json(keyJson(record, deps.now()), 200);
   });
 
   app.openapi(deleteKeyRoute, async (c) => {

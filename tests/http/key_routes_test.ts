@@ -80,6 +80,7 @@ Deno.test("POST /v1/keys shows the secret once and stores only its digest; the k
       rateLimit: null,
       description: "Backend",
       expiresAt: null,
+      expired: false,
       createdAt: new Date(NOW).toISOString(),
       key: undefined,
       id: undefined,
@@ -200,7 +201,7 @@ Deno.test("a key limited to streams uses only those, and no route that names non
   assert.equal((await get("/v1/streams")).status, 403);
 });
 
-Deno.test("a key stops working at its expiresAt", async () => {
+Deno.test("a key stops working at its expiresAt, and is then listed as expired", async () => {
   let now = NOW;
   const { app } = await keyedApp({ now: () => now });
   const created = await (await app.request(
@@ -215,11 +216,22 @@ Deno.test("a key stops working at its expiresAt", async () => {
     (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
     202,
   );
+  assert.equal(created.expired, false);
+  const read = async () =>
+    (await app.request(`/v1/keys/${created.id}`, {
+      headers: { Authorization: `Bearer ${KEYS.admin}` },
+    })).json();
+  assert.equal((await read()).expired, false);
   now = NOW + 60_000;
   assert.equal(
     (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
     401,
   );
+  assert.equal((await read()).expired, true);
+  const listed = await (await app.request("/v1/keys", {
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  })).json();
+  assert.deepEqual(listed.keys.map((key: { expired: boolean }) => key.expired), [true]);
 });
 
 Deno.test("a key id or hash clash from the key store is a 409 conflict from the one error table", () => {
