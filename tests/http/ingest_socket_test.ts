@@ -618,17 +618,27 @@ Deno.test("WebSocket ingest: a client that keeps its window gets every ack, with
   }
 });
 
-Deno.test("WebSocket ingest pings idle connections and closes the ones that do not answer", async () => {
+Deno.test("WebSocket ingest pings idle connections after half the idle timeout and closes the ones that do not answer after it", async () => {
+  // The README's "Deno sends it after 15 s without traffic and closes at 30 s without a pong",
+  // at a 0.2 s timeout (lower bounds only: a loaded machine may be late, never early).
   const server = await startServer({ liveRoutes: { socket: { idleTimeoutSeconds: 0.2 } } });
   try {
+    const opened = performance.now();
     const silent = await nodeClient(server.wsUrl(WS_PATH), { autoPong: false });
     const alive = await nodeClient(server.wsUrl(WS_PATH));
     let pings = 0;
-    alive.socket.on("ping", () => pings += 1);
+    let firstPingMs = 0;
+    alive.socket.on("ping", () => {
+      if (pings === 0) firstPingMs = performance.now() - opened;
+      pings += 1;
+    });
     const closed = await silent.inbox.closed;
+    const closedMs = performance.now() - opened;
     assert.equal(closed.code, 1001);
+    assert.ok(closedMs >= 190, `closed after ${closedMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 600));
     assert.ok(pings >= 2, `${pings} pings`);
+    assert.ok(firstPingMs >= 90, `first ping after ${firstPingMs} ms`);
     assert.equal(alive.socket.readyState, 1);
     alive.socket.send(JSON.stringify({ id: "still", ts: at(1) }));
     assert.equal((await alive.inbox.next()).accepted, 1);
