@@ -81,8 +81,13 @@ export class ConfigError extends Error {
   }
 }
 
+/** A config path as `streams.orders.transform[0].filter`: array indexes in brackets. */
 function formatPath(path: readonly PropertyKey[]): string {
-  return path.map(String).join(".") || "(root)";
+  let text = "";
+  for (const key of path) {
+    text += typeof key === "number" ? `[${key}]` : `${text === "" ? "" : "."}${String(key)}`;
+  }
+  return text || "(root)";
 }
 
 /**
@@ -122,7 +127,10 @@ function protoKeyPaths(raw: unknown): string[] {
     if (typeof node !== "object" || node === null) continue;
     for (const key of Object.keys(node)) {
       if (key === "__proto__") found.push(formatPath([...path, key]));
-      else stack.push([(node as Record<string, unknown>)[key], [...path, key]]);
+      else {
+        const step = Array.isArray(node) ? Number(key) : key;
+        stack.push([(node as Record<string, unknown>)[key], [...path, step]]);
+      }
     }
   }
   return found;
@@ -233,7 +241,7 @@ function compileAlerts(
 ): CompiledAlert[] {
   const names = new Set<string>();
   return definitions.map((definition, index) => {
-    const path = `${at}.alerts.${index}`;
+    const path = `${at}.alerts[${index}]`;
     if (names.has(definition.name)) {
       throw new ConfigError(`${path}.name: Alert '${definition.name}' is defined twice`);
     }

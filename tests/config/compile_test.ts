@@ -228,7 +228,7 @@ Deno.test("compileConfig() refuses bad stream-level settings with their paths", 
   );
   assertRefused(orders({ dedupe: { ttl: "1h" } }), /streams\.orders\.dedupe\.field:/);
   assertRefused(orders({ schema: "object" }), /streams\.orders\.schema:/);
-  assertRefused(orders({ transform: [{ explode: "now" }] }), /streams\.orders\.transform\.0:/);
+  assertRefused(orders({ transform: [{ explode: "now" }] }), /streams\.orders\.transform\[0\]:/);
 });
 
 Deno.test("compileConfig() refuses unknown keys at every level", () => {
@@ -245,7 +245,7 @@ Deno.test("compileConfig() refuses unknown keys at every level", () => {
   );
   assertRefused(
     orders({ transform: [{ filter: "true", set: { a: "1" } }] }),
-    /streams\.orders\.transform\.0/,
+    /streams\.orders\.transform\[0\]/,
   );
 });
 
@@ -282,7 +282,7 @@ Deno.test("compileConfig() refuses a bad CEL expression at load, naming the step
     orders({ transform: [{ filter: "other.flag" }] }),
     /transform\[0\]\.filter: .*Unknown variable: other/,
   );
-  assertRefused(orders({ transform: [{ filter: "" }] }), /streams\.orders\.transform\.0/);
+  assertRefused(orders({ transform: [{ filter: "" }] }), /streams\.orders\.transform\[0\]/);
 });
 
 Deno.test("compileConfig() loads expressions mixing int literals with numbers, and refuses type errors it can see", () => {
@@ -340,7 +340,7 @@ Deno.test("compileConfig() refuses transforms that write or rename to prototype 
       { pick: [key] },
     ];
     for (const step of steps) {
-      assertRefused(orders({ transform: [step] }), /streams\.orders\.transform\.0/);
+      assertRefused(orders({ transform: [step] }), /streams\.orders\.transform\[0\]/);
     }
   }
 });
@@ -355,7 +355,7 @@ Deno.test("compileConfig() refuses a __proto__ key wherever JSON.parse put one",
   for (const text of texts) {
     assertRefused(JSON.parse(text), /__proto__/);
   }
-  assertRefused(JSON.parse(texts[2]), /streams\.s\.transform\.0\.set\.__proto__: /);
+  assertRefused(JSON.parse(texts[2]), /streams\.s\.transform\[0\]\.set\.__proto__: /);
 });
 
 Deno.test("compileConfig() keeps the written definition next to the parsed one", () => {
@@ -446,7 +446,7 @@ Deno.test("compileConfig() refuses durations over 366 days and prototype keys in
           },
         },
       }),
-    /groupBy\.0: Field path '__proto__' is not allowed/,
+    /groupBy\[0\]: Field path '__proto__' is not allowed/,
   );
   assert.throws(
     () =>
@@ -479,20 +479,20 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
   const counters = { x: { window: { tumbling: "1m" }, aggregate: "count" } };
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "value >" }] }),
-    /^streams\.orders\.alerts\.0\.when: Invalid expression 'value >'/,
+    /^streams\.orders\.alerts\[0\]\.when: Invalid expression 'value >'/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "event.amount > 1.0" }] }),
-    /streams\.orders\.alerts\.0\.when: Invalid expression/,
+    /streams\.orders\.alerts\[0\]\.when: Invalid expression/,
   );
   // Known to be no bool, whatever the window: it could never fire.
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x", when: "1" }] }),
-    /^streams\.orders\.alerts\.0\.when: Invalid expression '1': must return a bool, returns int$/,
+    /^streams\.orders\.alerts\[0\]\.when: Invalid expression '1': must return a bool, returns int$/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "nope", when: "value > 1.0" }] }),
-    /^streams\.orders\.alerts\.0\.counter: No counter 'nope' in this stream; it has: x$/,
+    /^streams\.orders\.alerts\[0\]\.counter: No counter 'nope' in this stream; it has: x$/,
   );
   assertRefused(
     orders({
@@ -502,11 +502,11 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
         { name: "a", counter: "x", when: "value > 2.0" },
       ],
     }),
-    /streams\.orders\.alerts\.1\.name: Alert 'a' is defined twice/,
+    /streams\.orders\.alerts\[1\]\.name: Alert 'a' is defined twice/,
   );
   assertRefused(
     orders({ counters, alerts: [{ name: "a", counter: "x" }] }),
-    /streams\.orders\.alerts\.0\.when/,
+    /streams\.orders\.alerts\[0\]\.when/,
   );
 });
 
@@ -527,7 +527,7 @@ Deno.test("compileConfig() reads a stream's limits and origins, and names bad on
   );
   assertRefused(
     orders({ origins: ["https://shop.example/page"] }),
-    /streams\.orders\.origins\.0: Origin 'https:\/\/shop\.example\/page' must be http\(s\):\/\/host\[:port\] without path/,
+    /streams\.orders\.origins\[0\]: Origin 'https:\/\/shop\.example\/page' must be http\(s\):\/\/host\[:port\] without path/,
   );
 });
 

@@ -219,7 +219,7 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
     alerts: [{ name: "a", counter: "missing", when: "value > 1" }],
   });
   assert.equal(badAlert.status, 400);
-  assert.match((await errorOf(badAlert)).message, /alerts\.0\.counter: No counter 'missing'/);
+  assert.match((await errorOf(badAlert)).message, /alerts\[0\]\.counter: No counter 'missing'/);
 
   const text = await put(app, "signups", JSON.stringify(SIGNUPS), { "Content-Type": "text/plain" });
   assert.equal(text.status, 415);
