@@ -6,7 +6,7 @@
  * @module
  */
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { type CompiledStream, StreamRegistry } from "./config/mod.ts";
+import { type CompiledStream, formatPath, StreamRegistry } from "./config/mod.ts";
 import { type IngestObserver, LiveHub, type LogDemand } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { serveApiDocument } from "./http/api_document.ts";
@@ -75,6 +75,14 @@ export interface AppOptions {
   connections?: OpenConnections;
 }
 
+/** What a request part is called in a `400 invalid_request` message. */
+const TARGETS: Record<string, string> = {
+  json: "request body",
+  param: "path parameter",
+  query: "query parameter",
+  header: "header",
+};
+
 /**
  * Builds the HTTP app.
  *
@@ -133,7 +141,11 @@ export function createApp(options: AppOptions): OpenAPIHono {
         throw new ApiError(
           400,
           "invalid_request",
-          `Invalid ${result.target} ${issue.path.join(".")}: ${issue.message}`.replace(/\s+:/, ":"),
+          issue.path.length === 0
+            ? `Invalid ${TARGETS[result.target] ?? result.target}: ${issue.message}`
+            : `Invalid ${TARGETS[result.target] ?? result.target} ${
+              formatPath(issue.path)
+            }: ${issue.message}`,
         );
       }
     },

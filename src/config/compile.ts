@@ -81,8 +81,11 @@ export class ConfigError extends Error {
   }
 }
 
-/** A config path as `streams.orders.transform[0].filter`: array indexes in brackets. */
-function formatPath(path: readonly PropertyKey[]): string {
+/**
+ * A path to a value as errors name it, `streams.orders.transform[0].filter`: list positions in
+ * brackets, other keys joined by dots; `(root)` for the value itself.
+ */
+export function formatPath(path: readonly PropertyKey[]): string {
   let text = "";
   for (const key of path) {
     text += typeof key === "number" ? `[${key}]` : `${text === "" ? "" : "."}${String(key)}`;

@@ -143,7 +143,7 @@ function streamName(c: Context): string {
     throw new ApiError(
       400,
       "invalid_request",
-      `Invalid param stream: Names are 1-64 characters of letters, digits, '_' and '-', got '${name}'`,
+      `Invalid path parameter stream: Names are 1-64 characters of letters, digits, '_' and '-', got '${name}'`,
     );
   }
   return name;

@@ -708,8 +708,8 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
       // Slower than one delivery in 1,000 s: its bucket's expiry outgrew Redis's integers, and
       // claiming failed for every endpoint.
       [{ url, rateLimit: 1e-15 }, /rateLimit/],
-      [{ url, eventTypes: ["webhook.test"] }, /Invalid json eventTypes/],
-      [{ url, surprise: true }, /Invalid json/],
+      [{ url, eventTypes: ["webhook.test"] }, /Invalid request body eventTypes\[0\]: /],
+      [{ url, surprise: true }, /^Invalid request body: Unrecognized key: "surprise"$/],
       [{ url, batch: { maxEvents: 5, maxWait: "soon" } }, /batch\.maxWait/],
     ];
     for (const [body, message] of cases) {
