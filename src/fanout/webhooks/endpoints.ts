@@ -322,25 +322,21 @@ export class EndpointRegistry {
   }
 
   /**
-   * Replaces the signing secret; the old one keeps signing alongside the new
-   * one for 24 h. Returns the new secret and when the old one stops.
+   * Replaces the signing secret; the one it replaces keeps signing alongside
+   * the new one for 24 h, and any older one stops at once, so a delivery
+   * carries at most two signatures however often the secret is rotated.
+   * Returns the new secret and when the replaced one stops.
    */
   async rotateSecret(id: string): Promise<{ secret: string; previousExpiresMs: number }> {
     const secret = generateSecret();
     const previousExpiresMs = this.#now() + SECRET_OVERLAP_MS;
     await this.#change(id, (endpoint) => {
       const config = configOf(endpoint);
-      const now = this.#now();
+      const current = config.secrets.find((item) => item.expiresMs === null) ??
+        config.secrets[0];
       config.secrets = [
         { secret, expiresMs: null },
-        ...config.secrets
-          .filter((item) => item.expiresMs === null || item.expiresMs > now)
-          .map((item) => ({
-            secret: item.secret,
-            expiresMs: item.expiresMs === null
-              ? previousExpiresMs
-              : Math.min(item.expiresMs, previousExpiresMs),
-          })),
+        ...(current ? [{ secret: current.secret, expiresMs: previousExpiresMs }] : []),
       ];
       return { config };
     });

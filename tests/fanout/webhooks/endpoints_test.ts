@@ -100,3 +100,21 @@ Deno.test("EndpointRegistry.rotateSecret() keeps the previous secret for the ove
     second,
   ]);
 });
+
+Deno.test("EndpointRegistry.rotateSecret() again within the overlap drops the oldest secret: at most two sign", async () => {
+  const { endpoints, clock } = registry();
+  const { endpoint } = await endpoints.create({ url: URL_OK });
+  let last = "";
+  let replaced = "";
+  for (let i = 0; i < 5; i++) {
+    clock.now += 1_000;
+    replaced = last;
+    const rotated = await endpoints.rotateSecret(endpoint.id);
+    last = rotated.secret;
+    assert.equal(rotated.previousExpiresMs, clock.now + SECRET_OVERLAP_MS);
+  }
+  assert.deepEqual((await endpoints.get(endpoint.id)).secrets, [
+    { secret: last, expiresMs: null },
+    { secret: replaced, expiresMs: clock.now + SECRET_OVERLAP_MS },
+  ]);
+});
