@@ -40,10 +40,17 @@ export const MAX_VALUE = Number.MAX_SAFE_INTEGER;
 const singleKeys = new Map<string, string>();
 const MAX_CACHED_KEYS = 10_000;
 
-/** Group key of a list of group values: their JSON text. */
+/**
+ * Group key of a list of group values: their JSON text; {@linkcode OTHER_GROUP} when every value
+ * is the text `__other__`, so such an event counts into the overflow group, which reads the same,
+ * instead of into a second row no reader could tell from it.
+ */
 export function groupKey(values: unknown[]): string {
-  if (values.length === 1) return singleGroupKey(values[0]);
-  return values.length === 0 ? "[]" : JSON.stringify(values);
+  if (values.length === 1) {
+    return values[0] === OTHER_GROUP ? OTHER_GROUP : singleGroupKey(values[0]);
+  }
+  if (values.length === 0) return "[]";
+  return values.every((value) => value === OTHER_GROUP) ? OTHER_GROUP : JSON.stringify(values);
 }
 
 /**
@@ -77,13 +84,16 @@ function singleGroupKey(value: unknown): string {
   return JSON.stringify([value]);
 }
 
-/** The group key of an event for `groupBy` (missing fields group as null). */
+/** The group key of an event for `groupBy` (missing fields group as null; see {@linkcode groupKey}). */
 function groupKeyOf(groupBy: readonly string[], event: Event): string {
   if (groupBy.length === 0) return "[]";
-  if (groupBy.length === 1) return singleGroupKey(readField(event, groupBy[0]) ?? null);
+  if (groupBy.length === 1) {
+    const value = readField(event, groupBy[0]) ?? null;
+    return value === OTHER_GROUP ? OTHER_GROUP : singleGroupKey(value);
+  }
   const values: unknown[] = [];
   for (const field of groupBy) values.push(readField(event, field) ?? null);
-  return JSON.stringify(values);
+  return groupKey(values);
 }
 
 /** The group object (`{field: value}`) a group key stands for. */

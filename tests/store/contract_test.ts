@@ -253,6 +253,26 @@ const scenarios: Record<string, Scenario> = {
     });
   },
 
+  async "events whose group reads __other__ count into the overflow group: one row, not two alike"(
+    store,
+  ) {
+    const groups = ["__other__", "a", "x", "__other__", "y"];
+    await ingestItems(
+      CAPPED,
+      items(groups.map((g, i) => ({ t: T0 + 1_000, g, v: i + 1, u: `u${i}` }))),
+      { store: store, nowMs: T0 + 2_000 },
+    );
+    const rows = await listWindows(CAPPED, CAPPED.counters[0], { store, nowMs: T0 + 2_000 }, {
+      limit: 10,
+    });
+    // __other__ took a slot as any first group does; x and y overflow into the same row.
+    assert.deepEqual(rows.map((row) => [row.group.g, row.value]).sort(), [
+      ["__other__", 4],
+      ["a", 1],
+    ]);
+    assert.equal((await store.stats("c", CAPPED.counterMetas)).overflow.count, 2);
+  },
+
   async "closeWindows() returns each final window once, with its values"(store) {
     await ingestItems(
       stream,
