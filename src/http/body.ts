@@ -77,8 +77,8 @@ export function bodyFormat(contentType: string | undefined): BodyFormat {
   );
 }
 
-/** Throws 415 when a `charset` parameter names anything but UTF-8. */
-function refuseOtherCharset(parameters: readonly string[]): void {
+/** Throws 415 when a `charset` parameter (of a `Content-Type`'s) names anything but UTF-8. */
+export function refuseOtherCharset(parameters: readonly string[]): void {
   for (const parameter of parameters) {
     const [name, value = ""] = parameter.split("=");
     if (name.trim().toLowerCase() !== "charset") continue;

@@ -38,7 +38,7 @@ import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
 import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
 import { grantOfRequest } from "./auth.ts";
-import { type BodyFormat, bodyFormat } from "./body.ts";
+import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
 import { ApiError, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 
@@ -97,8 +97,11 @@ export function rateLimitsFor(
  * and `text/plain` read as JSON for a publishable key (beacons).
  */
 export function ingestBodyFormat(contentType: string | undefined, grant?: KeyGrant): BodyFormat {
-  const mediaType = (contentType ?? "").split(";")[0].trim().toLowerCase();
-  if (mediaType === "text/plain" && grant?.publishable) return "json";
+  const [type, ...parameters] = (contentType ?? "").split(";");
+  if (type.trim().toLowerCase() === "text/plain" && grant?.publishable) {
+    refuseOtherCharset(parameters);
+    return "json";
+  }
   return bodyFormat(contentType);
 }
 

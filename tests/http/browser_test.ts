@@ -160,7 +160,7 @@ Deno.test("a preflight grants an allowed origin the ingest headers, and other or
   assert.equal((await preflight(SHOP, "", "nope")).status, 404);
 });
 
-Deno.test("beacons: a text/plain body holding JSON is read for publishable keys only", async () => {
+Deno.test("beacons: a text/plain body holding JSON is read for publishable keys only, in UTF-8 only", async () => {
   const { app, createKey, stats } = await setup();
   const pk = await createKey(PUBLISHABLE);
   const beacon = await app.request(
@@ -176,6 +176,19 @@ Deno.test("beacons: a text/plain body holding JSON is read for publishable keys 
     ...send("pageviews", JSON.stringify({ id: "c" }), { key: KEYS.ingest, type: "text/plain" }),
   );
   assert.equal(secret.status, 415);
+  for (const charset of ["iso-8859-1", "utf-16"]) {
+    const other = await app.request(
+      ...send("pageviews", JSON.stringify({ id: "d" }), {
+        query: pk.key,
+        origin: SHOP,
+        type: `text/plain; charset=${charset}`,
+      }),
+    );
+    assert.equal(other.status, 415, charset);
+    const error = (await other.json()).error;
+    assert.equal(error.code, "unsupported_media_type");
+    assert.match(error.message, new RegExp(`charset must be utf-8, got '${charset}'`));
+  }
   assert.equal((await stats("pageviews")).accepted, 2);
 });
 
