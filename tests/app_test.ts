@@ -550,6 +550,23 @@ Deno.test("a route asked with a method it does not take is 405 with Allow", asyn
   assert.equal(options.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
 });
 
+Deno.test("with keys, 405 and OPTIONS answer a request with a key; one without gets 401 first", async () => {
+  const { app } = await testApp({ auth: true });
+  const ask = (method: string, key?: string) =>
+    app.request("/v1/streams/orders", {
+      method,
+      headers: key ? { Authorization: `Bearer ${key}` } : {},
+    });
+  assert.equal((await ask("OPTIONS")).status, 401);
+  assert.equal((await ask("PATCH")).status, 401);
+  const options = await ask("OPTIONS", KEYS.read);
+  assert.equal(options.status, 204);
+  assert.equal(options.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
+  const patch = await ask("PATCH", KEYS.read);
+  assert.equal(patch.status, 405);
+  assert.equal(patch.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
+});
+
 Deno.test("/openapi.json documents every route from the same schemas", async () => {
   const { app } = await testApp();
   const { status, body } = await getJson(app, "/openapi.json");
