@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import { compareLogIds, parseLogId } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
@@ -95,6 +96,11 @@ function isWebhookType(type: string): type is WebhookEventType {
     type === "event.late";
 }
 
+const logger = getLogger(["edgestream", "webhooks"]);
+
+/** Least time (ms) between two warnings about one endpoint's failing filter. */
+const FILTER_WARNING_EVERY_MS = 60_000;
+
 /** Turns result logs into deliveries. */
 export class Dispatcher {
   #store: Store;
@@ -103,7 +109,10 @@ export class Dispatcher {
   #pageSize: number;
   #maxPages: number;
   #leaseMs: number;
-  #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
+  #filters = new Map<
+    string,
+    { key: string; filter: CompiledExpression | null; warnedMs?: number }
+  >();
   /** Per stream: where this dispatcher last left the cursor, for reading ahead. */
   #cursors = new Map<string, string>();
 
@@ -300,7 +309,20 @@ export class Dispatcher {
     if (!cached.filter) return false;
     try {
       return cached.filter({ payload, data: payload.data }) === true;
-    } catch {
+    } catch (error) {
+      // Sent nowhere, as a filter that answers false; said at most once a minute per endpoint.
+      const now = this.#now();
+      if (cached.warnedMs === undefined || now - cached.warnedMs >= FILTER_WARNING_EVERY_MS) {
+        cached.warnedMs = now;
+        logger.warn(
+          "Webhook {endpoint}'s filter failed on a {eventType} payload, which was not sent to it: {error}",
+          {
+            endpoint: endpoint.id,
+            eventType: (payload as { type?: unknown }).type,
+            error: error instanceof Error ? error.message : String(error),
+          },
+        );
+      }
       return false;
     }
   }

@@ -18,6 +18,7 @@ import {
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { LogRecord, Store } from "../../../src/store/types.ts";
+import { collectingLogs, messageOf } from "../../_logs.ts";
 import { redisTest } from "../../_redis.ts";
 import { CONFIG, T0 } from "./_setup.ts";
 import { commitPage, planPage } from "./_stepwise.ts";
@@ -186,6 +187,37 @@ Deno.test("Dispatcher matches event types, streams, CEL filters and skips disabl
   assert.deepEqual(await typesOf("ep_big"), ["orders:window.closed:FR"]);
   assert.deepEqual(await typesOf("ep_de"), ["orders:window.closed:DE"]);
   assert.deepEqual(await typesOf("ep_off"), []);
+});
+
+Deno.test("Dispatcher warns, at most once a minute per endpoint, when a filter fails on a payload and the payload is not sent", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  let now = T0;
+  // event.processed has no group: reading data.group fails instead of answering.
+  const endpoints = [endpoint("ep_de", { filter: "data.group.country == 'DE'" })];
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => now });
+  const warnings = await collectingLogs(async (records) => {
+    await store.appendLog("orders", [processed(1), processed(2), closed(1, "DE")]);
+    await dispatcher.dispatch(orders, endpoints);
+    now += 30_000;
+    await store.appendLog("orders", [processed(3)]);
+    await dispatcher.dispatch(orders, endpoints);
+    now += 30_000;
+    await store.appendLog("orders", [processed(4)]);
+    await dispatcher.dispatch(orders, endpoints);
+    return records.map(messageOf);
+  }, { level: "warning" });
+  assert.equal(warnings.length, 2, JSON.stringify(warnings));
+  for (const warning of warnings) {
+    assert.match(
+      warning,
+      /^Webhook ep_de's filter failed on a event\.processed payload, which was not sent to it: .+/,
+    );
+  }
+  assert.deepEqual(
+    (await allDeliveries(deliveries, "ep_de")).map((item) => JSON.parse(item.payload).type),
+    ["window.closed"],
+  );
 });
 
 Deno.test("Dispatcher delivers to an endpoint only what was logged after it registered", async () => {
