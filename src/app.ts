@@ -140,7 +140,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
         const issue = result.error.issues[0];
         throw new ApiError(
           400,
-          "invalid_request",
+          // Query parameters the routes check by hand are invalid_query too: one code for both.
+          result.target === "query" ? "invalid_query" : "invalid_request",
           issue.path.length === 0
             ? `Invalid ${TARGETS[result.target] ?? result.target}: ${issue.message}`
             : `Invalid ${TARGETS[result.target] ?? result.target} ${

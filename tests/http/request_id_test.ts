@@ -79,7 +79,7 @@ Deno.test("Every error body carries the request id as error.requestId, the same 
       400,
       "invalid_json",
     ],
-    ["/v1/streams/orders/counters/count_1m?limit=0", { headers: auth }, 400, "invalid_request"],
+    ["/v1/streams/orders/counters/count_1m?limit=0", { headers: auth }, 400, "invalid_query"],
     ["/healthz", { headers: { Host: "attacker.example" } }, 200, ""],
   ];
   for (const [path, init, status, code] of failures) {

@@ -117,7 +117,7 @@ Deno.test("list routes refuse a bad cursor or limit with a 400 JSON error", asyn
     ) {
       const res = await call(ctx.app, "GET", path);
       assert.equal(res.status, 400, path);
-      assert.equal(res.body.error.code, "invalid_request", path);
+      assert.equal(res.body.error.code, "invalid_query", path);
     }
     assert.equal((await call(ctx.app, "GET", "/v1/webhooks?limit=1000")).status, 200);
   });
