@@ -380,6 +380,101 @@ Deno.test("from, to, limit and group filters narrow the windows listed", async (
   assert.equal(missing.body.error.code, "counter_not_found");
 });
 
+Deno.test("a window counter's rows page with nextCursor: every row once, in order, with and without group filters", async () => {
+  const { app } = await testApp({
+    config: {
+      streams: {
+        orders: {
+          time: { field: "ts", lateness: "30s" },
+          counters: {
+            count_1m: {
+              window: { tumbling: "1m" },
+              groupBy: ["country"],
+              aggregate: "count",
+              maxGroups: 5000,
+            },
+          },
+        },
+      },
+    },
+  });
+  // 1,500 groups in the newest window (more than one reply's 1,000 rows), a few in 4 older ones.
+  // (Oldest first: lateness is 30 s.)
+  const events = [];
+  for (let minute = 0; minute < 4; minute++) {
+    for (const country of ["DE", "FR", `m${minute}`]) {
+      events.push({ ts: at(minute * 60 + 1), country });
+    }
+  }
+  for (let i = 0; i < 1500; i++) events.push({ ts: at(241), country: `c${i}` });
+  for (let from = 0; from < events.length; from += 1000) {
+    assert.equal((await postEvents(app, events.slice(from, from + 1000))).status, 202);
+  }
+  const key = (row: { start: string; group: Record<string, unknown> }) =>
+    `${row.start} ${row.group.country}`;
+  const read = async (query: string) => {
+    const res = await getJson(app, `/v1/streams/orders/counters/count_1m?${query}`);
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    return res.body as {
+      windows: Array<{ start: string; group: Record<string, unknown> }>;
+      nextCursor: string | null;
+    };
+  };
+  for (
+    const [filter, limit, total] of [["", 1000, 1512], ["", 7, 1512], [
+      "group.country=DE&",
+      3,
+      4,
+    ]] as const
+  ) {
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const page = await read(`${filter}limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`);
+      assert.ok(page.windows.length <= limit);
+      seen.push(...page.windows.map(key));
+      cursor = page.nextCursor;
+      pages += 1;
+    } while (cursor !== null && pages < 1000);
+    assert.equal(seen.length, total, `${filter} limit ${limit}`);
+    assert.equal(new Set(seen).size, total, "no row twice");
+    // The listing's order: newest window first, groups by their JSON text within one.
+    const sorted = [...seen].sort((a, b) => {
+      const [sa, ga] = a.split(" ");
+      const [sb, gb] = b.split(" ");
+      return sa < sb
+        ? 1
+        : sa > sb
+        ? -1
+        : JSON.stringify({ country: ga }) < JSON.stringify({ country: gb })
+        ? -1
+        : 1;
+    });
+    assert.deepEqual(seen, sorted);
+  }
+  const first = await read("limit=1000");
+  assert.equal(first.windows.length, 1000);
+  assert.ok(first.nextCursor);
+  for (const cursor of ["garbage!", "WzEsMl0", btoa("[1]")]) {
+    const bad = await getJson(app, `/v1/streams/orders/counters/count_1m?cursor=${cursor}`);
+    assert.equal(bad.status, 400, cursor);
+    assert.equal(bad.body.error.code, "invalid_cursor", cursor);
+  }
+  // …/current has no limit: every group of the window containing now.
+  const now = Array.from({ length: 1100 }, (_, i) => ({ ts: at(601), country: `n${i}` }));
+  assert.equal((await postEvents(app, now.slice(0, 1000))).status, 202);
+  assert.equal((await postEvents(app, now.slice(1000))).status, 202);
+  const current = await getJson(app, "/v1/streams/orders/counters/count_1m/current");
+  assert.equal(current.body.windows.length, 1100);
+  const top = await getJson(
+    app,
+    `/v1/streams/orders/counters/count_1m?top=3&cursor=${first.nextCursor}`,
+  );
+  assert.equal(top.status, 400);
+  assert.equal(top.body.error.code, "invalid_query");
+});
+
 Deno.test("groups beyond maxGroups count into __other__ and the overflow stat says so", async () => {
   const { app } = await testApp({
     config: {

@@ -12,7 +12,13 @@ import { type CompiledStream, lookUpStream, StreamRegistry } from "../config/mod
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
-import { currentWindow, listTopWindows, listWindows } from "../query/mod.ts";
+import {
+  currentWindow,
+  listTopWindows,
+  listWindows,
+  listWindowsPage,
+  type RowPosition,
+} from "../query/mod.ts";
 import {
   type Store,
   StoreUnavailableError,
@@ -610,6 +616,10 @@ const listWindowsRoute = createRoute({
       limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
         description: "Most rows (default 100)",
       }),
+      cursor: z.string().max(2048).optional().openapi({
+        description:
+          "The `nextCursor` of the previous page, as it was (a window counter's rows without `top`); omit for the first page. A cursor this list did not give out is a 400 `invalid_cursor`.",
+      }),
       q: QuantilesParam,
       top: TopParam,
       by: ByParam,
@@ -627,6 +637,10 @@ const listWindowsRoute = createRoute({
             windows: z.array(WindowRowSchema),
             others: z.array(OthersSchema).optional().openapi({
               description: "With `top`: per window, newest first, the groups beyond the top",
+            }),
+            nextCursor: z.string().nullable().optional().openapi({
+              description:
+                "A window counter's rows without `top`: pass as `cursor` for the rows after these; null when none are left",
             }),
           }),
         },
@@ -652,6 +666,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
       quantiles: parseQuantiles(counter, query.q),
     };
     if (top) {
+      if (query.cursor !== undefined) throw cursorNotTaken("with 'top'");
       const ranked = await listTopWindows(stream, counter, context, { ...options, ...top });
       return c.json({
         stream: stream.name,
@@ -661,14 +676,69 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
         others: ranked.others,
       }, 200);
     }
-    const windows = await listWindows(stream, counter, context, { ...options, groups: filters });
+    if (counter.window.kind === "session") {
+      if (query.cursor !== undefined) throw cursorNotTaken("a session counter");
+      const windows = await listWindows(stream, counter, context, { ...options, groups: filters });
+      return c.json({
+        stream: stream.name,
+        counter: counter.name,
+        aggregate: counter.aggregate.kind,
+        windows,
+      }, 200);
+    }
+    const page = await listWindowsPage(stream, counter, context, {
+      ...options,
+      groups: filters,
+      after: query.cursor === undefined ? undefined : readRowCursor(query.cursor),
+    });
     return c.json({
       stream: stream.name,
       counter: counter.name,
       aggregate: counter.aggregate.kind,
-      windows,
+      windows: page.rows,
+      nextCursor: page.next && rowCursor(page.next),
     }, 200);
   };
+}
+
+function cursorNotTaken(what: string): ApiError {
+  return new ApiError(
+    400,
+    "invalid_query",
+    `Query parameter 'cursor' pages a window counter's rows without 'top', not ${what}`,
+  );
+}
+
+/** A row position as an opaque cursor: base64url of `[startMs, group]`. */
+function rowCursor(position: RowPosition): string {
+  const bytes = new TextEncoder().encode(JSON.stringify([position.startMs, position.group]));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
+    .replace(/=+$/, "");
+}
+
+/** The position of a cursor {@linkcode rowCursor} made, or 400 `invalid_cursor`. */
+function readRowCursor(cursor: string): RowPosition {
+  try {
+    const text = atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
+    const value = JSON.parse(
+      new TextDecoder("utf-8", { fatal: true }).decode(
+        Uint8Array.from(text, (char) => char.charCodeAt(0)),
+      ),
+    );
+    if (
+      Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) &&
+      typeof value[1] === "string"
+    ) {
+      return { startMs: value[0], group: value[1] };
+    }
+  } catch {
+    // Not one this list gave out: below.
+  }
+  throw new ApiError(
+    400,
+    "invalid_cursor",
+    `Cannot read cursor '${cursor}': not one this list gave out`,
+  );
 }
 
 /** `GET /v1/streams/{stream}/counters/{counter}/current`. */

@@ -47,6 +47,28 @@ export interface ListOptions {
   limit?: number;
   /** Quantiles a quantiles counter reports. @default {DEFAULT_QUANTILES} */
   quantiles?: readonly number[];
+  /**
+   * Only rows after this one in the listing's order (a window counter's, not a session
+   * counter's): of its window, the groups after it; then older windows.
+   * @default {from the newest}
+   */
+  after?: RowPosition;
+}
+
+/** Where a row stands in a listing: its window's start and its group as JSON text. */
+export interface RowPosition {
+  /** Window start (ms). */
+  startMs: number;
+  /** `JSON.stringify` of the row's group object. */
+  group: string;
+}
+
+/** A page of {@linkcode listWindowsPage}. */
+export interface WindowsPage {
+  /** Rows, newest window first, groups in order within each. */
+  rows: WindowRow[];
+  /** Where the next page starts (pass as `after`); null when no rows are left. */
+  next: RowPosition | null;
 }
 
 /** Options for {@linkcode currentWindow}. */
@@ -204,13 +226,50 @@ export async function listWindows(
       : (group: Record<string, unknown>) => matchesGroup(group, filters);
     return await readSessionRows(stream, counter, { ...context, ...options, accept, limit });
   }
-  const newestFirst = (await windowStarts(stream, counter, context, options)).slice(0, limit);
-  if (newestFirst.length === 0) return [];
+  return (await listWindowsPage(stream, counter, context, options)).rows;
+}
+
+/**
+ * {@linkcode listWindows} of a window counter as a page: its rows and where the next page
+ * starts, so a window of more groups than one reply holds can be read whole.
+ */
+export async function listWindowsPage(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  context: ReadContext,
+  options: ListOptions = {},
+): Promise<WindowsPage> {
+  const limit = options.limit ?? 100;
+  const after = options.after;
+  const bounded = after
+    ? { ...options, toMs: Math.min(options.toMs ?? 8.64e15, after.startMs + 1) }
+    : options;
+  const starts = await windowStarts(stream, counter, context, bounded);
+  const newestFirst = starts.slice(0, limit);
+  if (newestFirst.length === 0) return { rows: [], next: null };
   const { rows } = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {}, {
     quantiles: options.quantiles,
   });
-  return rows.slice(0, limit);
+  const positioned = rows.map((row) => ({ row, startMs: Date.parse(row.start) }));
+  const left = after
+    ? positioned.filter(({ row, startMs }) =>
+      startMs < after.startMs || JSON.stringify(row.group) > after.group
+    )
+    : positioned;
+  const page = left.slice(0, limit);
+  let next: RowPosition | null = null;
+  if (left.length > limit) {
+    const last = page.at(-1)!;
+    next = { startMs: last.startMs, group: JSON.stringify(last.row.group) };
+  } else if (starts.length > newestFirst.length) {
+    // Every row of the windows read is in the page: on from the window after them.
+    next = { startMs: newestFirst.at(-1)!, group: AFTER_EVERY_GROUP };
+  }
+  return { rows: page.map(({ row }) => row), next };
 }
+
+/** A group position after every group's JSON text (each starts with `{`, which `|` follows). */
+const AFTER_EVERY_GROUP = "|";
 
 /** Starts of the windows with live panes in `[fromMs, toMs)`, newest first. */
 async function windowStarts(
