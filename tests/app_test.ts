@@ -368,6 +368,15 @@ Deno.test("from, to, limit and group filters narrow the windows listed", async (
   );
   assert.deepEqual(ranged.map((row) => row.start), [at(120), at(120), at(60), at(60)]);
   assert.equal((await windows(app, "count_1m", "?limit=3")).length, 3);
+  // A group filter on a field the counter does not group by would match nothing: refused.
+  for (
+    const path of ["count_1m?group.=x", "count_1m?group.city=x", "count_1m/current?group.city=x"]
+  ) {
+    const bad = await getJson(app, `/v1/streams/orders/counters/${path}`);
+    assert.equal(bad.status, 400, path);
+    assert.equal(bad.body.error.code, "invalid_query", path);
+    assert.match(bad.body.error.message, /names no field counter 'count_1m' groups by \(country\)/);
+  }
   // A bad query parameter is invalid_query whether its schema or its route refuses it.
   for (const query of ["from=soon", "from=2026-02-30", "limit=0", "limit=5&limit=7"]) {
     const bad = await getJson(app, `/v1/streams/orders/counters/count_1m?${query}`);

@@ -560,12 +560,22 @@ function parseTop(
   return { top: query.top, by };
 }
 
-function groupFilters(c: Context): Record<string, string> {
+function groupFilters(c: Context, counter: CompiledCounter): Record<string, string> {
   const filters: Record<string, string> = {};
   for (const [key, values] of Object.entries(c.req.queries())) {
-    if (key.startsWith("group.") && key.length > 6) {
-      filters[key.slice(6)] = values[values.length - 1];
+    if (!key.startsWith("group.")) continue;
+    const field = key.slice(6);
+    // A field the counter does not group by would match nothing, silently.
+    if (!counter.groupBy.includes(field)) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter '${key}' names no field counter '${counter.name}' groups by (${
+          counter.groupBy.length === 0 ? "it has no groupBy" : counter.groupBy.join(", ")
+        })`,
+      );
     }
+    filters[field] = values[values.length - 1];
   }
   return filters;
 }
@@ -583,7 +593,7 @@ const groupFilterParameter = {
   style: "form" as const,
   explode: true,
   description:
-    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value.',
+    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`.',
   schema: {
     type: "object" as const,
     propertyNames: { pattern: "^group\\..+$" },
@@ -656,7 +666,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
     const query = c.req.valid("query");
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
-    const filters = groupFilters(c);
+    const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     const context = { store: deps.store, nowMs: deps.now() };
     const options = {
@@ -784,7 +794,7 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
-    const filters = groupFilters(c);
+    const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     const current = await currentWindow(
       stream,
