@@ -29,9 +29,10 @@ local P = KEYS[1]
 local args = cjson.decode(ARGV[1])
 -- Numbers leave Lua as %.17g text: Lua's own number-to-string (.. and tostring)
 -- and cjson.encode keep only 14 significant digits. An integer below 2^53 (times, counts) is
--- the same text written as %d, several times cheaper than formatting a float; -0 is not.
+-- the same text written as %d, several times cheaper than formatting a float; -0 is not. (x % 1 is
+-- 0 for a whole x only; NaN and infinities give NaN. It asks no C function, as math.floor does.)
 local function num(x)
-  if x == math.floor(x) and x > -9007199254740992 and x < 9007199254740992 and (x ~= 0 or 1 / x > 0) then
+  if x % 1 == 0 and x > -9007199254740992 and x < 9007199254740992 and (x ~= 0 or 1 / x > 0) then
     return string.format("%d", x)
   end
   return string.format("%.17g", x)

@@ -127,9 +127,10 @@ local function expectHll(key)
     if redis.call("EXISTS", key) == 1 then refuseKey(key, "an empty string", "a HyperLogLog") end
     return false
   end
-  local encoding = string.byte(head, 5)
-  if #head < 16 or string.sub(head, 1, 4) ~= "HYLL" or encoding > 1 or
-    (encoding == 0 and redis.call("STRLEN", key) ~= 12304) then
+  -- The magic and the encoding byte: "HYLL\\1" sparse, "HYLL\\0" dense.
+  local magic = string.sub(head, 1, 5)
+  if #head < 16 or (magic ~= "HYLL\\1" and magic ~= "HYLL\\0") or
+    (magic == "HYLL\\0" and redis.call("STRLEN", key) ~= 12304) then
     refuseKey(key, "a string", "a HyperLogLog")
   end
   return true
@@ -145,8 +146,8 @@ local function expectNumbers(key, fields)
   local stored = redis.pcall("HMGET", key, unpack(fields))
   if stored.err then refuseKey(key, "a " .. redis.call("TYPE", key).ok, "a hash") end
   local values = {}
-  for i, field in ipairs(fields) do
-    local value = stored[i]
+  for i = 1, #fields do
+    local field, value = fields[i], stored[i]
     if value then
       local valid
       if string.byte(field, 1) == 115 then valid = isFloatText(value) else valid = isIntegerText(value) end
@@ -357,8 +358,9 @@ end
 -- \`k:<counter>\`: "<pane> <expiresAt>" of the newest pane whose expiry an apply set or read, so
 -- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
 local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
-local statsAsked = { "wm", "exp", unpack(STAT_FIELDS) }
-for _, counter in ipairs(counters) do statsAsked[#statsAsked + 1] = "k:" .. counter.name end
+local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
+local counterCount = #counters
+for i = 1, counterCount do statsAsked[8 + i] = "k:" .. counters[i].name end
 -- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
 -- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
 -- group is new in a pane (below), the only time they may be added to.
@@ -368,15 +370,15 @@ if type(args.sess) == "table" then
   end
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
-for i = #STAT_FIELDS + #counters + 3, #statsAsked do
+for i = 9 + counterCount, #statsAsked do
   if stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
 end
 local wm = raiseToClock(tonumber(stored[1]), now, idle)
 local statsExpireAt = tonumber(stored[2])
-for i, counter in ipairs(counters) do
-  local known = stored[#STAT_FIELDS + 2 + i]
+for i = 1, counterCount do
+  local counter, known = counters[i], stored[8 + i]
   if known then
     local space = string.find(known, " ", 1, true)
     counter.knownPane = string.sub(known, 1, space - 1)
@@ -489,62 +491,89 @@ local sessionCounters = {}
 if withSessions then
   for _, session in ipairs(args.sess) do sessionCounters[session[1] + 1] = true end
 end
--- A pane's expiry (its score in the counter's live panes, or from \`k:<counter>\`), false for none.
-local paneExpiry = {}
--- The count and sum fields of the panes, as read here before any write: field → text.
-local paneValues = {}
--- The groups a pane held before this call, read here for a pane some cell adds a group to.
-local paneGroups = {}
+-- The panes of window counters this call may write, by key, each made once (here, or by recordOf
+-- below for one no cell here names) with every field it gets, so none is added later: its key, text,
+-- start (a number, false until asked: see startOf), counter, expiry (its score in the counter's live
+-- panes, or from \`k:<counter>\`; nil for none), whether it is new (none, or past) and whether its
+-- life is due to be extended; the count and sum fields its cells add to, as read when checked
+-- (field → text); its groups before this call, read here when some cell adds a group to it
+-- (\`before\`), and as the writes below count them (\`groups\`).
+local paneByKey = {}
+local function paneRecord(counter, key, paneText, paneStart)
+  local expiresAt = counter.knownExpiresAt
+  if counter.knownPane ~= paneText then
+    expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(counter.name), paneText))
+  end
+  local isNew = expiresAt == nil or expiresAt <= now
+  local pane = { key = key, text = paneText, start = false, counter = counter, expiresAt = expiresAt,
+    isNew = isNew, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl), values = nil,
+    before = nil, groups = nil, listed = false }
+  if type(paneStart) == "number" then pane.start = paneStart end
+  paneByKey[key] = pane
+  return pane
+end
+-- A pane's start as a number (its text turned into one only when asked).
+local function startOf(pane)
+  local start = pane.start
+  if not start then
+    start = tonumber(pane.text)
+    pane.start = start
+  end
+  return start
+end
 -- Whether a HyperLogLog a cell adds to was there when checked (so has its PX): key → boolean.
 local hllHeld = {}
-local function expiryOf(counter, key, paneText)
-  local expiresAt = paneExpiry[key]
-  if expiresAt == nil then
-    expiresAt = counter.knownExpiresAt
-    if counter.knownPane ~= paneText then
-      expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(counter.name), paneText))
-    end
-    paneExpiry[key] = expiresAt or false
-  end
-  return expiresAt or nil
-end
 do
   local OTHER = ${luaString(OTHER_GROUP)}
-  -- Per pane: its counter, text and the fields its cells add to; per cell (not of a session
-  -- counter): its counter, pane text, group and pane key.
-  local fieldsOf, keys, checked, zsetsDue, overflowChecked = {}, {}, {}, {}, {}
-  for _, cell in ipairs(args.cells) do
+  -- Per pane (in order): its record and the fields its cells add to; per cell (not of a session
+  -- counter), in \`checked\`: its cell, pane record and count field.
+  local keys, fieldsOf, checked, zsetsDue, overflowChecked = {}, {}, {}, {}, {}
+  local argCells = args.cells
+  for i = 1, #argCells do
+    local cell = argCells[i]
     if not sessionCounters[cell[1] + 1] then
       local counter = counters[cell[1] + 1]
       local paneText, group = paneTextOf(cell[2]), cell[3]
-      local withSum = counter.kind == "sum" or counter.kind == "avg"
       local key = paneKey(counter.name, paneText)
-      local pane = fieldsOf[key]
+      local pane = paneByKey[key]
+      local countField = "c:" .. group
       if not pane then
-        pane = {}
-        fieldsOf[key], keys[#keys + 1] = pane, key
-        local expiresAt = expiryOf(counter, key, paneText)
-        if expiresAt == nil or dueForRefresh(expiresAt, now, counter.ttl) then
-          zsetsDue[counter.name] = true
+        pane = paneRecord(counter, key, paneText, cell[2])
+        keys[#keys + 1] = pane
+        if pane.refresh then zsetsDue[counter.name] = true end
+        local kind = counter.kind
+        if kind == "sum" or kind == "avg" then
+          fieldsOf[pane] = { countField, "s:" .. group }
+        else
+          fieldsOf[pane] = { countField }
         end
+      else
+        local fields = fieldsOf[pane]
+        fields[#fields + 1] = countField
+        local kind = counter.kind
+        if kind == "sum" or kind == "avg" then fields[#fields + 1] = "s:" .. group end
       end
-      pane[#pane + 1] = "c:" .. group
-      if withSum then pane[#pane + 1] = "s:" .. group end
-      checked[#checked + 1] = { cell = cell, counter = counter, paneText = paneText, key = key }
+      checked[#checked + 1] = cell
+      checked[#checked + 1] = pane
+      checked[#checked + 1] = countField
     end
   end
-  for _, key in ipairs(keys) do paneValues[key] = expectNumbers(key, fieldsOf[key]) end
-  for _, item in ipairs(checked) do
-    local cell, counter, paneText, key = item.cell, item.counter, item.paneText, item.key
+  for k = 1, #keys do
+    local pane = keys[k]
+    pane.values = expectNumbers(pane.key, fieldsOf[pane])
+  end
+  for c = 1, #checked, 3 do
+    local cell, pane, countField = checked[c], checked[c + 1], checked[c + 2]
+    local counter, key, paneText = pane.counter, pane.key, pane.text
     local name, kind, group = counter.name, counter.kind, cell[3]
     -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
     -- groups are counted now (the write would, later), an empty pane being new whatever its score.
     -- (A count of 0, which no apply writes, is taken as new too: HINCRBY would answer so.)
-    local stored = paneValues[key]["c:" .. group]
+    local stored = pane.values[countField]
     local isNew = stored == nil or stored == "0"
-    if isNew and paneGroups[key] == nil then
-      paneGroups[key] = redis.call("HLEN", key) / fieldsPerGroup(kind)
-      if paneGroups[key] == 0 then zsetsDue[name] = true end
+    if isNew and pane.before == nil then
+      pane.before = redis.call("HLEN", key) / fieldsPerGroup(kind)
+      if pane.before == 0 then zsetsDue[name] = true end
       if not overflowChecked[name] then
         overflowChecked[name] = true
         local field = "overflow:" .. name
@@ -557,14 +586,16 @@ do
       -- an absent field is a walk through the whole hash when it is small).
       local otherFields = { "c:" .. OTHER }
       if kind == "sum" or kind == "avg" then otherFields[2] = "s:" .. OTHER end
-      for field, value in pairs(expectNumbers(key, otherFields)) do paneValues[key][field] = value end
+      for field, value in pairs(expectNumbers(key, otherFields)) do pane.values[field] = value end
     end
-    if kind == "distinct" and #cell[8] > 0 then
-      local hll = hllKey(name, paneText, group)
-      hllHeld[hll] = expectHll(hll)
-      if isNew then
-        hll = hllKey(name, paneText, OTHER)
+    if kind == "distinct" then
+      if #cell[8] > 0 then
+        local hll = hllKey(name, paneText, group)
         hllHeld[hll] = expectHll(hll)
+        if isNew then
+          hll = hllKey(name, paneText, OTHER)
+          hllHeld[hll] = expectHll(hll)
+        end
       end
     elseif kind == "quantiles" then
       local bins = {}
@@ -642,10 +673,13 @@ for i = 1, eventCount do
       outcome = 1
     else
       -- Remembered for a later event of this batch, unless the process found no id twice in it.
+      -- (A single id written above is not written again.)
       if not distinctIds then heldIds[id] = true end
-      freshIds[#freshIds + 1] = id
-      freshIds[#freshIds + 1] = "1"
-      insertedIds = true
+      if not idWritten then
+        freshIds[#freshIds + 1] = id
+        freshIds[#freshIds + 1] = "1"
+        insertedIds = true
+      end
     end
   end
   if outcome == 1 then
@@ -787,21 +821,18 @@ end
 
 if withSessions then cells = withSessions(counters, cells, now) end
 
--- Per pane, once: its score in the counter's live panes, which is when its keys expire (or the
--- same from \`k:<counter>\`), says whether it is new and whether its life is due to be extended.
--- Per cell: HINCRBY's reply says whether the group is new in the pane (its count was the
--- cell's: counts only grow).
-local panes, paneOrder = {}, {}
-local function paneOf(counter, paneStart)
-  local name, paneText = counter.name, paneTextOf(paneStart)
-  local key = paneKey(name, paneText)
-  local pane = panes[key]
-  if not pane then
-    local expiresAt = expiryOf(counter, key, paneText)
-    local isNew = expiresAt == nil or expiresAt <= now
-    pane = { key = key, text = paneText, start = tonumber(paneStart), counter = counter, isNew = isNew,
-      expiresAt = expiresAt, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
-    panes[key] = pane
+-- The panes written, in the order first written: per pane (its record, above), once, its expiry
+-- says whether it is new and whether its life is due to be extended. Per cell: HINCRBY's reply
+-- says whether the group is new in the pane (its count was the cell's: counts only grow).
+local paneOrder = {}
+local function recordOf(counter, paneStart)
+  local paneText = paneTextOf(paneStart)
+  local key = paneKey(counter.name, paneText)
+  return paneByKey[key] or paneRecord(counter, key, paneText, paneStart)
+end
+local function written(pane)
+  if not pane.listed then
+    pane.listed = true
     paneOrder[#paneOrder + 1] = pane
   end
   return pane
@@ -810,148 +841,147 @@ end
 -- and written with one HSET, instead of an HINCRBY per field (a 100-event batch grouped by 20 countries: 2
 -- commands instead of 20 or 40). Sums are added in Lua as the memory store adds them (doubles).
 -- Returns false, having written nothing, when the pane's new groups would pass maxGroups: those
--- cells then go one by one below, which decides which groups fit.
+-- cells then go one by one below, which decides which groups fit. list: the cells' positions.
 local function writeTogether(pane, list)
   local counter = pane.counter
   local withSum = counter.kind ~= "count"
-  local fields = {}
-  for _, cell in ipairs(list) do
-    fields[#fields + 1] = "c:" .. cell[3]
-    if withSum then fields[#fields + 1] = "s:" .. cell[3] end
-  end
   -- Read when checked, before any write (every cell of a pane is in one list).
-  local read = paneValues[pane.key]
-  local stored = {}
-  for i, field in ipairs(fields) do stored[i] = read[field] or false end
-  local step = withSum and 2 or 1
-  local newGroups = 0
-  for i = 1, #stored, step do
-    if not stored[i] then newGroups = newGroups + 1 end
+  local read = pane.values
+  local values, newGroups = {}, 0
+  for k = 1, #list do
+    local cell = cells[list[k]]
+    local group = cell[3]
+    local field = "c:" .. group
+    local stored = read[field]
+    if not stored then newGroups = newGroups + 1 end
+    values[#values + 1] = field
+    values[#values + 1] = num((tonumber(stored) or 0) + cell[4])
+    if withSum then
+      field = "s:" .. group
+      values[#values + 1] = field
+      values[#values + 1] = num((tonumber(read[field]) or 0) + cell[5])
+    end
   end
   if newGroups > 0 then
     if pane.groups == nil then
-      pane.groups = paneGroups[pane.key] or redis.call("HLEN", pane.key) / fieldsPerGroup(counter.kind)
+      pane.groups = pane.before or redis.call("HLEN", pane.key) / fieldsPerGroup(counter.kind)
       -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
       if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
     end
     if pane.groups + newGroups > counter.maxGroups then return false end
     pane.groups = pane.groups + newGroups
   end
-  local values = {}
-  for i, cell in ipairs(list) do
-    local at = (i - 1) * step + 1
-    values[#values + 1] = fields[at]
-    values[#values + 1] = num((tonumber(stored[at]) or 0) + cell[4])
-    if withSum then
-      values[#values + 1] = fields[at + 1]
-      values[#values + 1] = num((tonumber(stored[at + 1]) or 0) + cell[5])
-    end
-  end
   redis.call("HSET", pane.key, unpack(values))
   return true
 end
-local together, byPane = {}, {}
+-- The cells that go together (their positions), per pane in the order first seen, and those
+-- written so (inHset).
 -- With no more cells than counters (a single event) a pane seldom has two, and a count's one
 -- HINCRBY is as cheap as an HSET; a sum's or avg's cell still goes in one HSET, from the fields
 -- read when checked, where one by one it takes two commands (cells left out go one by one, which
 -- is right for any pane).
-for _, cell in ipairs(cells) do
+local together, byPane, inHset = {}, {}, {}
+local manyCells = #cells > #counters
+for i = 1, #cells do
+  local cell = cells[i]
   local counter = counters[cell[1] + 1]
   local kind = counter.kind
-  if kind == "sum" or kind == "avg" or (kind == "count" and #cells > #counters) then
-    local key = paneKey(counter.name, paneTextOf(cell[2]))
-    local list = byPane[key]
+  if kind == "sum" or kind == "avg" or (kind == "count" and manyCells) then
+    local pane = recordOf(counter, cell[2])
+    local list = byPane[pane]
     if not list then
-      list = { counter = counter, pane = cell[2] }
-      byPane[key] = list
+      list = { pane = pane }
+      byPane[pane] = list
       together[#together + 1] = list
     end
-    list[#list + 1] = cell
+    list[#list + 1] = i
   end
 end
-local oneByOne = {}
-for _, list in ipairs(together) do
-  if (#list > 1 or list.counter.kind ~= "count") and writeTogether(paneOf(list.counter, list.pane), list) then
-    for _, cell in ipairs(list) do cell.written = true end
+for t = 1, #together do
+  local list = together[t]
+  local pane = list.pane
+  if (#list > 1 or pane.counter.kind ~= "count") and writeTogether(written(pane), list) then
+    for k = 1, #list do inHset[list[k]] = true end
   end
 end
-for _, cell in ipairs(cells) do
-  if not cell.written then oneByOne[#oneByOne + 1] = cell end
-end
-for _, cell in ipairs(oneByOne) do
-  local counterIndex, paneStart, group, count, sum, low, high, values =
-    cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
-  local counter = counters[counterIndex + 1]
-  local name, kind = counter.name, counter.kind
-  local pane = paneOf(counter, paneStart)
-  local key, paneText = pane.key, pane.text
-  -- A count of one (a single event's) as text: a number argument costs redis.call a conversion.
-  local countText = count
-  if count == 1 then countText = "1" end
-  local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
-  if groupIsNew then
-    -- A new group: the pane's groups before it, from its fields, the first time one is new.
-    if pane.groups == nil then
-      pane.groups = paneGroups[key] or (redis.call("HLEN", key) - 1) / fieldsPerGroup(kind)
-      -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
-      if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
+for cellAt = 1, #cells do
+  if not inHset[cellAt] then
+    local cell = cells[cellAt]
+    local counterIndex, paneStart, group, count, sum, low, high, values =
+      cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
+    local counter = counters[counterIndex + 1]
+    local name, kind = counter.name, counter.kind
+    local pane = written(recordOf(counter, paneStart))
+    local key, paneText = pane.key, pane.text
+    -- A count of one (a single event's) as text: a number argument costs redis.call a conversion.
+    local countText = count
+    if count == 1 then countText = "1" end
+    local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
+    if groupIsNew then
+      -- A new group: the pane's groups before it, from its fields, the first time one is new.
+      if pane.groups == nil then
+        pane.groups = pane.before or (redis.call("HLEN", key) - 1) / fieldsPerGroup(kind)
+        -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
+        if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
+      end
+      if pane.groups >= counter.maxGroups then
+        -- Past maxGroups: undo, and count into OTHER_GROUP instead.
+        redis.call("HDEL", key, "c:" .. group)
+        group = ${luaString(OTHER_GROUP)}
+        redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
+        groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
+      end
+      if groupIsNew then pane.groups = pane.groups + 1 end
     end
-    if pane.groups >= counter.maxGroups then
-      -- Past maxGroups: undo, and count into OTHER_GROUP instead.
-      redis.call("HDEL", key, "c:" .. group)
-      group = ${luaString(OTHER_GROUP)}
-      redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
-      groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
-    end
-    if groupIsNew then pane.groups = pane.groups + 1 end
-  end
-  if kind == "sum" or kind == "avg" then
-    -- A whole sum (counts, cents) goes by HINCRBY, much cheaper than HINCRBYFLOAT and the same
-    -- text; a field holding a fraction refuses it and takes HINCRBYFLOAT, as a fraction does.
-    local field, added = "s:" .. group, false
-    if sum == math.floor(sum) and sum > -9007199254740992 and sum < 9007199254740992 then
-      added = type(redis.pcall("HINCRBY", key, field, string.format("%d", sum))) == "number"
-    end
-    if not added then redis.call("HINCRBYFLOAT", key, field, num(sum)) end
-  elseif kind == "min" or kind == "max" then
-    local value = low
-    if kind == "max" then value = high end
-    local current = tonumber(redis.call("HGET", key, "m:" .. group))
-    if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
-      redis.call("HSET", key, "m:" .. group, num(value))
-    end
-  elseif kind == "quantiles" then
-    local current = tonumber(redis.call("HGET", key, "n:" .. group))
-    if current == nil or low < current then redis.call("HSET", key, "n:" .. group, num(low)) end
-    current = tonumber(redis.call("HGET", key, "x:" .. group))
-    if current == nil or high > current then redis.call("HSET", key, "x:" .. group, num(high)) end
-    local sketch = quantileKey(name, paneText, group)
-    -- A group new in its pane starts an empty sketch: one left from an expired or evicted pane
-    -- of the same start may outlive it (by up to TTL/8), and must not be added to.
-    if groupIsNew then redis.call("DEL", sketch) end
-    for bin, binCount in pairs(cell[9]) do redis.call("HINCRBY", sketch, bin, binCount) end
-    -- Its life from now is at least the pane's; the pane's refreshes extend it later (below).
-    if groupIsNew then redis.call("PEXPIRE", sketch, lifeOf(counter.ttl)) end
-  elseif kind == "distinct" and #values > 0 then
-    local hll = hllKey(name, paneText, group)
-    -- As a sketch: a group new in its pane starts an empty HyperLogLog.
-    if groupIsNew then redis.call("DEL", hll) end
-    local created = 0
-    for i = 1, #values, 500 do
-      created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))
-    end
-    -- One there when checked (and not deleted above) has its PX already, from when it was made
-    -- or from the pane's last refresh (below), which extends every group's; PFADD answers 0 only
-    -- when it existed.
-    if created == 1 and (groupIsNew or not hllHeld[hll]) then
-      redis.call("PEXPIRE", hll, lifeOf(counter.ttl))
+    if kind == "sum" or kind == "avg" then
+      -- A whole sum (counts, cents) goes by HINCRBY, much cheaper than HINCRBYFLOAT and the same
+      -- text; a field holding a fraction refuses it and takes HINCRBYFLOAT, as a fraction does.
+      local field, added = "s:" .. group, false
+      if sum == math.floor(sum) and sum > -9007199254740992 and sum < 9007199254740992 then
+        added = type(redis.pcall("HINCRBY", key, field, string.format("%d", sum))) == "number"
+      end
+      if not added then redis.call("HINCRBYFLOAT", key, field, num(sum)) end
+    elseif kind == "min" or kind == "max" then
+      local value = low
+      if kind == "max" then value = high end
+      local current = tonumber(redis.call("HGET", key, "m:" .. group))
+      if current == nil or (kind == "min" and value < current) or (kind == "max" and value > current) then
+        redis.call("HSET", key, "m:" .. group, num(value))
+      end
+    elseif kind == "quantiles" then
+      local current = tonumber(redis.call("HGET", key, "n:" .. group))
+      if current == nil or low < current then redis.call("HSET", key, "n:" .. group, num(low)) end
+      current = tonumber(redis.call("HGET", key, "x:" .. group))
+      if current == nil or high > current then redis.call("HSET", key, "x:" .. group, num(high)) end
+      local sketch = quantileKey(name, paneText, group)
+      -- A group new in its pane starts an empty sketch: one left from an expired or evicted pane
+      -- of the same start may outlive it (by up to TTL/8), and must not be added to.
+      if groupIsNew then redis.call("DEL", sketch) end
+      for bin, binCount in pairs(cell[9]) do redis.call("HINCRBY", sketch, bin, binCount) end
+      -- Its life from now is at least the pane's; the pane's refreshes extend it later (below).
+      if groupIsNew then redis.call("PEXPIRE", sketch, lifeOf(counter.ttl)) end
+    elseif kind == "distinct" and #values > 0 then
+      local hll = hllKey(name, paneText, group)
+      -- As a sketch: a group new in its pane starts an empty HyperLogLog.
+      if groupIsNew then redis.call("DEL", hll) end
+      local created = 0
+      for i = 1, #values, 500 do
+        created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))
+      end
+      -- One there when checked (and not deleted above) has its PX already, from when it was made
+      -- or from the pane's last refresh (below), which extends every group's; PFADD answers 0 only
+      -- when it existed.
+      if created == 1 and (groupIsNew or not hllHeld[hll]) then
+        redis.call("PEXPIRE", hll, lifeOf(counter.ttl))
+      end
     end
   end
 end
 -- Panes new or due: their keys, their score and (for a new pane) the windows they open, then
 -- their counters' live panes and open windows, which so live as long as their newest pane.
 local refreshed = {}
-for _, pane in ipairs(paneOrder) do
+for p = 1, #paneOrder do
+  local pane = paneOrder[p]
   if pane.refresh then
     local counter = pane.counter
     local name, kind, life, hop, size = counter.name, counter.kind, lifeOf(counter.ttl), counter.hop, counter.size
@@ -971,8 +1001,9 @@ for _, pane in ipairs(paneOrder) do
     redis.call("ZADD", livePanesKey(name), now + life, pane.text)
     if pane.isNew then
       local open = openKey(name)
-      local start = math.floor(pane.start / hop) * hop
-      while start + size > pane.start do
+      local paneStart = startOf(pane)
+      local start = math.floor(paneStart / hop) * hop
+      while start + size > paneStart do
         redis.call("ZADD", open, "NX", num(start + size), num(start))
         start = start - hop
       end
@@ -982,10 +1013,11 @@ for _, pane in ipairs(paneOrder) do
 end
 -- Each counter's newest pane written here becomes its \`k:<counter>\` when no newer one is there.
 local known = {}
-for _, pane in ipairs(paneOrder) do
-  local counter = pane.counter
-  local newest = known[counter.name]
-  if newest == nil or pane.start > newest.start then known[counter.name] = pane end
+for p = 1, #paneOrder do
+  local pane = paneOrder[p]
+  local name = pane.counter.name
+  local newest = known[name]
+  if newest == nil or startOf(pane) > startOf(newest) then known[name] = pane end
 end
 for name, counter in pairs(refreshed) do
   local livePanes, open, life = livePanesKey(name), openKey(name), lifeOf(counter.ttl)
@@ -994,22 +1026,26 @@ for name, counter in pairs(refreshed) do
   redis.call("PEXPIRE", open, life) -- does nothing when the key does not exist
 end
 
-local changed = {}
-for i, delta in ipairs({ accepted, applied, duplicates, lates, filtered, rejected }) do
+local changed, deltas = {}, { accepted, applied, duplicates, lates, filtered, rejected }
+for i = 1, 6 do
+  local delta = deltas[i]
   if delta > 0 then
     changed[#changed + 1] = STAT_FIELDS[i]
     changed[#changed + 1] = num((tonumber(stored[i + 2]) or 0) + delta)
   end
 end
+-- The watermark as text, for the stats and the reply.
+local wmText = ""
 if wm ~= nil then
+  wmText = num(wm)
   changed[#changed + 1] = "wm"
-  changed[#changed + 1] = num(wm)
+  changed[#changed + 1] = wmText
 end
 for name, pane in pairs(known) do
   local counter = pane.counter
-  local knownStart = tonumber(counter.knownPane)
   if pane.text ~= counter.knownPane or pane.expiresAt ~= counter.knownExpiresAt then
-    if knownStart == nil or pane.start >= knownStart or counter.knownExpiresAt <= now then
+    local knownStart = tonumber(counter.knownPane)
+    if knownStart == nil or startOf(pane) >= knownStart or counter.knownExpiresAt <= now then
       changed[#changed + 1] = "k:" .. name
       changed[#changed + 1] = pane.text .. " " .. num(pane.expiresAt)
     end
@@ -1022,7 +1058,8 @@ if applied == eventCount then outcomeText = string.rep("0", eventCount) else out
 -- The reply's JSON written here, not by cjson.encode, which makes a buffer and formats each number
 -- as a float; an applied request's result, the common one, without it too.
 local resultsJson = {}
-for r, result in ipairs(results) do
+for r = 1, #results do
+  local result = results[r]
   if result[1] ~= 0 then
     resultsJson[r] = cjson.encode(result)
   elseif result[2] == 0 and result[3] == 0 then
@@ -1033,8 +1070,10 @@ for r, result in ipairs(results) do
 end
 local demandJson = "[]"
 if #demand > 0 then demandJson = cjson.encode(demand) end
-local reply = '{"o":"' .. outcomeText .. '","wm":"' .. (wm and num(wm) or "") .. '","d":' .. demandJson ..
-  ',"r":[' .. table.concat(resultsJson, ",") .. '],"v":' .. num(definitionVersion) .. "}"
+local versionText = "0"
+if definitionVersion ~= 0 then versionText = num(definitionVersion) end
+local reply = '{"o":"' .. outcomeText .. '","wm":"' .. wmText .. '","d":' .. demandJson ..
+  ',"r":[' .. table.concat(resultsJson, ",") .. '],"v":' .. versionText .. "}"
 return keepReply(callKey, reply)
 `;
 
