@@ -523,6 +523,9 @@ local function startOf(pane)
 end
 -- Whether a HyperLogLog a cell adds to was there when checked (so has its PX): key → boolean.
 local hllHeld = {}
+-- Per cell of \`args.cells\` (by position, not of a session counter): its pane record and count field,
+-- for the writes when they add those cells.
+local cellPanes, cellFields = {}, {}
 do
   local OTHER = ${luaString(OTHER_GROUP)}
   -- Per pane (in order): its record and the fields its cells add to; per cell (not of a session
@@ -556,6 +559,7 @@ do
       checked[#checked + 1] = cell
       checked[#checked + 1] = pane
       checked[#checked + 1] = countField
+      cellPanes[i], cellFields[i] = pane, countField
     end
   end
   for k = 1, #keys do
@@ -882,12 +886,14 @@ end
 -- is right for any pane).
 local together, byPane, inHset = {}, {}, {}
 local manyCells = #cells > #counters
+-- The cells checked above (all applied, no session counter): their panes and fields as found there.
+local asChecked = cells == args.cells
 for i = 1, #cells do
   local cell = cells[i]
   local counter = counters[cell[1] + 1]
   local kind = counter.kind
   if kind == "sum" or kind == "avg" or (kind == "count" and manyCells) then
-    local pane = recordOf(counter, cell[2])
+    local pane = asChecked and cellPanes[i] or recordOf(counter, cell[2])
     local list = byPane[pane]
     if not list then
       list = { pane = pane }
@@ -911,12 +917,13 @@ for cellAt = 1, #cells do
       cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8]
     local counter = counters[counterIndex + 1]
     local name, kind = counter.name, counter.kind
-    local pane = written(recordOf(counter, paneStart))
+    local pane = written(asChecked and cellPanes[cellAt] or recordOf(counter, paneStart))
     local key, paneText = pane.key, pane.text
     -- A count of one (a single event's) as text: a number argument costs redis.call a conversion.
     local countText = count
     if count == 1 then countText = "1" end
-    local groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
+    local countField = asChecked and cellFields[cellAt] or "c:" .. group
+    local groupIsNew = redis.call("HINCRBY", key, countField, countText) == count
     if groupIsNew then
       -- A new group: the pane's groups before it, from its fields, the first time one is new.
       if pane.groups == nil then
@@ -926,7 +933,7 @@ for cellAt = 1, #cells do
       end
       if pane.groups >= counter.maxGroups then
         -- Past maxGroups: undo, and count into OTHER_GROUP instead.
-        redis.call("HDEL", key, "c:" .. group)
+        redis.call("HDEL", key, countField)
         group = ${luaString(OTHER_GROUP)}
         redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
         groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
