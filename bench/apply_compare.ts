@@ -8,6 +8,13 @@
  *   load and caches; each call's µs comes from `SLOWLOG` (every `EVALSHA` logged). redis-server
  *   runs alone on the last allowed CPU and this process on the others (`taskset`), as in
  *   `redis_work.ts`. Per round, the median and the mean of each tree.
+ * - `--gaps 0,1000,3000`: the interleaved rounds again with this process idle (spinning, on its own
+ *   CPUs) for that many µs before each call, so redis-server waits between calls as it does behind
+ *   the HTTP server and the bridge (`redis_work.ts`, ~1 ms a request). The same calls (the same
+ *   instructions) then take longer the longer redis-server was idle: its CPU's caches and branch
+ *   predictors have gone cold, and on a VM the idle vCPU may have been descheduled. A labelled
+ *   extra, to tell that effect from the script's own work; without it the rounds run back to back
+ *   (gap 0) as before.
  * - `--instructions`: each tree on a redis-server of its own under valgrind (cachegrind), with
  *   the same events (fixed times, ids and users): the instructions redis-server ran per call,
  *   from the difference of a run of `--calls` calls and one of none after the same warm-up.
@@ -17,7 +24,7 @@
  * Talks to redis-server directly (no bridge, no HTTP).
  *
  * `deno task bench:apply-compare --base ../wt-base [--calls 1500] [--rounds 3] [--batch 1]
- * [--instructions]`
+ * [--gaps 0,1000] [--instructions]`
  */
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
@@ -38,6 +45,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "3" },
     batch: { type: "string", default: "1" },
     instructions: { type: "boolean", default: false },
+    gaps: { type: "string" },
   },
 });
 if (flags.base === undefined) {
@@ -47,6 +55,8 @@ if (flags.base === undefined) {
 const CALLS = Number(flags.calls);
 const ROUNDS = Number(flags.rounds);
 const BATCH = Number(flags.batch);
+// µs this process idles before each call, per set of rounds (see --gaps above).
+const GAPS = (flags.gaps ?? "0").split(",").map(Number);
 const baseModule = pathToFileURL(resolve(flags.base, "src/store/redis/store.ts")).href;
 const { RedisStore: BaseStore } = await import(baseModule) as { RedisStore: typeof RedisStore };
 
@@ -126,8 +136,18 @@ function allowedCpus(): number[] {
 }
 
 interface Round {
+  /** µs this process idled before each call (0: back to back). */
+  gapUs: number;
   base: { median: number; mean: number; calls: number };
   tree: { median: number; mean: number; calls: number };
+}
+
+/** Keeps this process busy (not asleep, so no timer's slack) for `us` µs. */
+function idle(us: number): void {
+  const end = performance.now() + us / 1000;
+  while (performance.now() < end) {
+    // spin
+  }
 }
 
 async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
@@ -144,7 +164,7 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
     }
     await client.sendCommand(["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
     await client.sendCommand(["CONFIG", "SET", "slowlog-max-len", String(2 * CALLS + 100)]);
-    const stores: [keyof Round, Store][] = [
+    const stores: ["base" | "tree", Store][] = [
       ["base", new BaseStore(adapter(client), { prefix: "base" })],
       ["tree", new RedisStore(adapter(client), { prefix: "tree" })],
     ];
@@ -153,29 +173,32 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
       for (const [, store] of stores) await apply(store, events(BATCH), false);
     }
     const rounds: Round[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      await client.sendCommand(["SLOWLOG", "RESET"]);
-      for (let i = 0; i < CALLS; i++) {
-        const items = events(BATCH);
-        for (const [, store] of i % 2 === 0 ? stores : [...stores].reverse()) {
-          await apply(store, items.map((item) => ({ ...item, value: { ...item.value } })), false);
+    for (const gapUs of GAPS) {
+      for (let round = 0; round < ROUNDS; round++) {
+        await client.sendCommand(["SLOWLOG", "RESET"]);
+        for (let i = 0; i < CALLS; i++) {
+          const items = events(BATCH);
+          for (const [, store] of i % 2 === 0 ? stores : [...stores].reverse()) {
+            if (gapUs > 0) idle(gapUs);
+            await apply(store, items.map((item) => ({ ...item, value: { ...item.value } })), false);
+          }
         }
+        const entries = await client.sendCommand(["SLOWLOG", "GET", "-1"]) as unknown[][];
+        const usec: Record<"base" | "tree", number[]> = { base: [], tree: [] };
+        for (const entry of entries) {
+          const args = entry[3] as string[];
+          if (String(args[0]).toLowerCase() !== "evalsha") continue;
+          // EVALSHA sha numkeys key…: the first key names the store by its prefix.
+          const which = String(args[3]).startsWith("base:") ? "base" : "tree";
+          usec[which].push(Number(entry[2]));
+        }
+        const summary = (values: number[]) => ({
+          median: median(values),
+          mean: values.reduce((a, b) => a + b, 0) / values.length,
+          calls: values.length,
+        });
+        rounds.push({ gapUs, base: summary(usec.base), tree: summary(usec.tree) });
       }
-      const entries = await client.sendCommand(["SLOWLOG", "GET", "-1"]) as unknown[][];
-      const usec: Record<keyof Round, number[]> = { base: [], tree: [] };
-      for (const entry of entries) {
-        const args = entry[3] as string[];
-        if (String(args[0]).toLowerCase() !== "evalsha") continue;
-        // EVALSHA sha numkeys key…: the first key names the store by its prefix.
-        const which = String(args[3]).startsWith("base:") ? "base" : "tree";
-        usec[which].push(Number(entry[2]));
-      }
-      const summary = (values: number[]) => ({
-        median: median(values),
-        mean: values.reduce((a, b) => a + b, 0) / values.length,
-        calls: values.length,
-      });
-      rounds.push({ base: summary(usec.base), tree: summary(usec.tree) });
     }
     return { rounds, pinned };
   } finally {
@@ -185,7 +208,7 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
 }
 
 /** Instructions redis-server ran (cachegrind's total) over a warm-up and then `calls` calls. */
-async function instructionsOf(which: keyof Round, calls: number): Promise<number> {
+async function instructionsOf(which: "base" | "tree", calls: number): Promise<number> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const out = await Deno.makeTempFile({ prefix: "cachegrind-" });
   const server = new Deno.Command("valgrind", {
@@ -247,9 +270,17 @@ console.log(
   }; base ${flags.base}`,
 );
 console.log(table(
-  ["round", "base median µs", "tree median µs", "base mean µs", "tree mean µs"],
+  [
+    "round",
+    ...(flags.gaps === undefined ? [] : ["idle µs before each call"]),
+    "base median µs",
+    "tree median µs",
+    "base mean µs",
+    "tree mean µs",
+  ],
   rounds.map((round, i) => [
     String(i + 1),
+    ...(flags.gaps === undefined ? [] : [String(round.gapUs)]),
     String(round.base.median),
     String(round.tree.median),
     round.base.mean.toFixed(1),
@@ -257,9 +288,9 @@ console.log(table(
   ]),
   [0],
 ));
-let instructions: Record<keyof Round, number> | undefined;
+let instructions: Record<"base" | "tree", number> | undefined;
 if (flags.instructions) {
-  const perCall = async (which: keyof Round) =>
+  const perCall = async (which: "base" | "tree") =>
     (await instructionsOf(which, CALLS) - await instructionsOf(which, 0)) / CALLS;
   instructions = { base: await perCall("base"), tree: await perCall("tree") };
   console.log(
