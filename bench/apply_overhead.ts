@@ -166,7 +166,7 @@ const CUTS = [
   "\nlocal outcomes = {}", // + admission
   "\n-- Admitted requests", // + dedupe lookups, outcomes
   "\n-- The cells to add", // + stored ids
-  "\n-- Per pane, once", // + the cells (and sessions)
+  "\n-- The panes written, in the order", // + the cells (and sessions)
   "\n-- Panes new or due", // + the counters' writes
   "\n-- One digit per event", // + refreshes, stats write (the rest: the reply)
 ];

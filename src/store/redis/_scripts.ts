@@ -262,7 +262,8 @@ end
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
  * - ARGV[1], JSON: `{now, late, idle?, dttl, statsTtl, logp?, logl?, logw?,
- *   counters: [name, kind, maxGroups, ttl, hop, size, …] (six values a counter, flat), ids:
+ *   counters: [name, kind, ttl, …] (three values a counter, flat), cl: the JSON text of
+ *   [maxGroups, hop, size, …] (three a counter; decoded only when a group or pane is new), ids:
  *   [id|false, …], uq?: true when no
  *   id is in `ids` twice,
  *   tmin?, tmax?, payloads?: [json|false, …], reqs?: [request, …], cells}` — one
@@ -346,12 +347,28 @@ end
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}
--- Six values per counter, in one array (a table fewer per counter to decode).
+-- Three values per counter, in one array (a table fewer per counter to decode); its maxGroups, hop
+-- and size come with limitsOf.
 local flat = args.counters
-for i = 1, #flat / 6 do
-  local at = (i - 1) * 6
-  counters[i] = { name = flat[at + 1], kind = flat[at + 2], maxGroups = flat[at + 3], ttl = flat[at + 4],
-    hop = flat[at + 5], size = flat[at + 6] }
+for i = 1, #flat / 3 do
+  local at = (i - 1) * 3
+  counters[i] = { name = flat[at + 1], kind = flat[at + 2], ttl = flat[at + 3], maxGroups = nil, hop = nil,
+    size = nil }
+end
+-- A counter with its maxGroups, hop and size, which only a group new in a pane or a new pane asks:
+-- args.cl, the JSON text of [maxGroups, hop, size, …] (three a counter), decoded only then (each
+-- JSON value is work for every call that decodes it).
+local limitsRead = false
+local function limitsOf(counter)
+  if not limitsRead then
+    limitsRead = true
+    local limits = cjson.decode(args.cl)
+    for i = 1, #counters do
+      local at = (i - 1) * 3
+      counters[i].maxGroups, counters[i].hop, counters[i].size = limits[at + 1], limits[at + 2], limits[at + 3]
+    end
+  end
+  return counter
 end
 
 -- The stats are read once here and written with one HSET at the end. With them, per counter,
@@ -872,7 +889,7 @@ local function writeTogether(pane, list)
       -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
       if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
     end
-    if pane.groups + newGroups > counter.maxGroups then return false end
+    if pane.groups + newGroups > limitsOf(counter).maxGroups then return false end
     pane.groups = pane.groups + newGroups
   end
   redis.call("HSET", pane.key, unpack(values))
@@ -931,7 +948,7 @@ for cellAt = 1, #cells do
         -- An empty pane hash is a new pane, whatever its score said (its keys were evicted).
         if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
       end
-      if pane.groups >= counter.maxGroups then
+      if pane.groups >= limitsOf(counter).maxGroups then
         -- Past maxGroups: undo, and count into OTHER_GROUP instead.
         redis.call("HDEL", key, countField)
         group = ${luaString(OTHER_GROUP)}
@@ -991,7 +1008,7 @@ for p = 1, #paneOrder do
   local pane = paneOrder[p]
   if pane.refresh then
     local counter = pane.counter
-    local name, kind, life, hop, size = counter.name, counter.kind, lifeOf(counter.ttl), counter.hop, counter.size
+    local name, kind, life = counter.name, counter.kind, lifeOf(counter.ttl)
     redis.call("PEXPIRE", pane.key, life)
     pane.expiresAt = now + life
     if kind == "distinct" or kind == "quantiles" then
@@ -1008,7 +1025,7 @@ for p = 1, #paneOrder do
     redis.call("ZADD", livePanesKey(name), now + life, pane.text)
     if pane.isNew then
       local open = openKey(name)
-      local paneStart = startOf(pane)
+      local paneStart, hop, size = startOf(pane), limitsOf(counter).hop, counter.size
       local start = math.floor(paneStart / hop) * hop
       while start + size > paneStart do
         redis.call("ZADD", open, "NX", num(start + size), num(start))

@@ -350,14 +350,9 @@ export class RedisStore implements Store {
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
       logw: batch.log?.ifWanted || undefined,
-      counters: batch.counters.flatMap((c) => [
-        c.name,
-        c.aggregate,
-        c.maxGroups,
-        c.ttlMs,
-        c.hopMs,
-        c.sizeMs,
-      ]),
+      counters: batch.counters.flatMap((c) => [c.name, c.aggregate, c.ttlMs]),
+      // Asked by the script only when a group or a pane is new: JSON text it decodes only then.
+      cl: JSON.stringify(batch.counters.flatMap((c) => [c.maxGroups, c.hopMs, c.sizeMs])),
       ids,
       // No id twice in the batch: the script need not remember the new ones for later events.
       uq: distinctIds(ids) || undefined,
