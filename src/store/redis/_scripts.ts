@@ -846,11 +846,13 @@ if withSessions then cells = withSessions(counters, cells, now) end
 -- says whether it is new and whether its life is due to be extended. Per cell: HINCRBY's reply
 -- says whether the group is new in the pane (its count was the cell's: counts only grow).
 local paneOrder = {}
+-- A window cell's pane record (made above when the cell was checked).
 local function recordOf(counter, paneStart)
   local paneText = paneTextOf(paneStart)
   local key = paneKey(counter.name, paneText)
   return paneByKey[key] or paneRecord(counter, key, paneText, paneStart)
 end
+-- The pane, listed among those written (once).
 local function written(pane)
   if not pane.listed then
     pane.listed = true
