@@ -509,12 +509,12 @@ if withSessions then
   for _, session in ipairs(args.sess) do sessionCounters[session[1] + 1] = true end
 end
 -- The panes of window counters this call may write, by key, each made once (here, or by recordOf
--- below for one no cell here names) with every field it gets, so none is added later: its key, text,
--- start (a number, false until asked: see startOf), counter, expiry (its score in the counter's live
--- panes, or from \`k:<counter>\`; nil for none), whether it is new (none, or past) and whether its
--- life is due to be extended; the count and sum fields its cells add to, as read when checked
--- (field → text); its groups before this call, read here when some cell adds a group to it
--- (\`before\`), and as the writes below count them (\`groups\`).
+-- below for one no cell here names): its key, text, start (a number, nil until asked: see
+-- startOf), counter, expiry (its score in the counter's live panes, or from \`k:<counter>\`; nil
+-- for none), whether it is new (none, or past) and whether its life is due to be extended; the
+-- count and sum fields its cells add to, as read when checked (\`values\`, field → text); its
+-- groups before this call, read here when some cell adds a group to it (\`before\`), and as the
+-- writes below count them (\`groups\`); whether it is listed among the panes written (\`listed\`).
 local paneByKey = {}
 local function paneRecord(counter, key, paneText, paneStart)
   local expiresAt = counter.knownExpiresAt
@@ -522,9 +522,10 @@ local function paneRecord(counter, key, paneText, paneStart)
     expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(counter.name), paneText))
   end
   local isNew = expiresAt == nil or expiresAt <= now
-  local pane = { key = key, text = paneText, start = false, counter = counter, expiresAt = expiresAt,
-    isNew = isNew, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl), values = nil,
-    before = nil, groups = nil, listed = false }
+  -- Made with the fields every pane gets (two more, values and listed, fill its hash part); start,
+  -- before and groups are added only when asked (a new group or pane).
+  local pane = { key = key, text = paneText, counter = counter, expiresAt = expiresAt, isNew = isNew,
+    refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
   if type(paneStart) == "number" then pane.start = paneStart end
   paneByKey[key] = pane
   return pane
