@@ -266,8 +266,7 @@ function ingest(deps: StreamRouteDeps) {
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
       // A beacon cannot set headers: it may send the key as `?idempotencyKey=`.
-      const key = c.req.header("Idempotency-Key") ??
-        (c.req.url.includes("idempotencyKey=") ? c.req.query("idempotencyKey") : undefined);
+      const key = idempotencyKeyOf(c);
       if (key !== undefined) {
         const problem = idempotencyKeyProblem(key);
         if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
@@ -709,6 +708,25 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
       nextCursor: page.next && rowCursor(page.next),
     }, 200);
   };
+}
+
+/**
+ * A request's idempotency key: its `Idempotency-Key` header or `?idempotencyKey=` (beacons cannot
+ * set headers). Two that differ are a 400: which one the client meant cannot be told.
+ */
+function idempotencyKeyOf(c: Context): string | undefined {
+  const header = c.req.header("Idempotency-Key");
+  if (!c.req.url.includes("idempotencyKey=")) return header;
+  const given = new Set(c.req.queries("idempotencyKey") ?? []);
+  if (header !== undefined) given.add(header);
+  if (given.size > 1) {
+    throw new ApiError(
+      400,
+      "invalid_idempotency_key",
+      "Two different idempotency keys (the Idempotency-Key header and ?idempotencyKey=, or ?idempotencyKey= twice): send one",
+    );
+  }
+  return header ?? [...given][0];
 }
 
 function cursorNotTaken(what: string): ApiError {

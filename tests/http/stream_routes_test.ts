@@ -72,7 +72,7 @@ Deno.test("a retry with the same Idempotency-Key and body gets the first reply a
   assert.deepEqual([stats.accepted, stats.applied, stats.filtered], [2, 1, 1]);
 });
 
-Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), and is the same key", async () => {
+Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), and is the same key; two different keys are refused", async () => {
   const { app } = await testApp({ config: CONFIG });
   const post = (path: string, headers: Record<string, string> = {}) =>
     app.request(path, {
@@ -87,6 +87,24 @@ Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), an
   const bad = await post("/v1/streams/orders/events?idempotencyKey=has%20space");
   assert.equal(bad.status, 400);
   assert.equal((await bad.json()).error.code, "invalid_idempotency_key");
+  // Two different keys: which one was meant cannot be told, so nothing is applied.
+  for (
+    const [path, headers] of [
+      ["/v1/streams/orders/events?idempotencyKey=k2", { "Idempotency-Key": "k3" }],
+      ["/v1/streams/orders/events?idempotencyKey=k2&idempotencyKey=k3", {}],
+    ] as const
+  ) {
+    const two = await post(path, headers);
+    assert.equal(two.status, 400, path);
+    const { error } = await two.json();
+    assert.equal(error.code, "invalid_idempotency_key");
+    assert.match(error.message, /^Two different idempotency keys/);
+  }
+  // The same key twice is one key.
+  const same = await post("/v1/streams/orders/events?idempotencyKey=beacon-1", {
+    "Idempotency-Key": "beacon-1",
+  });
+  assert.equal(same.headers.get("Idempotent-Replayed"), "true");
   assert.equal(await countOf(app), 1);
 });
 
