@@ -245,6 +245,7 @@ export class EndpointRegistry {
       updatedMs: now,
       version: 1,
     };
+    checkBatch(config);
     const state: Partial<EndpointState> = input.disabled
       ? { disabled: true, disabledReason: "Disabled by its owner" }
       : { disabled: false };
@@ -303,6 +304,8 @@ export class EndpointRegistry {
       if (patch.headers !== undefined) config.headers = patch.headers;
       if (patch.rateLimit !== undefined) config.rateLimit = patch.rateLimit;
       if (patch.batch !== undefined) config.batch = patch.batch;
+      // (An endpoint stored so before this check keeps working for patches of other fields.)
+      if (patch.batch !== undefined || patch.eventTypes !== undefined) checkBatch(config);
       let state: Partial<EndpointState> | undefined;
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
@@ -341,6 +344,18 @@ export class EndpointRegistry {
       return { config };
     });
     return { secret, previousExpiresMs };
+  }
+}
+
+/** `batch` groups `event.processed` deliveries: on an endpoint that takes none it would do nothing. */
+function checkBatch(config: EndpointConfig): void {
+  if (config.batch && !config.eventTypes.includes("event.processed")) {
+    throw new InvalidEndpointError(
+      "batch",
+      `Cannot register webhook as 'batch' groups event.processed deliveries and 'eventTypes' (${
+        config.eventTypes.join(", ")
+      }) has none: add event.processed or leave batch out`,
+    );
   }
 }
 

@@ -711,6 +711,11 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
       [{ url, eventTypes: ["webhook.test"] }, /Invalid request body eventTypes\[0\]: /],
       [{ url, surprise: true }, /^Invalid request body: Unrecognized key: "surprise"$/],
       [{ url, batch: { maxEvents: 5, maxWait: "soon" } }, /batch\.maxWait/],
+      // batch groups event.processed deliveries; the default event types have none.
+      [
+        { url, batch: { maxEvents: 5, maxWait: "1s" } },
+        /'batch' groups event\.processed deliveries and 'eventTypes' \(window\.closed, alert\.fired\) has none/,
+      ],
     ];
     for (const [body, message] of cases) {
       const res = await call(app, "POST", "/v1/webhooks", body);
@@ -720,6 +725,18 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
     // Up to U+00FF fetch sends it (as Latin-1).
     const latin = await call(app, "POST", "/v1/webhooks", { url, headers: { "x-l": "café" } });
     assert.equal(latin.status, 201);
+    // A change that would leave batch on an endpoint taking no event.processed is refused too.
+    const batched = await call(app, "POST", "/v1/webhooks", {
+      url,
+      eventTypes: ["event.processed"],
+      batch: { maxEvents: 5, maxWait: "1s" },
+    });
+    assert.equal(batched.status, 201);
+    const narrowed = await call(app, "PATCH", `/v1/webhooks/${batched.body.id}`, {
+      eventTypes: ["window.closed"],
+    });
+    assert.equal(narrowed.status, 400);
+    assert.match(narrowed.body.error.message, /'batch' groups event\.processed deliveries/);
     for (
       const [method, path] of [
         ["GET", "/v1/webhooks/ep_nope"],
