@@ -246,7 +246,8 @@ export class MemoryStore implements Store {
     const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
     const applying = { batch, now, panesByCounter };
-    const keysInBatch = new Set<string>();
+    // Idempotency keys of the batch's requests, made at the first (most batches have none).
+    const admitting: { now: number; keysInBatch?: Set<string> } = { now };
     const replies: [string, StoredReply][] = [];
     let next = 0;
     for (const request of requests) {
@@ -255,7 +256,7 @@ export class MemoryStore implements Store {
         ? batch.events
         : batch.events.slice(next, next + request.events);
       next += request.events;
-      const verdict = this.#admit(stream, request, { now, keysInBatch });
+      const verdict = this.#admit(stream, request, admitting);
       if (verdict) {
         results.push(verdict);
         for (let i = 0; i < events.length; i++) outcomes.push("skipped");
@@ -308,9 +309,9 @@ export class MemoryStore implements Store {
         { stream: batch.stream, maxDedupeIds: this.#maxDedupeIds },
       );
     }
-    const demand = [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) =>
-      type
-    );
+    const demand = stream.demand.size === 0
+      ? []
+      : [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) => type);
     const definitionVersion =
       this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ?? 0;
     return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
@@ -324,11 +325,12 @@ export class MemoryStore implements Store {
   #admit(
     stream: StreamState,
     request: BatchRequest,
-    context: { now: number; keysInBatch: Set<string> },
+    context: { now: number; keysInBatch?: Set<string> },
   ): RequestResult | undefined {
-    const { now, keysInBatch } = context;
+    const now = context.now;
     const claim = request.idempotency;
     if (claim) {
+      const keysInBatch = context.keysInBatch ??= new Set();
       const stored = stream.replies.get(claim.keyHash);
       if (stored && stored.expiresAt > now) {
         if (stored.bodyHash !== claim.bodyHash) return { status: "conflict" };
@@ -344,7 +346,8 @@ export class MemoryStore implements Store {
     }
     // Every bucket is refilled and checked before any is charged, so a
     // request one bucket refuses takes nothing from the others.
-    const claims = request.rateLimits ?? [];
+    const claims = request.rateLimits;
+    if (claims === undefined || claims.length === 0) return undefined;
     const levels = claims.map((limit) => {
       const bucket = stream.buckets.get(limit.key);
       const perMs = limit.limit / limit.windowMs;
