@@ -42,7 +42,7 @@ import {
 } from "./browser.ts";
 import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
-import { jsonWithRequestId } from "./request_id.ts";
+import { jsonWithRequestId, madeJsonWithRequestId } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 
 /** What the stream routes need. */
@@ -255,8 +255,11 @@ const ingestRoute = createRoute({
 // plain handler. Its body is read by hand (limits, UTF-8, NDJSON) and an
 // unknown stream name is a 404 either way, so the async zod validation of the
 // path would only add cost to every ingest request.
-function ingest(deps: StreamRouteDeps) {
+function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
   const bodyOptions = { timeoutMs: deps.limits.bodyTimeoutMs };
+  // Without middleware around it (`ingestApp`) no header was prepared with `c.header` before the
+  // reply: it is made without Hono's merge of them.
+  const replyWithId = options.unprepared ? madeJsonWithRequestId : jsonWithRequestId;
   return async (c: Context) => {
     const name = c.req.param("stream") ?? "";
     const stream = deps.streams.get(name) ?? await findServedStream(deps.streams, name);
@@ -313,7 +316,7 @@ function ingest(deps: StreamRouteDeps) {
       });
     }
     // A replay's header was set with `c.header`, which `c.json` adds.
-    return reply.replayed ? c.json(reply, 202) : jsonWithRequestId(c, reply, 202);
+    return reply.replayed ? c.json(reply, 202) : replyWithId(c, reply, 202);
   };
 }
 
@@ -337,7 +340,8 @@ export interface IngestFront {
  * test checks the chain still holds exactly these layers for them.
  */
 export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
-  const route = ingest(deps);
+  // Its steps set no header before the route's reply (CORS headers are added after it).
+  const route = ingest(deps, { unprepared: true });
   const guard = { defer: isIngestRequest };
   async function steps(c: Context): Promise<void> {
     const origin = c.req.header("Origin");
