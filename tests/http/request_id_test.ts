@@ -4,7 +4,14 @@
  */
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { MAX_REQUEST_ID_LENGTH, requestIdFrom } from "../../src/http/request_id.ts";
+import {
+  carriesRequestId,
+  jsonWithRequestId,
+  madeJsonWithRequestId,
+  MAX_REQUEST_ID_LENGTH,
+  requestIdFrom,
+  setRequestId,
+} from "../../src/http/request_id.ts";
 import type { Store } from "../../src/store/types.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
@@ -131,6 +138,33 @@ Deno.test("/openapi.json documents error.requestId in the error envelope", async
   const error = doc.components.schemas.Error.properties.error;
   assert.equal(error.properties.requestId.type, "string");
   assert.ok(error.required.includes("requestId"));
+});
+
+Deno.test("madeJsonWithRequestId() answers as jsonWithRequestId() does on a context without prepared headers, and is known to carry the id", async () => {
+  const app = new Hono();
+  const body = { accepted: 2, duplicates: 0, late: 0, filtered: 0, rejected: [], note: "é\u2028" };
+  const made: Record<string, boolean> = {};
+  for (
+    const [path, reply] of [["/c", jsonWithRequestId], ["/made", madeJsonWithRequestId]] as const
+  ) {
+    app.post(path, (c) => {
+      setRequestId(c, "id-1");
+      const response = reply(c, body, 202);
+      made[path] = carriesRequestId(c, response);
+      return response;
+    });
+    // Without a request id, both are c.json.
+    app.post(`${path}/none`, (c) => reply(c, body, 202));
+  }
+  for (const suffix of ["", "/none"]) {
+    const [hono, plain] = await Promise.all(
+      ["/c", "/made"].map((path) => app.request(path + suffix, { method: "POST" })),
+    );
+    assert.equal(plain.status, hono.status);
+    assert.deepEqual([...plain.headers], [...hono.headers]);
+    assert.equal(await plain.text(), await hono.text());
+  }
+  assert.deepEqual(made, { "/c": true, "/made": true });
 });
 
 /** The status line and headers of one raw HTTP/1.1 exchange with `port`, `date` left out. */
