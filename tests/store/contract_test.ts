@@ -7,7 +7,12 @@ import fc from "fast-check";
 import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
-import { listWindows, type WindowRow } from "../../src/query/mod.ts";
+import {
+  listWindows,
+  listWindowsPage,
+  type RowPosition,
+  type WindowRow,
+} from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type {
@@ -251,6 +256,50 @@ const scenarios: Record<string, Scenario> = {
       low: 4,
       users: 4,
     });
+  },
+
+  async "listWindowsPage() pages every row once, in the listing's order, across a window of many groups"(
+    store,
+  ) {
+    const wide: CompiledStream = compileConfig({
+      streams: {
+        w: {
+          time: { field: "t", lateness: "10s" },
+          counters: {
+            count: {
+              window: { tumbling: "1m" },
+              groupBy: ["g"],
+              aggregate: "count",
+              maxGroups: 500,
+            },
+          },
+        },
+      },
+    }).get("w")!;
+    // 250 groups in the newest window, 3 in each of three older ones (oldest first: lateness).
+    const events = [];
+    for (let minute = 0; minute < 3; minute++) {
+      for (const g of ["a", "b", `m${minute}`]) events.push({ t: T0 + minute * 60_000 + 1_000, g });
+    }
+    for (let i = 0; i < 250; i++) events.push({ t: T0 + 180_000 + 1_000, g: `n${i}` });
+    await ingestItems(wide, items(events), { store, nowMs: T0 + 182_000 });
+    const context = { store, nowMs: T0 + 182_000 };
+    const counter = wide.counters[0];
+    const whole = await listWindows(wide, counter, context, { limit: 1000 });
+    assert.equal(whole.length, 259);
+    for (const [limit, groups] of [[100, {}], [7, {}], [2, { g: "a" }]] as const) {
+      const seen: WindowRow[] = [];
+      let after: RowPosition | undefined;
+      for (let pages = 0; pages < 100; pages++) {
+        const page = await listWindowsPage(wide, counter, context, { limit, groups, after });
+        assert.ok(page.rows.length <= limit);
+        seen.push(...page.rows);
+        if (page.next === null) break;
+        after = page.next;
+      }
+      const wanted = whole.filter((row) => !("g" in groups) || row.group.g === groups.g);
+      assert.deepEqual(seen, wanted, `limit ${limit}`);
+    }
   },
 
   async "events whose group reads __other__ count into the overflow group: one row, not two alike"(
