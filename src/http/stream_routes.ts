@@ -629,7 +629,8 @@ const listWindowsRoute = createRoute({
       limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
         description: "Most rows (default 100)",
       }),
-      cursor: z.string().max(2048).optional().openapi({
+      // Room for a long group in it (a cursor holds its last row's group).
+      cursor: z.string().max(16_384).optional().openapi({
         description:
           "The `nextCursor` of the previous page, as it was (a window counter's rows without `top`); omit for the first page. A cursor this list did not give out is a 400 `invalid_cursor`.",
       }),
