@@ -397,9 +397,14 @@ local statsExpireAt = tonumber(stored[2])
 for i = 1, counterCount do
   local counter, known = counters[i], stored[8 + i]
   if known then
+    -- A cache of the counter's last pane and its score in the live panes: text this script did
+    -- not write (no space, no finite expiry) is as none, and is written anew below.
     local space = string.find(known, " ", 1, true)
-    counter.knownPane = string.sub(known, 1, space - 1)
-    counter.knownExpiresAt = tonumber(string.sub(known, space + 1))
+    local expiresAt = space and tonumber(string.sub(known, space + 1))
+    if expiresAt and expiresAt == expiresAt and expiresAt ~= math.huge and expiresAt ~= -math.huge then
+      counter.knownPane = string.sub(known, 1, space - 1)
+      counter.knownExpiresAt = expiresAt
+    end
   end
 end
 

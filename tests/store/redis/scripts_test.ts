@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
+import { listWindows } from "../../../src/query/mod.ts";
 import { rateLimitsFor } from "../../../src/http/browser.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
@@ -116,6 +117,45 @@ for (
     },
   );
 }
+
+redisTest(
+  "a k:<counter> stats field holding what the script never writes is taken as none: the apply counts once and writes it anew",
+  async (fixture) => {
+    const store = redisStore(fixture);
+    try {
+      await ingest(S, store, events("a", 1));
+      const stats = await keyLike(fixture, "*:stats");
+      const good = await send(fixture, "HGET", stats, "k:count") as string;
+      assert.match(good, /^-?\d+ \d+$/);
+      let n = 0;
+      for (const text of ["99999999999999999 y", "abc", "1 nan", "1 inf", ""]) {
+        await send(fixture, "HSET", stats, "k:count", text);
+        n += 1;
+        // A new group and an existing one in one pane (it used to fail after writing the pane).
+        const reply = await ingest(S, store, [
+          { id: `k${n}`, t: T0 + 61_000 + n, g: `g${n}`, v: 1, u: "x" },
+          { id: `j${n}`, t: T0 + 61_000, g: "de", v: 1, u: "x" },
+        ]);
+        assert.equal(reply.accepted, 2, text);
+        assert.match(await send(fixture, "HGET", stats, "k:count") as string, /^-?\d+ \d+$/, text);
+      }
+      const rows = await listWindows(S, S.counters[0], { store, nowMs: NOW }, { limit: 100 });
+      const byGroup = Object.fromEntries(
+        rows.map((row) => [`${row.start} ${row.group.g}`, row.value]),
+      );
+      assert.equal(
+        byGroup[`${new Date(T0 + 60_000).toISOString()} de`],
+        5,
+        JSON.stringify(byGroup),
+      );
+      for (let i = 1; i <= 5; i++) {
+        assert.equal(byGroup[`${new Date(T0 + 60_000).toISOString()} g${i}`], 1, `g${i}`);
+      }
+    } finally {
+      await store.close();
+    }
+  },
+);
 
 redisTest("an apply that finds a count field holding text writes nothing", async (fixture) => {
   const store = redisStore(fixture);
