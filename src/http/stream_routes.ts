@@ -629,10 +629,10 @@ const listWindowsRoute = createRoute({
       limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
         description: "Most rows (default 100)",
       }),
-      // Room for a long group in it (a cursor holds its last row's group).
-      cursor: z.string().max(16_384).optional().openapi({
+      // No bound of its own: a cursor holds its last row's group, whose values may be long.
+      cursor: z.string().optional().openapi({
         description:
-          "The `nextCursor` of the previous page, as it was (a window counter's rows without `top`); omit for the first page. A cursor this list did not give out is a 400 `invalid_cursor`.",
+          "The `nextCursor` of the previous page, as it was (a window counter's rows without `top`); omit for the first page. A cursor that cannot be read is a 400 `invalid_cursor`.",
       }),
       q: QuantilesParam,
       top: TopParam,

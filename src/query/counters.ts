@@ -241,8 +241,15 @@ export async function listWindowsPage(
 ): Promise<WindowsPage> {
   const limit = options.limit ?? 100;
   const after = options.after;
+  // From the cursor's window on, or past it when the cursor says it was read whole.
   const bounded = after
-    ? { ...options, toMs: Math.min(options.toMs ?? 8.64e15, after.startMs + 1) }
+    ? {
+      ...options,
+      toMs: Math.min(
+        options.toMs ?? 8.64e15,
+        after.group === AFTER_EVERY_GROUP ? after.startMs : after.startMs + 1,
+      ),
+    }
     : options;
   const starts = await windowStarts(stream, counter, context, bounded);
   const newestFirst = starts.slice(0, limit);

@@ -287,7 +287,8 @@ const scenarios: Record<string, Scenario> = {
     const counter = wide.counters[0];
     const whole = await listWindows(wide, counter, context, { limit: 1000 });
     assert.equal(whole.length, 259);
-    for (const [limit, groups] of [[100, {}], [7, {}], [2, { g: "a" }]] as const) {
+    // (Limit 1 with a filter: pages that end where a window ends, read whole.)
+    for (const [limit, groups] of [[100, {}], [7, {}], [2, { g: "a" }], [1, { g: "a" }]] as const) {
       const seen: WindowRow[] = [];
       let after: RowPosition | undefined;
       for (let pages = 0; pages < 100; pages++) {
