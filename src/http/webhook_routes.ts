@@ -456,13 +456,17 @@ function toInput(body: BodyInput): Partial<EndpointInput> {
       maxWaitMs = parseDuration(batch.maxWait);
     } catch (error) {
       if (!(error instanceof DurationError)) throw error;
-      throw new ApiError(400, "invalid_request", `Invalid body batch.maxWait: ${error.message}`);
+      throw new ApiError(
+        400,
+        "invalid_request",
+        `Invalid request body batch.maxWait: ${error.message}`,
+      );
     }
     if (maxWaitMs > 60_000) {
       throw new ApiError(
         400,
         "invalid_request",
-        `Invalid body batch.maxWait: at most 1m, got ${batch.maxWait}`,
+        `Invalid request body batch.maxWait: at most 1m, got ${batch.maxWait}`,
       );
     }
     input.batch = { maxEvents: batch.maxEvents, maxWaitMs };
@@ -572,7 +576,11 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
     const { since } = c.req.valid("json");
     const sinceMs = parseInstantText(since);
     if (sinceMs === null) {
-      throw new ApiError(400, "invalid_request", `Invalid body since: not a time: ${since}`);
+      throw new ApiError(
+        400,
+        "invalid_request",
+        `Invalid request body since: not a time: ${since}`,
+      );
     }
     const requeued = await webhooks.replay(id, sinceMs);
     return c.json({ requeued }, 202);

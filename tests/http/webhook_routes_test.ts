@@ -211,7 +211,10 @@ Deno.test("batch is accepted and echoed in one shape: maxEvents and maxWait as a
       batch: { maxEvents: 5, maxWait: "2m" },
     });
     assert.equal(tooLong.status, 400);
-    assert.equal(tooLong.body.error.message, "Invalid body batch.maxWait: at most 1m, got 2m");
+    assert.equal(
+      tooLong.body.error.message,
+      "Invalid request body batch.maxWait: at most 1m, got 2m",
+    );
     const old = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
       batch: { maxEvents: 5, maxWaitMs: 1000 },
     });

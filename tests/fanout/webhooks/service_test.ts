@@ -435,6 +435,9 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
       since: new Date(clock.now + 1).toISOString(),
     });
     assert.deepEqual(nothing.body, { requeued: 0 });
+    const soon = await call(app, "POST", `/v1/webhooks/${id}/replay`, { since: "soon" });
+    assert.equal(soon.status, 400);
+    assert.equal(soon.body.error.message, "Invalid request body since: not a time: soon");
     const unknown = await call(app, "POST", "/v1/deliveries/nope/retry");
     assert.equal(unknown.status, 404);
     assert.equal(unknown.body.error.code, "not_found");
