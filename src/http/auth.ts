@@ -61,6 +61,8 @@ export interface KeyGrant {
   origins?: ReadonlySet<string>;
   /** Its own rate limit, counted per stream. */
   rateLimit?: KeyRateLimit;
+  /** When a run-time key expired (ms): it grants nothing, and its 401 says so. */
+  expiredAt?: number;
 }
 
 /** The grant of every request in open mode. */
@@ -285,7 +287,15 @@ export class KeyRing {
     if (charged && record) this.#lookups.giveBack();
     if (!record) return { grant: null };
     if (record.expiresAt !== undefined && record.expiresAt <= this.#now()) {
-      return { grant: null };
+      // No scopes: it grants nothing; kept as a grant so that its 401 can say it expired.
+      return {
+        grant: {
+          scopes: new Set(),
+          id: record.id,
+          publishable: record.type === "publishable",
+          expiredAt: record.expiresAt,
+        },
+      };
     }
     return {
       grant: {
@@ -409,6 +419,16 @@ function authorization(
   scope: Scope,
   options: AuthorizeOptions,
 ): Authorization {
+  if (grant?.expiredAt !== undefined) {
+    return {
+      error: new ApiError(
+        401,
+        "unauthorized",
+        `API key '${grant.id}' expired at ${new Date(grant.expiredAt).toISOString()}`,
+        { headers: { "WWW-Authenticate": 'Bearer realm="edgestream", error="invalid_token"' } },
+      ),
+    };
+  }
   if (!grant || grant.scopes.size === 0) {
     return {
       error: new ApiError(401, "unauthorized", "Invalid API key", {

@@ -223,9 +223,11 @@ Deno.test("a key stops working at its expiresAt, and is then listed as expired",
     })).json();
   assert.equal((await read()).expired, false);
   now = NOW + 60_000;
+  const refused = await app.request("/v1/streams/open/events", post(created.key, {}));
+  assert.equal(refused.status, 401);
   assert.equal(
-    (await app.request("/v1/streams/open/events", post(created.key, {}))).status,
-    401,
+    (await refused.json()).error.message,
+    `API key '${created.id}' expired at ${new Date(NOW + 60_000).toISOString()}`,
   );
   assert.equal((await read()).expired, true);
   const listed = await (await app.request("/v1/keys", {
