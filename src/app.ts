@@ -75,7 +75,7 @@ export interface AppOptions {
   connections?: OpenConnections;
 }
 
-/** What a request part is called in a `400 invalid_request` message. */
+/** What a request part is called in a `400` message of the schema checks. */
 const TARGETS: Record<string, string> = {
   json: "request body",
   param: "path parameter",
