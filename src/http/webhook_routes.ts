@@ -347,8 +347,9 @@ export const replayRoute = createRoute({
       content: {
         "application/json": {
           schema: z.strictObject({
-            since: z.string().min(1).max(64).openapi({
-              description: "ISO-8601 (UTC when it has no offset) or epoch milliseconds",
+            since: z.union([z.string().min(1).max(64), z.number().int()]).openapi({
+              description:
+                "ISO-8601 (UTC when it has no offset), or epoch milliseconds as an integer or its text",
               example: "2026-01-01T00:00:00Z",
             }),
           }),
@@ -574,7 +575,9 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(replayRoute, async (c) => {
     const { id } = c.req.valid("param");
     const { since } = c.req.valid("json");
-    const sinceMs = parseInstantText(since);
+    const sinceMs = typeof since === "number"
+      ? (Math.abs(since) <= 8.64e15 ? since : null)
+      : parseInstantText(since);
     if (sinceMs === null) {
       throw new ApiError(
         400,

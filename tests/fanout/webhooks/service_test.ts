@@ -435,6 +435,12 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
       since: new Date(clock.now + 1).toISOString(),
     });
     assert.deepEqual(nothing.body, { requeued: 0 });
+    // Epoch milliseconds as a JSON number, as in events.
+    const asNumber = await call(app, "POST", `/v1/webhooks/${id}/replay`, { since: clock.now + 1 });
+    assert.equal(asNumber.status, 202, JSON.stringify(asNumber.body));
+    assert.deepEqual(asNumber.body, { requeued: 0 });
+    const tooFar = await call(app, "POST", `/v1/webhooks/${id}/replay`, { since: 1e16 });
+    assert.equal(tooFar.status, 400);
     const soon = await call(app, "POST", `/v1/webhooks/${id}/replay`, { since: "soon" });
     assert.equal(soon.status, 400);
     assert.equal(soon.body.error.message, "Invalid request body since: not a time: soon");
