@@ -20,10 +20,14 @@ import {
   type RowPosition,
 } from "../query/mod.ts";
 import {
+  cursorOfText,
+  cursorRefused,
+  InvalidCursorError,
   type Store,
   StoreUnavailableError,
   StreamChangedError,
   type StreamStats,
+  textOfCursor,
 } from "../store/mod.ts";
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
@@ -742,36 +746,26 @@ function cursorNotTaken(what: string): ApiError {
   );
 }
 
-/** A row position as an opaque cursor: base64url of `[startMs, group]`. */
+/** A row position as an opaque cursor: `[startMs, group]` as {@linkcode cursorOfText} text. */
 function rowCursor(position: RowPosition): string {
-  const bytes = new TextEncoder().encode(JSON.stringify([position.startMs, position.group]));
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
-    .replace(/=+$/, "");
+  return cursorOfText(JSON.stringify([position.startMs, position.group]));
 }
 
 /** The position of a cursor {@linkcode rowCursor} made, or 400 `invalid_cursor`. */
 function readRowCursor(cursor: string): RowPosition {
+  let value: unknown;
   try {
-    const text = atob(cursor.replace(/-/g, "+").replace(/_/g, "/"));
-    const value = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(
-        Uint8Array.from(text, (char) => char.charCodeAt(0)),
-      ),
-    );
-    if (
-      Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) &&
-      typeof value[1] === "string"
-    ) {
-      return { startMs: value[0], group: value[1] };
-    }
-  } catch {
-    // Not one this list gave out: below.
+    value = JSON.parse(textOfCursor(cursor));
+  } catch (error) {
+    if (error instanceof InvalidCursorError) throw error;
   }
-  throw new ApiError(
-    400,
-    "invalid_cursor",
-    `Cannot read cursor '${cursor}': not one this list gave out`,
-  );
+  if (
+    Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) &&
+    typeof value[1] === "string"
+  ) {
+    return { startMs: value[0], group: value[1] };
+  }
+  throw cursorRefused(cursor, "not a cursor this API gave out");
 }
 
 /** `GET /v1/streams/{stream}/counters/{counter}/current`. */

@@ -297,9 +297,30 @@ export class InvalidCursorError extends Error {
 const CURSOR_LETTER: Record<CursorList, string> = { endpoints: "e", deliveries: "d" };
 const CURSOR_TEXT = /^([ed])\.(0|[1-9][0-9]{0,15})\.(\P{Cc}{1,1024})$/u;
 
-function base64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
-    .replace(/=+$/, "");
+/** An {@linkcode InvalidCursorError} for `cursor` (shown shortened), saying why. */
+export function cursorRefused(cursor: string, why: string): InvalidCursorError {
+  const shown = cursor.length > 64 ? `${cursor.slice(0, 64)}…` : cursor;
+  return new InvalidCursorError(`Cannot read cursor '${shown}': ${why}`);
+}
+
+/** `text` as an opaque cursor: base64url of its UTF-8, without padding. */
+export function cursorOfText(text: string): string {
+  return new TextEncoder().encode(text).toBase64({ alphabet: "base64url", omitPadding: true });
+}
+
+/**
+ * The text of a cursor {@linkcode cursorOfText} wrote. Throws
+ * {@linkcode InvalidCursorError} for one that is not base64url of UTF-8 text.
+ */
+export function textOfCursor(cursor: string): string {
+  try {
+    if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw new Error("not base64url");
+    return new TextDecoder("utf-8", { fatal: true }).decode(
+      Uint8Array.fromBase64(cursor, { alphabet: "base64url" }),
+    );
+  } catch {
+    throw cursorRefused(cursor, "expected base64url text from 'nextCursor'");
+  }
 }
 
 /**
@@ -308,7 +329,7 @@ function base64url(bytes: Uint8Array): string {
  */
 export function encodeCursor(list: CursorList, position: CursorPosition): string {
   const text = `${CURSOR_LETTER[list]}.${position.createdMs}.${position.id}`;
-  return base64url(new TextEncoder().encode(text));
+  return cursorOfText(text);
 }
 
 /**
@@ -316,20 +337,10 @@ export function encodeCursor(list: CursorList, position: CursorPosition): string
  * for anything {@linkcode encodeCursor} would not have written for that list.
  */
 export function decodeCursor(list: CursorList, cursor: string): CursorPosition {
-  const shown = cursor.length > 64 ? `${cursor.slice(0, 64)}…` : cursor;
   const refuse = (why: string): never => {
-    throw new InvalidCursorError(`Cannot read cursor '${shown}': ${why}`);
+    throw cursorRefused(cursor, why);
   };
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) refuse("expected base64url text from 'nextCursor'");
-  let text = "";
-  try {
-    const binary = atob(cursor.replaceAll("-", "+").replaceAll("_", "/"));
-    const bytes = Uint8Array.from(binary, (char) => char.charCodeAt(0));
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    refuse("expected base64url text from 'nextCursor'");
-  }
-  const match = CURSOR_TEXT.exec(text);
+  const match = CURSOR_TEXT.exec(textOfCursor(cursor));
   const createdMs = Number(match?.[2]);
   if (!match || !Number.isSafeInteger(createdMs)) refuse("not a cursor this API gave out");
   if (match![1] !== CURSOR_LETTER[list]) refuse(`it is not a cursor of the ${list} list`);
