@@ -14,7 +14,6 @@ import {
   type Delivery,
   type DeliveryStore,
   encodeCursor,
-  type EndpointConfig,
   InvalidCursorError,
   type NewDelivery,
   type Page,
@@ -23,42 +22,10 @@ import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 import { type DroppingProxy, startDroppingProxy } from "../_upstash_proxy.ts";
+import { config, delivery, T0 } from "./_delivery_fixtures.ts";
 
-const T0 = Date.parse("2026-01-01T00:00:00Z");
 const LEASE = 30_000;
 const DAY = 86_400_000;
-
-function config(id: string, overrides: Partial<EndpointConfig> = {}): EndpointConfig {
-  return {
-    id,
-    url: `https://example.com/${id}`,
-    description: null,
-    eventTypes: ["window.closed"],
-    streams: null,
-    filter: null,
-    headers: {},
-    rateLimit: null,
-    batch: null,
-    secrets: [{ secret: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", expiresMs: null }],
-    startAfter: {},
-    createdMs: T0,
-    updatedMs: T0,
-    version: 1,
-    ...overrides,
-  };
-}
-
-function delivery(n: number, endpointId = "ep_a", createdMs = T0): NewDelivery {
-  return {
-    id: `msg_s_${n}.${endpointId}`,
-    messageId: `msg_s_${n}`,
-    endpointId,
-    stream: "s",
-    eventType: "window.closed",
-    payload: JSON.stringify({ type: "window.closed", n, text: 'ünïcode "quoted"' }),
-    createdMs,
-  };
-}
 
 function attempt(
   outcome: Attempt["outcome"],

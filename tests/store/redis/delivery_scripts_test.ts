@@ -8,18 +8,12 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import fc from "fast-check";
-import type {
-  Attempt,
-  AttemptRecord,
-  Claim,
-  EndpointConfig,
-  NewDelivery,
-} from "../../../src/store/deliveries.ts";
+import type { Attempt, AttemptRecord, Claim } from "../../../src/store/deliveries.ts";
 import { RedisDeliveryStore } from "../../../src/store/redis/delivery_store.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { config, delivery, T0 } from "../_delivery_fixtures.ts";
 import { refusedWhole, send, snapshot, WRITES } from "./_key_checks.ts";
 
-const T0 = Date.parse("2026-01-01T00:00:00Z");
 const DAY = 86_400_000;
 /** The default prefix of the delivery store's keys. */
 const P = "es:{wh}:";
@@ -31,38 +25,6 @@ function deliveryStore(fixture: RedisFixture): RedisDeliveryStore {
     enableTelemetry: false,
   });
   return new RedisDeliveryStore(redis, { now: () => T0 });
-}
-
-function config(id: string, overrides: Partial<EndpointConfig> = {}): EndpointConfig {
-  return {
-    id,
-    url: `https://example.com/${id}`,
-    description: null,
-    eventTypes: ["window.closed"],
-    streams: null,
-    filter: null,
-    headers: {},
-    rateLimit: null,
-    batch: null,
-    secrets: [{ secret: "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", expiresMs: null }],
-    startAfter: {},
-    createdMs: T0,
-    updatedMs: T0,
-    version: 1,
-    ...overrides,
-  };
-}
-
-function delivery(n: number, endpointId = "ep_a", createdMs = T0): NewDelivery {
-  return {
-    id: `msg_s_${n}.${endpointId}`,
-    messageId: `msg_s_${n}`,
-    endpointId,
-    stream: "s",
-    eventType: "window.closed",
-    payload: JSON.stringify({ type: "window.closed", n }),
-    createdMs,
-  };
 }
 
 function claimOptions(nowMs: number) {
