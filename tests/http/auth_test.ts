@@ -319,3 +319,11 @@ Deno.test("KeyRing: a cached verdict answers only its own key, never another tex
   );
   assert.equal(ring.cachedGrantOf(key)?.scopes.has("admin"), true);
 });
+
+Deno.test("A key listed in EDGESTREAM_KEYS under two scopes gets both", async () => {
+  const both = await KeyRing.parse("ingest:shared-key-0123456789, read:shared-key-0123456789");
+  const grant = await both.grantOf("shared-key-0123456789");
+  assert.deepEqual([...grant?.scopes ?? []].sort(), ["ingest", "read"]);
+  const one = await KeyRing.parse("read:shared-key-0123456789");
+  assert.deepEqual([...(await one.grantOf("shared-key-0123456789"))?.scopes ?? []], ["read"]);
+});
