@@ -451,7 +451,7 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
   });
 });
 
-Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again", async () => {
+Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again, not those of results written while it was disabled", async () => {
   await withApp({}, async ({ app, webhooks, receiver }) => {
     const { id, secret } = await register(app, { url: receiver.url() });
     receiver.secrets = [secret];
@@ -481,6 +481,17 @@ Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again",
     await webhooks.idle();
     assert.ok(receiver.received.length > 1);
     assert.equal(receiver.received.at(-1)!.payload.data.start, at(120));
+    // The window that closed while it was disabled is not sent after it is enabled again.
+    assert.deepEqual(
+      receiver.received.filter((item) => item.payload.data.start === at(60)),
+      [],
+    );
+    assert.deepEqual(
+      (await deliveriesOf(app, id)).filter((item: { payload: { data: { start: string } } }) =>
+        item.payload?.data?.start === at(60)
+      ),
+      [],
+    );
   });
 });
 
