@@ -31,7 +31,7 @@ import {
 } from "../store/mod.ts";
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
-import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
+import { aggregateValue, type CompiledCounter, decodeGroup, quantileName } from "../window/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
 import { grantOfRequest, type KeyRing, rememberGrant, requireScope } from "./auth.ts";
 import { type BodyLimits, decodeUtf8, noBody, parseEvents, readLimitedBody } from "./body.ts";
@@ -465,7 +465,7 @@ const MAX_QUANTILES = 20;
 
 const QuantilesParam = z.string().optional().openapi({
   description:
-    "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 (e.g. `0.5,0.999` gives `p50` and `p99.9`)",
+    "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 and none twice (e.g. `0.5,0.999` gives `p50` and `p99.9`)",
 });
 
 /** A quantile as `q` writes it: a decimal fraction (`0.5`, `.999`, `1`, `1e-3`). */
@@ -489,6 +489,7 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
       `Query parameter 'q' names ${parts.length} quantiles; at most ${MAX_QUANTILES} are allowed`,
     );
   }
+  const named = new Set<string>();
   return parts.map((part) => {
     const q = QUANTILE_TEXT.test(part) ? Number(part) : NaN;
     if (!(q >= 0 && q <= 1)) {
@@ -498,6 +499,12 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
         `Query parameter 'q' must list numbers from 0 to 1, got '${part}'`,
       );
     }
+    // Two that name one value field (`0.5,0.50`) would be one field in the reply.
+    const name = quantileName(q);
+    if (named.has(name)) {
+      throw new ApiError(400, "invalid_query", `Query parameter 'q' names ${name} twice`);
+    }
+    named.add(name);
     return q;
   });
 }

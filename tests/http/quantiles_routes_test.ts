@@ -93,7 +93,7 @@ Deno.test("?q= picks the quantiles a read reports, on the list and on /current",
   }
 });
 
-Deno.test("?q= with a value outside [0, 1], not a decimal number, or on another counter is a 400 naming it", async () => {
+Deno.test("?q= with a value outside [0, 1], not a decimal number, named twice, or on another counter is a 400 naming it", async () => {
   const { app } = await testApp({ config: CONFIG });
   await postEvents(app, requests(), { stream: "api" });
   const cases = [["1.5", "1.5"], ["0.5,x", "x"], ["0.5,", ""], ["-0.1", "-0.1"], ["0x1", "0x1"]];
@@ -123,6 +123,16 @@ Deno.test("?q= with a value outside [0, 1], not a decimal number, or on another 
   const res = await app.request(`/v1/streams/api/counters/latency/current?q=${many}`);
   assert.equal(res.status, 400);
   assert.match((await res.json()).error.message, /names 21 quantiles; at most 20/);
+  // Two that name one value field: the reply could hold only one of them.
+  for (const [q, name] of [["0.5,0.5", "p50"], ["0.999,0.9990", "p99.9"], [".5,5e-1", "p50"]]) {
+    for (const route of ["", "/current"]) {
+      const twice = await app.request(`/v1/streams/api/counters/latency${route}?q=${q}`);
+      assert.equal(twice.status, 400, q);
+      assert.deepEqual((await twice.json()).error.code, "invalid_query");
+    }
+    const twice = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
+    assert.equal((await twice.json()).error.message, `Query parameter 'q' names ${name} twice`);
+  }
 });
 
 Deno.test("an alert reads value.p99 of a quantiles window and fires with the value object", async () => {
