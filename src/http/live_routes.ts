@@ -122,7 +122,7 @@ export function parseSubscription(stream: CompiledStream, query: SubscriptionQue
       if (!(error instanceof ExpressionError)) throw error;
       throw new ApiError(
         400,
-        "invalid_filter",
+        "invalid_query",
         `Query parameter 'filter' is invalid: ${error.message}`,
       );
     }

@@ -158,10 +158,10 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
       [
         "?filter=payload.data.value%20%3E",
         400,
-        "invalid_filter",
+        "invalid_query",
         /Query parameter 'filter' is invalid/,
       ],
-      ["?filter=1%20%2B%201", 400, "invalid_filter", /must return a bool, returns int/],
+      ["?filter=1%20%2B%201", 400, "invalid_query", /must return a bool, returns int/],
       ["?types=window.updated,window.opened", 400, "invalid_query", /unknown type 'window.opened'/],
       ["?counter=nope", 400, "invalid_query", /has no counter 'nope'; it has: count_1m/],
     ];
