@@ -251,8 +251,8 @@ Deno.test("A subscriber that stops reading is dropped with a reason and does not
   }
 });
 
-Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
-  const server = await startServer({ liveRoutes: { maxBufferedBytes: 64 * 1024 } });
+/** An SSE subscriber that stops reading: the server gives up on it at the limit. */
+async function slowSseScenario(server: Awaited<ReturnType<typeof startServer>>) {
   const sse = new SseReader(await openSse(server, "?types=event.processed"));
   try {
     assert.equal((await sse.next()).event, "subscribed");
@@ -281,9 +281,38 @@ Deno.test("An SSE subscriber that stops reading is dropped with a final closed e
     );
   } finally {
     await sse.cancel().catch(() => {});
+  }
+}
+
+Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
+  const server = await startServer({ liveRoutes: { maxBufferedBytes: 64 * 1024 } });
+  try {
+    await slowSseScenario(server);
+  } finally {
     await server.close();
   }
 });
+
+redisTest(
+  "An SSE subscriber that stops reading is dropped with a final closed event giving the reason (Redis store)",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const server = await startServer({
+      store: new RedisStore(redis),
+      hub: { shared: true },
+      liveRoutes: { maxBufferedBytes: 64 * 1024 },
+    });
+    try {
+      await slowSseScenario(server);
+    } finally {
+      await server.close();
+    }
+  },
+);
 
 Deno.test("SSE and WebSocket subscribers learn why the server ended their subscription", async () => {
   const server = await startServer();
