@@ -106,12 +106,36 @@ export type Frame =
 
 const ENVELOPE_KEYS = new Set(["events", "seq", "idempotencyKey"]);
 
-function isEnvelope(
-  value: unknown,
-): value is { seq?: unknown; events: unknown; idempotencyKey?: unknown } {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
-  if (!Object.hasOwn(value, "events")) return false;
-  return Object.keys(value).every((key) => ENVELOPE_KEYS.has(key));
+type Envelope = { seq?: unknown; events?: unknown; idempotencyKey?: unknown };
+
+/**
+ * Whether a frame's JSON is the envelope, one event, or an envelope that
+ * cannot be read (the problem). An object is the envelope when it has
+ * `events` and no other keys than `seq` and `idempotencyKey`. One that has
+ * `events` with `seq` or `idempotencyKey` and another key, or
+ * `idempotencyKey` without `events`, is refused rather than counted as one
+ * event (its events would be lost unseen); an event with such fields goes in
+ * an array.
+ */
+function envelopeKind(value: unknown): "event" | "envelope" | { problem: string } {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return "event";
+  const has = (key: string) => Object.hasOwn(value, key);
+  if (!has("events")) {
+    return has("idempotencyKey")
+      ? {
+        problem:
+          "Frame has 'idempotencyKey' but no 'events': the envelope is {seq?, idempotencyKey?, events}; send an event with such a field in an array",
+      }
+      : "event";
+  }
+  const other = Object.keys(value).find((key) => !ENVELOPE_KEYS.has(key));
+  if (other === undefined) return "envelope";
+  if (!has("seq") && !has("idempotencyKey")) return "event";
+  return {
+    problem: `Frame envelope has a field '${
+      other.slice(0, 64)
+    }' it does not take: the envelope is {seq?, idempotencyKey?, events}; send an event with such fields in an array`,
+  };
 }
 
 /**
@@ -130,27 +154,32 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
       // parseEvents refuses what is neither, with the HTTP body's messages.
       return { ok: true, items: parseEvents(text, lines.length > 1 ? "ndjson" : "json", limits) };
     }
-    if (!isEnvelope(value)) return { ok: true, items: eventsOfJson(value, text, limits) };
-    if (value.seq !== undefined) {
-      if (typeof value.seq !== "number" || !Number.isSafeInteger(value.seq) || value.seq < 0) {
+    const kind = envelopeKind(value);
+    if (kind === "event") return { ok: true, items: eventsOfJson(value, text, limits) };
+    const envelope = value as Envelope;
+    if (envelope.seq !== undefined) {
+      if (
+        typeof envelope.seq !== "number" || !Number.isSafeInteger(envelope.seq) || envelope.seq < 0
+      ) {
         throw new ApiError(
           400,
           "invalid_seq",
-          `Frame 'seq' must be a non-negative integer, got ${JSON.stringify(value.seq)}`,
+          `Frame 'seq' must be a non-negative integer, got ${JSON.stringify(envelope.seq)}`,
         );
       }
-      seq = value.seq;
+      seq = envelope.seq;
     }
+    if (kind !== "envelope") throw new ApiError(400, "invalid_body", kind.problem);
     let idempotency: { key: string; body: string } | undefined;
-    if (value.idempotencyKey !== undefined) {
-      const key = value.idempotencyKey;
+    if (envelope.idempotencyKey !== undefined) {
+      const key = envelope.idempotencyKey;
       const problem = typeof key === "string"
         ? idempotencyKeyProblem(key)
         : `Frame 'idempotencyKey' must be a string, got ${JSON.stringify(key)}`;
       if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
-      idempotency = { key: key as string, body: JSON.stringify(value.events) ?? "" };
+      idempotency = { key: key as string, body: JSON.stringify(envelope.events) ?? "" };
     }
-    const events = value.events;
+    const events = envelope.events;
     const eventsText = Array.isArray(events) ? text : JSON.stringify(events) ?? "";
     const items = eventsOfJson(events, eventsText, limits);
     return idempotency ? { ok: true, seq, items, idempotency } : { ok: true, seq, items };

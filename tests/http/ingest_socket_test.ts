@@ -674,6 +674,51 @@ Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apa
   assert.equal(!notJson.ok && notJson.error.code, "invalid_json");
 });
 
+Deno.test("readFrame() refuses an envelope with a field it does not take, or an idempotencyKey without events, instead of counting it as one event", () => {
+  const events = [{ a: 1 }, { a: 2 }, { a: 3 }];
+  for (
+    const [frame, seq] of [
+      [{ seq: 1, events, sentAt: "2026-01-01T00:00:00Z" }, 1],
+      [{ idempotencyKey: "k1", events, source: "app" }, undefined],
+      [{ seq: 3, idempotencyKey: "zz" }, 3],
+      [{ idempotencyKey: "zz" }, undefined],
+    ] as const
+  ) {
+    const read = readFrame(JSON.stringify(frame));
+    assert.equal(read.ok, false, JSON.stringify(frame));
+    assert.equal(read.seq, seq);
+    assert.equal(!read.ok && read.error.code, "invalid_body");
+    assert.match(
+      !read.ok ? read.error.message : "",
+      /the envelope is \{seq\?, idempotencyKey\?, events\}/,
+    );
+  }
+  const named = readFrame(JSON.stringify({ seq: 1, events, sentAt: "now" }));
+  assert.match(!named.ok ? named.error.message : "", /has a field 'sentAt' it does not take/);
+  // Still one event each: an object with `events` but neither `seq` nor `idempotencyKey`, one with
+  // `seq` but no `events`, and any object in an array.
+  for (
+    const event of [
+      { events: ["x"], user: "u1" },
+      { seq: 5, temperature: 21 },
+      { seq: 1, events, sentAt: "now" },
+    ]
+  ) {
+    assert.deepEqual(readFrame(JSON.stringify([event])), {
+      ok: true,
+      items: [{ ok: true, value: event }],
+    });
+  }
+  assert.deepEqual(readFrame(JSON.stringify({ events: ["x"], user: "u1" })), {
+    ok: true,
+    items: [{ ok: true, value: { events: ["x"], user: "u1" } }],
+  });
+  assert.deepEqual(readFrame(JSON.stringify({ seq: 5, temperature: 21 })), {
+    ok: true,
+    items: [{ ok: true, value: { seq: 5, temperature: 21 } }],
+  });
+});
+
 Deno.test("/openapi.json documents the WebSocket ingest and subscribe endpoints", async () => {
   const { app } = await testApp();
   const doc = await (await app.request("/openapi.json")).json();
