@@ -39,10 +39,33 @@ export function alertMarkerTtlMs(counter: CompiledCounter): number {
   return counter.meta.ttlMs * 2;
 }
 
+/** Least time (ms) between two warnings about one alert's failing `when`. */
+const WHEN_WARNING_EVERY_MS = 60_000;
+
+/** When each alert's failing `when` was last warned about (`performance.now()`). */
+const warnedAt = new WeakMap<CompiledAlert, number>();
+
+function warnFailedWhen(alert: CompiledAlert, error: unknown): void {
+  const now = performance.now();
+  const last = warnedAt.get(alert);
+  if (last !== undefined && now - last < WHEN_WARNING_EVERY_MS) return;
+  warnedAt.set(alert, now);
+  logger.warn(
+    "Alert {alert}'s condition {when} failed on a window of counter {counter}, so it did not fire there: {error}",
+    {
+      alert: alert.name,
+      when: alert.source,
+      counter: alert.counter.name,
+      error: error instanceof Error ? error.message : String(error),
+    },
+  );
+}
+
 /**
  * The firings of `alerts` (those on `counter`) whose `when` is true for a
  * row. An expression that fails to evaluate (e.g. `value > 1.0` while the
- * value is null) counts as false.
+ * value is null, or `value.p99` of a count) counts as false, and a warning
+ * says so at most once a minute per alert.
  *
  * @example
  * ```ts
@@ -87,7 +110,8 @@ export function evaluateAlerts(
       let result: unknown;
       try {
         result = alert.when(variables);
-      } catch {
+      } catch (error) {
+        warnFailedWhen(alert, error);
         continue;
       }
       if (result !== true) continue;

@@ -7,6 +7,7 @@ import { ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -54,14 +55,41 @@ Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is t
   assert.ok(firings[0].ttlMs >= perMinute.meta.ttlMs);
 });
 
-Deno.test("evaluateAlerts() counts an expression that fails on a null value as false", () => {
-  const biggest = orders.counters[1];
-  assert.deepEqual(
-    evaluateAlerts(orders.alerts, biggest, [
-      { start: T0, end: T0 + 120_000, group: "[]", state: emptyState() },
-    ]),
-    [],
-  );
+Deno.test("evaluateAlerts() counts an expression that fails on a window as false, and warns once a minute per alert", async () => {
+  // A fresh compile: alerts warned about by other tests must not hold back this one's warning.
+  const { alerts, counters: [perMinute, biggest] } = compileConfig({
+    streams: {
+      orders: {
+        ...ORDERS,
+        alerts: [...ORDERS.alerts, { name: "p99", counter: "per_minute", when: "value.p99 > 1.0" }],
+      },
+    },
+  }).get("orders")!;
+  const empty = { start: T0, end: T0 + 120_000, group: "[]", state: emptyState() };
+  const counted = { ...empty, group: '["DE"]', state: { ...emptyState(), count: 5 } };
+  await collectingLogs(async (records) => {
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(evaluateAlerts(alerts, biggest, [empty]), []);
+      const firings = evaluateAlerts(alerts, perMinute, [counted]);
+      assert.deepEqual(firings.map((firing) => firing.alert), ["busy", "german", "first_minute"]);
+    }
+    await Promise.resolve();
+    assert.deepEqual(
+      records.map((record) => [record.level, messageOf(record)]),
+      [
+        [
+          "warning",
+          "Alert whale's condition value > 1000.0 failed on a window of counter biggest, so it did not fire there: " +
+          messageOf(records[0]).split("so it did not fire there: ")[1],
+        ],
+        [
+          "warning",
+          "Alert p99's condition value.p99 > 1.0 failed on a window of counter per_minute, so it did not fire there: " +
+          messageOf(records[1]).split("so it did not fire there: ")[1],
+        ],
+      ],
+    );
+  });
 });
 
 Deno.test("AlertWatcher fires after ingest, off the request path, once per alert, window and group", async () => {
