@@ -17,7 +17,6 @@ import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
-import { documentedRoutes } from "./http/_openapi.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
@@ -160,10 +159,10 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.use(originGuard(originPolicy, { defer: admitsListedOrigins }));
   // Ingest reads its own body, with its own limits; every other body is read whole by its route.
   app.use(limitBody());
-  // A path the API has, asked with another method, is a 405 naming the methods it takes.
-  let routes: ReturnType<typeof documentedRoutes> | undefined;
+  // A path served (API, pages), asked with another method, is a 405 naming the methods it takes.
+  let routes: ReturnType<typeof servedRoutes> | undefined;
   app.notFound((c) => {
-    routes ??= documentedRoutes(app);
+    routes ??= servedRoutes(app);
     const matched = routes.filter((route) => route.pattern.test({ pathname: c.req.path }));
     const methods = matched.length === 0
       ? undefined
@@ -226,4 +225,27 @@ export function createApp(options: AppOptions): OpenAPIHono {
   registerDocsRoutes(app);
 
   return app;
+}
+
+/**
+ * The routes `app` serves (API routes, pages, health checks), as a path
+ * pattern with the methods it takes (upper case, `HEAD` beside `GET`): what
+ * a 405 names in `Allow`. Middleware (`app.use`) is not a route.
+ */
+function servedRoutes(
+  app: { routes: readonly { method: string; path: string }[] },
+): { pattern: URLPattern; methods: string[] }[] {
+  const byPath = new Map<string, Set<string>>();
+  for (const { method, path } of app.routes) {
+    if (method === "ALL") continue;
+    const methods = byPath.get(path) ?? new Set<string>();
+    methods.add(method.toUpperCase());
+    if (method === "GET") methods.add("HEAD");
+    byPath.set(path, methods);
+  }
+  // Hono's `:name` is URLPattern's too: one path segment.
+  return [...byPath].map(([path, methods]) => ({
+    pattern: new URLPattern({ pathname: path }),
+    methods: [...methods].sort(),
+  }));
 }

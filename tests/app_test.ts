@@ -650,7 +650,7 @@ Deno.test("unknown routes get the JSON error envelope", async () => {
   assert.equal(body.error.code, "not_found");
 });
 
-Deno.test("a route asked with a method it does not take is 405 with Allow", async () => {
+Deno.test("a route or page asked with a method it does not take is 405 with Allow", async () => {
   const { app } = await testApp();
   for (
     const [method, path, allow] of [
@@ -658,6 +658,11 @@ Deno.test("a route asked with a method it does not take is 405 with Allow", asyn
       ["POST", "/v1/streams", "GET, HEAD"],
       ["PATCH", "/v1/streams/orders", "DELETE, GET, HEAD, PUT"],
       ["POST", "/openapi.json", "GET, HEAD"],
+      ["POST", "/docs", "GET, HEAD"],
+      ["DELETE", "/", "GET, HEAD"],
+      ["PUT", "/sdk.js", "GET, HEAD"],
+      ["POST", "/static/dashboard/app.js", "GET, HEAD"],
+      ["DELETE", "/healthz", "GET, HEAD"],
     ]
   ) {
     const res = await app.request(path, { method });
@@ -670,6 +675,13 @@ Deno.test("a route asked with a method it does not take is 405 with Allow", asyn
   const options = await app.request("/v1/streams/orders", { method: "OPTIONS" });
   assert.equal(options.status, 204);
   assert.equal(options.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
+  const page = await app.request("/docs", { method: "OPTIONS" });
+  assert.equal(page.status, 204);
+  assert.equal(page.headers.get("Allow"), "GET, HEAD");
+  // The ingest path's preflight names what its 405 names.
+  const ingest = await app.request("/v1/streams/orders/events", { method: "OPTIONS" });
+  assert.equal(ingest.status, 204);
+  assert.equal(ingest.headers.get("Allow"), "POST");
 });
 
 Deno.test("with keys, 405 and OPTIONS answer a request with a key; one without gets 401 first", async () => {

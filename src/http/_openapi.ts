@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type OpenAPIHono, z } from "@hono/zod-openapi";
+import { z } from "@hono/zod-openapi";
 
 /** The error envelope. */
 export const ErrorSchema = z.object({
@@ -68,25 +68,4 @@ export function errorsFor<S extends keyof typeof errorResponses>(
   const picked = {} as Pick<typeof errorResponses, S>;
   for (const status of statuses) picked[status] = errorResponses[status];
   return picked;
-}
-
-/**
- * The documented routes of `app`, as a path pattern with the methods it
- * takes (upper case, `HEAD` beside `GET`): what a 405 names in `Allow`.
- */
-export function documentedRoutes(app: OpenAPIHono): { pattern: URLPattern; methods: string[] }[] {
-  const byPath = new Map<string, Set<string>>();
-  for (const definition of app.openAPIRegistry.definitions) {
-    if (definition.type !== "route") continue;
-    const { path, method } = definition.route;
-    const methods = byPath.get(path) ?? new Set<string>();
-    methods.add(method.toUpperCase());
-    if (method === "get") methods.add("HEAD");
-    byPath.set(path, methods);
-  }
-  return [...byPath].map(([path, methods]) => ({
-    // OpenAPI's `{name}` is URLPattern's `:name`: one path segment.
-    pattern: new URLPattern({ pathname: path.replaceAll(/\{([^}]+)\}/g, ":$1") }),
-    methods: [...methods].sort(),
-  }));
 }

@@ -220,7 +220,7 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
     const stream = await lookUpStream(deps.streams, c.req.param("stream") ?? "");
     if (c.req.method === "OPTIONS") {
       if (!stream) throw streamMissing(deps.streams, c.req.param("stream") ?? "");
-      c.header("Allow", "POST, OPTIONS");
+      c.header("Allow", "POST");
       c.header("Vary", "Origin");
       if (origin !== undefined && (await preflightOrigins(deps, c, stream)).has(origin)) {
         c.header("Access-Control-Allow-Origin", origin);
