@@ -148,12 +148,12 @@ export class EndpointRegistry {
     this.#onChange = options.onChange ?? (() => Promise.resolve());
   }
 
-  async #checkUrl(url: string): Promise<void> {
+  async #checkUrl(url: string, verb: Verb): Promise<void> {
     try {
       await this.#policy.check(url);
     } catch (error) {
       if (error instanceof UnsafeUrlError) {
-        throw new InvalidEndpointError("url", `Cannot register webhook as ${error.message}`, {
+        throw new InvalidEndpointError("url", `Cannot ${verb} webhook as ${error.message}`, {
           cause: error,
         });
       }
@@ -161,13 +161,13 @@ export class EndpointRegistry {
     }
   }
 
-  async #checkFields(input: EndpointPatch): Promise<void> {
+  async #checkFields(input: EndpointPatch, verb: Verb): Promise<void> {
     for (const name of input.streams ?? []) {
       // A stream another instance created at run time may not be served here yet.
       if (!await lookUpStream(this.#streams, name)) {
         throw new InvalidEndpointError(
           "streams",
-          `Cannot register webhook as 'streams' names an unknown stream: ${name}; streams are: ${
+          `Cannot ${verb} webhook as 'streams' names an unknown stream: ${name}; streams are: ${
             [...this.#streams.keys()].join(", ") || "(none)"
           }`,
         );
@@ -180,22 +180,32 @@ export class EndpointRegistry {
         if (!(error instanceof ExpressionError)) throw error;
         throw new InvalidEndpointError(
           "filter",
-          `Cannot register webhook as 'filter' is not valid: ${error.message}`,
+          `Cannot ${verb} webhook as 'filter' is not valid: ${error.message}`,
           { cause: error },
         );
       }
     }
+    const named = new Map<string, string>();
     for (const name of Object.keys(input.headers ?? {})) {
+      // Header names are one name in any case: only one of two would be sent.
+      const other = named.get(name.toLowerCase());
+      if (other !== undefined) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot ${verb} webhook as headers '${other}' and '${name}' are one header (names are case-insensitive)`,
+        );
+      }
+      named.set(name.toLowerCase(), name);
       if (!HEADER_NAME.test(name)) {
         throw new InvalidEndpointError(
           "headers",
-          `Cannot register webhook as header name '${name}' is not a valid token`,
+          `Cannot ${verb} webhook as header name '${name}' is not a valid token`,
         );
       }
       if (RESERVED_HEADERS.has(name.toLowerCase())) {
         throw new InvalidEndpointError(
           "headers",
-          `Cannot register webhook as header '${name}' is set by edgestream`,
+          `Cannot ${verb} webhook as header '${name}' is set by edgestream`,
         );
       }
     }
@@ -203,7 +213,7 @@ export class EndpointRegistry {
       if (/[\r\n\0]/.test(value)) {
         throw new InvalidEndpointError(
           "headers",
-          `Cannot register webhook as header '${name}' holds a line break`,
+          `Cannot ${verb} webhook as header '${name}' holds a line break`,
         );
       }
       // What fetch refuses to send (a character past U+00FF): every delivery would fail.
@@ -212,7 +222,7 @@ export class EndpointRegistry {
       } catch {
         throw new InvalidEndpointError(
           "headers",
-          `Cannot register webhook as header '${name}' is not a valid header value (only characters up to U+00FF; encode others, e.g. percent-encoding)`,
+          `Cannot ${verb} webhook as header '${name}' is not a valid header value (only characters up to U+00FF; encode others, e.g. percent-encoding)`,
         );
       }
     }
@@ -223,8 +233,8 @@ export class EndpointRegistry {
    * only here and on rotation. Throws {@linkcode InvalidEndpointError}.
    */
   async create(input: EndpointInput): Promise<{ endpoint: Endpoint; secret: string }> {
-    await this.#checkFields(input);
-    await this.#checkUrl(input.url);
+    await this.#checkFields(input, "register");
+    await this.#checkUrl(input.url, "register");
     const now = this.#now();
     const startAfter: Record<string, string | null> = {};
     for (const name of this.#streams.keys()) startAfter[name] = await this.#store.lastLogId(name);
@@ -245,7 +255,7 @@ export class EndpointRegistry {
       updatedMs: now,
       version: 1,
     };
-    checkBatch(config);
+    checkBatch(config, "register");
     const state: Partial<EndpointState> = input.disabled
       ? { disabled: true, disabledReason: "Disabled by its owner" }
       : { disabled: false };
@@ -292,8 +302,8 @@ export class EndpointRegistry {
    * {@linkcode EndpointRegistry.create}.
    */
   async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
-    await this.#checkFields(patch);
-    if (patch.url !== undefined) await this.#checkUrl(patch.url);
+    await this.#checkFields(patch, "change");
+    if (patch.url !== undefined) await this.#checkUrl(patch.url, "change");
     return await this.#change(id, (endpoint) => {
       const config = configOf(endpoint);
       if (patch.url !== undefined) config.url = patch.url;
@@ -305,7 +315,7 @@ export class EndpointRegistry {
       if (patch.rateLimit !== undefined) config.rateLimit = patch.rateLimit;
       if (patch.batch !== undefined) config.batch = patch.batch;
       // (An endpoint stored so before this check keeps working for patches of other fields.)
-      if (patch.batch !== undefined || patch.eventTypes !== undefined) checkBatch(config);
+      if (patch.batch !== undefined || patch.eventTypes !== undefined) checkBatch(config, "change");
       let state: Partial<EndpointState> | undefined;
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
@@ -347,12 +357,15 @@ export class EndpointRegistry {
   }
 }
 
+/** What a request to the registry does, as its errors say. */
+type Verb = "register" | "change";
+
 /** `batch` groups `event.processed` deliveries: on an endpoint that takes none it would do nothing. */
-function checkBatch(config: EndpointConfig): void {
+function checkBatch(config: EndpointConfig, verb: Verb): void {
   if (config.batch && !config.eventTypes.includes("event.processed")) {
     throw new InvalidEndpointError(
       "batch",
-      `Cannot register webhook as 'batch' groups event.processed deliveries and 'eventTypes' (${
+      `Cannot ${verb} webhook as 'batch' groups event.processed deliveries and 'eventTypes' (${
         config.eventTypes.join(", ")
       }) has none: add event.processed or leave batch out`,
     );

@@ -711,7 +711,7 @@ Deno.test("a host that resolves to an internal address at delivery time is not c
   });
 });
 
-Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown id", async () => {
+Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named header, unknown id", async () => {
   await withApp({}, async ({ app, receiver }) => {
     const url = receiver.url();
     const cases: Array<[unknown, RegExp]> = [
@@ -723,6 +723,11 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
       [{ url, filter: "1 + 1" }, /'filter' is not valid: .*must return a bool, returns int/],
       [{ url, headers: { "Webhook-Id": "x" } }, /header 'Webhook-Id' is set by edgestream/],
       [{ url, headers: { "x-a": "b\r\nc" } }, /holds a line break/],
+      // Two that differ only in case: only one would be sent.
+      [
+        { url, headers: { "X-A": "a", "x-a": "b" } },
+        /^Cannot register webhook as headers 'X-A' and 'x-a' are one header \(names are case-insensitive\)$/,
+      ],
       // fetch cannot send it: every delivery would fail.
       [{ url, headers: { "x-u": "日本" } }, /header 'x-u' is not a valid header value/],
       // Slower than one delivery in 1,000 s: its bucket's expiry outgrew Redis's integers, and
@@ -756,7 +761,15 @@ Deno.test("other bad input: unknown stream, bad filter, reserved header, unknown
       eventTypes: ["window.closed"],
     });
     assert.equal(narrowed.status, 400);
-    assert.match(narrowed.body.error.message, /'batch' groups event\.processed deliveries/);
+    assert.match(
+      narrowed.body.error.message,
+      /^Cannot change webhook as 'batch' groups event\.processed deliveries/,
+    );
+    const cased = await call(app, "PATCH", `/v1/webhooks/${batched.body.id}`, {
+      headers: { "X-Tenant": "a", "x-tenant": "b" },
+    });
+    assert.equal(cased.status, 400);
+    assert.match(cased.body.error.message, /^Cannot change webhook as headers 'X-Tenant' and /);
     for (
       const [method, path] of [
         ["GET", "/v1/webhooks/ep_nope"],
