@@ -151,7 +151,8 @@ const EndpointParams = z.object({
 });
 
 /** The `cursor` query parameter of a list: where the previous page ended. */
-const CursorQuery = z.string().min(1).max(2048).optional().openapi({
+// No bounds of its own: what the list did not give out (empty, too long) is its invalid_cursor.
+const CursorQuery = z.string().optional().openapi({
   description:
     "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
 });
