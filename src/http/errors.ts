@@ -135,7 +135,8 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       : "it may have been applied: read the state back before sending it again";
     return new ApiError(503, "store_unavailable", `${error.message}; ${outcome}`, {
       headers: { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
-      details: { outcome: error.outcome },
+      // A read applies nothing, whatever became of its call.
+      details: { outcome: context.read ? "not_applied" : error.outcome },
       cause: error,
     });
   }

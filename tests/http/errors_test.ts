@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { errorResponse } from "../../src/http/errors.ts";
 import { StoreUnavailableError, StreamChangedError } from "../../src/store/mod.ts";
 
-Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only, a retry on reads", async () => {
+Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only, and a retry on reads, which applied nothing", async () => {
   const app = new Hono();
   app.onError((error, c) => errorResponse(error, c));
   app.all("*", () => {
@@ -13,7 +13,12 @@ Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-
     const res = await app.request(path, { method });
     assert.equal(res.status, 503);
     assert.equal(res.headers.get("Retry-After"), "1");
-    return (await res.json()).error.message;
+    const { error } = await res.json();
+    // A read applies nothing, whatever became of its call.
+    assert.deepEqual(error.details, {
+      outcome: method === "GET" ? "not_applied" : "unknown",
+    });
+    return error.message;
   };
   assert.equal(
     await messageOf("POST", "/v1/streams/orders/events"),
