@@ -128,6 +128,10 @@ Deno.test("an Idempotency-Key reused with another body is 422 and applies nothin
     body.error.message,
     "Idempotency-Key 'k' was used with another body within the last 1d",
   );
+  // A body none of whose events is valid is refused first, as without a key: 400, nothing applied.
+  const invalid = await send(app, [{ ts: "not a time", country: "FR" }], "k");
+  assert.equal(invalid.status, 400);
+  assert.equal((await invalid.json()).error.code, "no_events_accepted");
   assert.equal((await store.stats("orders", [])).accepted, 1);
 });
 
