@@ -21,6 +21,7 @@ import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
 import { registerKeyRoutes } from "./http/key_routes.ts";
+import { singleQueryValues } from "./http/query.ts";
 import { requestLog } from "./http/request_log.ts";
 import { ingestApp, registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
@@ -159,6 +160,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.use(originGuard(originPolicy, { defer: admitsListedOrigins }));
   // Ingest reads its own body, with its own limits; every other body is read whole by its route.
   app.use(limitBody());
+  // One value per query parameter: which of two a client meant cannot be told.
+  app.use(singleQueryValues());
   // A path served (API, pages), asked with another method, is a 405 naming the methods it takes.
   let routes: ReturnType<typeof servedRoutes> | undefined;
   app.notFound((c) => {

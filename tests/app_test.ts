@@ -793,9 +793,40 @@ Deno.test("the middleware chain's layers for an ingest POST are those ingestApp 
       "ALL /*", // requestLog
       "ALL /*", // originGuard
       "ALL /*", // limitBody: ingestApp reads the body within its own limits (readLimitedBody)
+      "ALL /*", // singleQueryValues: ingestApp calls refuseRepeatedQuery
       "ALL /v1/streams/:stream/events", // ingestCors
       "POST /v1/streams/:stream/events", // requireIngestKey
       "POST /v1/streams/:stream/events", // the route
     ],
   );
+});
+
+Deno.test("a query parameter given twice is 400 invalid_query naming it, on every route, and changes nothing", async () => {
+  const { app, store } = await testApp();
+  for (
+    const [method, path, name] of [
+      ["GET", "/v1/streams/orders/counters/count_1m?limit=1&limit=2", "limit"],
+      ["GET", "/v1/streams/orders/counters/count_1m/current?from=0&from=1", "from"],
+      ["GET", "/v1/streams/orders/subscribe?types=window.closed&types=alert.fired", "types"],
+      ["GET", "/v1/streams/orders/subscribe?counter=count_1m&counter=sum_1m", "counter"],
+      ["POST", "/v1/streams/orders/events?key=a&key=b", "key"],
+      ["GET", "/v1/keys?x=1&x=2", "x"],
+    ]
+  ) {
+    const res = await app.request(path, {
+      method,
+      headers: { "Content-Type": "application/json" },
+      body: method === "POST" ? JSON.stringify({ id: "twice", ts: at(1) }) : undefined,
+    });
+    assert.equal(res.status, 400, path);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_query", path);
+    assert.equal(error.message, `Query parameter '${name}' is given more than once; give it once`);
+  }
+  assert.equal((await store.stats("orders", [])).accepted, 0);
+  // group.<field> filters are apart: a field given twice uses the last value.
+  const groups = await app.request(
+    "/v1/streams/orders/counters/count_1m?group.country=FR&group.country=DE",
+  );
+  assert.equal(groups.status, 200);
 });

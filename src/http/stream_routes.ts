@@ -46,6 +46,7 @@ import {
 } from "./browser.ts";
 import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
+import { refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId } from "./request_id.ts";
 import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
 
@@ -352,6 +353,7 @@ export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
     let stream: CompiledStream | undefined;
     try {
       guardOrigin(front.origins, c.req.raw, guard);
+      refuseRepeatedQuery(c.req.url);
       const name = c.req.param("stream") ?? "";
       stream = deps.streams.get(name) ?? await lookUpStream(deps.streams, name);
     } catch (error) {
@@ -733,16 +735,16 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
 function idempotencyKeyOf(c: Context): string | undefined {
   const header = c.req.header("Idempotency-Key");
   if (!c.req.url.includes("idempotencyKey=")) return header;
-  const given = new Set(c.req.queries("idempotencyKey") ?? []);
-  if (header !== undefined) given.add(header);
-  if (given.size > 1) {
+  // Given once: a request that repeats a query parameter was refused before.
+  const query = c.req.query("idempotencyKey");
+  if (header !== undefined && query !== undefined && header !== query) {
     throw new ApiError(
       400,
       "invalid_idempotency_key",
-      "Two different idempotency keys (the Idempotency-Key header and ?idempotencyKey=, or ?idempotencyKey= twice): send one",
+      "Two different idempotency keys (the Idempotency-Key header and ?idempotencyKey=): send one",
     );
   }
-  return header ?? [...given][0];
+  return header ?? query;
 }
 
 function cursorNotTaken(what: string): ApiError {

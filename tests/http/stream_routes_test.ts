@@ -88,18 +88,17 @@ Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), an
   assert.equal(bad.status, 400);
   assert.equal((await bad.json()).error.code, "invalid_idempotency_key");
   // Two different keys: which one was meant cannot be told, so nothing is applied.
-  for (
-    const [path, headers] of [
-      ["/v1/streams/orders/events?idempotencyKey=k2", { "Idempotency-Key": "k3" }],
-      ["/v1/streams/orders/events?idempotencyKey=k2&idempotencyKey=k3", {}],
-    ] as const
-  ) {
-    const two = await post(path, headers);
-    assert.equal(two.status, 400, path);
-    const { error } = await two.json();
-    assert.equal(error.code, "invalid_idempotency_key");
-    assert.match(error.message, /^Two different idempotency keys/);
-  }
+  const two = await post("/v1/streams/orders/events?idempotencyKey=k2", {
+    "Idempotency-Key": "k3",
+  });
+  assert.equal(two.status, 400);
+  const { error } = await two.json();
+  assert.equal(error.code, "invalid_idempotency_key");
+  assert.match(error.message, /^Two different idempotency keys/);
+  // As any query parameter given twice.
+  const repeated = await post("/v1/streams/orders/events?idempotencyKey=k2&idempotencyKey=k3");
+  assert.equal(repeated.status, 400);
+  assert.equal((await repeated.json()).error.code, "invalid_query");
   // The same key twice is one key.
   const same = await post("/v1/streams/orders/events?idempotencyKey=beacon-1", {
     "Idempotency-Key": "beacon-1",

@@ -1,0 +1,54 @@
+/**
+ * Query parameters given more than once. Each route reads one value of a
+ * parameter; which one a client meant by two cannot be told, so a request
+ * that repeats one is a 400 rather than read by its first or last value.
+ * `group.<field>` filters are apart: a field given twice uses the last value
+ * (see the README's Reading counters).
+ *
+ * @module
+ */
+import type { MiddlewareHandler } from "hono";
+import { ApiError } from "./errors.ts";
+
+/** The first query parameter of `url` given more than once, other than `group.<field>`. */
+export function repeatedQueryParameter(url: string): string | undefined {
+  const start = url.indexOf("?");
+  if (start < 0) return undefined;
+  const seen = new Set<string>();
+  for (const name of new URLSearchParams(url.slice(start + 1)).keys()) {
+    if (name.startsWith("group.")) continue;
+    if (seen.has(name)) return name;
+    seen.add(name);
+  }
+  return undefined;
+}
+
+/** Throws 400 `invalid_query` when `url` repeats a query parameter. */
+export function refuseRepeatedQuery(url: string): void {
+  const name = repeatedQueryParameter(url);
+  if (name === undefined) return;
+  throw new ApiError(
+    400,
+    "invalid_query",
+    `Query parameter '${name.slice(0, 64)}' is given more than once; give it once`,
+  );
+}
+
+/**
+ * Middleware: a request that repeats a query parameter is 400 `invalid_query`.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { singleQueryValues } from "./query.ts";
+ *
+ * const app = new Hono();
+ * app.use(singleQueryValues());
+ * ```
+ */
+export function singleQueryValues(): MiddlewareHandler {
+  return async (c, next) => {
+    refuseRepeatedQuery(c.req.url);
+    await next();
+  };
+}
