@@ -172,7 +172,8 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
     return new ApiError(400, "invalid_webhook", error.message, { cause: error });
   }
   if (error instanceof WebhookNotFoundError) {
-    return new ApiError(404, "not_found", error.message, { cause: error });
+    const code = error.what === "endpoint" ? "webhook_not_found" : "delivery_not_found";
+    return new ApiError(404, code, error.message, { cause: error });
   }
   if (error instanceof WebhookConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });

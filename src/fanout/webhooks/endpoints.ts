@@ -58,9 +58,12 @@ export class InvalidEndpointError extends Error {
 
 /** No endpoint or delivery has the id. */
 export class WebhookNotFoundError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
+  /** What is missing: an endpoint, or a delivery. */
+  readonly what: "endpoint" | "delivery";
+  constructor(what: "endpoint" | "delivery", message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "WebhookNotFoundError";
+    this.what = what;
   }
 }
 
@@ -277,7 +280,7 @@ export class EndpointRegistry {
   /** One endpoint; throws {@linkcode WebhookNotFoundError}. */
   async get(id: string): Promise<Endpoint> {
     const endpoint = await this.#deliveries.getEndpoint(id);
-    if (!endpoint) throw new WebhookNotFoundError(`No webhook endpoint has id '${id}'`);
+    if (!endpoint) throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
     return endpoint;
   }
 
@@ -329,7 +332,7 @@ export class EndpointRegistry {
   /** Deletes an endpoint; throws {@linkcode WebhookNotFoundError}. */
   async delete(id: string): Promise<void> {
     if (!await this.#deliveries.deleteEndpoint(id)) {
-      throw new WebhookNotFoundError(`No webhook endpoint has id '${id}'`);
+      throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
     }
     await this.#onChange();
   }

@@ -452,10 +452,11 @@ export class WebhookService {
   /** Re-sends one delivery now, with a fresh retry schedule. */
   async retryDelivery(deliveryId: string): Promise<DeliveryWithAttempts> {
     const delivery = await this.#deliveries.getDelivery(deliveryId);
-    if (!delivery) throw new WebhookNotFoundError(`No delivery has id '${deliveryId}'`);
+    if (!delivery) throw new WebhookNotFoundError("delivery", `No delivery has id '${deliveryId}'`);
     const endpoint = await this.#deliveries.getEndpoint(delivery.endpointId);
     if (!endpoint) {
       throw new WebhookNotFoundError(
+        "endpoint",
         `Delivery '${deliveryId}' belongs to endpoint '${delivery.endpointId}', which was deleted`,
       );
     }
@@ -466,7 +467,7 @@ export class WebhookService {
     }
     const result = await this.#deliveries.retry(deliveryId, this.#now());
     if (result === "not_found") {
-      throw new WebhookNotFoundError(`No delivery has id '${deliveryId}'`);
+      throw new WebhookNotFoundError("delivery", `No delivery has id '${deliveryId}'`);
     }
     if (result === "in_flight") {
       throw new WebhookConflictError(`Delivery '${deliveryId}' is being sent right now`);
@@ -481,7 +482,7 @@ export class WebhookService {
   /** One delivery with its attempt log; throws {@linkcode WebhookNotFoundError}. */
   async getDelivery(deliveryId: string): Promise<DeliveryWithAttempts> {
     const delivery = await this.#deliveries.getDelivery(deliveryId);
-    if (!delivery) throw new WebhookNotFoundError(`No delivery has id '${deliveryId}'`);
+    if (!delivery) throw new WebhookNotFoundError("delivery", `No delivery has id '${deliveryId}'`);
     return { ...delivery, attemptLog: await this.#deliveries.listAttempts(deliveryId) };
   }
 }

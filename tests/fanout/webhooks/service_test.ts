@@ -446,7 +446,7 @@ Deno.test("after the last attempt a delivery is dead; replay and retry send it a
     assert.equal(soon.body.error.message, "Invalid request body since: not a time: soon");
     const unknown = await call(app, "POST", "/v1/deliveries/nope/retry");
     assert.equal(unknown.status, 404);
-    assert.equal(unknown.body.error.code, "not_found");
+    assert.equal(unknown.body.error.code, "delivery_not_found");
     assert.match(unknown.body.error.message, /No delivery has id 'nope'/);
   });
 });
@@ -789,7 +789,7 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
       assert.equal(res.status, 404, `${method} ${path}`);
       assert.deepEqual(res.body, {
         error: {
-          code: "not_found",
+          code: "webhook_not_found",
           message: "No webhook endpoint has id 'ep_nope'",
           requestId: res.body.error.requestId,
         },
