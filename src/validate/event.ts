@@ -601,7 +601,39 @@ function eventErrors(issue: z.core.$ZodIssue, at: PropertyKey[] = []): FieldErro
     );
     if (typed.length === 1) return typed[0].flatMap((inner) => eventErrors(inner, path));
   }
-  return [{ path: path.map(String).join("."), message: issue.message }];
+  return [{ path: path.map(String).join("."), message: eventIssueMessage(issue) }];
+}
+
+/**
+ * The message of zod's issue for an event, with a required field's absence
+ * said as such: parsed JSON has no undefined values, so an issue that
+ * received undefined is a missing field (zod words one without a type as
+ * "expected nonoptional").
+ */
+export function eventIssueMessage(issue: z.core.$ZodIssue): string {
+  const wanted = missingWants(issue);
+  if (wanted === undefined) return issue.message;
+  return wanted.length === 0
+    ? "Required field is missing"
+    : `Required field is missing (expected ${wanted.join(" or ")})`;
+}
+
+/** The types an issue of a missing field wanted (none: any), or undefined when it is another. */
+function missingWants(issue: z.core.$ZodIssue): string[] | undefined {
+  if (issue.code === "invalid_type") {
+    if (!issue.message.endsWith("received undefined")) return undefined;
+    return issue.expected === "nonoptional" ? [] : [issue.expected];
+  }
+  // A `type` list: every member refused the value for its type alone.
+  if (issue.code !== "invalid_union" || issue.errors.length === 0) return undefined;
+  const wanted: string[] = [];
+  for (const branch of issue.errors) {
+    if (branch.length !== 1 || branch[0].path.length > 0) return undefined;
+    const inner = missingWants(branch[0]);
+    if (inner === undefined) return undefined;
+    wanted.push(...inner);
+  }
+  return wanted;
 }
 
 /** Validates one parsed event against the structural limits and its stream schema. */

@@ -164,7 +164,7 @@ Deno.test("concurrent ingest requests of a stream share one applyBatch and each 
   const [b, d, f, none] = await Promise.all(replies);
   assert.deepEqual(requestSizes(control.batches), [[1], [2, 2, 1]]);
   assert.deepEqual(committer.stats, { submitted: 4, applies: 2, waiting: 0 });
-  const missingId = [{ path: "id", message: "Invalid input: expected string, received undefined" }];
+  const missingId = [{ path: "id", message: "Required field is missing (expected string)" }];
   assert.deepEqual(b, {
     accepted: 2,
     duplicates: 0,

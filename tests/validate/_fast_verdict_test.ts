@@ -6,6 +6,7 @@ import { withLinearRegExp } from "../../src/validate/linear_regexp.ts";
 import {
   checkEventShape,
   compileEventSchema,
+  eventIssueMessage,
   eventValidator,
   prepareEventSchema,
   SchemaCompileError,
@@ -133,7 +134,7 @@ function zodOnly(input: Record<string, unknown>, jsonSchema: Record<string, unkn
       ok: false,
       errors: result.error.issues.map((issue) => ({
         path: issue.path.map(String).join("."),
-        message: issue.message,
+        message: eventIssueMessage(issue),
       })),
     };
   }

@@ -633,3 +633,24 @@ Deno.test("compileEventSchema() takes {not: {}}, which no value matches, and ref
   assert.equal(validateEvent({ internal: null }, schema).ok, false);
   assert.throws(() => compileEventSchema({ not: { type: "string" } }), SchemaCompileError);
 });
+
+Deno.test("a required field that is missing is said as such, with the type it wants when it has one", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: { id: { type: "string" }, n: { type: ["number", "null"] } },
+    required: ["id", "n", "any"],
+  });
+  assert.deepEqual(validateEvent({}, schema), {
+    ok: false,
+    errors: [
+      { path: "id", message: "Required field is missing (expected string)" },
+      { path: "n", message: "Required field is missing (expected number or null)" },
+      { path: "any", message: "Required field is missing" },
+    ],
+  });
+  // A present value of the wrong type keeps zod's words.
+  assert.deepEqual(validateEvent({ id: 1, n: 1, any: 1 }, schema), {
+    ok: false,
+    errors: [{ path: "id", message: "Invalid input: expected string, received number" }],
+  });
+});
