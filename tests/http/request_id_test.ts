@@ -212,7 +212,7 @@ Deno.test("An ingest answer's head on the wire: its headers in order and their n
     );
     assert.equal(
       await post("{}", "X-Request-Id: wire-d\r\n"),
-      "HTTP/1.1 400 Bad Request\ncontent-type: application/json\nX-Request-Id: wire-d\ncontent-length: 273",
+      "HTTP/1.1 400 Bad Request\ncontent-type: application/json\nX-Request-Id: wire-d\ncontent-length: 266",
     );
   } finally {
     await server.close();
