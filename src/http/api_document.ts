@@ -7,6 +7,7 @@
  * @module
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { answerWith, type ServedBytes, servedBytes } from "./docs_routes.ts";
 
 /** The operation tags, in the order the document lists them. */
 export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
@@ -26,7 +27,7 @@ export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
   { name: "meta", description: "This document; it needs no key" },
 ];
 
-/** `GET /openapi.json`: served by `doc31`, listed here so clients see it needs no key. */
+/** `GET /openapi.json`: served by {@linkcode serveApiDocument}, listed here so clients see it needs no key. */
 const documentRoute = createRoute({
   method: "get",
   path: "/openapi.json",
@@ -42,21 +43,35 @@ const documentRoute = createRoute({
   },
 });
 
-/** Serves the OpenAPI document of every route registered on `app`, at `/openapi.json`. */
+/**
+ * Serves the OpenAPI document of every route registered on `app`, at `/openapi.json`. It is
+ * generated once, on the first request (every route is registered by then), and served as the
+ * files of `/docs` are: gzipped to clients that accept it, with a strong `ETag` (304 on a
+ * matching `If-None-Match`) and `Cache-Control: no-cache`.
+ */
 export function serveApiDocument(app: OpenAPIHono): void {
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
     type: "http",
     scheme: "bearer",
   });
   app.openAPIRegistry.registerPath(documentRoute);
-  app.doc31("/openapi.json", {
-    openapi: "3.1.0",
-    info: {
-      title: "edgestream",
-      version: "0.1.0",
-      description: "Real-time event stream processor: ingest, windowed counters, fan-out.",
-    },
-    security: [{ bearer: [] }],
-    tags: [...API_TAGS],
+  let served: Promise<ServedBytes> | undefined;
+  app.get("/openapi.json", async (c) => {
+    served ??= servedBytes(UTF8.encode(JSON.stringify(app.getOpenAPI31Document(DOCUMENT))), true);
+    return answerWith(c, await served, JSON_TYPE);
   });
 }
+
+const UTF8 = new TextEncoder();
+const JSON_TYPE = "application/json";
+
+const DOCUMENT = {
+  openapi: "3.1.0",
+  info: {
+    title: "edgestream",
+    version: "0.1.0",
+    description: "Real-time event stream processor: ingest, windowed counters, fan-out.",
+  },
+  security: [{ bearer: [] }],
+  tags: [...API_TAGS],
+};

@@ -9,7 +9,7 @@
  * @module
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import type { Handler } from "hono";
+import type { Context, Handler } from "hono";
 
 /** Where the files under `static/` are read from: the repository root's `static/`. */
 const STATIC_ROOT = new URL("../../static/", import.meta.url);
@@ -51,10 +51,13 @@ export interface ServeStaticOptions {
   headers?: Record<string, string>;
 }
 
-/** A file as served: its bytes, gzipped once when it is text, and its ETag. */
-interface LoadedFile {
+/** A representation as served: its bytes, gzipped once when it is text, and its strong ETag. */
+export interface ServedBytes {
+  /** The bytes sent without `Content-Encoding`. */
   bytes: Uint8Array<ArrayBuffer>;
+  /** The same, gzipped; sent to clients that accept gzip. */
   gzipped?: Uint8Array<ArrayBuffer>;
+  /** The strong ETag of `bytes` (the gzipped one ends in `-gzip"`). */
   etag: string;
 }
 
@@ -70,33 +73,47 @@ export function serveStatic(
   options: ServeStaticOptions = {},
 ): Handler {
   const url = new URL(file, STATIC_ROOT);
-  let loaded: Promise<LoadedFile> | undefined;
+  let loaded: Promise<ServedBytes> | undefined;
   return async (c) => {
     loaded ??= loadFile(url, file, contentType.startsWith("text/")).catch((error) => {
       loaded = undefined; // a file restored later is served without a restart
       throw error;
     });
-    const { bytes, gzipped, etag } = await loaded;
-    const gzip = gzipped !== undefined && acceptsGzip(c.req.header("Accept-Encoding"));
-    // Each encoding is its own representation, so its strong ETag differs.
-    const tag = gzip ? `${etag.slice(0, -1)}-gzip"` : etag;
-    const headers: Record<string, string> = {
-      "Cache-Control": options.cacheControl ?? REVALIDATE,
-      "ETag": tag,
-      "Vary": "Accept-Encoding",
-      "X-Content-Type-Options": "nosniff",
-      ...options.headers,
-    };
-    if (matchesEtag(c.req.header("If-None-Match"), tag)) return c.body(null, 304, headers);
-    const body = gzip ? gzipped : bytes;
-    headers["Content-Type"] = contentType;
-    headers["Content-Length"] = String(body.length);
-    if (gzip) headers["Content-Encoding"] = "gzip";
-    return c.body(body, 200, headers);
+    return answerWith(c, await loaded, contentType, options);
   };
 }
 
-async function loadFile(url: URL, file: string, compress: boolean): Promise<LoadedFile> {
+/**
+ * The answer to `c` with `served`: gzipped when the client accepts it, 304 on a matching
+ * `If-None-Match`, with its ETag, `Vary: Accept-Encoding`, `Cache-Control` (default
+ * `no-cache`) and `X-Content-Type-Options: nosniff`.
+ */
+export function answerWith(
+  c: Context,
+  served: ServedBytes,
+  contentType: string,
+  options: ServeStaticOptions = {},
+): Response {
+  const { bytes, gzipped, etag } = served;
+  const gzip = gzipped !== undefined && acceptsGzip(c.req.header("Accept-Encoding"));
+  // Each encoding is its own representation, so its strong ETag differs.
+  const tag = gzip ? `${etag.slice(0, -1)}-gzip"` : etag;
+  const headers: Record<string, string> = {
+    "Cache-Control": options.cacheControl ?? REVALIDATE,
+    "ETag": tag,
+    "Vary": "Accept-Encoding",
+    "X-Content-Type-Options": "nosniff",
+    ...options.headers,
+  };
+  if (matchesEtag(c.req.header("If-None-Match"), tag)) return c.body(null, 304, headers);
+  const body = gzip ? gzipped : bytes;
+  headers["Content-Type"] = contentType;
+  headers["Content-Length"] = String(body.length);
+  if (gzip) headers["Content-Encoding"] = "gzip";
+  return c.body(body, 200, headers);
+}
+
+async function loadFile(url: URL, file: string, compress: boolean): Promise<ServedBytes> {
   let bytes: Uint8Array<ArrayBuffer>;
   try {
     bytes = await Deno.readFile(url);
@@ -108,6 +125,14 @@ async function loadFile(url: URL, file: string, compress: boolean): Promise<Load
       { cause: error },
     );
   }
+  return await servedBytes(bytes, compress);
+}
+
+/** `bytes` as served: with its strong ETag (a SHA-256 prefix), and gzipped once if `compress`. */
+export async function servedBytes(
+  bytes: Uint8Array<ArrayBuffer>,
+  compress: boolean,
+): Promise<ServedBytes> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   const hex = Array.from(digest.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
   const gzipped = compress

@@ -181,3 +181,57 @@ Deno.test("the document lists every API route but the ingest preflight and the p
     ]
   ) assert.ok(listed.includes(route), route);
 });
+
+Deno.test("/openapi.json is served as the /docs files are: gzipped when accepted, with a strong ETag and 304", async () => {
+  const ctx = await setup({ auth: true });
+  try {
+    const plain = await ctx.app.request("/openapi.json");
+    assert.equal(plain.status, 200);
+    assert.equal(plain.headers.get("Content-Type"), "application/json");
+    assert.equal(plain.headers.get("Content-Encoding"), null);
+    assert.equal(plain.headers.get("Cache-Control"), "no-cache");
+    assert.equal(plain.headers.get("Vary"), "Accept-Encoding");
+    const etag = plain.headers.get("ETag")!;
+    assert.match(etag ?? "", /^"[0-9a-f]{32}"$/);
+    const text = await plain.text();
+    assert.equal(
+      plain.headers.get("Content-Length"),
+      String(new TextEncoder().encode(text).length),
+    );
+
+    const gzip = await ctx.app.request("/openapi.json", {
+      headers: { "Accept-Encoding": "gzip, deflate, br" },
+    });
+    assert.equal(gzip.status, 200);
+    assert.equal(gzip.headers.get("Content-Encoding"), "gzip");
+    const gzipEtag = gzip.headers.get("ETag")!;
+    assert.equal(gzipEtag, `${etag.slice(0, -1)}-gzip"`, "each encoding has its own ETag");
+    const compressed = await gzip.bytes();
+    assert.ok(compressed.length < text.length / 3, `gzip: ${compressed.length} of ${text.length}`);
+    const unzipped = await new Response(
+      new Blob([compressed]).stream().pipeThrough(new DecompressionStream("gzip")),
+    ).text();
+    assert.equal(unzipped, text, "the same document either way");
+    assert.equal(JSON.parse(text).openapi, "3.1.0");
+
+    const refused = await ctx.app.request("/openapi.json", {
+      headers: { "Accept-Encoding": "gzip;q=0" },
+    });
+    assert.equal(refused.headers.get("Content-Encoding"), null);
+    assert.equal(await refused.text(), text);
+
+    for (const [tag, encoding] of [[etag, ""], [`W/${etag}`, ""], [gzipEtag, "gzip"]]) {
+      const res = await ctx.app.request("/openapi.json", {
+        headers: { "If-None-Match": tag, "Accept-Encoding": encoding },
+      });
+      assert.equal(res.status, 304, tag);
+      assert.equal(res.headers.get("ETag"), encoding ? gzipEtag : etag);
+      assert.equal(await res.text(), "");
+    }
+    const stale = await ctx.app.request("/openapi.json", { headers: { "If-None-Match": '"x"' } });
+    assert.equal(stale.status, 200);
+    assert.equal(await stale.text(), text, "generated once: the same bytes each time");
+  } finally {
+    await ctx.close();
+  }
+});
