@@ -353,7 +353,12 @@ export class LiveHub {
    * Adds a subscriber. Resolves, with the function that removes it, once the
    * hub tails the stream's log from its current end (or, resuming, once the
    * missed entries were replayed); rejects with what the store threw when the
-   * log cannot be read. `sink.open` is called before the first message.
+   * log cannot be read (or, on a shared store, the demand cannot be signalled),
+   * also when the stream is tailed already but its last read failed. So a
+   * caller that subscribes before answering its client can answer a store
+   * outage with an error. Once subscribed, an outage ends nothing: the tail
+   * reads again every poll and hands on what it missed once the store answers.
+   * `sink.open` is called before the first message (and before this resolves).
    */
   async subscribe(
     subscription: Subscription,
@@ -379,6 +384,9 @@ export class LiveHub {
     if (signal?.aborted) unsubscribe();
     const setup = (async () => {
       await tail.ready;
+      // The tail cannot read the log now (it retries each poll): a new subscriber is told what
+      // the store throws, as when the tail starts, rather than wait unseen for it to answer.
+      if (tail.failing) await this.#store.lastLogId(stream.name);
       // A type the stream's subscribers here did not want yet: other instances learn of it before
       // this one joins, so what they apply from then on is logged (or, applied without it, logged
       // right after: see #logMissed).

@@ -18,10 +18,16 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
-import { streamSSE } from "hono/streaming";
+import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { WSContext } from "hono/ws";
 import { type CompiledStream, StreamRegistry } from "../config/mod.ts";
-import type { LiveHub, LiveSink, Subscription, SubscriptionStart } from "../fanout/live.ts";
+import type {
+  LiveHub,
+  LiveSink,
+  SubscribeOptions,
+  Subscription,
+  SubscriptionStart,
+} from "../fanout/live.ts";
 import { PAYLOAD_TYPES, type PayloadType, type PublicPayload } from "../fanout/payload.ts";
 import {
   closeReason,
@@ -197,11 +203,30 @@ function slowReason(bytes: number, limit: number): string {
   return `Subscriber too slow: ${bytes} bytes waiting to be sent; the limit is ${limit}`;
 }
 
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+/**
+ * Adds the subscriber to the hub before anything is answered: what the store threw (a 503 with
+ * `Retry-After`), or 503 `shutting_down` when the hub closed meanwhile, is the answer.
+ */
+async function subscribeFirst(
+  deps: LiveRouteDeps,
+  subscription: Subscription,
+  sink: LiveSink,
+  options: SubscribeOptions,
+): Promise<void> {
+  try {
+    await deps.live.subscribe(subscription, sink, options);
+  } catch (error) {
+    deps.connections?.refuseWhileClosing();
+    throw error;
+  }
 }
 
-function subscribeOverSocket(
+/**
+ * Subscribes over a WebSocket. The subscription is made before the upgrade, so a store that
+ * cannot be read answers `503` (with `Retry-After`) instead of a socket opened only to be closed;
+ * what it yields before the socket opens waits, in order, and is sent on open.
+ */
+async function subscribeOverSocket(
   c: Context,
   deps: LiveRouteDeps,
   setup: {
@@ -211,58 +236,83 @@ function subscribeOverSocket(
     keyCheck: KeyCheck;
   },
 ): Promise<Response> {
-  const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
-  let unsubscribe: (() => void) | undefined;
-  let unwatch: (() => void) | undefined;
-  let connected = true;
-  return upgradeSocket(c, {
-    onOpen(_event, socket: WSContext<WebSocket>) {
-      if (setup.denied || !setup.subscription) {
-        socket.close(1008, closeReason(setup.denied?.message ?? "Forbidden"));
-        return;
-      }
-      const subscription = setup.subscription;
-      const sink: LiveSink = {
-        open() {
-          if (connected) socket.send(JSON.stringify(subscribedMessage(subscription)));
-        },
-        send(payload: PublicPayload) {
-          const buffered = socket.raw?.bufferedAmount ?? 0;
-          if (buffered > maxBufferedBytes) {
-            unsubscribe?.();
-            socket.close(1008, closeReason(slowReason(buffered, maxBufferedBytes)));
-            return;
-          }
-          socket.send(JSON.stringify(payload));
-        },
-        close(reason) {
-          socket.close(1001, closeReason(reason));
-        },
-        transport: "ws",
-      };
-      unwatch = watchSubscription(setup.keyCheck, (reason) => {
-        unsubscribe?.();
-        socket.close(1008, closeReason(reason));
-      });
-      deps.live.subscribe(subscription, sink).then((stop) => {
-        if (!connected) return stop();
-        unsubscribe = stop;
-      }, (error) => {
-        socket.close(
-          1011,
-          closeReason(`Cannot follow stream '${subscription.stream}': ${message(error)}`),
-        );
-      });
-    },
-    onClose() {
-      connected = false;
-      unwatch?.();
-      unsubscribe?.();
-    },
-  }, {
+  const upgradeOptions = {
     protocol: setup.protocol,
     idleTimeout: deps.options?.idleTimeoutSeconds ?? 30,
-  });
+  };
+  if (setup.denied || !setup.subscription) {
+    const denied = setup.denied;
+    return await upgradeSocket(c, {
+      onOpen(_event, socket: WSContext<WebSocket>) {
+        socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
+      },
+    }, upgradeOptions);
+  }
+  const subscription = setup.subscription;
+  const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
+  const stop = new AbortController();
+  let socket: WSContext<WebSocket> | undefined;
+  /** Messages yielded before the socket opened, and their bytes. */
+  const waiting: string[] = [];
+  let waitingBytes = 0;
+  /** The close asked for before the socket opened. */
+  let closing: [code: number, reason: string] | undefined;
+  function close(code: number, reason: string): void {
+    stop.abort();
+    if (socket) socket.close(code, closeReason(reason));
+    else closing ??= [code, reason];
+  }
+  function send(text: string): void {
+    // Ended (closed, dropped, unsubscribed): nothing more is sent.
+    if (closing || stop.signal.aborted) return;
+    if (socket) {
+      socket.send(text);
+      return;
+    }
+    waiting.push(text);
+    waitingBytes += UTF8.encode(text).length;
+    if (waitingBytes > maxBufferedBytes) close(1008, slowReason(waitingBytes, maxBufferedBytes));
+  }
+  const sink: LiveSink = {
+    open() {
+      send(JSON.stringify(subscribedMessage(subscription)));
+    },
+    send(payload: PublicPayload) {
+      const buffered = socket?.raw?.bufferedAmount ?? 0;
+      if (buffered > maxBufferedBytes) {
+        close(1008, slowReason(buffered, maxBufferedBytes));
+        return;
+      }
+      send(JSON.stringify(payload));
+    },
+    close(reason) {
+      close(1001, reason);
+    },
+    transport: "ws",
+  };
+  await subscribeFirst(deps, subscription, sink, { signal: stop.signal });
+  let unwatch: (() => void) | undefined;
+  try {
+    return await upgradeSocket(c, {
+      onOpen(_event, opened: WSContext<WebSocket>) {
+        socket = opened;
+        for (const text of waiting.splice(0)) opened.send(text);
+        waitingBytes = 0;
+        if (closing) {
+          opened.close(closing[0], closeReason(closing[1]));
+          return;
+        }
+        unwatch = watchSubscription(setup.keyCheck, (reason) => close(1008, reason));
+      },
+      onClose() {
+        unwatch?.();
+        stop.abort();
+      },
+    }, upgradeOptions);
+  } catch (error) {
+    stop.abort();
+    throw error;
+  }
 }
 
 const UTF8 = new TextEncoder();
@@ -272,68 +322,84 @@ function sseMessage(event: string, data: string, id?: string | null): string {
   return `event: ${event}\ndata: ${data}\n${id ? `id: ${id}\n` : ""}\n`;
 }
 
-function subscribeOverSse(
+/**
+ * Subscribes over Server-Sent Events. The subscription is made before the answer, so a store
+ * that cannot be read answers `503` (with `Retry-After`) instead of a 200 whose only event is
+ * `closed`; what it yields meanwhile waits, in order, and is the stream's start.
+ */
+async function subscribeOverSse(
   c: Context,
   deps: LiveRouteDeps,
   setup: { subscription: Subscription; keyCheck: KeyCheck },
-): Response {
+): Promise<Response> {
   const { subscription } = setup;
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
   const heartbeatMs = deps.options?.heartbeatMs ?? 15_000;
   // EventSource sends it when it reconnects after a message that had an id.
   const lastEventId = c.req.header("Last-Event-ID")?.trim() || undefined;
-  return streamSSE(c, async (sse) => {
-    const ended = Promise.withResolvers<void>();
-    const stop = new AbortController();
-    let waitingBytes = 0;
-    let ending = false;
-    function write(event: string, data: string, id?: string | null): void {
-      const bytes = UTF8.encode(sseMessage(event, data, id));
-      waitingBytes += bytes.length;
-      // write() hands the bytes to the stream before its first await, so messages
-      // queue in call order and the final `closed` lands ahead of the stream's end.
-      sse.write(bytes).finally(() => waitingBytes -= bytes.length);
+  const ended = Promise.withResolvers<void>();
+  const stop = new AbortController();
+  let sse: SSEStreamingApi | undefined;
+  /** Messages written before the stream began. */
+  const waiting: Uint8Array[] = [];
+  let waitingBytes = 0;
+  let ending = false;
+  function write(event: string, data: string, id?: string | null): void {
+    const bytes = UTF8.encode(sseMessage(event, data, id));
+    waitingBytes += bytes.length;
+    if (!sse) {
+      waiting.push(bytes);
+      return;
     }
-    function end(reason: string): void {
+    // write() hands the bytes to the stream before its first await, so messages
+    // queue in call order and the final `closed` lands ahead of the stream's end.
+    sse.write(bytes).finally(() => waitingBytes -= bytes.length);
+  }
+  function end(reason: string): void {
+    if (ending) return;
+    ending = true;
+    // Queued behind what is waiting: a reader that catches up learns why.
+    write("closed", JSON.stringify({ type: "closed", reason }));
+    stop.abort();
+    ended.resolve();
+  }
+  const sink: LiveSink = {
+    open(start) {
+      // The id of where the messages start: reconnecting with it misses nothing.
+      write("subscribed", JSON.stringify(subscribedMessage(subscription, start)), start.afterId);
+    },
+    send(payload, id) {
       if (ending) return;
-      ending = true;
-      // Queued behind what is waiting: a reader that catches up learns why.
-      write("closed", JSON.stringify({ type: "closed", reason }));
-      stop.abort();
-      ended.resolve();
+      if (waitingBytes > maxBufferedBytes) {
+        end(slowReason(waitingBytes, maxBufferedBytes));
+        return;
+      }
+      write(payload.type, JSON.stringify(payload), id);
+    },
+    close: end,
+    transport: "sse",
+  };
+  // A client gone while the subscription is set up (a replay may take a while) ends it.
+  const gone = () => stop.abort();
+  c.req.raw.signal.addEventListener("abort", gone, { once: true });
+  try {
+    await subscribeFirst(deps, subscription, sink, { afterId: lastEventId, signal: stop.signal });
+  } finally {
+    c.req.raw.signal.removeEventListener("abort", gone);
+  }
+  return streamSSE(c, async (stream) => {
+    sse = stream;
+    for (const bytes of waiting.splice(0)) {
+      stream.write(bytes).finally(() => waitingBytes -= bytes.length);
     }
-    const sink: LiveSink = {
-      open(start) {
-        // The id of where the messages start: reconnecting with it misses nothing.
-        write("subscribed", JSON.stringify(subscribedMessage(subscription, start)), start.afterId);
-      },
-      send(payload, id) {
-        if (ending) return;
-        if (waitingBytes > maxBufferedBytes) {
-          end(slowReason(waitingBytes, maxBufferedBytes));
-          return;
-        }
-        write(payload.type, JSON.stringify(payload), id);
-      },
-      close: end,
-      transport: "sse",
-    };
-    sse.onAbort(() => {
+    stream.onAbort(() => {
       ending = true;
       stop.abort();
       ended.resolve();
     });
-    try {
-      await deps.live.subscribe(subscription, sink, {
-        afterId: lastEventId,
-        signal: stop.signal,
-      });
-    } catch (error) {
-      end(`Cannot follow stream '${subscription.stream}': ${message(error)}`);
-      return;
-    }
+    if (stop.signal.aborted) ended.resolve();
     const heartbeat = setInterval(() => {
-      if (waitingBytes === 0) sse.write(": keep-alive\n\n");
+      if (waitingBytes === 0) stream.write(": keep-alive\n\n");
     }, heartbeatMs);
     const unwatch = watchSubscription(setup.keyCheck, end);
     try {
@@ -389,6 +455,7 @@ function documentRoutes(app: OpenAPIHono): void {
       'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
+      "The subscription is set up in the store before anything is answered: a store that cannot be read (Redis unreachable) is a 503 `store_unavailable` with `Retry-After`, before the upgrade or the SSE 200. A subscription from before an outage stays open through it, is sent nothing while the store does not answer, then gets what the log received meanwhile.",
     ].join("\n\n"),
     request: {
       params: StreamParam,
@@ -504,7 +571,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
         keyCheck,
       });
     }
-    return subscribeOverSse(c, deps, { subscription: subscription!, keyCheck });
+    return await subscribeOverSse(c, deps, { subscription: subscription!, keyCheck });
   });
 
   documentRoutes(app);

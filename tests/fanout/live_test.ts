@@ -13,7 +13,7 @@ import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { Redis } from "@upstash/redis";
 import { type RedisFixture, redisTest } from "../_redis.ts";
-import { MAX_LOG_ENTRIES } from "../../src/store/types.ts";
+import { MAX_LOG_ENTRIES, StoreUnavailableError } from "../../src/store/types.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { eventually } from "../_live.ts";
@@ -703,6 +703,73 @@ Deno.test("LiveHub reads a running tail with the stream as served now: a counter
     await eventually(() => later.received.length === 1 && first.received.length === 1);
   } finally {
     for (const stop of stops) stop();
+    await live.close();
+  }
+});
+
+/** A memory store whose log reads and demand signals fail as an unreachable Redis's do, while `down`. */
+class FlakyLogStore extends MemoryStore {
+  down = false;
+  failedReads = 0;
+  #check(): void {
+    if (!this.down) return;
+    this.failedReads++;
+    throw new StoreUnavailableError("Redis is unavailable (readLog): fetch failed");
+  }
+  override readLog(...args: Parameters<MemoryStore["readLog"]>) {
+    try {
+      this.#check();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return super.readLog(...args);
+  }
+  override lastLogId(stream: string) {
+    try {
+      this.#check();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return super.lastLogId(stream);
+  }
+}
+
+Deno.test("LiveHub.subscribe() rejects with the store's error while the log cannot be read, also when the stream is tailed already; a subscriber from before keeps its place", async () => {
+  const store = new FlakyLogStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10 });
+  try {
+    // No tail yet: starting one reads the log's end.
+    store.down = true;
+    await assert.rejects(
+      () => live.subscribe(subscription(["window.closed"]), collector().sink),
+      StoreUnavailableError,
+    );
+    assert.deepEqual([live.stats.subscribers, live.stats.tails], [0, 0]);
+
+    store.down = false;
+    const before = collector();
+    await live.subscribe(subscription(["window.closed"]), before.sink);
+    assert.equal(before.starts.length, 1);
+    // The store goes away: the running tail's reads fail (it goes on trying).
+    store.down = true;
+    const failed = store.failedReads;
+    await eventually(() => store.failedReads > failed);
+    await assert.rejects(
+      () => live.subscribe(subscription(["window.closed"]), collector().sink),
+      StoreUnavailableError,
+    );
+    assert.deepEqual([live.stats.subscribers, live.stats.tails], [1, 1]);
+    assert.deepEqual(before.closed, [], "an outage ends no subscription");
+
+    // Back: what was logged meanwhile reaches the subscriber from before, and new ones join.
+    await store.appendLog("orders", [closedRecord("during")]);
+    store.down = false;
+    await eventually(() => before.received.length === 1);
+    assert.deepEqual(before.received[0].data.group, { country: "during" });
+    const after = collector();
+    await live.subscribe(subscription(["window.closed"]), after.sink);
+    assert.equal(after.starts.length, 1);
+  } finally {
     await live.close();
   }
 });

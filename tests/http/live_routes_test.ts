@@ -598,3 +598,83 @@ Deno.test("Subprotocols offered without a space after the comma get a 400 that s
     await server.close();
   }
 });
+
+/** The headers of a WebSocket upgrade, sent with `fetch` to read a refused upgrade's answer. */
+const UPGRADE_HEADERS = {
+  Upgrade: "websocket",
+  Connection: "Upgrade",
+  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+  "Sec-WebSocket-Version": "13",
+};
+
+/** Asserts `res` is the 503 every route answers while the store is unreachable. */
+async function assertStoreUnavailable(res: Response, what: string): Promise<void> {
+  const text = await res.text();
+  assert.equal(res.status, 503, `${what}: ${text.slice(0, 200)}`);
+  assert.equal(res.headers.get("Retry-After"), "1", what);
+  assert.match(res.headers.get("Content-Type") ?? "", /^application\/json/, what);
+  assert.equal(res.headers.get("X-Request-Id") !== null, true, what);
+  const body = JSON.parse(text);
+  assert.equal(body.error.code, "store_unavailable", what);
+  assert.match(body.error.message, /Redis is unavailable/, what);
+  assert.ok(["unknown", "not_applied"].includes(body.error.details?.outcome), what);
+  assert.equal(body.error.requestId, res.headers.get("X-Request-Id"), what);
+}
+
+redisTest(
+  "With Redis unreachable, a new subscription is a 503 store_unavailable with Retry-After before the SSE answer or the upgrade; subscribers from before stay open",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+      retry: { retries: 1, backoff: () => 50 }, // as src/env.ts makes it
+    });
+    const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
+    const socketBefore = await denoClient(server.wsUrl(SUBSCRIBE));
+    const sseBefore = new SseReader(await openSse(server, ""));
+    try {
+      assert.equal((await socketBefore.inbox.next()).type, "subscribed");
+      assert.equal((await sseBefore.next()).event, "subscribed");
+      await fixture.stop(); // the bridge and Redis: every store call now fails
+
+      // A stream nobody follows: the subscription's first store call is its answer.
+      const other = "/v1/streams/open/subscribe";
+      await assertStoreUnavailable(
+        await fetch(`${server.base}${other}`, { headers: { Accept: "text/event-stream" } }),
+        "SSE",
+      );
+      await assertStoreUnavailable(
+        await fetch(`${server.base}${other}`, { headers: UPGRADE_HEADERS }),
+        "WebSocket upgrade",
+      );
+      const refused = await nodeClient(server.wsUrl(other));
+      assert.equal(refused.status, 503, "a WebSocket client sees the upgrade refused");
+      await refused.close();
+
+      // The followed stream: once its tail found the store gone, a new subscriber is refused too.
+      let sse: Response | undefined;
+      await eventually(async () => {
+        sse = await openSse(server, "");
+        if (sse.status === 503) return true;
+        await sse.body?.cancel();
+        return false;
+      });
+      await assertStoreUnavailable(sse!, "SSE on a followed stream");
+      await assertStoreUnavailable(
+        await fetch(`${server.base}${SUBSCRIBE}`, { headers: UPGRADE_HEADERS }),
+        "WebSocket upgrade on a followed stream",
+      );
+
+      // Those subscribed before are neither closed nor sent anything: they wait for the store.
+      assert.equal(server.live.stats.subscribers, 2);
+      const state = await Promise.race([socketBefore.inbox.closed.then(() => "closed"), "open"]);
+      assert.equal(state, "open");
+      assert.equal(socketBefore.socket.readyState, WebSocket.OPEN);
+    } finally {
+      await socketBefore.close();
+      await sseBefore.cancel().catch(() => {});
+      await server.close();
+    }
+  },
+);
