@@ -29,11 +29,82 @@ export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 const errorContent = { "application/json": { schema: ErrorSchema } };
 
+/** An OpenAPI header object, as the generator passes it through. */
+interface ResponseHeader {
+  description: string;
+  required?: boolean;
+  schema: { type: "string" | "integer"; minimum?: number; enum?: string[] };
+  example?: unknown;
+}
+
+/**
+ * The response headers the API sends, as OpenAPI header objects: routes name those they send with
+ * {@linkcode headersOf}. `X-Request-Id` (every answer) and `Allow` (405, every route) are added to
+ * every operation when the document is generated (`api_document.ts`).
+ */
+export const RESPONSE_HEADERS = {
+  "Retry-After": {
+    description: "Whole seconds to wait before sending the request again",
+    required: true,
+    schema: { type: "integer", minimum: 1 },
+    example: 1,
+  },
+  "RateLimit-Policy": {
+    description:
+      'The limit that refused the request (IETF draft `ratelimit-headers`): `"<name>";q=<events>;w=<seconds>`, `<name>` being `stream` or `key`. Sent when the limit is known',
+    schema: { type: "string" },
+    example: '"stream";q=1000;w=2',
+  },
+  "RateLimit": {
+    description:
+      'What is left of that limit now: `"<name>";r=<remaining events>;t=<seconds until the request fits>`. Sent with `RateLimit-Policy`',
+    schema: { type: "string" },
+    example: '"stream";r=3;t=1',
+  },
+  "ETag": {
+    description:
+      'The version of the stream definition this instance serves, quoted (`"3"`): send it back in `If-Match` to change or delete that version only',
+    required: true,
+    schema: { type: "string" },
+    example: '"3"',
+  },
+  "Idempotent-Replayed": {
+    description:
+      "`true` when this is the stored reply to an earlier request with the same `Idempotency-Key` and body: nothing was applied again. Absent otherwise",
+    schema: { type: "string", enum: ["true"] },
+  },
+  "X-Request-Id": {
+    description:
+      "The request's id: the request's own `X-Request-Id` when it is 1 to 128 characters of `[A-Za-z0-9._-]`, else a new UUID. An error body repeats it as `error.requestId`",
+    required: true,
+    schema: { type: "string" },
+    example: "3f1c9a52-7e0b-4d8e-9a57-1b2f6c0d4e8a",
+  },
+  "Allow": {
+    description: "The methods the path takes",
+    required: true,
+    schema: { type: "string" },
+    example: "GET, HEAD, PUT, DELETE",
+  },
+} as const satisfies Record<string, ResponseHeader>;
+
+/** The rows of {@linkcode RESPONSE_HEADERS} named, for a response's `headers`. */
+export function headersOf<N extends keyof typeof RESPONSE_HEADERS>(
+  ...names: N[]
+): Pick<typeof RESPONSE_HEADERS, N> {
+  const picked = {} as Pick<typeof RESPONSE_HEADERS, N>;
+  for (const name of names) picked[name] = RESPONSE_HEADERS[name];
+  return picked;
+}
+
 /** The error responses routes declare, by status: pick the ones a route can give. */
 export const errorResponses = {
   400: { description: "Bad request", content: errorContent },
   401: { description: "Missing or invalid key", content: errorContent },
-  403: { description: "Key lacks the scope", content: errorContent },
+  403: {
+    description: "Key lacks the scope, or the request's Origin is not allowed",
+    content: errorContent,
+  },
   404: { description: "Not found", content: errorContent },
   406: { description: "Not an acceptable representation", content: errorContent },
   408: { description: "Body not received in time", content: errorContent },
@@ -49,9 +120,14 @@ export const errorResponses = {
   415: { description: "Unsupported media type", content: errorContent },
   422: { description: "Idempotency-Key reused with another body", content: errorContent },
   426: { description: "Not a WebSocket upgrade", content: errorContent },
-  429: { description: "Rate limited (see Retry-After)", content: errorContent },
+  429: {
+    description: "Rate limited (see Retry-After)",
+    headers: headersOf("Retry-After", "RateLimit-Policy", "RateLimit"),
+    content: errorContent,
+  },
   503: {
     description: "Store unavailable, or the server is shutting down (see Retry-After)",
+    headers: headersOf("Retry-After"),
     content: errorContent,
   },
 } as const;

@@ -8,6 +8,7 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { answerWith, type ServedBytes, servedBytes } from "./docs_routes.ts";
+import { headersOf, RESPONSE_HEADERS } from "./_openapi.ts";
 
 /** The operation tags, in the order the document lists them. */
 export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
@@ -27,6 +28,13 @@ export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
   { name: "meta", description: "This document; it needs no key" },
 ];
 
+const DOCUMENT_ETAG = {
+  description:
+    "Strong ETag of the document as sent: one per encoding (the gzipped one ends in `-gzip`)",
+  required: true,
+  schema: { type: "string" },
+} as const;
+
 /** `GET /openapi.json`: served by {@linkcode serveApiDocument}, listed here so clients see it needs no key. */
 const documentRoute = createRoute({
   method: "get",
@@ -37,8 +45,13 @@ const documentRoute = createRoute({
   summary: "This OpenAPI 3.1 document",
   responses: {
     200: {
-      description: "The document",
+      description: "The document (gzipped to clients that accept it)",
+      headers: { ETag: DOCUMENT_ETAG },
       content: { "application/json": { schema: z.object({ openapi: z.string() }).loose() } },
+    },
+    304: {
+      description: "Not modified: `If-None-Match` holds the `ETag` of this representation",
+      headers: { ETag: DOCUMENT_ETAG },
     },
   },
 });
@@ -55,14 +68,48 @@ export function serveApiDocument(app: OpenAPIHono): void {
     scheme: "bearer",
   });
   app.openAPIRegistry.registerPath(documentRoute);
+  app.openAPIRegistry.registerComponent("headers", REQUEST_ID, RESPONSE_HEADERS[REQUEST_ID]);
+  app.openAPIRegistry.registerComponent("responses", "MethodNotAllowed", {
+    description:
+      "A method the path does not take: `405 method_not_allowed`, with the methods it takes in `Allow` (any path of this document; `OPTIONS` gets them with `204`)",
+    headers: {
+      ...headersOf("Allow"),
+      [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },
+    },
+    content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+  });
   let served: Promise<ServedBytes> | undefined;
   app.get("/openapi.json", async (c) => {
-    served ??= servedBytes(UTF8.encode(JSON.stringify(app.getOpenAPI31Document(DOCUMENT))), true);
+    served ??= servedBytes(UTF8.encode(JSON.stringify(withRequestIds(app))), true);
     return answerWith(c, await served, JSON_TYPE);
   });
 }
 
 const UTF8 = new TextEncoder();
+const REQUEST_ID = "X-Request-Id";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/**
+ * The document of `app`, with `X-Request-Id` (a reference to its component) on every response
+ * but a WebSocket's 101: every answer carries it, set by the request log (`request_log.ts`).
+ */
+function withRequestIds(app: OpenAPIHono): Json {
+  const document: Json = app.getOpenAPI31Document(DOCUMENT);
+  for (const item of Object.values<Json>(document.paths ?? {})) {
+    for (const operation of Object.values<Json>(item)) {
+      for (const [status, response] of Object.entries<Json>(operation?.responses ?? {})) {
+        if (status === "101") continue;
+        response.headers = {
+          ...response.headers,
+          [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },
+        };
+      }
+    }
+  }
+  return document;
+}
 const JSON_TYPE = "application/json";
 
 const DOCUMENT = {
@@ -70,7 +117,8 @@ const DOCUMENT = {
   info: {
     title: "edgestream",
     version: "0.1.0",
-    description: "Real-time event stream processor: ingest, windowed counters, fan-out.",
+    description:
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id`; a method a path does not take is answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`).",
   },
   security: [{ bearer: [] }],
   tags: [...API_TAGS],

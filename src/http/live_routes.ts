@@ -435,11 +435,12 @@ function documentRoutes(app: OpenAPIHono): void {
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key, too many frames in flight or answers left unread (over 1 MiB waiting for 10 s; no frame is applied meanwhile), 1001 no pong or the server shutting down (after answering every frame read, as below). While the server shuts down, an upgrade gets 503 `shutting_down`.",
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first or misses a pong, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest.",
+      "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
     ].join("\n\n"),
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
-      ...errorsFor(404, 409, 426, 503),
+      ...errorsFor(400, 403, 404, 409, 426, 503),
     },
   });
   app.openAPIRegistry.registerPath({

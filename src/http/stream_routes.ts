@@ -32,7 +32,7 @@ import {
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup, quantileName } from "../window/mod.ts";
-import { errorsFor, NAME } from "./_openapi.ts";
+import { errorsFor, headersOf, NAME } from "./_openapi.ts";
 import { grantOfRequest, type KeyRing, rememberGrant, requireScope } from "./auth.ts";
 import { type BodyLimits, decodeUtf8, noBody, parseEvents, readLimitedBody } from "./body.ts";
 import {
@@ -121,6 +121,10 @@ const IngestReplySchema = z.object({
   late: z.int(),
   filtered: z.int(),
   rejected: z.array(z.object({ index: z.int(), errors: z.array(FieldErrorSchema) })),
+  replayed: z.literal(true).optional().openapi({
+    description:
+      "Only on the stored reply to an earlier request with the same `Idempotency-Key` and body (header `Idempotent-Replayed: true`): nothing was applied again",
+  }),
 }).openapi("IngestReply");
 
 const StreamParams = z.object({
@@ -250,6 +254,7 @@ const ingestRoute = createRoute({
   responses: {
     202: {
       description: "Accepted",
+      headers: headersOf("Idempotent-Replayed"),
       content: { "application/json": { schema: IngestReplySchema } },
     },
     ...errorsFor(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503),
@@ -438,7 +443,11 @@ const getStreamRoute = createRoute({
   summary: "A stream's definition and stats. Scope: read.",
   request: { params: StreamParams },
   responses: {
-    200: { description: "Stream", content: { "application/json": { schema: StreamSchema } } },
+    200: {
+      description: "Stream",
+      headers: headersOf("ETag"),
+      content: { "application/json": { schema: StreamSchema } },
+    },
     ...errorsFor(400, 401, 403, 404, 409, 503),
   },
 });

@@ -4,6 +4,9 @@
  * each answer's status must be one the operation documents, and its JSON
  * body must match the schema documented for that status (Ajv). A status or
  * a field the code sends but the document does not describe fails here.
+ * Response headers too: each header a response declares `required` must be
+ * on the answer, and each header of {@linkcode SENT_HEADERS} the answer
+ * carries must be declared by its response.
  */
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
@@ -72,6 +75,51 @@ function closed(doc: Json): Json {
   return close(doc, false);
 }
 
+/** The response headers the API sends that the document must declare where they are sent. */
+const SENT_HEADERS = [
+  "Retry-After",
+  "RateLimit",
+  "RateLimit-Policy",
+  "ETag",
+  "Idempotent-Replayed",
+  "X-Request-Id",
+  "Allow",
+];
+
+/**
+ * What is wrong with the headers of `res`, answered as `documented` (a response object, whose
+ * headers may be `$ref`s into `doc`): a required header missing, a sent one undeclared, a value
+ * not of its schema's type.
+ */
+function headerProblems(doc: Json, documented: Json, res: Response): string[] {
+  const problems: string[] = [];
+  const declared = new Map<string, Json>();
+  for (const [name, header] of Object.entries<Json>(documented.headers ?? {})) {
+    const resolved = header.$ref ? doc.components.headers[header.$ref.split("/").at(-1)] : header;
+    assert.ok(resolved, `header ${name} resolves`);
+    declared.set(name.toLowerCase(), resolved);
+  }
+  for (const [name, header] of declared) {
+    const value = res.headers.get(name);
+    if (value === null) {
+      if (header.required) problems.push(`required header ${name} missing`);
+      continue;
+    }
+    if (header.schema?.type === "integer" && !/^\d+$/.test(value)) {
+      problems.push(`header ${name}: '${value}' is not an integer`);
+    }
+    if (header.schema?.enum && !header.schema.enum.includes(value)) {
+      problems.push(`header ${name}: '${value}' not among ${header.schema.enum}`);
+    }
+  }
+  for (const name of SENT_HEADERS) {
+    if (res.headers.has(name) && !declared.has(name.toLowerCase())) {
+      problems.push(`header ${name} sent, not documented`);
+    }
+  }
+  return problems;
+}
+
 /** One JSON Pointer token, as a URI fragment holds it. */
 function token(text: string): string {
   return encodeURIComponent(text.replaceAll("~", "~0").replaceAll("/", "~1"));
@@ -86,6 +134,7 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     ajv.addSchema(closed(doc), "openapi");
     const exercised = new Set<string>();
     const problems: string[] = [];
+    const headersSeen: string[] = [];
 
     /** Sends a request to `path` (of the documented `template`); checks and returns the answer. */
     const check = async (
@@ -113,6 +162,10 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
         problems.push(`${name}: status not documented (${text.slice(0, 120)})`);
         return { status: res.status, body: null };
       }
+      for (const problem of headerProblems(doc, documented, res)) {
+        problems.push(`${name}: ${problem}`);
+      }
+      headersSeen.push(...SENT_HEADERS.filter((header) => res.headers.has(header)));
       const type = res.headers.get("Content-Type")?.split(";")[0] ?? "";
       if (text === "") {
         if (documented.content) problems.push(`${name}: empty body, documented with content`);
@@ -149,7 +202,37 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     });
     await check("GET", "/healthz", "/healthz", { key: null });
     await check("GET", "/readyz", "/readyz", { key: null });
+    const docAnswer = await ctx.app.request("/openapi.json");
+    await docAnswer.body?.cancel();
     await check("GET", "/openapi.json", "/openapi.json", { key: null });
+    assert.equal(
+      (await check("GET", "/openapi.json", "/openapi.json", {
+        key: null,
+        headers: { "If-None-Match": docAnswer.headers.get("ETag")! },
+      })).status,
+      304,
+    );
+
+    // A method a path does not take: the 405 the document describes once, for every path.
+    const notAllowed = doc.components.responses.MethodNotAllowed;
+    for (const [method, path] of [["PATCH", "/v1/streams"], ["POST", "/healthz"]]) {
+      const res = await ctx.app.request(path, {
+        method,
+        headers: { Authorization: `Bearer ${ADMIN_KEY}` },
+      });
+      assert.equal(res.status, 405, `${method} ${path}`);
+      for (const problem of headerProblems(doc, notAllowed, res)) {
+        problems.push(`${method} ${path} → 405: ${problem}`);
+      }
+      const validate = ajv.getSchema(
+        `openapi#/${
+          ["components", "responses", "MethodNotAllowed", "content", "application/json", "schema"]
+            .map(token).join("/")
+        }`,
+      )!;
+      if (!validate(await res.json())) problems.push(`405: ${ajv.errorsText(validate.errors)}`);
+      headersSeen.push("Allow");
+    }
 
     // Ingest: accepted, duplicates and rejections, and each way a request fails.
     ctx.clock.now = Date.parse(at(600));
@@ -162,6 +245,11 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
       body: [order(4, 100)],
       headers: { "Idempotency-Key": "k1" },
     });
+    const replayed = await check("POST", events, "/v1/streams/orders/events", {
+      body: [order(4, 100)],
+      headers: { "Idempotency-Key": "k1" },
+    });
+    assert.equal(replayed.status, 202, "the same key and body: the first reply again");
     await check("POST", events, "/v1/streams/orders/events", {
       body: [order(5, 100)],
       headers: { "Idempotency-Key": "k1" },
@@ -278,7 +366,30 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     await check("DELETE", "/v1/webhooks/{id}", `/v1/webhooks/${id}`);
     await check("DELETE", "/v1/webhooks/{id}", `/v1/webhooks/${id}`);
 
+    // The WebSocket ingest's refusals before upgrading.
+    const ws = "/v1/streams/{stream}/ws";
+    const upgrade = {
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Version": "13",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    };
+    const refusals = [
+      await check("GET", ws, "/v1/streams/orders/ws", {
+        headers: { ...upgrade, "Sec-WebSocket-Protocol": "a,b" },
+      }),
+      await check("GET", ws, "/v1/streams/orders/ws", {
+        headers: { ...upgrade, Origin: "http://evil.test" },
+      }),
+    ];
+    assert.deepEqual(refusals.map((answer) => answer.body?.error?.code), [
+      "invalid_upgrade",
+      "origin_not_allowed",
+    ]);
+
     assert.deepEqual(problems, []);
+    // Each header of the list was on some answer, so each was checked somewhere.
+    assert.deepEqual(SENT_HEADERS.filter((header) => !headersSeen.includes(header)), []);
     const upgrades = ["GET /v1/streams/{stream}/ws", "GET /v1/streams/{stream}/subscribe"];
     const documented = Object.entries(doc.paths).flatMap(([path, operations]) =>
       Object.keys(operations as object).map((method) => `${method.toUpperCase()} ${path}`)
