@@ -429,7 +429,7 @@ function documentRoutes(app: OpenAPIHono): void {
     tags: ["ingest"],
     summary: "Send events over a WebSocket, with acks",
     description: [
-      'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "events": [...]}`.',
+      'Upgrades to a WebSocket. Each text frame carries what `POST /v1/streams/{stream}/events` takes (one event, an array, or NDJSON lines), optionally as `{"seq": n, "idempotencyKey": "…", "events": [...]}` (an object with `events` and no other keys than those two; with `seq` or `idempotencyKey` and another key, or `idempotencyKey` without `events`, it is an error frame `invalid_body`, not one event).',
       'Each frame is answered in order, once the store applied it: `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`, or `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` (`requestId`: the upgrade request\'s `X-Request-Id`; the connection stays open; `retryable: true` means nothing was counted, as the store was unavailable, a rate limit refused the frame (`rate_limited`) or the connection is closing: resend).',
       "`seq` is the frame's own, else its number on the connection. Keep at most 8 frames unacknowledged; a client far past that is closed with 1008.",
       "Close codes: 1003 binary frame, 1009 frame over 1 MiB, 1008 missing/invalid key, too many frames in flight or answers left unread (over 1 MiB waiting for 10 s; no frame is applied meanwhile), 1001 no pong or the server shutting down (after answering every frame read, as below). While the server shuts down, an upgrade gets 503 `shutting_down`.",
