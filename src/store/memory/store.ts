@@ -56,6 +56,15 @@ const logger = getLogger(["edgestream", "store"]);
 interface Cell {
   state: AggregateState;
   values?: Set<string>;
+  /** A sum's batch in progress (see {@linkcode addToSum}): the batch's panes of the counter. */
+  batch?: CounterPanes;
+  /** The sum before that batch. */
+  base?: number;
+  /** The group whose values the batch added first, and their sum so far. */
+  source?: string;
+  partial?: number;
+  /** Other groups' sums (only groups past maxGroups share a cell), in the order first added. */
+  more?: Map<string, number>;
 }
 
 interface Pane {
@@ -491,7 +500,14 @@ export class MemoryStore implements Store {
       cell.values!.add(String(update.value));
       cell.state.distinct = cell.values!.size;
     } else {
+      const sumBefore = cell.state.sum;
       addValue(cell.state, typeof update.value === "number" ? update.value : undefined);
+      if (
+        (counter.aggregate === "sum" || counter.aggregate === "avg") &&
+        typeof update.value === "number"
+      ) {
+        addToSum(cell, counterPanes, update.group, update.value, sumBefore);
+      }
       if (counter.aggregate === "quantiles" && typeof update.value === "number") {
         const bins = cell.state.bins ??= {};
         const bin = sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
@@ -748,6 +764,38 @@ export class MemoryStore implements Store {
     this.#streams.clear();
     return Promise.resolve();
   }
+}
+
+/**
+ * Sets a cell's sum as the Redis store adds a batch: per group the batch names (only groups past
+ * maxGroups share a cell), the sum of its values from 0 in event order, added to the cell's sum
+ * before the batch in the order the groups came. In doubles, so both stores hold the same sum to
+ * the last bit (one value at a time would round at other places: (0.1 + 0.2) + 0.3 is not
+ * 0.1 + (0.2 + 0.3)). `sumBefore`: the cell's sum before this value.
+ */
+function addToSum(
+  cell: Cell,
+  batch: CounterPanes,
+  source: string,
+  value: number,
+  sumBefore: number,
+): void {
+  if (cell.batch !== batch) {
+    cell.batch = batch;
+    cell.base = sumBefore;
+    cell.source = source;
+    cell.partial = 0;
+    cell.more = undefined;
+  }
+  if (source === cell.source) {
+    cell.partial! += value;
+  } else {
+    cell.more ??= new Map();
+    cell.more.set(source, (cell.more.get(source) ?? 0) + value);
+  }
+  let sum = cell.base! + cell.partial!;
+  if (cell.more) { for (const partial of cell.more.values()) sum += partial; }
+  cell.state.sum = sum;
 }
 
 /** Merges the live panes among `starts` into one state per group. */

@@ -966,13 +966,13 @@ for cellAt = 1, #cells do
       if groupIsNew then pane.groups = pane.groups + 1 end
     end
     if kind == "sum" or kind == "avg" then
-      -- A whole sum (counts, cents) goes by HINCRBY, much cheaper than HINCRBYFLOAT and the same
-      -- text; a field holding a fraction refuses it and takes HINCRBYFLOAT, as a fraction does.
-      local field, added = "s:" .. group, false
-      if sum == math.floor(sum) and sum > -9007199254740992 and sum < 9007199254740992 then
-        added = type(redis.pcall("HINCRBY", key, field, string.format("%d", sum))) == "number"
-      end
-      if not added then redis.call("HINCRBYFLOAT", key, field, num(sum)) end
+      -- Added here in doubles, as the memory store adds (HINCRBYFLOAT adds in long double and
+      -- writes 17 digits of that, which may end in another last bit), to the field as read when
+      -- checked (OTHER's too, for a new group) or as written by a cell before this one.
+      local field, values = "s:" .. group, pane.values
+      local total = (tonumber(values[field]) or 0) + sum
+      values[field] = total
+      redis.call("HSET", key, field, num(total))
     elseif kind == "min" or kind == "max" then
       local value = low
       if kind == "max" then value = high end

@@ -38,10 +38,16 @@ local function sessionHllKey(name, startText, group)
 end
 -- Adds a count, sum and extreme to a session hash (the extreme only for min and max).
 local function addToSession(key, kind, count, sum, low, high)
-  redis.call("HINCRBY", key, "c", count)
   if kind == "sum" or kind == "avg" then
-    redis.call("HINCRBYFLOAT", key, "s", num(sum))
-  elseif kind == "min" or kind == "max" then
+    -- The sum added here in doubles, as the memory store adds (HINCRBYFLOAT adds in long double
+    -- and writes 17 digits of that, which may end in another last bit); the count with it.
+    local stored = redis.call("HMGET", key, "c", "s")
+    redis.call("HSET", key, "c", num((tonumber(stored[1]) or 0) + count), "s",
+      num((tonumber(stored[2]) or 0) + sum))
+    return
+  end
+  redis.call("HINCRBY", key, "c", count)
+  if kind == "min" or kind == "max" then
     local value = low
     if kind == "max" then value = high end
     if type(value) == "number" then

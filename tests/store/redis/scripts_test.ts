@@ -235,6 +235,37 @@ redisTest(
 );
 
 redisTest(
+  "a session apply that finds a session's sum holding text writes nothing",
+  async (fixture) => {
+    const stream = compileConfig({
+      streams: {
+        t: {
+          time: { field: "t", lateness: "1m" },
+          dedupe: { field: "id", ttl: "1h" },
+          counters: {
+            spent: { window: { session: "30s" }, groupBy: ["u"], aggregate: { sum: "v" } },
+          },
+        },
+      },
+    }).get("t")!;
+    const store = redisStore(fixture);
+    const buy = (id: string, t: number) => ({ id, t, u: "ann", v: 0.1 });
+    try {
+      await ingest(stream, store, [buy("1", T0), buy("2", T0 + 10_000)]);
+      const key = await keyLike(fixture, "*:sv:spent:*");
+      for (const text of ["x", "inf", ""]) {
+        await refusedWhole(fixture, key, {
+          corrupt: ["HSET", key, "s", text],
+          call: () => ingest(stream, store, [buy("3", T0 + 20_000)]),
+        });
+      }
+    } finally {
+      await store.close();
+    }
+  },
+);
+
+redisTest(
   "a session apply that finds a session's hash a string writes nothing",
   async (fixture) => {
     const store = redisStore(fixture);
@@ -347,6 +378,7 @@ const CAPPED = compileConfig({
     q: cappedStream("lat", { quantiles: "v" }),
     d: cappedStream("users", { distinct: "u" }),
     c: cappedStream("count", "count"),
+    sm: cappedStream("total", { sum: "v" }),
     ss: {
       time: { field: "t", lateness: "1m" },
       dedupe: { field: "id", ttl: "1h" },
@@ -405,6 +437,18 @@ for (
     // Asked only when a group is new in its pane, the only time it may be added to.
     ["a groups overflow count holding text", "c", "stats", "overflow:count", "x", "c"],
     ["a sessions overflow count holding text", "ss", "stats", "overflow:visits", "x", "a"],
+    // Sums are added in the script, to the field as read when checked.
+    ["a sum holding text", "sm", `p:total:${T0}`, 's:["a"]', "x", "a"],
+    ["a sum holding inf", "sm", `p:total:${T0}`, 's:["a"]', "inf", "a"],
+    ["a sum holding ' 5'", "sm", `p:total:${T0}`, 's:["a"]', " 5", "a"],
+    [
+      "the rest's sum holding text, where a new group overflows,",
+      "sm",
+      `p:total:${T0}`,
+      "s:__other__",
+      "x",
+      "c",
+    ],
   ] as const
 ) {
   redisTest(`an apply that finds ${what} writes nothing`, async (fixture) => {
