@@ -23,8 +23,12 @@
  *
  * Talks to redis-server directly (no bridge, no HTTP).
  *
+ * `--port 7400`: the redis-servers on that port and the next two (interleaved, then each
+ * tree's under valgrind), for a machine where a session keeps to a range of ports; without it, a
+ * free port and random ones.
+ *
  * `deno task bench:apply-compare --base ../wt-base [--calls 1500] [--rounds 3] [--batch 1]
- * [--gaps 0,1000] [--instructions]`
+ * [--gaps 0,1000] [--instructions] [--port 7400]`
  */
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
@@ -46,6 +50,7 @@ const { values: flags } = parseArgs({
     batch: { type: "string", default: "1" },
     instructions: { type: "boolean", default: false },
     gaps: { type: "string" },
+    port: { type: "string" },
   },
 });
 if (flags.base === undefined) {
@@ -57,6 +62,8 @@ const ROUNDS = Number(flags.rounds);
 const BATCH = Number(flags.batch);
 // µs this process idles before each call, per set of rounds (see --gaps above).
 const GAPS = (flags.gaps ?? "0").split(",").map(Number);
+// The first of three ports to run redis-servers on (see --port above); 0: free or random ones.
+const PORT = Number(flags.port ?? 0);
 const baseModule = pathToFileURL(resolve(flags.base, "src/store/redis/store.ts")).href;
 const { RedisStore: BaseStore } = await import(baseModule) as { RedisStore: typeof RedisStore };
 
@@ -152,7 +159,7 @@ function idle(us: number): void {
 
 async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
   const cpus = allowedCpus();
-  const redis = await startRedisServer();
+  const redis = await startRedisServer({ port: PORT });
   const client = createClient({ url: redis.url });
   await client.connect();
   try {
@@ -209,7 +216,9 @@ async function interleaved(): Promise<{ rounds: Round[]; pinned: boolean }> {
 
 /** Instructions redis-server ran (cachegrind's total) over a warm-up and then `calls` calls. */
 async function instructionsOf(which: "base" | "tree", calls: number): Promise<number> {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const port = PORT > 0
+    ? PORT + (which === "base" ? 1 : 2)
+    : 20_000 + Math.floor(Math.random() * 20_000);
   const out = await Deno.makeTempFile({ prefix: "cachegrind-" });
   const server = new Deno.Command("valgrind", {
     args: [
