@@ -520,8 +520,10 @@ end
 -- count and sum fields its cells add to, as read when checked (\`values\`, field → text); its
 -- groups before this call, read here when some cell adds a group to it (\`before\`), and as the
 -- writes below count them (\`groups\`); whether it is listed among the panes written (\`listed\`).
+-- Its array part lists the fields the checks ask (countField and sumField, given for its first
+-- cell, then those of its other cells): no table more per pane, none grown per cell.
 local paneByKey = {}
-local function paneRecord(counter, key, paneText, paneStart)
+local function paneRecord(counter, key, paneText, paneStart, countField, sumField)
   local expiresAt = counter.knownExpiresAt
   if counter.knownPane ~= paneText then
     expiresAt = tonumber(redis.call("ZSCORE", livePanesKey(counter.name), paneText))
@@ -529,8 +531,8 @@ local function paneRecord(counter, key, paneText, paneStart)
   local isNew = expiresAt == nil or expiresAt <= now
   -- Made with the fields every pane gets (two more, values and listed, fill its hash part); start,
   -- before and groups are added only when asked (a new group or pane).
-  local pane = { key = key, text = paneText, counter = counter, expiresAt = expiresAt, isNew = isNew,
-    refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
+  local pane = { countField, sumField, key = key, text = paneText, counter = counter,
+    expiresAt = expiresAt, isNew = isNew, refresh = isNew or dueForRefresh(expiresAt, now, counter.ttl) }
   if type(paneStart) == "number" then pane.start = paneStart end
   paneByKey[key] = pane
   return pane
@@ -551,9 +553,7 @@ local hllHeld = {}
 local cellPanes, cellFields = {}, {}
 do
   local OTHER = ${luaString(OTHER_GROUP)}
-  -- Per pane (in order): its record and the fields its cells add to; per cell (not of a session
-  -- counter), in \`checked\`: its cell, pane record and count field.
-  local keys, fieldsOf, checked, zsetsDue, overflowChecked = {}, {}, {}, {}, {}
+  local zsetsDue, overflowChecked = {}, {}
   local argCells = args.cells
   for i = 1, #argCells do
     local cell = argCells[i]
@@ -562,73 +562,66 @@ do
       local paneText, group = paneTextOf(cell[2]), cell[3]
       local key = paneKey(counter.name, paneText)
       local pane = paneByKey[key]
-      local countField = "c:" .. group
+      local countField, sumField = "c:" .. group, nil
+      local kind = counter.kind
+      if kind == "sum" or kind == "avg" then sumField = "s:" .. group end
       if not pane then
-        pane = paneRecord(counter, key, paneText, cell[2])
-        keys[#keys + 1] = pane
+        pane = paneRecord(counter, key, paneText, cell[2], countField, sumField)
         if pane.refresh then zsetsDue[counter.name] = true end
-        local kind = counter.kind
-        if kind == "sum" or kind == "avg" then
-          fieldsOf[pane] = { countField, "s:" .. group }
-        else
-          fieldsOf[pane] = { countField }
-        end
       else
-        local fields = fieldsOf[pane]
-        fields[#fields + 1] = countField
-        local kind = counter.kind
-        if kind == "sum" or kind == "avg" then fields[#fields + 1] = "s:" .. group end
+        pane[#pane + 1] = countField
+        if sumField then pane[#pane + 1] = sumField end
       end
-      checked[#checked + 1] = cell
-      checked[#checked + 1] = pane
-      checked[#checked + 1] = countField
       cellPanes[i], cellFields[i] = pane, countField
     end
   end
-  for k = 1, #keys do
-    local pane = keys[k]
-    pane.values = expectNumbers(pane.key, fieldsOf[pane])
+  -- Each pane's fields, in the order its first cell came.
+  for i = 1, #argCells do
+    local pane = cellPanes[i]
+    if pane and not pane.values then pane.values = expectNumbers(pane.key, pane) end
   end
-  for c = 1, #checked, 3 do
-    local cell, pane, countField = checked[c], checked[c + 1], checked[c + 2]
-    local counter, key, paneText = pane.counter, pane.key, pane.text
-    local name, kind, group = counter.name, counter.kind, cell[3]
-    -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
-    -- groups are counted now (the write would, later), an empty pane being new whatever its score.
-    -- (A count of 0, which no apply writes, is taken as new too: HINCRBY would answer so.)
-    local stored = pane.values[countField]
-    local isNew = stored == nil or stored == "0"
-    if isNew and pane.before == nil then
-      pane.before = redis.call("HLEN", key) / fieldsPerGroup(kind)
-      if pane.before == 0 then zsetsDue[name] = true end
-      if not overflowChecked[name] then
-        overflowChecked[name] = true
-        local field = "overflow:" .. name
-        local count = redis.call("HGET", STATS_KEY, field)
-        if count and not isIntegerText(count) then
-          refuseKey(STATS_KEY .. " field " .. field, "'" .. count .. "'", "a number it adds to")
+  for i = 1, #argCells do
+    local cell, pane, countField = argCells[i], cellPanes[i], cellFields[i]
+    if pane then
+      local counter, key, paneText = pane.counter, pane.key, pane.text
+      local name, kind, group = counter.name, counter.kind, cell[3]
+      -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
+      -- groups are counted now (the write would, later), an empty pane being new whatever its score.
+      -- (A count of 0, which no apply writes, is taken as new too: HINCRBY would answer so.)
+      local stored = pane.values[countField]
+      local isNew = stored == nil or stored == "0"
+      if isNew and pane.before == nil then
+        pane.before = redis.call("HLEN", key) / fieldsPerGroup(kind)
+        if pane.before == 0 then zsetsDue[name] = true end
+        if not overflowChecked[name] then
+          overflowChecked[name] = true
+          local field = "overflow:" .. name
+          local count = redis.call("HGET", STATS_KEY, field)
+          if count and not isIntegerText(count) then
+            refuseKey(STATS_KEY .. " field " .. field, "'" .. count .. "'", "a number it adds to")
+          end
         end
+        -- OTHER's fields, which a new group past maxGroups adds to: asked only now (mostly absent,
+        -- an absent field is a walk through the whole hash when it is small).
+        local otherFields = { "c:" .. OTHER }
+        if kind == "sum" or kind == "avg" then otherFields[2] = "s:" .. OTHER end
+        for field, value in pairs(expectNumbers(key, otherFields)) do pane.values[field] = value end
       end
-      -- OTHER's fields, which a new group past maxGroups adds to: asked only now (mostly absent,
-      -- an absent field is a walk through the whole hash when it is small).
-      local otherFields = { "c:" .. OTHER }
-      if kind == "sum" or kind == "avg" then otherFields[2] = "s:" .. OTHER end
-      for field, value in pairs(expectNumbers(key, otherFields)) do pane.values[field] = value end
-    end
-    if kind == "distinct" then
-      if #cell[8] > 0 then
-        local hll = hllKey(name, paneText, group)
-        hllHeld[hll] = expectHll(hll)
-        if isNew then
-          hll = hllKey(name, paneText, OTHER)
+      if kind == "distinct" then
+        if #cell[8] > 0 then
+          local hll = hllKey(name, paneText, group)
           hllHeld[hll] = expectHll(hll)
+          if isNew then
+            hll = hllKey(name, paneText, OTHER)
+            hllHeld[hll] = expectHll(hll)
+          end
         end
+      elseif kind == "quantiles" then
+        local bins = {}
+        for bin in pairs(cell[9]) do bins[#bins + 1] = bin end
+        expectNumbers(quantileKey(name, paneText, group), bins)
+        if isNew then expectNumbers(quantileKey(name, paneText, OTHER), bins) end
       end
-    elseif kind == "quantiles" then
-      local bins = {}
-      for bin in pairs(cell[9]) do bins[#bins + 1] = bin end
-      expectNumbers(quantileKey(name, paneText, group), bins)
-      if isNew then expectNumbers(quantileKey(name, paneText, OTHER), bins) end
     end
   end
   for name in pairs(zsetsDue) do
