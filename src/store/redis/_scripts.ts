@@ -1036,13 +1036,13 @@ for p = 1, #paneOrder do
     refreshed[name] = counter
   end
 end
--- Each counter's newest pane written here becomes its \`k:<counter>\` when no newer one is there.
-local known = {}
+-- Each counter's newest pane written here (\`newest\`, kept on the counter: no table more) becomes
+-- its \`k:<counter>\` when no newer one is there.
 for p = 1, #paneOrder do
   local pane = paneOrder[p]
-  local name = pane.counter.name
-  local newest = known[name]
-  if newest == nil or startOf(pane) > startOf(newest) then known[name] = pane end
+  local counter = pane.counter
+  local newest = counter.newest
+  if newest == nil or startOf(pane) > startOf(newest) then counter.newest = pane end
 end
 for name, counter in pairs(refreshed) do
   local livePanes, open, life = livePanesKey(name), openKey(name), lifeOf(counter.ttl)
@@ -1066,9 +1066,10 @@ if wm ~= nil then
   changed[#changed + 1] = "wm"
   changed[#changed + 1] = wmText
 end
-for name, pane in pairs(known) do
-  local counter = pane.counter
-  if pane.text ~= counter.knownPane or pane.expiresAt ~= counter.knownExpiresAt then
+for i = 1, counterCount do
+  local counter = counters[i]
+  local pane, name = counter.newest, counter.name
+  if pane and (pane.text ~= counter.knownPane or pane.expiresAt ~= counter.knownExpiresAt) then
     local knownStart = tonumber(counter.knownPane)
     if knownStart == nil or startOf(pane) >= knownStart or counter.knownExpiresAt <= now then
       changed[#changed + 1] = "k:" .. name
