@@ -56,8 +56,9 @@ const logger = getLogger(["edgestream", "store"]);
 interface Cell {
   state: AggregateState;
   values?: Set<string>;
-  /** A sum's batch in progress (see {@linkcode addToSum}): the batch's panes of the counter. */
-  batch?: CounterPanes;
+  /** A sum's batch in progress (see {@linkcode addToSum}): its number (a number, so a cell keeps
+   * nothing of a past batch alive). */
+  batch?: number;
   /** The sum before that batch. */
   base?: number;
   /** The group whose values the batch added first, and their sum so far. */
@@ -77,6 +78,8 @@ interface Pane {
  * that pane, the group the last update counted under its own key and its cell.
  */
 interface CounterPanes {
+  /** The batch's number in this store (see {@linkcode addToSum}). */
+  batch: number;
   panes: Map<number, Pane>;
   lastStart: number;
   last: Pane | undefined;
@@ -174,6 +177,8 @@ export class MemoryStore implements Store {
   /** Fingerprint seed, random so ids that crowd one slot cannot be precomputed. */
   #dedupeSeed = crypto.getRandomValues(new Uint32Array(1))[0];
   #nextSweep = 0;
+  /** Batches applied, numbering them for the sums in progress (see {@linkcode addToSum}). */
+  #batches = 0;
   #definitions: MemoryDefinitionStore | undefined;
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -254,7 +259,8 @@ export class MemoryStore implements Store {
     const results: RequestResult[] = [];
     const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
-    const applying = { batch, now, panesByCounter };
+    this.#batches += 1;
+    const applying = { batch, now, panesByCounter, batchNumber: this.#batches };
     // Idempotency keys of the batch's requests, made at the first (most batches have none).
     const admitting: { now: number; keysInBatch?: Set<string> } = { now };
     const replies: [string, StoredReply][] = [];
@@ -402,7 +408,12 @@ export class MemoryStore implements Store {
   #applyEvent(
     stream: StreamState,
     event: BatchEvent,
-    context: { batch: StoreBatch; now: number; panesByCounter: Array<CounterPanes> },
+    context: {
+      batch: StoreBatch;
+      now: number;
+      panesByCounter: Array<CounterPanes>;
+      batchNumber: number;
+    },
   ): EventOutcome {
     const { batch, now, panesByCounter } = context;
     if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
@@ -422,6 +433,7 @@ export class MemoryStore implements Store {
     for (const update of event.updates) {
       const counter = batch.counters[update.counter];
       panesByCounter[update.counter] ??= {
+        batch: context.batchNumber,
         panes: this.#panesOf(stream, counter.name),
         lastStart: NaN,
         last: undefined,
@@ -506,7 +518,7 @@ export class MemoryStore implements Store {
         (counter.aggregate === "sum" || counter.aggregate === "avg") &&
         typeof update.value === "number"
       ) {
-        addToSum(cell, counterPanes, update.group, update.value, sumBefore);
+        addToSum(cell, counterPanes.batch, update.group, update.value, sumBefore);
       }
       if (counter.aggregate === "quantiles" && typeof update.value === "number") {
         const bins = cell.state.bins ??= {};
@@ -771,11 +783,11 @@ export class MemoryStore implements Store {
  * maxGroups share a cell), the sum of its values from 0 in event order, added to the cell's sum
  * before the batch in the order the groups came. In doubles, so both stores hold the same sum to
  * the last bit (one value at a time would round at other places: (0.1 + 0.2) + 0.3 is not
- * 0.1 + (0.2 + 0.3)). `sumBefore`: the cell's sum before this value.
+ * 0.1 + (0.2 + 0.3)). `batch`: the batch's number; `sumBefore`: the cell's sum before this value.
  */
 function addToSum(
   cell: Cell,
-  batch: CounterPanes,
+  batch: number,
   source: string,
   value: number,
   sumBefore: number,
