@@ -12,7 +12,7 @@
  * - `parseEvents`: the body split into events (JSON.parse included);
  * - `validate`: `eventValidator` (structural limits + the stream's schema: its fast verdict, or zod);
  * - `transform`: the compiled CEL filter + set;
- * - `counters`: `counterCell` of the 4 counters;
+ * - `counters`: `writeCounterCell` of the 4 counters into a batch's update columns;
  * - `ingest`: parse + `ingestItems` into a memory store (the stages above, dedupe, the store);
  * - `ingest, no dedupe`: the same on the stream without dedupe.
  *
@@ -35,7 +35,7 @@ import { ingestItems } from "../src/ingest/pipeline.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import type { Event } from "../src/validate/mod.ts";
 import { eventValidator, validateEvent } from "../src/validate/mod.ts";
-import { counterCell } from "../src/window/mod.ts";
+import { writeCounterCell } from "../src/window/mod.ts";
 import {
   allocatedBytes,
   benchServerEnv,
@@ -105,8 +105,16 @@ const stages: [string, () => (i: number) => unknown][] = [
   }],
   ["counters", () => (i) => {
     const now = Date.now();
-    for (const event of transformed[i % 200]) {
-      if (event) { for (const counter of stream.counters) counterCell(counter, event, now); }
+    const events = transformed[i % 200];
+    const room = events.length * stream.counters.length;
+    const columns = { panes: new Array(room), groups: new Array(room), values: new Array(room) };
+    let at = 0;
+    for (const event of events) {
+      if (event) {
+        for (const counter of stream.counters) {
+          writeCounterCell(counter, event, now, columns, at++);
+        }
+      }
     }
   }],
   ["ingest", () => {

@@ -141,7 +141,7 @@ async function forgottenAfter(store: Store, ids: string[]): Promise<number> {
       dedupeTtlMs: 3_600_000,
       counters: [],
       filtered: 0,
-      events: [{ id, timeMs: 1_000, updates: [] }],
+      events: [{ id, timeMs: 1_000 }],
     });
   }
   return (await store.stats("s", [])).dedupeForgotten;

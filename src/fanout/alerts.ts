@@ -11,7 +11,7 @@ import { getLogger } from "@logtape/logtape";
 import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
-import { OTHER_GROUP } from "../store/types.ts";
+import { cellUpdatesOf, OTHER_GROUP } from "../store/types.ts";
 import { recordAlertsFired } from "../telemetry/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
 import { aggregateValue, decodeGroup, panesOfWindow, windowsOfPane } from "../window/mod.ts";
@@ -205,9 +205,9 @@ export class AlertWatcher {
     if (this.#closed || batch.stream.alerts.length === 0) return;
     const watched = new Set(batch.stream.alerts.map((alert) => alert.counter.index));
     let entry = this.#pending.get(batch.stream.name);
-    batch.events.forEach((event, i) => {
+    batch.events.forEach((_event, i) => {
       if (batch.outcomes[i] !== "applied") return;
-      for (const update of event.updates) {
+      for (const update of cellUpdatesOf(batch.updates, batch.stream.counters.length, i)) {
         if (!watched.has(update.counter)) continue;
         const counter = batch.stream.counters[update.counter];
         // A merge can move a session's start: sessions are judged only at close.

@@ -20,6 +20,7 @@ import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver } from "./types.ts";
 import {
+  cellUpdatesOf,
   compareLogIds,
   type LogRecord,
   OTHER_GROUP,
@@ -658,7 +659,7 @@ export class LiveHub {
       if (batch.outcomes[index] !== "applied") return;
       // The watermark is the largest event time the store has seen, so at least this.
       pending.watermarkMs = Math.max(pending.watermarkMs, event.timeMs);
-      for (const update of event.updates) {
+      for (const update of cellUpdatesOf(batch.updates, batch.stream.counters.length, index)) {
         // Sessions have no fixed windows to publish; they are published when they close.
         if (batch.stream.counters[update.counter].window.kind === "session") continue;
         let groups = touched.get(update.counter);

@@ -5,7 +5,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { BatchEvent, EventOutcome } from "../store/types.ts";
+import type { BatchEvent, BatchUpdates, EventOutcome } from "../store/types.ts";
 
 /** What an {@linkcode IngestObserver} is told after the store applied a batch. */
 export interface AppliedBatch {
@@ -13,6 +13,8 @@ export interface AppliedBatch {
   stream: CompiledStream;
   /** Valid events as sent to the store. */
   events: readonly BatchEvent[];
+  /** Their counter updates, as sent to the store. @default {none} */
+  updates?: BatchUpdates;
   /** What happened to each of them. */
   outcomes: readonly EventOutcome[];
   /** Receive time (ms). */

@@ -45,6 +45,7 @@ import {
   type BatchEvent,
   type BatchRequest,
   batchRequests,
+  type BatchUpdates,
   type Store,
   type StoreBatch,
   StoreRefusedError,
@@ -78,14 +79,23 @@ export interface GroupCommitStats {
 }
 
 /**
- * About how many bytes an event adds to a store call: its id, its logged
- * payload and its counter updates, with a little for the framing.
+ * About how many bytes an event adds to a store call besides its counter
+ * updates ({@linkcode approximateUpdateBytes}): its id and its logged payload,
+ * with a little for the framing.
  */
 export function approximateEventBytes(event: BatchEvent): number {
-  let bytes = 16 + (event.id?.length ?? 0) + (event.payload?.length ?? 0);
-  for (const update of event.updates) {
-    bytes += 24 + update.group.length +
-      (typeof update.value === "string" ? update.value.length : 0);
+  return 16 + (event.id?.length ?? 0) + (event.payload?.length ?? 0);
+}
+
+/** About how many bytes a batch's counter updates add to a store call. */
+export function approximateUpdateBytes(updates: BatchUpdates | undefined): number {
+  let bytes = 0;
+  if (updates === undefined) return bytes;
+  for (let at = 0; at < updates.groups.length; at++) {
+    const group = updates.groups[at];
+    if (group === undefined) continue;
+    const value = updates.values[at];
+    bytes += 24 + group.length + (typeof value === "string" ? value.length : 0);
   }
   return bytes;
 }
@@ -192,7 +202,8 @@ export class GroupCommitter implements Pick<Store, "applyBatch"> {
         this.#queues.set(batch.stream, queue);
       }
       const events = batch.events.length;
-      const bytes = batch.events.reduce((sum, event) => sum + approximateEventBytes(event), 0);
+      const bytes = batch.events.reduce((sum, event) => sum + approximateEventBytes(event), 0) +
+        approximateUpdateBytes(batch.updates);
       const open = queue.open;
       if (
         open && sameShape(open.members[0].batch, batch) &&
@@ -281,9 +292,19 @@ function merge(members: Member[]): StoreBatch {
   if (members.length === 1) return first;
   const events: BatchEvent[] = [];
   const requests: BatchRequest[] = [];
+  // The members share their counters (sameShape): their update columns follow one another.
+  const updates: BatchUpdates = { panes: [], groups: [], values: [] };
+  const width = first.counters.length;
   for (const member of members) {
+    const columns = member.batch.updates;
+    const size = member.batch.events.length * width;
+    for (let at = 0; at < size; at++) {
+      updates.panes.push(columns?.panes[at] ?? 0);
+      updates.groups.push(columns?.groups[at]);
+      updates.values.push(columns?.values[at]);
+    }
     for (const event of member.batch.events) events.push(event);
     for (const request of member.requests) requests.push(request);
   }
-  return { ...first, events, requests, filtered: undefined };
+  return { ...first, events, updates, requests, filtered: undefined };
 }

@@ -14,7 +14,7 @@ import type { GroupCommitter } from "./group_commit.ts";
 import type {
   BatchEvent,
   BatchRequest,
-  CellUpdate,
+  BatchUpdates,
   RateLimitClaim,
   Store,
   StoreBatch,
@@ -23,7 +23,7 @@ import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { eventValidator } from "../validate/mod.ts";
-import { counterCell, eventTimeError, eventTimeMs, readField } from "../window/mod.ts";
+import { eventTimeError, eventTimeMs, readField, writeCounterCell } from "../window/mod.ts";
 
 const logger = getLogger(["edgestream", "ingest"]);
 
@@ -77,36 +77,6 @@ function fieldError(path: string, message: string): FieldError[] {
   return [{ path, message }];
 }
 
-/**
- * The updates of the event being prepared (preparing is synchronous): each event keeps an
- * exact-size copy instead of a list grown by pushes (which reserves room for 17). Entries are
- * overwritten, never cleared with `length = 0`, which would free the list's room for the next
- * event to allocate again.
- */
-const pendingUpdates: CellUpdate[] = [];
-
-/**
- * The first `count` updates as a new array of that length: for the few counters most streams
- * have, an array literal, which is made in place where `slice` is a call into the runtime (about
- * twice the time).
- */
-function exactCopy(updates: CellUpdate[], count: number): CellUpdate[] {
-  switch (count) {
-    case 0:
-      return [];
-    case 1:
-      return [updates[0]];
-    case 2:
-      return [updates[0], updates[1]];
-    case 3:
-      return [updates[0], updates[1], updates[2]];
-    case 4:
-      return [updates[0], updates[1], updates[2], updates[3]];
-    default:
-      return updates.slice(0, count);
-  }
-}
-
 /** Each stream schema's validator, made once rather than per request. */
 const validators = new WeakMap<
   CompiledStream["schema"],
@@ -132,6 +102,9 @@ function prepare(
     nowMs: number;
     withPayload: boolean;
     validate: (value: unknown) => Event | FieldError[];
+    /** Where its counter updates go, from entry `at` on (written also when it is refused). */
+    updates: BatchUpdates;
+    at: number;
   },
 ): Prepared {
   const { nowMs, withPayload } = context;
@@ -184,22 +157,14 @@ function prepare(
   }
   if (transformed === null) return null;
 
-  const updates = pendingUpdates;
-  let count = 0;
   let errors: FieldError[] | undefined;
+  let at = context.at;
   for (const counter of stream.counters) {
-    const cell = counterCell(counter, transformed, timeMs);
-    if (cell === null) continue;
-    if ("message" in cell) (errors ??= []).push(cell);
-    else updates[count++] = cell;
+    const error = writeCounterCell(counter, transformed, timeMs, context.updates, at++);
+    if (error !== null) (errors ??= []).push(error);
   }
   if (errors) return errors;
-  const prepared: BatchEvent = {
-    id,
-    timeMs,
-    updates: exactCopy(updates, count),
-    value: transformed,
-  };
+  const prepared: BatchEvent = { id, timeMs, value: transformed };
   if (withPayload) prepared.payload = JSON.stringify(transformed);
   return prepared;
 }
@@ -452,17 +417,33 @@ async function ingestOnce(
   const rejected: Rejection[] = [];
   const events: BatchEvent[] = [];
   let filtered = 0;
-  const context = { nowMs, withPayload, validate: validatorOf(stream.schema) };
+  const width = stream.counters.length;
+  // Room for every item's entries at once: arrays grown entry by entry copy themselves as they go.
+  const room = items.length * width;
+  const updates: BatchUpdates = {
+    panes: new Array(room),
+    groups: new Array(room),
+    values: new Array(room),
+  };
+  const context = { nowMs, withPayload, validate: validatorOf(stream.schema), updates, at: 0 };
   for (let index = 0; index < items.length; index++) {
     const item = items[index];
     if (!item.ok) {
       rejected.push({ index, errors: [item.error] });
       continue;
     }
+    // A refused event's entries are written over by the next event's, or cut below.
+    context.at = events.length * width;
     const prepared = prepare(stream, item.value, context);
     if (prepared === null) filtered += 1;
     else if (Array.isArray(prepared)) rejected.push({ index, errors: prepared });
     else events.push(prepared);
+  }
+  const size = events.length * width;
+  if (size < room) {
+    updates.panes.length = size;
+    updates.groups.length = size;
+    updates.values.length = size;
   }
   const accepted = events.length + filtered;
   const reply: IngestReply = { accepted, duplicates: 0, late: 0, filtered, rejected };
@@ -497,6 +478,7 @@ async function ingestOnce(
     dedupeTtlMs: stream.dedupe?.ttlMs ?? 0,
     counters: stream.counterMetas,
     events,
+    updates,
     requests: [request],
     log: withPayload ? options.log : undefined,
   });
@@ -529,6 +511,7 @@ async function ingestOnce(
     const batch = {
       stream,
       events,
+      updates,
       outcomes: result.outcomes,
       nowMs,
       demand: result.demand,

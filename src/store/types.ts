@@ -48,7 +48,10 @@ export const REST_GROUP = "\u0000rest";
 /** Most entries a stream's result log keeps; older ones are trimmed (by Redis: about this many). */
 export const MAX_LOG_ENTRIES = 100_000;
 
-/** One update of one event to one counter's pane. */
+/**
+ * One update of one event to one counter's pane. The batch carries them as
+ * {@linkcode BatchUpdates} columns; {@linkcode cellUpdatesOf} makes these of one event.
+ */
 export interface CellUpdate {
   /** Index of the counter in {@linkcode StoreBatch.counters}. */
   counter: number;
@@ -66,8 +69,6 @@ export interface BatchEvent {
   id?: string;
   /** Event time (ms). */
   timeMs: number;
-  /** Its updates, at most one per counter. */
-  updates: CellUpdate[];
   /** The transformed event as JSON text, when the batch logs events. */
   payload?: string;
   /**
@@ -75,6 +76,83 @@ export interface BatchEvent {
    * not know of); never sent to the store.
    */
   value?: unknown;
+}
+
+/**
+ * The counter updates of a batch's events as columns rather than a {@linkcode CellUpdate} object
+ * per event and counter: entry `e * counters.length + c` is event `e`'s update to counter `c`
+ * (`e` its index in {@linkcode StoreBatch.events}), the same fields as a `CellUpdate`'s. An
+ * event does not update a counter whose entry has no group.
+ */
+export interface BatchUpdates {
+  /** {@linkcode CellUpdate.pane} of each entry (any number where there is no update). */
+  panes: number[];
+  /** {@linkcode CellUpdate.group} of each entry; undefined where there is no update. */
+  groups: (string | undefined)[];
+  /** {@linkcode CellUpdate.value} of each entry. */
+  values: (number | string | undefined)[];
+}
+
+/** The updates of event `e` in `columns` of a stream of `width` counters, as objects. */
+export function cellUpdatesOf(
+  columns: BatchUpdates | undefined,
+  width: number,
+  e: number,
+): CellUpdate[] {
+  const updates: CellUpdate[] = [];
+  if (columns === undefined) return updates;
+  for (let counter = 0; counter < width; counter++) {
+    const at = e * width + counter;
+    const group = columns.groups[at];
+    if (group === undefined) continue;
+    const value = columns.values[at];
+    updates.push(
+      value === undefined
+        ? { counter, pane: columns.panes[at], group }
+        : { counter, pane: columns.panes[at], group, value },
+    );
+  }
+  return updates;
+}
+
+/** An event with its updates as objects, at most one per counter. */
+export type EventWithCellUpdates = BatchEvent & { updates: CellUpdate[] };
+
+/** A batch whose events carry their updates as objects ({@linkcode withCellUpdates}). */
+export type BatchOfCellUpdates = Omit<StoreBatch, "events" | "updates"> & {
+  events: EventWithCellUpdates[];
+};
+
+/** `batch` with each event's updates as objects, for a store that reads them so. */
+export function withCellUpdates(batch: StoreBatch): BatchOfCellUpdates {
+  return {
+    ...batch,
+    events: batch.events.map((event, e) => ({
+      ...event,
+      updates: cellUpdatesOf(batch.updates, batch.counters.length, e),
+    })),
+  };
+}
+
+/** `batch` with its events' updates as columns: the inverse of {@linkcode withCellUpdates}. */
+export function fromCellUpdates(batch: BatchOfCellUpdates): StoreBatch {
+  const width = batch.counters.length;
+  const size = batch.events.length * width;
+  const updates: BatchUpdates = {
+    panes: new Array(size).fill(0),
+    groups: new Array(size).fill(undefined),
+    values: new Array(size).fill(undefined),
+  };
+  const events = batch.events.map(({ updates: cells, ...event }, e) => {
+    for (const update of cells) {
+      const at = e * width + update.counter;
+      updates.panes[at] = update.pane;
+      updates.groups[at] = update.group;
+      updates.values[at] = update.value;
+    }
+    return event;
+  });
+  return { ...batch, events, updates };
 }
 
 /**
@@ -196,6 +274,8 @@ export interface StoreBatch {
   counters: CounterMeta[];
   /** Events in arrival order. */
   events: BatchEvent[];
+  /** The events' counter updates. @default {none: no event updates a counter} */
+  updates?: BatchUpdates;
   /**
    * The requests the events belong to, in order (their `events` counts add
    * up to `events.length`). @default {one request of all events, with `filtered`}

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { CellUpdate, CounterMeta } from "../store/types.ts";
+import type { BatchUpdates, CellUpdate, CounterMeta } from "../store/types.ts";
 import { OTHER_GROUP } from "../store/types.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { describe } from "../validate/mod.ts";
@@ -109,24 +109,19 @@ export function decodeGroup(groupBy: readonly string[], key: string): Record<str
 }
 
 /**
- * What one event adds to one counter: the update, null when the event skips the counter, or the
- * error. Missing group fields group as null. A missing or null value skips the counter for this
+ * What one event adds to one counter's value: `undefined` for a count, the value, null when the
+ * event skips the counter, or the error. A missing or null value skips the counter for this
  * event (as SQL's SUM skips NULL); a value of the wrong type is an error.
  */
-export function counterCell(
+function cellValue(
   counter: CompiledCounter,
   event: Event,
-  timeMs: number,
-): CellUpdate | FieldError | null {
-  const pane = alignDown(timeMs, counter.paneMs);
-  const group = groupKeyOf(counter.groupBy, event);
+): number | string | undefined | null | FieldError {
   const spec = counter.aggregate;
-  if (spec.kind === "count") return { counter: counter.index, pane, group };
+  if (spec.kind === "count") return undefined;
   const value = readField(event, spec.field);
   if (value === undefined || value === null) return null;
-  if (spec.kind === "distinct") {
-    return { counter: counter.index, pane, group, value: distinctKey(value) };
-  }
+  if (spec.kind === "distinct") return distinctKey(value);
   if (typeof value !== "number") {
     return {
       path: spec.field,
@@ -142,8 +137,46 @@ export function counterCell(
     };
   }
   // -0 is 0 to a sketch, and Redis writes it as 0: min and max must agree.
-  if (spec.kind === "quantiles" && value === 0) {
-    return { counter: counter.index, pane, group, value: 0 };
-  }
-  return { counter: counter.index, pane, group, value };
+  if (spec.kind === "quantiles" && value === 0) return 0;
+  return value;
+}
+
+/**
+ * What one event adds to one counter: the update, null when the event skips the counter, or the
+ * error. Missing group fields group as null. A missing or null value skips the counter for this
+ * event (as SQL's SUM skips NULL); a value of the wrong type is an error.
+ */
+export function counterCell(
+  counter: CompiledCounter,
+  event: Event,
+  timeMs: number,
+): CellUpdate | FieldError | null {
+  const value = cellValue(counter, event);
+  if (value === null || typeof value === "object") return value;
+  const pane = alignDown(timeMs, counter.paneMs);
+  const group = groupKeyOf(counter.groupBy, event);
+  return value === undefined
+    ? { counter: counter.index, pane, group }
+    : { counter: counter.index, pane, group, value };
+}
+
+/**
+ * {@linkcode counterCell} written into entry `at` of a batch's update columns (see
+ * {@linkcode BatchUpdates}) instead of made as an object: that entry gets no group when the
+ * event skips the counter. Returns the error, or null (then the entry is written).
+ */
+export function writeCounterCell(
+  counter: CompiledCounter,
+  event: Event,
+  timeMs: number,
+  columns: BatchUpdates,
+  at: number,
+): FieldError | null {
+  const value = cellValue(counter, event);
+  if (value !== null && typeof value === "object") return value;
+  const skipped = value === null;
+  columns.panes[at] = skipped ? 0 : alignDown(timeMs, counter.paneMs);
+  columns.groups[at] = skipped ? undefined : groupKeyOf(counter.groupBy, event);
+  columns.values[at] = skipped ? undefined : value;
+  return null;
 }

@@ -381,7 +381,7 @@ Deno.test("concurrent HTTP requests whose shared apply timed out all get 503 wit
 });
 
 function event(extra: Partial<BatchEvent> = {}): BatchEvent {
-  return { timeMs: NOW, updates: [], ...extra };
+  return { timeMs: NOW, ...extra };
 }
 
 function storeBatch(stream: string, events: BatchEvent[], extra: Partial<StoreBatch> = {}) {

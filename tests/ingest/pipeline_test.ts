@@ -5,8 +5,10 @@ import { ingestItems, type IngestReply, MAX_ID_LENGTH } from "../../src/ingest/p
 import type { BodyItem } from "../../src/ingest/mod.ts";
 import { listWindows, type WindowRow } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";
-import type { WindowSpec } from "../../src/window/mod.ts";
+import type { AppliedBatch } from "../../src/fanout/types.ts";
+import { cellUpdatesOf, type StoreBatch, StoreUnavailableError } from "../../src/store/types.ts";
+import type { Event } from "../../src/validate/mod.ts";
+import { counterCell, type WindowSpec } from "../../src/window/mod.ts";
 
 const MINUTE = 60_000;
 /** Start of the time range events fall in: 2026-01-01T00:00:00Z. */
@@ -703,5 +705,41 @@ Deno.test("ingestItems() with the memory store matches a naive recomputation", a
       }
     }),
     { numRuns: 150 },
+  );
+});
+
+Deno.test("ingestItems() hands the store each applied event's counter updates as columns, as counterCell makes them", async () => {
+  const stream = compileStream();
+  const width = stream.counters.length;
+  await fc.assert(
+    fc.asyncProperty(fc.array(eventArbitrary, { minLength: 1, maxLength: 40 }), async (events) => {
+      const store = newStore();
+      const batches: StoreBatch[] = [];
+      const recording = Object.assign(Object.create(store), {
+        applyBatch(batch: StoreBatch) {
+          batches.push(batch);
+          return store.applyBatch(batch);
+        },
+      }) as MemoryStore;
+      const observed: AppliedBatch[] = [];
+      await ingestItems(stream, items(...events), {
+        store: recording,
+        nowMs: NOW,
+        observers: [(batch) => observed.push(batch)],
+      });
+      for (const batch of batches) {
+        // Refused events (a counter's error after others were written) leave no entries.
+        assert.equal(batch.updates?.groups.length ?? 0, batch.events.length * width);
+        batch.events.forEach((event, e) => {
+          const expected = stream.counters.map((counter) =>
+            counterCell(counter, event.value as Event, event.timeMs)
+          ).filter((cell) => cell !== null);
+          assert.deepEqual(cellUpdatesOf(batch.updates, width, e), expected);
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.deepEqual(observed.map((batch) => batch.updates), batches.map((b) => b.updates));
+    }),
+    { numRuns: 200 },
   );
 });

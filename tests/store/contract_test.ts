@@ -15,12 +15,14 @@ import {
 } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import type {
-  BatchEvent,
-  BatchRequest,
-  IdempotencyClaim,
-  Store,
-  StoreBatch,
+import {
+  type BatchOfCellUpdates,
+  type BatchRequest,
+  type EventWithCellUpdates,
+  fromCellUpdates,
+  type IdempotencyClaim,
+  type Store,
+  type StoreBatch,
 } from "../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 import { sessionScenarios } from "./_session_scenarios.ts";
@@ -357,7 +359,6 @@ const scenarios: Record<string, Scenario> = {
     const event = (id: string, t: number) => ({
       id,
       timeMs: t,
-      updates: [],
       payload: JSON.stringify({ id, nested: { ok: true } }),
     });
     const base = {
@@ -392,7 +393,6 @@ const scenarios: Record<string, Scenario> = {
     const event = (id: string, t: number) => ({
       id,
       timeMs: t,
-      updates: [],
       payload: JSON.stringify({ id }),
     });
     const batch = (events: ReturnType<typeof event>[]) => ({
@@ -560,7 +560,8 @@ const scenarios: Record<string, Scenario> = {
       timeMs,
       updates: [{ counter: 0, pane: Math.floor(timeMs / 60_000) * 60_000, group: '["x"]' }],
     });
-    await store.applyBatch({
+    const apply = (batch: BatchOfCellUpdates) => store.applyBatch(fromCellUpdates(batch));
+    await apply({
       ...base,
       nowMs: T0 + 5_000,
       idleMs: 30_000,
@@ -582,14 +583,14 @@ const scenarios: Record<string, Scenario> = {
     });
     assert.deepEqual(closed.map((window) => window.start), [T0]);
     assert.equal((await store.stats("s", [])).watermark, T0 + 70_000);
-    const late = await store.applyBatch({
+    const late = await apply({
       ...base,
       nowMs: T0 + 100_000,
       idleMs: 30_000,
       events: [event(T0 + 59_000), event(T0 + 61_000)],
     });
     assert.deepEqual(late.outcomes, ["late", "applied"]);
-    const without = await store.applyBatch({
+    const without = await apply({
       ...base,
       nowMs: T0 + 500_000,
       events: [event(T0 + 61_000)],
@@ -609,7 +610,7 @@ const scenarios: Record<string, Scenario> = {
       dedupeTtlMs: 0,
       counters: [],
       filtered: 0,
-      events: [{ timeMs: nowMs, updates: [] }],
+      events: [{ timeMs: nowMs }],
     });
     assert.deepEqual((await store.applyBatch(batch(clock()))).demand, []);
     await store.signalDemand("s", ["window.updated", "event.processed"], 60_000);
@@ -628,7 +629,7 @@ const scenarios: Record<string, Scenario> = {
       dedupeTtlMs: ttl,
       counters: [],
       filtered: 0,
-      events: [{ id: "x", timeMs: nowMs, updates: [] }],
+      events: [{ id: "x", timeMs: nowMs }],
     });
     const t = Math.floor(clock() / ttl) * ttl + ttl - 1_000; // late in a TTL-wide bucket
     assert.deepEqual((await store.applyBatch(batch(t))).outcomes, ["applied"]);
@@ -661,7 +662,7 @@ const scenarios: Record<string, Scenario> = {
 };
 
 /** A stored-batch event of stream `s` at `t` in group `g` with value `v`. */
-function batchEvent(id: string, t: number): BatchEvent {
+function batchEvent(id: string, t: number): EventWithCellUpdates {
   return {
     id,
     timeMs: t,
@@ -669,8 +670,12 @@ function batchEvent(id: string, t: number): BatchEvent {
   };
 }
 
-function batchOf(events: BatchEvent[], requests: BatchRequest[], nowMs = T0 + 70_000): StoreBatch {
-  return {
+function batchOf(
+  events: EventWithCellUpdates[],
+  requests: BatchRequest[],
+  nowMs = T0 + 70_000,
+): StoreBatch {
+  return fromCellUpdates({
     stream: "s",
     nowMs,
     latenessMs: stream.latenessMs,
@@ -678,7 +683,7 @@ function batchOf(events: BatchEvent[], requests: BatchRequest[], nowMs = T0 + 70
     counters: stream.counterMetas,
     events,
     requests,
-  };
+  });
 }
 
 function claim(key: string, body: string): IdempotencyClaim {

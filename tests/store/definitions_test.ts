@@ -8,6 +8,7 @@ import { Redis } from "@upstash/redis";
 import {
   type DefinitionStore,
   type DefinitionWrite,
+  fromCellUpdates,
   generationKey,
   MemoryDefinitionStore,
   MemoryStore,
@@ -131,14 +132,14 @@ const COUNTER = {
 };
 
 function batch(stream: string): StoreBatch {
-  return {
+  return fromCellUpdates({
     stream,
     nowMs: T0,
     latenessMs: 0,
     dedupeTtlMs: 0,
     counters: [COUNTER],
     events: [{ timeMs: T0, updates: [{ counter: 0, pane: T0, group: "[]" }] }],
-  };
+  });
 }
 
 const applyScenarios: Record<

@@ -12,7 +12,13 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import type { BatchEvent, ClosedWindow, Store, StoreBatch } from "../../src/store/types.ts";
+import {
+  type ClosedWindow,
+  type EventWithCellUpdates,
+  fromCellUpdates,
+  type Store,
+  type StoreBatch,
+} from "../../src/store/types.ts";
 import { counterCell } from "../../src/window/mod.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 
@@ -85,7 +91,7 @@ function compareTuples(a: SessionTuple, b: SessionTuple): number {
 
 /** The store batch of some events, built as the ingest pipeline builds it. */
 function batchOf(events: readonly ModelEvent[], nowMs: number): StoreBatch {
-  const batchEvents: BatchEvent[] = events.map((event) => ({
+  const batchEvents: EventWithCellUpdates[] = events.map((event) => ({
     timeMs: event.t,
     updates: stream.counters.map((counter) => {
       const update = counterCell(counter, event as never, event.t);
@@ -93,7 +99,7 @@ function batchOf(events: readonly ModelEvent[], nowMs: number): StoreBatch {
       return update;
     }),
   }));
-  return {
+  return fromCellUpdates({
     stream: "s",
     nowMs,
     latenessMs: LATENESS,
@@ -101,7 +107,7 @@ function batchOf(events: readonly ModelEvent[], nowMs: number): StoreBatch {
     dedupeTtlMs: 0,
     counters: stream.counterMetas,
     events: batchEvents,
-  };
+  });
 }
 
 /** Closed windows of all counters as session tuples, one counter's values per field. */

@@ -16,7 +16,7 @@ function batch(requests: StoreBatch["requests"], events = 2, stream = "s"): Stor
     latenessMs: 0,
     dedupeTtlMs: 0,
     counters: [],
-    events: Array.from({ length: events }, () => ({ timeMs: Date.now(), updates: [] })),
+    events: Array.from({ length: events }, () => ({ timeMs: Date.now() })),
     requests,
   };
 }

@@ -270,6 +270,7 @@ export class MemoryStore implements Store {
       const events = requests.length === 1
         ? batch.events
         : batch.events.slice(next, next + request.events);
+      const first = next;
       next += request.events;
       const verdict = this.#admit(stream, request, admitting);
       if (verdict) {
@@ -289,7 +290,7 @@ export class MemoryStore implements Store {
           outcomes.push("duplicate");
           continue;
         }
-        const outcome = this.#applyEvent(stream, events[i], applying);
+        const outcome = this.#applyEvent(stream, events[i], first + i, applying);
         outcomes.push(outcome);
         if (outcome === "late") late += 1;
       }
@@ -404,10 +405,11 @@ export class MemoryStore implements Store {
     return undefined;
   }
 
-  /** Lateness, counters and log of one event of an admitted request (not a duplicate). */
+  /** Lateness, counters and log of event `e` of the batch, of an admitted request (not a duplicate). */
   #applyEvent(
     stream: StreamState,
     event: BatchEvent,
+    e: number,
     context: {
       batch: StoreBatch;
       now: number;
@@ -430,9 +432,13 @@ export class MemoryStore implements Store {
     if (stream.watermark === null || event.timeMs > stream.watermark) {
       stream.watermark = event.timeMs;
     }
-    for (const update of event.updates) {
-      const counter = batch.counters[update.counter];
-      panesByCounter[update.counter] ??= {
+    const columns = batch.updates;
+    const width = batch.counters.length;
+    for (let index = 0, at = e * width; columns !== undefined && index < width; index++, at++) {
+      const group = columns.groups[at];
+      if (group === undefined) continue;
+      const counter = batch.counters[index];
+      panesByCounter[index] ??= {
         batch: context.batchNumber,
         panes: this.#panesOf(stream, counter.name),
         lastStart: NaN,
@@ -440,7 +446,15 @@ export class MemoryStore implements Store {
         lastGroup: undefined,
         lastCell: undefined,
       };
-      this.#applyUpdate(stream, counter, panesByCounter[update.counter], update, now);
+      this.#applyUpdate(
+        stream,
+        counter,
+        panesByCounter[index],
+        columns.panes[at],
+        group,
+        columns.values[at],
+        now,
+      );
     }
     stream.applied += 1;
     if (batch.log?.processed && event.payload !== undefined) {
@@ -466,32 +480,33 @@ export class MemoryStore implements Store {
     stream: StreamState,
     counter: CounterMeta,
     counterPanes: CounterPanes,
-    update: { pane: number; group: string; value?: number | string },
+    start: number,
+    key: string,
+    value: number | string | undefined,
     now: number,
   ): void {
     if (counter.session) {
+      const update = { pane: start, group: key, value };
       if (!this.#sessionsOf(stream, counter).add(counter, update, now)) {
         stream.overflow.set(counter.name, (stream.overflow.get(counter.name) ?? 0) + 1);
       }
       return;
     }
     // Most events of a batch fall in the pane the one before used: no map lookup for them.
-    let pane = counterPanes.lastStart === update.pane
-      ? counterPanes.last
-      : counterPanes.panes.get(update.pane);
+    let pane = counterPanes.lastStart === start ? counterPanes.last : counterPanes.panes.get(start);
     if (!pane || pane.expiresAt <= now) {
       pane = { expiresAt: 0, groups: new Map() };
-      counterPanes.panes.set(update.pane, pane);
-      this.#openWindows(stream, counter, update.pane);
+      counterPanes.panes.set(start, pane);
+      this.#openWindows(stream, counter, start);
     }
     if (pane !== counterPanes.last) {
       // The batch's clock and the counter's ttl are fixed: one write per pane and batch does.
       pane.expiresAt = now + counter.ttlMs;
       counterPanes.lastGroup = undefined;
     }
-    counterPanes.lastStart = update.pane;
+    counterPanes.lastStart = start;
     counterPanes.last = pane;
-    let group = update.group;
+    let group = key;
     // Runs of one group (a counter without groupBy, a field of few values) skip the map lookup.
     let cell = group === counterPanes.lastGroup ? counterPanes.lastCell : pane.groups.get(group);
     if (!cell && pane.groups.size >= counter.maxGroups) {
@@ -505,24 +520,23 @@ export class MemoryStore implements Store {
       pane.groups.set(group, cell);
     }
     // Only a group counted under its own key: one past `maxGroups` counts its overflow each time.
-    counterPanes.lastGroup = group === update.group ? group : undefined;
+    counterPanes.lastGroup = group === key ? group : undefined;
     counterPanes.lastCell = cell;
     if (counter.aggregate === "distinct") {
       cell.state.count += 1;
-      cell.values!.add(String(update.value));
+      cell.values!.add(String(value));
       cell.state.distinct = cell.values!.size;
     } else {
       const sumBefore = cell.state.sum;
-      addValue(cell.state, typeof update.value === "number" ? update.value : undefined);
+      addValue(cell.state, typeof value === "number" ? value : undefined);
       if (
-        (counter.aggregate === "sum" || counter.aggregate === "avg") &&
-        typeof update.value === "number"
+        (counter.aggregate === "sum" || counter.aggregate === "avg") && typeof value === "number"
       ) {
-        addToSum(cell, counterPanes.batch, update.group, update.value, sumBefore);
+        addToSum(cell, counterPanes.batch, key, value, sumBefore);
       }
-      if (counter.aggregate === "quantiles" && typeof update.value === "number") {
+      if (counter.aggregate === "quantiles" && typeof value === "number") {
         const bins = cell.state.bins ??= {};
-        const bin = sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
+        const bin = sketchBin(value, counter.accuracy ?? DEFAULT_ACCURACY);
         bins[bin] = (bins[bin] ?? 0) + 1;
       }
     }

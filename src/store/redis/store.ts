@@ -25,6 +25,7 @@ import { sessionApplyArgs, sessionCloseArgs, sessionRuns } from "./_session_scri
 import {
   type AlertFiring,
   type ApplyResult,
+  type BatchOfCellUpdates,
   batchRequests,
   type CellUpdate,
   type ClosedWindow,
@@ -44,6 +45,7 @@ import {
   type TimeRange,
   type WindowRead,
   type WindowValue,
+  withCellUpdates,
 } from "../types.ts";
 
 /** The part of the `@upstash/redis` client the store uses. */
@@ -152,7 +154,7 @@ type Cell =
   ];
 
 /** The bucket of a quantiles counter's update, or undefined for other counters. */
-function binOf(batch: StoreBatch, update: CellUpdate): string | undefined {
+function binOf(batch: BatchOfCellUpdates, update: CellUpdate): string | undefined {
   const counter = batch.counters[update.counter];
   if (counter.aggregate !== "quantiles" || typeof update.value !== "number") return undefined;
   return sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
@@ -170,7 +172,7 @@ function cellKey(update: CellUpdate): string {
  * quantiles bucket (`bins`, when a counter is a quantiles one), so the
  * per-event updates need not work them out again.
  */
-function preAggregate(batch: StoreBatch): {
+function preAggregate(batch: BatchOfCellUpdates): {
   cells: Cell[];
   indexes: number[][];
   bins: (string | undefined)[][] | undefined;
@@ -310,7 +312,9 @@ export class RedisStore implements Store {
     return this.#calls.script(script, [this.keyPrefix(stream)], argv);
   }
 
-  async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+  async applyBatch(given: StoreBatch): Promise<ApplyResult> {
+    // The script's arguments are made from each event's updates as objects.
+    const batch = withCellUpdates(given);
     const logging = batch.events.some((event) => event.payload !== undefined);
     const sess = sessionApplyArgs(batch.counters);
     const { cells, indexes, bins } = preAggregate(batch);

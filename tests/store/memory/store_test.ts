@@ -4,8 +4,10 @@ import { compileConfig } from "../../../src/config/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import {
-  type BatchEvent,
+  type BatchOfCellUpdates,
   type CounterMeta,
+  type EventWithCellUpdates,
+  fromCellUpdates,
   OTHER_GROUP,
   type StoreBatch,
 } from "../../../src/store/types.ts";
@@ -39,8 +41,12 @@ function clockedStore() {
   return { clock, store };
 }
 
-function batch(nowMs: number, events: BatchEvent[], options: Partial<StoreBatch> = {}): StoreBatch {
-  return {
+function batch(
+  nowMs: number,
+  events: EventWithCellUpdates[],
+  options: Partial<BatchOfCellUpdates> = {},
+): StoreBatch {
+  return fromCellUpdates({
     stream: "s",
     nowMs,
     latenessMs: 0,
@@ -49,11 +55,11 @@ function batch(nowMs: number, events: BatchEvent[], options: Partial<StoreBatch>
     events,
     filtered: 0,
     ...options,
-  };
+  });
 }
 
 /** An event at T0 counted once in group `group` of the count counter. */
-function countEvent(group = "[]", id?: string): BatchEvent {
+function countEvent(group = "[]", id?: string): EventWithCellUpdates {
   return { id, timeMs: T0, updates: [{ counter: 0, pane: T0, group }] };
 }
 
@@ -172,7 +178,7 @@ Deno.test("MemoryStore applies maxGroups per pane", async () => {
 
 Deno.test("MemoryStore merges distinct values of overflowing groups", async () => {
   const { store } = clockedStore();
-  const person = (group: string, who: string): BatchEvent => ({
+  const person = (group: string, who: string): EventWithCellUpdates => ({
     timeMs: T0,
     updates: [{ counter: 1, pane: T0, group, value: JSON.stringify(who) }],
   });
@@ -211,7 +217,7 @@ function idBatch(ids: string[], stream = "s"): StoreBatch {
     dedupeTtlMs: 60_000,
     counters: [],
     filtered: 0,
-    events: ids.map((id) => ({ id, timeMs: 1_000, updates: [] })),
+    events: ids.map((id) => ({ id, timeMs: 1_000 })),
   };
 }
 

@@ -921,7 +921,7 @@ redisTest(
       dedupeTtlMs: 60_000,
       counters: [],
       filtered: 0,
-      events: [{ id: "x", timeMs: nowMs, updates: [] }],
+      events: [{ id: "x", timeMs: nowMs }],
     });
     const t = 60_000 * 1000 + 59_000; // late in a TTL-wide bucket
     assert.deepEqual((await store.applyBatch(batch(t))).outcomes, ["applied"]);
@@ -942,7 +942,7 @@ redisTest(
       dedupeTtlMs: ttl,
       counters: [],
       filtered: 0,
-      events: ids.map((id) => ({ id, timeMs: nowMs, updates: [] })),
+      events: ids.map((id) => ({ id, timeMs: nowMs })),
     });
     const outcomes = async (nowMs: number, ids: string[]) =>
       (await store.applyBatch(batch(nowMs, ids))).outcomes;
