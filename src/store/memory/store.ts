@@ -21,6 +21,7 @@ import {
   type BatchEvent,
   type BatchRequest,
   batchRequests,
+  type BatchUpdates,
   type ClosedWindow,
   type CloseOptions,
   compareGroupKeys,
@@ -446,15 +447,7 @@ export class MemoryStore implements Store {
         lastGroup: undefined,
         lastCell: undefined,
       };
-      this.#applyUpdate(
-        stream,
-        counter,
-        panesByCounter[index],
-        columns.panes[at],
-        group,
-        columns.values[at],
-        now,
-      );
+      this.#applyUpdate(stream, counter, panesByCounter[index], columns, at, now);
     }
     stream.applied += 1;
     if (batch.log?.processed && event.payload !== undefined) {
@@ -480,11 +473,14 @@ export class MemoryStore implements Store {
     stream: StreamState,
     counter: CounterMeta,
     counterPanes: CounterPanes,
-    start: number,
-    key: string,
-    value: number | string | undefined,
+    columns: BatchUpdates,
+    at: number,
     now: number,
   ): void {
+    // Read here rather than passed in: a pane start passed to a call is boxed, one object each.
+    const start = columns.panes[at];
+    const key = columns.groups[at]!;
+    const value = columns.values[at];
     if (counter.session) {
       const update = { pane: start, group: key, value };
       if (!this.#sessionsOf(stream, counter).add(counter, update, now)) {
