@@ -447,7 +447,7 @@ export class MemoryStore implements Store {
         lastGroup: undefined,
         lastCell: undefined,
       };
-      this.#applyUpdate(stream, counter, panesByCounter[index], columns, at, now);
+      this.#applyUpdate(stream, counter, panesByCounter[index], columns, at, context);
     }
     stream.applied += 1;
     if (batch.log?.processed && event.payload !== undefined) {
@@ -475,9 +475,11 @@ export class MemoryStore implements Store {
     counterPanes: CounterPanes,
     columns: BatchUpdates,
     at: number,
-    now: number,
+    context: { now: number },
   ): void {
-    // Read here rather than passed in: a pane start passed to a call is boxed, one object each.
+    // Numbers read here rather than passed in: a double (a pane start, the clock) passed to a
+    // call is boxed, one object each time.
+    const now = context.now;
     const start = columns.panes[at];
     const key = columns.groups[at]!;
     const value = columns.values[at];
