@@ -743,9 +743,9 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
  */
 function idempotencyKeyOf(c: Context): string | undefined {
   const header = c.req.header("Idempotency-Key");
-  if (!c.req.url.includes("idempotencyKey=")) return header;
-  // Given once: a request that repeats a query parameter was refused before.
-  const query = c.req.query("idempotencyKey");
+  // Given once: a request that repeats a query parameter was refused before. Read by its decoded
+  // name (`%69dempotencyKey=` is the same parameter), as the repeat check reads names.
+  const query = c.req.url.includes("?") ? c.req.query("idempotencyKey") : undefined;
   if (header !== undefined && query !== undefined && header !== query) {
     throw new ApiError(
       400,

@@ -107,6 +107,21 @@ Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), an
   assert.equal(await countOf(app), 1);
 });
 
+Deno.test("?idempotencyKey= with a percent-encoded name is the same key: a retry is not counted twice", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const post = (path: string) =>
+    app.request(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(batch),
+    });
+  // `%69` is `i`: the name decodes to idempotencyKey, as every other parameter's does.
+  assert.equal((await post("/v1/streams/orders/events?%69dempotencyKey=enc-1")).status, 202);
+  const again = await post("/v1/streams/orders/events?idempotency%4Bey=enc-1");
+  assert.equal(again.headers.get("Idempotent-Replayed"), "true");
+  assert.equal(await countOf(app), 1);
+});
+
 Deno.test("another key, or no key, applies the same body again", async () => {
   const { app } = await testApp({ config: CONFIG });
   const events = [{ ts: at(10), country: "DE" }];
