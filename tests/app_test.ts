@@ -830,3 +830,23 @@ Deno.test("a query parameter given twice is 400 invalid_query naming it, on ever
   );
   assert.equal(groups.status, 200);
 });
+
+Deno.test("a query parameter given twice on a path or method nothing serves is still its 404 or 405", async () => {
+  const { app } = await testApp();
+  for (
+    const [method, path, status, code] of [
+      ["GET", "/nope?a=1&a=2", 404, "not_found"],
+      ["GET", "/v1/nope?limit=1&limit=2", 404, "not_found"],
+      ["DELETE", "/healthz?a=1&a=2", 405, "method_not_allowed"],
+      ["PATCH", "/v1/streams/orders/counters/count_1m?limit=1&limit=2", 405, "method_not_allowed"],
+    ] as const
+  ) {
+    const res = await app.request(path, { method });
+    assert.equal(res.status, status, `${method} ${path}`);
+    assert.equal((await res.json()).error.code, code, `${method} ${path}`);
+  }
+  // OPTIONS on a served path still answers what it takes.
+  const options = await app.request("/healthz?a=1&a=2", { method: "OPTIONS" });
+  assert.equal(options.status, 204);
+  assert.equal(options.headers.get("Allow"), "GET, HEAD");
+});

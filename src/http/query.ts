@@ -8,6 +8,7 @@
  * @module
  */
 import type { MiddlewareHandler } from "hono";
+import { matchedRoutes } from "hono/route";
 import { ApiError } from "./errors.ts";
 
 /** The first query parameter of `url` given more than once, other than `group.<field>`. */
@@ -36,6 +37,8 @@ export function refuseRepeatedQuery(url: string): void {
 
 /**
  * Middleware: a request that repeats a query parameter is 400 `invalid_query`.
+ * A path or method no route serves (only middleware matched) is left to its
+ * 404 or 405, whatever its query.
  *
  * @example
  * ```ts
@@ -48,7 +51,10 @@ export function refuseRepeatedQuery(url: string): void {
  */
 export function singleQueryValues(): MiddlewareHandler {
   return async (c, next) => {
-    refuseRepeatedQuery(c.req.url);
+    if (
+      repeatedQueryParameter(c.req.url) !== undefined &&
+      matchedRoutes(c).some((route) => route.method !== "ALL")
+    ) refuseRepeatedQuery(c.req.url);
     await next();
   };
 }
