@@ -14,7 +14,8 @@ import { ApiError } from "./errors.ts";
 /** The first query parameter of `url` given more than once, other than `group.<field>`. */
 export function repeatedQueryParameter(url: string): string | undefined {
   const start = url.indexOf("?");
-  if (start < 0) return undefined;
+  // One pair (the usual `?idempotencyKey=` of a beacon) repeats nothing: skip URLSearchParams.
+  if (start < 0 || !url.includes("&", start)) return undefined;
   const seen = new Set<string>();
   for (const name of new URLSearchParams(url.slice(start + 1)).keys()) {
     if (name.startsWith("group.")) continue;
