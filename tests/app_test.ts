@@ -848,5 +848,17 @@ Deno.test("a query parameter given twice on a path or method nothing serves is s
   // OPTIONS on a served path still answers what it takes.
   const options = await app.request("/healthz?a=1&a=2", { method: "OPTIONS" });
   assert.equal(options.status, 204);
-  assert.equal(options.headers.get("Allow"), "GET, HEAD");
+  assert.equal(options.headers.get("Allow"), "GET, HEAD"); // Pages, health checks and the API document take any query (tracking links, cache busters).
+  for (const path of ["/", "/docs", "/sdk.js", "/healthz", "/openapi.json"]) {
+    const res = await app.request(`${path}?utm=1&utm=2`);
+    assert.equal(res.status, 200, path);
+    await res.body?.cancel();
+  }
+});
+
+Deno.test("with keys, a query parameter given twice to the API is a 400 before the key is checked", async () => {
+  const { app } = await testApp({ auth: true });
+  const res = await app.request("/v1/streams/orders/counters/count_1m?limit=1&limit=2");
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.code, "invalid_query");
 });

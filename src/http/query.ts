@@ -37,9 +37,12 @@ export function refuseRepeatedQuery(url: string): void {
 }
 
 /**
- * Middleware: a request that repeats a query parameter is 400 `invalid_query`.
- * A path or method no route serves (only middleware matched) is left to its
- * 404 or 405, whatever its query.
+ * Middleware: an API request (`/v1/…`) that repeats a query parameter is 400
+ * `invalid_query`, before its key is checked (the request cannot be read as
+ * meant, whoever sends it). Pages, health checks and the API document take
+ * any query (tracking links, cache busters). A path or method no route
+ * serves (only middleware matched) is left to its 404 or 405, whatever its
+ * query.
  *
  * @example
  * ```ts
@@ -53,7 +56,7 @@ export function refuseRepeatedQuery(url: string): void {
 export function singleQueryValues(): MiddlewareHandler {
   return async (c, next) => {
     if (
-      repeatedQueryParameter(c.req.url) !== undefined &&
+      c.req.path.startsWith("/v1/") && repeatedQueryParameter(c.req.url) !== undefined &&
       matchedRoutes(c).some((route) => route.method !== "ALL")
     ) refuseRepeatedQuery(c.req.url);
     await next();
