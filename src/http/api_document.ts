@@ -97,8 +97,15 @@ type Json = any;
  */
 function withRequestIds(app: OpenAPIHono): Json {
   const document: Json = app.getOpenAPI31Document(DOCUMENT);
-  for (const item of Object.values<Json>(document.paths ?? {})) {
+  for (const [path, item] of Object.entries<Json>(document.paths ?? {})) {
     for (const operation of Object.values<Json>(item)) {
+      // Any API operation answers a query parameter given twice with 400 (src/http/query.ts).
+      if (path.startsWith("/v1/") && operation?.responses && !operation.responses["400"]) {
+        operation.responses["400"] = {
+          description: "A query parameter given twice: `invalid_query`",
+          content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
+        };
+      }
       for (const [status, response] of Object.entries<Json>(operation?.responses ?? {})) {
         if (status === "101") continue;
         response.headers = {

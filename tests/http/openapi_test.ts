@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { ADMIN_KEY, call, setup } from "../fanout/webhooks/_setup.ts";
+import { testApp } from "../_fixtures.ts";
 
 const METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -234,4 +235,20 @@ Deno.test("/openapi.json is served as the /docs files are: gzipped when accepted
   } finally {
     await ctx.close();
   }
+});
+
+Deno.test("every API operation of the document lists a 400: a query parameter given twice is one on each", async () => {
+  const { app } = await testApp();
+  const document = await (await app.request("/openapi.json")).json();
+  const missing: string[] = [];
+  for (
+    const [path, item] of Object.entries<Record<string, { responses?: object }>>(document.paths)
+  ) {
+    if (!path.startsWith("/v1/")) continue;
+    for (const [method, operation] of Object.entries(item)) {
+      if (!(operation.responses && "400" in operation.responses)) missing.push(`${method} ${path}`);
+    }
+  }
+  assert.deepEqual(missing, []);
+  assert.ok(!("400" in document.paths["/healthz"].get.responses));
 });
