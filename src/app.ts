@@ -235,7 +235,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
  * pattern with the methods it takes (upper case, `HEAD` beside `GET`): what
  * a 405 names in `Allow`. Middleware (`app.use`) is not a route.
  */
-function servedRoutes(
+export function servedRoutes(
   app: { routes: readonly { method: string; path: string }[] },
 ): { pattern: URLPattern; methods: string[] }[] {
   const byPath = new Map<string, Set<string>>();
@@ -247,8 +247,13 @@ function servedRoutes(
     byPath.set(path, methods);
   }
   // Hono's `:name` is URLPattern's too: one path segment.
-  return [...byPath].map(([path, methods]) => ({
-    pattern: new URLPattern({ pathname: path }),
-    methods: [...methods].sort(),
-  }));
+  return [...byPath].flatMap(([path, methods]) => {
+    try {
+      return [{ pattern: new URLPattern({ pathname: path }), methods: [...methods].sort() }];
+    } catch {
+      // A Hono pattern URLPattern does not read (a regex parameter `:id{[0-9]+}`): such a
+      // path answers 404 for other methods rather than every 404 failing.
+      return [];
+    }
+  });
 }

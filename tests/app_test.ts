@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { servedRoutes } from "../src/app.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
@@ -861,4 +862,19 @@ Deno.test("with keys, a query parameter given twice to the API is a 400 before t
   const res = await app.request("/v1/streams/orders/counters/count_1m?limit=1&limit=2");
   assert.equal(res.status, 400);
   assert.equal((await res.json()).error.code, "invalid_query");
+});
+
+Deno.test("servedRoutes() leaves out a path URLPattern cannot read (a regex parameter) rather than fail every 404", () => {
+  const routes = servedRoutes({
+    routes: [
+      { method: "GET", path: "/a/:id{[0-9]+}" },
+      { method: "GET", path: "/b/:id" },
+      { method: "POST", path: "/b/:id" },
+      { method: "ALL", path: "/*" },
+    ],
+  });
+  assert.deepEqual(
+    routes.map((route) => [route.pattern.pathname, route.methods]),
+    [["/b/:id", ["GET", "HEAD", "POST"]]],
+  );
 });

@@ -45,20 +45,29 @@ const WHEN_WARNING_EVERY_MS = 60_000;
 /** When each alert's failing `when` was last warned about (`performance.now()`). */
 const warnedAt = new WeakMap<CompiledAlert, number>();
 
-function warnFailedWhen(alert: CompiledAlert, error: unknown): void {
+function warnFailedWhen(alert: CompiledAlert, error: unknown, value: unknown): void {
   const now = performance.now();
   const last = warnedAt.get(alert);
   if (last !== undefined && now - last < WHEN_WARNING_EVERY_MS) return;
   warnedAt.set(alert, now);
-  logger.warn(
-    "Alert {alert}'s condition {when} failed on a window of counter {counter}, so it did not fire there: {error}",
-    {
-      alert: alert.name,
-      when: alert.source,
-      counter: alert.counter.name,
-      error: error instanceof Error ? error.message : String(error),
-    },
-  );
+  const fields = {
+    alert: alert.name,
+    when: alert.source,
+    counter: alert.counter.name,
+    error: error instanceof Error ? error.message : String(error),
+  };
+  if (value === null) {
+    // A window with no value yet (a max of events that lacked the field): routine, so say how.
+    logger.warn(
+      "Alert {alert}'s condition {when} failed on a window of counter {counter} whose value is null, so it did not fire there (test value != null first): {error}",
+      fields,
+    );
+  } else {
+    logger.warn(
+      "Alert {alert}'s condition {when} failed on a window of counter {counter}, so it did not fire there: {error}",
+      fields,
+    );
+  }
 }
 
 /**
@@ -111,7 +120,7 @@ export function evaluateAlerts(
       try {
         result = alert.when(variables);
       } catch (error) {
-        warnFailedWhen(alert, error);
+        warnFailedWhen(alert, error, value);
         continue;
       }
       if (result !== true) continue;
