@@ -63,17 +63,23 @@ export const DEFAULT_LIMITS: Required<BodyLimits> = {
 /** How a body is framed. */
 export type BodyFormat = "json" | "ndjson";
 
-/** Maps a `Content-Type` header to a body format, or throws 415. */
-export function bodyFormat(contentType: string | undefined): BodyFormat {
+/**
+ * Maps a `Content-Type` header to a body format, or throws 415 naming the types taken
+ * (`alsoTaken`: one more the caller reads itself, e.g. a beacon's `text/plain`).
+ */
+export function bodyFormat(contentType: string | undefined, alsoTaken?: string): BodyFormat {
   const [type, ...parameters] = (contentType ?? "").split(";");
   const mediaType = type.trim().toLowerCase();
   // Bodies are read as UTF-8: another charset said would be misread, not converted.
   if (parameters.length > 0) refuseOtherCharset(parameters);
   if (mediaType === "application/json") return "json";
   if (mediaType === "application/x-ndjson" || mediaType === "application/ndjson") return "ndjson";
+  const taken = alsoTaken === undefined
+    ? "application/json or application/x-ndjson"
+    : `application/json, application/x-ndjson or ${alsoTaken}`;
   throw new BodyError(
     "unsupported_media_type",
-    `Content-Type must be application/json or application/x-ndjson, got '${mediaType || "(none)"}'`,
+    `Content-Type must be ${taken}, got '${mediaType || "(none)"}'`,
   );
 }
 

@@ -102,7 +102,7 @@ export function ingestBodyFormat(contentType: string | undefined, grant?: KeyGra
     refuseOtherCharset(parameters);
     return "json";
   }
-  return bodyFormat(contentType);
+  return bodyFormat(contentType, grant?.publishable ? "text/plain (JSON)" : undefined);
 }
 
 function streamOrigins(stream: CompiledStream | undefined): readonly string[] {

@@ -176,6 +176,23 @@ Deno.test("beacons: a text/plain body holding JSON is read for publishable keys 
     ...send("pageviews", JSON.stringify({ id: "c" }), { key: KEYS.ingest, type: "text/plain" }),
   );
   assert.equal(secret.status, 415);
+  assert.equal(
+    (await secret.json()).error.message,
+    "Content-Type must be application/json or application/x-ndjson, got 'text/plain'",
+  );
+  // With a publishable key the 415 names text/plain too.
+  const html = await app.request(
+    ...send("pageviews", JSON.stringify({ id: "h" }), {
+      query: pk.key,
+      origin: SHOP,
+      type: "text/html",
+    }),
+  );
+  assert.equal(html.status, 415);
+  assert.equal(
+    (await html.json()).error.message,
+    "Content-Type must be application/json, application/x-ndjson or text/plain (JSON), got 'text/html'",
+  );
   for (const charset of ["iso-8859-1", "utf-16"]) {
     const other = await app.request(
       ...send("pageviews", JSON.stringify({ id: "d" }), {
