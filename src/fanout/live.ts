@@ -586,7 +586,14 @@ export class LiveHub {
       if (count > 0) types.add(type);
     }
     tail.signalledAt = this.#now();
-    await this.#store.signalDemand(tail.stream.name, [...types], this.#demandTtlMs);
+    try {
+      await this.#store.signalDemand(tail.stream.name, [...types], this.#demandTtlMs);
+    } catch (error) {
+      // Not signalled: the next poll tries again, so the demand is back as soon as the store
+      // answers (not a third of its lifetime after this attempt).
+      tail.signalledAt = 0;
+      throw error;
+    }
     tail.signalled = types;
   }
 

@@ -773,3 +773,60 @@ Deno.test("LiveHub.subscribe() rejects with the store's error while the log cann
     await live.close();
   }
 });
+
+Deno.test("LiveHub on a shared store: window.updated written while this instance could not reach the store for longer than the demand lasts is missed; after it signals again, none is", async () => {
+  let clock = NOW;
+  const now = () => clock;
+  const shared = new MemoryStore({ now });
+  // Instance A's view of the shared store, which it cannot reach while `down`.
+  let down = false;
+  const unreachable = new Set(["readLog", "lastLogId", "signalDemand"]);
+  const viewOfA = new Proxy(shared, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (typeof value !== "function") return value;
+      if (down && unreachable.has(String(name))) {
+        return () =>
+          Promise.reject(new StoreUnavailableError("Redis is unavailable: fetch failed"));
+      }
+      return value.bind(target);
+    },
+  });
+  const options = { pollMs: 10, shared: true, demandTtlMs: 1_000, updateIntervalMs: 0, now };
+  const hubA = new LiveHub(streams, viewOfA, options);
+  const hubB = new LiveHub(streams, shared, options);
+  // Instance B ingests into the shared store.
+  const ingestB = (events: object[]) =>
+    ingestItems(orders, events.map((value) => ({ ok: true as const, value })), {
+      ...ingestFanoutFor("orders", { demand: [hubB], observers: [hubB.observer] }),
+      store: shared,
+      nowMs: clock,
+    });
+  const updates = (seen: PublicPayload[]) =>
+    seen.filter((payload) => payload.type === "window.updated").length;
+  const subscriber = collector();
+  try {
+    await hubA.subscribe(subscription(["window.updated"]), subscriber.sink);
+    await ingestB([{ id: "before", ts: at(1), country: "DE" }]);
+    await eventually(() => updates(subscriber.received) > 0);
+    const before = updates(subscriber.received);
+
+    // A cannot reach the store for longer than its subscribers' demand lasts.
+    down = true;
+    clock += 1_500;
+    await ingestB([{ id: "during", ts: at(2), country: "FR" }]);
+    await sleep(100);
+    down = false;
+    await sleep(100);
+    assert.equal(updates(subscriber.received), before, "the update written during the lapse");
+
+    // A signals again as soon as it reaches the store (its clock has not moved since): B's next
+    // update reaches A's subscriber.
+    await ingestB([{ id: "after", ts: at(3), country: "IT" }]);
+    await eventually(() => updates(subscriber.received) > before);
+    assert.deepEqual(subscriber.closed, []);
+  } finally {
+    await hubA.close();
+    await hubB.close();
+  }
+});
