@@ -45,12 +45,18 @@ const WHEN_WARNING_EVERY_MS = 60_000;
 /** When each alert's failing `when` was last warned about (`performance.now()`). */
 const warnedAt = new WeakMap<CompiledAlert, number>();
 
-function warnFailedWhen(alert: CompiledAlert, error: unknown, value: unknown): void {
+function warnFailedWhen(
+  stream: string,
+  alert: CompiledAlert,
+  failure: { error: unknown; value: unknown },
+): void {
   const now = performance.now();
   const last = warnedAt.get(alert);
   if (last !== undefined && now - last < WHEN_WARNING_EVERY_MS) return;
   warnedAt.set(alert, now);
+  const { error, value } = failure;
   const fields = {
+    stream,
     alert: alert.name,
     when: alert.source,
     counter: alert.counter.name,
@@ -59,22 +65,22 @@ function warnFailedWhen(alert: CompiledAlert, error: unknown, value: unknown): v
   if (value === null) {
     // A window with no value yet (a max of events that lacked the field): routine, so say how.
     logger.warn(
-      "Alert {alert}'s condition {when} failed on a window of counter {counter} whose value is null, so it did not fire there (test value != null first): {error}",
+      "Alert {alert} of stream {stream}: its condition {when} failed on a window of counter {counter} whose value is null, so it did not fire there (test value != null first): {error}",
       fields,
     );
   } else {
     logger.warn(
-      "Alert {alert}'s condition {when} failed on a window of counter {counter}, so it did not fire there: {error}",
+      "Alert {alert} of stream {stream}: its condition {when} failed on a window of counter {counter}, so it did not fire there: {error}",
       fields,
     );
   }
 }
 
 /**
- * The firings of `alerts` (those on `counter`) whose `when` is true for a
+ * The firings of the stream's alerts on `counter` whose `when` is true for a
  * row. An expression that fails to evaluate (e.g. `value > 1.0` while the
  * value is null, or `value.p99` of a count) counts as false, and a warning
- * says so at most once a minute per alert.
+ * says so (naming the stream and the alert) at most once a minute per alert.
  *
  * @example
  * ```ts
@@ -91,18 +97,18 @@ function warnFailedWhen(alert: CompiledAlert, error: unknown, value: unknown): v
  *   },
  * }).get("orders")!;
  * const state = { ...emptyState(), count: 120 };
- * const firings = evaluateAlerts(stream.alerts, stream.counters[0], [
+ * const firings = evaluateAlerts(stream, stream.counters[0], [
  *   { start: 0, end: 60_000, group: '["DE"]', state },
  * ]);
  * ```
  */
 export function evaluateAlerts(
-  alerts: readonly CompiledAlert[],
+  stream: Pick<CompiledStream, "name" | "alerts">,
   counter: CompiledCounter,
   rows: readonly AlertInput[],
 ): AlertFiring[] {
   const firings: AlertFiring[] = [];
-  const watching = alerts.filter((alert) => alert.counter.name === counter.name);
+  const watching = stream.alerts.filter((alert) => alert.counter.name === counter.name);
   if (watching.length === 0) return firings;
   for (const row of rows) {
     const value = aggregateValue(counter.aggregate, row.state);
@@ -120,7 +126,7 @@ export function evaluateAlerts(
       try {
         result = alert.when(variables);
       } catch (error) {
-        warnFailedWhen(alert, error, value);
+        warnFailedWhen(stream.name, alert, { error, value });
         continue;
       }
       if (result !== true) continue;
@@ -284,7 +290,7 @@ export class AlertWatcher {
       const rows = values
         .filter((value) => windows.get(value.start)?.has(value.group))
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));
-      firings.push(...evaluateAlerts(stream.alerts, counter, rows));
+      firings.push(...evaluateAlerts(stream, counter, rows));
     }
     // A firing the store answered for already cannot fire again: asking once more would only
     // add a round trip before the next evaluation (of a new firing) starts.

@@ -176,7 +176,7 @@ async function fireOnFinal(
     const counter = stream.counters.find((item) => item.name === window.counter);
     if (!counter) return [];
     const rows = window.groups.map((group) => ({ ...group, start: window.start, end: window.end }));
-    return evaluateAlerts(stream.alerts, counter, rows);
+    return evaluateAlerts(stream, counter, rows);
   });
   if (firings.length === 0) return [];
   const fired = await store.fireAlerts(stream.name, firings);

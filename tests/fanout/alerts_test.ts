@@ -42,7 +42,7 @@ function at(seconds: number) {
 
 Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is true", () => {
   const state = { ...emptyState(), count: 3 };
-  const firings = evaluateAlerts(orders.alerts, perMinute, [
+  const firings = evaluateAlerts(orders, perMinute, [
     { start: T0, end: T0 + 60_000, group: '["DE"]', state },
     { start: T0 + 60_000, end: T0 + 120_000, group: '["FR"]', state: { ...state, count: 1 } },
   ]);
@@ -57,7 +57,7 @@ Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is t
 
 Deno.test("evaluateAlerts() counts an expression that fails on a window as false, and warns once a minute per alert", async () => {
   // A fresh compile: alerts warned about by other tests must not hold back this one's warning.
-  const { alerts, counters: [perMinute, biggest] } = compileConfig({
+  const stream = compileConfig({
     streams: {
       orders: {
         ...ORDERS,
@@ -65,12 +65,13 @@ Deno.test("evaluateAlerts() counts an expression that fails on a window as false
       },
     },
   }).get("orders")!;
+  const [perMinute, biggest] = stream.counters;
   const empty = { start: T0, end: T0 + 120_000, group: "[]", state: emptyState() };
   const counted = { ...empty, group: '["DE"]', state: { ...emptyState(), count: 5 } };
   await collectingLogs(async (records) => {
     for (let i = 0; i < 3; i++) {
-      assert.deepEqual(evaluateAlerts(alerts, biggest, [empty]), []);
-      const firings = evaluateAlerts(alerts, perMinute, [counted]);
+      assert.deepEqual(evaluateAlerts(stream, biggest, [empty]), []);
+      const firings = evaluateAlerts(stream, perMinute, [counted]);
       assert.deepEqual(firings.map((firing) => firing.alert), ["busy", "german", "first_minute"]);
     }
     await Promise.resolve();
@@ -80,11 +81,11 @@ Deno.test("evaluateAlerts() counts an expression that fails on a window as false
       [
         [
           "warning",
-          "Alert whale's condition value > 1000.0 failed on a window of counter biggest whose value is null, so it did not fire there (test value != null first): no such overload: dyn<null> > double",
+          "Alert whale of stream orders: its condition value > 1000.0 failed on a window of counter biggest whose value is null, so it did not fire there (test value != null first): no such overload: dyn<null> > double",
         ],
         [
           "warning",
-          "Alert p99's condition value.p99 > 1.0 failed on a window of counter per_minute, so it did not fire there: No such key: p99",
+          "Alert p99 of stream orders: its condition value.p99 > 1.0 failed on a window of counter per_minute, so it did not fire there: No such key: p99",
         ],
       ],
     );
