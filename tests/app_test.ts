@@ -699,7 +699,24 @@ Deno.test("with keys, 405 and OPTIONS answer a request with a key; one without g
   assert.equal(options.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
   const patch = await ask("PATCH", KEYS.read);
   assert.equal(patch.status, 405);
-  assert.equal(patch.headers.get("Allow"), "DELETE, GET, HEAD, PUT");
+  assert.equal(patch.headers.get("Allow"), "DELETE, GET, HEAD, PUT"); // Also on the paths whose routes read their key themselves: ingest, WebSocket, subscribe.
+  for (
+    const [method, path, key, allow] of [
+      ["GET", "/v1/streams/orders/events", KEYS.ingest, "POST"],
+      ["PUT", "/v1/streams/orders/events", KEYS.ingest, "POST"],
+      ["POST", "/v1/streams/orders/ws", KEYS.ingest, "GET, HEAD"],
+      ["POST", "/v1/streams/orders/subscribe", KEYS.read, "GET, HEAD"],
+    ]
+  ) {
+    const without = await app.request(path, { method });
+    assert.equal(without.status, 401, `${method} ${path}`);
+    const keyed = await app.request(path, { method, headers: { Authorization: `Bearer ${key}` } });
+    assert.equal(keyed.status, 405, `${method} ${path}`);
+    assert.equal(keyed.headers.get("Allow"), allow);
+  }
+  // A preflight carries no key: the ingest path answers it without one.
+  const preflight = await app.request("/v1/streams/orders/events", { method: "OPTIONS" });
+  assert.equal(preflight.status, 204);
 });
 
 Deno.test("/openapi.json documents every route from the same schemas", async () => {
@@ -796,6 +813,7 @@ Deno.test("the middleware chain's layers for an ingest POST are those ingestApp 
       "ALL /*", // limitBody: ingestApp reads the body within its own limits (readLimitedBody)
       "ALL /*", // singleQueryValues: ingestApp calls refuseRepeatedQuery
       "ALL /v1/streams/:stream/events", // ingestCors
+      "ALL /v1/streams/:stream/events", // requireScopeForOtherMethods: passes POST on
       "POST /v1/streams/:stream/events", // requireIngestKey
       "POST /v1/streams/:stream/events", // the route
     ],

@@ -499,6 +499,22 @@ export function requireScope(keys: KeyRing, scope: Scope): MiddlewareHandler {
   };
 }
 
+/**
+ * Middleware for a path whose routes check their key themselves (ingest, the
+ * WebSocket and subscription routes): a method they do not take needs the
+ * key `scope` needs before its 405 (or an `OPTIONS` its 204) tells which
+ * methods the path takes, as on every other route.
+ */
+export function requireScopeForOtherMethods(
+  keys: KeyRing,
+  scope: Scope,
+  taken: readonly string[],
+): MiddlewareHandler {
+  const served = new Set(taken);
+  const check = requireScope(keys, scope);
+  return (c, next) => served.has(c.req.method) ? next() : check(c, next);
+}
+
 /** Subprotocol prefix that carries a key: `Sec-WebSocket-Protocol: bearer.<key>`. */
 export const BEARER_PROTOCOL_PREFIX = "bearer.";
 

@@ -42,6 +42,7 @@ import {
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
+  requireScopeForOtherMethods,
   scopeError,
 } from "./auth.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
@@ -524,6 +525,10 @@ function documentRoutes(app: OpenAPIHono): void {
  * ```
  */
 export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void {
+  // GET checks its key itself (header, subprotocol or ?token=); other methods need one for their 405.
+  const taken = ["GET", "HEAD"];
+  app.use("/v1/streams/:stream/ws", requireScopeForOtherMethods(deps.keys, "ingest", taken));
+  app.use("/v1/streams/:stream/subscribe", requireScopeForOtherMethods(deps.keys, "read", taken));
   app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, deps.options?.socket));
 
   app.get("/v1/streams/:stream/subscribe", async (c) => {

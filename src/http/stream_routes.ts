@@ -33,7 +33,13 @@ import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup, quantileName } from "../window/mod.ts";
 import { errorsFor, headersOf, NAME } from "./_openapi.ts";
-import { grantOfRequest, type KeyRing, rememberGrant, requireScope } from "./auth.ts";
+import {
+  grantOfRequest,
+  type KeyRing,
+  rememberGrant,
+  requireScope,
+  requireScopeForOtherMethods,
+} from "./auth.ts";
 import { type BodyLimits, decodeUtf8, noBody, parseEvents, readLimitedBody } from "./body.ts";
 import {
   addIngestCorsHeaders,
@@ -1062,6 +1068,11 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
 
   app.openAPIRegistry.registerPath(ingestRoute);
   app.use(ingestRoute.getRoutingPath(), ingestCors(deps));
+  // A preflight (OPTIONS) carries no key; POST checks its own (?key= of a publishable key too).
+  app.use(
+    ingestRoute.getRoutingPath(),
+    requireScopeForOtherMethods(deps.keys, "ingest", ["POST", "OPTIONS"]),
+  );
   app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), ingest(deps));
 
   app.use("/v1/streams", readScope);
