@@ -93,7 +93,7 @@ type Json = any;
 
 /**
  * The document of `app`, with `X-Request-Id` (a reference to its component) on every response
- * but a WebSocket's 101: every answer carries it, set by the request log (`request_log.ts`).
+ * (a WebSocket's 101 too): every answer carries it, set by the request log (`request_log.ts`).
  */
 function withRequestIds(app: OpenAPIHono): Json {
   const document: Json = app.getOpenAPI31Document(DOCUMENT);
@@ -107,7 +107,6 @@ function withRequestIds(app: OpenAPIHono): Json {
         };
       }
       for (const [status, response] of Object.entries<Json>(operation?.responses ?? {})) {
-        if (status === "101") continue;
         response.headers = {
           ...response.headers,
           [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },

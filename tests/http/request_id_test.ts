@@ -238,3 +238,24 @@ Deno.test("An ingest answer keeps the headers middleware around the app prepared
     await response.body?.cancel();
   }
 });
+
+Deno.test("A WebSocket upgrade's 101 carries the request's X-Request-Id, as the OpenAPI document declares", async () => {
+  const server = await startServer({});
+  try {
+    const port = Number(new URL(server.base).port);
+    for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
+      const head = await responseHead(
+        port,
+        `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Request-Id: upgrade-1\r\n\r\n`,
+      );
+      assert.match(head, /^HTTP\/1\.1 101 /, path);
+      assert.match(head, /\nx-request-id: upgrade-1(\n|$)/i, path);
+    }
+    const document = await (await fetch(`${server.base}/openapi.json`)).json();
+    for (const path of ["/v1/streams/{stream}/ws", "/v1/streams/{stream}/subscribe"]) {
+      assert.ok(document.paths[path].get.responses["101"].headers["X-Request-Id"], path);
+    }
+  } finally {
+    await server.close();
+  }
+});
