@@ -67,8 +67,21 @@ const PORT = Number(flags.port ?? 0);
 const baseModule = pathToFileURL(resolve(flags.base, "src/store/redis/store.ts")).href;
 const { RedisStore: BaseStore } = await import(baseModule) as { RedisStore: typeof RedisStore };
 
+// The base's own pipeline and config too: the batch a pipeline hands its store may differ between
+// the trees (counter updates as columns since f4c55ff).
+const baseDir = flags.base;
+const baseTree = (path: string) => pathToFileURL(resolve(baseDir, path)).href;
+const baseIngest = await import(baseTree("src/ingest/mod.ts")) as {
+  ingestItems: typeof ingestItems;
+};
+const baseConfig = await import(baseTree("src/config/mod.ts")) as {
+  compileConfig: typeof compileConfig;
+};
+
 const config = JSON.parse(await Deno.readTextFile(new URL("./config.json", import.meta.url)));
 const stream = compileConfig({ streams: { bench: config.streams.bench } }).get("bench")!;
+const baseStream = baseConfig.compileConfig({ streams: { bench: config.streams.bench } })
+  .get("bench")!;
 
 /** The part of a direct `redis` client the stores' adapter uses. */
 interface ScriptClient {
@@ -115,7 +128,8 @@ async function apply(
   fixed: boolean,
 ) {
   const nowMs = fixed ? items[0].value.ts + 5 : Date.now();
-  await ingestItems(stream, items, { store, nowMs });
+  if (store instanceof BaseStore) await baseIngest.ingestItems(baseStream, items, { store, nowMs });
+  else await ingestItems(stream, items, { store, nowMs });
 }
 
 /** Keeps every thread of process `pid` on the CPUs `list` (`taskset -c` syntax). */
