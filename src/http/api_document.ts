@@ -106,7 +106,7 @@ function withRequestIds(app: OpenAPIHono): Json {
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }
-      for (const [status, response] of Object.entries<Json>(operation?.responses ?? {})) {
+      for (const response of Object.values<Json>(operation?.responses ?? {})) {
         response.headers = {
           ...response.headers,
           [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },
