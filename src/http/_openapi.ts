@@ -88,13 +88,18 @@ export const RESPONSE_HEADERS = {
   },
 } as const satisfies Record<string, ResponseHeader>;
 
+/** The rows of `table` named by `keys`. */
+function rowsOf<T, K extends keyof T>(table: T, keys: readonly K[]): Pick<T, K> {
+  const picked = {} as Pick<T, K>;
+  for (const key of keys) picked[key] = table[key];
+  return picked;
+}
+
 /** The rows of {@linkcode RESPONSE_HEADERS} named, for a response's `headers`. */
 export function headersOf<N extends keyof typeof RESPONSE_HEADERS>(
   ...names: N[]
 ): Pick<typeof RESPONSE_HEADERS, N> {
-  const picked = {} as Pick<typeof RESPONSE_HEADERS, N>;
-  for (const name of names) picked[name] = RESPONSE_HEADERS[name];
-  return picked;
+  return rowsOf(RESPONSE_HEADERS, names);
 }
 
 /** The error responses routes declare, by status: pick the ones a route can give. */
@@ -141,7 +146,5 @@ export function jsonContent<T extends z.ZodType>(schema: T, description: string)
 export function errorsFor<S extends keyof typeof errorResponses>(
   ...statuses: S[]
 ): Pick<typeof errorResponses, S> {
-  const picked = {} as Pick<typeof errorResponses, S>;
-  for (const status of statuses) picked[status] = errorResponses[status];
-  return picked;
+  return rowsOf(errorResponses, statuses);
 }
