@@ -78,6 +78,12 @@ export function serveApiDocument(app: OpenAPIHono): void {
     },
     content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
   });
+  app.openAPIRegistry.registerComponent("responses", "HostNotAllowed", {
+    description:
+      "Open mode only (no `EDGESTREAM_KEYS`): a request addressed to a host that is not a loopback name or in `EDGESTREAM_ALLOWED_HOSTS` is `421 host_not_allowed`, on any path",
+    headers: { [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` } },
+    content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
+  });
   let served: Promise<ServedBytes> | undefined;
   app.get("/openapi.json", async (c) => {
     served ??= servedBytes(UTF8.encode(JSON.stringify(withRequestIds(app))), true);
@@ -99,6 +105,13 @@ function withRequestIds(app: OpenAPIHono): Json {
   const document: Json = app.getOpenAPI31Document(DOCUMENT);
   for (const [path, item] of Object.entries<Json>(document.paths ?? {})) {
     for (const operation of Object.values<Json>(item)) {
+      // Every body over 1 MiB is refused before a route reads it (limitBody; ingest has its own).
+      if (operation?.requestBody && operation.responses && !operation.responses["413"]) {
+        operation.responses["413"] = {
+          description: "Body over 1 MiB: `payload_too_large`",
+          content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
+        };
+      }
       // Any API operation answers a query parameter given twice with 400 (src/http/query.ts).
       if (path.startsWith("/v1/") && operation?.responses && !operation.responses["400"]) {
         operation.responses["400"] = {
@@ -124,7 +137,7 @@ const DOCUMENT = {
     title: "edgestream",
     version: "0.1.0",
     description:
-      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id`; a method a path does not take is answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`).",
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id`; a method a path does not take is answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`); in open mode a request to another host gets `421` on any path (`#/components/responses/HostNotAllowed`).",
   },
   security: [{ bearer: [] }],
   tags: [...API_TAGS],

@@ -252,3 +252,24 @@ Deno.test("every API operation of the document lists a 400: a query parameter gi
   assert.deepEqual(missing, []);
   assert.ok(!("400" in document.paths["/healthz"].get.responses));
 });
+
+Deno.test("the document declares the 421 of open mode once, and a 413 on every operation that takes a body", async () => {
+  const { app } = await testApp();
+  const document = await (await app.request("/openapi.json")).json();
+  assert.match(document.components.responses.HostNotAllowed.description, /421 host_not_allowed/);
+  assert.match(document.info.description, /HostNotAllowed/);
+  const missing: string[] = [];
+  for (const [path, item] of Object.entries<Record<string, object>>(document.paths)) {
+    for (
+      const [method, operation] of Object.entries<{ requestBody?: object; responses?: object }>(
+        item,
+      )
+    ) {
+      if (operation.requestBody && !("413" in (operation.responses ?? {}))) {
+        missing.push(`${method} ${path}`);
+      }
+    }
+  }
+  assert.deepEqual(missing, []);
+  assert.ok("413" in document.paths["/v1/streams/{stream}"].put.responses);
+});
