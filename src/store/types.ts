@@ -118,23 +118,12 @@ export function cellUpdatesOf(
 /** An event with its updates as objects, at most one per counter. */
 export type EventWithCellUpdates = BatchEvent & { updates: CellUpdate[] };
 
-/** A batch whose events carry their updates as objects ({@linkcode withCellUpdates}). */
+/** A batch whose events carry their updates as objects (tests build them so: {@linkcode fromCellUpdates}). */
 export type BatchOfCellUpdates = Omit<StoreBatch, "events" | "updates"> & {
   events: EventWithCellUpdates[];
 };
 
-/** `batch` with each event's updates as objects, for a store that reads them so. */
-export function withCellUpdates(batch: StoreBatch): BatchOfCellUpdates {
-  return {
-    ...batch,
-    events: batch.events.map((event, e) => ({
-      ...event,
-      updates: cellUpdatesOf(batch.updates, batch.counters.length, e),
-    })),
-  };
-}
-
-/** `batch` with its events' updates as columns: the inverse of {@linkcode withCellUpdates}. */
+/** `batch` with its events' updates as columns, as the pipeline makes them. */
 export function fromCellUpdates(batch: BatchOfCellUpdates): StoreBatch {
   const width = batch.counters.length;
   const size = batch.events.length * width;

@@ -25,9 +25,9 @@ import { sessionApplyArgs, sessionCloseArgs, sessionRuns } from "./_session_scri
 import {
   type AlertFiring,
   type ApplyResult,
-  type BatchOfCellUpdates,
   batchRequests,
   type CellUpdate,
+  cellUpdatesOf,
   type ClosedWindow,
   type CloseOptions,
   type CounterMeta,
@@ -45,7 +45,6 @@ import {
   type TimeRange,
   type WindowRead,
   type WindowValue,
-  withCellUpdates,
 } from "../types.ts";
 
 /** The part of the `@upstash/redis` client the store uses. */
@@ -154,7 +153,7 @@ type Cell =
   ];
 
 /** The bucket of a quantiles counter's update, or undefined for other counters. */
-function binOf(batch: BatchOfCellUpdates, update: CellUpdate): string | undefined {
+function binOf(batch: StoreBatch, update: CellUpdate): string | undefined {
   const counter = batch.counters[update.counter];
   if (counter.aggregate !== "quantiles" || typeof update.value !== "number") return undefined;
   return sketchBin(update.value, counter.accuracy ?? DEFAULT_ACCURACY);
@@ -172,7 +171,7 @@ function cellKey(update: CellUpdate): string {
  * quantiles bucket (`bins`, when a counter is a quantiles one), so the
  * per-event updates need not work them out again.
  */
-function preAggregate(batch: BatchOfCellUpdates): {
+function preAggregate(batch: StoreBatch, updatesOf: readonly CellUpdate[][]): {
   cells: Cell[];
   indexes: number[][];
   bins: (string | undefined)[][] | undefined;
@@ -182,10 +181,10 @@ function preAggregate(batch: BatchOfCellUpdates): {
   const anyQuantiles = batch.counters.some((counter) => counter.aggregate === "quantiles");
   const indexes: number[][] = [];
   const bins: (string | undefined)[][] | undefined = anyQuantiles ? [] : undefined;
-  for (const event of batch.events) {
+  for (const updates of updatesOf) {
     const eventIndexes: number[] = [];
     const eventBins: (string | undefined)[] = [];
-    for (const update of event.updates) {
+    for (const update of updates) {
       const key = cellKey(update);
       let index = indexOf.get(key);
       if (index === undefined) {
@@ -312,12 +311,13 @@ export class RedisStore implements Store {
     return this.#calls.script(script, [this.keyPrefix(stream)], argv);
   }
 
-  async applyBatch(given: StoreBatch): Promise<ApplyResult> {
+  async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     // The script's arguments are made from each event's updates as objects.
-    const batch = withCellUpdates(given);
+    const width = batch.counters.length;
+    const updatesOf = batch.events.map((_, e) => cellUpdatesOf(batch.updates, width, e));
     const logging = batch.events.some((event) => event.payload !== undefined);
     const sess = sessionApplyArgs(batch.counters);
-    const { cells, indexes, bins } = preAggregate(batch);
+    const { cells, indexes, bins } = preAggregate(batch, updatesOf);
     const times = batch.events.map((event) => event.timeMs);
     const ids = batch.events.map((event) => event.id ?? false);
     const requests = batchRequests(batch);
@@ -368,8 +368,8 @@ export class RedisStore implements Store {
     };
     // With session counters, whose cells sessionRuns merges, each update in full; else the
     // index of its cell in `cells` (which then are preAggregate's, in its order) and its value.
-    const perEvent = batch.events.map((event, e) =>
-      event.updates.map((u, i) => {
+    const perEvent = updatesOf.map((updates, e) =>
+      updates.map((u, i) => {
         const bin = bins?.[e][i];
         if (sess) {
           if (u.value === undefined) return [u.counter, u.pane, u.group];
