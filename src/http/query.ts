@@ -28,8 +28,11 @@ export function repeatedQueryParameter(url: string): string | undefined {
 /** Throws 400 `invalid_query` when `url` repeats a query parameter. */
 export function refuseRepeatedQuery(url: string): void {
   const name = repeatedQueryParameter(url);
-  if (name === undefined) return;
-  throw new ApiError(
+  if (name !== undefined) throw repeated(name);
+}
+
+function repeated(name: string): ApiError {
+  return new ApiError(
     400,
     "invalid_query",
     `Query parameter '${name.slice(0, 64)}' is given more than once; give it once`,
@@ -55,10 +58,10 @@ export function refuseRepeatedQuery(url: string): void {
  */
 export function singleQueryValues(): MiddlewareHandler {
   return async (c, next) => {
-    if (
-      c.req.path.startsWith("/v1/") && repeatedQueryParameter(c.req.url) !== undefined &&
-      matchedRoutes(c).some((route) => route.method !== "ALL")
-    ) refuseRepeatedQuery(c.req.url);
+    const name = c.req.path.startsWith("/v1/") ? repeatedQueryParameter(c.req.url) : undefined;
+    if (name !== undefined && matchedRoutes(c).some((route) => route.method !== "ALL")) {
+      throw repeated(name);
+    }
     await next();
   };
 }
