@@ -12,7 +12,7 @@ import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
 import { cellUpdatesOf, OTHER_GROUP } from "../store/types.ts";
-import { recordAlertsFired } from "../telemetry/mod.ts";
+import { recordAlertsFired, WarningLimit } from "../telemetry/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
 import { aggregateValue, decodeGroup, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 
@@ -42,18 +42,15 @@ export function alertMarkerTtlMs(counter: CompiledCounter): number {
 /** Least time (ms) between two warnings about one alert's failing `when`. */
 const WHEN_WARNING_EVERY_MS = 60_000;
 
-/** When each alert's failing `when` was last warned about (`performance.now()`). */
-const warnedAt = new WeakMap<CompiledAlert, number>();
+/** Warnings about failing `when`s, per alert. */
+const whenWarnings = new WarningLimit<CompiledAlert>(WHEN_WARNING_EVERY_MS);
 
 function warnFailedWhen(
   stream: string,
   alert: CompiledAlert,
   failure: { error: unknown; value: unknown },
 ): void {
-  const now = performance.now();
-  const last = warnedAt.get(alert);
-  if (last !== undefined && now - last < WHEN_WARNING_EVERY_MS) return;
-  warnedAt.set(alert, now);
+  if (!whenWarnings.due(alert)) return;
   const { error, value } = failure;
   const fields = {
     stream,

@@ -22,3 +22,4 @@ export * from "./metrics.ts";
 export * from "./tracing.ts";
 export * from "./store.ts";
 export * from "./backlog.ts";
+export * from "./warning_limit.ts";

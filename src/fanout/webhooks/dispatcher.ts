@@ -16,6 +16,7 @@ import type { CompiledStream } from "../../config/mod.ts";
 import { compareLogIds, parseLogId } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
+import { WarningLimit } from "../../telemetry/mod.ts";
 import { publicPayload } from "../payload.ts";
 import type {
   Claim,
@@ -109,10 +110,9 @@ export class Dispatcher {
   #pageSize: number;
   #maxPages: number;
   #leaseMs: number;
-  #filters = new Map<
-    string,
-    { key: string; filter: CompiledExpression | null; warnedMs?: number }
-  >();
+  #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
+  /** Warnings about failing filters, per cached filter (a changed filter warns anew). */
+  #filterWarnings: WarningLimit<object>;
   /** Per stream: where this dispatcher last left the cursor, for reading ahead. */
   #cursors = new Map<string, string>();
 
@@ -120,6 +120,7 @@ export class Dispatcher {
     this.#store = store;
     this.#deliveries = deliveries;
     this.#now = options.now ?? Date.now;
+    this.#filterWarnings = new WarningLimit(FILTER_WARNING_EVERY_MS, () => this.#now());
     this.#pageSize = options.pageSize ?? 500;
     this.#maxPages = options.maxPages ?? 20;
     this.#leaseMs = options.leaseMs ?? 30_000;
@@ -311,9 +312,7 @@ export class Dispatcher {
       return cached.filter({ payload, data: payload.data }) === true;
     } catch (error) {
       // Sent nowhere, as a filter that answers false; said at most once a minute per endpoint.
-      const now = this.#now();
-      if (cached.warnedMs === undefined || now - cached.warnedMs >= FILTER_WARNING_EVERY_MS) {
-        cached.warnedMs = now;
+      if (this.#filterWarnings.due(cached)) {
         logger.warn(
           "Webhook {endpoint}'s filter failed on a {eventType} payload, which was not sent to it: {error}",
           {
