@@ -868,7 +868,7 @@ Deno.test("a query parameter given twice on a path or method nothing serves is s
   const options = await app.request("/healthz?a=1&a=2", { method: "OPTIONS" });
   assert.equal(options.status, 204);
   assert.equal(options.headers.get("Allow"), "GET, HEAD"); // Pages, health checks and the API document take any query (tracking links, cache busters).
-  for (const path of ["/", "/docs", "/sdk.js", "/healthz", "/openapi.json"]) {
+  for (const path of ["/", "/docs", "/sdk.js", "/healthz", "/readyz", "/openapi.json"]) {
     const res = await app.request(`${path}?utm=1&utm=2`);
     assert.equal(res.status, 200, path);
     await res.body?.cancel();

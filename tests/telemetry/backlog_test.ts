@@ -6,8 +6,7 @@
 import assert from "node:assert/strict";
 import { MemoryDeliveryStore } from "../../src/store/mod.ts";
 import { WebhookBacklogGauges } from "../../src/telemetry/mod.ts";
-
-const T0 = Date.parse("2026-01-01T00:00:00Z");
+import { config, delivery, T0 } from "../store/_delivery_fixtures.ts";
 
 Deno.test("WebhookBacklogGauges: one instance reports at a time, renews its lease, and another takes over when it stops", async () => {
   let now = T0;
@@ -21,31 +20,8 @@ Deno.test("WebhookBacklogGauges: one instance reports at a time, renews its leas
     assert.deepEqual(a.reported, { pending: 0, dead: 0 });
     assert.equal(b.reported, null);
 
-    await deliveries.putEndpoint({
-      id: "ep_a",
-      url: "https://example.com/hook",
-      description: null,
-      eventTypes: ["window.closed"],
-      streams: null,
-      filter: null,
-      headers: {},
-      rateLimit: null,
-      batch: null,
-      secrets: [],
-      startAfter: {},
-      createdMs: T0,
-      updatedMs: T0,
-      version: 1,
-    }, { expectVersion: null });
-    await deliveries.createDeliveries([{
-      id: "msg_1.ep_a",
-      messageId: "msg_1",
-      endpointId: "ep_a",
-      stream: "s",
-      eventType: "window.closed",
-      payload: "{}",
-      createdMs: T0,
-    }]);
+    await deliveries.putEndpoint(config("ep_a"), { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1, "ep_a")]);
     now = T0 + 4_000;
     assert.deepEqual(await a.refresh(), { pending: 1, dead: 0 }, "the holder reads fresh counts");
     now = T0 + 6_000;
