@@ -17,6 +17,7 @@ import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse } from "./http/errors.ts";
+import { headAnswers } from "./http/head.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
@@ -154,6 +155,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.onError(errorResponse);
   // First, so every response has its X-Request-Id and every request its log line.
   app.use(requestLog());
+  // A HEAD answer gets GET's Content-Length, and a subscription opened for it ends with it.
+  app.use(headAnswers());
   // Before every route, so a refused request changes nothing.
   // Ingest's Origin verdict waits for its key, whose origins may admit it.
   const originPolicy = new OriginPolicy({ open: keys.open, ...options.origins });

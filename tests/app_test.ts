@@ -809,6 +809,7 @@ Deno.test("the middleware chain's layers for an ingest POST are those ingestApp 
     matched.map(([[, route]]) => `${route.method} ${route.path}`),
     [
       "ALL /*", // requestLog
+      "ALL /*", // headAnswers: acts on HEAD only
       "ALL /*", // originGuard
       "ALL /*", // limitBody: ingestApp reads the body within its own limits (readLimitedBody)
       "ALL /*", // singleQueryValues: ingestApp calls refuseRepeatedQuery

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { Hono } from "hono";
+import { headAnswers } from "../../src/http/head.ts";
+import { KEYS } from "../_fixtures.ts";
+import { eventually, startServer } from "../_live.ts";
+
+Deno.test("HEAD answers with the Content-Length GET sends, over a real server", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const read = { Authorization: `Bearer ${KEYS.read}` };
+    for (
+      const [path, headers] of [
+        ["/", {}],
+        ["/healthz", {}],
+        ["/sdk.js", {}],
+        ["/v1/streams", read],
+        ["/v1/streams/orders", read],
+        ["/v1/streams/nosuch", read],
+      ] as const
+    ) {
+      const get = await fetch(`${server.base}${path}`, { headers });
+      const bytes = (await get.arrayBuffer()).byteLength;
+      const head = await fetch(`${server.base}${path}`, { method: "HEAD", headers });
+      assert.equal(head.status, get.status, path);
+      assert.equal(head.headers.get("Content-Type"), get.headers.get("Content-Type"), path);
+      assert.ok(bytes > 0, path);
+      assert.equal(head.headers.get("Content-Length"), String(bytes), path);
+      assert.equal((await head.arrayBuffer()).byteLength, 0, path);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("HEAD of a subscription leaves no subscriber behind", async () => {
+  const server = await startServer();
+  try {
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${server.base}/v1/streams/orders/subscribe`, {
+        method: "HEAD",
+        headers: { Accept: "text/event-stream" },
+      });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("Content-Type"), "text/event-stream");
+      await res.body?.cancel();
+    }
+    await eventually(() => server.live.stats.subscribers === 0);
+    assert.equal(server.live.stats.subscribers, 0);
+    // A GET's subscriber is counted while it reads, so the count above can show a leak.
+    const controller = new AbortController();
+    const get = await fetch(`${server.base}/v1/streams/orders/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+      signal: controller.signal,
+    });
+    assert.equal(get.status, 200);
+    await eventually(() => server.live.stats.subscribers === 1);
+    controller.abort();
+    await get.body?.cancel().catch(() => {});
+    await eventually(() => server.live.stats.subscribers === 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("headAnswers: other methods, a set Content-Length and a 304 pass unchanged", async () => {
+  const app = new Hono();
+  app.use(headAnswers());
+  app.get("/text", (c) => c.text("héllo"));
+  app.get("/sized", (c) => c.body("abc", 200, { "Content-Length": "3" }));
+  app.get("/none", (c) => c.body(null, 304));
+  const get = await app.request("/text");
+  assert.equal(await get.text(), "héllo");
+  assert.equal(get.headers.get("Content-Length"), null);
+  const head = await app.request("/text", { method: "HEAD" });
+  // Bytes, not characters: é is two.
+  assert.equal(head.headers.get("Content-Length"), "6");
+  assert.equal(head.body, null);
+  assert.equal(
+    (await app.request("/sized", { method: "HEAD" })).headers.get("Content-Length"),
+    "3",
+  );
+  const none = await app.request("/none", { method: "HEAD" });
+  assert.equal(none.status, 304);
+  assert.equal(none.headers.get("Content-Length"), null);
+});
