@@ -86,6 +86,11 @@ export const RESPONSE_HEADERS = {
     schema: { type: "string" },
     example: "GET, HEAD, PUT, DELETE",
   },
+  "Upgrade": {
+    description: "The protocol the endpoint takes: `websocket`",
+    required: true,
+    schema: { type: "string", enum: ["websocket"] },
+  },
 } as const satisfies Record<string, ResponseHeader>;
 
 /** The rows of `table` named by `keys`. */
@@ -124,7 +129,11 @@ export const errorResponses = {
   413: { description: "Too large", content: errorContent },
   415: { description: "Unsupported media type", content: errorContent },
   422: { description: "Idempotency-Key reused with another body", content: errorContent },
-  426: { description: "Not a WebSocket upgrade", content: errorContent },
+  426: {
+    description: "Not a WebSocket upgrade",
+    headers: headersOf("Upgrade"),
+    content: errorContent,
+  },
   429: {
     description: "Rate limited (see Retry-After)",
     headers: headersOf("Retry-After", "RateLimit-Policy", "RateLimit"),

@@ -84,6 +84,7 @@ const SENT_HEADERS = [
   "Idempotent-Replayed",
   "X-Request-Id",
   "Allow",
+  "Upgrade",
 ];
 
 /**
@@ -381,10 +382,12 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
       await check("GET", ws, "/v1/streams/orders/ws", {
         headers: { ...upgrade, Origin: "http://evil.test" },
       }),
+      await check("GET", ws, "/v1/streams/orders/ws"),
     ];
     assert.deepEqual(refusals.map((answer) => answer.body?.error?.code), [
       "invalid_upgrade",
       "origin_not_allowed",
+      "upgrade_required",
     ]);
 
     assert.deepEqual(problems, []);
