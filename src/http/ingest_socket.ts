@@ -752,7 +752,7 @@ export async function upgradeSocket(
   }
 }
 
-/** Throws 426 unless the request asks for a WebSocket upgrade. */
+/** Throws 426 unless the request asks for a WebSocket upgrade, 400 if it asks with `HEAD`. */
 export function requireUpgrade(c: Context): void {
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
     throw new ApiError(
@@ -760,6 +760,21 @@ export function requireUpgrade(c: Context): void {
       "upgrade_required",
       `${c.req.path} is a WebSocket endpoint: send 'Upgrade: websocket'`,
       { headers: { Upgrade: "websocket" } },
+    );
+  }
+  refuseUpgradeByHead(c);
+}
+
+/**
+ * Throws 400 `invalid_upgrade` for a WebSocket upgrade asked with `HEAD`: the handshake is a
+ * `GET` (RFC 6455), and Deno would otherwise switch protocols for it.
+ */
+export function refuseUpgradeByHead(c: Context): void {
+  if (c.req.method === "HEAD") {
+    throw new ApiError(
+      400,
+      "invalid_upgrade",
+      "Cannot upgrade to a WebSocket: the upgrade request is a GET, not HEAD",
     );
   }
 }

@@ -34,6 +34,7 @@ import {
   type IngestSocketDeps,
   ingestSocketHandler,
   type IngestSocketOptions,
+  refuseUpgradeByHead,
   upgradeSocket,
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError } from "../transform/mod.ts";
@@ -533,6 +534,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
 
   app.get("/v1/streams/:stream/subscribe", async (c) => {
     const overSocket = c.req.header("Upgrade")?.toLowerCase() === "websocket";
+    if (overSocket) refuseUpgradeByHead(c);
     if (!overSocket && !(c.req.header("Accept") ?? "").includes("text/event-stream")) {
       throw new ApiError(
         406,

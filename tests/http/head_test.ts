@@ -83,3 +83,39 @@ Deno.test("headAnswers: other methods, a set Content-Length and a 304 pass uncha
   assert.equal(none.status, 304);
   assert.equal(none.headers.get("Content-Length"), null);
 });
+
+/** The status line of a raw HTTP/1.1 request sent to `server` (fetch sends no `Upgrade`). */
+async function rawStatus(base: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const buffer = new Uint8Array(4096);
+    const read = await conn.read(buffer);
+    return new TextDecoder().decode(buffer.subarray(0, read ?? 0)).split("\r\n")[0];
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("a WebSocket upgrade asked with HEAD is 400 invalid_upgrade, not 101", async () => {
+  const server = await startServer();
+  try {
+    for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
+      const upgrade = (method: string) =>
+        `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n` +
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+      assert.equal(await rawStatus(server.base, upgrade("HEAD")), "HTTP/1.1 400 Bad Request", path);
+      // The same request as a GET upgrades: the 400 is the method's.
+      assert.equal(
+        await rawStatus(server.base, upgrade("GET")),
+        "HTTP/1.1 101 Switching Protocols",
+        path,
+      );
+    }
+    await eventually(() => server.live.stats.subscribers === 0);
+  } finally {
+    await server.close();
+  }
+});
