@@ -593,47 +593,93 @@ function withType(part: unknown, type: unknown): Record<string, unknown> {
  * zod's issue as an event error: a union member's own issues when only one
  * member took the value's type (a `type` list's union), else the issue.
  */
-function eventErrors(issue: z.core.$ZodIssue, at: PropertyKey[] = []): FieldError[] {
+function eventErrors(
+  issue: z.core.$ZodIssue,
+  event: unknown,
+  at: PropertyKey[] = [],
+): FieldError[] {
   const path = [...at, ...issue.path];
   if (issue.code === "invalid_union") {
     const typed = issue.errors.filter((issues) =>
       !issues.every((inner) => inner.code === "invalid_type" && inner.path.length === 0)
     );
-    if (typed.length === 1) return typed[0].flatMap((inner) => eventErrors(inner, path));
+    if (typed.length === 1) return typed[0].flatMap((inner) => eventErrors(inner, event, path));
   }
-  return [{ path: path.map(String).join("."), message: eventIssueMessage(issue) }];
+  return [{ path: path.map(String).join("."), message: eventIssueMessage(issue, event, at) }];
 }
 
 /**
- * The message of zod's issue for an event, with a required field's absence
- * said as such: parsed JSON has no undefined values, so an issue that
- * received undefined is a missing field (zod words one without a type as
- * "expected nonoptional").
+ * The message of zod's issue for `event`, in JSON Schema's words: a field
+ * the event lacks is said to be missing, with what it should have been
+ * (zod says "expected nonoptional", or names the enum as if a value were
+ * wrong); a value no member of a `type` list takes names the list (zod says
+ * "Invalid input"); zod's `int` is an `integer`. `at`: the path of the
+ * issue's parent, when it is a union member's.
  */
-export function eventIssueMessage(issue: z.core.$ZodIssue): string {
-  const wanted = missingWants(issue);
-  if (wanted === undefined) return issue.message;
-  return wanted.length === 0
-    ? "Required field is missing"
-    : `Required field is missing (expected ${wanted.join(" or ")})`;
+export function eventIssueMessage(
+  issue: z.core.$ZodIssue,
+  event: unknown,
+  at: readonly PropertyKey[] = [],
+): string {
+  const field = fieldAt(event, [...at, ...issue.path]);
+  if (field.missing) {
+    const wanted = wantedBy(issue);
+    return wanted.length === 0
+      ? "Required field is missing"
+      : `Required field is missing (expected ${wanted.join(" or ")})`;
+  }
+  if (issue.code === "invalid_type" && issue.expected === "int") {
+    return issue.message.replace("expected int,", "expected integer,");
+  }
+  if (issue.code === "invalid_union" && issue.errors.every((branch) => branch.length === 1)) {
+    const wanted = wantedBy(issue);
+    if (wanted.length === issue.errors.length) {
+      return `Invalid input: expected ${wanted.join(" or ")}, received ${jsonType(field.value)}`;
+    }
+  }
+  return issue.message;
 }
 
-/** The types an issue of a missing field wanted (none: any), or undefined when it is another. */
-function missingWants(issue: z.core.$ZodIssue): string[] | undefined {
-  if (issue.code === "invalid_type") {
-    if (!issue.message.endsWith("received undefined")) return undefined;
-    return issue.expected === "nonoptional" ? [] : [issue.expected];
+/** The value at `path` in `event`, or whether an object at the path's parent lacks it. */
+function fieldAt(
+  event: unknown,
+  path: readonly PropertyKey[],
+): { missing: boolean; value?: unknown } {
+  let node = event;
+  for (const [index, key] of path.entries()) {
+    if (typeof node !== "object" || node === null) return { missing: false };
+    if (index === path.length - 1 && !Array.isArray(node) && !Object.hasOwn(node, key)) {
+      return { missing: true };
+    }
+    node = (node as Record<PropertyKey, unknown>)[key];
   }
-  // A `type` list: every member refused the value for its type alone.
-  if (issue.code !== "invalid_union" || issue.errors.length === 0) return undefined;
-  const wanted: string[] = [];
-  for (const branch of issue.errors) {
-    if (branch.length !== 1 || branch[0].path.length > 0) return undefined;
-    const inner = missingWants(branch[0]);
-    if (inner === undefined) return undefined;
-    wanted.push(...inner);
+  return { missing: false, value: node };
+}
+
+/** A JSON value's type as zod's messages name it ("received …"). */
+function jsonType(value: unknown): string {
+  if (value === null) return "null";
+  return Array.isArray(value) ? "array" : typeof value;
+}
+
+/** What an issue on a missing field wanted, in words (none said: any value). */
+function wantedBy(issue: z.core.$ZodIssue): string[] {
+  switch (issue.code) {
+    case "invalid_type":
+      if (issue.expected === "nonoptional") return [];
+      return [issue.expected === "int" ? "integer" : issue.expected];
+    case "invalid_value": {
+      const values = issue.values.map((value) => JSON.stringify(value));
+      return [values.length === 1 ? values[0] : `one of ${values.join("|")}`];
+    }
+    // A `type` list: each member's own wants.
+    case "invalid_union":
+      return issue.errors.flatMap((branch) =>
+        branch.length === 1 && branch[0].path.length === 0 ? wantedBy(branch[0]) : []
+      );
+    default:
+      return [];
   }
-  return wanted;
 }
 
 /** Validates one parsed event against the structural limits and its stream schema. */
@@ -673,7 +719,7 @@ function validated(
   if (options.fast?.(value as Event)) return value as Event;
   const result = schema.safeParse(value);
   if (!result.success) {
-    return result.error.issues.flatMap((issue) => eventErrors(issue));
+    return result.error.issues.flatMap((issue) => eventErrors(issue, value));
   }
   if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {
     return [{ path: "", message: "Event must be a JSON object" }];

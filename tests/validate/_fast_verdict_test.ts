@@ -134,7 +134,7 @@ function zodOnly(input: Record<string, unknown>, jsonSchema: Record<string, unkn
       ok: false,
       errors: result.error.issues.map((issue) => ({
         path: issue.path.map(String).join("."),
-        message: eventIssueMessage(issue),
+        message: eventIssueMessage(issue, input),
       })),
     };
   }

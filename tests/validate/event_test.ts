@@ -654,3 +654,51 @@ Deno.test("a required field that is missing is said as such, with the type it wa
     errors: [{ path: "id", message: "Invalid input: expected string, received number" }],
   });
 });
+
+Deno.test("a missing enum, const or nested field is said missing, with the values it wants", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: {
+      kind: { enum: ["a", "b"] },
+      version: { const: 2 },
+      user: { type: "object", properties: { id: { type: "string" } }, required: ["id"] },
+    },
+    required: ["kind", "version", "user"],
+  });
+  assert.deepEqual(validateEvent({ user: {} }, schema), {
+    ok: false,
+    errors: [
+      { path: "kind", message: 'Required field is missing (expected one of "a"|"b")' },
+      { path: "version", message: "Required field is missing (expected 2)" },
+      { path: "user.id", message: "Required field is missing (expected string)" },
+    ],
+  });
+  // Present with a wrong value, or null, they keep zod's words.
+  assert.deepEqual(validateEvent({ kind: "c", version: null, user: { id: null } }, schema), {
+    ok: false,
+    errors: [
+      { path: "kind", message: 'Invalid option: expected one of "a"|"b"' },
+      { path: "version", message: "Invalid input: expected 2" },
+      { path: "user.id", message: "Invalid input: expected string, received null" },
+    ],
+  });
+});
+
+Deno.test("a wrong type says integer, not zod's int, and names a type list's members", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: {
+      n: { type: "integer" },
+      m: { type: ["integer", "string"] },
+      b: { type: ["boolean", "null"] },
+    },
+  });
+  assert.deepEqual(validateEvent({ n: 1.5, m: 2.5, b: [] }, schema), {
+    ok: false,
+    errors: [
+      { path: "n", message: "Invalid input: expected integer, received number" },
+      { path: "m", message: "Invalid input: expected integer or string, received number" },
+      { path: "b", message: "Invalid input: expected boolean or null, received array" },
+    ],
+  });
+});
