@@ -16,7 +16,7 @@ import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
-import { ApiError, errorResponse } from "./http/errors.ts";
+import { ApiError, errorResponse, methodNotAllowed } from "./http/errors.ts";
 import { headAnswers } from "./http/head.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { OpenConnections } from "./http/open_connections.ts";
@@ -178,15 +178,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
       return c.body(null, 204, { Allow: methods.join(", ") });
     }
     if (methods && !methods.includes(c.req.method)) {
-      return errorResponse(
-        new ApiError(
-          405,
-          "method_not_allowed",
-          `${c.req.path} takes ${methods.join(", ")}, not ${c.req.method}`,
-          { headers: { Allow: methods.join(", ") } },
-        ),
-        c,
-      );
+      return errorResponse(methodNotAllowed(c.req.path, c.req.method, methods), c);
     }
     return errorResponse(
       new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`),

@@ -662,7 +662,7 @@ Deno.test("a route or page asked with a method it does not take is 405 with Allo
       ["POST", "/docs", "GET, HEAD"],
       ["DELETE", "/", "GET, HEAD"],
       ["PUT", "/sdk.js", "GET, HEAD"],
-      ["POST", "/static/dashboard/app.js", "GET, HEAD"],
+      ["POST", "/static/dashboard/alerts.js", "GET, HEAD"],
       ["DELETE", "/healthz", "GET, HEAD"],
     ]
   ) {
@@ -679,6 +679,18 @@ Deno.test("a route or page asked with a method it does not take is 405 with Allo
   const page = await app.request("/docs", { method: "OPTIONS" });
   assert.equal(page.status, 204);
   assert.equal(page.headers.get("Allow"), "GET, HEAD");
+  const file = await app.request("/static/dashboard/alerts.js", { method: "OPTIONS" });
+  assert.equal(file.status, 204);
+  assert.equal(file.headers.get("Allow"), "GET, HEAD");
+  // A static file that is not there is 404 whatever the method: a 405 would say it is.
+  for (const method of ["GET", "POST", "DELETE", "OPTIONS"]) {
+    for (const path of ["/static/dashboard/nosuch.js", "/static/vendor/uplot/nosuch.css"]) {
+      const res = await app.request(path, { method });
+      assert.equal(res.status, 404, `${method} ${path}`);
+      assert.equal(res.headers.get("Allow"), null);
+      assert.equal((await res.json()).error.code, "not_found");
+    }
+  }
   // The ingest path's preflight names what its 405 names.
   const ingest = await app.request("/v1/streams/orders/events", { method: "OPTIONS" });
   assert.equal(ingest.status, 204);

@@ -19,7 +19,7 @@
  * @module
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
-import { ApiError } from "./errors.ts";
+import { ApiError, methodNotAllowed } from "./errors.ts";
 
 /** The dashboard page's `Content-Security-Policy`. */
 export const DASHBOARD_CSP = [
@@ -109,6 +109,9 @@ class StaticFiles {
   }
 }
 
+/** The methods a static file takes. */
+const FILE_METHODS = ["GET", "HEAD"];
+
 function notFound(path: string): ApiError {
   return new ApiError(404, "not_found", `No dashboard file at ${path}`);
 }
@@ -174,14 +177,18 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
     });
   });
 
+  // Every method, so that a file not there is 404 whatever the method (a 405 would say it is).
   for (const folder of ["dashboard", "vendor/uplot"]) {
-    app.get(`/static/${folder}/:file`, async (c) => {
+    app.all(`/static/${folder}/:file`, async (c) => {
       const name = c.req.param("file");
       // The page itself is served only at `/`, with its policy.
       const servable = FILE_NAME.test(name) && extensionOf(name) !== ".html";
       const file = servable ? await files.get(`${folder}/${name}`) : null;
       if (!file) throw notFound(c.req.path);
-      return respond(c.req.raw, file);
+      const method = c.req.method;
+      if (method === "GET" || method === "HEAD") return respond(c.req.raw, file);
+      if (method === "OPTIONS") return c.body(null, 204, { Allow: FILE_METHODS.join(", ") });
+      throw methodNotAllowed(c.req.path, method, FILE_METHODS);
     });
   }
 }

@@ -266,3 +266,13 @@ export function streamMissing(
   }
   return new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
 }
+
+/** `405 method_not_allowed` for `method` on `path`, naming in `Allow` the `methods` it takes. */
+export function methodNotAllowed(path: string, method: string, methods: string[]): ApiError {
+  return new ApiError(
+    405,
+    "method_not_allowed",
+    `${path} takes ${methods.join(", ")}, not ${method}`,
+    { headers: { Allow: methods.join(", ") } },
+  );
+}
