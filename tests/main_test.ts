@@ -171,3 +171,29 @@ Deno.test("serve() answers EDGESTREAM_ALLOWED_HOSTS in open mode and refuses oth
     assert.equal((await server.stop()).clean, true);
   }
 });
+
+Deno.test("main.ts refuses a schema or expression nested too deep in one line naming its path", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  let schema: Record<string, unknown> = { type: "object" };
+  for (let level = 0; level < 2_500; level++) schema = { properties: { a: schema } };
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  try {
+    for (
+      const [stream, pattern] of [
+        [
+          { schema, counters },
+          /^edgestream: EDGESTREAM_CONFIG: streams\.s\.schema: .*nests deeper than 128 levels/,
+        ],
+        [
+          { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
+          /^edgestream: EDGESTREAM_CONFIG: streams\.s\.transform\[0\]\.filter: .*nests deeper than 250 levels/,
+        ],
+      ] as const
+    ) {
+      await Deno.writeTextFile(path, JSON.stringify({ streams: { s: stream } }));
+      assertOneLine(await startWith({ EDGESTREAM_CONFIG: path }), pattern);
+    }
+  } finally {
+    await Deno.remove(path);
+  }
+});

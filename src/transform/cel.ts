@@ -15,6 +15,14 @@ import { Environment, EvaluationError } from "@marcbachmann/cel-js";
 import { compileLinearPattern, type LinearPattern, PatternError } from "../validate/mod.ts";
 import { compileFastPath, FALLBACK } from "./cel_fast.ts";
 
+/**
+ * How deep an expression's syntax tree may nest: compiling and evaluating
+ * it recurse once a level, so a deeper one could exhaust the stack, or not,
+ * depending on what else is on it. cel-js's own parse limit is 250, but a
+ * run of unary operators escapes it.
+ */
+export const MAX_EXPRESSION_DEPTH = 250;
+
 /** A compiled expression: call it with its variables. */
 export type CompiledExpression = (variables: Record<string, unknown>) => unknown;
 
@@ -136,6 +144,28 @@ function environmentFor(variables: readonly string[]): Environment {
   return env;
 }
 
+function tooDeep(source: string): string {
+  return `Invalid expression '${source}': nests deeper than ${MAX_EXPRESSION_DEPTH} levels`;
+}
+
+/**
+ * Whether cel-js's syntax tree `ast` nests more than `limit` nodes deep (a node: an object with
+ * `op`; its `args` a node, a list of them or of lists, or a name). Without recursion.
+ */
+function nestsDeeperThan(ast: unknown, limit: number): boolean {
+  const pending: [unknown, number][] = [[ast, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (Array.isArray(item)) {
+      for (const member of item) pending.push([member, depth]);
+    } else if (typeof item === "object" && item !== null && "op" in item) {
+      if (depth + 1 > limit) return true;
+      pending.push([(item as { args?: unknown }).args, depth + 1]);
+    }
+  }
+  return false;
+}
+
 function firstLine(error: unknown): string {
   return asWritten((error instanceof Error ? error.message : String(error)).split("\n")[0]);
 }
@@ -166,6 +196,9 @@ export function compileExpression(
   let ast: unknown;
   try {
     const parsed = env.parse(source);
+    if (nestsDeeperThan((parsed as { ast?: unknown }).ast, MAX_EXPRESSION_DEPTH)) {
+      throw new ExpressionError(tooDeep(source));
+    }
     useLinearMatches((parsed as { ast?: unknown }).ast);
     const check = parsed.check();
     if (!check.valid) {
@@ -182,6 +215,8 @@ export function compileExpression(
     ast = (parsed as { ast?: unknown }).ast;
   } catch (error) {
     if (error instanceof ExpressionError) throw error;
+    // The parser's own recursion (a long run of `!` or `-`, which it does not count as depth).
+    if (error instanceof RangeError) throw new ExpressionError(tooDeep(source), { cause: error });
     if (error instanceof PatternError) {
       throw new ExpressionError(`Invalid expression '${source}': ${error.message}`, {
         cause: error,

@@ -101,6 +101,21 @@ export function describe(value: unknown): string {
   return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }
 
+/** How many levels of JSON objects and arrays a stream's JSON Schema may nest. */
+export const MAX_SCHEMA_DEPTH = 128;
+
+/** Whether `value` nests objects and arrays more than `limit` levels deep. Without recursion. */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const pending: [unknown, number][] = [[value, 0]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (typeof item !== "object" || item === null) continue;
+    if (depth + 1 > limit) return true;
+    for (const member of Object.values(item)) pending.push([member, depth + 1]);
+  }
+  return false;
+}
+
 /** Error thrown when a stream's JSON Schema cannot be compiled. */
 export class SchemaCompileError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -118,6 +133,13 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
   if (jsonSchema.type !== undefined && jsonSchema.type !== "object") {
     throw new SchemaCompileError(
       `Event schema must have type 'object', got ${JSON.stringify(jsonSchema.type)}`,
+    );
+  }
+  // Compiling recurses once a level: a deeper schema could exhaust the stack, or not, depending
+  // on what else is on it. Events nest at most 32 levels, a few JSON levels each in a schema.
+  if (nestsDeeperThan(jsonSchema, MAX_SCHEMA_DEPTH)) {
+    throw new SchemaCompileError(
+      `Event schema nests deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays)`,
     );
   }
   const prepared = prepareEventSchema(jsonSchema);

@@ -712,3 +712,29 @@ Deno.test("a 412 brings the answering instance up to the stored version: read ag
     "Stream 'nothing' does not exist: read it again and retry",
   );
 });
+
+Deno.test("PUT /v1/streams/{stream} with a schema or expression nested too deep is 400 every time, and stores nothing", async () => {
+  const app = await appWith();
+  let schema: Record<string, unknown> = { type: "object" };
+  for (let level = 0; level < 2_500; level++) schema = { properties: { a: schema } };
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  for (
+    const [body, message] of [
+      [{ schema, counters }, /^Invalid stream definition: schema: .*nests deeper than 128 levels/],
+      [
+        { transform: [{ filter: `${"!".repeat(4_000)}true` }], counters },
+        /^Invalid stream definition: transform\[0\]\.filter: .*nests deeper than 250 levels/,
+      ],
+    ] as const
+  ) {
+    // The same answer each time: compiling no longer depends on what the stack holds.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const res = await put(app, "deep", body);
+      assert.equal(res.status, 400);
+      const error = await errorOf(res);
+      assert.equal(error.code, "invalid_definition");
+      assert.match(error.message, message);
+    }
+  }
+  assert.equal((await app.request("/v1/streams/deep")).status, 404);
+});

@@ -222,3 +222,31 @@ Deno.test("matches() runs by RE2 in linear time; a literal pattern it cannot run
     assert.match(evaluationMessage(error), /'string\.matches\(int\)'/);
   }
 });
+
+Deno.test("compileExpression() refuses an expression nesting deeper than 250 levels, whatever nests", () => {
+  for (
+    const source of [
+      `${"!".repeat(4_000)}true`, // the parser's own recursion, which its limit does not count
+      `${"-".repeat(3_000)}1`,
+      `${"!".repeat(250)}true`,
+      Array.from({ length: 260 }, () => "event.a").join(" || "),
+      `${"(".repeat(300)}1${")".repeat(300)}`,
+    ]
+  ) {
+    assert.throws(
+      () => compileExpression(source),
+      (error: unknown) =>
+        error instanceof ExpressionError &&
+        /nests deeper than 250 levels|Exceeded maxDepth \(250\)/.test(error.message),
+      source.slice(0, 20),
+    );
+  }
+  // 250 levels: 249 `!` and the value; 248 `||` and the last `event.a`'s field read and variable.
+  assert.equal(compileExpression(`${"!".repeat(249)}true`)({ event: {} }), false);
+  assert.equal(
+    compileExpression(Array.from({ length: 249 }, () => "event.a").join(" || "))({
+      event: { a: true },
+    }),
+    true,
+  );
+});

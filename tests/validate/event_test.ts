@@ -702,3 +702,24 @@ Deno.test("a wrong type says integer, not zod's int, and names a type list's mem
     ],
   });
 });
+
+Deno.test("compileEventSchema() refuses a schema nesting deeper than 128 levels, without overflowing", () => {
+  const nested = (levels: number) => {
+    let schema: Record<string, unknown> = { type: "object", required: ["x"] };
+    for (let level = 0; level < levels; level++) schema = { properties: { a: schema } };
+    return schema;
+  };
+  for (const levels of [64, 2_500, 100_000]) {
+    assert.throws(
+      () => compileEventSchema(nested(levels)),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message === "Event schema nests deeper than 128 levels (objects and arrays)",
+    );
+  }
+  // 128 levels: 63 nested properties and the innermost schema; it validates as written.
+  const schema = compileEventSchema(nested(63));
+  let event: Record<string, unknown> = {};
+  for (let level = 0; level < 30; level++) event = { a: event };
+  assert.deepEqual(validateEvent(event, schema), { ok: true, event });
+});
