@@ -933,6 +933,49 @@ Deno.test("a publishable key opens a WebSocket from the origins it lists, with n
   }
 });
 
+Deno.test("a secret key's origins admit its WebSocket ingest from them; a fetch preflight, keyless, gets no grant", async () => {
+  const shop = "https://shop.example";
+  const server = await startServer({ auth: true });
+  const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
+  try {
+    const res = await fetch(`${server.base}/v1/keys`, {
+      method: "POST",
+      headers: admin,
+      body: JSON.stringify({ scopes: ["ingest"], streams: ["orders"], origins: [shop] }),
+    });
+    assert.equal(res.status, 201);
+    const sk = (await res.json()).key;
+    assert.match(sk, /^sk_/);
+    const fromShop = await nodeClient(server.wsUrl(WS_PATH), {
+      headers: { Origin: shop },
+      protocols: [`bearer.${sk}`],
+    });
+    assert.equal(fromShop.status, undefined, "upgraded");
+    fromShop.socket.send(JSON.stringify({ country: "DE", amount: 1 }));
+    assert.equal((await fromShop.inbox.next()).type, "ack");
+    await fromShop.close();
+    const elsewhere = await nodeClient(server.wsUrl(WS_PATH), {
+      headers: { Origin: "https://other.example" },
+      protocols: [`bearer.${sk}`],
+    });
+    assert.equal(elsewhere.status, 403);
+    // What a page's fetch with the key in Authorization sends first: no key, so no grant.
+    const preflight = await fetch(`${server.base}/v1/streams/orders/events`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: shop,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+      },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get("Access-Control-Allow-Origin"), null);
+    await preflight.body?.cancel();
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("a WebSocket ingest client that does not read its answers gets no more frames applied, then 1008", async () => {
   const server = await startServer({
     liveRoutes: { socket: { maxBufferedBytes: 64 * 1024, maxUnreadMs: 500 } },
