@@ -13,7 +13,14 @@
  * - `validate`: `eventValidator` (structural limits + the stream's schema: its fast verdict, or zod);
  * - `transform`: the compiled CEL filter + set;
  * - `counters`: `writeCounterCell` of the 4 counters into a batch's update columns;
- * - `ingest`: parse + `ingestItems` into a memory store (the stages above, dedupe, the store);
+ * - `makeBatch`: making a body, which the `ingest` rows do for each batch (fresh ids) and a server
+ *   does not;
+ * - `ingest, store no-op`: `makeBatch` + parse + `ingestItems` to a store that applies nothing
+ *   (the pipeline before the store);
+ * - `store apply`: `MemoryStore.applyBatch` alone (dedupe included), of batches the pipeline made
+ *   of fresh bodies before the stage, into a new store;
+ * - `ingest`: `makeBatch` + parse + `ingestItems` into a memory store (the stages above, dedupe,
+ *   the store);
  * - `ingest, no dedupe`: the same on the stream without dedupe.
  *
  * With `--server` it also measures the whole server over HTTP, where the stages above are only a
@@ -33,6 +40,7 @@ import { loadConfigFile } from "../src/config/mod.ts";
 import { parseEvents } from "../src/http/body.ts";
 import { ingestItems } from "../src/ingest/pipeline.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
+import type { ApplyResult, Store, StoreBatch } from "../src/store/types.ts";
 import type { Event } from "../src/validate/mod.ts";
 import { eventValidator, validateEvent } from "../src/validate/mod.ts";
 import { writeCounterCell } from "../src/window/mod.ts";
@@ -78,6 +86,21 @@ const transformed = parsed.map((events) =>
   )
 );
 
+/** A store that applies nothing and answers every event applied, keeping the batches if asked. */
+function noOpStore(kept?: StoreBatch[]): Store {
+  return {
+    applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+      kept?.push(batch);
+      return Promise.resolve({
+        outcomes: batch.events.map(() => "applied" as const),
+        requests: [{ status: "applied", duplicates: 0, late: 0 }],
+        watermark: null,
+        demand: [],
+      });
+    },
+  } as unknown as Store;
+}
+
 /**
  * CPU µs and heap bytes allocated per event of `run(i)` for `batches` batches, after a warm-up.
  * Bytes allocated are what the garbage collector later pays for; unlike CPU time they do not
@@ -116,6 +139,23 @@ const stages: [string, () => (i: number) => unknown][] = [
         }
       }
     }
+  }],
+  ["makeBatch", () => () => makeBatch(BATCH)],
+  ["ingest, store no-op", () => {
+    const store = noOpStore();
+    return () =>
+      ingestItems(stream, parseEvents(makeBatch(BATCH), "json"), { store, nowMs: Date.now() });
+  }],
+  ["store apply", () => {
+    // As many batches as the stage applies (its warm-up too), made before it is measured.
+    const batches: StoreBatch[] = [];
+    const store = noOpStore(batches);
+    for (let i = 0; i < BATCHES + 200; i++) {
+      ingestItems(stream, parseEvents(makeBatch(BATCH), "json"), { store, nowMs: Date.now() });
+    }
+    const memory = new MemoryStore();
+    let next = 0;
+    return () => memory.applyBatch(batches[next++]);
   }],
   ["ingest", () => {
     const store = new MemoryStore();
