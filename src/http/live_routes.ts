@@ -20,7 +20,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { WSContext } from "hono/ws";
-import { type CompiledStream, StreamRegistry } from "../config/mod.ts";
+import { type CompiledStream, counterIdentities, StreamRegistry } from "../config/mod.ts";
 import type {
   LiveHub,
   LiveSink,
@@ -162,6 +162,8 @@ interface KeyCheck {
   /** The streams served, and the generation of the one followed when it began. */
   streams: ReadonlyMap<string, CompiledStream>;
   generation: number;
+  /** The counter followed (`?counter=`), with its window, aggregate and groupBy when it began. */
+  counter?: { name: string; identity: string };
 }
 
 function generationOf(streams: ReadonlyMap<string, CompiledStream>, name: string): number {
@@ -171,7 +173,9 @@ function generationOf(streams: ReadonlyMap<string, CompiledStream>, name: string
 /**
  * Checks a subscription every `check.everyMs` while it lasts; calls `ended` once with why, when
  * its key no longer grants `read` on the stream (deleted, expired) or its stream is gone (deleted,
- * or deleted and created again: another stream's results). Returns the stop.
+ * or deleted and created again: another stream's results), or the counter it follows was removed
+ * or changed by a new definition of the stream (its results would never come, or be another
+ * counter's). Returns the stop.
  */
 function watchSubscription(check: KeyCheck, ended: (reason: string) => void): () => void {
   let checking = false;
@@ -184,7 +188,10 @@ function watchSubscription(check: KeyCheck, ended: (reason: string) => void): ()
         reason = `Stream '${check.stream}' was deleted`;
       } else if (generationOf(check.streams, check.stream) !== check.generation) {
         reason = `Stream '${check.stream}' was deleted and created again: subscribe again`;
-      } else if (!check.keys.open) {
+      } else if (check.counter !== undefined) {
+        reason = counterGone(check.streams.get(check.stream), check.counter);
+      }
+      if (reason === undefined && !check.keys.open) {
         const denied = await scopeError(check.keys, check.key, "read", { stream: check.stream });
         if (denied) reason = `Key no longer valid: ${denied.message}`;
       }
@@ -199,6 +206,22 @@ function watchSubscription(check: KeyCheck, ended: (reason: string) => void): ()
     }
   }, check.everyMs);
   return () => clearInterval(timer);
+}
+
+/** Why a subscription to `counter` must end, or undefined while the stream still has it unchanged. */
+function counterGone(
+  stream: CompiledStream | undefined,
+  counter: { name: string; identity: string },
+): string | undefined {
+  if (stream === undefined) return undefined;
+  const identity = counterIdentities(stream)[counter.name];
+  if (identity === undefined) {
+    return `Counter '${counter.name}' was removed from stream '${stream.name}'`;
+  }
+  if (identity !== counter.identity) {
+    return `Counter '${counter.name}' of stream '${stream.name}' was redefined: subscribe again`;
+  }
+  return undefined;
 }
 
 function slowReason(bytes: number, limit: number): string {
@@ -454,7 +477,7 @@ function documentRoutes(app: OpenAPIHono): void {
     description: [
       "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape.',
-      "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason.",
+      "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason. So is one whose key is deleted or expires, whose stream is deleted, or whose `counter` a new definition of the stream removes or redefines.",
       'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
@@ -555,8 +578,9 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     // request's log line still says why.
     if (denied) c.error = denied;
     let subscription: Subscription | undefined;
+    let stream: CompiledStream | undefined;
     if (!denied) {
-      const stream = await findServedStream(deps.streams, c.req.param("stream"));
+      stream = await findServedStream(deps.streams, c.req.param("stream"));
       subscription = parseSubscription(stream, {
         types: c.req.query("types"),
         counter: c.req.query("counter"),
@@ -571,6 +595,10 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       streams: deps.streams,
       generation: generationOf(deps.streams, c.req.param("stream")),
     };
+    if (stream !== undefined && subscription?.counter !== undefined) {
+      const name = subscription.counter;
+      keyCheck.counter = { name, identity: counterIdentities(stream)[name] };
+    }
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
         denied,

@@ -6,12 +6,19 @@
  * definition store, as instances share Redis.
  */
 import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
+import {
+  MemoryDefinitionStore,
+  MemoryStore,
+  RedisDefinitionStore,
+  RedisStore,
+} from "../../src/store/mod.ts";
 import { denoClient, SseReader, within } from "../_live.ts";
+import { redisTest } from "../_redis.ts";
 
 const SIGNUPS = {
   counters: { perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" } },
@@ -172,3 +179,140 @@ Deno.test("A subscription ends when its stream is deleted, or deleted and create
     await server.shutdown();
   }
 });
+
+const TWO_COUNTERS = {
+  counters: {
+    perMinute: SIGNUPS.counters.perMinute,
+    total: { window: { tumbling: "1h" }, aggregate: "count" },
+  },
+};
+
+/**
+ * Subscribes on `base` over WebSocket and SSE to `signups` with `query`, and waits for `subscribed`.
+ */
+async function subscribeBoth(base: string, query: string) {
+  const socket = await denoClient(`ws://${base}/v1/streams/signups/subscribe${query}`);
+  assert.equal((await socket.inbox.next()).type, "subscribed");
+  const sse = new SseReader(
+    await fetch(`http://${base}/v1/streams/signups/subscribe${query}`, {
+      headers: { Accept: "text/event-stream" },
+    }),
+  );
+  assert.equal((await sse.next()).event, "subscribed");
+  return { socket, sse };
+}
+
+/**
+ * Defect 4 of probe 10: `PUT` on `writer` removes the followed counter `total`; the subscriptions
+ * to it on `reader` end with the reason, those to the stream or to `perMinute` still follow.
+ */
+async function removedCounterEndsItsSubscriptions(
+  writer: { app: { request: (path: string, init: RequestInit) => Response | Promise<Response> } },
+  reader: { base: string; streams: StreamRegistry },
+) {
+  const put = (body: unknown) =>
+    writer.app.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  assert.equal((await put(TWO_COUNTERS)).status, 201);
+  await waitFor(() => reader.streams.get("signups")?.counters.length === 2);
+  const removed = await subscribeBoth(reader.base, "?counter=total");
+  const kept = await subscribeBoth(reader.base, "?counter=perMinute");
+  const whole = await subscribeBoth(reader.base, "");
+  try {
+    assert.equal((await put(SIGNUPS)).status, 200);
+    const reason = /^Counter 'total' was removed from stream 'signups'$/;
+    const closed = await within(removed.socket.inbox.closed, 5_000);
+    assert.equal(closed.code, 1008);
+    assert.match(closed.reason, reason);
+    const last = await within(removed.sse.next(), 5_000);
+    assert.equal(last.event, "closed");
+    assert.match((last.data as { reason: string }).reason, reason);
+    // The others still follow: an event ingested now reaches them.
+    const posted = await writer.app.request("/v1/streams/signups/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ plan: "pro" }]),
+    });
+    assert.equal(posted.status, 202);
+    await posted.body?.cancel();
+    for (const { socket, sse } of [kept, whole]) {
+      const message = await within(socket.inbox.next(), 5_000);
+      assert.equal(message.type, "window.updated");
+      assert.equal(message.data.counter, "perMinute");
+      const event = await within(sse.next(), 5_000);
+      assert.equal(event.event, "window.updated");
+    }
+  } finally {
+    for (const { socket, sse } of [removed, kept, whole]) {
+      await socket.close();
+      await sse.cancel();
+    }
+  }
+}
+
+async function waitFor(done: () => boolean) {
+  for (let tries = 0; !done(); tries++) {
+    if (tries > 500) throw new Error("Timed out waiting");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+Deno.test("A subscription to a counter that a PUT removes ends with the reason; others stay open (memory store)", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const keys = await KeyRing.parse("");
+  const a = instance(shared);
+  const app = createApp({ ...a, keys, liveRoutes: { keyCheckMs: 20 } });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  try {
+    await removedCounterEndsItsSubscriptions({ app }, {
+      base: `127.0.0.1:${server.addr.port}`,
+      streams: a.streams,
+    });
+  } finally {
+    await a.live.close();
+    await server.shutdown();
+  }
+});
+
+redisTest(
+  "A subscription to a counter that a PUT on another instance removes ends with the reason; others stay open (Redis)",
+  async (fixture) => {
+    const keys = await KeyRing.parse("");
+    const redisInstance = () => {
+      const redis = new Redis({
+        url: fixture.restUrl,
+        token: fixture.restToken,
+        enableTelemetry: false,
+      });
+      const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+        definitions: new RedisDefinitionStore(redis),
+        pollMs: 20,
+      });
+      const store = streams.wrap(new RedisStore(redis));
+      const live = new LiveHub(streams, store, { pollMs: 20, updateIntervalMs: 100, shared: true });
+      return { streams, store, live };
+    };
+    const a = redisInstance();
+    const b = redisInstance();
+    b.streams.startPolling();
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+      createApp({ ...b, keys, liveRoutes: { keyCheckMs: 20 } }).fetch,
+    );
+    try {
+      await removedCounterEndsItsSubscriptions({ app: createApp({ ...a, keys }) }, {
+        base: `127.0.0.1:${server.addr.port}`,
+        streams: b.streams,
+      });
+    } finally {
+      b.streams.stop();
+      await a.live.close();
+      await b.live.close();
+      await server.shutdown();
+    }
+  },
+);
