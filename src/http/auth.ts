@@ -364,6 +364,11 @@ export interface AuthorizeOptions {
    * on those (and on no route that names none).
    */
   stream?: string;
+  /**
+   * The route lists streams (`GET /v1/streams`): a key limited to streams may use it, and is
+   * answered only its own (the handler filters by {@linkcode KeyGrant.streams}).
+   */
+  listsStreams?: boolean;
 }
 
 /** What {@linkcode authorize} answers: the grant, or why not. */
@@ -439,7 +444,10 @@ function authorization(
   if (!grant.scopes.has(scope)) {
     return { error: new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`) };
   }
-  if (grant.streams && !(options.stream !== undefined && grant.streams.has(options.stream))) {
+  if (
+    grant.streams && !options.listsStreams &&
+    !(options.stream !== undefined && grant.streams.has(options.stream))
+  ) {
     const named = options.stream === undefined
       ? "this route names no stream"
       : `not '${options.stream}'`;
@@ -486,12 +494,18 @@ export function rememberGrant(c: Context, grant: KeyGrant): void {
 /**
  * Middleware that requires a key with `scope`. In open mode every request
  * passes. Missing or unknown key → 401; key without the scope, or limited to
- * other streams than the route's `:stream` → 403.
+ * other streams than the route's `:stream` → 403 (unless `listsStreams`:
+ * see {@linkcode AuthorizeOptions.listsStreams}).
  */
-export function requireScope(keys: KeyRing, scope: Scope): MiddlewareHandler {
+export function requireScope(
+  keys: KeyRing,
+  scope: Scope,
+  options: { listsStreams?: boolean } = {},
+): MiddlewareHandler {
   return async function (c, next) {
     const result = await authorize(keys, bearerKey(c.req.header("Authorization")), scope, {
       stream: c.req.param("stream"),
+      listsStreams: options.listsStreams,
     });
     if (result.error) throw result.error;
     rememberGrant(c, result.grant);

@@ -423,6 +423,8 @@ const listStreamsRoute = createRoute({
   operationId: "listStreams",
   tags: ["streams"],
   summary: "List streams with stats. Scope: read.",
+  description:
+    "Every stream this instance serves; a key limited to `streams` is answered only those of them it may read (none served: an empty list).",
   responses: {
     200: {
       description: "Streams",
@@ -434,7 +436,10 @@ const listStreamsRoute = createRoute({
 
 function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRoute> {
   return async (c) => {
-    const streams = [...deps.streams.values()];
+    const only = grantOfRequest(c)?.streams;
+    const streams = [...deps.streams.values()].filter((stream) =>
+      only === undefined || only.has(stream.name)
+    );
     const list = await Promise.all(streams.map((stream) => streamJson(stream, deps)));
     return c.json({ streams: list }, 200);
   };
@@ -1075,7 +1080,8 @@ export function registerStreamRoutes(app: OpenAPIHono, deps: StreamRouteDeps): v
   );
   app.post(ingestRoute.getRoutingPath(), requireIngestKey(deps), ingest(deps));
 
-  app.use("/v1/streams", readScope);
+  // A key limited to streams may list them: it is answered only its own (listStreams).
+  app.use("/v1/streams", requireScope(deps.keys, "read", { listsStreams: true }));
   // PUT and DELETE need admin (definition_routes.ts): a key without it is told that, not "read".
   app.use(
     "/v1/streams/:stream",

@@ -4,7 +4,8 @@
  * origin; events sent over HTTP change the chart and the current window's
  * value; an alert appears as it fires; webhook health shows and the replay
  * button works; in keyed mode the key is asked once, kept in
- * `sessionStorage` and never put in a URL; with 300 streams it draws and reads
+ * `sessionStorage` and never put in a URL, and a read key limited to streams
+ * shows those; with 300 streams it draws and reads
  * only the 6 shown (the first by name, or those chosen in its list, a choice a
  * reload and a copied link keep).
  *
@@ -18,7 +19,7 @@ import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/live.ts";
 import { UrlPolicy, WebhookService } from "../../src/fanout/webhooks/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryDeliveryStore, MemoryStore } from "../../src/store/mod.ts";
+import { MemoryDeliveryStore, MemoryKeyStore, MemoryStore } from "../../src/store/mod.ts";
 import { browserTest } from "../_chromium.ts";
 import { KEYS } from "../_fixtures.ts";
 
@@ -113,6 +114,8 @@ async function startServer(
   });
   const keys = await KeyRing.parse(
     options.auth ? `admin:${KEYS.admin},ingest:${KEYS.ingest},read:${KEYS.read}` : "",
+    // Run-time keys too (POST /v1/keys), such as keys limited to streams.
+    { store: new MemoryKeyStore() },
   );
   const app = createApp({ streams, store, keys, now, live, webhooks });
   const listening = Promise.withResolvers<number>();
@@ -356,9 +359,20 @@ browserTest(
 );
 
 browserTest(
-  "with keys the dashboard asks for one once, keeps it in sessionStorage and never puts it in a URL",
+  "with keys the dashboard asks for one once, keeps it in sessionStorage and never puts it in a URL; a read key limited to streams shows those",
   async (browser) => {
-    const server = await startServer({ auth: true });
+    const signups = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
+    const server = await startServer({
+      auth: true,
+      config: { streams: { ...CONFIG.streams, signups } },
+    });
+    const created = await fetch(`${server.base}/v1/keys`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ scopes: ["read"], streams: ["orders"] }),
+    });
+    assert.equal(created.status, 201);
+    const limitedKey: string = (await created.json()).key;
     try {
       const page = await newPage(browser);
       const log = watch(page);
@@ -386,6 +400,20 @@ browserTest(
       assert.equal(await input.isVisible(), false);
       await server.send([{ country: "DE", amount: 5 }]);
       await textMatching(page, CURRENT, /DE\s*1/);
+      await page.locator('[data-stream="signups"]').waitFor();
+
+      // A read key limited to `orders`: the page shows that stream, live, and not the other
+      // (GET /v1/streams answers it only its streams; it was 403 "this route names no stream").
+      await page.locator("#forget-key").click();
+      await input.waitFor();
+      await input.fill(limitedKey);
+      await input.press("Enter");
+      await page.locator('[data-live="orders"].ok').waitFor();
+      await page.locator("#webhooks-note", { hasText: "needs an admin key" }).waitFor();
+      assert.equal(await page.locator('[data-stream="signups"]').count(), 0);
+      assert.equal(await page.locator('[data-stream="orders"]').count(), 1);
+      await server.send([{ country: "FR", amount: 5 }]);
+      await textMatching(page, CURRENT, /FR\s*1/);
 
       // A read key sees everything but the webhooks, and no replay button.
       // The page's clock is a fake from here: the webhook list is not asked
@@ -416,7 +444,9 @@ browserTest(
       );
       assert.ok(apiRequests.length > 5);
       for (const request of log.requests) {
-        assert.ok(!request.url().includes(KEYS.admin) && !request.url().includes(KEYS.read));
+        for (const key of [KEYS.admin, KEYS.read, limitedKey]) {
+          assert.ok(!request.url().includes(key), request.url());
+        }
       }
       for (const request of apiRequests) {
         assert.match(request.headers()["authorization"] ?? "", /^Bearer /, request.url());

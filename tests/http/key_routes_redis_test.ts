@@ -136,3 +136,44 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "a read key limited to streams, created on one instance, lists only its streams on another (GET /v1/streams, the dashboard's first read)",
+  async (fixture) => {
+    const config = {
+      streams: { ...CONFIG.streams, other: { counters: CONFIG.streams.limited.counters } },
+    };
+    const at = async () => {
+      const redis = new Redis({
+        url: fixture.restUrl,
+        token: fixture.restToken,
+        enableTelemetry: false,
+      });
+      const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: new RedisKeyStore(redis) });
+      return createApp({ streams: compileConfig(config), store: new RedisStore(redis), keys });
+    };
+    const a = await at();
+    const b = await at();
+    const res = await a.request("/v1/keys", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ scopes: ["read"], streams: ["other"] }),
+    });
+    assert.equal(res.status, 201);
+    const created = await res.json();
+    const get = (path: string) =>
+      b.request(path, { headers: { Authorization: `Bearer ${created.key}` } });
+    const listed = await get("/v1/streams");
+    assert.equal(listed.status, 200);
+    assert.deepEqual((await listed.json()).streams.map((s: { name: string }) => s.name), [
+      "other",
+    ]);
+    const everything = await b.request("/v1/streams", {
+      headers: { Authorization: `Bearer ${KEYS.admin}` },
+    });
+    assert.equal((await everything.json()).streams.length, 2);
+    const refused = await get("/v1/streams/limited");
+    assert.equal(refused.status, 403);
+    await refused.body?.cancel();
+  },
+);

@@ -181,7 +181,7 @@ Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second
   assert.equal((await again.json()).error.code, "key_not_found");
 });
 
-Deno.test("a key limited to streams uses only those, and no route that names none", async () => {
+Deno.test("a key limited to streams uses only those, lists only those, and no other route that names none", async () => {
   const { app } = await keyedApp();
   const created = await (await app.request(
     "/v1/keys",
@@ -198,7 +198,43 @@ Deno.test("a key limited to streams uses only those, and no route that names non
     app.request(path, { headers: { Authorization: `Bearer ${created.key}` } });
   assert.equal((await get("/v1/streams/open")).status, 200);
   assert.equal((await get("/v1/streams/orders")).status, 403);
-  assert.equal((await get("/v1/streams")).status, 403);
+  // GET /v1/streams (the dashboard's first read) answers only the key's streams.
+  const listed = await get("/v1/streams");
+  assert.equal(listed.status, 200);
+  assert.deepEqual((await listed.json()).streams.map((s: { name: string }) => s.name), ["open"]);
+  // Other routes that name no stream still refuse a key limited to streams, even an admin one.
+  const admin = await (await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["admin"], streams: ["open"] }),
+  )).json();
+  for (
+    const [method, path] of [["GET", "/v1/keys"], ["POST", "/v1/admin/sweep"], [
+      "GET",
+      "/v1/streams",
+    ]]
+  ) {
+    const res = await app.request(path, {
+      method,
+      headers: { Authorization: `Bearer ${admin.key}` },
+    });
+    if (path === "/v1/streams") {
+      assert.equal(res.status, 200);
+      assert.deepEqual((await res.json()).streams.map((s: { name: string }) => s.name), ["open"]);
+      continue;
+    }
+    assert.equal(res.status, 403, path);
+    assert.match((await res.json()).error.message, /this route names no stream/, path);
+  }
+  // A key limited to a stream that is not served lists none.
+  const none = await (await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["read"], streams: ["later"] }),
+  )).json();
+  const empty = await app.request("/v1/streams", {
+    headers: { Authorization: `Bearer ${none.key}` },
+  });
+  assert.equal(empty.status, 200);
+  assert.deepEqual((await empty.json()).streams, []);
 });
 
 Deno.test("a key stops working at its expiresAt, and is then listed as expired", async () => {
