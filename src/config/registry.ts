@@ -255,6 +255,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #recorded = new Map<string, true | Promise<void> | ConfigConflictError>();
   /** API streams stored with a definition this release cannot compile, and why. */
   #unservable = new Map<string, UnservableStream>();
+  /** Names another deployment's config file recorded (not this instance's file) → their version. */
+  #foreign = new Map<string, number>();
   /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
   #generations = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -357,8 +359,20 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     return this.#unservable.get(name);
   }
 
+  /**
+   * Whether `name` is recorded in the store as a stream of another deployment's config file
+   * (another `EDGESTREAM_CONFIG` on the same store), which this instance's file lacks: it is not
+   * served here, as this instance cannot know that file's intent. The stored version, or
+   * `undefined` for any other name.
+   */
+  definedElsewhere(name: string): { version: number } | undefined {
+    const version = this.#foreign.get(name);
+    return version === undefined ? undefined : { version };
+  }
+
   #serve(entry: RegisteredStream): void {
     this.#unservable.delete(entry.stream.name);
+    this.#foreign.delete(entry.stream.name);
     this.#entries.set(entry.stream.name, entry);
     this.#generations.set(entry.stream.counterMetas, entry.generation);
   }
@@ -436,6 +450,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     }
     if (record === null || record.deleted || record.source === "config") {
       this.#unservable.delete(name);
+      if (record && !record.deleted) this.#foreign.set(name, record.version);
+      else this.#foreign.delete(name);
       if (record) this.#seen.set(name, record.version);
       this.#entries.delete(name);
       return undefined;
@@ -510,6 +526,9 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       }
       for (const name of this.#unservable.keys()) {
         if (!versions.has(name)) this.#unservable.delete(name);
+      }
+      for (const name of this.#foreign.keys()) {
+        if (!versions.has(name)) this.#foreign.delete(name);
       }
     }
     await Promise.all(loads);
@@ -718,9 +737,11 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       const record = await this.#definitions.get(name);
       const live = record !== null && !record.deleted;
       if (live && record.source === "config") {
+        // Not this instance's file (#refuseConfig): another deployment's.
+        this.#foreign.set(name, record.version);
         throw new StreamDefinitionError(
           "stream_from_config",
-          `Stream '${name}' is defined in a config file; change it there and redeploy`,
+          `Stream '${name}' is defined in another deployment's config file (not this instance's); change it there and redeploy`,
         );
       }
       this.#checkPrecondition(name, record, expected);
@@ -773,14 +794,16 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       if (record === null || record.deleted) {
         this.#entries.delete(name);
         this.#unservable.delete(name);
+        this.#foreign.delete(name);
         throw new StreamDefinitionError("stream_not_found", `Stream '${name}' does not exist`);
       }
       // Another deployment's: its file may still hold it. One that none does any more (its record
       // stays) is freed by an admin who says so.
       if (record.source === "config" && !options.force) {
+        this.#foreign.set(name, record.version);
         throw new StreamDefinitionError(
           "stream_from_config",
-          `Stream '${name}' is defined in a config file; remove it there and redeploy (once no deployment's file holds it, DELETE it with ?force=true)`,
+          `Stream '${name}' is defined in another deployment's config file (not this instance's); remove it there and redeploy (once no deployment's file holds it, DELETE it with ?force=true)`,
         );
       }
       const result = await this.#definitions.write(name, {
@@ -793,6 +816,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       if (result.status === "written") {
         this.#entries.delete(name);
         this.#unservable.delete(name);
+        this.#foreign.delete(name);
         this.#seen.set(name, result.version);
         return;
       }

@@ -248,15 +248,25 @@ export function errorResponse(error: Error, c: Context): Response {
 }
 
 /**
- * Why `name` is not served: `409 stream_not_servable` for a stream stored
- * through the API whose definition this release cannot compile, else
+ * Why `name` is not served: `409 stream_not_servable` for a stream another
+ * deployment's config file recorded (this instance's file lacks it), or one
+ * stored through the API whose definition this release cannot compile, else
  * `404 stream_not_found`.
  */
 export function streamMissing(
   streams: ReadonlyMap<string, CompiledStream>,
   name: string,
 ): ApiError {
-  const unservable = streams instanceof StreamRegistry ? streams.unservable(name) : undefined;
+  const registry = streams instanceof StreamRegistry ? streams : undefined;
+  const elsewhere = registry?.definedElsewhere(name);
+  if (elsewhere) {
+    return new ApiError(
+      409,
+      "stream_not_servable",
+      `Stream '${name}' (version ${elsewhere.version}) is defined in another deployment's config file (another EDGESTREAM_CONFIG on this store), not in this instance's, so it is not served here: send it to that deployment, or add the stream to this config file`,
+    );
+  }
+  const unservable = registry?.unservable(name);
   if (unservable) {
     return new ApiError(
       409,

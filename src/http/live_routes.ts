@@ -185,7 +185,10 @@ function watchSubscription(check: KeyCheck, ended: (reason: string) => void): ()
     try {
       let reason: string | undefined;
       if (!check.streams.has(check.stream)) {
-        reason = `Stream '${check.stream}' was deleted`;
+        reason = check.streams instanceof StreamRegistry &&
+            check.streams.definedElsewhere(check.stream)
+          ? `Stream '${check.stream}' is now defined in another deployment's config file, and not served here`
+          : `Stream '${check.stream}' was deleted`;
       } else if (generationOf(check.streams, check.stream) !== check.generation) {
         reason = `Stream '${check.stream}' was deleted and created again: subscribe again`;
       } else if (check.counter !== undefined) {

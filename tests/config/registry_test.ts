@@ -865,3 +865,79 @@ Deno.test("a config stream refused for a counter conflict is checked again once 
   assert.equal((await ingestItems(v2.get("s")!, [item], { store: wrapped, nowMs })).accepted, 1);
   assert.equal(v2.generationOf("s"), 1);
 });
+
+/**
+ * Probe 10, defect 1: a stream another deployment's config file records (another
+ * EDGESTREAM_CONFIG on the same store and prefix) is not served by instances whose file lacks
+ * it, and every answer there says why, alike: reads, ingest and counter reads
+ * `409 stream_not_servable`, PUT and DELETE `409 stream_from_config`, both naming "another
+ * deployment's config file"; GET /v1/streams leaves it out. `DELETE ?force=true` frees it.
+ */
+async function anotherDeploymentsConfigStream(
+  make: (config?: object) => Promise<{ app: Instance["app"]; streams: StreamRegistry }>,
+) {
+  const served = await make();
+  // An API stream, served here before the other deployment starts.
+  assert.equal((await put(served, "p10b", SIGNUPS)).status, 201);
+  assert.equal((await ingest(served, "p10b", [{ plan: "pro" }])).status, 202);
+  // The other deployment's file names it: it takes the name over.
+  const otherDeployment = await make({ streams: { p10b: SIGNUPS } });
+  await otherDeployment.streams.registerConfig();
+  assert.equal((await ingest(otherDeployment, "p10b", [{ plan: "pro" }])).status, 202);
+  await served.streams.poll();
+  // An instance that never served it looks it up.
+  const fresh = await make();
+  const elsewhere = /^Stream 'p10b' \(version \d+\) is defined in another deployment's config file/;
+  for (const at of [served, fresh]) {
+    for (
+      const response of [
+        await at.app.request("/v1/streams/p10b"),
+        await ingest(at, "p10b", [{ plan: "pro" }]),
+        await at.app.request("/v1/streams/p10b/counters/perMinute"),
+        await at.app.request("/v1/streams/p10b/counters/perMinute/current"),
+      ]
+    ) {
+      const body = await response.json();
+      assert.equal(response.status, 409, JSON.stringify(body));
+      assert.equal(body.error.code, "stream_not_servable");
+      assert.match(body.error.message, elsewhere);
+    }
+    const list = await (await at.app.request("/v1/streams")).json();
+    assert.deepEqual(list.streams.map((s: { name: string }) => s.name), []);
+    for (
+      const response of [
+        await put(at, "p10b", SIGNUPS),
+        await at.app.request("/v1/streams/p10b", { method: "DELETE" }),
+      ]
+    ) {
+      const body = await response.json();
+      assert.equal(response.status, 409);
+      assert.equal(body.error.code, "stream_from_config");
+      assert.match(body.error.message, /is defined in another deployment's config file/);
+    }
+  }
+  // Freed by an admin who says so: then unknown, and the name may be taken through the API.
+  const forced = await served.app.request("/v1/streams/p10b?force=true", { method: "DELETE" });
+  assert.equal(forced.status, 204);
+  const gone = await served.app.request("/v1/streams/p10b");
+  assert.equal(gone.status, 404);
+  assert.equal((await gone.json()).error.code, "stream_not_found");
+  assert.equal((await put(served, "p10b", SIGNUPS)).status, 201);
+}
+
+Deno.test("another deployment's config stream answers 409 saying so on instances whose file lacks it (memory store)", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const store = new MemoryStore({ definitions });
+  await anotherDeploymentsConfigStream(async (config = { streams: {} }) => {
+    const streams = new StreamRegistry(compileConfig(config), { definitions });
+    const app = createApp({ streams, store, keys: await KeyRing.parse("") });
+    return { app, streams };
+  });
+});
+
+redisTest(
+  "another deployment's config stream answers 409 saying so on instances whose file lacks it (Redis)",
+  async (fixture) => {
+    await anotherDeploymentsConfigStream((config) => instance(fixture, { config }));
+  },
+);

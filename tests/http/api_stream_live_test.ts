@@ -316,3 +316,39 @@ redisTest(
     }
   },
 );
+
+Deno.test("A subscription ends saying so when another deployment's config file takes its stream's name", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const shared = { definitions, store: new MemoryStore({ definitions }) };
+  const keys = await KeyRing.parse("");
+  const a = instance(shared);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    createApp({ ...a, keys, liveRoutes: { keyCheckMs: 20 } }).fetch,
+  );
+  const base = `127.0.0.1:${server.addr.port}`;
+  try {
+    const created = await fetch(`http://${base}/v1/streams/signups`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(SIGNUPS),
+    });
+    assert.equal(created.status, 201);
+    await created.body?.cancel();
+    const { socket, sse } = await subscribeBoth(base, "");
+    await new StreamRegistry(compileConfig({ streams: { signups: SIGNUPS } }), { definitions })
+      .registerConfig();
+    await a.streams.poll();
+    const reason =
+      /^Stream 'signups' is now defined in another deployment's config file, and not served here$/;
+    const closed = await within(socket.inbox.closed, 5_000);
+    assert.equal(closed.code, 1008);
+    assert.match(closed.reason, reason);
+    const last = await within(sse.next(), 5_000);
+    assert.equal(last.event, "closed");
+    assert.match((last.data as { reason: string }).reason, reason);
+  } finally {
+    await a.live.close();
+    await server.shutdown();
+  }
+});
