@@ -561,6 +561,60 @@ export function limitBody(maxBytes: number = DEFAULT_LIMITS.maxBodyBytes): Middl
 }
 
 /**
+ * The text of a JSON request body, read the one way every route that takes JSON reads it (but
+ * ingest, which also takes NDJSON, see {@linkcode bodyFormat}): a `Content-Type` other than
+ * `application/json`, or with a `charset` other than UTF-8, is 415 `unsupported_media_type`
+ * (none is taken when `untyped` and the body is empty: an optional body left out); the body is
+ * read by {@linkcode readLimitedBody} (413 past `maxBytes`, 408, `Content-Encoding`) and decoded
+ * as strict UTF-8 (400 `invalid_utf8`, where a lenient decoder would store U+FFFD in place of
+ * the bad bytes). Nothing is parsed: an empty body is "".
+ */
+export async function readJsonText(
+  request: Request,
+  maxBytes: number,
+  options: { untyped?: boolean } = {},
+): Promise<string> {
+  const contentType = request.headers.get("Content-Type");
+  if (contentType !== null || !options.untyped) refuseOtherThanJson(contentType);
+  const text = decodeUtf8(await readLimitedBody(request, maxBytes));
+  if (contentType === null && text !== "") refuseOtherThanJson(contentType);
+  return text;
+}
+
+/** Throws 415 unless `contentType` is `application/json`, with no charset but UTF-8. */
+function refuseOtherThanJson(contentType: string | null): void {
+  const [type, ...parameters] = (contentType ?? "").split(";");
+  const mediaType = type.trim().toLowerCase();
+  if (mediaType !== "application/json") {
+    throw new BodyError(
+      "unsupported_media_type",
+      `Content-Type must be application/json, got '${mediaType || "(none)"}'`,
+    );
+  }
+  refuseOtherCharset(parameters);
+}
+
+/**
+ * Middleware for an operation whose body is JSON (keys, webhooks): reads it with
+ * {@linkcode readJsonText} before the route's schema check, which then parses that text, so every
+ * such route refuses a wrong `Content-Type` or `charset` (415) and bytes that are not UTF-8 (400
+ * `invalid_utf8`) as `PUT /v1/streams/{stream}` and ingest do, and changes nothing then.
+ * `optional`: the operation also takes no body at all.
+ */
+export function jsonBody(
+  options: { optional?: boolean; maxBytes?: number } = {},
+): MiddlewareHandler {
+  const maxBytes = options.maxBytes ?? DEFAULT_LIMITS.maxBodyBytes;
+  return async (c, next) => {
+    const text = await readJsonText(c.req.raw, maxBytes, { untyped: options.optional });
+    // Hono's request reads its body once and keeps the promise of it (its type says the value):
+    // the schema check's `c.req.json()` parses this text, not the raw bytes (which are spent).
+    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(text);
+    await next();
+  };
+}
+
+/**
  * Middleware for an operation that takes no body: none, or `{}`, passes; a
  * body that is not JSON is 400 `invalid_json`, as on every route, and any
  * other JSON 400 `invalid_body`, rather than being ignored.

@@ -15,7 +15,7 @@ import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
 import { errorsFor, headersOf, jsonContent, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
-import { decodeUtf8, readLimitedBody } from "./body.ts";
+import { readJsonText } from "./body.ts";
 import { ApiError } from "./errors.ts";
 import { streamJson, StreamSchema } from "./stream_routes.ts";
 
@@ -150,15 +150,7 @@ function streamName(c: Context): string {
 }
 
 async function readDefinition(c: Context, maxBodyBytes: number): Promise<unknown> {
-  const mediaType = (c.req.header("Content-Type") ?? "").split(";")[0].trim().toLowerCase();
-  if (mediaType !== "application/json") {
-    throw new ApiError(
-      415,
-      "unsupported_media_type",
-      `Content-Type must be application/json, got '${mediaType || "(none)"}'`,
-    );
-  }
-  const text = decodeUtf8(await readLimitedBody(c.req.raw, maxBodyBytes));
+  const text = await readJsonText(c.req.raw, maxBodyBytes);
   try {
     return JSON.parse(text);
   } catch (error) {

@@ -17,6 +17,7 @@ import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { errorsFor, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
+import { jsonBody } from "./body.ts";
 import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
@@ -91,6 +92,7 @@ const createKeyRoute = createRoute({
   tags: ["keys"],
   summary: "Create an API key; its secret is in this reply only. Scope: admin.",
   request: { body: { content: { "application/json": { schema: KeyInputSchema } } } },
+  middleware: jsonBody({ optional: true }),
   responses: {
     201: {
       description: "Created",

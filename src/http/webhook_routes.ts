@@ -22,7 +22,7 @@ import {
 import { type Endpoint } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
-import { noBody } from "./body.ts";
+import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
 
@@ -177,6 +177,7 @@ export const createWebhookRoute = createRoute({
   description:
     "The URL is checked now and before every attempt: it must be https (http only when allowed) and resolve to at least one address outside loopback, private, link-local, CGNAT, unique-local and other non-public ranges (or one EDGESTREAM_WEBHOOK_ALLOW allows); deliveries connect only to such an address. The reply holds the signing secret, shown only once.",
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
+  middleware: jsonBody(),
   responses: {
     201: jsonContent(CreatedSchema, "Registered"),
     400: errors[400],
@@ -245,6 +246,7 @@ export const updateWebhookRoute = createRoute({
     params: EndpointParams,
     body: { required: true, content: { "application/json": { schema: PatchBody } } },
   },
+  middleware: jsonBody(),
   responses: {
     200: jsonContent(EndpointSchema, "Changed"),
     ...errors,
@@ -358,6 +360,7 @@ export const replayRoute = createRoute({
       },
     },
   },
+  middleware: jsonBody(),
   responses: {
     202: jsonContent(z.object({ requeued: z.int() }), "Requeued"),
     ...errors,

@@ -300,7 +300,10 @@ Deno.test("API bodies: bad JSON is invalid_json, not JSON is 415 saying so, and 
         body: "{}",
       });
       assert.equal(plain.status, 415, path);
-      assert.deepEqual((await plain.json()).error.message, "Content-Type must be application/json");
+      assert.deepEqual(
+        (await plain.json()).error.message,
+        "Content-Type must be application/json, got 'text/plain'",
+      );
 
       // 1 MiB and one byte of JSON, with its length and streamed (no Content-Length).
       const big = JSON.stringify({ url: "x", description: "x".repeat(1024 * 1024 - 27) });
