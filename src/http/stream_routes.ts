@@ -805,7 +805,7 @@ const currentWindowRoute = createRoute({
   tags: ["streams"],
   summary: "The window containing now, per group",
   description:
-    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. ${GROUP_FILTER_TEXT} Scope: read.`,
+    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. Every group of the window: \`limit\` or \`cursor\` is a 400 \`invalid_query\` (\`top\` ranks the groups). ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
   request: {
     params: CounterParams,
@@ -837,6 +837,17 @@ const currentWindowRoute = createRoute({
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
+    // Other unknown parameters are ignored, as on every route; these two page the rows of
+    // `…/counters/{counter}`, and a client that meant them would get every group unasked.
+    for (const name of ["limit", "cursor"]) {
+      if (c.req.query(name) !== undefined) {
+        throw new ApiError(
+          400,
+          "invalid_query",
+          `Query parameter '${name}' pages the rows of …/counters/${params.counter}; …/current takes none and returns every group of the current window (use 'top' for the largest)`,
+        );
+      }
+    }
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");

@@ -133,3 +133,32 @@ Deno.test("?top= on a distinct counter through the app merges the rest as a unio
   assert.equal(body.others[0].groups, 3);
   assert.equal(body.others[0].value, 3);
 });
+
+Deno.test("…/current refuses limit and cursor naming them (it returns every group), and ignores other parameters", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, EVENTS, { stream: "api" });
+  for (
+    const query of [
+      "limit=1",
+      "cursor=abc",
+      "limit=1&top=2",
+      "cursor=",
+      "group.endpoint=/a&limit=2",
+    ]
+  ) {
+    const name = query.includes("limit") ? "limit" : "cursor";
+    const res = await app.request(`/v1/streams/api/counters/hits/current?${query}`);
+    const body = await res.json();
+    assert.equal(res.status, 400, query);
+    assert.equal(body.error.code, "invalid_query", query);
+    assert.equal(
+      body.error.message,
+      `Query parameter '${name}' pages the rows of …/counters/hits; …/current takes none and returns every group of the current window (use 'top' for the largest)`,
+      query,
+    );
+  }
+  // Parameters it does not know are not refused, as on every route.
+  const res = await app.request("/v1/streams/api/counters/hits/current?foo=1");
+  assert.equal(res.status, 200);
+  assert.equal((await res.json()).windows.length, 4);
+});
