@@ -104,11 +104,22 @@ type Json = any;
 function withRequestIds(app: OpenAPIHono): Json {
   const document: Json = app.getOpenAPI31Document(DOCUMENT);
   for (const [path, item] of Object.entries<Json>(document.paths ?? {})) {
-    for (const operation of Object.values<Json>(item)) {
-      // Every body over 1 MiB is refused before a route reads it (limitBody; ingest has its own).
-      if (operation?.requestBody && operation.responses && !operation.responses["413"]) {
+    for (const [method, operation] of Object.entries<Json>(item)) {
+      // Every body over 1 MiB is refused before a route reads it (limitBody; ingest has its own),
+      // also one sent to an operation that takes none: a body may come with any method but GET
+      // (and HEAD), whose body the runtime drops (a Deno `Request` of either has none).
+      if (method !== "get" && operation?.responses && !operation.responses["413"]) {
         operation.responses["413"] = {
-          description: "Body over 1 MiB: `payload_too_large`",
+          description: operation.requestBody
+            ? "Body over 1 MiB: `payload_too_large`"
+            : "Body over 1 MiB, though the operation reads none: `payload_too_large`",
+          content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
+        };
+      }
+      // A JSON body is read within 10 s (readLimitedBody, through readJsonText), or 408.
+      if (operation?.requestBody && operation.responses && !operation.responses["408"]) {
+        operation.responses["408"] = {
+          description: "Body not received within 10 s: `body_timeout`",
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }
