@@ -310,6 +310,7 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "400",
     "401",
     "403",
+    "408",
     "409",
     "412",
     "413",
@@ -324,6 +325,7 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "404",
     "409",
     "412",
+    "413",
     "503",
   ]);
   assert.equal(path.put.parameters[0].name, "stream");
