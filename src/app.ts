@@ -28,6 +28,7 @@ import { ingestApp, registerStreamRoutes } from "./http/stream_routes.ts";
 import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
+import { eventIssueMessage } from "./validate/mod.ts";
 
 /** What {@linkcode createApp} wires together. */
 export interface AppOptions {
@@ -139,15 +140,19 @@ export function createApp(options: AppOptions): OpenAPIHono {
     defaultHook(result) {
       if (!result.success) {
         const issue = result.error.issues[0];
+        // Worded as an event's issues are: a field the request lacks is "missing" (zod says
+        // "Invalid input", or "expected string, received undefined"), found in the value itself.
+        // (@hono/zod-validator passes the value checked as `data`, though the hook's type omits it.)
+        const message = eventIssueMessage(issue, (result as { data?: unknown }).data);
         throw new ApiError(
           400,
           // Query parameters the routes check by hand are invalid_query too: one code for both.
           result.target === "query" ? "invalid_query" : "invalid_request",
           issue.path.length === 0
-            ? `Invalid ${TARGETS[result.target] ?? result.target}: ${issue.message}`
+            ? `Invalid ${TARGETS[result.target] ?? result.target}: ${message}`
             : `Invalid ${TARGETS[result.target] ?? result.target} ${
               formatPath(issue.path)
-            }: ${issue.message}`,
+            }: ${message}`,
         );
       }
     },

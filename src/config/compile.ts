@@ -13,7 +13,7 @@ import {
   ExpressionError,
   type Transform,
 } from "../transform/mod.ts";
-import { compileEventSchema, SchemaCompileError } from "../validate/mod.ts";
+import { compileEventSchema, eventIssueMessage, SchemaCompileError } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
 import {
@@ -101,20 +101,28 @@ export function formatPath(path: readonly PropertyKey[]): string {
 function explainIssue(
   issue: z.core.$ZodIssue,
   prefix: readonly PropertyKey[],
-): Array<{ issue: z.core.$ZodIssue; path: PropertyKey[] }> {
+): Array<{ issue: z.core.$ZodIssue; path: PropertyKey[]; at: readonly PropertyKey[] }> {
   const path = [...prefix, ...issue.path];
-  if (issue.code !== "invalid_union" || issue.errors.length === 0) return [{ issue, path }];
+  if (issue.code !== "invalid_union" || issue.errors.length === 0) {
+    return [{ issue, path, at: prefix }];
+  }
   const branches = issue.errors.filter((branch) =>
     branch.length > 0 && !branch.some((inner) => inner.code === "unrecognized_keys")
   );
-  if (branches.length !== 1) return [{ issue, path }];
+  if (branches.length !== 1) return [{ issue, path, at: prefix }];
   return branches[0].flatMap((inner) => explainIssue(inner, path));
 }
 
-/** The message of a zod issue; for a bad record key, why the key is bad. */
-function issueMessage(issue: z.core.$ZodIssue): string {
+/**
+ * The message of a zod issue at `at` in `raw`; for a bad record key, why the key is bad. A field
+ * `raw` lacks is "missing", as an event's and a request's are (zod says "expected string,
+ * received undefined").
+ */
+function issueMessage(issue: z.core.$ZodIssue, raw: unknown, at: readonly PropertyKey[]): string {
   if (issue.code === "invalid_key") return issue.issues.map((inner) => inner.message).join("; ");
-  return issue.message;
+  // A union that words what it takes (`Aggregate must be …`) says so, missing or not.
+  if (issue.code === "invalid_union" && issue.message !== "Invalid input") return issue.message;
+  return eventIssueMessage(issue, raw, at);
 }
 
 /**
@@ -334,7 +342,7 @@ export function compileConfig(raw: unknown): Map<string, CompiledStream> {
   const result = configSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))
-      .map(({ issue, path }) => `${formatPath(path)}: ${issueMessage(issue)}`);
+      .map(({ issue, path, at }) => `${formatPath(path)}: ${issueMessage(issue, raw, at)}`);
     throw new ConfigError(`Invalid config: ${lines.join("; ")}`);
   }
   const streams = new Map<string, CompiledStream>();

@@ -636,7 +636,8 @@ function eventErrors(
  * (zod says "expected nonoptional", or names the enum as if a value were
  * wrong); a value no member of a `type` list takes names the list (zod says
  * "Invalid input"); zod's `int` is an `integer`. `at`: the path of the
- * issue's parent, when it is a union member's.
+ * issue's parent, when it is a union member's. The API's request checks
+ * (bodies, queries: the app's `defaultHook`) word their issues the same way.
  */
 export function eventIssueMessage(
   issue: z.core.$ZodIssue,
