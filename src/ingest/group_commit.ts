@@ -50,6 +50,7 @@ import {
   type StoreBatch,
   StoreRefusedError,
 } from "../store/types.ts";
+import { keepTraceContext } from "../telemetry/mod.ts";
 
 /** Options for {@linkcode GroupCommitter}. */
 export interface GroupCommitOptions {
@@ -105,6 +106,8 @@ interface Member {
   requests: BatchRequest[];
   resolve(result: ApplyResult): void;
   reject(error: unknown): void;
+  /** Runs work in the trace context the batch was handed over in. */
+  inContext<T>(run: () => T): T;
 }
 
 interface Group {
@@ -195,7 +198,8 @@ export class GroupCommitter implements Pick<Store, "applyBatch"> {
     }
     this.#submitted += 1;
     return new Promise((resolve, reject) => {
-      const member: Member = { batch, requests, resolve, reject };
+      // Its apply may start from another request's context (see #send): run it in its own.
+      const member: Member = { batch, requests, resolve, reject, inContext: keepTraceContext() };
       let queue = this.#queues.get(batch.stream);
       if (!queue) {
         queue = { running: 0, open: undefined };
@@ -248,12 +252,15 @@ export class GroupCommitter implements Pick<Store, "applyBatch"> {
     let result: ApplyResult;
     try {
       try {
-        result = await this.#store.applyBatch(merge(members));
+        // In the first member's trace: its ingest span is the apply span's parent, the others
+        // are linked (telemetry/tracing.ts).
+        result = await members[0].inContext(() => this.#store.applyBatch(merge(members)));
       } catch (error) {
         if (members.length === 1 || !(error instanceof StoreRefusedError)) throw error;
         // Refused, nothing written: each request alone, in the same order.
         for (const member of members) {
-          await this.#store.applyBatch(member.batch).then(member.resolve, member.reject);
+          await member.inContext(() => this.#store.applyBatch(member.batch))
+            .then(member.resolve, member.reject);
         }
         return;
       }

@@ -7,7 +7,7 @@
  * `fetch` of the Redis store under the apply span.
  *
  * One apply may serve several requests (a store batch carries `requests`;
- * group commit will merge concurrent requests into one batch). Each request
+ * group commit merges concurrent requests into one batch). Each request
  * is tied to its own ingest span with {@linkcode attachIngestSpan} when it is
  * built, in that span's context; the apply span is a child of the span it
  * runs in and links to the ingest span of every other request it carries, so
@@ -71,6 +71,20 @@ export function withoutInboundBaggage<T>(run: () => T): T {
 export function detached<T>(run: () => T): T {
   if (!tracing()) return run();
   return context.with(ROOT_CONTEXT, run);
+}
+
+/**
+ * The active trace context, kept for work run later on its behalf from another context (a
+ * grouped store apply, run when the apply before it ends): call the answer with that work.
+ */
+export function keepTraceContext(): <T>(run: () => T) => T {
+  if (!tracing()) return runAsIs;
+  const kept = context.active();
+  return (run) => context.with(kept, run);
+}
+
+function runAsIs<T>(run: () => T): T {
+  return run();
 }
 
 /** Options for {@linkcode traceIngest}. */

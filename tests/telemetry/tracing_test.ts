@@ -36,3 +36,36 @@ Deno.test("an apply serving requests of two ingest spans is a child of one and l
     await receiver.close();
   }
 });
+
+Deno.test("group commit: a grouped apply is a child of its first request's span, not of the apply before it", async () => {
+  const receiver = startOtlpReceiver();
+  try {
+    const output = await runWithOtel(receiver, "tests/telemetry/_group_commit_spans.ts");
+    assert.match(output, /"applies":2/);
+    await eventually(() => {
+      const spans = receiver.spans();
+      const ingest = (name: string) => {
+        const found = spans.filter((span) =>
+          span.name === "edgestream.ingest" && span.attributes["edgestream.stream"] === name
+        );
+        assert.equal(found.length, 1, `${name}: ${JSON.stringify(spans)}`);
+        return found[0];
+      };
+      const [g1, g2, g3] = [ingest("g1"), ingest("g2"), ingest("g3")];
+      const applies = spans.filter((span) => span.name === "edgestream.store.applyBatch");
+      assert.equal(applies.length, 2);
+      const alone = applies.find((span) => span.parentSpanId === g1.spanId);
+      assert.ok(alone, "g1's apply is its child");
+      assert.deepEqual(alone.links ?? [], []);
+      // g2 came first of the two (receive order): the shared apply is its child, linked to g3.
+      const shared = applies.find((span) => span !== alone);
+      assert.ok(shared);
+      assert.equal(shared.parentSpanId, g2.spanId);
+      assert.equal(shared.traceId, g2.traceId);
+      assert.equal(shared.attributes["edgestream.batch.requests"], 2);
+      assert.deepEqual(shared.links, [{ traceId: g3.traceId, spanId: g3.spanId }]);
+    });
+  } finally {
+    await receiver.close();
+  }
+});
