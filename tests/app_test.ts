@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { servedRoutes } from "../src/app.ts";
+import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
@@ -619,10 +620,41 @@ Deno.test("/readyz asks a reachable store at most once a second, and a failing o
     assert.equal((await app.request("/readyz")).status, 503);
     const line = jsonLines(lines, "edgestream.http").at(-1)!;
     assert.deepEqual(line.error, { code: "store_unavailable", message: "Redis is down" });
+    assert.equal(line.cause, "StoreUnavailableError: Redis is down");
   });
   assert.equal(pings, 3);
   down = false;
   assert.equal((await app.request("/readyz")).status, 200);
+});
+
+Deno.test("/readyz answers 503 when the store does not answer a ping in time, without waiting for it, and asks it once meanwhile", async () => {
+  let pings = 0;
+  let answer: (() => void) | undefined;
+  class HungStore extends MemoryStore {
+    override ping(): Promise<void> {
+      pings += 1;
+      return new Promise((resolve) => answer = resolve);
+    }
+  }
+  const { app } = await testApp({ store: new HungStore() });
+  await writtenLogs(async (lines) => {
+    const [first, second] = await Promise.all([app.request("/readyz"), app.request("/readyz")]);
+    for (const res of [first, second]) {
+      assert.equal(res.status, 503);
+      assert.deepEqual(await res.json(), {
+        status: "unavailable",
+        store: "memory",
+        error: `The store did not answer a ping within ${READY_WAIT_MS} ms`,
+      });
+    }
+    const line = jsonLines(lines, "edgestream.http").at(-1)!;
+    assert.equal(line.error.code, "store_unavailable");
+  });
+  // The ping still in flight is the one later probes wait for; its answer makes them ready.
+  const later = app.request("/readyz");
+  answer!();
+  assert.equal((await later).status, 200);
+  assert.equal(pings, 1);
 });
 
 Deno.test("GET /v1/streams lists definitions and stats", async () => {

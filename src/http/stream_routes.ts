@@ -54,7 +54,7 @@ import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts"
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId } from "./request_id.ts";
-import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
+import { annotateRequest, causeText, logRequest, type RequestLogOptions } from "./request_log.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
@@ -921,15 +921,31 @@ const readyRoute = createRoute({
  */
 const READY_KEPT_MS = 1_000;
 
+/**
+ * How long (ms) a probe waits for the store's answer before answering 503: a hung store answers
+ * no ping until the store's own deadline (5 s), past the usual probe timeout (1 s), which would
+ * then see no answer at all. The ping goes on, and later probes wait for the same one.
+ */
+export const READY_WAIT_MS = 500;
+
+/** Why a ping found the store unreachable, with the errors behind it for the request's log line. */
+interface ReadyProblem {
+  message: string;
+  cause?: unknown;
+}
+
 function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
   // The last probe's answer (null: reachable), shared by the requests that come while it runs.
-  let probe: { atMs: number; problem: Promise<string | null> } | undefined;
-  const check = (): Promise<string | null> => {
+  let probe: { atMs: number; problem: Promise<ReadyProblem | null> } | undefined;
+  const check = (): Promise<ReadyProblem | null> => {
     const now = deps.now();
     if (probe && now - probe.atMs < READY_KEPT_MS) return probe.problem;
     const problem = deps.store.ping().then(
       () => null,
-      (error) => error instanceof StoreUnavailableError ? error.message : String(error),
+      (error) => ({
+        message: error instanceof StoreUnavailableError ? error.message : String(error),
+        cause: error,
+      }),
     );
     const current = { atMs: now, problem };
     probe = current;
@@ -940,11 +956,25 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     return problem;
   };
   return async (c) => {
-    const problem = await check();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const waited = new Promise<ReadyProblem>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ message: `The store did not answer a ping within ${READY_WAIT_MS} ms` }),
+        READY_WAIT_MS,
+      );
+    });
+    const problem = await Promise.race([check(), waited]);
+    clearTimeout(timer);
     if (problem === null) return c.json({ status: "ready", store: deps.store.kind }, 200);
     // The request line says why, as an error's does.
-    annotateRequest(c, { error: { code: "store_unavailable", message: problem } });
-    return c.json({ status: "unavailable", store: deps.store.kind, error: problem }, 503);
+    annotateRequest(c, {
+      error: { code: "store_unavailable", message: problem.message },
+      ...(problem.cause === undefined ? {} : { cause: causeText(problem.cause) }),
+    });
+    return c.json(
+      { status: "unavailable", store: deps.store.kind, error: problem.message },
+      503,
+    );
   };
 }
 
