@@ -102,8 +102,12 @@ const { app, live, webhooks, connections, shutdownMs, hostname, streams: registr
 const port = Deno.env.get("PORT");
 let server: Deno.HttpServer<Deno.NetAddr>;
 try {
+  // Its own line, as src/main.ts's: Deno.serve's default prints plain text where every line is
+  // one JSON object.
+  const onListen = ({ hostname, port }: Deno.NetAddr) =>
+    logger.info("listening on {url}", { url: `http://${hostname}:${port}` });
   server = Deno.serve(
-    port === undefined ? { hostname } : { hostname, port: Number(port) },
+    port === undefined ? { hostname, onListen } : { hostname, port: Number(port), onListen },
     app.fetch,
   );
 } catch (error) {

@@ -86,7 +86,7 @@ redisTest(
       EDGESTREAM_KEYS: `admin:${KEY},ingest:${KEY}1`,
     });
     try {
-      const [, port] = await run.seen(/Listening on http:\/\/[^\s]*?:(\d+)\//);
+      const [, port] = await run.seen(/listening on http:\/\/[^\s"]*?:(\d+)"/);
       const lines = run.output().split("\n").filter((line) => line.startsWith("harness:"));
       assert.equal(lines[0], "harness: cron edgestream sweep * * * * *", run.output());
       assert.ok(lines.includes("harness: fetch"), "the app reads its webhook endpoints from Redis");
@@ -146,7 +146,7 @@ for (
 Deno.test("deploy/main.ts serves the memory store in production with EDGESTREAM_ALLOW_MEMORY=true", async () => {
   const run = runDeploy({ EDGESTREAM_KEYS: `admin:${KEY}`, EDGESTREAM_ALLOW_MEMORY: "true" });
   try {
-    const [, host, port] = await run.seen(/Listening on http:\/\/([^\s/]*?):(\d+)\//);
+    const [, host, port] = await run.seen(/listening on http:\/\/([^\s/"]*?):(\d+)"/);
     assert.equal(host, "0.0.0.0", "with keys, every interface, as HOST's default");
     const res = await fetch(`http://127.0.0.1:${port}/readyz`);
     assert.deepEqual(await res.json(), { status: "ready", store: "memory" });
@@ -159,9 +159,13 @@ Deno.test("deploy/main.ts serves the memory store in production with EDGESTREAM_
 Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis, listening on loopback only", async () => {
   const run = runDeploy({ DENO_TIMELINE: "preview/abc123" });
   try {
-    const [, host] = await run.seen(/Listening on http:\/\/([^\s/]*?):\d+\//);
+    const [, host] = await run.seen(/listening on http:\/\/([^\s/"]*?):\d+"/);
     // Open mode, as src/main.ts: no other machine reaches it.
     assert.equal(host, "127.0.0.1");
+    // Its own JSON line, not Deno.serve's plain "Listening on": every line is one JSON object.
+    const listening = run.output().split("\n").find((line) => line.includes('"listening on '))!;
+    assert.match(JSON.parse(listening).message, /^listening on http:\/\/127\.0\.0\.1:\d+$/);
+    assert.doesNotMatch(run.output(), /Listening on/);
   } finally {
     run.child.kill("SIGTERM");
     await run.done;

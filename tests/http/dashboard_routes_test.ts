@@ -3,7 +3,9 @@
  * page's files with their content types; nothing else from `static/`.
  */
 import assert from "node:assert/strict";
-import { DASHBOARD_CSP } from "../../src/http/dashboard_routes.ts";
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { DASHBOARD_CSP, registerDashboardRoutes } from "../../src/http/dashboard_routes.ts";
+import { errorResponse } from "../../src/http/errors.ts";
 import { testApp } from "../_fixtures.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
@@ -115,4 +117,20 @@ Deno.test("GET /sdk.js serves the browser SDK as a module any origin may load, w
   const text = await res.text();
   assert.match(text, /export function createTracker\(/);
   assert.match(text, /export function track\(/);
+});
+
+Deno.test("without static/, the dashboard, its files and /sdk.js answer 404 with the error envelope", async () => {
+  const empty = await Deno.makeTempDir();
+  try {
+    const app = new OpenAPIHono();
+    app.onError(errorResponse);
+    registerDashboardRoutes(app, { open: true, staticDir: new URL(`file://${empty}/`) });
+    for (const path of ["/", "/sdk.js", "/static/dashboard/main.js"]) {
+      const res = await app.request(path);
+      assert.equal(res.status, 404, path);
+      assert.equal((await res.json()).error.code, "not_found");
+    }
+  } finally {
+    await Deno.remove(empty);
+  }
 });
