@@ -47,7 +47,7 @@ export { admitsListedOrigins, isIngestRequest } from "./_ingest_path.ts";
 
 /** What to tell an ingest client that sent no key. */
 const INGEST_HOW_TO_SEND =
-  "send 'Authorization: Bearer <key>', or a publishable key as '?key=pk_…'";
+  "send 'Authorization: Bearer <key>', or a publishable key as '?key=<pk_…>'";
 
 /** Request headers a page's ingest request may send. */
 const ALLOWED_HEADERS = "authorization, content-type, idempotency-key, x-request-id";

@@ -249,3 +249,16 @@ Deno.test("logRequest() leaves a response made with its id (jsonWithRequestId) a
   assert.equal(res.headers.get("X-Request-Id"), null);
   assert.equal(await res.text(), '{"ok":1}');
 });
+
+Deno.test("a refused request's log line holds the error message as the client got it, hints and all", async () => {
+  const { app } = await testApp({ auth: true });
+  await writtenLogs(async (lines) => {
+    const res = await postEvents(app, [{ id: "a", ts: at(1) }]);
+    assert.equal(res.status, 401);
+    const { error } = await res.json();
+    // The hint names the query parameter a publishable key may use: not a secret to redact.
+    assert.match(error.message, /'\?key=<pk_…>'/);
+    const line = jsonLines(lines, "edgestream.http").at(-1)!;
+    assert.deepEqual(line.error, { code: error.code, message: error.message });
+  });
+});
