@@ -17,7 +17,7 @@ import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
 import { logNotices, registerStreams } from "../src/main.ts";
 import { LiveHub, logSweepError, sweepOnce } from "../src/fanout/mod.ts";
-import { OpenConnections } from "../src/http/open_connections.ts";
+import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
 import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
@@ -100,6 +100,8 @@ const { app, live, webhooks, connections, shutdownMs, hostname, streams: registr
 // host is `configFromEnv`'s: loopback only in open mode (which answers only loopback Host names
 // anyway), else HOST or every interface.
 const port = Deno.env.get("PORT");
+// Counted, so a stop knows when every request read was answered (src/shutdown.ts).
+const requests = new RequestsInFlight();
 let server: Deno.HttpServer<Deno.NetAddr>;
 try {
   // Its own line, as src/main.ts's: Deno.serve's default prints plain text where every line is
@@ -108,7 +110,7 @@ try {
     logger.info("listening on {url}", { url: `http://${hostname}:${port}` });
   server = Deno.serve(
     port === undefined ? { hostname, onListen } : { hostname, port: Number(port), onListen },
-    app.fetch,
+    requests.track(app.fetch),
   );
 } catch (error) {
   if (!(error instanceof Deno.errors.AddrInUse)) throw error;
@@ -128,6 +130,7 @@ exitOnStopSignal(
       connections,
       live,
       webhooks,
+      requests,
       stopPeriodic: () => Promise.resolve(registry.stop()),
     }, { boundMs: shutdownMs }),
   shutdownMs,

@@ -17,7 +17,7 @@ import { WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging } from "./telemetry/logging.ts";
 
 const logger = getLogger(["edgestream"]);
-import { OpenConnections } from "./http/open_connections.ts";
+import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
 
 function fail(message: string): never {
@@ -73,6 +73,8 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   await webhooks.refreshEndpoints().catch((error) =>
     logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
+  // Counted, so a stop knows when every request read was answered (shutdown.ts).
+  const requests = new RequestsInFlight();
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
     server = Deno.serve({
@@ -80,7 +82,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
         logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
-    }, app.fetch);
+    }, requests.track(app.fetch));
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
       fail(`PORT: ${config.hostname}:${config.port} is already in use`);
@@ -128,6 +130,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
         connections,
         live,
         webhooks,
+        requests,
         stopPeriodic: () => {
           streams.stop();
           return sweeping?.stop() ?? Promise.resolve();

@@ -15,7 +15,9 @@
  *    ingest request read is applied and answered. (`Deno.serve`'s shutdown
  *    closes upgraded WebSockets at once, hence step 2 first.) A body still
  *    arriving is cut by that shutdown; its request is answered 503
- *    `body_interrupted`, nothing applied.
+ *    `body_interrupted`, nothing applied. Once every request was answered,
+ *    HTTP is done: a connection whose client goes on sending that body (which
+ *    `Deno.serve` would wait for) closes with the process.
  * 4. Meanwhile webhook sends in flight may finish until three quarters of
  *    the bound; those still waiting for an answer then are cut off and their
  *    claims given back, so another instance sends them at once instead of
@@ -31,7 +33,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { LiveHub } from "./fanout/mod.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
-import type { OpenConnections } from "./http/open_connections.ts";
+import type { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 
 const logger = getLogger(["edgestream", "shutdown"]);
 
@@ -47,6 +49,27 @@ export interface StoppingServer {
   webhooks: Pick<WebhookService, "close">;
   /** Stops periodic work (the sweep timer); resolves once a run in progress ended. */
   stopPeriodic?: () => Promise<void>;
+  /**
+   * The server's requests being answered: once none runs (and a moment for the last reply's
+   * bytes), HTTP is done though `server.shutdown()` may still wait for a client sending a body
+   * that was cut and answered. @default {none: HTTP is done when the shutdown resolves}
+   */
+  requests?: Pick<RequestsInFlight, "idle" | "running">;
+}
+
+/** How long (ms) the last replies are given to leave once no request runs, before their
+ * connections may be closed with the process. */
+export const REPLIES_SENT_MS = 250;
+
+/**
+ * Resolves once no request runs and none started during the {@linkcode REPLIES_SENT_MS} after:
+ * every request read was answered, and the replies had time to leave.
+ */
+async function answeredAll(requests: Pick<RequestsInFlight, "idle" | "running">): Promise<void> {
+  do {
+    await requests.idle();
+    await delay(REPLIES_SENT_MS);
+  } while (requests.running > 0);
 }
 
 /** Options for {@linkcode stopServer}. */
@@ -109,7 +132,21 @@ export async function stopServer(
     "http requests",
     // A socket whose frame waits on a slow store must not keep the listener open for long.
     Promise.race([Promise.all([sockets, live]), delay(boundMs / 2)])
-      .then(() => parts.server.shutdown()),
+      .then(() => {
+        const shutdown = parts.server.shutdown();
+        if (!parts.requests) return shutdown;
+        // A connection still open once every request was answered: a client sending a body
+        // that was cut (its 503 sent), or reading its reply slowly. Left to close with the process.
+        let shut = false;
+        const answered = answeredAll(parts.requests).then(() => {
+          if (!shut) {
+            logger.info(
+              "every HTTP request answered; connections still open (a body still arriving after its 503, or a reply being read) close with the process",
+            );
+          }
+        });
+        return Promise.race([shutdown.then(() => shut = true), answered]);
+      }),
   );
   step(
     "webhook sends",

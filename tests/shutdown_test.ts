@@ -527,19 +527,27 @@ Deno.test("deploy/main.ts stops well on SIGINT, as Deno Deploy stops an isolate:
 });
 
 Deno.test("a second signal while stopping exits at once with status 1", async () => {
+  // A webhook send whose receiver never answers holds the stop (until 3/4 of the bound).
+  const receiver = await Receiver.start();
+  const { promise: never, resolve: release } = Promise.withResolvers<void>();
+  receiver.respond = async () => {
+    await never;
+    return new Response(null, { status: 204 });
+  };
   const server = await startServerProcess("impatient", {
     EDGESTREAM_SHUTDOWN: "20s",
     EDGESTREAM_SWEEP_EVERY: "0s",
+    EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
   });
-  const lingering = (await RawHttp.connect(server.port))!;
   try {
-    // A body still arriving when the stop begins keeps its connection until the client closes it.
-    await lingering.write(
-      `POST /v1/streams/orders/events HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
-        `Content-Type: application/json\r\nContent-Length: 100\r\n\r\n`,
-      '[{"id":',
-    );
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    const endpoint = await json(server, "/v1/webhooks", {
+      method: "POST",
+      body: JSON.stringify({ url: receiver.url(), eventTypes: ["window.closed"] }),
+    });
+    assert.equal(endpoint.status, 201, JSON.stringify(endpoint.body));
+    const test = await json(server, `/v1/webhooks/${endpoint.body.id}/test`, { method: "POST" });
+    assert.equal(test.status, 202, JSON.stringify(test.body));
+    await receiver.waitFor(1);
     const started = performance.now();
     server.signal("SIGTERM");
     await until(() => server.output().includes("SIGTERM: stopping"), 10_000, "stopping");
@@ -549,7 +557,39 @@ Deno.test("a second signal while stopping exits at once with status 1", async ()
     assert.ok(performance.now() - started < 10_000, "long before the 20 s bound");
     assert.match(server.output(), /SIGINT again: exiting now/);
   } finally {
-    lingering.close();
+    release();
+    await server.stop();
+    await receiver.close();
+  }
+});
+
+Deno.test("a client still sending a body cut by the stop gets its 503 and does not hold the stop: exit 0", async () => {
+  const server = await startServerProcess("trickled", {
+    EDGESTREAM_SHUTDOWN: "3s",
+    EDGESTREAM_SWEEP_EVERY: "0s",
+  });
+  const trickling = (await RawHttp.connect(server.port))!;
+  try {
+    await trickling.write(
+      `POST /v1/streams/orders/events HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+        `Content-Type: application/json\r\nContent-Length: 100\r\n\r\n`,
+      '[{"id":',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    server.signal("SIGTERM");
+    const cut = await trickling.reply();
+    assert.equal(cut.kind, "reply");
+    if (cut.kind === "reply") {
+      assert.equal(cut.status, 503, cut.body);
+      assert.equal(JSON.parse(cut.body).error.code, "body_interrupted");
+    }
+    // The client keeps its connection open, as if the rest of its body were on its way.
+    const status = await server.status;
+    assert.equal(status.code, 0, server.output());
+    assert.match(server.output(), /every HTTP request answered; connections still open/);
+    assert.match(server.output(), /"stopped in \d+ ms"/);
+  } finally {
+    trickling.close();
     await server.stop();
   }
 });

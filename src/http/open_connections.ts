@@ -80,3 +80,61 @@ export class OpenConnections {
     await Promise.all([...this.#held].map((connection) => connection.shutDown(reason)));
   }
 }
+
+/**
+ * The HTTP requests being answered: a handler counts while it runs, until it
+ * returns its response. A stopping server is done with HTTP once none runs
+ * (see `shutdown.ts`), even while `Deno.serve`'s `shutdown()` still waits
+ * for a connection whose client goes on sending a body that was cut (already
+ * answered `503 body_interrupted`): that client's bytes would hold the stop
+ * until the bound.
+ *
+ * @example
+ * ```ts
+ * import { RequestsInFlight } from "./open_connections.ts";
+ *
+ * const requests = new RequestsInFlight();
+ * const handler = requests.track(() => new Response("ok"));
+ * await handler(new Request("http://localhost/"));
+ * await requests.idle(); // resolves: none running
+ * ```
+ */
+export class RequestsInFlight {
+  #running = 0;
+  #idle: PromiseWithResolvers<void> | undefined;
+
+  /** How many requests are being answered now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** `handler`, with each request counted while it runs. */
+  track<A extends unknown[]>(
+    handler: (request: Request, ...rest: A) => Response | Promise<Response>,
+  ): (request: Request, ...rest: A) => Promise<Response> {
+    return (request, ...rest) => {
+      this.#running += 1;
+      try {
+        return Promise.resolve(handler(request, ...rest)).finally(this.#done);
+      } catch (error) {
+        this.#done();
+        return Promise.reject(error);
+      }
+    };
+  }
+
+  /** Resolves once no request is being answered (at once when none is). */
+  idle(): Promise<void> {
+    if (this.#running === 0) return Promise.resolve();
+    this.#idle ??= Promise.withResolvers<void>();
+    return this.#idle.promise;
+  }
+
+  #done = (): void => {
+    this.#running -= 1;
+    if (this.#running === 0 && this.#idle) {
+      this.#idle.resolve();
+      this.#idle = undefined;
+    }
+  };
+}

@@ -1,0 +1,31 @@
+import assert from "node:assert/strict";
+import { RequestsInFlight } from "../../src/http/open_connections.ts";
+
+Deno.test("RequestsInFlight counts a handler's requests until each answered, thrown or not", async () => {
+  const requests = new RequestsInFlight();
+  const gates: PromiseWithResolvers<Response>[] = [];
+  const handler = requests.track((request: Request) => {
+    if (request.url.endsWith("/throw")) throw new Error("handler failed");
+    if (request.url.endsWith("/reject")) return Promise.reject(new Error("rejected"));
+    const gate = Promise.withResolvers<Response>();
+    gates.push(gate);
+    return gate.promise;
+  });
+  await requests.idle();
+  const first = handler(new Request("http://localhost/a"));
+  const second = handler(new Request("http://localhost/b"));
+  assert.equal(requests.running, 2);
+  let idle = false;
+  const waiting = requests.idle().then(() => idle = true);
+  gates[0].resolve(new Response("a"));
+  assert.equal(await (await first).text(), "a");
+  assert.equal(requests.running, 1);
+  assert.equal(idle, false);
+  gates[1].resolve(new Response("b"));
+  await second;
+  await waiting;
+  assert.equal(idle, true);
+  await assert.rejects(handler(new Request("http://localhost/throw")), /handler failed/);
+  await assert.rejects(handler(new Request("http://localhost/reject")), /rejected/);
+  assert.equal(requests.running, 0);
+});
