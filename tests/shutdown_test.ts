@@ -246,6 +246,21 @@ async function json(server: ServerProcess, path: string, init?: RequestInit) {
 }
 
 /** Resolves once `test` holds, checking every 10 ms; rejects after `ms`. */
+/**
+ * Registers `receiver` as a webhook of `server` and has it send a test delivery, received: its id.
+ */
+async function sendTestDelivery(server: ServerProcess, receiver: Receiver): Promise<string> {
+  const endpoint = await json(server, "/v1/webhooks", {
+    method: "POST",
+    body: JSON.stringify({ url: receiver.url(), eventTypes: ["window.closed"] }),
+  });
+  assert.equal(endpoint.status, 201, JSON.stringify(endpoint.body));
+  const test = await json(server, `/v1/webhooks/${endpoint.body.id}/test`, { method: "POST" });
+  assert.equal(test.status, 202, JSON.stringify(test.body));
+  await receiver.waitFor(1);
+  return test.body.delivery.id;
+}
+
 async function until(test: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
   while (!test()) {
@@ -282,14 +297,7 @@ redisTest(
       servers.push(server);
 
       // A webhook send that waits for an answer across the stop.
-      const endpoint = await json(server, "/v1/webhooks", {
-        method: "POST",
-        body: JSON.stringify({ url: receiver.url(), eventTypes: ["window.closed"] }),
-      });
-      assert.equal(endpoint.status, 201, JSON.stringify(endpoint.body));
-      const test = await json(server, `/v1/webhooks/${endpoint.body.id}/test`, { method: "POST" });
-      assert.equal(test.status, 202, JSON.stringify(test.body));
-      await receiver.waitFor(1);
+      const delivery = await sendTestDelivery(server, receiver);
 
       const sse = await sseSubscriber(server);
       const subscriber = new WebSocket(
@@ -364,7 +372,7 @@ redisTest(
         leaseMs: 1_000,
         maxConcurrency: 8,
       });
-      assert.deepEqual(claims.map((claim) => claim.delivery.id), [test.body.delivery.id]);
+      assert.deepEqual(claims.map((claim) => claim.delivery.id), [delivery]);
       assert.equal(claims[0].delivery.attempts, 0, "the cut send recorded no attempt");
 
       // A fresh process on the same Redis: every acknowledged id is a duplicate, no other is.
@@ -540,14 +548,7 @@ Deno.test("a second signal while stopping exits at once with status 1", async ()
     EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
   });
   try {
-    const endpoint = await json(server, "/v1/webhooks", {
-      method: "POST",
-      body: JSON.stringify({ url: receiver.url(), eventTypes: ["window.closed"] }),
-    });
-    assert.equal(endpoint.status, 201, JSON.stringify(endpoint.body));
-    const test = await json(server, `/v1/webhooks/${endpoint.body.id}/test`, { method: "POST" });
-    assert.equal(test.status, 202, JSON.stringify(test.body));
-    await receiver.waitFor(1);
+    await sendTestDelivery(server, receiver);
     const started = performance.now();
     server.signal("SIGTERM");
     await until(() => server.output().includes("SIGTERM: stopping"), 10_000, "stopping");

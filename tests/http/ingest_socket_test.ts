@@ -12,6 +12,7 @@ import {
   type NodeClient,
   nodeClient,
   startServer,
+  type TestServer,
   within,
 } from "../_live.ts";
 
@@ -844,20 +845,23 @@ Deno.test("WebSocket ingest answers a frame over the stream's rate limit with a 
   }
 });
 
+/** Creates a run-time key on `server` with the admin key. */
+async function createKey(server: TestServer, body: object): Promise<{ id: string; key: string }> {
+  const res = await fetch(`${server.base}/v1/keys`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  assert.equal(res.status, 201);
+  return await res.json();
+}
+
 Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted key stops an open socket", async () => {
   const shop = "https://shop.example";
   const other = "https://other.example";
   const server = await startServer({ auth: true, origins: { allowedOrigins: [shop, other] } });
   const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
-  const create = async (body: unknown) => {
-    const res = await fetch(`${server.base}/v1/keys`, {
-      method: "POST",
-      headers: admin,
-      body: JSON.stringify(body),
-    });
-    assert.equal(res.status, 201);
-    return await res.json() as { id: string; key: string };
-  };
+  const create = (body: object) => createKey(server, body);
   try {
     const pk = await create({ type: "publishable", streams: ["orders"], origins: [shop] });
     const elsewhere = await nodeClient(server.wsUrl(WS_PATH), {
@@ -897,15 +901,12 @@ Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted
 Deno.test("a publishable key opens a WebSocket from the origins it lists, with no server-wide allowed origins", async () => {
   const shop = "https://shop.example";
   const server = await startServer({ auth: true });
-  const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
   try {
-    const res = await fetch(`${server.base}/v1/keys`, {
-      method: "POST",
-      headers: admin,
-      body: JSON.stringify({ type: "publishable", streams: ["orders"], origins: [shop] }),
+    const { key: pk } = await createKey(server, {
+      type: "publishable",
+      streams: ["orders"],
+      origins: [shop],
     });
-    assert.equal(res.status, 201);
-    const pk = (await res.json()).key;
     const fromShop = await nodeClient(server.wsUrl(WS_PATH), {
       headers: { Origin: shop },
       protocols: [`bearer.${pk}`],
@@ -936,15 +937,12 @@ Deno.test("a publishable key opens a WebSocket from the origins it lists, with n
 Deno.test("a secret key's origins admit its WebSocket ingest from them; a fetch preflight, keyless, gets no grant", async () => {
   const shop = "https://shop.example";
   const server = await startServer({ auth: true });
-  const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
   try {
-    const res = await fetch(`${server.base}/v1/keys`, {
-      method: "POST",
-      headers: admin,
-      body: JSON.stringify({ scopes: ["ingest"], streams: ["orders"], origins: [shop] }),
+    const { key: sk } = await createKey(server, {
+      scopes: ["ingest"],
+      streams: ["orders"],
+      origins: [shop],
     });
-    assert.equal(res.status, 201);
-    const sk = (await res.json()).key;
     assert.match(sk, /^sk_/);
     const fromShop = await nodeClient(server.wsUrl(WS_PATH), {
       headers: { Origin: shop },
