@@ -261,6 +261,15 @@ async function sendTestDelivery(server: ServerProcess, receiver: Receiver): Prom
   return test.body.delivery.id;
 }
 
+/** Checks that `reply` is the 503 `body_interrupted` of a body the stop cut. */
+function assertBodyInterrupted(reply: Awaited<ReturnType<RawHttp["reply"]>>): void {
+  assert.equal(reply.kind, "reply");
+  if (reply.kind === "reply") {
+    assert.equal(reply.status, 503, reply.body);
+    assert.equal(JSON.parse(reply.body).error.code, "body_interrupted");
+  }
+}
+
 async function until(test: () => boolean, ms: number, what: string): Promise<void> {
   const deadline = Date.now() + ms;
   while (!test()) {
@@ -458,12 +467,7 @@ redisTest(
       const started = performance.now();
       server.signal("SIGTERM");
 
-      const cut = await trickling.reply();
-      assert.equal(cut.kind, "reply");
-      if (cut.kind === "reply") {
-        assert.equal(cut.status, 503, cut.body);
-        assert.equal(JSON.parse(cut.body).error.code, "body_interrupted");
-      }
+      assertBodyInterrupted(await trickling.reply());
       trickling.close();
 
       // The frame waits on the store, yet new connections are refused well before the bound.
@@ -578,12 +582,7 @@ Deno.test("a client still sending a body cut by the stop gets its 503 and does n
     );
     await new Promise((resolve) => setTimeout(resolve, 200));
     server.signal("SIGTERM");
-    const cut = await trickling.reply();
-    assert.equal(cut.kind, "reply");
-    if (cut.kind === "reply") {
-      assert.equal(cut.status, 503, cut.body);
-      assert.equal(JSON.parse(cut.body).error.code, "body_interrupted");
-    }
+    assertBodyInterrupted(await trickling.reply());
     // The client keeps its connection open, as if the rest of its body were on its way.
     const status = await server.status;
     assert.equal(status.code, 0, server.output());
