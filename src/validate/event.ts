@@ -210,23 +210,32 @@ function refTarget(node: Record<string, unknown>): Record<string, unknown> | und
  * ends, at compile or on every event.
  */
 function refuseRefCycles(): void {
-  const visit = (node: unknown, path: string[]): void => {
+  // Each definition is followed once: one whose refs were all followed without a cycle (`done`)
+  // is on none, so a second `$ref` to it adds nothing. (Followed again for every `$ref`, a chain
+  // of definitions each naming the next twice took time doubling with each one.)
+  const done = new Set<string>();
+  const path: string[] = [];
+  const follow = (name: string): void => {
+    if (path.includes(name)) {
+      refuse(`$ref cycle without a property between: ${[...path, name].join(" → ")}`);
+    }
+    if (done.has(name)) return;
+    path.push(name);
+    visit(defsInScope[name]);
+    path.pop();
+    done.add(name);
+  };
+  const visit = (node: unknown): void => {
     if (typeof node !== "object" || node === null) return;
     const schema = node as Record<string, unknown>;
-    if (typeof schema.$ref === "string") {
-      const name = refName(schema.$ref);
-      if (path.includes(name)) {
-        refuse(`$ref cycle without a property between: ${[...path, name].join(" → ")}`);
-      }
-      visit(defsInScope[name], [...path, name]);
-    }
+    if (typeof schema.$ref === "string") follow(refName(schema.$ref));
     for (const key of COMBINATORS) {
       if (Array.isArray(schema[key])) {
-        for (const member of schema[key] as unknown[]) visit(member, path);
+        for (const member of schema[key] as unknown[]) visit(member);
       }
     }
   };
-  for (const name of Object.keys(defsInScope)) visit(defsInScope[name], [name]);
+  for (const name of Object.keys(defsInScope)) follow(name);
 }
 
 /** Fast verdicts of the schemas {@linkcode compileEventSchema} made (see `_fast_verdict.ts`). */
