@@ -212,30 +212,43 @@ function refTarget(node: Record<string, unknown>): Record<string, unknown> | und
 function refuseRefCycles(): void {
   // Each definition is followed once: one whose refs were all followed without a cycle (`done`)
   // is on none, so a second `$ref` to it adds nothing. (Followed again for every `$ref`, a chain
-  // of definitions each naming the next twice took time doubling with each one.)
+  // of definitions each naming the next twice took time doubling with each one.) Without
+  // recursion: a chain of thousands of definitions would end the stack here.
   const done = new Set<string>();
-  const path: string[] = [];
-  const follow = (name: string): void => {
-    if (path.includes(name)) {
-      refuse(`$ref cycle without a property between: ${[...path, name].join(" → ")}`);
-    }
-    if (done.has(name)) return;
-    path.push(name);
-    visit(defsInScope[name]);
-    path.pop();
-    done.add(name);
-  };
-  const visit = (node: unknown): void => {
-    if (typeof node !== "object" || node === null) return;
-    const schema = node as Record<string, unknown>;
-    if (typeof schema.$ref === "string") follow(refName(schema.$ref));
-    for (const key of COMBINATORS) {
-      if (Array.isArray(schema[key])) {
-        for (const member of schema[key] as unknown[]) visit(member);
+  for (const start of Object.keys(defsInScope)) {
+    if (done.has(start)) continue;
+    // The definitions being followed, and for each the `$ref`s it has left to follow.
+    const path = [start];
+    const left = [sameValueRefs(defsInScope[start])];
+    while (left.length > 0) {
+      const name = left[left.length - 1].shift();
+      if (name === undefined) {
+        done.add(path.pop()!);
+        left.pop();
+      } else if (path.includes(name)) {
+        refuse(`$ref cycle without a property between: ${[...path, name].join(" → ")}`);
+      } else if (!done.has(name)) {
+        path.push(name);
+        left.push(sameValueRefs(defsInScope[name]));
       }
     }
-  };
-  for (const name of Object.keys(defsInScope)) follow(name);
+  }
+}
+
+/** The definitions `node`'s `$ref`s name that check the same value: its own and its combinators'. */
+function sameValueRefs(node: unknown): string[] {
+  const names: string[] = [];
+  const pending = [node];
+  while (pending.length > 0) {
+    const item = pending.shift();
+    if (typeof item !== "object" || item === null) continue;
+    const schema = item as Record<string, unknown>;
+    if (typeof schema.$ref === "string") names.push(refName(schema.$ref));
+    for (const key of COMBINATORS) {
+      if (Array.isArray(schema[key])) pending.push(...schema[key] as unknown[]);
+    }
+  }
+  return names;
 }
 
 /** Fast verdicts of the schemas {@linkcode compileEventSchema} made (see `_fast_verdict.ts`). */

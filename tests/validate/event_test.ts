@@ -756,3 +756,15 @@ Deno.test("compileEventSchema follows each $defs definition once when looking fo
     /\$ref cycle without a property between: d0 → d1 → d2 → d3 → .* → d19 → d3/,
   );
 });
+
+Deno.test("compileEventSchema: a chain of 20000 $defs is a SchemaCompileError, not a RangeError out of the $ref cycle check", () => {
+  // A config file has no body limit: thrown raw, the RangeError crashed startup with a stack.
+  const $defs: Record<string, unknown> = {};
+  for (let i = 0; i < 20_000; i++) {
+    $defs[`d${i}`] = i + 1 < 20_000 ? { $ref: `#/$defs/d${i + 1}` } : { type: "object" };
+  }
+  assert.throws(
+    () => compileEventSchema({ type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs }),
+    SchemaCompileError,
+  );
+});
