@@ -15,7 +15,7 @@ import { getLogger } from "@logtape/logtape";
 import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config/mod.ts";
 import { configFromEnv } from "../src/env.ts";
-import { logNotices, registerStreams } from "../src/main.ts";
+import { listeningUrl, logNotices, registerStreams } from "../src/main.ts";
 import { LiveHub, logSweepError, sweepOnce } from "../src/fanout/mod.ts";
 import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
 import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
@@ -107,7 +107,7 @@ try {
   // Its own line, as src/main.ts's: Deno.serve's default prints plain text where every line is
   // one JSON object.
   const onListen = ({ hostname, port }: Deno.NetAddr) =>
-    logger.info("listening on {url}", { url: `http://${hostname}:${port}` });
+    logger.info("listening on {url}", { url: listeningUrl(hostname, port) });
   server = Deno.serve(
     port === undefined ? { hostname, onListen } : { hostname, port: Number(port), onListen },
     requests.track(app.fetch),

@@ -62,6 +62,14 @@ export function logNotices(notices: readonly StartupNotice[]): void {
 }
 
 /** Starts the server; resolves once it listens. */
+/**
+ * The URL a server listening on `hostname`:`port` answers at, for the "listening on" line: an IPv6
+ * address in brackets (`http://[::1]:8000`), as a URL writes it.
+ */
+export function listeningUrl(hostname: string, port: number): string {
+  return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
+}
+
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
   // Other instances tail a shared store's log, so running window values are
@@ -81,7 +89,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       port: config.port,
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
-        logger.info("listening on {url}", { url: `http://${hostname}:${port}` }),
+        logger.info("listening on {url}", { url: listeningUrl(hostname, port) }),
     }, requests.track(app.fetch));
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { configFromEnv } from "../src/env.ts";
 import { serve } from "../src/main.ts";
-import { START_FLAGS } from "./_server_process.ts";
+import { START_FLAGS, startServerProcess } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -195,5 +195,19 @@ Deno.test("main.ts refuses a schema or expression nested too deep in one line na
     }
   } finally {
     await Deno.remove(path);
+  }
+});
+
+Deno.test("main.ts on an IPv6 address says a URL that works: http://[::1]:port", async () => {
+  const server = await startServerProcess("ipv6", { HOST: "::1" });
+  try {
+    const line = server.output().split("\n").find((text) => text.includes('"listening on '))!;
+    const { message, url } = JSON.parse(line);
+    assert.equal(message, `listening on http://[::1]:${server.port}`);
+    const res = await fetch(new URL("/healthz", url));
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  } finally {
+    await server.stop();
   }
 });
