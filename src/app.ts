@@ -17,7 +17,7 @@ import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
 import { registerDocsRoutes } from "./http/docs_routes.ts";
 import { ApiError, errorResponse, methodNotAllowed } from "./http/errors.ts";
-import { headAnswers } from "./http/head.ts";
+import { headAnswers, withoutHeadLength } from "./http/head.ts";
 import { type LiveRouteOptions, registerLiveRoutes } from "./http/live_routes.ts";
 import { OpenConnections } from "./http/open_connections.ts";
 import { originGuard, OriginPolicy, type OriginSettings } from "./http/origin.ts";
@@ -227,6 +227,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
   serveApiDocument(app);
   registerDocsRoutes(app);
 
+  // A HEAD of a subscription says no Content-Length (Hono's body-less HEAD answer would say 0).
+  app.fetch = withoutHeadLength(app.fetch);
   return app;
 }
 

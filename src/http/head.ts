@@ -6,7 +6,8 @@
  *   `0` for the body-less response);
  * - an open-ended body (Server-Sent Events) is cancelled, so what it holds
  *   (a live subscription) ends with the request instead of staying open
- *   with no one reading it.
+ *   with no one reading it; and its answer is sent with no length
+ *   ({@linkcode withoutHeadLength}).
  *
  * @module
  */
@@ -38,8 +39,7 @@ export function headAnswers(): MiddlewareHandler {
     if (c.req.method !== "HEAD") return;
     const res = c.res;
     if (!res.body || res.status === 101) return;
-    const mediaType = res.headers.get("Content-Type")?.split(";")[0].trim().toLowerCase() ?? "";
-    if (OPEN_ENDED.has(mediaType)) {
+    if (OPEN_ENDED.has(mediaTypeOf(res))) {
       await res.body.cancel();
       return;
     }
@@ -52,4 +52,35 @@ export function headAnswers(): MiddlewareHandler {
     headers.set("Content-Length", String(length));
     c.res = new Response(null, { status: res.status, statusText: res.statusText, headers });
   };
+}
+
+/**
+ * `fetch` (an app's), whose `HEAD` answers for an open-ended body are sent with no
+ * `Content-Length`, as `GET`'s are. Hono answers a `HEAD` with `new Response(null, …)` after
+ * every middleware, and `Deno.serve` writes `Content-Length: 0` for a response without a body:
+ * a claim that `GET`'s body is empty. An empty body of its own, never sent for a `HEAD`, makes
+ * `Deno.serve` write none.
+ */
+export function withoutHeadLength<A extends unknown[]>(
+  fetch: (request: Request, ...rest: A) => Response | Promise<Response>,
+): (request: Request, ...rest: A) => Promise<Response> {
+  return async (request, ...rest) => {
+    const res = await fetch(request, ...rest);
+    if (
+      request.method !== "HEAD" || res.body !== null || res.headers.has("Content-Length") ||
+      !OPEN_ENDED.has(mediaTypeOf(res))
+    ) {
+      return res;
+    }
+    const empty = new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+    return new Response(empty, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
+  };
+}
+
+function mediaTypeOf(res: Response): string {
+  return res.headers.get("Content-Type")?.split(";")[0].trim().toLowerCase() ?? "";
 }

@@ -119,3 +119,23 @@ Deno.test("a WebSocket upgrade asked with HEAD is 400 invalid_upgrade, not 101",
     await server.close();
   }
 });
+
+Deno.test("HEAD of a subscription says no Content-Length over a real server (GET's body has none)", async () => {
+  const server = await startServer();
+  try {
+    for (const query of ["", "?counter=count_1m"]) {
+      const res = await fetch(`${server.base}/v1/streams/orders/subscribe${query}`, {
+        method: "HEAD",
+        headers: { Accept: "text/event-stream" },
+      });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("Content-Type"), "text/event-stream");
+      // Hono's body-less HEAD answer made Deno.serve write `Content-Length: 0`.
+      assert.equal(res.headers.get("Content-Length"), null, query);
+      assert.equal((await res.arrayBuffer()).byteLength, 0);
+    }
+    await eventually(() => server.live.stats.subscribers === 0);
+  } finally {
+    await server.close();
+  }
+});
