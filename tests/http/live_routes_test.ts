@@ -162,6 +162,12 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
         /Query parameter 'filter' is invalid/,
       ],
       ["?filter=1%20%2B%201", 400, "invalid_query", /must return a bool, returns int/],
+      [
+        `?filter=${encodeURIComponent(`true || '${"y".repeat(4083)}' == ''`)}`,
+        400,
+        "invalid_query",
+        /^Query parameter 'filter' is 4099 characters; the limit is 4096$/,
+      ],
       ["?types=window.updated,window.opened", 400, "invalid_query", /unknown type 'window.opened'/],
       ["?counter=nope", 400, "invalid_query", /has no counter 'nope'; it has: count_1m/],
     ];
