@@ -181,6 +181,7 @@ export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<
   };
   try {
     refuseRefCycles();
+    refuseDeepExpansion(root);
     return forZod(withRequiredProperties(root)) as Record<string, unknown>;
   } finally {
     defsInScope = {};
@@ -231,6 +232,84 @@ function refuseRefCycles(): void {
         path.push(name);
         left.push(sameValueRefs(defsInScope[name]));
       }
+    }
+  }
+}
+
+/** One schema's own JSON depth, and the depths at which its `$ref`s name definitions. */
+interface RefScan {
+  depth: number;
+  refs: [at: number, name: string][];
+}
+
+/** {@linkcode RefScan} of `node`, without the definitions a root holds (`$defs`, `definitions`). */
+function scanRefs(node: unknown, root: boolean): RefScan {
+  const scan: RefScan = { depth: 0, refs: [] };
+  const pending: [unknown, number][] = [[node, 1]];
+  while (pending.length > 0) {
+    const [item, depth] = pending.pop()!;
+    if (typeof item !== "object" || item === null) continue;
+    scan.depth = Math.max(scan.depth, depth);
+    const schema = item as Record<string, unknown>;
+    if (!Array.isArray(item) && typeof schema.$ref === "string") {
+      scan.refs.push([depth, refName(schema.$ref)]);
+    }
+    for (const [key, value] of Object.entries(schema)) {
+      if (root && item === node && (key === "$defs" || key === "definitions")) continue;
+      pending.push([value, depth + 1]);
+    }
+  }
+  return scan;
+}
+
+/**
+ * Refuses a schema nesting deeper than {@linkcode MAX_SCHEMA_DEPTH} levels once its `$ref`s are
+ * replaced by the definitions they name, as zod expands them, recursing once a level: a chain of
+ * definitions, each shallow, would otherwise compile or exhaust the stack depending on what else
+ * is on it. A `$ref` back to a definition being expanded is a leaf (zod makes it lazy). Each
+ * definition is expanded once, without recursion.
+ */
+function refuseDeepExpansion(root: Record<string, unknown>): void {
+  const expanded = new Map<string, number>();
+  const expanding = new Set<string>();
+  const frame = (name: string | undefined, node: unknown) => ({
+    name,
+    scan: scanRefs(node, name === undefined),
+    next: 0,
+    deepest: 0,
+    waitingAt: 0,
+  });
+  const stack = [frame(undefined, root)];
+  stack[0].deepest = stack[0].scan.depth;
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    if (top.deepest > MAX_SCHEMA_DEPTH) {
+      refuse(
+        `it nests deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays) once its $refs are expanded`,
+      );
+    }
+    if (top.next < top.scan.refs.length) {
+      const [at, name] = top.scan.refs[top.next++];
+      const target = defsInScope[name];
+      if (typeof target !== "object" || target === null || expanding.has(name)) continue;
+      const known = expanded.get(name);
+      if (known !== undefined) {
+        top.deepest = Math.max(top.deepest, at - 1 + known);
+        continue;
+      }
+      expanding.add(name);
+      top.waitingAt = at;
+      const child = frame(name, target);
+      child.deepest = child.scan.depth;
+      stack.push(child);
+      continue;
+    }
+    stack.pop();
+    if (top.name !== undefined) {
+      expanding.delete(top.name);
+      expanded.set(top.name, top.deepest);
+      const parent = stack[stack.length - 1];
+      parent.deepest = Math.max(parent.deepest, parent.waitingAt - 1 + top.deepest);
     }
   }
 }

@@ -768,3 +768,48 @@ Deno.test("compileEventSchema: a chain of 20000 $defs is a SchemaCompileError, n
     SchemaCompileError,
   );
 });
+
+Deno.test("compileEventSchema() counts the levels its $refs expand to, so a chain of shallow definitions cannot overflow either", () => {
+  const chain = (definitions: number) => {
+    const $defs: Record<string, unknown> = {};
+    for (let i = 0; i < definitions; i++) {
+      $defs[`d${i}`] = { type: "object", properties: { a: { $ref: `#/$defs/d${i + 1}` } } };
+    }
+    $defs[`d${definitions}`] = { type: "string" };
+    return { type: "object", properties: { a: { $ref: "#/$defs/d0" } }, $defs };
+  };
+  for (const definitions of [63, 900, 20_000]) {
+    assert.throws(
+      () => compileEventSchema(chain(definitions)),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message ===
+          "Cannot compile event schema: it nests deeper than 128 levels (objects and arrays) once its $refs are expanded",
+      `${definitions} definitions`,
+    );
+  }
+  // 60 definitions, 2 levels each, and the root's: taken.
+  assert.doesNotThrow(() => compileEventSchema(chain(60)));
+  assert.equal(validateEvent({ a: { a: { a: "x" } } }, compileEventSchema(chain(2))).ok, true);
+  // A definition naming itself below a property is a tree of any depth: a leaf, not a chain.
+  const tree = compileEventSchema({
+    type: "object",
+    properties: { root: { $ref: "#/$defs/node" } },
+    $defs: {
+      node: {
+        type: "object",
+        properties: {
+          v: { type: "number" },
+          kids: { type: "array", items: { $ref: "#/$defs/node" } },
+        },
+      },
+    },
+  });
+  assert.deepEqual(validateEvent({ root: { v: 1, kids: [{ v: 2, kids: [{ v: "x" }] }] } }, tree), {
+    ok: false,
+    errors: [{
+      path: "root.kids.0.kids.0.v",
+      message: "Invalid input: expected number, received string",
+    }],
+  });
+});
