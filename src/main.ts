@@ -61,7 +61,6 @@ export function logNotices(notices: readonly StartupNotice[]): void {
   }
 }
 
-/** Starts the server; resolves once it listens. */
 /**
  * The URL a server listening on `hostname`:`port` answers at, for the "listening on" line: an IPv6
  * address in brackets (`http://[::1]:8000`), as a URL writes it.
@@ -70,6 +69,7 @@ export function listeningUrl(hostname: string, port: number): string {
   return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }
 
+/** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, keys, origins, webhooks } = config;
   // Other instances tail a shared store's log, so running window values are
