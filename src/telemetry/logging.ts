@@ -87,6 +87,9 @@ export interface RedactionPattern {
  */
 const SHAPED_SECRETS: RedactionPattern[] = [
   { pattern: /\bwhsec_[A-Za-z0-9+/]+={0,2}/g, replacement: `whsec_${REDACTED}` },
+  // A run-time secret key (`sk_` and 32 base64url characters) wherever it is: pasted into a path,
+  // or echoed in an error message.
+  { pattern: /\bsk_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/g, replacement: `sk_${REDACTED}` },
   { pattern: /\b(bearer[ \t]+)[^\s"'\\,;<][^\s"'\\,;]*/gi, replacement: `$1${REDACTED}` },
   { pattern: /\b(bearer\.)[^\s"'\\,;<][^\s"'\\,;]*/gi, replacement: `$1${REDACTED}` },
   {

@@ -20,6 +20,8 @@ const logger = getLogger(["edgestream", "test"]);
 const API_KEY = 'admin-key-"quoted"/+&=?0123';
 const REDIS_TOKEN = "AX1cAAIjcDE2ZmY3N2Y0ZjRkNzQ0YjI4";
 const WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/** A run-time secret key as `POST /v1/keys` makes one: `sk_` and 24 random bytes in base64url. */
+const RUNTIME_KEY = "sk_Xq3-vR9_kLmN0pQ2sT4uV6wY8zA1bC5d";
 
 Deno.test("configureLogging() redacts the named secrets in plain, JSON and URL-encoded form", async () => {
   await writtenLogs((lines) => {
@@ -57,13 +59,14 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
     logger.info(
       "Missing API key: send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
     );
+    logger.info("GET {path} 404", { path: `/v1/streams/${RUNTIME_KEY}/counters` });
     const text = lines.map((line) => line.text).join("\n");
-    const secrets = [WEBHOOK_SECRET, "sk-live-123456", "k-0123456789abcdef"];
+    const secrets = [WEBHOOK_SECRET, "sk-live-123456", "k-0123456789abcdef", RUNTIME_KEY];
     secrets.push("k-key-value", "k-access-value", "k-api-value", "k-apikey");
     for (const secret of secrets) {
       assert.ok(!text.includes(secret), secret);
     }
-    const [failed, url, offered, queries, hint] = jsonLines(lines);
+    const [failed, url, offered, queries, hint, pasted] = jsonLines(lines);
     assert.equal(
       failed.error.message,
       `signing with whsec_${REDACTED} for Bearer ${REDACTED}`,
@@ -80,6 +83,8 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
       hint.message,
       "Missing API key: send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
     );
+    // A run-time secret key pasted where no key belongs (a path) is found by its shape.
+    assert.equal(pasted.path, `/v1/streams/sk_${REDACTED}/counters`);
   });
 });
 
