@@ -369,6 +369,12 @@ export interface AuthorizeOptions {
    * answered only its own (the handler filters by {@linkcode KeyGrant.streams}).
    */
   listsStreams?: boolean;
+  /**
+   * The request's `Authorization` header, when it read none as a key: a 401 then says the header
+   * is not `Bearer <key>` (another scheme, a key without `Bearer`, two headers joined), rather
+   * than that no key was sent. @default {none}
+   */
+  authorization?: string | null;
 }
 
 /** What {@linkcode authorize} answers: the grant, or why not. */
@@ -406,11 +412,16 @@ function authorizeNow(
 ): Authorization | undefined {
   if (keys.open) return { grant: OPEN_GRANT };
   if (key === undefined) {
+    const header = options.authorization?.trim();
     return {
       error: new ApiError(
         401,
         "unauthorized",
-        `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
+        header
+          ? `Unreadable Authorization header: it must hold one key as 'Bearer <key>'; ${
+            options.howToSend ?? HOW_TO_SEND
+          }`
+          : `Missing API key: ${options.howToSend ?? HOW_TO_SEND}`,
         { headers: { "WWW-Authenticate": 'Bearer realm="edgestream"' } },
       ),
     };
@@ -503,9 +514,11 @@ export function requireScope(
   options: { listsStreams?: boolean } = {},
 ): MiddlewareHandler {
   return async function (c, next) {
-    const result = await authorize(keys, bearerKey(c.req.header("Authorization")), scope, {
+    const authorization = c.req.header("Authorization");
+    const result = await authorize(keys, bearerKey(authorization), scope, {
       stream: c.req.param("stream"),
       listsStreams: options.listsStreams,
+      authorization,
     });
     if (result.error) throw result.error;
     rememberGrant(c, result.grant);

@@ -151,10 +151,11 @@ export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
  */
 export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<KeyGrant> {
   const name = c.req.param("stream") ?? "";
-  const header = bearerKey(c.req.header("Authorization"));
+  const authorization = c.req.header("Authorization");
+  const header = bearerKey(authorization);
   const inQuery = header === undefined ? c.req.query("key") : undefined;
   const key = header ?? (inQuery || undefined);
-  const options = { stream: name, howToSend: INGEST_HOW_TO_SEND };
+  const options = { stream: name, howToSend: INGEST_HOW_TO_SEND, authorization };
   const result = await authorize(deps.keys, key, "ingest", options);
   if (result.error) throw result.error;
   const grant = result.grant;

@@ -672,6 +672,7 @@ export function ingestSocketHandler(
     const { grant, error: denied } = await authorize(deps.keys, presented.key, "ingest", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
       stream: name,
+      authorization: c.req.header("Authorization"),
     });
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is

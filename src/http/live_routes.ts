@@ -587,6 +587,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     const denied = await scopeError(deps.keys, presented.key, "read", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
       stream: c.req.param("stream"),
+      authorization: c.req.header("Authorization"),
     });
     if (denied && !overSocket) throw denied;
     // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the

@@ -99,6 +99,50 @@ Deno.test("A WebSocket upgrade with a refused key is closed 1008 and its request
   }
 });
 
+Deno.test("An Authorization header that holds no 'Bearer <key>' is 401 saying so, not 'Missing API key', on every kind of route", async () => {
+  const server = await startServer({ auth: true });
+  const unreadable = /^Unreadable Authorization header: it must hold one key as 'Bearer <key>'; /;
+  try {
+    for (
+      const authorization of [
+        KEYS.read, // the key without "Bearer"
+        `Basic ${btoa("user:password")}`,
+        `Bearer ${KEYS.read}, Bearer ${KEYS.admin}`, // two headers, as Headers joins them
+      ]
+    ) {
+      for (
+        const [method, path, headers] of [
+          ["GET", "/v1/streams", {}],
+          ["POST", "/v1/streams/orders/events", { "Content-Type": "application/json" }],
+          ["GET", "/v1/streams/orders/subscribe", { Accept: "text/event-stream" }],
+        ] as const
+      ) {
+        const res = await fetch(`${server.base}${path}`, {
+          method,
+          headers: { ...headers, Authorization: authorization },
+          body: method === "POST" ? "{}" : undefined,
+        });
+        assert.equal(res.status, 401, `${method} ${path}`);
+        const { error } = await res.json();
+        assert.equal(error.code, "unauthorized");
+        assert.match(error.message, unreadable, `${method} ${path}`);
+      }
+      // No header at all is still a missing key.
+      const none = await fetch(`${server.base}/v1/streams`);
+      assert.match((await none.json()).error.message, /^Missing API key: /);
+    }
+    // Over a WebSocket, the key in a subprotocol still counts when the header is unreadable.
+    const socket = await nodeClient(server.wsUrl("/v1/streams/orders/ws"), {
+      headers: { Authorization: "Token abc" },
+      protocols: [`bearer.${KEYS.ingest}`],
+    });
+    assert.equal(socket.status, undefined, "upgraded");
+    await socket.close();
+  } finally {
+    await server.close();
+  }
+});
+
 /** A key store that counts its look-ups. */
 class CountingKeyStore extends MemoryKeyStore {
   lookups = 0;
