@@ -112,6 +112,14 @@ class StaticFiles {
 /** The methods a static file takes. */
 const FILE_METHODS = ["GET", "HEAD"];
 
+/**
+ * A page the server serves at a fixed path is not in `static/`: the deployment left it out, a
+ * 500 that says so (logged as an error, as `/docs`'s), not a 404 as for a file a client named.
+ */
+function missingFile(file: string): Error {
+  return new Error(`Cannot read static/${file} (is static/ part of the deployment?)`);
+}
+
 function notFound(path: string): ApiError {
   return new ApiError(404, "not_found", `No dashboard file at ${path}`);
 }
@@ -159,7 +167,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
       "dashboard/index.html",
       (text) => text.replace('content="{{auth}}"', `content="${auth}"`),
     );
-    if (!page) throw notFound("static/dashboard/index.html");
+    if (!page) throw missingFile("dashboard/index.html");
     return respond(c.req.raw, page, {
       "Content-Security-Policy": DASHBOARD_CSP,
       "Referrer-Policy": "no-referrer",
@@ -170,7 +178,7 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   // which browsers fetch with CORS: it is public, so any origin may load it.
   app.get("/sdk.js", async (c) => {
     const file = await files.get("sdk/sdk.js");
-    if (!file) throw notFound("static/sdk/sdk.js");
+    if (!file) throw missingFile("sdk/sdk.js");
     return respond(c.req.raw, file, {
       "Access-Control-Allow-Origin": "*",
       "Cross-Origin-Resource-Policy": "cross-origin",

@@ -6,6 +6,8 @@ import assert from "node:assert/strict";
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { DASHBOARD_CSP, registerDashboardRoutes } from "../../src/http/dashboard_routes.ts";
 import { errorResponse } from "../../src/http/errors.ts";
+import { requestLog } from "../../src/http/request_log.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
 import { testApp } from "../_fixtures.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
@@ -119,17 +121,29 @@ Deno.test("GET /sdk.js serves the browser SDK as a module any origin may load, w
   assert.match(text, /export function track\(/);
 });
 
-Deno.test("without static/, the dashboard, its files and /sdk.js answer 404 with the error envelope", async () => {
+Deno.test("without static/, the dashboard and /sdk.js are a 500 naming the file, and a file the page loads a 404", async () => {
   const empty = await Deno.makeTempDir();
   try {
     const app = new OpenAPIHono();
     app.onError(errorResponse);
+    app.use(requestLog());
     registerDashboardRoutes(app, { open: true, staticDir: new URL(`file://${empty}/`) });
-    for (const path of ["/", "/sdk.js", "/static/dashboard/main.js"]) {
-      const res = await app.request(path);
-      assert.equal(res.status, 404, path);
-      assert.equal((await res.json()).error.code, "not_found");
+    for (const [path, file] of [["/", "dashboard/index.html"], ["/sdk.js", "sdk/sdk.js"]]) {
+      await writtenLogs(async (lines) => {
+        const res = await app.request(path);
+        assert.equal(res.status, 500, path);
+        assert.equal((await res.json()).error.code, "internal_error");
+        const [line] = jsonLines(lines, "edgestream.http");
+        assert.equal(line.level, "error");
+        assert.ok(
+          JSON.stringify(line).includes(`Cannot read static/${file}`),
+          JSON.stringify(line),
+        );
+      });
     }
+    const res = await app.request("/static/dashboard/main.js");
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.code, "not_found");
   } finally {
     await Deno.remove(empty);
   }
