@@ -38,12 +38,9 @@ export function headAnswers(): MiddlewareHandler {
     await next();
     if (c.req.method !== "HEAD") return;
     const res = c.res;
-    if (!res.body || res.status === 101) return;
-    if (OPEN_ENDED.has(mediaTypeOf(res))) {
-      await res.body.cancel();
-      return;
-    }
-    if (res.headers.has("Content-Length")) {
+    if (!res.body) return;
+    // Its length known already, or none to know: nothing to read.
+    if (res.headers.has("Content-Length") || OPEN_ENDED.has(mediaTypeOf(res))) {
       await res.body.cancel();
       return;
     }
@@ -63,22 +60,25 @@ export function headAnswers(): MiddlewareHandler {
  */
 export function withoutHeadLength<A extends unknown[]>(
   fetch: (request: Request, ...rest: A) => Response | Promise<Response>,
-): (request: Request, ...rest: A) => Promise<Response> {
-  return async (request, ...rest) => {
-    const res = await fetch(request, ...rest);
-    if (
-      request.method !== "HEAD" || res.body !== null || res.headers.has("Content-Length") ||
-      !OPEN_ENDED.has(mediaTypeOf(res))
-    ) {
-      return res;
-    }
-    const empty = new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
-    return new Response(empty, {
-      status: res.status,
-      statusText: res.statusText,
-      headers: res.headers,
-    });
-  };
+): (request: Request, ...rest: A) => Response | Promise<Response> {
+  // Another method passes straight through: nothing added to every request.
+  return (request, ...rest) =>
+    request.method === "HEAD"
+      ? Promise.resolve(fetch(request, ...rest)).then(withoutLength)
+      : fetch(request, ...rest);
+}
+
+/** A `HEAD` answer `res`, sent with no length when its `GET` body is open-ended. */
+function withoutLength(res: Response): Response {
+  if (res.body !== null || res.headers.has("Content-Length") || !OPEN_ENDED.has(mediaTypeOf(res))) {
+    return res;
+  }
+  const empty = new ReadableStream<Uint8Array>({ start: (controller) => controller.close() });
+  return new Response(empty, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: res.headers,
+  });
 }
 
 function mediaTypeOf(res: Response): string {
