@@ -5,7 +5,7 @@
  * @module
  */
 import { z } from "zod";
-import { transformStep } from "../transform/mod.ts";
+import { expressionText, transformStep } from "../transform/mod.ts";
 import { DurationError, parseDuration } from "./duration.ts";
 
 const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -75,14 +75,12 @@ const counterSchema = z.strictObject({
   maxSessions: z.int().min(1).max(1_000_000).optional(),
 });
 
-const expression = z.string().min(1).max(4096);
-
 /** An alert: a CEL condition over a counter's window (`value`, `group`, `window`). */
 const alertSchema = z.strictObject({
   name: z.string().regex(NAME, nameMessage),
   description: z.string().max(1024).optional(),
   counter: z.string().regex(NAME, nameMessage),
-  when: expression,
+  when: expressionText,
 });
 
 /**

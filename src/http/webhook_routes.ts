@@ -20,6 +20,7 @@ import {
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
 import { type Endpoint } from "../store/mod.ts";
+import { MAX_EXPRESSION_LENGTH } from "../transform/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
@@ -56,7 +57,7 @@ const endpointFields = {
   streams: z.array(z.string().regex(NAME)).max(256).nullable().openapi({
     description: "Streams heard from; null for all",
   }),
-  filter: z.string().min(1).max(4096).nullable().openapi({
+  filter: z.string().min(1).max(MAX_EXPRESSION_LENGTH).nullable().openapi({
     description: "CEL over `payload` and `data`; only payloads for which it is true are sent",
     example: "payload.type != 'window.closed' || data.value > 100.0",
   }),

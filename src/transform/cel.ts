@@ -23,6 +23,9 @@ import { compileFastPath, FALLBACK } from "./cel_fast.ts";
  */
 export const MAX_EXPRESSION_DEPTH = 250;
 
+/** How many characters an expression may have, wherever it is given (definitions, webhooks, URLs). */
+export const MAX_EXPRESSION_LENGTH = 4096;
+
 /** A compiled expression: call it with its variables. */
 export type CompiledExpression = (variables: Record<string, unknown>) => unknown;
 
@@ -191,6 +194,12 @@ export function compileExpression(
     returns?: "bool";
   } = {},
 ): CompiledExpression {
+  // Its source is not echoed: a URL's `?filter=` may be of any length.
+  if (source.length > MAX_EXPRESSION_LENGTH) {
+    throw new ExpressionError(
+      `Expression is ${source.length} characters; the limit is ${MAX_EXPRESSION_LENGTH}`,
+    );
+  }
   const env = environmentFor(variables);
   let evaluate: (context: Record<string, unknown>) => unknown;
   let ast: unknown;

@@ -6,8 +6,10 @@
  * @module
  */
 import { z } from "zod";
+import { MAX_EXPRESSION_LENGTH } from "./cel.ts";
 
-const expression = z.string().min(1).max(4096);
+/** A CEL expression's text as a definition holds one (compiled by `compileExpression`). */
+export const expressionText = z.string().min(1).max(MAX_EXPRESSION_LENGTH);
 
 const FORBIDDEN_KEYS = ["__proto__", "constructor", "prototype"];
 /** A top-level event field written by a transform. */
@@ -18,8 +20,8 @@ const fieldName = z.string().min(1).max(256).refine(
 
 /** One transform step: filter, set, rename, drop or pick. */
 export const transformStep = z.union([
-  z.strictObject({ filter: expression }),
-  z.strictObject({ set: z.record(fieldName, expression) }),
+  z.strictObject({ filter: expressionText }),
+  z.strictObject({ set: z.record(fieldName, expressionText) }),
   z.strictObject({ rename: z.record(fieldName, fieldName) }),
   z.strictObject({ drop: z.array(fieldName) }),
   z.strictObject({ pick: z.array(fieldName) }),

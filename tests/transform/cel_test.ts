@@ -250,3 +250,17 @@ Deno.test("compileExpression() refuses an expression nesting deeper than 250 lev
     true,
   );
 });
+
+Deno.test("compileExpression() refuses a source over 4,096 characters, whoever gives it, without echoing it", () => {
+  const long = `true || '${"y".repeat(4_083)}' == ''`;
+  assert.equal(long.length, 4_099);
+  assert.throws(
+    () => compileExpression(long),
+    (error: unknown) =>
+      error instanceof ExpressionError &&
+      error.message === "Expression is 4099 characters; the limit is 4096",
+  );
+  const limit = `true || '${"y".repeat(4_080)}' == ''`;
+  assert.equal(limit.length, 4_096);
+  assert.equal(compileExpression(limit)({ event: {} }), true);
+});
