@@ -193,6 +193,18 @@ function changedCounters(
  * removed and added again with another meaning is refused as a change (its
  * panes would be read under the new meaning).
  */
+/** Whether two JSON values are the same, whatever the order of their objects' keys. */
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a, sortedKeys) === JSON.stringify(b, sortedKeys);
+}
+
+function sortedKeys(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return value;
+  return Object.fromEntries(
+    Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
+}
+
 function everCounted(
   record: StoredDefinition,
   next: Record<string, string>,
@@ -663,8 +675,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           );
         }
         if (
-          JSON.stringify(record.definition) === JSON.stringify(stream.definition) &&
-          JSON.stringify(record.counters) === JSON.stringify(everCounted(record, counters))
+          sameJson(record.definition, stream.definition) &&
+          sameJson(record.counters, everCounted(record, counters))
         ) {
           // Recorded as it is (a restart, another instance of the deployment): its data is the
           // record's generation's, which need not be 0 (a name taken over, recorded again).
@@ -753,6 +765,24 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
             counterChangedMessage(name, changed, { stored: record, next: counters }),
           );
         }
+      }
+      if (
+        live && sameJson(record.definition, raw) &&
+        sameJson(record.counters, everCounted(record, counters))
+      ) {
+        // The definition stored, sent again (a deploy script applying its files): no change,
+        // so the version stays and other admins' entity tags still hold.
+        const held = this.#entries.get(name);
+        if (held?.version === record.version) return { created: false, registered: held };
+        const registered: RegisteredStream = {
+          stream,
+          source: "api",
+          version: record.version,
+          generation: record.generation,
+        };
+        this.#serve(registered);
+        this.#misses.delete(name);
+        return { created: false, registered };
       }
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
       const result = await this.#definitions.write(name, {

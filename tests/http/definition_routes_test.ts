@@ -646,7 +646,9 @@ Deno.test("If-Match and If-None-Match keep two admins from overwriting each othe
   const stored = await (await app.request("/v1/streams/signups")).json();
   assert.deepEqual([stored.version, stored.definition.description], [2, "first"]);
   // Several tags, weak ones too, and *.
-  const listed = await put(app, "signups", next, { "If-Match": 'W/"7", "2"' });
+  const listed = await put(app, "signups", { ...next, description: "third" }, {
+    "If-Match": 'W/"7", "2"',
+  });
   assert.equal(listed.status, 200);
   await listed.body?.cancel();
   assert.equal((await put(app, "nothing", SIGNUPS, { "If-Match": "*" })).status, 412);
@@ -713,6 +715,39 @@ Deno.test("a 412 brings the answering instance up to the stored version: read ag
     (await errorOf(missing)).message,
     "Stream 'nothing' does not exist: read it again and retry",
   );
+});
+
+Deno.test("PUT of the definition stored, keys in any order, changes nothing: 200, the same version, on an instance behind too", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const keys = await KeyRing.parse("");
+  const store = new MemoryStore({ now: () => T0 });
+  const appOn = () =>
+    createApp({
+      streams: new StreamRegistry(compileConfig(CONFIG), { definitions, pollMs: 0 }),
+      store,
+      keys,
+      now: () => T0,
+    });
+  const [first, second] = [appOn(), appOn()];
+  assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
+  const reordered = {
+    counters: { perMinute: { aggregate: "count", groupBy: ["plan"], window: { tumbling: "1m" } } },
+    time: { field: "t" },
+    description: "Sign-ups",
+  };
+  for (const [app, body] of [[first, SIGNUPS], [first, reordered], [second, reordered]] as const) {
+    const again = await put(app, "signups", body, { "If-Match": '"1"' });
+    assert.equal(again.status, 200);
+    assert.equal(again.headers.get("ETag"), '"1"');
+    assert.equal((await again.json()).version, 1);
+  }
+  assert.equal((await definitions.get("signups"))?.version, 1);
+  // A change is still one: the version rises, and the old tag no longer holds.
+  const changed = await put(second, "signups", { ...SIGNUPS, description: "v2" });
+  assert.equal((await changed.json()).version, 2);
+  const stale = await put(first, "signups", SIGNUPS, { "If-Match": '"1"' });
+  assert.equal(stale.status, 412);
+  await stale.body?.cancel();
 });
 
 Deno.test("PUT /v1/streams/{stream} with a schema or expression nested too deep is 400 every time, and stores nothing", async () => {
