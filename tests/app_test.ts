@@ -820,6 +820,29 @@ Deno.test("a receive-time stream's windows turn final and close by the clock alo
   assert.deepEqual(closed[0].groups.map((group: { value: number }) => group.value), [2]);
 });
 
+Deno.test("on a receive-time stream shared by instances, lateness must cover their clocks' skew", async () => {
+  const streams = (lateness: string) => ({
+    streams: {
+      clicks: {
+        time: { lateness },
+        counters: { per_minute: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  for (const [lateness, late] of [["0s", 1], ["30s", 0]] as const) {
+    // Two instances on one store, the second's clock 2 s ahead of the first's.
+    const store = new MemoryStore({ now: () => Date.parse(at(30)) });
+    const config = streams(lateness);
+    const { app: behind } = await testApp({ config, store, now: () => Date.parse(at(30)) });
+    const { app: ahead } = await testApp({ config, store, now: () => Date.parse(at(32)) });
+    assert.equal((await postEvents(ahead, [{}], { stream: "clicks" })).status, 202);
+    const reply = await (await postEvents(behind, [{}], { stream: "clicks" })).json();
+    assert.equal(reply.late, late, lateness);
+    const windows = (await getJson(behind, "/v1/streams/clicks/counters/per_minute")).body.windows;
+    assert.deepEqual(windows.map((row: { value: number }) => row.value), [2 - late]);
+  }
+});
+
 Deno.test("POST /v1/admin/sweep reports the alerts that final values fired", async () => {
   const config = {
     streams: {
