@@ -411,3 +411,77 @@ Deno.test("configFromEnv() on the memory store answers every unknown stream name
     await config.webhooks.close();
   }
 });
+
+Deno.test("configFromEnv() with nothing set: port 8000, examples/config.json, open mode on loopback with a warning", async () => {
+  const config = await configFromEnv(env({}));
+  try {
+    assert.equal(config.port, 8000);
+    assert.equal(
+      config.configPath,
+      new URL("../examples/config.json", import.meta.url).pathname,
+    );
+    assert.deepEqual([config.streams.size, config.streams.has("orders")], [1, true]);
+    assert.equal(config.store.kind, "memory");
+    assert.equal(config.keys.open, true);
+    assert.equal(config.hostname, "127.0.0.1");
+    // At warning level, so EDGESTREAM_LOG_LEVEL=warning shows it too.
+    assert.deepEqual(config.notices.filter((notice) => notice.level !== "info"), [{
+      level: "warning",
+      text:
+        "no EDGESTREAM_KEYS set: open development mode, no key needed; listening on localhost only, answering only loopback Host names",
+    }]);
+  } finally {
+    await config.webhooks.close();
+  }
+});
+
+Deno.test("the README's quick start: the example config counts the three orders and reads them back", async () => {
+  const config = await configFromEnv(env({}));
+  try {
+    const app = createApp({ streams: config.streams, store: config.store, keys: config.keys });
+    const posted = await app.request("http://localhost:8000/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: `[{"id":"o-1","country":"DE","amount":12.5,"customer":"c-1"},
+       {"id":"o-2","country":"FR","amount":150,"customer":"c-2"},
+       {"id":"o-1","country":"DE","amount":12.5,"customer":"c-1"}]`,
+    });
+    assert.equal(
+      await posted.text(),
+      '{"accepted":3,"duplicates":1,"late":0,"filtered":0,"rejected":[]}',
+    );
+    const read = await app.request(
+      "http://localhost:8000/v1/streams/orders/counters/orders_per_minute",
+    );
+    const body = await read.json();
+    assert.deepEqual(Object.keys(body), [
+      "stream",
+      "counter",
+      "aggregate",
+      "windows",
+      "nextCursor",
+    ]);
+    assert.deepEqual(
+      [body.stream, body.counter, body.aggregate, body.nextCursor],
+      ["orders", "orders_per_minute", "count", null],
+    );
+    assert.deepEqual(
+      body.windows.map((row: Record<string, unknown>) => [row.group, row.value, row.final]),
+      [[{ country: "DE" }, 1, false], [{ country: "FR" }, 1, false]],
+    );
+    for (const row of body.windows) {
+      assert.equal(Date.parse(row.end) - Date.parse(row.start), 60_000);
+      assert.match(row.start, /T\d\d:\d\d:00\.000Z$/);
+    }
+    const current = await app.request(
+      "http://localhost:8000/v1/streams/orders/counters/customers_last_10m/current",
+    );
+    assert.equal(current.status, 200);
+    assert.deepEqual(
+      (await current.json()).windows.map((row: { value: number }) => row.value),
+      [2],
+    );
+  } finally {
+    await config.webhooks.close();
+  }
+});
