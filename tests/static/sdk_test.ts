@@ -4,6 +4,7 @@
  * in flight are retried and a 413 past a burst is split. The real browser path is in tests/http/browser_chromium_test.ts.
  */
 import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
 // @ts-types="./sdk_types.d.ts"
 import { createTracker } from "../../static/sdk/sdk.js";
 import { createApp } from "../../src/app.ts";
@@ -285,5 +286,111 @@ Deno.test("the SDK splits a batch over the server's 1,000 events a request and e
     console.warn = warn;
     await server.shutdown();
     localStorage.clear();
+  }
+});
+
+Deno.test("the SDK's defaults: a batch goes at 100 events or after 1000 ms", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    for (let n = 1; n < 100; n++) tracker.track("s", { n });
+    await clock.tickAsync(999);
+    assert.equal(sent.length, 0);
+    tracker.track("s", { n: 100 });
+    assert.equal(sent.length, 1, "the 100th event sends the batch at once");
+    assert.equal(JSON.parse(String(sent[0].init.body)).length, 100);
+    tracker.track("s", { n: 101 });
+    await clock.tickAsync(999);
+    assert.equal(sent.length, 1);
+    await clock.tickAsync(1);
+    assert.equal(sent.length, 2, "a lone event goes after 1000 ms");
+    assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 101 }]);
+    await tracker.settled();
+  } finally {
+    clock.uninstall();
+    restore();
+  }
+});
+
+Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backing off from 500 ms, then given up", async () => {
+  const { sent, restore } = recordingFetch(
+    Array.from({ length: 10 }, () => new Response(null, { status: 503 })),
+  );
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const times: number[] = [];
+  const recording = globalThis.fetch;
+  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
+    times.push(clock.now);
+    return recording(...args);
+  }) as typeof fetch;
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    tracker.track("s", { n: 1 });
+    const flushed = tracker.flush();
+    await clock.tickAsync(60_000);
+    await flushed;
+    assert.equal(sent.length, 6, "one send and 5 more");
+    assert.deepEqual(warnings, ["edgestream: gave up sending 1 events to s"]);
+    // Each wait is 500 ms × 2^attempt, plus up to 20% jitter.
+    times.slice(1).forEach((time, i) => {
+      const wait = time - times[i];
+      const base = 500 * 2 ** i;
+      assert.ok(wait >= base && wait <= base * 1.2, `wait ${i}: ${wait} ms, base ${base} ms`);
+    });
+  } finally {
+    console.warn = warn;
+    clock.uninstall();
+    restore();
+  }
+});
+
+Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and warns when it cannot keep them", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      maxBatch: 10_000,
+      flushMs: 60_000,
+    });
+    // 4,000 events of about 40 bytes: the beacon carries one part of 1,000, the other 3,000 wait.
+    for (let n = 1; n <= 4_000; n++) tracker.track("s", { n, pad: "xxxxxxxxxxxxxxxxxxxxx" });
+    tracker.beacon();
+    await tracker.settled();
+    assert.equal(sent.length, 1);
+    assert.equal(JSON.parse(String(sent[0].init.body)).length, 1_000);
+    const kept = JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|s") ?? "[]");
+    assert.equal(kept.length, 1_000);
+    assert.deepEqual([kept[0].n, kept.at(-1).n], [3_001, 4_000]);
+    assert.deepEqual(warnings, []);
+
+    // Without storage, what the beacon cannot carry is lost, with a warning.
+    localStorage.clear();
+    const storage = Object.getOwnPropertyDescriptor(globalThis, "localStorage")!;
+    Object.defineProperty(globalThis, "localStorage", { value: null, configurable: true });
+    try {
+      const bare = createTracker({
+        key: "pk_test",
+        endpoint: "https://e.example",
+        maxBatch: 10_000,
+        flushMs: 60_000,
+      });
+      for (let n = 1; n <= 2_000; n++) bare.track("s", { n, pad: "xxxxxxxxxxxxxxxxxxxxx" });
+      bare.beacon();
+      await bare.settled();
+    } finally {
+      Object.defineProperty(globalThis, "localStorage", storage);
+    }
+    assert.deepEqual(warnings, ["edgestream: lost 1000 events to s: no room to keep them"]);
+  } finally {
+    console.warn = warn;
+    restore();
   }
 });
