@@ -259,3 +259,30 @@ redisTest(
     assert.ok(after > 0 && after <= before, `PTTL ${before} then ${after}`);
   },
 );
+
+redisTest(
+  "a stream's stats live at least 30 days after the last write by default, and at most an eighth more",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis);
+    const written = Date.now();
+    await ingestItems(stream, [{ ok: true as const, value: { id: "x", t: written, g: "a" } }], {
+      store,
+      nowMs: written,
+    });
+    const days30 = 30 * 86_400_000;
+    await withDirect(fixture.redisUrl, async (send) => {
+      const before = Date.now();
+      const pttl = Number(await send("PTTL", "es:{t}:stats"));
+      assert.ok(before + pttl >= written + days30, `stats expire in ${pttl} ms`);
+      // A first write sets the whole life the script gives: the TTL and an eighth (less the ms
+      // between the write and PTTL).
+      const life = days30 + days30 / 8;
+      assert.ok(pttl <= life && pttl > life - 60_000, `stats live ${pttl} ms, not ${life}`);
+    });
+  },
+);
