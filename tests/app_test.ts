@@ -964,3 +964,30 @@ Deno.test("servedRoutes() leaves out a path URLPattern cannot read (a regex para
     [["/b/:id", ["GET", "HEAD", "POST"]]],
   );
 });
+
+Deno.test("a counter read gives 100 rows by default and at most 1,000; top is 1 to 1,000 and counts windows", async () => {
+  const { app } = await testApp();
+  const events = Array.from(
+    { length: 1_001 },
+    (_, i) => ({ id: `e${i}`, ts: at(5), country: `c${i}` }),
+  );
+  assert.equal((await postEvents(app, events.slice(0, 1_000))).status, 202);
+  assert.equal((await postEvents(app, events.slice(1_000))).status, 202);
+  const first = await getJson(app, "/v1/streams/orders/counters/count_1m");
+  assert.equal(first.body.windows.length, 100);
+  assert.ok(first.body.nextCursor);
+  assert.equal(
+    (await getJson(app, "/v1/streams/orders/counters/count_1m?limit=1000")).body.windows.length,
+    1_000,
+  );
+  const top = await getJson(app, "/v1/streams/orders/counters/count_1m?top=1000&limit=1");
+  assert.equal(top.status, 200);
+  assert.equal(top.body.windows.length, 1_000, "limit counts windows with top");
+  assert.deepEqual(top.body.others.map((row: { groups: number }) => row.groups), [1_001]);
+  for (const query of ["limit=1001", "limit=0", "top=1001", "top=0"]) {
+    const res = await getJson(app, `/v1/streams/orders/counters/count_1m?${query}`);
+    assert.equal(res.status, 400, query);
+    assert.equal(res.body.error.code, "invalid_query", query);
+    assert.match(res.body.error.message, new RegExp(query.split("=")[0]), query);
+  }
+});
