@@ -775,3 +775,30 @@ Deno.test("PUT /v1/streams/{stream} with a schema or expression nested too deep 
   }
   assert.equal((await app.request("/v1/streams/deep")).status, 404);
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a charset other than UTF-8 (415) and bytes that are not UTF-8 (400 invalid_utf8), changing nothing", async () => {
+  const app = await appWith();
+  const latin = await put(app, "signups", JSON.stringify(SIGNUPS), {
+    "Content-Type": "application/json; charset=iso-8859-1",
+  });
+  assert.equal(latin.status, 415);
+  assert.equal((await errorOf(latin)).code, "unsupported_media_type");
+  assert.equal(
+    (await put(app, "signups", JSON.stringify(SIGNUPS), {
+      "Content-Type": "application/json; charset=UTF-8",
+    })).status,
+    201,
+  );
+  const text = JSON.stringify({ ...SIGNUPS, description: "Sign ups: @@" });
+  const bytes = new TextEncoder().encode(text);
+  bytes.set([0xff, 0xfe], text.indexOf("@@"));
+  const notUtf8 = await app.request("/v1/streams/signups", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: bytes,
+  });
+  assert.equal(notUtf8.status, 400);
+  assert.equal((await errorOf(notUtf8)).code, "invalid_utf8");
+  const read = await (await app.request("/v1/streams/signups")).json();
+  assert.deepEqual([read.version, read.definition], [1, SIGNUPS]);
+});
