@@ -90,7 +90,10 @@ Deno.test("Subscribe over SSE with plain fetch: results as events, event.process
   const allReader = new SseReader(all);
   const processedReader = new SseReader(processed);
   try {
-    assert.equal((await allReader.next()).event, "subscribed");
+    const subscribed = await allReader.next();
+    assert.equal(subscribed.event, "subscribed");
+    // Without types: window.updated, window.closed and alert.fired.
+    assert.deepEqual(subscribed.data.types, ["window.updated", "window.closed", "alert.fired"]);
     assert.deepEqual((await processedReader.next()).data.types, ["event.processed"]);
     await post(server, [{ id: "a", ts: at(5), country: "DE", amount: 2 }]);
     const event = await processedReader.next();
