@@ -9,6 +9,7 @@ import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryDefinitionStore, MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const ADMIN = "admin-key-0123456789";
@@ -444,7 +445,15 @@ Deno.test("POST /v1/admin/sweep sweeps the other streams when one fails and repo
     assert.equal(ingested.status, 202);
   }
   now += 3_600_000;
-  const swept = await app.request("/v1/admin/sweep", { method: "POST" });
+  const [swept, logged] = await collectingLogs(async (records) => {
+    const res = await app.request("/v1/admin/sweep", { method: "POST" });
+    return [res, records.filter((record) => record.level === "error")] as const;
+  });
+  // The failed stream is logged as an error, naming it, with its error.
+  assert.deepEqual(logged.map((record) => messageOf(record).split(": ")[0]), [
+    "Sweep of stream 'broken' failed",
+  ]);
+  assert.equal(logged[0].properties.error, failure);
   assert.equal(swept.status, 200);
   const body = await swept.json();
   assert.deepEqual(body.closed.map((window: { stream: string }) => window.stream), ["signups"]);
