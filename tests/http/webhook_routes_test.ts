@@ -284,3 +284,51 @@ Deno.test("operations that take no body refuse one (bad JSON, any field) and cha
     assert.equal((await send("/v1/admin/sweep", "")).status, 200);
   });
 });
+
+Deno.test("list pages hold 100 endpoints and 20 deliveries by default, at most 1,000 and 200", async () => {
+  await withSetup(async (ctx) => {
+    const ids = await registerMany(ctx, 101);
+    const endpoints = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.equal(endpoints.body.webhooks.length, 100);
+    assert.notEqual(endpoints.body.nextCursor, null);
+    const id = ids[0];
+    await ctx.deliveries.createDeliveries(
+      Array.from({ length: 201 }, (_, n): NewDelivery => ({
+        id: `msg_d_${n}.${id}`,
+        messageId: `msg_d_${n}`,
+        endpointId: id,
+        stream: "orders",
+        eventType: "window.closed",
+        payload: JSON.stringify({ type: "window.closed", n }),
+        createdMs: T0 + n,
+      })),
+    );
+    const deliveries = await call(ctx.app, "GET", `/v1/webhooks/${id}/deliveries`);
+    assert.equal(deliveries.body.deliveries.length, 20);
+    const most = await call(ctx.app, "GET", `/v1/webhooks/${id}/deliveries?limit=200`);
+    assert.equal(most.body.deliveries.length, 200);
+  });
+});
+
+Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch needs event.processed", async () => {
+  await withSetup(async (ctx) => {
+    const slowest = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/slow",
+      rateLimit: 0.001,
+    });
+    assert.equal(slowest.status, 201, slowest.text);
+    const slower = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/slower",
+      rateLimit: 0.0009,
+    });
+    assert.equal(slower.status, 400);
+    assert.match(slower.body.error.message, /rateLimit/);
+    const batched = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/batched",
+      eventTypes: ["window.closed"],
+      batch: { maxEvents: 10, maxWait: "1s" },
+    });
+    assert.equal(batched.status, 400);
+    assert.match(batched.body.error.message, /event\.processed/);
+  });
+});
