@@ -1322,3 +1322,46 @@ redisTest(
       assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
     }),
 );
+
+redisTest(
+  "RedisDeliveryStore: a status page looks at 5,000 deliveries at most by default",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { now: () => T0 });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    for (let from = 1; from <= 5_000; from += 500) {
+      await store.createDeliveries(
+        Array.from({ length: 500 }, (_, i) => delivery(from + i, "ep_a", T0 + from + i)),
+      );
+    }
+    // The oldest dies; the others it claims with it succeed.
+    for (const claim of await store.claimDue(claimOptions(T0 + 10))) {
+      await store.recordAttempt({
+        deliveryId: claim.delivery.id,
+        endpointId: "ep_a",
+        token: claim.token,
+        attempt: attempt(claim.delivery.messageId === "msg_s_1" ? "dead" : "succeeded", null),
+        nowMs: T0 + 10,
+        disableAfterMs: 5 * DAY,
+        failingReason: "Failing",
+      });
+    }
+    const dead = async (cursor: string | null = null) =>
+      await store.listDeliveries("ep_a", { limit: 10, status: "dead", cursor });
+    // The dead one is the 5,000th newest: the first page reaches it.
+    assert.deepEqual((await dead()).items.map((item) => item.messageId), ["msg_s_1"]);
+    // One newer delivery puts it 5,001st: the first page stops short of it, the next finds it.
+    await store.createDeliveries([delivery(5_001, "ep_a", T0 + 5_001)]);
+    const first = await dead();
+    assert.deepEqual(first.items, []);
+    assert.notEqual(first.nextCursor, null);
+    assert.deepEqual(
+      (await dead(first.nextCursor)).items.map((item) => item.messageId),
+      ["msg_s_1"],
+    );
+  },
+);
