@@ -67,12 +67,14 @@ Deno.test("Sender holds its free slots while it claims, so a dispatch's reserve 
   assert.equal(sender.reserve(5)?.limit, 2);
 });
 
-Deno.test("Sender claims at most 8 in flight per endpoint unless told otherwise", async () => {
+Deno.test("Sender claims at most 8 in flight per endpoint unless told otherwise, each for the 15 s request timeout + 15 s", async () => {
   const caps: number[] = [];
+  const leases: number[] = [];
   const deliveries = new MemoryDeliveryStore();
   const store = Object.assign(Object.create(deliveries), {
     claimDue(options: ClaimOptions) {
       caps.push(options.maxConcurrency);
+      leases.push(options.leaseMs);
       return Promise.resolve([]);
     },
   }) as DeliveryStore;
@@ -87,4 +89,5 @@ Deno.test("Sender claims at most 8 in flight per endpoint unless told otherwise"
     await sender.idle();
   }
   assert.deepEqual(caps, [8, 3]);
+  assert.deepEqual(leases, [30_000, 30_000]);
 });
