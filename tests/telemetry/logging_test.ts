@@ -97,6 +97,8 @@ Deno.test("configureLogging() drops properties named like secrets", async () => 
       authorization: "Bearer a1",
       password: "p1",
       apiKey: "k1",
+      cookie: "c1",
+      credential: "cr1",
       endpoint: { url: "https://example.com/hook", secrets: ["s2"] },
     });
     const [line] = jsonLines(lines);
