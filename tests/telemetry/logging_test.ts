@@ -620,3 +620,38 @@ Deno.test("configureLogging() redacts a short secret as a whole word only, leavi
     );
   }, { secrets: ["dev"] });
 });
+
+Deno.test("configureLogging() writes the stdout lines that wait before a warning or error line", async () => {
+  const code = [
+    'import { getLogger } from "@logtape/logtape";',
+    'import { configureLogging } from "./src/telemetry/logging.ts";',
+    'configureLogging({ format: "json" });',
+    'const logger = getLogger(["edgestream"]);',
+    'logger.info("first");',
+    'logger.warn("second");',
+    'logger.info("third");',
+    'logger.error("fourth");',
+    // Ends without waiting for the flush timer: stdout and stderr share one pipe below.
+    "Deno.exit(0);",
+  ].join("\n");
+  // One pipe for both streams (sh's 2>&1), so the order of the lines is the order of the writes.
+  const output = await new Deno.Command("sh", {
+    args: ["-c", `"${Deno.execPath()}" eval --cached-only "$CODE" 2>&1`],
+    cwd: new URL("../../", import.meta.url).pathname,
+    env: { ...Deno.env.toObject(), NO_COLOR: "1", CODE: code },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  assert.equal(output.code, 0, decoder.decode(output.stderr));
+  const lines = decoder.decode(output.stdout).trimEnd().split("\n").map((line: string) =>
+    JSON.parse(line)
+  );
+  assert.deepEqual(lines.map((line) => [line.message, line.level]), [
+    ["first", "info"],
+    ["second", "warning"],
+    ["third", "info"],
+    ["fourth", "error"],
+  ]);
+});
