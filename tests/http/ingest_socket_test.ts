@@ -406,6 +406,7 @@ Deno.test("WebSocket ingest on shutdown acks the frame being applied, answers th
       headers: { Accept: "text/event-stream" },
     });
     assert.equal(subscribe.status, 503);
+    assert.equal(subscribe.headers.get("retry-after"), "1");
     assert.equal((await subscribe.json()).error.code, "shutting_down");
     const posting = fetch(`${server.base}/v1/streams/orders/events`, {
       method: "POST",
