@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
+import FakeTimers from "@sinonjs/fake-timers";
 import { createApp } from "../../../src/app.ts";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
@@ -1029,3 +1030,22 @@ redisTest(
     assert.deepEqual(windows.map((row) => row.value), Array(10).fill(6));
   },
 );
+
+Deno.test("a Redis call is abandoned at the 5 s deadline by default", async () => {
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  try {
+    // A client whose every call never answers.
+    const silent = new Proxy({}, { get: () => () => new Promise(() => {}) });
+    const store = new RedisStore(silent as ConstructorParameters<typeof RedisStore>[0]);
+    const outcome: { error?: unknown } = {};
+    const ping = store.ping().then(() => outcome.error = null, (error) => outcome.error = error);
+    await clock.tickAsync(4_999);
+    assert.equal("error" in outcome, false, "no answer before 5 s");
+    await clock.tickAsync(1);
+    await ping;
+    assert.ok(outcome.error instanceof StoreUnavailableError, String(outcome.error));
+    assert.match(outcome.error.message, /within 5000 ms/);
+  } finally {
+    clock.uninstall();
+  }
+});
