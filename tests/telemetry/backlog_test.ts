@@ -17,6 +17,8 @@ Deno.test("WebhookBacklogGauges: one instance reports at a time, renews its leas
   try {
     assert.deepEqual(await a.refresh(), { pending: 0, dead: 0 });
     assert.equal(await b.refresh(), null, "another instance holds the lease");
+    // The lease the README names: held, so no one else takes it.
+    assert.equal(await deliveries.acquireLease("telemetry:webhook-backlog", 1_000), null);
     assert.deepEqual(a.reported, { pending: 0, dead: 0 });
     assert.equal(b.reported, null);
 
