@@ -72,3 +72,51 @@ Deno.test("deno.json's deploy section runs deploy/main.ts dynamically, installin
   assert.equal(config.deploy.org, undefined);
   assert.equal(config.deploy.app, undefined);
 });
+
+Deno.test("without redis-server the Redis tests are ignored with a message, and fail under CI=true", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/missing_redis_test.ts`;
+    await Deno.writeTextFile(
+      file,
+      `import { redisTest } from "${new URL("_redis.ts", import.meta.url).href}";\n` +
+        `redisTest("needs redis", async () => {});\n`,
+    );
+    const run = async (ci: Record<string, string>) => {
+      // No redis-server on PATH, and CI only as given.
+      const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", PATH: dir };
+      delete env.CI;
+      Object.assign(env, ci);
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "test",
+          "--cached-only",
+          "--allow-all",
+          "--config",
+          `${root.pathname}deno.json`,
+          file,
+        ],
+        cwd: dir,
+        env,
+        clearEnv: true,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const decoder = new TextDecoder();
+      return {
+        code: output.code,
+        text: decoder.decode(output.stdout) + decoder.decode(output.stderr),
+      };
+    };
+    const local = await run({});
+    assert.equal(local.code, 0, local.text);
+    assert.match(local.text, /needs redis \.\.\. ignored/);
+    assert.match(local.text, /redis-server is not on PATH, so Redis tests are ignored/);
+    const ci = await run({ CI: "true" });
+    assert.notEqual(ci.code, 0, ci.text);
+    assert.match(ci.text, /needs redis \.\.\. FAILED/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
