@@ -73,49 +73,48 @@ Deno.test("deno.json's deploy section runs deploy/main.ts dynamically, installin
   assert.equal(config.deploy.app, undefined);
 });
 
-Deno.test("without redis-server the Redis tests are ignored with a message, and fail under CI=true", async () => {
+/** Runs `deno test` on `file` with PATH holding only `dir` (no redis-server) and CI only as given. */
+async function testRun(dir: string, file: string, vars: Record<string, string>) {
+  const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", PATH: dir };
+  delete env.CI;
+  Object.assign(env, vars);
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["test", "--cached-only", "--allow-all", "--config", `${root.pathname}deno.json`, file],
+    cwd: dir,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: output.code, text: decoder.decode(output.stdout) + decoder.decode(output.stderr) };
+}
+
+Deno.test("without redis-server or Chromium their tests are ignored with a message, and fail under CI=true", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const file = `${dir}/missing_redis_test.ts`;
+    const file = `${dir}/missing_test.ts`;
     await Deno.writeTextFile(
       file,
-      `import { redisTest } from "${new URL("_redis.ts", import.meta.url).href}";\n` +
-        `redisTest("needs redis", async () => {});\n`,
+      [
+        `import { redisTest } from "${new URL("_redis.ts", import.meta.url).href}";`,
+        `import { browserTest } from "${new URL("_chromium.ts", import.meta.url).href}";`,
+        `redisTest("needs redis", async () => {});`,
+        `browserTest("needs chromium", async () => {});`,
+      ].join("\n"),
     );
-    const run = async (ci: Record<string, string>) => {
-      // No redis-server on PATH, and CI only as given.
-      const env: Record<string, string> = { ...Deno.env.toObject(), NO_COLOR: "1", PATH: dir };
-      delete env.CI;
-      Object.assign(env, ci);
-      const output = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "test",
-          "--cached-only",
-          "--allow-all",
-          "--config",
-          `${root.pathname}deno.json`,
-          file,
-        ],
-        cwd: dir,
-        env,
-        clearEnv: true,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const decoder = new TextDecoder();
-      return {
-        code: output.code,
-        text: decoder.decode(output.stdout) + decoder.decode(output.stderr),
-      };
-    };
-    const local = await run({});
+    const missing = { EDGESTREAM_CHROMIUM: `${dir}/chromium` };
+    const local = await testRun(dir, file, missing);
     assert.equal(local.code, 0, local.text);
     assert.match(local.text, /needs redis \.\.\. ignored/);
+    assert.match(local.text, /needs chromium \.\.\. ignored/);
     assert.match(local.text, /redis-server is not on PATH, so Redis tests are ignored/);
-    const ci = await run({ CI: "true" });
+    assert.match(local.text, /Chromium is not at .*, so browser tests are ignored/);
+    const ci = await testRun(dir, file, { ...missing, CI: "true" });
     assert.notEqual(ci.code, 0, ci.text);
     assert.match(ci.text, /needs redis \.\.\. FAILED/);
+    assert.match(ci.text, /needs chromium \.\.\. FAILED/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
