@@ -249,7 +249,7 @@ Deno.test("configureLogging() keeps a line whose property is circular", async ()
 });
 
 /** Runs `code` with `deno eval` at the repository root; under a pseudo-terminal when `terminal`. */
-async function evalOutput(code: string, terminal: boolean): Promise<string> {
+async function evalOutput(code: string, terminal: boolean, color = false): Promise<string> {
   const root = new URL("../../", import.meta.url).pathname;
   const deno = [Deno.execPath(), "eval", "--cached-only", code];
   const quoted = deno.map((part) => `'${part.replaceAll("'", `'"'"'`)}'`).join(" ");
@@ -259,7 +259,7 @@ async function evalOutput(code: string, terminal: boolean): Promise<string> {
   const output = await new Deno.Command(command, {
     args,
     cwd: root,
-    env: { NO_COLOR: "1" },
+    env: color ? {} : { NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -294,6 +294,13 @@ Deno.test({
     assert.deepEqual([line.level, line.message, line.n], ["info", "hello x", 1]);
     const terminal = await evalOutput(code, true);
     assert.match(terminal, /^\d\d:\d\d:\d\d\.\d{3} INF edgestream: hello x n=1\n$/);
+    // Colored unless NO_COLOR is set: the same line with ANSI escapes.
+    const colored = await evalOutput(code, true, true);
+    assert.match(colored, /\x1b\[/);
+    assert.match(
+      colored.replaceAll(/\x1b\[[0-9;]*m/g, ""),
+      /^\d\d:\d\d:\d\d\.\d{3} INF edgestream: hello x n=1\n$/,
+    );
   },
 });
 
