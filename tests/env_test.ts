@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
-import { configFromEnv, keyStoreFromEnv, storeFromEnv, webhooksFromEnv } from "../src/env.ts";
+import {
+  configFromEnv,
+  keyStoreFromEnv,
+  productionReason,
+  storeFromEnv,
+  webhooksFromEnv,
+} from "../src/env.ts";
 import { createApp } from "../src/app.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
-import { redisTest } from "./_redis.ts";
+import { redisTest, withDirect } from "./_redis.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
 
 const streams = compileConfig({ streams: { s: {} } });
@@ -485,3 +491,50 @@ Deno.test("the README's quick start: the example config counts the three orders 
     await config.webhooks.close();
   }
 });
+Deno.test("configFromEnv() with nothing set takes the README's defaults: examples/config.json, port 8000, a 5 s sweep, memory, development", async () => {
+  const config = await configFromEnv(env({}));
+  try {
+    assert.equal(
+      config.configPath,
+      new URL("../examples/config.json", import.meta.url).pathname,
+      "EDGESTREAM_CONFIG",
+    );
+    assert.equal(config.port, 8000, "PORT");
+    assert.equal(config.sweepEveryMs, 5_000, "EDGESTREAM_SWEEP_EVERY");
+    assert.equal(config.store.kind, "memory", "no Upstash variables");
+    assert.equal(productionReason(env({})), null, "EDGESTREAM_ENV");
+  } finally {
+    await config.webhooks.close();
+  }
+  // With keys, HOST defaults to every interface.
+  const keyed = await configFromEnv(env({ EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }));
+  try {
+    assert.equal(keyed.hostname, "0.0.0.0", "HOST");
+  } finally {
+    await keyed.webhooks.close();
+  }
+});
+
+Deno.test("storeFromEnv() takes an EDGESTREAM_PREFIX of 64 characters and refuses 65", () => {
+  const upstash = { UPSTASH_REDIS_REST_URL: "https://x.upstash.io", UPSTASH_REDIS_REST_TOKEN: "t" };
+  assert.equal(storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: "p".repeat(64) })).kind, "redis");
+  assert.throws(
+    () => storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: "p".repeat(65) })),
+    (error) =>
+      error instanceof ConfigError && error.message.startsWith("EDGESTREAM_PREFIX: expected 1-64"),
+  );
+});
+
+redisTest(
+  "storeFromEnv() without EDGESTREAM_PREFIX writes every Redis key under the default prefix es",
+  async (fixture) => {
+    const store = storeFromEnv(env({
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    }));
+    await forgottenAfter(store, ["a", "b"]);
+    const keys = await withDirect(fixture.redisUrl, (send) => send("KEYS", "*")) as string[];
+    assert.ok(keys.length > 0, "the batch wrote keys");
+    assert.deepEqual(keys.filter((key) => !key.startsWith("es:")), []);
+  },
+);
