@@ -602,3 +602,25 @@ Deno.test("compileConfig() bounds maxGroups and a stream's limits, whose burst i
   compileConfig(groups(1_000_000));
   assert.throws(() => compileConfig(groups(1_000_001)), ConfigError);
 });
+
+Deno.test("compileConfig() keeps idempotent replies 24h by default, and idles a receive-time stream at 0s and an event-time one never", () => {
+  const receiveTime = only(compileConfig({ streams: { open: {} } }));
+  assert.equal(receiveTime.idempotencyTtlMs, 86_400_000);
+  assert.equal(receiveTime.idleMs, 0);
+  const eventTime = only(compileConfig(orders({ time: { field: "ts" } })));
+  assert.equal(eventTime.idleMs, null);
+  const idle = only(compileConfig(orders({ time: { field: "ts", idle: "2m" } })));
+  assert.equal(idle.idleMs, 120_000);
+});
+
+Deno.test("compileConfig() takes maxSessions up to 1,000,000, and a stream limit of at least 0.001 events/s with both fields", () => {
+  const sessions = (maxSessions: number) => counter({ window: { session: "1m" }, maxSessions });
+  compileConfig(sessions(1_000_000));
+  assertRefused(sessions(1_000_001), /streams\.orders\.counters\.x\.maxSessions/);
+  compileConfig(orders({ limits: { eventsPerSecond: 0.001, burst: 1 } }));
+  assertRefused(
+    orders({ limits: { eventsPerSecond: 0.0009, burst: 1 } }),
+    /streams\.orders\.limits\.eventsPerSecond/,
+  );
+  assertRefused(orders({ limits: { burst: 1 } }), /streams\.orders\.limits\.eventsPerSecond/);
+});
