@@ -158,3 +158,22 @@ Deno.test("an alert reads value.p99 of a quantiles window and fires with the val
   assert.deepEqual(closedPayload.data.value, value);
   assert.equal(closedPayload.data.approximate, true);
 });
+
+Deno.test("the README's quantiles example: the values 1 to 1000 at accuracy 0.01 read back as that value object", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const events = Array.from({ length: 1000 }, (_, i) => ({ ts: at(1), endpoint: "/r", ms: i + 1 }));
+  assert.equal((await postEvents(app, events, { stream: "api" })).status, 202);
+  const res = await app.request("/v1/streams/api/counters/latency?group.endpoint=/r");
+  assert.equal(res.status, 200);
+  const [row] = (await res.json()).windows;
+  assert.deepEqual(row.value, {
+    count: 1000,
+    min: 1,
+    max: 1000,
+    approximate: true,
+    p50: 497.7794014558298,
+    p90: 907.0313473738394,
+    p95: 944.0492576839644,
+    p99: 982.5779489474655,
+  });
+});
