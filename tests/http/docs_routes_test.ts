@@ -27,6 +27,11 @@ Deno.test("GET /docs serves the reference page under a strict CSP, without an AP
   assert.equal(res.headers.get("X-Content-Type-Options"), "nosniff");
   const csp = res.headers.get("Content-Security-Policy") ?? "";
   assert.equal(csp, DOCS_CONTENT_SECURITY_POLICY);
+  // As the README's API reference section writes it.
+  assert.equal(
+    csp,
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  );
   const directives = new Map(
     csp.split(";").map((d) => {
       const [name, ...sources] = d.trim().split(/\s+/);

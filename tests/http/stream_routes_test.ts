@@ -233,3 +233,33 @@ Deno.test("a stream's idempotencyTtl bounds how long a reply is kept", async () 
   assert.equal(later.status, 202);
   assert.equal(later.headers.get("Idempotent-Replayed"), null);
 });
+
+Deno.test("an Idempotency-Key of 255 printable ASCII characters is taken, and its retry replayed", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const key = "!~".repeat(127) + "k";
+  assert.equal(key.length, 255);
+  const events = [{ ts: at(10), country: "DE" }];
+  const first = await send(app, events, key);
+  assert.equal(first.status, 202);
+  const retry = await send(app, events, key);
+  assert.equal(retry.headers.get("Idempotent-Replayed"), "true");
+  assert.equal(await countOf(app), 1);
+});
+
+Deno.test("a replayed reply keeps its counts and lists the first 100 rejected events", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  // One valid event, then 150 whose country is no string.
+  const events = [
+    { ts: at(10), country: "DE" },
+    ...Array.from({ length: 150 }, () => ({ ts: at(10), country: 1 })),
+  ];
+  const first = await send(app, events, "many-rejected");
+  assert.equal(first.status, 202);
+  const reply = await first.json();
+  assert.equal(reply.rejected.length, 150);
+  const retry = await send(app, events, "many-rejected");
+  assert.equal(retry.headers.get("Idempotent-Replayed"), "true");
+  const replayed = await retry.json();
+  assert.deepEqual(replayed, { ...reply, rejected: reply.rejected.slice(0, 100), replayed: true });
+  assert.deepEqual(replayed.rejected.map((item: { index: number }) => item.index).at(-1), 100);
+});
