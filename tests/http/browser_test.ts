@@ -364,3 +364,47 @@ Deno.test("an Idempotency-Key is one per stream, whichever API key sends it", as
   assert.equal(replay.headers.get("Idempotent-Replayed"), "true");
   assert.equal((await post(other.key, [{}, {}])).status, 422);
 });
+
+Deno.test("the README's 429: a stream of 500 events/s and burst 1000 holding 3 refuses a request of 10 with its headers and message", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const keys = await KeyRing.parse(`ingest:${KEYS.ingest}`, { now: () => NOW });
+  const streams = compileConfig({
+    streams: {
+      orders: {
+        limits: { eventsPerSecond: 500, burst: 1000 },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  const app = createApp({ streams, store, keys, now: () => NOW });
+  const events = (n: number) => Array.from({ length: n }, () => ({}));
+  assert.equal(
+    (await app.request(...send("orders", events(997), { key: KEYS.ingest }))).status,
+    202,
+  );
+  const res = await app.request(...send("orders", events(10), { key: KEYS.ingest }));
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get("Retry-After"), "1");
+  assert.equal(res.headers.get("RateLimit-Policy"), '"stream";q=1000;w=2');
+  assert.equal(res.headers.get("RateLimit"), '"stream";r=3;t=1');
+  const { error } = await res.json();
+  assert.equal(error.code, "rate_limited");
+  assert.equal(
+    error.message,
+    "Rate limit of stream 'orders' (500 events/s, burst 1000) reached: it holds 3 events now, fewer than this request's 10; the request was refused whole (nothing applied): retry in 14 ms",
+  );
+});
+
+Deno.test("when a stream's and a key's bucket both lack tokens, Retry-After is the longer wait and the headers name that bucket", async () => {
+  const { app, createKey } = await setup();
+  const key = await createKey({ scopes: ["ingest"], rateLimit: { eventsPerSecond: 1, burst: 2 } });
+  // The key's bucket is empty (2 s to hold 2 again), the stream's too (1 s to hold 2).
+  assert.equal((await app.request(...send("limited", [{}, {}], { key: key.key }))).status, 202);
+  assert.equal((await app.request(...send("limited", [{}, {}], { key: KEYS.ingest }))).status, 202);
+  const res = await app.request(...send("limited", [{}, {}], { key: key.key }));
+  assert.equal(res.status, 429);
+  assert.equal(res.headers.get("Retry-After"), "2");
+  assert.equal(res.headers.get("RateLimit-Policy"), '"key";q=2;w=2');
+  assert.equal(res.headers.get("RateLimit"), '"key";r=0;t=2');
+  assert.match((await res.json()).error.message, /^Rate limit of key '[^']+' on stream 'limited'/);
+});
