@@ -91,3 +91,22 @@ Deno.test("Sender claims at most 8 in flight per endpoint unless told otherwise,
   assert.deepEqual(caps, [8, 3]);
   assert.deepEqual(leases, [30_000, 30_000]);
 });
+
+Deno.test("Sender claims with a lease of its request timeout (15 s by default) + 15 s: 30 s", async () => {
+  const leases: number[] = [];
+  const deliveries = new MemoryDeliveryStore();
+  const store = Object.assign(Object.create(deliveries), {
+    claimDue(options: ClaimOptions) {
+      leases.push(options.leaseMs);
+      return Promise.resolve([]);
+    },
+  }) as DeliveryStore;
+  const policy = new UrlPolicy({ allow: ["127.0.0.1"] });
+  for (
+    const sender of [new Sender(store, { policy }), new Sender(store, { policy, timeoutMs: 5_000 })]
+  ) {
+    sender.kick();
+    await sender.idle();
+  }
+  assert.deepEqual(leases, [30_000, 20_000]);
+});
