@@ -624,3 +624,53 @@ Deno.test("compileConfig() takes maxSessions up to 1,000,000, and a stream limit
   );
   assertRefused(orders({ limits: { burst: 1 } }), /streams\.orders\.limits\.eventsPerSecond/);
 });
+
+/** The fenced blocks of `lang` in README.md between the headings `from` and `to`. */
+async function readmeBlocks(lang: string, from: string, to: string): Promise<string[]> {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf(from), readme.indexOf(to));
+  return [...section.matchAll(new RegExp("```" + lang + "\\n([\\s\\S]*?)```", "g"))]
+    .map((match) => match[1]);
+}
+
+Deno.test("the README's configuration example compiles, and its transform does what each step says", async () => {
+  const [example] = await readmeBlocks("json", "## Configuration", "### Quantiles");
+  const stream = compileConfig(JSON.parse(example)).get("orders")!;
+  assert.equal(stream.timeField, "ts");
+  assert.deepEqual(
+    [stream.latenessMs, stream.maxFutureMs, stream.idleMs],
+    [30_000, 300_000, 120_000],
+  );
+  assert.deepEqual(stream.dedupe, { field: "id", ttlMs: 86_400_000 });
+  const [revenue] = stream.counters;
+  assert.equal(revenue.name, "revenue");
+  assert.deepEqual(revenue.window, { kind: "hopping", sizeMs: 3_600_000, everyMs: 300_000 });
+  assert.deepEqual(revenue.groupBy, ["country"]);
+  assert.deepEqual([revenue.retentionMs, revenue.meta.maxGroups], [86_400_000, 1000]);
+  assert.deepEqual(
+    stream.transform({
+      id: "o1",
+      ts: "2026-01-01T10:00:00Z",
+      cc: "DE",
+      amount: 150,
+      debug: 1,
+      x: 2,
+    }),
+    { id: "o1", ts: "2026-01-01T10:00:00Z", country: "DE", amount: 150, big: true },
+  );
+  assert.equal(stream.transform({ id: "o2", amount: 5, test: true }), null);
+});
+
+Deno.test("the README's quantiles and session counter examples compile as counters of a stream", async () => {
+  const fragments = [
+    ...await readmeBlocks("json", "### Quantiles", "### How windows are stored"),
+    ...await readmeBlocks("json", "### Session windows", "## API"),
+  ].filter((text) => text.trimStart().startsWith('"'));
+  assert.equal(fragments.length, 2);
+  const counters = JSON.parse(`{${fragments.join(",")}}`);
+  const [latency, visits] = compileConfig({
+    streams: { s: { time: { field: "ts" }, counters } },
+  }).get("s")!.counters;
+  assert.deepEqual(latency.aggregate, { kind: "quantiles", field: "ms", accuracy: 0.01 });
+  assert.deepEqual(visits.meta.session, { gapMs: 1_800_000, maxSessions: 100_000 });
+});
