@@ -161,6 +161,16 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.equal((await close()).length, 0);
   },
 
+  async "closeWindows() closes at most 1,000 sessions of a counter by default (a sweep's)"(store) {
+    const users = Array.from({ length: 1005 }, (_, i) => ({ u: `u${i}`, t: i }));
+    await ingest(store, users.slice(0, 1000));
+    await ingest(store, users.slice(1000));
+    await ingest(store, [{ u: "z", t: 1300 }]);
+    const close = () => store.closeWindows("visits", metas("count"), LATENESS);
+    assert.equal((await close()).length, 1000);
+    assert.equal((await close()).length, 5);
+  },
+
   async "closeWindows() peeks at due sessions without claiming them"(store) {
     await ingest(store, [{ u: "a", t: 0 }, { u: "z", t: 200 }]);
     const peeked = await store.closeWindows("visits", metas("count"), { ...LATENESS, peek: true });
