@@ -193,3 +193,73 @@ Deno.test("a JSON-body operation still takes UTF-8 (charset or not), and POST /v
     assert.equal((await untyped.json()).error.code, "unsupported_media_type");
   });
 });
+
+/** `text` compressed as `Content-Encoding: format` says. */
+async function compressed(
+  text: string,
+  format: "gzip" | "deflate",
+): Promise<Uint8Array<ArrayBuffer>> {
+  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream(format));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+Deno.test("every JSON-body operation reads a gzip or deflate body, and refuses another Content-Encoding (415) changing nothing", async () => {
+  await withApp(async ({ app, webhookId }) => {
+    const operations = await jsonOperations(app, { stream: "orders", id: webhookId });
+    // Bodies each operation takes (a config stream cannot be replaced: a new one is made).
+    const valid: Record<string, [string, unknown]> = {
+      "POST /v1/keys": ["/v1/keys", { scopes: ["read"] }],
+      "POST /v1/webhooks": ["/v1/webhooks", { url: "http://127.0.0.1:9/other" }],
+      [`PATCH /v1/webhooks/${webhookId}`]: [`/v1/webhooks/${webhookId}`, { description: "x" }],
+      [`POST /v1/webhooks/${webhookId}/replay`]: [`/v1/webhooks/${webhookId}/replay`, {
+        since: 0,
+      }],
+      "PUT /v1/streams/orders": ["/v1/streams/fresh", {}],
+      "POST /v1/streams/orders/events": ["/v1/streams/orders/events", {
+        ts: "2026-01-01T00:10:00Z",
+        country: "DE",
+      }],
+    };
+    assert.deepEqual(
+      operations.map(({ method, path }) => `${method} ${path}`).sort(),
+      Object.keys(valid).sort(),
+      "every JSON-body operation has a body here",
+    );
+    await state(app);
+    const before = await state(app);
+    for (const { method, path } of operations) {
+      const [, body] = valid[`${method} ${path}`];
+      const res = await app.request(path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${ADMIN_KEY}`,
+          "Content-Type": "application/json",
+          "Content-Encoding": "br",
+        },
+        body: JSON.stringify(body),
+      });
+      const reply = await res.json();
+      assert.equal(res.status, 415, `${method} ${path} br: ${JSON.stringify(reply)}`);
+      assert.equal(reply.error.code, "unsupported_media_type");
+    }
+    assert.deepEqual(await state(app), before, "a refused encoding changes nothing");
+    for (const format of ["gzip", "deflate"] as const) {
+      for (const { method, path } of operations) {
+        const [target, body] = valid[`${method} ${path}`];
+        const res = await app.request(target.replace("fresh", `fresh-${format}`), {
+          method,
+          headers: {
+            Authorization: `Bearer ${ADMIN_KEY}`,
+            "Content-Type": "application/json",
+            "Content-Encoding": format,
+          },
+          body: await compressed(JSON.stringify(body), format),
+        });
+        assert.ok(
+          res.status < 300,
+          `${method} ${target} ${format}: ${res.status} ${await res.text()}`,
+        );
+      }
+    }
+  });
+});
