@@ -246,8 +246,8 @@ Deno.test("an Idempotency-Key of 255 printable ASCII characters is taken, and it
   assert.equal(await countOf(app), 1);
 });
 
-Deno.test("a replayed reply keeps its counts and lists the first 100 rejected events", async () => {
-  const { app } = await testApp({ config: CONFIG });
+Deno.test("a replayed reply keeps its counts and lists the first 100 rejected events; stats count them once", async () => {
+  const { app, store } = await testApp({ config: CONFIG });
   // One valid event, then 150 whose country is no string.
   const events = [
     { ts: at(10), country: "DE" },
@@ -262,4 +262,6 @@ Deno.test("a replayed reply keeps its counts and lists the first 100 rejected ev
   const replayed = await retry.json();
   assert.deepEqual(replayed, { ...reply, rejected: reply.rejected.slice(0, 100), replayed: true });
   assert.deepEqual(replayed.rejected.map((item: { index: number }) => item.index).at(-1), 100);
+  // The replay applied nothing, so the stream's stats count the rejected events once.
+  assert.equal((await store.stats("orders", [])).rejected, 150);
 });
