@@ -371,3 +371,17 @@ Deno.test("A key listed in EDGESTREAM_KEYS under two scopes gets both", async ()
   const one = await KeyRing.parse("read:shared-key-0123456789");
   assert.deepEqual([...(await one.grantOf("shared-key-0123456789"))?.scopes ?? []], ["read"]);
 });
+
+Deno.test("KeyRing: by default a verdict is cached 2 s, then the store is asked again", async () => {
+  let now = 1_000_000;
+  const store = new CountingKeyStore();
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  const ring = await KeyRing.parse("ingest:ingest-key-0123456789", { store, now: () => now });
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  now += 1_999;
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  assert.equal(store.lookups, 1);
+  now += 1;
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  assert.equal(store.lookups, 2);
+});
