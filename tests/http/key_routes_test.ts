@@ -321,3 +321,64 @@ Deno.test("API bodies: bad JSON is invalid_json, not JSON is 415 saying so, and 
     await hooks.close();
   }
 });
+
+Deno.test("the README's key creation: its reply, the list without secrets, the read and a 204 delete", async () => {
+  const { app } = await keyedApp();
+  const admin = { headers: { Authorization: `Bearer ${KEYS.admin}` } };
+  const res = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, {
+      scopes: ["ingest"],
+      streams: ["orders"],
+      description: "checkout service",
+      rateLimit: { eventsPerSecond: 100, burst: 500 },
+      expiresAt: "2027-01-01T00:00:00Z",
+    }),
+  );
+  assert.equal(res.status, 201);
+  const created = await res.json();
+  assert.deepEqual(Object.keys(created), [
+    "id",
+    "type",
+    "prefix",
+    "scopes",
+    "streams",
+    "origins",
+    "rateLimit",
+    "description",
+    "expiresAt",
+    "expired",
+    "createdAt",
+    "key",
+  ]);
+  assert.match(created.id, /^key_[0-9a-f]{16}$/);
+  assert.match(created.prefix, /^sk_.{4}$/);
+  assert.ok(created.key.startsWith(created.prefix));
+  assert.deepEqual({ ...created, id: 0, prefix: 0, key: 0, createdAt: 0 }, {
+    id: 0,
+    type: "secret",
+    prefix: 0,
+    scopes: ["ingest"],
+    streams: ["orders"],
+    origins: null,
+    rateLimit: { eventsPerSecond: 100, burst: 500 },
+    description: "checkout service",
+    expiresAt: "2027-01-01T00:00:00.000Z",
+    expired: false,
+    createdAt: 0,
+    key: 0,
+  });
+  const listed = await (await app.request("/v1/keys", admin)).json();
+  assert.deepEqual(Object.keys(listed), ["keys"]);
+  assert.deepEqual(
+    listed.keys,
+    [{ ...created, key: undefined }].map(({ key: _, ...rest }) => rest),
+  );
+  const one = await app.request(`/v1/keys/${created.id}`, admin);
+  assert.deepEqual(await one.json(), listed.keys[0]);
+  const deleted = await app.request(`/v1/keys/${created.id}`, { ...admin, method: "DELETE" });
+  assert.equal(deleted.status, 204);
+  const gone = await app.request(`/v1/keys/${created.id}`, admin);
+  assert.equal(gone.status, 404);
+  assert.equal((await gone.json()).error.code, "key_not_found");
+});
