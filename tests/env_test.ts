@@ -538,3 +538,21 @@ redisTest(
     assert.deepEqual(keys.filter((key) => !key.startsWith("es:")), []);
   },
 );
+
+Deno.test("configFromEnv() in production needs keys even with EDGESTREAM_ALLOW_MEMORY=true, which lets only the memory store through", async () => {
+  const production = { EDGESTREAM_ENV: "production", EDGESTREAM_ALLOW_MEMORY: "true" };
+  await assert.rejects(
+    () => configFromEnv(env(production)),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message.startsWith("EDGESTREAM_KEYS: EDGESTREAM_ENV=production needs API keys"),
+  );
+  const keyed = await configFromEnv(
+    env({ ...production, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }),
+  );
+  try {
+    assert.equal(keyed.store.kind, "memory");
+  } finally {
+    await keyed.webhooks.close();
+  }
+});
