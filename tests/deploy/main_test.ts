@@ -6,6 +6,9 @@
  */
 import assert from "node:assert/strict";
 import { type RedisFixture, redisTest } from "../_redis.ts";
+import { configFromEnv } from "../../src/env.ts";
+import { createApp } from "../../src/app.ts";
+import { Receiver } from "../fanout/webhooks/_receiver.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const harness = new URL("./_deploy_harness.ts", import.meta.url).pathname;
@@ -187,3 +190,85 @@ Deno.test("deploy/main.ts run locally on a port taken says so in one line", asyn
     taken.close();
   }
 });
+
+redisTest(
+  "deploy/main.ts's cron handler returns only once the sweep's deliveries were sent",
+  async (fixture) => {
+    const receiver = await Receiver.start();
+    // A receiver that takes a moment to answer: a handler that did not wait for its sends
+    // would return before the answer.
+    let answered = 0;
+    receiver.respond = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      answered += 1;
+      return new Response(null, { status: 204 });
+    };
+    const dir = await Deno.makeTempDir();
+    try {
+      const configPath = `${dir}/config.json`;
+      // A receive-time stream whose one-second windows are final as soon as they end.
+      await Deno.writeTextFile(
+        configPath,
+        JSON.stringify({
+          streams: {
+            ticks: {
+              time: { lateness: "0s" },
+              counters: { n: { window: { tumbling: "1s" }, aggregate: "count" } },
+            },
+          },
+        }),
+      );
+      const vars = {
+        ...redisVars(fixture),
+        EDGESTREAM_KEYS: `admin:${KEY}`,
+        EDGESTREAM_CONFIG: configPath,
+        EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
+      };
+      // Another instance on the same Redis registers a webhook and counts an event.
+      const other = await configFromEnv({ get: (name) => (vars as Record<string, string>)[name] });
+      try {
+        const app = createApp({
+          streams: other.streams,
+          store: other.store,
+          keys: other.keys,
+          webhooks: other.webhooks,
+        });
+        const headers = { Authorization: `Bearer ${KEY}`, "Content-Type": "application/json" };
+        const registered = await app.request("/v1/webhooks", {
+          method: "POST",
+          headers,
+          body: JSON.stringify({ url: receiver.url(), eventTypes: ["window.closed"] }),
+        });
+        assert.equal(registered.status, 201, await registered.text());
+        const ingested = await app.request("/v1/streams/ticks/events", {
+          method: "POST",
+          headers,
+          body: JSON.stringify({ id: "t1" }),
+        });
+        assert.equal(ingested.status, 202, await ingested.text());
+      } finally {
+        await other.webhooks.close();
+      }
+      // Let its window end, so the cron's sweep closes it.
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      assert.equal(receiver.received.length, 0);
+      const run = runDeploy({ ...vars, HARNESS_SWEEP: "1" });
+      try {
+        await run.seen(/harness: swept/);
+        // The handler returned (the harness printed after it): the delivery had been answered
+        // by then.
+        assert.equal(answered, 1, run.output());
+        assert.equal(receiver.received.length, 1);
+        assert.equal(receiver.received[0].payload.type, "window.closed");
+        // Its summary (logged through a buffer, so it may print after) counts the attempt.
+        await run.seen(/Sweep closed 1 window\(s\), fired 0 alert\(s\), queued 1 and attempted 1 /);
+      } finally {
+        run.child.kill("SIGTERM");
+        await run.done;
+      }
+    } finally {
+      await receiver.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
