@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
 import {
@@ -554,5 +555,32 @@ Deno.test("configFromEnv() in production needs keys even with EDGESTREAM_ALLOW_M
     assert.equal(keyed.store.kind, "memory");
   } finally {
     await keyed.webhooks.close();
+  }
+});
+
+Deno.test("webhooksFromEnv() without EDGESTREAM_WEBHOOK_DISABLE_AFTER disables an endpoint after 5 days of failures", async () => {
+  const clock = FakeTimers.install({ now: Date.now(), toFake: ["Date"] });
+  const webhooks = webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1" }), {
+    store: new MemoryStore(),
+    streams,
+  });
+  try {
+    // Nothing listens on port 9: every attempt fails.
+    const { endpoint } = await webhooks.createEndpoint({ url: "http://127.0.0.1:9/hook" });
+    const failOnce = async () => {
+      await webhooks.sendTest(endpoint.id);
+      await webhooks.idle();
+      return await webhooks.getEndpoint(endpoint.id);
+    };
+    assert.equal((await failOnce()).disabled, false);
+    clock.tick(5 * 24 * 3_600_000 - 1);
+    assert.equal((await failOnce()).disabled, false, "failing for 5 days less 1 ms");
+    clock.tick(1);
+    const disabled = await failOnce();
+    assert.equal(disabled.disabled, true);
+    assert.equal(disabled.disabledReason, "Every attempt failed for 5 days");
+  } finally {
+    clock.uninstall();
+    await webhooks.close();
   }
 });
