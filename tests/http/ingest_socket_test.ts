@@ -1030,3 +1030,18 @@ Deno.test("a frame error is retryable for exactly the codes the README's WebSock
       .sort(),
   );
 });
+
+Deno.test("a cross-origin WebSocket ingest upgrade with no valid key is refused 403 before it upgrades", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    for (const protocols of [[], ["bearer.sk_notAKeyNotAKeyNotAKey0123456789"]]) {
+      const client = await nodeClient(server.wsUrl(WS_PATH), {
+        headers: { Origin: "https://other.example" },
+        protocols,
+      });
+      assert.equal(client.status, 403, JSON.stringify(protocols));
+    }
+  } finally {
+    await server.close();
+  }
+});
