@@ -408,3 +408,33 @@ Deno.test("when a stream's and a key's bucket both lack tokens, Retry-After is t
   assert.equal(res.headers.get("RateLimit"), '"key";r=0;t=2');
   assert.match((await res.json()).error.message, /^Rate limit of key '[^']+' on stream 'limited'/);
 });
+
+Deno.test("a rate limit takes a token per accepted event: rejected events cost none", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const keys = await KeyRing.parse(`ingest:${KEYS.ingest}`, { now: () => NOW });
+  const streams = compileConfig({
+    streams: {
+      limited: {
+        schema: { type: "object", properties: { n: { type: "number" } } },
+        limits: { eventsPerSecond: 2, burst: 4 },
+        transform: [{ filter: "!has(event.skip)" }],
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  const app = createApp({ streams, store, keys, now: () => NOW });
+  // Three accepted (one of them filtered, which is still accepted) and three rejected: 3 tokens.
+  const mixed = [{ n: 1 }, { n: "x" }, { n: 2 }, { n: "y" }, { skip: true }, { n: "z" }];
+  const first = await app.request(...send("limited", mixed, { key: KEYS.ingest }));
+  assert.equal(first.status, 202);
+  const reply = await first.json();
+  assert.deepEqual([reply.accepted, reply.filtered, reply.rejected.length], [3, 1, 3]);
+  // One token left: one more event fits, a second is refused.
+  assert.equal(
+    (await app.request(...send("limited", [{ n: 3 }], { key: KEYS.ingest }))).status,
+    202,
+  );
+  const refused = await app.request(...send("limited", [{ n: 4 }], { key: KEYS.ingest }));
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get("RateLimit"), '"stream";r=0;t=1');
+});
