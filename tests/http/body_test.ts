@@ -684,3 +684,15 @@ Deno.test("readLimitedBody() stops a gzip body of zeros at the limit without inf
   const grown = Deno.memoryUsage().rss - before;
   assert.ok(grown < 64 * 1024 * 1024, `${Math.round(grown / 2 ** 20)} MiB more memory`);
 });
+
+Deno.test("parseEvents() leaves the events of a batch under 21,845 characters unmeasured, as the README says, and measures a longer batch's", () => {
+  // 4,000 × 1e20: about 20,000 characters, 88,000 bytes as compact JSON.
+  const event = `{"n":[${Array(4_000).fill("1e20").join(",")}]}`;
+  const short = `[${event}]`;
+  assert.ok(short.length < 21_845, `${short.length}`);
+  assert.ok(utf8Length(JSON.stringify(JSON.parse(event))) > DEFAULT_LIMITS.maxEventBytes);
+  assert.equal(parseEvents(short, "json")[0].ok, true, "a short batch is not measured");
+  const long = `[${event},{"pad":"${"p".repeat(21_846 - short.length)}"}]`;
+  assert.ok(long.length > 21_846, `${long.length}`);
+  assert.deepEqual(parseEvents(long, "json").map((item) => item.ok), [false, true]);
+});
