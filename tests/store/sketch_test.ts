@@ -183,3 +183,43 @@ Deno.test("adding the buckets of any split of the values gives the buckets of al
     ),
   );
 });
+
+Deno.test("the README's quantiles cost figures are those of the two bench results it names", async () => {
+  const root = new URL("../../", import.meta.url);
+  const readme = await Deno.readTextFile(new URL("README.md", root));
+  const cost = readme.slice(
+    readme.indexOf("- **Cost**"),
+    readme.indexOf("- In Redis a pane keeps"),
+  );
+  const runs = await Promise.all(
+    ["08-55-14Z", "08-55-27Z"].map(async (time) => {
+      const name = `bench/results/quantiles-2026-12-01T${time}.json`;
+      assert.ok(cost.includes(time), `the README names ${name}`);
+      return JSON.parse(await Deno.readTextFile(new URL(name, root)));
+    }),
+  );
+  const whole = (n: number) => Math.round(n).toLocaleString("en-US");
+  const span = (values: number[]) => `${Math.min(...values)}–${Math.max(...values)}`;
+  const [small, large] = [0, 1].map((i) => runs.map((run) => run.panes[i]));
+  const expected = [
+    `${whole(small[0].sketchBytes)} bytes (${
+      span(small.map((p) => p.buckets))
+    } buckets) after 1,000`,
+    `${whole(large[0].sketchBytes)} bytes (${
+      span(large.map((p) => p.buckets))
+    } buckets) after 100,000`,
+    `${small[0].paneBytes} bytes of pane fields`,
+    `${whole(runs[0].memoryEventsPerSecond)} and ${whole(runs[1].memoryEventsPerSecond)} events/s`,
+    `${whole(runs[0].redisEventsPerSecond)} and ${whole(runs[1].redisEventsPerSecond)} (` +
+    `${span(runs.map((run) => Number((1e6 / run.redisEventsPerSecond).toFixed(1))))} µs`,
+  ];
+  for (const run of runs) {
+    for (const pane of run.panes) assert.equal(pane.paneBytes, small[0].paneBytes);
+    assert.deepEqual(run.panes.map((pane: { sketchBytes: number }) => pane.sketchBytes), [
+      small[0].sketchBytes,
+      large[0].sketchBytes,
+    ]);
+  }
+  const text = cost.replace(/\s+/g, " ");
+  for (const figure of expected) assert.ok(text.includes(figure), `README Cost says '${figure}'`);
+});
