@@ -545,3 +545,26 @@ Deno.test("FingerprintSet refuses segments that are not a power of two of at lea
     );
   }
 });
+
+Deno.test("the README's dedupe memory figures are those of the newest bench:dedupe result", async () => {
+  const root = new URL("../../../", import.meta.url);
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(new URL("bench/results/", root))) {
+    if (/^dedupe-.*\.json$/.test(entry.name)) names.push(entry.name);
+  }
+  const newest = names.sort().at(-1)!;
+  const result = JSON.parse(await Deno.readTextFile(new URL(`bench/results/${newest}`, root)));
+  const bytesOf = (name: string) =>
+    result.rows.find((row: { name: string }) => row.name.startsWith(name)).bytesPerId;
+  const readme = (await Deno.readTextFile(new URL("README.md", root))).replace(/\s+/g, " ");
+  assert.equal(result.ids, 1_000_000);
+  const fingerprints = bytesOf("DedupeIds").toFixed(1);
+  const set = Math.round(bytesOf("Set<string>"));
+  const fixed = (512 * 1024 / result.ids).toFixed(1);
+  assert.ok(
+    readme.includes(
+      `measures ${fingerprints} at 1,000,000 UUID-like ids, about ${fixed} of it those 512 KiB, against ${set} for the same ids in a \`Set<string>\``,
+    ),
+    `README: ${fingerprints}, ${fixed}, ${set} (${newest})`,
+  );
+});
