@@ -166,8 +166,9 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // Ingest's Origin verdict waits for its key, whose origins may admit it.
   const originPolicy = new OriginPolicy({ open: keys.open, ...options.origins });
   app.use(originGuard(originPolicy, { defer: admitsListedOrigins }));
-  // Ingest reads its own body, with its own limits; every other body is read whole by its route.
-  app.use(limitBody());
+  // Ingest reads its own body, with its own limits; every other body is read by its route, within
+  // 1 MiB (413 here already when its Content-Length says more) and the body time limit.
+  app.use(limitBody({ timeoutMs: limits.bodyTimeoutMs }));
   // One value per query parameter: which of two a client meant cannot be told.
   app.use(singleQueryValues());
   // A path served (API, pages), asked with another method, is a 405 naming the methods it takes.

@@ -105,9 +105,10 @@ function withRequestIds(app: OpenAPIHono): Json {
   const document: Json = app.getOpenAPI31Document(DOCUMENT);
   for (const [path, item] of Object.entries<Json>(document.paths ?? {})) {
     for (const [method, operation] of Object.entries<Json>(item)) {
-      // Every body over 1 MiB is refused before a route reads it (limitBody; ingest has its own),
-      // also one sent to an operation that takes none: a body may come with any method but GET
-      // (and HEAD), whose body the runtime drops (a Deno `Request` of either has none).
+      // Every body over 1 MiB is refused (limitBody by its Content-Length, the route's reader as
+      // it arrives; ingest has its own), also one sent to an operation that takes none: a body
+      // may come with any method but GET (and HEAD), whose body the runtime drops (a Deno
+      // `Request` of either has none).
       if (method !== "get" && operation?.responses && !operation.responses["413"]) {
         operation.responses["413"] = {
           description: operation.requestBody
@@ -116,10 +117,12 @@ function withRequestIds(app: OpenAPIHono): Json {
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }
-      // A JSON body is read within 10 s (readLimitedBody, through readJsonText), or 408.
-      if (operation?.requestBody && operation.responses && !operation.responses["408"]) {
+      // A body is read within 10 s (readLimitedBody, through readJsonText or noBody), or 408.
+      if (method !== "get" && operation?.responses && !operation.responses["408"]) {
         operation.responses["408"] = {
-          description: "Body not received within 10 s: `body_timeout`",
+          description: operation.requestBody
+            ? "Body not received within 10 s: `body_timeout`"
+            : "Body sent, though the operation takes none, not received within 10 s: `body_timeout`",
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }

@@ -4,8 +4,7 @@
  *
  * @module
  */
-import type { MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
+import type { Context, MiddlewareHandler } from "hono";
 import type { BodyItem } from "../ingest/mod.ts";
 
 /** Why a body was refused as a whole; `errors.ts` maps each code to its HTTP status. */
@@ -546,18 +545,39 @@ export function eventsOfJson(body: unknown, text: string, limits: BodyLimits = {
   );
 }
 
+/** Where {@linkcode limitBody} leaves the time a route's body may take to arrive. */
+const BODY_TIMEOUT_VARIABLE = "edgestream.bodyTimeoutMs";
+
 /**
- * Middleware for the API's own JSON routes (keys, webhooks, streams, admin): a body over
- * `maxBytes` is refused (413 `payload_too_large`) before a route reads it, as ingest refuses
- * its own; by its `Content-Length` when it has one, else as it arrives.
+ * Middleware for the API's own routes (keys, webhooks, streams, admin): a body over `maxBytes` is
+ * refused (413 `payload_too_large`) before a route runs, as ingest refuses its own: by its
+ * `Content-Length` when it has one, else read as it arrives, within `maxBytes` and `timeoutMs`
+ * (408 `body_timeout`: a stalled body holds no route open), and handed to the route as read.
+ * The route's reader ({@linkcode readJsonText}, {@linkcode noBody}) takes `timeoutMs` from here.
  */
-export function limitBody(maxBytes: number = DEFAULT_LIMITS.maxBodyBytes): MiddlewareHandler {
-  return bodyLimit({
-    maxSize: maxBytes,
-    onError: () => {
-      throw tooLarge(maxBytes);
-    },
-  });
+export function limitBody(
+  options: { maxBytes?: number; timeoutMs?: number } = {},
+): MiddlewareHandler {
+  const maxBytes = options.maxBytes ?? DEFAULT_LIMITS.maxBodyBytes;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_LIMITS.bodyTimeoutMs;
+  return async (c, next) => {
+    c.set(BODY_TIMEOUT_VARIABLE, timeoutMs);
+    const request = c.req.raw;
+    const length = request.headers.get("Content-Length");
+    if (length !== null && !request.headers.has("Transfer-Encoding")) {
+      if (Number(length) > maxBytes) throw tooLarge(maxBytes);
+    } else if (request.body !== null) {
+      // As sent (Content-Encoding too): the route's reader decodes it.
+      const body = await readEncodedBody(request, maxBytes, { timeoutMs });
+      c.req.raw = new Request(request, { body: body as Uint8Array<ArrayBuffer> });
+    }
+    await next();
+  };
+}
+
+/** How long the request's body may take to arrive ({@linkcode limitBody}'s `timeoutMs`). */
+export function bodyTimeoutOf(c: Context): number {
+  return (c.get(BODY_TIMEOUT_VARIABLE) as number | undefined) ?? DEFAULT_LIMITS.bodyTimeoutMs;
 }
 
 /**
@@ -572,11 +592,13 @@ export function limitBody(maxBytes: number = DEFAULT_LIMITS.maxBodyBytes): Middl
 export async function readJsonText(
   request: Request,
   maxBytes: number,
-  options: { untyped?: boolean } = {},
+  options: { untyped?: boolean; timeoutMs?: number } = {},
 ): Promise<string> {
   const contentType = request.headers.get("Content-Type");
   if (contentType !== null || !options.untyped) refuseOtherThanJson(contentType);
-  const text = decodeUtf8(await readLimitedBody(request, maxBytes));
+  const text = decodeUtf8(
+    await readLimitedBody(request, maxBytes, { timeoutMs: options.timeoutMs }),
+  );
   if (contentType === null && text !== "") refuseOtherThanJson(contentType);
   return text;
 }
@@ -606,7 +628,10 @@ export function jsonBody(
 ): MiddlewareHandler {
   const maxBytes = options.maxBytes ?? DEFAULT_LIMITS.maxBodyBytes;
   return async (c, next) => {
-    const text = await readJsonText(c.req.raw, maxBytes, { untyped: options.optional });
+    const text = await readJsonText(c.req.raw, maxBytes, {
+      untyped: options.optional,
+      timeoutMs: bodyTimeoutOf(c),
+    });
     // Hono's request reads its body once and keeps the promise of it (its type says the value):
     // the schema check's `c.req.json()` parses this text, not the raw bytes (which are spent).
     (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(text);
@@ -621,7 +646,10 @@ export function jsonBody(
  */
 export function noBody(): MiddlewareHandler {
   return async (c, next) => {
-    const text = (await c.req.text()).trim();
+    const bytes = await readLimitedBody(c.req.raw, DEFAULT_LIMITS.maxBodyBytes, {
+      timeoutMs: bodyTimeoutOf(c),
+    });
+    const text = decodeUtf8(bytes).trim();
     if (text !== "") {
       const value = parseJson(text);
       const empty = typeof value === "object" && value !== null && !Array.isArray(value) &&

@@ -15,7 +15,7 @@ import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
 import { errorsFor, headersOf, jsonContent, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
-import { readJsonText } from "./body.ts";
+import { bodyTimeoutOf, readJsonText } from "./body.ts";
 import { ApiError } from "./errors.ts";
 import { streamJson, StreamSchema } from "./stream_routes.ts";
 
@@ -150,7 +150,7 @@ function streamName(c: Context): string {
 }
 
 async function readDefinition(c: Context, maxBodyBytes: number): Promise<unknown> {
-  const text = await readJsonText(c.req.raw, maxBodyBytes);
+  const text = await readJsonText(c.req.raw, maxBodyBytes, { timeoutMs: bodyTimeoutOf(c) });
   try {
     return JSON.parse(text);
   } catch (error) {
