@@ -124,7 +124,10 @@ const AttemptSchema = z.object({
   durationMs: z.int(),
   error: z.string().nullable(),
   responseExcerpt: z.string().openapi({ description: "Start of the response body, ≤ 2 KB" }),
-  outcome: z.enum(["succeeded", "retrying", "dead"]),
+  outcome: z.enum(["succeeded", "retrying", "dead", "interrupted"]).openapi({
+    description:
+      "`retrying`: a retry is planned; `dead`: none is; `interrupted`: the sending instance stopped before the receiver answered (it may have got this attempt), and the delivery is sent again at once, its status and retry schedule unchanged",
+  }),
   nextAttemptAt: z.string().nullable(),
 }).openapi("DeliveryAttempt");
 

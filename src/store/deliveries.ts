@@ -130,8 +130,13 @@ export interface Attempt {
   error: string | null;
   /** Start of the response body, at most 2 KB. */
   responseExcerpt: string;
-  /** Where the delivery went. */
-  outcome: "succeeded" | "retrying" | "dead";
+  /**
+   * Where the delivery went: `succeeded`, `retrying` (a retry is planned), `dead` (none is), or
+   * `interrupted`: its sender stopped before the receiver answered (which may have got it) and
+   * gave the claim back, so the delivery is sent again at once, its status and retry schedule
+   * unchanged (see {@linkcode DeliveryStore.releaseClaim}).
+   */
+  outcome: "succeeded" | "retrying" | "dead" | "interrupted";
   /** When (ms) the next attempt is due; null when none is. */
   nextAttemptMs: number | null;
 }
@@ -186,6 +191,11 @@ export interface ClaimRelease {
   endpointId: string;
   /** The claim's token; a stale claim releases nothing. */
   token: string;
+  /**
+   * The attempt cut off, when its POST had started (the receiver may have got it), to log in
+   * the same step: its `outcome` is `interrupted`. Absent when nothing was sent.
+   */
+  cutOff?: { attempt: Attempt; nowMs: number };
 }
 
 /** Where a stream's dispatch is: the log cursor and the page being dispatched. */
@@ -444,11 +454,17 @@ export interface DeliveryStore {
    */
   recordAttempt(record: AttemptRecord): Promise<{ recorded: boolean; disabled: boolean }>;
   /**
-   * Gives a claim back without recording an attempt (a stopping process that
-   * will not make or finish it): the delivery is due again at the time it was
-   * due when claimed, as if never claimed, and its endpoint's concurrency slot
-   * is free, so the next claim gets it at once instead of after the lease.
-   * Status, attempts and tries stay as they were; the token no longer records.
+   * Gives a claim back (a stopping process that will not make or finish its
+   * attempt): the delivery is due again at the time it was due when claimed,
+   * as if never claimed, and its endpoint's concurrency slot is free, so the
+   * next claim gets it at once instead of after the lease. Status, tries (the
+   * retry schedule) and the endpoint's health stay as they were; the token no
+   * longer records. Without `cutOff` nothing else changes. With it (a POST
+   * that had started), the same step logs that attempt as the attempt log's
+   * newest, as {@linkcode recordAttempt} does (at most
+   * {@linkcode MAX_ATTEMPTS_LOGGED} kept; the delivery and its log kept for
+   * the retention period from `cutOff.nowMs`), counts it in `attempts`, and
+   * sets `lastStatus`, `lastError` and `updatedMs` from it.
    * Returns false, changing nothing, when the token no longer holds the claim.
    */
   releaseClaim(release: ClaimRelease): Promise<boolean>;

@@ -15,6 +15,7 @@ import {
   type DeliveryStore,
   encodeCursor,
   InvalidCursorError,
+  MAX_ATTEMPTS_LOGGED,
   type NewDelivery,
   type Page,
 } from "../../src/store/deliveries.ts";
@@ -41,6 +42,20 @@ function attempt(
     responseExcerpt: "body",
     outcome,
     nextAttemptMs,
+  };
+}
+
+/** An attempt numbered `n`, started at `timeMs`, that a stopping sender cut off before an answer. */
+function interrupted(n: number, timeMs: number): Attempt {
+  return {
+    attempt: n,
+    timeMs,
+    durationMs: 7,
+    status: null,
+    error: "Cut off: this instance stopped before the receiver answered; sent again at once",
+    responseExcerpt: "",
+    outcome: "interrupted",
+    nextAttemptMs: timeMs + 7,
   };
 }
 
@@ -306,6 +321,105 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(released?.tries, 1);
     assert.equal(released?.nextAttemptMs, T0 + 5_000);
     assert.equal((await store.claimDue(claimOptions(T0 + 6_000)))[0]?.delivery.id, id);
+  },
+
+  async "releaseClaim() with a cut-off attempt logs and counts it; status, tries, due time and health kept"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2)]);
+    const id = delivery(1).id;
+    const claims = await store.claimDue(claimOptions(T0));
+    const claim = claims.find((item) => item.delivery.id === id)!;
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("retrying", T0 + 5_000),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    const [retry] = await store.claimDue(claimOptions(T0 + 6_000));
+    assert.equal(retry.delivery.id, id);
+    const cut = interrupted(2, T0 + 6_000);
+    const release = {
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: retry.token,
+      cutOff: { attempt: cut, nowMs: T0 + 6_007 },
+    };
+    assert.equal(await store.releaseClaim(release), true);
+    const released = await store.getDelivery(id);
+    assert.deepEqual(
+      released && [released.status, released.attempts, released.tries, released.nextAttemptMs],
+      ["retrying", 2, 1, T0 + 5_000],
+      "counted, its status, retry schedule and due time kept",
+    );
+    assert.deepEqual(
+      released && [released.lastStatus, released.lastError, released.updatedMs],
+      [null, cut.error, T0 + 6_007],
+    );
+    const log = await store.listAttempts(id);
+    assert.deepEqual(log[0], cut);
+    assert.deepEqual(log.map((item) => [item.attempt, item.outcome]), [
+      [2, "interrupted"],
+      [1, "retrying"],
+    ]);
+    assert.equal((await store.getEndpoint("ep_a"))?.failingSinceMs, T0, "not the receiver's doing");
+
+    // A stale token logs nothing, as it releases nothing.
+    assert.equal(await store.releaseClaim(release), false);
+    assert.equal((await store.listAttempts(id)).length, 2);
+    assert.equal((await store.getDelivery(id))?.attempts, 2);
+
+    // Due again at once; the next attempt is the third.
+    const [again] = await store.claimDue(claimOptions(T0 + 6_007));
+    assert.equal(again.delivery.id, id);
+    assert.equal(again.delivery.attempts, 2);
+    assert.equal(again.delivery.tries, 1);
+
+    // A first attempt cut off leaves the delivery pending.
+    const first = claims.find((item) => item.delivery.id === delivery(2).id)!;
+    assert.equal(
+      await store.releaseClaim({
+        deliveryId: first.delivery.id,
+        endpointId: "ep_a",
+        token: first.token,
+        cutOff: { attempt: interrupted(1, T0), nowMs: T0 + 7 },
+      }),
+      true,
+    );
+    const pending = await store.getDelivery(first.delivery.id);
+    assert.deepEqual(pending && [pending.status, pending.attempts, pending.tries], [
+      "pending",
+      1,
+      0,
+    ]);
+    assert.deepEqual(await store.listAttempts(first.delivery.id), [interrupted(1, T0)]);
+  },
+
+  async "releaseClaim()'s cut-off attempts keep the attempt log to MAX_ATTEMPTS_LOGGED"(store) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    for (let n = 1; n <= MAX_ATTEMPTS_LOGGED + 2; n++) {
+      const [claim] = await store.claimDue(claimOptions(T0));
+      assert.equal(claim?.delivery.attempts, n - 1);
+      assert.equal(
+        await store.releaseClaim({
+          deliveryId: id,
+          endpointId: "ep_a",
+          token: claim.token,
+          cutOff: { attempt: interrupted(n, T0 + n), nowMs: T0 + n },
+        }),
+        true,
+      );
+    }
+    const log = await store.listAttempts(id);
+    assert.equal(log.length, MAX_ATTEMPTS_LOGGED);
+    assert.deepEqual([log[0].attempt, log.at(-1)?.attempt], [MAX_ATTEMPTS_LOGGED + 2, 3]);
+    assert.equal((await store.getDelivery(id))?.attempts, MAX_ATTEMPTS_LOGGED + 2);
   },
 
   async "claimDue() keeps each endpoint under its concurrency cap, across claims"(store) {
@@ -992,6 +1106,28 @@ Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention per
   );
 });
 
+Deno.test("MemoryDeliveryStore: a cut-off attempt keeps the delivery the retention period from then", async () => {
+  let now = T0;
+  const store = new MemoryDeliveryStore({ now: () => now, retentionMs: DAY });
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries([delivery(1)]);
+  now += DAY / 2;
+  const [claim] = await store.claimDue(claimOptions(now));
+  const cutOff = { attempt: interrupted(1, now), nowMs: now };
+  assert.ok(
+    await store.releaseClaim({
+      deliveryId: claim.delivery.id,
+      endpointId: "ep_a",
+      token: claim.token,
+      cutOff,
+    }),
+  );
+  now = T0 + DAY + DAY / 2 - 1;
+  assert.equal((await store.listAttempts(delivery(1).id)).length, 1);
+  now += 1;
+  assert.equal(await store.getDelivery(delivery(1).id), null);
+});
+
 Deno.test("MemoryDeliveryStore: a delivery is kept 7 days by default, as the README says", async () => {
   let now = T0;
   const store = new MemoryDeliveryStore({ now: () => now });
@@ -1090,6 +1226,31 @@ redisTest(
       const ttl = await redis.pttl(key);
       if (lasting.has(key)) assert.equal(ttl, -1, key);
       else assert.ok(ttl > 0, `${key} must expire, has PTTL ${ttl}`);
+    }
+  },
+);
+
+redisTest(
+  "RedisDeliveryStore: a cut-off attempt keeps the delivery and its new attempt log the retention period",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { prefix: "t", now: () => T0, retentionMs: DAY });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    await redis.pexpire(`t:{wh}:d:${id}`, 60_000);
+    const [claim] = await store.claimDue(claimOptions(T0));
+    const cutOff = { attempt: interrupted(1, T0), nowMs: T0 };
+    assert.ok(
+      await store.releaseClaim({ deliveryId: id, endpointId: "ep_a", token: claim.token, cutOff }),
+    );
+    for (const key of [`t:{wh}:d:${id}`, `t:{wh}:a:${id}`]) {
+      const ttl = await redis.pttl(key);
+      assert.ok(ttl > DAY - 60_000 && ttl <= DAY, `${key} PTTL ${ttl}`);
     }
   },
 );

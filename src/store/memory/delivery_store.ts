@@ -402,9 +402,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
       lastError: attempt.error,
       updatedMs: nowMs,
     });
-    stored.attempts.unshift({ ...attempt });
-    stored.attempts.length = Math.min(stored.attempts.length, MAX_ATTEMPTS_LOGGED);
-    stored.expiresMs = nowMs + this.#retentionMs;
+    this.#logAttempt(stored, attempt, nowMs);
     this.#inflight.get(record.endpointId)?.delete(record.deliveryId);
     if (attempt.outcome === "dead") this.#markDead(stored);
     const queue = this.#queueOf(record.endpointId);
@@ -432,6 +430,13 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve({ recorded: true, disabled });
   }
 
+  /** Logs `attempt` as the newest (keeping MAX_ATTEMPTS_LOGGED), kept the retention from now. */
+  #logAttempt(stored: StoredDelivery, attempt: Attempt, nowMs: number): void {
+    stored.attempts.unshift({ ...attempt });
+    stored.attempts.length = Math.min(stored.attempts.length, MAX_ATTEMPTS_LOGGED);
+    stored.expiresMs = nowMs + this.#retentionMs;
+  }
+
   releaseClaim(release: ClaimRelease): Promise<boolean> {
     const stored = this.#live(release.deliveryId);
     if (!stored || stored.claim?.token !== release.token) return Promise.resolve(false);
@@ -441,6 +446,16 @@ export class MemoryDeliveryStore implements DeliveryStore {
       release.deliveryId,
       stored.delivery.nextAttemptMs ?? this.#now(),
     );
+    if (release.cutOff) {
+      const { attempt, nowMs } = release.cutOff;
+      Object.assign(stored.delivery, {
+        attempts: stored.delivery.attempts + 1,
+        lastStatus: attempt.status,
+        lastError: attempt.error,
+        updatedMs: nowMs,
+      });
+      this.#logAttempt(stored, attempt, nowMs);
+    }
     return Promise.resolve(true);
   }
 

@@ -120,6 +120,24 @@ local function refresh(ep)
     redis.call("ZREM", DUE_ENDPOINTS_KEY, ep)
   end
 end
+-- Refuses (see refuseKey) a delivery's counter fields (names, values as read) that HINCRBY
+-- cannot add to.
+local function expectCounters(key, fields, values)
+  for i, field in ipairs(fields) do
+    local value = values[i]
+    if value and not isIntegerText(value) then
+      refuseKey(key .. " field " .. field, "'" .. value .. "'", "a number it adds to")
+    end
+  end
+end
+-- Logs an attempt (JSON) as the newest of delivery id's attempt log, keeping the newest maxLog,
+-- for retention from now. Its key was checked to be a list (or absent) before the first write.
+local function logAttempt(id, attempt, maxLog, retention)
+  local attempts = attemptsKey(id)
+  redis.call("LPUSH", attempts, attempt)
+  redis.call("LTRIM", attempts, 0, maxLog - 1)
+  redis.call("PEXPIRE", attempts, retention)
+end
 -- Whether string a sorts before b in byte order, as zset members of one score do (Lua's own
 -- < follows the server's collation locale).
 local function bytesBefore(a, b)
@@ -668,14 +686,8 @@ local callKey, first = callReply(args.tk)
 if first then return first end
 local stored = readKey("hash", "HMGET", key, "claim", "attempts", "tries")
 if stored[1] ~= token then return cjson.encode({ 0, 0 }) end
-for i, field in ipairs({ "attempts", "tries" }) do
-  local value = stored[i + 1]
-  if value and not isIntegerText(value) then
-    refuseKey(key .. " field " .. field, "'" .. value .. "'", "a number it adds to")
-  end
-end
-local attempts = attemptsKey(id)
-expectType(attempts, "list")
+expectCounters(key, { "attempts", "tries" }, { stored[2], stored[3] })
+expectType(attemptsKey(id), "list")
 expectZsets(inFlightKey(ep), queueKey(ep), DUE_ENDPOINTS_KEY)
 if outcome == "dead" then expectType(deadKey(ep), "zset") end
 local st = endpointStateKey(ep)
@@ -690,9 +702,7 @@ redis.call("HSET", key, "status", outcome,
   "updated", num(now))
 redis.call("HDEL", key, "claim", "until")
 redis.call("PEXPIRE", key, retention)
-redis.call("LPUSH", attempts, attempt)
-redis.call("LTRIM", attempts, 0, maxLog - 1)
-redis.call("PEXPIRE", attempts, retention)
+logAttempt(id, attempt, maxLog, retention)
 redis.call("ZREM", inFlightKey(ep), id)
 local queue = queueKey(ep)
 if outcome == "retrying" then
@@ -725,16 +735,23 @@ return keepReply(callKey, cjson.encode({ 1, disabled }))
 `;
 
 /**
- * Gives a claim back unrecorded. ARGV[1]: `{id, ep, token, now}`. When the token holds the
- * claim, the delivery is due again at its `next` (now when it has none) and leaves the
- * in-flight set. Returns 1, or 0 when the token no longer holds it.
+ * Gives a claim back. ARGV[1]: `{id, ep, token, now, cut: {attempt (JSON), status|false, err|false,
+ * now, retention, maxLog} | false}`. When the token holds the claim, the delivery is due again at
+ * its `next` (now when it has none) and leaves the in-flight set; with `cut` (an attempt cut off
+ * after its POST started) the attempt is logged as the record script logs one and counted in
+ * `attempts`, setting `lst`, `lerr` and `updated`, status and tries kept. Returns 1, or 0 when the
+ * token no longer holds it.
  */
 export const RELEASE_CLAIM_SCRIPT = COMMON + `
-local id, ep, token, now = args.id, args.ep, args.token, args.now
+local id, ep, token, now, cut = args.id, args.ep, args.token, args.now, args.cut
 local key = deliveryKey(id)
-local stored = readKey("hash", "HMGET", key, "claim", "next")
+local stored = readKey("hash", "HMGET", key, "claim", "next", "attempts")
 if stored[1] ~= token then return 0 end
 expectZsets(queueKey(ep), inFlightKey(ep), DUE_ENDPOINTS_KEY)
+if cut ~= false then
+  expectCounters(key, { "attempts" }, { stored[3] })
+  expectType(attemptsKey(id), "list")
+end
 -- A next that is no number (NaN, which ZADD refuses, included) is now.
 local due = tonumber(stored[2])
 if due == nil or due ~= due then due = now end
@@ -742,6 +759,15 @@ redis.call("HDEL", key, "claim", "until")
 redis.call("ZADD", queueKey(ep), num(due), id)
 redis.call("ZREM", inFlightKey(ep), id)
 refresh(ep)
+if cut ~= false then
+  redis.call("HINCRBY", key, "attempts", 1)
+  redis.call("HSET", key,
+    "lst", (cut.status == false) and "" or num(cut.status),
+    "lerr", (cut.err == false) and "" or cut.err,
+    "updated", num(cut.now))
+  redis.call("PEXPIRE", key, cut.retention)
+  logAttempt(id, cut.attempt, cut.maxLog, cut.retention)
+end
 return 1
 `;
 

@@ -417,11 +417,22 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   async releaseClaim(release: ClaimRelease): Promise<boolean> {
+    const { cutOff } = release;
     const reply = await this.#run("releaseClaim", RELEASE_CLAIM_SCRIPT, {
       id: release.deliveryId,
       ep: release.endpointId,
       token: release.token,
       now: this.#now(),
+      cut: cutOff
+        ? {
+          attempt: JSON.stringify(cutOff.attempt),
+          status: cutOff.attempt.status ?? false,
+          err: cutOff.attempt.error ?? false,
+          now: cutOff.nowMs,
+          retention: this.#retentionMs,
+          maxLog: MAX_ATTEMPTS_LOGGED,
+        }
+        : false,
     });
     return Number(reply) === 1;
   }

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import fc from "fast-check";
-import type { Attempt, AttemptRecord, Claim } from "../../../src/store/deliveries.ts";
+import type { Attempt, AttemptRecord, Claim, ClaimRelease } from "../../../src/store/deliveries.ts";
 import { RedisDeliveryStore } from "../../../src/store/redis/delivery_store.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { config, delivery, T0 } from "../_delivery_fixtures.ts";
@@ -304,6 +304,46 @@ for (const key of ["qe", "f:ep_a"]) {
   );
 }
 
+/** The release of `claim` with its attempt cut off after the POST started. */
+function cutRelease(claim: Claim): ClaimRelease {
+  const attempt: Attempt = {
+    attempt: 1,
+    timeMs: T0 + 3_000,
+    durationMs: 12,
+    status: null,
+    error: "Cut off",
+    responseExcerpt: "",
+    outcome: "interrupted",
+    nextAttemptMs: T0 + 3_012,
+  };
+  return {
+    deliveryId: claim.delivery.id,
+    endpointId: claim.delivery.endpointId,
+    token: claim.token,
+    cutOff: { attempt, nowMs: T0 + 3_012 },
+  };
+}
+
+for (const [what, key] of [["the attempt log a string", "a"], ["attempts no integer", "d"]]) {
+  redisTest(
+    `releaseClaim() of a cut-off attempt that finds ${what} gives nothing back; repaired, it does`,
+    async (fixture) => {
+      const store = deliveryStore(fixture);
+      const claim = await oneClaim(store);
+      const full = `${P}${key}:${claim.delivery.id}`;
+      const corrupt = key === "d"
+        ? await withField(fixture, full, "attempts", "1.5")
+        : ["SET", full, "x"];
+      await refusedWhole(fixture, full, {
+        corrupt,
+        call: () => store.releaseClaim(cutRelease(claim)),
+      });
+      // The delivery itself deleted as the repair: nothing left to give back.
+      assert.equal(await store.releaseClaim(cutRelease(claim)), key === "a");
+    },
+  );
+}
+
 redisTest("releaseClaim() of a delivery whose next is NaN makes it due now", async (fixture) => {
   const store = deliveryStore(fixture);
   const claim = await oneClaim(store);
@@ -479,11 +519,13 @@ redisTest(
                 : store.claimDue(claim),
             releaseClaim: () =>
               held[0]
-                ? store.releaseClaim({
-                  deliveryId: held[0].delivery.id,
-                  endpointId: held[0].delivery.endpointId,
-                  token: held[0].token,
-                })
+                ? store.releaseClaim(
+                  c.pick % 2 === 0 ? cutRelease(held[0]) : {
+                    deliveryId: held[0].delivery.id,
+                    endpointId: held[0].delivery.endpointId,
+                    token: held[0].token,
+                  },
+                )
                 : store.claimDue(claim),
             retry: () =>
               store.retry(
