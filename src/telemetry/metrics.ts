@@ -24,8 +24,11 @@ export type IngestTransport = "http" | "ws";
 export type EventOutcomeName = "accepted" | "duplicate" | "late" | "filtered" | "rejected";
 /** How a store call ended: answered, store unreachable (503), or failed otherwise (500). */
 export type StoreResult = "ok" | "unavailable" | "refused";
-/** How one webhook attempt ended: sent, failed with a retry planned, or failed for good. */
-export type DeliveryOutcome = "succeeded" | "failed" | "dead";
+/**
+ * How one webhook attempt ended: sent, failed with a retry planned, failed for good, or cut off
+ * by its instance stopping (sent again at once, elsewhere).
+ */
+export type DeliveryOutcome = "succeeded" | "failed" | "dead" | "interrupted";
 /** How a live subscriber is connected. */
 export type LiveTransport = "ws" | "sse";
 

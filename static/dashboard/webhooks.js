@@ -1,9 +1,11 @@
 /**
  * The webhooks panel (admin key): each endpoint with its delivery health
  * from `GET /v1/webhooks/{id}/deliveries` — the success rate of the
- * attempts of its last 100 deliveries, the last failed attempt, how many
- * deliveries are pending (or retrying) and dead — and a button that replays
- * its failed and dead deliveries (`POST /v1/webhooks/{id}/replay`).
+ * attempts of its last 100 deliveries (those cut off by a stopping instance,
+ * outcome `interrupted`, left out: not the receiver's doing), the last failed
+ * attempt, how many deliveries are pending (or retrying) and dead — and a
+ * button that replays its failed and dead deliveries
+ * (`POST /v1/webhooks/{id}/replay`).
  *
  * @module
  */
@@ -43,7 +45,8 @@ export async function endpointHealth(id) {
     countOf(id, "retrying"),
     countOf(id, "dead"),
   ]);
-  const attempts = recent.deliveries.flatMap((delivery) => delivery.attemptLog);
+  const attempts = recent.deliveries.flatMap((delivery) => delivery.attemptLog)
+    .filter((attempt) => attempt.outcome !== "interrupted");
   const succeeded = attempts.filter((attempt) => attempt.outcome === "succeeded").length;
   const failed = attempts
     .filter((attempt) => attempt.outcome !== "succeeded")

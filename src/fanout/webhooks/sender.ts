@@ -114,7 +114,7 @@ export interface SenderOptions extends RetryDelayOptions {
 
 /** Counts of what a {@linkcode Sender} did. */
 export interface SendCounts {
-  /** Attempts made. */
+  /** Attempts made and answered or failed (one cut off by {@linkcode Sender.close} is not counted). */
   attempted: number;
   /** Of those, successes. */
   succeeded: number;
@@ -172,7 +172,10 @@ export class Sender {
   /**
    * Makes one attempt of a claimed delivery and records it. Resolves to null
    * when {@linkcode close} cut it off before an answer: the claim is then
-   * given back unrecorded, for the next claim to send at once.
+   * given back, for the next claim to send at once. A cut-off POST that had
+   * started (the receiver may have got it) is logged with outcome
+   * `interrupted` in the same step; one cut off before sending (during the
+   * URL check) is not.
    */
   async attempt(claim: Claim): Promise<Attempt | null> {
     const { delivery, endpoint } = claim;
@@ -189,7 +192,6 @@ export class Sender {
         () => new UnsafeUrlError(`'url' host did not resolve within ${this.#timeoutMs} ms`),
         stopping,
       );
-      if (stopping.aborted) return await this.#release(claim);
       const secrets = endpoint.secrets
         .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
         .map((item) => item.secret);
@@ -199,6 +201,8 @@ export class Sender {
         "user-agent": USER_AGENT,
         ...await signatureHeaders(secrets, delivery.messageId, startMs, delivery.payload),
       };
+      // Stopped before anything was sent: nothing to log.
+      if (stopping.aborted) return await this.#release(claim);
       result = await postWebhook(endpoint.url, headers, delivery.payload, {
         timeoutMs: this.#timeoutMs,
         nowMs: startMs,
@@ -207,9 +211,13 @@ export class Sender {
         signal: stopping,
       });
       // No answer because the process stops: whether the receiver got it is unknown, and the
-      // next claim sends it again with the same webhook-id, as after a lease ends.
-      if (stopping.aborted && result.status === null) return await this.#release(claim);
+      // next claim sends it again with the same webhook-id, as after a lease ends. The attempt
+      // log shows this one, so the operator sees what the receiver may have seen.
+      if (stopping.aborted && result.status === null) {
+        return await this.#release(claim, { startMs, started });
+      }
     } catch (error) {
+      // Thrown before the POST (postWebhook never throws): nothing was sent.
       if (stopping.aborted) return await this.#release(claim);
       // Any other failure to send is an attempt that failed too: left unrecorded, the delivery
       // would be claimed again after every lease, forever, never retried on schedule nor dead.
@@ -362,13 +370,39 @@ export class Sender {
     }
   }
 
-  /** Gives a claim back unrecorded; resolves to null, what an attempt cut off returns. */
-  async #release(claim: Claim): Promise<null> {
-    await this.#store.releaseClaim({
+  /**
+   * Gives a claim back; resolves to null, what an attempt cut off returns.
+   * With `posted` (when the cut-off POST started: wall clock, and
+   * `performance.now()`), logs that attempt in the same step, outcome
+   * `interrupted`: counted in the delivery's `attempts` and in the attempts
+   * metric, not in its tries (the retry schedule) nor in its status.
+   */
+  async #release(claim: Claim, posted?: { startMs: number; started: number }): Promise<null> {
+    const release = {
       deliveryId: claim.delivery.id,
       endpointId: claim.endpoint.id,
       token: claim.token,
-    });
+    };
+    if (!posted) {
+      await this.#store.releaseClaim(release);
+      return null;
+    }
+    const elapsedMs = performance.now() - posted.started;
+    const nowMs = this.#now();
+    const attempt: Attempt = {
+      attempt: claim.delivery.attempts + 1,
+      timeMs: posted.startMs,
+      durationMs: Math.round(elapsedMs),
+      status: null,
+      error: "Cut off: this instance stopped before the receiver answered; sent again at once",
+      responseExcerpt: "",
+      outcome: "interrupted",
+      nextAttemptMs: nowMs,
+    };
+    if (await this.#store.releaseClaim({ ...release, cutOff: { attempt, nowMs } })) {
+      recordWebhookDelivery("interrupted", elapsedMs / 1000);
+      this.#onAttempt(claim, attempt, false);
+    }
     return null;
   }
 
@@ -376,7 +410,8 @@ export class Sender {
    * Stops claiming and waits for the sends in flight. When `options.signal`
    * aborts first, the sends still waiting for an answer are cut off and their
    * claims given back (see {@linkcode DeliveryStore.releaseClaim}), so
-   * another instance sends them at once instead of after the lease.
+   * another instance sends them at once instead of after the lease; each
+   * shows in its delivery's attempt log with outcome `interrupted`.
    */
   async close(options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#closed = true;

@@ -7,11 +7,14 @@ import {
   UrlPolicy,
 } from "../../../src/fanout/webhooks/mod.ts";
 import {
+  type Attempt,
   type Claim,
   type ClaimOptions,
   type DeliveryStore,
   MemoryDeliveryStore,
 } from "../../../src/store/mod.ts";
+import { config, delivery, T0 } from "../../store/_delivery_fixtures.ts";
+import { Receiver } from "./_receiver.ts";
 
 Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth attempt", () => {
   const middle = () => 0.5;
@@ -109,4 +112,114 @@ Deno.test("Sender claims with a lease of its request timeout (15 s by default) +
     await sender.idle();
   }
   assert.deepEqual(leases, [30_000, 20_000]);
+});
+
+Deno.test("Sender.close(signal) cuts off a POST its receiver holds: the claim is given back and the attempt logged as interrupted", async () => {
+  const clock = { now: T0 };
+  const now = () => clock.now;
+  const deliveries = new MemoryDeliveryStore({ now });
+  const receiver = await Receiver.start(now);
+  const { promise: answered, resolve: answer } = Promise.withResolvers<void>();
+  // The first request is held until the test ends: only the stop ends that exchange.
+  receiver.respond = async (_request, index) => {
+    if (index === 0) await answered;
+    return new Response(null, { status: 204 });
+  };
+  const policy = new UrlPolicy({ allow: ["127.0.0.1"] });
+  const told: Attempt[] = [];
+  const stopping = new Sender(deliveries, {
+    policy,
+    now,
+    onAttempt: (_claim, attempt) => told.push(attempt),
+  });
+  const other = new Sender(deliveries, { policy, now });
+  try {
+    const endpoint = config("ep_a", { url: receiver.url() });
+    receiver.secrets = [endpoint.secrets[0].secret];
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    stopping.kick();
+    await receiver.waitFor(1);
+    clock.now = T0 + 1_000;
+    const stop = new AbortController();
+    const closed = stopping.close({ signal: stop.signal });
+    stop.abort();
+    await closed;
+
+    const cut = await deliveries.getDelivery(id);
+    assert.deepEqual(cut && [cut.status, cut.attempts, cut.tries, cut.nextAttemptMs], [
+      "pending",
+      1,
+      0,
+      T0,
+    ]);
+    const [logged, ...older] = await deliveries.listAttempts(id);
+    assert.deepEqual(older, []);
+    assert.deepEqual({ ...logged, durationMs: 0 }, {
+      attempt: 1,
+      timeMs: T0,
+      durationMs: 0,
+      status: null,
+      error: "Cut off: this instance stopped before the receiver answered; sent again at once",
+      responseExcerpt: "",
+      outcome: "interrupted",
+      nextAttemptMs: T0 + 1_000,
+    });
+    assert.ok(Number.isInteger(logged.durationMs) && logged.durationMs >= 0);
+    assert.deepEqual(told, [logged], "onAttempt hears of it");
+
+    // Due at once: another sender sends it again, same webhook-id, as attempt 2.
+    assert.deepEqual(await other.deliverDue(), { attempted: 1, succeeded: 1, failed: 0 });
+    assert.equal(receiver.received.length, 2);
+    assert.equal(receiver.received[1].id, receiver.received[0].id);
+    assert.deepEqual(receiver.received[1].verifiedWith, receiver.secrets);
+    assert.deepEqual(
+      (await deliveries.listAttempts(id)).map((item) => [item.attempt, item.outcome]),
+      [[2, "succeeded"], [1, "interrupted"]],
+    );
+    const done = await deliveries.getDelivery(id);
+    assert.deepEqual(done && [done.status, done.attempts, done.tries], ["succeeded", 2, 1]);
+  } finally {
+    answer();
+    await other.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("Sender.close(signal) during the URL check gives the claim back with nothing logged: nothing was sent", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const { promise: resolved, resolve } = Promise.withResolvers<string[]>();
+  const { promise: asked, resolve: ask } = Promise.withResolvers<void>();
+  const policy = new UrlPolicy({
+    resolve: () => {
+      ask();
+      return resolved;
+    },
+  });
+  const sender = new Sender(deliveries, { policy, now: () => T0 });
+  try {
+    await deliveries.putEndpoint(config("ep_a", { url: "https://hook.example/" }), {
+      expectVersion: null,
+    });
+    await deliveries.createDeliveries([delivery(1)]);
+    sender.kick();
+    await asked;
+    await sender.close({ signal: AbortSignal.abort() });
+    const released = await deliveries.getDelivery(delivery(1).id);
+    assert.deepEqual(released && [released.status, released.attempts], ["pending", 0]);
+    assert.deepEqual(await deliveries.listAttempts(delivery(1).id), []);
+    assert.equal(
+      (await deliveries.claimDue({
+        nowMs: T0,
+        limit: 1,
+        leaseMs: 30_000,
+        maxConcurrency: 8,
+      })).length,
+      1,
+      "due again at once",
+    );
+  } finally {
+    resolve(["93.184.215.14"]);
+  }
 });

@@ -1138,7 +1138,15 @@ Deno.test("close() that runs out of time cuts off a send waiting for an answer a
     assert.equal(outcome, "closed", "close() waits for the receiver after its signal aborted");
     const [pending] = await deliveriesOf(other.app, id);
     assert.equal(pending.status, "pending");
-    assert.equal(pending.attempts, 0, "a send cut off records no attempt");
+    assert.equal(pending.attempts, 1, "the receiver got it: it counts");
+    assert.deepEqual(
+      pending.attemptLog.map((item: { attempt: number; status: null; outcome: string }) => [
+        item.attempt,
+        item.status,
+        item.outcome,
+      ]),
+      [[1, null, "interrupted"]],
+    );
 
     await sweep(other.app, other.webhooks);
     assert.equal(receiver.received.length, 2);
@@ -1147,7 +1155,11 @@ Deno.test("close() that runs out of time cuts off a send waiting for an answer a
     assert.deepEqual(again.verifiedWith, [secret]);
     const [delivery] = await deliveriesOf(other.app, id);
     assert.equal(delivery.status, "succeeded");
-    assert.equal(delivery.attempts, 1);
+    assert.equal(delivery.attempts, 2);
+    assert.deepEqual(
+      delivery.attemptLog.map((item: { outcome: string }) => item.outcome),
+      ["succeeded", "interrupted"],
+    );
   } finally {
     answer();
     await stopping.close();
