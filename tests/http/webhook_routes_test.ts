@@ -184,6 +184,15 @@ Deno.test("the OpenAPI document gives both list operations limit and cursor, and
   });
 });
 
+Deno.test("the OpenAPI document lists every attempt outcome, interrupted (cut off at shutdown) included", async () => {
+  await withSetup(async (ctx) => {
+    const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
+    const outcome = doc.components.schemas.DeliveryAttempt.properties.outcome;
+    assert.deepEqual(outcome.enum, ["succeeded", "retrying", "dead", "interrupted"]);
+    assert.match(outcome.description, /`interrupted`: the sending instance stopped/);
+  });
+});
+
 Deno.test("batch is accepted and echoed in one shape: maxEvents and maxWait as a duration", async () => {
   await withSetup(async (ctx) => {
     const created = await call(ctx.app, "POST", "/v1/webhooks", {
