@@ -3,9 +3,10 @@
  * (SIGINT) does: under load it exits 0 within `EDGESTREAM_SHUTDOWN`; every
  * HTTP request gets its whole reply or no byte at all; every WebSocket frame
  * it read is answered before the 1001 close; subscribers are told; a webhook
- * send it gives up on is released at once; and the store (Redis, read back
- * after the process is gone) holds exactly the acknowledged events. A request
- * that does not finish in time is cut at the bound, with exit status 1.
+ * send it gives up on is released at once and logged as interrupted; and the
+ * store (Redis, read back after the process is gone) holds exactly the
+ * acknowledged events. A request that does not finish in time is cut at the
+ * bound, with exit status 1.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -382,7 +383,19 @@ redisTest(
         maxConcurrency: 8,
       });
       assert.deepEqual(claims.map((claim) => claim.delivery.id), [delivery]);
-      assert.equal(claims[0].delivery.attempts, 0, "the cut send recorded no attempt");
+      // The receiver got the cut send: the attempt log shows it, and it used up no retry.
+      assert.deepEqual(
+        [claims[0].delivery.status, claims[0].delivery.attempts, claims[0].delivery.tries],
+        ["pending", 1, 0],
+      );
+      assert.deepEqual(
+        (await deliveries.listAttempts(delivery)).map((item) => [
+          item.attempt,
+          item.status,
+          item.outcome,
+        ]),
+        [[1, null, "interrupted"]],
+      );
 
       // A fresh process on the same Redis: every acknowledged id is a duplicate, no other is.
       const fresh = await startServerProcess("fresh", { ...vars, EDGESTREAM_SWEEP_EVERY: "0s" });
