@@ -102,9 +102,12 @@ export interface NewDelivery {
 export interface Delivery extends NewDelivery {
   /** Where it is. */
   status: DeliveryStatus;
-  /** Attempts made, over every replay. */
+  /** Attempts made, over every replay (`interrupted` ones included). */
   attempts: number;
-  /** Attempts made since it was created or last replayed; picks the retry delay. */
+  /**
+   * Attempts made since it was created or last replayed, `interrupted` ones not counted; picks
+   * the retry delay.
+   */
   tries: number;
   /** When (ms) the next attempt is due; null when none is planned. */
   nextAttemptMs: number | null;
