@@ -29,6 +29,7 @@ import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
 import { eventIssueMessage } from "./validate/mod.ts";
+import { quoteInput } from "./telemetry/logging.ts";
 
 /** What {@linkcode createApp} wires together. */
 export interface AppOptions {
@@ -187,7 +188,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
       return errorResponse(methodNotAllowed(c.req.path, c.req.method, methods), c);
     }
     return errorResponse(
-      new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}`),
+      new ApiError(404, "not_found", `No route for ${c.req.method} ${quoteInput(c.req.path)}`),
       c,
     );
   });

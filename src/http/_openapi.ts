@@ -6,6 +6,7 @@
  * @module
  */
 import { z } from "@hono/zod-openapi";
+import { NAME, nameMessage } from "./errors.ts";
 
 /** The error envelope. */
 export const ErrorSchema = z.object({
@@ -25,7 +26,10 @@ export const ErrorSchema = z.object({
 }).openapi("Error");
 
 /** Names of streams, counters and endpoints in paths. */
-export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+export { NAME };
+
+/** A name (stream, counter) in a path or a body: {@linkcode NAME}, refused with {@linkcode nameMessage}. */
+export const nameText = z.string().regex(NAME, { error: (issue) => nameMessage(issue.input) });
 
 const errorContent = { "application/json": { schema: ErrorSchema } };
 

@@ -31,7 +31,7 @@ import {
 } from "../store/mod.ts";
 import { LookupBudget } from "../config/mod.ts";
 import { sipHashText } from "./_siphash.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 
 const logger = getLogger(["edgestream", "http"]);
@@ -454,6 +454,14 @@ function authorization(
   }
   if (!grant.scopes.has(scope)) {
     return { error: new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`) };
+  }
+  if (
+    grant.streams && !options.listsStreams && options.stream !== undefined &&
+    !grant.streams.has(options.stream) && !NAME.test(options.stream)
+  ) {
+    // What a key unlimited in streams is answered (the route's name check): a malformed path
+    // gets the same 400 whichever key sent it, and a 403 never quotes what is no stream name.
+    return { error: invalidNameParameter("stream", options.stream) };
   }
   if (
     grant.streams && !options.listsStreams &&

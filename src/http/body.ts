@@ -6,6 +6,7 @@
  */
 import type { Context, MiddlewareHandler } from "hono";
 import type { BodyItem } from "../ingest/mod.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** Why a body was refused as a whole; `errors.ts` maps each code to its HTTP status. */
 export type BodyErrorCode =
@@ -78,7 +79,7 @@ export function bodyFormat(contentType: string | undefined, alsoTaken?: string):
     : `application/json, application/x-ndjson or ${alsoTaken}`;
   throw new BodyError(
     "unsupported_media_type",
-    `Content-Type must be ${taken}, got '${mediaType || "(none)"}'`,
+    `Content-Type must be ${taken}, got '${mediaType ? quoteInput(mediaType) : "(none)"}'`,
   );
 }
 
@@ -91,7 +92,9 @@ export function refuseOtherCharset(parameters: readonly string[]): void {
     if (charset !== "utf-8" && charset !== "utf8") {
       throw new BodyError(
         "unsupported_media_type",
-        `Bodies are read as UTF-8: Content-Type charset must be utf-8, got '${charset}'`,
+        `Bodies are read as UTF-8: Content-Type charset must be utf-8, got '${
+          quoteInput(charset)
+        }'`,
       );
     }
   }
@@ -610,7 +613,9 @@ function refuseOtherThanJson(contentType: string | null): void {
   if (mediaType !== "application/json") {
     throw new BodyError(
       "unsupported_media_type",
-      `Content-Type must be application/json, got '${mediaType || "(none)"}'`,
+      `Content-Type must be application/json, got '${
+        mediaType ? quoteInput(mediaType) : "(none)"
+      }'`,
     );
   }
   refuseOtherCharset(parameters);

@@ -20,6 +20,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import { ApiError, methodNotAllowed } from "./errors.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** The dashboard page's `Content-Security-Policy`. */
 export const DASHBOARD_CSP = [
@@ -121,7 +122,7 @@ function missingFile(file: string): Error {
 }
 
 function notFound(path: string): ApiError {
-  return new ApiError(404, "not_found", `No dashboard file at ${path}`);
+  return new ApiError(404, "not_found", `No dashboard file at ${quoteInput(path)}`);
 }
 
 function respond(

@@ -16,8 +16,9 @@ import type { Store } from "../store/mod.ts";
 import { errorsFor, headersOf, jsonContent, NAME } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, readJsonText } from "./body.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, invalidNameParameter } from "./errors.ts";
 import { streamJson, StreamSchema } from "./stream_routes.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** What the definition routes need. */
 export interface DefinitionRouteDeps {
@@ -128,7 +129,9 @@ function preconditionOf(
         throw new ApiError(
           400,
           "invalid_request",
-          `If-Match: expected '*' or entity tags such as '"3"' (a stream's version), got '${ifMatch}'`,
+          `If-Match: expected '*' or entity tags such as '"3"' (a stream's version), got '${
+            quoteInput(ifMatch)
+          }'`,
         );
       }
       expected.versions = versions.map(Number);
@@ -139,13 +142,7 @@ function preconditionOf(
 
 function streamName(c: Context): string {
   const name = c.req.param("stream") ?? "";
-  if (!NAME.test(name)) {
-    throw new ApiError(
-      400,
-      "invalid_request",
-      `Invalid path parameter stream: Names are 1-64 characters of letters, digits, '_' and '-', got '${name}'`,
-    );
-  }
+  if (!NAME.test(name)) throw invalidNameParameter("stream", name);
   return name;
 }
 
@@ -201,7 +198,11 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
     const name = streamName(c);
     const force = c.req.query("force");
     if (force !== undefined && force !== "true" && force !== "false") {
-      throw new ApiError(400, "invalid_query", `'force' is true or false, got '${force}'`);
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `'force' is true or false, got '${quoteInput(force)}'`,
+      );
     }
     const expected = preconditionOf(c, { create: false });
     await deps.streams.remove(name, { force: force === "true", expected });

@@ -21,6 +21,26 @@ import { StoreUnavailableError, StreamChangedError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 import { isIngestRequest } from "./_ingest_path.ts";
 import { requestIdOf } from "./request_id.ts";
+import { quoteInput } from "../telemetry/logging.ts";
+
+/** Names of streams, counters and endpoints in paths. */
+export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** What a name takes, and the name given (quoted within bounds): one wording on every route. */
+export function nameMessage(given: unknown): string {
+  return `Names are 1-64 characters of letters, digits, '_' and '-', got ${
+    typeof given === "string" ? `'${quoteInput(given)}'` : typeof given
+  }`;
+}
+
+/** The 400 of a path parameter that is no name, worded as the routes' parameter schemas word it. */
+export function invalidNameParameter(parameter: string, given: string): ApiError {
+  return new ApiError(
+    400,
+    "invalid_request",
+    `Invalid path parameter ${parameter}: ${nameMessage(given)}`,
+  );
+}
 
 /** Body of every error response. */
 export interface ErrorEnvelope {
@@ -257,6 +277,8 @@ export function streamMissing(
   streams: ReadonlyMap<string, CompiledStream>,
   name: string,
 ): ApiError {
+  // A path that names no stream: the routes' name check, not a 404 quoting it.
+  if (!NAME.test(name)) return invalidNameParameter("stream", name);
   const registry = streams instanceof StreamRegistry ? streams : undefined;
   const elsewhere = registry?.definedElsewhere(name);
   if (elsewhere) {
@@ -282,7 +304,7 @@ export function methodNotAllowed(path: string, method: string, methods: string[]
   return new ApiError(
     405,
     "method_not_allowed",
-    `${path} takes ${methods.join(", ")}, not ${method}`,
+    `${quoteInput(path)} takes ${methods.join(", ")}, not ${method}`,
     { headers: { Allow: methods.join(", ") } },
   );
 }

@@ -92,6 +92,7 @@ import {
   type IngestRateLimit,
   type IngestReply,
 } from "../ingest/mod.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** A frame read by {@linkcode readFrame}: its events, or why it cannot be read. */
 export type Frame =
@@ -759,7 +760,7 @@ export function requireUpgrade(c: Context): void {
     throw new ApiError(
       426,
       "upgrade_required",
-      `${c.req.path} is a WebSocket endpoint: send 'Upgrade: websocket'`,
+      `${quoteInput(c.req.path)} is a WebSocket endpoint: send 'Upgrade: websocket'`,
       { headers: { Upgrade: "websocket" } },
     );
   }

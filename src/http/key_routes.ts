@@ -15,7 +15,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
-import { errorsFor, NAME } from "./_openapi.ts";
+import { errorsFor, nameText } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
 import { jsonBody } from "./body.ts";
 import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
@@ -38,7 +38,7 @@ const KeyInputSchema = z.strictObject({
     description: "What it may do (`admin` includes the others); publishable keys: `ingest` only",
     example: ["ingest"],
   }),
-  streams: z.array(z.string().regex(NAME)).min(1).max(256).optional().openapi({
+  streams: z.array(nameText).min(1).max(256).optional().openapi({
     description: "Streams it may use; absent for all (secret keys only)",
     example: ["pageviews"],
   }),

@@ -7,7 +7,8 @@
  *   "method", "path", "status", "durationMs", "requestId", "stream", "accepted", …}`
  *
  * - `path` is the path alone: a query string (which may hold `?token=`) is
- *   never logged.
+ *   never logged. A path (and `stream`) longer than 256 characters is cut to its first 256 and
+ *   its length (`quoteInput`), as error messages quote client input.
  * - `stream` is the stream a `/v1/streams/{stream}/…` path names.
  * - Handlers add their own fields with {@linkcode annotateRequest} (ingest:
  *   `accepted`, `duplicates`, `late`, `filtered`, `rejected` as a count).
@@ -24,7 +25,7 @@
  */
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
-import { writeLogRecord } from "../telemetry/logging.ts";
+import { quoteInput, writeLogRecord } from "../telemetry/logging.ts";
 import { withoutInboundBaggage } from "../telemetry/mod.ts";
 import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
 import { carriesRequestId, REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
@@ -53,11 +54,11 @@ function streamOf(path: string): string | undefined {
   if (!path.startsWith(STREAMS_PREFIX)) return undefined;
   const end = path.indexOf("/", STREAMS_PREFIX.length);
   const name = path.slice(STREAMS_PREFIX.length, end === -1 ? undefined : end);
-  if (name === "" || !name.includes("%")) return name === "" ? undefined : name;
+  if (name === "" || !name.includes("%")) return name === "" ? undefined : quoteInput(name);
   try {
-    return decodeURIComponent(name);
+    return quoteInput(decodeURIComponent(name));
   } catch {
-    return name;
+    return quoteInput(name);
   }
 }
 
@@ -151,10 +152,12 @@ export async function logRequest(
     }
   }
   const status = c.res.status;
-  const path = c.req.path;
+  // Quoted within bounds: a client may send a path of any length Deno takes, and the line holds
+  // it in `message`, `path` and `stream`.
+  const path = quoteInput(c.req.path);
   const method = c.req.method;
   const durationMs = Math.round((now() - started) * 1000) / 1000;
-  const stream = streamOf(path);
+  const stream = streamOf(c.req.path);
   // Made whole rather than grown field by field.
   const fields: Record<string, unknown> = stream === undefined
     ? { method, path, status, durationMs, requestId }

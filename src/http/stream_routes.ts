@@ -32,7 +32,7 @@ import {
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup, quantileName } from "../window/mod.ts";
-import { errorsFor, headersOf, NAME } from "./_openapi.ts";
+import { errorsFor, headersOf, nameText } from "./_openapi.ts";
 import {
   grantOfRequest,
   type KeyRing,
@@ -55,6 +55,7 @@ import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId } from "./request_id.ts";
 import { annotateRequest, causeText, logRequest, type RequestLogOptions } from "./request_log.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
@@ -134,14 +135,14 @@ const IngestReplySchema = z.object({
 }).openapi("IngestReply");
 
 const StreamParams = z.object({
-  stream: z.string().regex(NAME).openapi({
+  stream: nameText.openapi({
     param: { name: "stream", in: "path" },
     example: "orders",
   }),
 });
 
 const CounterParams = StreamParams.extend({
-  counter: z.string().regex(NAME).openapi({
+  counter: nameText.openapi({
     param: { name: "counter", in: "path" },
     example: "revenue_per_minute",
   }),
@@ -518,7 +519,7 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
       throw new ApiError(
         400,
         "invalid_query",
-        `Query parameter 'q' must list numbers from 0 to 1, got '${part}'`,
+        `Query parameter 'q' must list numbers from 0 to 1, got '${quoteInput(part)}'`,
       );
     }
     // Two that name one value field (`0.5,0.50`) would be one field in the reply.
@@ -589,7 +590,7 @@ function parseTop(
       400,
       "invalid_query",
       counter.aggregate.kind === "quantiles"
-        ? `Query parameter 'by' must be p0 to p100, got '${query.by}'`
+        ? `Query parameter 'by' must be p0 to p100, got '${quoteInput(query.by)}'`
         : `Query parameter 'by' applies to quantiles counters; '${counter.name}' is ${counter.aggregate.kind}`,
     );
   }

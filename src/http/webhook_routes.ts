@@ -25,7 +25,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { errorsFor, jsonContent, NAME } from "./_openapi.ts";
+import { errorsFor, jsonContent, nameText } from "./_openapi.ts";
 
 const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
 
@@ -54,7 +54,7 @@ const endpointFields = {
   eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({
     description: "Types delivered (default: window.closed, alert.fired)",
   }),
-  streams: z.array(z.string().regex(NAME)).max(256).nullable().openapi({
+  streams: z.array(nameText).max(256).nullable().openapi({
     description: "Streams heard from; null for all",
   }),
   filter: z.string().min(1).max(MAX_EXPRESSION_LENGTH).nullable().openapi({

@@ -1,0 +1,140 @@
+/**
+ * What a request's log line and its error message quote of client input (the path, names): within
+ * bounds, whatever the client sent; a name that is no name gets one answer, in one wording, from
+ * every route and whichever key sent it.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { MAX_QUOTED_CHARACTERS, quoteInput } from "../../src/telemetry/logging.ts";
+import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
+
+async function keyedApp() {
+  const now = () => NOW;
+  const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: new MemoryKeyStore(), now });
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now }),
+    keys,
+    now,
+  });
+  const created = async (body: unknown): Promise<string> => {
+    const res = await app.request("/v1/keys", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    assert.equal(res.status, 201);
+    return (await res.json()).key;
+  };
+  return {
+    app,
+    limitedRead: await created({ scopes: ["read", "ingest"], streams: ["orders"] }),
+    limitedAdmin: await created({ scopes: ["admin"], streams: ["orders"] }),
+  };
+}
+
+const NAME_WORDS = "Names are 1-64 characters of letters, digits, '_' and '-', got ";
+
+Deno.test("quoteInput() keeps short text whole and cuts long text to its first characters and its length", () => {
+  assert.equal(quoteInput("orders"), "orders");
+  const exact = "a".repeat(MAX_QUOTED_CHARACTERS);
+  assert.equal(quoteInput(exact), exact);
+  assert.equal(
+    quoteInput("a".repeat(60_000)),
+    `${"a".repeat(MAX_QUOTED_CHARACTERS)}… (60000 characters)`,
+  );
+  assert.equal(quoteInput("abcdef", 3), "abc… (6 characters)");
+  // Never half of a surrogate pair.
+  assert.equal(quoteInput("ab😀cd", 3), "ab… (6 characters)");
+});
+
+Deno.test("a 60,000-character path is quoted within bounds in the log line and in the error message, with every kind of key", async () => {
+  const { app, limitedRead } = await keyedApp();
+  const name = "a".repeat(60_000);
+  const path = `/v1/streams/${name}/counters/x`;
+  await writtenLogs(async (lines) => {
+    for (const key of [undefined, KEYS.admin, limitedRead]) {
+      const res = await app.request(path, {
+        headers: key ? { Authorization: `Bearer ${key}` } : {},
+      });
+      const text = await res.text();
+      assert.ok(res.status === 401 || res.status === 400, `${res.status} ${text.slice(0, 200)}`);
+      assert.ok(text.length < 1_000, `reply of ${text.length} characters`);
+    }
+    const http = jsonLines(lines, "edgestream.http");
+    assert.equal(http.length, 3);
+    for (const line of http) {
+      const written = JSON.stringify(line);
+      assert.ok(written.length < 2_500, `line of ${written.length} characters`);
+      assert.equal(line.path, `/v1/streams/${"a".repeat(244)}… (60023 characters)`);
+      assert.equal(line.stream, `${"a".repeat(MAX_QUOTED_CHARACTERS)}… (60000 characters)`);
+      assert.match(String(line.message), /^GET \/v1\/streams\/a+… \(60023 characters\) 40[01] /);
+    }
+  });
+});
+
+Deno.test("a path that names no stream is the same 400 for a key limited to streams as for an admin key, before the 403 of its streams", async () => {
+  const { app, limitedRead, limitedAdmin } = await keyedApp();
+  const cases: Array<[string, string, string]> = [
+    ["GET", "/v1/streams/a%0d%0ab/counters/x", KEYS.admin],
+    ["GET", "/v1/streams/a%0d%0ab/counters/x", limitedRead],
+    ["GET", "/v1/streams/a%0d%0ab", limitedRead],
+    ["PUT", "/v1/streams/a%0d%0ab", limitedAdmin],
+    ["PUT", "/v1/streams/a%0d%0ab", KEYS.admin],
+    ["POST", "/v1/streams/a%0d%0ab/events", limitedRead],
+    ["POST", "/v1/streams/a%0d%0ab/events", KEYS.admin],
+    ["GET", "/v1/streams/a%0d%0ab/subscribe", limitedRead],
+  ];
+  for (const [method, path, key] of cases) {
+    const res = await app.request(path, {
+      method,
+      headers: {
+        Authorization: `Bearer ${key}`,
+        "Content-Type": "application/json",
+        Accept: "text/event-stream",
+      },
+      body: method === "GET" ? undefined : "{}",
+    });
+    const body = await res.json();
+    assert.equal(res.status, 400, `${method} ${path}: ${JSON.stringify(body)}`);
+    assert.equal(body.error.code, "invalid_request", `${method} ${path}`);
+    assert.equal(
+      body.error.message,
+      `Invalid path parameter stream: ${NAME_WORDS}'a\r\nb'`,
+      `${method} ${path}`,
+    );
+  }
+  // A name that is one, of another stream, is still the key's 403.
+  const other = await app.request("/v1/streams/open/counters/x", {
+    headers: { Authorization: `Bearer ${limitedRead}` },
+  });
+  assert.equal(other.status, 403);
+  assert.match((await other.json()).error.message, /limited to streams orders: not 'open'/);
+});
+
+Deno.test("a bad counter name and a bad name in a key's streams are worded as a bad stream name", async () => {
+  const { app } = await keyedApp();
+  const counter = await app.request("/v1/streams/orders/counters/a%20b", {
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(counter.status, 400);
+  assert.equal(
+    (await counter.json()).error.message,
+    `Invalid path parameter counter: ${NAME_WORDS}'a b'`,
+  );
+  const key = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ scopes: ["read"], streams: ["x".repeat(300)] }),
+  });
+  assert.equal(key.status, 400);
+  assert.equal(
+    (await key.json()).error.message,
+    `Invalid request body streams[0]: ${NAME_WORDS}'${"x".repeat(256)}… (300 characters)'`,
+  );
+});
