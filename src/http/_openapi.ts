@@ -84,6 +84,12 @@ export const RESPONSE_HEADERS = {
     schema: { type: "string" },
     example: "3f1c9a52-7e0b-4d8e-9a57-1b2f6c0d4e8a",
   },
+  "X-Content-Type-Options": {
+    description:
+      "`nosniff`: a browser reads the reply only as its `Content-Type` says. On every answer",
+    required: true,
+    schema: { type: "string", enum: ["nosniff"] },
+  },
   "Allow": {
     description: "The methods the path takes",
     required: true,

@@ -69,19 +69,17 @@ export function serveApiDocument(app: OpenAPIHono): void {
   });
   app.openAPIRegistry.registerPath(documentRoute);
   app.openAPIRegistry.registerComponent("headers", REQUEST_ID, RESPONSE_HEADERS[REQUEST_ID]);
+  app.openAPIRegistry.registerComponent("headers", NOSNIFF, RESPONSE_HEADERS[NOSNIFF]);
   app.openAPIRegistry.registerComponent("responses", "MethodNotAllowed", {
     description:
       "A method the path does not take: `405 method_not_allowed`, with the methods it takes in `Allow` (any path of this document; `OPTIONS` gets them with `204`)",
-    headers: {
-      ...headersOf("Allow"),
-      [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },
-    },
+    headers: { ...headersOf("Allow"), ...EVERY_ANSWER_HEADERS },
     content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
   });
   app.openAPIRegistry.registerComponent("responses", "HostNotAllowed", {
     description:
       "Open mode only (no `EDGESTREAM_KEYS`): a request addressed to a host that is not a loopback name or in `EDGESTREAM_ALLOWED_HOSTS` is `421 host_not_allowed`, on any path",
-    headers: { [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` } },
+    headers: EVERY_ANSWER_HEADERS,
     content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
   });
   let served: Promise<ServedBytes> | undefined;
@@ -93,13 +91,21 @@ export function serveApiDocument(app: OpenAPIHono): void {
 
 const UTF8 = new TextEncoder();
 const REQUEST_ID = "X-Request-Id";
+const NOSNIFF = "X-Content-Type-Options";
+
+/** The headers every answer carries (see `request_log.ts`), as references to their components. */
+const EVERY_ANSWER_HEADERS = {
+  [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },
+  [NOSNIFF]: { $ref: `#/components/headers/${NOSNIFF}` },
+};
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
 /**
- * The document of `app`, with `X-Request-Id` (a reference to its component) on every response
- * (a WebSocket's 101 too): every answer carries it, set by the request log (`request_log.ts`).
+ * The document of `app`, with `X-Request-Id` and `X-Content-Type-Options` (references to their
+ * components) on every response (a WebSocket's 101 too): every answer carries them, set by the
+ * request log (`request_log.ts`).
  */
 function withRequestIds(app: OpenAPIHono): Json {
   const document: Json = app.getOpenAPI31Document(DOCUMENT);
@@ -134,10 +140,7 @@ function withRequestIds(app: OpenAPIHono): Json {
         };
       }
       for (const response of Object.values<Json>(operation?.responses ?? {})) {
-        response.headers = {
-          ...response.headers,
-          [REQUEST_ID]: { $ref: `#/components/headers/${REQUEST_ID}` },
-        };
+        response.headers = { ...response.headers, ...EVERY_ANSWER_HEADERS };
       }
     }
   }
@@ -151,7 +154,7 @@ const DOCUMENT = {
     title: "edgestream",
     version: "0.1.0",
     description:
-      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id`; a method a path does not take is answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`); in open mode a request to another host gets `421` on any path (`#/components/responses/HostNotAllowed`).",
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`; a method a path does not take is answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`); in open mode a request to another host gets `421` on any path (`#/components/responses/HostNotAllowed`).",
   },
   security: [{ bearer: [] }],
   tags: [...API_TAGS],

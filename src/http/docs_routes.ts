@@ -166,7 +166,11 @@ export function registerDocsRoutes(app: OpenAPIHono): void {
   app.get(
     "/docs",
     serveStatic("docs/index.html", HTML, {
-      headers: { "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY },
+      headers: {
+        "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY,
+        // As the dashboard page: its links name no page of this server to another site.
+        "Referrer-Policy": "no-referrer",
+      },
     }),
   );
   app.get("/docs/init.js", serveStatic("docs/init.js", JAVASCRIPT));

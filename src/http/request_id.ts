@@ -13,6 +13,13 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 /** Header that carries the id, on requests and responses. */
 export const REQUEST_ID_HEADER = "X-Request-Id";
 
+/**
+ * Headers every response carries besides the id: `X-Content-Type-Options: nosniff`, so a browser
+ * never reads a JSON reply (which may quote what a client sent) as another type. The request log
+ * sets them with the id (`request_log.ts`), or a response made with the id has them already.
+ */
+export const EVERY_RESPONSE_HEADERS = { "X-Content-Type-Options": "nosniff" } as const;
+
 /** Longest client id kept. */
 export const MAX_REQUEST_ID_LENGTH = 128;
 
@@ -54,7 +61,10 @@ const RESPONSE_WITH_ID_VARIABLE = "responseWithRequestId";
 export function jsonWithRequestId(c: Context, body: unknown, status: number): Response {
   const id = requestIdOf(c);
   if (id === undefined) return c.json(body, status as ContentfulStatusCode);
-  const response = c.json(body, status as ContentfulStatusCode, { [REQUEST_ID_HEADER]: id });
+  const response = c.json(body, status as ContentfulStatusCode, {
+    [REQUEST_ID_HEADER]: id,
+    ...EVERY_RESPONSE_HEADERS,
+  });
   c.set(RESPONSE_WITH_ID_VARIABLE, response);
   return response;
 }
@@ -71,7 +81,11 @@ export function madeJsonWithRequestId(c: Context, body: unknown, status: number)
   if (id === undefined) return c.json(body, status as ContentfulStatusCode);
   const response = new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json", "x-request-id": id },
+    headers: {
+      "content-type": "application/json",
+      "x-request-id": id,
+      "x-content-type-options": "nosniff",
+    },
   });
   c.set(RESPONSE_WITH_ID_VARIABLE, response);
   return response;
@@ -80,7 +94,7 @@ export function madeJsonWithRequestId(c: Context, body: unknown, status: number)
 /**
  * True when `response` is the one {@linkcode jsonWithRequestId} (or
  * {@linkcode madeJsonWithRequestId}) made for the request `c` serves,
- * so it carries the request's id.
+ * so it carries the request's id and {@linkcode EVERY_RESPONSE_HEADERS}.
  */
 export function carriesRequestId(c: Context, response: Response): boolean {
   return c.get(RESPONSE_WITH_ID_VARIABLE) === response;

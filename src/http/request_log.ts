@@ -1,7 +1,8 @@
 /**
  * One log line per request, written when the response starts (for a
  * WebSocket or Server-Sent Events, when the stream opens), with its request
- * id on the response (`X-Request-Id`, see `request_id.ts`):
+ * id on the response (`X-Request-Id`, see `request_id.ts`) and the headers every response
+ * carries (`X-Content-Type-Options: nosniff`):
  *
  * `{"level": "info", "logger": "edgestream.http", "message": "POST /v1/streams/orders/events 202 3.1 ms",
  *   "method", "path", "status", "durationMs", "requestId", "stream", "accepted", …}`
@@ -28,7 +29,13 @@ import type { Context, MiddlewareHandler } from "hono";
 import { quoteInput, writeLogRecord } from "../telemetry/logging.ts";
 import { withoutInboundBaggage } from "../telemetry/mod.ts";
 import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
-import { carriesRequestId, REQUEST_ID_HEADER, requestIdFrom, setRequestId } from "./request_id.ts";
+import {
+  carriesRequestId,
+  EVERY_RESPONSE_HEADERS,
+  REQUEST_ID_HEADER,
+  requestIdFrom,
+  setRequestId,
+} from "./request_id.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -142,13 +149,15 @@ export async function logRequest(
   setRequestId(c, requestId);
   // A caller's baggage goes no further than this process (see withoutInboundBaggage).
   await withoutInboundBaggage(() => withContext({ requestId }, serve));
-  // A response made with the id (`jsonWithRequestId`) is left as Deno prepared it for sending.
+  // A response made with the id (`jsonWithRequestId`) is left as Deno prepared it for sending:
+  // it has the headers every response gets already.
   if (!carriesRequestId(c, c.res)) {
     try {
-      c.res.headers.set(REQUEST_ID_HEADER, requestId);
+      stampHeaders(c.res.headers, requestId);
     } catch {
       // Immutable headers (a response passed through from fetch): copy the response.
       c.header(REQUEST_ID_HEADER, requestId);
+      stampHeaders(c.res.headers, requestId);
     }
   }
   const status = c.res.status;
@@ -186,6 +195,14 @@ export async function logRequest(
   if (!writeLogRecord(record)) logger.emit(record);
   return c.res;
 }
+
+/** Sets the request's id and {@linkcode EVERY_RESPONSE_HEADERS} on a response's `headers`. */
+function stampHeaders(headers: Headers, requestId: string): void {
+  headers.set(REQUEST_ID_HEADER, requestId);
+  for (const [name, value] of EVERY_HEADER) headers.set(name, value);
+}
+
+const EVERY_HEADER = Object.entries(EVERY_RESPONSE_HEADERS);
 
 /** The message of a request's line. */
 const LINE = "{method} {path} {status} {durationMs} ms";

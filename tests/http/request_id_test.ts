@@ -186,7 +186,7 @@ async function responseHead(port: number, request: string): Promise<string> {
   }
 }
 
-Deno.test("An ingest answer's head on the wire: its headers in order and their names as sent (a made 202 names its id in lowercase, as Hono's c.json names headers), the id after content-type", async () => {
+Deno.test("An ingest answer's head on the wire: its headers in order and their names as sent (a made 202 names its id in lowercase, as Hono's c.json names headers), the id after content-type, nosniff after the id", async () => {
   const server = await startServer({ auth: true });
   try {
     const port = Number(new URL(server.base).port);
@@ -200,19 +200,19 @@ Deno.test("An ingest answer's head on the wire: its headers in order and their n
     const event = JSON.stringify({ id: "wire-1", ts: at(1), country: "DE", amount: 1 });
     assert.equal(
       await post(event, "X-Request-Id: wire-a\r\n"),
-      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nx-request-id: wire-a\ncontent-length: 65",
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nx-request-id: wire-a\nx-content-type-options: nosniff\ncontent-length: 65",
     );
     assert.equal(
       await post(event, "X-Request-Id: wire-b\r\nIdempotency-Key: k-1\r\n"),
-      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nx-request-id: wire-b\ncontent-length: 65",
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nx-request-id: wire-b\nx-content-type-options: nosniff\ncontent-length: 65",
     );
     assert.equal(
       await post(event, "X-Request-Id: wire-c\r\nIdempotency-Key: k-1\r\n"),
-      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nidempotent-replayed: true\nX-Request-Id: wire-c\ncontent-length: 81",
+      "HTTP/1.1 202 Accepted\ncontent-type: application/json\nidempotent-replayed: true\nX-Request-Id: wire-c\nX-Content-Type-Options: nosniff\ncontent-length: 81",
     );
     assert.equal(
       await post("{}", "X-Request-Id: wire-d\r\n"),
-      "HTTP/1.1 400 Bad Request\ncontent-type: application/json\nX-Request-Id: wire-d\ncontent-length: 266",
+      "HTTP/1.1 400 Bad Request\ncontent-type: application/json\nX-Request-Id: wire-d\nX-Content-Type-Options: nosniff\ncontent-length: 266",
     );
   } finally {
     await server.close();
@@ -239,7 +239,7 @@ Deno.test("An ingest answer keeps the headers middleware around the app prepared
   }
 });
 
-Deno.test("A WebSocket upgrade's 101 carries the request's X-Request-Id, as the OpenAPI document declares", async () => {
+Deno.test("A WebSocket upgrade's 101 carries the request's X-Request-Id and nosniff, as the OpenAPI document declares", async () => {
   const server = await startServer({});
   try {
     const port = Number(new URL(server.base).port);
@@ -250,10 +250,12 @@ Deno.test("A WebSocket upgrade's 101 carries the request's X-Request-Id, as the 
       );
       assert.match(head, /^HTTP\/1\.1 101 /, path);
       assert.match(head, /\nx-request-id: upgrade-1(\n|$)/i, path);
+      assert.match(head, /\nx-content-type-options: nosniff(\n|$)/i, path);
     }
     const document = await (await fetch(`${server.base}/openapi.json`)).json();
     for (const path of ["/v1/streams/{stream}/ws", "/v1/streams/{stream}/subscribe"]) {
       assert.ok(document.paths[path].get.responses["101"].headers["X-Request-Id"], path);
+      assert.ok(document.paths[path].get.responses["101"].headers["X-Content-Type-Options"], path);
     }
   } finally {
     await server.close();
