@@ -246,7 +246,7 @@ Deno.test("WebSocket ingest takes the key from the header, the token parameter o
     for (const client of [byHeader, byToken, byProtocol, byProtocolWithName]) {
       const ack = await client.inbox.next();
       assert.equal(ack.type, "ack");
-      assert.equal(ack.accepted, 1);
+      assert.equal(ack.accepted, 1, JSON.stringify(ack));
     }
     assert.equal(server.socketStats.connections, 4);
     await Promise.all([byHeader, byToken, byProtocol, byProtocolWithName].map((c) => c.close()));
@@ -903,7 +903,7 @@ Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted
   }
 });
 
-Deno.test("a publishable key opens a WebSocket from the origins it lists, with no server-wide allowed origins", async () => {
+Deno.test("a publishable key opens a WebSocket from the origins it lists (or with no Origin), with no server-wide allowed origins", async () => {
   const shop = "https://shop.example";
   const server = await startServer({ auth: true });
   try {
@@ -920,6 +920,17 @@ Deno.test("a publishable key opens a WebSocket from the origins it lists, with n
     fromShop.socket.send(JSON.stringify({ country: "DE", amount: 1 }));
     assert.equal((await fromShop.inbox.next()).type, "ack");
     await fromShop.close();
+    // A client that sends no Origin (not a browser: curl, a script) is no page to refuse, as on
+    // HTTP ingest: anyone may read the key from the page and send with it.
+    const noOrigin = await nodeClient(server.wsUrl(WS_PATH), { protocols: [`bearer.${pk}`] });
+    assert.equal(noOrigin.status, undefined, "upgraded without an Origin");
+    noOrigin.socket.send(
+      JSON.stringify({ id: "no-origin-1", ts: at(1), country: "DE", amount: 2 }),
+    );
+    const ack = await noOrigin.inbox.next();
+    assert.equal(ack.type, "ack");
+    assert.equal(ack.accepted, 1, JSON.stringify(ack));
+    await noOrigin.close();
     // Elsewhere, and a key that lists no origins, and no key: refused before upgrading.
     for (
       const [origin, protocols] of [
