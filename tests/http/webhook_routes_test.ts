@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import type { NewDelivery } from "../../src/store/deliveries.ts";
 import { call, setup, T0 } from "../fanout/webhooks/_setup.ts";
+import { Receiver } from "../fanout/webhooks/_receiver.ts";
 
 type Ctx = Awaited<ReturnType<typeof setup>>;
 
@@ -340,4 +341,36 @@ Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch nee
     assert.equal(batched.status, 400);
     assert.match(batched.body.error.message, /event\.processed/);
   });
+});
+
+Deno.test("a webhook URL is stored and shown as fetch requests it (WHATWG href), and deliveries go to that URL", async () => {
+  const ctx = await setup();
+  const receiver = await Receiver.start(() => ctx.clock.now);
+  try {
+    const sent = receiver.url("/in box/<img src=x onerror=alert(4)>");
+    const href = new URL(sent).href;
+    assert.notEqual(href, sent);
+    const created = await call(ctx.app, "POST", "/v1/webhooks", { url: sent });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.body.url, href);
+    assert.ok(href.endsWith("/in%20box/%3Cimg%20src=x%20onerror=alert(4)%3E"), href);
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.deepEqual(listed.body.webhooks.map((item: { url: string }) => item.url), [href]);
+    // What is called is what is shown.
+    const test = await call(ctx.app, "POST", `/v1/webhooks/${created.body.id}/test`);
+    assert.equal(test.status, 202, test.text);
+    await receiver.waitFor(1);
+    assert.equal(new URL(receiver.received[0].path, href).href, href);
+    // A change of the URL is stored the same way; the host is checked as fetch reads it
+    // (`0x7f.1` is 127.0.0.1, which the allow-list admits; `HTTP:` is http).
+    const port = new URL(href).port;
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+      url: `HTTP://0x7f.1:${port}/a b`,
+    });
+    assert.equal(changed.status, 200, changed.text);
+    assert.equal(changed.body.url, `http://127.0.0.1:${port}/a%20b`);
+  } finally {
+    await receiver.close();
+    await ctx.close();
+  }
 });

@@ -151,9 +151,13 @@ export class EndpointRegistry {
     this.#onChange = options.onChange ?? (() => Promise.resolve());
   }
 
-  async #checkUrl(url: string, verb: Verb): Promise<void> {
+  /**
+   * `url` as `fetch` will request it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded,
+   * the host in lower case), when the policy allows it: what is stored and shown is what is called.
+   */
+  async #checkUrl(url: string, verb: Verb): Promise<string> {
     try {
-      await this.#policy.check(url);
+      return (await this.#policy.check(url)).url.href;
     } catch (error) {
       if (error instanceof UnsafeUrlError) {
         throw new InvalidEndpointError("url", `Cannot ${verb} webhook as ${error.message}`, {
@@ -237,14 +241,14 @@ export class EndpointRegistry {
    */
   async create(input: EndpointInput): Promise<{ endpoint: Endpoint; secret: string }> {
     await this.#checkFields(input, "register");
-    await this.#checkUrl(input.url, "register");
+    const url = await this.#checkUrl(input.url, "register");
     const now = this.#now();
     const startAfter: Record<string, string | null> = {};
     for (const name of this.#streams.keys()) startAfter[name] = await this.#store.lastLogId(name);
     const secret = generateSecret();
     const config: EndpointConfig = {
       id: `ep_${crypto.randomUUID().replaceAll("-", "")}`,
-      url: input.url,
+      url,
       description: input.description ?? null,
       eventTypes: [...new Set(input.eventTypes ?? DEFAULT_EVENT_TYPES)],
       streams: input.streams ?? null,
@@ -306,10 +310,10 @@ export class EndpointRegistry {
    */
   async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
     await this.#checkFields(patch, "change");
-    if (patch.url !== undefined) await this.#checkUrl(patch.url, "change");
+    const url = patch.url === undefined ? undefined : await this.#checkUrl(patch.url, "change");
     return await this.#change(id, (endpoint) => {
       const config = configOf(endpoint);
-      if (patch.url !== undefined) config.url = patch.url;
+      if (url !== undefined) config.url = url;
       if (patch.eventTypes !== undefined) config.eventTypes = [...new Set(patch.eventTypes)];
       if (patch.streams !== undefined) config.streams = patch.streams;
       if (patch.filter !== undefined) config.filter = patch.filter;
