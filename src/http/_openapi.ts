@@ -31,6 +31,19 @@ export { NAME };
 /** A name (stream, counter) in a path or a body: {@linkcode NAME}, refused with {@linkcode nameMessage}. */
 export const nameText = z.string().regex(NAME, { error: (issue) => nameMessage(issue.input) });
 
+/** The `cursor` query parameter of a list: where the previous page ended. */
+// No bounds of its own: what the list did not give out (empty, too long) is its invalid_cursor.
+export const CursorQuery = z.string().optional().openapi({
+  description:
+    "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
+});
+
+/** The `nextCursor` of a list reply. */
+export const NextCursor = z.string().nullable().openapi({
+  description:
+    "Pass as `cursor` for the next page; null when the list ended. Following it until null gives every item that exists throughout exactly once, while items are added or removed. A page may hold fewer than `limit` items while it is not null.",
+});
+
 const errorContent = { "application/json": { schema: ErrorSchema } };
 
 /** An OpenAPI header object, as the generator passes it through. */

@@ -15,7 +15,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
-import { errorsFor, nameText } from "./_openapi.ts";
+import { CursorQuery, errorsFor, nameText, NextCursor } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
 import { jsonBody } from "./body.ts";
 import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
@@ -107,13 +107,26 @@ const listKeysRoute = createRoute({
   path: "/v1/keys",
   operationId: "listKeys",
   tags: ["keys"],
-  summary: "Run-time API keys, oldest first, without their secrets. Scope: admin.",
+  summary:
+    "Run-time API keys, oldest first, a page at a time, without their secrets. Scope: admin.",
+  request: {
+    query: z.object({
+      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        description: "Most keys on the page (default 100)",
+      }),
+      cursor: CursorQuery,
+    }),
+  },
   responses: {
     200: {
       description: "Keys",
-      content: { "application/json": { schema: z.object({ keys: z.array(KeySchema) }) } },
+      content: {
+        "application/json": {
+          schema: z.object({ keys: z.array(KeySchema), nextCursor: NextCursor }).openapi("KeyPage"),
+        },
+      },
     },
-    ...errorsFor(401, 403, 503),
+    ...errorsFor(400, 401, 403, 503),
   },
 });
 
@@ -246,8 +259,14 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
   });
 
   app.openapi(listKeysRoute, async (c) => {
+    const { limit, cursor } = c.req.valid("query");
+    // A bad cursor is InvalidCursorError: 400 invalid_cursor from the error table.
+    const page = await keys.store.pageKeys({ limit: limit ?? 100, cursor });
     const now = deps.now();
-    return c.json({ keys: (await keys.store.listKeys()).map((key) => keyJson(key, now)) }, 200);
+    return c.json(
+      { keys: page.items.map((key) => keyJson(key, now)), nextCursor: page.nextCursor },
+      200,
+    );
   });
 
   app.openapi(getKeyRoute, async (c) => {

@@ -25,7 +25,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { errorsFor, jsonContent, nameText } from "./_openapi.ts";
+import { CursorQuery, errorsFor, jsonContent, nameText, NextCursor } from "./_openapi.ts";
 
 const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
 
@@ -153,19 +153,6 @@ const DeliverySchema = z.object({
 
 const EndpointParams = z.object({
   id: z.string().min(1).max(256).openapi({ param: { name: "id", in: "path" } }),
-});
-
-/** The `cursor` query parameter of a list: where the previous page ended. */
-// No bounds of its own: what the list did not give out (empty, too long) is its invalid_cursor.
-const CursorQuery = z.string().optional().openapi({
-  description:
-    "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
-});
-
-/** The `nextCursor` of a list reply. */
-const NextCursor = z.string().nullable().openapi({
-  description:
-    "Pass as `cursor` for the next page; null when the list ended. Following it until null gives every item that exists throughout exactly once, while items are added or removed. A page may hold fewer than `limit` items while it is not null.",
 });
 
 const DeliveryParams = z.object({

@@ -289,7 +289,7 @@ export interface Page<T> {
 }
 
 /** The lists a cursor can belong to. */
-export type CursorList = "endpoints" | "deliveries";
+export type CursorList = "endpoints" | "deliveries" | "keys";
 
 /** A position in a list: the sort key of the last item a page returned. */
 export interface CursorPosition {
@@ -307,8 +307,8 @@ export class InvalidCursorError extends Error {
   }
 }
 
-const CURSOR_LETTER: Record<CursorList, string> = { endpoints: "e", deliveries: "d" };
-const CURSOR_TEXT = /^([ed])\.(0|[1-9][0-9]{0,15})\.(\P{Cc}{1,1024})$/u;
+const CURSOR_LETTER: Record<CursorList, string> = { endpoints: "e", deliveries: "d", keys: "k" };
+const CURSOR_TEXT = /^([edk])\.(0|[1-9][0-9]{0,15})\.(\P{Cc}{1,1024})$/u;
 
 /** An {@linkcode InvalidCursorError} for `cursor` (shown shortened), saying why. */
 export function cursorRefused(cursor: string, why: string): InvalidCursorError {

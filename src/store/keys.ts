@@ -5,6 +5,13 @@
  *
  * @module
  */
+import {
+  comparePositions,
+  decodeCursor,
+  encodeCursor,
+  type Page,
+  type PageOptions,
+} from "./deliveries.ts";
 
 /** A token bucket on a key: `eventsPerSecond` refill, at most `burst` at once. */
 export interface KeyRateLimit {
@@ -59,6 +66,11 @@ export interface KeyStore {
   getKey(id: string): Promise<ApiKeyRecord | null>;
   /** Every key, oldest first. */
   listKeys(): Promise<ApiKeyRecord[]>;
+  /**
+   * A page of the keys, oldest first (by creation time, then id), as the other lists page (see
+   * `Page` in `deliveries.ts`); throws `InvalidCursorError` for a cursor no page gave out.
+   */
+  pageKeys(options: PageOptions): Promise<Page<ApiKeyRecord>>;
   /** Deletes a key; false when there was none with this id. */
   deleteKey(id: string): Promise<boolean>;
 }
@@ -74,4 +86,20 @@ export class KeyConflictError extends Error {
 /** Orders keys oldest first, then by id. */
 export function compareKeys(a: ApiKeyRecord, b: ApiKeyRecord): number {
   return a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+/** The page of `keys` (every key, oldest first) that `options` asks for. */
+export function pageOfKeys(keys: ApiKeyRecord[], options: PageOptions): Page<ApiKeyRecord> {
+  const after = options.cursor == null ? null : decodeCursor("keys", options.cursor);
+  const rest = after === null
+    ? keys
+    : keys.filter((key) => comparePositions({ createdMs: key.createdAt, id: key.id }, after) > 0);
+  const items = rest.slice(0, options.limit);
+  const last = items[items.length - 1];
+  return {
+    items,
+    nextCursor: rest.length > options.limit
+      ? encodeCursor("keys", { createdMs: last.createdAt, id: last.id })
+      : null,
+  };
 }

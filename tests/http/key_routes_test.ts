@@ -369,7 +369,7 @@ Deno.test("the README's key creation: its reply, the list without secrets, the r
     key: 0,
   });
   const listed = await (await app.request("/v1/keys", admin)).json();
-  assert.deepEqual(Object.keys(listed), ["keys"]);
+  assert.deepEqual(Object.keys(listed), ["keys", "nextCursor"]);
   assert.deepEqual(
     listed.keys,
     [{ ...created, key: undefined }].map(({ key: _, ...rest }) => rest),
@@ -381,4 +381,48 @@ Deno.test("the README's key creation: its reply, the list without secrets, the r
   const gone = await app.request(`/v1/keys/${created.id}`, admin);
   assert.equal(gone.status, 404);
   assert.equal((await gone.json()).error.code, "key_not_found");
+});
+
+Deno.test("GET /v1/keys pages oldest first by limit and cursor, as the other lists; a bad limit or cursor is 400", async () => {
+  const { app } = await keyedApp();
+  const ids: string[] = [];
+  for (let n = 0; n < 5; n++) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }));
+    assert.equal(res.status, 201);
+    ids.push((await res.json()).id);
+  }
+  const get = (path: string) =>
+    app.request(path, { headers: { Authorization: `Bearer ${KEYS.admin}` } });
+  // Created in one millisecond (the test clock): ordered by id.
+  const expected = [...ids].sort();
+  const pages: string[][] = [];
+  let cursor: string | null = null;
+  do {
+    const res: Response = await get(
+      `/v1/keys?limit=2${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`,
+    );
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.ok("nextCursor" in body);
+    assert.ok(body.keys.every((key: { key: unknown }) => key.key === undefined), "no secrets");
+    pages.push(body.keys.map((key: { id: string }) => key.id));
+    cursor = body.nextCursor;
+  } while (cursor !== null && pages.length < 10);
+  assert.deepEqual(pages, [expected.slice(0, 2), expected.slice(2, 4), expected.slice(4)]);
+  // Default: up to 100 on one page.
+  const all = await (await get("/v1/keys")).json();
+  assert.deepEqual(all.keys.map((key: { id: string }) => key.id), expected);
+  assert.equal(all.nextCursor, null);
+  for (
+    const [query, code] of [
+      ["limit=0", "invalid_query"],
+      ["limit=1001", "invalid_query"],
+      ["limit=x", "invalid_query"],
+      ["cursor=nope", "invalid_cursor"],
+    ]
+  ) {
+    const res = await get(`/v1/keys?${query}`);
+    assert.equal(res.status, 400, query);
+    assert.equal((await res.json()).error.code, code, query);
+  }
 });

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { type ApiKeyRecord, KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
+import { encodeCursor, InvalidCursorError } from "../../src/store/deliveries.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
@@ -76,6 +77,51 @@ const scenarios: Record<string, (store: KeyStore, fixture?: RedisFixture) => Pro
     assert.deepEqual(await store.listKeys(), []);
     // The digest is free again.
     await store.createKey(key("key_b", { hash: "hash-of-key_a" }));
+  },
+
+  async "pageKeys() pages oldest first by limit and cursor; a key added or deleted between pages is seen at its place or not at all"(
+    store,
+  ) {
+    for (
+      const [id, createdAt] of [["key_c", 1], ["key_a", 1], ["key_e", 3], ["key_b", 2]] as const
+    ) {
+      await store.createKey(key(id, { createdAt, hash: `hash-of-${id}` }));
+    }
+    const first = await store.pageKeys({ limit: 2 });
+    assert.deepEqual(first.items.map((item) => item.id), ["key_a", "key_c"]);
+    assert.deepEqual(first.items[0], key("key_a", { createdAt: 1 }));
+    assert.notEqual(first.nextCursor, null);
+    // Between pages: one created after the cursor's place, one before it, one deleted ahead.
+    await store.createKey(key("key_d", { createdAt: 3 }));
+    await store.createKey(key("key_0", { createdAt: 0 }));
+    assert.equal(await store.deleteKey("key_b"), true);
+    const second = await store.pageKeys({ limit: 2, cursor: first.nextCursor });
+    assert.deepEqual(second.items.map((item) => item.id), ["key_d", "key_e"]);
+    assert.equal(second.nextCursor, null);
+    // A limit past the end: every key, no cursor.
+    const all = await store.pageKeys({ limit: 1000 });
+    assert.deepEqual(all.items.map((item) => item.id), [
+      "key_0",
+      "key_a",
+      "key_c",
+      "key_d",
+      "key_e",
+    ]);
+    assert.equal(all.nextCursor, null);
+    assert.deepEqual(await store.pageKeys({ limit: 5 }), { ...all, nextCursor: null });
+    // Exactly full: a cursor, then an empty last page.
+    const four = await store.pageKeys({ limit: 4 });
+    assert.equal(four.items.length, 4);
+    assert.deepEqual(await store.pageKeys({ limit: 4, cursor: four.nextCursor }), {
+      items: [key("key_e", { createdAt: 3 })],
+      nextCursor: null,
+    });
+    // A cursor no page of this list gave out.
+    await assert.rejects(store.pageKeys({ limit: 2, cursor: "garbage!" }), InvalidCursorError);
+    await assert.rejects(
+      store.pageKeys({ limit: 2, cursor: encodeCursor("endpoints", { createdMs: 1, id: "x" }) }),
+      InvalidCursorError,
+    );
   },
 };
 

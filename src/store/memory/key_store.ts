@@ -3,7 +3,14 @@
  *
  * @module
  */
-import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
+import type { Page, PageOptions } from "../deliveries.ts";
+import {
+  type ApiKeyRecord,
+  compareKeys,
+  KeyConflictError,
+  type KeyStore,
+  pageOfKeys,
+} from "../keys.ts";
 
 /** {@linkcode KeyStore} in memory. */
 export class MemoryKeyStore implements KeyStore {
@@ -39,6 +46,10 @@ export class MemoryKeyStore implements KeyStore {
     return Promise.resolve(
       [...this.#byId.values()].map((item) => structuredClone(item)).sort(compareKeys),
     );
+  }
+
+  async pageKeys(options: PageOptions): Promise<Page<ApiKeyRecord>> {
+    return pageOfKeys(await this.listKeys(), options);
   }
 
   deleteKey(id: string): Promise<boolean> {

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { decodeCursor, encodeCursor, type Page, type PageOptions } from "../deliveries.ts";
 import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
 import {
@@ -51,6 +52,29 @@ return 1
 const GET_SCRIPT = LUA_COMMON + `
 if args.id then return redis.call("HGET", P .. "id", args.id) or false end
 return redis.call("HVALS", P .. "id")
+`;
+
+// A page of the keys, oldest first: the ones after the cursor's position (createdAt, then id, in
+// byte order as compareKeys for these ASCII ids), sorted here, so only the page leaves Redis. The
+// keys are one hash without an order of their own: each page reads every record (an admin route).
+const PAGE_SCRIPT = LUA_COMMON + `
+local limit, after = args.limit, args.after
+local rest = {}
+for _, json in ipairs(redis.call("HVALS", P .. "id")) do
+  local key = cjson.decode(json)
+  local ms, id = key.createdAt, key.id
+  if after == nil or ms > after.ms or (ms == after.ms and id > after.id) then
+    rest[#rest + 1] = { ms, id, json }
+  end
+end
+table.sort(rest, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end)
+local rows, next = {}, false
+for i = 1, math.min(#rest, limit) do rows[i] = rest[i][3] end
+if #rest > limit then next = { num(rest[limit][1]), rest[limit][2] } end
+return cjson.encode({ rows = rows, next = next })
 `;
 
 /** Options for {@linkcode RedisKeyStore}. */
@@ -103,6 +127,22 @@ export class RedisKeyStore implements KeyStore {
   async listKeys(): Promise<ApiKeyRecord[]> {
     const values = asArray<unknown>(await this.#run("listKeys", GET_SCRIPT, {}));
     return values.map((value) => record(value)!).sort(compareKeys);
+  }
+
+  async pageKeys(options: PageOptions): Promise<Page<ApiKeyRecord>> {
+    const after = options.cursor == null ? null : decodeCursor("keys", options.cursor);
+    const reply = fromJson<{ rows: unknown; next: [string, string] | false }>(
+      await this.#run("pageKeys", PAGE_SCRIPT, {
+        limit: options.limit,
+        ...(after ? { after: { ms: after.createdMs, id: after.id } } : {}),
+      }),
+    );
+    return {
+      items: asArray<unknown>(reply.rows).map((value) => record(value)!),
+      nextCursor: reply.next === false
+        ? null
+        : encodeCursor("keys", { createdMs: Number(reply.next[0]), id: reply.next[1] }),
+    };
   }
 
   async deleteKey(id: string): Promise<boolean> {
