@@ -18,6 +18,7 @@ import { configFromEnv } from "../src/env.ts";
 import { listeningUrl, logNotices, registerStreams } from "../src/main.ts";
 import { LiveHub, logSweepError, sweepOnce } from "../src/fanout/mod.ts";
 import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
+import { type ListeningServer, serveListening } from "../src/http/listener.ts";
 import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
@@ -102,16 +103,22 @@ const { app, live, webhooks, connections, shutdownMs, hostname, streams: registr
 const port = Deno.env.get("PORT");
 // Counted, so a stop knows when every request read was answered (src/shutdown.ts).
 const requests = new RequestsInFlight();
-let server: Deno.HttpServer<Deno.NetAddr>;
+let server: ListeningServer;
 try {
   // Its own line, as src/main.ts's: Deno.serve's default prints plain text where every line is
-  // one JSON object.
+  // one JSON object. Listens again when the accept loop fails (out of file descriptors), as
+  // src/main.ts does, instead of letting Deno.serve's rejection end the process.
   const onListen = ({ hostname, port }: Deno.NetAddr) =>
     logger.info("listening on {url}", { url: listeningUrl(hostname, port) });
-  server = Deno.serve(
-    port === undefined ? { hostname, onListen } : { hostname, port: Number(port), onListen },
-    requests.track(app.fetch),
-  );
+  server = serveListening(requests.track(app.fetch), {
+    hostname,
+    port: port === undefined ? undefined : Number(port),
+    onListen,
+    onFatal(message) {
+      console.error(`edgestream: ${message}`);
+      Deno.exit(1);
+    },
+  });
 } catch (error) {
   if (!(error instanceof Deno.errors.AddrInUse)) throw error;
   console.error(`edgestream: PORT: ${port} is already in use`);

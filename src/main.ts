@@ -18,6 +18,7 @@ import { configureLogging } from "./telemetry/logging.ts";
 
 const logger = getLogger(["edgestream"]);
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
+import { type ListeningServer, serveListening } from "./http/listener.ts";
 import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
 
 function fail(message: string): never {
@@ -83,14 +84,17 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   );
   // Counted, so a stop knows when every request read was answered (shutdown.ts).
   const requests = new RequestsInFlight();
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  let server: ListeningServer;
   try {
-    server = Deno.serve({
+    // Listens again when its accept loop fails (out of file descriptors under a flood of
+    // connections) rather than let Deno.serve's rejection end the process; `fail` when it cannot.
+    server = serveListening(requests.track(app.fetch), {
       port: config.port,
       hostname: config.hostname,
       onListen: ({ hostname, port }) =>
         logger.info("listening on {url}", { url: listeningUrl(hostname, port) }),
-    }, requests.track(app.fetch));
+      onFatal: fail,
+    });
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
       fail(`PORT: ${config.hostname}:${config.port} is already in use`);

@@ -40,6 +40,11 @@ export interface ServerProcessOptions {
    * port 0. @default {"src/main.ts"}
    */
   entry?: string;
+  /**
+   * The process's open-file limit (`ulimit -n`, soft and hard), set by the shell that starts it.
+   * @default {the test process's own}
+   */
+  openFileLimit?: number;
 }
 
 /** A running `src/main.ts`. */
@@ -79,8 +84,13 @@ export async function startServerProcess(
   const entry = options.entry ?? "src/main.ts";
   Object.assign(env, { NO_COLOR: "1", PORT: "0", HOST: "127.0.0.1" }, vars);
   if (entry !== "src/main.ts") env.DENO_SERVE_ADDRESS = "tcp:127.0.0.1:0";
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", ...START_FLAGS, entry],
+  const run = [Deno.execPath(), "run", "--cached-only", ...START_FLAGS, entry];
+  const limit = options.openFileLimit;
+  const [command, ...args] = limit === undefined
+    ? run
+    : ["/bin/sh", "-c", `ulimit -n ${Math.trunc(limit)} && exec "$@"`, "sh", ...run];
+  const child = new Deno.Command(command, {
+    args,
     cwd: ROOT,
     env,
     clearEnv: true,

@@ -1,0 +1,183 @@
+/**
+ * `Deno.serve` that survives its accept loop failing. When accepting a
+ * connection fails (`Too many open files` once the process reaches its
+ * open-file limit, for instance under a flood of idle connections),
+ * `Deno.serve` ends its accept loop: the listener closes and the server's
+ * `finished` promise rejects, which, unhandled, exits the process. Its
+ * connections open so far go on (subscribers, WebSockets, requests in
+ * flight); only new connections are refused.
+ *
+ * So a server from {@linkcode serveListening} watches `finished`: on such a
+ * failure it logs it (the first one at once, later ones at most once a
+ * minute, with how many there were) and listens again on the same address,
+ * after 100 ms, doubling up to 5 s while it keeps failing. Until then new
+ * connections are refused (a client retries). When listening again fails
+ * for a reason a retry cannot help (the port was taken meanwhile), or the
+ * address is not a TCP one this can listen on again, `onFatal` gets one
+ * line naming the cause: `src/main.ts` prints it and exits with status 1,
+ * for a supervisor to restart the process.
+ *
+ * (`Deno.serve` has no request-head timeout either: a client that never
+ * finishes its request line and headers holds its connection, and so a file
+ * descriptor, until it goes away. Bounding that is the job of a proxy in
+ * front; see deploy/README.md, "Slow clients".)
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+
+const logger = getLogger(["edgestream", "http"]);
+
+/** Errors of `listen` that pass once descriptors or memory are free again: worth a retry. */
+const PASSING = new Set(["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]);
+
+/** First wait (ms) before listening again; it doubles while listening keeps failing. */
+export const RELISTEN_FIRST_MS = 100;
+/** Longest wait (ms) before listening again. */
+export const RELISTEN_MOST_MS = 5_000;
+/** A listener that served this long (ms) before failing starts the waits over. */
+const STEADY_MS = 30_000;
+/** Listener failures are logged at most once in this time (ms) after the first. */
+export const FAILURE_LOG_EVERY_MS = 60_000;
+
+/** Options for {@linkcode serveListening}. */
+export interface ServeListeningOptions {
+  /** Port to listen on; 0 for any free one (listening again uses the one it got). */
+  port?: number;
+  /** Address to listen on. */
+  hostname?: string;
+  /** Called each time it listens (again). */
+  onListen?: (addr: Deno.NetAddr) => void;
+  /**
+   * The listener failed and cannot listen again: one line naming the cause. The server is no
+   * longer listening; the caller exits (its open connections go with it).
+   */
+  onFatal: (message: string) => void;
+  /** The clock, for rate-limiting the failure log. @default {performance.now} */
+  now?: () => number;
+}
+
+/** A server that listens again after its listener failed. */
+export interface ListeningServer {
+  /** Where it listens. */
+  readonly addr: Deno.NetAddr;
+  /**
+   * Stops listening and shuts down every connection it took, through each listener it had
+   * (`Deno.HttpServer.shutdown`); resolves once they all finished.
+   */
+  shutdown(): Promise<void>;
+}
+
+/** The error's text, its cause's too (`Http: Error: Too many open files (os error 24)`). */
+function describe(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  return error.message === "" ? error.name : `${error.name}: ${error.message}`;
+}
+
+/**
+ * Serves `handler` as `Deno.serve` does and listens again whenever the listener fails (see the
+ * module doc). The first listen's error is thrown, as `Deno.serve`'s.
+ *
+ * @example
+ * ```ts
+ * import { serveListening } from "./listener.ts";
+ *
+ * const server = serveListening(() => new Response("ok"), {
+ *   port: 0,
+ *   hostname: "127.0.0.1",
+ *   onFatal(message) {
+ *     console.error(`edgestream: ${message}`);
+ *     Deno.exit(1);
+ *   },
+ * });
+ * await server.shutdown();
+ * ```
+ */
+export function serveListening(
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+  options: ServeListeningOptions,
+): ListeningServer {
+  const now = options.now ?? (() => performance.now());
+  // Every listener it had: an old one's connections live on until they end or the shutdown.
+  const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
+  let stopping = false;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  let waitMs = RELISTEN_FIRST_MS;
+  let listenedAt = now();
+  let loggedAt = -Infinity;
+  let unlogged = 0;
+
+  function listen(port: number | undefined, hostname: string | undefined) {
+    const server = Deno.serve({
+      port,
+      hostname,
+      onListen: (addr) => options.onListen?.(addr),
+    }, handler);
+    servers.push(server);
+    listenedAt = now();
+    server.finished.catch((error) => failed(server, error));
+    return server;
+  }
+
+  function failed(server: Deno.HttpServer<Deno.NetAddr>, error: unknown) {
+    if (stopping) return;
+    const { addr } = server;
+    if (addr.transport !== "tcp") {
+      options.onFatal(`The HTTP listener failed (${describe(error)}) and cannot listen again`);
+      return;
+    }
+    if (now() - listenedAt >= STEADY_MS) waitMs = RELISTEN_FIRST_MS;
+    logFailure(`The HTTP listener stopped accepting connections: ${describe(error)}`);
+    again(addr);
+  }
+
+  function logFailure(failure: string) {
+    if (now() - loggedAt < FAILURE_LOG_EVERY_MS) {
+      unlogged += 1;
+      return;
+    }
+    const also = unlogged > 0 ? ` (and ${unlogged} more time(s) since the last such line)` : "";
+    logger.error(
+      "{failure}{also}; listening again (connections already open are kept, new ones are refused until then)",
+      { failure, also },
+    );
+    loggedAt = now();
+    unlogged = 0;
+  }
+
+  function again(addr: Deno.NetAddr) {
+    retry = setTimeout(() => {
+      retry = undefined;
+      if (stopping) return;
+      try {
+        current = listen(addr.port, addr.hostname);
+        return;
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (typeof code !== "string" || !PASSING.has(code)) {
+          options.onFatal(
+            `The HTTP listener failed and cannot listen again on ${addr.hostname}:${addr.port}: ${
+              describe(error)
+            }`,
+          );
+          return;
+        }
+        logFailure(`Cannot listen again on ${addr.hostname}:${addr.port} yet: ${describe(error)}`);
+      }
+      again(addr);
+    }, waitMs);
+    waitMs = Math.min(2 * waitMs, RELISTEN_MOST_MS);
+  }
+
+  let current = listen(options.port, options.hostname);
+  return {
+    get addr() {
+      return current.addr;
+    },
+    async shutdown() {
+      stopping = true;
+      clearTimeout(retry);
+      await Promise.all(servers.map((server) => server.shutdown()));
+    },
+  };
+}

@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { serveListening } from "../../src/http/listener.ts";
+import { startServerProcess } from "../_server_process.ts";
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves with true once `condition` holds, false after `tries` checks `everyMs` apart. */
+async function eventually(condition: () => boolean | Promise<boolean>, tries = 200, everyMs = 50) {
+  for (let i = 0; i < tries; i++) {
+    if (await condition()) return true;
+    await delay(everyMs);
+  }
+  return false;
+}
+
+/** Status of GET `url`, or 0 when the connection fails. */
+async function statusOf(url: string): Promise<number> {
+  try {
+    const response = await fetch(url);
+    await response.body?.cancel();
+    return response.status;
+  } catch {
+    return 0;
+  }
+}
+
+Deno.test("main.ts out of file descriptors logs one line, keeps its subscribers and serves again once they free up", async () => {
+  // 128 descriptors: the runtime and the app use ~25, so ~100 idle connections exhaust them.
+  const server = await startServerProcess("low-fd", {}, { openFileLimit: 128 });
+  const exited = server.status.then(() => true);
+  const encoder = new TextEncoder();
+  const held: Deno.Conn[] = [];
+  let events: ReadableStreamDefaultReader<string> | undefined;
+  try {
+    // A subscriber from before the flood: its connection must outlive the listener's failure.
+    const subscriber = await fetch(
+      `${server.url}/v1/streams/orders/subscribe?counter=orders_per_minute`,
+      {
+        headers: { Accept: "text/event-stream" },
+      },
+    );
+    assert.equal(subscriber.status, 200);
+    events = subscriber.body!.pipeThrough(new TextDecoderStream()).getReader();
+    // Clients that open connections and never finish their request heads, as a flood does.
+    for (let i = 0; i < 200; i++) {
+      try {
+        const connection = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+        held.push(connection);
+        await connection.write(
+          encoder.encode("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-A: a"),
+        );
+      } catch {
+        // Refused while the listener is down: the flood goes on.
+      }
+    }
+    const failed = () =>
+      server.output().includes("The HTTP listener stopped accepting connections");
+    assert.ok(
+      await eventually(async () => failed() || await Promise.race([exited, delay(0)]) === true),
+      `Neither a log line nor an exit:\n${server.output()}`,
+    );
+    assert.equal(
+      await Promise.race([exited, delay(200).then(() => false)]),
+      false,
+      server.output(),
+    );
+    for (const connection of held) connection.close();
+    held.length = 0;
+    assert.ok(
+      await eventually(async () => await statusOf(`${server.url}/healthz`) === 200),
+      `Not serving again:\n${server.output()}`,
+    );
+    // The subscription opened before still gets events.
+    const ingest = await fetch(`${server.url}/v1/streams/orders/events`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id: "o1", country: "DE", amount: 5 }),
+    });
+    await ingest.body?.cancel();
+    assert.equal(ingest.status, 202);
+    let seen = "";
+    while (!seen.includes("event: window.updated")) {
+      const { value, done } = await events.read();
+      assert.ok(!done, `Subscription ended: ${seen}`);
+      seen += value;
+    }
+    const output = server.output();
+    assert.doesNotMatch(output, /Uncaught/);
+    const lines = output.split("\n").filter((line) => line.includes('"level":"error"'));
+    assert.equal(lines.length, 1, output);
+    assert.match(lines[0], /Too many open files/);
+    assert.match(lines[0], /listening again/);
+  } finally {
+    for (const connection of held) connection.close();
+    await events?.cancel().catch(() => {});
+    const status = await server.stop();
+    assert.equal(status.code, 0, server.output());
+  }
+});
+
+Deno.test("serveListening() throws the first listen's error, as Deno.serve does", () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    assert.throws(
+      () =>
+        serveListening(() => new Response(), {
+          hostname: "127.0.0.1",
+          port: holder.addr.port,
+          onFatal: () => assert.fail("not fatal: thrown"),
+        }),
+      Deno.errors.AddrInUse,
+    );
+  } finally {
+    holder.close();
+  }
+});
+
+Deno.test("serveListening() serves and shuts down", async () => {
+  const server = serveListening(() => new Response("ok"), {
+    hostname: "127.0.0.1",
+    port: 0,
+    onFatal: () => assert.fail("not fatal"),
+  });
+  const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+  assert.equal(await response.text(), "ok");
+  await server.shutdown();
+  assert.equal(await statusOf(`http://127.0.0.1:${server.addr.port}/`), 0);
+});
