@@ -49,7 +49,16 @@ async function setUp() {
   }
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const connections = new OpenConnections();
-  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
+  const app = createApp({
+    streams,
+    store,
+    keys,
+    origins,
+    live,
+    webhooks,
+    connections,
+    liveRoutes: { subscriptions: config.subscriptions },
+  });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error: Error) =>
     logger.error("Cannot load webhook endpoints yet: {error}", { error })

@@ -23,6 +23,8 @@
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
  * | `EDGESTREAM_SHUTDOWN` | most time a stopping process (SIGTERM, SIGINT) takes before it exits | `4s` |
+ * | `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` | most live subscriptions one API key (open mode: one client address) holds on a process | `100` |
+ * | `EDGESTREAM_SUBSCRIPTIONS_MAX` | most live subscriptions a process holds | `10000` |
  *
  * @module
  */
@@ -42,6 +44,11 @@ import {
   WebhookService,
 } from "./fanout/webhooks/mod.ts";
 import { KeyRing } from "./http/auth.ts";
+import {
+  DEFAULT_SUBSCRIPTIONS_MAX,
+  DEFAULT_SUBSCRIPTIONS_PER_KEY,
+  type SubscriptionLimits,
+} from "./http/subscription_slots.ts";
 import {
   OriginSettingError,
   type OriginSettings,
@@ -109,6 +116,8 @@ export interface ServerConfig {
   logLevel: LogLevel;
   /** Values no log line may show: the API keys and the Redis token. */
   secrets: string[];
+  /** Most live subscriptions per key (open mode: per client address) and per process. */
+  subscriptions: Required<SubscriptionLimits>;
 }
 
 /** A line printed at startup; a `warning` (open mode, a setting without effect) shows at that level too. */
@@ -233,6 +242,25 @@ function readMaxDedupeIds(env: EnvSource): number | undefined {
     );
   }
   return value;
+}
+
+/** A whole number of at least 1 from `name`, or `fallback` when unset. */
+function readCount(env: EnvSource, name: string, fallback: number): number {
+  const text = env.get(name);
+  if (text === undefined) return fallback;
+  const value = /^\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(Number.isSafeInteger(value) && value >= 1)) {
+    throw new ConfigError(`${name}: expected a whole number of at least 1, got '${text}'`);
+  }
+  return value;
+}
+
+/** `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` and `EDGESTREAM_SUBSCRIPTIONS_MAX`. */
+function readSubscriptionLimits(env: EnvSource): Required<SubscriptionLimits> {
+  return {
+    perKey: readCount(env, "EDGESTREAM_SUBSCRIPTIONS_PER_KEY", DEFAULT_SUBSCRIPTIONS_PER_KEY),
+    perProcess: readCount(env, "EDGESTREAM_SUBSCRIPTIONS_MAX", DEFAULT_SUBSCRIPTIONS_MAX),
+  };
 }
 
 function redisFromEnv(env: EnvSource): Redis | undefined {
@@ -414,6 +442,7 @@ export async function configFromEnv(
   const logLevel = readLogLevel(env);
   const sweepEveryMs = readSweepEvery(env);
   const shutdownMs = readShutdown(env);
+  const subscriptions = readSubscriptionLimits(env);
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
     allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
@@ -486,5 +515,6 @@ export async function configFromEnv(
     notices,
     logLevel,
     secrets: secretsOf(env),
+    subscriptions,
   };
 }

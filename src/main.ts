@@ -77,7 +77,16 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   // published there even while no subscriber of this instance wants them.
   const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
   const connections = new OpenConnections();
-  const app = createApp({ streams, store, keys, origins, live, webhooks, connections });
+  const app = createApp({
+    streams,
+    store,
+    keys,
+    origins,
+    live,
+    webhooks,
+    connections,
+    liveRoutes: { subscriptions: config.subscriptions },
+  });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
     logger.error("Cannot load webhook endpoints yet: {error}", { error })

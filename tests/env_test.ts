@@ -584,3 +584,26 @@ Deno.test("webhooksFromEnv() without EDGESTREAM_WEBHOOK_DISABLE_AFTER disables a
     await webhooks.close();
   }
 });
+
+Deno.test("configFromEnv() reads EDGESTREAM_SUBSCRIPTIONS_PER_KEY and EDGESTREAM_SUBSCRIPTIONS_MAX, 100 and 10000 by default", async () => {
+  const unset = await configFromEnv(env({}));
+  await unset.webhooks.close();
+  assert.deepEqual(unset.subscriptions, { perKey: 100, perProcess: 10_000 });
+  const set = await configFromEnv(env({
+    EDGESTREAM_SUBSCRIPTIONS_PER_KEY: "5",
+    EDGESTREAM_SUBSCRIPTIONS_MAX: " 50 ",
+  }));
+  await set.webhooks.close();
+  assert.deepEqual(set.subscriptions, { perKey: 5, perProcess: 50 });
+  for (const name of ["EDGESTREAM_SUBSCRIPTIONS_PER_KEY", "EDGESTREAM_SUBSCRIPTIONS_MAX"]) {
+    for (const value of ["", "0", "-1", "2.5", "lots"]) {
+      await assert.rejects(
+        configFromEnv(env({ [name]: value })),
+        (error) =>
+          error instanceof ConfigError &&
+          error.message === `${name}: expected a whole number of at least 1, got '${value}'`,
+        `${name}=${value}`,
+      );
+    }
+  }
+});

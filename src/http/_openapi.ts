@@ -163,7 +163,19 @@ export const errorResponses = {
     content: errorContent,
   },
   503: {
-    description: "Store unavailable, or the server is shutting down (see Retry-After)",
+    description: "Store unavailable, or the server is shutting down or full (see Retry-After)",
+    headers: headersOf("Retry-After"),
+    content: errorContent,
+  },
+} as const;
+
+/**
+ * The 429 of a live subscription refused by its key's bound (`too_many_subscriptions`): only
+ * `Retry-After`, no rate-limit policy.
+ */
+export const subscriptionLimitResponse = {
+  429: {
+    description: "Too many live subscriptions of this key on this server (see Retry-After)",
     headers: headersOf("Retry-After"),
     content: errorContent,
   },

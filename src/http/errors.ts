@@ -22,6 +22,7 @@ import { BodyError, type BodyErrorCode } from "./body.ts";
 import { isIngestRequest } from "./_ingest_path.ts";
 import { requestIdOf } from "./request_id.ts";
 import { quoteInput } from "../telemetry/logging.ts";
+import { SUBSCRIPTION_RETRY_AFTER_SECONDS, SubscriptionLimitError } from "./subscription_slots.ts";
 
 /** Names of streams, counters and endpoints in paths. */
 export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -184,6 +185,20 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       headers["RateLimit"] = `"${limit.name}";r=${error.remaining};t=${retryAfter}`;
     }
     return new ApiError(429, "rate_limited", error.message, { headers, cause: error });
+  }
+  if (error instanceof SubscriptionLimitError) {
+    // The key's own bound: 429, as a rate limit; the process's: 503, another instance may take it.
+    return error.limit === "key"
+      ? new ApiError(429, "too_many_subscriptions", error.message, {
+        headers: { "Retry-After": String(SUBSCRIPTION_RETRY_AFTER_SECONDS) },
+        details: { limit: error.limit, max: error.max },
+        cause: error,
+      })
+      : new ApiError(503, "subscriptions_full", error.message, {
+        headers: { "Retry-After": String(SUBSCRIPTION_RETRY_AFTER_SECONDS) },
+        details: { limit: error.limit, max: error.max },
+        cause: error,
+      });
   }
   if (error instanceof KeyConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });

@@ -39,16 +39,25 @@ import {
 } from "./ingest_socket.ts";
 import { compileExpression, ExpressionError, MAX_EXPRESSION_LENGTH } from "../transform/mod.ts";
 import {
+  authorize,
   HOW_TO_SEND_FROM_BROWSER,
+  type KeyGrant,
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
   requireScopeForOtherMethods,
   scopeError,
+  sha256,
+  toHex,
 } from "./auth.ts";
+import {
+  type SubscriptionLimits,
+  type SubscriptionSlot,
+  SubscriptionSlots,
+} from "./subscription_slots.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
-import { errorsFor } from "./_openapi.ts";
+import { errorsFor, subscriptionLimitResponse } from "./_openapi.ts";
 
 /** Options for the live endpoints. */
 export interface LiveRouteOptions {
@@ -72,6 +81,12 @@ export interface LiveRouteOptions {
    * closed. @default {1000}
    */
   keyCheckMs?: number;
+  /**
+   * Most live subscriptions per key (in open mode per client address) and per process; past
+   * them a subscription is refused (429 `too_many_subscriptions`, 503 `subscriptions_full`).
+   * @default {{ perKey: 100, perProcess: 10000 }}
+   */
+  subscriptions?: SubscriptionLimits;
 }
 
 /** What {@linkcode registerLiveRoutes} needs. */
@@ -239,14 +254,37 @@ async function subscribeFirst(
   deps: LiveRouteDeps,
   subscription: Subscription,
   sink: LiveSink,
-  options: SubscribeOptions,
+  options: SubscribeOptions & { signal: AbortSignal; slot: SubscriptionSlot },
 ): Promise<void> {
+  // Its slot is given back when the subscription ends, however it ends.
+  if (options.signal.aborted) options.slot.release();
+  options.signal.addEventListener("abort", () => options.slot.release(), { once: true });
   try {
     await deps.live.subscribe(subscription, sink, options);
   } catch (error) {
+    options.slot.release();
     deps.connections?.refuseWhileClosing();
     throw error;
   }
+}
+
+/**
+ * Who a subscription counts against: a run-time key by its id, an environment key by its digest
+ * (never its text), in open mode the client's address. With the name its refusal gives.
+ */
+function subscriptionHolder(
+  c: Context,
+  keys: KeyRing,
+  key: string | undefined,
+  grant: KeyGrant | undefined,
+): [holder: string, named: string] {
+  if (keys.open || key === undefined) {
+    const address = (c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr
+      ?.hostname ?? "unknown";
+    return [`address:${address}`, `client address ${address}`];
+  }
+  if (grant?.id !== undefined) return [`id:${grant.id}`, `API key '${grant.id}'`];
+  return [`digest:${toHex(sha256(key))}`, "this API key"];
 }
 
 /**
@@ -262,13 +300,14 @@ async function subscribeOverSocket(
     subscription?: Subscription;
     protocol?: string;
     keyCheck: KeyCheck;
+    slot?: SubscriptionSlot;
   },
 ): Promise<Response> {
   const upgradeOptions = {
     protocol: setup.protocol,
     idleTimeout: deps.options?.idleTimeoutSeconds ?? 30,
   };
-  if (setup.denied || !setup.subscription) {
+  if (setup.denied || !setup.subscription || !setup.slot) {
     const denied = setup.denied;
     return await upgradeSocket(c, {
       onOpen(_event, socket: WSContext<WebSocket>) {
@@ -318,7 +357,7 @@ async function subscribeOverSocket(
     },
     transport: "ws",
   };
-  await subscribeFirst(deps, subscription, sink, { signal: stop.signal });
+  await subscribeFirst(deps, subscription, sink, { signal: stop.signal, slot: setup.slot });
   let unwatch: (() => void) | undefined;
   try {
     return await upgradeSocket(c, {
@@ -358,7 +397,7 @@ function sseMessage(event: string, data: string, id?: string | null): string {
 async function subscribeOverSse(
   c: Context,
   deps: LiveRouteDeps,
-  setup: { subscription: Subscription; keyCheck: KeyCheck },
+  setup: { subscription: Subscription; keyCheck: KeyCheck; slot: SubscriptionSlot },
 ): Promise<Response> {
   const { subscription } = setup;
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
@@ -411,7 +450,11 @@ async function subscribeOverSse(
   const gone = () => stop.abort();
   c.req.raw.signal.addEventListener("abort", gone, { once: true });
   try {
-    await subscribeFirst(deps, subscription, sink, { afterId: lastEventId, signal: stop.signal });
+    await subscribeFirst(deps, subscription, sink, {
+      afterId: lastEventId,
+      signal: stop.signal,
+      slot: setup.slot,
+    });
   } finally {
     c.req.raw.signal.removeEventListener("abort", gone);
   }
@@ -484,6 +527,7 @@ function documentRoutes(app: OpenAPIHono): void {
       'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
+      "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place.",
       "The subscription is set up in the store before anything is answered: a store that cannot be read (Redis unreachable) is a 503 `store_unavailable` with `Retry-After`, before the upgrade or the SSE 200. A subscription from before an outage stays open through it, is sent nothing while the store does not answer, then gets what the log received meanwhile.",
     ].join("\n\n"),
     request: {
@@ -516,6 +560,7 @@ function documentRoutes(app: OpenAPIHono): void {
         content: { "text/event-stream": { schema: { type: "string" } } },
       },
       ...errorsFor(400, 401, 403, 404, 406, 409, 503),
+      ...subscriptionLimitResponse,
     },
   });
 }
@@ -558,6 +603,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
   app.use("/v1/streams/:stream/subscribe", requireScopeForOtherMethods(deps.keys, "read", taken));
   app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, deps.options?.socket));
 
+  const slots = new SubscriptionSlots(deps.options?.subscriptions);
   app.get("/v1/streams/:stream/subscribe", async (c) => {
     const overSocket = c.req.header("Upgrade")?.toLowerCase() === "websocket";
     if (overSocket) refuseUpgradeByHead(c);
@@ -572,11 +618,12 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     deps.connections?.refuseWhileClosing();
     const presented = presentedKey(c.req.raw);
     if (presented.inQuery) noteKeyInQuery(c);
-    const denied = await scopeError(deps.keys, presented.key, "read", {
+    const authorization = await authorize(deps.keys, presented.key, "read", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
       stream: c.req.param("stream"),
       authorization: c.req.header("Authorization"),
     });
+    const denied = authorization.error ?? null;
     if (denied && !overSocket) throw denied;
     // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
     // request's log line still says why.
@@ -603,15 +650,20 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       const name = subscription.counter;
       keyCheck.counter = { name, identity: counterIdentities(stream)[name] };
     }
+    // Refused before the upgrade or the SSE 200 when a bound is reached.
+    const slot = denied ? undefined : slots.take(
+      ...subscriptionHolder(c, deps.keys, presented.key, authorization.grant),
+    );
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
         denied,
         subscription,
         protocol: presented.protocol,
         keyCheck,
+        slot,
       });
     }
-    return await subscribeOverSse(c, deps, { subscription: subscription!, keyCheck });
+    return await subscribeOverSse(c, deps, { subscription: subscription!, keyCheck, slot: slot! });
   });
 
   documentRoutes(app);

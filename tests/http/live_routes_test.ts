@@ -639,7 +639,12 @@ redisTest(
       enableTelemetry: false,
       retry: { retries: 1, backoff: () => 50 }, // as src/env.ts makes it
     });
-    const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
+    const server = await startServer({
+      store: new RedisStore(redis),
+      hub: { shared: true },
+      // Two held: a refused subscription that kept its place would make the next one a 429.
+      liveRoutes: { subscriptions: { perKey: 3 } },
+    });
     const socketBefore = await denoClient(server.wsUrl(SUBSCRIBE));
     const sseBefore = new SseReader(await openSse(server, ""));
     try {
@@ -687,3 +692,119 @@ redisTest(
     }
   },
 );
+
+/** A WebSocket upgrade request for a subscription, as a client sends it, read as plain HTTP. */
+function upgradeRequest(server: TestServer, key: string) {
+  return fetch(`${server.base}${SUBSCRIBE}`, {
+    headers: { ...UPGRADE_HEADERS, "Sec-WebSocket-Protocol": `bearer.${key}` },
+  });
+}
+
+/** Opens an SSE subscription with `key` and reads its `subscribed` event. */
+async function subscribedSse(server: TestServer, key?: string): Promise<SseReader> {
+  const response = await openSse(server, "", key ? { Authorization: `Bearer ${key}` } : {});
+  if (response.status !== 200) assert.fail(`${response.status}: ${await response.text()}`);
+  const sse = new SseReader(response);
+  assert.equal((await sse.next()).event, "subscribed");
+  return sse;
+}
+
+Deno.test("Subscriptions are bounded per key: one more is 429 too_many_subscriptions over SSE and before the WebSocket upgrade; a closed one frees its place", async () => {
+  const server = await startServer({
+    auth: true,
+    liveRoutes: { subscriptions: { perKey: 2, perProcess: 100 } },
+  });
+  try {
+    const sse = await subscribedSse(server, KEYS.read);
+    const socket = await denoClient(server.wsUrl(SUBSCRIBE), [`bearer.${KEYS.read}`]);
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+
+    const refused = await openSse(server, "", { Authorization: `Bearer ${KEYS.read}` });
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get("Retry-After"), "5");
+    const body = await refused.json();
+    assert.equal(body.error.code, "too_many_subscriptions");
+    assert.deepEqual(body.error.details, { limit: "key", max: 2 });
+    assert.match(body.error.message, /has 2 open on this server; the limit is 2/);
+    assert.doesNotMatch(body.error.message, new RegExp(KEYS.read), "the key's text is not echoed");
+    const notUpgraded = await upgradeRequest(server, KEYS.read);
+    assert.equal(notUpgraded.status, 429);
+    assert.equal((await notUpgraded.json()).error.code, "too_many_subscriptions");
+
+    // Another key has its own places.
+    const other = await subscribedSse(server, KEYS.admin);
+    await other.cancel();
+
+    // Closing either kind of subscription frees its place.
+    await sse.cancel();
+    let again: SseReader | undefined;
+    await eventually(async () => {
+      const response = await openSse(server, "", { Authorization: `Bearer ${KEYS.read}` });
+      if (response.status !== 200) {
+        await response.body?.cancel();
+        return false;
+      }
+      again = new SseReader(response);
+      return true;
+    });
+    assert.equal((await again!.next()).event, "subscribed");
+    assert.equal((await upgradeRequest(server, KEYS.read)).status, 429);
+    await socket.close();
+    let reopened: Awaited<ReturnType<typeof denoClient>> | undefined;
+    await eventually(async () => {
+      const response = await upgradeRequest(server, KEYS.read);
+      await response.body?.cancel();
+      if (response.status === 429) return false;
+      reopened = await denoClient(server.wsUrl(SUBSCRIBE), [`bearer.${KEYS.read}`]);
+      return true;
+    });
+    assert.equal((await reopened!.inbox.next()).type, "subscribed");
+    await reopened!.close();
+    await again!.cancel();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("Subscriptions are bounded per process: 503 subscriptions_full with Retry-After, whatever the key", async () => {
+  const server = await startServer({
+    auth: true,
+    liveRoutes: { subscriptions: { perKey: 10, perProcess: 2 } },
+  });
+  try {
+    const first = await subscribedSse(server, KEYS.read);
+    const second = await subscribedSse(server, KEYS.admin);
+    for (const key of [KEYS.read, KEYS.admin]) {
+      const refused = await openSse(server, "", { Authorization: `Bearer ${key}` });
+      assert.equal(refused.status, 503);
+      assert.equal(refused.headers.get("Retry-After"), "5");
+      const body = await refused.json();
+      assert.equal(body.error.code, "subscriptions_full");
+      assert.deepEqual(body.error.details, { limit: "process", max: 2 });
+      const notUpgraded = await upgradeRequest(server, key);
+      assert.equal(notUpgraded.status, 503);
+      await notUpgraded.body?.cancel();
+    }
+    // A refused key is no subscription: it takes no place.
+    const denied = await openSse(server, "", { Authorization: `Bearer ${KEYS.ingest}` });
+    assert.equal(denied.status, 403);
+    await denied.body?.cancel();
+    await first.cancel();
+    await second.cancel();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("In open mode subscriptions are bounded per client address", async () => {
+  const server = await startServer({ liveRoutes: { subscriptions: { perKey: 1 } } });
+  try {
+    const sse = await subscribedSse(server);
+    const refused = await openSse(server, "");
+    assert.equal(refused.status, 429);
+    assert.match((await refused.json()).error.message, /client address 127\.0\.0\.1 has 1 open/);
+    await sse.cancel();
+  } finally {
+    await server.close();
+  }
+});
