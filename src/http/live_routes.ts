@@ -51,10 +51,12 @@ import {
   toHex,
 } from "./auth.ts";
 import {
+  SubscriptionLimitError,
   type SubscriptionLimits,
   type SubscriptionSlot,
   SubscriptionSlots,
 } from "./subscription_slots.ts";
+import { recordLiveRefused } from "../telemetry/mod.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor, subscriptionLimitResponse } from "./_openapi.ts";
@@ -651,9 +653,15 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       keyCheck.counter = { name, identity: counterIdentities(stream)[name] };
     }
     // Refused before the upgrade or the SSE 200 when a bound is reached.
-    const slot = denied ? undefined : slots.take(
-      ...subscriptionHolder(c, deps.keys, presented.key, authorization.grant),
-    );
+    let slot: SubscriptionSlot | undefined;
+    try {
+      if (!denied) {
+        slot = slots.take(...subscriptionHolder(c, deps.keys, presented.key, authorization.grant));
+      }
+    } catch (error) {
+      if (error instanceof SubscriptionLimitError) recordLiveRefused(error.limit);
+      throw error;
+    }
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
         denied,

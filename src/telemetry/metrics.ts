@@ -107,6 +107,11 @@ const liveSubscribers = meter.createUpDownCounter("edgestream.live.subscribers",
   unit: "{subscriber}",
 });
 
+const liveRefused = meter.createCounter("edgestream.live.refused", {
+  description: "Live subscriptions refused by a bound: a key's (429) or this instance's (503)",
+  unit: "{subscription}",
+});
+
 /** Attributes of the ingest instruments. */
 export interface IngestAttributes {
   /** Name of a served stream. */
@@ -204,6 +209,11 @@ export function recordAlertsFired(
 export function recordWebhookDelivery(outcome: DeliveryOutcome, seconds: number): void {
   webhookDeliveries.add(1, { outcome });
   webhookDeliveryDuration.record(seconds, { outcome });
+}
+
+/** Counts a live subscription refused by the bound of its key (`key`) or of the process (`process`). */
+export function recordLiveRefused(limit: "key" | "process"): void {
+  liveRefused.add(1, { limit });
 }
 
 /** Adds `delta` (1 on subscribe, -1 on leave) to the live subscribers of a transport. */

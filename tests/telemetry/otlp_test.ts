@@ -94,6 +94,8 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     EDGESTREAM_CONFIG: configPath,
     EDGESTREAM_SWEEP_EVERY: "200ms",
     EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
+    // The two subscribers below fill a client address's places: a third is refused and counted.
+    EDGESTREAM_SUBSCRIPTIONS_PER_KEY: "2",
   });
   const sockets: WebSocket[] = [];
   const sse = new AbortController();
@@ -121,6 +123,11 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     assert.equal(stream.status, 200);
     const reader = stream.body!.getReader();
     assert.match(new TextDecoder().decode((await reader.read()).value), /subscribed/);
+    const third = await fetch(`${server.url}/v1/streams/clicks/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+    });
+    assert.equal(third.status, 429);
+    await third.body?.cancel();
 
     // HTTP: two applied, a duplicate, a filtered, a late and a rejected event; then a replay.
     const batch = [
@@ -253,6 +260,12 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       }
       pointWhere(receiver, "edgestream.webhook.pending", {}, (point) => point.value === 1);
       pointWhere(receiver, "edgestream.webhook.dead", {}, (point) => point.value === 1);
+      pointWhere(
+        receiver,
+        "edgestream.live.refused",
+        { limit: "key" },
+        (point) => point.value === 1,
+      );
       for (const transport of ["ws", "sse"]) {
         pointWhere(
           receiver,
