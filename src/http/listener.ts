@@ -68,7 +68,7 @@ export interface ListeningServer {
   shutdown(): Promise<void>;
 }
 
-/** The error's text, its cause's too (`Http: Error: Too many open files (os error 24)`). */
+/** The error as `Name: message` (`Http: Error: Too many open files (os error 24)`). */
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   return error.message === "" ? error.name : `${error.name}: ${error.message}`;
