@@ -642,6 +642,25 @@ Deno.test("matchesSubscription() applies types, counter and the CEL filter", () 
   );
   // A filter that fails on a message (no data.value) does not match it.
   assert.equal(matchesSubscription(subscription(["event.processed"], { filter }), event), false);
+  // Nor does one that goes past the evaluation budget: 100³ steps, stopped at 100,000.
+  const costly = compileExpression(
+    "payload.data.event.n.all(a, payload.data.event.n.all(b, payload.data.event.n.all(c, a + b + c > 0.0)))",
+    ["payload"],
+  );
+  const n = Array.from({ length: 100 }, (_, i) => i + 1);
+  const many = { ...event, data: { ...event.data, event: { id: "b", n } } } as PublicPayload;
+  assert.equal(
+    matchesSubscription(subscription(["event.processed"], { filter: costly }), many),
+    false,
+  );
+  const few = {
+    ...event,
+    data: { ...event.data, event: { id: "c", n: n.slice(0, 5) } },
+  } as PublicPayload;
+  assert.equal(
+    matchesSubscription(subscription(["event.processed"], { filter: costly }), few),
+    true,
+  );
 });
 
 Deno.test("LiveHub publishes no window.updated for session counters, and still for the others", async () => {

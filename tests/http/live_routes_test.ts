@@ -156,6 +156,7 @@ Deno.test("Subscribe applies the counter and CEL filter parameters", async () =>
 
 Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading", async () => {
   const server = await startServer();
+  const L = `[${Array.from({ length: 300 }, (_, i) => i + 1).join(",")}]`;
   try {
     const cases: Array<[string, number, string, RegExp]> = [
       [
@@ -170,6 +171,17 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
         400,
         "invalid_query",
         /^Query parameter 'filter' is invalid: Expression is 4099 characters; the limit is 4096$/,
+      ],
+      [
+        // The probe's filter: 3,352 characters, 300³ steps (seconds, holding the process).
+        `?filter=${
+          encodeURIComponent(
+            `${L}.all(a, ${L}.all(b, ${L}.all(c, (string(a) + string(b) + string(c)).size() > 0)))`,
+          )
+        }`,
+        400,
+        "invalid_query",
+        /its macros over literal lists may take more than 100000 steps, the budget of one evaluation$/,
       ],
       ["?types=window.updated,window.opened", 400, "invalid_query", /unknown type 'window.opened'/],
       ["?counter=nope", 400, "invalid_query", /has no counter 'nope'; it has: count_1m/],

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
 import {
   compileExpression,
+  EvaluationBudgetError,
   evaluationMessage,
   ExpressionError,
+  MAX_EVALUATION_COST,
+  MAX_EXPRESSION_LENGTH,
   toJson,
 } from "../../src/transform/cel.ts";
 
@@ -263,4 +266,73 @@ Deno.test("compileExpression() refuses a source over 4,096 characters, whoever g
   const limit = `true || '${"y".repeat(4_080)}' == ''`;
   assert.equal(limit.length, 4_096);
   assert.equal(compileExpression(limit)({ event: {} }), true);
+});
+
+/** `[1,2,…,n]` as CEL text. */
+function range(n: number): string {
+  return `[${Array.from({ length: n }, (_, i) => i + 1).join(",")}]`;
+}
+
+Deno.test("compileExpression() refuses macros over literal lists whose worst case exceeds the evaluation budget", () => {
+  // The probe's expressions: short (≤ 4,096 characters) and shallow, but 300³ steps.
+  const L = range(300);
+  const explosive = [
+    `${L}.all(a, ${L}.all(b, ${L}.all(c, a + b + c > 0)))`,
+    `size(${L}.map(a, ${L}.map(b, ${L}))) > 0`,
+    `${L}.all(a, ${L}.all(b, ${L}.all(c, (string(a) + string(b) + string(c)).size() > 0)))`,
+    `${range(40)}.exists(a, ${range(40)}.exists(b, ${
+      range(40)
+    }.exists(c, a == b && b == c && c == 0)))`,
+  ];
+  for (const source of explosive) {
+    assert.ok(source.length <= MAX_EXPRESSION_LENGTH, `${source.length} characters`);
+    assert.throws(() => compileExpression(source, ["payload"]), {
+      name: "ExpressionError",
+      message: new RegExp(`may take more than ${MAX_EVALUATION_COST} steps, the budget of one`),
+    });
+  }
+  // Within the budget, macros over literal lists compile and answer.
+  const small = compileExpression(`${range(30)}.all(a, ${range(30)}.all(b, a + b > 0))`);
+  assert.equal(small({ event: {} }), true);
+});
+
+Deno.test("an evaluation past the budget fails, however its macros or operators would absorb the error", () => {
+  const l = Array.from({ length: 100 }, (_, i) => i + 1);
+  const s = "x".repeat(60_000);
+  const overBudget = [
+    // 100³ steps over lists from the variables, which no compile-time check can see.
+    "payload.l.all(a, payload.l.all(b, payload.l.all(c, a + b + c > 0.0)))",
+    "size(payload.l.map(a, payload.l.map(b, payload.l.map(c, [a, b, c])))) > 0",
+    "payload.l.all(a, payload.l.all(b, payload.l.all(c, (string(a) + string(b)).size() > 0)))",
+    // `exists`, `&&` and `||` absorb an error when another element or operand answers.
+    "payload.l.exists(a, payload.l.all(b, payload.l.all(c, a + b + c > 0.0)) && a == 100.0)",
+    "payload.l.all(a, payload.l.all(b, payload.l.all(c, a + b + c > 0.0))) || true",
+    // Scanning a long string at every step, and doubling one by binding it.
+    "payload.l.all(a, payload.l.all(b, !payload.s.contains('y')))",
+    "cel.bind(x, payload.s + payload.s, cel.bind(y, x + x, cel.bind(z, y + y, size(z + z) > 0)))",
+    // No macro: each `+` copies the list built so far.
+    `size(${Array.from({ length: 200 }, () => "payload.l").join(" + ")}) > 0`,
+  ];
+  for (const source of overBudget) {
+    const evaluate = compileExpression(source, ["payload"]);
+    assert.throws(() => evaluate({ payload: { l, s } }), {
+      name: "EvaluationBudgetError",
+      message: `Expression exceeded its evaluation budget of ${MAX_EVALUATION_COST} steps`,
+    }, source);
+    assert.equal(
+      evaluationMessage(new EvaluationBudgetError()),
+      "Expression exceeded its evaluation budget of 100000 steps",
+    );
+  }
+  // Each evaluation has its own budget: the same expression on a short list answers.
+  const nested = compileExpression("payload.l.all(a, payload.l.all(b, a + b > 0.0))", ["payload"]);
+  for (let i = 0; i < 3; i++) assert.equal(nested({ payload: { l: l.slice(0, 20) } }), true);
+  const within = [
+    "payload.l.exists(a, a == 100.0)",
+    "payload.l.map(a, a * 2).filter(a, a > 100.0).size() == 50",
+    "size(payload.s + payload.s) == 120000",
+  ];
+  for (const source of within) {
+    assert.equal(compileExpression(source, ["payload"])({ payload: { l, s } }), true, source);
+  }
 });

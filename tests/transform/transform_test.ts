@@ -135,6 +135,31 @@ Deno.test("compileTransform() turns evaluation errors into TransformError naming
   assert.match(set.message, /^Expression failed: .*no such overload/);
 });
 
+Deno.test("compileTransform() rejects an event whose expression goes past the evaluation budget, naming the step", () => {
+  const transform = compileTransform([
+    { set: { n: "size(event.items)" } },
+    { filter: "event.items.all(a, event.items.all(b, event.items.all(c, a + b + c > 0.0)))" },
+  ]);
+  const items = Array.from({ length: 100 }, (_, i) => i + 1);
+  const over = transformError(transform, { items });
+  assert.equal(over.path, "transform[1].filter");
+  assert.equal(
+    over.message,
+    "Expression failed: Expression exceeded its evaluation budget of 100000 steps",
+  );
+  // The same filter over a short list is within it.
+  assert.deepEqual(transform({ items: [1, 2] }), { items: [1, 2], n: 2 });
+  // One whose worst case over literal lists is past it is refused with its path at compile time.
+  const L = `[${Array.from({ length: 300 }, (_, i) => i + 1).join(",")}]`;
+  assert.throws(
+    () => compileTransform([{ filter: `${L}.all(a, ${L}.all(b, ${L}.all(c, a + b + c > 0)))` }]),
+    {
+      name: "ExpressionError",
+      message: /^transform\[0\]\.filter: .*may take more than 100000 steps/,
+    },
+  );
+});
+
 Deno.test("compileTransform() reports values JSON cannot hold as a TransformError", () => {
   const infinite = transformError(compileTransform([{ set: { r: "event.a / 0.0" } }]), { a: 1 });
   assert.equal(infinite.path, "transform[0].set.r");
