@@ -276,6 +276,45 @@ function compileAlerts(
   });
 }
 
+/**
+ * Most counters one stream may define. Each keeps state per pane in the shared process (or in
+ * Redis), and the key that defines them may be limited to its stream: a tenant's.
+ */
+export const MAX_COUNTERS_PER_STREAM = 64;
+
+/**
+ * Most groups a stream's window counters may hold per pane together (their `maxGroups` added
+ * up), and most sessions its session counters may hold open together (their `maxSessions`):
+ * what one counter may have on its own, so a stream holds at most that many whatever the
+ * number of counters it spreads them over.
+ */
+export const MAX_STREAM_GROUPS = 1_000_000;
+
+/** Refuses more counters, or more groups or sessions between them, than one stream may hold. */
+function checkStreamState(parsed: StreamDefinition, at: string): void {
+  const entries = Object.entries(parsed.counters);
+  if (entries.length > MAX_COUNTERS_PER_STREAM) {
+    throw new ConfigError(
+      `${at}.counters: a stream may have at most ${MAX_COUNTERS_PER_STREAM} counters; this one has ${entries.length}`,
+    );
+  }
+  let groups = 0;
+  let sessions = 0;
+  for (const [counterName, definition] of entries) {
+    const session = "session" in definition.window;
+    if (session) sessions += definition.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    else groups += definition.maxGroups;
+    const [total, field, what] = session
+      ? [sessions, "maxSessions", "sessions open"]
+      : [groups, "maxGroups", "groups per pane"];
+    if (total > MAX_STREAM_GROUPS) {
+      throw new ConfigError(
+        `${at}.counters.${counterName}.${field}: the stream's counters would hold up to ${total} ${what} with this one; at most ${MAX_STREAM_GROUPS} together`,
+      );
+    }
+  }
+}
+
 function compileStream(name: string, raw: unknown, parsed: StreamDefinition): CompiledStream {
   const at = `streams.${name}`;
   let schema: z.ZodType;
@@ -294,6 +333,7 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
     if (error instanceof ExpressionError) throw new ConfigError(`${at}.${error.message}`);
     throw error;
   }
+  checkStreamState(parsed, at);
   const counters = Object.entries(parsed.counters).map(([counterName, definition], index) =>
     compileCounter(
       counterName,

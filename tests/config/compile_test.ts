@@ -5,6 +5,8 @@ import {
   ConfigError,
   DEFAULT_MAX_SESSIONS,
   loadConfigFile,
+  MAX_COUNTERS_PER_STREAM,
+  MAX_STREAM_GROUPS,
 } from "../../src/config/mod.ts";
 
 /** A config with one stream `orders` holding the given fields. */
@@ -195,6 +197,58 @@ Deno.test("compileConfig() refuses windows of more than 1440 panes", () => {
     sizeMs: 86_400_000,
     precisionMs: 60_000,
   });
+});
+
+/** `n` counters `c0`…, each `{ window: tumbling 1h, count, ...definition }`. */
+function counters(n: number, definition: Record<string, unknown> = {}): Record<string, unknown> {
+  return Object.fromEntries(
+    Array.from({ length: n }, (_, i) => [
+      `c${i}`,
+      { window: { tumbling: "1h" }, groupBy: ["g"], aggregate: "count", ...definition },
+    ]),
+  );
+}
+
+Deno.test("compileConfig() bounds what one stream's counters may hold together", () => {
+  assert.equal(MAX_COUNTERS_PER_STREAM, 64);
+  assert.equal(MAX_STREAM_GROUPS, 1_000_000);
+  // The probe's tenant: 600 counters, and 5 of 1,000,000 groups a pane each.
+  assertRefused(
+    orders({ counters: counters(600) }),
+    /^streams\.orders\.counters: a stream may have at most 64 counters; this one has 600$/,
+  );
+  assertRefused(
+    orders({ counters: counters(5, { maxGroups: 1_000_000 }) }),
+    /streams\.orders\.counters\.c1\.maxGroups: the stream's counters would hold up to 2000000 groups per pane with this one; at most 1000000 together/,
+  );
+  assertRefused(
+    orders({
+      counters: {
+        ...counters(2, { window: { session: "30m" }, maxSessions: 600_000 }),
+        plain: { window: { tumbling: "1m" }, aggregate: "count" },
+      },
+    }),
+    /streams\.orders\.counters\.c1\.maxSessions: the stream's counters would hold up to 1200000 sessions open with this one; at most 1000000 together/,
+  );
+  // Ten session counters at the default (100,000) fill it exactly; an eleventh does not fit.
+  only(compileConfig(orders({ counters: counters(10, { window: { session: "30m" } }) })));
+  assertRefused(
+    orders({ counters: counters(11, { window: { session: "30m" } }) }),
+    /streams\.orders\.counters\.c10\.maxSessions: .* up to 1100000 sessions open/,
+  );
+  // At the bounds: 64 counters, groups and sessions each adding up to 1,000,000.
+  const full = only(compileConfig(orders({
+    counters: {
+      ...counters(62, { maxGroups: 16_000 }),
+      big: { window: { tumbling: "1m" }, aggregate: "count", maxGroups: 8_000 },
+      visits: { window: { session: "30m" }, aggregate: "count", maxSessions: 1_000_000 },
+    },
+  })));
+  assert.equal(full.counters.length, 64);
+  assert.equal(
+    full.counters.reduce((sum, item) => sum + (item.meta.session ? 0 : item.meta.maxGroups), 0),
+    1_000_000,
+  );
 });
 
 Deno.test("compileConfig() refuses a bad aggregate, group list or limit", () => {

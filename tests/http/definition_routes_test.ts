@@ -569,6 +569,54 @@ Deno.test("a stored API stream this release cannot compile answers 409 stream_no
   assert.deepEqual(windows.map((row: { value: number }) => row.value), [2], "counted before stays");
 });
 
+Deno.test("PUT /v1/streams/{stream} refuses more counters, or groups between them, than a stream may hold; one stored before is not served", async () => {
+  const counters = (n: number, maxGroups: number) =>
+    Object.fromEntries(
+      Array.from({ length: n }, (_, i) => [
+        `c${i}`,
+        { window: { tumbling: "1h" }, groupBy: ["g"], aggregate: "count", maxGroups },
+      ]),
+    );
+  const app = await appWith();
+  for (
+    const [definition, message] of [
+      [
+        { counters: counters(600, 1000) },
+        /^Invalid stream definition: counters: a stream may have at most 64 counters; this one has 600$/,
+      ],
+      [
+        { counters: counters(5, 1_000_000) },
+        /^Invalid stream definition: counters\.c1\.maxGroups: the stream's counters would hold up to 2000000 groups per pane with this one; at most 1000000 together$/,
+      ],
+    ] as const
+  ) {
+    const refused = await put(app, "tenant", definition);
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.equal(error.code, "invalid_definition");
+    assert.match(error.message, message);
+  }
+  assert.equal((await app.request("/v1/streams/tenant")).status, 404);
+  assert.equal((await put(app, "tenant", { counters: counters(64, 15_625) })).status, 201);
+
+  // One an earlier release stored with more is not served (409), and the process keeps going.
+  const { definitions, streams, app: later } = await unservableSetup();
+  const stored = (await definitions.get("signups"))!;
+  const written = await definitions.write(
+    "signups",
+    { ...stored, definition: { ...SIGNUPS, counters: counters(65, 1000) } },
+    stored.version,
+  );
+  assert.equal(written.status, "written");
+  await streams.poll();
+  const response = await ingest(later, "signups", [UNSERVABLE_EVENT]);
+  assert.equal(response.status, 409);
+  const error = await errorOf(response);
+  assert.equal(error.code, "stream_not_servable");
+  assert.match(error.message, /counters: a stream may have at most 64 counters; this one has 65/);
+  assert.equal((await ingest(later, "orders", [{}])).status, 202);
+});
+
 Deno.test("an instance that served a stream stops serving it once its stored version does not compile, as one that never did", async () => {
   const { first, firstStreams, definitions } = await unservableSetup();
   // It held version 1 when version 2 was written; the poll finds version 2.
