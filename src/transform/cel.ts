@@ -35,7 +35,8 @@ export const MAX_EXPRESSION_LENGTH = 4096;
  *
  * Each node of the expression evaluated costs 1 (a macro's body once per element it visits),
  * and a node that builds or scans a value (an operator, a function or method call, or an
- * operand of one) 1 more per element of a list, or per 16 characters or bytes, it yields.
+ * operand of one) 1 more per element of a list, or per 16 characters or bytes, it yields; a
+ * string search also its text's length times the searched-for text's, over 1,024.
  * Past the budget the evaluation fails, as any evaluation error does where it runs. An
  * expression whose worst case over its literal lists already exceeds the budget
  * (`[1..300].all(a, [1..300].all(b, …))`) is refused when it is compiled.
@@ -239,6 +240,28 @@ const SCANNING = new Set([
   "in",
 ]);
 
+/**
+ * String methods that search one string for another. V8 runs them in up to (length × length of
+ * the searched-for) steps (`"a…a".lastIndexOf("a…ab")` over a 64 KiB event: 0.15 s), not in the
+ * length of their operands, so they pay for that product too (see {@linkcode searchCost}).
+ */
+const SEARCHES = new Set(["contains", "indexOf", "lastIndexOf", "split"]);
+
+/**
+ * A search's cost beyond its operands: 1 per 1,024 of `text.length × search.length` (V8 took
+ * 0.16–0.4 ns each in the worst cases measured, so a whole budget of them is 20–40 ms).
+ */
+function searchCost(text: unknown, search: unknown): number {
+  if (typeof text !== "string" || typeof search !== "string") return 0;
+  return Math.floor(text.length * search.length / 1024);
+}
+
+/** What a method call node holds once checked: its receiver and arguments, and its handler. */
+interface MethodCall {
+  receiverWithArgs: unknown[];
+  handle: (values: unknown[], evaluator: unknown, node: unknown) => unknown;
+}
+
 /** Types whose values are of one size: what yields them builds nothing that grows. */
 const FIXED_SIZE = new Set([
   "bool",
@@ -316,7 +339,21 @@ function chargeNodes(root: unknown): number {
   visitNodes(root, (node, operand) => {
     const meta = node.meta;
     const scans = SCANNING.has(node.op);
-    if (meta.macro) {
+    if (node.op === "rcall" && SEARCHES.has((node.args as unknown[])[0] as string)) {
+      // As cel-js's own `rcall` evaluates (operands last to first), paying for the search first.
+      node.evaluate = (evaluator, self, context) => {
+        if (everyNode && --remaining < 0) throw SPENT;
+        const call = self as MethodCall;
+        const run = evaluator as { run: (node: unknown, context: unknown) => unknown };
+        const operands = call.receiverWithArgs;
+        const values = new Array(operands.length);
+        for (let i = operands.length - 1; i >= 0; i--) values[i] = run.run(operands[i], context);
+        if ((remaining -= searchCost(values[0], values[1])) < 0) throw SPENT;
+        const value = call.handle(values, evaluator, self);
+        if ((remaining -= sizeCost(value)) < 0) throw SPENT;
+        return value;
+      };
+    } else if (meta.macro) {
       if (!everyNode) return;
       const macro = meta.macro;
       node.evaluate = (evaluator, _self, context) => {
