@@ -647,13 +647,18 @@ export function jsonBody(
 /**
  * Middleware for an operation that takes no body: none, or `{}`, passes; a
  * body that is not JSON is 400 `invalid_json`, as on every route, and any
- * other JSON 400 `invalid_body`, rather than being ignored.
+ * other JSON 400 `invalid_body`, rather than being ignored. No bytes are none
+ * whatever `Content-Encoding` says (there is nothing to decode); a body is
+ * decoded as {@linkcode readLimitedBody} decodes one.
  */
 export function noBody(): MiddlewareHandler {
   return async (c, next) => {
-    const bytes = await readLimitedBody(c.req.raw, DEFAULT_LIMITS.maxBodyBytes, {
-      timeoutMs: bodyTimeoutOf(c),
-    });
+    const request = c.req.raw;
+    const maxBytes = DEFAULT_LIMITS.maxBodyBytes;
+    const sent = await readEncodedBody(request, maxBytes, { timeoutMs: bodyTimeoutOf(c) });
+    if (sent.byteLength === 0) return await next();
+    const encoding = contentEncoding(request.headers.get("Content-Encoding"));
+    const bytes = encoding === null ? sent : await inflate(sent, encoding, maxBytes);
     const text = decodeUtf8(bytes).trim();
     if (text !== "") {
       const value = parseJson(text);

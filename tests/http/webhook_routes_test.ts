@@ -295,6 +295,39 @@ Deno.test("operations that take no body refuse one (bad JSON, any field) and cha
   });
 });
 
+Deno.test("operations that take no body take none whatever its Content-Encoding says, and decode a gzip {}", async () => {
+  await withSetup(async (ctx) => {
+    const [id] = await registerMany(ctx, 1);
+    const gzipped = new Uint8Array(
+      await new Response(
+        new Blob(["{}"]).stream().pipeThrough(new CompressionStream("gzip")),
+      ).arrayBuffer(),
+    );
+    const operations: Array<[string, number]> = [
+      ["/v1/admin/sweep", 200],
+      [`/v1/webhooks/${id}/rotate-secret`, 200],
+      [`/v1/webhooks/${id}/test`, 202],
+    ];
+    for (const [path, status] of operations) {
+      for (const encoding of ["gzip", "deflate", "br"]) {
+        const res = await ctx.app.request(path, {
+          method: "POST",
+          headers: { "Content-Encoding": encoding },
+        });
+        assert.equal(res.status, status, `${path} with Content-Encoding ${encoding}, no body`);
+        await res.body?.cancel();
+      }
+      const res = await ctx.app.request(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Content-Encoding": "gzip" },
+        body: gzipped,
+      });
+      assert.equal(res.status, status, `${path} with a gzip {}`);
+      await res.body?.cancel();
+    }
+  });
+});
+
 Deno.test("list pages hold 100 endpoints and 20 deliveries by default, at most 1,000 and 200", async () => {
   await withSetup(async (ctx) => {
     const ids = await registerMany(ctx, 101);
