@@ -1029,7 +1029,8 @@ const sweepRoute = createRoute({
         },
       },
     },
-    ...errorsFor(400, 401, 403, 503),
+    // 415: a body (it takes none, or {}) in a Content-Encoding other than gzip or deflate.
+    ...errorsFor(400, 401, 403, 415, 503),
   },
 });
 

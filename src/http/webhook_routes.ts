@@ -281,6 +281,8 @@ export const rotateSecretRoute = createRoute({
       "Rotated",
     ),
     ...errors,
+    // A body (it takes none, or {}) in a Content-Encoding other than gzip or deflate.
+    ...errorsFor(415),
   },
 });
 
@@ -295,6 +297,8 @@ export const testWebhookRoute = createRoute({
   responses: {
     202: jsonContent(z.object({ delivery: DeliverySchema }), "Queued"),
     ...errors,
+    // A body (it takes none, or {}) in a Content-Encoding other than gzip or deflate.
+    ...errorsFor(415),
   },
 });
 
@@ -371,6 +375,8 @@ export const retryDeliveryRoute = createRoute({
   responses: {
     202: jsonContent(z.object({ delivery: DeliverySchema }), "Requeued"),
     ...errors,
+    // A body (it takes none, or {}) in a Content-Encoding other than gzip or deflate.
+    ...errorsFor(415),
   },
 });
 

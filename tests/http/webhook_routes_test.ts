@@ -328,6 +328,30 @@ Deno.test("operations that take no body take none whatever its Content-Encoding 
   });
 });
 
+Deno.test("operations that take no body answer a body in another Content-Encoding 415, as their OpenAPI operations declare", async () => {
+  await withSetup(async (ctx) => {
+    const [id] = await registerMany(ctx, 1);
+    const paths = await (await ctx.app.request("/openapi.json")).json().then((doc) => doc.paths);
+    for (
+      const [path, template] of [
+        ["/v1/admin/sweep", "/v1/admin/sweep"],
+        [`/v1/webhooks/${id}/rotate-secret`, "/v1/webhooks/{id}/rotate-secret"],
+        [`/v1/webhooks/${id}/test`, "/v1/webhooks/{id}/test"],
+        ["/v1/deliveries/msg_x.ep_y/retry", "/v1/deliveries/{deliveryId}/retry"],
+      ]
+    ) {
+      const res = await ctx.app.request(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Content-Encoding": "br" },
+        body: "{}",
+      });
+      assert.equal(res.status, 415, path);
+      assert.equal((await res.json()).error.code, "unsupported_media_type", path);
+      assert.ok(paths[template].post.responses["415"], `${template} declares 415`);
+    }
+  });
+});
+
 Deno.test("list pages hold 100 endpoints and 20 deliveries by default, at most 1,000 and 200", async () => {
   await withSetup(async (ctx) => {
     const ids = await registerMany(ctx, 101);
