@@ -223,7 +223,7 @@ function contentEncoding(header: string | null): CompressionFormat | null {
   if (name === "deflate") return "deflate";
   throw new BodyError(
     "unsupported_media_type",
-    `Content-Encoding '${header}' is not supported: send gzip, deflate or none`,
+    `Content-Encoding '${quoteInput(header ?? "")}' is not supported: send gzip, deflate or none`,
   );
 }
 

@@ -41,6 +41,7 @@ import { grantOfRequest } from "./auth.ts";
 import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
 import { ApiError, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** True for a POST to the ingest path, whose Origin verdict waits for the key. */
 export { admitsListedOrigins, isIngestRequest } from "./_ingest_path.ts";
@@ -120,7 +121,7 @@ export function refuseForeignOrigin(grant: KeyGrant, origin: string | undefined)
     "origin_not_allowed",
     `Publishable key '${grant.id}' may be used only from ${
       [...(grant.origins ?? [])].join(", ")
-    }; this request comes from '${origin}'`,
+    }; this request comes from '${quoteInput(origin)}'`,
   );
 }
 

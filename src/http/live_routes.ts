@@ -57,6 +57,7 @@ import {
   SubscriptionSlots,
 } from "./subscription_slots.ts";
 import { recordLiveRefused } from "../telemetry/mod.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { errorsFor, subscriptionLimitResponse } from "./_openapi.ts";
@@ -128,7 +129,7 @@ export function parseSubscription(stream: CompiledStream, query: SubscriptionQue
         throw new ApiError(
           400,
           "invalid_query",
-          `Query parameter 'types' has an unknown type '${type}'; known: ${
+          `Query parameter 'types' has an unknown type '${quoteInput(type)}'; known: ${
             PAYLOAD_TYPES.join(", ")
           }`,
         );

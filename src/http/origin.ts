@@ -43,6 +43,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import { ApiError } from "./errors.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** Settings of {@linkcode OriginPolicy} besides the mode: what the environment provides. */
 export interface OriginSettings {
@@ -197,17 +198,21 @@ export class OriginPolicy {
       return new ApiError(
         400,
         "invalid_request",
-        `Host '${request.headers.get("Host")}' is not a host name (a name or address, and a port)`,
+        `Host '${
+          quoteInput(request.headers.get("Host") ?? "")
+        }' is not a host name (a name or address, and a port)`,
       );
     }
     const hostHeader = request.headers.get("Host") || url.host;
     const host = parseHost(hostHeader, url.protocol);
     if (this.#open && !(host && this.#hostAllowed(host.name))) {
-      const name = host ? `'${host.name}'` : "its name";
+      const name = host ? `'${quoteInput(host.name)}'` : "its name";
       return new ApiError(
         421,
         "host_not_allowed",
-        `Host '${hostHeader}' refused: open mode (no EDGESTREAM_KEYS) answers only loopback names (localhost, 127.0.0.1, [::1]) and EDGESTREAM_ALLOWED_HOSTS; add ${name} there to allow it`,
+        `Host '${
+          quoteInput(hostHeader)
+        }' refused: open mode (no EDGESTREAM_KEYS) answers only loopback names (localhost, 127.0.0.1, [::1]) and EDGESTREAM_ALLOWED_HOSTS; add ${name} there to allow it`,
       );
     }
     if (origin === null) return null;
@@ -218,10 +223,10 @@ export class OriginPolicy {
     return new ApiError(
       403,
       "origin_not_allowed",
-      `Cross-origin ${
-        upgrade ? "WebSocket upgrade" : request.method
-      } from '${origin}' refused, as this server is '${
-        own ?? hostHeader
+      `Cross-origin ${upgrade ? "WebSocket upgrade" : request.method} from '${
+        quoteInput(origin)
+      }' refused, as this server is '${
+        quoteInput(own ?? hostHeader)
       }': add the origin to EDGESTREAM_ALLOWED_ORIGINS to allow it`,
     );
   }

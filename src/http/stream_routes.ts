@@ -109,7 +109,7 @@ export function findCounter(
 ): CompiledCounter {
   const counter = stream.counters.find((item) => item.name === name);
   if (counter) return counter;
-  const message = `Stream '${stream.name}' has no counter '${name}'; it has: ${
+  const message = `Stream '${stream.name}' has no counter '${quoteInput(name)}'; it has: ${
     stream.counters.map((item) => item.name).join(", ") || "(none)"
   }`;
   throw source === "path"

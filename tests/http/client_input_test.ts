@@ -138,3 +138,51 @@ Deno.test("a bad counter name and a bad name in a key's streams are worded as a 
     `Invalid request body streams[0]: ${NAME_WORDS}'${"x".repeat(256)}… (300 characters)'`,
   );
 });
+
+Deno.test("long headers and query values (Host, Origin, Content-Encoding, ?counter=, ?types=) are quoted within bounds in the error and its log line", async () => {
+  const { app } = await keyedApp();
+  const openApp = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+  });
+  const long = "x".repeat(20_000);
+  const admin = { Authorization: `Bearer ${KEYS.admin}` };
+  const ingest = { ...admin, "Content-Type": "application/json" };
+  const cases: [typeof app, string, RequestInit, number][] = [
+    [openApp, "/v1/streams", { headers: { Host: `${long}.example` } }, 421],
+    [openApp, "/v1/streams", { headers: { Host: `a, ${long}` } }, 421],
+    [app, "/v1/streams/orders/events", {
+      method: "POST",
+      headers: { ...ingest, Origin: `https://${long}.example` },
+      body: "{}",
+    }, 403],
+    [app, "/v1/streams/orders/events", {
+      method: "POST",
+      headers: { ...ingest, "Content-Encoding": long },
+      body: "{}",
+    }, 415],
+    [app, `/v1/streams/orders/subscribe?counter=${long}`, {
+      headers: { ...admin, Accept: "text/event-stream" },
+    }, 400],
+    [app, `/v1/streams/orders/subscribe?types=${long}`, {
+      headers: { ...admin, Accept: "text/event-stream" },
+    }, 400],
+  ];
+  await writtenLogs(async (lines) => {
+    for (const [target, path, init, status] of cases) {
+      const res = await target.request(path, init);
+      const text = await res.text();
+      assert.equal(res.status, status, `${path.slice(0, 60)}: ${text.slice(0, 200)}`);
+      assert.ok(text.length < 1_000, `${path.slice(0, 60)}: reply of ${text.length} characters`);
+      assert.match(text, /… \(\d+ characters\)/);
+    }
+    const http = jsonLines(lines, "edgestream.http");
+    assert.equal(http.length, cases.length);
+    for (const line of http) {
+      const written = JSON.stringify(line);
+      assert.ok(written.length < 2_500, `line of ${written.length} characters`);
+    }
+  });
+});
