@@ -35,8 +35,10 @@ export const MAX_EXPRESSION_LENGTH = 4096;
  *
  * Each node of the expression evaluated costs 1 (a macro's body once per element it visits),
  * and a node that builds or scans a value (an operator, a function or method call, or an
- * operand of one) 1 more per element of a list, or per 16 characters or bytes, it yields; a
- * string search also its text's length times the searched-for text's, over 1,024.
+ * operand of one) 1 more per element of a list, per key of a map, or per 16 characters or
+ * bytes, it yields (an operand of `==`, `!=` or `in` also for what its lists and maps hold; a
+ * map a macro ranges over, per key); a string search also its text's length times the
+ * searched-for text's, over 1,024.
  * Past the budget the evaluation fails, as any evaluation error does where it runs. An
  * expression whose worst case over its literal lists already exceeds the budget
  * (`[1..300].all(a, [1..300].all(b, …))`) is refused when it is compiled.
@@ -273,14 +275,61 @@ const FIXED_SIZE = new Set([
   "google.protobuf.Duration",
 ]);
 
-/** Cost of a value beyond its node: a list's length, a string's or bytes' length / 16. */
-function sizeCost(value: unknown): number {
+/**
+ * Cost of a value beyond its node: a list's length, a map's number of keys (cel-js's `size`, `in`
+ * and `==` read every key of a map), a string's or bytes' length / 16. `deep` (the operands of
+ * `==`, `!=` and `in`, which compare what lists and maps hold): the values inside it too. Counts
+ * no further than past what is left of the budget, so the count costs no more than it charges.
+ */
+function sizeCost(value: unknown, deep = false): number {
   if (typeof value === "string") return value.length >>> 4;
-  if (Array.isArray(value) || value instanceof Uint8Array) {
-    return value instanceof Uint8Array ? value.length >>> 4 : value.length;
+  if (typeof value !== "object" || value === null) return 0;
+  let cost = 0;
+  const pending: unknown[] = [value];
+  while (pending.length > 0 && cost <= remaining) {
+    const item = pending.pop();
+    if (typeof item === "string") {
+      cost += item.length >>> 4;
+    } else if (typeof item !== "object" || item === null) {
+      continue;
+    } else if (item instanceof Uint8Array) {
+      cost += item.length >>> 4;
+    } else if (Array.isArray(item)) {
+      cost += item.length;
+      if (deep) { for (const member of item) if (isComposite(member)) pending.push(member); }
+    } else if (item instanceof Map) {
+      cost += item.size;
+      if (deep) {
+        for (const member of item.values()) if (isComposite(member)) pending.push(member);
+      }
+    } else if (isPlainObject(item)) {
+      for (const key in item) {
+        cost += 1;
+        const member = (item as Record<string, unknown>)[key];
+        if (deep && isComposite(member)) pending.push(member);
+      }
+    }
+    if (!deep) break;
   }
-  return 0;
+  return cost;
 }
+
+/** A value that `==` compares by what it holds: a string, a list or a map. */
+function isComposite(value: unknown): boolean {
+  return typeof value === "string" || (typeof value === "object" && value !== null);
+}
+
+/** A CEL map as the variables give it (a parsed JSON object), not a timestamp or another class. */
+function isPlainObject(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+/** Ops that compare their operands by what they hold (a list's or map's members, deeply). */
+const COMPARING = new Set(["==", "!=", "in"]);
+
+/** An operand's part: of an op that compares, of another that scans, or a macro's range. */
+type Operand = "compared" | "scanned" | "range" | null;
 
 /**
  * Whether an expression can evaluate a node more than once: a macro's body runs once per
@@ -299,9 +348,9 @@ function loops(root: unknown): boolean {
 }
 
 /** Calls `visit` once for every node of a checked tree (macro expansions included), no recursion. */
-function visitNodes(root: unknown, visit: (node: BudgetNode, operand: boolean) => void): void {
+function visitNodes(root: unknown, visit: (node: BudgetNode, operand: Operand) => void): void {
   const seen = new Set<unknown>();
-  const pending: [unknown, boolean][] = [[root, false]];
+  const pending: [unknown, Operand][] = [[root, null]];
   while (pending.length > 0) {
     const [item, operand] = pending.pop()!;
     if (Array.isArray(item)) {
@@ -319,8 +368,14 @@ function visitNodes(root: unknown, visit: (node: BudgetNode, operand: boolean) =
     }
     if (item.op === "comprehension") {
       const { iterable, init, step } = item.args as Record<string, unknown>;
-      pending.push([[iterable, init, step], false]);
-    } else pending.push([item.args, SCANNING.has(item.op)]);
+      // The range is read whole (a map's keys are listed) before the first step.
+      pending.push([iterable, "range"], [[init, step], null]);
+    } else {
+      pending.push([
+        item.args,
+        COMPARING.has(item.op) ? "compared" : SCANNING.has(item.op) ? "scanned" : null,
+      ]);
+    }
     visit(item, operand);
   }
 }
@@ -368,11 +423,20 @@ function chargeNodes(root: unknown): number {
         if ((remaining -= sizeCost(value)) < 0) throw SPENT;
         return value;
       };
-    } else if (operand || scans) {
+    } else if (operand === "range") {
       node.evaluate = (evaluator, self, context) => {
         if (--remaining < 0) throw SPENT;
         const value = meta.evaluate(evaluator, self, context);
-        if ((remaining -= sizeCost(value)) < 0) throw SPENT;
+        // A list is iterated in place, each step paying; a map's keys are listed first.
+        if (!Array.isArray(value) && (remaining -= sizeCost(value)) < 0) throw SPENT;
+        return value;
+      };
+    } else if (operand !== null || scans) {
+      const deep = operand === "compared";
+      node.evaluate = (evaluator, self, context) => {
+        if (--remaining < 0) throw SPENT;
+        const value = meta.evaluate(evaluator, self, context);
+        if ((remaining -= sizeCost(value, deep)) < 0) throw SPENT;
         return value;
       };
     } else {

@@ -339,6 +339,41 @@ Deno.test("an evaluation past the budget fails, however its macros or operators 
   }
 });
 
+Deno.test("a map pays for its keys and a compared value for what it holds: size, in, == and macros over a big map or nested list stop within the budget", () => {
+  // A 2,000-key map (some 20 KB of event): cel-js's size(), `in` and `==` read every key, and a
+  // macro lists them all before its first step; `==` compares nested lists member by member.
+  const m = Object.fromEntries(Array.from({ length: 2_000 }, (_, i) => [`k${i}`, 0]));
+  const x = [Array(4_000).fill(0)];
+  const y = [Array(4_000).fill(0)];
+  const range = "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]";
+  const thousand = (body: string) => `${range}.all(a, ${range}.all(b, ${range}.all(c, ${body})))`;
+  const overBudget = [
+    thousand("size(payload.m) > 0"),
+    thousand("payload.m == payload.m"),
+    thousand("!('zz' in payload.m)"),
+    thousand("payload.m.exists(k, true)"),
+    thousand("payload.x == payload.y"),
+    thousand("payload.x in [payload.y, 1]"),
+  ];
+  for (const source of overBudget) {
+    const evaluate = compileExpression(source, ["payload"]);
+    assert.throws(() => evaluate({ payload: { m, x, y } }), {
+      name: "EvaluationBudgetError",
+    }, source);
+  }
+  // The same over small values answers, and as before.
+  const small = { m: { k0: 0, k1: 0 }, x: [[0, 0]], y: [[0, 0]] };
+  assert.deepEqual(
+    overBudget.map((source) => compileExpression(source, ["payload"])({ payload: small })),
+    [true, true, true, true, true, true],
+  );
+  // A map is read by key at the cost of a step, whatever its size.
+  const lookup = compileExpression(thousand("payload.m.k1 == 0 && payload.m['k2'] == 0"), [
+    "payload",
+  ]);
+  assert.equal(lookup({ payload: { m } }), true);
+});
+
 Deno.test("a search (contains, indexOf, lastIndexOf, split) pays for its text's length times its needle's, and answers as cel-js's", () => {
   // V8 searches in up to length × needle steps: this lastIndexOf alone took 0.15 s.
   const text = "a".repeat(43_000);
