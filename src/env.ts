@@ -47,8 +47,8 @@ import { KeyRing } from "./http/auth.ts";
 import {
   DEFAULT_SUBSCRIPTIONS_MAX,
   DEFAULT_SUBSCRIPTIONS_PER_KEY,
-  type SubscriptionLimits,
-} from "./http/subscription_slots.ts";
+  type SlotLimits,
+} from "./http/connection_slots.ts";
 import {
   OriginSettingError,
   type OriginSettings,
@@ -117,7 +117,7 @@ export interface ServerConfig {
   /** Values no log line may show: the API keys and the Redis token. */
   secrets: string[];
   /** Most live subscriptions per key (open mode: per client address) and per process. */
-  subscriptions: Required<SubscriptionLimits>;
+  subscriptions: Required<SlotLimits>;
 }
 
 /** A line printed at startup; a `warning` (open mode, a setting without effect) shows at that level too. */
@@ -256,7 +256,7 @@ function readCount(env: EnvSource, name: string, fallback: number): number {
 }
 
 /** `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` and `EDGESTREAM_SUBSCRIPTIONS_MAX`. */
-function readSubscriptionLimits(env: EnvSource): Required<SubscriptionLimits> {
+function readSubscriptionLimits(env: EnvSource): Required<SlotLimits> {
   return {
     perKey: readCount(env, "EDGESTREAM_SUBSCRIPTIONS_PER_KEY", DEFAULT_SUBSCRIPTIONS_PER_KEY),
     perProcess: readCount(env, "EDGESTREAM_SUBSCRIPTIONS_MAX", DEFAULT_SUBSCRIPTIONS_MAX),

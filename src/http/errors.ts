@@ -22,7 +22,7 @@ import { BodyError, type BodyErrorCode } from "./body.ts";
 import { isIngestRequest } from "./_ingest_path.ts";
 import { requestIdOf } from "./request_id.ts";
 import { quoteInput } from "../telemetry/logging.ts";
-import { SUBSCRIPTION_RETRY_AFTER_SECONDS, SubscriptionLimitError } from "./subscription_slots.ts";
+import { SLOT_RETRY_AFTER_SECONDS, type SlotKind, SlotLimitError } from "./connection_slots.ts";
 
 /** Names of streams, counters and endpoints in paths. */
 export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -123,6 +123,12 @@ export function errorContextOf(c: Context): ErrorContext {
   };
 }
 
+/** The codes of a connection refused by its key's bound (429) or the process's (503), by pool. */
+export const SLOT_CODES: Record<SlotKind, { key: string; process: string }> = {
+  subscription: { key: "too_many_subscriptions", process: "subscriptions_full" },
+  ingest_socket: { key: "too_many_ingest_sockets", process: "ingest_sockets_full" },
+};
+
 /**
  * The one table from domain errors (thrown by stages that know nothing of
  * HTTP) to API errors with their status and code. `undefined` for an error
@@ -186,19 +192,16 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
     }
     return new ApiError(429, "rate_limited", error.message, { headers, cause: error });
   }
-  if (error instanceof SubscriptionLimitError) {
+  if (error instanceof SlotLimitError) {
     // The key's own bound: 429, as a rate limit; the process's: 503, another instance may take it.
-    return error.limit === "key"
-      ? new ApiError(429, "too_many_subscriptions", error.message, {
-        headers: { "Retry-After": String(SUBSCRIPTION_RETRY_AFTER_SECONDS) },
-        details: { limit: error.limit, max: error.max },
-        cause: error,
-      })
-      : new ApiError(503, "subscriptions_full", error.message, {
-        headers: { "Retry-After": String(SUBSCRIPTION_RETRY_AFTER_SECONDS) },
-        details: { limit: error.limit, max: error.max },
-        cause: error,
-      });
+    const [status, code] = error.limit === "key"
+      ? [429 as const, SLOT_CODES[error.kind].key]
+      : [503 as const, SLOT_CODES[error.kind].process];
+    return new ApiError(status, code, error.message, {
+      headers: { "Retry-After": String(SLOT_RETRY_AFTER_SECONDS) },
+      details: { limit: error.limit, max: error.max },
+      cause: error,
+    });
   }
   if (error instanceof KeyConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });

@@ -41,21 +41,19 @@ import { compileExpression, ExpressionError, MAX_EXPRESSION_LENGTH } from "../tr
 import {
   authorize,
   HOW_TO_SEND_FROM_BROWSER,
-  type KeyGrant,
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
   requireScopeForOtherMethods,
   scopeError,
-  sha256,
-  toHex,
 } from "./auth.ts";
 import {
-  SubscriptionLimitError,
-  type SubscriptionLimits,
-  type SubscriptionSlot,
-  SubscriptionSlots,
-} from "./subscription_slots.ts";
+  type ConnectionSlot,
+  ConnectionSlots,
+  slotHolder,
+  SlotLimitError,
+  type SlotLimits,
+} from "./connection_slots.ts";
 import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
@@ -89,7 +87,7 @@ export interface LiveRouteOptions {
    * them a subscription is refused (429 `too_many_subscriptions`, 503 `subscriptions_full`).
    * @default {{ perKey: 100, perProcess: 10000 }}
    */
-  subscriptions?: SubscriptionLimits;
+  subscriptions?: SlotLimits;
 }
 
 /** What {@linkcode registerLiveRoutes} needs. */
@@ -257,7 +255,7 @@ async function subscribeFirst(
   deps: LiveRouteDeps,
   subscription: Subscription,
   sink: LiveSink,
-  options: SubscribeOptions & { signal: AbortSignal; slot: SubscriptionSlot },
+  options: SubscribeOptions & { signal: AbortSignal; slot: ConnectionSlot },
 ): Promise<void> {
   // Its slot is given back when the subscription ends, however it ends.
   if (options.signal.aborted) options.slot.release();
@@ -269,25 +267,6 @@ async function subscribeFirst(
     deps.connections?.refuseWhileClosing();
     throw error;
   }
-}
-
-/**
- * Who a subscription counts against: a run-time key by its id, an environment key by its digest
- * (never its text), in open mode the client's address. With the name its refusal gives.
- */
-function subscriptionHolder(
-  c: Context,
-  keys: KeyRing,
-  key: string | undefined,
-  grant: KeyGrant | undefined,
-): [holder: string, named: string] {
-  if (keys.open || key === undefined) {
-    const address = (c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr
-      ?.hostname ?? "unknown";
-    return [`address:${address}`, `client address ${address}`];
-  }
-  if (grant?.id !== undefined) return [`id:${grant.id}`, `API key '${grant.id}'`];
-  return [`digest:${toHex(sha256(key))}`, "this API key"];
 }
 
 /**
@@ -303,7 +282,7 @@ async function subscribeOverSocket(
     subscription?: Subscription;
     protocol?: string;
     keyCheck: KeyCheck;
-    slot?: SubscriptionSlot;
+    slot?: ConnectionSlot;
   },
 ): Promise<Response> {
   const upgradeOptions = {
@@ -400,7 +379,7 @@ function sseMessage(event: string, data: string, id?: string | null): string {
 async function subscribeOverSse(
   c: Context,
   deps: LiveRouteDeps,
-  setup: { subscription: Subscription; keyCheck: KeyCheck; slot: SubscriptionSlot },
+  setup: { subscription: Subscription; keyCheck: KeyCheck; slot: ConnectionSlot },
 ): Promise<Response> {
   const { subscription } = setup;
   const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
@@ -606,7 +585,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
   app.use("/v1/streams/:stream/subscribe", requireScopeForOtherMethods(deps.keys, "read", taken));
   app.get("/v1/streams/:stream/ws", ingestSocketHandler(deps, deps.options?.socket));
 
-  const slots = new SubscriptionSlots(deps.options?.subscriptions);
+  const slots = new ConnectionSlots("subscription", deps.options?.subscriptions);
   app.get("/v1/streams/:stream/subscribe", async (c) => {
     const overSocket = c.req.header("Upgrade")?.toLowerCase() === "websocket";
     if (overSocket) refuseUpgradeByHead(c);
@@ -654,13 +633,13 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       keyCheck.counter = { name, identity: counterIdentities(stream)[name] };
     }
     // Refused before the upgrade or the SSE 200 when a bound is reached.
-    let slot: SubscriptionSlot | undefined;
+    let slot: ConnectionSlot | undefined;
     try {
       if (!denied) {
-        slot = slots.take(...subscriptionHolder(c, deps.keys, presented.key, authorization.grant));
+        slot = slots.take(...slotHolder(c, deps.keys, presented.key, authorization.grant));
       }
     } catch (error) {
-      if (error instanceof SubscriptionLimitError) recordLiveRefused(error.limit);
+      if (error instanceof SlotLimitError) recordLiveRefused(error.limit);
       throw error;
     }
     if (overSocket) {
