@@ -25,6 +25,8 @@
  * | `EDGESTREAM_SHUTDOWN` | most time a stopping process (SIGTERM, SIGINT) takes before it exits | `4s` |
  * | `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` | most live subscriptions one API key (open mode: one client address) holds on a process | `100` |
  * | `EDGESTREAM_SUBSCRIPTIONS_MAX` | most live subscriptions a process holds | `10000` |
+ * | `EDGESTREAM_INGEST_SOCKETS_PER_KEY` | most WebSocket ingest connections one API key (publishable ones too; open mode: one client address) holds on a process | `100` |
+ * | `EDGESTREAM_INGEST_SOCKETS_MAX` | most WebSocket ingest connections a process holds | `10000` |
  *
  * @module
  */
@@ -45,6 +47,8 @@ import {
 } from "./fanout/webhooks/mod.ts";
 import { KeyRing } from "./http/auth.ts";
 import {
+  DEFAULT_INGEST_SOCKETS_MAX,
+  DEFAULT_INGEST_SOCKETS_PER_KEY,
   DEFAULT_SUBSCRIPTIONS_MAX,
   DEFAULT_SUBSCRIPTIONS_PER_KEY,
   type SlotLimits,
@@ -118,6 +122,8 @@ export interface ServerConfig {
   secrets: string[];
   /** Most live subscriptions per key (open mode: per client address) and per process. */
   subscriptions: Required<SlotLimits>;
+  /** Most WebSocket ingest connections per key (open mode: per client address) and per process. */
+  ingestSockets: Required<SlotLimits>;
 }
 
 /** A line printed at startup; a `warning` (open mode, a setting without effect) shows at that level too. */
@@ -260,6 +266,14 @@ function readSubscriptionLimits(env: EnvSource): Required<SlotLimits> {
   return {
     perKey: readCount(env, "EDGESTREAM_SUBSCRIPTIONS_PER_KEY", DEFAULT_SUBSCRIPTIONS_PER_KEY),
     perProcess: readCount(env, "EDGESTREAM_SUBSCRIPTIONS_MAX", DEFAULT_SUBSCRIPTIONS_MAX),
+  };
+}
+
+/** `EDGESTREAM_INGEST_SOCKETS_PER_KEY` and `EDGESTREAM_INGEST_SOCKETS_MAX`. */
+function readIngestSocketLimits(env: EnvSource): Required<SlotLimits> {
+  return {
+    perKey: readCount(env, "EDGESTREAM_INGEST_SOCKETS_PER_KEY", DEFAULT_INGEST_SOCKETS_PER_KEY),
+    perProcess: readCount(env, "EDGESTREAM_INGEST_SOCKETS_MAX", DEFAULT_INGEST_SOCKETS_MAX),
   };
 }
 
@@ -443,6 +457,7 @@ export async function configFromEnv(
   const sweepEveryMs = readSweepEvery(env);
   const shutdownMs = readShutdown(env);
   const subscriptions = readSubscriptionLimits(env);
+  const ingestSockets = readIngestSocketLimits(env);
   const origins = {
     allowedHosts: readList(env, "EDGESTREAM_ALLOWED_HOSTS", parseAllowedHosts),
     allowedOrigins: readList(env, "EDGESTREAM_ALLOWED_ORIGINS", parseAllowedOrigins),
@@ -516,5 +531,6 @@ export async function configFromEnv(
     logLevel,
     secrets: secretsOf(env),
     subscriptions,
+    ingestSockets,
   };
 }

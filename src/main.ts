@@ -85,7 +85,10 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
     live,
     webhooks,
     connections,
-    liveRoutes: { subscriptions: config.subscriptions },
+    liveRoutes: {
+      subscriptions: config.subscriptions,
+      socket: { slots: config.ingestSockets },
+    },
   });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>

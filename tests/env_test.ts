@@ -607,3 +607,27 @@ Deno.test("configFromEnv() reads EDGESTREAM_SUBSCRIPTIONS_PER_KEY and EDGESTREAM
     }
   }
 });
+
+Deno.test("configFromEnv() reads EDGESTREAM_INGEST_SOCKETS_PER_KEY and EDGESTREAM_INGEST_SOCKETS_MAX, 100 and 10000 by default, apart from the subscription bounds", async () => {
+  const unset = await configFromEnv(env({}));
+  await unset.webhooks.close();
+  assert.deepEqual(unset.ingestSockets, { perKey: 100, perProcess: 10_000 });
+  const set = await configFromEnv(env({
+    EDGESTREAM_INGEST_SOCKETS_PER_KEY: "3",
+    EDGESTREAM_INGEST_SOCKETS_MAX: " 30 ",
+  }));
+  await set.webhooks.close();
+  assert.deepEqual(set.ingestSockets, { perKey: 3, perProcess: 30 });
+  assert.deepEqual(set.subscriptions, { perKey: 100, perProcess: 10_000 });
+  for (const name of ["EDGESTREAM_INGEST_SOCKETS_PER_KEY", "EDGESTREAM_INGEST_SOCKETS_MAX"]) {
+    for (const value of ["", "0", "-1", "2.5", "lots"]) {
+      await assert.rejects(
+        configFromEnv(env({ [name]: value })),
+        (error) =>
+          error instanceof ConfigError &&
+          error.message === `${name}: expected a whole number of at least 1, got '${value}'`,
+        `${name}=${value}`,
+      );
+    }
+  }
+});

@@ -181,6 +181,19 @@ export const subscriptionLimitResponse = {
   },
 } as const;
 
+/**
+ * The 429 of a WebSocket ingest connection refused by its key's bound
+ * (`too_many_ingest_sockets`): only `Retry-After`, no rate-limit policy.
+ */
+export const ingestSocketLimitResponse = {
+  429: {
+    description:
+      "Too many WebSocket ingest connections of this key on this server (see Retry-After)",
+    headers: headersOf("Retry-After"),
+    content: errorContent,
+  },
+} as const;
+
 /** A JSON response of `schema`. */
 export function jsonContent<T extends z.ZodType>(schema: T, description: string) {
   return { description, content: { "application/json": { schema } } };

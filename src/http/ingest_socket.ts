@@ -26,6 +26,13 @@
  * more is a protocol error (1008, below). A connection therefore never holds
  * more than `maxFramesQueued` frames of at most `maxFrameBytes` each.
  *
+ * Bounds: a key (a run-time key by its id, publishable ones too; an environment key by its
+ * digest; in open mode a client address) holds at most `slots.perKey` connections on this
+ * process, the process at most `slots.perProcess` (`connection_slots.ts`, a pool apart from the
+ * live subscriptions'). One more is refused before the upgrade (429 `too_many_ingest_sockets`,
+ * 503 `ingest_sockets_full`); a connection's place is freed by its close event, however it ends,
+ * or at once when the upgrade fails.
+ *
  * Close codes: 1003 binary frame, 1009 frame over `maxFrameBytes`, 1008 bad or
  * missing key (before any frame is read) or too many frames in flight, 1001
  * no answer to the idle ping or the server shutting down, 1011 a bug in the
@@ -69,11 +76,19 @@ import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
+import {
+  type ConnectionSlot,
+  ConnectionSlots,
+  slotHolder,
+  SlotLimitError,
+  type SlotLimits,
+} from "./connection_slots.ts";
 import { type Store, StreamChangedError } from "../store/types.ts";
 import {
   activeSpanLinks,
   type IngestScope,
   type IngestSpanOptions,
+  recordIngestSocketRefused,
   traceIngest,
 } from "../telemetry/mod.ts";
 import {
@@ -222,11 +237,23 @@ export interface IngestSocketStats {
    * frames they hold before they close.
    */
   closing: number;
+  /**
+   * Places taken in the bounds per key and per process (`slots`): connections open or being
+   * upgraded, a denied key's not counted.
+   */
+  slotsHeld: number;
 }
 
 /** Zeroed {@linkcode IngestSocketStats}. */
 export function ingestSocketStats(): IngestSocketStats {
-  return { connections: 0, framesQueued: 0, bytesQueued: 0, peakFramesQueued: 0, closing: 0 };
+  return {
+    connections: 0,
+    framesQueued: 0,
+    bytesQueued: 0,
+    peakFramesQueued: 0,
+    closing: 0,
+    slotsHeld: 0,
+  };
 }
 
 /** Options for {@linkcode ingestSocketHandler}. */
@@ -255,6 +282,12 @@ export interface IngestSocketOptions {
   maxBufferedBytes?: number;
   /** How long (ms) the answers may stay unread past `maxBufferedBytes` before a 1008 close. @default {10000} */
   maxUnreadMs?: number;
+  /**
+   * Most connections per key (in open mode per client address) and per process; past them an
+   * upgrade is refused (429 `too_many_ingest_sockets`, 503 `ingest_sockets_full`).
+   * @default {{ perKey: 100, perProcess: 10000 }}
+   */
+  slots?: SlotLimits;
 }
 
 /** What {@linkcode ingestSocketHandler} needs from the app. */
@@ -662,6 +695,20 @@ export function ingestSocketHandler(
   };
   const idleTimeout = options.idleTimeoutSeconds ?? 30;
   const connections = deps.connections;
+  const slots = new ConnectionSlots("ingest_socket", options.slots);
+  const takeSlot = ([holder, named]: [string, string]): ConnectionSlot => {
+    const taken = slots.take(holder, named);
+    settings.stats.slotsHeld += 1;
+    let held = true;
+    return {
+      release() {
+        if (!held) return;
+        held = false;
+        taken.release();
+        settings.stats.slotsHeld -= 1;
+      },
+    };
+  };
 
   return async function (c) {
     requireUpgrade(c);
@@ -688,43 +735,61 @@ export function ingestSocketHandler(
     // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
     // request's log line still says why.
     if (denied) c.error = denied;
+    // Refused before the upgrade when a bound is reached; a denied key holds none (its socket
+    // closes as it opens).
+    let slot: ConnectionSlot | undefined;
+    try {
+      if (!denied) slot = takeSlot(slotHolder(c, deps.keys, presented.key, grant));
+    } catch (error) {
+      if (error instanceof SlotLimitError) recordIngestSocketRefused(error.limit);
+      throw error;
+    }
     const upgrade = activeSpanLinks();
     let connection: IngestConnection | undefined;
-    return await upgradeSocket(c, {
-      onOpen(_event, socket) {
-        if (denied || !stream) {
-          socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
-          return;
-        }
-        connection = new IngestConnection(deps, stream, socket, {
-          ...settings,
-          requestId,
-          upgrade,
-          async target() {
-            const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
-            if (again.error) throw again.error;
-            const current = deps.streams.get(name);
-            if (!current) throw streamMissing(deps.streams, name);
-            return { stream: current, rateLimits: rateLimitsFor(current, again.grant) };
-          },
-        });
-        settings.stats.connections += 1;
-        // Upgraded just as the shutdown began: end it before any frame is read.
-        if (connections && !connections.add(connection)) {
-          connection.shutDown("Server is shutting down");
-        }
-      },
-      onMessage(event) {
-        connection?.receive(event.data);
-      },
-      onClose() {
-        if (!connection) return;
-        connection.socketClosed();
-        connections?.delete(connection);
-        connection = undefined;
-        settings.stats.connections -= 1;
-      },
-    }, { protocol: presented.protocol, idleTimeout });
+    try {
+      return await upgradeSocket(c, {
+        onOpen(_event, socket) {
+          if (denied || !stream) {
+            socket.close(1008, closeReason(denied?.message ?? "Forbidden"));
+            return;
+          }
+          connection = new IngestConnection(deps, stream, socket, {
+            ...settings,
+            requestId,
+            upgrade,
+            async target() {
+              const again = await authorize(deps.keys, presented.key, "ingest", { stream: name });
+              if (again.error) throw again.error;
+              const current = deps.streams.get(name);
+              if (!current) throw streamMissing(deps.streams, name);
+              return { stream: current, rateLimits: rateLimitsFor(current, again.grant) };
+            },
+          });
+          settings.stats.connections += 1;
+          // Upgraded just as the shutdown began: end it before any frame is read.
+          if (connections && !connections.add(connection)) {
+            connection.shutDown("Server is shutting down");
+          }
+        },
+        onMessage(event) {
+          connection?.receive(event.data);
+        },
+        onClose() {
+          // However it ends (either side closing, a protocol error, a shutdown, a dropped
+          // connection), its place is free again.
+          slot?.release();
+          if (!connection) return;
+          connection.socketClosed();
+          connections?.delete(connection);
+          connection = undefined;
+          settings.stats.connections -= 1;
+        },
+      }, { protocol: presented.protocol, idleTimeout });
+    } catch (error) {
+      // Not upgraded (Deno refused the handshake): no close event will free it.
+      slot?.release();
+      throw error;
+    }
   };
 }
 

@@ -58,7 +58,7 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
-import { errorsFor, subscriptionLimitResponse } from "./_openapi.ts";
+import { errorsFor, ingestSocketLimitResponse, subscriptionLimitResponse } from "./_openapi.ts";
 
 /** Options for the live endpoints. */
 export interface LiveRouteOptions {
@@ -489,11 +489,13 @@ function documentRoutes(app: OpenAPIHono): void {
       "Before closing for a binary frame, an oversized frame or too many frames in flight, the server answers every frame read before it, in order: the one being applied with its ack, the later ones with `retryable: true` and code `connection_closing` (not counted); the bad frame and any after it are dropped. When the client closes first or misses a pong, no answers follow: frames not yet started are not applied; the one being applied may count with no ack.",
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: ingest.",
       "Refused before upgrading: 400 `invalid_upgrade` when the upgrade cannot be made (e.g. subprotocols not separated by `, `), 403 `origin_not_allowed` from an `Origin` not allowed, 426 without `Upgrade: websocket`.",
+      "Bounded: one key (a publishable key too, whoever uses it; in open mode, one client address) holds at most `EDGESTREAM_INGEST_SOCKETS_PER_KEY` (default 100) connections on a server, the server at most `EDGESTREAM_INGEST_SOCKETS_MAX` (default 10000). One more is refused before the upgrade: 429 `too_many_ingest_sockets` (the key's bound) or 503 `ingest_sockets_full` (the server's), with `Retry-After` and `details: {limit, max}`. A connection that ends, however it ends, frees its place.",
     ].join("\n\n"),
     request: { params: StreamParam, query: z.object({ token: TokenQuery }) },
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
       ...errorsFor(400, 403, 404, 409, 426, 503),
+      ...ingestSocketLimitResponse,
     },
   });
   app.openAPIRegistry.registerPath({

@@ -112,6 +112,12 @@ const liveRefused = meter.createCounter("edgestream.live.refused", {
   unit: "{subscription}",
 });
 
+const ingestSocketsRefused = meter.createCounter("edgestream.ingest.sockets.refused", {
+  description:
+    "WebSocket ingest connections refused by a bound: a key's (429) or this instance's (503)",
+  unit: "{connection}",
+});
+
 /** Attributes of the ingest instruments. */
 export interface IngestAttributes {
   /** Name of a served stream. */
@@ -214,6 +220,14 @@ export function recordWebhookDelivery(outcome: DeliveryOutcome, seconds: number)
 /** Counts a live subscription refused by the bound of its key (`key`) or of the process (`process`). */
 export function recordLiveRefused(limit: "key" | "process"): void {
   liveRefused.add(1, { limit });
+}
+
+/**
+ * Counts a WebSocket ingest connection refused by the bound of its key (`key`) or of the process
+ * (`process`).
+ */
+export function recordIngestSocketRefused(limit: "key" | "process"): void {
+  ingestSocketsRefused.add(1, { limit });
 }
 
 /** Adds `delta` (1 on subscribe, -1 on leave) to the live subscribers of a transport. */

@@ -1056,3 +1056,201 @@ Deno.test("a cross-origin WebSocket ingest upgrade with no valid key is refused 
     await server.close();
   }
 });
+
+/** A WebSocket upgrade of `WS_PATH`, as a client sends it, read as plain HTTP. */
+function upgradeRequest(server: TestServer, headers: Record<string, string>) {
+  return fetch(`${server.base}${WS_PATH}`, {
+    headers: {
+      Upgrade: "websocket",
+      Connection: "Upgrade",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version": "13",
+      ...headers,
+    },
+  });
+}
+
+/** Opens an ingest socket with `key` and has one frame acknowledged on it. */
+async function ingestSocket(server: TestServer, key: string) {
+  const client = await denoClient(server.wsUrl(WS_PATH), [`bearer.${key}`]);
+  client.socket.send(JSON.stringify({ country: "DE", amount: 1 }));
+  const reply = await client.inbox.next();
+  assert.equal(reply.type, "ack", JSON.stringify(reply));
+  return client;
+}
+
+/** Waits until an upgrade with `key` is taken again, and returns that socket. */
+async function reopened(server: TestServer, key: string) {
+  let client: Awaited<ReturnType<typeof ingestSocket>> | undefined;
+  await eventually(async () => {
+    const probe = await nodeClient(server.wsUrl(WS_PATH), { protocols: [`bearer.${key}`] });
+    await probe.close();
+    if (probe.status !== undefined) return false;
+    client = await ingestSocket(server, key);
+    return true;
+  });
+  return client!;
+}
+
+Deno.test("WebSocket ingest is bounded per key: one more is 429 too_many_ingest_sockets before the upgrade; another key is not; a closed one frees its place", async () => {
+  const server = await startServer({
+    auth: true,
+    liveRoutes: { socket: { slots: { perKey: 2, perProcess: 100 } } },
+  });
+  try {
+    const first = await ingestSocket(server, KEYS.ingest);
+    const second = await ingestSocket(server, KEYS.ingest);
+
+    // A real client is refused at the handshake: no socket opened.
+    const refused = await nodeClient(server.wsUrl(WS_PATH), {
+      protocols: [`bearer.${KEYS.ingest}`],
+    });
+    assert.equal(refused.status, 429);
+    const response = await upgradeRequest(server, { Authorization: `Bearer ${KEYS.ingest}` });
+    assert.equal(response.status, 429);
+    assert.equal(response.headers.get("Retry-After"), "5");
+    const body = await response.json();
+    assert.equal(body.error.code, "too_many_ingest_sockets");
+    assert.deepEqual(body.error.details, { limit: "key", max: 2 });
+    assert.match(
+      body.error.message,
+      /^Too many WebSocket ingest connections: this API key has 2 open on this server; the limit is 2/,
+    );
+    assert.doesNotMatch(
+      body.error.message,
+      new RegExp(KEYS.ingest),
+      "the key's text is not echoed",
+    );
+    assert.equal(server.socketStats.slotsHeld, 2);
+
+    // Another key has places of its own.
+    const other = await ingestSocket(server, KEYS.admin);
+    await other.close();
+
+    // The client closing one frees its place.
+    await first.close();
+    const again = await reopened(server, KEYS.ingest);
+    assert.equal(
+      (await nodeClient(server.wsUrl(WS_PATH), { protocols: [`bearer.${KEYS.ingest}`] })).status,
+      429,
+    );
+    await again.close();
+    await second.close();
+    await eventually(() => server.socketStats.slotsHeld === 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest is bounded per process: 503 ingest_sockets_full with Retry-After, whatever the key; a denied key takes no place", async () => {
+  const server = await startServer({
+    auth: true,
+    liveRoutes: { socket: { slots: { perKey: 10, perProcess: 2 } } },
+  });
+  try {
+    const first = await ingestSocket(server, KEYS.ingest);
+    const second = await ingestSocket(server, KEYS.admin);
+    for (const key of [KEYS.ingest, KEYS.admin]) {
+      const refused = await nodeClient(server.wsUrl(WS_PATH), { protocols: [`bearer.${key}`] });
+      assert.equal(refused.status, 503);
+      const response = await upgradeRequest(server, { Authorization: `Bearer ${key}` });
+      assert.equal(response.status, 503);
+      assert.equal(response.headers.get("Retry-After"), "5");
+      const body = await response.json();
+      assert.equal(body.error.code, "ingest_sockets_full");
+      assert.deepEqual(body.error.details, { limit: "process", max: 2 });
+    }
+    // A key without the ingest scope is upgraded to be told why (1008), holding no place.
+    const denied = await denoClient(server.wsUrl(WS_PATH), [`bearer.${KEYS.read}`]);
+    assert.equal((await denied.inbox.closed).code, 1008);
+    assert.equal(server.socketStats.slotsHeld, 2);
+    // Live subscriptions are a pool of their own: a full ingest pool refuses none.
+    const subscriber = await denoClient(server.wsUrl("/v1/streams/orders/subscribe"), [
+      `bearer.${KEYS.read}`,
+    ]);
+    assert.equal((await subscriber.inbox.next()).type, "subscribed");
+    await subscriber.close();
+    await second.close();
+    const again = await reopened(server, KEYS.ingest);
+    await again.close();
+    await first.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest frees a connection's place however it ends: a server close for a protocol error, an upgrade that fails, a shutdown", async () => {
+  const server = await startServer({
+    auth: true,
+    liveRoutes: { socket: { slots: { perKey: 1, perProcess: 100 } } },
+  });
+  try {
+    // Closed by the server for a binary frame (1003).
+    const binary = await ingestSocket(server, KEYS.ingest);
+    binary.socket.send(new Uint8Array([123, 125]));
+    assert.equal((await binary.inbox.closed).code, 1003);
+    const afterProtocolError = await reopened(server, KEYS.ingest);
+    await afterProtocolError.close();
+    await eventually(() => server.socketStats.slotsHeld === 0);
+
+    // Authorized, then refused by Deno's handshake (400): never upgraded, no close event to wait for.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const failed = await upgradeRequest(server, {
+        "Sec-WebSocket-Protocol": `edgestream,bearer.${KEYS.ingest}`,
+      });
+      assert.equal(failed.status, 400);
+      assert.equal((await failed.json()).error.code, "invalid_upgrade");
+      assert.equal(server.socketStats.slotsHeld, 0);
+    }
+
+    // The server shutting down closes the open one (1001), which gives its place back.
+    const open = await ingestSocket(server, KEYS.ingest);
+    assert.equal(server.socketStats.slotsHeld, 1);
+    const closing = server.connections.close("Server is shutting down");
+    assert.equal((await open.inbox.closed).code, 1001);
+    await closing;
+    await eventually(() => server.socketStats.slotsHeld === 0);
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest bounds a publishable key per key, from any page, and in open mode each client address", async () => {
+  const shop = "https://shop.example";
+  const server = await startServer({
+    auth: true,
+    origins: { allowedOrigins: [shop] },
+    liveRoutes: { socket: { slots: { perKey: 1, perProcess: 100 } } },
+  });
+  try {
+    const pk = await createKey(server, {
+      type: "publishable",
+      streams: ["orders"],
+      origins: [shop],
+    });
+    const page = { headers: { Origin: shop }, protocols: [`bearer.${pk.key}`] };
+    const first = await nodeClient(server.wsUrl(WS_PATH), page);
+    assert.equal(first.status, undefined);
+    const response = await upgradeRequest(server, {
+      Origin: shop,
+      "Sec-WebSocket-Protocol": `bearer.${pk.key}`,
+    });
+    assert.equal(response.status, 429);
+    const body = await response.json();
+    assert.equal(body.error.code, "too_many_ingest_sockets");
+    assert.match(body.error.message, new RegExp(`API key '${pk.id}' has 1 open`));
+    await first.close();
+  } finally {
+    await server.close();
+  }
+  const open = await startServer({ liveRoutes: { socket: { slots: { perKey: 1 } } } });
+  try {
+    const first = await denoClient(open.wsUrl(WS_PATH));
+    const response = await upgradeRequest(open, {});
+    assert.equal(response.status, 429);
+    assert.match((await response.json()).error.message, /client address 127\.0\.0\.1 has 1 open/);
+    await first.close();
+  } finally {
+    await open.close();
+  }
+});

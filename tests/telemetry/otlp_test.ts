@@ -96,6 +96,8 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
     // The two subscribers below fill a client address's places: a third is refused and counted.
     EDGESTREAM_SUBSCRIPTIONS_PER_KEY: "2",
+    // The one ingest socket below fills the process's place: a second is refused and counted.
+    EDGESTREAM_INGEST_SOCKETS_MAX: "1",
   });
   const sockets: WebSocket[] = [];
   const sse = new AbortController();
@@ -170,6 +172,16 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     const ack = new Promise<string>((resolve) => socket.onmessage = (event) => resolve(event.data));
     socket.send(JSON.stringify({ seq: 1, events: [{ id: "w1" }, { id: "w2" }, { id: "w3" }] }));
     assert.equal(JSON.parse(await ack).accepted, 3);
+    const secondSocket = await fetch(`${server.url}/v1/streams/clicks/ws`, {
+      headers: {
+        Upgrade: "websocket",
+        Connection: "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+      },
+    });
+    assert.equal(secondSocket.status, 503);
+    assert.equal((await secondSocket.json()).error.code, "ingest_sockets_full");
     // And one frame that cannot be read: its span is an error, as the unreadable request's.
     const badFrame = new Promise<string>((resolve) =>
       socket.onmessage = (event) => resolve(event.data)
@@ -264,6 +276,12 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
         receiver,
         "edgestream.live.refused",
         { limit: "key" },
+        (point) => point.value === 1,
+      );
+      pointWhere(
+        receiver,
+        "edgestream.ingest.sockets.refused",
+        { limit: "process" },
         (point) => point.value === 1,
       );
       for (const transport of ["ws", "sse"]) {
