@@ -616,3 +616,23 @@ export function noteKeyInQuery(c: Context): void {
     "A key was sent as '?token=', which is deprecated: full URLs reach traces and proxy logs; send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
   );
 }
+
+/**
+ * Who holds a connection in `connection_slots.ts`, and how a refusal names them: a run-time key (publishable ones too) by
+ * its id, an environment key by its digest (never its text), in open mode or with no key the
+ * client address.
+ */
+export function slotHolder(
+  c: Context,
+  keys: KeyRing,
+  key: string | undefined,
+  grant: KeyGrant | undefined,
+): [holder: string, named: string] {
+  if (keys.open || key === undefined) {
+    const address = (c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr
+      ?.hostname ?? "unknown";
+    return [`address:${address}`, `client address ${address}`];
+  }
+  if (grant?.id !== undefined) return [`id:${grant.id}`, `API key '${grant.id}'`];
+  return [`digest:${toHex(sha256(key))}`, "this API key"];
+}

@@ -12,12 +12,11 @@
  * settings, error codes and metric.
  *
  * A connection takes its slot before it is set up (before the upgrade or the SSE `200`) and gives
- * it back when it ends, however it ends.
+ * it back when it ends, however it ends. Who holds it is `slotHolder` in `auth.ts` (which knows
+ * keys; this module imports nothing, so `errors.ts` can read its errors without a cycle).
  *
  * @module
  */
-import type { Context } from "hono";
-import { type KeyGrant, type KeyRing, sha256, toHex } from "./auth.ts";
 
 /** What a pool bounds: live subscriptions or WebSocket ingest connections. */
 export type SlotKind = "subscription" | "ingest_socket";
@@ -149,24 +148,4 @@ export class ConnectionSlots {
       },
     };
   }
-}
-
-/**
- * Who holds a connection, and how a refusal names them: a run-time key (publishable ones too) by
- * its id, an environment key by its digest (never its text), in open mode or with no key the
- * client address.
- */
-export function slotHolder(
-  c: Context,
-  keys: KeyRing,
-  key: string | undefined,
-  grant: KeyGrant | undefined,
-): [holder: string, named: string] {
-  if (keys.open || key === undefined) {
-    const address = (c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr
-      ?.hostname ?? "unknown";
-    return [`address:${address}`, `client address ${address}`];
-  }
-  if (grant?.id !== undefined) return [`id:${grant.id}`, `API key '${grant.id}'`];
-  return [`digest:${toHex(sha256(key))}`, "this API key"];
 }

@@ -70,6 +70,7 @@ import {
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
+  slotHolder,
 } from "./auth.ts";
 import { rateLimitsFor, refuseUnlistedOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
@@ -79,7 +80,6 @@ import type { HeldConnection, OpenConnections } from "./open_connections.ts";
 import {
   type ConnectionSlot,
   ConnectionSlots,
-  slotHolder,
   SlotLimitError,
   type SlotLimits,
 } from "./connection_slots.ts";

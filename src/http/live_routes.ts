@@ -46,11 +46,11 @@ import {
   presentedKey,
   requireScopeForOtherMethods,
   scopeError,
+  slotHolder,
 } from "./auth.ts";
 import {
   type ConnectionSlot,
   ConnectionSlots,
-  slotHolder,
   SlotLimitError,
   type SlotLimits,
 } from "./connection_slots.ts";
