@@ -346,3 +346,17 @@ export async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
     clearTimeout(timer);
   }
 }
+
+/** The status line of a raw HTTP/1.1 request sent to `server` (fetch sends no `Upgrade`). */
+export async function rawStatus(base: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    const buffer = new Uint8Array(4096);
+    const read = await conn.read(buffer);
+    return new TextDecoder().decode(buffer.subarray(0, read ?? 0)).split("\r\n")[0];
+  } finally {
+    conn.close();
+  }
+}

@@ -61,8 +61,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Context } from "hono";
-import { upgradeWebSocket } from "hono/deno";
-import type { WSContext, WSEvents } from "hono/ws";
+import { WSContext, type WSEvents, type WSReadyState } from "hono/ws";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import {
   authorize,
@@ -794,16 +793,20 @@ export function ingestSocketHandler(
 }
 
 /**
- * Hono's `upgradeWebSocket` for Deno, with a request Deno refuses to upgrade
- * (such as a subprotocol list it cannot parse) answered 400 instead of 500.
+ * Upgrades the request to a WebSocket whose events go to `events`, as Hono's `upgradeWebSocket`
+ * for Deno does, but for two things: the `Upgrade` header is taken in any case (RFC 6455; Hono's
+ * compares it to lower-case `websocket` and answers `WebSocket` with a 500; {@linkcode
+ * requireUpgrade} checks it), and a request Deno refuses to upgrade (such as a subprotocol list it
+ * cannot parse) is answered 400 instead of 500.
  */
-export async function upgradeSocket(
+export function upgradeSocket(
   c: Context,
   events: WSEvents<WebSocket>,
   options: Deno.UpgradeWebSocketOptions,
-): Promise<Response> {
+): Response {
+  let upgraded: { response: Response; socket: WebSocket };
   try {
-    return await upgradeWebSocket(c, events, options);
+    upgraded = Deno.upgradeWebSocket(c.req.raw, options);
   } catch (error) {
     if (!(error instanceof TypeError)) throw error;
     // Deno reads the offered subprotocols split by ", " only (npm `ws` joins them with ",").
@@ -817,6 +820,24 @@ export async function upgradeSocket(
       `Cannot upgrade to a WebSocket: ${error.message}${hint}`,
     );
   }
+  const { response, socket } = upgraded;
+  const context = new WSContext<WebSocket>({
+    send: (source) => socket.send(source),
+    close: (code, reason) => socket.close(code, reason),
+    raw: socket,
+    get readyState() {
+      return socket.readyState as WSReadyState;
+    },
+    get protocol() {
+      return socket.protocol;
+    },
+    url: socket.url ? new URL(socket.url) : null,
+  });
+  socket.onopen = (event) => events.onOpen?.(event, context);
+  socket.onmessage = (event) => events.onMessage?.(event, context);
+  socket.onclose = (event) => events.onClose?.(event, context);
+  socket.onerror = (event) => events.onError?.(event, context);
+  return response;
 }
 
 /** Throws 426 unless the request asks for a WebSocket upgrade, 400 if it asks with `HEAD`. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { headAnswers } from "../../src/http/head.ts";
 import { KEYS } from "../_fixtures.ts";
-import { eventually, startServer } from "../_live.ts";
+import { eventually, rawStatus, startServer } from "../_live.ts";
 
 Deno.test("HEAD answers with the Content-Length GET sends, over a real server", async () => {
   const server = await startServer({ auth: true });
@@ -83,20 +83,6 @@ Deno.test("headAnswers: other methods, a set Content-Length and a 304 pass uncha
   assert.equal(none.status, 304);
   assert.equal(none.headers.get("Content-Length"), null);
 });
-
-/** The status line of a raw HTTP/1.1 request sent to `server` (fetch sends no `Upgrade`). */
-async function rawStatus(base: string, request: string): Promise<string> {
-  const { hostname, port } = new URL(base);
-  const conn = await Deno.connect({ hostname, port: Number(port) });
-  try {
-    await conn.write(new TextEncoder().encode(request));
-    const buffer = new Uint8Array(4096);
-    const read = await conn.read(buffer);
-    return new TextDecoder().decode(buffer.subarray(0, read ?? 0)).split("\r\n")[0];
-  } finally {
-    conn.close();
-  }
-}
 
 Deno.test("a WebSocket upgrade asked with HEAD is 400 invalid_upgrade, not 101", async () => {
   const server = await startServer();

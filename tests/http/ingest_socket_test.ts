@@ -11,6 +11,7 @@ import {
   type Inbox,
   type NodeClient,
   nodeClient,
+  rawStatus,
   startServer,
   type TestServer,
   within,
@@ -1252,5 +1253,26 @@ Deno.test("WebSocket ingest bounds a publishable key per key, from any page, and
     await first.close();
   } finally {
     await open.close();
+  }
+});
+
+Deno.test("both WebSocket routes upgrade whatever the case of the Upgrade header (RFC 6455), not 500", async () => {
+  const server = await startServer();
+  try {
+    for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
+      for (const upgrade of ["websocket", "WebSocket", "WEBSOCKET"]) {
+        const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: ${upgrade}\r\n` +
+          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        assert.equal(
+          await rawStatus(server.base, request),
+          "HTTP/1.1 101 Switching Protocols",
+          `${path} ${upgrade}`,
+        );
+      }
+    }
+    await eventually(() => server.live.stats.subscribers === 0);
+  } finally {
+    await server.close();
   }
 });
