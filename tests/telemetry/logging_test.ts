@@ -256,10 +256,13 @@ async function evalOutput(code: string, terminal: boolean, color = false): Promi
   const [command, args] = terminal
     ? ["script", ["-qec", quoted, "/dev/null"]]
     : [deno[0], deno.slice(1)];
+  // The environment as it is (DENO_DIR, certificates) but for NO_COLOR, which CI sets itself.
+  const { NO_COLOR: _, ...env } = Deno.env.toObject();
   const output = await new Deno.Command(command, {
     args,
     cwd: root,
-    env: color ? {} : { NO_COLOR: "1" },
+    clearEnv: true,
+    env: color ? env : { ...env, NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
