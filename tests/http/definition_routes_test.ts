@@ -739,7 +739,8 @@ Deno.test("If-Match and If-None-Match keep two admins from overwriting each othe
   await plain.body?.cancel();
 });
 
-Deno.test("a 412 brings the answering instance up to the stored version: read again, its ETag is the one to send", async () => {
+/** Two instances on one definition store and one stream store, neither polling. */
+async function twoInstances() {
   const definitions = new MemoryDefinitionStore();
   const keys = await KeyRing.parse("");
   const store = new MemoryStore({ now: () => T0 });
@@ -750,7 +751,11 @@ Deno.test("a 412 brings the answering instance up to the stored version: read ag
       keys,
       now: () => T0,
     });
-  const [first, second] = [appOn(), appOn()];
+  return { definitions, first: appOn(), second: appOn() };
+}
+
+Deno.test("a 412 brings the answering instance up to the stored version: read again, its ETag is the one to send", async () => {
+  const { first, second } = await twoInstances();
   assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
   const tagOn = async (app: App) => {
     const res = await app.request("/v1/streams/signups");
@@ -776,17 +781,7 @@ Deno.test("a 412 brings the answering instance up to the stored version: read ag
 });
 
 Deno.test("PUT of the definition stored, keys in any order, changes nothing: 200, the same version, on an instance behind too", async () => {
-  const definitions = new MemoryDefinitionStore();
-  const keys = await KeyRing.parse("");
-  const store = new MemoryStore({ now: () => T0 });
-  const appOn = () =>
-    createApp({
-      streams: new StreamRegistry(compileConfig(CONFIG), { definitions, pollMs: 0 }),
-      store,
-      keys,
-      now: () => T0,
-    });
-  const [first, second] = [appOn(), appOn()];
+  const { definitions, first, second } = await twoInstances();
   assert.equal((await put(first, "signups", SIGNUPS)).status, 201);
   const reordered = {
     counters: { perMinute: { aggregate: "count", groupBy: ["plan"], window: { tumbling: "1m" } } },
