@@ -360,3 +360,13 @@ export async function rawStatus(base: string, request: string): Promise<string> 
     conn.close();
   }
 }
+
+/** A raw WebSocket handshake request for {@linkcode rawStatus}. */
+export function rawUpgrade(
+  path: string,
+  options: { method?: string; upgrade?: string } = {},
+): string {
+  return `${options.method ?? "GET"} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+    `Upgrade: ${options.upgrade ?? "websocket"}\r\nConnection: Upgrade\r\n` +
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+}

@@ -8,8 +8,10 @@ import { z } from "zod";
 import { expressionText, transformStep } from "../transform/mod.ts";
 import { DurationError, parseDuration } from "./duration.ts";
 
-const NAME = /^[A-Za-z0-9_-]{1,64}$/;
-const nameMessage = "Names are 1-64 characters of letters, digits, '_' and '-'";
+/** Names of streams, counters and endpoints, in config files and in paths. */
+export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+/** What {@linkcode NAME} takes, as every refusal of a name words it. */
+export const NAME_RULE = "Names are 1-64 characters of letters, digits, '_' and '-'";
 
 /** Longest duration a config may name: windows, retention and TTLs stay within a year. */
 export const MAX_DURATION_MS = 366 * 86_400_000;
@@ -77,9 +79,9 @@ const counterSchema = z.strictObject({
 
 /** An alert: a CEL condition over a counter's window (`value`, `group`, `window`). */
 const alertSchema = z.strictObject({
-  name: z.string().regex(NAME, nameMessage),
+  name: z.string().regex(NAME, NAME_RULE),
   description: z.string().max(1024).optional(),
-  counter: z.string().regex(NAME, nameMessage),
+  counter: z.string().regex(NAME, NAME_RULE),
   when: expressionText,
 });
 
@@ -131,7 +133,7 @@ export const streamDefinitionSchema = z.strictObject({
   }).optional(),
   idempotencyTtl: positiveDuration.default(parseDuration("24h")),
   transform: z.array(transformStep).max(64).default([]),
-  counters: z.record(z.string().regex(NAME, nameMessage), counterSchema).default({}),
+  counters: z.record(z.string().regex(NAME, NAME_RULE), counterSchema).default({}),
   alerts: z.array(alertSchema).max(64).default([]),
   limits: rateLimitSchema.optional(),
   origins: z.array(originSchema).max(64).optional(),
@@ -139,7 +141,7 @@ export const streamDefinitionSchema = z.strictObject({
 
 /** The configuration file. */
 export const configSchema = z.strictObject({
-  streams: z.record(z.string().regex(NAME, nameMessage), streamDefinitionSchema),
+  streams: z.record(z.string().regex(NAME, NAME_RULE), streamDefinitionSchema),
 });
 
 /** A stream definition after defaults and duration parsing. */

@@ -14,7 +14,13 @@ import {
   WebhookNotFoundError,
 } from "../fanout/webhooks/mod.ts";
 import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
-import { type CompiledStream, StreamDefinitionError, StreamRegistry } from "../config/mod.ts";
+import {
+  type CompiledStream,
+  NAME,
+  NAME_RULE,
+  StreamDefinitionError,
+  StreamRegistry,
+} from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
 import { StoreUnavailableError, StreamChangedError } from "../store/types.ts";
@@ -24,14 +30,11 @@ import { requestIdOf } from "./request_id.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { SLOT_RETRY_AFTER_SECONDS, type SlotKind, SlotLimitError } from "./connection_slots.ts";
 
-/** Names of streams, counters and endpoints in paths. */
-export const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+export { NAME };
 
 /** What a name takes, and the name given (quoted within bounds): one wording on every route. */
 export function nameMessage(given: unknown): string {
-  return `Names are 1-64 characters of letters, digits, '_' and '-', got ${
-    typeof given === "string" ? `'${quoteInput(given)}'` : typeof given
-  }`;
+  return `${NAME_RULE}, got ${typeof given === "string" ? `'${quoteInput(given)}'` : typeof given}`;
 }
 
 /** The 400 of a path parameter that is no name, worded as the routes' parameter schemas word it. */

@@ -695,16 +695,14 @@ export function ingestSocketHandler(
   const idleTimeout = options.idleTimeoutSeconds ?? 30;
   const connections = deps.connections;
   const slots = new ConnectionSlots("ingest_socket", options.slots);
+  // The stats read the pool's count after each change rather than keep one of their own.
   const takeSlot = ([holder, named]: [string, string]): ConnectionSlot => {
     const taken = slots.take(holder, named);
-    settings.stats.slotsHeld += 1;
-    let held = true;
+    settings.stats.slotsHeld = slots.held();
     return {
       release() {
-        if (!held) return;
-        held = false;
         taken.release();
-        settings.stats.slotsHeld -= 1;
+        settings.stats.slotsHeld = slots.held();
       },
     };
   };

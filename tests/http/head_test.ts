@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { headAnswers } from "../../src/http/head.ts";
 import { KEYS } from "../_fixtures.ts";
-import { eventually, rawStatus, startServer } from "../_live.ts";
+import { eventually, rawStatus, rawUpgrade, startServer } from "../_live.ts";
 
 Deno.test("HEAD answers with the Content-Length GET sends, over a real server", async () => {
   const server = await startServer({ auth: true });
@@ -88,10 +88,7 @@ Deno.test("a WebSocket upgrade asked with HEAD is 400 invalid_upgrade, not 101",
   const server = await startServer();
   try {
     for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
-      const upgrade = (method: string) =>
-        `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n` +
-        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+      const upgrade = (method: string) => rawUpgrade(path, { method });
       assert.equal(await rawStatus(server.base, upgrade("HEAD")), "HTTP/1.1 400 Bad Request", path);
       // The same request as a GET upgrades: the 400 is the method's.
       assert.equal(

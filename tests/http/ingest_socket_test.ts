@@ -12,6 +12,7 @@ import {
   type NodeClient,
   nodeClient,
   rawStatus,
+  rawUpgrade,
   startServer,
   type TestServer,
   within,
@@ -1261,9 +1262,7 @@ Deno.test("both WebSocket routes upgrade whatever the case of the Upgrade header
   try {
     for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
       for (const upgrade of ["websocket", "WebSocket", "WEBSOCKET"]) {
-        const request = `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: ${upgrade}\r\n` +
-          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
-          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        const request = rawUpgrade(path, { upgrade });
         assert.equal(
           await rawStatus(server.base, request),
           "HTTP/1.1 101 Switching Protocols",
