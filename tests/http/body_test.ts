@@ -643,6 +643,64 @@ Deno.test("a server answers a stalled request body on every route with 408 and c
   }
 });
 
+Deno.test("after a body's 408 the runtime waits for the rest on that connection: chunked, it then carries the next request", async () => {
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(""),
+    limits: { bodyTimeoutMs: 200 },
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  const head = ["Host: localhost", "Content-Type: application/json"];
+  const read = async (connection: Deno.Conn, until: string) => {
+    let reply = "";
+    const buffer = new Uint8Array(4096);
+    while (!reply.includes(until)) {
+      const count = await connection.read(buffer).catch(() => null);
+      if (count === null) return reply + "<closed>";
+      reply += new TextDecoder().decode(buffer.subarray(0, count));
+    }
+    return reply;
+  };
+  const send = (connection: Deno.Conn, lines: string[]) =>
+    connection.write(new TextEncoder().encode(lines.join("\r\n")));
+  try {
+    for (const chunked of [true, false]) {
+      const connection = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+      const giveUp = setTimeout(() => connection.close(), 5_000);
+      try {
+        const body = chunked ? ["Transfer-Encoding: chunked", "", "4", '{"sc', ""] : [
+          "Content-Length: 10",
+          "",
+          '{"sc',
+        ];
+        await send(connection, ["POST /v1/admin/sweep HTTP/1.1", ...head, ...body]);
+        assert.match(await read(connection, "}}"), /^HTTP\/1\.1 408 /);
+        // The rest of the body, then another request on the same connection.
+        await send(connection, [
+          chunked ? "0\r\n" : '":1}  ',
+          "GET /healthz HTTP/1.1",
+          ...head,
+          "",
+          "",
+        ]);
+        const next = await read(connection, '"ok"}');
+        if (chunked) assert.match(next, /^HTTP\/1\.1 200 /, next);
+        else assert.match(next, /<closed>$/, next);
+      } finally {
+        clearTimeout(giveUp);
+        try {
+          connection.close();
+        } catch {
+          // Closed by the give-up timer.
+        }
+      }
+    }
+  } finally {
+    await Promise.race([server.shutdown(), new Promise((resolve) => setTimeout(resolve, 2_000))]);
+  }
+});
+
 /** `text` compressed as `format`. */
 async function compressed(
   text: string,
