@@ -89,7 +89,10 @@ export interface DefinitionStore {
    * no record yet), atomically; its version becomes `expectedVersion + 1`.
    * Otherwise writes nothing and reports the current version, except when the
    * record at `expectedVersion + 1` is the very one written (the same write
-   * sent again, or an identical one): that reports it as written.
+   * sent again, or an identical one): that reports it as written. A write that would add a live
+   * stream of source `api` (create one, or make a deleted or config record one) throws
+   * `StoredLimitError`, writing nothing, when the store's bound of such streams is held already;
+   * config streams do not count.
    */
   write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult>;
 }

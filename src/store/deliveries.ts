@@ -384,7 +384,11 @@ export interface DeliveryStore {
   /** Short name (`memory`, `redis`). */
   readonly kind: string;
 
-  /** Creates or replaces an endpoint if its version is as expected; false when it is not. */
+  /**
+   * Creates or replaces an endpoint if its version is as expected; false when it is not. A
+   * creation throws `StoredLimitError` (creating nothing) when the store's bound of endpoints is
+   * held already.
+   */
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean>;
   /** An endpoint with its state, or null. */
   getEndpoint(id: string): Promise<Endpoint | null>;

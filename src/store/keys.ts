@@ -57,7 +57,8 @@ export interface KeyStore {
   readonly kind: string;
   /**
    * Stores a new key; throws {@linkcode KeyConflictError} when its id or hash exists, except
-   * for the very same record (the same call sent again), which succeeds again.
+   * for the very same record (the same call sent again), which succeeds again. Throws
+   * `StoredLimitError` (storing nothing) when the store's bound of keys is held already.
    */
   createKey(record: ApiKeyRecord): Promise<void>;
   /** The key whose digest is `hash`, or null. */

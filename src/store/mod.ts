@@ -30,3 +30,4 @@ export * from "./keys.ts";
 export * from "./memory/key_store.ts";
 export * from "./redis/key_store.ts";
 export { REDIS_CALL_TIMEOUT_MS } from "./redis/call.ts";
+export * from "./limits.ts";

@@ -17,6 +17,7 @@ import {
   splitGenerationKey,
   type Store,
   type StoreBatch,
+  StoredLimitError,
   StreamChangedError,
 } from "../../src/store/mod.ts";
 import { redisTest, withDirect } from "../_redis.ts";
@@ -221,5 +222,136 @@ redisTest(
     const keys = await withDirect(fixture.redisUrl, (send) => send("KEYS", "*")) as string[];
     assert.ok(keys.length > 0);
     assert.deepEqual(keys.filter((key) => !key.startsWith("es:{orders}:g2:")), []);
+  },
+);
+
+/** The bound of streams created through the API (`maxApiStreams`), on both stores. */
+const boundScenarios: Record<
+  string,
+  (make: (maxApiStreams: number) => DefinitionStore) => Promise<void>
+> = {
+  async "write() of a new API stream past maxApiStreams throws StoredLimitError and writes nothing"(
+    make,
+  ) {
+    const store = make(2);
+    await store.write("a", record(), 0);
+    await store.write("b", record(), 0);
+    // Config streams do not count, whatever their number.
+    for (const name of ["c1", "c2", "c3"]) {
+      assert.equal(
+        (await store.write(name, record({ source: "config", generation: 0 }), 0)).status,
+        "written",
+      );
+    }
+    const refused = await store.write("c", record(), 0).then(
+      () => assert.fail("created past the bound"),
+      (error) => error,
+    );
+    assert.ok(refused instanceof StoredLimitError, String(refused));
+    assert.deepEqual([refused.kind, refused.max, refused.held], ["streams", 2, 2]);
+    assert.equal(await store.get("c"), null);
+    assert.deepEqual([...(await store.versions()).keys()].sort(), ["a", "b", "c1", "c2", "c3"]);
+    // A config record made an API stream is one more: refused too.
+    await assert.rejects(store.write("c1", record({ generation: 1 }), 1), StoredLimitError);
+    // A replacement adds none: written at the bound.
+    assert.deepEqual(await store.write("a", record({ definition: { changed: true } }), 1), {
+      status: "written",
+      version: 2,
+    });
+  },
+
+  async "a deleted API stream frees its place, and creating it again takes one"(make) {
+    const store = make(2);
+    await store.write("a", record(), 0);
+    await store.write("b", record(), 0);
+    await store.write("a", record({ deleted: true, definition: null, counters: {} }), 1);
+    assert.equal((await store.write("c", record(), 0)).status, "written");
+    await assert.rejects(store.write("a", record({ generation: 2 }), 2), StoredLimitError);
+    await store.write("b", record({ deleted: true, definition: null, counters: {} }), 1);
+    assert.deepEqual(await store.write("a", record({ generation: 2 }), 2), {
+      status: "written",
+      version: 3,
+    });
+  },
+
+  async "a creation that loses to another write takes no place"(make) {
+    const store = make(2);
+    await store.write("a", record(), 0);
+    await store.write("b", record({ source: "config", generation: 0 }), 0);
+    // Written at version 0 expected, but "b" is at 1 (a config stream): a conflict.
+    assert.deepEqual(await store.write("b", record(), 0), { status: "conflict", version: 1 });
+    assert.equal((await store.write("c", record(), 0)).status, "written");
+    await assert.rejects(store.write("d", record(), 0), StoredLimitError);
+  },
+};
+
+function redisDefinitions(fixture: { restUrl: string; restToken: string }, maxApiStreams: number) {
+  return new RedisDefinitionStore(
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    { maxApiStreams },
+  );
+}
+
+for (const [name, scenario] of Object.entries(boundScenarios)) {
+  Deno.test(`MemoryDefinitionStore: ${name}`, () =>
+    scenario((maxApiStreams) => new MemoryDefinitionStore({ maxApiStreams })));
+  redisTest(
+    `RedisDefinitionStore: ${name}`,
+    (fixture) => scenario((maxApiStreams) => redisDefinitions(fixture, maxApiStreams)),
+  );
+}
+
+redisTest(
+  "RedisDefinitionStore: two instances racing for the last place under maxApiStreams: one creates, the other is refused",
+  async (fixture) => {
+    const [first, second] = [redisDefinitions(fixture, 2), redisDefinitions(fixture, 2)];
+    await first.write("a", record(), 0);
+    for (let round = 0; round < 20; round++) {
+      const results = await Promise.allSettled([
+        first.write(`x${round}`, record(), 0),
+        second.write(`y${round}`, record(), 0),
+      ]);
+      const created = results.filter((result) => result.status === "fulfilled");
+      const refused = results.filter((result) =>
+        result.status === "rejected" && result.reason instanceof StoredLimitError
+      );
+      assert.equal(created.length, 1, `round ${round}: ${JSON.stringify(results)}`);
+      assert.equal(refused.length, 1, `round ${round}`);
+      const winner = (await first.get(`x${round}`)) ? `x${round}` : `y${round}`;
+      const held = await second.get(winner);
+      assert.equal(
+        (await second.write(
+          winner,
+          record({ deleted: true, definition: null, counters: {} }),
+          held!.version,
+        ))
+          .status,
+        "written",
+      );
+    }
+  },
+);
+
+redisTest(
+  "RedisDefinitionStore counts the API streams a store held before the bound existed, once, from their records",
+  async (fixture) => {
+    const store = redisDefinitions(fixture, 3);
+    await store.write("a", record(), 0);
+    await store.write("b", record(), 0);
+    await store.write("gone", record(), 0);
+    await store.write("gone", record({ deleted: true, definition: null, counters: {} }), 1);
+    await store.write("cfg", record({ source: "config", generation: 0 }), 0);
+    // As a release before the bound left it: records and index, no places.
+    await withDirect(fixture.redisUrl, async (send) => {
+      assert.equal(
+        await send("DEL", "es:{@definitions}:index:api", "es:{@definitions}:index:api:built"),
+        2,
+      );
+    });
+    const later = redisDefinitions(fixture, 2);
+    await assert.rejects(later.write("c", record(), 0), StoredLimitError);
+    assert.equal(await later.get("c"), null);
+    await later.write("a", record({ deleted: true, definition: null, counters: {} }), 1);
+    assert.equal((await later.write("c", record(), 0)).status, "written");
   },
 );

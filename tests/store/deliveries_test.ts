@@ -19,6 +19,7 @@ import {
   type NewDelivery,
   type Page,
 } from "../../src/store/deliveries.ts";
+import { StoredLimitError } from "../../src/store/limits.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
@@ -1524,5 +1525,77 @@ redisTest(
       (await dead(first.nextCursor)).items.map((item) => item.messageId),
       ["msg_s_1"],
     );
+  },
+);
+
+/** The bound of endpoints (`maxEndpoints`), on both stores. */
+const boundScenarios: Record<
+  string,
+  (make: (maxEndpoints: number) => DeliveryStore) => Promise<void>
+> = {
+  async "putEndpoint() creating past maxEndpoints throws StoredLimitError and stores nothing; a deletion frees a place"(
+    make,
+  ) {
+    const store = make(2);
+    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: null }), true);
+    assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), true);
+    const refused = await store.putEndpoint(config("ep_c"), { expectVersion: null }).then(
+      () => assert.fail("created past the bound"),
+      (error) => error,
+    );
+    assert.ok(refused instanceof StoredLimitError, String(refused));
+    assert.deepEqual([refused.kind, refused.max, refused.held], ["webhooks", 2, 2]);
+    assert.equal(await store.getEndpoint("ep_c"), null);
+    assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_a", "ep_b"]);
+    // An update at the bound adds none: it goes through; an existing id still answers false.
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { url: "https://example.com/new", version: 2 }), {
+        expectVersion: 1,
+      }),
+      true,
+    );
+    assert.equal(await store.putEndpoint(config("ep_b"), { expectVersion: null }), false);
+    assert.equal(await store.deleteEndpoint("ep_a"), true);
+    assert.equal(await store.putEndpoint(config("ep_c"), { expectVersion: null }), true);
+    assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_b", "ep_c"]);
+  },
+};
+
+function redisDeliveryStore(fixture: RedisFixture, maxEndpoints: number): RedisDeliveryStore {
+  return new RedisDeliveryStore(
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    { now: () => T0, maxEndpoints },
+  );
+}
+
+for (const [name, scenario] of Object.entries(boundScenarios)) {
+  Deno.test(`MemoryDeliveryStore: ${name}`, () =>
+    scenario((maxEndpoints) => new MemoryDeliveryStore({ now: () => T0, maxEndpoints })));
+  redisTest(
+    `RedisDeliveryStore: ${name}`,
+    (fixture) => scenario((maxEndpoints) => redisDeliveryStore(fixture, maxEndpoints)),
+  );
+}
+
+redisTest(
+  "RedisDeliveryStore: two instances racing for the last place under maxEndpoints: one creates, the other is refused",
+  async (fixture) => {
+    const [first, second] = [redisDeliveryStore(fixture, 2), redisDeliveryStore(fixture, 2)];
+    await first.putEndpoint(config("ep_a"), { expectVersion: null });
+    for (let round = 0; round < 20; round++) {
+      const results = await Promise.allSettled([
+        first.putEndpoint(config(`ep_x${round}`), { expectVersion: null }),
+        second.putEndpoint(config(`ep_y${round}`), { expectVersion: null }),
+      ]);
+      const created = results.filter((result) => result.status === "fulfilled");
+      const refused = results.filter((result) =>
+        result.status === "rejected" && result.reason instanceof StoredLimitError
+      );
+      assert.equal(created.length, 1, `round ${round}: ${JSON.stringify(results)}`);
+      assert.equal(refused.length, 1, `round ${round}`);
+      const held = await first.listEndpoints();
+      assert.equal(held.length, 2);
+      assert.equal(await second.deleteEndpoint(held.find((item) => item.id !== "ep_a")!.id), true);
+    }
   },
 );

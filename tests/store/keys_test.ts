@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { type ApiKeyRecord, KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
 import { encodeCursor, InvalidCursorError } from "../../src/store/deliveries.ts";
+import { StoredLimitError } from "../../src/store/limits.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
@@ -205,6 +206,76 @@ redisTest(
       assert.ok(life > 55_000 && life <= 60_000, `PTTL ${life}`);
     } finally {
       await proxy.close();
+    }
+  },
+);
+
+/** The bound of keys (`maxKeys`), on both stores. */
+const boundScenarios: Record<
+  string,
+  (make: (maxKeys: number) => KeyStore) => Promise<void>
+> = {
+  async "createKey() past maxKeys throws StoredLimitError and stores nothing; a deletion frees a place"(
+    make,
+  ) {
+    const store = make(2);
+    await store.createKey(key("key_a"));
+    await store.createKey(key("key_b"));
+    const refused = await store.createKey(key("key_c")).then(
+      () => assert.fail("created past the bound"),
+      (error) => error,
+    );
+    assert.ok(refused instanceof StoredLimitError, String(refused));
+    assert.deepEqual([refused.kind, refused.max, refused.held], ["keys", 2, 2]);
+    assert.equal(await store.getKey("key_c"), null);
+    assert.equal(await store.keyByHash("hash-of-key_c"), null);
+    assert.deepEqual((await store.listKeys()).map((item) => item.id), ["key_a", "key_b"]);
+    // The same call sent again is no new key: it still succeeds at the bound.
+    await store.createKey(key("key_b"));
+    assert.equal(await store.deleteKey("key_a"), true);
+    await store.createKey(key("key_c"));
+    assert.deepEqual((await store.listKeys()).map((item) => item.id), ["key_b", "key_c"]);
+  },
+};
+
+for (const [name, scenario] of Object.entries(boundScenarios)) {
+  Deno.test(`MemoryKeyStore: ${name}`, () =>
+    scenario((maxKeys) => new MemoryKeyStore({ maxKeys })));
+  redisTest(`RedisKeyStore: ${name}`, (fixture) =>
+    scenario((maxKeys) =>
+      new RedisKeyStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { maxKeys },
+      )
+    ));
+}
+
+redisTest(
+  "RedisKeyStore: two instances racing for the last place under maxKeys: one creates, the other is refused",
+  async (fixture) => {
+    const instance = () =>
+      new RedisKeyStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { maxKeys: 3 },
+      );
+    const [first, second] = [instance(), instance()];
+    await first.createKey(key("key_a"));
+    await second.createKey(key("key_b"));
+    // Many rounds: each time both send their creation at once for the one place left.
+    for (let round = 0; round < 20; round++) {
+      const results = await Promise.allSettled([
+        first.createKey(key(`key_x${round}`)),
+        second.createKey(key(`key_y${round}`)),
+      ]);
+      const created = results.filter((result) => result.status === "fulfilled");
+      const refused = results.filter((result) =>
+        result.status === "rejected" && result.reason instanceof StoredLimitError
+      );
+      assert.equal(created.length, 1, `round ${round}: ${JSON.stringify(results)}`);
+      assert.equal(refused.length, 1, `round ${round}`);
+      assert.equal((await first.listKeys()).length, 3);
+      const winner = (await first.listKeys()).find((item) => item.id.endsWith(String(round)));
+      assert.equal(await second.deleteKey(winner!.id), true);
     }
   },
 );

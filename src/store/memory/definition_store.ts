@@ -12,6 +12,21 @@ import type {
   VersionsSince,
   WriteResult,
 } from "../definitions.ts";
+import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
+
+/** Options for {@linkcode MemoryDefinitionStore}. */
+export interface MemoryDefinitionStoreOptions {
+  /**
+   * Most streams created through the API (live records of source `api`) held; a write that
+   * would add one past it throws `StoredLimitError`. @default {1000}
+   */
+  maxApiStreams?: number;
+}
+
+/** Whether a record is a live stream created through the API: what the bound counts. */
+function countsAsApi(record: Pick<DefinitionWrite, "source" | "deleted"> | undefined): boolean {
+  return record !== undefined && record.source === "api" && !record.deleted;
+}
 
 /** Whether a write holds what a stored record holds (its JSON as the Redis store compares it). */
 function sameRecord(held: StoredDefinition, record: DefinitionWrite): boolean {
@@ -26,6 +41,11 @@ export class MemoryDefinitionStore implements DefinitionStore {
   #records = new Map<string, StoredDefinition>();
   /** Writes so far: the change mark of {@linkcode versionsSince}. */
   #writes = 0;
+  #maxApiStreams: number;
+
+  constructor(options: MemoryDefinitionStoreOptions = {}) {
+    this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
+  }
 
   get(name: string): Promise<StoredDefinition | null> {
     const record = this.#records.get(name);
@@ -52,6 +72,12 @@ export class MemoryDefinitionStore implements DefinitionStore {
         return Promise.resolve({ status: "written", version: current });
       }
       return Promise.resolve({ status: "conflict", version: current });
+    }
+    if (countsAsApi(record) && !countsAsApi(held)) {
+      const count = [...this.#records.values()].filter((each) => countsAsApi(each)).length;
+      if (count >= this.#maxApiStreams) {
+        return Promise.reject(new StoredLimitError("streams", this.#maxApiStreams, count));
+      }
     }
     const version = current + 1;
     this.#records.set(name, { ...structuredClone(record), name, version });

@@ -35,6 +35,7 @@ import {
   type StoredPage,
   type StoredPageResult,
 } from "../deliveries.ts";
+import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
 
 /** Options for {@linkcode MemoryDeliveryStore}. */
 export interface MemoryDeliveryStoreOptions {
@@ -42,6 +43,8 @@ export interface MemoryDeliveryStoreOptions {
   now?: () => number;
   /** How long (ms) deliveries and attempt logs are kept after their last change. @default {7 days} */
   retentionMs?: number;
+  /** Most endpoints held; a creation past it throws `StoredLimitError`. @default {1000} */
+  maxEndpoints?: number;
 }
 
 interface StoredDelivery {
@@ -56,6 +59,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   readonly kind = "memory";
   #now: () => number;
   #retentionMs: number;
+  #maxEndpoints: number;
   #configs = new Map<string, EndpointConfig>();
   #states = new Map<string, EndpointState>();
   #deliveries = new Map<string, StoredDelivery>();
@@ -76,6 +80,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   constructor(options: MemoryDeliveryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
     this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
+    this.#maxEndpoints = checkedMax("maxEndpoints", options.maxEndpoints ?? DEFAULT_WEBHOOKS_MAX);
   }
 
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
@@ -86,6 +91,11 @@ export class MemoryDeliveryStore implements DeliveryStore {
         : current?.version !== options.expectVersion
     ) {
       return Promise.resolve(false);
+    }
+    if (current === undefined && this.#configs.size >= this.#maxEndpoints) {
+      return Promise.reject(
+        new StoredLimitError("webhooks", this.#maxEndpoints, this.#configs.size),
+      );
     }
     this.#configs.set(config.id, structuredClone(config));
     const state = this.#states.get(config.id) ??

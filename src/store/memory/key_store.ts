@@ -11,6 +11,13 @@ import {
   type KeyStore,
   pageOfKeys,
 } from "../keys.ts";
+import { checkedMax, DEFAULT_KEYS_MAX, StoredLimitError } from "../limits.ts";
+
+/** Options for {@linkcode MemoryKeyStore}. */
+export interface MemoryKeyStoreOptions {
+  /** Most keys held; a creation past it throws `StoredLimitError`. @default {10000} */
+  maxKeys?: number;
+}
 
 /** {@linkcode KeyStore} in memory. */
 export class MemoryKeyStore implements KeyStore {
@@ -18,6 +25,11 @@ export class MemoryKeyStore implements KeyStore {
   readonly kind = "memory";
   #byId = new Map<string, ApiKeyRecord>();
   #byHash = new Map<string, string>();
+  #maxKeys: number;
+
+  constructor(options: MemoryKeyStoreOptions = {}) {
+    this.#maxKeys = checkedMax("maxKeys", options.maxKeys ?? DEFAULT_KEYS_MAX);
+  }
 
   createKey(record: ApiKeyRecord): Promise<void> {
     const held = this.#byId.get(record.id);
@@ -25,6 +37,9 @@ export class MemoryKeyStore implements KeyStore {
     if (held && JSON.stringify(held) === JSON.stringify(record)) return Promise.resolve();
     if (held || this.#byHash.has(record.hash)) {
       return Promise.reject(new KeyConflictError(`Key '${record.id}' exists already`));
+    }
+    if (this.#byId.size >= this.#maxKeys) {
+      return Promise.reject(new StoredLimitError("keys", this.#maxKeys, this.#byId.size));
     }
     // Stored as JSON, as Redis stores it: absent fields stay absent.
     this.#byId.set(record.id, JSON.parse(JSON.stringify(record)));

@@ -421,8 +421,9 @@ end
 
 /**
  * Creates or replaces an endpoint. ARGV[1]: `{id, json, expect (-1: must not exist), created,
- * rate|false, state: {disabled?, reason?, failing?}, tk}`. Returns 1, or 0 on a version
- * mismatch; the same call again (its one-time token `tk` seen) the first one's 1, changing nothing.
+ * rate|false, state: {disabled?, reason?, failing?}, tk, max}`. Returns 1, or 0 on a version
+ * mismatch, or -count when a creation finds `max` endpoints (or more) held, creating nothing; the
+ * same call again (its one-time token `tk` seen) the first one's 1, changing nothing.
  */
 export const PUT_ENDPOINT_SCRIPT = COMMON + `
 local id, json, expect, created, rate = args.id, args.json, args.expect, args.created, args.rate
@@ -434,6 +435,9 @@ local current = readKey("string", "GET", key)
 local st = endpointStateKey(id)
 if expect == -1 then
   if current then return 0 end
+  expectType(ENDPOINTS_KEY, "zset")
+  local count = redis.call("ZCARD", ENDPOINTS_KEY)
+  if count >= args.max then return -count end
 else
   if not current then return 0 end
   local ok, stored = pcall(cjson.decode, current)

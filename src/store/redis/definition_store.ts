@@ -11,6 +11,17 @@
  * write), so a poll that names the mark it last saw gets the whole index only
  * when it changed: one short reply otherwise, whatever the number of names.
  *
+ * The streams created through the API are bounded per deployment (`maxApiStreams`). A record lives
+ * in its stream's slot, so the count cannot be taken where the record is written: it is kept in
+ * the index's slot, in the hash `<index>:api` (stream → the version that made it count), its
+ * places. A write of a live API stream first takes a place there (RESERVE_SCRIPT, atomic: two
+ * instances cannot both take the last one), then writes the record; the index script, run after
+ * every write, sets or frees the name's place from the record it indexes, by version, so a place
+ * follows the record even when the write that took it lost to another one. The places of a store
+ * written before they existed are built once, from the records (`<index>:api:built` marks it
+ * done). A creation cut short between its two steps (the process killed) keeps its place until
+ * that name is written again.
+ *
  * @module
  */
 import type { Redis } from "@upstash/redis";
@@ -21,6 +32,7 @@ import type {
   VersionsSince,
   WriteResult,
 } from "../definitions.ts";
+import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
 import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
 
@@ -33,6 +45,11 @@ export interface RedisDefinitionStoreOptions {
   prefix?: string;
   /** A call that takes longer fails with `StoreUnavailableError`. @default {5000} */
   timeoutMs?: number;
+  /**
+   * Most streams created through the API (live records of source `api`) held; a write that
+   * would add one past it throws `StoredLimitError`. @default {1000}
+   */
+  maxApiStreams?: number;
 }
 
 /** The record of KEYS[1] as JSON, or JSON null when there is none. */
@@ -47,9 +64,10 @@ return cjson.encode(record)
 /**
  * Writes the record at KEYS[1] if its version is `args.expected`. ARGV[1]:
  * `{expected, g, s, d, c, x}`. Returns `[1, version]` written or
- * `[0, current]` refused. The very record at the version after the expected one is this write
- * sent again (fetch, or the client's retry, after a connection lost once Redis ran it), or an
- * identical one: `[1, current]`, as written.
+ * `[0, current, api]` refused, `api` 1 when the current record is a live API stream. The very
+ * record at the version after the expected one is this write sent again (fetch, or the client's
+ * retry, after a connection lost once Redis ran it), or an identical one: `[1, current]`, as
+ * written.
  */
 const WRITE_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
@@ -61,7 +79,8 @@ if current ~= args.expected then
       return { 1, current }
     end
   end
-  return { 0, current }
+  local held = redis.call("HMGET", P, "s", "x")
+  return { 0, current, (held[1] == "api" and held[2] ~= "1") and 1 or 0 }
 end
 local version = current + 1
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x)
@@ -70,7 +89,9 @@ return { 1, version }
 
 /**
  * Raises the index entry ARGV[1].name (KEYS[1] is the index) to ARGV[1].v, never lowering it;
- * a raise sets the index's change mark to ARGV[1].mark.
+ * a raise sets the index's change mark to ARGV[1].mark. Then the name's place among the API
+ * streams follows its record at version v (ARGV[1].api: a live API stream): taken, or freed, unless
+ * a later version decided it already (a place taken for the version v + 1 is not freed by v).
  */
 const INDEX_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, args.name)) or 0
@@ -78,6 +99,51 @@ if args.v > current then
   redis.call("HSET", P, args.name, args.v)
   redis.call("SET", P .. ":mark", args.mark)
 end
+local places = P .. ":api"
+local held = tonumber(redis.call("HGET", places, args.name))
+if held == nil or held <= args.v then
+  if args.api then
+    redis.call("HSET", places, args.name, args.v)
+  elseif held ~= nil then
+    redis.call("HDEL", places, args.name)
+  end
+end
+return 1
+`;
+
+/**
+ * Takes a place among the API streams (KEYS[1] is the index) for ARGV[1].name, to be written at
+ * version ARGV[1].v: a name holding one keeps it (raised to v); another takes one while fewer
+ * than ARGV[1].max are held. Returns 1; -count when the bound is held (taking nothing); 0 when
+ * the places were never built (see the module doc).
+ */
+const RESERVE_SCRIPT = LUA_COMMON + `
+local places = P .. ":api"
+if redis.call("EXISTS", places .. ":built") == 0 then return 0 end
+local held = tonumber(redis.call("HGET", places, args.name))
+if held == nil then
+  local count = redis.call("HLEN", places)
+  if count >= args.max then return -count end
+end
+if held == nil or held < args.v then redis.call("HSET", places, args.name, args.v) end
+return 1
+`;
+
+/**
+ * Builds the places of the API streams (KEYS[1] is the index) from ARGV[1].rows
+ * (`[[name, version], …]`, the live API streams read one by one): a name gets its place unless
+ * it holds one or the index moved past that version (a later write, whose index script decides).
+ */
+const BUILD_SCRIPT = LUA_COMMON + `
+local places = P .. ":api"
+for _, row in ipairs(args.rows) do
+  local name, v = row[1], row[2]
+  local indexed = tonumber(redis.call("HGET", P, name)) or 0
+  if indexed <= v and redis.call("HEXISTS", places, name) == 0 then
+    redis.call("HSET", places, name, v)
+  end
+end
+redis.call("SET", places .. ":built", "1")
 return 1
 `;
 
@@ -103,9 +169,11 @@ export function definitionKey(prefix: string, stream: string): string {
 export class RedisDefinitionStore implements DefinitionStore {
   #prefix: string;
   #calls: RedisCalls;
+  #maxApiStreams: number;
 
   constructor(redis: RedisDefinitionClient, options: RedisDefinitionStoreOptions = {}) {
     this.#prefix = options.prefix ?? "es";
+    this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
   }
 
@@ -149,9 +217,15 @@ export class RedisDefinitionStore implements DefinitionStore {
     });
   }
 
-  write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult> {
+  async write(
+    name: string,
+    record: DefinitionWrite,
+    expectedVersion: number,
+  ): Promise<WriteResult> {
+    const api = record.source === "api" && !record.deleted;
+    if (api) await this.#takePlace(name, expectedVersion + 1);
     return this.#calls.call("writeDefinition", async () => {
-      const [written, version] = (await this.#calls.script(
+      const [written, version, currentApi] = (await this.#calls.script(
         WRITE_SCRIPT,
         [definitionKey(this.#prefix, name)],
         [{
@@ -162,14 +236,68 @@ export class RedisDefinitionStore implements DefinitionStore {
           c: JSON.stringify(record.counters),
           x: record.deleted ? "1" : "0",
         }],
-      )) as [number, number];
-      if (Number(written) !== 1) return { status: "conflict", version: Number(version) };
-      await this.#calls.script(INDEX_SCRIPT, [this.#index], [{
-        name,
-        v: Number(version),
-        mark: crypto.randomUUID(),
-      }]);
+      )) as [number, number, number?];
+      if (Number(written) !== 1) {
+        // The place taken for this write follows the record that won instead.
+        if (api) await this.#indexWrite(name, Number(version), Number(currentApi) === 1);
+        return { status: "conflict", version: Number(version) };
+      }
+      await this.#indexWrite(name, Number(version), api);
       return { status: "written", version: Number(version) };
     });
+  }
+
+  #indexWrite(name: string, version: number, api: boolean): Promise<unknown> {
+    return this.#calls.script(INDEX_SCRIPT, [this.#index], [{
+      name,
+      v: version,
+      mark: crypto.randomUUID(),
+      api,
+    }]);
+  }
+
+  /**
+   * Takes a place among the API streams for `name` at `version`, building the places first when
+   * this store has none yet; throws {@linkcode StoredLimitError} when they are all held, unless
+   * `name` is a live API stream already (its place lost by a write cut short): a replacement
+   * adds no stream.
+   */
+  async #takePlace(name: string, version: number): Promise<void> {
+    for (let built = false;; built = true) {
+      const reply = Number(
+        await this.#calls.call(
+          "reserveStream",
+          () =>
+            this.#calls.script(RESERVE_SCRIPT, [this.#index], [{
+              name,
+              v: version,
+              max: this.#maxApiStreams,
+            }]),
+        ),
+      );
+      if (reply === 1) return;
+      if (reply === 0 && !built) {
+        await this.#buildPlaces();
+        continue;
+      }
+      const held = await this.get(name);
+      if (held !== null && held.source === "api" && !held.deleted) return;
+      throw new StoredLimitError("streams", this.#maxApiStreams, -reply);
+    }
+  }
+
+  /** Builds the places of the API streams from the records (a store written before they existed). */
+  async #buildPlaces(): Promise<void> {
+    const rows: Array<[string, number]> = [];
+    for (const name of (await this.versions()).keys()) {
+      const record = await this.get(name);
+      if (record !== null && record.source === "api" && !record.deleted) {
+        rows.push([name, record.version]);
+      }
+    }
+    await this.#calls.call(
+      "buildStreamPlaces",
+      () => this.#calls.script(BUILD_SCRIPT, [this.#index], [{ rows }]),
+    );
   }
 }

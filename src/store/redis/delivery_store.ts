@@ -65,6 +65,7 @@ import {
   type StoredPageResult,
   type WebhookEventType,
 } from "../deliveries.ts";
+import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
 
 /** The part of the `@upstash/redis` client the delivery store uses. */
 export type { RedisScriptClient };
@@ -87,6 +88,8 @@ export interface RedisDeliveryStoreOptions {
    * @default {5000}
    */
   listScan?: number;
+  /** Most endpoints held; a creation past it throws `StoredLimitError`. @default {1000} */
+  maxEndpoints?: number;
 }
 
 type Hash = Record<string, string>;
@@ -169,8 +172,10 @@ export class RedisDeliveryStore implements DeliveryStore {
   #now: () => number;
   #listScan: number;
   #calls: RedisCalls;
+  #maxEndpoints: number;
 
   constructor(redis: RedisScriptClient, options: RedisDeliveryStoreOptions = {}) {
+    this.#maxEndpoints = checkedMax("maxEndpoints", options.maxEndpoints ?? DEFAULT_WEBHOOKS_MAX);
     this.#redis = redis;
     this.#prefix = `${options.prefix ?? "es"}:{wh}:`;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
@@ -202,7 +207,11 @@ export class RedisDeliveryStore implements DeliveryStore {
       rate: config.rateLimit ?? false,
       state,
       tk: crypto.randomUUID(),
+      max: this.#maxEndpoints,
     });
+    if (Number(reply) < 0) {
+      throw new StoredLimitError("webhooks", this.#maxEndpoints, -Number(reply));
+    }
     return Number(reply) === 1;
   }
 

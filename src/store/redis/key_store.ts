@@ -9,6 +9,7 @@
  */
 import { decodeCursor, encodeCursor, type Page, type PageOptions } from "../deliveries.ts";
 import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
+import { checkedMax, DEFAULT_KEYS_MAX, StoredLimitError } from "../limits.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
 import {
   asArray,
@@ -20,11 +21,15 @@ import {
 
 // The very record held already is this call sent again (fetch, or the client's retry, after a
 // connection lost once Redis ran it): its id, the digest of a random key and its creation time
-// are the same only then. It succeeds again rather than answering a conflict with itself.
+// are the same only then. It succeeds again rather than answering a conflict with itself. At the
+// bound (`args.max` keys held) it creates nothing and answers -count, so two instances cannot both
+// take the last place.
 const CREATE_SCRIPT = LUA_COMMON + `
 local held = redis.call("HGET", P .. "id", args.id)
 if held == args.json then return 1 end
 if held or redis.call("HEXISTS", P .. "hash", args.hash) == 1 then return 0 end
+local count = redis.call("HLEN", P .. "id")
+if count >= args.max then return -count end
 redis.call("HSET", P .. "id", args.id, args.json)
 redis.call("HSET", P .. "hash", args.hash, args.id)
 return 1
@@ -83,6 +88,8 @@ export interface RedisKeyStoreOptions {
   prefix?: string;
   /** A call that takes longer fails with `StoreUnavailableError`. @default {5000} */
   timeoutMs?: number;
+  /** Most keys held; a creation past it throws `StoredLimitError`. @default {10000} */
+  maxKeys?: number;
 }
 
 function record(value: unknown): ApiKeyRecord | null {
@@ -97,8 +104,10 @@ export class RedisKeyStore implements KeyStore {
   readonly kind = "redis";
   #calls: RedisCalls;
   #prefix: string;
+  #maxKeys: number;
 
   constructor(redis: RedisScriptClient, options: RedisKeyStoreOptions = {}) {
+    this.#maxKeys = checkedMax("maxKeys", options.maxKeys ?? DEFAULT_KEYS_MAX);
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#prefix = `${options.prefix ?? "es"}:{$apikeys}:`;
   }
@@ -112,7 +121,9 @@ export class RedisKeyStore implements KeyStore {
       id: key.id,
       hash: key.hash,
       json: JSON.stringify(key),
+      max: this.#maxKeys,
     });
+    if (Number(created) < 0) throw new StoredLimitError("keys", this.#maxKeys, -Number(created));
     if (Number(created) !== 1) throw new KeyConflictError(`Key '${key.id}' exists already`);
   }
 
