@@ -27,6 +27,9 @@
  * | `EDGESTREAM_SUBSCRIPTIONS_MAX` | most live subscriptions a process holds | `10000` |
  * | `EDGESTREAM_INGEST_SOCKETS_PER_KEY` | most WebSocket ingest connections one API key (publishable ones too; open mode: one client address) holds on a process | `100` |
  * | `EDGESTREAM_INGEST_SOCKETS_MAX` | most WebSocket ingest connections a process holds | `10000` |
+ * | `EDGESTREAM_KEYS_MAX` | most API keys created at run time (`POST /v1/keys`) a deployment holds; `EDGESTREAM_KEYS` does not count | `10000` |
+ * | `EDGESTREAM_WEBHOOKS_MAX` | most webhook endpoints a deployment holds | `1000` |
+ * | `EDGESTREAM_STREAMS_MAX` | most streams created through the API (`PUT /v1/streams/{stream}`) a deployment holds; config-file streams do not count | `1000` |
  *
  * @module
  */
@@ -60,6 +63,9 @@ import {
   parseAllowedOrigins,
 } from "./http/origin.ts";
 import {
+  DEFAULT_KEYS_MAX,
+  DEFAULT_STREAMS_MAX,
+  DEFAULT_WEBHOOKS_MAX,
   type DefinitionStore,
   type DeliveryStore,
   type KeyStore,
@@ -319,14 +325,15 @@ export function storesFromEnv(env: EnvSource): { store: Store; definitions: Defi
   // Checked with Redis too, so a typo shows before a switch back to memory.
   const maxDedupeIds = readMaxDedupeIds(env);
   const redis = redisFromEnv(env);
+  const maxApiStreams = readCount(env, "EDGESTREAM_STREAMS_MAX", DEFAULT_STREAMS_MAX);
   if (!redis) {
-    const definitions = new MemoryDefinitionStore();
+    const definitions = new MemoryDefinitionStore({ maxApiStreams });
     return { store: new MemoryStore({ maxDedupeIds, definitions }), definitions };
   }
   const prefix = readPrefix(env);
   return {
     store: new RedisStore(redis, { prefix }),
-    definitions: new RedisDefinitionStore(redis, { prefix }),
+    definitions: new RedisDefinitionStore(redis, { prefix, maxApiStreams }),
   };
 }
 
@@ -347,15 +354,19 @@ function readPrefix(env: EnvSource): string {
 /** Picks the run-time key store: in Redis when both Upstash variables are set, else in memory. */
 export function keyStoreFromEnv(env: EnvSource): KeyStore {
   const redis = redisFromEnv(env);
-  return redis ? new RedisKeyStore(redis, { prefix: readPrefix(env) }) : new MemoryKeyStore();
+  const maxKeys = readCount(env, "EDGESTREAM_KEYS_MAX", DEFAULT_KEYS_MAX);
+  return redis
+    ? new RedisKeyStore(redis, { prefix: readPrefix(env), maxKeys })
+    : new MemoryKeyStore({ maxKeys });
 }
 
 /** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
 export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
   const redis = redisFromEnv(env);
+  const maxEndpoints = readCount(env, "EDGESTREAM_WEBHOOKS_MAX", DEFAULT_WEBHOOKS_MAX);
   return redis
-    ? new RedisDeliveryStore(redis, { prefix: readPrefix(env) })
-    : new MemoryDeliveryStore();
+    ? new RedisDeliveryStore(redis, { prefix: readPrefix(env), maxEndpoints })
+    : new MemoryDeliveryStore({ maxEndpoints });
 }
 
 /**

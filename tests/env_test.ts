@@ -12,6 +12,13 @@ import {
 import { createApp } from "../src/app.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
+import {
+  DEFAULT_KEYS_MAX,
+  DEFAULT_STREAMS_MAX,
+  DEFAULT_WEBHOOKS_MAX,
+  StoredLimitError,
+} from "../src/store/limits.ts";
+import { config as endpointConfig } from "./store/_delivery_fixtures.ts";
 import { redisTest, withDirect } from "./_redis.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
 
@@ -622,4 +629,66 @@ Deno.test("configFromEnv() reads the connection bounds, 100 a key and 10000 a pr
       );
     }
   }
+});
+
+Deno.test("configFromEnv() gives the stores EDGESTREAM_KEYS_MAX, EDGESTREAM_WEBHOOKS_MAX and EDGESTREAM_STREAMS_MAX, and refuses bad values naming the setting", async () => {
+  const config = await configFromEnv(env({
+    EDGESTREAM_KEYS_MAX: "1",
+    EDGESTREAM_WEBHOOKS_MAX: " 1 ",
+    EDGESTREAM_STREAMS_MAX: "1",
+  }));
+  try {
+    const key = (id: string) => ({
+      id,
+      type: "secret" as const,
+      hash: `hash-of-${id}`,
+      prefix: "sk_abcd",
+      scopes: ["read"],
+      createdAt: 1,
+    });
+    await config.keys.store.createKey(key("key_a"));
+    await assert.rejects(config.keys.store.createKey(key("key_b")), StoredLimitError);
+    await config.deliveries.putEndpoint(endpointConfig("ep_a"), { expectVersion: null });
+    await assert.rejects(
+      config.deliveries.putEndpoint(endpointConfig("ep_b"), { expectVersion: null }),
+      StoredLimitError,
+    );
+    const definition = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
+    await config.streams.put("made_a", definition);
+    await assert.rejects(config.streams.put("made_b", definition), StoredLimitError);
+  } finally {
+    await config.webhooks.close();
+  }
+  for (const name of ["EDGESTREAM_KEYS_MAX", "EDGESTREAM_WEBHOOKS_MAX", "EDGESTREAM_STREAMS_MAX"]) {
+    for (const value of ["", "0", "-1", "2.5", "lots"]) {
+      await assert.rejects(
+        configFromEnv(env({ [name]: value })),
+        (error) =>
+          error instanceof ConfigError &&
+          error.message === `${name}: expected a whole number of at least 1, got '${value}'`,
+        `${name}=${value}`,
+      );
+    }
+  }
+});
+
+Deno.test("configFromEnv() bounds run-time keys, webhooks and streams by default: 10000, 1000 and 1000", async () => {
+  const config = await configFromEnv(env({}));
+  try {
+    for (let n = 0; n < 1_000; n++) {
+      await config.deliveries.putEndpoint(endpointConfig(`ep_${n}`), { expectVersion: null });
+    }
+    const refused = await config.deliveries.putEndpoint(endpointConfig("ep_x"), {
+      expectVersion: null,
+    }).then(() => null, (error) => error);
+    assert.ok(refused instanceof StoredLimitError);
+    assert.equal(refused.max, 1_000);
+  } finally {
+    await config.webhooks.close();
+  }
+  assert.deepEqual([DEFAULT_KEYS_MAX, DEFAULT_WEBHOOKS_MAX, DEFAULT_STREAMS_MAX], [
+    10_000,
+    1_000,
+    1_000,
+  ]);
 });

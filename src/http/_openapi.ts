@@ -6,7 +6,8 @@
  * @module
  */
 import { z } from "@hono/zod-openapi";
-import { NAME, nameMessage } from "./errors.ts";
+import { NAME, nameMessage, STORED_LIMITS } from "./errors.ts";
+import type { StoredKind } from "../store/limits.ts";
 
 /** The error envelope. */
 export const ErrorSchema = z.object({
@@ -193,6 +194,21 @@ export const ingestSocketLimitResponse = {
     content: errorContent,
   },
 } as const;
+
+/**
+ * The 409 of a route that creates what a deployment holds a bounded number of: a conflict with
+ * what is stored, or the bound held (`too_many_keys`, …, naming its setting).
+ */
+export function storedLimitConflict(kind: StoredKind) {
+  const { code, setting } = STORED_LIMITS[kind];
+  return {
+    409: {
+      description:
+        `Conflicts with the current state, or the deployment holds the most it may: \`${code}\` (${setting}); delete one first`,
+      content: errorContent,
+    },
+  };
+}
 
 /** A JSON response of `schema`. */
 export function jsonContent<T extends z.ZodType>(schema: T, description: string) {

@@ -13,7 +13,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
-import { errorsFor, headersOf, jsonContent, NAME } from "./_openapi.ts";
+import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
@@ -67,7 +67,8 @@ const putStreamRoute = createRoute({
   responses: {
     200: { ...jsonContent(StreamSchema, "Replaced"), headers: headersOf("ETag") },
     201: { ...jsonContent(StreamSchema, "Created"), headers: headersOf("ETag") },
-    ...errorsFor(400, 401, 403, 409, 412, 413, 415, 503),
+    ...errorsFor(400, 401, 403, 412, 413, 415, 503),
+    ...storedLimitConflict("streams"),
   },
 });
 

@@ -23,6 +23,8 @@ import {
 } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
+import { STORED_NOUNS, type StoredKind, StoredLimitError } from "../store/limits.ts";
+import { recordStoredRefused } from "../telemetry/metrics.ts";
 import { StoreUnavailableError, StreamChangedError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 import { isIngestRequest } from "./_ingest_path.ts";
@@ -132,6 +134,13 @@ export const SLOT_CODES: Record<SlotKind, { key: string; process: string }> = {
   ingest_socket: { key: "too_many_ingest_sockets", process: "ingest_sockets_full" },
 };
 
+/** The code of a creation refused by a deployment's bound, and the setting that sets it, by kind. */
+export const STORED_LIMITS: Record<StoredKind, { code: string; setting: string }> = {
+  keys: { code: "too_many_keys", setting: "EDGESTREAM_KEYS_MAX" },
+  webhooks: { code: "too_many_webhooks", setting: "EDGESTREAM_WEBHOOKS_MAX" },
+  streams: { code: "too_many_streams", setting: "EDGESTREAM_STREAMS_MAX" },
+};
+
 /**
  * The one table from domain errors (thrown by stages that know nothing of
  * HTTP) to API errors with their status and code. `undefined` for an error
@@ -205,6 +214,18 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       details: { limit: error.limit, max: error.max },
       cause: error,
     });
+  }
+  if (error instanceof StoredLimitError) {
+    // A conflict with what the deployment holds: waiting does not help (no 429), deleting does.
+    const { code, setting } = STORED_LIMITS[error.kind];
+    return new ApiError(
+      409,
+      code,
+      `Cannot create more ${
+        STORED_NOUNS[error.kind]
+      }: this deployment holds ${error.held}; the limit is ${error.max} (${setting}); delete one first`,
+      { details: { kind: error.kind, max: error.max, held: error.held }, cause: error },
+    );
   }
   if (error instanceof KeyConflictError) {
     return new ApiError(409, "conflict", error.message, { cause: error });
@@ -284,6 +305,8 @@ export function errorEnvelope(api: ApiError, requestId?: string): ErrorEnvelope 
  * app's `onError`. The request log middleware logs the error with its cause.
  */
 export function errorResponse(error: Error, c: Context): Response {
+  // Counted here, where every such refusal is answered, as the connection bounds count theirs.
+  if (error instanceof StoredLimitError) recordStoredRefused(error.kind);
   const api = toApiError(error, errorContextOf(c));
   return c.json(errorEnvelope(api, requestIdOf(c)), api.status, api.headers);
 }

@@ -15,7 +15,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
-import { CursorQuery, errorsFor, nameText, NextCursor } from "./_openapi.ts";
+import { CursorQuery, errorsFor, nameText, NextCursor, storedLimitConflict } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
 import { jsonBody } from "./body.ts";
 import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
@@ -98,7 +98,8 @@ const createKeyRoute = createRoute({
       description: "Created",
       content: { "application/json": { schema: CreatedKeySchema } },
     },
-    ...errorsFor(400, 401, 403, 409, 413, 415, 503),
+    ...errorsFor(400, 401, 403, 413, 415, 503),
+    ...storedLimitConflict("keys"),
   },
 });
 

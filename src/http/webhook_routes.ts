@@ -25,7 +25,14 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { CursorQuery, errorsFor, jsonContent, nameText, NextCursor } from "./_openapi.ts";
+import {
+  CursorQuery,
+  errorsFor,
+  jsonContent,
+  nameText,
+  NextCursor,
+  storedLimitConflict,
+} from "./_openapi.ts";
 
 const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
 
@@ -175,6 +182,7 @@ export const createWebhookRoute = createRoute({
     400: errors[400],
     401: errors[401],
     403: errors[403],
+    ...storedLimitConflict("webhooks"),
     503: errors[503],
     ...bodyErrors,
   },

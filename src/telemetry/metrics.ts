@@ -118,6 +118,12 @@ const ingestSocketsRefused = meter.createCounter("edgestream.ingest.sockets.refu
   unit: "{connection}",
 });
 
+const storedRefused = meter.createCounter("edgestream.stored.refused", {
+  description:
+    "Creations refused by a deployment's bound (409): run-time API keys, webhook endpoints, API streams",
+  unit: "{creation}",
+});
+
 /** Attributes of the ingest instruments. */
 export interface IngestAttributes {
   /** Name of a served stream. */
@@ -228,6 +234,14 @@ export function recordLiveRefused(limit: "key" | "process"): void {
  */
 export function recordIngestSocketRefused(limit: "key" | "process"): void {
   ingestSocketsRefused.add(1, { limit });
+}
+
+/**
+ * Counts a creation refused by the deployment's bound of its kind: `keys` (run-time API keys),
+ * `webhooks` (endpoints) or `streams` (created through the API).
+ */
+export function recordStoredRefused(kind: "keys" | "webhooks" | "streams"): void {
+  storedRefused.add(1, { kind });
 }
 
 /** Adds `delta` (1 on subscribe, -1 on leave) to the live subscribers of a transport. */

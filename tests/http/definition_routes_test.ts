@@ -855,3 +855,31 @@ Deno.test("PUT /v1/streams/{stream} refuses a charset other than UTF-8 (415) and
   const read = await (await app.request("/v1/streams/signups")).json();
   assert.deepEqual([read.version, read.definition], [1, SIGNUPS]);
 });
+
+Deno.test("PUT /v1/streams/{stream} past EDGESTREAM_STREAMS_MAX answers 409 too_many_streams and creates nothing; config streams do not count, a deletion frees a place", async () => {
+  const definitions = new MemoryDefinitionStore({ maxApiStreams: 2 });
+  const app = createApp({
+    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, pollMs: 0 }),
+    store: new MemoryStore({ now: () => T0 }),
+    keys: await KeyRing.parse(""),
+    now: () => T0,
+  });
+  // The config file's "orders" is served and does not count.
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  assert.equal((await put(app, "visits", SIGNUPS)).status, 201);
+  const refused = await put(app, "clicks", SIGNUPS);
+  assert.equal(refused.status, 409);
+  const body = await refused.json();
+  assert.equal(body.error.code, "too_many_streams");
+  assert.equal(
+    body.error.message,
+    "Cannot create more streams created through the API: this deployment holds 2; the limit is 2 (EDGESTREAM_STREAMS_MAX); delete one first",
+  );
+  assert.deepEqual(body.error.details, { kind: "streams", max: 2, held: 2 });
+  assert.equal(await definitions.get("clicks"), null);
+  assert.equal((await app.request("/v1/streams/clicks")).status, 404);
+  // A replacement adds none.
+  assert.equal((await put(app, "signups", { ...SIGNUPS, description: "Changed" })).status, 200);
+  assert.equal((await app.request("/v1/streams/visits", { method: "DELETE" })).status, 204);
+  assert.equal((await put(app, "clicks", SIGNUPS)).status, 201);
+});

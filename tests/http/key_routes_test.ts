@@ -426,3 +426,36 @@ Deno.test("GET /v1/keys pages oldest first by limit and cursor, as the other lis
     assert.equal((await res.json()).error.code, code, query);
   }
 });
+
+Deno.test("POST /v1/keys past EDGESTREAM_KEYS_MAX answers 409 too_many_keys and creates nothing; the env keys do not count, a deletion frees a place", async () => {
+  const store = new MemoryKeyStore({ maxKeys: 2 });
+  const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, { store });
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore(),
+    keys,
+    now: () => NOW,
+  });
+  const ids: string[] = [];
+  for (let n = 0; n < 2; n++) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }));
+    assert.equal(res.status, 201);
+    ids.push((await res.json()).id);
+  }
+  const refused = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }));
+  assert.equal(refused.status, 409);
+  const body = await refused.json();
+  assert.equal(body.error.code, "too_many_keys");
+  assert.equal(
+    body.error.message,
+    "Cannot create more run-time API keys: this deployment holds 2; the limit is 2 (EDGESTREAM_KEYS_MAX); delete one first",
+  );
+  assert.deepEqual(body.error.details, { kind: "keys", max: 2, held: 2 });
+  assert.equal((await store.listKeys()).length, 2);
+  const deleted = await app.request(`/v1/keys/${ids[0]}`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(deleted.status, 204);
+  assert.equal((await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }))).status, 201);
+});

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { NewDelivery } from "../../src/store/deliveries.ts";
+import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { call, setup, T0 } from "../fanout/webhooks/_setup.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 
@@ -428,6 +429,31 @@ Deno.test("a webhook URL is stored and shown as fetch requests it (WHATWG href),
     assert.equal(changed.body.url, `http://127.0.0.1:${port}/a%20b`);
   } finally {
     await receiver.close();
+    await ctx.close();
+  }
+});
+
+Deno.test("POST /v1/webhooks past EDGESTREAM_WEBHOOKS_MAX answers 409 too_many_webhooks and registers nothing; a deletion frees a place", async () => {
+  const ctx = await setup({
+    deliveries: new MemoryDeliveryStore({ now: () => T0, maxEndpoints: 2 }),
+  });
+  try {
+    const [first] = await registerMany(ctx, 2);
+    const refused = await call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h9" });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal(refused.body.error.code, "too_many_webhooks");
+    assert.equal(
+      refused.body.error.message,
+      "Cannot create more webhook endpoints: this deployment holds 2; the limit is 2 (EDGESTREAM_WEBHOOKS_MAX); delete one first",
+    );
+    assert.deepEqual(refused.body.error.details, { kind: "webhooks", max: 2, held: 2 });
+    assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 2);
+    assert.equal((await call(ctx.app, "DELETE", `/v1/webhooks/${first}`)).status, 204);
+    assert.equal(
+      (await call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h9" })).status,
+      201,
+    );
+  } finally {
     await ctx.close();
   }
 });

@@ -98,6 +98,8 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
     EDGESTREAM_SUBSCRIPTIONS_PER_KEY: "2",
     // The one ingest socket below fills the process's place: a second is refused and counted.
     EDGESTREAM_INGEST_SOCKETS_MAX: "1",
+    // The three webhooks below fill the deployment's places: a fourth is refused and counted.
+    EDGESTREAM_WEBHOOKS_MAX: "3",
   });
   const sockets: WebSocket[] = [];
   const sse = new AbortController();
@@ -200,6 +202,10 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
       assert.equal(created.status, 201, JSON.stringify(endpoint));
       assert.equal((await post(`/v1/webhooks/${endpoint.id}/test`, {})).status, 202);
     }
+    // A fourth endpoint is past EDGESTREAM_WEBHOOKS_MAX: refused, and counted.
+    const fourth = await post("/v1/webhooks", { url: `${hooks.url}/ok`, filter: "false" });
+    assert.equal(fourth.status, 409);
+    assert.equal((await fourth.json()).error.code, "too_many_webhooks");
 
     const events = "edgestream.events";
     await eventually(() => {
@@ -282,6 +288,12 @@ Deno.test("main.ts with OTEL_DENO=true exports the documented instruments and in
         receiver,
         "edgestream.ingest.sockets.refused",
         { limit: "process" },
+        (point) => point.value === 1,
+      );
+      pointWhere(
+        receiver,
+        "edgestream.stored.refused",
+        { kind: "webhooks" },
         (point) => point.value === 1,
       );
       for (const transport of ["ws", "sse"]) {
