@@ -291,3 +291,19 @@ Deno.test("the document declares the 421 of open mode once, and a 413 on every o
   // Why GET is left out: a Deno Request of GET (or HEAD) cannot hold a body.
   assert.throws(() => new Request("http://localhost/v1/streams", { method: "GET", body: "{}" }));
 });
+
+Deno.test("the three operations that create what a deployment bounds declare its 409, naming the code and the setting", async () => {
+  const doc = await documentOf();
+  const ops = new Map(operations(doc));
+  for (
+    const [route, code, setting] of [
+      ["POST /v1/keys", "too_many_keys", "EDGESTREAM_KEYS_MAX"],
+      ["POST /v1/webhooks", "too_many_webhooks", "EDGESTREAM_WEBHOOKS_MAX"],
+      ["PUT /v1/streams/{stream}", "too_many_streams", "EDGESTREAM_STREAMS_MAX"],
+    ]
+  ) {
+    const conflict = ops.get(route)?.responses["409"] as { description?: string } | undefined;
+    assert.ok(conflict, `${route} declares 409`);
+    assert.ok(conflict.description?.includes(`\`${code}\` (${setting})`), conflict.description);
+  }
+});
