@@ -304,6 +304,9 @@ Deno.test("the three operations that create what a deployment bounds declare its
   ) {
     const conflict = ops.get(route)?.responses["409"] as { description?: string } | undefined;
     assert.ok(conflict, `${route} declares 409`);
-    assert.ok(conflict.description?.includes(`\`${code}\` (${setting})`), conflict.description);
+    assert.ok(
+      conflict.description?.includes(`\`${code}\` (${setting})`),
+      String(conflict.description),
+    );
   }
 });
