@@ -19,8 +19,8 @@
  * every write, sets or frees the name's place from the record it indexes, by version, so a place
  * follows the record even when the write that took it lost to another one. The places of a store
  * written before they existed are built once, from the records (`<index>:api:built` marks it
- * done). A creation cut short between its two steps (the process killed) keeps its place until
- * that name is written again.
+ * done). A creation cut short between its two steps (the process killed, the write failed)
+ * keeps its place until that name is written again.
  *
  * @module
  */
