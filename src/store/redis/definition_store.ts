@@ -276,7 +276,11 @@ export class RedisDefinitionStore implements DefinitionStore {
         ),
       );
       if (reply === 1) return;
-      if (reply === 0 && !built) {
+      if (reply === 0) {
+        // Built just now, yet gone (its keys deleted meanwhile): no count to refuse by.
+        if (built) {
+          throw new Error(`Redis lost the places of the API streams while '${name}' took one`);
+        }
         await this.#buildPlaces();
         continue;
       }
