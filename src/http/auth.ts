@@ -23,6 +23,7 @@
 import { createHash } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
+import { matchedRoutes } from "hono/route";
 import {
   type KeyRateLimit,
   type KeyStore,
@@ -375,6 +376,13 @@ export interface AuthorizeOptions {
    * than that no key was sent. @default {none}
    */
   authorization?: string | null;
+  /**
+   * A route serves the request. `false` for one no route serves (its 404, or 405 when the path
+   * takes other methods, acts on no stream): a key limited to streams is then answered as any
+   * key with the scope, whatever the path names (a name, of its streams or not, or no name).
+   * @default {true}
+   */
+  served?: boolean;
 }
 
 /** What {@linkcode authorize} answers: the grant, or why not. */
@@ -455,6 +463,8 @@ function authorization(
   if (!grant.scopes.has(scope)) {
     return { error: new ApiError(403, "forbidden", `API key lacks the '${scope}' scope`) };
   }
+  // No route: the 404 or 405 every key with the scope gets, which names no stream.
+  if (options.served === false) return { grant };
   if (
     grant.streams && !options.listsStreams && options.stream !== undefined &&
     !grant.streams.has(options.stream) && !NAME.test(options.stream)
@@ -527,6 +537,8 @@ export function requireScope(
       stream: c.req.param("stream"),
       listsStreams: options.listsStreams,
       authorization,
+      // Middleware (`app.use`) is matched as ALL; a route by its method (HEAD as GET).
+      served: matchedRoutes(c).some((route) => route.method !== "ALL"),
     });
     if (result.error) throw result.error;
     rememberGrant(c, result.grant);

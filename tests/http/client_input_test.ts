@@ -84,6 +84,10 @@ Deno.test("a path that names no stream is the same 400 for a key limited to stre
     ["GET", "/v1/streams/a%0d%0ab/counters/x", KEYS.admin],
     ["GET", "/v1/streams/a%0d%0ab/counters/x", limitedRead],
     ["GET", "/v1/streams/a%0d%0ab", limitedRead],
+    ["GET", "/v1/streams/a%0d%0ab/counters/x/current", limitedRead],
+    ["GET", "/v1/streams/a%0d%0ab/counters/x/current", KEYS.admin],
+    ["DELETE", "/v1/streams/a%0d%0ab", limitedAdmin],
+    ["DELETE", "/v1/streams/a%0d%0ab", KEYS.admin],
     ["PUT", "/v1/streams/a%0d%0ab", limitedAdmin],
     ["PUT", "/v1/streams/a%0d%0ab", KEYS.admin],
     ["POST", "/v1/streams/a%0d%0ab/events", limitedRead],
@@ -115,6 +119,44 @@ Deno.test("a path that names no stream is the same 400 for a key limited to stre
   });
   assert.equal(other.status, 403);
   assert.match((await other.json()).error.message, /limited to streams orders: not 'open'/);
+});
+
+Deno.test("a path no route serves is the same 404, or 405 naming its methods, for every key, whatever stream it names", async () => {
+  const { app, limitedRead, limitedAdmin } = await keyedApp();
+  const unlimited = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ scopes: ["read", "ingest"] }),
+  });
+  const everyKey = [KEYS.admin, (await unlimited.json()).key, limitedRead, limitedAdmin];
+  const cases: Array<[string, string, number, string?]> = [];
+  // A name that is none, one of another stream, and the limited keys' own.
+  for (const name of ["a%0d%0ab", "open", "orders"]) {
+    cases.push(
+      ["GET", `/v1/streams/${name}/counters/x/y`, 404],
+      ["GET", `/v1/streams/${name}/counters`, 404],
+      ["POST", `/v1/streams/${name}/ws`, 405, "GET, HEAD"],
+      ["POST", `/v1/streams/${name}/subscribe`, 405, "GET, HEAD"],
+      ["DELETE", `/v1/streams/${name}/counters/x`, 405, "GET, HEAD"],
+      ["PATCH", `/v1/streams/${name}`, 405, "DELETE, GET, HEAD, PUT"],
+      ["GET", `/v1/streams/${name}/events`, 405, "POST"],
+    );
+  }
+  for (const [method, path, status, allow] of cases) {
+    for (const key of everyKey) {
+      const res = await app.request(path, {
+        method,
+        headers: { Authorization: `Bearer ${key}` },
+      });
+      const body = await res.json();
+      const what = `${method} ${path} (${key === KEYS.admin ? "admin" : key.slice(0, 8)})`;
+      assert.equal(res.status, status, `${what}: ${JSON.stringify(body)}`);
+      assert.equal(body.error.code, status === 404 ? "not_found" : "method_not_allowed", what);
+      assert.equal(res.headers.get("Allow"), allow ?? null, what);
+      // Nothing about the key: neither its streams nor the name check.
+      assert.doesNotMatch(body.error.message, /limited|Names are/, what);
+    }
+  }
 });
 
 Deno.test("a bad counter name and a bad name in a key's streams are worded as a bad stream name", async () => {
