@@ -202,6 +202,11 @@ export const listWebhooksRoute = createRoute({
         description: "Most endpoints on the page (default 100)",
       }),
       cursor: CursorQuery,
+      stream: nameText.optional().openapi({
+        description:
+          "Only the endpoints that hear from this stream: those listing it in `streams`, and those of every stream (`streams: null`). The page is filtered after it is read: it may hold fewer than `limit` endpoints, even none, before the end",
+        example: "orders",
+      }),
     }),
   },
   responses: {
@@ -538,9 +543,12 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   });
 
   app.openapi(listWebhooksRoute, async (c) => {
-    const { limit, cursor } = c.req.valid("query");
+    const { limit, cursor, stream } = c.req.valid("query");
     const page = await webhooks.pageEndpoints({ limit: limit ?? 100, cursor });
-    return c.json({ webhooks: page.items.map(view), nextCursor: page.nextCursor }, 200);
+    const items = stream === undefined
+      ? page.items
+      : page.items.filter((endpoint) => endpoint.streams?.includes(stream) ?? true);
+    return c.json({ webhooks: items.map(view), nextCursor: page.nextCursor }, 200);
   });
 
   app.openapi(getWebhookRoute, async (c) => {

@@ -82,6 +82,43 @@ Deno.test("GET /v1/webhooks shows an endpoint registered between pages once, at 
   });
 });
 
+Deno.test("GET /v1/webhooks?stream= keeps the endpoints that hear from the stream; a stream that is no name is a 400 invalid_query", async () => {
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  const ctx = await setup({ config: { streams: { orders: { counters }, clicks: { counters } } } });
+  try {
+    const ids: Record<string, string> = {};
+    for (const [name, streams] of [["orders", ["orders"]], ["all", null], ["clicks", ["clicks"]]]) {
+      ctx.clock.now += 1; // In this order.
+      const res = await call(ctx.app, "POST", "/v1/webhooks", {
+        url: `http://127.0.0.1:9/${name}`,
+        streams,
+      });
+      assert.equal(res.status, 201, res.text);
+      ids[name as string] = res.body.id;
+    }
+    const listed = async (path: string) => (await walk(ctx, path, "webhooks")).flat().sort();
+    assert.deepEqual(await listed("/v1/webhooks?stream=orders"), [ids.orders, ids.all].sort());
+    assert.deepEqual(await listed("/v1/webhooks?stream=clicks"), [ids.all, ids.clicks].sort());
+    assert.deepEqual(await listed("/v1/webhooks?stream=nowhere"), [ids.all]);
+    // Filtered after the page is read: a page of one may be empty before the end.
+    const pages = await walk(ctx, "/v1/webhooks?stream=orders&limit=1", "webhooks");
+    assert.deepEqual(pages, [[ids.orders], [ids.all], []]);
+    for (const bad of ["a%20b", "x".repeat(65), ""]) {
+      const res = await call(ctx.app, "GET", `/v1/webhooks?stream=${bad}`);
+      assert.equal(res.status, 400, `${bad}: ${res.text}`);
+      assert.equal(res.body.error.code, "invalid_query", bad);
+      assert.equal(
+        res.body.error.message,
+        `Invalid query parameter stream: Names are 1-64 characters of letters, digits, '_' and '-', got '${
+          decodeURIComponent(bad)
+        }'`,
+      );
+    }
+  } finally {
+    await ctx.close();
+  }
+});
+
 Deno.test("list routes refuse a bad cursor or limit with a 400 JSON error", async () => {
   await withSetup(async (ctx) => {
     const [id, other] = await registerMany(ctx, 3);
