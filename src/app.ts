@@ -184,11 +184,13 @@ export function createApp(options: AppOptions): OpenAPIHono {
     if (methods && c.req.method === "OPTIONS") {
       return c.body(null, 204, { Allow: methods.join(", ") });
     }
+    // A HEAD is answered GET's headers: its Content-Length counts GET's body, which says GET.
+    const method = c.req.method === "HEAD" ? "GET" : c.req.method;
     if (methods && !methods.includes(c.req.method)) {
-      return errorResponse(methodNotAllowed(c.req.path, c.req.method, methods), c);
+      return errorResponse(methodNotAllowed(c.req.path, method, methods), c);
     }
     return errorResponse(
-      new ApiError(404, "not_found", `No route for ${c.req.method} ${quoteInput(c.req.path)}`),
+      new ApiError(404, "not_found", `No route for ${method} ${quoteInput(c.req.path)}`),
       c,
     );
   });

@@ -641,10 +641,12 @@ Deno.test("/readyz answers 503 when the store does not answer a ping in time, wi
     const [first, second] = await Promise.all([app.request("/readyz"), app.request("/readyz")]);
     for (const res of [first, second]) {
       assert.equal(res.status, 503);
+      // With its request id, as every error reply.
       assert.deepEqual(await res.json(), {
         status: "unavailable",
         store: "memory",
         error: `The store did not answer a ping within ${READY_WAIT_MS} ms`,
+        requestId: res.headers.get("X-Request-Id"),
       });
     }
     const line = jsonLines(lines, "edgestream.http").at(-1)!;

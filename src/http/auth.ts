@@ -23,7 +23,6 @@
 import { createHash } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
-import { matchedRoutes } from "hono/route";
 import {
   type KeyRateLimit,
   type KeyStore,
@@ -31,6 +30,7 @@ import {
   StoreUnavailableError,
 } from "../store/mod.ts";
 import { LookupBudget } from "../config/mod.ts";
+import { routeServes } from "./_served.ts";
 import { sipHashText } from "./_siphash.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
@@ -537,8 +537,7 @@ export function requireScope(
       stream: c.req.param("stream"),
       listsStreams: options.listsStreams,
       authorization,
-      // Middleware (`app.use`) is matched as ALL; a route by its method (HEAD as GET).
-      served: matchedRoutes(c).some((route) => route.method !== "ALL"),
+      served: routeServes(c),
     });
     if (result.error) throw result.error;
     rememberGrant(c, result.grant);

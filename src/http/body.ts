@@ -7,6 +7,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { BodyItem } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
+import { routeServes } from "./_served.ts";
 
 /** Why a body was refused as a whole; `errors.ts` maps each code to its HTTP status. */
 export type BodyErrorCode =
@@ -564,6 +565,8 @@ export function limitBody(
   const maxBytes = options.maxBytes ?? DEFAULT_LIMITS.maxBodyBytes;
   const timeoutMs = options.timeoutMs ?? DEFAULT_LIMITS.bodyTimeoutMs;
   return async (c, next) => {
+    // No route takes the method (a POST to a GET-only path): its 405 or 404, the body unread.
+    if (!routeServes(c)) return next();
     c.set(BODY_TIMEOUT_VARIABLE, timeoutMs);
     const request = c.req.raw;
     const length = request.headers.get("Content-Length");

@@ -53,7 +53,7 @@ import {
 import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { refuseRepeatedQuery } from "./query.ts";
-import { jsonWithRequestId, madeJsonWithRequestId } from "./request_id.ts";
+import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, causeText, logRequest, type RequestLogOptions } from "./request_log.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -908,7 +908,14 @@ const readyRoute = createRoute({
       description: "Store unavailable",
       content: {
         "application/json": {
-          schema: z.object({ status: z.string(), store: z.string(), error: z.string() }),
+          schema: z.object({
+            status: z.string(),
+            store: z.string(),
+            error: z.string(),
+            requestId: z.string().openapi({
+              description: "The request's `X-Request-Id`, as every error reply carries",
+            }),
+          }),
         },
       },
     },
@@ -973,7 +980,13 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
       ...(problem.cause === undefined ? {} : { cause: causeText(problem.cause) }),
     });
     return c.json(
-      { status: "unavailable", store: deps.store.kind, error: problem.message },
+      {
+        status: "unavailable",
+        store: deps.store.kind,
+        error: problem.message,
+        // As every error reply says it (the request log middleware, first, always sets it).
+        requestId: requestIdOf(c) ?? "",
+      },
       503,
     );
   };

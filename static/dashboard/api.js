@@ -82,7 +82,7 @@ export async function api(path, options = {}) {
   return body;
 }
 
-/** `GET /readyz`: `{status, store, error?}`; it answers 503 with the same shape when not ready. */
+/** `GET /readyz`: `{status, store}`; it answers 503 with `error` and `requestId` added when not ready. */
 export async function readiness() {
   const res = await fetch("/readyz", { cache: "no-store" });
   return await res.json();

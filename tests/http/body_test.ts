@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { createApp } from "../../src/app.ts";
+import { createApp, servedRoutes } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryStore } from "../../src/store/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
-import { TEST_CONFIG } from "../_fixtures.ts";
+import { KEYS, TEST_CONFIG, testApp } from "../_fixtures.ts";
+import { rawStatus, startServer } from "../_live.ts";
 import fc from "fast-check";
 import { type ApiError, apiErrorOf } from "../../src/http/errors.ts";
 import {
@@ -588,7 +589,7 @@ async function stalledReply(port: number, head: string[]): Promise<string> {
   }
 }
 
-Deno.test("a server answers a stalled request body on every route with 408 and connection: close, changing nothing", async () => {
+Deno.test("a server answers a stalled request body on every route that takes it with 408 and connection: close, changing nothing", async () => {
   const store = new MemoryStore();
   const admin = "admin-key-0123456789";
   const app = createApp({
@@ -616,7 +617,6 @@ Deno.test("a server answers a stalled request body on every route with 408 and c
         ["PUT /v1/streams/signups", chunked],
         ["POST /v1/admin/sweep", declared],
         ["POST /v1/admin/sweep", chunked],
-        ["POST /nothing", chunked],
       ]
     ) {
       const reply = await stalledReply(server.addr.port, [`${line} HTTP/1.1`, ...json, ...body]);
@@ -628,6 +628,17 @@ Deno.test("a server answers a stalled request body on every route with 408 and c
       // front times those out).
       if (body === declared) assert.match(reply, /\r\nconnection: close\r\n/i, what);
       else assert.doesNotMatch(reply, /\r\nconnection: close\r\n/i, what);
+    }
+    // No route takes the request: its 404 or 405 at once, the body never waited for.
+    for (
+      const [line, body, status] of [
+        ["POST /nothing", chunked, "404"],
+        ["POST /healthz", chunked, "405"],
+        ["POST /healthz", declared, "405"],
+      ] as const
+    ) {
+      const reply = await stalledReply(server.addr.port, [`${line} HTTP/1.1`, ...json, ...body]);
+      assert.match(reply, new RegExp(`^HTTP/1\\.1 ${status} `), `${line}, ${body[0]}`);
     }
     assert.equal((await store.stats("orders", [])).accepted, 0);
     const listed = await app.request("/v1/keys", { headers: { Authorization: `Bearer ${admin}` } });
@@ -789,4 +800,53 @@ Deno.test("parseEvents() leaves the events of a batch under 21,845 characters un
   const long = `[${event},{"pad":"${"p".repeat(21_846 - short.length)}"}]`;
   assert.ok(long.length > 21_846, `${long.length}`);
   assert.deepEqual(parseEvents(long, "json").map((item) => item.ok), [false, true]);
+});
+
+Deno.test("a method a GET-only path does not take is 405 before its body's size is looked at, on every such path", async () => {
+  const { app } = await testApp({ auth: true });
+  const concrete = (pattern: string) =>
+    pattern.replace(":stream", "orders").replace(":counter", "count_1m").replace(":id", "x");
+  const getOnly = servedRoutes(app).filter((route) =>
+    route.methods.every((method) => method === "GET" || method === "HEAD")
+  ).map((route) => concrete(route.pattern.pathname));
+  assert.ok(getOnly.includes("/healthz") && getOnly.includes("/readyz"), getOnly.join(" "));
+  const large = new Uint8Array(DEFAULT_LIMITS.maxBodyBytes + 1);
+  for (const path of getOnly) {
+    for (const method of ["POST", "PUT", "DELETE"]) {
+      const res = await app.request(path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${KEYS.admin}`,
+          "Content-Type": "application/json",
+          "Content-Length": String(large.length),
+        },
+        body: large,
+      });
+      const body = await res.json();
+      assert.equal(res.status, 405, `${method} ${path}: ${JSON.stringify(body)}`);
+      assert.equal(body.error.code, "method_not_allowed", `${method} ${path}`);
+      assert.equal(res.headers.get("Allow"), "GET, HEAD", `${method} ${path}`);
+    }
+  }
+  // A path no route serves: its 404, also before the size.
+  const nowhere = await app.request("/nowhere", {
+    method: "POST",
+    headers: { "Content-Length": String(large.length) },
+    body: large,
+  });
+  assert.equal(nowhere.status, 404);
+});
+
+Deno.test("POST /healthz announcing a body over 1 MiB is answered 405 over a real server before the body is sent", async () => {
+  const server = await startServer();
+  try {
+    const status = await rawStatus(
+      server.base,
+      "POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
+        `Content-Length: ${DEFAULT_LIMITS.maxBodyBytes * 2}\r\nConnection: close\r\n\r\n`,
+    );
+    assert.equal(status, "HTTP/1.1 405 Method Not Allowed");
+  } finally {
+    await server.close();
+  }
 });

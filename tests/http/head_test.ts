@@ -32,6 +32,31 @@ Deno.test("HEAD answers with the Content-Length GET sends, over a real server", 
   }
 });
 
+Deno.test("HEAD of a 404 or a 405 is answered GET's headers over a real server: the same Content-Length", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const admin = { Authorization: `Bearer ${KEYS.admin}` };
+    // A 404 of no route, a 405 of a POST-only path, a 404 of a stream.
+    for (const path of ["/nowhere", "/v1/streams/orders/events", "/v1/streams/nosuch"]) {
+      const get = await fetch(`${server.base}${path}`, { headers: admin });
+      const body = await get.text();
+      const head = await fetch(`${server.base}${path}`, { method: "HEAD", headers: admin });
+      assert.equal(head.status, get.status, path);
+      assert.equal(await head.text(), "", path);
+      assert.equal(
+        get.headers.get("Content-Length"),
+        String(new TextEncoder().encode(body).length),
+      );
+      // Every header but those of the moment and of the request.
+      const headers = (res: Response) =>
+        [...res.headers].filter(([name]) => name !== "date" && name !== "x-request-id");
+      assert.deepEqual(headers(head), headers(get), path);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("HEAD of a subscription leaves no subscriber behind", async () => {
   const server = await startServer();
   try {
