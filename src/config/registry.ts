@@ -70,8 +70,13 @@ export type DefinitionProblem =
  * stream do not silently overwrite each other.
  */
 export interface DefinitionPrecondition {
-  /** One of these versions must be the stream's, which must exist. */
+  /** One of these versions must be the stream's, which must exist (none given: it never holds). */
   versions?: readonly number[];
+  /**
+   * Versions named by weak entity tags only (`W/"3"`): `If-Match` compares strongly, so they
+   * match no version; a refusal names them. @default {none}
+   */
+  weakVersions?: readonly number[];
   /** The stream must exist (any version). */
   exists?: boolean;
   /** The stream must not exist (create only). */
@@ -90,13 +95,20 @@ function checkPrecondition(
   if (expected.absent && live) problem = "exists";
   else if ((expected.exists || expected.versions) && !live) problem = "does not exist";
   else if (expected.versions && live && !expected.versions.includes(record.version)) {
-    problem = `is not at version ${expected.versions.join(" or ")}`;
+    problem = expected.versions.length === 0
+      ? "is at no version named by a strong tag"
+      : `is not at version ${expected.versions.join(" or ")}`;
   }
   if (problem) {
     const stated = problem === "does not exist" ? problem : `${problem} (it ${now})`;
+    const weak = expected.weakVersions?.length
+      ? `; a weak tag (${
+        expected.weakVersions.map((version) => `W/"${version}"`).join(", ")
+      }) matches no version, as If-Match compares strongly: send '"<version>"'`
+      : "";
     throw new StreamDefinitionError(
       "precondition_failed",
-      `Stream '${name}' ${stated}: read it again and retry`,
+      `Stream '${name}' ${stated}${weak}: read it again and retry`,
     );
   }
 }

@@ -19,6 +19,7 @@
  * @module
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
+import { noneMatchNames } from "./_etag.ts";
 import { ApiError, methodNotAllowed } from "./errors.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -138,7 +139,7 @@ function respond(
     "X-Content-Type-Options": "nosniff",
     ...headers,
   };
-  if (request.headers.get("If-None-Match") === file.etag) {
+  if (noneMatchNames(request.headers.get("If-None-Match"), file.etag)) {
     return new Response(null, { status: 304, headers: common });
   }
   return new Response(file.body, { status: 200, headers: common });

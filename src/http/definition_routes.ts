@@ -53,7 +53,8 @@ const putStreamRoute = createRoute({
     params: undefined,
     headers: z.object({
       "if-match": z.string().optional().openapi({
-        description: 'Entity tags (`"3"`) of the versions this write replaces, or `*`',
+        description:
+          'Entity tags (`"3"`) of the versions this write replaces, or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
       }),
       "if-none-match": z.literal("*").optional().openapi({
         description: "`*`: create only",
@@ -84,7 +85,8 @@ const deleteStreamRoute = createRoute({
   request: {
     headers: z.object({
       "if-match": z.string().optional().openapi({
-        description: 'Entity tags (`"3"`) of the versions this deletes, or `*`',
+        description:
+          'Entity tags (`"3"`) of the versions this deletes, or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
       }),
     }),
     query: z.object({
@@ -100,8 +102,8 @@ const deleteStreamRoute = createRoute({
   },
 });
 
-/** An entity tag as this API gives it: a stream's version in quotes. */
-const ENTITY_TAG = /^(?:W\/)?"(\d{1,15})"$/;
+/** An entity tag as this API gives it: a stream's version in quotes (`W/` before it: weak). */
+const ENTITY_TAG = /^(W\/)?"(\d{1,15})"$/;
 
 /**
  * The request's `If-Match` (entity tags, or `*`) and, when `create`, its
@@ -125,8 +127,8 @@ function preconditionOf(
     if (ifMatch.trim() === "*") {
       expected.exists = true;
     } else {
-      const versions = ifMatch.split(",").map((tag) => ENTITY_TAG.exec(tag.trim())?.[1]);
-      if (versions.some((version) => version === undefined)) {
+      const tags = ifMatch.split(",").map((tag) => ENTITY_TAG.exec(tag.trim()));
+      if (tags.some((tag) => tag === null)) {
         throw new ApiError(
           400,
           "invalid_request",
@@ -135,7 +137,11 @@ function preconditionOf(
           }'`,
         );
       }
-      expected.versions = versions.map(Number);
+      // Strong comparison (RFC 9110 §13.1.1): a weak tag matches no version.
+      const strong = tags.filter((tag) => tag![1] === undefined).map((tag) => Number(tag![2]));
+      const weak = tags.filter((tag) => tag![1] !== undefined).map((tag) => Number(tag![2]));
+      expected.versions = strong;
+      if (weak.length > 0) expected.weakVersions = weak;
     }
   }
   return expected;

@@ -10,6 +10,7 @@
  */
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, Handler } from "hono";
+import { noneMatchNames } from "./_etag.ts";
 
 /** Where the files under `static/` are read from: the repository root's `static/`. */
 const STATIC_ROOT = new URL("../../static/", import.meta.url);
@@ -105,7 +106,7 @@ export function answerWith(
     "X-Content-Type-Options": "nosniff",
     ...options.headers,
   };
-  if (matchesEtag(c.req.header("If-None-Match"), tag)) return c.body(null, 304, headers);
+  if (noneMatchNames(c.req.header("If-None-Match"), tag)) return c.body(null, 304, headers);
   const body = gzip ? gzipped : bytes;
   headers["Content-Type"] = contentType;
   headers["Content-Length"] = String(body.length);
@@ -146,15 +147,6 @@ function acceptsGzip(header: string | undefined): boolean {
   return (header ?? "").split(",").some((part) => {
     const [coding, ...params] = part.split(";").map((item) => item.trim().toLowerCase());
     return (coding === "gzip" || coding === "*") && !params.some((p) => /^q=0(\.0*)?$/.test(p));
-  });
-}
-
-function matchesEtag(header: string | undefined, etag: string): boolean {
-  if (header === undefined) return false;
-  // Weak comparison, as RFC 9110 allows for If-None-Match: W/"x" matches "x".
-  return header.split(",").some((tag) => {
-    const trimmed = tag.trim();
-    return trimmed === "*" || trimmed.replace(/^W\//, "") === etag;
   });
 }
 

@@ -675,6 +675,49 @@ Deno.test("PUT /v1/streams/{stream} refuses a definition over 64 KiB with 413 pa
   assert.equal((await app.request("/v1/streams/big")).status, 404);
 });
 
+Deno.test("If-Match compares strongly (RFC 9110): a weak tag of the current version is 412 precondition_failed on PUT and DELETE, nothing changed; GET's If-None-Match stays weak", async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const changed = await put(app, "signups", { ...SIGNUPS, description: "weak" }, {
+    "If-Match": 'W/"1"',
+  });
+  assert.equal(changed.status, 412);
+  const error = await errorOf(changed);
+  assert.equal(error.code, "precondition_failed");
+  assert.equal(
+    error.message,
+    `Stream 'signups' is at no version named by a strong tag (it is at version 1); a weak tag (W/"1") matches no version, as If-Match compares strongly: send '"<version>"': read it again and retry`,
+  );
+  const deleted = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": 'W/"1", W/"2"' },
+  });
+  assert.equal(deleted.status, 412);
+  assert.equal((await errorOf(deleted)).code, "precondition_failed");
+  const stored = await app.request("/v1/streams/signups");
+  assert.equal(stored.status, 200);
+  assert.equal(stored.headers.get("ETag"), '"1"');
+  assert.equal((await stored.json()).definition.description, SIGNUPS.description);
+  // A strong tag beside a weak one still matches.
+  const strong = await put(app, "signups", { ...SIGNUPS, description: "strong" }, {
+    "If-Match": 'W/"1", "1"',
+  });
+  assert.equal(strong.status, 200);
+  await strong.body?.cancel();
+  // GET's If-None-Match compares weakly (RFC 9110 §13.1.2): W/ of a file's tag is its 304.
+  for (const path of ["/openapi.json", "/docs", "/", "/static/dashboard/main.js"]) {
+    const first = await app.request(path);
+    const tag = first.headers.get("ETag")!;
+    await first.body?.cancel();
+    assert.match(tag, /^"[^"]+"$/, path);
+    for (const header of [tag, `W/${tag}`, `"other", W/${tag}`]) {
+      const again = await app.request(path, { headers: { "If-None-Match": header } });
+      assert.equal(again.status, 304, `${path} ${header}`);
+      await again.body?.cancel();
+    }
+  }
+});
+
 Deno.test("If-Match and If-None-Match keep two admins from overwriting each other: 412 precondition_failed, nothing changed", async () => {
   const app = await appWith();
   // Create only.
