@@ -14,6 +14,7 @@
 import { Environment, EvaluationError } from "@marcbachmann/cel-js";
 import { compileLinearPattern, type LinearPattern, PatternError } from "../validate/mod.ts";
 import { compileFastPath, FALLBACK } from "./cel_fast.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /**
  * How deep an expression's syntax tree may nest: compiling and evaluating
@@ -167,7 +168,16 @@ function environmentFor(variables: readonly string[]): Environment {
 }
 
 function tooDeep(source: string): string {
-  return `Invalid expression '${source}': nests deeper than ${MAX_EXPRESSION_DEPTH} levels`;
+  return invalid(source, `nests deeper than ${MAX_EXPRESSION_DEPTH} levels`);
+}
+
+/**
+ * Why `source` is refused, with the source (and what the parser quotes of it) within the bounds
+ * of other client input: an expression of up to {@linkcode MAX_EXPRESSION_LENGTH} characters is
+ * not echoed whole.
+ */
+function invalid(source: string, why: string): string {
+  return `Invalid expression '${quoteInput(source)}': ${quoteInput(why)}`;
 }
 
 /**
@@ -534,19 +544,20 @@ export function compileExpression(
     useLinearMatches((parsed as { ast?: unknown }).ast);
     const check = parsed.check();
     if (!check.valid) {
-      throw new ExpressionError(`Invalid expression '${source}': ${firstLine(check.error)}`);
+      throw new ExpressionError(invalid(source, firstLine(check.error)));
     }
     // Known without the variables' values (a dyn one is found per evaluation).
     const type = String((check as { type?: unknown }).type ?? "dyn");
     if (options.returns === "bool" && type !== "bool" && type !== "dyn") {
-      throw new ExpressionError(
-        `Invalid expression '${source}': must return a bool, returns ${type}`,
-      );
+      throw new ExpressionError(invalid(source, `must return a bool, returns ${type}`));
     }
     ast = (parsed as { ast?: unknown }).ast;
     if (worstCase(ast) > MAX_EVALUATION_COST) {
       throw new ExpressionError(
-        `Invalid expression '${source}': its macros over literal lists may take more than ${MAX_EVALUATION_COST} steps, the budget of one evaluation`,
+        invalid(
+          source,
+          `its macros over literal lists may take more than ${MAX_EVALUATION_COST} steps, the budget of one evaluation`,
+        ),
       );
     }
     const run = parsed as unknown as (context: Record<string, unknown>) => unknown;
@@ -557,11 +568,11 @@ export function compileExpression(
     // The parser's own recursion (a long run of `!` or `-`, which it does not count as depth).
     if (error instanceof RangeError) throw new ExpressionError(tooDeep(source), { cause: error });
     if (error instanceof PatternError) {
-      throw new ExpressionError(`Invalid expression '${source}': ${error.message}`, {
+      throw new ExpressionError(invalid(source, error.message), {
         cause: error,
       });
     }
-    throw new ExpressionError(`Invalid expression '${source}': ${firstLine(error)}`, {
+    throw new ExpressionError(invalid(source, firstLine(error)), {
       cause: error,
     });
   }

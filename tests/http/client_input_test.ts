@@ -228,3 +228,28 @@ Deno.test("long headers and query values (Host, Origin, Content-Encoding, ?count
     }
   });
 });
+
+Deno.test("a CEL expression that does not compile is quoted within bounds in its 400: a stream's PUT, a subscription's ?filter=", async () => {
+  const { app } = await keyedApp();
+  const admin = { Authorization: `Bearer ${KEYS.admin}` };
+  // 4,000 characters, within the expression limit, that do not compile (its end is cut off).
+  const expression = `event.amount > ${"1 + ".repeat(996)}`;
+  assert.equal(expression.length, 3_999);
+  const quoted = `'${expression.slice(0, MAX_QUOTED_CHARACTERS)}… (3999 characters)'`;
+  const put = await app.request("/v1/streams/bounded", {
+    method: "PUT",
+    headers: { ...admin, "Content-Type": "application/json" },
+    body: JSON.stringify({ transform: [{ filter: expression }] }),
+  });
+  const subscribe = await app.request(
+    `/v1/streams/orders/subscribe?filter=${encodeURIComponent(expression)}`,
+    { headers: { ...admin, Accept: "text/event-stream" } },
+  );
+  for (const [what, res] of [["PUT", put], ["subscribe", subscribe]] as const) {
+    const text = await res.text();
+    assert.equal(res.status, 400, `${what}: ${text.slice(0, 300)}`);
+    assert.ok(text.length < 1_000, `${what}: reply of ${text.length} characters`);
+    const message: string = JSON.parse(text).error.message;
+    assert.ok(message.includes(`Invalid expression ${quoted}: `), `${what}: ${message}`);
+  }
+});
