@@ -362,6 +362,44 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
   };
 }
 
+/** A field a counter's `groupBy` names again, found by {@linkcode repeatedGroupBy}. */
+export interface RepeatedGroupBy {
+  /** The counter. */
+  counter: string;
+  /** The field named again. */
+  field: string;
+  /** Where in `groupBy` it is again. */
+  index: number;
+  /** Where in `groupBy` it is first. */
+  first: number;
+}
+
+/** Every field a counter of `stream` groups by more than once (the second and later places). */
+export function repeatedGroupBy(stream: CompiledStream): RepeatedGroupBy[] {
+  return stream.counters.flatMap((counter) =>
+    counter.groupBy.flatMap((field, index) => {
+      const first = counter.groupBy.indexOf(field);
+      return first < index ? [{ counter: counter.name, field, index, first }] : [];
+    })
+  );
+}
+
+/** Why a repeated `groupBy` field is refused, at its path in the stream `name`. */
+export function repeatedGroupByProblem(name: string, repeated: RepeatedGroupBy): string {
+  const { counter, field, index, first } = repeated;
+  return `streams.${name}.counters.${counter}.groupBy[${index}]: Field '${field}' is already at groupBy[${first}]; group by each field once`;
+}
+
+/** Options for {@linkcode compileConfig}. */
+export interface CompileOptions {
+  /**
+   * Let a counter's `groupBy` name a field twice, as releases before this check did: a stream
+   * stored then is served as it counted (its groups keyed by the field twice). Find them with
+   * {@linkcode repeatedGroupBy}. @default {false: refused, naming the field}
+   */
+  repeatedGroupBy?: boolean;
+}
+
 /**
  * Checks and compiles a parsed configuration. Throws {@linkcode ConfigError}
  * naming the path of every bad value, on one line (`path: problem; …`).
@@ -373,7 +411,10 @@ function compileStream(name: string, raw: unknown, parsed: StreamDefinition): Co
  * } } } });
  * ```
  */
-export function compileConfig(raw: unknown): Map<string, CompiledStream> {
+export function compileConfig(
+  raw: unknown,
+  options: CompileOptions = {},
+): Map<string, CompiledStream> {
   const protoKeys = protoKeyPaths(raw);
   if (protoKeys.length > 0) {
     const lines = protoKeys.map((path) => `${path}: Key '__proto__' is not allowed`);
@@ -388,7 +429,10 @@ export function compileConfig(raw: unknown): Map<string, CompiledStream> {
   const streams = new Map<string, CompiledStream>();
   const rawStreams = (raw as { streams: Record<string, unknown> }).streams;
   for (const [name, parsed] of Object.entries(result.data.streams)) {
-    streams.set(name, compileStream(name, rawStreams[name], parsed));
+    const stream = compileStream(name, rawStreams[name], parsed);
+    const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
+    if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
+    streams.set(name, stream);
   }
   return streams;
 }
@@ -398,8 +442,12 @@ export function compileConfig(raw: unknown): Map<string, CompiledStream> {
  * `streams.<name>` would be (the same schema, errors and paths). Throws
  * {@linkcode ConfigError}.
  */
-export function compileStreamDefinition(name: string, raw: unknown): CompiledStream {
-  return compileConfig({ streams: { [name]: raw } }).get(name)!;
+export function compileStreamDefinition(
+  name: string,
+  raw: unknown,
+  options: CompileOptions = {},
+): CompiledStream {
+  return compileConfig({ streams: { [name]: raw } }, options).get(name)!;
 }
 
 /** Reads and compiles a JSON config file. */

@@ -49,7 +49,13 @@ import {
   type WindowRead,
   type WindowValue,
 } from "../store/mod.ts";
-import { type CompiledStream, compileStreamDefinition, ConfigError } from "./compile.ts";
+import {
+  type CompiledStream,
+  compileStreamDefinition,
+  ConfigError,
+  repeatedGroupBy,
+  repeatedGroupByProblem,
+} from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 
 const logger = getLogger(["edgestream", "streams"]);
@@ -486,7 +492,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     if (!held && record.version <= (this.#seen.get(name) ?? 0)) return undefined;
     let stream: CompiledStream;
     try {
-      stream = compileStreamDefinition(name, record.definition);
+      // As it was stored: a groupBy field named twice (refused since) is served as it counted.
+      stream = compileStreamDefinition(name, record.definition, { repeatedGroupBy: true });
     } catch (error) {
       // Written by an older release (a pattern since refused, say) or a newer one. Not served
       // here, as on an instance that never held it: one held before must not keep taking events
@@ -747,7 +754,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#refuseConfig(name);
     let stream: CompiledStream;
     try {
-      stream = compileStreamDefinition(name, raw);
+      stream = compileStreamDefinition(name, raw, { repeatedGroupBy: true });
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       throw new StreamDefinitionError(
@@ -756,6 +763,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         { cause: error },
       );
     }
+    const repeated = repeatedGroupBy(stream);
     const counters = counterIdentities(stream);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
@@ -766,6 +774,20 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         throw new StreamDefinitionError(
           "stream_from_config",
           `Stream '${name}' is defined in another deployment's config file (not this instance's); change it there and redeploy`,
+        );
+      }
+      // A groupBy field named twice only in a counter the stream counted so already (stored
+      // before that was refused): kept as it is, so the stream's other parts can still change.
+      const refused = repeated.find(({ counter }) =>
+        !live || !Object.hasOwn(record.counters, counter) ||
+        record.counters[counter] !== counters[counter]
+      );
+      if (refused) {
+        throw new StreamDefinitionError(
+          "invalid_definition",
+          `Invalid stream definition: ${
+            definitionProblem(name, new ConfigError(repeatedGroupByProblem(name, refused)))
+          }`,
         );
       }
       this.#checkPrecondition(name, record, expected);

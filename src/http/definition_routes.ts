@@ -48,7 +48,7 @@ const putStreamRoute = createRoute({
   tags: ["streams"],
   summary: "Create or replace a stream. Scope: admin.",
   description:
-    "The body is one stream definition, as a config file's `streams.<name>` holds it, checked the same way (400 `invalid_definition` names the path of the bad value). A new version reaches every instance within 5 s; the definition stored, sent again (keys in any order), is no change (200, the same version). Counters may be added and removed, transforms and alerts changed; an existing counter's window, aggregate or groupBy may not (409 `counter_changed`: add a new counter instead). Config-file streams cannot be changed here (409 `stream_from_config`). A stream deleted and created again starts empty. `If-Match: \"<version>\"` (the `ETag` of `GET /v1/streams/{stream}`) replaces only that version, `If-None-Match: *` only creates: otherwise 412 `precondition_failed`.",
+    "The body is one stream definition, as a config file's `streams.<name>` holds it, checked the same way (400 `invalid_definition` names the path of the bad value, a `groupBy` field named twice too). A new version reaches every instance within 5 s; the definition stored, sent again (keys in any order), is no change (200, the same version). Counters may be added and removed, transforms and alerts changed; an existing counter's window, aggregate or groupBy may not (409 `counter_changed`: add a new counter instead). Config-file streams cannot be changed here (409 `stream_from_config`). A stream deleted and created again starts empty. `If-Match: \"<version>\"` (the `ETag` of `GET /v1/streams/{stream}`) replaces only that version, `If-None-Match: *` only creates: otherwise 412 `precondition_failed`.",
   request: {
     params: undefined,
     headers: z.object({

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   compileConfig,
   type CompiledStream,
+  compileStreamDefinition,
   ConfigError,
   DEFAULT_MAX_SESSIONS,
   loadConfigFile,
@@ -264,6 +265,21 @@ Deno.test("compileConfig() refuses a bad aggregate, group list or limit", () => 
   assertRefused(
     counter({ groupBy: ["a", "b", "c", "d", "e", "f", "g", "h", "i"] }),
     /streams\.orders\.counters\.x\.groupBy:/,
+  );
+  // A field named twice: refused naming it (a stored stream compiles with repeatedGroupBy).
+  assertRefused(
+    counter({ groupBy: ["a", "b.c", "b.c"] }),
+    /^streams\.orders\.counters\.x\.groupBy\[2\]: Field 'b\.c' is already at groupBy\[1\]; group by each field once$/,
+  );
+  assert.deepEqual(
+    compileStreamDefinition(
+      "orders",
+      (counter({ groupBy: ["a", "a"] }) as {
+        streams: { orders: unknown };
+      }).streams.orders,
+      { repeatedGroupBy: true },
+    ).counters[0].groupBy,
+    ["a", "a"],
   );
   assertRefused(counter({ maxGroups: 0 }), /streams\.orders\.counters\.x\.maxGroups:/);
   assertRefused(counter({ maxGroups: 1.5 }), /streams\.orders\.counters\.x\.maxGroups:/);

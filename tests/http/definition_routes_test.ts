@@ -6,7 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
+import {
+  compileConfig,
+  compileStreamDefinition,
+  counterIdentities,
+  StreamRegistry,
+} from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryDefinitionStore, MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
@@ -925,4 +930,70 @@ Deno.test("PUT /v1/streams/{stream} past EDGESTREAM_STREAMS_MAX answers 409 too_
   assert.equal((await put(app, "signups", { ...SIGNUPS, description: "Changed" })).status, 200);
   assert.equal((await app.request("/v1/streams/visits", { method: "DELETE" })).status, 204);
   assert.equal((await put(app, "clicks", SIGNUPS)).status, 201);
+});
+
+Deno.test("a groupBy naming a field twice is 400 invalid_definition naming it; one stored before is served as before and may be kept by a PUT", async () => {
+  const twice = {
+    ...SIGNUPS,
+    counters: {
+      perMinute: {
+        window: { tumbling: "1m" },
+        groupBy: ["plan", "region", "plan"],
+        aggregate: "count",
+      },
+    },
+  };
+  const app = await appWith();
+  const refused = await put(app, "signups", twice);
+  assert.equal(refused.status, 400);
+  assert.deepEqual(await errorOf(refused), {
+    code: "invalid_definition",
+    message:
+      "Invalid stream definition: counters.perMinute.groupBy[2]: Field 'plan' is already at groupBy[0]; group by each field once",
+    requestId: refused.headers.get("X-Request-Id"),
+  });
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
+  // Stored by a release that took it: served, counting as it did.
+  const definitions = new MemoryDefinitionStore();
+  const compiled = compileStreamDefinition("signups", twice, { repeatedGroupBy: true });
+  const written = await definitions.write("signups", {
+    source: "api",
+    generation: 1,
+    definition: twice,
+    counters: counterIdentities(compiled),
+    deleted: false,
+  }, 0);
+  assert.equal(written.status, "written");
+  const stored = createApp({
+    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
+    store: new MemoryStore({ now: () => T0 }),
+    keys: await KeyRing.parse(""),
+    now: () => T0,
+  });
+  const read = await stored.request("/v1/streams/signups");
+  assert.equal(read.status, 200);
+  assert.deepEqual((await read.json()).definition, twice);
+  const event = { t: "2026-01-01T00:00:00Z", plan: "pro", region: "eu" };
+  assert.equal((await ingest(stored, "signups", [event])).status, 202);
+  const current = await stored.request("/v1/streams/signups/counters/perMinute/current");
+  assert.equal(current.status, 200);
+  const windows = (await current.json()).windows;
+  assert.deepEqual(
+    windows.map((row: { group: unknown; value: number }) => [row.group, row.value]),
+    [[{ plan: "pro", region: "eu" }, 1]],
+  );
+  // Its other parts may change while the counter stays as counted; a new counter may not repeat.
+  const kept = await put(stored, "signups", { ...twice, description: "kept" });
+  assert.equal(kept.status, 200, await kept.clone().text());
+  await kept.body?.cancel();
+  const added = await put(stored, "signups", {
+    ...twice,
+    counters: { ...twice.counters, again: { ...twice.counters.perMinute, groupBy: ["t", "t"] } },
+  });
+  assert.equal(added.status, 400);
+  assert.equal(
+    (await errorOf(added)).message,
+    "Invalid stream definition: counters.again.groupBy[1]: Field 't' is already at groupBy[0]; group by each field once",
+  );
 });
