@@ -12,14 +12,16 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { createApp } from "../src/app.ts";
-import { ConfigError } from "../src/config/mod.ts";
-import { configFromEnv } from "../src/env.ts";
-import { listeningUrl, logNotices, registerStreams } from "../src/main.ts";
-import { LiveHub, logSweepError, sweepOnce } from "../src/fanout/mod.ts";
-import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
-import { type ListeningServer, serveListening } from "../src/http/listener.ts";
-import { exitOnStopSignal, stopServer } from "../src/shutdown.ts";
+import {
+  buildApp,
+  configFromEnvOrFail,
+  fail,
+  logNotices,
+  registerStreams,
+  serveApp,
+} from "../src/main.ts";
+import { logSweepError, sweepOnce } from "../src/fanout/mod.ts";
+import { exitOnStopSignal } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
 
@@ -34,46 +36,25 @@ function ready(): ReturnType<typeof setUp> {
 }
 
 async function setUp() {
-  const config = await configFromEnv(Deno.env).catch((error) => {
-    if (!(error instanceof ConfigError)) throw error;
-    console.error(`edgestream: ${error.message}`);
-    Deno.exit(1);
-  });
+  const config = await configFromEnvOrFail();
   configureLogging({ level: config.logLevel, secrets: config.secrets });
-  const { streams, store, keys, origins, webhooks } = config;
+  const { streams, store, webhooks } = config;
   logNotices(config.notices);
   if (store.kind === "memory") {
     logger.warn(
       "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
     );
   }
-  const live = new LiveHub(streams, store, { shared: store.kind !== "memory" });
-  const connections = new OpenConnections();
-  const app = createApp({
-    streams,
-    store,
-    keys,
-    origins,
-    live,
-    webhooks,
-    connections,
-    liveRoutes: { subscriptions: config.subscriptions },
-  });
-  // Endpoints decide which events ingest logs; know them before the first request.
-  await webhooks.refreshEndpoints().catch((error: Error) =>
-    logger.error("Cannot load webhook endpoints yet: {error}", { error })
-  );
+  const built = await buildApp(config, { ingestSocketBounds: false });
   // The webhook backlog is shared: the isolate that ran the last cron sweep
   // reports it (until its lease ends: over two minutes, two cron runs).
   const backlog = new WebhookBacklogGauges(config.deliveries, { leaseMs: 150_000 });
   return {
-    app,
+    built,
     streams,
     store,
     webhooks,
     backlog,
-    live,
-    connections,
     shutdownMs: config.shutdownMs,
     hostname: config.hostname,
   };
@@ -105,49 +86,26 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { app, live, webhooks, connections, shutdownMs, hostname, streams: registry } = await ready();
+const { built, shutdownMs, hostname, streams: registry } = await ready();
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one. The
 // host is `configFromEnv`'s: loopback only in open mode (which answers only loopback Host names
 // anyway), else HOST or every interface.
 const port = Deno.env.get("PORT");
-// Counted, so a stop knows when every request read was answered (src/shutdown.ts).
-const requests = new RequestsInFlight();
-let server: ListeningServer;
-try {
-  // Its own line, as src/main.ts's: Deno.serve's default prints plain text where every line is
-  // one JSON object. Listens again when the accept loop fails (out of file descriptors), as
-  // src/main.ts does, instead of letting Deno.serve's rejection end the process.
-  const onListen = ({ hostname, port }: Deno.NetAddr) =>
-    logger.info("listening on {url}", { url: listeningUrl(hostname, port) });
-  server = serveListening(requests.track(app.fetch), {
-    hostname,
-    port: port === undefined ? undefined : Number(port),
-    onListen,
-    onFatal(message) {
-      console.error(`edgestream: ${message}`);
-      Deno.exit(1);
-    },
-  });
-} catch (error) {
-  if (!(error instanceof Deno.errors.AddrInUse)) throw error;
-  console.error(`edgestream: PORT: ${port} is already in use`);
-  Deno.exit(1);
-}
+// Served as src/main.ts serves: its "listening on" line, requests counted for a stop, and
+// listening again when the accept loop fails (out of file descriptors).
+const serving = serveApp(built, {
+  hostname,
+  port: port === undefined ? undefined : Number(port),
+  shutdownMs,
+  onListenError(error) {
+    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+    fail(`PORT: ${port} is already in use`);
+  },
+});
 // Listening first: a process that cannot stops before it records anything in the store. Config
 // streams checked against the store, and streams created at run time polled for; an event for a
 // config stream not recorded yet waits for its record.
 await registerStreams({ streams: registry });
 // Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
 // defaults to 4 s); stop as src/main.ts does.
-exitOnStopSignal(
-  () =>
-    stopServer({
-      server,
-      connections,
-      live,
-      webhooks,
-      requests,
-      stopPeriodic: () => Promise.resolve(registry.stop()),
-    }, { boundMs: shutdownMs }),
-  shutdownMs,
-);
+exitOnStopSignal(() => serving.stop(() => Promise.resolve(registry.stop())), shutdownMs);

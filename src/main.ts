@@ -15,15 +15,26 @@ import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging } from "./telemetry/logging.ts";
-
-const logger = getLogger(["edgestream"]);
+import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
 import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
+import type { OpenAPIHono } from "@hono/zod-openapi";
 
-function fail(message: string): never {
+const logger = getLogger(["edgestream"]);
+
+/** Prints the one line of a startup mistake and exits with status 1. */
+export function fail(message: string): never {
   console.error(`edgestream: ${message}`);
   Deno.exit(1);
+}
+
+/** Reads the environment (`configFromEnv`); a mistake in it is the one line of `fail`. */
+export async function configFromEnvOrFail(): Promise<ServerConfig> {
+  return await configFromEnv(Deno.env).catch((error) => {
+    if (error instanceof ConfigError) fail(error.message);
+    throw error;
+  });
 }
 
 /** A running server. */
@@ -70,8 +81,35 @@ export function listeningUrl(hostname: string, port: number): string {
   return `http://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}`;
 }
 
-/** Starts the server; resolves once it listens. */
-export async function serve(config: ServerConfig): Promise<RunningServer> {
+/** The app both entry points serve, and what stopping it needs besides the config. */
+export interface ServerApp {
+  /** The app, from `createApp`. */
+  app: OpenAPIHono;
+  /** Live subscriptions, told when the server stops. */
+  live: LiveHub;
+  /** Open sockets and streams, closed when the server stops. */
+  connections: OpenConnections;
+  /** The webhook service, whose claims a stop gives back. */
+  webhooks: WebhookService;
+}
+
+/** Options for {@linkcode buildApp}. */
+export interface BuildAppOptions {
+  /**
+   * Whether the ingest socket bounds of `EDGESTREAM_INGEST_SOCKETS_*` apply; `deploy/main.ts` has
+   * not passed them (the handler's own defaults apply there). @default {true}
+   */
+  ingestSocketBounds?: boolean;
+}
+
+/**
+ * Builds the app from the config, as both entry points do, and loads the webhook endpoints
+ * (a store that cannot be reached yet is logged, not thrown).
+ */
+export async function buildApp(
+  config: ServerConfig,
+  options: BuildAppOptions = {},
+): Promise<ServerApp> {
   const { streams, store, keys, origins, webhooks } = config;
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
@@ -87,40 +125,92 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
     connections,
     liveRoutes: {
       subscriptions: config.subscriptions,
-      socket: { slots: config.ingestSockets },
+      ...(options.ingestSocketBounds ?? true ? { socket: { slots: config.ingestSockets } } : {}),
     },
   });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
     logger.error("Cannot load webhook endpoints yet: {error}", { error })
   );
+  return { app, live, connections, webhooks };
+}
+
+/** Options for {@linkcode serveApp}. */
+export interface ServeAppOptions {
+  /** The interface to listen on. */
+  hostname: string;
+  /** The port; `undefined` for Deno.serve's default. */
+  port: number | undefined;
+  /** How long a stop may take, in ms (`EDGESTREAM_SHUTDOWN`). */
+  shutdownMs: number;
+  /** Prints the entry point's one line for an error of `Deno.serve` (or rethrows it). */
+  onListenError(error: unknown): never;
+}
+
+/** A server listening, from {@linkcode serveApp}. */
+export interface ServingApp {
+  /** Where it listens. */
+  addr: Deno.NetAddr;
+  /** Stops it well (see `shutdown.ts`), `stopPeriodic` stopping the entry point's own timers. */
+  stop(stopPeriodic: () => Promise<void>): Promise<StopReport>;
+}
+
+/**
+ * Serves a built app, as both entry points do: logs "listening on", counts requests in flight,
+ * and listens again when the accept loop fails (out of file descriptors under a flood of
+ * connections) rather than let Deno.serve's rejection end the process; `fail` when it cannot.
+ */
+export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp {
   // Counted, so a stop knows when every request read was answered (shutdown.ts).
   const requests = new RequestsInFlight();
   let server: ListeningServer;
   try {
-    // Listens again when its accept loop fails (out of file descriptors under a flood of
-    // connections) rather than let Deno.serve's rejection end the process; `fail` when it cannot.
-    server = serveListening(requests.track(app.fetch), {
-      port: config.port,
-      hostname: config.hostname,
+    server = serveListening(requests.track(built.app.fetch), {
+      port: options.port,
+      hostname: options.hostname,
+      // Its own line: Deno.serve's default prints plain text where every line is one JSON object.
       onListen: ({ hostname, port }) =>
         logger.info("listening on {url}", { url: listeningUrl(hostname, port) }),
       onFatal: fail,
     });
   } catch (error) {
-    if (error instanceof Deno.errors.AddrInUse) {
-      fail(`PORT: ${config.hostname}:${config.port} is already in use`);
-    }
-    if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
-      fail(`PORT: cannot listen on ${config.hostname}:${config.port}: ${error.message}`);
-    }
-    // Anything else is the address: not available, a name that does not resolve, empty.
-    fail(
-      `HOST: cannot listen on ${config.hostname}:${config.port}: ${
-        error instanceof Error ? error.message : error
-      }`,
-    );
+    options.onListenError(error);
   }
+  const { live, connections, webhooks } = built;
+  return {
+    addr: server.addr,
+    stop: (stopPeriodic) =>
+      stopServer({ server, connections, live, webhooks, requests, stopPeriodic }, {
+        boundMs: options.shutdownMs,
+      }),
+  };
+}
+
+/** Starts the server; resolves once it listens. */
+export async function serve(config: ServerConfig): Promise<RunningServer> {
+  const { streams, store, webhooks } = config;
+  const built = await buildApp(config);
+  const serving = serveApp(built, {
+    hostname: config.hostname,
+    port: config.port,
+    shutdownMs: config.shutdownMs,
+    onListenError(error) {
+      if (error instanceof Deno.errors.AddrInUse) {
+        fail(`PORT: ${config.hostname}:${config.port} is already in use`);
+      }
+      if (
+        error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
+      ) {
+        fail(`PORT: cannot listen on ${config.hostname}:${config.port}: ${error.message}`);
+      }
+      // Anything else is the address: not available, a name that does not resolve, empty.
+      fail(
+        `HOST: cannot listen on ${config.hostname}:${config.port}: ${
+          error instanceof Error ? error.message : error
+        }`,
+      );
+    },
+  });
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);
@@ -147,29 +237,19 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   }
   let stopping: Promise<StopReport> | undefined;
   return {
-    addr: server.addr,
+    addr: serving.addr,
     stop() {
-      stopping ??= stopServer({
-        server,
-        connections,
-        live,
-        webhooks,
-        requests,
-        stopPeriodic: () => {
-          streams.stop();
-          return sweeping?.stop() ?? Promise.resolve();
-        },
-      }, { boundMs: config.shutdownMs });
+      stopping ??= serving.stop(() => {
+        streams.stop();
+        return sweeping?.stop() ?? Promise.resolve();
+      });
       return stopping;
     },
   };
 }
 
 if (import.meta.main) {
-  const config = await configFromEnv(Deno.env).catch((error) => {
-    if (error instanceof ConfigError) fail(error.message);
-    throw error;
-  });
+  const config = await configFromEnvOrFail();
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   // Listening before the server starts: a signal right after "listening on" must stop it well.
   const serving = serve(config);
