@@ -7,6 +7,7 @@
  *   `{"requests", "billed", "commands": {"evalsha": n, …}}`, and forgets it.
  */
 import { billedCommands, commandNames, startUpstashProxy } from "../tests/_upstash_proxy.ts";
+import { serveForBench } from "./_shared.ts";
 
 const target = Deno.env.get("BENCH_TARGET_URL");
 if (!target) {
@@ -15,11 +16,7 @@ if (!target) {
 }
 const proxy = await startUpstashProxy({ targetUrl: target });
 
-Deno.serve({
-  port: 0,
-  hostname: "127.0.0.1",
-  onListen: ({ port }) => console.log(`listening ${port}`),
-}, (request) => {
+serveForBench((request) => {
   const path = new URL(request.url).pathname;
   if (path === "/url") return new Response(proxy.url);
   if (path === "/take") {

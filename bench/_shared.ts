@@ -264,6 +264,53 @@ export function commandStatsDelta(before: CommandStats, after: CommandStats): Co
   return delta;
 }
 
+/**
+ * Serves `handler` on a free port of 127.0.0.1 and prints the `listening <port>` line that
+ * {@linkcode startServer} waits for: the child's side of it.
+ */
+export function serveForBench(handler: Deno.ServeHandler): Deno.HttpServer {
+  return Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    onListen: ({ port }) => console.log(`listening ${port}`),
+  }, handler);
+}
+
+/**
+ * Starts the Upstash REST bridge (`bench/server.ts bridge`) to the redis-server at `redisUrl`,
+ * answering requests that carry `token`.
+ */
+export function startBridge(redisUrl: string, token: string): Promise<ServerProcess> {
+  return startServer("bridge", {
+    env: {
+      BENCH_REDIS_URL: redisUrl,
+      UPSTASH_REDIS_REST_TOKEN: token,
+    },
+  });
+}
+
+/** Starts the counting Upstash proxy (`bench/_proxy_server.ts`) in front of `targetUrl`. */
+export function startProxy(targetUrl: string): Promise<ServerProcess> {
+  return startServer("proxy", {
+    env: { BENCH_TARGET_URL: targetUrl },
+    script: new URL("./_proxy_server.ts", import.meta.url),
+  });
+}
+
+/** The CPUs this process may run on, in order (Linux's `/proc/self/status`; none elsewhere). */
+export function allowedCpus(): number[] {
+  try {
+    const status = Deno.readTextFileSync("/proc/self/status");
+    const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? "";
+    return list.split(",").flatMap((range) => {
+      const [from, to = from] = range.split("-").map(Number);
+      return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    });
+  } catch {
+    return [];
+  }
+}
+
 /** The machine a benchmark ran on, written with its results. */
 export interface MachineInfo {
   /** CPU model from /proc/cpuinfo. */
@@ -301,6 +348,11 @@ export async function machineInfo(): Promise<MachineInfo> {
     os: `${Deno.build.os} ${Deno.osRelease()}`,
     redis,
   };
+}
+
+/** The load averages (1, 5, 15 min) of `machine`, two decimals each, for its summary line. */
+export function loadAverageText(machine: MachineInfo): string {
+  return machine.loadAverage.map((value) => value.toFixed(2)).join(" ");
 }
 
 /**

@@ -24,9 +24,11 @@ import { parseArgs } from "node:util";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
   closedLoop,
+  loadAverageText,
   machineInfo,
   percentile,
   type ServerProcess,
+  startBridge,
   startServer,
   table,
   writeResults,
@@ -168,21 +170,12 @@ async function measure(store: "memory" | "redis", redisUrl: string | null) {
 
 const machine = await machineInfo();
 console.log(
-  `machine: ${machine.cpu}, ${machine.cores} cores, load average ${
-    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
-  }`,
+  `machine: ${machine.cpu}, ${machine.cores} cores, load average ${loadAverageText(machine)}`,
 );
 const stores = flags.stores.split(",") as Array<"memory" | "redis">;
 const rows = [];
 const redisServer = stores.includes("redis") ? await startRedisServer() : null;
-const bridge = redisServer
-  ? await startServer("bridge", {
-    env: {
-      BENCH_REDIS_URL: redisServer.url,
-      UPSTASH_REDIS_REST_TOKEN: TOKEN,
-    },
-  })
-  : null;
+const bridge = redisServer ? await startBridge(redisServer.url, TOKEN) : null;
 try {
   for (const store of stores) {
     rows.push(await measure(store, store === "redis" ? bridge!.url : null));

@@ -39,7 +39,14 @@ import { ingestItems } from "../src/ingest/mod.ts";
 import { RedisStore } from "../src/store/redis/store.ts";
 import type { Store } from "../src/store/types.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
-import { machineInfo, median, table, writeResults } from "./_shared.ts";
+import {
+  allowedCpus,
+  loadAverageText,
+  machineInfo,
+  median,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -144,16 +151,6 @@ async function pin(pid: number, list: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** The CPUs this process may run on, in order. */
-function allowedCpus(): number[] {
-  const status = Deno.readTextFileSync("/proc/self/status");
-  const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? "";
-  return list.split(",").flatMap((range) => {
-    const [from, to = from] = range.split("-").map(Number);
-    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
-  });
 }
 
 interface Round {
@@ -287,7 +284,7 @@ const machine = await machineInfo();
 const { rounds, pinned } = await interleaved();
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
-    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }; ${CALLS} calls of ${BATCH} event(s) per tree and round, interleaved${
     pinned ? ", redis-server on a CPU of its own" : ""
   }; base ${flags.base}`,

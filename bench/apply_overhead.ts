@@ -22,7 +22,14 @@ import { ingestItems } from "../src/ingest/mod.ts";
 import { APPLY_SCRIPT } from "../src/store/redis/_scripts.ts";
 import { type RedisClient, RedisStore } from "../src/store/redis/store.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
-import { commandStats, commandStatsDelta, machineInfo, table, writeResults } from "./_shared.ts";
+import {
+  commandStats,
+  commandStatsDelta,
+  loadAverageText,
+  machineInfo,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -138,7 +145,7 @@ try {
 }
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
-    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }; ${CALLS} calls each, least of ${ROUNDS} rounds; ARGV ${
     args.map((arg) => arg.length).join(" + ")
   } bytes`,

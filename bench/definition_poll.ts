@@ -15,7 +15,14 @@ import { Redis } from "@upstash/redis";
 import { RedisDefinitionStore } from "../src/store/mod.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
 import { startUpstashBridge } from "../tools/upstash_bridge.ts";
-import { commandStats, commandStatsDelta, machineInfo, table, writeResults } from "./_shared.ts";
+import {
+  commandStats,
+  commandStatsDelta,
+  loadAverageText,
+  machineInfo,
+  table,
+  writeResults,
+} from "./_shared.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -94,7 +101,7 @@ for (const streams of flags.streams.split(",").map(Number)) {
 
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
-    machine.loadAverage.map((load) => load.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }`,
 );
 console.log(`definition index poll, ${POLLS} polls each:`);

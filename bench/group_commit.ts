@@ -17,6 +17,8 @@ import {
   machineInfo,
   median,
   percentile,
+  startBridge,
+  startProxy,
   startServer,
   table,
   writeResults,
@@ -87,16 +89,8 @@ async function round(
 const machine = await machineInfo();
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
-const bridge = await startServer("bridge", {
-  env: {
-    BENCH_REDIS_URL: redis.url,
-    UPSTASH_REDIS_REST_TOKEN: token,
-  },
-});
-const proxy = await startServer("proxy", {
-  env: { BENCH_TARGET_URL: bridge.url },
-  script: new URL("./_proxy_server.ts", import.meta.url),
-});
+const bridge = await startBridge(redis.url, token);
+const proxy = await startProxy(bridge.url);
 try {
   const proxyUrl = await (await fetch(`${proxy.url}/url`)).text();
   const results: Record<"off" | "on", RoundResult[]> = { off: [], on: [] };

@@ -23,6 +23,7 @@ import {
   allocatedBytes,
   benchServerEnv,
   closedLoop,
+  loadAverageText,
   machineInfo,
   table,
   writeResults,
@@ -126,7 +127,7 @@ const { parseOnly, edgestream } = figures.cpuPerRequest;
 const heap = figures.bytesPerRequest;
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
-    machine.loadAverage.map((x) => x.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }`,
 );
 console.log(

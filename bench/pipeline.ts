@@ -48,6 +48,7 @@ import {
   allocatedBytes,
   benchServerEnv,
   closedLoop,
+  loadAverageText,
   machineInfo,
   makeBatch,
   processCpuSeconds,
@@ -219,7 +220,7 @@ const leastBytes = Object.fromEntries(
 );
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
-    machine.loadAverage.map((x) => x.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }`,
 );
 console.log(

@@ -21,6 +21,7 @@ import {
   median,
   percentile,
   type ServerProcess,
+  startBridge,
   startServer,
   table,
   writeResults,
@@ -157,12 +158,7 @@ async function measureThroughput(mode: string, env: Record<string, string>): Pro
 const machine = await machineInfo();
 const redis = await startRedisServer();
 const token = crypto.randomUUID().replaceAll("-", "");
-const bridge = await startServer("bridge", {
-  env: {
-    BENCH_REDIS_URL: redis.url,
-    UPSTASH_REDIS_REST_TOKEN: token,
-  },
-});
+const bridge = await startBridge(redis.url, token);
 try {
   const costs = await measureCosts(bridge.url, token);
   console.log(

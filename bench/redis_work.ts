@@ -34,12 +34,15 @@ import { parseArgs } from "node:util";
 import { createClient } from "redis";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
+  allowedCpus,
   commandStats,
   commandStatsDelta,
+  loadAverageText,
   machineInfo,
   makeBatch,
   makeEvent,
   redisCpuSeconds,
+  startBridge,
   startServer,
   table,
   writeResults,
@@ -219,18 +222,6 @@ async function pin(pid: number, list: string): Promise<void> {
 }
 
 /** The CPUs this process may run on (`Cpus_allowed_list`, e.g. "4-5,7"), in order; [] if unknown. */
-function allowedCpus(): number[] {
-  try {
-    const status = Deno.readTextFileSync("/proc/self/status");
-    const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(status)?.[1] ?? "";
-    return list.split(",").flatMap((range) => {
-      const [from, to = from] = range.split("-").map(Number);
-      return Array.from({ length: to - from + 1 }, (_, i) => from + i);
-    });
-  } catch {
-    return [];
-  }
-}
 
 const machine = await machineInfo();
 const cpus = allowedCpus();
@@ -245,12 +236,7 @@ const coresNote = split
 // The server and the bridge started below inherit this process's CPUs.
 if (split) await pin(Deno.pid, appCpus);
 const redis = await startRedisServer();
-const bridge = await startServer("bridge", {
-  env: {
-    BENCH_REDIS_URL: redis.url,
-    UPSTASH_REDIS_REST_TOKEN: TOKEN,
-  },
-});
+const bridge = await startBridge(redis.url, TOKEN);
 const measured: Row[][] = [];
 // Every EVALSHA is logged with its µs (the scripts' own commands are not), so its median is known.
 const direct = createClient({ url: redis.url });
@@ -295,7 +281,7 @@ const rows: Row[] = [...variants.keys()].map((name, i) => {
 });
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, load average at start ${
-    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }`,
 );
 console.log(`cores: ${coresNote}`);

@@ -35,11 +35,14 @@ import {
   type CommandStats,
   commandStats,
   commandStatsDelta,
+  loadAverageText,
   machineInfo,
   median,
   percentile,
   processCpuSeconds,
   type ServerProcess,
+  startBridge,
+  startProxy,
   startServer,
   table,
   writeResults,
@@ -252,25 +255,13 @@ async function measure(subject: Subject, batch: number, redis: Redis): Promise<M
 const machine = await machineInfo();
 console.log(
   `machine: ${machine.cpu}, ${machine.cores} cores, deno ${machine.deno.deno}, load average ${
-    machine.loadAverage.map((value) => value.toFixed(2)).join(" ")
+    loadAverageText(machine)
   }`,
 );
 const needsRedis = subjects.some((subject) => subject.redis);
 const redisServer = needsRedis ? await startRedisServer() : null;
-const bridge = redisServer
-  ? await startServer("bridge", {
-    env: {
-      BENCH_REDIS_URL: redisServer.url,
-      UPSTASH_REDIS_REST_TOKEN: TOKEN,
-    },
-  })
-  : null;
-const proxy = bridge
-  ? await startServer("proxy", {
-    env: { BENCH_TARGET_URL: bridge.url },
-    script: new URL("./_proxy_server.ts", import.meta.url),
-  })
-  : null;
+const bridge = redisServer ? await startBridge(redisServer.url, TOKEN) : null;
+const proxy = bridge ? await startProxy(bridge.url) : null;
 const results: Record<string, Record<string, Measurement[]>> = {};
 try {
   const redis: Redis = {

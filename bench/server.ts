@@ -26,6 +26,7 @@ import { serve } from "../src/main.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
 import { Redis } from "@upstash/redis";
 import { naivePeerApp } from "./_naive_peer.ts";
+import { serveForBench } from "./_shared.ts";
 
 const mode = Deno.args[0] ?? "pipeline";
 
@@ -82,19 +83,11 @@ if (mode === "bridge") {
     enableTelemetry: false,
     enableAutoPipelining: true,
   });
-  Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => console.log(`listening ${port}`),
-  }, naivePeerApp(redis, Deno.env.get("BENCH_KEY") ?? "").fetch);
+  serveForBench(naivePeerApp(redis, Deno.env.get("BENCH_KEY") ?? "").fetch);
 } else {
   const app = mode === "baseline"
     ? baselineApp()
     : await pipelineApp(mode === "pipeline-redis" ? redisStore() : new MemoryStore());
 
-  Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => console.log(`listening ${port}`),
-  }, app.fetch);
+  serveForBench(app.fetch);
 }

@@ -22,7 +22,14 @@ import { sweepOnce } from "../src/fanout/mod.ts";
 import { KeyRing } from "../src/http/auth.ts";
 import { storeFromEnv, webhooksFromEnv } from "../src/env.ts";
 import { isRedisServerInstalled, startRedisServer } from "../tools/redis_server.ts";
-import { machineInfo, type ServerProcess, startServer, writeResults } from "./_shared.ts";
+import {
+  machineInfo,
+  serveForBench,
+  type ServerProcess,
+  startBridge,
+  startServer,
+  writeResults,
+} from "./_shared.ts";
 
 const SECONDS = Number(Deno.args[0] === "serve" ? 0 : Deno.args[0] ?? 10);
 const BACKGROUND_RATE = Number(Deno.args[1] ?? 10_000);
@@ -59,11 +66,7 @@ async function serve(): Promise<void> {
       console.error(`sweep failed: ${error}`)
     );
   }, 5_000);
-  Deno.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    onListen: ({ port }) => console.log(`listening ${port}`),
-  }, app.fetch);
+  serveForBench(app.fetch);
 }
 
 /** Starts this file in server mode in its own process; resolves once it listens. */
@@ -282,12 +285,7 @@ if (Deno.args[0] === "serve") {
   if (isRedisServerInstalled()) {
     const redis = await startRedisServer();
     const token = crypto.randomUUID();
-    const bridge = await startServer("bridge", {
-      env: {
-        BENCH_REDIS_URL: redis.url,
-        UPSTASH_REDIS_REST_TOKEN: token,
-      },
-    });
+    const bridge = await startBridge(redis.url, token);
     try {
       rows.push(
         await measure("redis", {
