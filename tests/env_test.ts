@@ -170,6 +170,15 @@ Deno.test("storeFromEnv() bounds the memory store's dedupe ids by EDGESTREAM_MEM
   );
 });
 
+Deno.test("storeFromEnv() holds the README's 10,000,000 dedupe ids a stream without EDGESTREAM_MEMORY_DEDUPE_MAX", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  assert.match(readme, /\| `EDGESTREAM_MEMORY_DEDUPE_MAX` .*\| `10000000` +\|/);
+  const store = storeFromEnv(env({}));
+  assert.ok(store instanceof MemoryStore);
+  assert.equal(store.maxDedupeIds, 10_000_000);
+  assert.equal(new MemoryStore().maxDedupeIds, 10_000_000);
+});
+
 Deno.test("storeFromEnv() refuses an EDGESTREAM_MEMORY_DEDUPE_MAX that is not a whole number of at least 2", () => {
   for (const value of ["", "1", "0", "-5", "2.5", "1e6", "lots", "99999999999999999999"]) {
     assert.throws(

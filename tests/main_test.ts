@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { configFromEnv } from "../src/env.ts";
-import { serve } from "../src/main.ts";
+import { buildApp, serve } from "../src/main.ts";
 import { START_FLAGS, startServerProcess } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
@@ -209,5 +209,20 @@ Deno.test("main.ts on an IPv6 address says a URL that works: http://[::1]:port",
     await res.body?.cancel();
   } finally {
     await server.stop();
+  }
+});
+
+Deno.test("buildApp() gives the live hub the README's figures: the log read every 150 ms, at most 4 updates a second", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const config = await configFromEnv({ get: () => undefined });
+  const built = await buildApp(config);
+  try {
+    assert.match(readme, /the log is read again every 150 ms/);
+    assert.equal(built.live.settings.pollMs, 150);
+    assert.match(readme, /at most 4 times a second per counter and group/);
+    assert.equal(built.live.settings.updateIntervalMs, 1000 / 4);
+  } finally {
+    await built.live.close();
+    config.streams.stop();
   }
 });

@@ -287,6 +287,18 @@ export class LiveHub {
     this.#now = options.now ?? Date.now;
   }
 
+  /** The options it runs with, defaults filled in (the clock left out). */
+  get settings(): Required<Omit<LiveHubOptions, "now">> {
+    return {
+      pollMs: this.#pollMs,
+      readLimit: this.#readLimit,
+      updateIntervalMs: this.#updateIntervalMs,
+      maxRememberedWindows: this.#maxRememberedWindows,
+      shared: this.#shared,
+      demandTtlMs: this.#demandTtlMs,
+    };
+  }
+
   /** Counts for monitoring and tests. */
   get stats(): LiveHubStats {
     let subscribers = 0;

@@ -282,6 +282,11 @@ export interface IngestSocketOptions {
   /** How long (ms) the answers may stay unread past `maxBufferedBytes` before a 1008 close. @default {10000} */
   maxUnreadMs?: number;
   /**
+   * How long (ms) a connection closing for a protocol error or a shutdown lingers between its last
+   * answer and its close frame, reading and dropping what the client still sends. @default {100}
+   */
+  closeLingerMs?: number;
+  /**
    * Most connections per key (in open mode per client address) and per process; past them an
    * upgrade is refused (429 `too_many_ingest_sockets`, 503 `ingest_sockets_full`).
    * @default {{ perKey: 100, perProcess: 10000 }}
@@ -336,12 +341,43 @@ export function closeReason(text: string): string {
   return reason;
 }
 
-/**
- * How long (ms) a connection closing for a protocol error or a shutdown lingers between its last
- * answer and its close frame, reading and dropping what the client still sends (see
- * `IngestConnection.shutDown`).
- */
-const CLOSE_LINGER_MS = 100;
+/** The settings of {@linkcode ingestSocketHandler}: its options with their defaults filled in. */
+export interface IngestSocketSettings {
+  /** Counts kept up to date. */
+  stats: IngestSocketStats;
+  /** See {@linkcode IngestSocketOptions.maxFramesInFlight}. */
+  maxFramesInFlight: number;
+  /** See {@linkcode IngestSocketOptions.maxFramesQueued}. */
+  maxFramesQueued: number;
+  /** See {@linkcode IngestSocketOptions.maxFrameBytes}. */
+  maxFrameBytes: number;
+  /** See {@linkcode IngestSocketOptions.maxBufferedBytes}. */
+  maxBufferedBytes: number;
+  /** See {@linkcode IngestSocketOptions.maxUnreadMs}. */
+  maxUnreadMs: number;
+  /** See {@linkcode IngestSocketOptions.closeLingerMs}. */
+  closeLingerMs: number;
+  /** See {@linkcode IngestSocketOptions.idleTimeoutSeconds}. */
+  idleTimeoutSeconds: number;
+}
+
+/** Fills in the defaults of `options`, as {@linkcode ingestSocketHandler} does. */
+export function ingestSocketSettings(
+  limits: BodyLimits,
+  options: IngestSocketOptions = {},
+): IngestSocketSettings {
+  const maxFramesInFlight = options.maxFramesInFlight ?? 8;
+  return {
+    stats: options.stats ?? ingestSocketStats(),
+    maxFramesInFlight,
+    maxFramesQueued: options.maxFramesQueued ?? 2 * maxFramesInFlight,
+    maxFrameBytes: options.maxFrameBytes ?? limits.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes,
+    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
+    maxUnreadMs: options.maxUnreadMs ?? 10_000,
+    closeLingerMs: options.closeLingerMs ?? 100,
+    idleTimeoutSeconds: options.idleTimeoutSeconds ?? 30,
+  };
+}
 
 interface QueuedFrame {
   text: string;
@@ -377,6 +413,7 @@ class IngestConnection implements HeldConnection {
   #received = 0;
   #draining = false;
   /** The close a protocol error asked for, sent once every frame held is answered. */
+  #closeLingerMs: number;
   #closing: { code: number; reason: string; lingerMs: number } | undefined;
   #lingering: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
@@ -394,6 +431,7 @@ class IngestConnection implements HeldConnection {
       maxFrameBytes: number;
       maxBufferedBytes: number;
       maxUnreadMs: number;
+      closeLingerMs: number;
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
       /** A link to the upgrade request's span, which each frame's own trace carries. */
@@ -414,6 +452,7 @@ class IngestConnection implements HeldConnection {
     this.#maxFrameBytes = settings.maxFrameBytes;
     this.#maxBufferedBytes = settings.maxBufferedBytes;
     this.#maxUnreadMs = settings.maxUnreadMs;
+    this.#closeLingerMs = settings.closeLingerMs;
   }
 
   receive(data: unknown): void {
@@ -454,7 +493,7 @@ class IngestConnection implements HeldConnection {
    * Closes for a protocol error once every frame already read is answered: a
    * frame applied with no ack would be counted twice when the client resends it.
    */
-  #fail(code: number, reason: string, lingerMs = CLOSE_LINGER_MS): void {
+  #fail(code: number, reason: string, lingerMs = this.#closeLingerMs): void {
     this.#closing = { code, reason, lingerMs };
     this.#stats.closing += 1;
     // A drain in progress answers the rest of the queue and then closes.
@@ -682,17 +721,8 @@ export function ingestSocketHandler(
   deps: IngestSocketDeps,
   options: IngestSocketOptions = {},
 ): (c: Context) => Promise<Response> {
-  const maxFramesInFlight = options.maxFramesInFlight ?? 8;
-  const settings = {
-    stats: options.stats ?? ingestSocketStats(),
-    maxFramesInFlight,
-    maxFramesQueued: options.maxFramesQueued ?? 2 * maxFramesInFlight,
-    maxFrameBytes: options.maxFrameBytes ?? deps.limits.maxBodyBytes ??
-      DEFAULT_LIMITS.maxBodyBytes,
-    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
-    maxUnreadMs: options.maxUnreadMs ?? 10_000,
-  };
-  const idleTimeout = options.idleTimeoutSeconds ?? 30;
+  const settings = ingestSocketSettings(deps.limits, options);
+  const idleTimeout = settings.idleTimeoutSeconds;
   const connections = deps.connections;
   const slots = new ConnectionSlots("ingest_socket", options.slots);
   // The stats read the pool's count after each change rather than keep one of their own.

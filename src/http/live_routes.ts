@@ -90,6 +90,28 @@ export interface LiveRouteOptions {
   subscriptions?: SlotLimits;
 }
 
+/** The subscription settings of {@linkcode LiveRouteOptions}, their defaults filled in. */
+export interface SubscriptionSettings {
+  /** See {@linkcode LiveRouteOptions.maxBufferedBytes}. */
+  maxBufferedBytes: number;
+  /** See {@linkcode LiveRouteOptions.idleTimeoutSeconds}. */
+  idleTimeoutSeconds: number;
+  /** See {@linkcode LiveRouteOptions.heartbeatMs}. */
+  heartbeatMs: number;
+  /** See {@linkcode LiveRouteOptions.keyCheckMs}. */
+  keyCheckMs: number;
+}
+
+/** Fills in the defaults of a subscription's settings, as the live routes do. */
+export function subscriptionSettings(options: LiveRouteOptions = {}): SubscriptionSettings {
+  return {
+    maxBufferedBytes: options.maxBufferedBytes ?? 1024 * 1024,
+    idleTimeoutSeconds: options.idleTimeoutSeconds ?? 30,
+    heartbeatMs: options.heartbeatMs ?? 15_000,
+    keyCheckMs: options.keyCheckMs ?? 1_000,
+  };
+}
+
 /** What {@linkcode registerLiveRoutes} needs. */
 export interface LiveRouteDeps extends IngestSocketDeps {
   /** The hub subscriptions attach to. */
@@ -287,7 +309,7 @@ async function subscribeOverSocket(
 ): Promise<Response> {
   const upgradeOptions = {
     protocol: setup.protocol,
-    idleTimeout: deps.options?.idleTimeoutSeconds ?? 30,
+    idleTimeout: subscriptionSettings(deps.options).idleTimeoutSeconds,
   };
   if (setup.denied || !setup.subscription || !setup.slot) {
     const denied = setup.denied;
@@ -298,7 +320,7 @@ async function subscribeOverSocket(
     }, upgradeOptions);
   }
   const subscription = setup.subscription;
-  const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
+  const { maxBufferedBytes } = subscriptionSettings(deps.options);
   const stop = new AbortController();
   let socket: WSContext<WebSocket> | undefined;
   /** Messages yielded before the socket opened, and their bytes. */
@@ -382,8 +404,7 @@ async function subscribeOverSse(
   setup: { subscription: Subscription; keyCheck: KeyCheck; slot: ConnectionSlot },
 ): Promise<Response> {
   const { subscription } = setup;
-  const maxBufferedBytes = deps.options?.maxBufferedBytes ?? 1024 * 1024;
-  const heartbeatMs = deps.options?.heartbeatMs ?? 15_000;
+  const { maxBufferedBytes, heartbeatMs } = subscriptionSettings(deps.options);
   // EventSource sends it when it reconnects after a message that had an id.
   const lastEventId = c.req.header("Last-Event-ID")?.trim() || undefined;
   const ended = Promise.withResolvers<void>();
@@ -626,7 +647,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       keys: deps.keys,
       key: presented.key,
       stream: c.req.param("stream"),
-      everyMs: deps.options?.keyCheckMs ?? 1_000,
+      everyMs: subscriptionSettings(deps.options).keyCheckMs,
       streams: deps.streams,
       generation: generationOf(deps.streams, c.req.param("stream")),
     };

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readFrame } from "../../src/http/ingest_socket.ts";
+import { ingestSocketSettings, readFrame } from "../../src/http/ingest_socket.ts";
+import { DEFAULT_LIMITS } from "../../src/http/body.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
@@ -653,6 +654,62 @@ Deno.test("WebSocket ingest pings idle connections after half the idle timeout a
     await alive.close();
   } finally {
     await server.close();
+  }
+});
+
+Deno.test("WebSocket ingest's defaults are the README's: 1 MiB of answers unread for 10 s closes, 30 s idle, a 100 ms linger", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  // What the handler resolves from the options the entry points give it (only the slots).
+  const settings = ingestSocketSettings(DEFAULT_LIMITS, {
+    slots: { perKey: 100, perProcess: 10_000 },
+  });
+  assert.match(readme, /while over 1 MiB of them wait to be sent, no further\s+frame is applied/);
+  assert.equal(settings.maxBufferedBytes, 1024 * 1024);
+  assert.match(readme, /after 10 s so, the connection is closed/);
+  assert.equal(settings.maxUnreadMs, 10_000);
+  assert.match(readme, /closes at 30 s without a pong/);
+  assert.equal(settings.idleTimeoutSeconds, 30);
+  assert.match(readme, /it lingers 100 ms, reading and dropping what the client still sends/);
+  assert.equal(settings.closeLingerMs, 100);
+});
+
+Deno.test("WebSocket ingest lingers closeLingerMs after the last answer to a protocol error, dropping what the client still sends, then closes", async () => {
+  // Long: the client's later frames and its own close come while the server still lingers.
+  const lingering = await startServer({ liveRoutes: { socket: { closeLingerMs: 60_000 } } });
+  try {
+    const client = await denoClient(lingering.wsUrl(WS_PATH));
+    client.socket.send(eventFrame("before"));
+    client.socket.send(new Uint8Array([1]));
+    assert.deepEqual(
+      [(await client.inbox.next()).type, client.socket.readyState],
+      ["ack", WebSocket.OPEN],
+    );
+    await eventually(() => lingering.socketStats.closing === 1);
+    // Past the default 100 ms the connection still lingers, open.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(client.socket.readyState, WebSocket.OPEN);
+    for (const id of ["late1", "late2", "late3"]) client.socket.send(eventFrame(id));
+    // The server reads the client's close after those frames: by then it dropped them.
+    assert.equal((await client.close()).code, 1000);
+    await eventually(() => lingering.socketStats.connections === 0);
+    assert.equal(client.inbox.unread, 0);
+    assert.equal((await stats(lingering.base)).accepted, 1);
+    assert.equal(lingering.socketStats.closing, 0);
+  } finally {
+    await lingering.close();
+  }
+  // Short: the linger ends with the close frame, the protocol error's code and reason.
+  const brief = await startServer({ liveRoutes: { socket: { closeLingerMs: 10 } } });
+  try {
+    const client = await denoClient(brief.wsUrl(WS_PATH));
+    client.socket.send(eventFrame("before"));
+    client.socket.send(new Uint8Array([1]));
+    const { answers, closed } = await within(answersUntilClosed(client), 10_000);
+    assert.equal(closed.code, 1003);
+    assert.match(closed.reason, /^Binary frames are not supported/);
+    assert.deepEqual(answers.map((answer) => answer.type), ["ack"]);
+  } finally {
+    await brief.close();
   }
 });
 

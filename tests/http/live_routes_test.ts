@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { sha256, toHex } from "../../src/http/auth.ts";
+import { subscriptionSettings } from "../../src/http/live_routes.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { at, KEYS, NOW } from "../_fixtures.ts";
@@ -304,6 +305,36 @@ async function slowSseScenario(server: Awaited<ReturnType<typeof startServer>>) 
     await sse.cancel().catch(() => {});
   }
 }
+
+Deno.test("A subscriber's defaults: dropped more than 1 MiB behind (the README's figure), idle WebSockets closed at 30 s", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  // What the routes resolve from the options the entry points give them (only the bounds).
+  const settings = subscriptionSettings({ subscriptions: { perKey: 100, perProcess: 10_000 } });
+  assert.match(readme, /A subscriber more than 1 MiB behind is dropped/);
+  assert.equal(settings.maxBufferedBytes, 1024 * 1024);
+  // The README gives 30 s for WebSocket ingest; a subscriber's socket has the same default.
+  assert.equal(settings.idleTimeoutSeconds, 30);
+});
+
+Deno.test("A subscriber WebSocket that answers no ping is closed 1001 after idleTimeoutSeconds; one that answers stays and gets results", async () => {
+  const server = await startServer({ liveRoutes: { idleTimeoutSeconds: 0.2 } });
+  const path = `${SUBSCRIBE}?types=event.processed`;
+  const silent = await nodeClient(server.wsUrl(path), { autoPong: false });
+  const alive = await nodeClient(server.wsUrl(path));
+  try {
+    assert.equal((await silent.inbox.next()).type, "subscribed");
+    assert.equal((await alive.inbox.next()).type, "subscribed");
+    const closed = await within(silent.inbox.closed, 10_000);
+    assert.equal(closed.code, 1001);
+    await eventually(() => server.live.stats.subscribers === 1);
+    assert.equal(alive.socket.readyState, 1);
+    await post(server, [{ id: "after-idle", ts: at(5), country: "DE" }]);
+    assert.equal((await alive.inbox.next()).type, "event.processed");
+  } finally {
+    await alive.close();
+    await server.close();
+  }
+});
 
 Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
   const server = await startServer({ liveRoutes: { maxBufferedBytes: 64 * 1024 } });

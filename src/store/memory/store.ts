@@ -193,6 +193,11 @@ export class MemoryStore implements Store {
     this.#definitions = options.definitions;
   }
 
+  /** Most dedupe ids a stream holds ({@linkcode MemoryStoreOptions.maxDedupeIds}, default filled in). */
+  get maxDedupeIds(): number {
+    return this.#maxDedupeIds;
+  }
+
   #stream(name: string): StreamState {
     let state = this.#streams.get(name);
     if (!state) {
