@@ -342,24 +342,7 @@ export function closeReason(text: string): string {
 }
 
 /** The settings of {@linkcode ingestSocketHandler}: its options with their defaults filled in. */
-export interface IngestSocketSettings {
-  /** Counts kept up to date. */
-  stats: IngestSocketStats;
-  /** See {@linkcode IngestSocketOptions.maxFramesInFlight}. */
-  maxFramesInFlight: number;
-  /** See {@linkcode IngestSocketOptions.maxFramesQueued}. */
-  maxFramesQueued: number;
-  /** See {@linkcode IngestSocketOptions.maxFrameBytes}. */
-  maxFrameBytes: number;
-  /** See {@linkcode IngestSocketOptions.maxBufferedBytes}. */
-  maxBufferedBytes: number;
-  /** See {@linkcode IngestSocketOptions.maxUnreadMs}. */
-  maxUnreadMs: number;
-  /** See {@linkcode IngestSocketOptions.closeLingerMs}. */
-  closeLingerMs: number;
-  /** See {@linkcode IngestSocketOptions.idleTimeoutSeconds}. */
-  idleTimeoutSeconds: number;
-}
+export type IngestSocketSettings = Required<Omit<IngestSocketOptions, "slots">>;
 
 /** Fills in the defaults of `options`, as {@linkcode ingestSocketHandler} does. */
 export function ingestSocketSettings(
@@ -424,14 +407,7 @@ class IngestConnection implements HeldConnection {
     deps: IngestSocketDeps,
     stream: CompiledStream,
     socket: WSContext,
-    settings: {
-      stats: IngestSocketStats;
-      maxFramesInFlight: number;
-      maxFramesQueued: number;
-      maxFrameBytes: number;
-      maxBufferedBytes: number;
-      maxUnreadMs: number;
-      closeLingerMs: number;
+    settings: IngestSocketSettings & {
       /** The upgrade request's id, for error frames and log lines. */
       requestId?: string;
       /** A link to the upgrade request's span, which each frame's own trace carries. */

@@ -91,16 +91,9 @@ export interface LiveRouteOptions {
 }
 
 /** The subscription settings of {@linkcode LiveRouteOptions}, their defaults filled in. */
-export interface SubscriptionSettings {
-  /** See {@linkcode LiveRouteOptions.maxBufferedBytes}. */
-  maxBufferedBytes: number;
-  /** See {@linkcode LiveRouteOptions.idleTimeoutSeconds}. */
-  idleTimeoutSeconds: number;
-  /** See {@linkcode LiveRouteOptions.heartbeatMs}. */
-  heartbeatMs: number;
-  /** See {@linkcode LiveRouteOptions.keyCheckMs}. */
-  keyCheckMs: number;
-}
+export type SubscriptionSettings = Required<
+  Pick<LiveRouteOptions, "maxBufferedBytes" | "idleTimeoutSeconds" | "heartbeatMs" | "keyCheckMs">
+>;
 
 /** Fills in the defaults of a subscription's settings, as the live routes do. */
 export function subscriptionSettings(options: LiveRouteOptions = {}): SubscriptionSettings {
