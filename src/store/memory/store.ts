@@ -426,13 +426,7 @@ export class MemoryStore implements Store {
     const { batch, now, panesByCounter } = context;
     if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
       stream.late += 1;
-      if (batch.log?.late && event.payload !== undefined) {
-        this.#append(stream, now, {
-          type: "event.late",
-          timeMs: event.timeMs,
-          event: JSON.parse(event.payload),
-        });
-      }
+      if (batch.log?.late) this.#appendEvent(stream, now, "event.late", event);
       return "late";
     }
     if (stream.watermark === null || event.timeMs > stream.watermark) {
@@ -455,13 +449,7 @@ export class MemoryStore implements Store {
       this.#applyUpdate(stream, counter, panesByCounter[index], columns, at, context);
     }
     stream.applied += 1;
-    if (batch.log?.processed && event.payload !== undefined) {
-      this.#append(stream, now, {
-        type: "event.processed",
-        timeMs: event.timeMs,
-        event: JSON.parse(event.payload),
-      });
-    }
+    if (batch.log?.processed) this.#appendEvent(stream, now, "event.processed", event);
     return "applied";
   }
 
@@ -623,6 +611,17 @@ export class MemoryStore implements Store {
       }
     }
     return Promise.resolve(closed);
+  }
+
+  /** Logs an event the batch carries the payload of, as late or as processed. */
+  #appendEvent(
+    stream: StreamState,
+    nowMs: number,
+    type: "event.late" | "event.processed",
+    event: BatchEvent,
+  ): void {
+    if (event.payload === undefined) return;
+    this.#append(stream, nowMs, { type, timeMs: event.timeMs, event: JSON.parse(event.payload) });
   }
 
   #append(stream: StreamState, nowMs: number, record: LogRecord): void {

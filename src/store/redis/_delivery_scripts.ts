@@ -38,7 +38,7 @@
  * is no positive number no limit, a `next` of NaN now.
  */
 
-import { LUA_COMMON } from "./_lua_common.ts";
+import { LUA_BYTES_BEFORE, LUA_COMMON } from "./_lua_common.ts";
 
 /** The shared prelude and the helpers of the delivery store's scripts. */
 const COMMON = LUA_COMMON + `
@@ -138,16 +138,8 @@ local function logAttempt(id, attempt, maxLog, retention)
   redis.call("LTRIM", attempts, 0, maxLog - 1)
   redis.call("PEXPIRE", attempts, retention)
 end
--- Whether string a sorts before b in byte order, as zset members of one score do (Lua's own
--- < follows the server's collation locale).
-local function bytesBefore(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
--- The rank, in the order asked, of the first member of a zset after the position
+-- bytesBefore(a, b): byte order, as zset members of one score sort.
+${LUA_BYTES_BEFORE}-- The rank, in the order asked, of the first member of a zset after the position
 -- (score, member): the member's own rank + 1 while it holds that score, else counted.
 local function rankAfter(key, descending, score, member)
   local current = redis.call("ZSCORE", key, member)

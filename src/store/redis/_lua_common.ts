@@ -24,6 +24,20 @@
  */
 export const CALL_REPLY_TTL_MS = 60_000;
 
+/**
+ * Lua `bytesBefore(a, b)`: whether string a sorts before b in byte order, as zset members of one
+ * score do (Lua's own `<` follows the server's collation locale). For the scripts that need it.
+ */
+export const LUA_BYTES_BEFORE = `
+local function bytesBefore(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+`;
+
 export const LUA_COMMON = `
 local P = KEYS[1]
 local args = cjson.decode(ARGV[1])

@@ -32,7 +32,7 @@
  */
 
 import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
-import { LUA_COMMON, luaString } from "./_lua_common.ts";
+import { LUA_BYTES_BEFORE, LUA_COMMON, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
@@ -1112,15 +1112,8 @@ return keepReply(callKey, reply)
  */
 export const READ_SCRIPT = COMMON + MERGE_LUA + `
 local name, kind, windows, top = args.name, args.kind, args.windows, args.top
--- Byte order of two strings (the < of Lua strings follows the server's locale).
-local function bytesBefore(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
--- The union of a distinct counter's groups but the top ones: {count, distinct}.
+-- bytesBefore(a, b): byte order of two strings.
+${LUA_BYTES_BEFORE}-- The union of a distinct counter's groups but the top ones: {count, distinct}.
 local function restOf(cells)
   local ranked = {}
   for i, cell in ipairs(cells) do ranked[i] = cell end
