@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { createNoopMeter, metrics } from "@opentelemetry/api";
+import { createNoopMeter, type Histogram, metrics } from "@opentelemetry/api";
 
 /** Instrumentation scope name of every instrument and span. */
 export const SCOPE_NAME = "edgestream";
@@ -67,24 +67,31 @@ export function metering(): boolean {
   return metered;
 }
 
+/** A histogram of durations in seconds, on the buckets every duration here shares. */
+function secondsHistogram(name: string, description: string): Histogram {
+  return meter.createHistogram(name, {
+    description,
+    unit: "s",
+    advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
+  });
+}
+
 const events = meter.createCounter("edgestream.events", {
   description: "Events received by ingest, by what became of them",
   unit: "{event}",
 });
-const ingestDuration = meter.createHistogram("edgestream.ingest.duration", {
-  description: "Time to answer one ingest request (HTTP) or frame (WebSocket)",
-  unit: "s",
-  advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
-});
+const ingestDuration = secondsHistogram(
+  "edgestream.ingest.duration",
+  "Time to answer one ingest request (HTTP) or frame (WebSocket)",
+);
 const storeCalls = meter.createCounter("edgestream.store.calls", {
   description: "Calls to the stream store",
   unit: "{call}",
 });
-const storeDuration = meter.createHistogram("edgestream.store.duration", {
-  description: "Duration of calls to the stream store",
-  unit: "s",
-  advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
-});
+const storeDuration = secondsHistogram(
+  "edgestream.store.duration",
+  "Duration of calls to the stream store",
+);
 const windowsClosed = meter.createCounter("edgestream.windows.closed", {
   description: "Windows closed with their final values (once across instances)",
   unit: "{window}",
@@ -97,11 +104,10 @@ const webhookDeliveries = meter.createCounter("edgestream.webhook.deliveries", {
   description: "Webhook delivery attempts, by outcome",
   unit: "{attempt}",
 });
-const webhookDeliveryDuration = meter.createHistogram("edgestream.webhook.delivery.duration", {
-  description: "Duration of webhook delivery attempts",
-  unit: "s",
-  advice: { explicitBucketBoundaries: SECONDS_BUCKETS },
-});
+const webhookDeliveryDuration = secondsHistogram(
+  "edgestream.webhook.delivery.duration",
+  "Duration of webhook delivery attempts",
+);
 const liveSubscribers = meter.createUpDownCounter("edgestream.live.subscribers", {
   description: "Live subscribers connected to this instance",
   unit: "{subscriber}",
