@@ -52,6 +52,21 @@ function redisStore(fixture: RedisFixture): RedisStore {
   return new RedisStore(redis, { now: () => NOW });
 }
 
+/** A Redis test with a store on its fixture, closed once the test ends. */
+function storeTest(
+  name: string,
+  fn: (store: RedisStore, fixture: RedisFixture) => Promise<void>,
+): void {
+  redisTest(name, async (fixture) => {
+    const store = redisStore(fixture);
+    try {
+      await fn(store, fixture);
+    } finally {
+      await store.close();
+    }
+  });
+}
+
 function items(events: object[]) {
   return events.map((value) => ({ ok: true as const, value }));
 }
@@ -93,73 +108,63 @@ for (
     ["the quantiles counter's sketch is a list", "*:q:lat:*", ["RPUSH", "x"], 20],
   ] as const
 ) {
-  redisTest(
+  storeTest(
     `an apply that finds ${what} writes nothing; repaired, the events count once`,
-    async (fixture) => {
-      const store = redisStore(fixture);
-      try {
-        // Makes the keys, then sends events into the same panes.
-        await ingest(S, store, events("a", 10));
-        const key = await keyLike(fixture, pattern);
-        const more = events("b", size);
-        await refusedWhole(fixture, key, {
-          corrupt: [corrupt[0], key, ...corrupt.slice(1)],
-          call: () => ingest(S, store, more),
-        });
-        const reply = await ingest(S, store, more);
-        assert.equal(reply.accepted, size);
-        assert.equal(reply.duplicates, 0, "the refused apply kept no dedupe id");
-        const expected = { '["de"]': 5 + Math.ceil(size / 2), '["fr"]': 5 + Math.floor(size / 2) };
-        assert.deepEqual(await countsAtT0(store), expected, "counted once");
-      } finally {
-        await store.close();
-      }
+    async (store, fixture) => {
+      // Makes the keys, then sends events into the same panes.
+      await ingest(S, store, events("a", 10));
+      const key = await keyLike(fixture, pattern);
+      const more = events("b", size);
+      await refusedWhole(fixture, key, {
+        corrupt: [corrupt[0], key, ...corrupt.slice(1)],
+        call: () => ingest(S, store, more),
+      });
+      const reply = await ingest(S, store, more);
+      assert.equal(reply.accepted, size);
+      assert.equal(reply.duplicates, 0, "the refused apply kept no dedupe id");
+      const expected = { '["de"]': 5 + Math.ceil(size / 2), '["fr"]': 5 + Math.floor(size / 2) };
+      assert.deepEqual(await countsAtT0(store), expected, "counted once");
     },
   );
 }
 
-redisTest(
+storeTest(
   "a k:<counter> stats field holding what the script never writes is taken as none: the apply counts once and writes it anew",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    try {
-      await ingest(S, store, events("a", 1));
-      const stats = await keyLike(fixture, "*:stats");
-      const good = await send(fixture, "HGET", stats, "k:count") as string;
-      assert.match(good, /^-?\d+ \d+$/);
-      let n = 0;
-      for (const text of ["99999999999999999 y", "abc", "1 nan", "1 inf", ""]) {
-        await send(fixture, "HSET", stats, "k:count", text);
-        n += 1;
-        // A new group and an existing one in one pane (it used to fail after writing the pane).
-        const reply = await ingest(S, store, [
-          { id: `k${n}`, t: T0 + 61_000 + n, g: `g${n}`, v: 1, u: "x" },
-          { id: `j${n}`, t: T0 + 61_000, g: "de", v: 1, u: "x" },
-        ]);
-        assert.equal(reply.accepted, 2, text);
-        assert.match(await send(fixture, "HGET", stats, "k:count") as string, /^-?\d+ \d+$/, text);
-      }
-      const rows = await listWindows(S, S.counters[0], { store, nowMs: NOW }, { limit: 100 });
-      const byGroup = Object.fromEntries(
-        rows.map((row) => [`${row.start} ${row.group.g}`, row.value]),
-      );
-      assert.equal(
-        byGroup[`${new Date(T0 + 60_000).toISOString()} de`],
-        5,
-        JSON.stringify(byGroup),
-      );
-      for (let i = 1; i <= 5; i++) {
-        assert.equal(byGroup[`${new Date(T0 + 60_000).toISOString()} g${i}`], 1, `g${i}`);
-      }
-    } finally {
-      await store.close();
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 1));
+    const stats = await keyLike(fixture, "*:stats");
+    const good = await send(fixture, "HGET", stats, "k:count") as string;
+    assert.match(good, /^-?\d+ \d+$/);
+    let n = 0;
+    for (const text of ["99999999999999999 y", "abc", "1 nan", "1 inf", ""]) {
+      await send(fixture, "HSET", stats, "k:count", text);
+      n += 1;
+      // A new group and an existing one in one pane (it used to fail after writing the pane).
+      const reply = await ingest(S, store, [
+        { id: `k${n}`, t: T0 + 61_000 + n, g: `g${n}`, v: 1, u: "x" },
+        { id: `j${n}`, t: T0 + 61_000, g: "de", v: 1, u: "x" },
+      ]);
+      assert.equal(reply.accepted, 2, text);
+      assert.match(await send(fixture, "HGET", stats, "k:count") as string, /^-?\d+ \d+$/, text);
+    }
+    const rows = await listWindows(S, S.counters[0], { store, nowMs: NOW }, { limit: 100 });
+    const byGroup = Object.fromEntries(
+      rows.map((row) => [`${row.start} ${row.group.g}`, row.value]),
+    );
+    assert.equal(
+      byGroup[`${new Date(T0 + 60_000).toISOString()} de`],
+      5,
+      JSON.stringify(byGroup),
+    );
+    for (let i = 1; i <= 5; i++) {
+      assert.equal(byGroup[`${new Date(T0 + 60_000).toISOString()} g${i}`], 1, `g${i}`);
     }
   },
 );
 
-redisTest("an apply that finds a count field holding text writes nothing", async (fixture) => {
-  const store = redisStore(fixture);
-  try {
+storeTest(
+  "an apply that finds a count field holding text writes nothing",
+  async (store, fixture) => {
     await ingest(S, store, events("a", 10));
     const key = await keyLike(fixture, "*:p:count:*");
     const fields = await send(fixture, "HGETALL", key) as string[];
@@ -167,32 +172,25 @@ redisTest("an apply that finds a count field holding text writes nothing", async
       corrupt: ["HSET", key, ...fields.slice(0, 2), fields[0], "text"],
       call: () => ingest(S, store, events("b", 1)),
     });
-  } finally {
-    await store.close();
-  }
-});
-
-redisTest(
-  "an apply that opens a pane finds its counter's open windows a hash and writes nothing",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    try {
-      await ingest(S, store, events("a", 4));
-      const key = await keyLike(fixture, "*:open:count");
-      // The next minute: a new pane, which opens a window.
-      await refusedWhole(fixture, key, {
-        corrupt: ["HSET", key, "f", "1"],
-        call: () => ingest(S, store, events("b", 4, T0 + 60_000)),
-      });
-    } finally {
-      await store.close();
-    }
   },
 );
 
-redisTest(
+storeTest(
+  "an apply that opens a pane finds its counter's open windows a hash and writes nothing",
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 4));
+    const key = await keyLike(fixture, "*:open:count");
+    // The next minute: a new pane, which opens a window.
+    await refusedWhole(fixture, key, {
+      corrupt: ["HSET", key, "f", "1"],
+      call: () => ingest(S, store, events("b", 4, T0 + 60_000)),
+    });
+  },
+);
+
+storeTest(
   "an apply with an Idempotency-Key and a rate limit refused for a key writes neither",
-  async (fixture) => {
+  async (store, fixture) => {
     const limited = compileConfig({
       streams: {
         s: {
@@ -204,39 +202,33 @@ redisTest(
         },
       },
     }).get("s")!;
-    const store = redisStore(fixture);
     const rateLimits = rateLimitsFor(limited);
-    try {
-      await ingestItems(limited, items(events("a", 4)), { store, nowMs: NOW, rateLimits });
-      const key = await keyLike(fixture, "*:p:count:*");
-      const bucket = await keyLike(fixture, "*:rl:stream");
-      const body = events("b", 3);
-      const idempotency = { key: "k1", body: JSON.stringify(body) };
-      const before = await send(fixture, "HGETALL", bucket);
-      await refusedWhole(fixture, key, {
-        corrupt: ["SET", key, "x"],
-        call: () =>
-          ingestItems(limited, items(body), { store, nowMs: NOW, idempotency, rateLimits }),
-      });
-      assert.deepEqual(await send(fixture, "HGETALL", bucket), before, "no token taken");
-      const reply = await ingestItems(limited, items(body), {
-        store,
-        nowMs: NOW,
-        idempotency,
-        rateLimits,
-      });
-      assert.equal(reply.replayed ?? false, false, "no reply was kept for the key");
-      assert.equal(reply.accepted, 3);
-      assert.equal(reply.duplicates, 0);
-    } finally {
-      await store.close();
-    }
+    await ingestItems(limited, items(events("a", 4)), { store, nowMs: NOW, rateLimits });
+    const key = await keyLike(fixture, "*:p:count:*");
+    const bucket = await keyLike(fixture, "*:rl:stream");
+    const body = events("b", 3);
+    const idempotency = { key: "k1", body: JSON.stringify(body) };
+    const before = await send(fixture, "HGETALL", bucket);
+    await refusedWhole(fixture, key, {
+      corrupt: ["SET", key, "x"],
+      call: () => ingestItems(limited, items(body), { store, nowMs: NOW, idempotency, rateLimits }),
+    });
+    assert.deepEqual(await send(fixture, "HGETALL", bucket), before, "no token taken");
+    const reply = await ingestItems(limited, items(body), {
+      store,
+      nowMs: NOW,
+      idempotency,
+      rateLimits,
+    });
+    assert.equal(reply.replayed ?? false, false, "no reply was kept for the key");
+    assert.equal(reply.accepted, 3);
+    assert.equal(reply.duplicates, 0);
   },
 );
 
-redisTest(
+storeTest(
   "a session apply that finds a session's sum holding text writes nothing",
-  async (fixture) => {
+  async (store, fixture) => {
     const stream = compileConfig({
       streams: {
         t: {
@@ -248,98 +240,77 @@ redisTest(
         },
       },
     }).get("t")!;
-    const store = redisStore(fixture);
     const buy = (id: string, t: number) => ({ id, t, u: "ann", v: 0.1 });
-    try {
-      await ingest(stream, store, [buy("1", T0), buy("2", T0 + 10_000)]);
-      const key = await keyLike(fixture, "*:sv:spent:*");
-      for (const text of ["x", "inf", ""]) {
-        await refusedWhole(fixture, key, {
-          corrupt: ["HSET", key, "s", text],
-          call: () => ingest(stream, store, [buy("3", T0 + 20_000)]),
-        });
-      }
-    } finally {
-      await store.close();
-    }
-  },
-);
-
-redisTest(
-  "a session apply that finds a session's hash a string writes nothing",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    const visit = (id: string, t: number, p: string) => ({ id, t, u: "ann", p });
-    try {
-      await ingest(VISITS, store, [visit("1", T0, "/a"), visit("2", T0 + 10_000, "/b")]);
-      const key = await keyLike(fixture, "*:sv:visits:*");
-      // Within the gap of the session: it would merge into it.
+    await ingest(stream, store, [buy("1", T0), buy("2", T0 + 10_000)]);
+    const key = await keyLike(fixture, "*:sv:spent:*");
+    for (const text of ["x", "inf", ""]) {
       await refusedWhole(fixture, key, {
-        corrupt: ["SET", key, "x"],
-        call: () => ingest(VISITS, store, [visit("3", T0 + 20_000, "/c")]),
+        corrupt: ["HSET", key, "s", text],
+        call: () => ingest(stream, store, [buy("3", T0 + 20_000)]),
       });
-      const hll = await keyLike(fixture, "*:sh:pages:*");
-      await refusedWhole(fixture, hll, {
-        corrupt: ["HSET", hll, "f", "1"],
-        call: () => ingest(VISITS, store, [visit("4", T0 + 25_000, "/d")]),
-      });
-      const reply = await ingest(VISITS, store, [
-        visit("3", T0 + 20_000, "/c"),
-        visit("4", T0 + 25_000, "/d"),
-      ]);
-      assert.equal(reply.duplicates, 0, "the refused applies kept no dedupe id");
-    } finally {
-      await store.close();
     }
   },
 );
 
-redisTest(
-  "a close that finds the log or a pane of another type closes nothing; repaired, it closes",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    const close = () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 });
-    try {
-      await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
-      const log = await streamKey(fixture, "s", "log");
-      await refusedWhole(fixture, log, { corrupt: ["SET", log, "x"], call: close });
-      const pane = await streamKey(fixture, "s", `p:count:${T0}`);
-      // Read before any write: Redis refuses it, unnamed.
-      await refusedWhole(fixture, pane, { corrupt: ["SET", pane, "x"], call: close, read: true });
-      const closed = await close();
-      const counts = closed.filter((window) => window.counter === "count" && window.start === T0);
-      assert.equal(counts.length, 1, "the window at T0 closes once repaired");
-      assert.deepEqual(await close(), [], "and only once");
-    } finally {
-      await store.close();
-    }
-  },
-);
-
-redisTest("a session close that finds the log a string closes nothing", async (fixture) => {
-  const store = redisStore(fixture);
-  const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
-  try {
-    await ingest(VISITS, store, [
-      { id: "1", t: T0, u: "ann", p: "/a" },
-      { id: "2", t: T0 + 300_000, u: "bob", p: "/a" },
+storeTest(
+  "a session apply that finds a session's hash a string writes nothing",
+  async (store, fixture) => {
+    const visit = (id: string, t: number, p: string) => ({ id, t, u: "ann", p });
+    await ingest(VISITS, store, [visit("1", T0, "/a"), visit("2", T0 + 10_000, "/b")]);
+    const key = await keyLike(fixture, "*:sv:visits:*");
+    // Within the gap of the session: it would merge into it.
+    await refusedWhole(fixture, key, {
+      corrupt: ["SET", key, "x"],
+      call: () => ingest(VISITS, store, [visit("3", T0 + 20_000, "/c")]),
+    });
+    const hll = await keyLike(fixture, "*:sh:pages:*");
+    await refusedWhole(fixture, hll, {
+      corrupt: ["HSET", hll, "f", "1"],
+      call: () => ingest(VISITS, store, [visit("4", T0 + 25_000, "/d")]),
+    });
+    const reply = await ingest(VISITS, store, [
+      visit("3", T0 + 20_000, "/c"),
+      visit("4", T0 + 25_000, "/d"),
     ]);
-    const log = await streamKey(fixture, "visits", "log");
+    assert.equal(reply.duplicates, 0, "the refused applies kept no dedupe id");
+  },
+);
+
+storeTest(
+  "a close that finds the log or a pane of another type closes nothing; repaired, it closes",
+  async (store, fixture) => {
+    const close = () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 });
+    await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
+    const log = await streamKey(fixture, "s", "log");
     await refusedWhole(fixture, log, { corrupt: ["SET", log, "x"], call: close });
+    const pane = await streamKey(fixture, "s", `p:count:${T0}`);
+    // Read before any write: Redis refuses it, unnamed.
+    await refusedWhole(fixture, pane, { corrupt: ["SET", pane, "x"], call: close, read: true });
     const closed = await close();
-    assert.deepEqual(
-      closed.map((window) => [window.counter, window.start]).sort(),
-      [["pages", T0], ["visits", T0]],
-    );
-  } finally {
-    await store.close();
-  }
+    const counts = closed.filter((window) => window.counter === "count" && window.start === T0);
+    assert.equal(counts.length, 1, "the window at T0 closes once repaired");
+    assert.deepEqual(await close(), [], "and only once");
+  },
+);
+
+storeTest("a session close that finds the log a string closes nothing", async (store, fixture) => {
+  const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
+  await ingest(VISITS, store, [
+    { id: "1", t: T0, u: "ann", p: "/a" },
+    { id: "2", t: T0 + 300_000, u: "bob", p: "/a" },
+  ]);
+  const log = await streamKey(fixture, "visits", "log");
+  await refusedWhole(fixture, log, { corrupt: ["SET", log, "x"], call: close });
+  const closed = await close();
+  assert.deepEqual(
+    closed.map((window) => [window.counter, window.start]).sort(),
+    [["pages", T0], ["visits", T0]],
+  );
 });
 
-redisTest(
+storeTest(
   "alert firings that find the log a string set no marker; repaired, they fire",
-  async (fixture) => {
-    const store = redisStore(fixture);
+  async (store, fixture) => {
     const firing = {
       alert: "big",
       counter: "sum",
@@ -349,17 +320,13 @@ redisTest(
       value: 12.5,
       ttlMs: 3_600_000,
     };
-    try {
-      await ingest(S, store, events("a", 2));
-      const log = await streamKey(fixture, "s", "log");
-      await refusedWhole(fixture, log, {
-        corrupt: ["SET", log, "x"],
-        call: () => store.fireAlerts("s", [firing]),
-      });
-      assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
-    } finally {
-      await store.close();
-    }
+    await ingest(S, store, events("a", 2));
+    const log = await streamKey(fixture, "s", "log");
+    await refusedWhole(fixture, log, {
+      corrupt: ["SET", log, "x"],
+      call: () => store.fireAlerts("s", [firing]),
+    });
+    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
   },
 );
 
@@ -413,10 +380,10 @@ for (
     ]],
   ] as const
 ) {
-  redisTest(`an apply that finds ${what} of another type writes nothing`, async (fixture) => {
-    const stream = CAPPED.get(name)!;
-    const store = redisStore(fixture);
-    try {
+  storeTest(
+    `an apply that finds ${what} of another type writes nothing`,
+    async (store, fixture) => {
+      const stream = CAPPED.get(name)!;
       await ingest(stream, store, [event("1", "a"), event("2", "b")]);
       const key = await keyLike(fixture, pattern);
       await refusedWhole(fixture, key, {
@@ -424,10 +391,8 @@ for (
         call: () => ingest(stream, store, [event("3", "c")]),
       });
       assert.equal((await ingest(stream, store, [event("3", "c")])).duplicates, 0);
-    } finally {
-      await store.close();
-    }
-  });
+    },
+  );
 }
 
 for (
@@ -451,25 +416,20 @@ for (
     ],
   ] as const
 ) {
-  redisTest(`an apply that finds ${what} writes nothing`, async (fixture) => {
+  storeTest(`an apply that finds ${what} writes nothing`, async (store, fixture) => {
     const stream = CAPPED.get(name)!;
-    const store = redisStore(fixture);
     // Sessions apart, each past maxSessions; the other counter's events in one pane.
     const gap = name === "ss" ? 200_000 : 0;
-    try {
-      await ingest(stream, store, [
-        event("1", "a", { u: "ann" }),
-        event("2", "b", { u: "bob", t: T0 + gap }),
-      ]);
-      const full = await streamKey(fixture, name, key);
-      const fields = await send(fixture, "HGETALL", full) as string[];
-      await refusedWhole(fixture, full, {
-        corrupt: ["HSET", full, ...fields, field, value],
-        call: () => ingest(stream, store, [event("3", group, { u: "cat", t: T0 + 2 * gap })]),
-      });
-    } finally {
-      await store.close();
-    }
+    await ingest(stream, store, [
+      event("1", "a", { u: "ann" }),
+      event("2", "b", { u: "bob", t: T0 + gap }),
+    ]);
+    const full = await streamKey(fixture, name, key);
+    const fields = await send(fixture, "HGETALL", full) as string[];
+    await refusedWhole(fixture, full, {
+      corrupt: ["HSET", full, ...fields, field, value],
+      call: () => ingest(stream, store, [event("3", group, { u: "cat", t: T0 + 2 * gap })]),
+    });
   });
 }
 
@@ -481,49 +441,39 @@ for (
     ["the rest's count holding text, where a group counted 0 overflows,", "a", ['c:["a"]', "0"]],
   ] as const
 ) {
-  redisTest(`an apply that finds ${what} writes nothing`, async (fixture) => {
+  storeTest(`an apply that finds ${what} writes nothing`, async (store, fixture) => {
     const stream = CAPPED.get("c")!;
-    const store = redisStore(fixture);
-    try {
-      await ingest(stream, store, [event("1", "a"), event("2", "b")]);
-      const full = await streamKey(fixture, "c", `p:count:${T0}`);
-      const fields = await send(fixture, "HGETALL", full) as string[];
-      assert.ok(fields.includes("c:__other__"), JSON.stringify(fields));
-      await refusedWhole(fixture, full, {
-        corrupt: ["HSET", full, ...fields, "c:__other__", "x", ...extra],
-        call: () => ingest(stream, store, [event("3", group)]),
-      });
-    } finally {
-      await store.close();
-    }
+    await ingest(stream, store, [event("1", "a"), event("2", "b")]);
+    const full = await streamKey(fixture, "c", `p:count:${T0}`);
+    const fields = await send(fixture, "HGETALL", full) as string[];
+    assert.ok(fields.includes("c:__other__"), JSON.stringify(fields));
+    await refusedWhole(fixture, full, {
+      corrupt: ["HSET", full, ...fields, "c:__other__", "x", ...extra],
+      call: () => ingest(stream, store, [event("3", group)]),
+    });
   });
 }
 
-redisTest(
+storeTest(
   "an apply that finds the rest's and the overflow count holding text adds to a group it holds",
-  async (fixture) => {
+  async (store, fixture) => {
     const stream = CAPPED.get("c")!;
-    const store = redisStore(fixture);
-    try {
-      await ingest(stream, store, [event("1", "a"), event("2", "b")]);
-      const full = await streamKey(fixture, "c", `p:count:${T0}`);
-      const stats = await streamKey(fixture, "c", "stats");
-      await send(fixture, "HSET", full, "c:__other__", "x");
-      await send(fixture, "HSET", stats, "overflow:count", "x");
-      assert.equal((await ingest(stream, store, [event("3", "a")])).duplicates, 0);
-      assert.equal(await send(fixture, "HGET", full, 'c:["a"]'), "2");
-      assert.equal(await send(fixture, "HGET", full, "c:__other__"), "x");
-      assert.equal(await send(fixture, "HGET", stats, "overflow:count"), "x");
-    } finally {
-      await store.close();
-    }
+    await ingest(stream, store, [event("1", "a"), event("2", "b")]);
+    const full = await streamKey(fixture, "c", `p:count:${T0}`);
+    const stats = await streamKey(fixture, "c", "stats");
+    await send(fixture, "HSET", full, "c:__other__", "x");
+    await send(fixture, "HSET", stats, "overflow:count", "x");
+    assert.equal((await ingest(stream, store, [event("3", "a")])).duplicates, 0);
+    assert.equal(await send(fixture, "HGET", full, 'c:["a"]'), "2");
+    assert.equal(await send(fixture, "HGET", full, "c:__other__"), "x");
+    assert.equal(await send(fixture, "HGET", stats, "overflow:count"), "x");
   },
 );
 
-redisTest("an apply that finds a sketch's bucket holding text writes nothing", async (fixture) => {
-  const stream = CAPPED.get("q")!;
-  const store = redisStore(fixture);
-  try {
+storeTest(
+  "an apply that finds a sketch's bucket holding text writes nothing",
+  async (store, fixture) => {
+    const stream = CAPPED.get("q")!;
     await ingest(stream, store, [event("1", "a")]);
     const key = await keyLike(fixture, "*:q:lat:*");
     const buckets = await send(fixture, "HGETALL", key) as string[];
@@ -531,69 +481,52 @@ redisTest("an apply that finds a sketch's bucket holding text writes nothing", a
       corrupt: ["HSET", key, ...buckets.flatMap((text, i) => i % 2 === 0 ? [text] : ["x"])],
       call: () => ingest(stream, store, [event("2", "a")]),
     });
-  } finally {
-    await store.close();
-  }
-});
+  },
+);
 
-redisTest(
+storeTest(
   "an apply that finds an empty string where a HyperLogLog belongs writes nothing",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    try {
-      await ingest(S, store, events("a", 2));
-      const key = await keyLike(fixture, "*:h:users:*");
-      await refusedWhole(fixture, key, {
-        corrupt: ["SET", key, ""],
-        call: () => ingest(S, store, events("b", 1)),
-      });
-    } finally {
-      await store.close();
-    }
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 2));
+    const key = await keyLike(fixture, "*:h:users:*");
+    await refusedWhole(fixture, key, {
+      corrupt: ["SET", key, ""],
+      call: () => ingest(S, store, events("b", 1)),
+    });
   },
 );
 
-redisTest(
+storeTest(
   "an apply into a pane whose keys were evicted checks its counter's open windows first",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    try {
-      await ingest(S, store, events("a", 2));
-      const pane = await streamKey(fixture, "s", `p:users:${T0}`);
-      await send(fixture, "DEL", pane);
-      const open = await streamKey(fixture, "s", "open:users");
-      await refusedWhole(fixture, open, {
-        corrupt: ["SET", open, "x"],
-        call: () => ingest(S, store, events("b", 1)),
-      });
-    } finally {
-      await store.close();
-    }
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 2));
+    const pane = await streamKey(fixture, "s", `p:users:${T0}`);
+    await send(fixture, "DEL", pane);
+    const open = await streamKey(fixture, "s", "open:users");
+    await refusedWhole(fixture, open, {
+      corrupt: ["SET", open, "x"],
+      call: () => ingest(S, store, events("b", 1)),
+    });
   },
 );
 
-redisTest(
+storeTest(
   "a session close that finds a group's open sessions a string closes nothing",
-  async (fixture) => {
-    const store = redisStore(fixture);
+  async (store, fixture) => {
     const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
-    try {
-      await ingest(VISITS, store, [
-        { id: "1", t: T0, u: "ann", p: "/a" },
-        { id: "2", t: T0 + 300_000, u: "bob", p: "/a" },
-      ]);
-      const group = await streamKey(fixture, "visits", 'sz:visits:["ann"]');
-      await refusedWhole(fixture, group, { corrupt: ["SET", group, "x"], call: close });
-      assert.equal((await close()).length, 2, "ann's two sessions close once repaired");
-    } finally {
-      await store.close();
-    }
+    await ingest(VISITS, store, [
+      { id: "1", t: T0, u: "ann", p: "/a" },
+      { id: "2", t: T0 + 300_000, u: "bob", p: "/a" },
+    ]);
+    const group = await streamKey(fixture, "visits", 'sz:visits:["ann"]');
+    await refusedWhole(fixture, group, { corrupt: ["SET", group, "x"], call: close });
+    assert.equal((await close()).length, 2, "ann's two sessions close once repaired");
   },
 );
 
-redisTest("a distinct counter's HyperLogLog, once dense, passes the check", async (fixture) => {
-  const store = redisStore(fixture);
-  try {
+storeTest(
+  "a distinct counter's HyperLogLog, once dense, passes the check",
+  async (store, fixture) => {
     for (let part = 0; part < 6; part++) {
       const list = Array.from({ length: 1_000 }, (_, i) => ({
         id: `d${part}-${i}`,
@@ -608,59 +541,52 @@ redisTest("a distinct counter's HyperLogLog, once dense, passes the check", asyn
     assert.equal(await send(fixture, "STRLEN", key), 12_304, "dense");
     const reply = await ingest(S, store, [{ id: "last", t: T0 + 2_000, g: "de", v: 1, u: "last" }]);
     assert.equal(reply.accepted, 1);
-  } finally {
-    await store.close();
-  }
-});
-
-redisTest(
-  "an apply, a close and alert firings that find the log's entry ids used up write nothing",
-  async (fixture) => {
-    const store = redisStore(fixture);
-    const maxId = "18446744073709551615-18446744073709551615";
-    try {
-      await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
-      const log = await streamKey(fixture, "s", "log");
-      const corrupt = ["XADD", log, maxId, "r", "junk"];
-      await refusedWhole(fixture, log, {
-        corrupt,
-        call: () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 }),
-      });
-      const firing = {
-        alert: "big",
-        counter: "sum",
-        start: T0,
-        end: T0 + 60_000,
-        group: '["de"]',
-        value: 1,
-        ttlMs: 3_600_000,
-      };
-      await refusedWhole(fixture, log, { corrupt, call: () => store.fireAlerts("s", [firing]) });
-      // An apply that logs its events (a live subscriber wants them).
-      await store.signalDemand("s", ["event.processed"], 60_000);
-      await refusedWhole(fixture, log, {
-        corrupt,
-        call: () =>
-          ingestItems(S, items(events("c", 1)), {
-            store,
-            nowMs: NOW,
-            log: { processed: true, late: true },
-          }),
-      });
-      assert.equal(
-        (await store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 })).length > 0,
-        true,
-      );
-      assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
-    } finally {
-      await store.close();
-    }
   },
 );
 
-redisTest(
+storeTest(
+  "an apply, a close and alert firings that find the log's entry ids used up write nothing",
+  async (store, fixture) => {
+    const maxId = "18446744073709551615-18446744073709551615";
+    await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
+    const log = await streamKey(fixture, "s", "log");
+    const corrupt = ["XADD", log, maxId, "r", "junk"];
+    await refusedWhole(fixture, log, {
+      corrupt,
+      call: () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 }),
+    });
+    const firing = {
+      alert: "big",
+      counter: "sum",
+      start: T0,
+      end: T0 + 60_000,
+      group: '["de"]',
+      value: 1,
+      ttlMs: 3_600_000,
+    };
+    await refusedWhole(fixture, log, { corrupt, call: () => store.fireAlerts("s", [firing]) });
+    // An apply that logs its events (a live subscriber wants them).
+    await store.signalDemand("s", ["event.processed"], 60_000);
+    await refusedWhole(fixture, log, {
+      corrupt,
+      call: () =>
+        ingestItems(S, items(events("c", 1)), {
+          store,
+          nowMs: NOW,
+          log: { processed: true, late: true },
+        }),
+    });
+    assert.equal(
+      (await store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 })).length > 0,
+      true,
+    );
+    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+  },
+);
+
+storeTest(
   "a rate-limit bucket holding what the script never writes is taken as full: no error, no lockout",
-  async (fixture) => {
+  async (store, fixture) => {
     const limited = compileConfig({
       streams: {
         s: {
@@ -672,28 +598,23 @@ redisTest(
         },
       },
     }).get("s")!;
-    const store = redisStore(fixture);
     const rateLimits = rateLimitsFor(limited);
     const send1 = (nowMs: number) =>
       ingestItems(limited, items(events("a", 1)), { store, nowMs, rateLimits });
-    try {
-      await send1(NOW);
-      const bucket = await keyLike(fixture, "*:rl:stream");
-      for (const [t, u] of [["-inf", "1"], ["nan", "1"], ["-5", String(NOW)], ["1", "x"]]) {
-        await send(fixture, "HSET", bucket, "t", t, "u", u);
-        assert.equal((await send1(NOW)).accepted, 1, `t=${t} u=${u}`);
-      }
-      // Written by an instance whose clock is ahead: no refill, but none taken away either, and the
-      // bucket refills from now on (it was 3,100 years of Retry-After).
-      await send(fixture, "HSET", bucket, "t", "0", "u", String(NOW + 1e11));
-      await assert.rejects(send1(NOW), (error: Error & { retryAfterMs?: number }) => {
-        assert.ok((error.retryAfterMs ?? Infinity) <= 10_000, String(error.retryAfterMs));
-        return true;
-      });
-      assert.equal((await send1(NOW + 10_000)).accepted, 1);
-      assert.ok(Number(await send(fixture, "PTTL", bucket)) <= 100_000);
-    } finally {
-      await store.close();
+    await send1(NOW);
+    const bucket = await keyLike(fixture, "*:rl:stream");
+    for (const [t, u] of [["-inf", "1"], ["nan", "1"], ["-5", String(NOW)], ["1", "x"]]) {
+      await send(fixture, "HSET", bucket, "t", t, "u", u);
+      assert.equal((await send1(NOW)).accepted, 1, `t=${t} u=${u}`);
     }
+    // Written by an instance whose clock is ahead: no refill, but none taken away either, and the
+    // bucket refills from now on (it was 3,100 years of Retry-After).
+    await send(fixture, "HSET", bucket, "t", "0", "u", String(NOW + 1e11));
+    await assert.rejects(send1(NOW), (error: Error & { retryAfterMs?: number }) => {
+      assert.ok((error.retryAfterMs ?? Infinity) <= 10_000, String(error.retryAfterMs));
+      return true;
+    });
+    assert.equal((await send1(NOW + 10_000)).accepted, 1);
+    assert.ok(Number(await send(fixture, "PTTL", bucket)) <= 100_000);
   },
 );
