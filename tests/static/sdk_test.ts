@@ -17,6 +17,40 @@ interface Sent {
   init: RequestInit & { headers: Record<string, string> };
 }
 
+/** Collects what `console.warn` prints (the SDK's warnings) until `stopCapture()`. */
+function captureWarnings(): { warnings: string[]; stopCapture(): void } {
+  const warn = console.warn;
+  const warnings: string[] = [];
+  console.warn = (text: string) => warnings.push(text);
+  return {
+    warnings,
+    stopCapture() {
+      console.warn = warn;
+    },
+  };
+}
+
+/**
+ * The app on `config` with a memory store, served on a free port, for the SDK to send to; with
+ * localStorage empty until `close()`.
+ */
+async function serveApp(config: unknown) {
+  localStorage.clear();
+  const streams = compileConfig(config);
+  const store = new MemoryStore();
+  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
+  return {
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    /** The stream's stats in the store. */
+    stats: (stream: string) => store.stats(stream, streams.get(stream)!.counterMetas),
+    async close() {
+      await server.shutdown();
+      localStorage.clear();
+    },
+  };
+}
+
 /**
  * Records what the SDK sends. Every test starts and ends with localStorage empty: Deno keeps it
  * between runs, and a tracker sends what an earlier one kept there.
@@ -111,9 +145,7 @@ Deno.test("the SDK resends a batch answered 409 idempotency_key_in_flight with t
     new Response(null, { status: 202 }),
     Response.json({ error: { code: "counter_changed", message: "…" } }, { status: 409 }),
   ]);
-  const warn = console.warn;
-  const warnings: string[] = [];
-  console.warn = (text: string) => warnings.push(text);
+  const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({
       key: "pk_test",
@@ -130,7 +162,7 @@ Deno.test("the SDK resends a batch answered 409 idempotency_key_in_flight with t
     assert.equal(sent.length, 4);
     assert.deepEqual(warnings, ["edgestream: s refused 1 events: 409"]);
   } finally {
-    console.warn = warn;
+    stopCapture();
     restore();
   }
 });
@@ -177,9 +209,7 @@ Deno.test("the SDK sends a batch answered 413 payload_too_large again in halves"
 
 Deno.test("the SDK drops a batch refused for good (4xx other than 429) without retrying", async () => {
   const { sent, restore } = recordingFetch([new Response(null, { status: 403 })]);
-  const warn = console.warn;
-  const warnings: string[] = [];
-  console.warn = (text: string) => warnings.push(text);
+  const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
     tracker.track("s", {});
@@ -187,7 +217,7 @@ Deno.test("the SDK drops a batch refused for good (4xx other than 429) without r
     assert.equal(sent.length, 1);
     assert.deepEqual(warnings, ["edgestream: s refused 1 events: 403"]);
   } finally {
-    console.warn = warn;
+    stopCapture();
     restore();
   }
 });
@@ -224,8 +254,7 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
 });
 
 Deno.test("the SDK's parts of a batch past a burst all count on a real server, sent one after another", async () => {
-  localStorage.clear();
-  const streams = compileConfig({
+  const server = await serveApp({
     streams: {
       limited: {
         // A part fits once a second: parts sent at once would each use up their one retry.
@@ -234,58 +263,45 @@ Deno.test("the SDK's parts of a batch past a burst all count on a real server, s
       },
     },
   });
-  const store = new MemoryStore();
-  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
-  const warn = console.warn;
-  const warnings: string[] = [];
-  console.warn = (text: string) => warnings.push(text);
+  const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({
       key: "pk_test",
-      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      endpoint: server.endpoint,
       retryBaseMs: 1,
       maxRetries: 1,
     });
     for (let n = 0; n < 12; n++) tracker.track("limited", { n });
     await tracker.flush();
     assert.deepEqual(warnings, []);
-    const stats = await store.stats("limited", streams.get("limited")!.counterMetas);
+    const stats = await server.stats("limited");
     assert.equal(stats.accepted, 12);
   } finally {
-    console.warn = warn;
-    await server.shutdown();
-    localStorage.clear();
+    stopCapture();
+    await server.close();
   }
 });
 
 Deno.test("the SDK splits a batch over the server's 1,000 events a request and every event counts", async () => {
-  localStorage.clear();
-  const streams = compileConfig({
+  const server = await serveApp({
     streams: { big: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
   });
-  const store = new MemoryStore();
-  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
-  const warn = console.warn;
-  const warnings: string[] = [];
-  console.warn = (text: string) => warnings.push(text);
+  const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({
       key: "pk_test",
-      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      endpoint: server.endpoint,
       maxBatch: 2_500,
       flushMs: 60_000,
     });
     for (let n = 0; n < 2_300; n++) tracker.track("big", { n });
     await tracker.flush();
     assert.deepEqual(warnings, []);
-    const stats = await store.stats("big", streams.get("big")!.counterMetas);
+    const stats = await server.stats("big");
     assert.equal(stats.accepted, 2_300);
   } finally {
-    console.warn = warn;
-    await server.shutdown();
-    localStorage.clear();
+    stopCapture();
+    await server.close();
   }
 });
 
@@ -324,9 +340,7 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
     times.push(clock.now);
     return recording(...args);
   }) as typeof fetch;
-  const warn = console.warn;
-  const warnings: string[] = [];
-  console.warn = (text: string) => warnings.push(text);
+  const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
     tracker.track("s", { n: 1 });
@@ -342,7 +356,7 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
       assert.ok(wait >= base && wait <= base * 1.2, `wait ${i}: ${wait} ms, base ${base} ms`);
     });
   } finally {
-    console.warn = warn;
+    stopCapture();
     clock.uninstall();
     restore();
   }
@@ -350,9 +364,7 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
 
 Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and warns when it cannot keep them", async () => {
   const { sent, restore } = recordingFetch([]);
-  const warn = console.warn;
-  const warnings: string[] = [];
-  console.warn = (text: string) => warnings.push(text);
+  const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({
       key: "pk_test",
@@ -390,7 +402,7 @@ Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and wa
     }
     assert.deepEqual(warnings, ["edgestream: lost 1000 events to s: no room to keep them"]);
   } finally {
-    console.warn = warn;
+    stopCapture();
     restore();
   }
 });
