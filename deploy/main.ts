@@ -45,7 +45,7 @@ async function setUp() {
       "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
     );
   }
-  const built = await buildApp(config, { ingestSocketBounds: false });
+  const built = await buildApp(config);
   // The webhook backlog is shared: the isolate that ran the last cron sweep
   // reports it (until its lease ends: over two minutes, two cron runs).
   const backlog = new WebhookBacklogGauges(config.deliveries, { leaseMs: 150_000 });

@@ -93,23 +93,11 @@ export interface ServerApp {
   webhooks: WebhookService;
 }
 
-/** Options for {@linkcode buildApp}. */
-export interface BuildAppOptions {
-  /**
-   * Whether the ingest socket bounds of `EDGESTREAM_INGEST_SOCKETS_*` apply; `deploy/main.ts` has
-   * not passed them (the handler's own defaults apply there). @default {true}
-   */
-  ingestSocketBounds?: boolean;
-}
-
 /**
  * Builds the app from the config, as both entry points do, and loads the webhook endpoints
  * (a store that cannot be reached yet is logged, not thrown).
  */
-export async function buildApp(
-  config: ServerConfig,
-  options: BuildAppOptions = {},
-): Promise<ServerApp> {
+export async function buildApp(config: ServerConfig): Promise<ServerApp> {
   const { streams, store, keys, origins, webhooks } = config;
   // Other instances tail a shared store's log, so running window values are
   // published there even while no subscriber of this instance wants them.
@@ -125,7 +113,7 @@ export async function buildApp(
     connections,
     liveRoutes: {
       subscriptions: config.subscriptions,
-      ...(options.ingestSocketBounds ?? true ? { socket: { slots: config.ingestSockets } } : {}),
+      socket: { slots: config.ingestSockets },
     },
   });
   // Endpoints decide which events ingest logs; know them before the first request.

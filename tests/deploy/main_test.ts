@@ -175,6 +175,38 @@ Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis, li
   }
 });
 
+Deno.test("deploy/main.ts holds WebSocket ingest to EDGESTREAM_INGEST_SOCKETS_PER_KEY, as src/main.ts", async () => {
+  const run = runDeploy({
+    DENO_TIMELINE: "preview/abc123",
+    EDGESTREAM_INGEST_SOCKETS_PER_KEY: "1",
+  });
+  try {
+    const [, port] = await run.seen(/listening on http:\/\/[^\s/"]*?:(\d+)"/);
+    // Open mode: one client address holds one connection.
+    const first = new WebSocket(`ws://127.0.0.1:${port}/v1/streams/orders/ws`);
+    await new Promise((resolve, reject) => {
+      first.onopen = resolve;
+      first.onerror = reject;
+    });
+    const second = await fetch(`http://127.0.0.1:${port}/v1/streams/orders/ws`, {
+      headers: {
+        Upgrade: "websocket",
+        Connection: "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+      },
+    });
+    assert.equal(second.status, 429);
+    assert.equal((await second.json()).error.code, "too_many_ingest_sockets");
+    const closed = new Promise((resolve) => first.onclose = resolve);
+    first.close();
+    await closed;
+  } finally {
+    run.child.kill("SIGTERM");
+    await run.done;
+  }
+});
+
 Deno.test("deploy/main.ts run locally on a port taken says so in one line", async () => {
   const taken = Deno.listen({ hostname: "0.0.0.0", port: 0 });
   try {
