@@ -19,7 +19,7 @@ import {
   type EndpointInput,
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
-import { type Endpoint } from "../store/mod.ts";
+import { type Endpoint, FREE_INTERRUPTIONS, MAX_ATTEMPTS_LOGGED } from "../store/mod.ts";
 import { MAX_EXPRESSION_LENGTH } from "../transform/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
@@ -134,7 +134,7 @@ const AttemptSchema = z.object({
   responseExcerpt: z.string().openapi({ description: "Start of the response body, ≤ 2 KB" }),
   outcome: z.enum(["succeeded", "retrying", "dead", "interrupted"]).openapi({
     description:
-      "`retrying`: a retry is planned; `dead`: none is; `interrupted`: the sending instance stopped before the receiver answered (it may have got this attempt), and the delivery is sent again at once, its status and retry schedule unchanged",
+      `\`retrying\`: a retry is planned; \`dead\`: none is; \`interrupted\`: the sending instance stopped before the receiver answered (it may have got this attempt). The first ${FREE_INTERRUPTIONS} interruptions in a row use no retry: the delivery is sent again at once, its status and retry schedule unchanged. Each later one uses a retry as a failure does: \`nextAttemptAt\` is the retry's time, or null when none is left (the delivery is dead)`,
   }),
   nextAttemptAt: z.string().nullable(),
 }).openapi("DeliveryAttempt");
@@ -148,14 +148,32 @@ const DeliverySchema = z.object({
   stream: z.string().nullable(),
   eventType: z.string(),
   status: z.enum(["pending", "retrying", "succeeded", "dead"]),
-  attempts: z.int(),
+  attempts: z.int().openapi({
+    description: "Attempts made, over every replay, `interrupted` ones included",
+  }),
+  firstAttemptAt: z.string().nullable().openapi({
+    description:
+      "When the first attempt started, over every replay; null before one. Kept when that attempt leaves `attemptLog`",
+  }),
+  interruptions: z.int().openapi({
+    description:
+      `\`interrupted\` attempts in a row since the last that was not (or since a replay); past ${FREE_INTERRUPTIONS}, each uses a retry`,
+  }),
   nextAttemptAt: z.string().nullable(),
-  lastStatus: z.int().nullable(),
-  lastError: z.string().nullable(),
+  lastStatus: z.int().nullable().openapi({
+    description: "HTTP status of the last attempt not `interrupted`; null without a response",
+  }),
+  lastError: z.string().nullable().openapi({
+    description:
+      "Why the last attempt not `interrupted` failed (an interruption is in `attemptLog` only); null after a success",
+  }),
   createdAt: z.string(),
   updatedAt: z.string(),
   payload: z.unknown(),
-  attemptLog: z.array(AttemptSchema).openapi({ description: "Attempts, newest first" }),
+  attemptLog: z.array(AttemptSchema).openapi({
+    description:
+      `The newest ${MAX_ATTEMPTS_LOGGED} attempts, newest first (older ones are dropped)`,
+  }),
 }).openapi("Delivery");
 
 const EndpointParams = z.object({
@@ -440,6 +458,8 @@ function deliveryView(delivery: DeliveryWithAttempts): z.infer<typeof DeliverySc
     eventType: delivery.eventType,
     status: delivery.status,
     attempts: delivery.attempts,
+    firstAttemptAt: iso(delivery.firstAttemptMs),
+    interruptions: delivery.interruptions,
     nextAttemptAt: iso(delivery.nextAttemptMs),
     lastStatus: delivery.lastStatus,
     lastError: delivery.lastError,

@@ -105,15 +105,28 @@ export interface Delivery extends NewDelivery {
   /** Attempts made, over every replay (`interrupted` ones included). */
   attempts: number;
   /**
-   * Attempts made since it was created or last replayed, `interrupted` ones not counted; picks
-   * the retry delay.
+   * Attempts made since it was created or last replayed that used a try (all but the first
+   * {@linkcode FREE_INTERRUPTIONS} `interrupted` ones in a row); picks the retry delay.
    */
   tries: number;
+  /**
+   * `interrupted` attempts in a row: since the last attempt that was not cut off, or since it
+   * was created or last replayed. Past {@linkcode FREE_INTERRUPTIONS}, each uses a try.
+   */
+  interruptions: number;
+  /**
+   * When (ms) its first attempt started, over every replay; null before one. Kept when that
+   * attempt leaves the attempt log (which holds the newest {@linkcode MAX_ATTEMPTS_LOGGED}).
+   */
+  firstAttemptMs: number | null;
   /** When (ms) the next attempt is due; null when none is planned. */
   nextAttemptMs: number | null;
-  /** HTTP status of the last attempt; null before one or when it got no response. */
+  /**
+   * HTTP status of the last attempt that was not cut off (`interrupted` ones are in the attempt
+   * log only); null before one or when it got no response.
+   */
   lastStatus: number | null;
-  /** Why the last attempt failed. */
+  /** Why the last attempt that was not cut off failed; null when it succeeded or before one. */
   lastError: string | null;
   /** Last change (ms). */
   updatedMs: number;
@@ -136,8 +149,10 @@ export interface Attempt {
   /**
    * Where the delivery went: `succeeded`, `retrying` (a retry is planned), `dead` (none is), or
    * `interrupted`: its sender stopped before the receiver answered (which may have got it) and
-   * gave the claim back, so the delivery is sent again at once, its status and retry schedule
-   * unchanged (see {@linkcode DeliveryStore.releaseClaim}).
+   * gave the claim back (see {@linkcode DeliveryStore.releaseClaim}). The first
+   * {@linkcode FREE_INTERRUPTIONS} in a row use no try: the delivery is sent again at once, its
+   * status and retry schedule unchanged. Each one after them uses a try, as a failed attempt
+   * does: `nextAttemptMs` is the retry's time, or null when none is left (the delivery is dead).
    */
   outcome: "succeeded" | "retrying" | "dead" | "interrupted";
   /** When (ms) the next attempt is due; null when none is. */
@@ -196,9 +211,12 @@ export interface ClaimRelease {
   token: string;
   /**
    * The attempt cut off, when its POST had started (the receiver may have got it), to log in
-   * the same step: its `outcome` is `interrupted`. Absent when nothing was sent.
+   * the same step: its `outcome` is `interrupted`. Absent when nothing was sent. With
+   * `usesTry` (the delivery had {@linkcode FREE_INTERRUPTIONS} interruptions in a row already,
+   * as its claim showed), the attempt uses a try: the delivery is `retrying`, due at the
+   * attempt's `nextAttemptMs`, or `dead` when that is null.
    */
-  cutOff?: { attempt: Attempt; nowMs: number };
+  cutOff?: { attempt: Attempt; nowMs: number; usesTry?: boolean };
 }
 
 /** Where a stream's dispatch is: the log cursor and the page being dispatched. */
@@ -455,7 +473,8 @@ export interface DeliveryStore {
   claimDue(options: ClaimOptions): Promise<Claim[]>;
   /**
    * Records an attempt made under a claim: the delivery's new status, the
-   * attempt log, the next due time, and the endpoint's health (disabling it
+   * attempt log (its first attempt's time in `firstAttemptMs`), the next due
+   * time, `interruptions` back to 0, and the endpoint's health (disabling it
    * when asked or when it has failed for too long). Returns whether the claim
    * was still valid, and whether the endpoint got disabled.
    */
@@ -470,12 +489,16 @@ export interface DeliveryStore {
    * that had started), the same step logs that attempt as the attempt log's
    * newest, as {@linkcode recordAttempt} does (at most
    * {@linkcode MAX_ATTEMPTS_LOGGED} kept; the delivery and its log kept for
-   * the retention period from `cutOff.nowMs`), counts it in `attempts`, and
-   * sets `lastStatus`, `lastError` and `updatedMs` from it.
+   * the retention period from `cutOff.nowMs`), counts it in `attempts` and
+   * `interruptions`, sets `firstAttemptMs` when it is the first and
+   * `updatedMs`, and keeps `lastStatus` and `lastError` (the receiver's last
+   * answer or failure). With `cutOff.usesTry` it also counts in `tries`, and
+   * the delivery is `retrying` and due at the attempt's `nextAttemptMs`, or,
+   * when that is null, `dead` (the endpoint's health still unchanged).
    * Returns false, changing nothing, when the token no longer holds the claim.
    */
   releaseClaim(release: ClaimRelease): Promise<boolean>;
-  /** Makes a delivery due now with a fresh retry schedule. */
+  /** Makes a delivery due now with a fresh retry schedule (tries and interruptions 0). */
   retry(deliveryId: string, nowMs: number): Promise<RetryResult>;
   /** Makes an endpoint's `retrying` and `dead` deliveries created since `sinceMs` due now. */
   replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number>;
@@ -489,8 +512,15 @@ export interface DeliveryStore {
   close(): Promise<void>;
 }
 
-/** Most attempts an attempt log keeps per delivery. */
+/** Most attempts an attempt log keeps per delivery: the newest; older ones are dropped. */
 export const MAX_ATTEMPTS_LOGGED = 50;
+
+/**
+ * How many `interrupted` attempts in a row use no try. Each one after them uses a try, so a
+ * delivery cut off at every shutdown (a receiver that never answers before the process stops)
+ * still goes through the retry schedule and dies, instead of being sent again forever.
+ */
+export const FREE_INTERRUPTIONS = 3;
 
 /** How long deliveries and attempt logs are kept by default: 7 days. */
 export const DEFAULT_RETENTION_MS = 7 * 86_400_000;

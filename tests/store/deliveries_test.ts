@@ -149,6 +149,8 @@ const scenarios: Record<string, Scenario> = {
       status: "pending",
       attempts: 0,
       tries: 0,
+      interruptions: 0,
+      firstAttemptMs: null,
       nextAttemptMs: T0,
       lastStatus: null,
       lastError: null,
@@ -359,8 +361,10 @@ const scenarios: Record<string, Scenario> = {
     );
     assert.deepEqual(
       released && [released.lastStatus, released.lastError, released.updatedMs],
-      [null, cut.error, T0 + 6_007],
+      [500, "HTTP 500", T0 + 6_007],
+      "lastStatus and lastError stay the receiver's; the cut-off is in the attempt log",
     );
+    assert.equal(released?.interruptions, 1);
     const log = await store.listAttempts(id);
     assert.deepEqual(log[0], cut);
     assert.deepEqual(log.map((item) => [item.attempt, item.outcome]), [
@@ -420,7 +424,166 @@ const scenarios: Record<string, Scenario> = {
     const log = await store.listAttempts(id);
     assert.equal(log.length, MAX_ATTEMPTS_LOGGED);
     assert.deepEqual([log[0].attempt, log.at(-1)?.attempt], [MAX_ATTEMPTS_LOGGED + 2, 3]);
-    assert.equal((await store.getDelivery(id))?.attempts, MAX_ATTEMPTS_LOGGED + 2);
+    const kept = await store.getDelivery(id);
+    assert.deepEqual(
+      kept && [kept.attempts, kept.firstAttemptMs],
+      [MAX_ATTEMPTS_LOGGED + 2, T0 + 1],
+      "the count and the first attempt's time outlive its log entry",
+    );
+  },
+
+  async "A full attempt log drops its oldest entries for recorded attempts too; firstAttemptMs stays the first's"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    assert.equal((await store.getDelivery(id))?.firstAttemptMs, null, "none before an attempt");
+    const total = MAX_ATTEMPTS_LOGGED + 5;
+    for (let n = 1; n <= total; n++) {
+      const [claim] = await store.claimDue(claimOptions(T0 + n * 10));
+      assert.equal(claim?.delivery.attempts, n - 1);
+      const release = { deliveryId: id, endpointId: "ep_a", token: claim.token };
+      if (n % 2 === 1) {
+        assert.equal(
+          await store.releaseClaim({
+            ...release,
+            cutOff: { attempt: interrupted(n, T0 + n * 10), nowMs: T0 + n * 10 },
+          }),
+          true,
+        );
+      } else {
+        const failed = { ...attempt("retrying", T0 + n * 10 + 1), attempt: n, timeMs: T0 + n * 10 };
+        assert.equal(
+          (await store.recordAttempt({
+            ...release,
+            attempt: failed,
+            nowMs: T0 + n * 10,
+            disableAfterMs: 5 * DAY,
+            failingReason: "Failing",
+          })).recorded,
+          true,
+        );
+      }
+    }
+    const log = await store.listAttempts(id);
+    assert.deepEqual(
+      log.map((item) => item.attempt),
+      Array.from({ length: MAX_ATTEMPTS_LOGGED }, (_, i) => total - i),
+      "the newest kept, newest first",
+    );
+    const kept = await store.getDelivery(id);
+    assert.deepEqual(kept && [kept.attempts, kept.firstAttemptMs], [total, T0 + 10]);
+    // A replay starts a fresh schedule, not a fresh history.
+    assert.equal(await store.retry(id, T0 + DAY), "requeued");
+    const replayed = await store.getDelivery(id);
+    assert.deepEqual(replayed && [replayed.attempts, replayed.firstAttemptMs], [total, T0 + 10]);
+  },
+
+  async "releaseClaim() counts interruptions in a row; a recorded attempt and a retry start them over"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const cutOnce = async (n: number) => {
+      const [claim] = await store.claimDue(claimOptions(T0 + n));
+      assert.equal(
+        await store.releaseClaim({
+          deliveryId: id,
+          endpointId: "ep_a",
+          token: claim.token,
+          cutOff: { attempt: interrupted(n, T0 + n), nowMs: T0 + n },
+        }),
+        true,
+      );
+      return (await store.getDelivery(id))!;
+    };
+    assert.equal((await store.getDelivery(id))?.interruptions, 0);
+    assert.equal((await cutOnce(1)).interruptions, 1);
+    assert.equal((await cutOnce(2)).interruptions, 2);
+    const [claim] = await store.claimDue(claimOptions(T0 + 3));
+    assert.equal(claim.delivery.interruptions, 2, "the claim shows them");
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: { ...attempt("retrying", T0 + 4), attempt: 3, timeMs: T0 + 3 },
+      nowMs: T0 + 3,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.equal((await store.getDelivery(id))?.interruptions, 0, "an answer starts them over");
+    assert.equal((await cutOnce(4)).interruptions, 1);
+    assert.equal(await store.retry(id, T0 + 5), "requeued");
+    const retried = (await store.getDelivery(id))!;
+    assert.deepEqual([retried.tries, retried.interruptions], [0, 0], "a retry starts them over");
+  },
+
+  async "releaseClaim() with a cut-off that uses a try: tries + 1, retrying at its time, then dead"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const [claim] = await store.claimDue(claimOptions(T0));
+    assert.equal(claim.delivery.id, id);
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("retrying", T0 + 5_000),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    const [retry] = await store.claimDue(claimOptions(T0 + 5_000));
+    const usedTry = { ...interrupted(2, T0 + 5_000), nextAttemptMs: T0 + 305_000 };
+    assert.equal(
+      await store.releaseClaim({
+        deliveryId: id,
+        endpointId: "ep_a",
+        token: retry.token,
+        cutOff: { attempt: usedTry, nowMs: T0 + 5_007, usesTry: true },
+      }),
+      true,
+    );
+    const retrying = (await store.getDelivery(id))!;
+    assert.deepEqual(
+      [retrying.status, retrying.attempts, retrying.tries, retrying.interruptions],
+      ["retrying", 2, 2, 1],
+    );
+    assert.deepEqual(
+      [retrying.nextAttemptMs, retrying.lastStatus, retrying.lastError],
+      [T0 + 305_000, 500, "HTTP 500"],
+    );
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + 305_000 - 1)), [], "not due before it");
+    assert.equal((await store.getEndpoint("ep_a"))?.failingSinceMs, T0, "health unchanged");
+
+    const [last] = await store.claimDue(claimOptions(T0 + 305_000));
+    assert.equal(last.delivery.id, id);
+    const noneLeft = { ...interrupted(3, T0 + 305_000), nextAttemptMs: null };
+    assert.equal(
+      await store.releaseClaim({
+        deliveryId: id,
+        endpointId: "ep_a",
+        token: last.token,
+        cutOff: { attempt: noneLeft, nowMs: T0 + 305_007, usesTry: true },
+      }),
+      true,
+    );
+    const dead = (await store.getDelivery(id))!;
+    assert.deepEqual(
+      [dead.status, dead.attempts, dead.tries, dead.interruptions, dead.nextAttemptMs],
+      ["dead", 3, 3, 2, null],
+    );
+    assert.deepEqual(await store.listAttempts(id).then((log) => log[0]), noneLeft);
+    assert.deepEqual(await store.claimDue(claimOptions(T0 + DAY)), [], "never claimed again");
+    assert.deepEqual(await store.countDeliveries(), { pending: 0, dead: 1 });
+    assert.deepEqual(
+      (await store.listDeliveries("ep_a", { limit: 10, status: "dead" })).items.map((d) => d.id),
+      [id],
+    );
   },
 
   async "claimDue() keeps each endpoint under its concurrency cap, across claims"(store) {

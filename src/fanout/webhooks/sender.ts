@@ -9,7 +9,13 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { Attempt, Claim, ClaimOptions, DeliveryStore } from "../../store/deliveries.ts";
+import {
+  type Attempt,
+  type Claim,
+  type ClaimOptions,
+  type DeliveryStore,
+  FREE_INTERRUPTIONS,
+} from "../../store/deliveries.ts";
 import { recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
@@ -375,7 +381,10 @@ export class Sender {
    * With `posted` (when the cut-off POST started: wall clock, and
    * `performance.now()`), logs that attempt in the same step, outcome
    * `interrupted`: counted in the delivery's `attempts` and in the attempts
-   * metric, not in its tries (the retry schedule) nor in its status.
+   * metric. The first {@linkcode FREE_INTERRUPTIONS} in a row use no try
+   * (the retry schedule and status stay); each later one uses a try as a
+   * failure does (retried on the schedule, or dead when none is left), so a
+   * delivery cut off at every shutdown cannot be sent again forever.
    */
   async #release(claim: Claim, posted?: { startMs: number; started: number }): Promise<null> {
     const release = {
@@ -389,17 +398,32 @@ export class Sender {
     }
     const elapsedMs = performance.now() - posted.started;
     const nowMs = this.#now();
+    const { delivery } = claim;
+    const cutOff = "Cut off: this instance stopped before the receiver answered";
+    const usesTry = delivery.interruptions >= FREE_INTERRUPTIONS;
+    let error = `${cutOff}; sent again at once`;
+    let nextAttemptMs: number | null = nowMs;
+    if (usesTry) {
+      const delay = retryDelayMs(delivery.tries + 1, this.#retry);
+      const nth = `interruption ${
+        delivery.interruptions + 1
+      } in a row (over ${FREE_INTERRUPTIONS})`;
+      nextAttemptMs = delay === null ? null : nowMs + delay;
+      error = delay === null
+        ? `${cutOff}; ${nth} uses a try, and none is left: dead`
+        : `${cutOff}; ${nth} uses a try: retried on the schedule`;
+    }
     const attempt: Attempt = {
-      attempt: claim.delivery.attempts + 1,
+      attempt: delivery.attempts + 1,
       timeMs: posted.startMs,
       durationMs: Math.round(elapsedMs),
       status: null,
-      error: "Cut off: this instance stopped before the receiver answered; sent again at once",
+      error,
       responseExcerpt: "",
       outcome: "interrupted",
-      nextAttemptMs: nowMs,
+      nextAttemptMs,
     };
-    if (await this.#store.releaseClaim({ ...release, cutOff: { attempt, nowMs } })) {
+    if (await this.#store.releaseClaim({ ...release, cutOff: { attempt, nowMs, usesTry } })) {
       recordWebhookDelivery("interrupted", elapsedMs / 1000);
       this.#onAttempt(claim, attempt, false);
     }

@@ -226,6 +226,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
           status: "pending",
           attempts: 0,
           tries: 0,
+          interruptions: 0,
+          firstAttemptMs: null,
           nextAttemptMs: item.createdMs,
           lastStatus: null,
           lastError: null,
@@ -407,6 +409,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
       status: attempt.outcome,
       attempts: stored.delivery.attempts + 1,
       tries: stored.delivery.tries + 1,
+      interruptions: 0,
+      firstAttemptMs: stored.delivery.firstAttemptMs ?? attempt.timeMs,
       nextAttemptMs: attempt.nextAttemptMs,
       lastStatus: attempt.status,
       lastError: attempt.error,
@@ -452,19 +456,31 @@ export class MemoryDeliveryStore implements DeliveryStore {
     if (!stored || stored.claim?.token !== release.token) return Promise.resolve(false);
     stored.claim = null;
     this.#inflight.get(release.endpointId)?.delete(release.deliveryId);
-    this.#queueOf(release.endpointId).set(
-      release.deliveryId,
-      stored.delivery.nextAttemptMs ?? this.#now(),
-    );
+    const queue = this.#queueOf(release.endpointId);
+    queue.set(release.deliveryId, stored.delivery.nextAttemptMs ?? this.#now());
     if (release.cutOff) {
-      const { attempt, nowMs } = release.cutOff;
-      Object.assign(stored.delivery, {
-        attempts: stored.delivery.attempts + 1,
-        lastStatus: attempt.status,
-        lastError: attempt.error,
+      const { attempt, nowMs, usesTry } = release.cutOff;
+      const delivery = stored.delivery;
+      // lastStatus and lastError stay the receiver's: the cut-off is in the attempt log.
+      Object.assign(delivery, {
+        attempts: delivery.attempts + 1,
+        interruptions: delivery.interruptions + 1,
+        firstAttemptMs: delivery.firstAttemptMs ?? attempt.timeMs,
         updatedMs: nowMs,
       });
       this.#logAttempt(stored, attempt, nowMs);
+      if (usesTry) {
+        delivery.tries += 1;
+        delivery.nextAttemptMs = attempt.nextAttemptMs;
+        if (attempt.nextAttemptMs === null) {
+          delivery.status = "dead";
+          queue.delete(release.deliveryId);
+          this.#markDead(stored);
+        } else {
+          delivery.status = "retrying";
+          queue.set(release.deliveryId, attempt.nextAttemptMs);
+        }
+      }
     }
     return Promise.resolve(true);
   }
@@ -493,6 +509,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     Object.assign(stored.delivery, {
       status: "pending",
       tries: 0,
+      interruptions: 0,
       nextAttemptMs: nowMs,
       updatedMs: nowMs,
     });

@@ -9,9 +9,10 @@
  *   `rate` (deliveries/s, absent for no limit).
  * - `endpoints` — zset of endpoint ids by creation time.
  * - `d:<id>` — delivery hash: `id`, `mid`, `ep`, `stream`, `type`, `payload`, `created`,
- *   `status`, `attempts`, `tries`, `next`, `lst` (last HTTP status), `lerr`, `updated`,
+ *   `status`, `attempts`, `tries`, `intr` (interruptions in a row; absent for 0), `first` (first
+ *   attempt's start, ms; absent before one), `next`, `lst` (last HTTP status), `lerr`, `updated`,
  *   and while claimed `claim` (token) and `until` (lease end); PX = retention.
- * - `a:<id>` — attempt log, newest first, JSON per attempt; PX = retention.
+ * - `a:<id>` — attempt log, newest first, JSON per attempt, the newest 50 kept; PX = retention.
  * - `q:<ep>` — due queue: zset delivery id → due time (claimed ones at their lease end).
  * - `qe` — zset endpoint id → earliest due time of its queue: which endpoints have work.
  * - `f:<ep>` — in flight: zset delivery id → lease end.
@@ -401,7 +402,7 @@ end
 local function requeue(key, d, now, retention)
   redis.call("ZREM", deadKey(d.ep), d.id)
   redis.call("HSET", key, "status", "pending", "tries", "0", "next", num(now), "updated", num(now))
-  redis.call("HDEL", key, "claim", "until")
+  redis.call("HDEL", key, "claim", "until", "intr")
   redis.call("PEXPIRE", key, retention)
   local queue = queueKey(d.ep)
   redis.call("ZADD", queue, num(now), d.id)
@@ -668,7 +669,8 @@ return cjson.encode(claims)
 
 /**
  * Records an attempt. ARGV[1]: `{id, ep, token, now, outcome, next|false, status|false,
- * err|false, attempt (JSON), retention, maxLog, disable|false, disableAfter, failingReason}`.
+ * err|false, attempt (JSON), at (its start), retention, maxLog, disable|false, disableAfter,
+ * failingReason}`. Sets `first` when the delivery had none and clears `intr`.
  * Returns JSON `[recorded (0/1), disabled (0/1)]`; the same call again (its one-time token `tk`
  * seen) the first one's.
  */
@@ -680,7 +682,7 @@ local disableReason, disableAfter, failingReason = args.disable, args.disableAft
 local key = deliveryKey(id)
 local callKey, first = callReply(args.tk)
 if first then return first end
-local stored = readKey("hash", "HMGET", key, "claim", "attempts", "tries")
+local stored = readKey("hash", "HMGET", key, "claim", "attempts", "tries", "first")
 if stored[1] ~= token then return cjson.encode({ 0, 0 }) end
 expectCounters(key, { "attempts", "tries" }, { stored[2], stored[3] })
 expectType(attemptsKey(id), "list")
@@ -696,7 +698,8 @@ redis.call("HSET", key, "status", outcome,
   "lst", (httpStatus == false) and "" or num(httpStatus),
   "lerr", (lastError == false) and "" or lastError,
   "updated", num(now))
-redis.call("HDEL", key, "claim", "until")
+if not stored[4] then redis.call("HSET", key, "first", num(args.at)) end
+redis.call("HDEL", key, "claim", "until", "intr")
 redis.call("PEXPIRE", key, retention)
 logAttempt(id, attempt, maxLog, retention)
 redis.call("ZREM", inFlightKey(ep), id)
@@ -731,39 +734,58 @@ return keepReply(callKey, cjson.encode({ 1, disabled }))
 `;
 
 /**
- * Gives a claim back. ARGV[1]: `{id, ep, token, now, cut: {attempt (JSON), status|false, err|false,
- * now, retention, maxLog} | false}`. When the token holds the claim, the delivery is due again at
- * its `next` (now when it has none) and leaves the in-flight set; with `cut` (an attempt cut off
- * after its POST started) the attempt is logged as the record script logs one and counted in
- * `attempts`, setting `lst`, `lerr` and `updated`, status and tries kept. Returns 1, or 0 when the
- * token no longer holds it.
+ * Gives a claim back. ARGV[1]: `{id, ep, token, now, cut: {attempt (JSON), at (its start),
+ * next|false, usesTry, now, retention, maxLog} | false}`. When the token holds the claim, the
+ * delivery is due again at its `next` (now when it has none) and leaves the in-flight set; with
+ * `cut` (an attempt cut off after its POST started) the attempt is logged as the record script
+ * logs one and counted in `attempts` and `intr`, setting `first` when absent and `updated`,
+ * keeping `lst` and `lerr`; with `cut.usesTry` also in `tries`, the delivery then `retrying` and
+ * due at `cut.next`, or `dead` when it is false. Returns 1, or 0 when the token no longer holds
+ * it.
  */
 export const RELEASE_CLAIM_SCRIPT = COMMON + `
 local id, ep, token, now, cut = args.id, args.ep, args.token, args.now, args.cut
 local key = deliveryKey(id)
-local stored = readKey("hash", "HMGET", key, "claim", "next", "attempts")
+local stored = readKey("hash", "HMGET", key, "claim", "next", "attempts", "intr", "tries", "first")
 if stored[1] ~= token then return 0 end
-expectZsets(queueKey(ep), inFlightKey(ep), DUE_ENDPOINTS_KEY)
+local queue = queueKey(ep)
+expectZsets(queue, inFlightKey(ep), DUE_ENDPOINTS_KEY)
+local usesTry = cut ~= false and cut.usesTry == true
 if cut ~= false then
-  expectCounters(key, { "attempts" }, { stored[3] })
+  expectCounters(key, { "attempts", "intr" }, { stored[3], stored[4] })
   expectType(attemptsKey(id), "list")
+  if usesTry then expectCounters(key, { "tries" }, { stored[5] }) end
+  if usesTry and cut.next == false then expectType(deadKey(ep), "zset") end
 end
 -- A next that is no number (NaN, which ZADD refuses, included) is now.
 local due = tonumber(stored[2])
 if due == nil or due ~= due then due = now end
 redis.call("HDEL", key, "claim", "until")
-redis.call("ZADD", queueKey(ep), num(due), id)
 redis.call("ZREM", inFlightKey(ep), id)
-refresh(ep)
 if cut ~= false then
   redis.call("HINCRBY", key, "attempts", 1)
-  redis.call("HSET", key,
-    "lst", (cut.status == false) and "" or num(cut.status),
-    "lerr", (cut.err == false) and "" or cut.err,
-    "updated", num(cut.now))
+  redis.call("HINCRBY", key, "intr", 1)
+  -- lst and lerr stay the receiver's last answer or failure: the cut-off is in the attempt log.
+  redis.call("HSET", key, "updated", num(cut.now))
+  if not stored[6] then redis.call("HSET", key, "first", num(cut.at)) end
   redis.call("PEXPIRE", key, cut.retention)
   logAttempt(id, cut.attempt, cut.maxLog, cut.retention)
 end
+if usesTry then
+  redis.call("HINCRBY", key, "tries", 1)
+  if cut.next == false then
+    redis.call("HSET", key, "status", "dead", "next", "")
+    redis.call("ZREM", queue, id)
+    markDead(ep, id, key, cut.now, cut.retention)
+  else
+    redis.call("HSET", key, "status", "retrying", "next", num(cut.next))
+    redis.call("ZADD", queue, num(cut.next), id)
+    redis.call("PEXPIRE", queue, cut.retention)
+  end
+else
+  redis.call("ZADD", queue, num(due), id)
+end
+refresh(ep)
 return 1
 `;
 

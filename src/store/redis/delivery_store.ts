@@ -110,6 +110,8 @@ function toDelivery(hash: Hash): Delivery {
     status: hash.status as DeliveryStatus,
     attempts: Number(hash.attempts),
     tries: Number(hash.tries),
+    interruptions: Number(hash.intr ?? 0),
+    firstAttemptMs: optionalNumber(hash.first),
     nextAttemptMs: optionalNumber(hash.next),
     lastStatus: optionalNumber(hash.lst),
     lastError: hash.lerr ? hash.lerr : null,
@@ -414,6 +416,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         status: attempt.status ?? false,
         err: attempt.error ?? false,
         attempt: JSON.stringify(attempt),
+        at: attempt.timeMs,
         retention: this.#retentionMs,
         maxLog: MAX_ATTEMPTS_LOGGED,
         tk: crypto.randomUUID(),
@@ -435,8 +438,9 @@ export class RedisDeliveryStore implements DeliveryStore {
       cut: cutOff
         ? {
           attempt: JSON.stringify(cutOff.attempt),
-          status: cutOff.attempt.status ?? false,
-          err: cutOff.attempt.error ?? false,
+          at: cutOff.attempt.timeMs,
+          next: cutOff.attempt.nextAttemptMs ?? false,
+          usesTry: cutOff.usesTry === true,
           now: cutOff.nowMs,
           retention: this.#retentionMs,
           maxLog: MAX_ATTEMPTS_LOGGED,

@@ -187,6 +187,113 @@ Deno.test("Sender.close(signal) cuts off a POST its receiver holds: the claim is
   }
 });
 
+Deno.test("A delivery cut off at every shutdown uses a try from its fourth interruption in a row on, and dies when none is left", async () => {
+  const clock = { now: T0 };
+  const now = () => clock.now;
+  const deliveries = new MemoryDeliveryStore({ now });
+  const receiver = await Receiver.start(now);
+  const { promise: never, resolve: release } = Promise.withResolvers<void>();
+  // A receiver that never answers before the process stops.
+  receiver.respond = async () => {
+    await never;
+    return new Response(null, { status: 204 });
+  };
+  const policy = new UrlPolicy({ allow: ["127.0.0.1"] });
+  const schedule = [0, 5_000];
+  try {
+    const endpoint = config("ep_a", { url: receiver.url() });
+    receiver.secrets = [endpoint.secrets[0].secret];
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const seen: [string, number, number, number][] = [];
+    // Each instance sends it and is stopped before the receiver answers; a bound on instances
+    // fails the test where the delivery would be sent again forever.
+    for (let instance = 1; instance <= 20; instance++) {
+      const sender = new Sender(deliveries, { policy, now, schedule, jitter: 0 });
+      sender.kick();
+      await receiver.waitFor(instance);
+      await sender.close({ signal: AbortSignal.abort() });
+      const cut = (await deliveries.getDelivery(id))!;
+      seen.push([cut.status, cut.attempts, cut.tries, cut.interruptions]);
+      if (cut.status === "dead") break;
+      if (cut.nextAttemptMs !== null) clock.now = Math.max(clock.now, cut.nextAttemptMs);
+    }
+    assert.deepEqual(seen, [
+      ["pending", 1, 0, 1],
+      ["pending", 2, 0, 2],
+      ["pending", 3, 0, 3],
+      ["retrying", 4, 1, 4],
+      ["dead", 5, 2, 5],
+    ]);
+    const log = await deliveries.listAttempts(id);
+    assert.deepEqual(log.map((item) => [item.attempt, item.outcome, item.nextAttemptMs]), [
+      [5, "interrupted", null],
+      [4, "interrupted", T0 + 5_000],
+      [3, "interrupted", T0],
+      [2, "interrupted", T0],
+      [1, "interrupted", T0],
+    ]);
+    assert.match(log[0].error!, /interruption 5 in a row \(over 3\) uses a try, and none is left/);
+    const dead = (await deliveries.getDelivery(id))!;
+    assert.deepEqual([dead.lastStatus, dead.lastError, dead.nextAttemptMs], [null, null, null]);
+    assert.deepEqual(
+      await deliveries.claimDue({
+        nowMs: T0 + 86_400_000,
+        limit: 1,
+        leaseMs: 30_000,
+        maxConcurrency: 8,
+      }),
+      [],
+      "no longer sent",
+    );
+    assert.deepEqual(await deliveries.countDeliveries(), { pending: 0, dead: 1 });
+  } finally {
+    release();
+    await receiver.close();
+  }
+});
+
+Deno.test("An interrupted attempt keeps the delivery's lastStatus and lastError: the receiver's last failure", async () => {
+  const clock = { now: T0 };
+  const now = () => clock.now;
+  const deliveries = new MemoryDeliveryStore({ now });
+  const receiver = await Receiver.start(now);
+  const { promise: never, resolve: release } = Promise.withResolvers<void>();
+  receiver.respond = async (_request, index) => {
+    if (index === 0) return new Response("down", { status: 503 });
+    await never;
+    return new Response(null, { status: 204 });
+  };
+  const policy = new UrlPolicy({ allow: ["127.0.0.1"] });
+  try {
+    const endpoint = config("ep_a", { url: receiver.url() });
+    receiver.secrets = [endpoint.secrets[0].secret];
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const first = new Sender(deliveries, { policy, now, jitter: 0 });
+    assert.deepEqual(await first.deliverDue(), { attempted: 1, succeeded: 0, failed: 1 });
+    await first.close();
+    const failed = (await deliveries.getDelivery(id))!;
+    assert.deepEqual([failed.lastStatus, failed.lastError], [503, "HTTP 503"]);
+    clock.now = failed.nextAttemptMs!;
+    const second = new Sender(deliveries, { policy, now, jitter: 0 });
+    second.kick();
+    await receiver.waitFor(2);
+    await second.close({ signal: AbortSignal.abort() });
+    const cut = (await deliveries.getDelivery(id))!;
+    assert.deepEqual(
+      [cut.status, cut.attempts, cut.tries, cut.interruptions, cut.lastStatus, cut.lastError],
+      ["retrying", 2, 1, 1, 503, "HTTP 503"],
+    );
+    assert.equal((await deliveries.listAttempts(id))[0].outcome, "interrupted");
+  } finally {
+    release();
+    await receiver.close();
+  }
+});
+
 Deno.test("Sender.close(signal) during the URL check gives the claim back with nothing logged: nothing was sent", async () => {
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
   const { promise: resolved, resolve } = Promise.withResolvers<string[]>();
