@@ -300,6 +300,42 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.getDelivery(first.delivery.id))?.attempts, 1);
   },
 
+  async "releaseClaim() after its lease lapsed and another claim took the delivery gives back nothing, logs nothing"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1)]);
+    const id = delivery(1).id;
+    const capped = { ...claimOptions(T0), maxConcurrency: 1 };
+    const [late] = await store.claimDue(capped);
+    // The lease lapses; a second claimant takes the delivery.
+    const [holder] = await store.claimDue({ ...capped, nowMs: T0 + LEASE + 1 });
+    assert.equal(holder?.delivery.id, id);
+    assert.notEqual(holder.token, late.token);
+    const before = await store.getDelivery(id);
+    const lateRelease = { deliveryId: id, endpointId: "ep_a", token: late.token };
+    assert.equal(await store.releaseClaim(lateRelease), false);
+    assert.equal(
+      await store.releaseClaim({
+        ...lateRelease,
+        cutOff: { attempt: interrupted(1, T0), nowMs: T0 + LEASE + 2 },
+      }),
+      false,
+    );
+    assert.deepEqual(await store.getDelivery(id), before, "nothing changed");
+    assert.deepEqual(await store.listAttempts(id), [], "nothing logged");
+    assert.deepEqual(
+      await store.claimDue({ ...capped, nowMs: T0 + LEASE + 3 }),
+      [],
+      "the holder keeps its claim and its endpoint's slot",
+    );
+    assert.equal(
+      await store.releaseClaim({ deliveryId: id, endpointId: "ep_a", token: holder.token }),
+      true,
+      "the holder's own release still works",
+    );
+  },
+
   async "releaseClaim() of a retry keeps its retry status and due time"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([delivery(1)]);
@@ -1522,6 +1558,37 @@ redisTest(
       // Recorded, and the endpoint disabled, by the first send: the client is told so.
       assert.deepEqual(reply, { recorded: true, disabled: true });
       assert.equal((await store.getDelivery(gone.delivery.id))?.attempts, 1);
+    }),
+);
+
+redisTest(
+  "RedisDeliveryStore: a claim release the client sends again after its connection was lost answers as the first",
+  (fixture) =>
+    viaDroppingProxy(fixture, async ({ store, direct, proxy }) => {
+      await direct.putEndpoint(config("ep_a"), { expectVersion: null });
+      await direct.createDeliveries([delivery(1), delivery(2)]);
+      const claims = await direct.claimDue(claimOptions(T0));
+      const [plain, cut] = claims.map((claim) => ({
+        deliveryId: claim.delivery.id,
+        endpointId: "ep_a",
+        token: claim.token,
+      }));
+      // The script in Redis's cache first, so the dropped request is the EVALSHA that runs it.
+      assert.equal(await store.releaseClaim({ ...plain, token: "none" }), false);
+      proxy.dropNextConnection(() => true);
+      assert.equal(await store.releaseClaim(plain), true, "given back by the first send");
+      assert.equal(proxy.dropped, 1);
+
+      proxy.dropNextConnection(() => true);
+      const cutOff = { attempt: interrupted(1, T0), nowMs: T0 + 7 };
+      assert.equal(await store.releaseClaim({ ...cut, cutOff }), true);
+      assert.equal(proxy.dropped, 2);
+      // Logged and counted once.
+      assert.deepEqual(await store.listAttempts(cut.deliveryId), [interrupted(1, T0)]);
+      const released = await store.getDelivery(cut.deliveryId);
+      assert.deepEqual(released && [released.attempts, released.interruptions], [1, 1]);
+      // Another release with that token is another call: nothing is left to give back.
+      assert.equal(await store.releaseClaim(plain), false);
     }),
 );
 

@@ -734,16 +734,19 @@ return keepReply(callKey, cjson.encode({ 1, disabled }))
 `;
 
 /**
- * Gives a claim back. ARGV[1]: `{id, ep, token, now, cut: {attempt (JSON), at (its start),
+ * Gives a claim back. ARGV[1]: `{id, ep, token, now, tk, cut: {attempt (JSON), at (its start),
  * next|false, usesTry, now, retention, maxLog} | false}`. When the token holds the claim, the
  * delivery is due again at its `next` (now when it has none) and leaves the in-flight set; with
  * `cut` (an attempt cut off after its POST started) the attempt is logged as the record script
  * logs one and counted in `attempts` and `intr`, setting `first` when absent and `updated`,
  * keeping `lst` and `lerr`; with `cut.usesTry` also in `tries`, the delivery then `retrying` and
  * due at `cut.next`, or `dead` when it is false. Returns 1, or 0 when the token no longer holds
- * it.
+ * it; the same call again (its one-time token `tk` seen) the first one's answer, so a send
+ * repeated after one that gave the claim back does not report it lost.
  */
 export const RELEASE_CLAIM_SCRIPT = COMMON + `
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local id, ep, token, now, cut = args.id, args.ep, args.token, args.now, args.cut
 local key = deliveryKey(id)
 local stored = readKey("hash", "HMGET", key, "claim", "next", "attempts", "intr", "tries", "first")
@@ -786,7 +789,7 @@ else
   redis.call("ZADD", queue, num(due), id)
 end
 refresh(ep)
-return 1
+return tonumber(keepReply(callKey, "1"))
 `;
 
 /**

@@ -435,6 +435,7 @@ export class RedisDeliveryStore implements DeliveryStore {
       ep: release.endpointId,
       token: release.token,
       now: this.#now(),
+      tk: crypto.randomUUID(),
       cut: cutOff
         ? {
           attempt: JSON.stringify(cutOff.attempt),
