@@ -115,8 +115,9 @@ export interface Delivery extends NewDelivery {
    */
   interruptions: number;
   /**
-   * When (ms) its first attempt started, over every replay; null before one. Kept when that
-   * attempt leaves the attempt log (which holds the newest {@linkcode MAX_ATTEMPTS_LOGGED}).
+   * When (ms) its first attempt started, over every replay; null before one (and, on Redis, for
+   * a delivery first attempted before this was recorded). Kept when that attempt leaves the
+   * attempt log (which holds the newest {@linkcode MAX_ATTEMPTS_LOGGED}).
    */
   firstAttemptMs: number | null;
   /** When (ms) the next attempt is due; null when none is planned. */

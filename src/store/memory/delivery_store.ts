@@ -410,7 +410,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
       attempts: stored.delivery.attempts + 1,
       tries: stored.delivery.tries + 1,
       interruptions: 0,
-      firstAttemptMs: stored.delivery.firstAttemptMs ?? attempt.timeMs,
+      firstAttemptMs: stored.delivery.attempts === 0
+        ? attempt.timeMs
+        : stored.delivery.firstAttemptMs,
       nextAttemptMs: attempt.nextAttemptMs,
       lastStatus: attempt.status,
       lastError: attempt.error,
@@ -465,7 +467,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
       Object.assign(delivery, {
         attempts: delivery.attempts + 1,
         interruptions: delivery.interruptions + 1,
-        firstAttemptMs: delivery.firstAttemptMs ?? attempt.timeMs,
+        firstAttemptMs: delivery.attempts === 0 ? attempt.timeMs : delivery.firstAttemptMs,
         updatedMs: nowMs,
       });
       this.#logAttempt(stored, attempt, nowMs);

@@ -10,7 +10,8 @@
  * - `endpoints` — zset of endpoint ids by creation time.
  * - `d:<id>` — delivery hash: `id`, `mid`, `ep`, `stream`, `type`, `payload`, `created`,
  *   `status`, `attempts`, `tries`, `intr` (interruptions in a row; absent for 0), `first` (first
- *   attempt's start, ms; absent before one), `next`, `lst` (last HTTP status), `lerr`, `updated`,
+ *   attempt's start, ms; absent before one, and for a delivery attempted before the field was
+ *   written), `next`, `lst` (last HTTP status), `lerr`, `updated`,
  *   and while claimed `claim` (token) and `until` (lease end); PX = retention.
  * - `a:<id>` — attempt log, newest first, JSON per attempt, the newest 50 kept; PX = retention.
  * - `q:<ep>` — due queue: zset delivery id → due time (claimed ones at their lease end).
@@ -670,7 +671,7 @@ return cjson.encode(claims)
 /**
  * Records an attempt. ARGV[1]: `{id, ep, token, now, outcome, next|false, status|false,
  * err|false, attempt (JSON), at (its start), retention, maxLog, disable|false, disableAfter,
- * failingReason}`. Sets `first` when the delivery had none and clears `intr`.
+ * failingReason}`. Sets `first` on the first attempt (`attempts` 0) and clears `intr`.
  * Returns JSON `[recorded (0/1), disabled (0/1)]`; the same call again (its one-time token `tk`
  * seen) the first one's.
  */
@@ -682,7 +683,7 @@ local disableReason, disableAfter, failingReason = args.disable, args.disableAft
 local key = deliveryKey(id)
 local callKey, first = callReply(args.tk)
 if first then return first end
-local stored = readKey("hash", "HMGET", key, "claim", "attempts", "tries", "first")
+local stored = readKey("hash", "HMGET", key, "claim", "attempts", "tries")
 if stored[1] ~= token then return cjson.encode({ 0, 0 }) end
 expectCounters(key, { "attempts", "tries" }, { stored[2], stored[3] })
 expectType(attemptsKey(id), "list")
@@ -698,7 +699,7 @@ redis.call("HSET", key, "status", outcome,
   "lst", (httpStatus == false) and "" or num(httpStatus),
   "lerr", (lastError == false) and "" or lastError,
   "updated", num(now))
-if not stored[4] then redis.call("HSET", key, "first", num(args.at)) end
+if tonumber(stored[2]) == 0 then redis.call("HSET", key, "first", num(args.at)) end
 redis.call("HDEL", key, "claim", "until", "intr")
 redis.call("PEXPIRE", key, retention)
 logAttempt(id, attempt, maxLog, retention)
@@ -738,7 +739,7 @@ return keepReply(callKey, cjson.encode({ 1, disabled }))
  * next|false, usesTry, now, retention, maxLog} | false}`. When the token holds the claim, the
  * delivery is due again at its `next` (now when it has none) and leaves the in-flight set; with
  * `cut` (an attempt cut off after its POST started) the attempt is logged as the record script
- * logs one and counted in `attempts` and `intr`, setting `first` when absent and `updated`,
+ * logs one and counted in `attempts` and `intr`, setting `first` on the first attempt and `updated`,
  * keeping `lst` and `lerr`; with `cut.usesTry` also in `tries`, the delivery then `retrying` and
  * due at `cut.next`, or `dead` when it is false. Returns 1, or 0 when the token no longer holds
  * it; the same call again (its one-time token `tk` seen) the first one's answer, so a send
@@ -749,7 +750,7 @@ local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local id, ep, token, now, cut = args.id, args.ep, args.token, args.now, args.cut
 local key = deliveryKey(id)
-local stored = readKey("hash", "HMGET", key, "claim", "next", "attempts", "intr", "tries", "first")
+local stored = readKey("hash", "HMGET", key, "claim", "next", "attempts", "intr", "tries")
 if stored[1] ~= token then return 0 end
 local queue = queueKey(ep)
 expectZsets(queue, inFlightKey(ep), DUE_ENDPOINTS_KEY)
@@ -770,7 +771,7 @@ if cut ~= false then
   redis.call("HINCRBY", key, "intr", 1)
   -- lst and lerr stay the receiver's last answer or failure: the cut-off is in the attempt log.
   redis.call("HSET", key, "updated", num(cut.now))
-  if not stored[6] then redis.call("HSET", key, "first", num(cut.at)) end
+  if tonumber(stored[3]) == 0 then redis.call("HSET", key, "first", num(cut.at)) end
   redis.call("PEXPIRE", key, cut.retention)
   logAttempt(id, cut.attempt, cut.maxLog, cut.retention)
 end

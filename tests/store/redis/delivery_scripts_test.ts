@@ -344,6 +344,47 @@ for (const [what, key] of [["the attempt log a string", "a"], ["attempts no inte
   );
 }
 
+redisTest(
+  "a delivery attempted before intr and first were written reads as 0 interruptions and no first time, and gets none later",
+  async (fixture) => {
+    const store = deliveryStore(fixture);
+    const claim = await oneClaim(store);
+    const key = `${P}d:${claim.delivery.id}`;
+    // As a delivery hash looked before these fields: attempted 3 times, none of them logged now.
+    await send(fixture, "HSET", key, "attempts", "3", "tries", "3");
+    await send(fixture, "HDEL", key, "intr", "first");
+    const before = await store.getDelivery(claim.delivery.id);
+    assert.deepEqual(before && [before.attempts, before.interruptions, before.firstAttemptMs], [
+      3,
+      0,
+      null,
+    ]);
+    const cut: Attempt = {
+      attempt: 4,
+      timeMs: T0 + 3_000,
+      durationMs: 5,
+      status: null,
+      error: "Cut off",
+      responseExcerpt: "",
+      outcome: "interrupted",
+      nextAttemptMs: T0 + 3_005,
+    };
+    const release = { deliveryId: claim.delivery.id, endpointId: "ep_a", token: claim.token };
+    assert.equal(
+      await store.releaseClaim({ ...release, cutOff: { attempt: cut, nowMs: T0 + 3_005 } }),
+      true,
+    );
+    const [again] = await store.claimDue(claimOptions(T0 + 4_000));
+    assert.equal((await store.recordAttempt({ ...record(again, "retrying") })).recorded, true);
+    const after = await store.getDelivery(claim.delivery.id);
+    assert.deepEqual(after && [after.attempts, after.interruptions, after.firstAttemptMs], [
+      5,
+      0,
+      null,
+    ], "its 4th and 5th attempts are not its first");
+  },
+);
+
 redisTest("releaseClaim() of a delivery whose next is NaN makes it due now", async (fixture) => {
   const store = deliveryStore(fixture);
   const claim = await oneClaim(store);
