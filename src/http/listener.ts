@@ -11,7 +11,10 @@
  * failure it logs it (the first one at once, later ones at most once a
  * minute, with how many there were) and listens again on the same address,
  * after 100 ms, doubling up to 5 s while it keeps failing. Until then new
- * connections are refused (a client retries). When listening again fails
+ * connections are refused (a client retries). A failed server still serves
+ * the connections it had, so it is kept for the shutdown; past
+ * {@linkcode FAILED_KEPT} of them (under a flood lasting minutes) the oldest
+ * is shut down, its connections ended as a stop ends them. When listening again fails
  * for a reason a retry cannot help (the port was taken meanwhile), or the
  * address is not a TCP one this can listen on again, `onFatal` gets one
  * line naming the cause: `src/main.ts` prints it and exits with status 1,
@@ -37,6 +40,8 @@ export const RELISTEN_FIRST_MS = 100;
 export const RELISTEN_MOST_MS = 5_000;
 /** A listener that served this long (ms) before failing starts the waits over. */
 const STEADY_MS = 30_000;
+/** Most failed servers kept serving their connections; an older one is shut down. */
+export const FAILED_KEPT = 8;
 /** Listener failures are logged at most once in this time (ms) after the first. */
 export const FAILURE_LOG_EVERY_MS = 60_000;
 
@@ -55,12 +60,19 @@ export interface ServeListeningOptions {
   onFatal: (message: string) => void;
   /** The clock, for rate-limiting the failure log. @default {performance.now} */
   now?: () => number;
+  /** Starts one listener; a seam for tests. @default {Deno.serve} */
+  serve?: (
+    options: Deno.ServeTcpOptions,
+    handler: Deno.ServeHandler<Deno.NetAddr>,
+  ) => Deno.HttpServer<Deno.NetAddr>;
 }
 
 /** A server that listens again after its listener failed. */
 export interface ListeningServer {
   /** Where it listens. */
   readonly addr: Deno.NetAddr;
+  /** How many `Deno.HttpServer`s it holds: the listening one and the failed ones kept. */
+  readonly listeners: number;
   /**
    * Stops listening and shuts down every connection it took, through each listener it had
    * (`Deno.HttpServer.shutdown`); resolves once they all finished.
@@ -98,8 +110,13 @@ export function serveListening(
   options: ServeListeningOptions,
 ): ListeningServer {
   const now = options.now ?? (() => performance.now());
-  // Every listener it had: an old one's connections live on until they end or the shutdown.
+  const serve = options.serve ??
+    ((serveOptions, serveHandler) => Deno.serve(serveOptions, serveHandler));
+  // The listening server and the failed ones kept, oldest first: a failed one's connections live
+  // on until they end, the shutdown, or FAILED_KEPT newer failures.
   const servers: Deno.HttpServer<Deno.NetAddr>[] = [];
+  // Failed servers shut down early, until their connections ended: the shutdown waits for them.
+  const ending = new Set<Promise<void>>();
   let stopping = false;
   let retry: ReturnType<typeof setTimeout> | undefined;
   let waitMs = RELISTEN_FIRST_MS;
@@ -108,12 +125,18 @@ export function serveListening(
   let unlogged = 0;
 
   function listen(port: number | undefined, hostname: string | undefined) {
-    const server = Deno.serve({
+    const server = serve({
       port,
       hostname,
       onListen: (addr) => options.onListen?.(addr),
     }, handler);
     servers.push(server);
+    // The listening one and FAILED_KEPT failed ones.
+    while (servers.length > FAILED_KEPT + 1) {
+      const ended = servers.shift()!.shutdown().catch(() => {});
+      ending.add(ended);
+      ended.then(() => ending.delete(ended));
+    }
     listenedAt = now();
     server.finished.catch((error) => failed(server, error));
     return server;
@@ -174,10 +197,13 @@ export function serveListening(
     get addr() {
       return current.addr;
     },
+    get listeners() {
+      return servers.length;
+    },
     async shutdown() {
       stopping = true;
       clearTimeout(retry);
-      await Promise.all(servers.map((server) => server.shutdown()));
+      await Promise.all([...servers.map((server) => server.shutdown()), ...ending]);
     },
   };
 }

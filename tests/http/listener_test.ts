@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { serveListening } from "../../src/http/listener.ts";
+import FakeTimers from "@sinonjs/fake-timers";
+import { FAILED_KEPT, serveListening } from "../../src/http/listener.ts";
 import { startServerProcess } from "../_server_process.ts";
 
 function delay(ms: number): Promise<void> {
@@ -127,4 +128,70 @@ Deno.test("serveListening() serves and shuts down", async () => {
   assert.equal(await response.text(), "ok");
   await server.shutdown();
   assert.equal(await statusOf(`http://127.0.0.1:${server.addr.port}/`), 0);
+});
+
+/** A stand-in for one `Deno.HttpServer` whose listener fails when told. */
+interface FakeListener {
+  server: Deno.HttpServer<Deno.NetAddr>;
+  fail(error: Error): void;
+  shutdowns: number;
+}
+
+function fakeListener(port: number): FakeListener {
+  const finished = Promise.withResolvers<void>();
+  const fake: FakeListener = {
+    server: {
+      addr: { transport: "tcp", hostname: "127.0.0.1", port },
+      finished: finished.promise,
+      shutdown() {
+        fake.shutdowns += 1;
+        return Promise.resolve();
+      },
+      ref() {},
+      unref() {},
+      [Symbol.asyncDispose]: () => Promise.resolve(),
+    } as Deno.HttpServer<Deno.NetAddr>,
+    fail: (error) => finished.reject(error),
+    shutdowns: 0,
+  };
+  return fake;
+}
+
+Deno.test("serveListening() keeps at most FAILED_KEPT failed listeners under a lasting flood, shutting down the oldest", async () => {
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const listeners: FakeListener[] = [];
+  try {
+    const server = serveListening(() => new Response(), {
+      hostname: "127.0.0.1",
+      port: 8200,
+      onFatal: (message) => assert.fail(message),
+      serve: () => {
+        const listener = fakeListener(8200);
+        listeners.push(listener);
+        return listener.server;
+      },
+    });
+    const emfile = () =>
+      Object.assign(new Error("Too many open files (os error 24)"), { name: "Http" });
+    const held: number[] = [];
+    for (let failure = 1; failure <= 40; failure++) {
+      listeners.at(-1)!.fail(emfile());
+      await clock.tickAsync(5_000);
+      assert.equal(listeners.length, failure + 1, "listening again");
+      held.push(server.listeners);
+    }
+    // One more kept per failure until FAILED_KEPT, then as many.
+    assert.deepEqual(
+      held.slice(0, FAILED_KEPT),
+      Array.from({ length: FAILED_KEPT }, (_, i) => i + 2),
+    );
+    assert.ok(held.slice(FAILED_KEPT).every((count) => count === FAILED_KEPT + 1), `${held}`);
+    // The oldest were shut down as newer ones failed; the kept ones are not yet.
+    const shutdowns = listeners.map((listener) => listener.shutdowns);
+    assert.deepEqual(shutdowns, listeners.map((_, i) => i < 41 - (FAILED_KEPT + 1) ? 1 : 0));
+    await server.shutdown();
+    assert.ok(listeners.every((listener) => listener.shutdowns === 1), "each shut down once");
+  } finally {
+    clock.uninstall();
+  }
 });
