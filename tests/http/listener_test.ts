@@ -173,6 +173,7 @@ Deno.test("serveListening() keeps at most FAILED_KEPT failed listeners under a l
     });
     const emfile = () =>
       Object.assign(new Error("Too many open files (os error 24)"), { name: "Http" });
+    assert.equal(FAILED_KEPT, 8, "README, Stopping: those of the last 8 failed listeners are kept");
     const held: number[] = [];
     for (let failure = 1; failure <= 40; failure++) {
       listeners.at(-1)!.fail(emfile());
