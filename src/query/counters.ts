@@ -158,7 +158,8 @@ async function rowsFor(
   // An idle stream's watermark follows the clock (as the store will raise it on its next write).
   const floor = stream.idleMs === null ? -Infinity : context.nowMs - stream.idleMs;
   const watermark = Math.max(stats.watermark ?? -Infinity, floor);
-  const closedBefore = watermark - stream.latenessMs;
+  // A window a close claimed ended by the store's closedThrough: final whatever the lateness now.
+  const closedBefore = Math.max(watermark - stream.latenessMs, stats.closedThrough ?? -Infinity);
   const others: OthersRow[] = [];
   let values = read;
   // Rank of each row within its window, when only the top groups are wanted.

@@ -57,7 +57,12 @@ export async function readSessionRows(
   ]);
   // An idle stream's watermark follows the clock (as the store will raise it on its next write).
   const floor = stream.idleMs === null ? -Infinity : options.nowMs - stream.idleMs;
-  const closedBefore = Math.max(stats.watermark ?? -Infinity, floor) - stream.latenessMs;
+  // Events before the store's closedThrough are late whatever the lateness is now (a raised one
+  // re-opens nothing that closed).
+  const closedBefore = Math.max(
+    Math.max(stats.watermark ?? -Infinity, floor) - stream.latenessMs,
+    stats.closedThrough ?? -Infinity,
+  );
   const rows: Array<SessionRow & { startMs: number; key: string }> = [];
   for (const session of sessions) {
     const group = decodeGroup(counter.groupBy, session.group);

@@ -400,6 +400,13 @@ export interface StreamStats {
    * which keeps every id for its TTL).
    */
   dedupeForgotten: number;
+  /**
+   * The latest end of a window a close claimed (of a session: its end plus the gap), when one
+   * was: an event before it is late whatever the lateness is now, so a raised lateness never
+   * re-opens a window or session that closed. Never later than the close's watermark less its
+   * lateness, so it changes nothing while the lateness stays or is lowered.
+   */
+  closedThrough?: number;
 }
 
 /** One window (or pane set) to read. */

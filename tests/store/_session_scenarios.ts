@@ -193,6 +193,26 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     ]);
   },
 
+  async "sessions: a raised lateness opens no session inside a closed one's gap"(store) {
+    await ingest(store, [{ u: "a", t: 0 }, { u: "a", t: 5 }, { u: "b", t: 300 }]);
+    const closed = await store.closeWindows("visits", metas("count"), LATENESS);
+    assert.deepEqual(closed.map((window) => [window.start, window.end]), [[T0, T0 + 5_000]]);
+    const raised = compileConfig({
+      streams: {
+        visits: { ...SESSION_CONFIG.streams.visits, time: { field: "t", lateness: "1h" } },
+      },
+    }).get("visits")!;
+    const reply = await ingestItems(
+      raised,
+      items([{ u: "a", t: T0 + 8_000 }, { u: "a", t: T0 + 12_000 }]),
+      { store, nowMs: T0 + 3_600_000 },
+    );
+    assert.equal(reply.late, 2);
+    const rows = (await sessions(store, "count")).filter((row) => row[2] === "a");
+    assert.deepEqual(rows, [[iso(0), iso(5_000), "a", 2, true]]);
+    assert.equal((await store.stats("visits", [])).closedThrough, T0 + 35_000);
+  },
+
   async "sessions: past maxSessions open sessions, an event that would open one is dropped"(
     store,
   ) {

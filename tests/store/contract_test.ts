@@ -355,6 +355,49 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(hops.map((w) => w.groups[0].state.min), [1, 1, 2]);
   },
 
+  async "a raised lateness re-opens no closed window: its events are late, its value and close stay"(
+    store,
+  ) {
+    const at = (t: number, g: string, id: string) => ({ id, t: T0 + t * 1000, g });
+    const count = stream.counters.find((counter) => counter.name === "count")!;
+    const metas = stream.counterMetas.filter((meta) => meta.name === "count");
+    await ingestItems(stream, items([at(10, "a", "1"), at(11, "a", "2"), at(12, "a", "3")]), {
+      store,
+      nowMs: T0 + 301_000,
+    });
+    await ingestItems(stream, items([at(300, "b", "4")]), { store, nowMs: T0 + 301_000 });
+    const first = await store.closeWindows("s", metas, { latenessMs: 10_000 });
+    assert.deepEqual(first.map((w) => [w.start - T0, w.groups.map((g) => g.state.count)]), [
+      [0, [3]],
+    ]);
+    // The same definition with lateness 1h: what falls in the closed window is late, whatever
+    // the group; a window that never closed takes an event the old lateness called late.
+    const raised = compileConfig({
+      streams: { s: { ...CONFIG.streams.s, time: { field: "t", lateness: "1h" } } },
+    }).get("s")!;
+    const reply = await ingestItems(
+      raised,
+      items([at(20, "a", "5"), at(21, "c", "6"), at(200, "d", "7")]),
+      { store, nowMs: T0 + 302_000 },
+    );
+    assert.equal(reply.late, 2);
+    const context = { store, nowMs: T0 + 302_000 };
+    const rows = await listWindows(raised, count, context, { limit: 1000 });
+    assert.deepEqual(rows.map((row) => [row.start, row.group.g, row.value, row.final]), [
+      [new Date(T0 + 300_000).toISOString(), "b", 1, false],
+      [new Date(T0 + 180_000).toISOString(), "d", 1, false],
+      [new Date(T0).toISOString(), "a", 3, true],
+    ]);
+    assert.deepEqual(await store.closeWindows("s", metas, { latenessMs: 3_600_000 }), []);
+    // Lowered again: the window at 3 min closes; the one at 0 never again.
+    const second = await store.closeWindows("s", metas, { latenessMs: 0 });
+    assert.deepEqual(second.map((w) => w.start - T0), [180_000]);
+    const closes = (await store.readLog("s", null, 100)).map((entry) => entry.record)
+      .flatMap((r) => r.type === "window.closed" ? [[r.start - T0, r.group, r.state.count]] : []);
+    assert.deepEqual(closes, [[0, '["a"]', 3], [180_000, '["d"]', 1]]);
+    assert.equal((await store.stats("s", [])).closedThrough, T0 + 240_000);
+  },
+
   async "the result log holds processed and late events written with the batch"(store) {
     const event = (id: string, t: number) => ({
       id,

@@ -90,6 +90,12 @@ interface CounterPanes {
 
 interface StreamState {
   watermark: number | null;
+  /**
+   * The latest end (a session's: end + gap) of a window or session a close claimed, or
+   * -Infinity: an event before it is late whatever the lateness is now, so a raised lateness
+   * re-opens nothing that closed (see {@linkcode StreamStats.closedThrough}).
+   */
+  closedThrough: number;
   accepted: number;
   applied: number;
   duplicates: number;
@@ -203,6 +209,7 @@ export class MemoryStore implements Store {
     if (!state) {
       state = {
         watermark: null,
+        closedThrough: -Infinity,
         accepted: 0,
         applied: 0,
         duplicates: 0,
@@ -424,7 +431,10 @@ export class MemoryStore implements Store {
     },
   ): EventOutcome {
     const { batch, now, panesByCounter } = context;
-    if (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs) {
+    if (
+      event.timeMs < stream.closedThrough ||
+      (stream.watermark !== null && event.timeMs < stream.watermark - batch.latenessMs)
+    ) {
       stream.late += 1;
       if (batch.log?.late) this.#appendEvent(stream, now, "event.late", event);
       return "late";
@@ -575,6 +585,7 @@ export class MemoryStore implements Store {
           closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
           if (options.peek) continue;
           sessions.close(session);
+          state.closedThrough = Math.max(state.closedThrough, end + counter.session!.gapMs);
           this.#append(state, now, {
             type: "window.closed",
             counter: counter.name,
@@ -598,6 +609,7 @@ export class MemoryStore implements Store {
         closed.push({ counter: counter.name, start, end, groups });
         if (options.peek) continue;
         open.delete(start);
+        state.closedThrough = Math.max(state.closedThrough, end);
         for (const { group, state: value } of groups) {
           this.#append(state, now, {
             type: "window.closed",
@@ -781,6 +793,7 @@ export class MemoryStore implements Store {
       rejected: state?.rejected ?? 0,
       overflow,
       dedupeForgotten: state?.ids.forgotten ?? 0,
+      ...(state && state.closedThrough > -Infinity ? { closedThrough: state.closedThrough } : {}),
     });
   }
 

@@ -375,9 +375,11 @@ end
 -- \`k:<counter>\`: "<pane> <expiresAt>" of the newest pane whose expiry an apply set or read, so
 -- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
 local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
-local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
+-- \`cl\`: the latest end (a session's: end + gap) a close claimed; an event before it is late
+-- whatever the lateness is now, so a raised lateness re-opens no window or session that closed.
+local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected", "cl" }
 local counterCount = #counters
-for i = 1, counterCount do statsAsked[8 + i] = "k:" .. counters[i].name end
+for i = 1, counterCount do statsAsked[9 + i] = "k:" .. counters[i].name end
 -- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
 -- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
 -- group is new in a pane (below), the only time they may be added to.
@@ -387,15 +389,16 @@ if type(args.sess) == "table" then
   end
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
-for i = 9 + counterCount, #statsAsked do
+for i = 10 + counterCount, #statsAsked do
   if stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
 end
 local wm = raiseToClock(tonumber(stored[1]), now, idle)
 local statsExpireAt = tonumber(stored[2])
+local closedThrough = tonumber(stored[9])
 for i = 1, counterCount do
-  local counter, known = counters[i], stored[8 + i]
+  local counter, known = counters[i], stored[9 + i]
   if known then
     -- A cache of the counter's last pane and its score in the live panes: text this script did
     -- not write (no space, no finite expiry) is as none, and is written anew below.
@@ -715,13 +718,16 @@ local latest = args.tmax
 if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
 if eventCount == 0 then
   -- Nothing to apply.
-elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - lateness then
+elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - lateness and
+    (closedThrough == nil or args.tmin >= closedThrough) then
   applied, wm = eventCount, latest
 else
   local times = cjson.decode(ARGV[3])
   for i = 1, eventCount do
     local t, outcome = times[i], outcomes[i]
-    if outcome == 0 and wm ~= nil and t < wm - lateness then outcome = 2 end
+    if outcome == 0 and ((wm ~= nil and t < wm - lateness) or (closedThrough ~= nil and t < closedThrough)) then
+      outcome = 2
+    end
     local payload = payloads and payloads[i]
     if type(payload) == "string" and ((outcome == 0 and logProcessed) or (outcome == 2 and logLate)) then
       local recordType = "event.processed"
@@ -1168,8 +1174,11 @@ local lateness, limit, logTtl, idle, now, peek =
 local later, logged = {}, {}
 local function write(...) later[#later + 1] = { ... } end
 local function logLater(record) logged[#logged + 1] = record end
-local stored = redis.call("HMGET", STATS_KEY, "wm", "exp")
+local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl")
 local wm = tonumber(stored[1])
+-- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.
+local closedThrough = tonumber(stored[3])
+local closedBefore = closedThrough
 local raised = raiseToClock(wm, now, idle)
 local out = {}
 if raised == nil then return cjson.encode(out) end
@@ -1179,7 +1188,12 @@ for _, c in ipairs(args.counters) do
   local open = openKey(name)
   local due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
   if #due > 0 then
-    if not peek then write("ZREM", open, unpack(due)) end
+    if not peek then
+      write("ZREM", open, unpack(due))
+      -- Due in order of end: the last one ends latest.
+      local lastEnd = tonumber(due[#due]) + size
+      if closedThrough == nil or lastEnd > closedThrough then closedThrough = lastEnd end
+    end
     local live = redis.call("ZRANGE", livePanesKey(name), 0, -1)
     for _, startText in ipairs(due) do
       local start = tonumber(startText)
@@ -1212,9 +1226,15 @@ for _, c in ipairs(args.counters) do
     end
   end
 end
-closeSessions(cutoff, limit, peek, write, logLater, out)
+closedThrough = closeSessions(cutoff, limit, peek, write, logLater, out, closedThrough)
 if #logged > 0 then expectLog() end
-if raised ~= wm then writeStats({ "wm", num(raised) }, tonumber(stored[2]), now, logTtl) end
+local statsChanged = {}
+if raised ~= wm then statsChanged = { "wm", num(raised) } end
+if closedThrough ~= closedBefore then
+  statsChanged[#statsChanged + 1] = "cl"
+  statsChanged[#statsChanged + 1] = num(closedThrough)
+end
+if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
 for _, command in ipairs(later) do redis.call(unpack(command)) end
 for _, record in ipairs(logged) do appendLog(record, logTtl) end
 return keepReply(callKey, cjson.encode(out))

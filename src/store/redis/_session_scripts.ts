@@ -217,11 +217,12 @@ export const SESSION_CLOSE_LUA = `
 -- Closes the open sessions (args.sess: [[name, kind, gap], …]) with end + gap <= cutoff,
 -- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
 -- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each. It reads
--- only: its writes go to write(command, …) and its records to logLater(record).
-local function closeSessions(cutoff, limit, peek, write, logLater, out)
-  if type(args.sess) ~= "table" then return end
+-- only: its writes go to write(command, …) and its records to logLater(record). Returns
+-- closedThrough (a number or nil) raised to the latest end + gap of a session it closed.
+local function closeSessions(cutoff, limit, peek, write, logLater, out, closedThrough)
+  if type(args.sess) ~= "table" then return closedThrough end
   for _, session in ipairs(args.sess) do
-    local name, kind = session[1], session[2]
+    local name, kind, gap = session[1], session[2], session[3]
     local openKey = sessionOpenKey(name)
     local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
       limit * ${SESSIONS_PER_WINDOW})
@@ -245,6 +246,7 @@ local function closeSessions(cutoff, limit, peek, write, logLater, out)
           { { group, num(count), num(sum), extreme and num(extreme) or "", num(distinct) } } }
         if not peek then
           write("HSET", key, "x", "1")
+          if closedThrough == nil or finish + gap > closedThrough then closedThrough = finish + gap end
           local min, max
           if kind == "min" then min = extreme elseif kind == "max" then max = extreme end
           local state = jsonObject("count", count, "sum", sum, "min", min, "max", max,
@@ -255,6 +257,7 @@ local function closeSessions(cutoff, limit, peek, write, logLater, out)
       end
     end
   end
+  return closedThrough
 end
 `;
 

@@ -591,6 +591,7 @@ export class RedisStore implements Store {
         rejected: read("rejected"),
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
+        ...(hash.cl === undefined || hash.cl === "" ? {} : { closedThrough: Number(hash.cl) }),
       };
     });
   }
