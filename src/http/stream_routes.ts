@@ -393,8 +393,10 @@ function answerError(c: Context, error: unknown): void {
 }
 
 function statsJson(stats: StreamStats) {
+  // closedThrough is the store's, for reads' `final` (not part of the stats answered).
+  const { closedThrough: _, ...answered } = stats;
   return {
-    ...stats,
+    ...answered,
     watermark: stats.watermark === null ? null : new Date(stats.watermark).toISOString(),
   };
 }

@@ -83,3 +83,68 @@ Deno.test("A webhook may name a stream another instance created, before this one
     await webhooks.close();
   }
 });
+
+Deno.test("A lateness raised by PUT after a window closed re-opens it not: its events are late, its read and its one window.closed agree", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+  const { app, webhooks } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(new MemoryStore({ now })),
+  });
+  const receiver = await Receiver.start(now);
+  const define = async (lateness: string) => {
+    const orders = CONFIG.streams.orders;
+    const res = await call(app, "PUT", "/v1/streams/orders", {
+      ...orders,
+      time: { ...orders.time, lateness },
+    });
+    assert.ok(res.status === 200 || res.status === 201, res.text);
+  };
+  const closes = () =>
+    receiver.received.map((item) => item.payload)
+      .filter((payload) =>
+        payload.type === "window.closed" && payload.data.counter === "per_minute"
+      )
+      .map((payload) => [payload.data.start, payload.data.group.country, payload.data.value]);
+  try {
+    await define("10s");
+    const { secret } = await register(app, { url: receiver.url(), streams: ["orders"] });
+    receiver.secrets = [secret];
+    await ingest(
+      app,
+      [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
+    );
+    await ingest(app, [{ id: "tick", ts: at(300), country: "XX", amount: 0 }]);
+    await sweep(app, webhooks);
+    assert.deepEqual(closes(), [[at(0), "DE", 3]]);
+    await define("1h");
+    const reply = await ingest(app, [
+      { id: "de20", ts: at(20), country: "DE", amount: 1 },
+      { id: "fr21", ts: at(21), country: "FR", amount: 1 },
+    ]);
+    assert.equal(reply.late, 2);
+    const read = await call(app, "GET", `/v1/streams/orders/counters/per_minute?to=${at(60)}`);
+    assert.deepEqual(
+      read.body.windows.map((
+        row: { group: { country: string }; value: number; final: boolean },
+      ) => [
+        row.group.country,
+        row.value,
+        row.final,
+      ]),
+      [["DE", 3, true]],
+    );
+    await define("0s");
+    await sweep(app, webhooks);
+    assert.deepEqual(closes(), [[at(0), "DE", 3]]);
+    // The store's mark stays its own: the stats answered are those the OpenAPI document lists.
+    const stats = (await call(app, "GET", "/v1/streams/orders")).body.stats;
+    assert.equal("closedThrough" in stats, false);
+    assert.equal(stats.late, 2);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
