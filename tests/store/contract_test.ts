@@ -398,6 +398,34 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.stats("s", [])).closedThrough, T0 + 240_000);
   },
 
+  async "a counter removed and added back, or added mid-window, holds only what was applied while it was defined"(
+    store,
+  ) {
+    // As the README says (Changing a stream): no flag marks such a window as partial.
+    const c = { window: { tumbling: "1m" }, aggregate: "count" };
+    const version = (counters: Record<string, unknown>) =>
+      compileConfig({ streams: { r: { time: { field: "t", lateness: "0s" }, counters } } })
+        .get("r")!;
+    const both = version({ c, k: c });
+    const send = (compiled: CompiledStream, seconds: number[]) =>
+      ingestItems(compiled, items(seconds.map((t) => ({ t: T0 + t * 1000 }))), {
+        store,
+        nowMs: T0 + 200_000,
+      });
+    await send(both, [1, 2, 3]);
+    await send(version({ k: c }), [4, 5]);
+    await send(both, [6]);
+    await send(version({ k: c, added: c }), [7]);
+    await send(version({ k: c, added: c, c }), [120]);
+    const closed = await store.closeWindows("r", version({ k: c, added: c, c }).counterMetas, {
+      latenessMs: 0,
+    });
+    assert.deepEqual(
+      closed.map((w) => [w.counter, w.start - T0, w.groups[0].state.count]),
+      [["k", 0, 7], ["added", 0, 1], ["c", 0, 4]],
+    );
+  },
+
   async "the result log holds processed and late events written with the batch"(store) {
     const event = (id: string, t: number) => ({
       id,

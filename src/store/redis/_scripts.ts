@@ -8,8 +8,9 @@
  *
  * Key layout under the prefix:
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
- *   `late`, `filtered`, `rejected`, `overflow:<counter>`, and `exp`: when (ms) the hash
- *   expires, so a write extends its life only when due (see `lifeOf`).
+ *   `late`, `filtered`, `rejected`, `overflow:<counter>`, `cl`: the latest end (a session's:
+ *   end + gap) a close claimed, before which every event is late (`StreamStats.closedThrough`),
+ *   and `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`).
  * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket, PX = 2 × TTL + TTL/8
  *   from its first id; its field `\xff` (one byte 0xFF, which no id holds: ids are UTF-8) says that PX is set.
  * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
