@@ -17,6 +17,7 @@ import {
   configFromEnvOrFail,
   fail,
   logNotices,
+  logStoreWarnings,
   registerStreams,
   serveApp,
 } from "../src/main.ts";
@@ -40,6 +41,7 @@ async function setUp() {
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, webhooks } = config;
   logNotices(config.notices);
+  logStoreWarnings(config);
   if (store.kind === "memory") {
     logger.warn(
       "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",

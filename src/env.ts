@@ -77,6 +77,7 @@ import {
   RedisDefinitionStore,
   RedisDeliveryStore,
   RedisKeyStore,
+  redisSetupWarnings,
   RedisStore,
   type Store,
 } from "./store/mod.ts";
@@ -122,6 +123,12 @@ export interface ServerConfig {
   shutdownMs: number;
   /** Lines worth printing at startup: the store, the streams, open mode. */
   notices: StartupNotice[];
+  /**
+   * Warnings on how the store's server keeps data, asked of it once (a redis-server without
+   * `appendonly yes` or with a `maxmemory-policy` other than `noeviction`); none for the memory
+   * store, or where Redis refuses `CONFIG GET` (Upstash).
+   */
+  storeWarnings(): Promise<StartupNotice[]>;
   /** Lowest log level written. */
   logLevel: LogLevel;
   /** Values no log line may show: the API keys and the Redis token. */
@@ -491,6 +498,7 @@ export async function configFromEnv(
     throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
   }
   const stores = storesFromEnv(env);
+  const setupRedis = redisFromEnv(env);
   const streams = new StreamRegistry(configStreams, {
     definitions: stores.definitions,
     // The bound spares a shared store; this process's own memory answers every lookup for sure.
@@ -539,6 +547,11 @@ export async function configFromEnv(
     sweepEveryMs,
     shutdownMs,
     notices,
+    async storeWarnings() {
+      if (!setupRedis) return [];
+      const warnings = await redisSetupWarnings(setupRedis);
+      return warnings.map((text) => ({ level: "warning" as const, text }));
+    },
     logLevel,
     secrets: secretsOf(env),
     subscriptions,

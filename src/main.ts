@@ -74,6 +74,16 @@ export function logNotices(notices: readonly StartupNotice[]): void {
 }
 
 /**
+ * Asks the store's server how it keeps data and logs what endangers it (see
+ * `redisSetupWarnings`), in the background: a store that answers slowly holds up nothing.
+ */
+export function logStoreWarnings(config: Pick<ServerConfig, "storeWarnings">): void {
+  config.storeWarnings().then(logNotices).catch((error) =>
+    logger.debug("Cannot ask the store how it keeps data: {error}", { error })
+  );
+}
+
+/**
  * The URL a server listening on `hostname`:`port` answers at, for the "listening on" line: an IPv6
  * address in brackets (`http://[::1]:8000`), as a URL writes it.
  */
@@ -204,6 +214,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
   await registerStreams(config);
   // Once up: a startup mistake above stays the one line it prints (a notice may be a warning).
   logNotices(config.notices);
+  logStoreWarnings(config);
   let sweeping: { stop(): Promise<void> } | undefined;
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.

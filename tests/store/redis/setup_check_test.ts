@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { redisSetupWarnings } from "../../../src/store/mod.ts";
+import { startRedisServer } from "../../../tools/redis_server.ts";
+import { startUpstashBridge } from "../../../tools/upstash_bridge.ts";
+import { redisServerInstalled, redisTest, withDirect } from "../../_redis.ts";
+import { startServerProcess } from "../../_server_process.ts";
+
+function upstash(url: string, token: string): Redis {
+  return new Redis({ url, token, enableTelemetry: false });
+}
+
+redisTest(
+  "redisSetupWarnings() names appendonly other than yes and a maxmemory-policy other than noeviction",
+  async (fixture) => {
+    const redis = upstash(fixture.restUrl, fixture.restToken);
+    // The test fixture runs without persistence (appendonly no), at Redis's default noeviction.
+    const [unsafe] = await redisSetupWarnings(redis);
+    assert.match(unsafe, /^Redis has appendonly no: a redis-server killed or crashed loses/);
+    assert.equal((await redisSetupWarnings(redis)).length, 1);
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("CONFIG", "SET", "appendonly", "yes");
+      await send("CONFIG", "SET", "maxmemory-policy", "allkeys-lru");
+    });
+    const warnings = await redisSetupWarnings(redis);
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0],
+      /^Redis has maxmemory-policy allkeys-lru: at its maxmemory it deletes/,
+    );
+    await withDirect(
+      fixture.redisUrl,
+      (send) => send("CONFIG", "SET", "maxmemory-policy", "noeviction"),
+    );
+    assert.deepEqual(await redisSetupWarnings(redis), []);
+    // An append-only file being written holds up the fixture's stop by seconds.
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "appendonly", "no"));
+  },
+);
+
+Deno.test({
+  name:
+    "redisSetupWarnings() says nothing where CONFIG is refused (as on Upstash) or Redis cannot be reached",
+  ignore: !redisServerInstalled(),
+  async fn() {
+    const server = await startRedisServer({ extraArgs: ["--rename-command", "CONFIG", ""] });
+    try {
+      const bridge = await startUpstashBridge({ redisUrl: server.url, token: "setup-check-token" });
+      try {
+        const redis = upstash(bridge.url, "setup-check-token");
+        await assert.rejects(redis.exec(["CONFIG", "GET", "appendonly"]));
+        assert.deepEqual(await redisSetupWarnings(redis), []);
+      } finally {
+        await bridge.close();
+      }
+    } finally {
+      await server.stop();
+    }
+    const unreachable = new Redis({
+      url: "http://127.0.0.1:1",
+      token: "t",
+      enableTelemetry: false,
+      retry: false,
+    });
+    assert.deepEqual(await redisSetupWarnings(unreachable), []);
+  },
+});
+
+redisTest(
+  "main.ts warns once it listens when its redis-server runs without appendonly yes",
+  async (fixture) => {
+    const server = await startServerProcess("setup-check", {
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_SWEEP_EVERY: "0s",
+    });
+    try {
+      const warned = () => server.output().includes("Redis has appendonly no");
+      for (let attempt = 0; attempt < 100 && !warned(); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(warned(), server.output());
+      assert.ok(!server.output().includes("maxmemory-policy"), server.output());
+    } finally {
+      await server.stop();
+    }
+  },
+);
