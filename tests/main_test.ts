@@ -226,3 +226,82 @@ Deno.test("buildApp() gives the live hub the README's figures: the log read ever
     config.streams.stop();
   }
 });
+
+Deno.test("main.ts on the memory store forgets at a restart what was made at run time: keys, streams, webhooks, counts", async () => {
+  const admin = "restart-admin-key-0123456789";
+  const vars = {
+    EDGESTREAM_KEYS: `admin:${admin}`,
+    EDGESTREAM_SWEEP_EVERY: "0s",
+    EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
+  };
+  const auth = { Authorization: `Bearer ${admin}`, "Content-Type": "application/json" };
+  const call = async (url: string, init: RequestInit = {}) => {
+    const response = await fetch(url, init);
+    return { status: response.status, body: await response.text() };
+  };
+  const send = (base: string, key: string, stream: string) =>
+    call(`${base}/v1/streams/${stream}/events`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ id: "o-1", country: "NL", amount: 5 }),
+    });
+  const counted = async (base: string) => {
+    const read = await call(`${base}/v1/streams/orders/counters/orders_per_minute/current`, {
+      headers: auth,
+    });
+    assert.equal(read.status, 200, read.body);
+    return JSON.parse(read.body).windows.reduce(
+      (sum: number, row: { value: number }) => sum + row.value,
+      0,
+    );
+  };
+
+  const before = await startServerProcess("memory-before", vars);
+  let key: string;
+  try {
+    const put = await call(`${before.url}/v1/streams/signups`, {
+      method: "PUT",
+      headers: auth,
+      body: JSON.stringify({
+        counters: { n: { window: { tumbling: "1h" }, aggregate: "count" } },
+      }),
+    });
+    assert.equal(put.status, 201, put.body);
+    const created = await call(`${before.url}/v1/keys`, {
+      method: "POST",
+      headers: auth,
+      body: JSON.stringify({ scopes: ["ingest"] }),
+    });
+    assert.equal(created.status, 201, created.body);
+    key = JSON.parse(created.body).key;
+    const hook = await call(`${before.url}/v1/webhooks`, {
+      method: "POST",
+      headers: auth,
+      body: JSON.stringify({ url: "http://127.0.0.1:9/hook", eventTypes: ["window.closed"] }),
+    });
+    assert.equal(hook.status, 201, hook.body);
+    const hooks = await call(`${before.url}/v1/webhooks`, { headers: auth });
+    assert.equal(JSON.parse(hooks.body).webhooks.length, 1);
+    assert.equal((await send(before.url, key, "signups")).status, 202);
+    assert.equal((await send(before.url, key, "orders")).status, 202);
+    assert.equal(await counted(before.url), 1);
+  } finally {
+    // A crash: nothing is written anywhere on the way out.
+    before.signal("SIGKILL");
+    await before.status;
+  }
+
+  const after = await startServerProcess("memory-after", vars);
+  try {
+    assert.equal((await send(after.url, key, "orders")).status, 401, "the run-time key is gone");
+    const stream = await call(`${after.url}/v1/streams/signups`, { headers: auth });
+    assert.equal(stream.status, 404, stream.body);
+    const hooks = await call(`${after.url}/v1/webhooks`, { headers: auth });
+    assert.equal(hooks.status, 200, hooks.body);
+    assert.deepEqual(JSON.parse(hooks.body).webhooks, []);
+    // The config file's stream is served again, its counts from zero.
+    assert.equal(await counted(after.url), 0);
+  } finally {
+    await after.stop();
+  }
+});
