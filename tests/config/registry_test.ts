@@ -345,6 +345,111 @@ redisTest(
   },
 );
 
+redisTest(
+  "During a rolling deploy a change an older release wrote (no mark moved) is served within 30 s, or at the stream's next ingest; its identical PUT raises the version",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const definitions = new RedisDefinitionStore(redis);
+    const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+    let now = 1_000_000;
+    const reader = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions: new RedisDefinitionStore(redis),
+      now: () => now,
+    });
+    const app = createApp({
+      streams: reader,
+      store: new RedisStore(redis),
+      keys: await KeyRing.parse(""),
+    });
+    await writer.put("signups", SIGNUPS);
+    await reader.poll();
+    assert.equal(reader.describe("signups")?.version, 1);
+    // What a release before the change mark does: it writes the record and the index, not the mark.
+    const markKey = "es:{@definitions}:index:mark";
+    const olderRelease = async (write: () => Promise<unknown>) => {
+      const mark = await withDirect(fixture.redisUrl, (send) => send("GET", markKey));
+      await write();
+      await withDirect(fixture.redisUrl, (send) => send("SET", markKey, String(mark)));
+    };
+    const withTotal = {
+      counters: { ...SIGNUPS.counters, total: { window: { tumbling: "1h" }, aggregate: "count" } },
+    };
+    await olderRelease(() => writer.put("signups", withTotal));
+    now += 2_000;
+    await reader.poll();
+    assert.equal(reader.describe("signups")?.version, 1, "not found by a poll that read the mark");
+    now += 30_000 - 2_000;
+    await reader.poll();
+    assert.equal(reader.describe("signups")?.version, 2, "found by the whole read, 30 s on");
+    assert.ok(reader.get("signups")!.counters.some((counter) => counter.name === "total"));
+    // A release before the identical-PUT fix wrote the same definition again at the next version.
+    const stored = (await definitions.get("signups"))!;
+    await olderRelease(() =>
+      definitions.write("signups", {
+        source: stored.source,
+        generation: stored.generation,
+        definition: stored.definition,
+        counters: stored.counters,
+        deleted: false,
+      }, stored.version)
+    );
+    assert.equal((await definitions.get("signups"))!.version, 3);
+    now += 2_000;
+    await reader.poll();
+    assert.equal(reader.describe("signups")?.version, 2);
+    // An ingest on this instance reads the record's version in its apply and reloads it.
+    const response = await app.request("/v1/streams/signups/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ plan: "pro" }]),
+    });
+    assert.equal(response.status, 202);
+    await reader.settled();
+    assert.equal(reader.describe("signups")?.version, 3);
+    // So an admin's If-Match of version 2 no longer holds anywhere.
+    const stale = await app.request("/v1/streams/signups", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json", "If-Match": '"2"' },
+      body: JSON.stringify(withTotal),
+    });
+    assert.equal(stale.status, 412);
+  },
+);
+
+redisTest(
+  "During a rolling deploy each instance counts a config stream as its own file says: a counter the new file adds misses the events old instances take",
+  async (fixture) => {
+    const counters = { n: { window: { tumbling: "1h" }, aggregate: "count" } };
+    const old = await instance(fixture, { config: { streams: { orders: { counters } } } });
+    const added = {
+      streams: {
+        orders: {
+          counters: { ...counters, total: { window: { tumbling: "1h" }, aggregate: "count" } },
+        },
+      },
+    };
+    const current = await instance(fixture, { config: added });
+    await old.streams.registerConfig();
+    await current.streams.registerConfig();
+    await old.streams.poll();
+    await current.streams.poll();
+    assert.deepEqual(old.streams.get("orders")!.counters.map((counter) => counter.name), ["n"]);
+    assert.equal((await ingest(old, "orders", [{}, {}])).status, 202);
+    assert.equal((await ingest(current, "orders", [{}])).status, 202);
+    const read = async (counter: string) => {
+      const response = await current.app.request(`/v1/streams/orders/counters/${counter}/current`);
+      const { windows } = await response.json();
+      return windows.reduce((sum: number, row: { value: number }) => sum + row.value, 0);
+    };
+    assert.equal(await read("n"), 3);
+    assert.equal(await read("total"), 1);
+  },
+);
+
 Deno.test("Lookups of many different unknown names are bounded per second", async () => {
   const definitions = new CountingDefinitions(new MemoryDefinitionStore());
   let now = 1_000_000;
