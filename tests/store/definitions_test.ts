@@ -355,3 +355,51 @@ redisTest(
     assert.equal((await later.write("c", record(), 0)).status, "written");
   },
 );
+
+redisTest(
+  "RedisDefinitionStore: a write's index step run after a later deletion's frees the place for good (no place held by a deleted stream)",
+  async (fixture) => {
+    // The creating instance's index step is held back (a slow connection, a paused process)
+    // until another instance has deleted the stream and indexed that deletion.
+    let holdIndex = false;
+    let released!: () => void;
+    const release = new Promise<void>((resolve) => released = resolve);
+    let reachedIndex!: () => void;
+    const indexReached = new Promise<void>((resolve) => reachedIndex = resolve);
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const slow = new Proxy(redis, {
+      get(target, property, receiver) {
+        const value = Reflect.get(target, property, receiver);
+        if (property !== "evalsha" && property !== "eval") return value;
+        return async (script: string, keys: string[], args: string[]) => {
+          if (holdIndex && String(args[0]).includes('"mark"')) {
+            holdIndex = false;
+            reachedIndex();
+            await release;
+          }
+          return await value.call(target, script, keys, args);
+        };
+      },
+    });
+    const creator = new RedisDefinitionStore(slow, { maxApiStreams: 1 });
+    const other = redisDefinitions(fixture, 1);
+    holdIndex = true;
+    const creating = creator.write("a", record(), 0);
+    await indexReached;
+    // Written at version 1; deleted by the other instance at 2, whose index step frees the place.
+    assert.equal(
+      (await other.write("a", record({ deleted: true, definition: null, counters: {} }), 1))
+        .status,
+      "written",
+    );
+    released();
+    assert.deepEqual(await creating, { status: "written", version: 1 });
+    assert.equal((await other.get("a"))?.deleted, true);
+    // No API stream is live: the one place is free.
+    assert.deepEqual(await other.write("b", record(), 0), { status: "written", version: 1 });
+  },
+);

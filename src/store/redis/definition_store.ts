@@ -91,7 +91,8 @@ return { 1, version }
  * Raises the index entry ARGV[1].name (KEYS[1] is the index) to ARGV[1].v, never lowering it;
  * a raise sets the index's change mark to ARGV[1].mark. Then the name's place among the API
  * streams follows its record at version v (ARGV[1].api: a live API stream): taken, or freed, unless
- * a later version decided it already (a place taken for the version v + 1 is not freed by v).
+ * a later version decided it already: one indexed (its index step ran before this one's, so a
+ * place freed by a later deletion is not taken back), or a place taken for a version after v.
  */
 const INDEX_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, args.name)) or 0
@@ -99,6 +100,8 @@ if args.v > current then
   redis.call("HSET", P, args.name, args.v)
   redis.call("SET", P .. ":mark", args.mark)
 end
+-- A later version indexed already decided the place (its record's), whatever this one holds.
+if args.v < current then return 1 end
 local places = P .. ":api"
 local held = tonumber(redis.call("HGET", places, args.name))
 if held == nil or held <= args.v then
