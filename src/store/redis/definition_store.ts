@@ -20,7 +20,8 @@
  * follows the record even when the write that took it lost to another one. The places of a store
  * written before they existed are built once, from the records (`<index>:api:built` marks it
  * done). A creation cut short between its two steps (the process killed, the write failed)
- * keeps its place until that name is written again.
+ * keeps its place until that name is written again; so does a deletion whose index step failed
+ * after its record was written (a retry finds it deleted and writes nothing).
  *
  * @module
  */
