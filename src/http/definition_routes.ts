@@ -137,8 +137,10 @@ function preconditionOf(
           }'`,
         );
       }
-      // Strong comparison (RFC 9110 §13.1.1): a weak tag matches no version.
-      const strong = tags.filter((tag) => tag![1] === undefined).map((tag) => Number(tag![2]));
+      // Strong comparison (RFC 9110 §13.1.1): a weak tag matches no version, nor a tag whose
+      // characters differ from a version's own (`"03"` is not `"3"`, the tag of version 3).
+      const strong = tags.filter((tag) => tag![1] === undefined && tag![2] === String(+tag![2]))
+        .map((tag) => Number(tag![2]));
       const weak = tags.filter((tag) => tag![1] !== undefined).map((tag) => Number(tag![2]));
       expected.versions = strong;
       if (weak.length > 0) expected.weakVersions = weak;

@@ -723,6 +723,32 @@ Deno.test("If-Match compares strongly (RFC 9110): a weak tag of the current vers
   }
 });
 
+Deno.test('If-Match compares the tag\'s characters (RFC 9110 §8.8.3.2): "01" is not the tag "1" of version 1, so it is 412 on PUT and DELETE, nothing changed', async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const changed = await put(app, "signups", { ...SIGNUPS, description: "zeros" }, {
+    "If-Match": '"01"',
+  });
+  assert.equal(changed.status, 412);
+  assert.equal(
+    (await errorOf(changed)).message,
+    "Stream 'signups' is at no version named by a strong tag (it is at version 1): read it again and retry",
+  );
+  const deleted = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": '"001", "2"' },
+  });
+  assert.equal(deleted.status, 412);
+  assert.equal((await errorOf(deleted)).code, "precondition_failed");
+  const stored = await app.request("/v1/streams/signups");
+  assert.equal(stored.headers.get("ETag"), '"1"');
+  assert.equal((await stored.json()).definition.description, SIGNUPS.description);
+  // "0" is a tag of its own (no stream is at version 0): a 412 too, not a 400.
+  const zero = await put(app, "signups", SIGNUPS, { "If-Match": '"0"' });
+  assert.equal(zero.status, 412);
+  await zero.body?.cancel();
+});
+
 Deno.test("If-Match and If-None-Match keep two admins from overwriting each other: 412 precondition_failed, nothing changed", async () => {
   const app = await appWith();
   // Create only.
