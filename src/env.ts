@@ -40,6 +40,7 @@ import {
   DurationError,
   loadConfigFile,
   parseDuration,
+  repeatedGroupBy,
   StreamRegistry,
 } from "./config/mod.ts";
 import {
@@ -516,6 +517,15 @@ export async function configFromEnv(
       : "store: memory (embedded; state is lost on restart)",
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));
+  for (const [name, stream] of configStreams) {
+    for (const { counter, field, index, first } of repeatedGroupBy(stream)) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: streams.${name}.counters.${counter}.groupBy[${index}]: Field '${field}' is already at groupBy[${first}]; counted as before (each group keyed by the field twice); to group by it once, define the counter under a new name (a changed groupBy is refused)`,
+      });
+    }
+  }
   let hostname = env.get("HOST") ?? "0.0.0.0";
   if (keys.open) {
     if (!LOOPBACK_NAMES.has(hostname)) hostname = "127.0.0.1";

@@ -701,3 +701,44 @@ Deno.test("configFromEnv() bounds run-time keys, webhooks and streams by default
     1_000,
   ]);
 });
+
+Deno.test("configFromEnv() serves a config file whose groupBy names a field twice, as earlier releases counted it, with one warning naming the path", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        streams: {
+          orders: {
+            counters: {
+              byPlan: {
+                window: { tumbling: "1m" },
+                groupBy: ["plan", "region", "plan"],
+                aggregate: "count",
+              },
+            },
+          },
+        },
+      }),
+    );
+    const config = await configFromEnv(
+      env({ EDGESTREAM_CONFIG: path, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }),
+    );
+    try {
+      assert.deepEqual(config.streams.get("orders")!.counters[0].groupBy, [
+        "plan",
+        "region",
+        "plan",
+      ]);
+      assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+        level: "warning",
+        text:
+          "EDGESTREAM_CONFIG: streams.orders.counters.byPlan.groupBy[2]: Field 'plan' is already at groupBy[0]; counted as before (each group keyed by the field twice); to group by it once, define the counter under a new name (a changed groupBy is refused)",
+      }]);
+    } finally {
+      await config.webhooks.close();
+    }
+  } finally {
+    await Deno.remove(path);
+  }
+});

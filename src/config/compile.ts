@@ -450,7 +450,11 @@ export function compileStreamDefinition(
   return compileConfig({ streams: { [name]: raw } }, options).get(name)!;
 }
 
-/** Reads and compiles a JSON config file. */
+/**
+ * Reads and compiles a JSON config file. A counter whose `groupBy` names a field twice, which
+ * releases before that check took, is compiled as it counted (see
+ * {@linkcode CompileOptions.repeatedGroupBy}): find it with {@linkcode repeatedGroupBy} to warn.
+ */
 export async function loadConfigFile(path: string): Promise<Map<string, CompiledStream>> {
   let text: string;
   try {
@@ -469,5 +473,6 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
       cause: error,
     });
   }
-  return compileConfig(raw);
+  // A file that ran before the check keeps running (changing the counter would start it over).
+  return compileConfig(raw, { repeatedGroupBy: true });
 }
