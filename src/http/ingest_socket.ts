@@ -395,8 +395,9 @@ class IngestConnection implements HeldConnection {
   #queue: QueuedFrame[] = [];
   #received = 0;
   #draining = false;
-  /** The close a protocol error asked for, sent once every frame held is answered. */
+  /** How long (ms) a closing connection lingers after its last answer (`closeLingerMs`). */
   #closeLingerMs: number;
+  /** The close a protocol error asked for, sent once every frame held is answered. */
   #closing: { code: number; reason: string; lingerMs: number } | undefined;
   #lingering: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
