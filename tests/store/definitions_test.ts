@@ -403,3 +403,141 @@ redisTest(
     assert.deepEqual(await other.write("b", record(), 0), { status: "written", version: 1 });
   },
 );
+
+/** A store of the given options on the fixture's REST endpoint. */
+function redisDefinitionsWith(
+  fixture: { restUrl: string; restToken: string },
+  options: { maxApiStreams: number; placeLeaseMs?: number },
+  wrap: (redis: Redis) => Redis = (redis) => redis,
+) {
+  return new RedisDefinitionStore(
+    wrap(new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false })),
+    options,
+  );
+}
+
+/**
+ * Writes `name`'s record at `version` as a release without places does: the record and the index
+ * (raised, its mark set), no place taken or freed.
+ */
+function oldReleaseWrite(
+  redisUrl: string,
+  name: string,
+  version: number,
+  deleted: boolean,
+): Promise<unknown> {
+  const written = record(deleted ? { deleted: true, definition: null, counters: {} } : {});
+  return withDirect(redisUrl, async (send) => {
+    await send(
+      "HSET",
+      `es:{${name}}:def`,
+      "v",
+      String(version),
+      "g",
+      String(written.generation),
+      "s",
+      written.source,
+      "d",
+      JSON.stringify(written.definition ?? null),
+      "c",
+      JSON.stringify(written.counters),
+      "x",
+      deleted ? "1" : "0",
+    );
+    await send("HSET", "es:{@definitions}:index", name, String(version));
+    await send("SET", "es:{@definitions}:index:mark", crypto.randomUUID());
+  });
+}
+
+redisTest(
+  "RedisDefinitionStore: a place left by a creation killed between its two steps is freed by the next creation refused at the bound, once past placeLeaseMs",
+  async (fixture) => {
+    // The creating process dies after taking its place, before its record is written.
+    const killed = redisDefinitionsWith(fixture, { maxApiStreams: 1 }, (redis) =>
+      new Proxy(redis, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (property !== "evalsha" && property !== "eval") return value;
+          return (script: string, keys: string[], args: string[]) =>
+            String(args[0]).includes('"expected"')
+              ? Promise.reject(new Error("killed"))
+              : value.call(target, script, keys, args);
+        },
+      }));
+    await assert.rejects(killed.write("a", record(), 0));
+    const current = redisDefinitionsWith(fixture, { maxApiStreams: 1 });
+    assert.equal(await current.get("a"), null);
+    // Within the lease the place may be a creation on its way: it still counts.
+    await assert.rejects(
+      current.write("b", record(), 0),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 1,
+    );
+    // Past it, the recount frees it: the creation goes through, and the next one is refused.
+    const later = redisDefinitionsWith(fixture, { maxApiStreams: 1, placeLeaseMs: 0 });
+    assert.deepEqual(await later.write("b", record(), 0), { status: "written", version: 1 });
+    await assert.rejects(
+      later.write("c", record(), 0),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 1,
+    );
+    assert.equal(await later.get("c"), null);
+  },
+);
+
+redisTest(
+  "RedisDefinitionStore: streams deleted or created by an older release (no places) are recounted at the next refusal",
+  async (fixture) => {
+    const store = redisDefinitions(fixture, 2);
+    await store.write("a", record(), 0);
+    // An old instance creates "c": no place taken, so "b" gets the second place (3 live).
+    await oldReleaseWrite(fixture.redisUrl, "c", 1, false);
+    await store.write("b", record(), 0);
+    // An old instance deletes "a": its place stays taken.
+    await oldReleaseWrite(fixture.redisUrl, "a", 2, true);
+    // Refused after the recount: "b" and "c" are live, the bound is 2.
+    await assert.rejects(
+      store.write("d", record(), 0),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 2,
+    );
+    // An old instance deletes "c": the next creation recounts and takes its place.
+    await oldReleaseWrite(fixture.redisUrl, "c", 2, true);
+    assert.deepEqual(await store.write("d", record(), 0), { status: "written", version: 1 });
+    await assert.rejects(store.write("e", record(), 0), StoredLimitError);
+    await withDirect(fixture.redisUrl, async (send) => {
+      assert.deepEqual(
+        ((await send("HKEYS", "es:{@definitions}:index:api")) as string[]).sort(),
+        ["b", "d"],
+      );
+    });
+  },
+);
+
+redisTest(
+  "RedisDefinitionStore: two instances racing for a place a recount frees: one creates, the other is refused",
+  async (fixture) => {
+    const [first, second] = [redisDefinitions(fixture, 2), redisDefinitions(fixture, 2)];
+    await first.write("a", record(), 0);
+    await first.write("gone", record(), 0);
+    let stale = "gone";
+    let staleVersion = 1;
+    for (let round = 0; round < 10; round++) {
+      // An old instance deletes the second stream: its place stays taken until a recount.
+      await oldReleaseWrite(fixture.redisUrl, stale, staleVersion + 1, true);
+      const results = await Promise.allSettled([
+        first.write(`x${round}`, record(), 0),
+        second.write(`y${round}`, record(), 0),
+      ]);
+      const created = results.filter((result) => result.status === "fulfilled");
+      const refused = results.filter((result) =>
+        result.status === "rejected" && result.reason instanceof StoredLimitError &&
+        result.reason.held === 2
+      );
+      assert.equal(created.length, 1, `round ${round}: ${JSON.stringify(results)}`);
+      assert.equal(refused.length, 1, `round ${round}`);
+      stale = (await first.get(`x${round}`)) ? `x${round}` : `y${round}`;
+      staleVersion = (await first.get(stale))!.version;
+      await withDirect(fixture.redisUrl, async (send) => {
+        assert.equal(await send("HLEN", "es:{@definitions}:index:api"), 2, `round ${round}`);
+      });
+    }
+  },
+);

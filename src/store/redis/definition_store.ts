@@ -15,13 +15,16 @@
  * in its stream's slot, so the count cannot be taken where the record is written: it is kept in
  * the index's slot, in the hash `<index>:api` (stream → the version that made it count), its
  * places. A write of a live API stream first takes a place there (RESERVE_SCRIPT, atomic: two
- * instances cannot both take the last one), then writes the record; the index script, run after
- * every write, sets or frees the name's place from the record it indexes, by version, so a place
- * follows the record even when the write that took it lost to another one. The places of a store
- * written before they existed are built once, from the records (`<index>:api:built` marks it
- * done). A creation cut short between its two steps (the process killed, the write failed)
- * keeps its place until that name is written again; so does a deletion whose index step failed
- * after its record was written (a retry finds it deleted and writes nothing).
+ * instances cannot both take the last one; `<index>:api:pending` notes when, until its index step),
+ * then writes the record; the index script, run after every write, sets or frees the name's place
+ * from the record it indexes, by version, so a place follows the record even when the write that
+ * took it lost to another one. The places can drift from the records: a creation cut short
+ * between its two steps, a deletion whose index step failed after its record was written, an
+ * instance of a release that takes or frees no places. So a creation that finds every place held
+ * recounts them from the records (RECOUNT_SCRIPT; also how a store written before places existed
+ * gets them, `<index>:api:built` marking that done) and decides again, once, before it refuses.
+ * A place taken by a creation still on its way (pending for less than `placeLeaseMs`) survives a
+ * recount.
  *
  * @module
  */
@@ -51,7 +54,16 @@ export interface RedisDefinitionStoreOptions {
    * would add one past it throws `StoredLimitError`. @default {1000}
    */
   maxApiStreams?: number;
+  /**
+   * A place taken for a creation whose record is not written yet is kept by a recount for this
+   * long after it was taken (a creation on its way); past it, it counts as the place of a
+   * creation cut short and is freed. Far longer than a write takes (`timeoutMs`). @default {60000}
+   */
+  placeLeaseMs?: number;
 }
+
+/** Default {@linkcode RedisDefinitionStoreOptions.placeLeaseMs}. */
+export const DEFAULT_PLACE_LEASE_MS = 60_000;
 
 /** The record of KEYS[1] as JSON, or JSON null when there is none. */
 const GET_SCRIPT = LUA_COMMON + `
@@ -111,6 +123,8 @@ if held == nil or held <= args.v then
   elseif held ~= nil then
     redis.call("HDEL", places, args.name)
   end
+  -- The creation that took it (if any) is done: its place is no longer on its way.
+  redis.call("HDEL", places .. ":pending", args.name)
 end
 return 1
 `;
@@ -118,8 +132,9 @@ return 1
 /**
  * Takes a place among the API streams (KEYS[1] is the index) for ARGV[1].name, to be written at
  * version ARGV[1].v: a name holding one keeps it (raised to v); another takes one while fewer
- * than ARGV[1].max are held. Returns 1; -count when the bound is held (taking nothing); 0 when
- * the places were never built (see the module doc).
+ * than ARGV[1].max are held. The place is noted pending since ARGV[1].now (ms) until the write's
+ * index step. Returns 1; -count when the bound is held (taking nothing); 0 when the places were
+ * never built (see the module doc).
  */
 const RESERVE_SCRIPT = LUA_COMMON + `
 local places = P .. ":api"
@@ -130,25 +145,52 @@ if held == nil then
   if count >= args.max then return -count end
 end
 if held == nil or held < args.v then redis.call("HSET", places, args.name, args.v) end
+redis.call("HSET", places .. ":pending", args.name, args.now)
 return 1
 `;
 
+/** The names holding a place among the API streams (KEYS[1] is the index), as JSON. */
+const PLACES_SCRIPT = LUA_COMMON + `
+local names = redis.call("HKEYS", P .. ":api")
+if #names == 0 then return "[]" end
+return cjson.encode(names)
+`;
+
 /**
- * Builds the places of the API streams (KEYS[1] is the index) from ARGV[1].rows
- * (`[[name, version], …]`, the live API streams read one by one): a name gets its place unless
- * it holds one or the index moved past that version (a later write, whose index script decides).
+ * Recounts the places of the API streams (KEYS[1] is the index) from ARGV[1].rows
+ * (`[[name, version, live], …]`, the records read one by one, version 0 for none; `live` a live
+ * API stream), skipping a name whose index moved past that version (a later write, whose index
+ * script decides). A live stream without a place gets one. A place of a name not live frees,
+ * when taken for that version or an earlier one (a deletion written without its index step,
+ * by an old release or failed), or for a later one (a creation not written yet) once pending
+ * since ARGV[1].lease ms before ARGV[1].now, or not noted pending (taken by an older release).
+ * Marks the places built; returns how many are held.
  */
-const BUILD_SCRIPT = LUA_COMMON + `
+const RECOUNT_SCRIPT = LUA_COMMON + `
 local places = P .. ":api"
+local pending = places .. ":pending"
 for _, row in ipairs(args.rows) do
-  local name, v = row[1], row[2]
+  local name, v, live = row[1], row[2], row[3]
   local indexed = tonumber(redis.call("HGET", P, name)) or 0
-  if indexed <= v and redis.call("HEXISTS", places, name) == 0 then
-    redis.call("HSET", places, name, v)
+  if indexed <= v then
+    local held = tonumber(redis.call("HGET", places, name))
+    if live then
+      if held == nil then redis.call("HSET", places, name, v) end
+    elseif held ~= nil then
+      local free = held <= v
+      if not free then
+        local since = tonumber(redis.call("HGET", pending, name))
+        free = since == nil or since + args.lease <= args.now
+      end
+      if free then
+        redis.call("HDEL", places, name)
+        redis.call("HDEL", pending, name)
+      end
+    end
   end
 end
 redis.call("SET", places .. ":built", "1")
-return 1
+return redis.call("HLEN", places)
 `;
 
 /**
@@ -174,10 +216,12 @@ export class RedisDefinitionStore implements DefinitionStore {
   #prefix: string;
   #calls: RedisCalls;
   #maxApiStreams: number;
+  #placeLeaseMs: number;
 
   constructor(redis: RedisDefinitionClient, options: RedisDefinitionStoreOptions = {}) {
     this.#prefix = options.prefix ?? "es";
     this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
+    this.#placeLeaseMs = options.placeLeaseMs ?? DEFAULT_PLACE_LEASE_MS;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
   }
 
@@ -261,13 +305,13 @@ export class RedisDefinitionStore implements DefinitionStore {
   }
 
   /**
-   * Takes a place among the API streams for `name` at `version`, building the places first when
-   * this store has none yet; throws {@linkcode StoredLimitError} when they are all held, unless
-   * `name` is a live API stream already (its place lost by a write cut short): a replacement
-   * adds no stream.
+   * Takes a place among the API streams for `name` at `version`. When they are all held (or were
+   * never built), recounts them from the records and tries once more; then throws
+   * {@linkcode StoredLimitError}, unless `name` is a live API stream already (its place lost by a
+   * write cut short): a replacement adds no stream.
    */
   async #takePlace(name: string, version: number): Promise<void> {
-    for (let built = false;; built = true) {
+    for (let recounted = false;; recounted = true) {
       const reply = Number(
         await this.#calls.call(
           "reserveStream",
@@ -276,36 +320,62 @@ export class RedisDefinitionStore implements DefinitionStore {
               name,
               v: version,
               max: this.#maxApiStreams,
+              now: Date.now(),
             }]),
         ),
       );
       if (reply === 1) return;
       if (reply === 0) {
         // Built just now, yet gone (its keys deleted meanwhile): no count to refuse by.
-        if (built) {
+        if (recounted) {
           throw new Error(`Redis lost the places of the API streams while '${name}' took one`);
         }
-        await this.#buildPlaces();
-        continue;
+      } else {
+        const held = await this.get(name);
+        if (held !== null && held.source === "api" && !held.deleted) return;
+        if (recounted) throw new StoredLimitError("streams", this.#maxApiStreams, -reply);
       }
-      const held = await this.get(name);
-      if (held !== null && held.source === "api" && !held.deleted) return;
-      throw new StoredLimitError("streams", this.#maxApiStreams, -reply);
+      await this.#recountPlaces();
     }
   }
 
-  /** Builds the places of the API streams from the records (a store written before they existed). */
-  async #buildPlaces(): Promise<void> {
-    const rows: Array<[string, number]> = [];
-    for (const name of (await this.versions()).keys()) {
-      const record = await this.get(name);
-      if (record !== null && record.source === "api" && !record.deleted) {
-        rows.push([name, record.version]);
-      }
+  /**
+   * Recounts the places of the API streams from the records of every name indexed or holding a
+   * place (see RECOUNT_SCRIPT); builds them in a store written before they existed.
+   */
+  async #recountPlaces(): Promise<void> {
+    const placed = fromJson<string[]>(
+      await this.#calls.call(
+        "streamPlaces",
+        () => this.#calls.script(PLACES_SCRIPT, [this.#index], [{}]),
+      ),
+    );
+    const names = [...new Set([...(await this.versions()).keys(), ...placed])];
+    const rows: Array<[string, number, boolean]> = [];
+    // A few reads at a time: each record is in its own slot.
+    for (let at = 0; at < names.length; at += RECOUNT_READS) {
+      const records = await Promise.all(
+        names.slice(at, at + RECOUNT_READS).map((name) => this.get(name)),
+      );
+      records.forEach((record, i) => {
+        rows.push([
+          names[at + i],
+          record?.version ?? 0,
+          record !== null && record.source === "api" && !record.deleted,
+        ]);
+      });
     }
     await this.#calls.call(
-      "buildStreamPlaces",
-      () => this.#calls.script(BUILD_SCRIPT, [this.#index], [{ rows }]),
+      "recountStreamPlaces",
+      () =>
+        this.#calls.script(RECOUNT_SCRIPT, [this.#index], [{
+          rows,
+          now: Date.now(),
+          lease: this.#placeLeaseMs,
+        }]),
     );
   }
 }
+
+/** How many records a recount of the API streams' places reads at once. */
+const RECOUNT_READS = 16;
