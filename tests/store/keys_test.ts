@@ -236,6 +236,17 @@ const boundScenarios: Record<
     await store.createKey(key("key_c"));
     assert.deepEqual((await store.listKeys()).map((item) => item.id), ["key_b", "key_c"]);
   },
+  async "an expired key counts toward maxKeys until it is deleted"(make) {
+    const store = make(1);
+    // Expired long before now (2001): it no longer works, yet it is stored and counted.
+    await store.createKey(key("key_old", { expiresAt: 1_000_000_000_000 }));
+    await assert.rejects(
+      store.createKey(key("key_new")),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 1,
+    );
+    assert.equal(await store.deleteKey("key_old"), true);
+    await store.createKey(key("key_new"));
+  },
 };
 
 for (const [name, scenario] of Object.entries(boundScenarios)) {
