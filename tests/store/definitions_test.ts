@@ -541,3 +541,82 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "RedisDefinitionStore: a deletion whose index step failed after its record was written frees its place at the next refusal",
+  async (fixture) => {
+    let failIndex = false;
+    const flaky = redisDefinitionsWith(fixture, { maxApiStreams: 1 }, (redis) =>
+      new Proxy(redis, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (property !== "evalsha" && property !== "eval") return value;
+          return (script: string, keys: string[], args: string[]) =>
+            failIndex && String(args[0]).includes('"mark"')
+              ? Promise.reject(new Error("connection lost"))
+              : value.call(target, script, keys, args);
+        },
+      }));
+    await flaky.write("a", record(), 0);
+    failIndex = true;
+    await assert.rejects(
+      flaky.write("a", record({ deleted: true, definition: null, counters: {} }), 1),
+    );
+    failIndex = false;
+    // The record says deleted (a retried DELETE would be a 404), yet the place was not freed.
+    assert.equal((await flaky.get("a"))?.deleted, true);
+    assert.deepEqual(await flaky.write("b", record(), 0), { status: "written", version: 1 });
+    await assert.rejects(flaky.write("c", record(), 0), StoredLimitError);
+  },
+);
+
+redisTest(
+  "RedisDefinitionStore: a recount gives no place to a stream deleted after the recount read it",
+  async (fixture) => {
+    let holdRecount = false;
+    let released!: () => void;
+    const release = new Promise<void>((resolve) => released = resolve);
+    let reachedRecount!: () => void;
+    const recountReached = new Promise<void>((resolve) => reachedRecount = resolve);
+    const recounting = redisDefinitionsWith(
+      fixture,
+      { maxApiStreams: 2 },
+      (redis) =>
+        new Proxy(redis, {
+          get(target, property, receiver) {
+            const value = Reflect.get(target, property, receiver);
+            if (property !== "evalsha" && property !== "eval") return value;
+            return async (script: string, keys: string[], args: string[]) => {
+              if (holdRecount && String(args[0]).includes('"lease"')) {
+                holdRecount = false;
+                reachedRecount();
+                await release;
+              }
+              return await value.call(target, script, keys, args);
+            };
+          },
+        }),
+    );
+    const other = redisDefinitions(fixture, 2);
+    await other.write("a", record(), 0);
+    // An old instance creates "c" (no place), so "b" takes the second place: 3 live.
+    await oldReleaseWrite(fixture.redisUrl, "c", 1, false);
+    await other.write("b", record(), 0);
+    holdRecount = true;
+    const refused = recounting.write("d", record(), 0);
+    // The recount has read "c" live; it is deleted before the recount writes.
+    await recountReached;
+    await other.write("c", record({ deleted: true, definition: null, counters: {} }), 1);
+    released();
+    await assert.rejects(
+      refused,
+      (error: unknown) => error instanceof StoredLimitError && error.held === 2,
+    );
+    await withDirect(fixture.redisUrl, async (send) => {
+      assert.deepEqual(
+        ((await send("HKEYS", "es:{@definitions}:index:api")) as string[]).sort(),
+        ["a", "b"],
+      );
+    });
+  },
+);
