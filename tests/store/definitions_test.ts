@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import {
+  DEFAULT_RECOUNT_EVERY_MS,
   type DefinitionStore,
   type DefinitionWrite,
   fromCellUpdates,
@@ -285,10 +286,15 @@ const boundScenarios: Record<
   },
 };
 
-function redisDefinitions(fixture: { restUrl: string; restToken: string }, maxApiStreams: number) {
+/** A Redis definition store; every refusal recounts unless `recountEveryMs` says otherwise. */
+function redisDefinitions(
+  fixture: { restUrl: string; restToken: string },
+  maxApiStreams: number,
+  options: { recountEveryMs?: number } = {},
+) {
   return new RedisDefinitionStore(
     new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
-    { maxApiStreams },
+    { maxApiStreams, recountEveryMs: 0, ...options },
   );
 }
 
@@ -412,7 +418,7 @@ function redisDefinitionsWith(
 ) {
   return new RedisDefinitionStore(
     wrap(new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false })),
-    options,
+    { recountEveryMs: 0, ...options },
   );
 }
 
@@ -508,6 +514,25 @@ redisTest(
         ["b", "d"],
       );
     });
+  },
+);
+
+redisTest(
+  "RedisDefinitionStore: a refusal at the bound recounts at most once per recountEveryMs, so creating in a loop at the bound does not recount per request",
+  async (fixture) => {
+    assert.equal(DEFAULT_RECOUNT_EVERY_MS, 10_000, "README: at most once every 10 s");
+    const store = redisDefinitions(fixture, 1, { recountEveryMs: 60_000 });
+    await store.write("a", record(), 0);
+    // Refused after a recount ("a" is live).
+    await assert.rejects(store.write("b", record(), 0), StoredLimitError);
+    // An old instance deletes "a": its place stays taken, and within the interval no recount
+    // looks, so the creations meanwhile are refused as the places say.
+    await oldReleaseWrite(fixture.redisUrl, "a", 2, true);
+    await assert.rejects(store.write("b", record(), 0), StoredLimitError);
+    await assert.rejects(store.write("c", record(), 0), StoredLimitError);
+    // Another store object (another instance) recounts on its own schedule: "a"'s place is freed.
+    const other = redisDefinitions(fixture, 1, { recountEveryMs: 60_000 });
+    assert.deepEqual(await other.write("b", record(), 0), { status: "written", version: 1 });
   },
 );
 

@@ -60,10 +60,19 @@ export interface RedisDefinitionStoreOptions {
    * creation cut short and is freed. Far longer than a write takes (`timeoutMs`). @default {60000}
    */
   placeLeaseMs?: number;
+  /**
+   * A refusal at the bound recounts the places (a call per name indexed) at most this often on
+   * one store object (refusals meanwhile share the recount running, or refuse), so a client
+   * creating in a loop at the bound costs one recount per interval, not one per request.
+   * @default {10000}
+   */
+  recountEveryMs?: number;
 }
 
 /** Default {@linkcode RedisDefinitionStoreOptions.placeLeaseMs}. */
 export const DEFAULT_PLACE_LEASE_MS = 60_000;
+/** Default {@linkcode RedisDefinitionStoreOptions.recountEveryMs}. */
+export const DEFAULT_RECOUNT_EVERY_MS = 10_000;
 
 /** The record of KEYS[1] as JSON, or JSON null when there is none. */
 const GET_SCRIPT = LUA_COMMON + `
@@ -217,11 +226,17 @@ export class RedisDefinitionStore implements DefinitionStore {
   #calls: RedisCalls;
   #maxApiStreams: number;
   #placeLeaseMs: number;
+  #recountEveryMs: number;
+  /** The recount running, shared by the refusals meanwhile. */
+  #recounting: Promise<void> | undefined;
+  /** When (performance.now) the last recount ended. */
+  #recountedAt = -Infinity;
 
   constructor(redis: RedisDefinitionClient, options: RedisDefinitionStoreOptions = {}) {
     this.#prefix = options.prefix ?? "es";
     this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
     this.#placeLeaseMs = options.placeLeaseMs ?? DEFAULT_PLACE_LEASE_MS;
+    this.#recountEveryMs = options.recountEveryMs ?? DEFAULT_RECOUNT_EVERY_MS;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
   }
 
@@ -330,13 +345,31 @@ export class RedisDefinitionStore implements DefinitionStore {
         if (recounted) {
           throw new Error(`Redis lost the places of the API streams while '${name}' took one`);
         }
-      } else {
-        const held = await this.get(name);
-        if (held !== null && held.source === "api" && !held.deleted) return;
-        if (recounted) throw new StoredLimitError("streams", this.#maxApiStreams, -reply);
+        await this.#recount(true);
+        continue;
       }
-      await this.#recountPlaces();
+      const held = await this.get(name);
+      if (held !== null && held.source === "api" && !held.deleted) return;
+      if (recounted || !(await this.#recount(false))) {
+        throw new StoredLimitError("streams", this.#maxApiStreams, -reply);
+      }
     }
+  }
+
+  /**
+   * Recounts the places, or waits for the recount running; unless `always`, not again within
+   * `recountEveryMs` of the last one (then false: nothing recounted).
+   */
+  async #recount(always: boolean): Promise<boolean> {
+    if (this.#recounting === undefined) {
+      if (!always && performance.now() - this.#recountedAt < this.#recountEveryMs) return false;
+      this.#recounting = this.#recountPlaces().finally(() => {
+        this.#recounting = undefined;
+        this.#recountedAt = performance.now();
+      });
+    }
+    await this.#recounting;
+    return true;
   }
 
   /**
