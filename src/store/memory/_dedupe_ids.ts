@@ -369,15 +369,47 @@ export interface DedupeIdsOptions {
 }
 
 /**
+ * The ids held under a TTL no longer in force: its two time buckets, still asked (never added
+ * to) until the newer of them ends, so an id stays a duplicate for the TTL it was sent under.
+ */
+interface RetiredIds {
+  ttlMs: number;
+  bucket: number;
+  current: FingerprintSet;
+  previous: FingerprintSet;
+}
+
+/** Moves `ids` to the time bucket of `nowMs`; false when both of its buckets have ended. */
+function rotateRetired(ids: RetiredIds, nowMs: number): boolean {
+  const bucket = Math.floor(nowMs / ids.ttlMs);
+  if (bucket === ids.bucket + 1) {
+    ids.previous = ids.current;
+    ids.current = new FingerprintSet();
+    ids.bucket = bucket;
+  } else if (bucket > ids.bucket + 1) return false;
+  return ids.previous.size + ids.current.size > 0;
+}
+
+/**
  * One stream's dedupe ids in two TTL-wide time buckets (as in the Redis
  * store): an id is a duplicate while it is in either, so it is remembered
  * for at least the TTL and at most twice it, unless the bound forgets it
  * early (counted in {@linkcode DedupeIds.forgotten}).
+ *
+ * A new TTL starts buckets of its own; those of the TTL before are still asked until their
+ * time is up (as if that TTL were still in force), so every id is held for the TTL in force
+ * when it was sent, whatever TTL comes after. A TTL that comes back takes its buckets up again.
  */
 export class DedupeIds {
   #bucket = 0;
+  /** The TTL the buckets are of (0: none yet). */
+  #ttlMs = 0;
   #current = new FingerprintSet();
   #previous = new FingerprintSet();
+  /** Buckets of earlier TTLs whose time is not up, asked before the current ones. */
+  #retired: RetiredIds[] = [];
+  /** Ids in `#retired`. */
+  #retiredSize = 0;
   #perBucket: number;
   #seed: number;
   #forgotten = 0;
@@ -402,7 +434,7 @@ export class DedupeIds {
 
   /** Ids held now. */
   get size(): number {
-    return this.#current.size + this.#previous.size;
+    return this.#current.size + this.#previous.size + this.#retiredSize;
   }
 
   /** Ids the bound made this forget before their time bucket ended. */
@@ -412,11 +444,19 @@ export class DedupeIds {
 
   /** Bytes of the tables holding the ids. */
   get byteLength(): number {
-    return this.#current.byteLength + this.#previous.byteLength;
+    let bytes = this.#current.byteLength + this.#previous.byteLength;
+    for (const ids of this.#retired) bytes += ids.current.byteLength + ids.previous.byteLength;
+    return bytes;
   }
 
-  /** Moves to the time bucket of `nowMs` for a TTL of `ttlMs`, dropping buckets older than the previous one. */
+  /**
+   * Moves to the time bucket of `nowMs` for a TTL of `ttlMs`, dropping buckets older than the
+   * previous one. Another TTL than the last call's keeps the buckets of that one, asked until
+   * their time is up (see the class).
+   */
   rotateTo(nowMs: number, ttlMs: number): void {
+    if (ttlMs !== this.#ttlMs) this.#changeTtl(nowMs, ttlMs);
+    if (this.#retired.length > 0) this.#rotateRetired(nowMs);
     const bucket = Math.floor(nowMs / ttlMs);
     if (bucket === this.#bucket + 1) {
       const dropped = this.#previous;
@@ -428,6 +468,41 @@ export class DedupeIds {
       this.#current = new FingerprintSet();
     }
     if (bucket > this.#bucket) this.#bucket = bucket;
+  }
+
+  /** Retires the buckets of the TTL in force and takes up those of `ttlMs` (new, or retired). */
+  #changeTtl(nowMs: number, ttlMs: number): void {
+    if (this.#ttlMs > 0 && this.#current.size + this.#previous.size > 0) {
+      this.#retired.push({
+        ttlMs: this.#ttlMs,
+        bucket: this.#bucket,
+        current: this.#current,
+        previous: this.#previous,
+      });
+      this.#retiredSize += this.#current.size + this.#previous.size;
+    }
+    this.#ttlMs = ttlMs;
+    this.#rotateRetired(nowMs);
+    const again = this.#retired.findIndex((ids) => ids.ttlMs === ttlMs);
+    if (again >= 0) {
+      const [ids] = this.#retired.splice(again, 1);
+      this.#retiredSize -= ids.current.size + ids.previous.size;
+      this.#bucket = ids.bucket;
+      this.#current = ids.current;
+      this.#previous = ids.previous;
+    } else {
+      this.#bucket = Math.floor(nowMs / ttlMs);
+      this.#current = new FingerprintSet();
+      this.#previous = new FingerprintSet();
+    }
+  }
+
+  /** Drops the retired buckets whose time is up. */
+  #rotateRetired(nowMs: number): void {
+    this.#retired = this.#retired.filter((ids) => rotateRetired(ids, nowMs));
+    let size = 0;
+    for (const ids of this.#retired) size += ids.current.size + ids.previous.size;
+    this.#retiredSize = size;
   }
 
   /**
@@ -480,7 +555,15 @@ export class DedupeIds {
   }
 
   #seenFingerprint(high: number, low: number): boolean {
+    if (this.#retiredSize > 0 && this.#heldRetired(high, low)) return true;
     if (this.#previous.size > 0 && this.#previous.has(high, low)) return true;
+    if (this.#retiredSize > 0 && this.#current.size + this.#retiredSize >= this.#perBucket) {
+      // The bound, with ids of an earlier TTL held: those are forgotten first.
+      if (this.#current.has(high, low)) return true;
+      this.#forgotten += this.#retiredSize;
+      this.#retired = [];
+      this.#retiredSize = 0;
+    }
     if (this.#current.size >= this.#perBucket) {
       if (this.#current.has(high, low)) return true;
       // The bound: forget the older bucket now rather than grow past it.
@@ -489,5 +572,14 @@ export class DedupeIds {
       this.#current = new FingerprintSet();
     }
     return !this.#current.add(high, low);
+  }
+
+  /** Whether a retired bucket holds the fingerprint. */
+  #heldRetired(high: number, low: number): boolean {
+    for (const ids of this.#retired) {
+      if (ids.previous.size > 0 && ids.previous.has(high, low)) return true;
+      if (ids.current.size > 0 && ids.current.has(high, low)) return true;
+    }
+    return false;
   }
 }

@@ -271,6 +271,46 @@ Deno.test("DedupeIds does not count ids that outlived their time bucket as forgo
   assert.equal(ids.seen("evt-0"), false);
 });
 
+Deno.test("DedupeIds asks an earlier TTL's buckets until its time is up, and takes them up again when it comes back", () => {
+  const ids = new DedupeIds({ maxIds: 1_000 });
+  ids.rotateTo(500, 1_000);
+  assert.equal(ids.seen("a"), false);
+  // Down to 100 ms: "a" is held for the 1,000 ms it was sent under, "b" for 100 ms.
+  ids.rotateTo(600, 100);
+  assert.equal(ids.seen("a"), true);
+  assert.equal(ids.seen("b"), false);
+  ids.rotateTo(750, 100);
+  assert.deepEqual([ids.seen("a"), ids.seen("b")], [true, true]);
+  ids.rotateTo(1_900, 100);
+  assert.deepEqual([ids.seen("a"), ids.seen("b")], [true, false]);
+  assert.equal(ids.size, 2);
+  // Up to 1,000 ms again: its buckets are the current ones, "b" still under 100 ms.
+  ids.rotateTo(1_950, 1_000);
+  assert.deepEqual([ids.seen("a"), ids.seen("b"), ids.seen("c")], [true, true, false]);
+  // 1,000 ms buckets 1 (c) and 2: "a" (bucket 0) and "b" (100 ms bucket 19) are new again.
+  ids.rotateTo(2_150, 1_000);
+  assert.deepEqual([ids.seen("a"), ids.seen("b"), ids.seen("c")], [false, false, true]);
+  ids.rotateTo(3_000, 1_000);
+  assert.deepEqual([ids.seen("a"), ids.seen("b"), ids.seen("c")], [true, true, false]);
+  assert.equal(ids.forgotten, 0);
+});
+
+Deno.test("DedupeIds at its bound forgets an earlier TTL's ids first, and counts them", () => {
+  const ids = new DedupeIds({ maxIds: 10 });
+  ids.rotateTo(0, 1_000);
+  for (let i = 0; i < 4; i++) ids.seen(`old-${i}`);
+  ids.rotateTo(10, 500);
+  // Held with the 4 old ones: the bucket's 5 minus 4.
+  assert.equal(ids.seen("new-0"), false);
+  assert.equal(ids.size, 5);
+  assert.equal(ids.seen("old-3"), true);
+  assert.equal(ids.seen("new-1"), false);
+  assert.equal(ids.forgotten, 4);
+  assert.equal(ids.seen("old-3"), false);
+  assert.equal(ids.seen("new-0"), true);
+  assert.ok(ids.size <= 10);
+});
+
 Deno.test("DedupeIds refuses a bound below 2", () => {
   assert.throws(
     () => new DedupeIds({ maxIds: 1 }),
