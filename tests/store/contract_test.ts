@@ -709,6 +709,56 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual((await store.applyBatch(batch(t + ttl + 2_000))).outcomes, ["applied"]);
   },
 
+  async "a dedupe id stays a duplicate across changes of the TTL, down and up, for the TTL it was sent under"(
+    store,
+  ) {
+    const HOUR = 3_600_000;
+    const outcomes = async (nowMs: number, dedupeTtlMs: number, ids: string[]) =>
+      (await store.applyBatch({
+        stream: "s",
+        nowMs,
+        latenessMs: 1e12,
+        dedupeTtlMs,
+        counters: [],
+        filtered: 0,
+        events: ids.map((id) => ({ id, timeMs: nowMs })),
+      })).outcomes;
+    // Sent under 24h, in a batch and alone (the script asks one id apart).
+    const t = clock();
+    assert.deepEqual(await outcomes(t, 24 * HOUR, ["x1", "x2"]), ["applied", "applied"]);
+    assert.deepEqual(await outcomes(t, 24 * HOUR, ["y"]), ["applied"]);
+    const ttls = [12 * HOUR, HOUR, 300_000, 48 * HOUR, 7 * 24 * HOUR, 24 * HOUR];
+    for (const [i, ttl] of ttls.entries()) {
+      const now = t + 1_000 * (i + 1);
+      assert.deepEqual(await outcomes(now, ttl, ["x1"]), ["duplicate"], `x1 alone, ttl ${ttl}`);
+      assert.deepEqual(
+        await outcomes(now, ttl, ["x1", "x2", `new${i}`]),
+        ["duplicate", "duplicate", "applied"],
+        `ttl ${ttl}`,
+      );
+      assert.deepEqual(await outcomes(now, ttl, ["y"]), ["duplicate"], `y alone, ttl ${ttl}`);
+    }
+    // Sent under 1h, then the TTL is 1m: held for the hour it was sent under, no longer.
+    const base = T0 + 10 * HOUR;
+    assert.deepEqual(await outcomes(base + 1_000, HOUR, ["w"]), ["applied"]);
+    assert.deepEqual(await outcomes(base + 2_000, 60_000, ["w"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(base + 59 * 60_000, 60_000, ["w", "w2"]), [
+      "duplicate",
+      "applied",
+    ]);
+    assert.deepEqual(await outcomes(base + 2 * HOUR + 1_000, 60_000, ["w"]), ["applied"]);
+    // Sent under 1m, then the TTL is 1h: held for the minute it was sent under, no longer.
+    assert.deepEqual(await outcomes(base + 2 * HOUR + 2_000, 60_000, ["v"]), ["applied"]);
+    assert.deepEqual(await outcomes(base + 2 * HOUR + 3_000, HOUR, ["v"]), ["duplicate"]);
+    assert.deepEqual(await outcomes(base + 2 * HOUR + 50_000, HOUR, ["v", "v2"]), [
+      "duplicate",
+      "applied",
+    ]);
+    assert.deepEqual(await outcomes(base + 2 * HOUR + 3 * 60_000, HOUR, ["v"]), ["applied"]);
+    // Nothing forgotten before its time.
+    assert.equal((await store.stats("s", [])).dedupeForgotten, 0);
+  },
+
   async "panes() lists live panes in a range"(store) {
     await ingestItems(
       stream,

@@ -10,9 +10,13 @@
  * - `stats` — hash: watermark `wm`, `accepted`, `applied`, `duplicates`,
  *   `late`, `filtered`, `rejected`, `overflow:<counter>`, `cl`: the latest end (a session's:
  *   end + gap) a close claimed, before which every event is late (`StreamStats.closedThrough`),
- *   and `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`).
- * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket, PX = 2 × TTL + TTL/8
- *   from its first id; its field `\xff` (one byte 0xFF, which no id holds: ids are UTF-8) says that PX is set.
+ *   `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`),
+ *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
+ *   still asked (see {@linkcode APPLY_SCRIPT}).
+ * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket (bucket =
+ *   floor(now / TTL)), PX = 2 × TTL + TTL/8 from its first id; its field `\xff` (one byte 0xFF,
+ *   which no id holds: ids are UTF-8) says that PX is set. The name has no TTL in it, as in the
+ *   releases before, so those and this one share the current TTL's buckets in a rolling deploy.
  * - `p:<counter>:<pane>` — pane hash; per group `c:<group>` (count),
  *   `s:<group>` (sum, for sum/avg), `m:<group>` (min or max).
  * - `h:<counter>:<pane>:<group>` — HyperLogLog of a distinct counter.
@@ -44,6 +48,7 @@ const COMMON = LUA_COMMON + `
 local STATS_KEY = P .. ${luaString(STREAM_KEYS.stats)}
 local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
 local DEMAND_KEY = P .. "demand"
+-- A dedupe bucket of any TTL: the same name as in the releases before (see dedupeBuckets).
 local function idsKey(bucket) return P .. "ids:" .. num(bucket) end
 local function replyKey(keyHash) return P .. "idem:" .. keyHash end
 local function bucketKey(name) return P .. "rl:" .. name end
@@ -287,7 +292,13 @@ end
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
  * remembered for at least the TTL and at most twice that, at one hash field
- * per id instead of one key.
+ * per id instead of one key. After a change of TTL (a new definition, or another instance's
+ * config) the buckets of the TTL before are still asked until their time is up, as if it were
+ * still in force, so an id is held for the TTL in force when it was sent: the stats field `dk`
+ * says which (see dedupeBuckets), read with the stats, so a call asks nothing more while the
+ * TTL stays. The bucket keys are named as in the releases before (the name has no TTL), so an
+ * instance of the release before, in a rolling deploy, reads and writes the same keys while the
+ * TTL stays; it neither reads nor writes `dk`.
  *
  * Stored replies live at `idem:<key hash>` (hash: body hash, reply, duplicates, late; expiring
  * with the claim's ttl), rate-limit buckets at `rl:<bucket>` (tokens, updated ms; expiring when
@@ -381,6 +392,8 @@ local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "
 local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected", "cl" }
 local counterCount = #counters
 for i = 1, counterCount do statsAsked[9 + i] = "k:" .. counters[i].name end
+-- The dedupe TTLs whose buckets are asked (see dedupeBuckets).
+statsAsked[10 + counterCount] = "dk"
 -- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
 -- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
 -- group is new in a pane (below), the only time they may be added to.
@@ -390,7 +403,7 @@ if type(args.sess) == "table" then
   end
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
-for i = 10 + counterCount, #statsAsked do
+for i = 11 + counterCount, #statsAsked do
   if stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
@@ -636,10 +649,67 @@ end
 
 local outcomes = {}
 local applied, duplicates, lates, skipped = 0, 0, 0, 0
-local newIds, oldIds
-if dedupeTtl > 0 then
+-- The dedupe buckets: the current TTL's newer one (written) and older one, and the keys of
+-- earlier TTLs' buckets whose time is not up (asked, never written).
+-- The stats field \`dk\`: the TTL of the last apply, then per earlier TTL whose buckets are
+-- still asked "<ttl>:<until ms>". It changes only with the TTL, and as entries run out.
+-- Returns the keys, and the field's new text (nil when it stays).
+-- Every TTL's buckets are named \`ids:<floor(now / ttl)>\`, without the TTL: two TTLs' buckets
+-- have one name only when their numbers coincide (floor(now / a) = floor(now / b)), which needs
+-- the TTLs nearly equal; then they are one key holding the same ids, asked once, with the PX
+-- of the TTL that wrote it first: harmless.
+local function dedupeBuckets(known)
+  local ttlText = num(dedupeTtl)
   local bucket = math.floor(now / dedupeTtl)
-  newIds, oldIds = idsKey(bucket), idsKey(bucket - 1)
+  local current, older = idsKey(bucket), idsKey(bucket - 1)
+  if known == ttlText then return current, older, {}, nil end
+  -- A TTL's buckets are asked until the newer one it may have written ends (and TTL/8 more,
+  -- as its key lives, for clocks that disagree).
+  local function untilOf(ttl) return (math.floor(now / ttl) + 2) * ttl + math.ceil(ttl / 8) end
+  local entries = {}
+  -- No \`dk\`: a stream new to this release (the one before wrote none): nothing more to ask,
+  -- its current TTL's buckets have the names they had.
+  if known then
+    local first = true
+    for word in string.gmatch(known, "%S+") do
+      if first then
+        first = false
+        local ttl = tonumber(word)
+        if ttl and ttl > 0 and ttl ~= dedupeTtl and ttl == math.floor(ttl) then
+          entries[#entries + 1] = { ttl, untilOf(ttl) }
+        end
+      else
+        local ttl, untilMs = string.match(word, "^(%d+):(%d+)$")
+        ttl, untilMs = tonumber(ttl), tonumber(untilMs)
+        -- The current TTL's own buckets are asked anyway (taken up again when it comes back).
+        if ttl and ttl > 0 and untilMs > now and ttl ~= dedupeTtl then
+          entries[#entries + 1] = { ttl, untilMs }
+        end
+      end
+    end
+  end
+  local keys, words = {}, { ttlText }
+  local seen = { [current] = true, [older] = true }
+  for _, entry in ipairs(entries) do
+    local ttl = entry[1]
+    local at = math.floor(now / ttl)
+    for _, key in ipairs({ idsKey(at), idsKey(at - 1) }) do
+      -- A name the current TTL's buckets (or another earlier TTL's) have already: asked once.
+      if not seen[key] then
+        seen[key] = true
+        keys[#keys + 1] = key
+      end
+    end
+    words[#words + 1] = num(ttl) .. ":" .. num(entry[2])
+  end
+  local text = table.concat(words, " ")
+  if known and text == known then text = nil end
+  return current, older, keys, text
+end
+local newIds, oldIds
+local retiredIds, dedupeKeysText = {}, nil
+if dedupeTtl > 0 then
+  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[10 + counterCount])
 end
 local insertedIds = false
 -- A field no id can be (ids are UTF-8, this byte never is): the bucket's PX is set, once, at its
@@ -663,7 +733,11 @@ if newIds then
   end
   if #asked == 1 and not withSessions then
     local id = asked[1]
-    if redis.call("HEXISTS", oldIds, id) == 1 then
+    local held = false
+    for _, key in ipairs(retiredIds) do
+      if not held and redis.call("HEXISTS", key, id) == 1 then held = true end
+    end
+    if held or redis.call("HEXISTS", oldIds, id) == 1 then
       heldIds[id] = true
     else
       local added = redis.call("HSET", newIds, id, "1", IDS_MARK, "1")
@@ -679,6 +753,12 @@ if newIds then
     if new[1] then idsMarked = true end
     for k = 1, to - from + 1 do
       if old[k] or new[k + 1] then heldIds[asked[from + k - 1]] = true end
+    end
+    for _, key in ipairs(retiredIds) do
+      local earlier = redis.call("HMGET", key, unpack(asked, from, to))
+      for k = 1, to - from + 1 do
+        if earlier[k] then heldIds[asked[from + k - 1]] = true end
+      end
     end
   end
 end
@@ -1083,6 +1163,10 @@ for i = 1, counterCount do
       changed[#changed + 1] = pane.text .. " " .. num(pane.expiresAt)
     end
   end
+end
+if dedupeKeysText then
+  changed[#changed + 1] = "dk"
+  changed[#changed + 1] = dedupeKeysText
 end
 if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
 -- One digit per event: all "0" in the common case, without turning each number into text.

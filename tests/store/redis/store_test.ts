@@ -1049,3 +1049,133 @@ Deno.test("a Redis call is abandoned at the 5 s deadline by default", async () =
     clock.uninstall();
   }
 });
+
+/** Outcomes of one batch of stream `s`, one event per id at `nowMs`, under `dedupeTtlMs`. */
+async function dedupeOutcomes(
+  store: Store,
+  nowMs: number,
+  dedupeTtlMs: number,
+  ids: string[],
+): Promise<string[]> {
+  return (await store.applyBatch({
+    stream: "s",
+    nowMs,
+    latenessMs: 1e12,
+    dedupeTtlMs,
+    counters: [],
+    filtered: 0,
+    events: ids.map((id) => ({ id, timeMs: nowMs })),
+  })).outcomes;
+}
+
+const DAY = 86_400_000;
+
+redisTest(
+  "RedisStore: a new store on the same Redis with another dedupe TTL (a config redeploy) holds the ids sent before, each TTL's buckets named ids:<floor(now / ttl)>",
+  async (fixture) => {
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW, DAY, ["a", "b"]), [
+      "applied",
+      "applied",
+    ]);
+    // Redeployed with 12h: a store that never saw the 24h.
+    const redeployed = redisStore(fixture);
+    assert.deepEqual(await dedupeOutcomes(redeployed, NOW + 1_000, DAY / 2, ["a"]), [
+      "duplicate",
+    ]);
+    assert.deepEqual(await dedupeOutcomes(redeployed, NOW + 2_000, DAY / 2, ["a", "b", "c"]), [
+      "duplicate",
+      "duplicate",
+      "applied",
+    ]);
+    // And back to 24h, again by a new store: the ids of both are held.
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW + 3_000, DAY, ["a", "c", "d"]), [
+      "duplicate",
+      "duplicate",
+      "applied",
+    ]);
+    const keys = [...(await keysWithTtl(fixture.redisUrl)).keys()].filter((key) =>
+      key.startsWith("es:{s}:ids:")
+    ).sort();
+    // Named as in the releases before, bucket = floor(now / ttl): 12h's and 24h's numbers differ.
+    assert.deepEqual(keys, [
+      `es:{s}:ids:${Math.floor(NOW / DAY)}`,
+      `es:{s}:ids:${Math.floor(NOW / (DAY / 2))}`,
+    ]);
+    // The stats say which TTLs' buckets are asked: 24h now, 12h until its newer bucket ends.
+    const twelveUntil = (Math.floor(NOW / (DAY / 2)) + 2) * (DAY / 2) + DAY / 16;
+    const dk = await withDirect(fixture.redisUrl, (send) => send("HGET", "es:{s}:stats", "dk"));
+    assert.equal(dk, `${DAY} ${DAY / 2}:${twelveUntil}`);
+    // Once that bucket's time is up, only the TTL is left.
+    const later = twelveUntil + 1;
+    await dedupeOutcomes(redisStore(fixture), later, DAY, ["e"]);
+    const after = await withDirect(fixture.redisUrl, (send) => send("HGET", "es:{s}:stats", "dk"));
+    assert.equal(after, `${DAY}`);
+  },
+);
+
+redisTest(
+  "RedisStore and the release before share the dedupe buckets ids:<bucket> in a rolling deploy: each finds the ids the other wrote",
+  async (fixture) => {
+    const ttl = 3_600_000;
+    const bucket = Math.floor(NOW / ttl);
+    const store = redisStore(fixture);
+    // This release applies first (the stream's stats and dk are written) ...
+    assert.deepEqual(await dedupeOutcomes(store, NOW, ttl, ["mine1"]), ["applied"]);
+    assert.deepEqual(await dedupeOutcomes(store, NOW, ttl, ["mine2", "mine3"]), [
+      "applied",
+      "applied",
+    ]);
+    // ... and the ids it wrote are where an instance of the release before looks for them:
+    // ids:<floor(now / ttl)> (HEXISTS in the older bucket, HSET in the newer one).
+    const held = (key: string, id: string) =>
+      withDirect(fixture.redisUrl, (send) => send("HEXISTS", key, id));
+    for (const id of ["mine1", "mine2", "mine3"]) {
+      assert.equal(await held(`es:{s}:ids:${bucket}`, id), 1, id);
+    }
+    // Then an instance of the release before writes ids, by hand here, as it does.
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("HSET", `es:{s}:ids:${bucket}`, "old1", "1", "old2", "1");
+      await send("HSET", `es:{s}:ids:${bucket - 1}`, "older", "1");
+    });
+    assert.deepEqual(await dedupeOutcomes(store, NOW + 1_000, ttl, ["old1"]), ["duplicate"]);
+    assert.deepEqual(
+      await dedupeOutcomes(store, NOW + 2_000, ttl, ["older", "old2", "fresh"]),
+      ["duplicate", "duplicate", "applied"],
+    );
+    // An hour on, bucket is the older one, for both releases: still held.
+    assert.deepEqual(await dedupeOutcomes(store, NOW + ttl, ttl, ["old1", "mine1"]), [
+      "duplicate",
+      "duplicate",
+    ]);
+    // The TTL stayed: dk names it alone, and no other key was made.
+    assert.equal(
+      await withDirect(fixture.redisUrl, (send) => send("HGET", "es:{s}:stats", "dk")),
+      `${ttl}`,
+    );
+    const keys = [...(await keysWithTtl(fixture.redisUrl)).keys()].filter((key) =>
+      key.startsWith("es:{s}:ids:")
+    ).sort();
+    assert.deepEqual(keys, [`es:{s}:ids:${bucket - 1}`, `es:{s}:ids:${bucket}`]);
+  },
+);
+
+redisTest(
+  "RedisStore: TTLs whose bucket numbers coincide share the key, and its ids (asked once)",
+  async (fixture) => {
+    // floor(NOW / a) = floor(NOW / b) for these two: one key, ids:<that number>.
+    const a = 3_600_000;
+    const b = a - 1;
+    assert.equal(Math.floor(NOW / a), Math.floor(NOW / b));
+    const store = redisStore(fixture);
+    assert.deepEqual(await dedupeOutcomes(store, NOW, a, ["x"]), ["applied"]);
+    assert.deepEqual(await dedupeOutcomes(store, NOW + 1_000, b, ["x", "y"]), [
+      "duplicate",
+      "applied",
+    ]);
+    assert.deepEqual(await dedupeOutcomes(store, NOW + 2_000, a, ["y"]), ["duplicate"]);
+    const keys = [...(await keysWithTtl(fixture.redisUrl)).keys()].filter((key) =>
+      key.startsWith("es:{s}:ids:")
+    );
+    assert.deepEqual(keys, [`es:{s}:ids:${Math.floor(NOW / a)}`]);
+  },
+);
