@@ -991,9 +991,17 @@ class RegistryStore implements Store {
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
     let result: ApplyResult;
     try {
-      result = await this.#store.applyBatch({ ...batch, stream });
+      // Recorded above (a config stream) or read (an API stream): the store refuses the batch
+      // when the record is missing.
+      result = await this.#store.applyBatch({ ...batch, stream, recorded: true });
     } catch (error) {
       if (error instanceof StreamChangedError) {
+        if (error.version === 0) {
+          logger.warn(
+            "The definition record of stream '{stream}' is missing from the store (restored from an older snapshot?); the batch was refused and the definition is read again",
+            { stream: batch.stream },
+          );
+        }
         // A config stream's record deleted or taken elsewhere: the file still holds it, so a
         // request made again records it anew first. Another stream: serve what the store holds
         // now, so that a request made again finds it.

@@ -250,6 +250,15 @@ export interface StoreBatch {
   stream: string;
   /** Receive time (ms), used for dedupe and pane expiry. */
   nowMs: number;
+  /**
+   * Whether the stream's definition record is known to exist (the caller
+   * recorded or read it): the Redis store, which reads the record in its
+   * apply, then refuses the batch with {@linkcode StreamChangedError}
+   * (version 0) when the record is missing (a Redis restored from before the
+   * stream was created, say).
+   * @default {false}
+   */
+  recorded?: boolean;
   /** Events this far (ms) behind the watermark are late. */
   latenessMs: number;
   /**

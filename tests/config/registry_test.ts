@@ -1048,3 +1048,51 @@ redisTest(
     await anotherDeploymentsConfigStream((config) => instance(fixture, { config }));
   },
 );
+
+redisTest(
+  "A stream whose definition record vanished from Redis takes no more events: an API stream is 404 after, a config stream is recorded again, and each is logged",
+  async (fixture) => {
+    const at = await instance(fixture, { config: { streams: { orders: SIGNUPS } } });
+    await at.streams.registerConfig();
+    assert.equal((await put(at, "signups", SIGNUPS)).status, 201);
+    for (const name of ["signups", "orders"]) {
+      assert.equal((await ingest(at, name, [{ plan: "pro" }])).status, 202);
+    }
+    // As a Redis restored from a snapshot taken before either record was written.
+    await withDirect(
+      fixture.redisUrl,
+      (send) => send("DEL", "es:{signups}:def", "es:{orders}:def"),
+    );
+    const refused = await collectingLogs(async (records) => {
+      const statuses = [];
+      for (const name of ["signups", "orders"]) {
+        const reply = await ingest(at, name, [{ plan: "free" }]);
+        statuses.push(reply.status);
+        await reply.body?.cancel();
+      }
+      return { statuses, warnings: records.filter((r) => r.level === "warning").map(messageOf) };
+    }, { level: "warning" });
+    // Refused by the store, the definitions read again and the request made again on them: the
+    // API stream is gone (404), the config stream recorded again as at startup (202).
+    assert.deepEqual(refused.statuses, [404, 202]);
+    for (const name of ["signups", "orders"]) {
+      assert.ok(
+        refused.warnings.some((line) =>
+          line.includes(`definition record of stream '${name}' is missing`)
+        ),
+        refused.warnings.join("\n"),
+      );
+    }
+    // And stays so; the config stream counts where it reads.
+    const gone = await ingest(at, "signups", [{ plan: "free" }]);
+    assert.equal(gone.status, 404);
+    await gone.body?.cancel();
+    assert.equal((await ingest(at, "orders", [{ plan: "free" }])).status, 202);
+    const record = await new RedisDefinitionStore(
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    ).get("orders");
+    assert.equal(record?.source, "config");
+    const stats = (await getStream(at, "orders")).body.stats;
+    assert.deepEqual([stats.accepted, stats.applied], [3, 3]);
+  },
+);

@@ -350,6 +350,8 @@ export class RedisStore implements Store {
       })),
       // The generation the batch was built for: the definition record (KEYS[2]) must name it.
       gen: generation,
+      // The record must exist (the caller recorded it): a missing one refuses the batch too.
+      rec: batch.recorded || undefined,
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
