@@ -340,7 +340,7 @@ export function storesFromEnv(env: EnvSource): { store: Store; definitions: Defi
   }
   const prefix = readPrefix(env);
   return {
-    store: new RedisStore(redis, { prefix }),
+    store: new RedisStore(redis, { prefix, definitionsHere: true }),
     definitions: new RedisDefinitionStore(redis, { prefix, maxApiStreams }),
   };
 }

@@ -991,8 +991,8 @@ class RegistryStore implements Store {
     const stream = generationKey(batch.stream, this.registry.generationOfBatch(batch));
     let result: ApplyResult;
     try {
-      // Recorded above (a config stream) or read (an API stream): the store refuses the batch
-      // when the record is missing.
+      // Recorded above (a config stream) or read (an API stream): a store that holds the
+      // definitions refuses the batch when the record is missing.
       result = await this.#store.applyBatch({ ...batch, stream, recorded: true });
     } catch (error) {
       if (error instanceof StreamChangedError) {

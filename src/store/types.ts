@@ -251,11 +251,11 @@ export interface StoreBatch {
   /** Receive time (ms), used for dedupe and pane expiry. */
   nowMs: number;
   /**
-   * Whether the stream's definition record is known to exist (the caller
-   * recorded or read it): the Redis store, which reads the record in its
-   * apply, then refuses the batch with {@linkcode StreamChangedError}
-   * (version 0) when the record is missing (a Redis restored from before the
-   * stream was created, say).
+   * Whether the caller recorded the stream's definition (or read its
+   * record) before: a Redis store whose definitions live beside it (its
+   * `definitionsHere`) then refuses the batch with
+   * {@linkcode StreamChangedError} of version 0 when the record is missing
+   * (a Redis restored from before the stream was created, say).
    * @default {false}
    */
   recorded?: boolean;

@@ -47,7 +47,9 @@ async function instance(fixture: RedisFixture, options: { config?: object; pollM
     definitions: new RedisDefinitionStore(redis),
     pollMs: options.pollMs,
   });
-  const app = createApp({ streams, store: new RedisStore(redis), keys: await KeyRing.parse("") });
+  // The definitions beside the store, as storesFromEnv makes them.
+  const store = new RedisStore(redis, { definitionsHere: true });
+  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
   return { app, streams };
 }
 

@@ -311,7 +311,7 @@ end
  * `definition_store.ts`): its version `v` is returned as `v` (0 when there is none). When the
  * record says the stream was deleted, or names another generation than `gen` in ARGV[1], the call
  * writes nothing and returns `{"gone": 1, "v": version}`; so it does, with version 0, when `rec` in
- * ARGV[1] says the record exists and it is missing.
+ * ARGV[1] says the record was written (the definitions live here) and it is missing.
  *
  * Returns JSON `{"o": "<one digit per event: 0 applied, 1 duplicate, 2 late, 3 skipped>",
  * "wm": "<ms>", "d": [type, …], "r": [result, …], "v": version}`, `d` naming the log record
@@ -356,7 +356,8 @@ if KEYS[2] then
   if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= args.gen)) then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
-  -- The record the caller recorded is missing (a store restored from before it was written):
+  -- The definitions live here, and the record is missing (a Redis restored from before it was
+  -- written):
   -- what this call wrote would count in a stream no instance reads.
   if not record[1] and args.rec then return cjson.encode({ gone = 1, v = 0 }) end
 end

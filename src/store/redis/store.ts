@@ -63,6 +63,14 @@ export interface RedisStoreOptions {
   now?: () => number;
   /** How long (ms) a stream's stats live after its last write. @default {30 days} */
   statsTtlMs?: number;
+  /**
+   * Whether the stream definitions live in this Redis under the same prefix (a
+   * `RedisDefinitionStore` beside this store, as `storesFromEnv` makes them): an apply of a
+   * batch whose caller recorded its stream ({@linkcode StoreBatch.recorded}) then refuses it when
+   * the record is missing (a Redis restored from a snapshot taken before the stream was created,
+   * say) with {@linkcode StreamChangedError} of version 0, writing nothing. @default {false}
+   */
+  definitionsHere?: boolean;
 }
 
 /** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
@@ -277,6 +285,7 @@ export class RedisStore implements Store {
   readonly kind = "redis";
   #redis: RedisClient;
   #prefix: string;
+  #definitionsHere: boolean;
   #statsTtlMs: number;
   #now: () => number;
   #calls: RedisCalls;
@@ -284,6 +293,7 @@ export class RedisStore implements Store {
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
     this.#prefix = options.prefix ?? "es";
+    this.#definitionsHere = options.definitionsHere ?? false;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
@@ -350,8 +360,8 @@ export class RedisStore implements Store {
       })),
       // The generation the batch was built for: the definition record (KEYS[2]) must name it.
       gen: generation,
-      // The record must exist (the caller recorded it): a missing one refuses the batch too.
-      rec: batch.recorded || undefined,
+      // The record must exist (recorded, and the definitions live here): else nothing applies.
+      rec: (this.#definitionsHere && batch.recorded) || undefined,
       statsTtl: this.#statsTtlMs,
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
