@@ -603,6 +603,7 @@ export class MemoryStore implements Store {
         .sort((a, b) => a[0] - b[0]).slice(0, limit);
       const panes = state.panes.get(counter.name) ?? new Map<number, Pane>();
       const now = this.#now();
+      if (!options.peek) keepOpen(counter, panes, open, now);
       for (const [start, end] of due) {
         const inWindow = [...panes.keys()].filter((pane) => pane >= start && pane < end);
         const groups = mergePanes(counter.aggregate, panes, inWindow, now);
@@ -892,6 +893,32 @@ function mergeCells(
     }
   }
   return merged;
+}
+
+/**
+ * Gives the live panes of a counter's windows not closed yet (those a close is about to close too)
+ * the life a write would, `ttlMs` from `now`, as the Redis store's close does: an open window's
+ * data outlives a pause of its producer (whose watermark then stands still) as long as the sweep
+ * runs more often than the ttl, and a window's data lives at least the ttl after it closed.
+ */
+function keepOpen(
+  counter: CounterMeta,
+  panes: Map<number, Pane>,
+  open: Map<number, number>,
+  now: number,
+): void {
+  if (open.size === 0) return;
+  const life = now + counter.ttlMs;
+  for (const [paneStart, pane] of panes) {
+    if (pane.expiresAt <= now || pane.expiresAt >= life) continue;
+    const newest = Math.floor(paneStart / counter.hopMs) * counter.hopMs;
+    for (let start = newest; start + counter.sizeMs > paneStart; start -= counter.hopMs) {
+      if (open.has(start)) {
+        pane.expiresAt = life;
+        break;
+      }
+    }
+  }
 }
 
 /** Raises a stream's watermark to `nowMs - idleMs` when that is later (idle streams follow the clock). */

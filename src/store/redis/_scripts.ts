@@ -1247,10 +1247,17 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, logTtl, idle, now, peek, counters: [[name, kind, hop, size]], tk?}`. Returns JSON
- * `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
+ * `{late, limit, logTtl, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`. Returns
+ * JSON `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
  * The ZREM inside the script makes each window close exactly once; the same call again (its
  * one-time token `tk` seen) returns the windows the first one closed.
+ *
+ * A close (not a peek) also keeps the data of windows not closed before it: a live pane of such a
+ * window (or of one it closes) with less than ttl + ttl/16 left gets lifeOf(ttl) again, with its
+ * HyperLogLogs or sketches, its score in the live panes and the counter's live panes and open
+ * windows, as a write would give it. So an open window's panes outlive a pause of its producer
+ * (whose watermark then stands still) as long as some instance sweeps more often than ttl, and a
+ * window's panes live at least ttl after it closed.
  */
 export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
 -- The same close sent again: the windows the first one closed, which are closed no more.
@@ -1273,9 +1280,58 @@ local raised = raiseToClock(wm, now, idle)
 local out = {}
 if raised == nil then return cjson.encode(out) end
 local cutoff = raised - lateness
+-- Gives the live panes of counter c's windows not closed yet that are due for it lifeOf(ttl) again
+-- (see above), by later writes.
+local function keepOpen(name, kind, hop, size, ttl)
+  local live, open = livePanesKey(name), openKey(name)
+  local soon = redis.call("ZRANGEBYSCORE", live, "(" .. num(now), num(now + ttl + math.ceil(ttl / 16)))
+  if #soon == 0 then return end
+  -- Windows close in the order of their ends: a pane whose last window ends before the first
+  -- open one is in no open window (no command asked for it).
+  local first = redis.call("ZRANGE", open, 0, 0, "WITHSCORES")
+  if #first == 0 then return end
+  local firstEnd, life, kept = tonumber(first[2]), lifeOf(ttl), false
+  for _, paneText in ipairs(soon) do
+    local pane = tonumber(paneText)
+    local start = math.floor(pane / hop) * hop
+    local held = false
+    if start + size >= firstEnd then
+      while start + size > pane do
+        if redis.call("ZSCORE", open, num(start)) then
+          held = true
+          break
+        end
+        start = start - hop
+      end
+    end
+    if held then
+      local key = paneKey(name, paneText)
+      write("PEXPIRE", key, life)
+      if kind == "distinct" or kind == "quantiles" then
+        for _, field in ipairs(redis.call("HKEYS", key)) do
+          if string.sub(field, 1, 2) == "c:" then
+            local group = string.sub(field, 3)
+            if kind == "quantiles" then
+              write("PEXPIRE", quantileKey(name, paneText, group), life)
+            else
+              write("PEXPIRE", hllKey(name, paneText, group), life)
+            end
+          end
+        end
+      end
+      write("ZADD", live, num(now + life), paneText)
+      kept = true
+    end
+  end
+  if kept then
+    write("PEXPIRE", live, life)
+    write("PEXPIRE", open, life)
+  end
+end
 for _, c in ipairs(args.counters) do
   local name, kind, size = c[1], c[2], c[4]
   local open = openKey(name)
+  if not peek and type(c[5]) == "number" then keepOpen(name, kind, c[3], size, c[5]) end
   local due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
   if #due > 0 then
     if not peek then

@@ -496,7 +496,7 @@ export class RedisStore implements Store {
             tk: options.peek ? false : crypto.randomUUID(),
             limit: options.limit ?? 100,
             logTtl: this.#statsTtlMs,
-            counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs]),
+            counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
             sess: sessionCloseArgs(counters),
           }),
         ),

@@ -1,0 +1,106 @@
+/**
+ * Both stores keep an open window's data while its producer pauses (an event-time stream without
+ * `idle`, whose watermark then stands still) for longer than its panes' ttl, as long as the sweep
+ * runs: the window closes with its values once the producer resumes, and stays readable after.
+ * The panes' ttl is short (1 s window, no lateness, 500 ms retention) and the pause real, as Redis
+ * expires keys by its own clock.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig } from "../../src/config/mod.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { listWindows } from "../../src/query/mod.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import type { Store } from "../../src/store/types.ts";
+import { redisTest } from "../_redis.ts";
+
+const stream = compileConfig({
+  streams: {
+    s: {
+      time: { field: "t", lateness: "0s" },
+      counters: {
+        count: { window: { tumbling: "1s" }, aggregate: "count", retention: "500ms" },
+        users: { window: { tumbling: "1s" }, aggregate: { distinct: "u" }, retention: "500ms" },
+        hops: {
+          window: { hopping: "2s", every: "1s" },
+          aggregate: { max: "v" },
+          retention: "500ms",
+        },
+      },
+    },
+  },
+}).get("s")!;
+
+/** Event time of the first window, far from the clock: only the events move the watermark. */
+const E = Date.parse("2026-01-01T00:00:00Z");
+
+function items(events: object[]) {
+  return events.map((value) => ({ ok: true as const, value }));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function pauseAndResume(store: Store): Promise<void> {
+  const sweep = () => store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
+  await ingestItems(
+    stream,
+    items([{ t: E + 100, u: "a", v: 3 }, { t: E + 200, u: "b", v: 5 }]),
+    { store, nowMs: Date.now() },
+  );
+  // The producer pauses for more than three times the panes' ttl (1.5 s); the sweep runs on,
+  // closing nothing: the watermark stands at the last event.
+  const pausedUntil = Date.now() + 5_000;
+  while (Date.now() < pausedUntil) {
+    assert.deepEqual(await sweep(), []);
+    await sleep(150);
+  }
+  await ingestItems(stream, items([{ t: E + 10_000, u: "c", v: 1 }]), {
+    store,
+    nowMs: Date.now(),
+  });
+  const closed = await sweep();
+  const byWindow = closed.map((window) => [
+    window.counter,
+    window.start - E,
+    window.groups.map((group) => [
+      group.state.count,
+      window.counter === "hops" ? group.state.max : group.state.distinct,
+    ]),
+  ]);
+  assert.deepEqual(byWindow, [
+    ["count", 0, [[2, 0]]],
+    ["users", 0, [[2, 2]]],
+    ["hops", -1_000, [[2, 5]]],
+    ["hops", 0, [[2, 5]]],
+  ]);
+  // Closed, and still readable.
+  const count = stream.counters.find((counter) => counter.name === "count")!;
+  const rows = await listWindows(stream, count, { store, nowMs: Date.now() }, {
+    fromMs: E,
+    toMs: E + 1_000,
+  });
+  assert.deepEqual(rows.map((row) => [row.start, row.value, row.final]), [[
+    new Date(E).toISOString(),
+    2,
+    true,
+  ]]);
+}
+
+Deno.test("MemoryStore: an open window outlives a producer's pause longer than its ttl and closes with its values", async () => {
+  await pauseAndResume(new MemoryStore());
+});
+
+redisTest(
+  "RedisStore: an open window outlives a producer's pause longer than its ttl and closes with its values",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await pauseAndResume(new RedisStore(redis));
+  },
+);
