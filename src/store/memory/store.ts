@@ -908,10 +908,15 @@ function keepOpen(
   now: number,
 ): void {
   if (open.size === 0) return;
+  // Windows close in the order of their ends: a pane whose last window ends before the first open
+  // one is in no open window (the closed panes, most of them, cost no lookup).
+  let firstEnd = Infinity;
+  for (const end of open.values()) if (end < firstEnd) firstEnd = end;
   const life = now + counter.ttlMs;
   for (const [paneStart, pane] of panes) {
     if (pane.expiresAt <= now || pane.expiresAt >= life) continue;
     const newest = Math.floor(paneStart / counter.hopMs) * counter.hopMs;
+    if (newest + counter.sizeMs < firstEnd) continue;
     for (let start = newest; start + counter.sizeMs > paneStart; start -= counter.hopMs) {
       if (open.has(start)) {
         pane.expiresAt = life;
