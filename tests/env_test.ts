@@ -458,6 +458,22 @@ Deno.test("configFromEnv() with nothing set: port 8000, examples/config.json, op
   }
 });
 
+Deno.test("configFromEnv() on the memory store says in its startup line that its state is lost on restart", async () => {
+  const config = await configFromEnv(env({}));
+  try {
+    assert.equal(config.store.kind, "memory");
+    // README, Quick start: "its startup line says `store: memory (embedded; state is lost on restart)`".
+    assert.equal(
+      config.notices.filter((notice) => notice.text.startsWith("store: ")).map((notice) =>
+        `${notice.level} ${notice.text}`
+      ).join("\n"),
+      "info store: memory (embedded; state is lost on restart)",
+    );
+  } finally {
+    await config.webhooks.close();
+  }
+});
+
 Deno.test("the README's quick start: the example config counts the three orders and reads them back", async () => {
   const config = await configFromEnv(env({}));
   try {
