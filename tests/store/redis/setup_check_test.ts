@@ -33,6 +33,11 @@ redisTest(
       (send) => send("CONFIG", "SET", "maxmemory-policy", "noeviction"),
     );
     assert.deepEqual(await redisSetupWarnings(redis), []);
+    // README: "`appendfsync` it does not judge": no warning at any of its values.
+    for (const fsync of ["no", "everysec", "always"]) {
+      await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "appendfsync", fsync));
+      assert.deepEqual(await redisSetupWarnings(redis), [], `appendfsync ${fsync}`);
+    }
     // An append-only file being written holds up the fixture's stop by seconds.
     await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "appendonly", "no"));
   },
