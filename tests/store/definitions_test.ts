@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import {
+  DEFAULT_PLACE_LEASE_MS,
   DEFAULT_RECOUNT_EVERY_MS,
   type DefinitionStore,
   type DefinitionWrite,
@@ -275,6 +276,19 @@ const boundScenarios: Record<
     });
   },
 
+  async "an API stream whose name a config file takes over leaves the count"(make) {
+    const store = make(1);
+    await store.write("a", record(), 0);
+    await assert.rejects(store.write("b", record(), 0), StoredLimitError);
+    // As the registry records a config stream over an API one: source config, the next generation.
+    assert.deepEqual(await store.write("a", record({ source: "config", generation: 2 }), 1), {
+      status: "written",
+      version: 2,
+    });
+    assert.deepEqual(await store.write("b", record(), 0), { status: "written", version: 1 });
+    await assert.rejects(store.write("c", record(), 0), StoredLimitError);
+  },
+
   async "a creation that loses to another write takes no place"(make) {
     const store = make(2);
     await store.write("a", record(), 0);
@@ -306,6 +320,82 @@ for (const [name, scenario] of Object.entries(boundScenarios)) {
     (fixture) => scenario((maxApiStreams) => redisDefinitions(fixture, maxApiStreams)),
   );
 }
+
+redisTest(
+  "RedisDefinitionStore: a bound lowered below what the store holds keeps every stream and refuses creations until deletions bring it under",
+  async (fixture) => {
+    const before = redisDefinitions(fixture, 3);
+    for (const name of ["a", "b", "c"]) await before.write(name, record(), 0);
+    // A redeploy with EDGESTREAM_STREAMS_MAX=1.
+    const lowered = redisDefinitions(fixture, 1);
+    await assert.rejects(
+      lowered.write("d", record(), 0),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 3 && error.max === 1,
+    );
+    assert.deepEqual(
+      [...(await lowered.versions()).keys()].sort(),
+      ["a", "b", "c"],
+      "nothing held is dropped",
+    );
+    // Replacing a held stream is no creation: written.
+    assert.equal((await lowered.write("a", record({ definition: { v: 2 } }), 1)).status, "written");
+    await lowered.write("a", record({ deleted: true, definition: null, counters: {} }), 2);
+    await assert.rejects(lowered.write("d", record(), 0), StoredLimitError, "2 held, still over 1");
+    await lowered.write("b", record({ deleted: true, definition: null, counters: {} }), 1);
+    await assert.rejects(lowered.write("d", record(), 0), StoredLimitError, "1 held: at the bound");
+    await lowered.write("c", record({ deleted: true, definition: null, counters: {} }), 1);
+    assert.deepEqual(await lowered.write("d", record(), 0), { status: "written", version: 1 });
+  },
+);
+
+redisTest(
+  "RedisDefinitionStore: a recount reads every name the index holds, tombstones too, 16 records at a time",
+  async (fixture) => {
+    const setup = redisDefinitions(fixture, 1);
+    // 40 tombstones (each created, then deleted: its place freed) and one live stream.
+    for (let n = 0; n < 40; n++) {
+      await setup.write(`t${n}`, record(), 0);
+      await setup.write(`t${n}`, record({ deleted: true, definition: null, counters: {} }), 1);
+    }
+    await setup.write("live", record(), 0);
+    let inFlight = 0;
+    let most = 0;
+    const read: string[] = [];
+    const counted = redisDefinitionsWith(
+      fixture,
+      { maxApiStreams: 1 },
+      (redis) =>
+        new Proxy(redis, {
+          get(target, property, receiver) {
+            const value = Reflect.get(target, property, receiver);
+            if (property !== "evalsha" && property !== "eval") return value;
+            return async (script: string, keys: string[], args: string[]) => {
+              // A record read: one key, the stream's definition record.
+              const one = keys.length === 1 && keys[0].endsWith(":def");
+              if (one) {
+                read.push(keys[0]);
+                most = Math.max(most, ++inFlight);
+              }
+              try {
+                return await value.call(target, script, keys, args);
+              } finally {
+                if (one) inFlight -= 1;
+              }
+            };
+          },
+        }),
+    );
+    await assert.rejects(
+      counted.write("new", record(), 0),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 1,
+    );
+    const names = [...Array.from({ length: 40 }, (_, n) => `t${n}`), "live"];
+    for (const name of names) {
+      assert.ok(read.includes(`es:{${name}}:def`), `${name}'s record read (tombstones included)`);
+    }
+    assert.equal(most, 16, "README: one store call each, 16 at a time");
+  },
+);
 
 redisTest(
   "RedisDefinitionStore: two instances racing for the last place under maxApiStreams: one creates, the other is refused",
@@ -459,6 +549,7 @@ redisTest(
   "RedisDefinitionStore: a place left by a creation killed between its two steps is freed by the next creation refused at the bound, once past placeLeaseMs",
   async (fixture) => {
     // The creating process dies after taking its place, before its record is written.
+    assert.equal(DEFAULT_PLACE_LEASE_MS, 60_000, "README: a place taken less than a minute ago");
     const killed = redisDefinitionsWith(fixture, { maxApiStreams: 1 }, (redis) =>
       new Proxy(redis, {
         get(target, property, receiver) {
