@@ -952,8 +952,11 @@ Deno.test("PUT /v1/streams/{stream} past EDGESTREAM_STREAMS_MAX answers 409 too_
   assert.deepEqual(body.error.details, { kind: "streams", max: 2, held: 2 });
   assert.equal(await definitions.get("clicks"), null);
   assert.equal((await app.request("/v1/streams/clicks")).status, 404);
-  // A replacement adds none.
+  // A replacement adds none, nor the same PUT sent again (a client's retry).
   assert.equal((await put(app, "signups", { ...SIGNUPS, description: "Changed" })).status, 200);
+  const retried = await put(app, "signups", { ...SIGNUPS, description: "Changed" });
+  assert.equal(retried.status, 200);
+  assert.equal(retried.headers.get("ETag"), '"2"', "the same version: nothing written");
   assert.equal((await app.request("/v1/streams/visits", { method: "DELETE" })).status, 204);
   assert.equal((await put(app, "clicks", SIGNUPS)).status, 201);
 });

@@ -485,6 +485,12 @@ Deno.test("POST /v1/webhooks past EDGESTREAM_WEBHOOKS_MAX answers 409 too_many_w
     );
     assert.deepEqual(refused.body.error.details, { kind: "webhooks", max: 2, held: 2 });
     assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 2);
+    // Changing an endpoint at the bound adds none: never refused.
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${first}`, {
+      url: "http://127.0.0.1:9/changed",
+    });
+    assert.equal(changed.status, 200, changed.text);
+    assert.equal(changed.body.url, "http://127.0.0.1:9/changed");
     assert.equal((await call(ctx.app, "DELETE", `/v1/webhooks/${first}`)).status, 204);
     assert.equal(
       (await call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h9" })).status,
