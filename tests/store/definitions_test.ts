@@ -398,6 +398,45 @@ redisTest(
 );
 
 redisTest(
+  "RedisDefinitionStore keeps the keys the README names, each without a TTL: records, index, its change mark, the places, their mark and the places on their way",
+  async (fixture) => {
+    const store = redisDefinitions(fixture, 2);
+    await store.write("a", record(), 0);
+    await store.write("gone", record(), 0);
+    await store.write("gone", record({ deleted: true, definition: null, counters: {} }), 1);
+    // A creation cut short between its two steps leaves its place on its way.
+    const killed = redisDefinitionsWith(fixture, { maxApiStreams: 2 }, (redis) =>
+      new Proxy(redis, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (property !== "evalsha" && property !== "eval") return value;
+          return (script: string, keys: string[], args: string[]) =>
+            String(args[0]).includes('"expected"')
+              ? Promise.reject(new Error("killed"))
+              : value.call(target, script, keys, args);
+        },
+      }));
+    await assert.rejects(killed.write("b", record(), 0));
+    // A refusal at the bound recounts (and marks the places built).
+    await assert.rejects(store.write("c", record(), 0), StoredLimitError);
+    const lives = await withDirect(fixture.redisUrl, async (send) => {
+      const keys = ((await send("KEYS", "*")) as string[]).sort();
+      return Promise.all(keys.map(async (key) => [key, Number(await send("PTTL", key))] as const));
+    });
+    // README, Running with Redis: "Only stream definitions (…) are kept without one".
+    assert.deepEqual(lives, [
+      ["es:{@definitions}:index", -1],
+      ["es:{@definitions}:index:api", -1],
+      ["es:{@definitions}:index:api:built", -1],
+      ["es:{@definitions}:index:api:pending", -1],
+      ["es:{@definitions}:index:mark", -1],
+      ["es:{a}:def", -1],
+      ["es:{gone}:def", -1],
+    ]);
+  },
+);
+
+redisTest(
   "RedisDefinitionStore: two instances racing for the last place under maxApiStreams: one creates, the other is refused",
   async (fixture) => {
     const [first, second] = [redisDefinitions(fixture, 2), redisDefinitions(fixture, 2)];
