@@ -1160,6 +1160,38 @@ redisTest(
 );
 
 redisTest(
+  "RedisStore: a deploy that brings this release and another dedupe TTL at once forgets the ids the release before held (no dk says which TTL came before)",
+  async (fixture) => {
+    const hour = 3_600_000;
+    const store = redisStore(fixture);
+    for (const stream of ["before", "this"]) {
+      const outcomes = (ttl: number, nowMs: number) =>
+        store.applyBatch({
+          stream,
+          nowMs,
+          latenessMs: 1e12,
+          dedupeTtlMs: ttl,
+          counters: [],
+          filtered: 0,
+          events: [{ id: "kept", timeMs: nowMs }],
+        }).then((result) => result.outcomes);
+      assert.deepEqual(await outcomes(DAY, NOW), ["applied"]);
+      // "before": its history written by the release before, which writes no dk.
+      if (stream === "before") {
+        await withDirect(fixture.redisUrl, (send) => send("HDEL", `es:{${stream}}:stats`, "dk"));
+      }
+      assert.deepEqual(
+        await outcomes(hour, NOW + 1_000),
+        [stream === "before" ? "applied" : "duplicate"],
+        stream === "before"
+          ? "README: a deploy that brings this release and another ttl at once forgets the ids held"
+          : "a TTL change this release saw keeps the ids",
+      );
+    }
+  },
+);
+
+redisTest(
   "RedisStore: TTLs whose bucket numbers coincide share the key, and its ids (asked once)",
   async (fixture) => {
     // floor(NOW / a) = floor(NOW / b) for these two: one key, ids:<that number>.
