@@ -98,6 +98,29 @@ Deno.test("PUT /v1/streams/{stream} creates a stream (201) that ingests and read
   assert.equal(got.stats.applied, 2);
 });
 
+Deno.test("a lateness lowered by PUT applies at once: an event behind the watermark by more than the new one is late", async () => {
+  const app = await appWith();
+  const define = async (lateness: string) => {
+    const res = await put(app, "signups", { ...SIGNUPS, time: { field: "t", lateness } });
+    assert.ok(res.status === 200 || res.status === 201, await res.text());
+  };
+  // How many of one event at t are late (acknowledged, not counted).
+  const late = async (t: number) => {
+    const res = await ingest(app, "signups", [{ t, plan: "pro" }]);
+    assert.equal(res.status, 202);
+    return (await res.json()).late;
+  };
+  const mark = T0 - 60_000;
+  await define("1h");
+  assert.equal(await late(mark), 0);
+  // 10 minutes behind the watermark: within an hour's lateness.
+  assert.equal(await late(mark - 600_000), 0);
+  await define("5m");
+  // The very next request, as far behind: late under the 5 minutes now in force.
+  assert.equal(await late(mark - 600_000), 1);
+  assert.equal(await late(mark - 240_000), 0);
+});
+
 Deno.test("PUT /v1/streams/{stream} replaces a stream (200, a new version) adding counters, transforms and alerts", async () => {
   const app = await appWith();
   await put(app, "signups", SIGNUPS);
