@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig } from "../../../src/config/mod.ts";
+import { ingestItems } from "../../../src/ingest/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import {
@@ -324,3 +325,59 @@ Deno.test(
     );
   },
 );
+
+// README, `retention`: "A raised `retention` keeps longer the windows closed or written after the
+// change; a window closed before keeps the life it had then (at least the old `retention`), and a
+// lowered one shortens no life already given."
+/** Stream `s` (receive time, lateness 30s) with one 1-minute tumbling count kept `retention`. */
+function retentionStream(retention: string) {
+  return compileConfig({
+    streams: {
+      s: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count", retention } } },
+    },
+  }).get("s")!;
+}
+
+async function retentionScenario(store: MemoryStore, clock: { now: number }) {
+  const before = retentionStream("1h");
+  const raised = retentionStream("3h");
+  const lowered = retentionStream("10m");
+  const panes = async () =>
+    (await store.panes("s", raised.counterMetas[0], { fromMs: 0, toMs: 8.64e15 }))
+      .map((pane) => (pane - T0) / MINUTE);
+  const write = async (definition: ReturnType<typeof retentionStream>) => {
+    await ingestItems(definition, [{ ok: true as const, value: {} }], { store, nowMs: clock.now });
+  };
+  const sweep = (definition: ReturnType<typeof retentionStream>) =>
+    store.closeWindows("s", definition.counterMetas, {
+      latenessMs: definition.latenessMs,
+      idleMs: definition.idleMs,
+    });
+  // Window 0 written and closed under 1h.
+  await write(before);
+  clock.now = T0 + 2 * MINUTE;
+  await sweep(before);
+  // Then retention is raised to 3h: window 3 written and closed under it, window 0 swept again.
+  clock.now = T0 + 3 * MINUTE;
+  await write(raised);
+  clock.now = T0 + 5 * MINUTE;
+  await sweep(raised);
+  assert.deepEqual(await panes(), [0, 3]);
+  // Past 1h + 1m + 30s after window 0's last write: gone, as then.
+  clock.now = T0 + 75 * MINUTE;
+  await sweep(raised);
+  assert.deepEqual(await panes(), [3], "a window closed before keeps the life it had then");
+  // Lowered to 10m: window 3 keeps the 3h it was given.
+  await sweep(lowered);
+  clock.now = T0 + 2 * 60 * MINUTE;
+  await sweep(lowered);
+  assert.deepEqual(await panes(), [3], "a lowered retention shortens no life already given");
+  // Past 3h + 1m + 30s after its last write (at 3 min): gone.
+  clock.now = T0 + 3 * MINUTE + Math.ceil((3 * 60 * MINUTE + 90_000) * 9 / 8) + MINUTE;
+  assert.deepEqual(await panes(), []);
+}
+
+Deno.test("MemoryStore: a raised retention keeps longer only what is written or closed after it; a lowered one shortens no life given", async () => {
+  const clock = { now: T0 };
+  await retentionScenario(new MemoryStore({ now: () => clock.now }), clock);
+});
