@@ -42,6 +42,11 @@ import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
 export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
+/**
+ * Most earlier dedupe TTLs whose buckets an apply still asks (the stats field `dk`), the latest
+ * first: a TTL changed more often than its buckets live has the oldest forgotten.
+ */
+export const DEDUPE_EARLIER_TTLS = 8;
 
 /** The shared prelude and the helpers of the window store's scripts. */
 const COMMON = LUA_COMMON + `
@@ -671,7 +676,15 @@ local function dedupeBuckets(known)
   -- A TTL's buckets are asked until the newer one it may have written ends (and TTL/8 more,
   -- as its key lives, for clocks that disagree).
   local function untilOf(ttl) return (math.floor(now / ttl) + 2) * ttl + math.ceil(ttl / 8) end
-  local entries = {}
+  -- At most DEDUPE_EARLIER_TTLS earlier TTLs, the latest first, each once: a stream whose TTL
+  -- changes again and again (or a field written by something else) asks a bounded number of keys.
+  local entries, listed = {}, {}
+  local function list(ttl, untilMs)
+    if #entries < ${DEDUPE_EARLIER_TTLS} and not listed[ttl] then
+      listed[ttl] = true
+      entries[#entries + 1] = { ttl, untilMs }
+    end
+  end
   -- No \`dk\`: a stream new to this release (the one before wrote none): nothing more to ask,
   -- its current TTL's buckets have the names they had.
   if known then
@@ -681,15 +694,13 @@ local function dedupeBuckets(known)
         first = false
         local ttl = tonumber(word)
         if ttl and ttl > 0 and ttl ~= dedupeTtl and ttl == math.floor(ttl) then
-          entries[#entries + 1] = { ttl, untilOf(ttl) }
+          list(ttl, untilOf(ttl))
         end
       else
         local ttl, untilMs = string.match(word, "^(%d+):(%d+)$")
         ttl, untilMs = tonumber(ttl), tonumber(untilMs)
         -- The current TTL's own buckets are asked anyway (taken up again when it comes back).
-        if ttl and ttl > 0 and untilMs > now and ttl ~= dedupeTtl then
-          entries[#entries + 1] = { ttl, untilMs }
-        end
+        if ttl and ttl > 0 and untilMs > now and ttl ~= dedupeTtl then list(ttl, untilMs) end
       end
     end
   end

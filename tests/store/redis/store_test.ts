@@ -13,6 +13,7 @@ import { ingestItems } from "../../../src/ingest/mod.ts";
 import { listWindows } from "../../../src/query/mod.ts";
 import { storeFromEnv } from "../../../src/env.ts";
 import { REDIS_CALL_TIMEOUT_MS } from "../../../src/store/mod.ts";
+import { DEDUPE_EARLIER_TTLS } from "../../../src/store/redis/_scripts.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
@@ -1110,6 +1111,34 @@ redisTest(
     await dedupeOutcomes(redisStore(fixture), later, DAY, ["e"]);
     const after = await withDirect(fixture.redisUrl, (send) => send("HGET", "es:{s}:stats", "dk"));
     assert.equal(after, `${DAY}`);
+  },
+);
+
+redisTest(
+  "RedisStore asks the buckets of at most DEDUPE_EARLIER_TTLS earlier dedupe TTLs, the latest first, each once",
+  async (fixture) => {
+    assert.equal(DEDUPE_EARLIER_TTLS, 8);
+    await dedupeOutcomes(redisStore(fixture), NOW, DAY, ["a"]);
+    // A field listing 20,000 earlier TTLs (a TTL changed again and again, or written by another
+    // hand), one of them twice: the next apply keeps the first 8 distinct ones.
+    const until = NOW + DAY;
+    const listed = [`${DAY}`, `60000:${until}`];
+    for (let i = 1; i <= 20_000; i++) listed.push(`${60_000 + i}:${until}`);
+    listed.splice(3, 0, `60000:${until}`);
+    await withDirect(
+      fixture.redisUrl,
+      (send) => send("HSET", "es:{s}:stats", "dk", listed.join(" ")),
+    );
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW + 1_000, DAY, ["a", "b"]), [
+      "duplicate",
+      "applied",
+    ]);
+    const dk = await withDirect(fixture.redisUrl, (send) => send("HGET", "es:{s}:stats", "dk"));
+    assert.equal(
+      dk,
+      [`${DAY}`, `60000:${until}`, ...[1, 2, 3, 4, 5, 6, 7].map((i) => `${60_000 + i}:${until}`)]
+        .join(" "),
+    );
   },
 );
 
