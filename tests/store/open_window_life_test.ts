@@ -104,3 +104,51 @@ redisTest(
     await pauseAndResume(new RedisStore(redis));
   },
 );
+
+const sessions = compileConfig({
+  streams: {
+    s: {
+      time: { field: "t", lateness: "0s" },
+      counters: {
+        visits: { window: { session: "1s" }, groupBy: ["g"], aggregate: "count", retention: "5s" },
+      },
+    },
+  },
+}).get("s")!;
+
+/** Events at E, a pause of `pauseMs` of clock with a sweep every 500 ms, then one more event. */
+async function sessionAfterPause(idleMs: number | null, pauseMs: number) {
+  let clock = Date.parse("2026-06-01T00:00:00Z");
+  const store = new MemoryStore({ now: () => clock });
+  const closed: unknown[] = [];
+  const sweep = async () => {
+    for (
+      const window of await store.closeWindows("s", sessions.counterMetas, {
+        latenessMs: 0,
+        idleMs,
+      })
+    ) {
+      closed.push(window.groups.map((group) => [group.group, group.state.count]));
+    }
+  };
+  await ingestItems(sessions, items([{ t: E + 100, g: "a" }, { t: E + 200, g: "a" }]), {
+    store,
+    nowMs: clock,
+  });
+  for (let waited = 0; waited < pauseMs; waited += 500) {
+    clock += 500;
+    await sweep();
+  }
+  await ingestItems(sessions, items([{ t: E + 60_000, g: "b" }]), { store, nowMs: clock });
+  await sweep();
+  return closed;
+}
+
+Deno.test("README retention: an open session outlives no pause longer than gap + lateness + retention without idle; with idle it closes", async () => {
+  // A pause within its life: it closes, with both events, once the producer resumes.
+  assert.deepEqual(await sessionAfterPause(null, 4_000), [[['["a"]', 2]]]);
+  // Longer: lost unclosed.
+  assert.deepEqual(await sessionAfterPause(null, 10_000), []);
+  // With idle shorter than retention the watermark moves on during the pause and it closes.
+  assert.deepEqual(await sessionAfterPause(1_000, 10_000), [[['["a"]', 2]]]);
+});
