@@ -319,17 +319,25 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
   return undefined;
 }
 
-/** Picks the store from the environment: Redis when both Upstash variables are set. */
+/**
+ * Picks the store from the environment: Redis when both Upstash variables are set. Alone, without
+ * the definitions of {@linkcode storesFromEnv} beside it: its caller keeps stream definitions
+ * elsewhere, so an apply does not look for their records in Redis.
+ */
 export function storeFromEnv(env: EnvSource): Store {
-  return storesFromEnv(env).store;
+  return storesFromEnv(env, { definitionsHere: false }).store;
 }
 
 /**
  * The store and the stream definitions beside it: both in Redis when both
  * Upstash variables are set, else both in memory (the memory store reports
- * the definitions' versions as Redis does).
+ * the definitions' versions as Redis does). With `definitionsHere` (the default), the Redis store
+ * refuses an apply whose stream's definition record is missing from that Redis.
  */
-export function storesFromEnv(env: EnvSource): { store: Store; definitions: DefinitionStore } {
+export function storesFromEnv(
+  env: EnvSource,
+  options: { definitionsHere?: boolean } = {},
+): { store: Store; definitions: DefinitionStore } {
   // Checked with Redis too, so a typo shows before a switch back to memory.
   const maxDedupeIds = readMaxDedupeIds(env);
   const redis = redisFromEnv(env);
@@ -340,7 +348,7 @@ export function storesFromEnv(env: EnvSource): { store: Store; definitions: Defi
   }
   const prefix = readPrefix(env);
   return {
-    store: new RedisStore(redis, { prefix, definitionsHere: true }),
+    store: new RedisStore(redis, { prefix, definitionsHere: options.definitionsHere ?? true }),
     definitions: new RedisDefinitionStore(redis, { prefix, maxApiStreams }),
   };
 }

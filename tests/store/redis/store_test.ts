@@ -249,6 +249,28 @@ redisTest(
   },
 );
 
+redisTest(
+  "storeFromEnv()'s Redis store serves an app whose stream definitions are kept elsewhere (it does not look for their records in Redis, as storesFromEnv's does)",
+  async (fixture) => {
+    const store = storeFromEnv(
+      new Map([
+        ["UPSTASH_REDIS_REST_URL", fixture.restUrl],
+        ["UPSTASH_REDIS_REST_TOKEN", fixture.restToken],
+      ]),
+    );
+    // createApp keeps the config's streams in memory, recorded there and not in Redis.
+    const app = createApp({
+      streams: STREAMS,
+      store,
+      keys: await KeyRing.parse(""),
+      now: () => NOW,
+    });
+    const res = await postEvents(app, "three", events("e", 2));
+    assert.equal(res.status, 202, await res.clone().text());
+    assert.equal((await res.json()).accepted, 2);
+  },
+);
+
 /** Posts `size` new events to stream `three` and returns the requests the store made. */
 async function ingestCounted(app: App, proxy: UpstashProxy, prefix: string, size: number) {
   const res = await postEvents(app, "three", events(prefix, size));
