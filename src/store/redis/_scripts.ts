@@ -362,8 +362,7 @@ if KEYS[2] then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
   -- The definitions live here, and the record is missing (a Redis restored from before it was
-  -- written):
-  -- what this call wrote would count in a stream no instance reads.
+  -- written): what this call wrote would count in a stream no instance reads.
   if not record[1] and args.rec then return cjson.encode({ gone = 1, v = 0 }) end
 end
 local ids, payloads = args.ids, args.payloads
