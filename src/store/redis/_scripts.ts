@@ -403,6 +403,9 @@ local counterCount = #counters
 for i = 1, counterCount do statsAsked[9 + i] = "k:" .. counters[i].name end
 -- The dedupe TTLs whose buckets are asked (see dedupeBuckets).
 statsAsked[10 + counterCount] = "dk"
+-- \`db\`: "<ttl>:<bucket>" of the newest dedupe bucket this release's one-id write found marked
+-- (see IDS_MARK below).
+statsAsked[11 + counterCount] = "db"
 -- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
 -- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
 -- group is new in a pane (below), the only time they may be added to.
@@ -412,7 +415,7 @@ if type(args.sess) == "table" then
   end
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
-for i = 11 + counterCount, #statsAsked do
+for i = 12 + counterCount, #statsAsked do
   if stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
@@ -740,7 +743,12 @@ local heldIds, freshIds, distinctIds = {}, {}, args.uq
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
 -- new (2: the mark too). The id of an event that turns out late is kept as well, as below. Not
 -- with session counters, whose keys are checked only after this (their cells depend on it).
+-- That answer is 1 both for a new id in a marked bucket and for a held id in a bucket without
+-- the mark (one a release before 1d1c4b3 wrote, which set none): so until the stats' \`db\` says
+-- this bucket was found marked, the id is asked first (one HEXISTS a bucket).
 local idWritten = false
+local bucketNoted = newIds and (num(dedupeTtl) .. ":" .. num(math.floor(now / dedupeTtl)))
+local markedBucket = nil
 if newIds then
   local asked = {}
   for i = 1, eventCount do
@@ -752,12 +760,16 @@ if newIds then
     for _, key in ipairs(retiredIds) do
       if not held and redis.call("HEXISTS", key, id) == 1 then held = true end
     end
-    if held or redis.call("HEXISTS", oldIds, id) == 1 then
+    local noted = stored[11 + counterCount] == bucketNoted
+    if held or redis.call("HEXISTS", oldIds, id) == 1 or
+      (not noted and redis.call("HEXISTS", newIds, id) == 1) then
       heldIds[id] = true
     else
       local added = redis.call("HSET", newIds, id, "1", IDS_MARK, "1")
       if added == 0 then heldIds[id] = true else idWritten = true end
       idsMarked = added < 2
+      -- The bucket holds the mark now: later one-id writes can trust HSET's answer.
+      if not noted then markedBucket = bucketNoted end
     end
     asked = {}
   end
@@ -1182,6 +1194,10 @@ end
 if dedupeKeysText then
   changed[#changed + 1] = "dk"
   changed[#changed + 1] = dedupeKeysText
+end
+if markedBucket then
+  changed[#changed + 1] = "db"
+  changed[#changed + 1] = markedBucket
 end
 if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
 -- One digit per event: all "0" in the common case, without turning each number into text.

@@ -1137,6 +1137,34 @@ redisTest(
 );
 
 redisTest(
+  "RedisStore holds a single event's id found in a dedupe bucket without the mark (written by a release before 1d1c4b3), where HSET's answer alone took it as new",
+  async (fixture) => {
+    const bucket = `es:{s}:ids:${Math.floor(NOW / DAY)}`;
+    await dedupeOutcomes(redisStore(fixture), NOW, DAY, ["first"]);
+    // As the old release left it: the id, no mark field, its own PX.
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("DEL", bucket);
+      await send("HSET", bucket, "x", "1");
+      await send("PEXPIRE", bucket, String(2 * DAY));
+      await send("HDEL", "es:{s}:stats", "db");
+    });
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW + 1, DAY, ["x"]), ["duplicate"]);
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW + 2, DAY, ["y"]), ["applied"]);
+    // Marked now, and noted in the stats: HSET's answer is trusted again.
+    await withDirect(fixture.redisUrl, async (send) => {
+      // x, y and the mark (the byte 0xFF, which no text here can name).
+      assert.equal(await send("HLEN", bucket), 3);
+      assert.equal(await send("HGET", "es:{s}:stats", "db"), `${DAY}:${Math.floor(NOW / DAY)}`);
+    });
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW + 3, DAY, ["y"]), ["duplicate"]);
+    assert.deepEqual(await dedupeOutcomes(redisStore(fixture), NOW + 4, DAY, ["x", "z"]), [
+      "duplicate",
+      "applied",
+    ]);
+  },
+);
+
+redisTest(
   "RedisStore asks the buckets of at most DEDUPE_EARLIER_TTLS earlier dedupe TTLs, the latest first, each once",
   async (fixture) => {
     assert.equal(DEDUPE_EARLIER_TTLS, 8);
