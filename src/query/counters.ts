@@ -18,6 +18,7 @@ import {
   windowsOfPane,
 } from "../window/mod.ts";
 import { currentSessions, readSessionRows } from "./sessions.ts";
+import { closedBefore } from "./_final.ts";
 
 /** One window of one group, as the API returns it. */
 export interface WindowRow {
@@ -155,11 +156,7 @@ async function rowsFor(
     ),
     context.store.stats(stream.name, []),
   ]);
-  // An idle stream's watermark follows the clock (as the store will raise it on its next write).
-  const floor = stream.idleMs === null ? -Infinity : context.nowMs - stream.idleMs;
-  const watermark = Math.max(stats.watermark ?? -Infinity, floor);
-  // A window a close claimed ended by the store's closedThrough: final whatever the lateness now.
-  const closedBefore = Math.max(watermark - stream.latenessMs, stats.closedThrough ?? -Infinity);
+  const finalBefore = closedBefore(stream, stats, context.nowMs);
   const others: OthersRow[] = [];
   let values = read;
   // Rank of each row within its window, when only the top groups are wanted.
@@ -177,7 +174,7 @@ async function rowsFor(
         end: new Date(end).toISOString(),
         groups: ranked.groups,
         value: ranked.rest && aggregateValue(counter.aggregate, ranked.rest, valueOptions),
-        final: end <= closedBefore,
+        final: end <= finalBefore,
       };
       if (ranked.rest?.approximate) row.approximate = true;
       others.push(row);
@@ -195,7 +192,7 @@ async function rowsFor(
       end: new Date(end).toISOString(),
       group,
       value: aggregateValue(counter.aggregate, item.state, valueOptions),
-      final: end <= closedBefore,
+      final: end <= finalBefore,
     };
     if (item.state.approximate) row.approximate = true;
     rows.push(row);

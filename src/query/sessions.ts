@@ -7,6 +7,7 @@
 import type { CompiledStream } from "../config/mod.ts";
 import { compareGroupKeys, type Store } from "../store/types.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
+import { closedBefore } from "./_final.ts";
 
 /** One session of one group, as the API returns it (the same shape as a window row). */
 export interface SessionRow {
@@ -55,14 +56,7 @@ export async function readSessionRows(
     }),
     options.store.stats(stream.name, []),
   ]);
-  // An idle stream's watermark follows the clock (as the store will raise it on its next write).
-  const floor = stream.idleMs === null ? -Infinity : options.nowMs - stream.idleMs;
-  // Events before the store's closedThrough are late whatever the lateness is now (a raised one
-  // re-opens nothing that closed).
-  const closedBefore = Math.max(
-    Math.max(stats.watermark ?? -Infinity, floor) - stream.latenessMs,
-    stats.closedThrough ?? -Infinity,
-  );
+  const finalBefore = closedBefore(stream, stats, options.nowMs);
   const rows: Array<SessionRow & { startMs: number; key: string }> = [];
   for (const session of sessions) {
     const group = decodeGroup(counter.groupBy, session.group);
@@ -75,7 +69,7 @@ export async function readSessionRows(
       group,
       // Quantiles are refused on session counters (config/compile.ts): a number or null.
       value: aggregateValue(counter.aggregate, session.state) as number | null,
-      final: session.closed || session.end + gapMs <= closedBefore,
+      final: session.closed || session.end + gapMs <= finalBefore,
     };
     if (session.state.approximate) row.approximate = true;
     rows.push(row);
