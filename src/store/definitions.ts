@@ -37,6 +37,13 @@ export interface StoredDefinition {
    * would read panes written under another meaning.
    */
   counters: Record<string, string>;
+  /**
+   * Per counter added to (or added back to) the stream while it had events in this generation:
+   * the event-time bound (ms), its watermark then plus 1, below which the counter missed events;
+   * a window starting before it is partial. A counter the stream had from its first event has no
+   * entry. Absent: none has one (and in records written by a release before it).
+   */
+  partialBefore?: Record<string, number>;
   /** Whether the stream was deleted (its data expires by retention). */
   deleted: boolean;
 }

@@ -33,7 +33,8 @@ function sameRecord(held: StoredDefinition, record: DefinitionWrite): boolean {
   return held.source === record.source && held.generation === record.generation &&
     held.deleted === record.deleted &&
     JSON.stringify(held.definition ?? null) === JSON.stringify(record.definition ?? null) &&
-    JSON.stringify(held.counters) === JSON.stringify(record.counters);
+    JSON.stringify(held.counters) === JSON.stringify(record.counters) &&
+    JSON.stringify(held.partialBefore ?? {}) === JSON.stringify(record.partialBefore ?? {});
 }
 
 /** A {@linkcode DefinitionStore} held in process memory. */
@@ -80,7 +81,10 @@ export class MemoryDefinitionStore implements DefinitionStore {
       }
     }
     const version = current + 1;
-    this.#records.set(name, { ...structuredClone(record), name, version });
+    const { partialBefore, ...rest } = structuredClone(record);
+    // As the Redis store reads it back: no entries, no field.
+    const bounds = partialBefore && Object.keys(partialBefore).length > 0 ? { partialBefore } : {};
+    this.#records.set(name, { ...rest, ...bounds, name, version });
     this.#writes += 1;
     return Promise.resolve({ status: "written", version });
   }

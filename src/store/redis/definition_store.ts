@@ -2,7 +2,8 @@
  * Stream definitions in Redis. A stream's record lives in its own hash slot,
  * at `<prefix>:{<stream>}:def` (hash: `v` version, `g` generation, `s`
  * source, `d` definition JSON, `c` counter identities JSON, `x` "1" when
- * deleted), so the store's apply script reads the version in the same
+ * deleted, and `p`, only when a counter has one, the counters' partial-window bounds as JSON
+ * `{"g": <generation>, "b": {<counter>: <ms>}}`), so the store's apply script reads the version in the same
  * atomic step as the stream's data. An index `<prefix>:{@definitions}:index`
  * (hash: stream → version; `@` cannot start a stream name) is what instances
  * poll; it is written after the record and never lowered, so a poll may
@@ -85,7 +86,8 @@ return cjson.encode(record)
 
 /**
  * Writes the record at KEYS[1] if its version is `args.expected`. ARGV[1]:
- * `{expected, g, s, d, c, x}`. Returns `[1, version]` written or
+ * `{expected, g, s, d, c, x, p}` (`p` "" for no partial-window bounds: the field is removed).
+ * Returns `[1, version]` written or
  * `[0, current, api]` refused, `api` 1 when the current record is a live API stream. The very
  * record at the version after the expected one is this write sent again (fetch, or the client's
  * retry, after a connection lost once Redis ran it), or an identical one: `[1, current]`, as
@@ -95,9 +97,9 @@ const WRITE_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
 if current ~= args.expected then
   if current == args.expected + 1 then
-    local held = redis.call("HMGET", P, "g", "s", "d", "c", "x")
+    local held = redis.call("HMGET", P, "g", "s", "d", "c", "x", "p")
     if tonumber(held[1]) == args.g and held[2] == args.s and held[3] == args.d and held[4] == args.c
-      and held[5] == args.x then
+      and held[5] == args.x and (held[6] or "") == args.p then
       return { 1, current }
     end
   end
@@ -106,6 +108,7 @@ if current ~= args.expected then
 end
 local version = current + 1
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x)
+if args.p == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", args.p) end
 return { 1, version }
 `;
 
@@ -215,6 +218,30 @@ for i = 1, #flat, 2 do out[#out + 1] = { flat[i], tonumber(flat[i + 1]) } end
 return cjson.encode({ mark, out })
 `;
 
+/**
+ * The `p` field of a record: its partial-window bounds with the generation they belong to, or ""
+ * when it has none.
+ */
+function partialField(record: DefinitionWrite): string {
+  const bounds = record.partialBefore ?? {};
+  if (Object.keys(bounds).length === 0) return "";
+  return JSON.stringify({ g: record.generation, b: bounds });
+}
+
+/**
+ * The partial-window bounds of a record's `p` field, when it has one of the record's generation.
+ * A release before the field writes records without touching it: one it left from another
+ * generation (that release deleted the stream and created it again) is not this data's.
+ */
+function partialBoundsOf(
+  field: string | undefined,
+  generation: number,
+): Record<string, number> | undefined {
+  if (field === undefined) return undefined;
+  const { g, b } = JSON.parse(field) as { g: number; b: Record<string, number> };
+  return g === generation && Object.keys(b).length > 0 ? b : undefined;
+}
+
 /** The key of a stream's definition record: in the stream's hash slot, outside every generation. */
 export function definitionKey(prefix: string, stream: string): string {
   return `${prefix}:{${stream}}:def`;
@@ -250,13 +277,16 @@ export class RedisDefinitionStore implements DefinitionStore {
         await this.#calls.script(GET_SCRIPT, [definitionKey(this.#prefix, name)], [{}]),
       );
       if (raw === null || raw.v === undefined) return null;
+      const generation = Number(raw.g);
+      const partialBefore = partialBoundsOf(raw.p, generation);
       return {
         name,
         source: raw.s === "config" ? "config" : "api",
         version: Number(raw.v),
-        generation: Number(raw.g),
+        generation,
         definition: raw.x === "1" ? null : JSON.parse(raw.d),
         counters: JSON.parse(raw.c),
+        ...(partialBefore ? { partialBefore } : {}),
         deleted: raw.x === "1",
       };
     });
@@ -298,6 +328,7 @@ export class RedisDefinitionStore implements DefinitionStore {
           d: JSON.stringify(record.definition ?? null),
           c: JSON.stringify(record.counters),
           x: record.deleted ? "1" : "0",
+          p: partialField(record),
         }],
       )) as [number, number, number?];
       if (Number(written) !== 1) {
