@@ -222,6 +222,8 @@ function compileCounter(
       ...(aggregate.kind === "quantiles" ? { accuracy: aggregate.accuracy } : {}),
       ...(session ? { session } : {}),
     },
+    // Set from the stream's definition record when it is served; here so the shape stays one.
+    partialBefore: null,
   };
 }
 

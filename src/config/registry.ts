@@ -230,6 +230,28 @@ function everCounted(
   return { ...record.counters, ...next };
 }
 
+/** The counters a definition as written has now (its `counters` object's keys). */
+function definedCounters(definition: unknown): string[] {
+  const counters = (definition as { counters?: unknown } | null)?.counters;
+  return counters !== null && typeof counters === "object" ? Object.keys(counters) : [];
+}
+
+/**
+ * Sets each counter's {@linkcode CompiledCounter.partialBefore} from a record's bounds (none: no
+ * counter missed events). Values only: the counters keep their shape.
+ */
+function markPartial(
+  stream: CompiledStream,
+  bounds: Record<string, number> | undefined,
+): CompiledStream {
+  for (const counter of stream.counters) {
+    counter.partialBefore = bounds && Object.hasOwn(bounds, counter.name)
+      ? bounds[counter.name]
+      : null;
+  }
+  return stream;
+}
+
 function counterChangedMessage(
   stream: string,
   counters: string[],
@@ -293,6 +315,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #polling: Promise<void> | undefined;
   /** The definition index as the last poll that read it found it, with its change mark. */
   #index: { mark: string; versions: Map<string, number>; readAtMs: number } | undefined;
+  /** The store of the streams' data (given to {@linkcode wrap}): where a watermark is read. */
+  #data: Store | undefined;
 
   constructor(config: ReadonlyMap<string, CompiledStream>, options: RegistryOptions = {}) {
     this.#config = config;
@@ -493,7 +517,10 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     let stream: CompiledStream;
     try {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted.
-      stream = compileStreamDefinition(name, record.definition, { repeatedGroupBy: true });
+      stream = markPartial(
+        compileStreamDefinition(name, record.definition, { repeatedGroupBy: true }),
+        record.partialBefore,
+      );
     } catch (error) {
       // Written by an older release (a pattern since refused, say) or a newer one. Not served
       // here, as on an instance that never held it: one held before must not keep taking events
@@ -702,6 +729,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           const entry = this.#entries.get(name)!;
           entry.version = record.version;
           entry.generation = record.generation;
+          markPartial(entry.stream, record.partialBefore);
           this.#generations.set(entry.stream.counterMetas, record.generation);
           return;
         }
@@ -712,17 +740,20 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         : live && record.source === "config"
         ? record.generation
         : record.generation + 1;
+      const partialBefore = await this.#partialBounds(name, record, stream, generation);
       const result = await this.#definitions.write(name, {
         source: "config",
         generation,
         definition: stream.definition,
         counters: live && record.source === "config" ? everCounted(record, counters) : counters,
+        partialBefore,
         deleted: false,
       }, record?.version ?? 0);
       if (result.status === "written") {
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
         entry.generation = generation;
+        markPartial(entry.stream, partialBefore);
         this.#generations.set(entry.stream.counterMetas, generation);
         if (live && record.source === "api") {
           // The file is authoritative, but taking a stream the API made is worth a word.
@@ -809,7 +840,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         const held = this.#entries.get(name);
         if (held?.version === record.version) return { created: false, registered: held };
         const registered: RegisteredStream = {
-          stream,
+          stream: markPartial(stream, record.partialBefore),
           source: "api",
           version: record.version,
           generation: record.generation,
@@ -819,16 +850,18 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         return { created: false, registered };
       }
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
+      const partialBefore = await this.#partialBounds(name, record, stream, generation);
       const result = await this.#definitions.write(name, {
         source: "api",
         generation,
         definition: raw,
         counters: live ? everCounted(record, counters) : counters,
+        partialBefore,
         deleted: false,
       }, record?.version ?? 0);
       if (result.status === "written") {
         const registered: RegisteredStream = {
-          stream,
+          stream: markPartial(stream, partialBefore),
           source: "api",
           version: result.version,
           generation,
@@ -888,6 +921,31 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     }
   }
 
+  /**
+   * The partial-window bounds to write with a new definition of `name` in `generation`: those of
+   * its record when it is that generation's, and for each counter the definition adds to the
+   * record's (new, or removed and now added back) the stream's watermark now plus 1 when it has
+   * events: the events applied so far, all at or before that watermark, are not in the counter.
+   * A new generation starts empty: none. Without a store to read (this registry wraps none),
+   * no bound is added.
+   */
+  async #partialBounds(
+    name: string,
+    record: StoredDefinition | null,
+    stream: CompiledStream,
+    generation: number,
+  ): Promise<Record<string, number>> {
+    if (record === null || record.deleted || record.generation !== generation) return {};
+    const bounds = { ...record.partialBefore };
+    const had = new Set(definedCounters(record.definition));
+    const added = stream.counters.filter((counter) => !had.has(counter.name));
+    if (added.length === 0 || this.#data === undefined) return bounds;
+    const { watermark } = await this.#data.stats(generationKey(name, generation), []);
+    if (watermark === null) return bounds;
+    for (const counter of added) bounds[counter.name] = watermark + 1;
+    return bounds;
+  }
+
   #refuseConfig(name: string): void {
     if (this.#config.has(name)) {
       throw new StreamDefinitionError(
@@ -929,6 +987,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
    */
   wrap(store: Store): Store {
     if (store instanceof RegistryStore && store.registry === this) return store;
+    this.#data ??= store;
     return new RegistryStore(store, this);
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { CompiledStream } from "../config/mod.ts";
 import type { LogEntry, LogRecord } from "../store/types.ts";
-import { aggregateValue, decodeGroup } from "../window/mod.ts";
+import { aggregateValue, decodeGroup, partialWindow } from "../window/mod.ts";
 
 /** Every kind of result a stream publishes. */
 export type PayloadType = LogRecord["type"];
@@ -32,7 +32,9 @@ export interface PublicPayload {
   /**
    * For `window.*`: `stream`, `counter`, `aggregate`, `group` (field →
    * value), `start`, `end` (ISO-8601), `value` and, for estimates,
-   * `approximate`. For `alert.fired` also `alert`. For `event.*`: `stream`,
+   * `approximate`; `partial: true` for a window that misses events applied
+   * before its counter was added to the stream (or added back), see
+   * `partialWindow`. For `alert.fired` also `alert`. For `event.*`: `stream`,
    * `time` (event time, ISO-8601) and `event` (after transforms).
    */
   data: Record<string, unknown>;
@@ -84,17 +86,17 @@ export function publicPayload(stream: CompiledStream, entry: LogEntry): PublicPa
     start: iso(record.start),
     end: iso(record.end),
   };
+  const partial = partialWindow(counter, record.start);
   if (record.type === "alert.fired") {
-    return {
-      type: record.type,
-      timestamp,
-      data: { alert: record.alert, ...base, value: record.value },
-    };
+    const fired: Record<string, unknown> = { alert: record.alert, ...base, value: record.value };
+    if (partial) fired.partial = true;
+    return { type: record.type, timestamp, data: fired };
   }
   const data: Record<string, unknown> = {
     ...base,
     value: aggregateValue(counter.aggregate, record.state),
   };
   if (record.state.approximate) data.approximate = true;
+  if (partial) data.partial = true;
   return { type: record.type, timestamp, data };
 }

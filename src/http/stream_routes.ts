@@ -191,6 +191,10 @@ const CounterValueSchema = z.union([
   }),
 ]).nullable().openapi("CounterValue");
 
+/** What `partial` on a window says. */
+const PARTIAL_DESCRIPTION =
+  "Present and true when the window misses events: its counter was added to the stream (or added back) once events had been applied, and the window (a session: the session, or the gap before it) starts before the stream's watermark then. Absent otherwise";
+
 const WindowRowSchema = z.object({
   start: z.string(),
   end: z.string(),
@@ -198,6 +202,7 @@ const WindowRowSchema = z.object({
   value: CounterValueSchema,
   final: z.boolean(),
   approximate: z.boolean().optional(),
+  partial: z.boolean().optional().openapi({ description: PARTIAL_DESCRIPTION }),
 }).openapi("WindowRow");
 
 const TimeParam = z.string().regex(
@@ -554,6 +559,7 @@ const OthersSchema = z.object({
   }),
   final: z.boolean(),
   approximate: z.boolean().optional(),
+  partial: z.boolean().optional().openapi({ description: PARTIAL_DESCRIPTION }),
 }).openapi("OtherGroups");
 
 /** The top-groups options of `?top=&by=`, checked against the counter and the group filters. */

@@ -14,6 +14,7 @@ import {
   currentWindowStart,
   decodeGroup,
   panesOfWindow,
+  partialWindow,
   type ValueOptions,
   windowsOfPane,
 } from "../window/mod.ts";
@@ -34,6 +35,11 @@ export interface WindowRow {
   final: boolean;
   /** Present and true when the value is an estimate (distinct on Redis, quantiles). */
   approximate?: boolean;
+  /**
+   * Present and true when the window misses events: they were applied before the counter was
+   * added to its stream (or added back), see {@linkcode partialWindow}.
+   */
+  partial?: boolean;
 }
 
 /** Options for {@linkcode listWindows}. */
@@ -96,6 +102,8 @@ export interface OthersRow {
   final: boolean;
   /** Present and true when the value is an estimate. */
   approximate?: boolean;
+  /** Present and true when the window misses events (see {@linkcode WindowRow.partial}). */
+  partial?: boolean;
 }
 
 /** Current time and watermark a read is judged against. */
@@ -177,6 +185,7 @@ async function rowsFor(
         final: end <= finalBefore,
       };
       if (ranked.rest?.approximate) row.approximate = true;
+      if (partialWindow(counter, start)) row.partial = true;
       others.push(row);
     }
   }
@@ -195,6 +204,7 @@ async function rowsFor(
       final: end <= finalBefore,
     };
     if (item.state.approximate) row.approximate = true;
+    if (partialWindow(counter, item.start)) row.partial = true;
     rows.push(row);
   }
   rows.sort((a, b) =>

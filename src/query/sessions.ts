@@ -6,7 +6,7 @@
  */
 import type { CompiledStream } from "../config/mod.ts";
 import { compareGroupKeys, type Store } from "../store/types.ts";
-import { aggregateValue, type CompiledCounter, decodeGroup } from "../window/mod.ts";
+import { aggregateValue, type CompiledCounter, decodeGroup, partialWindow } from "../window/mod.ts";
 import { closedBefore } from "./_final.ts";
 
 /** One session of one group, as the API returns it (the same shape as a window row). */
@@ -23,6 +23,8 @@ export interface SessionRow {
   final: boolean;
   /** Present and true when the value is an estimate (distinct on Redis). */
   approximate?: boolean;
+  /** Present and true when the session may miss events (see {@linkcode partialWindow}). */
+  partial?: boolean;
 }
 
 /** What {@linkcode readSessionRows} needs. */
@@ -72,6 +74,7 @@ export async function readSessionRows(
       final: session.closed || session.end + gapMs <= finalBefore,
     };
     if (session.state.approximate) row.approximate = true;
+    if (partialWindow(counter, session.start)) row.partial = true;
     rows.push(row);
   }
   // The stores' order (ties by group key), so a limit they applied cuts where this one would.

@@ -31,6 +31,27 @@ export interface CompiledCounter {
   retentionMs: number;
   /** What the store needs. */
   meta: CounterMeta;
+  /**
+   * The event-time bound (ms) below which this counter missed events: it was added to (or added
+   * back to) a stream that had events already, whose watermark was then just below it. A window
+   * starting before it (a session starting before it plus the gap) is partial, see
+   * {@linkcode partialWindow}. null: it counted every event of its stream. Set from the stream's
+   * definition record (see `StoredDefinition.partialBefore`), never on the hot path.
+   */
+  partialBefore?: number | null;
+}
+
+/**
+ * Whether the window (a session: the session) of `counter` starting at `startMs` misses events
+ * that were applied while the counter was not in its stream's definition. A window holds the
+ * events from its start on, so it missed some when it starts before the bound; a session also
+ * when an event missed within its gap before its first one would have joined it.
+ */
+export function partialWindow(counter: CompiledCounter, startMs: number): boolean {
+  const bound = counter.partialBefore;
+  if (bound === undefined || bound === null) return false;
+  const reach = counter.window.kind === "session" ? counter.window.gapMs : 0;
+  return startMs < bound + reach;
 }
 
 /** Largest magnitude accepted for summed values, so sums stay exact integers where they can. */

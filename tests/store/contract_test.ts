@@ -401,7 +401,8 @@ const scenarios: Record<string, Scenario> = {
   async "a counter removed and added back, or added mid-window, holds only what was applied while it was defined"(
     store,
   ) {
-    // As the README says (Changing a stream): no flag marks such a window as partial.
+    // The store holds what was applied while the counter was defined; that such a window is
+    // partial comes from the stream's definition record (tests/config/partial_windows_test.ts).
     const c = { window: { tumbling: "1m" }, aggregate: "count" };
     const version = (counters: Record<string, unknown>) =>
       compileConfig({ streams: { r: { time: { field: "t", lateness: "0s" }, counters } } })
