@@ -53,6 +53,21 @@ function topQuery(entry, top) {
 }
 
 /** The first `count` of a session counter's sessions (newest first), as a current window. */
+/**
+ * A "partial" tag for a window its counter missed events of (added to the stream after they were
+ * applied), as the API marks it; nothing for another.
+ */
+function partialMark(row) {
+  if (row.partial !== true) return [];
+  return [
+    el("span", {
+      class: "partial",
+      title: "The counter was added after some of this window's events: they are not counted",
+    }, "partial"),
+    " ",
+  ];
+}
+
 function recentSessions(rows, count) {
   return { windows: rows.slice(0, count) };
 }
@@ -268,6 +283,7 @@ export class CountersView {
         el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE.length}` : "cx"}` }),
         el("span", { class: "group" }, label),
         " ",
+        ...partialMark(row),
         el("b", { class: "value" }, formatValue(row.value)),
       );
     });
@@ -281,6 +297,7 @@ export class CountersView {
         el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE.length}` : "cx"}` }),
         el("span", { class: "group" }, `${OTHERS_LABEL} (${rest} more groups)`),
         " ",
+        ...partialMark(others),
         el("b", { class: "value" }, formatValue(others.value)),
       ));
     }

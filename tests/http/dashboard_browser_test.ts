@@ -586,6 +586,40 @@ browserTest(
 );
 
 browserTest(
+  "the dashboard tags the current window of a counter added after the stream had events as partial",
+  async (browser) => {
+    const server = await startServer({ config: { streams: {} }, registry: true });
+    const put = (counters: Record<string, unknown>) =>
+      fetch(`${server.base}/v1/streams/grown`, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ counters }),
+      }).then(async (res) => assert.ok(res.ok, await res.text()));
+    try {
+      const count = { window: { tumbling: "1m" }, aggregate: "count" };
+      await put({ n: count });
+      await server.send([{}, {}], "grown");
+      await put({ n: count, added: count });
+      await server.send([{}], "grown");
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, '[data-current="grown/added"]', /partial\s*1$/);
+      await textMatching(page, '[data-current="grown/n"]', /\b3$/);
+      assert.doesNotMatch(
+        await page.locator('[data-current="grown/n"]').textContent() ?? "",
+        /partial/,
+      );
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "the dashboard keeps its panels and subscriptions when instances list the same streams in another order",
   async (browser) => {
     const config = {
