@@ -151,6 +151,13 @@ local function isFloatText(text)
   local x = tonumber(text)
   return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge and not string.find(text, "%s")
 end
+-- A stats field holding a time (the watermark \`wm\`, \`cl\`): absent, or a finite number as num()
+-- writes it; anything else is refused (see refuseKey) rather than taken as none and written over.
+local function expectStatsTime(field, text)
+  if text and not isFloatText(text) then
+    refuseKey(STATS_KEY .. " field " .. field, "'" .. text .. "'", "a time in ms")
+  end
+end
 -- A hash whose fields named hold what HINCRBY adds to, or (a sum's, named s…) HINCRBYFLOAT. Returns
 -- field → value (text) of those it holds.
 local function expectNumbers(key, fields)
@@ -415,11 +422,17 @@ if type(args.sess) == "table" then
   end
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
-for i = 12 + counterCount, #statsAsked do
-  if stored[i] and not isIntegerText(stored[i]) then
+-- What the stats hold is checked before any write (see refuseKey): the counts this call adds to
+-- (3 to 8) and the sessions' overflow counts, the watermark and \`cl\` (\`dk\` where read, in
+-- dedupeBuckets). \`exp\`, \`k:<counter>\` and \`db\` only save a command: text this script did
+-- not write is taken as none.
+for i = 3, #statsAsked do
+  if (i <= 8 or i >= 12 + counterCount) and stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
 end
+expectStatsTime("wm", stored[1])
+expectStatsTime("cl", stored[9])
 local wm = raiseToClock(tonumber(stored[1]), now, idle)
 local statsExpireAt = tonumber(stored[2])
 local closedThrough = tonumber(stored[9])
@@ -689,21 +702,26 @@ local function dedupeBuckets(known)
   end
   -- No \`dk\`: a stream new to this release (the one before wrote none): nothing more to ask,
   -- its current TTL's buckets have the names they had.
+  -- Text this script did not write (words other than "<ttl>", then "<ttl>:<until ms>", one space
+  -- apart) is refused (see refuseKey; no write came before), not taken as none and written over:
+  -- that would forget the ids of the TTLs it listed.
   if known then
     local first = true
-    for word in string.gmatch(known, "%S+") do
+    for word in string.gmatch(known .. " ", "([^ ]*) ") do
+      local ttl, untilMs
       if first then
         first = false
-        local ttl = tonumber(word)
-        if ttl and ttl > 0 and ttl ~= dedupeTtl and ttl == math.floor(ttl) then
-          list(ttl, untilOf(ttl))
-        end
+        ttl = string.match(word, "^[1-9]%d*$")
+        untilMs = ttl and untilOf(tonumber(ttl))
       else
-        local ttl, untilMs = string.match(word, "^(%d+):(%d+)$")
-        ttl, untilMs = tonumber(ttl), tonumber(untilMs)
-        -- The current TTL's own buckets are asked anyway (taken up again when it comes back).
-        if ttl and ttl > 0 and untilMs > now and ttl ~= dedupeTtl then list(ttl, untilMs) end
+        ttl, untilMs = string.match(word, "^([1-9]%d*):(%d+)$")
       end
+      ttl, untilMs = tonumber(ttl), tonumber(untilMs)
+      if not ttl then
+        refuseKey(STATS_KEY .. " field dk", "'" .. string.sub(known, 1, 200) .. "'", "a list of dedupe TTLs")
+      end
+      -- The current TTL's own buckets are asked anyway (taken up again when it comes back).
+      if untilMs > now and ttl ~= dedupeTtl then list(ttl, untilMs) end
     end
   end
   local keys, words = {}, { ttlText }
@@ -1298,6 +1316,8 @@ local later, logged = {}, {}
 local function write(...) later[#later + 1] = { ... } end
 local function logLater(record) logged[#logged + 1] = record end
 local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl")
+expectStatsTime("wm", stored[1])
+expectStatsTime("cl", stored[3])
 local wm = tonumber(stored[1])
 -- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.
 local closedThrough = tonumber(stored[3])

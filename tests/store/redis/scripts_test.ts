@@ -293,6 +293,56 @@ storeTest(
   },
 );
 
+// The stats fields a call reads and writes back: text the scripts never write is refused, naming
+// the field, not taken as none and written over (a lost watermark, closedThrough or list of dedupe
+// TTLs, a count restarted).
+for (
+  const [field, values, closes] of [
+    ["wm", ["x", "inf", "nan", " 5", ""], true],
+    ["cl", ["x", "-inf", "1e999", "5 ", ""], true],
+    ["dk", ["x", "", "3600000 x", "3600000  1800000:99", "0", "3600000 0:5", "3600000:5"], false],
+    ["accepted", ["x", "1.5", ""], false],
+    ["late", ["-1x"], false],
+  ] as const
+) {
+  storeTest(
+    `an apply${
+      closes ? " or a close" : ""
+    } that finds the stats field ${field} holding what no script writes writes nothing, naming it`,
+    async (store, fixture) => {
+      await ingest(S, store, events("a", 4));
+      const stats = await streamKey(fixture, "s", "stats");
+      const fields = await send(fixture, "HGETALL", stats) as string[];
+      const namingIt = (call: Promise<unknown>) =>
+        call.catch((error: Error) => {
+          assert.ok(error.message.includes(`stats field ${field} holds`), error.message);
+          throw error;
+        });
+      for (const value of values) {
+        const corrupt = ["HSET", stats, ...fields, field, value];
+        for (const size of [3, 1]) {
+          await refusedWhole(fixture, stats, {
+            corrupt,
+            call: () => namingIt(ingest(S, store, events(`b${size}`, size, T0 + 60_000))),
+          });
+        }
+        if (closes) {
+          await refusedWhole(fixture, stats, {
+            corrupt,
+            call: () =>
+              namingIt(store.closeWindows("s", S.counterMetas, { latenessMs: 10_000, idleMs: 0 })),
+          });
+        }
+      }
+      await send(fixture, "HSET", stats, ...fields);
+      const reply = await ingest(S, store, events("b", 3, T0 + 60_000));
+      assert.equal(reply.accepted, 3);
+      assert.equal(reply.duplicates, 0, "the refused applies kept no dedupe id");
+      assert.equal((await ingest(S, store, events("a", 4))).duplicates, 4, "ids held as before");
+    },
+  );
+}
+
 storeTest("a session close that finds the log a string closes nothing", async (store, fixture) => {
   const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
   await ingest(VISITS, store, [
