@@ -674,6 +674,34 @@ const scenarios: Record<string, Scenario> = {
     );
   },
 
+  async "a sweep with idleMs gives a stream it holds nothing of no watermark; its first batch is judged against the clock floor"(
+    store,
+  ) {
+    const count = stream.counterMetas.filter((meta) => meta.name === "count");
+    for (const nowMs of [T0 + 100_000, T0 + 200_000]) {
+      const options = { latenessMs: 10_000, idleMs: 30_000, nowMs };
+      assert.deepEqual(await store.closeWindows("s", count, options), []);
+      assert.deepEqual(await store.closeWindows("s", count, { ...options, peek: true }), []);
+    }
+    assert.equal((await store.stats("s", [])).watermark, null);
+    const event = (timeMs: number) => ({
+      timeMs,
+      updates: [{ counter: 0, pane: Math.floor(timeMs / 60_000) * 60_000, group: '["x"]' }],
+    });
+    const applied = await store.applyBatch(fromCellUpdates({
+      stream: "s",
+      nowMs: T0 + 200_000,
+      idleMs: 30_000,
+      latenessMs: 10_000,
+      dedupeTtlMs: 0,
+      counters: stream.counterMetas,
+      filtered: 0,
+      events: [event(T0 + 159_000), event(T0 + 161_000)],
+    }));
+    assert.deepEqual(applied.outcomes, ["late", "applied"], "before now - idle - lateness: late");
+    assert.equal((await store.stats("s", [])).watermark, T0 + 170_000);
+  },
+
   async "signalDemand() is reported back by applyBatch() until its TTL runs out"(store) {
     const batch = (nowMs: number) => ({
       stream: "s",

@@ -571,8 +571,10 @@ export class MemoryStore implements Store {
   ): Promise<ClosedWindow[]> {
     const state = this.#streams.get(stream);
     const closed: ClosedWindow[] = [];
-    if (state) raiseToClock(state, options.nowMs ?? this.#now(), options.idleMs);
+    // No watermark (no batch applied): an idle stream's clock floor is not set by a sweep; its
+    // first batch raises to it (as on Redis).
     if (!state || state.watermark === null) return Promise.resolve(closed);
+    raiseToClock(state, options.nowMs ?? this.#now(), options.idleMs);
     const cutoff = state.watermark - options.latenessMs;
     const limit = options.limit ?? 100;
     for (const counter of counters) {

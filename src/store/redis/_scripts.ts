@@ -1319,12 +1319,14 @@ local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl")
 expectStatsTime("wm", stored[1])
 expectStatsTime("cl", stored[3])
 local wm = tonumber(stored[1])
+local out = {}
+-- No watermark: no batch was applied (nor is anything open). An idle stream's clock floor is not
+-- written for it either (the memory store holds nothing of it): its first batch raises to it.
+if wm == nil then return cjson.encode(out) end
 -- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.
 local closedThrough = tonumber(stored[3])
 local closedBefore = closedThrough
 local raised = raiseToClock(wm, now, idle)
-local out = {}
-if raised == nil then return cjson.encode(out) end
 local cutoff = raised - lateness
 -- Gives the live panes of counter c's windows not closed yet that are due for it lifeOf(ttl) again
 -- (see above), by later writes.
