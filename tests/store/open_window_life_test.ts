@@ -116,8 +116,11 @@ const sessions = compileConfig({
   },
 }).get("s")!;
 
-/** Events at E, a pause of `pauseMs` of clock with a sweep every 500 ms, then one more event. */
-async function sessionAfterPause(idleMs: number | null, pauseMs: number) {
+/**
+ * Events at E, a pause of `pauseMs` of clock with a sweep every `sweepEveryMs`, then one more
+ * event.
+ */
+async function sessionAfterPause(idleMs: number | null, pauseMs: number, sweepEveryMs = 500) {
   let clock = Date.parse("2026-06-01T00:00:00Z");
   const store = new MemoryStore({ now: () => clock });
   const closed: unknown[] = [];
@@ -135,8 +138,8 @@ async function sessionAfterPause(idleMs: number | null, pauseMs: number) {
     store,
     nowMs: clock,
   });
-  for (let waited = 0; waited < pauseMs; waited += 500) {
-    clock += 500;
+  for (let waited = 0; waited < pauseMs; waited += sweepEveryMs) {
+    clock += sweepEveryMs;
     await sweep();
   }
   await ingestItems(sessions, items([{ t: E + 60_000, g: "b" }]), { store, nowMs: clock });
@@ -144,11 +147,15 @@ async function sessionAfterPause(idleMs: number | null, pauseMs: number) {
   return closed;
 }
 
-Deno.test("README retention: an open session outlives no pause longer than gap + lateness + retention without idle; with idle it closes", async () => {
-  // A pause within its life: it closes, with both events, once the producer resumes.
+Deno.test("README retention: an open session outlives a pause longer than gap + lateness + retention while the sweep runs more often than half that; with idle it closes during the pause", async () => {
+  // gap + lateness + retention: 6 s. A pause within it: it closes, with both events, once the
+  // producer resumes.
   assert.deepEqual(await sessionAfterPause(null, 4_000), [[['["a"]', 2]]]);
-  // Longer: lost unclosed.
-  assert.deepEqual(await sessionAfterPause(null, 10_000), []);
+  // Far longer, swept every 500 ms (or every 2.5 s): kept, it closes then too.
+  assert.deepEqual(await sessionAfterPause(null, 60_000), [[['["a"]', 2]]]);
+  assert.deepEqual(await sessionAfterPause(null, 60_000, 2_500), [[['["a"]', 2]]]);
+  // Swept less often than half its life: lost unclosed.
+  assert.deepEqual(await sessionAfterPause(null, 60_000, 7_000), []);
   // With idle shorter than retention the watermark moves on during the pause and it closes.
   assert.deepEqual(await sessionAfterPause(1_000, 10_000), [[['["a"]', 2]]]);
 });

@@ -122,14 +122,36 @@ export class SessionTable {
       .slice(0, options.limit);
   }
 
-  /** Marks a session closed: it leaves the open sessions and stays readable until it expires. */
-  close(session: Session): void {
+  /**
+   * Keeps the open sessions alive while they wait to close (a producer's pause stands the
+   * watermark still), as the Redis store's sweep does: one whose life ends within `ttlMs / 2` of
+   * `now` gets `ttlMs` from `now`, so it outlives a pause as long as the sweep runs more often
+   * than that.
+   */
+  keepOpen(counter: CounterMeta, now: number): void {
+    const soon = now + Math.floor(counter.ttlMs / 2);
+    for (const list of this.#open.values()) {
+      for (const session of list) {
+        if (session.expiresAt > now && session.expiresAt <= soon) {
+          session.expiresAt = now + counter.ttlMs;
+        }
+      }
+    }
+  }
+
+  /**
+   * Marks a session closed: it leaves the open sessions and stays readable until `expiresAt`
+   * (the counter's ttl from the close), or longer when it was given a longer life (a retention
+   * lowered since).
+   */
+  close(session: Session, expiresAt: number): void {
     const list = this.#open.get(session.group);
     const index = list?.indexOf(session) ?? -1;
     if (index < 0) return;
     list!.splice(index, 1);
     if (list!.length === 0) this.#open.delete(session.group);
     session.closed = true;
+    session.expiresAt = Math.max(session.expiresAt, expiresAt);
     this.#openCount -= 1;
   }
 

@@ -582,11 +582,12 @@ export class MemoryStore implements Store {
       if (sessions) {
         const now = this.#now();
         const most = limit * SESSIONS_PER_WINDOW;
+        if (!options.peek) sessions.keepOpen(counter, now);
         for (const session of sessions.due(counter, cutoff, { now, limit: most })) {
           const { start, end, group, state: value } = sessions.valueOf(session);
           closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
           if (options.peek) continue;
-          sessions.close(session);
+          sessions.close(session, now + counter.ttlMs);
           state.closedThrough = Math.max(state.closedThrough, end + counter.session!.gapMs);
           this.#append(state, now, {
             type: "window.closed",

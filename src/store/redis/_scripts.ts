@@ -1301,7 +1301,9 @@ return cjson.encode(out)
  * HyperLogLogs or sketches, its score in the live panes and the counter's live panes and open
  * windows, as a write would give it. So an open window's panes outlive a pause of its producer
  * (whose watermark then stands still) as long as some instance sweeps more often than ttl, and a
- * window's panes live at least ttl after it closed.
+ * window's panes live at least ttl after it closed. Of session counters (`sess`:
+ * `[[name, kind, gap, ttl], …]`) it keeps alive the open sessions with less than ttl/2 left, and
+ * gives those it closes ttl (see `SESSION_CLOSE_LUA`).
  */
 export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
 -- The same close sent again: the windows the first one closed, which are closed no more.
@@ -1420,7 +1422,7 @@ for _, c in ipairs(args.counters) do
     end
   end
 end
-closedThrough = closeSessions(cutoff, limit, peek, write, logLater, out, closedThrough)
+closedThrough = closeSessions(cutoff, limit, peek, now, write, logLater, out, closedThrough)
 if #logged > 0 then expectLog() end
 local statsChanged = {}
 if raised ~= wm then statsChanged = { "wm", num(raised) } end

@@ -8,11 +8,14 @@
  * - `sz:<c>:<group>` — zset of the group's open sessions: member = start, score = end.
  * - `so:<c>` — zset of all open sessions: member `<start>:<group>`, score = end + gap
  *   (when it becomes final); its size is what `maxSessions` bounds.
- * - `sa:<c>` — zset of every live session, open or closed: member `<start>:<group>`,
- *   score = expiry time (ms), to forget expired ones.
- * - `ss:<c>` — the same members, score = start, for reads by start.
+ * - `sa:<c>` — zset of the open sessions: member `<start>:<group>`, score = expiry time (ms), to
+ *   forget expired ones and to find those a sweep keeps alive (see {@linkcode SESSION_CLOSE_LUA}).
+ *   (A release before this one kept closed sessions here too, until they expired.)
+ * - `sc:<c>` — zset of the closed sessions, the same members and scores, to forget expired ones.
+ * - `ss:<c>` — the members of both, score = start, for reads by start.
  * - `sv:<c>:<start>:<group>` — hash of a session: `c` count, `s` sum, `m` min or max,
- *   `e` end, `x` set once closed. PX = the counter's TTL after its last write.
+ *   `e` end, `x` set once closed. PX = the counter's TTL after its last write, its close, or a
+ *   sweep that kept it (open) alive.
  * - `sh:<c>:<start>:<group>` — HyperLogLog of a distinct session counter.
  *
  * A session's key holds its start, so a merge that moves the start writes the
@@ -29,6 +32,7 @@ export const SESSION_LUA = `
 local function sessionGroupKey(name, group) return P .. "sz:" .. name .. ":" .. group end
 local function sessionOpenKey(name) return P .. "so:" .. name end
 local function sessionAllKey(name) return P .. "sa:" .. name end
+local function sessionClosedKey(name) return P .. "sc:" .. name end
 local function sessionStartKey(name) return P .. "ss:" .. name end
 local function sessionValueKey(name, startText, group)
   return P .. "sv:" .. name .. ":" .. startText .. ":" .. group
@@ -214,18 +218,65 @@ end
  * not create a closure it never calls.
  */
 export const SESSION_CLOSE_LUA = `
--- Closes the open sessions (args.sess: [[name, kind, gap], …]) with end + gap <= cutoff,
+-- Keeps the open sessions of a session counter alive while they wait to close (a producer's pause
+-- stands its watermark still): one whose life ends within ttl/2 (\`sa\`, by expiry: only those are
+-- asked) gets ttl from now, with its HyperLogLog, its group's zset and the counter's indexes, as a
+-- write would give it. So an open session outlives a pause as long as some instance sweeps more
+-- often than ttl/2, and is extended at most once per ttl/2 of it. By later writes (write(…)).
+local function keepSessionsOpen(name, kind, ttl, now, write)
+  local openKey, allKey = sessionOpenKey(name), sessionAllKey(name)
+  local soon = redis.call("ZRANGEBYSCORE", allKey, "(" .. num(now), num(now + math.floor(ttl / 2)))
+  if #soon == 0 then return end
+  local groups, kept = {}, false
+  for _, member in ipairs(soon) do
+    -- A closed one (left here by a release before this one) is not kept.
+    if redis.call("ZSCORE", openKey, member) then
+      local colon = string.find(member, ":", 1, true)
+      local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
+      write("PEXPIRE", sessionValueKey(name, startText, group), ttl)
+      if kind == "distinct" then write("PEXPIRE", sessionHllKey(name, startText, group), ttl) end
+      if not groups[group] then
+        groups[group] = true
+        write("PEXPIRE", sessionGroupKey(name, group), ttl)
+      end
+      write("ZADD", allKey, num(now + ttl), member)
+      kept = true
+    end
+  end
+  if kept then
+    write("PEXPIRE", openKey, ttl)
+    write("PEXPIRE", allKey, ttl)
+    write("PEXPIRE", sessionStartKey(name), ttl)
+  end
+end
+-- Closes the open sessions (args.sess: [[name, kind, gap, ttl], …]) with end + gap <= cutoff,
 -- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
--- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each. It reads
--- only: its writes go to write(command, …) and its records to logLater(record). Returns
--- closedThrough (a number or nil) raised to the latest end + gap of a session it closed.
-local function closeSessions(cutoff, limit, peek, write, logLater, out, closedThrough)
+-- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each, keeping the
+-- others alive (keepSessionsOpen), giving each it closes ttl from now (it stays readable that
+-- long; a longer life it has stays) and forgetting closed ones that expired. It reads only: its writes go to
+-- write(command, …) and its records to logLater(record). Returns closedThrough (a number or nil)
+-- raised to the latest end + gap of a session it closed.
+local function closeSessions(cutoff, limit, peek, now, write, logLater, out, closedThrough)
   if type(args.sess) ~= "table" then return closedThrough end
   for _, session in ipairs(args.sess) do
-    local name, kind, gap = session[1], session[2], session[3]
-    local openKey = sessionOpenKey(name)
+    local name, kind, gap, ttl = session[1], session[2], session[3], session[4]
+    local openKey, allKey, closedKey = sessionOpenKey(name), sessionAllKey(name), sessionClosedKey(name)
+    local startKey = sessionStartKey(name)
+    if not peek then
+      keepSessionsOpen(name, kind, ttl, now, write)
+      -- Closed sessions that expired leave the index by start.
+      local expired = redis.call("ZRANGEBYSCORE", closedKey, "-inf", num(now))
+      if #expired > 0 then
+        expectType(startKey, "zset")
+        for i = 1, #expired, 500 do
+          write("ZREM", startKey, unpack(expired, i, math.min(i + 499, #expired)))
+        end
+        write("ZREMRANGEBYSCORE", closedKey, "-inf", num(now))
+      end
+    end
     local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
       limit * ${SESSIONS_PER_WINDOW})
+    local closedAny = false
     for _, member in ipairs(due) do
       local colon = string.find(member, ":", 1, true)
       local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
@@ -246,6 +297,16 @@ local function closeSessions(cutoff, limit, peek, write, logLater, out, closedTh
           { { group, num(count), num(sum), extreme and num(extreme) or "", num(distinct) } } }
         if not peek then
           write("HSET", key, "x", "1")
+          -- Its life: ttl from now, unless it was given a longer one (a retention lowered since).
+          local expiresAt = tonumber(redis.call("ZSCORE", allKey, member))
+          if expiresAt == nil or expiresAt < now + ttl then
+            expiresAt = now + ttl
+            write("PEXPIRE", key, ttl)
+            if kind == "distinct" then write("PEXPIRE", sessionHllKey(name, startText, group), ttl) end
+          end
+          write("ZREM", allKey, member)
+          write("ZADD", closedKey, num(expiresAt), member)
+          closedAny = true
           if closedThrough == nil or finish + gap > closedThrough then closedThrough = finish + gap end
           local min, max
           if kind == "min" then min = extreme elseif kind == "max" then max = extreme end
@@ -255,6 +316,11 @@ local function closeSessions(cutoff, limit, peek, write, logLater, out, closedTh
             "group", group, "state", raw(state)))
         end
       end
+    end
+    -- (\`sa\` and \`sc\`, which these write to, were read above: Redis refused another type.)
+    if closedAny then
+      write("PEXPIRE", closedKey, ttl)
+      write("PEXPIRE", startKey, ttl)
     end
   end
   return closedThrough
@@ -374,10 +440,10 @@ export function sessionApplyArgs(counters: readonly CounterMeta[]): unknown[] | 
   return sessions.length > 0 ? sessions : undefined;
 }
 
-/** The close script's `sess` argument: `[[name, kind, gap], …]`, or undefined. */
+/** The close script's `sess` argument: `[[name, kind, gap, ttl], …]`, or undefined. */
 export function sessionCloseArgs(counters: readonly CounterMeta[]): unknown[] | undefined {
   const sessions = counters.flatMap((counter) =>
-    counter.session ? [[counter.name, counter.aggregate, counter.session.gapMs]] : []
+    counter.session ? [[counter.name, counter.aggregate, counter.session.gapMs, counter.ttlMs]] : []
   );
   return sessions.length > 0 ? sessions : undefined;
 }

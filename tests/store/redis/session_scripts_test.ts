@@ -102,7 +102,7 @@ redisTest(
         kinds.add(key.slice("es:{visits}:".length).split(":")[0]);
       }
     });
-    for (const kind of ["sz", "so", "sa", "ss", "sv", "sh"]) {
+    for (const kind of ["sz", "so", "sa", "sc", "ss", "sv", "sh"]) {
       assert.ok(kinds.has(kind), `no '${kind}' key among ${[...kinds].join(", ")}`);
     }
   },
@@ -140,5 +140,103 @@ redisTest(
     const sessions = await store.readSessions("visits", visit.meta, { fromMs: 0, toMs: NOW + 1 });
     assert.equal(sessions.length, 1);
     assert.equal(sessions[0].end, NOW);
+  },
+);
+
+/** Calls per command name (lower case) the scripts ran since the last `CONFIG RESETSTAT`. */
+async function commandCalls(fixture: { redisUrl: string }): Promise<Record<string, number>> {
+  const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+  return Object.fromEntries(
+    [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)].map((match) => [match[1], Number(match[2])]),
+  );
+}
+
+redisTest(
+  "a sweep keeps alive only the open sessions whose life ends within ttl/2, each once, and forgets closed ones that expired",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let clock = NOW;
+    const store = new RedisStore(redis, { now: () => clock });
+    const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
+    await ingestItems(stream, items(events(0, 40)), { store, nowMs: clock });
+    const sessionCounters = stream.counterMetas.filter((meta) => meta.session);
+    const ttl = sessionCounters[0].ttlMs;
+    assert.equal(ttl, 30_000 + 3_600_000 + 3_600_000);
+    const open = Number(await send("ZCARD", "es:{visits}:so:visit"));
+    assert.ok(open >= 20, String(open));
+    const sweep = async (latenessMs: number) => {
+      await send("CONFIG", "RESETSTAT");
+      const closed = await store.closeWindows("visits", stream.counterMetas, { latenessMs });
+      const calls = await commandCalls(fixture);
+      const writes = ["zadd", "zrem", "zremrangebyscore", "pexpire", "hset", "xadd"]
+        .map((name) => calls[name] ?? 0).reduce((a, b) => a + b, 0);
+      return {
+        closed: closed.length,
+        visits: closed.filter((window) => window.counter === "visit").length,
+        calls,
+        writes,
+      };
+    };
+    // Nothing near its end: the sweep writes nothing, and asks per session counter its open
+    // sessions near their end, its closed ones expired and those due (and per counter the window
+    // indexes: live panes near their end, windows due), whatever the sessions' number.
+    clock = NOW + 1_000;
+    let swept = await sweep(3_600_000);
+    assert.deepEqual([swept.closed, swept.writes], [0, 0], JSON.stringify(swept.calls));
+    assert.equal(
+      swept.calls.zrangebyscore,
+      3 * sessionCounters.length + 2 * stream.counterMetas.length,
+      JSON.stringify(swept.calls),
+    );
+    // Half its life gone: each open session gets ttl from now, with its HyperLogLog and group.
+    clock = NOW + ttl / 2;
+    swept = await sweep(3_600_000);
+    assert.equal(swept.closed, 0);
+    // (And the window counter's live panes, as its open windows keep them.)
+    const panes = Number(await send("ZCARD", "es:{visits}:panes:perMinute"));
+    assert.equal(
+      swept.calls.zadd,
+      open * sessionCounters.length + panes,
+      JSON.stringify(swept.calls),
+    );
+    for (const name of ["visit", "pages", "spent"]) {
+      const scores = await send(
+        "ZRANGE",
+        `es:{visits}:sa:${name}`,
+        "0",
+        "-1",
+        "WITHSCORES",
+      ) as string[];
+      assert.equal(scores.length, 2 * open);
+      for (let i = 1; i < scores.length; i += 2) assert.equal(Number(scores[i]), clock + ttl, name);
+    }
+    // Kept once: the next sweep writes nothing.
+    swept = await sweep(3_600_000);
+    assert.deepEqual([swept.closed, swept.writes], [0, 0], JSON.stringify(swept.calls));
+    // Closed: out of the open sessions' index, into the closed ones' with ttl from the close.
+    clock += 10_000;
+    swept = await sweep(0);
+    const closed = swept.visits;
+    assert.ok(closed > 0);
+    const closedMembers = await send(
+      "ZRANGE",
+      "es:{visits}:sc:visit",
+      "0",
+      "-1",
+      "WITHSCORES",
+    ) as string[];
+    assert.equal(closedMembers.length, 2 * closed);
+    assert.equal(Number(closedMembers[1]), clock + ttl);
+    assert.equal(await send("ZSCORE", "es:{visits}:sa:visit", closedMembers[0]), null);
+    assert.notEqual(await send("ZSCORE", "es:{visits}:ss:visit", closedMembers[0]), null);
+    // Expired: gone from the index by start too.
+    clock += ttl + 1;
+    await sweep(0);
+    assert.equal(await send("ZCARD", "es:{visits}:sc:visit"), 0);
+    assert.equal(await send("ZSCORE", "es:{visits}:ss:visit", closedMembers[0]), null);
   },
 );
