@@ -253,15 +253,15 @@ end
 -- at most limit * ${SESSIONS_PER_WINDOW} per counter, appending [name, start, end, [[group, count, sum,
 -- minOrMax, distinct]]] to out and, unless peeking, logging window.closed for each, keeping the
 -- others alive (keepSessionsOpen), giving each it closes ttl from now (it stays readable that
--- long; a longer life it has stays) and forgetting closed ones that expired. It reads only: its writes go to
--- write(command, …) and its records to logLater(record). Returns closedThrough (a number or nil)
--- raised to the latest end + gap of a session it closed.
+-- long; a longer life it has stays) and forgetting closed ones that expired. It reads only: its
+-- writes go to write(command, …) and its records to logLater(record). Returns closedThrough (a
+-- number or nil) raised to the latest end + gap of a session it closed.
 local function closeSessions(cutoff, limit, peek, now, write, logLater, out, closedThrough)
   if type(args.sess) ~= "table" then return closedThrough end
   for _, session in ipairs(args.sess) do
     local name, kind, gap, ttl = session[1], session[2], session[3], session[4]
-    local openKey, allKey, closedKey = sessionOpenKey(name), sessionAllKey(name), sessionClosedKey(name)
-    local startKey = sessionStartKey(name)
+    local openKey, allKey = sessionOpenKey(name), sessionAllKey(name)
+    local closedKey, startKey = sessionClosedKey(name), sessionStartKey(name)
     if not peek then
       keepSessionsOpen(name, kind, ttl, now, write)
       -- Closed sessions that expired leave the index by start.
@@ -276,7 +276,8 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
     end
     local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,
       limit * ${SESSIONS_PER_WINDOW})
-    local closedAny = false
+    -- The sessions it closes leave \`sa\` for \`sc\` in one ZREM and one ZADD (of at most 500 each).
+    local closedMembers, closedScores = {}, {}
     for _, member in ipairs(due) do
       local colon = string.find(member, ":", 1, true)
       local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
@@ -304,9 +305,9 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
             write("PEXPIRE", key, ttl)
             if kind == "distinct" then write("PEXPIRE", sessionHllKey(name, startText, group), ttl) end
           end
-          write("ZREM", allKey, member)
-          write("ZADD", closedKey, num(expiresAt), member)
-          closedAny = true
+          closedMembers[#closedMembers + 1] = member
+          closedScores[#closedScores + 1] = num(expiresAt)
+          closedScores[#closedScores + 1] = member
           if closedThrough == nil or finish + gap > closedThrough then closedThrough = finish + gap end
           local min, max
           if kind == "min" then min = extreme elseif kind == "max" then max = extreme end
@@ -318,7 +319,13 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
       end
     end
     -- (\`sa\` and \`sc\`, which these write to, were read above: Redis refused another type.)
-    if closedAny then
+    if #closedMembers > 0 then
+      for i = 1, #closedMembers, 500 do
+        write("ZREM", allKey, unpack(closedMembers, i, math.min(i + 499, #closedMembers)))
+      end
+      for i = 1, #closedScores, 1000 do
+        write("ZADD", closedKey, unpack(closedScores, i, math.min(i + 999, #closedScores)))
+      end
       write("PEXPIRE", closedKey, ttl)
       write("PEXPIRE", startKey, ttl)
     end

@@ -484,6 +484,7 @@ export class RedisStore implements Store {
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindow[]> {
+    const windowCounters = counters.filter((counter) => !counter.session);
     return this.#call("closeWindows", async () => {
       const closed = asArray<[string, string, string, unknown]>(
         fromJson(
@@ -496,7 +497,8 @@ export class RedisStore implements Store {
             tk: options.peek ? false : crypto.randomUUID(),
             limit: options.limit ?? 100,
             logTtl: this.#statsTtlMs,
-            counters: counters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
+            // Session counters have no panes nor windows to ask: in `sess` only.
+            counters: windowCounters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
             sess: sessionCloseArgs(counters),
           }),
         ),
