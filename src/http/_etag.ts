@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { headerListElements } from "./_header_list.ts";
 
 /**
  * Whether `header` (an `If-None-Match`) names `etag`: `*`, or one of its tags by the weak
@@ -11,9 +12,5 @@
  * strongly: see `definition_routes.ts`.)
  */
 export function noneMatchNames(header: string | null | undefined, etag: string): boolean {
-  if (header === undefined || header === null) return false;
-  return header.split(",").some((tag) => {
-    const trimmed = tag.trim();
-    return trimmed === "*" || trimmed.replace(/^W\//, "") === etag;
-  });
+  return headerListElements(header).some((tag) => tag === "*" || tag.replace(/^W\//, "") === etag);
 }

@@ -17,6 +17,7 @@ import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
+import { headerListElements } from "./_header_list.ts";
 import { streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -54,7 +55,7 @@ const putStreamRoute = createRoute({
     headers: z.object({
       "if-match": z.string().optional().openapi({
         description:
-          'Entity tags (`"3"`) of the versions this write replaces, or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
+          'Entity tags (`"3"`) of the versions this write replaces, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
       }),
       "if-none-match": z.literal("*").optional().openapi({
         description: "`*`: create only",
@@ -86,7 +87,7 @@ const deleteStreamRoute = createRoute({
     headers: z.object({
       "if-match": z.string().optional().openapi({
         description:
-          'Entity tags (`"3"`) of the versions this deletes, or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
+          'Entity tags (`"3"`) of the versions this deletes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
       }),
     }),
     query: z.object({
@@ -127,8 +128,11 @@ function preconditionOf(
     if (ifMatch.trim() === "*") {
       expected.exists = true;
     } else {
-      const tags = ifMatch.split(",").map((tag) => ENTITY_TAG.exec(tag.trim()));
-      if (tags.some((tag) => tag === null)) {
+      // Empty elements (`"2", , "3"`, a trailing comma) are ignored (RFC 9110 §5.6.1.2); a
+      // header that names no tag at all is still malformed.
+      const elements = headerListElements(ifMatch);
+      const tags = elements.map((tag) => ENTITY_TAG.exec(tag));
+      if (tags.length === 0 || tags.some((tag) => tag === null)) {
         throw new ApiError(
           400,
           "invalid_request",

@@ -73,6 +73,7 @@ import {
 } from "./auth.ts";
 import { rateLimitsFor, refuseUnlistedOrigin } from "./browser.ts";
 import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
+import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
 import type { HeldConnection, OpenConnections } from "./open_connections.ts";
@@ -847,7 +848,7 @@ export function upgradeSocket(
 
 /** Throws 426 unless the request asks for a WebSocket upgrade, 400 if it asks with `HEAD`. */
 export function requireUpgrade(c: Context): void {
-  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+  if (!upgradeAsksForWebSocket(c.req.header("Upgrade"))) {
     throw new ApiError(
       426,
       "upgrade_required",

@@ -58,6 +58,7 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
+import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { errorsFor, ingestSocketLimitResponse, subscriptionLimitResponse } from "./_openapi.ts";
 
 /** Options for the live endpoints. */
@@ -603,7 +604,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
 
   const slots = new ConnectionSlots("subscription", deps.options?.subscriptions);
   app.get("/v1/streams/:stream/subscribe", async (c) => {
-    const overSocket = c.req.header("Upgrade")?.toLowerCase() === "websocket";
+    const overSocket = upgradeAsksForWebSocket(c.req.header("Upgrade"));
     if (overSocket) refuseUpgradeByHead(c);
     if (!overSocket && !(c.req.header("Accept") ?? "").includes("text/event-stream")) {
       throw new ApiError(

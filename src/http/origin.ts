@@ -43,6 +43,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import { ApiError } from "./errors.ts";
+import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
 /** Settings of {@linkcode OriginPolicy} besides the mode: what the environment provides. */
@@ -158,11 +159,6 @@ export function parseAllowedOrigins(text: string | undefined): string[] {
 /** Methods that change nothing, so a cross-origin one may pass: a page cannot read the answer. */
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
-function isWebSocketUpgrade(request: Request): boolean {
-  return (request.headers.get("Upgrade") ?? "").split(",")
-    .some((item) => item.trim().toLowerCase() === "websocket");
-}
-
 /** Decides which requests the server answers, by `Host` and `Origin` (see the module doc). */
 export class OriginPolicy {
   #open: boolean;
@@ -216,7 +212,7 @@ export class OriginPolicy {
       );
     }
     if (origin === null) return null;
-    const upgrade = isWebSocketUpgrade(request);
+    const upgrade = upgradeAsksForWebSocket(request.headers.get("Upgrade"));
     if (!upgrade && SAFE_METHODS.has(request.method)) return null;
     const own = host?.origin;
     if (origin === own || this.#origins.has(origin)) return null;

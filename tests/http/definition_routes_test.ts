@@ -772,6 +772,47 @@ Deno.test('If-Match compares the tag\'s characters (RFC 9110 §8.8.3.2): "01" is
   await zero.body?.cancel();
 });
 
+Deno.test('If-Match ignores empty list elements (RFC 9110 §5.6.1.2): `"1", ` and `"7", , "1"` name version 1; weak and zero-padded tags still match nothing, and a header naming no tag is 400', async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const trailing = await put(app, "signups", { ...SIGNUPS, description: "two" }, {
+    "If-Match": '"1", ',
+  });
+  assert.equal(trailing.status, 200);
+  assert.equal(trailing.headers.get("ETag"), '"2"');
+  await trailing.body?.cancel();
+  const between = await put(app, "signups", { ...SIGNUPS, description: "three" }, {
+    "If-Match": ', "7", , "2",,',
+  });
+  assert.equal(between.status, 200);
+  assert.equal(between.headers.get("ETag"), '"3"');
+  await between.body?.cancel();
+  // Empty elements change nothing else: a weak or zero-padded tag of version 3 is still a 412.
+  for (const header of ['W/"3", ', '"03", , ', ' , W/"3",']) {
+    const refused = await put(app, "signups", { ...SIGNUPS, description: "no" }, {
+      "If-Match": header,
+    });
+    assert.equal(refused.status, 412, header);
+    assert.equal((await errorOf(refused)).code, "precondition_failed");
+  }
+  // A header whose elements are all empty names no tag: malformed, as an empty one is.
+  for (const header of [",", " , ,", ""]) {
+    const bad = await put(app, "signups", { ...SIGNUPS, description: "no" }, {
+      "If-Match": header,
+    });
+    assert.equal(bad.status, 400, JSON.stringify(header));
+    assert.equal((await errorOf(bad)).code, "invalid_request");
+  }
+  const deleted = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": '"3", ' },
+  });
+  assert.equal(deleted.status, 204);
+  const read = await app.request("/v1/streams/signups");
+  assert.equal(read.status, 404);
+  await read.body?.cancel();
+});
+
 Deno.test("If-Match and If-None-Match keep two admins from overwriting each other: 412 precondition_failed, nothing changed", async () => {
   const app = await appWith();
   // Create only.

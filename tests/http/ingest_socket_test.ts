@@ -1314,11 +1314,13 @@ Deno.test("WebSocket ingest bounds a publishable key per key, from any page, and
   }
 });
 
-Deno.test("both WebSocket routes upgrade whatever the case of the Upgrade header (RFC 6455), not 500", async () => {
+Deno.test("both WebSocket routes upgrade whatever the case of the Upgrade header (RFC 6455) and with empty list elements in it (RFC 9110 §5.6.1.2), not 500 or 426", async () => {
   const server = await startServer();
   try {
     for (const path of ["/v1/streams/orders/ws", "/v1/streams/orders/subscribe"]) {
-      for (const upgrade of ["websocket", "WebSocket", "WEBSOCKET"]) {
+      for (
+        const upgrade of ["websocket", "WebSocket", "WEBSOCKET", "websocket, ", ", , WebSocket"]
+      ) {
         const request = rawUpgrade(path, { upgrade });
         assert.equal(
           await rawStatus(server.base, request),

@@ -1,0 +1,28 @@
+/**
+ * Header fields defined as comma-separated lists (RFC 9110 §5.6.1: `If-Match`, `If-None-Match`,
+ * `Upgrade`, `Accept-Encoding`, …) read one way: a sender that merges values may leave empty
+ * elements (`"2", , "3"`, a trailing `, `), which a recipient must ignore, not refuse.
+ *
+ * @module
+ */
+
+/**
+ * The elements of a list-valued header, each without the spaces around it, empty ones left out
+ * (RFC 9110 §5.6.1.2); none for an absent header.
+ *
+ * @example
+ * ```ts
+ * import { headerListElements } from "./_header_list.ts";
+ *
+ * headerListElements('"2", , "3",'); // ['"2"', '"3"']
+ * ```
+ */
+export function headerListElements(value: string | null | undefined): string[] {
+  if (value === undefined || value === null) return [];
+  return value.split(",").map((element) => element.trim()).filter((element) => element !== "");
+}
+
+/** Whether a request's `Upgrade` header lists `websocket` (case-insensitively, RFC 9110 §7.8). */
+export function upgradeAsksForWebSocket(value: string | null | undefined): boolean {
+  return headerListElements(value).some((protocol) => protocol.toLowerCase() === "websocket");
+}

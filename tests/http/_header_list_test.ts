@@ -1,0 +1,22 @@
+import assert from "node:assert/strict";
+import { headerListElements, upgradeAsksForWebSocket } from "../../src/http/_header_list.ts";
+
+Deno.test("headerListElements() leaves out empty elements and the spaces around each (RFC 9110 §5.6.1.2)", () => {
+  assert.deepEqual(headerListElements('"2", , "3",'), ['"2"', '"3"']);
+  assert.deepEqual(headerListElements(' , W/"1" ,"2"'), ['W/"1"', '"2"']);
+  assert.deepEqual(headerListElements(", ,"), []);
+  assert.deepEqual(headerListElements(""), []);
+  assert.deepEqual(headerListElements(null), []);
+  assert.deepEqual(headerListElements(undefined), []);
+});
+
+Deno.test("upgradeAsksForWebSocket() finds websocket in any case among the listed protocols", () => {
+  for (
+    const value of ["websocket", "WebSocket", "websocket, ", ", , WEBSOCKET", "h2c, websocket"]
+  ) {
+    assert.equal(upgradeAsksForWebSocket(value), true, value);
+  }
+  for (const value of [null, undefined, "", ",", "h2c", "websocket2", "web socket"]) {
+    assert.equal(upgradeAsksForWebSocket(value), false, String(value));
+  }
+});
