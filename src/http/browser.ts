@@ -12,15 +12,18 @@
  * web pages, not scripts, which send any `Origin` they like or none: the rate
  * limit is what protects a publishable key.
  *
- * **CORS.** A preflight (`OPTIONS`) of the ingest path answers 204; it grants
- * the origin (`Access-Control-Allow-Origin`, the methods and the request
- * headers ingest reads: `authorization`, `content-type`, `idempotency-key`)
- * when the origin is in the stream's `origins` or in those of the
- * publishable key in the URL's `?key=` (a preflight carries no
- * `Authorization`); other origins get the 204 without a grant, which the
- * browser treats as a refusal. Ingest answers to an allowed origin carry
+ * **CORS.** A preflight (`OPTIONS`) of the ingest path answers 204 and grants
+ * whatever origin asks (`Access-Control-Allow-Origin`, the methods and the
+ * request headers ingest reads: `authorization`, `content-type`,
+ * `idempotency-key`, `x-request-id`), looking up neither the stream nor a
+ * key: it carries no key, so its answer must be the same for a stream that
+ * exists and one that does not (a grant by the stream's `origins` told both
+ * that it exists and which pages it admits). The request that follows is
+ * where an origin is refused, as above (a simple request, such as a beacon,
+ * is never preflighted anyway). Ingest answers to an allowed origin carry
  * `Access-Control-Allow-Origin` and expose `Retry-After`, `RateLimit`,
- * `RateLimit-Policy`, `Idempotent-Replayed` and `X-Request-Id`.
+ * `RateLimit-Policy`, `Idempotent-Replayed` and `X-Request-Id`; a refused
+ * origin's answer carries none, so its page cannot read it.
  *
  * **Beacons.** `navigator.sendBeacon` can send neither a header nor JSON
  * without a preflight, so a publishable key may come as `?key=pk_…` and its
@@ -39,7 +42,7 @@ import type { IngestRateLimit } from "../ingest/mod.ts";
 import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
 import { grantOfRequest } from "./auth.ts";
 import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
-import { ApiError, streamMissing } from "./errors.ts";
+import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -197,21 +200,6 @@ export async function refuseUnlistedOrigin(
   }
 }
 
-async function preflightOrigins(
-  deps: BrowserIngestDeps,
-  c: Context,
-  stream: CompiledStream,
-): Promise<Set<string>> {
-  const origins = new Set(streamOrigins(stream));
-  const key = c.req.query("key");
-  if (key) {
-    // A preflight carries no Authorization: only a key in the URL says more.
-    const result = await authorize(deps.keys, key, "ingest", { stream: stream.name });
-    for (const origin of result.grant?.origins ?? []) origins.add(origin);
-  }
-  return origins;
-}
-
 /**
  * Middleware of the ingest path: answers a preflight (`OPTIONS`) and adds
  * the CORS headers to answers for an allowed origin (see the module doc).
@@ -219,12 +207,14 @@ async function preflightOrigins(
 export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
   return async function (c, next) {
     const origin = c.req.header("Origin");
-    const stream = await lookUpStream(deps.streams, c.req.param("stream") ?? "");
     if (c.req.method === "OPTIONS") {
-      if (!stream) throw streamMissing(deps.streams, c.req.param("stream") ?? "");
+      // Neither the stream nor a key is looked up: the answer must not tell whether a stream
+      // exists, nor which origins it lists, to whoever asks without a key. The POST decides.
+      const name = c.req.param("stream") ?? "";
+      if (!NAME.test(name)) throw invalidNameParameter("stream", name);
       c.header("Allow", "POST");
       c.header("Vary", "Origin");
-      if (origin !== undefined && (await preflightOrigins(deps, c, stream)).has(origin)) {
+      if (origin !== undefined) {
         c.header("Access-Control-Allow-Origin", origin);
         c.header("Access-Control-Allow-Methods", "POST");
         c.header("Access-Control-Allow-Headers", ALLOWED_HEADERS);
@@ -232,6 +222,7 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
       }
       return c.body(null, 204);
     }
+    const stream = await lookUpStream(deps.streams, c.req.param("stream") ?? "");
     await next();
     if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
   };

@@ -90,7 +90,8 @@ async function setup(): Promise<Setup> {
     headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
     body: JSON.stringify({
       type: "publishable",
-      streams: ["pageviews", "limited"],
+      // "gone" names no stream (a key may name one deleted, or not created yet).
+      streams: ["pageviews", "limited", "gone"],
       origins: [allowed],
     }),
   });
@@ -145,12 +146,49 @@ browserTest(
       const failed = await refused.evaluate(script) as { error?: string };
       assert.match(failed.error ?? "", /TypeError: Failed to fetch/);
       assert.equal(await s.accepted("pageviews"), 2);
-      // The refused page's preflight got its 204 without a grant, so no POST followed.
+      // The refused page's preflight was granted as any is (it carries no key); its POST was
+      // refused 403 without CORS headers, so the page could not read it.
       const fromRefused = s.answers.filter((answer) => answer.origin === s.refused);
-      assert.deepEqual(fromRefused.map((answer) => [answer.method, answer.status]), [[
-        "OPTIONS",
-        204,
-      ]]);
+      assert.deepEqual(fromRefused.map((answer) => [answer.method, answer.status]), [
+        ["OPTIONS", 204],
+        ["POST", 403],
+      ]);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "a page's preflighted fetch to a stream that does not exist reads its 404, as the keyless preflight answered as for one that exists",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const send = (stream: string) =>
+        `fetch(${JSON.stringify(`${s.api}/v1/streams/${stream}/events?key=${s.key}`)}, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify([{ id: "g1" }]),
+      }).then(async (res) => ({ status: res.status, body: await res.json() }),
+        (error) => ({ error: String(error) }))`;
+      const page = await open(browser, s.allowed);
+      const gone = await page.evaluate(send("gone")) as {
+        status?: number;
+        body?: { error: { code: string } };
+        error?: string;
+      };
+      assert.equal(gone.error, undefined);
+      assert.equal(gone.status, 404);
+      assert.equal(gone.body?.error.code, "stream_not_found");
+      const sent = await page.evaluate(send("pageviews")) as { status?: number };
+      assert.equal(sent.status, 202);
+      assert.equal(await s.accepted("pageviews"), 1);
+      assert.deepEqual(s.answers.map((answer) => [answer.method, answer.status]), [
+        ["OPTIONS", 204],
+        ["POST", 404],
+        ["OPTIONS", 204],
+        ["POST", 202],
+      ]);
     } finally {
       await s.close();
     }

@@ -133,8 +133,8 @@ Deno.test("a cross-origin POST with a secret key is still refused unless an orig
   assert.equal(byStream.headers.get("Access-Control-Allow-Origin"), "https://docs.example");
 });
 
-Deno.test("a preflight grants an allowed origin the ingest headers, and other origins nothing", async () => {
-  const { app, createKey } = await setup();
+Deno.test("a preflight answers alike for a stream that exists and one that does not, granting any origin; the POST is where an unlisted origin is refused and an unknown stream is 404", async () => {
+  const { app, createKey, stats } = await setup();
   const pk = await createKey(PUBLISHABLE);
   const preflight = (origin: string, query = `?key=${pk.key}`, stream = "pageviews") =>
     app.request(`http://edge.example/v1/streams/${stream}/events${query}`, {
@@ -145,6 +145,12 @@ Deno.test("a preflight grants an allowed origin the ingest headers, and other or
         "Access-Control-Request-Headers": "content-type, idempotency-key",
       },
     });
+  /** Status and headers, but the request id each answer has of its own. */
+  const answer = async (response: Response) => {
+    await response.body?.cancel();
+    const headers = [...response.headers].filter(([name]) => name !== "x-request-id");
+    return { status: response.status, headers };
+  };
   const allowed = await preflight(SHOP);
   assert.equal(allowed.status, 204);
   assert.equal(allowed.headers.get("Access-Control-Allow-Origin"), SHOP);
@@ -153,14 +159,62 @@ Deno.test("a preflight grants an allowed origin the ingest headers, and other or
     allowed.headers.get("Access-Control-Allow-Headers"),
     "authorization, content-type, idempotency-key, x-request-id",
   );
-  for (const res of [await preflight(OTHER), await preflight(SHOP, "")]) {
-    assert.equal(res.status, 204);
-    assert.equal(res.headers.get("Access-Control-Allow-Origin"), null);
-    assert.equal(res.headers.get("Access-Control-Allow-Headers"), null);
+  assert.equal(allowed.headers.get("Allow"), "POST");
+  const expected = await answer(allowed);
+  // A stream listing the origin, one not listing it, one that does not exist: one answer,
+  // with the key in the URL or without it.
+  for (
+    const [query, stream] of [["", "pageviews"], ["", "listed"], ["", "nope"], [undefined, "nope"]]
+  ) {
+    assert.deepEqual(
+      await answer(await preflight(SHOP, query, stream)),
+      expected,
+      `${stream} ${query}`,
+    );
   }
-  const byStream = await preflight("https://docs.example", "", "listed");
-  assert.equal(byStream.headers.get("Access-Control-Allow-Origin"), "https://docs.example");
-  assert.equal((await preflight(SHOP, "", "nope")).status, 404);
+  for (const stream of ["listed", "nope"]) {
+    const docs = await answer(await preflight("https://docs.example", "", stream));
+    assert.deepEqual(docs, await answer(await preflight("https://docs.example", "", "pageviews")));
+    assert.ok(
+      docs.headers.some(([name, value]) =>
+        name === "access-control-allow-origin" && value === "https://docs.example"
+      ),
+    );
+  }
+  // A path that names no stream (not a name at all) is the name check's 400, which tells nothing.
+  const notName = await preflight(SHOP, "", "a%20b");
+  assert.equal(notName.status, 400);
+  assert.equal((await notName.json()).error.code, "invalid_request");
+  // Without an Origin it is no preflight: the Allow alone, for any name.
+  for (const stream of ["pageviews", "nope"]) {
+    const plain = await app.request(`http://edge.example/v1/streams/${stream}/events`, {
+      method: "OPTIONS",
+    });
+    assert.equal(plain.status, 204);
+    assert.equal(plain.headers.get("Allow"), "POST");
+    assert.equal(plain.headers.get("Access-Control-Allow-Origin"), null);
+  }
+  // The POST decides: an origin neither the key nor the stream lists is refused, nothing counted.
+  const refused = await app.request(
+    ...send("pageviews", { id: "x" }, { query: pk.key, origin: OTHER }),
+  );
+  assert.equal(refused.status, 403);
+  assert.equal((await refused.json()).error.code, "origin_not_allowed");
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal((await stats("pageviews")).accepted, 0);
+  // With a key, an unknown stream is 404 (from a page: with a key admitting its origin, which
+  // the stream cannot); without one, 401 as for a stream that exists.
+  const shopKey = await createKey({ scopes: ["ingest"], origins: [SHOP] });
+  for (const [key, origin] of [[KEYS.ingest, undefined], [shopKey.key, SHOP]]) {
+    const unknown = await app.request(...send("nope", { id: "x" }, { key, origin }));
+    assert.equal(unknown.status, 404, origin ?? "no origin");
+    assert.equal((await unknown.json()).error.code, "stream_not_found");
+  }
+  for (const stream of ["pageviews", "nope"]) {
+    const keyless = await app.request(...send(stream, { id: "x" }, { origin: SHOP }));
+    assert.equal(keyless.status, 401, stream);
+    await keyless.body?.cancel();
+  }
 });
 
 Deno.test("beacons: a text/plain body holding JSON is read for publishable keys only, in UTF-8 only", async () => {

@@ -1009,7 +1009,7 @@ Deno.test("a publishable key opens a WebSocket from the origins it lists (or wit
   }
 });
 
-Deno.test("a secret key's origins admit its WebSocket ingest from them; a fetch preflight, keyless, gets no grant", async () => {
+Deno.test("a secret key's origins admit its WebSocket ingest and its fetch from them; the keyless preflight grants any origin, the POST refuses another", async () => {
   const shop = "https://shop.example";
   const server = await startServer({ auth: true });
   try {
@@ -1032,18 +1032,40 @@ Deno.test("a secret key's origins admit its WebSocket ingest from them; a fetch 
       protocols: [`bearer.${sk}`],
     });
     assert.equal(elsewhere.status, 403);
-    // What a page's fetch with the key in Authorization sends first: no key, so no grant.
-    const preflight = await fetch(`${server.base}/v1/streams/orders/events`, {
-      method: "OPTIONS",
-      headers: {
-        Origin: shop,
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type",
-      },
-    });
-    assert.equal(preflight.status, 204);
-    assert.equal(preflight.headers.get("Access-Control-Allow-Origin"), null);
-    await preflight.body?.cancel();
+    // What a page's fetch with the key in Authorization sends first: no key, so it cannot tell
+    // one origin from another (nor whether the stream exists) and grants whichever asks.
+    for (const origin of [shop, "https://other.example"]) {
+      const preflight = await fetch(`${server.base}/v1/streams/orders/events`, {
+        method: "OPTIONS",
+        headers: {
+          Origin: origin,
+          "Access-Control-Request-Method": "POST",
+          "Access-Control-Request-Headers": "authorization, content-type",
+        },
+      });
+      assert.equal(preflight.status, 204);
+      assert.equal(preflight.headers.get("Access-Control-Allow-Origin"), origin);
+      await preflight.body?.cancel();
+    }
+    // The POST then carries the key, whose origins admit the shop's page only.
+    const post = (origin: string) =>
+      fetch(`${server.base}/v1/streams/orders/events`, {
+        method: "POST",
+        headers: {
+          Origin: origin,
+          Authorization: `Bearer ${sk}`,
+          "Content-Type": "application/json",
+        },
+        body: JSON.stringify({ id: "fetch-1", country: "DE", amount: 1 }),
+      });
+    const admitted = await post(shop);
+    assert.equal(admitted.status, 202);
+    assert.equal(admitted.headers.get("Access-Control-Allow-Origin"), shop);
+    await admitted.body?.cancel();
+    const other = await post("https://other.example");
+    assert.equal(other.status, 403);
+    assert.equal((await other.json()).error.code, "origin_not_allowed");
+    assert.equal(other.headers.get("Access-Control-Allow-Origin"), null);
   } finally {
     await server.close();
   }
