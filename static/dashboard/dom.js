@@ -29,3 +29,14 @@ export function replaceChildren(element, ...children) {
 export function clockTime(iso) {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
 }
+
+/**
+ * `10:41:05` within a day of now, else with its date (`12/1/2026, 10:41:05`), in the viewer's
+ * time zone: a delivery may have been retried for days.
+ */
+export function timeOf(iso, nowMs = Date.now()) {
+  const ms = Date.parse(iso);
+  return Math.abs(nowMs - ms) < 86_400_000
+    ? clockTime(iso)
+    : new Date(ms).toLocaleString([], { hour12: false });
+}

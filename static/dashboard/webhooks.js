@@ -3,14 +3,16 @@
  * from `GET /v1/webhooks/{id}/deliveries` — the success rate of the
  * attempts of its last 100 deliveries (those cut off by a stopping instance,
  * outcome `interrupted`, left out: not the receiver's doing), the last failed
- * attempt, how many deliveries are pending (or retrying) and dead — and a
+ * attempt, how many deliveries are pending (or retrying) and dead, when the
+ * oldest one still waiting was first tried (its `firstAttemptAt`) and how many
+ * had their last attempts cut off (`interruptions`, the most in a row) — and a
  * button that replays its failed and dead deliveries
  * (`POST /v1/webhooks/{id}/replay`).
  *
  * @module
  */
 import { api, ApiError } from "./api.js";
-import { clockTime, el, replaceChildren } from "./dom.js";
+import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
 
 /** Deliveries whose attempts give the success rate. */
 const RECENT = 100;
@@ -28,23 +30,38 @@ function deliveriesPath(id, query) {
   return `/v1/webhooks/${encodeURIComponent(id)}/deliveries?${new URLSearchParams(query)}`;
 }
 
-async function countOf(id, status) {
+/** The newest `COUNT_LIMIT` deliveries of `status`, and whether there may be more. */
+async function deliveriesOf(id, status) {
   const body = await api(deliveriesPath(id, { status, limit: String(COUNT_LIMIT) }));
-  return body.deliveries.length;
+  return { deliveries: body.deliveries, more: body.deliveries.length >= COUNT_LIMIT };
 }
 
 function countText(count) {
   return count >= COUNT_LIMIT ? `${COUNT_LIMIT}+` : String(count);
 }
 
+/**
+ * What `interruptions` say of `deliveries`: how many had their last attempts cut off by a
+ * stopping instance, and the most such attempts in a row.
+ */
+function interruptedOf(deliveries) {
+  const cut = deliveries.map((delivery) => delivery.interruptions ?? 0).filter((n) => n > 0);
+  return { deliveries: cut.length, mostInARow: Math.max(0, ...cut) };
+}
+
 /** Health of one endpoint from its deliveries. */
 export async function endpointHealth(id) {
   const [recent, pending, retrying, dead] = await Promise.all([
     api(deliveriesPath(id, { limit: String(RECENT) })),
-    countOf(id, "pending"),
-    countOf(id, "retrying"),
-    countOf(id, "dead"),
+    deliveriesOf(id, "pending"),
+    deliveriesOf(id, "retrying"),
+    deliveriesOf(id, "dead"),
   ]);
+  const waiting = [...pending.deliveries, ...retrying.deliveries];
+  // Newest first: past COUNT_LIMIT of a status, older ones (tried earlier) were not read.
+  const firstTried = waiting.map((delivery) => delivery.firstAttemptAt)
+    .filter((at) => typeof at === "string")
+    .sort((a, b) => Date.parse(a) - Date.parse(b))[0];
   const attempts = recent.deliveries.flatMap((delivery) => delivery.attemptLog)
     .filter((attempt) => attempt.outcome !== "interrupted");
   const succeeded = attempts.filter((attempt) => attempt.outcome === "succeeded").length;
@@ -55,9 +72,29 @@ export async function endpointHealth(id) {
     attempts: attempts.length,
     successRate: attempts.length ? succeeded / attempts.length : null,
     lastError: failed ? { at: failed.at, text: failed.error ?? `HTTP ${failed.status}` } : null,
-    pending: pending + retrying,
-    dead,
+    pending: waiting.length,
+    dead: dead.deliveries.length,
+    waitingSince: firstTried ? { at: firstTried, orEarlier: pending.more || retrying.more } : null,
+    interrupted: {
+      waiting: interruptedOf(waiting),
+      dead: interruptedOf(dead.deliveries),
+    },
   };
+}
+
+/** A count of deliveries and what their `interruptions` and `firstAttemptAt` add to it. */
+function countCell(count, notes) {
+  return el(
+    "td",
+    { class: "num" },
+    countText(count),
+    notes.filter(Boolean).map((note) => el("small", { class: "muted note" }, note)),
+  );
+}
+
+function interruptedText({ deliveries, mostInARow }) {
+  if (deliveries === 0) return null;
+  return `${deliveries} interrupted${mostInARow > 1 ? ` (up to ${mostInARow} in a row)` : ""}`;
 }
 
 /** The webhook endpoints table. */
@@ -180,8 +217,15 @@ export class WebhooksView {
         { class: "error-text" },
         health.lastError ? `${clockTime(health.lastError.at)} ${health.lastError.text}` : "—",
       ),
-      el("td", { class: "num" }, countText(health.pending)),
-      el("td", { class: "num" }, countText(health.dead)),
+      countCell(health.pending, [
+        health.waitingSince
+          ? `first tried ${timeOf(health.waitingSince.at)}${
+            health.waitingSince.orEarlier ? " or earlier" : ""
+          }`
+          : null,
+        interruptedText(health.interrupted.waiting),
+      ]),
+      countCell(health.dead, [interruptedText(health.interrupted.dead)]),
       el("td", {}, period, " ", button, " ", result),
     );
   }

@@ -77,9 +77,35 @@ function receiver(status: number): Receiver {
   };
 }
 
+/**
+ * A webhook receiver that holds every delivery unanswered until closed; `received` resolves at
+ * the first one.
+ */
+function holdingReceiver(): Receiver & { received: Promise<void> } {
+  const received = Promise.withResolvers<void>();
+  const released = Promise.withResolvers<void>();
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async () => {
+    received.resolve();
+    await released.promise;
+    return new Response(null, { status: 204 });
+  });
+  return {
+    url: `http://127.0.0.1:${server.addr.port}/held`,
+    received: received.promise,
+    close() {
+      released.resolve();
+      return server.shutdown();
+    },
+  };
+}
+
 interface DashboardServer {
   base: string;
   now: () => number;
+  /** With `holding`: resolves once its receiver holds a delivery. */
+  held?: Promise<void>;
+  /** Stops sending webhooks as a stopping instance does, cutting off what is in flight. */
+  stopWebhooks(): Promise<void>;
   /** Sends events to a stream (`orders` by default); returns the reply. */
   send(events: unknown[], stream?: string): Promise<Record<string, unknown>>;
   /** Stops everything (after the browser closed its connections). */
@@ -94,6 +120,8 @@ async function startServer(
     registry?: boolean;
     /** How far (ms) the server's clock is behind the browser's, besides its shift into a minute. */
     lagMs?: number;
+    /** Register a third endpoint, "archive", whose receiver holds deliveries unanswered. */
+    holding?: boolean;
   } = {},
 ): Promise<DashboardServer> {
   const now = clockInsideOneWindow(options.lagMs);
@@ -129,7 +157,10 @@ async function startServer(
     : {};
   const healthy = receiver(204);
   const failing = receiver(500);
-  for (const [url, description] of [[healthy.url, "billing"], [failing.url, "pager"]]) {
+  const holding = options.holding ? holdingReceiver() : undefined;
+  const endpoints = [[healthy.url, "billing"], [failing.url, "pager"]];
+  if (holding) endpoints.push([holding.url, "archive"]);
+  for (const [url, description] of endpoints) {
     const res = await fetch(`${base}/v1/webhooks`, {
       method: "POST",
       headers: { "Content-Type": "application/json", ...auth },
@@ -137,9 +168,15 @@ async function startServer(
     });
     assert.equal(res.status, 201, await res.text());
   }
+  let webhooksStopped: Promise<void> | undefined;
   return {
     base,
     now,
+    held: holding?.received,
+    stopWebhooks() {
+      webhooksStopped ??= webhooks.close({ signal: AbortSignal.abort() });
+      return webhooksStopped;
+    },
     async send(events, stream = "orders") {
       const res = await fetch(`${base}/v1/streams/${stream}/events`, {
         method: "POST",
@@ -152,10 +189,11 @@ async function startServer(
     },
     async close() {
       await live.close();
-      await webhooks.close();
+      await (webhooksStopped ?? webhooks.close());
       await server.shutdown();
       await healthy.close();
       await failing.close();
+      await holding?.close();
     },
   };
 }
@@ -350,6 +388,59 @@ browserTest(
 
       assert.deepEqual(log.errors, []);
       assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "the webhooks panel shows when a waiting delivery was first tried and that its attempt was interrupted, from the deliveries' firstAttemptAt and interruptions",
+  async (browser) => {
+    const server = await startServer({ holding: true });
+    try {
+      // The alert fires; its delivery to "archive" is held unanswered, then cut off by a stop.
+      await server.send(Array.from({ length: 6 }, () => ({ country: "DE", amount: 20 })));
+      await server.held;
+      await server.stopWebhooks();
+      const endpoints = await (await fetch(`${server.base}/v1/webhooks`)).json();
+      const archive = endpoints.webhooks.find((endpoint: { description: string }) =>
+        endpoint.description === "archive"
+      );
+      const listed = await (await fetch(`${server.base}/v1/webhooks/${archive.id}/deliveries`))
+        .json();
+      assert.equal(listed.deliveries.length, 1);
+      const [delivery] = listed.deliveries;
+      assert.deepEqual([delivery.status, delivery.interruptions], ["pending", 1]);
+      assert.equal(delivery.attemptLog[0].outcome, "interrupted");
+      assert.ok(delivery.firstAttemptAt);
+
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const row = page.locator(`[data-webhook="${archive.id}"]`);
+      await row.waitFor();
+      const firstTried = await page.evaluate(
+        `new Date(${
+          JSON.stringify(delivery.firstAttemptAt)
+        }).toLocaleTimeString([], { hour12: false })`,
+      ) as string;
+      const pending = row.locator("td").nth(3);
+      await until(
+        "the pending cell's notes",
+        async () => await pending.locator(".note").allTextContents(),
+        (notes) => notes.length === 2,
+      );
+      assert.deepEqual(await pending.locator(".note").allTextContents(), [
+        `first tried ${firstTried}`,
+        "1 interrupted",
+      ]);
+      assert.match(await pending.textContent() ?? "", /^1first tried/);
+      // Its last error is the receiver's (none): an interruption is not one.
+      assert.equal(await row.locator("td").nth(2).textContent(), "—");
+      assert.deepEqual(log.errors, []);
       await page.close();
     } finally {
       await browser.close();
