@@ -3,8 +3,8 @@
  * sets up the logs, builds the app and serves it, with a timer running the
  * sweep. A startup mistake prints one line naming the setting and exits
  * with status 1. SIGTERM or SIGINT stops it well (`shutdown.ts`) within
- * `EDGESTREAM_SHUTDOWN`: exit status 0 when everything finished, 1 when the
- * bound ran out first; a second signal exits at once with 1.
+ * `EDGESTREAM_SHUTDOWN`: exit status 0 when no work was left, 1 when the
+ * bound ran out on work in flight; a second signal exits at once with 1.
  *
  * @module
  */

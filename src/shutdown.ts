@@ -23,10 +23,18 @@
  *    claims given back, so another instance sends them at once instead of
  *    after their lease.
  *
- * Whatever still runs when the bound ends is left, and the report names it.
- * A request cut then gets no reply (a reset before any response byte), and
- * one being applied at that moment may count without an ack, which dedupe
- * ids or an `Idempotency-Key` make safe to resend.
+ * Whatever still runs when the bound ends is left. The stop is unclean (the
+ * report names the steps) only when what was left held work: an HTTP request
+ * being answered (or answered less than {@linkcode REPLIES_SENT_MS} before,
+ * its reply maybe still leaving), a WebSocket ingest connection open, a
+ * webhook send in flight, a sweep running. Steps left with none (an idle
+ * listener still closing, a read of a live tail, a dispatch that is done
+ * again) end with the process and lose nothing, so a server with nothing in
+ * flight stops clean whatever the bound. A request cut gets no reply (a reset
+ * before any response byte), and one being applied at that moment may count
+ * without an ack, which dedupe ids or an `Idempotency-Key` make safe to
+ * resend. Live subscribers are told at the stop's start; a publication of
+ * running window values in progress is dropped, as those not started are.
  *
  * @module
  */
@@ -46,7 +54,7 @@ export interface StoppingServer {
   /** Live subscriptions (WebSocket and SSE). */
   live: Pick<LiveHub, "close">;
   /** Webhook sends. */
-  webhooks: Pick<WebhookService, "close">;
+  webhooks: Pick<WebhookService, "close" | "sending">;
   /** Stops periodic work (the sweep timer); resolves once a run in progress ended. */
   stopPeriodic?: () => Promise<void>;
   /**
@@ -54,7 +62,7 @@ export interface StoppingServer {
    * bytes), HTTP is done though `server.shutdown()` may still wait for a client sending a body
    * that was cut and answered. @default {none: HTTP is done when the shutdown resolves}
    */
-  requests?: Pick<RequestsInFlight, "idle" | "running">;
+  requests?: Pick<RequestsInFlight, "idle" | "running" | "idleForMs">;
 }
 
 /** How long (ms) the last replies are given to leave once no request runs, before their
@@ -82,10 +90,12 @@ export interface StopOptions {
 
 /** What {@linkcode stopServer} did. */
 export interface StopReport {
-  /** Whether everything finished within the bound. */
+  /** Whether no work was left when the bound ended: every step finished, or held none. */
   clean: boolean;
-  /** The steps still running when the bound ended. */
+  /** The steps still running with work when the bound ended. */
   unfinished: string[];
+  /** The steps still running without work when the bound ended (left to the process's exit). */
+  leftIdle: string[];
   /** How long the stop took (ms). */
   elapsedMs: number;
 }
@@ -115,20 +125,24 @@ export async function stopServer(
   const started = performance.now();
   const { boundMs } = options;
   const reason = options.reason ?? "Server is shutting down";
-  const running = new Map<string, Promise<void>>();
-  const step = (name: string, work: Promise<unknown>) => {
+  /** Each step still running → whether it holds work now (see the module doc). */
+  const running = new Map<string, () => boolean>();
+  const step = (name: string, work: Promise<unknown>, holdsWork: () => boolean) => {
     const done: Promise<void> = work.then(
       () => {},
       (error) => logger.error("Stopping {name} failed: {error}", { name, error }),
     ).finally(() => running.delete(name));
-    running.set(name, done);
+    running.set(name, holdsWork);
     return done;
   };
+  const { requests, connections, webhooks } = parts;
 
-  step("sweep", parts.stopPeriodic?.() ?? Promise.resolve());
-  const sockets = step("websockets", parts.connections.close(reason));
-  const live = step("live subscriptions", parts.live.close());
-  step(
+  // A sweep not ended is a run in progress.
+  const sweep = step("sweep", parts.stopPeriodic?.() ?? Promise.resolve(), () => true);
+  const sockets = step("websockets", connections.close(reason), () => connections.size > 0);
+  // Its subscribers are told at once; what it may still wait for is reads and publications.
+  const live = step("live subscriptions", parts.live.close(), () => false);
+  const http = step(
     "http requests",
     // A socket whose frame waits on a slow store must not keep the listener open for long.
     Promise.race([Promise.all([sockets, live]), delay(boundMs / 2)])
@@ -147,28 +161,35 @@ export async function stopServer(
         });
         return Promise.race([shutdown.then(() => shut = true), answered]);
       }),
+    // Without the count, the listener's shutdown is all it knows.
+    () => !requests || requests.running > 0 || requests.idleForMs() < REPLIES_SENT_MS,
   );
-  step(
+  const sends = step(
     "webhook sends",
-    parts.webhooks.close({ signal: AbortSignal.timeout(Math.max(0, boundMs * 3 / 4)) }),
+    webhooks.close({ signal: AbortSignal.timeout(Math.max(0, boundMs * 3 / 4)) }),
+    () => webhooks.sending,
   );
 
   let timer: ReturnType<typeof setTimeout> | undefined;
   const bound = new Promise<void>((resolve) => timer = setTimeout(resolve, boundMs));
-  await Promise.race([Promise.all(running.values()), bound]);
+  await Promise.race([Promise.all([sweep, sockets, live, http, sends]), bound]);
   clearTimeout(timer);
+  const left = [...running].map(([name, holdsWork]) => ({ name, busy: holdsWork() }));
+  const unfinished = left.filter((item) => item.busy).map((item) => item.name);
   return {
-    clean: running.size === 0,
-    unfinished: [...running.keys()],
+    clean: unfinished.length === 0,
+    unfinished,
+    leftIdle: left.filter((item) => !item.busy).map((item) => item.name),
     elapsedMs: Math.round(performance.now() - started),
   };
 }
 
 /**
  * On the first SIGTERM or SIGINT (SIGINT only on Windows, which has no
- * SIGTERM) runs `stop` and exits: status 0 when everything finished, 1 when
- * `boundMs` ran out first, saying what still ran. A second signal exits at
- * once with 1. Each step is one log line.
+ * SIGTERM) runs `stop` and exits: status 0 when no work was left (everything
+ * finished, or what was left held none), 1 when `boundMs` ran out on work,
+ * saying what still ran. A second signal exits at once with 1. Each step is
+ * one log line.
  */
 export function exitOnStopSignal(stop: () => Promise<StopReport>, boundMs: number): void {
   let stopping = false;
@@ -180,8 +201,14 @@ export function exitOnStopSignal(stop: () => Promise<StopReport>, boundMs: numbe
     stopping = true;
     logger.info("{signal}: stopping, within {boundMs} ms", { signal, boundMs });
     const report = await stop();
-    if (report.clean) logger.info("stopped in {elapsedMs} ms", { elapsedMs: report.elapsedMs });
-    else {
+    if (report.clean && report.leftIdle.length === 0) {
+      logger.info("stopped in {elapsedMs} ms", { elapsedMs: report.elapsedMs });
+    } else if (report.clean) {
+      logger.info("stopped in {elapsedMs} ms, nothing in flight; left to the exit: {leftIdle}", {
+        elapsedMs: report.elapsedMs,
+        leftIdle: report.leftIdle.join(", "),
+      });
+    } else {
       logger.error(
         "stopped after {elapsedMs} ms (EDGESTREAM_SHUTDOWN) with still running: {unfinished}",
         { elapsedMs: report.elapsedMs, unfinished: report.unfinished.join(", ") },

@@ -14,6 +14,8 @@ import { RedisDeliveryStore } from "../src/store/redis/delivery_store.ts";
 import { redisTest } from "./_redis.ts";
 import { type ServerProcess, startServerProcess } from "./_server_process.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
+import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
+import { type StoppingServer, stopServer } from "../src/shutdown.ts";
 
 const STREAM = "orders";
 const PREFIX = "stop";
@@ -605,4 +607,77 @@ Deno.test("a client still sending a body cut by the stop gets its 503 and does n
     trickling.close();
     await server.stop();
   }
+});
+
+Deno.test("EDGESTREAM_SHUTDOWN=1ms: a server with nothing in flight exits 0, its listener still closing 50 connections whose requests never came whole left to the exit; they get no byte", async () => {
+  for (const connections of [0, 50]) {
+    const server = await startServerProcess(`idle, ${connections} connections`, {
+      EDGESTREAM_SHUTDOWN: "1ms",
+      EDGESTREAM_SWEEP_EVERY: "0s",
+    });
+    const clients: RawHttp[] = [];
+    try {
+      for (let i = 0; i < connections; i++) {
+        const client = (await RawHttp.connect(server.port))!;
+        // Half a request head: nothing reaches the app, so nothing is in flight.
+        await client.write("GET /healthz HTTP/1.1\r\nHost: 127.");
+        clients.push(client);
+      }
+      server.signal("SIGTERM");
+      const status = await server.status;
+      assert.equal(status.code, 0, server.output());
+      assert.match(server.output(), /"message":"stopped in \d+ ms/);
+      assert.doesNotMatch(server.output(), /still running/);
+      for (const client of clients) assert.equal((await client.reply()).kind, "none");
+    } catch (error) {
+      console.error(server.output());
+      throw error;
+    } finally {
+      for (const client of clients) client.close();
+      await server.stop();
+    }
+  }
+});
+
+/** Parts of a server for {@linkcode stopServer} whose steps never end unless told. */
+function stoppingParts(options: { sending?: boolean; sweeping?: boolean } = {}) {
+  const never = new Promise<void>(() => {});
+  const requests = new RequestsInFlight();
+  const parts: StoppingServer = {
+    server: { shutdown: () => never },
+    connections: new OpenConnections(),
+    live: { close: () => Promise.resolve() },
+    webhooks: {
+      close: () => options.sending ? never : Promise.resolve(),
+      sending: !!options.sending,
+    },
+    stopPeriodic: () => options.sweeping ? never : Promise.resolve(),
+    requests,
+  };
+  return { parts, requests, never };
+}
+
+Deno.test({
+  name:
+    "stopServer() is clean when the bound leaves only steps holding no work (a listener still closing); a request being answered, a webhook send or a sweep running makes it unclean",
+  // What a stop leaves (the listener's shutdown, its 250 ms wait for replies) ends with the process.
+  sanitizeOps: false,
+  async fn() {
+    const idle = stoppingParts();
+    assert.deepEqual(
+      { ...await stopServer(idle.parts, { boundMs: 1 }), elapsedMs: 0 },
+      { clean: true, unfinished: [], leftIdle: ["http requests"], elapsedMs: 0 },
+    );
+
+    const answering = stoppingParts();
+    const handler = answering.requests.track(() => answering.never.then(() => new Response()));
+    void handler(new Request("http://127.0.0.1/"));
+    const cut = await stopServer(answering.parts, { boundMs: 1 });
+    assert.deepEqual([cut.clean, cut.unfinished, cut.leftIdle], [false, ["http requests"], []]);
+
+    const sending = await stopServer(stoppingParts({ sending: true }).parts, { boundMs: 1 });
+    assert.deepEqual([sending.clean, sending.unfinished], [false, ["webhook sends"]]);
+    const sweeping = await stopServer(stoppingParts({ sweeping: true }).parts, { boundMs: 1 });
+    assert.deepEqual([sweeping.clean, sweeping.unfinished], [false, ["sweep"]]);
+  },
 });

@@ -102,10 +102,27 @@ export class OpenConnections {
 export class RequestsInFlight {
   #running = 0;
   #idle: PromiseWithResolvers<void> | undefined;
+  #now: () => number;
+  /** When (ms, of `now`) the last request was answered; undefined before one was. */
+  #lastAnsweredMs: number | undefined;
+
+  /** Counts with `now` as its clock (ms). @default {performance.now} */
+  constructor(options: { now?: () => number } = {}) {
+    this.#now = options.now ?? (() => performance.now());
+  }
 
   /** How many requests are being answered now. */
   get running(): number {
     return this.#running;
+  }
+
+  /**
+   * How long (ms) no request has been answered: since the last one was, `Infinity` before one was,
+   * 0 while one is.
+   */
+  idleForMs(): number {
+    if (this.#running > 0) return 0;
+    return this.#lastAnsweredMs === undefined ? Infinity : this.#now() - this.#lastAnsweredMs;
   }
 
   /** `handler`, with each request counted while it runs. */
@@ -132,6 +149,7 @@ export class RequestsInFlight {
 
   #done = (): void => {
     this.#running -= 1;
+    this.#lastAnsweredMs = this.#now();
     if (this.#running === 0 && this.#idle) {
       this.#idle.resolve();
       this.#idle = undefined;

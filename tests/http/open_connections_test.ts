@@ -29,3 +29,17 @@ Deno.test("RequestsInFlight counts a handler's requests until each answered, thr
   await assert.rejects(handler(new Request("http://localhost/reject")), /rejected/);
   assert.equal(requests.running, 0);
 });
+
+Deno.test("RequestsInFlight.idleForMs() is Infinity before any request, 0 while one runs, then the time since the last was answered", async () => {
+  let now = 1_000;
+  const requests = new RequestsInFlight({ now: () => now });
+  assert.equal(requests.idleForMs(), Infinity);
+  const { promise: answer, resolve } = Promise.withResolvers<Response>();
+  const handled = requests.track(() => answer)(new Request("http://localhost/"));
+  now = 2_000;
+  assert.equal(requests.idleForMs(), 0);
+  resolve(new Response("ok"));
+  await (await handled).body?.cancel();
+  now = 2_300;
+  assert.equal(requests.idleForMs(), 300);
+});

@@ -369,6 +369,11 @@ export class Sender {
     };
   }
 
+  /** Whether a claim or a send is running (what {@linkcode Sender.idle} waits for). */
+  get busy(): boolean {
+    return this.#pumping !== null || this.#inflight.size > 0;
+  }
+
   /** Resolves when no claim and no send is running. */
   async idle(): Promise<void> {
     while (this.#pumping || this.#inflight.size > 0) {

@@ -326,6 +326,15 @@ export class WebhookService {
   }
 
   /**
+   * Whether a send is in flight (or deliveries are being claimed for one): what a stop cut off
+   * then leaves undone. A dispatch storing deliveries is not counted: one cut is done again, its
+   * deliveries the same.
+   */
+  get sending(): boolean {
+    return this.#sender.busy;
+  }
+
+  /**
    * Stops the background work and waits for what is running. When
    * `options.signal` aborts first (a stopping process running out of time),
    * the sends still waiting for an answer are cut off and their claims given
