@@ -29,6 +29,8 @@ function freePort(): number {
 /** A running `src/main.ts`; `stop()` ends it and returns everything it printed. */
 interface ServerProcess {
   url: string;
+  /** Resolves once stdout or stderr holds `pattern` (what the server prints after it listens). */
+  printed(pattern: RegExp): Promise<void>;
   stop(): Promise<{ stdout: string; stderr: string }>;
 }
 
@@ -74,6 +76,15 @@ async function startMain(vars: Record<string, string>): Promise<ServerProcess> {
   }
   return {
     url,
+    async printed(pattern) {
+      const deadline = Date.now() + 30_000;
+      while (!pattern.test(printed.stdout + printed.stderr)) {
+        if (Date.now() > deadline) {
+          throw new Error(`never printed ${pattern}:\n${printed.stdout}${printed.stderr}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
     async stop() {
       child.kill("SIGTERM");
       await child.status;
@@ -315,6 +326,8 @@ redisTest(
         headers: { Origin: "https://shop.example", "Access-Control-Request-Method": "POST" },
       });
       assert.equal(preflight.status, 204);
+      // The setup check runs after the server listens: stopped before it answers, it prints nothing.
+      await server.printed(/Redis has appendonly no:/);
     } finally {
       output = await server.stop();
       await Deno.remove(dir, { recursive: true });
