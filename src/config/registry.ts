@@ -1110,6 +1110,9 @@ class RegistryStore implements Store {
   lastLogId(stream: string): Promise<string | null> {
     return this.#store.lastLogId(this.#key(stream));
   }
+  markDispatched(stream: string, throughId: string | null): Promise<number> {
+    return this.#store.markDispatched(this.#key(stream), throughId);
+  }
   signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
     return this.#store.signalDemand(this.#key(stream), types, ttlMs);
   }

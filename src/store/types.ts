@@ -45,8 +45,39 @@ export const OTHER_GROUP = "__other__";
  */
 export const REST_GROUP = "\u0000rest";
 
-/** Most entries a stream's result log keeps; older ones are trimmed (by Redis: about this many). */
+/**
+ * Entries a stream's result log keeps (for SSE resumes) however far its dispatch is: older ones
+ * are trimmed once dispatched (by Redis: about this many when no dispatch holds the log).
+ */
 export const MAX_LOG_ENTRIES = 100_000;
+
+/**
+ * Hard bound on the entries of a stream's result log while its webhook dispatch holds it (see
+ * {@linkcode Store.markDispatched}): room for one close of the most groups a stream may have
+ * (1,000,000) beside {@linkcode MAX_LOG_ENTRIES}. Past it the oldest are trimmed even when not
+ * dispatched yet, and counted (`markDispatched` returns them).
+ */
+export const MAX_LOG_BACKLOG = 1_200_000;
+
+/** The bounds of a stream's result log (see {@linkcode MAX_LOG_ENTRIES}, {@linkcode MAX_LOG_BACKLOG}). */
+export interface LogBounds {
+  /** Entries kept whatever was dispatched. @default {MAX_LOG_ENTRIES} */
+  retain?: number;
+  /** Most entries while a dispatch holds the log. @default {MAX_LOG_BACKLOG} */
+  max?: number;
+}
+
+/** The bounds of a result log, defaults filled in and checked: `[retain, max]`. */
+export function logBounds(bounds: LogBounds = {}): [number, number] {
+  const retain = bounds.retain ?? MAX_LOG_ENTRIES;
+  const max = bounds.max ?? Math.max(MAX_LOG_BACKLOG, retain);
+  if (!Number.isSafeInteger(retain) || retain < 1 || !Number.isSafeInteger(max) || max < retain) {
+    throw new RangeError(
+      `log bounds must be integers with 1 <= retain <= max, got ${retain} and ${max}`,
+    );
+  }
+  return [retain, max];
+}
 
 /**
  * One update of one event to one counter's pane. The batch carries them as
@@ -568,6 +599,16 @@ export interface Store {
    * where a reader that wants only what comes next starts.
    */
   lastLogId(stream: string): Promise<string | null>;
+  /**
+   * Records that the stream's webhook dispatch took its result log through `throughId` (never
+   * moving back), or, with null, that no dispatch holds the log any more. While a dispatch holds
+   * it, the log trims only entries at or before that id (keeping the newest
+   * {@linkcode MAX_LOG_ENTRIES}), up to its hard bound {@linkcode MAX_LOG_BACKLOG}; without one,
+   * it keeps the newest `MAX_LOG_ENTRIES`. Trims what this frees (a bounded amount a call) and
+   * returns how many entries the hard bound trimmed undispatched since the last call returned
+   * them (each counted once, across instances).
+   */
+  markDispatched(stream: string, throughId: string | null): Promise<number>;
   /**
    * Tells every instance sharing the store that a subscriber wants these
    * result types of a stream for the next `ttlMs`; {@linkcode ApplyResult.demand}

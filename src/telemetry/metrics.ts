@@ -108,6 +108,11 @@ const webhookDeliveryDuration = secondsHistogram(
   "edgestream.webhook.delivery.duration",
   "Duration of webhook delivery attempts",
 );
+const logTrimmed = meter.createCounter("edgestream.log.trimmed", {
+  description:
+    "Results a stream's result log trimmed at its hard bound before they were dispatched to webhooks",
+  unit: "{result}",
+});
 const liveSubscribers = meter.createUpDownCounter("edgestream.live.subscribers", {
   description: "Live subscribers connected to this instance",
   unit: "{subscriber}",
@@ -253,4 +258,10 @@ export function recordStoredRefused(kind: "keys" | "webhooks" | "streams"): void
 /** Adds `delta` (1 on subscribe, -1 on leave) to the live subscribers of a transport. */
 export function recordLiveSubscribers(transport: LiveTransport, delta: number): void {
   liveSubscribers.add(delta, { transport });
+}
+
+/** Counts results a stream's result log trimmed at its hard bound before webhook dispatch. */
+export function recordLogTrimmed(stream: string, count: number): void {
+  if (!metered || count <= 0) return;
+  logTrimmed.add(count, { stream });
 }

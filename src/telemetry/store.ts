@@ -152,6 +152,10 @@ export class InstrumentedStore implements Store {
     return this.#measure("lastLogId", () => this.#store.lastLogId(stream));
   }
 
+  markDispatched(stream: string, throughId: string | null): Promise<number> {
+    return this.#measure("markDispatched", () => this.#store.markDispatched(stream, throughId));
+  }
+
   signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
     return this.#measure("signalDemand", () => this.#store.signalDemand(stream, types, ttlMs));
   }

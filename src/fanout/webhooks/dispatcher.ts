@@ -16,7 +16,7 @@ import type { CompiledStream } from "../../config/mod.ts";
 import { compareLogIds, parseLogId } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
-import { WarningLimit } from "../../telemetry/mod.ts";
+import { recordLogTrimmed, WarningLimit } from "../../telemetry/mod.ts";
 import { publicPayload } from "../payload.ts";
 import type {
   Claim,
@@ -99,6 +99,9 @@ function isWebhookType(type: string): type is WebhookEventType {
 
 const logger = getLogger(["edgestream", "webhooks"]);
 
+/** Most time (ms) between two marks of a stream's log by one dispatcher (see {@linkcode Store.markDispatched}). */
+const MARK_EVERY_MS = 60_000;
+
 /** Least time (ms) between two warnings about one endpoint's failing filter. */
 const FILTER_WARNING_EVERY_MS = 60_000;
 
@@ -115,6 +118,8 @@ export class Dispatcher {
   #filterWarnings: WarningLimit<object>;
   /** Per stream: where this dispatcher last left the cursor, for reading ahead. */
   #cursors = new Map<string, string>();
+  /** Per stream: when this dispatcher last marked how far the log was dispatched. */
+  #marked = new Map<string, number>();
 
   constructor(store: Store, deliveries: DeliveryStore, options: DispatcherOptions = {}) {
     this.#store = store;
@@ -166,6 +171,8 @@ export class Dispatcher {
       return 0;
     }
     let state = opened.state;
+    // How far the log is dispatched, as this dispatch knows it.
+    let through = state.cursor;
     let created = 0;
     let released = false;
     try {
@@ -206,9 +213,11 @@ export class Dispatcher {
           // Another dispatcher stored or fixed a page meanwhile: go on from where it is.
           refused += 1;
           state = await this.#deliveries.dispatchState(stream.name);
+          through = state.cursor;
           continue;
         }
         this.#cursors.set(stream.name, end);
+        through = end;
         created += stored;
         // Stored deliveries can be sent now; later pages need not hold them up.
         if (stored > 0) options.onStored?.(stored, result?.claims.length ?? 0);
@@ -222,7 +231,52 @@ export class Dispatcher {
     } finally {
       if (!released) await this.#deliveries.releaseLease(leaseName, lease);
     }
+    if (through !== opened.state.cursor || !this.#markedSince(stream.name)) {
+      // Before any entry is dispatched the hold keeps them all ("0-0" precedes every id).
+      await this.#mark(stream.name, through ?? "0-0");
+    }
     return created;
+  }
+
+  /**
+   * Tells the store that no dispatch holds the stream's log any more (no endpoint is
+   * registered), so it keeps only its newest entries again. Resolves whether the store took it.
+   */
+  release(stream: string): Promise<boolean> {
+    this.#marked.delete(stream);
+    return this.#mark(stream, null);
+  }
+
+  #markedSince(stream: string): boolean {
+    const at = this.#marked.get(stream);
+    return at !== undefined && this.#now() - at < MARK_EVERY_MS;
+  }
+
+  /**
+   * Marks how far the stream's log was dispatched, which lets its store trim what is behind,
+   * and says what its hard bound trimmed before dispatch. A failure only delays the trimming.
+   */
+  async #mark(stream: string, through: string | null): Promise<boolean> {
+    let lost: number;
+    try {
+      lost = await this.#store.markDispatched(stream, through);
+    } catch (error) {
+      logger.warn("Cannot mark how far stream {stream}'s result log was dispatched: {error}", {
+        stream,
+        error: error instanceof Error ? error.message : String(error),
+      });
+      return false;
+    }
+    if (through !== null) this.#marked.set(stream, this.#now());
+    if (lost > 0) {
+      recordLogTrimmed(stream, lost);
+      logger.warn(
+        "Stream {stream}'s result log reached its hard bound and trimmed {lost} results before " +
+          "they were dispatched to its webhooks: they are lost to them",
+        { stream, lost },
+      );
+    }
+    return true;
   }
 
   /** The deliveries of a page for the endpoints that match its entries. */

@@ -25,7 +25,7 @@ import {
   type PageOptions,
   type WebhookEventType,
 } from "../../store/deliveries.ts";
-import { Dispatcher } from "./dispatcher.ts";
+import { Dispatcher, type DispatcherOptions } from "./dispatcher.ts";
 import {
   type EndpointInput,
   type EndpointPatch,
@@ -63,6 +63,8 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   streams: ReadonlyMap<string, CompiledStream>;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
+  /** How much of a stream's log one dispatch takes. @default {20 pages of 500 entries} */
+  dispatch?: Pick<DispatcherOptions, "pageSize" | "maxPages">;
   /** Decides which URLs may be used. @default {new UrlPolicy()} */
   policy?: UrlPolicy;
   /** Request timeout (ms). @default {15000} */
@@ -114,6 +116,8 @@ export class WebhookService {
   /** Per stream: the end of this process's dispatches in their order (see #inTurn). */
   #turns = new Map<string, Promise<void>>();
   #closed = false;
+  /** Whether a result log may still be held for dispatch (see `Dispatcher.release`). */
+  #holding = true;
 
   constructor(options: WebhookServiceOptions) {
     this.#deliveries = options.deliveries;
@@ -129,7 +133,10 @@ export class WebhookService {
       // Ingest's log demand and the observer read the cached list: a change shows at once.
       onChange: () => this.refreshEndpoints(),
     });
-    this.#dispatcher = new Dispatcher(options.store, options.deliveries, { now: this.#now });
+    this.#dispatcher = new Dispatcher(options.store, options.deliveries, {
+      ...options.dispatch,
+      now: this.#now,
+    });
     const onAttempt = options.onAttempt;
     this.#sender = new Sender(options.deliveries, {
       policy,
@@ -194,6 +201,19 @@ export class WebhookService {
   async sweep(): Promise<WebhookSweepReport> {
     const endpoints = await this.refreshEndpoints();
     let queued = 0;
+    if (endpoints.length === 0 && this.#holding) {
+      // The last endpoint went (or this process just started without one): the result logs
+      // need not keep what no dispatch took, once, until an endpoint comes.
+      let released = true;
+      for (const stream of this.#streams.values()) {
+        if (!await this.#inTurn(stream.name, () => this.#dispatcher.release(stream.name))) {
+          released = false;
+        }
+      }
+      this.#holding = !released;
+    } else if (endpoints.length > 0) {
+      this.#holding = true;
+    }
     // Without endpoints there is nothing to dispatch, and no webhook key is written; a
     // later endpoint starts after its registration point anyway.
     for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {

@@ -28,9 +28,10 @@ import {
   compareLogIds,
   type CounterMeta,
   type EventOutcome,
+  type LogBounds,
+  logBounds,
   type LogEntry,
   type LogRecord,
-  MAX_LOG_ENTRIES,
   OTHER_GROUP,
   parseLogId,
   type ReadOptions,
@@ -114,8 +115,15 @@ interface StreamState {
   open: Map<string, Map<number, number>>;
   /** Per session counter: its sessions. */
   sessions: Map<string, SessionTable>;
-  /** Result log, oldest first, capped at {@linkcode MAX_LOG_ENTRIES}. */
+  /**
+   * Result log, oldest first: about its `retain` newest entries, and while a dispatch holds it
+   * (`dispatched`), also those after that, up to about its hard bound `max`.
+   */
   log: LogEntry[];
+  /** Id the webhook dispatch took the log through (see `Store.markDispatched`); null: no hold. */
+  dispatched: string | null;
+  /** Entries the hard bound trimmed undispatched, not yet returned by `markDispatched`. */
+  logLost: number;
   lastLogMs: number;
   lastLogSeq: number;
   /** Alert firings already claimed, key → expiry. */
@@ -156,6 +164,8 @@ export interface MemoryStoreOptions {
    * store reads them in its apply. @default {none: version 0}
    */
   definitions?: MemoryDefinitionStore;
+  /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
+  log?: LogBounds;
 }
 
 /** Default of {@linkcode MemoryStoreOptions.maxDedupeIds}. */
@@ -174,6 +184,19 @@ function wantedLog(
   };
 }
 
+/** How many of the first `most` entries of a log are at or before `id` (binary search). */
+function entriesThrough(log: readonly LogEntry[], id: string, most: number): number {
+  const through = parseLogId(id);
+  let low = 0;
+  let high = Math.min(most, log.length);
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (compareLogIds(parseLogId(log[mid].id), through) <= 0) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
 /** A {@linkcode Store} held in process memory, bounded by pane TTLs and `maxGroups`. */
 export class MemoryStore implements Store {
   readonly kind = "memory";
@@ -187,8 +210,11 @@ export class MemoryStore implements Store {
   /** Batches applied, numbering them for the sums in progress (see {@linkcode addToSum}). */
   #batches = 0;
   #definitions: MemoryDefinitionStore | undefined;
+  #logRetain: number;
+  #logMax: number;
 
   constructor(options: MemoryStoreOptions = {}) {
+    [this.#logRetain, this.#logMax] = logBounds(options.log);
     this.#now = options.now ?? Date.now;
     this.#sweepEveryMs = options.sweepEveryMs ?? 1_000;
     const maxDedupeIds = options.maxDedupeIds ?? DEFAULT_MAX_DEDUPE_IDS;
@@ -224,6 +250,8 @@ export class MemoryStore implements Store {
         open: new Map(),
         sessions: new Map(),
         log: [],
+        dispatched: null,
+        logLost: 0,
         lastLogMs: 0,
         lastLogSeq: 0,
         fired: new Map(),
@@ -652,9 +680,44 @@ export class MemoryStore implements Store {
       timeMs: stream.lastLogMs,
       record,
     });
-    if (stream.log.length > MAX_LOG_ENTRIES) {
-      stream.log.splice(0, stream.log.length - MAX_LOG_ENTRIES);
+    this.#trimLog(stream);
+  }
+
+  /**
+   * Trims a stream's log to its bound (its `retain` newest entries; while a dispatch holds it,
+   * its hard bound `max`, counting what that trims undispatched) once it is 1/64 over it, so a
+   * close of many windows moves the array now and then, not at every entry.
+   */
+  #trimLog(stream: StreamState): void {
+    const log = stream.log;
+    const bound = stream.dispatched === null ? this.#logRetain : this.#logMax;
+    if (log.length <= bound + Math.ceil(bound / 64)) return;
+    const over = log.length - bound;
+    if (stream.dispatched !== null) {
+      stream.logLost += over - entriesThrough(log, stream.dispatched, over);
     }
+    log.splice(0, over);
+  }
+
+  markDispatched(stream: string, throughId: string | null): Promise<number> {
+    // A hold is kept before the log has any entry; a release needs none.
+    const state = throughId === null ? this.#streams.get(stream) : this.#stream(stream);
+    if (!state) return Promise.resolve(0);
+    if (throughId === null) {
+      state.dispatched = null;
+      this.#trimLog(state);
+    } else {
+      if (
+        state.dispatched === null ||
+        compareLogIds(parseLogId(throughId), parseLogId(state.dispatched)) > 0
+      ) state.dispatched = throughId;
+      // Dispatched entries beyond the newest `retain` go.
+      const excess = state.log.length - this.#logRetain;
+      if (excess > 0) state.log.splice(0, entriesThrough(state.log, state.dispatched, excess));
+    }
+    const lost = state.logLost;
+    state.logLost = 0;
+    return Promise.resolve(lost);
   }
 
   fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
@@ -682,19 +745,7 @@ export class MemoryStore implements Store {
 
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
     const log = this.#streams.get(stream)?.log ?? [];
-    let from = 0;
-    if (afterId !== null) {
-      const after = parseLogId(afterId);
-      // Binary search for the first entry after `afterId`.
-      let low = 0;
-      let high = log.length;
-      while (low < high) {
-        const mid = (low + high) >> 1;
-        if (compareLogIds(parseLogId(log[mid].id), after) <= 0) low = mid + 1;
-        else high = mid;
-      }
-      from = low;
-    }
+    const from = afterId === null ? 0 : entriesThrough(log, afterId, log.length);
     return Promise.resolve(log.slice(from, from + limit));
   }
 

@@ -25,8 +25,13 @@
  *   `n<key>`; see `sketch.ts`), added to with HINCRBY.
  * - `panes:<counter>` — zset of live panes, score = expiry time (that of the pane's keys).
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
- * - `log` — Redis stream (XADD, capped near {@linkcode MAX_LOG_ENTRIES}): the result log;
- *   field `r` holds a JSON log record.
+ * - `log` — Redis stream (XADD): the result log; field `r` holds a JSON log record. Without
+ *   `dispatched` it is capped near {@linkcode MAX_LOG_ENTRIES} (`MAXLEN ~`); with it, it keeps
+ *   every entry after `m` up to exactly {@linkcode MAX_LOG_BACKLOG}, and {@linkcode MARK_SCRIPT}
+ *   trims the entries at or before `m` beyond the newest `MAX_LOG_ENTRIES`.
+ * - `dispatched` — hash: `m`, the log id the webhook dispatch took the log through (it holds
+ *   the log while it exists), and `lost`, entries the hard bound trimmed after `m` not yet
+ *   reported; PX = the log's TTL from the last mark.
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
@@ -36,7 +41,7 @@
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
  */
 
-import { MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
+import { MAX_LOG_BACKLOG, MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
 import { LUA_BYTES_BEFORE, LUA_COMMON, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
@@ -48,10 +53,30 @@ export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } a
  */
 export const DEDUPE_EARLIER_TTLS = 8;
 
+/** Entries of a result log a {@linkcode MARK_SCRIPT} trims at most (all read into the script). */
+export const LOG_TRIM_STEP = 20_000;
+
+/** The line of a script that sets its log bounds. */
+function logBoundsLine(retain: number, max: number): string {
+  return `local LOG_RETAIN, LOG_MAX = ${retain}, ${max}\n`;
+}
+
+/**
+ * `script` with log bounds other than {@linkcode MAX_LOG_ENTRIES} and {@linkcode MAX_LOG_BACKLOG}
+ * (a store's options, to test them small).
+ */
+export function withLogBounds(script: string, retain: number, max: number): string {
+  return script.replace(
+    logBoundsLine(MAX_LOG_ENTRIES, MAX_LOG_BACKLOG),
+    () => logBoundsLine(retain, max),
+  );
+}
+
 /** The shared prelude and the helpers of the window store's scripts. */
-const COMMON = LUA_COMMON + `
+const COMMON = LUA_COMMON + logBoundsLine(MAX_LOG_ENTRIES, MAX_LOG_BACKLOG) + `
 local STATS_KEY = P .. ${luaString(STREAM_KEYS.stats)}
 local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
+local HOLD_KEY = P .. "dispatched"
 local DEMAND_KEY = P .. "demand"
 -- A dedupe bucket of any TTL: the same name as in the releases before (see dedupeBuckets).
 local function idsKey(bucket) return P .. "ids:" .. num(bucket) end
@@ -91,8 +116,34 @@ local function jsonObject(...)
 end
 -- A result-log record: its type, then its fields as name, value pairs.
 local function logRecord(recordType, ...) return jsonObject("type", recordType, ...) end
+-- Whether log id a is after log id b (both <ms>-<seq>).
+local function logIdAfter(a, b)
+  local am, as = string.match(a, "^(%d+)-(%d+)$")
+  local bm, bs = string.match(b, "^(%d+)-(%d+)$")
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am > bm end
+  return tonumber(as) > tonumber(bs)
+end
+-- The id the webhook dispatch took the log through (false: no dispatch holds it), read once.
+local logHold = nil
+local function dispatchedThrough()
+  if logHold == nil then logHold = redis.call("HGET", HOLD_KEY, "m") end
+  return logHold
+end
+-- Appends a record: without a hold the log keeps about its newest LOG_RETAIN entries; with one,
+-- at most LOG_MAX, counting in the hold's "lost" each entry past it trimmed undispatched.
 local function appendLog(recordJson, ttl)
-  redis.call("XADD", LOG_KEY, "MAXLEN", "~", "${MAX_LOG_ENTRIES}", "*", "r", recordJson)
+  local mark = dispatchedThrough()
+  if not mark then
+    redis.call("XADD", LOG_KEY, "MAXLEN", "~", LOG_RETAIN, "*", "r", recordJson)
+  else
+    redis.call("XADD", LOG_KEY, "*", "r", recordJson)
+    if redis.call("XLEN", LOG_KEY) > LOG_MAX then
+      local oldest = redis.call("XRANGE", LOG_KEY, "-", "+", "COUNT", 1)[1][1]
+      if logIdAfter(oldest, mark) then redis.call("HINCRBY", HOLD_KEY, "lost", 1) end
+      redis.call("XTRIM", LOG_KEY, "MAXLEN", LOG_MAX)
+    end
+  end
   redis.call("PEXPIRE", LOG_KEY, ttl)
 end
 -- An idle stream's watermark follows the clock: at least now - idle.
@@ -1474,6 +1525,37 @@ local logTtl, records = args.logTtl, args.records
 for _, record in ipairs(records) do appendLog(record, logTtl) end
 keepReply(callKey, num(#records))
 return #records
+`;
+
+/**
+ * Marks how far the webhook dispatch took the log (see `Store.markDispatched`). ARGV[1] is JSON
+ * `{through: "<log id>" | false, ttl}`: with an id, the hold's mark becomes the later of it and
+ * the one there, lives `ttl` more, and the entries at or before it beyond the newest LOG_RETAIN
+ * are trimmed (at most {@linkcode LOG_TRIM_STEP}); with false the hold goes and the log is
+ * capped near LOG_RETAIN again. Returns the hold's `lost` count, which it clears.
+ */
+export const MARK_SCRIPT = COMMON + `
+local through, ttl = args.through, args.ttl
+local lost = tonumber(redis.call("HGET", HOLD_KEY, "lost") or "0")
+if not through then
+  redis.call("DEL", HOLD_KEY)
+  if redis.call("EXISTS", LOG_KEY) == 1 then
+    redis.call("XTRIM", LOG_KEY, "MAXLEN", "~", LOG_RETAIN)
+  end
+  return lost
+end
+local mark = redis.call("HGET", HOLD_KEY, "m")
+if not mark or logIdAfter(through, mark) then mark = through end
+redis.call("HSET", HOLD_KEY, "m", mark)
+redis.call("HDEL", HOLD_KEY, "lost")
+redis.call("PEXPIRE", HOLD_KEY, ttl)
+local length = redis.call("XLEN", LOG_KEY)
+local excess = length - LOG_RETAIN
+if excess > 0 then
+  local rows = redis.call("XRANGE", LOG_KEY, "-", mark, "COUNT", math.min(excess, ${LOG_TRIM_STEP}))
+  if #rows > 0 then redis.call("XTRIM", LOG_KEY, "MAXLEN", length - #rows) end
+end
+return lost
 `;
 
 /**

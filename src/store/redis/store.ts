@@ -17,9 +17,11 @@ import {
   CLOSE_SCRIPT,
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
+  MARK_SCRIPT,
   READ_SCRIPT,
   SESSION_READ,
   STREAM_KEYS,
+  withLogBounds,
 } from "./_scripts.ts";
 import { sessionApplyArgs, sessionCloseArgs, sessionRuns } from "./_session_scripts.ts";
 import {
@@ -32,8 +34,12 @@ import {
   type CloseOptions,
   type CounterMeta,
   type EventOutcome,
+  type LogBounds,
+  logBounds,
   type LogEntry,
   type LogRecord,
+  MAX_LOG_BACKLOG,
+  MAX_LOG_ENTRIES,
   type ReadOptions,
   type RequestResult,
   type SessionRange,
@@ -71,6 +77,8 @@ export interface RedisStoreOptions {
    * say) with {@linkcode StreamChangedError} of version 0, writing nothing. @default {false}
    */
   definitionsHere?: boolean;
+  /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
+  log?: LogBounds;
 }
 
 /** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
@@ -289,9 +297,16 @@ export class RedisStore implements Store {
   #statsTtlMs: number;
   #now: () => number;
   #calls: RedisCalls;
+  /** Scripts with the log bounds of the options (none when they are the defaults). */
+  #bounded: Map<string, string> | null = null;
+  #logBounds: [number, number];
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
+    this.#logBounds = logBounds(options.log);
+    if (this.#logBounds[0] !== MAX_LOG_ENTRIES || this.#logBounds[1] !== MAX_LOG_BACKLOG) {
+      this.#bounded = new Map();
+    }
     this.#prefix = options.prefix ?? "es";
     this.#definitionsHere = options.definitionsHere ?? false;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
@@ -318,7 +333,18 @@ export class RedisStore implements Store {
   }
 
   #script(script: string, stream: string, ...argv: unknown[]): Promise<unknown> {
-    return this.#calls.script(script, [this.keyPrefix(stream)], argv);
+    return this.#calls.script(this.#text(script), [this.keyPrefix(stream)], argv);
+  }
+
+  /** `script` with this store's log bounds. */
+  #text(script: string): string {
+    if (this.#bounded === null) return script;
+    let text = this.#bounded.get(script);
+    if (text === undefined) {
+      text = withLogBounds(script, ...this.#logBounds);
+      this.#bounded.set(script, text);
+    }
+    return text;
   }
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
@@ -398,7 +424,7 @@ export class RedisStore implements Store {
     const reply = await this.#call("applyBatch", async () =>
       fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number; gone?: 1 }
-      >(await this.#calls.script(APPLY_SCRIPT, keys, [header, perEvent, times])));
+      >(await this.#calls.script(this.#text(APPLY_SCRIPT), keys, [header, perEvent, times])));
     if (reply.gone) throw new StreamChangedError(name, Number(reply.v ?? 0));
     // A client with automatic deserialization may turn "000" into 0: pad back.
     const digits = String(reply.o).padStart(batch.events.length, "0");
@@ -568,6 +594,16 @@ export class RedisStore implements Store {
         record: fromJson<LogRecord>((fields as Record<string, unknown>).r),
       }));
     });
+  }
+
+  markDispatched(stream: string, throughId: string | null): Promise<number> {
+    return this.#call("markDispatched", async () =>
+      Number(
+        await this.#script(MARK_SCRIPT, stream, {
+          through: throughId ?? false,
+          ttl: this.#statsTtlMs,
+        }),
+      ));
   }
 
   async signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {

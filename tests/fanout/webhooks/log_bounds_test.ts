@@ -1,0 +1,139 @@
+/**
+ * A stream's result log trims no result before the webhook dispatch took it: a backlog of
+ * `window.closed` results larger than the log's retained entries reaches a real receiver whole,
+ * on the memory store and on Redis (log bounds and dispatch pages made small). Past the log's
+ * hard bound results are trimmed, and `markDispatched` counts them.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { RedisDeliveryStore } from "../../../src/store/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
+import type { LogBounds, Store } from "../../../src/store/types.ts";
+import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { Receiver } from "./_receiver.ts";
+import { at, type Clock, ingest, register, setup, type SetupOptions, sweep, T0 } from "./_setup.ts";
+
+const GROUPS = 100;
+const BOUNDS: LogBounds = { retain: 20, max: 1_000 };
+
+function redisStores(fixture: RedisFixture, clock: Clock, log: LogBounds) {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  const now = () => clock.now;
+  return {
+    store: new RedisStore(redis, { now, log }),
+    deliveries: new RedisDeliveryStore(redis, { now }),
+  };
+}
+
+/** 100 groups close in one sweep: 101 results, five times the retained 20, 20 dispatched a sweep. */
+async function backlogReachesReceiver(options: SetupOptions & { clock: Clock }) {
+  const app = await setup({ ...options, dispatch: { pageSize: 10, maxPages: 2 } });
+  const receiver = await Receiver.start(() => options.clock.now);
+  try {
+    const { secret } = await register(app.app, {
+      url: receiver.url(),
+      eventTypes: ["window.closed"],
+    });
+    receiver.secrets = [secret];
+    await sweep(app.app, app.webhooks);
+    const events = Array.from({ length: GROUPS }, (_, i) => ({
+      id: `e${i}`,
+      ts: at(1 + i / 10),
+      country: `c${i}`,
+      amount: 1,
+    }));
+    await ingest(app.app, events);
+    await ingest(app.app, [{ id: "tick", ts: at(200), country: "DE" }]);
+    let queued = 0;
+    let sweeps = 0;
+    for (let first = true; first || queued > 0; first = false) {
+      const reply = await sweep(app.app, app.webhooks);
+      queued = reply.webhooks?.queued ?? reply.queued ?? 0;
+      sweeps += 1;
+      assert.ok(sweeps < 50, "the backlog drains");
+    }
+    const closed = receiver.received.filter((item) => item.payload.type === "window.closed");
+    const perMinute = closed.filter((item) => item.payload.data.counter === "per_minute");
+    const groups = new Set(perMinute.map((item) => item.payload.data.group.country));
+    assert.equal(groups.size, GROUPS, `groups delivered: ${groups.size} of ${GROUPS}`);
+    assert.equal(perMinute.length, GROUPS, "none twice");
+    assert.equal(closed.filter((item) => item.payload.data.counter === "amount").length, 1);
+    assert.ok(sweeps > 3, `dispatch took several sweeps (${sweeps}), so the log held a backlog`);
+    // All dispatched: the log is back near its retained entries, and keeps them for resumes.
+    const log = await app.store.readLog("orders", null, 1_000);
+    assert.ok(log.length >= BOUNDS.retain!, `the log keeps its newest ${BOUNDS.retain}`);
+    assert.ok(
+      log.length <= BOUNDS.retain! + 2,
+      `the log trimmed what was dispatched: ${log.length}`,
+    );
+  } finally {
+    await app.close();
+    await receiver.close();
+  }
+}
+
+Deno.test("memory: a backlog of results larger than the retained log reaches the webhook", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  await backlogReachesReceiver({
+    clock,
+    store: new MemoryStore({ now: () => clock.now, log: BOUNDS }),
+  });
+});
+
+redisTest(
+  "redis: a backlog of results larger than the retained log reaches the webhook",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    await backlogReachesReceiver({ clock, ...redisStores(fixture, clock, BOUNDS) });
+  },
+);
+
+/** Past the hard bound the oldest undispatched entries go, each counted once; without a hold, the log keeps its newest. */
+async function hardBoundCounts(store: Store, approximate: boolean) {
+  const record = (i: number) => ({ type: "window.updated", n: i }) as never;
+  assert.equal(await store.markDispatched("orders", "0-0"), 0);
+  for (let i = 0; i < 30; i++) await store.appendLog("orders", [record(i)]);
+  const held = await store.readLog("orders", null, 100);
+  const lost = await store.markDispatched("orders", "0-0");
+  assert.ok(held.length >= 20 && held.length <= 21, `held ${held.length}`);
+  assert.equal(lost + held.length, 30, "every trimmed entry is counted");
+  assert.equal(await store.markDispatched("orders", "0-0"), 0, "counted once");
+  // Dispatched through the 8th newest: what is at or before it goes.
+  await store.markDispatched("orders", held[held.length - 8].id);
+  const after = await store.readLog("orders", null, 100);
+  assert.deepEqual(after.map((entry) => entry.id), held.slice(-7).map((entry) => entry.id));
+  // Dispatched through the newest: the newest 5 stay, for resumes.
+  await store.markDispatched("orders", held[held.length - 1].id);
+  const all = await store.readLog("orders", null, 100);
+  assert.deepEqual(all.map((entry) => entry.id), held.slice(-5).map((entry) => entry.id));
+  // A mark never moves back.
+  await store.markDispatched("orders", held[0].id);
+  for (let i = 0; i < 3; i++) await store.appendLog("orders", [record(50 + i)]);
+  await store.markDispatched("orders", held[0].id);
+  assert.equal((await store.readLog("orders", null, 100)).length, 5);
+  // No hold: the log keeps its newest 5 (about).
+  assert.equal(await store.markDispatched("orders", null), 0);
+  for (let i = 0; i < 10; i++) await store.appendLog("orders", [record(100 + i)]);
+  const free = await store.readLog("orders", null, 100);
+  assert.equal((free.at(-1)?.record as unknown as { n: number }).n, 109);
+  // Redis trims MAXLEN ~ in whole nodes (100 entries), so a log this small keeps all 15.
+  if (approximate) assert.equal(free.length, 15);
+  else assert.ok(free.length >= 5 && free.length <= 6, `kept ${free.length}`);
+}
+
+Deno.test("memory: the log's hard bound trims the oldest undispatched and counts them", async () => {
+  await hardBoundCounts(new MemoryStore({ log: { retain: 5, max: 20 } }), false);
+});
+
+redisTest(
+  "redis: the log's hard bound trims the oldest undispatched and counts them",
+  async (fixture) => {
+    const clock: Clock = { now: Date.now() };
+    await hardBoundCounts(redisStores(fixture, clock, { retain: 5, max: 20 }).store, true);
+  },
+);
