@@ -565,8 +565,10 @@ Deno.test("LiveHub ends a resumed subscription with a reason when the log is tri
       sink.send(payload, id);
       if (trimmed) return;
       trimmed = true;
-      // Ten more entries push the ten oldest out, among them ones not replayed yet.
-      store.appendLog("orders", Array.from({ length: 10 }, (_, i) => closedRecord(`n${i}`)));
+      // More entries than the memory store lets its log run over its bound (1/64 of it) push
+      // the oldest out, among them ones not replayed yet.
+      const more = Math.ceil(MAX_LOG_ENTRIES / 64) + 10;
+      store.appendLog("orders", Array.from({ length: more }, (_, i) => closedRecord(`n${i}`)));
     },
   }, { afterId: `${NOW}-0` });
   // Without the check the replay would skip from r2 to r10 and go on (a cheap failure).

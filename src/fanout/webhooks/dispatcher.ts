@@ -102,6 +102,23 @@ const logger = getLogger(["edgestream", "webhooks"]);
 /** Most time (ms) between two marks of a stream's log by one dispatcher (see {@linkcode Store.markDispatched}). */
 const MARK_EVERY_MS = 60_000;
 
+/** A log id before every entry: marked as dispatched, it holds a whole log. */
+export const NOTHING_DISPATCHED = "0-0";
+
+/**
+ * Counts and warns about results a stream's log trimmed at its hard bound before they were
+ * dispatched (what {@linkcode Store.markDispatched} returned).
+ */
+export function reportTrimmed(stream: string, lost: number): void {
+  if (lost <= 0) return;
+  recordLogTrimmed(stream, lost);
+  logger.warn(
+    "Stream {stream}'s result log reached its hard bound and trimmed {lost} results before " +
+      "they were dispatched to its webhooks: they are lost to them",
+    { stream, lost },
+  );
+}
+
 /** Least time (ms) between two warnings about one endpoint's failing filter. */
 const FILTER_WARNING_EVERY_MS = 60_000;
 
@@ -233,7 +250,7 @@ export class Dispatcher {
     }
     if (through !== opened.state.cursor || !this.#markedSince(stream.name)) {
       // Before any entry is dispatched the hold keeps them all ("0-0" precedes every id).
-      await this.#mark(stream.name, through ?? "0-0");
+      await this.#mark(stream.name, through ?? NOTHING_DISPATCHED);
     }
     return created;
   }
@@ -268,14 +285,7 @@ export class Dispatcher {
       return false;
     }
     if (through !== null) this.#marked.set(stream, this.#now());
-    if (lost > 0) {
-      recordLogTrimmed(stream, lost);
-      logger.warn(
-        "Stream {stream}'s result log reached its hard bound and trimmed {lost} results before " +
-          "they were dispatched to its webhooks: they are lost to them",
-        { stream, lost },
-      );
-    }
+    reportTrimmed(stream, lost);
     return true;
   }
 

@@ -20,7 +20,7 @@ import type {
   PageOptions,
   WebhookEventType,
 } from "../../store/deliveries.ts";
-import { FILTER_VARIABLES } from "./dispatcher.ts";
+import { FILTER_VARIABLES, NOTHING_DISPATCHED, reportTrimmed } from "./dispatcher.ts";
 import { generateSecret } from "./signing.ts";
 import { UnsafeUrlError, UrlPolicy } from "./ssrf.ts";
 
@@ -243,6 +243,12 @@ export class EndpointRegistry {
     await this.#checkFields(input, "register");
     const url = await this.#checkUrl(input.url, "register");
     const now = this.#now();
+    // The logs it hears from are held for dispatch before its start is read, so a close before
+    // the next dispatch trims none of what it is to get (see `Store.markDispatched`).
+    for (const name of this.#streams.keys()) {
+      if (input.streams && !input.streams.includes(name)) continue;
+      reportTrimmed(name, await this.#store.markDispatched(name, NOTHING_DISPATCHED));
+    }
     const startAfter: Record<string, string | null> = {};
     for (const name of this.#streams.keys()) startAfter[name] = await this.#store.lastLogId(name);
     const secret = generateSecret();
