@@ -51,6 +51,8 @@ export interface SweepConsumer<Queued = unknown> {
    * stored), starts the rest in the background and says what it queued.
    */
   sweep(): Promise<Queued>;
+  /** Runs before any window is closed (webhooks: holds the result logs for dispatch). */
+  prepare?(): Promise<void>;
 }
 
 /** Options for {@linkcode sweepOnce}. */
@@ -66,6 +68,8 @@ export async function sweepOnce<Queued = unknown>(
   options: SweepOptions<Queued> = {},
 ): Promise<SweepReport<Queued>> {
   const report: SweepReport<Queued> = { closed: [], fired: [], failed: [] };
+  const consumers = options.consumers ?? [];
+  for (const consumer of consumers) await consumer.prepare?.();
   for (const stream of streams) {
     if (stream.counters.length === 0) continue;
     try {
@@ -76,7 +80,6 @@ export async function sweepOnce<Queued = unknown>(
       report.failed.push({ stream: stream.name, error });
     }
   }
-  const consumers = options.consumers ?? [];
   if (consumers.length === 0) return report;
   const fanout: Queued[] = [];
   for (const consumer of consumers) fanout.push(await consumer.sweep());

@@ -264,6 +264,14 @@ export class Dispatcher {
     return this.#mark(stream, null);
   }
 
+  /**
+   * Holds the stream's log for dispatch (see {@linkcode Store.markDispatched}) unless this
+   * dispatcher marked it already.
+   */
+  async hold(stream: string): Promise<void> {
+    if (!this.#marked.has(stream)) await this.#mark(stream, NOTHING_DISPATCHED);
+  }
+
   #markedSince(stream: string): boolean {
     const at = this.#marked.get(stream);
     return at !== undefined && this.#now() - at < MARK_EVERY_MS;

@@ -228,6 +228,27 @@ export class WebhookService {
     return { queued };
   }
 
+  /**
+   * Sweep consumer, before windows close: while endpoints exist, holds for dispatch the result
+   * log of each stream this process has not marked yet (a stream created since, or this process
+   * just started), so that the close trims none of what they are to get. A failure is logged and
+   * only leaves those logs unheld.
+   */
+  async prepare(): Promise<void> {
+    if (this.#closed) return;
+    try {
+      const endpoints = this.#now() - this.#loadedMs < this.#cacheMs
+        ? this.#endpoints
+        : await this.refreshEndpoints();
+      if (endpoints.length === 0) return;
+      for (const stream of this.#streams.values()) {
+        await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));
+      }
+    } catch (error) {
+      logger.error("Cannot hold the result logs for webhook dispatch: {error}", { error });
+    }
+  }
+
   /** Sends everything due; resolves once no send is in flight, with the attempts made meanwhile. */
   settle(): Promise<SendCounts> {
     return this.#sender.deliverDue();

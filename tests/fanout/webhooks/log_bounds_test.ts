@@ -31,7 +31,9 @@ function redisStores(fixture: RedisFixture, clock: Clock, log: LogBounds) {
 }
 
 /** 100 groups close in one sweep: 101 results, five times the retained 20, 20 dispatched a sweep. */
-async function backlogReachesReceiver(options: SetupOptions & { clock: Clock }) {
+async function backlogReachesReceiver(
+  options: SetupOptions & { clock: Clock; unheld?: boolean },
+) {
   const app = await setup({ ...options, dispatch: { pageSize: 10, maxPages: 2 } });
   const receiver = await Receiver.start(() => options.clock.now);
   try {
@@ -40,7 +42,9 @@ async function backlogReachesReceiver(options: SetupOptions & { clock: Clock }) 
       eventTypes: ["window.closed"],
     });
     receiver.secrets = [secret];
-    // No dispatch before the close: the registration holds the log.
+    // No dispatch before the close: the registration holds the log, or else (a stream created
+    // after the endpoint, say) the sweep does before it closes windows.
+    if (options.unheld) await app.store.markDispatched("orders", null);
     const events = Array.from({ length: GROUPS }, (_, i) => ({
       id: `e${i}`,
       ts: at(1 + i / 10),
@@ -125,6 +129,20 @@ async function hardBoundCounts(store: Store, approximate: boolean) {
   if (approximate) assert.equal(free.length, 15);
   else assert.ok(free.length >= 5 && free.length <= 6, `kept ${free.length}`);
 }
+
+Deno.test("memory: a sweep holds a log no registration held before it closes windows", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const store = new MemoryStore({ now: () => clock.now, log: BOUNDS });
+  await backlogReachesReceiver({ clock, store, unheld: true });
+});
+
+redisTest(
+  "redis: a sweep holds a log no registration held before it closes windows",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    await backlogReachesReceiver({ clock, unheld: true, ...redisStores(fixture, clock, BOUNDS) });
+  },
+);
 
 Deno.test("memory: the log's hard bound trims the oldest undispatched and counts them", async () => {
   await hardBoundCounts(new MemoryStore({ log: { retain: 5, max: 20 } }), false);
