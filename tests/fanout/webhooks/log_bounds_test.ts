@@ -11,6 +11,7 @@ import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { LogBounds, Store } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { collectingLogs, messageOf } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, type Clock, ingest, register, setup, type SetupOptions, sweep, T0 } from "./_setup.ts";
 
@@ -153,5 +154,56 @@ redisTest(
   async (fixture) => {
     const clock: Clock = { now: Date.now() };
     await hardBoundCounts(redisStores(fixture, clock, { retain: 5, max: 20 }).store, true);
+  },
+);
+
+/** 101 results close into a log whose hard bound is 30: the dispatch warns, naming the stream. */
+async function hardBoundWarns(options: SetupOptions & { clock: Clock }) {
+  await collectingLogs(async (records) => {
+    const app = await setup(options);
+    const receiver = await Receiver.start(() => options.clock.now);
+    try {
+      const { secret } = await register(app.app, {
+        url: receiver.url(),
+        eventTypes: ["window.closed"],
+      });
+      receiver.secrets = [secret];
+      await ingest(
+        app.app,
+        Array.from(
+          { length: GROUPS },
+          (_, i) => ({ id: `e${i}`, ts: at(1), country: `c${i}`, amount: 1 }),
+        ),
+      );
+      await ingest(app.app, [{ id: "tick", ts: at(200), country: "DE" }]);
+      await sweep(app.app, app.webhooks);
+      await sweep(app.app, app.webhooks);
+      const warnings = records.filter((record) =>
+        record.level === "warning" && messageOf(record).includes("hard bound")
+      );
+      assert.equal(warnings.length, 1, warnings.map(messageOf).join("\n"));
+      const { stream, lost } = warnings[0].properties as { stream: string; lost: number };
+      assert.equal(stream, "orders");
+      // What reached the receiver and what was counted lost make up every result.
+      assert.equal(receiver.received.length + lost, GROUPS + 1);
+      assert.ok(lost >= GROUPS + 1 - 31, `lost ${lost}`);
+    } finally {
+      await app.close();
+      await receiver.close();
+    }
+  }, { level: "warning" });
+}
+
+Deno.test("memory: results trimmed at the hard bound before dispatch are warned about", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const store = new MemoryStore({ now: () => clock.now, log: { retain: 10, max: 30 } });
+  await hardBoundWarns({ clock, store });
+});
+
+redisTest(
+  "redis: results trimmed at the hard bound before dispatch are warned about",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    await hardBoundWarns({ clock, ...redisStores(fixture, clock, { retain: 10, max: 30 }) });
   },
 );
