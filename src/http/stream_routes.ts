@@ -31,7 +31,13 @@ import {
 } from "../store/mod.ts";
 import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
-import { aggregateValue, type CompiledCounter, decodeGroup, quantileName } from "../window/mod.ts";
+import {
+  aggregateValue,
+  type CompiledCounter,
+  decodeGroup,
+  groupKey,
+  quantileName,
+} from "../window/mod.ts";
 import { errorsFor, headersOf, nameText } from "./_openapi.ts";
 import {
   grantOfRequest,
@@ -745,7 +751,7 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
     const page = await listWindowsPage(stream, counter, context, {
       ...options,
       groups: filters,
-      after: query.cursor === undefined ? undefined : readRowCursor(query.cursor),
+      after: query.cursor === undefined ? undefined : readRowCursor(query.cursor, counter),
     });
     return c.json({
       stream: stream.name,
@@ -784,26 +790,54 @@ function cursorNotTaken(what: string): ApiError {
   );
 }
 
-/** A row position as an opaque cursor: `[startMs, group]` as {@linkcode cursorOfText} text. */
+/**
+ * A row position as an opaque cursor: `[startMs, groupKey, 2]` (group key null: past the
+ * window's groups) as {@linkcode cursorOfText} text.
+ */
 function rowCursor(position: RowPosition): string {
-  return cursorOfText(JSON.stringify([position.startMs, position.group]));
+  return cursorOfText(JSON.stringify([position.startMs, position.group, 2]));
 }
 
-/** The position of a cursor {@linkcode rowCursor} made, or 400 `invalid_cursor`. */
-function readRowCursor(cursor: string): RowPosition {
+/**
+ * The position of a cursor {@linkcode rowCursor} made, or 400 `invalid_cursor`. A cursor of a
+ * release that ordered a window's groups by the JSON text of their object (`[startMs, group]`,
+ * `"|"` past the window) still reads: its group, in today's order, is where the page starts.
+ */
+function readRowCursor(cursor: string, counter: CompiledCounter): RowPosition {
   let value: unknown;
   try {
     value = JSON.parse(textOfCursor(cursor));
   } catch (error) {
     if (error instanceof InvalidCursorError) throw error;
   }
-  if (
-    Array.isArray(value) && value.length === 2 && Number.isSafeInteger(value[0]) &&
-    typeof value[1] === "string"
-  ) {
-    return { startMs: value[0], group: value[1] };
+  if (Array.isArray(value) && Number.isSafeInteger(value[0])) {
+    if (
+      value.length === 3 && value[2] === 2 && (value[1] === null || typeof value[1] === "string")
+    ) {
+      return { startMs: value[0], group: value[1] };
+    }
+    if (value.length === 2 && typeof value[1] === "string") {
+      if (value[1] === "|") return { startMs: value[0], group: null };
+      const group = jsonObject(value[1]);
+      if (group) {
+        return {
+          startMs: value[0],
+          group: groupKey(counter.groupBy.map((field) => group[field] ?? null)),
+        };
+      }
+    }
   }
   throw cursorRefused(cursor, "not a cursor this API gave out");
+}
+
+/** The object a JSON text holds, or undefined. */
+function jsonObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(text);
+    return value !== null && typeof value === "object" && !Array.isArray(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** `GET /v1/streams/{stream}/counters/{counter}/current`. */

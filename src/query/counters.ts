@@ -5,7 +5,7 @@
  * @module
  */
 import type { CompiledStream } from "../config/mod.ts";
-import type { Store, WindowValue } from "../store/types.ts";
+import { compareGroupKeys, type Store, type WindowRead, type WindowValue } from "../store/types.ts";
 import { rankWindow, type TopOptions } from "./top.ts";
 import {
   type AggregateValue,
@@ -62,17 +62,17 @@ export interface ListOptions {
   after?: RowPosition;
 }
 
-/** Where a row stands in a listing: its window's start and its group as JSON text. */
+/** Where a row stands in a listing: its window's start and its group key. */
 export interface RowPosition {
   /** Window start (ms). */
   startMs: number;
-  /** `JSON.stringify` of the row's group object. */
-  group: string;
+  /** The row's group key (see {@linkcode compareGroupKeys}); null: past every group of the window. */
+  group: string | null;
 }
 
 /** A page of {@linkcode listWindowsPage}. */
 export interface WindowsPage {
-  /** Rows, newest window first, groups in order within each. */
+  /** Rows, newest window first, groups by group key ({@linkcode compareGroupKeys}) within each. */
   rows: WindowRow[];
   /** Where the next page starts (pass as `after`); null when no rows are left. */
   next: RowPosition | null;
@@ -189,13 +189,14 @@ async function rowsFor(
       others.push(row);
     }
   }
-  const rows: Array<WindowRow & { startMs: number; rank: number }> = [];
+  const rows: Array<WindowRow & { startMs: number; rank: number; key: string }> = [];
   for (const item of values) {
     const group = decodeGroup(counter.groupBy, item.group);
     if (!matchesGroup(group, filters)) continue;
     const end = item.start + counter.window.sizeMs;
-    const row: WindowRow & { startMs: number; rank: number } = {
+    const row: WindowRow & { startMs: number; rank: number; key: string } = {
       startMs: item.start,
+      key: item.group,
       rank: rankOfRow.get(item) ?? 0,
       start: new Date(item.start).toISOString(),
       end: new Date(end).toISOString(),
@@ -208,15 +209,9 @@ async function rowsFor(
     rows.push(row);
   }
   rows.sort((a, b) =>
-    b.startMs - a.startMs || (top ? a.rank - b.rank : compareGroups(a.group, b.group))
+    b.startMs - a.startMs || (top ? a.rank - b.rank : compareGroupKeys(a.key, b.key))
   );
-  return { rows: rows.map(({ startMs: _, rank: __, ...row }) => row), others };
-}
-
-function compareGroups(a: Record<string, unknown>, b: Record<string, unknown>): number {
-  const left = JSON.stringify(a);
-  const right = JSON.stringify(b);
-  return left < right ? -1 : left > right ? 1 : 0;
+  return { rows: rows.map(({ startMs: _, rank: __, key: ___, ...row }) => row), others };
 }
 
 /** Windows of a counter, newest first, with their groups (sessions by start, for session counters). */
@@ -240,6 +235,11 @@ export async function listWindows(
 /**
  * {@linkcode listWindows} of a window counter as a page: its rows and where the next page
  * starts, so a window of more groups than one reply holds can be read whole.
+ *
+ * A page costs about its rows: windows are read newest first, a few at a time
+ * ({@linkcode PANES_PER_READ}), until the page is full, and without group filters the store
+ * merges only the page's groups (see the store's `ReadOptions.page`), finding them in one pass over
+ * the group keys of the windows it reads. With group filters each window read is read whole.
  */
 export async function listWindowsPage(
   stream: CompiledStream,
@@ -255,36 +255,88 @@ export async function listWindowsPage(
       ...options,
       toMs: Math.min(
         options.toMs ?? 8.64e15,
-        after.group === AFTER_EVERY_GROUP ? after.startMs : after.startMs + 1,
+        after.group === null ? after.startMs : after.startMs + 1,
       ),
     }
     : options;
   const starts = await windowStarts(stream, counter, context, bounded);
-  const newestFirst = starts.slice(0, limit);
-  if (newestFirst.length === 0) return { rows: [], next: null };
-  const { rows } = await rowsFor(stream, counter, newestFirst, context, options.groups ?? {}, {
-    quantiles: options.quantiles,
-  });
-  const positioned = rows.map((row) => ({ row, startMs: Date.parse(row.start) }));
-  const left = after
-    ? positioned.filter(({ row, startMs }) =>
-      startMs < after.startMs || JSON.stringify(row.group) > after.group
-    )
-    : positioned;
-  const page = left.slice(0, limit);
-  let next: RowPosition | null = null;
-  if (left.length > limit) {
-    const last = page.at(-1)!;
-    next = { startMs: last.startMs, group: JSON.stringify(last.row.group) };
-  } else if (starts.length > newestFirst.length) {
-    // Every row of the windows read is in the page: on from the window after them.
-    next = { startMs: newestFirst.at(-1)!, group: AFTER_EVERY_GROUP };
+  if (starts.length === 0) return { rows: [], next: null };
+  const filters = options.groups ?? {};
+  const filtered = Object.keys(filters).length > 0;
+  const stats = await context.store.stats(stream.name, []);
+  const finalBefore = closedBefore(stream, stats, context.nowMs);
+  const found: WindowValue[] = [];
+  let taken = 0;
+  while (found.length <= limit && taken < starts.length) {
+    const batch: WindowRead[] = [];
+    let panes = 0;
+    while (taken < starts.length && (batch.length === 0 || panes < PANES_PER_READ)) {
+      const start = starts[taken++];
+      const read = { start, panes: panesOfWindow(start, counter.window) };
+      panes += read.panes.length;
+      batch.push(read);
+    }
+    // Of the cursor's window, only the groups after its row.
+    const skip = after !== undefined && after.group !== null && batch[0].start === after.startMs
+      ? after.group
+      : undefined;
+    if (!filtered) {
+      found.push(
+        ...await context.store.readWindows(stream.name, counter.meta, batch, {
+          page: { after: skip, limit: limit + 1 - found.length },
+        }),
+      );
+      continue;
+    }
+    const values = await context.store.readWindows(stream.name, counter.meta, batch);
+    values.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
+    for (const value of values) {
+      if (
+        skip !== undefined && value.start === batch[0].start &&
+        compareGroupKeys(value.group, skip) <= 0
+      ) continue;
+      if (!matchesGroup(decodeGroup(counter.groupBy, value.group), filters)) continue;
+      found.push(value);
+      if (found.length > limit) break;
+    }
   }
-  return { rows: page.map(({ row }) => row), next };
+  const page = found.slice(0, limit);
+  let next: RowPosition | null = null;
+  if (found.length > limit) {
+    const last = page.at(-1)!;
+    next = { startMs: last.start, group: last.group };
+  } else if (taken < starts.length) {
+    // Every row of the windows read is in the page: on from the window after them.
+    next = { startMs: starts[taken - 1], group: null };
+  }
+  return { rows: page.map((item) => toRow(counter, item, finalBefore, options)), next };
 }
 
-/** A group position after every group's JSON text (each starts with `{`, which `|` follows). */
-const AFTER_EVERY_GROUP = "|";
+/**
+ * Panes one store read of a page covers (at least one window): a tumbling counter's windows are
+ * one pane each, a sliding 1d counter's with 1m precision 1,440.
+ */
+const PANES_PER_READ = 4096;
+
+/** The row of one group's value in one window. */
+function toRow(
+  counter: CompiledCounter,
+  item: WindowValue,
+  finalBefore: number,
+  valueOptions: ValueOptions,
+): WindowRow {
+  const end = item.start + counter.window.sizeMs;
+  const row: WindowRow = {
+    start: new Date(item.start).toISOString(),
+    end: new Date(end).toISOString(),
+    group: decodeGroup(counter.groupBy, item.group),
+    value: aggregateValue(counter.aggregate, item.state, valueOptions),
+    final: end <= finalBefore,
+  };
+  if (item.state.approximate) row.approximate = true;
+  if (partialWindow(counter, item.start)) row.partial = true;
+  return row;
+}
 
 /** Starts of the windows with live panes in `[fromMs, toMs)`, newest first. */
 async function windowStarts(

@@ -468,6 +468,22 @@ export interface ReadOptions {
    * counters ignore it. @default {no such row}
    */
   top?: number;
+  /**
+   * Read the windows as one page of a listing: in the order given, each window's groups in
+   * {@linkcode compareGroupKeys} order; of the first window only the groups after `after`; at
+   * most `limit` rows in all, and no window read past the one that filled them. Only the groups
+   * of the page are merged; finding them costs a pass over the group keys of the panes of the
+   * windows read (no sort of them all). Not with `top`. @default {every group of every window}
+   */
+  page?: ReadPage;
+}
+
+/** See {@linkcode ReadOptions.page}. */
+export interface ReadPage {
+  /** A group key: the first window's groups up to and including it are skipped. */
+  after?: string;
+  /** Most rows. */
+  limit: number;
 }
 
 /** State of one group in one window. */
@@ -708,13 +724,22 @@ export function batchRequests(batch: StoreBatch): BatchRequest[] {
  * compares them), so ties break the same way in every store.
  */
 export function compareGroupKeys(a: string, b: string): number {
-  const left = [...a];
-  const right = [...b];
-  for (let i = 0; i < Math.min(left.length, right.length); i++) {
-    const diff = left[i].codePointAt(0)! - right[i].codePointAt(0)!;
-    if (diff !== 0) return diff;
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
   }
-  return left.length - right.length;
+  return a.length - b.length;
+}
+
+/**
+ * A UTF-16 code unit's place in code point order at the first unit two strings differ in: the
+ * surrogates (0xD800–0xDFFF, of code points above 0xFFFF) after every other unit, the units above
+ * them moved down, so a compare of units costs no array of code points.
+ */
+function codePointRank(unit: number): number {
+  return unit >= 0xe000 ? unit - 0x800 : unit >= 0xd800 ? unit + 0x2000 : unit;
 }
 
 /** Splits a log id `<ms>-<seq>` into numbers. */

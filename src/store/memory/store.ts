@@ -812,6 +812,22 @@ export class MemoryStore implements Store {
     const panes = this.#streams.get(stream)?.panes.get(counter.name);
     const out: WindowValue[] = [];
     if (!panes) return Promise.resolve(out);
+    const page = options.page;
+    if (page) {
+      for (const [i, window] of windows.entries()) {
+        const left = page.limit - out.length;
+        if (left <= 0) break;
+        const after = i === 0 ? page.after : undefined;
+        for (const [group, cell] of mergePage(panes, window.panes, now, after, left)) {
+          out.push({
+            start: window.start,
+            group,
+            state: normalizeState(counter.aggregate, cell.state),
+          });
+        }
+      }
+      return Promise.resolve(out);
+    }
     for (const window of windows) {
       const cells = mergeCells(panes, window.panes, now);
       for (const [group, cell] of cells) {
@@ -947,6 +963,96 @@ function mergeCells(
     }
   }
   return merged;
+}
+
+/**
+ * {@linkcode mergeCells} of only the first `limit` groups after `after` in group key order
+ * ({@linkcode compareGroupKeys}), in that order: one pass over the panes' group keys keeps the
+ * smallest `limit` in a heap (no sort of them all), and only those are merged.
+ */
+function mergePage(
+  panes: Map<number, Pane>,
+  starts: Iterable<number>,
+  now: number,
+  after: string | undefined,
+  limit: number,
+): Map<string, Cell> {
+  const live: Pane[] = [];
+  for (const start of starts) {
+    const pane = panes.get(start);
+    if (pane && pane.expiresAt > now) live.push(pane);
+  }
+  // A group in several panes is offered once.
+  const seen = live.length > 1 ? new Set<string>() : undefined;
+  const heap = new SmallestKeys(limit);
+  for (const pane of live) {
+    for (const group of pane.groups.keys()) {
+      if (seen) {
+        if (seen.has(group)) continue;
+        seen.add(group);
+      }
+      if (after === undefined || compareGroupKeys(group, after) > 0) heap.offer(group);
+    }
+  }
+  const merged = new Map<string, Cell>();
+  for (const group of heap.sorted()) {
+    const into: Cell = { state: emptyState() };
+    for (const pane of live) {
+      const cell = pane.groups.get(group);
+      if (!cell) continue;
+      mergeState(into.state, cell.state);
+      if (cell.values) {
+        into.values ??= new Set();
+        for (const value of cell.values) into.values.add(value);
+        into.state.distinct = into.values.size;
+      }
+    }
+    merged.set(group, into);
+  }
+  return merged;
+}
+
+/** The `size` smallest group keys offered ({@linkcode compareGroupKeys}), in a max-heap. */
+class SmallestKeys {
+  readonly #size: number;
+  readonly #heap: string[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  offer(key: string): void {
+    const heap = this.#heap;
+    if (heap.length < this.#size) {
+      heap.push(key);
+      let i = heap.length - 1;
+      while (i > 0) {
+        const parent = (i - 1) >> 1;
+        if (compareGroupKeys(heap[parent], heap[i]) >= 0) break;
+        [heap[parent], heap[i]] = [heap[i], heap[parent]];
+        i = parent;
+      }
+      return;
+    }
+    if (this.#size === 0 || compareGroupKeys(key, heap[0]) >= 0) return;
+    heap[0] = key;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let largest = i;
+      if (left < heap.length && compareGroupKeys(heap[left], heap[largest]) > 0) largest = left;
+      if (right < heap.length && compareGroupKeys(heap[right], heap[largest]) > 0) largest = right;
+      if (largest === i) break;
+      [heap[largest], heap[i]] = [heap[i], heap[largest]];
+      i = largest;
+    }
+  }
+
+  /** The keys held, smallest first. */
+  sorted(): string[] {
+    return [...this.#heap].sort(compareGroupKeys);
+  }
 }
 
 /**

@@ -1295,8 +1295,9 @@ return keepReply(callKey, reply)
 `;
 
 /**
- * Reads windows of one counter. ARGV[1] is JSON `{name, kind, top?, windows: [[start, [pane, …]], …]}`;
- * with `top`, a distinct counter's window adds a row for the union of its other groups
+ * Reads windows of one counter. ARGV[1] is JSON
+ * `{name, kind, top?, page?: {after?, limit}, windows: [[start, [pane, …]], …]}` (`page`: see
+ * `ReadOptions.page`); with `top`, a distinct counter's window adds a row for the union of its other groups
  * (see `ReadOptions.top`), merged through a temporary HyperLogLog `tmp:rest`.
  * Returns JSON `[[start, group, count, sum, minOrMax, distinct, max?, [bin, count, …]?], …]`
  * with numbers as text (the last two for quantiles counters).
@@ -1325,7 +1326,130 @@ local function restOf(cells)
   -- REST_GROUP: NUL, then plain text.
   return { group = "\\0${REST_GROUP.slice(1)}", count = count, sum = 0, distinct = distinct }
 end
+-- A page (args.page = {after?, limit}): of each window in turn, only the first groups after
+-- \`after\` (the first window's) in byte order, up to limit rows in all. One pass over the
+-- panes' fields keeps the smallest keys in a heap; only those groups are read and merged.
+local function pageGroups(panes, after, limit)
+  local heap, seen, multi = {}, {}, #panes > 1
+  local function offer(group)
+    local n = #heap
+    if n < limit then
+      heap[n + 1] = group
+      local i = n + 1
+      while i > 1 do
+        local parent = math.floor(i / 2)
+        if not bytesBefore(heap[parent], heap[i]) then break end
+        heap[parent], heap[i] = heap[i], heap[parent]
+        i = parent
+      end
+      return
+    end
+    if not bytesBefore(group, heap[1]) then return end
+    heap[1] = group
+    local i = 1
+    while true do
+      local left, right, largest = 2 * i, 2 * i + 1, i
+      if left <= n and bytesBefore(heap[largest], heap[left]) then largest = left end
+      if right <= n and bytesBefore(heap[largest], heap[right]) then largest = right end
+      if largest == i then break end
+      heap[largest], heap[i] = heap[i], heap[largest]
+      i = largest
+    end
+  end
+  for _, pane in ipairs(panes) do
+    for _, field in ipairs(redis.call("HKEYS", paneKey(name, num(pane)))) do
+      -- Every group of a pane has its count field.
+      if string.sub(field, 1, 2) == "c:" then
+        local group = string.sub(field, 3)
+        if not (multi and seen[group]) then
+          if multi then seen[group] = true end
+          if after == nil or bytesBefore(after, group) then offer(group) end
+        end
+      end
+    end
+  end
+  table.sort(heap, bytesBefore)
+  return heap
+end
+-- mergePanes of only these groups, in this order.
+local function mergeGroups(panes, groups)
+  local order = {}
+  for i, group in ipairs(groups) do order[i] = { group = group, count = 0, sum = 0, distinct = 0, panes = {} } end
+  for _, pane in ipairs(panes) do
+    local key = paneKey(name, num(pane))
+    for first = 1, #order, 200 do
+      local last, fields = math.min(first + 199, #order), {}
+      for i = first, last do
+        local group = order[i].group
+        fields[#fields + 1] = "c:" .. group
+        fields[#fields + 1] = "s:" .. group
+        fields[#fields + 1] = "m:" .. group
+        fields[#fields + 1] = "n:" .. group
+        fields[#fields + 1] = "x:" .. group
+      end
+      local values = redis.call("HMGET", key, unpack(fields))
+      for i = first, last do
+        local cell, at = order[i], (i - first) * 5
+        local count, sum, extreme, low, high =
+          tonumber(values[at + 1]), tonumber(values[at + 2]), tonumber(values[at + 3]),
+          tonumber(values[at + 4]), tonumber(values[at + 5])
+        if count then
+          cell.count = cell.count + count
+          cell.panes[#cell.panes + 1] = pane
+        end
+        if sum then cell.sum = cell.sum + sum end
+        if extreme and (cell.extreme == nil or (kind == "min" and extreme < cell.extreme) or (kind == "max" and extreme > cell.extreme)) then
+          cell.extreme = extreme
+        end
+        if low and (cell.extreme == nil or low < cell.extreme) then cell.extreme = low end
+        if high and (cell.high == nil or high > cell.high) then cell.high = high end
+      end
+    end
+  end
+  if kind == "distinct" then
+    for _, cell in ipairs(order) do
+      if #cell.panes > 0 then
+        local keys = {}
+        for i, pane in ipairs(cell.panes) do keys[i] = hllKey(name, num(pane), cell.group) end
+        cell.distinct = redis.call("PFCOUNT", unpack(keys))
+      end
+    end
+  end
+  if kind == "quantiles" then
+    for _, cell in ipairs(order) do
+      local bins, names = {}, {}
+      for _, pane in ipairs(cell.panes) do
+        local flat = redis.call("HGETALL", quantileKey(name, num(pane), cell.group))
+        for i = 1, #flat, 2 do
+          local bin = flat[i]
+          if bins[bin] == nil then
+            bins[bin] = 0
+            names[#names + 1] = bin
+          end
+          bins[bin] = bins[bin] + tonumber(flat[i + 1])
+        end
+      end
+      cell.bins, cell.binNames = bins, names
+    end
+  end
+  return order
+end
 local out = {}
+local page = args.page
+if type(page) == "table" then
+  for i, window in ipairs(windows) do
+    local left = page.limit - #out
+    if left <= 0 then break end
+    local after = nil
+    if i == 1 and type(page.after) == "string" then after = page.after end
+    local start, panes = window[1], window[2]
+    for _, cell in ipairs(mergeGroups(panes, pageGroups(panes, after, left))) do
+      local row = rowText(cell)
+      out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5], row[6], row[7] }
+    end
+  end
+  return cjson.encode(out)
+end
 for _, window in ipairs(windows) do
   local start, panes = window[1], window[2]
   local cells = mergePanes(name, kind, panes)

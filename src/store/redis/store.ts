@@ -469,6 +469,7 @@ export class RedisStore implements Store {
             name: counter.name,
             kind: counter.aggregate,
             top: options.top ?? false,
+            page: options.page ?? false,
             windows: windows.map((window) => [window.start, window.panes]),
           }),
         ),

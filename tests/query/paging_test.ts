@@ -1,0 +1,188 @@
+/**
+ * Pages of a counter's windows cost about their rows: walking every page of a window of many
+ * groups (or of a sliding counter's many windows) gets each row once, in group key order, with
+ * the values a whole read gives, while the store merges and returns at most a page (plus one row)
+ * per page, on both stores.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig } from "../../src/config/mod.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { currentWindow, listWindowsPage, type WindowRow } from "../../src/query/mod.ts";
+import { compareGroupKeys, MemoryStore, RedisStore, type Store } from "../../src/store/mod.ts";
+import { groupKey } from "../../src/window/mod.ts";
+import { redisTest } from "../_redis.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const NOW = T0 + 30 * 60_000;
+
+const config = compileConfig({
+  streams: {
+    s: {
+      time: { field: "t", lateness: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        min: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" } },
+        distinct: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { distinct: "u" } },
+        quantiles: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { quantiles: "v" } },
+      },
+    },
+    w: {
+      time: { field: "t", lateness: "1h" },
+      counters: {
+        slide: {
+          window: { sliding: "10m", precision: "1m" },
+          groupBy: ["g"],
+          aggregate: "count",
+        },
+      },
+    },
+  },
+});
+const stream = config.get("s")!;
+const wide = config.get("w")!;
+
+/** A store whose readWindows calls are counted: rows each returned. */
+function counting(store: Store): { store: Store; rows: number[] } {
+  const rows: number[] = [];
+  const proxy = new Proxy(store, {
+    get(target, property) {
+      if (property === "readWindows") {
+        return async (...args: Parameters<Store["readWindows"]>) => {
+          const read = await target.readWindows(...args);
+          rows.push(read.length);
+          return read;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { store: proxy, rows };
+}
+
+/** 300 groups (keys of different lengths, one non-BMP) in one minute, 3 in the minute before. */
+async function fill(store: Store) {
+  const events = [];
+  for (let i = 0; i < 300; i++) {
+    const g = i === 7 ? "g\u{1F600}" : i === 8 ? "g\uFF21" : `g${i}`;
+    events.push({ t: T0 + 60_000 + i, g, v: i % 17, u: `u${i % 5}` });
+    events.push({ t: T0 + 61_000 + i, g, v: (i * 7) % 13, u: `w${i % 3}` });
+  }
+  for (let i = 0; i < 3; i++) events.push({ t: T0 + i, g: `old${i}`, v: i, u: "x" });
+  events.sort((a, b) => a.t - b.t);
+  await ingestItems(stream, events.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs: NOW,
+  });
+  // The sliding counter: 5 groups in each of 25 minutes.
+  const sliding = [];
+  for (let minute = 0; minute < 25; minute++) {
+    for (let g = 0; g < 5; g++) sliding.push({ t: T0 + minute * 60_000 + 500 + g, g: `s${g}` });
+  }
+  await ingestItems(wide, sliding.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs: NOW,
+  });
+}
+
+async function walk(store: Store, name: string, limit: number, groups?: Record<string, string>) {
+  const of = name === "slide" ? wide : stream;
+  const counter = of.counters.find((item) => item.name === name)!;
+  const counted = counting(store);
+  const rows: WindowRow[] = [];
+  let after = undefined;
+  let pages = 0;
+  do {
+    const page = await listWindowsPage(of, counter, { store: counted.store, nowMs: NOW }, {
+      limit,
+      after,
+      groups,
+    });
+    rows.push(...page.rows);
+    after = page.next ?? undefined;
+    pages++;
+    assert.ok(page.rows.length <= limit);
+    assert.ok(pages < 1000);
+  } while (after);
+  return { rows, storeRows: counted.rows, pages };
+}
+
+const keyOf = (row: WindowRow) => groupKey([row.group.g]);
+
+async function checkPages(store: Store) {
+  await fill(store);
+  for (const name of ["count", "sum", "min", "distinct", "quantiles"]) {
+    const counter = stream.counters.find((item) => item.name === name)!;
+    const { rows, storeRows, pages } = await walk(store, name, 40);
+    assert.equal(rows.length, 303, name);
+    assert.equal(pages, 8, name);
+    // A page merges at most its rows and one more (the one telling a next page exists).
+    assert.ok(storeRows.every((count) => count <= 41), `${name}: ${storeRows}`);
+    assert.equal(storeRows.reduce((a, b) => a + b, 0), 303 + 7, name);
+    // Newest window first, its groups in group key (code point) order, each once.
+    const newest = rows.slice(0, 300).map(keyOf);
+    assert.deepEqual(newest, [...newest].sort(compareGroupKeys), name);
+    assert.equal(new Set(newest).size, 300, name);
+    assert.deepEqual(rows.slice(300).map((row) => row.group.g), ["old0", "old1", "old2"], name);
+    // The values a whole read of the window gives.
+    const whole = await currentWindow(stream, counter, {
+      store,
+      nowMs: T0 + 90_000,
+    });
+    const byKey = new Map(whole.rows.map((row) => [keyOf(row), row]));
+    for (const row of rows.slice(0, 300)) assert.deepEqual(row, byKey.get(keyOf(row)), name);
+  }
+}
+
+async function checkSliding(store: Store) {
+  await fill(store);
+  const { rows, storeRows } = await walk(store, "slide", 7);
+  // Windows starting from 9 minutes before the first pane to the last pane: 34, of 5 groups.
+  assert.equal(rows.length, 34 * 5);
+  assert.ok(storeRows.every((count) => count <= 8), `${storeRows}`);
+  const starts = rows.map((row) => Date.parse(row.start));
+  assert.deepEqual(starts, [...starts].sort((a, b) => b - a));
+  assert.equal(new Set(rows.map((row) => `${row.start} ${row.group.g}`)).size, rows.length);
+  assert.equal(rows[0].start, new Date(T0 + 24 * 60_000).toISOString());
+  assert.equal(
+    rows.find((row) => row.start === new Date(T0 + 9 * 60_000).toISOString())!.value,
+    10,
+  );
+}
+
+async function checkFiltered(store: Store) {
+  await fill(store);
+  const { rows } = await walk(store, "slide", 3, { g: "s2" });
+  assert.equal(rows.length, 34);
+  assert.ok(rows.every((row) => row.group.g === "s2"));
+  const { rows: one } = await walk(store, "count", 2, { g: "g77" });
+  assert.deepEqual(one.map((row) => [row.group.g, row.value]), [["g77", 2]]);
+}
+
+function redisStore(fixture: { restUrl: string; restToken: string }) {
+  return new RedisStore(
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    { now: () => NOW },
+  );
+}
+
+Deno.test("MemoryStore: pages of a window of many groups merge about a page each", () =>
+  checkPages(new MemoryStore({ now: () => NOW })));
+redisTest(
+  "RedisStore: pages of a window of many groups merge about a page each",
+  (fixture) => checkPages(redisStore(fixture)),
+);
+Deno.test("MemoryStore: pages of a sliding counter read the windows of the page only", () =>
+  checkSliding(new MemoryStore({ now: () => NOW })));
+redisTest(
+  "RedisStore: pages of a sliding counter read the windows of the page only",
+  (fixture) => checkSliding(redisStore(fixture)),
+);
+Deno.test("MemoryStore: a group filter pages across windows", () =>
+  checkFiltered(new MemoryStore({ now: () => NOW })));
+redisTest(
+  "RedisStore: a group filter pages across windows",
+  (fixture) => checkFiltered(redisStore(fixture)),
+);
