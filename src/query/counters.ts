@@ -288,17 +288,15 @@ export async function listWindowsPage(
       );
       continue;
     }
-    const values = await context.store.readWindows(stream.name, counter.meta, batch);
+    // The filter first: a sort of only the groups it keeps.
+    const values = (await context.store.readWindows(stream.name, counter.meta, batch)).filter(
+      (value) =>
+        (skip === undefined || value.start !== batch[0].start ||
+          compareGroupKeys(value.group, skip) > 0) &&
+        matchesGroup(decodeGroup(counter.groupBy, value.group), filters),
+    );
     values.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
-    for (const value of values) {
-      if (
-        skip !== undefined && value.start === batch[0].start &&
-        compareGroupKeys(value.group, skip) <= 0
-      ) continue;
-      if (!matchesGroup(decodeGroup(counter.groupBy, value.group), filters)) continue;
-      found.push(value);
-      if (found.length > limit) break;
-    }
+    found.push(...values.slice(0, limit + 1 - found.length));
   }
   const page = found.slice(0, limit);
   let next: RowPosition | null = null;
