@@ -16,6 +16,7 @@ import {
 import { compileEventSchema, eventIssueMessage, SchemaCompileError } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
+import { listNames } from "../telemetry/logging.ts";
 import {
   type AlertDefinition,
   configSchema,
@@ -263,7 +264,7 @@ function compileAlerts(
     if (!counter) {
       throw new ConfigError(
         `${path}.counter: No counter '${definition.counter}' in this stream; it has: ${
-          counters.map((item) => item.name).join(", ") || "(none)"
+          listNames(counters.map((item) => item.name)) || "(none)"
         }`,
       );
     }

@@ -34,6 +34,7 @@ import { routeServes } from "./_served.ts";
 import { sipHashText } from "./_siphash.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
+import { listNames } from "../telemetry/logging.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -484,7 +485,7 @@ function authorization(
       error: new ApiError(
         403,
         "forbidden",
-        `API key '${grant.id}' is limited to streams ${[...grant.streams].join(", ")}: ${named}`,
+        `API key '${grant.id}' is limited to streams ${listNames(grant.streams)}: ${named}`,
       ),
     };
   }

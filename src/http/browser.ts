@@ -44,7 +44,7 @@ import { grantOfRequest } from "./auth.ts";
 import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
-import { quoteInput } from "../telemetry/logging.ts";
+import { listNames, quoteInput } from "../telemetry/logging.ts";
 
 /** True for a POST to the ingest path, whose Origin verdict waits for the key. */
 export { admitsListedOrigins, isIngestRequest } from "./_ingest_path.ts";
@@ -123,7 +123,7 @@ export function refuseForeignOrigin(grant: KeyGrant, origin: string | undefined)
     403,
     "origin_not_allowed",
     `Publishable key '${grant.id}' may be used only from ${
-      [...(grant.origins ?? [])].join(", ")
+      listNames(grant.origins ?? [])
     }; this request comes from '${quoteInput(origin)}'`,
   );
 }

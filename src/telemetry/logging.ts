@@ -72,6 +72,32 @@ export function quoteInput(text: string, max: number = MAX_QUOTED_CHARACTERS): s
   return `${text.slice(0, end)}… (${text.length} characters)`;
 }
 
+/** Most names {@linkcode listNames} writes out. */
+export const MAX_LISTED_NAMES = 10;
+
+/**
+ * Names for a message: the first `max`, each through {@linkcode quoteInput} (at most 64
+ * characters), comma-separated, then how many more there are, so a message built from a list
+ * (every stream, a key's streams) stays short however long the list is.
+ *
+ * @example
+ * ```ts
+ * import { listNames } from "./logging.ts";
+ *
+ * listNames(["a", "b"]); // "a, b"
+ * listNames(["a", "b", "c"], 2); // "a, b … and 1 more"
+ * ```
+ */
+export function listNames(names: Iterable<string>, max: number = MAX_LISTED_NAMES): string {
+  const shown: string[] = [];
+  let count = 0;
+  for (const name of names) {
+    if (count++ < max) shown.push(quoteInput(name, 64));
+  }
+  const text = shown.join(", ");
+  return count > max ? `${text} … and ${count - max} more` : text;
+}
+
 /** The console methods lines are written with. */
 export type LogConsole = Pick<Console, "debug" | "info" | "warn" | "error">;
 

@@ -9,6 +9,7 @@
  * @module
  */
 import { type CompiledStream, lookUpStream } from "../../config/mod.ts";
+import { listNames, quoteInput } from "../../telemetry/logging.ts";
 import type { Store } from "../../store/types.ts";
 import { compileExpression, ExpressionError } from "../../transform/mod.ts";
 import type {
@@ -174,9 +175,9 @@ export class EndpointRegistry {
       if (!await lookUpStream(this.#streams, name)) {
         throw new InvalidEndpointError(
           "streams",
-          `Cannot ${verb} webhook as 'streams' names an unknown stream: ${name}; streams are: ${
-            [...this.#streams.keys()].join(", ") || "(none)"
-          }`,
+          `Cannot ${verb} webhook as 'streams' names an unknown stream: ${
+            quoteInput(name)
+          }; streams are: ${listNames([...this.#streams.keys()].sort()) || "(none)"}`,
         );
       }
     }
