@@ -20,6 +20,7 @@ import {
   type RowPosition,
 } from "../query/mod.ts";
 import {
+  compareGroupKeys,
   cursorOfText,
   cursorRefused,
   InvalidCursorError,
@@ -38,7 +39,7 @@ import {
   groupKey,
   quantileName,
 } from "../window/mod.ts";
-import { errorsFor, headersOf, nameText } from "./_openapi.ts";
+import { CursorQuery, errorsFor, headersOf, nameText, NextCursor } from "./_openapi.ts";
 import {
   grantOfRequest,
   type KeyRing,
@@ -61,7 +62,7 @@ import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, causeText, logRequest, type RequestLogOptions } from "./request_log.ts";
-import { quoteInput } from "../telemetry/logging.ts";
+import { listNames, quoteInput } from "../telemetry/logging.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
@@ -116,7 +117,7 @@ export function findCounter(
   const counter = stream.counters.find((item) => item.name === name);
   if (counter) return counter;
   const message = `Stream '${stream.name}' has no counter '${quoteInput(name)}'; it has: ${
-    stream.counters.map((item) => item.name).join(", ") || "(none)"
+    listNames(stream.counters.map((item) => item.name)) || "(none)"
   }`;
   throw source === "path"
     ? new ApiError(404, "counter_not_found", message)
@@ -436,27 +437,68 @@ const listStreamsRoute = createRoute({
   path: "/v1/streams",
   operationId: "listStreams",
   tags: ["streams"],
-  summary: "List streams with stats. Scope: read.",
+  summary: "List streams with stats, by name, a page at a time. Scope: read.",
   description:
-    "Every stream this instance serves; a key limited to `streams` is answered only those of them it may read (none served: an empty list).",
+    "The streams this instance serves, in code point order of their names; a key limited to `streams` is answered only those of them it may read (none served: an empty list).",
+  request: {
+    query: z.object({
+      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        description: "Most streams on the page (default 100)",
+      }),
+      cursor: CursorQuery,
+    }),
+  },
   responses: {
     200: {
       description: "Streams",
-      content: { "application/json": { schema: z.object({ streams: z.array(StreamSchema) }) } },
+      content: {
+        "application/json": {
+          schema: z.object({ streams: z.array(StreamSchema), nextCursor: NextCursor }),
+        },
+      },
     },
-    ...errorsFor(401, 403, 503),
+    ...errorsFor(400, 401, 403, 503),
   },
 });
 
 function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRoute> {
   return async (c) => {
+    const { limit = 100, cursor } = c.req.valid("query");
+    const after = cursor === undefined ? undefined : readStreamCursor(cursor);
     const only = grantOfRequest(c)?.streams;
-    const streams = [...deps.streams.values()].filter((stream) =>
-      only === undefined || only.has(stream.name)
-    );
-    const list = await Promise.all(streams.map((stream) => streamJson(stream, deps)));
-    return c.json({ streams: list }, 200);
+    const streams = [...deps.streams.values()]
+      .filter((stream) =>
+        (only === undefined || only.has(stream.name)) &&
+        (after === undefined || compareGroupKeys(stream.name, after) > 0)
+      )
+      .sort((a, b) => compareGroupKeys(a.name, b.name));
+    const page = streams.slice(0, limit);
+    const list = await Promise.all(page.map((stream) => streamJson(stream, deps)));
+    const nextCursor = streams.length > limit ? streamCursor(page.at(-1)!.name) : null;
+    return c.json({ streams: list, nextCursor }, 200);
   };
+}
+
+/** The cursor of the streams after `name` in `GET /v1/streams`: `["streams", name]` as text. */
+function streamCursor(name: string): string {
+  return cursorOfText(JSON.stringify(["streams", name]));
+}
+
+/** The stream name a cursor {@linkcode streamCursor} made holds, or 400 `invalid_cursor`. */
+function readStreamCursor(cursor: string): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(textOfCursor(cursor));
+  } catch (error) {
+    if (error instanceof InvalidCursorError) throw error;
+  }
+  if (
+    Array.isArray(value) && value.length === 2 && value[0] === "streams" &&
+    typeof value[1] === "string"
+  ) {
+    return value[1];
+  }
+  throw cursorRefused(cursor, "not a cursor this list gave out");
 }
 
 /** `GET /v1/streams/{stream}`. */

@@ -82,6 +82,23 @@ export async function api(path, options = {}) {
   return body;
 }
 
+/**
+ * Every stream of `GET /v1/streams`, following its pages: `{streams}` as one reply of all of
+ * them.
+ */
+export async function allStreams() {
+  const streams = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ limit: "1000" });
+    if (cursor !== null) query.set("cursor", cursor);
+    const page = await api(`/v1/streams?${query}`);
+    streams.push(...page.streams);
+    cursor = page.nextCursor ?? null;
+  } while (cursor !== null);
+  return { streams };
+}
+
 /** `GET /readyz`: `{status, store}`; it answers 503 with `error` and `requestId` added when not ready. */
 export async function readiness() {
   const res = await fetch("/readyz", { cache: "no-store" });

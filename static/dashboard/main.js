@@ -12,7 +12,7 @@
  */
 import { AlertsView } from "./alerts.js";
 import {
-  api,
+  allStreams,
   ApiError,
   follow,
   forgetKey,
@@ -149,7 +149,7 @@ async function start() {
   }
   let streams;
   try {
-    streams = (await api("/v1/streams")).streams;
+    streams = (await allStreams()).streams;
   } catch (error) {
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
       forgetKey();
@@ -220,7 +220,7 @@ async function start() {
   let first = true;
   every(STATS_EVERY_MS, async () => {
     try {
-      const body = first ? { streams } : await api("/v1/streams");
+      const body = first ? { streams } : await allStreams();
       first = false;
       apply(body.streams, Date.now());
       byId("page-status").textContent = "";
