@@ -724,7 +724,7 @@ browserTest(
       const log = watch(page);
       let reads = 0;
       // As behind a load balancer: every other read of the list comes in the other order.
-      await page.route(/\/v1\/streams$/, async (route) => {
+      await page.route(/\/v1\/streams(\?[^/]*)?$/, async (route) => {
         const response = await route.fetch();
         const body = await response.json();
         reads += 1;
@@ -738,6 +738,39 @@ browserTest(
         new URL(request.url()).pathname.endsWith("/subscribe")
       );
       assert.equal(subscribes.length, 2, subscribes.map((request) => request.url()).join("\n"));
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "the dashboard follows the pages of the stream list to draw every stream",
+  async (browser) => {
+    const config = {
+      streams: Object.fromEntries(["a", "b", "c"].map((name) => [name, {
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      }])),
+    };
+    const server = await startServer({ config });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      let pages = 0;
+      // One stream a page: the list is whole only when its cursors are followed.
+      await page.route(/\/v1\/streams(\?[^/]*)?$/, async (route) => {
+        const url = new URL(route.request().url());
+        url.searchParams.set("limit", "1");
+        pages += 1;
+        await route.continue({ url: url.toString() });
+      });
+      await page.goto(`${server.base}/`);
+      await page.locator('[data-stream="c"]').waitFor();
+      assert.deepEqual(await cardNames(page), ["a", "b", "c"]);
+      assert.ok(pages >= 3, `${pages} pages`);
       assert.deepEqual(log.errors, []);
       await page.close();
     } finally {
