@@ -350,13 +350,21 @@ async function windowStarts(
     fromMs: Math.max(fromMs, -8.64e15),
     toMs: Math.min(toMs + counter.window.sizeMs, 8.64e15),
   });
-  const starts = new Set<number>();
-  for (const pane of paneList) {
-    for (const start of windowsOfPane(pane, counter.window)) {
-      if (start >= fromMs && start < toMs) starts.add(start);
+  // Newest pane first: the windows of a pane are consecutive starts (oldest first), and those not
+  // older than the oldest start taken so far were taken with a newer pane, so each start is
+  // taken once without a set (a sliding 1d window of 1m panes: 1,440 windows a pane).
+  const starts: number[] = [];
+  let oldest = Infinity;
+  for (let i = paneList.length - 1; i >= 0; i--) {
+    const windows = windowsOfPane(paneList[i], counter.window);
+    for (let j = windows.length - 1; j >= 0; j--) {
+      const start = windows[j];
+      if (start >= oldest) continue;
+      oldest = start;
+      if (start >= fromMs && start < toMs) starts.push(start);
     }
   }
-  return [...starts].sort((a, b) => b - a);
+  return starts;
 }
 
 /** Result of {@linkcode listTopWindows}. */
