@@ -707,7 +707,7 @@ const listWindowsRoute = createRoute({
   tags: ["streams"],
   summary: "Windows of a counter, newest first",
   description:
-    `For a session counter: its sessions (open, and closed within retention) by start, each \`end\` the time of its last event. ${GROUP_FILTER_TEXT} Scope: read.`,
+    `Newest window first, each window's groups in code point order of their group key (the JSON array of their values in \`groupBy\` order). A page reads windows only until it is full and merges only its own groups (finding them is a pass over the group keys of the windows read); with a group filter each window read is merged whole. For a session counter: its sessions (open, and closed within retention) by start, each \`end\` the time of its last event. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
   request: {
     params: CounterParams,
@@ -722,7 +722,7 @@ const listWindowsRoute = createRoute({
       // No bound of its own: a cursor holds its last row's group, whose values may be long.
       cursor: z.string().optional().openapi({
         description:
-          "The `nextCursor` of the previous page, as it was (a window counter's rows without `top`); omit for the first page. A cursor that cannot be read is a 400 `invalid_cursor`.",
+          "The `nextCursor` of the previous page, as it was (a window counter's rows without `top`); omit for the first page. A cursor that cannot be read is a 400 `invalid_cursor`; one of a release that ordered groups by their object's JSON text goes on after its group in today's order.",
       }),
       q: QuantilesParam,
       top: TopParam,

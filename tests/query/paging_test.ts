@@ -12,6 +12,8 @@ import { currentWindow, listWindowsPage, type WindowRow } from "../../src/query/
 import { compareGroupKeys, MemoryStore, RedisStore, type Store } from "../../src/store/mod.ts";
 import { groupKey } from "../../src/window/mod.ts";
 import { redisTest } from "../_redis.ts";
+import { at, postEvents, testApp } from "../_fixtures.ts";
+import { cursorOfText } from "../../src/store/mod.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const NOW = T0 + 30 * 60_000;
@@ -186,3 +188,24 @@ redisTest(
   "RedisStore: a group filter pages across windows",
   (fixture) => checkFiltered(redisStore(fixture)),
 );
+
+Deno.test("a cursor of the release that ordered groups by their object's JSON text still reads", async () => {
+  const { app } = await testApp();
+  // The older window's event first: after the others it would be late.
+  const events = [{ id: "old", ts: at(1), country: "IT" }];
+  events.push(...["DE", "FR", "US"].map((country, i) => ({ id: `e${i}`, ts: at(61), country })));
+  assert.equal((await postEvents(app, events)).status, 202);
+  const start = Date.parse(at(60));
+  const read = async (position: unknown) => {
+    const cursor = cursorOfText(JSON.stringify(position));
+    const res = await app.request(`/v1/streams/orders/counters/count_1m?cursor=${cursor}`);
+    assert.equal(res.status, 200);
+    return (await res.json()).windows.map((row: WindowRow) => row.group.country);
+  };
+  assert.deepEqual(await read([start, '{"country":"DE"}']), ["FR", "US", "IT"]);
+  // Past every group of the window.
+  assert.deepEqual(await read([start, "|"]), ["IT"]);
+  // Today's cursors: [start, group key, 2].
+  assert.deepEqual(await read([start, '["FR"]', 2]), ["US", "IT"]);
+  assert.deepEqual(await read([start, null, 2]), ["IT"]);
+});
