@@ -68,7 +68,13 @@ function counting(store: Store): { store: Store; rows: number[] } {
 async function fill(store: Store) {
   const events = [];
   for (let i = 0; i < 300; i++) {
-    const g = i === 7 ? "g\u{1F600}" : i === 8 ? "g\uFF21" : `g${i}`;
+    const g = i === 7
+      ? "g\u{1F600}"
+      : i === 8
+      ? "g\uFF21"
+      : i % 4 === 0
+      ? `g-same-prefix-${i}`
+      : `g${i}`;
     events.push({ t: T0 + 60_000 + i, g, v: i % 17, u: `u${i % 5}` });
     events.push({ t: T0 + 61_000 + i, g, v: (i * 7) % 13, u: `w${i % 3}` });
   }

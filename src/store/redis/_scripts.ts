@@ -1330,46 +1330,75 @@ end
 -- \`after\` (the first window's) in byte order, up to limit rows in all. One pass over the
 -- panes' fields keeps the smallest keys in a heap; only those groups are read and merged.
 local function pageGroups(panes, after, limit)
-  local heap, seen, multi = {}, {}, #panes > 1
-  local function offer(group)
-    local n = #heap
-    if n < limit then
-      heap[n + 1] = group
-      local i = n + 1
-      while i > 1 do
-        local parent = math.floor(i / 2)
-        if not bytesBefore(heap[parent], heap[i]) then break end
-        heap[parent], heap[i] = heap[i], heap[parent]
-        i = parent
-      end
-      return
-    end
-    if not bytesBefore(group, heap[1]) then return end
-    heap[1] = group
-    local i = 1
-    while true do
-      local left, right, largest = 2 * i, 2 * i + 1, i
-      if left <= n and bytesBefore(heap[largest], heap[left]) then largest = left end
-      if right <= n and bytesBefore(heap[largest], heap[right]) then largest = right end
-      if largest == i then break end
-      heap[largest], heap[i] = heap[i], heap[largest]
-      i = largest
-    end
+  -- A key's first 6 bytes from byte i as one number (each byte + 1, base 257; 0 past its end):
+  -- numbers in order are those bytes in order, a shorter text first, so most compares need no
+  -- loop over bytes (bytesBefore only when the 6 bytes tie).
+  local function prefix(a, b, c, d, e, f)
+    return ((((((a or -1) + 1) * 257 + (b or -1) + 1) * 257 + (c or -1) + 1) * 257 +
+      (d or -1) + 1) * 257 + (e or -1) + 1) * 257 + (f or -1) + 1
   end
+  local keys, prefixes, seen, multi = {}, {}, {}, #panes > 1
+  -- Whether entry i of the heap comes after entry j.
+  local function above(i, j)
+    local x, y = prefixes[i], prefixes[j]
+    if x ~= y then return x > y end
+    return bytesBefore(keys[j], keys[i])
+  end
+  local function swap(i, j)
+    keys[i], keys[j] = keys[j], keys[i]
+    prefixes[i], prefixes[j] = prefixes[j], prefixes[i]
+  end
+  local afterPrefix = after and prefix(string.byte(after, 1, 6))
   for _, pane in ipairs(panes) do
     for _, field in ipairs(redis.call("HKEYS", paneKey(name, num(pane)))) do
-      -- Every group of a pane has its count field.
-      if string.sub(field, 1, 2) == "c:" then
-        local group = string.sub(field, 3)
-        if not (multi and seen[group]) then
-          if multi then seen[group] = true end
-          if after == nil or bytesBefore(after, group) then offer(group) end
+      -- Every group of a pane has its count field: "c:" .. group.
+      local c1, c2, a, b, c, d, e, f = string.byte(field, 1, 8)
+      if c1 == 99 and c2 == 58 then
+        local p = prefix(a, b, c, d, e, f)
+        local n = #keys
+        local wanted = true
+        if afterPrefix and p <= afterPrefix then
+          wanted = p == afterPrefix and bytesBefore(after, string.sub(field, 3))
+        end
+        if wanted and n >= limit then
+          local top = prefixes[1]
+          wanted = p < top or (p == top and bytesBefore(string.sub(field, 3), keys[1]))
+        end
+        if wanted then
+          local group = string.sub(field, 3)
+          if multi then
+            wanted = not seen[group]
+            seen[group] = true
+          end
+          if wanted then
+            if n < limit then
+              keys[n + 1], prefixes[n + 1] = group, p
+              local i = n + 1
+              while i > 1 do
+                local parent = math.floor(i / 2)
+                if not above(i, parent) then break end
+                swap(i, parent)
+                i = parent
+              end
+            else
+              keys[1], prefixes[1] = group, p
+              local i = 1
+              while true do
+                local left, right, largest = 2 * i, 2 * i + 1, i
+                if left <= n and above(left, largest) then largest = left end
+                if right <= n and above(right, largest) then largest = right end
+                if largest == i then break end
+                swap(largest, i)
+                i = largest
+              end
+            end
+          end
         end
       end
     end
   end
-  table.sort(heap, bytesBefore)
-  return heap
+  table.sort(keys, bytesBefore)
+  return keys
 end
 -- mergePanes of only these groups, in this order.
 local function mergeGroups(panes, groups)
