@@ -35,6 +35,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import {
   aggregateValue,
   type CompiledCounter,
+  currentWindowStart,
   decodeGroup,
   groupKey,
   quantileName,
@@ -824,6 +825,14 @@ function idempotencyKeyOf(c: Context): string | undefined {
   return header ?? query;
 }
 
+function pageNotTaken(what: string): ApiError {
+  return new ApiError(
+    400,
+    "invalid_query",
+    `Query parameters 'limit' and 'cursor' page the groups of a window counter's current window, not ${what}`,
+  );
+}
+
 function cursorNotTaken(what: string): ApiError {
   return new ApiError(
     400,
@@ -890,11 +899,23 @@ const currentWindowRoute = createRoute({
   tags: ["streams"],
   summary: "The window containing now, per group",
   description:
-    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. Every group of the window: \`limit\` or \`cursor\` is a 400 \`invalid_query\` (\`top\` ranks the groups). ${GROUP_FILTER_TEXT} Scope: read.`,
+    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. Every group of the window, unless \`limit\` or \`cursor\` asks for a page of them (a window counter without \`top\`), as the windows listing pages its rows: then the reply has \`nextCursor\`, and a cursor reads on in the window of the page that gave it, also once another window contains now. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
   request: {
     params: CounterParams,
-    query: z.object({ q: QuantilesParam, top: TopParam, by: ByParam }),
+    query: z.object({
+      q: QuantilesParam,
+      top: TopParam,
+      by: ByParam,
+      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
+        description:
+          "Most rows: a page of the window's groups (a window counter without `top`); absent with no `cursor`: every group",
+      }),
+      cursor: z.string().optional().openapi({
+        description:
+          "The `nextCursor` of the previous page (default `limit` 100 then); a cursor that cannot be read is a 400 `invalid_cursor`",
+      }),
+    }),
   },
   responses: {
     200: {
@@ -911,6 +932,10 @@ const currentWindowRoute = createRoute({
             others: OthersSchema.optional().openapi({
               description: "With `top`: the groups beyond the top",
             }),
+            nextCursor: z.string().nullable().optional().openapi({
+              description:
+                "With `limit` or `cursor`: pass as `cursor` for the window's rows after these; null when none are left",
+            }),
           }),
         },
       },
@@ -922,22 +947,36 @@ const currentWindowRoute = createRoute({
 function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWindowRoute> {
   return async (c) => {
     const params = c.req.valid("param");
-    // Other unknown parameters are ignored, as on every route; these two page the rows of
-    // `…/counters/{counter}`, and a client that meant them would get every group unasked.
-    for (const name of ["limit", "cursor"]) {
-      if (c.req.query(name) !== undefined) {
-        throw new ApiError(
-          400,
-          "invalid_query",
-          `Query parameter '${name}' pages the rows of …/counters/${params.counter}; …/current takes none and returns every group of the current window (use 'top' for the largest)`,
-        );
-      }
-    }
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
+    if (query.limit !== undefined || query.cursor !== undefined) {
+      if (top) throw pageNotTaken("with 'top'");
+      if (counter.window.kind === "session") throw pageNotTaken("of a session counter");
+      const nowMs = deps.now();
+      const after = query.cursor === undefined ? undefined : readRowCursor(query.cursor, counter);
+      // A cursor reads on in its own window, the one that contained now at the first page.
+      const start = after?.startMs ?? currentWindowStart(nowMs, counter.window);
+      const page = await listWindowsPage(stream, counter, { store: deps.store, nowMs }, {
+        fromMs: start,
+        toMs: start + 1,
+        limit: query.limit,
+        after,
+        groups: filters,
+        quantiles: parseQuantiles(counter, query.q),
+      });
+      return c.json({
+        stream: stream.name,
+        counter: counter.name,
+        aggregate: counter.aggregate.kind,
+        start: new Date(start).toISOString(),
+        end: new Date(start + counter.window.sizeMs).toISOString(),
+        windows: page.rows,
+        nextCursor: page.next && rowCursor(page.next),
+      }, 200);
+    }
     const current = await currentWindow(
       stream,
       counter,

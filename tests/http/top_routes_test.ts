@@ -134,29 +134,46 @@ Deno.test("?top= on a distinct counter through the app merges the rest as a unio
   assert.equal(body.others[0].value, 3);
 });
 
-Deno.test("…/current refuses limit and cursor naming them (it returns every group), and ignores other parameters", async () => {
-  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+Deno.test("…/current pages its groups with limit and cursor, reading on in the cursor's window", async () => {
+  let now = Date.parse(at(30));
+  const { app } = await testApp({ config: CONFIG, now: () => now });
   await postEvents(app, EVENTS, { stream: "api" });
-  for (
-    const query of [
-      "limit=1",
-      "cursor=abc",
-      "limit=1&top=2",
-      "cursor=",
-      "group.endpoint=/a&limit=2",
-    ]
-  ) {
-    const name = query.includes("limit") ? "limit" : "cursor";
+  const read = async (query: string) => {
     const res = await app.request(`/v1/streams/api/counters/hits/current?${query}`);
-    const body = await res.json();
+    return { status: res.status, body: await res.json() };
+  };
+  const first = await read("limit=3");
+  assert.equal(first.status, 200);
+  assert.deepEqual(
+    first.body.windows.map((row: { group: { endpoint: string } }) => row.group.endpoint),
+    [
+      "/a",
+      "/b",
+      "/c",
+    ],
+  );
+  assert.equal(first.body.start, at(0));
+  // The next minute contains now: the cursor still reads the rest of the first page's window.
+  now = Date.parse(at(90));
+  const second = await read(`limit=3&cursor=${first.body.nextCursor}`);
+  assert.equal(second.status, 200);
+  assert.deepEqual(second.body.windows.map((row: { value: number }) => row.value), [1]);
+  assert.equal(second.body.start, at(0));
+  assert.equal(second.body.nextCursor, null);
+  // Without limit and cursor: every group, and no nextCursor.
+  now = Date.parse(at(30));
+  const all = await read("");
+  assert.equal(all.body.windows.length, 4);
+  assert.equal("nextCursor" in all.body, false);
+  for (const query of ["limit=1&top=2", "cursor=abc&top=1"]) {
+    const res = await read(query);
     assert.equal(res.status, 400, query);
-    assert.equal(body.error.code, "invalid_query", query);
-    assert.equal(
-      body.error.message,
-      `Query parameter '${name}' pages the rows of …/counters/hits; …/current takes none and returns every group of the current window (use 'top' for the largest)`,
-      query,
-    );
+    assert.equal(res.body.error.code, "invalid_query", query);
   }
+  for (const query of ["limit=0", "limit=1001"]) {
+    assert.equal((await read(query)).body.error.code, "invalid_query", query);
+  }
+  assert.equal((await read("cursor=abc")).body.error.code, "invalid_cursor");
   // Parameters it does not know are not refused, as on every route.
   const res = await app.request("/v1/streams/api/counters/hits/current?foo=1");
   assert.equal(res.status, 200);
