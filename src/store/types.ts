@@ -532,6 +532,13 @@ export interface CloseOptions {
    * many sessions. @default {100}
    */
   limit?: number;
+  /**
+   * Most cells (a group in one pane of a window) one call merges to close windows: a window
+   * with more is claimed by the call that starts it and closed over several calls, each logging
+   * the next groups (each once), and the call says so in {@linkcode ClosedWindows.more}.
+   * @default {CLOSE_CELLS_PER_CALL}
+   */
+  cells?: number;
   /** As {@linkcode StoreBatch.idleMs}: the watermark is raised to at least `nowMs - idleMs` first. */
   idleMs?: number | null;
   /** The clock (ms) for `idleMs`. @default {the store's clock} */
@@ -543,6 +550,22 @@ export interface CloseOptions {
    */
   peek?: boolean;
 }
+
+/**
+ * What one {@linkcode Store.closeWindows} call closed: whole windows, or the next groups of a
+ * window closed over several calls (see {@linkcode CloseOptions.cells}), each group of a window
+ * in exactly one call.
+ */
+export type ClosedWindows = ClosedWindow[] & {
+  /** The call stopped at its cells: a call again closes more (absent: nothing more was due). */
+  more?: boolean;
+};
+
+/**
+ * Most cells one close call merges by default ({@linkcode CloseOptions.cells}): about 0.1 s of
+ * one Redis script, so a large window closes over several calls and holds up no one for long.
+ */
+export const CLOSE_CELLS_PER_CALL = 5_000;
 
 /** A span of time, `fromMs` inclusive, `toMs` exclusive. */
 export interface TimeRange {
@@ -588,7 +611,9 @@ export interface Store {
    * Claims and returns the windows that became final (end <= watermark -
    * lateness) and were not closed before, and logs a `window.closed` record
    * per group in the same atomic step. Across all instances that share the
-   * store, each window is returned (and logged) exactly once. Of a session
+   * store, each window and group is returned (and logged) exactly once: a
+   * window of more than `cells` cells over several calls, the first claiming
+   * it (its events are late from then on). Of a session
    * counter, each session whose end + gap <= watermark - lateness is returned
    * once as a window of one group (`end` = its last event's time).
    */
@@ -596,7 +621,7 @@ export interface Store {
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
-  ): Promise<ClosedWindow[]>;
+  ): Promise<ClosedWindows>;
   /**
    * Claims alert firings and logs the new ones as `alert.fired`, atomically:
    * each (alert, window, group) fires once across all instances. Returns the

@@ -22,7 +22,8 @@ import {
   type BatchRequest,
   batchRequests,
   type BatchUpdates,
-  type ClosedWindow,
+  CLOSE_CELLS_PER_CALL,
+  type ClosedWindows,
   type CloseOptions,
   compareGroupKeys,
   compareLogIds,
@@ -113,6 +114,8 @@ interface StreamState {
   panes: Map<string, Map<number, Pane>>;
   /** Per counter: windows holding data and not yet closed, start → end. */
   open: Map<string, Map<number, number>>;
+  /** Per counter: the window a close claimed and has not logged every group of yet. */
+  closing: Map<string, ClosingWindow>;
   /** Per session counter: its sessions. */
   sessions: Map<string, SessionTable>;
   /**
@@ -149,6 +152,11 @@ interface StoredReply {
 export interface MemoryStoreOptions {
   /** Clock (ms) used for expiry. @default {Date.now} */
   now?: () => number;
+  /**
+   * Most cells a close call merges when it is not told ({@linkcode CloseOptions.cells}).
+   * @default {CLOSE_CELLS_PER_CALL}
+   */
+  closeCells?: number;
   /** How often (ms of the clock) expired panes are swept. @default {1000} */
   sweepEveryMs?: number;
   /**
@@ -203,6 +211,7 @@ export class MemoryStore implements Store {
   #streams = new Map<string, StreamState>();
   #now: () => number;
   #sweepEveryMs: number;
+  #closeCells: number;
   #maxDedupeIds: number;
   /** Fingerprint seed, random so ids that crowd one slot cannot be precomputed. */
   #dedupeSeed = crypto.getRandomValues(new Uint32Array(1))[0];
@@ -217,6 +226,7 @@ export class MemoryStore implements Store {
     [this.#logRetain, this.#logMax] = logBounds(options.log);
     this.#now = options.now ?? Date.now;
     this.#sweepEveryMs = options.sweepEveryMs ?? 1_000;
+    this.#closeCells = options.closeCells ?? CLOSE_CELLS_PER_CALL;
     const maxDedupeIds = options.maxDedupeIds ?? DEFAULT_MAX_DEDUPE_IDS;
     if (!Number.isSafeInteger(maxDedupeIds) || maxDedupeIds < 2) {
       throw new RangeError(`maxDedupeIds must be an integer of at least 2, got ${maxDedupeIds}`);
@@ -248,6 +258,7 @@ export class MemoryStore implements Store {
         warnedForgotten: false,
         panes: new Map(),
         open: new Map(),
+        closing: new Map(),
         sessions: new Map(),
         log: [],
         dispatched: null,
@@ -596,64 +607,96 @@ export class MemoryStore implements Store {
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
-  ): Promise<ClosedWindow[]> {
+  ): Promise<ClosedWindows> {
     const state = this.#streams.get(stream);
-    const closed: ClosedWindow[] = [];
+    const closed: ClosedWindows = [];
     // No watermark (no batch applied): an idle stream's clock floor is not set by a sweep; its
     // first batch raises to it (as on Redis).
     if (!state || state.watermark === null) return Promise.resolve(closed);
     raiseToClock(state, options.nowMs ?? this.#now(), options.idleMs);
     const cutoff = state.watermark - options.latenessMs;
     const limit = options.limit ?? 100;
+    const peek = options.peek ?? false;
+    let budget = Math.max(1, options.cells ?? this.#closeCells);
+    const now = this.#now();
+    const log = (record: LogRecord) => this.#append(state, now, record, false);
     for (const counter of counters) {
       const sessions = counter.session ? state.sessions.get(counter.name) : undefined;
       if (sessions) {
-        const now = this.#now();
         const most = limit * SESSIONS_PER_WINDOW;
         if (!options.peek) sessions.keepOpen(counter, now);
         for (const session of sessions.due(counter, cutoff, { now, limit: most })) {
           const { start, end, group, state: value } = sessions.valueOf(session);
           closed.push({ counter: counter.name, start, end, groups: [{ group, state: value }] });
-          if (options.peek) continue;
+          if (peek) continue;
           sessions.close(session, now + counter.ttlMs);
           state.closedThrough = Math.max(state.closedThrough, end + counter.session!.gapMs);
-          this.#append(state, now, {
-            type: "window.closed",
-            counter: counter.name,
-            start,
-            end,
-            group,
-            state: value,
-          });
+          log({ type: "window.closed", counter: counter.name, start, end, group, state: value });
         }
         continue;
       }
       const open = state.open.get(counter.name);
-      if (!open) continue;
+      const panes = state.panes.get(counter.name) ?? new Map<number, Pane>();
+      if (!peek && open) keepOpen(counter, panes, open, now);
+      // A window an earlier call started closing goes on first: it is claimed already.
+      const started = state.closing.get(counter.name);
+      if (started) {
+        const step = closeStep(counter.aggregate, panes, started, budget, now, peek);
+        budget -= step.cells;
+        const { start, end } = started;
+        closed.push({ counter: counter.name, start, end, groups: step.groups });
+        if (!peek) {
+          for (const { group, state: value } of step.groups) {
+            log({ type: "window.closed", counter: counter.name, start, end, group, state: value });
+          }
+          if (step.done) state.closing.delete(counter.name);
+        }
+        if (!step.done) {
+          closed.more = true;
+          continue;
+        }
+      }
+      if (!open || limit <= 0) continue;
       const due = [...open].filter(([, end]) => end <= cutoff)
         .sort((a, b) => a[0] - b[0]).slice(0, limit);
-      const panes = state.panes.get(counter.name) ?? new Map<number, Pane>();
-      const now = this.#now();
-      if (!options.peek) keepOpen(counter, panes, open, now);
       for (const [start, end] of due) {
-        const inWindow = [...panes.keys()].filter((pane) => pane >= start && pane < end);
-        const groups = mergePanes(counter.aggregate, panes, inWindow, now);
+        if (budget <= 0) {
+          closed.more = true;
+          break;
+        }
+        const inWindow = [...panes.keys()].filter((pane) => pane >= start && pane < end)
+          .sort((a, b) => a - b);
+        let cells = 0;
+        for (const pane of inWindow) cells += panes.get(pane)!.groups.size;
+        let groups: Array<{ group: string; state: AggregateState }>;
+        let done = true;
+        if (cells <= budget) {
+          groups = mergePanes(counter.aggregate, panes, inWindow, now);
+          budget -= cells;
+        } else {
+          // Too big for what this call has left: claimed now and closed a part at a time.
+          const job: ClosingWindow = { start, end, panes: inWindow, pane: 0, done: new Set() };
+          const step = closeStep(counter.aggregate, panes, job, budget, now, peek);
+          budget -= step.cells;
+          groups = step.groups;
+          done = step.done;
+          if (!peek && !done) state.closing.set(counter.name, job);
+        }
         closed.push({ counter: counter.name, start, end, groups });
-        if (options.peek) continue;
-        open.delete(start);
-        state.closedThrough = Math.max(state.closedThrough, end);
-        for (const { group, state: value } of groups) {
-          this.#append(state, now, {
-            type: "window.closed",
-            counter: counter.name,
-            start,
-            end,
-            group,
-            state: value,
-          });
+        if (!peek) {
+          open.delete(start);
+          state.closedThrough = Math.max(state.closedThrough, end);
+          for (const { group, state: value } of groups) {
+            log({ type: "window.closed", counter: counter.name, start, end, group, state: value });
+          }
+        }
+        if (!done) {
+          closed.more = true;
+          break;
         }
       }
     }
+    this.#trimLog(state);
     return Promise.resolve(closed);
   }
 
@@ -668,7 +711,8 @@ export class MemoryStore implements Store {
     this.#append(stream, nowMs, { type, timeMs: event.timeMs, event: JSON.parse(event.payload) });
   }
 
-  #append(stream: StreamState, nowMs: number, record: LogRecord): void {
+  /** Appends to the log; `trim` false leaves the cap to a {@linkcode #trimLog} after a run of them. */
+  #append(stream: StreamState, nowMs: number, record: LogRecord, trim = true): void {
     if (nowMs > stream.lastLogMs) {
       stream.lastLogMs = nowMs;
       stream.lastLogSeq = 0;
@@ -680,7 +724,7 @@ export class MemoryStore implements Store {
       timeMs: stream.lastLogMs,
       record,
     });
-    this.#trimLog(stream);
+    if (trim) this.#trimLog(stream);
   }
 
   /**
@@ -910,6 +954,88 @@ function addToSum(
   cell.state.sum = sum;
 }
 
+/**
+ * A window closed over several calls: its panes (ascending), the pane whose groups are being
+ * walked (index), that pane's groups as they were when the walk reached it and how far it got,
+ * and the groups logged so far (a group in several panes is logged at the first).
+ */
+interface ClosingWindow {
+  start: number;
+  end: number;
+  panes: number[];
+  pane: number;
+  groups?: string[];
+  next?: number;
+  done: Set<string>;
+}
+
+/**
+ * The next groups of a window closed over several calls, merging at most `budget` cells (a group
+ * costs one per pane of the window; at least one group a call), in the order of its panes and
+ * each pane's groups. Moves `job` on unless `peek` (which reports what the close would).
+ */
+function closeStep(
+  kind: AggregateKind,
+  panes: Map<number, Pane>,
+  job: ClosingWindow,
+  budget: number,
+  now: number,
+  peek: boolean,
+): { groups: Array<{ group: string; state: AggregateState }>; cells: number; done: boolean } {
+  const per = Math.max(1, job.panes.length);
+  const groups: Array<{ group: string; state: AggregateState }> = [];
+  let cells = 0;
+  let { pane: index, groups: names, next = 0 } = job;
+  const taken = new Set<string>();
+  while (index < job.panes.length) {
+    const pane = panes.get(job.panes[index]);
+    names ??= pane && pane.expiresAt > now ? [...pane.groups.keys()] : [];
+    while (next < names.length && (cells === 0 || cells + per <= budget)) {
+      const group = names[next++];
+      if (job.done.has(group) || taken.has(group)) continue;
+      taken.add(group);
+      groups.push({ group, state: mergeGroup(kind, panes, job.panes, group, now) });
+      cells += per;
+    }
+    if (next < names.length) break;
+    index += 1;
+    names = undefined;
+    next = 0;
+  }
+  if (!peek) {
+    Object.assign(job, { pane: index, groups: names, next });
+    for (const group of taken) job.done.add(group);
+  }
+  return { groups, cells, done: index >= job.panes.length };
+}
+
+/** One group's state merged over the live panes among `starts`. */
+function mergeGroup(
+  kind: AggregateKind,
+  panes: Map<number, Pane>,
+  starts: readonly number[],
+  group: string,
+  now: number,
+): AggregateState {
+  const into: Cell = { state: emptyState() };
+  for (const start of starts) {
+    const pane = panes.get(start);
+    const cell = pane && pane.expiresAt > now ? pane.groups.get(group) : undefined;
+    if (cell) mergeCellInto(into, cell);
+  }
+  return normalizeState(kind, into.state);
+}
+
+/** Adds `cell` to `into` (distinct: its values too). */
+function mergeCellInto(into: Cell, cell: Cell): void {
+  mergeState(into.state, cell.state);
+  if (cell.values) {
+    into.values ??= new Set();
+    for (const value of cell.values) into.values.add(value);
+    into.state.distinct = into.values.size;
+  }
+}
+
 /** Merges the live panes among `starts` into one state per group. */
 function mergePanes(
   kind: AggregateKind,
@@ -955,11 +1081,7 @@ function mergeCells(
         if (cell.values) into.values = new Set();
         merged.set(group, into);
       }
-      mergeState(into.state, cell.state);
-      if (cell.values) {
-        for (const value of cell.values) into.values!.add(value);
-        into.state.distinct = into.values!.size;
-      }
+      mergeCellInto(into, cell);
     }
   }
   return merged;
