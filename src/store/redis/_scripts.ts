@@ -25,6 +25,8 @@
  *   `n<key>`; see `sketch.ts`), added to with HINCRBY.
  * - `panes:<counter>` — zset of live panes, score = expiry time (that of the pane's keys).
  * - `open:<counter>` — zset of windows holding data, not yet closed, score = end.
+ * - `closing:<counter>` — hash of the window a close claimed and logs over several calls (see
+ *   {@linkcode CLOSE_SCRIPT}); `closed:<counter>:<start>` — set of the groups of it logged so far.
  * - `log` — Redis stream (XADD): the result log; field `r` holds a JSON log record. Without
  *   `dispatched` it is capped near {@linkcode MAX_LOG_ENTRIES} (`MAXLEN ~`); with it, it keeps
  *   every entry after `m` up to exactly {@linkcode MAX_LOG_BACKLOG}, and {@linkcode MARK_SCRIPT}
@@ -238,38 +240,29 @@ end
  * scripts only (each helper is a closure made on every call of a script that holds it).
  */
 const MERGE_LUA = `
--- Reads and merges panes into one cell per group, in first-seen group order:
--- {group, count, sum, extreme (min or max; nil when none), distinct}.
-local function mergePanes(name, kind, panes)
-  local byGroup, order = {}, {}
-  for _, pane in ipairs(panes) do
-    local flat = redis.call("HGETALL", paneKey(name, num(pane)))
-    for i = 1, #flat, 2 do
-      local field, value = flat[i], tonumber(flat[i + 1])
-      local kindChar, group = string.sub(field, 1, 1), string.sub(field, 3)
-      local cell = byGroup[group]
-      if not cell then
-        cell = { group = group, count = 0, sum = 0, distinct = 0, panes = {} }
-        byGroup[group] = cell
-        order[#order + 1] = cell
-      end
-      if kindChar == "c" then
-        cell.count = cell.count + value
-        cell.panes[#cell.panes + 1] = pane
-      elseif kindChar == "s" then
-        cell.sum = cell.sum + value
-      elseif kindChar == "m" then
-        local extreme = cell.extreme
-        if extreme == nil or (kind == "min" and value < extreme) or (kind == "max" and value > extreme) then
-          cell.extreme = value
-        end
-      elseif kindChar == "n" then
-        if cell.extreme == nil or value < cell.extreme then cell.extreme = value end
-      elseif kindChar == "x" then
-        if cell.high == nil or value > cell.high then cell.high = value end
-      end
+-- A merged cell: {group, count, sum, extreme (min or max; nil when none), distinct, panes (those
+-- that count it)}.
+local function newCell(group) return { group = group, count = 0, sum = 0, distinct = 0, panes = {} } end
+-- Adds one pane field's value (kindChar: the field's first letter) to a cell.
+local function addField(cell, kind, kindChar, value, pane)
+  if kindChar == "c" then
+    cell.count = cell.count + value
+    cell.panes[#cell.panes + 1] = pane
+  elseif kindChar == "s" then
+    cell.sum = cell.sum + value
+  elseif kindChar == "m" then
+    local extreme = cell.extreme
+    if extreme == nil or (kind == "min" and value < extreme) or (kind == "max" and value > extreme) then
+      cell.extreme = value
     end
+  elseif kindChar == "n" then
+    if cell.extreme == nil or value < cell.extreme then cell.extreme = value end
+  elseif kindChar == "x" then
+    if cell.high == nil or value > cell.high then cell.high = value end
   end
+end
+-- Merges the HyperLogLogs (distinct) or sketches (quantiles) of the cells' panes into them.
+local function finishCells(name, kind, order)
   if kind == "distinct" then
     for _, cell in ipairs(order) do
       if #cell.panes > 0 then
@@ -297,6 +290,25 @@ local function mergePanes(name, kind, panes)
       cell.bins, cell.binNames = bins, names
     end
   end
+end
+-- Reads and merges panes into one cell per group, in first-seen group order.
+local function mergePanes(name, kind, panes)
+  local byGroup, order = {}, {}
+  for _, pane in ipairs(panes) do
+    local flat = redis.call("HGETALL", paneKey(name, num(pane)))
+    for i = 1, #flat, 2 do
+      local field, value = flat[i], tonumber(flat[i + 1])
+      local group = string.sub(field, 3)
+      local cell = byGroup[group]
+      if not cell then
+        cell = newCell(group)
+        byGroup[group] = cell
+        order[#order + 1] = cell
+      end
+      addField(cell, kind, string.sub(field, 1, 1), value, pane)
+    end
+  end
+  finishCells(name, kind, order)
   return order
 end
 -- A quantiles cell's buckets as a flat list {bin, count, …}, counts as text.
@@ -1495,8 +1507,12 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, logTtl, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`. Returns
- * JSON `[[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …]`.
+ * `{late, limit, cells, logTtl, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`.
+ * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …],
+ * "m": 1 when it stopped at `cells` with more to close}`. A window of more cells (a group in
+ * one of its panes) than the call has left is claimed (ZREM, `cl`) by the call that starts it
+ * and its groups merged and logged over several calls, each at most `cells` (see below), so no
+ * one call holds Redis for long.
  * The ZREM inside the script makes each window close exactly once; the same call again (its
  * one-time token `tk` seen) returns the windows the first one closed.
  *
@@ -1582,47 +1598,167 @@ local function keepOpen(name, kind, hop, size, ttl)
     write("PEXPIRE", open, life)
   end
 end
-for _, c in ipairs(args.counters) do
-  local name, kind, size = c[1], c[2], c[4]
-  local open = openKey(name)
-  if not peek and type(c[5]) == "number" then keepOpen(name, kind, c[3], size, c[5]) end
-  local due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
-  if #due > 0 then
-    if not peek then
-      write("ZREM", open, unpack(due))
-      -- Due in order of end: the last one ends latest.
-      local lastEnd = tonumber(due[#due]) + size
-      if closedThrough == nil or lastEnd > closedThrough then closedThrough = lastEnd end
+-- A window of more cells than a call has left is claimed by the call that starts it and closed
+-- over several calls: \`closing:<counter>\` holds {s = start, e = end, p = its panes ("," between),
+-- i = the pane being walked (1-based), k = that pane's HSCAN cursor} and
+-- \`closed:<counter>:<start>\` the groups of it logged so far, so each call merges and logs the
+-- next ones, each group once.
+local function closingKey(name) return P .. "closing:" .. name end
+local function loggedKey(name, start) return P .. "closed:" .. name .. ":" .. num(start) end
+local GROUP_FIELDS = { "c", "s", "m", "n", "x" }
+-- One group's cell merged over a window's panes (one HMGET a pane).
+local function mergeGroup(name, kind, panes, group)
+  local cell, fields = newCell(group), {}
+  for i, kindChar in ipairs(GROUP_FIELDS) do fields[i] = kindChar .. ":" .. group end
+  for _, pane in ipairs(panes) do
+    local values = redis.call("HMGET", paneKey(name, num(pane)), unpack(fields))
+    for i, kindChar in ipairs(GROUP_FIELDS) do
+      if values[i] then addField(cell, kind, kindChar, tonumber(values[i]), pane) end
     end
+  end
+  finishCells(name, kind, { cell })
+  return cell
+end
+local function readJob(name)
+  local v = redis.call("HMGET", closingKey(name), "s", "e", "p", "i", "k")
+  if not v[1] then return nil end
+  local panes = {}
+  for text in string.gmatch(v[3], "[^,]+") do panes[#panes + 1] = tonumber(text) end
+  return { start = tonumber(v[1]), stop = tonumber(v[2]), panes = panes, pane = tonumber(v[4]), cursor = v[5] }
+end
+-- The next groups of job's window, at most budget cells (a group costs one per pane of the
+-- window; at least one group a call), pane by pane in HSCAN order; moves job on (the table only).
+-- Returns the cells, the cost and whether the window is done.
+local function closeStep(name, kind, job, budget)
+  local per = math.max(#job.panes, 1)
+  local cells, spent, taken, logged = {}, 0, {}, loggedKey(name, job.start)
+  while job.pane <= #job.panes do
+    local reply = redis.call("HSCAN", paneKey(name, num(job.panes[job.pane])), job.cursor,
+      "MATCH", "c:*", "COUNT", math.max(10, 2 * math.ceil(budget / per)))
+    local fields, stopped = reply[2], false
+    for i = 1, #fields, 2 do
+      local group = string.sub(fields[i], 3)
+      -- HSCAN may return a field twice, and a group in several panes is logged at the first.
+      if not taken[group] and redis.call("SISMEMBER", logged, group) == 0 then
+        if spent > 0 and spent + per > budget then
+          stopped = true
+          break
+        end
+        taken[group] = true
+        cells[#cells + 1] = mergeGroup(name, kind, job.panes, group)
+        spent = spent + per
+      end
+    end
+    -- Stopped inside a reply: the next call scans from the same cursor and skips what this logged.
+    if stopped then break end
+    job.cursor = reply[1]
+    if job.cursor == "0" then job.pane = job.pane + 1 end
+    if spent >= budget then break end
+  end
+  return cells, spent, job.pane > #job.panes
+end
+-- Keeps where job got (by later writes), or drops it when done.
+local function saveJob(name, job, cells, done, ttl)
+  if done then
+    write("DEL", closingKey(name), loggedKey(name, job.start))
+    return
+  end
+  local panes = {}
+  for i, pane in ipairs(job.panes) do panes[i] = num(pane) end
+  write("HSET", closingKey(name), "s", num(job.start), "e", num(job.stop), "p", table.concat(panes, ","),
+    "i", num(job.pane), "k", job.cursor)
+  for from = 1, #cells, 1000 do
+    local groups = {}
+    for i = from, math.min(#cells, from + 999) do groups[#groups + 1] = cells[i].group end
+    write("SADD", loggedKey(name, job.start), unpack(groups))
+  end
+  if type(ttl) == "number" then
+    write("PEXPIRE", closingKey(name), lifeOf(ttl))
+    write("PEXPIRE", loggedKey(name, job.start), lifeOf(ttl))
+  end
+end
+-- Lists a window's merged cells and logs them (unless a peek).
+local function emit(name, kind, start, windowEnd, cells)
+  local rows = {}
+  for i, cell in ipairs(cells) do rows[i] = rowText(cell) end
+  out[#out + 1] = { name, num(start), num(windowEnd), rows }
+  if peek then return end
+  for _, cell in ipairs(cells) do
+    local min, max
+    if kind == "min" then min = cell.extreme elseif kind == "max" then max = cell.extreme end
+    local state
+    if kind == "quantiles" then
+      state = jsonObject("count", cell.count, "sum", 0, "min", cell.extreme, "max", cell.high,
+        "distinct", 0, "approximate", true, "bins", raw(binsJson(cell)))
+    else
+      state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
+        "distinct", cell.distinct, "approximate", kind == "distinct")
+    end
+    logLater(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
+      "group", cell.group, "state", raw(state)))
+  end
+end
+local budget, more = args.cells, false
+for _, c in ipairs(args.counters) do
+  local name, kind, size, ttl = c[1], c[2], c[4], c[5]
+  local open = openKey(name)
+  if not peek and type(ttl) == "number" then keepOpen(name, kind, c[3], size, ttl) end
+  -- A window an earlier call claimed goes on first.
+  local busy = false
+  local job = readJob(name)
+  if job then
+    local cells, spent, done = closeStep(name, kind, job, budget)
+    budget = budget - spent
+    if #cells > 0 then emit(name, kind, job.start, job.stop, cells) end
+    if not peek then saveJob(name, job, cells, done, ttl) end
+    if not done then
+      busy, more = true, true
+    end
+  end
+  local due = {}
+  if not busy and limit > 0 then
+    due = redis.call("ZRANGEBYSCORE", open, "-inf", num(cutoff), "LIMIT", 0, limit)
+  end
+  if #due > 0 then
     local live = redis.call("ZRANGE", livePanesKey(name), 0, -1)
+    local claimed, perGroup = {}, fieldsPerGroup(kind)
     for _, startText in ipairs(due) do
+      if budget <= 0 then
+        more = true
+        break
+      end
       local start = tonumber(startText)
       local windowEnd = start + size
-      local panes = {}
+      local panes, total = {}, 0
       for _, paneText in ipairs(live) do
         local pane = tonumber(paneText)
-        if pane >= start and pane < windowEnd then panes[#panes + 1] = pane end
-      end
-      local cells = mergePanes(name, kind, panes)
-      local rows = {}
-      for i, cell in ipairs(cells) do rows[i] = rowText(cell) end
-      out[#out + 1] = { name, num(start), num(windowEnd), rows }
-      if not peek then
-        for _, cell in ipairs(cells) do
-          local min, max
-          if kind == "min" then min = cell.extreme elseif kind == "max" then max = cell.extreme end
-          local state
-          if kind == "quantiles" then
-            state = jsonObject("count", cell.count, "sum", 0, "min", cell.extreme, "max", cell.high,
-              "distinct", 0, "approximate", true, "bins", raw(binsJson(cell)))
-          else
-            state = jsonObject("count", cell.count, "sum", cell.sum, "min", min, "max", max,
-              "distinct", cell.distinct, "approximate", kind == "distinct")
-          end
-          logLater(logRecord("window.closed", "counter", name, "start", start, "end", windowEnd,
-            "group", cell.group, "state", raw(state)))
+        if pane >= start and pane < windowEnd then
+          panes[#panes + 1] = pane
+          total = total + redis.call("HLEN", paneKey(name, paneText)) / perGroup
         end
       end
+      claimed[#claimed + 1] = startText
+      if total <= budget then
+        budget = budget - total
+        emit(name, kind, start, windowEnd, mergePanes(name, kind, panes))
+      else
+        table.sort(panes)
+        local started = { start = start, stop = windowEnd, panes = panes, pane = 1, cursor = "0" }
+        local cells, spent, done = closeStep(name, kind, started, budget)
+        budget = budget - spent
+        emit(name, kind, start, windowEnd, cells)
+        if not peek then saveJob(name, started, cells, done, ttl) end
+        if not done then
+          more = true
+          break
+        end
+      end
+    end
+    if not peek and #claimed > 0 then
+      write("ZREM", open, unpack(claimed))
+      -- Due in order of end: the last one claimed ends latest.
+      local lastEnd = tonumber(claimed[#claimed]) + size
+      if closedThrough == nil or lastEnd > closedThrough then closedThrough = lastEnd end
     end
   end
 end
@@ -1637,7 +1773,7 @@ end
 if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
 for _, command in ipairs(later) do redis.call(unpack(command)) end
 for _, record in ipairs(logged) do appendLog(record, logTtl) end
-return keepReply(callKey, cjson.encode(out))
+return keepReply(callKey, cjson.encode({ w = out, m = more and 1 or 0 }))
 `;
 
 /**

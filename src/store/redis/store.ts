@@ -30,7 +30,8 @@ import {
   batchRequests,
   type CellUpdate,
   cellUpdatesOf,
-  type ClosedWindow,
+  CLOSE_CELLS_PER_CALL,
+  type ClosedWindows,
   type CloseOptions,
   type CounterMeta,
   type EventOutcome,
@@ -79,6 +80,11 @@ export interface RedisStoreOptions {
   definitionsHere?: boolean;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
   log?: LogBounds;
+  /**
+   * Most cells a close script merges when the call is not told ({@linkcode CloseOptions.cells}).
+   * @default {CLOSE_CELLS_PER_CALL}
+   */
+  closeCells?: number;
 }
 
 /** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
@@ -300,6 +306,7 @@ export class RedisStore implements Store {
   /** Scripts with the log bounds of the options (none when they are the defaults). */
   #bounded: Map<string, string> | null = null;
   #logBounds: [number, number];
+  #closeCells: number;
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
@@ -312,6 +319,7 @@ export class RedisStore implements Store {
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
+    this.#closeCells = options.closeCells ?? CLOSE_CELLS_PER_CALL;
   }
 
   /**
@@ -510,28 +518,29 @@ export class RedisStore implements Store {
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
-  ): Promise<ClosedWindow[]> {
+  ): Promise<ClosedWindows> {
     const windowCounters = counters.filter((counter) => !counter.session);
     return this.#call("closeWindows", async () => {
-      const closed = asArray<[string, string, string, unknown]>(
-        fromJson(
-          await this.#script(CLOSE_SCRIPT, stream, {
-            late: options.latenessMs,
-            idle: options.idleMs ?? false,
-            now: options.nowMs ?? this.#now(),
-            peek: options.peek ?? false,
-            // A peek writes nothing: only a close is kept for a send of it again.
-            tk: options.peek ? false : crypto.randomUUID(),
-            limit: options.limit ?? 100,
-            logTtl: this.#statsTtlMs,
-            // Session counters have no panes nor windows to ask: in `sess` only.
-            counters: windowCounters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
-            sess: sessionCloseArgs(counters),
-          }),
-        ),
+      const reply = fromJson<{ w?: unknown; m?: number }>(
+        await this.#script(CLOSE_SCRIPT, stream, {
+          late: options.latenessMs,
+          idle: options.idleMs ?? false,
+          now: options.nowMs ?? this.#now(),
+          peek: options.peek ?? false,
+          // A peek writes nothing: only a close is kept for a send of it again.
+          tk: options.peek ? false : crypto.randomUUID(),
+          limit: options.limit ?? 100,
+          cells: Math.max(1, options.cells ?? this.#closeCells),
+          logTtl: this.#statsTtlMs,
+          // Session counters have no panes nor windows to ask: in `sess` only.
+          counters: windowCounters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
+          sess: sessionCloseArgs(counters),
+        }),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
-      return closed.map(([counter, start, end, rows]) => ({
+      const closed: ClosedWindows = asArray<[string, string, string, unknown]>(reply.w).map((
+        [counter, start, end, rows],
+      ) => ({
         counter,
         start: Number(start),
         end: Number(end),
@@ -540,6 +549,8 @@ export class RedisStore implements Store {
           state: toState(kinds.get(counter)!, row),
         })),
       }));
+      if (reply.m === 1) closed.more = true;
+      return closed;
     });
   }
 
