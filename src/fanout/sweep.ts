@@ -20,6 +20,8 @@ import type { CompiledStream } from "../config/mod.ts";
 import {
   type AlertFiring,
   type ClosedWindow,
+  type ClosedWindows,
+  type CloseOptions,
   type Store,
   StoreUnavailableError,
 } from "../store/types.ts";
@@ -86,13 +88,61 @@ export async function sweepOnce<Queued = unknown>(
   return { ...report, fanout };
 }
 
-/** Closes one stream's final windows and fires their alerts, adding both to `report`. */
+/**
+ * Most windows a sweep closes per counter (of a session counter, `SESSIONS_PER_WINDOW`
+ * times as many sessions): a backlog (a backfill, say) closes over several sweeps.
+ */
+export const WINDOWS_PER_SWEEP = 100;
+
+/**
+ * Closes one stream's final windows and fires their alerts, adding both to `report`. The store
+ * closes a bounded number of cells a call ({@linkcode CloseOptions.cells}): while it says more are
+ * due, the sweep calls again, letting other work run in between, up to
+ * {@linkcode WINDOWS_PER_SWEEP} windows per counter (a window closed over several calls counts once).
+ */
 async function sweepStream(
   stream: CompiledStream,
   store: Store,
   report: SweepReport<unknown>,
 ): Promise<void> {
-  const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs };
+  const listed = new Map<string, ClosedWindow & { stream: string }>();
+  const perCounter = new Map<string, number>();
+  for (let call = 0;; call++) {
+    if (call > 0) await nextTurn();
+    const taken = Math.max(0, ...perCounter.values());
+    const options = {
+      latenessMs: stream.latenessMs,
+      idleMs: stream.idleMs,
+      limit: WINDOWS_PER_SWEEP - taken,
+    };
+    const windows = await closeOnce(stream, store, report, options);
+    for (const window of windows) {
+      const session = stream.counterMetas.find((meta) => meta.name === window.counter)?.session;
+      // A window closed over several calls is listed once, with the groups of each.
+      const key = `${window.counter}|${window.start}`;
+      const known = session ? undefined : listed.get(key);
+      if (known) {
+        known.groups.push(...window.groups);
+        continue;
+      }
+      const entry = { ...window, groups: [...window.groups], stream: stream.name };
+      report.closed.push(entry);
+      recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
+      if (session) continue;
+      listed.set(key, entry);
+      perCounter.set(window.counter, (perCounter.get(window.counter) ?? 0) + 1);
+    }
+    if (!windows.more) return;
+  }
+}
+
+/** One close call of a stream, its alerts fired first (see {@linkcode sweepStream}). */
+async function closeOnce(
+  stream: CompiledStream,
+  store: Store,
+  report: SweepReport<unknown>,
+  options: CloseOptions,
+): Promise<ClosedWindows> {
   const alerted = new Set<string>();
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
@@ -104,19 +154,25 @@ async function sweepStream(
     for (const firing of await fireOnFinal(stream, store, due)) {
       report.fired.push({ ...firing, stream: stream.name });
     }
-    for (const window of due) alerted.add(closedKey(window));
+    for (const window of due) for (const key of closedKeys(window)) alerted.add(key);
   }
   const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
-  for (const window of windows) {
-    report.closed.push({ ...window, stream: stream.name });
-    recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
-  }
-  // Windows that became due between the two calls.
-  const late = windows.filter((window) => !alerted.has(closedKey(window)));
-  if (stream.alerts.length === 0 || late.length === 0) return;
+  if (stream.alerts.length === 0) return windows;
+  // Windows (or groups of them) that became due between the two calls.
+  const late = windows.flatMap((window) => {
+    const groups = window.groups.filter((group) => !alerted.has(closedKey(window, group.group)));
+    return groups.length === 0 ? [] : [{ ...window, groups }];
+  });
+  if (late.length === 0) return windows;
   for (const firing of await fireOnFinal(stream, store, late)) {
     report.fired.push({ ...firing, stream: stream.name });
   }
+  return windows;
+}
+
+/** Lets timers and I/O callbacks run (a store in this process closes between its own turns). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 /** Logs a sweep's failure: of one stream (named), or of the whole run. */
@@ -163,10 +219,14 @@ export function startSweeping(
   };
 }
 
-/** Identifies a closed window; sessions of several groups may share a start, so theirs holds the group. */
-function closedKey(window: ClosedWindow): string {
-  const only = window.groups.length === 1 ? window.groups[0].group : "";
-  return `${window.counter}|${window.start}|${only}`;
+/** Identifies a closed window's group. */
+function closedKey(window: ClosedWindow, group: string): string {
+  return JSON.stringify([window.counter, window.start, window.end, group]);
+}
+
+/** A closed window's keys, one a group. */
+function closedKeys(window: ClosedWindow): string[] {
+  return window.groups.map((group) => closedKey(window, group.group));
 }
 
 /** Evaluates a stream's alerts over final window values and fires the true ones. */
