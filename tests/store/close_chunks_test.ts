@@ -1,0 +1,258 @@
+/**
+ * A close bounded in work per call (`CloseOptions.cells`): a window of more cells than a call
+ * may merge is closed over several calls, each group logged once, with the values a close in one
+ * call gives. Run against both stores with a tiny chunk, so tens of groups make many calls.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
+import { sweepOnce } from "../../src/fanout/sweep.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { listWindows } from "../../src/query/mod.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
+import type { ClosedWindow, LogRecord, Store } from "../../src/store/types.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
+
+const T0 = Date.parse("2026-01-01T00:00:00Z");
+const NOW = T0 + 600_000;
+const clock = () => NOW;
+
+const CONFIG = {
+  streams: {
+    s: {
+      time: { field: "t", lateness: "0s" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { sum: "v" } },
+        low: { window: { hopping: "2m", every: "1m" }, groupBy: ["g"], aggregate: { min: "v" } },
+        avg: {
+          window: { sliding: "3m", precision: "1m" },
+          groupBy: ["g"],
+          aggregate: { avg: "v" },
+        },
+        users: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { distinct: "u" } },
+        spread: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { quantiles: "v" } },
+      },
+    },
+  },
+};
+const stream: CompiledStream = compileConfig(CONFIG).get("s")!;
+const GROUPS = 40;
+
+/** Events over four minutes: group g<i> in some of them, so windows hold 10 to 40 groups. */
+function events(): object[] {
+  const out: object[] = [];
+  for (let minute = 0; minute < 4; minute++) {
+    for (let i = 0; i < GROUPS; i++) {
+      if ((i + minute) % 4 === 3 && minute > 0) continue;
+      for (let n = 0; n <= i % 3; n++) {
+        out.push({
+          t: T0 + minute * 60_000 + 1_000 + n,
+          g: `g${i}`,
+          v: i * 10 + n + minute,
+          u: `u${n}`,
+        });
+      }
+    }
+  }
+  // Closes every window but the last minute's.
+  out.push({ t: T0 + 5 * 60_000 });
+  return out;
+}
+
+async function fill(store: Store): Promise<void> {
+  const all = events().map((value) => ({ ok: true as const, value }));
+  await ingestItems(stream, all, { store, nowMs: NOW });
+}
+
+function redisStore(fixture: RedisFixture, cells?: number): RedisStore {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+  });
+  return new RedisStore(redis, { now: clock, prefix: `p${cells ?? 0}`, closeCells: cells });
+}
+
+/** The `window.closed` records of the log, as sorted lines (counter, start, group, state). */
+async function closedRecords(store: Store): Promise<string[]> {
+  const lines: string[] = [];
+  let after: string | null = null;
+  for (;;) {
+    const entries = await store.readLog("s", after, 500);
+    if (entries.length === 0) break;
+    after = entries.at(-1)!.id;
+    for (const { record } of entries) {
+      if (record.type !== "window.closed") continue;
+      lines.push(recordLine(record));
+    }
+  }
+  return lines.sort();
+}
+
+function recordLine(record: LogRecord & { type: "window.closed" }): string {
+  const { state } = record;
+  const value = {
+    count: state.count,
+    sum: state.sum,
+    min: state.min,
+    max: state.max,
+    distinct: state.distinct,
+    bins: state.bins,
+  };
+  return JSON.stringify([record.counter, record.start - T0, record.end - T0, record.group, value]);
+}
+
+/** The windows' groups as sorted lines, as the log's. */
+function windowLines(windows: ClosedWindow[]): string[] {
+  return windows.flatMap((window) =>
+    window.groups.map(({ group, state }) =>
+      recordLine({
+        type: "window.closed",
+        counter: window.counter,
+        start: window.start,
+        end: window.end,
+        group,
+        state,
+      })
+    )
+  ).sort();
+}
+
+/**
+ * Calls closeWindows until it says nothing more is due, taking turns between `stores` (instances
+ * sharing one store); each call's windows and cost.
+ */
+async function closeInSteps(stores: Store[], cells: number) {
+  const calls: Array<{ windows: ClosedWindow[]; cells: number }> = [];
+  for (;;) {
+    const store = stores[calls.length % stores.length];
+    const windows = await store.closeWindows("s", stream.counterMetas, { latenessMs: 0, cells });
+    // A group costs at least one cell (one per pane of its window holding it).
+    calls.push({ windows, cells: windows.reduce((n, w) => n + w.groups.length, 0) });
+    if (!windows.more) return calls;
+    assert.ok(calls.length < 1000, "closes end");
+  }
+}
+
+async function scenario(small: Store, whole: Store, other: Store = small): Promise<void> {
+  await fill(small);
+  await fill(whole);
+  const oneShot = await whole.closeWindows("s", stream.counterMetas, {
+    latenessMs: 0,
+    cells: 1_000_000,
+  });
+  assert.equal(oneShot.more, undefined);
+  const calls = await closeInSteps([small, other], 4);
+  // Each call merged at most 4 cells (or the one group of a window of more panes).
+  assert.ok(calls.length > 20, `closed over many calls, not ${calls.length}`);
+  for (const call of calls) assert.ok(call.cells <= 4, `a call merged ${call.cells} cells`);
+  // The same groups with the same values, each once, returned and logged.
+  const stepped = calls.flatMap((call) => call.windows);
+  assert.deepEqual(windowLines(stepped), windowLines(oneShot));
+  assert.deepEqual(await closedRecords(small), await closedRecords(whole));
+  assert.deepEqual(await closedRecords(small), windowLines(oneShot));
+  assert.equal(new Set(windowLines(oneShot)).size, windowLines(oneShot).length);
+  // Nothing more to close; the claimed windows are final, their events late.
+  assert.deepEqual(
+    [...await small.closeWindows("s", stream.counterMetas, { latenessMs: 0, cells: 4 })],
+    [],
+  );
+  assert.equal((await small.stats("s", [])).closedThrough, T0 + 300_000);
+  assert.equal((await whole.stats("s", [])).closedThrough, T0 + 300_000);
+}
+
+async function claimedAtStart(store: Store): Promise<void> {
+  await fill(store);
+  const count = stream.counterMetas.filter((meta) => meta.name === "count");
+  const first = await store.closeWindows("s", count, { latenessMs: 0, cells: 5 });
+  assert.equal(first.more, true);
+  assert.deepEqual(first.map((w) => [w.start - T0, w.groups.length]), [[0, 5]]);
+  // The window is claimed: an event in it is late, and its rows read as final.
+  const reply = await ingestItems(stream, [{ ok: true, value: { t: T0 + 2_000, g: "g0" } }], {
+    store,
+    nowMs: NOW,
+  });
+  assert.equal(reply.late, 1);
+  const rows = await listWindows(stream, stream.counters[0], { store, nowMs: NOW }, {
+    limit: 1000,
+  });
+  assert.ok(rows.filter((row) => row.start === new Date(T0).toISOString()).every((r) => r.final));
+  // A peek reports what the next call closes, without moving on.
+  const peeked = await store.closeWindows("s", count, { latenessMs: 0, cells: 5, peek: true });
+  const next = await store.closeWindows("s", count, { latenessMs: 0, cells: 5 });
+  assert.deepEqual(windowLines(peeked), windowLines(next));
+  assert.equal(next.length, 1);
+  assert.equal(next[0].start, T0);
+  assert.equal(new Set([...windowLines(first), ...windowLines(next)]).size, 10);
+}
+
+/** The stream with an alert on every group of `count` and of `low`. */
+const alerting: CompiledStream = compileConfig({
+  streams: {
+    s: {
+      ...CONFIG.streams.s,
+      alerts: [
+        { name: "any", counter: "count", when: "value >= 1.0" },
+        { name: "low", counter: "low", when: "value >= 0.0" },
+      ],
+    },
+  },
+}).get("s")!;
+
+/**
+ * A sweep closes big windows over several calls and lists each once, with every group; their
+ * alerts fire once a group, as a sweep that closes them in one call fires them.
+ */
+async function sweepLists(store: Store, whole: Store): Promise<void> {
+  await fill(store);
+  await fill(whole);
+  const report = await sweepOnce([alerting], store);
+  const all = await sweepOnce([alerting], whole);
+  assert.deepEqual(report.failed, []);
+  assert.deepEqual(windowLines(report.closed), windowLines(all.closed));
+  const keys = report.closed.map((w) => `${w.counter}|${w.start}`);
+  assert.equal(new Set(keys).size, keys.length);
+  const fired = (r: typeof report) =>
+    r.fired.map((f) => JSON.stringify([f.alert, f.counter, f.start, f.group])).sort();
+  const alerted = all.closed.filter((w) => w.counter === "count" || w.counter === "low");
+  assert.equal(fired(report).length, alerted.reduce((n, w) => n + w.groups.length, 0));
+  assert.deepEqual(fired(report), fired(all));
+  const again = await sweepOnce([alerting], store);
+  assert.deepEqual([again.closed.length, again.fired.length], [0, 0]);
+  const logged = (await store.readLog("s", null, 10_000)).filter((e) =>
+    e.record.type === "alert.fired"
+  );
+  assert.equal(logged.length, fired(report).length);
+}
+
+Deno.test("MemoryStore: a close of more cells than a call may merge goes over many calls, each group once", () =>
+  scenario(
+    new MemoryStore({ now: clock }),
+    new MemoryStore({ now: clock }),
+  ));
+
+redisTest(
+  "RedisStore: a close of more cells than a call may merge goes over many calls, each group once, whichever instance calls",
+  (fixture) => scenario(redisStore(fixture), redisStore(fixture, 1_000_000), redisStore(fixture)),
+);
+
+Deno.test("MemoryStore: the first call of a window's close claims it; a peek reports the next call's groups", () =>
+  claimedAtStart(new MemoryStore({ now: clock })));
+
+redisTest(
+  "RedisStore: the first call of a window's close claims it; a peek reports the next call's groups",
+  (fixture) => claimedAtStart(redisStore(fixture)),
+);
+
+Deno.test("MemoryStore: a sweep calls the close again until done and lists each window once", () =>
+  sweepLists(
+    new MemoryStore({ now: clock, closeCells: 3 }),
+    new MemoryStore({ now: clock }),
+  ));
+
+redisTest(
+  "RedisStore: a sweep calls the close again until done and lists each window once",
+  (fixture) => sweepLists(redisStore(fixture, 3), redisStore(fixture, 1_000_000)),
+);
