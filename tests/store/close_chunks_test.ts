@@ -208,7 +208,21 @@ const alerting: CompiledStream = compileConfig({
 async function sweepLists(store: Store, whole: Store): Promise<void> {
   await fill(store);
   await fill(whole);
-  const report = await sweepOnce([alerting], store);
+  // The groups each close call (not a peek) of the sweep returned.
+  const calls: number[] = [];
+  const counting = new Proxy(store, {
+    get(target, property) {
+      if (property !== "closeWindows") return Reflect.get(target, property).bind(target);
+      return async (...args: Parameters<Store["closeWindows"]>) => {
+        const windows = await target.closeWindows(...args);
+        if (!args[2].peek) calls.push(windows.reduce((n, w) => n + w.groups.length, 0));
+        return windows;
+      };
+    },
+  });
+  const report = await sweepOnce([alerting], counting);
+  assert.ok(calls.length > 20, `one sweep, many close calls, not ${calls.length}`);
+  assert.ok(calls.every((groups) => groups <= 3), `groups a call: ${calls}`);
   const all = await sweepOnce([alerting], whole);
   assert.deepEqual(report.failed, []);
   assert.deepEqual(windowLines(report.closed), windowLines(all.closed));

@@ -640,6 +640,10 @@ export class MemoryStore implements Store {
       if (!peek && open) keepOpen(counter, panes, open, now);
       // A window an earlier call started closing goes on first: it is claimed already.
       const started = state.closing.get(counter.name);
+      if (started && budget <= 0) {
+        closed.more = true;
+        continue;
+      }
       if (started) {
         const step = closeStep(counter.aggregate, panes, started, budget, now, peek);
         budget -= step.cells;

@@ -1706,7 +1706,9 @@ for _, c in ipairs(args.counters) do
   -- A window an earlier call claimed goes on first.
   local busy = false
   local job = readJob(name)
-  if job then
+  if job and budget <= 0 then
+    busy, more = true, true
+  elseif job then
     local cells, spent, done = closeStep(name, kind, job, budget)
     budget = budget - spent
     if #cells > 0 then emit(name, kind, job.start, job.stop, cells) end
