@@ -562,10 +562,11 @@ export type ClosedWindows = ClosedWindow[] & {
 };
 
 /**
- * Most cells one close call merges by default ({@linkcode CloseOptions.cells}): about 0.1 s of
- * one Redis script, so a large window closes over several calls and holds up no one for long.
+ * Most cells one close call merges by default ({@linkcode CloseOptions.cells}): tens of ms of one
+ * Redis script (a few hundred on a loaded machine), so a large window closes over several calls
+ * and holds up no one for long.
  */
-export const CLOSE_CELLS_PER_CALL = 5_000;
+export const CLOSE_CELLS_PER_CALL = 2_000;
 
 /** A span of time, `fromMs` inclusive, `toMs` exclusive. */
 export interface TimeRange {

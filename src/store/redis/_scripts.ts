@@ -1605,15 +1605,24 @@ end
 -- next ones, each group once.
 local function closingKey(name) return P .. "closing:" .. name end
 local function loggedKey(name, start) return P .. "closed:" .. name .. ":" .. num(start) end
-local GROUP_FIELDS = { "c", "s", "m", "n", "x" }
--- One group's cell merged over a window's panes (one HMGET a pane).
-local function mergeGroup(name, kind, panes, group)
-  local cell, fields = newCell(group), {}
-  for i, kindChar in ipairs(GROUP_FIELDS) do fields[i] = kindChar .. ":" .. group end
-  for _, pane in ipairs(panes) do
-    local values = redis.call("HMGET", paneKey(name, num(pane)), unpack(fields))
-    for i, kindChar in ipairs(GROUP_FIELDS) do
-      if values[i] then addField(cell, kind, kindChar, tonumber(values[i]), pane) end
+-- The pane fields a group has, by kind (see addField).
+local GROUP_FIELDS = {
+  count = { "c" }, distinct = { "c" }, sum = { "c", "s" }, avg = { "c", "s" }, min = { "c", "m" },
+  max = { "c", "m" }, quantiles = { "c", "n", "x" },
+}
+-- One group's cell merged over a window's panes (one HMGET a pane; none when its count, read by
+-- the scan, is all the one pane holds).
+local function mergeGroup(name, kind, panes, group, count)
+  local cell, kindChars, fields = newCell(group), GROUP_FIELDS[kind] or GROUP_FIELDS.quantiles, {}
+  if #panes == 1 and #kindChars == 1 then
+    addField(cell, kind, "c", tonumber(count), panes[1])
+  else
+    for i, kindChar in ipairs(kindChars) do fields[i] = kindChar .. ":" .. group end
+    for _, pane in ipairs(panes) do
+      local values = redis.call("HMGET", paneKey(name, num(pane)), unpack(fields))
+      for i, kindChar in ipairs(kindChars) do
+        if values[i] then addField(cell, kind, kindChar, tonumber(values[i]), pane) end
+      end
     end
   end
   finishCells(name, kind, { cell })
@@ -1632,9 +1641,12 @@ end
 local function closeStep(name, kind, job, budget)
   local per = math.max(#job.panes, 1)
   local cells, spent, taken, logged = {}, 0, {}, loggedKey(name, job.start)
+  -- About a quarter of the groups the budget allows a scan (COUNT counts fields): a reply cut
+  -- short is scanned again by the next call, so a short one wastes less.
+  local count = math.max(10, math.ceil(budget / per / 4) * fieldsPerGroup(kind))
   while job.pane <= #job.panes do
     local reply = redis.call("HSCAN", paneKey(name, num(job.panes[job.pane])), job.cursor,
-      "MATCH", "c:*", "COUNT", math.max(10, 2 * math.ceil(budget / per)))
+      "MATCH", "c:*", "COUNT", count)
     local fields, stopped = reply[2], false
     for i = 1, #fields, 2 do
       local group = string.sub(fields[i], 3)
@@ -1645,7 +1657,7 @@ local function closeStep(name, kind, job, budget)
           break
         end
         taken[group] = true
-        cells[#cells + 1] = mergeGroup(name, kind, job.panes, group)
+        cells[#cells + 1] = mergeGroup(name, kind, job.panes, group, fields[i + 1])
         spent = spent + per
       end
     end
