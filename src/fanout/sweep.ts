@@ -22,6 +22,7 @@ import {
   type ClosedWindow,
   type ClosedWindows,
   type CloseOptions,
+  SESSIONS_PER_WINDOW,
   type Store,
   StoreUnavailableError,
 } from "../store/types.ts";
@@ -89,7 +90,7 @@ export async function sweepOnce<Queued = unknown>(
 }
 
 /**
- * Most windows a sweep closes per counter (of a session counter, `SESSIONS_PER_WINDOW`
+ * Most windows a sweep closes per counter (of a session counter, {@linkcode SESSIONS_PER_WINDOW}
  * times as many sessions): a backlog (a backfill, say) closes over several sweeps.
  */
 export const WINDOWS_PER_SWEEP = 100;
@@ -109,7 +110,8 @@ async function sweepStream(
   const perCounter = new Map<string, number>();
   for (let call = 0;; call++) {
     if (call > 0) await nextTurn();
-    const taken = Math.max(0, ...perCounter.values());
+    // Windows the busiest counter closed so far this sweep (of sessions, one per ten begun).
+    const taken = Math.ceil(Math.max(0, ...perCounter.values()) / SESSIONS_PER_WINDOW);
     const options = {
       latenessMs: stream.latenessMs,
       idleMs: stream.idleMs,
@@ -128,9 +130,10 @@ async function sweepStream(
       const entry = { ...window, groups: [...window.groups], stream: stream.name };
       report.closed.push(entry);
       recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
-      if (session) continue;
-      listed.set(key, entry);
-      perCounter.set(window.counter, (perCounter.get(window.counter) ?? 0) + 1);
+      if (!session) listed.set(key, entry);
+      // Counted in sessions: a window as many as a close may take for it.
+      const counts = session ? 1 : SESSIONS_PER_WINDOW;
+      perCounter.set(window.counter, (perCounter.get(window.counter) ?? 0) + counts);
     }
     if (!windows.more) return;
   }

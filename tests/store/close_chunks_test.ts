@@ -270,3 +270,58 @@ redisTest(
   "RedisStore: a sweep calls the close again until done and lists each window once",
   (fixture) => sweepLists(redisStore(fixture, 3), redisStore(fixture, 1_000_000)),
 );
+
+/** A backlog of 150 one-minute windows of 3 groups each, and an event that makes them all due. */
+const backlog: CompiledStream = compileConfig({
+  streams: {
+    s: {
+      time: { field: "t", lateness: "0s" },
+      counters: { count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
+    },
+  },
+}).get("s")!;
+
+/** However many calls it takes, a sweep closes 100 windows per counter, the next sweep the rest. */
+async function hundredASweep(store: Store): Promise<void> {
+  const events = [];
+  for (let minute = 0; minute < 150; minute++) {
+    for (const g of ["a", "b", "c"]) events.push({ t: T0 + minute * 60_000, g });
+  }
+  events.push({ t: T0 + 151 * 60_000, g: "a" });
+  const items = events.map((value) => ({ ok: true as const, value }));
+  await ingestItems(backlog, items, { store, nowMs: T0 + 152 * 60_000 });
+  let calls = 0;
+  const counting = new Proxy(store, {
+    get(target, property) {
+      if (property !== "closeWindows") return Reflect.get(target, property).bind(target);
+      return (...args: Parameters<Store["closeWindows"]>) => {
+        calls += 1;
+        return target.closeWindows(...args);
+      };
+    },
+  });
+  const first = await sweepOnce([backlog], counting);
+  assert.ok(calls > 50, `calls: ${calls}`);
+  assert.equal(first.closed.length, 100);
+  assert.ok(first.closed.every((w) => w.groups.length === 3));
+  assert.deepEqual(first.closed.map((w) => (w.start - T0) / 60_000), [...Array(100).keys()]);
+  const second = await sweepOnce([backlog], store);
+  assert.deepEqual(second.closed.map((w) => (w.start - T0) / 60_000), [
+    ...Array(50).keys().map((i) => i + 100),
+  ]);
+  assert.equal((await sweepOnce([backlog], store)).closed.length, 0);
+}
+
+Deno.test("MemoryStore: a sweep of many close calls still closes 100 windows per counter", () =>
+  hundredASweep(new MemoryStore({ now: () => T0 + 152 * 60_000, closeCells: 2 })));
+
+redisTest(
+  "RedisStore: a sweep of many close calls still closes 100 windows per counter",
+  (fixture) =>
+    hundredASweep(
+      new RedisStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { now: () => T0 + 152 * 60_000, closeCells: 2 },
+      ),
+    ),
+);
