@@ -27,7 +27,7 @@ import { getLogger } from "@logtape/logtape";
 import {
   type AlertFiring,
   type ApplyResult,
-  type ClosedWindow,
+  type ClosedWindows,
   type CloseOptions,
   type CounterMeta,
   type DefinitionSource,
@@ -1095,7 +1095,7 @@ class RegistryStore implements Store {
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
-  ): Promise<ClosedWindow[]> {
+  ): Promise<ClosedWindows> {
     return await this.#store.closeWindows(await this.#checkedKey(stream), counters, options);
   }
   async fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {

@@ -15,7 +15,7 @@
 import {
   type AlertFiring,
   type ApplyResult,
-  type ClosedWindow,
+  type ClosedWindows,
   type CloseOptions,
   type CounterMeta,
   type LogEntry,
@@ -132,7 +132,7 @@ export class InstrumentedStore implements Store {
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
-  ): Promise<ClosedWindow[]> {
+  ): Promise<ClosedWindows> {
     return this.#measure("closeWindows", () => this.#store.closeWindows(stream, counters, options));
   }
 
