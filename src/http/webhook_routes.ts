@@ -19,7 +19,13 @@ import {
   type EndpointInput,
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
-import { type Endpoint, FREE_INTERRUPTIONS, MAX_ATTEMPTS_LOGGED } from "../store/mod.ts";
+import {
+  BATCHABLE_EVENT_TYPES,
+  batchedTypes,
+  type Endpoint,
+  FREE_INTERRUPTIONS,
+  MAX_ATTEMPTS_LOGGED,
+} from "../store/mod.ts";
 import { MAX_EXPRESSION_LENGTH } from "../transform/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
@@ -41,16 +47,27 @@ const errors = errorsFor(400, 401, 403, 404, 409, 503);
 const bodyErrors = errorsFor(413, 415);
 
 /**
- * Batching of `event.processed`, in the one shape requests send and replies
- * show: the wait is a duration text, as the config file writes durations.
+ * Grouping of results into deliveries, in the one shape requests send and
+ * replies show: the wait is a duration text, as the config file writes
+ * durations; replies always name the grouped types.
  */
 const BatchSchema = z.strictObject({
-  maxEvents: z.int().min(1).max(1000).openapi({ example: 100 }),
+  maxEvents: z.int().min(1).max(1000).openapi({
+    description:
+      "Most results in one delivery. A batch holds results of one dispatched page of the stream's result log (500 entries), so it never holds more than 500",
+    example: 100,
+  }),
   maxWait: z.string().min(1).max(32).openapi({
     description:
-      "Longest wait for a batch to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`). Replies show it in its shortest exact form: `1500ms` reads back as `1s500ms`.",
+      "Longest wait for a batch of `event.processed` to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`); `window.closed` and `alert.fired` batches never wait. Replies show it in its shortest exact form: `1500ms` reads back as `1s500ms`.",
     example: "1s",
   }),
+  eventTypes: z.array(z.enum(BATCHABLE_EVENT_TYPES)).min(1).max(BATCHABLE_EVENT_TYPES.length)
+    .optional().openapi({
+      description:
+        "Types delivered in batches, each one the endpoint's `eventTypes` has; the others go one result per delivery. Default: `event.processed` when the endpoint takes it, else its `window.closed` and `alert.fired`",
+      example: ["window.closed"],
+    }),
 }).openapi("WebhookBatch");
 
 const endpointFields = {
@@ -429,9 +446,11 @@ export function endpointView(endpoint: Endpoint, nowMs: number): z.infer<typeof 
     filter: endpoint.filter,
     headerNames: Object.keys(endpoint.headers),
     rateLimit: endpoint.rateLimit,
-    batch: endpoint.batch === null
-      ? null
-      : { maxEvents: endpoint.batch.maxEvents, maxWait: formatDuration(endpoint.batch.maxWaitMs) },
+    batch: endpoint.batch === null ? null : {
+      maxEvents: endpoint.batch.maxEvents,
+      maxWait: formatDuration(endpoint.batch.maxWaitMs),
+      eventTypes: [...batchedTypes(endpoint.batch)],
+    },
     disabled: endpoint.disabled,
     disabledReason: endpoint.disabledReason,
     failingSince: iso(endpoint.failingSinceMs),
@@ -506,6 +525,7 @@ function toInput(body: BodyInput): Partial<EndpointInput> {
       );
     }
     input.batch = { maxEvents: batch.maxEvents, maxWaitMs };
+    if (batch.eventTypes !== undefined) input.batch.eventTypes = batch.eventTypes;
   }
   return input;
 }

@@ -24,6 +24,31 @@ export const WEBHOOK_EVENT_TYPES: readonly WebhookEventType[] = [
   "webhook.test",
 ];
 
+/** The event types an endpoint's `batch` may group, in documentation order. */
+export const BATCHABLE_EVENT_TYPES = ["window.closed", "alert.fired", "event.processed"] as const;
+
+/** An event type an endpoint's `batch` may group. */
+export type BatchableEventType = typeof BATCHABLE_EVENT_TYPES[number];
+
+/** How an endpoint's deliveries are grouped. */
+export interface EndpointBatch {
+  /** Most results in one delivery. */
+  maxEvents: number;
+  /** Longest wait (ms) for a batch of `event.processed` to fill. */
+  maxWaitMs: number;
+  /**
+   * The types grouped; absent (an endpoint stored before types other than `event.processed`
+   * could be grouped) for `event.processed` alone. See {@linkcode batchedTypes}.
+   */
+  eventTypes?: BatchableEventType[];
+}
+
+/** The types an endpoint's `batch` groups (none without one). */
+export function batchedTypes(batch: EndpointBatch | null): readonly BatchableEventType[] {
+  if (batch === null) return [];
+  return batch.eventTypes ?? ["event.processed"];
+}
+
 /** A signing secret of an endpoint. */
 export interface EndpointSecret {
   /** `whsec_` + base64 of the key bytes. */
@@ -50,8 +75,8 @@ export interface EndpointConfig {
   headers: Record<string, string>;
   /** Most deliveries per second; null for no limit. */
   rateLimit: number | null;
-  /** Batching of `event.processed`; null sends one event per delivery. */
-  batch: { maxEvents: number; maxWaitMs: number } | null;
+  /** Grouping of results into deliveries; null sends one result per delivery. */
+  batch: EndpointBatch | null;
   /** Secrets that sign, the current one first. */
   secrets: EndpointSecret[];
   /** Per stream: the log position at registration; older entries are not delivered. */

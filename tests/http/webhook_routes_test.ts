@@ -240,18 +240,34 @@ Deno.test("batch is accepted and echoed in one shape: maxEvents and maxWait as a
       batch: { maxEvents: 50, maxWait: "1s" },
     });
     assert.equal(created.status, 201, created.text);
-    assert.deepEqual(created.body.batch, { maxEvents: 50, maxWait: "1s" });
+    assert.deepEqual(created.body.batch, {
+      maxEvents: 50,
+      maxWait: "1s",
+      eventTypes: ["event.processed"],
+    });
     const { id } = created.body;
     const read = await call(ctx.app, "GET", `/v1/webhooks/${id}`);
-    assert.deepEqual(read.body.batch, { maxEvents: 50, maxWait: "1s" });
+    assert.deepEqual(read.body.batch, {
+      maxEvents: 50,
+      maxWait: "1s",
+      eventTypes: ["event.processed"],
+    });
     const listed = await call(ctx.app, "GET", "/v1/webhooks");
-    assert.deepEqual(listed.body.webhooks[0].batch, { maxEvents: 50, maxWait: "1s" });
+    assert.deepEqual(listed.body.webhooks[0].batch, {
+      maxEvents: 50,
+      maxWait: "1s",
+      eventTypes: ["event.processed"],
+    });
     // Written another way, a duration reads back in its shortest exact form.
     const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
       batch: { maxEvents: 5, maxWait: "1500ms" },
     });
     assert.equal(changed.status, 200, changed.text);
-    assert.deepEqual(changed.body.batch, { maxEvents: 5, maxWait: "1s500ms" });
+    assert.deepEqual(changed.body.batch, {
+      maxEvents: 5,
+      maxWait: "1s500ms",
+      eventTypes: ["event.processed"],
+    });
     const again = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
       batch: changed.body.batch,
     });
@@ -283,7 +299,17 @@ Deno.test("the OpenAPI document gives batch one schema for input and reply", asy
   await withSetup(async (ctx) => {
     const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
     const { schemas } = doc.components;
-    assert.deepEqual(Object.keys(schemas.WebhookBatch.properties).sort(), ["maxEvents", "maxWait"]);
+    assert.deepEqual(Object.keys(schemas.WebhookBatch.properties).sort(), [
+      "eventTypes",
+      "maxEvents",
+      "maxWait",
+    ]);
+    assert.deepEqual(schemas.WebhookBatch.properties.eventTypes.items.enum, [
+      "window.closed",
+      "alert.fired",
+      "event.processed",
+    ]);
+    assert.deepEqual(schemas.WebhookBatch.required.sort(), ["maxEvents", "maxWait"]);
     for (const name of ["WebhookInput", "Webhook"]) {
       assert.match(
         JSON.stringify(schemas[name].properties.batch),
@@ -415,7 +441,7 @@ Deno.test("list pages hold 100 endpoints and 20 deliveries by default, at most 1
   });
 });
 
-Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch needs event.processed", async () => {
+Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch needs a type it can group", async () => {
   await withSetup(async (ctx) => {
     const slowest = await call(ctx.app, "POST", "/v1/webhooks", {
       url: "http://127.0.0.1:9/slow",
@@ -428,13 +454,20 @@ Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch nee
     });
     assert.equal(slower.status, 400);
     assert.match(slower.body.error.message, /rateLimit/);
-    const batched = await call(ctx.app, "POST", "/v1/webhooks", {
+    const late = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/batched",
+      eventTypes: ["event.late"],
+      batch: { maxEvents: 10, maxWait: "1s" },
+    });
+    assert.equal(late.status, 400);
+    assert.match(late.body.error.message, /'eventTypes' \(event\.late\) has none/);
+    const closed = await call(ctx.app, "POST", "/v1/webhooks", {
       url: "http://127.0.0.1:9/batched",
       eventTypes: ["window.closed"],
       batch: { maxEvents: 10, maxWait: "1s" },
     });
-    assert.equal(batched.status, 400);
-    assert.match(batched.body.error.message, /event\.processed/);
+    assert.equal(closed.status, 201, closed.text);
+    assert.deepEqual(closed.body.batch.eventTypes, ["window.closed"]);
   });
 });
 

@@ -18,13 +18,14 @@ import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { recordLogTrimmed, WarningLimit } from "../../telemetry/mod.ts";
 import { publicPayload } from "../payload.ts";
-import type {
-  Claim,
-  ClaimOptions,
-  DeliveryStore,
-  Endpoint,
-  NewDelivery,
-  WebhookEventType,
+import {
+  batchedTypes,
+  type Claim,
+  type ClaimOptions,
+  type DeliveryStore,
+  type Endpoint,
+  type NewDelivery,
+  type WebhookEventType,
 } from "../../store/deliveries.ts";
 
 /** Variables an endpoint's `filter` sees: the whole payload, and its `data`. */
@@ -117,6 +118,13 @@ export function reportTrimmed(stream: string, lost: number): void {
       "they were dispatched to its webhooks: they are lost to them",
     { stream, lost },
   );
+}
+
+/** A result an endpoint's batch takes: its entry, and its payload's timestamp and data. */
+interface BatchItem {
+  entry: LogEntry;
+  timestamp: string;
+  data: unknown;
 }
 
 /** Least time (ms) between two warnings about one endpoint's failing filter. */
@@ -297,12 +305,19 @@ export class Dispatcher {
     return true;
   }
 
-  /** The deliveries of a page for the endpoints that match its entries. */
+  /**
+   * The deliveries of a page for the endpoints that match its entries: one per entry and
+   * endpoint, or, for the types an endpoint's `batch` groups, one per type and up to
+   * `maxEvents` of the page's entries that pass its filter, whose `data` is their `data` in log
+   * order. A batch's id is made of its first and last entry's, so a page dispatched again
+   * makes the same deliveries.
+   */
   deliveriesFor(plan: PagePlan, endpoints: readonly Endpoint[]): NewDelivery[] {
     const { stream } = plan;
     const createdMs = this.#now();
     const out: NewDelivery[] = [];
-    const batches = new Map<Endpoint, Array<{ entry: LogEntry; data: unknown }>>();
+    /** Per endpoint and type (in the order the page first has them), what it batches. */
+    const batches = new Map<Endpoint, Map<WebhookEventType, BatchItem[]>>();
     const listening = endpoints.filter((endpoint) =>
       !endpoint.disabled && (endpoint.streams === null || endpoint.streams.includes(stream.name))
     );
@@ -316,19 +331,26 @@ export class Dispatcher {
       if (targets.length === 0) continue;
       const payload = publicPayload(stream, entry);
       if (payload === null) continue;
-      const body = JSON.stringify(payload);
+      let body: string | undefined;
       const messageId = `msg_${stream.name}_${entry.id}`;
       for (const endpoint of targets) {
+        // The filter sees each result alone, batched or not.
         if (!this.#matches(endpoint, payload)) continue;
-        if (type === "event.processed" && endpoint.batch !== null) {
-          let batch = batches.get(endpoint);
+        if ((batchedTypes(endpoint.batch) as readonly string[]).includes(type)) {
+          let byType = batches.get(endpoint);
+          if (!byType) {
+            byType = new Map();
+            batches.set(endpoint, byType);
+          }
+          let batch = byType.get(type);
           if (!batch) {
             batch = [];
-            batches.set(endpoint, batch);
+            byType.set(type, batch);
           }
-          batch.push({ entry, data: payload.data });
+          batch.push({ entry, timestamp: payload.timestamp, data: payload.data });
           continue;
         }
+        body ??= JSON.stringify(payload);
         out.push({
           id: `${messageId}.${endpoint.id}`,
           messageId,
@@ -340,26 +362,29 @@ export class Dispatcher {
         });
       }
     }
-    for (const [endpoint, items] of batches) {
+    for (const [endpoint, byType] of batches) {
       const size = endpoint.batch!.maxEvents;
-      for (let i = 0; i < items.length; i += size) {
-        const chunk = items.slice(i, i + size);
-        const first = chunk[0].entry;
-        const last = chunk[chunk.length - 1].entry;
-        const messageId = `msg_${stream.name}_${first.id}_${last.id}`;
-        out.push({
-          id: `${messageId}.${endpoint.id}`,
-          messageId,
-          endpointId: endpoint.id,
-          stream: stream.name,
-          eventType: "event.processed",
-          payload: JSON.stringify({
-            type: "event.processed",
-            timestamp: new Date(last.timeMs).toISOString(),
-            data: chunk.map((item) => item.data),
-          }),
-          createdMs,
-        });
+      for (const [type, items] of byType) {
+        for (let i = 0; i < items.length; i += size) {
+          const chunk = items.slice(i, i + size);
+          const first = chunk[0].entry;
+          const last = chunk[chunk.length - 1];
+          // Entries are of one type each, so two types' batches never share their ends.
+          const messageId = `msg_${stream.name}_${first.id}_${last.entry.id}`;
+          out.push({
+            id: `${messageId}.${endpoint.id}`,
+            messageId,
+            endpointId: endpoint.id,
+            stream: stream.name,
+            eventType: type,
+            payload: JSON.stringify({
+              type,
+              timestamp: last.timestamp,
+              data: chunk.map((item) => item.data),
+            }),
+            createdMs,
+          });
+        }
       }
     }
     return out;

@@ -12,14 +12,17 @@ import { type CompiledStream, lookUpStream } from "../../config/mod.ts";
 import { listNames, quoteInput } from "../../telemetry/logging.ts";
 import type { Store } from "../../store/types.ts";
 import { compileExpression, ExpressionError } from "../../transform/mod.ts";
-import type {
-  DeliveryStore,
-  Endpoint,
-  EndpointConfig,
-  EndpointState,
-  Page,
-  PageOptions,
-  WebhookEventType,
+import {
+  type BatchableEventType,
+  batchedTypes,
+  type DeliveryStore,
+  type Endpoint,
+  type EndpointBatch,
+  type EndpointConfig,
+  type EndpointState,
+  type Page,
+  type PageOptions,
+  type WebhookEventType,
 } from "../../store/deliveries.ts";
 import { FILTER_VARIABLES, NOTHING_DISPATCHED, reportTrimmed } from "./dispatcher.ts";
 import { generateSecret } from "./signing.ts";
@@ -92,8 +95,11 @@ export interface EndpointInput {
   headers?: Record<string, string>;
   /** Most deliveries per second. */
   rateLimit?: number | null;
-  /** Batching of `event.processed`. */
-  batch?: { maxEvents: number; maxWaitMs: number } | null;
+  /**
+   * Grouping of results into deliveries; without `eventTypes`, it groups `event.processed`
+   * when the endpoint takes it, and otherwise its `window.closed` and `alert.fired`.
+   */
+  batch?: EndpointBatch | null;
   /** Registered but not delivered to. @default {false} */
   disabled?: boolean;
 }
@@ -262,14 +268,14 @@ export class EndpointRegistry {
       filter: input.filter ?? null,
       headers: input.headers ?? {},
       rateLimit: input.rateLimit ?? null,
-      batch: input.batch ?? null,
+      batch: null,
       secrets: [{ secret, expiresMs: null }],
       startAfter,
       createdMs: now,
       updatedMs: now,
       version: 1,
     };
-    checkBatch(config, "register");
+    config.batch = batchOf(input.batch ?? null, config.eventTypes, "register");
     const state: Partial<EndpointState> = input.disabled
       ? { disabled: true, disabledReason: "Disabled by its owner" }
       : { disabled: false };
@@ -327,9 +333,15 @@ export class EndpointRegistry {
       if (patch.description !== undefined) config.description = patch.description;
       if (patch.headers !== undefined) config.headers = patch.headers;
       if (patch.rateLimit !== undefined) config.rateLimit = patch.rateLimit;
-      if (patch.batch !== undefined) config.batch = patch.batch;
-      // (An endpoint stored so before this check keeps working for patches of other fields.)
-      if (patch.batch !== undefined || patch.eventTypes !== undefined) checkBatch(config, "change");
+      if (patch.batch !== undefined) {
+        config.batch = batchOf(patch.batch, config.eventTypes, "change");
+      } else if (patch.eventTypes !== undefined) {
+        // The types it groups stay (an endpoint stored with a batch its types no longer allow,
+        // before this check, keeps working for patches of other fields).
+        const batch = config.batch &&
+          { ...config.batch, eventTypes: [...batchedTypes(config.batch)] };
+        config.batch = batchOf(batch, config.eventTypes, "change");
+      }
       let state: Partial<EndpointState> | undefined;
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
@@ -374,16 +386,46 @@ export class EndpointRegistry {
 /** What a request to the registry does, as its errors say. */
 type Verb = "register" | "change";
 
-/** `batch` groups `event.processed` deliveries: on an endpoint that takes none it would do nothing. */
-function checkBatch(config: EndpointConfig, verb: Verb): void {
-  if (config.batch && !config.eventTypes.includes("event.processed")) {
-    throw new InvalidEndpointError(
-      "batch",
-      `Cannot ${verb} webhook as 'batch' groups event.processed deliveries and 'eventTypes' (${
-        config.eventTypes.join(", ")
-      }) has none: add event.processed or leave batch out`,
+/**
+ * The batch an endpoint taking `eventTypes` is stored with, its grouped types given: those
+ * asked for, each of which it must take, or, when none are named, `event.processed` when it
+ * takes it (as before other types could be grouped), else its `window.closed` and `alert.fired`.
+ * A batch grouping none of the types the endpoint takes would do nothing, and is refused.
+ */
+function batchOf(
+  batch: EndpointBatch | null,
+  eventTypes: readonly WebhookEventType[],
+  verb: Verb,
+): EndpointBatch | null {
+  if (batch === null) return null;
+  let grouped: BatchableEventType[];
+  if (batch.eventTypes !== undefined) {
+    grouped = [...new Set(batch.eventTypes)];
+    const missing = grouped.filter((type) => !eventTypes.includes(type));
+    if (missing.length > 0) {
+      throw new InvalidEndpointError(
+        "batch",
+        `Cannot ${verb} webhook as 'batch.eventTypes' names ${missing.join(", ")}, which ` +
+          `'eventTypes' (${eventTypes.join(", ")}) lacks: add it there or leave it out of batch`,
+      );
+    }
+  } else if (eventTypes.includes("event.processed")) {
+    grouped = ["event.processed"];
+  } else {
+    grouped = (["window.closed", "alert.fired"] as const).filter((type) =>
+      eventTypes.includes(type)
     );
+    if (grouped.length === 0) {
+      throw new InvalidEndpointError(
+        "batch",
+        `Cannot ${verb} webhook as 'batch' groups window.closed, alert.fired and ` +
+          `event.processed deliveries and 'eventTypes' (${
+            eventTypes.join(", ")
+          }) has none: add one or leave batch out`,
+      );
+    }
   }
+  return { maxEvents: batch.maxEvents, maxWaitMs: batch.maxWaitMs, eventTypes: grouped };
 }
 
 function configOf(endpoint: Endpoint): EndpointConfig {

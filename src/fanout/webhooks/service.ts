@@ -15,6 +15,7 @@ import type { Store } from "../../store/types.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
+  batchedTypes,
   decodeCursor,
   type Delivery,
   type DeliveryStatus,
@@ -185,7 +186,10 @@ export class WebhookService {
         !this.#listens(endpoint, name, "event.processed") &&
         !this.#listens(endpoint, name, "event.late")
       ) continue;
-      const wait = endpoint.batch?.maxWaitMs ?? 0;
+      // Only a batch of event.processed waits: one of other types goes with the next dispatch.
+      const wait = batchedTypes(endpoint.batch).includes("event.processed")
+        ? endpoint.batch!.maxWaitMs
+        : 0;
       delayMs = delayMs === null ? wait : Math.min(delayMs, wait);
     }
     if (delayMs !== null) this.#scheduleDispatch(name, delayMs);

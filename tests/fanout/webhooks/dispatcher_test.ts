@@ -258,6 +258,58 @@ Deno.test("Dispatcher batches event.processed into deliveries of at most maxEven
   for (const item of list) assert.ok(!item.messageId.includes("."));
 });
 
+Deno.test("Dispatcher batches each type its batch names apart, in log order, the same ids on every dispatch of a page", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  await store.appendLog("orders", [closed(1, "DE"), processed(1), closed(1, "FR")]);
+  await store.appendLog("orders", [processed(2), closed(1, "IT"), processed(3)]);
+  const both = endpoint("ep_both", {
+    eventTypes: ["window.closed", "event.processed"],
+    batch: { maxEvents: 2, maxWaitMs: 1_000, eventTypes: ["window.closed", "event.processed"] },
+  });
+  const closedOnly = endpoint("ep_closed", {
+    eventTypes: ["window.closed", "event.processed"],
+    batch: { maxEvents: 10, maxWaitMs: 1_000, eventTypes: ["window.closed"] },
+  });
+  const log = await store.readLog("orders", null, 100);
+  const made = [];
+  for (let round = 0; round < 2; round++) {
+    const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+    await new Dispatcher(store, deliveries, { now: () => T0 }).dispatch(orders, [both, closedOnly]);
+    const list = [
+      ...await allDeliveries(deliveries, "ep_both"),
+      ...await allDeliveries(deliveries, "ep_closed"),
+    ].map((item) => ({
+      id: item.id,
+      eventType: item.eventType,
+      data: JSON.parse(item.payload).data,
+    })).sort((x, y) => x.id < y.id ? -1 : 1);
+    made.push(list);
+  }
+  assert.deepEqual(made[1], made[0], "a page dispatched again makes the same deliveries");
+  const summary = made[0].map((item) =>
+    `${item.id.split(".")[1]} ${item.eventType} ${
+      Array.isArray(item.data)
+        ? item.data.map((data: { group?: { country: string }; event?: { id: string } }) =>
+          data.group?.country ?? data.event?.id
+        ).join(",")
+        : "one"
+    }`
+  ).sort();
+  assert.deepEqual(summary, [
+    "ep_both event.processed 1,2",
+    "ep_both event.processed 3",
+    "ep_both window.closed DE,FR",
+    "ep_both window.closed IT",
+    "ep_closed event.processed one",
+    "ep_closed event.processed one",
+    "ep_closed event.processed one",
+    "ep_closed window.closed DE,FR,IT",
+  ]);
+  const ids = made[0].map((item) => item.id);
+  assert.ok(ids.includes(`msg_orders_${log[0].id}_${log[2].id}.ep_both`));
+  assert.ok(ids.includes(`msg_orders_${log[1].id}_${log[3].id}.ep_both`));
+});
+
 /** `deliveries` noting when each of its calls starts and when it settles. */
 function noting(deliveries: DeliveryStore, notes: string[]): DeliveryStore {
   return new Proxy(deliveries, {

@@ -92,6 +92,80 @@ redisTest(
 );
 
 redisTest(
+  "two instances on one Redis deliver each window.closed once in batches; a failed batch is retried by the other with the same webhook-id and body",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    try {
+      const batched = await call(a.app, "POST", "/v1/webhooks", {
+        url: receiver.url("/batched"),
+        eventTypes: ["window.closed"],
+        filter: "data.counter == 'per_minute'",
+        batch: { maxEvents: 2, maxWait: "1s" },
+      });
+      assert.equal(batched.status, 201, batched.text);
+      const one = await register(a.app, {
+        url: receiver.url("/one"),
+        eventTypes: ["window.closed"],
+      });
+      receiver.secrets = [batched.body.secret, one.secret];
+      receiver.respond = (request) =>
+        request.path === "/batched" && receiver.on("/batched").length === 1
+          ? new Response("broken", { status: 500 })
+          : new Response(null, { status: 204 });
+      const countries = ["DE", "FR", "IT"];
+      const events = Array.from({ length: 24 }, (_, i) => ({
+        id: `e${i}`,
+        ts: at(1 + i * 4),
+        country: countries[i % 3],
+        amount: i,
+      }));
+      await Promise.all([
+        ...events.map((event) => ingest(a.app, [event])),
+        ...events.map((event) => ingest(b.app, [event])),
+      ]);
+      await ingest(a.app, [{ id: "tick", ts: at(200), country: "DE" }]);
+      await Promise.all([sweep(a.app), sweep(b.app)]);
+      await Promise.all([sweep(a.app), sweep(b.app)]);
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+      clock.now += 5_000;
+      await sweep(b.app);
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+
+      const key = (data: { counter: string; start: string; group: unknown }) =>
+        `${data.counter}@${data.start}/${JSON.stringify(data.group)}`;
+      // Without batch: each of the 8 results once (minutes 0 and 1: 3 countries, 1 sum).
+      const single = receiver.on("/one").map((item) => item.payload.data);
+      assert.equal(single.length, 8);
+      assert.equal(new Set(single.map(key)).size, 8);
+      // With it: the 6 per_minute results, each once, in deliveries of at most 2.
+      const posts = receiver.on("/batched");
+      const failed = posts[0];
+      const retried = posts.filter((item) => item.id === failed.id);
+      assert.equal(retried.length, 2, "the failed batch went out once more");
+      assert.equal(retried[1].body, failed.body);
+      const delivered = posts.slice(1);
+      assert.ok(delivered.every((item) => item.payload.data.length <= 2));
+      const ids = delivered.map((item) => item.id);
+      assert.equal(new Set(ids).size, ids.length, "no webhook-id was delivered twice");
+      const items = delivered.flatMap((item) => item.payload.data);
+      assert.deepEqual(
+        items.map(key).sort(),
+        single.filter((data) => data.counter === "per_minute").map(key).sort(),
+      );
+      assert.equal(items.reduce((sum: number, data: { value: number }) => sum + data.value, 0), 24);
+      assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+    } finally {
+      await a.close();
+      await b.close();
+      await receiver.close();
+    }
+  },
+);
+
+redisTest(
   "a new instance on the same Redis sends what the previous one could not",
   async (fixture) => {
     const clock: Clock = { now: T0 + 600_000 };

@@ -608,6 +608,116 @@ Deno.test("event.processed can be batched: data is an array of up to maxEvents e
   });
 });
 
+Deno.test("window.closed can be batched: up to maxEvents results per delivery, each as one delivery would carry it, filtered one by one", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    // maxWait holds no window.closed: the sweep that closes the window dispatches it.
+    const batched = await call(app, "POST", "/v1/webhooks", {
+      url: receiver.url("/batched"),
+      eventTypes: ["window.closed"],
+      filter: "data.counter == 'per_minute' && data.group.country != 'FR'",
+      batch: { maxEvents: 2, maxWait: "1m" },
+    });
+    assert.equal(batched.status, 201, batched.text);
+    assert.deepEqual(batched.body.batch, {
+      maxEvents: 2,
+      maxWait: "1m",
+      eventTypes: ["window.closed"],
+    });
+    const one = await register(app, { url: receiver.url("/one"), eventTypes: ["window.closed"] });
+    receiver.secrets = [batched.body.secret, one.secret];
+    const { webhooks: queued } = await closeFirstMinute(app, ["DE", "FR", "IT", "ES"]);
+    await webhooks.idle();
+    // Without batch: one delivery per result, as before (one per country; the events carry no
+    // amount to sum).
+    const single = receiver.on("/one").map((item) => item.payload);
+    assert.equal(single.length, 4);
+    assert.ok(single.every((payload) => !Array.isArray(payload.data)));
+    // With it: the 3 results its filter passes, in 2 deliveries of at most 2.
+    const batches = receiver.on("/batched");
+    assert.equal(queued.queued, 4 + 2);
+    assert.deepEqual(batches.map((item) => item.payload.data.length).sort(), [1, 2]);
+    assert.ok(batches.every((item) => item.payload.type === "window.closed"));
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+    const items = batches.flatMap((item) => item.payload.data);
+    const byCountry = (data: { group: { country?: string } }) => data.group.country ?? "-";
+    assert.deepEqual(items.map(byCountry).sort(), ["DE", "ES", "IT"]);
+    // Each item is the data one delivery of that result carries.
+    for (const item of items) {
+      assert.deepEqual(
+        item,
+        single.find((payload) =>
+          payload.data.counter === "per_minute" && byCountry(payload.data) === byCountry(item)
+        )!.data,
+      );
+    }
+    const listed = await deliveriesOf(app, batched.body.id);
+    assert.equal(listed.length, 2);
+    assert.ok(listed.every((item: { eventType: string }) => item.eventType === "window.closed"));
+  });
+});
+
+Deno.test("a batch of window.closed that failed is retried with the same webhook-id and body", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, clock }) => {
+    const { id, secret } = await register(app, {
+      url: receiver.url(),
+      eventTypes: ["window.closed"],
+      batch: { maxEvents: 10, maxWait: "1s" },
+    });
+    receiver.secrets = [secret];
+    receiver.respond = (_, index) =>
+      index === 0 ? new Response("broken", { status: 500 }) : new Response(null, { status: 204 });
+    await closeFirstMinute(app, ["DE", "FR", "IT"]);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 1);
+    advance(clock, 5 * SECOND);
+    await sweep(app, webhooks);
+    assert.equal(receiver.received.length, 2);
+    const [first, retry] = receiver.received;
+    assert.equal(retry.id, first.id);
+    assert.equal(retry.body, first.body);
+    assert.equal(first.payload.data.length, 3, "one result per country");
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+    const [delivery] = await deliveriesOf(app, id);
+    assert.equal(delivery.status, "succeeded");
+    assert.equal(delivery.attempts, 2);
+  });
+});
+
+Deno.test("batch without eventTypes on an endpoint taking no event.processed batches its window.closed and alert.fired", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    const created = await call(app, "POST", "/v1/webhooks", {
+      url: receiver.url(),
+      batch: { maxEvents: 100, maxWait: "1s" },
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.batch.eventTypes, ["window.closed", "alert.fired"]);
+    receiver.secrets = [created.body.secret];
+    // 3 events of DE and of FR in one request fire the `busy` alert (count >= 3) for both.
+    await ingest(
+      app,
+      ["DE", "FR"].flatMap((country) =>
+        [1, 2, 3].map((n) => ({ id: `${country}${n}`, ts: at(n), country }))
+      ),
+    );
+    await ingest(app, [{ id: "tick", ts: at(75), country: "XX" }]);
+    await sweep(app, webhooks);
+    const alerts = receiver.received.filter((item) => item.payload.type === "alert.fired");
+    assert.ok(alerts.every((item) => Array.isArray(item.payload.data)));
+    assert.deepEqual(
+      alerts.flatMap((item) =>
+        item.payload.data.map((data: { alert: string; group: { country: string } }) =>
+          `${data.alert}:${data.group.country}`
+        )
+      ).sort(),
+      ["busy:DE", "busy:FR"],
+    );
+    const closed = receiver.received.filter((item) => item.payload.type === "window.closed");
+    assert.equal(closed.length, 1, "the close's 2 results in one delivery");
+    assert.equal(closed[0].payload.data.length, 2);
+    assert.ok(receiver.received.every((item) => item.verifiedWith.length === 1));
+  });
+});
+
 Deno.test("a batch waits up to maxWait, but not while another endpoint of the stream takes events one by one", async () => {
   const batch = { maxEvents: 100, maxWait: "1m" };
   // Alone, the batched endpoint gets nothing yet: its batch is held open.
@@ -736,10 +846,23 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
       [{ url, eventTypes: ["webhook.test"] }, /Invalid request body eventTypes\[0\]: /],
       [{ url, surprise: true }, /^Invalid request body: Unrecognized key: "surprise"$/],
       [{ url, batch: { maxEvents: 5, maxWait: "soon" } }, /batch\.maxWait/],
-      // batch groups event.processed deliveries; the default event types have none.
+      // batch groups window.closed, alert.fired and event.processed; event.late alone has none.
       [
-        { url, batch: { maxEvents: 5, maxWait: "1s" } },
-        /'batch' groups event\.processed deliveries and 'eventTypes' \(window\.closed, alert\.fired\) has none/,
+        { url, eventTypes: ["event.late"], batch: { maxEvents: 5, maxWait: "1s" } },
+        /'batch' groups window\.closed, alert\.fired and event\.processed deliveries and 'eventTypes' \(event\.late\) has none/,
+      ],
+      // The types it groups are types the endpoint takes.
+      [
+        {
+          url,
+          eventTypes: ["window.closed"],
+          batch: { maxEvents: 5, maxWait: "1s", eventTypes: ["window.closed", "alert.fired"] },
+        },
+        /'batch\.eventTypes' names alert\.fired, which 'eventTypes' \(window\.closed\) lacks/,
+      ],
+      [
+        { url, batch: { maxEvents: 5, maxWait: "1s", eventTypes: ["event.late"] } },
+        /Invalid request body batch\.eventTypes\[0\]/,
       ],
     ];
     for (const [body, message] of cases) {
@@ -750,7 +873,7 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
     // Up to U+00FF fetch sends it (as Latin-1).
     const latin = await call(app, "POST", "/v1/webhooks", { url, headers: { "x-l": "café" } });
     assert.equal(latin.status, 201);
-    // A change that would leave batch on an endpoint taking no event.processed is refused too.
+    // A change that would leave batch grouping a type the endpoint no longer takes is refused too.
     const batched = await call(app, "POST", "/v1/webhooks", {
       url,
       eventTypes: ["event.processed"],
@@ -763,7 +886,7 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
     assert.equal(narrowed.status, 400);
     assert.match(
       narrowed.body.error.message,
-      /^Cannot change webhook as 'batch' groups event\.processed deliveries/,
+      /^Cannot change webhook as 'batch\.eventTypes' names event\.processed, which 'eventTypes' \(window\.closed\) lacks/,
     );
     const cased = await call(app, "PATCH", `/v1/webhooks/${batched.body.id}`, {
       headers: { "X-Tenant": "a", "x-tenant": "b" },
