@@ -222,15 +222,25 @@ export const SESSION_CLOSE_LUA = `
 -- stands its watermark still): one whose life ends within ttl/2 (\`sa\`, by expiry: only those are
 -- asked) gets ttl from now, with its HyperLogLog, its group's zset and the counter's indexes, as a
 -- write would give it. So an open session outlives a pause as long as some instance sweeps more
--- often than ttl/2, and is extended at most once per ttl/2 of it. By later writes (write(…)).
-local function keepSessionsOpen(name, kind, ttl, now, write)
+-- often than ttl/2, and is extended at most once per ttl/2 of it. At most \`most\` a sweep, those
+-- nearest their end first (as the sessions it closes are bounded): up to maxSessions (100,000 by
+-- default) written in one burst come due together, and keeping them all in one script would hold
+-- Redis for seconds. By later writes (write(…)).
+local function keepSessionsOpen(name, kind, ttl, now, most, write)
   local openKey, allKey = sessionOpenKey(name), sessionAllKey(name)
-  local soon = redis.call("ZRANGEBYSCORE", allKey, "(" .. num(now), num(now + math.floor(ttl / 2)))
+  local soon = redis.call("ZRANGEBYSCORE", allKey, "(" .. num(now), num(now + math.floor(ttl / 2)),
+    "WITHSCORES", "LIMIT", 0, most)
   if #soon == 0 then return end
-  local groups, kept = {}, false
-  for _, member in ipairs(soon) do
-    -- A closed one (left here by a release before this one) is not kept.
-    if redis.call("ZSCORE", openKey, member) then
+  local groups, kept, moved = {}, false, false
+  for i = 1, #soon, 2 do
+    local member = soon[i]
+    if not redis.call("ZSCORE", openKey, member) then
+      -- Closed by a release before this one, which left closed sessions here: moved to \`sc\`, as
+      -- this release closes them, so it neither takes an open one's room here nor is asked again.
+      write("ZREM", allKey, member)
+      write("ZADD", sessionClosedKey(name), soon[i + 1], member)
+      moved = true
+    else
       local colon = string.find(member, ":", 1, true)
       local startText, group = string.sub(member, 1, colon - 1), string.sub(member, colon + 1)
       write("PEXPIRE", sessionValueKey(name, startText, group), ttl)
@@ -243,6 +253,8 @@ local function keepSessionsOpen(name, kind, ttl, now, write)
       kept = true
     end
   end
+  -- (Its members' lives end within ttl/2: ttl covers them.)
+  if moved then write("PEXPIRE", sessionClosedKey(name), ttl) end
   if kept then
     write("PEXPIRE", openKey, ttl)
     write("PEXPIRE", allKey, ttl)
@@ -263,7 +275,7 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
     local openKey, allKey = sessionOpenKey(name), sessionAllKey(name)
     local closedKey, startKey = sessionClosedKey(name), sessionStartKey(name)
     if not peek then
-      keepSessionsOpen(name, kind, ttl, now, write)
+      keepSessionsOpen(name, kind, ttl, now, limit * ${SESSIONS_PER_WINDOW}, write)
       -- Closed sessions that expired leave the index by start.
       local expired = redis.call("ZRANGEBYSCORE", closedKey, "-inf", num(now))
       if #expired > 0 then

@@ -240,3 +240,61 @@ redisTest(
     assert.equal(await send("ZSCORE", "es:{visits}:ss:visit", closedMembers[0]), null);
   },
 );
+
+redisTest(
+  "a sweep keeps at most limit × 10 open sessions alive, those nearest their end first, and moves a previous release's closed ones out of the open sessions' index",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let clock = NOW;
+    const store = new RedisStore(redis, { now: () => clock });
+    const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
+    const one = compileConfig({
+      streams: {
+        visits: {
+          time: { field: "t", lateness: "1h" },
+          counters: {
+            visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" },
+          },
+        },
+      },
+    }).get("visits")!;
+    const ttl = one.counterMetas[0].ttlMs;
+    // 250 open sessions written in one burst: their lives end together.
+    const burst = Array.from({ length: 250 }, (_, i) => ({ t: T0, user: `u${i}` }));
+    await ingestItems(one, items(burst), { store, nowMs: clock });
+    // A session a release before this one closed: left in `sa`, not in `so`.
+    await send("ZADD", "es:{visits}:sa:visit", String(NOW + ttl), `${T0 - 600_000}:["old"]`);
+    await send("ZADD", "es:{visits}:ss:visit", String(T0 - 600_000), `${T0 - 600_000}:["old"]`);
+    clock = NOW + ttl / 2;
+    const keptPerSweep: number[] = [];
+    for (let sweep = 0; sweep < 4; sweep++) {
+      await send("CONFIG", "RESETSTAT");
+      const closed = await store.closeWindows("visits", one.counterMetas, {
+        latenessMs: 3_600_000,
+        limit: 10,
+      });
+      assert.equal(closed.length, 0);
+      keptPerSweep.push((await commandCalls(fixture)).zadd ?? 0);
+      clock += 1_000;
+    }
+    // 100 a sweep (the previous release's closed one moved with the first hundred: 99 + 1).
+    assert.deepEqual(keptPerSweep, [100, 100, 51, 0]);
+    const scores = await send(
+      "ZRANGE",
+      "es:{visits}:sa:visit",
+      "0",
+      "-1",
+      "WITHSCORES",
+    ) as string[];
+    assert.equal(scores.length, 2 * 250);
+    for (let i = 1; i < scores.length; i += 2) assert.ok(Number(scores[i]) > NOW + ttl);
+    assert.deepEqual(
+      await send("ZRANGE", "es:{visits}:sc:visit", "0", "-1", "WITHSCORES"),
+      [`${T0 - 600_000}:["old"]`, String(NOW + ttl)],
+    );
+  },
+);
