@@ -332,3 +332,33 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "a refused origin's preflighted fetches (granted since any origin's preflight is) spend no rate limit and no idempotency key, and read nothing",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const url = `${s.api}/v1/streams/limited/events?key=${s.key}`;
+      const send = (id: string) =>
+        `fetch(${JSON.stringify(url)}, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": "k1", "X-Request-Id": "r1" },
+        body: JSON.stringify([{ id: ${JSON.stringify(id)} }]),
+      }).then(async (res) => ({ status: res.status, body: await res.text() }),
+        (error) => ({ error: String(error) }))`;
+      const refused = await open(browser, s.refused);
+      for (let i = 0; i < 5; i++) {
+        const failed = await refused.evaluate(send(`evil${i}`)) as { error?: string };
+        assert.match(failed.error ?? "", /TypeError: Failed to fetch/);
+      }
+      const posts = s.answers.filter((a) => a.origin === s.refused && a.method === "POST");
+      assert.deepEqual(posts.map((a) => a.status), [403, 403, 403, 403, 403]);
+      const allowed = await open(browser, s.allowed);
+      const first = await allowed.evaluate(send("good1")) as { status: number; body: string };
+      assert.equal(first.status, 202, first.body);
+      assert.equal(await s.accepted("limited"), 1);
+    } finally {
+      await s.close();
+    }
+  },
+);
