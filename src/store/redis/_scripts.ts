@@ -1415,7 +1415,7 @@ end
 -- mergePanes of only these groups, in this order.
 local function mergeGroups(panes, groups)
   local order = {}
-  for i, group in ipairs(groups) do order[i] = { group = group, count = 0, sum = 0, distinct = 0, panes = {} } end
+  for i, group in ipairs(groups) do order[i] = newCell(group) end
   for _, pane in ipairs(panes) do
     local key = paneKey(name, num(pane))
     for first = 1, #order, 200 do
@@ -1447,32 +1447,7 @@ local function mergeGroups(panes, groups)
       end
     end
   end
-  if kind == "distinct" then
-    for _, cell in ipairs(order) do
-      if #cell.panes > 0 then
-        local keys = {}
-        for i, pane in ipairs(cell.panes) do keys[i] = hllKey(name, num(pane), cell.group) end
-        cell.distinct = redis.call("PFCOUNT", unpack(keys))
-      end
-    end
-  end
-  if kind == "quantiles" then
-    for _, cell in ipairs(order) do
-      local bins, names = {}, {}
-      for _, pane in ipairs(cell.panes) do
-        local flat = redis.call("HGETALL", quantileKey(name, num(pane), cell.group))
-        for i = 1, #flat, 2 do
-          local bin = flat[i]
-          if bins[bin] == nil then
-            bins[bin] = 0
-            names[#names + 1] = bin
-          end
-          bins[bin] = bins[bin] + tonumber(flat[i + 1])
-        end
-      end
-      cell.bins, cell.binNames = bins, names
-    end
-  end
+  finishCells(name, kind, order)
   return order
 end
 local out = {}
