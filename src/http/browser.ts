@@ -239,7 +239,12 @@ export function addIngestCorsHeaders(
   const { origin, stream } = request;
   c.res.headers.append("Vary", "Origin");
   const grant = grantOfRequest(c);
-  if (grant?.origins?.has(origin) || streamOrigins(stream).includes(origin)) {
+  // Admitted by the key's or the stream's `origins`, or by the origin guard itself (the server's
+  // own origin, or one EDGESTREAM_ALLOWED_ORIGINS lists: then it deferred no refusal).
+  if (
+    grant?.origins?.has(origin) || streamOrigins(stream).includes(origin) ||
+    deferredOriginRefusal(c.req.raw) === undefined
+  ) {
     c.res.headers.set("Access-Control-Allow-Origin", origin);
     c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);
   }

@@ -26,11 +26,17 @@ const CONFIG = {
   },
 };
 
-async function setup(options: { now?: () => number } = {}) {
+async function setup(options: { now?: () => number; allowedOrigins?: string[] } = {}) {
   const now = options.now ?? (() => NOW);
   const store = new MemoryStore({ now });
   const keys = await KeyRing.parse(`admin:${KEYS.admin},ingest:${KEYS.ingest}`, { now });
-  const app = createApp({ streams: compileConfig(CONFIG), store, keys, now });
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store,
+    keys,
+    now,
+    origins: { allowedOrigins: options.allowedOrigins },
+  });
   async function createKey(input: unknown): Promise<{ id: string; key: string }> {
     const res = await app.request("/v1/keys", {
       method: "POST",
@@ -67,6 +73,31 @@ function send(
     body: typeof body === "string" ? body : JSON.stringify(body),
   }];
 }
+
+Deno.test("a page on an origin EDGESTREAM_ALLOWED_ORIGINS lists reads its ingest answers (CORS headers), with any ingest key", async () => {
+  const { app, stats } = await setup({ allowedOrigins: [SHOP] });
+  const ok = await app.request(
+    ...send("pageviews", { id: "a" }, { key: KEYS.ingest, origin: SHOP }),
+  );
+  assert.equal(ok.status, 202);
+  assert.equal(ok.headers.get("Access-Control-Allow-Origin"), SHOP);
+  assert.equal(
+    ok.headers.get("Access-Control-Expose-Headers"),
+    "Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed, X-Request-Id",
+  );
+  // Its errors too: a page reads why (here an unknown stream).
+  const missing = await app.request(
+    ...send("nope", { id: "b" }, { key: KEYS.ingest, origin: SHOP }),
+  );
+  assert.equal(missing.status, 404);
+  assert.equal(missing.headers.get("Access-Control-Allow-Origin"), SHOP);
+  const refused = await app.request(
+    ...send("pageviews", { id: "c" }, { key: KEYS.ingest, origin: OTHER }),
+  );
+  assert.equal(refused.status, 403);
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal((await stats("pageviews")).accepted, 1);
+});
 
 Deno.test("a publishable key is ingest-only and starts with pk_", async () => {
   const { app, createKey } = await setup();
