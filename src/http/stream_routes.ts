@@ -480,6 +480,19 @@ function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRout
   };
 }
 
+/**
+ * The JSON value a cursor of these routes holds (undefined when its text is not JSON), or 400
+ * `invalid_cursor` when it is no cursor at all.
+ */
+function cursorJson(cursor: string): unknown {
+  try {
+    return JSON.parse(textOfCursor(cursor));
+  } catch (error) {
+    if (error instanceof InvalidCursorError) throw error;
+    return undefined;
+  }
+}
+
 /** The cursor of the streams after `name` in `GET /v1/streams`: `["streams", name]` as text. */
 function streamCursor(name: string): string {
   return cursorOfText(JSON.stringify(["streams", name]));
@@ -487,12 +500,7 @@ function streamCursor(name: string): string {
 
 /** The stream name a cursor {@linkcode streamCursor} made holds, or 400 `invalid_cursor`. */
 function readStreamCursor(cursor: string): string {
-  let value: unknown;
-  try {
-    value = JSON.parse(textOfCursor(cursor));
-  } catch (error) {
-    if (error instanceof InvalidCursorError) throw error;
-  }
+  const value = cursorJson(cursor);
   if (
     Array.isArray(value) && value.length === 2 && value[0] === "streams" &&
     typeof value[1] === "string"
@@ -855,12 +863,7 @@ function rowCursor(position: RowPosition): string {
  * `"|"` past the window) still reads: its group, in today's order, is where the page starts.
  */
 function readRowCursor(cursor: string, counter: CompiledCounter): RowPosition {
-  let value: unknown;
-  try {
-    value = JSON.parse(textOfCursor(cursor));
-  } catch (error) {
-    if (error instanceof InvalidCursorError) throw error;
-  }
+  const value = cursorJson(cursor);
   if (Array.isArray(value) && Number.isSafeInteger(value[0])) {
     if (
       value.length === 3 && value[2] === 2 && (value[1] === null || typeof value[1] === "string")
