@@ -276,14 +276,17 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
     local closedKey, startKey = sessionClosedKey(name), sessionStartKey(name)
     if not peek then
       keepSessionsOpen(name, kind, ttl, now, limit * ${SESSIONS_PER_WINDOW}, write)
-      -- Closed sessions that expired leave the index by start.
-      local expired = redis.call("ZRANGEBYSCORE", closedKey, "-inf", num(now))
+      -- Closed sessions that expired leave the index by start: as many a call as it may close
+      -- (sessions closed together expire together), the rest at the next.
+      local expired = redis.call("ZRANGEBYSCORE", closedKey, "-inf", num(now), "LIMIT", 0,
+        limit * ${SESSIONS_PER_WINDOW})
       if #expired > 0 then
         expectType(startKey, "zset")
         for i = 1, #expired, 500 do
-          write("ZREM", startKey, unpack(expired, i, math.min(i + 499, #expired)))
+          local last = math.min(i + 499, #expired)
+          write("ZREM", startKey, unpack(expired, i, last))
+          write("ZREM", closedKey, unpack(expired, i, last))
         end
-        write("ZREMRANGEBYSCORE", closedKey, "-inf", num(now))
       end
     end
     local due = redis.call("ZRANGEBYSCORE", openKey, "-inf", num(cutoff), "LIMIT", 0,

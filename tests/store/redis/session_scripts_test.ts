@@ -298,3 +298,45 @@ redisTest(
     );
   },
 );
+
+redisTest(
+  "a close forgets at most limit × 10 expired closed sessions of a counter a call, the rest at the next ones",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let clock = NOW;
+    const store = new RedisStore(redis, { now: () => clock });
+    const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
+    const one = compileConfig({
+      streams: {
+        visits: {
+          time: { field: "t", lateness: "1s" },
+          counters: {
+            visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" },
+          },
+        },
+      },
+    }).get("visits")!;
+    const ttl = one.counterMetas[0].ttlMs;
+    // 250 sessions closed by one sweep (idle 0: the clock is the watermark) expire together.
+    const burst = Array.from({ length: 250 }, (_, i) => ({ t: T0, user: `u${i}` }));
+    await ingestItems(one, items(burst), { store, nowMs: clock });
+    const closed = await store.closeWindows("visits", one.counterMetas, {
+      latenessMs: 1_000,
+      idleMs: 0,
+      limit: 100,
+    });
+    assert.equal(closed.length, 250);
+    assert.equal(await send("ZCARD", "es:{visits}:sc:visit"), 250);
+    clock += ttl + 1;
+    const left: number[] = [];
+    for (let sweep = 0; sweep < 3; sweep++) {
+      await store.closeWindows("visits", one.counterMetas, { latenessMs: 1_000, limit: 10 });
+      left.push(Number(await send("ZCARD", "es:{visits}:sc:visit")));
+    }
+    assert.deepEqual(left, [150, 50, 0]);
+  },
+);
