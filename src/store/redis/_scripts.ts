@@ -132,6 +132,8 @@ local function dispatchedThrough()
   if logHold == nil then logHold = redis.call("HGET", HOLD_KEY, "m") end
   return logHold
 end
+-- The log's length while a hold keeps it whole: read once a call (XLEN), then counted here.
+local logLength = nil
 -- Appends a record: without a hold the log keeps about its newest LOG_RETAIN entries; with one,
 -- at most LOG_MAX, counting in the hold's "lost" each entry past it trimmed undispatched.
 local function appendLog(recordJson, ttl)
@@ -140,7 +142,9 @@ local function appendLog(recordJson, ttl)
     redis.call("XADD", LOG_KEY, "MAXLEN", "~", LOG_RETAIN, "*", "r", recordJson)
   else
     redis.call("XADD", LOG_KEY, "*", "r", recordJson)
-    if redis.call("XLEN", LOG_KEY) > LOG_MAX then
+    if logLength == nil then logLength = redis.call("XLEN", LOG_KEY) else logLength = logLength + 1 end
+    if logLength > LOG_MAX then
+      logLength = LOG_MAX
       local oldest = redis.call("XRANGE", LOG_KEY, "-", "+", "COUNT", 1)[1][1]
       if logIdAfter(oldest, mark) then redis.call("HINCRBY", HOLD_KEY, "lost", 1) end
       redis.call("XTRIM", LOG_KEY, "MAXLEN", LOG_MAX)
