@@ -259,11 +259,14 @@ export async function listWindowsPage(
       ),
     }
     : options;
-  const starts = await windowStarts(stream, counter, context, bounded);
+  // Both reads at once: a page is one round trip of them, then its windows'.
+  const [starts, stats] = await Promise.all([
+    windowStarts(stream, counter, context, bounded),
+    context.store.stats(stream.name, []),
+  ]);
   if (starts.length === 0) return { rows: [], next: null };
   const filters = options.groups ?? {};
   const filtered = Object.keys(filters).length > 0;
-  const stats = await context.store.stats(stream.name, []);
   const finalBefore = closedBefore(stream, stats, context.nowMs);
   const found: WindowValue[] = [];
   let taken = 0;
