@@ -162,7 +162,7 @@ export async function stopServer(
         return Promise.race([shutdown.then(() => shut = true), answered]);
       }),
     // Without the count, the listener's shutdown is all it knows.
-    () => !requests || requests.running > 0 || requests.idleForMs() < REPLIES_SENT_MS,
+    () => !requests || requests.idleForMs() < REPLIES_SENT_MS,
   );
   const sends = step(
     "webhook sends",

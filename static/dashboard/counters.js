@@ -52,7 +52,6 @@ function topQuery(entry, top) {
   return `&top=${top}${entry.quantiles ? "&by=p99" : ""}`;
 }
 
-/** The first `count` of a session counter's sessions (newest first), as a current window. */
 /**
  * A "partial" tag for a window its counter missed events of (added to the stream after they were
  * applied), as the API marks it; nothing for another.
@@ -68,6 +67,7 @@ function partialMark(row) {
   ];
 }
 
+/** The first `count` of a session counter's sessions (newest first), as a current window. */
 function recentSessions(rows, count) {
   return { windows: rows.slice(0, count) };
 }

@@ -376,7 +376,7 @@ export class Sender {
 
   /** Resolves when no claim and no send is running. */
   async idle(): Promise<void> {
-    while (this.#pumping || this.#inflight.size > 0) {
+    while (this.busy) {
       await Promise.race([...this.#inflight, ...(this.#pumping ? [this.#pumping] : [])]);
     }
   }

@@ -479,9 +479,9 @@ export class DedupeIds {
         current: this.#current,
         previous: this.#previous,
       });
-      this.#retiredSize += this.#current.size + this.#previous.size;
     }
     this.#ttlMs = ttlMs;
+    // Counts #retiredSize again, the buckets just retired with it.
     this.#rotateRetired(nowMs);
     const again = this.#retired.findIndex((ids) => ids.ttlMs === ttlMs);
     if (again >= 0) {

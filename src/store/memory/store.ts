@@ -1125,13 +1125,7 @@ function mergePage(
     const into: Cell = { state: emptyState() };
     for (const pane of live) {
       const cell = pane.groups.get(group);
-      if (!cell) continue;
-      mergeState(into.state, cell.state);
-      if (cell.values) {
-        into.values ??= new Set();
-        for (const value of cell.values) into.values.add(value);
-        into.state.distinct = into.values.size;
-      }
+      if (cell) mergeCellInto(into, cell);
     }
     merged.set(group, into);
   }
