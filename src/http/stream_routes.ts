@@ -34,6 +34,7 @@ import { traceIngest } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import {
   aggregateValue,
+  assignWindows,
   type CompiledCounter,
   currentWindowStart,
   decodeGroup,
@@ -960,6 +961,9 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
       if (counter.window.kind === "session") throw pageNotTaken("of a session counter");
       const nowMs = deps.now();
       const after = query.cursor === undefined ? undefined : readRowCursor(query.cursor, counter);
+      if (after && !assignWindows(after.startMs, counter.window).includes(after.startMs)) {
+        throw cursorRefused(query.cursor!, "not the start of one of this counter's windows");
+      }
       // A cursor reads on in its own window, the one that contained now at the first page.
       const start = after?.startMs ?? currentWindowStart(nowMs, counter.window);
       const page = await listWindowsPage(stream, counter, { store: deps.store, nowMs }, {
