@@ -405,8 +405,10 @@ function batchOf(
     if (missing.length > 0) {
       throw new InvalidEndpointError(
         "batch",
-        `Cannot ${verb} webhook as 'batch.eventTypes' names ${missing.join(", ")}, which ` +
-          `'eventTypes' (${eventTypes.join(", ")}) lacks: add it there or leave it out of batch`,
+        // A batch stored without eventTypes holds the default it had: the message names both.
+        `Cannot ${verb} webhook as 'batch' groups ${missing.join(", ")} ('batch.eventTypes': ` +
+          `${grouped.join(", ")}), which 'eventTypes' (${eventTypes.join(", ")}) lacks: add it ` +
+          `there, or send 'batch' with 'eventTypes' it takes, or 'batch': null`,
       );
     }
   } else if (eventTypes.includes("event.processed")) {

@@ -886,7 +886,7 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
     assert.equal(narrowed.status, 400);
     assert.match(
       narrowed.body.error.message,
-      /^Cannot change webhook as 'batch\.eventTypes' names event\.processed, which 'eventTypes' \(window\.closed\) lacks/,
+      /^Cannot change webhook as 'batch' groups event\.processed \('batch\.eventTypes': event\.processed\), which 'eventTypes' \(window\.closed\) lacks: add it there, or send 'batch' with 'eventTypes' it takes, or 'batch': null$/,
     );
     const cased = await call(app, "PATCH", `/v1/webhooks/${batched.body.id}`, {
       headers: { "X-Tenant": "a", "x-tenant": "b" },
