@@ -675,6 +675,19 @@ Deno.test({
     const cut = await stopServer(answering.parts, { boundMs: 1 });
     assert.deepEqual([cut.clean, cut.unfinished, cut.leftIdle], [false, ["http requests"], []]);
 
+    // A reply sent less than 250 ms before may still be leaving: work in flight too; not later.
+    let clock = 0;
+    const answered = stoppingParts();
+    const timed = new RequestsInFlight({ now: () => clock });
+    answered.parts.requests = timed;
+    await timed.track(() => new Response())(new Request("http://127.0.0.1/"));
+    clock = 249;
+    const leaving = await stopServer(answered.parts, { boundMs: 1 });
+    assert.deepEqual([leaving.clean, leaving.unfinished], [false, ["http requests"]]);
+    clock = 250;
+    const left = await stopServer(answered.parts, { boundMs: 1 });
+    assert.deepEqual([left.clean, left.leftIdle], [true, ["http requests"]]);
+
     const sending = await stopServer(stoppingParts({ sending: true }).parts, { boundMs: 1 });
     assert.deepEqual([sending.clean, sending.unfinished], [false, ["webhook sends"]]);
     const sweeping = await stopServer(stoppingParts({ sweeping: true }).parts, { boundMs: 1 });
