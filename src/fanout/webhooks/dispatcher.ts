@@ -103,13 +103,6 @@ const logger = getLogger(["edgestream", "webhooks"]);
 /** Most time (ms) between two marks of a stream's log by one dispatcher (see {@linkcode Store.markDispatched}). */
 const MARK_EVERY_MS = 60_000;
 
-/**
- * Least time (ms) between two marks of a dispatch that moved: a stream whose every ingest is
- * dispatched (`event.processed` endpoints) costs its store one more call a second at most, not
- * one a dispatch; the log keeps what a second dispatched a little longer.
- */
-const MARK_MOVED_EVERY_MS = 1_000;
-
 /** A log id before every entry: marked as dispatched, it holds a whole log. */
 export const NOTHING_DISPATCHED = "0-0";
 
@@ -263,8 +256,7 @@ export class Dispatcher {
     } finally {
       if (!released) await this.#deliveries.releaseLease(leaseName, lease);
     }
-    const moved = through !== opened.state.cursor;
-    if (!this.#markedSince(stream.name, moved ? MARK_MOVED_EVERY_MS : MARK_EVERY_MS)) {
+    if (through !== opened.state.cursor || !this.#markedSince(stream.name)) {
       // Before any entry is dispatched the hold keeps them all ("0-0" precedes every id).
       await this.#mark(stream.name, through ?? NOTHING_DISPATCHED);
     }
@@ -288,10 +280,9 @@ export class Dispatcher {
     if (!this.#marked.has(stream)) await this.#mark(stream, NOTHING_DISPATCHED);
   }
 
-  /** Whether this dispatcher marked the stream's log less than `ms` ago. */
-  #markedSince(stream: string, ms: number): boolean {
+  #markedSince(stream: string): boolean {
     const at = this.#marked.get(stream);
-    return at !== undefined && this.#now() - at < ms;
+    return at !== undefined && this.#now() - at < MARK_EVERY_MS;
   }
 
   /**
