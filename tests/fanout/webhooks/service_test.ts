@@ -858,7 +858,7 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
           eventTypes: ["window.closed"],
           batch: { maxEvents: 5, maxWait: "1s", eventTypes: ["window.closed", "alert.fired"] },
         },
-        /'batch\.eventTypes' names alert\.fired, which 'eventTypes' \(window\.closed\) lacks/,
+        /'batch' groups alert\.fired \('batch\.eventTypes': window\.closed, alert\.fired\), which 'eventTypes' \(window\.closed\) lacks/,
       ],
       [
         { url, batch: { maxEvents: 5, maxWait: "1s", eventTypes: ["event.late"] } },
