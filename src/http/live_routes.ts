@@ -9,7 +9,8 @@
  *
  * Over SSE, each result carries its result log id as the event `id`, so an
  * `EventSource` that reconnects (sending `Last-Event-ID`) gets what it missed
- * replayed from the log, or a `subscribed` message saying why it cannot. Every
+ * replayed from the log, or a `subscribed` message saying why it cannot; over a
+ * WebSocket the id is the message's `id` field, and `?after=<id>` resumes. Every
  * message is written in order without awaiting, and a subscriber the server
  * ends gets a final `closed` event with the reason.
  *
@@ -299,6 +300,8 @@ async function subscribeOverSocket(
     protocol?: string;
     keyCheck: KeyCheck;
     slot?: ConnectionSlot;
+    /** The result log id to resume after (`?after=`). */
+    afterId?: string;
   },
 ): Promise<Response> {
   const upgradeOptions = {
@@ -339,23 +342,28 @@ async function subscribeOverSocket(
     if (waitingBytes > maxBufferedBytes) close(1008, slowReason(waitingBytes, maxBufferedBytes));
   }
   const sink: LiveSink = {
-    open() {
-      send(JSON.stringify(subscribedMessage(subscription)));
+    open(start) {
+      // A WebSocket has no event ids: each message carries its log id as `id`.
+      send(JSON.stringify({ ...subscribedMessage(subscription, start), id: start.afterId }));
     },
-    send(payload: PublicPayload) {
+    send(payload: PublicPayload, id: string) {
       const buffered = socket?.raw?.bufferedAmount ?? 0;
       if (buffered > maxBufferedBytes) {
         close(1008, slowReason(buffered, maxBufferedBytes));
         return;
       }
-      send(JSON.stringify(payload));
+      send(JSON.stringify({ ...payload, id }));
     },
     close(reason) {
       close(1001, reason);
     },
     transport: "ws",
   };
-  await subscribeFirst(deps, subscription, sink, { signal: stop.signal, slot: setup.slot });
+  await subscribeFirst(deps, subscription, sink, {
+    afterId: setup.afterId,
+    signal: stop.signal,
+    slot: setup.slot,
+  });
   let unwatch: (() => void) | undefined;
   try {
     return await upgradeSocket(c, {
@@ -395,12 +403,19 @@ function sseMessage(event: string, data: string, id?: string | null): string {
 async function subscribeOverSse(
   c: Context,
   deps: LiveRouteDeps,
-  setup: { subscription: Subscription; keyCheck: KeyCheck; slot: ConnectionSlot },
+  setup: {
+    subscription: Subscription;
+    keyCheck: KeyCheck;
+    slot: ConnectionSlot;
+    /** The result log id to resume after (`?after=`), when no `Last-Event-ID` is sent. */
+    afterId?: string;
+  },
 ): Promise<Response> {
   const { subscription } = setup;
   const { maxBufferedBytes, heartbeatMs } = subscriptionSettings(deps.options);
-  // EventSource sends it when it reconnects after a message that had an id.
-  const lastEventId = c.req.header("Last-Event-ID")?.trim() || undefined;
+  // EventSource sends it when it reconnects after a message that had an id: newer than the
+  // `?after=` of the URL it keeps.
+  const lastEventId = c.req.header("Last-Event-ID")?.trim() || setup.afterId;
   const ended = Promise.withResolvers<void>();
   const stop = new AbortController();
   let sse: SSEStreamingApi | undefined;
@@ -521,9 +536,9 @@ function documentRoutes(app: OpenAPIHono): void {
     summary: "Follow a stream's results live (WebSocket or Server-Sent Events)",
     description: [
       "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",
-      'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape. The `data` of a window has `approximate: true` when its value is an estimate, and `partial: true` when the window misses events: its counter was added to the stream (or added back) once events had been applied, and the window (a session: the session, or the gap before it) starts before the stream\'s watermark then.',
+      'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape. Over a WebSocket each message also has `id`, its result log id (see resuming). The `data` of a window has `approximate: true` when its value is an estimate, and `partial: true` when the window misses events: its counter was added to the stream (or added back) once events had been applied, and the window (a session: the session, or the gap before it) starts before the stream\'s watermark then.',
       "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason. So is one whose key is deleted or expires, whose stream is deleted, or whose `counter` a new definition of the stream removes or redefines.",
-      'SSE only: each result carries its result log id as the SSE `id`, and `subscribed` the id the subscription starts after. Reconnecting with `Last-Event-ID` replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
+      'Resuming: each result carries its result log id (SSE: as the event `id`; WebSocket: as the message\'s `id` field), and `subscribed` the id the subscription starts after (`null` while the log is empty). Subscribing again with `?after=<id>` (or, over SSE, the header `Last-Event-ID`, which `EventSource` sends on reconnect and which wins over `after`) replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when the log no longer holds (or never held) that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
       "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place.",
@@ -548,6 +563,11 @@ function documentRoutes(app: OpenAPIHono): void {
         filter: z.string().max(MAX_EXPRESSION_LENGTH).optional().openapi({
           description: "CEL expression over the message as `payload`",
           example: "payload.data.value > 100",
+        }),
+        after: z.string().optional().openapi({
+          description:
+            "Resume after this result log id (a message's `id`); over SSE, `Last-Event-ID` wins",
+          example: "1767225600000-0",
         }),
         token: TokenQuery,
       }),
@@ -659,6 +679,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
       if (error instanceof SlotLimitError) recordLiveRefused(error.limit);
       throw error;
     }
+    const afterId = c.req.query("after")?.trim() || undefined;
     if (overSocket) {
       return await subscribeOverSocket(c, deps, {
         denied,
@@ -666,9 +687,15 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
         protocol: presented.protocol,
         keyCheck,
         slot,
+        afterId,
       });
     }
-    return await subscribeOverSse(c, deps, { subscription: subscription!, keyCheck, slot: slot! });
+    return await subscribeOverSse(c, deps, {
+      subscription: subscription!,
+      keyCheck,
+      slot: slot!,
+      afterId,
+    });
   });
 
   documentRoutes(app);

@@ -54,6 +54,7 @@ Deno.test("Subscribe over WebSocket: throttled window.updated ending at the fina
       stream: "orders",
       types: ["window.updated", "window.closed"],
       counter: "count_1m",
+      id: null,
     });
     for (let i = 0; i < 40; i++) {
       await post(server, [{ id: `e${i}`, ts: at(5), country: "DE" }]);
@@ -498,6 +499,147 @@ redisTest(
     }
   },
 );
+
+/**
+ * The same over a WebSocket: each message carries its log id as `id`, and a
+ * client that subscribes again with `?after=<id>` gets exactly what it missed,
+ * in order, as a client connected all along saw it, then live results.
+ */
+async function socketResumeScenario(server: TestServer): Promise<void> {
+  const reference = await denoClient(server.wsUrl(`${SUBSCRIBE}${CLOSED_COUNTS}`));
+  const first = await denoClient(server.wsUrl(`${SUBSCRIBE}${CLOSED_COUNTS}`));
+  let resumed: Awaited<ReturnType<typeof denoClient>> | undefined;
+  try {
+    assert.deepEqual(await reference.inbox.next(), {
+      type: "subscribed",
+      stream: "orders",
+      types: ["window.closed"],
+      counter: "count_1m",
+      id: null,
+    });
+    assert.equal((await first.inbox.next()).type, "subscribed");
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE" },
+      { id: "b", ts: at(6), country: "FR" },
+      { id: "c", ts: at(7), country: "IT" },
+      { id: "d", ts: at(100), country: "DE" },
+    ]);
+    await sweep(server); // closes minute 0: DE, FR, IT
+    const read = [await first.inbox.next(), await first.inbox.next()];
+    assert.deepEqual(read.map((message) => message.type), ["window.closed", "window.closed"]);
+    const closedIds = await loggedClosedIds(server, "0-0");
+    assert.deepEqual(read.map((message) => message.id), closedIds.slice(0, 2));
+    await first.close();
+    await eventually(() => server.live.stats.subscribers === 1);
+
+    await post(server, [
+      { id: "e", ts: at(130), country: "DE" },
+      { id: "f", ts: at(131), country: "FR" },
+      { id: "g", ts: at(250), country: "FR" },
+    ]);
+    await sweep(server); // closes minute 1 (DE) and minute 2 (DE, FR)
+    const after = read[1].id;
+    const missed = await loggedClosedIds(server, after);
+    assert.equal(missed.length, 4);
+    const all = [];
+    for (let i = 0; i < 6; i++) all.push(await reference.inbox.next());
+    assert.deepEqual(all.slice(0, 2), read);
+
+    resumed = await denoClient(
+      server.wsUrl(`${SUBSCRIBE}${CLOSED_COUNTS}&after=${encodeURIComponent(after)}`),
+    );
+    assert.deepEqual(await resumed.inbox.next(), {
+      type: "subscribed",
+      stream: "orders",
+      types: ["window.closed"],
+      counter: "count_1m",
+      resumed: true,
+      id: after,
+    });
+    const replayed = [];
+    for (let i = 0; i < missed.length; i++) replayed.push(await resumed.inbox.next());
+    assert.deepEqual(replayed.map((message) => message.id), missed);
+    assert.deepEqual(replayed, all.slice(2));
+
+    // Live results continue after the replay, once each.
+    await post(server, [{ id: "h", ts: at(400), country: "IT" }]);
+    await sweep(server); // closes minute 4 (FR)
+    const live = await resumed.inbox.next();
+    assert.deepEqual(live, await reference.inbox.next());
+    assert.deepEqual([live.type, live.data.group, live.data.start], [
+      "window.closed",
+      { country: "FR" },
+      at(240),
+    ]);
+    await assert.rejects(() => resumed!.inbox.next(300), /No message within/);
+  } finally {
+    await reference.close();
+    await first.close();
+    await resumed?.close();
+  }
+}
+
+Deno.test("A WebSocket subscription resumes after ?after=<id> with exactly the missed results, then live ones (memory store)", async () => {
+  const server = await startServer();
+  try {
+    await socketResumeScenario(server);
+  } finally {
+    await server.close();
+  }
+});
+
+redisTest(
+  "A WebSocket subscription resumes after ?after=<id> with exactly the missed results, then live ones (Redis store)",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
+    try {
+      await socketResumeScenario(server);
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+Deno.test("SSE resumes after ?after=<id> when no Last-Event-ID is sent; Last-Event-ID wins over it", async () => {
+  const server = await startServer();
+  const readers: SseReader[] = [];
+  try {
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE" },
+      { id: "b", ts: at(6), country: "FR" },
+      { id: "c", ts: at(100), country: "DE" },
+    ]);
+    await sweep(server); // closes minute 0: DE, FR
+    const [first, second] = await loggedClosedIds(server, "0-0");
+    const byQuery = new SseReader(
+      await openSse(server, `${CLOSED_COUNTS}&after=${encodeURIComponent(first)}`),
+    );
+    readers.push(byQuery);
+    const hello = await byQuery.next();
+    assert.deepEqual([hello.event, hello.id, hello.data.resumed], ["subscribed", first, true]);
+    const next = await byQuery.next();
+    assert.deepEqual([next.id, next.data.data.group], [second, { country: "FR" }]);
+
+    // An EventSource keeps its URL and sends the newer Last-Event-ID on reconnect.
+    const both = new SseReader(
+      await openSse(server, `${CLOSED_COUNTS}&after=${encodeURIComponent(first)}`, {
+        "Last-Event-ID": second,
+      }),
+    );
+    readers.push(both);
+    const again = await both.next();
+    assert.deepEqual([again.event, again.id, again.data.resumed], ["subscribed", second, true]);
+    await assert.rejects(() => both.next(300), /No event within/);
+  } finally {
+    for (const sse of readers) await sse.cancel();
+    await server.close();
+  }
+});
 
 Deno.test("SSE says when Last-Event-ID cannot be resumed from, and starts at the log's end", async () => {
   const server = await startServer();
