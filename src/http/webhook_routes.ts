@@ -57,9 +57,9 @@ const BatchSchema = z.strictObject({
       "Most results in one delivery. A batch holds results of one dispatched page of the stream's result log (500 entries), so it never holds more than 500",
     example: 100,
   }),
-  maxWait: z.string().min(1).max(32).openapi({
+  maxWait: z.string().min(1).max(32).optional().openapi({
     description:
-      "Longest wait for a batch of `event.processed` to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`); `window.closed` and `alert.fired` batches never wait. Replies show it in its shortest exact form: `1500ms` reads back as `1s500ms`.",
+      "Longest wait for a batch of `event.processed` to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`; default `1s`); `window.closed` and `alert.fired` batches never wait, so an endpoint batching only those needs none. Replies always show it, in its shortest exact form: `1500ms` reads back as `1s500ms`.",
     example: "1s",
   }),
   eventTypes: z.array(z.enum(BATCHABLE_EVENT_TYPES)).min(1).max(BATCHABLE_EVENT_TYPES.length)
@@ -500,15 +500,18 @@ function deliveryView(delivery: DeliveryWithAttempts): z.infer<typeof DeliverySc
 
 type BodyInput = z.infer<typeof PatchBody>;
 
+/** A batch's `maxWait` when the request gives none: it holds only `event.processed`. */
+const DEFAULT_BATCH_MAX_WAIT_MS = 1_000;
+
 /** Converts a request body to service input: durations parsed, absent fields left out. */
 function toInput(body: BodyInput): Partial<EndpointInput> {
   const { batch, ...rest } = body;
   const input: Partial<EndpointInput> = { ...rest };
   if (batch === null) input.batch = null;
   else if (batch !== undefined) {
-    let maxWaitMs: number;
+    let maxWaitMs = DEFAULT_BATCH_MAX_WAIT_MS;
     try {
-      maxWaitMs = parseDuration(batch.maxWait);
+      if (batch.maxWait !== undefined) maxWaitMs = parseDuration(batch.maxWait);
     } catch (error) {
       if (!(error instanceof DurationError)) throw error;
       throw new ApiError(

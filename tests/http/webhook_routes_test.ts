@@ -295,6 +295,28 @@ Deno.test("batch is accepted and echoed in one shape: maxEvents and maxWait as a
   });
 });
 
+Deno.test("batch.maxWait may be left out (it holds only event.processed): 1s, shown in replies", async () => {
+  await withSetup(async (ctx) => {
+    const closes = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/closes",
+      batch: { maxEvents: 500, eventTypes: ["window.closed"] },
+    });
+    assert.equal(closes.status, 201, closes.text);
+    assert.deepEqual(closes.body.batch, {
+      maxEvents: 500,
+      maxWait: "1s",
+      eventTypes: ["window.closed"],
+    });
+    const events = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/events",
+      eventTypes: ["event.processed"],
+      batch: { maxEvents: 50 },
+    });
+    assert.equal(events.status, 201, events.text);
+    assert.equal((await ctx.webhooks.getEndpoint(events.body.id)).batch?.maxWaitMs, 1_000);
+  });
+});
+
 Deno.test("the OpenAPI document gives batch one schema for input and reply", async () => {
   await withSetup(async (ctx) => {
     const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
@@ -309,7 +331,7 @@ Deno.test("the OpenAPI document gives batch one schema for input and reply", asy
       "alert.fired",
       "event.processed",
     ]);
-    assert.deepEqual(schemas.WebhookBatch.required.sort(), ["maxEvents", "maxWait"]);
+    assert.deepEqual(schemas.WebhookBatch.required.sort(), ["maxEvents"]);
     for (const name of ["WebhookInput", "Webhook"]) {
       assert.match(
         JSON.stringify(schemas[name].properties.batch),
