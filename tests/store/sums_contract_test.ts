@@ -158,3 +158,32 @@ redisTest(
     );
   },
 );
+
+redisTest(
+  "sums: a pane's __other__ group adds each overflowing group's batch sum in turn, on both stores (README)",
+  async (fixture) => {
+    const memory = new MemoryStore({ now: () => NOW });
+    const redis = redisStore(fixture, "other");
+    // `capped` keeps 2 groups a pane: a and b open it, c and d overflow into __other__.
+    const first = items([
+      { id: "1", t: T0 + 1_000, g: "a", v: 1 },
+      { id: "2", t: T0 + 1_000, g: "b", v: 1 },
+    ]);
+    // In event order the overflowing values give (2^53 − 1 + 0.5) − (2^53 − 1) = 1; per group,
+    // c's 0 plus d's 0.5 give 0.5.
+    const second = items([
+      { id: "3", t: T0 + 2_000, g: "c", v: 9007199254740991 },
+      { id: "4", t: T0 + 2_000, g: "d", v: 0.5 },
+      { id: "5", t: T0 + 2_000, g: "c", v: -9007199254740991 },
+    ]);
+    for (const store of [memory, redis]) {
+      await ingestItems(stream, first, { store, nowMs: NOW });
+      await ingestItems(stream, second, { store, nowMs: NOW });
+      const sums = await paneSums(store);
+      const other = [...sums].filter(([key]) =>
+        key.startsWith("window|capped|") && key.includes("__other__")
+      );
+      assert.deepEqual(other.map(([, sum]) => sum), [0.5], JSON.stringify([...sums]));
+    }
+  },
+);
