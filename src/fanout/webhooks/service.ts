@@ -108,6 +108,8 @@ export class WebhookService {
   #sender: Sender;
   #watcher: AlertWatcher;
   #cacheMs: number;
+  /** The endpoints prepare() listed for the sweep that follows it (null: none listed). */
+  #prepared: Endpoint[] | null = null;
   #endpoints: Endpoint[] = [];
   #loadedMs = -Infinity;
   #refreshing: Promise<void> | null = null;
@@ -203,7 +205,10 @@ export class WebhookService {
    * {@linkcode settle} makes them.
    */
   async sweep(): Promise<WebhookSweepReport> {
-    const endpoints = await this.refreshEndpoints();
+    // Listed once a sweep: by its prepare() when that found the list stale, else here.
+    const prepared = this.#prepared;
+    this.#prepared = null;
+    const endpoints = prepared ?? await this.refreshEndpoints();
     let queued = 0;
     if (endpoints.length === 0 && this.#holding) {
       // The last endpoint went (or this process just started without one): the result logs
@@ -239,11 +244,15 @@ export class WebhookService {
    * only leaves those logs unheld.
    */
   async prepare(): Promise<void> {
+    this.#prepared = null;
     if (this.#closed) return;
     try {
-      const endpoints = this.#now() - this.#loadedMs < this.#cacheMs
-        ? this.#endpoints
-        : await this.refreshEndpoints();
+      let endpoints = this.#endpoints;
+      if (this.#now() - this.#loadedMs >= this.#cacheMs) {
+        endpoints = await this.refreshEndpoints();
+        // The sweep that follows dispatches to this list rather than listing again.
+        this.#prepared = endpoints;
+      }
       if (endpoints.length === 0) return;
       for (const stream of this.#streams.values()) {
         await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));

@@ -1406,3 +1406,31 @@ Deno.test("another instance logs event.processed for a new endpoint within 5 s: 
     await b.close();
   }
 });
+
+Deno.test("a sweep lists the webhook endpoints once, whether its prepare found the cached list stale or not", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  let listed = 0;
+  class CountsLists extends MemoryDeliveryStore {
+    override listEndpoints() {
+      listed += 1;
+      return super.listEndpoints();
+    }
+  }
+  await withApp(
+    { clock, deliveries: new CountsLists({ now: () => clock.now }) },
+    async ({ app, webhooks, store, streams, receiver }) => {
+      await register(app, { url: receiver.url() });
+      const sweepAll = () => sweepOnce(streams.values(), store, { consumers: [webhooks] });
+      // The cached list is stale (its 5 s passed): prepare() lists it, the dispatch takes that.
+      advance(clock, 10 * SECOND);
+      listed = 0;
+      await sweepAll();
+      assert.equal(listed, 1);
+      // Fresh: prepare() takes the cache, the dispatch lists.
+      listed = 0;
+      await sweepAll();
+      assert.equal(listed, 1);
+      await webhooks.idle();
+    },
+  );
+});
