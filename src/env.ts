@@ -64,6 +64,7 @@ import {
   parseAllowedOrigins,
 } from "./http/origin.ts";
 import {
+  asksSetup,
   DEFAULT_KEYS_MAX,
   DEFAULT_STREAMS_MAX,
   DEFAULT_WEBHOOKS_MAX,
@@ -507,7 +508,9 @@ export async function configFromEnv(
     throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
   }
   const stores = storesFromEnv(env);
-  const setupRedis = redisFromEnv(env);
+  // Upstash refuses CONFIG GET: not sent there.
+  const restUrl = env.get("UPSTASH_REDIS_REST_URL");
+  const setupRedis = restUrl === undefined || asksSetup(restUrl) ? redisFromEnv(env) : undefined;
   const streams = new StreamRegistry(configStreams, {
     definitions: stores.definitions,
     // The bound spares a shared store; this process's own memory answers every lookup for sure.

@@ -758,3 +758,46 @@ Deno.test("configFromEnv() serves a config file whose groupBy names a field twic
     await Deno.remove(path);
   }
 });
+
+Deno.test("configFromEnv() asks Upstash (an upstash.io REST URL) no CONFIG GET for its setup warnings: it refuses CONFIG", async () => {
+  const sent: string[] = [];
+  const realFetch = globalThis.fetch;
+  // No network: every request is noted and fails.
+  globalThis.fetch = (input: RequestInfo | URL, init?: RequestInit) => {
+    sent.push(`${input instanceof Request ? input.url : String(input)} ${init?.body ?? ""}`);
+    return Promise.reject(new TypeError("no network in tests"));
+  };
+  try {
+    const config = await configFromEnv(env({
+      UPSTASH_REDIS_REST_URL: "https://eu1-quiet-owl-12345.upstash.io",
+      UPSTASH_REDIS_REST_TOKEN: "t",
+    }));
+    try {
+      assert.deepEqual(await config.storeWarnings(), []);
+      assert.deepEqual(sent.filter((line) => line.includes("CONFIG")), []);
+    } finally {
+      config.streams.stop();
+      await config.webhooks.close();
+    }
+  } finally {
+    globalThis.fetch = realFetch;
+  }
+});
+
+redisTest(
+  "configFromEnv() still warns of a redis-server behind a REST bridge without appendonly yes",
+  async (fixture) => {
+    const config = await configFromEnv(env({
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    }));
+    try {
+      const warnings = await config.storeWarnings();
+      assert.equal(warnings.length, 1);
+      assert.match(warnings[0].text, /^Redis has appendonly no/);
+    } finally {
+      config.streams.stop();
+      await config.webhooks.close();
+    }
+  },
+);

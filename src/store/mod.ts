@@ -29,6 +29,6 @@ export * from "./redis/definition_store.ts";
 export * from "./keys.ts";
 export * from "./memory/key_store.ts";
 export * from "./redis/key_store.ts";
-export { redisSetupWarnings } from "./redis/setup_check.ts";
+export { asksSetup, redisSetupWarnings } from "./redis/setup_check.ts";
 export { REDIS_CALL_TIMEOUT_MS } from "./redis/call.ts";
 export * from "./limits.ts";

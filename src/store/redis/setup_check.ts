@@ -3,12 +3,24 @@
  * `CONFIG GET`: the append-only file (`appendonly yes`), without which a redis-server killed or
  * crashed loses what it acknowledged since its last snapshot, and `maxmemory-policy noeviction`,
  * without which Redis at its `maxmemory` drops keys: stream data, or (`allkeys-*`) definitions, API
- * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable), as does a
- * server that renamed it: then nothing is said.
+ * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
+ * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
+ * refuses it too: then nothing is said.
  *
  * @module
  */
 import type { Redis } from "@upstash/redis";
+
+/**
+ * Whether the Redis behind the REST URL `restUrl` is asked its settings: not Upstash's own
+ * (a host under `upstash.io`), which refuses `CONFIG` and keeps data durably; a bridge in front
+ * of a redis-server is.
+ */
+export function asksSetup(restUrl: string): boolean {
+  if (!URL.canParse(restUrl)) return true;
+  const host = new URL(restUrl).hostname.toLowerCase().replace(/\.$/, "");
+  return host !== "upstash.io" && !host.endsWith(".upstash.io");
+}
 
 /**
  * Returns one warning per unsafe setting the Redis behind `redis` reports, and none when it

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { redisSetupWarnings } from "../../../src/store/mod.ts";
+import { asksSetup, redisSetupWarnings } from "../../../src/store/mod.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { startUpstashBridge } from "../../../tools/upstash_bridge.ts";
 import { redisServerInstalled, redisTest, withDirect } from "../../_redis.ts";
@@ -91,3 +91,24 @@ redisTest(
     }
   },
 );
+
+Deno.test("asksSetup() leaves out Upstash's own hosts, which refuse CONFIG, and asks any other REST URL", () => {
+  for (
+    const url of [
+      "https://eu1-quiet-owl-12345.upstash.io",
+      "https://X.UPSTASH.IO/",
+      "https://upstash.io",
+    ]
+  ) {
+    assert.equal(asksSetup(url), false, url);
+  }
+  for (
+    const url of [
+      "http://127.0.0.1:8079",
+      "https://redis.example.com",
+      "https://upstash.io.example.com",
+    ]
+  ) {
+    assert.equal(asksSetup(url), true, url);
+  }
+});
