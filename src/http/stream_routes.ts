@@ -406,12 +406,17 @@ function answerError(c: Context, error: unknown): void {
   c.res = errorResponse(error, c);
 }
 
-function statsJson(stats: StreamStats) {
+function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
   // closedThrough is the store's, for reads' `final` (not part of the stats answered).
   const { closedThrough: _, ...answered } = stats;
+  // An idle stream's watermark follows the clock, as its next close or batch raises it in the
+  // store (a Redis sweep skips a stream with nothing due, so the stored one may be older).
+  const watermark = stats.watermark === null || stream.idleMs === null
+    ? stats.watermark
+    : Math.max(stats.watermark, nowMs - stream.idleMs);
   return {
     ...answered,
-    watermark: stats.watermark === null ? null : new Date(stats.watermark).toISOString(),
+    watermark: watermark === null ? null : new Date(watermark).toISOString(),
   };
 }
 
@@ -429,7 +434,7 @@ export async function streamJson(
     version: registered?.version ?? 0,
     definition: stream.definition,
     counters: stream.counters.map((counter) => counter.name),
-    stats: statsJson(await store.stats(stream.name, stream.counterMetas)),
+    stats: statsJson(stream, await store.stats(stream.name, stream.counterMetas), Date.now()),
   };
 }
 

@@ -1516,14 +1516,15 @@ local lateness, limit, logTtl, idle, now, peek =
 local later, logged = {}, {}
 local function write(...) later[#later + 1] = { ... } end
 local function logLater(record) logged[#logged + 1] = record end
-local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl")
+local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl", "applied")
 expectStatsTime("wm", stored[1])
 expectStatsTime("cl", stored[3])
 local wm = tonumber(stored[1])
 local out = {}
 -- No watermark: no batch was applied (nor is anything open). An idle stream's clock floor is not
 -- written for it either (the memory store holds nothing of it): its first batch raises to it.
-if wm == nil then return cjson.encode(out) end
+-- Nothing is due before one (\`n\` -1: never), which changes \`applied\`.
+if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "" }) end
 -- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.
 local closedThrough = tonumber(stored[3])
 local closedBefore = closedThrough
@@ -1766,7 +1767,69 @@ end
 if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
 for _, command in ipairs(later) do redis.call(unpack(command)) end
 for _, record in ipairs(logged) do appendLog(record, logTtl) end
-return keepReply(callKey, cjson.encode({ w = out, m = more and 1 or 0 }))
+-- When (the clock, ms) a close next has something to do if no batch is applied meanwhile (one
+-- changes \`applied\` or the watermark): 0 at once, -1 never. Read after this call's writes, and
+-- early rather than late (a pane or session counted as held when it may not be): a close before it
+-- only finds nothing to do. Every key was read above, but a read that fails now (a key written
+-- over meanwhile) says "at once".
+local function nextDue()
+  if more then return 0 end
+  local due = math.huge
+  local function atLeast(at) if at < due then due = at end end
+  -- An end (+ gap) closes once the cutoff reaches it: the watermark by an apply, or the clock.
+  local function closesAt(score)
+    if score <= cutoff then atLeast(0) elseif type(idle) == "number" then atLeast(score + lateness + idle) end
+  end
+  local function first(key)
+    local reply = redis.pcall("ZRANGE", key, 0, 0, "WITHSCORES")
+    if reply.err then return 0 end
+    if #reply == 0 then return nil end
+    return tonumber(reply[2])
+  end
+  -- (A window claimed and closed over several calls goes on: it set \`more\`.)
+  for _, c in ipairs(args.counters) do
+    local name, ttl = c[1], c[5]
+    local firstEnd = first(openKey(name))
+    if firstEnd then
+      closesAt(firstEnd)
+      -- A pane of an open window is kept alive (see keepOpen) once it has ttl + ttl/16 left: this
+      -- call kept those that had, so the next is the first with more left (or one in no open
+      -- window, which costs a close that finds nothing).
+      if type(ttl) == "number" and due > 0 then
+        local margin = ttl + math.ceil(ttl / 16)
+        local live = redis.pcall("ZRANGEBYSCORE", livePanesKey(name), "(" .. num(now + margin), "+inf",
+          "WITHSCORES", "LIMIT", 0, 1)
+        if live.err then return 0 end
+        if #live > 0 then atLeast(tonumber(live[2]) - margin) end
+      end
+    end
+  end
+  if type(args.sess) == "table" then
+    for _, session in ipairs(args.sess) do
+      local name, ttl = session[1], session[4]
+      -- Open sessions: closed once the cutoff passes end + gap; kept alive with ttl/2 left.
+      local openEnd = first(sessionOpenKey(name))
+      if openEnd then closesAt(openEnd) end
+      local alive = redis.pcall("ZRANGEBYSCORE", sessionAllKey(name), "(" .. num(now), "+inf", "WITHSCORES", "LIMIT", 0, 1)
+      if alive.err then return 0 end
+      if #alive > 0 and type(ttl) == "number" then atLeast(tonumber(alive[2]) - math.floor(ttl / 2)) end
+      -- Closed sessions leave the index by start once they expire.
+      local expires = first(sessionClosedKey(name))
+      if expires then atLeast(expires) end
+    end
+  end
+  if due == math.huge then return -1 end
+  if due <= now then return 0 end
+  return due
+end
+-- With the watermark and \`applied\` as this call leaves them: the caller compares them with the
+-- stats' to tell whether a batch was applied since.
+local wmAfter = stored[1]
+if raised ~= wm then wmAfter = num(raised) end
+local reply = cjson.encode({ w = out, m = more and 1 or 0, n = peek and 0 or nextDue(), a = stored[4] or "", wm = wmAfter })
+-- A call that closed nothing is kept for nobody: sent again it would find the same.
+if #out == 0 then return reply end
+return keepReply(callKey, reply)
 `;
 
 /**

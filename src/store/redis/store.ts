@@ -57,8 +57,28 @@ import {
 /** The part of the `@upstash/redis` client the store uses. */
 export type RedisClient = Pick<
   Redis,
-  "evalsha" | "eval" | "hgetall" | "zrange" | "xrange" | "xrevrange" | "ping"
+  "evalsha" | "eval" | "hgetall" | "hmget" | "zrange" | "xrange" | "xrevrange" | "ping"
 >;
+
+/**
+ * What a stream's last close left to do (see {@linkcode RedisStore.closeWindows}): the stats it
+ * left (watermark, `applied`), which an applied batch changes, and when the clock makes something
+ * due without one.
+ */
+interface QuietStream {
+  /** The close's counters and options, as JSON: other ones ask anew. */
+  asked: string;
+  watermark: number | null;
+  applied: number | null;
+  /** When (ms, the store's clock) a close has something to do again: Infinity for never. */
+  dueMs: number;
+}
+
+/** A stats field as a number (absent or empty: null), whether the client parsed it or not. */
+function statsNumber(value: unknown): number | null {
+  if (value === null || value === undefined || value === "") return null;
+  return Number(value);
+}
 
 /** Options for {@linkcode RedisStore}. */
 export interface RedisStoreOptions {
@@ -307,6 +327,8 @@ export class RedisStore implements Store {
   #bounded: Map<string, string> | null = null;
   #logBounds: [number, number];
   #closeCells: number;
+  /** Per stream (generation key): what its last close here left to do. */
+  #quiet = new Map<string, QuietStream>();
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
@@ -356,6 +378,8 @@ export class RedisStore implements Store {
   }
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
+    // What the stream's last close here left to do may change: its next close runs the script.
+    this.#quiet.delete(batch.stream);
     // The script's arguments are made from each event's updates as objects.
     const width = batch.counters.length;
     const updatesOf = batch.events.map((_, e) => cellUpdatesOf(batch.updates, width, e));
@@ -514,27 +538,71 @@ export class RedisStore implements Store {
     });
   }
 
-  closeWindows(
+  /**
+   * Closes a stream's final windows and sessions. A stream whose last close here left nothing to
+   * do until a time not come yet (a window's end, a pane's or session's keep-alive, a closed
+   * session's expiry) costs one `HMGET` of its stats rather than the close script, as long as no
+   * batch was applied to it since (its watermark and `applied` are as that close left them).
+   */
+  async closeWindows(
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindows> {
     const windowCounters = counters.filter((counter) => !counter.session);
+    const now = options.nowMs ?? this.#now();
+    const idle = options.idleMs ?? false;
+    // Session counters have no panes nor windows to ask: in `sess` only.
+    const asked = {
+      late: options.latenessMs,
+      idle,
+      counters: windowCounters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
+      sess: sessionCloseArgs(counters),
+    };
+    const askedText = JSON.stringify(asked);
+    const quiet = this.#quiet.get(stream);
+    if (quiet !== undefined && quiet.asked === askedText && now < quiet.dueMs) {
+      if (await this.#unchanged(stream, quiet)) return [];
+    }
+    this.#quiet.delete(stream);
+    const closed = await this.#close(stream, counters, options, asked, now);
+    if (!options.peek && closed.quiet !== undefined) {
+      this.#quiet.set(stream, { ...closed.quiet, asked: askedText });
+    }
+    return closed.windows;
+  }
+
+  /** Whether the stream's stats are as its last close left them (one HMGET). */
+  #unchanged(stream: string, quiet: QuietStream): Promise<boolean> {
     return this.#call("closeWindows", async () => {
-      const reply = fromJson<{ w?: unknown; m?: number }>(
+      const stats = await this.#redis.hmget<Record<string, unknown>>(
+        this.#key(stream, STREAM_KEYS.stats),
+        "wm",
+        "applied",
+      );
+      return statsNumber(stats?.wm) === quiet.watermark &&
+        statsNumber(stats?.applied) === quiet.applied;
+    });
+  }
+
+  #close(
+    stream: string,
+    counters: CounterMeta[],
+    options: CloseOptions,
+    asked: object,
+    now: number,
+  ): Promise<{ windows: ClosedWindows; quiet?: Omit<QuietStream, "asked"> }> {
+    return this.#call("closeWindows", async () => {
+      const reply = fromJson<{ w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown }>(
         await this.#script(CLOSE_SCRIPT, stream, {
-          late: options.latenessMs,
-          idle: options.idleMs ?? false,
-          now: options.nowMs ?? this.#now(),
+          ...asked,
+          now,
           peek: options.peek ?? false,
           // A peek writes nothing: only a close is kept for a send of it again.
           tk: options.peek ? false : crypto.randomUUID(),
           limit: options.limit ?? 100,
           cells: Math.max(1, options.cells ?? this.#closeCells),
           logTtl: this.#statsTtlMs,
-          // Session counters have no panes nor windows to ask: in `sess` only.
-          counters: windowCounters.map((c) => [c.name, c.aggregate, c.hopMs, c.sizeMs, c.ttlMs]),
-          sess: sessionCloseArgs(counters),
         }),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
@@ -550,7 +618,15 @@ export class RedisStore implements Store {
         })),
       }));
       if (reply.m === 1) closed.more = true;
-      return closed;
+      if (typeof reply.n !== "number") return { windows: closed };
+      return {
+        windows: closed,
+        quiet: {
+          watermark: statsNumber(reply.wm),
+          applied: statsNumber(reply.a),
+          dueMs: reply.n === -1 ? Infinity : reply.n,
+        },
+      };
     });
   }
 

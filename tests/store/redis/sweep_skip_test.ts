@@ -1,0 +1,150 @@
+/**
+ * A Redis sweep of a stream with nothing to do costs one `HMGET` of its stats rather than the
+ * close script (with its reads, a reply key `SET` and a watermark `HSET`), counted here in
+ * `INFO commandstats`; and with that skip in place windows and sessions still close at the first
+ * sweep after they are due, by the clock (`idle`) or by a batch another instance applied.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
+import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
+import { sweepOnce } from "../../../src/fanout/sweep.ts";
+import { ingestItems } from "../../../src/ingest/mod.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
+import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
+
+/** A minute's start near the real clock (Redis expires keys by its own). */
+const M = Math.floor(Date.now() / 60_000) * 60_000;
+const SECOND = 1_000;
+
+function client(fixture: RedisFixture): Redis {
+  return new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+}
+
+function items(list: object[]) {
+  return list.map((value) => ({ ok: true as const, value }));
+}
+
+/** Calls per command name since the last `CONFIG RESETSTAT`, the test's own (INFO, CONFIG) left out. */
+async function commandCalls(fixture: RedisFixture): Promise<Record<string, number>> {
+  const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+  const calls = Object.fromEntries(
+    [...info.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]),
+  );
+  for (const name of Object.keys(calls)) {
+    if (name === "info" || name.startsWith("config")) delete calls[name];
+  }
+  return calls;
+}
+
+function resetStats(fixture: RedisFixture): Promise<unknown> {
+  return withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+}
+
+/** The windows (and sessions) a sweep closed, as `counter@start`. */
+async function swept(streams: Iterable<CompiledStream>, store: RedisStore): Promise<string[]> {
+  const report = await sweepOnce(streams, store);
+  assert.deepEqual(report.failed, []);
+  return report.closed.map((window) => `${window.counter}@${window.start - M}`);
+}
+
+redisTest(
+  "a sweep of idle streams costs one HMGET a stream: no close script, no reply key, no watermark write",
+  async (fixture) => {
+    let clock = M;
+    const store = new RedisStore(client(fixture), { now: () => clock });
+    const names = Array.from({ length: 20 }, (_, i) => `s${i}`);
+    const streams = compileConfig({
+      streams: Object.fromEntries(names.map((name) => [name, {
+        counters: {
+          c: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+          s: { window: { sliding: "10m", precision: "1m" }, aggregate: { sum: "v" } },
+        },
+      }])),
+    });
+    for (const stream of streams.values()) {
+      await ingestItems(stream, items([{ g: "a", v: 1 }]), { store, nowMs: M - 20 * 60_000 });
+    }
+    // The first sweep closes every window of them (receive time: the clock is the watermark).
+    assert.equal((await swept(streams.values(), store)).length, 20 * 11);
+    for (const after of [5 * SECOND, 10 * SECOND]) {
+      clock = M + after;
+      await resetStats(fixture);
+      assert.deepEqual(await swept(streams.values(), store), []);
+      assert.deepEqual(await commandCalls(fixture), { hmget: 20 }, `sweep at +${after} ms`);
+    }
+  },
+);
+
+redisTest(
+  "with idle sweeps skipped, windows and sessions still close by the clock at the first sweep once due",
+  async (fixture) => {
+    let clock = M + 10 * SECOND;
+    const store = new RedisStore(client(fixture), { now: () => clock });
+    const streams = compileConfig({
+      streams: {
+        r: {
+          time: { lateness: "30s" },
+          counters: {
+            n: { window: { tumbling: "1m" }, aggregate: "count" },
+            visit: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count" },
+          },
+        },
+      },
+    });
+    await ingestItems(streams.get("r")!, items([{ u: "a" }]), { store, nowMs: clock });
+    const at = async (ms: number) => {
+      clock = M + ms;
+      return await swept(streams.values(), store);
+    };
+    assert.deepEqual(await at(20 * SECOND), []);
+    await resetStats(fixture);
+    // The session (ends at 10 s) closes once the clock passes its end + gap + lateness: 70 s.
+    assert.deepEqual(await at(69_999), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+    assert.deepEqual(await at(70 * SECOND), ["visit@10000"]);
+    // The window [0, 60 s) once it passes its end + lateness: 90 s.
+    assert.deepEqual(await at(89_999), []);
+    assert.deepEqual(await at(90 * SECOND), ["n@0"]);
+  },
+);
+
+redisTest(
+  "a sweep skipping an idle stream still closes a window once another instance's batch moved its watermark",
+  async (fixture) => {
+    const clock = M;
+    const sweeping = new RedisStore(client(fixture), { now: () => clock });
+    const other = new RedisStore(client(fixture), { now: () => clock });
+    const streams = compileConfig({
+      streams: {
+        e: {
+          time: { field: "t", lateness: "0s" },
+          dedupe: { field: "id", ttl: "1h" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    });
+    const stream = streams.get("e")!;
+    const E = M - 3_600_000;
+    await ingestItems(stream, items([{ id: "a", t: E + SECOND }]), {
+      store: sweeping,
+      nowMs: clock,
+    });
+    // Event time, no idle: nothing closes before a later event, however long the sweep waits.
+    assert.deepEqual(await swept(streams.values(), sweeping), []);
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), sweeping), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+    // A duplicate applied elsewhere changes nothing: still skipped.
+    await ingestItems(stream, items([{ id: "a", t: E + SECOND }]), { store: other, nowMs: clock });
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), sweeping), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+    // Another instance applies an event of the next minute: the window [E, E + 1 min) is due.
+    await ingestItems(stream, items([{ id: "b", t: E + 61 * SECOND }]), {
+      store: other,
+      nowMs: clock,
+    });
+    const closed = await sweepOnce(streams.values(), sweeping);
+    assert.deepEqual(closed.closed.map((window) => [window.counter, window.start - E]), [["n", 0]]);
+  },
+);
