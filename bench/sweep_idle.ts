@@ -1,7 +1,8 @@
 /**
  * Redis commands one sweep costs (the `INFO commandstats` delta, every command the server ran,
  * those of scripts included) with 1, 100 and 1,000 idle streams, and with 1,000 of which 10 get
- * an event before each sweep.
+ * an event before each sweep; and with 1,000 idle streams and one webhook endpoint (of
+ * `alert.fired` only, so nothing is delivered): the dispatch's share of a sweep.
  *
  * Each stream is the one of probe 15's defect 7 (processing time, a tumbling 1m count grouped by
  * `g` and a sliding 10m / 1m sum), fed one event 20 minutes ago: every window of it is closed by
@@ -16,6 +17,7 @@ import { Redis } from "@upstash/redis";
 import { compileConfig } from "../src/config/mod.ts";
 import { sweepOnce } from "../src/fanout/mod.ts";
 import { ingestItems } from "../src/ingest/mod.ts";
+import { webhooksFromEnv } from "../src/env.ts";
 import { RedisStore } from "../src/store/redis/store.ts";
 import { startRedisServer } from "../tools/redis_server.ts";
 import { startUpstashBridge } from "../tools/upstash_bridge.ts";
@@ -37,7 +39,11 @@ const definition = {
   },
 };
 
-async function run(streamCount: number, busy: number): Promise<Record<string, number>> {
+async function run(
+  streamCount: number,
+  busy: number,
+  endpoint: boolean,
+): Promise<Record<string, number>> {
   const server = await startRedisServer({ port: Number(flags.port) });
   const bridge = await startUpstashBridge({ redisUrl: server.url, token: "bench-token" });
   try {
@@ -47,6 +53,16 @@ async function run(streamCount: number, busy: number): Promise<Record<string, nu
     const streams = compileConfig({
       streams: Object.fromEntries(names.map((name) => [name, definition])),
     });
+    const vars = new Map([
+      ["UPSTASH_REDIS_REST_URL", bridge.url],
+      ["UPSTASH_REDIS_REST_TOKEN", bridge.token],
+      ["EDGESTREAM_WEBHOOK_ALLOW", "127.0.0.1"],
+    ]);
+    const webhooks = endpoint
+      ? webhooksFromEnv({ get: (name) => vars.get(name) }, { store, streams })
+      : undefined;
+    await webhooks?.createEndpoint({ url: "http://127.0.0.1:9/hook", eventTypes: ["alert.fired"] });
+    const consumers = webhooks ? [webhooks] : [];
     const past = Date.now() - 20 * 60_000;
     for (const stream of streams.values()) {
       await ingestItems(stream, [{ ok: true, value: { g: "a", v: 1 } }], {
@@ -54,7 +70,7 @@ async function run(streamCount: number, busy: number): Promise<Record<string, nu
         nowMs: past,
       });
     }
-    await sweepOnce(streams.values(), store);
+    await sweepOnce(streams.values(), store, { consumers });
     let total = new Map<string, { calls: number; usec: number }>();
     for (let i = 0; i < SWEEPS; i++) {
       for (const name of names.slice(0, busy)) {
@@ -64,7 +80,7 @@ async function run(streamCount: number, busy: number): Promise<Record<string, nu
         });
       }
       const before = await commandStats(server.port);
-      await sweepOnce(streams.values(), store);
+      await sweepOnce(streams.values(), store, { consumers });
       const delta = commandStatsDelta(before, await commandStats(server.port));
       // The INFO call itself is counted in the second snapshot: left out.
       const info = delta.get("info");
@@ -82,6 +98,7 @@ async function run(streamCount: number, busy: number): Promise<Record<string, nu
       all += stat.calls;
     }
     perSweep.total = Math.round(all / SWEEPS * 10) / 10;
+    await webhooks?.close();
     return perSweep;
   } finally {
     await bridge.close();
@@ -89,10 +106,19 @@ async function run(streamCount: number, busy: number): Promise<Record<string, nu
   }
 }
 
-for (const [count, busy] of [[1, 0], [100, 0], [1000, 0], [1000, 10]]) {
-  const perSweep = await run(count, busy);
+const runs: [number, number, boolean][] = [
+  [1, 0, false],
+  [100, 0, false],
+  [1000, 0, false],
+  [1000, 10, false],
+  [1000, 0, true],
+];
+for (const [count, busy, endpoint] of runs) {
+  const perSweep = await run(count, busy, endpoint);
   console.log(
-    `${count} streams, ${busy} busy: ${perSweep.total} commands a sweep`,
+    `${count} streams, ${busy} busy${
+      endpoint ? ", 1 endpoint" : ""
+    }: ${perSweep.total} commands a sweep`,
     JSON.stringify(perSweep),
   );
 }

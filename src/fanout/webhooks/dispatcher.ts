@@ -67,6 +67,14 @@ export interface DispatchOptions {
    * it is not or when nothing is dispatched). @default {false}
    */
   readAhead?: boolean;
+  /**
+   * Dispatch only when the log moved: when its last entry is the one this dispatcher's last
+   * complete dispatch of the stream left the cursor at (nothing was logged since) and its mark is
+   * not due, do nothing at the cost of one log read ({@linkcode Store.lastLogId}) rather than
+   * the lease, a log read and the lease's release. For the sweep, which goes over every stream
+   * (an idle one too). @default {false}
+   */
+  ifLogMoved?: boolean;
 }
 
 /** Takes claims made by the dispatch for a sender (see `Sender.reserve`). */
@@ -145,6 +153,11 @@ export class Dispatcher {
   #cursors = new Map<string, string>();
   /** Per stream: when this dispatcher last marked how far the log was dispatched. */
   #marked = new Map<string, number>();
+  /**
+   * Per stream: the log id (null: none) this dispatcher's last dispatch that went to the end of
+   * the log left the cursor at (see {@linkcode DispatchOptions.ifLogMoved}).
+   */
+  #done = new Map<string, string | null>();
 
   constructor(store: Store, deliveries: DeliveryStore, options: DispatcherOptions = {}) {
     this.#store = store;
@@ -175,6 +188,11 @@ export class Dispatcher {
     options: DispatchOptions = {},
   ): Promise<number> {
     if (endpoints !== null && endpoints.length === 0) return 0;
+    const done = this.#done.get(stream.name);
+    if (options.ifLogMoved && done !== undefined && this.#markedSince(stream.name)) {
+      if (await this.#store.lastLogId(stream.name) === done) return 0;
+    }
+    this.#done.delete(stream.name);
     const leaseName = `dispatch:${stream.name}`;
     const known = this.#cursors.get(stream.name);
     const ahead = options.readAhead && known !== undefined
@@ -200,6 +218,7 @@ export class Dispatcher {
     let through = state.cursor;
     let created = 0;
     let released = false;
+    let toEnd = false;
     try {
       for (let page = 0, refused = 0; page < this.#maxPages && refused < 3;) {
         const entries = ahead !== null && page === 0 && refused === 0 &&
@@ -209,7 +228,11 @@ export class Dispatcher {
         // A page fixed by a dispatcher that stopped before storing it (or an older version)
         // ends where it was fixed, whatever the log holds now.
         const end = state.planEnd ?? entries.at(-1)?.id;
-        if (end === undefined) break;
+        if (end === undefined) {
+          // The log holds nothing after the cursor: dispatched to its end.
+          toEnd = true;
+          break;
+        }
         const plan = {
           stream,
           cursor: state.cursor,
@@ -248,6 +271,7 @@ export class Dispatcher {
         if (stored > 0) options.onStored?.(stored, result?.claims.length ?? 0);
         if (last) {
           released = true;
+          toEnd = true;
           break;
         }
         state = { cursor: end, planEnd: null };
@@ -260,6 +284,7 @@ export class Dispatcher {
       // Before any entry is dispatched the hold keeps them all ("0-0" precedes every id).
       await this.#mark(stream.name, through ?? NOTHING_DISPATCHED);
     }
+    if (toEnd) this.#done.set(stream.name, through);
     return created;
   }
 

@@ -228,7 +228,8 @@ export class WebhookService {
     for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {
       queued += await this.#inTurn(
         stream.name,
-        () => this.#dispatcher.dispatch(stream, endpoints),
+        // An idle stream's log has not moved since this process dispatched it: one read.
+        () => this.#dispatcher.dispatch(stream, endpoints, { ifLogMoved: true }),
       );
     }
     // Overlapping sweeps do not send twice: the sender runs one claim loop, and a

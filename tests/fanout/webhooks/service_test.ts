@@ -1434,3 +1434,53 @@ Deno.test("a sweep lists the webhook endpoints once, whether its prepare found t
     },
   );
 });
+
+Deno.test("a sweep dispatches a stream whose log did not move since this process dispatched it with one log read, and its later results still go out", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  let opened = 0;
+  class CountsOpens extends MemoryDeliveryStore {
+    override openDispatch(...args: Parameters<DeliveryStore["openDispatch"]>) {
+      opened += 1;
+      return super.openDispatch(...args);
+    }
+  }
+  let lastIds = 0;
+  class CountsLastIds extends MemoryStore {
+    override lastLogId(stream: string) {
+      lastIds += 1;
+      return super.lastLogId(stream);
+    }
+  }
+  await withApp(
+    {
+      clock,
+      store: new CountsLastIds({ now: () => clock.now }),
+      deliveries: new CountsOpens({ now: () => clock.now }),
+    },
+    async ({ app, webhooks, receiver, streams }) => {
+      const { secret } = await register(app, { url: receiver.url() });
+      receiver.secrets = [secret];
+      await closeFirstMinute(app);
+      await webhooks.idle();
+      const first = receiver.received.length;
+      assert.ok(first > 0);
+      // Nothing logged since: no lease taken for any stream, one log read each.
+      opened = 0;
+      lastIds = 0;
+      await sweep(app, webhooks);
+      assert.equal(opened, 0);
+      assert.equal(lastIds, streams.size);
+      // A result logged since goes out at the next sweep.
+      await ingest(app, [{ id: "late-tick", ts: at(150), country: "FR" }]);
+      await sweep(app, webhooks);
+      assert.ok(opened > 0);
+      assert.ok(receiver.received.length > first);
+      // Once a minute the log is marked again (its hold kept): a full dispatch.
+      await sweep(app, webhooks);
+      opened = 0;
+      advance(clock, 61 * SECOND);
+      await sweep(app, webhooks);
+      assert.equal(opened, streams.size);
+    },
+  );
+});
