@@ -2,7 +2,9 @@
  * Redis commands one sweep costs (the `INFO commandstats` delta, every command the server ran,
  * those of scripts included) with 1, 100 and 1,000 idle streams, and with 1,000 of which 10 get
  * an event before each sweep; and with 1,000 idle streams and one webhook endpoint (of
- * `alert.fired` only, so nothing is delivered): the dispatch's share of a sweep.
+ * `alert.fired` only, so nothing is delivered): the dispatch's share of a sweep; and with 1,000 idle
+ * streams each swept by a new store (a process that has not swept them, as an isolate started for
+ * Deno Deploy's cron run).
  *
  * Each stream is the one of probe 15's defect 7 (processing time, a tumbling 1m count grouped by
  * `g` and a sliding 10m / 1m sum), fed one event 20 minutes ago: every window of it is closed by
@@ -43,6 +45,7 @@ async function run(
   streamCount: number,
   busy: number,
   endpoint: boolean,
+  fresh: boolean,
 ): Promise<Record<string, number>> {
   const server = await startRedisServer({ port: Number(flags.port) });
   const bridge = await startUpstashBridge({ redisUrl: server.url, token: "bench-token" });
@@ -80,7 +83,8 @@ async function run(
         });
       }
       const before = await commandStats(server.port);
-      await sweepOnce(streams.values(), store, { consumers });
+      // A process that has not swept yet (an isolate started for a cron run) knows only Redis.
+      await sweepOnce(streams.values(), fresh ? new RedisStore(redis) : store, { consumers });
       const delta = commandStatsDelta(before, await commandStats(server.port));
       // The INFO call itself is counted in the second snapshot: left out.
       const info = delta.get("info");
@@ -106,19 +110,19 @@ async function run(
   }
 }
 
-const runs: [number, number, boolean][] = [
-  [1, 0, false],
-  [100, 0, false],
-  [1000, 0, false],
-  [1000, 10, false],
-  [1000, 0, true],
+const runs: [number, number, boolean, boolean][] = [
+  [1, 0, false, false],
+  [100, 0, false, false],
+  [1000, 0, false, false],
+  [1000, 10, false, false],
+  [1000, 0, true, false],
+  [1000, 0, false, true],
 ];
-for (const [count, busy, endpoint] of runs) {
-  const perSweep = await run(count, busy, endpoint);
+for (const [count, busy, endpoint, fresh] of runs) {
+  const perSweep = await run(count, busy, endpoint, fresh);
+  const what = `${endpoint ? ", 1 endpoint" : ""}${fresh ? ", each sweep by a new process" : ""}`;
   console.log(
-    `${count} streams, ${busy} busy${
-      endpoint ? ", 1 endpoint" : ""
-    }: ${perSweep.total} commands a sweep`,
+    `${count} streams, ${busy} busy${what}: ${perSweep.total} commands a sweep`,
     JSON.stringify(perSweep),
   );
 }

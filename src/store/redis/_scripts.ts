@@ -12,7 +12,9 @@
  *   end + gap) a close claimed, before which every event is late (`StreamStats.closedThrough`),
  *   `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`),
  *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
- *   still asked (see {@linkcode APPLY_SCRIPT}).
+ *   still asked (see {@linkcode APPLY_SCRIPT}); `qn`: when (ms, -1 never) the last close next has
+ *   something to do without a new batch, `qa` and `qw`: the `applied` and `wm` it left, `qk`: a hash
+ *   of its counters and options (see {@linkcode CLOSE_SCRIPT}).
  * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket (bucket =
  *   floor(now / TTL)), PX = 2 × TTL + TTL/8 from its first id; its field `\xff` (one byte 0xFF,
  *   which no id holds: ids are UTF-8) says that PX is set. The name has no TTL in it, as in the
@@ -1503,6 +1505,11 @@ return cjson.encode(out)
  * window's panes live at least ttl after it closed. Of session counters (`sess`:
  * `[[name, kind, gap, ttl], …]`) it keeps alive the open sessions with less than ttl/2 left, and
  * gives those it closes ttl (see `SESSION_CLOSE_LUA`).
+ *
+ * A close (not a peek) also says, in its reply (`n`, with the `applied` `a` and watermark `wm` it
+ * left) and in the stats (`qn`, `qa`, `qw`, and `qk` from ARGV), when a close next has something to
+ * do if no batch is applied meanwhile: 0 at once, -1 never, else a time of the clock. The caller
+ * skips the script until then while the stats are unchanged (see `RedisStore.closeWindows`).
  */
 export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
 -- The same close sent again: the windows the first one closed, which are closed no more.
@@ -1516,7 +1523,7 @@ local lateness, limit, logTtl, idle, now, peek =
 local later, logged = {}, {}
 local function write(...) later[#later + 1] = { ... } end
 local function logLater(record) logged[#logged + 1] = record end
-local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl", "applied")
+local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl", "applied", "qn", "qa", "qw", "qk")
 expectStatsTime("wm", stored[1])
 expectStatsTime("cl", stored[3])
 local wm = tonumber(stored[1])
@@ -1764,7 +1771,6 @@ if closedThrough ~= closedBefore then
   statsChanged[#statsChanged + 1] = "cl"
   statsChanged[#statsChanged + 1] = num(closedThrough)
 end
-if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
 for _, command in ipairs(later) do redis.call(unpack(command)) end
 for _, record in ipairs(logged) do appendLog(record, logTtl) end
 -- When (the clock, ms) a close next has something to do if no batch is applied meanwhile (one
@@ -1826,7 +1832,21 @@ end
 -- stats' to tell whether a batch was applied since.
 local wmAfter = stored[1]
 if raised ~= wm then wmAfter = num(raised) end
-local reply = cjson.encode({ w = out, m = more and 1 or 0, n = peek and 0 or nextDue(), a = stored[4] or "", wm = wmAfter })
+local due = 0
+if not peek then
+  due = nextDue()
+  -- Kept in the stats too (\`qn\` when, \`qa\` and \`qw\` the stats it holds for, \`qk\` the close's
+  -- counters and options, hashed by the caller), for a process that has not closed it yet.
+  local quiet = { "qn", num(due), "qa", stored[4] or "", "qw", wmAfter, "qk", args.qk or "" }
+  for i = 1, #quiet, 2 do
+    if stored[4 + (i + 1) / 2] ~= quiet[i + 1] then
+      statsChanged[#statsChanged + 1] = quiet[i]
+      statsChanged[#statsChanged + 1] = quiet[i + 1]
+    end
+  end
+end
+if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
+local reply = cjson.encode({ w = out, m = more and 1 or 0, n = due, a = stored[4] or "", wm = wmAfter })
 -- A call that closed nothing is kept for nobody: sent again it would find the same.
 if #out == 0 then return reply end
 return keepReply(callKey, reply)

@@ -74,6 +74,22 @@ interface QuietStream {
   dueMs: number;
 }
 
+/** A stream this process applied a batch to since its last close here: the next one runs. */
+const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
+
+/** A short hash (53 bits, as base-36 text) of a close's counters and options (cyrb53). */
+function askedHash(text: string): string {
+  let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ code, 2654435761);
+    h2 = Math.imul(h2 ^ code, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
+}
+
 /** A stats field as a number (absent or empty: null), whether the client parsed it or not. */
 function statsNumber(value: unknown): number | null {
   if (value === null || value === undefined || value === "") return null;
@@ -378,8 +394,8 @@ export class RedisStore implements Store {
   }
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
-    // What the stream's last close here left to do may change: its next close runs the script.
-    this.#quiet.delete(batch.stream);
+    // What the stream's last close left to do may change: its next close here runs the script.
+    this.#quiet.set(batch.stream, CHANGED);
     // The script's arguments are made from each event's updates as objects.
     const width = batch.counters.length;
     const updatesOf = batch.events.map((_, e) => cellUpdatesOf(batch.updates, width, e));
@@ -561,11 +577,17 @@ export class RedisStore implements Store {
     };
     const askedText = JSON.stringify(asked);
     const quiet = this.#quiet.get(stream);
-    if (quiet !== undefined && quiet.asked === askedText && now < quiet.dueMs) {
+    if (quiet === undefined) {
+      // Not closed by this process yet: what the last close of any process left in the stats.
+      if (await this.#quietInStats(stream, askedText, now)) return [];
+    } else if (quiet.asked === askedText && now < quiet.dueMs) {
       if (await this.#unchanged(stream, quiet)) return [];
     }
     this.#quiet.delete(stream);
-    const closed = await this.#close(stream, counters, options, asked, now);
+    const closed = await this.#close(stream, counters, options, {
+      ...asked,
+      qk: askedHash(askedText),
+    }, now);
     if (!options.peek && closed.quiet !== undefined) {
       this.#quiet.set(stream, { ...closed.quiet, asked: askedText });
     }
@@ -582,6 +604,38 @@ export class RedisStore implements Store {
       );
       return statsNumber(stats?.wm) === quiet.watermark &&
         statsNumber(stats?.applied) === quiet.applied;
+    });
+  }
+
+  /**
+   * Whether the stats say the stream has nothing to do now (one HMGET): no batch was ever applied
+   * (no watermark), or the last close (of any process, with these counters and options) left
+   * nothing to do before a time not come yet, and no batch was applied since. Then this process
+   * knows it too.
+   */
+  #quietInStats(stream: string, askedText: string, now: number): Promise<boolean> {
+    return this.#call("closeWindows", async () => {
+      const stats = await this.#redis.hmget<Record<string, unknown>>(
+        this.#key(stream, STREAM_KEYS.stats),
+        "wm",
+        "applied",
+        "qn",
+        "qa",
+        "qw",
+        "qk",
+      );
+      const watermark = statsNumber(stats?.wm);
+      if (watermark === null) return true;
+      const applied = statsNumber(stats?.applied);
+      const due = statsNumber(stats?.qn);
+      if (
+        due === null || String(stats?.qk ?? "") !== askedHash(askedText) ||
+        statsNumber(stats?.qw) !== watermark || statsNumber(stats?.qa) !== applied
+      ) return false;
+      const dueMs = due === -1 ? Infinity : due;
+      if (now >= dueMs) return false;
+      this.#quiet.set(stream, { asked: askedText, watermark, applied, dueMs });
+      return true;
     });
   }
 

@@ -148,3 +148,41 @@ redisTest(
     assert.deepEqual(closed.closed.map((window) => [window.counter, window.start - E]), [["n", 0]]);
   },
 );
+
+redisTest(
+  "a process that has not swept a stream yet skips it by what the last close of any process left in its stats, for the same counters and options",
+  async (fixture) => {
+    let clock = M;
+    const first = new RedisStore(client(fixture), { now: () => clock });
+    const config = (lateness: string) =>
+      compileConfig({
+        streams: {
+          r: {
+            time: { lateness },
+            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          },
+        },
+      });
+    const streams = config("30s");
+    await ingestItems(streams.get("r")!, items([{}]), { store: first, nowMs: M - 20 * 60_000 });
+    assert.deepEqual(await swept(streams.values(), first), ["n@-1200000"]);
+    // A new process (an isolate started for a cron run, say): one HMGET, nothing closed.
+    clock = M + 5 * SECOND;
+    const second = new RedisStore(client(fixture), { now: () => clock });
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), second), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+    // Another lateness asks anew: the close script runs.
+    const third = new RedisStore(client(fixture), { now: () => clock });
+    await resetStats(fixture);
+    assert.deepEqual(await swept(config("40s").values(), third), []);
+    assert.equal((await commandCalls(fixture)).evalsha, 1);
+    // A stream that never took a batch has nothing to close: one HMGET.
+    const empty = compileConfig({
+      streams: { z: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+    });
+    await resetStats(fixture);
+    assert.deepEqual(await swept(empty.values(), new RedisStore(client(fixture))), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+  },
+);
