@@ -423,7 +423,7 @@ function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
 /** A stream as `GET /v1/streams/{stream}` answers it. */
 export async function streamJson(
   stream: CompiledStream,
-  deps: { streams: ReadonlyMap<string, CompiledStream>; store: Store },
+  deps: { streams: ReadonlyMap<string, CompiledStream>; store: Store; now?: () => number },
 ) {
   const { store, streams } = deps;
   const registered = streams instanceof StreamRegistry ? streams.describe(stream.name) : undefined;
@@ -434,7 +434,11 @@ export async function streamJson(
     version: registered?.version ?? 0,
     definition: stream.definition,
     counters: stream.counters.map((counter) => counter.name),
-    stats: statsJson(stream, await store.stats(stream.name, stream.counterMetas), Date.now()),
+    stats: statsJson(
+      stream,
+      await store.stats(stream.name, stream.counterMetas),
+      deps.now?.() ?? Date.now(),
+    ),
   };
 }
 

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { MemoryStore } from "../../src/store/mod.ts";
 import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
-import { at, NOW, testApp } from "../_fixtures.ts";
+import { at, NOW, postEvents, testApp } from "../_fixtures.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -264,4 +264,30 @@ Deno.test("a replayed reply keeps its counts and lists the first 100 rejected ev
   assert.deepEqual(replayed.rejected.map((item: { index: number }) => item.index).at(-1), 100);
   // The replay applied nothing, so the stream's stats count the rejected events once.
   assert.equal((await store.stats("orders", [])).rejected, 150);
+});
+
+Deno.test("a stream's stats show an idle stream's watermark following the clock (time.idle), though no close raised it in the store", async () => {
+  let clock = NOW;
+  const { app } = await testApp({
+    config: {
+      streams: {
+        r: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } },
+        e: {
+          time: { field: "ts", lateness: "0s" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+    now: () => clock,
+  });
+  for (const [stream, event] of [["r", {}], ["e", { ts: at(5) }]] as const) {
+    const res = await postEvents(app, [event], { stream });
+    assert.ok(res.ok, await res.text());
+  }
+  clock = NOW + 42_000;
+  const watermark = async (stream: string) =>
+    (await (await app.request(`/v1/streams/${stream}`)).json()).stats.watermark;
+  // Receive time (idle 0s): the clock; event time without idle: its largest event time.
+  assert.equal(await watermark("r"), new Date(clock).toISOString());
+  assert.equal(await watermark("e"), new Date(at(5)).toISOString());
 });
