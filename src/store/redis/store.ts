@@ -74,6 +74,12 @@ interface QuietStream {
   dueMs: number;
 }
 
+/**
+ * Streams whose last close a store remembers (#quiet): far more than a deployment serves
+ * (`EDGESTREAM_STREAMS_MAX`, default 1,000, plus its config file's), so only churn forgets.
+ */
+const QUIET_KEPT = 20_000;
+
 /** A stream this process applied a batch to since its last close here: the next one runs. */
 const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
 
@@ -343,7 +349,7 @@ export class RedisStore implements Store {
   #bounded: Map<string, string> | null = null;
   #logBounds: [number, number];
   #closeCells: number;
-  /** Per stream (generation key): what its last close here left to do. */
+  /** Per stream (generation key): what its last close here left to do; see #remember. */
   #quiet = new Map<string, QuietStream>();
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
@@ -395,7 +401,7 @@ export class RedisStore implements Store {
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     // What the stream's last close left to do may change: its next close here runs the script.
-    this.#quiet.set(batch.stream, CHANGED);
+    this.#remember(batch.stream, CHANGED);
     // The script's arguments are made from each event's updates as objects.
     const width = batch.counters.length;
     const updatesOf = batch.events.map((_, e) => cellUpdatesOf(batch.updates, width, e));
@@ -589,7 +595,7 @@ export class RedisStore implements Store {
       qk: askedHash(askedText),
     }, now);
     if (!options.peek && closed.quiet !== undefined) {
-      this.#quiet.set(stream, { ...closed.quiet, asked: askedText });
+      this.#remember(stream, { ...closed.quiet, asked: askedText });
     }
     return closed.windows;
   }
@@ -605,6 +611,17 @@ export class RedisStore implements Store {
       return statsNumber(stats?.wm) === quiet.watermark &&
         statsNumber(stats?.applied) === quiet.applied;
     });
+  }
+
+  /**
+   * Notes what a stream's last close left to do. Streams deleted (or created again, a new
+   * generation key) leave their notes behind, so past QUIET_KEPT the oldest noted is forgotten: a
+   * forgotten stream's next close reads the note the close left in its stats (one HMGET).
+   */
+  #remember(stream: string, quiet: QuietStream): void {
+    this.#quiet.delete(stream);
+    if (this.#quiet.size >= QUIET_KEPT) this.#quiet.delete(this.#quiet.keys().next().value!);
+    this.#quiet.set(stream, quiet);
   }
 
   /**
@@ -634,7 +651,7 @@ export class RedisStore implements Store {
       ) return false;
       const dueMs = due === -1 ? Infinity : due;
       if (now >= dueMs) return false;
-      this.#quiet.set(stream, { asked: askedText, watermark, applied, dueMs });
+      this.#remember(stream, { asked: askedText, watermark, applied, dueMs });
       return true;
     });
   }
