@@ -118,14 +118,20 @@ function preconditionOf(
   const ifNoneMatch = create ? c.req.header("If-None-Match") : undefined;
   if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
   const expected: DefinitionPrecondition = {};
+  // `*` may come with empty list elements (`*, `) as a tag list may (RFC 9110 §5.6.1.2); `*`
+  // beside a tag is not the field's grammar.
+  const isStar = (value: string) => {
+    const elements = headerListElements(value);
+    return elements.length === 1 && elements[0] === "*";
+  };
   if (ifNoneMatch !== undefined) {
-    if (ifNoneMatch.trim() !== "*") {
+    if (!isStar(ifNoneMatch)) {
       throw new ApiError(400, "invalid_request", "If-None-Match: only '*' (create only) is taken");
     }
     expected.absent = true;
   }
   if (ifMatch !== undefined) {
-    if (ifMatch.trim() === "*") {
+    if (isStar(ifMatch)) {
       expected.exists = true;
     } else {
       // Empty elements (`"2", , "3"`, a trailing comma) are ignored (RFC 9110 §5.6.1.2); a

@@ -816,6 +816,35 @@ Deno.test('If-Match ignores empty list elements (RFC 9110 §5.6.1.2): `"1", ` an
   await read.body?.cancel();
 });
 
+Deno.test("`*` with empty list elements (`*, `, `, *,`) is `*` in If-Match and If-None-Match (RFC 9110 §5.6.1.2); `*` beside a tag is still 400", async () => {
+  const app = await appWith();
+  // If-None-Match: create only.
+  assert.equal((await put(app, "signups", SIGNUPS, { "If-None-Match": "*, " })).status, 201);
+  const again = await put(app, "signups", SIGNUPS, { "If-None-Match": " , *," });
+  assert.equal(again.status, 412);
+  assert.equal((await errorOf(again)).code, "precondition_failed");
+  // If-Match: any version, none when the stream does not exist.
+  const changed = await put(app, "signups", { ...SIGNUPS, description: "two" }, {
+    "If-Match": "*,",
+  });
+  assert.equal(changed.status, 200);
+  assert.equal(changed.headers.get("ETag"), '"2"');
+  await changed.body?.cancel();
+  const missing = await put(app, "nothing", SIGNUPS, { "If-Match": ", *, ," });
+  assert.equal(missing.status, 412);
+  assert.equal((await errorOf(missing)).code, "precondition_failed");
+  for (const [name, value] of [["If-Match", '*, "2"'], ["If-None-Match", '*, "1"']]) {
+    const bad = await put(app, "signups", SIGNUPS, { [name]: value });
+    assert.equal(bad.status, 400, `${name}: ${value}`);
+    assert.equal((await errorOf(bad)).code, "invalid_request");
+  }
+  const deleted = await app.request("/v1/streams/signups", {
+    method: "DELETE",
+    headers: { "If-Match": "*, " },
+  });
+  assert.equal(deleted.status, 204);
+});
+
 Deno.test("If-Match and If-None-Match keep two admins from overwriting each other: 412 precondition_failed, nothing changed", async () => {
   const app = await appWith();
   // Create only.
