@@ -349,6 +349,48 @@ redisTest(
 );
 
 redisTest(
+  "RedisDefinitionStore: a creation the recount still finds at the bound is refused by the recount's count, without taking a place again",
+  async (fixture) => {
+    const setup = redisDefinitions(fixture, 2);
+    for (const name of ["a", "b"]) await setup.write(name, record(), 0);
+    const calls: string[] = [];
+    const counted = redisDefinitionsWith(
+      fixture,
+      { maxApiStreams: 2 },
+      (redis) =>
+        new Proxy(redis, {
+          get(target, property, receiver) {
+            const value = Reflect.get(target, property, receiver);
+            if (property !== "evalsha" && property !== "eval") return value;
+            return (script: string, keys: string[], args: string[]) => {
+              const arg = String(args[0]);
+              calls.push(
+                arg.includes('"max":') ? "reserve" : arg.includes('"rows":') ? "recount" : "other",
+              );
+              return value.call(target, script, keys, args);
+            };
+          },
+        }),
+    );
+    await assert.rejects(
+      counted.write("c", record(), 0),
+      (error: unknown) => error instanceof StoredLimitError && error.held === 2 && error.max === 2,
+    );
+    assert.deepEqual(calls.filter((call) => call !== "other"), ["reserve", "recount"]);
+    // Under the bound after the recount (a place freed by a deletion whose index step failed,
+    // here its place set by hand): it takes a place once more and creates.
+    await setup.write("b", record({ deleted: true, definition: null, counters: {} }), 1);
+    await withDirect(
+      fixture.redisUrl,
+      (send) => send("HSET", "es:{@definitions}:index:api", "b", "1"),
+    );
+    calls.length = 0;
+    assert.deepEqual(await counted.write("c", record(), 0), { status: "written", version: 1 });
+    assert.deepEqual(calls.filter((call) => call !== "other"), ["reserve", "recount", "reserve"]);
+  },
+);
+
+redisTest(
   "RedisDefinitionStore: a recount reads every name the index holds, tombstones too, 16 records at a time",
   async (fixture) => {
     const setup = redisDefinitions(fixture, 1);

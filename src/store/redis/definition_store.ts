@@ -23,7 +23,8 @@
  * between its two steps, a deletion whose index step failed after its record was written, an
  * instance of a release that takes or frees no places. So a creation that finds every place held
  * recounts them from the records (RECOUNT_SCRIPT; also how a store written before places existed
- * gets them, `<index>:api:built` marking that done) and decides again, once, before it refuses.
+ * gets them, `<index>:api:built` marking that done): refused when the recount still holds every
+ * place, else it tries once more.
  * A place taken by a creation still on its way (pending for less than `placeLeaseMs`) survives a
  * recount.
  *
@@ -255,7 +256,7 @@ export class RedisDefinitionStore implements DefinitionStore {
   #placeLeaseMs: number;
   #recountEveryMs: number;
   /** The recount running, shared by the refusals meanwhile. */
-  #recounting: Promise<void> | undefined;
+  #recounting: Promise<number> | undefined;
   /** When (performance.now) the last recount ended. */
   #recountedAt = -Infinity;
 
@@ -381,33 +382,36 @@ export class RedisDefinitionStore implements DefinitionStore {
       }
       const held = await this.get(name);
       if (held !== null && held.source === "api" && !held.deleted) return;
-      if (recounted || !(await this.#recount(false))) {
-        throw new StoredLimitError("streams", this.#maxApiStreams, -reply);
+      const count = recounted ? undefined : await this.#recount(false);
+      // Every place still held after the recount: refused by its count, not read again.
+      if (count === undefined || count >= this.#maxApiStreams) {
+        throw new StoredLimitError("streams", this.#maxApiStreams, count ?? -reply);
       }
     }
   }
 
   /**
-   * Recounts the places, or waits for the recount running; unless `always`, not again within
-   * `recountEveryMs` of the last one (then false: nothing recounted).
+   * Recounts the places, or waits for the recount running, and returns how many are held; unless
+   * `always`, not again within `recountEveryMs` of the last one (then undefined: nothing
+   * recounted).
    */
-  async #recount(always: boolean): Promise<boolean> {
+  async #recount(always: boolean): Promise<number | undefined> {
     if (this.#recounting === undefined) {
-      if (!always && performance.now() - this.#recountedAt < this.#recountEveryMs) return false;
+      if (!always && performance.now() - this.#recountedAt < this.#recountEveryMs) return undefined;
       this.#recounting = this.#recountPlaces().finally(() => {
         this.#recounting = undefined;
         this.#recountedAt = performance.now();
       });
     }
-    await this.#recounting;
-    return true;
+    return await this.#recounting;
   }
 
   /**
    * Recounts the places of the API streams from the records of every name indexed or holding a
-   * place (see RECOUNT_SCRIPT); builds them in a store written before they existed.
+   * place (see RECOUNT_SCRIPT); builds them in a store written before they existed. Returns how
+   * many are held.
    */
-  async #recountPlaces(): Promise<void> {
+  async #recountPlaces(): Promise<number> {
     const placed = fromJson<string[]>(
       await this.#calls.call(
         "streamPlaces",
@@ -429,7 +433,7 @@ export class RedisDefinitionStore implements DefinitionStore {
         ]);
       });
     }
-    await this.#calls.call(
+    const held = await this.#calls.call(
       "recountStreamPlaces",
       () =>
         this.#calls.script(RECOUNT_SCRIPT, [this.#index], [{
@@ -438,6 +442,7 @@ export class RedisDefinitionStore implements DefinitionStore {
           lease: this.#placeLeaseMs,
         }]),
     );
+    return Number(held);
   }
 }
 
