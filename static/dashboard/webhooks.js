@@ -12,7 +12,7 @@
  * @module
  */
 import { api, ApiError } from "./api.js";
-import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
+import { el, replaceChildren, timeOf } from "./dom.js";
 
 /** Deliveries whose attempts give the success rate. */
 const RECENT = 100;
@@ -215,7 +215,8 @@ export class WebhooksView {
       el(
         "td",
         { class: "error-text" },
-        health.lastError ? `${clockTime(health.lastError.at)} ${health.lastError.text}` : "—",
+        // With its date when not from the last day, as "first tried" (an endpoint may fail for days).
+        health.lastError ? `${timeOf(health.lastError.at)} ${health.lastError.text}` : "—",
       ),
       countCell(health.pending, [
         health.waitingSince

@@ -450,6 +450,49 @@ browserTest(
 );
 
 browserTest(
+  "the webhooks panel shows a last error older than a day with its date",
+  async (browser) => {
+    // The server's clock two days behind the browser's: its deliveries were tried two days ago.
+    const server = await startServer({ lagMs: 2 * 86_400_000 });
+    try {
+      await server.send(Array.from({ length: 6 }, () => ({ country: "DE", amount: 20 })));
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const row = page.locator("[data-webhook]", { hasText: "HTTP 500" });
+      await row.waitFor({ timeout: 20_000 });
+      const shown = await row.locator("td").nth(2).textContent() ?? "";
+      // The failing endpoint's attempts, read after the page did (retries only add to them).
+      const endpoints = await (await fetch(`${server.base}/v1/webhooks`)).json();
+      const pager = endpoints.webhooks.find((endpoint: { description: string }) =>
+        endpoint.description === "pager"
+      );
+      const listed = await (await fetch(`${server.base}/v1/webhooks/${pager.id}/deliveries`))
+        .json();
+      const failedAt: string[] = listed.deliveries.flatMap((delivery: {
+        attemptLog: Array<{ at: string; status: number }>;
+      }) => delivery.attemptLog.filter((attempt) => attempt.status === 500))
+        .map((attempt: { at: string }) => attempt.at);
+      assert.ok(failedAt.length > 0, JSON.stringify(listed));
+      const withDates = await page.evaluate(
+        `${
+          JSON.stringify(failedAt)
+        }.map((at) => new Date(at).toLocaleString([], { hour12: false }))`,
+      ) as string[];
+      assert.ok(
+        withDates.some((at) => shown === `${at} HTTP 500`),
+        `${JSON.stringify(shown)} is one of ${JSON.stringify(withDates)}, with its date`,
+      );
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "with keys the dashboard asks for one once, keeps it in sessionStorage and never puts it in a URL; a read key limited to streams shows those",
   async (browser) => {
     const signups = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
