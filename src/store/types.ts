@@ -541,7 +541,10 @@ export interface CloseOptions {
   cells?: number;
   /** As {@linkcode StoreBatch.idleMs}: the watermark is raised to at least `nowMs - idleMs` first. */
   idleMs?: number | null;
-  /** The clock (ms) for `idleMs`. @default {the store's clock} */
+  /**
+   * The clock (ms) of the close: for `idleMs`, and the life it gives what it keeps open and what
+   * it closes. @default {the store's clock}
+   */
   nowMs?: number;
   /**
    * Only report the windows that are due, with their final values, without

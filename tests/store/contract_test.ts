@@ -25,7 +25,7 @@ import {
   type StoreBatch,
 } from "../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
-import { sessionScenarios } from "./_session_scenarios.ts";
+import { sessionScenarios, sessionStream } from "./_session_scenarios.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -1213,4 +1213,47 @@ redisTest(
       { numRuns: 25 },
     );
   },
+);
+
+/**
+ * A close given `nowMs` keeps time by it, not by the store's clock (the sweep gives none; a caller
+ * that does, such as a test or a bench, gets the same lives on both stores): a session it closes
+ * stays readable ttl from `nowMs`, and an open one near its end is kept alive ttl from `nowMs`.
+ * The memory store read its own clock for these: both sessions were gone at N + 1.5 ttl.
+ */
+async function closeKeepsTimeByNowMs(make: (now: () => number) => Store): Promise<void> {
+  const N = T0 + 300_000;
+  let clock = N;
+  const store = make(() => clock);
+  const [meta] = sessionStream.counterMetas.filter((item) => item.name === "sum");
+  const counter = sessionStream.counters.find((item) => item.name === "sum")!;
+  // The session of a (at T0) is due once the watermark passes T0 + 30 s gap + 2 min lateness;
+  // b's (at T0 + 170 s) stays open.
+  await ingestItems(
+    sessionStream,
+    items([{ u: "a", t: T0, v: 1 }, { u: "b", t: T0 + 170_000, v: 2 }]),
+    { store, nowMs: N },
+  );
+  const closeAt = N + Math.floor(meta.ttlMs * 3 / 4);
+  const closed = await store.closeWindows("visits", [meta], {
+    latenessMs: 120_000,
+    nowMs: closeAt,
+  });
+  assert.deepEqual(closed.map((window) => window.groups[0].group), ['["a"]']);
+  // Past both sessions' first life (N + ttl), before what the close gave them (closeAt + ttl).
+  clock = N + Math.floor(meta.ttlMs * 3 / 2);
+  const read = await store.readSessions("visits", meta, { fromMs: T0, toMs: T0 + 3_600_000 });
+  assert.deepEqual(read.map((session) => [session.group, session.closed]), [
+    ['["b"]', false],
+    ['["a"]', true],
+  ]);
+  const rows = await listWindows(sessionStream, counter, { store, nowMs: clock }, { limit: 10 });
+  assert.deepEqual(rows.map((row) => [row.group.u, row.value]), [["b", 2], ["a", 1]]);
+}
+
+Deno.test("MemoryStore: closeWindows() keeps time by its nowMs: what it closes and keeps open lives ttl from it", () =>
+  closeKeepsTimeByNowMs((now) => new MemoryStore({ now })));
+redisTest(
+  "RedisStore: closeWindows() keeps time by its nowMs: what it closes and keeps open lives ttl from it",
+  (fixture) => closeKeepsTimeByNowMs((now) => redisStore(fixture, now)),
 );

@@ -613,12 +613,14 @@ export class MemoryStore implements Store {
     // No watermark (no batch applied): an idle stream's clock floor is not set by a sweep; its
     // first batch raises to it (as on Redis).
     if (!state || state.watermark === null) return Promise.resolve(closed);
-    raiseToClock(state, options.nowMs ?? this.#now(), options.idleMs);
+    // The caller's clock for all of it, as on Redis: the idle floor, the lives it gives and the
+    // log's time.
+    const now = options.nowMs ?? this.#now();
+    raiseToClock(state, now, options.idleMs);
     const cutoff = state.watermark - options.latenessMs;
     const limit = options.limit ?? 100;
     const peek = options.peek ?? false;
     let budget = Math.max(1, options.cells ?? this.#closeCells);
-    const now = this.#now();
     const log = (record: LogRecord) => this.#append(state, now, record, false);
     for (const counter of counters) {
       const sessions = counter.session ? state.sessions.get(counter.name) : undefined;
