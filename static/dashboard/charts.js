@@ -78,10 +78,13 @@ export function sparkline(element, labels, { height = 56 } = {}) {
   };
 }
 
+/** The fill behind a partial window (see {@linkcode groupChart}). */
+export const PARTIAL_FILL = "rgba(217, 119, 6, 0.16)";
+
 /**
  * A time-series chart whose lines (one per group) may change:
- * `update({labels, data})` redraws it, rebuilding it when the set of
- * lines changed.
+ * `update({labels, data, partial})` redraws it, rebuilding it when the set of
+ * lines changed; the windows whose starts (seconds) `partial` lists are shaded behind the lines.
  */
 export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel = "value" } = {}) {
   // At least 12 windows wide, from the data itself: with a single point
@@ -96,6 +99,27 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
   let chart = null;
   let observer = null;
   let shown = "";
+  let partial = [];
+
+  /** Shades the partial windows, a window wide around their points, behind the lines. */
+  function shadePartial(u) {
+    const bands = [];
+    if (partial.length > 0) {
+      const { ctx, bbox } = u;
+      ctx.save();
+      ctx.fillStyle = PARTIAL_FILL;
+      for (const start of partial) {
+        const left = Math.max(bbox.left, u.valToPos(start - step / 2, "x", true));
+        const right = Math.min(bbox.left + bbox.width, u.valToPos(start + step / 2, "x", true));
+        if (right <= left) continue;
+        ctx.fillRect(left, bbox.top, right - left, bbox.height);
+        bands.push([Math.round(left), Math.round(right)]);
+      }
+      ctx.restore();
+    }
+    // Where (canvas pixels) the shading is, for whoever inspects the page.
+    element.dataset.partialBands = JSON.stringify(bands);
+  }
 
   function build(labels, data) {
     observer?.disconnect();
@@ -112,6 +136,7 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
               element.dataset.xRange = JSON.stringify([u.scales.x.min, u.scales.x.max]);
             }
           }],
+          drawClear: [shadePartial],
         },
         axes: [{}, { size: 60 }],
         series: [
@@ -134,7 +159,8 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
   }
 
   return {
-    update({ labels, data }) {
+    update({ labels, data, partial: starts = [] }) {
+      partial = starts;
       if (!chart || JSON.stringify(labels) !== shown) build(labels, data);
       else chart.setData(data);
     },

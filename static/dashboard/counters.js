@@ -92,6 +92,7 @@ export class CountersView {
         const range = el("p", { class: "muted window-range" }, "…");
         const current = el("ol", { class: "current-values", "data-current": key });
         const status = el("p", { class: "muted counter-status" });
+        const partialNote = el("p", { class: "muted partial-note", hidden: true });
         articles.push(el(
           "article",
           { class: "counter", "data-counter": key },
@@ -107,6 +108,7 @@ export class CountersView {
             chart,
             el("aside", { class: "current" }, el("h4", {}, "Current window"), range, current),
           ),
+          partialNote,
           status,
         ));
         const definition = stream.definition?.counters?.[counter];
@@ -119,6 +121,7 @@ export class CountersView {
           session: definition?.window?.session !== undefined,
           series: new CounterSeries(WINDOWS, { additive: isAdditive(definition) }),
           chartElement: chart,
+          partialNote,
           chart: null,
           range,
           currentElement: current,
@@ -254,8 +257,15 @@ export class CountersView {
 
   #draw(entry) {
     const { labels, data } = entry.series.chartData(this.#top);
+    const partial = entry.series.partialStarts();
     entry.shownLabels = labels;
-    entry.chart.update({ labels, data });
+    entry.chart.update({ labels, data, partial });
+    entry.partialNote.hidden = partial.length === 0;
+    entry.partialNote.textContent = partial.length === 0
+      ? ""
+      : `Shaded: ${
+        partial.length === 1 ? "a partial window" : `${partial.length} partial windows`
+      } (the counter was added after some of their events, which it did not count)`;
     if (labels.length === 0) entry.status.textContent = "No windows yet: send events.";
     else if (entry.status.textContent.startsWith("No windows")) entry.status.textContent = "";
     // The current window's swatches follow the chart's colours.

@@ -116,6 +116,8 @@ export class CounterSeries {
   #groups = new Map();
   /** start ms → the server's merged value of the groups beyond its top */
   #others = new Map();
+  /** Starts (ms) of the windows the API marks `"partial": true` (in any group's row) */
+  #partial = new Set();
   #maxWindows;
   #additive;
 
@@ -134,11 +136,21 @@ export class CounterSeries {
       this.#groups.set(key, entry);
     }
     entry.values.set(Date.parse(row.start), chartValue(row.value));
+    if (row.partial === true) this.#partial.add(Date.parse(row.start));
   }
 
   /** Sets the merged value of one window's groups beyond its top (`{start, value}`). */
   setOthers(row) {
     this.#others.set(Date.parse(row.start), chartValue(row.value));
+    if (row.partial === true) this.#partial.add(Date.parse(row.start));
+  }
+
+  /**
+   * Starts (seconds, as the chart's x) of the windows drawn that are partial: their counter was
+   * added after some of their events, which it did not count.
+   */
+  partialStarts() {
+    return this.starts().filter((start) => this.#partial.has(start)).map((start) => start / 1000);
   }
 
   /** Every window start held, ascending, at most the newest `maxWindows`. */
@@ -204,6 +216,7 @@ export class CounterSeries {
   clear() {
     this.#groups.clear();
     this.#others.clear();
+    this.#partial.clear();
   }
 }
 

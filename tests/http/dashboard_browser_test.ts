@@ -720,7 +720,7 @@ browserTest(
 );
 
 browserTest(
-  "the dashboard tags the current window of a counter added after the stream had events as partial",
+  "the dashboard tags the current window of a counter added after the stream had events as partial, and shades that window in its chart with a note",
   async (browser) => {
     const server = await startServer({ config: { streams: {} }, registry: true });
     const put = (counters: Record<string, unknown>) =>
@@ -743,6 +743,44 @@ browserTest(
       assert.doesNotMatch(
         await page.locator('[data-current="grown/n"]').textContent() ?? "",
         /partial/,
+      );
+      // The chart of `added` shades its one window, partial; `n`'s shades none.
+      const bandsOf = (key: string) =>
+        page.evaluate(
+          `document.querySelector('[data-chart="${key}"]').dataset.partialBands ?? null`,
+        ) as Promise<string | null>;
+      const bands = JSON.parse(
+        await until(
+          "the shaded window",
+          () => bandsOf("grown/added"),
+          (text) => text !== null && text !== "[]",
+        ) ?? "",
+      ) as Array<[number, number]>;
+      assert.equal(bands.length, 1);
+      assert.equal(await bandsOf("grown/n"), "[]");
+      // The shading is drawn: a pixel inside the band, left of the window's point, is its colour.
+      const [left, right] = bands[0];
+      assert.ok(right - left > 6, JSON.stringify(bands));
+      const pixel = await page.evaluate(`(() => {
+        const canvas = document.querySelector('[data-chart="grown/added"] canvas');
+        const data = canvas.getContext("2d").getImageData(${
+        left + 3
+      }, canvas.height / 2, 1, 1).data;
+        return [...data];
+      })()`) as number[];
+      // (217, 119, 6) at alpha 0.16, to the rounding of a premultiplied canvas.
+      assert.ok(
+        [217, 119, 6].every((value, i) => Math.abs(pixel[i] - value) <= 4) &&
+          Math.abs(pixel[3] - 41) <= 2,
+        `pixel ${pixel}`,
+      );
+      assert.match(
+        await page.locator('[data-counter="grown/added"] .partial-note').textContent() ?? "",
+        /^Shaded: a partial window/,
+      );
+      assert.equal(
+        await page.locator('[data-counter="grown/n"] .partial-note').isVisible(),
+        false,
       );
       assert.deepEqual(log.errors, []);
       await page.close();

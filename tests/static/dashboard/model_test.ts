@@ -157,3 +157,18 @@ Deno.test("a quantiles counter's value is drawn and shown as its p99", () => {
   assert.equal(chartValue(value), 88.5);
   assert.equal(formatValue(value), "88.5");
 });
+
+Deno.test("CounterSeries lists the partial windows drawn (a group's row or the others' marks one), until cleared", () => {
+  const series = new CounterSeries(2);
+  const at = (minute: number) => new Date(Date.UTC(2026, 0, 1, 10, minute)).toISOString();
+  series.set({ start: at(0), group: { country: "DE" }, value: 1, partial: true });
+  series.set({ start: at(1), group: { country: "DE" }, value: 2, partial: true });
+  series.set({ start: at(1), group: { country: "FR" }, value: 2 });
+  series.set({ start: at(2), group: { country: "FR" }, value: 3 });
+  series.setOthers({ start: at(2), value: 4, partial: true });
+  // Minute 0 is no longer drawn (2 windows kept).
+  assert.deepEqual(series.partialStarts(), [at(1), at(2)].map((start) => Date.parse(start) / 1000));
+  series.clear();
+  series.set({ start: at(2), group: { country: "FR" }, value: 3 });
+  assert.deepEqual(series.partialStarts(), []);
+});
