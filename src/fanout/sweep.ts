@@ -97,7 +97,7 @@ export const WINDOWS_PER_SWEEP = 100;
 
 /**
  * Closes one stream's final windows and fires their alerts, adding both to `report`. The store
- * closes a bounded number of cells a call ({@linkcode CloseOptions.cells}): while it says more are
+ * closes a bounded number of cells a call (`CLOSE_CELLS_PER_CALL`): while it says more are
  * due, the sweep calls again, letting other work run in between, up to
  * {@linkcode WINDOWS_PER_SWEEP} windows per counter (a window closed over several calls counts once).
  */

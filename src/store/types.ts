@@ -532,13 +532,6 @@ export interface CloseOptions {
    * many sessions. @default {100}
    */
   limit?: number;
-  /**
-   * Most cells (a group in one pane of a window) one call merges to close windows: a window
-   * with more is claimed by the call that starts it and closed over several calls, each logging
-   * the next groups (each once), and the call says so in {@linkcode ClosedWindows.more}.
-   * @default {CLOSE_CELLS_PER_CALL}
-   */
-  cells?: number;
   /** As {@linkcode StoreBatch.idleMs}: the watermark is raised to at least `nowMs - idleMs` first. */
   idleMs?: number | null;
   /**
@@ -556,7 +549,7 @@ export interface CloseOptions {
 
 /**
  * What one {@linkcode Store.closeWindows} call closed: whole windows, or the next groups of a
- * window closed over several calls (see {@linkcode CloseOptions.cells}), each group of a window
+ * window closed over several calls (see {@linkcode CLOSE_CELLS_PER_CALL}), each group of a window
  * in exactly one call.
  */
 export type ClosedWindows = ClosedWindow[] & {
@@ -565,9 +558,11 @@ export type ClosedWindows = ClosedWindow[] & {
 };
 
 /**
- * Most cells one close call merges by default ({@linkcode CloseOptions.cells}): tens of ms of one
- * Redis script (a few hundred on a loaded machine), so a large window closes over several calls
- * and holds up no one for long.
+ * Most cells (a group in one pane of a window) one close call merges, unless the store is built
+ * with another (its `closeCells` option): a window with more is claimed by the call that starts it
+ * and closed over several calls, each logging the next groups (each once), and the call says so in
+ * {@linkcode ClosedWindows.more}. Tens of ms of one Redis script (a few hundred on a loaded
+ * machine), so a large window closes over several calls and holds up no one for long.
  */
 export const CLOSE_CELLS_PER_CALL = 2_000;
 

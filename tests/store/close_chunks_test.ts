@@ -124,11 +124,11 @@ function windowLines(windows: ClosedWindow[]): string[] {
  * Calls closeWindows until it says nothing more is due, taking turns between `stores` (instances
  * sharing one store); each call's windows and cost.
  */
-async function closeInSteps(stores: Store[], cells: number) {
+async function closeInSteps(stores: Store[]) {
   const calls: Array<{ windows: ClosedWindow[]; cells: number }> = [];
   for (;;) {
     const store = stores[calls.length % stores.length];
-    const windows = await store.closeWindows("s", stream.counterMetas, { latenessMs: 0, cells });
+    const windows = await store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
     // A group costs at least one cell (one per pane of its window holding it).
     calls.push({ windows, cells: windows.reduce((n, w) => n + w.groups.length, 0) });
     if (!windows.more) return calls;
@@ -136,15 +136,13 @@ async function closeInSteps(stores: Store[], cells: number) {
   }
 }
 
+/** `small` (and `other`, sharing its data) close 4 cells a call, `whole` all at once. */
 async function scenario(small: Store, whole: Store, other: Store = small): Promise<void> {
   await fill(small);
   await fill(whole);
-  const oneShot = await whole.closeWindows("s", stream.counterMetas, {
-    latenessMs: 0,
-    cells: 1_000_000,
-  });
+  const oneShot = await whole.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
   assert.equal(oneShot.more, undefined);
-  const calls = await closeInSteps([small, other], 4);
+  const calls = await closeInSteps([small, other]);
   // Each call merged at most 4 cells (or the one group of a window of more panes).
   assert.ok(calls.length > 20, `closed over many calls, not ${calls.length}`);
   for (const call of calls) assert.ok(call.cells <= 4, `a call merged ${call.cells} cells`);
@@ -156,17 +154,18 @@ async function scenario(small: Store, whole: Store, other: Store = small): Promi
   assert.equal(new Set(windowLines(oneShot)).size, windowLines(oneShot).length);
   // Nothing more to close; the claimed windows are final, their events late.
   assert.deepEqual(
-    [...await small.closeWindows("s", stream.counterMetas, { latenessMs: 0, cells: 4 })],
+    [...await small.closeWindows("s", stream.counterMetas, { latenessMs: 0 })],
     [],
   );
   assert.equal((await small.stats("s", [])).closedThrough, T0 + 300_000);
   assert.equal((await whole.stats("s", [])).closedThrough, T0 + 300_000);
 }
 
+/** `store` closes 5 cells a call. */
 async function claimedAtStart(store: Store): Promise<void> {
   await fill(store);
   const count = stream.counterMetas.filter((meta) => meta.name === "count");
-  const first = await store.closeWindows("s", count, { latenessMs: 0, cells: 5 });
+  const first = await store.closeWindows("s", count, { latenessMs: 0 });
   assert.equal(first.more, true);
   assert.deepEqual(first.map((w) => [w.start - T0, w.groups.length]), [[0, 5]]);
   // The window is claimed: an event in it is late, and its rows read as final.
@@ -180,8 +179,8 @@ async function claimedAtStart(store: Store): Promise<void> {
   });
   assert.ok(rows.filter((row) => row.start === new Date(T0).toISOString()).every((r) => r.final));
   // A peek reports what the next call closes, without moving on.
-  const peeked = await store.closeWindows("s", count, { latenessMs: 0, cells: 5, peek: true });
-  const next = await store.closeWindows("s", count, { latenessMs: 0, cells: 5 });
+  const peeked = await store.closeWindows("s", count, { latenessMs: 0, peek: true });
+  const next = await store.closeWindows("s", count, { latenessMs: 0 });
   assert.deepEqual(windowLines(peeked), windowLines(next));
   assert.equal(next.length, 1);
   assert.equal(next[0].start, T0);
@@ -243,21 +242,22 @@ async function sweepLists(store: Store, whole: Store): Promise<void> {
 
 Deno.test("MemoryStore: a close of more cells than a call may merge goes over many calls, each group once", () =>
   scenario(
-    new MemoryStore({ now: clock }),
-    new MemoryStore({ now: clock }),
+    new MemoryStore({ now: clock, closeCells: 4 }),
+    new MemoryStore({ now: clock, closeCells: 1_000_000 }),
   ));
 
 redisTest(
   "RedisStore: a close of more cells than a call may merge goes over many calls, each group once, whichever instance calls",
-  (fixture) => scenario(redisStore(fixture), redisStore(fixture, 1_000_000), redisStore(fixture)),
+  (fixture) =>
+    scenario(redisStore(fixture, 4), redisStore(fixture, 1_000_000), redisStore(fixture, 4)),
 );
 
 Deno.test("MemoryStore: the first call of a window's close claims it; a peek reports the next call's groups", () =>
-  claimedAtStart(new MemoryStore({ now: clock })));
+  claimedAtStart(new MemoryStore({ now: clock, closeCells: 5 })));
 
 redisTest(
   "RedisStore: the first call of a window's close claims it; a peek reports the next call's groups",
-  (fixture) => claimedAtStart(redisStore(fixture)),
+  (fixture) => claimedAtStart(redisStore(fixture, 5)),
 );
 
 Deno.test("MemoryStore: a sweep calls the close again until done and lists each window once", () =>

@@ -153,7 +153,7 @@ export interface MemoryStoreOptions {
   /** Clock (ms) used for expiry. @default {Date.now} */
   now?: () => number;
   /**
-   * Most cells a close call merges when it is not told ({@linkcode CloseOptions.cells}).
+   * Most cells a close call merges (see {@linkcode CLOSE_CELLS_PER_CALL}).
    * @default {CLOSE_CELLS_PER_CALL}
    */
   closeCells?: number;
@@ -226,7 +226,7 @@ export class MemoryStore implements Store {
     [this.#logRetain, this.#logMax] = logBounds(options.log);
     this.#now = options.now ?? Date.now;
     this.#sweepEveryMs = options.sweepEveryMs ?? 1_000;
-    this.#closeCells = options.closeCells ?? CLOSE_CELLS_PER_CALL;
+    this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);
     const maxDedupeIds = options.maxDedupeIds ?? DEFAULT_MAX_DEDUPE_IDS;
     if (!Number.isSafeInteger(maxDedupeIds) || maxDedupeIds < 2) {
       throw new RangeError(`maxDedupeIds must be an integer of at least 2, got ${maxDedupeIds}`);
@@ -620,7 +620,7 @@ export class MemoryStore implements Store {
     const cutoff = state.watermark - options.latenessMs;
     const limit = options.limit ?? 100;
     const peek = options.peek ?? false;
-    let budget = Math.max(1, options.cells ?? this.#closeCells);
+    let budget = this.#closeCells;
     const log = (record: LogRecord) => this.#append(state, now, record, false);
     for (const counter of counters) {
       const sessions = counter.session ? state.sessions.get(counter.name) : undefined;

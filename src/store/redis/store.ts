@@ -123,7 +123,7 @@ export interface RedisStoreOptions {
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
   log?: LogBounds;
   /**
-   * Most cells a close script merges when the call is not told ({@linkcode CloseOptions.cells}).
+   * Most cells a close script merges (see {@linkcode CLOSE_CELLS_PER_CALL}).
    * @default {CLOSE_CELLS_PER_CALL}
    */
   closeCells?: number;
@@ -363,7 +363,7 @@ export class RedisStore implements Store {
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
     this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
-    this.#closeCells = options.closeCells ?? CLOSE_CELLS_PER_CALL;
+    this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);
   }
 
   /**
@@ -672,7 +672,7 @@ export class RedisStore implements Store {
           // A peek writes nothing: only a close is kept for a send of it again.
           tk: options.peek ? false : crypto.randomUUID(),
           limit: options.limit ?? 100,
-          cells: Math.max(1, options.cells ?? this.#closeCells),
+          cells: this.#closeCells,
           logTtl: this.#statsTtlMs,
         }),
       );
