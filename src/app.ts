@@ -36,7 +36,9 @@ export interface AppOptions {
   /**
    * The streams served: a {@linkcode StreamRegistry} (config-file streams and
    * streams created at run time, shared through its definition store), or
-   * compiled streams by name, served with a private registry.
+   * compiled streams by name, served with a private registry over `store`. A registry given
+   * marks partial windows only when built with this `store` as its
+   * `data` option.
    */
   streams: ReadonlyMap<string, CompiledStream>;
   /** Where state lives. */
@@ -112,7 +114,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
   const { keys, webhooks } = options;
   const streams = options.streams instanceof StreamRegistry
     ? options.streams
-    : new StreamRegistry(options.streams);
+    : new StreamRegistry(options.streams, { data: options.store });
   // Every module reads and writes stream data through it: it adds the generation.
   const store = streams.wrap(options.store);
   const now = options.now ?? Date.now;

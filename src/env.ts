@@ -511,12 +511,14 @@ export async function configFromEnv(
   // Upstash refuses CONFIG GET: not sent there.
   const restUrl = env.get("UPSTASH_REDIS_REST_URL");
   const setupRedis = restUrl === undefined || asksSetup(restUrl) ? redisFromEnv(env) : undefined;
+  const data = new InstrumentedStore(stores.store);
   const streams = new StreamRegistry(configStreams, {
     definitions: stores.definitions,
     // The bound spares a shared store; this process's own memory answers every lookup for sure.
     lookupsPerSecond: stores.store.kind === "memory" ? Infinity : undefined,
+    data,
   });
-  const store = streams.wrap(new InstrumentedStore(stores.store));
+  const store = streams.wrap(data);
   const deliveries = deliveriesFromEnv(env);
   const webhooks = webhooksFromEnv(env, { store, streams, deliveries });
 

@@ -180,6 +180,12 @@ export interface RegistryOptions {
   maxMisses?: number;
   /** Most store lookups of unknown names a second. @default {20} */
   lookupsPerSecond?: number;
+  /**
+   * The store of the streams' data (the one given to {@linkcode StreamRegistry.wrap}): a
+   * definition that adds a counter to a stream with events reads the stream's watermark there, to
+   * mark the windows the counter missed as partial. Without it no window is marked partial.
+   */
+  data?: Store;
 }
 
 /** What identifies a counter's data: its window, aggregate and group-by, as JSON text. */
@@ -315,7 +321,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #polling: Promise<void> | undefined;
   /** The definition index as the last poll that read it found it, with its change mark. */
   #index: { mark: string; versions: Map<string, number>; readAtMs: number } | undefined;
-  /** The store of the streams' data (given to {@linkcode wrap}): where a watermark is read. */
+  /** The store of the streams' data ({@linkcode RegistryOptions.data}): where a watermark is read. */
   #data: Store | undefined;
 
   constructor(config: ReadonlyMap<string, CompiledStream>, options: RegistryOptions = {}) {
@@ -329,6 +335,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#missTtlMs = options.missTtlMs ?? 5_000;
     this.#maxMisses = options.maxMisses ?? 10_000;
     this.#lookups = new LookupBudget(options.lookupsPerSecond ?? 20, this.#now);
+    this.#data = options.data;
   }
 
   // ReadonlyMap<string, CompiledStream>: what the route modules, the live hub,
@@ -926,7 +933,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
    * its record when it is that generation's, and for each counter the definition adds to the
    * record's (new, or removed and now added back) the stream's watermark now plus 1 when it has
    * events: the events applied so far, all at or before that watermark, are not in the counter.
-   * A new generation starts empty: none. Without a store to read (this registry wraps none),
+   * A new generation starts empty: none. Without a store to read ({@linkcode RegistryOptions.data}),
    * no bound is added.
    */
   async #partialBounds(
@@ -987,7 +994,6 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
    */
   wrap(store: Store): Store {
     if (store instanceof RegistryStore && store.registry === this) return store;
-    this.#data ??= store;
     return new RegistryStore(store, this);
   }
 }

@@ -69,6 +69,7 @@ async function instance(backend: Backend, clock: { now: number }, config: object
   const streams = new StreamRegistry(compileConfig({ streams: config }), {
     definitions,
     now: () => clock.now,
+    data: store,
   });
   const wrapped = streams.wrap(store);
   return { ...(await setup({ clock, streams, store: wrapped })), streams };

@@ -541,6 +541,30 @@ Deno.test("StreamRegistry polls every 2 s by default, so a new stream is served 
   }
 });
 
+Deno.test("A registry reads the watermark that marks an added counter's windows partial in its data option's store; wrapping a store no longer makes it that", async () => {
+  const nowMs = Date.parse("2026-01-01T00:00:00Z");
+  const grown = {
+    counters: { ...SIGNUPS.counters, added: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  const addedBound = async (registry: StreamRegistry, store: MemoryStore) => {
+    const wrapped = registry.wrap(store);
+    await registry.put("signups", SIGNUPS);
+    await ingestItems(registry.get("signups")!, [{ ok: true as const, value: { plan: "pro" } }], {
+      store: wrapped,
+      nowMs,
+    });
+    await registry.put("signups", grown);
+    return registry.get("signups")!.counters.find((counter) => counter.name === "added")!
+      .partialBefore;
+  };
+  const store = new MemoryStore({ now: () => nowMs });
+  const named = new StreamRegistry(compileConfig({ streams: {} }), { data: store });
+  assert.equal(await addedBound(named, store), nowMs + 1);
+  // Only wrapped: no store to read the watermark in, so no bound (it was learnt from wrap()).
+  const bare = new StreamRegistry(compileConfig({ streams: {} }));
+  assert.equal(await addedBound(bare, new MemoryStore({ now: () => nowMs })), null);
+});
+
 Deno.test("An ingest built from a deleted stream's definition applies nothing: neither in its old incarnation, which counts nowhere, nor in the re-created one", async () => {
   const nowMs = Date.parse("2026-01-01T00:00:00Z");
   const store = new MemoryStore({ now: () => nowMs });
