@@ -121,6 +121,22 @@ export interface EndpointRegistryOptions {
   onChange?: () => Promise<unknown>;
 }
 
+/** How many streams' logs a registration marks and reads at once (two store calls each). */
+const LOG_CALLS = 16;
+
+/** Runs `work` on each of `items`, at most `limit` at a time; rejects as the first that fails. */
+async function forEachAtMost<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
 /**
  * Webhook endpoints: checked input, stored with versions, secrets rotated.
  *
@@ -250,14 +266,19 @@ export class EndpointRegistry {
     await this.#checkFields(input, "register");
     const url = await this.#checkUrl(input.url, "register");
     const now = this.#now();
-    // The logs it hears from are held for dispatch before its start is read, so a close before
-    // the next dispatch trims none of what it is to get (see `Store.markDispatched`).
-    for (const name of this.#streams.keys()) {
-      if (input.streams && !input.streams.includes(name)) continue;
-      reportTrimmed(name, await this.#store.markDispatched(name, NOTHING_DISPATCHED));
-    }
-    const startAfter: Record<string, string | null> = {};
-    for (const name of this.#streams.keys()) startAfter[name] = await this.#store.lastLogId(name);
+    // A log it hears from is held for dispatch before its start is read, so a close before the
+    // next dispatch trims none of what it is to get (see `Store.markDispatched`). Streams apart
+    // from each other, LOG_CALLS at a time.
+    const names = [...this.#streams.keys()];
+    const lastIds = new Map<string, string | null>();
+    await forEachAtMost(names, LOG_CALLS, async (name) => {
+      if (!input.streams || input.streams.includes(name)) {
+        reportTrimmed(name, await this.#store.markDispatched(name, NOTHING_DISPATCHED));
+      }
+      lastIds.set(name, await this.#store.lastLogId(name));
+    });
+    // In the streams' order, whichever call ended first.
+    const startAfter = Object.fromEntries(names.map((name) => [name, lastIds.get(name) ?? null]));
     const secret = generateSecret();
     const config: EndpointConfig = {
       id: `ep_${crypto.randomUUID().replaceAll("-", "")}`,

@@ -118,3 +118,68 @@ Deno.test("EndpointRegistry.rotateSecret() again within the overlap drops the ol
     { secret: replaced, expiresMs: clock.now + SECRET_OVERLAP_MS },
   ]);
 });
+
+Deno.test("EndpointRegistry.create() holds and reads the streams' logs together, at most 16 at a time, each held before its start is read: the same start as one by one", async () => {
+  const names = Array.from({ length: 40 }, (_, i) => `s${String(i).padStart(2, "0")}`);
+  const streams = compileConfig({
+    streams: Object.fromEntries(names.map((name) => [name, {
+      counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+    }])),
+  });
+  const now = () => T0;
+  const store = new MemoryStore({ now });
+  // Some logs hold entries, the others none.
+  for (const name of names.filter((_, i) => i % 3 === 0)) {
+    await store.appendLog(name, [{ type: "event.processed", timeMs: T0, event: { name } }]);
+  }
+  const expected = Object.fromEntries(
+    await Promise.all(names.map(async (name) => [name, await store.lastLogId(name)] as const)),
+  );
+  const calls: string[] = [];
+  let inFlight = 0;
+  let most = 0;
+  const watched = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (property !== "markDispatched" && property !== "lastLogId") {
+        return typeof value === "function" ? value.bind(target) : value;
+      }
+      return async (name: string, ...rest: unknown[]) => {
+        most = Math.max(most, ++inFlight);
+        calls.push(`${String(property)} ${name}`);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        try {
+          return await (value as (...args: unknown[]) => Promise<unknown>).call(
+            target,
+            name,
+            ...rest,
+          );
+        } finally {
+          inFlight -= 1;
+          calls.push(`${String(property)} ${name} done`);
+        }
+      };
+    },
+  });
+  const endpoints = new EndpointRegistry(new MemoryDeliveryStore({ now }), {
+    store: watched,
+    streams,
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS in tests")),
+    }),
+  });
+  const listened = names.filter((_, i) => i % 2 === 0);
+  const { endpoint } = await endpoints.create({ url: URL_OK, streams: listened });
+  assert.deepEqual(endpoint.startAfter, expected);
+  assert.deepEqual(Object.keys(endpoint.startAfter), names, "in the streams' order");
+  assert.ok(most > 1 && most <= 16, `at most 16 calls at once, more than 1: ${most}`);
+  for (const name of names) {
+    const read = calls.indexOf(`lastLogId ${name}`);
+    assert.ok(read >= 0, `${name}'s start read`);
+    const held = calls.indexOf(`markDispatched ${name} done`);
+    if (listened.includes(name)) assert.ok(held >= 0 && held < read, `${name} held before read`);
+    else assert.equal(calls.indexOf(`markDispatched ${name}`), -1, `${name} not held`);
+  }
+});
