@@ -14,6 +14,7 @@ import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
 import {
   currentWindow,
+  currentWindowPage,
   listTopWindows,
   listWindows,
   listWindowsPage,
@@ -36,7 +37,6 @@ import {
   aggregateValue,
   assignWindows,
   type CompiledCounter,
-  currentWindowStart,
   decodeGroup,
   groupKey,
   quantileName,
@@ -968,16 +968,15 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     if (query.limit !== undefined || query.cursor !== undefined) {
       if (top) throw pageNotTaken("with 'top'");
       if (counter.window.kind === "session") throw pageNotTaken("of a session counter");
-      const nowMs = deps.now();
       const after = query.cursor === undefined ? undefined : readRowCursor(query.cursor, counter);
       if (after && !assignWindows(after.startMs, counter.window).includes(after.startMs)) {
         throw cursorRefused(query.cursor!, "not the start of one of this counter's windows");
       }
       // A cursor reads on in its own window, the one that contained now at the first page.
-      const start = after?.startMs ?? currentWindowStart(nowMs, counter.window);
-      const page = await listWindowsPage(stream, counter, { store: deps.store, nowMs }, {
-        fromMs: start,
-        toMs: start + 1,
+      const page = await currentWindowPage(stream, counter, {
+        store: deps.store,
+        nowMs: deps.now(),
+      }, {
         limit: query.limit,
         after,
         groups: filters,
@@ -987,8 +986,8 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
         stream: stream.name,
         counter: counter.name,
         aggregate: counter.aggregate.kind,
-        start: new Date(start).toISOString(),
-        end: new Date(start + counter.window.sizeMs).toISOString(),
+        start: page.start,
+        end: page.end,
         windows: page.rows,
         nextCursor: page.next && rowCursor(page.next),
       }, 200);

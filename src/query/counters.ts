@@ -398,6 +398,49 @@ export async function listTopWindows(
   return { windows: rows, others };
 }
 
+/** Options for {@linkcode currentWindowPage}. */
+export interface CurrentPageOptions extends ValueOptions {
+  /** Most rows. @default {100} */
+  limit?: number;
+  /**
+   * Only the rows after this one ({@linkcode WindowsPage.next} of the page before): its window's,
+   * which was current at the first page, whatever the time now. Its `startMs` is a start of one of
+   * the counter's windows. @default {the window containing now, from its first group}
+   */
+  after?: RowPosition;
+  /** Group filters: field → value as text (`"null"` matches null). @default {all groups} */
+  groups?: Record<string, string>;
+}
+
+/**
+ * A page of the rows of a window counter's current window (not a session counter's), by group
+ * key: the window containing now, or the one the page before read (`after`), with its span.
+ */
+export async function currentWindowPage(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  context: ReadContext,
+  options: CurrentPageOptions = {},
+): Promise<WindowsPage & { start: string; end: string }> {
+  if (counter.window.kind === "session") {
+    throw new Error(`Counter '${counter.name}' is a session counter: its rows are not paged`);
+  }
+  const start = options.after?.startMs ?? currentWindowStart(context.nowMs, counter.window);
+  const page = await listWindowsPage(stream, counter, context, {
+    fromMs: start,
+    toMs: start + 1,
+    limit: options.limit,
+    after: options.after,
+    groups: options.groups,
+    quantiles: options.quantiles,
+  });
+  return {
+    ...page,
+    start: new Date(start).toISOString(),
+    end: new Date(start + counter.window.sizeMs).toISOString(),
+  };
+}
+
 /**
  * The window containing now (for sliding windows: the last `size`), per
  * group; for session counters the open sessions.
