@@ -317,6 +317,42 @@ local function mergePanes(name, kind, panes)
   finishCells(name, kind, order)
   return order
 end
+-- The pane fields a group has, by kind (see addField).
+local GROUP_FIELDS = {
+  count = { "c" }, distinct = { "c" }, sum = { "c", "s" }, avg = { "c", "s" }, min = { "c", "m" },
+  max = { "c", "m" }, quantiles = { "c", "n", "x" },
+}
+-- Reads and merges only these groups over panes, one cell each in this order: a pane's fields of
+-- 200 groups (by kind) in one HMGET. \`counts\` (group → its count field's value), when the caller
+-- read them already, spares the reads of a single pane whose groups have no other field.
+local function mergeGroups(name, kind, panes, groups, counts)
+  local order, kindChars = {}, GROUP_FIELDS[kind] or GROUP_FIELDS.quantiles
+  for i, group in ipairs(groups) do order[i] = newCell(group) end
+  if counts and #panes == 1 and #kindChars == 1 then
+    for _, cell in ipairs(order) do addField(cell, kind, "c", tonumber(counts[cell.group]), panes[1]) end
+  else
+    local per = #kindChars
+    for _, pane in ipairs(panes) do
+      local key = paneKey(name, num(pane))
+      for first = 1, #order, 200 do
+        local last, fields = math.min(first + 199, #order), {}
+        for i = first, last do
+          for _, kindChar in ipairs(kindChars) do fields[#fields + 1] = kindChar .. ":" .. order[i].group end
+        end
+        local values = redis.call("HMGET", key, unpack(fields))
+        for i = first, last do
+          local at = (i - first) * per
+          for j, kindChar in ipairs(kindChars) do
+            local value = values[at + j]
+            if value then addField(order[i], kind, kindChar, tonumber(value), pane) end
+          end
+        end
+      end
+    end
+  end
+  finishCells(name, kind, order)
+  return order
+end
 -- A quantiles cell's buckets as a flat list {bin, count, …}, counts as text.
 local function binsFlat(cell)
   local flat = {}
@@ -1418,44 +1454,6 @@ local function pageGroups(panes, after, limit)
   table.sort(keys, bytesBefore)
   return keys
 end
--- mergePanes of only these groups, in this order.
-local function mergeGroups(panes, groups)
-  local order = {}
-  for i, group in ipairs(groups) do order[i] = newCell(group) end
-  for _, pane in ipairs(panes) do
-    local key = paneKey(name, num(pane))
-    for first = 1, #order, 200 do
-      local last, fields = math.min(first + 199, #order), {}
-      for i = first, last do
-        local group = order[i].group
-        fields[#fields + 1] = "c:" .. group
-        fields[#fields + 1] = "s:" .. group
-        fields[#fields + 1] = "m:" .. group
-        fields[#fields + 1] = "n:" .. group
-        fields[#fields + 1] = "x:" .. group
-      end
-      local values = redis.call("HMGET", key, unpack(fields))
-      for i = first, last do
-        local cell, at = order[i], (i - first) * 5
-        local count, sum, extreme, low, high =
-          tonumber(values[at + 1]), tonumber(values[at + 2]), tonumber(values[at + 3]),
-          tonumber(values[at + 4]), tonumber(values[at + 5])
-        if count then
-          cell.count = cell.count + count
-          cell.panes[#cell.panes + 1] = pane
-        end
-        if sum then cell.sum = cell.sum + sum end
-        if extreme and (cell.extreme == nil or (kind == "min" and extreme < cell.extreme) or (kind == "max" and extreme > cell.extreme)) then
-          cell.extreme = extreme
-        end
-        if low and (cell.extreme == nil or low < cell.extreme) then cell.extreme = low end
-        if high and (cell.high == nil or high > cell.high) then cell.high = high end
-      end
-    end
-  end
-  finishCells(name, kind, order)
-  return order
-end
 local out = {}
 local page = args.page
 if type(page) == "table" then
@@ -1465,7 +1463,7 @@ if type(page) == "table" then
     local after = nil
     if i == 1 and type(page.after) == "string" then after = page.after end
     local start, panes = window[1], window[2]
-    for _, cell in ipairs(mergeGroups(panes, pageGroups(panes, after, left))) do
+    for _, cell in ipairs(mergeGroups(name, kind, panes, pageGroups(panes, after, left))) do
       local row = rowText(cell)
       out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5], row[6], row[7] }
     end
@@ -1592,29 +1590,6 @@ end
 -- next ones, each group once.
 local function closingKey(name) return P .. "closing:" .. name end
 local function loggedKey(name, start) return P .. "closed:" .. name .. ":" .. num(start) end
--- The pane fields a group has, by kind (see addField).
-local GROUP_FIELDS = {
-  count = { "c" }, distinct = { "c" }, sum = { "c", "s" }, avg = { "c", "s" }, min = { "c", "m" },
-  max = { "c", "m" }, quantiles = { "c", "n", "x" },
-}
--- One group's cell merged over a window's panes (one HMGET a pane; none when its count, read by
--- the scan, is all the one pane holds).
-local function mergeGroup(name, kind, panes, group, count)
-  local cell, kindChars, fields = newCell(group), GROUP_FIELDS[kind] or GROUP_FIELDS.quantiles, {}
-  if #panes == 1 and #kindChars == 1 then
-    addField(cell, kind, "c", tonumber(count), panes[1])
-  else
-    for i, kindChar in ipairs(kindChars) do fields[i] = kindChar .. ":" .. group end
-    for _, pane in ipairs(panes) do
-      local values = redis.call("HMGET", paneKey(name, num(pane)), unpack(fields))
-      for i, kindChar in ipairs(kindChars) do
-        if values[i] then addField(cell, kind, kindChar, tonumber(values[i]), pane) end
-      end
-    end
-  end
-  finishCells(name, kind, { cell })
-  return cell
-end
 local function readJob(name)
   local v = redis.call("HMGET", closingKey(name), "s", "e", "p", "i", "k")
   if not v[1] then return nil end
@@ -1627,7 +1602,7 @@ end
 -- Returns the cells, the cost and whether the window is done.
 local function closeStep(name, kind, job, budget)
   local per = math.max(#job.panes, 1)
-  local cells, spent, taken, logged = {}, 0, {}, loggedKey(name, job.start)
+  local groups, counts, spent, taken, logged = {}, {}, 0, {}, loggedKey(name, job.start)
   -- About a quarter of the groups the budget allows a scan (COUNT counts fields): a reply cut
   -- short is scanned again by the next call, so a short one wastes less.
   local count = math.max(10, math.ceil(budget / per / 4) * fieldsPerGroup(kind))
@@ -1644,7 +1619,7 @@ local function closeStep(name, kind, job, budget)
           break
         end
         taken[group] = true
-        cells[#cells + 1] = mergeGroup(name, kind, job.panes, group, fields[i + 1])
+        groups[#groups + 1], counts[group] = group, fields[i + 1]
         spent = spent + per
       end
     end
@@ -1654,7 +1629,8 @@ local function closeStep(name, kind, job, budget)
     if job.cursor == "0" then job.pane = job.pane + 1 end
     if spent >= budget then break end
   end
-  return cells, spent, job.pane > #job.panes
+  -- The groups taken, merged over the window's panes (the scan's counts spare one pane's reads).
+  return mergeGroups(name, kind, job.panes, groups, counts), spent, job.pane > #job.panes
 end
 -- Keeps where job got (by later writes), or drops it when done.
 local function saveJob(name, job, cells, done, ttl)
