@@ -97,6 +97,9 @@ function interruptedText({ deliveries, mostInARow }) {
   return `${deliveries} interrupted${mostInARow > 1 ? ` (up to ${mostInARow} in a row)` : ""}`;
 }
 
+/** The webhook endpoints table's columns. */
+const COLUMNS = ["endpoint", "success", "last error", "pending", "dead", "replay"];
+
 /** The webhook endpoints table. */
 export class WebhooksView {
   #container;
@@ -141,7 +144,11 @@ export class WebhooksView {
           "tr",
           { "data-webhook": endpoint.id },
           el("td", {}, endpoint.url),
-          el("td", { colspan: "6" }, `Cannot read deliveries: ${error.message}`),
+          el(
+            "td",
+            { colspan: String(COLUMNS.length - 1) },
+            `Cannot read deliveries: ${error.message}`,
+          ),
         );
       }
     }));
@@ -157,9 +164,7 @@ export class WebhooksView {
             el(
               "tr",
               {},
-              ["endpoint", "success", "last error", "pending", "dead", "replay"].map((title) =>
-                el("th", {}, title)
-              ),
+              COLUMNS.map((title) => el("th", {}, title)),
             ),
           ),
           el("tbody", {}, rows),
