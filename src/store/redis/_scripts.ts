@@ -852,7 +852,6 @@ local retiredIds, dedupeKeysText = {}, nil
 if dedupeTtl > 0 then
   newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[10 + counterCount])
 end
-local insertedIds = false
 -- A field no id can be (ids are UTF-8, this byte never is): the bucket's PX is set, once, at its
 -- first id. An id lives at least the TTL: it is asked while now is in its bucket or the next,
 -- and the bucket lives until the end of the next, 2 × TTL from its start, and TTL/8 more for
@@ -916,33 +915,32 @@ end
 -- times. Those are decoded (ARGV[3]) only when needed: when some event could be late (one is
 -- earlier than the latest this batch can raise the watermark to, less the lateness), when some
 -- event is not applied (the watermark is the latest applied one's), or when events are logged.
+-- An event's outcome is kept only when it is not 0 (applied so far): the common call, every event
+-- new, fills no table (\`outcomes[i] or 0\` below, where the times are decoded).
+local freshCount = 0
 for i = 1, eventCount do
-  local id, outcome = ids[i], 0
+  local id = ids[i]
   if skip[i] then
-    outcome = 3
+    outcomes[i] = 3
+    skipped = skipped + 1
   elseif newIds and type(id) == "string" then
     -- Held in either bucket, or earlier in this batch: a duplicate, which does not extend the
     -- id's life (it is added to the newer bucket only when new).
     if heldIds[id] then
-      outcome = 1
+      outcomes[i] = 1
+      duplicates = duplicates + 1
     else
       -- Remembered for a later event of this batch, unless the process found no id twice in it.
       -- (A single id written above is not written again.)
       if not distinctIds then heldIds[id] = true end
       if not idWritten then
-        freshIds[#freshIds + 1] = id
-        freshIds[#freshIds + 1] = "1"
-        insertedIds = true
+        freshIds[freshCount + 1], freshIds[freshCount + 2] = id, "1"
+        freshCount = freshCount + 2
       end
     end
   end
-  if outcome == 1 then
-    duplicates = duplicates + 1
-  elseif outcome == 3 then
-    skipped = skipped + 1
-  end
-  outcomes[i] = outcome
 end
+local insertedIds = freshCount > 0
 -- Records to log, appended once every key is checked.
 local logged = {}
 local latest = args.tmax
@@ -955,7 +953,7 @@ elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - l
 else
   local times = cjson.decode(ARGV[3])
   for i = 1, eventCount do
-    local t, outcome = times[i], outcomes[i]
+    local t, outcome = times[i], outcomes[i] or 0
     if outcome == 0 and ((wm ~= nil and t < wm - lateness) or (closedThrough ~= nil and t < closedThrough)) then
       outcome = 2
     end
