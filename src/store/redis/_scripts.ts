@@ -702,24 +702,34 @@ do
   local OTHER = ${luaString(OTHER_GROUP)}
   local zsetsDue, overflowChecked = {}, {}
   local argCells = args.cells
+  -- With more cells than counters (a batch), per counter (by position) the pane of its last cell.
+  local lastPanes = #argCells > counterCount and {} or nil
   for i = 1, #argCells do
     local cell = argCells[i]
-    if not sessionCounters[cell[1] + 1] then
-      local counter = counters[cell[1] + 1]
+    local counterAt = cell[1] + 1
+    if not sessionCounters[counterAt] then
+      local counter = counters[counterAt]
       local paneText, group = paneTextOf(cell[2]), cell[3]
-      local key = paneKey(counter.name, paneText)
-      local pane = paneByKey[key]
       local countField, sumField = "c:" .. group, nil
       local kind = counter.kind
       if kind == "sum" or kind == "avg" then sumField = "s:" .. group end
-      if not pane then
-        pane = paneRecord(counter, key, paneText, cell[2], countField, sumField)
-        if pane.refresh then zsetsDue[counter.name] = true end
-      else
+      -- The pane of the counter's cell before, when this one is in it too (most are: a batch's
+      -- events are near in time), without making its key again.
+      local pane, made = lastPanes and lastPanes[counterAt], false
+      if not pane or pane.text ~= paneText then
+        local key = paneKey(counter.name, paneText)
+        pane = paneByKey[key]
+        if not pane then
+          pane, made = paneRecord(counter, key, paneText, cell[2], countField, sumField), true
+          if pane.refresh then zsetsDue[counter.name] = true end
+        end
+      end
+      if not made then
         pane[#pane + 1] = countField
         if sumField then pane[#pane + 1] = sumField end
       end
       cellPanes[i], cellFields[i] = pane, countField
+      if lastPanes then lastPanes[counterAt] = pane end
     end
   end
   -- Each pane's fields, in the order its first cell came.
