@@ -477,6 +477,7 @@ if KEYS[2] then
   -- written): what this call wrote would count in a stream no instance reads.
   if not record[1] and args.rec then return cjson.encode({ gone = 1, v = 0 }) end
 end
+-- ids: per event its dedupe id (a string), or false for none.
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}
@@ -884,7 +885,7 @@ local markedBucket = nil
 if newIds then
   local asked = {}
   for i = 1, eventCount do
-    if not skip[i] and type(ids[i]) == "string" then asked[#asked + 1] = ids[i] end
+    if not skip[i] and ids[i] then asked[#asked + 1] = ids[i] end
   end
   if #asked == 1 and not withSessions then
     local id = asked[1]
@@ -933,7 +934,7 @@ for i = 1, eventCount do
   if skip[i] then
     outcomes[i] = 3
     skipped = skipped + 1
-  elseif newIds and type(id) == "string" then
+  elseif newIds and id then
     -- Held in either bucket, or earlier in this batch: a duplicate, which does not extend the
     -- id's life (it is added to the newer bucket only when new).
     if heldIds[id] then

@@ -409,7 +409,9 @@ export class RedisStore implements Store {
     const sess = sessionApplyArgs(batch.counters);
     const { cells, indexes, bins } = preAggregate(batch, updatesOf);
     const times = batch.events.map((event) => event.timeMs);
-    const ids = batch.events.map((event) => event.id ?? false);
+    // An event's dedupe id, or false for none: the script takes any value that is not false as an
+    // id (it tells no type, ~0.5k instructions a call of type() in its per-event loops).
+    const ids = batch.events.map((event) => typeof event.id === "string" ? event.id : false);
     const requests = batchRequests(batch);
     const { stream: name, generation } = splitGenerationKey(batch.stream);
     // What the script would take when absent (false, 0, one plain request of every event) is
