@@ -883,9 +883,16 @@ local idWritten = false
 local bucketNoted = newIds and (num(dedupeTtl) .. ":" .. num(math.floor(now / dedupeTtl)))
 local markedBucket = nil
 if newIds then
-  local asked = {}
+  -- The ids asked: when no event is skipped and each has one, the ids themselves (no table more).
+  local asked = ids
   for i = 1, eventCount do
-    if not skip[i] and ids[i] then asked[#asked + 1] = ids[i] end
+    if skip[i] or not ids[i] then
+      asked = {}
+      for j = 1, eventCount do
+        if not skip[j] and ids[j] then asked[#asked + 1] = ids[j] end
+      end
+      break
+    end
   end
   if #asked == 1 and not withSessions then
     local id = asked[1]
