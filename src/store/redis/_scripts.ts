@@ -1770,6 +1770,17 @@ for _, record in ipairs(logged) do appendLog(record, logTtl) end
 -- early rather than late (a pane or session counted as held when it may not be): a close before it
 -- only finds nothing to do. Every key was read above, but a read that fails now (a key written
 -- over meanwhile) says "at once".
+-- An idle stream's stats (its watermark, counts, \`cl\`): a close that raised the watermark wrote
+-- them at every sweep, which kept them alive (see writeStats); a skipped one writes nothing, so a
+-- close is due again when they need that, or they would expire statsTtl after the last close with
+-- work (the watermark read as none, the counts as 0) while the stream is still swept.
+local statsDue, statsKept = nil, false
+if type(idle) == "number" then
+  local expiresAt = tonumber(stored[2])
+  if dueForRefresh(expiresAt, now, logTtl) then expiresAt, statsKept = now + lifeOf(logTtl), true end
+  -- The first time dueForRefresh holds.
+  statsDue = expiresAt - logTtl - math.ceil(logTtl / 16) + 1
+end
 local function nextDue()
   if more then return 0 end
   local due = math.huge
@@ -1816,6 +1827,7 @@ local function nextDue()
       if expires then atLeast(expires) end
     end
   end
+  if statsDue then atLeast(statsDue) end
   if due == math.huge then return -1 end
   if due <= now then return 0 end
   return due
@@ -1836,6 +1848,8 @@ if not peek then
       statsChanged[#statsChanged + 1] = quiet[i + 1]
     end
   end
+  -- Their life extended now, as statsDue counted on.
+  if statsKept and #statsChanged == 0 then statsChanged = { "wm", wmAfter } end
 end
 if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
 local reply = cjson.encode({ w = out, m = more and 1 or 0, n = due, a = stored[4] or "", wm = wmAfter })

@@ -186,3 +186,40 @@ redisTest(
     assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
   },
 );
+
+redisTest(
+  "an idle stream's stats stay alive while it is swept: a close is due when their life needs extending, as each sweep's watermark write did",
+  async (fixture) => {
+    const DAY = 86_400_000;
+    let clock = M;
+    const redis = client(fixture);
+    const store = new RedisStore(redis, { now: () => clock, statsTtlMs: DAY });
+    const streams = compileConfig({
+      streams: {
+        r: {
+          time: { idle: "1m", lateness: "0s" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    });
+    await ingestItems(streams.get("r")!, items([{}]), { store, nowMs: clock });
+    clock = M + 10 * 60_000;
+    assert.deepEqual(await swept(streams.values(), store), ["n@0"]);
+    const stats = async () =>
+      (await redis.hgetall<Record<string, string | number>>("es:{r}:stats")) ?? {};
+    // Nothing is open: the next close is due when the stats' life needs extending (it would
+    // expire a day and an eighth after its last write, the watermark, counts and `cl` with it).
+    const { qn, exp } = await stats();
+    assert.equal(Number(qn), Number(exp) - DAY - DAY / 16 + 1);
+    clock = Number(qn) - 1;
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), store), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+    clock = Number(qn);
+    assert.deepEqual(await swept(streams.values(), store), []);
+    const after = await stats();
+    assert.equal(Number(after.exp), clock + DAY + DAY / 8);
+    assert.equal(Number(after.wm), clock - 60_000);
+    assert.equal((await store.stats("r", [])).applied, 1);
+  },
+);
