@@ -214,7 +214,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     isIngestRequest(request)
       ? ingest.fetch(request, env, executionCtx)
       : chain(request, env, executionCtx);
-  registerDefinitionRoutes(app, { streams, store, keys });
+  registerDefinitionRoutes(app, { streams, store, keys, now });
   if (webhooks) registerWebhookRoutes(app, { webhooks, keys, now });
   registerKeyRoutes(app, { keys, now });
   registerDashboardRoutes(app, { open: keys.open });

@@ -31,6 +31,8 @@ export interface DefinitionRouteDeps {
   keys: KeyRing;
   /** Largest definition accepted, in bytes. @default {65536} */
   maxBodyBytes?: number;
+  /** Clock (ms), for an idle stream's watermark in the reply (as GET answers it). @default {Date.now} */
+  now?: () => number;
 }
 
 const streamParam = {

@@ -1122,3 +1122,16 @@ Deno.test("a groupBy naming a field twice is 400 invalid_definition naming it; o
     "Invalid stream definition: counters.again.groupBy[1]: Field 't' is already at groupBy[0]; group by each field once",
   );
 });
+
+Deno.test("PUT /v1/streams/{stream} answers an idle stream's watermark by the app's clock, as GET does", async () => {
+  const app = await appWith();
+  const idle = { ...SIGNUPS, time: { field: "t", idle: "1m" } };
+  assert.equal((await put(app, "signups", idle)).status, 201);
+  assert.equal((await ingest(app, "signups", [{ t: T0 - 600_000, plan: "a" }])).status, 202);
+  const changed = await put(app, "signups", { ...idle, description: "Sign-ups, idle" });
+  assert.equal(changed.status, 200);
+  const read = await (await app.request("/v1/streams/signups")).json();
+  // The clock less idle (the event is older), not the wall clock's.
+  assert.equal(read.stats.watermark, new Date(T0 - 60_000).toISOString());
+  assert.equal((await changed.json()).stats.watermark, read.stats.watermark);
+});
