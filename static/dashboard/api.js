@@ -99,6 +99,19 @@ export async function allStreams() {
   return { streams };
 }
 
+/**
+ * One stream of `GET /v1/streams/{stream}`, with its stats, as the list holds it; null when it is
+ * gone (404).
+ */
+export async function readStream(name) {
+  try {
+    return await api(`/v1/streams/${encodeURIComponent(name)}`);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return null;
+    throw error;
+  }
+}
+
 /** `GET /readyz`: `{status, store}`; it answers 503 with `error` and `requestId` added when not ready. */
 export async function readiness() {
   const res = await fetch("/readyz", { cache: "no-store" });

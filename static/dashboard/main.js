@@ -17,17 +17,24 @@ import {
   follow,
   forgetKey,
   readiness,
+  readStream,
   rememberKey,
   serverWantsKey,
   storedKey,
 } from "./api.js";
 import { CountersView } from "./counters.js";
-import { byName, choiceHash, parseChoice, shownStreams } from "./selection.js";
+import { byName, choiceHash, MAX_SHOWN_STREAMS, parseChoice, shownStreams } from "./selection.js";
 import { StreamPicker } from "./stream_picker.js";
 import { StreamsView } from "./streams.js";
 import { WebhooksView } from "./webhooks.js";
 
 const STATS_EVERY_MS = 2_000;
+/**
+ * With more streams than are shown, how often the whole list (every stream's stats: one store
+ * read each, on the server) is read for the picker's names and totals; the shown streams are read
+ * every {@linkcode STATS_EVERY_MS} by their own requests.
+ */
+const LIST_EVERY_MS = 30_000;
 const READY_EVERY_MS = 5_000;
 const WEBHOOKS_EVERY_MS = 10_000;
 
@@ -57,6 +64,35 @@ function every(everyMs, task) {
     }
   }
   run();
+}
+
+/**
+ * As {@linkcode every}, without an end, and returns `wake()`: run the task now (or, when it is
+ * running, again as soon as it ends) instead of waiting for the rest of `everyMs`.
+ */
+function everyUntilWoken(everyMs, task) {
+  let timer = null;
+  let running = false;
+  let woken = false;
+  async function run() {
+    timer = null;
+    running = true;
+    woken = false;
+    try {
+      await task();
+    } finally {
+      running = false;
+      timer = setTimeout(run, woken ? 0 : everyMs);
+    }
+  }
+  run();
+  return function wake() {
+    if (running) woken = true;
+    else if (timer !== null) {
+      clearTimeout(timer);
+      run();
+    }
+  };
 }
 
 function showKeyForm(message) {
@@ -170,17 +206,25 @@ async function start() {
   const webhooks = new WebhooksView(byId("webhooks"), byId("webhooks-note"));
   let shown = null;
   let latest = streams;
-  let latestAt = Date.now();
+  /** name → when (ms) the stats of `latest` for it were read */
+  const readAt = new Map();
+  let listReadAt = Date.now();
+  /** Whether the next read is of the whole list (the filter was used, or a stream went). */
+  let listWanted = false;
   let chosen = parseChoice(globalThis.location.hash);
 
+  function noteRead(list, atMs) {
+    for (const stream of list) readAt.set(stream.name, atMs);
+  }
+  noteRead(streams, listReadAt);
+
   /**
-   * Shows the panels of the chosen streams of `all` (a `GET /v1/streams` answer's list, read
-   * at `atMs`), building them again when the choice changed or those streams were created,
-   * deleted or redefined since.
+   * Shows the panels of the chosen streams of `all` (a `GET /v1/streams` answer's list, each
+   * stream's stats read at `readAt`), building them again when the choice changed or those
+   * streams were created, deleted or redefined since.
    */
-  function apply(all, atMs) {
+  function apply(all) {
     latest = all;
-    latestAt = atMs;
     const names = shownStreams(all.map((stream) => stream.name), chosen);
     const byStream = new Map(all.map((stream) => [stream.name, stream]));
     const list = names.map((name) => byStream.get(name));
@@ -192,9 +236,10 @@ async function start() {
         empty: all.length > 0 ? "No stream chosen: tick some in the list above." : null,
       });
     }
+    shown.names = names;
     picker.update(all, names);
     // Cards built for a new choice show the totals of the last read at once.
-    shown.streamsView.update(all, atMs);
+    shown.streamsView.update(all, (name) => readAt.get(name));
   }
 
   const picker = new StreamPicker({
@@ -208,26 +253,62 @@ async function start() {
       chosen = byName(names);
       // Kept in the fragment, never sent to the server: a reload or a shared link shows the same.
       globalThis.history.replaceState(null, "", choiceHash(chosen));
-      apply(latest, latestAt);
+      apply(latest);
+      wake();
+    },
+    onFilter() {
+      // Fresh totals for the streams the filter lists.
+      listWanted = true;
+      wake();
     },
   });
   globalThis.addEventListener("hashchange", () => {
     chosen = parseChoice(globalThis.location.hash);
-    apply(latest, latestAt);
+    apply(latest);
+    wake();
   });
   topGroups.addEventListener("change", () => shown?.counters.setTop(Number(topGroups.value)));
 
-  let first = true;
-  every(STATS_EVERY_MS, async () => {
+  /**
+   * Reads the stats every 2 s: with at most {@linkcode MAX_SHOWN_STREAMS} streams, the whole
+   * list (each is shown); with more, the shown streams, each by `GET /v1/streams/{stream}`, and
+   * the whole list every {@linkcode LIST_EVERY_MS}, at once when the filter is used or a shown
+   * stream is gone. So the page's cost does not grow with the number of streams at the 2 s rate.
+   */
+  async function readStats() {
     try {
-      const body = first ? { streams } : await allStreams();
-      first = false;
-      apply(body.streams, Date.now());
+      if (shown === null) {
+        apply(streams);
+      } else if (
+        listWanted || latest.length <= MAX_SHOWN_STREAMS ||
+        Date.now() - listReadAt >= LIST_EVERY_MS
+      ) {
+        listWanted = false;
+        const all = (await allStreams()).streams;
+        listReadAt = Date.now();
+        noteRead(all, listReadAt);
+        apply(all);
+      } else {
+        const names = shown.names;
+        const read = await Promise.all(names.map((name) => readStream(name)));
+        const atMs = Date.now();
+        const fresh = new Map();
+        const gone = new Set();
+        names.forEach((name, i) => read[i] === null ? gone.add(name) : fresh.set(name, read[i]));
+        noteRead(fresh.values(), atMs);
+        if (gone.size > 0) listWanted = true;
+        apply(
+          latest.filter((stream) => !gone.has(stream.name))
+            .map((stream) => fresh.get(stream.name) ?? stream),
+        );
+        if (gone.size > 0) wake();
+      }
       byId("page-status").textContent = "";
     } catch (error) {
       byId("page-status").textContent = `Cannot read stream stats: ${error.message}`;
     }
-  });
+  }
+  const wake = everyUntilWoken(STATS_EVERY_MS, readStats);
   every(WEBHOOKS_EVERY_MS, () => webhooks.refresh());
 }
 

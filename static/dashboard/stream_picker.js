@@ -16,6 +16,7 @@ import { listedStreams, MAX_LISTED_STREAMS, MAX_SHOWN_STREAMS } from "./selectio
 export class StreamPicker {
   #elements;
   #onChoose;
+  #onFilter;
   #names = [];
   #totals = new Map();
   #shown = [];
@@ -26,13 +27,18 @@ export class StreamPicker {
 
   /**
    * Takes the picker's elements (`fieldset`, `legend`, `filter`, `note`, `list`) and calls
-   * `onChoose(names)` with the streams the viewer wants shown.
+   * `onChoose(names)` with the streams the viewer wants shown, `onFilter()` when the filter
+   * changes (the page then reads the totals again).
    */
-  constructor(elements, { onChoose }) {
+  constructor(elements, { onChoose, onFilter = () => {} }) {
     this.#elements = elements;
     this.#onChoose = onChoose;
+    this.#onFilter = onFilter;
     elements.legend.textContent = `Streams shown (at most ${MAX_SHOWN_STREAMS})`;
-    elements.filter.addEventListener("input", () => this.#render());
+    elements.filter.addEventListener("input", () => {
+      this.#render();
+      this.#onFilter();
+    });
     elements.list.addEventListener("change", (event) => {
       const box = event.target;
       if (!(box instanceof globalThis.HTMLInputElement)) return;

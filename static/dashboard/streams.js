@@ -85,12 +85,16 @@ export class StreamsView {
     for (const card of this.#cards.values()) card.chart?.destroy();
   }
 
-  /** Takes the streams of a `GET /v1/streams` answer read at `atMs`. */
+  /**
+   * Takes the streams of a `GET /v1/streams` answer (or of `GET /v1/streams/{stream}`s) read at
+   * `atMs`: a time (ms), or a function of a stream's name giving when its stats were read.
+   */
   update(streams, atMs) {
     for (const stream of streams) {
       const card = this.#cards.get(stream.name);
       if (!card) continue;
-      const sample = { atMs, stats: stream.stats };
+      const at = typeof atMs === "function" ? atMs(stream.name) : atMs;
+      const sample = { atMs: at, stats: stream.stats };
       const rates = ratesBetween(card.previous, sample);
       card.previous = sample;
       const stats = stream.stats;
@@ -105,7 +109,7 @@ export class StreamsView {
       for (const field of RATE_FIELDS) {
         card.rates[field].textContent = `${formatRate(rates[field])}/s`;
       }
-      card.samples.push({ atMs, rates });
+      card.samples.push({ atMs: at, rates });
       if (card.samples.length > SAMPLES) card.samples.shift();
       card.chart.update([
         card.samples.map((item) => item.atMs / 1000),

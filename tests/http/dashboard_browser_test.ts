@@ -1031,3 +1031,97 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "with 300 streams an open page reads the shown streams every 2 s by their own requests and the whole list far less often, at once when the filter is used",
+  async (browser) => {
+    const server = await startServer({ config: MANY_CONFIG });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await page.locator('[data-live="s000"].ok').waitFor({ timeout: 60_000 });
+      const path = (request: Request) => new URL(request.url()).pathname;
+      const from = log.requests.length;
+      await server.send([{}, {}], "s004");
+      // The card of a polled stream takes its new totals from its own read, with a rate.
+      await textMatching(page, '[data-stream="s004"] .totals', /^totals: 2 accepted/);
+      await new Promise((resolve) => setTimeout(resolve, 10_000));
+      const paths = log.requests.slice(from).map(path);
+      // Each read of the list reads the stats of all 300 streams: at most one in these 10 s and
+      // more (the old page read it every 2 s after a read ended: 5 and more).
+      const listReads = paths.filter((p) => p === "/v1/streams").length;
+      console.log(`300 streams: ${listReads} reads of the list in 10 s and more`);
+      assert.ok(listReads <= 1, `${listReads} reads of the list`);
+      // The 6 shown streams, each read by its own request (every 2 s: at least 3 in 10 s).
+      const own = paths.filter((p) => /^\/v1\/streams\/s\d{3}$/.test(p));
+      for (const name of MANY.slice(0, 6)) {
+        const n = own.filter((p) => p === `/v1/streams/${name}`).length;
+        assert.ok(n >= 3, `${name} read ${n} times`);
+      }
+      assert.deepEqual(own.filter((p) => !MANY.slice(0, 6).includes(p.slice(12))), []);
+      assert.notEqual(await page.locator('[data-rate="s004/accepted"]').textContent(), "–");
+
+      // The filter reads the list at once: the totals it lists are fresh.
+      await server.send([{}, {}, {}], "s150");
+      const beforeFilter = log.requests.length;
+      await page.getByLabel("Filter by name").fill("s15");
+      await textMatching(page, '[data-choice="s150"] .total', /^3 accepted$/);
+      assert.ok(log.requests.slice(beforeFilter).map(path).includes("/v1/streams"));
+      assert.deepEqual(log.errors, []);
+      assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "with more than 6 streams a shown stream deleted, found gone by its own read, goes from the page at once",
+  async (browser) => {
+    const config = {
+      streams: Object.fromEntries(
+        MANY.slice(0, 8).map((name) => [name, {
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        }]),
+      ),
+    };
+    const server = await startServer({ config: { streams: {} }, registry: true });
+    try {
+      for (const [name, definition] of Object.entries(config.streams)) {
+        const res = await fetch(`${server.base}/v1/streams/${name}`, {
+          method: "PUT",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(definition),
+        });
+        assert.equal(res.status, 201, await res.text());
+      }
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await page.locator('[data-live="s000"].ok').waitFor({ timeout: 30_000 });
+      assert.deepEqual(await cardNames(page), MANY.slice(0, 6));
+      // s005 is read by its own request, not with the list.
+      await until(
+        "a read of s005 alone",
+        () => Promise.resolve(log.requests.some((r) => r.url().endsWith("/v1/streams/s005"))),
+        (read) => read,
+      );
+      const deleted = await fetch(`${server.base}/v1/streams/s005`, { method: "DELETE" });
+      assert.equal(deleted.status, 204);
+      // Its own read answers 404: the page reads the list again and shows the next stream.
+      await until("s006's card", () => cardNames(page), (names) => names.includes("s006"));
+      assert.deepEqual(await cardNames(page), [...MANY.slice(0, 5), "s006"]);
+      assert.deepEqual(
+        log.errors.filter((error) => !/status of 404 .*\/v1\/streams\/s005/.test(error)),
+        [],
+      );
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
