@@ -1,9 +1,9 @@
 /**
  * The list of streams to choose the shown ones from, when there are more than
  * {@linkcode MAX_SHOWN_STREAMS}: a filter by name and a checkbox per stream with its accepted
- * total (from the `GET /v1/streams` answer the page polls anyway: no request of its own). It
- * draws the shown streams and at most {@linkcode MAX_LISTED_STREAMS} rows in all, so it costs the
- * same whatever the number of streams; rows are built again only when the names, the shown
+ * total (from the page's last read of `GET /v1/streams`, every 30 s and at once when the filter
+ * changes: no request of its own). It draws the shown streams and at most
+ * {@linkcode MAX_LISTED_STREAMS} rows in all, so it costs the same whatever the number of streams; rows are built again only when the names, the shown
  * streams or the filter change, and the totals are updated in place.
  *
  * @module

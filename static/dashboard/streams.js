@@ -1,7 +1,8 @@
 /**
  * The streams panel: per stream, events per second (accepted, duplicates,
- * late, rejected) from the change of its stats between two polls of
- * `GET /v1/streams`, drawn as a live sparkline, with the totals.
+ * late, rejected) from the change of its stats between two polls (of
+ * `GET /v1/streams`, or of its own `GET /v1/streams/{stream}` with more
+ * streams than are shown), drawn as a live sparkline, with the totals.
  *
  * @module
  */
