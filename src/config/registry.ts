@@ -34,6 +34,7 @@ import {
   type DefinitionStore,
   generationKey,
   type LogEntry,
+  type LogPosition,
   type LogRecord,
   MemoryDefinitionStore,
   type ReadOptions,
@@ -1115,6 +1116,9 @@ class RegistryStore implements Store {
   }
   lastLogId(stream: string): Promise<string | null> {
     return this.#store.lastLogId(this.#key(stream));
+  }
+  logPosition(stream: string): Promise<LogPosition> {
+    return this.#store.logPosition(this.#key(stream));
   }
   markDispatched(stream: string, throughId: string | null): Promise<number> {
     return this.#store.markDispatched(this.#key(stream), throughId);

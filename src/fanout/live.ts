@@ -75,8 +75,8 @@ export interface LiveSink {
 export interface SubscriptionStart {
   /**
    * The log id the messages follow: each message comes from an entry after
-   * it, and every later entry the subscription matches is sent. Null while
-   * the log is empty.
+   * it, and every later entry the subscription matches is sent. `0-0` while
+   * the log never had an entry: resuming after it misses nothing.
    */
   afterId: string | null;
   /**
@@ -487,21 +487,15 @@ export class LiveHub {
     let replaying = false;
     while (true) {
       const entries = await this.#store.readLog(stream, cursor, this.#readLimit);
-      // Read after the page: the log is trimmed from its start only, so if its
-      // oldest entry is still at or before the cursor, the page missed nothing.
-      const [[oldest], newest] = await Promise.all([
-        this.#store.readLog(stream, null, 1),
-        replaying ? null : this.#store.lastLogId(stream),
-      ]);
+      // Read after the page: if nothing after the cursor was trimmed by then, the page missed
+      // nothing.
+      const lost = await this.#lostAfter(stream, cursor);
       if (!tail.subscribers.has(subscriber)) return;
-      const trimmed = oldest === undefined || compareIds(oldest.id, cursor) > 0;
       if (!replaying) {
-        const reason = oldest === undefined
-          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' is empty`
-          : trimmed
-          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' now starts at '${oldest.id}'`
-          : newest !== null && compareIds(afterId, newest) > 0
-          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ends at '${newest}'`
+        const reason = lost.trimmed
+          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ${lost.trimmed}`
+          : compareIds(afterId, lost.lastId) > 0
+          ? `Cannot resume after '${afterId}': the result log of stream '${stream}' ends at '${lost.lastId}'`
           : null;
         if (reason !== null) {
           this.#join(tail, subscriber, { afterId: tail.cursor, resumed: false, reason });
@@ -509,7 +503,7 @@ export class LiveHub {
         }
         subscriber.sink.open?.({ afterId, resumed: true });
         replaying = true;
-      } else if (trimmed) {
+      } else if (lost.trimmed) {
         this.#unsubscribe(tail, subscriber);
         subscriber.sink.close(
           `Cannot resume after '${afterId}': the result log of stream '${stream}' was trimmed past '${cursor}' during the replay`,
@@ -534,6 +528,35 @@ export class LiveHub {
         return;
       }
     }
+  }
+
+  /**
+   * Whether entries of a stream's log after `id` were trimmed (then how to say so), and the id of
+   * the newest entry the log ever had. A store that cannot tell what it trimmed is judged by its
+   * oldest entry: one after `id` may follow trimmed ones.
+   */
+  async #lostAfter(
+    stream: string,
+    id: string,
+  ): Promise<{ trimmed: string | null; lastId: string }> {
+    const position = await this.#store.logPosition(stream);
+    if (position.trimmedThrough !== null) {
+      return {
+        trimmed: compareIds(position.trimmedThrough, id) > 0
+          ? `was trimmed through '${position.trimmedThrough}'`
+          : null,
+        lastId: position.lastId,
+      };
+    }
+    const [oldest] = await this.#store.readLog(stream, null, 1);
+    return {
+      trimmed: oldest === undefined
+        ? (compareIds(position.lastId, id) > 0 ? "is empty" : null)
+        : compareIds(oldest.id, id) > 0
+        ? `now starts at '${oldest.id}'`
+        : null,
+      lastId: position.lastId,
+    };
   }
 
   #deliver(subscriber: Subscriber, payload: PublicPayload | null, id: string): void {
@@ -568,7 +591,8 @@ export class LiveHub {
     // (a microtask later, once subscribe() has added the subscriber).
     tail.ready = Promise.resolve().then(() => this.#signal(tail))
       .then(() => this.#store.lastLogId(stream.name)).then((id) => {
-        tail.cursor = id;
+        // An empty log starts at `0-0`: a subscriber that resumes after it misses nothing.
+        tail.cursor = id ?? "0-0";
         this.#schedule(tail, this.#pollMs);
       }, (error) => {
         // Forget the tail so the next subscriber tries again.

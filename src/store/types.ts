@@ -368,6 +368,20 @@ export interface LogEntry {
   record: LogRecord;
 }
 
+/** Where a stream's result log stands ({@linkcode Store.logPosition}). */
+export interface LogPosition {
+  /** Id of the newest entry the log ever had, also when trimmed or empty; `0-0` when it never had one. */
+  lastId: string;
+  /**
+   * An id at or after the newest entry trimmed from the log and before the oldest it holds: `0-0`
+   * when none was trimmed. The memory store gives the trimmed entry's id; Redis, which keeps no
+   * id of what `XTRIM` removed, the id just before its oldest entry. Null when the store cannot
+   * tell (a Redis before 7.0, without `entries-added`): then only ids at or after the oldest
+   * entry held are known to miss nothing.
+   */
+  trimmedThrough: string | null;
+}
+
 /** An alert that became true for one window and group. */
 export interface AlertFiring {
   /** Alert name, unique within the stream. */
@@ -639,6 +653,12 @@ export interface Store {
    * where a reader that wants only what comes next starts.
    */
   lastLogId(stream: string): Promise<string | null>;
+  /**
+   * Where a stream's result log stands, for resuming after an id: the id of the newest entry it
+   * ever had, and the newest it trimmed. A resume after `id` misses nothing while `id` is at or
+   * before `lastId` and at or after `trimmedThrough`.
+   */
+  logPosition(stream: string): Promise<LogPosition>;
   /**
    * Records that the stream's webhook dispatch took its result log through `throughId` (never
    * moving back), or, with null, that no dispatch holds the log any more. While a dispatch holds

@@ -19,6 +19,7 @@ import {
   type CloseOptions,
   type CounterMeta,
   type LogEntry,
+  type LogPosition,
   type LogRecord,
   type ReadOptions,
   type SessionRange,
@@ -150,6 +151,10 @@ export class InstrumentedStore implements Store {
 
   lastLogId(stream: string): Promise<string | null> {
     return this.#measure("lastLogId", () => this.#store.lastLogId(stream));
+  }
+
+  logPosition(stream: string): Promise<LogPosition> {
+    return this.#measure("logPosition", () => this.#store.logPosition(stream));
   }
 
   markDispatched(stream: string, throughId: string | null): Promise<number> {

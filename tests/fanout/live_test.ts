@@ -473,7 +473,7 @@ Deno.test("LiveHub.subscribe() with afterId replays what followed it, then hands
   const d = collector();
   const stops = [await live.subscribe(subscription(["window.closed"]), a.sink)];
   try {
-    assert.deepEqual(a.starts, [{ afterId: null }]);
+    assert.deepEqual(a.starts, [{ afterId: "0-0" }]);
     await appendClosed(store, ["r0", "r1", "r2", "r3", "r4", "r5"]);
     await eventually(() => a.ids.length === 6);
     // The tail is at r5: B gets r2..r5 from the log (pages of 2), then r6, r7 from the tail.
@@ -518,19 +518,15 @@ Deno.test("LiveHub.subscribe() with an afterId the log cannot resume from says w
   ];
   try {
     assert.deepEqual(first.starts, [{
-      afterId: null,
+      afterId: "0-0",
       resumed: false,
-      reason: "Cannot resume after '5-0': the result log of stream 'orders' is empty",
+      reason: "Cannot resume after '5-0': the result log of stream 'orders' ends at '0-0'",
     }]);
     await appendClosed(store, ["r0", "r1"]);
     await eventually(() => first.ids.length === 2);
     const cases: Array<[string, string]> = [
       ["nope", "Cannot resume after 'nope': not a result log id (<ms>-<seq>)"],
       ["12-x", "Cannot resume after '12-x': not a result log id (<ms>-<seq>)"],
-      [
-        "1-0",
-        `Cannot resume after '1-0': the result log of stream 'orders' now starts at '${NOW}-0'`,
-      ],
       [
         `${NOW}-2`,
         `Cannot resume after '${NOW}-2': the result log of stream 'orders' ends at '${NOW}-1'`,
@@ -849,5 +845,57 @@ Deno.test("LiveHub on a shared store: window.updated written while this instance
   } finally {
     await hubA.close();
     await hubB.close();
+  }
+});
+
+Deno.test("LiveHub: a subscription begun on an empty log starts after 0-0, and resuming after it replays everything logged since", async () => {
+  const { store, live } = setup();
+  const early = collector();
+  const stop = await live.subscribe(subscription(["window.closed"]), early.sink);
+  assert.deepEqual(early.starts, [{ afterId: "0-0" }]);
+  stop(); // dropped before its first result
+  await appendClosed(store, ["r0", "r1"]);
+  const stops: Array<() => void> = [];
+  try {
+    for (const afterId of ["0-0", "1-0"]) {
+      const back = collector();
+      stops.push(await live.subscribe(subscription(["window.closed"]), back.sink, { afterId }));
+      assert.deepEqual(back.starts, [{ afterId, resumed: true }]);
+      assert.deepEqual(back.ids, [`${NOW}-0`, `${NOW}-1`]);
+    }
+  } finally {
+    for (const stop of stops) stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub refuses to resume only after entries the log trimmed", async () => {
+  // Keeps its newest 2 entries, trimmed once past 3.
+  const store = new MemoryStore({ now: () => NOW, log: { retain: 2 } });
+  const live = new LiveHub(streams, store, { pollMs: 10 });
+  await appendClosed(store, ["r0", "r1", "r2", "r3"]);
+  const stops: Array<() => void> = [];
+  try {
+    const refused = collector();
+    stops.push(
+      await live.subscribe(subscription(["window.closed"]), refused.sink, { afterId: "0-0" }),
+    );
+    assert.deepEqual(refused.starts, [{
+      afterId: `${NOW}-3`,
+      resumed: false,
+      reason:
+        `Cannot resume after '0-0': the result log of stream 'orders' was trimmed through '${NOW}-1'`,
+    }]);
+    const resumed = collector();
+    stops.push(
+      await live.subscribe(subscription(["window.closed"]), resumed.sink, {
+        afterId: `${NOW}-1`,
+      }),
+    );
+    assert.deepEqual(resumed.starts, [{ afterId: `${NOW}-1`, resumed: true }]);
+    assert.deepEqual(resumed.ids, [`${NOW}-2`, `${NOW}-3`]);
+  } finally {
+    for (const stop of stops) stop();
+    await live.close();
   }
 });

@@ -3,6 +3,7 @@ import { Redis } from "@upstash/redis";
 import { sha256, toHex } from "../../src/http/auth.ts";
 import { subscriptionSettings } from "../../src/http/live_routes.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { at, KEYS, NOW } from "../_fixtures.ts";
 import {
@@ -54,7 +55,7 @@ Deno.test("Subscribe over WebSocket: throttled window.updated ending at the fina
       stream: "orders",
       types: ["window.updated", "window.closed"],
       counter: "count_1m",
-      id: null,
+      id: "0-0",
     });
     for (let i = 0; i < 40; i++) {
       await post(server, [{ id: `e${i}`, ts: at(5), country: "DE" }]);
@@ -406,10 +407,11 @@ async function resumeScenario(server: TestServer): Promise<void> {
   const first = new SseReader(await openSse(server, CLOSED_COUNTS));
   let resumed: SseReader | undefined;
   try {
-    // The log is empty: no id to start after.
+    // The log never had an entry: it starts after 0-0.
     assert.deepEqual(await reference.next(), {
       event: "subscribed",
       data: { type: "subscribed", stream: "orders", types: ["window.closed"], counter: "count_1m" },
+      id: "0-0",
     });
     assert.equal((await first.next()).event, "subscribed");
     await post(server, [
@@ -515,7 +517,7 @@ async function socketResumeScenario(server: TestServer): Promise<void> {
       stream: "orders",
       types: ["window.closed"],
       counter: "count_1m",
-      id: null,
+      id: "0-0",
     });
     assert.equal((await first.inbox.next()).type, "subscribed");
     await post(server, [
@@ -641,8 +643,96 @@ Deno.test("SSE resumes after ?after=<id> when no Last-Event-ID is sent; Last-Eve
   }
 });
 
-Deno.test("SSE says when Last-Event-ID cannot be resumed from, and starts at the log's end", async () => {
+/**
+ * A subscriber that drops before its first result, on a log that never had an entry, resumes
+ * after the id its `subscribed` carried (`0-0`) and gets every result logged since, once.
+ */
+async function emptyLogResumeScenario(server: TestServer): Promise<void> {
+  const sse = new SseReader(await openSse(server, CLOSED_COUNTS));
+  const hello = await sse.next();
+  await sse.cancel();
+  const socket = await denoClient(server.wsUrl(`${SUBSCRIBE}${CLOSED_COUNTS}`));
+  const socketHello = await socket.inbox.next();
+  await socket.close();
+  assert.deepEqual([hello.event, hello.id, socketHello.type, socketHello.id], [
+    "subscribed",
+    "0-0",
+    "subscribed",
+    "0-0",
+  ]);
+  await post(server, [
+    { id: "a", ts: at(5), country: "DE" },
+    { id: "b", ts: at(100), country: "FR" },
+  ]);
+  await sweep(server); // closes minute 0 (DE)
+  const logged = await loggedClosedIds(server, "0-0");
+  assert.equal(logged.length, 1);
+  const resumed = new SseReader(
+    await openSse(server, CLOSED_COUNTS, { "Last-Event-ID": hello.id! }),
+  );
+  const resumedSocket = await denoClient(
+    server.wsUrl(`${SUBSCRIBE}${CLOSED_COUNTS}&after=${socketHello.id}`),
+  );
+  try {
+    const [sseStart, sseClosed] = [await resumed.next(), await resumed.next()];
+    assert.deepEqual([sseStart.data.resumed, sseStart.id], [true, "0-0"]);
+    assert.deepEqual([sseClosed.event, sseClosed.id, sseClosed.data.data.start], [
+      "window.closed",
+      logged[0],
+      at(0),
+    ]);
+    const [wsStart, wsClosed] = [
+      await resumedSocket.inbox.next(),
+      await resumedSocket.inbox.next(),
+    ];
+    assert.deepEqual([wsStart.resumed, wsStart.id], [true, "0-0"]);
+    assert.deepEqual([wsClosed.type, wsClosed.id, wsClosed.data.start], [
+      "window.closed",
+      logged[0],
+      at(0),
+    ]);
+    // Live ones follow, none twice.
+    await post(server, [{ id: "c", ts: at(200), country: "FR" }]);
+    await sweep(server); // closes minute 1 (FR)
+    assert.equal((await resumed.next()).data.data.start, at(60));
+    assert.equal((await resumedSocket.inbox.next()).data.start, at(60));
+  } finally {
+    await resumed.cancel();
+    await resumedSocket.close();
+  }
+}
+
+Deno.test("A subscription begun on an empty log resumes after its 0-0, over SSE and WebSocket (memory store)", async () => {
   const server = await startServer();
+  try {
+    await emptyLogResumeScenario(server);
+  } finally {
+    await server.close();
+  }
+});
+
+redisTest(
+  "A subscription begun on an empty log resumes after its 0-0, over SSE and WebSocket (Redis store)",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const server = await startServer({ store: new RedisStore(redis), hub: { shared: true } });
+    try {
+      await emptyLogResumeScenario(server);
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+Deno.test("SSE says when Last-Event-ID cannot be resumed from, and starts at the log's end", async () => {
+  // A log that keeps its newest 2 entries (trimmed once past 3).
+  const server = await startServer({
+    store: new MemoryStore({ now: () => NOW, log: { retain: 2 } }),
+  });
   const readers: SseReader[] = [];
   try {
     await post(server, [
@@ -650,10 +740,19 @@ Deno.test("SSE says when Last-Event-ID cannot be resumed from, and starts at the
       { id: "b", ts: at(100), country: "DE" },
     ]);
     await sweep(server);
+    const filler = {
+      type: "event.processed" as const,
+      timeMs: NOW,
+      event: { id: "filler", ts: at(100), country: "DE" },
+    };
+    await server.store.appendLog("orders", [filler, filler, filler, filler]);
     for (
       const [lastEventId, reason] of [
         ["garbage", "Cannot resume after 'garbage': not a result log id (<ms>-<seq>)"],
-        ["1-0", `Cannot resume after '1-0': the result log of stream 'orders' now starts at '`],
+        [
+          "1-0",
+          `Cannot resume after '1-0': the result log of stream 'orders' was trimmed through '`,
+        ],
       ]
     ) {
       const sse = new SseReader(

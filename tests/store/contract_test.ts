@@ -510,6 +510,25 @@ const scenarios: Record<string, Scenario> = {
     ]);
   },
 
+  async "logPosition() gives the newest id ever logged (0-0 before any) and the newest trimmed"(
+    store,
+  ) {
+    assert.deepEqual(await store.logPosition("s"), { lastId: "0-0", trimmedThrough: "0-0" });
+    const record = (group: string) => ({
+      type: "window.updated" as const,
+      counter: "count",
+      start: T0,
+      end: T0 + 60_000,
+      group,
+      state: { count: 1, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+    });
+    await store.appendLog("s", [record('["a"]'), record('["b"]')]);
+    const ids = (await store.readLog("s", null, 100)).map((entry) => entry.id);
+    assert.deepEqual(await store.logPosition("s"), { lastId: ids[1], trimmedThrough: "0-0" });
+    // Nothing trimmed: resuming after 0-0 (before the first entry) misses nothing.
+    assert.deepEqual((await store.readLog("s", "0-0", 100)).map((entry) => entry.id), ids);
+  },
+
   async "closeWindows() with peek reports due windows without claiming or logging them"(store) {
     await ingestItems(
       stream,

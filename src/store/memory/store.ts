@@ -32,6 +32,7 @@ import {
   type LogBounds,
   logBounds,
   type LogEntry,
+  type LogPosition,
   type LogRecord,
   OTHER_GROUP,
   parseLogId,
@@ -129,6 +130,8 @@ interface StreamState {
   logLost: number;
   lastLogMs: number;
   lastLogSeq: number;
+  /** Id of the newest entry trimmed from `log`; `0-0` while none was. */
+  logTrimmedThrough: string;
   /** Alert firings already claimed, key → expiry. */
   fired: Map<string, number>;
   /** Result types live subscribers want, type → expiry. */
@@ -265,6 +268,7 @@ export class MemoryStore implements Store {
         logLost: 0,
         lastLogMs: 0,
         lastLogSeq: 0,
+        logTrimmedThrough: "0-0",
         fired: new Map(),
         demand: new Map(),
         replies: new Map(),
@@ -746,6 +750,7 @@ export class MemoryStore implements Store {
     if (stream.dispatched !== null) {
       stream.logLost += over - entriesThrough(log, stream.dispatched, over);
     }
+    stream.logTrimmedThrough = log[over - 1].id;
     log.splice(0, over);
   }
 
@@ -763,7 +768,11 @@ export class MemoryStore implements Store {
       ) state.dispatched = throughId;
       // Dispatched entries beyond the newest `retain` go.
       const excess = state.log.length - this.#logRetain;
-      if (excess > 0) state.log.splice(0, entriesThrough(state.log, state.dispatched, excess));
+      const trimmed = excess > 0 ? entriesThrough(state.log, state.dispatched, excess) : 0;
+      if (trimmed > 0) {
+        state.logTrimmedThrough = state.log[trimmed - 1].id;
+        state.log.splice(0, trimmed);
+      }
     }
     const lost = state.logLost;
     state.logLost = 0;
@@ -813,6 +822,14 @@ export class MemoryStore implements Store {
 
   lastLogId(stream: string): Promise<string | null> {
     return Promise.resolve(this.#streams.get(stream)?.log.at(-1)?.id ?? null);
+  }
+
+  logPosition(stream: string): Promise<LogPosition> {
+    const state = this.#streams.get(stream);
+    return Promise.resolve({
+      lastId: state ? `${state.lastLogMs}-${state.lastLogSeq}` : "0-0",
+      trimmedThrough: state?.logTrimmedThrough ?? "0-0",
+    });
   }
 
   #sweep(now: number): void {

@@ -7,6 +7,7 @@
  */
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../aggregate_state.ts";
+import { LOG_POSITION_SCRIPT } from "./_log_position.ts";
 import { DEFAULT_ACCURACY, sketchBin, type SketchBins } from "../sketch.ts";
 import { asArray, fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
 import { definitionKey } from "./definition_store.ts";
@@ -38,9 +39,11 @@ import {
   type LogBounds,
   logBounds,
   type LogEntry,
+  type LogPosition,
   type LogRecord,
   MAX_LOG_BACKLOG,
   MAX_LOG_ENTRIES,
+  parseLogId,
   type ReadOptions,
   type RequestResult,
   type SessionRange,
@@ -784,6 +787,17 @@ export class RedisStore implements Store {
     });
   }
 
+  logPosition(stream: string): Promise<LogPosition> {
+    return this.#call("logPosition", async () => {
+      const [lastId, added, length, firstId] = (await this.#calls.script(
+        LOG_POSITION_SCRIPT,
+        [this.keyPrefix(stream)],
+        [],
+      ) as unknown[]).map(String);
+      return { lastId, trimmedThrough: trimmedThrough(lastId, added, length, firstId) };
+    });
+  }
+
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
     return this.#call("stats", async () => {
       const hash = (await this.#redis.hgetall<Record<string, string | number>>(
@@ -814,4 +828,23 @@ export class RedisStore implements Store {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/**
+ * An id at or after the newest entry a Redis log trimmed, and before its oldest held: `0-0` when
+ * it never lost an entry (`entries-added` equals its length), else the id just before its oldest
+ * entry (Redis keeps no id of what `XTRIM` removed), or its last id when it holds none. Null when
+ * this Redis does not report `entries-added`.
+ */
+function trimmedThrough(
+  lastId: string,
+  added: string,
+  length: string,
+  firstId: string,
+): string | null {
+  if (added === "") return null;
+  if (Number(added) <= Number(length)) return "0-0";
+  if (firstId === "") return lastId;
+  const [ms, seq] = parseLogId(firstId);
+  return seq > 0 ? `${ms}-${seq - 1}` : `${ms - 1}-${Number.MAX_SAFE_INTEGER}`;
 }

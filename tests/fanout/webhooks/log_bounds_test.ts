@@ -9,7 +9,7 @@ import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import type { LogBounds, Store } from "../../../src/store/types.ts";
+import { compareLogIds, type LogBounds, parseLogId, type Store } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
@@ -108,10 +108,27 @@ async function hardBoundCounts(store: Store, approximate: boolean) {
   assert.ok(held.length >= 20 && held.length <= 21, `held ${held.length}`);
   assert.equal(lost + held.length, 30, "every trimmed entry is counted");
   assert.equal(await store.markDispatched("orders", "0-0"), 0, "counted once");
+  // What was trimmed is known by its newest id: just before what the log holds.
+  const position = await store.logPosition("orders");
+  assert.equal(position.lastId, held.at(-1)!.id);
+  assert.ok(
+    position.trimmedThrough !== null &&
+      compareLogIds(parseLogId(position.trimmedThrough), parseLogId(held[0].id)) < 0 &&
+      compareLogIds(parseLogId(position.trimmedThrough), parseLogId("0-0")) > 0,
+    `trimmed through ${position.trimmedThrough}, holds from ${held[0].id}`,
+  );
   // Dispatched through the 8th newest: what is at or before it goes.
   await store.markDispatched("orders", held[held.length - 8].id);
   const after = await store.readLog("orders", null, 100);
   assert.deepEqual(after.map((entry) => entry.id), held.slice(-7).map((entry) => entry.id));
+  // At or after the newest trimmed, before the oldest held (Redis: the id just before it).
+  const trimmed = (await store.logPosition("orders")).trimmedThrough;
+  assert.ok(
+    trimmed !== null &&
+      compareLogIds(parseLogId(trimmed), parseLogId(held[held.length - 8].id)) >= 0 &&
+      compareLogIds(parseLogId(trimmed), parseLogId(held[held.length - 7].id)) < 0,
+    `trimmed through ${trimmed}`,
+  );
   // Dispatched through the newest: the newest 5 stay, for resumes.
   await store.markDispatched("orders", held[held.length - 1].id);
   const all = await store.readLog("orders", null, 100);
