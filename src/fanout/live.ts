@@ -8,7 +8,9 @@
  * subscriber connected to one instance sees what any instance that shares
  * the store produced (Redis); with the memory store it is all in-process.
  * For the same reason a subscriber can resume after a log id it saw: the
- * entries after it are replayed, then the tail takes over.
+ * entries after it are replayed, then the tail takes over; and a subscriber
+ * whose connection has its bound waiting is sent nothing more, then what
+ * followed from the log at its own pace, until it is back with the tail.
  *
  * A window's value is published only when it changed since this hub last
  * published it, so one batch yields one `window.updated` per window and group
@@ -22,6 +24,7 @@ import type { AppliedBatch, IngestObserver } from "./types.ts";
 import {
   cellUpdatesOf,
   compareLogIds,
+  type LogEntry,
   type LogRecord,
   OTHER_GROUP,
   parseLogId,
@@ -61,12 +64,24 @@ export interface LiveSink {
   open?(start: SubscriptionStart): void;
   /**
    * Takes one message, with the id of its entry in the stream's result log,
-   * without waiting. A transport that cannot keep up closes its connection
-   * and unsubscribes rather than buffer without bound.
+   * without waiting. Called only while {@linkcode LiveSink.ready} says true,
+   * so what a sink buffers stays within its bound plus one message.
    */
   send(payload: PublicPayload, id: string): void;
   /** Ends the subscription from the server side (the hub is closing, or a resume broke off). */
   close(reason: string): void;
+  /**
+   * Whether it takes another message now: false while what waits to be sent is at its bound.
+   * The hub then sends it nothing more and reads what follows from the log for it, at its pace,
+   * once this says true again. @default {always true}
+   */
+  ready?(): boolean;
+  /**
+   * Ends the subscription for falling behind: it took nothing for
+   * {@linkcode LiveHubOptions.stalledMs}, or the log was trimmed past what it had read (`reason`
+   * says which). @default {close}
+   */
+  drop?(reason: string): void;
   /** How the subscriber is connected, for `edgestream.live.subscribers`. @default {none: not counted} */
   transport?: LiveTransport;
 }
@@ -132,6 +147,11 @@ export interface LiveHubOptions {
   shared?: boolean;
   /** How long (ms) a signalled demand lasts; renewed at a third of it. @default {10000} */
   demandTtlMs?: number;
+  /**
+   * How long (ms) a subscriber that is behind (its sink not ready) may take nothing before it is
+   * dropped. @default {10000}
+   */
+  stalledMs?: number;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
 }
@@ -146,6 +166,8 @@ export interface LiveHubStats {
   updatesPublished: number;
   /** Windows whose last published value is remembered, over all streams. */
   remembered: number;
+  /** Local subscribers behind the tail, read the log at their own pace. */
+  behind: number;
 }
 
 /** Whether a message is one `subscription` asked for. A filter that fails to evaluate does not match. */
@@ -183,7 +205,18 @@ interface Subscriber {
   joined: boolean;
   /** Entries up to this id were replayed to it; the tail skips them. */
   replayedTo: string | null;
+  /**
+   * While its sink is not ready: the log id through which it has every message, and when (ms) it
+   * last took one. The tail skips it; {@linkcode LiveHub.#catchUp} reads the log for it.
+   */
+  behind: { after: string; progressAt: number } | null;
 }
+
+/** What handing a message to a subscriber came to. */
+type Offered = "sent" | "skipped" | "full";
+
+/** How long (ms) a subscriber behind waits before its sink is asked again whether it is ready. */
+const BEHIND_WAIT_MS = 5;
 
 interface Tail {
   stream: CompiledStream;
@@ -270,6 +303,9 @@ export class LiveHub {
   #settingUp = new Set<Promise<void>>();
   #updatesPublished = 0;
   #closed = false;
+  #stalledMs: number;
+  /** Subscribers behind, each read the log for by one loop, awaited on close. */
+  #catchingUp = new Map<Subscriber, Promise<void>>();
 
   constructor(
     streams: ReadonlyMap<string, CompiledStream>,
@@ -285,11 +321,13 @@ export class LiveHub {
     this.#shared = options.shared ?? false;
     this.#demandTtlMs = options.demandTtlMs ?? 10_000;
     this.#now = options.now ?? Date.now;
+    this.#stalledMs = options.stalledMs ?? 10_000;
   }
 
   /** The options it runs with, defaults filled in (the clock left out). */
   get settings(): Required<Omit<LiveHubOptions, "now">> {
     return {
+      stalledMs: this.#stalledMs,
       pollMs: this.#pollMs,
       readLimit: this.#readLimit,
       updateIntervalMs: this.#updateIntervalMs,
@@ -310,6 +348,7 @@ export class LiveHub {
       tails: this.#tails.size,
       updatesPublished: this.#updatesPublished,
       remembered,
+      behind: this.#catchingUp.size,
     };
   }
 
@@ -381,7 +420,13 @@ export class LiveHub {
     const stream = this.#streams.get(subscription.stream);
     if (!stream) throw new Error(`Cannot subscribe to stream '${subscription.stream}': unknown`);
     if (this.#closed) throw new Error("Cannot subscribe: the live hub is closed");
-    const subscriber: Subscriber = { subscription, sink, joined: false, replayedTo: null };
+    const subscriber: Subscriber = {
+      subscription,
+      sink,
+      joined: false,
+      replayedTo: null,
+      behind: null,
+    };
     let tail = this.#tails.get(stream.name);
     if (!tail) {
       tail = this.#startTail(stream);
@@ -439,6 +484,7 @@ export class LiveHub {
     }
     this.#pending.clear();
     for (const setup of this.#settingUp) waits.push(setup.catch(() => {}));
+    waits.push(...this.#catchingUp.values());
     await Promise.all(waits);
   }
 
@@ -517,8 +563,14 @@ export class LiveHub {
           reachedTail = true;
           break;
         }
+        const payload = publicPayload(this.#current(tail), entry);
+        if (this.#offer(subscriber, payload, entry.id) === "full") {
+          // The replay goes on at the subscriber's pace.
+          subscriber.joined = true;
+          this.#fallBehind(tail, subscriber, cursor);
+          return;
+        }
         cursor = entry.id;
-        this.#deliver(subscriber, publicPayload(this.#current(tail), entry), entry.id);
         if (!tail.subscribers.has(subscriber)) return;
       }
       if (reachedTail || tail.cursor === null || compareIds(cursor, tail.cursor) >= 0) {
@@ -559,12 +611,105 @@ export class LiveHub {
     };
   }
 
-  #deliver(subscriber: Subscriber, payload: PublicPayload | null, id: string): void {
-    if (!payload || !matchesSubscription(subscriber.subscription, payload)) return;
+  /** Hands a message to a subscriber, unless it does not match or the sink is not ready. */
+  #offer(subscriber: Subscriber, payload: PublicPayload | null, id: string): Offered {
+    if (!payload || !matchesSubscription(subscriber.subscription, payload)) return "skipped";
+    if (subscriber.sink.ready?.() === false) return "full";
     try {
       subscriber.sink.send(payload, id);
     } catch (error) {
       logger.error("Live subscriber failed: {error}", { error });
+    }
+    return "sent";
+  }
+
+  /**
+   * Stops the tail handing a subscriber entries (it has every message through `after`) and reads
+   * the log for it at its pace, until it reaches the tail's cursor.
+   */
+  #fallBehind(tail: Tail, subscriber: Subscriber, after: string): void {
+    subscriber.behind = { after, progressAt: this.#now() };
+    if (this.#catchingUp.has(subscriber)) return;
+    const loop = this.#catchUp(tail, subscriber)
+      .catch((error) => logger.error("Live subscriber failed: {error}", { error }))
+      .finally(() => this.#catchingUp.delete(subscriber));
+    this.#catchingUp.set(subscriber, loop);
+  }
+
+  /** Drops a subscriber that fell behind for good. */
+  #drop(tail: Tail, subscriber: Subscriber, reason: string): void {
+    this.#unsubscribe(tail, subscriber);
+    const sink = subscriber.sink;
+    if (sink.drop) sink.drop(reason);
+    else sink.close(reason);
+  }
+
+  /**
+   * Reads the log for a subscriber behind, a page at a time, handing it what it takes while its
+   * sink is ready, until it has everything through the tail's cursor: then the tail takes over.
+   * Drops it when it took nothing for `stalledMs`, or when the log was trimmed past it.
+   */
+  async #catchUp(tail: Tail, subscriber: Subscriber): Promise<void> {
+    const stream = tail.stream.name;
+    const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    while (tail.subscribers.has(subscriber) && subscriber.behind !== null) {
+      const behind = subscriber.behind;
+      if (tail.cursor !== null && compareIds(behind.after, tail.cursor) >= 0) {
+        subscriber.behind = null;
+        return;
+      }
+      if (subscriber.sink.ready?.() === false) {
+        const stalled = this.#now() - behind.progressAt;
+        if (stalled >= this.#stalledMs) {
+          this.#drop(
+            tail,
+            subscriber,
+            `Subscriber too slow: it read nothing of what was waiting to be sent for ${stalled} ms`,
+          );
+          return;
+        }
+        await wait(BEHIND_WAIT_MS);
+        continue;
+      }
+      let entries: LogEntry[];
+      let lost: { trimmed: string | null };
+      try {
+        entries = await this.#store.readLog(stream, behind.after, this.#readLimit);
+        lost = await this.#lostAfter(stream, behind.after);
+      } catch {
+        // The store unreachable: not the subscriber's fault; the tail logs the outage.
+        behind.progressAt = this.#now();
+        await wait(this.#pollMs);
+        continue;
+      }
+      if (!tail.subscribers.has(subscriber)) return;
+      if (lost.trimmed) {
+        this.#drop(
+          tail,
+          subscriber,
+          `Subscriber too slow: the result log of stream '${stream}' ${lost.trimmed}, past '${behind.after}' that it had read up to`,
+        );
+        return;
+      }
+      if (entries.length === 0) {
+        // Nothing after it though the tail is further (its log deleted meanwhile): wait for it.
+        await wait(this.#pollMs);
+        continue;
+      }
+      for (const entry of entries) {
+        if (tail.cursor === null || compareIds(entry.id, tail.cursor) > 0) break;
+        const offered = this.#offer(
+          subscriber,
+          publicPayload(this.#current(tail), entry),
+          entry.id,
+        );
+        if (offered === "full") break;
+        behind.after = entry.id;
+        if (offered === "sent") behind.progressAt = this.#now();
+        if (!tail.subscribers.has(subscriber)) return;
+      }
+      // A page the subscriber took whole and that did not reach the tail: the next one at once.
+      if (subscriber.sink.ready?.() === false) await wait(BEHIND_WAIT_MS);
     }
   }
 
@@ -642,16 +787,19 @@ export class LiveHub {
       full = entries.length === this.#readLimit;
       for (const entry of entries) {
         if (tail.stopped) return;
+        const before = tail.cursor ?? "0-0";
         tail.cursor = entry.id;
         const payload = publicPayload(this.#current(tail), entry);
         if (!payload) continue;
         for (const subscriber of [...tail.subscribers]) {
-          if (!subscriber.joined) continue;
+          if (!subscriber.joined || subscriber.behind !== null) continue;
           if (subscriber.replayedTo !== null) {
             if (compareIds(entry.id, subscriber.replayedTo) <= 0) continue;
             subscriber.replayedTo = null;
           }
-          this.#deliver(subscriber, payload, entry.id);
+          if (this.#offer(subscriber, payload, entry.id) === "full") {
+            this.#fallBehind(tail, subscriber, before);
+          }
         }
       }
     } catch (error) {

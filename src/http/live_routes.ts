@@ -67,8 +67,9 @@ export interface LiveRouteOptions {
   /** WebSocket ingest settings. */
   socket?: IngestSocketOptions;
   /**
-   * Bytes a subscriber may have waiting to be sent; past it the subscriber
-   * is dropped with a close reason. @default {1048576}
+   * Bytes a subscriber may have waiting to be sent: at it, the hub sends it nothing more until
+   * it reads, then what followed from the log (see `LiveHubOptions.stalledMs` for when it is
+   * dropped). @default {1048576}
    */
   maxBufferedBytes?: number;
   /**
@@ -260,10 +261,6 @@ function counterGone(
   return undefined;
 }
 
-function slowReason(bytes: number, limit: number): string {
-  return `Subscriber too slow: ${bytes} bytes waiting to be sent; the limit is ${limit}`;
-}
-
 /**
  * Adds the subscriber to the hub before anything is answered: what the store threw (a 503 with
  * `Retry-After`), or 503 `shutting_down` when the hub closed meanwhile, is the answer.
@@ -337,9 +334,9 @@ async function subscribeOverSocket(
       socket.send(text);
       return;
     }
+    // Bounded by `ready` below: the hub sends nothing more once the limit is reached.
     waiting.push(text);
     waitingBytes += UTF8.encode(text).length;
-    if (waitingBytes > maxBufferedBytes) close(1008, slowReason(waitingBytes, maxBufferedBytes));
   }
   const sink: LiveSink = {
     open(start) {
@@ -347,15 +344,17 @@ async function subscribeOverSocket(
       send(JSON.stringify({ ...subscribedMessage(subscription, start), id: start.afterId }));
     },
     send(payload: PublicPayload, id: string) {
-      const buffered = socket?.raw?.bufferedAmount ?? 0;
-      if (buffered > maxBufferedBytes) {
-        close(1008, slowReason(buffered, maxBufferedBytes));
-        return;
-      }
       send(JSON.stringify({ ...payload, id }));
+    },
+    ready() {
+      const buffered = socket ? socket.raw?.bufferedAmount ?? 0 : waitingBytes;
+      return buffered < maxBufferedBytes;
     },
     close(reason) {
       close(1001, reason);
+    },
+    drop(reason) {
+      close(1008, reason);
     },
     transport: "ws",
   };
@@ -449,13 +448,12 @@ async function subscribeOverSse(
     },
     send(payload, id) {
       if (ending) return;
-      if (waitingBytes > maxBufferedBytes) {
-        end(slowReason(waitingBytes, maxBufferedBytes));
-        return;
-      }
       write(payload.type, JSON.stringify(payload), id);
     },
+    // The hub sends nothing more while this many bytes wait, and reads the log for it later.
+    ready: () => waitingBytes < maxBufferedBytes,
     close: end,
+    drop: end,
     transport: "sse",
   };
   // A client gone while the subscription is set up (a replay may take a while) ends it.
@@ -537,7 +535,7 @@ function documentRoutes(app: OpenAPIHono): void {
     description: [
       "Upgrades to a WebSocket, or with `Accept: text/event-stream` answers with Server-Sent Events (for `EventSource`; the SSE event name is the message type).",
       'The first message is `{"type": "subscribed", "stream", "types", "counter"}`; then each result as `{"type", "timestamp", "data": {stream, counter, aggregate, group, start, end, value, ...}}`, the webhook payload shape. Over a WebSocket each message also has `id`, its result log id (see resuming). The `data` of a window has `approximate: true` when its value is an estimate, and `partial: true` when the window misses events: its counter was added to the stream (or added back) once events had been applied, and the window (a session: the session, or the gap before it) starts before the stream\'s watermark then.',
-      "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber that falls more than 1 MiB behind is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason. So is one whose key is deleted or expires, whose stream is deleted, or whose `counter` a new definition of the stream removes or redefines.",
+      "`window.updated` carries the running value of a window when it changed, at most 4 times a second per counter and group. A subscriber is sent nothing more while 1 MiB waits to be sent to it; what follows is sent from the result log as it reads, in order, none missing. One that read nothing for 10 s meanwhile, or that the log was trimmed past, is dropped: WebSocket close 1008, or a final SSE `closed` event, with the reason. So is one whose key is deleted or expires, whose stream is deleted, or whose `counter` a new definition of the stream removes or redefines.",
       'Resuming: each result carries its result log id (SSE: as the event `id`; WebSocket: as the message\'s `id` field), and `subscribed` the id the subscription starts after (`0-0` while the log never had an entry). Subscribing again with `?after=<id>` (or, over SSE, the header `Last-Event-ID`, which `EventSource` sends on reconnect and which wins over `after`) replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when results after that id were trimmed from the log or the log never reached that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",

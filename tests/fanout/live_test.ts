@@ -440,7 +440,13 @@ Deno.test("LiveHub starts a subscriber at the log's end and stops tailing when t
   await sleep(30);
   assert.deepEqual(received.map((payload) => payload.data.group), [{ country: "new" }]);
   stop();
-  assert.deepEqual(live.stats, { subscribers: 0, tails: 0, updatesPublished: 0, remembered: 0 });
+  assert.deepEqual(live.stats, {
+    subscribers: 0,
+    tails: 0,
+    updatesPublished: 0,
+    remembered: 0,
+    behind: 0,
+  });
   await store.appendLog("orders", [record('["later"]')]);
   await sleep(30);
   assert.equal(received.length, 1);
@@ -897,5 +903,82 @@ Deno.test("LiveHub refuses to resume only after entries the log trimmed", async 
   } finally {
     for (const stop of stops) stop();
     await live.close();
+  }
+});
+
+Deno.test("LiveHub sends a sink that is not ready nothing more, then what followed from the log at its pace: none missing, none twice", async () => {
+  const { store, live } = setup({ readLimit: 3 });
+  const a = collector();
+  let room = 4;
+  const held: string[] = [];
+  const stop = await live.subscribe(subscription(["window.closed"]), {
+    ...a.sink,
+    ready: () => held.length < room,
+    send(payload, id) {
+      a.sink.send(payload, id);
+      held.push(id);
+    },
+  });
+  try {
+    // A burst the tail reads in one poll: more than the sink takes.
+    await appendClosed(store, Array.from({ length: 20 }, (_, i) => `r${i}`));
+    await eventually(() => held.length === 4 && live.stats.behind === 1);
+    await sleep(30);
+    assert.equal(a.ids.length, 4, "nothing past what the sink takes");
+    // It reads: the rest comes from the log, while more is logged.
+    room = 1_000;
+    await appendClosed(store, Array.from({ length: 5 }, (_, i) => `s${i}`));
+    await eventually(() => a.ids.length === 25 && live.stats.behind === 0);
+    // Back with the tail: live entries come from it again.
+    await appendClosed(store, ["t0"]);
+    await eventually(() => a.ids.length === 26);
+    await sleep(30);
+    assert.deepEqual(a.ids, Array.from({ length: 26 }, (_, i) => `${NOW}-${i}`));
+    assert.deepEqual(a.closed, []);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub drops a subscriber behind that takes nothing for stalledMs, or that the log was trimmed past", async () => {
+  const store = new MemoryStore({ now: () => NOW, log: { retain: 4 } });
+  const live = new LiveHub(streams, store, { pollMs: 10, stalledMs: 50 });
+  // The other subscriber's hub waits long enough for the log to be trimmed past it.
+  const patient = new LiveHub(streams, store, { pollMs: 10, stalledMs: 60_000 });
+  const stalled = collector();
+  const trimmed = collector();
+  let trimmedReady = true;
+  try {
+    await live.subscribe(subscription(["window.closed"]), { ...stalled.sink, ready: () => false });
+    await patient.subscribe(subscription(["window.closed"]), {
+      ...trimmed.sink,
+      ready: () => trimmedReady,
+      send(payload, id) {
+        trimmed.sink.send(payload, id);
+        trimmedReady = false; // takes one, then nothing until the log moved past it
+      },
+    });
+    await appendClosed(store, ["r0", "r1"]);
+    await eventually(() => stalled.closed.length === 1);
+    assert.match(
+      stalled.closed[0],
+      /^Subscriber too slow: it read nothing of what was waiting to be sent for \d+ ms$/,
+    );
+    assert.deepEqual(stalled.ids, []);
+    await appendClosed(store, Array.from({ length: 10 }, (_, i) => `s${i}`));
+    trimmedReady = true;
+    await eventually(() => trimmed.closed.length === 1);
+    assert.deepEqual(trimmed.ids, [`${NOW}-0`]);
+    assert.match(
+      trimmed.closed[0],
+      new RegExp(
+        `^Subscriber too slow: the result log of stream 'orders' was trimmed through '${NOW}-\\d+', past '${NOW}-0' that it had read up to$`,
+      ),
+    );
+    assert.equal(live.stats.subscribers + patient.stats.subscribers, 0);
+  } finally {
+    await live.close();
+    await patient.close();
   }
 });
