@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { Redis } from "@upstash/redis";
 import type { AggregateState } from "../aggregate_state.ts";
 import { LOG_POSITION_SCRIPT } from "./_log_position.ts";
@@ -86,17 +87,12 @@ const QUIET_KEPT = 20_000;
 /** A stream this process applied a batch to since its last close here: the next one runs. */
 const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
 
-/** A short hash (53 bits, as base-36 text) of a close's counters and options (cyrb53). */
+/**
+ * A short digest of a close's counters and options, as text no client reads back as a number
+ * (`@upstash/redis` parses number-like replies): `h` and 16 base64url characters of its SHA-256.
+ */
 function askedHash(text: string): string {
-  let h1 = 0xdeadbeef, h2 = 0x41c6ce57;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    h1 = Math.imul(h1 ^ code, 2654435761);
-    h2 = Math.imul(h2 ^ code, 1597334677);
-  }
-  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
-  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
-  return (4294967296 * (2097151 & h2) + (h1 >>> 0)).toString(36);
+  return "h" + createHash("sha256").update(text).digest("base64url").slice(0, 16);
 }
 
 /** A stats field as a number (absent or empty: null), whether the client parsed it or not. */

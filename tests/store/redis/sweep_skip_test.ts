@@ -166,6 +166,10 @@ redisTest(
     const streams = config("30s");
     await ingestItems(streams.get("r")!, items([{}]), { store: first, nowMs: M - 20 * 60_000 });
     assert.deepEqual(await swept(streams.values(), first), ["n@-1200000"]);
+    // The note's hash is text the client cannot read back as a number (it parses such replies).
+    const qk = (await client(fixture).hmget<Record<string, unknown>>("es:{r}:stats", "qk"))?.qk;
+    assert.match(String(qk), /^h[\w-]{16}$/);
+    assert.equal(typeof qk, "string");
     // A new process (an isolate started for a cron run, say): one HMGET, nothing closed.
     clock = M + 5 * SECOND;
     const second = new RedisStore(client(fixture), { now: () => clock });
