@@ -37,8 +37,7 @@ export interface AppOptions {
    * The streams served: a {@linkcode StreamRegistry} (config-file streams and
    * streams created at run time, shared through its definition store), or
    * compiled streams by name, served with a private registry over `store`. A registry given
-   * marks partial windows only when built with this `store` as its
-   * `data` option.
+   * without a `data` option reads the watermarks that mark partial windows in `store`.
    */
   streams: ReadonlyMap<string, CompiledStream>;
   /** Where state lives. */
@@ -115,6 +114,8 @@ export function createApp(options: AppOptions): OpenAPIHono {
   const streams = options.streams instanceof StreamRegistry
     ? options.streams
     : new StreamRegistry(options.streams, { data: options.store });
+  // A registry built without its data store reads watermarks (for partial windows) in this one.
+  streams.useDataStore(options.store);
   // Every module reads and writes stream data through it: it adds the generation.
   const store = streams.wrap(options.store);
   const now = options.now ?? Date.now;

@@ -339,6 +339,15 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#data = options.data;
   }
 
+  /**
+   * Takes `store` as the store of the streams' data ({@linkcode RegistryOptions.data}) when the
+   * registry was built without one; `createApp` gives it the store it serves, so a registry
+   * handed to it still marks partial windows. A data store already given stays.
+   */
+  useDataStore(store: Store): void {
+    this.#data ??= store;
+  }
+
   // ReadonlyMap<string, CompiledStream>: what the route modules, the live hub,
   // the sweep and the webhook service read.
   get size(): number {

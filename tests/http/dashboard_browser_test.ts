@@ -128,7 +128,7 @@ async function startServer(
   const compiled = compileConfig(options.config ?? CONFIG);
   // With a registry, streams may be created and deleted at run time (`PUT`/`DELETE`).
   const store = new MemoryStore({ now });
-  const streams = options.registry ? new StreamRegistry(compiled, { now, data: store }) : compiled;
+  const streams = options.registry ? new StreamRegistry(compiled, { now }) : compiled;
   const live = new LiveHub(streams, store, { pollMs: 50, updateIntervalMs: 100, now });
   const webhooks = new WebhookService({
     store,
