@@ -400,7 +400,7 @@ export class RedisStore implements Store {
 
   async applyBatch(batch: StoreBatch): Promise<ApplyResult> {
     // What the stream's last close left to do may change: its next close here runs the script.
-    this.#remember(batch.stream, CHANGED);
+    if (this.#quiet.get(batch.stream) !== CHANGED) this.#remember(batch.stream, CHANGED);
     // The script's arguments are made from each event's updates as objects.
     const width = batch.counters.length;
     const updatesOf = batch.events.map((_, e) => cellUpdatesOf(batch.updates, width, e));
@@ -590,7 +590,8 @@ export class RedisStore implements Store {
     } else if (quiet.asked === askedText && now < quiet.dueMs) {
       if (await this.#unchanged(stream, quiet)) return [];
     }
-    this.#quiet.delete(stream);
+    // A peek (the sweep's, before a close of a stream with alerts) leaves the note to the close.
+    if (!options.peek) this.#quiet.delete(stream);
     const closed = await this.#close(stream, counters, options, {
       ...asked,
       qk: askedHash(askedText),

@@ -9,7 +9,7 @@ import { Redis } from "@upstash/redis";
 import { compileConfig, type CompiledStream } from "../../../src/config/mod.ts";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
-import { RedisStore } from "../../../src/store/redis/store.ts";
+import { type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 
 /** A minute's start near the real clock (Redis expires keys by its own). */
@@ -72,6 +72,56 @@ redisTest(
       assert.deepEqual(await swept(streams.values(), store), []);
       assert.deepEqual(await commandCalls(fixture), { hmget: 20 }, `sweep at +${after} ms`);
     }
+  },
+);
+
+/** The store's client, counting its own `HMGET`s (not the close script's). */
+function countingHmget(fixture: RedisFixture): { redis: RedisClient; hmgets: () => number } {
+  const upstash = client(fixture);
+  let hmgets = 0;
+  const redis: RedisClient = {
+    evalsha: (...args) => upstash.evalsha(...args),
+    eval: (...args) => upstash.eval(...args),
+    hgetall: (...args) => upstash.hgetall(...args),
+    zrange: (...args) => upstash.zrange(...args),
+    xrange: (...args) => upstash.xrange(...args),
+    xrevrange: (...args) => upstash.xrevrange(...args),
+    ping: (...args) => upstash.ping(...args),
+    hmget: (...args) => {
+      hmgets++;
+      return upstash.hmget(...args);
+    },
+  } as RedisClient;
+  return { redis, hmgets: () => hmgets };
+}
+
+redisTest(
+  "a stream with an alert: an idle sweep is two HMGETs (the peek's and the close's), a busy one runs its scripts without one",
+  async (fixture) => {
+    let clock = M;
+    const counted = countingHmget(fixture);
+    const store = new RedisStore(counted.redis, { now: () => clock });
+    const streams = compileConfig({
+      streams: {
+        a: {
+          counters: { c: { window: { tumbling: "1m" }, aggregate: "count" } },
+          alerts: [{ name: "many", counter: "c", when: "value >= 100.0" }],
+        },
+      },
+    });
+    const stream = streams.get("a")!;
+    await ingestItems(stream, items([{}]), { store, nowMs: M - 20 * 60_000 });
+    assert.equal((await swept(streams.values(), store)).length, 1);
+    clock = M + 5 * SECOND;
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), store), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 2 });
+    // A batch since: the peek and the close both run the script, with no HMGET of their own.
+    await ingestItems(stream, items([{}]), { store, nowMs: clock });
+    const before = counted.hmgets();
+    clock = M + 10 * SECOND;
+    await swept(streams.values(), store);
+    assert.equal(counted.hmgets() - before, 0);
   },
 );
 
