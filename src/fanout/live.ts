@@ -692,9 +692,14 @@ export class LiveHub {
         return;
       }
       if (entries.length === 0) {
-        // Nothing after it though the tail is further (its log deleted meanwhile): wait for it.
-        await wait(this.#pollMs);
-        continue;
+        // Nothing after it though the tail is further: its log was deleted (the stream deleted,
+        // the key expired) and what it had not read is gone.
+        this.#drop(
+          tail,
+          subscriber,
+          `Subscriber too slow: the result log of stream '${stream}' no longer holds what followed '${behind.after}'`,
+        );
+        return;
       }
       for (const entry of entries) {
         if (tail.cursor === null || compareIds(entry.id, tail.cursor) > 0) break;

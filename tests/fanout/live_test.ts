@@ -982,3 +982,39 @@ Deno.test("LiveHub drops a subscriber behind that takes nothing for stalledMs, o
     await patient.close();
   }
 });
+
+Deno.test("LiveHub drops a subscriber behind whose log was deleted meanwhile (the stream deleted, the key expired), rather than waiting for it for ever", async () => {
+  /** A memory store whose result log can vanish, as a Redis log key that expired. */
+  class VanishingLog extends MemoryStore {
+    gone = false;
+    override readLog(...args: Parameters<MemoryStore["readLog"]>) {
+      return this.gone ? Promise.resolve([]) : super.readLog(...args);
+    }
+  }
+  const store = new VanishingLog({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, stalledMs: 60_000 });
+  const behind = collector();
+  let ready = true;
+  try {
+    await live.subscribe(subscription(["window.closed"]), {
+      ...behind.sink,
+      ready: () => ready,
+      send(payload, id) {
+        behind.sink.send(payload, id);
+        ready = false; // takes one, then nothing for a while
+      },
+    });
+    await appendClosed(store, ["r0", "r1", "r2"]);
+    await eventually(() => behind.ids.length === 1 && live.stats.behind === 1);
+    store.gone = true;
+    ready = true;
+    await eventually(() => behind.closed.length === 1);
+    assert.equal(
+      behind.closed[0],
+      `Subscriber too slow: the result log of stream 'orders' no longer holds what followed '${NOW}-0'`,
+    );
+    assert.equal(live.stats.behind, 0);
+  } finally {
+    await live.close();
+  }
+});
