@@ -31,8 +31,8 @@ export interface DefinitionRouteDeps {
   keys: KeyRing;
   /** Largest definition accepted, in bytes. @default {65536} */
   maxBodyBytes?: number;
-  /** Clock (ms), for an idle stream's watermark in the reply (as GET answers it). @default {Date.now} */
-  now?: () => number;
+  /** Clock (ms), for an idle stream's watermark in the reply (as GET answers it). */
+  now: () => number;
 }
 
 const streamParam = {
@@ -192,6 +192,7 @@ async function readDefinition(c: Context, maxBodyBytes: number): Promise<unknown
  *   streams: new StreamRegistry(compileConfig({ streams: {} })),
  *   store: new MemoryStore(),
  *   keys: await KeyRing.parse(""),
+ *   now: Date.now,
  * });
  * ```
  */

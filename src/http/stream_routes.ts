@@ -19,6 +19,7 @@ import {
   listWindows,
   listWindowsPage,
   type RowPosition,
+  watermarkAt,
 } from "../query/mod.ts";
 import {
   compareGroupKeys,
@@ -409,11 +410,9 @@ function answerError(c: Context, error: unknown): void {
 function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
   // closedThrough is the store's, for reads' `final` (not part of the stats answered).
   const { closedThrough: _, ...answered } = stats;
-  // An idle stream's watermark follows the clock, as its next close or batch raises it in the
-  // store (a Redis sweep skips a stream with nothing due, so the stored one may be older).
-  const watermark = stats.watermark === null || stream.idleMs === null
-    ? stats.watermark
-    : Math.max(stats.watermark, nowMs - stream.idleMs);
+  // An idle stream's follows the clock (a Redis sweep skips a stream with nothing due, so the
+  // stored one may be older).
+  const watermark = watermarkAt(stream, stats.watermark, nowMs);
   return {
     ...answered,
     watermark: watermark === null ? null : new Date(watermark).toISOString(),
@@ -423,7 +422,7 @@ function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
 /** A stream as `GET /v1/streams/{stream}` answers it. */
 export async function streamJson(
   stream: CompiledStream,
-  deps: { streams: ReadonlyMap<string, CompiledStream>; store: Store; now?: () => number },
+  deps: { streams: ReadonlyMap<string, CompiledStream>; store: Store; now: () => number },
 ) {
   const { store, streams } = deps;
   const registered = streams instanceof StreamRegistry ? streams.describe(stream.name) : undefined;
@@ -437,7 +436,7 @@ export async function streamJson(
     stats: statsJson(
       stream,
       await store.stats(stream.name, stream.counterMetas),
-      deps.now?.() ?? Date.now(),
+      deps.now(),
     ),
   };
 }

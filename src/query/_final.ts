@@ -12,9 +12,21 @@ import type { StreamStats } from "../store/types.ts";
  * `closedThrough` when later (what a close claimed stays final whatever the lateness is now).
  */
 export function closedBefore(stream: CompiledStream, stats: StreamStats, nowMs: number): number {
-  const floor = stream.idleMs === null ? -Infinity : nowMs - stream.idleMs;
   return Math.max(
-    Math.max(stats.watermark ?? -Infinity, floor) - stream.latenessMs,
+    (watermarkAt(stream, stats.watermark, nowMs) ?? -Infinity) - stream.latenessMs,
     stats.closedThrough ?? -Infinity,
   );
+}
+
+/**
+ * A stream's watermark at `nowMs`: the store's, or for an idle stream the clock less `idle`
+ * when later (its next close or batch raises the store's to that). Null before any batch.
+ */
+export function watermarkAt(
+  stream: CompiledStream,
+  watermark: number | null,
+  nowMs: number,
+): number | null {
+  if (watermark === null || stream.idleMs === null) return watermark;
+  return Math.max(watermark, nowMs - stream.idleMs);
 }

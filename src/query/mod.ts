@@ -6,3 +6,4 @@
 export * from "./counters.ts";
 export * from "./top.ts";
 export * from "./sessions.ts";
+export { watermarkAt } from "./_final.ts";
