@@ -35,6 +35,8 @@ const STATS_EVERY_MS = 2_000;
  * every {@linkcode STATS_EVERY_MS} by their own requests.
  */
 const LIST_EVERY_MS = 30_000;
+/** How long (ms) typing in the stream filter pauses before the list is read for its totals. */
+const FILTER_PAUSE_MS = 500;
 const READY_EVERY_MS = 5_000;
 const WEBHOOKS_EVERY_MS = 10_000;
 
@@ -211,6 +213,7 @@ async function start() {
   let listReadAt = Date.now();
   /** Whether the next read is of the whole list (the filter was used, or a stream went). */
   let listWanted = false;
+  let filterPause;
   let chosen = parseChoice(globalThis.location.hash);
 
   function noteRead(list, atMs) {
@@ -257,9 +260,11 @@ async function start() {
       wake();
     },
     onFilter() {
-      // Fresh totals for the streams the filter lists.
+      // Fresh totals for the streams the filter lists, once typing pauses: a read of the whole
+      // list costs the server a command a stream, so not one a keystroke.
       listWanted = true;
-      wake();
+      clearTimeout(filterPause);
+      filterPause = setTimeout(wake, FILTER_PAUSE_MS);
     },
   });
   globalThis.addEventListener("hashchange", () => {

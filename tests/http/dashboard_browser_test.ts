@@ -1033,7 +1033,7 @@ browserTest(
 );
 
 browserTest(
-  "with 300 streams an open page reads the shown streams every 2 s by their own requests and the whole list far less often, at once when the filter is used",
+  "with 300 streams an open page reads the shown streams every 2 s by their own requests and the whole list far less often, and when typing in the filter pauses",
   async (browser) => {
     const server = await startServer({ config: MANY_CONFIG });
     try {
@@ -1062,12 +1062,24 @@ browserTest(
       assert.deepEqual(own.filter((p) => !MANY.slice(0, 6).includes(p.slice(12))), []);
       assert.notEqual(await page.locator('[data-rate="s004/accepted"]').textContent(), "–");
 
-      // The filter reads the list at once: the totals it lists are fresh.
+      // The filter reads the list once typing pauses: the totals it lists are fresh.
       await server.send([{}, {}, {}], "s150");
       const beforeFilter = log.requests.length;
       await page.getByLabel("Filter by name").fill("s15");
       await textMatching(page, '[data-choice="s150"] .total', /^3 accepted$/);
       assert.ok(log.requests.slice(beforeFilter).map(path).includes("/v1/streams"));
+      // Typed a key at a time, the filter reads the list once typing pauses, not per keystroke.
+      await page.waitForTimeout(1_000);
+      const beforeTyping = log.requests.length;
+      await page.getByLabel("Filter by name").pressSequentially("7", { delay: 100 });
+      await page.getByLabel("Filter by name").pressSequentially("9", { delay: 100 });
+      await page.getByLabel("Filter by name").press("Backspace", { delay: 100 });
+      await page.waitForTimeout(1_200);
+      const typedReads = log.requests.slice(beforeTyping).map(path).filter((p) =>
+        p === "/v1/streams"
+      );
+      // One when the pause is kept; two when a slow machine stretches a keystroke past it.
+      assert.ok(typedReads.length <= 2, `${typedReads.length} reads of the list for 3 keystrokes`);
       assert.deepEqual(log.errors, []);
       assertSameOrigin(log, server.base);
       await page.close();
