@@ -314,6 +314,20 @@ Deno.test("batch.maxWait may be left out (it holds only event.processed): 1s, sh
     });
     assert.equal(events.status, 201, events.text);
     assert.equal((await ctx.webhooks.getEndpoint(events.body.id)).batch?.maxWaitMs, 1_000);
+    // A PATCH with batch replaces it whole: a wait it leaves out is the default again.
+    const slow = await call(ctx.app, "PATCH", `/v1/webhooks/${events.body.id}`, {
+      batch: { maxEvents: 50, maxWait: "30s" },
+    });
+    assert.equal(slow.body.batch.maxWait, "30s");
+    const replaced = await call(ctx.app, "PATCH", `/v1/webhooks/${events.body.id}`, {
+      batch: { maxEvents: 200 },
+    });
+    assert.equal(replaced.status, 200, replaced.text);
+    assert.deepEqual(replaced.body.batch, {
+      maxEvents: 200,
+      maxWait: "1s",
+      eventTypes: ["event.processed"],
+    });
   });
 });
 
