@@ -48,6 +48,135 @@ export function invalidNameParameter(parameter: string, given: string): ApiError
   );
 }
 
+/**
+ * Every code an error answer (or an ingest WebSocket frame's `error`) carries, with the statuses
+ * it comes with and when: the one list of codes, which README's "Error codes" table repeats (a
+ * test holds the two equal) and {@linkcode ApiError} takes its code from. Status `0`: only in a
+ * WebSocket frame's reply, never an HTTP status.
+ */
+export const ERROR_CODES = {
+  invalid_request: {
+    status: [400],
+    when: "a path or body parameter is not what the operation takes",
+  },
+  invalid_query: {
+    status: [400],
+    when: "a query parameter is not what the operation takes, or given twice",
+  },
+  invalid_json: { status: [400], when: "the body is not JSON" },
+  invalid_body: {
+    status: [400],
+    when: "the body is not what the operation takes (a scalar, not the gzip it says)",
+  },
+  invalid_utf8: { status: [400], when: "the body is not valid UTF-8" },
+  empty_body: { status: [400], when: "the body is empty" },
+  empty_batch: { status: [400], when: "the body is an empty array" },
+  no_events_accepted: {
+    status: [400],
+    when: "no event of the request was accepted: see `rejected`",
+  },
+  invalid_idempotency_key: {
+    status: [400],
+    when: "an `Idempotency-Key` that is not 1-255 printable ASCII characters, or two that differ",
+  },
+  invalid_seq: {
+    status: [400],
+    when: "a WebSocket ingest frame's `seq` is not a non-negative integer",
+  },
+  invalid_cursor: { status: [400], when: "a `cursor` this list did not give" },
+  invalid_definition: { status: [400], when: "a stream definition that does not compile" },
+  invalid_key: { status: [400], when: "an API key that cannot be made as asked" },
+  invalid_webhook: { status: [400], when: "a webhook endpoint that cannot be made as asked" },
+  invalid_upgrade: { status: [400], when: "a WebSocket upgrade request that is not one" },
+  unauthorized: { status: [401], when: "no API key, or one that is unknown, revoked or expired" },
+  forbidden: { status: [403], when: "the key lacks the scope, or is limited to other streams" },
+  open_mode: {
+    status: [403],
+    when: "`/v1/keys` in open mode (no `EDGESTREAM_KEYS`)",
+  },
+  origin_not_allowed: {
+    status: [403],
+    when: "a browser `Origin` the key or stream does not allow",
+  },
+  not_found: { status: [404], when: "no such path" },
+  stream_not_found: { status: [404], when: "no such stream" },
+  counter_not_found: { status: [404], when: "the stream has no such counter" },
+  key_not_found: { status: [404], when: "no such API key" },
+  webhook_not_found: { status: [404], when: "no such webhook endpoint" },
+  delivery_not_found: { status: [404], when: "no such delivery" },
+  method_not_allowed: { status: [405], when: "a method the path does not take (see `Allow`)" },
+  not_acceptable: {
+    status: [406],
+    when: "a subscription that does not accept `text/event-stream`",
+  },
+  body_timeout: { status: [408], when: "the body did not arrive within 10 s" },
+  conflict: { status: [409], when: "the endpoint is disabled, or the delivery is being sent" },
+  stream_not_servable: { status: [409], when: "a stream stored but not served by this instance" },
+  stream_from_config: {
+    status: [409],
+    when: "a stream the config file declares cannot be changed through the API",
+  },
+  counter_changed: {
+    status: [409],
+    when: "a counter changed in a way its stored windows cannot follow",
+  },
+  definition_conflict: {
+    status: [409],
+    when: "another definition of the stream was stored meanwhile",
+  },
+  idempotency_key_in_flight: {
+    status: [409],
+    when: "a request with the same `Idempotency-Key` is still being processed",
+  },
+  too_many_keys: { status: [409], when: "the deployment holds `EDGESTREAM_KEYS_MAX` keys" },
+  too_many_webhooks: {
+    status: [409],
+    when: "the deployment holds `EDGESTREAM_WEBHOOKS_MAX` endpoints",
+  },
+  too_many_streams: {
+    status: [409],
+    when: "the deployment holds `EDGESTREAM_STREAMS_MAX` API streams",
+  },
+  precondition_failed: { status: [412], when: "`If-Match` or `If-None-Match` does not hold" },
+  payload_too_large: { status: [413], when: "a body over 1 MiB" },
+  too_many_events: {
+    status: [413],
+    when: "more events than a request takes, or than a rate limit's burst",
+  },
+  unsupported_media_type: {
+    status: [415],
+    when: "a `Content-Type`, charset or `Content-Encoding` the operation does not take",
+  },
+  host_not_allowed: {
+    status: [421],
+    when: "open mode: a `Host` that is not a loopback name or in `EDGESTREAM_ALLOWED_HOSTS`",
+  },
+  idempotency_key_reused: {
+    status: [422],
+    when: "the `Idempotency-Key` was used with another body",
+  },
+  upgrade_required: { status: [426], when: "a WebSocket route asked without an upgrade" },
+  rate_limited: { status: [429], when: "over a rate limit (see `Retry-After`, `RateLimit`)" },
+  too_many_subscriptions: { status: [429], when: "the key holds its most live subscriptions" },
+  too_many_ingest_sockets: { status: [429], when: "the key holds its most ingest WebSockets" },
+  internal_error: { status: [500], when: "a defect: the log has the cause under the `requestId`" },
+  store_unavailable: { status: [503], when: "the store did not answer (see `details.outcome`)" },
+  stream_changed: { status: [503], when: "the stream was deleted or re-created twice meanwhile" },
+  stream_lookup_busy: { status: [503], when: "too many unknown stream names looked up now" },
+  key_lookup_busy: { status: [503], when: "too many unknown API keys looked up now" },
+  body_interrupted: { status: [503], when: "the body was cut off" },
+  subscriptions_full: { status: [503], when: "this instance holds its most live subscriptions" },
+  ingest_sockets_full: { status: [503], when: "this instance holds its most ingest WebSockets" },
+  shutting_down: { status: [503], when: "this instance is stopping" },
+  connection_closing: {
+    status: [0],
+    when: "a frame not applied because its WebSocket closes: send it again",
+  },
+} as const satisfies Record<string, { status: readonly number[]; when: string }>;
+
+/** A code of {@linkcode ERROR_CODES}. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
 /** Body of every error response. */
 export interface ErrorEnvelope {
   error: { code: string; message: string; details?: unknown; requestId?: string };
@@ -55,8 +184,8 @@ export interface ErrorEnvelope {
 
 /** An error that becomes a JSON error response with its own code and status. */
 export class ApiError extends HTTPException {
-  /** Machine-readable code, e.g. `stream_not_found`. */
-  readonly code: string;
+  /** Machine-readable code, e.g. `stream_not_found`: one of {@linkcode ERROR_CODES}. */
+  readonly code: ErrorCode;
   /** Extra fields merged into the response body next to `error`. */
   readonly extra?: Record<string, unknown>;
   /** Extra response headers. */
@@ -66,7 +195,7 @@ export class ApiError extends HTTPException {
 
   constructor(
     status: ContentfulStatusCode,
-    code: string,
+    code: ErrorCode,
     message: string,
     options: {
       extra?: Record<string, unknown>;
@@ -84,16 +213,17 @@ export class ApiError extends HTTPException {
   }
 }
 
-const CODE_BY_STATUS: Record<number, string> = {
-  400: "bad_request",
+/** The code of an `HTTPException` raised outside this table (Hono's own), by its status. */
+const CODE_BY_STATUS: Record<number, ErrorCode> = {
+  400: "invalid_request",
   401: "unauthorized",
   403: "forbidden",
   404: "not_found",
   405: "method_not_allowed",
   413: "payload_too_large",
   415: "unsupported_media_type",
+  408: "body_timeout",
   429: "rate_limited",
-  503: "unavailable",
 };
 
 /** Seconds a client should wait before retrying when the store is unavailable. */
@@ -129,13 +259,13 @@ export function errorContextOf(c: Context): ErrorContext {
 }
 
 /** The codes of a connection refused by its key's bound (429) or the process's (503), by pool. */
-export const SLOT_CODES: Record<SlotKind, { key: string; process: string }> = {
+export const SLOT_CODES: Record<SlotKind, { key: ErrorCode; process: ErrorCode }> = {
   subscription: { key: "too_many_subscriptions", process: "subscriptions_full" },
   ingest_socket: { key: "too_many_ingest_sockets", process: "ingest_sockets_full" },
 };
 
 /** The code of a creation refused by a deployment's bound, and the setting that sets it, by kind. */
-export const STORED_LIMITS: Record<StoredKind, { code: string; setting: string }> = {
+export const STORED_LIMITS: Record<StoredKind, { code: ErrorCode; setting: string }> = {
   keys: { code: "too_many_keys", setting: "EDGESTREAM_KEYS_MAX" },
   webhooks: { code: "too_many_webhooks", setting: "EDGESTREAM_WEBHOOKS_MAX" },
   streams: { code: "too_many_streams", setting: "EDGESTREAM_STREAMS_MAX" },
@@ -284,7 +414,7 @@ export function toApiError(error: unknown, context: ErrorContext = {}): ApiError
     }
     return new ApiError(
       status,
-      CODE_BY_STATUS[status] ?? "error",
+      CODE_BY_STATUS[status] ?? (status >= 500 ? "internal_error" : "invalid_request"),
       error.message || "Request failed",
       { cause: error },
     );

@@ -72,7 +72,7 @@ import {
   slotHolder,
 } from "./auth.ts";
 import { rateLimitsFor, refuseUnlistedOrigin } from "./browser.ts";
-import { ApiError, apiErrorOf, streamMissing } from "./errors.ts";
+import { ApiError, apiErrorOf, type ErrorCode, streamMissing } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { requestIdOf } from "./request_id.ts";
@@ -118,7 +118,7 @@ export type Frame =
     /** The envelope's `idempotencyKey`, with its events' JSON text to tell a retry from a reuse. */
     idempotency?: { key: string; body: string };
   }
-  | { ok: false; seq?: number; error: { code: string; message: string; details?: unknown } };
+  | { ok: false; seq?: number; error: { code: ErrorCode; message: string; details?: unknown } };
 
 const ENVELOPE_KEYS = new Set(["events", "seq", "idempotencyKey"]);
 
@@ -219,7 +219,7 @@ export type FrameReply =
     type: "error";
     seq: number;
     retryable: boolean;
-    error: { code: string; message: string; details?: unknown; requestId?: string };
+    error: { code: ErrorCode; message: string; details?: unknown; requestId?: string };
   };
 
 /** Counts of the WebSocket ingest connections, for monitoring and tests. */
@@ -588,7 +588,7 @@ class IngestConnection implements HeldConnection {
   #errorReply(
     seq: number,
     retryable: boolean,
-    error: { code: string; message: string; details?: unknown },
+    error: { code: ErrorCode; message: string; details?: unknown },
   ): FrameReply {
     const body: Extract<FrameReply, { type: "error" }>["error"] = {
       code: error.code,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { errorResponse } from "../../src/http/errors.ts";
+import { ERROR_CODES, errorResponse } from "../../src/http/errors.ts";
 import { StoreUnavailableError, StreamChangedError } from "../../src/store/mod.ts";
 
 Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only, and a retry on reads, which applied nothing", async () => {
@@ -52,4 +52,43 @@ Deno.test("a batch of a stream deleted or created again meanwhile is a 503 strea
     error.message,
     /^Stream 'orders' was deleted or created again .*nothing was applied$/,
   );
+});
+
+Deno.test("README's Error codes table lists every code of ERROR_CODES with its statuses, in order, and no other", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.split("\n### Error codes\n")[1]?.split("\n### ")[0] ?? "";
+  const rows = section.split("\n").filter((line) => /^\| `/.test(line)).map((line) => {
+    const [code, status] = line.split("|").slice(1, 3).map((cell) => cell.trim());
+    return [code.replaceAll("`", ""), status];
+  });
+  const expected = Object.entries(ERROR_CODES).map(([code, { status }]) => [
+    code,
+    status.map((value) => value === 0 ? "WebSocket frame" : String(value)).join(", "),
+  ]);
+  assert.ok(rows.length >= 50, `${rows.length} rows`);
+  assert.deepEqual(rows, expected);
+});
+
+Deno.test("every code an ApiError is made with in src/ is a code of ERROR_CODES", async () => {
+  // The type checker holds ApiError's code to ERROR_CODES; this catches a code written where the
+  // type does not reach (a reply built by hand, a cast).
+  const root = new URL("../../src/", import.meta.url);
+  const codes = new Set(Object.keys(ERROR_CODES));
+  const unknown: string[] = [];
+  const walk = async (dir: URL): Promise<void> => {
+    for await (const entry of Deno.readDir(dir)) {
+      const url = new URL(entry.name + (entry.isDirectory ? "/" : ""), dir);
+      if (entry.isDirectory) await walk(url);
+      else if (entry.name.endsWith(".ts")) {
+        const text = await Deno.readTextFile(url);
+        const made = /ApiError\(\s*\d{3},\s*"([a-z_]+)"|\bcode: "([a-z]+(?:_[a-z]+)+)"/g;
+        for (const match of text.matchAll(made)) {
+          const code = match[1] ?? match[2];
+          if (!codes.has(code)) unknown.push(`${entry.name}: ${code}`);
+        }
+      }
+    }
+  };
+  await walk(root);
+  assert.deepEqual(unknown, []);
 });
