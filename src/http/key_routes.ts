@@ -46,7 +46,10 @@ const KeyInputSchema = z.strictObject({
     description: "Origins web pages may use it from (CORS, beacons)",
     example: ["https://shop.example"],
   }),
-  rateLimit: RateLimitSchema.optional(),
+  // null as a key's reply shows it: no rate limit, as when left out.
+  rateLimit: RateLimitSchema.nullable().optional().openapi({
+    description: "Its rate limit; null or left out: none",
+  }),
   description: z.string().max(1024).optional(),
   expiresAt: z.string().max(64).optional().openapi({
     description: "When it stops working (ISO-8601)",

@@ -59,6 +59,17 @@ Deno.test("/v1/keys is refused in open mode with a clear error, whatever the met
   }
 });
 
+Deno.test("POST /v1/keys takes rateLimit: null, as a key's reply shows it, for no rate limit", async () => {
+  const { app } = await keyedApp();
+  const res = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["read"], rateLimit: null }),
+  );
+  assert.equal(res.status, 201);
+  const created = await res.json();
+  assert.equal(created.rateLimit, null);
+});
+
 Deno.test("POST /v1/keys shows the secret once and stores only its digest; the key then ingests", async () => {
   const { app, keyStore } = await keyedApp();
   const res = await app.request(
