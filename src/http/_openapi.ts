@@ -115,6 +115,26 @@ export const RESPONSE_HEADERS = {
     required: true,
     schema: { type: "string", enum: ["websocket"] },
   },
+  "Cache-Control": {
+    description: "`no-cache`: a cache may keep the answer but must ask again before using it",
+    required: true,
+    schema: { type: "string", enum: ["no-cache"] },
+  },
+  "Vary": {
+    description: "The request headers the answer depends on",
+    schema: { type: "string" },
+    example: "Origin",
+  },
+  "Access-Control-Allow-Origin": {
+    description:
+      "To a page whose `Origin` the key's or the stream's `origins` admit (CORS): that origin",
+    schema: { type: "string" },
+    example: "https://shop.example",
+  },
+  "Access-Control-Expose-Headers": {
+    description: "With `Access-Control-Allow-Origin`: the headers a page may read",
+    schema: { type: "string" },
+  },
 } as const satisfies Record<string, ResponseHeader>;
 
 /** The rows of `table` named by `keys`. */

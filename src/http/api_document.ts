@@ -35,6 +35,12 @@ const DOCUMENT_ETAG = {
   schema: { type: "string" },
 } as const;
 
+const ACCEPT_ENCODING = {
+  description: "`Accept-Encoding`: the answer is gzipped to clients that accept it",
+  required: true,
+  schema: { type: "string" as const, enum: ["Accept-Encoding"] },
+};
+
 /** `GET /openapi.json`: served by {@linkcode serveApiDocument}, listed here so clients see it needs no key. */
 const documentRoute = createRoute({
   method: "get",
@@ -46,12 +52,12 @@ const documentRoute = createRoute({
   responses: {
     200: {
       description: "The document (gzipped to clients that accept it)",
-      headers: { ETag: DOCUMENT_ETAG },
+      headers: { ETag: DOCUMENT_ETAG, ...headersOf("Cache-Control"), Vary: ACCEPT_ENCODING },
       content: { "application/json": { schema: z.object({ openapi: z.string() }).loose() } },
     },
     304: {
       description: "Not modified: `If-None-Match` holds the `ETag` of this representation",
-      headers: { ETag: DOCUMENT_ETAG },
+      headers: { ETag: DOCUMENT_ETAG, ...headersOf("Cache-Control"), Vary: ACCEPT_ENCODING },
     },
   },
 });
@@ -123,8 +129,12 @@ function withRequestIds(app: OpenAPIHono): Json {
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }
-      // A body is read within 10 s (readLimitedBody, through readJsonText or noBody), or 408.
-      if (method !== "get" && operation?.responses && !operation.responses["408"]) {
+      // A body is read within 10 s (readLimitedBody, through readJsonText or noBody), or 408;
+      // a DELETE reads none, so it never waits for one.
+      if (
+        method !== "get" && method !== "delete" && operation?.responses &&
+        !operation.responses["408"]
+      ) {
         operation.responses["408"] = {
           description: operation.requestBody
             ? "Body not received within 10 s: `body_timeout`"
@@ -139,14 +149,24 @@ function withRequestIds(app: OpenAPIHono): Json {
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }
+      // Ingest answers a page an admitted origin, whatever the status (`browser.ts`).
+      const cors = path === INGEST_PATH && method === "post" ? INGEST_CORS_HEADERS : {};
       for (const response of Object.values<Json>(operation?.responses ?? {})) {
-        response.headers = { ...response.headers, ...EVERY_ANSWER_HEADERS };
+        response.headers = { ...response.headers, ...cors, ...EVERY_ANSWER_HEADERS };
       }
     }
   }
   return document;
 }
 const JSON_TYPE = "application/json";
+const INGEST_PATH = "/v1/streams/{stream}/events";
+const INGEST_CORS_HEADERS = {
+  ...headersOf("Access-Control-Allow-Origin", "Access-Control-Expose-Headers"),
+  Vary: {
+    ...RESPONSE_HEADERS.Vary,
+    description: "`Origin` on an answer to a request that sent one",
+  },
+};
 
 const DOCUMENT = {
   openapi: "3.1.0",

@@ -60,7 +60,13 @@ import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
-import { errorsFor, ingestSocketLimitResponse, subscriptionLimitResponse } from "./_openapi.ts";
+import {
+  errorsFor,
+  headersOf,
+  ingestSocketLimitResponse,
+  nameText,
+  subscriptionLimitResponse,
+} from "./_openapi.ts";
 
 /** Options for the live endpoints. */
 export interface LiveRouteOptions {
@@ -494,10 +500,11 @@ async function subscribeOverSse(
 }
 
 const StreamParam = z.object({
-  stream: z.string().openapi({ param: { name: "stream", in: "path" }, example: "orders" }),
+  stream: nameText.openapi({ param: { name: "stream", in: "path" }, example: "orders" }),
 });
 
 const TokenQuery = z.string().optional().openapi({
+  param: { deprecated: true },
   description:
     "Deprecated: the API key in the URL, which traces and proxy logs record. Send `Authorization: Bearer <key>`, or from a browser the WebSocket subprotocol `bearer.<key>` (or read SSE with `fetch`). Still accepted; edgestream's own logs never print it",
 });
@@ -574,6 +581,7 @@ function documentRoutes(app: OpenAPIHono): void {
       101: { description: "Switching to the WebSocket protocol" },
       200: {
         description: "Server-Sent Events",
+        headers: headersOf("Cache-Control"),
         content: { "text/event-stream": { schema: { type: "string" } } },
       },
       ...errorsFor(400, 401, 403, 404, 406, 409, 503),

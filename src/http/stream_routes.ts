@@ -42,7 +42,14 @@ import {
   groupKey,
   quantileName,
 } from "../window/mod.ts";
-import { CursorQuery, errorsFor, headersOf, nameText, NextCursor } from "./_openapi.ts";
+import {
+  CursorQuery,
+  ErrorSchema,
+  errorsFor,
+  headersOf,
+  nameText,
+  NextCursor,
+} from "./_openapi.ts";
 import {
   grantOfRequest,
   type KeyRing,
@@ -128,6 +135,7 @@ export function findCounter(
 }
 
 const FieldErrorSchema = z.object({ path: z.string(), message: z.string() });
+const RejectedSchema = z.array(z.object({ index: z.int(), errors: z.array(FieldErrorSchema) }));
 
 /** Reply to an ingest request. */
 const IngestReplySchema = z.object({
@@ -137,12 +145,27 @@ const IngestReplySchema = z.object({
   duplicates: z.int(),
   late: z.int(),
   filtered: z.int(),
-  rejected: z.array(z.object({ index: z.int(), errors: z.array(FieldErrorSchema) })),
+  rejected: RejectedSchema,
   replayed: z.literal(true).optional().openapi({
     description:
       "Only on the stored reply to an earlier request with the same `Idempotency-Key` and body (header `Idempotent-Replayed: true`): nothing was applied again",
   }),
 }).openapi("IngestReply");
+
+/**
+ * The ingest route's 400: an error, and for `no_events_accepted` (every event refused) the
+ * reply's counts with each event's reasons in `rejected`.
+ */
+const IngestRefusedSchema = z.object({
+  error: ErrorSchema.shape.error,
+  accepted: z.int().optional().openapi({ description: "With `no_events_accepted`: 0" }),
+  duplicates: z.int().optional(),
+  late: z.int().optional(),
+  filtered: z.int().optional(),
+  rejected: RejectedSchema.optional().openapi({
+    description: "With `no_events_accepted`: why each event was refused",
+  }),
+}).openapi("IngestRefused");
 
 const StreamParams = z.object({
   stream: nameText.openapi({
@@ -154,7 +177,7 @@ const StreamParams = z.object({
 const CounterParams = StreamParams.extend({
   counter: nameText.openapi({
     param: { name: "counter", in: "path" },
-    example: "revenue_per_minute",
+    example: "orders_per_minute",
   }),
 });
 
@@ -223,6 +246,10 @@ const TimeParam = z.string().regex(
 
 /** JSON Schema of an ingest body, for the document only: bodies are read by hand to enforce limits. */
 const ingestBodyDoc = {
+  example: [
+    { id: "o-1", country: "DE", amount: 12.5, customer: "c-1" },
+    { id: "o-2", country: "FR", amount: 150, customer: "c-2" },
+  ],
   oneOf: [
     { type: "object" as const, description: "One event" },
     {
@@ -263,7 +290,7 @@ const ingestRoute = createRoute({
       }),
     }),
     body: {
-      required: false,
+      required: true,
       content: {
         "application/json": { schema: ingestBodyDoc },
         "application/x-ndjson": { schema: { type: "string" as const } },
@@ -279,7 +306,12 @@ const ingestRoute = createRoute({
       headers: headersOf("Idempotent-Replayed"),
       content: { "application/json": { schema: IngestReplySchema } },
     },
-    ...errorsFor(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503),
+    ...errorsFor(401, 403, 404, 408, 409, 413, 415, 422, 429, 503),
+    400: {
+      description:
+        "Bad request; `no_events_accepted` when no event was accepted, with the reply's counts and `rejected`",
+      content: { "application/json": { schema: IngestRefusedSchema } },
+    },
   },
 });
 

@@ -352,7 +352,6 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "401",
     "403",
     "404",
-    "408",
     "409",
     "412",
     "413",

@@ -18,6 +18,7 @@ const CONFIG = {
       time: { field: "ts", lateness: "10s" },
       dedupe: { field: "id", ttl: "1h" },
       schema: { type: "object", properties: { amount: { type: "number" } } },
+      origins: ["https://shop.example"],
       counters: {
         per_minute: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
         amount: { window: { hopping: "2m", every: "1m" }, aggregate: { sum: "amount" } },
@@ -85,6 +86,10 @@ const SENT_HEADERS = [
   "X-Request-Id",
   "Allow",
   "Upgrade",
+  "Cache-Control",
+  "Vary",
+  "Access-Control-Allow-Origin",
+  "Access-Control-Expose-Headers",
 ];
 
 /**
@@ -257,6 +262,20 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     });
     await check("POST", events, "/v1/streams/orders/events", { body: "{" });
     await check("POST", events, "/v1/streams/orders/events", { body: [] });
+    // No event accepted: the counts and each event's reasons come with the error.
+    const refused = await check("POST", events, "/v1/streams/orders/events", {
+      body: [{ amount: "x" }],
+    });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.error.code, "no_events_accepted");
+    assert.equal(refused.body.rejected.length, 1);
+    // From a page the stream admits: CORS headers on the reply, as on its errors.
+    for (const body of [[order(7, 590)], "{"]) {
+      await check("POST", events, "/v1/streams/orders/events", {
+        body,
+        headers: { Origin: "https://shop.example" },
+      });
+    }
     await check("POST", events, "/v1/streams/orders/events", { body: [order(6, 590)], key: null });
     await check("POST", events, "/v1/streams/orders/events", {
       body: [order(6, 590)],

@@ -310,3 +310,62 @@ Deno.test("the three operations that create what a deployment bounds declare its
     );
   }
 });
+
+Deno.test("a DELETE, which reads no body, documents no 408; every other operation a body may come with does", async () => {
+  const doc = await documentOf();
+  for (const [name, operation] of operations(doc)) {
+    if (name.startsWith("GET ")) continue;
+    assert.equal(Boolean(operation.responses["408"]), !name.startsWith("DELETE "), name);
+  }
+});
+
+Deno.test("the ingest route's 400 documents no_events_accepted's counts and rejected, and its body is required, with an example", async () => {
+  const doc = await documentOf();
+  const ingest = doc.paths["/v1/streams/{stream}/events"].post;
+  const refused = ingest.responses["400"].content["application/json"].schema;
+  const schema = doc.components.schemas[refused.$ref.split("/").at(-1)];
+  for (const field of ["error", "accepted", "duplicates", "late", "filtered", "rejected"]) {
+    assert.ok(schema.properties[field], field);
+  }
+  assert.deepEqual(schema.required, ["error"]);
+  assert.equal(ingest.requestBody.required, true);
+  assert.ok(Array.isArray(ingest.requestBody.content["application/json"].schema.example));
+});
+
+Deno.test("every stream path parameter takes the same name pattern; the token query parameter is marked deprecated", async () => {
+  const doc = await documentOf();
+  const patterns = new Set<unknown>();
+  let tokens = 0;
+  for (const [name, operation] of operations(doc)) {
+    for (const parameter of operation.parameters ?? []) {
+      if (parameter.in === "path" && parameter.name === "stream") {
+        patterns.add((parameter.schema as { pattern?: string }).pattern);
+      }
+      if (parameter.in === "query" && parameter.name === "token") {
+        assert.equal(parameter.deprecated, true, name);
+        tokens++;
+      }
+    }
+  }
+  assert.deepEqual([...patterns], ["^[A-Za-z0-9_-]{1,64}$"]);
+  assert.equal(tokens, 2);
+});
+
+Deno.test("the document's path parameter examples name what the quick start's config serves", async () => {
+  const doc = await documentOf();
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../../examples/config.json", import.meta.url)),
+  );
+  for (const [name, operation] of operations(doc)) {
+    const example = (parameter: string) =>
+      (operation.parameters ?? []).find((item) => item.in === "path" && item.name === parameter)
+        ?.schema as { example?: string } | undefined;
+    const stream = example("stream")?.example;
+    if (stream === undefined) continue;
+    assert.ok(config.streams[stream], `${name}: stream ${stream}`);
+    const counter = example("counter")?.example;
+    if (counter !== undefined) {
+      assert.ok(config.streams[stream].counters[counter], `${name}: counter ${counter}`);
+    }
+  }
+});
