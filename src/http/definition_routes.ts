@@ -65,7 +65,9 @@ const putStreamRoute = createRoute({
     }),
     body: {
       required: true,
-      content: { "application/json": { schema: { type: "object" as const } } },
+      content: {
+        "application/json": { schema: { $ref: "#/components/schemas/StreamDefinition" } },
+      },
     },
   },
   responses: {

@@ -8,7 +8,12 @@
  */
 import { createRoute, type OpenAPIHono, type RouteHandler, z } from "@hono/zod-openapi";
 import { type Context, Hono } from "hono";
-import { type CompiledStream, lookUpStream, StreamRegistry } from "../config/mod.ts";
+import {
+  type CompiledStream,
+  lookUpStream,
+  streamDefinitionSchema,
+  StreamRegistry,
+} from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
@@ -198,6 +203,27 @@ const StatsSchema = z.object({
   }),
 }).openapi("StreamStats");
 
+/**
+ * A stream definition as `PUT /v1/streams/{stream}` takes it (and a config file's
+ * `streams.<name>`), in JSON Schema made from the zod schema that checks it, so the two cannot
+ * drift: durations are text (`"30s"`); the checks a schema cannot state (CEL expressions, field
+ * paths, a `groupBy` field named twice) are the server's `400 invalid_definition`.
+ */
+const { $schema: _dialect, ...definitionJsonSchema } = z.toJSONSchema(streamDefinitionSchema, {
+  io: "input",
+  unrepresentable: "any",
+});
+export const StreamDefinitionSchema = z.unknown().openapi("StreamDefinition", {
+  ...definitionJsonSchema,
+  description:
+    "A stream definition, as a config file's `streams.<name>` holds it (README, Configuration)",
+  example: {
+    counters: {
+      per_minute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" },
+    },
+  },
+} as Record<string, unknown>);
+
 /** A stream as listed. */
 export const StreamSchema = z.object({
   name: z.string(),
@@ -210,7 +236,7 @@ export const StreamSchema = z.object({
     description:
       "Rises on every change of the stream's stored definition; 0 for a config stream not recorded in the store",
   }),
-  definition: z.unknown(),
+  definition: StreamDefinitionSchema,
   counters: z.array(z.string()),
   stats: StatsSchema,
 }).openapi("Stream");

@@ -4,6 +4,7 @@
  * answering without one), and the query conventions described.
  */
 import assert from "node:assert/strict";
+import { Ajv } from "ajv";
 import { ADMIN_KEY, call, setup } from "../fanout/webhooks/_setup.ts";
 import { testApp } from "../_fixtures.ts";
 
@@ -367,5 +368,33 @@ Deno.test("the document's path parameter examples name what the quick start's co
     if (counter !== undefined) {
       assert.ok(config.streams[stream].counters[counter], `${name}: counter ${counter}`);
     }
+  }
+});
+
+Deno.test("a stream definition is typed in the document, from the schema that checks it: its example is taken, a bad one refused by both", async () => {
+  const doc = await documentOf();
+  const put = doc.paths["/v1/streams/{stream}"].put;
+  assert.deepEqual(put.requestBody.content["application/json"].schema, {
+    $ref: "#/components/schemas/StreamDefinition",
+  });
+  const schema = doc.components.schemas.StreamDefinition;
+  assert.deepEqual(doc.components.schemas.Stream.properties.definition, {
+    $ref: "#/components/schemas/StreamDefinition",
+  });
+  const ajv = new Ajv({ strict: false });
+  const validate = ajv.compile(schema);
+  assert.ok(validate(schema.example), ajv.errorsText(validate.errors));
+  const bad = { counters: { n: { window: { tumbling: "1m" }, aggregate: "counts" } } };
+  assert.equal(validate(bad), false);
+  assert.equal(validate({ ...schema.example, extra: 1 }), false);
+  const ctx = await setup({ auth: true });
+  try {
+    assert.equal(
+      (await call(ctx.app, "PUT", "/v1/streams/from_example", schema.example, ADMIN_KEY)).status,
+      201,
+    );
+    assert.equal((await call(ctx.app, "PUT", "/v1/streams/other", bad, ADMIN_KEY)).status, 400);
+  } finally {
+    await ctx.close();
   }
 });
