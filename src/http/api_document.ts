@@ -9,6 +9,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import { answerWith, type ServedBytes, servedBytes } from "./docs_routes.ts";
 import { headersOf, RESPONSE_HEADERS } from "./_openapi.ts";
+import { documentDeliveries } from "./delivery_document.ts";
 
 /** The operation tags, in the order the document lists them. */
 export const API_TAGS: ReadonlyArray<{ name: string; description: string }> = [
@@ -74,6 +75,7 @@ export function serveApiDocument(app: OpenAPIHono): void {
     scheme: "bearer",
   });
   app.openAPIRegistry.registerPath(documentRoute);
+  documentDeliveries(app);
   app.openAPIRegistry.registerComponent("headers", REQUEST_ID, RESPONSE_HEADERS[REQUEST_ID]);
   app.openAPIRegistry.registerComponent("headers", NOSNIFF, RESPONSE_HEADERS[NOSNIFF]);
   app.openAPIRegistry.registerComponent("responses", "MethodNotAllowed", {

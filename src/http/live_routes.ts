@@ -580,7 +580,8 @@ function documentRoutes(app: OpenAPIHono): void {
     responses: {
       101: { description: "Switching to the WebSocket protocol" },
       200: {
-        description: "Server-Sent Events",
+        description:
+          "Server-Sent Events: a `subscribed` event, then one per result, named by its type, its `data` a `LivePayload` (components) and its `id` the result log's (a WebSocket message is the same object with that `id`)",
         headers: headersOf("Cache-Control"),
         content: { "text/event-stream": { schema: { type: "string" } } },
       },

@@ -242,7 +242,7 @@ export const StreamSchema = z.object({
 }).openapi("Stream");
 
 /** A counter's value: a number, null, or a quantiles counter's summary object. */
-const CounterValueSchema = z.union([
+export const CounterValueSchema = z.union([
   z.number(),
   z.record(z.string(), z.union([z.number(), z.boolean(), z.null()])).openapi({
     description:

@@ -1,0 +1,97 @@
+/**
+ * The deliveries the OpenAPI document describes (its top-level `webhooks`) against what a real
+ * verifying receiver gets: every type, one by one and batched, and a test delivery, each body
+ * valid by the document's schema for its type with no field the document lacks, and signed with
+ * the headers it names.
+ */
+import assert from "node:assert/strict";
+import { Ajv } from "ajv";
+import { Receiver } from "../fanout/webhooks/_receiver.ts";
+import { at, call, ingest, register, setup, sweep } from "../fanout/webhooks/_setup.ts";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** `schema` with every object that lists `properties` closed to others. */
+function closed(schema: Json): Json {
+  if (Array.isArray(schema)) return schema.map(closed);
+  if (typeof schema !== "object" || schema === null) return schema;
+  const copy: Json = Object.fromEntries(
+    Object.entries(schema).map(([key, value]) => [key, closed(value)]),
+  );
+  if (copy.properties && copy.additionalProperties === undefined) {
+    copy.additionalProperties = false;
+  }
+  return copy;
+}
+
+Deno.test("every delivery a receiver gets is as the document's webhooks describe it: each type, one by one and batched, and a test", async () => {
+  const ctx = await setup();
+  const receiver = await Receiver.start(() => ctx.clock.now);
+  try {
+    const doc: Json = await (await ctx.app.request("/openapi.json")).json();
+    const one = await register(ctx.app, {
+      url: receiver.url("/one"),
+      eventTypes: ["window.closed", "alert.fired", "event.processed", "event.late"],
+    });
+    const batched = await register(ctx.app, {
+      url: receiver.url("/batched"),
+      eventTypes: ["window.closed", "alert.fired", "event.processed"],
+      batch: { maxEvents: 100, eventTypes: ["window.closed", "alert.fired", "event.processed"] },
+    });
+    receiver.secrets = [one.secret, batched.secret];
+    await ingest(ctx.app, [
+      { id: "a", ts: at(1), country: "DE", amount: 2.5 },
+      { id: "b", ts: at(2), country: "DE", amount: 1 },
+      { id: "c", ts: at(3), country: "DE" },
+      { id: "d", ts: at(4), country: "FR", amount: 4 },
+    ]);
+    await ingest(ctx.app, [{ id: "tick", ts: at(75), country: "XX" }]);
+    await ingest(ctx.app, [{ id: "old", ts: at(5), country: "FR" }]); // past lateness: late
+    await sweep(ctx.app, ctx.webhooks);
+    assert.equal((await call(ctx.app, "POST", `/v1/webhooks/${one.id}/test`)).status, 202);
+    await ctx.webhooks.idle();
+
+    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+    ajv.addSchema(closed(doc), "openapi");
+    const problems: string[] = [];
+    const seen = new Set<string>();
+    for (const received of receiver.received) {
+      const { type } = received.payload;
+      const batch = Array.isArray(received.payload.data);
+      seen.add(`${received.path} ${type}${batch ? " batch" : ""}`);
+      assert.ok(received.verifiedWith.length > 0, "signed with the endpoint's secret");
+      const operation = doc.webhooks[type]?.post;
+      if (!operation) {
+        problems.push(`${type}: no webhook in the document`);
+        continue;
+      }
+      for (const header of operation.parameters.filter((item: Json) => item.in === "header")) {
+        if (header.required && !received.headers.has(header.name)) {
+          problems.push(`${type}: header ${header.name} missing`);
+        }
+      }
+      const pointer = ["webhooks", type, "post", "requestBody", "content", "application/json"]
+        .concat("schema").map((token) => encodeURIComponent(token.replaceAll("/", "~1")))
+        .join("/");
+      const validate = ajv.getSchema(`openapi#/${pointer}`)!;
+      if (!validate(received.payload)) {
+        problems.push(`${type}: ${ajv.errorsText(validate.errors)} in ${received.body}`);
+      }
+    }
+    assert.deepEqual(problems, []);
+    assert.deepEqual([...seen].sort(), [
+      "/batched alert.fired batch",
+      "/batched event.processed batch",
+      "/batched window.closed batch",
+      "/one alert.fired",
+      "/one event.late",
+      "/one event.processed",
+      "/one webhook.test",
+      "/one window.closed",
+    ]);
+  } finally {
+    await ctx.close();
+    await receiver.close();
+  }
+});
