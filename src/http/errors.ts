@@ -57,7 +57,7 @@ export function invalidNameParameter(parameter: string, given: string): ApiError
 export const ERROR_CODES = {
   invalid_request: {
     status: [400],
-    when: "a path or body parameter is not what the operation takes",
+    when: "a path parameter, header or body field is not what the operation takes",
   },
   invalid_query: {
     status: [400],
@@ -110,7 +110,11 @@ export const ERROR_CODES = {
     when: "a subscription that does not accept `text/event-stream`",
   },
   body_timeout: { status: [408], when: "the body did not arrive within 10 s" },
-  conflict: { status: [409], when: "the endpoint is disabled, or the delivery is being sent" },
+  conflict: {
+    status: [409],
+    when:
+      "a webhook endpoint disabled (replay, test, retry), changing meanwhile, a delivery being sent, or a new key's id taken",
+  },
   stream_not_servable: { status: [409], when: "a stream stored but not served by this instance" },
   stream_from_config: {
     status: [409],
