@@ -189,29 +189,22 @@ async function rowsFor(
       others.push(row);
     }
   }
-  const rows: Array<WindowRow & { startMs: number; rank: number; key: string }> = [];
+  // Each row with what it sorts by: its window, then its rank (top) or its group key.
+  const rows: Array<{ row: WindowRow; startMs: number; rank: number; key: string }> = [];
   for (const item of values) {
     const group = decodeGroup(counter.groupBy, item.group);
     if (!matchesGroup(group, filters)) continue;
-    const end = item.start + counter.window.sizeMs;
-    const row: WindowRow & { startMs: number; rank: number; key: string } = {
+    rows.push({
+      row: toRow(counter, item, finalBefore, valueOptions, group),
       startMs: item.start,
-      key: item.group,
       rank: rankOfRow.get(item) ?? 0,
-      start: new Date(item.start).toISOString(),
-      end: new Date(end).toISOString(),
-      group,
-      value: aggregateValue(counter.aggregate, item.state, valueOptions),
-      final: end <= finalBefore,
-    };
-    if (item.state.approximate) row.approximate = true;
-    if (partialWindow(counter, item.start)) row.partial = true;
-    rows.push(row);
+      key: item.group,
+    });
   }
   rows.sort((a, b) =>
     b.startMs - a.startMs || (top ? a.rank - b.rank : compareGroupKeys(a.key, b.key))
   );
-  return { rows: rows.map(({ startMs: _, rank: __, key: ___, ...row }) => row), others };
+  return { rows: rows.map((entry) => entry.row), others };
 }
 
 /** Windows of a counter, newest first, with their groups (sessions by start, for session counters). */
@@ -319,18 +312,22 @@ export async function listWindowsPage(
  */
 const PANES_PER_READ = 4096;
 
-/** The row of one group's value in one window. */
+/**
+ * The row of one group's value in one window, the one way every listing builds it; `group` is
+ * the item's group decoded, when the caller has it already (to filter by it).
+ */
 function toRow(
   counter: CompiledCounter,
   item: WindowValue,
   finalBefore: number,
   valueOptions: ValueOptions,
+  group: Record<string, unknown> = decodeGroup(counter.groupBy, item.group),
 ): WindowRow {
   const end = item.start + counter.window.sizeMs;
   const row: WindowRow = {
     start: new Date(item.start).toISOString(),
     end: new Date(end).toISOString(),
-    group: decodeGroup(counter.groupBy, item.group),
+    group,
     value: aggregateValue(counter.aggregate, item.state, valueOptions),
     final: end <= finalBefore,
   };
