@@ -79,10 +79,11 @@ interface QuietStream {
 }
 
 /**
- * Streams whose last close a store remembers (#quiet): far more than a deployment serves
- * (`EDGESTREAM_STREAMS_MAX`, default 1,000, plus its config file's), so only churn forgets.
+ * Streams whose last close a store remembers by default ({@linkcode RedisStoreOptions.quietKept}):
+ * far more than a deployment serves (`EDGESTREAM_STREAMS_MAX`, default 1,000, plus its config
+ * file's), so only churn forgets.
  */
-const QUIET_KEPT = 20_000;
+export const QUIET_KEPT = 20_000;
 
 /** A stream this process applied a batch to since its last close here: the next one runs. */
 const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
@@ -126,6 +127,14 @@ export interface RedisStoreOptions {
    * @default {CLOSE_CELLS_PER_CALL}
    */
   closeCells?: number;
+  /**
+   * Most streams whose last close (or a batch applied since) this store remembers, to skip the
+   * close script of a stream with nothing to do (see {@linkcode RedisStore.closeWindows}); past
+   * it the oldest note is forgotten, and that stream's next close reads the note its last close
+   * left in the stats (one `HMGET`), running the script when a batch was applied since.
+   * @default {QUIET_KEPT}
+   */
+  quietKept?: number;
 }
 
 /** Relative error of HyperLogLog estimates in Redis (standard error 0.81%). */
@@ -350,6 +359,7 @@ export class RedisStore implements Store {
   #closeCells: number;
   /** Per stream (generation key): what its last close here left to do; see #remember. */
   #quiet = new Map<string, QuietStream>();
+  #quietKept: number;
 
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
@@ -363,6 +373,7 @@ export class RedisStore implements Store {
     this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
     this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);
+    this.#quietKept = Math.max(1, options.quietKept ?? QUIET_KEPT);
   }
 
   /**
@@ -617,12 +628,13 @@ export class RedisStore implements Store {
 
   /**
    * Notes what a stream's last close left to do. Streams deleted (or created again, a new
-   * generation key) leave their notes behind, so past QUIET_KEPT the oldest noted is forgotten: a
-   * forgotten stream's next close reads the note the close left in its stats (one HMGET).
+   * generation key) leave their notes behind, so past `quietKept` the oldest noted is forgotten: a
+   * forgotten stream's next close reads the note the close left in its stats (one HMGET), and runs
+   * the script when a batch was applied since (the stats' `applied` is not the note's).
    */
   #remember(stream: string, quiet: QuietStream): void {
     this.#quiet.delete(stream);
-    if (this.#quiet.size >= QUIET_KEPT) this.#quiet.delete(this.#quiet.keys().next().value!);
+    if (this.#quiet.size >= this.#quietKept) this.#quiet.delete(this.#quiet.keys().next().value!);
     this.#quiet.set(stream, quiet);
   }
 

@@ -277,3 +277,62 @@ redisTest(
     assert.equal((await store.stats("r", [])).applied, 1);
   },
 );
+
+redisTest(
+  "past quietKept the oldest note is forgotten: that stream's sweep reads its stats, finds the batch applied since and still closes what is due",
+  async (fixture) => {
+    const clock = M;
+    const counted = countingCalls(fixture);
+    const store = new RedisStore(counted.redis, { now: () => clock, quietKept: 2 });
+    const streams = compileConfig({
+      streams: Object.fromEntries(["a", "b", "c"].map((name) => [name, {
+        time: { field: "t", lateness: "0s" },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      }])),
+    });
+    const E = M - 3_600_000;
+    const ingest = (name: string, t: number) =>
+      ingestItems(streams.get(name)!, items([{ t }]), { store, nowMs: clock });
+    const sweepOf = (name: string) => sweepOnce([streams.get(name)!], store);
+    // Event time, no idle: nothing is due until a later event moves the watermark.
+    for (const name of ["a", "b", "c"]) await ingest(name, E + SECOND);
+    assert.deepEqual(await swept(streams.values(), store), []);
+    // A batch to each, a first: only two notes are kept, so a's (a batch since) is forgotten.
+    for (const name of ["a", "b", "c"]) await ingest(name, E + 61 * SECOND);
+    // c's note is kept: the close script straight away, no HMGET.
+    counted.reset();
+    const closedC = await sweepOf("c");
+    assert.deepEqual(closedC.closed.map((window) => [window.counter, window.start - E]), [[
+      "n",
+      0,
+    ]]);
+    assert.deepEqual(counted.calls(), { evalsha: 1 });
+    // a's is not: one HMGET of its stats first, whose `applied` is not the last close's, then
+    // the close script, which closes the window as it would have with the note kept.
+    counted.reset();
+    const closedA = await sweepOf("a");
+    assert.deepEqual(closedA.closed.map((window) => [window.counter, window.start - E]), [[
+      "n",
+      0,
+    ]]);
+    assert.deepEqual(counted.calls(), { hmget: 1, evalsha: 1 });
+    // b's window too (its note forgotten as well, by a's), then nothing closes twice.
+    assert.deepEqual(await swept(streams.values(), store), [`n@${E - M}`]);
+    assert.deepEqual(await swept(streams.values(), store), []);
+  },
+);
+
+/** The store's client, counting its own calls by method (not the commands of its scripts). */
+function countingCalls(
+  fixture: RedisFixture,
+): { redis: RedisClient; calls: () => Record<string, number>; reset: () => void } {
+  const upstash = client(fixture);
+  let calls: Record<string, number> = {};
+  const methods = ["evalsha", "eval", "hgetall", "hmget", "zrange", "xrange", "xrevrange", "ping"];
+  const redis = Object.fromEntries(methods.map((method) => [method, (...args: unknown[]) => {
+    calls[method] = (calls[method] ?? 0) + 1;
+    return (upstash[method as keyof Redis] as (...args: unknown[]) => unknown)
+      .apply(upstash, args);
+  }])) as unknown as RedisClient;
+  return { redis, calls: () => calls, reset: () => calls = {} };
+}
