@@ -77,6 +77,13 @@ export interface LiveSink {
    */
   ready?(): boolean;
   /**
+   * Settles once {@linkcode LiveSink.ready} says true again, or the sink ended (it may settle
+   * early: the hub asks `ready` again). A subscriber behind then costs no timer wake-ups while it
+   * waits; without it the hub asks `ready` every few ms (a WebSocket's `bufferedAmount` has no
+   * event saying it fell). @default {none: asked again every 5 ms}
+   */
+  drained?(): Promise<void>;
+  /**
    * Ends the subscription for falling behind: it took nothing for
    * {@linkcode LiveHubOptions.stalledMs}, or the log was trimmed past what it had read (`reason`
    * says which). @default {close}
@@ -210,12 +217,17 @@ interface Subscriber {
    * last took one. The tail skips it; {@linkcode LiveHub.#catchUp} reads the log for it.
    */
   behind: { after: string; progressAt: number } | null;
+  /** While it waits for its sink to drain: ends the wait (it was removed). */
+  wake?: () => void;
 }
 
 /** What handing a message to a subscriber came to. */
 type Offered = "sent" | "skipped" | "full";
 
-/** How long (ms) a subscriber behind waits before its sink is asked again whether it is ready. */
+/**
+ * How long (ms) a subscriber behind waits before its sink is asked again whether it is ready, when
+ * the sink cannot say when it is ({@linkcode LiveSink.drained}).
+ */
 const BEHIND_WAIT_MS = 5;
 
 interface Tail {
@@ -499,6 +511,7 @@ export class LiveHub {
 
   #unsubscribe(tail: Tail, subscriber: Subscriber): void {
     if (!tail.subscribers.delete(subscriber)) return;
+    subscriber.wake?.();
     this.#count(subscriber.subscription, -1);
     if (subscriber.sink.transport) recordLiveSubscribers(subscriber.sink.transport, -1);
     if (tail.subscribers.size > 0) return;
@@ -668,7 +681,7 @@ export class LiveHub {
           );
           return;
         }
-        await wait(BEHIND_WAIT_MS);
+        await this.#untilReady(subscriber, this.#stalledMs - stalled);
         continue;
       }
       let entries: LogEntry[];
@@ -714,7 +727,31 @@ export class LiveHub {
         if (!tail.subscribers.has(subscriber)) return;
       }
       // A page the subscriber took whole and that did not reach the tail: the next one at once.
-      if (subscriber.sink.ready?.() === false) await wait(BEHIND_WAIT_MS);
+      // One it did not: a sink that says when it drains waits for that at the loop's start.
+      if (!subscriber.sink.drained && subscriber.sink.ready?.() === false) {
+        await wait(BEHIND_WAIT_MS);
+      }
+    }
+  }
+
+  /**
+   * Waits, for a subscriber behind whose sink is not ready, until the sink drains, the subscriber
+   * is removed, or `stallLeftMs` pass (then it may be dropped as stalled): one timer for the whole
+   * wait. A sink that cannot say when it drains is asked again after {@linkcode BEHIND_WAIT_MS}.
+   */
+  async #untilReady(subscriber: Subscriber, stallLeftMs: number): Promise<void> {
+    if (!subscriber.sink.drained) {
+      await new Promise((resolve) => setTimeout(resolve, BEHIND_WAIT_MS));
+      return;
+    }
+    const woken = Promise.withResolvers<void>();
+    subscriber.wake = woken.resolve;
+    const timer = setTimeout(woken.resolve, Math.max(1, stallLeftMs));
+    try {
+      await Promise.race([subscriber.sink.drained(), woken.promise]);
+    } finally {
+      clearTimeout(timer);
+      subscriber.wake = undefined;
     }
   }
 

@@ -352,6 +352,9 @@ async function subscribeOverSocket(
     send(payload: PublicPayload, id: string) {
       send(JSON.stringify({ ...payload, id }));
     },
+    // No `drained`: Deno's WebSocket fires no event when `bufferedAmount` falls (the socket's
+    // writes are not exposed as promises), so while this subscriber is behind the hub asks
+    // `ready` every 5 ms; a timer here polling it would cost the same wake-ups.
     ready() {
       const buffered = socket ? socket.raw?.bufferedAmount ?? 0 : waitingBytes;
       return buffered < maxBufferedBytes;
@@ -428,6 +431,22 @@ async function subscribeOverSse(
   const waiting: Uint8Array[] = [];
   let waitingBytes = 0;
   let ending = false;
+  /** Settled once fewer than `maxBufferedBytes` wait (or the stream ends): the hub waits on it. */
+  let drained: PromiseWithResolvers<void> | undefined;
+  function settleDrained(): void {
+    drained?.resolve();
+    drained = undefined;
+  }
+  /**
+   * Sends bytes down the response. A write settles once the response's reader pulled them (the
+   * stream's transform runs at a read), so `waitingBytes` is what the client has not read yet.
+   */
+  function writeBytes(stream: SSEStreamingApi, bytes: Uint8Array): void {
+    stream.write(bytes).finally(() => {
+      waitingBytes -= bytes.length;
+      if (waitingBytes < maxBufferedBytes) settleDrained();
+    });
+  }
   function write(event: string, data: string, id?: string | null): void {
     const bytes = UTF8.encode(sseMessage(event, data, id));
     waitingBytes += bytes.length;
@@ -437,11 +456,12 @@ async function subscribeOverSse(
     }
     // write() hands the bytes to the stream before its first await, so messages
     // queue in call order and the final `closed` lands ahead of the stream's end.
-    sse.write(bytes).finally(() => waitingBytes -= bytes.length);
+    writeBytes(sse, bytes);
   }
   function end(reason: string): void {
     if (ending) return;
     ending = true;
+    settleDrained();
     // Queued behind what is waiting: a reader that catches up learns why.
     write("closed", JSON.stringify({ type: "closed", reason }));
     stop.abort();
@@ -458,6 +478,12 @@ async function subscribeOverSse(
     },
     // The hub sends nothing more while this many bytes wait, and reads the log for it later.
     ready: () => waitingBytes < maxBufferedBytes,
+    // ...and waits for the client's reads to bring it under, with no timer.
+    drained() {
+      if (ending || waitingBytes < maxBufferedBytes) return Promise.resolve();
+      drained ??= Promise.withResolvers();
+      return drained.promise;
+    },
     close: end,
     drop: end,
     transport: "sse",
@@ -476,11 +502,10 @@ async function subscribeOverSse(
   }
   return streamSSE(c, async (stream) => {
     sse = stream;
-    for (const bytes of waiting.splice(0)) {
-      stream.write(bytes).finally(() => waitingBytes -= bytes.length);
-    }
+    for (const bytes of waiting.splice(0)) writeBytes(stream, bytes);
     stream.onAbort(() => {
       ending = true;
+      settleDrained();
       stop.abort();
       ended.resolve();
     });

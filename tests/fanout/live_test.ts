@@ -16,7 +16,7 @@ import { type RedisFixture, redisTest } from "../_redis.ts";
 import { MAX_LOG_ENTRIES, StoreUnavailableError } from "../../src/store/types.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
-import { eventually } from "../_live.ts";
+import { eventually, within } from "../_live.ts";
 
 const streams = compileConfig(TEST_CONFIG);
 const orders = streams.get("orders")!;
@@ -938,6 +938,92 @@ Deno.test("LiveHub sends a sink that is not ready nothing more, then what follow
   } finally {
     stop();
     await live.close();
+  }
+});
+
+/** A memory store counting the reads of its result log (the tail's polls, the catch-up's pages). */
+class CountingReads extends MemoryStore {
+  reads = 0;
+  override readLog(...args: Parameters<MemoryStore["readLog"]>) {
+    this.reads++;
+    return super.readLog(...args);
+  }
+}
+
+Deno.test("LiveHub waits for a sink behind that says when it drains: not asked whether it is ready meanwhile, then sent the rest, none missing", async () => {
+  const store = new CountingReads({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, readLimit: 3, stalledMs: 60_000 });
+  const a = collector();
+  let room = 2;
+  let asks = 0;
+  const drained = Promise.withResolvers<void>();
+  const stop = await live.subscribe(subscription(["window.closed"]), {
+    ...a.sink,
+    ready() {
+      asks++;
+      return a.ids.length < room;
+    },
+    drained: () => drained.promise,
+  });
+  try {
+    await appendClosed(store, Array.from({ length: 10 }, (_, i) => `r${i}`));
+    await eventually(() => a.ids.length === 2 && live.stats.behind === 1);
+    // Ten polls of the tail while it waits (each ~10 ms): a sink asked every 5 ms would be asked
+    // about twenty times; one that drains is asked nothing until it does.
+    const asked = asks;
+    const reads = store.reads;
+    await eventually(() => store.reads >= reads + 10);
+    assert.equal(asks - asked, 0, "ready() asked while waiting for the sink to drain");
+    room = 1_000;
+    drained.resolve();
+    await eventually(() => a.ids.length === 10 && live.stats.behind === 0);
+    assert.deepEqual(a.ids, Array.from({ length: 10 }, (_, i) => `${NOW}-${i}`));
+    assert.deepEqual(a.closed, []);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
+Deno.test("LiveHub still drops a sink behind that never drains at stalledMs, with one timer for the wait; close() ends such a wait at once", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, stalledMs: 200 });
+  const patient = new LiveHub(streams, store, { pollMs: 10, stalledMs: 60_000 });
+  const stalled = collector();
+  const waiting = collector();
+  let asks = 0;
+  const never = new Promise<void>(() => {});
+  try {
+    await live.subscribe(subscription(["window.closed"]), {
+      ...stalled.sink,
+      ready() {
+        asks++;
+        return false;
+      },
+      drained: () => never,
+    });
+    await patient.subscribe(subscription(["window.closed"]), {
+      ...waiting.sink,
+      ready: () => false,
+      drained: () => never,
+    });
+    await appendClosed(store, ["r0"]);
+    await eventually(() => stalled.closed.length === 1 && patient.stats.behind === 1);
+    assert.match(
+      stalled.closed[0],
+      /^Subscriber too slow: it read nothing of what was waiting to be sent for \d+ ms$/,
+    );
+    // Asked by the tail, by the catch-up before its wait and once the wait's timer fired (twice
+    // should the timer fire a clock tick early), not every 5 ms for 200 ms.
+    assert.ok(asks <= 4, `ready() asked ${asks} times`);
+    // The patient hub's subscriber waits for a drain that never comes, with a 60 s timer: closing
+    // the hub ends its wait rather than waiting for the timer.
+    await within(patient.close(), 5_000);
+    assert.deepEqual(waiting.closed, ["Server is shutting down"]);
+    assert.equal(patient.stats.behind, 0);
+  } finally {
+    await live.close();
+    await patient.close();
   }
 });
 

@@ -356,6 +356,72 @@ Deno.test("An SSE subscriber that stops reading is dropped with a final closed e
   }
 });
 
+Deno.test("An SSE subscriber behind costs no wake-ups while it reads nothing: the hub waits for its reads, then sends what followed, in order, none missing", async () => {
+  const server = await startServer({
+    liveRoutes: { maxBufferedBytes: 64 * 1024 },
+    hub: { stalledMs: 60_000 },
+  });
+  // The hub's asks of the SSE sink whether it takes more, and the reads of the result log.
+  let asks = 0;
+  const subscribe = server.live.subscribe.bind(server.live);
+  server.live.subscribe = (subscription, sink, options) =>
+    subscribe(subscription, {
+      ...sink,
+      ready() {
+        asks++;
+        return sink.ready!();
+      },
+    }, options);
+  let reads = 0;
+  const store = server.store as MemoryStore;
+  const readLog = store.readLog.bind(store);
+  store.readLog = (...args) => {
+    reads++;
+    return readLog(...args);
+  };
+  const sse = new SseReader(await openSse(server, "?types=event.processed"));
+  try {
+    assert.equal((await sse.next()).event, "subscribed");
+    // Nothing reads the response: batches fill the connection until the subscriber is behind
+    // for good. Then ten polls of the tail (20 ms each) pass with its sink not asked once whether
+    // it is ready (asked every 5 ms, it would be about forty times): the hub waits for reads.
+    const padding = "p".repeat(4_000);
+    let posted = 0;
+    for (let batch = 0;; batch++) {
+      assert.ok(batch < 100, "the sink was asked whether it is ready while nothing read");
+      await post(
+        server,
+        Array.from(
+          { length: 100 },
+          (_, i) => ({ id: `s${batch}-${i}`, ts: at(5), country: padding }),
+        ),
+      );
+      posted += 100;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      if (server.live.stats.behind === 0) continue;
+      const asked = asks;
+      const readsBefore = reads;
+      await eventually(() => reads >= readsBefore + 10);
+      if (asks === asked && server.live.stats.behind === 1) break;
+    }
+    // It reads again: what followed comes from the log, every event once, in log order.
+    const ids: string[] = [];
+    while (ids.length < posted) {
+      const event = await sse.next();
+      assert.equal(event.event, "event.processed");
+      ids.push(event.id!);
+    }
+    await eventually(() => server.live.stats.behind === 0);
+    for (let i = 1; i < ids.length; i++) {
+      assert.ok(compareLogIds(parseLogId(ids[i - 1]), parseLogId(ids[i])) < 0, ids[i]);
+    }
+    assert.equal(server.live.stats.subscribers, 1);
+  } finally {
+    await sse.cancel().catch(() => {});
+    await server.close();
+  }
+});
+
 redisTest(
   "An SSE subscriber that stops reading is dropped with a final closed event giving the reason (Redis store)",
   async (fixture) => {
