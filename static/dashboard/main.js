@@ -207,6 +207,8 @@ async function start() {
   const alerts = new AlertsView(byId("alerts"), byId("alert-count"));
   const webhooks = new WebhooksView(byId("webhooks"), byId("webhooks-note"));
   let shown = null;
+  /** The names of the streams shown, as the last {@linkcode apply} chose them. */
+  let shownNames = [];
   let latest = streams;
   /** name → when (ms) the stats of `latest` for it were read */
   const readAt = new Map();
@@ -239,7 +241,7 @@ async function start() {
         empty: all.length > 0 ? "No stream chosen: tick some in the list above." : null,
       });
     }
-    shown.names = names;
+    shownNames = names;
     picker.update(all, names);
     // Cards built for a new choice show the totals of the last read at once.
     shown.streamsView.update(all, (name) => readAt.get(name));
@@ -294,7 +296,7 @@ async function start() {
         noteRead(all, listReadAt);
         apply(all);
       } else {
-        const names = shown.names;
+        const names = shownNames;
         const read = await Promise.all(names.map((name) => readStream(name)));
         const atMs = Date.now();
         const fresh = new Map();
