@@ -13,7 +13,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
-import { compareLogIds, parseLogId } from "../../store/types.ts";
+import { compareLogIds, MAX_LOG_ENTRIES, parseLogId } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { recordLogTrimmed, WarningLimit } from "../../telemetry/mod.ts";
@@ -75,6 +75,16 @@ export interface DispatchOptions {
    * (an idle one too). @default {false}
    */
   ifLogMoved?: boolean;
+  /**
+   * Leave the mark of what this dispatch moved ({@linkcode Store.markDispatched}) to the next
+   * dispatch without it (the sweep's), unless this dispatcher has not marked the stream for
+   * {@linkcode MARK_EVERY_MS} or {@linkcode MARK_AFTER_ENTRIES} entries were dispatched since
+   * its last mark. For the dispatches an ingest or an alert starts, so a stream whose every
+   * ingest is dispatched (`event.processed` endpoints) costs its store no mark an ingest. The
+   * mark only lags what was dispatched, never passes it: the log then holds what was dispatched
+   * since a little longer, and trims nothing that was not dispatched. @default {false}
+   */
+  deferMark?: boolean;
 }
 
 /** Takes claims made by the dispatch for a sender (see `Sender.reserve`). */
@@ -109,7 +119,15 @@ function isWebhookType(type: string): type is WebhookEventType {
 const logger = getLogger(["edgestream", "webhooks"]);
 
 /** Most time (ms) between two marks of a stream's log by one dispatcher (see {@linkcode Store.markDispatched}). */
-const MARK_EVERY_MS = 60_000;
+export const MARK_EVERY_MS = 60_000;
+
+/**
+ * Most entries a dispatcher dispatches of a stream's log between two marks when it defers them
+ * ({@linkcode DispatchOptions.deferMark}): a tenth of the entries a log retains
+ * ({@linkcode MAX_LOG_ENTRIES}), so what its hard bound trims after a stale mark, and counts as
+ * lost, is what a timely mark would have let it trim but at most these.
+ */
+export const MARK_AFTER_ENTRIES = MAX_LOG_ENTRIES / 10;
 
 /** A log id before every entry: marked as dispatched, it holds a whole log. */
 export const NOTHING_DISPATCHED = "0-0";
@@ -154,6 +172,11 @@ export class Dispatcher {
   /** Per stream: when this dispatcher last marked how far the log was dispatched. */
   #marked = new Map<string, number>();
   /**
+   * Per stream whose mark this dispatcher deferred ({@linkcode DispatchOptions.deferMark}): the
+   * entries it dispatched since its last mark.
+   */
+  #deferred = new Map<string, number>();
+  /**
    * Per stream: the log id (null: none) this dispatcher's last dispatch that went to the end of
    * the log left the cursor at (see {@linkcode DispatchOptions.ifLogMoved}).
    */
@@ -190,7 +213,11 @@ export class Dispatcher {
     if (endpoints !== null && endpoints.length === 0) return 0;
     const done = this.#done.get(stream.name);
     if (options.ifLogMoved && done !== undefined && this.#markedSince(stream.name)) {
-      if (await this.#store.lastLogId(stream.name) === done) return 0;
+      if (await this.#store.lastLogId(stream.name) === done) {
+        // Dispatched to the end already (its deliveries stored), the mark deferred: made now.
+        if (done !== null && this.#deferred.has(stream.name)) await this.#mark(stream.name, done);
+        return 0;
+      }
     }
     this.#done.delete(stream.name);
     const leaseName = `dispatch:${stream.name}`;
@@ -219,6 +246,8 @@ export class Dispatcher {
     let created = 0;
     let released = false;
     let toEnd = false;
+    /** Entries of the pages this dispatch stored. */
+    let dispatched = 0;
     try {
       for (let page = 0, refused = 0; page < this.#maxPages && refused < 3;) {
         const entries = ahead !== null && page === 0 && refused === 0 &&
@@ -267,6 +296,7 @@ export class Dispatcher {
         this.#cursors.set(stream.name, end);
         through = end;
         created += stored;
+        dispatched += plan.entries.length;
         // Stored deliveries can be sent now; later pages need not hold them up.
         if (stored > 0) options.onStored?.(stored, result?.claims.length ?? 0);
         if (last) {
@@ -280,9 +310,19 @@ export class Dispatcher {
     } finally {
       if (!released) await this.#deliveries.releaseLease(leaseName, lease);
     }
-    if (through !== opened.state.cursor || !this.#markedSince(stream.name)) {
+    // What this dispatch moved, or an earlier one of this dispatcher whose mark it deferred.
+    const deferred = this.#deferred.get(stream.name);
+    const moved = through !== opened.state.cursor || deferred !== undefined;
+    const unmarked = (deferred ?? 0) + dispatched;
+    if (
+      !this.#markedSince(stream.name) ||
+      (moved && (!options.deferMark || unmarked >= MARK_AFTER_ENTRIES))
+    ) {
       // Before any entry is dispatched the hold keeps them all ("0-0" precedes every id).
       await this.#mark(stream.name, through ?? NOTHING_DISPATCHED);
+    } else if (moved) {
+      // Deferred: the store's mark stays behind what was dispatched, never ahead of it.
+      this.#deferred.set(stream.name, unmarked);
     }
     if (toEnd) this.#done.set(stream.name, through);
     return created;
@@ -294,6 +334,7 @@ export class Dispatcher {
    */
   release(stream: string): Promise<boolean> {
     this.#marked.delete(stream);
+    this.#deferred.delete(stream);
     return this.#mark(stream, null);
   }
 
@@ -325,7 +366,10 @@ export class Dispatcher {
       });
       return false;
     }
-    if (through !== null) this.#marked.set(stream, this.#now());
+    if (through !== null) {
+      this.#marked.set(stream, this.#now());
+      this.#deferred.delete(stream);
+    }
     reportTrimmed(stream, lost);
     return true;
   }

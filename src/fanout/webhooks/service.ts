@@ -335,6 +335,9 @@ export class WebhookService {
       // page's deliveries go out once stored: an alert need not wait for the later pages.
       await this.#dispatcher.dispatch(stream, null, {
         readAhead: this.#endpoints.length > 0,
+        // An ingest's or an alert's dispatch leaves its mark to the sweep (one a sweep, not one
+        // an ingest); the sweep's dispatch marks what any of them moved.
+        deferMark: true,
         claims: this.#sender,
         // What the store call did not claim (beyond the free slots) goes out through the sender's
         // own claims; when it claimed as many as it stored, each finished send claims more.

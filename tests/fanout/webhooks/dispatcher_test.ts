@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
-import { Dispatcher } from "../../../src/fanout/webhooks/mod.ts";
+import { Dispatcher, MARK_AFTER_ENTRIES } from "../../../src/fanout/webhooks/mod.ts";
 import {
   type DeliveryStore,
   type Endpoint,
@@ -424,4 +424,52 @@ Deno.test("Dispatcher given a dispatch state that is out of date creates nothing
   await commitPage(deliveries, adopted);
   assert.equal(await second.dispatch(orders, endpoints), 1);
   assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
+});
+
+Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispatch without it, unless a minute passed or MARK_AFTER_ENTRIES entries were dispatched since", async () => {
+  let now = T0;
+  let marks = 0;
+  class CountsMarks extends MemoryStore {
+    override markDispatched(...args: Parameters<MemoryStore["markDispatched"]>) {
+      marks += 1;
+      return super.markDispatched(...args);
+    }
+  }
+  const store = new CountsMarks({ now: () => now, log: { retain: 2 } });
+  const deliveries = new MemoryDeliveryStore({ now: () => now });
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => now });
+  // The entries match no endpoint: pages move the cursor without deliveries.
+  const endpoints = [endpoint("ep_a", { eventTypes: ["window.closed"] })];
+  const append = (count: number) =>
+    store.appendLog("orders", Array.from({ length: count }, (_, i) => processed(i)));
+  const logLength = async () => (await store.readLog("orders", null, 20_000)).length;
+  await dispatcher.hold("orders");
+  assert.equal(marks, 1);
+  // An ingest's dispatch: no mark, so the log keeps what it dispatched (nothing is trimmed).
+  await append(3);
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 1);
+  assert.equal(await logLength(), 3);
+  // The sweep's: nothing moved since, but the deferred mark is made, and the log trims.
+  await dispatcher.dispatch(orders, endpoints, { ifLogMoved: true });
+  assert.equal(marks, 2);
+  assert.equal(await logLength(), 2);
+  await dispatcher.dispatch(orders, endpoints, { ifLogMoved: true });
+  assert.equal(marks, 2, "nothing left to mark");
+  // Deferred for at most a minute...
+  await append(1);
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 2);
+  now += 61_000;
+  await append(1);
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 3);
+  // ...and MARK_AFTER_ENTRIES entries.
+  await append(MARK_AFTER_ENTRIES - 1);
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 3);
+  await append(1);
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 4);
+  assert.equal(await logLength(), 2);
 });

@@ -224,3 +224,87 @@ redisTest(
     await hardBoundWarns({ clock, ...redisStores(fixture, clock, { retain: 10, max: 30 }) });
   },
 );
+
+/**
+ * An `event.processed` endpoint: every ingest is dispatched at once, its mark left to the sweep.
+ * Each of 20 ingests reaches the receiver; the store is marked by none of them, so the log holds
+ * them all (nothing trimmed before dispatch, nor after: the mark lags); the sweep marks once and
+ * the log trims what was dispatched. `marks` counts the store's `markDispatched` calls of the
+ * stream.
+ */
+async function ingestDispatchDefersMark(
+  options: SetupOptions & { clock: Clock },
+  marks: () => number,
+) {
+  const app = await setup(options);
+  const receiver = await Receiver.start(() => options.clock.now);
+  try {
+    const { secret } = await register(app.app, {
+      url: receiver.url(),
+      eventTypes: ["event.processed"],
+    });
+    receiver.secrets = [secret];
+    const one = (i: number) => [{ id: `p${i}`, ts: at(1), country: "DE", amount: 1 }];
+    // The first dispatch marks (this dispatcher had not): the log is held from there.
+    await ingest(app.app, one(0));
+    await app.webhooks.idle();
+    const before = marks();
+    for (let i = 1; i <= 20; i++) {
+      await ingest(app.app, one(i));
+      await app.webhooks.idle();
+    }
+    const processed = () =>
+      receiver.received.filter((item) => item.payload.type === "event.processed").length;
+    assert.equal(processed(), 21);
+    assert.equal(marks() - before, 0, "a mark an ingest");
+    const held = await app.store.readLog("orders", null, 1_000);
+    assert.ok(held.length >= 21, `the log holds what the lagging mark covers: ${held.length}`);
+    // The sweep marks what the ingests dispatched: once.
+    await sweep(app.app, app.webhooks);
+    assert.equal(marks() - before, 1);
+    const log = await app.store.readLog("orders", null, 1_000);
+    assert.ok(log.length <= 5 + 2, `the log trimmed what was dispatched: ${log.length}`);
+    assert.equal(processed(), 21);
+  } finally {
+    await app.close();
+    await receiver.close();
+  }
+}
+
+Deno.test("memory: dispatches of ingests for event.processed leave the log's mark to the sweep: none an ingest, one a sweep", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  let marks = 0;
+  class CountsMarks extends MemoryStore {
+    override markDispatched(...args: Parameters<MemoryStore["markDispatched"]>) {
+      if (args[0] === "orders") marks += 1;
+      return super.markDispatched(...args);
+    }
+  }
+  const store = new CountsMarks({ now: () => clock.now, log: { retain: 5, max: 1_000 } });
+  await ingestDispatchDefersMark({ clock, store }, () => marks);
+});
+
+redisTest(
+  "redis: dispatches of ingests for event.processed leave the log's mark to the sweep: none an ingest, one a sweep",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const { deliveries } = redisStores(fixture, clock, BOUNDS);
+    let marks = 0;
+    class CountsMarks extends RedisStore {
+      override markDispatched(...args: Parameters<RedisStore["markDispatched"]>) {
+        if (args[0] === "orders") marks += 1;
+        return super.markDispatched(...args);
+      }
+    }
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new CountsMarks(redis, {
+      now: () => clock.now,
+      log: { retain: 5, max: 1_000 },
+    });
+    await ingestDispatchDefersMark({ clock, store, deliveries }, () => marks);
+  },
+);
