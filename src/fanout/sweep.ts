@@ -22,12 +22,12 @@ import {
   type ClosedWindow,
   type ClosedWindows,
   type CloseOptions,
-  SESSIONS_PER_WINDOW,
   type Store,
   StoreUnavailableError,
 } from "../store/types.ts";
 import { recordWindowsClosed } from "../telemetry/mod.ts";
 import { countFirings, evaluateAlerts } from "./alerts.ts";
+import { CloseBudget } from "./_close_budget.ts";
 
 const logger = getLogger(["edgestream", "sweep"]);
 
@@ -90,7 +90,7 @@ export async function sweepOnce<Queued = unknown>(
 }
 
 /**
- * Most windows a sweep closes per counter (of a session counter, {@linkcode SESSIONS_PER_WINDOW}
+ * Most windows a sweep closes per counter (of a session counter, `SESSIONS_PER_WINDOW`
  * times as many sessions): a backlog (a backfill, say) closes over several sweeps.
  */
 export const WINDOWS_PER_SWEEP = 100;
@@ -107,15 +107,13 @@ async function sweepStream(
   report: SweepReport<unknown>,
 ): Promise<void> {
   const listed = new Map<string, ClosedWindow & { stream: string }>();
-  const perCounter = new Map<string, number>();
+  const budget = new CloseBudget(WINDOWS_PER_SWEEP);
   for (let call = 0;; call++) {
     if (call > 0) await nextTurn();
-    // Windows the busiest counter closed so far this sweep (of sessions, one per ten begun).
-    const taken = Math.ceil(Math.max(0, ...perCounter.values()) / SESSIONS_PER_WINDOW);
     const options = {
       latenessMs: stream.latenessMs,
       idleMs: stream.idleMs,
-      limit: WINDOWS_PER_SWEEP - taken,
+      limit: budget.limit,
     };
     const windows = await closeOnce(stream, store, report, options);
     for (const window of windows) {
@@ -131,9 +129,7 @@ async function sweepStream(
       report.closed.push(entry);
       recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
       if (!session) listed.set(key, entry);
-      // Counted in sessions: a window as many as a close may take for it.
-      const counts = session ? 1 : SESSIONS_PER_WINDOW;
-      perCounter.set(window.counter, (perCounter.get(window.counter) ?? 0) + counts);
+      budget.take(window.counter, session !== undefined);
     }
     if (!windows.more) return;
   }
