@@ -747,11 +747,20 @@ export class LiveHub {
     const woken = Promise.withResolvers<void>();
     subscriber.wake = woken.resolve;
     const timer = setTimeout(woken.resolve, Math.max(1, stallLeftMs));
+    let drained = false;
     try {
-      await Promise.race([subscriber.sink.drained(), woken.promise]);
+      await Promise.race([
+        subscriber.sink.drained().then(() => drained = true),
+        woken.promise,
+      ]);
     } finally {
       clearTimeout(timer);
       subscriber.wake = undefined;
+    }
+    // A sink that says it drained yet is not ready is asked again after BEHIND_WAIT_MS, as one
+    // that cannot say, not at once in a loop of settled promises that no timer would break.
+    if (drained && subscriber.sink.ready?.() === false) {
+      await new Promise((resolve) => setTimeout(resolve, BEHIND_WAIT_MS));
     }
   }
 

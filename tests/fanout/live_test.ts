@@ -1027,6 +1027,34 @@ Deno.test("LiveHub still drops a sink behind that never drains at stalledMs, wit
   }
 });
 
+Deno.test("LiveHub asks a sink that says it drained but is not ready again after a wait, not in a loop: still dropped at stalledMs", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, stalledMs: 200 });
+  const stalled = collector();
+  let asks = 0;
+  try {
+    await live.subscribe(subscription(["window.closed"]), {
+      ...stalled.sink,
+      ready() {
+        asks++;
+        return false;
+      },
+      drained: () => Promise.resolve(),
+    });
+    await appendClosed(store, ["r0"]);
+    await eventually(() => stalled.closed.length === 1);
+    assert.match(
+      stalled.closed[0],
+      /^Subscriber too slow: it read nothing of what was waiting to be sent for \d+ ms$/,
+    );
+    // Twice a wait of 5 ms: about 80 in 200 ms (a loop of settled promises asked it 56,192 times
+    // in one run, holding the event loop until the stall).
+    assert.ok(asks <= 200, `ready() asked ${asks} times`);
+  } finally {
+    await live.close();
+  }
+});
+
 Deno.test("LiveHub drops a subscriber behind that takes nothing for stalledMs, or that the log was trimmed past", async () => {
   const store = new MemoryStore({ now: () => NOW, log: { retain: 4 } });
   const live = new LiveHub(streams, store, { pollMs: 10, stalledMs: 50 });
