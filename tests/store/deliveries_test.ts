@@ -20,8 +20,10 @@ import {
   type Page,
 } from "../../src/store/deliveries.ts";
 import { StoredLimitError } from "../../src/store/limits.ts";
+import { StoreUnavailableError } from "../../src/store/types.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
+import type { RedisScriptClient } from "../../src/store/redis/call.ts";
 import { type RedisFixture, redisTest } from "../_redis.ts";
 import { type DroppingProxy, startDroppingProxy } from "../_upstash_proxy.ts";
 import { config, delivery, T0 } from "./_delivery_fixtures.ts";
@@ -1827,5 +1829,41 @@ redisTest(
       assert.equal(held.length, 2);
       assert.equal(await second.deleteEndpoint(held.find((item) => item.id !== "ep_a")!.id), true);
     }
+  },
+);
+
+redisTest(
+  "RedisDeliveryStore: a dispatch opening whose reply was lost gives back the lease it may have taken, so the next dispatch need not wait out its life",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let loseReply = false;
+    // Runs the call in Redis, then fails as a reply lost on the way back would.
+    const client = {
+      async evalsha(...args: Parameters<Redis["evalsha"]>) {
+        const reply = await redis.evalsha(...args);
+        if (loseReply) {
+          loseReply = false;
+          throw new TypeError("error sending request: connection closed before message completed");
+        }
+        return reply;
+      },
+      eval: (...args: Parameters<Redis["eval"]>) => redis.eval(...args),
+    };
+    const store = new RedisDeliveryStore(client as unknown as RedisScriptClient, { now: () => T0 });
+    const lease = "dispatch:s";
+    const first = await store.openDispatch("s", { lease, leaseMs: 60_000 });
+    assert.ok(first.lease, "the script in Redis's cache, the lease taken");
+    await store.releaseLease(lease, first.lease);
+    loseReply = true;
+    await assert.rejects(
+      store.openDispatch("s", { lease, leaseMs: 60_000 }),
+      (error) => error instanceof StoreUnavailableError && error.outcome === "unknown",
+    );
+    const next = await store.openDispatch("s", { lease, leaseMs: 60_000 });
+    assert.ok(next.lease, "the lease the lost call took was given back");
   },
 );

@@ -66,6 +66,7 @@ import {
   type WebhookEventType,
 } from "../deliveries.ts";
 import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
+import { StoreUnavailableError } from "../types.ts";
 
 /** The part of the `@upstash/redis` client the delivery store uses. */
 export type { RedisScriptClient };
@@ -298,15 +299,25 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
     const token = crypto.randomUUID();
-    const [leased, cursor, plan, rows] = fromJson<[number, string, string, unknown]>(
-      await this.#run("openDispatch", OPEN_DISPATCH_SCRIPT, {
+    let reply: unknown;
+    try {
+      reply = await this.#run("openDispatch", OPEN_DISPATCH_SCRIPT, {
         stream,
         lease: options.lease,
         token,
         ttl: options.leaseMs,
         list: options.listEndpoints ?? false,
-      }),
-    );
+      });
+    } catch (error) {
+      // The call may have run, its reply lost: then the lease is held by a token nobody has, and
+      // every dispatch of the stream would wait out its life. Give it back (it is ours only if
+      // taken), as far as Redis answers now.
+      if (error instanceof StoreUnavailableError && error.outcome === "unknown") {
+        await this.releaseLease(options.lease, token).catch(() => {});
+      }
+      throw error;
+    }
+    const [leased, cursor, plan, rows] = fromJson<[number, string, string, unknown]>(reply);
     return {
       // An empty Lua table comes back as {}, not [].
       endpoints: rows === false
