@@ -1833,7 +1833,7 @@ redisTest(
 );
 
 redisTest(
-  "RedisDeliveryStore: a dispatch opening whose reply was lost gives back the lease it may have taken, so the next dispatch need not wait out its life",
+  "RedisDeliveryStore: a dispatch opening or lease whose reply was lost gives back the lease it may have taken, so the next one need not wait out its life",
   async (fixture) => {
     const redis = new Redis({
       url: fixture.restUrl,
@@ -1865,5 +1865,11 @@ redisTest(
     );
     const next = await store.openDispatch("s", { lease, leaseMs: 60_000 });
     assert.ok(next.lease, "the lease the lost call took was given back");
+    await store.releaseLease(lease, next.lease);
+    // The same for a lease taken alone (the backlog gauge's); its script in Redis's cache first.
+    assert.ok(await store.acquireLease("warm", 1));
+    loseReply = true;
+    await assert.rejects(store.acquireLease("gauge", 60_000), StoreUnavailableError);
+    assert.ok(await store.acquireLease("gauge", 60_000), "given back");
   },
 );

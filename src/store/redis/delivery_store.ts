@@ -285,12 +285,28 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async acquireLease(name: string, ttlMs: number): Promise<string | null> {
     const token = crypto.randomUUID();
-    const reply = await this.#run("acquireLease", ACQUIRE_LEASE_SCRIPT, {
+    const reply = await this.#leasing(
       name,
       token,
-      ttl: ttlMs,
-    });
+      () => this.#run("acquireLease", ACQUIRE_LEASE_SCRIPT, { name, token, ttl: ttlMs }),
+    );
     return Number(reply) === 1 ? token : null;
+  }
+
+  /**
+   * Runs a call that may take the lease `name` under `token`. When its reply is lost, the call
+   * may have run: the lease is then held by a token nobody has, and whoever needs it would wait
+   * out its life. So it is given back (it is ours only if taken), as far as Redis answers now.
+   */
+  async #leasing<T>(name: string, token: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      if (error instanceof StoreUnavailableError && error.outcome === "unknown") {
+        await this.releaseLease(name, token).catch(() => {});
+      }
+      throw error;
+    }
   }
 
   async releaseLease(name: string, token: string): Promise<void> {
@@ -299,24 +315,18 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
     const token = crypto.randomUUID();
-    let reply: unknown;
-    try {
-      reply = await this.#run("openDispatch", OPEN_DISPATCH_SCRIPT, {
-        stream,
-        lease: options.lease,
-        token,
-        ttl: options.leaseMs,
-        list: options.listEndpoints ?? false,
-      });
-    } catch (error) {
-      // The call may have run, its reply lost: then the lease is held by a token nobody has, and
-      // every dispatch of the stream would wait out its life. Give it back (it is ours only if
-      // taken), as far as Redis answers now.
-      if (error instanceof StoreUnavailableError && error.outcome === "unknown") {
-        await this.releaseLease(options.lease, token).catch(() => {});
-      }
-      throw error;
-    }
+    const reply = await this.#leasing(
+      options.lease,
+      token,
+      () =>
+        this.#run("openDispatch", OPEN_DISPATCH_SCRIPT, {
+          stream,
+          lease: options.lease,
+          token,
+          ttl: options.leaseMs,
+          list: options.listEndpoints ?? false,
+        }),
+    );
     const [leased, cursor, plan, rows] = fromJson<[number, string, string, unknown]>(reply);
     return {
       // An empty Lua table comes back as {}, not [].
