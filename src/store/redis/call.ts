@@ -7,7 +7,12 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { StoreRefusedError, StoreUnavailableError, type UnavailableOutcome } from "../types.ts";
+import {
+  StoreCallTooLargeError,
+  StoreRefusedError,
+  StoreUnavailableError,
+  type UnavailableOutcome,
+} from "../types.ts";
 
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
@@ -28,10 +33,20 @@ export function redisErrorText(error: unknown): string {
 /**
  * Redis error codes that mean "try again later" rather than "this command is wrong". OOM: Redis at
  * its `maxmemory` under `noeviction` refuses a script's first write, so nothing ran; keys expiring
- * (an apply's reply after 60 s, dedupe buckets) make room again.
+ * (an apply's reply after 60 s, dedupe buckets) make room again. Upstash's own refusals of the same
+ * kind (its troubleshooting pages): a database at its plan's size (`ERR DB capacity quota
+ * exceeded`, writes refused, as OOM), its request quotas (`ERR max requests limit exceeded`,
+ * `ERR max daily request limit exceeded`) and its connection cap (`ERR max concurrent connections
+ * exceeded`).
  */
 const TRANSIENT =
-  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|OOM)\b|max (daily )?requests? limit/i;
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|OOM)\b|max (daily )?requests? limit|DB capacity quota exceeded|max concurrent connections exceeded/i;
+
+/**
+ * Upstash refusing a request over its plan's size (`ERR max request size exceeded`): nothing ran,
+ * and the same call would be refused again ({@linkcode StoreCallTooLargeError}).
+ */
+const TOO_LARGE = /\bmax request size exceeded\b/i;
 
 /**
  * Whether an error means "Redis answered: this command failed" (a bug to
@@ -122,6 +137,7 @@ export class RedisCalls {
       if (isCommandError(error)) {
         const text = redisErrorText(error);
         const message = `Redis refused ${what}: ${text}`;
+        if (TOO_LARGE.test(text)) throw new StoreCallTooLargeError(message, { cause: error });
         throw WRONG_KEY.test(text)
           ? new StoreRefusedError(message, { cause: error })
           : new Error(message, { cause: error });

@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { isCommandError, RedisCalls, redisErrorText } from "../../../src/store/redis/call.ts";
-import { StoreRefusedError, StoreUnavailableError } from "../../../src/store/types.ts";
+import {
+  StoreCallTooLargeError,
+  StoreRefusedError,
+  StoreUnavailableError,
+} from "../../../src/store/types.ts";
 import { Redis } from "@upstash/redis";
 import { redisTest } from "../../_redis.ts";
 
@@ -162,3 +166,36 @@ redisTest(
     );
   },
 );
+
+Deno.test("RedisCalls.call() takes Upstash's quota refusals as not now, nothing applied, and its request size refusal as a call too large", async () => {
+  const calls = new RedisCalls(
+    { evalsha: () => Promise.reject(), eval: () => Promise.reject() } as never,
+    50,
+  );
+  // The texts of Upstash's troubleshooting pages.
+  for (
+    const text of [
+      "ERR DB capacity quota exceeded",
+      "ERR max concurrent connections exceeded",
+      "ERR max requests limit exceeded. Limit: 10000, Usage: 10000",
+      "ERR max daily request limit exceeded",
+    ]
+  ) {
+    await assert.rejects(
+      calls.call("applyBatch", () => Promise.reject(upstashError(`${text}, command was: […]`))),
+      (error: Error) =>
+        error instanceof StoreUnavailableError && error.outcome === "not_applied" &&
+        error.message.includes(text),
+      text,
+    );
+  }
+  await assert.rejects(
+    calls.call(
+      "applyBatch",
+      () => Promise.reject(upstashError("ERR max request size exceeded, command was: […]")),
+    ),
+    (error: Error) =>
+      error instanceof StoreCallTooLargeError && error instanceof StoreRefusedError &&
+      error.message === "Redis refused applyBatch: ERR max request size exceeded",
+  );
+});
