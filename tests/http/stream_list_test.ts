@@ -3,7 +3,11 @@
  * by name, and a cursor it did not give out is a 400 `invalid_cursor`.
  */
 import assert from "node:assert/strict";
-import { testApp } from "../_fixtures.ts";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { MemoryStore } from "../../src/store/mod.ts";
+import { NOW, testApp } from "../_fixtures.ts";
 
 /** 250 streams (names of different lengths) and two that code point order puts first and last. */
 function config() {
@@ -56,4 +60,78 @@ Deno.test("GET /v1/streams refuses a bad limit or cursor as the other lists do",
     assert.equal(res.status, 400, cursor);
     assert.equal((await res.json()).error.code, "invalid_cursor", cursor);
   }
+});
+
+/** Every name of `GET /v1/streams`, a page of `limit` at a time, running `between` after each. */
+async function walkPages(
+  app: { request: (path: string, init?: RequestInit) => Response | Promise<Response> },
+  limit: number,
+  between: (page: number) => Promise<void>,
+): Promise<string[]> {
+  const names: string[] = [];
+  let cursor: string | null = null;
+  let page = 0;
+  do {
+    const query: string = cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`;
+    const res = await app.request(`/v1/streams?limit=${limit}${query}`);
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    names.push(...body.streams.map((stream: { name: string }) => stream.name));
+    cursor = body.nextCursor;
+    await between(page++);
+  } while (cursor !== null);
+  return names;
+}
+
+Deno.test("following nextCursor gives every stream that exists all along exactly once while streams are created and deleted", async () => {
+  const app = createApp({
+    streams: compileConfig({ streams: {} }),
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+  });
+  const definition = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
+  const put = async (name: string) => {
+    const res = await app.request(`/v1/streams/${name}`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(definition),
+    });
+    assert.equal(res.status, 201, await res.text());
+  };
+  const remove = async (name: string) => {
+    const res = await app.request(`/v1/streams/${name}`, { method: "DELETE" });
+    assert.equal(res.status, 204, await res.text());
+  };
+  const staying = Array.from({ length: 20 }, (_, i) => `s${String(i).padStart(2, "0")}`);
+  const going = ["s03x", "s10x", "s17x", "s19x"];
+  for (const name of [...staying, ...going]) await put(name);
+  // After each page, a stream before the cursor and one after it are deleted, and new ones
+  // created on both sides of it.
+  const names = await walkPages(app, 3, async (page) => {
+    if (page < going.length) await remove(going[page]);
+    await put(`s${String(page * 3).padStart(2, "0")}a`);
+    await put(`s${String(page * 3 + 4).padStart(2, "0")}b`);
+  });
+  for (const name of staying) {
+    assert.equal(names.filter((item) => item === name).length, 1, `${name} in ${names}`);
+  }
+  assert.equal(new Set(names).size, names.length, "none twice");
+});
+
+Deno.test("a page of GET /v1/streams reads the stats of its own streams only", async () => {
+  const read: string[] = [];
+  class Counting extends MemoryStore {
+    override stats(...args: Parameters<MemoryStore["stats"]>) {
+      read.push(args[0]);
+      return super.stats(...args);
+    }
+  }
+  const { app } = await testApp({ config: config(), store: new Counting({ now: () => NOW }) });
+  const first = await (await app.request("/v1/streams?limit=5")).json();
+  assert.deepEqual(read.sort(), first.streams.map((s: { name: string }) => s.name).sort());
+  read.length = 0;
+  const next = await (await app.request(`/v1/streams?limit=7&cursor=${first.nextCursor}`)).json();
+  assert.deepEqual(read.sort(), next.streams.map((s: { name: string }) => s.name).sort());
+  assert.equal(read.length, 7);
 });
