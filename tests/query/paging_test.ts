@@ -8,7 +8,12 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
-import { currentWindow, listWindowsPage, type WindowRow } from "../../src/query/mod.ts";
+import {
+  currentWindow,
+  listWindows,
+  listWindowsPage,
+  type WindowRow,
+} from "../../src/query/mod.ts";
 import { compareGroupKeys, MemoryStore, RedisStore, type Store } from "../../src/store/mod.ts";
 import { groupKey } from "../../src/window/mod.ts";
 import { redisTest } from "../_redis.ts";
@@ -215,3 +220,56 @@ Deno.test("a cursor of the release that ordered groups by their object's JSON te
   assert.deepEqual(await read([start, '["FR"]', 2]), ["US", "IT"]);
   assert.deepEqual(await read([start, null, 2]), ["IT"]);
 });
+
+/** A window whose group key order differs from the order of its group objects' JSON text. */
+const ordered = compileConfig({
+  streams: {
+    o: {
+      time: { field: "t", lateness: "1h" },
+      counters: {
+        n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count", maxGroups: 3 },
+      },
+    },
+  },
+}).get("o")!;
+
+/**
+ * Rows within a window come in code point order of their group key (README, Reading counters):
+ * `[1]` before `[1e+21]` (by the object's text, `{"g":1e+21}` came first), and the overflow group
+ * `__other__` last (by the object's text, `{"g":"__other__"}` came before `{"g":"zz"}`); a walk
+ * of pages of one row gives the same order.
+ */
+async function checkGroupKeyOrder(store: Store) {
+  const values = [1e21, 1, "zz", "past the bound"];
+  await ingestItems(
+    ordered,
+    values.map((g, i) => ({ ok: true as const, value: { t: T0 + 60_000 + i, g } })),
+    { store, nowMs: NOW },
+  );
+  const counter = ordered.counters[0];
+  const context = { store, nowMs: NOW };
+  const groups = (rows: WindowRow[]) => rows.map((row) => row.group.g);
+  const expected = ["zz", 1, 1e21, "__other__"];
+  assert.deepEqual(groups(await listWindows(ordered, counter, context)), expected);
+  const walked: WindowRow[] = [];
+  let after = undefined;
+  do {
+    const page: Awaited<ReturnType<typeof listWindowsPage>> = await listWindowsPage(
+      ordered,
+      counter,
+      context,
+      { limit: 1, after },
+    );
+    walked.push(...page.rows);
+    after = page.next ?? undefined;
+  } while (after !== undefined);
+  assert.deepEqual(groups(walked), expected);
+}
+
+Deno.test("MemoryStore: a window's rows come in group key order: a number before its exponent form, __other__ last", () =>
+  checkGroupKeyOrder(new MemoryStore({ now: () => NOW })));
+
+redisTest(
+  "RedisStore: a window's rows come in group key order: a number before its exponent form, __other__ last",
+  (fixture) => checkGroupKeyOrder(redisStore(fixture)),
+);
