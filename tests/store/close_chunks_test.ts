@@ -325,3 +325,68 @@ redisTest(
       ),
     ),
 );
+
+/** 2,500 groups in one minute of a tumbling and of a hopping counter, each its own stream. */
+const cellsOf = (window: object) =>
+  compileConfig({
+    streams: {
+      s: {
+        time: { field: "t", lateness: "0s" },
+        counters: { n: { window, groupBy: ["g"], aggregate: "count", maxGroups: 10_000 } },
+      },
+    },
+  }).get("s")!;
+
+/**
+ * The README's bound, by default: a close merges at most 2,000 cells a call. A tumbling window
+ * has a cell per group (2,000 of 2,500 groups, then the other 500); a hopping one of 2 panes whose
+ * groups are in both has two (at most 1,000 groups a call).
+ */
+async function twoThousandCells(store: () => Store): Promise<void> {
+  for (
+    const [window, calls] of [
+      [{ tumbling: "2m" }, [2_000, 500]],
+      [{ hopping: "2m", every: "1m" }, null],
+    ] as const
+  ) {
+    const stream = cellsOf(window);
+    const into = store();
+    const events = [];
+    for (let i = 0; i < 2_500; i++) {
+      events.push({ t: T0 + 1_000 + i, g: `g${i}` }, { t: T0 + 61_000 + i, g: `g${i}` });
+    }
+    events.push({ t: T0 + 8 * 60_000, g: "tick" });
+    const items = events.map((value) => ({ ok: true as const, value }));
+    await ingestItems(stream, items, { store: into, nowMs: NOW });
+    const groups = [];
+    for (let call = 0; call < 10; call++) {
+      const closed = await into.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
+      const first = closed.filter((w) => w.start === T0);
+      if (first.length === 0) break;
+      groups.push(first.reduce((n, w) => n + w.groups.length, 0));
+    }
+    if (calls === null) {
+      // Two cells a group: at most 1,000 groups of the window a call, over 3 calls.
+      assert.equal(groups.reduce((a, b) => a + b, 0), 2_500);
+      assert.ok(groups.length >= 3 && groups.every((n) => n <= 1_000), `${groups}`);
+    } else {
+      assert.deepEqual(groups, calls, JSON.stringify(window));
+    }
+  }
+}
+
+Deno.test("MemoryStore: a close merges at most 2,000 cells a call by default", () =>
+  twoThousandCells(() => new MemoryStore({ now: clock })));
+
+redisTest(
+  "RedisStore: a close merges at most 2,000 cells a call by default",
+  (fixture) => {
+    let n = 0;
+    return twoThousandCells(() =>
+      new RedisStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { now: clock, prefix: `d${n++}` },
+      )
+    );
+  },
+);
