@@ -473,3 +473,48 @@ Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispa
   assert.equal(marks, 4);
   assert.equal(await logLength(), 2);
 });
+
+Deno.test("Dispatcher by default: a batch holds at most one page of 500 results whatever maxEvents, one dispatch takes 20 pages, and a batch's timestamp is its newest result's", async () => {
+  let now = T0;
+  const store = new MemoryStore({ now: () => now });
+  // 10,600 results: 21.2 pages of 500.
+  for (let i = 0; i < 10_600; i += 1_000) {
+    await store.appendLog(
+      "orders",
+      Array.from({ length: Math.min(1_000, 10_600 - i) }, (_, j) => closed(i + j)),
+    );
+  }
+  const ep = endpoint("ep_big", {
+    eventTypes: ["window.closed"],
+    batch: { maxEvents: 1_000, maxWaitMs: 1_000, eventTypes: ["window.closed"] },
+  });
+  const deliveries = new MemoryDeliveryStore({ now: () => now });
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => now });
+  const sizes = async () =>
+    (await allDeliveries(deliveries, "ep_big")).map((item) => JSON.parse(item.payload).data.length);
+  await dispatcher.dispatch(orders, [ep]);
+  assert.deepEqual(await sizes(), Array(20).fill(500));
+  await dispatcher.dispatch(orders, [ep]);
+  assert.deepEqual((await sizes()).sort((a, b) => a - b), [100, ...Array(21).fill(500)]);
+
+  // Three results logged a second apart go as one batch stamped with the newest's time.
+  for (const n of [1, 2, 3]) {
+    now = T0 + n * 1_000;
+    await store.appendLog("times", [closed(n)]);
+  }
+  const times = compileConfig({ streams: { times: CONFIG.streams.orders } }).get("times")!;
+  const stamped = endpoint("ep_times", {
+    eventTypes: ["window.closed"],
+    batch: { maxEvents: 10, maxWaitMs: 1_000, eventTypes: ["window.closed"] },
+  });
+  await new Dispatcher(store, deliveries, { now: () => now }).dispatch(times, [stamped]);
+  const [batch] = await allDeliveries(deliveries, "ep_times");
+  const payload = JSON.parse(batch.payload);
+  assert.equal(payload.data.length, 3);
+  assert.equal(payload.timestamp, new Date(T0 + 3_000).toISOString());
+  assert.deepEqual(
+    payload.data.map((item: { start: string }) => item.start),
+    [1, 2, 3].map((n) => new Date(T0 + n * 60_000).toISOString()),
+    "oldest first",
+  );
+});
