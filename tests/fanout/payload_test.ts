@@ -102,3 +102,42 @@ Deno.test("publicPayload() gives alerts and events their own data, and null for 
     null,
   );
 });
+
+Deno.test("publicPayload() marks window.updated, window.closed and alert.fired of a window its counter missed events of as partial, and no other", () => {
+  // sum_1m added to the stream once its watermark was at 60 s: windows starting before miss events.
+  const added = {
+    ...orders,
+    counters: orders.counters.map((counter) =>
+      counter.name === "sum_1m" ? { ...counter, partialBefore: Date.parse(at(60)) + 1 } : counter
+    ),
+  };
+  const window = (type: "window.updated" | "window.closed", startS: number) =>
+    entry({
+      type,
+      counter: "sum_1m",
+      start: Date.parse(at(startS)),
+      end: Date.parse(at(startS + 60)),
+      group: '["DE"]',
+      state,
+    });
+  const fired = (startS: number) =>
+    entry({
+      type: "alert.fired",
+      alert: "big",
+      counter: "sum_1m",
+      start: Date.parse(at(startS)),
+      end: Date.parse(at(startS + 60)),
+      group: '["DE"]',
+      value: 7.5,
+    });
+  for (const record of [window("window.updated", 60), window("window.closed", 0), fired(60)]) {
+    const data = publicPayload(added, record)?.data as Record<string, unknown>;
+    assert.equal(data.partial, true, record.record.type);
+  }
+  for (const record of [window("window.updated", 120), window("window.closed", 120), fired(120)]) {
+    const data = publicPayload(added, record)?.data as Record<string, unknown>;
+    assert.equal("partial" in data, false, record.record.type);
+  }
+  // The same windows of the stream as it was created: never partial.
+  assert.equal("partial" in (publicPayload(orders, fired(0))!.data as object), false);
+});

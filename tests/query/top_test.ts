@@ -170,3 +170,26 @@ Deno.test("a window with no more groups than top has others null and its group c
   });
   assert.deepEqual(result.others.map((row) => [row.groups, row.value]), [[1, null]]);
 });
+
+Deno.test("top groups' others of a window its counter missed events of carry partial, as its rows do; other windows' carry none", async () => {
+  const store = new MemoryStore({ now: () => T0 + 600_000 });
+  const events = [];
+  for (const minute of [0, 1, 2]) {
+    for (const g of ["a", "b", "c"]) events.push({ t: T0 + minute * 60_000 + 1_000, g, v: 1 });
+  }
+  await ingestItems(stream, events.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs: T0 + 600_000,
+  });
+  const base = stream.counters.find((counter) => counter.name === "count")!;
+  // Added once the watermark was past the second minute's start.
+  const counter = { ...base, partialBefore: T0 + 60_000 + 1 };
+  const added = { ...stream, counters: [counter] };
+  const read = await listTopWindows(added, counter, { store, nowMs: T0 + 600_000 }, { top: 1 });
+  assert.deepEqual(read.others.map((row) => [row.start, row.groups, row.partial]), [
+    [new Date(T0 + 120_000).toISOString(), 3, undefined],
+    [new Date(T0 + 60_000).toISOString(), 3, true],
+    [new Date(T0).toISOString(), 3, true],
+  ]);
+  assert.deepEqual(read.windows.map((row) => row.partial), [undefined, true, true]);
+});
