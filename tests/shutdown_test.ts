@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../src/store/redis/delivery_store.ts";
+import { evalAtRoot } from "./_eval.ts";
 import { redisTest } from "./_redis.ts";
 import { type ServerProcess, startServerProcess } from "./_server_process.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
@@ -693,4 +694,51 @@ Deno.test({
     const sweeping = await stopServer(stoppingParts({ sweeping: true }).parts, { boundMs: 1 });
     assert.deepEqual([sweeping.clean, sweeping.unfinished], [false, ["sweep"]]);
   },
+});
+
+/**
+ * What the stop signal's handler does with each kind of report: its line and its exit status (the
+ * README quotes the line `nothing in flight; left to the exit: …`).
+ */
+async function stopLine(report: object): Promise<{ code: number; message: string }> {
+  const result = await evalAtRoot(
+    [
+      'import { configureLogging } from "./src/telemetry/logging.ts";',
+      'import { exitOnStopSignal } from "./src/shutdown.ts";',
+      'configureLogging({ level: "info", format: "json" });',
+      'const report = JSON.parse(Deno.env.get("REPORT"));',
+      "exitOnStopSignal(() => Promise.resolve(report), 1);",
+      "setTimeout(() => {}, 30_000);",
+      'Deno.kill(Deno.pid, "SIGTERM");',
+    ].join("\n"),
+    { vars: { REPORT: JSON.stringify(report) } },
+  );
+  const lines = (result.stdout + result.stderr).split("\n").filter((line) =>
+    line.includes('"message":"stopped')
+  );
+  assert.equal(lines.length, 1, result.stdout + result.stderr);
+  return { code: result.code, message: JSON.parse(lines[0]).message };
+}
+
+Deno.test("the stop line: 0 and 'nothing in flight; left to the exit: …' when only idle steps were left; 1 and 'still running' when work was", async () => {
+  const base = { unfinished: [], leftIdle: [], elapsedMs: 3 };
+  assert.deepEqual(await stopLine({ ...base, clean: true }), {
+    code: 0,
+    message: "stopped in 3 ms",
+  });
+  assert.deepEqual(
+    await stopLine({ ...base, clean: true, leftIdle: ["http requests", "live subscriptions"] }),
+    {
+      code: 0,
+      message:
+        "stopped in 3 ms, nothing in flight; left to the exit: http requests, live subscriptions",
+    },
+  );
+  assert.deepEqual(
+    await stopLine({ ...base, clean: false, unfinished: ["http requests"] }),
+    {
+      code: 1,
+      message: "stopped after 3 ms (EDGESTREAM_SHUTDOWN) with still running: http requests",
+    },
+  );
 });
