@@ -569,3 +569,28 @@ Deno.test("POST /v1/webhooks past EDGESTREAM_WEBHOOKS_MAX answers 409 too_many_w
     await ctx.close();
   }
 });
+
+Deno.test("batch.maxEvents is at most 1,000 and maxWait at most 1m (README), each past it a 400 naming it", async () => {
+  await withSetup(async (ctx) => {
+    const at = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/most",
+      eventTypes: ["window.closed"],
+      batch: { maxEvents: 1_000, maxWait: "1m" },
+    });
+    assert.equal(at.status, 201, at.text);
+    for (
+      const [batch, field] of [
+        [{ maxEvents: 1_001 }, "batch.maxEvents"],
+        [{ maxEvents: 10, maxWait: "1m1ms" }, "batch.maxWait"],
+      ] as const
+    ) {
+      const past = await call(ctx.app, "POST", "/v1/webhooks", {
+        url: "http://127.0.0.1:9/past",
+        eventTypes: ["window.closed"],
+        batch,
+      });
+      assert.equal(past.status, 400, JSON.stringify(batch));
+      assert.ok(past.body.error.message.includes(field), past.body.error.message);
+    }
+  });
+});
