@@ -273,3 +273,52 @@ redisTest(
   "RedisStore: a window's rows come in group key order: a number before its exponent form, __other__ last",
   (fixture) => checkGroupKeyOrder(redisStore(fixture)),
 );
+
+/** Sliding 2h windows of 1m panes: 120 panes a window. */
+const long = compileConfig({
+  streams: {
+    l: {
+      time: { field: "t", lateness: "1h" },
+      counters: {
+        n: { window: { sliding: "2h", precision: "1m" }, groupBy: ["g"], aggregate: "count" },
+      },
+    },
+  },
+}).get("l")!;
+
+/**
+ * The README's cost of a page: windows are read a few at a time, each store read taking windows
+ * until they cover 4,096 panes (at least one window): 35 windows of 120 panes (4,200) a read.
+ */
+async function checkPanesARead(store: Store) {
+  const events = Array.from({ length: 240 }, (_, i) => ({ t: T0 + i * 60_000, g: "a" }));
+  await ingestItems(long, events.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs: T0 + 240 * 60_000,
+  });
+  const panes: number[] = [];
+  const counted = new Proxy(store, {
+    get(target, property) {
+      if (property === "readWindows") {
+        return (...args: Parameters<Store["readWindows"]>) => {
+          panes.push(args[2].reduce((n, read) => n + read.panes.length, 0));
+          return target.readWindows(...args);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  // A filter no group matches: every window is read, and none fills the page.
+  const page = await listWindowsPage(long, long.counters[0], {
+    store: counted,
+    nowMs: T0 + 240 * 60_000,
+  }, { groups: { g: "none" } });
+  assert.deepEqual(page.rows, []);
+  assert.ok(panes.length >= 3, `${panes}`);
+  for (const read of panes.slice(0, -1)) assert.equal(read, 35 * 120, `${panes}`);
+  assert.ok(panes.at(-1)! <= 35 * 120, `${panes}`);
+}
+
+Deno.test("MemoryStore: a page reads windows until they cover 4,096 panes a store read", () =>
+  checkPanesARead(new MemoryStore({ now: () => T0 + 240 * 60_000 })));
