@@ -276,7 +276,7 @@ async function previousReleaseGet(redisUrl: string, name: string) {
 }
 
 redisTest(
-  "RedisDefinitionStore: the partial bounds are a field of their own a previous release reads past, and bounds of another generation (left by one) are not read",
+  "RedisDefinitionStore: the partial bounds are a field of their own a previous release reads past and keeps when it writes the next version, and bounds of another generation (left by one) are not read",
   async (fixture) => {
     const { definitions } = redisBackend(fixture)({ now: T0 });
     const record = {
@@ -302,6 +302,28 @@ redisTest(
       name: "s",
       version: 1,
     });
+    // The previous release writes the stream's next version (same generation) with the fields it
+    // knows: the bounds stay, and this release reads them still.
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send(
+        "HSET",
+        "es:{s}:def",
+        "v",
+        "2",
+        "g",
+        "1",
+        "s",
+        "api",
+        "d",
+        JSON.stringify(record.definition),
+        "c",
+        JSON.stringify(record.counters),
+        "x",
+        "0",
+      );
+    });
+    const next = await definitions.get("s");
+    assert.deepEqual([next?.version, next?.partialBefore], [2, { added: T0 + 70_001 }]);
     // The previous release deletes the stream and creates it again (generation 2), writing the
     // fields it knows: the bounds it leaves are generation 1's, not read for generation 2.
     await withDirect(fixture.redisUrl, async (send) => {
