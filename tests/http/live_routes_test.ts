@@ -312,14 +312,18 @@ async function slowSseScenario(server: Awaited<ReturnType<typeof startServer>>) 
   }
 }
 
-Deno.test("A subscriber's defaults: dropped more than 1 MiB behind (the README's figure), idle WebSockets closed at 30 s", async () => {
+Deno.test("A subscriber's defaults: dropped more than 1 MiB behind (the README's figure), caught up 500 log entries a read, idle WebSockets closed at 30 s", async () => {
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
   // What the routes resolve from the options the entry points give them (only the bounds).
   const settings = subscriptionSettings({ subscriptions: { perKey: 100, perProcess: 10_000 } });
   assert.match(readme, /A subscriber is never sent more than 1 MiB ahead of what it read/);
   assert.match(readme, /A subscriber that\s+read nothing for 10 s while 1 MiB waited is dropped/);
   assert.equal(settings.maxBufferedBytes, 1024 * 1024);
-  assert.equal(new LiveHub(new Map(), new MemoryStore()).settings.stalledMs, 10_000);
+  const hub = new LiveHub(new Map(), new MemoryStore()).settings;
+  assert.equal(hub.stalledMs, 10_000);
+  // What followed for a subscriber behind is read "a page of 500 entries a store read".
+  assert.match(readme, /a page of 500 entries a store read/);
+  assert.equal(hub.readLimit, 500);
   // The README gives 30 s for WebSocket ingest; a subscriber's socket has the same default.
   assert.equal(settings.idleTimeoutSeconds, 30);
 });
