@@ -9,7 +9,14 @@ import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import { compareLogIds, type LogBounds, parseLogId, type Store } from "../../../src/store/types.ts";
+import {
+  compareLogIds,
+  type LogBounds,
+  MAX_LOG_BACKLOG,
+  MAX_LOG_ENTRIES,
+  parseLogId,
+  type Store,
+} from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
@@ -306,5 +313,43 @@ redisTest(
       log: { retain: 5, max: 1_000 },
     });
     await ingestDispatchDefersMark({ clock, store, deliveries }, () => marks);
+  },
+);
+
+/**
+ * The README's defaults: without endpoints a stream's result log keeps about its newest 100,000
+ * entries (Redis: `MAXLEN ~`, somewhat more; the memory store trims in steps of 1/64 of it), and
+ * the hold's hard bound is 1,200,000 entries (pinned only: too many to write in a test).
+ */
+async function keepsItsNewest(store: Store, slack: number) {
+  assert.equal(MAX_LOG_ENTRIES, 100_000);
+  assert.equal(MAX_LOG_BACKLOG, 1_200_000);
+  const record = (i: number) => ({ type: "window.updated", n: i }) as never;
+  for (let i = 0; i < 110_000; i += 10_000) {
+    await store.appendLog("orders", Array.from({ length: 10_000 }, (_, j) => record(i + j)));
+  }
+  const kept = await store.readLog("orders", null, 200_000);
+  assert.ok(
+    kept.length >= 100_000 && kept.length <= 100_000 + slack,
+    `kept ${kept.length}`,
+  );
+  assert.equal((kept.at(-1)!.record as unknown as { n: number }).n, 109_999);
+}
+
+Deno.test("memory: without endpoints a stream's log keeps about its newest 100,000 entries by default", async () => {
+  await keepsItsNewest(new MemoryStore(), Math.ceil(100_000 / 64));
+});
+
+redisTest(
+  "redis: without endpoints a stream's log keeps about its newest 100,000 entries by default",
+  async (fixture) => {
+    const clock: Clock = { now: Date.now() };
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // MAXLEN ~ trims whole nodes of 100 entries.
+    await keepsItsNewest(new RedisStore(redis, { now: () => clock.now }), 100);
   },
 );
