@@ -20,7 +20,17 @@ import {
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
-import { at, type Clock, ingest, register, setup, type SetupOptions, sweep, T0 } from "./_setup.ts";
+import {
+  at,
+  call,
+  type Clock,
+  ingest,
+  register,
+  setup,
+  type SetupOptions,
+  sweep,
+  T0,
+} from "./_setup.ts";
 
 const GROUPS = 100;
 const BOUNDS: LogBounds = { retain: 20, max: 1_000 };
@@ -351,5 +361,53 @@ redisTest(
     });
     // MAXLEN ~ trims whole nodes of 100 entries.
     await keepsItsNewest(new RedisStore(redis, { now: () => clock.now }), 100);
+  },
+);
+
+/**
+ * README: when the last endpoint is deleted, the next sweep lets the held logs go, back to their
+ * retained entries (here 20).
+ */
+async function lastEndpointLetsGo(options: SetupOptions & { clock: Clock }) {
+  const app = await setup({ ...options, dispatch: { pageSize: 10, maxPages: 2 } });
+  const receiver = await Receiver.start(() => options.clock.now);
+  try {
+    const { id, secret } = await register(app.app, {
+      url: receiver.url(),
+      eventTypes: ["window.closed"],
+    });
+    receiver.secrets = [secret];
+    await ingest(
+      app.app,
+      Array.from({ length: GROUPS }, (_, i) => ({ id: `e${i}`, ts: at(1), country: `c${i}` })),
+    );
+    await ingest(app.app, [{ id: "tick", ts: at(200), country: "DE" }]);
+    await sweep(app.app, app.webhooks);
+    const held = (await app.store.readLog("orders", null, 1_000)).length;
+    // Held for dispatch, which took 20 of them: more than the 20 retained.
+    assert.ok(held > 3 * BOUNDS.retain!, `held ${held}`);
+    assert.equal((await call(app.app, "DELETE", `/v1/webhooks/${id}`)).status, 204);
+    await sweep(app.app, app.webhooks);
+    const kept = (await app.store.readLog("orders", null, 1_000)).length;
+    assert.ok(kept >= BOUNDS.retain! && kept <= BOUNDS.retain! + 2, `kept ${kept}`);
+  } finally {
+    await app.close();
+    await receiver.close();
+  }
+}
+
+Deno.test("memory: once the last endpoint is deleted, the next sweep lets the held log go", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  await lastEndpointLetsGo({
+    clock,
+    store: new MemoryStore({ now: () => clock.now, log: BOUNDS }),
+  });
+});
+
+redisTest(
+  "redis: once the last endpoint is deleted, the next sweep lets the held log go",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    await lastEndpointLetsGo({ clock, ...redisStores(fixture, clock, BOUNDS) });
   },
 );
