@@ -841,9 +841,11 @@ browserTest(
       const page = await newPage(browser);
       const log = watch(page);
       let pages = 0;
+      const asked = new Set<string | null>();
       // One stream a page: the list is whole only when its cursors are followed.
       await page.route(/\/v1\/streams(\?[^/]*)?$/, async (route) => {
         const url = new URL(route.request().url());
+        asked.add(url.searchParams.get("limit"));
         url.searchParams.set("limit", "1");
         pages += 1;
         await route.continue({ url: url.toString() });
@@ -852,6 +854,8 @@ browserTest(
       await page.locator('[data-stream="c"]').waitFor();
       assert.deepEqual(await cardNames(page), ["a", "b", "c"]);
       assert.ok(pages >= 3, `${pages} pages`);
+      // The page asks for 1,000 streams a page (README), the most the list gives.
+      assert.deepEqual([...asked], ["1000"]);
       assert.deepEqual(log.errors, []);
       await page.close();
     } finally {
