@@ -17,7 +17,7 @@ import {
   parseLogId,
   type Store,
 } from "../../../src/store/types.ts";
-import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
 import {
@@ -409,5 +409,32 @@ redisTest(
   async (fixture) => {
     const clock: Clock = { now: T0 + 600_000 };
     await lastEndpointLetsGo({ clock, ...redisStores(fixture, clock, BOUNDS) });
+  },
+);
+
+redisTest(
+  "redis: a mark trims at most 20,000 of the entries it frees a call (README), the rest at the next marks",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis);
+    const record = (i: number) => ({ type: "window.updated", n: i }) as never;
+    // Held from the start: 150,000 entries stay, 50,000 past the 100,000 retained.
+    assert.equal(await store.markDispatched("orders", "0-0"), 0);
+    for (let i = 0; i < 150_000; i += 10_000) {
+      await store.appendLog("orders", Array.from({ length: 10_000 }, (_, j) => record(i + j)));
+    }
+    const newest = await store.lastLogId("orders");
+    const length = () => withDirect(fixture.redisUrl, (send) => send("XLEN", "es:{orders}:log"));
+    assert.equal(await length(), 150_000);
+    const lengths = [];
+    for (let mark = 0; mark < 4; mark++) {
+      assert.equal(await store.markDispatched("orders", newest), 0, "nothing undispatched lost");
+      lengths.push(await length());
+    }
+    assert.deepEqual(lengths, [130_000, 110_000, 100_000, 100_000]);
   },
 );
