@@ -347,3 +347,57 @@ redisTest(
     assert.deepEqual(left, [150, 50, 0]);
   },
 );
+
+redisTest(
+  "deploy/README's rollback past 0577fb3: the sessions this release closed (in sc) go back to sa with their expiry, where the old release forgets them from the index by start",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let clock = NOW;
+    const store = new RedisStore(redis, { now: () => clock });
+    const send = (...args: string[]) => withDirect(fixture.redisUrl, (direct) => direct(...args));
+    const one = compileConfig({
+      streams: {
+        visits: {
+          time: { field: "t", lateness: "1s" },
+          counters: {
+            visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" },
+          },
+        },
+      },
+    }).get("visits")!;
+    const ttl = one.counterMetas[0].ttlMs;
+    const users = ["a", "b", "c"];
+    // Three sessions, and an event of another user that moves the watermark past their close.
+    const sessions = [...users.map((user) => ({ t: NOW - 120_000, user })), { t: NOW, user: "z" }];
+    await ingestItems(one, items(sessions), { store, nowMs: clock });
+    const closed = await store.closeWindows("visits", one.counterMetas, { latenessMs: 1_000 });
+    assert.equal(closed.length, 3);
+    const [sa, sc, ss] = ["sa", "sc", "ss"].map((name) => `es:{visits}:${name}:visit`);
+    const members = (key: string) => send("ZRANGE", key, "0", "-1", "WITHSCORES");
+    // This release: closed sessions leave sa (z's, open, stays) for sc; ss holds all four.
+    assert.equal((await members(sa) as string[]).length, 2);
+    const inClosed = await members(sc) as string[];
+    assert.equal(inClosed.length, 2 * 3);
+    assert.equal((await members(ss) as string[]).length, 2 * 4);
+    // The release before 0577fb3 forgets from ss what sa says expired (its close script,
+    // `git show 0577fb3^:src/store/redis/_session_scripts.ts`, lines 199-203), and never reads sc.
+    const oldForget = async (now: number) => {
+      const expired = await send("ZRANGEBYSCORE", sa, "-inf", String(now)) as string[];
+      if (expired.length > 0) await send("ZREM", ss, ...expired);
+      await send("ZREMRANGEBYSCORE", sa, "-inf", String(now));
+    };
+    clock = NOW + 2 * ttl;
+    await oldForget(clock);
+    assert.equal((await members(ss) as string[]).length, 2 * 3, "left in ss for good");
+    // The recipe puts them back where it forgets them.
+    await send("ZUNIONSTORE", sa, "2", sa, sc, "AGGREGATE", "MAX");
+    await send("PEXPIRE", sa, String(ttl));
+    assert.deepEqual(await members(sa), inClosed);
+    await oldForget(clock);
+    assert.deepEqual(await members(ss), []);
+  },
+);
