@@ -7,7 +7,7 @@ import { StoredLimitError } from "../../src/store/limits.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { startDroppingProxy } from "../_upstash_proxy.ts";
 
 function key(id: string, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
@@ -287,6 +287,40 @@ redisTest(
       assert.equal((await first.listKeys()).length, 3);
       const winner = (await first.listKeys()).find((item) => item.id.endsWith(String(round)));
       assert.equal(await second.deleteKey(winner!.id), true);
+    }
+  },
+);
+
+redisTest(
+  "RedisKeyStore: a page of keys is one script that reads every key's record (README, the bound's reason)",
+  async (fixture) => {
+    const keys = redisKeyStore(fixture);
+    for (let i = 0; i < 30; i++) {
+      await keys.createKey(key(`key_${String(i).padStart(2, "0")}`, { createdAt: i }));
+    }
+    const calls = async () => {
+      const info = String(
+        await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")),
+      );
+      return Object.fromEntries(
+        [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)]
+          .filter((match) => match[1] !== "info")
+          .map((match) => [match[1], Number(match[2])]),
+      );
+    };
+    // Once, so the script is loaded (a first EVALSHA is refused and sent again as EVAL).
+    await keys.pageKeys({ limit: 1 });
+    let cursor: string | null = null;
+    for (const expected of [["key_00", "key_04"], ["key_05", "key_09"]]) {
+      await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+      const page: Awaited<ReturnType<RedisKeyStore["pageKeys"]>> = await keys.pageKeys({
+        limit: 5,
+        cursor,
+      });
+      assert.deepEqual([page.items[0].id, page.items.at(-1)!.id], expected);
+      // One call, in which every one of the 30 records is read (HVALS), whatever the page.
+      assert.deepEqual(await calls(), { evalsha: 1, hvals: 1 });
+      cursor = page.nextCursor;
     }
   },
 );
