@@ -114,13 +114,16 @@ export async function play(
 ): Promise<unknown[]> {
   const trace: unknown[] = [];
   let stream = defs(1, 2, false);
+  let everIdle = false;
   // A first event, so both stores hold the stream before any sweep: a sweep with idle of a stream
   // they hold nothing of raises the watermark on Redis only (as before this session; see report).
   const warm: Op = { kind: "ingest", events: [{ id: 99, dt: 0, g: "a", v: 1, u: 0 }] };
   for (const op of [warm, ...ops]) {
     if (op.kind === "tick") clock.now += op.ms;
-    else if (op.kind === "def") stream = defs(op.lateness, op.ttl, op.idle);
-    else if (op.kind === "sweep") {
+    else if (op.kind === "def") {
+      stream = defs(op.lateness, op.ttl, op.idle);
+      everIdle ||= op.idle;
+    } else if (op.kind === "sweep") {
       const closed = await store.closeWindows(stream.name, stream.counterMetas, {
         latenessMs: stream.latenessMs,
         idleMs: stream.idleMs,
@@ -148,7 +151,11 @@ export async function play(
     }
   }
   const stats = await store.stats(stream.name, stream.counterMetas);
-  trace.push(["stats", { ...stats, closedThrough: undefined }]);
+  // An idle stream's stored watermark: a memory sweep raises it, a Redis sweep that finds nothing
+  // to do (one HMGET) leaves it (README: "whether or not a close raised it in the store"); replies
+  // show it raised by the clock either way while `idle` is set (`watermarkAt`), the same on both.
+  const watermark = everIdle ? undefined : stats.watermark;
+  trace.push(["stats", { ...stats, watermark, closedThrough: undefined }]);
   return trace;
 }
 
@@ -190,7 +197,12 @@ redisTest(
         );
         assert.ok(JSON.stringify(ta) === JSON.stringify(tb), firstDiff(ta, tb));
       }),
-      { numRuns: Number(Deno.env.get("DIFF_RUNS") ?? 60) },
+      {
+        numRuns: Number(Deno.env.get("DIFF_RUNS") ?? 60),
+        ...(Deno.env.get("DIFF_SEED")
+          ? { seed: Number(Deno.env.get("DIFF_SEED")), path: Deno.env.get("DIFF_PATH") }
+          : {}),
+      },
     );
   },
 );
