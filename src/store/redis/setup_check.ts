@@ -5,11 +5,13 @@
  * without which Redis at its `maxmemory` drops keys: stream data, or (`allkeys-*`) definitions, API
  * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
- * refuses it too: then nothing is said.
+ * refuses it too: then nothing is said. And whether it runs a Lua script at all (`EVAL`), which
+ * every write here is: an ACL user without `@scripting` is refused every one.
  *
  * @module
  */
 import type { Redis } from "@upstash/redis";
+import { redisErrorText } from "./call.ts";
 
 /**
  * Whether the Redis behind the REST URL `restUrl` is asked its settings: not Upstash's own
@@ -35,11 +37,17 @@ export function asksSetup(restUrl: string): boolean {
  * ```
  */
 export async function redisSetupWarnings(redis: Pick<Redis, "exec">): Promise<string[]> {
-  const [appendonly, policy] = await Promise.all([
+  const [appendonly, policy, scripting] = await Promise.all([
     configValue(redis, "appendonly"),
     configValue(redis, "maxmemory-policy"),
+    scriptingRefusal(redis),
   ]);
   const warnings: string[] = [];
+  if (scripting !== undefined) {
+    warnings.push(
+      `Redis refused a Lua script (${scripting}): edgestream applies every write as one (EVALSHA, EVAL), so nothing can be stored; allow scripting (an ACL user needs +@scripting)`,
+    );
+  }
   if (appendonly !== undefined && appendonly !== "yes") {
     warnings.push(
       `Redis has appendonly ${appendonly}: a redis-server killed or crashed loses every event acknowledged since its last snapshot; set appendonly yes (see the README's Redis persistence and eviction)`,
@@ -51,6 +59,20 @@ export async function redisSetupWarnings(redis: Pick<Redis, "exec">): Promise<st
     );
   }
   return warnings;
+}
+
+/**
+ * Redis's refusal of a script (`NOPERM …`, `ERR unknown command …`), or undefined when it runs
+ * one or cannot be reached (the store's own errors say that).
+ */
+async function scriptingRefusal(redis: Pick<Redis, "exec">): Promise<string | undefined> {
+  try {
+    await redis.exec(["EVAL", "return 1", "0"]);
+    return undefined;
+  } catch (error) {
+    const text = redisErrorText(error);
+    return /^(NOPERM|ERR unknown command)\b/i.test(text) ? text : undefined;
+  }
 }
 
 /** A setting's value, or undefined when `CONFIG GET` is refused, fails or does not know it. */

@@ -85,6 +85,9 @@ interface QuietStream {
  */
 export const QUIET_KEPT = 20_000;
 
+/** What `ping` runs: a script, so that it fails where scripting is refused. */
+const PING_SCRIPT = 'return "PONG"';
+
 /** A stream this process applied a batch to since its last close here: the next one runs. */
 const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
 
@@ -830,8 +833,12 @@ export class RedisStore implements Store {
     });
   }
 
+  /**
+   * One command, as `PING` was, but a script: every write of this store is one, so a Redis that
+   * refuses scripting (an ACL without `@scripting`) is not ready.
+   */
   async ping(): Promise<void> {
-    await this.#call("ping", () => this.#redis.ping());
+    await this.#call("ping", () => this.#calls.script(PING_SCRIPT, [], []));
   }
 
   close(): Promise<void> {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { asksSetup, redisSetupWarnings } from "../../../src/store/mod.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { startUpstashBridge } from "../../../tools/upstash_bridge.ts";
 import { redisServerInstalled, redisTest, withDirect } from "../../_redis.ts";
@@ -40,6 +41,31 @@ redisTest(
     }
     // An append-only file being written holds up the fixture's stop by seconds.
     await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "appendonly", "no"));
+  },
+);
+
+redisTest(
+  "a Redis that refuses scripting (an ACL user without @scripting) is named at startup, and the store is not ready",
+  async (fixture) => {
+    const redis = upstash(fixture.restUrl, fixture.restToken);
+    const store = new RedisStore(redis);
+    await store.ping();
+    await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "-@scripting"));
+    try {
+      const warnings = await redisSetupWarnings(redis);
+      assert.equal(
+        warnings.find((text) => text.startsWith("Redis refused a Lua script")),
+        "Redis refused a Lua script (NOPERM this user has no permissions to run the 'eval' command): edgestream applies every write as one (EVALSHA, EVAL), so nothing can be stored; allow scripting (an ACL user needs +@scripting)",
+      );
+      await assert.rejects(store.ping(), /Redis refused ping: NOPERM/);
+    } finally {
+      await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "+@all"));
+    }
+    await store.ping();
+    assert.ok(
+      !(await redisSetupWarnings(redis)).some((text) => text.includes("Lua script")),
+      "no warning where scripts run",
+    );
   },
 );
 
