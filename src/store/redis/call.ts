@@ -78,6 +78,12 @@ export function outcomeOf(error: unknown): UnavailableOutcome {
  */
 const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
 
+/**
+ * Nothing answered at the REST URL, or something that is not an Upstash REST endpoint did (the
+ * client cannot read its reply as one).
+ */
+const NOT_REACHED = /^fetch failed\b|^error sending request\b|^Unable to parse response body\b/;
+
 /** A key of another type or bad text in a field: {@linkcode StoreRefusedError}. */
 const WRONG_KEY = /^WRONGTYPE /;
 
@@ -143,9 +149,17 @@ export class RedisCalls {
           : new Error(message, { cause: error });
       }
       const text = redisErrorText(error);
-      const hint = REFUSED_TOKEN.test(text) ? " (check UPSTASH_REDIS_REST_TOKEN)" : "";
+      const hint = REFUSED_TOKEN.test(text)
+        ? " (check UPSTASH_REDIS_REST_TOKEN)"
+        : NOT_REACHED.test(text)
+        ? " (check UPSTASH_REDIS_REST_URL)"
+        : "";
+      // Deno's fetch says only "fetch failed"; why (refused, no such host, TLS) is its cause.
+      const cause = error instanceof TypeError && error.cause instanceof Error
+        ? `: ${error.cause.message.slice(0, 300)}`
+        : "";
       throw new StoreUnavailableError(
-        `Redis is unavailable (${what}): ${text}${hint}`,
+        `Redis is unavailable (${what}): ${text}${cause}${hint}`,
         { cause: error, outcome: outcomeOf(error) },
       );
     } finally {

@@ -199,3 +199,31 @@ Deno.test("RedisCalls.call() takes Upstash's quota refusals as not now, nothing 
       error.message === "Redis refused applyBatch: ERR max request size exceeded",
   );
 });
+
+Deno.test("RedisCalls.call() says why a REST URL was not reached, and to check UPSTASH_REDIS_REST_URL", async () => {
+  const calls = new RedisCalls(
+    { evalsha: () => Promise.reject(), eval: () => Promise.reject() } as never,
+    50,
+  );
+  const messageOf = (error: unknown) =>
+    calls.call("getDefinition", () => Promise.reject(error)).then(
+      () => assert.fail("expected a failure"),
+      (failed: Error) => failed.message,
+    );
+  // As Deno's fetch fails on a refused connection.
+  assert.equal(
+    await messageOf(
+      new TypeError("fetch failed", {
+        cause: new Error(
+          "error sending request for url (http://127.0.0.1:7699/): client error (Connect): tcp connect error: Connection refused (os error 111)",
+        ),
+      }),
+    ),
+    "Redis is unavailable (getDefinition): fetch failed: error sending request for url (http://127.0.0.1:7699/): client error (Connect): tcp connect error: Connection refused (os error 111) (check UPSTASH_REDIS_REST_URL)",
+  );
+  // A server that is not an Upstash REST endpoint (the client's words).
+  assert.equal(
+    await messageOf(upstashError("Unable to parse response body: ok")),
+    "Redis is unavailable (getDefinition): Unable to parse response body: ok (check UPSTASH_REDIS_REST_URL)",
+  );
+});
