@@ -174,10 +174,15 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-/** Logs a sweep's failure: of one stream (named), or of the whole run. */
+/** Logs a sweep's failure: of one stream (named), or of the whole run; at warning when the store is unavailable. */
 export function logSweepError(error: unknown, stream?: string): void {
-  if (stream === undefined) logger.error("Sweep failed: {error}", { error });
-  else logger.error("Sweep of stream '{stream}' failed: {error}", { stream, error });
+  // The store unreachable or refusing for now is a warning, as a request's 503 is: the next sweep
+  // tries again. Anything else is a defect or bad data.
+  const log = error instanceof StoreUnavailableError
+    ? logger.warn.bind(logger)
+    : logger.error.bind(logger);
+  if (stream === undefined) log("Sweep failed: {error}", { error });
+  else log("Sweep of stream '{stream}' failed: {error}", { stream, error });
 }
 
 /** Options for {@linkcode startSweeping}. */
