@@ -1073,7 +1073,7 @@ class RegistryStore implements Store {
       if (error instanceof StreamChangedError) {
         if (error.version === 0) {
           logger.warn(
-            "The definition record of stream '{stream}' is missing from the store (restored from an older snapshot?); the batch was refused and the definition is read again",
+            "The definition record of stream '{stream}' is missing from the store (restored from an older snapshot, or evicted under a maxmemory-policy other than noeviction?); the batch was refused and the definition is read again",
             { stream: batch.stream },
           );
         }
