@@ -2,12 +2,14 @@
  * The deliveries the OpenAPI document describes (its top-level `webhooks`) against what a real
  * verifying receiver gets: every type, one by one and batched, and a test delivery, each body
  * valid by the document's schema for its type with no field the document lacks, and signed with
- * the headers it names.
+ * the headers it names; and every result an SSE subscription gets, against `LivePayload`.
  */
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 import { at, call, ingest, register, setup, sweep } from "../fanout/webhooks/_setup.ts";
+import { at as liveAt } from "../_fixtures.ts";
+import { SseReader, startServer } from "../_live.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -93,5 +95,67 @@ Deno.test("every delivery a receiver gets is as the document's webhooks describe
   } finally {
     await ctx.close();
     await receiver.close();
+  }
+});
+
+Deno.test("every result an SSE subscription gets is a LivePayload of the document: each type, with its log id", async () => {
+  const config = {
+    streams: {
+      orders: {
+        time: { field: "ts", lateness: "10s" },
+        dedupe: { field: "id", ttl: "1h" },
+        counters: {
+          count_1m: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+          users: { window: { tumbling: "1m" }, aggregate: { distinct: "user" } },
+        },
+        alerts: [{ name: "busy", counter: "count_1m", when: "value >= 2.0" }],
+      },
+    },
+  };
+  const server = await startServer({ config, hub: { updateIntervalMs: 10 } });
+  const types = "window.updated,window.closed,alert.fired,event.processed,event.late";
+  const res = await fetch(`${server.base}/v1/streams/orders/subscribe?types=${types}`, {
+    headers: { Accept: "text/event-stream" },
+  });
+  const reader = new SseReader(res);
+  try {
+    const doc: Json = await (await fetch(`${server.base}/openapi.json`)).json();
+    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+    ajv.addSchema(closed(doc), "openapi");
+    const validate = ajv.getSchema("openapi#/components/schemas/LivePayload")!;
+    assert.equal((await reader.next()).event, "subscribed");
+    const send = async (events: object[]) => {
+      const reply = await fetch(`${server.base}/v1/streams/orders/events`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(events),
+      });
+      assert.equal(reply.status, 202, await reply.text());
+    };
+    await send([
+      { id: "a", ts: liveAt(1), country: "DE", user: "u1" },
+      { id: "b", ts: liveAt(2), country: "DE", user: "u2" },
+    ]);
+    await send([{ id: "tick", ts: liveAt(90), country: "FR", user: "u3" }]);
+    await send([{ id: "old", ts: liveAt(3), country: "FR", user: "u4" }]); // late
+    const swept = await fetch(`${server.base}/v1/admin/sweep`, { method: "POST" });
+    assert.equal(swept.status, 200);
+    await swept.body?.cancel();
+    const seen = new Set<string>();
+    const problems: string[] = [];
+    while (seen.size < 5) {
+      const { event, data, id } = await reader.next();
+      seen.add(event);
+      assert.equal(data.type, event, "the SSE event is named by the result's type");
+      assert.match(id ?? "", /^\d+-\d+$/, "with its log id");
+      if (!validate(data)) {
+        problems.push(`${event}: ${ajv.errorsText(validate.errors)} in ${JSON.stringify(data)}`);
+      }
+    }
+    assert.deepEqual(problems, []);
+    assert.deepEqual([...seen].sort(), types.split(",").sort());
+  } finally {
+    await reader.cancel();
+    await server.close();
   }
 });
