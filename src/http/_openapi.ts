@@ -115,6 +115,12 @@ export const RESPONSE_HEADERS = {
     required: true,
     schema: { type: "string", enum: ["websocket"] },
   },
+  "Location": {
+    description: "The path of what was created, where a `GET` reads it",
+    required: true,
+    schema: { type: "string" },
+    example: "/v1/keys/key_3f1c9a527e0b4d8e",
+  },
   "Cache-Control": {
     description: "`no-cache`: a cache may keep the answer but must ask again before using it",
     required: true,

@@ -72,7 +72,7 @@ const putStreamRoute = createRoute({
   },
   responses: {
     200: { ...jsonContent(StreamSchema, "Replaced"), headers: headersOf("ETag") },
-    201: { ...jsonContent(StreamSchema, "Created"), headers: headersOf("ETag") },
+    201: { ...jsonContent(StreamSchema, "Created"), headers: headersOf("ETag", "Location") },
     ...errorsFor(400, 401, 403, 412, 413, 415, 503),
     ...storedLimitConflict("streams"),
   },
@@ -215,6 +215,7 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
     const raw = await readDefinition(c, maxBodyBytes);
     const { created, registered } = await deps.streams.put(name, raw, expected);
     c.header("ETag", `"${registered.version}"`);
+    if (created) c.header("Location", `/v1/streams/${name}`);
     return c.json(await streamJson(registered.stream, deps), created ? 201 : 200);
   });
   app.openAPIRegistry.registerPath({ ...deleteStreamRoute, parameters: [streamParam] });

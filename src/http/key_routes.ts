@@ -15,7 +15,14 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
-import { CursorQuery, errorsFor, nameText, NextCursor, storedLimitConflict } from "./_openapi.ts";
+import {
+  CursorQuery,
+  errorsFor,
+  headersOf,
+  nameText,
+  NextCursor,
+  storedLimitConflict,
+} from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
 import { jsonBody } from "./body.ts";
 import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
@@ -99,6 +106,7 @@ const createKeyRoute = createRoute({
   responses: {
     201: {
       description: "Created",
+      headers: headersOf("Location"),
       content: { "application/json": { schema: CreatedKeySchema } },
     },
     ...errorsFor(400, 401, 403, 413, 415, 503),
@@ -259,6 +267,7 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     };
     // A clash of ids or hashes (KeyConflictError) is a 409 from the error table.
     await keys.store.createKey(record);
+    c.header("Location", `/v1/keys/${record.id}`);
     return c.json({ ...keyJson(record, now), key }, 201);
   });
 

@@ -34,6 +34,7 @@ import { ApiError } from "./errors.ts";
 import {
   CursorQuery,
   errorsFor,
+  headersOf,
   jsonContent,
   nameText,
   NextCursor,
@@ -213,7 +214,7 @@ export const createWebhookRoute = createRoute({
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
   middleware: jsonBody(),
   responses: {
-    201: jsonContent(CreatedSchema, "Registered"),
+    201: { ...jsonContent(CreatedSchema, "Registered"), headers: headersOf("Location") },
     400: errors[400],
     401: errors[401],
     403: errors[403],
@@ -582,6 +583,7 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(createWebhookRoute, async (c) => {
     const body = c.req.valid("json");
     const { endpoint, secret } = await webhooks.createEndpoint({ ...toInput(body), url: body.url });
+    c.header("Location", `/v1/webhooks/${endpoint.id}`);
     return c.json({ ...view(endpoint), secret }, 201);
   });
 

@@ -86,6 +86,7 @@ const SENT_HEADERS = [
   "X-Request-Id",
   "Allow",
   "Upgrade",
+  "Location",
   "Cache-Control",
   "Vary",
   "Access-Control-Allow-Origin",
@@ -461,6 +462,43 @@ Deno.test("the conformance check itself refuses a field the document does not de
     assert.equal(error(envelope), true);
     assert.equal(error({ error: { ...envelope.error, extra: true } }), false);
     assert.equal(created({}), false, "a created key has its fields");
+  } finally {
+    await ctx.close();
+  }
+});
+
+Deno.test("a 201 says in Location where a GET reads what it created", async () => {
+  const ctx = await setup({ auth: true, config: CONFIG });
+  try {
+    const send = async (method: string, path: string, body: unknown) => {
+      const res = await ctx.app.request(path, {
+        method,
+        headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      await res.body?.cancel();
+      return res;
+    };
+    const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+    const created = [
+      await send("PUT", "/v1/streams/made", { counters }),
+      await send("POST", "/v1/keys", { scopes: ["read"] }),
+      await send("POST", "/v1/webhooks", { url: "http://127.0.0.1:9/hook" }),
+    ];
+    for (const res of created) {
+      assert.equal(res.status, 201);
+      const location = res.headers.get("Location")!;
+      assert.match(location, /^\/v1\/(streams|keys|webhooks)\/[\w-]+$/);
+      const read = await ctx.app.request(location, {
+        headers: { Authorization: `Bearer ${ADMIN_KEY}` },
+      });
+      assert.equal(read.status, 200, location);
+      await read.body?.cancel();
+    }
+    // Replaced, not created: no Location.
+    const replaced = await send("PUT", "/v1/streams/made", { counters, description: "again" });
+    assert.equal(replaced.status, 200);
+    assert.equal(replaced.headers.get("Location"), null);
   } finally {
     await ctx.close();
   }
