@@ -343,7 +343,11 @@ export class Dispatcher {
    * dispatcher marked it already.
    */
   async hold(stream: string): Promise<void> {
-    if (!this.#marked.has(stream)) await this.#mark(stream, NOTHING_DISPATCHED);
+    if (this.#marked.has(stream)) return;
+    // The store's mark may lag what was dispatched (a process that deferred its marks stopped
+    // before its sweep), and this hold keeps it there: the next dispatch without `deferMark`
+    // marks its cursor even when it moves nothing, as if a mark had been deferred.
+    if (await this.#mark(stream, NOTHING_DISPATCHED)) this.#deferred.set(stream, 0);
   }
 
   #markedSince(stream: string): boolean {

@@ -438,3 +438,64 @@ redisTest(
     assert.deepEqual(lengths, [130_000, 110_000, 100_000, 100_000]);
   },
 );
+
+/**
+ * The process whose ingests deferred their marks stops before its sweep (a deploy, an evicted
+ * isolate, SIGKILL); each later sweep runs in a new process (as `Deno.cron` may, see
+ * `deploy/main.ts`) that holds the log first (`prepare`) and finds nothing new to dispatch. Its
+ * sweep still marks how far the log was dispatched, so the log trims what was delivered rather
+ * than keeping it until some process dispatches again.
+ */
+async function freshProcessSweepMarks(store: Store, deliveries?: SetupOptions["deliveries"]) {
+  const clock: Clock = { now: T0 + 600_000 };
+  const first = await setup({ clock, store, deliveries });
+  const receiver = await Receiver.start(() => clock.now);
+  try {
+    const { secret } = await register(first.app, {
+      url: receiver.url(),
+      eventTypes: ["event.processed"],
+    });
+    receiver.secrets = [secret];
+    // Event times well before the clock's minute closes: no sweep below closes a window.
+    for (let i = 0; i <= 20; i++) {
+      await ingest(first.app, [{ id: `p${i}`, ts: at(595), country: "DE", amount: 1 }]);
+      await first.webhooks.idle();
+    }
+    await first.close();
+    for (let round = 0; round < 3; round++) {
+      clock.now += 1_000;
+      const next = await setup({ clock, store, deliveries: first.deliveries });
+      try {
+        await sweep(next.app, next.webhooks);
+      } finally {
+        await next.close();
+      }
+    }
+    const processed = receiver.received.filter((item) => item.payload.type === "event.processed");
+    assert.equal(processed.length, 21);
+    assert.equal(
+      new Set(processed.map((item) => JSON.stringify(item.payload))).size,
+      21,
+      "none twice",
+    );
+    const log = await store.readLog("orders", null, 1_000);
+    assert.ok(log.length <= 5 + 2, `the log trimmed what was dispatched: ${log.length}`);
+  } finally {
+    await receiver.close();
+  }
+}
+
+Deno.test("memory: a new process's sweep marks what a stopped process's ingests dispatched with their marks deferred", async () => {
+  await freshProcessSweepMarks(
+    new MemoryStore({ now: () => T0 + 600_000, log: { retain: 5, max: 1_000 } }),
+  );
+});
+
+redisTest(
+  "redis: a new process's sweep marks what a stopped process's ingests dispatched with their marks deferred",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const { store, deliveries } = redisStores(fixture, clock, { retain: 5, max: 1_000 });
+    await freshProcessSweepMarks(store, deliveries);
+  },
+);
