@@ -312,7 +312,8 @@ export class Dispatcher {
     }
     // What this dispatch moved, or an earlier one of this dispatcher whose mark it deferred.
     const deferred = this.#deferred.get(stream.name);
-    const moved = through !== opened.state.cursor || deferred !== undefined;
+    // (A log never dispatched has no mark to catch up: a hold's deferred mark waits for an entry.)
+    const moved = through !== opened.state.cursor || (deferred !== undefined && through !== null);
     const unmarked = (deferred ?? 0) + dispatched;
     if (
       !this.#markedSince(stream.name) ||
