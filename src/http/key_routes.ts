@@ -45,21 +45,22 @@ const KeyInputSchema = z.strictObject({
     description: "What it may do (`admin` includes the others); publishable keys: `ingest` only",
     example: ["ingest"],
   }),
-  streams: z.array(nameText).min(1).max(256).optional().openapi({
-    description: "Streams it may use; absent for all (secret keys only)",
+  streams: z.array(nameText).min(1).max(256).nullish().openapi({
+    description: "Streams it may use; absent (or null) for all (secret keys only)",
     example: ["pageviews"],
   }),
-  origins: z.array(z.string().max(256)).min(1).max(64).optional().openapi({
-    description: "Origins web pages may use it from (CORS, beacons)",
+  origins: z.array(z.string().max(256)).min(1).max(64).nullish().openapi({
+    description: "Origins web pages may use it from (CORS, beacons); absent or null: none",
     example: ["https://shop.example"],
   }),
-  // null as a key's reply shows it: no rate limit, as when left out.
-  rateLimit: RateLimitSchema.nullable().optional().openapi({
+  // Every field a key's reply shows as null takes null as left out, so a reply's fields can be
+  // sent back as they are.
+  rateLimit: RateLimitSchema.nullish().openapi({
     description: "Its rate limit; null or left out: none",
   }),
-  description: z.string().max(1024).optional(),
-  expiresAt: z.string().max(64).optional().openapi({
-    description: "When it stops working (ISO-8601)",
+  description: z.string().max(1024).nullish(),
+  expiresAt: z.string().max(64).nullish().openapi({
+    description: "When it stops working (ISO-8601); null or left out: never",
     example: "2027-01-01T00:00:00Z",
   }),
 }).openapi("KeyInput");
@@ -221,7 +222,7 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
   app.use("/v1/keys/*", bootstrapped, admin);
 
   app.openapi(createKeyRoute, async (c) => {
-    const input = c.req.valid("json");
+    const input = withoutNulls(c.req.valid("json"));
     const publishable = input.type === "publishable";
     const scopes = [...new Set(input.scopes ?? (publishable ? ["ingest"] : []))];
     if (scopes.length === 0) throw invalid("A secret key needs 'scopes', e.g. [\"ingest\"]");
@@ -297,4 +298,11 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     keys.forget();
     return c.body(null, 204);
   });
+}
+
+/** `value` without its null fields: the request's null is a field left out. */
+function withoutNulls<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], null> } {
+  return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== null)) as {
+    [K in keyof T]: Exclude<T[K], null>;
+  };
 }

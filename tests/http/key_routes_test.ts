@@ -59,15 +59,32 @@ Deno.test("/v1/keys is refused in open mode with a clear error, whatever the met
   }
 });
 
-Deno.test("POST /v1/keys takes rateLimit: null, as a key's reply shows it, for no rate limit", async () => {
+Deno.test("POST /v1/keys takes null, as a key's reply shows a field it lacks, as the field left out: a reply's fields can be sent back", async () => {
   const { app } = await keyedApp();
+  const fields = { streams: null, origins: null, rateLimit: null, description: null };
   const res = await app.request(
     "/v1/keys",
-    post(KEYS.admin, { scopes: ["read"], rateLimit: null }),
+    post(KEYS.admin, { scopes: ["read"], ...fields, expiresAt: null }),
   );
-  assert.equal(res.status, 201);
+  assert.equal(res.status, 201, await res.clone().text());
   const created = await res.json();
-  assert.equal(created.rateLimit, null);
+  assert.deepEqual(
+    { ...fields, expiresAt: null },
+    {
+      streams: created.streams,
+      origins: created.origins,
+      rateLimit: created.rateLimit,
+      description: created.description,
+      expiresAt: created.expiresAt,
+    },
+  );
+  // A reply's own fields, sent back as they are, make a key like it.
+  const { type, scopes, streams, origins, rateLimit, description, expiresAt } = created;
+  const again = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { type, scopes, streams, origins, rateLimit, description, expiresAt }),
+  );
+  assert.equal(again.status, 201, await again.clone().text());
 });
 
 Deno.test("POST /v1/keys shows the secret once and stores only its digest; the key then ingests", async () => {
