@@ -642,8 +642,11 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     if (this.#timer !== undefined) return;
     this.#timer = setInterval(() => {
       if (this.#polling) return;
+      // The store unavailable is a warning, as a sweep's failure is: the next poll tries again.
       this.#polling = this.poll().catch((error) =>
-        logger.error("Cannot poll stream definitions: {error}", { error })
+        error instanceof StoreUnavailableError
+          ? logger.warn("Cannot poll stream definitions: {error}", { error })
+          : logger.error("Cannot poll stream definitions: {error}", { error })
       ).finally(() => this.#polling = undefined);
     }, this.#pollMs);
   }

@@ -11,7 +11,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
-import type { Store } from "../../store/types.ts";
+import { type Store, StoreUnavailableError } from "../../store/types.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
@@ -38,6 +38,16 @@ import { type RetryDelayOptions, type SendCounts, Sender } from "./sender.ts";
 import { UrlPolicy } from "./ssrf.ts";
 
 const logger = getLogger(["edgestream", "webhooks"]);
+
+/**
+ * Logs a failure of the sweep's or the endpoint cache's store work: at warning when the store is
+ * unavailable (the next sweep or refresh tries again), as a sweep's own failure and a request's
+ * `503` are; anything else at error.
+ */
+function logFailure(message: string, error: unknown): void {
+  if (error instanceof StoreUnavailableError) logger.warn(message, { error });
+  else logger.error(message, { error });
+}
 
 /** A delivery with its attempt log. */
 export interface DeliveryWithAttempts extends Delivery {
@@ -259,7 +269,7 @@ export class WebhookService {
         await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));
       }
     } catch (error) {
-      logger.error("Cannot hold the result logs for webhook dispatch: {error}", { error });
+      logFailure("Cannot hold the result logs for webhook dispatch: {error}", error);
     }
   }
 
@@ -279,7 +289,7 @@ export class WebhookService {
     if (this.#closed || this.#refreshing || this.#now() - this.#loadedMs < this.#cacheMs) return;
     this.#refreshing = this.refreshEndpoints()
       .then(() => {}, (error) => {
-        logger.error("Cannot load webhook endpoints: {error}", { error });
+        logFailure("Cannot load webhook endpoints: {error}", error);
       })
       .finally(() => this.#refreshing = null);
   }
