@@ -25,11 +25,7 @@ import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
 import { STORED_NOUNS, type StoredKind, StoredLimitError } from "../store/limits.ts";
 import { recordStoredRefused } from "../telemetry/metrics.ts";
-import {
-  StoreCallTooLargeError,
-  StoreUnavailableError,
-  StreamChangedError,
-} from "../store/types.ts";
+import { StoreUnavailableError, StreamChangedError } from "../store/types.ts";
 import { BodyError, type BodyErrorCode } from "./body.ts";
 import { isIngestRequest } from "./_ingest_path.ts";
 import { requestIdOf } from "./request_id.ts";
@@ -148,7 +144,7 @@ export const ERROR_CODES = {
   precondition_failed: { status: [412], when: "`If-Match` or `If-None-Match` does not hold" },
   payload_too_large: {
     status: [413],
-    when: "a body over 1 MiB, or a request too large for the store to take in one call",
+    when: "a body over 1 MiB",
   },
   too_many_events: {
     status: [413],
@@ -304,14 +300,6 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       details: { outcome: "not_applied" },
       cause: error,
     });
-  }
-  if (error instanceof StoreCallTooLargeError) {
-    return new ApiError(
-      413,
-      "payload_too_large",
-      `${error.message}: the store takes no call this large; send fewer or smaller events a request`,
-      { cause: error },
-    );
   }
   if (error instanceof StoreUnavailableError) {
     const outcome = error.outcome === "not_applied"

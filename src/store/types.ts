@@ -722,18 +722,6 @@ export class StoreRefusedError extends Error {
 }
 
 /**
- * The store refused a call as larger than it takes (Upstash: `ERR max request size exceeded`,
- * 1 MB or 10 MB by plan): nothing ran. A group of requests refused so is applied again one
- * request at a time, as for {@linkcode StoreRefusedError}; one request alone is too large to send.
- */
-export class StoreCallTooLargeError extends StoreRefusedError {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "StoreCallTooLargeError";
-  }
-}
-
-/**
  * A batch built from a stream's definition that is no longer the stream's:
  * the stream was deleted, or deleted and created again (a new generation),
  * since. The store wrote nothing: the batch belongs to an incarnation no one

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { Hono } from "hono";
 import { ERROR_CODES, errorResponse } from "../../src/http/errors.ts";
 import { StoreUnavailableError, StreamChangedError } from "../../src/store/mod.ts";
-import { StoreCallTooLargeError } from "../../src/store/types.ts";
 
 Deno.test("a 503 whose outcome is unknown advises a resend with the Idempotency-Key on ingest only, and a retry on reads, which applied nothing", async () => {
   const app = new Hono();
@@ -92,17 +91,4 @@ Deno.test("every code an ApiError is made with in src/ is a code of ERROR_CODES"
   };
   await walk(root);
   assert.deepEqual(unknown, []);
-});
-
-Deno.test("a call the store refuses as too large (Upstash's max request size) is a 413 payload_too_large saying to send less", async () => {
-  const app = new Hono();
-  app.onError((error, c) => errorResponse(error, c));
-  app.all("*", () => {
-    throw new StoreCallTooLargeError("Redis refused applyBatch: ERR max request size exceeded");
-  });
-  const res = await app.request("/v1/streams/orders/events", { method: "POST" });
-  assert.equal(res.status, 413);
-  const { error } = await res.json();
-  assert.equal(error.code, "payload_too_large");
-  assert.match(error.message, /max request size exceeded.*send fewer or smaller events a request/);
 });

@@ -7,12 +7,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import {
-  StoreCallTooLargeError,
-  StoreRefusedError,
-  StoreUnavailableError,
-  type UnavailableOutcome,
-} from "../types.ts";
+import { StoreRefusedError, StoreUnavailableError, type UnavailableOutcome } from "../types.ts";
 
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
@@ -31,21 +26,26 @@ export function redisErrorText(error: unknown): string {
 }
 
 /**
- * Redis error codes that mean "try again later" rather than "this command is wrong". OOM: Redis at
- * its `maxmemory` under `noeviction` refuses a script's first write, so nothing ran; keys expiring
- * (an apply's reply after 60 s, dedupe buckets) make room again. Upstash's own refusals of the same
- * kind (its troubleshooting pages): a database at its plan's size (`ERR DB capacity quota
- * exceeded`, writes refused, as OOM), its request quotas (`ERR max requests limit exceeded`,
- * `ERR max daily request limit exceeded`) and its connection cap (`ERR max concurrent connections
- * exceeded`).
+ * Redis error codes that mean "not now, nothing ran" rather than "this command is wrong". OOM:
+ * Redis at its `maxmemory` under `noeviction` refuses a script's first write, so nothing ran; keys
+ * expiring (an apply's reply after 60 s, dedupe buckets) make room again. Upstash's refusals of a
+ * whole HTTP request (its troubleshooting pages): its request quotas (`ERR max requests limit
+ * exceeded`, `ERR max daily request limit exceeded`), its connection cap (`ERR max concurrent
+ * connections exceeded`) and its request size (`ERR max request size exceeded`, 10 MB: more than
+ * one call here sends, but the client sends concurrent calls in one HTTP request, so a retry
+ * usually fits).
  */
-const TRANSIENT =
-  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|OOM)\b|max (daily )?requests? limit|DB capacity quota exceeded|max concurrent connections exceeded/i;
+const NOT_NOW =
+  /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|OOM)\b|max (daily )?requests? limit|max concurrent connections exceeded|max request size exceeded/i;
 
 /**
- * Upstash refusing a request over its plan's size (`ERR max request size exceeded`): nothing ran,
- * and the same call would be refused again ({@linkcode StoreCallTooLargeError}).
+ * Upstash's database at its plan's size (`ERR DB capacity quota exceeded`): writes are refused
+ * until room is made, but its documentation does not say whether a script's later write can be
+ * refused after earlier ones ran, so what was applied is unknown.
  */
+const FULL = /DB capacity quota exceeded/i;
+
+/** Upstash refused an HTTP request as too large (see {@linkcode NOT_NOW}). */
 const TOO_LARGE = /\bmax request size exceeded\b/i;
 
 /**
@@ -56,7 +56,7 @@ const TOO_LARGE = /\bmax request size exceeded\b/i;
 export function isCommandError(error: unknown): boolean {
   if (!(error instanceof Error) || error.name !== "UpstashError") return false;
   const text = redisErrorText(error);
-  return /^[A-Z][A-Z_]+ /.test(text) && !TRANSIENT.test(text);
+  return /^[A-Z][A-Z_]+ /.test(text) && !NOT_NOW.test(text) && !FULL.test(text);
 }
 
 /**
@@ -69,7 +69,7 @@ export function isCommandError(error: unknown): boolean {
  */
 export function outcomeOf(error: unknown): UnavailableOutcome {
   const text = redisErrorText(error);
-  return TRANSIENT.test(text) || REFUSED_TOKEN.test(text) ? "not_applied" : "unknown";
+  return NOT_NOW.test(text) || REFUSED_TOKEN.test(text) ? "not_applied" : "unknown";
 }
 
 /**
@@ -143,7 +143,6 @@ export class RedisCalls {
       if (isCommandError(error)) {
         const text = redisErrorText(error);
         const message = `Redis refused ${what}: ${text}`;
-        if (TOO_LARGE.test(text)) throw new StoreCallTooLargeError(message, { cause: error });
         throw WRONG_KEY.test(text)
           ? new StoreRefusedError(message, { cause: error })
           : new Error(message, { cause: error });
@@ -153,10 +152,13 @@ export class RedisCalls {
         ? " (check UPSTASH_REDIS_REST_TOKEN)"
         : NOT_REACHED.test(text)
         ? " (check UPSTASH_REDIS_REST_URL)"
+        : TOO_LARGE.test(text)
+        ? " (with what was sent at the same time; if it persists, send fewer events a request)"
         : "";
-      // Deno's fetch says only "fetch failed"; why (refused, no such host, TLS) is its cause.
+      // Deno's fetch says only "fetch failed"; why (refused, no such host, TLS) is its cause,
+      // which also names the URL: that is left to the log (the error's cause), not to replies.
       const cause = error instanceof TypeError && error.cause instanceof Error
-        ? `: ${error.cause.message.slice(0, 300)}`
+        ? `: ${error.cause.message.replace(/ for url \([^)]*\)/, "").slice(0, 300)}`
         : "";
       throw new StoreUnavailableError(
         `Redis is unavailable (${what}): ${text}${cause}${hint}`,
