@@ -6,13 +6,18 @@
  * @module
  */
 import { z } from "@hono/zod-openapi";
-import { NAME, nameMessage, STORED_LIMITS } from "./errors.ts";
+import { ERROR_CODES, NAME, nameMessage, STORED_LIMITS } from "./errors.ts";
 import type { StoredKind } from "../store/limits.ts";
 
 /** The error envelope. */
 export const ErrorSchema = z.object({
   error: z.object({
-    code: z.string().openapi({ example: "stream_not_found" }),
+    code: z.string().openapi({
+      description: `Machine-readable, one of README's "Error codes": ${
+        Object.keys(ERROR_CODES).join(", ")
+      } (a later release may add one: treat an unknown one by its status)`,
+      example: "stream_not_found",
+    }),
     message: z.string().openapi({ example: "Stream 'orders' is not configured" }),
     details: z.record(z.string(), z.unknown()).optional().openapi({
       description:

@@ -61,7 +61,8 @@ export const ERROR_CODES = {
   },
   invalid_query: {
     status: [400],
-    when: "a query parameter is not what the operation takes, or given twice",
+    when:
+      "a query parameter's value is not what the operation takes, one given twice, or a `group.<field>` the counter does not group by (another name is ignored)",
   },
   invalid_json: { status: [400], when: "the body is not JSON" },
   invalid_body: {

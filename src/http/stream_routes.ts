@@ -276,11 +276,13 @@ const ingestBodyDoc = {
     { id: "o-1", country: "DE", amount: 12.5, customer: "c-1" },
     { id: "o-2", country: "FR", amount: 150, customer: "c-2" },
   ],
+  // Any fields (the stream's own schema checks them): said outright, as generators read a bare
+  // object as one with no fields.
   oneOf: [
-    { type: "object" as const, description: "One event" },
+    { type: "object" as const, additionalProperties: true, description: "One event" },
     {
       type: "array" as const,
-      items: { type: "object" as const },
+      items: { type: "object" as const, additionalProperties: true },
       maxItems: 1000,
       description: "A batch",
     },

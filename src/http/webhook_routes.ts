@@ -80,8 +80,9 @@ const endpointFields = {
   eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({
     description: "Types delivered (default: window.closed, alert.fired)",
   }),
-  streams: z.array(nameText).max(256).nullable().openapi({
-    description: "Streams heard from; null for all",
+  // An empty list would hear from no stream: at least one, or null (or left out) for all.
+  streams: z.array(nameText).min(1).max(256).nullable().openapi({
+    description: "Streams heard from (at least one); null for all",
   }),
   filter: z.string().min(1).max(MAX_EXPRESSION_LENGTH).nullable().openapi({
     description: "CEL over `payload` and `data`; only payloads for which it is true are sent",
@@ -96,7 +97,8 @@ const endpointFields = {
     description: "Most deliveries per second (at least 0.001: one in 1,000 s)",
   }),
   batch: BatchSchema.nullable().openapi({
-    description: "Batch event.processed: `data` is an array of up to maxEvents events",
+    description:
+      "Several results of one type to a delivery (the types `batch.eventTypes` names, of `window.closed`, `alert.fired`, `event.processed`; without it `event.processed`, else the other two): `data` is an array of up to `maxEvents` results",
   }),
   disabled: z.boolean(),
 };

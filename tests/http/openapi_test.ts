@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { ADMIN_KEY, call, setup } from "../fanout/webhooks/_setup.ts";
+import { ERROR_CODES } from "../../src/http/errors.ts";
 import { testApp } from "../_fixtures.ts";
 
 const METHODS = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -397,4 +398,16 @@ Deno.test("a stream definition is typed in the document, from the schema that ch
   } finally {
     await ctx.close();
   }
+});
+
+Deno.test("the Error schema names every code of ERROR_CODES; the ingest body's events take any field", async () => {
+  const doc = await documentOf();
+  const code = doc.components.schemas.Error.properties.error.properties.code;
+  for (const name of Object.keys(ERROR_CODES)) {
+    assert.match(code.description, new RegExp(`\\b${name}\\b`), name);
+  }
+  const body = doc.paths["/v1/streams/{stream}/events"].post.requestBody.content["application/json"]
+    .schema;
+  assert.equal(body.oneOf[0].additionalProperties, true);
+  assert.equal(body.oneOf[1].items.additionalProperties, true);
 });

@@ -594,3 +594,23 @@ Deno.test("batch.maxEvents is at most 1,000 and maxWait at most 1m (README), eac
     }
   });
 });
+
+Deno.test("an endpoint's streams list names at least one stream (an empty one would hear from none): 400 on POST and PATCH; null is all", async () => {
+  await withSetup(async (ctx) => {
+    const empty = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/none",
+      streams: [],
+    });
+    assert.equal(empty.status, 400, empty.text);
+    assert.match(empty.body.error.message, /streams/);
+    const all = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/all",
+      streams: null,
+    });
+    assert.equal(all.status, 201, all.text);
+    assert.equal(all.body.streams, null);
+    const emptied = await call(ctx.app, "PATCH", `/v1/webhooks/${all.body.id}`, { streams: [] });
+    assert.equal(emptied.status, 400, emptied.text);
+    assert.equal((await call(ctx.app, "GET", `/v1/webhooks/${all.body.id}`)).body.streams, null);
+  });
+});
