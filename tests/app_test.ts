@@ -252,6 +252,14 @@ Deno.test("group filters on several fields must all match; a field given twice u
   assert.deepEqual(await groups("?group.country=DE&group.plan=pro"), ["DE/pro"]);
   assert.deepEqual(await groups("?group.plan=pro"), ["DE/pro", "FR/pro"]);
   assert.deepEqual(await groups("?group.country=FR&group.country=DE"), ["DE/free", "DE/pro"]);
+  // As clients that send the document's `group` object in deepObject style write it
+  // (openapi-fetch: `group[group.country]=DE`): the same filter, not ignored.
+  const deep = (name: string) => `?${encodeURIComponent(name)}=DE`;
+  assert.deepEqual(await groups(deep("group[group.country]")), ["DE/free", "DE/pro"]);
+  assert.deepEqual(await groups(`${deep("group[country]")}&group%5Bplan%5D=pro`), ["DE/pro"]);
+  const unknown = await getJson(app, `/v1/streams/shop/counters/n${deep("group[nope]")}`);
+  assert.equal(unknown.status, 400);
+  assert.equal(unknown.body.error.code, "invalid_query");
 });
 
 Deno.test("a group filter in double quotes matches only that string, not a number, boolean or null", async () => {

@@ -11,14 +11,14 @@ import type { MiddlewareHandler } from "hono";
 import { matchedRoutes } from "hono/route";
 import { ApiError } from "./errors.ts";
 
-/** The first query parameter of `url` given more than once, other than `group.<field>`. */
+/** The first query parameter of `url` given more than once, other than a `group.<field>` filter. */
 export function repeatedQueryParameter(url: string): string | undefined {
   const start = url.indexOf("?");
   // One pair (the usual `?idempotencyKey=` of a beacon) repeats nothing: skip URLSearchParams.
   if (start < 0 || !url.includes("&", start)) return undefined;
   const seen = new Set<string>();
   for (const name of new URLSearchParams(url.slice(start + 1)).keys()) {
-    if (name.startsWith("group.")) continue;
+    if (name.startsWith("group.") || name.startsWith("group[")) continue;
     if (seen.has(name)) return name;
     seen.add(name);
   }

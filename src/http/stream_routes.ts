@@ -734,8 +734,8 @@ function parseTop(
 function groupFilters(c: Context, counter: CompiledCounter): Record<string, string> {
   const filters: Record<string, string> = {};
   for (const [key, values] of Object.entries(c.req.queries())) {
-    if (!key.startsWith("group.")) continue;
-    const field = key.slice(6);
+    const field = groupFilterField(key);
+    if (field === undefined) continue;
     // A field the counter does not group by would match nothing, silently.
     if (!counter.groupBy.includes(field)) {
       throw new ApiError(
@@ -752,6 +752,18 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
 }
 
 /**
+ * The field a query parameter filters groups by: `group.<field>`, or as clients that send an
+ * object parameter in `deepObject` style write it, `group[<field>]` or `group[group.<field>]`
+ * (openapi-fetch's form of the document's `group` object); undefined for any other parameter.
+ */
+export function groupFilterField(name: string): string | undefined {
+  if (name.startsWith("group.")) return name.slice(6);
+  if (!name.startsWith("group[") || !name.endsWith("]")) return undefined;
+  const inner = name.slice(6, -1);
+  return inner.startsWith("group.") ? inner.slice(6) : inner;
+}
+
+/**
  * The `group.<field>=<value>` query filter (read by {@linkcode groupFilters}).
  * OpenAPI cannot name a parameter by a pattern, so it is one free-form object
  * parameter: with `style: form` and `explode: true` each property is sent as
@@ -764,7 +776,7 @@ const groupFilterParameter = {
   style: "form" as const,
   explode: true,
   description:
-    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`.',
+    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`. `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
   schema: {
     type: "object" as const,
     propertyNames: { pattern: "^group\\..+$" },
