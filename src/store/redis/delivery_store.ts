@@ -68,6 +68,9 @@ import {
 import { checkedMax, DEFAULT_WEBHOOKS_MAX, StoredLimitError } from "../limits.ts";
 import { StoreUnavailableError } from "../types.ts";
 
+/** How long (ms) a lease call whose reply was lost waits for the lease's give-back. */
+const GIVE_BACK_WAIT_MS = 1_000;
+
 /** The part of the `@upstash/redis` client the delivery store uses. */
 export type { RedisScriptClient };
 
@@ -303,7 +306,14 @@ export class RedisDeliveryStore implements DeliveryStore {
       return await run();
     } catch (error) {
       if (error instanceof StoreUnavailableError && error.outcome === "unknown") {
-        await this.releaseLease(name, token).catch(() => {});
+        // Waited for a while only: a Redis that did not answer may not answer this either, and
+        // the caller need not wait out a second deadline (the release goes on meanwhile).
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          this.releaseLease(name, token).catch(() => {}),
+          new Promise((resolve) => timer = setTimeout(resolve, GIVE_BACK_WAIT_MS)),
+        ]);
+        clearTimeout(timer);
       }
       throw error;
     }
