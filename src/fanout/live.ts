@@ -230,6 +230,10 @@ type Offered = "sent" | "skipped" | "full";
  */
 const BEHIND_WAIT_MS = 5;
 
+function wait(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 interface Tail {
   stream: CompiledStream;
   subscribers: Set<Subscriber>;
@@ -664,7 +668,6 @@ export class LiveHub {
    */
   async #catchUp(tail: Tail, subscriber: Subscriber): Promise<void> {
     const stream = tail.stream.name;
-    const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
     while (tail.subscribers.has(subscriber) && subscriber.behind !== null) {
       const behind = subscriber.behind;
       if (tail.cursor !== null && compareIds(behind.after, tail.cursor) >= 0) {
@@ -741,7 +744,7 @@ export class LiveHub {
    */
   async #untilReady(subscriber: Subscriber, stallLeftMs: number): Promise<void> {
     if (!subscriber.sink.drained) {
-      await new Promise((resolve) => setTimeout(resolve, BEHIND_WAIT_MS));
+      await wait(BEHIND_WAIT_MS);
       return;
     }
     const woken = Promise.withResolvers<void>();
@@ -759,9 +762,7 @@ export class LiveHub {
     }
     // A sink that says it drained yet is not ready is asked again after BEHIND_WAIT_MS, as one
     // that cannot say, not at once in a loop of settled promises that no timer would break.
-    if (drained && subscriber.sink.ready?.() === false) {
-      await new Promise((resolve) => setTimeout(resolve, BEHIND_WAIT_MS));
-    }
+    if (drained && subscriber.sink.ready?.() === false) await wait(BEHIND_WAIT_MS);
   }
 
   /**

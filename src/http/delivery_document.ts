@@ -7,6 +7,7 @@
  * @module
  */
 import { type OpenAPIHono, z } from "@hono/zod-openapi";
+import { BATCHABLE_EVENT_TYPES, WEBHOOK_EVENT_TYPES } from "../store/mod.ts";
 import { CounterValueSchema } from "./stream_routes.ts";
 
 const iso = (description: string) =>
@@ -97,9 +98,10 @@ const RECEIVER_ANSWERS = {
 /** Registers a `webhooks` entry per result type, `webhook.test`, and the `LivePayload` schema. */
 export function documentDeliveries(app: OpenAPIHono): void {
   app.openAPIRegistry.register("LivePayload", LivePayloadSchema);
-  for (const [type, data] of Object.entries(TYPES)) {
-    const batchable = type !== "event.late" && type !== "window.updated";
-    if (type === "window.updated") continue; // live subscriptions only
+  // The result types an endpoint takes (window.updated goes to live subscriptions only).
+  for (const type of WEBHOOK_EVENT_TYPES.filter((name) => name !== "webhook.test")) {
+    const data = TYPES[type as keyof typeof TYPES];
+    const batchable = (BATCHABLE_EVENT_TYPES as readonly string[]).includes(type);
     const one = payloadOf(type as keyof typeof TYPES, data, false);
     const schema = batchable
       ? z.union([one, payloadOf(type as keyof typeof TYPES, data, true)])

@@ -18,11 +18,23 @@ export function repeatedQueryParameter(url: string): string | undefined {
   if (start < 0 || !url.includes("&", start)) return undefined;
   const seen = new Set<string>();
   for (const name of new URLSearchParams(url.slice(start + 1)).keys()) {
-    if (name.startsWith("group.") || name.startsWith("group[")) continue;
+    if (groupFilterField(name) !== undefined) continue;
     if (seen.has(name)) return name;
     seen.add(name);
   }
   return undefined;
+}
+
+/**
+ * The field a query parameter filters groups by: `group.<field>`, or as clients that send an
+ * object parameter in `deepObject` style write it, `group[<field>]` or `group[group.<field>]`
+ * (openapi-fetch's form of the document's `group` object); undefined for any other parameter.
+ */
+export function groupFilterField(name: string): string | undefined {
+  if (name.startsWith("group.")) return name.slice(6);
+  if (!name.startsWith("group[") || !name.endsWith("]")) return undefined;
+  const inner = name.slice(6, -1);
+  return inner.startsWith("group.") ? inner.slice(6) : inner;
 }
 
 /** Throws 400 `invalid_query` when `url` repeats a query parameter. */

@@ -74,7 +74,7 @@ import {
 } from "./browser.ts";
 import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
-import { refuseRepeatedQuery } from "./query.ts";
+import { groupFilterField, refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
 import { annotateRequest, causeText, logRequest, type RequestLogOptions } from "./request_log.ts";
 import { listNames, quoteInput } from "../telemetry/logging.ts";
@@ -749,18 +749,6 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
     filters[field] = values[values.length - 1];
   }
   return filters;
-}
-
-/**
- * The field a query parameter filters groups by: `group.<field>`, or as clients that send an
- * object parameter in `deepObject` style write it, `group[<field>]` or `group[group.<field>]`
- * (openapi-fetch's form of the document's `group` object); undefined for any other parameter.
- */
-export function groupFilterField(name: string): string | undefined {
-  if (name.startsWith("group.")) return name.slice(6);
-  if (!name.startsWith("group[") || !name.endsWith("]")) return undefined;
-  const inner = name.slice(6, -1);
-  return inner.startsWith("group.") ? inner.slice(6) : inner;
 }
 
 /**
