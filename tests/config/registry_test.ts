@@ -1120,5 +1120,10 @@ redisTest(
     assert.equal(record?.source, "config");
     const stats = (await getStream(at, "orders")).body.stats;
     assert.deepEqual([stats.accepted, stats.applied], [3, 3]);
+    // README (Redis persistence and eviction): the API stream created again starts over at
+    // generation 1, where its first incarnation's data still is (its record alone was lost).
+    assert.equal((await put(at, "signups", SIGNUPS)).status, 201);
+    const again = (await getStream(at, "signups")).body.stats;
+    assert.equal(again.accepted, 1, "the first incarnation's event, not a fresh stream's 0");
   },
 );
