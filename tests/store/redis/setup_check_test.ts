@@ -6,6 +6,7 @@ import { startRedisServer } from "../../../tools/redis_server.ts";
 import { startUpstashBridge } from "../../../tools/upstash_bridge.ts";
 import { redisServerInstalled, redisTest, withDirect } from "../../_redis.ts";
 import { startServerProcess } from "../../_server_process.ts";
+import { billedCommands, commandNames, startUpstashProxy } from "../../_upstash_proxy.ts";
 
 function upstash(url: string, token: string): Redis {
   return new Redis({ url, token, enableTelemetry: false });
@@ -41,6 +42,24 @@ redisTest(
     }
     // An append-only file being written holds up the fixture's stop by seconds.
     await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "appendonly", "no"));
+  },
+);
+
+redisTest(
+  "the store's ping is one billed command, as PING was: one EVALSHA (its script sent once, on the first)",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const store = new RedisStore(upstash(proxy.url, fixture.restToken));
+      await store.ping();
+      proxy.take();
+      for (let i = 0; i < 3; i++) await store.ping();
+      const requests = proxy.take();
+      assert.deepEqual(requests.map(commandNames), [["evalsha"], ["evalsha"], ["evalsha"]]);
+      assert.equal(requests.reduce((sum, request) => sum + billedCommands(request), 0), 3);
+    } finally {
+      await proxy.close();
+    }
   },
 );
 
