@@ -23,7 +23,14 @@
  * is never preflighted anyway). Ingest answers to an allowed origin carry
  * `Access-Control-Allow-Origin` and expose `Retry-After`, `RateLimit`,
  * `RateLimit-Policy`, `Idempotent-Replayed` and `X-Request-Id`; a refused
- * origin's answer carries none, so its page cannot read it.
+ * origin's answer carries none, so its page cannot read it. An error answered
+ * before the origin is judged — the request's URL (400), its key (401, 403 of
+ * its scope or streams), a look-up the store could not answer (503) — carries
+ * them for any `Origin`: the origins that admit a page are the key's, unknown
+ * until it is verified, and a page its key admits must read why it failed and
+ * when to retry (`Retry-After`); such an answer tells a page nothing about the
+ * stream or another key, and nothing its own key would not tell a script.
+ * A `421` (open mode's Host check) carries none: the host is not answered.
  *
  * **Beacons.** `navigator.sendBeacon` can send neither a header nor JSON
  * without a preflight, so a publishable key may come as `?key=pk_…` and its
@@ -239,11 +246,15 @@ export function addIngestCorsHeaders(
   const { origin, stream } = request;
   c.res.headers.append("Vary", "Origin");
   const grant = grantOfRequest(c);
+  const error = c.error instanceof ApiError ? c.error : undefined;
+  if (error?.code === "host_not_allowed") return;
+  const deferred = deferredOriginRefusal(c.req.raw);
   // Admitted by the key's or the stream's `origins`, or by the origin guard itself (the server's
-  // own origin, or one EDGESTREAM_ALLOWED_ORIGINS lists: then it deferred no refusal).
+  // own origin, or one EDGESTREAM_ALLOWED_ORIGINS lists: then it deferred no refusal); or an error
+  // answered before the origin was judged (its key unknown: see the module doc).
   if (
     grant?.origins?.has(origin) || streamOrigins(stream).includes(origin) ||
-    deferredOriginRefusal(c.req.raw) === undefined
+    deferred === undefined || (c.error !== undefined && error?.code !== "origin_not_allowed")
   ) {
     c.res.headers.set("Access-Control-Allow-Origin", origin);
     c.res.headers.set("Access-Control-Expose-Headers", EXPOSED_HEADERS);

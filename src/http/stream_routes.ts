@@ -427,8 +427,8 @@ export interface IngestFront {
  * order with the same functions — the request log (`logRequest`), the Origin policy
  * (`guardOrigin`, deferred for ingest), the stream looked up for CORS, the key
  * (`ingestGrant`), the route, the CORS headers (`addIngestCorsHeaders`) — and turns an error into
- * its answer where the chain would (`errorResponse`, with `c.error` set for the log line): an
- * error before the key gets no CORS headers. The app sends these requests here (`app.ts`); a
+ * its answer where the chain would (`errorResponse`, with `c.error` set for the log line); every
+ * answer gets the CORS headers `addIngestCorsHeaders` decides, errors before the key too. The app sends these requests here (`app.ts`); a
  * test checks the chain still holds exactly these layers for them.
  */
 export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
@@ -444,7 +444,9 @@ export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
       const name = c.req.param("stream") ?? "";
       stream = deps.streams.get(name) ?? await lookUpStream(deps.streams, name);
     } catch (error) {
-      return answerError(c, error);
+      answerError(c, error);
+      if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
+      return;
     }
     try {
       rememberGrant(c, await ingestGrant(deps, c));

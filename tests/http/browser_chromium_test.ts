@@ -7,13 +7,16 @@
  * name, so another origin) the refused one.
  */
 import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
 import type { Browser, Page } from "playwright-core";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { browserTest } from "../_chromium.ts";
 import { KEYS } from "../_fixtures.ts";
+import { withRedis } from "../_redis.ts";
 
 const CONFIG = {
   streams: {
@@ -359,6 +362,84 @@ browserTest(
       assert.equal(await s.accepted("limited"), 1);
     } finally {
       await s.close();
+    }
+  },
+);
+
+browserTest(
+  "a page on a publishable key's origin reads the 503 and its Retry-After when Redis is down and the key is not cached, and a made-up key's 401",
+  async (browser) => {
+    const fixture = await withRedis();
+    if (fixture === null) return;
+    const keyRing = async () =>
+      await KeyRing.parse(`admin:${KEYS.admin}`, {
+        store: new RedisKeyStore(
+          new Redis({
+            url: fixture.restUrl,
+            token: fixture.restToken,
+            enableTelemetry: false,
+            retry: { retries: 1, backoff: () => 50 },
+          }),
+        ),
+      });
+    const streams = compileConfig(CONFIG);
+    const pages = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      () =>
+        new Response("<!doctype html><title>shop</title>", {
+          headers: { "Content-Type": "text/html" },
+        }),
+    );
+    // The key is created through one instance and used through another, which never saw it.
+    const creator = createApp({ streams, store: new MemoryStore(), keys: await keyRing() });
+    const app = createApp({ streams, store: new MemoryStore(), keys: await keyRing() });
+    const api = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      (request) => app.fetch(request),
+    );
+    try {
+      const page = `http://localhost:${pages.addr.port}`;
+      const created = await creator.request("/v1/keys", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "publishable", streams: ["pageviews"], origins: [page] }),
+      });
+      assert.equal(created.status, 201);
+      const { key } = await created.json();
+      const send = (withKey: string) =>
+        `fetch(${JSON.stringify(`http://127.0.0.1:${api.addr.port}/v1/streams/pageviews/events`)}, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Authorization: "Bearer ${withKey}" },
+        body: JSON.stringify([{ id: "r1" }]),
+      }).then(async (res) => ({ status: res.status, retryAfter: res.headers.get("Retry-After"),
+        body: await res.json() }), (error) => ({ error: String(error) }))`;
+      const tab = await open(browser, page);
+      // Its origin is only the key's: the 401 of a key that is none is answered before any origin
+      // is judged, and a page must read it.
+      const unknown = await tab.evaluate(send("pk_0000000000000000madeup")) as {
+        status?: number;
+        body?: { error: { code: string } };
+        error?: string;
+      };
+      assert.equal(unknown.error, undefined);
+      assert.equal(unknown.status, 401);
+      assert.equal(unknown.body?.error.code, "unauthorized");
+      await fixture.stop();
+      const down = await tab.evaluate(send(key)) as {
+        status?: number;
+        retryAfter?: string | null;
+        body?: { error: { code: string; details?: { outcome?: string } } };
+        error?: string;
+      };
+      assert.equal(down.error, undefined, "the page saw a network error, not the 503");
+      assert.equal(down.status, 503);
+      assert.equal(down.retryAfter, "1");
+      assert.equal(down.body?.error.code, "store_unavailable");
+      assert.equal(down.body?.error.details?.outcome, "not_applied");
+    } finally {
+      await api.shutdown();
+      await pages.shutdown();
+      await fixture.stop();
     }
   },
 );

@@ -140,6 +140,61 @@ Deno.test("a cross-origin POST with a publishable key is admitted from its origi
   assert.equal((await stats("pageviews")).accepted, 2);
 });
 
+Deno.test("ingest errors answered before the origin is judged (a repeated query's 400, 401s, a key's 403) carry CORS headers for the page; a refused origin's 403 none", async () => {
+  const { app, createKey, stats } = await setup();
+  const pk = await createKey(PUBLISHABLE);
+  // SHOP is only the key's origin: the server's and the streams' lists do not name it.
+  const limited = await createKey({ scopes: ["ingest"], streams: ["limited"] });
+  const cases: Array<[string, [string, RequestInit], number, string]> = [
+    [
+      "repeated query",
+      send("pageviews", { id: "a" }, { query: `${pk.key}&key=x`, origin: SHOP }),
+      400,
+      "invalid_query",
+    ],
+    ["no key", send("pageviews", { id: "a" }, { origin: SHOP }), 401, "unauthorized"],
+    [
+      "a key that is none",
+      send("pageviews", { id: "a" }, { key: "pk_0000000000000000madeup", origin: SHOP }),
+      401,
+      "unauthorized",
+    ],
+    [
+      "a key of other streams",
+      send("pageviews", { id: "a" }, { key: limited.key, origin: SHOP }),
+      403,
+      "forbidden",
+    ],
+  ];
+  for (const [what, request, status, code] of cases) {
+    const res = await app.request(...request);
+    assert.equal(res.status, status, what);
+    assert.equal((await res.json()).error.code, code, what);
+    assert.equal(res.headers.get("Access-Control-Allow-Origin"), SHOP, what);
+    assert.match(res.headers.get("Access-Control-Expose-Headers")!, /Retry-After/, what);
+    assert.match(res.headers.get("Vary")!, /Origin/, what);
+  }
+  // Judged and refused: nothing to read.
+  const refused = await app.request(
+    ...send("pageviews", { id: "b" }, { key: KEYS.ingest, origin: SHOP }),
+  );
+  assert.equal(refused.status, 403);
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  assert.equal((await stats("pageviews")).accepted, 0);
+});
+
+Deno.test("open mode's 421 for a Host it does not answer carries no CORS header, on ingest too", async () => {
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(""),
+    origins: { allowedOrigins: [SHOP] },
+  });
+  const res = await app.request(...send("pageviews", { id: "a" }, { origin: SHOP }));
+  assert.equal(res.status, 421);
+  assert.equal(res.headers.get("Access-Control-Allow-Origin"), null);
+});
+
 Deno.test("a cross-origin POST with a secret key is still refused unless an origin list admits it", async () => {
   const { app, createKey } = await setup();
   const res = await app.request(
