@@ -116,7 +116,9 @@ type Json = any;
  * request log (`request_log.ts`).
  */
 function withRequestIds(app: OpenAPIHono): Json {
-  const document: Json = app.getOpenAPI31Document(DOCUMENT);
+  // A copy: the generator hands out the route modules' own objects, which this changes.
+  const document: Json = structuredClone(app.getOpenAPI31Document(DOCUMENT));
+  defaultsInDescriptions(document);
   for (const [path, item] of Object.entries<Json>(document.paths ?? {})) {
     for (const [method, operation] of Object.entries<Json>(item)) {
       // Every body over 1 MiB is refused (limitBody by its Content-Length, the route's reader as
@@ -160,6 +162,49 @@ function withRequestIds(app: OpenAPIHono): Json {
   }
   return document;
 }
+/**
+ * Moves every `default` of a schema a request reaches (its body's, its parameters', and the
+ * components they reference) into the schema's description: openapi-typescript, by default
+ * (`defaultNonNullable`), types a property with a `default` as required in a referenced
+ * component, so a generated client would have to send what the server fills in itself. The
+ * server's default stays told, as text; a client may omit the field.
+ */
+function defaultsInDescriptions(document: Json): void {
+  const DATA_KEYWORDS = new Set(["example", "examples", "enum", "const"]);
+  const seen = new Set<Json>();
+  /** A schema, or an object or array holding schemas (a request body, a parameter, a map). */
+  function visit(node: Json): void {
+    if (node === null || typeof node !== "object" || seen.has(node)) return;
+    seen.add(node);
+    if (Array.isArray(node)) return node.forEach(visit);
+    if (typeof node.$ref === "string" && node.$ref.startsWith("#/")) {
+      visit(
+        node.$ref.slice(2).split("/").reduce((item: Json, key: string) => item?.[key], document),
+      );
+    }
+    for (const [key, value] of Object.entries<Json>(node)) {
+      // A map of schemas (`properties`) may name a property `default`: only its values are read.
+      if (key === "properties" || key === "patternProperties" || key === "$defs") {
+        Object.values(value ?? {}).forEach(visit);
+      } else if (DATA_KEYWORDS.has(key)) {
+        // Values, not schemas: an example may hold a field named `default`.
+      } else if (key === "default") {
+        const told = `Default: \`${JSON.stringify(value)}\``;
+        node.description = node.description ? `${node.description}. ${told}` : told;
+        delete node.default;
+      } else {
+        visit(value);
+      }
+    }
+  }
+  for (const item of Object.values<Json>(document.paths ?? {})) {
+    for (const operation of Object.values<Json>(item)) {
+      visit(operation?.requestBody);
+      visit(operation?.parameters);
+    }
+  }
+}
+
 const JSON_TYPE = "application/json";
 const INGEST_PATH = "/v1/streams/{stream}/events";
 const INGEST_CORS_HEADERS = {

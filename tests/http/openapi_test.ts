@@ -411,3 +411,72 @@ Deno.test("the Error schema names every code of ERROR_CODES; the ingest body's e
   assert.equal(body.oneOf[0].additionalProperties, true);
   assert.equal(body.oneOf[1].items.additionalProperties, true);
 });
+
+/** The JSON body (`-d '…'`) of the README's first `curl` whose command line starts so. */
+async function readmeBody(command: string): Promise<unknown> {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const start = readme.indexOf(command);
+  assert.ok(start >= 0, `the README has no '${command}'`);
+  const body = /-d '([^']*)'/.exec(readme.slice(start))!;
+  return JSON.parse(body[1]);
+}
+
+/**
+ * `schema` as openapi-typescript (7, by default: `defaultNonNullable`) types a component: a
+ * property with a `default` is required (it skips the rule only for schemas written inline in a
+ * request body or parameter, not for those it reaches through a `$ref`).
+ */
+function withDefaultedRequired(schema: Document): Document {
+  if (Array.isArray(schema)) return schema.map(withDefaultedRequired);
+  if (schema === null || typeof schema !== "object") return schema;
+  const copy: Document = {};
+  for (const [name, value] of Object.entries(schema)) copy[name] = withDefaultedRequired(value);
+  if (copy.properties && typeof copy.properties === "object") {
+    const defaulted = Object.entries<Document>(copy.properties)
+      .filter(([, property]) => property && typeof property === "object" && "default" in property)
+      .map(([name]) => name);
+    if (defaulted.length > 0) {
+      copy.required = [...new Set([...(copy.required ?? []), ...defaulted])];
+    }
+  }
+  return copy;
+}
+
+Deno.test("the README's POST /v1/keys and PUT /v1/streams bodies fit their request schemas as a generated client types them: what a client may omit carries no default", async () => {
+  const doc = await documentOf();
+  const ajv = new Ajv({ strict: false });
+  const components = withDefaultedRequired(doc.components);
+  const cases: Array<[string, string, string]> = [
+    ["/v1/keys", "post", "curl -s -X POST localhost:8000/v1/keys"],
+    ["/v1/streams/{stream}", "put", "curl -s -X PUT localhost:8000/v1/streams/signups"],
+  ];
+  for (const [path, method, command] of cases) {
+    const schema = doc.paths[path][method].requestBody.content["application/json"].schema;
+    const validate = ajv.compile({ ...withDefaultedRequired(schema), components });
+    const body = await readmeBody(command);
+    assert.ok(validate(body), `${method} ${path}: ${ajv.errorsText(validate.errors)}`);
+  }
+  // No request schema (body or parameter, through its references) says `default`: a default is
+  // the server's, told in the description.
+  const reached = new Set<string>();
+  const found: string[] = [];
+  function visit(node: Document, at: string): void {
+    if (Array.isArray(node)) return node.forEach((item, i) => visit(item, `${at}/${i}`));
+    if (node === null || typeof node !== "object") return;
+    if (typeof node.$ref === "string" && !reached.has(node.$ref)) {
+      reached.add(node.$ref);
+      const target = node.$ref.slice(2).split("/").reduce(
+        (item: Document, key: string) => item?.[key],
+        doc,
+      );
+      visit(target, node.$ref);
+    }
+    if ("default" in node && at.includes("schema")) found.push(at);
+    for (const [key, value] of Object.entries(node)) visit(value, `${at}/${key}`);
+  }
+  for (const [name, operation] of operations(doc)) {
+    visit(operation.requestBody, `${name} requestBody`);
+    visit(operation.parameters, `${name} parameters`);
+  }
+  assert.deepEqual(found, []);
+});
