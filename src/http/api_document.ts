@@ -78,12 +78,6 @@ export function serveApiDocument(app: OpenAPIHono): void {
   documentDeliveries(app);
   app.openAPIRegistry.registerComponent("headers", REQUEST_ID, RESPONSE_HEADERS[REQUEST_ID]);
   app.openAPIRegistry.registerComponent("headers", NOSNIFF, RESPONSE_HEADERS[NOSNIFF]);
-  app.openAPIRegistry.registerComponent("responses", "MethodNotAllowed", {
-    description:
-      "A method the path does not take: `405 method_not_allowed`, with the methods it takes in `Allow` (any path of this document; `OPTIONS` gets them with `204`)",
-    headers: { ...headersOf("Allow"), ...EVERY_ANSWER_HEADERS },
-    content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
-  });
   app.openAPIRegistry.registerComponent("responses", "HostNotAllowed", {
     description:
       "Open mode only (no `EDGESTREAM_KEYS`): a request addressed to a host that is not a loopback name or in `EDGESTREAM_ALLOWED_HOSTS` is `421 host_not_allowed`, on any path",
@@ -158,6 +152,8 @@ function withRequestIds(app: OpenAPIHono): Json {
       for (const response of Object.values<Json>(operation?.responses ?? {})) {
         response.headers = { ...response.headers, ...cors, ...EVERY_ANSWER_HEADERS };
       }
+      // The Host check (open mode) runs before every route (`origin.ts`).
+      if (operation?.responses) operation.responses["421"] = HOST_NOT_ALLOWED;
     }
   }
   return document;
@@ -205,6 +201,7 @@ function defaultsInDescriptions(document: Json): void {
   }
 }
 
+const HOST_NOT_ALLOWED = { $ref: "#/components/responses/HostNotAllowed" };
 const JSON_TYPE = "application/json";
 const INGEST_PATH = "/v1/streams/{stream}/events";
 const INGEST_CORS_HEADERS = {
@@ -221,8 +218,10 @@ const DOCUMENT = {
     title: "edgestream",
     version: "0.1.0",
     description:
-      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`; a method a path does not take is answered `405` with `Allow` (`#/components/responses/MethodNotAllowed`); in open mode a request to another host gets `421` on any path (`#/components/responses/HostNotAllowed`).",
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`); in open mode a request to another host gets `421` on any path (every operation lists it).",
   },
+  // The API is served where this document is: a client resolves paths against its URL's origin.
+  servers: [{ url: "/" }],
   security: [{ bearer: [] }],
   tags: [...API_TAGS],
 };

@@ -534,7 +534,69 @@ const TokenQuery = z.string().optional().openapi({
     "Deprecated: the API key in the URL, which traces and proxy logs record. Send `Authorization: Bearer <key>`, or from a browser the WebSocket subprotocol `bearer.<key>` (or read SSE with `fetch`). Still accepted; edgestream's own logs never print it",
 });
 
+/** The first message of a subscription ({@linkcode subscribedMessage}), as the document shows it. */
+export const LiveSubscribedSchema = z.object({
+  type: z.literal("subscribed"),
+  stream: z.string(),
+  types: z.array(z.enum(PAYLOAD_TYPES)).openapi({
+    description: "The result types it gets, as asked (or the default)",
+  }),
+  counter: z.string().nullable().openapi({
+    description: "Only results of this counter; null: all",
+  }),
+  resumed: z.boolean().optional().openapi({
+    description:
+      "Sent when resuming was asked for (`after`, `Last-Event-ID`): whether the missed results follow",
+  }),
+  reason: z.string().optional().openapi({
+    description: "With `resumed: false`: why the subscription starts at the log's end",
+  }),
+  id: z.string().optional().openapi({
+    description:
+      "WebSocket only: the result log id the subscription starts after (`0-0` while the log never had an entry); SSE sends it as the event's `id`",
+    example: "1767225600000-0",
+  }),
+}).openapi("LiveSubscribed", {
+  description: "The first message of a live subscription (SSE: the `subscribed` event's data)",
+});
+
+/** The last SSE event of a subscription the server ends (WebSocket: the close code and reason). */
+export const LiveClosedSchema = z.object({
+  type: z.literal("closed"),
+  reason: z.string().openapi({ example: "Server is shutting down" }),
+}).openapi("LiveClosed", {
+  description:
+    "SSE only: the `closed` event that ends a subscription the server ends, with why (a WebSocket is closed with a code and this reason)",
+});
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+
+/**
+ * The messages of a subscription, as JSON Schema: an extension (`x-messages`) of its `101` and
+ * `200` answers, as OpenAPI 3.1 describes no WebSocket message and no SSE event.
+ */
+const LIVE_MESSAGES = {
+  websocket: {
+    description:
+      "Each WebSocket text message: `subscribed` first, then results, each with its result log `id`",
+    oneOf: [ref("LiveSubscribed"), {
+      allOf: [ref("LivePayload"), {
+        type: "object",
+        required: ["id"],
+        properties: { id: { type: "string", description: "Its result log id" } },
+      }],
+    }],
+  },
+  sse: {
+    description:
+      "The `data` of each SSE event (named by its `type`): `subscribed` first, then results, then `closed` if the server ends the subscription",
+    oneOf: [ref("LiveSubscribed"), ref("LivePayload"), ref("LiveClosed")],
+  },
+};
+
 function documentRoutes(app: OpenAPIHono): void {
+  app.openAPIRegistry.register("LiveSubscribed", LiveSubscribedSchema);
+  app.openAPIRegistry.register("LiveClosed", LiveClosedSchema);
   app.openAPIRegistry.registerPath({
     method: "get",
     path: "/v1/streams/{stream}/ws",
@@ -603,13 +665,16 @@ function documentRoutes(app: OpenAPIHono): void {
       }),
     },
     responses: {
-      101: { description: "Switching to the WebSocket protocol" },
-      200: {
+      101: Object.assign({
         description:
-          "Server-Sent Events: a `subscribed` event, then one per result, named by its type, its `data` a `LivePayload` (components) and its `id` the result log's (a WebSocket message is the same object with that `id`)",
+          "Switching to the WebSocket protocol: messages as `x-messages` says (`LiveSubscribed`, then `LivePayload` with `id`)",
+      }, { "x-messages": LIVE_MESSAGES.websocket }),
+      200: Object.assign({
+        description:
+          "Server-Sent Events: a `subscribed` event (`LiveSubscribed`), then one per result, named by its type, its `data` a `LivePayload` and its `id` the result log's, and a final `closed` (`LiveClosed`) when the server ends it; `x-messages` gives the schema of each event's data",
         headers: headersOf("Cache-Control"),
-        content: { "text/event-stream": { schema: { type: "string" } } },
-      },
+        content: { "text/event-stream": { schema: { type: "string" as const } } },
+      }, { "x-messages": LIVE_MESSAGES.sse }),
       ...errorsFor(400, 401, 403, 404, 406, 409, 503),
       ...subscriptionLimitResponse,
     },

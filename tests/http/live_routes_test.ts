@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Ajv } from "ajv";
 import { Redis } from "@upstash/redis";
 import { sha256, toHex } from "../../src/http/auth.ts";
 import { subscriptionSettings } from "../../src/http/live_routes.ts";
@@ -1239,6 +1240,64 @@ Deno.test("In open mode subscriptions are bounded per client address", async () 
     assert.match((await refused.json()).error.message, /client address 127\.0\.0\.1 has 1 open/);
     await sse.cancel();
   } finally {
+    await server.close();
+  }
+});
+
+Deno.test("the subscribed, result and closed messages of real WebSocket and SSE subscribers are as the document's x-messages describe them", async () => {
+  const server = await startServer();
+  // deno-lint-ignore no-explicit-any
+  const doc: any = await (await fetch(`${server.base}/openapi.json`)).json();
+  // A control message's fields are all described: no other field may come.
+  for (const name of ["LiveSubscribed", "LiveClosed"]) {
+    doc.components.schemas[name].additionalProperties = false;
+  }
+  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+  ajv.addSchema(doc, "openapi");
+  const responses = "openapi#/paths/~1v1~1streams~1{stream}~1subscribe/get/responses";
+  const described = (status: number) => {
+    const validate = ajv.getSchema(`${responses}/${status}/x-messages`);
+    assert.ok(validate, `the subscribe operation's ${status} describes its messages`);
+    return validate;
+  };
+  const overSocket = described(101);
+  const overSse = described(200);
+  const sse = new SseReader(await openSse(server, "?types=window.updated,window.closed"));
+  const resumed = new SseReader(await openSse(server, "?after=1767225600000-0"));
+  const socket = await denoClient(server.wsUrl(`${SUBSCRIBE}?types=window.closed&after=0-0`));
+  try {
+    const seen: unknown[] = [];
+    const sseData = [(await sse.next()).data, (await resumed.next()).data];
+    const socketMessages = [await socket.inbox.next()];
+    assert.equal(sseData[1].resumed, false, "a resumed subscribed says why it starts at the end");
+    await post(server, [{ id: "a", ts: at(5), country: "DE" }, { id: "b", ts: at(100) }]);
+    await sweep(server);
+    sseData.push((await sse.next()).data);
+    socketMessages.push(await socket.inbox.next());
+    await server.live.close();
+    sseData.push(...(await sse.rest()).map((event) => event.data));
+    for (const data of sseData) {
+      seen.push(data.type);
+      assert.ok(overSse(data), `SSE ${JSON.stringify(data)}: ${ajv.errorsText(overSse.errors)}`);
+    }
+    for (const message of socketMessages) {
+      seen.push(`ws ${message.type}`);
+      assert.ok(
+        overSocket(message),
+        `WebSocket ${JSON.stringify(message)}: ${ajv.errorsText(overSocket.errors)}`,
+      );
+    }
+    assert.ok(seen.includes("closed") && seen.includes("ws subscribed"), String(seen));
+    assert.ok(seen.some((type) => String(type).startsWith("window.")), String(seen));
+    assert.ok(seen.includes("ws window.closed"), String(seen));
+    // What the schemas refuse: a control message with a field they do not describe, a result
+    // over WebSocket without its id.
+    assert.equal(overSse({ type: "closed", reason: "x", extra: 1 }), false);
+    assert.equal(overSocket({ ...socketMessages[1], id: undefined }), false);
+  } finally {
+    await sse.cancel().catch(() => {});
+    await resumed.cancel().catch(() => {});
+    await socket.close();
     await server.close();
   }
 });

@@ -255,12 +255,18 @@ Deno.test("every API operation of the document lists a 400: a query parameter gi
   assert.ok(!("400" in document.paths["/healthz"].get.responses));
 });
 
-Deno.test("the document declares the 421 of open mode once, and a 413 on every operation a body may come with", async () => {
+Deno.test("the document references the 421 of open mode from every operation, and a 413 on every operation a body may come with", async () => {
   const { app } = await testApp();
   const document = await (await app.request("/openapi.json")).json();
   assert.match(document.components.responses.HostNotAllowed.description, /421 host_not_allowed/);
-  assert.match(document.info.description, /HostNotAllowed/);
   const missing: string[] = [];
+  for (const [name, operation] of operations(document)) {
+    if (
+      (operation.responses["421"] as Document)?.$ref !== "#/components/responses/HostNotAllowed"
+    ) {
+      missing.push(`${name} lists no 421`);
+    }
+  }
   for (const [path, item] of Object.entries<Record<string, object>>(document.paths)) {
     for (
       const [method, operation] of Object.entries<{ requestBody?: object; responses?: object }>(
@@ -479,4 +485,32 @@ Deno.test("the README's POST /v1/keys and PUT /v1/streams bodies fit their reque
     visit(operation.parameters, `${name} parameters`);
   }
   assert.deepEqual(found, []);
+});
+
+Deno.test("every component the document declares is referenced from an operation or a webhook, and its one server is where it is served", async () => {
+  const doc = await documentOf();
+  const reached = new Set<string>();
+  function visit(node: Document): void {
+    if (node === null || typeof node !== "object") return;
+    if (Array.isArray(node)) return node.forEach(visit);
+    if (typeof node.$ref === "string" && !reached.has(node.$ref)) {
+      reached.add(node.$ref);
+      visit(
+        node.$ref.slice(2).split("/").reduce((item: Document, key: string) => item?.[key], doc),
+      );
+    }
+    Object.values(node).forEach(visit);
+  }
+  visit(doc.paths);
+  visit(doc.webhooks);
+  const unreferenced: string[] = [];
+  for (const [kind, entries] of Object.entries<Record<string, unknown>>(doc.components)) {
+    // Security schemes are named by `security`, not referenced.
+    if (kind === "securitySchemes") continue;
+    for (const name of Object.keys(entries)) {
+      if (!reached.has(`#/components/${kind}/${name}`)) unreferenced.push(`${kind}/${name}`);
+    }
+  }
+  assert.deepEqual(unreferenced, []);
+  assert.deepEqual(doc.servers, [{ url: "/" }]);
 });
