@@ -344,6 +344,7 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "412",
     "413",
     "415",
+    "421",
     "503",
   ]);
   assert.deepEqual(Object.keys(path.delete.responses).sort(), [
@@ -355,6 +356,7 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "409",
     "412",
     "413",
+    "421",
     "503",
   ]);
   assert.equal(path.put.parameters[0].name, "stream");
