@@ -34,6 +34,12 @@ export interface ProxiedRequest {
 export interface UpstashProxyOptions {
   /** Base URL of the Upstash REST endpoint to forward to. */
   targetUrl: string;
+  /**
+   * Refuses a request whose body is larger (bytes), as Upstash refuses one over its max request
+   * size: HTTP 400 `{"error": "ERR max request size exceeded"}`, nothing forwarded. The request is
+   * still recorded, with status 400. @default {Infinity}
+   */
+  maxRequestBytes?: number;
 }
 
 /** A running proxy started by {@linkcode startUpstashProxy}. */
@@ -67,6 +73,7 @@ export function commandNames(request: ProxiedRequest): string[] {
 /** Starts the proxy on a free loopback port. */
 export function startUpstashProxy(options: UpstashProxyOptions): Promise<UpstashProxy> {
   const target = options.targetUrl.replace(/\/$/, "");
+  const maxRequestBytes = options.maxRequestBytes ?? Infinity;
   let requests: ProxiedRequest[] = [];
   const losses: Array<(commands: unknown[][]) => boolean> = [];
 
@@ -74,6 +81,11 @@ export function startUpstashProxy(options: UpstashProxyOptions): Promise<Upstash
     const path = new URL(request.url).pathname;
     const body = await request.text();
     const commands = commandsOf(path, body);
+    const bytes = new TextEncoder().encode(body).length;
+    if (bytes > maxRequestBytes) {
+      requests.push({ path, commands, bytes, status: 400, replyLost: false });
+      return Response.json({ error: "ERR max request size exceeded" }, { status: 400 });
+    }
     const headers = new Headers(request.headers);
     headers.delete("host");
     headers.delete("content-length");
@@ -89,7 +101,7 @@ export function startUpstashProxy(options: UpstashProxyOptions): Promise<Upstash
     requests.push({
       path,
       commands,
-      bytes: new TextEncoder().encode(body).length,
+      bytes,
       status: upstream.status,
       replyLost,
     });

@@ -707,6 +707,18 @@ export class StoreUnavailableError extends Error {
 }
 
 /**
+ * The store refused a call as too large to take in one request (Upstash: `ERR max request size
+ * exceeded`) and ran nothing of it: the same call sent again is refused again, a smaller one may
+ * go through.
+ */
+export class StoreRequestTooLargeError extends StoreUnavailableError {
+  constructor(message: string, options: ErrorOptions = {}) {
+    super(message, { ...options, outcome: "not_applied" });
+    this.name = "StoreRequestTooLargeError";
+  }
+}
+
+/**
  * The store refused a call on what it found (on Redis, `WRONGTYPE`: a key of
  * another type, or a field holding text the call cannot add to, that
  * something else wrote there). The scripts that apply a batch, close windows

@@ -13,7 +13,12 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
-import { compareLogIds, MAX_LOG_ENTRIES, parseLogId } from "../../store/types.ts";
+import {
+  compareLogIds,
+  MAX_LOG_ENTRIES,
+  parseLogId,
+  StoreRequestTooLargeError,
+} from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
 import { recordLogTrimmed, WarningLimit } from "../../telemetry/mod.ts";
@@ -41,6 +46,30 @@ export interface DispatcherOptions {
   maxPages?: number;
   /** How long (ms) the per-stream lease lasts. @default {30000} */
   leaseMs?: number;
+  /**
+   * Most bytes of deliveries (payloads and ids, about) one page's store call carries: a page
+   * whose deliveries are larger is cut short (to one entry at least), and a store call refused
+   * as too large (Upstash's max request size) is cut by half again, for the life of the
+   * dispatcher. @default {PAGE_BYTES}
+   */
+  maxPageBytes?: number;
+}
+
+/**
+ * Most bytes of deliveries a page's store call carries by default: a tenth of Upstash's max
+ * request size (10 MB), since a payload is escaped twice on its way (a Lua argument in a JSON
+ * body) and the client may send other calls in the same request.
+ */
+export const PAGE_BYTES = 1_048_576;
+
+/** About the bytes a store call takes for `deliveries`: payloads, ids and the item's frame. */
+function deliveryBytes(deliveries: readonly NewDelivery[]): number {
+  let bytes = 0;
+  for (const delivery of deliveries) {
+    bytes += delivery.payload.length + delivery.id.length + delivery.messageId.length +
+      delivery.endpointId.length + 64;
+  }
+  return bytes;
 }
 
 /** Options for {@linkcode Dispatcher.dispatch}. */
@@ -164,6 +193,8 @@ export class Dispatcher {
   #pageSize: number;
   #maxPages: number;
   #leaseMs: number;
+  /** Bytes a page's deliveries may take (see {@linkcode DispatcherOptions.maxPageBytes}). */
+  #pageBytes: number;
   #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
   /** Warnings about failing filters, per cached filter (a changed filter warns anew). */
   #filterWarnings: WarningLimit<object>;
@@ -190,6 +221,7 @@ export class Dispatcher {
     this.#pageSize = options.pageSize ?? 500;
     this.#maxPages = options.maxPages ?? 20;
     this.#leaseMs = options.leaseMs ?? 30_000;
+    this.#pageBytes = options.maxPageBytes ?? PAGE_BYTES;
   }
 
   /**
@@ -262,14 +294,26 @@ export class Dispatcher {
           toEnd = true;
           break;
         }
-        const plan = {
+        let plan = {
           stream,
           cursor: state.cursor,
           end,
           entries: entries.filter((entry) => !isAfter(entry.id, end)),
         };
-        const last = state.planEnd === null && entries.length < this.#pageSize;
-        const deliveries = this.deliveriesFor(plan, listed);
+        let deliveries = this.deliveriesFor(plan, listed);
+        // Too large for one store call: the page ends earlier (a page fixed by an older version
+        // is stored as it was fixed).
+        let cut = false;
+        while (
+          state.planEnd === null && plan.entries.length > 1 &&
+          deliveryBytes(deliveries) > this.#pageBytes
+        ) {
+          const kept = plan.entries.slice(0, Math.ceil(plan.entries.length / 2));
+          plan = { ...plan, end: kept.at(-1)!.id, entries: kept };
+          deliveries = this.deliveriesFor(plan, listed);
+          cut = true;
+        }
+        const last = state.planEnd === null && !cut && entries.length < this.#pageSize;
         const reserved = deliveries.length > 0
           ? options.claims?.reserve(deliveries.length) ?? null
           : null;
@@ -277,11 +321,25 @@ export class Dispatcher {
         try {
           result = await this.#deliveries.storePage(stream.name, {
             cursor: plan.cursor,
-            end,
+            end: plan.end,
             deliveries,
             releaseLease: last ? { name: leaseName, token: lease } : undefined,
             claim: reserved ?? undefined,
           });
+        } catch (error) {
+          // Refused whole, nothing stored: the same page would be refused at every dispatch, so
+          // pages are made smaller (as long as this one has entries to spare) and it goes again.
+          if (
+            !(error instanceof StoreRequestTooLargeError) || state.planEnd !== null ||
+            plan.entries.length <= 1 || deliveries.length === 0
+          ) throw error;
+          this.#pageBytes = Math.min(this.#pageBytes, Math.floor(deliveryBytes(deliveries) / 2));
+          logger.warn(
+            "The store refused a webhook dispatch page of {entries} results of stream {stream} " +
+              "as too large: pages now carry at most {bytes} bytes of deliveries",
+            { stream: stream.name, entries: plan.entries.length, bytes: this.#pageBytes },
+          );
+          continue;
         } finally {
           if (reserved !== null) options.claims!.take(reserved, result?.claims ?? []);
         }
@@ -293,8 +351,8 @@ export class Dispatcher {
           through = state.cursor;
           continue;
         }
-        this.#cursors.set(stream.name, end);
-        through = end;
+        this.#cursors.set(stream.name, plan.end);
+        through = plan.end;
         created += stored;
         dispatched += plan.entries.length;
         // Stored deliveries can be sent now; later pages need not hold them up.
@@ -304,7 +362,7 @@ export class Dispatcher {
           toEnd = true;
           break;
         }
-        state = { cursor: end, planEnd: null };
+        state = { cursor: plan.end, planEnd: null };
         page += 1;
       }
     } finally {

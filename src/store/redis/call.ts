@@ -7,7 +7,12 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { StoreRefusedError, StoreUnavailableError, type UnavailableOutcome } from "../types.ts";
+import {
+  StoreRefusedError,
+  StoreRequestTooLargeError,
+  StoreUnavailableError,
+  type UnavailableOutcome,
+} from "../types.ts";
 
 async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
@@ -160,10 +165,10 @@ export class RedisCalls {
       const cause = error instanceof TypeError && error.cause instanceof Error
         ? `: ${error.cause.message.replace(/ for url \([^)]*\)/, "").slice(0, 300)}`
         : "";
-      throw new StoreUnavailableError(
-        `Redis is unavailable (${what}): ${text}${cause}${hint}`,
-        { cause: error, outcome: outcomeOf(error) },
-      );
+      const message = `Redis is unavailable (${what}): ${text}${cause}${hint}`;
+      // Sent alone it may fit; a caller that can split its work (the webhook dispatch) does.
+      if (TOO_LARGE.test(text)) throw new StoreRequestTooLargeError(message, { cause: error });
+      throw new StoreUnavailableError(message, { cause: error, outcome: outcomeOf(error) });
     } finally {
       clearTimeout(timer);
     }

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
-import { Dispatcher, MARK_AFTER_ENTRIES } from "../../../src/fanout/webhooks/mod.ts";
+import { Dispatcher, MARK_AFTER_ENTRIES, PAGE_BYTES } from "../../../src/fanout/webhooks/mod.ts";
 import {
   type DeliveryStore,
   type Endpoint,
@@ -20,6 +20,7 @@ import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { LogRecord, Store } from "../../../src/store/types.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { redisTest } from "../../_redis.ts";
+import { startUpstashProxy } from "../../_upstash_proxy.ts";
 import { CONFIG, T0 } from "./_setup.ts";
 import { commitPage, planPage } from "./_stepwise.ts";
 
@@ -517,4 +518,85 @@ Deno.test("Dispatcher by default: a batch holds at most one page of 500 results 
     [1, 2, 3].map((n) => new Date(T0 + n * 60_000).toISOString()),
     "oldest first",
   );
+});
+
+redisTest(
+  "Dispatcher.dispatch() survives a store that refuses its pages as too large (Upstash's max request size): pages get smaller, every delivery is stored once",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({
+      targetUrl: fixture.restUrl,
+      maxRequestBytes: 200_000,
+    });
+    try {
+      const client = (url: string) =>
+        new Redis({ url, token: fixture.restToken, enableTelemetry: false });
+      const store = new RedisStore(client(fixture.restUrl), { now: () => T0 });
+      // Only the delivery store's calls go through the refusing proxy.
+      const deliveries = new RedisDeliveryStore(client(proxy.url), { now: () => T0 });
+      for (let i = 0; i < 200; i += 50) {
+        await store.appendLog("orders", Array.from({ length: 50 }, (_, j) => closed(i + j)));
+      }
+      const endpoints = Array.from({ length: 20 }, (_, i) => endpoint(`ep_${i}`));
+      const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+      let created = 0;
+      await collectingLogs(async (records) => {
+        for (let round = 0; round < 5; round++) {
+          const made = await dispatcher.dispatch(orders, endpoints);
+          if (made === 0) break;
+          created += made;
+        }
+        assert.ok(
+          records.some((record) => messageOf(record).includes("refused a webhook dispatch page")),
+          "the cut is said",
+        );
+      }, { level: "warning" });
+      assert.equal(created, 200 * 20);
+      const requests = proxy.take();
+      const refused = requests.filter((request) => request.status === 400);
+      assert.ok(refused.length > 0, "the proxy refused the first, larger pages");
+      assert.ok(refused.length <= 5, `refused ${refused.length} times, not at every page`);
+      for (const { id } of endpoints) {
+        const items = await allDeliveries(deliveries, id);
+        assert.equal(items.length, 200, id);
+        assert.equal(new Set(items.map((item) => item.messageId)).size, 200, id);
+      }
+      assert.equal(await dispatcher.dispatch(orders, endpoints), 0, "the cursor is at the end");
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+Deno.test("Dispatcher with maxPageBytes ends a page whose deliveries are larger early, one entry at least", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const pages: number[] = [];
+  class CountsPages extends MemoryDeliveryStore {
+    override storePage(...args: Parameters<MemoryDeliveryStore["storePage"]>) {
+      pages.push(args[1].deliveries.length);
+      return super.storePage(...args);
+    }
+  }
+  const deliveries = new CountsPages({ now: () => T0 });
+  await store.appendLog("orders", Array.from({ length: 40 }, (_, i) => closed(i)));
+  const endpoints = [endpoint("ep_a"), endpoint("ep_b")];
+  // One delivery is about 400 bytes: 2,000 bytes take two entries' (four deliveries) at most.
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0, maxPageBytes: 2_000 });
+  assert.equal(await dispatcher.dispatch(orders, endpoints), 80);
+  assert.ok(pages.length >= 10, `pages: ${pages.join(", ")}`);
+  assert.ok(pages.every((count) => count > 0 && count <= 4), `pages: ${pages.join(", ")}`);
+  assert.equal((await allDeliveries(deliveries, "ep_b")).length, 40);
+  // A page of one entry is stored whatever its size.
+  const tiny = new Dispatcher(store, deliveries, { now: () => T0, maxPageBytes: 1 });
+  await store.appendLog("orders", [closed(50), closed(51)]);
+  pages.length = 0;
+  assert.equal(await tiny.dispatch(orders, endpoints), 4);
+  assert.deepEqual(pages, [2, 2]);
+  // By default about 1 MiB: 3,000 deliveries of about 430 bytes go in two pages.
+  assert.equal(PAGE_BYTES, 1_048_576);
+  await store.appendLog("orders", Array.from({ length: 300 }, (_, i) => closed(100 + i)));
+  const ten = Array.from({ length: 10 }, (_, i) => endpoint(`ep_${i}`));
+  pages.length = 0;
+  const byDefault = new Dispatcher(store, deliveries, { now: () => T0 });
+  assert.equal(await byDefault.dispatch(orders, ten), 3_000);
+  assert.deepEqual(pages, [1_500, 1_500]);
 });

@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { isCommandError, RedisCalls, redisErrorText } from "../../../src/store/redis/call.ts";
-import { StoreRefusedError, StoreUnavailableError } from "../../../src/store/types.ts";
+import {
+  StoreRefusedError,
+  StoreRequestTooLargeError,
+  StoreUnavailableError,
+} from "../../../src/store/types.ts";
 import { Redis } from "@upstash/redis";
 import { redisTest } from "../../_redis.ts";
 
@@ -185,9 +189,12 @@ Deno.test("RedisCalls.call() takes Upstash's refusals of a request as not now, n
     assert.equal(error.outcome, "not_applied", text);
     assert.ok(error.message.includes(text), text);
   }
-  assert.match(
-    (await failure("ERR max request size exceeded")).message,
-    /if it persists, send fewer events a request/,
+  const tooLarge = await failure("ERR max request size exceeded");
+  assert.match(tooLarge.message, /if it persists, send fewer events a request/);
+  // Its own class, so a caller that can split its work (the webhook dispatch) does.
+  assert.ok(tooLarge instanceof StoreRequestTooLargeError);
+  assert.ok(
+    !(await failure("ERR max daily request limit exceeded") instanceof StoreRequestTooLargeError),
   );
   // Writes refused, but whether a script's later write can be after earlier ones is not said.
   const full = await failure("ERR DB capacity quota exceeded");
