@@ -14,7 +14,8 @@ import {
   type UnavailableOutcome,
 } from "../types.ts";
 
-async function sha1(text: string): Promise<string> {
+/** The SHA-1 of `text` in hex, as Redis names a script. */
+export async function sha1(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text));
   return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }

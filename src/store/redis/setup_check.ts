@@ -5,13 +5,16 @@
  * without which Redis at its `maxmemory` drops keys: stream data, or (`allkeys-*`) definitions, API
  * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
- * refuses it too: then nothing is said. And whether it runs a Lua script at all (`EVAL`), which
- * every write here is: an ACL user without `@scripting` is refused every one.
+ * refuses it too: then nothing is said. And whether it runs a Lua script the way the store does,
+ * which every write here is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does
+ * not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
+ * that renamed one, is refused every write (or, without `EVAL` only, after its next restart).
  *
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { redisErrorText } from "./call.ts";
+import { redisErrorText, sha1 } from "./call.ts";
+import { PING_SCRIPT } from "./store.ts";
 
 /**
  * Whether the Redis behind the REST URL `restUrl` is asked its settings: not Upstash's own
@@ -45,7 +48,7 @@ export async function redisSetupWarnings(redis: Pick<Redis, "exec">): Promise<st
   const warnings: string[] = [];
   if (scripting !== undefined) {
     warnings.push(
-      `Redis refused a Lua script (${scripting}): edgestream applies every write as one (EVALSHA, EVAL), so nothing can be stored; allow scripting (an ACL user needs +@scripting)`,
+      `Redis refused a Lua script (${scripting}): edgestream applies every write as one, by EVALSHA (and EVAL when Redis does not have it yet), so nothing can be stored; allow both, not renamed (an ACL user needs +@scripting, or +evalsha +eval)`,
     );
   }
   if (appendonly !== undefined && appendonly !== "yes") {
@@ -62,17 +65,25 @@ export async function redisSetupWarnings(redis: Pick<Redis, "exec">): Promise<st
 }
 
 /**
- * Redis's refusal of a script (`NOPERM …`, `ERR unknown command …`), or undefined when it runs
- * one or cannot be reached (the store's own errors say that).
+ * Redis's refusal of the store's ping script by text (`EVAL`) or by SHA (`EVALSHA`), as the store
+ * runs every script (`NOPERM …`, `ERR unknown command …`), or undefined when it runs both or
+ * cannot be reached (the store's own errors say that). Not knowing the SHA (`NOSCRIPT`: a script
+ * cache flushed meanwhile) is no refusal: the command itself is allowed.
  */
 async function scriptingRefusal(redis: Pick<Redis, "exec">): Promise<string | undefined> {
-  try {
-    await redis.exec(["EVAL", "return 1", "0"]);
-    return undefined;
-  } catch (error) {
-    const text = redisErrorText(error);
-    return /^(NOPERM|ERR unknown command)\b/i.test(text) ? text : undefined;
+  const commands: Array<[string, string, string]> = [
+    ["EVAL", PING_SCRIPT, "0"],
+    ["EVALSHA", await sha1(PING_SCRIPT), "0"],
+  ];
+  for (const command of commands) {
+    try {
+      await redis.exec(command);
+    } catch (error) {
+      const text = redisErrorText(error);
+      if (/^(NOPERM|ERR unknown command)\b/i.test(text)) return text;
+    }
   }
+  return undefined;
 }
 
 /** A setting's value, or undefined when `CONFIG GET` is refused, fails or does not know it. */

@@ -86,7 +86,7 @@ interface QuietStream {
 export const QUIET_KEPT = 20_000;
 
 /** What `ping` runs: a script, so that it fails where scripting is refused. */
-const PING_SCRIPT = 'return "PONG"';
+export const PING_SCRIPT = 'return "PONG"';
 
 /** A stream this process applied a batch to since its last close here: the next one runs. */
 const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };

@@ -74,7 +74,7 @@ redisTest(
       const warnings = await redisSetupWarnings(redis);
       assert.equal(
         warnings.find((text) => text.startsWith("Redis refused a Lua script")),
-        "Redis refused a Lua script (NOPERM this user has no permissions to run the 'eval' command): edgestream applies every write as one (EVALSHA, EVAL), so nothing can be stored; allow scripting (an ACL user needs +@scripting)",
+        "Redis refused a Lua script (NOPERM this user has no permissions to run the 'eval' command): edgestream applies every write as one, by EVALSHA (and EVAL when Redis does not have it yet), so nothing can be stored; allow both, not renamed (an ACL user needs +@scripting, or +evalsha +eval)",
       );
       await assert.rejects(store.ping(), /Redis refused ping: NOPERM/);
     } finally {
@@ -85,6 +85,96 @@ redisTest(
       !(await redisSetupWarnings(redis)).some((text) => text.includes("Lua script")),
       "no warning where scripts run",
     );
+  },
+);
+
+redisTest(
+  "a Redis whose ACL user may run EVAL but not EVALSHA, or EVALSHA but not EVAL, is named at startup in one line, and the store is not ready",
+  async (fixture) => {
+    for (const [rule, command] of [["-evalsha", "evalsha"], ["-eval", "eval"]]) {
+      const user = `edge${command}`;
+      await withDirect(
+        fixture.redisUrl,
+        (send) => send("ACL", "SETUSER", user, "on", ">secret", "~*", "&*", "+@all", rule),
+      );
+      const port = new URL(fixture.redisUrl).port;
+      const bridge = await startUpstashBridge({
+        redisUrl: `redis://${user}:secret@127.0.0.1:${port}`,
+        token: "acl-token",
+      });
+      try {
+        const redis = upstash(bridge.url, "acl-token");
+        const warnings = await redisSetupWarnings(redis);
+        const scripting = warnings.filter((text) => text.startsWith("Redis refused a Lua script"));
+        assert.equal(scripting.length, 1, `${rule}: ${warnings.join("\n")}`);
+        assert.ok(
+          scripting[0].startsWith(
+            `Redis refused a Lua script (NOPERM this user has no permissions to run the '${command}' command): `,
+          ),
+          scripting[0],
+        );
+        assert.ok(!scripting[0].includes("\n"), "one line");
+        if (command === "evalsha") {
+          // What the store runs for every call: ping (and every write) is refused.
+          await assert.rejects(new RedisStore(redis).ping(), /Redis refused ping: NOPERM/);
+        }
+      } finally {
+        await bridge.close();
+      }
+    }
+  },
+);
+
+Deno.test({
+  name: "a redis-server that renamed EVALSHA away is named at startup, as one that forbids it",
+  ignore: !redisServerInstalled(),
+  async fn() {
+    const server = await startRedisServer({ extraArgs: ["--rename-command", "EVALSHA", ""] });
+    try {
+      const bridge = await startUpstashBridge({ redisUrl: server.url, token: "renamed-token" });
+      try {
+        const redis = upstash(bridge.url, "renamed-token");
+        const scripting = (await redisSetupWarnings(redis)).filter((text) =>
+          text.startsWith("Redis refused a Lua script")
+        );
+        assert.equal(scripting.length, 1);
+        assert.match(scripting[0], /^Redis refused a Lua script \(ERR unknown command 'evalsha'/i);
+        await assert.rejects(
+          new RedisStore(redis).ping(),
+          /Redis refused ping: ERR unknown command/,
+        );
+      } finally {
+        await bridge.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  },
+});
+
+redisTest(
+  "main.ts names a Redis that refuses EVALSHA once it listens, in one line with no stack",
+  async (fixture) => {
+    await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "-evalsha"));
+    const server = await startServerProcess("setup-check-evalsha", {
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_SWEEP_EVERY: "0s",
+    });
+    try {
+      const warned = () => server.output().includes("Redis refused a Lua script");
+      for (let attempt = 0; attempt < 100 && !warned(); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const lines = server.output().split("\n");
+      const at = lines.findIndex((line) => line.includes("Redis refused a Lua script"));
+      assert.ok(at >= 0, server.output());
+      assert.match(lines[at], /run the 'evalsha' command/);
+      assert.ok(!/^\s+at /.test(lines[at + 1] ?? ""), `no stack after it:\n${server.output()}`);
+    } finally {
+      await server.stop();
+      await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "+@all"));
+    }
   },
 );
 
