@@ -38,6 +38,7 @@ import {
   type LogRecord,
   MemoryDefinitionStore,
   type ReadOptions,
+  type ResultLogBounds,
   type SessionRange,
   type SessionValue,
   type Store,
@@ -1036,6 +1037,10 @@ class RegistryStore implements Store {
 
   get kind(): string {
     return this.#store.kind;
+  }
+
+  get logBounds(): ResultLogBounds {
+    return this.#store.logBounds;
   }
 
   #key(stream: string): string {

@@ -67,6 +67,9 @@ export interface LogBounds {
   max?: number;
 }
 
+/** The bounds of a store's result logs, defaults filled in (see {@linkcode Store.logBounds}). */
+export type ResultLogBounds = Readonly<Required<LogBounds>>;
+
 /** The bounds of a result log, defaults filled in and checked: `[retain, max]`. */
 export function logBounds(bounds: LogBounds = {}): [number, number] {
   const retain = bounds.retain ?? MAX_LOG_ENTRIES;
@@ -598,6 +601,8 @@ export interface SessionRange extends TimeRange {
 export interface Store {
   /** Short name for logs and `/readyz` (`memory`, `redis`). */
   readonly kind: string;
+  /** Bounds of each stream's result log (see {@linkcode markDispatched}). */
+  readonly logBounds: ResultLogBounds;
   /**
    * Applies a batch atomically: per event in order, the dedupe check, the
    * lateness check against the watermark, the counter updates and stats.

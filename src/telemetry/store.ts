@@ -22,6 +22,7 @@ import {
   type LogPosition,
   type LogRecord,
   type ReadOptions,
+  type ResultLogBounds,
   type SessionRange,
   type SessionValue,
   type Store,
@@ -70,6 +71,11 @@ export class InstrumentedStore implements Store {
     this.#store = store;
     this.kind = store.kind;
     this.#clock = options.clock ?? (() => performance.now());
+  }
+
+  /** The wrapped store's log bounds. */
+  get logBounds(): ResultLogBounds {
+    return this.#store.logBounds;
   }
 
   async #measure<T>(operation: string, call: () => Promise<T>): Promise<T> {

@@ -107,8 +107,8 @@ export interface DispatchOptions {
   /**
    * Leave the mark of what this dispatch moved ({@linkcode Store.markDispatched}) to the next
    * dispatch without it (the sweep's), unless this dispatcher has not marked the stream for
-   * {@linkcode MARK_EVERY_MS} or {@linkcode MARK_AFTER_ENTRIES} entries were dispatched since
-   * its last mark. For the dispatches an ingest or an alert starts, so a stream whose every
+   * {@linkcode MARK_EVERY_MS} or {@linkcode markAfterEntries} entries (a tenth of the entries the
+   * store's logs retain) were dispatched since its last mark. For the dispatches an ingest or an alert starts, so a stream whose every
    * ingest is dispatched (`event.processed` endpoints) costs its store no mark an ingest. The
    * mark only lags what was dispatched, never passes it: the log then holds what was dispatched
    * since a little longer, and trims nothing that was not dispatched. @default {false}
@@ -152,11 +152,17 @@ export const MARK_EVERY_MS = 60_000;
 
 /**
  * Most entries a dispatcher dispatches of a stream's log between two marks when it defers them
- * ({@linkcode DispatchOptions.deferMark}): a tenth of the entries a log retains
- * ({@linkcode MAX_LOG_ENTRIES}), so what its hard bound trims after a stale mark, and counts as
- * lost, is what a timely mark would have let it trim but at most these.
+ * ({@linkcode DispatchOptions.deferMark}), for a store whose logs retain `retain` entries
+ * ({@linkcode Store.logBounds}): a tenth of them (one at least), so a log holds at most that many
+ * dispatched entries beyond those it retains, and what its hard bound trims after a stale mark,
+ * and counts as lost, is what a timely mark would have let it trim but at most these.
  */
-export const MARK_AFTER_ENTRIES = MAX_LOG_ENTRIES / 10;
+export function markAfterEntries(retain: number): number {
+  return Math.max(1, Math.floor(retain / 10));
+}
+
+/** {@linkcode markAfterEntries} of the default log bound ({@linkcode MAX_LOG_ENTRIES}): 10,000. */
+export const MARK_AFTER_ENTRIES = markAfterEntries(MAX_LOG_ENTRIES);
 
 /** A log id before every entry: marked as dispatched, it holds a whole log. */
 export const NOTHING_DISPATCHED = "0-0";
@@ -195,6 +201,8 @@ export class Dispatcher {
   #leaseMs: number;
   /** Bytes a page's deliveries may take (see {@linkcode DispatcherOptions.maxPageBytes}). */
   #pageBytes: number;
+  /** Entries dispatched between two deferred marks at most (see {@linkcode markAfterEntries}). */
+  #markAfter: number;
   #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
   /** Warnings about failing filters, per cached filter (a changed filter warns anew). */
   #filterWarnings: WarningLimit<object>;
@@ -222,6 +230,7 @@ export class Dispatcher {
     this.#maxPages = options.maxPages ?? 20;
     this.#leaseMs = options.leaseMs ?? 30_000;
     this.#pageBytes = options.maxPageBytes ?? PAGE_BYTES;
+    this.#markAfter = markAfterEntries(store.logBounds.retain);
   }
 
   /**
@@ -375,7 +384,7 @@ export class Dispatcher {
     const unmarked = (deferred ?? 0) + dispatched;
     if (
       !this.#markedSince(stream.name) ||
-      (moved && (!options.deferMark || unmarked >= MARK_AFTER_ENTRIES))
+      (moved && (!options.deferMark || unmarked >= this.#markAfter))
     ) {
       // Before any entry is dispatched the hold keeps them all ("0-0" precedes every id).
       await this.#mark(stream.name, through ?? NOTHING_DISPATCHED);

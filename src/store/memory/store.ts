@@ -39,6 +39,7 @@ import {
   type ReadOptions,
   type RequestResult,
   REST_GROUP,
+  type ResultLogBounds,
   type SessionRange,
   SESSIONS_PER_WINDOW,
   type SessionValue,
@@ -211,6 +212,7 @@ function entriesThrough(log: readonly LogEntry[], id: string, most: number): num
 /** A {@linkcode Store} held in process memory, bounded by pane TTLs and `maxGroups`. */
 export class MemoryStore implements Store {
   readonly kind = "memory";
+  readonly logBounds: ResultLogBounds;
   #streams = new Map<string, StreamState>();
   #now: () => number;
   #sweepEveryMs: number;
@@ -227,6 +229,7 @@ export class MemoryStore implements Store {
 
   constructor(options: MemoryStoreOptions = {}) {
     [this.#logRetain, this.#logMax] = logBounds(options.log);
+    this.logBounds = { retain: this.#logRetain, max: this.#logMax };
     this.#now = options.now ?? Date.now;
     this.#sweepEveryMs = options.sweepEveryMs ?? 1_000;
     this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);

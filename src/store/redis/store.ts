@@ -47,6 +47,7 @@ import {
   parseLogId,
   type ReadOptions,
   type RequestResult,
+  type ResultLogBounds,
   type SessionRange,
   type SessionValue,
   type Store,
@@ -350,6 +351,7 @@ function distinctIds(ids: readonly (string | false)[]): boolean {
 /** A {@linkcode Store} in Redis, shared by every instance that uses the same prefix. */
 export class RedisStore implements Store {
   readonly kind = "redis";
+  readonly logBounds: ResultLogBounds;
   #redis: RedisClient;
   #prefix: string;
   #definitionsHere: boolean;
@@ -367,6 +369,7 @@ export class RedisStore implements Store {
   constructor(redis: RedisClient, options: RedisStoreOptions = {}) {
     this.#redis = redis;
     this.#logBounds = logBounds(options.log);
+    this.logBounds = { retain: this.#logBounds[0], max: this.#logBounds[1] };
     if (this.#logBounds[0] !== MAX_LOG_ENTRIES || this.#logBounds[1] !== MAX_LOG_BACKLOG) {
       this.#bounded = new Map();
     }

@@ -8,7 +8,12 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
-import { Dispatcher, MARK_AFTER_ENTRIES, PAGE_BYTES } from "../../../src/fanout/webhooks/mod.ts";
+import {
+  Dispatcher,
+  MARK_AFTER_ENTRIES,
+  markAfterEntries,
+  PAGE_BYTES,
+} from "../../../src/fanout/webhooks/mod.ts";
 import {
   type DeliveryStore,
   type Endpoint,
@@ -427,7 +432,7 @@ Deno.test("Dispatcher given a dispatch state that is out of date creates nothing
   assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
 });
 
-Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispatch without it, unless a minute passed or MARK_AFTER_ENTRIES entries were dispatched since", async () => {
+Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispatch without it, unless a minute passed or a tenth of the entries the log retains were dispatched since", async () => {
   let now = T0;
   let marks = 0;
   class CountsMarks extends MemoryStore {
@@ -436,7 +441,12 @@ Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispa
       return super.markDispatched(...args);
     }
   }
-  const store = new CountsMarks({ now: () => now, log: { retain: 2 } });
+  // A tenth of 20: the mark is deferred for one entry, made at the second.
+  const store = new CountsMarks({ now: () => now, log: { retain: 20 } });
+  assert.equal(markAfterEntries(20), 2);
+  assert.equal(markAfterEntries(5), 1);
+  assert.equal(MARK_AFTER_ENTRIES, 10_000);
+  assert.equal(markAfterEntries(100_000), MARK_AFTER_ENTRIES);
   const deliveries = new MemoryDeliveryStore({ now: () => now });
   const dispatcher = new Dispatcher(store, deliveries, { now: () => now });
   // The entries match no endpoint: pages move the cursor without deliveries.
@@ -446,33 +456,39 @@ Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispa
   const logLength = async () => (await store.readLog("orders", null, 20_000)).length;
   await dispatcher.hold("orders");
   assert.equal(marks, 1);
+  // The log at its bound, marked: what follows is held.
+  await append(20);
+  await dispatcher.dispatch(orders, endpoints);
+  assert.equal(marks, 2);
+  assert.equal(await logLength(), 20);
   // An ingest's dispatch: no mark, so the log keeps what it dispatched (nothing is trimmed).
-  await append(3);
+  await append(1);
   await dispatcher.dispatch(orders, endpoints, { deferMark: true });
-  assert.equal(marks, 1);
-  assert.equal(await logLength(), 3);
+  assert.equal(marks, 2);
+  assert.equal(await logLength(), 21);
   // The sweep's: nothing moved since, but the deferred mark is made, and the log trims.
   await dispatcher.dispatch(orders, endpoints, { ifLogMoved: true });
-  assert.equal(marks, 2);
-  assert.equal(await logLength(), 2);
+  assert.equal(marks, 3);
+  assert.equal(await logLength(), 20);
   await dispatcher.dispatch(orders, endpoints, { ifLogMoved: true });
-  assert.equal(marks, 2, "nothing left to mark");
+  assert.equal(marks, 3, "nothing left to mark");
   // Deferred for at most a minute...
   await append(1);
   await dispatcher.dispatch(orders, endpoints, { deferMark: true });
-  assert.equal(marks, 2);
+  assert.equal(marks, 3);
   now += 61_000;
   await append(1);
   await dispatcher.dispatch(orders, endpoints, { deferMark: true });
-  assert.equal(marks, 3);
-  // ...and MARK_AFTER_ENTRIES entries.
-  await append(MARK_AFTER_ENTRIES - 1);
-  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
-  assert.equal(marks, 3);
+  assert.equal(marks, 4);
+  // ...and a tenth of the entries the log retains (2 of 20).
   await append(1);
   await dispatcher.dispatch(orders, endpoints, { deferMark: true });
   assert.equal(marks, 4);
-  assert.equal(await logLength(), 2);
+  assert.equal(await logLength(), 21);
+  await append(1);
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 5);
+  assert.equal(await logLength(), 20);
 });
 
 Deno.test("Dispatcher by default: a batch holds at most one page of 500 results whatever maxEvents, one dispatch takes 20 pages, and a batch's timestamp is its newest result's", async () => {

@@ -6,7 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { RedisDeliveryStore } from "../../../src/store/mod.ts";
+import { compileConfig } from "../../../src/config/mod.ts";
+import { Dispatcher } from "../../../src/fanout/webhooks/mod.ts";
+import {
+  type DeliveryStore,
+  type Endpoint,
+  MemoryDeliveryStore,
+  RedisDeliveryStore,
+} from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import {
@@ -24,6 +31,7 @@ import {
   at,
   call,
   type Clock,
+  CONFIG,
   ingest,
   register,
   setup,
@@ -243,6 +251,18 @@ redisTest(
 );
 
 /**
+ * Entries a log retains in the tests of deferred marks: a mark is deferred for a tenth of them
+ * (25), more than the 20 ingests dispatched.
+ */
+const DEFERRING: LogBounds = { retain: 250, max: 1_000 };
+
+/** Fills a stream's log up to what it retains, so that what a lagging mark keeps shows. */
+async function fillLog(store: Store): Promise<void> {
+  const record = (i: number) => ({ type: "window.updated", n: i }) as never;
+  await store.appendLog("orders", Array.from({ length: DEFERRING.retain! }, (_, i) => record(i)));
+}
+
+/**
  * An `event.processed` endpoint: every ingest is dispatched at once, its mark left to the sweep.
  * Each of 20 ingests reaches the receiver; the store is marked by none of them, so the log holds
  * them all (nothing trimmed before dispatch, nor after: the mark lags); the sweep marks once and
@@ -253,6 +273,7 @@ async function ingestDispatchDefersMark(
   options: SetupOptions & { clock: Clock },
   marks: () => number,
 ) {
+  await fillLog(options.store!);
   const app = await setup(options);
   const receiver = await Receiver.start(() => options.clock.now);
   try {
@@ -275,12 +296,18 @@ async function ingestDispatchDefersMark(
     assert.equal(processed(), 21);
     assert.equal(marks() - before, 0, "a mark an ingest");
     const held = await app.store.readLog("orders", null, 1_000);
-    assert.ok(held.length >= 21, `the log holds what the lagging mark covers: ${held.length}`);
+    assert.ok(
+      held.length >= DEFERRING.retain! + 20,
+      `the log holds what the lagging mark covers: ${held.length}`,
+    );
     // The sweep marks what the ingests dispatched: once.
     await sweep(app.app, app.webhooks);
     assert.equal(marks() - before, 1);
     const log = await app.store.readLog("orders", null, 1_000);
-    assert.ok(log.length <= 5 + 2, `the log trimmed what was dispatched: ${log.length}`);
+    assert.ok(
+      log.length <= DEFERRING.retain! + 2,
+      `the log trimmed what was dispatched: ${log.length}`,
+    );
     assert.equal(processed(), 21);
   } finally {
     await app.close();
@@ -297,7 +324,7 @@ Deno.test("memory: dispatches of ingests for event.processed leave the log's mar
       return super.markDispatched(...args);
     }
   }
-  const store = new CountsMarks({ now: () => clock.now, log: { retain: 5, max: 1_000 } });
+  const store = new CountsMarks({ now: () => clock.now, log: DEFERRING });
   await ingestDispatchDefersMark({ clock, store }, () => marks);
 });
 
@@ -318,10 +345,7 @@ redisTest(
       token: fixture.restToken,
       enableTelemetry: false,
     });
-    const store = new CountsMarks(redis, {
-      now: () => clock.now,
-      log: { retain: 5, max: 1_000 },
-    });
+    const store = new CountsMarks(redis, { now: () => clock.now, log: DEFERRING });
     await ingestDispatchDefersMark({ clock, store, deliveries }, () => marks);
   },
 );
@@ -448,6 +472,7 @@ redisTest(
  */
 async function freshProcessSweepMarks(store: Store, deliveries?: SetupOptions["deliveries"]) {
   const clock: Clock = { now: T0 + 600_000 };
+  await fillLog(store);
   const first = await setup({ clock, store, deliveries });
   const receiver = await Receiver.start(() => clock.now);
   try {
@@ -462,6 +487,8 @@ async function freshProcessSweepMarks(store: Store, deliveries?: SetupOptions["d
       await first.webhooks.idle();
     }
     await first.close();
+    const held = (await store.readLog("orders", null, 1_000)).length;
+    assert.ok(held >= DEFERRING.retain! + 20, `the mark lags: the log holds ${held}`);
     for (let round = 0; round < 3; round++) {
       clock.now += 1_000;
       const next = await setup({ clock, store, deliveries: first.deliveries });
@@ -479,7 +506,10 @@ async function freshProcessSweepMarks(store: Store, deliveries?: SetupOptions["d
       "none twice",
     );
     const log = await store.readLog("orders", null, 1_000);
-    assert.ok(log.length <= 5 + 2, `the log trimmed what was dispatched: ${log.length}`);
+    assert.ok(
+      log.length <= DEFERRING.retain! + 2,
+      `the log trimmed what was dispatched: ${log.length}`,
+    );
   } finally {
     await receiver.close();
   }
@@ -487,7 +517,7 @@ async function freshProcessSweepMarks(store: Store, deliveries?: SetupOptions["d
 
 Deno.test("memory: a new process's sweep marks what a stopped process's ingests dispatched with their marks deferred", async () => {
   await freshProcessSweepMarks(
-    new MemoryStore({ now: () => T0 + 600_000, log: { retain: 5, max: 1_000 } }),
+    new MemoryStore({ now: () => T0 + 600_000, log: DEFERRING }),
   );
 });
 
@@ -495,7 +525,65 @@ redisTest(
   "redis: a new process's sweep marks what a stopped process's ingests dispatched with their marks deferred",
   async (fixture) => {
     const clock: Clock = { now: T0 + 600_000 };
-    const { store, deliveries } = redisStores(fixture, clock, { retain: 5, max: 1_000 });
+    const { store, deliveries } = redisStores(fixture, clock, DEFERRING);
     await freshProcessSweepMarks(store, deliveries);
+  },
+);
+
+/**
+ * Dispatches that defer their marks (an ingest's) let a log whose bound is small (50 entries)
+ * hold at most a tenth more than it retains: the mark is made once 5 entries went unmarked, not
+ * 10,000 as for the default bound.
+ */
+async function deferredMarksKeepTheBound(store: Store, deliveries: DeliveryStore) {
+  const retain = 50;
+  const orders = compileConfig(CONFIG).get("orders")!;
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  // Pages move the cursor, no delivery made (no entry is a window.closed).
+  const endpoint: Endpoint = {
+    id: "ep_a",
+    url: "https://example.com/ep_a",
+    description: null,
+    eventTypes: ["window.closed"],
+    streams: null,
+    filter: null,
+    headers: {},
+    rateLimit: null,
+    batch: null,
+    secrets: [],
+    startAfter: {},
+    createdMs: T0,
+    updatedMs: T0,
+    version: 1,
+    disabled: false,
+    disabledReason: null,
+    failingSinceMs: null,
+  };
+  const record = (i: number) => ({ type: "window.updated", n: i }) as never;
+  await dispatcher.hold("orders");
+  let most = 0;
+  for (let i = 0; i < 100; i++) {
+    await store.appendLog("orders", [record(2 * i), record(2 * i + 1)]);
+    await dispatcher.dispatch(orders, [endpoint], { deferMark: true });
+    most = Math.max(most, (await store.readLog("orders", null, 1_000)).length);
+  }
+  assert.ok(most >= retain, `the log kept its newest ${retain}: at most ${most}`);
+  assert.ok(most <= retain + retain / 10, `the log held ${most}, over its bound by a tenth`);
+  assert.deepEqual(store.logBounds, { retain, max: 1_000 });
+}
+
+Deno.test("memory: dispatches that defer their marks let a log pass what it retains by a tenth at most", async () => {
+  await deferredMarksKeepTheBound(
+    new MemoryStore({ now: () => T0, log: { retain: 50, max: 1_000 } }),
+    new MemoryDeliveryStore({ now: () => T0 }),
+  );
+});
+
+redisTest(
+  "redis: dispatches that defer their marks let a log pass what it retains by a tenth at most",
+  async (fixture) => {
+    const clock: Clock = { now: T0 };
+    const { store, deliveries } = redisStores(fixture, clock, { retain: 50, max: 1_000 });
+    await deferredMarksKeepTheBound(store, deliveries);
   },
 );
