@@ -197,6 +197,8 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
   }> = [];
   let dropped = 0;
   let received = 0;
+  /** Connections held open (`holdMs`), each let go at its end or when the proxy closes. */
+  const holds = new Map<ReturnType<typeof setTimeout>, () => void>();
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
 
@@ -244,7 +246,18 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
       const drop = drops.findIndex(({ match }) => match(commandsOf(path, body)));
       if (drop >= 0) {
         const [{ thenRefuse, holdMs }] = drops.splice(drop, 1);
-        if (holdMs > 0) await new Promise((resolve) => setTimeout(resolve, holdMs));
+        if (holdMs > 0) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(() => {
+              holds.delete(timer);
+              resolve();
+            }, holdMs);
+            holds.set(timer, () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+        }
         dropped += 1;
         if (thenRefuse) stopListening();
         return; // closed by the caller, nothing written
@@ -294,6 +307,8 @@ export function startDroppingProxy(options: UpstashProxyOptions): DroppingProxy 
       });
     },
     async close() {
+      for (const letGo of holds.values()) letGo();
+      holds.clear();
       stopListening();
       await accepting.catch(() => {});
       for (const conn of connections) {

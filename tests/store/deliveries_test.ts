@@ -24,7 +24,7 @@ import { StoreUnavailableError } from "../../src/store/types.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import type { RedisScriptClient } from "../../src/store/redis/call.ts";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { type DroppingProxy, startDroppingProxy } from "../_upstash_proxy.ts";
 import { config, delivery, T0 } from "./_delivery_fixtures.ts";
 
@@ -1871,5 +1871,132 @@ redisTest(
     loseReply = true;
     await assert.rejects(store.acquireLease("gauge", 60_000), StoreUnavailableError);
     assert.ok(await store.acquireLease("gauge", 60_000), "given back");
+  },
+);
+
+/** The argument object of a delivery store call (its one ARGV), as a proxy sees it. */
+function callArgs(commands: unknown[][]): Record<string, unknown> {
+  try {
+    return JSON.parse(String(commands[0]?.[4] ?? "null")) ?? {};
+  } catch {
+    return {};
+  }
+}
+
+redisTest(
+  "RedisDeliveryStore: after a dispatch opening's lost reply, a give-back Redis does not answer is waited for about 1 s, not the call's deadline",
+  async (fixture) => {
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      const redis = new Redis({
+        url: proxy.url,
+        token: fixture.restToken,
+        enableTelemetry: false,
+        retry: false,
+      });
+      // A deadline far beyond the bound, so only the bound can end the wait.
+      const store = new RedisDeliveryStore(redis, { now: () => T0, timeoutMs: 60_000 });
+      const lease = "dispatch:s";
+      const warm = await store.openDispatch("s", { lease, leaseMs: 60_000 });
+      await store.releaseLease(lease, warm.lease!);
+      // The opening runs, its connection closes with no reply (and again for each send Deno's
+      // fetch repeats on a new connection); the give-back runs, and its connection stays open,
+      // answering nothing, until the proxy closes.
+      const opening = (commands: unknown[][]) => callArgs(commands).list !== undefined;
+      for (let i = 0; i < 5; i++) proxy.dropNextConnection(opening);
+      proxy.dropNextConnection(
+        (commands) => {
+          const args = callArgs(commands);
+          return args.token !== undefined && args.ttl === undefined && args.list === undefined;
+        },
+        { holdMs: 600_000 },
+      );
+      const received = proxy.received;
+      const dropped = proxy.dropped;
+      let guard: ReturnType<typeof setTimeout> | undefined;
+      const outcome = await Promise.race([
+        store.openDispatch("s", { lease, leaseMs: 60_000 }).then(
+          () => "answered",
+          (error) => error instanceof StoreUnavailableError ? error.outcome : String(error),
+        ),
+        // Ten times the bound: a wait for the give-back's own deadline (60 s) ends here.
+        new Promise((resolve) => guard = setTimeout(() => resolve("still waiting"), 10_000)),
+      ]);
+      clearTimeout(guard);
+      assert.equal(outcome, "unknown");
+      // Every send of the opening dropped; the give-back received, neither answered nor dropped.
+      const opened = proxy.dropped - dropped;
+      assert.ok(opened >= 1, "the opening's reply was lost");
+      assert.equal(proxy.received - received, opened + 1, "the give-back is still unanswered");
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
+  "RedisDeliveryStore: a dispatch opening that runs in Redis after its deadline and its give-back takes no lease, so the next one need not wait out its life",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    let hold: Promise<void> | null = null;
+    let late: Promise<unknown> | null = null;
+    // Holds a lease-taking call on its way to Redis until `hold` settles, as a slow network or
+    // a Redis busy past the call's deadline would.
+    const client = {
+      evalsha(...args: Parameters<Redis["evalsha"]>) {
+        const argv = JSON.parse(String(args[2][0]));
+        if (hold && argv.ttl !== undefined) {
+          const waiting = hold;
+          hold = null;
+          late = waiting.then(() => redis.evalsha(...args));
+          return late;
+        }
+        return redis.evalsha(...args);
+      },
+      eval: (...args: Parameters<Redis["eval"]>) => redis.eval(...args),
+    };
+    const store = new RedisDeliveryStore(client as unknown as RedisScriptClient, {
+      now: () => T0,
+      timeoutMs: 200,
+    });
+    for (
+      const take of [
+        (name: string) =>
+          store.openDispatch("s", { lease: name, leaseMs: 60_000 }).then(({ lease }) => lease),
+        (name: string) => store.acquireLease(name, 60_000),
+      ]
+    ) {
+      const name = `lease-${crypto.randomUUID()}`;
+      const warm = await take(name);
+      assert.ok(warm, "the script in Redis's cache, the lease taken");
+      await store.releaseLease(name, warm);
+      let go!: () => void;
+      hold = new Promise((resolve) => go = resolve);
+      await assert.rejects(
+        take(name),
+        (error) => error instanceof StoreUnavailableError && error.outcome === "unknown",
+      );
+      // Given back (nothing held yet), then the call runs in Redis: it takes nothing.
+      go();
+      const reply: unknown = await late;
+      assert.ok(reply !== null, "the late call ran");
+      const next = await take(name);
+      assert.ok(next, "the next call takes the lease at once");
+      await store.releaseLease(name, next);
+    }
+    // What marks a token given back lives no longer than the lease would have.
+    const gone = await withDirect(
+      fixture.redisUrl,
+      (send) => send("KEYS", "es:{wh}:gone:*"),
+    ) as string[];
+    assert.equal(gone.length, 2);
+    for (const key of gone) {
+      const ttl = Number(await withDirect(fixture.redisUrl, (send) => send("PTTL", key)));
+      assert.ok(ttl > 0 && ttl <= 60_000, `${key}: ${ttl}`);
+    }
   },
 );

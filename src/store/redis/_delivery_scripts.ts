@@ -24,6 +24,8 @@
  *   PX = retention.
  * - `cur:<stream>` — dispatch cursor hash: `c` cursor, `p` planned page end; PX 30 days.
  * - `lease:<name>` — a lease token, PX = lease.
+ * - `gone:<token>` — a lease token given back before the call that would take it ran (its reply
+ *   lost, the give-back first); PX = lease: that call, when it runs, takes nothing.
  * - `call:<token>` — the reply of one writing call (an endpoint's put or delete, an attempt
  *   record, a retry, a replay; of a claim or stored page, what it created and the ids it
  *   claimed), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it, doing nothing.
@@ -57,6 +59,7 @@ local function indexKey(ep) return P .. "ix:" .. ep end
 local function deadKey(ep) return P .. "dd:" .. ep end
 local function cursorKey(stream) return P .. "cur:" .. stream end
 local function leaseKey(name) return P .. "lease:" .. name end
+local function goneKey(token) return P .. "gone:" .. token end
 -- Every key a writing script may write is read or checked before its first write (see refuseKey).
 local function expectZsets(...)
   for _, key in ipairs({ ... }) do expectType(key, "zset") end
@@ -109,6 +112,7 @@ local function takeLease(name, token, ttl)
   local key = leaseKey(name)
   local held = readKey("string", "GET", key)
   if held then return held == token and 1 or 0 end
+  if redis.call("EXISTS", goneKey(token)) == 1 then return 0 end
   redis.call("SET", key, token, "PX", ttl)
   return 1
 end
@@ -585,9 +589,17 @@ export const ACQUIRE_LEASE_SCRIPT = COMMON + `
 return takeLease(args.name, args.token, args.ttl)
 `;
 
-/** Gives a lease back. ARGV[1]: `{name, token}`. */
+/**
+ * Gives a lease back. ARGV[1]: `{name, token, gone}`. With `gone` (ms), a token whose lease is not
+ * held is kept that long as given back (`gone:<token>`): a call that would take it and has not run
+ * yet then takes nothing.
+ */
 export const RELEASE_LEASE_SCRIPT = COMMON + `
-if holdsLease(args.name, args.token) then redis.call("DEL", leaseKey(args.name)) end
+if holdsLease(args.name, args.token) then
+  redis.call("DEL", leaseKey(args.name))
+elseif args.gone then
+  redis.call("SET", goneKey(args.token), "1", "PX", args.gone)
+end
 return 1
 `;
 

@@ -289,19 +289,23 @@ export class RedisDeliveryStore implements DeliveryStore {
   async acquireLease(name: string, ttlMs: number): Promise<string | null> {
     const token = crypto.randomUUID();
     const reply = await this.#leasing(
-      name,
-      token,
+      { name, token, ttlMs },
       () => this.#run("acquireLease", ACQUIRE_LEASE_SCRIPT, { name, token, ttl: ttlMs }),
     );
     return Number(reply) === 1 ? token : null;
   }
 
   /**
-   * Runs a call that may take the lease `name` under `token`. When its reply is lost, the call
-   * may have run: the lease is then held by a token nobody has, and whoever needs it would wait
-   * out its life. So it is given back (it is ours only if taken), as far as Redis answers now.
+   * Runs a call that may take the lease `name` under `token` for `ttlMs`. When its reply is lost
+   * or late, the call may have run, or may run yet (still on its way to Redis): the lease is then
+   * held by a token nobody has, and whoever needs it would wait out its life. So it is given back
+   * (it is ours only if taken), as far as Redis answers now; given back before that call ran, the
+   * token is kept as given back for the lease's life, so the call takes nothing when it runs.
    */
-  async #leasing<T>(name: string, token: string, run: () => Promise<T>): Promise<T> {
+  async #leasing<T>(
+    lease: { name: string; token: string; ttlMs: number },
+    run: () => Promise<T>,
+  ): Promise<T> {
     try {
       return await run();
     } catch (error) {
@@ -309,8 +313,10 @@ export class RedisDeliveryStore implements DeliveryStore {
         // Waited for a while only: a Redis that did not answer may not answer this either, and
         // the caller need not wait out a second deadline (the release goes on meanwhile).
         let timer: ReturnType<typeof setTimeout> | undefined;
+        const { name, token, ttlMs } = lease;
         await Promise.race([
-          this.releaseLease(name, token).catch(() => {}),
+          this.#run("releaseLease", RELEASE_LEASE_SCRIPT, { name, token, gone: ttlMs })
+            .catch(() => {}),
           new Promise((resolve) => timer = setTimeout(resolve, GIVE_BACK_WAIT_MS)),
         ]);
         clearTimeout(timer);
@@ -320,14 +326,13 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   async releaseLease(name: string, token: string): Promise<void> {
-    await this.#run("releaseLease", RELEASE_LEASE_SCRIPT, { name, token });
+    await this.#run("releaseLease", RELEASE_LEASE_SCRIPT, { name, token, gone: false });
   }
 
   async openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
     const token = crypto.randomUUID();
     const reply = await this.#leasing(
-      options.lease,
-      token,
+      { name: options.lease, token, ttlMs: options.leaseMs },
       () =>
         this.#run("openDispatch", OPEN_DISPATCH_SCRIPT, {
           stream,
