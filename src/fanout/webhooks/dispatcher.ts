@@ -108,8 +108,9 @@ export interface DispatchOptions {
    * Leave the mark of what this dispatch moved ({@linkcode Store.markDispatched}) to the next
    * dispatch without it (the sweep's), unless this dispatcher has not marked the stream for
    * {@linkcode MARK_EVERY_MS} or {@linkcode markAfterEntries} entries (a tenth of the entries the
-   * store's logs retain) were dispatched since its last mark. For the dispatches an ingest or an alert starts, so a stream whose every
-   * ingest is dispatched (`event.processed` endpoints) costs its store no mark an ingest. The
+   * store's logs retain) were dispatched since its last mark. For the dispatches an ingest or an
+   * alert starts, so a stream whose every ingest is dispatched (`event.processed` endpoints)
+   * costs its store no mark an ingest. The
    * mark only lags what was dispatched, never passes it: the log then holds what was dispatched
    * since a little longer, and trims nothing that was not dispatched. @default {false}
    */
