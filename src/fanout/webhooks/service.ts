@@ -11,7 +11,11 @@
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
-import { type Store, StoreUnavailableError } from "../../store/types.ts";
+import {
+  type Store,
+  StoreRequestTooLargeError,
+  StoreUnavailableError,
+} from "../../store/types.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
@@ -47,6 +51,11 @@ const logger = getLogger(["edgestream", "webhooks"]);
 function logFailure(message: string, error: unknown): void {
   if (error instanceof StoreUnavailableError) logger.warn(message, { error });
   else logger.error(message, { error });
+}
+
+/** Whether `error` says the store is out of reach, not that one call of it was refused. */
+function isStoreDown(error: unknown): boolean {
+  return error instanceof StoreUnavailableError && !(error instanceof StoreRequestTooLargeError);
 }
 
 /** A delivery with its attempt log. */
@@ -235,16 +244,30 @@ export class WebhookService {
     }
     // Without endpoints there is nothing to dispatch, and no webhook key is written; a
     // later endpoint starts after its registration point anyway.
-    for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {
-      queued += await this.#inTurn(
-        stream.name,
-        // An idle stream's log has not moved since this process dispatched it: one read.
-        () => this.#dispatcher.dispatch(stream, endpoints, { ifLogMoved: true }),
-      );
+    try {
+      for (const stream of endpoints.length > 0 ? this.#streams.values() : []) {
+        try {
+          queued += await this.#inTurn(
+            stream.name,
+            // An idle stream's log has not moved since this process dispatched it: one read.
+            () => this.#dispatcher.dispatch(stream, endpoints, { ifLogMoved: true }),
+          );
+        } catch (error) {
+          // The store unreachable fails every stream alike: the sweep's caller logs it once.
+          // Anything else is this stream's own (a page the store refuses, say): the streams
+          // after it in the list are still dispatched, or one would stall all of them.
+          if (isStoreDown(error)) throw error;
+          logger.error("Webhook dispatch of stream {stream} failed: {error}", {
+            stream: stream.name,
+            error,
+          });
+        }
+      }
+    } finally {
+      // Overlapping sweeps do not send twice: the sender runs one claim loop, and a
+      // claimed delivery is leased to its claimer, in this process as in others.
+      this.#sender.kick();
     }
-    // Overlapping sweeps do not send twice: the sender runs one claim loop, and a
-    // claimed delivery is leased to its claimer, in this process as in others.
-    this.#sender.kick();
     return { queued };
   }
 

@@ -1484,3 +1484,37 @@ Deno.test("a sweep dispatches a stream whose log did not move since this process
     },
   );
 });
+
+Deno.test("a stream whose dispatch fails is logged and skipped: the streams after it are still dispatched in that sweep", async () => {
+  const clock = { now: T0 + 600_000 };
+  const memory = new MemoryStore({ now: () => clock.now });
+  let broken = false;
+  // While broken, reads of the orders stream's result log fail (as a page the store refuses
+  // would); its windows still close, and signups, after it in the list, is dispatched as before.
+  const store = new Proxy(memory, {
+    get(target, name) {
+      const value = Reflect.get(target, name, target);
+      if (typeof value !== "function") return value;
+      if (name !== "readLog" && name !== "lastLogId") return value.bind(target);
+      return (stream: string, ...rest: unknown[]) =>
+        broken && stream === "orders"
+          ? Promise.reject(new Error("refused: the page is too large"))
+          : value.call(target, stream, ...rest);
+    },
+  });
+  await withApp({ store, clock }, async ({ app, webhooks, receiver }) => {
+    await register(app, { url: receiver.url(), eventTypes: ["window.closed"] });
+    broken = true;
+    await ingest(app, [{ id: "1", ts: at(1), country: "DE" }]);
+    await ingest(app, [{ id: "s1", ts: at(5) }, { id: "s2", ts: at(80) }], "signups");
+    await closeFirstMinute(app, []);
+    await webhooks.idle();
+    const types = () =>
+      receiver.on().map((item) => `${item.payload.type}:${item.payload.data.stream}`).sort();
+    assert.deepEqual(types(), ["window.closed:signups"]);
+    // Once the stream's reads work again, the next sweep sends what it missed.
+    broken = false;
+    await sweep(app, webhooks);
+    assert.deepEqual(types(), ["window.closed:orders", "window.closed:signups"]);
+  });
+});
