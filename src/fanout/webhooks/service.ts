@@ -11,11 +11,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
-import {
-  type Store,
-  StoreRequestTooLargeError,
-  StoreUnavailableError,
-} from "../../store/types.ts";
+import { type Store, StoreRequestTooLargeError, StoreUnavailableError } from "../../store/types.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
