@@ -23,9 +23,12 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 
 const logger = getLogger(["edgestream"]);
 
-/** Prints the one line of a startup mistake and exits with status 1. */
+/**
+ * Prints the one line of a startup mistake and exits with status 1. A newline in the message (a
+ * JSON parser's message quotes the file's text) is printed as `\n`, so it stays one line.
+ */
 export function fail(message: string): never {
-  console.error(`edgestream: ${message}`);
+  console.error(`edgestream: ${message.replace(/\r?\n/g, "\\n")}`);
   Deno.exit(1);
 }
 

@@ -126,6 +126,20 @@ Deno.test("main.ts refuses a config file with several bad values in one line nam
   }
 });
 
+Deno.test("main.ts refuses a config file that is not JSON (YAML) in one line, its text's newlines not printed", async () => {
+  // V8's JSON.parse message quotes the start of the text, newlines and all.
+  const path = await Deno.makeTempFile({ suffix: ".yaml" });
+  try {
+    await Deno.writeTextFile(path, "streams:\n  orders:\n    counters: {}\n");
+    assertOneLine(
+      await startWith({ EDGESTREAM_CONFIG: path }),
+      /^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: .*"streams:\\n/,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("main.ts refuses a port in use in one line that names it", async () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
