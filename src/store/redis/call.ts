@@ -90,6 +90,12 @@ const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
  */
 const NOT_REACHED = /^fetch failed\b|^error sending request\b|^Unable to parse response body\b/;
 
+/**
+ * An HTTP error reply whose JSON has no `error` message (another JSON API at the REST URL): the
+ * client quotes that field as text, so it reads `[object Object]`, `undefined` or `null`.
+ */
+const NO_ERROR_MESSAGE = /^(?:\[object \w+\]|undefined|null)$/;
+
 /** A key of another type or bad text in a field: {@linkcode StoreRefusedError}. */
 const WRONG_KEY = /^WRONGTYPE /;
 
@@ -153,10 +159,15 @@ export class RedisCalls {
           ? new StoreRefusedError(message, { cause: error })
           : new Error(message, { cause: error });
       }
-      const text = redisErrorText(error);
+      const quoted = redisErrorText(error);
+      const notUpstash = error instanceof Error && error.name === "UpstashError" &&
+        NO_ERROR_MESSAGE.test(quoted);
+      const text = notUpstash
+        ? "the reply is not an Upstash REST endpoint's (an HTTP error without an error message)"
+        : quoted;
       const hint = REFUSED_TOKEN.test(text)
         ? " (check UPSTASH_REDIS_REST_TOKEN)"
-        : NOT_REACHED.test(text)
+        : notUpstash || NOT_REACHED.test(text)
         ? " (check UPSTASH_REDIS_REST_URL)"
         : TOO_LARGE.test(text)
         ? " (with what was sent at the same time; if it persists, send fewer events a request)"

@@ -229,3 +229,39 @@ Deno.test("RedisCalls.call() says why a REST URL was not reached, and to check U
     "Redis is unavailable (getDefinition): Unable to parse response body: ok (check UPSTASH_REDIS_REST_URL)",
   );
 });
+
+Deno.test("RedisCalls.call() says a JSON error reply that is not Upstash's is not an Upstash REST endpoint, not '[object Object]'", async () => {
+  // UPSTASH_REDIS_REST_URL pointing at another JSON API (here one answering as edgestream's own
+  // 405 does): the client quotes the reply's `error` field, an object or nothing, as text.
+  const replies = [{ error: { code: "method_not_allowed", message: "no" } }, { message: "no" }];
+  for (const reply of replies) {
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
+      () => Response.json(reply, { status: 405 }),
+    );
+    try {
+      const redis = new Redis({
+        url: `http://127.0.0.1:${server.addr.port}`,
+        token: "t",
+        retry: false,
+        enableTelemetry: false,
+      });
+      const calls = new RedisCalls(redis, 2_000);
+      const failed = await calls.call("getDefinition", () => redis.get("k")).then(
+        () => assert.fail("expected a failure"),
+        (error: Error) => error,
+      );
+      assert.ok(failed instanceof StoreUnavailableError, String(failed));
+      assert.doesNotMatch(failed.message, /\[object Object\]|undefined/);
+      assert.equal(
+        failed.message,
+        "Redis is unavailable (getDefinition): the reply is not an Upstash REST endpoint's " +
+          "(an HTTP error without an error message) (check UPSTASH_REDIS_REST_URL)",
+      );
+    } finally {
+      ac.abort();
+      await server.finished;
+    }
+  }
+});
