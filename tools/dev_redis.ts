@@ -84,7 +84,13 @@ if (import.meta.main) {
   try {
     await runDevRedis({ port });
   } catch (error) {
-    console.error(error instanceof RedisServerNotFoundError ? error.message : error);
+    console.error(
+      error instanceof RedisServerNotFoundError
+        ? error.message
+        : error instanceof Deno.errors.AddrInUse
+        ? `Cannot start the Upstash bridge: PORT ${port} is already in use; set PORT to a free port`
+        : error,
+    );
     Deno.exit(1);
   }
 }

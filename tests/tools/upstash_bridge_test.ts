@@ -866,3 +866,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "deno task redis on a PORT in use says so in one line naming PORT, no stack trace",
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--cached-only",
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          "--allow-run",
+          "--allow-write",
+          "tools/dev_redis.ts",
+        ],
+        cwd: new URL("../../", import.meta.url).pathname,
+        env: { PORT: String(taken.addr.port), NO_COLOR: "1" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 1, stderr);
+      const lines = stderr.trim().split("\n");
+      assert.equal(lines.length, 1, `expected one line, got:\n${stderr}`);
+      assert.match(
+        lines[0],
+        new RegExp(`^Cannot start the Upstash bridge: PORT ${taken.addr.port} is already in use`),
+      );
+    } finally {
+      taken.close();
+    }
+  },
+});
