@@ -14,7 +14,7 @@ import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
-import { configureLogging } from "./telemetry/logging.ts";
+import { configureLogging, flushLogLines } from "./telemetry/logging.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
@@ -24,10 +24,13 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 const logger = getLogger(["edgestream"]);
 
 /**
- * Prints the one line of a startup mistake and exits with status 1. A newline in the message (a
- * JSON parser's message quotes the file's text) is printed as `\n`, so it stays one line.
+ * Prints the one line of a startup mistake, after the log lines written before it, and exits with
+ * status 1. A newline in the message (a JSON parser's message quotes the file's text) is printed
+ * as `\n`, so it stays one line.
  */
 export function fail(message: string): never {
+  // A line logged before ("listening on") waits in the log buffer: out first, not after this one.
+  flushLogLines();
   console.error(`edgestream: ${message.replace(/\r?\n/g, "\\n")}`);
   Deno.exit(1);
 }

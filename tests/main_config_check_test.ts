@@ -148,3 +148,54 @@ Deno.test("registerStreams() starts though the store is down; a poll records the
     streams.stop();
   }
 });
+
+redisTest(
+  "main.ts refusing a changed counter after it listened prints its one line last, after the 'listening on' line",
+  async (fixture) => {
+    // A user's terminal shows stdout and stderr as written: the line that waited in the log
+    // buffer must not come after the error, as if the server were up.
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await new StreamRegistry(compileConfig(config("1m")), {
+      definitions: new RedisDefinitionStore(redis),
+    }).registerConfig();
+    const path = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      await Deno.writeTextFile(path, JSON.stringify(config("5m")));
+      const env: Record<string, string> = {
+        ...Deno.env.toObject(),
+        NO_COLOR: "1",
+        UPSTASH_REDIS_REST_URL: fixture.restUrl,
+        UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+        EDGESTREAM_SWEEP_EVERY: "0s",
+        EDGESTREAM_CONFIG: path,
+        PORT: "0",
+      };
+      for (
+        const name of ["EDGESTREAM_KEYS", "EDGESTREAM_ENV", "DENO_TIMELINE", "EDGESTREAM_PREFIX"]
+      ) {
+        delete env[name];
+      }
+      const output = await new Deno.Command("sh", {
+        args: ["-c", 'exec "$0" run --cached-only --allow-all src/main.ts 2>&1', Deno.execPath()],
+        cwd: root,
+        env,
+        clearEnv: true,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(30_000),
+      }).output();
+      const printed = new TextDecoder().decode(output.stdout);
+      assert.equal(output.code, 1, printed);
+      const lines = printed.trim().split("\n");
+      assert.match(lines.at(-1)!, /^edgestream: EDGESTREAM_CONFIG: Stream 'orders' cannot change/);
+      assert.ok(lines.some((line) => line.includes('"listening on ')), printed);
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+);

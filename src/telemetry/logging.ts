@@ -641,6 +641,17 @@ class BufferedLines {
   }
 }
 
+/** The lines of the current configuration, for {@linkcode flushLogLines}. */
+let currentLines: BufferedLines | undefined;
+
+/**
+ * Writes the log lines that wait in the buffer now: before a line written to stderr outside the
+ * logger (a startup mistake's), so that a line logged before it is not printed after it.
+ */
+export function flushLogLines(): void {
+  currentLines?.flush();
+}
+
 function onDenoDeploy(): boolean {
   try {
     // Asked only when granted: a process without env access must not be prompted for logging.
@@ -690,6 +701,7 @@ export function configureLogging(options: LoggingOptions = {}): void {
     : textLineFormatter({ colors: !Deno.noColor && options.console === undefined });
   const redact = lineRedactor(redactionPatterns(options.secrets));
   const lines = options.console === undefined && !onDenoDeploy() ? new BufferedLines() : undefined;
+  currentLines = lines;
   const console = options.console ?? globalThis.console;
   const write = (record: LogRecord) => {
     const line = redact(formatter(scrubbedRecord(record)));
