@@ -140,7 +140,11 @@ const SHAPED_SECRETS: RedactionPattern[] = [
   // A run-time secret key (`sk_` and 32 base64url characters) wherever it is: pasted into a path,
   // or echoed in an error message.
   { pattern: /\bsk_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/g, replacement: `sk_${REDACTED}` },
-  { pattern: /\b(bearer[ \t]+)[^\s"'\\,;<][^\s"'\\,;]*/gi, replacement: `$1${REDACTED}` },
+  // Not the words of a message about one ("missing or invalid bearer token", Upstash's reply).
+  {
+    pattern: /\b(bearer[ \t]+)(?!(?:token|key|auth\w*)\b)[^\s"'\\,;<][^\s"'\\,;]*/gi,
+    replacement: `$1${REDACTED}`,
+  },
   { pattern: /\b(bearer\.)[^\s"'\\,;<][^\s"'\\,;]*/gi, replacement: `$1${REDACTED}` },
   {
     pattern: /([?&](?:token|access_token|api_key|apikey|key)=)[^&#\s"'\\<][^&#\s"'\\]*/gi,

@@ -60,13 +60,16 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
       "Missing API key: send 'Authorization: Bearer <key>' or subprotocol 'bearer.<key>'",
     );
     logger.info("GET {path} 404", { path: `/v1/streams/${RUNTIME_KEY}/counters` });
+    logger.warn("Redis is unavailable: {error}", {
+      error: "Unauthorized: missing or invalid bearer token",
+    });
     const text = lines.map((line) => line.text).join("\n");
     const secrets = [WEBHOOK_SECRET, "sk-live-123456", "k-0123456789abcdef", RUNTIME_KEY];
     secrets.push("k-key-value", "k-access-value", "k-api-value", "k-apikey");
     for (const secret of secrets) {
       assert.ok(!text.includes(secret), secret);
     }
-    const [failed, url, offered, queries, hint, pasted] = jsonLines(lines);
+    const [failed, url, offered, queries, hint, pasted, upstash] = jsonLines(lines);
     assert.equal(
       failed.error.message,
       `signing with whsec_${REDACTED} for Bearer ${REDACTED}`,
@@ -85,6 +88,8 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
     );
     // A run-time secret key pasted where no key belongs (a path) is found by its shape.
     assert.equal(pasted.path, `/v1/streams/sk_${REDACTED}/counters`);
+    // A message about a bearer token is no token: Upstash's reply to a wrong one stays readable.
+    assert.equal(upstash.error, "Unauthorized: missing or invalid bearer token");
   });
 });
 
