@@ -1146,3 +1146,49 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "on a 375 px wide phone, and with a 300-character group name at 1280 px, the page does not scroll sideways and the current window sits beside or below its chart, never over it",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const long = "x".repeat(300);
+      await server.send([{ country: long, amount: 1 }, { country: long, amount: 2 }]);
+      for (const width of [375, 1280]) {
+        const page = await browser.newPage({ viewport: { width, height: 667 } });
+        await page.goto(`${server.base}/`);
+        await page.locator(`${CHART_CANVAS}`).waitFor();
+        await textMatching(page, CURRENT, /x{300}\s*2/);
+        const layout = await page.evaluate(`(() => {
+          const box = (selector) => document.querySelector(selector).getBoundingClientRect();
+          const chart = box('[data-chart="orders/orders_per_minute"]');
+          const current = box('[data-current="orders/orders_per_minute"]');
+          const overlap = chart.left < current.right && current.left < chart.right &&
+            chart.top < current.bottom && current.top < chart.bottom;
+          return {
+            scrollWidth: document.documentElement.scrollWidth,
+            clientWidth: document.documentElement.clientWidth,
+            chartWidth: Math.round(chart.width),
+            overlap,
+          };
+        })()`) as {
+          scrollWidth: number;
+          clientWidth: number;
+          chartWidth: number;
+          overlap: boolean;
+        };
+        assert.ok(
+          layout.scrollWidth <= layout.clientWidth,
+          `at ${width} px the page is ${layout.scrollWidth} px wide: ${JSON.stringify(layout)}`,
+        );
+        assert.equal(layout.overlap, false, `at ${width} px: ${JSON.stringify(layout)}`);
+        // The chart takes the card's width (less its padding), not a sliver beside the list.
+        assert.ok(layout.chartWidth >= width / 2, `at ${width} px: ${JSON.stringify(layout)}`);
+        await page.close();
+      }
+    } finally {
+      await server.close();
+    }
+  },
+);
