@@ -1192,3 +1192,36 @@ browserTest(
     }
   },
 );
+
+/** WCAG 2 contrast ratio of two `rgb(r, g, b)` colours as computed styles give them. */
+function contrast(a: string, b: string): number {
+  const luminance = (rgb: string) => {
+    const [r, g, bl] = (rgb.match(/\d+(\.\d+)?/g) ?? []).slice(0, 3).map((c) => {
+      const s = Number(c) / 255;
+      return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * bl;
+  };
+  const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+  return (hi + 0.05) / (lo + 0.05);
+}
+
+browserTest(
+  "the store badge's text (12 px) keeps WCAG AA contrast, 4.5:1, on its green 'ready' background",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      await page.locator("#store-status.ok").waitFor();
+      const [color, background] = await page.evaluate(`(() => {
+        const style = getComputedStyle(document.getElementById("store-status"));
+        return [style.color, style.backgroundColor];
+      })()`) as [string, string];
+      const ratio = contrast(color, background);
+      assert.ok(ratio >= 4.5, `${color} on ${background} is ${ratio.toFixed(2)}:1`);
+    } finally {
+      await server.close();
+    }
+  },
+);
