@@ -17,7 +17,8 @@
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
  * twice. A batch answered 429 or 503, or `409 idempotency_key_in_flight`, or
  * lost to the network, is sent again with the same key after `Retry-After`
- * (or an exponential backoff), up to `maxRetries` times; one answered `413
+ * (or an exponential backoff), up to `maxRetries` times (a try while the browser
+ * is offline spends none: the batch waits for the `online` event); one answered `413
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
  * burst) is sent again split into batches of that many, and one answered
  * `413 payload_too_large` (a body over the server's 1 MiB) in halves; other
@@ -42,6 +43,12 @@ async function errorOf(res) {
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves when the browser is online again (at once when it already is). */
+function untilOnline() {
+  if (globalThis.navigator?.onLine !== false) return Promise.resolve();
+  return new Promise((resolve) => globalThis.addEventListener("online", resolve, { once: true }));
 }
 
 /** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
@@ -102,6 +109,7 @@ export function createTracker(options) {
     const idempotencyKey = randomId();
     for (let attempt = 0;; attempt++) {
       let wait;
+      let offline = false;
       try {
         const res = await fetch(url(stream), {
           method: "POST",
@@ -135,16 +143,21 @@ export function createTracker(options) {
         const seconds = Number(res.headers.get("Retry-After"));
         if (Number.isFinite(seconds) && seconds > 0) wait = seconds * 1000;
       } catch {
-        // The network failed: the same Idempotency-Key makes a resend safe.
+        // The network failed: the same Idempotency-Key makes a resend safe. While the browser
+        // says it is offline, a try spends no retry: the batch waits for it to be online again.
+        offline = globalThis.navigator?.onLine === false;
       }
-      if (attempt >= maxRetries) {
+      if (offline) attempt--;
+      else if (attempt >= maxRetries) {
         console.warn(`edgestream: gave up sending ${events.length} events to ${stream}`);
         return;
       }
       // While it waits, a page leaving takes it along (beacon()), with its key.
       const waiting = { stream, events, body, idempotencyKey, handedOver: false };
       retrying.add(waiting);
-      await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2));
+      await (offline
+        ? untilOnline()
+        : sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2)));
       retrying.delete(waiting);
       if (waiting.handedOver) return;
     }

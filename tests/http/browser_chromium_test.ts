@@ -337,6 +337,31 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js holds a batch while the browser is offline, however long, without spending its retries, and sends it once back online",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${s.allowed}/`);
+      // Two retries 10 ms apart: spent within a second of being offline, were offline tries counted.
+      await loadSdk(page, s, { retryBaseMs: 10, maxRetries: 2 });
+      await context.setOffline(true);
+      await page.evaluate(`[1, 2, 3].forEach((n) => tracker.track("pageviews", { n }));
+        tracker.flush();
+        undefined;`);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.equal(await s.accepted("pageviews"), 0);
+      await context.setOffline(false);
+      await until("the batch once online", async () => (await s.accepted("pageviews")) === 3);
+      await context.close();
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "a refused origin's preflighted fetches (granted since any origin's preflight is) spend no rate limit and no idempotency key, and read nothing",
   async (browser) => {
     const s = await setup();
