@@ -238,7 +238,9 @@ async function start() {
       shown = showStreams(list, {
         alerts,
         top: Number(topGroups.value),
-        empty: all.length > 0 ? "No stream chosen: tick some in the list above." : null,
+        empty: all.length > 0
+          ? "No stream chosen: tick some in the list above."
+          : "No streams yet: add one to the config file, or create one with PUT /v1/streams/{stream}.",
       });
     }
     shownNames = names;

@@ -1225,3 +1225,18 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "with no stream at all the Streams panel says how to make one rather than staying blank",
+  async (browser) => {
+    const server = await startServer({ config: { streams: {} }, registry: true });
+    try {
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      await page.locator("#store-status.ok").waitFor();
+      await textMatching(page, "#streams", /No streams yet.*PUT \/v1\/streams\/\{stream\}/);
+    } finally {
+      await server.close();
+    }
+  },
+);
