@@ -145,7 +145,7 @@ function showStreams(streams, { alerts, top, empty }) {
       streamsView.setLiveState(
         stream.name,
         `polled (live for the first ${MAX_LIVE_STREAMS})`,
-        false,
+        "polled",
       );
       const timer = setInterval(() => counters.load(stream.name), WEBHOOKS_EVERY_MS);
       counters.load(stream.name);

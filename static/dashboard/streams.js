@@ -119,11 +119,16 @@ export class StreamsView {
     }
   }
 
-  /** Shows the state of a stream's live subscription. */
+  /**
+   * Shows the state of a stream's live subscription: `connected` true (live), false (lost,
+   * reconnecting) or "polled" (not followed live, by choice).
+   */
   setLiveState(stream, text, connected) {
     const card = this.#cards.get(stream);
     if (!card) return;
     card.live.textContent = text;
-    card.live.classList.toggle("ok", connected);
+    card.live.classList.toggle("ok", connected === true);
+    // Polled by choice (past the live ones) is no failure: shown muted, not in the error red.
+    card.live.classList.toggle("polled", connected === "polled");
   }
 }

@@ -617,6 +617,12 @@ browserTest(
         await page.locator(`[data-live="${name}"].ok`).waitFor();
       }
       await textMatching(page, '[data-live="d"]', /^polled/);
+      // Polled by choice is shown muted, not in the red of a lost connection.
+      const colours = await page.evaluate(
+        `["d", "a"].map((name) =>
+          getComputedStyle(document.querySelector('[data-live="' + name + '"]')).color)`,
+      );
+      assert.deepEqual(colours, ["rgb(100, 116, 139)", "rgb(21, 128, 61)"]);
       // No more streams than can be shown: no list to choose from.
       assert.equal(await page.locator("#stream-picker").isHidden(), true);
       const followed = new Set(
