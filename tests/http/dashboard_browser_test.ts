@@ -513,6 +513,14 @@ browserTest(
       await page.goto(`${server.base}/`);
       const input = page.locator('input[name="key"]');
       await input.waitFor();
+      // The key form is the page's one shown main landmark (screen readers jump to it).
+      assert.deepEqual(
+        await page.evaluate(
+          `[...document.querySelectorAll("main")].filter((main) => !main.hidden)
+            .map((main) => main.querySelector('input[name="key"]') !== null)`,
+        ),
+        [true],
+      );
       // Nothing but the page, its files and readiness before a key is given.
       assert.deepEqual(
         log.requests.filter((request) => new URL(request.url()).pathname.startsWith("/v1/")),
