@@ -150,15 +150,29 @@ function inSchemaOrder(
 
 // Patterns as zod reads them (no `u` flag); unknown keywords refused (the subset is checked
 // before), no warnings printed for bounds on schemas of other types (they do not apply there).
-const ajv = new Ajv({
-  allErrors: false,
-  unicodeRegExp: false,
-  // Patterns tested by RE2 in linear time, as zod's (see linear_regexp.ts).
-  code: { regExp: linearRegExpEngine },
-  strictSchema: true,
-  strictTypes: false,
-  logger: false,
-});
+function newAjv(): Ajv {
+  return new Ajv({
+    allErrors: false,
+    unicodeRegExp: false,
+    // Patterns tested by RE2 in linear time, as zod's (see linear_regexp.ts).
+    code: { regExp: linearRegExpEngine },
+    strictSchema: true,
+    strictTypes: false,
+    logger: false,
+  });
+}
+
+/**
+ * Compilations one Ajv makes before the next is made. An Ajv keeps what each compilation put in
+ * its code scope (about 4 KB) for as long as it lives, `removeSchema` or not, so one Ajv for the
+ * process grew with every stream definition compiled (each `PUT`, each poll that loads a change).
+ * An Ajv replaced is collected once no verdict it compiled is in use; a new one costs some
+ * milliseconds, so it is not made per compilation.
+ */
+export const COMPILES_PER_AJV = 64;
+
+let ajv = newAjv();
+let compiles = 0;
 
 /**
  * Compiles the fast verdict of a stream's JSON Schema (as given to zod, `required` names already
@@ -169,6 +183,10 @@ export function compileFastVerdict(jsonSchema: Record<string, unknown>): FastVer
   const schema = eventSchema(jsonSchema);
   if (schema === null) return null;
   let validate: (data: unknown, context: { instancePath: string }) => boolean;
+  if (++compiles > COMPILES_PER_AJV) {
+    ajv = newAjv();
+    compiles = 1;
+  }
   try {
     validate = ajv.compile(schema) as unknown as typeof validate;
   } catch {
