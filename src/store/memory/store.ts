@@ -835,10 +835,23 @@ export class MemoryStore implements Store {
     });
   }
 
+  /** Whether the definitions say the incarnation kept under `name` is no longer read. */
+  #outlived(name: string): boolean {
+    if (!this.#definitions) return false;
+    const { stream, generation } = splitGenerationKey(name);
+    return this.#definitions.outlives(stream, generation);
+  }
+
   #sweep(now: number): void {
     if (now < this.#nextSweep) return;
     this.#nextSweep = now + this.#sweepEveryMs;
-    for (const stream of this.#streams.values()) {
+    for (const [name, stream] of this.#streams) {
+      // An incarnation its record says is deleted or created again is read no more (an apply to
+      // it is refused): its ids, panes, log and stats go, else every create–delete keeps ~10 KB.
+      if (this.#outlived(name)) {
+        this.#streams.delete(name);
+        continue;
+      }
       // Ids past their TTL go even from a stream that gets no more batches (one deleted, say).
       if (stream.dedupeTtlMs > 0) stream.ids.rotateTo(now, stream.dedupeTtlMs);
       for (const [key, expiresAt] of stream.fired) if (expiresAt <= now) stream.fired.delete(key);

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { compileConfig } from "../../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
+import { createApp } from "../../../src/app.ts";
+import { KeyRing } from "../../../src/http/auth.ts";
+import { MemoryDefinitionStore } from "../../../src/store/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
@@ -380,4 +383,36 @@ async function retentionScenario(store: MemoryStore, clock: { now: number }) {
 Deno.test("MemoryStore: a raised retention keeps longer only what is written or closed after it; a lowered one shortens no life given", async () => {
   const clock = { now: T0 };
   await retentionScenario(new MemoryStore({ now: () => clock.now }), clock);
+});
+
+Deno.test("MemoryStore: the data of a deleted or re-created API stream's old incarnation goes at the next sweep, so create–ingest–delete churn holds nothing of it", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const store = new MemoryStore({ definitions, sweepEveryMs: 0 });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const app = createApp({ streams, store, keys: await KeyRing.parse("") });
+  const send = async (method: string, path: string, body?: unknown) => {
+    const response = await app.request(path, {
+      method,
+      headers: { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    await response.body?.cancel();
+    return response.status;
+  };
+  const definition = {
+    dedupe: { field: "id" },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  const events = (from: number) => [0, 1, 2].map((i) => ({ id: `e${from + i}` }));
+  assert.equal(await send("PUT", "/v1/streams/other", definition), 201);
+  for (let round = 1; round <= 3; round++) {
+    assert.equal(await send("PUT", "/v1/streams/churn", definition), 201);
+    assert.equal(await send("POST", "/v1/streams/churn/events", events(round * 10)), 202);
+    assert.equal(store.heldIds(`churn#${round}`), 3, `incarnation ${round} holds its ids`);
+    assert.equal(await send("DELETE", "/v1/streams/churn"), 204);
+    // Any batch runs the store's sweep.
+    assert.equal(await send("POST", "/v1/streams/other/events", events(round * 10)), 202);
+    assert.equal(store.heldIds(`churn#${round}`), 0, `deleted incarnation ${round} holds nothing`);
+  }
+  assert.equal(store.heldIds("other#1"), 9, "a live stream keeps its ids");
 });
