@@ -140,9 +140,12 @@ const SHAPED_SECRETS: RedactionPattern[] = [
   // A run-time secret key (`sk_` and 32 base64url characters) wherever it is: pasted into a path,
   // or echoed in an error message.
   { pattern: /\bsk_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/g, replacement: `sk_${REDACTED}` },
-  // Not the words of a message about one ("missing or invalid bearer token", Upstash's reply).
+  // Not the words of a message about one ("missing or invalid bearer token", Upstash's reply):
+  // such a word ends the text or is followed by a space or a sentence's punctuation, where a key
+  // that begins with one ("token-…", "key.…", "authz:…") goes on.
   {
-    pattern: /\b(bearer[ \t]+)(?!(?:token|key|auth\w*)\b)[^\s"'\\,;<][^\s"'\\,;]*/gi,
+    pattern:
+      /\b(bearer[ \t]+)(?!(?:token|key|auth\w*)(?:$|[\s"'\\,;)]|[.!?](?:$|[\s"'\\,;)])))[^\s"'\\,;<][^\s"'\\,;]*/gi,
     replacement: `$1${REDACTED}`,
   },
   { pattern: /\b(bearer\.)[^\s"'\\,;<][^\s"'\\,;]*/gi, replacement: `$1${REDACTED}` },

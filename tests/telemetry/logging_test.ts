@@ -93,6 +93,25 @@ Deno.test("configureLogging() redacts webhook secrets, bearer keys and token que
   });
 });
 
+Deno.test("configureLogging() redacts a bearer key that begins with a word of a message about one", async () => {
+  await writtenLogs((lines) => {
+    for (const key of ["token-0a1b2c3d4e", "key.0a1b2c3d4e", "authz:0a1b2c3d", "token0a1b2c3d"]) {
+      logger.warn("rejected {error}", { error: `Authorization: Bearer ${key} was refused` });
+    }
+    logger.warn("rejected {error}", { error: "send a bearer key, or a bearer token." });
+    const text = lines.map((line) => line.text).join("\n");
+    for (const key of ["0a1b2c3d"]) assert.ok(!text.includes(key), key);
+    const replies = jsonLines(lines).map((line) => line.error);
+    assert.deepEqual(replies.slice(0, 4), [
+      `Authorization: Bearer ${REDACTED} was refused`,
+      `Authorization: Bearer ${REDACTED} was refused`,
+      `Authorization: Bearer ${REDACTED} was refused`,
+      `Authorization: Bearer ${REDACTED} was refused`,
+    ]);
+    assert.equal(replies[4], "send a bearer key, or a bearer token.");
+  });
+});
+
 Deno.test("configureLogging() drops properties named like secrets", async () => {
   await writtenLogs((lines) => {
     logger.info("endpoint {id}", {
