@@ -904,3 +904,98 @@ Deno.test({
     }
   },
 });
+
+/** Starts `deno task redis` (tools/dev_redis.ts) with `PORT`, and resolves its two export lines. */
+async function startDevRedis(port: number): Promise<{
+  url: string;
+  token: string;
+  stop: () => Promise<void>;
+}> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--cached-only",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--allow-run",
+      "--allow-write",
+      "tools/dev_redis.ts",
+    ],
+    cwd: new URL("../../", import.meta.url).pathname,
+    env: { PORT: String(port), NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // Already exited.
+    }
+    await child.status;
+  };
+  const exports = new Map<string, string>();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const deadline = setTimeout(() => stop(), 30_000);
+  try {
+    while (exports.size < 2) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`deno task redis exited before its export lines: ${text}`);
+      text += value;
+      for (const match of text.matchAll(/^export (UPSTASH_REDIS_REST_\w+)=(\S+)$/gm)) {
+        exports.set(match[1], match[2]);
+      }
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    clearTimeout(deadline);
+  }
+  // The rest of stdout is read and dropped so the child never blocks on it.
+  (async () => {
+    while (!(await reader.read().catch(() => ({ done: true }))).done) { /* drop */ }
+  })();
+  return {
+    url: exports.get("UPSTASH_REDIS_REST_URL")!,
+    token: exports.get("UPSTASH_REDIS_REST_TOKEN")!,
+    stop,
+  };
+}
+
+Deno.test({
+  name: "deno task redis listens on PORT, and started again there it is a fresh, empty store",
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = free.addr.port;
+    free.close();
+    const call = async (url: string, token: string, command: unknown[]) => {
+      const response = await fetch(url, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+        body: JSON.stringify(command),
+      });
+      return (await response.json()).result;
+    };
+    const first = await startDevRedis(port);
+    try {
+      assert.equal(new URL(first.url).port, String(port));
+      assert.equal(await call(first.url, first.token, ["SET", "kept?", "yes"]), "OK");
+      assert.equal(await call(first.url, first.token, ["GET", "kept?"]), "yes");
+    } finally {
+      await first.stop();
+    }
+    const second = await startDevRedis(port);
+    try {
+      assert.equal(new URL(second.url).port, String(port));
+      assert.equal(await call(second.url, second.token, ["GET", "kept?"]), null);
+      assert.equal(await call(second.url, second.token, ["DBSIZE"]), 0);
+    } finally {
+      await second.stop();
+    }
+  },
+});
