@@ -87,12 +87,51 @@ Deno.test("main.ts starts although the store cannot be reached to check the conf
   try {
     const ready = await fetch(`${server.url}/readyz`);
     assert.equal(ready.status, 503);
-    await ready.body?.cancel();
+    assert.match((await ready.json()).error, /\(check UPSTASH_REDIS_REST_URL\)$/);
+    // Ingest answers 503 with the same error (README: "If it does not start").
+    const ingest = await fetch(`${server.url}/v1/streams/orders/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ id: "a", amount: 1, country: "DE" }),
+    });
+    assert.equal(ingest.status, 503);
+    assert.ok(ingest.headers.has("retry-after"));
+    const { error } = await ingest.json();
+    assert.equal(error.code, "store_unavailable");
+    assert.match(error.message, /\(check UPSTASH_REDIS_REST_URL\); nothing was applied$/);
     assert.match(server.output(), /Cannot record the config streams in the store yet/);
+    assert.match(server.output(), /\(check UPSTASH_REDIS_REST_URL\)/);
   } finally {
     await server.stop();
   }
 });
+
+redisTest(
+  "main.ts on a Redis that refuses its token starts, and readyz and ingest answer 503 saying to check UPSTASH_REDIS_REST_TOKEN",
+  async (fixture) => {
+    const server = await startServerProcess("wrong-token", {
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: `${fixture.restToken}-not`,
+      EDGESTREAM_SWEEP_EVERY: "0s",
+    });
+    try {
+      const ready = await fetch(`${server.url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match((await ready.json()).error, /\(check UPSTASH_REDIS_REST_TOKEN\)$/);
+      const ingest = await fetch(`${server.url}/v1/streams/orders/events`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ id: "a", amount: 1, country: "DE" }),
+      });
+      assert.equal(ingest.status, 503);
+      const { error } = await ingest.json();
+      assert.match(error.message, /\(check UPSTASH_REDIS_REST_TOKEN\); nothing was applied$/);
+      assert.match(server.output(), /"level":"error".*\(check UPSTASH_REDIS_REST_TOKEN\)/);
+    } finally {
+      await server.stop();
+    }
+  },
+);
 
 redisTest(
   "main.ts whose port is taken stops before it records its config streams in the store",

@@ -86,9 +86,10 @@ const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
 
 /**
  * Nothing answered at the REST URL, or something that is not an Upstash REST endpoint did (the
- * client cannot read its reply as one).
+ * client cannot read its reply as one). "Fetch failed: Requests to port 6000 are blocked" is Deno's
+ * fetch refusing a port it never asks (1, 6000, 6665…).
  */
-const NOT_REACHED = /^fetch failed\b|^error sending request\b|^Unable to parse response body\b/;
+const NOT_REACHED = /^fetch failed\b|^error sending request\b|^Unable to parse response body\b/i;
 
 /**
  * An HTTP error reply whose JSON has no `error` message (another JSON API at the REST URL): the

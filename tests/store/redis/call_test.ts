@@ -223,6 +223,11 @@ Deno.test("RedisCalls.call() says why a REST URL was not reached, and to check U
     ),
     "Redis is unavailable (getDefinition): fetch failed: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111) (check UPSTASH_REDIS_REST_URL)",
   );
+  // A port Deno's fetch refuses to ask (its list of blocked ports, such as 1 or 6000), as it fails.
+  assert.equal(
+    await messageOf(new TypeError("Fetch failed: Requests to port 6000 are blocked")),
+    "Redis is unavailable (getDefinition): Fetch failed: Requests to port 6000 are blocked (check UPSTASH_REDIS_REST_URL)",
+  );
   // A server that is not an Upstash REST endpoint (the client's words).
   assert.equal(
     await messageOf(upstashError("Unable to parse response body: ok")),
