@@ -45,10 +45,26 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Resolves when the browser is online again (at once when it already is). */
-function untilOnline() {
-  if (globalThis.navigator?.onLine !== false) return Promise.resolve();
-  return new Promise((resolve) => globalThis.addEventListener("online", resolve, { once: true }));
+/** Whether the browser says it is offline. */
+function isOffline() {
+  return globalThis.navigator?.onLine === false;
+}
+
+/**
+ * Resolves when the browser is online again (at once when it already is), or when `signal`
+ * aborts.
+ */
+function untilOnline(signal) {
+  if (!isOffline() || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      globalThis.removeEventListener("online", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    globalThis.addEventListener("online", done);
+    signal.addEventListener("abort", done);
+  });
 }
 
 /** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
@@ -69,6 +85,9 @@ const STORAGE_PREFIX = "edgestream:";
 /** Most events kept a stream: the oldest go first. */
 const MAX_STORED_EVENTS = 1000;
 
+/** Most events held in memory, by default, while the browser is offline: the oldest go first. */
+const MAX_HELD_EVENTS = 10_000;
+
 function storage() {
   try {
     return globalThis.localStorage ?? null;
@@ -82,7 +101,8 @@ function storage() {
  * Options: `key` (a publishable key, required), `endpoint` (the server; the
  * origin this module came from by default), `dedupeField` (where each event
  * gets its id; none by default), `maxBatch` (100), `flushMs` (1000),
- * `maxRetries` (5), `retryBaseMs` (500).
+ * `maxRetries` (5), `retryBaseMs` (500), `maxHeld` (10,000: events held while
+ * offline; past it the oldest batches are dropped, counted in `dropped`).
  */
 export function createTracker(options) {
   if (!options?.key) throw new Error("edgestream: createTracker() needs a publishable 'key'");
@@ -91,11 +111,35 @@ export function createTracker(options) {
   const flushMs = options.flushMs ?? 1000;
   const maxRetries = options.maxRetries ?? 5;
   const retryBaseMs = options.retryBaseMs ?? 500;
+  const maxHeld = options.maxHeld ?? MAX_HELD_EVENTS;
   const queues = new Map();
   const sending = new Set();
-  /** Batches waiting to be sent again: `{stream, events, handedOver}`. */
+  /** Of the batches sent, those neither answered, given up nor held offline yet. */
+  const answering = new Set();
+  /** Batches waiting to be sent again: `{stream, events, handedOver, offline, stop}`. */
   const retrying = new Set();
+  /** Events of the batches in `retrying` that wait for the browser to be online. */
+  let held = 0;
+  /** Events dropped, past `maxHeld`, while offline. */
+  let dropped = 0;
   let timer;
+
+  /** Drops the oldest batches waiting offline until at most `maxHeld` events are held. */
+  function dropPastMaxHeld() {
+    for (const waiting of retrying) {
+      if (held <= maxHeld) return;
+      if (!waiting.offline || waiting.handedOver) continue;
+      waiting.handedOver = true;
+      retrying.delete(waiting);
+      held -= waiting.events.length;
+      dropped += waiting.events.length;
+      waiting.stop.abort();
+      console.warn(
+        `edgestream: dropped ${waiting.events.length} events to ${waiting.stream} held while ` +
+          `offline: more than maxHeld (${maxHeld}) waited`,
+      );
+    }
+  }
 
   function url(stream) {
     return `${endpoint}/v1/streams/${encodeURIComponent(stream)}/events?key=${
@@ -103,7 +147,11 @@ export function createTracker(options) {
     }`;
   }
 
-  async function send(stream, events) {
+  /**
+   * Sends `events` until answered or given up; `onHeld` is called when it starts waiting for the
+   * browser to be online (`flush()` resolves then).
+   */
+  async function send(stream, events, onHeld) {
     const body = JSON.stringify(events);
     const keepalive = fitsKeepalive(body);
     const idempotencyKey = randomId();
@@ -129,7 +177,7 @@ export function createTracker(options) {
           // be, each under its own key.
           // One after another: parts sent at once would each wait for the same refill.
           for (let i = 0; i < events.length; i += maxEvents) {
-            await send(stream, events.slice(i, i + maxEvents));
+            await send(stream, events.slice(i, i + maxEvents), onHeld);
           }
           return;
         }
@@ -145,7 +193,7 @@ export function createTracker(options) {
       } catch {
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.
-        offline = globalThis.navigator?.onLine === false;
+        offline = isOffline();
       }
       if (offline) attempt--;
       else if (attempt >= maxRetries) {
@@ -153,30 +201,44 @@ export function createTracker(options) {
         return;
       }
       // While it waits, a page leaving takes it along (beacon()), with its key.
-      const waiting = { stream, events, body, idempotencyKey, handedOver: false };
+      const stop = new AbortController();
+      const waiting = { stream, events, body, idempotencyKey, handedOver: false, offline, stop };
       retrying.add(waiting);
-      await (offline
-        ? untilOnline()
-        : sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2)));
+      if (offline) {
+        held += events.length;
+        dropPastMaxHeld();
+        onHeld?.();
+        await untilOnline(stop.signal);
+        if (!waiting.handedOver) held -= events.length;
+      } else {
+        await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2));
+      }
       retrying.delete(waiting);
       if (waiting.handedOver) return;
     }
   }
 
+  /**
+   * Sends what waits; resolves once every batch sent so far is answered, given up or held while
+   * the browser is offline, with `{held}`: the events held then, sent once it is online again.
+   */
   function flush() {
     clearTimeout(timer);
     timer = undefined;
-    const sent = [];
     for (const [stream, events] of queues) {
       queues.delete(stream);
       for (let i = 0; i < events.length; i += maxBatch) {
-        const promise = send(stream, events.slice(i, i + maxBatch));
+        let onHeld;
+        const heldNow = new Promise((resolve) => onHeld = resolve);
+        const promise = send(stream, events.slice(i, i + maxBatch), onHeld);
+        const answeredOrHeld = Promise.race([promise, heldNow]);
         sending.add(promise);
+        answering.add(answeredOrHeld);
         promise.finally(() => sending.delete(promise));
-        sent.push(promise);
+        answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
       }
     }
-    return Promise.all(sent).then(() => undefined);
+    return Promise.all([...answering]).then(() => ({ held }));
   }
 
   /**
@@ -241,12 +303,15 @@ export function createTracker(options) {
     clearTimeout(timer);
     timer = undefined;
     const batches = [];
-    let budget = KEEPALIVE_BYTES;
+    // Offline, a beacon is lost: all of it is kept for the next page.
+    let budget = isOffline() ? 0 : KEEPALIVE_BYTES;
     // The oldest first: those waiting to be sent again, whole with their key when they fit (so
     // one the server applied already counts once), else as new ones.
     for (const waiting of retrying) {
       waiting.handedOver = true;
       retrying.delete(waiting);
+      if (waiting.offline) held -= waiting.events.length;
+      waiting.stop.abort();
       const bytes = byteLength(waiting.body);
       const keyed = `${url(waiting.stream)}&idempotencyKey=${
         encodeURIComponent(waiting.idempotencyKey)
@@ -308,6 +373,14 @@ export function createTracker(options) {
     beacon,
     /** Resolves once every batch sent so far is answered (or given up). */
     settled: () => Promise.all([...sending]).then(() => undefined),
+    /** Events held while the browser is offline, sent once it is online again. */
+    get held() {
+      return held;
+    },
+    /** Events dropped while offline because more than `maxHeld` were held. */
+    get dropped() {
+      return dropped;
+    },
   };
 }
 
@@ -325,7 +398,7 @@ export function track(stream, event) {
   return tracker.track(stream, event);
 }
 
-/** Sends what waits now. */
+/** Sends what waits now (see the tracker's `flush()`). */
 export function flush() {
-  return tracker ? tracker.flush() : Promise.resolve();
+  return tracker ? tracker.flush() : Promise.resolve({ held: 0 });
 }

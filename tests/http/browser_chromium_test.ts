@@ -362,6 +362,88 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js while offline: flush() resolves with what it holds, at most maxHeld events are held (the oldest batches dropped and counted), and the rest count once back online",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${s.allowed}/`);
+      await loadSdk(page, s, { maxBatch: 50, maxHeld: 100 });
+      await context.setOffline(true);
+      // Before, flush() waited for the browser to be online again: this evaluate never ended.
+      const flushed = await page.evaluate(`(async () => {
+        globalThis.warnings = [];
+        const warn = console.warn;
+        console.warn = (text) => { warnings.push(text); warn(text); };
+        for (let n = 0; n < 250; n++) tracker.track("pageviews", { n });
+        return await Promise.race([
+          tracker.flush(),
+          new Promise((resolve) => setTimeout(() => resolve("flush() did not resolve"), 3000)),
+        ]);
+      })()`);
+      assert.deepEqual(flushed, { held: 100 });
+      const counts = await page.evaluate(
+        `({ held: tracker.held, dropped: tracker.dropped, warnings: warnings.length })`,
+      );
+      assert.deepEqual(counts, { held: 100, dropped: 150, warnings: 3 });
+      assert.equal(await s.accepted("pageviews"), 0);
+      await context.setOffline(false);
+      await until(
+        "the held batches once online",
+        async () => (await s.accepted("pageviews")) === 100,
+      );
+      // The newest 100 (n 150…249) went, each once.
+      await page.evaluate(`tracker.settled()`);
+      assert.equal(await page.evaluate(`tracker.held`), 0);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await s.accepted("pageviews"), 100);
+      await context.close();
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js leaving a page while offline keeps what it holds in localStorage instead of beacons that cannot go, and the next page sends it once online",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(`${s.allowed}/`);
+      await loadSdk(page, s);
+      await context.setOffline(true);
+      await page.evaluate(`(async () => {
+        [1, 2, 3].forEach((n) => tracker.track("pageviews", { n }));
+        await tracker.flush();
+        tracker.track("pageviews", { n: 4 });
+        tracker.beacon(); // what pagehide runs
+      })()`);
+      const kept = await page.evaluate(`Object.keys(localStorage)
+        .filter((name) => name.startsWith("edgestream:"))
+        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n))`);
+      assert.deepEqual(kept, [[1, 2, 3, 4]]);
+      assert.equal(await page.evaluate(`tracker.held`), 0);
+      await context.setOffline(false);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Nothing went by beacon: all four were kept.
+      assert.equal(s.answers.filter((answer) => answer.method === "POST").length, 0);
+      // The next page of the origin (here the same one, loaded again) sends them.
+      await page.goto(`${s.allowed}/next`);
+      await loadSdk(page, s);
+      await until("the kept events", async () => (await s.accepted("pageviews")) === 4);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await s.accepted("pageviews"), 4);
+      await context.close();
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "a refused origin's preflighted fetches (granted since any origin's preflight is) spend no rate limit and no idempotency key, and read nothing",
   async (browser) => {
     const s = await setup();

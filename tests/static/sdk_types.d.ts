@@ -1,9 +1,11 @@
 /** Types of `static/sdk/sdk.js` for its tests. */
 export interface Tracker {
   track(stream: string, event: Record<string, unknown>): Record<string, string>;
-  flush(): Promise<void>;
+  flush(): Promise<{ held: number }>;
   beacon(): void;
   settled(): Promise<void>;
+  readonly held: number;
+  readonly dropped: number;
 }
 export function createTracker(options: {
   key: string;
@@ -13,4 +15,5 @@ export function createTracker(options: {
   flushMs?: number;
   maxRetries?: number;
   retryBaseMs?: number;
+  maxHeld?: number;
 }): Tracker;
