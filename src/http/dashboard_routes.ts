@@ -73,13 +73,22 @@ async function etagOf(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
   return `"${hex}"`;
 }
 
-/** The bytes of static files, read once each; a missing file is remembered as missing. */
-class StaticFiles {
+/**
+ * The bytes of static files, read once each. A missing file is not remembered: any client may
+ * name any file, and a map of every name asked for would grow without bound.
+ */
+export class StaticFiles {
   #dir: URL;
   #files = new Map<string, Promise<StaticFile | null>>();
 
+  /** Reads files under `dir`. */
   constructor(dir: URL) {
     this.#dir = dir;
+  }
+
+  /** How many files are held or being read. */
+  get size(): number {
+    return this.#files.size;
   }
 
   /** The file at `path` under the static folder, or null when it does not exist. */
@@ -88,8 +97,11 @@ class StaticFiles {
     if (!file) {
       file = this.#read(path, transform);
       this.#files.set(path, file);
-      // A read that failed for another reason than absence is tried again next time.
-      file.catch(() => this.#files.delete(path));
+      // A file not there, or a read that failed, is read again next time: only files kept.
+      const forget = () => {
+        if (this.#files.get(path) === file) this.#files.delete(path);
+      };
+      file.then((found) => found ?? forget(), forget);
     }
     return file;
   }

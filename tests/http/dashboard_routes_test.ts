@@ -4,7 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { OpenAPIHono } from "@hono/zod-openapi";
-import { DASHBOARD_CSP, registerDashboardRoutes } from "../../src/http/dashboard_routes.ts";
+import {
+  DASHBOARD_CSP,
+  registerDashboardRoutes,
+  StaticFiles,
+} from "../../src/http/dashboard_routes.ts";
 import { errorResponse } from "../../src/http/errors.ts";
 import { requestLog } from "../../src/http/request_log.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
@@ -146,5 +150,24 @@ Deno.test("without static/, the dashboard and /sdk.js are a 500 naming the file,
     assert.equal((await res.json()).error.code, "not_found");
   } finally {
     await Deno.remove(empty);
+  }
+});
+
+Deno.test("files a client names that are not there are not remembered: 10,000 leave the cache small", async () => {
+  const files = new StaticFiles(new URL("../../static/", import.meta.url));
+  assert.ok(await files.get("dashboard/index.html"));
+  for (let i = 0; i < 10_000; i++) {
+    assert.equal(await files.get(`dashboard/missing-${i}.js`), null);
+  }
+  assert.equal(files.size, 1);
+  // A file that appears later is served, not its earlier absence.
+  const dir = await Deno.makeTempDir();
+  try {
+    const late = new StaticFiles(new URL(`file://${dir}/`));
+    assert.equal(await late.get("late.js"), null);
+    await Deno.writeTextFile(`${dir}/late.js`, "export {};");
+    assert.equal((await late.get("late.js"))?.contentType, "text/javascript; charset=utf-8");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
