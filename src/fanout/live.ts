@@ -308,9 +308,13 @@ export class LiveHub {
   #now: () => number;
   /**
    * Stream → types other instances' subscribers want → until when (ms), from the last apply's
-   * reply; its entry {@linkcode KNOWN_UNTIL} says until when that reply is taken as known.
+   * reply; its entry {@linkcode KNOWN_UNTIL} says until when that reply is taken as known. A
+   * stream's entry whose {@linkcode KNOWN_UNTIL} passed is dropped when read and by
+   * `#pruneRemoteDemand`, so streams gone (deleted) are not kept.
    */
   #remoteDemand = new Map<string, Map<string, number>>();
+  /** When (ms) `#remoteDemand` is next swept of expired streams. */
+  #nextPruneMs = 0;
   #tails = new Map<string, Tail>();
   /** Stream → type → number of subscribers wanting it. */
   #demand = new Map<string, Map<PayloadType, number>>();
@@ -369,12 +373,49 @@ export class LiveHub {
   }
 
   /**
+   * How many streams the hub keeps state for, per structure; each is bounded by the streams
+   * subscribed to or ingested into recently, not by every name seen.
+   */
+  get retained(): { remoteDemand: number; pending: number; tails: number; demand: number } {
+    return {
+      remoteDemand: this.#remoteDemand.size,
+      pending: this.#pending.size,
+      tails: this.#tails.size,
+      demand: this.#demand.size,
+    };
+  }
+
+  /** What other instances' subscribers of `stream` want, while known; an expired entry is dropped. */
+  #remoteDemandOf(stream: string): Map<string, number> | undefined {
+    const known = this.#remoteDemand.get(stream);
+    if (known === undefined) return undefined;
+    if ((known.get(KNOWN_UNTIL) ?? 0) > this.#now()) return known;
+    this.#remoteDemand.delete(stream);
+    return undefined;
+  }
+
+  /**
+   * Drops every stream's remote demand that expired, and the pending updates nobody wants any
+   * more, at most once per demand TTL.
+   */
+  #pruneRemoteDemand(): void {
+    const now = this.#now();
+    if (now < this.#nextPruneMs) return;
+    this.#nextPruneMs = now + this.#demandTtlMs;
+    for (const [stream, known] of this.#remoteDemand) {
+      if ((known.get(KNOWN_UNTIL) ?? 0) <= now) this.#remoteDemand.delete(stream);
+    }
+    // Updates pending for a stream only others wanted, whose demand expired since.
+    for (const pending of [...this.#pending.values()]) this.#forgetIdle(pending);
+  }
+
+  /**
    * Whether a subscriber, on this instance or (shared store) on another,
    * wants results of `type` from `stream` ({@linkcode LogDemand}).
    */
   wants(stream: string, type: PayloadType): boolean {
     if ((this.#demand.get(stream)?.get(type) ?? 0) > 0) return true;
-    const until = this.#remoteDemand.get(stream)?.get(type);
+    const until = this.#remoteDemandOf(stream)?.get(type);
     return until !== undefined && until > this.#now();
   }
 
@@ -386,7 +427,7 @@ export class LiveHub {
    */
   mayWant(stream: string, type: "event.processed" | "event.late"): boolean {
     if (!this.#shared || this.wants(stream, type)) return false;
-    return (this.#remoteDemand.get(stream)?.get(KNOWN_UNTIL) ?? 0) <= this.#now();
+    return this.#remoteDemandOf(stream) === undefined;
   }
 
   /**
@@ -510,7 +551,13 @@ export class LiveHub {
       byType = new Map();
       this.#demand.set(subscription.stream, byType);
     }
-    for (const type of subscription.types) byType.set(type, (byType.get(type) ?? 0) + delta);
+    for (const type of subscription.types) {
+      const count = (byType.get(type) ?? 0) + delta;
+      if (count > 0) byType.set(type, count);
+      else byType.delete(type);
+    }
+    // A stream nobody subscribes to any more is not kept (API streams come and go).
+    if (byType.size === 0) this.#demand.delete(subscription.stream);
   }
 
   #unsubscribe(tail: Tail, subscriber: Subscriber): void {
@@ -872,6 +919,7 @@ export class LiveHub {
   #observe(batch: AppliedBatch): void {
     const name = batch.stream.name;
     if (this.#shared) {
+      this.#pruneRemoteDemand();
       // The store reported, with this batch, what subscribers anywhere want now.
       const until = this.#now() + this.#demandTtlMs;
       const known = new Map<string, number>(batch.demand.map((type) => [type, until]));
@@ -882,7 +930,11 @@ export class LiveHub {
     if (!this.wants(name, "window.updated")) {
       // Values change unseen while nobody listens; the next subscriber must not
       // miss a window because it happens to be back at a value published before.
-      this.#pending.get(name)?.published.clear();
+      const idle = this.#pending.get(name);
+      if (idle) {
+        idle.published.clear();
+        this.#forgetIdle(idle);
+      }
       return;
     }
     let pending = this.#pending.get(name);
@@ -926,6 +978,7 @@ export class LiveHub {
 
   #flush(pending: PendingUpdates): void {
     pending.timer = undefined;
+    if (pending.touched.size === 0) this.#forgetIdle(pending);
     if (pending.touched.size === 0 || this.#closed) return;
     const touched = pending.touched;
     pending.touched = new Map();
@@ -1017,6 +1070,18 @@ export class LiveHub {
       if (pending.published.size <= this.#maxRememberedWindows) break;
       pending.published.delete(key);
     }
+  }
+
+  /**
+   * Forgets a stream's pending updates once nothing is left to publish and nobody wants them: a
+   * stream deleted, or no longer subscribed to, keeps nothing. The next subscriber starts afresh,
+   * as it would once values changed unseen.
+   */
+  #forgetIdle(pending: PendingUpdates): void {
+    const name = pending.stream.name;
+    if (pending.timer !== undefined || pending.flushing !== undefined) return;
+    if (pending.touched.size > 0 || this.wants(name, "window.updated")) return;
+    if (this.#pending.get(name) === pending) this.#pending.delete(name);
   }
 
   /** Forgets the values of windows that became final: they never change again. */

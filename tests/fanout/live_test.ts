@@ -1132,3 +1132,47 @@ Deno.test("LiveHub drops a subscriber behind whose log was deleted meanwhile (th
     await live.close();
   }
 });
+
+Deno.test("LiveHub keeps nothing per stream for streams gone: many streams subscribed, ingested and left leave its maps small; an expired demand is dropped, not read", async () => {
+  const names = Array.from({ length: 60 }, (_, i) => `api_${i}`);
+  const many = compileConfig({
+    streams: Object.fromEntries(names.map((name) => [name, TEST_CONFIG.streams.orders])),
+  });
+  let now = NOW;
+  const store = new MemoryStore({ now: () => now });
+  const live = new LiveHub(many, store, {
+    pollMs: 10,
+    shared: true,
+    demandTtlMs: 1_000,
+    updateIntervalMs: 0,
+    now: () => now,
+  });
+  const ingest = (name: string, id: string) =>
+    ingestItems(many.get(name)!, [{ ok: true, value: { id, ts: at(1), country: "DE" } }], {
+      ...ingestFanoutFor(name, { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: now,
+    });
+  try {
+    for (const name of names) {
+      const { received, sink } = collector();
+      const stop = await live.subscribe(subscription(["window.updated"], { stream: name }), sink);
+      await ingest(name, "a");
+      await eventually(() => received.length > 0);
+      stop();
+      // The stream is deleted: nothing more arrives for it; a second pass of time goes by.
+      now += 100;
+    }
+    // What another instance wants of a stream, known until its entry expires, is then dropped on
+    // reading: never taken as current.
+    assert.equal(live.wants(names[0], "window.updated"), false);
+    assert.equal(live.mayWant(names[0], "event.processed"), true);
+    now += 1_001;
+    await ingest(names[0], "b");
+    // The last stream's updates may be flushing still: forgotten once they are.
+    await eventually(() => live.retained.pending === 0);
+    assert.deepEqual(live.retained, { remoteDemand: 1, pending: 0, tails: 0, demand: 0 });
+  } finally {
+    await live.close();
+  }
+});
