@@ -569,6 +569,9 @@ export class LiveHub {
     tail.stopped = true;
     clearTimeout(tail.timer);
     if (this.#tails.get(tail.stream.name) === tail) this.#tails.delete(tail.stream.name);
+    // The last subscriber gone (the stream may be deleted: nothing more is ingested into it).
+    const pending = this.#pending.get(tail.stream.name);
+    if (pending) this.#forgetIdle(pending);
   }
 
   /** Starts handing the tail's new entries to a subscriber, after telling its sink where it starts. */

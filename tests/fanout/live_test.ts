@@ -1176,3 +1176,34 @@ Deno.test("LiveHub keeps nothing per stream for streams gone: many streams subsc
     await live.close();
   }
 });
+
+Deno.test("LiveHub, store not shared: a stream subscribed, ingested into and left (then deleted) keeps no pending updates nor demand", async () => {
+  const names = Array.from({ length: 40 }, (_, i) => `api_${i}`);
+  const many = compileConfig({
+    streams: Object.fromEntries(names.map((name) => [name, TEST_CONFIG.streams.orders])),
+  });
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(many, store, { pollMs: 10, updateIntervalMs: 0 });
+  try {
+    for (const name of names) {
+      const { received, sink } = collector();
+      const stop = await live.subscribe(subscription(["window.updated"], { stream: name }), sink);
+      await ingestItems(many.get(name)!, [{
+        ok: true,
+        value: { id: "a", ts: at(1), country: "DE" },
+      }], {
+        ...ingestFanoutFor(name, { demand: [live], observers: [live.observer] }),
+        store,
+        nowMs: NOW,
+      });
+      await eventually(() => received.length > 0);
+      // Let the stream's publication loop run out with the subscriber still there, then leave.
+      await sleep(20);
+      stop();
+    }
+    await eventually(() => live.retained.pending === 0);
+    assert.deepEqual(live.retained, { remoteDemand: 0, pending: 0, tails: 0, demand: 0 });
+  } finally {
+    await live.close();
+  }
+});
