@@ -221,6 +221,11 @@ export class Dispatcher {
    * the log left the cursor at (see {@linkcode DispatchOptions.ifLogMoved}).
    */
   #done = new Map<string, string | null>();
+  /**
+   * Per stream: the definition the state above was kept for. Another one (the stream deleted and
+   * created again, or changed) starts afresh: see {@linkcode Dispatcher.retain}.
+   */
+  #definitions = new Map<string, CompiledStream>();
 
   constructor(store: Store, deliveries: DeliveryStore, options: DispatcherOptions = {}) {
     this.#store = store;
@@ -253,6 +258,11 @@ export class Dispatcher {
     options: DispatchOptions = {},
   ): Promise<number> {
     if (endpoints !== null && endpoints.length === 0) return 0;
+    if (this.#definitions.get(stream.name) !== stream) {
+      // Another definition than the state was kept for: see retain().
+      this.forget(stream.name);
+      this.#definitions.set(stream.name, stream);
+    }
     const done = this.#done.get(stream.name);
     if (options.ifLogMoved && done !== undefined && this.#markedSince(stream.name)) {
       if (await this.#store.lastLogId(stream.name) === done) {
@@ -395,6 +405,44 @@ export class Dispatcher {
     }
     if (toEnd) this.#done.set(stream.name, through);
     return created;
+  }
+
+  /** How many streams this dispatcher keeps state for (for tests and monitoring). */
+  get streams(): number {
+    return this.#names().size;
+  }
+
+  #names(): Set<string> {
+    return new Set([
+      ...this.#cursors.keys(),
+      ...this.#marked.keys(),
+      ...this.#deferred.keys(),
+      ...this.#done.keys(),
+      ...this.#definitions.keys(),
+    ]);
+  }
+
+  /**
+   * Forgets what this dispatcher kept about the streams `served` does not hold as it was
+   * dispatched: one deleted keeps nothing, and one deleted and created again (or changed) is
+   * held and marked anew, as a stream this dispatcher never saw, rather than taken for marked
+   * already by the old incarnation's marks.
+   */
+  retain(served: ReadonlyMap<string, CompiledStream>): void {
+    for (const name of this.#names()) {
+      const stream = served.get(name);
+      const known = this.#definitions.get(name);
+      if (stream === undefined || (known !== undefined && known !== stream)) this.forget(name);
+    }
+  }
+
+  /** Forgets everything this dispatcher kept about `stream`. */
+  forget(stream: string): void {
+    this.#cursors.delete(stream);
+    this.#marked.delete(stream);
+    this.#deferred.delete(stream);
+    this.#done.delete(stream);
+    this.#definitions.delete(stream);
   }
 
   /**

@@ -223,6 +223,8 @@ export class WebhookService {
     // Listed once a sweep: by its prepare() when that found the list stale, else here.
     const prepared = this.#prepared;
     this.#prepared = null;
+    // A stream deleted (or created again) since: what this process kept of it goes.
+    this.#dispatcher.retain(this.#streams);
     const endpoints = prepared ?? await this.refreshEndpoints();
     let queued = 0;
     if (endpoints.length === 0 && this.#holding) {
@@ -284,12 +286,19 @@ export class WebhookService {
         this.#prepared = endpoints;
       }
       if (endpoints.length === 0) return;
+      // Before holding: a stream created again under a deleted one's name is held anew.
+      this.#dispatcher.retain(this.#streams);
       for (const stream of this.#streams.values()) {
         await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));
       }
     } catch (error) {
       logFailure("Cannot hold the result logs for webhook dispatch: {error}", error);
     }
+  }
+
+  /** How many streams the dispatch keeps state for: those served, not those deleted since. */
+  get dispatchedStreams(): number {
+    return this.#dispatcher.streams;
   }
 
   /** Sends everything due; resolves once no send is in flight, with the attempts made meanwhile. */

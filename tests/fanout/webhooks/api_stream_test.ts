@@ -148,3 +148,70 @@ Deno.test("A lateness raised by PUT after a window closed re-opens it not: its e
     await receiver.close();
   }
 });
+
+Deno.test("A deleted API stream leaves no dispatch state behind, and one created again under its name is held anew: its results all reach the receiver, none of the old one's", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+  // A log that keeps 2 entries unless a dispatch holds it: a result the hold missed is trimmed.
+  const { app, webhooks } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(new MemoryStore({ now, log: { retain: 2, max: 1_000 } })),
+  });
+  const receiver = await Receiver.start(now);
+  const closes = () =>
+    receiver.received.map((item) => item.payload)
+      .filter((payload) =>
+        payload.type === "window.closed" && payload.data.counter === "per_minute"
+      )
+      .map((payload) => [payload.data.start, payload.data.group.country, payload.data.value])
+      .sort();
+  try {
+    const { secret } = await register(app, { url: receiver.url() });
+    receiver.secrets = [secret];
+    // Streams created, fed, dispatched and deleted: none is remembered once the sweep sees it gone.
+    for (let i = 0; i < 20; i++) {
+      const name = `gone_${i}`;
+      const created = await call(app, "PUT", `/v1/streams/${name}`, CONFIG.streams.orders);
+      assert.equal(created.status, 201, created.text);
+      await ingest(app, [{ id: "a", ts: at(1), country: "DE", amount: 1 }], name);
+      await sweep(app, webhooks);
+      assert.equal((await call(app, "DELETE", `/v1/streams/${name}`)).status, 204);
+    }
+    await sweep(app, webhooks);
+    assert.equal(webhooks.dispatchedStreams, 0);
+
+    const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+    assert.equal(created.status, 201, created.text);
+    await ingest(app, [{ id: "de1", ts: at(1), country: "DE", amount: 1 }]);
+    await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+    await sweep(app, webhooks);
+    assert.deepEqual(closes(), [[at(0), "DE", 1]]);
+    // Counted into minute 1, then deleted before it closes: never delivered.
+    await ingest(app, [{ id: "old", ts: at(80), country: "OLD", amount: 1 }]);
+    assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
+    clock.now += 1_000;
+    const again = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+    assert.equal(again.status, 201, again.text);
+    const countries = ["DE", "FR", "IT", "ES"];
+    await ingest(
+      app,
+      countries.map((country) => ({ id: country, ts: at(130), country, amount: 1 })),
+    );
+    await ingest(app, [{ id: "tick", ts: at(300), country: "XX", amount: 0 }]);
+    await sweep(app, webhooks);
+    await webhooks.idle();
+    assert.deepEqual(
+      closes(),
+      [
+        [at(0), "DE", 1],
+        ...countries.map((country) => [at(120), country, 1]).sort(),
+      ].sort(),
+    );
+    assert.equal(webhooks.dispatchedStreams, 1);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
