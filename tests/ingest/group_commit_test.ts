@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
-import { compileConfig } from "../../src/config/mod.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/mod.ts";
 import type { AppliedBatch } from "../../src/fanout/types.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -15,8 +15,13 @@ import {
   type IngestReply,
   RateLimitedError,
 } from "../../src/ingest/mod.ts";
-import { MemoryStore } from "../../src/store/memory/store.ts";
-import { RedisStore } from "../../src/store/redis/store.ts";
+import {
+  generationKey,
+  MemoryDefinitionStore,
+  MemoryStore,
+  RedisDefinitionStore,
+  RedisStore,
+} from "../../src/store/mod.ts";
 import {
   type BatchEvent,
   type Store,
@@ -34,8 +39,7 @@ import { commandNames, startUpstashProxy } from "../_upstash_proxy.ts";
  * (a slow store: the first apply is in flight while later requests queue),
  * and can fail an apply. Its `kind` is not "memory", so createApp groups.
  */
-function gatedStore(kind = "gated") {
-  const inner = new MemoryStore({ now: () => NOW });
+function gatedStore(kind = "gated", inner: Store = new MemoryStore({ now: () => NOW })) {
   const control = {
     batches: [] as StoreBatch[],
     gate: null as PromiseWithResolvers<void> | null,
@@ -651,5 +655,73 @@ redisTest(
       await server.shutdown();
       await proxy.close();
     }
+  },
+);
+
+/**
+ * An API stream deleted while one of its ingest requests is in the store and two wait in its
+ * group: all three, and one sent after, are 404 and nothing is counted in any incarnation. On
+ * Redis the DELETE is made on another instance, which the ingesting one learns of from the store.
+ */
+async function deletedWhileQueued(
+  inner: Store,
+  registry: () => StreamRegistry,
+  options: { deleteElsewhere?: boolean } = {},
+): Promise<void> {
+  const { store, control } = gatedStore(inner.kind, inner);
+  const keys = await KeyRing.parse("");
+  const streams = registry();
+  const groupCommit = new GroupCommitter(streams.wrap(store));
+  const app = createApp({ streams, store, keys, now: () => NOW, groupCommit });
+  const admin = options.deleteElsewhere
+    ? createApp({ streams: registry(), store: inner, keys, now: () => NOW })
+    : app;
+  const created = await app.request("/v1/streams/signups", {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } }),
+  });
+  assert.equal(created.status, 201);
+  const post = (plan: string) => postEvents(app, [{ plan }], { stream: "signups" });
+  control.hold();
+  const running = post("a");
+  await until("the first apply", () => control.batches.length === 1);
+  const queued = [post("b"), post("c")];
+  await until("two requests waiting", () => groupCommit.stats.waiting === 2);
+  const deleted = await admin.request("/v1/streams/signups", { method: "DELETE" });
+  assert.equal(deleted.status, 204);
+  control.release();
+  for (const res of [...await Promise.all([running, ...queued]), await post("d")]) {
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.code, "stream_not_found");
+  }
+  for (const generation of [0, 1, 2]) {
+    const stats = await inner.stats(generationKey("signups", generation), []);
+    assert.deepEqual([stats.accepted, stats.applied], [0, 0], `generation ${generation}`);
+  }
+}
+
+Deno.test("memory: ingest requests of a stream deleted while they ran or waited in its group are 404 and write nothing", async () => {
+  const definitions = new MemoryDefinitionStore();
+  await deletedWhileQueued(
+    new MemoryStore({ now: () => NOW, definitions }),
+    () => new StreamRegistry(compileConfig({ streams: {} }), { definitions, pollMs: 0 }),
+  );
+});
+
+redisTest(
+  "redis: ingest requests of a stream deleted on another instance while they ran or waited in its group are 404 and write nothing",
+  async (fixture) => {
+    const redis = () =>
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false });
+    await deletedWhileQueued(
+      new RedisStore(redis(), { definitionsHere: true }),
+      () =>
+        new StreamRegistry(compileConfig({ streams: {} }), {
+          definitions: new RedisDefinitionStore(redis()),
+          pollMs: 0,
+        }),
+      { deleteElsewhere: true },
+    );
   },
 );
