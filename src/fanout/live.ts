@@ -949,7 +949,7 @@ export class LiveHub {
         watermarkMs: -Infinity,
       };
       this.#pending.set(name, pending);
-    }
+    } else if (pending.stream !== batch.stream) this.#redefine(pending, batch.stream);
     const touched = pending.touched;
     const idleMs = batch.stream.idleMs;
     if (idleMs !== null) pending.watermarkMs = Math.max(pending.watermarkMs, batch.nowMs - idleMs);
@@ -1064,6 +1064,8 @@ export class LiveHub {
     if (changes.length === 0) return;
     await this.#store.appendLog(stream.name, changes.map((change) => change.record));
     this.#updatesPublished += changes.length;
+    // Redefined meanwhile: these keys name the old definition's places.
+    if (pending.stream !== stream) return;
     // Remembered only once logged: a failed append publishes them again next time.
     for (const { key, published } of changes) {
       pending.published.delete(key); // re-inserted last: the map stays in publication order
@@ -1073,6 +1075,24 @@ export class LiveHub {
       if (pending.published.size <= this.#maxRememberedWindows) break;
       pending.published.delete(key);
     }
+  }
+
+  /**
+   * Moves a stream's pending updates to its new definition (a `PUT` at run time, or the stream
+   * created again): counters added or removed move the others' places, by which the windows
+   * touched and published are kept, so they are kept by counter name again.
+   */
+  #redefine(pending: PendingUpdates, stream: CompiledStream): void {
+    const places = new Map(stream.counters.map((counter, index) => [counter.name, index]));
+    const touched = new Map<number, Map<string, Set<number>>>();
+    for (const [index, groups] of pending.touched) {
+      const place = places.get(pending.stream.counters[index].name);
+      if (place !== undefined) touched.set(place, groups);
+    }
+    pending.touched = touched;
+    // Published again on their next change: the keys name the old places.
+    pending.published.clear();
+    pending.stream = stream;
   }
 
   /**

@@ -1207,3 +1207,37 @@ Deno.test("LiveHub, store not shared: a stream subscribed, ingested into and lef
     await live.close();
   }
 });
+
+Deno.test("LiveHub publishes window.updated by the stream's definition now: a counter removed at run time moves the others' places, and their values still go out under their own names", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, updateIntervalMs: 0 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  const ingestInto = (stream: typeof orders, id: string) =>
+    ingestItems(stream, [{ ok: true, value: { id, ts: at(1), country: "DE", amount: 5 } }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+  try {
+    await ingestInto(orders, "a");
+    await eventually(() => received.length > 0);
+    await sleep(30);
+    // The stream loses its first counter (a PUT at run time): every other counter's index moves.
+    const config = structuredClone(TEST_CONFIG) as {
+      streams: { orders: { counters: Record<string, unknown> } };
+    };
+    delete config.streams.orders.counters.count_1m;
+    const changed = compileConfig(config).get("orders")!;
+    received.length = 0;
+    await ingestInto(changed, "b");
+    await eventually(() => received.some((payload) => payload.data.counter === "sum_1m"));
+    await sleep(30);
+    const sums = received.filter((payload) => payload.data.counter === "sum_1m");
+    assert.deepEqual(sums.map((payload) => payload.data.value), [10]);
+    assert.equal(received.some((payload) => payload.data.counter === "count_1m"), false);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
