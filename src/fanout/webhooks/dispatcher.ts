@@ -204,6 +204,7 @@ export class Dispatcher {
   #pageBytes: number;
   /** Entries dispatched between two deferred marks at most (see {@linkcode markAfterEntries}). */
   #markAfter: number;
+  /** Endpoint id → its compiled filter; those of endpoints no longer listed go (#keepFiltersOf). */
   #filters = new Map<string, { key: string; filter: CompiledExpression | null }>();
   /** Warnings about failing filters, per cached filter (a changed filter warns anew). */
   #filterWarnings: WarningLimit<object>;
@@ -285,6 +286,7 @@ export class Dispatcher {
       listEndpoints: endpoints === null,
     });
     const listed = endpoints ?? opened.endpoints ?? [];
+    this.#keepFiltersOf(listed);
     // No endpoints: openDispatch took no lease, and there is nothing to do.
     if (listed.length === 0) return 0;
     const lease = opened.lease;
@@ -578,6 +580,22 @@ export class Dispatcher {
       }
     }
     return out;
+  }
+
+  /** How many compiled endpoint filters this dispatcher keeps (for tests and monitoring). */
+  get filters(): number {
+    return this.#filters.size;
+  }
+
+  /**
+   * Forgets the compiled filters of endpoints not in `listed` (deleted): the cache held one per
+   * endpoint ever dispatched to, so creating and deleting endpoints grew it for good. With every
+   * cached one listed there are at most as many as listed: only then is nothing looked up.
+   */
+  #keepFiltersOf(listed: readonly Endpoint[]): void {
+    if (this.#filters.size <= listed.length) return;
+    const ids = new Set(listed.map((endpoint) => endpoint.id));
+    for (const id of this.#filters.keys()) if (!ids.has(id)) this.#filters.delete(id);
   }
 
   #matches(endpoint: Endpoint, payload: { data: unknown }): boolean {

@@ -195,6 +195,26 @@ Deno.test("Dispatcher matches event types, streams, CEL filters and skips disabl
   assert.deepEqual(await typesOf("ep_off"), []);
 });
 
+Deno.test("Dispatcher keeps the compiled filters of the endpoints listed only: 1,000 created, dispatched to and deleted leave one", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  const kept = endpoint("ep_kept", { filter: "data.value > 999.0" });
+  for (let i = 0; i < 1_000; i++) {
+    await store.appendLog("orders", [closed(i + 1)]);
+    // Each endpoint deleted once dispatched to: the next dispatch lists the kept one and a new one.
+    const fresh = endpoint(`ep_${i}`, { filter: `data.value > ${i}.0` });
+    await dispatcher.dispatch(orders, [kept, fresh]);
+  }
+  // At most twice those listed: a dispatch may add those it lists to the ones kept from before.
+  assert.ok(dispatcher.filters <= 4, `${dispatcher.filters} filters kept`);
+  await store.appendLog("orders", [closed(2_000)]);
+  await dispatcher.dispatch(orders, [kept]);
+  assert.equal(dispatcher.filters, 1);
+  // The kept endpoint's filter still decides what it gets.
+  assert.equal((await allDeliveries(deliveries, "ep_kept")).length, 2);
+});
+
 Deno.test("Dispatcher warns, at most once a minute per endpoint, when a filter fails on a payload and the payload is not sent", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
