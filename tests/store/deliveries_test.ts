@@ -1292,33 +1292,6 @@ Deno.test("MemoryDeliveryStore: a lease ends after its time", async () => {
   assert.ok(await store.acquireLease("x", 1_000));
 });
 
-Deno.test("MemoryDeliveryStore: a dispatch cursor lives 30 days after its last move, as on Redis: streams deleted keep none, nor their leases", async () => {
-  let now = T0;
-  const store = new MemoryDeliveryStore({ now: () => now });
-  await store.putEndpoint(config("ep_a"), { expectVersion: null });
-  for (let i = 0; i < 100; i++) {
-    const stream = `gone_${i}`;
-    const opened = await store.openDispatch(stream, {
-      lease: `dispatch:${stream}`,
-      leaseMs: 30_000,
-    });
-    assert.ok(opened.lease);
-    assert.ok(await store.storePage(stream, { cursor: null, end: "5-0", deliveries: [] }));
-  }
-  assert.deepEqual(store.retained, { dispatches: 100, leases: 100 });
-  now += 30 * DAY - 1;
-  assert.deepEqual(await store.dispatchState("gone_0"), { cursor: "5-0", planEnd: null });
-  // One stream still dispatched: its cursor moves and lives on.
-  assert.ok(await store.storePage("kept", { cursor: null, end: "7-0", deliveries: [] }));
-  now += 1;
-  assert.deepEqual(await store.dispatchState("gone_0"), { cursor: null, planEnd: null });
-  // Expired states are swept at most once a second, by a dispatch or a delivery's creation.
-  now += 1_000;
-  await store.openDispatch("kept", { lease: "dispatch:kept", leaseMs: 30_000 });
-  assert.deepEqual(store.retained, { dispatches: 1, leases: 1 });
-  assert.deepEqual(await store.dispatchState("kept"), { cursor: "7-0", planEnd: null });
-});
-
 Deno.test("MemoryDeliveryStore: deliveries are forgotten after the retention period", async () => {
   let now = T0;
   const store = new MemoryDeliveryStore({ now: () => now, retentionMs: DAY });

@@ -45,11 +45,6 @@ export interface MemoryDeliveryStoreOptions {
   retentionMs?: number;
   /** Most endpoints held; a creation past it throws `StoredLimitError`. @default {1000} */
   maxEndpoints?: number;
-  /**
-   * How long (ms) a stream's dispatch cursor lives after its last move, as on Redis: a stream
-   * deleted keeps none for good. @default {30 days}
-   */
-  cursorTtlMs?: number;
 }
 
 interface StoredDelivery {
@@ -77,9 +72,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   /** Per endpoint: delivery positions, ascending by creation time, then id (the list order reversed). */
   #byEndpoint = new Map<string, CursorPosition[]>();
   #buckets = new Map<string, { tokens: number; atMs: number }>();
-  /** Per stream: its dispatch state and when it is forgotten (ms), unless it moves first. */
-  #dispatch = new Map<string, { state: DispatchState; expiresMs: number }>();
-  #cursorTtlMs: number;
+  #dispatch = new Map<string, DispatchState>();
   #leases = new Map<string, { token: string; untilMs: number }>();
   #tokens = 0;
   #nextForget = -Infinity;
@@ -88,12 +81,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
     this.#now = options.now ?? Date.now;
     this.#retentionMs = options.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#maxEndpoints = checkedMax("maxEndpoints", options.maxEndpoints ?? DEFAULT_WEBHOOKS_MAX);
-    this.#cursorTtlMs = options.cursorTtlMs ?? 30 * 86_400_000;
-  }
-
-  /** How many dispatch states and leases are held (for tests and monitoring). */
-  get retained(): { dispatches: number; leases: number } {
-    return { dispatches: this.#dispatch.size, leases: this.#leases.size };
   }
 
   putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
@@ -165,19 +152,13 @@ export class MemoryDeliveryStore implements DeliveryStore {
   }
 
   #dispatchOf(stream: string): DispatchState {
-    const held = this.#dispatch.get(stream);
-    if (held === undefined || held.expiresMs <= this.#now()) return { cursor: null, planEnd: null };
-    return held.state;
-  }
-
-  #setDispatch(stream: string, state: DispatchState): void {
-    this.#dispatch.set(stream, { state, expiresMs: this.#now() + this.#cursorTtlMs });
+    return this.#dispatch.get(stream) ?? { cursor: null, planEnd: null };
   }
 
   beginPage(stream: string, cursor: string | null, end: string): Promise<DispatchState> {
     const state = this.#dispatchOf(stream);
     if (state.cursor === cursor && state.planEnd === null) {
-      this.#setDispatch(stream, { cursor, planEnd: end });
+      this.#dispatch.set(stream, { cursor, planEnd: end });
     }
     return this.dispatchState(stream);
   }
@@ -185,7 +166,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   commitPage(stream: string, cursor: string | null, end: string): Promise<boolean> {
     const state = this.#dispatchOf(stream);
     if (state.cursor !== cursor) return Promise.resolve(false);
-    this.#setDispatch(stream, { cursor: end, planEnd: null });
+    this.#dispatch.set(stream, { cursor: end, planEnd: null });
     return Promise.resolve(true);
   }
 
@@ -209,7 +190,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // One synchronous step, as atomic as the Redis script.
   openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
-    this.#forgetExpired(this.#now());
     const endpoints = options.listEndpoints ? this.#endpoints() : null;
     const lease = endpoints === null || endpoints.length > 0
       ? this.#acquireLease(options.lease, options.leaseMs)
@@ -225,7 +205,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
       return null;
     }
     const created = this.createDeliveries(page.deliveries);
-    this.#setDispatch(stream, { cursor: page.end, planEnd: null });
+    this.#dispatch.set(stream, { cursor: page.end, planEnd: null });
     const release = page.releaseLease;
     if (release && this.#leases.get(release.name)?.token === release.token) {
       this.#leases.delete(release.name);
@@ -291,14 +271,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const [endpointId, positions] of this.#byEndpoint) {
       const kept = positions.filter((position) => this.#deliveries.has(position.id));
       if (kept.length !== positions.length) this.#byEndpoint.set(endpointId, kept);
-    }
-    // A stream deleted moves its cursor no more, and a lease of a dispatch cut off is not given
-    // back: neither is kept past its time.
-    for (const [stream, held] of this.#dispatch) {
-      if (held.expiresMs <= now) this.#dispatch.delete(stream);
-    }
-    for (const [name, lease] of this.#leases) {
-      if (lease.untilMs <= now) this.#leases.delete(name);
     }
   }
 
