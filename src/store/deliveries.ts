@@ -450,6 +450,12 @@ export interface DeliveryStore {
   /** Where a stream's dispatch is. */
   dispatchState(stream: string): Promise<DispatchState>;
   /**
+   * Forgets the dispatch state of a stream that was deleted, so a process that creates and
+   * deletes streams keeps none of theirs. Only a store of one process has it: a shared store's
+   * state expires on its own (another instance may serve the name again already).
+   */
+  forgetDispatch?(stream: string): Promise<void>;
+  /**
    * Fixes the page after `cursor` to end at `end`, unless a page is already
    * planned (then that one stays) or the cursor moved; returns the state.
    */

@@ -428,14 +428,17 @@ export class Dispatcher {
    * Forgets what this dispatcher kept about the streams `served` does not hold as it was
    * dispatched: one deleted keeps nothing, and one deleted and created again (or changed) is
    * held and marked anew, as a stream this dispatcher never saw, rather than taken for marked
-   * already by the old incarnation's marks.
+   * already by the old incarnation's marks. Returns the names forgotten that `served` lacks.
    */
-  retain(served: ReadonlyMap<string, CompiledStream>): void {
+  retain(served: ReadonlyMap<string, CompiledStream>): string[] {
+    const gone: string[] = [];
     for (const name of this.#names()) {
       const stream = served.get(name);
       const known = this.#definitions.get(name);
+      if (stream === undefined) gone.push(name);
       if (stream === undefined || (known !== undefined && known !== stream)) this.forget(name);
     }
+    return gone;
   }
 
   /** Forgets everything this dispatcher kept about `stream`. */

@@ -224,7 +224,7 @@ export class WebhookService {
     const prepared = this.#prepared;
     this.#prepared = null;
     // A stream deleted (or created again) since: what this process kept of it goes.
-    this.#dispatcher.retain(this.#streams);
+    await this.#forgetGone();
     const endpoints = prepared ?? await this.refreshEndpoints();
     let queued = 0;
     if (endpoints.length === 0 && this.#holding) {
@@ -287,12 +287,22 @@ export class WebhookService {
       }
       if (endpoints.length === 0) return;
       // Before holding: a stream created again under a deleted one's name is held anew.
-      this.#dispatcher.retain(this.#streams);
+      await this.#forgetGone();
       for (const stream of this.#streams.values()) {
         await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));
       }
     } catch (error) {
       logFailure("Cannot hold the result logs for webhook dispatch: {error}", error);
+    }
+  }
+
+  /**
+   * Forgets the dispatch state of the streams deleted since (in this process, and in a delivery
+   * store of this process only), and this process's of those changed or created again.
+   */
+  async #forgetGone(): Promise<void> {
+    for (const stream of this.#dispatcher.retain(this.#streams)) {
+      await this.#deliveries.forgetDispatch?.(stream);
     }
   }
 

@@ -147,6 +147,16 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve(existed);
   }
 
+  forgetDispatch(stream: string): Promise<void> {
+    this.#dispatch.delete(stream);
+    return Promise.resolve();
+  }
+
+  /** How many streams' dispatch states are held (for tests and monitoring). */
+  get dispatches(): number {
+    return this.#dispatch.size;
+  }
+
   dispatchState(stream: string): Promise<DispatchState> {
     return Promise.resolve({ ...this.#dispatchOf(stream) });
   }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
-import { MemoryDefinitionStore, MemoryStore } from "../../../src/store/mod.ts";
+import { MemoryDefinitionStore, MemoryDeliveryStore, MemoryStore } from "../../../src/store/mod.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, CONFIG, ingest, register, setup, sweep, T0 } from "./_setup.ts";
 
@@ -154,16 +154,19 @@ Deno.test("A deleted API stream leaves no dispatch state behind, and one created
   const now = () => clock.now;
   const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
   // A log that keeps 2 entries unless a dispatch holds it: a result the hold missed is trimmed.
+  const deliveries = new MemoryDeliveryStore({ now });
   const { app, webhooks } = await setup({
     clock,
     streams,
     store: streams.wrap(new MemoryStore({ now, log: { retain: 2, max: 1_000 } })),
+    deliveries,
   });
   const receiver = await Receiver.start(now);
   const closes = () =>
     receiver.received.map((item) => item.payload)
       .filter((payload) =>
-        payload.type === "window.closed" && payload.data.counter === "per_minute"
+        payload.type === "window.closed" && payload.data.counter === "per_minute" &&
+        payload.data.stream === "orders"
       )
       .map((payload) => [payload.data.start, payload.data.group.country, payload.data.value])
       .sort();
@@ -176,11 +179,13 @@ Deno.test("A deleted API stream leaves no dispatch state behind, and one created
       const created = await call(app, "PUT", `/v1/streams/${name}`, CONFIG.streams.orders);
       assert.equal(created.status, 201, created.text);
       await ingest(app, [{ id: "a", ts: at(1), country: "DE", amount: 1 }], name);
+      await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }], name);
       await sweep(app, webhooks);
       assert.equal((await call(app, "DELETE", `/v1/streams/${name}`)).status, 204);
     }
     await sweep(app, webhooks);
     assert.equal(webhooks.dispatchedStreams, 0);
+    assert.equal(deliveries.dispatches, 0);
 
     const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
     assert.equal(created.status, 201, created.text);
