@@ -2,7 +2,8 @@
  * The dashboard: `GET /` serves `static/dashboard/index.html`, and
  * `/static/dashboard/*` and `/static/vendor/uplot/*` the page's own modules
  * and the vendored uPlot chart library, and `GET /sdk.js` the browser SDK
- * (`static/sdk/sdk.js`, which any origin may load), all from files in
+ * (`static/sdk/sdk.js`, which any origin may load), and `GET /favicon.ico` the
+ * dashboard's icon (`static/dashboard/favicon.ico`), all from files in
  * `static/` at the repository root. Files are read at run time (Deno Deploy includes them in
  * the deployment) rather than imported as text, which older Deno versions
  * allow only behind a flag; each is read once and then served from memory.
@@ -43,6 +44,7 @@ const CONTENT_TYPES: Record<string, string> = {
   ".css": "text/css; charset=utf-8",
   ".svg": "image/svg+xml",
   ".png": "image/png",
+  ".ico": "image/x-icon",
 };
 
 /** A file name without directories or dot segments: what `:file` may name. */
@@ -197,6 +199,14 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
       "Access-Control-Allow-Origin": "*",
       "Cross-Origin-Resource-Policy": "cross-origin",
     });
+  });
+
+  // Browsers and crawlers ask for /favicon.ico whatever a page links: the dashboard's icon, as an
+  // ICO, rather than a 404 in every visitor's log.
+  app.get("/favicon.ico", async (c) => {
+    const file = await files.get("dashboard/favicon.ico");
+    if (!file) throw missingFile("dashboard/favicon.ico");
+    return respond(c.req.raw, file);
   });
 
   // Every method, so that a file not there is 404 whatever the method (a 405 would say it is).

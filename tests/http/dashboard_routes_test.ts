@@ -171,3 +171,26 @@ Deno.test("files a client names that are not there are not remembered: 10,000 le
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("GET /favicon.ico serves the dashboard's icon as an ICO, cached and revalidated as the page's files", async () => {
+  const { app } = await testApp();
+  const res = await app.request("/favicon.ico");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("Content-Type"), "image/x-icon");
+  assert.equal(res.headers.get("Cache-Control"), "no-cache");
+  assert.equal(res.headers.get("X-Content-Type-Options"), "nosniff");
+  const body = new Uint8Array(await res.arrayBuffer());
+  assert.deepEqual(body, await Deno.readFile(new URL("favicon.ico", DASHBOARD_DIR)));
+  // An ICO header (reserved 0, type 1) holding at least one image.
+  const view = new DataView(body.buffer);
+  assert.deepEqual([view.getUint16(0, true), view.getUint16(2, true)], [0, 1]);
+  assert.ok(view.getUint16(4, true) >= 1);
+  const etag = res.headers.get("ETag");
+  assert.match(etag ?? "", /^"[0-9a-f]+"$/);
+  const again = await app.request("/favicon.ico", { headers: { "If-None-Match": etag! } });
+  assert.equal(again.status, 304);
+  assert.equal(again.headers.get("ETag"), etag);
+  const head = await app.request("/favicon.ico", { method: "HEAD" });
+  assert.equal(head.status, 200);
+  assert.equal(head.headers.get("Content-Type"), "image/x-icon");
+});
