@@ -151,7 +151,8 @@ function acceptsGzip(header: string | undefined): boolean {
 }
 
 /**
- * Registers `GET /docs`, its script `/docs/init.js` and the vendored Swagger
+ * Registers `GET /docs`, its script `/docs/init.js`, its stylesheet `/docs/docs.css` (contrast
+ * fixes over Swagger UI's) and the vendored Swagger
  * UI files under `/static/vendor/swagger-ui-dist/`.
  */
 export function registerDocsRoutes(app: OpenAPIHono): void {
@@ -166,6 +167,7 @@ export function registerDocsRoutes(app: OpenAPIHono): void {
     }),
   );
   app.get("/docs/init.js", serveStatic("docs/init.js", JAVASCRIPT));
+  app.get("/docs/docs.css", serveStatic("docs/docs.css", CSS));
   const vendored: [string, string][] = [
     ["swagger-ui-bundle.js", JAVASCRIPT],
     ["swagger-ui.css", CSS],

@@ -47,7 +47,7 @@ Deno.test("GET /docs serves the reference page under a strict CSP, without an AP
   assert.equal(directives.has("style-src"), false);
   assert.doesNotMatch(csp, /unsafe|https?:|\*/);
   const html = await res.text();
-  assert.match(html, /<div id="swagger-ui"><\/div>/);
+  assert.match(html, /<main>\s*<div id="swagger-ui"><\/div>\s*<\/main>/);
   assert.doesNotMatch(html, /<script>|<style|style=/, "no inline script or style");
 });
 
@@ -56,6 +56,7 @@ Deno.test("every file /docs loads is served by edgestream, without an API key, t
   const assets = assetsOf(await (await app.request("/docs")).text());
   assert.deepEqual(assets, [
     `${SWAGGER_UI_PATH}/swagger-ui.css`,
+    "/docs/docs.css",
     `${SWAGGER_UI_PATH}/favicon-32x32.png`,
     `${SWAGGER_UI_PATH}/swagger-ui-bundle.js`,
     "/docs/init.js",
