@@ -12,7 +12,7 @@
  */
 import { api } from "./api.js";
 import { groupChart, PALETTE } from "./charts.js";
-import { clockTime, el, replaceChildren } from "./dom.js";
+import { clockTime, el, replaceChildren, userText } from "./dom.js";
 import {
   counterKey,
   CounterSeries,
@@ -99,7 +99,7 @@ export class CountersView {
           el(
             "header",
             {},
-            el("h3", {}, `${stream.name} · ${counter}`),
+            el("h3", {}, userText(stream.name), " · ", userText(counter)),
             el("span", { class: "muted" }, describeCounter(stream.definition?.counters?.[counter])),
           ),
           el(
@@ -284,8 +284,8 @@ export class CountersView {
     const items = shown.map((row) => {
       const group = groupLabel(row.group);
       const label = entry.session
-        ? `${group} ${clockTime(row.start)}–${clockTime(row.end)}`
-        : group;
+        ? [userText(group), ` ${clockTime(row.start)}–${clockTime(row.end)}`]
+        : userText(group);
       const colour = labels.indexOf(group);
       return el(
         "li",

@@ -20,6 +20,20 @@ export function el(tag, attributes = {}, ...children) {
   return element;
 }
 
+/**
+ * A name or group value from users, which may be right-to-left or very long: in a `<bdi>`, so its
+ * direction does not reorder the text beside it, clamped to one line by the `.clamp` rule with an
+ * ellipsis, the whole of it in `title`.
+ */
+export function userText(text, attributes = {}) {
+  const value = String(text);
+  return el("bdi", {
+    ...attributes,
+    class: ["clamp", attributes.class].filter(Boolean).join(" "),
+    title: value,
+  }, value);
+}
+
 /** Replaces an element's children. */
 export function replaceChildren(element, ...children) {
   element.replaceChildren(...children.flat().filter((child) => child !== null && child !== false));

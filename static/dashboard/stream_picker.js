@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { el, replaceChildren } from "./dom.js";
+import { el, replaceChildren, userText } from "./dom.js";
 import { formatValue } from "./model.js";
 import { listedStreams, MAX_LISTED_STREAMS, MAX_SHOWN_STREAMS } from "./selection.js";
 
@@ -99,7 +99,7 @@ export class StreamPicker {
               checked: shown.has(name),
               disabled: full && !shown.has(name),
             }),
-            el("span", { class: "name" }, name),
+            userText(name, { class: "name" }),
             " ",
             total,
           ),

@@ -7,7 +7,7 @@
  * @module
  */
 import { sparkline } from "./charts.js";
-import { clockTime, el, replaceChildren } from "./dom.js";
+import { clockTime, el, replaceChildren, userText } from "./dom.js";
 import { formatRate, formatValue, RATE_FIELDS, ratesBetween } from "./model.js";
 
 /** Samples a sparkline keeps (at one poll every 2 s: 3 minutes). */
@@ -53,7 +53,7 @@ export class StreamsView {
         el(
           "header",
           {},
-          el("h3", {}, stream.name),
+          el("h3", {}, userText(stream.name)),
           stream.description ? el("span", { class: "muted" }, stream.description) : null,
           live,
         ),

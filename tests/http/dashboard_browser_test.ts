@@ -1207,6 +1207,80 @@ browserTest(
   },
 );
 
+browserTest(
+  "a 300-character group and a right-to-left one show in a <bdi> on one line, cut with an ellipsis and whole in the title, the page no wider than a 375 px viewport",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const long = "x".repeat(300);
+      const rtl = "שלום עולם";
+      await server.send([
+        { country: long, amount: 1 },
+        { country: long, amount: 2 },
+        { country: rtl, amount: 3 },
+      ]);
+      const page = await browser.newPage({ viewport: { width: 375, height: 667 } });
+      await page.goto(`${server.base}/`);
+      await textMatching(page, CURRENT, /x{300}\s*2/);
+      const shown = await page.evaluate(`(() => {
+        const rows = [...document.querySelectorAll('${CURRENT} li')].map((li) => {
+          const name = li.querySelector(".group bdi");
+          const value = li.querySelector(".value").getBoundingClientRect();
+          const box = name?.getBoundingClientRect();
+          return {
+            text: li.querySelector(".group").textContent,
+            bdi: name !== null,
+            title: name?.title,
+            height: Math.round(box?.height ?? 0),
+            cut: name ? name.scrollWidth > name.clientWidth : false,
+            ellipsis: name ? getComputedStyle(name).textOverflow : null,
+            valueAfterName: box ? value.left >= box.right : false,
+          };
+        });
+        return {
+          rows,
+          scrollWidth: document.documentElement.scrollWidth,
+          clientWidth: document.documentElement.clientWidth,
+        };
+      })()`) as {
+        rows: {
+          text: string;
+          bdi: boolean;
+          title: string;
+          height: number;
+          cut: boolean;
+          ellipsis: string;
+          valueAfterName: boolean;
+        }[];
+        scrollWidth: number;
+        clientWidth: number;
+      };
+      const detail = JSON.stringify(shown);
+      assert.ok(shown.scrollWidth <= shown.clientWidth, detail);
+      const longRow = shown.rows.find((row) => row.text === long);
+      const rtlRow = shown.rows.find((row) => row.text === rtl);
+      assert.ok(longRow && rtlRow, detail);
+      for (const row of [longRow, rtlRow]) {
+        assert.ok(row.bdi, detail);
+        assert.equal(row.title, row.text, detail);
+        assert.ok(row.valueAfterName, detail);
+        assert.ok(row.height > 0 && row.height < 30, `one line: ${detail}`);
+      }
+      assert.ok(longRow.cut, detail);
+      assert.equal(longRow.ellipsis, "ellipsis", detail);
+      assert.equal(rtlRow.cut, false, detail);
+      // Stream and counter names (ASCII by the config's rule) are isolated and clamped too.
+      const headings = await page.locator('[data-counter="orders/orders_per_minute"] h3 bdi')
+        .allTextContents();
+      assert.deepEqual(headings, ["orders", "orders_per_minute"]);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
 /** WCAG 2 contrast ratio of two `rgb(r, g, b)` colours as computed styles give them. */
 function contrast(a: string, b: string): number {
   const luminance = (rgb: string) => {
