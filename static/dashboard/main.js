@@ -23,6 +23,7 @@ import {
   storedKey,
 } from "./api.js";
 import { CountersView } from "./counters.js";
+import { clockTime } from "./dom.js";
 import { byName, choiceHash, MAX_SHOWN_STREAMS, parseChoice, shownStreams } from "./selection.js";
 import { StreamPicker } from "./stream_picker.js";
 import { StreamsView } from "./streams.js";
@@ -113,11 +114,38 @@ async function showStoreStatus() {
       : `store: ${ready.store} · ${ready.status}: ${ready.error ?? ""}`;
     badge.classList.toggle("ok", ready.status === "ready");
     badge.classList.toggle("bad", ready.status !== "ready");
+    markStale(ready.status !== "ready");
   } catch (error) {
     badge.textContent = `store: unknown (${error.message})`;
     badge.classList.remove("ok");
     badge.classList.add("bad");
+    markStale(true);
   }
+}
+
+/** Since when (ms) the store has been found down, or null while it answers. */
+let staleSince = null;
+
+/**
+ * While the store is down the values on the page are the last ones read, not current: they are
+ * dimmed (the `stale` class on the dashboard) and a line says since when, rather than kept as if
+ * fresh.
+ */
+function markStale(stale) {
+  const dashboard = byId("dashboard");
+  const note = byId("stale-note");
+  if (!stale) {
+    staleSince = null;
+    dashboard.classList.remove("stale");
+    note.hidden = true;
+    return;
+  }
+  staleSince ??= Date.now();
+  dashboard.classList.add("stale");
+  note.textContent = `The store is unavailable: values shown are the last read before ${
+    clockTime(new Date(staleSince).toISOString())
+  } and may be stale.`;
+  note.hidden = false;
 }
 
 /**

@@ -19,7 +19,12 @@ import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/live.ts";
 import { UrlPolicy, WebhookService } from "../../src/fanout/webhooks/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryDeliveryStore, MemoryKeyStore, MemoryStore } from "../../src/store/mod.ts";
+import {
+  MemoryDeliveryStore,
+  MemoryKeyStore,
+  MemoryStore,
+  StoreUnavailableError,
+} from "../../src/store/mod.ts";
 import { browserTest } from "../_chromium.ts";
 import { KEYS } from "../_fixtures.ts";
 
@@ -122,12 +127,32 @@ async function startServer(
     lagMs?: number;
     /** Register a third endpoint, "archive", whose receiver holds deliveries unanswered. */
     holding?: boolean;
+    /** While it returns true, every store call fails as an unreachable store's does. */
+    storeDown?: () => boolean;
   } = {},
 ): Promise<DashboardServer> {
   const now = clockInsideOneWindow(options.lagMs);
   const compiled = compileConfig(options.config ?? CONFIG);
   // With a registry, streams may be created and deleted at run time (`PUT`/`DELETE`).
-  const store = new MemoryStore({ now });
+  const memory = new MemoryStore({ now });
+  const storeDown = options.storeDown;
+  const store = storeDown
+    ? new Proxy(memory, {
+      get(target, property) {
+        const value = Reflect.get(target, property, target);
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          // Rejected, not thrown: the store's methods are async.
+          if (storeDown()) {
+            return Promise.reject(
+              new StoreUnavailableError("Redis is unavailable: connection refused"),
+            );
+          }
+          return value.apply(target, args);
+        };
+      },
+    })
+    : memory;
   const streams = options.registry ? new StreamRegistry(compiled, { now }) : compiled;
   const live = new LiveHub(streams, store, { pollMs: 50, updateIntervalMs: 100, now });
   const webhooks = new WebhookService({
@@ -1276,6 +1301,36 @@ browserTest(
       assert.deepEqual(headings, ["orders", "orders_per_minute"]);
       await page.close();
     } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "while the store is down the values shown are dimmed and said to be stale, and fresh again once it answers",
+  async (browser) => {
+    let down = false;
+    const server = await startServer({ storeDown: () => down });
+    try {
+      await backfill(server);
+      await server.send([{ country: "DE", amount: 1 }, { country: "DE", amount: 2 }]);
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, CURRENT, /DE\s*2/);
+      const opacity = () =>
+        page.evaluate(`Number(getComputedStyle(document.querySelector('${CURRENT}')).opacity)`);
+      assert.equal(await opacity(), 1);
+      assert.equal(await page.locator("#stale-note").isVisible(), false);
+      down = true;
+      await textMatching(page, "#stale-note", /store is unavailable.*may be stale/);
+      assert.ok((await opacity() as number) < 1);
+      // The values stay readable, as the last ones read.
+      await textMatching(page, CURRENT, /DE\s*2/);
+      down = false;
+      await page.locator("#stale-note").waitFor({ state: "hidden", timeout: 15_000 });
+      assert.equal(await opacity(), 1);
+    } finally {
+      down = false;
       await server.close();
     }
   },
