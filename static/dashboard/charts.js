@@ -6,19 +6,32 @@
  * @module
  */
 
-/** Line colours, in order; readable on the page's light background. */
-export const PALETTE = [
-  "#2563eb",
-  "#dc2626",
-  "#16a34a",
-  "#d97706",
-  "#7c3aed",
-  "#0891b2",
-  "#db2777",
-  "#4b5563",
-  "#65a30d",
-  "#9333ea",
-];
+/** How many line colours there are, in order: `--c0` … `--c9` in dashboard.css. */
+export const PALETTE_SIZE = 10;
+
+/** The system's dark colour scheme, which dashboard.css follows; charts are redrawn as it changes. */
+const DARK_SCHEME = globalThis.matchMedia("(prefers-color-scheme: dark)");
+
+/**
+ * The colours a chart draws with, read from dashboard.css's custom properties as the page's
+ * scheme (light or dark) sets them now: lines in order, axis text, grid and the partial shading.
+ */
+function chartColours() {
+  const style = globalThis.getComputedStyle(globalThis.document.documentElement);
+  const read = (name) => style.getPropertyValue(name).trim();
+  return {
+    lines: Array.from({ length: PALETTE_SIZE }, (_, i) => read(`--c${i}`)),
+    axis: read("--axis"),
+    grid: read("--grid"),
+    partial: read("--partial-fill"),
+  };
+}
+
+/** Calls `redraw` whenever the colour scheme changes; returns what stops it. */
+function followScheme(redraw) {
+  DARK_SCHEME.addEventListener("change", redraw);
+  return () => DARK_SCHEME.removeEventListener("change", redraw);
+}
 
 function widthOf(element) {
   return Math.max(120, Math.floor(element.clientWidth));
@@ -39,47 +52,55 @@ function followWidth(element, chart) {
  * name the series, `update(data)` takes `[times in seconds, series…]`, `destroy()` removes it.
  */
 export function sparkline(element, labels, { height = 56 } = {}) {
-  const chart = new globalThis.uPlot(
-    {
-      width: widthOf(element),
-      height,
-      legend: { show: false },
-      cursor: { show: false },
-      select: { show: false },
-      scales: {
-        x: { time: true },
-        // A little room below zero, so a line at rest stays visible.
-        y: { range: (_u, _min, max) => [-0.05 * Math.max(1, max), 1.1 * Math.max(1, max)] },
+  let chart = null;
+  let observer = null;
+  /** Makes the chart, in the scheme's colours, holding `data`. */
+  function build(data) {
+    observer?.disconnect();
+    chart?.destroy();
+    const { lines } = chartColours();
+    chart = new globalThis.uPlot(
+      {
+        width: widthOf(element),
+        height,
+        legend: { show: false },
+        cursor: { show: false },
+        select: { show: false },
+        scales: {
+          x: { time: true },
+          // A little room below zero, so a line at rest stays visible.
+          y: { range: (_u, _min, max) => [-0.05 * Math.max(1, max), 1.1 * Math.max(1, max)] },
+        },
+        axes: [{ show: false }, { show: false }],
+        series: [
+          {},
+          ...labels.map((label, i) => ({
+            label,
+            stroke: lines[i % PALETTE_SIZE],
+            width: 1.5,
+            points: { show: false },
+          })),
+        ],
       },
-      axes: [{ show: false }, { show: false }],
-      series: [
-        {},
-        ...labels.map((label, i) => ({
-          label,
-          stroke: PALETTE[i % PALETTE.length],
-          width: 1.5,
-          points: { show: false },
-        })),
-      ],
-    },
-    [[], ...labels.map(() => [])],
-    element,
-  );
-  const observer = followWidth(element, chart);
+      data,
+      element,
+    );
+    observer = followWidth(element, chart);
+  }
+  build([[], ...labels.map(() => [])]);
+  const unfollow = followScheme(() => build(chart.data));
   return {
     update(data) {
       chart.setData(data);
     },
-    /** Removes the chart and stops following its container's width. */
+    /** Removes the chart and stops following its container's width and the colour scheme. */
     destroy() {
+      unfollow();
       observer.disconnect();
       chart.destroy();
     },
   };
 }
-
-/** The fill behind a partial window (see {@linkcode groupChart}). */
-export const PARTIAL_FILL = "rgba(217, 119, 6, 0.16)";
 
 /**
  * A time-series chart whose lines (one per group) may change:
@@ -100,6 +121,7 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
   let observer = null;
   let shown = "";
   let partial = [];
+  let colours = chartColours();
 
   /** Shades the partial windows, a window wide around their points, behind the lines. */
   function shadePartial(u) {
@@ -107,7 +129,7 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
     if (partial.length > 0) {
       const { ctx, bbox } = u;
       ctx.save();
-      ctx.fillStyle = PARTIAL_FILL;
+      ctx.fillStyle = colours.partial;
       for (const start of partial) {
         const left = Math.max(bbox.left, u.valToPos(start - step / 2, "x", true));
         const right = Math.min(bbox.left + bbox.width, u.valToPos(start + step / 2, "x", true));
@@ -124,6 +146,12 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
   function build(labels, data) {
     observer?.disconnect();
     chart?.destroy();
+    colours = chartColours();
+    const axis = {
+      stroke: colours.axis,
+      grid: { stroke: colours.grid },
+      ticks: { stroke: colours.grid },
+    };
     chart = new globalThis.uPlot(
       {
         width: widthOf(element),
@@ -138,12 +166,12 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
           }],
           drawClear: [shadePartial],
         },
-        axes: [{}, { size: 60 }],
+        axes: [axis, { ...axis, size: 60 }],
         series: [
           { label: "window start" },
           ...labels.map((label, i) => ({
             label,
-            stroke: PALETTE[i % PALETTE.length],
+            stroke: colours.lines[i % PALETTE_SIZE],
             width: 2,
             points: { size: 5 },
             value: (_u, value) => value === null || value === undefined ? "—" : String(value),
@@ -158,14 +186,20 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
     shown = JSON.stringify(labels);
   }
 
+  // A scheme change redraws the lines, axes and legend in its colours.
+  const unfollow = followScheme(() => {
+    if (chart) build(JSON.parse(shown), chart.data);
+  });
+
   return {
     update({ labels, data, partial: starts = [] }) {
       partial = starts;
       if (!chart || JSON.stringify(labels) !== shown) build(labels, data);
       else chart.setData(data);
     },
-    /** Removes the chart and stops following its container's width. */
+    /** Removes the chart and stops following its container's width and the colour scheme. */
     destroy() {
+      unfollow();
       observer?.disconnect();
       chart?.destroy();
       chart = null;

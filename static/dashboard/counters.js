@@ -11,7 +11,7 @@
  * @module
  */
 import { api } from "./api.js";
-import { groupChart, PALETTE } from "./charts.js";
+import { groupChart, PALETTE_SIZE } from "./charts.js";
 import { clockTime, el, replaceChildren, userText } from "./dom.js";
 import {
   counterKey,
@@ -290,7 +290,7 @@ export class CountersView {
       return el(
         "li",
         {},
-        el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE.length}` : "cx"}` }),
+        el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE_SIZE}` : "cx"}` }),
         el("span", { class: "group" }, label),
         " ",
         ...partialMark(row),
@@ -304,7 +304,7 @@ export class CountersView {
       items.push(el(
         "li",
         { class: "others" },
-        el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE.length}` : "cx"}` }),
+        el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE_SIZE}` : "cx"}` }),
         el("span", { class: "group" }, `${OTHERS_LABEL} (${rest} more groups)`),
         " ",
         ...partialMark(others),

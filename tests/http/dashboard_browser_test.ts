@@ -25,6 +25,7 @@ import {
   MemoryStore,
   StoreUnavailableError,
 } from "../../src/store/mod.ts";
+import { axeViolations, describeViolations } from "../_axe.ts";
 import { browserTest } from "../_chromium.ts";
 import { KEYS } from "../_fixtures.ts";
 
@@ -1378,6 +1379,92 @@ browserTest(
       await page.goto(`${server.base}/`);
       await page.locator("#store-status.ok").waitFor();
       await textMatching(page, "#streams", /No streams yet.*PUT \/v1\/streams\/\{stream\}/);
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+/**
+ * The dashboard with data, an alert fired and webhook health shown, in `scheme`: what axe-core
+ * finds serious or critical, and the computed colours of its text against what lies behind it.
+ */
+async function dashboardIn(
+  browser: Browser,
+  server: DashboardServer,
+  scheme: "light" | "dark",
+): Promise<Page> {
+  const page = await browser.newPage({
+    viewport: { width: 1280, height: 900 },
+    colorScheme: scheme,
+  });
+  await page.goto(`${server.base}/`);
+  await page.locator('[data-live="orders"].ok').waitFor();
+  await page.locator("[data-webhook] .replay").nth(1).waitFor();
+  await page.locator(CHART_CANVAS).waitFor();
+  await page.locator("#store-status.ok").waitFor();
+  await server.send(Array.from({ length: 6 }, () => ({ country: "DE", amount: 20 })));
+  await page.locator('[data-alert="busy"]').waitFor();
+  await textMatching(page, CURRENT, /DE\s*6/);
+  return page;
+}
+
+for (const scheme of ["light", "dark"] as const) {
+  browserTest(
+    `the dashboard in a ${scheme} colour scheme has no serious or critical axe-core violation (contrast, names)`,
+    async (browser) => {
+      const server = await startServer();
+      try {
+        await backfill(server);
+        const page = await dashboardIn(browser, server, scheme);
+        const violations = await axeViolations(page);
+        assert.deepEqual(violations.map((v) => v.id), [], describeViolations(violations));
+      } finally {
+        await server.close();
+      }
+    },
+  );
+}
+
+/** The page's background, the first chart line's legend marker and its swatch, as computed. */
+function schemeColours(page: Page): Promise<{ page: string; marker: string; swatch: string }> {
+  return page.evaluate(`(() => {
+    const chart = document.querySelector('[data-counter="orders/orders_per_minute"]');
+    const marker = chart.querySelectorAll(".u-legend .u-series .u-marker")[1];
+    return {
+      page: getComputedStyle(document.documentElement).backgroundColor,
+      marker: getComputedStyle(marker).borderTopColor,
+      swatch: getComputedStyle(document.querySelector('${CURRENT} .swatch.c0')).backgroundColor,
+    };
+  })()`);
+}
+
+browserTest(
+  "the dashboard follows the system's dark colour scheme, charts included, and redraws when it changes",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const page = await dashboardIn(browser, server, "dark");
+      // dashboard.css's dark --bg and --c0 (a line and its swatch in the current window's list).
+      assert.deepEqual(await schemeColours(page), {
+        page: "rgb(2, 6, 23)",
+        marker: "rgb(96, 165, 250)",
+        swatch: "rgb(96, 165, 250)",
+      });
+      const pixels = await chartPixels(page);
+      await page.emulateMedia({ colorScheme: "light" });
+      await until(
+        "the chart's lines to take the light colours",
+        () => schemeColours(page),
+        (colours) => colours.marker === "rgb(37, 99, 235)",
+      );
+      assert.deepEqual(await schemeColours(page), {
+        page: "rgb(241, 245, 249)",
+        marker: "rgb(37, 99, 235)",
+        swatch: "rgb(37, 99, 235)",
+      });
+      assert.notEqual(await chartPixels(page), pixels);
     } finally {
       await server.close();
     }
