@@ -12,6 +12,7 @@ import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { serveApiDocument } from "./http/api_document.ts";
 import type { KeyRing } from "./http/auth.ts";
 import { type BodyLimits, DEFAULT_LIMITS, limitBody } from "./http/body.ts";
+import { apiCors } from "./http/cors.ts";
 import { registerDashboardRoutes } from "./http/dashboard_routes.ts";
 import { registerDefinitionRoutes } from "./http/definition_routes.ts";
 import { admitsListedOrigins, isIngestRequest } from "./http/browser.ts";
@@ -175,14 +176,21 @@ export function createApp(options: AppOptions): OpenAPIHono {
   app.use(limitBody({ timeoutMs: limits.bodyTimeoutMs }));
   // One value per query parameter: which of two a client meant cannot be told.
   app.use(singleQueryValues());
-  // A path served (API, pages), asked with another method, is a 405 naming the methods it takes.
+  // The methods of the routes serving a path (API, pages), or undefined when none does.
   let routes: ReturnType<typeof servedRoutes> | undefined;
-  app.notFound((c) => {
+  const methodsOf = (path: string) => {
     routes ??= servedRoutes(app);
-    const matched = routes.filter((route) => route.pattern.test({ pathname: c.req.path }));
-    const methods = matched.length === 0
+    const matched = routes.filter((route) => route.pattern.test({ pathname: path }));
+    return matched.length === 0
       ? undefined
       : [...new Set(matched.flatMap((route) => route.methods))].sort();
+  };
+  // Pages on other origins: preflights granted before any key is asked for, answers readable by
+  // the origins listed (ingest has its own, in its route).
+  app.use("/v1/*", apiCors({ listsOrigin: (origin) => originPolicy.lists(origin), methodsOf }));
+  // A path served, asked with another method, is a 405 naming the methods it takes.
+  app.notFound((c) => {
+    const methods = methodsOf(c.req.path);
     // OPTIONS asks what it takes (a CORS preflight of a route that allows none gets no grant).
     if (methods && c.req.method === "OPTIONS") {
       return c.body(null, 204, { Allow: methods.join(", ") });

@@ -45,6 +45,7 @@ import {
   type KeyRing,
   noteKeyInQuery,
   presentedKey,
+  rememberGrant,
   requireScopeForOtherMethods,
   scopeError,
   slotHolder,
@@ -741,6 +742,8 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
     });
     const denied = authorization.error ?? null;
     if (denied && !overSocket) throw denied;
+    // Its origins admit pages to read the stream (cors.ts).
+    if (authorization.grant) rememberGrant(c, authorization.grant);
     // Upgraded to be closed with the reason (browsers read no refused upgrade's status): the
     // request's log line still says why.
     if (denied) c.error = denied;

@@ -175,6 +175,11 @@ export class OriginPolicy {
     this.#origins = new Set((options.allowedOrigins ?? []).map(normalizeAllowedOrigin));
   }
 
+  /** Whether `origin` is one the settings list (`allowedOrigins`), as a browser sends it. */
+  lists(origin: string): boolean {
+    return this.#origins.has(origin);
+  }
+
   /** True when open mode answers the host name `name` (normalized, without port). */
   #hostAllowed(name: string): boolean {
     return isLoopbackName(name) || this.#hosts.has(name) ||

@@ -1,0 +1,85 @@
+/**
+ * CORS for the API (`/v1/…`) besides ingest, whose own rules are in `browser.ts`: which pages on
+ * other origins may read what the API answers them (`fetch`, a subscription read as a stream).
+ *
+ * **Preflight.** An `OPTIONS` of an API path with `Access-Control-Request-Method` answers 204 and
+ * grants whatever origin asks the path's methods and the request headers the API reads, before
+ * any key is asked for (a preflight never carries one) and whether the stream named exists or not:
+ * the request that follows decides. A path no route serves is not granted (its 404 as before).
+ *
+ * **Answers.** An answer carries `Access-Control-Allow-Origin` (and exposes the headers below) when
+ * the request's `Origin` is one `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key
+ * it presented list, or when it is an error answered before a key was granted (401, a key's 403):
+ * a page its key admits must read why it failed, and such an answer tells a page nothing a script
+ * with that key would not learn. A state-changing request from an origin the server does not list
+ * was refused `403 origin_not_allowed` already (`origin.ts`); that answer, and open mode's `421`,
+ * carry none.
+ *
+ * @module
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import { getPath } from "hono/utils/url";
+import { grantOfRequest } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import { upgradeAsksForWebSocket } from "./_header_list.ts";
+
+/** Request headers a page's API request may send. */
+export const API_ALLOWED_HEADERS =
+  "authorization, content-type, idempotency-key, if-match, if-none-match, last-event-id, x-request-id";
+
+/** Response headers a page may read from an API answer. */
+export const API_EXPOSED_HEADERS =
+  "ETag, Location, Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed, X-Request-Id";
+
+/** How long (s) a browser may reuse a preflight's answer. */
+const PREFLIGHT_MAX_AGE = 600;
+
+/** Paths whose CORS is their own: ingest (`browser.ts`) and the WebSocket ingest upgrade. */
+const OWN_CORS = /^\/v1\/streams\/[^/]+\/(events|ws)$/;
+
+/** Options of {@linkcode apiCors}. */
+export interface ApiCorsOptions {
+  /** Whether `EDGESTREAM_ALLOWED_ORIGINS` lists `origin` (see `OriginPolicy.lists`). */
+  listsOrigin(origin: string): boolean;
+  /** The methods the routes serving `path` take, or undefined when none serves it. */
+  methodsOf(path: string): readonly string[] | undefined;
+}
+
+/** Middleware of the API paths: answers preflights and adds CORS headers (see the module doc). */
+export function apiCors(options: ApiCorsOptions): MiddlewareHandler {
+  return async function (c, next) {
+    const origin = c.req.header("Origin");
+    if (origin === undefined || OWN_CORS.test(getPath(c.req.raw))) return await next();
+    if (c.req.method === "OPTIONS" && c.req.header("Access-Control-Request-Method")) {
+      const methods = options.methodsOf(c.req.path);
+      if (methods === undefined) return await next();
+      return c.body(null, 204, {
+        Allow: methods.join(", "),
+        Vary: "Origin",
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": methods.join(", "),
+        "Access-Control-Allow-Headers": API_ALLOWED_HEADERS,
+        "Access-Control-Max-Age": String(PREFLIGHT_MAX_AGE),
+      });
+    }
+    // A WebSocket is not read under CORS; its upgrade is judged by the origin policy alone.
+    if (upgradeAsksForWebSocket(c.req.header("Upgrade"))) return await next();
+    await next();
+    c.res.headers.append("Vary", "Origin");
+    if (admits(c, origin, options)) {
+      c.res.headers.set("Access-Control-Allow-Origin", origin);
+      c.res.headers.set("Access-Control-Expose-Headers", API_EXPOSED_HEADERS);
+    }
+  };
+}
+
+/** Whether the answer to `c`, from a page on `origin`, may be read by it. */
+function admits(c: Context, origin: string, options: ApiCorsOptions): boolean {
+  const error = c.error instanceof ApiError ? c.error : undefined;
+  if (error?.code === "host_not_allowed" || error?.code === "origin_not_allowed") return false;
+  if (options.listsOrigin(origin)) return true;
+  const grant = grantOfRequest(c);
+  if (grant?.origins?.has(origin)) return true;
+  // An error answered before a key was granted: the key's origins are not known.
+  return grant === undefined && (error?.status === 401 || error?.status === 403);
+}

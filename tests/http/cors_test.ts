@@ -1,0 +1,218 @@
+/** CORS for the API besides ingest (`src/http/cors.ts`): preflights, and who reads which answer. */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
+import { API_EXPOSED_HEADERS } from "../../src/http/cors.ts";
+import { MemoryStore } from "../../src/store/mod.ts";
+import { KEYS, NOW } from "../_fixtures.ts";
+
+const APP = "https://app.example";
+const STATUS = "https://status.example";
+const OTHER = "https://evil.example";
+const BASE = "http://edge.example";
+
+const CONFIG = {
+  streams: {
+    orders: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } },
+  },
+};
+
+async function setup(options: { open?: boolean } = {}) {
+  const now = () => NOW;
+  const keys = await KeyRing.parse(
+    options.open ? "" : `admin:${KEYS.admin},read:${KEYS.read}`,
+    { now },
+  );
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore({ now }),
+    keys,
+    now,
+    origins: { allowedOrigins: [APP] },
+  });
+  /** A read key whose `origins` list the status page. */
+  async function statusKey(): Promise<string> {
+    const res = await app.request(`${BASE}/v1/keys`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ scopes: ["read"], streams: ["orders"], origins: [STATUS] }),
+    });
+    assert.equal(res.status, 201, await res.clone().text());
+    return (await res.json()).key;
+  }
+  return { app, statusKey };
+}
+
+function from(origin: string, init: RequestInit & { key?: string } = {}): RequestInit {
+  const headers = new Headers(init.headers);
+  headers.set("Origin", origin);
+  if (init.key) headers.set("Authorization", `Bearer ${init.key}`);
+  return { ...init, headers };
+}
+
+Deno.test("a preflight of an API path grants any origin its methods and the API's headers, before any key and whether the stream exists", async () => {
+  const { app } = await setup();
+  for (const path of ["/v1/streams/orders/counters/n", "/v1/streams/nope/counters/n"]) {
+    const res = await app.request(`${BASE}${path}`, {
+      method: "OPTIONS",
+      headers: {
+        Origin: OTHER,
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+      },
+    });
+    assert.equal(res.status, 204, path);
+    assert.equal(res.headers.get("Access-Control-Allow-Origin"), OTHER);
+    assert.equal(res.headers.get("Access-Control-Allow-Methods"), "GET, HEAD");
+    assert.match(res.headers.get("Access-Control-Allow-Headers") ?? "", /\bauthorization\b/);
+    assert.match(res.headers.get("Access-Control-Allow-Headers") ?? "", /\blast-event-id\b/);
+    assert.equal(res.headers.get("Access-Control-Max-Age"), "600");
+    assert.match(res.headers.get("Vary") ?? "", /Origin/);
+  }
+  // A definition's path takes PUT and DELETE with If-Match.
+  const put = await app.request(`${BASE}/v1/streams/orders`, {
+    method: "OPTIONS",
+    headers: { Origin: APP, "Access-Control-Request-Method": "PUT" },
+  });
+  assert.equal(put.status, 204);
+  const methods = (put.headers.get("Access-Control-Allow-Methods") ?? "").split(", ");
+  assert.ok(methods.includes("PUT") && methods.includes("DELETE"), methods.join());
+  assert.match(put.headers.get("Access-Control-Allow-Headers") ?? "", /\bif-match\b/);
+  // No route: the 404 as before, no grant.
+  const none = await app.request(`${BASE}/v1/nothing/here`, {
+    method: "OPTIONS",
+    headers: { Origin: OTHER, "Access-Control-Request-Method": "GET" },
+  });
+  assert.equal(none.status, 404);
+  assert.equal(none.headers.get("Access-Control-Allow-Origin"), null);
+  // An OPTIONS that is no preflight still needs its key, as before.
+  const plain = await app.request(`${BASE}/v1/streams/orders/counters/n`, { method: "OPTIONS" });
+  assert.equal(plain.status, 401);
+});
+
+Deno.test("an origin EDGESTREAM_ALLOWED_ORIGINS lists reads API answers, errors included; another origin reads none", async () => {
+  const { app } = await setup();
+  const ok = await app.request(
+    `${BASE}/v1/streams/orders/counters/n`,
+    from(APP, { key: KEYS.read }),
+  );
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers.get("Access-Control-Allow-Origin"), APP);
+  assert.equal(ok.headers.get("Access-Control-Expose-Headers"), API_EXPOSED_HEADERS);
+  assert.match(ok.headers.get("Vary") ?? "", /Origin/);
+  const missing = await app.request(`${BASE}/v1/streams/nope`, from(APP, { key: KEYS.read }));
+  assert.equal(missing.status, 404);
+  assert.equal(missing.headers.get("Access-Control-Allow-Origin"), APP);
+  const other = await app.request(
+    `${BASE}/v1/streams/orders/counters/n`,
+    from(OTHER, { key: KEYS.read }),
+  );
+  assert.equal(other.status, 200);
+  assert.equal(other.headers.get("Access-Control-Allow-Origin"), null);
+  assert.match(other.headers.get("Vary") ?? "", /Origin/);
+  // A state change from a listed origin: made, and its answer readable (ETag, Location exposed).
+  const created = await app.request(`${BASE}/v1/streams/made`, {
+    ...from(APP, { key: KEYS.admin, headers: { "Content-Type": "application/json" } }),
+    method: "PUT",
+    body: JSON.stringify(CONFIG.streams.orders),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  assert.equal(created.headers.get("Access-Control-Allow-Origin"), APP);
+  assert.ok(created.headers.get("ETag"));
+  // From an origin not listed: refused before anything changes, and unreadable.
+  const refused = await app.request(`${BASE}/v1/streams/made2`, {
+    ...from(OTHER, { key: KEYS.admin, headers: { "Content-Type": "application/json" } }),
+    method: "PUT",
+    body: JSON.stringify(CONFIG.streams.orders),
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.headers.get("Access-Control-Allow-Origin"), null);
+  const after = await app.request(`${BASE}/v1/streams/made2`, {
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(after.status, 404);
+});
+
+Deno.test("a key's origins let their pages read what that key reads, the subscription too; other keys' pages read nothing", async () => {
+  const { app, statusKey } = await setup();
+  const key = await statusKey();
+  const counter = await app.request(
+    `${BASE}/v1/streams/orders/counters/n/current`,
+    from(STATUS, { key }),
+  );
+  assert.equal(counter.status, 200);
+  assert.equal(counter.headers.get("Access-Control-Allow-Origin"), STATUS);
+  // The same page with a key that lists no origin.
+  const unlisted = await app.request(
+    `${BASE}/v1/streams/orders/counters/n/current`,
+    from(STATUS, { key: KEYS.read }),
+  );
+  assert.equal(unlisted.status, 200);
+  assert.equal(unlisted.headers.get("Access-Control-Allow-Origin"), null);
+  // The key from a page its origins do not list.
+  const elsewhere = await app.request(
+    `${BASE}/v1/streams/orders/counters/n/current`,
+    from(OTHER, { key }),
+  );
+  assert.equal(elsewhere.headers.get("Access-Control-Allow-Origin"), null);
+  // The live subscription as a stream of events (SSE).
+  const controller = new AbortController();
+  const sse = await app.request(`${BASE}/v1/streams/orders/subscribe`, {
+    ...from(STATUS, { key, headers: { Accept: "text/event-stream" } }),
+    signal: controller.signal,
+  });
+  assert.equal(sse.status, 200);
+  assert.equal(sse.headers.get("Access-Control-Allow-Origin"), STATUS);
+  assert.equal(sse.headers.get("Content-Type")?.startsWith("text/event-stream"), true);
+  controller.abort();
+  await sse.body?.cancel().catch(() => {});
+});
+
+Deno.test("errors answered before a key is granted are readable by any page, so it can tell why; 421 and a refused origin are not", async () => {
+  const { app } = await setup();
+  const none = await app.request(`${BASE}/v1/streams/orders/counters/n`, from(OTHER));
+  assert.equal(none.status, 401);
+  assert.equal(none.headers.get("Access-Control-Allow-Origin"), OTHER);
+  const wrong = await app.request(
+    `${BASE}/v1/streams/orders/counters/n`,
+    from(OTHER, { key: "not-a-key-0123456789" }),
+  );
+  assert.equal(wrong.status, 401);
+  assert.equal(wrong.headers.get("Access-Control-Allow-Origin"), OTHER);
+  const sse = await app.request(`${BASE}/v1/streams/orders/subscribe`, {
+    ...from(OTHER, { headers: { Accept: "text/event-stream" } }),
+  });
+  assert.equal(sse.status, 401);
+  assert.equal(sse.headers.get("Access-Control-Allow-Origin"), OTHER);
+  // Open mode answers loopback names only: another Host is 421, unreadable.
+  const open = await setup({ open: true });
+  const host = await open.app.request(`${BASE}/v1/streams/orders/counters/n`, from(OTHER));
+  assert.equal(host.status, 421);
+  assert.equal(host.headers.get("Access-Control-Allow-Origin"), null);
+  const local = await open.app.request(
+    "http://localhost/v1/streams/orders/counters/n",
+    from(APP),
+  );
+  assert.equal(local.status, 200);
+  assert.equal(local.headers.get("Access-Control-Allow-Origin"), APP);
+  const unlisted = await open.app.request(
+    "http://localhost/v1/streams/orders/counters/n",
+    from(OTHER),
+  );
+  assert.equal(unlisted.headers.get("Access-Control-Allow-Origin"), null);
+});
+
+Deno.test("ingest keeps its own CORS: its preflight and answers are as before", async () => {
+  const { app } = await setup();
+  const pre = await app.request(`${BASE}/v1/streams/orders/events`, {
+    method: "OPTIONS",
+    headers: { Origin: OTHER, "Access-Control-Request-Method": "POST" },
+  });
+  assert.equal(pre.status, 204);
+  assert.equal(pre.headers.get("Access-Control-Allow-Methods"), "POST");
+  assert.equal(
+    pre.headers.get("Access-Control-Allow-Headers"),
+    "authorization, content-type, idempotency-key, x-request-id",
+  );
+});
