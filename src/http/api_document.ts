@@ -147,8 +147,13 @@ function withRequestIds(app: OpenAPIHono): Json {
           content: { [JSON_TYPE]: { schema: { $ref: "#/components/schemas/Error" } } },
         };
       }
-      // Ingest answers a page an admitted origin, whatever the status (`browser.ts`).
-      const cors = path === INGEST_PATH && method === "post" ? INGEST_CORS_HEADERS : {};
+      // Ingest answers a page an admitted origin, whatever the status (`browser.ts`); the rest of
+      // the API, but the WebSocket ingest, an origin listed or the key's (`cors.ts`).
+      const cors = path === INGEST_PATH && method === "post"
+        ? INGEST_CORS_HEADERS
+        : path.startsWith("/v1/") && path !== INGEST_SOCKET_PATH
+        ? API_CORS_HEADERS
+        : {};
       for (const response of Object.values<Json>(operation?.responses ?? {})) {
         response.headers = { ...response.headers, ...cors, ...EVERY_ANSWER_HEADERS };
       }
@@ -209,6 +214,15 @@ const INGEST_CORS_HEADERS = {
   Vary: {
     ...RESPONSE_HEADERS.Vary,
     description: "`Origin` on an answer to a request that sent one",
+  },
+};
+const INGEST_SOCKET_PATH = "/v1/streams/{stream}/ws";
+const API_CORS_HEADERS = {
+  ...INGEST_CORS_HEADERS,
+  "Access-Control-Allow-Origin": {
+    ...RESPONSE_HEADERS["Access-Control-Allow-Origin"],
+    description:
+      "To a page whose `Origin` `EDGESTREAM_ALLOWED_ORIGINS` or the key's `origins` list (CORS), and on a `401` or a key's `403` to any page: that origin",
   },
 };
 

@@ -309,6 +309,13 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     await check("GET", "/v1/streams", "/v1/streams", { key: READ_KEY });
     await check("GET", "/v1/streams/{stream}", "/v1/streams/orders", { key: READ_KEY });
     await check("GET", "/v1/streams/{stream}", "/v1/streams/nope", { key: READ_KEY });
+    // From a page on another origin: a 401 any page reads (CORS headers), the rest none.
+    for (const key of [null, READ_KEY]) {
+      await check("GET", "/v1/streams/{stream}", "/v1/streams/orders", {
+        key,
+        headers: { Origin: "https://status.example" },
+      });
+    }
     const windows = "/v1/streams/{stream}/counters/{counter}";
     const current = `${windows}/current`;
     for (const counter of ["per_minute", "amount", "latency", "users", "visits"]) {
