@@ -171,11 +171,6 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // Ingest's Origin verdict waits for its key, whose origins may admit it.
   const originPolicy = new OriginPolicy({ open: keys.open, ...options.origins });
   app.use(originGuard(originPolicy, { defer: admitsListedOrigins }));
-  // Ingest reads its own body, with its own limits; every other body is read by its route, within
-  // 1 MiB (413 here already when its Content-Length says more) and the body time limit.
-  app.use(limitBody({ timeoutMs: limits.bodyTimeoutMs }));
-  // One value per query parameter: which of two a client meant cannot be told.
-  app.use(singleQueryValues());
   // The methods of the routes serving a path (API, pages), or undefined when none does.
   let routes: ReturnType<typeof servedRoutes> | undefined;
   const methodsOf = (path: string) => {
@@ -186,8 +181,13 @@ export function createApp(options: AppOptions): OpenAPIHono {
       : [...new Set(matched.flatMap((route) => route.methods))].sort();
   };
   // Pages on other origins: preflights granted before any key is asked for, answers readable by
-  // the origins listed (ingest has its own, in its route).
+  // the origins listed (ingest has its own, in its route); the errors of the middleware below too.
   app.use("/v1/*", apiCors({ listsOrigin: (origin) => originPolicy.lists(origin), methodsOf }));
+  // Ingest reads its own body, with its own limits; every other body is read by its route, within
+  // 1 MiB (413 here already when its Content-Length says more) and the body time limit.
+  app.use(limitBody({ timeoutMs: limits.bodyTimeoutMs }));
+  // One value per query parameter: which of two a client meant cannot be told.
+  app.use(singleQueryValues());
   // A path served, asked with another method, is a 405 naming the methods it takes.
   app.notFound((c) => {
     const methods = methodsOf(c.req.path);

@@ -550,7 +550,8 @@ export function requireScope(
  * Middleware for a path whose routes check their key themselves (ingest, the
  * WebSocket and subscription routes): a method they do not take needs the
  * key `scope` needs before its 405 (or an `OPTIONS` its 204) tells which
- * methods the path takes, as on every other route.
+ * methods the path takes, as on every other route (a CORS preflight, which
+ * carries no key, is answered before: `cors.ts`).
  */
 export function requireScopeForOtherMethods(
   keys: KeyRing,

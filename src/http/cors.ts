@@ -9,9 +9,10 @@
  *
  * **Answers.** An answer carries `Access-Control-Allow-Origin` (and exposes the headers below) when
  * the request's `Origin` is one `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key
- * it presented list, or when it is an error answered before a key was granted (401, a key's 403):
- * a page its key admits must read why it failed, and such an answer tells a page nothing a script
- * with that key would not learn. A state-changing request from an origin the server does not list
+ * it presented list, or when it is an error answered before a key was granted (a repeated query
+ * parameter's 400, 401, a key's 403, a 503 when the key could not be looked up): a page
+ * its key admits must read why it failed, and such an answer tells a page nothing a script with
+ * that key would not learn. A state-changing request from an origin the server does not list
  * was refused `403 origin_not_allowed` already (`origin.ts`); that answer, and open mode's `421`,
  * carry none.
  *
@@ -30,6 +31,13 @@ export const API_ALLOWED_HEADERS =
 /** Response headers a page may read from an API answer. */
 export const API_EXPOSED_HEADERS =
   "ETag, Location, Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed, X-Request-Id";
+
+/**
+ * Errors answered before a key is granted, which any page may read: a repeated query parameter
+ * (400 `invalid_query`), the key refused (401, 403) or not looked up (503). (A body too large or
+ * too slow comes only with a method the origin policy refused already from other origins.)
+ */
+const BEFORE_A_KEY = new Set([400, 401, 403, 503]);
 
 /** How long (s) a browser may reuse a preflight's answer. */
 const PREFLIGHT_MAX_AGE = 600;
@@ -81,5 +89,8 @@ function admits(c: Context, origin: string, options: ApiCorsOptions): boolean {
   const grant = grantOfRequest(c);
   if (grant?.origins?.has(origin)) return true;
   // An error answered before a key was granted: the key's origins are not known.
-  return grant === undefined && (error?.status === 401 || error?.status === 403);
+  // (A store that could not be asked is no ApiError: its answer's status tells.)
+  const status = c.res.status;
+  return grant === undefined && c.error !== undefined && BEFORE_A_KEY.has(status) &&
+    (status !== 400 || error?.code === "invalid_query");
 }

@@ -55,8 +55,9 @@ export interface OriginSettings {
    */
   allowedHosts?: readonly string[];
   /**
-   * Origins besides the server's own that may send state-changing requests
-   * and open WebSockets: `scheme://host[:port]`, e.g. `https://app.example.com`.
+   * Origins besides the server's own that may send state-changing requests,
+   * open WebSockets and read the API's answers (CORS, `cors.ts`):
+   * `scheme://host[:port]`, e.g. `https://app.example.com`.
    * @default {[]}
    */
   allowedOrigins?: readonly string[];

@@ -4,7 +4,7 @@ import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { API_EXPOSED_HEADERS } from "../../src/http/cors.ts";
-import { MemoryStore } from "../../src/store/mod.ts";
+import { MemoryKeyStore, MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
 import { KEYS, NOW } from "../_fixtures.ts";
 
 const APP = "https://app.example";
@@ -215,4 +215,39 @@ Deno.test("ingest keeps its own CORS: its preflight and answers are as before", 
     pre.headers.get("Access-Control-Allow-Headers"),
     "authorization, content-type, idempotency-key, x-request-id",
   );
+});
+
+Deno.test("the other errors answered before a key is granted are readable too: a repeated query, a key not looked up; a later error is not", async () => {
+  const { app } = await setup();
+  const twice = await app.request(
+    `${BASE}/v1/streams/orders/counters/n?limit=1&limit=2`,
+    from(OTHER, { key: KEYS.read }),
+  );
+  assert.equal(twice.status, 400);
+  assert.equal((await twice.json()).error.code, "invalid_query");
+  assert.equal(twice.headers.get("Access-Control-Allow-Origin"), OTHER);
+  // A 400 of the route itself, once the key is granted: only the origins admitted read it.
+  const bad = await app.request(
+    `${BASE}/v1/streams/orders/counters/n?limit=nope`,
+    from(OTHER, { key: KEYS.read }),
+  );
+  assert.equal(bad.status, 400);
+  assert.equal(bad.headers.get("Access-Control-Allow-Origin"), null);
+
+  class DownKeyStore extends MemoryKeyStore {
+    override keyByHash(): Promise<never> {
+      return Promise.reject(new StoreUnavailableError("Redis did not answer keyByHash"));
+    }
+  }
+  const down = createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(`admin:${KEYS.admin}`, { store: new DownKeyStore() }),
+  });
+  const unknown = await down.request(
+    `${BASE}/v1/streams/orders/counters/n`,
+    from(STATUS, { key: "sk_runtimeKeyRuntimeKey0123456789" }),
+  );
+  assert.equal(unknown.status, 503);
+  assert.equal(unknown.headers.get("Access-Control-Allow-Origin"), STATUS);
 });
