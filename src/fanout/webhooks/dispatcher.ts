@@ -72,6 +72,25 @@ function deliveryBytes(deliveries: readonly NewDelivery[]): number {
   return bytes;
 }
 
+/** `deliveries` in order, cut into shares of at most `bytes` each (one delivery at least). */
+function sharesOf(deliveries: readonly NewDelivery[], bytes: number): NewDelivery[][] {
+  const shares: NewDelivery[][] = [];
+  let share: NewDelivery[] = [];
+  let size = 0;
+  for (const delivery of deliveries) {
+    const own = deliveryBytes([delivery]);
+    if (share.length > 0 && size + own > bytes) {
+      shares.push(share);
+      share = [];
+      size = 0;
+    }
+    share.push(delivery);
+    size += own;
+  }
+  if (share.length > 0) shares.push(share);
+  return shares;
+}
+
 /** Options for {@linkcode Dispatcher.dispatch}. */
 export interface DispatchOptions {
   /**
@@ -335,6 +354,27 @@ export class Dispatcher {
           deliveries = this.deliveriesFor(plan, listed);
           cut = true;
         }
+        // One entry whose deliveries (one per endpoint, or per batch) are still too large for one
+        // store call: all but the last share are created first, in calls small enough. Their ids
+        // are the entry's and the endpoint's, so a dispatch cut off in between creates none twice.
+        if (plan.entries.length === 1 && deliveryBytes(deliveries) > this.#pageBytes) {
+          const shares = sharesOf(deliveries, this.#pageBytes);
+          let share: NewDelivery[] = [];
+          try {
+            for (share of shares.slice(0, -1)) {
+              const made = await this.#deliveries.createDeliveries(share);
+              created += made;
+              if (made > 0) options.onStored?.(made, 0);
+            }
+          } catch (error) {
+            // A share of one delivery refused: no call can carry it.
+            if (!(error instanceof StoreRequestTooLargeError) || share.length <= 1) throw error;
+            this.#pageBytes = Math.min(this.#pageBytes, Math.floor(deliveryBytes(share) / 2));
+            this.#warnTooLarge(stream.name, plan.entries.length);
+            continue;
+          }
+          deliveries = shares.at(-1)!;
+        }
         const last = state.planEnd === null && !cut && entries.length < this.#pageSize;
         const reserved = deliveries.length > 0
           ? options.claims?.reserve(deliveries.length) ?? null
@@ -351,16 +391,12 @@ export class Dispatcher {
         } catch (error) {
           // Refused whole, nothing stored: the same page would be refused at every dispatch, so
           // pages are made smaller (as long as this one has entries to spare) and it goes again.
-          if (
-            !(error instanceof StoreRequestTooLargeError) || state.planEnd !== null ||
-            plan.entries.length <= 1 || deliveries.length === 0
-          ) throw error;
+          // (One entry's deliveries are then created in shares: above.)
+          const smaller = (state.planEnd === null && plan.entries.length > 1) ||
+            (plan.entries.length === 1 && deliveries.length > 1);
+          if (!(error instanceof StoreRequestTooLargeError) || !smaller) throw error;
           this.#pageBytes = Math.min(this.#pageBytes, Math.floor(deliveryBytes(deliveries) / 2));
-          logger.warn(
-            "The store refused a webhook dispatch page of {entries} results of stream {stream} " +
-              "as too large: pages now carry at most {bytes} bytes of deliveries",
-            { stream: stream.name, entries: plan.entries.length, bytes: this.#pageBytes },
-          );
+          this.#warnTooLarge(stream.name, plan.entries.length);
           continue;
         } finally {
           if (reserved !== null) options.claims!.take(reserved, result?.claims ?? []);
@@ -407,6 +443,14 @@ export class Dispatcher {
     }
     if (toEnd) this.#done.set(stream.name, through);
     return created;
+  }
+
+  #warnTooLarge(stream: string, entries: number): void {
+    logger.warn(
+      "The store refused a webhook dispatch page of {entries} results of stream {stream} " +
+        "as too large: pages now carry at most {bytes} bytes of deliveries",
+      { stream, entries, bytes: this.#pageBytes },
+    );
   }
 
   /** How many streams this dispatcher keeps state for (for tests and monitoring). */
