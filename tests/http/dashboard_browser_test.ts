@@ -1426,6 +1426,34 @@ for (const scheme of ["light", "dark"] as const) {
   );
 }
 
+browserTest(
+  "at desktop width the webhooks table's column names stay whole, with a failing endpoint's notes beside them",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const page = await dashboardIn(browser, server, "light");
+      await page.locator("[data-webhook]", { hasText: "HTTP 500" }).waitFor({ timeout: 20_000 });
+      await page.locator(".webhooks .note", { hasText: "first tried" }).waitFor();
+      for (const width of [1280, 1024, 700]) {
+        await page.setViewportSize({ width, height: 900 });
+        // One box per line the name takes: a name broken over two has two.
+        const heads = await page.evaluate(`[...document.querySelectorAll(".webhooks th")]
+          .map((th) => {
+            const range = document.createRange();
+            range.selectNodeContents(th);
+            return [th.textContent, range.getClientRects().length === 1];
+          })`) as [string, boolean][];
+        assert.ok(heads.length >= 5, JSON.stringify(heads));
+        const broken = heads.filter(([, whole]) => !whole).map(([name]) => name);
+        assert.deepEqual(broken, [], `at ${width} px`);
+      }
+    } finally {
+      await server.close();
+    }
+  },
+);
+
 /** The page's background, the first chart line's legend marker and its swatch, as computed. */
 function schemeColours(page: Page): Promise<{ page: string; marker: string; swatch: string }> {
   return page.evaluate(`(() => {
