@@ -23,6 +23,10 @@
  * burst) is sent again split into batches of that many, and one answered
  * `413 payload_too_large` (a body over the server's 1 MiB) in halves; other
  * refusals are dropped with a console warning.
+ *
+ * `subscribe(stream, {key, onMessage})` follows a stream's live results from a
+ * page, with a read key whose `origins` list it, resuming after a dropped
+ * connection where it was (see {@linkcode subscribe}).
  */
 
 /** A random id: `crypto.randomUUID` exists only in secure contexts. */
@@ -401,4 +405,132 @@ export function track(stream, event) {
 /** Sends what waits now (see the tracker's `flush()`). */
 export function flush() {
   return tracker ? tracker.flush() : Promise.resolve({ held: 0 });
+}
+
+/**
+ * Reads Server-Sent Events from text chunks as they arrive: `push` returns the events a chunk
+ * completed, `{event, data, id}` (`id` null when the event had none).
+ */
+function sseReader() {
+  let buffer = "";
+  let event = "";
+  let data = [];
+  let id = null;
+  return (chunk) => {
+    buffer += chunk;
+    const events = [];
+    for (;;) {
+      const match = /\r\n|\r|\n/.exec(buffer);
+      // A lone "\r" at the end may be the first half of "\r\n": wait for more.
+      if (!match || (match[0] === "\r" && match.index === buffer.length - 1)) break;
+      const line = buffer.slice(0, match.index);
+      buffer = buffer.slice(match.index + match[0].length);
+      if (line === "") {
+        if (data.length > 0) events.push({ event: event || "message", data: data.join("\n"), id });
+        event = "";
+        data = [];
+        id = null;
+        continue;
+      }
+      if (line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") event = value;
+      else if (field === "data") data.push(value);
+      else if (field === "id") id = value;
+    }
+    return events;
+  };
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
+
+/**
+ * Follows a stream's live results from a page (`GET /v1/streams/{stream}/subscribe` as
+ * Server-Sent Events, read with `fetch` so the key goes in `Authorization`, not in the URL):
+ * `onMessage(message)` gets each message in order, `subscribed` first (again at every
+ * reconnection), then the results. A connection that ends or fails (the network, a server that
+ * stops: its `closed` message is passed on too) is opened again after `retryBaseMs` (1000),
+ * doubling up to `maxRetryMs` (30,000), or after `Retry-After`, resuming after the last result
+ * received (`?after=`), so while the server's result log still holds them none is missed or seen
+ * twice (`subscribed` says `"resumed": false` when it could not: read the counters again). An
+ * answer that retrying cannot change (400, 401, 403, 404, 406) stops it. `onError(error)` hears of
+ * every failure (`error.status` and `error.code` for an error answer). Options: `key` (a read key
+ * whose `origins` list the page; none in open mode), `endpoint` (the origin this module came from
+ * by default), `types` (an array), `counter`, `filter`. Returns `{close()}`.
+ */
+export function subscribe(stream, options = {}) {
+  const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
+  const retryBaseMs = options.retryBaseMs ?? 1000;
+  const maxRetryMs = options.maxRetryMs ?? 30_000;
+  const stop = new AbortController();
+  const signal = stop.signal;
+  /** The id of the last message with one: where a new connection resumes. */
+  let after = null;
+  (async () => {
+    let delay = retryBaseMs;
+    while (!signal.aborted) {
+      let wait = delay;
+      try {
+        const query = new URLSearchParams();
+        if (options.types) query.set("types", options.types.join(","));
+        if (options.counter) query.set("counter", options.counter);
+        if (options.filter) query.set("filter", options.filter);
+        if (after) query.set("after", after);
+        const headers = { Accept: "text/event-stream" };
+        if (options.key) headers.Authorization = `Bearer ${options.key}`;
+        const url = `${endpoint}/v1/streams/${encodeURIComponent(stream)}/subscribe?${query}`;
+        const res = await fetch(url, { headers, cache: "no-store", signal });
+        if (!res.ok) {
+          const body = await errorOf(res);
+          const error = new Error(
+            `edgestream: subscribing to '${stream}' answered ${res.status}: ${
+              body?.message ?? res.statusText
+            }`,
+          );
+          error.status = res.status;
+          error.code = body?.code;
+          options.onError?.(error);
+          if ([400, 401, 403, 404, 406].includes(res.status)) return;
+          const retryAfter = Number(res.headers.get("Retry-After"));
+          if (retryAfter > 0) wait = retryAfter * 1000;
+        } else {
+          delay = retryBaseMs;
+          wait = delay;
+          const read = sseReader();
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            for (const event of read(value)) {
+              if (event.id) after = event.id;
+              options.onMessage?.(JSON.parse(event.data));
+            }
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        options.onError?.(error);
+      }
+      await pause(wait, signal);
+      delay = Math.min(delay * 2, maxRetryMs);
+    }
+  })();
+  return {
+    /** Ends the subscription: no more messages, no reconnection. */
+    close() {
+      stop.abort();
+    },
+  };
 }

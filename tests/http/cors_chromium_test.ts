@@ -134,3 +134,189 @@ browserTest(
     }
   },
 );
+
+/**
+ * A server whose stream closes windows by event time, and whose subscriptions (SSE) can be cut
+ * and, while `down`, refused with 503 as a restarting server's are; `subscribes` lists the URLs of
+ * the subscription requests it got.
+ */
+async function resumableSetup() {
+  const app = createApp({
+    streams: compileConfig({
+      streams: {
+        orders: {
+          time: { field: "ts", lateness: "0s" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    }),
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(`admin:${KEYS.admin}`),
+  });
+  const cuts = new Set<AbortController>();
+  const subscribes: string[] = [];
+  let down = false;
+  const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+    if (new URL(request.url).pathname.endsWith("/subscribe") && request.method === "GET") {
+      subscribes.push(request.url);
+      if (down) {
+        return new Response(JSON.stringify({ error: { code: "shutting_down", message: "down" } }), {
+          status: 503,
+          headers: {
+            "Content-Type": "application/json",
+            "Retry-After": "1",
+            "Access-Control-Allow-Origin": request.headers.get("Origin") ?? "*",
+          },
+        });
+      }
+    }
+    const res = await app.fetch(request);
+    if (!res.headers.get("Content-Type")?.startsWith("text/event-stream") || !res.body) return res;
+    const cut = new AbortController();
+    cuts.add(cut);
+    const { readable, writable } = new TransformStream();
+    // Cut: the answer ends there (the server's side is cancelled), as a dropped proxy's would.
+    res.body.pipeTo(writable, { signal: cut.signal, preventAbort: true })
+      .catch(() => writable.close().catch(() => {}));
+    return new Response(readable, res);
+  });
+  const pages = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () =>
+      new Response("<!doctype html><title>status</title>", {
+        headers: { "Content-Type": "text/html" },
+      }),
+  );
+  const listed = `http://localhost:${pages.addr.port}`;
+  const res = await app.request("/v1/keys", {
+    method: "POST",
+    headers: { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ scopes: ["read"], streams: ["orders"], origins: [listed] }),
+  });
+  const { key } = await res.json();
+  const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
+  return {
+    api: `http://127.0.0.1:${api.addr.port}`,
+    listed,
+    key: key as string,
+    subscribes,
+    /** Cuts every open subscription, refusing new ones while `refuse` holds. */
+    cut(refuse: boolean) {
+      down = refuse;
+      for (const cut of cuts) cut.abort();
+      cuts.clear();
+    },
+    up() {
+      down = false;
+    },
+    /** Closes a window by event time: two events two minutes apart, then a sweep. */
+    async closeWindow(startMs: number) {
+      const sent = await app.request("/v1/streams/orders/events", {
+        method: "POST",
+        headers: admin,
+        body: JSON.stringify([{ ts: startMs + 1_000 }, { ts: startMs + 120_000 }]),
+      });
+      assert.equal(sent.status, 202);
+      const swept = await app.request("/v1/admin/sweep", { method: "POST", headers: admin });
+      assert.equal(swept.status, 200);
+    },
+    async close() {
+      await pages.shutdown();
+      await api.shutdown();
+    },
+  };
+}
+
+async function pageValue<T>(page: Page, expression: string, ok: (value: T) => boolean): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const value = await page.evaluate(expression) as T;
+    if (ok(value)) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out: ${expression} is ${JSON.stringify(value)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+browserTest(
+  "/sdk.js subscribe() on a page of the key's origin follows results, and after a cut connection and a 503 resumes where it was, missing none and repeating none",
+  async (browser) => {
+    const s = await resumableSetup();
+    const page = await open(browser, s.listed);
+    try {
+      await page.evaluate(`(async () => {
+        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+        globalThis.got = [];
+        globalThis.errors = [];
+        globalThis.live = subscribe("orders", {
+          key: ${JSON.stringify(s.key)},
+          endpoint: ${JSON.stringify(s.api)},
+          types: ["window.closed"],
+          retryBaseMs: 200,
+          onMessage: (message) => got.push(message),
+          onError: (error) => errors.push(error.status ?? error.name),
+        });
+      })()`);
+      const minute = Math.floor(Date.now() / 60_000) * 60_000 - 30 * 60_000;
+      const at = (minutes: number) => new Date(minute + minutes * 60_000).toISOString();
+      await pageValue<number>(page, "got.length", (n) => n === 1);
+      // Closes the window at `minute` (its second event opens the one 2 minutes on).
+      await s.closeWindow(minute);
+      await pageValue<number>(page, "got.length", (n) => n === 2);
+      // Cut, refused meanwhile (503, Retry-After: 1), and windows close before it is back.
+      s.cut(true);
+      await pageValue<unknown[]>(page, "errors", (errors) => errors.includes(503));
+      await s.closeWindow(minute + 10 * 60_000);
+      s.up();
+      const got = await pageValue<Array<Record<string, unknown>>>(
+        page,
+        "got",
+        (messages) => messages.length >= 5,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await page.evaluate("got.length"), 5, "nothing twice");
+      assert.deepEqual(
+        got.map((message) =>
+          message.type === "window.closed"
+            ? (message.data as { start: string }).start
+            : `${message.type}${message.resumed ? " resumed" : ""}`
+        ),
+        ["subscribed", at(0), "subscribed resumed", at(2), at(10)],
+      );
+      // The reconnection asked for what followed the last result received.
+      assert.match(s.subscribes.at(-1) ?? "", /[?&]after=\d+-\d+/);
+      await page.evaluate("live.close()");
+    } finally {
+      await page.close();
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js subscribe() with a key the server refuses tells onError once and stops",
+  async (browser) => {
+    const s = await resumableSetup();
+    const page = await open(browser, s.listed);
+    try {
+      await page.evaluate(`(async () => {
+        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+        globalThis.errors = [];
+        subscribe("orders", {
+          key: "sk_notAKeyNotAKeyNotAKey0123",
+          endpoint: ${JSON.stringify(s.api)},
+          retryBaseMs: 50,
+          onError: (error) => errors.push([error.status, error.code]),
+        });
+      })()`);
+      await pageValue<unknown[]>(page, "errors", (errors) => errors.length > 0);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.deepEqual(await page.evaluate("errors"), [[401, "unauthorized"]]);
+      assert.equal(s.subscribes.length, 1);
+    } finally {
+      await page.close();
+      await s.close();
+    }
+  },
+);
