@@ -448,12 +448,19 @@ function sseReader() {
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function pause(ms, signal) {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
+    const done = () => {
       clearTimeout(timer);
+      signal.removeEventListener("abort", done);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
   });
+}
+
+/** Whether an error answer to a subscription may change when asked again. */
+function retryable(status) {
+  return status >= 500 || status === 408 || status === 429;
 }
 
 /**
@@ -464,11 +471,13 @@ function pause(ms, signal) {
  * stops: its `closed` message is passed on too) is opened again after `retryBaseMs` (1000),
  * doubling up to `maxRetryMs` (30,000), or after `Retry-After`, resuming after the last result
  * received (`?after=`), so while the server's result log still holds them none is missed or seen
- * twice (`subscribed` says `"resumed": false` when it could not: read the counters again). An
- * answer that retrying cannot change (400, 401, 403, 404, 406) stops it. `onError(error)` hears of
- * every failure (`error.status` and `error.code` for an error answer). Options: `key` (a read key
+ * twice (`subscribed` says `"resumed": false` when it could not: read the counters again). The
+ * back-off starts again once a result arrives. An error answer other than 408, 429 and 5xx stops it
+ * (a retry cannot change it). `onError(error)` hears of every failure and end (`error.status` and
+ * `error.code` for an error answer). Options: `key` (a read key
  * whose `origins` list the page; none in open mode), `endpoint` (the origin this module came from
- * by default), `types` (an array), `counter`, `filter`. Returns `{close()}`.
+ * by default), `types` (an array), `counter`, `filter`, `onMessage`, `onError`, `retryBaseMs`,
+ * `maxRetryMs`. Returns `{close()}`.
  */
 export function subscribe(stream, options = {}) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
@@ -482,6 +491,10 @@ export function subscribe(stream, options = {}) {
     let delay = retryBaseMs;
     while (!signal.aborted) {
       let wait = delay;
+      // This connection's own: whatever ends it (a throwing onMessage too) closes it.
+      const attempt = new AbortController();
+      const abort = () => attempt.abort();
+      signal.addEventListener("abort", abort, { once: true });
       try {
         const query = new URLSearchParams();
         if (options.types) query.set("types", options.types.join(","));
@@ -491,7 +504,7 @@ export function subscribe(stream, options = {}) {
         const headers = { Accept: "text/event-stream" };
         if (options.key) headers.Authorization = `Bearer ${options.key}`;
         const url = `${endpoint}/v1/streams/${encodeURIComponent(stream)}/subscribe?${query}`;
-        const res = await fetch(url, { headers, cache: "no-store", signal });
+        const res = await fetch(url, { headers, cache: "no-store", signal: attempt.signal });
         if (!res.ok) {
           const body = await errorOf(res);
           const error = new Error(
@@ -502,26 +515,36 @@ export function subscribe(stream, options = {}) {
           error.status = res.status;
           error.code = body?.code;
           options.onError?.(error);
-          if ([400, 401, 403, 404, 406].includes(res.status)) return;
+          if (!retryable(res.status)) return;
           const retryAfter = Number(res.headers.get("Retry-After"));
           if (retryAfter > 0) wait = retryAfter * 1000;
         } else {
-          delay = retryBaseMs;
-          wait = delay;
           const read = sseReader();
           const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
           for (;;) {
             const { value, done } = await reader.read();
             if (done) break;
             for (const event of read(value)) {
+              const message = JSON.parse(event.data);
               if (event.id) after = event.id;
-              options.onMessage?.(JSON.parse(event.data));
+              // A result came: the connection works, and the next one may come at once.
+              if (message.type !== "subscribed" && message.type !== "closed") {
+                delay = retryBaseMs;
+                wait = delay;
+              }
+              options.onMessage?.(message);
             }
+          }
+          if (!signal.aborted) {
+            options.onError?.(new Error(`edgestream: the subscription to '${stream}' ended`));
           }
         }
       } catch (error) {
         if (signal.aborted) return;
         options.onError?.(error);
+      } finally {
+        signal.removeEventListener("abort", abort);
+        attempt.abort();
       }
       await pause(wait, signal);
       delay = Math.min(delay * 2, maxRetryMs);
