@@ -50,6 +50,7 @@ import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from
 import { grantOfRequest } from "./auth.ts";
 import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
+import { PREFLIGHT_MAX_AGE } from "./cors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
 import { listNames, quoteInput } from "../telemetry/logging.ts";
 
@@ -66,9 +67,6 @@ const ALLOWED_HEADERS = "authorization, content-type, idempotency-key, x-request
 /** Response headers a page may read from an ingest answer. */
 const EXPOSED_HEADERS =
   "Retry-After, RateLimit, RateLimit-Policy, Idempotent-Replayed, X-Request-Id";
-
-/** How long (s) a browser may reuse a preflight's answer. */
-const PREFLIGHT_MAX_AGE = 600;
 
 const NO_RATE_LIMITS: readonly IngestRateLimit[] = Object.freeze([]);
 

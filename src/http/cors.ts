@@ -39,8 +39,8 @@ export const API_EXPOSED_HEADERS =
  */
 const BEFORE_A_KEY = new Set([400, 401, 403, 503]);
 
-/** How long (s) a browser may reuse a preflight's answer. */
-const PREFLIGHT_MAX_AGE = 600;
+/** How long (s) a browser may reuse a preflight's answer (ingest's too). */
+export const PREFLIGHT_MAX_AGE = 600;
 
 /** Paths whose CORS is their own: ingest (`browser.ts`) and the WebSocket ingest upgrade. */
 const OWN_CORS = /^\/v1\/streams\/[^/]+\/(events|ws)$/;

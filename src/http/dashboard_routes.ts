@@ -210,7 +210,8 @@ export function registerDashboardRoutes(app: OpenAPIHono, options: DashboardRout
   });
 
   // Every method, so that a file not there is 404 whatever the method (a 405 would say it is).
-  for (const folder of ["dashboard", "vendor/uplot"]) {
+  // The SDK's module too: the dashboard reads its subscriptions with the SDK's SSE reader.
+  for (const folder of ["dashboard", "vendor/uplot", "sdk"]) {
     app.all(`/static/${folder}/:file`, async (c) => {
       const name = c.req.param("file");
       // The page itself is served only at `/`, with its policy.

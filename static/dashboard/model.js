@@ -7,45 +7,8 @@
  * @module
  */
 
-/**
- * Reads Server-Sent Events from text chunks as they arrive. `push` returns
- * the events completed by the chunk: `{event, data}` (event "message" when
- * the server named none; comments and blank events are skipped).
- */
-export class SseParser {
-  #buffer = "";
-  #event = "";
-  #data = [];
-
-  /** Adds a chunk of the stream; returns the events it completed. */
-  push(chunk) {
-    this.#buffer += chunk;
-    const events = [];
-    for (;;) {
-      const match = /\r\n|\r|\n/.exec(this.#buffer);
-      // A lone "\r" at the end may be the first half of "\r\n": wait for more.
-      if (!match || (match[0] === "\r" && match.index === this.#buffer.length - 1)) break;
-      const line = this.#buffer.slice(0, match.index);
-      this.#buffer = this.#buffer.slice(match.index + match[0].length);
-      if (line === "") {
-        if (this.#data.length > 0) {
-          events.push({ event: this.#event || "message", data: this.#data.join("\n") });
-        }
-        this.#event = "";
-        this.#data = [];
-        continue;
-      }
-      if (line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? "" : line.slice(colon + 1);
-      if (value.startsWith(" ")) value = value.slice(1);
-      if (field === "event") this.#event = value;
-      else if (field === "data") this.#data.push(value);
-    }
-    return events;
-  }
-}
+/** Reads Server-Sent Events from text chunks: the SDK's reader, which `/sdk.js` subscribe() uses. */
+export { SseParser } from "../sdk/sdk.js";
 
 /** The stats fields shown as rates, in display order. */
 export const RATE_FIELDS = ["accepted", "duplicates", "late", "rejected"];

@@ -45,8 +45,17 @@ async function errorOf(res) {
   }
 }
 
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms`, or at once when `signal` (optional) aborts. */
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** Whether the browser says it is offline. */
@@ -408,28 +417,38 @@ export function flush() {
 }
 
 /**
- * Reads Server-Sent Events from text chunks as they arrive: `push` returns the events a chunk
- * completed, `{event, data, id}` (`id` null when the event had none).
+ * Reads Server-Sent Events from text chunks as they arrive. `push` returns the events the chunk
+ * completed: `{event, data, id}` (event "message" when the server named none, `id` null when the
+ * event had none; comments and blank events are skipped). The dashboard reads its subscriptions
+ * with it too.
  */
-function sseReader() {
-  let buffer = "";
-  let event = "";
-  let data = [];
-  let id = null;
-  return (chunk) => {
-    buffer += chunk;
+export class SseParser {
+  #buffer = "";
+  #event = "";
+  #data = [];
+  #id = null;
+
+  /** Adds a chunk of the stream; returns the events it completed. */
+  push(chunk) {
+    this.#buffer += chunk;
     const events = [];
     for (;;) {
-      const match = /\r\n|\r|\n/.exec(buffer);
+      const match = /\r\n|\r|\n/.exec(this.#buffer);
       // A lone "\r" at the end may be the first half of "\r\n": wait for more.
-      if (!match || (match[0] === "\r" && match.index === buffer.length - 1)) break;
-      const line = buffer.slice(0, match.index);
-      buffer = buffer.slice(match.index + match[0].length);
+      if (!match || (match[0] === "\r" && match.index === this.#buffer.length - 1)) break;
+      const line = this.#buffer.slice(0, match.index);
+      this.#buffer = this.#buffer.slice(match.index + match[0].length);
       if (line === "") {
-        if (data.length > 0) events.push({ event: event || "message", data: data.join("\n"), id });
-        event = "";
-        data = [];
-        id = null;
+        if (this.#data.length > 0) {
+          events.push({
+            event: this.#event || "message",
+            data: this.#data.join("\n"),
+            id: this.#id,
+          });
+        }
+        this.#event = "";
+        this.#data = [];
+        this.#id = null;
         continue;
       }
       if (line.startsWith(":")) continue;
@@ -437,25 +456,12 @@ function sseReader() {
       const field = colon < 0 ? line : line.slice(0, colon);
       let value = colon < 0 ? "" : line.slice(colon + 1);
       if (value.startsWith(" ")) value = value.slice(1);
-      if (field === "event") event = value;
-      else if (field === "data") data.push(value);
-      else if (field === "id") id = value;
+      if (field === "event") this.#event = value;
+      else if (field === "data") this.#data.push(value);
+      else if (field === "id") this.#id = value;
     }
     return events;
-  };
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms, signal) {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
+  }
 }
 
 /** Whether an error answer to a subscription may change when asked again. */
@@ -519,12 +525,12 @@ export function subscribe(stream, options = {}) {
           const retryAfter = Number(res.headers.get("Retry-After"));
           if (retryAfter > 0) wait = retryAfter * 1000;
         } else {
-          const read = sseReader();
+          const parser = new SseParser();
           const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
           for (;;) {
             const { value, done } = await reader.read();
             if (done) break;
-            for (const event of read(value)) {
+            for (const event of parser.push(value)) {
               const message = JSON.parse(event.data);
               if (event.id) after = event.id;
               // A result came: the connection works, and the next one may come at once.
@@ -546,7 +552,7 @@ export function subscribe(stream, options = {}) {
         signal.removeEventListener("abort", abort);
         attempt.abort();
       }
-      await pause(wait, signal);
+      await sleep(wait, signal);
       delay = Math.min(delay * 2, maxRetryMs);
     }
   })();

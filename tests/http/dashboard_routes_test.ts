@@ -80,7 +80,7 @@ Deno.test("the page's scripts, styles and icon are served with their content typ
   assert.equal(main, await Deno.readTextFile(new URL("main.js", DASHBOARD_DIR)));
 });
 
-Deno.test("only the dashboard's and uPlot's files are served: other paths are 404 with the error envelope", async () => {
+Deno.test("only the dashboard's, uPlot's and the SDK's files are served: other paths are 404 with the error envelope", async () => {
   const { app } = await testApp();
   for (
     const path of [
@@ -91,6 +91,7 @@ Deno.test("only the dashboard's and uPlot's files are served: other paths are 40
       "/static/dashboard/.hidden.js",
       "/static/vendor/uplot/LICENSE", // no extension: no content type
       "/static/vendor/other/x.js",
+      "/static/sdk/missing.js",
       "/static/deno.json",
     ]
   ) {

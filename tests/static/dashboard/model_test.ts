@@ -26,17 +26,22 @@ const SSE_TEXT = [
   "event: window.updated",
   'data: {"type":"window.updated",',
   'data: "value":3}',
+  "id: 1700000000000-0",
   "",
   'data: {"no":"event name"}',
   "",
   "",
 ].join("\r\n");
 
-Deno.test("SseParser reads events however the stream is cut into chunks", () => {
+Deno.test("SseParser (the SDK's, which the dashboard uses) reads events and their ids however the stream is cut into chunks", () => {
   const expected = [
-    { event: "subscribed", data: '{"type":"subscribed"}' },
-    { event: "window.updated", data: '{"type":"window.updated",\n"value":3}' },
-    { event: "message", data: '{"no":"event name"}' },
+    { event: "subscribed", data: '{"type":"subscribed"}', id: null },
+    {
+      event: "window.updated",
+      data: '{"type":"window.updated",\n"value":3}',
+      id: "1700000000000-0",
+    },
+    { event: "message", data: '{"no":"event name"}', id: null },
   ];
   fc.assert(
     fc.property(
@@ -57,7 +62,7 @@ Deno.test("SseParser reads events however the stream is cut into chunks", () => 
 Deno.test("SseParser keeps an event whose blank line has not arrived yet", () => {
   const parser = new SseParser();
   assert.deepEqual(parser.push("event: a\ndata: 1\n"), []);
-  assert.deepEqual(parser.push("\n"), [{ event: "a", data: "1" }]);
+  assert.deepEqual(parser.push("\n"), [{ event: "a", data: "1", id: null }]);
 });
 
 Deno.test("ratesBetween() gives events per second of each field, from zero after a restart", () => {
