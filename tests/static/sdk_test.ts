@@ -2,11 +2,13 @@
  * The browser SDK's sending logic (`static/sdk/sdk.js`), run in Deno with a
  * recording `fetch`: what each request carries and how 429, 503 and 409
  * in flight are retried and a 413 past a burst is split. The real browser path is in tests/http/browser_chromium_test.ts.
+ * `subscribe()`'s waits and resumption, against recorded answers on a fake clock; its real
+ * connections in Chromium are in tests/http/cors_chromium_test.ts.
  */
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
 // @ts-types="./sdk_types.d.ts"
-import { createTracker } from "../../static/sdk/sdk.js";
+import { createTracker, subscribe } from "../../static/sdk/sdk.js";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -403,6 +405,117 @@ Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and wa
     assert.deepEqual(warnings, ["edgestream: lost 1000 events to s: no room to keep them"]);
   } finally {
     stopCapture();
+    restore();
+  }
+});
+
+/** An SSE answer carrying `events` (`[event, data, id?]`), then ended. */
+function sse(events: Array<[string, unknown, string?]>): Response {
+  const text = events.map(([event, data, id]) =>
+    `${id ? `id: ${id}\n` : ""}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`
+  ).join("");
+  return new Response(text, { headers: { "Content-Type": "text/event-stream" } });
+}
+
+/** An error answer as the server gives it, with `headers`. */
+function refusal(status: number, code: string, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify({ error: { code, message: code } }), {
+    status,
+    headers: { "Content-Type": "application/json", ...headers },
+  });
+}
+
+Deno.test("subscribe() retries 408, 429 and 5xx and ended connections, backing off to maxRetryMs or by Retry-After, starts again from retryBaseMs after a result, resumes after it, and stops at another 4xx", async () => {
+  const subscribed = { type: "subscribed", stream: "orders" };
+  const result = { type: "window.closed", stream: "orders", data: { count: 3 } };
+  const { sent, restore } = recordingFetch([
+    sse([["subscribed", subscribed]]), // ends: retryBaseMs
+    refusal(429, "rate_limited", { "Retry-After": "3" }), // Retry-After, not the back-off
+    refusal(408, "request_timeout"), // back-off 400 (200 doubled)
+    refusal(503, "store_unavailable"), // 800, cut to maxRetryMs
+    sse([["subscribed", subscribed], ["window.closed", result, "1700000000000-4"]]), // a result
+    refusal(500, "internal"), // the back-off starts again: 200 after the 100 that followed the result
+    refusal(404, "stream_not_found"), // no retry can change it
+  ]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const times: number[] = [];
+  const recording = globalThis.fetch;
+  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
+    times.push(clock.now);
+    return recording(...args);
+  }) as typeof fetch;
+  const messages: unknown[] = [];
+  const errors: Array<number | string> = [];
+  try {
+    subscribe("orders", {
+      key: "sk_read",
+      endpoint: "https://e.example/",
+      types: ["window.closed"],
+      retryBaseMs: 100,
+      maxRetryMs: 400,
+      onMessage: (message) => messages.push(message),
+      onError: (error) => errors.push(error.status ?? error.message),
+    });
+    for (let i = 0; i < 200; i++) await clock.tickAsync(50);
+    assert.equal(sent.length, 7, "stopped at the 404");
+    assert.deepEqual(times.slice(1).map((time, i) => time - times[i]), [
+      100,
+      3_000,
+      400,
+      400,
+      100,
+      200,
+    ]);
+    assert.deepEqual(errors, [
+      "edgestream: the subscription to 'orders' ended",
+      429,
+      408,
+      503,
+      "edgestream: the subscription to 'orders' ended",
+      500,
+      404,
+    ]);
+    assert.deepEqual(messages, [subscribed, subscribed, result]);
+    // Every request: the key in Authorization, never in the URL; after the result, ?after= its id.
+    for (const { url, init } of sent) {
+      assert.equal(init.headers.Authorization, "Bearer sk_read");
+      assert.equal(init.headers.Accept, "text/event-stream");
+      assert.doesNotMatch(url, /sk_read/);
+    }
+    const queries = sent.map(({ url }) => new URL(url).searchParams);
+    assert.equal(new URL(sent[0].url).pathname, "/v1/streams/orders/subscribe");
+    assert.deepEqual(queries.map((query) => query.get("types")), Array(7).fill("window.closed"));
+    assert.deepEqual(
+      queries.map((query) => query.get("after")),
+      [null, null, null, null, null, "1700000000000-4", "1700000000000-4"],
+    );
+  } finally {
+    clock.uninstall();
+    restore();
+  }
+});
+
+Deno.test("subscribe()'s close() during a back-off or a connection ends it: no more requests", async () => {
+  const { sent, restore } = recordingFetch([
+    refusal(503, "store_unavailable", { "Retry-After": "2" }),
+    refusal(503, "store_unavailable"),
+  ]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const errors: unknown[] = [];
+  try {
+    const live = subscribe("orders", {
+      endpoint: "https://e.example",
+      onError: (error) => errors.push(error.status),
+    });
+    await clock.tickAsync(1_000);
+    assert.equal(sent.length, 1);
+    live.close();
+    await clock.tickAsync(120_000);
+    assert.equal(sent.length, 1);
+    assert.deepEqual(errors, [503]);
+    assert.equal(sent[0].init.headers.Authorization, undefined, "open mode: no key");
+  } finally {
+    clock.uninstall();
     restore();
   }
 });

@@ -17,3 +17,18 @@ export function createTracker(options: {
   retryBaseMs?: number;
   maxHeld?: number;
 }): Tracker;
+export interface SubscribeError extends Error {
+  status?: number;
+  code?: string;
+}
+export function subscribe(stream: string, options: {
+  key?: string;
+  endpoint?: string;
+  types?: string[];
+  counter?: string;
+  filter?: string;
+  onMessage?: (message: Record<string, unknown>) => void;
+  onError?: (error: SubscribeError) => void;
+  retryBaseMs?: number;
+  maxRetryMs?: number;
+}): { close(): void };
