@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { SseParser } from "./model.js";
+import { subscribe } from "../sdk/sdk.js";
 
 const KEY_ITEM = "edgestream.key";
 
@@ -118,61 +118,51 @@ export async function readiness() {
   return await res.json();
 }
 
-function sleep(ms, signal) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
-}
-
 /**
- * Follows a stream's results (`GET /v1/streams/{stream}/subscribe` as SSE),
- * reconnecting with back-off. Calls `onMessage(payload)` for each result and
- * `onState(text, connected)` when the connection changes; a `subscribed`
- * message (every (re)connection) is passed on too, so a view can reload
- * what it may have missed. Returns a function that stops.
+ * Follows a stream's results (`GET /v1/streams/{stream}/subscribe` as SSE) with the SDK's
+ * `subscribe()`, the key in `Authorization`: reconnecting with back-off (1 s doubling to 15 s, or
+ * by `Retry-After`) and resuming after the last result, and stopping at an answer a retry cannot
+ * change (a revoked key's 401). Calls `onMessage(payload)` for each result and a `subscribed`
+ * message (every (re)connection, so a view can reload what it may have missed), and
+ * `onState(text, connected)` when the connection changes. Returns a function that stops.
  */
 export function follow(stream, { types, onMessage, onState }) {
-  const stop = new AbortController();
-  const query = new URLSearchParams({ types: types.join(",") });
-  const url = `/v1/streams/${encodeURIComponent(stream)}/subscribe?${query}`;
-  (async () => {
-    let delay = 1000;
-    while (!stop.signal.aborted) {
-      try {
-        const res = await fetch(url, {
-          headers: headers({ Accept: "text/event-stream" }),
-          cache: "no-store",
-          signal: stop.signal,
-        });
-        if (!res.ok) throw new Error(`subscription answered ${res.status}`);
-        onState("live", true);
-        delay = 1000;
-        const parser = new SseParser();
-        let closedBecause = "";
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          for (const event of parser.push(value)) {
-            if (event.event === "closed") {
-              closedBecause = `: closed by the server: ${JSON.parse(event.data).reason}`;
-            } else {
-              onMessage(JSON.parse(event.data));
-            }
-          }
-        }
-        if (!stop.signal.aborted) onState(`reconnecting${closedBecause}`, false);
-      } catch (error) {
-        if (stop.signal.aborted) return;
-        onState(`reconnecting (${error.message})`, false);
+  /** Why the server closed the last connection, when it said. */
+  let closedBecause = "";
+  const live = subscribe(stream, {
+    key: storedKey() || undefined,
+    endpoint: "",
+    types,
+    retryBaseMs: 1000,
+    maxRetryMs: 15_000,
+    onMessage(payload) {
+      if (payload.type === "closed") {
+        closedBecause = `: closed by the server: ${payload.reason}`;
+        return;
       }
-      await sleep(delay, stop.signal);
-      delay = Math.min(delay * 2, 15_000);
-    }
-  })();
-  return () => stop.abort();
+      if (payload.type === "subscribed") {
+        closedBecause = "";
+        onState("live", true);
+      }
+      onMessage(payload);
+    },
+    onError(error) {
+      if (error.status === undefined) {
+        onState(
+          closedBecause
+            ? `reconnecting${closedBecause}`
+            : `reconnecting (${error.message.replace(/^edgestream: /, "")})`,
+          false,
+        );
+      } else if (error.status >= 500 || error.status === 408 || error.status === 429) {
+        onState(`reconnecting (subscription answered ${error.status})`, false);
+      } else {
+        onState(
+          `stopped (subscription answered ${error.status} ${error.code ?? ""})`.replace(" )", ")"),
+          false,
+        );
+      }
+    },
+  });
+  return () => live.close();
 }

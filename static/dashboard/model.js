@@ -1,14 +1,10 @@
 /**
- * The dashboard's pure logic, without DOM or network: reading Server-Sent
- * Events from text chunks, turning stream stats into rates, keeping a
- * counter's windows per group and choosing the groups to draw. Tested in
- * Deno (tests/static/dashboard/model_test.ts).
+ * The dashboard's pure logic, without DOM or network: turning stream stats
+ * into rates, keeping a counter's windows per group and choosing the groups
+ * to draw. Tested in Deno (tests/static/dashboard/model_test.ts).
  *
  * @module
  */
-
-/** Reads Server-Sent Events from text chunks: the SDK's reader, which `/sdk.js` subscribe() uses. */
-export { SseParser } from "../sdk/sdk.js";
 
 /** The stats fields shown as rates, in display order. */
 export const RATE_FIELDS = ["accepted", "duplicates", "late", "rejected"];

@@ -7,8 +7,9 @@
  */
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
+import fc from "fast-check";
 // @ts-types="./sdk_types.d.ts"
-import { createTracker, subscribe } from "../../static/sdk/sdk.js";
+import { createTracker, SseParser, subscribe } from "../../static/sdk/sdk.js";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -518,4 +519,52 @@ Deno.test("subscribe()'s close() during a back-off or a connection ends it: no m
     clock.uninstall();
     restore();
   }
+});
+
+const SSE_TEXT = [
+  "event: subscribed",
+  'data: {"type":"subscribed"}',
+  "",
+  ": keep-alive",
+  "",
+  "event: window.updated",
+  'data: {"type":"window.updated",',
+  'data: "value":3}',
+  "id: 1700000000000-0",
+  "",
+  'data: {"no":"event name"}',
+  "",
+  "",
+].join("\r\n");
+
+Deno.test("SseParser (which subscribe() and the dashboard use) reads events and their ids however the stream is cut into chunks", () => {
+  const expected = [
+    { event: "subscribed", data: '{"type":"subscribed"}', id: null },
+    {
+      event: "window.updated",
+      data: '{"type":"window.updated",\n"value":3}',
+      id: "1700000000000-0",
+    },
+    { event: "message", data: '{"no":"event name"}', id: null },
+  ];
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: SSE_TEXT.length }), { maxLength: 12 }),
+      (cuts) => {
+        const points = [0, ...[...new Set(cuts)].sort((a, b) => a - b), SSE_TEXT.length];
+        const parser = new SseParser();
+        const events = [];
+        for (let i = 1; i < points.length; i++) {
+          events.push(...parser.push(SSE_TEXT.slice(points[i - 1], points[i])));
+        }
+        assert.deepEqual(events, expected);
+      },
+    ),
+  );
+});
+
+Deno.test("SseParser keeps an event whose blank line has not arrived yet", () => {
+  const parser = new SseParser();
+  assert.deepEqual(parser.push("event: a\ndata: 1\n"), []);
+  assert.deepEqual(parser.push("\n"), [{ event: "a", data: "1", id: null }]);
 });

@@ -32,3 +32,6 @@ export function subscribe(stream: string, options: {
   retryBaseMs?: number;
   maxRetryMs?: number;
 }): { close(): void };
+export class SseParser {
+  push(chunk: string): Array<{ event: string; data: string; id: string | null }>;
+}

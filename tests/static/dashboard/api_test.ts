@@ -1,6 +1,6 @@
 /**
  * The dashboard's talk to the API (static/dashboard/api.js), run in Deno with a recording `fetch`
- * and fake timers: how a live subscription reconnects.
+ * and fake timers: how a live subscription reconnects, resumes and stops.
  */
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
@@ -30,6 +30,50 @@ Deno.test("a subscription answered 503 is asked again after 1 s, backing off to 
     assert.equal(asked[0].url, "/v1/streams/orders/subscribe?types=window.updated");
     assert.ok(asked.every((request) => request.authorization === "Bearer k-dashboard"));
     assert.equal(states[0], "reconnecting (subscription answered 503)");
+  } finally {
+    stop();
+    forgetKey();
+    globalThis.fetch = original;
+    clock.uninstall();
+  }
+});
+
+Deno.test("a followed stream says why the server closed it, resumes after the last result, and stops at a revoked key's 401", async () => {
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const original = globalThis.fetch;
+  const asked: string[] = [];
+  const sse = (text: string) =>
+    new Response(text, { headers: { "Content-Type": "text/event-stream" } });
+  const answers = [
+    sse(
+      'event: subscribed\ndata: {"type":"subscribed"}\n\n' +
+        'id: 17-0\nevent: window.closed\ndata: {"type":"window.closed","data":{}}\n\n' +
+        'event: closed\ndata: {"type":"closed","reason":"shutting down"}\n\n',
+    ),
+    Response.json({ error: { code: "unauthorized", message: "no" } }, { status: 401 }),
+  ];
+  globalThis.fetch = ((url: string) => {
+    asked.push(url);
+    return Promise.resolve(answers.shift() ?? new Response(null, { status: 500 }));
+  }) as typeof fetch;
+  rememberKey("k-dashboard");
+  const states: Array<[string, boolean]> = [];
+  const messages: string[] = [];
+  const stop = follow("orders", {
+    types: ["window.closed"],
+    onMessage: (payload: { type: string }) => messages.push(payload.type),
+    onState: (state: string, connected: boolean) => states.push([state, connected]),
+  });
+  try {
+    await clock.tickAsync(60_000);
+    assert.deepEqual(messages, ["subscribed", "window.closed"], "the closed message is a state");
+    assert.deepEqual(states, [
+      ["live", true],
+      ["reconnecting: closed by the server: shutting down", false],
+      ["stopped (subscription answered 401 unauthorized)", false],
+    ]);
+    assert.equal(asked.length, 2, "no retry after the 401");
+    assert.equal(new URL(asked[1], "http://page").searchParams.get("after"), "17-0");
   } finally {
     stop();
     forgetKey();

@@ -1,9 +1,7 @@
 /**
- * The dashboard's pure logic (static/dashboard/model.js): the SSE reader,
- * rates from stats, a counter's windows per group and the groups drawn.
+ * The dashboard's pure logic (static/dashboard/model.js): rates from stats, a counter's windows per group and the groups drawn.
  */
 import assert from "node:assert/strict";
-import fc from "fast-check";
 import {
   chartValue,
   CounterSeries,
@@ -13,57 +11,8 @@ import {
   formatValue,
   groupLabel,
   ratesBetween,
-  SseParser,
   windowStepMs,
 } from "../../../static/dashboard/model.js";
-
-const SSE_TEXT = [
-  "event: subscribed",
-  'data: {"type":"subscribed"}',
-  "",
-  ": keep-alive",
-  "",
-  "event: window.updated",
-  'data: {"type":"window.updated",',
-  'data: "value":3}',
-  "id: 1700000000000-0",
-  "",
-  'data: {"no":"event name"}',
-  "",
-  "",
-].join("\r\n");
-
-Deno.test("SseParser (the SDK's, which the dashboard uses) reads events and their ids however the stream is cut into chunks", () => {
-  const expected = [
-    { event: "subscribed", data: '{"type":"subscribed"}', id: null },
-    {
-      event: "window.updated",
-      data: '{"type":"window.updated",\n"value":3}',
-      id: "1700000000000-0",
-    },
-    { event: "message", data: '{"no":"event name"}', id: null },
-  ];
-  fc.assert(
-    fc.property(
-      fc.array(fc.integer({ min: 0, max: SSE_TEXT.length }), { maxLength: 12 }),
-      (cuts) => {
-        const points = [0, ...[...new Set(cuts)].sort((a, b) => a - b), SSE_TEXT.length];
-        const parser = new SseParser();
-        const events = [];
-        for (let i = 1; i < points.length; i++) {
-          events.push(...parser.push(SSE_TEXT.slice(points[i - 1], points[i])));
-        }
-        assert.deepEqual(events, expected);
-      },
-    ),
-  );
-});
-
-Deno.test("SseParser keeps an event whose blank line has not arrived yet", () => {
-  const parser = new SseParser();
-  assert.deepEqual(parser.push("event: a\ndata: 1\n"), []);
-  assert.deepEqual(parser.push("\n"), [{ event: "a", data: "1", id: null }]);
-});
 
 Deno.test("ratesBetween() gives events per second of each field, from zero after a restart", () => {
   const before = { atMs: 0, stats: { accepted: 10, duplicates: 2, late: 0, rejected: 1 } };
