@@ -113,6 +113,11 @@ const logTrimmed = meter.createCounter("edgestream.log.trimmed", {
     "Results a stream's result log trimmed at its hard bound before they were dispatched to webhooks",
   unit: "{result}",
 });
+const webhookUnstorable = meter.createCounter("edgestream.webhook.unstorable", {
+  description:
+    "Webhook deliveries dropped at dispatch as larger than the store takes in one call, by stream",
+  unit: "{delivery}",
+});
 const liveSubscribers = meter.createUpDownCounter("edgestream.live.subscribers", {
   description: "Live subscribers connected to this instance",
   unit: "{subscriber}",
@@ -253,6 +258,12 @@ export function recordIngestSocketRefused(limit: "key" | "process"): void {
  */
 export function recordStoredRefused(kind: "keys" | "webhooks" | "streams"): void {
   storedRefused.add(1, { kind });
+}
+
+/** Counts a webhook delivery of `stream` dropped at dispatch as too large for one store call. */
+export function recordWebhookUnstorable(stream: string): void {
+  if (!metered) return;
+  webhookUnstorable.add(1, { stream });
 }
 
 /** Adds `delta` (1 on subscribe, -1 on leave) to the live subscribers of a transport. */

@@ -21,7 +21,7 @@ import {
 } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
 import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
-import { recordLogTrimmed, WarningLimit } from "../../telemetry/mod.ts";
+import { recordLogTrimmed, recordWebhookUnstorable, WarningLimit } from "../../telemetry/mod.ts";
 import { publicPayload } from "../payload.ts";
 import {
   batchedTypes,
@@ -201,6 +201,24 @@ export function reportTrimmed(stream: string, lost: number): void {
   );
 }
 
+/**
+ * Counts and logs a delivery of `stream` the store refused as too large in a call of its own,
+ * which no call can carry: it is dropped so that the stream's dispatch goes on.
+ */
+export function reportUnstorable(stream: string, delivery: NewDelivery): void {
+  recordWebhookUnstorable(stream);
+  logger.error(
+    "Webhook delivery {delivery} of stream {stream} to endpoint {endpoint} ({bytes} bytes) is " +
+      "larger than the store takes in one call: it is dropped, and the stream's dispatch goes on",
+    {
+      delivery: delivery.id,
+      stream,
+      endpoint: delivery.endpointId,
+      bytes: deliveryBytes([delivery]),
+    },
+  );
+}
+
 /** A result an endpoint's batch takes: its entry, and its payload's timestamp and data. */
 interface BatchItem {
   entry: LogEntry;
@@ -321,6 +339,25 @@ export class Dispatcher {
     let toEnd = false;
     /** Entries of the pages this dispatch stored. */
     let dispatched = 0;
+    /**
+     * Ids of deliveries the store refused as too large in a call of their own: once (`refusedOnce`;
+     * the client may have sent other calls in the same request), then again (`unstorable`:
+     * dropped, see reportUnstorable).
+     */
+    const refusedOnce = new Set<string>();
+    const unstorable = new Set<string>();
+    /** Whether `delivery`, refused alone, is refused for the second time: then it is dropped. */
+    const refusedAgain = (delivery: NewDelivery) => {
+      if (!refusedOnce.has(delivery.id)) {
+        refusedOnce.add(delivery.id);
+        return false;
+      }
+      unstorable.add(delivery.id);
+      reportUnstorable(stream.name, delivery);
+      return true;
+    };
+    const deliveriesOf = (plan: PagePlan) =>
+      this.deliveriesFor(plan, listed).filter((delivery) => !unstorable.has(delivery.id));
     try {
       for (let page = 0, refused = 0; page < this.#maxPages && refused < 3;) {
         const entries = ahead !== null && page === 0 && refused === 0 &&
@@ -341,7 +378,7 @@ export class Dispatcher {
           end,
           entries: entries.filter((entry) => !isAfter(entry.id, end)),
         };
-        let deliveries = this.deliveriesFor(plan, listed);
+        let deliveries = deliveriesOf(plan);
         // Too large for one store call: the page ends earlier (a page fixed by an older version
         // is stored as it was fixed).
         let cut = false;
@@ -351,7 +388,7 @@ export class Dispatcher {
         ) {
           const kept = plan.entries.slice(0, Math.ceil(plan.entries.length / 2));
           plan = { ...plan, end: kept.at(-1)!.id, entries: kept };
-          deliveries = this.deliveriesFor(plan, listed);
+          deliveries = deliveriesOf(plan);
           cut = true;
         }
         // One entry whose deliveries (one per endpoint, or per batch) are still too large for one
@@ -367,8 +404,12 @@ export class Dispatcher {
               if (made > 0) options.onStored?.(made, 0);
             }
           } catch (error) {
-            // A share of one delivery refused: no call can carry it.
-            if (!(error instanceof StoreRequestTooLargeError) || share.length <= 1) throw error;
+            if (!(error instanceof StoreRequestTooLargeError)) throw error;
+            // A share of one delivery refused: tried again, then dropped (no call can carry it).
+            if (share.length === 1) {
+              refusedAgain(share[0]);
+              continue;
+            }
             this.#pageBytes = Math.min(this.#pageBytes, Math.floor(deliveryBytes(share) / 2));
             this.#warnTooLarge(stream.name, plan.entries.length);
             continue;
@@ -394,7 +435,13 @@ export class Dispatcher {
           // (One entry's deliveries are then created in shares: above.)
           const smaller = (state.planEnd === null && plan.entries.length > 1) ||
             (plan.entries.length === 1 && deliveries.length > 1);
-          if (!(error instanceof StoreRequestTooLargeError) || !smaller) throw error;
+          if (!(error instanceof StoreRequestTooLargeError)) throw error;
+          // One delivery alone refused: tried again, then dropped (no call can carry it).
+          if (!smaller && deliveries.length === 1) {
+            refusedAgain(deliveries[0]);
+            continue;
+          }
+          if (!smaller) throw error;
           this.#pageBytes = Math.min(this.#pageBytes, Math.floor(deliveryBytes(deliveries) / 2));
           this.#warnTooLarge(stream.name, plan.entries.length);
           continue;

@@ -642,6 +642,48 @@ redisTest(
   },
 );
 
+redisTest(
+  "Dispatcher.dispatch() drops a delivery the store refuses alone twice (larger than any call), with an error and a count, and dispatches the results after it",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({
+      targetUrl: fixture.restUrl,
+      maxRequestBytes: 200_000,
+    });
+    try {
+      const client = (url: string) =>
+        new Redis({ url, token: fixture.restToken, enableTelemetry: false });
+      const store = new RedisStore(client(fixture.restUrl), { now: () => T0 });
+      const deliveries = new RedisDeliveryStore(client(proxy.url), { now: () => T0 });
+      // A window of a 300,000-character group: one delivery larger than the proxy takes.
+      await store.appendLog("orders", [closed(1, "x".repeat(300_000)), closed(2), closed(3)]);
+      const [ours, other] = [endpoint("ep_0"), endpoint("ep_1", { eventTypes: [] })];
+      const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+      const errors = await collectingLogs(async (records) => {
+        assert.equal(await dispatcher.dispatch(orders, [ours, other]), 2);
+        return records.map(messageOf);
+      }, { level: "error" });
+      assert.equal(errors.length, 1, errors.join("\n"));
+      assert.match(
+        errors[0],
+        /^Webhook delivery msg_orders_\S+\.ep_0 of stream orders to endpoint ep_0 \(\d+ bytes\) is larger than the store takes in one call: it is dropped/,
+      );
+      // The page of three refused (pages are cut), then that delivery alone twice (the client may
+      // send other calls with it), then not asked again.
+      const refused = proxy.take().filter((request) => request.status === 400);
+      assert.equal(refused.length, 3);
+      const items = await allDeliveries(deliveries, "ep_0");
+      assert.deepEqual(
+        items.map((item) => JSON.parse(item.payload).data.group.country),
+        ["DE", "DE"],
+        "the two results after it",
+      );
+      assert.equal(await dispatcher.dispatch(orders, [ours, other]), 0, "the cursor is at the end");
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
 Deno.test("Dispatcher with maxPageBytes ends a page whose deliveries are larger early, one entry at least", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const pages: number[] = [];
