@@ -76,6 +76,17 @@ function recordingFetch(answers: Array<Response | Error>) {
   };
 }
 
+/** The fake clock's time at each call of `fetch` (the recording one, which it wraps). */
+function fetchTimes(clock: { now: number }): number[] {
+  const times: number[] = [];
+  const recording = globalThis.fetch;
+  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
+    times.push(clock.now);
+    return recording(...args);
+  }) as typeof fetch;
+  return times;
+}
+
 Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and an id per event under the dedupe field", async () => {
   const { sent, restore } = recordingFetch([]);
   try {
@@ -337,12 +348,7 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
     Array.from({ length: 10 }, () => new Response(null, { status: 503 })),
   );
   const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
-  const times: number[] = [];
-  const recording = globalThis.fetch;
-  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
-    times.push(clock.now);
-    return recording(...args);
-  }) as typeof fetch;
+  const times = fetchTimes(clock);
   const { warnings, stopCapture } = captureWarnings();
   try {
     const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
@@ -439,12 +445,7 @@ Deno.test("subscribe() retries 408, 429 and 5xx and ended connections, backing o
     refusal(404, "stream_not_found"), // no retry can change it
   ]);
   const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
-  const times: number[] = [];
-  const recording = globalThis.fetch;
-  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
-    times.push(clock.now);
-    return recording(...args);
-  }) as typeof fetch;
+  const times = fetchTimes(clock);
   const messages: unknown[] = [];
   const errors: Array<number | string> = [];
   try {

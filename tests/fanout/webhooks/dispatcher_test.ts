@@ -24,7 +24,7 @@ import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import type { LogRecord, Store } from "../../../src/store/types.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
-import { redisTest } from "../../_redis.ts";
+import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { startUpstashProxy } from "../../_upstash_proxy.ts";
 import { CONFIG, T0 } from "./_setup.ts";
 import { commitPage, planPage } from "./_stepwise.ts";
@@ -556,19 +556,26 @@ Deno.test("Dispatcher by default: a batch holds at most one page of 500 results 
   );
 });
 
+/**
+ * A Redis store, and a delivery store whose calls (only) go through a proxy that refuses requests
+ * over 200,000 bytes as Upstash refuses those over its max request size.
+ */
+async function behindRefusingProxy(fixture: RedisFixture) {
+  const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl, maxRequestBytes: 200_000 });
+  const client = (url: string) =>
+    new Redis({ url, token: fixture.restToken, enableTelemetry: false });
+  return {
+    proxy,
+    store: new RedisStore(client(fixture.restUrl), { now: () => T0 }),
+    deliveries: new RedisDeliveryStore(client(proxy.url), { now: () => T0 }),
+  };
+}
+
 redisTest(
   "Dispatcher.dispatch() survives a store that refuses its pages as too large (Upstash's max request size): pages get smaller, every delivery is stored once",
   async (fixture) => {
-    const proxy = await startUpstashProxy({
-      targetUrl: fixture.restUrl,
-      maxRequestBytes: 200_000,
-    });
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
     try {
-      const client = (url: string) =>
-        new Redis({ url, token: fixture.restToken, enableTelemetry: false });
-      const store = new RedisStore(client(fixture.restUrl), { now: () => T0 });
-      // Only the delivery store's calls go through the refusing proxy.
-      const deliveries = new RedisDeliveryStore(client(proxy.url), { now: () => T0 });
       for (let i = 0; i < 200; i += 50) {
         await store.appendLog("orders", Array.from({ length: 50 }, (_, j) => closed(i + j)));
       }
@@ -606,15 +613,8 @@ redisTest(
 redisTest(
   "Dispatcher.dispatch() stores one result whose deliveries no single store call can carry in several calls; webhooks after it are not held up",
   async (fixture) => {
-    const proxy = await startUpstashProxy({
-      targetUrl: fixture.restUrl,
-      maxRequestBytes: 200_000,
-    });
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
     try {
-      const client = (url: string) =>
-        new Redis({ url, token: fixture.restToken, enableTelemetry: false });
-      const store = new RedisStore(client(fixture.restUrl), { now: () => T0 });
-      const deliveries = new RedisDeliveryStore(client(proxy.url), { now: () => T0 });
       // A window of a 30,000-character group: about 30 KB a delivery, 600 KB for 20 endpoints.
       await store.appendLog("orders", [closed(1, "x".repeat(30_000)), closed(2), closed(3)]);
       const endpoints = Array.from({ length: 20 }, (_, i) => endpoint(`ep_${i}`));
@@ -645,15 +645,8 @@ redisTest(
 redisTest(
   "Dispatcher.dispatch() drops a delivery the store refuses alone twice (larger than any call), with an error and a count, and dispatches the results after it",
   async (fixture) => {
-    const proxy = await startUpstashProxy({
-      targetUrl: fixture.restUrl,
-      maxRequestBytes: 200_000,
-    });
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
     try {
-      const client = (url: string) =>
-        new Redis({ url, token: fixture.restToken, enableTelemetry: false });
-      const store = new RedisStore(client(fixture.restUrl), { now: () => T0 });
-      const deliveries = new RedisDeliveryStore(client(proxy.url), { now: () => T0 });
       // A window of a 300,000-character group: one delivery larger than the proxy takes.
       await store.appendLog("orders", [closed(1, "x".repeat(300_000)), closed(2), closed(3)]);
       const [ours, other] = [endpoint("ep_0"), endpoint("ep_1", { eventTypes: [] })];
