@@ -287,6 +287,19 @@ export interface StoredPage {
   claim?: ClaimOptions;
 }
 
+/**
+ * Options of the delivery store's calls that carry deliveries ({@linkcode DeliveryStore.storePage},
+ * {@linkcode DeliveryStore.createDeliveries}).
+ */
+export interface DeliveryCallOptions {
+  /**
+   * Send the call in a request of its own (on Redis, not pipelined with calls made at the same
+   * time), so that a refusal as too large (`StoreRequestTooLargeError`) is this call's
+   * own. @default {false}
+   */
+  alone?: boolean;
+}
+
 /** What {@linkcode DeliveryStore.storePage} did. */
 export interface StoredPageResult {
   /** How many of the page's deliveries it created. */
@@ -479,10 +492,17 @@ export interface DeliveryStore {
    * `page.claim`. Does nothing and returns null when the cursor moved, or
    * when a page ending elsewhere is planned (see {@linkcode beginPage}).
    */
-  storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null>;
+  storePage(
+    stream: string,
+    page: StoredPage,
+    options?: DeliveryCallOptions,
+  ): Promise<StoredPageResult | null>;
 
   /** Creates the deliveries that do not exist yet, due at their creation time; returns how many. */
-  createDeliveries(deliveries: readonly NewDelivery[]): Promise<number>;
+  createDeliveries(
+    deliveries: readonly NewDelivery[],
+    options?: DeliveryCallOptions,
+  ): Promise<number>;
   /** A delivery, or null. */
   getDelivery(id: string): Promise<Delivery | null>;
   /**

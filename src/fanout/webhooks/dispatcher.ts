@@ -340,21 +340,24 @@ export class Dispatcher {
     /** Entries of the pages this dispatch stored. */
     let dispatched = 0;
     /**
-     * Ids of deliveries the store refused as too large in a call of their own: once (`refusedOnce`;
-     * the client may have sent other calls in the same request), then again (`unstorable`:
-     * dropped, see reportUnstorable).
+     * Ids of deliveries the store refused as too large in a call of their own: in a request that
+     * may have carried other calls (`refusedOnce`: the client pipelines calls made at the same
+     * time), then in a request of its own (`unstorable`: no call can carry them; dropped, see
+     * reportUnstorable).
      */
     const refusedOnce = new Set<string>();
     const unstorable = new Set<string>();
-    /** Whether `delivery`, refused alone, is refused for the second time: then it is dropped. */
-    const refusedAgain = (delivery: NewDelivery) => {
+    /** Whether a call carrying only `calls` goes in a request of its own: see tooLarge(). */
+    const alone = (calls: readonly NewDelivery[]) =>
+      calls.length === 1 && refusedOnce.has(calls[0].id);
+    /** `delivery`, refused as too large in a call of its own: sent alone next, or dropped. */
+    const tooLarge = (delivery: NewDelivery) => {
       if (!refusedOnce.has(delivery.id)) {
         refusedOnce.add(delivery.id);
-        return false;
+        return;
       }
       unstorable.add(delivery.id);
       reportUnstorable(stream.name, delivery);
-      return true;
     };
     const deliveriesOf = (plan: PagePlan) =>
       this.deliveriesFor(plan, listed).filter((delivery) => !unstorable.has(delivery.id));
@@ -399,15 +402,15 @@ export class Dispatcher {
           let share: NewDelivery[] = [];
           try {
             for (share of shares.slice(0, -1)) {
-              const made = await this.#deliveries.createDeliveries(share);
+              const made = await this.#deliveries.createDeliveries(share, { alone: alone(share) });
               created += made;
               if (made > 0) options.onStored?.(made, 0);
             }
           } catch (error) {
             if (!(error instanceof StoreRequestTooLargeError)) throw error;
-            // A share of one delivery refused: tried again, then dropped (no call can carry it).
+            // A share of one delivery refused: sent alone, then dropped (no call can carry it).
             if (share.length === 1) {
-              refusedAgain(share[0]);
+              tooLarge(share[0]);
               continue;
             }
             this.#pageBytes = Math.min(this.#pageBytes, Math.floor(deliveryBytes(share) / 2));
@@ -428,7 +431,7 @@ export class Dispatcher {
             deliveries,
             releaseLease: last ? { name: leaseName, token: lease } : undefined,
             claim: reserved ?? undefined,
-          });
+          }, { alone: alone(deliveries) });
         } catch (error) {
           // Refused whole, nothing stored: the same page would be refused at every dispatch, so
           // pages are made smaller (as long as this one has entries to spare) and it goes again.
@@ -436,9 +439,9 @@ export class Dispatcher {
           const smaller = (state.planEnd === null && plan.entries.length > 1) ||
             (plan.entries.length === 1 && deliveries.length > 1);
           if (!(error instanceof StoreRequestTooLargeError)) throw error;
-          // One delivery alone refused: tried again, then dropped (no call can carry it).
+          // One delivery refused: sent alone, then dropped (no call can carry it).
           if (!smaller && deliveries.length === 1) {
-            refusedAgain(deliveries[0]);
+            tooLarge(deliveries[0]);
             continue;
           }
           if (!smaller) throw error;

@@ -16,6 +16,7 @@ import {
   decodeCursor,
   DEFAULT_RETENTION_MS,
   type Delivery,
+  type DeliveryCallOptions,
   type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
@@ -209,7 +210,12 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // One synchronous step up to the first await (createDeliveries and claimDue do their work
   // before they return), as atomic as the Redis script.
-  async storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null> {
+  // `options.alone` asks nothing of this store: it refuses no call as too large.
+  async storePage(
+    stream: string,
+    page: StoredPage,
+    _options: DeliveryCallOptions = {},
+  ): Promise<StoredPageResult | null> {
     const state = this.#dispatchOf(stream);
     if (state.cursor !== page.cursor || (state.planEnd !== null && state.planEnd !== page.end)) {
       return null;
@@ -224,7 +230,10 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return { created: await created, claims: await claims };
   }
 
-  createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {
+  createDeliveries(
+    deliveries: readonly NewDelivery[],
+    _options: DeliveryCallOptions = {},
+  ): Promise<number> {
     const now = this.#now();
     this.#forgetExpired(now);
     let created = 0;

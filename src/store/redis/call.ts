@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Redis } from "@upstash/redis";
+import { errors, type Redis } from "@upstash/redis";
 import {
   StoreRefusedError,
   StoreRequestTooLargeError,
@@ -109,14 +109,44 @@ export function asArray<T>(value: unknown): T[] {
   return Array.isArray(value) ? value as T[] : [];
 }
 
-/** The part of the client a {@linkcode RedisCalls} needs. */
-export type RedisScriptClient = Pick<Redis, "evalsha" | "eval">;
+/**
+ * The part of the client a {@linkcode RedisCalls} needs: `pipeline` only to send a call alone
+ * (see {@linkcode ScriptOptions.alone}).
+ */
+export type RedisScriptClient = Pick<Redis, "evalsha" | "eval"> & Partial<Pick<Redis, "pipeline">>;
+
+/** Options for {@linkcode RedisCalls.script}. */
+export interface ScriptOptions {
+  /**
+   * Send the call in an HTTP request of its own: `@upstash/redis` sends calls made at the same time
+   * in one request (auto-pipelining), so a request refused as too large may have been refused for
+   * the others; one sent alone (an explicit pipeline of one command) was refused for itself.
+   * Without the client's `pipeline`, as any call. @default {false}
+   */
+  alone?: boolean;
+}
 
 /**
  * How long (ms) a Redis call may take by default before it fails as unavailable. `storesFromEnv`
  * also gives the client's requests this deadline, so a request is abandoned, not sent again later.
  */
 export const REDIS_CALL_TIMEOUT_MS = 5_000;
+
+/**
+ * Sends one `EVALSHA` or `EVAL` as an explicit pipeline of one command, in a request of its own,
+ * and fails as the client fails a single command (an `UpstashError` "Command failed: …").
+ */
+async function sendAlone(
+  pipeline: ReturnType<Redis["pipeline"]>,
+  command: "evalsha" | "eval",
+  first: string,
+  keys: string[],
+  args: string[],
+): Promise<unknown> {
+  const [reply] = await pipeline[command](first, keys, args).exec({ keepErrors: true });
+  if (reply.error) throw new errors.UpstashError(`Command failed: ${reply.error}`);
+  return reply.result;
+}
 
 /** Runs Redis calls with a timeout and the project's error mapping. */
 export class RedisCalls {
@@ -191,17 +221,25 @@ export class RedisCalls {
    * Runs a Lua script by SHA, sending its text only when Redis does not know
    * it yet; arguments are sent as JSON. Call it inside {@linkcode call}.
    */
-  async script(script: string, keys: string[], argv: unknown[]): Promise<unknown> {
+  async script(
+    script: string,
+    keys: string[],
+    argv: unknown[],
+    options: ScriptOptions = {},
+  ): Promise<unknown> {
     let sha = this.#shas.get(script);
     if (!sha) {
       sha = sha1(script);
       this.#shas.set(script, sha);
     }
     const args = argv.map((arg) => JSON.stringify(arg));
+    const alone = options.alone ? this.#redis.pipeline?.bind(this.#redis) : undefined;
     try {
+      if (alone) return await sendAlone(alone(), "evalsha", await sha, keys, args);
       return await this.#redis.evalsha(await sha, keys, args);
     } catch (error) {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
+      if (alone) return await sendAlone(alone(), "eval", script, keys, args);
       return await this.#redis.eval(script, keys, args);
     }
   }

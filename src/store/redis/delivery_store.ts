@@ -11,6 +11,7 @@ import {
   REDIS_CALL_TIMEOUT_MS,
   RedisCalls,
   type RedisScriptClient,
+  type ScriptOptions,
 } from "./call.ts";
 import {
   ACQUIRE_LEASE_SCRIPT,
@@ -46,6 +47,7 @@ import {
   decodeCursor,
   DEFAULT_RETENTION_MS,
   type Delivery,
+  type DeliveryCallOptions,
   type DeliveryCounts,
   type DeliveryStatus,
   type DeliveryStore,
@@ -196,8 +198,8 @@ export class RedisDeliveryStore implements DeliveryStore {
     return this.#prefix;
   }
 
-  #run(what: string, script: string, arg: unknown): Promise<unknown> {
-    return this.#calls.call(what, () => this.#calls.script(script, [this.#prefix], [arg]));
+  #run(what: string, script: string, arg: unknown, options?: ScriptOptions): Promise<unknown> {
+    return this.#calls.call(what, () => this.#calls.script(script, [this.#prefix], [arg], options));
   }
 
   async putEndpoint(config: EndpointConfig, options: PutEndpointOptions): Promise<boolean> {
@@ -353,7 +355,11 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async storePage(stream: string, page: StoredPage): Promise<StoredPageResult | null> {
+  async storePage(
+    stream: string,
+    page: StoredPage,
+    options: DeliveryCallOptions = {},
+  ): Promise<StoredPageResult | null> {
     const { claim } = page;
     const reply = fromJson<{ created: number; claims: unknown }>(
       await this.#run("storePage", STORE_PAGE_SCRIPT, {
@@ -367,7 +373,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         lease: page.releaseLease ?? false,
         claim: claim ? this.#claimArgs(claim) : false,
         tk: crypto.randomUUID(),
-      }),
+      }, options),
     );
     if (reply.created === -1) return null;
     return { created: reply.created, claims: toClaims(reply.claims) };
@@ -383,13 +389,16 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async createDeliveries(deliveries: readonly NewDelivery[]): Promise<number> {
+  async createDeliveries(
+    deliveries: readonly NewDelivery[],
+    options: DeliveryCallOptions = {},
+  ): Promise<number> {
     if (deliveries.length === 0) return 0;
     const reply = await this.#run("createDeliveries", CREATE_SCRIPT, {
       now: this.#now(),
       retention: this.#retentionMs,
       items: deliveryItems(deliveries),
-    });
+    }, options);
     return Number(reply);
   }
 

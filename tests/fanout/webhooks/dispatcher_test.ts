@@ -560,15 +560,38 @@ Deno.test("Dispatcher by default: a batch holds at most one page of 500 results 
  * A Redis store, and a delivery store whose calls (only) go through a proxy that refuses requests
  * over 200,000 bytes as Upstash refuses those over its max request size.
  */
-async function behindRefusingProxy(fixture: RedisFixture) {
+async function behindRefusingProxy(
+  fixture: RedisFixture,
+  wrap: (client: Redis) => Redis = (client) => client,
+) {
   const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl, maxRequestBytes: 200_000 });
   const client = (url: string) =>
     new Redis({ url, token: fixture.restToken, enableTelemetry: false });
   return {
     proxy,
     store: new RedisStore(client(fixture.restUrl), { now: () => T0 }),
-    deliveries: new RedisDeliveryStore(client(proxy.url), { now: () => T0 }),
+    deliveries: new RedisDeliveryStore(wrap(client(proxy.url)), { now: () => T0 }),
   };
+}
+
+/**
+ * `client`, which also writes 90 KB elsewhere whenever it runs a script with over 100 KB of
+ * arguments: made at the same moment, the write goes in the same request (the client's
+ * auto-pipelining), as another part of a busy instance's would.
+ */
+function crowded(client: Redis): Redis {
+  return new Proxy(client, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver);
+      if (name !== "evalsha" && name !== "eval") return value;
+      return (...args: unknown[]) => {
+        if (JSON.stringify(args).length > 100_000) {
+          target.set("crowd", "y".repeat(90_000)).catch(() => {});
+        }
+        return value.apply(target, args);
+      };
+    },
+  });
 }
 
 redisTest(
@@ -643,7 +666,7 @@ redisTest(
 );
 
 redisTest(
-  "Dispatcher.dispatch() drops a delivery the store refuses alone twice (larger than any call), with an error and a count, and dispatches the results after it",
+  "Dispatcher.dispatch() drops a delivery the store refuses in a request of its own (larger than any call), with an error and a count, and dispatches the results after it",
   async (fixture) => {
     const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
     try {
@@ -660,8 +683,8 @@ redisTest(
         errors[0],
         /^Webhook delivery msg_orders_\S+\.ep_0 of stream orders to endpoint ep_0 \(\d+ bytes\) is larger than the store takes in one call: it is dropped/,
       );
-      // The page of three refused (pages are cut), then that delivery alone twice (the client may
-      // send other calls with it), then not asked again.
+      // The page of three refused (pages are cut), then that delivery in a call of its own, then in
+      // a request of its own, then not asked again.
       const refused = proxy.take().filter((request) => request.status === 400);
       assert.equal(refused.length, 3);
       const items = await allDeliveries(deliveries, "ep_0");
@@ -671,6 +694,32 @@ redisTest(
         "the two results after it",
       );
       assert.equal(await dispatcher.dispatch(orders, [ours, other]), 0, "the cursor is at the end");
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
+  "Dispatcher.dispatch() sends a delivery refused together with other calls in a request of its own, and stores it",
+  async (fixture) => {
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture, crowded);
+    try {
+      // A window of a 120,000-character group: one delivery that fits alone, not with the write.
+      await store.appendLog("orders", [closed(1, "x".repeat(120_000)), closed(2), closed(3)]);
+      const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+      const errors = await collectingLogs(async (records) => {
+        assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_0")]), 3);
+        return records.map(messageOf);
+      }, { level: "error" });
+      assert.deepEqual(errors, []);
+      assert.ok(
+        proxy.take().filter((request) => request.status === 400).length >= 2,
+        "refused with the write",
+      );
+      const items = await allDeliveries(deliveries, "ep_0");
+      assert.equal(items.length, 3);
+      assert.ok(items.some((item) => item.payload.length > 120_000), "the large one too");
     } finally {
       await proxy.close();
     }

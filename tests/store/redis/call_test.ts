@@ -7,6 +7,7 @@ import {
 } from "../../../src/store/types.ts";
 import { Redis } from "@upstash/redis";
 import { redisTest } from "../../_redis.ts";
+import { startUpstashProxy } from "../../_upstash_proxy.ts";
 
 function upstashError(message: string): Error {
   const error = new Error(message);
@@ -148,6 +149,44 @@ Deno.test("RedisCalls.call() says whether a failure may have applied: not_applie
     "unknown",
   );
 });
+
+redisTest(
+  "RedisCalls.script() with alone sends the call in a request of its own, after NOSCRIPT too, and its failures map as any call's",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      const redis = new Redis({ url: proxy.url, token: fixture.restToken, enableTelemetry: false });
+      const calls = new RedisCalls(redis, 5_000);
+      const script = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('STRLEN', KEYS[1])";
+      // Made at the same moment: the auto-pipelined GET in one request, the alone call in its own.
+      const [alone, other] = await Promise.all([
+        calls.call("alone", () => calls.script(script, ["alone:k"], ["abc"], { alone: true })),
+        redis.get("other:k"),
+      ]);
+      // Arguments go as JSON: '"abc"' is 5 bytes.
+      assert.deepEqual([alone, other], [5, null]);
+      // Known now: EVALSHA, alone again.
+      assert.equal(await calls.script(script, ["alone:k"], ["abcd"], { alone: true }), 6);
+      const requests = proxy.take().map((request) => request.commands);
+      assert.ok(requests.every((commands) => commands.length === 1), JSON.stringify(requests));
+      assert.deepEqual(
+        requests.map((commands) => String(commands[0][0])).sort(),
+        ["eval", "evalsha", "evalsha", "get"],
+      );
+      // A command error is a command error: WRONGTYPE refused, a script error an Error.
+      await redis.lpush("alone:list", "x");
+      const wrong = await calls.call(
+        "alone",
+        () =>
+          calls.script("return redis.call('GET', KEYS[1])", ["alone:list"], [], { alone: true }),
+      ).then(() => assert.fail("expected a failure"), (error) => error);
+      assert.ok(wrong instanceof StoreRefusedError, String(wrong));
+      assert.match(wrong.message, /^Redis refused alone: .*WRONGTYPE/);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
 
 redisTest(
   "a token the REST endpoint refuses is not_applied, and the message names the setting",
