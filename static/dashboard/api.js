@@ -119,50 +119,78 @@ export async function readiness() {
 }
 
 /**
+ * How long (ms) after a `404` a followed stream is asked for again: an instance remembers a name
+ * it found unknown for 5 s, so a stream created through another one may be unknown here that long.
+ */
+const NOT_FOUND_RETRY_MS = 6_000;
+
+/**
  * Follows a stream's results (`GET /v1/streams/{stream}/subscribe` as SSE) with the SDK's
  * `subscribe()`, the key in `Authorization`: reconnecting with back-off (1 s doubling to 15 s, or
- * by `Retry-After`) and resuming after the last result, and stopping at an answer a retry cannot
- * change (a revoked key's 401). Calls `onMessage(payload)` for each result and a `subscribed`
- * message (every (re)connection, so a view can reload what it may have missed), and
- * `onState(text, connected)` when the connection changes. Returns a function that stops.
+ * by `Retry-After`) and resuming after the last result; after a `404` again in 6 s; stopping at
+ * an answer a retry cannot change (a revoked key's 401). Calls `onMessage(payload)` for each
+ * result and a `subscribed` message (every (re)connection, so a view can reload what it may have
+ * missed), and `onState(text, connected)` when the connection changes. Returns a function that
+ * stops.
  */
 export function follow(stream, { types, onMessage, onState }) {
   /** Why the server closed the last connection, when it said. */
   let closedBecause = "";
-  const live = subscribe(stream, {
-    key: storedKey() || undefined,
-    endpoint: "",
-    types,
-    retryBaseMs: 1000,
-    maxRetryMs: 15_000,
-    onMessage(payload) {
-      if (payload.type === "closed") {
-        closedBecause = `: closed by the server: ${payload.reason}`;
-        return;
-      }
-      if (payload.type === "subscribed") {
-        closedBecause = "";
-        onState("live", true);
-      }
-      onMessage(payload);
-    },
-    onError(error) {
-      if (error.status === undefined) {
-        onState(
-          closedBecause
-            ? `reconnecting${closedBecause}`
-            : `reconnecting (${error.message.replace(/^edgestream: /, "")})`,
-          false,
-        );
-      } else if (error.status >= 500 || error.status === 408 || error.status === 429) {
-        onState(`reconnecting (subscription answered ${error.status})`, false);
-      } else {
-        onState(
-          `stopped (subscription answered ${error.status} ${error.code ?? ""})`.replace(" )", ")"),
-          false,
-        );
-      }
-    },
-  });
-  return () => live.close();
+  let live = null;
+  let retry;
+  let stopped = false;
+  const start = () => {
+    live = subscribe(stream, {
+      key: storedKey() || undefined,
+      endpoint: "",
+      types,
+      retryBaseMs: 1000,
+      maxRetryMs: 15_000,
+      onMessage(payload) {
+        if (payload.type === "closed") {
+          closedBecause = `: closed by the server: ${payload.reason}`;
+          return;
+        }
+        if (payload.type === "subscribed") {
+          closedBecause = "";
+          onState("live", true);
+        }
+        onMessage(payload);
+      },
+      onError(error) {
+        if (error.status === undefined) {
+          // The server's reason goes with the end of its connection, not with later failures.
+          onState(
+            closedBecause
+              ? `reconnecting${closedBecause}`
+              : `reconnecting (${error.message.replace(/^edgestream: /, "")})`,
+            false,
+          );
+          closedBecause = "";
+        } else if (error.status >= 500 || error.status === 408 || error.status === 429) {
+          onState(`reconnecting (subscription answered ${error.status})`, false);
+        } else if (error.status === 404) {
+          // subscribe() stops at a 404, but a stream just created through another instance may
+          // be unknown to this one for NOT_FOUND_RETRY_MS: followed again after that (a deleted
+          // stream leaves the page at the list's next read).
+          onState(`reconnecting (subscription answered 404 ${error.code ?? ""})`.trim(), false);
+          if (!stopped) retry = setTimeout(start, NOT_FOUND_RETRY_MS);
+        } else {
+          onState(
+            `stopped (subscription answered ${error.status} ${error.code ?? ""})`.replace(
+              " )",
+              ")",
+            ),
+            false,
+          );
+        }
+      },
+    });
+  };
+  start();
+  return () => {
+    stopped = true;
+    clearTimeout(retry);
+    live.close();
+  };
 }

@@ -520,6 +520,49 @@ Deno.test("subscribe()'s close() during a back-off or a connection ends it: no m
     clock.uninstall();
     restore();
   }
+  // During a connection: its request is aborted (its body then fails, as fetch's does), and
+  // nothing more is asked or told.
+  const open = recordingFetch([]);
+  const opened = new Promise<AbortSignal>((resolve) => {
+    const recording = globalThis.fetch;
+    globalThis.fetch = ((url: string, init: Sent["init"]) => {
+      const signal = init.signal!;
+      resolve(signal);
+      recording(url, init);
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(
+            new TextEncoder().encode('event: subscribed\ndata: {"type":"subscribed"}\n\n'),
+          );
+          signal.addEventListener("abort", () => controller.error(signal.reason), { once: true });
+        },
+      });
+      return Promise.resolve(
+        new Response(body, { headers: { "Content-Type": "text/event-stream" } }),
+      );
+    }) as typeof fetch;
+  });
+  const told: unknown[] = [];
+  const messages: unknown[] = [];
+  try {
+    const live = subscribe("orders", {
+      endpoint: "https://e.example",
+      retryBaseMs: 10,
+      onMessage: (message) => messages.push(message.type),
+      onError: (error) => told.push(error.message),
+    });
+    const signal = await opened;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(messages, ["subscribed"]);
+    assert.equal(signal.aborted, false);
+    live.close();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(signal.aborted, true, "the connection's request aborted");
+    assert.equal(open.sent.length, 1);
+    assert.deepEqual(told, []);
+  } finally {
+    open.restore();
+  }
 });
 
 const SSE_TEXT = [

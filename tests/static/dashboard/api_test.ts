@@ -81,3 +81,62 @@ Deno.test("a followed stream says why the server closed it, resumes after the la
     clock.uninstall();
   }
 });
+
+Deno.test("a followed stream answered 404 (created on another instance, unknown here for 5 s) is followed again 6 s later", async () => {
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const original = globalThis.fetch;
+  const asked: number[] = [];
+  const answers = [
+    Response.json({ error: { code: "stream_not_found", message: "no" } }, { status: 404 }),
+    new Response('event: subscribed\ndata: {"type":"subscribed"}\n\n', {
+      headers: { "Content-Type": "text/event-stream" },
+    }),
+  ];
+  globalThis.fetch = (() => {
+    asked.push(clock.now);
+    // Then the connection stays open, answering nothing.
+    return Promise.resolve(answers.shift() ?? new Promise<Response>(() => {}));
+  }) as typeof fetch;
+  rememberKey("k-dashboard");
+  const states: Array<[string, boolean]> = [];
+  const stop = follow("orders", {
+    types: ["window.closed"],
+    onMessage: () => {},
+    onState: (state: string, connected: boolean) => states.push([state, connected]),
+  });
+  try {
+    await clock.tickAsync(5_900);
+    assert.deepEqual(states, [[
+      "reconnecting (subscription answered 404 stream_not_found)",
+      false,
+    ]]);
+    assert.equal(asked.length, 1);
+    await clock.tickAsync(200);
+    assert.deepEqual(asked, [0, 6_000]);
+    assert.deepEqual(states[1], ["live", true]);
+  } finally {
+    stop();
+    forgetKey();
+    globalThis.fetch = original;
+    clock.uninstall();
+  }
+  // Stopped while waiting: not asked again.
+  const again = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const none: number[] = [];
+  globalThis.fetch = (() => {
+    none.push(again.now);
+    return Promise.resolve(
+      Response.json({ error: { code: "stream_not_found" } }, { status: 404 }),
+    );
+  }) as typeof fetch;
+  try {
+    const stopNow = follow("orders", { types: [], onMessage: () => {}, onState: () => {} });
+    await again.tickAsync(1_000);
+    stopNow();
+    await again.tickAsync(60_000);
+    assert.deepEqual(none, [0]);
+  } finally {
+    globalThis.fetch = original;
+    again.uninstall();
+  }
+});
