@@ -173,7 +173,10 @@ export function follow(stream, { types, onMessage, onState }) {
           // subscribe() stops at a 404, but a stream just created through another instance may
           // be unknown to this one for NOT_FOUND_RETRY_MS: followed again after that (a deleted
           // stream leaves the page at the list's next read).
-          onState(`reconnecting (subscription answered 404 ${error.code ?? ""})`.trim(), false);
+          onState(
+            `reconnecting (subscription answered 404 ${error.code ?? ""})`.replace(" )", ")"),
+            false,
+          );
           if (!stopped) retry = setTimeout(start, NOT_FOUND_RETRY_MS);
         } else {
           onState(

@@ -120,8 +120,9 @@ export interface ScriptOptions {
   /**
    * Send the call in an HTTP request of its own: `@upstash/redis` sends calls made at the same time
    * in one request (auto-pipelining), so a request refused as too large may have been refused for
-   * the others; one sent alone (an explicit pipeline of one command) was refused for itself.
-   * Without the client's `pipeline`, as any call. @default {false}
+   * the others; one sent alone (an explicit pipeline of one command) was refused for itself. A
+   * script Redis does not know is loaded (`SCRIPT LOAD`, alone) before it, rather than sent with it
+   * (`EVAL`). Without the client's `pipeline`, as any call. @default {false}
    */
   alone?: boolean;
 }
@@ -132,18 +133,18 @@ export interface ScriptOptions {
  */
 export const REDIS_CALL_TIMEOUT_MS = 5_000;
 
+/** A pipeline of `@upstash/redis`. */
+type Pipeline = ReturnType<Redis["pipeline"]>;
+
 /**
- * Sends one `EVALSHA` or `EVAL` as an explicit pipeline of one command, in a request of its own,
- * and fails as the client fails a single command (an `UpstashError` "Command failed: …").
+ * Sends the one command `add` puts in `pipeline` in a request of its own, and fails as the client
+ * fails a single command (an `UpstashError` "Command failed: …").
  */
 async function sendAlone(
-  pipeline: ReturnType<Redis["pipeline"]>,
-  command: "evalsha" | "eval",
-  first: string,
-  keys: string[],
-  args: string[],
+  pipeline: Pipeline,
+  add: (pipeline: Pipeline) => Pipeline,
 ): Promise<unknown> {
-  const [reply] = await pipeline[command](first, keys, args).exec({ keepErrors: true });
+  const [reply] = await add(pipeline).exec({ keepErrors: true });
   if (reply.error) throw new errors.UpstashError(`Command failed: ${reply.error}`);
   return reply.result;
 }
@@ -235,11 +236,20 @@ export class RedisCalls {
     const args = argv.map((arg) => JSON.stringify(arg));
     const alone = options.alone ? this.#redis.pipeline?.bind(this.#redis) : undefined;
     try {
-      if (alone) return await sendAlone(alone(), "evalsha", await sha, keys, args);
+      if (alone) {
+        const known = await sha;
+        return await sendAlone(alone(), (pipeline) => pipeline.evalsha(known, keys, args));
+      }
       return await this.#redis.evalsha(await sha, keys, args);
     } catch (error) {
       if (!(error instanceof Error) || !error.message.includes("NOSCRIPT")) throw error;
-      if (alone) return await sendAlone(alone(), "eval", script, keys, args);
+      if (alone) {
+        // Loaded first, alone too, then EVALSHA: an EVAL would carry the script's text with the
+        // arguments, and be refused as too large where the call itself fits.
+        await sendAlone(alone(), (pipeline) => pipeline.scriptLoad(script));
+        const known = await sha;
+        return await sendAlone(alone(), (pipeline) => pipeline.evalsha(known, keys, args));
+      }
       return await this.#redis.eval(script, keys, args);
     }
   }

@@ -726,6 +726,29 @@ redisTest(
   },
 );
 
+redisTest(
+  "Dispatcher.dispatch() stores a delivery that fits though Redis lost its scripts and their text (EVAL) would not fit with it",
+  async (fixture) => {
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
+    try {
+      // 185,000 characters: EVALSHA with it fits in 200,000 bytes, EVAL (~20 KB more) does not.
+      await store.appendLog("orders", [closed(1, "x".repeat(185_000)), closed(2)]);
+      await new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false })
+        .scriptFlush();
+      const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+      const errors = await collectingLogs(async (records) => {
+        assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_0")]), 2);
+        return records.map(messageOf);
+      }, { level: "error" });
+      assert.deepEqual(errors, []);
+      assert.ok(proxy.take().some((request) => request.status === 400), "an EVAL refused");
+      assert.equal((await allDeliveries(deliveries, "ep_0")).length, 2);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
 Deno.test("Dispatcher with maxPageBytes ends a page whose deliveries are larger early, one entry at least", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const pages: number[] = [];

@@ -151,7 +151,7 @@ Deno.test("RedisCalls.call() says whether a failure may have applied: not_applie
 });
 
 redisTest(
-  "RedisCalls.script() with alone sends the call in a request of its own, after NOSCRIPT too, and its failures map as any call's",
+  "RedisCalls.script() with alone sends the call in a request of its own, after NOSCRIPT a SCRIPT LOAD and EVALSHA (no EVAL), and its failures map as any call's",
   async (fixture) => {
     const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
     try {
@@ -165,13 +165,13 @@ redisTest(
       ]);
       // Arguments go as JSON: '"abc"' is 5 bytes.
       assert.deepEqual([alone, other], [5, null]);
-      // Known now: EVALSHA, alone again.
+      // Known now: EVALSHA alone.
       assert.equal(await calls.script(script, ["alone:k"], ["abcd"], { alone: true }), 6);
       const requests = proxy.take().map((request) => request.commands);
       assert.ok(requests.every((commands) => commands.length === 1), JSON.stringify(requests));
       assert.deepEqual(
         requests.map((commands) => String(commands[0][0])).sort(),
-        ["eval", "evalsha", "evalsha", "get"],
+        ["evalsha", "evalsha", "evalsha", "get", "script"],
       );
       // A command error is a command error: WRONGTYPE refused, a script error an Error.
       await redis.lpush("alone:list", "x");
