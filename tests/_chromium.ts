@@ -25,11 +25,21 @@ export function chromiumInstalled(): boolean {
   }
 }
 
+/** Options of {@linkcode browserTest}. */
+export interface BrowserTestOptions {
+  /** Command-line switches for Chromium besides the headless ones. @default {[]} */
+  args?: readonly string[];
+}
+
 /**
  * Registers a `Deno.test` that gets a freshly launched headless Chromium,
  * closed afterwards (pages and their connections with it).
  */
-export function browserTest(name: string, fn: (browser: Browser) => Promise<void>): void {
+export function browserTest(
+  name: string,
+  fn: (browser: Browser) => Promise<void>,
+  options: BrowserTestOptions = {},
+): void {
   const skip = !chromiumInstalled() && !IN_CI;
   if (skip && !warned) {
     warned = true;
@@ -51,7 +61,7 @@ export function browserTest(name: string, fn: (browser: Browser) => Promise<void
       }
       const browser = await chromium.launch({
         executablePath: CHROMIUM_PATH,
-        args: ["--headless", "--no-sandbox", "--disable-gpu"],
+        args: ["--headless", "--no-sandbox", "--disable-gpu", ...(options.args ?? [])],
       });
       try {
         await fn(browser);

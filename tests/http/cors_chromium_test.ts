@@ -236,6 +236,24 @@ async function resumableSetup() {
   };
 }
 
+/**
+ * Runs `body` with a {@linkcode resumableSetup} server and a page on the origin its key lists,
+ * closing both afterwards.
+ */
+async function onListedPage(
+  browser: Browser,
+  body: (s: Awaited<ReturnType<typeof resumableSetup>>, page: Page) => Promise<void>,
+): Promise<void> {
+  const s = await resumableSetup();
+  const page = await open(browser, s.listed);
+  try {
+    await body(s, page);
+  } finally {
+    await page.close();
+    await s.close();
+  }
+}
+
 async function pageValue<T>(page: Page, expression: string, ok: (value: T) => boolean): Promise<T> {
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -250,23 +268,21 @@ async function pageValue<T>(page: Page, expression: string, ok: (value: T) => bo
 
 browserTest(
   "/sdk.js subscribe() on a page of the key's origin follows results, and after a cut connection and a 503 resumes where it was, missing none and repeating none",
-  async (browser) => {
-    const s = await resumableSetup();
-    const page = await open(browser, s.listed);
-    try {
+  (browser) =>
+    onListedPage(browser, async (s, page) => {
       await page.evaluate(`(async () => {
-        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
-        globalThis.got = [];
-        globalThis.errors = [];
-        globalThis.live = subscribe("orders", {
-          key: ${JSON.stringify(s.key)},
-          endpoint: ${JSON.stringify(s.api)},
-          types: ["window.closed"],
-          retryBaseMs: 200,
-          onMessage: (message) => got.push(message),
-          onError: (error) => errors.push(error.status ?? error.name),
-        });
-      })()`);
+      const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+      globalThis.got = [];
+      globalThis.errors = [];
+      globalThis.live = subscribe("orders", {
+        key: ${JSON.stringify(s.key)},
+        endpoint: ${JSON.stringify(s.api)},
+        types: ["window.closed"],
+        retryBaseMs: 200,
+        onMessage: (message) => got.push(message),
+        onError: (error) => errors.push(error.status ?? error.name),
+      });
+    })()`);
       const minute = Math.floor(Date.now() / 60_000) * 60_000 - 30 * 60_000;
       const at = (minutes: number) => new Date(minute + minutes * 60_000).toISOString();
       await pageValue<number>(page, "got.length", (n) => n === 1);
@@ -296,55 +312,43 @@ browserTest(
       // The reconnection asked for what followed the last result received.
       assert.match(s.subscribes.at(-1) ?? "", /[?&]after=\d+-\d+/);
       await page.evaluate("live.close()");
-    } finally {
-      await page.close();
-      await s.close();
-    }
-  },
+    }),
 );
 
 browserTest(
   "/sdk.js subscribe() with a key the server refuses tells onError once and stops",
-  async (browser) => {
-    const s = await resumableSetup();
-    const page = await open(browser, s.listed);
-    try {
+  (browser) =>
+    onListedPage(browser, async (s, page) => {
       await page.evaluate(`(async () => {
-        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
-        globalThis.errors = [];
-        subscribe("orders", {
-          key: "sk_notAKeyNotAKeyNotAKey0123",
-          endpoint: ${JSON.stringify(s.api)},
-          retryBaseMs: 50,
-          onError: (error) => errors.push([error.status, error.code]),
-        });
-      })()`);
+      const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+      globalThis.errors = [];
+      subscribe("orders", {
+        key: "sk_notAKeyNotAKeyNotAKey0123",
+        endpoint: ${JSON.stringify(s.api)},
+        retryBaseMs: 50,
+        onError: (error) => errors.push([error.status, error.code]),
+      });
+    })()`);
       await pageValue<unknown[]>(page, "errors", (errors) => errors.length > 0);
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.deepEqual(await page.evaluate("errors"), [[401, "unauthorized"]]);
       assert.equal(s.subscribes.length, 1);
-    } finally {
-      await page.close();
-      await s.close();
-    }
-  },
+    }),
 );
 
 browserTest(
   "/sdk.js subscribe() whose onMessage throws closes each connection before it opens the next, backing off",
-  async (browser) => {
-    const s = await resumableSetup();
-    const page = await open(browser, s.listed);
-    try {
+  (browser) =>
+    onListedPage(browser, async (s, page) => {
       await page.evaluate(`(async () => {
-        const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
-        globalThis.live = subscribe("orders", {
-          key: ${JSON.stringify(s.key)},
-          endpoint: ${JSON.stringify(s.api)},
-          retryBaseMs: 50,
-          onMessage: () => { throw new Error("the page's bug"); },
-        });
-      })()`);
+      const { subscribe } = await import(${JSON.stringify(`${s.api}/sdk.js`)});
+      globalThis.live = subscribe("orders", {
+        key: ${JSON.stringify(s.key)},
+        endpoint: ${JSON.stringify(s.api)},
+        retryBaseMs: 50,
+        onMessage: () => { throw new Error("the page's bug"); },
+      });
+    })()`);
       const deadline = Date.now() + 10_000;
       while (s.subscribes.length < 4) {
         if (Date.now() > deadline) throw new Error(`${s.subscribes.length} subscriptions`);
@@ -361,9 +365,5 @@ browserTest(
       await new Promise((resolve) => setTimeout(resolve, 600));
       assert.ok(s.subscribes.length - before <= 2, `${s.subscribes.length - before} in 600 ms`);
       await page.evaluate("live.close()");
-    } finally {
-      await page.close();
-      await s.close();
-    }
-  },
+    }),
 );

@@ -6,50 +6,18 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
 import { KEYS, testApp } from "../_fixtures.ts";
 import { axeViolations, describeViolations } from "../_axe.ts";
+import { browserTest } from "../_chromium.ts";
 
-/** The Chromium to drive: `EDGESTREAM_CHROMIUM` (runners differ), else Debian's. */
-const CHROMIUM = Deno.env.get("EDGESTREAM_CHROMIUM") ?? "/usr/bin/chromium";
-const IN_CI = Deno.env.get("CI") === "true";
-
-function chromiumInstalled(): boolean {
-  try {
-    return Deno.statSync(CHROMIUM).isFile;
-  } catch {
-    return false;
-  }
-}
-
-const skip = !chromiumInstalled() && !IN_CI;
-if (skip) {
-  console.warn(
-    `${CHROMIUM} is missing, so the /docs browser test is ignored: install it with apt-get install -y chromium`,
-  );
-}
-
-Deno.test({
-  name: "/docs renders the API reference in Chromium from this origin only, and Try it out ingests",
-  ignore: skip,
-  async fn() {
-    if (!chromiumInstalled()) {
-      throw new Error(`Cannot run the browser test: ${CHROMIUM} is missing (CI=true)`);
-    }
+browserTest(
+  "/docs renders the API reference in Chromium from this origin only, and Try it out ingests",
+  async (browser) => {
     const { app } = await testApp({ auth: true });
     const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
     // A name that is not loopback, as in a deployment: Swagger UI skips some
     // requests (the validator badge) for localhost and 127.0.0.1 only.
     const origin = `http://edgestream.test:${server.addr.port}`;
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--host-resolver-rules=MAP edgestream.test 127.0.0.1",
-      ],
-    });
     try {
       const page = await browser.newPage();
       const requests: string[] = [];
@@ -97,26 +65,17 @@ Deno.test({
       });
       assert.equal((await stream.json()).stats.accepted, 1, "the event sent from /docs counted");
     } finally {
-      await browser.close();
       await server.shutdown();
     }
   },
-});
+  { args: ["--host-resolver-rules=MAP edgestream.test 127.0.0.1"] },
+);
 
-Deno.test({
-  name:
-    "/docs has no serious or critical axe-core violation of its own in Chromium (contrast, names)",
-  ignore: skip,
-  async fn() {
-    if (!chromiumInstalled()) {
-      throw new Error(`Cannot run the browser test: ${CHROMIUM} is missing (CI=true)`);
-    }
+browserTest(
+  "/docs has no serious or critical axe-core violation of its own in Chromium (contrast, names)",
+  async (browser) => {
     const { app } = await testApp({ auth: true });
     const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app.fetch);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu"],
-    });
     try {
       const page = await browser.newPage();
       await page.goto(`http://127.0.0.1:${server.addr.port}/docs`);
@@ -132,8 +91,7 @@ Deno.test({
       const regions = await axeViolations(page, { impacts: ["moderate"] });
       assert.ok(!regions.some((v) => v.id === "region"), describeViolations(regions));
     } finally {
-      await browser.close();
       await server.shutdown();
     }
   },
-});
+);
