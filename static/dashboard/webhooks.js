@@ -155,19 +155,30 @@ export class WebhooksView {
     replaceChildren(
       this.#container,
       endpoints.length
+        // Scrolled within the panel where the page is too narrow for whole column names (a
+        // phone): a named region the keyboard can reach, to scroll it with the arrow keys.
         ? el(
-          "table",
-          {},
+          "div",
+          {
+            class: "table-scroll",
+            role: "region",
+            "aria-label": "Webhook endpoints",
+            tabindex: "0",
+          },
           el(
-            "thead",
+            "table",
             {},
             el(
-              "tr",
+              "thead",
               {},
-              COLUMNS.map((title) => el("th", {}, title)),
+              el(
+                "tr",
+                {},
+                COLUMNS.map((title) => el("th", {}, title)),
+              ),
             ),
+            el("tbody", {}, rows),
           ),
-          el("tbody", {}, rows),
         )
         : null,
     );
