@@ -136,64 +136,51 @@ const NOT_FOUND_RETRY_MS = 6_000;
 export function follow(stream, { types, onMessage, onState }) {
   /** Why the server closed the last connection, when it said. */
   let closedBecause = "";
-  let live = null;
-  let retry;
-  let stopped = false;
-  const start = () => {
-    live = subscribe(stream, {
-      key: storedKey() || undefined,
-      endpoint: "",
-      types,
-      retryBaseMs: 1000,
-      maxRetryMs: 15_000,
-      onMessage(payload) {
-        if (payload.type === "closed") {
-          closedBecause = `: closed by the server: ${payload.reason}`;
-          return;
-        }
-        if (payload.type === "subscribed") {
-          closedBecause = "";
-          onState("live", true);
-        }
-        onMessage(payload);
-      },
-      onError(error) {
-        if (error.status === undefined) {
-          // The server's reason goes with the end of its connection, not with later failures.
-          onState(
-            closedBecause
-              ? `reconnecting${closedBecause}`
-              : `reconnecting (${error.message.replace(/^edgestream: /, "")})`,
-            false,
-          );
-          closedBecause = "";
-        } else if (error.status >= 500 || error.status === 408 || error.status === 429) {
-          onState(`reconnecting (subscription answered ${error.status})`, false);
-        } else if (error.status === 404) {
-          // subscribe() stops at a 404, but a stream just created through another instance may
-          // be unknown to this one for NOT_FOUND_RETRY_MS: followed again after that (a deleted
-          // stream leaves the page at the list's next read).
-          onState(
-            `reconnecting (subscription answered 404 ${error.code ?? ""})`.replace(" )", ")"),
-            false,
-          );
-          if (!stopped) retry = setTimeout(start, NOT_FOUND_RETRY_MS);
-        } else {
-          onState(
-            `stopped (subscription answered ${error.status} ${error.code ?? ""})`.replace(
-              " )",
-              ")",
-            ),
-            false,
-          );
-        }
-      },
-    });
-  };
-  start();
-  return () => {
-    stopped = true;
-    clearTimeout(retry);
-    live.close();
-  };
+  const live = subscribe(stream, {
+    key: storedKey() || undefined,
+    endpoint: "",
+    types,
+    retryBaseMs: 1000,
+    maxRetryMs: 15_000,
+    notFoundRetryMs: NOT_FOUND_RETRY_MS,
+    onMessage(payload) {
+      if (payload.type === "closed") {
+        closedBecause = `: closed by the server: ${payload.reason}`;
+        return;
+      }
+      if (payload.type === "subscribed") {
+        closedBecause = "";
+        onState("live", true);
+      }
+      onMessage(payload);
+    },
+    onError(error) {
+      if (error.status === undefined) {
+        // The server's reason goes with the end of its connection, not with later failures.
+        onState(
+          closedBecause
+            ? `reconnecting${closedBecause}`
+            : `reconnecting (${error.message.replace(/^edgestream: /, "")})`,
+          false,
+        );
+        closedBecause = "";
+      } else if (error.status >= 500 || error.status === 408 || error.status === 429) {
+        onState(`reconnecting (subscription answered ${error.status})`, false);
+      } else if (error.status === 404) {
+        // Asked again after NOT_FOUND_RETRY_MS: a stream just created through another instance
+        // may be unknown to this one that long (a deleted stream leaves the page at the list's
+        // next read).
+        onState(
+          `reconnecting (subscription answered 404 ${error.code ?? ""})`.replace(" )", ")"),
+          false,
+        );
+      } else {
+        onState(
+          `stopped (subscription answered ${error.status} ${error.code ?? ""})`.replace(" )", ")"),
+          false,
+        );
+      }
+    },
+  });
+  return () => live.close();
 }

@@ -478,17 +478,20 @@ function retryable(status) {
  * doubling up to `maxRetryMs` (30,000), or after `Retry-After`, resuming after the last result
  * received (`?after=`), so while the server's result log still holds them none is missed or seen
  * twice (`subscribed` says `"resumed": false` when it could not: read the counters again). The
- * back-off starts again once a result arrives. An error answer other than 408, 429 and 5xx stops it
- * (a retry cannot change it). `onError(error)` hears of every failure and end (`error.status` and
- * `error.code` for an error answer). Options: `key` (a read key
- * whose `origins` list the page; none in open mode), `endpoint` (the origin this module came from
- * by default), `types` (an array), `counter`, `filter`, `onMessage`, `onError`, `retryBaseMs`,
- * `maxRetryMs`. Returns `{close()}`.
+ * back-off starts again once a result arrives. A 404 is asked again after `notFoundRetryMs` when
+ * that is given (an instance may take a stream created through another for unknown for 5 s: 6000
+ * covers that), and stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a
+ * retry cannot change it). `onError(error)` hears of every failure and end (`error.status` and
+ * `error.code` for an error answer). Options: `key` (a read key whose `origins` list the page;
+ * none in open mode), `endpoint` (the origin this module came from by default), `types` (an
+ * array), `counter`, `filter`, `onMessage`, `onError`, `retryBaseMs`, `maxRetryMs`,
+ * `notFoundRetryMs`. Returns `{close()}`.
  */
 export function subscribe(stream, options = {}) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
   const retryBaseMs = options.retryBaseMs ?? 1000;
   const maxRetryMs = options.maxRetryMs ?? 30_000;
+  const notFoundRetryMs = options.notFoundRetryMs;
   const stop = new AbortController();
   const signal = stop.signal;
   /** The id of the last message with one: where a new connection resumes. */
@@ -521,9 +524,13 @@ export function subscribe(stream, options = {}) {
           error.status = res.status;
           error.code = body?.code;
           options.onError?.(error);
-          if (!retryable(res.status)) return;
-          const retryAfter = Number(res.headers.get("Retry-After"));
-          if (retryAfter > 0) wait = retryAfter * 1000;
+          if (res.status === 404 && notFoundRetryMs !== undefined) {
+            wait = notFoundRetryMs;
+          } else {
+            if (!retryable(res.status)) return;
+            const retryAfter = Number(res.headers.get("Retry-After"));
+            if (retryAfter > 0) wait = retryAfter * 1000;
+          }
         } else {
           const parser = new SseParser();
           const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -497,6 +497,70 @@ Deno.test("subscribe() retries 408, 429 and 5xx and ended connections, backing o
   }
 });
 
+Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404 (whatever the back-off), resumes after its last result, still stops at another 4xx, and close() ends the wait", async () => {
+  const subscribed = { type: "subscribed", stream: "orders" };
+  const result = { type: "window.closed", stream: "orders", data: { count: 1 } };
+  const { sent, restore } = recordingFetch([
+    refusal(404, "stream_not_found"), // created through another instance, unknown here as yet
+    refusal(404, "stream_not_found"),
+    sse([["subscribed", subscribed], ["window.closed", result, "1700000000000-9"]]), // ends
+    refusal(503, "store_unavailable"), // the back-off: 100 after the result, then 200
+    refusal(404, "stream_not_found"), // deleted and made again: 6000 once more
+    refusal(401, "unauthorized"), // no retry can change it
+  ]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const times = fetchTimes(clock);
+  const errors: Array<number | string> = [];
+  const messages: unknown[] = [];
+  try {
+    subscribe("orders", {
+      endpoint: "https://e.example",
+      retryBaseMs: 100,
+      maxRetryMs: 400,
+      notFoundRetryMs: 6_000,
+      onMessage: (message) => messages.push(message),
+      onError: (error) => errors.push(error.status ?? error.message),
+    });
+    await clock.tickAsync(60_000);
+    assert.deepEqual(times.slice(1).map((time, i) => time - times[i]), [
+      6_000,
+      6_000,
+      100,
+      200,
+      6_000,
+    ]);
+    assert.deepEqual(errors, [
+      404,
+      404,
+      "edgestream: the subscription to 'orders' ended",
+      503,
+      404,
+      401,
+    ]);
+    assert.deepEqual(messages, [subscribed, result]);
+    assert.deepEqual(
+      sent.map(({ url }) => new URL(url).searchParams.get("after")),
+      [null, null, null, "1700000000000-9", "1700000000000-9", "1700000000000-9"],
+    );
+  } finally {
+    clock.uninstall();
+    restore();
+  }
+  // Closed while waiting after a 404: not asked again.
+  const waiting = recordingFetch([refusal(404, "stream_not_found")]);
+  const clock2 = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  try {
+    const live = subscribe("orders", { endpoint: "https://e.example", notFoundRetryMs: 6_000 });
+    await clock2.tickAsync(3_000);
+    live.close();
+    await clock2.tickAsync(60_000);
+    assert.equal(waiting.sent.length, 1);
+  } finally {
+    clock2.uninstall();
+    waiting.restore();
+  }
+});
+
 Deno.test("subscribe()'s close() during a back-off or a connection ends it: no more requests", async () => {
   const { sent, restore } = recordingFetch([
     refusal(503, "store_unavailable", { "Retry-After": "2" }),

@@ -31,6 +31,7 @@ export function subscribe(stream: string, options: {
   onError?: (error: SubscribeError) => void;
   retryBaseMs?: number;
   maxRetryMs?: number;
+  notFoundRetryMs?: number;
 }): { close(): void };
 export class SseParser {
   push(chunk: string): Array<{ event: string; data: string; id: string | null }>;
