@@ -97,6 +97,29 @@ function interruptedText({ deliveries, mostInARow }) {
   return `${deliveries} interrupted${mostInARow > 1 ? ` (up to ${mostInARow} in a row)` : ""}`;
 }
 
+/**
+ * The control focused in a row of `region` (its period or its replay button): returns what
+ * focuses that control of the same endpoint's row once the rows are drawn again, so a redraw
+ * does not drop the keyboard's place. Nothing to do when focus is elsewhere (or on the region,
+ * which stays).
+ */
+function focusedControl(region) {
+  const active = globalThis.document.activeElement;
+  if (!active || active === region || !region.contains(active)) return () => {};
+  const id = active.closest("[data-webhook]")?.getAttribute("data-webhook");
+  const control = active.tagName === "SELECT"
+    ? "select"
+    : active.matches(".replay")
+    ? ".replay"
+    : null;
+  if (id === undefined || control === null) return () => {};
+  return () => {
+    const row = [...region.querySelectorAll("[data-webhook]")]
+      .find((candidate) => candidate.getAttribute("data-webhook") === id);
+    row?.querySelector(control)?.focus({ preventScroll: true });
+  };
+}
+
 /** The webhook endpoints table's columns. */
 const COLUMNS = ["endpoint", "success", "last error", "pending", "dead", "replay"];
 
@@ -106,6 +129,12 @@ export class WebhooksView {
   #note;
   /** Per endpoint: the last replay's outcome and the chosen period, kept across redraws. */
   #replays = new Map();
+  /**
+   * The region the table scrolls in where the page is too narrow for whole column names (a
+   * phone), named and reachable by keyboard to scroll it with the arrow keys. Made once: its
+   * scroll position and its focus outlive the redraws.
+   */
+  #region = null;
 
   /** Renders into `container`; `note` says why the table is missing when it is. */
   constructor(container, note) {
@@ -152,36 +181,30 @@ export class WebhooksView {
         );
       }
     }));
+    if (!endpoints.length) {
+      replaceChildren(this.#container);
+      return true;
+    }
+    this.#region ??= el("div", {
+      class: "table-scroll",
+      role: "region",
+      "aria-label": "Webhook endpoints",
+      tabindex: "0",
+    });
+    const region = this.#region;
+    const refocus = focusedControl(region);
     replaceChildren(
-      this.#container,
-      endpoints.length
-        // Scrolled within the panel where the page is too narrow for whole column names (a
-        // phone): a named region the keyboard can reach, to scroll it with the arrow keys.
-        ? el(
-          "div",
-          {
-            class: "table-scroll",
-            role: "region",
-            "aria-label": "Webhook endpoints",
-            tabindex: "0",
-          },
-          el(
-            "table",
-            {},
-            el(
-              "thead",
-              {},
-              el(
-                "tr",
-                {},
-                COLUMNS.map((title) => el("th", {}, title)),
-              ),
-            ),
-            el("tbody", {}, rows),
-          ),
-        )
-        : null,
+      region,
+      el(
+        "table",
+        {},
+        el("thead", {}, el("tr", {}, COLUMNS.map((title) => el("th", {}, title)))),
+        el("tbody", {}, rows),
+      ),
     );
+    if (region.parentNode !== this.#container) replaceChildren(this.#container, region);
+    refocus();
+    return true;
   }
 
   #row(endpoint, health) {

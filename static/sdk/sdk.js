@@ -479,9 +479,9 @@ function retryable(status) {
  * received (`?after=`), so while the server's result log still holds them none is missed or seen
  * twice (`subscribed` says `"resumed": false` when it could not: read the counters again). The
  * back-off starts again once a result arrives. A 404 is asked again after `notFoundRetryMs` when
- * that is given (an instance may take a stream created through another for unknown for 5 s: 6000
- * covers that), and stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a
- * retry cannot change it). `onError(error)` hears of every failure and end (`error.status` and
+ * that is a positive number (an instance may take a stream created through another for unknown
+ * for 5 s: 6000 covers that), the back-off then starting again; it stops it otherwise. Any other
+ * error answer than 408, 429 and 5xx stops it (a retry cannot change it). `onError(error)` hears of every failure and end (`error.status` and
  * `error.code` for an error answer). Options: `key` (a read key whose `origins` list the page;
  * none in open mode), `endpoint` (the origin this module came from by default), `types` (an
  * array), `counter`, `filter`, `onMessage`, `onError`, `retryBaseMs`, `maxRetryMs`,
@@ -491,7 +491,10 @@ export function subscribe(stream, options = {}) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
   const retryBaseMs = options.retryBaseMs ?? 1000;
   const maxRetryMs = options.maxRetryMs ?? 30_000;
-  const notFoundRetryMs = options.notFoundRetryMs;
+  // A wait of none would ask again at once, for good: only a positive number is one.
+  const notFoundRetryMs = Number.isFinite(options.notFoundRetryMs) && options.notFoundRetryMs > 0
+    ? options.notFoundRetryMs
+    : undefined;
   const stop = new AbortController();
   const signal = stop.signal;
   /** The id of the last message with one: where a new connection resumes. */
@@ -500,6 +503,8 @@ export function subscribe(stream, options = {}) {
     let delay = retryBaseMs;
     while (!signal.aborted) {
       let wait = delay;
+      // A 404's wait is its own: the back-off after it starts again from retryBaseMs.
+      let notFound = false;
       // This connection's own: whatever ends it (a throwing onMessage too) closes it.
       const attempt = new AbortController();
       const abort = () => attempt.abort();
@@ -526,6 +531,7 @@ export function subscribe(stream, options = {}) {
           options.onError?.(error);
           if (res.status === 404 && notFoundRetryMs !== undefined) {
             wait = notFoundRetryMs;
+            notFound = true;
           } else {
             if (!retryable(res.status)) return;
             const retryAfter = Number(res.headers.get("Retry-After"));
@@ -560,7 +566,7 @@ export function subscribe(stream, options = {}) {
         attempt.abort();
       }
       await sleep(wait, signal);
-      delay = Math.min(delay * 2, maxRetryMs);
+      delay = notFound ? retryBaseMs : Math.min(delay * 2, maxRetryMs);
     }
   })();
   return {

@@ -1506,6 +1506,88 @@ browserTest(
   },
 );
 
+browserTest(
+  "the webhooks table's redraws every 10 s keep its region's sideways scroll and focus on a phone, and the keyboard's place on a row's replay button or period",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const page = await dashboardIn(browser, server, "light");
+      await page.locator("[data-webhook]", { hasText: "HTTP 500" }).waitFor({ timeout: 20_000 });
+      await page.setViewportSize({ width: 320, height: 900 });
+      const region = page.locator(".webhooks [role=region]");
+      await region.focus();
+      await region.evaluate((element) => {
+        element.scrollLeft = 100;
+        // Marks on the elements drawn now: a redraw makes a new table.
+        Object.assign(element, { drawnBefore: true });
+        Object.assign(element.querySelector("table")!, { drawnBefore: true });
+      });
+      /** Waits for the table's next redraw; answers what then holds the focus, and the region. */
+      const afterRedraw = () =>
+        until(
+          "the webhooks table drawn again",
+          () =>
+            page.evaluate(`(() => {
+              const region = document.querySelector(".webhooks [role=region]");
+              const active = document.activeElement;
+              return {
+                redrawn: !region.querySelector("table").drawnBefore,
+                sameRegion: region.drawnBefore === true,
+                scrollLeft: region.scrollLeft,
+                focus: active === region ? "region" : active.className || active.tagName,
+                row: active.closest("[data-webhook]")?.getAttribute("data-webhook") ?? null,
+                newControl: !active.drawnBefore,
+              };
+            })()`) as Promise<{
+              redrawn: boolean;
+              sameRegion: boolean;
+              scrollLeft: number;
+              focus: string;
+              row: string | null;
+              newControl: boolean;
+            }>,
+          (seen) => seen.redrawn,
+          15_000,
+        );
+      const first = await afterRedraw();
+      assert.deepEqual(
+        [first.sameRegion, first.scrollLeft, first.focus],
+        [true, 100, "region"],
+        JSON.stringify(first),
+      );
+      // On a row's replay button: the same endpoint's new button has the focus after a redraw.
+      const pager = page.locator("[data-webhook]", { hasText: "HTTP 500" });
+      const id = await pager.getAttribute("data-webhook");
+      await pager.locator(".replay").focus();
+      await page.evaluate(`(() => {
+        document.activeElement.drawnBefore = true;
+        document.querySelector(".webhooks table").drawnBefore = true;
+      })()`);
+      const second = await afterRedraw();
+      assert.deepEqual(
+        [second.focus, second.row, second.newControl],
+        ["replay", id, true],
+        JSON.stringify(second),
+      );
+      // And on its period.
+      await pager.locator("select").focus();
+      await page.evaluate(`(() => {
+        document.activeElement.drawnBefore = true;
+        document.querySelector(".webhooks table").drawnBefore = true;
+      })()`);
+      const third = await afterRedraw();
+      assert.deepEqual(
+        [third.focus, third.row, third.newControl],
+        ["SELECT", id, true],
+        JSON.stringify(third),
+      );
+    } finally {
+      await server.close();
+    }
+  },
+);
+
 /** The page's background, the first chart line's legend marker and its swatch, as computed. */
 function schemeColours(page: Page): Promise<{ page: string; marker: string; swatch: string }> {
   return page.evaluate(`(() => {

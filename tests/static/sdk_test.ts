@@ -497,14 +497,16 @@ Deno.test("subscribe() retries 408, 429 and 5xx and ended connections, backing o
   }
 });
 
-Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404 (whatever the back-off), resumes after its last result, still stops at another 4xx, and close() ends the wait", async () => {
+Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404, the back-off then starting again, resumes after its last result, still stops at another 4xx, and close() ends the wait; a notFoundRetryMs that is no positive number is as none", async () => {
   const subscribed = { type: "subscribed", stream: "orders" };
   const result = { type: "window.closed", stream: "orders", data: { count: 1 } };
   const { sent, restore } = recordingFetch([
     refusal(404, "stream_not_found"), // created through another instance, unknown here as yet
     refusal(404, "stream_not_found"),
+    refusal(503, "store_unavailable"), // the back-off starts again after a 404: 100, then 200
+    refusal(503, "store_unavailable"),
     sse([["subscribed", subscribed], ["window.closed", result, "1700000000000-9"]]), // ends
-    refusal(503, "store_unavailable"), // the back-off: 100 after the result, then 200
+    refusal(503, "store_unavailable"), // 100 after the result, then 200
     refusal(404, "stream_not_found"), // deleted and made again: 6000 once more
     refusal(401, "unauthorized"), // no retry can change it
   ]);
@@ -522,25 +524,25 @@ Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404 
       onError: (error) => errors.push(error.status ?? error.message),
     });
     await clock.tickAsync(60_000);
-    assert.deepEqual(times.slice(1).map((time, i) => time - times[i]), [
-      6_000,
-      6_000,
-      100,
-      200,
-      6_000,
-    ]);
+    assert.deepEqual(
+      times.slice(1).map((time, i) => time - times[i]),
+      [6_000, 6_000, 100, 200, 100, 200, 6_000],
+    );
     assert.deepEqual(errors, [
       404,
       404,
+      503,
+      503,
       "edgestream: the subscription to 'orders' ended",
       503,
       404,
       401,
     ]);
     assert.deepEqual(messages, [subscribed, result]);
+    const resumed = "1700000000000-9";
     assert.deepEqual(
       sent.map(({ url }) => new URL(url).searchParams.get("after")),
-      [null, null, null, "1700000000000-9", "1700000000000-9", "1700000000000-9"],
+      [null, null, null, null, null, resumed, resumed, resumed],
     );
   } finally {
     clock.uninstall();
@@ -558,6 +560,22 @@ Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404 
   } finally {
     clock2.uninstall();
     waiting.restore();
+  }
+  // A notFoundRetryMs that is no wait (0, negative, null, not a number) is as none: a 404 stops.
+  for (const notFoundRetryMs of [0, -1, null, Number.NaN, "6000"]) {
+    const refused = recordingFetch([refusal(404, "stream_not_found")]);
+    const clock3 = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      subscribe("orders", {
+        endpoint: "https://e.example",
+        notFoundRetryMs: notFoundRetryMs as number,
+      });
+      await clock3.tickAsync(60_000);
+      assert.equal(refused.sent.length, 1, `notFoundRetryMs ${notFoundRetryMs}`);
+    } finally {
+      clock3.uninstall();
+      refused.restore();
+    }
   }
 });
 
