@@ -1428,11 +1428,12 @@ for (const scheme of ["light", "dark"] as const) {
 
 /**
  * The webhooks table as laid out: each column name and whether it takes one line (a name broken
- * over two has two boxes), the page's scroll and client widths, and the table's parent (the region
- * it scrolls in).
+ * over two has two boxes), the same for the time each last error starts with, the page's scroll
+ * and client widths, and the table's parent (the region it scrolls in).
  */
 function webhooksLayout(page: Page): Promise<{
   heads: [string, boolean][];
+  times: [string, boolean][];
   page: [number, number];
   region: {
     width: number;
@@ -1449,9 +1450,20 @@ function webhooksLayout(page: Page): Promise<{
       range.selectNodeContents(th);
       return [th.textContent, range.getClientRects().length === 1];
     });
+    // The time each last error starts with: one box when on one line ("09:00:0" over "5" has two).
+    const times = [...document.querySelectorAll(".webhooks .error-text")]
+      .filter((cell) => cell.textContent !== "—")
+      .map((cell) => {
+        const text = cell.firstChild;
+        const range = document.createRange();
+        range.setStart(text, 0);
+        range.setEnd(text, text.textContent.indexOf(" "));
+        return [range.toString(), range.getClientRects().length === 1];
+      });
     const region = document.querySelector(".webhooks table").parentElement;
     return {
       heads,
+      times,
       page: [document.documentElement.scrollWidth, document.documentElement.clientWidth],
       region: {
         width: region.clientWidth,
@@ -1466,7 +1478,7 @@ function webhooksLayout(page: Page): Promise<{
 }
 
 browserTest(
-  "the webhooks table's column names stay whole from a 320 px phone to 1280 px, with a failing endpoint's notes beside them; on a phone the table scrolls in a named, focusable region, never the page, and axe finds nothing serious there",
+  "the webhooks table's column names and last errors' times stay whole from a 320 px phone to 1280 px, with a failing endpoint's notes beside them; on a phone the table scrolls in a named, focusable region, never the page, and axe finds nothing serious there",
   async (browser) => {
     const server = await startServer();
     try {
@@ -1486,6 +1498,8 @@ browserTest(
         assert.ok(shown.heads.length >= 5, detail);
         const broken = shown.heads.filter(([, whole]) => !whole).map(([name]) => name);
         assert.deepEqual(broken, [], detail);
+        assert.ok(shown.times.length >= 1, detail);
+        assert.ok(shown.times.every(([, whole]) => whole), `a time broken ${detail}`);
         if (shown.region.scrollWidth > shown.region.width) {
           // Wider than its panel: it scrolls there, and a keyboard can scroll it.
           assert.equal(shown.region.overflowX, "auto", detail);
