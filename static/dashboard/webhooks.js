@@ -99,9 +99,9 @@ function interruptedText({ deliveries, mostInARow }) {
 
 /**
  * The control focused in a row of `region` (its period or its replay button): returns what
- * focuses that control of the same endpoint's row once the rows are drawn again, so a redraw
- * does not drop the keyboard's place. Nothing to do when focus is elsewhere (or on the region,
- * which stays).
+ * focuses that control of the same endpoint's row once the rows are drawn again (the region when
+ * there is none), so a redraw does not drop the keyboard's place. Nothing to do when focus is
+ * elsewhere (or on the region, which stays).
  */
 function focusedControl(region) {
   const active = globalThis.document.activeElement;
@@ -112,12 +112,20 @@ function focusedControl(region) {
     : active.matches(".replay")
     ? ".replay"
     : null;
-  if (id === undefined || control === null) return () => {};
+  if (id === undefined || control === null) return () => region.focus({ preventScroll: true });
   return () => {
     const row = [...region.querySelectorAll("[data-webhook]")]
       .find((candidate) => candidate.getAttribute("data-webhook") === id);
-    row?.querySelector(control)?.focus({ preventScroll: true });
+    // The region, when the row is gone or drawn without its controls (its health unread).
+    (row?.querySelector(control) ?? region).focus({ preventScroll: true });
   };
+}
+
+/** Shows an endpoint's replay state (`kept`: busy, its last result) on the row drawn for it. */
+function showReplay(kept) {
+  const { button, result } = kept.shown;
+  button.setAttribute("aria-disabled", String(kept.busy));
+  result.textContent = kept.busy ? "replaying…" : kept.result;
 }
 
 /** The webhook endpoints table's columns. */
@@ -153,8 +161,12 @@ export class WebhooksView {
     try {
       endpoints = (await api("/v1/webhooks")).webhooks;
     } catch (error) {
-      replaceChildren(this.#container);
       const status = error instanceof ApiError ? error.status : 0;
+      // A failure the next read may mend (the network, 408, 429, 5xx) keeps the last table, its
+      // scroll and focus with it: only the note says so.
+      if (!(status === 0 || status === 408 || status === 429 || status >= 500)) {
+        replaceChildren(this.#container);
+      }
       this.#note.textContent = status === 401 || status === 403
         ? "Webhook health needs an admin key."
         : status === 404
@@ -165,26 +177,31 @@ export class WebhooksView {
     this.#note.textContent = endpoints.length
       ? ""
       : "No webhook endpoints: register one with POST /v1/webhooks.";
-    const rows = await Promise.all(endpoints.map(async (endpoint) => {
-      try {
-        return this.#row(endpoint, await endpointHealth(endpoint.id));
-      } catch (error) {
-        return el(
-          "tr",
-          { "data-webhook": endpoint.id },
-          el("td", {}, endpoint.url),
-          el(
-            "td",
-            { colspan: String(COLUMNS.length - 1) },
-            `Cannot read deliveries: ${error.message}`,
-          ),
-        );
-      }
-    }));
+    // Every endpoint's health first, then every row at once: a period chosen meanwhile is drawn
+    // as chosen.
+    const healths = await Promise.all(
+      endpoints.map((endpoint) =>
+        endpointHealth(endpoint.id).then((health) => ({ health }), (error) => ({ error }))
+      ),
+    );
     if (!endpoints.length) {
       replaceChildren(this.#container);
       return true;
     }
+    const rows = endpoints.map((endpoint, i) => {
+      const { health, error } = healths[i];
+      if (health) return this.#row(endpoint, health);
+      return el(
+        "tr",
+        { "data-webhook": endpoint.id },
+        el("td", {}, endpoint.url),
+        el(
+          "td",
+          { colspan: String(COLUMNS.length - 1) },
+          `Cannot read deliveries: ${error.message}`,
+        ),
+      );
+    });
     this.#region ??= el("div", {
       class: "table-scroll",
       role: "region",
@@ -213,16 +230,23 @@ export class WebhooksView {
       { "aria-label": "Replay deliveries created within" },
       REPLAY_PERIODS.map(([label, ms]) => el("option", { value: String(ms) }, label)),
     );
-    const kept = this.#replays.get(endpoint.id) ?? { period: String(86_400_000), result: "" };
+    const kept = this.#replays.get(endpoint.id) ??
+      { period: String(86_400_000), result: "", busy: false, shown: null };
     this.#replays.set(endpoint.id, kept);
     period.value = kept.period;
     period.addEventListener("change", () => kept.period = period.value);
-    const result = el("span", { class: "muted replay-result" }, kept.result);
+    const result = el("span", { class: "muted replay-result", role: "status" });
+    // Busy while its replay is asked: marked with aria-disabled, not disabled, which would drop
+    // the keyboard's focus; a redrawn row shows it busy too, and the answer goes to the row shown.
     const button = el("button", { type: "button", class: "replay" }, "Replay failed");
+    kept.shown = { button, result };
+    showReplay(kept);
     button.addEventListener("click", async () => {
-      button.disabled = true;
+      if (kept.busy) return;
+      kept.busy = true;
+      showReplay(kept);
       try {
-        const since = new Date(Date.now() - Number(period.value)).toISOString();
+        const since = new Date(Date.now() - Number(kept.period)).toISOString();
         const body = await api(`/v1/webhooks/${encodeURIComponent(endpoint.id)}/replay`, {
           method: "POST",
           body: { since },
@@ -231,8 +255,8 @@ export class WebhooksView {
       } catch (error) {
         kept.result = error.message;
       } finally {
-        result.textContent = kept.result;
-        button.disabled = false;
+        kept.busy = false;
+        showReplay(kept);
       }
     });
     const rate = health.successRate === null

@@ -13,7 +13,7 @@
  * test's screenshot there (how the README's picture is made).
  */
 import assert from "node:assert/strict";
-import type { Browser, ConsoleMessage, Page, Request } from "playwright-core";
+import type { Browser, ConsoleMessage, Page, Request, Route } from "playwright-core";
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { LiveHub } from "../../src/fanout/live.ts";
@@ -1520,6 +1520,53 @@ browserTest(
   },
 );
 
+/** What holds the focus after a redraw of the webhooks table, and its region. */
+interface Redrawn {
+  sameRegion: boolean;
+  scrollLeft: number;
+  /** "region", the focused element's class, or its tag when it has none. */
+  focus: string;
+  /** The `data-webhook` of the focused element's row. */
+  row: string | null;
+  /** Whether the focused element was drawn after {@linkcode markDrawn}. */
+  newControl: boolean;
+  /** The focused element's `aria-disabled`. */
+  busy: string | null;
+}
+
+/** Marks the webhooks table, its region and the focused element as drawn now. */
+function markDrawn(page: Page): Promise<unknown> {
+  return page.evaluate(`(() => {
+    const region = document.querySelector(".webhooks [role=region]");
+    region.drawnBefore = true;
+    region.querySelector("table").drawnBefore = true;
+    document.activeElement.drawnBefore = true;
+  })()`);
+}
+
+/** Waits for the webhooks table's next redraw after {@linkcode markDrawn}; answers what it kept. */
+function nextRedraw(page: Page): Promise<Redrawn> {
+  return until(
+    "the webhooks table drawn again",
+    () =>
+      page.evaluate(`(() => {
+        const region = document.querySelector(".webhooks [role=region]");
+        const active = document.activeElement;
+        return {
+          redrawn: region !== null && !region.querySelector("table").drawnBefore,
+          sameRegion: region?.drawnBefore === true,
+          scrollLeft: region?.scrollLeft ?? 0,
+          focus: active === region ? "region" : active.className || active.tagName,
+          row: active.closest("[data-webhook]")?.getAttribute("data-webhook") ?? null,
+          newControl: !active.drawnBefore,
+          busy: active.getAttribute("aria-disabled"),
+        };
+      })()`) as Promise<Redrawn & { redrawn: boolean }>,
+    (seen) => seen.redrawn,
+    15_000,
+  );
+}
+
 browserTest(
   "the webhooks table's redraws every 10 s keep its region's sideways scroll and focus on a phone, and the keyboard's place on a row's replay button or period",
   async (browser) => {
@@ -1531,40 +1578,9 @@ browserTest(
       await page.setViewportSize({ width: 320, height: 900 });
       const region = page.locator(".webhooks [role=region]");
       await region.focus();
-      await region.evaluate((element) => {
-        element.scrollLeft = 100;
-        // Marks on the elements drawn now: a redraw makes a new table.
-        Object.assign(element, { drawnBefore: true });
-        Object.assign(element.querySelector("table")!, { drawnBefore: true });
-      });
-      /** Waits for the table's next redraw; answers what then holds the focus, and the region. */
-      const afterRedraw = () =>
-        until(
-          "the webhooks table drawn again",
-          () =>
-            page.evaluate(`(() => {
-              const region = document.querySelector(".webhooks [role=region]");
-              const active = document.activeElement;
-              return {
-                redrawn: !region.querySelector("table").drawnBefore,
-                sameRegion: region.drawnBefore === true,
-                scrollLeft: region.scrollLeft,
-                focus: active === region ? "region" : active.className || active.tagName,
-                row: active.closest("[data-webhook]")?.getAttribute("data-webhook") ?? null,
-                newControl: !active.drawnBefore,
-              };
-            })()`) as Promise<{
-              redrawn: boolean;
-              sameRegion: boolean;
-              scrollLeft: number;
-              focus: string;
-              row: string | null;
-              newControl: boolean;
-            }>,
-          (seen) => seen.redrawn,
-          15_000,
-        );
-      const first = await afterRedraw();
+      await region.evaluate((element) => element.scrollLeft = 100);
+      await markDrawn(page);
+      const first = await nextRedraw(page);
       assert.deepEqual(
         [first.sameRegion, first.scrollLeft, first.focus],
         [true, 100, "region"],
@@ -1574,11 +1590,8 @@ browserTest(
       const pager = page.locator("[data-webhook]", { hasText: "HTTP 500" });
       const id = await pager.getAttribute("data-webhook");
       await pager.locator(".replay").focus();
-      await page.evaluate(`(() => {
-        document.activeElement.drawnBefore = true;
-        document.querySelector(".webhooks table").drawnBefore = true;
-      })()`);
-      const second = await afterRedraw();
+      await markDrawn(page);
+      const second = await nextRedraw(page);
       assert.deepEqual(
         [second.focus, second.row, second.newControl],
         ["replay", id, true],
@@ -1586,16 +1599,129 @@ browserTest(
       );
       // And on its period.
       await pager.locator("select").focus();
-      await page.evaluate(`(() => {
-        document.activeElement.drawnBefore = true;
-        document.querySelector(".webhooks table").drawnBefore = true;
-      })()`);
-      const third = await afterRedraw();
+      await markDrawn(page);
+      const third = await nextRedraw(page);
       assert.deepEqual(
         [third.focus, third.row, third.newControl],
         ["SELECT", id, true],
         JSON.stringify(third),
       );
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "through the webhooks table's redraws a replay in flight stays busy (one POST, the focus on its button, its answer in the row drawn last), a period chosen while health is read stays chosen, a focused row that goes leaves the focus on the region, and a failed read keeps the last table",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      const page = await dashboardIn(browser, server, "light");
+      const pager = page.locator("[data-webhook]", { hasText: "HTTP 500" });
+      const billing = page.locator("[data-webhook]", { hasText: "billing" });
+      await pager.waitFor({ timeout: 20_000 });
+      const pagerId = (await pager.getAttribute("data-webhook"))!;
+      const billingId = (await billing.getAttribute("data-webhook"))!;
+
+      // A replay held unanswered across a redraw.
+      let replays = 0;
+      const replayAsked = Promise.withResolvers<void>();
+      const replayAnswer = Promise.withResolvers<void>();
+      await page.route("**/v1/webhooks/*/replay", async (route) => {
+        replays += 1;
+        replayAsked.resolve();
+        await replayAnswer.promise;
+        await route.continue();
+      });
+      await pager.locator(".replay").focus();
+      await page.keyboard.press("Enter");
+      await replayAsked.promise;
+      await markDrawn(page);
+      const asked = await nextRedraw(page);
+      assert.deepEqual(
+        [asked.focus, asked.row, asked.newControl, asked.busy],
+        ["replay", pagerId, true, "true"],
+        JSON.stringify(asked),
+      );
+      assert.equal(await pager.locator(".replay-result").textContent(), "replaying…");
+      await page.keyboard.press("Enter");
+      await page.waitForTimeout(300);
+      assert.equal(replays, 1, "a busy button asks nothing");
+      replayAnswer.resolve();
+      await pager.locator(".replay-result", { hasText: /^requeued \d+$/ }).waitFor();
+      assert.equal(await pager.locator(".replay").getAttribute("aria-disabled"), "false");
+      assert.equal(replays, 1);
+
+      // A period chosen while a redraw waits for the pager's health.
+      let holdDeliveries = true;
+      const deliveriesAsked = Promise.withResolvers<void>();
+      const deliveriesAnswer = Promise.withResolvers<void>();
+      await page.route(
+        (url) => url.pathname === `/v1/webhooks/${pagerId}/deliveries`,
+        async (route) => {
+          if (holdDeliveries) {
+            holdDeliveries = false;
+            deliveriesAsked.resolve();
+            await deliveriesAnswer.promise;
+          }
+          await route.continue();
+        },
+      );
+      // Billing's health (its four reads) is in before the period is chosen.
+      let billingReads = 0;
+      const billingRead = Promise.withResolvers<void>();
+      page.on("response", (response) => {
+        if (new URL(response.url()).pathname !== `/v1/webhooks/${billingId}/deliveries`) return;
+        if (!holdDeliveries && ++billingReads === 4) billingRead.resolve();
+      });
+      await deliveriesAsked.promise;
+      await billingRead.promise;
+      await markDrawn(page);
+      await billing.locator("select").selectOption(String(7 * 86_400_000));
+      deliveriesAnswer.resolve();
+      await nextRedraw(page);
+      assert.equal(await billing.locator("select").inputValue(), String(7 * 86_400_000));
+
+      // The focused row's endpoint deleted: the focus stays in the region.
+      await billing.locator("select").focus();
+      const deleted = await fetch(`${server.base}/v1/webhooks/${billingId}`, { method: "DELETE" });
+      assert.equal(deleted.status, 204, await deleted.text());
+      await markDrawn(page);
+      const gone = await nextRedraw(page);
+      assert.deepEqual([gone.focus, gone.row], ["region", null], JSON.stringify(gone));
+      assert.equal(await billing.count(), 0);
+
+      // The list read fails (a 503, then the network): the table stays, focus and all, with a
+      // note; then it is read.
+      const failures: Array<[string, (route: Route) => Promise<void>]> = [
+        ["Redis is unavailable", (route) =>
+          route.fulfill({
+            status: 503,
+            contentType: "application/json",
+            body: JSON.stringify({
+              error: { code: "store_unavailable", message: "Redis is unavailable" },
+            }),
+          })],
+        ["Cannot read webhooks", (route) => route.abort("connectionrefused")],
+      ];
+      for (const [note, fail] of failures) {
+        await page.route("**/v1/webhooks", fail);
+        await markDrawn(page);
+        await page.locator("#webhooks-note", { hasText: note }).waitFor({ timeout: 15_000 });
+        const kept = await page.evaluate(`(() => {
+          const region = document.querySelector(".webhooks [role=region]");
+          return [region?.drawnBefore === true, region?.querySelector("table").drawnBefore === true,
+            document.activeElement === region];
+        })()`);
+        assert.deepEqual(kept, [true, true, true], note);
+        await page.unroute("**/v1/webhooks");
+        await page.locator("#webhooks-note").evaluate((element) => element.textContent = "");
+      }
+      await markDrawn(page);
+      await nextRedraw(page);
+      assert.equal(await pager.count(), 1);
     } finally {
       await server.close();
     }
