@@ -1728,6 +1728,64 @@ browserTest(
   },
 );
 
+browserTest(
+  "a stream created while the page is scrolled to its end moves the webhooks no further than the panels above them grew: rebuilt, they hold their charts' height before their data",
+  async (browser) => {
+    const server = await startServer({ registry: true });
+    try {
+      await backfill(server);
+      const page = await browser.newPage({ viewport: { width: 1280, height: 500 } });
+      await page.goto(`${server.base}/`);
+      await page.locator(CHART_CANVAS).waitFor();
+      await page.locator("[data-webhook] .replay").nth(1).waitFor();
+      /** Where the webhooks are in the viewport, and the height of the panels above them. */
+      const layout = () =>
+        page.evaluate(`(() => {
+          const height = (id) => document.getElementById(id).closest(".panel").offsetHeight;
+          return {
+            webhooks: Math.round(document.getElementById("webhooks").getBoundingClientRect().top),
+            above: height("streams") + height("counters"),
+          };
+        })()`) as Promise<{ webhooks: number; above: number }>;
+      await page.evaluate(`window.scrollTo(0, document.documentElement.scrollHeight)`);
+      let last = "";
+      const before = await until("the page at rest", layout, (seen) => {
+        const same = JSON.stringify(seen) === last;
+        last = JSON.stringify(seen);
+        return same;
+      });
+      const put = await fetch(`${server.base}/v1/streams/latecomer`, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        }),
+      });
+      assert.equal(put.status, 201, await put.text());
+      await server.send([{}, {}, {}], "latecomer");
+      await page.locator('[data-chart="latecomer/n"] canvas').waitFor();
+      await page.locator(CHART_CANVAS).waitFor();
+      last = "";
+      const after = await until("the page at rest again", layout, (seen) => {
+        const same = JSON.stringify(seen) === last;
+        last = JSON.stringify(seen);
+        return same;
+      });
+      const grew = after.above - before.above;
+      assert.ok(grew > 0, JSON.stringify({ before, after }));
+      // Before, the panels lost their charts' height while rebuilt, the page got shorter than
+      // where it was scrolled, and the webhooks went down by that too, out of sight.
+      assert.ok(
+        after.webhooks - before.webhooks <= grew + 2,
+        JSON.stringify({ before, after, grew }),
+      );
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
 /** The page's background, the first chart line's legend marker and its swatch, as computed. */
 function schemeColours(page: Page): Promise<{ page: string; marker: string; swatch: string }> {
   return page.evaluate(`(() => {
