@@ -464,37 +464,41 @@ export class SseParser {
   }
 }
 
+/** `value` when it is a positive number of milliseconds, else `fallback`. */
+function positiveOr(value, fallback) {
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
 /** Whether an error answer to a subscription may change when asked again. */
 function retryable(status) {
   return status >= 500 || status === 408 || status === 429;
 }
 
 /**
- * Follows a stream's live results from a page (`GET /v1/streams/{stream}/subscribe` as
- * Server-Sent Events, read with `fetch` so the key goes in `Authorization`, not in the URL):
+ * Follows a stream's live results from a page (`GET /v1/streams/{stream}/subscribe` as Server-Sent
+ * Events, read with `fetch` so the key goes in `Authorization`, not in the URL):
  * `onMessage(message)` gets each message in order, `subscribed` first (again at every
  * reconnection), then the results. A connection that ends or fails (the network, a server that
  * stops: its `closed` message is passed on too) is opened again after `retryBaseMs` (1000),
- * doubling up to `maxRetryMs` (30,000), or after `Retry-After`, resuming after the last result
- * received (`?after=`), so while the server's result log still holds them none is missed or seen
- * twice (`subscribed` says `"resumed": false` when it could not: read the counters again). The
- * back-off starts again once a result arrives. A 404 is asked again after `notFoundRetryMs` when
- * that is a positive number (an instance may take a stream created through another for unknown
- * for 5 s: 6000 covers that), the back-off then starting again; it stops it otherwise. Any other
- * error answer than 408, 429 and 5xx stops it (a retry cannot change it). `onError(error)` hears of every failure and end (`error.status` and
- * `error.code` for an error answer). Options: `key` (a read key whose `origins` list the page;
- * none in open mode), `endpoint` (the origin this module came from by default), `types` (an
- * array), `counter`, `filter`, `onMessage`, `onError`, `retryBaseMs`, `maxRetryMs`,
- * `notFoundRetryMs`. Returns `{close()}`.
+ * doubling up to `maxRetryMs` (30,000; either, when no positive number, is its default), or after
+ * `Retry-After`, resuming after the last result received (`?after=`), so while the server's result
+ * log still holds them none is missed or seen twice (`subscribed` says `"resumed": false` when it
+ * could not: read the counters again). The back-off starts again once a result arrives. A 404 is
+ * asked again after `notFoundRetryMs` when that is a positive number (an instance may take a stream
+ * created through another for unknown for 5 s: 6000 covers that), the back-off then starting again;
+ * it stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a retry cannot
+ * change it). `onError(error)` hears of every failure and end (`error.status` and `error.code` for
+ * an error answer). Options: `key` (a read key whose `origins` list the page; none in open mode),
+ * `endpoint` (the origin this module came from by default), `types` (an array), `counter`,
+ * `filter`, `onMessage`, `onError`, `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`. Returns
+ * `{close()}`.
  */
 export function subscribe(stream, options = {}) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
-  const retryBaseMs = options.retryBaseMs ?? 1000;
-  const maxRetryMs = options.maxRetryMs ?? 30_000;
   // A wait of none would ask again at once, for good: only a positive number is one.
-  const notFoundRetryMs = Number.isFinite(options.notFoundRetryMs) && options.notFoundRetryMs > 0
-    ? options.notFoundRetryMs
-    : undefined;
+  const retryBaseMs = positiveOr(options.retryBaseMs, 1000);
+  const maxRetryMs = positiveOr(options.maxRetryMs, 30_000);
+  const notFoundRetryMs = positiveOr(options.notFoundRetryMs, undefined);
   const stop = new AbortController();
   const signal = stop.signal;
   /** The id of the last message with one: where a new connection resumes. */

@@ -579,6 +579,34 @@ Deno.test("subscribe() with notFoundRetryMs asks again that long after each 404,
   }
 });
 
+Deno.test("subscribe() takes a retryBaseMs or maxRetryMs that is no positive number as its default, not as a retry loop", async () => {
+  const cases: Array<[Record<string, unknown>, number[]]> = [
+    [{ retryBaseMs: 0 }, [1_000, 2_000, 4_000]],
+    [{ retryBaseMs: -5, maxRetryMs: 0 }, [1_000, 2_000, 4_000]],
+    [{ retryBaseMs: 100, maxRetryMs: Number.NaN }, [100, 200, 400]],
+    [{ retryBaseMs: null, maxRetryMs: 1_500 }, [1_000, 1_500, 1_500]],
+  ];
+  for (const [options, gaps] of cases) {
+    const { restore } = recordingFetch([]);
+    globalThis.fetch = (() => Promise.resolve(refusal(503, "store_unavailable"))) as typeof fetch;
+    const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+    const times = fetchTimes(clock);
+    try {
+      const live = subscribe("orders", { endpoint: "https://e.example", ...options });
+      await clock.tickAsync(7_100);
+      live.close();
+      assert.deepEqual(
+        times.slice(1, 4).map((time, i) => time - times[i]),
+        gaps,
+        JSON.stringify(options),
+      );
+    } finally {
+      clock.uninstall();
+      restore();
+    }
+  }
+});
+
 Deno.test("subscribe()'s close() during a back-off or a connection ends it: no more requests", async () => {
   const { sent, restore } = recordingFetch([
     refusal(503, "store_unavailable", { "Retry-After": "2" }),
