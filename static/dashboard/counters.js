@@ -134,6 +134,7 @@ export class CountersView {
           reloadTimer: null,
           lastReload: 0,
           drawPending: false,
+          drawn: false,
         });
       }
     }
@@ -191,6 +192,8 @@ export class CountersView {
       this.#scheduleDraw(entry);
     } catch (error) {
       entry.status.textContent = `Cannot read windows: ${error.message}`;
+      // Not drawn yet: it holds no chart's height (see the CSS), its status says why.
+      if (!entry.drawn) entry.chartElement.classList.add("unread");
     }
   }
 
@@ -256,6 +259,8 @@ export class CountersView {
   }
 
   #draw(entry) {
+    entry.drawn = true;
+    entry.chartElement.classList.remove("unread");
     const { labels, data } = entry.series.chartData(this.#top);
     const partial = entry.series.partialStarts();
     entry.shownLabels = labels;

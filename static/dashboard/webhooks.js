@@ -12,7 +12,7 @@
  * @module
  */
 import { api, ApiError } from "./api.js";
-import { el, replaceChildren, timeOf } from "./dom.js";
+import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
 
 /** Deliveries whose attempts give the success rate. */
 const RECENT = 100;
@@ -143,6 +143,8 @@ export class WebhooksView {
    * scroll position and its focus outlive the redraws.
    */
   #region = null;
+  /** When (ISO) the table shown was read. */
+  #readAt = null;
 
   /** Renders into `container`; `note` says why the table is missing when it is. */
   constructor(container, note) {
@@ -157,21 +159,24 @@ export class WebhooksView {
    * as a new key or a new server config reloads it.
    */
   async refresh() {
+    const readAt = new Date().toISOString();
     let endpoints;
     try {
       endpoints = (await api("/v1/webhooks")).webhooks;
     } catch (error) {
       const status = error instanceof ApiError ? error.status : 0;
       // A failure the next read may mend (the network, 408, 429, 5xx) keeps the last table, its
-      // scroll and focus with it: only the note says so.
-      if (!(status === 0 || status === 408 || status === 429 || status >= 500)) {
-        replaceChildren(this.#container);
-      }
+      // scroll and focus with it: only the note says so, and how old the table is.
+      const mends = status === 0 || status === 408 || status === 429 || status >= 500;
+      if (!mends) replaceChildren(this.#container);
+      const kept = mends && this.#readAt !== null && this.#container.hasChildNodes()
+        ? `; showing the read of ${clockTime(this.#readAt)}`
+        : "";
       this.#note.textContent = status === 401 || status === 403
         ? "Webhook health needs an admin key."
         : status === 404
         ? "Webhooks are not enabled on this server."
-        : `Cannot read webhooks: ${error.message}`;
+        : `Cannot read webhooks: ${error.message}${kept}`;
       return status !== 403 && status !== 404;
     }
     this.#note.textContent = endpoints.length
@@ -221,6 +226,12 @@ export class WebhooksView {
     );
     if (region.parentNode !== this.#container) replaceChildren(this.#container, region);
     refocus();
+    this.#readAt = readAt;
+    // Endpoints gone (deleted) are forgotten, unless their replay is still being answered.
+    const listed = new Set(endpoints.map((endpoint) => endpoint.id));
+    for (const [id, kept] of this.#replays) {
+      if (!listed.has(id) && !kept.busy) this.#replays.delete(id);
+    }
     return true;
   }
 
@@ -235,7 +246,7 @@ export class WebhooksView {
     this.#replays.set(endpoint.id, kept);
     period.value = kept.period;
     period.addEventListener("change", () => kept.period = period.value);
-    const result = el("span", { class: "muted replay-result", role: "status" });
+    const result = el("span", { class: "muted replay-result" });
     // Busy while its replay is asked: marked with aria-disabled, not disabled, which would drop
     // the keyboard's focus; a redrawn row shows it busy too, and the answer goes to the row shown.
     const button = el("button", { type: "button", class: "replay" }, "Replay failed");
