@@ -119,6 +119,14 @@ export async function readiness() {
 }
 
 /**
+ * Whether asking again may mend a failed request: the network (`status` 0), `408`, `429`, `5xx`.
+ * Other answers stand until something changes (a key, the server's config).
+ */
+export function mayMend(status) {
+  return status === 0 || status === 408 || status === 429 || status >= 500;
+}
+
+/**
  * How long (ms) after a `404` a followed stream is asked for again: an instance remembers a name
  * it found unknown for 5 s, so a stream created through another one may be unknown here that long.
  */
@@ -164,7 +172,7 @@ export function follow(stream, { types, onMessage, onState }) {
           false,
         );
         closedBecause = "";
-      } else if (error.status >= 500 || error.status === 408 || error.status === 429) {
+      } else if (mayMend(error.status)) {
         onState(`reconnecting (subscription answered ${error.status})`, false);
       } else if (error.status === 404) {
         // Asked again after NOT_FOUND_RETRY_MS: a stream just created through another instance

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { api, ApiError } from "./api.js";
+import { api, ApiError, mayMend } from "./api.js";
 import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
 
 /** Deliveries whose attempts give the success rate. */
@@ -167,9 +167,9 @@ export class WebhooksView {
       const status = error instanceof ApiError ? error.status : 0;
       // A failure the next read may mend (the network, 408, 429, 5xx) keeps the last table, its
       // scroll and focus with it: only the note says so, and how old the table is.
-      const mends = status === 0 || status === 408 || status === 429 || status >= 500;
-      if (!mends) replaceChildren(this.#container);
-      const kept = mends && this.#readAt !== null && this.#container.hasChildNodes()
+      if (!mayMend(status)) replaceChildren(this.#container);
+      // Still shown (only a successful read puts a table in, with its time).
+      const kept = this.#container.hasChildNodes()
         ? `; showing the read of ${clockTime(this.#readAt)}`
         : "";
       this.#note.textContent = status === 401 || status === 403

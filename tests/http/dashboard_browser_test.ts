@@ -304,6 +304,25 @@ function textMatching(page: Page, selector: string, pattern: RegExp): Promise<st
   );
 }
 
+/** Reads `read` until it gives the same twice in a row (layout settled); returns that. */
+function atRest<T>(what: string, read: () => Promise<T>): Promise<T> {
+  let last = "";
+  return until(what, read, (seen) => {
+    const same = JSON.stringify(seen) === last;
+    last = JSON.stringify(seen);
+    return same;
+  });
+}
+
+/** Answers a routed request as the server does when its store cannot be reached. */
+function storeUnavailable(route: Route, message: string): Promise<void> {
+  return route.fulfill({
+    status: 503,
+    contentType: "application/json",
+    body: JSON.stringify({ error: { code: "store_unavailable", message } }),
+  });
+}
+
 async function newPage(browser: Browser): Promise<Page> {
   return await browser.newPage({ viewport: { width: 1280, height: 900 } });
 }
@@ -1316,12 +1335,7 @@ browserTest(
       const page = await newPage(browser);
       await page.route(
         (url) => url.pathname === "/v1/streams/orders/counters/orders_per_minute",
-        (route) =>
-          route.fulfill({
-            status: 503,
-            contentType: "application/json",
-            body: JSON.stringify({ error: { code: "store_unavailable", message: "Redis down" } }),
-          }),
+        (route) => storeUnavailable(route, "Redis down"),
       );
       await page.goto(`${server.base}/`);
       await textMatching(
@@ -1731,14 +1745,10 @@ browserTest(
       // The list read fails (a 503, then the network): the table stays, focus and all, with a
       // note; then it is read.
       const failures: Array<[RegExp, (route: Route) => Promise<void>]> = [
-        [/Redis is unavailable; showing the read of \d\d:\d\d:\d\d$/, (route) =>
-          route.fulfill({
-            status: 503,
-            contentType: "application/json",
-            body: JSON.stringify({
-              error: { code: "store_unavailable", message: "Redis is unavailable" },
-            }),
-          })],
+        [
+          /Redis is unavailable; showing the read of \d\d:\d\d:\d\d$/,
+          (route) => storeUnavailable(route, "Redis is unavailable"),
+        ],
         [
           /^Cannot read webhooks: .*; showing the read of \d\d:\d\d:\d\d$/,
           (route) => route.abort("connectionrefused"),
@@ -1787,12 +1797,7 @@ browserTest(
           };
         })()`) as Promise<{ webhooks: number; above: number }>;
       await page.evaluate(`window.scrollTo(0, document.documentElement.scrollHeight)`);
-      let last = "";
-      const before = await until("the page at rest", layout, (seen) => {
-        const same = JSON.stringify(seen) === last;
-        last = JSON.stringify(seen);
-        return same;
-      });
+      const before = await atRest("the page at rest", layout);
       const put = await fetch(`${server.base}/v1/streams/latecomer`, {
         method: "PUT",
         headers: { "Content-Type": "application/json" },
@@ -1804,12 +1809,7 @@ browserTest(
       await server.send([{}, {}, {}], "latecomer");
       await page.locator('[data-chart="latecomer/n"] canvas').waitFor();
       await page.locator(CHART_CANVAS).waitFor();
-      last = "";
-      const after = await until("the page at rest again", layout, (seen) => {
-        const same = JSON.stringify(seen) === last;
-        last = JSON.stringify(seen);
-        return same;
-      });
+      const after = await atRest("the page at rest again", layout);
       const grew = after.above - before.above;
       assert.ok(grew > 0, JSON.stringify({ before, after }));
       // Before, the panels lost their charts' height while rebuilt, the page got shorter than
