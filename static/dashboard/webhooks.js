@@ -145,6 +145,11 @@ export class WebhooksView {
   #region = null;
   /** When (ISO) the table shown was read. */
   #readAt = null;
+  /**
+   * Per endpoint: its last health read and when (ISO), drawn again when a read of it fails in a
+   * way the next read may mend.
+   */
+  #healths = new Map();
 
   /** Renders into `container`; `note` says why the table is missing when it is. */
   constructor(container, note) {
@@ -167,7 +172,10 @@ export class WebhooksView {
       const status = error instanceof ApiError ? error.status : 0;
       // A failure the next read may mend (the network, 408, 429, 5xx) keeps the last table, its
       // scroll and focus with it: only the note says so, and how old the table is.
-      if (!mayMend(status)) replaceChildren(this.#container);
+      if (!mayMend(status)) {
+        replaceChildren(this.#container);
+        this.#healths.clear();
+      }
       // Still shown (only a successful read puts a table in, with its time).
       const kept = this.#container.hasChildNodes()
         ? `; showing the read of ${clockTime(this.#readAt)}`
@@ -195,7 +203,22 @@ export class WebhooksView {
     }
     const rows = endpoints.map((endpoint, i) => {
       const { health, error } = healths[i];
-      if (health) return this.#row(endpoint, health);
+      if (health) {
+        this.#healths.set(endpoint.id, { health, readAt });
+        return this.#row(endpoint, health);
+      }
+      // A failure the next read may mend (the network, 408, 429, 5xx) keeps the endpoint's last
+      // health in its row, controls and all, with a note of the failure and of the read shown.
+      const last = this.#healths.get(endpoint.id);
+      const status = error instanceof ApiError ? error.status : 0;
+      if (last && mayMend(status)) {
+        return this.#row(
+          endpoint,
+          last.health,
+          `Cannot read deliveries: ${error.message}; showing the read of ${clockTime(last.readAt)}`,
+        );
+      }
+      this.#healths.delete(endpoint.id);
       return el(
         "tr",
         { "data-webhook": endpoint.id },
@@ -232,10 +255,14 @@ export class WebhooksView {
     for (const [id, kept] of this.#replays) {
       if (!listed.has(id) && !kept.busy) this.#replays.delete(id);
     }
+    for (const id of this.#healths.keys()) {
+      if (!listed.has(id)) this.#healths.delete(id);
+    }
     return true;
   }
 
-  #row(endpoint, health) {
+  /** An endpoint's row; `stale` says why its health is an older read's, when it is. */
+  #row(endpoint, health, stale = null) {
     const period = el(
       "select",
       { "aria-label": "Replay deliveries created within" },
@@ -284,6 +311,7 @@ export class WebhooksView {
         endpoint.disabled
           ? el("span", { class: "badge bad" }, `disabled: ${endpoint.disabledReason ?? "by hand"}`)
           : null,
+        stale ? el("small", { class: "muted note stale" }, stale) : null,
       ),
       el("td", { class: "num" }, rate),
       el(

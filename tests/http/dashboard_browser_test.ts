@@ -1662,7 +1662,7 @@ browserTest(
 );
 
 browserTest(
-  "through the webhooks table's redraws a replay in flight stays busy (one POST, the focus on its button, its answer in the row drawn last), a period chosen while health is read stays chosen, a focused row that goes leaves the focus on the region, and a failed read keeps the last table",
+  "through the webhooks table's redraws a replay in flight stays busy (one POST, the focus on its button, its answer in the row drawn last), a period chosen while health is read stays chosen, a focused row that goes leaves the focus on the region, a failed list read keeps the last table, and a failed health read that may mend keeps the endpoint's last row",
   async (browser) => {
     const server = await startServer();
     try {
@@ -1771,6 +1771,43 @@ browserTest(
       await nextRedraw(page);
       assert.equal(await page.locator("#webhooks-note").textContent(), "", "read again: no note");
       assert.equal(await pager.count(), 1);
+
+      // One endpoint's health read fails: a 503 keeps its last health in its row, controls and
+      // focus too, with a note; a failure that reading again cannot mend (a 404) does not; then
+      // it is read again.
+      const pagerDeliveries = (url: URL) => url.pathname === `/v1/webhooks/${pagerId}/deliveries`;
+      const pagerRow = page.locator(`[data-webhook="${pagerId}"]`);
+      await pagerRow.locator(".replay").focus();
+      await page.route(pagerDeliveries, (route) => storeUnavailable(route, "Redis is unavailable"));
+      await pagerRow.locator(".stale").waitFor({ timeout: 25_000 });
+      assert.match(
+        (await pagerRow.locator(".stale").textContent())!,
+        /^Cannot read deliveries: Redis is unavailable; showing the read of \d\d:\d\d:\d\d$/,
+      );
+      assert.equal(await pagerRow.locator("td").count(), 6);
+      assert.match((await pagerRow.locator("td").nth(1).textContent())!, /^\d+% of \d+$/);
+      assert.equal(
+        await page.evaluate(
+          `document.activeElement === document.querySelector('[data-webhook="${pagerId}"] .replay')`,
+        ),
+        true,
+        "the replay button keeps the focus",
+      );
+      await page.unroute(pagerDeliveries);
+      await page.route(pagerDeliveries, (route) =>
+        route.fulfill({
+          status: 404,
+          contentType: "application/json",
+          body: JSON.stringify({
+            error: { code: "webhook_not_found", message: "No such webhook" },
+          }),
+        }));
+      await pagerRow.getByText("Cannot read deliveries: No such webhook", { exact: true })
+        .waitFor({ timeout: 25_000 });
+      assert.equal(await pagerRow.locator(".replay").count(), 0);
+      await page.unroute(pagerDeliveries);
+      await pagerRow.locator(".replay").waitFor({ timeout: 25_000 });
+      assert.equal(await pagerRow.locator(".stale").count(), 0, "read again: no note");
     } finally {
       await server.close();
     }
