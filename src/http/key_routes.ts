@@ -61,7 +61,7 @@ const KeyInputSchema = z.strictObject({
   description: z.string().max(1024).nullish(),
   expiresAt: z.string().max(64).nullish().openapi({
     description: "When it stops working (ISO-8601); null or left out: never",
-    example: "2027-01-01T00:00:00Z",
+    example: "2099-01-01T00:00:00Z",
   }),
 }).openapi("KeyInput");
 

@@ -360,7 +360,7 @@ Deno.test("the README's key creation: its reply, the list without secrets, the r
       streams: ["orders"],
       description: "checkout service",
       rateLimit: { eventsPerSecond: 100, burst: 500 },
-      expiresAt: "2027-01-01T00:00:00Z",
+      expiresAt: "2099-01-01T00:00:00Z",
     }),
   );
   assert.equal(res.status, 201);
@@ -391,7 +391,7 @@ Deno.test("the README's key creation: its reply, the list without secrets, the r
     origins: null,
     rateLimit: { eventsPerSecond: 100, burst: 500 },
     description: "checkout service",
-    expiresAt: "2027-01-01T00:00:00.000Z",
+    expiresAt: "2099-01-01T00:00:00.000Z",
     expired: false,
     createdAt: 0,
     key: 0,
