@@ -625,6 +625,19 @@ function refuseOtherThanJson(contentType: string | null): void {
 }
 
 /**
+ * The JSON value of an operation's body `text`: one that is empty (or blank) is none, `{}`, where
+ * the operation takes none (`optional`), else 400 `empty_body`; one that does not parse is 400
+ * `invalid_json` with the parser's reason.
+ */
+export function parseJsonBody(text: string, optional: boolean): unknown {
+  if (text.trim() === "") {
+    if (optional) return {};
+    throw new BodyError("empty_body", "Body is empty: send a JSON object");
+  }
+  return parseJson(text);
+}
+
+/**
  * Middleware for an operation whose body is JSON (keys, webhooks): reads it with
  * {@linkcode readJsonText} before the route's schema check, which then parses that text, so every
  * such route refuses a wrong `Content-Type` or `charset` (415) and bytes that are not UTF-8 (400
@@ -640,9 +653,15 @@ export function jsonBody(
       untyped: options.optional,
       timeoutMs: bodyTimeoutOf(c),
     });
+    // Parsed here first, so an empty body and one that does not parse are answered as ingest and
+    // a stream's PUT answer them (`empty_body`; `invalid_json` with the parser's reason), not
+    // with Hono's bare "Malformed JSON"; an empty one where none is taken is read as `{}`.
+    const value = parseJsonBody(text, options.optional === true);
     // Hono's request reads its body once and keeps the promise of it (its type says the value):
     // the schema check's `c.req.json()` parses this text, not the raw bytes (which are spent).
-    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(text);
+    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(
+      text.trim() === "" ? JSON.stringify(value) : text,
+    );
     await next();
   };
 }

@@ -15,7 +15,7 @@ import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
 import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
-import { bodyTimeoutOf, readJsonText } from "./body.ts";
+import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
 import { headerListElements } from "./_header_list.ts";
 import { streamJson, StreamSchema } from "./stream_routes.ts";
@@ -171,11 +171,7 @@ function streamName(c: Context): string {
 
 async function readDefinition(c: Context, maxBodyBytes: number): Promise<unknown> {
   const text = await readJsonText(c.req.raw, maxBodyBytes, { timeoutMs: bodyTimeoutOf(c) });
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new ApiError(400, "invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
-  }
+  return parseJsonBody(text, false);
 }
 
 /**

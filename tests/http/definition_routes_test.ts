@@ -212,6 +212,11 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
   const badJson = await put(app, "signups", "{");
   assert.equal(badJson.status, 400);
   assert.equal((await errorOf(badJson)).code, "invalid_json");
+  for (const body of ["", "  "]) {
+    const empty = await put(app, "signups", body);
+    assert.equal(empty.status, 400);
+    assert.equal((await errorOf(empty)).code, "empty_body");
+  }
 
   const invalid = await put(app, "signups", {
     counters: { n: { window: { tumbling: "5x" }, aggregate: "count" } },

@@ -322,6 +322,8 @@ Deno.test("API bodies: bad JSON is invalid_json, not JSON is 415 saying so, and 
       const badBody = await bad.json();
       assert.equal(bad.status, 400, path);
       assert.equal(badBody.error.code, "invalid_json", path);
+      // The parser's reason, as ingest and a stream's PUT give it.
+      assert.match(badBody.error.message, /^Body is not valid JSON: \S/, path);
       const plain = await server.request(path, {
         method: "POST",
         headers: { ...headers, "Content-Type": "text/plain" },
@@ -343,11 +345,46 @@ Deno.test("API bodies: bad JSON is invalid_json, not JSON is 415 saying so, and 
         assert.equal(reply.error.code, "payload_too_large", path);
       }
     }
+    // An endpoint needs a body: none is empty_body, as at ingest.
+    for (const body of ["", " \n"]) {
+      const empty = await hooks.app.request("/v1/webhooks", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+        body,
+      });
+      assert.equal(empty.status, 400);
+      assert.deepEqual((await empty.json()).error, {
+        code: "empty_body",
+        message: "Body is empty: send a JSON object",
+        requestId: empty.headers.get("X-Request-Id"),
+      });
+    }
     assert.deepEqual(await keyStore.listKeys(), []);
     assert.deepEqual(await hooks.deliveries.listEndpoints(), []);
   } finally {
     await hooks.close();
   }
+});
+
+Deno.test("POST /v1/keys with no body, or an empty one with its Content-Type, reads it as {}: the same 400 naming what a key needs", async () => {
+  const { app, keyStore } = await keyedApp();
+  for (const init of [{}, { headers: { "Content-Type": "application/json" }, body: " " }]) {
+    const res = await app.request(
+      "/v1/keys",
+      {
+        method: "POST",
+        ...init,
+        headers: { Authorization: `Bearer ${KEYS.admin}`, ...init.headers },
+      },
+    );
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.deepEqual([error.code, error.message], [
+      "invalid_key",
+      `A secret key needs 'scopes', e.g. ["ingest"]`,
+    ]);
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
 });
 
 Deno.test("the README's key creation: its reply, the list without secrets, the read and a 204 delete", async () => {
