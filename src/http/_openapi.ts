@@ -8,6 +8,7 @@
 import { z } from "@hono/zod-openapi";
 import { ERROR_CODES, NAME, nameMessage, STORED_LIMITS } from "./errors.ts";
 import type { StoredKind } from "../store/limits.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 /** The error envelope. */
 export const ErrorSchema = z.object({
@@ -43,6 +44,22 @@ export const CursorQuery = z.string().optional().openapi({
   description:
     "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
 });
+
+/**
+ * A count in a query parameter (`limit`, `top`): a whole number from 1 to `max`, in decimal
+ * digits alone. `Number` would also take `0x10`, `1e1`, `+5` or ` 5` (`z.coerce` did), and call
+ * `abc` NaN: each is refused saying what is taken and what was sent. Documented as the integer it
+ * is read as.
+ */
+export function countQuery(max: number, description: string) {
+  const error = (issue: { input?: unknown }) =>
+    `expected a whole number from 1 to ${max}, received '${quoteInput(String(issue.input))}'`;
+  return z.string().regex(/^[0-9]{1,16}$/, { error })
+    .transform(Number)
+    .pipe(z.number().int().min(1, { error }).max(max, { error }))
+    .optional()
+    .openapi({ type: "integer", minimum: 1, maximum: max, description });
+}
 
 /** The `nextCursor` of a list reply. */
 export const NextCursor = z.string().nullable().openapi({

@@ -16,6 +16,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import {
+  countQuery,
   CursorQuery,
   errorsFor,
   headersOf,
@@ -124,9 +125,7 @@ const listKeysRoute = createRoute({
     "Run-time API keys, oldest first, a page at a time, without their secrets. Scope: admin.",
   request: {
     query: z.object({
-      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
-        description: "Most keys on the page (default 100)",
-      }),
+      limit: countQuery(1000, "Most keys on the page (default 100)"),
       cursor: CursorQuery,
     }),
   },

@@ -48,6 +48,7 @@ import {
   quantileName,
 } from "../window/mod.ts";
 import {
+  countQuery,
   CursorQuery,
   ErrorSchema,
   errorsFor,
@@ -514,9 +515,7 @@ const listStreamsRoute = createRoute({
     "The streams this instance serves, in code point order of their names; a key limited to `streams` is answered only those of them it may read (none served: an empty list).",
   request: {
     query: z.object({
-      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
-        description: "Most streams on the page (default 100)",
-      }),
+      limit: countQuery(1000, "Most streams on the page (default 100)"),
       cursor: CursorQuery,
     }),
   },
@@ -667,10 +666,10 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
   });
 }
 
-const TopParam = z.coerce.number().int().min(1).max(1000).optional().openapi({
-  description:
-    "Only this many groups with the highest value per window (ties by group key), the rest merged into `others`; not with `group.*` filters",
-});
+const TopParam = countQuery(
+  1000,
+  "Only this many groups with the highest value per window (ties by group key), the rest merged into `others`; not with `group.*` filters",
+);
 
 const ByParam = z.string().optional().openapi({
   description:
@@ -796,9 +795,7 @@ const listWindowsRoute = createRoute({
         description: "Earliest window start (ISO-8601, UTC when it has no offset, or epoch ms)",
       }),
       to: TimeParam.openapi({ description: "Windows start before this (same forms as from)" }),
-      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
-        description: "Most rows (default 100)",
-      }),
+      limit: countQuery(1000, "Most rows (default 100)"),
       // No bound of its own: a cursor holds its last row's group, whose values may be long.
       cursor: z.string().optional().openapi({
         description:
@@ -981,10 +978,10 @@ const currentWindowRoute = createRoute({
       q: QuantilesParam,
       top: TopParam,
       by: ByParam,
-      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
-        description:
-          "Most rows: a page of the window's groups (a window counter without `top`); absent with no `cursor`: every group",
-      }),
+      limit: countQuery(
+        1000,
+        "Most rows: a page of the window's groups (a window counter without `top`); absent with no `cursor`: every group",
+      ),
       cursor: z.string().optional().openapi({
         description:
           "The `nextCursor` of the previous page (default `limit` 100 then); a cursor that cannot be read is a 400 `invalid_cursor`",

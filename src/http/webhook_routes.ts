@@ -32,6 +32,7 @@ import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
 import {
+  countQuery,
   CursorQuery,
   errorsFor,
   headersOf,
@@ -236,9 +237,7 @@ export const listWebhooksRoute = createRoute({
     "List webhook endpoints (without secrets), oldest first, a page at a time. Scope: admin.",
   request: {
     query: z.object({
-      limit: z.coerce.number().int().min(1).max(1000).optional().openapi({
-        description: "Most endpoints on the page (default 100)",
-      }),
+      limit: countQuery(1000, "Most endpoints on the page (default 100)"),
       cursor: CursorQuery,
       stream: nameText.optional().openapi({
         description:
@@ -366,9 +365,7 @@ export const listDeliveriesRoute = createRoute({
     query: z.object({
       status: z.enum(["pending", "retrying", "succeeded", "dead"]).optional(),
       // Lower than the endpoint list's: each delivery carries up to 50 attempts.
-      limit: z.coerce.number().int().min(1).max(200).optional().openapi({
-        description: "Most deliveries on the page (default 20)",
-      }),
+      limit: countQuery(200, "Most deliveries on the page (default 20)"),
       cursor: CursorQuery,
     }),
   },

@@ -50,11 +50,30 @@ Deno.test("GET /v1/streams pages by name with limit and nextCursor, default 100"
 Deno.test("GET /v1/streams refuses a bad limit or cursor as the other lists do", async () => {
   const { app } = await testApp({ config: config() });
   // The keys' and webhooks' lists use the same bounds (1 to 1,000), refused as invalid_query.
-  for (const query of ["limit=0", "limit=1001", "limit=x"]) {
+  // Decimal digits alone: what Number() would also read (hex, exponents, a sign, spaces) is
+  // refused too, saying what was sent.
+  for (
+    const [query, sent] of [
+      ["limit=0", "0"],
+      ["limit=1001", "1001"],
+      ["limit=x", "x"],
+      ["limit=", ""],
+      ["limit=2.5", "2.5"],
+      ["limit=0x10", "0x10"],
+      ["limit=1e1", "1e1"],
+      ["limit=%2B5", "+5"],
+      ["limit=%205", " 5"],
+    ]
+  ) {
     const res = await app.request(`/v1/streams?${query}`);
     assert.equal(res.status, 400, query);
-    assert.equal((await res.json()).error.code, "invalid_query", query);
+    const { error } = await res.json();
+    assert.deepEqual([error.code, error.message], [
+      "invalid_query",
+      `Invalid query parameter limit: expected a whole number from 1 to 1000, received '${sent}'`,
+    ]);
   }
+  assert.equal((await app.request("/v1/streams?limit=05")).status, 200);
   for (const cursor of ["!!", "eyJhIjoxfQ", "ZS4xLjI"]) {
     const res = await app.request(`/v1/streams?cursor=${cursor}`);
     assert.equal(res.status, 400, cursor);

@@ -171,7 +171,7 @@ Deno.test("…/current pages its groups with limit and cursor, reading on in the
     assert.equal(res.status, 400, query);
     assert.equal(res.body.error.code, "invalid_query", query);
   }
-  for (const query of ["limit=0", "limit=1001"]) {
+  for (const query of ["limit=0", "limit=1001", "top=1e1", "top=0x2", "limit=%2B3"]) {
     assert.equal((await read(query)).body.error.code, "invalid_query", query);
   }
   assert.equal((await read("cursor=abc")).body.error.code, "invalid_cursor");
