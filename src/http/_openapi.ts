@@ -19,7 +19,7 @@ export const ErrorSchema = z.object({
       } (a later release may add one: treat an unknown one by its status)`,
       example: "stream_not_found",
     }),
-    message: z.string().openapi({ example: "Stream 'orders' is not configured" }),
+    message: z.string().openapi({ example: "Stream 'orders' does not exist" }),
     details: z.record(z.string(), z.unknown()).optional().openapi({
       description:
         "More about some errors: a 503 from the store says `outcome` (`unknown`: a write may have been applied, so resend an ingest request with the same Idempotency-Key, and read the state back before sending another write again; `not_applied`: nothing was applied)",

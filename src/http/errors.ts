@@ -478,7 +478,7 @@ export function streamMissing(
       `Stream '${name}' (version ${unservable.version}) is stored, but this release cannot compile its definition: ${unservable.error}. Replace it with PUT /v1/streams/${name}`,
     );
   }
-  return new ApiError(404, "stream_not_found", `Stream '${name}' is not configured`);
+  return new ApiError(404, "stream_not_found", `Stream '${name}' does not exist`);
 }
 
 /** `405 method_not_allowed` for `method` on `path`, naming in `Allow` the `methods` it takes. */

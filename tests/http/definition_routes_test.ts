@@ -304,9 +304,14 @@ Deno.test("DELETE /v1/streams/{stream} answers 204, then the stream is gone; an 
   await put(app, "signups", SIGNUPS);
   const deleted = await app.request("/v1/streams/signups", { method: "DELETE" });
   assert.equal(deleted.status, 204);
-  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  const read = await app.request("/v1/streams/signups");
+  assert.equal(read.status, 404);
+  // Not "not configured": it was never in the config file.
+  assert.equal((await errorOf(read)).message, "Stream 'signups' does not exist");
   const t = new Date(T0).toISOString();
-  assert.equal((await ingest(app, "signups", [{ t, plan: "pro" }])).status, 404);
+  const sent = await ingest(app, "signups", [{ t, plan: "pro" }]);
+  assert.equal(sent.status, 404);
+  assert.equal((await errorOf(sent)).message, "Stream 'signups' does not exist");
   const again = await app.request("/v1/streams/signups", { method: "DELETE" });
   assert.equal(again.status, 404);
   assert.equal((await errorOf(again)).code, "stream_not_found");
