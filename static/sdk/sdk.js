@@ -22,7 +22,10 @@
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
  * burst) is sent again split into batches of that many, and one answered
  * `413 payload_too_large` (a body over the server's 1 MiB) in halves; other
- * refusals are dropped with a console warning.
+ * refusals are dropped with a console warning saying why. Events the server
+ * rejects (its `rejected`, in a `202` or a `400 no_events_accepted`) are not
+ * sent again: a console warning names the first one's error, and
+ * `onRejected` hears of all of them.
  *
  * `subscribe(stream, {key, onMessage})` follows a stream's live results from a
  * page, with a read key whose `origins` list it, resuming after a dropped
@@ -36,13 +39,21 @@ function randomId() {
   return [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
-/** The `error` object of an error answer, or undefined when it has none. */
-async function errorOf(res) {
+/** The JSON body of an answer, or undefined when it has none. */
+async function jsonOf(res) {
   try {
-    return (await res.json())?.error;
+    return await res.json();
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What a refusal's `error` says, for a warning: ` code: message`, or nothing when the answer had
+ * no error body.
+ */
+function errorText(error) {
+  return error?.code ? ` ${error.code}: ${error.message}` : "";
 }
 
 /** Resolves after `ms`, or at once when `signal` (optional) aborts. */
@@ -115,7 +126,10 @@ function storage() {
  * origin this module came from by default), `dedupeField` (where each event
  * gets its id; none by default), `maxBatch` (100), `flushMs` (1000),
  * `maxRetries` (5), `retryBaseMs` (500), `maxHeld` (10,000: events held while
- * offline; past it the oldest batches are dropped, counted in `dropped`).
+ * offline; past it the oldest batches are dropped, counted in `dropped`),
+ * `onRejected` (called with `{stream, events, rejected}` when the server
+ * rejects events of a batch it was sent, as the reply's `rejected` lists them,
+ * after a console warning naming the first one's error).
  */
 export function createTracker(options) {
   if (!options?.key) throw new Error("edgestream: createTracker() needs a publishable 'key'");
@@ -154,6 +168,30 @@ export function createTracker(options) {
     }
   }
 
+  /**
+   * Reports the events of a sent batch that the server rejected (`rejected`: the reply's list,
+   * each `{index, errors}` with `index` into `events`): a console warning naming the first one's
+   * first error, and `onRejected({stream, events, rejected})`. They are not sent again: sent
+   * again, they would be rejected again. Answers whether there were any.
+   */
+  function rejectedIn(stream, events, rejected) {
+    if (!Array.isArray(rejected) || rejected.length === 0) return false;
+    const first = rejected[0];
+    const error = first?.errors?.[0];
+    console.warn(
+      `edgestream: ${stream} rejected ${rejected.length} of ${events.length} events; ` +
+        `event ${first?.index}: ${
+          error ? `${error.path ? `${error.path}: ` : ""}${error.message}` : "invalid"
+        }`,
+    );
+    try {
+      options.onRejected?.({ stream, events, rejected });
+    } catch (error) {
+      console.error(error);
+    }
+    return true;
+  }
+
   function url(stream) {
     return `${endpoint}/v1/streams/${encodeURIComponent(stream)}/events?key=${
       encodeURIComponent(options.key)
@@ -178,8 +216,14 @@ export function createTracker(options) {
           body,
           keepalive,
         });
-        if (res.ok) return;
-        const code = res.status === 409 || res.status === 413 ? await errorOf(res) : undefined;
+        // A reply to read: accepted ones may name events the server rejected (their schema,
+        // say), and a refusal says why. 429 and 503 are sent again whatever they say.
+        const answer = res.status === 429 || res.status === 503 ? undefined : await jsonOf(res);
+        if (res.ok) {
+          rejectedIn(stream, events, answer?.rejected);
+          return;
+        }
+        const code = answer?.error;
         // A body over the server's limit (1 MiB): none was applied; each half is sent on its own.
         const maxEvents = code?.code === "payload_too_large"
           ? Math.ceil(events.length / 2)
@@ -198,7 +242,13 @@ export function createTracker(options) {
         // failure, comes with a later resend.
         const inFlight = code?.code === "idempotency_key_in_flight";
         if (res.status !== 429 && res.status !== 503 && !inFlight) {
-          console.warn(`edgestream: ${stream} refused ${events.length} events: ${res.status}`);
+          // No event accepted (400 no_events_accepted): the events' own errors say why.
+          if (rejectedIn(stream, events, answer?.rejected)) return;
+          console.warn(
+            `edgestream: ${stream} refused ${events.length} events: ${res.status}${
+              errorText(code)
+            }`,
+          );
           return;
         }
         const seconds = Number(res.headers.get("Retry-After"));
@@ -524,7 +574,7 @@ export function subscribe(stream, options = {}) {
         const url = `${endpoint}/v1/streams/${encodeURIComponent(stream)}/subscribe?${query}`;
         const res = await fetch(url, { headers, cache: "no-store", signal: attempt.signal });
         if (!res.ok) {
-          const body = await errorOf(res);
+          const body = (await jsonOf(res))?.error;
           const error = new Error(
             `edgestream: subscribing to '${stream}' answered ${res.status}: ${
               body?.message ?? res.statusText

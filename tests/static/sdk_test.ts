@@ -174,7 +174,7 @@ Deno.test("the SDK resends a batch answered 409 idempotency_key_in_flight with t
     tracker.track("s", { n: 2 });
     await tracker.flush();
     assert.equal(sent.length, 4);
-    assert.deepEqual(warnings, ["edgestream: s refused 1 events: 409"]);
+    assert.deepEqual(warnings, ["edgestream: s refused 1 events: 409 counter_changed: …"]);
   } finally {
     stopCapture();
     restore();
@@ -291,6 +291,65 @@ Deno.test("the SDK's parts of a batch past a burst all count on a real server, s
     const stats = await server.stats("limited");
     assert.equal(stats.accepted, 12);
   } finally {
+    stopCapture();
+    await server.close();
+  }
+});
+
+Deno.test("events a real server rejects are reported, with the first one's error, to the console and onRejected, and not sent again", async () => {
+  const server = await serveApp({
+    streams: {
+      orders: {
+        schema: {
+          type: "object",
+          properties: { amount: { type: "number" } },
+          required: ["amount"],
+        },
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  const { warnings, stopCapture } = captureWarnings();
+  const heard: Array<{ stream: string; events: unknown[]; rejected: unknown[] }> = [];
+  const sends: number[] = [];
+  const original = globalThis.fetch;
+  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
+    sends.push(1);
+    return original(...args);
+  }) as typeof fetch;
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: server.endpoint,
+      onRejected: (report) => heard.push(report),
+    });
+    tracker.track("orders", { amount: 7 });
+    tracker.track("orders", { amount: "8" });
+    tracker.track("orders", { amount: 9 });
+    await tracker.flush();
+    // A 202: two accepted, one rejected.
+    assert.deepEqual(warnings, [
+      "edgestream: orders rejected 1 of 3 events; event 1: amount: Invalid input: expected number, received string",
+    ]);
+    assert.equal(heard.length, 1);
+    assert.equal(heard[0].stream, "orders");
+    assert.deepEqual(heard[0].events, [{ amount: 7 }, { amount: "8" }, { amount: 9 }]);
+    assert.deepEqual(heard[0].rejected, [{
+      index: 1,
+      errors: [{ path: "amount", message: "Invalid input: expected number, received string" }],
+    }]);
+    // A 400 no_events_accepted: every event's error is in its rejected, not sent again.
+    tracker.track("orders", {});
+    await tracker.flush();
+    assert.deepEqual(warnings.slice(1), [
+      "edgestream: orders rejected 1 of 1 events; event 0: amount: Required field is missing (expected number)",
+    ]);
+    assert.deepEqual(heard.map((report) => report.rejected.length), [1, 1]);
+    assert.equal(sends.length, 2);
+    const stats = await server.stats("orders");
+    assert.deepEqual([stats.accepted, stats.rejected], [2, 1]);
+  } finally {
+    globalThis.fetch = original;
     stopCapture();
     await server.close();
   }

@@ -16,6 +16,11 @@ export function createTracker(options: {
   maxRetries?: number;
   retryBaseMs?: number;
   maxHeld?: number;
+  onRejected?: (report: {
+    stream: string;
+    events: Array<Record<string, unknown>>;
+    rejected: Array<{ index: number; errors: Array<{ path: string; message: string }> }>;
+  }) => void;
 }): Tracker;
 export interface SubscribeError extends Error {
   status?: number;
