@@ -14,6 +14,7 @@ import {
 } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryDefinitionStore, MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
+import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -315,6 +316,43 @@ Deno.test("DELETE /v1/streams/{stream} answers 204, then the stream is gone; an 
   const again = await app.request("/v1/streams/signups", { method: "DELETE" });
   assert.equal(again.status, 404);
   assert.equal((await errorOf(again)).code, "stream_not_found");
+});
+
+Deno.test("a key limited to a stream not created yet is made (its names are not checked) and ingests into it once it is", async () => {
+  const keys = await KeyRing.parse(`admin:${ADMIN}`, {
+    store: new MemoryKeyStore(),
+    now: () => T0,
+  });
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore({ now: () => T0 }),
+    keys,
+    now: () => T0,
+  });
+  const admin = { Authorization: `Bearer ${ADMIN}`, "Content-Type": "application/json" };
+  const created = await app.request("/v1/keys", {
+    method: "POST",
+    headers: admin,
+    body: JSON.stringify({ scopes: ["ingest"], streams: ["signups"] }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const { key, streams } = await created.json();
+  assert.deepEqual(streams, ["signups"]);
+  const t = new Date(T0).toISOString();
+  const send = () =>
+    app.request("/v1/streams/signups/events", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+      body: JSON.stringify([{ t, plan: "pro" }]),
+    });
+  assert.equal((await send()).status, 404);
+  assert.equal(
+    (await put(app, "signups", SIGNUPS, { Authorization: `Bearer ${ADMIN}` })).status,
+    201,
+  );
+  const sent = await send();
+  assert.equal(sent.status, 202, await sent.clone().text());
+  assert.equal((await sent.json()).accepted, 1);
 });
 
 Deno.test("A stream deleted and created again starts empty, even with the same counter", async () => {
