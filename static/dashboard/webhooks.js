@@ -199,6 +199,7 @@ export class WebhooksView {
     );
     if (!endpoints.length) {
       replaceChildren(this.#container);
+      this.#healths.clear();
       return true;
     }
     const rows = endpoints.map((endpoint, i) => {
@@ -215,7 +216,7 @@ export class WebhooksView {
         return this.#row(
           endpoint,
           last.health,
-          `Cannot read deliveries: ${error.message}; showing the read of ${clockTime(last.readAt)}`,
+          `Cannot read deliveries: ${error.message}; showing the read of ${timeOf(last.readAt)}`,
         );
       }
       this.#healths.delete(endpoint.id);
@@ -311,7 +312,7 @@ export class WebhooksView {
         endpoint.disabled
           ? el("span", { class: "badge bad" }, `disabled: ${endpoint.disabledReason ?? "by hand"}`)
           : null,
-        stale ? el("small", { class: "muted note stale" }, stale) : null,
+        stale ? el("small", { class: "muted note health-kept" }, stale) : null,
       ),
       el("td", { class: "num" }, rate),
       el(
