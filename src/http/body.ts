@@ -658,10 +658,9 @@ export function jsonBody(
     // with Hono's bare "Malformed JSON"; an empty one where none is taken is read as `{}`.
     const value = parseJsonBody(text, options.optional === true);
     // Hono's request reads its body once and keeps the promise of it (its type says the value):
-    // the schema check's `c.req.json()` parses this text, not the raw bytes (which are spent).
-    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(
-      text.trim() === "" ? JSON.stringify(value) : text,
-    );
+    // the schema check's `c.req.json()` parses this text of the value, not the raw bytes (which
+    // are spent).
+    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(JSON.stringify(value));
     await next();
   };
 }

@@ -126,6 +126,11 @@ export function mayMend(status) {
   return status === 0 || status === 408 || status === 429 || status >= 500;
 }
 
+/** The HTTP status of a failed {@linkcode api} call: 0 when no answer came (the network). */
+export function statusOf(error) {
+  return error instanceof ApiError ? error.status : 0;
+}
+
 /**
  * How long (ms) after a `404` a followed stream is asked for again: an instance remembers a name
  * it found unknown for 5 s, so a stream created through another one may be unknown here that long.

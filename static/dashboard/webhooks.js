@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { api, ApiError, mayMend } from "./api.js";
+import { api, mayMend, statusOf } from "./api.js";
 import { clockTime, el, replaceChildren, timeOf } from "./dom.js";
 
 /** Deliveries whose attempts give the success rate. */
@@ -169,7 +169,7 @@ export class WebhooksView {
     try {
       endpoints = (await api("/v1/webhooks")).webhooks;
     } catch (error) {
-      const status = error instanceof ApiError ? error.status : 0;
+      const status = statusOf(error);
       // A failure the next read may mend (the network, 408, 429, 5xx) keeps the last table, its
       // scroll and focus with it: only the note says so, and how old the table is.
       if (!mayMend(status)) {
@@ -211,8 +211,7 @@ export class WebhooksView {
       // A failure the next read may mend (the network, 408, 429, 5xx) keeps the endpoint's last
       // health in its row, controls and all, with a note of the failure and of the read shown.
       const last = this.#healths.get(endpoint.id);
-      const status = error instanceof ApiError ? error.status : 0;
-      if (last && mayMend(status)) {
+      if (last && mayMend(statusOf(error))) {
         return this.#row(
           endpoint,
           last.health,

@@ -355,6 +355,37 @@ Deno.test("events a real server rejects are reported, with the first one's error
   }
 });
 
+Deno.test("an onRejected that throws is logged and the tracker goes on sending", async () => {
+  const rejected = { index: 0, errors: [{ path: "", message: "bad" }] };
+  const { sent, restore } = recordingFetch([
+    Response.json({ accepted: 0, rejected: [rejected] }, { status: 400 }),
+  ]);
+  const { warnings, stopCapture } = captureWarnings();
+  const logged: unknown[] = [];
+  const error = console.error;
+  console.error = (value: unknown) => logged.push(value);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      onRejected: () => {
+        throw new Error("in the page's code");
+      },
+    });
+    tracker.track("s", {});
+    await tracker.flush();
+    assert.deepEqual(warnings, ["edgestream: s rejected 1 of 1 events; event 0: bad"]);
+    assert.deepEqual(logged.map((value) => (value as Error).message), ["in the page's code"]);
+    tracker.track("s", {});
+    await tracker.flush();
+    assert.equal(sent.length, 2);
+  } finally {
+    console.error = error;
+    stopCapture();
+    restore();
+  }
+});
+
 Deno.test("the SDK splits a batch over the server's 1,000 events a request and every event counts", async () => {
   const server = await serveApp({
     streams: { big: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
