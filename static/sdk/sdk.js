@@ -121,6 +121,27 @@ function storage() {
 }
 
 /**
+ * A tracker's number option `name`: `fallback` when absent (`undefined` or `null`), else a finite
+ * number of at least `min`, whole when `whole`; anything else throws an error naming the option.
+ */
+function trackerOption(options, name, fallback, min, whole) {
+  const value = options[name];
+  if (value === undefined || value === null) return fallback;
+  if (
+    typeof value !== "number" || !Number.isFinite(value) || value < min ||
+    (whole && !Number.isInteger(value))
+  ) {
+    const received = typeof value === "string" ? JSON.stringify(value) : String(value);
+    throw new Error(
+      `edgestream: createTracker() option '${name}' must be a ${
+        whole ? "whole number" : "number of milliseconds"
+      } of ${min} or more, received ${received}`,
+    );
+  }
+  return value;
+}
+
+/**
  * A tracker: `track(stream, event)` queues, `flush()` sends what waits.
  * Options: `key` (a publishable key, required), `endpoint` (the server; the
  * origin this module came from by default), `dedupeField` (where each event
@@ -129,16 +150,20 @@ function storage() {
  * offline; past it the oldest batches are dropped, counted in `dropped`),
  * `onRejected` (called with `{stream, events, rejected}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them,
- * after a console warning naming the first one's error).
+ * after a console warning naming the first one's error). A number option that
+ * is given must be finite and at least 1 (`maxBatch`) or 0 (the others), and
+ * whole but for `flushMs` and `retryBaseMs`: else this throws, naming it.
  */
 export function createTracker(options) {
   if (!options?.key) throw new Error("edgestream: createTracker() needs a publishable 'key'");
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
-  const maxBatch = options.maxBatch ?? 100;
-  const flushMs = options.flushMs ?? 1000;
-  const maxRetries = options.maxRetries ?? 5;
-  const retryBaseMs = options.retryBaseMs ?? 500;
-  const maxHeld = options.maxHeld ?? MAX_HELD_EVENTS;
+  // Checked here, once: a maxBatch of 0 would loop for good in track(), a flushMs of Infinity
+  // would send at once, and text would be added to, not counted.
+  const maxBatch = trackerOption(options, "maxBatch", 100, 1, true);
+  const flushMs = trackerOption(options, "flushMs", 1000, 0, false);
+  const maxRetries = trackerOption(options, "maxRetries", 5, 0, true);
+  const retryBaseMs = trackerOption(options, "retryBaseMs", 500, 0, false);
+  const maxHeld = trackerOption(options, "maxHeld", MAX_HELD_EVENTS, 0, true);
   const queues = new Map();
   const sending = new Set();
   /** Of the batches sent, those neither answered, given up nor held offline yet. */

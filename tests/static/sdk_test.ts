@@ -121,6 +121,37 @@ Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and a
   }
 });
 
+Deno.test("createTracker() refuses a number option it cannot use, naming it, instead of looping or sending at once", () => {
+  const base = { key: "pk_test", endpoint: "https://events.example" };
+  const refused: Array<[string, unknown, string]> = [
+    // maxBatch 0 looped for good in the first track(), a negative one too.
+    ["maxBatch", 0, "a whole number of 1 or more, received 0"],
+    ["maxBatch", -1, "a whole number of 1 or more, received -1"],
+    ["maxBatch", 2.5, "a whole number of 1 or more, received 2.5"],
+    ["maxBatch", "100", 'a whole number of 1 or more, received "100"'],
+    ["maxBatch", Number.NaN, "a whole number of 1 or more, received NaN"],
+    [
+      "flushMs",
+      Number.POSITIVE_INFINITY,
+      "a number of milliseconds of 0 or more, received Infinity",
+    ],
+    ["flushMs", -1, "a number of milliseconds of 0 or more, received -1"],
+    ["maxRetries", 1.5, "a whole number of 0 or more, received 1.5"],
+    ["retryBaseMs", "fast", 'a number of milliseconds of 0 or more, received "fast"'],
+    ["maxHeld", -10, "a whole number of 0 or more, received -10"],
+  ];
+  for (const [name, value, expected] of refused) {
+    assert.throws(
+      () => createTracker({ ...base, [name]: value } as Parameters<typeof createTracker>[0]),
+      { message: `edgestream: createTracker() option '${name}' must be ${expected}` },
+      `${name}: ${String(value)}`,
+    );
+  }
+  // Absent (undefined or null) is the default; the smallest values are taken.
+  createTracker({ ...base, maxBatch: undefined, flushMs: null as unknown as number });
+  createTracker({ ...base, maxBatch: 1, flushMs: 0, maxRetries: 0, retryBaseMs: 0, maxHeld: 0 });
+});
+
 Deno.test("the SDK resends a batch answered 429 or 503, or lost, with the same Idempotency-Key after Retry-After", async () => {
   const { sent, restore } = recordingFetch([
     new Response(null, { status: 429, headers: { "Retry-After": "1" } }),
