@@ -56,7 +56,13 @@ function errorText(error) {
   return error?.code ? ` ${error.code}: ${error.message}` : "";
 }
 
-/** Resolves after `ms`, or at once when `signal` (optional) aborts. */
+/** The longest wait a timer holds: browsers fire a longer one at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Resolves after `ms` (at most {@linkcode MAX_TIMER_MS}: a `Retry-After` of a year, or of
+ * `Infinity`, is no retry at once), or at once when `signal` (optional) aborts.
+ */
 function sleep(ms, signal) {
   return new Promise((resolve) => {
     const done = () => {
@@ -64,7 +70,7 @@ function sleep(ms, signal) {
       signal?.removeEventListener("abort", done);
       resolve();
     };
-    const timer = setTimeout(done, ms);
+    const timer = setTimeout(done, Math.min(ms, MAX_TIMER_MS));
     signal?.addEventListener("abort", done, { once: true });
   });
 }
@@ -121,21 +127,26 @@ function storage() {
 }
 
 /**
- * A tracker's number option `name`: `fallback` when absent (`undefined` or `null`), else a finite
- * number of at least `min`, whole when `whole`; anything else throws an error naming the option.
+ * A tracker's number option `name`: `fallback` when absent (`undefined` or `null`), else a number
+ * of at least `min`: whole when `whole`, else milliseconds a timer can wait (at most
+ * {@linkcode MAX_TIMER_MS}); anything else throws an error naming the option.
  */
 function trackerOption(options, name, fallback, min, whole) {
   const value = options[name];
   if (value === undefined || value === null) return fallback;
+  // A wait in milliseconds is one a timer can hold: a longer one fires at once.
+  const max = whole ? Number.MAX_SAFE_INTEGER : MAX_TIMER_MS;
   if (
-    typeof value !== "number" || !Number.isFinite(value) || value < min ||
+    typeof value !== "number" || !(value >= min && value <= max) ||
     (whole && !Number.isInteger(value))
   ) {
     const received = typeof value === "string" ? JSON.stringify(value) : String(value);
     throw new Error(
-      `edgestream: createTracker() option '${name}' must be a ${
-        whole ? "whole number" : "number of milliseconds"
-      } of ${min} or more, received ${received}`,
+      `edgestream: createTracker() option '${name}' must be ${
+        whole
+          ? `a whole number of ${min} or more`
+          : `a number of milliseconds from ${min} to ${max}`
+      }, received ${received}`,
     );
   }
   return value;
@@ -151,8 +162,10 @@ function trackerOption(options, name, fallback, min, whole) {
  * `onRejected` (called with `{stream, events, rejected}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them,
  * after a console warning naming the first one's error). A number option that
- * is given must be finite and at least 1 (`maxBatch`) or 0 (the others), and
- * whole but for `flushMs` and `retryBaseMs`: else this throws, naming it.
+ * is given must be at least 1 (`maxBatch`) or 0 (the others), whole but for
+ * `flushMs` and `retryBaseMs`, which are at most 2,147,483,647 ms (what a
+ * timer holds): else this throws, naming it. `track()` throws for an event
+ * that is not an object JSON can hold (a BigInt, a cycle), queuing nothing.
  */
 export function createTracker(options) {
   if (!options?.key) throw new Error("edgestream: createTracker() needs a publishable 'key'");
@@ -170,6 +183,11 @@ export function createTracker(options) {
   const answering = new Set();
   /** Batches waiting to be sent again: `{stream, events, handedOver, offline, stop}`. */
   const retrying = new Set();
+  /**
+   * Parts of a batch past a limit not sent yet, `{stream, parts, handedOver}`, sent one after
+   * another: where `beacon()` finds them when the page goes.
+   */
+  const splitting = new Set();
   /** Events of the batches in `retrying` that wait for the browser to be online. */
   let held = 0;
   /** Events dropped, past `maxHeld`, while offline. */
@@ -258,8 +276,16 @@ export function createTracker(options) {
           // More events than a rate limit's burst: none was applied, and parts that fit it can
           // be, each under its own key.
           // One after another: parts sent at once would each wait for the same refill.
+          const parts = [];
           for (let i = 0; i < events.length; i += maxEvents) {
-            await send(stream, events.slice(i, i + maxEvents), onHeld);
+            parts.push(events.slice(i, i + maxEvents));
+          }
+          const rest = { stream, parts, handedOver: false };
+          splitting.add(rest);
+          try {
+            while (parts.length > 0 && !rest.handedOver) await send(stream, parts.shift(), onHeld);
+          } finally {
+            splitting.delete(rest);
           }
           return;
         }
@@ -299,7 +325,8 @@ export function createTracker(options) {
         await untilOnline(stop.signal);
         if (!waiting.handedOver) held -= events.length;
       } else {
-        await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2));
+        // Ended at once when beacon() takes the batch over.
+        await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2), stop.signal);
       }
       retrying.delete(waiting);
       if (waiting.handedOver) return;
@@ -407,6 +434,12 @@ export function createTracker(options) {
       if (bytes < budget && navigator.sendBeacon?.(keyed, waiting.body)) budget -= bytes;
       else batches.push([waiting.stream, waiting.events]);
     }
+    // Then the parts of batches past a limit not sent yet: none of their events was applied.
+    for (const rest of splitting) {
+      rest.handedOver = true;
+      splitting.delete(rest);
+      for (const part of rest.parts.splice(0)) batches.push([rest.stream, part]);
+    }
     for (const [stream, events] of queues) {
       queues.delete(stream);
       for (let i = 0; i < events.length; i += maxBatch) {
@@ -434,7 +467,19 @@ export function createTracker(options) {
   }
 
   function track(stream, event) {
+    if (typeof event !== "object" || event === null || Array.isArray(event)) {
+      throw new TypeError(`edgestream: track('${stream}', event) takes an object as the event`);
+    }
     const item = { ...event };
+    // An event JSON cannot hold (a BigInt, a cycle) would fail its whole batch when sent, and a
+    // page's beacon with it: it is refused here, queuing nothing.
+    try {
+      JSON.stringify(item);
+    } catch (error) {
+      throw new TypeError(
+        `edgestream: track('${stream}', event) takes an event JSON can hold: ${error.message}`,
+      );
+    }
     if (options.dedupeField && item[options.dedupeField] === undefined) {
       item[options.dedupeField] = randomId();
     }
@@ -544,6 +589,15 @@ function positiveOr(value, fallback) {
   return Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
+/** Calls `onError` (when given) with `error`; one that throws is logged, not passed on. */
+function reportTo(onError, error) {
+  try {
+    onError?.(error);
+  } catch (thrown) {
+    console.error(thrown);
+  }
+}
+
 /** Whether an error answer to a subscription may change when asked again. */
 function retryable(status) {
   return status >= 500 || status === 408 || status === 429;
@@ -563,7 +617,7 @@ function retryable(status) {
  * created through another for unknown for 5 s: 6000 covers that), the back-off then starting again;
  * it stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a retry cannot
  * change it). `onError(error)` hears of every failure and end (`error.status` and `error.code` for
- * an error answer). Options: `key` (a read key whose `origins` list the page; none in open mode),
+ * an error answer); one that throws is logged and the subscription goes on. Options: `key` (a read key whose `origins` list the page; none in open mode),
  * `endpoint` (the origin this module came from by default), `types` (an array), `counter`,
  * `filter`, `onMessage`, `onError`, `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`. Returns
  * `{close()}`.
@@ -607,7 +661,7 @@ export function subscribe(stream, options = {}) {
           );
           error.status = res.status;
           error.code = body?.code;
-          options.onError?.(error);
+          reportTo(options.onError, error);
           if (res.status === 404 && notFoundRetryMs !== undefined) {
             wait = notFoundRetryMs;
             notFound = true;
@@ -634,12 +688,15 @@ export function subscribe(stream, options = {}) {
             }
           }
           if (!signal.aborted) {
-            options.onError?.(new Error(`edgestream: the subscription to '${stream}' ended`));
+            reportTo(
+              options.onError,
+              new Error(`edgestream: the subscription to '${stream}' ended`),
+            );
           }
         }
       } catch (error) {
         if (signal.aborted) return;
-        options.onError?.(error);
+        reportTo(options.onError, error);
       } finally {
         signal.removeEventListener("abort", abort);
         attempt.abort();

@@ -20,6 +20,9 @@ interface Sent {
   init: RequestInit & { headers: Record<string, string> };
 }
 
+/** How a tracker option in milliseconds that is out of range is told. */
+const MS_RANGE = "a number of milliseconds from 0 to 2147483647";
+
 /** Collects what `console.warn` prints (the SDK's warnings) until `stopCapture()`. */
 function captureWarnings(): { warnings: string[]; stopCapture(): void } {
   const warn = console.warn;
@@ -130,14 +133,12 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
     ["maxBatch", 2.5, "a whole number of 1 or more, received 2.5"],
     ["maxBatch", "100", 'a whole number of 1 or more, received "100"'],
     ["maxBatch", Number.NaN, "a whole number of 1 or more, received NaN"],
-    [
-      "flushMs",
-      Number.POSITIVE_INFINITY,
-      "a number of milliseconds of 0 or more, received Infinity",
-    ],
-    ["flushMs", -1, "a number of milliseconds of 0 or more, received -1"],
+    // A timer holds at most 2^31 - 1 ms: a longer one (Infinity too) fires at once.
+    ["flushMs", Number.POSITIVE_INFINITY, `${MS_RANGE}, received Infinity`],
+    ["flushMs", 2 ** 31, `${MS_RANGE}, received 2147483648`],
+    ["flushMs", -1, `${MS_RANGE}, received -1`],
     ["maxRetries", 1.5, "a whole number of 0 or more, received 1.5"],
-    ["retryBaseMs", "fast", 'a number of milliseconds of 0 or more, received "fast"'],
+    ["retryBaseMs", "fast", `${MS_RANGE}, received "fast"`],
     ["maxHeld", -10, "a whole number of 0 or more, received -10"],
   ];
   for (const [name, value, expected] of refused) {
@@ -147,9 +148,97 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
       `${name}: ${String(value)}`,
     );
   }
-  // Absent (undefined or null) is the default; the smallest values are taken.
+  // Absent (undefined or null) is the default; the smallest and largest values are taken.
   createTracker({ ...base, maxBatch: undefined, flushMs: null as unknown as number });
   createTracker({ ...base, maxBatch: 1, flushMs: 0, maxRetries: 0, retryBaseMs: 0, maxHeld: 0 });
+  createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1 });
+});
+
+Deno.test("track() refuses an event that is no object or that JSON cannot hold, queuing nothing, and the batch's other events are sent", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example",
+      maxBatch: 3,
+    });
+    tracker.track("orders", { n: 1 });
+    assert.throws(() => tracker.track("orders", { n: 10n }), {
+      name: "TypeError",
+      message: /^edgestream: track\('orders', event\) takes an event JSON can hold: .*BigInt/,
+    });
+    const cycle: Record<string, unknown> = { n: 3 };
+    cycle.self = cycle;
+    assert.throws(() => tracker.track("orders", cycle), {
+      message: /^edgestream: track\('orders', event\) takes an event JSON can hold: /,
+    });
+    for (const event of [null, "text", [1, 2]]) {
+      assert.throws(() => tracker.track("orders", event as unknown as Record<string, unknown>), {
+        message: "edgestream: track('orders', event) takes an object as the event",
+      });
+    }
+    tracker.track("orders", { n: 2 });
+    await tracker.flush();
+    assert.equal(sent.length, 1);
+    assert.deepEqual(JSON.parse(String(sent[0].init.body)), [{ n: 1 }, { n: 2 }]);
+    // The beacon too: nothing in the queue can stop it.
+    tracker.track("orders", { n: 4 });
+    tracker.beacon();
+    assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 4 }]);
+  } finally {
+    restore();
+  }
+});
+
+Deno.test("the parts of a batch past a limit not sent yet go with the page's beacon, none lost or sent twice", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(
+      JSON.stringify({
+        error: {
+          code: "too_many_events",
+          message: "More events than the burst",
+          details: { maxEvents: 2 },
+        },
+      }),
+      { status: 413, headers: { "Content-Type": "application/json" } },
+    ),
+    // The first part waits 30 s to be sent again when the page goes.
+    new Response(null, { status: 429, headers: { "Retry-After": "30" } }),
+  ]);
+  // Deno has no sendBeacon: a browser's, recorded.
+  const beacons: Array<{ url: string; body: string }> = [];
+  Object.assign(navigator, {
+    sendBeacon: (url: string, body: string) => beacons.push({ url, body }) > 0,
+  });
+  const numbers = (body: string) => JSON.parse(body).map((event: { n: number }) => event.n);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example",
+      maxBatch: 6,
+    });
+    for (let n = 0; n < 6; n++) tracker.track("orders", { n });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The whole batch refused, then its first part told to wait 30 s.
+    assert.deepEqual(sent.map((request) => numbers(String(request.init.body))), [
+      [0, 1, 2, 3, 4, 5],
+      [0, 1],
+    ]);
+    tracker.beacon();
+    // The first part again with its key, then the two parts never sent; the wait ends at once.
+    assert.deepEqual(beacons.map((beacon) => numbers(beacon.body)), [[0, 1], [2, 3], [4, 5]]);
+    assert.equal(
+      new URL(beacons[0].url).searchParams.get("idempotencyKey"),
+      sent[1].init.headers["Idempotency-Key"],
+    );
+    assert.equal(new URL(beacons[1].url).searchParams.get("idempotencyKey"), null);
+    await tracker.settled();
+    assert.equal(sent.length, 2, "nothing sent again after the beacons");
+    assert.equal(localStorage.length, 0);
+  } finally {
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
 });
 
 Deno.test("the SDK resends a batch answered 429 or 503, or lost, with the same Idempotency-Key after Retry-After", async () => {
@@ -725,6 +814,42 @@ Deno.test("subscribe() takes a retryBaseMs or maxRetryMs that is no positive num
       clock.uninstall();
       restore();
     }
+  }
+});
+
+Deno.test("subscribe() goes on when onError throws, and waits out a Retry-After too long for a timer instead of asking again at once", async () => {
+  const { sent, restore } = recordingFetch([
+    refusal(503, "store_unavailable"),
+    refusal(503, "store_unavailable", { "Retry-After": "Infinity" }),
+    refusal(503, "store_unavailable", { "Retry-After": "99999999" }),
+  ]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const logged: unknown[] = [];
+  const error = console.error;
+  console.error = (thrown: unknown) => logged.push(thrown);
+  try {
+    const live = subscribe("orders", {
+      endpoint: "https://e.example",
+      onError: () => {
+        throw new Error("a page's bug");
+      },
+    });
+    await clock.tickAsync(1_100);
+    assert.equal(sent.length, 2, "asked again after retryBaseMs, the throw logged");
+    assert.deepEqual(logged.map((thrown) => (thrown as Error).message), [
+      "a page's bug",
+      "a page's bug",
+    ]);
+    // Retry-After: Infinity is the longest wait a timer holds (2^31 - 1 ms), not none.
+    await clock.tickAsync(60_000);
+    assert.equal(sent.length, 2);
+    await clock.tickAsync(2 ** 31 - 1);
+    assert.equal(sent.length, 3);
+    live.close();
+  } finally {
+    console.error = error;
+    clock.uninstall();
+    restore();
   }
 });
 
