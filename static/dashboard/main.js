@@ -205,7 +205,20 @@ function showStreams(streams, { alerts, top, empty }) {
   };
 }
 
+/**
+ * The latest {@linkcode start}: one that an earlier is still reading for, or waiting to try again,
+ * goes on alone (a key given again while the stream list cannot be read would otherwise start the
+ * dashboard twice: every poll and subscription doubled).
+ */
+let startRun = 0;
+let startRetry;
+/** Whether the dashboard started: it starts once a page. */
+let started = false;
+
 async function start() {
+  if (started) return;
+  clearTimeout(startRetry);
+  const run = ++startRun;
   const wantsKey = serverWantsKey();
   byId("mode").textContent = wantsKey ? "API key in this tab" : "open mode: no key needed";
   byId("forget-key").hidden = !storedKey();
@@ -217,6 +230,7 @@ async function start() {
   try {
     streams = (await allStreams()).streams;
   } catch (error) {
+    if (run !== startRun) return;
     if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
       forgetKey();
       byId("forget-key").hidden = true;
@@ -224,9 +238,11 @@ async function start() {
       return;
     }
     byId("page-status").textContent = `Cannot read streams: ${error.message}; retrying`;
-    setTimeout(start, READY_EVERY_MS);
+    startRetry = setTimeout(start, READY_EVERY_MS);
     return;
   }
+  if (run !== startRun) return;
+  started = true;
   byId("page-status").textContent = "";
   byId("key-panel").hidden = true;
   byId("dashboard").hidden = false;

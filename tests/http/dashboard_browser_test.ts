@@ -538,6 +538,51 @@ browserTest(
 );
 
 browserTest(
+  "a key given again while the stream list cannot be read starts the dashboard once: no poll or subscription doubled",
+  async (browser) => {
+    const server = await startServer({ auth: true });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      let listDown = true;
+      await page.route(/\/v1\/streams(\?[^/]*)?$/, async (route) => {
+        if (listDown) await storeUnavailable(route, "Redis is unavailable: connection refused");
+        else await route.continue();
+      });
+      const listReads = () =>
+        log.requests.filter((request) => new URL(request.url()).pathname === "/v1/streams").length;
+      await page.goto(`${server.base}/`);
+      const input = page.locator('input[name="key"]');
+      await input.fill(KEYS.admin);
+      await input.press("Enter");
+      await until("the first list read", async () => listReads(), (reads) => reads === 1);
+      await textMatching(page, "#page-status", /Cannot read streams: .*retrying/);
+      // The form is still there, and is used again before the first start tries again.
+      await input.fill(KEYS.admin);
+      await input.press("Enter");
+      await until("the second list read", async () => listReads(), (reads) => reads === 2);
+      listDown = false;
+      await page.locator('[data-live="orders"].ok').waitFor({ timeout: 15_000 });
+      await page.locator("[data-webhook] .replay").first().waitFor();
+      // Past the time when the first start would have tried again (5 s after it failed), and
+      // before the webhooks' next read (10 s after the first).
+      await page.waitForTimeout(6_000);
+      const paths = log.requests.map((request) => new URL(request.url()).pathname);
+      assert.equal(paths.filter((path) => path === "/v1/webhooks").length, 1, "one webhooks read");
+      assert.equal(
+        paths.filter((path) => path === "/v1/streams/orders/subscribe").length,
+        1,
+        "one subscription",
+      );
+      assert.deepEqual(log.errors.filter((error) => !/503/.test(error)), []);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "with keys the dashboard asks for one once, keeps it in sessionStorage and never puts it in a URL; a read key limited to streams shows those",
   async (browser) => {
     const signups = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
