@@ -555,12 +555,20 @@ browserTest(
       const input = page.locator('input[name="key"]');
       await input.fill(KEYS.admin);
       await input.press("Enter");
-      await until("the first list read", async () => listReads(), (reads) => reads === 1);
+      await until(
+        "the first list read",
+        () => Promise.resolve(listReads()),
+        (reads) => reads === 1,
+      );
       await textMatching(page, "#page-status", /Cannot read streams: .*retrying/);
       // The form is still there, and is used again before the first start tries again.
       await input.fill(KEYS.admin);
       await input.press("Enter");
-      await until("the second list read", async () => listReads(), (reads) => reads === 2);
+      await until(
+        "the second list read",
+        () => Promise.resolve(listReads()),
+        (reads) => reads === 2,
+      );
       listDown = false;
       await page.locator('[data-live="orders"].ok').waitFor({ timeout: 15_000 });
       await page.locator("[data-webhook] .replay").first().waitFor();
