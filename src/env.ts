@@ -292,12 +292,26 @@ function readIngestSocketLimits(env: EnvSource): Required<SlotLimits> {
   };
 }
 
+/** A URL as `@upstash/redis` takes one (its own check, which throws in its constructor). */
+const UPSTASH_URL = /^https?:\/\/[^\s#$./?].\S*$/;
+
 function redisFromEnv(env: EnvSource): Redis | undefined {
   const url = env.get("UPSTASH_REDIS_REST_URL");
   const token = env.get("UPSTASH_REDIS_REST_TOKEN");
   if (url && token) {
-    if (!URL.canParse(url) || !["http:", "https:"].includes(new URL(url).protocol)) {
-      throw new ConfigError(`UPSTASH_REDIS_REST_URL: expected an http(s) URL, got '${url}'`);
+    // As the Upstash client takes it (it throws, with a stack, for what it does not): a lower-case
+    // scheme, no whitespace (a line break copied along), a host.
+    if (!UPSTASH_URL.test(url) || !URL.canParse(url)) {
+      throw new ConfigError(
+        `UPSTASH_REDIS_REST_URL: expected an http(s) URL, got '${
+          JSON.stringify(url).slice(1, -1)
+        }'`,
+      );
+    }
+    if (/\s/.test(token)) {
+      throw new ConfigError(
+        "UPSTASH_REDIS_REST_TOKEN: holds whitespace (a line break copied along?): expected the token alone",
+      );
     }
     // One retry, soon; then the store turns the failure into 503 + Retry-After. An apply sent
     // again (by this retry, or by fetch itself when a kept-alive connection closes before any

@@ -81,6 +81,27 @@ for (
       { UPSTASH_REDIS_REST_URL: "ftp://x", UPSTASH_REDIS_REST_TOKEN: "t" },
       /^edgestream: UPSTASH_REDIS_REST_URL: expected an http\(s\) URL, got 'ftp:\/\/x'$/,
     ],
+    // What URL parsing forgives and the Upstash client throws for (a stack, not one line): an
+    // upper-case scheme, a missing slash, a line break copied along; and a token with one.
+    [
+      { UPSTASH_REDIS_REST_URL: "HTTP://127.0.0.1:7781", UPSTASH_REDIS_REST_TOKEN: "t" },
+      /^edgestream: UPSTASH_REDIS_REST_URL: expected an http\(s\) URL, got 'HTTP:\/\/127\.0\.0\.1:7781'$/,
+    ],
+    [
+      { UPSTASH_REDIS_REST_URL: "http:/127.0.0.1:7781", UPSTASH_REDIS_REST_TOKEN: "t" },
+      /^edgestream: UPSTASH_REDIS_REST_URL: expected an http\(s\) URL, got 'http:\/127\.0\.0\.1:7781'$/,
+    ],
+    [
+      { UPSTASH_REDIS_REST_URL: "http://127.0.0.1:7781\n", UPSTASH_REDIS_REST_TOKEN: "t" },
+      /^edgestream: UPSTASH_REDIS_REST_URL: expected an http\(s\) URL, got 'http:\/\/127\.0\.0\.1:7781\\n'$/,
+    ],
+    [
+      {
+        UPSTASH_REDIS_REST_URL: "http://127.0.0.1:7781",
+        UPSTASH_REDIS_REST_TOKEN: "secret-token\n",
+      },
+      /^edgestream: UPSTASH_REDIS_REST_TOKEN: holds whitespace \(a line break copied along\?\): expected the token alone$/,
+    ],
     // Timers overflow past 2^31 ms: the process would stop at once, or sweep without pause.
     [
       { EDGESTREAM_SHUTDOWN: "30d" },
