@@ -132,16 +132,24 @@ function issueMessage(issue: z.core.$ZodIssue, raw: unknown, at: readonly Proper
  * `set` field named `__proto__` would vanish silently.
  */
 function protoKeyPaths(raw: unknown): string[] {
+  // Each node's path as a link to its parent's, spelled out only for a `__proto__` key found: a
+  // copy per node would make a definition nested n deep cost n² (seconds for a 64 KB body).
+  type Link = { step: PropertyKey; parent: Link | null } | null;
+  const pathOf = (link: Link): PropertyKey[] => {
+    const path: PropertyKey[] = [];
+    for (let at = link; at !== null; at = at.parent) path.push(at.step);
+    return path.reverse();
+  };
   const found: string[] = [];
-  const stack: Array<[unknown, PropertyKey[]]> = [[raw, []]];
+  const stack: Array<[unknown, Link]> = [[raw, null]];
   while (stack.length > 0) {
-    const [node, path] = stack.pop()!;
+    const [node, link] = stack.pop()!;
     if (typeof node !== "object" || node === null) continue;
     for (const key of Object.keys(node)) {
-      if (key === "__proto__") found.push(formatPath([...path, key]));
+      if (key === "__proto__") found.push(formatPath([...pathOf(link), key]));
       else {
         const step = Array.isArray(node) ? Number(key) : key;
-        stack.push([(node as Record<string, unknown>)[key], [...path, step]]);
+        stack.push([(node as Record<string, unknown>)[key], { step, parent: link }]);
       }
     }
   }
