@@ -142,6 +142,7 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
       `Event schema nests deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays)`,
     );
   }
+  refuseMalformedKeywords(jsonSchema);
   const prepared = prepareEventSchema(jsonSchema);
   let schema: z.ZodType;
   try {
@@ -527,6 +528,109 @@ function patternMap(value: unknown): object {
 
 function isPrimitive(value: unknown): boolean {
   return value === null || ["string", "number", "boolean"].includes(typeof value);
+}
+
+/** Keywords whose value is a number (draft-04's boolean `exclusiveMinimum` is not one). */
+const NUMBER_KEYWORDS = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+/** Keywords whose value is a count: a whole number, 0 or more. */
+const COUNT_KEYWORDS = [
+  ...["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"],
+  ...["minContains", "maxContains"],
+];
+/** The names `type` takes. */
+const TYPE_NAMES = new Set([...ALL_TYPES, "integer"]);
+
+/**
+ * Refuses a keyword whose value is not of the kind JSON Schema gives it (`"minimum": "x"`,
+ * `"required": "id"`, `"maxLength": -1`), naming its path in the schema: zod's converter drops
+ * some such keywords without a word (a bound that is not there), takes others wrongly (every
+ * string refused) and fails on the rest with its own internals' messages.
+ */
+function refuseMalformedKeywords(root: unknown): void {
+  const pending: Array<[unknown, string]> = [[root, ""]];
+  while (pending.length > 0) {
+    const [node, path] = pending.pop()!;
+    const at = (key: string) => path === "" ? key : `${path}.${key}`;
+    if (typeof node === "boolean") continue;
+    if (typeof node !== "object" || node === null || Array.isArray(node)) {
+      refuse(`${path}: expected a schema (an object or a boolean), got ${JSON.stringify(node)}`);
+    }
+    const schema = node as Record<string, unknown>;
+    const expect = (key: string, ok: boolean, what: string) => {
+      if (!ok) refuse(`${at(key)}: expected ${what}, got ${JSON.stringify(schema[key])}`);
+    };
+    for (const key of NUMBER_KEYWORDS) {
+      if (key in schema) expect(key, Number.isFinite(schema[key]), "a number");
+    }
+    if ("multipleOf" in schema) {
+      const value = schema.multipleOf;
+      expect(
+        "multipleOf",
+        typeof value === "number" && value > 0 && value < Infinity,
+        "a number above 0",
+      );
+    }
+    for (const key of COUNT_KEYWORDS) {
+      if (key in schema) {
+        const value = schema[key];
+        expect(
+          key,
+          Number.isSafeInteger(value) && (value as number) >= 0,
+          "a whole number, 0 or more",
+        );
+      }
+    }
+    if ("required" in schema) {
+      const value = schema.required;
+      expect(
+        "required",
+        Array.isArray(value) && value.every((name) => typeof name === "string"),
+        "an array of property names",
+      );
+    }
+    if ("enum" in schema) expect("enum", Array.isArray(schema.enum), "an array of values");
+    for (const key of ["pattern", "format"]) {
+      if (key in schema) expect(key, typeof schema[key] === "string", "a string");
+    }
+    if ("uniqueItems" in schema) {
+      expect("uniqueItems", typeof schema.uniqueItems === "boolean", "true or false");
+    }
+    if ("type" in schema) {
+      const types = Array.isArray(schema.type) ? schema.type : [schema.type];
+      expect(
+        "type",
+        types.length > 0 && types.every((type) => TYPE_NAMES.has(type as string)),
+        `one of ${[...TYPE_NAMES].join(", ")}, or an array of them`,
+      );
+    }
+    for (const key of SUBSCHEMA_MAPS) {
+      if (!(key in schema)) continue;
+      const value = schema[key];
+      expect(
+        key,
+        typeof value === "object" && value !== null && !Array.isArray(value),
+        "an object",
+      );
+      for (const [name, item] of Object.entries(value as object)) {
+        pending.push([item, `${at(key)}.${name}`]);
+      }
+    }
+    for (const key of COMBINATORS) {
+      if (!(key in schema)) continue;
+      const value = schema[key];
+      expect(key, Array.isArray(value) && value.length > 0, "a non-empty array of schemas");
+    }
+    if ("prefixItems" in schema) {
+      expect("prefixItems", Array.isArray(schema.prefixItems), "an array of schemas");
+    }
+    for (const [key, value] of Object.entries(schema)) {
+      if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) {
+        value.forEach((item, i) => pending.push([item, `${at(key)}[${i}]`]));
+      } else if (SUBSCHEMA.has(key)) {
+        pending.push([value, at(key)]);
+      }
+    }
+  }
 }
 
 /**

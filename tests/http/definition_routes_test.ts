@@ -230,6 +230,19 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
     /^Invalid stream definition: counters\.n\.window\.tumbling: Cannot read duration '5x'/,
   );
 
+  // A schema keyword of the wrong kind names its path, and nothing is stored.
+  const malformed = await put(app, "signups", {
+    schema: { type: "object", properties: { n: { minimum: "x" } } },
+  });
+  assert.equal(malformed.status, 400);
+  const malformedError = await errorOf(malformed);
+  assert.equal(malformedError.code, "invalid_definition");
+  assert.match(
+    malformedError.message,
+    /schema: Cannot compile event schema: properties\.n\.minimum: expected a number, got "x"$/,
+  );
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
   // Slower than one event in 1,000 s: on Redis every ingest of the stream answered 500.
   const slow = await put(app, "signups", {
     limits: { eventsPerSecond: 1e-14, burst: 1 },

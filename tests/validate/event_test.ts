@@ -512,9 +512,78 @@ Deno.test("compileEventSchema() refuses schemas that do not describe an object",
   }
 });
 
+Deno.test("compileEventSchema() refuses a keyword whose value is not of its kind, naming its path in the schema", () => {
+  const cases: Array<[Record<string, unknown>, string]> = [
+    // zod's converter dropped these bounds without a word: {"n": 5} passed.
+    [{ properties: { n: { minimum: "x" } } }, `properties.n.minimum: expected a number, got "x"`],
+    [
+      { properties: { n: { exclusiveMaximum: true } } },
+      "properties.n.exclusiveMaximum: expected a number, got true",
+    ],
+    // ... and this one: an object without `n` passed.
+    [{ required: "n" }, `required: expected an array of property names, got "n"`],
+    // Every string was refused.
+    [
+      { properties: { s: { maxLength: -1 } } },
+      "properties.s.maxLength: expected a whole number, 0 or more, got -1",
+    ],
+    [
+      { properties: { s: { minLength: 1.5 } } },
+      "properties.s.minLength: expected a whole number, 0 or more, got 1.5",
+    ],
+    // Refused with zod's internals: "enumValues.every is not a function", "Pattern undefined …".
+    [
+      { properties: { e: { enum: "abc" } } },
+      `properties.e.enum: expected an array of values, got "abc"`,
+    ],
+    [{ properties: { p: { pattern: 5 } } }, "properties.p.pattern: expected a string, got 5"],
+    [
+      { properties: { m: { multipleOf: 0 } } },
+      "properties.m.multipleOf: expected a number above 0, got 0",
+    ],
+    [
+      { properties: { a: { type: "nonsense" } } },
+      `properties.a.type: expected one of object, array, string, number, boolean, null, integer, or an array of them, got "nonsense"`,
+    ],
+    [{ properties: { a: 5 } }, "properties.a: expected a schema (an object or a boolean), got 5"],
+    [{ properties: [] }, "properties: expected an object, got []"],
+    [{ anyOf: [] }, "anyOf: expected a non-empty array of schemas, got []"],
+    [
+      { properties: { list: { items: { properties: { x: { maximum: null } } } } } },
+      "properties.list.items.properties.x.maximum: expected a number, got null",
+    ],
+    [
+      { $defs: { d: { minItems: "2" } } },
+      `$defs.d.minItems: expected a whole number, 0 or more, got "2"`,
+    ],
+    [
+      { allOf: [{}, { uniqueItems: "yes" }] },
+      `allOf[1].uniqueItems: expected true or false, got "yes"`,
+    ],
+  ];
+  for (const [schema, message] of cases) {
+    assert.throws(() => compileEventSchema({ type: "object", ...schema }), {
+      name: "SchemaCompileError",
+      message: `Cannot compile event schema: ${message}`,
+    });
+  }
+  // Their well-formed values still compile and check.
+  const ok = compileEventSchema({
+    type: "object",
+    required: ["n"],
+    properties: {
+      n: { type: "number", minimum: 0, exclusiveMaximum: 10, multipleOf: 0.5 },
+      s: { maxLength: 0 },
+    },
+    anyOf: [true],
+  });
+  assert.equal(validateEvent({ n: 5 }, ok).ok, true);
+  assert.equal(validateEvent({ n: 10 }, ok).ok, false);
+  assert.equal(validateEvent({}, ok).ok, false);
+});
+
 Deno.test("compileEventSchema() turns schemas it cannot compile into SchemaCompileError", () => {
   const bad = [
-    { type: "object", properties: { a: { type: "nonsense" } } },
     { type: "object", properties: { a: { $ref: "#/$defs/missing" } } },
   ];
   for (const schema of bad) {
