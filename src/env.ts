@@ -39,6 +39,7 @@ import {
   ConfigError,
   DurationError,
   loadConfigFile,
+  malformedSchemaKeyword,
   parseDuration,
   repeatedGroupBy,
   StreamRegistry,
@@ -545,6 +546,14 @@ export async function configFromEnv(
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));
   for (const [name, stream] of configStreams) {
+    const malformed = malformedSchemaKeyword(stream);
+    if (malformed !== undefined) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: ${malformed}; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
+      });
+    }
     for (const { counter, field, index, first } of repeatedGroupBy(stream)) {
       notices.push({
         level: "warning",

@@ -759,6 +759,40 @@ Deno.test("configFromEnv() serves a config file whose groupBy names a field twic
   }
 });
 
+Deno.test("configFromEnv() serves a config file's schema keyword refused since (not of its kind) as before, with a warning naming its path", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        streams: {
+          orders: {
+            schema: { type: "object", required: "id", properties: { n: { minimum: "x" } } },
+            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          },
+        },
+      }),
+    );
+    const config = await configFromEnv(
+      env({ EDGESTREAM_CONFIG: path, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }),
+    );
+    try {
+      // As zod's converter read it before the check: neither keyword applies.
+      const stream = config.streams.get("orders")!;
+      assert.equal(stream.schema.safeParse({ n: -5 }).success, true);
+      assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: streams.orders.schema: required: expected an array of property names, got "id"; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
+      }]);
+    } finally {
+      await config.webhooks.close();
+    }
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("configFromEnv() asks Upstash (an upstash.io REST URL) no CONFIG GET for its setup warnings: it refuses CONFIG", async () => {
   const sent: string[] = [];
   const realFetch = globalThis.fetch;

@@ -13,7 +13,12 @@ import {
   ExpressionError,
   type Transform,
 } from "../transform/mod.ts";
-import { compileEventSchema, eventIssueMessage, SchemaCompileError } from "../validate/mod.ts";
+import {
+  compileEventSchema,
+  eventIssueMessage,
+  malformedKeyword,
+  SchemaCompileError,
+} from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
 import { listNames } from "../telemetry/logging.ts";
@@ -326,11 +331,18 @@ function checkStreamState(parsed: StreamDefinition, at: string): void {
   }
 }
 
-function compileStream(name: string, raw: unknown, parsed: StreamDefinition): CompiledStream {
+function compileStream(
+  name: string,
+  raw: unknown,
+  parsed: StreamDefinition,
+  options: CompileOptions,
+): CompiledStream {
   const at = `streams.${name}`;
   let schema: z.ZodType;
   try {
-    schema = compileEventSchema(parsed.schema);
+    schema = compileEventSchema(parsed.schema, {
+      malformedKeywords: options.malformedSchemaKeywords,
+    });
   } catch (error) {
     if (error instanceof SchemaCompileError) {
       throw new ConfigError(`${at}.schema: ${error.message}`);
@@ -409,6 +421,24 @@ export interface CompileOptions {
    * {@linkcode repeatedGroupBy}. @default {false: refused, naming the field}
    */
   repeatedGroupBy?: boolean;
+  /**
+   * Compile a schema keyword whose value is not of its kind (`"minimum": "x"`) as releases before
+   * that check did: a stream stored or deployed then is served as it was. Find it with
+   * {@linkcode malformedSchemaKeyword}. @default {false: refused, naming its path}
+   */
+  malformedSchemaKeywords?: boolean;
+}
+
+/**
+ * A stream's first schema keyword whose value is not of its kind, as
+ * `streams.<name>.schema: <path>: expected …, got …`, or `undefined` for none (see
+ * {@linkcode CompileOptions.malformedSchemaKeywords}).
+ */
+export function malformedSchemaKeyword(stream: CompiledStream): string | undefined {
+  const schema = (stream.definition as { schema?: unknown } | undefined)?.schema;
+  if (schema === undefined) return undefined;
+  const problem = malformedKeyword(schema);
+  return problem === undefined ? undefined : `streams.${stream.name}.schema: ${problem}`;
 }
 
 /**
@@ -440,7 +470,7 @@ export function compileConfig(
   const streams = new Map<string, CompiledStream>();
   const rawStreams = (raw as { streams: Record<string, unknown> }).streams;
   for (const [name, parsed] of Object.entries(result.data.streams)) {
-    const stream = compileStream(name, rawStreams[name], parsed);
+    const stream = compileStream(name, rawStreams[name], parsed, options);
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
     streams.set(name, stream);
@@ -484,6 +514,7 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
       cause: error,
     });
   }
-  // A file that ran before the check keeps running (changing the counter would start it over).
-  return compileConfig(raw, { repeatedGroupBy: true });
+  // A file that ran before these checks keeps running (changing the counter would start it over;
+  // a schema keyword refused since is compiled as it was): find them to warn.
+  return compileConfig(raw, { repeatedGroupBy: true, malformedSchemaKeywords: true });
 }

@@ -534,9 +534,13 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     if (!held && record.version <= (this.#seen.get(name) ?? 0)) return undefined;
     let stream: CompiledStream;
     try {
-      // As it was stored: a groupBy field named twice (refused since) is served as it counted.
+      // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
+      // schema keyword not of its kind (refused since) compiled as it was.
       stream = markPartial(
-        compileStreamDefinition(name, record.definition, { repeatedGroupBy: true }),
+        compileStreamDefinition(name, record.definition, {
+          repeatedGroupBy: true,
+          malformedSchemaKeywords: true,
+        }),
         record.partialBefore,
       );
     } catch (error) {

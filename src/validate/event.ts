@@ -129,7 +129,10 @@ export class SchemaCompileError extends Error {
  * schema must describe an object; unknown fields are kept unless it forbids
  * them (`additionalProperties: false`).
  */
-export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodType {
+export function compileEventSchema(
+  jsonSchema: Record<string, unknown>,
+  options: EventSchemaOptions = {},
+): z.ZodType {
   if (jsonSchema.type !== undefined && jsonSchema.type !== "object") {
     throw new SchemaCompileError(
       `Event schema must have type 'object', got ${JSON.stringify(jsonSchema.type)}`,
@@ -142,7 +145,10 @@ export function compileEventSchema(jsonSchema: Record<string, unknown>): z.ZodTy
       `Event schema nests deeper than ${MAX_SCHEMA_DEPTH} levels (objects and arrays)`,
     );
   }
-  refuseMalformedKeywords(jsonSchema);
+  if (!options.malformedKeywords) {
+    const problem = malformedKeyword(jsonSchema);
+    if (problem !== undefined) refuse(problem);
+  }
   const prepared = prepareEventSchema(jsonSchema);
   let schema: z.ZodType;
   try {
@@ -519,7 +525,7 @@ const UNCHECKED_FORMATS = new Set(["uri-reference", "iri-reference", "uri-templa
 const LOCAL_REF = /^#\/(\$defs|definitions)\/[^/]+$/;
 
 function refuse(message: string): never {
-  throw new SchemaCompileError(`Cannot compile event schema: ${message}`);
+  throw new SchemaCompileError(`${PROBLEM_PREFIX}${message}`);
 }
 
 function patternMap(value: unknown): object {
@@ -540,12 +546,37 @@ const COUNT_KEYWORDS = [
 /** The names `type` takes. */
 const TYPE_NAMES = new Set([...ALL_TYPES, "integer"]);
 
+/** Options for {@linkcode compileEventSchema}. */
+export interface EventSchemaOptions {
+  /**
+   * Compile a keyword whose value is not of its kind as releases before that check did (zod's
+   * converter drops some, reads others wrongly): for a schema stored or deployed then. Find it with
+   * {@linkcode malformedKeyword}. @default {false: refused, naming its path}
+   */
+  malformedKeywords?: boolean;
+}
+
 /**
- * Refuses a keyword whose value is not of the kind JSON Schema gives it (`"minimum": "x"`,
- * `"required": "id"`, `"maxLength": -1`), naming its path in the schema: zod's converter drops
- * some such keywords without a word (a bound that is not there), takes others wrongly (every
- * string refused) and fails on the rest with its own internals' messages.
+ * The first keyword of a schema whose value is not of the kind JSON Schema gives it
+ * (`"minimum": "x"`, `"required": "id"`, `"maxLength": -1`), as `<path>: expected …, got …`, or
+ * `undefined` for none. zod's converter drops some such keywords without a word (a bound that is
+ * not there), takes others wrongly (every string refused) and fails on the rest with its own
+ * internals' messages, so {@linkcode compileEventSchema} refuses them.
  */
+export function malformedKeyword(root: unknown): string | undefined {
+  try {
+    refuseMalformedKeywords(root);
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof SchemaCompileError)) throw error;
+    return error.message.slice(PROBLEM_PREFIX.length);
+  }
+}
+
+/** What {@linkcode refuse} puts before a problem. */
+const PROBLEM_PREFIX = "Cannot compile event schema: ";
+
+/** {@linkcode malformedKeyword}'s walk: throws the first problem. */
 function refuseMalformedKeywords(root: unknown): void {
   const pending: Array<[unknown, string]> = [[root, ""]];
   while (pending.length > 0) {

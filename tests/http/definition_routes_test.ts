@@ -1185,6 +1185,45 @@ Deno.test("a groupBy naming a field twice is 400 invalid_definition naming it; o
   );
 });
 
+Deno.test("a schema keyword not of its kind is 400 invalid_definition naming its path; a stream stored with one before is served as it was, and a PUT must fix it", async () => {
+  const loose = {
+    ...SIGNUPS,
+    schema: { type: "object", required: "plan", properties: { n: { minimum: "x" } } },
+  };
+  const refusal = await put(await appWith(), "signups", loose);
+  assert.equal(refusal.status, 400);
+  assert.match(
+    (await errorOf(refusal)).message,
+    /^Invalid stream definition: schema: Cannot compile event schema: required: expected an array of property names, got "plan"$/,
+  );
+
+  // Stored by a release that took it: served, its schema as zod's converter read it then.
+  const definitions = new MemoryDefinitionStore();
+  const compiled = compileStreamDefinition("signups", loose, { malformedSchemaKeywords: true });
+  const written = await definitions.write("signups", {
+    source: "api",
+    generation: 1,
+    definition: loose,
+    counters: counterIdentities(compiled),
+    deleted: false,
+  }, 0);
+  assert.equal(written.status, "written");
+  const stored = createApp({
+    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
+    store: new MemoryStore({ now: () => T0 }),
+    keys: await KeyRing.parse(""),
+    now: () => T0,
+  });
+  assert.equal((await stored.request("/v1/streams/signups")).status, 200);
+  const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", n: -5 }]);
+  assert.equal(sent.status, 202);
+  assert.equal((await sent.json()).accepted, 1);
+  // Sent again it is refused; fixed, it is taken.
+  assert.equal((await put(stored, "signups", { ...loose, description: "kept" })).status, 400);
+  const fixed = { ...loose, schema: { type: "object", required: ["plan"] } };
+  assert.equal((await put(stored, "signups", fixed)).status, 200);
+});
+
 Deno.test("PUT /v1/streams/{stream} answers an idle stream's watermark by the app's clock, as GET does", async () => {
   const app = await appWith();
   const idle = { ...SIGNUPS, time: { field: "t", idle: "1m" } };
