@@ -126,6 +126,23 @@ for (
   });
 }
 
+Deno.test("main.ts refuses a config file that gives a stream twice in one line naming it: JSON keeps the last, and the first would go without a word", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const counters = '{"n": {"window": {"tumbling": "1m"}, "aggregate": "count"}}';
+    await Deno.writeTextFile(
+      path,
+      `{"streams": {"orders": {"counters": ${counters}}, "orders": {"counters": ${counters}}}}`,
+    );
+    assertOneLine(
+      await startWith({ EDGESTREAM_CONFIG: path }),
+      /^edgestream: EDGESTREAM_CONFIG: Config file .*: streams\.orders: key 'orders' is given twice in one object \(JSON would keep only the last\); remove or rename one$/,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("main.ts refuses a config file with several bad values in one line naming them all", async () => {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   try {

@@ -13,6 +13,7 @@ import {
   ExpressionError,
   type Transform,
 } from "../transform/mod.ts";
+import { duplicateKeyPath } from "./_duplicate_keys.ts";
 import {
   compileEventSchema,
   eventIssueMessage,
@@ -513,6 +514,16 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
     throw new ConfigError(`Config file ${path} is not valid JSON: ${(error as Error).message}`, {
       cause: error,
     });
+  }
+  // JSON.parse keeps the last of a key given twice: a stream or counter pasted in again without a
+  // new name would replace the first without a word.
+  const duplicate = duplicateKeyPath(text);
+  if (duplicate !== undefined) {
+    throw new ConfigError(
+      `Config file ${path}: ${formatPath(duplicate)}: key '${
+        String(duplicate[duplicate.length - 1])
+      }' is given twice in one object (JSON would keep only the last); remove or rename one`,
+    );
   }
   // A file that ran before these checks keeps running (changing the counter would start it over;
   // a schema keyword refused since is compiled as it was): find them to warn.
