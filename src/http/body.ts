@@ -658,9 +658,12 @@ export function jsonBody(
     // with Hono's bare "Malformed JSON"; an empty one where none is taken is read as `{}`.
     const value = parseJsonBody(text, options.optional === true);
     // Hono's request reads its body once and keeps the promise of it (its type says the value):
-    // the schema check's `c.req.json()` parses this text of the value, not the raw bytes (which
-    // are spent).
-    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(JSON.stringify(value));
+    // the schema check's `c.req.json()` parses this text, not the raw bytes (which are spent). The
+    // text as sent, not JSON.stringify(value): that writes a 1e400 (Infinity) as null, which the
+    // schema would take as "none" (a key for every stream, a webhook's filter cleared).
+    (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(
+      text.trim() === "" ? JSON.stringify(value) : text,
+    );
     await next();
   };
 }

@@ -179,6 +179,19 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
     assert.equal(error.code, code, JSON.stringify(input));
   }
   assert.deepEqual(await keyStore.listKeys(), []);
+  // 1e400 parses as Infinity: a number out of range, not "none" (it was handed on as null, so a
+  // key for every stream that never expires was made).
+  for (const field of ["streams", "expiresAt"]) {
+    const res = await app.request("/v1/keys", {
+      ...post(KEYS.admin, {}),
+      body: `{"scopes": ["read"], "${field}": 1e400}`,
+    });
+    assert.equal(res.status, 400, field);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_request");
+    assert.match(error.message, new RegExp(`^Invalid request body ${field}: .*received Infinity$`));
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
 });
 
 Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second delete is 404", async () => {
