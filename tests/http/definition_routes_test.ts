@@ -230,6 +230,21 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
     /^Invalid stream definition: counters\.n\.window\.tumbling: Cannot read duration '5x'/,
   );
 
+  // A key given twice (JSON keeps the last: the first counters would go without a word).
+  const twice = await put(
+    app,
+    "signups",
+    `{"counters": {"n": {"window": {"tumbling": "1m"}, "aggregate": "count"}}, "counters": {}}`,
+  );
+  assert.equal(twice.status, 400);
+  assert.deepEqual(await errorOf(twice), {
+    code: "invalid_definition",
+    message:
+      "Invalid stream definition: counters: key 'counters' is given twice in one object (JSON would keep only the last); remove or rename one",
+    requestId: twice.headers.get("X-Request-Id"),
+  });
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
   // A schema keyword of the wrong kind names its path, and nothing is stored.
   const malformed = await put(app, "signups", {
     schema: { type: "object", properties: { n: { minimum: "x" } } },
