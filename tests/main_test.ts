@@ -157,7 +157,7 @@ Deno.test("main.ts refuses a config file with several bad values in one line nam
     );
     assertOneLine(
       await startWith({ EDGESTREAM_CONFIG: path }),
-      /^edgestream: EDGESTREAM_CONFIG: .*streams\.orders\.counters\.n\.window\.tumbling: .*; /,
+      /^edgestream: EDGESTREAM_CONFIG: Invalid config: streams\.orders\.counters\.n\.window\.tumbling: .*; /,
     );
   } finally {
     await Deno.remove(path);
