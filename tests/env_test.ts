@@ -718,79 +718,60 @@ Deno.test("configFromEnv() bounds run-time keys, webhooks and streams by default
   ]);
 });
 
-Deno.test("configFromEnv() serves a config file whose groupBy names a field twice, as earlier releases counted it, with one warning naming the path", async () => {
+/**
+ * Runs `check` with the config `configFromEnv()` makes of a config file holding `file` (with an
+ * admin key), closing it and removing the file after.
+ */
+async function withConfigFile(
+  file: unknown,
+  check: (config: Awaited<ReturnType<typeof configFromEnv>>) => void,
+): Promise<void> {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   try {
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        streams: {
-          orders: {
-            counters: {
-              byPlan: {
-                window: { tumbling: "1m" },
-                groupBy: ["plan", "region", "plan"],
-                aggregate: "count",
-              },
-            },
-          },
-        },
-      }),
-    );
+    await Deno.writeTextFile(path, JSON.stringify(file));
     const config = await configFromEnv(
       env({ EDGESTREAM_CONFIG: path, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }),
     );
     try {
-      assert.deepEqual(config.streams.get("orders")!.counters[0].groupBy, [
-        "plan",
-        "region",
-        "plan",
-      ]);
-      assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
-        level: "warning",
-        text:
-          "EDGESTREAM_CONFIG: streams.orders.counters.byPlan.groupBy[2]: Field 'plan' is already at groupBy[0]; counted as before (each group keyed by the field twice); to group by it once, define the counter under a new name (a changed groupBy is refused)",
-      }]);
+      check(config);
     } finally {
       await config.webhooks.close();
     }
   } finally {
     await Deno.remove(path);
   }
+}
+
+Deno.test("configFromEnv() serves a config file whose groupBy names a field twice, as earlier releases counted it, with one warning naming the path", async () => {
+  const byPlan = {
+    window: { tumbling: "1m" },
+    groupBy: ["plan", "region", "plan"],
+    aggregate: "count",
+  };
+  await withConfigFile({ streams: { orders: { counters: { byPlan } } } }, (config) => {
+    assert.deepEqual(config.streams.get("orders")!.counters[0].groupBy, ["plan", "region", "plan"]);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        "EDGESTREAM_CONFIG: streams.orders.counters.byPlan.groupBy[2]: Field 'plan' is already at groupBy[0]; counted as before (each group keyed by the field twice); to group by it once, define the counter under a new name (a changed groupBy is refused)",
+    }]);
+  });
 });
 
 Deno.test("configFromEnv() serves a config file's schema keyword refused since (not of its kind) as before, with a warning naming its path", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  try {
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        streams: {
-          orders: {
-            schema: { type: "object", required: "id", properties: { n: { minimum: "x" } } },
-            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
-          },
-        },
-      }),
-    );
-    const config = await configFromEnv(
-      env({ EDGESTREAM_CONFIG: path, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }),
-    );
-    try {
-      // As zod's converter read it before the check: neither keyword applies.
-      const stream = config.streams.get("orders")!;
-      assert.equal(stream.schema.safeParse({ n: -5 }).success, true);
-      assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
-        level: "warning",
-        text:
-          `EDGESTREAM_CONFIG: streams.orders.schema: required: expected an array of property names, got "id"; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
-      }]);
-    } finally {
-      await config.webhooks.close();
-    }
-  } finally {
-    await Deno.remove(path);
-  }
+  const orders = {
+    schema: { type: "object", required: "id", properties: { n: { minimum: "x" } } },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    // As zod's converter read it before the check: neither keyword applies.
+    assert.equal(config.streams.get("orders")!.schema.safeParse({ n: -5 }).success, true);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        `EDGESTREAM_CONFIG: streams.orders.schema: required: expected an array of property names, got "id"; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
+    }]);
+  });
 });
 
 Deno.test("configFromEnv() asks Upstash (an upstash.io REST URL) no CONFIG GET for its setup warnings: it refuses CONFIG", async () => {

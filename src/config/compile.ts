@@ -414,6 +414,20 @@ export function repeatedGroupByProblem(name: string, repeated: RepeatedGroupBy):
   return `streams.${name}.counters.${counter}.groupBy[${index}]: Field '${field}' is already at groupBy[${first}]; group by each field once`;
 }
 
+/**
+ * The first key an object of the JSON `text` gives twice, as `<path>: key '<key>' is given twice
+ * …`, or `undefined` for none. `JSON.parse` keeps the last, so a stream or counter pasted in again
+ * without a new name would replace the first without a word: a config file and a stream's `PUT`
+ * body refuse it.
+ */
+export function duplicateKeyProblem(text: string): string | undefined {
+  const path = duplicateKeyPath(text);
+  if (path === undefined) return undefined;
+  return `${formatPath(path)}: key '${
+    String(path[path.length - 1])
+  }' is given twice in one object (JSON would keep only the last); remove or rename one`;
+}
+
 /** Options for {@linkcode compileConfig}. */
 export interface CompileOptions {
   /**
@@ -517,14 +531,8 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
   }
   // JSON.parse keeps the last of a key given twice: a stream or counter pasted in again without a
   // new name would replace the first without a word.
-  const duplicate = duplicateKeyPath(text);
-  if (duplicate !== undefined) {
-    throw new ConfigError(
-      `Config file ${path}: ${formatPath(duplicate)}: key '${
-        String(duplicate[duplicate.length - 1])
-      }' is given twice in one object (JSON would keep only the last); remove or rename one`,
-    );
-  }
+  const duplicate = duplicateKeyProblem(text);
+  if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
   // a schema keyword refused since is compiled as it was): find them to warn.
   return compileConfig(raw, { repeatedGroupBy: true, malformedSchemaKeywords: true });

@@ -7,6 +7,5 @@
 export * from "./duration.ts";
 export * from "./schema.ts";
 export * from "./compile.ts";
-export { duplicateKeyPath } from "./_duplicate_keys.ts";
 export * from "./registry.ts";
 export * from "./lookup_budget.ts";

@@ -12,7 +12,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
-import { duplicateKeyPath, formatPath, StreamDefinitionError } from "../config/mod.ts";
+import { duplicateKeyProblem, StreamDefinitionError } from "../config/mod.ts";
 import type { Store } from "../store/mod.ts";
 import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
@@ -175,13 +175,11 @@ async function readDefinition(c: Context, maxBodyBytes: number): Promise<unknown
   const value = parseJsonBody(text, false);
   // As in a config file: JSON keeps the last of a key given twice, so `"counters"` sent twice
   // would drop the first without a word.
-  const duplicate = duplicateKeyPath(text);
+  const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) {
     throw new StreamDefinitionError(
       "invalid_definition",
-      `Invalid stream definition: ${formatPath(duplicate)}: key '${
-        String(duplicate[duplicate.length - 1])
-      }' is given twice in one object (JSON would keep only the last); remove or rename one`,
+      `Invalid stream definition: ${duplicate}`,
     );
   }
   return value;

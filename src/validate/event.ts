@@ -525,7 +525,7 @@ const UNCHECKED_FORMATS = new Set(["uri-reference", "iri-reference", "uri-templa
 const LOCAL_REF = /^#\/(\$defs|definitions)\/[^/]+$/;
 
 function refuse(message: string): never {
-  throw new SchemaCompileError(`${PROBLEM_PREFIX}${message}`);
+  throw new SchemaCompileError(`Cannot compile event schema: ${message}`);
 }
 
 function patternMap(value: unknown): object {
@@ -565,30 +565,38 @@ export interface EventSchemaOptions {
  */
 export function malformedKeyword(root: unknown): string | undefined {
   try {
-    refuseMalformedKeywords(root);
+    walkKeywords(root);
     return undefined;
   } catch (error) {
-    if (!(error instanceof SchemaCompileError)) throw error;
-    return error.message.slice(PROBLEM_PREFIX.length);
+    if (error instanceof MalformedKeyword) return error.message;
+    throw error;
   }
 }
 
-/** What {@linkcode refuse} puts before a problem. */
-const PROBLEM_PREFIX = "Cannot compile event schema: ";
+/** The problem {@linkcode walkKeywords} found, ending its walk. */
+class MalformedKeyword extends Error {}
 
-/** {@linkcode malformedKeyword}'s walk: throws the first problem. */
-function refuseMalformedKeywords(root: unknown): void {
+/** A keyword's value as a problem shows it: JSON, but `Infinity` (a 1e400) as itself. */
+function shown(value: unknown): string {
+  return typeof value === "number" ? String(value) : JSON.stringify(value);
+}
+
+/** {@linkcode malformedKeyword}'s walk: throws the first problem as a {@linkcode MalformedKeyword}. */
+function walkKeywords(root: unknown): void {
+  const malformed = (message: string): never => {
+    throw new MalformedKeyword(message);
+  };
   const pending: Array<[unknown, string]> = [[root, ""]];
   while (pending.length > 0) {
     const [node, path] = pending.pop()!;
     const at = (key: string) => path === "" ? key : `${path}.${key}`;
     if (typeof node === "boolean") continue;
     if (typeof node !== "object" || node === null || Array.isArray(node)) {
-      refuse(`${path}: expected a schema (an object or a boolean), got ${JSON.stringify(node)}`);
+      malformed(`${path}: expected a schema (an object or a boolean), got ${shown(node)}`);
     }
     const schema = node as Record<string, unknown>;
     const expect = (key: string, ok: boolean, what: string) => {
-      if (!ok) refuse(`${at(key)}: expected ${what}, got ${JSON.stringify(schema[key])}`);
+      if (!ok) malformed(`${at(key)}: expected ${what}, got ${shown(schema[key])}`);
     };
     for (const key of NUMBER_KEYWORDS) {
       if (key in schema) expect(key, Number.isFinite(schema[key]), "a number");

@@ -227,11 +227,7 @@ export function createTracker(options) {
           error ? `${error.path ? `${error.path}: ` : ""}${error.message}` : "invalid"
         }`,
     );
-    try {
-      options.onRejected?.({ stream, events, rejected });
-    } catch (error) {
-      console.error(error);
-    }
+    callHandler(options.onRejected, { stream, events, rejected });
     return true;
   }
 
@@ -589,10 +585,13 @@ function positiveOr(value, fallback) {
   return Number.isFinite(value) && value > 0 ? value : fallback;
 }
 
-/** Calls `onError` (when given) with `error`; one that throws is logged, not passed on. */
-function reportTo(onError, error) {
+/**
+ * Calls a page's `handler` (when given) with `value`; one that throws is logged, not passed on:
+ * the tracker or subscription goes on.
+ */
+function callHandler(handler, value) {
   try {
-    onError?.(error);
+    handler?.(value);
   } catch (thrown) {
     console.error(thrown);
   }
@@ -617,10 +616,10 @@ function retryable(status) {
  * created through another for unknown for 5 s: 6000 covers that), the back-off then starting again;
  * it stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a retry cannot
  * change it). `onError(error)` hears of every failure and end (`error.status` and `error.code` for
- * an error answer); one that throws is logged and the subscription goes on. Options: `key` (a read key whose `origins` list the page; none in open mode),
- * `endpoint` (the origin this module came from by default), `types` (an array), `counter`,
- * `filter`, `onMessage`, `onError`, `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`. Returns
- * `{close()}`.
+ * an error answer); one that throws is logged and the subscription goes on. Options: `key` (a
+ * read key whose `origins` list the page; none in open mode), `endpoint` (the origin this module
+ * came from by default), `types` (an array), `counter`, `filter`, `onMessage`, `onError`,
+ * `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`. Returns `{close()}`.
  */
 export function subscribe(stream, options = {}) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
@@ -661,7 +660,7 @@ export function subscribe(stream, options = {}) {
           );
           error.status = res.status;
           error.code = body?.code;
-          reportTo(options.onError, error);
+          callHandler(options.onError, error);
           if (res.status === 404 && notFoundRetryMs !== undefined) {
             wait = notFoundRetryMs;
             notFound = true;
@@ -688,7 +687,7 @@ export function subscribe(stream, options = {}) {
             }
           }
           if (!signal.aborted) {
-            reportTo(
+            callHandler(
               options.onError,
               new Error(`edgestream: the subscription to '${stream}' ended`),
             );
@@ -696,7 +695,7 @@ export function subscribe(stream, options = {}) {
         }
       } catch (error) {
         if (signal.aborted) return;
-        reportTo(options.onError, error);
+        callHandler(options.onError, error);
       } finally {
         signal.removeEventListener("abort", abort);
         attempt.abort();

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
 import {
   compileConfig,
+  type CompileOptions,
   compileStreamDefinition,
   counterIdentities,
   StreamRegistry,
@@ -47,6 +48,29 @@ async function appWith(options: { keyed?: boolean } = {}) {
 }
 
 type App = Awaited<ReturnType<typeof appWith>>;
+
+/**
+ * An app whose definition store holds `definition` as `name`, written by a release that took it
+ * (compiled with `options`), as an earlier release would have left it.
+ */
+async function appStoring(name: string, definition: unknown, options: CompileOptions) {
+  const definitions = new MemoryDefinitionStore();
+  const compiled = compileStreamDefinition(name, definition, options);
+  const written = await definitions.write(name, {
+    source: "api",
+    generation: 1,
+    definition,
+    counters: counterIdentities(compiled),
+    deleted: false,
+  }, 0);
+  assert.equal(written.status, "written");
+  return createApp({
+    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
+    store: new MemoryStore({ now: () => T0 }),
+    keys: await KeyRing.parse(""),
+    now: () => T0,
+  });
+}
 
 function put(app: App, name: string, body: unknown, headers: Record<string, string> = {}) {
   return app.request(`/v1/streams/${name}`, {
@@ -1157,22 +1181,7 @@ Deno.test("a groupBy naming a field twice is 400 invalid_definition naming it; o
   assert.equal((await app.request("/v1/streams/signups")).status, 404);
 
   // Stored by a release that took it: served, counting as it did.
-  const definitions = new MemoryDefinitionStore();
-  const compiled = compileStreamDefinition("signups", twice, { repeatedGroupBy: true });
-  const written = await definitions.write("signups", {
-    source: "api",
-    generation: 1,
-    definition: twice,
-    counters: counterIdentities(compiled),
-    deleted: false,
-  }, 0);
-  assert.equal(written.status, "written");
-  const stored = createApp({
-    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
-    store: new MemoryStore({ now: () => T0 }),
-    keys: await KeyRing.parse(""),
-    now: () => T0,
-  });
+  const stored = await appStoring("signups", twice, { repeatedGroupBy: true });
   const read = await stored.request("/v1/streams/signups");
   assert.equal(read.status, 200);
   assert.deepEqual((await read.json()).definition, twice);
@@ -1213,22 +1222,7 @@ Deno.test("a schema keyword not of its kind is 400 invalid_definition naming its
   );
 
   // Stored by a release that took it: served, its schema as zod's converter read it then.
-  const definitions = new MemoryDefinitionStore();
-  const compiled = compileStreamDefinition("signups", loose, { malformedSchemaKeywords: true });
-  const written = await definitions.write("signups", {
-    source: "api",
-    generation: 1,
-    definition: loose,
-    counters: counterIdentities(compiled),
-    deleted: false,
-  }, 0);
-  assert.equal(written.status, "written");
-  const stored = createApp({
-    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
-    store: new MemoryStore({ now: () => T0 }),
-    keys: await KeyRing.parse(""),
-    now: () => T0,
-  });
+  const stored = await appStoring("signups", loose, { malformedSchemaKeywords: true });
   assert.equal((await stored.request("/v1/streams/signups")).status, 200);
   const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", n: -5 }]);
   assert.equal(sent.status, 202);

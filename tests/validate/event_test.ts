@@ -541,6 +541,11 @@ Deno.test("compileEventSchema() refuses a keyword whose value is not of its kind
       { properties: { m: { multipleOf: 0 } } },
       "properties.m.multipleOf: expected a number above 0, got 0",
     ],
+    // A 1e400 in the body is Infinity: shown so, not as JSON's null.
+    [
+      { properties: { n: { maximum: Infinity } } },
+      "properties.n.maximum: expected a number, got Infinity",
+    ],
     [
       { properties: { a: { type: "nonsense" } } },
       `properties.a.type: expected one of object, array, string, number, boolean, null, integer, or an array of them, got "nonsense"`,
