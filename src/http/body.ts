@@ -664,8 +664,23 @@ export function jsonBody(
     (c.req.bodyCache as { text?: Promise<string> }).text = Promise.resolve(
       text.trim() === "" ? JSON.stringify(value) : text,
     );
+    // The route's own media-type gate (`@hono/zod-openapi`'s) matches the header with a pattern
+    // that refuses forms the check above takes (`application/json ;charset=utf-8`,
+    // `application/json;`), with a 415 that would say it "must be application/json": past that
+    // check the type is JSON, so the gate is shown it as such.
+    if (c.req.header("Content-Type") !== undefined) showJsonType(c);
     await next();
   };
+}
+
+/** Makes `c.req.header("Content-Type")` answer `application/json` (the raw headers are immutable). */
+function showJsonType(c: Context): void {
+  const header = c.req.header.bind(c.req) as (name?: string) => string | undefined;
+  c.req.header =
+    ((name?: string) =>
+      name?.toLowerCase() === "content-type"
+        ? "application/json"
+        : header(name)) as typeof c.req.header;
 }
 
 /**

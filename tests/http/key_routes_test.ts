@@ -379,6 +379,49 @@ Deno.test("API bodies: bad JSON is invalid_json, not JSON is 415 saying so, and 
   }
 });
 
+Deno.test("keys and webhooks take every form of application/json that ingest and a stream's PUT take, and refuse another charset as they do", async () => {
+  const { app, keyStore } = await keyedApp();
+  const hooks = await setup({ auth: true });
+  try {
+    const bodies = [
+      [app, "/v1/keys", KEYS.admin, { scopes: ["read"] }],
+      [hooks.app, "/v1/webhooks", ADMIN_KEY, { url: "http://127.0.0.1:9/hook" }],
+    ] as const;
+    for (const [server, path, key, body] of bodies) {
+      for (
+        const type of [
+          "application/json ;charset=utf-8",
+          "application/json;",
+          "application/json; charset=UTF-8",
+          "Application/JSON",
+        ]
+      ) {
+        const res = await server.request(path, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${key}`, "Content-Type": type },
+          body: JSON.stringify(body),
+        });
+        assert.equal(res.status, 201, `${path} ${type}: ${await res.clone().text()}`);
+        await res.body?.cancel();
+      }
+      const latin = await server.request(path, {
+        method: "POST",
+        headers: {
+          Authorization: `Bearer ${key}`,
+          "Content-Type": "application/json;charset=latin1",
+        },
+        body: JSON.stringify(body),
+      });
+      assert.equal(latin.status, 415, path);
+      assert.match((await latin.json()).error.message, /charset must be utf-8, got 'latin1'/, path);
+    }
+    assert.equal((await keyStore.listKeys()).length, 4);
+    assert.equal((await hooks.deliveries.listEndpoints()).length, 4);
+  } finally {
+    await hooks.close();
+  }
+});
+
 Deno.test("POST /v1/keys with no body, or an empty one with its Content-Type, reads it as {}: the same 400 naming what a key needs", async () => {
   const { app, keyStore } = await keyedApp();
   for (const init of [{}, { headers: { "Content-Type": "application/json" }, body: " " }]) {
