@@ -195,6 +195,8 @@ export class UrlPolicy {
     if (parsed.username || parsed.password) {
       throw new UnsafeUrlError("'url' must not contain credentials; send them as 'headers'");
     }
+    // Port 0 names no port a connection can reach: every delivery would fail.
+    if (parsed.port === "0") throw new UnsafeUrlError("'url' port must be 1 to 65535, got 0");
     const hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
     const httpRefused = parsed.protocol === "http:" && !this.#allowHttp;
     if (httpRefused && this.#ranges.length === 0 && !this.#hostAllowed(hostname)) {

@@ -774,6 +774,7 @@ Deno.test("registration refuses URLs that reach internal addresses, naming the a
       ["https://[fc00::1]/hook", /unique-local address: fc00::1/],
       ["https://internal.example.com/hook", /resolves to a private address: 10\.0\.0\.7/],
       ["http://example.com/hook", /must use https/],
+      ["https://93.184.216.34:0/hook", /port must be 1 to 65535, got 0/],
     ];
     for (const [url, message] of cases) {
       const res = await call(app, "POST", "/v1/webhooks", { url });

@@ -146,6 +146,13 @@ Deno.test("UrlPolicy.check() wants https, no credentials and an absolute URL", a
   await assert.rejects(() => policy.check("ftp://example.com/"), /must use https, got ftp/);
   await assert.rejects(() => policy.check("https://u:p@example.com/"), /credentials/);
   await assert.rejects(() => policy.check("/relative"), /not an absolute URL: \/relative/);
+  await assert.rejects(
+    () => policy.check("https://example.com:0/"),
+    /port must be 1 to 65535, got 0/,
+  );
+  await assert.rejects(() => policy.check("https://example.com:00/"), /port must be 1 to 65535/);
+  await policy.check("https://example.com:1/");
+  await assert.rejects(() => policy.check("https://example.com:65536/"), /not an absolute URL/);
   await policy.check("https://example.com/");
   await new UrlPolicy({ allowHttp: true, resolve: table({ "example.com": ["93.184.216.34"] }) })
     .check("http://example.com/");
