@@ -238,3 +238,57 @@ Deno.test("the README's Layout section names every folder of src/", async () => 
     assert.ok(layout.includes(`${entry.name}/`), `README Layout does not name src/${entry.name}/`);
   }
 });
+
+/** The top folders (src, tools, tests, bench) whose files import `name` or a path inside it. */
+async function importersOf(name: string): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (const top of ["src", "tools", "tests", "bench"]) {
+    for (const file of await readTree(repository, top)) {
+      if (
+        importSpecifiers(file.text).some((specifier) =>
+          specifier === name || specifier.startsWith(`${name}/`) ||
+          specifier.startsWith(`npm:${name}@`)
+        )
+      ) found.add(top);
+    }
+  }
+  return found;
+}
+
+Deno.test("the README's Dependencies table names every package of deno.json, and where it says a package is used, it is used only there", async () => {
+  const readme = await Deno.readTextFile(join(repository, "README.md"));
+  const section = readme.slice(readme.indexOf("## Dependencies"));
+  const table = section.slice(0, section.indexOf("\n\n", section.indexOf("| package")));
+  const rows = new Map<string, string>();
+  for (const line of table.split("\n").filter((line) => line.startsWith("| `"))) {
+    const [, first, why] = line.split("|");
+    rows.set(/`([^`]+)`/.exec(first)![1], why.trim());
+  }
+  const { imports } = JSON.parse(await Deno.readTextFile(join(repository, "deno.json")));
+  const packages = Object.keys(imports).filter((name) => !name.endsWith("/"));
+  assert.deepEqual([...rows.keys()].sort(), packages.sort());
+  for (const [name, why] of rows) {
+    const importers = await importersOf(name);
+    if (why.endsWith("(tests only)")) {
+      assert.ok(
+        [...importers].every((top) => top === "tests"),
+        `${name}: "(tests only)", imported in ${[...importers]}`,
+      );
+    }
+  }
+  // The rows that say where: exactly those folders.
+  assert.deepEqual([...await importersOf("redis")].sort(), ["bench", "tests", "tools"]);
+  assert.match(
+    rows.get("redis")!,
+    /^only in the local Upstash REST bridge .*tests\) and the benchmarks/,
+  );
+  assert.deepEqual([...await importersOf("ws")].sort(), ["bench", "tests"]);
+  assert.match(rows.get("ws")!, /in tests and `deno task bench:ws`$/);
+  assert.deepEqual([...await importersOf("standardwebhooks")].sort(), ["bench", "tests"]);
+  assert.match(rows.get("standardwebhooks")!, /in tests and `deno task bench:webhooks`$/);
+  assert.deepEqual([...await importersOf("playwright-core")].sort(), ["bench", "tests"]);
+  assert.match(
+    rows.get("playwright-core")!,
+    /browser tests .* and `deno task bench:dashboard-commands`$/,
+  );
+});
