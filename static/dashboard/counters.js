@@ -149,7 +149,10 @@ export class CountersView {
     }
   }
 
-  /** Stops reading: the panels are being replaced (the streams changed). */
+  /**
+   * Stops reading: the panels are being replaced (the streams changed). A read on its way then
+   * draws nothing (a chart drawn into a destroyed one would be a new uPlot, never destroyed).
+   */
   stop() {
     this.#stopped = true;
     for (const entry of this.#entries.values()) {
@@ -183,6 +186,7 @@ export class CountersView {
       const body = await api(
         `${path(entry.stream, entry.counter)}?limit=${WINDOWS}${topQuery(entry, this.#top)}`,
       );
+      if (this.#stopped) return;
       entry.series.clear();
       for (const row of body.windows) entry.series.set(row);
       for (const row of body.others ?? []) entry.series.setOthers(row);
@@ -191,6 +195,7 @@ export class CountersView {
       entry.status.textContent = "";
       this.#scheduleDraw(entry);
     } catch (error) {
+      if (this.#stopped) return;
       entry.status.textContent = `Cannot read windows: ${error.message}`;
       // Not drawn yet: it holds no chart's height (see the CSS), its status says why.
       if (!entry.drawn) entry.chartElement.classList.add("unread");
@@ -199,6 +204,7 @@ export class CountersView {
 
   /** Takes a live message of `stream`. */
   handle(stream, payload) {
+    if (this.#stopped) return;
     if (payload.type !== "window.updated" && payload.type !== "window.closed") return;
     const entry = this.#entries.get(counterKey(stream, payload.data.counter));
     if (!entry) return;
@@ -229,11 +235,14 @@ export class CountersView {
     // A session counter's open sessions can be many: its newest come with the windows read.
     if (entry.session || this.#stopped) return;
     try {
-      entry.current = await api(
+      const current = await api(
         `${path(entry.stream, entry.counter)}/current?${topQuery(entry, this.#top).slice(1)}`,
       );
+      if (this.#stopped) return;
+      entry.current = current;
       this.#drawCurrent(entry);
     } catch (error) {
+      if (this.#stopped) return;
       entry.range.textContent = `cannot read: ${error.message}`;
     }
     // Read again when the window ends, by this browser's clock. A window already over by it (the
@@ -254,7 +263,8 @@ export class CountersView {
     entry.drawPending = true;
     globalThis.requestAnimationFrame(() => {
       entry.drawPending = false;
-      this.#draw(entry);
+      // Stopped since the read: its chart is destroyed.
+      if (!this.#stopped) this.#draw(entry);
     });
   }
 
