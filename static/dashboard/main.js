@@ -24,6 +24,7 @@ import {
 } from "./api.js";
 import { CountersView } from "./counters.js";
 import { clockTime } from "./dom.js";
+import { every, everyUntilWoken } from "./poll.js";
 import { byName, choiceHash, MAX_SHOWN_STREAMS, parseChoice, shownStreams } from "./selection.js";
 import { StreamPicker } from "./stream_picker.js";
 import { StreamsView } from "./streams.js";
@@ -51,51 +52,6 @@ const LIVE_TYPES = ["window.updated", "window.closed", "alert.fired"];
 
 function byId(id) {
   return globalThis.document.getElementById(id);
-}
-
-/**
- * Runs `task` now and then `everyMs` after each run ends, until the page goes
- * or the task answers `false` (asking again cannot change its answer).
- */
-function every(everyMs, task) {
-  async function run() {
-    let again = true;
-    try {
-      again = await task() !== false;
-    } finally {
-      if (again) setTimeout(run, everyMs);
-    }
-  }
-  run();
-}
-
-/**
- * As {@linkcode every}, without an end, and returns `wake()`: run the task now (or, when it is
- * running, again as soon as it ends) instead of waiting for the rest of `everyMs`.
- */
-function everyUntilWoken(everyMs, task) {
-  let timer = null;
-  let running = false;
-  let woken = false;
-  async function run() {
-    timer = null;
-    running = true;
-    woken = false;
-    try {
-      await task();
-    } finally {
-      running = false;
-      timer = setTimeout(run, woken ? 0 : everyMs);
-    }
-  }
-  run();
-  return function wake() {
-    if (running) woken = true;
-    else if (timer !== null) {
-      clearTimeout(timer);
-      run();
-    }
-  };
 }
 
 function showKeyForm(message) {
