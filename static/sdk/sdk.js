@@ -597,6 +597,26 @@ function callHandler(handler, value) {
   }
 }
 
+/**
+ * The message an SSE event carries: its data as a JSON object. Data that is no JSON object is
+ * logged and null is returned: the message is skipped, where closing the connection for it would
+ * only reconnect and be sent it again.
+ */
+function messageOf(event) {
+  try {
+    const message = JSON.parse(event.data);
+    if (typeof message === "object" && message !== null && !Array.isArray(message)) return message;
+  } catch {
+    // Logged below, as data that is JSON but no object is.
+  }
+  console.error(
+    `edgestream: skipped a subscription message that is no JSON object (${event.event}${
+      event.id ? ` ${event.id}` : ""
+    }): ${event.data.slice(0, 200)}`,
+  );
+  return null;
+}
+
 /** Whether an error answer to a subscription may change when asked again. */
 function retryable(status) {
   return status >= 500 || status === 408 || status === 429;
@@ -616,7 +636,8 @@ function retryable(status) {
  * created through another for unknown for 5 s: 6000 covers that), the back-off then starting again;
  * it stops it otherwise. Any other error answer than 408, 429 and 5xx stops it (a retry cannot
  * change it). `onError(error)` hears of every failure and end (`error.status` and `error.code` for
- * an error answer); one that throws is logged and the subscription goes on. Options: `key` (a
+ * an error answer); one that throws is logged and the subscription goes on. A message whose data is
+ * no JSON object is logged (`console.error`) and skipped, the connection kept. Options: `key` (a
  * read key whose `origins` list the page; none in open mode), `endpoint` (the origin this module
  * came from by default), `types` (an array), `counter`, `filter`, `onMessage`, `onError`,
  * `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`. Returns `{close()}`.
@@ -676,8 +697,10 @@ export function subscribe(stream, options = {}) {
             const { value, done } = await reader.read();
             if (done) break;
             for (const event of parser.push(value)) {
-              const message = JSON.parse(event.data);
+              // Past it, even when it cannot be read: resumed before it, it would come again.
               if (event.id) after = event.id;
+              const message = messageOf(event);
+              if (message === null) continue;
               // A result came: the connection works, and the next one may come at once.
               if (message.type !== "subscribed" && message.type !== "closed") {
                 delay = retryBaseMs;

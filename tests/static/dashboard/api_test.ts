@@ -138,3 +138,45 @@ Deno.test("a followed stream answered 404 (created on another instance, unknown 
     stopped.end();
   }
 });
+
+Deno.test("a followed stream skips a message whose data is no JSON object, logging it, and stays connected: no reconnection loop", async () => {
+  const logged: unknown[] = [];
+  const error = console.error;
+  console.error = (value: unknown) => logged.push(value);
+  // A connection that carries `text` and stays open.
+  const open = (text: string) =>
+    new Response(
+      new ReadableStream({
+        start: (controller) => controller.enqueue(new TextEncoder().encode(text)),
+      }),
+      { headers: { "Content-Type": "text/event-stream" } },
+    );
+  const run = following(["window.closed"], [
+    // Ends after a message that is no JSON: resumed after it, not before (it would come again).
+    sse(
+      'event: subscribed\ndata: {"type":"subscribed"}\n\n' +
+        "id: 5-0\nevent: window.closed\ndata: {not json\n\n",
+    ),
+    open(
+      'event: subscribed\ndata: {"type":"subscribed"}\n\n' +
+        "id: 6-0\nevent: window.closed\ndata: null\n\n" +
+        'id: 7-0\nevent: window.closed\ndata: {"type":"window.closed","data":{}}\n\n',
+    ),
+  ], () => open('event: subscribed\ndata: {"type":"subscribed"}\n\n'));
+  try {
+    await run.clock.tickAsync(60_000);
+    assert.deepEqual(run.messages, ["subscribed", "subscribed", "window.closed"]);
+    assert.equal(run.asked.length, 2, "asked again once, for the connection that ended");
+    assert.equal(new URL(run.asked[1].url, "http://page").searchParams.get("after"), "5-0");
+    assert.deepEqual(run.states.at(-1), ["live", true]);
+    assert.deepEqual(run.states.filter(([, connected]) => !connected), [
+      ["reconnecting (the subscription to 'orders' ended)", false],
+    ]);
+    assert.equal(logged.length, 2);
+    assert.match(String(logged[0]), /window\.closed 5-0\): \{not json$/);
+    assert.match(String(logged[1]), /window\.closed 6-0\): null$/);
+  } finally {
+    console.error = error;
+    run.end();
+  }
+});
