@@ -170,9 +170,12 @@ export class WebhooksView {
       endpoints = (await api("/v1/webhooks")).webhooks;
     } catch (error) {
       const status = statusOf(error);
+      const refused = status === 401 || status === 403;
       // A failure the next read may mend (the network, 408, 429, 5xx) keeps the last table, its
-      // scroll and focus with it: only the note says so, and how old the table is.
-      if (!mayMend(status)) {
+      // scroll and focus with it: only the note says so, and how old the table is. So does a key
+      // refused since (revoked: 401; 403): the table is what the user saw, as the stream cards
+      // stay when their reads fail; a new key reloads the page.
+      if (!mayMend(status) && !refused) {
         replaceChildren(this.#container);
         this.#healths.clear();
       }
@@ -180,8 +183,8 @@ export class WebhooksView {
       const kept = this.#container.hasChildNodes()
         ? `; showing the read of ${clockTime(this.#readAt)}`
         : "";
-      this.#note.textContent = status === 401 || status === 403
-        ? "Webhook health needs an admin key."
+      this.#note.textContent = refused
+        ? (kept ? `Webhook health needs an admin key${kept}` : "Webhook health needs an admin key.")
         : status === 404
         ? "Webhooks are not enabled on this server."
         : `Cannot read webhooks: ${error.message}${kept}`;

@@ -18,8 +18,9 @@ const CONTENT_TYPES: Record<string, string> = {
 
 /**
  * A page at {@linkcode ORIGIN} with uPlot loaded, in open mode (no key), whose `fetch` holds every
- * request in `globalThis.held` (`{url, answer(status, body)}`); `globalThis.asked(n)` resolves once
- * `n` requests were made. Console errors and uncaught errors go to `errors`.
+ * request in `globalThis.held` (`{url, answer(status, body)}`), unless `globalThis.answerAll` is a
+ * function (of the URL, giving `[status, body]`) that answers it at once; `globalThis.asked(n)`
+ * resolves once `n` requests were held. Console errors and uncaught errors go to `errors`.
  */
 async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -55,8 +56,9 @@ async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string
     function wake() {
       for (const waiter of waiters) if (globalThis.held.length >= waiter.count) waiter.resolve();
     }
+    globalThis.answerAll = null;
     globalThis.fetch = (url) => new Promise((resolve) => {
-      globalThis.held.push({
+      const request = {
         url: String(url),
         answer(status, body) {
           resolve(new Response(JSON.stringify(body), {
@@ -64,7 +66,9 @@ async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string
             headers: { "Content-Type": "application/json" },
           }));
         },
-      });
+      };
+      if (globalThis.answerAll) return request.answer(...globalThis.answerAll(request.url));
+      globalThis.held.push(request);
       wake();
     });
     // Two frames: whatever a view put off to the next frame has been done.
@@ -149,6 +153,65 @@ browserTest(
         asked: stopAt === "windows" ? 1 : 2,
       }, stopAt);
     }
+    assert.deepEqual(errors, []);
+  },
+);
+
+/** An error answer as the server gives it. */
+function refusal(status: number, code: string, message: string) {
+  return [status, { error: { code, message } }];
+}
+
+browserTest(
+  "the webhooks table read before stays, with a note of its time, when the list is refused 401 or 403 (as the stream cards stay); webhooks gone from the server (404) empty it",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    await page.evaluate(`(async () => {
+      const { WebhooksView } = await import("/static/dashboard/webhooks.js");
+      globalThis.webhooks = new WebhooksView(
+        document.getElementById("view"),
+        document.getElementById("note"),
+      );
+    })()`);
+    const endpoint = { id: "ep_a", url: "https://hooks.example/a", description: "billing" };
+    /** Reads the webhooks with the list answered `list`; what the panel then shows. */
+    const refresh = async (list: unknown[]) =>
+      await page.evaluate(`(async () => {
+        globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
+          ? ${JSON.stringify(list)}
+          : [200, { deliveries: [], nextCursor: null }];
+        const again = await globalThis.webhooks.refresh();
+        return {
+          again,
+          rows: [...document.querySelectorAll("#view [data-webhook]")]
+            .map((row) => row.getAttribute("data-webhook")),
+          note: document.getElementById("note").textContent,
+        };
+      })()`) as { again: boolean; rows: string[]; note: string };
+
+    assert.deepEqual(await refresh([200, { webhooks: [endpoint] }]), {
+      again: true,
+      rows: ["ep_a"],
+      note: "",
+    });
+    const shown = /^Webhook health needs an admin key; showing the read of \d\d:\d\d:\d\d$/;
+    const revoked = await refresh(refusal(401, "unauthorized", "Unknown API key"));
+    assert.deepEqual([revoked.again, revoked.rows], [true, ["ep_a"]]);
+    assert.match(revoked.note, shown);
+    const readOnly = await refresh(refusal(403, "forbidden", "Needs the admin scope"));
+    assert.deepEqual([readOnly.again, readOnly.rows], [false, ["ep_a"]]);
+    assert.match(readOnly.note, shown);
+    assert.deepEqual(await refresh(refusal(404, "not_found", "No webhooks")), {
+      again: false,
+      rows: [],
+      note: "Webhooks are not enabled on this server.",
+    });
+    // Nothing read is shown: the note says only what is needed.
+    assert.deepEqual(await refresh(refusal(403, "forbidden", "Needs the admin scope")), {
+      again: false,
+      rows: [],
+      note: "Webhook health needs an admin key.",
+    });
     assert.deepEqual(errors, []);
   },
 );
