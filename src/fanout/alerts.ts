@@ -127,7 +127,7 @@ export function evaluateAlerts(
         continue;
       }
       if (result !== true) continue;
-      firings.push({
+      const firing: AlertFiring = {
         alert: alert.name,
         counter: counter.name,
         start: row.start,
@@ -135,7 +135,10 @@ export function evaluateAlerts(
         group: row.group,
         value,
         ttlMs: alertMarkerTtlMs(counter),
-      });
+      };
+      // A quantiles value says so inside it; a distinct count's estimate only in the state.
+      if (row.state.approximate && typeof value === "number") firing.approximate = true;
+      firings.push(firing);
     }
   }
   return firings;

@@ -89,6 +89,7 @@ export function publicPayload(stream: CompiledStream, entry: LogEntry): PublicPa
   const partial = partialWindow(counter, record.start);
   if (record.type === "alert.fired") {
     const fired: Record<string, unknown> = { alert: record.alert, ...base, value: record.value };
+    if (record.approximate) fired.approximate = true;
     if (partial) fired.partial = true;
     return { type: record.type, timestamp, data: fired };
   }

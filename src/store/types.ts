@@ -350,6 +350,8 @@ export type LogRecord =
     end: number;
     group: string;
     value: AlertValue;
+    /** The value is an estimate (a distinct count from a HyperLogLog): as the window's state says. */
+    approximate?: true;
   }
   | { type: "event.processed" | "event.late"; timeMs: number; event: unknown }
   | {
@@ -399,6 +401,8 @@ export interface AlertFiring {
   group: string;
   /** The value that made it true. */
   value: AlertValue;
+  /** The value is an estimate (the window's state is: a distinct count from a HyperLogLog). */
+  approximate?: true;
   /** How long (ms) the "already fired" marker lives (window size + lateness + retention). */
   ttlMs: number;
 }

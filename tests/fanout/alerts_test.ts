@@ -55,6 +55,27 @@ Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is t
   assert.ok(firings[0].ttlMs >= perMinute.meta.ttlMs);
 });
 
+Deno.test("evaluateAlerts() marks a firing approximate when its window's distinct count is an estimate, and only then", () => {
+  const config = compileConfig({
+    streams: {
+      visits: {
+        counters: { users: { window: { tumbling: "1m" }, aggregate: { distinct: "user" } } },
+        alerts: [{ name: "crowd", counter: "users", when: "value >= 2.0" }],
+      },
+    },
+  });
+  const visits = config.get("visits")!;
+  const row = { start: T0, end: T0 + 60_000, group: "[]" };
+  const [estimated] = evaluateAlerts(visits, visits.counters[0], [
+    { ...row, state: { ...emptyState(), distinct: 2, approximate: true } },
+  ]);
+  assert.equal(estimated.approximate, true);
+  const [exact] = evaluateAlerts(visits, visits.counters[0], [
+    { ...row, state: { ...emptyState(), distinct: 2, approximate: false } },
+  ]);
+  assert.equal("approximate" in exact, false);
+});
+
 Deno.test("evaluateAlerts() counts an expression that fails on a window as false, and warns once a minute per alert", async () => {
   // A fresh compile: alerts warned about by other tests must not hold back this one's warning.
   const stream = compileConfig({

@@ -83,6 +83,33 @@ Deno.test("publicPayload() gives alerts and events their own data, and null for 
       value: 12,
     },
   );
+  // A distinct count from a HyperLogLog: marked as the window's results are.
+  assert.deepEqual(
+    publicPayload(
+      orders,
+      entry({
+        type: "alert.fired",
+        alert: "crowd",
+        counter: "customers_sliding",
+        start: Date.parse(at(0)),
+        end: Date.parse(at(180)),
+        group: "[]",
+        value: 2,
+        approximate: true,
+      }),
+    )?.data,
+    {
+      alert: "crowd",
+      stream: "orders",
+      counter: "customers_sliding",
+      aggregate: "distinct",
+      group: {},
+      start: at(0),
+      end: at(180),
+      value: 2,
+      approximate: true,
+    },
+  );
   assert.deepEqual(
     publicPayload(
       orders,

@@ -622,6 +622,29 @@ const scenarios: Record<string, Scenario> = {
     ]);
   },
 
+  async "fireAlerts() logs a firing's approximate mark, and none for one without"(store) {
+    const firing = {
+      alert: "many",
+      counter: "users",
+      start: T0,
+      end: T0 + 60_000,
+      group: "[]",
+      value: 3,
+      approximate: true as const,
+      ttlMs: 3_600_000,
+    };
+    const exact = { ...firing, alert: "exact", approximate: undefined };
+    delete exact.approximate;
+    assert.deepEqual(await store.fireAlerts("s", [firing, exact]), [firing, exact]);
+    const records = (await store.readLog("s", null, 100)).map((entry) => entry.record);
+    const { ttlMs: _, ...logged } = firing;
+    const { ttlMs: __, ...loggedExact } = exact;
+    assert.deepEqual(records, [
+      { type: "alert.fired", ...logged },
+      { type: "alert.fired", ...loggedExact },
+    ]);
+  },
+
   async "appendLog() adds records readers see in order"(store) {
     const updated = {
       type: "window.updated" as const,

@@ -1860,7 +1860,7 @@ return keepReply(callKey, reply)
 
 /**
  * Claims alert firings. ARGV[1] is JSON
- * `{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl], …], tk}`.
+ * `{logTtl, firings: [[alert, counter, start, end, group, value|false, ttl, approximate], …], tk}`.
  * Returns JSON: the indexes (1-based) of the firings that were new (the same call again, its
  * one-time token `tk` seen: the first one's).
  */
@@ -1877,8 +1877,16 @@ for i, f in ipairs(firings) do
   if redis.call("SET", alertKey(alert, counter, start, group), "1", "NX", "PX", ttl) then
     -- false (no value) is logged as null; a string is a quantiles counter's value as JSON.
     if type(value) == "string" then value = raw(value) elseif type(value) ~= "number" then value = nil end
-    appendLog(logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
-      "end", windowEnd, "group", group, "value", value), logTtl)
+    local record
+    if f[8] == true then
+      -- An estimate (a HyperLogLog's count) says so, as the window's state does.
+      record = logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
+        "end", windowEnd, "group", group, "value", value, "approximate", true)
+    else
+      record = logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
+        "end", windowEnd, "group", group, "value", value)
+    end
+    appendLog(record, logTtl)
     fired[#fired + 1] = i
   end
 end

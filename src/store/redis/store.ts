@@ -740,6 +740,7 @@ export class RedisStore implements Store {
                 ? JSON.stringify(f.value)
                 : f.value ?? false,
               f.ttlMs,
+              f.approximate === true,
             ]),
           }),
         ),
