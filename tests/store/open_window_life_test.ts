@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
+import { alertMarkerTtlMs } from "../../src/fanout/alerts.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
@@ -102,6 +103,60 @@ redisTest(
       enableTelemetry: false,
     });
     await pauseAndResume(new RedisStore(redis));
+  },
+);
+
+/**
+ * An alert that fired early in a window (its marker: twice the panes' ttl, 3 s here) is still
+ * marked when the window closes after a producer's pause longer than that: it does not fire again.
+ */
+async function alertAfterPause(store: Store): Promise<void> {
+  const sweep = () => store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
+  await ingestItems(stream, items([{ t: E + 100, u: "a", v: 3 }]), { store, nowMs: Date.now() });
+  const count = stream.counters.find((counter) => counter.name === "count")!;
+  const firing = {
+    alert: "any",
+    counter: "count",
+    start: E,
+    end: E + 1_000,
+    group: "[]",
+    value: 1,
+    ttlMs: alertMarkerTtlMs(count),
+  };
+  assert.equal(firing.ttlMs, 3_000);
+  assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+  const pausedUntil = Date.now() + 4_500;
+  while (Date.now() < pausedUntil) {
+    assert.deepEqual(await sweep(), []);
+    await sleep(150);
+  }
+  // The window still open: the close's evaluation asks to fire it again, and it is marked.
+  assert.deepEqual(await store.fireAlerts("s", [{ ...firing, value: 2 }]), []);
+  await ingestItems(stream, items([{ t: E + 10_000, u: "c", v: 1 }]), {
+    store,
+    nowMs: Date.now(),
+  });
+  assert.equal((await sweep()).filter((window) => window.counter === "count").length, 1);
+  assert.deepEqual(await store.fireAlerts("s", [{ ...firing, value: 2 }]), []);
+  const fired = (await store.readLog("s", null, 100)).filter((entry) =>
+    entry.record.type === "alert.fired"
+  );
+  assert.equal(fired.length, 1);
+}
+
+Deno.test("MemoryStore: an alert that fired early in a window a producer's pause keeps open does not fire again at its close", async () => {
+  await alertAfterPause(new MemoryStore());
+});
+
+redisTest(
+  "RedisStore: an alert that fired early in a window a producer's pause keeps open does not fire again at its close",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await alertAfterPause(new RedisStore(redis));
   },
 );
 

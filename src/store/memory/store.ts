@@ -133,8 +133,11 @@ interface StreamState {
   lastLogSeq: number;
   /** Id of the newest entry trimmed from `log`; `0-0` while none was. */
   logTrimmedThrough: string;
-  /** Alert firings already claimed, key → expiry. */
-  fired: Map<string, number>;
+  /**
+   * Alert firings already claimed, key → expiry, and the counter, window start and life of the
+   * firing (renewed with an open window's panes, see keepOpen).
+   */
+  fired: Map<string, FiredMarker>;
   /** Result types live subscribers want, type → expiry. */
   demand: Map<string, number>;
   /** Stored replies by idempotency key hash, in the order they expire (at one TTL). */
@@ -646,7 +649,10 @@ export class MemoryStore implements Store {
       }
       const open = state.open.get(counter.name);
       const panes = state.panes.get(counter.name) ?? new Map<number, Pane>();
-      if (!peek && open) keepOpen(counter, panes, open, now);
+      if (!peek && open) {
+        keepOpen(counter, panes, open, now);
+        keepMarkers(state.fired, counter.name, open, now);
+      }
       // A window an earlier call started closing goes on first: it is claimed already.
       const started = state.closing.get(counter.name);
       if (started && budget <= 0) {
@@ -788,9 +794,14 @@ export class MemoryStore implements Store {
     const fired: AlertFiring[] = [];
     for (const firing of firings) {
       const key = JSON.stringify([firing.alert, firing.counter, firing.start, firing.group]);
-      const expiresAt = state.fired.get(key);
-      if (expiresAt !== undefined && expiresAt > now) continue;
-      state.fired.set(key, now + firing.ttlMs);
+      const marker = state.fired.get(key);
+      if (marker !== undefined && marker.expiresAt > now) continue;
+      state.fired.set(key, {
+        expiresAt: now + firing.ttlMs,
+        counter: firing.counter,
+        start: firing.start,
+        ttlMs: firing.ttlMs,
+      });
       const { ttlMs: _, ...record } = firing;
       this.#append(state, now, { type: "alert.fired", ...record });
       fired.push(firing);
@@ -854,7 +865,9 @@ export class MemoryStore implements Store {
       }
       // Ids past their TTL go even from a stream that gets no more batches (one deleted, say).
       if (stream.dedupeTtlMs > 0) stream.ids.rotateTo(now, stream.dedupeTtlMs);
-      for (const [key, expiresAt] of stream.fired) if (expiresAt <= now) stream.fired.delete(key);
+      for (const [key, marker] of stream.fired) {
+        if (marker.expiresAt <= now) stream.fired.delete(key);
+      }
       // Oldest first, up to the first one still kept: the sweep costs what expired, not what is
       // held. (After the stream's idempotency TTL shrinks, a reply behind longer-kept ones waits
       // for them; a reply read is checked for expiry anyway.)
@@ -1238,6 +1251,31 @@ function keepOpen(
         break;
       }
     }
+  }
+}
+
+/** What {@linkcode MemoryStore.fireAlerts} keeps of a firing it claimed. */
+interface FiredMarker {
+  expiresAt: number;
+  counter: string;
+  start: number;
+  ttlMs: number;
+}
+
+/**
+ * Gives the alert markers of a counter's windows not closed yet their life again from `now`, as
+ * {@linkcode keepOpen} does their panes: an alert that fired early in a window left open by a
+ * producer's pause is still marked when the window closes, and does not fire again then.
+ */
+function keepMarkers(
+  fired: Map<string, FiredMarker>,
+  counter: string,
+  open: Map<number, number>,
+  now: number,
+): void {
+  for (const marker of fired.values()) {
+    if (marker.counter !== counter || marker.expiresAt <= now || !open.has(marker.start)) continue;
+    marker.expiresAt = Math.max(marker.expiresAt, now + marker.ttlMs);
   }
 }
 

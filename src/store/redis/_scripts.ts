@@ -36,7 +36,10 @@
  * - `dispatched` — hash: `m`, the log id the webhook dispatch took the log through (it holds
  *   the log while it exists), and `lost`, entries the hard bound trimmed after `m` not yet
  *   reported; PX = the log's TTL from the last mark.
- * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = window TTL.
+ * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = twice the window
+ *   TTL, given again with the panes of its window while the window is open (see keepOpen in
+ *   {@linkcode CLOSE_SCRIPT}); `alerted:<counter>` — sorted set of the counter's markers by window
+ *   start, for that (its closed windows' entries dropped then), PX as the markers'.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
  *   append), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
@@ -98,6 +101,7 @@ local function openKey(counter) return P .. "open:" .. counter end
 local function alertKey(alert, counter, start, group)
   return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
 end
+local function alertedKey(counter) return P .. "alerted:" .. counter end
 -- Log records are JSON built here, not by cjson.encode, which keeps only 14
 -- significant digits: numbers go in as %.17g text, so integer sums stay exact up to 2^53.
 -- A value is a number, a string, a boolean, nil (null) or raw(json): JSON text
@@ -1597,6 +1601,14 @@ local function keepOpen(name, kind, hop, size, ttl)
   if kept then
     write("PEXPIRE", live, life)
     write("PEXPIRE", open, life)
+    -- The alert markers of the open windows (from the one ending first: windows close in that
+    -- order) get twice the ttl again, as a firing gives them, so an alert that fired early in a
+    -- window a pause keeps open does not fire again when it closes; the index drops the rest.
+    local index, markerLife = alertedKey(name), 2 * ttl
+    local markers = readKey("zset", "ZRANGEBYSCORE", index, first[1], "+inf")
+    for _, marker in ipairs(markers) do write("PEXPIRE", marker, markerLife) end
+    if #markers > 0 then write("PEXPIRE", index, markerLife) end
+    write("ZREMRANGEBYSCORE", index, "-inf", "(" .. first[1])
   end
 end
 -- A window of more cells than a call has left is claimed by the call that starts it and closed
@@ -1871,10 +1883,23 @@ local logTtl, firings = args.logTtl, args.firings
 -- The log checked first (see refuseKey): a marker set for a firing the log then refused would
 -- stop that alert for good.
 if #firings > 0 then expectLog() end
+-- So is each counter's index of markers.
+local indexes = {}
+for _, f in ipairs(firings) do
+  if not indexes[f[2]] then
+    indexes[f[2]] = true
+    expectType(alertedKey(f[2]), "zset")
+  end
+end
 local fired = {}
 for i, f in ipairs(firings) do
   local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]
-  if redis.call("SET", alertKey(alert, counter, start, group), "1", "NX", "PX", ttl) then
+  local marker = alertKey(alert, counter, start, group)
+  if redis.call("SET", marker, "1", "NX", "PX", ttl) then
+    -- Indexed by window start, so a close keeps the markers of open windows (see keepOpen).
+    local index = alertedKey(counter)
+    redis.call("ZADD", index, num(start), marker)
+    redis.call("PEXPIRE", index, ttl)
     -- false (no value) is logged as null; a string is a quantiles counter's value as JSON.
     if type(value) == "string" then value = raw(value) elseif type(value) ~= "number" then value = nil end
     local record

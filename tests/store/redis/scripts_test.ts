@@ -384,6 +384,41 @@ storeTest(
   },
 );
 
+storeTest(
+  "alert firings, and a close keeping an open window's markers, that find a counter's marker index a string write nothing",
+  async (store, fixture) => {
+    const firing = {
+      alert: "big",
+      counter: "sum",
+      start: T0,
+      end: T0 + 120_000,
+      group: '["de"]',
+      value: 12.5,
+      ttlMs: 3_600_000,
+    };
+    await ingest(S, store, events("a", 2));
+    const index = await streamKey(fixture, "s", "alerted:sum");
+    await refusedWhole(fixture, index, {
+      corrupt: ["SET", index, "x"],
+      call: () => store.fireAlerts("s", [firing]),
+    });
+    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    // Indexed by its window's start.
+    const marker = String(await send(fixture, "ZRANGE", index, "0", "-1"));
+    assert.match(marker, /:alert:big:sum:\d+:\["de"\]$/);
+    // A close once the panes are due for their life again (less than ttl + ttl/16 left) asks the
+    // index for the open windows' markers.
+    const sum = S.counterMetas.find((meta) => meta.name === "sum")!;
+    const close = () =>
+      store.closeWindows("s", S.counterMetas, {
+        latenessMs: 10_000,
+        nowMs: NOW + Math.ceil(sum.ttlMs / 8),
+      });
+    await refusedWhole(fixture, index, { corrupt: ["SET", index, "x"], call: close });
+    await close();
+  },
+);
+
 /** A stream of one counter over groups `g`, at most one of them: a second goes to the rest. */
 const cappedStream = (counter: string, aggregate: unknown) => ({
   time: { field: "t", lateness: "10s" },
