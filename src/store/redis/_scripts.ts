@@ -1602,13 +1602,21 @@ local function keepOpen(name, kind, hop, size, ttl)
     write("PEXPIRE", live, life)
     write("PEXPIRE", open, life)
     -- The alert markers of the open windows (from the one ending first: windows close in that
-    -- order) get twice the ttl again, as a firing gives them, so an alert that fired early in a
-    -- window a pause keeps open does not fire again when it closes; the index drops the rest.
-    local index, markerLife = alertedKey(name), 2 * ttl
-    local markers = readKey("zset", "ZRANGEBYSCORE", index, first[1], "+inf")
-    for _, marker in ipairs(markers) do write("PEXPIRE", marker, markerLife) end
-    if #markers > 0 then write("PEXPIRE", index, markerLife) end
-    write("ZREMRANGEBYSCORE", index, "-inf", "(" .. first[1])
+    -- order) get twice the ttl again, as a firing gives them (alertMarkerTtlMs), so an alert that
+    -- fired early in a window a pause keeps open does not fire again when it closes; the index
+    -- drops the closed windows' entries. One read, none written, for a counter no alert fired on.
+    local index, markerLife, firstStart = alertedKey(name), 2 * ttl, tonumber(first[1])
+    local entries = readKey("zset", "ZRANGE", index, 0, -1, "WITHSCORES")
+    local closedEntries = false
+    for i = 1, #entries, 2 do
+      if tonumber(entries[i + 1]) >= firstStart then
+        write("PEXPIRE", entries[i], markerLife)
+      else
+        closedEntries = true
+      end
+    end
+    if #entries > 0 then write("PEXPIRE", index, markerLife) end
+    if closedEntries then write("ZREMRANGEBYSCORE", index, "-inf", "(" .. first[1]) end
   end
 end
 -- A window of more cells than a call has left is claimed by the call that starts it and closed
@@ -1902,16 +1910,10 @@ for i, f in ipairs(firings) do
     redis.call("PEXPIRE", index, ttl)
     -- false (no value) is logged as null; a string is a quantiles counter's value as JSON.
     if type(value) == "string" then value = raw(value) elseif type(value) ~= "number" then value = nil end
-    local record
-    if f[8] == true then
-      -- An estimate (a HyperLogLog's count) says so, as the window's state does.
-      record = logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
-        "end", windowEnd, "group", group, "value", value, "approximate", true)
-    else
-      record = logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
-        "end", windowEnd, "group", group, "value", value)
-    end
-    appendLog(record, logTtl)
+    -- An estimate (a HyperLogLog's count) says so, as the window's state does.
+    local estimate = f[8] == true and { "approximate", true } or {}
+    appendLog(logRecord("alert.fired", "alert", alert, "counter", counter, "start", start,
+      "end", windowEnd, "group", group, "value", value, unpack(estimate)), logTtl)
     fired[#fired + 1] = i
   end
 end

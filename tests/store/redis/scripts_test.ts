@@ -362,47 +362,40 @@ storeTest("a session close that finds the log a string closes nothing", async (s
   );
 });
 
+/** A firing of an alert on the `sum` counter's window at T0 (hopping 2m every 1m). */
+const SUM_FIRING = {
+  alert: "big",
+  counter: "sum",
+  start: T0,
+  end: T0 + 120_000,
+  group: '["de"]',
+  value: 12.5,
+  ttlMs: 3_600_000,
+};
+
 storeTest(
   "alert firings that find the log a string set no marker; repaired, they fire",
   async (store, fixture) => {
-    const firing = {
-      alert: "big",
-      counter: "sum",
-      start: T0,
-      end: T0 + 60_000,
-      group: '["de"]',
-      value: 12.5,
-      ttlMs: 3_600_000,
-    };
     await ingest(S, store, events("a", 2));
     const log = await streamKey(fixture, "s", "log");
     await refusedWhole(fixture, log, {
       corrupt: ["SET", log, "x"],
-      call: () => store.fireAlerts("s", [firing]),
+      call: () => store.fireAlerts("s", [SUM_FIRING]),
     });
-    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    assert.deepEqual(await store.fireAlerts("s", [SUM_FIRING]), [SUM_FIRING]);
   },
 );
 
 storeTest(
   "alert firings, and a close keeping an open window's markers, that find a counter's marker index a string write nothing",
   async (store, fixture) => {
-    const firing = {
-      alert: "big",
-      counter: "sum",
-      start: T0,
-      end: T0 + 120_000,
-      group: '["de"]',
-      value: 12.5,
-      ttlMs: 3_600_000,
-    };
     await ingest(S, store, events("a", 2));
     const index = await streamKey(fixture, "s", "alerted:sum");
     await refusedWhole(fixture, index, {
       corrupt: ["SET", index, "x"],
-      call: () => store.fireAlerts("s", [firing]),
+      call: () => store.fireAlerts("s", [SUM_FIRING]),
     });
-    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    assert.deepEqual(await store.fireAlerts("s", [SUM_FIRING]), [SUM_FIRING]);
     // Indexed by its window's start.
     const marker = String(await send(fixture, "ZRANGE", index, "0", "-1"));
     assert.match(marker, /:alert:big:sum:\d+:\["de"\]$/);
@@ -644,16 +637,7 @@ storeTest(
       corrupt,
       call: () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 }),
     });
-    const firing = {
-      alert: "big",
-      counter: "sum",
-      start: T0,
-      end: T0 + 60_000,
-      group: '["de"]',
-      value: 1,
-      ttlMs: 3_600_000,
-    };
-    await refusedWhole(fixture, log, { corrupt, call: () => store.fireAlerts("s", [firing]) });
+    await refusedWhole(fixture, log, { corrupt, call: () => store.fireAlerts("s", [SUM_FIRING]) });
     // An apply that logs its events (a live subscriber wants them).
     await store.signalDemand("s", ["event.processed"], 60_000);
     await refusedWhole(fixture, log, {
@@ -669,7 +653,7 @@ storeTest(
       (await store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 })).length > 0,
       true,
     );
-    assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+    assert.deepEqual(await store.fireAlerts("s", [SUM_FIRING]), [SUM_FIRING]);
   },
 );
 
