@@ -111,7 +111,7 @@ export function documentDeliveries(app: OpenAPIHono): void {
       path: type,
       operationId: `deliver_${type.replace(".", "_")}`,
       tags: ["webhooks"],
-      summary: `A ${type} delivery`,
+      summary: `${/^[aeiou]/.test(type) ? "An" : "A"} ${type} delivery`,
       description: batchable
         ? `One result, or with the endpoint's \`batch\` naming ${type} a batch: \`data\` an array of up to \`batch.maxEvents\` results of this type, oldest first`
         : "One result a delivery",

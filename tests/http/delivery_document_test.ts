@@ -32,6 +32,21 @@ Deno.test("every delivery a receiver gets is as the document's webhooks describe
   const receiver = await Receiver.start(() => ctx.clock.now);
   try {
     const doc: Json = await (await ctx.app.request("/openapi.json")).json();
+    assert.deepEqual(
+      Object.fromEntries(
+        Object.entries(doc.webhooks).map((
+          [type, item]: [string, Json],
+        ) => [type, item.post.summary]),
+      ),
+      {
+        "window.closed": "A window.closed delivery",
+        "alert.fired": "An alert.fired delivery",
+        "event.processed": "An event.processed delivery",
+        "event.late": "An event.late delivery",
+        "webhook.test": "A test delivery (`POST /v1/webhooks/{id}/test`)",
+      },
+      "each summary reads as English in the API reference",
+    );
     const one = await register(ctx.app, {
       url: receiver.url("/one"),
       eventTypes: ["window.closed", "alert.fired", "event.processed", "event.late"],
