@@ -554,6 +554,47 @@ Deno.test("deploy/main.ts stops well on SIGINT, as Deno Deploy stops an isolate:
   }
 });
 
+Deno.test("SIGTERM with only subscribers open: each WebSocket subscriber gets 1001 with the server's reason, as the SSE one gets its closed event, before the listener shuts down; exit 0", async () => {
+  const server = await startServerProcess("subscribers", { EDGESTREAM_SHUTDOWN: "2s" });
+  try {
+    const closes: Array<Promise<{ code: number; reason: string }>> = [];
+    for (let i = 0; i < 3; i++) {
+      const socket = new WebSocket(`ws://127.0.0.1:${server.port}/v1/streams/orders/subscribe`);
+      const subscribed = Promise.withResolvers<void>();
+      const closed = Promise.withResolvers<{ code: number; reason: string }>();
+      socket.onmessage = () => subscribed.resolve();
+      socket.onclose = (event) => closed.resolve({ code: event.code, reason: event.reason });
+      await subscribed.promise;
+      closes.push(closed.promise);
+    }
+    const sse = await fetch(`http://127.0.0.1:${server.port}/v1/streams/orders/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+    });
+    const sseText = sse.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let received = (await sseText.read()).value ?? "";
+
+    server.signal("SIGTERM");
+    assert.deepEqual(await Promise.all(closes), [
+      { code: 1001, reason: REASON },
+      { code: 1001, reason: REASON },
+      { code: 1001, reason: REASON },
+    ]);
+    for (let chunk = await sseText.read(); !chunk.done; chunk = await sseText.read()) {
+      received += chunk.value;
+    }
+    assert.match(
+      received,
+      new RegExp(`event: closed\ndata: ${JSON.stringify({ type: "closed", reason: REASON })}`),
+    );
+    assert.equal((await server.status).code, 0, server.output());
+  } catch (error) {
+    console.error(server.output());
+    throw error;
+  } finally {
+    await server.stop();
+  }
+});
+
 Deno.test("a second signal while stopping exits at once with status 1", async () => {
   // A webhook send whose receiver never answers holds the stop (until 3/4 of the bound).
   const receiver = await Receiver.start();

@@ -71,6 +71,13 @@ export interface LiveSink {
   /** Ends the subscription from the server side (the hub is closing, or a resume broke off). */
   close(reason: string): void;
   /**
+   * Settles once the sink's connection closed after {@linkcode LiveSink.close}.
+   * {@linkcode LiveHub.close} waits for it, so a stopping server shuts its listener down only
+   * after the subscriber got the close (else Deno's shutdown may close a WebSocket first, with a
+   * reason of its own). @default {none: nothing to wait for}
+   */
+  closed?(): Promise<void>;
+  /**
    * Whether it takes another message now: false while what waits to be sent is at its bound.
    * The hub then sends it nothing more and reads what follows from the log for it, at its pace,
    * once this says true again. @default {always true}
@@ -523,7 +530,10 @@ export class LiveHub {
     return unsubscribe;
   }
 
-  /** Stops every tail and timer, ends every subscription and waits for work in progress. */
+  /**
+   * Stops every tail and timer, ends every subscription and waits for work in progress and for
+   * the subscribers' connections to close (see {@linkcode LiveSink.closed}).
+   */
   async close(): Promise<void> {
     this.#closed = true;
     const waits: Array<Promise<unknown>> = [];
@@ -531,6 +541,7 @@ export class LiveHub {
       for (const subscriber of [...tail.subscribers]) {
         this.#unsubscribe(tail, subscriber);
         subscriber.sink.close("Server is shutting down");
+        if (subscriber.sink.closed) waits.push(subscriber.sink.closed());
       }
       waits.push(tail.ready.catch(() => {}));
       if (tail.polling) waits.push(tail.polling);

@@ -329,6 +329,8 @@ async function subscribeOverSocket(
   let waitingBytes = 0;
   /** The close asked for before the socket opened. */
   let closing: [code: number, reason: string] | undefined;
+  /** Settles once the socket closed (its close event). */
+  const closed = Promise.withResolvers<void>();
   function close(code: number, reason: string): void {
     stop.abort();
     if (socket) socket.close(code, closeReason(reason));
@@ -363,6 +365,8 @@ async function subscribeOverSocket(
     close(reason) {
       close(1001, reason);
     },
+    // A socket not open yet has nothing to wait for: it closes as it opens.
+    closed: () => socket ? closed.promise : Promise.resolve(),
     drop(reason) {
       close(1008, reason);
     },
@@ -389,6 +393,7 @@ async function subscribeOverSocket(
       onClose() {
         unwatch?.();
         stop.abort();
+        closed.resolve();
       },
     }, upgradeOptions);
   } catch (error) {

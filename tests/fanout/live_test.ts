@@ -610,6 +610,24 @@ Deno.test("LiveHub.close() ends every subscription with a reason", async () => {
   await assert.rejects(() => live.subscribe(subscription(["window.closed"]), sink), /closed/);
 });
 
+Deno.test("LiveHub.close() settles once every subscriber's connection closed (LiveSink.closed)", async () => {
+  const { live } = setup();
+  const { closed, sink } = collector();
+  const connectionClosed = Promise.withResolvers<void>();
+  await live.subscribe(subscription(["window.closed"]), {
+    ...sink,
+    closed: () => connectionClosed.promise,
+  });
+  let settled = false;
+  const closing = live.close().then(() => settled = true);
+  await new Promise((resolve) => setTimeout(resolve, 0)); // every other wait of the close is done
+  assert.deepEqual(closed, ["Server is shutting down"], "told at once");
+  assert.equal(settled, false, "still waiting for the connection");
+  connectionClosed.resolve();
+  await closing;
+  assert.equal(settled, true);
+});
+
 Deno.test("matchesSubscription() applies types, counter and the CEL filter", () => {
   const payload: PublicPayload = {
     type: "window.updated",
