@@ -4,7 +4,8 @@
  * sweep. A startup mistake prints one line naming the setting and exits
  * with status 1. SIGTERM or SIGINT stops it well (`shutdown.ts`) within
  * `EDGESTREAM_SHUTDOWN`: exit status 0 when no work was left, 1 when the
- * bound ran out on work in flight; a second signal exits at once with 1.
+ * bound ran out on work in flight; a second signal exits at once with 1 (not
+ * one within 250 ms of the first: `deno run --watch` sends several for a Ctrl-C).
  *
  * @module
  */

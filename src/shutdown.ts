@@ -185,20 +185,39 @@ export async function stopServer(
 }
 
 /**
+ * Signals within this long (ms) of the first are one stop: `deno run --watch` (`deno task dev`)
+ * hands its program one Ctrl-C as SIGINT, at times SIGINT again, then SIGTERM, all within a
+ * millisecond.
+ */
+export const SAME_STOP_MS = 250;
+
+/**
  * On the first SIGTERM or SIGINT (SIGINT only on Windows, which has no
  * SIGTERM) runs `stop` and exits: status 0 when no work was left (everything
  * finished, or what was left held none), 1 when `boundMs` ran out on work,
- * saying what still ran. A second signal exits at once with 1. Each step is
- * one log line.
+ * saying what still ran. A second signal exits at once with 1, once
+ * {@linkcode SAME_STOP_MS} passed since the first (those before are the
+ * same stop). Each step is one log line.
  */
 export function exitOnStopSignal(stop: () => Promise<StopReport>, boundMs: number): void {
-  let stopping = false;
+  let stoppingSince: number | undefined;
+  let toldSame = false;
   const onSignal = async (signal: Deno.Signal) => {
-    if (stopping) {
+    if (stoppingSince !== undefined && performance.now() - stoppingSince < SAME_STOP_MS) {
+      if (!toldSame) {
+        logger.info(
+          "{signal} within {sameStopMs} ms of the first signal: the same stop (deno run --watch sends several for one Ctrl-C)",
+          { signal, sameStopMs: SAME_STOP_MS },
+        );
+      }
+      toldSame = true;
+      return;
+    }
+    if (stoppingSince !== undefined) {
       logger.error("{signal} again: exiting now", { signal });
       Deno.exit(1);
     }
-    stopping = true;
+    stoppingSince = performance.now();
     logger.info("{signal}: stopping, within {boundMs} ms", { signal, boundMs });
     const report = await stop();
     if (report.clean && report.leftIdle.length === 0) {
