@@ -114,6 +114,8 @@ export class KeyRing {
   /** Texts found to be no key → until when that holds. */
   #misses = new Map<string, number>();
   #pending = new Map<string, Promise<KeyGrant | null>>();
+  /** Rises at each {@linkcode forget}: a look-up begun before one may have read a deleted key. */
+  #generation = 0;
   #lookups: LookupBudget;
 
   private constructor(keys: KeyEntry[], options: KeyRingOptions) {
@@ -195,6 +197,10 @@ export class KeyRing {
     // a turn of the look-up budget (made-up keys must not lock real ones out after a deletion).
     for (const verdict of this.#cache.values()) verdict.expiresAt = 0;
     this.#misses.clear();
+    // A look-up still on its way may have read the key before it was deleted: later requests do
+    // not share it, and its answer is not cached (see #lookUp).
+    this.#pending.clear();
+    this.#generation++;
   }
 
   /**
@@ -242,8 +248,11 @@ export class KeyRing {
     // unreachable) must not go unhandled, which ends the process.
     shared.catch(() => {});
     this.#pending.set(cacheKey, shared);
+    const generation = this.#generation;
     try {
       const found = await lookup;
+      // Begun before a deletion through this instance: answers its own request, caches nothing.
+      if (generation !== this.#generation) return found.grant;
       const expiresAt = Math.min(this.#now() + this.#ttlMs, found.expiresAt ?? Infinity);
       if (cached) this.#cache.delete(cacheKey);
       const verdicts: Map<string, unknown> = found.grant ? this.#cache : this.#misses;
@@ -252,7 +261,7 @@ export class KeyRing {
       else this.#misses.set(cacheKey, expiresAt);
       return found.grant;
     } finally {
-      this.#pending.delete(cacheKey);
+      if (this.#pending.get(cacheKey) === shared) this.#pending.delete(cacheKey);
     }
   }
 

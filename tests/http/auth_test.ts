@@ -385,3 +385,35 @@ Deno.test("KeyRing: by default a verdict is cached 2 s, then the store is asked 
   assert.ok(await ring.grantOf(RUNTIME_SECRET));
   assert.equal(store.lookups, 2);
 });
+
+Deno.test("KeyRing: a look-up still reading the store when a key is deleted through the instance leaves it refused at once, not cached valid for the bound", async () => {
+  /** A key store whose look-ups answer what they read only when released, as a slow Redis does. */
+  class SlowKeyStore extends MemoryKeyStore {
+    release: () => void = () => {};
+    override async keyByHash(hash: string) {
+      const found = await super.keyByHash(hash);
+      await new Promise<void>((resolve) => this.release = resolve);
+      return found;
+    }
+  }
+  const store = new SlowKeyStore();
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  const ring = await KeyRing.parse("admin:admin-key-0123456789", { store, cacheTtlMs: 2_000 });
+  // A request's look-up has read the key, its answer still on the way.
+  const early = ring.grantOf(RUNTIME_SECRET);
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  // Deleted through this instance meanwhile.
+  const deleted = store.deleteKey("key_0000000000000001");
+  assert.equal(await deleted, true);
+  ring.forget();
+  // A request that comes after the deletion must not share the look-up begun before it.
+  const late = ring.grantOf(RUNTIME_SECRET);
+  store.release();
+  await early;
+  store.release();
+  assert.equal(await late, null);
+  // Nor may the early look-up's answer be cached as a grant.
+  const after = ring.grantOf(RUNTIME_SECRET);
+  store.release();
+  assert.equal(await after, null);
+});
