@@ -554,7 +554,8 @@ const BODY_TIMEOUT_VARIABLE = "edgestream.bodyTimeoutMs";
 
 /**
  * Middleware for the API's own routes (keys, webhooks, streams, admin): a body over `maxBytes` is
- * refused (413 `payload_too_large`) before a route runs, as ingest refuses its own: by its
+ * refused (413 `payload_too_large`) before a route runs (but with GET and HEAD, whose body the
+ * runtime drops), as ingest refuses its own: by its
  * `Content-Length` when it has one, else read as it arrives, within `maxBytes` and `timeoutMs`
  * (408 `body_timeout`: a stalled body holds no route open), and handed to the route as read.
  * The route's reader ({@linkcode readJsonText}, {@linkcode noBody}) takes `timeoutMs` from here.
@@ -569,6 +570,9 @@ export function limitBody(
     if (!routeServes(c)) return next();
     c.set(BODY_TIMEOUT_VARIABLE, timeoutMs);
     const request = c.req.raw;
+    // The runtime drops a GET's or HEAD's body (a Deno `Request` of either has none): nothing is
+    // read, so its Content-Length refuses nothing.
+    if (request.method === "GET" || request.method === "HEAD") return next();
     const length = request.headers.get("Content-Length");
     if (length !== null && !request.headers.has("Transfer-Encoding")) {
       if (Number(length) > maxBytes) throw tooLarge(maxBytes);

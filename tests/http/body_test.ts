@@ -850,3 +850,22 @@ Deno.test("POST /healthz announcing a body over 1 MiB is answered 405 over a rea
     await server.close();
   }
 });
+
+Deno.test("a GET or HEAD with a body over 1 MiB is answered as without one (the runtime drops its body), not 413", async () => {
+  const server = await startServer();
+  try {
+    const size = DEFAULT_LIMITS.maxBodyBytes + 1;
+    for (const method of ["GET", "HEAD"]) {
+      for (const path of ["/healthz", "/v1/streams", "/v1/streams/orders/counters/count_1m"]) {
+        const status = await rawStatus(
+          server.base,
+          `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${size}\r\n` +
+            `Connection: close\r\n\r\n${" ".repeat(size)}`,
+        );
+        assert.equal(status, "HTTP/1.1 200 OK", `${method} ${path}`);
+      }
+    }
+  } finally {
+    await server.close();
+  }
+});
