@@ -671,8 +671,9 @@ export function jsonBody(
     // The route's own media-type gate (`@hono/zod-openapi`'s) matches the header with a pattern
     // that refuses forms the check above takes (`application/json ;charset=utf-8`,
     // `application/json;`), with a 415 that would say it "must be application/json": past that
-    // check the type is JSON, so the gate is shown it as such.
-    if (c.req.header("Content-Type") !== undefined) showJsonType(c);
+    // check the type is JSON, so the gate is shown it as such. So is a body left out where none is
+    // taken: the gate, finding no type, looks for a body in the text cached above (`{}`).
+    showJsonType(c);
     await next();
   };
 }

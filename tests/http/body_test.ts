@@ -869,3 +869,19 @@ Deno.test("a GET or HEAD with a body over 1 MiB is answered as without one (the 
     await server.close();
   }
 });
+
+Deno.test("a served POST /v1/keys with no body, with or without Content-Length: 0, reads it as {} (400 invalid_key), not 415", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    for (const headers of [{}, { "Content-Length": "0" }] as Record<string, string>[]) {
+      const res = await fetch(`${server.base}/v1/keys`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${KEYS.admin}`, ...headers },
+      });
+      const { error } = await res.json();
+      assert.deepEqual([res.status, error.code], [400, "invalid_key"], JSON.stringify(headers));
+    }
+  } finally {
+    await server.close();
+  }
+});
