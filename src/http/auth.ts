@@ -241,6 +241,8 @@ export class KeyRing {
   ): Promise<KeyGrant | null> {
     const pending = this.#pending.get(cacheKey);
     if (pending) return await pending;
+    // The bound runs from when the store is asked: what it answers may be stale from then on.
+    const askedAt = this.#now();
     // A key seen valid before (its verdict expired) is looked up again without a turn.
     const lookup = this.#verify(key, cached !== undefined);
     const shared = lookup.then((found) => found.grant);
@@ -253,7 +255,7 @@ export class KeyRing {
       const found = await lookup;
       // Begun before a deletion through this instance: answers its own request, caches nothing.
       if (generation !== this.#generation) return found.grant;
-      const expiresAt = Math.min(this.#now() + this.#ttlMs, found.expiresAt ?? Infinity);
+      const expiresAt = Math.min(askedAt + this.#ttlMs, found.expiresAt ?? Infinity);
       if (cached) this.#cache.delete(cacheKey);
       const verdicts: Map<string, unknown> = found.grant ? this.#cache : this.#misses;
       while (verdicts.size >= this.#size) verdicts.delete(verdicts.keys().next().value!);

@@ -417,3 +417,29 @@ Deno.test("KeyRing: a look-up still reading the store when a key is deleted thro
   store.release();
   assert.equal(await after, null);
 });
+
+Deno.test("KeyRing: a verdict is cached for the bound from when the store was asked, so a slow answer does not stretch revocation past it", async () => {
+  let now = 1_000_000;
+  /** A key store that answers what it read after `latencyMs` of the clock, as a slow network. */
+  class SlowKeyStore extends MemoryKeyStore {
+    override async keyByHash(hash: string) {
+      const found = await super.keyByHash(hash);
+      now += 1_500;
+      return found;
+    }
+  }
+  const store = new SlowKeyStore();
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  const ring = await KeyRing.parse("admin:admin-key-0123456789", {
+    store,
+    now: () => now,
+    cacheTtlMs: 2_000,
+  });
+  const asked = now;
+  assert.ok(await ring.grantOf(RUNTIME_SECRET));
+  // Deleted through another instance just after this one's read.
+  await store.deleteKey("key_0000000000000001");
+  now = asked + 2_000;
+  const late = ring.grantOf(RUNTIME_SECRET);
+  assert.equal(await late, null);
+});
