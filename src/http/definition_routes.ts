@@ -218,6 +218,15 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
   });
   app.put(path, admin, async (c) => {
     const name = streamName(c);
+    // A definition is compiled as a config file's `streams.<name>`, where this key is refused
+    // (it would set the object's prototype): say so of the name, not of the body.
+    if (name === "__proto__") {
+      throw new ApiError(
+        400,
+        "invalid_request",
+        "Invalid path parameter stream: '__proto__' cannot name a stream (a config file cannot hold it either); choose another name",
+      );
+    }
     const expected = preconditionOf(c, { create: true });
     const raw = await readDefinition(c, maxBodyBytes);
     const { created, registered } = await deps.streams.put(name, raw, expected);

@@ -1245,3 +1245,14 @@ Deno.test("PUT /v1/streams/{stream} answers an idle stream's watermark by the ap
   assert.equal(read.stats.watermark, new Date(T0 - 60_000).toISOString());
   assert.equal((await changed.json()).stats.watermark, read.stats.watermark);
 });
+
+Deno.test("PUT /v1/streams/__proto__ is 400 invalid_request about the name, which a config file cannot hold either, not a definition error about a key the body lacks", async () => {
+  const app = await appWith();
+  const res = await put(app, "__proto__", SIGNUPS);
+  assert.equal(res.status, 400);
+  const { error } = await res.json();
+  assert.equal(error.code, "invalid_request");
+  assert.match(error.message, /^Invalid path parameter stream: '__proto__' cannot name a stream/);
+  const listed = await (await app.request("/v1/streams")).json();
+  assert.deepEqual(listed.streams.map((item: { name: string }) => item.name), ["orders"]);
+});
