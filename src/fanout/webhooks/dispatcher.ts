@@ -611,11 +611,18 @@ export class Dispatcher {
       !endpoint.disabled && (endpoint.streams === null || endpoint.streams.includes(stream.name))
     );
     if (listening.length === 0) return out;
+    // Where each endpoint starts in this stream's log: none for a stream created after it
+    // registered, also one named as an object's own member (`toString`), which a plain lookup
+    // of `startAfter` would find on its prototype.
+    const starts = new Map(listening.map((endpoint) => [
+      endpoint,
+      Object.hasOwn(endpoint.startAfter, stream.name) ? endpoint.startAfter[stream.name] : null,
+    ]));
     for (const entry of plan.entries) {
       const type = entry.record.type;
       if (!isWebhookType(type)) continue;
       const targets = listening.filter((endpoint) =>
-        endpoint.eventTypes.includes(type) && isAfter(entry.id, endpoint.startAfter[stream.name])
+        endpoint.eventTypes.includes(type) && isAfter(entry.id, starts.get(endpoint))
       );
       if (targets.length === 0) continue;
       const payload = publicPayload(stream, entry);

@@ -784,3 +784,18 @@ Deno.test("Dispatcher with maxPageBytes ends a page whose deliveries are larger 
   assert.equal(await byDefault.dispatch(orders, ten), 3_000);
   assert.deepEqual(pages, [1_500, 1_500]);
 });
+
+Deno.test("Dispatcher delivers a stream created after the endpoint registered whatever its name, also one an object inherits (toString, constructor)", async () => {
+  for (const name of ["toString", "constructor", "valueOf"]) {
+    const stream = compileConfig({
+      streams: { [name]: { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } } },
+    }).get(name)!;
+    const store = new MemoryStore({ now: () => T0 });
+    const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+    await store.appendLog(name, [processed(1)]);
+    // Registered before the stream existed: its start names only the streams there were.
+    const early = endpoint("ep_early", { startAfter: { orders: null } });
+    await new Dispatcher(store, deliveries, { now: () => T0 }).dispatch(stream, [early]);
+    assert.equal((await allDeliveries(deliveries, "ep_early")).length, 1, name);
+  }
+});
