@@ -1030,6 +1030,13 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
       if (after && !assignWindows(after.startMs, counter.window).includes(after.startMs)) {
         throw cursorRefused(query.cursor!, "not the start of one of this counter's windows");
       }
+      // The reply names the window's start and end as times: a hand-written cursor's must be ones.
+      if (
+        after &&
+        !(Math.abs(after.startMs) <= 8.64e15 && after.startMs + counter.window.sizeMs <= 8.64e15)
+      ) {
+        throw cursorRefused(query.cursor!, "its window is outside the time range");
+      }
       // A cursor reads on in its own window, the one that contained now at the first page.
       const page = await currentWindowPage(stream, counter, {
         store: deps.store,

@@ -4,7 +4,7 @@
  * the first is in progress is 409.
  */
 import assert from "node:assert/strict";
-import { MemoryStore } from "../../src/store/mod.ts";
+import { cursorOfText, MemoryStore } from "../../src/store/mod.ts";
 import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
 import { at, NOW, postEvents, testApp } from "../_fixtures.ts";
 
@@ -290,4 +290,19 @@ Deno.test("a stream's stats show an idle stream's watermark following the clock 
   // Receive time (idle 0s): the clock; event time without idle: its largest event time.
   assert.equal(await watermark("r"), new Date(clock).toISOString());
   assert.equal(await watermark("e"), new Date(at(5)).toISOString());
+});
+
+Deno.test("…/current refuses a cursor naming a window outside the time range: 400 invalid_cursor, not a 500", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const res = await postEvents(app, [{ ts: at(5) }]);
+  assert.ok(res.ok, await res.text());
+  // Starts of 1m windows, safe integers, whose window cannot be written as a time.
+  for (const startMs of [8.64e15, 9e15, -9e15]) {
+    const cursor = cursorOfText(JSON.stringify([startMs, null, 2]));
+    const read = await app.request(`/v1/streams/orders/counters/count_1m/current?cursor=${cursor}`);
+    assert.equal(read.status, 400, `start ${startMs}`);
+    const body = await read.json();
+    assert.equal(body.error.code, "invalid_cursor");
+    assert.match(body.error.message, /outside the time range/);
+  }
 });
