@@ -242,6 +242,51 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.equal((await overflow()).capped, 4);
   },
 
+  async "sessions: past maxSessions, a batch is taken group by group (first seen first), in runs by time"(
+    store,
+  ) {
+    // Two streams alike; the second's batches also have a late event (l), the first's have not.
+    const capped = {
+      time: { field: "t", lateness: "2m" },
+      counters: {
+        capped: { window: { session: "30s" }, groupBy: ["u"], aggregate: "count", maxSessions: 2 },
+      },
+    };
+    const streams = compileConfig({ streams: { first: capped, second: capped } });
+    const events = [{ u: "b", t: 100 }, { u: "a", t: 130 }, { u: "b", t: 40 }];
+    const send = (stream: CompiledStream, batch: Array<{ u: string; t: number }>) =>
+      ingestItems(stream, items(batch.map((event) => ({ ...event, t: T0 + event.t * 1000 }))), {
+        store,
+        nowMs: T0 + 3_600_000,
+      });
+    for (const [name, batch] of [["first", events], ["second", [...events, { u: "l", t: 0 }]]]) {
+      const stream = streams.get(name as string)!;
+      const read = async () =>
+        (await listWindows(stream, stream.counters[0], { store, nowMs: T0 }, {})).map((row) => [
+          row.group.u,
+          row.start,
+          row.end,
+        ]);
+      await send(stream, batch as typeof events);
+      // b's two sessions (b seen first, its events in time order) take both places: a is dropped.
+      assert.deepEqual(
+        await read(),
+        [["b", iso(100_000), iso(100_000)], ["b", iso(40_000), iso(40_000)]],
+        name as string,
+      );
+      // b@70 alone is a gap from both sessions, but b@80, less than the gap after it, reaches the
+      // later one: the run is taken whole, whichever of its events comes first.
+      const run = [{ u: "b", t: 70 }, { u: "b", t: 80 }];
+      await send(stream, name === "first" ? run : [...run, { u: "l", t: 0 }]);
+      assert.deepEqual(
+        await read(),
+        [["b", iso(70_000), iso(100_000)], ["b", iso(40_000), iso(40_000)]],
+        name as string,
+      );
+      assert.equal((await store.stats(name as string, stream.counterMetas)).overflow.capped, 1);
+    }
+  },
+
   async "readSessions() reads the newest starts first, at most limit, within the range"(store) {
     await ingest(store, [
       { u: "a", t: 0 },

@@ -48,16 +48,34 @@ export class SessionTable {
   }
 
   /**
-   * Adds one event (at `update.pane`, its event time) to its group's
-   * sessions. Returns false when it would open a session while
-   * `maxSessions` are open: it is then dropped.
+   * Whether a run of a group's events, the first at `firstMs` and the last at `lastMs` (each less
+   * than the gap after the one before), may be added: it reaches an open session (less than the gap from it), or fewer
+   * than `maxSessions` are open. A run that may not is dropped whole, as the Redis store drops it.
+   */
+  admits(
+    counter: CounterMeta,
+    group: string,
+    run: { firstMs: number; lastMs: number },
+    now: number,
+  ): boolean {
+    const { gapMs, maxSessions } = counter.session!;
+    if (this.#openCount < maxSessions) return true;
+    return (this.#open.get(group) ?? []).some((session) =>
+      session.expiresAt > now && session.start - run.lastMs < gapMs &&
+      run.firstMs - session.end < gapMs
+    );
+  }
+
+  /**
+   * Adds one event (at `update.pane`, its event time) to its group's sessions, opening one when
+   * it reaches none; past `maxSessions` too: {@linkcode admits} says whether its run may be added.
    */
   add(
     counter: CounterMeta,
     update: { pane: number; group: string; value?: number | string },
     now: number,
-  ): boolean {
-    const { gapMs, maxSessions } = counter.session!;
+  ): void {
+    const { gapMs } = counter.session!;
     const time = update.pane;
     const list = this.#open.get(update.group) ?? [];
     // Open sessions of a group are disjoint and sorted by start, so by end too: scan back
@@ -70,7 +88,6 @@ export class SessionTable {
     const hits = list.slice(first, at).filter((session) => session.expiresAt > now);
     let target: Session;
     if (hits.length === 0) {
-      if (this.#openCount >= maxSessions) return false;
       target = {
         group: update.group,
         start: time,
@@ -104,7 +121,6 @@ export class SessionTable {
       addValue(target.state, typeof update.value === "number" ? update.value : undefined);
     }
     target.expiresAt = now + counter.ttlMs;
-    return true;
   }
 
   /** Open sessions whose end + gap <= `cutoff`, by that time then start, at most `limit`. */

@@ -92,6 +92,15 @@ interface CounterPanes {
   lastCell: Cell | undefined;
 }
 
+/**
+ * A batch's updates of session counters, kept until its events are judged: per counter and
+ * group (in the order the batch first names them), the updates in event order.
+ */
+type SessionUpdates = Map<
+  string,
+  { counter: CounterMeta; updates: Array<{ pane: number; group: string; value?: number | string }> }
+>;
+
 interface StreamState {
   watermark: number | null;
   /**
@@ -322,7 +331,8 @@ export class MemoryStore implements Store {
     const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
     this.#batches += 1;
-    const applying = { batch, now, panesByCounter, batchNumber: this.#batches };
+    const sessionUpdates: SessionUpdates = new Map();
+    const applying = { batch, now, panesByCounter, batchNumber: this.#batches, sessionUpdates };
     // Idempotency keys of the batch's requests, made at the first (most batches have none).
     const admitting: { now: number; keysInBatch?: Set<string> } = { now };
     const replies: [string, StoredReply][] = [];
@@ -373,6 +383,7 @@ export class MemoryStore implements Store {
       }
       results.push({ status: "applied", duplicates, late });
     }
+    this.#applySessions(stream, sessionUpdates, now);
     for (const [keyHash, stored] of replies) {
       // Taken out first, so the map's order stays the order replies expire in (a key whose reply
       // expired unswept would otherwise keep its old place).
@@ -477,6 +488,7 @@ export class MemoryStore implements Store {
       now: number;
       panesByCounter: Array<CounterPanes>;
       batchNumber: number;
+      sessionUpdates: SessionUpdates;
     },
   ): EventOutcome {
     const { batch, now, panesByCounter } = context;
@@ -527,7 +539,7 @@ export class MemoryStore implements Store {
     counterPanes: CounterPanes,
     columns: BatchUpdates,
     at: number,
-    context: { now: number },
+    context: { now: number; sessionUpdates: SessionUpdates },
   ): void {
     // Numbers read here rather than passed in: a double (a pane start, the clock) passed to a
     // call is boxed, one object each time.
@@ -536,10 +548,13 @@ export class MemoryStore implements Store {
     const key = columns.groups[at]!;
     const value = columns.values[at];
     if (counter.session) {
-      const update = { pane: start, group: key, value };
-      if (!this.#sessionsOf(stream, counter).add(counter, update, now)) {
-        stream.overflow.set(counter.name, (stream.overflow.get(counter.name) ?? 0) + 1);
+      const runKey = `${counter.name}\u0000${key}`;
+      let run = context.sessionUpdates.get(runKey);
+      if (!run) {
+        run = { counter, updates: [] };
+        context.sessionUpdates.set(runKey, run);
       }
+      run.updates.push({ pane: start, group: key, value });
       return;
     }
     // Most events of a batch fall in the pane the one before used: no map lookup for them.
@@ -588,6 +603,33 @@ export class MemoryStore implements Store {
         const bins = cell.state.bins ??= {};
         const bin = sketchBin(value, counter.accuracy ?? DEFAULT_ACCURACY);
         bins[bin] = (bins[bin] ?? 0) + 1;
+      }
+    }
+  }
+
+  /**
+   * Adds a batch's session updates as the Redis store does: group by group, in the order the
+   * batch first names them, each group's in time order (ties in event order), in runs of events
+   * less than the gap apart. Which events past `maxSessions` are dropped then depends on the
+   * batch's groups and times alone, the same on both stores.
+   */
+  #applySessions(stream: StreamState, sessionUpdates: SessionUpdates, now: number): void {
+    for (const { counter, updates } of sessionUpdates.values()) {
+      const table = this.#sessionsOf(stream, counter);
+      const gapMs = counter.session!.gapMs;
+      updates.sort((a, b) => a.pane - b.pane);
+      // Runs of events less than the gap apart, each taken or dropped whole (see admits).
+      for (let first = 0, last = 0; first < updates.length; first = last = last + 1) {
+        while (last + 1 < updates.length && updates[last + 1].pane - updates[last].pane < gapMs) {
+          last += 1;
+        }
+        const run = { firstMs: updates[first].pane, lastMs: updates[last].pane };
+        if (!table.admits(counter, updates[first].group, run, now)) {
+          const dropped = last - first + 1;
+          stream.overflow.set(counter.name, (stream.overflow.get(counter.name) ?? 0) + dropped);
+          continue;
+        }
+        for (let i = first; i <= last; i++) table.add(counter, updates[i], now);
       }
     }
   }

@@ -1063,6 +1063,45 @@ else
       end
     end
   end
+  -- Session cells as sessionRuns sends them: group by group (as the batch first names them), each
+  -- group's by time, joined into runs less than the gap apart. Which events past maxSessions are
+  -- dropped then does not depend on whether an event of the batch was a duplicate or late.
+  if not byIndex then
+    local gapOf, rankOf, rankOfCell, ranks, ordered, sessionCells = {}, {}, {}, 0, {}, {}
+    for _, session in ipairs(args.sess) do gapOf[session[1]] = session[2] end
+    for _, cell in ipairs(cells) do
+      if gapOf[cell[1]] then
+        local key = cell[1] .. "|" .. cell[3]
+        if rankOf[key] == nil then
+          ranks = ranks + 1
+          rankOf[key] = ranks
+        end
+        rankOfCell[cell] = rankOf[key]
+        sessionCells[#sessionCells + 1] = cell
+      else
+        ordered[#ordered + 1] = cell
+      end
+    end
+    table.sort(sessionCells, function(a, b)
+      if rankOfCell[a] ~= rankOfCell[b] then return rankOfCell[a] < rankOfCell[b] end
+      return a[2] < b[2]
+    end)
+    local run
+    for _, cell in ipairs(sessionCells) do
+      if run and rankOfCell[cell] == rankOfCell[run] and cell[2] - run[9] < gapOf[cell[1]] then
+        run[4], run[5] = run[4] + cell[4], run[5] + cell[5]
+        if cell[6] ~= false and (run[6] == false or cell[6] < run[6]) then run[6] = cell[6] end
+        if cell[7] ~= false and (run[7] == false or cell[7] > run[7]) then run[7] = cell[7] end
+        for _, value in ipairs(cell[8]) do run[8][#run[8] + 1] = value end
+        run[9] = cell[2]
+      else
+        run = { cell[1], cell[2], cell[3], cell[4], cell[5], cell[6], cell[7], cell[8], cell[2] }
+        rankOfCell[run] = rankOfCell[cell]
+        ordered[#ordered + 1] = run
+      end
+    end
+    cells = ordered
+  end
 end
 
 if withSessions then guardSessions(counters, cells) end
