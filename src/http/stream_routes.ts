@@ -612,7 +612,11 @@ function parseTime(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
   const ms = parseInstantText(text);
   if (ms === null) {
-    throw new ApiError(400, "invalid_query", `Query parameter '${name}' is not a time: ${text}`);
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter '${name}' is not a time: ${quoteInput(text)}`,
+    );
   }
   return ms;
 }
@@ -742,7 +746,7 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
       throw new ApiError(
         400,
         "invalid_query",
-        `Query parameter '${key}' names no field counter '${counter.name}' groups by (${
+        `Query parameter '${quoteInput(key)}' names no field counter '${counter.name}' groups by (${
           counter.groupBy.length === 0 ? "it has no groupBy" : counter.groupBy.join(", ")
         })`,
       );

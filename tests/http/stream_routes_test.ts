@@ -306,3 +306,28 @@ Deno.test("…/current refuses a cursor naming a window outside the time range: 
     assert.match(body.error.message, /outside the time range/);
   }
 });
+
+Deno.test("a counter read quotes a bad time or group filter within 256 characters, as every error message does", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const long = "9".repeat(20_000);
+  for (
+    const query of [
+      `from=${long}`,
+      `to=2026-01-01T${long}`,
+      `group.${long}=1`,
+    ]
+  ) {
+    for (const path of ["", "/current"]) {
+      if (path && !query.startsWith("group")) continue;
+      const res = await app.request(`/v1/streams/orders/counters/count_1m${path}?${query}`);
+      assert.equal(res.status, 400);
+      const body = await res.json();
+      assert.equal(body.error.code, "invalid_query");
+      assert.ok(
+        body.error.message.length < 400,
+        `${query.slice(0, 20)}: ${body.error.message.length}`,
+      );
+      assert.match(body.error.message, /… \(\d+ characters\)/);
+    }
+  }
+});
