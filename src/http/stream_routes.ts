@@ -1221,6 +1221,9 @@ const sweepRoute = createRoute({
               groups: z.array(z.object({
                 group: z.record(z.string(), z.unknown()),
                 value: CounterValueSchema,
+                approximate: z.boolean().optional().openapi({
+                  description: "Present and true when the value is an estimate",
+                }),
               })),
             })),
             fired: z.array(z.object({
@@ -1231,6 +1234,9 @@ const sweepRoute = createRoute({
               end: z.string(),
               group: z.record(z.string(), z.unknown()),
               value: CounterValueSchema,
+              approximate: z.boolean().optional().openapi({
+                description: "Present and true when the value is an estimate (distinct on Redis)",
+              }),
             })).openapi({ description: "Alerts the final values fired (new firings only)" }),
             webhooks: z.object({
               queued: z.number().int().nonnegative().openapi({
@@ -1274,6 +1280,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           groups: window.groups.map((item) => ({
             group: decodeGroup(counter.groupBy, item.group),
             value: aggregateValue(counter.aggregate, item.state),
+            ...(item.state.approximate ? { approximate: true } : {}),
           })),
         };
       }),
@@ -1287,6 +1294,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           end: new Date(firing.end).toISOString(),
           group: decodeGroup(counter.groupBy, firing.group),
           value: firing.value,
+          ...(firing.approximate ? { approximate: true } : {}),
         };
       }),
       webhooks: { queued: (report.fanout ?? []).reduce((sum, item) => sum + item.queued, 0) },

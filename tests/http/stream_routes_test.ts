@@ -4,9 +4,12 @@
  * the first is in progress is 409.
  */
 import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
 import { cursorOfText, MemoryStore } from "../../src/store/mod.ts";
 import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
 import { at, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { redisTest } from "../_redis.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
 
@@ -331,3 +334,40 @@ Deno.test("a counter read quotes a bad time or group filter within 256 character
     }
   }
 });
+
+redisTest(
+  "POST /v1/admin/sweep marks a HyperLogLog distinct count approximate, closed and fired alike",
+  async (fixture) => {
+    let clock = NOW;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const { app } = await testApp({
+      config: {
+        streams: {
+          visits: {
+            time: { field: "ts", lateness: "0s" },
+            counters: {
+              users: { window: { tumbling: "1m" }, aggregate: { distinct: "user" } },
+            },
+            alerts: [{ name: "any", counter: "users", when: "value >= 1.0" }],
+          },
+        },
+      },
+      store: new RedisStore(redis, { now: () => clock }),
+      now: () => clock,
+    });
+    const events = [{ ts: at(5), user: "a" }, { ts: at(6), user: "b" }, { ts: at(65), user: "c" }];
+    const res = await postEvents(app, events, { stream: "visits" });
+    assert.ok(res.ok, await res.text());
+    clock = NOW + 60_000;
+    const body = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
+    const closed = body.closed.find((window: { start: string }) => window.start === at(0));
+    assert.deepEqual(closed.groups, [{ group: {}, value: 2, approximate: true }]);
+    const fired = body.fired.find((firing: { start: string }) => firing.start === at(0));
+    assert.equal(fired.value, 2);
+    assert.equal(fired.approximate, true);
+  },
+);
