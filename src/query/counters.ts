@@ -153,7 +153,7 @@ async function rowsFor(
   context: ReadContext,
   filters: Record<string, string>,
   valueOptions: ValueOptions & { top?: TopOptions } = {},
-): Promise<{ rows: WindowRow[]; others: OthersRow[] }> {
+): Promise<{ rows: WindowRow[]; others: OthersRow[]; finalBefore: number }> {
   const top = valueOptions.top;
   const [read, stats] = await Promise.all([
     context.store.readWindows(
@@ -204,7 +204,7 @@ async function rowsFor(
   rows.sort((a, b) =>
     b.startMs - a.startMs || (top ? a.rank - b.rank : compareGroupKeys(a.key, b.key))
   );
-  return { rows: rows.map((entry) => entry.row), others };
+  return { rows: rows.map((entry) => entry.row), others, finalBefore };
 }
 
 /** Windows of a counter, newest first, with their groups (sessions by start, for session counters). */
@@ -454,23 +454,35 @@ export async function currentWindow(
     return await currentSessions(stream, counter, { ...context, accept });
   }
   const start = currentWindowStart(context.nowMs, counter.window);
-  const { rows, others } = await rowsFor(stream, counter, [start], context, options.groups ?? {}, {
-    quantiles: options.quantiles,
-    top: options.top === undefined ? undefined : { top: options.top, by: options.by },
-  });
+  const { rows, others, finalBefore } = await rowsFor(
+    stream,
+    counter,
+    [start],
+    context,
+    options.groups ?? {},
+    {
+      quantiles: options.quantiles,
+      top: options.top === undefined ? undefined : { top: options.top, by: options.by },
+    },
+  );
   const current: { start: string; end: string; rows: WindowRow[]; others?: OthersRow } = {
     start: new Date(start).toISOString(),
     end: new Date(start + counter.window.sizeMs).toISOString(),
     rows,
   };
-  if (options.top !== undefined) {
-    current.others = others[0] ?? {
+  if (options.top !== undefined && others[0]) {
+    current.others = others[0];
+  } else if (options.top !== undefined) {
+    // A window without groups: nothing to rank, but final (and partial) as it would be with some.
+    const end = start + counter.window.sizeMs;
+    current.others = {
       start: current.start,
       end: current.end,
       groups: 0,
       value: null,
-      final: false,
+      final: end <= finalBefore,
     };
+    if (partialWindow(counter, start)) current.others.partial = true;
   }
   return current;
 }

@@ -185,3 +185,30 @@ Deno.test("…/current pages its groups with limit and cursor, reading on in the
   assert.equal(res.status, 200);
   assert.equal((await res.json()).windows.length, 4);
 });
+
+Deno.test("…/current?top= of a final window without groups says others is final too", async () => {
+  const now = Date.parse(at(30));
+  const { app } = await testApp({
+    config: {
+      streams: {
+        late0: {
+          time: { field: "ts", lateness: "0s" },
+          counters: { hits: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    },
+    now: () => now,
+  });
+  // An event 3 minutes ahead (within maxFuture) moves the watermark past the current window.
+  const res = await postEvents(app, [{ ts: at(210) }], { stream: "late0" });
+  assert.ok(res.ok, await res.text());
+  const current = await (await app.request("/v1/streams/late0/counters/hits/current?top=1")).json();
+  assert.deepEqual(current.windows, []);
+  assert.deepEqual(current.others, {
+    start: at(0),
+    end: at(60),
+    groups: 0,
+    value: null,
+    final: true,
+  });
+});
