@@ -295,7 +295,9 @@ export class RateLimitedError extends Error {
 function notifyObservers(observers: readonly IngestObserver[], batch: AppliedBatch): void {
   for (const observer of observers) {
     try {
-      observer(batch);
+      // What it starts (alerts, live, webhooks) runs outside this request's trace and log
+      // context; a throw now, though, fails while the request is served.
+      detached(() => observer(batch));
     } catch (error) {
       logger.error("Ingest observer failed on stream {stream}: {error}", {
         stream: batch.stream.name,
@@ -517,8 +519,7 @@ async function ingestOnce(
       demand: result.demand,
       logged,
     };
-    // Background work (alerts, live, webhooks) outside this request's trace.
-    detached(() => notifyObservers(options.observers!, batch));
+    notifyObservers(options.observers, batch);
   }
   reply.duplicates = outcome.duplicates;
   reply.late = outcome.late;

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { getConfig } from "@logtape/logtape";
 import {
   context,
   type Link,
@@ -64,13 +65,17 @@ export function withoutInboundBaggage<T>(run: () => T): T {
 }
 
 /**
- * Runs `run` outside the active trace: background work it starts (timers, webhook sends, alert
- * evaluation after an ingest) starts traces of its own instead of growing the request's after it
- * was answered, and carries none of its context to the hosts it calls.
+ * Runs `run` outside the active trace and the request's log context: background work it starts
+ * (timers, webhook sends, alert evaluation after an ingest) starts traces of its own instead of
+ * growing the request's after it was answered, carries none of its context to the hosts it
+ * calls, and logs without the request's `requestId` (a timer started here serves the batches of
+ * later requests too, and its failures are no part of a request answered already).
  */
 export function detached<T>(run: () => T): T {
-  if (!tracing()) return run();
-  return context.with(ROOT_CONTEXT, run);
+  const logContext = getConfig()?.contextLocalStorage;
+  const outsideRequest = logContext?.getStore() === undefined ? run : () => logContext.run({}, run);
+  if (!tracing()) return outsideRequest();
+  return context.with(ROOT_CONTEXT, outsideRequest);
 }
 
 /**

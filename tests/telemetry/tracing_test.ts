@@ -5,7 +5,15 @@
  * shape group commit needs).
  */
 import assert from "node:assert/strict";
+import { getLogger, withContext } from "@logtape/logtape";
+import { compileConfig } from "../../src/config/mod.ts";
+import { AlertWatcher } from "../../src/fanout/alerts.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
 import { eventually, runWithOtel, startOtlpReceiver } from "./_otlp.ts";
+
+const logger = getLogger(["edgestream", "test"]);
 
 Deno.test("an apply serving requests of two ingest spans is a child of one and links to the other", async () => {
   const receiver = startOtlpReceiver();
@@ -68,4 +76,42 @@ Deno.test("group commit: a grouped apply is a child of its first request's span,
   } finally {
     await receiver.close();
   }
+});
+
+Deno.test("detached() work runs outside the request's log context: an alert evaluation failing after an ingest's reply is not logged under that request's id", async () => {
+  const T0 = Date.parse("2026-01-01T00:00:00Z");
+  const stream = compileConfig({
+    streams: {
+      orders: {
+        counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        alerts: [{ name: "busy", counter: "n", when: "value >= 1.0" }],
+      },
+    },
+  }).get("orders")!;
+  const store = new MemoryStore({ now: () => T0 });
+  const failing = new Proxy(store, {
+    get(target, property) {
+      if (property === "readWindows") return () => Promise.reject(new Error("read refused"));
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const watcher = new AlertWatcher(failing);
+  await writtenLogs(async (lines) => {
+    await withContext({ requestId: "req-answered" }, async () => {
+      await ingestItems(stream, [{ ok: true, value: { n: 1 } }], {
+        store,
+        nowMs: T0,
+        observers: [watcher.observe],
+      });
+      logger.info("still serving the request");
+    });
+    await watcher.idle();
+    const [failure] = jsonLines(lines, "edgestream.alerts");
+    assert.match(failure?.message ?? "", /Alert evaluation failed/, JSON.stringify(lines));
+    assert.equal(failure.requestId, undefined, "background work is no part of the request");
+    const [serving] = jsonLines(lines, "edgestream.test");
+    assert.equal(serving.requestId, "req-answered", "records logged while serving keep it");
+  });
+  await watcher.close();
 });
