@@ -30,7 +30,7 @@ import {
   parseLogId,
   type Store,
 } from "../store/types.ts";
-import { type LiveTransport, recordLiveSubscribers } from "../telemetry/mod.ts";
+import { detached, type LiveTransport, recordLiveSubscribers } from "../telemetry/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
@@ -863,10 +863,14 @@ export class LiveHub {
 
   #schedule(tail: Tail, delayMs: number): void {
     if (tail.stopped) return;
-    tail.timer = setTimeout(() => {
-      tail.timer = undefined;
-      tail.polling = this.#poll(tail).finally(() => tail.polling = undefined);
-    }, delayMs);
+    // The tail serves every subscriber of the stream, for as long as any stays: not the request
+    // of the one whose subscription started it (its trace, its requestId in log lines).
+    tail.timer = detached(() =>
+      setTimeout(() => {
+        tail.timer = undefined;
+        tail.polling = this.#poll(tail).finally(() => tail.polling = undefined);
+      }, delayMs)
+    );
   }
 
   /** Tells instances sharing the store what this instance's subscribers of a stream want. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { withContext } from "@logtape/logtape";
 
 import { compileConfig } from "../../src/config/mod.ts";
 import {
@@ -17,6 +18,7 @@ import { MAX_LOG_ENTRIES, StoreUnavailableError } from "../../src/store/types.ts
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { eventually, within } from "../_live.ts";
+import { jsonLines, writtenLogs } from "../_logs.ts";
 
 const streams = compileConfig(TEST_CONFIG);
 const orders = streams.get("orders")!;
@@ -1258,4 +1260,36 @@ Deno.test("LiveHub publishes window.updated by the stream's definition now: a co
     stop();
     await live.close();
   }
+});
+
+Deno.test("LiveHub's tail logs its failures without the requestId of the subscription that started it: it serves every subscriber of the stream, for as long as any stays", async () => {
+  const { store, live } = setup();
+  let failing = false;
+  const flaky = new Proxy(store, {
+    get(target, property) {
+      if (property === "readLog" && failing) {
+        return () => Promise.reject(new Error("log read refused"));
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const hub = new LiveHub(streams, flaky, { pollMs: 10 });
+  await live.close();
+  await writtenLogs(async (lines) => {
+    const stop = await withContext(
+      { requestId: "first-subscriber" },
+      () => hub.subscribe(subscription(["window.closed"]), collector().sink),
+    );
+    try {
+      failing = true;
+      await eventually(() => jsonLines(lines, "edgestream.live").length > 0);
+      const [failure] = jsonLines(lines, "edgestream.live");
+      assert.match(failure.message, /Cannot read the result log of stream orders/);
+      assert.equal(failure.requestId, undefined);
+    } finally {
+      stop();
+      await hub.close();
+    }
+  });
 });
