@@ -210,7 +210,9 @@ export class Sender {
       // Stopped before anything was sent: nothing to log.
       if (stopping.aborted) return await this.#release(claim);
       result = await postWebhook(endpoint.url, headers, delivery.payload, {
-        timeoutMs: this.#timeoutMs,
+        // What the lookup left of the timeout: the whole attempt stays within it, and so well
+        // within the claim's lease (timeout + 15 s), however slow the resolver was.
+        timeoutMs: Math.max(1, Math.ceil(this.#timeoutMs - (performance.now() - started))),
         nowMs: startMs,
         // Connect where the check looked (DNS rebinding); allow-listed hosts were not resolved.
         address: checked.addresses[0],

@@ -330,3 +330,42 @@ Deno.test("Sender.close(signal) during the URL check gives the claim back with n
     resolve(["93.184.215.14"]);
   }
 });
+
+Deno.test("Sender's attempt ends within its request timeout when the URL's lookup was slow: the lookup counts against it, so the attempt cannot outlast the claim's lease", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const receiver = await Receiver.start(() => T0);
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  receiver.respond = async () => {
+    await released;
+    return new Response(null, { status: 204 });
+  };
+  const timeoutMs = 600;
+  const policy = new UrlPolicy({
+    allow: ["127.0.0.1"],
+    // A resolver that answers after most of the timeout.
+    resolve: () =>
+      new Promise((resolve) => setTimeout(() => resolve(["127.0.0.1"]), timeoutMs / 2)),
+  });
+  const sender = new Sender(deliveries, { policy, now: () => T0, timeoutMs });
+  try {
+    const port = new URL(receiver.url()).port;
+    await deliveries.putEndpoint(config("ep_a", { url: `http://hooks.test:${port}/hook` }), {
+      expectVersion: null,
+    });
+    await deliveries.createDeliveries([delivery(1)]);
+    const started = performance.now();
+    assert.deepEqual(await sender.deliverDue(), { attempted: 1, succeeded: 0, failed: 1 });
+    const elapsedMs = performance.now() - started;
+    assert.equal(receiver.received.length, 1, "the POST went out after the lookup");
+    const [attempt] = await deliveries.listAttempts(delivery(1).id);
+    assert.match(attempt.error ?? "", /^Timed out after \d+ ms$/);
+    assert.ok(
+      elapsedMs < timeoutMs * 1.4,
+      `lookup and POST took ${Math.round(elapsedMs)} ms, past the ${timeoutMs} ms timeout`,
+    );
+  } finally {
+    release();
+    await sender.close();
+    await receiver.close();
+  }
+});
