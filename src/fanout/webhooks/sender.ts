@@ -16,7 +16,7 @@ import {
   type DeliveryStore,
   FREE_INTERRUPTIONS,
 } from "../../store/deliveries.ts";
-import { recordWebhookDelivery } from "../../telemetry/mod.ts";
+import { detached, recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
@@ -294,12 +294,16 @@ export class Sender {
       this.#again = true;
       return;
     }
-    this.#pumping = this.#pump()
-      .catch((error) => this.#onError(error))
-      .finally(() => {
-        this.#pumping = null;
-        if (this.#again) this.kick();
-      });
+    // The loop claims for every endpoint, long after the request that kicked it (a replay, say)
+    // was answered: outside that request's trace and log context.
+    this.#pumping = detached(() =>
+      this.#pump()
+        .catch((error) => this.#onError(error))
+        .finally(() => {
+          this.#pumping = null;
+          if (this.#again) this.kick();
+        })
+    );
   }
 
   async #pump(): Promise<void> {
@@ -344,7 +348,7 @@ export class Sender {
     this.#reserved -= reserved.limit;
     // Claimed while closing: give them back unsent rather than hold them for the lease.
     for (const claim of claims) {
-      this.#track(this.#closed ? this.#release(claim) : this.attempt(claim));
+      detached(() => this.#track(this.#closed ? this.#release(claim) : this.attempt(claim)));
     }
   }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { withContext } from "@logtape/logtape";
 import {
   RETRY_SCHEDULE_MS,
   retryDelayMs,
@@ -14,6 +15,7 @@ import {
   MemoryDeliveryStore,
 } from "../../../src/store/mod.ts";
 import { config, delivery, T0 } from "../../store/_delivery_fixtures.ts";
+import { jsonLines, writtenLogs } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
 
 Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth attempt", () => {
@@ -368,4 +370,20 @@ Deno.test("Sender's attempt ends within its request timeout when the URL's looku
     await sender.close();
     await receiver.close();
   }
+});
+
+Deno.test("Sender's claim loop logs without the requestId of the request that kicked it (a replay, say): it goes on for every endpoint's deliveries after that reply", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const refusing = Object.assign(Object.create(deliveries), {
+    claimDue: () => Promise.reject(new Error("claims refused")),
+  }) as DeliveryStore;
+  const sender = new Sender(refusing, { policy: new UrlPolicy({ allow: ["127.0.0.1"] }) });
+  await writtenLogs(async (lines) => {
+    withContext({ requestId: "replay-1" }, () => sender.kick());
+    await sender.idle();
+    const [failure] = jsonLines(lines, "edgestream.webhooks");
+    assert.match(failure?.message ?? "", /Webhook delivery failed: .*claims refused/);
+    assert.equal(failure.requestId, undefined);
+  });
+  await sender.close();
 });
