@@ -168,9 +168,24 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
       options.signal?.removeEventListener("abort", onAbort);
       resolve(result);
     };
+    // Once the status arrived it is the answer, as for fetch: a body still coming when the
+    // timeout or the signal ends the exchange (or past the excerpt) only shortens the excerpt.
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    let answered: { status: number; retryAfter: string | null } | undefined;
+    const finishAnswered = () => {
+      if (!answered) return false;
+      finish(resultOf(answered.status, excerptOf(chunks, size), answered.retryAfter, nowMs));
+      return true;
+    };
     const onAbort = () => {
-      finish(abortedResult());
+      if (!finishAnswered()) finish(abortedResult());
       request.destroy();
+    };
+    const failed = (error: unknown) => {
+      if (!finishAnswered()) {
+        finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null });
+      }
     };
     let request: ReturnType<typeof client.request>;
     try {
@@ -183,26 +198,20 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
         headers: { ...headers, "content-length": String(payload.byteLength) },
         lookup,
       }, (response) => {
-        const chunks: Uint8Array[] = [];
-        let size = 0;
+        const retryAfter = response.headers["retry-after"];
+        answered = {
+          status: response.statusCode ?? 0,
+          retryAfter: typeof retryAfter === "string" ? retryAfter : null,
+        };
         response.on("data", (chunk: Uint8Array) => {
-          if (size < MAX_EXCERPT_BYTES) chunks.push(chunk);
+          chunks.push(chunk);
           size += chunk.length;
+          if (size < MAX_EXCERPT_BYTES) return;
+          finishAnswered();
+          request.destroy();
         });
-        response.on("end", () => {
-          const retryAfter = response.headers["retry-after"];
-          finish(resultOf(
-            response.statusCode ?? 0,
-            excerptOf(chunks, size),
-            typeof retryAfter === "string" ? retryAfter : null,
-            nowMs,
-          ));
-        });
-        response.on(
-          "error",
-          (error: unknown) =>
-            finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
-        );
+        response.on("end", finishAnswered);
+        response.on("error", failed);
       });
     } catch (error) {
       // Thrown before any connection (a permission the process lacks, say): nothing was sent,
@@ -212,21 +221,19 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
       return;
     }
     const timer = setTimeout(() => {
-      finish({
-        status: null,
-        error: `Timed out after ${timeoutMs} ms`,
-        excerpt: "",
-        retryAfterMs: null,
-      });
+      if (!finishAnswered()) {
+        finish({
+          status: null,
+          error: `Timed out after ${timeoutMs} ms`,
+          excerpt: "",
+          retryAfterMs: null,
+        });
+      }
       request.destroy();
     }, timeoutMs);
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener("abort", onAbort, { once: true });
-    request.on(
-      "error",
-      (error: unknown) =>
-        finish({ status: null, error: fetchError(error), excerpt: "", retryAfterMs: null }),
-    );
+    request.on("error", failed);
     request.end(payload);
   });
 }

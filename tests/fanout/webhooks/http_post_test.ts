@@ -210,3 +210,39 @@ Deno.test("postWebhook() never re-resolves a pinned host: a rebinding answer can
   });
   assert.equal(hits, 0);
 });
+
+Deno.test("postWebhook() takes a 2xx whose body never ends as the success it is, pinned or not: the status and a first excerpt are its answer", async () => {
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  await withServer(() => {
+    // Headers and a first chunk at once, then a body that stays open.
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(new TextEncoder().encode("accepted"));
+        await released;
+        controller.close();
+      },
+    });
+    return new Response(body, { status: 200 });
+  }, async (url) => {
+    const port = new URL(url).port;
+    try {
+      const results = [
+        await postWebhook(url, {}, "{}", { timeoutMs: 300 }),
+        await postWebhook(`http://hooks.invalid:${port}/hook`, {}, "{}", {
+          address: "127.0.0.1",
+          timeoutMs: 300,
+        }),
+      ];
+      for (const result of results) {
+        assert.deepEqual(result, {
+          status: 200,
+          error: null,
+          excerpt: "accepted",
+          retryAfterMs: null,
+        });
+      }
+    } finally {
+      release();
+    }
+  });
+});
