@@ -293,17 +293,25 @@ export class RateLimitedError extends Error {
 
 /** Tells each observer about an applied batch; one that throws is logged and the rest told. */
 function notifyObservers(observers: readonly IngestObserver[], batch: AppliedBatch): void {
-  for (const observer of observers) {
-    try {
-      // What it starts (alerts, live, webhooks) runs outside this request's trace and log
-      // context; a throw now, though, fails while the request is served.
-      detached(() => observer(batch));
-    } catch (error) {
-      logger.error("Ingest observer failed on stream {stream}: {error}", {
-        stream: batch.stream.name,
-        error,
-      });
+  // What they start (alerts, live, webhooks) runs outside this request's trace and log context
+  // (one context for all of them: a request pays for one); a throw now, though, fails while the
+  // request is served, and is logged with it.
+  const failures = detached(() => {
+    const thrown: unknown[] = [];
+    for (const observer of observers) {
+      try {
+        observer(batch);
+      } catch (error) {
+        thrown.push(error);
+      }
     }
+    return thrown;
+  });
+  for (const error of failures) {
+    logger.error("Ingest observer failed on stream {stream}: {error}", {
+      stream: batch.stream.name,
+      error,
+    });
   }
 }
 
