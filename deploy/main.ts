@@ -16,6 +16,7 @@ import {
   buildApp,
   configFromEnvOrFail,
   fail,
+  failToListen,
   logNotices,
   logStoreWarnings,
   registerStreams,
@@ -100,8 +101,9 @@ const serving = serveApp(built, {
   port: port === undefined ? undefined : Number(port),
   shutdownMs,
   onListenError(error) {
-    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
-    fail(`PORT: ${port} is already in use`);
+    if (error instanceof Deno.errors.AddrInUse) fail(`PORT: ${port} is already in use`);
+    // Run locally (Deploy sets no HOST): an address it cannot listen on is one line too.
+    failToListen(error, hostname, port === undefined ? undefined : Number(port));
   },
 });
 // Listening first: a process that cannot stops before it records anything in the store. Config

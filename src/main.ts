@@ -191,6 +191,21 @@ export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp
   };
 }
 
+/**
+ * The one line (`fail`) for an error of `Deno.serve` listening on `hostname`:`port`, naming the
+ * setting at fault: `PORT` when the port is taken or not allowed, `HOST` for anything else (an
+ * address of no interface, a name that does not resolve, an empty one).
+ */
+export function failToListen(error: unknown, hostname: string, port: number | undefined): never {
+  if (error instanceof Deno.errors.AddrInUse) fail(`PORT: ${hostname}:${port} is already in use`);
+  if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+    fail(`PORT: cannot listen on ${hostname}:${port}: ${error.message}`);
+  }
+  fail(
+    `HOST: cannot listen on ${hostname}:${port}: ${error instanceof Error ? error.message : error}`,
+  );
+}
+
 /** Starts the server; resolves once it listens. */
 export async function serve(config: ServerConfig): Promise<RunningServer> {
   const { streams, store, webhooks } = config;
@@ -199,22 +214,7 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
     hostname: config.hostname,
     port: config.port,
     shutdownMs: config.shutdownMs,
-    onListenError(error) {
-      if (error instanceof Deno.errors.AddrInUse) {
-        fail(`PORT: ${config.hostname}:${config.port} is already in use`);
-      }
-      if (
-        error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied
-      ) {
-        fail(`PORT: cannot listen on ${config.hostname}:${config.port}: ${error.message}`);
-      }
-      // Anything else is the address: not available, a name that does not resolve, empty.
-      fail(
-        `HOST: cannot listen on ${config.hostname}:${config.port}: ${
-          error instanceof Error ? error.message : error
-        }`,
-      );
-    },
+    onListenError: (error) => failToListen(error, config.hostname, config.port),
   });
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.

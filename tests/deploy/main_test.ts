@@ -304,3 +304,18 @@ redisTest(
     }
   },
 );
+
+Deno.test("deploy/main.ts run locally on a HOST it cannot listen on says so in one line", async () => {
+  // 192.0.2.1 (TEST-NET-1) is on no interface of this machine.
+  const run = runDeploy({
+    DENO_TIMELINE: "preview/abc123",
+    EDGESTREAM_KEYS: `admin:${KEY}`,
+    HOST: "192.0.2.1",
+  });
+  const { code, output } = await run.done;
+  assert.equal(code, 1, output);
+  const lines = output.trim().split("\n").filter((line) => !line.startsWith("{"));
+  assert.equal(lines.length, 2, output);
+  assert.equal(lines[0], "harness: cron edgestream sweep * * * * *");
+  assert.match(lines[1], /^edgestream: HOST: cannot listen on 192\.0\.2\.1:0: /);
+});
