@@ -106,10 +106,17 @@ const serving = serveApp(built, {
     failToListen(error, hostname, port === undefined ? undefined : Number(port));
   },
 });
+// Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
+// defaults to 4 s); stop as src/main.ts does, from the moment it listens: recording the config
+// streams below waits for a slow store up to its deadline, which a stop must not wait for.
+let stopping = false;
+exitOnStopSignal(() => {
+  stopping = true;
+  return serving.stop(() => Promise.resolve(registry.stop()));
+}, shutdownMs);
 // Listening first: a process that cannot stops before it records anything in the store. Config
 // streams checked against the store, and streams created at run time polled for; an event for a
 // config stream not recorded yet waits for its record.
 await registerStreams({ streams: registry });
-// Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
-// defaults to 4 s); stop as src/main.ts does.
-exitOnStopSignal(() => serving.stop(() => Promise.resolve(registry.stop())), shutdownMs);
+// Stopped while they were recorded: the poll they started just now stops too.
+if (stopping) registry.stop();

@@ -206,8 +206,20 @@ export function failToListen(error: unknown, hostname: string, port: number | un
   );
 }
 
-/** Starts the server; resolves once it listens. */
-export async function serve(config: ServerConfig): Promise<RunningServer> {
+/** Options for {@linkcode serve}. */
+export interface ServeOptions {
+  /**
+   * Called once the server listens, before the config streams are recorded in the store (which
+   * waits for a slow store up to its deadline): from then on a stop must not wait for that.
+   */
+  onListening?(server: RunningServer): void;
+}
+
+/** Starts the server; resolves once it listens and the config streams are recorded (or logged). */
+export async function serve(
+  config: ServerConfig,
+  options: ServeOptions = {},
+): Promise<RunningServer> {
   const { streams, store, webhooks } = config;
   const built = await buildApp(config);
   const serving = serveApp(built, {
@@ -216,13 +228,30 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
     shutdownMs: config.shutdownMs,
     onListenError: (error) => failToListen(error, config.hostname, config.port),
   });
+  let sweeping: { stop(): Promise<void> } | undefined;
+  let stopping: Promise<StopReport> | undefined;
+  const running: RunningServer = {
+    addr: serving.addr,
+    stop() {
+      stopping ??= serving.stop(() => {
+        streams.stop();
+        return sweeping?.stop() ?? Promise.resolve();
+      });
+      return stopping;
+    },
+  };
+  options.onListening?.(running);
   // Listening first: a process that cannot (its port taken) stops before it records anything in
   // the store. An event for a config stream not recorded yet waits for its record.
   await registerStreams(config);
+  if (stopping) {
+    // Stopped while the streams were recorded: the poll they started just now stops too.
+    streams.stop();
+    return running;
+  }
   // Once up: a startup mistake above stays the one line it prints (a notice may be a warning).
   logNotices(config.notices);
   logStoreWarnings(config);
-  let sweeping: { stop(): Promise<void> } | undefined;
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.
     const backlog = new WebhookBacklogGauges(config.deliveries, {
@@ -241,24 +270,22 @@ export async function serve(config: ServerConfig): Promise<RunningServer> {
       config.sweepEveryMs,
     );
   }
-  let stopping: Promise<StopReport> | undefined;
-  return {
-    addr: serving.addr,
-    stop() {
-      stopping ??= serving.stop(() => {
-        streams.stop();
-        return sweeping?.stop() ?? Promise.resolve();
-      });
-      return stopping;
-    },
-  };
+  return running;
 }
+
+/** What a stop before the server listens reports: nothing was started, so nothing is left. */
+const NOTHING_STARTED: StopReport = { clean: true, unfinished: [], leftIdle: [], elapsedMs: 0 };
 
 if (import.meta.main) {
   const config = await configFromEnvOrFail();
   configureLogging({ level: config.logLevel, secrets: config.secrets });
-  // Listening before the server starts: a signal right after "listening on" must stop it well.
-  const serving = serve(config);
-  exitOnStopSignal(async () => await (await serving).stop(), config.shutdownMs);
+  // A signal right after "listening on" must stop it well, and within the bound: without waiting
+  // for the config streams to be recorded in a store that is slow to answer.
+  let running: RunningServer | undefined;
+  const serving = serve(config, { onListening: (server) => running = server });
+  exitOnStopSignal(
+    () => running?.stop() ?? Promise.resolve(NOTHING_STARTED),
+    config.shutdownMs,
+  );
   await serving;
 }
