@@ -27,8 +27,21 @@ export async function sha1(text: string): Promise<string> {
  */
 export function redisErrorText(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  return message.replace(/^Command failed: /, "").replace(/, command was: [\s\S]*$/, "")
-    .slice(0, 300);
+  return message.replace(/^Command failed: /, "").replace(REQUEST_ECHO, "").slice(0, 300);
+}
+
+/** The client's echo of the whole request at the end of an error message. */
+const REQUEST_ECHO = /, command was: [\s\S]*$/;
+
+/**
+ * Drops the client's echo of the request from `error`'s message and stack, in place: the error is
+ * kept as the cause of the one thrown, which the logs print whole (name, message, stack).
+ */
+function forgetRequest(error: unknown): void {
+  if (!(error instanceof Error) || !REQUEST_ECHO.test(error.message)) return;
+  const message = error.message;
+  error.message = message.replace(REQUEST_ECHO, "");
+  if (error.stack) error.stack = error.stack.replace(message, error.message);
 }
 
 /**
@@ -184,6 +197,7 @@ export class RedisCalls {
       return await Promise.race([run(), timeout]);
     } catch (error) {
       if (error instanceof StoreUnavailableError) throw error;
+      forgetRequest(error);
       if (isCommandError(error)) {
         const text = redisErrorText(error);
         const message = `Redis refused ${what}: ${text}`;

@@ -309,3 +309,29 @@ Deno.test("RedisCalls.call() says a JSON error reply that is not Upstash's is no
     }
   }
 });
+
+Deno.test("RedisCalls.call() keeps the client's echo of the request out of its errors' causes too, which the logs print", async () => {
+  const calls = new RedisCalls(
+    { evalsha: () => Promise.reject(), eval: () => Promise.reject() } as never,
+    1_000,
+  );
+  for (
+    const text of [
+      "ERR max request size exceeded", // unavailable (too large)
+      "Unauthorized: missing or wrong bearer token", // unavailable (token)
+      "ERR bad", // refused
+    ]
+  ) {
+    const error = await calls.call(
+      "applyBatch",
+      () => Promise.reject(upstashError(`${text}, command was: [["evalsha","PRIVATE-EVENTS"]]`)),
+    ).then(() => undefined, (error: Error) => error);
+    assert.ok(error instanceof Error, text);
+    let chain = "";
+    for (let current: unknown = error; current instanceof Error; current = current.cause) {
+      chain += `${current.name}: ${current.message}\n${current.stack}\n`;
+    }
+    assert.match(chain, new RegExp(`UpstashError: ${text}`), chain);
+    assert.doesNotMatch(chain, /PRIVATE-EVENTS|command was/, chain);
+  }
+});
