@@ -433,7 +433,8 @@ export function webhooksFromEnv(
 /**
  * Why this environment is production: `EDGESTREAM_ENV=production`, or Deno
  * Deploy serving the production timeline (`DENO_TIMELINE=production`, set by
- * the platform at run time, not during builds); null otherwise.
+ * the platform at run time, not during builds), whatever `EDGESTREAM_ENV` says
+ * (`development` is its default, not a way out of the guard); null otherwise.
  */
 export function productionReason(env: EnvSource): string | null {
   const declared = env.get("EDGESTREAM_ENV");
@@ -441,7 +442,7 @@ export function productionReason(env: EnvSource): string | null {
     throw new ConfigError(`EDGESTREAM_ENV: expected production or development, got '${declared}'`);
   }
   if (declared === "production") return "EDGESTREAM_ENV=production";
-  if (declared === undefined && env.get("DENO_TIMELINE") === "production") {
+  if (env.get("DENO_TIMELINE") === "production") {
     return "Deno Deploy production timeline (DENO_TIMELINE=production)";
   }
   return null;

@@ -816,3 +816,21 @@ redisTest(
     }
   },
 );
+
+Deno.test("configFromEnv() on Deno Deploy's production timeline refuses open mode and the memory store with EDGESTREAM_ENV=development (its default) set too", async () => {
+  const timeline = { DENO_TIMELINE: "production", EDGESTREAM_ENV: "development" };
+  assert.equal(
+    productionReason(env(timeline)),
+    "Deno Deploy production timeline (DENO_TIMELINE=production)",
+  );
+  await assert.rejects(
+    configFromEnv(env(timeline)),
+    (error) => error instanceof ConfigError && error.message.startsWith("EDGESTREAM_KEYS: Deno"),
+  );
+  await assert.rejects(
+    configFromEnv(env({ ...timeline, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" })),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message.startsWith("UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: Deno"),
+  );
+});
