@@ -834,3 +834,17 @@ Deno.test("configFromEnv() on Deno Deploy's production timeline refuses open mod
       error.message.startsWith("UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: Deno"),
   );
 });
+
+Deno.test("configFromEnv() does not print the Redis token when it is given as UPSTASH_REDIS_REST_URL (the two swapped)", async () => {
+  const token = "AXzZASQgYjA4YzU2ZmEtZTg4ZS00ZGE2LWI5MjAtNmJm";
+  await assert.rejects(
+    configFromEnv(env({
+      UPSTASH_REDIS_REST_URL: token,
+      UPSTASH_REDIS_REST_TOKEN: "https://eu1-busy-cat-12345.upstash.io",
+    })),
+    (error) =>
+      error instanceof ConfigError &&
+      error.message.startsWith("UPSTASH_REDIS_REST_URL: expected an http(s) URL, got ") &&
+      !error.message.includes(token.slice(0, 8)),
+  );
+});
