@@ -66,7 +66,16 @@ async function setUp() {
 // First, at the top level, before the server starts, as Deno Deploy requires.
 Deno.cron("edgestream sweep", "* * * * *", async () => {
   const { streams, store, webhooks, backlog } = await ready();
-  const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
+  // Logged as the self-hosted timer logs it (a store unavailable: a warning); thrown, Deno would
+  // print it itself, as text with its stack where every line is one JSON object. The next run
+  // tries again.
+  const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch(
+    (error) => {
+      logSweepError(error);
+      return undefined;
+    },
+  );
+  if (report === undefined) return;
   for (const { stream, error } of report.failed) logSweepError(error, stream);
   // The sweep leaves its sends running; Deploy may stop the isolate once the
   // handler returns, so they finish inside it. Were it stopped anyway, the

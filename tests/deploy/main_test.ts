@@ -346,3 +346,32 @@ Deno.test("deploy/main.ts stops well on SIGINT right after it listens, while the
     await accepting;
   }
 });
+
+redisTest(
+  "deploy/main.ts's cron handler logs a sweep the store refuses as one line, as the self-hosted timer does",
+  async (fixture) => {
+    const run = runDeploy({
+      ...redisVars(fixture),
+      UPSTASH_REDIS_REST_TOKEN: "not-the-token-0123456789",
+      DENO_TIMELINE: "preview/abc123",
+      EDGESTREAM_KEYS: `admin:${KEY}`,
+      HARNESS_SWEEP: "1",
+    });
+    try {
+      await run.seen(/harness: swept|Uncaught/);
+      const output = run.output();
+      assert.doesNotMatch(output, /Uncaught/, output);
+      const lines = output.split("\n").filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line));
+      assert.ok(
+        lines.some((line) =>
+          line.level === "warning" && /^Sweep failed: StoreUnavailableError/.test(line.message)
+        ),
+        output,
+      );
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.done;
+    }
+  },
+);
