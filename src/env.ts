@@ -354,15 +354,15 @@ export function storesFromEnv(
   env: EnvSource,
   options: { definitionsHere?: boolean } = {},
 ): { store: Store; definitions: DefinitionStore } {
-  // Checked with Redis too, so a typo shows before a switch back to memory.
+  // Each checked with the other store too, so a typo shows before a switch of store.
   const maxDedupeIds = readMaxDedupeIds(env);
+  const prefix = readPrefix(env);
   const redis = redisFromEnv(env);
   const maxApiStreams = readCount(env, "EDGESTREAM_STREAMS_MAX", DEFAULT_STREAMS_MAX);
   if (!redis) {
     const definitions = new MemoryDefinitionStore({ maxApiStreams });
     return { store: new MemoryStore({ maxDedupeIds, definitions }), definitions };
   }
-  const prefix = readPrefix(env);
   return {
     store: new RedisStore(redis, { prefix, definitionsHere: options.definitionsHere ?? true }),
     definitions: new RedisDefinitionStore(redis, { prefix, maxApiStreams }),

@@ -848,3 +848,11 @@ Deno.test("configFromEnv() does not print the Redis token when it is given as UP
       !error.message.includes(token.slice(0, 8)),
   );
 });
+
+Deno.test("configFromEnv() refuses a bad EDGESTREAM_PREFIX on the memory store too, so a typo shows before a switch to Redis", async () => {
+  await assert.rejects(
+    configFromEnv(env({ EDGESTREAM_PREFIX: "es{1}" })),
+    (error) =>
+      error instanceof ConfigError && error.message.startsWith("EDGESTREAM_PREFIX: expected 1-64"),
+  );
+});
