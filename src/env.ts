@@ -201,8 +201,9 @@ const MIN_SWEEP_MS = 100;
 function readSweepEvery(env: EnvSource): number {
   const text = env.get("EDGESTREAM_SWEEP_EVERY");
   const ms = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s", true);
-  // Off only when written as zero: `0.4ms` rounds to 0 too, which would turn it off unsaid.
-  const off = ms === 0 && /^\s*0[0.]*[a-z]*\s*$/.test(text ?? "");
+  // Off only when written as zero (every number in it: `0s`, `0m0s`): `0.4ms` rounds to 0 too,
+  // which would turn it off unsaid.
+  const off = ms === 0 && !/[1-9]/.test(text ?? "");
   if (ms === 0 ? !off : ms < MIN_SWEEP_MS) {
     throw new ConfigError(
       `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or at least ${MIN_SWEEP_MS}ms, got '${text}'`,

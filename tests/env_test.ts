@@ -320,10 +320,14 @@ Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a
 
 Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns it off, else at least 100 ms", async () => {
   for (
-    const [value, ms] of [["0s", 0], ["0ms", 0], ["0.0s", 0], ["100ms", 100], [
-      "2s",
-      2_000,
-    ]] as const
+    const [value, ms] of [
+      ["0s", 0],
+      ["0ms", 0],
+      ["0.0s", 0],
+      ["0m0s", 0],
+      ["100ms", 100],
+      ["2s", 2_000],
+    ] as const
   ) {
     const config = await configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: value }));
     try {
