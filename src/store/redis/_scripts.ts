@@ -1278,9 +1278,15 @@ for cellAt = 1, #cells do
       -- A group new in its pane starts an empty sketch: one left from an expired or evicted pane
       -- of the same start may outlive it (by up to TTL/8), and must not be added to.
       if groupIsNew then redis.call("DEL", sketch) end
-      for bin, binCount in pairs(cell[9]) do redis.call("HINCRBY", sketch, bin, binCount) end
+      -- Whether every bucket was new to the sketch (each HINCRBY answered just its count): then
+      -- the sketch may be new too, made by these HINCRBYs without a TTL (its key evicted or
+      -- deleted while the pane holds the group), as a HyperLogLog PFADD made below.
+      local fresh = true
+      for bin, binCount in pairs(cell[9]) do
+        if redis.call("HINCRBY", sketch, bin, binCount) ~= binCount then fresh = false end
+      end
       -- Its life from now is at least the pane's; the pane's refreshes extend it later (below).
-      if groupIsNew then redis.call("PEXPIRE", sketch, lifeOf(counter.ttl)) end
+      if groupIsNew or fresh then redis.call("PEXPIRE", sketch, lifeOf(counter.ttl)) end
     elseif kind == "distinct" and #values > 0 then
       local hll = hllKey(name, paneText, group)
       -- As a sketch: a group new in its pane starts an empty HyperLogLog.

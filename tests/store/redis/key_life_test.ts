@@ -261,6 +261,42 @@ redisTest(
 );
 
 redisTest(
+  "a sketch made again in a pane that is listed and not due (its key evicted) gets a TTL",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // Every write at one instant: the pane is new at the first only, so no later write refreshes
+    // it (which would extend its groups' keys too).
+    const now = Date.now();
+    const store = new RedisStore(redis, { now: () => now });
+    const eventTime = now - 86_400_000;
+    const write = (id: string, v: number) =>
+      ingestItems(stream, [{ ok: true as const, value: { id, t: eventTime, g: "a", u: id, v } }], {
+        store,
+        nowMs: now,
+      });
+    await write("1", 1);
+    const [sketch] = (await withDirect(
+      fixture.redisUrl,
+      (send) => send("KEYS", "es:{t}:q:spread:*"),
+    )) as string[];
+    // The group's sketch is gone (evicted) while its pane still holds the group: the next value
+    // makes it again with HINCRBY, which must not leave it without a TTL for good.
+    await withDirect(fixture.redisUrl, (send) => send("DEL", sketch));
+    await write("2", 5);
+    const pttl = Number(await withDirect(fixture.redisUrl, (send) => send("PTTL", sketch)));
+    assert.ok(pttl > 0, `sketch made again has PTTL ${pttl}`);
+    // One that is there keeps the TTL it has (a later write of a bucket it holds does not set it).
+    await write("3", 5);
+    const after = Number(await withDirect(fixture.redisUrl, (send) => send("PTTL", sketch)));
+    assert.ok(after > 0 && after <= pttl, `PTTL ${pttl} then ${after}`);
+  },
+);
+
+redisTest(
   "a stream's stats live at least 30 days after the last write by default, and at most an eighth more",
   async (fixture) => {
     const redis = new Redis({
