@@ -42,7 +42,7 @@
  *   start, for that (its closed windows' entries dropped then), PX as the markers'.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
- *   append), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
+ *   append, a dispatch mark), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
  *   nothing.
  *
  * Numbers cross the Lua boundary as `%.17g` text so no precision is lost.
@@ -1983,9 +1983,14 @@ return #records
  * `{through: "<log id>" | false, ttl}`: with an id, the hold's mark becomes the later of it and
  * the one there, lives `ttl` more, and the entries at or before it beyond the newest LOG_RETAIN
  * are trimmed (at most {@linkcode LOG_TRIM_STEP}); with false the hold goes and the log is
- * capped near LOG_RETAIN again. Returns the hold's `lost` count, which it clears.
+ * capped near LOG_RETAIN again. Returns the hold's `lost` count, which it clears; the same call
+ * again (its one-time token `tk` seen) the first one's count, so a send repeated after one that
+ * ran does not report the entries lost as none.
  */
 export const MARK_SCRIPT = COMMON + `
+-- The same mark sent again: the count the first one reported (and cleared), not 0.
+local callKey, first = callReply(args.tk)
+if first then return tonumber(first) end
 local through, ttl = args.through, args.ttl
 local lost = tonumber(redis.call("HGET", HOLD_KEY, "lost") or "0")
 if not through then
@@ -1993,7 +1998,7 @@ if not through then
   if redis.call("EXISTS", LOG_KEY) == 1 then
     redis.call("XTRIM", LOG_KEY, "MAXLEN", "~", LOG_RETAIN)
   end
-  return lost
+  return tonumber(keepReply(callKey, num(lost)))
 end
 local mark = redis.call("HGET", HOLD_KEY, "m")
 if not mark or logIdAfter(through, mark) then mark = through end
@@ -2006,7 +2011,7 @@ if excess > 0 then
   local rows = redis.call("XRANGE", LOG_KEY, "-", mark, "COUNT", math.min(excess, ${LOG_TRIM_STEP}))
   if #rows > 0 then redis.call("XTRIM", LOG_KEY, "MAXLEN", length - #rows) end
 end
-return lost
+return tonumber(keepReply(callKey, num(lost)))
 `;
 
 /**

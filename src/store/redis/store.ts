@@ -782,6 +782,7 @@ export class RedisStore implements Store {
         await this.#script(MARK_SCRIPT, stream, {
           through: throughId ?? false,
           ttl: this.#statsTtlMs,
+          tk: crypto.randomUUID(),
         }),
       ));
   }

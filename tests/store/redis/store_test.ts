@@ -889,6 +889,46 @@ redisTest(
 );
 
 redisTest(
+  "a dispatch mark the client sends again after a lost connection still reports the entries the log lost",
+  async (fixture) => {
+    const proxy = startDroppingProxy({ targetUrl: fixture.restUrl });
+    try {
+      // A client that never retries: a second request can only be fetch's own.
+      const client = new Redis({
+        url: proxy.url,
+        token: fixture.restToken,
+        enableTelemetry: false,
+        retry: false,
+      });
+      // A log held for dispatch keeps at most 3 entries: past it the oldest go undispatched.
+      const store = new RedisStore(client, { log: { retain: 1, max: 3 } });
+      const record = (start: number) => ({
+        type: "window.closed" as const,
+        counter: "count",
+        start,
+        end: start + 60_000,
+        group: "[]",
+        state: { count: 1, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+      });
+      await store.appendLog("s", [record(T0)]);
+      const [first] = await store.readLog("s", null, 1);
+      // The hold set (and the mark script in Redis's cache, its connection kept alive).
+      assert.equal(await store.markDispatched("s", first.id), 0);
+      // Five more: the oldest three are trimmed, two of them after the mark (lost to dispatch).
+      await store.appendLog("s", [1, 2, 3, 4, 5].map((i) => record(T0 + i * 60_000)));
+      // Redis runs the mark, which clears the count it reports; its reply is lost and fetch sends
+      // the same request again: the count must still reach the caller (who warns and counts it).
+      proxy.dropNextConnection(isEvalsha);
+      const lost = await store.markDispatched("s", first.id);
+      assert.equal(proxy.dropped, 1);
+      assert.equal(lost, 2);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
   "a Redis out of memory answers ingest 503 not_applied with Retry-After, and applies nothing",
   async (fixture) => {
     const store = redisStore(fixture);
