@@ -388,7 +388,7 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
- * - ARGV[1], JSON: `{now, late, idle?, dttl, statsTtl, logp?, logl?, logw?,
+ * - ARGV[1], JSON: `{now, late, idle?, dttl, statsTtl, sl?, logp?, logl?, logw?,
  *   counters: [name, kind, ttl, …] (three values a counter, flat), cl: the JSON text of
  *   [maxGroups, hop, size, …] (three a counter; decoded only when a group or pane is new), ids:
  *   [id|false, …], uq?: true when no
@@ -398,7 +398,8 @@ end
  *   false, `reqs` for one request of every event with nothing but `n`), and per request
  *   `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
- *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`;
+ *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`; `sl`, the
+ *   stats' life (ms) where a counter's TTL is longer than `statsTtl` (absent else: `statsTtl`);
  *   `cells`, the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
  *   {bin: count}?], …]` (the bucket counts for quantiles counters), each cut after the
@@ -453,6 +454,9 @@ withSessions, guardSessions = applySessions, checkSessionKeys
 end
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
 local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
+-- The stats' life: statsTtl, or (\`sl\`) a counter's TTL where that is longer, so the watermark and
+-- \`cl\` outlive the windows they say are final.
+local statsLife = args.sl or statsTtl
 -- Live subscribers' demand (any instance): read once, for the reply and, with logw (the caller
 -- cannot tell whether a subscriber wants its events), for what to log.
 local demand = {}
@@ -1387,7 +1391,7 @@ if markedBucket then
   changed[#changed + 1] = "db"
   changed[#changed + 1] = markedBucket
 end
-if #changed > 0 then writeStats(changed, statsExpireAt, now, statsTtl) end
+if #changed > 0 then writeStats(changed, statsExpireAt, now, statsLife) end
 -- One digit per event: all "0" in the common case, without turning each number into text.
 local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
@@ -1551,7 +1555,8 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, cells, logTtl, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`.
+ * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`
+ * (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's).
  * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …],
  * "m": 1 when it stopped at `cells` with more to close}`. A window of more cells (a group in
  * one of its panes) than the call has left is claimed (ZREM, `cl`) by the call that starts it
@@ -1580,6 +1585,8 @@ local callKey, first = callReply(args.tk)
 if first then return first end
 local lateness, limit, logTtl, idle, now, peek =
   args.late, args.limit, args.logTtl, args.idle, args.now, args.peek
+-- The stats' life, as the apply gives it (its \`sl\`).
+local statsLife = args.sl or logTtl
 -- Everything is read first and the writes (\`later\`: commands, and records to log) made once
 -- every key they touch has been read or checked (see refuseKey), so a close that fails writes
 -- nothing: a window it found stays open.
@@ -1842,9 +1849,9 @@ for _, record in ipairs(logged) do appendLog(record, logTtl) end
 local statsDue, statsKept = nil, false
 if type(idle) == "number" then
   local expiresAt = tonumber(stored[2])
-  if dueForRefresh(expiresAt, now, logTtl) then expiresAt, statsKept = now + lifeOf(logTtl), true end
+  if dueForRefresh(expiresAt, now, statsLife) then expiresAt, statsKept = now + lifeOf(statsLife), true end
   -- The first time dueForRefresh holds.
-  statsDue = expiresAt - logTtl - math.ceil(logTtl / 16) + 1
+  statsDue = expiresAt - statsLife - math.ceil(statsLife / 16) + 1
 end
 local function nextDue()
   if more then return 0 end
@@ -1916,7 +1923,7 @@ if not peek then
   -- Their life extended now, as statsDue counted on.
   if statsKept and #statsChanged == 0 then statsChanged = { "wm", wmAfter } end
 end
-if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, logTtl) end
+if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, statsLife) end
 local reply = cjson.encode({ w = out, m = more and 1 or 0, n = due, a = stored[4] or "", wm = wmAfter })
 -- A call that closed nothing is kept for nobody: sent again it would find the same.
 if #out == 0 then return reply end

@@ -404,6 +404,17 @@ export class RedisStore implements Store {
     return this.#calls.script(this.#text(script), [this.keyPrefix(stream)], argv);
   }
 
+  /**
+   * How long (ms) a stream's stats must live after a write, when longer than `statsTtlMs`: the
+   * longest TTL of its counters' data, so its watermark and closed-through time (what says a window
+   * is final, and an event late) outlive the windows they judge. Undefined when none is longer.
+   */
+  #statsLife(counters: readonly CounterMeta[]): number | undefined {
+    let life = this.#statsTtlMs;
+    for (const counter of counters) if (counter.ttlMs > life) life = counter.ttlMs;
+    return life > this.#statsTtlMs ? life : undefined;
+  }
+
   /** `script` with this store's log bounds. */
   #text(script: string): string {
     if (this.#bounded === null) return script;
@@ -461,6 +472,7 @@ export class RedisStore implements Store {
       // The record must exist (recorded, and the definitions live here): else nothing applies.
       rec: (this.#definitionsHere && batch.recorded) || undefined,
       statsTtl: this.#statsTtlMs,
+      sl: this.#statsLife(batch.counters),
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
       logw: batch.log?.ifWanted || undefined,
@@ -694,6 +706,7 @@ export class RedisStore implements Store {
           limit: options.limit ?? 100,
           cells: this.#closeCells,
           logTtl: this.#statsTtlMs,
+          sl: this.#statsLife(counters),
         }),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));

@@ -322,3 +322,49 @@ redisTest(
     });
   },
 );
+
+redisTest(
+  "a stream's stats live as long as its counters' data where that is longer than the stats' TTL: a closed window stays final",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // Windows kept a minute after they close, stats 1 s after the last write (as a retention of
+    // 90 days would outlive the default 30 days of the stats).
+    const long = compileConfig({
+      streams: {
+        l: {
+          time: { field: "t", lateness: "0s" },
+          counters: { n: { window: { tumbling: "1s" }, aggregate: "count", retention: "1m" } },
+        },
+      },
+    }).get("l")!;
+    const store = new RedisStore(redis, { statsTtlMs: 1_000 });
+    const t0 = Math.floor(Date.now() / 1_000) * 1_000 - 10_000;
+    const send = (t: number) =>
+      ingestItems(long, [{ ok: true as const, value: { t } }], { store, nowMs: Date.now() });
+    await send(t0 + 100);
+    await send(t0 + 5_000);
+    const closed = await store.closeWindows("l", long.counterMetas, {
+      latenessMs: 0,
+      nowMs: Date.now(),
+    });
+    assert.ok(closed.some((window) => window.start === t0), JSON.stringify(closed));
+    // Past the stats' own TTL (and its eighth), well within the closed window's retention.
+    await delay(1_500);
+    const stats = await store.stats("l", long.counterMetas);
+    assert.equal(stats.watermark, t0 + 5_000);
+    assert.ok((stats.closedThrough ?? -Infinity) >= t0 + 1_000, JSON.stringify(stats));
+    // An event of the closed window is late, as it was: the final window does not change.
+    const reply = await send(t0 + 200);
+    assert.equal(reply.late, 1, JSON.stringify(reply));
+    const [row] = await listWindows(long, long.counters[0], { store, nowMs: Date.now() }, {
+      fromMs: t0,
+      toMs: t0 + 1_000,
+    });
+    assert.equal(row?.value, 1, JSON.stringify(row));
+    assert.equal(row.final, true);
+  },
+);
