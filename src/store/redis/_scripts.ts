@@ -183,13 +183,25 @@ local function writeStats(fields, statsExpireAt, now, ttl)
   redis.call("HSET", STATS_KEY, unpack(fields))
   if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(ttl)) end
 end
--- The result log as XADD * takes it: a stream whose entry ids are not used up.
+-- The result log as XADD * takes it: a stream whose entry ids are not used up; and its dispatch
+-- hold as appendLog reads and adds to it: a hash (or none) whose mark is a log id and whose
+-- \`lost\` HINCRBY adds to (read here once for appendLog, as dispatchedThrough would).
 local function expectLog()
   local last = redis.pcall("XREVRANGE", LOG_KEY, "+", "-", "COUNT", 1)
   if last.err then refuseKey(LOG_KEY, "a " .. redis.call("TYPE", LOG_KEY).ok, "a stream") end
   if last[1] and last[1][1] == "18446744073709551615-18446744073709551615" then
     refuseKey(LOG_KEY, "a stream whose entry ids are used up", "a stream")
   end
+  if logHold ~= nil then return end
+  local hold = redis.pcall("HMGET", HOLD_KEY, "m", "lost")
+  if hold.err then refuseKey(HOLD_KEY, "a " .. redis.call("TYPE", HOLD_KEY).ok, "a hash") end
+  if hold[1] and not string.match(hold[1], "^%d+%-%d+$") then
+    refuseKey(HOLD_KEY .. " field m", "'" .. string.sub(hold[1], 1, 200) .. "'", "a log id")
+  end
+  if hold[2] and not isIntegerText(hold[2]) then
+    refuseKey(HOLD_KEY .. " field lost", "'" .. string.sub(hold[2], 1, 200) .. "'", "a number it adds to")
+  end
+  logHold = hold[1] or false
 end
 -- A HyperLogLog as PFADD takes one: a string of a 16-byte header (HYLL, then its encoding: 0 dense,
 -- 1 sparse), and a dense one exactly 12,304 bytes long; an empty string is none. Returns whether
@@ -1980,6 +1992,9 @@ export const APPEND_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local logTtl, records = args.logTtl, args.records
+-- The log and its hold checked first (see refuseKey): a record appended before one that fails
+-- would be appended again when the call is made again.
+if #records > 0 then expectLog() end
 for _, record in ipairs(records) do appendLog(record, logTtl) end
 keepReply(callKey, num(#records))
 return #records

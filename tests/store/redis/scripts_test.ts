@@ -387,6 +387,42 @@ storeTest(
 );
 
 storeTest(
+  "a close, alert firings and a log append that find the log's dispatch hold of another type, or its counts holding text, write nothing; repaired, they close and fire",
+  async (store, fixture) => {
+    const close = () => store.closeWindows("s", S.counterMetas, { latenessMs: 10_000 });
+    await ingest(S, store, [...events("a", 6), ...events("b", 2, T0 + 300_000)]);
+    const hold = await streamKey(fixture, "s", "dispatched");
+    const record = {
+      type: "window.closed" as const,
+      counter: "count",
+      start: T0,
+      end: T0 + 60_000,
+      group: "[]",
+      state: { count: 1, sum: 0, min: null, max: null, distinct: 0, approximate: false },
+    };
+    for (
+      const corrupt of [
+        ["SET", hold, "x"],
+        ["RPUSH", hold, "x"],
+        ["HSET", hold, "m", "0-1", "lost", "x"],
+        ["HSET", hold, "m", "x"],
+      ]
+    ) {
+      await refusedWhole(fixture, hold, { corrupt, call: close });
+      await refusedWhole(fixture, hold, {
+        corrupt,
+        call: () => store.fireAlerts("s", [SUM_FIRING]),
+      });
+      await refusedWhole(fixture, hold, { corrupt, call: () => store.appendLog("s", [record]) });
+    }
+    const closed = await close();
+    const counts = closed.filter((window) => window.counter === "count" && window.start === T0);
+    assert.equal(counts.length, 1, "the window at T0 closes once repaired");
+    assert.deepEqual(await store.fireAlerts("s", [SUM_FIRING]), [SUM_FIRING]);
+  },
+);
+
+storeTest(
   "alert firings, and a close keeping an open window's markers, that find a counter's marker index a string write nothing",
   async (store, fixture) => {
     await ingest(S, store, events("a", 2));
