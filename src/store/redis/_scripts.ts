@@ -172,6 +172,13 @@ local function lifeOf(ttl) return ttl + math.ceil(ttl / 8) end
 local function dueForRefresh(expiresAt, now, ttl)
   return expiresAt == nil or expiresAt - now < ttl + math.ceil(ttl / 16)
 end
+-- Whether an index (a counter's live panes or open windows) needs life (ms) from now: it holds
+-- members given their own lives, some perhaps longer (under a retention lowered since), so its
+-- life is extended and never shortened (PEXPIRE alone would cut it to the new life).
+local function shortOf(key, life)
+  local left = redis.call("PTTL", key)
+  return left ~= -2 and left < life
+end
 -- Writes fields (name, value, …) to the stats, extending the hash's life when due (never
 -- shortening it); statsExpireAt is its recorded expiry (nil when unknown).
 local function writeStats(fields, statsExpireAt, now, ttl)
@@ -1364,9 +1371,9 @@ for p = 1, #paneOrder do
 end
 for name, counter in pairs(refreshed) do
   local livePanes, open, life = livePanesKey(name), openKey(name), lifeOf(counter.ttl)
-  redis.call("PEXPIRE", livePanes, life)
+  if shortOf(livePanes, life) then redis.call("PEXPIRE", livePanes, life) end
   redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
-  redis.call("PEXPIRE", open, life) -- does nothing when the key does not exist
+  if shortOf(open, life) then redis.call("PEXPIRE", open, life) end
 end
 
 local changed, deltas = {}, { accepted, applied, duplicates, lates, filtered, rejected }
@@ -1663,8 +1670,8 @@ local function keepOpen(name, kind, hop, size, ttl)
     end
   end
   if kept then
-    write("PEXPIRE", live, life)
-    write("PEXPIRE", open, life)
+    if shortOf(live, life) then write("PEXPIRE", live, life) end
+    if shortOf(open, life) then write("PEXPIRE", open, life) end
     -- The alert markers of the open windows (from the one ending first: windows close in that
     -- order) get twice the ttl again, as a firing gives them (alertMarkerTtlMs), so an alert that
     -- fired early in a window a pause keeps open does not fire again when it closes; the index

@@ -368,3 +368,38 @@ redisTest(
     assert.equal(row.final, true);
   },
 );
+
+redisTest(
+  "a lowered retention shortens no life already given: a window written before stays listed after a write under the new one",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const withRetention = (retention: string) =>
+      compileConfig({
+        streams: {
+          r: {
+            time: { field: "t", lateness: "0s" },
+            counters: { n: { window: { tumbling: "1s" }, aggregate: "count", retention } },
+          },
+        },
+      }).get("r")!;
+    const before = withRetention("1m");
+    const lowered = withRetention("1s");
+    const store = new RedisStore(redis);
+    const t0 = Math.floor(Date.now() / 1_000) * 1_000 - 10_000;
+    const send = (definition: typeof before, t: number) =>
+      ingestItems(definition, [{ ok: true as const, value: { t } }], { store, nowMs: Date.now() });
+    // Written under a retention of a minute, then one event under the lowered one (1 s).
+    await send(before, t0);
+    await send(lowered, t0 + 5_000);
+    const listed = () => store.panes("r", lowered.counterMetas[0], { fromMs: 0, toMs: 8.64e15 });
+    assert.deepEqual(await listed(), [t0, t0 + 5_000]);
+    // Past the new life (window + lateness + retention: 2 s, and its eighth), well within the
+    // first window's (61 s): that window is still kept, and listed.
+    await delay(2_600);
+    assert.deepEqual(await listed(), [t0], "the window written before the change is still read");
+  },
+);
