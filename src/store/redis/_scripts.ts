@@ -172,13 +172,12 @@ local function lifeOf(ttl) return ttl + math.ceil(ttl / 8) end
 local function dueForRefresh(expiresAt, now, ttl)
   return expiresAt == nil or expiresAt - now < ttl + math.ceil(ttl / 16)
 end
--- Whether an index (a counter's live panes or open windows) needs life (ms) from now: it holds
--- members given their own lives, some perhaps longer (under a retention lowered since), so its
--- life is extended and never shortened (PEXPIRE alone would cut it to the new life).
-local function shortOf(key, life)
-  local left = redis.call("PTTL", key)
-  return left ~= -2 and left < life
-end
+-- Whether an index (a counter's live panes or open windows, a session counter's sessions) needs
+-- life (ms) from now: it holds members given their own lives, some perhaps longer (under a
+-- retention lowered since), so its life is extended, never shortened (PEXPIRE alone would cut it
+-- to the new life). A key without a TTL, or none yet (a write deferred until after the reads may
+-- make it), needs it.
+local function shortOf(key, life) return redis.call("PTTL", key) < life end
 -- Writes fields (name, value, …) to the stats, extending the hash's life when due (never
 -- shortening it); statsExpireAt is its recorded expiry (nil when unknown).
 local function writeStats(fields, statsExpireAt, now, ttl)

@@ -135,7 +135,8 @@ local function applySessionRun(counter, session, cell, now)
   end
   local member = startText .. ":" .. group
   redis.call("ZADD", groupKey, num(finish), startText)
-  redis.call("PEXPIRE", groupKey, ttl)
+  -- (Indexes are extended, never shortened: see shortOf.)
+  if shortOf(groupKey, ttl) then redis.call("PEXPIRE", groupKey, ttl) end
   redis.call("ZADD", openKey, num(finish + gap), member)
   redis.call("ZADD", allKey, num(now + ttl), member)
   redis.call("ZADD", sessionStartKey(name), num(start), member)
@@ -205,9 +206,12 @@ local function applySessions(counters, cells, now)
       redis.call("ZREM", startKey, unpack(expired, i, math.min(i + 499, #expired)))
     end
     redis.call("ZREMRANGEBYSCORE", allKey, "-inf", num(now))
-    if redis.call("EXISTS", openKey) == 1 then redis.call("PEXPIRE", openKey, counter.ttl) end
-    redis.call("PEXPIRE", allKey, counter.ttl)
-    redis.call("PEXPIRE", startKey, counter.ttl)
+    -- Extended, never shortened (see shortOf): they list sessions given a longer life under a
+    -- retention lowered since.
+    local ttl = counter.ttl
+    if shortOf(openKey, ttl) then redis.call("PEXPIRE", openKey, ttl) end
+    if shortOf(allKey, ttl) then redis.call("PEXPIRE", allKey, ttl) end
+    if shortOf(startKey, ttl) then redis.call("PEXPIRE", startKey, ttl) end
   end
   return rest
 end
@@ -247,18 +251,21 @@ local function keepSessionsOpen(name, kind, ttl, now, most, write)
       if kind == "distinct" then write("PEXPIRE", sessionHllKey(name, startText, group), ttl) end
       if not groups[group] then
         groups[group] = true
-        write("PEXPIRE", sessionGroupKey(name, group), ttl)
+        local groupKey = sessionGroupKey(name, group)
+        if shortOf(groupKey, ttl) then write("PEXPIRE", groupKey, ttl) end
       end
       write("ZADD", allKey, num(now + ttl), member)
       kept = true
     end
   end
   -- (Its members' lives end within ttl/2: ttl covers them.)
-  if moved then write("PEXPIRE", sessionClosedKey(name), ttl) end
+  -- Extended, never shortened (see shortOf).
+  local closedKey, startKey = sessionClosedKey(name), sessionStartKey(name)
+  if moved and shortOf(closedKey, ttl) then write("PEXPIRE", closedKey, ttl) end
   if kept then
-    write("PEXPIRE", openKey, ttl)
-    write("PEXPIRE", allKey, ttl)
-    write("PEXPIRE", sessionStartKey(name), ttl)
+    if shortOf(openKey, ttl) then write("PEXPIRE", openKey, ttl) end
+    if shortOf(allKey, ttl) then write("PEXPIRE", allKey, ttl) end
+    if shortOf(startKey, ttl) then write("PEXPIRE", startKey, ttl) end
   end
 end
 -- Closes the open sessions (args.sess: [[name, kind, gap, ttl], …]) with end + gap <= cutoff,
@@ -341,8 +348,9 @@ local function closeSessions(cutoff, limit, peek, now, write, logLater, out, clo
       for i = 1, #closedScores, 1000 do
         write("ZADD", closedKey, unpack(closedScores, i, math.min(i + 999, #closedScores)))
       end
-      write("PEXPIRE", closedKey, ttl)
-      write("PEXPIRE", startKey, ttl)
+      -- Extended, never shortened (see shortOf).
+      if shortOf(closedKey, ttl) then write("PEXPIRE", closedKey, ttl) end
+      if shortOf(startKey, ttl) then write("PEXPIRE", startKey, ttl) end
     end
   end
   return closedThrough

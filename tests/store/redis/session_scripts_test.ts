@@ -401,3 +401,48 @@ redisTest(
     assert.deepEqual(await members(ss), []);
   },
 );
+
+redisTest(
+  "a lowered retention shortens no life already given: a session closed before stays listed after a write and a close under the new one",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const withRetention = (retention: string) =>
+      compileConfig({
+        streams: {
+          r: {
+            time: { field: "t", lateness: "0s" },
+            counters: {
+              v: { window: { session: "1s" }, groupBy: ["user"], aggregate: "count", retention },
+            },
+          },
+        },
+      }).get("r")!;
+    const before = withRetention("1m");
+    const lowered = withRetention("1s");
+    const store = new RedisStore(redis);
+    const t0 = Math.floor(Date.now() / 1_000) * 1_000 - 20_000;
+    const send = (definition: typeof before, t: number) =>
+      ingestItems(definition, items([{ t, user: "ann" }]), { store, nowMs: Date.now() });
+    const close = (definition: typeof before) =>
+      store.closeWindows("r", definition.counterMetas, { latenessMs: 0, nowMs: Date.now() });
+    // A session closed under a retention of a minute; then, under the lowered one (1 s), another
+    // written and closed.
+    await send(before, t0);
+    await send(before, t0 + 5_000);
+    assert.deepEqual((await close(before)).map((session) => session.start), [t0]);
+    await send(lowered, t0 + 10_000);
+    assert.deepEqual((await close(lowered)).map((session) => session.start), [t0 + 5_000]);
+    await send(lowered, t0 + 15_000);
+    const listed = async () =>
+      (await store.readSessions("r", lowered.counterMetas[0], { fromMs: 0, toMs: 8.64e15 }))
+        .map((session) => session.start);
+    assert.ok((await listed()).includes(t0));
+    // Past the new life (gap + lateness + retention: 2 s), well within the first session's (61 s).
+    await new Promise((resolve) => setTimeout(resolve, 2_600));
+    assert.ok((await listed()).includes(t0), "the session closed before the change is still read");
+  },
+);
