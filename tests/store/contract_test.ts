@@ -324,6 +324,31 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.stats("c", CAPPED.counterMetas)).overflow.count, 2);
   },
 
+  async "events reading __other__ that reach a full pane together count one overflow, as one by one"(
+    store,
+  ) {
+    // The first opens the overflow group past maxGroups (an overflow); the next find it there, as
+    // events of a group already in the pane do. Redis counted the whole batch's run as overflow.
+    await ingestItems(CAPPED, items([{ t: T0 + 1_000, g: "a" }, { t: T0 + 1_000, g: "b" }]), {
+      store,
+      nowMs: T0 + 2_000,
+    });
+    await ingestItems(
+      CAPPED,
+      items([{ t: T0 + 1_000, g: "__other__" }, { t: T0 + 1_000, g: "__other__" }]),
+      { store, nowMs: T0 + 2_000 },
+    );
+    const rows = await listWindows(CAPPED, CAPPED.counters[0], { store, nowMs: T0 + 2_000 }, {
+      limit: 10,
+    });
+    assert.deepEqual(rows.map((row) => [row.group.g, row.value]).sort(), [
+      ["__other__", 2],
+      ["a", 1],
+      ["b", 1],
+    ]);
+    assert.equal((await store.stats("c", CAPPED.counterMetas)).overflow.count, 1);
+  },
+
   async "closeWindows() returns each final window once, with its values"(store) {
     await ingestItems(
       stream,

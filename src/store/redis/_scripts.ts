@@ -1268,10 +1268,14 @@ for cellAt = 1, #cells do
         if pane.groups == 0 then pane.isNew, pane.refresh = true, true end
       end
       if pane.groups >= limitsOf(counter).maxGroups then
-        -- Past maxGroups: undo, and count into OTHER_GROUP instead.
+        -- Past maxGroups: undo, and count into OTHER_GROUP instead. Events that read OTHER_GROUP
+        -- themselves overflow once, as one by one (the memory store): the first opens the group,
+        -- the rest find it in the pane.
         redis.call("HDEL", key, countField)
+        local overflowed = count
+        if group == ${luaString(OTHER_GROUP)} then overflowed = 1 end
         group = ${luaString(OTHER_GROUP)}
-        redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, count)
+        redis.call("HINCRBY", STATS_KEY, "overflow:" .. name, overflowed)
         groupIsNew = redis.call("HINCRBY", key, "c:" .. group, countText) == count
       end
       if groupIsNew then pane.groups = pane.groups + 1 end
