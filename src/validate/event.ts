@@ -166,9 +166,62 @@ export function compileEventSchema(
       { cause: error },
     );
   }
+  if (namesInheritedKey(prepared)) {
+    // Ajv reads such names through the prototype as zod does: no fast verdict either.
+    ownKeysOnly.add(schema);
+    return schema;
+  }
   const fast = compileFastVerdict(prepared);
   if (fast !== null) fastVerdicts.set(schema, fast);
   return schema;
+}
+
+/**
+ * Names every object inherits (`toString`, `valueOf`, `hasOwnProperty`, …): zod reads a property
+ * as `key in event` and `event[key]`, so for an event without such a property it finds the
+ * inherited function (an optional typed property refused every event, a required one passed).
+ */
+const INHERITED_KEYS = new Set(Object.getOwnPropertyNames(Object.prototype));
+
+/** Whether a schema lists an inherited name under `properties` or `required`. Without recursion. */
+function namesInheritedKey(schema: unknown): boolean {
+  const pending = [schema];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (typeof node !== "object" || node === null) continue;
+    if (!Array.isArray(node)) {
+      const { properties, required } = node as Record<string, unknown>;
+      if (typeof properties === "object" && properties !== null) {
+        if (Object.keys(properties).some((key) => INHERITED_KEYS.has(key))) return true;
+      }
+      if (Array.isArray(required) && required.some((key) => INHERITED_KEYS.has(key))) return true;
+    }
+    for (const value of Object.values(node)) pending.push(value);
+  }
+  return false;
+}
+
+/** Schemas that name an inherited key: zod validates a copy of each event without prototypes. */
+const ownKeysOnly = new WeakSet<z.ZodType>();
+
+/** A copy of a JSON value whose objects have no prototype, so only their own keys are seen. */
+function withoutPrototypes(value: unknown): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  if (Array.isArray(value)) return value.map(withoutPrototypes);
+  const copy: Record<string, unknown> = Object.create(null);
+  for (const key in value) copy[key] = withoutPrototypes((value as Record<string, unknown>)[key]);
+  return copy;
+}
+
+/** Gives the objects {@linkcode withoutPrototypes} made (zod passes them on) their prototype back. */
+function restorePrototypes(value: unknown): void {
+  if (typeof value !== "object" || value === null) return;
+  if (Array.isArray(value)) {
+    for (const item of value) restorePrototypes(item);
+    return;
+  }
+  if (Object.getPrototypeOf(value) === null) Object.setPrototypeOf(value, Object.prototype);
+  for (const key in value) restorePrototypes((value as Record<string, unknown>)[key]);
 }
 
 /**
@@ -958,6 +1011,7 @@ export function validateEvent(
   const result = validated(value, schema, {
     fast: fastVerdicts.get(schema),
     maxDepth: limits?.maxDepth ?? 32,
+    ownKeysOnly: ownKeysOnly.has(schema),
   });
   return Array.isArray(result) ? { ok: false, errors: result } : { ok: true, event: result };
 }
@@ -971,23 +1025,28 @@ export function eventValidator(
   schema: z.ZodType,
   limits?: ShapeLimits,
 ): (value: unknown) => Event | FieldError[] {
-  const options = { fast: fastVerdicts.get(schema), maxDepth: limits?.maxDepth ?? 32 };
+  const options = {
+    fast: fastVerdicts.get(schema),
+    maxDepth: limits?.maxDepth ?? 32,
+    ownKeysOnly: ownKeysOnly.has(schema),
+  };
   return (value) => validated(value, schema, options);
 }
 
 function validated(
   value: unknown,
   schema: z.ZodType,
-  options: { fast: FastVerdict | undefined; maxDepth: number },
+  options: { fast: FastVerdict | undefined; maxDepth: number; ownKeysOnly: boolean },
 ): Event | FieldError[] {
   const shapeProblem = shapeError(value, options.maxDepth);
   if (shapeProblem !== null) return [shapeProblem];
   // zod would accept it and return an equal copy: skip the copy.
   if (options.fast?.(value as Event)) return value as Event;
-  const result = schema.safeParse(value);
+  const result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);
   if (!result.success) {
     return result.error.issues.flatMap((issue) => eventErrors(issue, value));
   }
+  if (options.ownKeysOnly) restorePrototypes(result.data);
   if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {
     return [{ path: "", message: "Event must be a JSON object" }];
   }

@@ -3,6 +3,7 @@ import {
   checkEventShape,
   compileEventSchema,
   describe,
+  eventValidator,
   SchemaCompileError,
   validateEvent,
 } from "../../src/validate/mod.ts";
@@ -613,6 +614,45 @@ Deno.test("compileEventSchema() enforces required fields that are not listed und
   assert.equal(validateEvent({ id: 1, nested: {} }, schema).ok, false);
   assert.equal(validateEvent({ id: 1, nested: { x: null } }, schema).ok, true);
   assert.equal(validateEvent({ id: "a", extra: true }, schema).ok, true);
+});
+
+Deno.test("a property named as an Object.prototype member (toString, valueOf) is the event's own or missing", () => {
+  // zod read `event.valueOf` (the inherited function) for an event without it: an optional typed
+  // property refused every event lacking it, and a required one passed without it.
+  const optional = compileEventSchema({
+    properties: {
+      valueOf: { type: "string" },
+      user: { type: "object", properties: { hasOwnProperty: { type: "number" } } },
+    },
+  });
+  const required = compileEventSchema({ required: ["toString"], properties: { a: {} } });
+  const answers = (schema: ReturnType<typeof compileEventSchema>, event: object) => {
+    const one = validateEvent(event, schema);
+    const batch = eventValidator(schema)(structuredClone(event));
+    assert.deepEqual(
+      Array.isArray(batch) ? { ok: false, errors: batch } : { ok: true, event: batch },
+      one,
+    );
+    return one;
+  };
+  assert.deepEqual(answers(optional, { user: {} }), { ok: true, event: { user: {} } });
+  assert.deepEqual(answers(optional, { valueOf: "x", user: { hasOwnProperty: 1 } }), {
+    ok: true,
+    event: { valueOf: "x", user: { hasOwnProperty: 1 } },
+  });
+  assert.equal(answers(optional, { valueOf: 1 }).ok, false);
+  assert.deepEqual(answers(required, { a: 1 }), {
+    ok: false,
+    errors: [{ path: "toString", message: "Required field is missing" }],
+  });
+  assert.deepEqual(answers(required, { toString: 1 }), { ok: true, event: { toString: 1 } });
+  // What the event holds keeps its own prototype: nothing downstream meets a null-prototype object.
+  const kept = validateEvent({ user: { extra: { deep: 1 } } }, optional);
+  assert.ok(kept.ok);
+  assert.equal(
+    Object.getPrototypeOf((kept.event.user as { extra: object }).extra),
+    Object.prototype,
+  );
 });
 
 Deno.test("a schema's pattern and patternProperties are tested by RE2, in linear time", () => {
