@@ -18,6 +18,18 @@ Deno.test("parseInstant() reads ISO-8601 text with an offset", () => {
   for (const [text, iso] of cases) assert.equal(parseInstant(text), Date.parse(iso), text);
 });
 
+Deno.test("parseInstant() reads a fraction of any length, as RFC 3339 and format date-time do", () => {
+  // "2026-01-01T10:15:00.1234567891Z" (picoseconds) passes a schema's `format: date-time`; as event
+  // time it was refused: the fraction was read up to 9 digits only.
+  for (const digits of ["1234567891", "123456789012", "9".repeat(30)]) {
+    assert.equal(
+      parseInstant(`2026-01-01T10:15:00.${digits}Z`),
+      Date.parse(`2026-01-01T10:15:00.${digits.slice(0, 3)}Z`),
+      digits,
+    );
+  }
+});
+
 Deno.test("parseInstant() reads ISO-8601 text without an offset as UTC", () => {
   assert.equal(parseInstant("2026-01-01T10:15:00"), Date.parse("2026-01-01T10:15:00Z"));
   assert.equal(parseInstant("2026-01-01T10:15"), Date.parse("2026-01-01T10:15:00Z"));
