@@ -421,8 +421,9 @@ export function withRequiredProperties(
       );
     } else if (COMBINATORS.has(key) && Array.isArray(value)) {
       // A member's required names are this object's properties too (see unlistedProperty).
+      // A `true` member is `{}`, closed like the others below: as `true` zod let every key through.
       copy[key] = value.map((item) =>
-        withRequiredProperties(item, node, isClosed(node) ? node : closer)
+        withRequiredProperties(item === true ? {} : item, node, isClosed(node) ? node : closer)
       );
     } else {
       copy[key] = DATA_KEYWORDS.has(key) ? value : withRequiredProperties(value);
@@ -804,6 +805,10 @@ export function forZod(schema: unknown): unknown {
   return splitChecks(copy, typed);
 }
 
+/** Why a closed combinator member beside other checks of its object is refused. */
+const CLOSED_MEMBER_BESIDE_CHECKS =
+  "additionalProperties: false in an allOf, anyOf or oneOf member beside other checks of the same object is not supported: move those checks into the members";
+
 /** {@linkcode forZod}'s `allOf` of the checks zod would let replace one another. */
 function splitChecks(node: Record<string, unknown>, typed: boolean): Record<string, unknown> {
   const kept: Record<string, unknown> = {};
@@ -818,6 +823,14 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   }
   if (typed && rest.type === undefined) rest.type = ALL_TYPES;
   if (parts.length === 0) return { ...kept, ...rest };
+  // zod intersects the parts too: beside another part, a closed one would let through the keys
+  // the other allows (an object closed itself has its members closed alike, see closeLike).
+  if (
+    rest.additionalProperties !== false && parts.length > 1 &&
+    parts.some((part) => closesObject(part))
+  ) {
+    refuse(CLOSED_MEMBER_BESIDE_CHECKS);
+  }
   // zod intersects objects so that a key one part allows is allowed, whatever another part's
   // `additionalProperties: false` says: a lone `type` goes into the parts instead of beside them.
   const onlyType = rest.type !== undefined && Object.keys(rest).length === 1;
@@ -844,9 +857,7 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
     ? Object.keys((rest.properties as object) ?? {})
     : undefined;
   if (restChecks && parts.some((part) => closesObject(part, keys))) {
-    refuse(
-      "additionalProperties: false in an allOf, anyOf or oneOf member beside other checks of the same object is not supported: move those checks into the members",
-    );
+    refuse(CLOSED_MEMBER_BESIDE_CHECKS);
   }
   if (parts.length === 1 && !restChecks) return { ...kept, ...parts[0] };
   return { ...kept, allOf: restChecks ? [rest, ...parts] : parts };

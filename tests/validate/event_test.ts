@@ -655,6 +655,49 @@ Deno.test("a property named as an Object.prototype member (toString, valueOf) is
   );
 });
 
+Deno.test("a closed allOf member beside another member is refused: zod let the other member's keys through", () => {
+  // JSON Schema refuses {a: 1, z: 1} here; zod intersects the members so that a key one of them
+  // allows is allowed, and accepted it.
+  const closed = { properties: { a: {} }, additionalProperties: false };
+  for (
+    const schema of [
+      { allOf: [closed, { required: ["a"] }] },
+      { type: "object", allOf: [closed, { properties: { a: { type: "number" } } }] },
+      { allOf: [closed, true] },
+      { allOf: [{ $ref: "#/$defs/base" }, { required: ["a"] }], $defs: { base: closed } },
+      { properties: { nested: { allOf: [closed, { type: "object" }] } } },
+    ]
+  ) {
+    assert.throws(
+      () => compileEventSchema(schema),
+      (error) =>
+        error instanceof SchemaCompileError &&
+        /additionalProperties: false in an allOf, anyOf or oneOf member beside other checks/
+          .test(error.message),
+      JSON.stringify(schema),
+    );
+  }
+  // A union takes any one member: a closed one beside an open one is as JSON Schema says.
+  const union = compileEventSchema({ anyOf: [closed, { required: ["b"] }] });
+  assert.equal(validateEvent({ a: 1, z: 1 }, union).ok, false);
+  assert.equal(validateEvent({ b: 1, z: 1 }, union).ok, true);
+});
+
+Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
+  // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
+  // them through).
+  for (
+    const schema of [
+      { properties: { a: {} }, additionalProperties: false, allOf: [true] },
+      { properties: { a: {} }, additionalProperties: false, anyOf: [true, { required: ["a"] }] },
+    ]
+  ) {
+    const compiled = compileEventSchema(schema);
+    assert.equal(validateEvent({ a: 1 }, compiled).ok, true, JSON.stringify(schema));
+    assert.equal(validateEvent({ a: 1, z: 1 }, compiled).ok, false, JSON.stringify(schema));
+  }
+});
+
 Deno.test("a schema's pattern and patternProperties are tested by RE2, in linear time", () => {
   // By code point: V8's RegExp (without u) sees two units in the emoji.
   const one = compileEventSchema({
