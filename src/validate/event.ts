@@ -859,7 +859,10 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   if (restChecks && parts.some((part) => closesObject(part, keys))) {
     refuse(CLOSED_MEMBER_BESIDE_CHECKS);
   }
-  if (parts.length === 1 && !restChecks) return { ...kept, ...parts[0] };
+  // A lone `false` (an `allOf: [false]`) spread would be `{}`, which takes any value.
+  if (parts.length === 1 && !restChecks) {
+    return { ...kept, ...((parts[0] as unknown) === false ? { not: {} } : parts[0]) };
+  }
   return { ...kept, allOf: restChecks ? [rest, ...parts] : parts };
 }
 

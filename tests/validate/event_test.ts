@@ -683,6 +683,22 @@ Deno.test("a closed allOf member beside another member is refused: zod let the o
   assert.equal(validateEvent({ b: 1, z: 1 }, union).ok, true);
 });
 
+Deno.test("an allOf holding false matches no value, as false does", () => {
+  // `{"allOf": [false]}` was compiled as `{}` (the lone member spread into the schema).
+  for (
+    const schema of [
+      { properties: { b: { allOf: [false] } } },
+      { properties: { b: { title: "B", allOf: [false] } } },
+      { properties: { b: { type: "array", prefixItems: [{ allOf: [false] }] } } },
+    ]
+  ) {
+    const compiled = compileEventSchema(schema);
+    assert.equal(validateEvent({}, compiled).ok, true, JSON.stringify(schema));
+    assert.equal(validateEvent({ b: [1] }, compiled).ok, false, JSON.stringify(schema));
+  }
+  assert.equal(validateEvent({ b: [] }, compileEventSchema({ allOf: [false] })).ok, false);
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
