@@ -784,7 +784,9 @@ export function forZod(schema: unknown): unknown {
     if (DROPPED.has(key)) continue;
     if (key === "format" && UNCHECKED_FORMATS.has(value as string)) continue;
     if (TYPE_KEYWORDS.has(key)) typed = true;
-    if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) {
+    if ((key === "anyOf" || key === "oneOf") && Array.isArray(value)) {
+      copy[key] = value.map((item) => takesAnything(item) ? { type: ALL_TYPES } : forZod(item));
+    } else if (SUBSCHEMA_LISTS.has(key) && Array.isArray(value)) {
       copy[key] = value.map(forZod);
     } else if (SUBSCHEMA.has(key)) {
       copy[key] = forZod(value);
@@ -804,6 +806,21 @@ export function forZod(schema: unknown): unknown {
   }
   return splitChecks(copy, typed);
 }
+
+/**
+ * Whether a schema takes any value (`true`, `{}`, annotations only). In an `anyOf` or `oneOf` it
+ * is written as every type instead: zod's `any` for it counts as optional, and a union holding it
+ * and an object guard (`minProperties`, `maxProperties`, `propertyNames`, which zod also counts so)
+ * made a required field whose schema it is optional.
+ */
+function takesAnything(schema: unknown): boolean {
+  if (schema === true) return true;
+  return typeof schema === "object" && schema !== null && !Array.isArray(schema) &&
+    Object.keys(schema).every((key) => ANNOTATIONS.has(key));
+}
+
+/** Keywords that neither check nor change a value. */
+const ANNOTATIONS = new Set(["title", "description", "$comment", "examples", "deprecated"]);
 
 /** Why a closed combinator member beside other checks of its object is refused. */
 const CLOSED_MEMBER_BESIDE_CHECKS =

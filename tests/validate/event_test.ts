@@ -699,6 +699,22 @@ Deno.test("an allOf holding false matches no value, as false does", () => {
   assert.equal(validateEvent({ b: [] }, compileEventSchema({ allOf: [false] })).ok, false);
 });
 
+Deno.test("a required field whose anyOf or oneOf has a member taking any value is still required", () => {
+  // zod took the union of an object guard (minProperties, maxProperties, propertyNames) and the
+  // `{}` member for an optional key, and accepted events without the field.
+  for (
+    const property of [
+      { anyOf: [{ type: "object", minProperties: 1 }, {}] },
+      { anyOf: [true, { type: "object", propertyNames: { pattern: "^a" } }] },
+      { oneOf: [{ type: "object", maxProperties: 1 }, { title: "anything" }] },
+    ]
+  ) {
+    const compiled = compileEventSchema({ required: ["b"], properties: { b: property } });
+    assert.equal(validateEvent({}, compiled).ok, false, JSON.stringify(property));
+    assert.equal(validateEvent({ b: "x" }, compiled).ok, true, JSON.stringify(property));
+  }
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
