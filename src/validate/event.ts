@@ -441,8 +441,11 @@ export function withRequiredProperties(
     copy.properties = properties;
   }
   if (closer !== undefined) {
-    if (copy.additionalProperties === false) restrictOwnKeys(copy, closer);
-    else closeLike(copy, closer);
+    if (copy.additionalProperties === false) {
+      // Closed itself, its own patterns still match keys the holder refuses.
+      refuseOwnPatterns(copy, closer);
+      restrictOwnKeys(copy, closer);
+    } else closeLike(copy, closer);
   }
   return copy;
 }
@@ -459,13 +462,7 @@ function closeLike(member: Record<string, unknown>, holder: Record<string, unkno
       "a $ref in an allOf, anyOf or oneOf member of an object with additionalProperties is not supported: list the properties in the object, or close the definition itself",
     );
   }
-  const ownPatterns = Object.keys((member.patternProperties as object) ?? {});
-  const holderPatterns = Object.keys((holder.patternProperties as object) ?? {});
-  if (ownPatterns.some((pattern) => !holderPatterns.includes(pattern))) {
-    refuse(
-      "patternProperties in an allOf, anyOf or oneOf member of an object with additionalProperties is not supported",
-    );
-  }
+  refuseOwnPatterns(member, holder);
   // Keys the holder knows and the member does not: the member's own bound on other keys.
   const ownAdditional = member.additionalProperties;
   const otherKey = ownAdditional === undefined || ownAdditional === true ? {} : ownAdditional;
@@ -486,6 +483,20 @@ function closeLike(member: Record<string, unknown>, holder: Record<string, unkno
       ownAdditional === undefined || ownAdditional === true
     ? holder.additionalProperties
     : { allOf: [ownAdditional, holder.additionalProperties] };
+}
+
+/**
+ * Refuses a member's `patternProperties` its closed holder does not have: the keys they match
+ * are the holder's additional ones, which zod would let through where the member allows them.
+ */
+function refuseOwnPatterns(member: Record<string, unknown>, holder: Record<string, unknown>): void {
+  const ownPatterns = Object.keys((member.patternProperties as object) ?? {});
+  const holderPatterns = Object.keys((holder.patternProperties as object) ?? {});
+  if (ownPatterns.some((pattern) => !holderPatterns.includes(pattern))) {
+    refuse(
+      "patternProperties in an allOf, anyOf or oneOf member of an object with additionalProperties is not supported",
+    );
+  }
 }
 
 /** A key only the member lists is still the holder's additional property. */

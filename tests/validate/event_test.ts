@@ -715,6 +715,24 @@ Deno.test("a required field whose anyOf or oneOf has a member taking any value i
   }
 });
 
+Deno.test("patternProperties of a closed member in a closed object are refused, as of an open one", () => {
+  // The member's own pattern let `x1` through, which the object forbids.
+  const schema = {
+    additionalProperties: false,
+    anyOf: [{ maximum: 5 }, {
+      type: "object",
+      patternProperties: { "^x": { type: "number" } },
+      additionalProperties: false,
+    }],
+  };
+  assert.throws(
+    () => compileEventSchema(schema),
+    (error) =>
+      error instanceof SchemaCompileError &&
+      error.message.includes("patternProperties in an allOf, anyOf or oneOf member"),
+  );
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
