@@ -413,6 +413,7 @@ export function withRequiredProperties(
   // The nearest closed object this member checks the same value as (see closeLike).
   const closer = parent !== undefined && isClosed(parent) ? parent : closedBy;
   const copy: Record<string, unknown> = {};
+  const combinators: string[] = [];
   for (const [key, value] of Object.entries(node)) {
     if (SCHEMA_MAPS.has(key) && typeof value === "object" && value !== null) {
       // Names to schemas: a property may itself be called "enum" or "default".
@@ -420,14 +421,22 @@ export function withRequiredProperties(
         Object.entries(value).map(([name, item]) => [name, withRequiredProperties(item)]),
       );
     } else if (COMBINATORS.has(key) && Array.isArray(value)) {
-      // A member's required names are this object's properties too (see unlistedProperty).
-      // A `true` member is `{}`, closed like the others below: as `true` zod let every key through.
-      copy[key] = value.map((item) =>
-        withRequiredProperties(item === true ? {} : item, node, isClosed(node) ? node : closer)
-      );
+      // Its place kept; written below, once this object's other keywords are.
+      combinators.push(key);
+      copy[key] = value;
     } else {
       copy[key] = DATA_KEYWORDS.has(key) ? value : withRequiredProperties(value);
     }
+  }
+  // Members are given this object as written here: what they take of it (its
+  // additionalProperties, see closeLike) has its required names listed too, as zod enforces.
+  const holder = { ...copy };
+  for (const key of combinators) {
+    // A member's required names are this object's properties too (see unlistedProperty).
+    // A `true` member is `{}`, closed like the others below: as `true` zod let every key through.
+    copy[key] = (node[key] as unknown[]).map((item) =>
+      withRequiredProperties(item === true ? {} : item, holder, isClosed(holder) ? holder : closer)
+    );
   }
   if (Array.isArray(copy.required) && copy.required.every((name) => typeof name === "string")) {
     const properties = { ...(copy.properties as Record<string, unknown> | undefined) };

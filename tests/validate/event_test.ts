@@ -733,6 +733,19 @@ Deno.test("patternProperties of a closed member in a closed object are refused, 
   );
 });
 
+Deno.test("a combinator member of an object with an additionalProperties schema checks that schema whole", () => {
+  // The member was given the schema as written, without its required names under properties,
+  // which zod alone does not enforce: `{b: …}` matched the first oneOf member there and `{a: …}`
+  // too, so both were refused (two members matched).
+  const compiled = compileEventSchema({
+    additionalProperties: { oneOf: [{ type: "object", required: ["b"] }, { minimum: 1 }] },
+    anyOf: [{ minimum: 0 }],
+  });
+  assert.equal(validateEvent({ x1: { a: 1 } }, compiled).ok, true);
+  assert.equal(validateEvent({ x1: { b: 1 } }, compiled).ok, false);
+  assert.equal(validateEvent({ x1: 2 }, compiled).ok, true);
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
