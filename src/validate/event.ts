@@ -874,11 +874,7 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   // A `$ref` whose definition has a type within this one needs no `type` beside it.
   const implied = (part: Record<string, unknown>) => {
     const target = refTarget(part);
-    return target?.type !== undefined &&
-      typesOf(target.type).every((type) =>
-        typesOf(rest.type).includes(type) ||
-        (type === "integer" && typesOf(rest.type).includes("number"))
-      );
+    return target?.type !== undefined && typeWithin(target.type, rest.type);
   };
   if (onlyType && parts.every((part) => part.$ref === undefined || implied(part))) {
     const typedParts = parts.map((part) =>
@@ -930,6 +926,13 @@ function closesObject(
   );
 }
 
+/** Whether every type of `inner` is one of `outer` (`integer` within `number`). */
+function typeWithin(inner: unknown, outer: unknown): boolean {
+  return typesOf(inner).every((type) =>
+    typesOf(outer).includes(type) || (type === "integer" && typesOf(outer).includes("number"))
+  );
+}
+
 /** The types of a `type` value, `integer` within `number`. */
 function typesOf(type: unknown): string[] {
   return Array.isArray(type) ? type : [type as string];
@@ -943,6 +946,18 @@ function withType(part: unknown, type: unknown): Record<string, unknown> {
   for (const key of ["anyOf", "oneOf"]) {
     if (Array.isArray(node[key])) {
       return { ...node, [key]: (node[key] as unknown[]).map((member) => withType(member, type)) };
+    }
+  }
+  // A lone `$ref` to a closed definition: beside an open `{type}` (an object zod reads as knowing
+  // every key) it would let through the keys it refuses. Typed within `type`, it needs none;
+  // else the type's part is closed alike.
+  if (node.$ref !== undefined && Object.keys(node).length === 1) {
+    const target = refTarget(node);
+    if (target?.type !== undefined && typeWithin(target.type, type)) return node;
+    if (target?.additionalProperties === false) {
+      const typePart: Record<string, unknown> = { type };
+      closeLike(typePart, target);
+      return { allOf: [typePart, node] };
     }
   }
   // zod reads a `type` beside these as if it were not there.

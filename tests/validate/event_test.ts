@@ -746,6 +746,36 @@ Deno.test("a combinator member of an object with an additionalProperties schema 
   assert.equal(validateEvent({ x1: 2 }, compiled).ok, true);
 });
 
+Deno.test("an anyOf of $refs to closed definitions refuses the keys they do not list", () => {
+  // A union of event kinds: each member was intersected with an open `{type: "object"}` (the
+  // event's type pushed into the members), and zod let through every key that one allowed.
+  const click = {
+    type: "object",
+    properties: { kind: { const: "click" }, x: { type: "number" } },
+    required: ["kind"],
+    additionalProperties: false,
+  };
+  const view = {
+    properties: { kind: { const: "view" }, page: { type: "string" } },
+    required: ["kind"],
+    additionalProperties: false,
+  };
+  const events = compileEventSchema({
+    anyOf: [{ $ref: "#/$defs/click" }, { $ref: "#/$defs/view" }],
+    $defs: { click, view },
+  });
+  assert.equal(validateEvent({ kind: "click", x: 1 }, events).ok, true);
+  assert.equal(validateEvent({ kind: "view", page: "p" }, events).ok, true);
+  assert.equal(validateEvent({ kind: "click", x: 1, extra: true }, events).ok, false);
+  assert.equal(validateEvent({ kind: "view", page: "p", x: 1 }, events).ok, false);
+  const nested = compileEventSchema({
+    properties: { p: { type: "object", anyOf: [{ $ref: "#/$defs/click" }] } },
+    $defs: { click },
+  });
+  assert.equal(validateEvent({ p: { kind: "click" } }, nested).ok, true);
+  assert.equal(validateEvent({ p: { kind: "click", extra: 1 } }, nested).ok, false);
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
