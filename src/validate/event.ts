@@ -880,7 +880,9 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
     const typedParts = parts.map((part) =>
       part.$ref === undefined ? withType(part, rest.type) : part
     );
-    return typedParts.length === 1 ? { ...kept, ...typedParts[0] } : { ...kept, allOf: typedParts };
+    return typedParts.length === 1
+      ? { ...kept, ...typedParts[0] }
+      : { ...kept, allOf: typedParts.map(keepingKeyChecks) };
   }
   const restChecks = Object.keys(rest).length > 0;
   // A closed member beside an open object, or beside a closed one whose properties it does not
@@ -896,7 +898,33 @@ function splitChecks(node: Record<string, unknown>, typed: boolean): Record<stri
   if (parts.length === 1 && !restChecks) {
     return { ...kept, ...((parts[0] as unknown) === false ? { not: {} } : parts[0]) };
   }
-  return { ...kept, allOf: restChecks ? [rest, ...parts] : parts };
+  return { ...kept, allOf: (restChecks ? [rest, ...parts] : parts).map(keepingKeyChecks) };
+}
+
+/**
+ * An `allOf` part whose `propertyNames` zod keeps: it reports a key one side of an intersection
+ * refuses only when the other side refuses it too, so a key name the part refuses passed beside
+ * any part that takes it. In a union of two (the other `false`, which takes nothing), the part's
+ * refusal is the union's, which the intersection keeps. (A union of one is the part itself.)
+ */
+function keepingKeyChecks(part: unknown): unknown {
+  return checksKeyNames(part) ? { anyOf: [part, false] } : part;
+}
+
+/** Whether a schema, a definition it refers to or a member of its combinators has `propertyNames`. */
+function checksKeyNames(part: unknown, seen = new Set<unknown>()): boolean {
+  if (typeof part !== "object" || part === null) return false;
+  const node = part as Record<string, unknown>;
+  if (node.propertyNames !== undefined && node.propertyNames !== true) return true;
+  const target = refTarget(node);
+  if (target && !seen.has(target)) {
+    seen.add(target);
+    if (checksKeyNames(target, seen)) return true;
+  }
+  return [...COMBINATORS].some((key) =>
+    Array.isArray(node[key]) &&
+    (node[key] as unknown[]).some((member) => checksKeyNames(member, seen))
+  );
 }
 
 /**

@@ -776,6 +776,30 @@ Deno.test("an anyOf of $refs to closed definitions refuses the keys they do not 
   assert.equal(validateEvent({ p: { kind: "click", extra: 1 } }, nested).ok, false);
 });
 
+Deno.test("propertyNames holds beside other checks of the object, also from a member or a $ref", () => {
+  // zod reports a key refused by one side of an intersection only when the other refuses it too:
+  // propertyNames beside an anyOf, or in an allOf member, let every key through.
+  const names = { pattern: "^[ab]" };
+  for (
+    const schema of [
+      { propertyNames: names, anyOf: [{ minimum: 1 }] },
+      { allOf: [{ propertyNames: names }, { required: ["a"] }] },
+      { allOf: [{ oneOf: [{ type: "object", propertyNames: names }] }, { maxProperties: 3 }] },
+      {
+        allOf: [{ $ref: "#/$defs/names" }, { required: ["a"] }],
+        $defs: { names: { propertyNames: names } },
+      },
+    ]
+  ) {
+    const compiled = compileEventSchema(schema);
+    assert.equal(validateEvent({ a: 1, b: 2 }, compiled).ok, true, JSON.stringify(schema));
+    assert.deepEqual(validateEvent({ a: 1, x1: 2 }, compiled), {
+      ok: false,
+      errors: [{ path: "x1", message: "Invalid key in record" }],
+    }, JSON.stringify(schema));
+  }
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
