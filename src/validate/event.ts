@@ -424,6 +424,9 @@ export function withRequiredProperties(
       // Its place kept; written below, once this object's other keywords are.
       combinators.push(key);
       copy[key] = value;
+    } else if (key === "additionalProperties" && matchesNothing(value)) {
+      // `{"not": {}}` is `false`: read as such where closed objects are told apart (isClosed).
+      copy[key] = false;
     } else {
       copy[key] = DATA_KEYWORDS.has(key) ? value : withRequiredProperties(value);
     }
@@ -506,6 +509,16 @@ function refuseOwnPatterns(member: Record<string, unknown>, holder: Record<strin
       "patternProperties in an allOf, anyOf or oneOf member of an object with additionalProperties is not supported",
     );
   }
+}
+
+/** Whether a schema is `{"not": {}}` (or `{"not": true}`), which no value matches. */
+function matchesNothing(schema: unknown): boolean {
+  if (typeof schema !== "object" || schema === null || Array.isArray(schema)) return false;
+  const { not, ...others } = schema as Record<string, unknown>;
+  if (Object.keys(others).length > 0) return false;
+  return not === true ||
+    (typeof not === "object" && not !== null && !Array.isArray(not) &&
+      Object.keys(not).length === 0);
 }
 
 /** A key only the member lists is still the holder's additional property. */

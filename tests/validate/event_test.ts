@@ -800,6 +800,19 @@ Deno.test("propertyNames holds beside other checks of the object, also from a me
   }
 });
 
+Deno.test("additionalProperties {not: {}} closes an object as false does, in combinators too", () => {
+  const closed = { properties: { a: {} }, additionalProperties: { not: {} } };
+  assert.throws(
+    () => compileEventSchema({ allOf: [closed, { required: ["a"] }] }),
+    (error) =>
+      error instanceof SchemaCompileError &&
+      error.message.includes("additionalProperties: false in an allOf, anyOf or oneOf member"),
+  );
+  const compiled = compileEventSchema({ ...closed, anyOf: [{ required: ["a"] }] });
+  assert.equal(validateEvent({ a: 1 }, compiled).ok, true);
+  assert.equal(validateEvent({ a: 1, z: 1 }, compiled).ok, false);
+});
+
 Deno.test("a true member of a combinator in a closed object refuses the keys the object does", () => {
   // `true` is `{}`: the object's other keys stay refused (zod's intersection with its `any` let
   // them through).
