@@ -105,12 +105,16 @@ function markStale(stale) {
 }
 
 /**
- * What the panels are built from: the streams' names and counters, by name (instances behind one
- * address may list the same streams in another order).
+ * What the panels are built from: the streams' names, descriptions (in the cards' headers) and
+ * counters, by name (instances behind one address may list the same streams in another order).
  */
 function layoutOf(streams) {
   return JSON.stringify(
-    streams.map((stream) => [stream.name, stream.definition?.counters ?? {}])
+    streams.map((stream) => [
+      stream.name,
+      stream.description ?? null,
+      stream.definition?.counters ?? {},
+    ])
       .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
   );
 }

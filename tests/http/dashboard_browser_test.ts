@@ -1971,3 +1971,36 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "a stream redefined with only a new description shows that description at the next read",
+  async (browser) => {
+    const server = await startServer({ config: { streams: {} }, registry: true });
+    const put = async (description: string) => {
+      const res = await fetch(`${server.base}/v1/streams/notes`, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({
+          description,
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        }),
+      });
+      assert.ok(res.ok, await res.text());
+    };
+    try {
+      await put("Notes, first draft");
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, '[data-stream="notes"] header', /Notes, first draft/);
+      await put("Notes as published");
+      // Before, the cards were rebuilt only when a stream's counters changed: the old description
+      // stayed on the page until it was loaded again.
+      await textMatching(page, '[data-stream="notes"] header', /Notes as published/);
+      assert.deepEqual(log.errors, []);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
