@@ -70,12 +70,13 @@ async function showStoreStatus() {
       : `store: ${ready.store} · ${ready.status}: ${ready.error ?? ""}`;
     badge.classList.toggle("ok", ready.status === "ready");
     badge.classList.toggle("bad", ready.status !== "ready");
-    markStale(ready.status !== "ready");
+    markStale(ready.status !== "ready" ? "The store is unavailable" : null);
   } catch (error) {
     badge.textContent = `store: unknown (${error.message})`;
     badge.classList.remove("ok");
     badge.classList.add("bad");
-    markStale(true);
+    // No answer at all (the server stopped, the network): the store may well be up.
+    markStale("The server cannot be reached");
   }
 }
 
@@ -83,14 +84,14 @@ async function showStoreStatus() {
 let staleSince = null;
 
 /**
- * While the store is down the values on the page are the last ones read, not current: they are
- * dimmed (the `stale` class on the dashboard) and a line says since when, rather than kept as if
- * fresh.
+ * While the store is down, or the server cannot be reached, the values on the page are the last
+ * ones read, not current: they are dimmed (the `stale` class on the dashboard) and a line says
+ * why (`reason`) and since when, rather than kept as if fresh. A null `reason`: they are fresh.
  */
-function markStale(stale) {
+function markStale(reason) {
   const dashboard = byId("dashboard");
   const note = byId("stale-note");
-  if (!stale) {
+  if (reason === null) {
     staleSince = null;
     dashboard.classList.remove("stale");
     note.hidden = true;
@@ -98,7 +99,7 @@ function markStale(stale) {
   }
   staleSince ??= Date.now();
   dashboard.classList.add("stale");
-  note.textContent = `The store is unavailable: values shown are the last read before ${
+  note.textContent = `${reason}: values shown are the last read before ${
     clockTime(new Date(staleSince).toISOString())
   } and may be stale.`;
   note.hidden = false;

@@ -2004,3 +2004,29 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "while the server cannot be reached the values are dimmed and the page says so, not that the store is down",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      await server.send([{ country: "DE", amount: 1 }, { country: "DE", amount: 2 }]);
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, CURRENT, /DE\s*2/);
+      // The server stopped (a restart, a network cut): no request reaches it.
+      await page.route(`${server.base}/**`, (route) => route.abort("connectionrefused"));
+      const note = await textMatching(page, "#stale-note", /may be stale/);
+      // Before, the note blamed the store: "The store is unavailable: …", though the store may be
+      // well and only the server out of reach.
+      assert.match(note, /^The server cannot be reached: values shown are the last read before/);
+      await textMatching(page, CURRENT, /DE\s*2/);
+      await page.unroute(`${server.base}/**`);
+      await page.locator("#stale-note").waitFor({ state: "hidden", timeout: 15_000 });
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
