@@ -319,6 +319,18 @@ async function start() {
       }
       byId("page-status").textContent = "";
     } catch (error) {
+      if (error instanceof ApiError && error.status === 401) {
+        // The key was refused since it was given (revoked, expired, or forgotten by a restarted
+        // memory store): ask for another rather than read with it for good. Reads go on without
+        // one, each refused in the page ("no_key", no request), until a key reloads the page.
+        if (error.code !== "no_key") {
+          forgetKey();
+          byId("forget-key").hidden = true;
+          byId("page-status").textContent = "";
+          showKeyForm(`Key refused: ${error.message}`);
+        }
+        return;
+      }
       byId("page-status").textContent = `Cannot read stream stats: ${error.message}`;
     }
   }
@@ -333,7 +345,10 @@ byId("key-form").addEventListener("submit", (event) => {
   input.value = "";
   if (!key) return;
   rememberKey(key);
-  start();
+  // A key asked for again once the dashboard ran (the last was refused): the panels, polls and
+  // subscriptions start afresh with it.
+  if (started) location.reload();
+  else start();
 });
 byId("forget-key").addEventListener("click", () => {
   forgetKey();

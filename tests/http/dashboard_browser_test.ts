@@ -2030,3 +2030,43 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "a key revoked while the page is open is asked for again, and a new key shows the dashboard",
+  async (browser) => {
+    const server = await startServer({ auth: true });
+    const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
+    try {
+      const created = await fetch(`${server.base}/v1/keys`, {
+        method: "POST",
+        headers: admin,
+        body: JSON.stringify({ scopes: ["read"] }),
+      });
+      assert.equal(created.status, 201);
+      const { id, key } = await created.json();
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      const input = page.locator('input[name="key"]');
+      await input.fill(key);
+      await input.press("Enter");
+      await page.locator('[data-live="orders"].ok').waitFor();
+      const revoked = await fetch(`${server.base}/v1/keys/${id}`, {
+        method: "DELETE",
+        headers: admin,
+      });
+      assert.equal(revoked.status, 204);
+      // Before, the page kept its last values, undimmed, and read with the refused key every 2 s
+      // for good, the form gone: only a reload could take another key.
+      await input.waitFor({ state: "visible" });
+      assert.match(await page.locator("#key-message").textContent() ?? "", /^Key refused: /);
+      assert.equal(await page.evaluate(`sessionStorage.length`), 0);
+      await input.fill(KEYS.read);
+      await input.press("Enter");
+      await page.locator('[data-live="orders"].ok').waitFor();
+      assert.equal(await input.isVisible(), false);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
