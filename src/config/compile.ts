@@ -133,11 +133,11 @@ function issueMessage(issue: z.core.$ZodIssue, raw: unknown, at: readonly Proper
 }
 
 /**
- * Paths of `__proto__` keys in the raw config. JSON.parse makes them own keys,
- * and zod drops them from records without an issue, so a stream, counter or
- * `set` field named `__proto__` would vanish silently.
+ * Paths of `__proto__` keys in a parsed JSON value (the raw config, an API body). JSON.parse
+ * makes them own keys, and zod drops them from records without an issue, so a stream, counter
+ * or `set` field (a webhook's header) named `__proto__` would vanish silently.
  */
-function protoKeyPaths(raw: unknown): string[] {
+export function protoKeyPaths(raw: unknown): string[] {
   // Each node's path as a link to its parent's, spelled out only for a `__proto__` key found: a
   // copy per node would make a definition nested n deep cost n² (seconds for a 64 KB body).
   type Link = { step: PropertyKey; parent: Link | null } | null;

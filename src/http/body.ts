@@ -5,6 +5,7 @@
  * @module
  */
 import type { Context, MiddlewareHandler } from "hono";
+import { duplicateKeyProblem, protoKeyPaths } from "../config/mod.ts";
 import type { BodyItem } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { routeServes } from "./_served.ts";
@@ -661,6 +662,13 @@ export function jsonBody(
     // a stream's PUT answer them (`empty_body`; `invalid_json` with the parser's reason), not
     // with Hono's bare "Malformed JSON"; an empty one where none is taken is read as `{}`.
     const value = parseJsonBody(text, options.optional === true);
+    // What the route's schema would drop without a word: a key given twice (JSON keeps the last)
+    // and a `__proto__` key (zod leaves it out of a record), as a stream's definition refuses them.
+    const problem = duplicateKeyProblem(text) ??
+      protoKeyPaths(value).map((path) => `${path}: key '__proto__' is not taken`)[0];
+    if (problem !== undefined) {
+      throw new BodyError("invalid_body", `Invalid request body: ${quoteInput(problem)}`);
+    }
     // Hono's request reads its body once and keeps the promise of it (its type says the value):
     // the schema check's `c.req.json()` parses this text, not the raw bytes (which are spent). The
     // text as sent, not JSON.stringify(value): that writes a 1e400 (Infinity) as null, which the

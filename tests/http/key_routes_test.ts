@@ -580,3 +580,50 @@ Deno.test("POST /v1/keys past EDGESTREAM_KEYS_MAX answers 409 too_many_keys and 
   assert.equal(deleted.status, 204);
   assert.equal((await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }))).status, 201);
 });
+
+Deno.test("keys and webhooks refuse a body that gives a key twice or a __proto__ key (400 invalid_body naming it), which their schema would drop without a word, and create nothing", async () => {
+  const { app, keyStore } = await keyedApp();
+  const hooks = await setup({ auth: true });
+  try {
+    const cases = [
+      [app, "/v1/keys", KEYS.admin, '{"scopes": ["read"], "scopes": ["admin"]}', /scopes/],
+      [
+        hooks.app,
+        "/v1/webhooks",
+        ADMIN_KEY,
+        '{"url": "http://127.0.0.1:9/a", "url": "http://127.0.0.1:9/b"}',
+        /url/,
+      ],
+      [
+        hooks.app,
+        "/v1/webhooks",
+        ADMIN_KEY,
+        '{"url": "http://127.0.0.1:9/a", "headers": {"__proto__": "x", "X-Team": "a"}}',
+        /headers\.__proto__: key '__proto__' is not taken/,
+      ],
+      [
+        hooks.app,
+        "/v1/webhooks/ep_x",
+        ADMIN_KEY,
+        '{"disabled": true, "disabled": false}',
+        /disabled/,
+      ],
+      [hooks.app, "/v1/webhooks/ep_x/replay", ADMIN_KEY, '{"since": 1, "since": 2}', /since/],
+    ] as const;
+    for (const [server, path, key, body, named] of cases) {
+      const res = await server.request(path, {
+        method: path === "/v1/webhooks/ep_x" ? "PATCH" : "POST",
+        headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+        body,
+      });
+      assert.equal(res.status, 400, body);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_body", body);
+      assert.match(error.message, named, body);
+    }
+    assert.deepEqual(await keyStore.listKeys(), []);
+    assert.deepEqual(await hooks.deliveries.listEndpoints(), []);
+  } finally {
+    await hooks.close();
+  }
+});
