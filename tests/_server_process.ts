@@ -45,6 +45,12 @@ export interface ServerProcessOptions {
    * @default {the test process's own}
    */
   openFileLimit?: number;
+  /**
+   * The `deno` arguments in place of `run --cached-only <start flags> <entry>`: another way
+   * users run it, such as `deno task dev`'s watcher (`devArgs()` of tools/dev.ts).
+   * @default {as `deno task start` runs it}
+   */
+  denoArgs?: readonly string[];
 }
 
 /** A running `src/main.ts`. */
@@ -84,7 +90,10 @@ export async function startServerProcess(
   const entry = options.entry ?? "src/main.ts";
   Object.assign(env, { NO_COLOR: "1", PORT: "0", HOST: "127.0.0.1" }, vars);
   if (entry !== "src/main.ts") env.DENO_SERVE_ADDRESS = "tcp:127.0.0.1:0";
-  const run = [Deno.execPath(), "run", "--cached-only", ...START_FLAGS, entry];
+  const run = [
+    Deno.execPath(),
+    ...options.denoArgs ?? ["run", "--cached-only", ...START_FLAGS, entry],
+  ];
   const limit = options.openFileLimit;
   const [command, ...args] = limit === undefined
     ? run
@@ -154,6 +163,34 @@ export async function startServerProcess(
       clearTimeout(timer);
       if (!stopped) signal("SIGKILL");
       return await status;
+    },
+  };
+}
+
+/** A listener that takes connections and never answers them, for a store that hangs. */
+export interface SilentListener {
+  /** `http://127.0.0.1:<port>`. */
+  url: string;
+  /** Closes the listener and the connections it took. */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on 127.0.0.1 and holds every connection unanswered: a "Redis" REST endpoint that is
+ * reachable and never replies, so each call waits for the store's deadline.
+ */
+export function silentListener(): SilentListener {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })().catch(() => {});
+  return {
+    url: `http://127.0.0.1:${listener.addr.port}`,
+    async close() {
+      listener.close();
+      for (const conn of held) conn.close();
+      await accepting;
     },
   };
 }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { configFromEnv } from "../src/env.ts";
 import { buildApp, serve } from "../src/main.ts";
-import { START_FLAGS, startServerProcess } from "./_server_process.ts";
+import { silentListener, START_FLAGS, startServerProcess } from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -362,15 +362,11 @@ Deno.test("main.ts on the memory store forgets at a restart what was made at run
 Deno.test("src/main.ts stops within EDGESTREAM_SHUTDOWN on SIGTERM right after it listens, while the store is still slow to record the config streams", async () => {
   // A "Redis" that takes connections and never answers: recording the config streams, after
   // "listening on", waits for the store's deadline (5 s).
-  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    for await (const conn of silent) held.push(conn);
-  })().catch(() => {});
+  const silent = silentListener();
   try {
     const server = await startServerProcess("slow-store", {
       EDGESTREAM_KEYS: "admin:0123456789abcdef0123",
-      UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${silent.addr.port}`,
+      UPSTASH_REDIS_REST_URL: silent.url,
       UPSTASH_REDIS_REST_TOKEN: "silent-token-0123456789",
       EDGESTREAM_SHUTDOWN: "500ms",
     });
@@ -381,8 +377,6 @@ Deno.test("src/main.ts stops within EDGESTREAM_SHUTDOWN on SIGTERM right after i
     assert.equal(status.code, 0, server.output());
     assert.ok(elapsedMs < 2_000, `stopped after ${Math.round(elapsedMs)} ms:\n${server.output()}`);
   } finally {
-    silent.close();
-    for (const conn of held) conn.close();
-    await accepting;
+    await silent.close();
   }
 });

@@ -9,6 +9,7 @@ import { type RedisFixture, redisTest } from "../_redis.ts";
 import { configFromEnv } from "../../src/env.ts";
 import { createApp } from "../../src/app.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
+import { silentListener } from "../_server_process.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 const harness = new URL("./_deploy_harness.ts", import.meta.url).pathname;
@@ -323,16 +324,12 @@ Deno.test("deploy/main.ts run locally on a HOST it cannot listen on says so in o
 Deno.test("deploy/main.ts stops well on SIGINT right after it listens, while the store is still slow to answer", async () => {
   // A "Redis" that takes connections and never answers: recording the config streams, after
   // "listening on", waits for the store's deadline (5 s). Deploy may stop the isolate meanwhile.
-  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    for await (const conn of silent) held.push(conn);
-  })().catch(() => {});
+  const silent = silentListener();
   try {
     const run = runDeploy({
       DENO_TIMELINE: "preview/abc123",
       EDGESTREAM_KEYS: `admin:${KEY}`,
-      UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${silent.addr.port}`,
+      UPSTASH_REDIS_REST_URL: silent.url,
       UPSTASH_REDIS_REST_TOKEN: "silent-token-0123456789",
     });
     await run.seen(/listening on http:/);
@@ -341,9 +338,7 @@ Deno.test("deploy/main.ts stops well on SIGINT right after it listens, while the
     assert.match(output, /SIGINT: stopping, within 4000 ms/, output);
     assert.equal(code, 0, output);
   } finally {
-    silent.close();
-    for (const conn of held) conn.close();
-    await accepting;
+    await silent.close();
   }
 });
 

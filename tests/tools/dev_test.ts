@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { devArgs } from "../../tools/dev.ts";
+import { startServerProcess } from "../_server_process.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -79,55 +80,21 @@ Deno.test("Ctrl-C under deno task dev stops the server well: the SIGTERM (and at
   const config = `${dir}/config.json`;
   const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
   await Deno.writeTextFile(config, JSON.stringify({ streams: { one: { counters } } }));
-  const env: Record<string, string> = {
-    ...Deno.env.toObject(),
-    EDGESTREAM_CONFIG: config,
-    PORT: "0",
-    NO_COLOR: "1",
-  };
-  delete env.EDGESTREAM_KEYS;
-  delete env.UPSTASH_REDIS_REST_URL;
-  delete env.UPSTASH_REDIS_REST_TOKEN;
   // The watcher process `deno task dev` runs; a terminal's Ctrl-C sends it SIGINT.
-  const child = new Deno.Command(Deno.execPath(), {
-    args: devArgs(config),
-    cwd: root,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let printed = "";
-  const listening = Promise.withResolvers<void>();
-  const drain = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-      printed += text;
-      if (/listening on http:\/\//.test(printed)) listening.resolve();
-    }
-  };
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  const server = await startServerProcess("dev", { EDGESTREAM_CONFIG: config }, {
+    denoArgs: devArgs(config),
+  });
   try {
-    const timer = setTimeout(
-      () => listening.reject(new Error(`not listening:\n${printed}`)),
-      30_000,
-    );
-    await listening.promise.finally(() => clearTimeout(timer));
-    child.kill("SIGINT");
-    const status = await child.status;
-    await drained;
+    server.signal("SIGINT");
+    const status = await server.status;
+    const printed = server.output();
     assert.match(printed, /SIGINT: stopping/);
     assert.match(printed, /within 250 ms of the first signal: the same stop/);
     assert.match(printed, /stopped in \d+ ms/);
     assert.doesNotMatch(printed, /again: exiting now/);
     assert.equal(status.code, 0, printed);
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // exited
-    }
-    await child.status;
+    await server.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });
