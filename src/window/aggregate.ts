@@ -98,7 +98,35 @@ function quantileValue(
  */
 export function distinctKey(value: unknown): string {
   if (typeof value === "string" && value.charCodeAt(0) !== 0 && value.isWellFormed()) return value;
-  return `\u0000${JSON.stringify(value)}`;
+  return `\u0000${canonicalJson(value)}`;
+}
+
+/**
+ * JSON text of a value with every object's keys in one order (UTF-16 code unit order, as
+ * `Array.prototype.sort` gives), so two objects that differ only in the order their keys were
+ * written give one text: JSON objects are unordered, and a producer's serializer picks the order.
+ * Anything that is not an object or holds none is its `JSON.stringify` text (`undefined`: `null`).
+ */
+export function canonicalJson(value: unknown): string {
+  if (typeof value !== "object" || value === null) return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) {
+    let text = "[";
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) text += ",";
+      const item = value[i];
+      text += item === undefined ? "null" : canonicalJson(item);
+    }
+    return `${text}]`;
+  }
+  const record = value as Record<string, unknown>;
+  let text = "{";
+  for (const key of Object.keys(record).sort()) {
+    const item = record[key];
+    if (item === undefined) continue;
+    if (text.length > 1) text += ",";
+    text += `${JSON.stringify(key)}:${canonicalJson(item)}`;
+  }
+  return `${text}}`;
 }
 
 /** Strings JSON writes as they are, between quotes. */

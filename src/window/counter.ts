@@ -8,7 +8,7 @@ import type { BatchUpdates, CellUpdate, CounterMeta } from "../store/types.ts";
 import { OTHER_GROUP } from "../store/types.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { describe } from "../validate/mod.ts";
-import { distinctKey, PLAIN_STRING } from "./aggregate.ts";
+import { canonicalJson, distinctKey, PLAIN_STRING } from "./aggregate.ts";
 import { alignDown } from "./assign.ts";
 import { readField } from "./fields.ts";
 import type { AggregateSpec, WindowSpec } from "./spec.ts";
@@ -62,7 +62,9 @@ const singleKeys = new Map<string, string>();
 const MAX_CACHED_KEYS = 10_000;
 
 /**
- * Group key of a list of group values: their JSON text; {@linkcode OTHER_GROUP} when every value
+ * Group key of a list of group values: their JSON text, every object's keys in one order
+ * ({@linkcode canonicalJson}), so objects that differ only in key order are one group;
+ * {@linkcode OTHER_GROUP} when every value
  * is the text `__other__`, so such an event counts into the overflow group, which reads the same,
  * instead of into a second row no reader could tell from it.
  */
@@ -71,7 +73,7 @@ export function groupKey(values: unknown[]): string {
     return values[0] === OTHER_GROUP ? OTHER_GROUP : singleGroupKey(values[0]);
   }
   if (values.length === 0) return "[]";
-  return values.every((value) => value === OTHER_GROUP) ? OTHER_GROUP : JSON.stringify(values);
+  return values.every((value) => value === OTHER_GROUP) ? OTHER_GROUP : canonicalJson(values);
 }
 
 /**
@@ -102,7 +104,7 @@ function singleGroupKey(value: unknown): string {
   if (value === true) return "[true]";
   if (value === false) return "[false]";
   if (value === null) return "[null]";
-  return JSON.stringify([value]);
+  return `[${canonicalJson(value)}]`;
 }
 
 /** The group key of an event for `groupBy` (missing fields group as null; see {@linkcode groupKey}). */

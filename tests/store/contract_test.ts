@@ -197,6 +197,26 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(values("distinct"), [[m1, {}, 2], [m0, {}, 2]]);
   },
 
+  async "object values differing only in key order are one group and one distinct value"(store) {
+    await ingestItems(
+      stream,
+      items([
+        { id: "1", t: T0 + 1_000, g: { os: "ios", v: [1, { a: 1, b: 2 }] }, u: { k: 1, j: 2 } },
+        { id: "2", t: T0 + 2_000, g: { v: [1, { b: 2, a: 1 }], os: "ios" }, u: { j: 2, k: 1 } },
+        { id: "3", t: T0 + 3_000, g: { os: "ios", v: [{ a: 1, b: 2 }, 1] }, u: { k: 2, j: 1 } },
+      ]),
+      { store: store, nowMs: T0 + 70_000 },
+    );
+    const rows = await allWindows(store, T0 + 70_000);
+    const m0 = new Date(T0).toISOString();
+    // Array order still counts: the third event is a group (and a value) of its own.
+    assert.deepEqual(rows.count.map((row) => [row.start, row.group, row.value]), [
+      [m0, { g: { os: "ios", v: [1, { a: 1, b: 2 }] } }, 2],
+      [m0, { g: { os: "ios", v: [{ a: 1, b: 2 }, 1] } }, 1],
+    ]);
+    assert.deepEqual(rows.distinct.map((row) => row.value), [2]);
+  },
+
   async "groups beyond maxGroups count into __other__ with an overflow stat"(store) {
     await ingestItems(
       stream,

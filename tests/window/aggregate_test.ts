@@ -4,6 +4,7 @@ import {
   addValue,
   type AggregateState,
   aggregateValue,
+  canonicalJson,
   distinctKey,
   emptyState,
   mergeState,
@@ -128,4 +129,38 @@ Deno.test("distinctKey() gives two values the same key exactly when their JSON i
     }),
     { numRuns: 5000 },
   );
+});
+
+/** The same JSON value with every object's keys in reverse order. */
+function reversedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(reversedKeys);
+  if (typeof value !== "object" || value === null) return value;
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(value).reverse()) {
+    Object.defineProperty(out, key, {
+      value: reversedKeys((value as Record<string, unknown>)[key]),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return out;
+}
+
+Deno.test("canonicalJson() is JSON text of the same value, one text whatever order keys come in", () => {
+  fc.assert(
+    fc.property(fc.jsonValue(), (value) => {
+      const text = canonicalJson(value);
+      assert.deepEqual(JSON.parse(text), JSON.parse(JSON.stringify(value)));
+      assert.equal(canonicalJson(reversedKeys(value)), text);
+    }),
+    { numRuns: 2000 },
+  );
+  assert.equal(
+    canonicalJson({ b: 1, a: [{ d: null, c: "x" }] }),
+    '{"a":[{"c":"x","d":null}],"b":1}',
+  );
+  assert.equal(canonicalJson(JSON.parse('{"__proto__": 1, "a": 2}')), '{"__proto__":1,"a":2}');
+  assert.notEqual(canonicalJson([1, 2]), canonicalJson([2, 1]));
+  assert.equal(distinctKey({ a: 1, b: 2 }), distinctKey({ b: 2, a: 1 }));
 });
