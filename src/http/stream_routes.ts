@@ -660,6 +660,14 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
         `Query parameter 'q' must list numbers from 0 to 1, got '${quoteInput(part)}'`,
       );
     }
+    // `1e-400` reads as 0: it would be answered as p0, which it did not ask for.
+    if (q === 0 && /[1-9]/.test(part.replace(/e.*$/i, ""))) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter 'q' lists '${quoteInput(part)}', too small to tell from 0 (ask for 0)`,
+      );
+    }
     // Two that name one value field (`0.5,0.50`) would be one field in the reply.
     const name = quantileName(q);
     if (named.has(name)) {

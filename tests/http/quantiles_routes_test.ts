@@ -93,7 +93,7 @@ Deno.test("?q= picks the quantiles a read reports, on the list and on /current",
   }
 });
 
-Deno.test("?q= with a value outside [0, 1], not a decimal number, named twice, or on another counter is a 400 naming it", async () => {
+Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to tell from 0, named twice, or on another counter is a 400 naming it", async () => {
   const { app } = await testApp({ config: CONFIG });
   await postEvents(app, requests(), { stream: "api" });
   const cases = [["1.5", "1.5"], ["0.5,x", "x"], ["0.5,", ""], ["-0.1", "-0.1"], ["0x1", "0x1"]];
@@ -107,7 +107,16 @@ Deno.test("?q= with a value outside [0, 1], not a decimal number, named twice, o
       `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'`,
     );
   }
-  for (const q of ["0.5", ".5", "1", "1e-3", " 0.25"]) {
+  for (const q of ["1e-400", "0.5,.1e-330"]) {
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
+    assert.equal(res.status, 400, q);
+    const bad = q.split(",").at(-1);
+    assert.equal(
+      (await res.json()).error.message,
+      `Query parameter 'q' lists '${bad}', too small to tell from 0 (ask for 0)`,
+    );
+  }
+  for (const q of ["0.5", ".5", "1", "1e-3", " 0.25", "0e-400", "0.000", "5e-324"]) {
     const res = await app.request(`/v1/streams/api/counters/latency?q=${encodeURIComponent(q)}`);
     assert.equal(res.status, 200, q);
   }
