@@ -58,21 +58,24 @@ Deno.test("POST events counts a batch and reports duplicates, filtered and rejec
   assert.deepEqual((await windows(app, "sum_1m")).map((row) => row.value), [10, 2.5]);
 });
 
-Deno.test("POST events accepts NDJSON and rejects only the bad line", async () => {
+Deno.test("POST events accepts NDJSON and rejects only the bad line; index counts events, not blank lines", async () => {
   const { app } = await testApp();
   const body = [
     JSON.stringify({ id: "a", ts: at(1), country: "DE" }),
+    "",
     "{not json",
+    "  ",
     JSON.stringify({ id: "b", ts: at(2), country: "DE" }),
+    JSON.stringify({ ts: at(2), country: "DE" }),
     "",
   ].join("\n");
   const res = await postEvents(app, body, { raw: true, contentType: "application/x-ndjson" });
   assert.equal(res.status, 202);
   const reply = await res.json();
   assert.equal(reply.accepted, 2);
-  assert.equal(reply.rejected.length, 1);
-  assert.equal(reply.rejected[0].index, 1);
-  assert.match(reply.rejected[0].errors[0].message, /Line 2 is not valid JSON/);
+  assert.deepEqual(reply.rejected.map((item: { index: number }) => item.index), [1, 3]);
+  assert.match(reply.rejected[0].errors[0].message, /^Line 3 is not valid JSON/);
+  assert.equal(reply.rejected[1].errors[0].path, "id");
   assert.equal((await windows(app, "count_1m"))[0].value, 2);
 });
 
