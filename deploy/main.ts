@@ -41,13 +41,6 @@ async function setUp() {
   const config = await configFromEnvOrFail();
   configureLogging({ level: config.logLevel, secrets: config.secrets });
   const { streams, store, webhooks } = config;
-  logNotices(config.notices);
-  logStoreWarnings(config);
-  if (store.kind === "memory") {
-    logger.warn(
-      "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
-    );
-  }
   const built = await buildApp(config);
   // The webhook backlog is shared: the isolate that ran the last cron sweep
   // reports it (until its lease ends: over two minutes, two cron runs).
@@ -60,6 +53,15 @@ async function setUp() {
     backlog,
     shutdownMs: config.shutdownMs,
     hostname: config.hostname,
+    logNotices() {
+      logNotices(config.notices);
+      logStoreWarnings(config);
+      if (store.kind === "memory") {
+        logger.warn(
+          "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
+        );
+      }
+    },
   };
 }
 
@@ -98,7 +100,8 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { built, shutdownMs, hostname, streams: registry } = await ready();
+const { built, shutdownMs, hostname, streams: registry, logNotices: logStartupNotices } =
+  await ready();
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one. The
 // host is `configFromEnv`'s: loopback only in open mode (which answers only loopback Host names
 // anyway), else HOST or every interface.
@@ -129,3 +132,6 @@ exitOnStopSignal(() => {
 await registerStreams({ streams: registry });
 // Stopped while they were recorded: the poll they started just now stops too.
 if (stopping) registry.stop();
+// Once up, as src/main.ts: a mistake above stays the one line it prints, and the notices (some
+// are warnings) come after "listening on".
+else logStartupNotices();

@@ -154,6 +154,13 @@ Deno.test("deploy/main.ts serves the memory store in production with EDGESTREAM_
     assert.equal(host, "0.0.0.0", "with keys, every interface, as HOST's default");
     const res = await fetch(`http://127.0.0.1:${port}/readyz`);
     assert.deepEqual(await res.json(), { status: "ready", store: "memory" });
+    // Its notices after "listening on", as src/main.ts logs them.
+    await run.seen(/No UPSTASH_REDIS_REST_URL/);
+    const messages = run.output().split("\n").filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line).message as string);
+    const listening = messages.findIndex((message) => message.startsWith("listening on"));
+    const warning = messages.findIndex((message) => message.startsWith("No UPSTASH_REDIS"));
+    assert.ok(listening >= 0 && warning > listening, messages.join("\n"));
   } finally {
     run.child.kill("SIGTERM");
     await run.done;
