@@ -144,6 +144,63 @@ async function alertAfterPause(store: Store): Promise<void> {
   assert.equal(fired.length, 1);
 }
 
+/**
+ * The same with a producer whose stale events keep the window open past its marker's life: each
+ * apply gives the window's panes life again, so no pane is due when the sweep runs, and the
+ * marker is still kept. Firings of other alerts in that window, each before the markers' index is
+ * due (every 1.2 s; due 1.41 s after it was last given life), do not put that off.
+ */
+async function alertWhileStaleEventsArrive(store: Store): Promise<void> {
+  const sweep = () => store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
+  await ingestItems(stream, items([{ t: E + 100, u: "a", v: 3 }]), { store, nowMs: Date.now() });
+  const count = stream.counters.find((counter) => counter.name === "count")!;
+  const firing = {
+    alert: "any",
+    counter: "count",
+    start: E,
+    end: E + 1_000,
+    group: "[]",
+    value: 1,
+    ttlMs: alertMarkerTtlMs(count),
+  };
+  assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
+  const started = Date.now();
+  const others = [1_200, 2_400];
+  while (Date.now() < started + 4_500) {
+    await ingestItems(stream, items([{ t: E + 100, u: "b", v: 1 }]), {
+      store,
+      nowMs: Date.now(),
+    });
+    assert.deepEqual(await sweep(), []);
+    if (others.length > 0 && Date.now() >= started + others[0]) {
+      const other = { ...firing, alert: `other${others.shift()}` };
+      assert.deepEqual(await store.fireAlerts("s", [other]), [other]);
+    }
+    await sleep(100);
+  }
+  assert.deepEqual(await store.fireAlerts("s", [{ ...firing, value: 9 }]), []);
+  const fired = (await store.readLog("s", null, 1000)).filter((entry) =>
+    entry.record.type === "alert.fired"
+  );
+  assert.equal(fired.length, 3);
+}
+
+Deno.test("MemoryStore: an alert that fired early in a window stale events keep open does not fire again", async () => {
+  await alertWhileStaleEventsArrive(new MemoryStore());
+});
+
+redisTest(
+  "RedisStore: an alert that fired early in a window stale events keep open does not fire again",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await alertWhileStaleEventsArrive(new RedisStore(redis));
+  },
+);
+
 Deno.test("MemoryStore: an alert that fired early in a window a producer's pause keeps open does not fire again at its close", async () => {
   await alertAfterPause(new MemoryStore());
 });

@@ -37,9 +37,10 @@
  *   the log while it exists), and `lost`, entries the hard bound trimmed after `m` not yet
  *   reported; PX = the log's TTL from the last mark.
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = twice the window
- *   TTL, given again with the panes of its window while the window is open (see keepOpen in
- *   {@linkcode CLOSE_SCRIPT}); `alerted:<counter>` — sorted set of the counter's markers by window
- *   start, for that (its closed windows' entries dropped then), PX as the markers'.
+ *   TTL, given again while its window is open, with the window's panes or when the index is due
+ *   (see keepOpen in {@linkcode CLOSE_SCRIPT}); `alerted:<counter>` — sorted set of the counter's
+ *   markers by window start, for that (its closed windows' entries dropped then), PX as a marker's
+ *   when it is made, and again only with the markers, so it is due before any of them.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
  *   append, a dispatch mark), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
@@ -1629,12 +1630,41 @@ local closedThrough = tonumber(stored[3])
 local closedBefore = closedThrough
 local raised = raiseToClock(wm, now, idle)
 local cutoff = raised - lateness
+-- The alert markers of the open windows (from the one ending first, \`first\`: windows close in
+-- that order) get twice the ttl again, as a firing gives them (alertMarkerTtlMs), so an alert that
+-- fired early in a window kept open (by a pause, or by a producer whose stale events hold the
+-- watermark) does not fire again; so does the index, which drops the closed windows' entries.
+local function keepMarkers(name, ttl, first)
+  local index, markerLife, firstStart = alertedKey(name), 2 * ttl, tonumber(first[1])
+  local entries = readKey("zset", "ZRANGE", index, 0, -1, "WITHSCORES")
+  local closedEntries = false
+  for i = 1, #entries, 2 do
+    if tonumber(entries[i + 1]) >= firstStart then
+      write("PEXPIRE", entries[i], markerLife)
+    else
+      closedEntries = true
+    end
+  end
+  if #entries > 0 then write("PEXPIRE", index, markerLife) end
+  if closedEntries then write("ZREMRANGEBYSCORE", index, "-inf", "(" .. first[1]) end
+end
+-- keepMarkers where no pane of an open window was due: applies keep giving the panes life, not
+-- the markers, so they are kept when their index is due, which is no later than the oldest of
+-- them (a firing gives the index life only when it has none, see FIRE_SCRIPT). One read for a
+-- counter no alert fired on.
+local function keepDueMarkers(name, ttl, due, first)
+  local indexLife = redis.call("PTTL", alertedKey(name))
+  if indexLife == -2 or indexLife >= due then return end
+  first = first or redis.call("ZRANGE", openKey(name), 0, 0, "WITHSCORES")
+  if #first > 0 then keepMarkers(name, ttl, first) end
+end
 -- Gives the live panes of counter c's windows not closed yet that are due for it lifeOf(ttl) again
--- (see above), by later writes.
+-- (see above), by later writes, and the open windows' alert markers theirs.
 local function keepOpen(name, kind, hop, size, ttl)
   local live, open = livePanesKey(name), openKey(name)
-  local soon = redis.call("ZRANGEBYSCORE", live, "(" .. num(now), num(now + ttl + math.ceil(ttl / 16)))
-  if #soon == 0 then return end
+  local due = ttl + math.ceil(ttl / 16)
+  local soon = redis.call("ZRANGEBYSCORE", live, "(" .. num(now), num(now + due))
+  if #soon == 0 then return keepDueMarkers(name, ttl, due) end
   -- Windows close in the order of their ends: a pane whose last window ends before the first
   -- open one is in no open window (no command asked for it).
   local first = redis.call("ZRANGE", open, 0, 0, "WITHSCORES")
@@ -1675,22 +1705,10 @@ local function keepOpen(name, kind, hop, size, ttl)
   if kept then
     if shortOf(live, life) then write("PEXPIRE", live, life) end
     if shortOf(open, life) then write("PEXPIRE", open, life) end
-    -- The alert markers of the open windows (from the one ending first: windows close in that
-    -- order) get twice the ttl again, as a firing gives them (alertMarkerTtlMs), so an alert that
-    -- fired early in a window a pause keeps open does not fire again when it closes; the index
-    -- drops the closed windows' entries. One read, none written, for a counter no alert fired on.
-    local index, markerLife, firstStart = alertedKey(name), 2 * ttl, tonumber(first[1])
-    local entries = readKey("zset", "ZRANGE", index, 0, -1, "WITHSCORES")
-    local closedEntries = false
-    for i = 1, #entries, 2 do
-      if tonumber(entries[i + 1]) >= firstStart then
-        write("PEXPIRE", entries[i], markerLife)
-      else
-        closedEntries = true
-      end
-    end
-    if #entries > 0 then write("PEXPIRE", index, markerLife) end
-    if closedEntries then write("ZREMRANGEBYSCORE", index, "-inf", "(" .. first[1]) end
+    -- One read, none written, for a counter no alert fired on.
+    keepMarkers(name, ttl, first)
+  else
+    keepDueMarkers(name, ttl, due, first)
   end
 end
 -- A window of more cells than a call has left is claimed by the call that starts it and closed
@@ -1981,7 +1999,10 @@ for i, f in ipairs(firings) do
     -- Indexed by window start, so a close keeps the markers of open windows (see keepOpen).
     local index = alertedKey(counter)
     redis.call("ZADD", index, num(start), marker)
-    redis.call("PEXPIRE", index, ttl)
+    -- Life only for an index that has none (a new one): a close gives it and the open windows'
+    -- markers life again once it is due, which a firing extending it would put off past the
+    -- older markers' expiry (see keepMarkers in CLOSE_SCRIPT).
+    if redis.call("PTTL", index) < 0 then redis.call("PEXPIRE", index, ttl) end
     -- false (no value) is logged as null; a string is a quantiles counter's value as JSON.
     if type(value) == "string" then value = raw(value) elseif type(value) ~= "number" then value = nil end
     -- An estimate (a HyperLogLog's count) says so, as the window's state does.
