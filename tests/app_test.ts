@@ -79,6 +79,42 @@ Deno.test("POST events accepts NDJSON and rejects only the bad line; index count
   assert.equal((await windows(app, "count_1m"))[0].value, 2);
 });
 
+Deno.test("POST events rejects an event whose group or distinct value is a number out of range (1e400), which would count as null", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts" },
+        counters: {
+          n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+          users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
+        },
+      },
+    },
+  };
+  const { app } = await testApp({ config });
+  const body =
+    `[{"ts": "${at(1)}", "g": 1e400, "u": "a"}, {"ts": "${at(2)}", "g": null, "u": "b"},` +
+    ` {"ts": "${at(3)}", "g": "x", "u": {"n": [-1e999]}}]`;
+  const res = await postEvents(app, body, { raw: true, stream: "shop" });
+  assert.equal(res.status, 202);
+  const reply = await res.json();
+  assert.equal(reply.accepted, 1);
+  assert.deepEqual(
+    reply.rejected.map((item: { index: number; errors: { path: string }[] }) => [
+      item.index,
+      item.errors[0].path,
+    ]),
+    [[0, "g"], [2, "u"]],
+  );
+  const { body: rows } = await getJson(app, "/v1/streams/shop/counters/n");
+  assert.deepEqual(
+    rows.windows.map((row: { group: unknown; value: number }) => [row.group, row.value]),
+    [
+      [{ g: null }, 1],
+    ],
+  );
+});
+
 Deno.test("POST events replies 400 with the reply body when nothing was accepted", async () => {
   const { app } = await testApp();
   const res = await postEvents(app, [{ id: 1 }, { country: "DE" }]);

@@ -102,6 +102,23 @@ export function distinctKey(value: unknown): string {
 }
 
 /**
+ * Whether a JSON value is or holds a number JSON text cannot write (`JSON.parse` reads `1e400` as
+ * `Infinity`, which `JSON.stringify` writes as `null`), so it cannot stand for a group or a
+ * distinct value: it would count as `null`.
+ */
+export function holdsNonFinite(value: unknown): boolean {
+  if (typeof value === "number") return !Number.isFinite(value);
+  if (typeof value !== "object" || value === null) return false;
+  if (Array.isArray(value)) return value.some(holdsNonFinite);
+  for (const key in value) {
+    if (Object.hasOwn(value, key) && holdsNonFinite((value as Record<string, unknown>)[key])) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/**
  * JSON text of a value with every object's keys in one order (UTF-16 code unit order, as
  * `Array.prototype.sort` gives), so two objects that differ only in the order their keys were
  * written give one text: JSON objects are unordered, and a producer's serializer picks the order.

@@ -8,7 +8,7 @@ import type { BatchUpdates, CellUpdate, CounterMeta } from "../store/types.ts";
 import { OTHER_GROUP } from "../store/types.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { describe } from "../validate/mod.ts";
-import { canonicalJson, distinctKey, PLAIN_STRING } from "./aggregate.ts";
+import { canonicalJson, distinctKey, holdsNonFinite, PLAIN_STRING } from "./aggregate.ts";
 import { alignDown } from "./assign.ts";
 import { readField } from "./fields.ts";
 import type { AggregateSpec, WindowSpec } from "./spec.ts";
@@ -107,16 +107,35 @@ function singleGroupKey(value: unknown): string {
   return `[${canonicalJson(value)}]`;
 }
 
-/** The group key of an event for `groupBy` (missing fields group as null; see {@linkcode groupKey}). */
-function groupKeyOf(groupBy: readonly string[], event: Event): string {
+/**
+ * The group key of an event for `groupBy` (missing fields group as null; see {@linkcode groupKey}),
+ * or the error of a field holding a number JSON cannot write (see {@linkcode holdsNonFinite}).
+ */
+function groupKeyOf(counter: CompiledCounter, event: Event): string | FieldError {
+  const groupBy = counter.groupBy;
   if (groupBy.length === 0) return "[]";
   if (groupBy.length === 1) {
     const value = readField(event, groupBy[0]) ?? null;
-    return value === OTHER_GROUP ? OTHER_GROUP : singleGroupKey(value);
+    if (typeof value === "string") {
+      return value === OTHER_GROUP ? OTHER_GROUP : singleGroupKey(value);
+    }
+    return holdsNonFinite(value) ? nonFiniteGroup(counter, groupBy[0]) : singleGroupKey(value);
   }
   const values: unknown[] = [];
-  for (const field of groupBy) values.push(readField(event, field) ?? null);
+  for (const field of groupBy) {
+    const value = readField(event, field) ?? null;
+    if (typeof value !== "string" && holdsNonFinite(value)) return nonFiniteGroup(counter, field);
+    values.push(value);
+  }
   return groupKey(values);
+}
+
+function nonFiniteGroup(counter: CompiledCounter, field: string): FieldError {
+  return {
+    path: field,
+    message:
+      `Counter '${counter.name}' groups by '${field}', which holds a number out of range (JSON reads 1e400 as Infinity)`,
+  };
 }
 
 /** The group object (`{field: value}`) a group key stands for. */
@@ -144,7 +163,16 @@ function cellValue(
   if (spec.kind === "count") return undefined;
   const value = readField(event, spec.field);
   if (value === undefined || value === null) return null;
-  if (spec.kind === "distinct") return distinctKey(value);
+  if (spec.kind === "distinct") {
+    if (typeof value !== "string" && holdsNonFinite(value)) {
+      return {
+        path: spec.field,
+        message:
+          `Counter '${counter.name}' (distinct) needs a value JSON can write, got a number out of range (JSON reads 1e400 as Infinity)`,
+      };
+    }
+    return distinctKey(value);
+  }
   if (typeof value !== "number") {
     return {
       path: spec.field,
@@ -177,7 +205,8 @@ export function counterCell(
   const value = cellValue(counter, event);
   if (value === null || typeof value === "object") return value;
   const pane = alignDown(timeMs, counter.paneMs);
-  const group = groupKeyOf(counter.groupBy, event);
+  const group = groupKeyOf(counter, event);
+  if (typeof group !== "string") return group;
   return value === undefined
     ? { counter: counter.index, pane, group }
     : { counter: counter.index, pane, group, value };
@@ -197,9 +226,16 @@ export function writeCounterCell(
 ): FieldError | null {
   const value = cellValue(counter, event);
   if (value !== null && typeof value === "object") return value;
-  const skipped = value === null;
-  columns.panes[at] = skipped ? 0 : alignDown(timeMs, counter.paneMs);
-  columns.groups[at] = skipped ? undefined : groupKeyOf(counter.groupBy, event);
-  columns.values[at] = skipped ? undefined : value;
+  if (value === null) {
+    columns.panes[at] = 0;
+    columns.groups[at] = undefined;
+    columns.values[at] = undefined;
+    return null;
+  }
+  const group = groupKeyOf(counter, event);
+  if (typeof group !== "string") return group;
+  columns.panes[at] = alignDown(timeMs, counter.paneMs);
+  columns.groups[at] = group;
+  columns.values[at] = value;
   return null;
 }

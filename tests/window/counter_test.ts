@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { compileConfig } from "../../src/config/mod.ts";
-import { OTHER_GROUP } from "../../src/store/types.ts";
+import { type BatchUpdates, OTHER_GROUP } from "../../src/store/types.ts";
 import {
   canonicalJson,
   type CompiledCounter,
@@ -10,6 +10,7 @@ import {
   distinctKey,
   groupKey,
   MAX_VALUE,
+  writeCounterCell,
 } from "../../src/window/mod.ts";
 
 /** Compiles one counter of a stream; pane width 1 minute. */
@@ -128,6 +129,35 @@ Deno.test("counterCell() refuses infinite values, as JSON.parse makes from 1e400
     assert.match(error.message, /^Counter 'x' \(sum\) /);
     assert.ok(!error.message.endsWith("got a number"), error.message);
   }
+});
+
+Deno.test("counterCell() refuses a group or distinct value holding a number JSON cannot write (1e400), naming the field", () => {
+  const grouped = compileCounter({ groupBy: ["g"], aggregate: "count" });
+  const two = compileCounter({ groupBy: ["h", "g"], aggregate: "count" });
+  const distinct = compileCounter({ aggregate: { distinct: "u" } });
+  for (const bad of [JSON.parse("1e400"), -Infinity, { a: [1, JSON.parse("-1e999")] }]) {
+    for (
+      const [counter, event, path] of [
+        [grouped, { g: bad }, "g"],
+        [two, { h: "x", g: bad }, "g"],
+        [distinct, { u: bad }, "u"],
+      ] as const
+    ) {
+      const error = counterCell(counter, event, T);
+      assert.ok(error !== null && "message" in error, JSON.stringify(event));
+      assert.equal(error.path, path);
+      assert.match(error.message, /^Counter 'x' .*out of range \(JSON reads 1e400 as Infinity\)$/);
+      const columns = { panes: [], groups: [], values: [] } as unknown as BatchUpdates;
+      assert.deepEqual(writeCounterCell(counter, event, T, columns, 0), error);
+    }
+  }
+  // A counter the event skips (its value missing) does not look at its group.
+  const sum = compileCounter({ groupBy: ["g"], aggregate: { sum: "v" } });
+  assert.equal(counterCell(sum, { g: Infinity }, T), null);
+  // The largest double is a number like any other.
+  const update = counterCell(grouped, { g: 1.7976931348623157e308 }, T);
+  assert.ok(update !== null && "group" in update);
+  assert.equal(update.group, "[1.7976931348623157e+308]");
 });
 
 Deno.test("counterCell() gives distinct the canonical text of any value", () => {
