@@ -10,6 +10,7 @@ import { rankWindow, type TopOptions } from "./top.ts";
 import {
   type AggregateValue,
   aggregateValue,
+  canonicalJson,
   type CompiledCounter,
   currentWindowStart,
   decodeGroup,
@@ -114,8 +115,9 @@ export interface ReadContext {
 
 /**
  * Whether a group has the filtered values. A filter's text matches a string equal to it, or a
- * number, boolean or null (a missing value) whose JSON text it is; in double quotes, as a JSON
- * string (`"null"`, `"1"`), it matches only that string.
+ * number, boolean or null (a missing value) whose JSON text it is, or an object or array whose
+ * JSON text it is with its objects' keys in any order; in double quotes, as a JSON string
+ * (`"null"`, `"1"`), it matches only that string.
  */
 function matchesGroup(group: Record<string, unknown>, filters: Record<string, string>): boolean {
   for (const [field, wanted] of Object.entries(filters)) {
@@ -130,9 +132,18 @@ function matchesGroup(group: Record<string, unknown>, filters: Record<string, st
       : typeof value === "string"
       ? value
       : JSON.stringify(value);
-    if (text !== wanted) return false;
+    if (text !== wanted && !(typeof value === "object" && sameJson(value, wanted))) return false;
   }
   return true;
+}
+
+/** Whether `text` is the JSON of `value` with its objects' keys in some other order. */
+function sameJson(value: object | null, text: string): boolean {
+  try {
+    return canonicalJson(JSON.parse(text)) === canonicalJson(value);
+  } catch {
+    return false;
+  }
 }
 
 /** The string a filter's text writes in JSON (`"…"`), or undefined. */
