@@ -301,16 +301,18 @@ Deno.test("group filters on several fields must all match; a field given twice u
   assert.equal(unknown.body.error.code, "invalid_query");
 });
 
-Deno.test("object group values written in two key orders are one group, which a filter in either order finds", async () => {
-  const config = {
-    streams: {
-      shop: {
-        time: { field: "ts" },
-        counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
-      },
+/** A stream `shop` counting per minute by the field `g`. */
+const SHOP_BY_G = {
+  streams: {
+    shop: {
+      time: { field: "ts" },
+      counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
     },
-  };
-  const { app } = await testApp({ config });
+  },
+};
+
+Deno.test("object group values written in two key orders are one group, which a filter in either order finds", async () => {
+  const { app } = await testApp({ config: SHOP_BY_G });
   const body = `[{"ts": "${at(1)}", "g": {"os": "ios", "v": [1, {"b": 2, "a": 1}]}},` +
     ` {"ts": "${at(2)}", "g": {"v": [1, {"a": 1, "b": 2}], "os": "ios"}}, {"ts": "${
       at(3)
@@ -333,15 +335,7 @@ Deno.test("object group values written in two key orders are one group, which a 
 });
 
 Deno.test("a group filter in double quotes matches only that string, not a number, boolean or null", async () => {
-  const config = {
-    streams: {
-      shop: {
-        time: { field: "ts" },
-        counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
-      },
-    },
-  };
-  const { app } = await testApp({ config });
+  const { app } = await testApp({ config: SHOP_BY_G });
   const values = [null, "null", 1, "1", true, "true", "DE", '"DE"'];
   const events = values.map((g, i) => ({ ts: at(i + 1), g }));
   assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);

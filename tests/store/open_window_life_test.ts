@@ -14,7 +14,7 @@ import { listWindows } from "../../src/query/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import type { Store } from "../../src/store/types.ts";
-import { redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest } from "../_redis.ts";
 
 const stream = compileConfig({
   streams: {
@@ -96,25 +96,13 @@ Deno.test("MemoryStore: an open window outlives a producer's pause longer than i
 
 redisTest(
   "RedisStore: an open window outlives a producer's pause longer than its ttl and closes with its values",
-  async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    await pauseAndResume(new RedisStore(redis));
-  },
+  (fixture) => pauseAndResume(redisStore(fixture)),
 );
 
-/**
- * An alert that fired early in a window (its marker: twice the panes' ttl, 3 s here) is still
- * marked when the window closes after a producer's pause longer than that: it does not fire again.
- */
-async function alertAfterPause(store: Store): Promise<void> {
-  const sweep = () => store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
-  await ingestItems(stream, items([{ t: E + 100, u: "a", v: 3 }]), { store, nowMs: Date.now() });
+/** A firing of alert `any` on the `count` counter's first window, with the marker life it gets. */
+function firstWindowFiring() {
   const count = stream.counters.find((counter) => counter.name === "count")!;
-  const firing = {
+  return {
     alert: "any",
     counter: "count",
     start: E,
@@ -123,6 +111,23 @@ async function alertAfterPause(store: Store): Promise<void> {
     value: 1,
     ttlMs: alertMarkerTtlMs(count),
   };
+}
+
+/** A Redis store through the fixture's Upstash bridge. */
+function redisStore(fixture: RedisFixture): RedisStore {
+  return new RedisStore(
+    new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+  );
+}
+
+/**
+ * An alert that fired early in a window (its marker: twice the panes' ttl, 3 s here) is still
+ * marked when the window closes after a producer's pause longer than that: it does not fire again.
+ */
+async function alertAfterPause(store: Store): Promise<void> {
+  const sweep = () => store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
+  await ingestItems(stream, items([{ t: E + 100, u: "a", v: 3 }]), { store, nowMs: Date.now() });
+  const firing = firstWindowFiring();
   assert.equal(firing.ttlMs, 3_000);
   assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
   const pausedUntil = Date.now() + 4_500;
@@ -153,16 +158,7 @@ async function alertAfterPause(store: Store): Promise<void> {
 async function alertWhileStaleEventsArrive(store: Store): Promise<void> {
   const sweep = () => store.closeWindows("s", stream.counterMetas, { latenessMs: 0 });
   await ingestItems(stream, items([{ t: E + 100, u: "a", v: 3 }]), { store, nowMs: Date.now() });
-  const count = stream.counters.find((counter) => counter.name === "count")!;
-  const firing = {
-    alert: "any",
-    counter: "count",
-    start: E,
-    end: E + 1_000,
-    group: "[]",
-    value: 1,
-    ttlMs: alertMarkerTtlMs(count),
-  };
+  const firing = firstWindowFiring();
   assert.deepEqual(await store.fireAlerts("s", [firing]), [firing]);
   const started = Date.now();
   const others = [1_200, 2_400];
@@ -191,14 +187,7 @@ Deno.test("MemoryStore: an alert that fired early in a window stale events keep 
 
 redisTest(
   "RedisStore: an alert that fired early in a window stale events keep open does not fire again",
-  async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    await alertWhileStaleEventsArrive(new RedisStore(redis));
-  },
+  (fixture) => alertWhileStaleEventsArrive(redisStore(fixture)),
 );
 
 Deno.test("MemoryStore: an alert that fired early in a window a producer's pause keeps open does not fire again at its close", async () => {
@@ -207,14 +196,7 @@ Deno.test("MemoryStore: an alert that fired early in a window a producer's pause
 
 redisTest(
   "RedisStore: an alert that fired early in a window a producer's pause keeps open does not fire again at its close",
-  async (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    await alertAfterPause(new RedisStore(redis));
-  },
+  (fixture) => alertAfterPause(redisStore(fixture)),
 );
 
 const sessions = compileConfig({
