@@ -39,8 +39,9 @@
  * - `alert:<alert>:<counter>:<start>:<group>` — marker of a fired alert, PX = twice the window
  *   TTL, given again while its window is open, with the window's panes or when the index is due
  *   (see keepOpen in {@linkcode CLOSE_SCRIPT}); `alerted:<counter>` — sorted set of the counter's
- *   markers by window start, for that (its closed windows' entries dropped then), PX as a marker's
- *   when it is made, and again only with the markers, so it is due before any of them.
+ *   markers by window start, for that (its closed windows' entries dropped then; a firing that
+ *   finds a marker of an open window not in it, one an earlier release set, adds it), PX as a
+ *   marker's when it is made, and again only with the markers, so it is due before any of them.
  * - `demand` — hash: log record type → time (ms) a live subscriber wants it until.
  * - `call:<token>` — the reply of one writing call (an apply, a close, alert firings, a log
  *   append, a dispatch mark), PX 60 s (`CALL_REPLY_TTL_MS`): the same call sent again returns it and does
@@ -1991,11 +1992,28 @@ for _, f in ipairs(firings) do
     expectType(alertedKey(f[2]), "zset")
   end
 end
+-- A marker a firing finds in a window still open is indexed if it is not: one an older release
+-- set (before markers were indexed) would not be kept while its window stays open, and the alert
+-- would fire again once it expired. Indexed, it gets a new marker's life, so the index is still
+-- due before it (see keepDueMarkers in CLOSE_SCRIPT). A read and a ZADD adding nothing for a
+-- marker already indexed; a read for one of a closed window.
+local function indexFound(counter, start, marker, ttl)
+  -- Only read: a window list of another type is refused by the close, not here.
+  local open = redis.pcall("ZSCORE", openKey(counter), num(start))
+  if type(open) ~= "string" then return end
+  local index = alertedKey(counter)
+  if redis.call("ZADD", index, "NX", num(start), marker) == 0 then return end
+  -- No shorter (a retention lowered since it fired).
+  if redis.call("PTTL", marker) < ttl then redis.call("PEXPIRE", marker, ttl) end
+  if redis.call("PTTL", index) < 0 then redis.call("PEXPIRE", index, ttl) end
+end
 local fired = {}
 for i, f in ipairs(firings) do
   local alert, counter, start, windowEnd, group, value, ttl = f[1], f[2], f[3], f[4], f[5], f[6], f[7]
   local marker = alertKey(alert, counter, start, group)
-  if redis.call("SET", marker, "1", "NX", "PX", ttl) then
+  if not redis.call("SET", marker, "1", "NX", "PX", ttl) then
+    indexFound(counter, start, marker, ttl)
+  else
     -- Indexed by window start, so a close keeps the markers of open windows (see keepOpen).
     local index = alertedKey(counter)
     redis.call("ZADD", index, num(start), marker)

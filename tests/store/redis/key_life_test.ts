@@ -403,3 +403,69 @@ redisTest(
     assert.deepEqual(await listed(), [t0], "the window written before the change is still read");
   },
 );
+
+redisTest(
+  "an alert marker an older release set without indexing it is indexed when a firing finds it in an open window, and kept with the window: the alert does not fire again",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis);
+    const count = stream.counterMetas.find((meta) => meta.name === "count")!;
+    const t0 = Math.floor(Date.now() / 4_000) * 4_000 - 86_400_000;
+    await ingestItems(stream, [{ ok: true as const, value: { id: "x", t: t0 + 100, g: "a" } }], {
+      store,
+      nowMs: Date.now(),
+    });
+    const firing = {
+      alert: "busy",
+      counter: "count",
+      start: t0,
+      end: t0 + 4_000,
+      group: '["a"]',
+      value: 1,
+      ttlMs: 2 * count.ttlMs,
+    };
+    // As the release before markers were indexed left it: the marker alone, with little life
+    // left (its window kept open since by the producer's stale events, or a pause).
+    const marker = `es:{t}:alert:busy:count:${t0}:["a"]`;
+    const index = "es:{t}:alerted:count";
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("SET", marker, "1", "PX", "300");
+      await send("SET", marker.replace('["a"]', '["b"]'), "1", "PX", "300");
+    });
+    // An evaluation of the open window finds it: not fired again, and indexed, with a marker's
+    // life, so the close keeps it as long as the window is open.
+    assert.deepEqual(await store.fireAlerts("t", [firing]), []);
+    await withDirect(fixture.redisUrl, async (send) => {
+      assert.deepEqual(await send("ZRANGE", index, "0", "-1"), [marker]);
+      const life = Number(await send("PTTL", marker));
+      assert.ok(life > firing.ttlMs - 1_000, `marker lives ${life} ms`);
+      const indexLife = Number(await send("PTTL", index));
+      assert.ok(indexLife > 0 && indexLife <= life, `index lives ${indexLife} ms`);
+    });
+    // Past the life it had: still marked.
+    await delay(600);
+    assert.deepEqual(await store.fireAlerts("t", [{ ...firing, value: 2 }]), []);
+    const fired = (await store.readLog("t", null, 100)).filter((entry) =>
+      entry.record.type === "alert.fired"
+    );
+    assert.equal(fired.length, 0);
+    // A marker of a closed window is not indexed again (the close dropped its entry).
+    await withDirect(fixture.redisUrl, (send) => send("DEL", index));
+    await ingestItems(stream, [{ ok: true as const, value: { id: "y", t: t0 + 9_000, g: "a" } }], {
+      store,
+      nowMs: Date.now(),
+    });
+    const closed = await store.closeWindows("t", stream.counterMetas, { latenessMs: 0 });
+    assert.ok(closed.some((window) => window.counter === "count" && window.start === t0));
+    assert.deepEqual(await store.fireAlerts("t", [firing]), []);
+    assert.equal(await withDirect(fixture.redisUrl, (send) => send("EXISTS", index)), 0);
+    // One that no evaluation found before it expired (no event of its window came) is gone: its
+    // alert fires again at the close, as README says.
+    const other = { ...firing, group: '["b"]' };
+    assert.deepEqual(await store.fireAlerts("t", [other]), [other]);
+  },
+);
