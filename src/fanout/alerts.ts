@@ -76,8 +76,9 @@ function warnFailedWhen(
 /**
  * The firings of the stream's alerts on `counter` whose `when` is true for a
  * row. An expression that fails to evaluate (e.g. `value > 1.0` while the
- * value is null, or `value.p99` of a count) counts as false, and a warning
- * says so (naming the stream and the alert) at most once a minute per alert.
+ * value is null, or `value.p99` of a count) or gives no bool (`value` alone)
+ * counts as false, and a warning says so (naming the stream and the alert) at
+ * most once a minute per alert.
  *
  * @example
  * ```ts
@@ -126,7 +127,16 @@ export function evaluateAlerts(
         warnFailedWhen(stream.name, alert, { error, value });
         continue;
       }
-      if (result !== true) continue;
+      // A result that is no bool (`value` alone, a number) fails too: it cannot say "fire".
+      if (typeof result !== "boolean") {
+        const got = result === null ? "null" : typeof result;
+        warnFailedWhen(stream.name, alert, {
+          error: new Error(`The condition must return a bool, got ${got}`),
+          value,
+        });
+        continue;
+      }
+      if (!result) continue;
       const firing: AlertFiring = {
         alert: alert.name,
         counter: counter.name,

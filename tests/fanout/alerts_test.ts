@@ -76,13 +76,17 @@ Deno.test("evaluateAlerts() marks a firing approximate when its window's distinc
   assert.equal("approximate" in exact, false);
 });
 
-Deno.test("evaluateAlerts() counts an expression that fails on a window as false, and warns once a minute per alert", async () => {
+Deno.test("evaluateAlerts() counts an expression that fails on a window, or gives no bool, as false, and warns once a minute per alert", async () => {
   // A fresh compile: alerts warned about by other tests must not hold back this one's warning.
   const stream = compileConfig({
     streams: {
       orders: {
         ...ORDERS,
-        alerts: [...ORDERS.alerts, { name: "p99", counter: "per_minute", when: "value.p99 > 1.0" }],
+        alerts: [
+          ...ORDERS.alerts,
+          { name: "p99", counter: "per_minute", when: "value.p99 > 1.0" },
+          { name: "bare", counter: "per_minute", when: "value" },
+        ],
       },
     },
   }).get("orders")!;
@@ -107,6 +111,10 @@ Deno.test("evaluateAlerts() counts an expression that fails on a window as false
         [
           "warning",
           "Alert p99 of stream orders: its condition value.p99 > 1.0 failed on a window of counter per_minute, so it did not fire there: No such key: p99",
+        ],
+        [
+          "warning",
+          "Alert bare of stream orders: its condition value failed on a window of counter per_minute, so it did not fire there: The condition must return a bool, got number",
         ],
       ],
     );
