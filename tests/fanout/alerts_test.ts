@@ -55,6 +55,28 @@ Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is t
   assert.ok(firings[0].ttlMs >= perMinute.meta.ttlMs);
 });
 
+Deno.test("README alerts: group holds each groupBy field by its name as written, a dotted path too (group['user.country'])", () => {
+  const config = compileConfig({
+    streams: {
+      shop: {
+        counters: {
+          n: { window: { tumbling: "1m" }, groupBy: ["user.country", "os"], aggregate: "count" },
+        },
+        alerts: [
+          { name: "de", counter: "n", when: "group['user.country'] == 'DE' && group.os == 'ios'" },
+        ],
+      },
+    },
+  });
+  const shop = config.get("shop")!;
+  const row = { start: T0, end: T0 + 60_000, state: { ...emptyState(), count: 1 } };
+  const firings = evaluateAlerts(shop, shop.counters[0], [
+    { ...row, group: '["DE","ios"]' },
+    { ...row, group: '["FR","ios"]' },
+  ]);
+  assert.deepEqual(firings.map((firing) => firing.group), ['["DE","ios"]']);
+});
+
 Deno.test("evaluateAlerts() marks a firing approximate when its window's distinct count is an estimate, and only then", () => {
   const config = compileConfig({
     streams: {
