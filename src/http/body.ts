@@ -200,7 +200,7 @@ const bodyDeadlines = new BodyDeadlines();
  * and (408) when it takes longer than `timeoutMs` to arrive (noticed within a
  * quarter of `timeoutMs`, at most 1 s, after it). A body sent with
  * `Content-Encoding: gzip` or `deflate` is decompressed, within the same
- * limit; any other encoding is 415.
+ * limit (no bytes are an empty body, as without the header); any other encoding is 415.
  */
 export function readLimitedBody(
   request: Request,
@@ -214,7 +214,11 @@ export function readLimitedBody(
     return Promise.reject(error);
   }
   const bytes = readEncodedBody(request, maxBodyBytes, options);
-  return encoding === null ? bytes : bytes.then((body) => inflate(body, encoding, maxBodyBytes));
+  // No bytes are an empty body whatever `Content-Encoding` says, as without one (and as
+  // `noBody` reads them): gzip's decompressor would call them a corrupt stream (400).
+  return encoding === null
+    ? bytes
+    : bytes.then((body) => body.byteLength === 0 ? body : inflate(body, encoding, maxBodyBytes));
 }
 
 /** The compression a `Content-Encoding` names (null: none); throws 415 for any other. */

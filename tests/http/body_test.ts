@@ -885,3 +885,37 @@ Deno.test("a served POST /v1/keys with no body, with or without Content-Length: 
     await server.close();
   }
 });
+
+Deno.test("a served route reads zero bytes sent with Content-Encoding gzip or deflate as the empty body it is without one", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const routes: Array<[string, string, string | undefined]> = [
+      ["POST", "/v1/keys", "application/json"],
+      ["POST", "/v1/keys", undefined],
+      ["POST", "/v1/streams/orders/events", "application/json"],
+      ["POST", "/v1/streams/orders/events", "application/x-ndjson"],
+      ["PUT", "/v1/streams/fresh", "application/json"],
+    ];
+    for (const [method, path, type] of routes) {
+      const answers = [];
+      for (const encoding of [undefined, "gzip", "deflate"]) {
+        const headers: Record<string, string> = { Authorization: `Bearer ${KEYS.admin}` };
+        if (type) headers["Content-Type"] = type;
+        if (encoding) headers["Content-Encoding"] = encoding;
+        const res = await fetch(`${server.base}${path}`, {
+          method,
+          headers,
+          body: new Uint8Array(),
+        });
+        const { error } = await res.json();
+        answers.push([res.status, error.code]);
+      }
+      const label = `${method} ${path} ${type}`;
+      assert.deepEqual(answers[1], answers[0], `${label}, gzip`);
+      assert.deepEqual(answers[2], answers[0], `${label}, deflate`);
+      assert.equal(answers[0][0], 400, label);
+    }
+  } finally {
+    await server.close();
+  }
+});
