@@ -608,6 +608,24 @@ const NOT_CHECKS = new Set([
 const DROPPED = new Set(["readOnly", "writeOnly"]);
 /** Formats zod checks more strictly than the format says (relative references refused). */
 const UNCHECKED_FORMATS = new Set(["uri-reference", "iri-reference", "uri-template"]);
+/** A full date of RFC 3339 (its day within its month, February 29th in leap years), as zod's. */
+const RFC3339_DATE =
+  "(?:(?:\\d\\d[2468][048]|\\d\\d[13579][26]|\\d\\d0[48]|[02468][048]00|[13579][26]00)-02-29|\\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\\d|30)|02-(?:0[1-9]|1\\d|2[0-8])))";
+/** A full time of RFC 3339: seconds and an offset, `Z` or `z` for UTC. */
+const RFC3339_TIME =
+  "(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(?:\\.\\d+)?(?:[Zz]|[+-](?:[01]\\d|2[0-3]):[0-5]\\d)";
+/**
+ * The formats zod checks as RFC 3339 but for its note that `T` and `Z` may be lower case (§5.6),
+ * which zod refuses: checked by these patterns instead, as zod's but for that. The message of a
+ * value that does not match is zod's own (see {@linkcode eventIssueMessage}), not the pattern.
+ */
+const RFC3339_FORMATS: Readonly<Record<string, { pattern: string; message: string }>> = {
+  "date-time": {
+    pattern: `^${RFC3339_DATE}[Tt]${RFC3339_TIME}$`,
+    message: "Invalid ISO datetime",
+  },
+  time: { pattern: `^${RFC3339_TIME}$`, message: "Invalid ISO time" },
+};
 /** The `$ref`s zod's converter resolves as written. */
 const LOCAL_REF = /^#\/(\$defs|definitions)\/[^/]+$/;
 
@@ -813,9 +831,18 @@ export function forZod(schema: unknown): unknown {
   }
   const copy: Record<string, unknown> = {};
   let typed = false;
+  let formatPart: Record<string, unknown> | undefined;
   for (const [key, value] of Object.entries(node)) {
     if (DROPPED.has(key)) continue;
     if (key === "format" && UNCHECKED_FORMATS.has(value as string)) continue;
+    if (key === "format" && typeof value === "string" && Object.hasOwn(RFC3339_FORMATS, value)) {
+      typed = true;
+      const { pattern } = RFC3339_FORMATS[value];
+      // Beside the schema's own pattern, in a part of its own (a schema holds one pattern).
+      if (node.pattern === undefined) copy.pattern = pattern;
+      else formatPart = forZod({ pattern }) as Record<string, unknown>;
+      continue;
+    }
     if (TYPE_KEYWORDS.has(key)) typed = true;
     if ((key === "anyOf" || key === "oneOf") && Array.isArray(value)) {
       copy[key] = value.map((item) => takesAnything(item) ? { type: ALL_TYPES } : forZod(item));
@@ -833,6 +860,9 @@ export function forZod(schema: unknown): unknown {
     } else {
       copy[key] = value;
     }
+  }
+  if (formatPart !== undefined) {
+    copy.allOf = [...(Array.isArray(copy.allOf) ? copy.allOf : []), formatPart];
   }
   if ((copy.minItems !== undefined || copy.maxItems !== undefined) && copy.items === undefined) {
     if (copy.prefixItems === undefined) copy.items = {};
@@ -1054,6 +1084,13 @@ export function eventIssueMessage(
     return wanted.length === 0
       ? "Required field is missing"
       : `Required field is missing (expected ${wanted.join(" or ")})`;
+  }
+  if (issue.code === "invalid_format" && issue.format === "regex") {
+    // zod names the pattern as a regular expression literal.
+    const format = Object.values(RFC3339_FORMATS).find(({ pattern }) =>
+      `/${pattern}/` === issue.pattern
+    );
+    if (format !== undefined) return format.message;
   }
   if (issue.code === "invalid_type" && issue.expected === "int") {
     return issue.message.replace("expected int,", "expected integer,");

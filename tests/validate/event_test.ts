@@ -914,6 +914,52 @@ Deno.test("a schema keeps JavaScript's \\u escapes in patterns and zod's own for
   assert.equal(validateEvent({ icon: "a" }, schema).ok, false);
 });
 
+Deno.test("format date-time and time take a lower-case t and z, as RFC 3339 allows, and refuse what zod refuses with its message", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: {
+      at: { type: "string", format: "date-time" },
+      // Beside a pattern of its own, and on a field of several types.
+      since: { type: ["string", "number"], format: "date-time", pattern: "^2026" },
+      clock: { type: "string", format: "time" },
+    },
+  });
+  const taken = [
+    { at: "2026-01-01T10:00:00Z" },
+    { at: "2026-01-01t10:00:00z" },
+    { at: "2026-01-01T10:00:00z" },
+    { at: "2026-01-01t10:00:00.123+01:00" },
+    { at: "2024-02-29T00:00:00Z" },
+    { since: "2026-03-01t00:00:00z" },
+    { since: 5 },
+    { clock: "10:00:00z" },
+    { clock: "23:59:59.5-05:30" },
+  ];
+  for (const event of taken) {
+    assert.deepEqual(validateEvent(event, schema), { ok: true, event }, JSON.stringify(event));
+  }
+  const refused: Array<[Record<string, unknown>, string]> = [
+    [{ at: "2026-01-01 10:00:00Z" }, "Invalid ISO datetime"],
+    [{ at: "2026-01-01T10:00:00" }, "Invalid ISO datetime"],
+    [{ at: "2026-01-01T10:00Z" }, "Invalid ISO datetime"],
+    [{ at: "2026-02-30T10:00:00Z" }, "Invalid ISO datetime"],
+    [{ at: "2023-02-29T00:00:00Z" }, "Invalid ISO datetime"],
+    [{ at: "2026-01-01x10:00:00z" }, "Invalid ISO datetime"],
+    [{ at: "2026-01-01T24:00:00Z" }, "Invalid ISO datetime"],
+    [{ since: "2025-03-01t00:00:00z" }, "Invalid string: must match pattern /^2026/"],
+    [{ since: "2026-03-01" }, "Invalid ISO datetime"],
+    [{ clock: "10:00:00" }, "Invalid ISO time"],
+    [{ clock: "10:00:00y" }, "Invalid ISO time"],
+  ];
+  for (const [event, message] of refused) {
+    assert.deepEqual(
+      validateEvent(event, schema),
+      { ok: false, errors: [{ path: Object.keys(event)[0], message }] },
+      JSON.stringify(event),
+    );
+  }
+});
+
 Deno.test("compileEventSchema() takes {not: {}}, which no value matches, and refuses any other not", () => {
   const schema = compileEventSchema({ properties: { internal: { not: {} } } });
   assert.equal(validateEvent({ id: 1 }, schema).ok, true);
