@@ -79,6 +79,47 @@ Deno.test("POST events accepts NDJSON and rejects only the bad line; index count
   assert.equal((await windows(app, "count_1m"))[0].value, 2);
 });
 
+Deno.test("an NDJSON rejection names the event's line in the body beside its index, blank lines counted, in a replay too", async () => {
+  const { app } = await testApp();
+  const body = [
+    JSON.stringify({ id: "a", ts: at(1), country: "DE" }),
+    "",
+    "\r",
+    JSON.stringify({ id: "b", ts: at(2), amount: "x" }),
+    "  ",
+    "{not json",
+    JSON.stringify({ ts: at(2), country: "DE" }),
+    "",
+  ].join("\n");
+  const post = () =>
+    app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-ndjson", "Idempotency-Key": "lines-1" },
+      body,
+    });
+  for (const replayed of [undefined, true]) {
+    const res = await post();
+    assert.equal(res.status, 202);
+    const reply = await res.json();
+    assert.equal(reply.replayed, replayed);
+    assert.deepEqual(
+      reply.rejected.map((item: { index: number; line: number; errors: { path: string }[] }) => [
+        item.index,
+        item.line,
+        item.errors[0].path,
+      ]),
+      [[1, 4, "amount"], [2, 6, ""], [3, 7, "id"]],
+    );
+    assert.match(reply.rejected[1].errors[0].message, /^Line 6 is not valid JSON/);
+  }
+  // A JSON body's rejections have no line: its events are not lines.
+  const res = await postEvents(app, [{ id: "c", ts: at(3) }, { ts: at(3) }]);
+  assert.deepEqual((await res.json()).rejected, [{
+    index: 1,
+    errors: [{ path: "id", message: "Required field is missing (expected string)" }],
+  }]);
+});
+
 Deno.test("POST events rejects an event whose group or distinct value is a number out of range (1e400), which would count as null", async () => {
   const config = {
     streams: {

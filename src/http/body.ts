@@ -510,9 +510,13 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
     const lines = text.split("\n").map((line, index) => ({ line: line.trim(), number: index + 1 }))
       .filter(({ line }) => line !== "");
     if (lines.length > maxEvents) throw tooManyEvents(lines.length, maxEvents);
+    // Each item names its line, so a rejection can (`line`): its index among the events skips
+    // the blank ones.
     return lines.map(({ line, number }): BodyItem => {
       try {
-        return sized(JSON.parse(line), mayHoldLarge(line, maxEventBytes), maxEventBytes);
+        const item = sized(JSON.parse(line), mayHoldLarge(line, maxEventBytes), maxEventBytes);
+        item.line = number;
+        return item;
       } catch (error) {
         return {
           ok: false,
@@ -520,6 +524,7 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
             path: "",
             message: `Line ${number} is not valid JSON: ${(error as Error).message}`,
           },
+          line: number,
         };
       }
     });

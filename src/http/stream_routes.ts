@@ -141,7 +141,14 @@ export function findCounter(
 }
 
 const FieldErrorSchema = z.object({ path: z.string(), message: z.string() });
-const RejectedSchema = z.array(z.object({ index: z.int(), errors: z.array(FieldErrorSchema) }));
+const RejectedSchema = z.array(z.object({
+  index: z.int().openapi({ description: "The event's place among the request's events, from 0" }),
+  line: z.int().optional().openapi({
+    description:
+      "Only for an NDJSON body: the event's line in it, from 1, blank lines counted (which `index` skips)",
+  }),
+  errors: z.array(FieldErrorSchema),
+}));
 
 /** Reply to an ingest request. */
 const IngestReplySchema = z.object({

@@ -31,15 +31,21 @@ const logger = getLogger(["edgestream", "ingest"]);
  * One item of a body: a parsed value, or why it could not be read. {@linkcode ingestItems} may
  * change the value (a transform's `set` writes into it): parse it anew for another call.
  */
-export type BodyItem = { ok: true; value: unknown } | {
+export type BodyItem = { ok: true; value: unknown; line?: number } | {
   ok: false;
   error: FieldError;
+  line?: number;
 };
 
 /** One refused event in a reply. */
 export interface Rejection {
-  /** Position of the event in the request. */
+  /** Position of the event among the request's events, from 0. */
   index: number;
+  /**
+   * The event's line in an NDJSON body, from 1, blank lines counted (as a line that is not JSON
+   * names it): `index` skips blank lines, so it alone would not find the line.
+   */
+  line?: number;
   /** What is wrong with it. */
   errors: FieldError[];
 }
@@ -417,6 +423,11 @@ function rateLimited(
   return new RateLimitedError(`${rule} reached: ${reason}`, retryAfterMs, { limit, remaining });
 }
 
+/** A {@linkcode Rejection}, with its `line` only when the body was NDJSON. */
+function rejection(index: number, line: number | undefined, errors: FieldError[]): Rejection {
+  return line === undefined ? { index, errors } : { index, line, errors };
+}
+
 async function ingestOnce(
   stream: CompiledStream,
   items: readonly BodyItem[],
@@ -439,14 +450,14 @@ async function ingestOnce(
   for (let index = 0; index < items.length; index++) {
     const item = items[index];
     if (!item.ok) {
-      rejected.push({ index, errors: [item.error] });
+      rejected.push(rejection(index, item.line, [item.error]));
       continue;
     }
     // A refused event's entries are written over by the next event's, or cut below.
     context.at = events.length * width;
     const prepared = prepare(stream, item.value, context);
     if (prepared === null) filtered += 1;
-    else if (Array.isArray(prepared)) rejected.push({ index, errors: prepared });
+    else if (Array.isArray(prepared)) rejected.push(rejection(index, item.line, prepared));
     else events.push(prepared);
   }
   const size = events.length * width;

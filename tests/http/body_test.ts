@@ -149,18 +149,18 @@ Deno.test("parseEvents() refuses more events than allowed with 413 too_many_even
   );
 });
 
-Deno.test("parseEvents() reads NDJSON, skipping blank lines and CRLF endings", () => {
+Deno.test("parseEvents() reads NDJSON, skipping blank lines and CRLF endings, each event naming its line", () => {
   assert.deepEqual(parseEvents('{"a":1}\r\n\n  {"a":2}  \n', "ndjson"), [
-    { ok: true, value: { a: 1 } },
-    { ok: true, value: { a: 2 } },
+    { ok: true, value: { a: 1 }, line: 1 },
+    { ok: true, value: { a: 2 }, line: 3 },
   ]);
 });
 
 Deno.test("parseEvents() fails only the bad NDJSON line", () => {
   const items = parseEvents('{"a":1}\n{"a":\n{"a":3}', "ndjson");
   assert.equal(items.length, 3);
-  assert.deepEqual(items[0], { ok: true, value: { a: 1 } });
-  assert.deepEqual(items[2], { ok: true, value: { a: 3 } });
+  assert.deepEqual(items[0], { ok: true, value: { a: 1 }, line: 1 });
+  assert.deepEqual(items[2], { ok: true, value: { a: 3 }, line: 3 });
   assert.equal(items[1].ok, false);
   if (!items[1].ok) {
     assert.equal(items[1].error.path, "");
@@ -179,8 +179,8 @@ Deno.test("parseEvents() fails an event over 64 KiB and keeps the others", () =>
     error: { path: "", message: `Event is ${bigBytes} bytes; the limit is 65536 bytes` },
   });
   const ndjson = parseEvents(`{"a":1}\n${JSON.stringify(big)}`, "ndjson");
-  assert.deepEqual(ndjson[0], { ok: true, value: { a: 1 } });
-  assert.equal(ndjson[1].ok, false);
+  assert.deepEqual(ndjson[0], { ok: true, value: { a: 1 }, line: 1 });
+  assert.deepEqual(ndjson[1], { ...json[1], line: 2 });
   const single = parseEvents(JSON.stringify(big), "json");
   assert.equal(single.length, 1);
   assert.equal(single[0].ok, false);
@@ -212,6 +212,7 @@ Deno.test("parseEvents() sizes an event by its compact JSON, however it was sent
     assert.deepEqual(item, {
       ok: false,
       error: { path: "", message: "Event is 65546 bytes; the limit is 65536 bytes" },
+      ...(format === "ndjson" ? { line: 1 } : {}),
     });
   }
 });
@@ -455,6 +456,7 @@ Deno.test("parseEvents() names the body's own line number for a bad NDJSON line 
   assert.equal(items.length, 2);
   assert.equal(items[1].ok, false);
   if (!items[1].ok) assert.match(items[1].error.message, /^Line 4 is not valid JSON/);
+  assert.deepEqual(items.map((item) => item.line), [1, 4]);
 });
 
 Deno.test("readLimitedBody() cancels a body that trickles past the timeout with 408 body_timeout", async () => {

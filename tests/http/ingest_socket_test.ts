@@ -717,7 +717,7 @@ Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apa
   const ndjson = readFrame('{"a":1}\n\n{"a":2}\n');
   assert.deepEqual(ndjson, {
     ok: true,
-    items: [{ ok: true, value: { a: 1 } }, { ok: true, value: { a: 2 } }],
+    items: [{ ok: true, value: { a: 1 }, line: 1 }, { ok: true, value: { a: 2 }, line: 3 }],
   });
   const badLine = readFrame('{"a":1}\n{oops');
   assert.equal(badLine.ok && badLine.items[1].ok, false);
