@@ -315,6 +315,29 @@ Deno.test("ingestItems() rejects a dedupe id that is not a string or number", as
   assert.equal(accepted.accepted, 1);
 });
 
+Deno.test("ingestItems() rejects a dedupe id out of a number's range (1e400), which would be one id with every other", async () => {
+  // No schema: any JSON value reaches the dedupe step.
+  const stream = compileConfig({
+    streams: { s: { time: { field: "ts" }, dedupe: { field: "id", ttl: "1h" } } },
+  }).get("s")!;
+  const store = newStore();
+  const parsed = JSON.parse(`[{"id": 1e400, "ts": ${T0}}, {"id": -2e400, "ts": ${T0}}]`);
+  const reply = await ingestItems(
+    stream,
+    [
+      ...items({ id: "Infinity", ts: T0 }),
+      ...parsed.map((value: unknown) => ({ ok: true, value })),
+    ],
+    { store, nowMs: NOW },
+  );
+  const error = {
+    path: "id",
+    message: "Dedupe id is a number out of range (JSON reads 1e400 as Infinity)",
+  };
+  assert.deepEqual([reply.accepted, reply.duplicates], [1, 0]);
+  assert.deepEqual(reply.rejected, [{ index: 1, errors: [error] }, { index: 2, errors: [error] }]);
+});
+
 Deno.test("ingestItems() counts filtered events as accepted and filtered, not in windows", async () => {
   const stream = compileStream();
   const store = newStore();
