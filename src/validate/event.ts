@@ -1120,9 +1120,13 @@ function fieldAt(
   return { missing: false, value: node };
 }
 
-/** A JSON value's type as zod's messages name it ("received …"). */
+/**
+ * A JSON value's type as zod's messages name it ("received …"): a number out of range (JSON reads
+ * 1e400 as Infinity) as itself, which "expected string or number, received number" would hide.
+ */
 function jsonType(value: unknown): string {
   if (value === null) return "null";
+  if (typeof value === "number" && !Number.isFinite(value)) return String(value);
   return Array.isArray(value) ? "array" : typeof value;
 }
 

@@ -960,6 +960,24 @@ Deno.test("format date-time and time take a lower-case t and z, as RFC 3339 allo
   }
 });
 
+Deno.test("a number out of range (1e400, read as Infinity) refused by a list of types is named as such, as zod names it for one type", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    properties: { ts: { type: ["string", "number"] }, n: { type: "number" } },
+  });
+  for (const [text, received] of [["1e400", "Infinity"], ["-1e400", "-Infinity"]]) {
+    for (const [field, expected] of [["ts", "string or number"], ["n", "number"]]) {
+      assert.deepEqual(validateEvent(JSON.parse(`{"${field}": ${text}}`), schema), {
+        ok: false,
+        errors: [{
+          path: field,
+          message: `Invalid input: expected ${expected}, received ${received}`,
+        }],
+      });
+    }
+  }
+});
+
 Deno.test("compileEventSchema() takes {not: {}}, which no value matches, and refuses any other not", () => {
   const schema = compileEventSchema({ properties: { internal: { not: {} } } });
   assert.equal(validateEvent({ id: 1 }, schema).ok, true);
