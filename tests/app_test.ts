@@ -145,7 +145,7 @@ Deno.test("POST events rejects an event whose group or distinct value is a numbe
       item.index,
       item.errors[0].path,
     ]),
-    [[0, "g"], [2, "u"]],
+    [[0, "g"], [2, "u.n.0"]],
   );
   const { body: rows } = await getJson(app, "/v1/streams/shop/counters/n");
   assert.deepEqual(

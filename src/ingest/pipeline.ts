@@ -132,13 +132,6 @@ function prepare(
   let id: string | undefined;
   if (stream.dedupe) {
     const raw = readField(event, stream.dedupe.field);
-    // JSON.parse reads 1e400 as Infinity: as "Infinity", every such id was one (and the text).
-    if (typeof raw === "number" && !Number.isFinite(raw)) {
-      return fieldError(
-        stream.dedupe.field,
-        "Dedupe id is a number out of range (JSON reads 1e400 as Infinity)",
-      );
-    }
     if (typeof raw === "string" || typeof raw === "number") {
       id = String(raw);
       if (!id.isWellFormed()) {

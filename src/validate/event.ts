@@ -44,15 +44,27 @@ function isForbiddenKey(key: string): boolean {
  * `maxDepth` deep, with no `__proto__`, `constructor` or `prototype` keys
  * (they are how prototype pollution reaches code that copies objects).
  * Recursion stops at `maxDepth`, so a deeply nested event cannot overflow
- * the stack.
+ * the stack. (An event its schema takes is also refused when it holds a
+ * number out of range: see {@linkcode validateEvent}.)
  */
 export function checkEventShape(value: unknown, limits: ShapeLimits = {}): FieldError[] {
   const error = shapeError(value, limits.maxDepth ?? 32);
   return error === null ? [] : [error];
 }
 
-/** {@linkcode checkEventShape}'s one error, or null (no list to allocate on the hot path). */
+/**
+ * Set by {@linkcode shapeError} when the event holds a number out of range: that is refused
+ * only after the schema's own errors (see {@linkcode validated}), and its path found by a second
+ * walk, as it is rare ({@linkcode nonFiniteError}).
+ */
+let sawNonFinite = false;
+
+/**
+ * {@linkcode checkEventShape}'s one error but a number out of range (which sets
+ * {@linkcode sawNonFinite}), or null (no list to allocate on the hot path).
+ */
 function shapeError(value: unknown, maxDepth: number): FieldError | null {
+  sawNonFinite = false;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return { path: "", message: `Event must be a JSON object, got ${describe(value)}` };
   }
@@ -69,7 +81,7 @@ function checkNode(node: object, depth: number, maxDepth: number): FieldError | 
       if (typeof item === "object" && item !== null) {
         const error = checkNode(item, depth + 1, maxDepth);
         if (error) return prefix(error, String(i));
-      }
+      } else if (typeof item === "number" && item - item !== 0) sawNonFinite = true;
     }
     return null;
   }
@@ -81,7 +93,23 @@ function checkNode(node: object, depth: number, maxDepth: number): FieldError | 
     if (typeof item === "object" && item !== null) {
       const error = checkNode(item, depth + 1, maxDepth);
       if (error) return prefix(error, key);
-    }
+    } else if (typeof item === "number" && item - item !== 0) sawNonFinite = true;
+  }
+  return null;
+}
+
+/** The error of the first number out of range in an event (null: none), naming its path. */
+function nonFiniteError(value: unknown): FieldError | null {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return {
+      path: "",
+      message: "Number is out of range (JSON reads 1e400 as Infinity, which it passes on as null)",
+    };
+  }
+  if (typeof value !== "object" || value === null) return null;
+  for (const [key, item] of Object.entries(value)) {
+    const error = nonFiniteError(item);
+    if (error) return prefix(error, key);
   }
   return null;
 }
@@ -1150,7 +1178,11 @@ function wantedBy(issue: z.core.$ZodIssue): string[] {
   }
 }
 
-/** Validates one parsed event against the structural limits and its stream schema. */
+/**
+ * Validates one parsed event against the structural limits and its stream schema; one they take
+ * is still refused when it holds a number out of range (`JSON.parse` reads `1e400` as
+ * `Infinity`, which JSON writes back as `null`: passed on, the event would say `null`).
+ */
 export function validateEvent(
   value: unknown,
   schema: z.ZodType,
@@ -1188,12 +1220,15 @@ function validated(
 ): Event | FieldError[] {
   const shapeProblem = shapeError(value, options.maxDepth);
   if (shapeProblem !== null) return [shapeProblem];
+  // A number out of range is refused after the schema's errors, which name a typed one as zod does.
+  const nonFinite = sawNonFinite;
   // zod would accept it and return an equal copy: skip the copy.
-  if (options.fast?.(value as Event)) return value as Event;
+  if (!nonFinite && options.fast?.(value as Event)) return value as Event;
   const result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);
   if (!result.success) {
     return result.error.issues.flatMap((issue) => eventErrors(issue, value));
   }
+  if (nonFinite) return [nonFiniteError(value)!];
   if (options.ownKeysOnly) restorePrototypes(result.data);
   if (typeof result.data !== "object" || result.data === null || Array.isArray(result.data)) {
     return [{ path: "", message: "Event must be a JSON object" }];

@@ -978,6 +978,41 @@ Deno.test("a number out of range (1e400, read as Infinity) refused by a list of 
   }
 });
 
+Deno.test("validateEvent() refuses a number out of range (1e400) anywhere in an event its schema takes, naming it, after the schema's own errors", () => {
+  const error = (path: string) => ({
+    ok: false,
+    errors: [{
+      path,
+      message: "Number is out of range (JSON reads 1e400 as Infinity, which it passes on as null)",
+    }],
+  });
+  const open = compileEventSchema({});
+  assert.deepEqual(validateEvent(JSON.parse('{"a": 1e400}'), open), error("a"));
+  assert.deepEqual(validateEvent(JSON.parse('{"a": {"b": [1, -1e999]}}'), open), error("a.b.1"));
+  assert.deepEqual(validateEvent({ a: 1e308, b: [-1e308] }, open), {
+    ok: true,
+    event: { a: 1e308, b: [-1e308] },
+  });
+  // The shape's errors and the schema's come first; a typed field is named as zod names it.
+  assert.deepEqual(validateEvent(JSON.parse('{"a": 1e400, "__proto__": 1}'), open), {
+    ok: false,
+    errors: [{ path: "__proto__", message: "Key '__proto__' is not allowed in events" }],
+  });
+  const typed = compileEventSchema({
+    type: "object",
+    properties: { id: { type: "string" }, n: { type: "number" } },
+    required: ["id"],
+  });
+  assert.deepEqual(validateEvent(JSON.parse('{"n": 1e400}'), typed), {
+    ok: false,
+    errors: [
+      { path: "id", message: "Required field is missing (expected string)" },
+      { path: "n", message: "Invalid input: expected number, received Infinity" },
+    ],
+  });
+  assert.deepEqual(validateEvent(JSON.parse('{"id": "a", "x": 1e400}'), typed), error("x"));
+});
+
 Deno.test("compileEventSchema() takes {not: {}}, which no value matches, and refuses any other not", () => {
   const schema = compileEventSchema({ properties: { internal: { not: {} } } });
   assert.equal(validateEvent({ id: 1 }, schema).ok, true);
