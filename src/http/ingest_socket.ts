@@ -154,6 +154,11 @@ function envelopeKind(value: unknown): "event" | "envelope" | { problem: string 
   };
 }
 
+/** A frame field's value as a problem shows it: JSON, but a number as itself (1e400: Infinity, not null). */
+function shownValue(value: unknown): string {
+  return typeof value === "number" ? String(value) : JSON.stringify(value);
+}
+
 /**
  * Reads one text frame: JSON (one event, an array, or the `{"seq", "events"}`
  * envelope) or, when it is not JSON and has several lines, NDJSON. Limits as
@@ -180,7 +185,7 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
         throw new ApiError(
           400,
           "invalid_seq",
-          `Frame 'seq' must be a non-negative integer, got ${JSON.stringify(envelope.seq)}`,
+          `Frame 'seq' must be a non-negative integer, got ${shownValue(envelope.seq)}`,
         );
       }
       seq = envelope.seq;
@@ -191,7 +196,7 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
       const key = envelope.idempotencyKey;
       const problem = typeof key === "string"
         ? idempotencyKeyProblem(key)
-        : `Frame 'idempotencyKey' must be a string, got ${JSON.stringify(key)}`;
+        : `Frame 'idempotencyKey' must be a string, got ${shownValue(key)}`;
       if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
       idempotency = { key: key as string, body: JSON.stringify(envelope.events) ?? "" };
     }

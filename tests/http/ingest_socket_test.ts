@@ -739,6 +739,25 @@ Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apa
   assert.equal(!notJson.ok && notJson.error.code, "invalid_json");
 });
 
+Deno.test("readFrame() names a seq or idempotencyKey of 1e400 (read as Infinity) as such, not as JSON's null", () => {
+  assert.deepEqual(readFrame('{"seq": 1e400, "events": [{}]}'), {
+    ok: false,
+    error: {
+      code: "invalid_seq",
+      message: "Frame 'seq' must be a non-negative integer, got Infinity",
+    },
+    seq: undefined,
+  });
+  assert.deepEqual(readFrame('{"idempotencyKey": -1e400, "events": [{}]}'), {
+    ok: false,
+    error: {
+      code: "invalid_idempotency_key",
+      message: "Frame 'idempotencyKey' must be a string, got -Infinity",
+    },
+    seq: undefined,
+  });
+});
+
 Deno.test("readFrame() refuses an envelope with a field it does not take, or an idempotencyKey without events, instead of counting it as one event", () => {
   const events = [{ a: 1 }, { a: 2 }, { a: 3 }];
   for (
