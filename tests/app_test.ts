@@ -3,6 +3,9 @@ import { servedRoutes } from "../src/app.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
+import { RedisStore } from "../src/store/mod.ts";
+import { Redis } from "@upstash/redis";
+import { redisTest } from "./_redis.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
 import { jsonLines, writtenLogs } from "./_logs.ts";
 
@@ -120,7 +123,12 @@ Deno.test("an NDJSON rejection names the event's line in the body beside its ind
   }]);
 });
 
-Deno.test("POST events rejects an event whose group or distinct value is a number out of range (1e400), which would count as null", async () => {
+/**
+ * Events holding a number out of range (1e400, which JSON.parse reads as Infinity) as a group,
+ * distinct, aggregated value, event time or anywhere else are rejected naming it, and count
+ * nowhere: JSON writes Infinity as null, so they would have counted into the null group.
+ */
+async function outOfRangeScenario(store: Store, now: number) {
   const config = {
     streams: {
       shop: {
@@ -128,33 +136,66 @@ Deno.test("POST events rejects an event whose group or distinct value is a numbe
         counters: {
           n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
           users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
+          total: { window: { tumbling: "1m" }, aggregate: { sum: "v" } },
+          top: { window: { tumbling: "1m" }, aggregate: { max: "v" } },
+          spread: { window: { tumbling: "1m" }, aggregate: { quantiles: "v" } },
         },
       },
     },
   };
-  const { app } = await testApp({ config });
-  const body =
-    `[{"ts": "${at(1)}", "g": 1e400, "u": "a"}, {"ts": "${at(2)}", "g": null, "u": "b"},` +
-    ` {"ts": "${at(3)}", "g": "x", "u": {"n": [-1e999]}}]`;
+  const { app } = await testApp({ config, store, now: () => now });
+  const ts = `"${new Date(now - 1_000).toISOString()}"`;
+  const body = `[{"ts": ${ts}, "g": 1e400, "u": "a"}, {"ts": ${ts}, "g": null, "u": "b", "v": 2},` +
+    ` {"ts": ${ts}, "g": "x", "u": {"n": [-1e999]}}, {"ts": ${ts}, "v": 1e400},` +
+    ` {"ts": ${ts}, "v": -1e400}, {"ts": 1e400}, {"ts": ${ts}, "other": [1e400]}]`;
   const res = await postEvents(app, body, { raw: true, stream: "shop" });
   assert.equal(res.status, 202);
   const reply = await res.json();
   assert.equal(reply.accepted, 1);
   assert.deepEqual(
-    reply.rejected.map((item: { index: number; errors: { path: string }[] }) => [
+    reply.rejected.map((item: { index: number; errors: { path: string; message: string }[] }) => [
       item.index,
       item.errors[0].path,
+      item.errors[0].message,
     ]),
-    [[0, "g"], [2, "u.n.0"]],
+    [[0, "g"], [2, "u.n.0"], [3, "v"], [4, "v"], [5, "ts"], [6, "other.0"]].map((
+      [index, path],
+    ) => [
+      index,
+      path,
+      "Number is out of range (JSON reads 1e400 as Infinity, which it passes on as null)",
+    ]),
   );
-  const { body: rows } = await getJson(app, "/v1/streams/shop/counters/n");
-  assert.deepEqual(
-    rows.windows.map((row: { group: unknown; value: number }) => [row.group, row.value]),
-    [
-      [{ g: null }, 1],
-    ],
-  );
+  const values = async (counter: string) => {
+    const { body: rows } = await getJson(app, `/v1/streams/shop/counters/${counter}`);
+    return rows.windows.map((row: { group: unknown; value: unknown }) => [row.group, row.value]);
+  };
+  assert.deepEqual(await values("n"), [[{ g: null }, 1]]);
+  assert.deepEqual(await values("users"), [[{}, 1]]);
+  assert.deepEqual(await values("total"), [[{}, 2]]);
+  assert.deepEqual(await values("top"), [[{}, 2]]);
+  assert.equal((await values("spread"))[0][1].count, 1);
+  assert.equal((await store.stats("shop", [])).rejected, 6);
+}
+
+/** A minute's start plus 30 s, near now: Redis expires panes by the wall clock. */
+const WALL_NOW = Math.floor(Date.now() / 60_000) * 60_000 + 30_000;
+
+Deno.test("memory: POST events rejects an event holding a number out of range (1e400) as a group, distinct or aggregated value, time or any field", async () => {
+  await outOfRangeScenario(new MemoryStore({ now: () => WALL_NOW }), WALL_NOW);
 });
+
+redisTest(
+  "redis: POST events rejects an event holding a number out of range (1e400) as a group, distinct or aggregated value, time or any field",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await outOfRangeScenario(new RedisStore(redis), WALL_NOW);
+  },
+);
 
 Deno.test("POST events replies 400 with the reply body when nothing was accepted", async () => {
   const { app } = await testApp();
