@@ -14,13 +14,15 @@ const DARK_SCHEME = globalThis.matchMedia("(prefers-color-scheme: dark)");
 
 /**
  * The colours a chart draws with, read from dashboard.css's custom properties as the page's
- * scheme (light or dark) sets them now: lines in order, axis text, grid and the partial shading.
+ * scheme (light or dark) sets them now: lines in order, the rest summed, axis text, grid and the
+ * partial shading.
  */
 function chartColours() {
   const style = globalThis.getComputedStyle(globalThis.document.documentElement);
   const read = (name) => style.getPropertyValue(name).trim();
   return {
     lines: Array.from({ length: PALETTE_SIZE }, (_, i) => read(`--c${i}`)),
+    rest: read("--cx"),
     axis: read("--axis"),
     grid: read("--grid"),
     partial: read("--partial-fill"),
@@ -102,10 +104,16 @@ export function sparkline(element, labels, { height = 56 } = {}) {
   };
 }
 
+/** The dash of the line of the rest summed, in its legend marker too. */
+const REST_DASH = [6, 4];
+
 /**
  * A time-series chart whose lines (one per group) may change:
- * `update({labels, data, partial})` redraws it, rebuilding it when the set of
+ * `update({labels, data, partial, rest})` redraws it, rebuilding it when the set of
  * lines changed; the windows whose starts (seconds) `partial` lists are shaded behind the lines.
+ * With `rest` the last line is the rest of the groups summed: dashed, in a colour (`--cx`) no
+ * group's line takes, so it stays apart from a group whose label reads the same, and from the
+ * 1st group's colour when 10 groups are drawn.
  */
 export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel = "value" } = {}) {
   // At least 12 windows wide, from the data itself: with a single point
@@ -143,7 +151,7 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
     element.dataset.partialBands = JSON.stringify(bands);
   }
 
-  function build(labels, data) {
+  function build(labels, data, rest) {
     observer?.disconnect();
     chart?.destroy();
     colours = chartColours();
@@ -167,15 +175,21 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
           drawClear: [shadePartial],
         },
         axes: [axis, { ...axis, size: 60 }],
+        legend: { markers: { dash: (u, i) => u.series[i].dash ? "dashed" : "solid" } },
         series: [
           { label: "window start" },
-          ...labels.map((label, i) => ({
-            label,
-            stroke: colours.lines[i % PALETTE_SIZE],
-            width: 2,
-            points: { size: 5 },
-            value: (_u, value) => value === null || value === undefined ? "—" : String(value),
-          })),
+          ...labels.map((label, i) => {
+            const isRest = rest && i === labels.length - 1;
+            return {
+              label,
+              class: isRest ? "rest" : undefined,
+              stroke: isRest ? colours.rest : colours.lines[i % PALETTE_SIZE],
+              dash: isRest ? REST_DASH : undefined,
+              width: 2,
+              points: { size: 5 },
+              value: (_u, value) => value === null || value === undefined ? "—" : String(value),
+            };
+          }),
         ],
       },
       data,
@@ -183,18 +197,20 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
     );
     chart.root.setAttribute("aria-label", `${valueLabel} per window, one line per group`);
     observer = followWidth(element, chart);
-    shown = JSON.stringify(labels);
+    shown = JSON.stringify([labels, rest]);
   }
 
   // A scheme change redraws the lines, axes and legend in its colours.
   const unfollow = followScheme(() => {
-    if (chart) build(JSON.parse(shown), chart.data);
+    if (!chart) return;
+    const [labels, rest] = JSON.parse(shown);
+    build(labels, chart.data, rest);
   });
 
   return {
-    update({ labels, data, partial: starts = [] }) {
+    update({ labels, data, partial: starts = [], rest = false }) {
       partial = starts;
-      if (!chart || JSON.stringify(labels) !== shown) build(labels, data);
+      if (!chart || JSON.stringify([labels, rest]) !== shown) build(labels, data, rest);
       else chart.setData(data);
     },
     /** Removes the chart and stops following its container's width and the colour scheme. */

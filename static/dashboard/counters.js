@@ -18,8 +18,8 @@ import {
   CounterSeries,
   describeCounter,
   formatValue,
+  groupKey,
   groupLabel,
-  OTHERS_LABEL,
   windowStepMs,
 } from "./model.js";
 
@@ -271,10 +271,10 @@ export class CountersView {
   #draw(entry) {
     entry.drawn = true;
     entry.chartElement.classList.remove("unread");
-    const { labels, data } = entry.series.chartData(this.#top);
+    const { labels, keys, data, rest } = entry.series.chartData(this.#top);
     const partial = entry.series.partialStarts();
-    entry.shownLabels = labels;
-    entry.chart.update({ labels, data, partial });
+    entry.shownKeys = keys;
+    entry.chart.update({ labels, data, partial, rest });
     entry.partialNote.hidden = partial.length === 0;
     entry.partialNote.textContent = partial.length === 0
       ? ""
@@ -295,13 +295,14 @@ export class CountersView {
       : `${clockTime(current.start)} – ${clockTime(current.end)}`;
     // Ranked by the server, highest first.
     const shown = current.windows.filter((row) => row.value !== null);
-    const labels = entry.shownLabels ?? [];
+    // Matched to the chart's lines by group, not label: two groups may read alike.
+    const keys = entry.shownKeys ?? [];
     const items = shown.map((row) => {
       const group = groupLabel(row.group);
       const label = entry.session
         ? [userText(group), ` ${clockTime(row.start)}–${clockTime(row.end)}`]
         : userText(group);
-      const colour = labels.indexOf(group);
+      const colour = keys.indexOf(groupKey(row.group));
       return el(
         "li",
         {},
@@ -315,12 +316,12 @@ export class CountersView {
     const others = current.others;
     if (others && others.value !== null) {
       const rest = others.groups - current.windows.length;
-      const colour = labels.indexOf(OTHERS_LABEL);
+      // The rest summed has its own colour, the one of its line (and of groups drawn in no line).
       items.push(el(
         "li",
         { class: "others" },
-        el("span", { class: `swatch ${colour >= 0 ? `c${colour % PALETTE_SIZE}` : "cx"}` }),
-        el("span", { class: "group" }, `${OTHERS_LABEL} (${rest} more groups)`),
+        el("span", { class: "swatch cx" }),
+        el("span", { class: "group" }, `others (${rest} more ${rest === 1 ? "group" : "groups"})`),
         " ",
         ...partialMark(others),
         el("b", { class: "value" }, formatValue(others.value)),

@@ -60,8 +60,16 @@ export function chartValue(value) {
   return value ?? null;
 }
 
-/** Label of the line of the groups beyond the top ones. */
-export const OTHERS_LABEL = "others";
+/**
+ * Label of the line of the groups beyond the top ones. It is no group's label as such: a group may
+ * be named `others`, so the line also has a colour and a dash of its own (charts.js).
+ */
+export const OTHERS_LABEL = "others (the rest summed)";
+
+/** A group object as the key its line and its current window's row are matched by. */
+export function groupKey(group) {
+  return JSON.stringify(group ?? {});
+}
 
 /**
  * One counter's windows, per group: what its chart draws. Rows come from
@@ -88,7 +96,7 @@ export class CounterSeries {
 
   /** Sets the value of one window of one group. */
   set(row) {
-    const key = JSON.stringify(row.group ?? {});
+    const key = groupKey(row.group);
     let entry = this.#groups.get(key);
     if (!entry) {
       entry = { label: groupLabel(row.group), values: new Map() };
@@ -140,9 +148,10 @@ export class CounterSeries {
   }
 
   /**
-   * uPlot data for the top `count` groups: `{labels, data}` with
+   * uPlot data for the top `count` groups: `{labels, keys, data, rest}` with
    * `data = [starts in seconds, values of group 1, …]` (null where a group
-   * has no window).
+   * has no window), `keys` the groups' {@linkcode groupKey}s in the same order, and `rest` true
+   * when the last line is the rest summed (labelled {@linkcode OTHERS_LABEL}, with no key).
    */
   chartData(count) {
     const starts = this.starts();
@@ -153,9 +162,11 @@ export class CounterSeries {
       data.push(starts.map((start) => values.has(start) ? values.get(start) : null));
     }
     const labels = top.map((group) => group.label);
+    const keys = top.map((group) => group.key);
+    let rest = false;
     if (this.#additive) {
       const drawn = new Set(top.map((group) => group.key));
-      const rest = starts.map((start) => {
+      const summed = starts.map((start) => {
         let sum = this.#others.get(start) ?? null;
         for (const [key, entry] of this.#groups) {
           const value = entry.values.get(start);
@@ -163,12 +174,13 @@ export class CounterSeries {
         }
         return sum;
       });
-      if (rest.some((value) => value !== null)) {
+      if (summed.some((value) => value !== null)) {
         labels.push(OTHERS_LABEL);
-        data.push(rest);
+        data.push(summed);
+        rest = true;
       }
     }
-    return { labels, data };
+    return { labels, keys, data, rest };
   }
 
   /** Drops every window (before a reload). */

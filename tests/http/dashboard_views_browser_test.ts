@@ -36,6 +36,7 @@ async function viewsPage(browser: Browser): Promise<{ page: Page; errors: string
         contentType: "text/html; charset=utf-8",
         body: `<!doctype html><html><head>
 <meta name="edgestream-auth" content="none">
+<link rel="stylesheet" href="/static/dashboard/dashboard.css">
 <script src="/static/vendor/uplot/uPlot.iife.min.js"></script>
 </head><body><div id="view"></div><p id="note"></p></body></html>`,
       });
@@ -212,6 +213,85 @@ browserTest(
       rows: [],
       note: "Webhook health needs an admin key.",
     });
+    assert.deepEqual(errors, []);
+  },
+);
+
+browserTest(
+  "a count's line of the rest summed is drawn apart from every group's, also from a group named others and with 10 groups drawn: its own colour, dashed, its own label, and so is its swatch in the current window",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const start = "2026-01-01T00:00:00.000Z";
+    /** What a view of `groups` (name → value) drawn with `top` shows once read. */
+    const drawn = async (groups: Record<string, number>, top: number) => {
+      const ranked = Object.entries(groups).sort((a, b) => b[1] - a[1]);
+      const row = ([country, value]: [string, number]) => ({
+        start,
+        end: "2026-01-01T00:01:00.000Z",
+        group: { country },
+        value,
+      });
+      const windows = {
+        windows: ranked.slice(0, top).map(row),
+        others: [{ start, end: "2026-01-01T00:01:00.000Z", groups: 1, value: 1 }],
+      };
+      const current = {
+        start,
+        end: "2099-01-01T00:01:00.000Z",
+        windows: ranked.slice(0, top).map(row),
+        others: { groups: top + 1, value: 1 },
+      };
+      return await page.evaluate(`(async () => {
+        const { CountersView } = await import("/static/dashboard/counters.js");
+        const container = document.getElementById("view");
+        globalThis.countersView?.stop();
+        globalThis.answerAll = (url) => [200, url.includes("/current") ? ${
+        JSON.stringify(current)
+      } : ${JSON.stringify(windows)}];
+        globalThis.countersView = new CountersView(container, [${
+        JSON.stringify(ORDERS)
+      }], { top: ${top} });
+        await globalThis.countersView.load("orders");
+        await globalThis.frames2();
+        const colour = (element) => getComputedStyle(element).borderTopColor;
+        const legend = [...container.querySelectorAll(".u-legend .u-series")].slice(1).map((row) => ({
+          label: row.querySelector(".u-label").textContent,
+          colour: colour(row.querySelector(".u-marker")),
+          dashed: getComputedStyle(row.querySelector(".u-marker")).borderTopStyle === "dashed",
+        }));
+        const current = [...container.querySelectorAll(".current-values li")].map((item) => ({
+          label: item.querySelector(".group").textContent,
+          colour: getComputedStyle(item.querySelector(".swatch")).backgroundColor,
+        }));
+        return { legend, current };
+      })()`) as {
+        legend: { label: string; colour: string; dashed: boolean }[];
+        current: { label: string; colour: string }[];
+      };
+    };
+
+    const named = await drawn({ others: 10, DE: 5 }, 2);
+    assert.deepEqual(named.legend.map((line) => [line.label, line.dashed]), [
+      ["others", false],
+      ["DE", false],
+      ["others (the rest summed)", true],
+    ]);
+    const [group, , rest] = named.legend;
+    assert.notEqual(rest.colour, group.colour);
+    assert.equal(new Set(named.legend.map((line) => line.colour)).size, 3);
+    // Each item of the current window has its line's colour.
+    assert.deepEqual(named.current, [
+      { label: "others", colour: group.colour },
+      { label: "DE", colour: named.legend[1].colour },
+      { label: "others (1 more group)", colour: rest.colour },
+    ]);
+
+    // 10 groups take the palette's 10 colours: the rest is none of them.
+    const many = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`g${i}`, 100 - i]));
+    const ten = await drawn(many, 10);
+    assert.equal(ten.legend.length, 11);
+    assert.equal(new Set(ten.legend.map((line) => line.colour)).size, 11);
+    assert.equal(ten.current.at(-1)!.colour, ten.legend.at(-1)!.colour);
     assert.deepEqual(errors, []);
   },
 );

@@ -9,6 +9,7 @@ import {
   durationMs,
   formatRate,
   formatValue,
+  groupKey,
   groupLabel,
   ratesBetween,
   windowStepMs,
@@ -55,7 +56,7 @@ Deno.test("CounterSeries draws the top groups by their peak, with gaps where a g
   ]);
   assert.deepEqual(series.chartData(5).labels, ["FR", "DE", "IT"]);
   series.clear();
-  assert.deepEqual(series.chartData(5), { labels: [], data: [[]] });
+  assert.deepEqual(series.chartData(5), { labels: [], keys: [], data: [[]], rest: false });
 });
 
 Deno.test("groupLabel(), formatRate(), durationMs() and the counter description read as shown", () => {
@@ -87,14 +88,16 @@ Deno.test("CounterSeries of a count draws the rest summed: the server's others p
   series.set({ start: t1, group: { country: "FR" }, value: 2 });
   series.setOthers({ start: t0, value: 3 });
   series.setOthers({ start: t1, value: null });
-  const { labels, data } = series.chartData(1);
-  assert.deepEqual(labels, ["DE", "others"]);
+  const { labels, keys, data, rest } = series.chartData(1);
+  assert.deepEqual(labels, ["DE", "others (the rest summed)"]);
+  assert.deepEqual([keys, rest], [['{"country":"DE"}'], true]);
   assert.deepEqual(data.slice(1), [[9, null], [7, 2]]);
   // Everything drawn and no rest from the server: no others line.
   const all = new CounterSeries(10, { additive: true });
   all.set({ start: t0, group: { country: "DE" }, value: 9 });
   all.setOthers({ start: t0, value: null });
   assert.deepEqual(all.chartData(5).labels, ["DE"]);
+  assert.equal(all.chartData(5).rest, false);
   // Values that do not add up (min, max, avg, distinct, quantiles) get no summed line.
   const max = new CounterSeries(10);
   max.set({ start: t0, group: { country: "DE" }, value: 9 });
@@ -125,4 +128,15 @@ Deno.test("CounterSeries lists the partial windows drawn (a group's row or the o
   series.clear();
   series.set({ start: at(2), group: { country: "FR" }, value: 3 });
   assert.deepEqual(series.partialStarts(), []);
+});
+
+Deno.test("CounterSeries tells a group named others from the rest summed: its key, and a label of its own for the rest", () => {
+  const series = new CounterSeries(10, { additive: true });
+  const start = "2026-01-01T00:00:00.000Z";
+  series.set({ start, group: { country: "others" }, value: 9 });
+  series.set({ start, group: { country: "DE" }, value: 4 });
+  const { labels, keys, rest } = series.chartData(1);
+  assert.deepEqual(labels, ["others", "others (the rest summed)"]);
+  assert.deepEqual(keys, [groupKey({ country: "others" })]);
+  assert.equal(rest, true);
 });
