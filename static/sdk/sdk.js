@@ -586,6 +586,28 @@ function positiveOr(value, fallback) {
 }
 
 /**
+ * The shortest wait `subscribe()` may be given (ms): with 1 ms it asked a failing server again a
+ * thousand times a second, for as long as the page stayed open.
+ */
+const MIN_SUBSCRIBE_WAIT_MS = 100;
+
+/**
+ * A wait option of `subscribe()`: `fallback` when it is no positive number (none given), else a
+ * number of milliseconds from {@linkcode MIN_SUBSCRIBE_WAIT_MS} to {@linkcode MAX_TIMER_MS}; any
+ * other throws an error naming it.
+ */
+function subscribeWait(options, name, fallback) {
+  const value = positiveOr(options[name], undefined);
+  if (value === undefined) return fallback;
+  if (value < MIN_SUBSCRIBE_WAIT_MS || value > MAX_TIMER_MS) {
+    throw new Error(
+      `edgestream: subscribe() option '${name}' must be a number of milliseconds from ${MIN_SUBSCRIBE_WAIT_MS} to ${MAX_TIMER_MS} (or none, for its default), received ${value}`,
+    );
+  }
+  return value;
+}
+
+/**
  * Calls a page's `handler` (when given) with `value`; one that throws is logged, not passed on:
  * the tracker or subscription goes on.
  */
@@ -628,8 +650,8 @@ function retryable(status) {
  * `onMessage(message)` gets each message in order, `subscribed` first (again at every
  * reconnection), then the results. A connection that ends or fails (the network, a server that
  * stops: its `closed` message is passed on too) is opened again after `retryBaseMs` (1000),
- * doubling up to `maxRetryMs` (30,000; either, when no positive number, is its default), or after
- * `Retry-After`, resuming after the last result received (`?after=`), so while the server's result
+ * doubling up to `maxRetryMs` (30,000; either, when no positive number, is its default; a
+ * `retryBaseMs` above `maxRetryMs` is cut to it), or after `Retry-After`, resuming after the last result received (`?after=`), so while the server's result
  * log still holds them none is missed or seen twice (`subscribed` says `"resumed": false` when it
  * could not: read the counters again). The back-off starts again once a result arrives. A 404 is
  * asked again after `notFoundRetryMs` when that is a positive number (an instance may take a stream
@@ -640,14 +662,18 @@ function retryable(status) {
  * no JSON object is logged (`console.error`) and skipped, the connection kept. Options: `key` (a
  * read key whose `origins` list the page; none in open mode), `endpoint` (the origin this module
  * came from by default), `types` (an array), `counter`, `filter`, `onMessage`, `onError`,
- * `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`. Returns `{close()}`.
+ * `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`; a positive number given to one of the last three
+ * must be from 100 to 2,147,483,647 ms (what a timer holds), else it throws an error naming it, as a
+ * shorter wait would ask a failing server again and again. Returns `{close()}`.
  */
 export function subscribe(stream, options = {}) {
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
-  // A wait of none would ask again at once, for good: only a positive number is one.
-  const retryBaseMs = positiveOr(options.retryBaseMs, 1000);
-  const maxRetryMs = positiveOr(options.maxRetryMs, 30_000);
-  const notFoundRetryMs = positiveOr(options.notFoundRetryMs, undefined);
+  // A wait of none would ask again at once, for good: only a positive number is one, and one too
+  // short to let a failing server be is refused.
+  const maxRetryMs = subscribeWait(options, "maxRetryMs", 30_000);
+  // The back-off never waits longer than its cap, its first wait included.
+  const retryBaseMs = Math.min(subscribeWait(options, "retryBaseMs", 1000), maxRetryMs);
+  const notFoundRetryMs = subscribeWait(options, "notFoundRetryMs", undefined);
   const stop = new AbortController();
   const signal = stop.signal;
   /** The id of the last message with one: where a new connection resumes. */

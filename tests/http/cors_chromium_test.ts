@@ -325,7 +325,7 @@ browserTest(
       subscribe("orders", {
         key: "sk_notAKeyNotAKeyNotAKey0123",
         endpoint: ${JSON.stringify(s.api)},
-        retryBaseMs: 50,
+        retryBaseMs: 100,
         onError: (error) => errors.push([error.status, error.code]),
       });
     })()`);
@@ -345,7 +345,7 @@ browserTest(
       globalThis.live = subscribe("orders", {
         key: ${JSON.stringify(s.key)},
         endpoint: ${JSON.stringify(s.api)},
-        retryBaseMs: 50,
+        retryBaseMs: 100,
         onMessage: () => { throw new Error("the page's bug"); },
       });
     })()`);

@@ -817,6 +817,60 @@ Deno.test("subscribe() takes a retryBaseMs or maxRetryMs that is no positive num
   }
 });
 
+Deno.test("subscribe() refuses a wait under 100 ms or past a timer, naming it, instead of asking a failing server again every millisecond; a retryBaseMs over maxRetryMs is cut to it", async () => {
+  const range = "a number of milliseconds from 100 to 2147483647 (or none, for its default)";
+  const refused: Array<[string, number]> = [
+    // maxRetryMs 1 asked a server answering 503 again 1,000 times a second, after the first 1 s.
+    ["maxRetryMs", 1],
+    ["maxRetryMs", 99],
+    ["retryBaseMs", 1],
+    // A 404 asked again every millisecond, for good.
+    ["notFoundRetryMs", 1],
+    ["notFoundRetryMs", 2 ** 31],
+    ["retryBaseMs", 2 ** 31],
+  ];
+  const { sent, restore } = recordingFetch([]);
+  try {
+    for (const [name, value] of refused) {
+      assert.throws(
+        () => subscribe("orders", { endpoint: "https://e.example", [name]: value }),
+        { message: `edgestream: subscribe() option '${name}' must be ${range}, received ${value}` },
+        `${name}: ${value}`,
+      );
+    }
+    // Nothing was asked by the subscriptions refused.
+    await Promise.resolve();
+    assert.equal(sent.length, 0);
+  } finally {
+    restore();
+  }
+  // The bounds are taken; a retryBaseMs above maxRetryMs waits maxRetryMs from the first retry.
+  const cases: Array<[Record<string, unknown>, number[]]> = [
+    [{ retryBaseMs: 100, maxRetryMs: 100 }, [100, 100, 100]],
+    [{ maxRetryMs: 500 }, [500, 500, 500]],
+    [{ retryBaseMs: 2_000, maxRetryMs: 1_500 }, [1_500, 1_500, 1_500]],
+  ];
+  for (const [options, gaps] of cases) {
+    const { restore } = recordingFetch([]);
+    globalThis.fetch = (() => Promise.resolve(refusal(503, "store_unavailable"))) as typeof fetch;
+    const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+    const times = fetchTimes(clock);
+    try {
+      const live = subscribe("orders", { endpoint: "https://e.example", ...options });
+      await clock.tickAsync(5_000);
+      live.close();
+      assert.deepEqual(
+        times.slice(1, 4).map((time, i) => time - times[i]),
+        gaps,
+        JSON.stringify(options),
+      );
+    } finally {
+      clock.uninstall();
+      restore();
+    }
+  }
+});
+
 Deno.test("subscribe() goes on when onError throws, and waits out a Retry-After too long for a timer instead of asking again at once", async () => {
   const { sent, restore } = recordingFetch([
     refusal(503, "store_unavailable"),
@@ -903,7 +957,7 @@ Deno.test("subscribe()'s close() during a back-off or a connection ends it: no m
   try {
     const live = subscribe("orders", {
       endpoint: "https://e.example",
-      retryBaseMs: 10,
+      retryBaseMs: 100,
       onMessage: (message) => messages.push(message.type),
       onError: (error) => told.push(error.message),
     });
@@ -912,7 +966,8 @@ Deno.test("subscribe()'s close() during a back-off or a connection ends it: no m
     assert.deepEqual(messages, ["subscribed"]);
     assert.equal(signal.aborted, false);
     live.close();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Longer than the retryBaseMs a reconnection would wait.
+    await new Promise((resolve) => setTimeout(resolve, 250));
     assert.equal(signal.aborted, true, "the connection's request aborted");
     assert.equal(open.sent.length, 1);
     assert.deepEqual(told, []);
