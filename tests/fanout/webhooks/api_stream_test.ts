@@ -220,3 +220,71 @@ Deno.test("A deleted API stream leaves no dispatch state behind, and one created
     await receiver.close();
   }
 });
+
+Deno.test("Deliveries of a deleted API stream's results made before the DELETE are still sent and retried: they are results it computed, and the endpoint still asks for them", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+  const { app, webhooks } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(new MemoryStore({ now })),
+  });
+  const receiver = await Receiver.start(now);
+  let up = false;
+  receiver.respond = () => new Response(null, { status: up ? 204 : 500 });
+  try {
+    const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+    assert.equal(created.status, 201, created.text);
+    const { id, secret } = await register(app, { url: receiver.url(), streams: ["orders"] });
+    receiver.secrets = [secret];
+    // The alert fires and minute 0 closes: their deliveries fail once, and wait for a retry.
+    await ingest(
+      app,
+      [1, 2, 3].map((n) => ({ id: `de${n}`, ts: at(n), country: "DE", amount: n })),
+    );
+    await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+    await sweep(app, webhooks);
+    const before = await call(app, "GET", `/v1/webhooks/${id}/deliveries`);
+    assert.equal(before.status, 200, before.text);
+    const made = before.body.deliveries.map((delivery: { id: string }) => delivery.id).sort();
+    assert.ok(made.length >= 3, before.text);
+    assert.ok(
+      before.body.deliveries.every((delivery: { status: string }) =>
+        delivery.status === "retrying"
+      ),
+    );
+    const failed = receiver.received.length;
+    assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
+    up = true;
+    clock.now += 60_000;
+    await sweep(app, webhooks);
+
+    // Each was sent again, with its webhook-id (the delivery's id without its endpoint), and succeeded.
+    const retried = receiver.received.slice(failed);
+    assert.deepEqual(
+      retried.map((item) => item.id).sort(),
+      made.map((delivery: string) => delivery.replace(/\.ep_\w+$/, "")),
+    );
+    assert.ok(retried.every((item) => item.verifiedWith.length === 1));
+    assert.deepEqual(
+      retried.map((item) => item.payload)
+        .filter((payload) =>
+          payload.type === "window.closed" && payload.data.counter === "per_minute"
+        )
+        .map((payload) => [payload.data.stream, payload.data.start, payload.data.value]),
+      [["orders", at(0), 3]],
+    );
+    assert.ok(retried.some((payload) => payload.payload.type === "alert.fired"));
+    const after = await call(app, "GET", `/v1/webhooks/${id}/deliveries`);
+    assert.ok(
+      after.body.deliveries.every((delivery: { status: string }) =>
+        delivery.status === "succeeded"
+      ),
+      after.text,
+    );
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
