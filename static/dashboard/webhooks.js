@@ -166,8 +166,13 @@ export class WebhooksView {
   async refresh() {
     const readAt = new Date().toISOString();
     let endpoints;
+    let more = false;
     try {
-      endpoints = (await api("/v1/webhooks")).webhooks;
+      const list = await api("/v1/webhooks");
+      endpoints = list.webhooks;
+      // One page (the oldest 100): each endpoint shown costs 4 reads every 10 s, so not all of a
+      // deployment's 1,000; the note says some are not shown rather than leave them unseen.
+      more = typeof list.nextCursor === "string";
     } catch (error) {
       const status = statusOf(error);
       const refused = status === 401 || status === 403;
@@ -190,7 +195,9 @@ export class WebhooksView {
         : `Cannot read webhooks: ${error.message}${kept}`;
       return status !== 403 && status !== 404;
     }
-    this.#note.textContent = endpoints.length
+    this.#note.textContent = more
+      ? `Showing the ${endpoints.length} oldest endpoints; more are registered: GET /v1/webhooks lists them all.`
+      : endpoints.length
       ? ""
       : "No webhook endpoints: register one with POST /v1/webhooks.";
     // Every endpoint's health first, then every row at once: a period chosen meanwhile is drawn

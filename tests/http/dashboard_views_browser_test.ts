@@ -295,3 +295,41 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "the webhooks table of the first page of endpoints says more are registered when the list has a next page, and says nothing once it has none",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const endpoints = [
+      { id: "ep_a", url: "https://hooks.example/a", description: null },
+      { id: "ep_b", url: "https://hooks.example/b", description: null },
+    ];
+    /** Reads the webhooks with the list answered `list`; the rows and the note shown. */
+    const shown = async (list: unknown) =>
+      await page.evaluate(`(async () => {
+        const { WebhooksView } = await import("/static/dashboard/webhooks.js");
+        globalThis.webhooks ??= new WebhooksView(
+          document.getElementById("view"),
+          document.getElementById("note"),
+        );
+        globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
+          ? [200, ${JSON.stringify(list)}]
+          : [200, { deliveries: [], nextCursor: null }];
+        await globalThis.webhooks.refresh();
+        return {
+          rows: [...document.querySelectorAll("#view [data-webhook]")]
+            .map((row) => row.getAttribute("data-webhook")),
+          note: document.getElementById("note").textContent,
+        };
+      })()`);
+    assert.deepEqual(await shown({ webhooks: endpoints, nextCursor: "bmV4dA" }), {
+      rows: ["ep_a", "ep_b"],
+      note: "Showing the 2 oldest endpoints; more are registered: GET /v1/webhooks lists them all.",
+    });
+    assert.deepEqual(await shown({ webhooks: endpoints, nextCursor: null }), {
+      rows: ["ep_a", "ep_b"],
+      note: "",
+    });
+    assert.deepEqual(errors, []);
+  },
+);
