@@ -273,9 +273,12 @@ export class WebhooksView {
 
   /** An endpoint's row; `stale` says why its health is an older read's, when it is. */
   #row(endpoint, health, stale = null) {
+    // Every row has the same controls: their names say whose they are, for a screen reader's list
+    // of buttons and fields, where the row is not read with them.
+    const name = endpoint.description || endpoint.url;
     const period = el(
       "select",
-      { "aria-label": "Replay deliveries created within" },
+      { "aria-label": `Replay deliveries of ${name} created within` },
       REPLAY_PERIODS.map(([label, ms]) => el("option", { value: String(ms) }, label)),
     );
     const kept = this.#replays.get(endpoint.id) ??
@@ -286,7 +289,11 @@ export class WebhooksView {
     const result = el("span", { class: "muted replay-result" });
     // Busy while its replay is asked: marked with aria-disabled, not disabled, which would drop
     // the keyboard's focus; a redrawn row shows it busy too, and the answer goes to the row shown.
-    const button = el("button", { type: "button", class: "replay" }, "Replay failed");
+    const button = el(
+      "button",
+      { type: "button", class: "replay", "aria-label": `Replay failed deliveries of ${name}` },
+      "Replay failed",
+    );
     kept.shown = { button, result };
     showReplay(kept);
     button.addEventListener("click", async () => {

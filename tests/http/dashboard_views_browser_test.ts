@@ -333,3 +333,42 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "each webhook row's replay button and period are named by its endpoint (its description, else its URL), beginning with the button's text",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const endpoints = [
+      { id: "ep_a", url: "https://hooks.example/a", description: "billing" },
+      { id: "ep_b", url: "https://hooks.example/b", description: null },
+    ];
+    await page.evaluate(`(async () => {
+      const { WebhooksView } = await import("/static/dashboard/webhooks.js");
+      const view = new WebhooksView(document.getElementById("view"), document.getElementById("note"));
+      globalThis.answerAll = (url) => new URL(url, location.href).pathname === "/v1/webhooks"
+        ? [200, { webhooks: ${JSON.stringify(endpoints)}, nextCursor: null }]
+        : [200, { deliveries: [], nextCursor: null }];
+      await view.refresh();
+    })()`);
+    const buttons = page.getByRole("button");
+    assert.deepEqual(
+      await buttons.evaluateAll((all) => all.map((button) => button.getAttribute("aria-label"))),
+      [
+        "Replay failed deliveries of billing",
+        "Replay failed deliveries of https://hooks.example/b",
+      ],
+    );
+    for (const [name, row] of [["billing", "ep_a"], ["https://hooks.example/b", "ep_b"]]) {
+      const button = page.getByRole("button", { name: `Replay failed deliveries of ${name}` });
+      assert.equal(await button.textContent(), "Replay failed");
+      const period = page.getByRole("combobox", {
+        name: `Replay deliveries of ${name} created within`,
+      });
+      assert.equal(
+        await period.evaluate((select) => select.closest("tr")!.getAttribute("data-webhook")),
+        row,
+      );
+    }
+    assert.deepEqual(errors, []);
+  },
+);
