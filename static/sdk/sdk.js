@@ -661,7 +661,7 @@ function retryable(status) {
  * an error answer); one that throws is logged and the subscription goes on. A message whose data is
  * no JSON object is logged (`console.error`) and skipped, the connection kept. Options: `key` (a
  * read key whose `origins` list the page; none in open mode), `endpoint` (the origin this module
- * came from by default), `types` (an array), `counter`, `filter`, `onMessage`, `onError`,
+ * came from by default), `types` (an array of strings, else it throws), `counter`, `filter`, `onMessage`, `onError`,
  * `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`; a positive number given to one of the last three
  * must be from 100 to 2,147,483,647 ms (what a timer holds), else it throws an error naming it, as a
  * shorter wait would ask a failing server again and again. Returns `{close()}`.
@@ -674,6 +674,18 @@ export function subscribe(stream, options = {}) {
   // The back-off never waits longer than its cap, its first wait included.
   const retryBaseMs = Math.min(subscribeWait(options, "retryBaseMs", 1000), maxRetryMs);
   const notFoundRetryMs = subscribeWait(options, "notFoundRetryMs", undefined);
+  const types = options.types ?? null;
+  // Not an array, it failed in every connection's request, retried for good without a word but
+  // onError's: refused at once instead, as the waits are.
+  if (
+    types !== null && (!Array.isArray(types) || !types.every((type) => typeof type === "string"))
+  ) {
+    throw new Error(
+      `edgestream: subscribe() option 'types' must be an array of event types, received ${
+        JSON.stringify(types) ?? String(types)
+      }`,
+    );
+  }
   const stop = new AbortController();
   const signal = stop.signal;
   /** The id of the last message with one: where a new connection resumes. */
@@ -690,7 +702,7 @@ export function subscribe(stream, options = {}) {
       signal.addEventListener("abort", abort, { once: true });
       try {
         const query = new URLSearchParams();
-        if (options.types) query.set("types", options.types.join(","));
+        if (types) query.set("types", types.join(","));
         if (options.counter) query.set("counter", options.counter);
         if (options.filter) query.set("filter", options.filter);
         if (after) query.set("after", after);

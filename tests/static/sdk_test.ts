@@ -871,6 +871,41 @@ Deno.test("subscribe() refuses a wait under 100 ms or past a timer, naming it, i
   }
 });
 
+Deno.test("subscribe() refuses types that are no array of strings, naming the option, instead of failing every connection for good", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    for (
+      const [types, received] of [
+        ["window.closed", '"window.closed"'],
+        [["window.closed", 3], '["window.closed",3]'],
+        [{ 0: "window.closed" }, '{"0":"window.closed"}'],
+      ] as const
+    ) {
+      assert.throws(
+        () =>
+          subscribe("orders", {
+            endpoint: "https://e.example",
+            types: types as unknown as string[],
+          }),
+        {
+          message:
+            `edgestream: subscribe() option 'types' must be an array of event types, received ${received}`,
+        },
+      );
+    }
+    await Promise.resolve();
+    assert.equal(sent.length, 0);
+    // None (undefined or null) is every type.
+    const live = subscribe("orders", {
+      endpoint: "https://e.example",
+      types: null as unknown as string[],
+    });
+    live.close();
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("subscribe() goes on when onError throws, and waits out a Retry-After too long for a timer instead of asking again at once", async () => {
   const { sent, restore } = recordingFetch([
     refusal(503, "store_unavailable"),
