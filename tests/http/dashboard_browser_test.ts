@@ -2070,3 +2070,30 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "the Counters heading is named by its text alone: the groups-per-chart choice sits beside it, named, not inside it",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(`${server.base}/`);
+      const choice = page.getByRole("combobox", { name: "groups per chart", exact: true });
+      await choice.waitFor();
+      assert.equal(
+        await page.getByRole("heading", { level: 2, name: "Counters", exact: true }).count(),
+        1,
+      );
+      assert.equal(await choice.evaluate((select) => select.closest("h1, h2, h3, h4")), null);
+      // Still on the heading's line.
+      const [heading, control] = await Promise.all([
+        page.getByRole("heading", { name: "Counters", exact: true }).boundingBox(),
+        choice.boundingBox(),
+      ]);
+      assert.ok(heading && control && control.x > heading.x + heading.width, "beside it");
+      assert.ok(control.y < heading.y + heading.height && control.y + control.height > heading.y);
+    } finally {
+      await server.close();
+    }
+  },
+);
