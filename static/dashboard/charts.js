@@ -104,6 +104,36 @@ export function sparkline(element, labels, { height = 56 } = {}) {
   };
 }
 
+/**
+ * Lets the keyboard show and hide a line as a click on its legend entry does (uPlot listens to
+ * clicks only): each entry's label is a toggle button, pressed while its line is shown.
+ */
+function legendKeys(chart) {
+  const rows = chart.root.querySelectorAll(".u-legend .u-series");
+  rows.forEach((row, i) => {
+    const label = row.querySelector(".u-label");
+    // Row 0 is the window start, no line.
+    if (i === 0 || !label) return;
+    label.tabIndex = 0;
+    label.setAttribute("role", "button");
+    label.setAttribute("aria-pressed", String(chart.series[i].show));
+    label.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" && event.key !== " ") return;
+      event.preventDefault();
+      // Bubbles to the entry, whose click uPlot handles.
+      label.click();
+    });
+  });
+}
+
+/** Keeps each legend toggle's `aria-pressed` as its line's shown state. */
+function pressedFollowsShown(chart) {
+  const labels = chart.root.querySelectorAll(".u-legend .u-series .u-label");
+  chart.series.forEach((series, i) => {
+    if (i > 0) labels[i]?.setAttribute("aria-pressed", String(series.show));
+  });
+}
+
 /** The dash of the line of the rest summed, in its legend marker too. */
 const REST_DASH = [6, 4];
 
@@ -173,6 +203,7 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
             }
           }],
           drawClear: [shadePartial],
+          setSeries: [pressedFollowsShown],
         },
         axes: [axis, { ...axis, size: 60 }],
         legend: { markers: { dash: (u, i) => u.series[i].dash ? "dashed" : "solid" } },
@@ -196,6 +227,7 @@ export function groupChart(element, { height = 220, stepMs = 60_000, valueLabel 
       element,
     );
     chart.root.setAttribute("aria-label", `${valueLabel} per window, one line per group`);
+    legendKeys(chart);
     observer = followWidth(element, chart);
     shown = JSON.stringify([labels, rest]);
   }

@@ -372,3 +372,52 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "a chart's legend entries are toggle buttons the keyboard reaches with Tab: Enter or Space hides and shows the line as a click does",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const start = "2026-01-01T00:00:00.000Z";
+    const end = "2026-01-01T00:01:00.000Z";
+    const windows = {
+      windows: [
+        { start, end, group: { country: "DE" }, value: 3 },
+        { start, end, group: { country: "FR" }, value: 1 },
+      ],
+      others: [],
+    };
+    await page.evaluate(`(async () => {
+      const { CountersView } = await import("/static/dashboard/counters.js");
+      globalThis.answerAll = (url) => [200, url.includes("/current")
+        ? { start: ${
+      JSON.stringify(start)
+    }, end: "2099-01-01T00:00:00.000Z", windows: [], others: null }
+        : ${JSON.stringify(windows)}];
+      const view = new CountersView(document.getElementById("view"), [${JSON.stringify(ORDERS)}]);
+      await view.load("orders");
+      await globalThis.frames2();
+    })()`);
+    const entry = (name: string) => page.getByRole("button", { name, exact: true });
+    /** The entries' pressed states and which lines uPlot shows (its legend rows not `u-off`). */
+    const state = () =>
+      page.evaluate(`[...document.querySelectorAll(".u-legend .u-series")].slice(1).map((row) => [
+        row.querySelector(".u-label").getAttribute("aria-pressed"),
+        !row.classList.contains("u-off"),
+      ])`);
+    assert.deepEqual(await state(), [["true", true], ["true", true]]);
+    // Tab from the page's start reaches the first entry.
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate("document.activeElement.textContent"), "DE");
+    await page.keyboard.press("Enter");
+    assert.deepEqual(await state(), [["false", false], ["true", true]]);
+    await page.keyboard.press("Tab");
+    await page.keyboard.press(" ");
+    assert.deepEqual(await state(), [["false", false], ["false", false]]);
+    await entry("DE").press("Enter");
+    assert.deepEqual(await state(), [["true", true], ["false", false]]);
+    // A click still toggles, and the pressed state follows it.
+    await entry("FR").click();
+    assert.deepEqual(await state(), [["true", true], ["true", true]]);
+    assert.deepEqual(errors, []);
+  },
+);
