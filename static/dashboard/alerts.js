@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { clockTime, el } from "./dom.js";
+import { clockTime, el, userText } from "./dom.js";
 import { formatValue, groupLabel } from "./model.js";
 
 /** Alerts the list keeps. */
@@ -31,11 +31,18 @@ export class AlertsView {
       "li",
       { class: "alert", "data-alert": data.alert },
       el("time", { datetime: payload.timestamp }, clockTime(payload.timestamp)),
-      el("b", {}, data.alert),
+      el("b", {}, userText(data.alert)),
+      // Names and the group are users' text, each isolated: a right-to-left group followed by
+      // " = 6" took the value to its left ("6 = …").
       el(
         "span",
         {},
-        `${data.stream} · ${data.counter} · ${groupLabel(data.group)} = ${formatValue(data.value)}`,
+        userText(data.stream),
+        " · ",
+        userText(data.counter),
+        " · ",
+        userText(groupLabel(data.group)),
+        ` = ${formatValue(data.value)}`,
       ),
       el("span", { class: "muted" }, `window ${clockTime(data.start)} – ${clockTime(data.end)}`),
     ));

@@ -421,3 +421,50 @@ browserTest(
     assert.deepEqual(errors, []);
   },
 );
+
+browserTest(
+  "an alert whose group is right-to-left text reads in order: the value stays right of the group, and each name is isolated",
+  async (browser) => {
+    const { page, errors } = await viewsPage(browser);
+    const seen = await page.evaluate(`(async () => {
+      const { AlertsView } = await import("/static/dashboard/alerts.js");
+      document.getElementById("view").innerHTML = '<ol id="alerts"></ol><span id="count"></span>';
+      const view = new AlertsView(document.getElementById("alerts"), document.getElementById("count"));
+      view.handle({
+        type: "alert.fired",
+        timestamp: "2026-01-01T00:01:00.000Z",
+        data: {
+          alert: "busy", stream: "orders", counter: "per_minute",
+          group: { country: "שלום" }, value: 6,
+          start: "2026-01-01T00:00:00.000Z", end: "2026-01-01T00:01:00.000Z",
+        },
+      });
+      /** The box of the first place \`text\` is in the alert's line. */
+      const box = (text) => {
+        const line = document.querySelector("#alerts li span");
+        const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          const at = node.textContent.indexOf(text);
+          if (at < 0) continue;
+          const range = document.createRange();
+          range.setStart(node, at);
+          range.setEnd(node, at + text.length);
+          return range.getBoundingClientRect();
+        }
+        throw new Error("no " + text);
+      };
+      return {
+        text: document.querySelector("#alerts li span").textContent,
+        groupRight: box("שלום").right,
+        equalsLeft: box("=").left,
+        valueLeft: box("6").left,
+        isolated: [...document.querySelectorAll("#alerts li bdi")].map((bdi) => bdi.textContent),
+      };
+    })()`) as Record<string, unknown>;
+    assert.equal(seen.text, "orders · per_minute · שלום = 6");
+    assert.ok((seen.groupRight as number) <= (seen.equalsLeft as number), JSON.stringify(seen));
+    assert.ok((seen.equalsLeft as number) < (seen.valueLeft as number), JSON.stringify(seen));
+    assert.deepEqual(seen.isolated, ["busy", "orders", "per_minute", "שלום"]);
+    assert.deepEqual(errors, []);
+  },
+);
