@@ -1118,7 +1118,7 @@ const readyRoute = createRoute({
   operationId: "getReadiness",
   tags: ["health"],
   security: [],
-  summary: "Readiness: the store is reachable",
+  summary: "Readiness: the store is reachable and takes writes",
   responses: {
     200: {
       description: "Ready",

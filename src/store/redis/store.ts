@@ -86,8 +86,15 @@ interface QuietStream {
  */
 export const QUIET_KEPT = 20_000;
 
-/** What `ping` runs: a script, so that it fails where scripting is refused. */
+/** What the setup check runs as a script, so that it fails where scripting is refused. */
 export const PING_SCRIPT = 'return "PONG"';
+
+/**
+ * What `ping` runs: a script, so that it fails where scripting is refused, that writes (KEYS[1],
+ * for a second), so that it fails where writes are refused too (a Redis at its `maxmemory` under
+ * `noeviction`, a read-only replica or token), as every apply would.
+ */
+export const READY_SCRIPT = 'redis.call("SET", KEYS[1], "1", "PX", 1000)\nreturn "PONG"';
 
 /** A stream this process applied a batch to since its last close here: the next one runs. */
 const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
@@ -852,11 +859,13 @@ export class RedisStore implements Store {
   }
 
   /**
-   * One command, as `PING` was, but a script: every write of this store is one, so a Redis that
-   * refuses scripting (an ACL without `@scripting`) is not ready.
+   * One command, as `PING` was, but a script that writes its own key (`<prefix>:{@ready}`, for a
+   * second): every write of this store is a script, so a Redis that refuses scripting (an ACL
+   * without `@scripting`) or writes (out of memory under `noeviction`) is not ready.
    */
   async ping(): Promise<void> {
-    await this.#call("ping", () => this.#calls.script(PING_SCRIPT, [], []));
+    const key = `${this.#prefix}:{@ready}`;
+    await this.#call("ping", () => this.#calls.script(READY_SCRIPT, [key], []));
   }
 
   close(): Promise<void> {

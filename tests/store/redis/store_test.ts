@@ -929,7 +929,7 @@ redisTest(
 );
 
 redisTest(
-  "a Redis out of memory answers ingest 503 not_applied with Retry-After, and applies nothing",
+  "a Redis out of memory answers ingest 503 not_applied with Retry-After, and applies nothing; /readyz says it is not ready",
   async (fixture) => {
     const store = redisStore(fixture);
     const app = await appOver(store);
@@ -944,7 +944,13 @@ redisTest(
     assert.equal(body.error.code, "store_unavailable");
     assert.equal(body.error.details.outcome, "not_applied");
     assert.ok(full.headers.get("Retry-After"));
+    // Reachable, but taking no write: not ready.
+    const ready = await getJson(app, "/readyz");
+    assert.equal(ready.status, 503, JSON.stringify(ready.body));
+    assert.equal(ready.body.status, "unavailable");
+    assert.match(ready.body.error, /OOM command not allowed/);
     await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "maxmemory", "0"));
+    assert.equal((await getJson(app, "/readyz")).status, 200);
     assert.equal((await store.stats("three", [])).applied, 1);
   },
 );
