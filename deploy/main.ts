@@ -100,8 +100,14 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
   }
 });
 
-const { built, shutdownMs, hostname, streams: registry, logNotices: logStartupNotices } =
-  await ready();
+const {
+  built,
+  shutdownMs,
+  hostname,
+  streams: registry,
+  backlog,
+  logNotices: logStartupNotices,
+} = await ready();
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one. The
 // host is `configFromEnv`'s: loopback only in open mode (which answers only loopback Host names
 // anyway), else HOST or every interface.
@@ -124,7 +130,13 @@ const serving = serveApp(built, {
 let stopping = false;
 exitOnStopSignal(() => {
   stopping = true;
-  return serving.stop(() => Promise.resolve(registry.stop()));
+  return serving.stop(async () => {
+    registry.stop();
+    // Given back, the next cron run's isolate reports the backlog gauges at once.
+    await backlog.close().catch((error) =>
+      logger.warn("Cannot give back the webhook backlog lease: {error}", { error })
+    );
+  });
 }, shutdownMs);
 // Listening first: a process that cannot stops before it records anything in the store. Config
 // streams checked against the store, and streams created at run time polled for; an event for a

@@ -229,13 +229,19 @@ export async function serve(
     onListenError: (error) => failToListen(error, config.hostname, config.port),
   });
   let sweeping: { stop(): Promise<void> } | undefined;
+  let backlog: WebhookBacklogGauges | undefined;
   let stopping: Promise<StopReport> | undefined;
   const running: RunningServer = {
     addr: serving.addr,
     stop() {
-      stopping ??= serving.stop(() => {
+      stopping ??= serving.stop(async () => {
         streams.stop();
-        return sweeping?.stop() ?? Promise.resolve();
+        await sweeping?.stop();
+        // Its lease given back, another process reports the backlog from its next sweep rather
+        // than once the lease ran out (three sweeps).
+        await backlog?.close().catch((error) =>
+          logger.warn("Cannot give back the webhook backlog lease: {error}", { error })
+        );
       });
       return stopping;
     },
@@ -254,15 +260,16 @@ export async function serve(
   logStoreWarnings(config);
   if (config.sweepEveryMs > 0) {
     // The webhook backlog is shared: one sweeping process at a time reports it.
-    const backlog = new WebhookBacklogGauges(config.deliveries, {
+    const gauges = new WebhookBacklogGauges(config.deliveries, {
       leaseMs: 3 * config.sweepEveryMs,
     });
+    backlog = gauges;
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
     sweeping = startSweeping(
       async () => {
         const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
-        await backlog.refresh().catch((error) =>
+        await gauges.refresh().catch((error) =>
           logger.error("Cannot count webhook deliveries: {error}", { error })
         );
         return report;

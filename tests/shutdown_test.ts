@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../src/store/redis/delivery_store.ts";
 import { evalAtRoot } from "./_eval.ts";
-import { redisTest } from "./_redis.ts";
+import { redisTest, withDirect } from "./_redis.ts";
 import { type ServerProcess, startServerProcess } from "./_server_process.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
 import { OpenConnections, RequestsInFlight } from "../src/http/open_connections.ts";
@@ -434,6 +434,32 @@ redisTest(
       await Promise.all(servers.map((server) => server.stop()));
       await receiver.close();
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+redisTest(
+  "a stop gives back the webhook backlog gauges' lease, so another process reports them from its next sweep",
+  async (fixture) => {
+    const lease = `${PREFIX}:{wh}:lease:telemetry:webhook-backlog`;
+    const server = await startServerProcess("backlog", {
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_PREFIX: PREFIX,
+      EDGESTREAM_SWEEP_EVERY: "1s",
+    });
+    try {
+      const held = () => withDirect(fixture.redisUrl, (send) => send("GET", lease));
+      const deadline = Date.now() + 10_000;
+      while ((await held()) === null) {
+        assert.ok(Date.now() < deadline, `no lease taken:\n${server.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      server.signal("SIGTERM");
+      assert.equal((await server.status).code, 0, server.output());
+      assert.equal(await held(), null, "the lease outlived the process");
+    } finally {
+      await server.stop();
     }
   },
 );

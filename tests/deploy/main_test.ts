@@ -5,7 +5,7 @@
  * cron, and refuses the setups that are unsafe in production.
  */
 import assert from "node:assert/strict";
-import { type RedisFixture, redisTest } from "../_redis.ts";
+import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { configFromEnv } from "../../src/env.ts";
 import { createApp } from "../../src/app.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
@@ -107,20 +107,36 @@ redisTest(
   },
 );
 
-redisTest("deploy/main.ts runs the sweep from its cron handler", async (fixture) => {
-  const run = runDeploy({
-    ...redisVars(fixture),
-    EDGESTREAM_KEYS: `admin:${KEY}`,
-    HARNESS_SWEEP: "1",
-  });
-  try {
-    await run.seen(/harness: swept/);
-    assert.doesNotMatch(run.output(), /sweep failed|Error/);
-  } finally {
-    run.child.kill("SIGTERM");
-    await run.done;
-  }
-});
+redisTest(
+  "deploy/main.ts runs the sweep from its cron handler, and gives back the backlog gauges' lease when Deploy stops it",
+  async (fixture) => {
+    const run = runDeploy({
+      ...redisVars(fixture),
+      EDGESTREAM_KEYS: `admin:${KEY}`,
+      HARNESS_SWEEP: "1",
+    });
+    const lease = () =>
+      withDirect(
+        fixture.redisUrl,
+        (send) => send("GET", "deploy:{wh}:lease:telemetry:webhook-backlog"),
+      );
+    try {
+      await run.seen(/harness: swept/);
+      assert.doesNotMatch(run.output(), /sweep failed|Error/);
+      assert.notEqual(await lease(), null, "the cron's sweep took the lease");
+      run.child.kill("SIGINT");
+      assert.equal((await run.done).code, 0, run.output());
+      assert.equal(await lease(), null, "the lease outlived the isolate");
+    } finally {
+      try {
+        run.child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      await run.done;
+    }
+  },
+);
 
 for (
   const [name, vars, pattern] of [
