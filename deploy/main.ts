@@ -111,7 +111,8 @@ const {
 // Deploy routes traffic to the default port; PORT lets a local run (or a test) choose one. The
 // host is `configFromEnv`'s: loopback only in open mode (which answers only loopback Host names
 // anyway), else HOST or every interface.
-const port = Deno.env.get("PORT");
+// Empty, as every setting, is not set.
+const port = Deno.env.get("PORT") || undefined;
 // Served as src/main.ts serves: its "listening on" line, requests counted for a stop, and
 // listening again when the accept loop fails (out of file descriptors).
 const serving = serveApp(built, {

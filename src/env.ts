@@ -93,6 +93,19 @@ export interface EnvSource {
   get(name: string): string | undefined;
 }
 
+/**
+ * `env` with an empty value read as not set, the one rule for every variable: a compose file's
+ * `${VAR}` of an unset variable, or `PORT=` in an env file, gives one.
+ */
+function setOnly(env: EnvSource): EnvSource {
+  return {
+    get(name) {
+      const value = env.get(name);
+      return value === "" ? undefined : value;
+    },
+  };
+}
+
 /** Everything a server needs, built from the environment. */
 export interface ServerConfig {
   /** The config file the streams came from. */
@@ -341,7 +354,8 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
  * the definitions of {@linkcode storesFromEnv} beside it: its caller keeps stream definitions
  * elsewhere, so an apply does not look for their records in Redis.
  */
-export function storeFromEnv(env: EnvSource): Store {
+export function storeFromEnv(source: EnvSource): Store {
+  const env = setOnly(source);
   return storesFromEnv(env, { definitionsHere: false }).store;
 }
 
@@ -352,9 +366,10 @@ export function storeFromEnv(env: EnvSource): Store {
  * refuses an apply whose stream's definition record is missing from that Redis.
  */
 export function storesFromEnv(
-  env: EnvSource,
+  source: EnvSource,
   options: { definitionsHere?: boolean } = {},
 ): { store: Store; definitions: DefinitionStore } {
+  const env = setOnly(source);
   // Each checked with the other store too, so a typo shows before a switch of store.
   const maxDedupeIds = readMaxDedupeIds(env);
   const prefix = readPrefix(env);
@@ -385,7 +400,8 @@ function readPrefix(env: EnvSource): string {
 }
 
 /** Picks the run-time key store: in Redis when both Upstash variables are set, else in memory. */
-export function keyStoreFromEnv(env: EnvSource): KeyStore {
+export function keyStoreFromEnv(source: EnvSource): KeyStore {
+  const env = setOnly(source);
   const redis = redisFromEnv(env);
   const maxKeys = readCount(env, "EDGESTREAM_KEYS_MAX", DEFAULT_KEYS_MAX);
   return redis
@@ -394,7 +410,8 @@ export function keyStoreFromEnv(env: EnvSource): KeyStore {
 }
 
 /** Picks the delivery store: in Redis when both Upstash variables are set, else in memory. */
-export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
+export function deliveriesFromEnv(source: EnvSource): DeliveryStore {
+  const env = setOnly(source);
   const redis = redisFromEnv(env);
   const maxEndpoints = readCount(env, "EDGESTREAM_WEBHOOKS_MAX", DEFAULT_WEBHOOKS_MAX);
   return redis
@@ -409,13 +426,14 @@ export function deliveriesFromEnv(env: EnvSource): DeliveryStore {
  * {@linkcode ConfigError} for a bad setting.
  */
 export function webhooksFromEnv(
-  env: EnvSource,
+  source: EnvSource,
   options: {
     store: Store;
     streams: ReadonlyMap<string, CompiledStream>;
     deliveries?: DeliveryStore;
   },
 ): WebhookService {
+  const env = setOnly(source);
   const deliveries = options.deliveries ?? deliveriesFromEnv(env);
   let policy: UrlPolicy;
   try {
@@ -437,7 +455,8 @@ export function webhooksFromEnv(
  * the platform at run time, not during builds), whatever `EDGESTREAM_ENV` says
  * (`development` is its default, not a way out of the guard); null otherwise.
  */
-export function productionReason(env: EnvSource): string | null {
+export function productionReason(source: EnvSource): string | null {
+  const env = setOnly(source);
   const declared = env.get("EDGESTREAM_ENV");
   if (declared !== undefined && declared !== "production" && declared !== "development") {
     throw new ConfigError(`EDGESTREAM_ENV: expected production or development, got '${declared}'`);
@@ -494,9 +513,10 @@ function checkProduction(env: EnvSource, keys: KeyRing): void {
  * ```
  */
 export async function configFromEnv(
-  env: EnvSource,
+  source: EnvSource,
   options: ConfigFromEnvOptions = {},
 ): Promise<ServerConfig> {
+  const env = setOnly(source);
   const port = readPort(env);
   const logLevel = readLogLevel(env);
   const sweepEveryMs = readSweepEvery(env);

@@ -180,7 +180,7 @@ Deno.test("storeFromEnv() holds the README's 10,000,000 dedupe ids a stream with
 });
 
 Deno.test("storeFromEnv() refuses an EDGESTREAM_MEMORY_DEDUPE_MAX that is not a whole number of at least 2", () => {
-  for (const value of ["", "1", "0", "-5", "2.5", "1e6", "lots", "99999999999999999999"]) {
+  for (const value of ["1", "0", "-5", "2.5", "1e6", "lots", "99999999999999999999"]) {
     assert.throws(
       () => storeFromEnv(env({ EDGESTREAM_MEMORY_DEDUPE_MAX: value })),
       (error) =>
@@ -388,10 +388,10 @@ Deno.test("configFromEnv() refuses EDGESTREAM_KEYS that holds text but no key, i
   }
 });
 
-Deno.test("storeFromEnv() refuses an EDGESTREAM_PREFIX that is empty or would put every stream in one Redis slot", () => {
+Deno.test("storeFromEnv() refuses an EDGESTREAM_PREFIX that would put every stream in one Redis slot", () => {
   const upstash = { UPSTASH_REDIS_REST_URL: "https://x.upstash.io", UPSTASH_REDIS_REST_TOKEN: "t" };
   assert.equal(storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: "shop-1" })).kind, "redis");
-  for (const value of ["", "{p}", "a b", "x}"]) {
+  for (const value of ["{p}", "a b", "x}"]) {
     assert.throws(
       () => storeFromEnv(env({ ...upstash, EDGESTREAM_PREFIX: value })),
       (error) =>
@@ -648,7 +648,7 @@ Deno.test("configFromEnv() reads the connection bounds, 100 a key and 10000 a pr
       "EDGESTREAM_INGEST_SOCKETS_MAX",
     ]
   ) {
-    for (const value of ["", "0", "-1", "2.5", "lots"]) {
+    for (const value of ["0", "-1", "2.5", "lots"]) {
       await assert.rejects(
         configFromEnv(env({ [name]: value })),
         (error) =>
@@ -689,7 +689,7 @@ Deno.test("configFromEnv() gives the stores EDGESTREAM_KEYS_MAX, EDGESTREAM_WEBH
     await config.webhooks.close();
   }
   for (const name of ["EDGESTREAM_KEYS_MAX", "EDGESTREAM_WEBHOOKS_MAX", "EDGESTREAM_STREAMS_MAX"]) {
-    for (const value of ["", "0", "-1", "2.5", "lots"]) {
+    for (const value of ["0", "-1", "2.5", "lots"]) {
       await assert.rejects(
         configFromEnv(env({ [name]: value })),
         (error) =>
@@ -859,4 +859,58 @@ Deno.test("configFromEnv() refuses a bad EDGESTREAM_PREFIX on the memory store t
     (error) =>
       error instanceof ConfigError && error.message.startsWith("EDGESTREAM_PREFIX: expected 1-64"),
   );
+});
+
+/** Every variable src/env.ts reads. */
+const VARIABLES = [
+  "DENO_TIMELINE",
+  "EDGESTREAM_ALLOW_MEMORY",
+  "EDGESTREAM_ALLOWED_HOSTS",
+  "EDGESTREAM_ALLOWED_ORIGINS",
+  "EDGESTREAM_CONFIG",
+  "EDGESTREAM_ENV",
+  "EDGESTREAM_INGEST_SOCKETS_MAX",
+  "EDGESTREAM_INGEST_SOCKETS_PER_KEY",
+  "EDGESTREAM_KEYS",
+  "EDGESTREAM_KEYS_MAX",
+  "EDGESTREAM_LOG_LEVEL",
+  "EDGESTREAM_MEMORY_DEDUPE_MAX",
+  "EDGESTREAM_PREFIX",
+  "EDGESTREAM_SHUTDOWN",
+  "EDGESTREAM_STREAMS_MAX",
+  "EDGESTREAM_SUBSCRIPTIONS_MAX",
+  "EDGESTREAM_SUBSCRIPTIONS_PER_KEY",
+  "EDGESTREAM_SWEEP_EVERY",
+  "EDGESTREAM_WEBHOOK_ALLOW",
+  "EDGESTREAM_WEBHOOK_ALLOW_HTTP",
+  "EDGESTREAM_WEBHOOK_DISABLE_AFTER",
+  "EDGESTREAM_WEBHOOKS_MAX",
+  "HOST",
+  "PORT",
+  "UPSTASH_REDIS_REST_TOKEN",
+  "UPSTASH_REDIS_REST_URL",
+];
+
+Deno.test("configFromEnv() reads every variable set empty as not set (PORT= in an env file, an unset ${VAR} of a compose file)", async () => {
+  const source = Deno.readTextFileSync(new URL("../src/env.ts", import.meta.url));
+  const read = new Set(
+    [...source.matchAll(/(?:get|readCount|readDuration|readFlag|readList)\((?:env, )?"([A-Z_]+)"/g)]
+      .map((match) => match[1]),
+  );
+  assert.deepEqual([...read].sort(), [...VARIABLES].sort(), "the list names every variable read");
+  const summary = (config: Awaited<ReturnType<typeof configFromEnv>>) => ({
+    port: config.port,
+    hostname: config.hostname,
+    logLevel: config.logLevel,
+    sweepEveryMs: config.sweepEveryMs,
+    shutdownMs: config.shutdownMs,
+    configPath: config.configPath,
+    store: config.store.kind,
+    open: config.keys.open,
+    streams: [...config.streams.values()].map((stream) => stream.name),
+  });
+  const empty = Object.fromEntries(VARIABLES.map((name) => [name, ""]));
+  const unset = summary(await configFromEnv(env({})));
+  assert.deepEqual(summary(await configFromEnv(env(empty))), unset);
+  assert.equal(unset.port, 8000);
 });

@@ -115,10 +115,6 @@ for (
       { EDGESTREAM_KEYS: "admin:0123456789abcdef0123", HOST: "notahost.invalid" },
       /^edgestream: HOST: cannot listen on notahost\.invalid:\d+: /,
     ],
-    [
-      { EDGESTREAM_KEYS: "admin:0123456789abcdef0123", HOST: "" },
-      /^edgestream: HOST: cannot listen on :\d+: /,
-    ],
   ] as const
 ) {
   Deno.test(`main.ts refuses ${JSON.stringify(vars)} in one line naming the setting`, async () => {
