@@ -229,7 +229,8 @@ Deno.test("counterCell() groups by the JSON text of the fields' values (objects'
     // Twice each: the first reading of a string may fill the cache of single-string groups.
     for (let i = 0; i < 2; i++) {
       assert.equal(groupOf(one, { g }), canonicalJson([g]));
-      assert.deepEqual(JSON.parse(groupOf(one, { g })), [g]);
+      // The same JSON value (JSON writes -0 as 0).
+      assert.deepEqual(JSON.parse(groupOf(one, { g })), JSON.parse(JSON.stringify([g])));
       assert.equal(groupOf(two, { g, h }), canonicalJson([g, h]));
       assert.equal(groupOf(two, { h }), canonicalJson([null, h]));
       assert.equal(groupOf(none, { g }), "[]");
