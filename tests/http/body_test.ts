@@ -771,6 +771,49 @@ Deno.test("Ingest takes a gzip or deflate body within the limits, and refuses ot
   assert.equal((await store.stats("orders", [])).accepted, 4);
 });
 
+Deno.test("Ingest reads a gzip body of several members, as `cat a.gz b.gz` makes, in order", async () => {
+  const store = new MemoryStore();
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store,
+    keys: await KeyRing.parse(""),
+  });
+  const post = (body: BodyInit) =>
+    app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-ndjson", "Content-Encoding": "gzip" },
+      body,
+    });
+  const first = await compressed('{"id":"1","country":"DE","amount":5}\n', "gzip");
+  const second = await compressed('{"id":"2","country":"FR","amount":7}\n', "gzip");
+  const res = await post(new Uint8Array([...first, ...second]));
+  assert.equal(res.status, 202, await res.clone().text());
+  assert.equal((await res.json()).accepted, 2);
+  // A member cut short, or followed by what is not one, is still refused, and changes nothing.
+  for (const body of [first.subarray(0, -3), new Uint8Array([...first, 1, 2, 3, 4])]) {
+    const bad = await post(body);
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.code, "invalid_body");
+  }
+  assert.equal((await store.stats("orders", [])).accepted, 2);
+});
+
+Deno.test("readLimitedBody() takes a decompressed body of exactly the limit, and refuses one byte more", async () => {
+  for (const format of ["gzip", "deflate"] as const) {
+    const read = async (size: number) =>
+      readLimitedBody(
+        new Request("http://x/", {
+          method: "POST",
+          headers: { "Content-Encoding": format },
+          body: await compressed(" ".repeat(size), format),
+        }),
+        1000,
+      );
+    assert.equal((await read(1000)).byteLength, 1000, format);
+    await assertRejectsApiError(read(1001), 413, "payload_too_large");
+  }
+});
+
 Deno.test("readLimitedBody() stops a gzip body of zeros at the limit without inflating all of it", async () => {
   // 300 MiB of zeros in about 300 KB.
   const bomb = await compressed(" ".repeat(300 * 1024 * 1024), "gzip");
