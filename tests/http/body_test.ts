@@ -830,7 +830,7 @@ Deno.test("readLimitedBody() stops a gzip body of zeros at the limit without inf
     413,
     "payload_too_large",
   );
-  // Inflated whole at once it took 300 MiB (and seconds); fed in slices, about the limit.
+  // Inflated whole at once it took 300 MiB (and seconds); stopped at the limit, about the limit.
   const grown = Deno.memoryUsage().rss - before;
   assert.ok(grown < 64 * 1024 * 1024, `${Math.round(grown / 2 ** 20)} MiB more memory`);
 });
