@@ -675,6 +675,16 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
         `Query parameter 'q' lists '${quoteInput(part)}', too small to tell from 0 (ask for 0)`,
       );
     }
+    // `0.99999999999999999` reads as 1: the same, answered as p100.
+    if (q === 1 && !isOne(part)) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter 'q' lists '${
+          quoteInput(part)
+        }', too close to 1 to tell from it (ask for 1)`,
+      );
+    }
     // Two that name one value field (`0.5,0.50`) would be one field in the reply.
     const name = quantileName(q);
     if (named.has(name)) {
@@ -683,6 +693,17 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
     named.add(name);
     return q;
   });
+}
+
+/** Whether `text` (a number `QUANTILE_TEXT` takes) is the decimal 1 exactly: `1`, `1.00`, `10e-1`. */
+function isOne(text: string): boolean {
+  const [mantissa, exponent = "0"] = text.trim().toLowerCase().split("e");
+  const [whole, fraction = ""] = mantissa.split(".");
+  // The mantissa's digits without its point, and where the point was moved to.
+  const digits = `${whole}${fraction}`.replace(/^0+/, "");
+  const significant = digits.replace(/0+$/, "");
+  const scale = Number(exponent) - fraction.length + (digits.length - significant.length);
+  return significant === "1" && scale === 0;
 }
 
 const TopParam = countQuery(

@@ -39,9 +39,14 @@ export type AggregateValue = number | null | QuantileValue;
 /** Quantiles a quantiles counter reports unless a read asks for others. */
 export const DEFAULT_QUANTILES: readonly number[] = [0.5, 0.9, 0.95, 0.99];
 
-/** Name of a quantile in a value: `p` and the percentage (`0.5` → `p50`, `0.999` → `p99.9`). */
+/**
+ * Name of a quantile in a value: `p` and the percentage (`0.5` → `p50`, `0.999` → `p99.9`,
+ * `0.9999999999999` → `p99.99999999999`): the decimal that names `q`, its point moved two places,
+ * so no digit of it is rounded away (`q * 100` would be `28.999999999999996` for `0.29`).
+ */
 export function quantileName(q: number): string {
-  return `p${Number((q * 100).toPrecision(12))}`;
+  const [digits, exponent = "0"] = String(q).split("e");
+  return `p${Number(`${digits}e${Number(exponent) + 2}`)}`;
 }
 
 /** Options for {@linkcode aggregateValue}. */

@@ -93,7 +93,22 @@ Deno.test("?q= picks the quantiles a read reports, on the list and on /current",
   }
 });
 
-Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to tell from 0, named twice, or on another counter is a 400 naming it", async () => {
+Deno.test("?q= names each quantile by its decimal with the point moved two places, no digit rounded away", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, requests(), { stream: "api" });
+  const res = await app.request(
+    "/v1/streams/api/counters/latency?q=0.9999999999999,0.29,0.001,1e-7&group.endpoint=/b",
+  );
+  assert.equal(res.status, 200);
+  const [row] = (await res.json()).windows;
+  // `0.9999999999999` was named p100 (as 1 is), and `0.29 * 100` is 28.999999999999996.
+  for (const name of ["p99.99999999999", "p29", "p0.1", "p0.00001"]) {
+    assert.equal(typeof row.value[name], "number", `${name} in ${Object.keys(row.value)}`);
+  }
+  assert.equal(row.value.p100, undefined);
+});
+
+Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to tell from 0 or too close to 1, named twice, or on another counter is a 400 naming it", async () => {
   const { app } = await testApp({ config: CONFIG });
   await postEvents(app, requests(), { stream: "api" });
   const cases = [["1.5", "1.5"], ["0.5,x", "x"], ["0.5,", ""], ["-0.1", "-0.1"], ["0x1", "0x1"]];
@@ -116,7 +131,20 @@ Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to t
       `Query parameter 'q' lists '${bad}', too small to tell from 0 (ask for 0)`,
     );
   }
-  for (const q of ["0.5", ".5", "1", "1e-3", " 0.25", "0e-400", "0.000", "5e-324"]) {
+  for (const q of ["0.99999999999999999", "0.5,1.00000000000000001"]) {
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
+    assert.equal(res.status, 400, q);
+    const bad = q.split(",").at(-1);
+    assert.equal(
+      (await res.json()).error.message,
+      `Query parameter 'q' lists '${bad}', too close to 1 to tell from it (ask for 1)`,
+    );
+  }
+  for (
+    const q of ["0.5", ".5", "1", "1e-3", " 0.25", "0e-400", "0.000", "5e-324"].concat(
+      ["1.000", "1.", "10e-1", "0.1e+1", "100e-2", " 1 ", "0.99"],
+    )
+  ) {
     const res = await app.request(`/v1/streams/api/counters/latency?q=${encodeURIComponent(q)}`);
     assert.equal(res.status, 200, q);
   }
