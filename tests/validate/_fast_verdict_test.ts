@@ -38,6 +38,9 @@ const value = fc.oneof(
     -(2 ** 53),
     1e20,
     1e308,
+    // What JSON.parse makes of 1e400: refused after the schema's errors.
+    Infinity,
+    -Infinity,
     true,
     false,
     null,
@@ -120,7 +123,26 @@ const event = fc.uniqueArray(fc.tuple(fc.constantFrom(...NAMES, ...EXTRA_NAMES),
   maxLength: 6,
 }).map((entries) => Object.fromEntries(entries) as Record<string, unknown>);
 
-/** What validation answered before the fast verdict: the shape check, then zod alone. */
+/** The path and error of the first number out of range in a value, as validation names it. */
+function outOfRange(value: unknown, path: string[] = []): { path: string; message: string } | null {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return {
+      path: path.join("."),
+      message: "Number is out of range (JSON reads 1e400 as Infinity, which it passes on as null)",
+    };
+  }
+  if (typeof value !== "object" || value === null) return null;
+  for (const [key, item] of Object.entries(value)) {
+    const found = outOfRange(item, [...path, key]);
+    if (found) return found;
+  }
+  return null;
+}
+
+/**
+ * What validation answered before the fast verdict: the shape check, then zod alone, then a
+ * number out of range refused in an event zod took.
+ */
 function zodOnly(input: Record<string, unknown>, jsonSchema: Record<string, unknown>) {
   const shape = checkEventShape(input);
   if (shape.length > 0) return { ok: false, errors: shape };
@@ -138,6 +160,8 @@ function zodOnly(input: Record<string, unknown>, jsonSchema: Record<string, unkn
       })),
     };
   }
+  const nonFinite = outOfRange(input);
+  if (nonFinite) return { ok: false, errors: [nonFinite] };
   return { ok: true, event: result.data };
 }
 
