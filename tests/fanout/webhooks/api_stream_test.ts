@@ -288,3 +288,49 @@ Deno.test("Deliveries of a deleted API stream's results made before the DELETE a
     await receiver.close();
   }
 });
+
+Deno.test("Results a deleted API stream logged that no dispatch made into deliveries before the DELETE are never sent: its log is not dispatched again", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+  // One dispatch makes 2 entries into deliveries, as the default 20 pages of 500 make 10,000.
+  const { app, webhooks } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(new MemoryStore({ now })),
+    dispatch: { pageSize: 1, maxPages: 2 },
+  });
+  const receiver = await Receiver.start(now);
+  const countries = ["DE", "FR", "IT", "ES"];
+  const closed = (stream: string) =>
+    receiver.received.map((item) => item.payload)
+      .filter((payload) => payload.type === "window.closed" && payload.data.stream === stream)
+      .length;
+  try {
+    const { secret } = await register(app, { url: receiver.url(), eventTypes: ["window.closed"] });
+    receiver.secrets = [secret];
+    // Two streams alike; each closes 5 windows (4 countries' per_minute, one amount) at once.
+    for (const name of ["orders", "kept"]) {
+      const created = await call(app, "PUT", `/v1/streams/${name}`, CONFIG.streams.orders);
+      assert.equal(created.status, 201, created.text);
+      await ingest(
+        app,
+        countries.map((country) => ({ id: country, ts: at(1), country, amount: 1 })),
+        name,
+      );
+      await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }], name);
+    }
+    await sweep(app, webhooks);
+    assert.deepEqual([closed("orders"), closed("kept")], [2, 2]);
+    assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
+    for (let i = 0; i < 3; i++) {
+      clock.now += 5_000;
+      await sweep(app, webhooks);
+    }
+    // The stream kept gets the rest of its close; the deleted one's 3 stay in its log.
+    assert.deepEqual([closed("orders"), closed("kept")], [2, 5]);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
