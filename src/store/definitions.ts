@@ -95,8 +95,9 @@ export interface DefinitionStore {
    * Writes a record if the name's current version is `expectedVersion` (0:
    * no record yet), atomically; its version becomes `expectedVersion + 1`.
    * Otherwise writes nothing and reports the current version, except when the
-   * record at `expectedVersion + 1` is the very one written (the same write
-   * sent again, or an identical one): that reports it as written. A write that would add a live
+   * record at `expectedVersion + 1` was written by this very call (a Redis client sending it again
+   * after a connection lost once Redis ran it): that reports it as written. An identical record
+   * another call wrote is a conflict: this call did not write it. A write that would add a live
    * stream of source `api` (create one, or make a deleted or config record one) throws
    * `StoredLimitError`, writing nothing, when the store's bound of such streams is held already;
    * config streams do not count.

@@ -289,8 +289,9 @@ redisTest(
     };
     assert.deepEqual(await definitions.write("s", record, 0), { status: "written", version: 1 });
     assert.deepEqual((await definitions.get("s"))?.partialBefore, { added: T0 + 70_001 });
-    // The same write again is the same record; other bounds are another.
-    assert.deepEqual(await definitions.write("s", record, 0), { status: "written", version: 1 });
+    // Another call's write is a conflict, identical or with other bounds (a call sent again
+    // is written: tests/store/definitions_test.ts).
+    assert.deepEqual(await definitions.write("s", record, 0), { status: "conflict", version: 1 });
     assert.deepEqual(
       await definitions.write("s", { ...record, partialBefore: { added: 1 } }, 0),
       { status: "conflict", version: 1 },
@@ -347,9 +348,9 @@ redisTest(
     const again = await definitions.get("s");
     assert.equal(again?.generation, 2);
     assert.equal(again?.partialBefore, undefined);
-    // A write without bounds removes the field.
+    // A write without bounds removes the field (`w` is the id of the write that made the record).
     await definitions.write("s", { ...record, generation: 2, partialBefore: {} }, 2);
     const fields = await withDirect(fixture.redisUrl, (send) => send("HKEYS", "es:{s}:def"));
-    assert.deepEqual((fields as string[]).sort(), ["c", "d", "g", "s", "v", "x"]);
+    assert.deepEqual((fields as string[]).sort(), ["c", "d", "g", "s", "v", "w", "x"]);
   },
 );

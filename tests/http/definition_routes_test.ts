@@ -5,6 +5,7 @@
  * starts empty.
  */
 import assert from "node:assert/strict";
+import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import {
   compileConfig,
@@ -14,9 +15,16 @@ import {
   StreamRegistry,
 } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import { MemoryDefinitionStore, MemoryStore, StoreUnavailableError } from "../../src/store/mod.ts";
+import {
+  type DefinitionStore,
+  MemoryDefinitionStore,
+  MemoryStore,
+  RedisDefinitionStore,
+  StoreUnavailableError,
+} from "../../src/store/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
+import { redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const ADMIN = "admin-key-0123456789";
@@ -1256,3 +1264,83 @@ Deno.test("PUT /v1/streams/__proto__ is 400 invalid_request about the name, whic
   const listed = await (await app.request("/v1/streams")).json();
   assert.deepEqual(listed.streams.map((item: { name: string }) => item.name), ["orders"]);
 });
+
+/**
+ * `definitions` whose first `parties` writes wait for one another, then go on in the order they
+ * came: each was begun after reading the same record, as two instances' requests at once do.
+ */
+function writesMeet(definitions: DefinitionStore, parties: number): DefinitionStore {
+  let arrived = 0;
+  const met = Promise.withResolvers<void>();
+  let turn = Promise.resolve();
+  return new Proxy(definitions, {
+    get(target, property) {
+      if (property === "write") {
+        return async (...args: Parameters<DefinitionStore["write"]>) => {
+          if (arrived >= parties) return await target.write(...args);
+          arrived += 1;
+          if (arrived === parties) met.resolve();
+          await met.promise;
+          const mine = turn.then(() => target.write(...args));
+          turn = mine.then(() => {}, () => {});
+          return await mine;
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** Two instances' PUTs of one definition at once: one creates, the other is told it did not. */
+async function identicalCreations(definitions: DefinitionStore) {
+  const both = async (name: string, headers: Record<string, string>) => {
+    const meeting = writesMeet(definitions, 2);
+    const instance = async () =>
+      createApp({
+        streams: new StreamRegistry(compileConfig({ streams: {} }), {
+          definitions: meeting,
+          now: () => T0,
+          pollMs: 0,
+        }),
+        store: new MemoryStore({ now: () => T0 }),
+        keys: await KeyRing.parse(""),
+        now: () => T0,
+      });
+    const [a, b] = [await instance(), await instance()];
+    const answers = await Promise.all([
+      put(a, name, SIGNUPS, headers),
+      put(b, name, SIGNUPS, headers),
+    ]);
+    return await Promise.all(
+      answers.map(async (res) => [
+        res.status,
+        res.headers.get("ETag"),
+        (await res.json()).error?.code,
+      ]),
+    );
+  };
+  // With If-None-Match: * only the one that created succeeds (RFC 9110 §13.1.2).
+  assert.deepEqual(
+    (await both("signups", { "If-None-Match": "*" })).sort(),
+    [[201, '"1"', undefined], [412, null, "precondition_failed"]],
+  );
+  // Without: the other PUT found the definition stored, a change of nothing (200, same version).
+  assert.deepEqual(
+    (await both("orders", {})).sort(),
+    [[200, '"1"', undefined], [201, '"1"', undefined]],
+  );
+}
+
+Deno.test("Memory store: of two instances' identical PUTs at once, one creates (201) and the other is 412 with If-None-Match: *, else 200 at the same version", () =>
+  identicalCreations(new MemoryDefinitionStore()));
+
+redisTest(
+  "Redis store: of two instances' identical PUTs at once, one creates (201) and the other is 412 with If-None-Match: *, else 200 at the same version",
+  (fixture) =>
+    identicalCreations(
+      new RedisDefinitionStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+      ),
+    ),
+);

@@ -2,7 +2,7 @@
  * Stream definitions in Redis. A stream's record lives in its own hash slot,
  * at `<prefix>:{<stream>}:def` (hash: `v` version, `g` generation, `s`
  * source, `d` definition JSON, `c` counter identities JSON, `x` "1" when
- * deleted, and `p`, only when a counter has one, the counters' partial-window bounds as JSON
+ * deleted, `w` the random id of the write that made it, and `p`, only when a counter has one, the counters' partial-window bounds as JSON
  * `{"g": <generation>, "b": {<counter>: <ms>}}`), so the store's apply script reads the version in the same
  * atomic step as the stream's data. An index `<prefix>:{@definitions}:index`
  * (hash: stream → version; `@` cannot start a stream name) is what instances
@@ -87,20 +87,21 @@ return cjson.encode(record)
 
 /**
  * Writes the record at KEYS[1] if its version is `args.expected`. ARGV[1]:
- * `{expected, g, s, d, c, x, p}` (`p` "" for no partial-window bounds: the field is removed).
- * Returns `[1, version]` written or
+ * `{expected, g, s, d, c, x, p, w}` (`p` "" for no partial-window bounds: the field is removed;
+ * `w` the write's random id, kept in the record's `w`). Returns `[1, version]` written or
  * `[0, current, api]` refused, `api` 1 when the current record is a live API stream. The very
- * record at the version after the expected one is this write sent again (fetch, or the client's
- * retry, after a connection lost once Redis ran it), or an identical one: `[1, current]`, as
- * written.
+ * record at the version after the expected one, written by this write (its `w`), is this write
+ * sent again (fetch, or the client's retry, after a connection lost once Redis ran it):
+ * `[1, current]`, as written. An identical record another write made is a conflict like any
+ * other: that write, not this one, made it (two `PUT`s with `If-None-Match: *` do not both create).
  */
 const WRITE_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
 if current ~= args.expected then
   if current == args.expected + 1 then
-    local held = redis.call("HMGET", P, "g", "s", "d", "c", "x", "p")
+    local held = redis.call("HMGET", P, "g", "s", "d", "c", "x", "p", "w")
     if tonumber(held[1]) == args.g and held[2] == args.s and held[3] == args.d and held[4] == args.c
-      and held[5] == args.x and (held[6] or "") == args.p then
+      and held[5] == args.x and (held[6] or "") == args.p and held[7] == args.w then
       return { 1, current }
     end
   end
@@ -108,7 +109,8 @@ if current ~= args.expected then
   return { 0, current, (held[1] == "api" and held[2] ~= "1") and 1 or 0 }
 end
 local version = current + 1
-redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x)
+redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
+  "w", args.w)
 if args.p == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", args.p) end
 return { 1, version }
 `;
@@ -317,6 +319,7 @@ export class RedisDefinitionStore implements DefinitionStore {
     expectedVersion: number,
   ): Promise<WriteResult> {
     const api = record.source === "api" && !record.deleted;
+    const writeId = crypto.randomUUID();
     if (api) await this.#takePlace(name, expectedVersion + 1);
     return this.#calls.call("writeDefinition", async () => {
       const [written, version, currentApi] = (await this.#calls.script(
@@ -330,6 +333,8 @@ export class RedisDefinitionStore implements DefinitionStore {
           c: JSON.stringify(record.counters),
           x: record.deleted ? "1" : "0",
           p: partialField(record),
+          // Made once per call: the same call sent again carries it, another write does not.
+          w: writeId,
         }],
       )) as [number, number, number?];
       if (Number(written) !== 1) {
