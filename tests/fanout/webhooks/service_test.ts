@@ -1408,6 +1408,47 @@ Deno.test("another instance logs event.processed for a new endpoint within 5 s: 
   }
 });
 
+Deno.test("another instance logs event.processed for an endpoint enabled again, or changed to take it or its stream, within 5 s: its endpoint list is cached that long", async () => {
+  const a = await setup();
+  const b = await setup({ clock: a.clock, store: a.store, deliveries: a.deliveries });
+  try {
+    const { id } = await register(a.app, {
+      url: "http://127.0.0.1:9/hook",
+      eventTypes: ["window.closed"],
+    });
+    // A call that finds the list due starts its reload, which the memory store answers at once.
+    const wantsAfterReload = async () => {
+      b.webhooks.wants("orders", "event.processed");
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      return b.webhooks.wants("orders", "event.processed");
+    };
+    const changes = [
+      // Changed to take event.processed, while b lists it without.
+      [{ description: "closes only" }, { eventTypes: ["window.closed", "event.processed"] }],
+      // Disabled, as b lists it; then enabled again.
+      [{ disabled: true }, { disabled: false }],
+      // Another stream's, as b lists it; then the stream's too.
+      [{ streams: ["signups"] }, { streams: ["signups", "orders"] }],
+    ];
+    for (const [before, after] of changes) {
+      const first = await call(a.app, "PATCH", `/v1/webhooks/${id}`, before);
+      assert.equal(first.status, 200, first.text);
+      await b.webhooks.refreshEndpoints();
+      assert.equal(b.webhooks.wants("orders", "event.processed"), false);
+      const second = await call(a.app, "PATCH", `/v1/webhooks/${id}`, after);
+      assert.equal(second.status, 200, second.text);
+      assert.equal(a.webhooks.wants("orders", "event.processed"), true);
+      a.clock.now += 4_999;
+      assert.equal(await wantsAfterReload(), false);
+      a.clock.now += 1;
+      assert.equal(await wantsAfterReload(), true);
+    }
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
 Deno.test("a sweep lists the webhook endpoints once, whether its prepare found the cached list stale or not", async () => {
   const clock: Clock = { now: T0 + 600_000 };
   let listed = 0;
