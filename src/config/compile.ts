@@ -78,7 +78,20 @@ export interface CompiledStream {
   counterMetas: CounterMeta[];
   /** Compiled alerts, in definition order. */
   alerts: CompiledAlert[];
+  /**
+   * The counters the stream counted in its incarnation and no longer has (removed by a `PUT` or a
+   * redeploy), read from its definition record: their results logged before the change still
+   * read back as they were (webhooks, live), though the counter counts no more. Set from the
+   * record, as {@linkcode CompiledCounter.partialBefore} is.
+   */
+  formerCounters?: FormerCounter[];
 }
+
+/** What a result of a counter a stream no longer has needs to read back: see `formerCounters`. */
+export type FormerCounter = Pick<
+  CompiledCounter,
+  "name" | "window" | "groupBy" | "aggregate" | "partialBefore"
+>;
 
 /** The configuration is invalid; the message lists every problem with its path. */
 export class ConfigError extends Error {

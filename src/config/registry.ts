@@ -55,6 +55,7 @@ import {
   type CompiledStream,
   compileStreamDefinition,
   ConfigError,
+  type FormerCounter,
   repeatedGroupBy,
   repeatedGroupByProblem,
 } from "./compile.ts";
@@ -251,13 +252,47 @@ function definedCounters(definition: unknown): string[] {
 function markPartial(
   stream: CompiledStream,
   bounds: Record<string, number> | undefined,
+  counted: Record<string, string> = {},
 ): CompiledStream {
   for (const counter of stream.counters) {
     counter.partialBefore = bounds && Object.hasOwn(bounds, counter.name)
       ? bounds[counter.name]
       : null;
   }
+  const former = formerCounters(stream, counted, bounds);
+  if (former.length > 0) stream.formerCounters = former;
+  else delete stream.formerCounters;
   return stream;
+}
+
+/**
+ * The counters of `counted` (a record's identities: every counter of its incarnation) that
+ * `stream` no longer has, as their identities describe them; one whose identity does not read
+ * as one (written by another release) is left out, its results unread as before.
+ */
+function formerCounters(
+  stream: CompiledStream,
+  counted: Record<string, string>,
+  bounds: Record<string, number> | undefined,
+): FormerCounter[] {
+  const former: FormerCounter[] = [];
+  for (const [name, identity] of Object.entries(counted)) {
+    if (stream.counters.some((counter) => counter.name === name)) continue;
+    let parsed: Partial<FormerCounter>;
+    try {
+      parsed = JSON.parse(identity);
+    } catch {
+      continue;
+    }
+    const { window, aggregate, groupBy } = parsed;
+    if (
+      typeof window?.kind !== "string" || typeof aggregate?.kind !== "string" ||
+      !Array.isArray(groupBy)
+    ) continue;
+    const partialBefore = bounds && Object.hasOwn(bounds, name) ? bounds[name] : null;
+    former.push({ name, window, aggregate, groupBy, partialBefore });
+  }
+  return former;
 }
 
 function counterChangedMessage(
@@ -542,6 +577,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           malformedSchemaKeywords: true,
         }),
         record.partialBefore,
+        record.counters,
       );
     } catch (error) {
       // Written by an older release (a pattern since refused, say) or a newer one. Not served
@@ -754,7 +790,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           const entry = this.#entries.get(name)!;
           entry.version = record.version;
           entry.generation = record.generation;
-          markPartial(entry.stream, record.partialBefore);
+          markPartial(entry.stream, record.partialBefore, record.counters);
           this.#generations.set(entry.stream.counterMetas, record.generation);
           return;
         }
@@ -766,11 +802,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         ? record.generation
         : record.generation + 1;
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
+      const counted = live && record.source === "config" ? everCounted(record, counters) : counters;
       const result = await this.#definitions.write(name, {
         source: "config",
         generation,
         definition: stream.definition,
-        counters: live && record.source === "config" ? everCounted(record, counters) : counters,
+        counters: counted,
         partialBefore,
         deleted: false,
       }, record?.version ?? 0);
@@ -778,7 +815,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
         entry.generation = generation;
-        markPartial(entry.stream, partialBefore);
+        markPartial(entry.stream, partialBefore, counted);
         this.#generations.set(entry.stream.counterMetas, generation);
         if (live && record.source === "api") {
           // The file is authoritative, but taking a stream the API made is worth a word.
@@ -865,7 +902,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         const held = this.#entries.get(name);
         if (held?.version === record.version) return { created: false, registered: held };
         const registered: RegisteredStream = {
-          stream: markPartial(stream, record.partialBefore),
+          stream: markPartial(stream, record.partialBefore, record.counters),
           source: "api",
           version: record.version,
           generation: record.generation,
@@ -876,17 +913,18 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       }
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
+      const counted = live ? everCounted(record, counters) : counters;
       const result = await this.#definitions.write(name, {
         source: "api",
         generation,
         definition: raw,
-        counters: live ? everCounted(record, counters) : counters,
+        counters: counted,
         partialBefore,
         deleted: false,
       }, record?.version ?? 0);
       if (result.status === "written") {
         const registered: RegisteredStream = {
-          stream: markPartial(stream, partialBefore),
+          stream: markPartial(stream, partialBefore, counted),
           source: "api",
           version: result.version,
           generation,

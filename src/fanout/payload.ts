@@ -46,7 +46,8 @@ function iso(ms: number): string {
 
 /**
  * Converts an entry of `stream`'s result log into its public payload; null
- * when it names a counter the stream no longer has (the config changed).
+ * when it names a counter the stream does not know (neither has nor had, as its definition
+ * record says: one written by another release).
  *
  * @example
  * ```ts
@@ -76,7 +77,9 @@ export function publicPayload(stream: CompiledStream, entry: LogEntry): PublicPa
       data: { stream: stream.name, time: iso(record.timeMs), event: record.event },
     };
   }
-  const counter = stream.counters.find((item) => item.name === record.counter);
+  // A counter removed since the entry was logged reads back as it was (its record keeps it).
+  const counter = stream.counters.find((item) => item.name === record.counter) ??
+    stream.formerCounters?.find((item) => item.name === record.counter);
   if (!counter) return null;
   const base = {
     stream: stream.name,

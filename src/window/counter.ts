@@ -47,7 +47,10 @@ export interface CompiledCounter {
  * events from its start on, so it missed some when it starts before the bound; a session also
  * when an event missed within its gap before its first one would have joined it.
  */
-export function partialWindow(counter: CompiledCounter, startMs: number): boolean {
+export function partialWindow(
+  counter: Pick<CompiledCounter, "window" | "partialBefore">,
+  startMs: number,
+): boolean {
   const bound = counter.partialBefore;
   if (bound === undefined || bound === null) return false;
   const reach = counter.window.kind === "session" ? counter.window.gapMs : 0;

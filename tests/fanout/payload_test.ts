@@ -130,6 +130,50 @@ Deno.test("publicPayload() gives alerts and events their own data, and null for 
   );
 });
 
+Deno.test("publicPayload() reads a result of a counter the stream no longer has by its formerCounters (its definition record's), partial by its bound", () => {
+  const removed = {
+    ...orders,
+    formerCounters: [{
+      name: "gone",
+      window: { kind: "tumbling" as const, sizeMs: 60_000 },
+      groupBy: ["country"],
+      aggregate: { kind: "sum" as const, field: "amount" },
+      partialBefore: Date.parse(at(30)),
+    }],
+  };
+  const closed = (start: number) =>
+    publicPayload(
+      removed,
+      entry({
+        type: "window.closed",
+        counter: "gone",
+        start: Date.parse(at(start)),
+        end: Date.parse(at(start + 60)),
+        group: '["DE"]',
+        state,
+      }),
+    )?.data;
+  assert.deepEqual(closed(0), {
+    stream: "orders",
+    counter: "gone",
+    aggregate: "sum",
+    group: { country: "DE" },
+    start: at(0),
+    end: at(60),
+    value: 7.5,
+    partial: true,
+  });
+  assert.equal(closed(60)?.partial, undefined);
+  // A counter it has wins over a former one of the same name.
+  assert.equal(
+    publicPayload(
+      { ...removed, formerCounters: [{ ...removed.formerCounters[0], name: "sum_1m" }] },
+      entry({ type: "window.closed", counter: "sum_1m", start: 0, end: 1, group: '["DE"]', state }),
+    )?.data.partial,
+    undefined,
+  );
+});
+
 Deno.test("publicPayload() marks window.updated, window.closed and alert.fired of a window its counter missed events of as partial, and no other", () => {
   // sum_1m added to the stream once its watermark was at 60 s: windows starting before miss events.
   const added = {

@@ -334,3 +334,58 @@ Deno.test("Results a deleted API stream logged that no dispatch made into delive
     await receiver.close();
   }
 });
+
+Deno.test("Results of a counter logged before a PUT removed it still reach the webhook as they were, with their aggregate and group", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+  // One dispatch makes 1 entry into a delivery: the others wait in the log past the PUT.
+  const { app, webhooks } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(new MemoryStore({ now })),
+    dispatch: { pageSize: 1, maxPages: 1 },
+  });
+  const receiver = await Receiver.start(now);
+  try {
+    const { secret } = await register(app, { url: receiver.url(), eventTypes: ["window.closed"] });
+    receiver.secrets = [secret];
+    const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+    assert.equal(created.status, 201, created.text);
+    await ingest(
+      app,
+      ["DE", "FR"].map((country) => ({ id: country, ts: at(1), country, amount: 2 })),
+    );
+    await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+    // Minute 0 closes: per_minute's DE and FR, amount's one window; one goes out now.
+    await sweep(app, webhooks);
+    assert.equal(receiver.received.length, 1);
+    const { per_minute: _, ...counters } = CONFIG.streams.orders.counters;
+    const replaced = await call(app, "PUT", "/v1/streams/orders", {
+      ...CONFIG.streams.orders,
+      counters,
+      alerts: [],
+    });
+    assert.equal(replaced.status, 200, replaced.text);
+    for (let i = 0; i < 3; i++) {
+      clock.now += 5_000;
+      await sweep(app, webhooks);
+    }
+    assert.deepEqual(
+      receiver.received.map(({ payload }) => [
+        payload.data.counter,
+        payload.data.aggregate,
+        payload.data.group,
+        payload.data.value,
+      ]).sort(),
+      [
+        ["amount", "sum", {}, 4],
+        ["per_minute", "count", { country: "DE" }, 1],
+        ["per_minute", "count", { country: "FR" }, 1],
+      ],
+    );
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
