@@ -12,6 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import { type Store, StoreRequestTooLargeError, StoreUnavailableError } from "../../store/types.ts";
+import { detached } from "../../telemetry/mod.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
@@ -325,11 +326,15 @@ export class WebhookService {
 
   #refreshIfStale(): void {
     if (this.#closed || this.#refreshing || this.#now() - this.#loadedMs < this.#cacheMs) return;
-    this.#refreshing = this.refreshEndpoints()
-      .then(() => {}, (error) => {
-        logFailure("Cannot load webhook endpoints: {error}", error);
-      })
-      .finally(() => this.#refreshing = null);
+    // Outside the request that asked (an ingest's log demand): the list serves later requests
+    // too, and its failure is no part of that request, in its log line or its trace.
+    this.#refreshing = detached(() =>
+      this.refreshEndpoints()
+        .then(() => {}, (error) => {
+          logFailure("Cannot load webhook endpoints: {error}", error);
+        })
+        .finally(() => this.#refreshing = null)
+    );
   }
 
   #scheduleDispatch(stream: string, delayMs: number): void {

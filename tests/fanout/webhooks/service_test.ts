@@ -5,12 +5,14 @@
  */
 import assert from "node:assert/strict";
 import type { OpenAPIHono } from "@hono/zod-openapi";
+import { withContext } from "@logtape/logtape";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
 import type { DeliveryStore } from "../../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import type { Store } from "../../../src/store/types.ts";
+import { jsonLines, writtenLogs } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
 import {
   ADMIN_KEY,
@@ -1559,4 +1561,24 @@ Deno.test("a stream whose dispatch fails is logged and skipped: the streams afte
     await sweep(app, webhooks);
     assert.deepEqual(types(), ["window.closed:orders", "window.closed:signups"]);
   });
+});
+
+Deno.test("the endpoint list reload an ingest's log demand starts logs its failure without that request's id: the list it loads serves later requests too", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const refusing = Object.assign(Object.create(deliveries), {
+    listEndpoints: () => Promise.reject(new Error("listing refused")),
+  }) as DeliveryStore;
+  const { webhooks, close } = await setup({ deliveries: refusing });
+  try {
+    await writtenLogs(async (lines) => {
+      // The list is due (never loaded): asking for the log demand, as an ingest does, reloads it.
+      withContext({ requestId: "ingest-1" }, () => webhooks.wants("orders", "event.processed"));
+      await webhooks.idle();
+      const [failure] = jsonLines(lines, "edgestream.webhooks");
+      assert.match(failure?.message ?? "", /Cannot load webhook endpoints: .*listing refused/);
+      assert.equal(failure.requestId, undefined, JSON.stringify(failure));
+    });
+  } finally {
+    await close();
+  }
 });
