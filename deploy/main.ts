@@ -131,13 +131,15 @@ const serving = serveApp(built, {
 let stopping = false;
 exitOnStopSignal(() => {
   stopping = true;
-  return serving.stop(async () => {
-    registry.stop();
+  return serving.stop(
+    () => Promise.resolve(registry.stop()),
     // Given back, the next cron run's isolate reports the backlog gauges at once.
-    await backlog.close().catch((error) =>
-      logger.warn("Cannot give back the webhook backlog lease: {error}", { error })
-    );
-  });
+    async () => {
+      await backlog.close().catch((error) =>
+        logger.warn("Cannot give back the webhook backlog lease: {error}", { error })
+      );
+    },
+  );
 }, shutdownMs);
 // Listening first: a process that cannot stops before it records anything in the store. Config
 // streams checked against the store, and streams created at run time polled for; an event for a

@@ -156,8 +156,14 @@ export interface ServeAppOptions {
 export interface ServingApp {
   /** Where it listens. */
   addr: Deno.NetAddr;
-  /** Stops it well (see `shutdown.ts`), `stopPeriodic` stopping the entry point's own timers. */
-  stop(stopPeriodic: () => Promise<void>): Promise<StopReport>;
+  /**
+   * Stops it well (see `shutdown.ts`), `stopPeriodic` stopping the entry point's own timers and
+   * then `giveBackLease` giving back the webhook backlog lease (work it does not wait for).
+   */
+  stop(
+    stopPeriodic: () => Promise<void>,
+    giveBackLease?: () => Promise<void>,
+  ): Promise<StopReport>;
 }
 
 /**
@@ -184,8 +190,8 @@ export function serveApp(built: ServerApp, options: ServeAppOptions): ServingApp
   const { live, connections, webhooks } = built;
   return {
     addr: server.addr,
-    stop: (stopPeriodic) =>
-      stopServer({ server, connections, live, webhooks, requests, stopPeriodic }, {
+    stop: (stopPeriodic, giveBackLease) =>
+      stopServer({ server, connections, live, webhooks, requests, stopPeriodic, giveBackLease }, {
         boundMs: options.shutdownMs,
       }),
   };
@@ -234,15 +240,19 @@ export async function serve(
   const running: RunningServer = {
     addr: serving.addr,
     stop() {
-      stopping ??= serving.stop(async () => {
-        streams.stop();
-        await sweeping?.stop();
+      stopping ??= serving.stop(
+        async () => {
+          streams.stop();
+          await sweeping?.stop();
+        },
         // Its lease given back, another process reports the backlog from its next sweep rather
         // than once the lease ran out (three sweeps).
-        await backlog?.close().catch((error) =>
-          logger.warn("Cannot give back the webhook backlog lease: {error}", { error })
-        );
-      });
+        async () => {
+          await backlog?.close().catch((error) =>
+            logger.warn("Cannot give back the webhook backlog lease: {error}", { error })
+          );
+        },
+      );
       return stopping;
     },
   };

@@ -3,7 +3,8 @@
  * an isolate it stops and kills it 5 s later), within a bound
  * (`EDGESTREAM_SHUTDOWN`, default 4 s):
  *
- * 1. The sweep timer stops; a sweep in progress may finish.
+ * 1. The sweep timer stops; a sweep in progress may finish. Then the webhook
+ *    backlog lease is given back (a step that holds no work).
  * 2. WebSocket ingest connections answer every frame they read (the one being
  *    applied with its ack, the others `connection_closing`, not applied) and
  *    close with 1001; new WebSockets and subscriptions get 503
@@ -57,6 +58,12 @@ export interface StoppingServer {
   webhooks: Pick<WebhookService, "close" | "sending">;
   /** Stops periodic work (the sweep timer); resolves once a run in progress ended. */
   stopPeriodic?: () => Promise<void>;
+  /**
+   * Gives back the webhook backlog lease, once periodic work stopped, so that another process
+   * reports the gauges from its next sweep. Holds no work: a store that does not answer it in
+   * time leaves it to the exit. @default {nothing to give back}
+   */
+  giveBackLease?: () => Promise<void>;
   /**
    * The server's requests being answered: once none runs (and a moment for the last reply's
    * bytes), HTTP is done though `server.shutdown()` may still wait for a client sending a body
@@ -139,6 +146,12 @@ export async function stopServer(
 
   // A sweep not ended is a run in progress.
   const sweep = step("sweep", parts.stopPeriodic?.() ?? Promise.resolve(), () => true);
+  // Not a sweep: the lease only spares another process a wait, and no one loses work without it.
+  const lease = step(
+    "webhook backlog lease",
+    sweep.then(() => parts.giveBackLease?.()),
+    () => false,
+  );
   const sockets = step("websockets", connections.close(reason), () => connections.size > 0);
   // Its subscribers are told at once; what it may still wait for is reads and publications.
   const live = step("live subscriptions", parts.live.close(), () => false);
@@ -172,7 +185,7 @@ export async function stopServer(
 
   let timer: ReturnType<typeof setTimeout> | undefined;
   const bound = new Promise<void>((resolve) => timer = setTimeout(resolve, boundMs));
-  await Promise.race([Promise.all([sweep, sockets, live, http, sends]), bound]);
+  await Promise.race([Promise.all([sweep, lease, sockets, live, http, sends]), bound]);
   clearTimeout(timer);
   const left = [...running].map(([name, holdsWork]) => ({ name, busy: holdsWork() }));
   const unfinished = left.filter((item) => item.busy).map((item) => item.name);

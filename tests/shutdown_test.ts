@@ -465,6 +465,62 @@ redisTest(
 );
 
 redisTest(
+  "a stop whose give-back of the webhook backlog lease waits on a Redis that does not answer, with no sweep running, exits 0: nothing was in flight",
+  async (fixture) => {
+    const lease = `${PREFIX}:{wh}:lease:telemetry:webhook-backlog`;
+    // Between the server and Redis: passes calls through, but once `hold` holds those of the
+    // lease (its give-back), so that the sweep that took it ends as it would with Redis up.
+    let hold = false;
+    const released = Promise.withResolvers<void>();
+    const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+      const body = await request.text();
+      if (hold && body.includes("telemetry:webhook-backlog")) await released.promise;
+      const headers = new Headers(request.headers);
+      headers.delete("host");
+      const reply = await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
+        method: request.method,
+        headers,
+        body,
+      });
+      // Decoded by fetch: passed on as it was answered, without its content encoding.
+      return new Response(await reply.text(), {
+        status: reply.status,
+        headers: { "content-type": reply.headers.get("content-type") ?? "application/json" },
+      });
+    });
+    const server = await startServerProcess("lease-held", {
+      UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${proxy.addr.port}`,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_PREFIX: PREFIX,
+      // The lease is taken after the first sweep; the next one starts 2 s later, well after
+      // the stop below began (a sweep running then would be work in flight, and a store that
+      // does not answer it too).
+      EDGESTREAM_SWEEP_EVERY: "2s",
+      EDGESTREAM_SHUTDOWN: "500ms",
+    });
+    try {
+      const held = () => withDirect(fixture.redisUrl, (send) => send("GET", lease));
+      const deadline = Date.now() + 10_000;
+      while ((await held()) === null) {
+        assert.ok(Date.now() < deadline, `no lease taken:\n${server.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      hold = true;
+      server.signal("SIGTERM");
+      assert.equal((await server.status).code, 0, server.output());
+      assert.match(
+        server.output(),
+        /stopped in \d+ ms, nothing in flight; left to the exit: webhook backlog lease"/,
+      );
+    } finally {
+      released.resolve();
+      await server.stop();
+      await proxy.shutdown();
+    }
+  },
+);
+
+redisTest(
   "a request still running when EDGESTREAM_SHUTDOWN ends is cut: exit 1 at the bound, naming it, the request gets no byte; a WebSocket frame waiting on the store holds the listener open half the bound at most; a body still arriving is answered 503 body_interrupted",
   async (fixture) => {
     // Between the server and Redis: passes calls through until `hold`, then holds them.
@@ -729,7 +785,7 @@ function stoppingParts(options: { sending?: boolean; sweeping?: boolean } = {}) 
 
 Deno.test({
   name:
-    "stopServer() is clean when the bound leaves only steps holding no work (a listener still closing); a request being answered, a webhook send or a sweep running makes it unclean",
+    "stopServer() is clean when the bound leaves only steps holding no work (a listener still closing, the webhook backlog lease being given back); a request being answered, a webhook send or a sweep running makes it unclean",
   // What a stop leaves (the listener's shutdown, its 250 ms wait for replies) ends with the process.
   sanitizeOps: false,
   async fn() {
@@ -762,6 +818,18 @@ Deno.test({
     assert.deepEqual([sending.clean, sending.unfinished], [false, ["webhook sends"]]);
     const sweeping = await stopServer(stoppingParts({ sweeping: true }).parts, { boundMs: 1 });
     assert.deepEqual([sweeping.clean, sweeping.unfinished], [false, ["sweep"]]);
+    // The lease given back after the sweep stopped spares another process a wait: no work.
+    const leasing = stoppingParts();
+    leasing.parts.giveBackLease = () => leasing.never;
+    assert.deepEqual(
+      { ...await stopServer(leasing.parts, { boundMs: 1 }), elapsedMs: 0 },
+      {
+        clean: true,
+        unfinished: [],
+        leftIdle: ["webhook backlog lease", "http requests"],
+        elapsedMs: 0,
+      },
+    );
   },
 });
 
