@@ -805,8 +805,32 @@ Deno.test("/readyz answers 503 when the store does not answer a ping in time, wi
     }
     const line = jsonLines(lines, "edgestream.http").at(-1)!;
     assert.equal(line.error.code, "store_unavailable");
+    // No error behind it: the ping has not failed, it has not answered yet.
+    assert.equal(line.cause, undefined);
   });
   // The ping still in flight is the one later probes wait for; its answer makes them ready.
+  const later = app.request("/readyz");
+  answer!();
+  assert.equal((await later).status, 200);
+  assert.equal(pings, 1);
+});
+
+Deno.test("/readyz waits for a ping still in flight past a second too: a hung store is asked once, not once a second until its deadline", async () => {
+  let now = NOW;
+  let pings = 0;
+  let answer: (() => void) | undefined;
+  class HungStore extends MemoryStore {
+    override ping(): Promise<void> {
+      pings += 1;
+      return new Promise((resolve) => answer = resolve);
+    }
+  }
+  const { app } = await testApp({ store: new HungStore({ now: () => now }), now: () => now });
+  assert.equal((await app.request("/readyz")).status, 503);
+  // Past the second a reachable store's answer is kept, the first ping still has not answered.
+  now += 4_000;
+  assert.equal((await app.request("/readyz")).status, 503);
+  assert.equal(pings, 1);
   const later = app.request("/readyz");
   answer!();
   assert.equal((await later).status, 200);

@@ -1186,11 +1186,12 @@ interface ReadyProblem {
 }
 
 function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
-  // The last probe's answer (null: reachable), shared by the requests that come while it runs.
-  let probe: { atMs: number; problem: Promise<ReadyProblem | null> } | undefined;
+  // The last probe's answer (null: reachable), shared by the requests that come while it runs,
+  // however long that is (a hung store answers at its deadline): one ping in flight at a time.
+  let probe: { atMs: number; problem: Promise<ReadyProblem | null>; done: boolean } | undefined;
   const check = (): Promise<ReadyProblem | null> => {
     const now = deps.now();
-    if (probe && now - probe.atMs < READY_KEPT_MS) return probe.problem;
+    if (probe && (!probe.done || now - probe.atMs < READY_KEPT_MS)) return probe.problem;
     const problem = deps.store.ping().then(
       () => null,
       (error) => ({
@@ -1198,10 +1199,11 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
         cause: error,
       }),
     );
-    const current = { atMs: now, problem };
+    const current = { atMs: now, problem, done: false };
     probe = current;
     // Only a reachable store is kept; a failure is asked again once its probe is done.
     problem.then((found) => {
+      current.done = true;
       if (found !== null && probe === current) probe = undefined;
     });
     return problem;
