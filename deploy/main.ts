@@ -65,8 +65,21 @@ async function setUp() {
   };
 }
 
+/** The cron's sweeps in progress: a stop waits for them, as src/main.ts waits for its timer's. */
+const cronSweeps = new Set<Promise<void>>();
+/** Whether the isolate is stopping: a cron run that starts then sweeps nothing. */
+let cronStopped = false;
+
 // First, at the top level, before the server starts, as Deno Deploy requires.
-Deno.cron("edgestream sweep", "* * * * *", async () => {
+Deno.cron("edgestream sweep", "* * * * *", () => {
+  if (cronStopped) return;
+  const run = sweepFromCron().finally(() => cronSweeps.delete(run));
+  cronSweeps.add(run);
+  return run;
+});
+
+/** One cron run: a sweep, its sends, and the backlog gauges' counts. */
+async function sweepFromCron(): Promise<void> {
   const { streams, store, webhooks, backlog } = await ready();
   // Logged as the self-hosted timer logs it (a store unavailable: a warning); thrown, Deno would
   // print it itself, as text with its stack where every line is one JSON object. The next run
@@ -98,7 +111,7 @@ Deno.cron("edgestream sweep", "* * * * *", async () => {
       },
     );
   }
-});
+}
 
 const {
   built,
@@ -132,7 +145,12 @@ let stopping = false;
 exitOnStopSignal(() => {
   stopping = true;
   return serving.stop(
-    () => Promise.resolve(registry.stop()),
+    async () => {
+      cronStopped = true;
+      registry.stop();
+      // A sweep in flight is work, as the self-hosted timer's is: waited for within the bound.
+      await Promise.all(cronSweeps);
+    },
     // Given back, the next cron run's isolate reports the backlog gauges at once.
     async () => {
       await backlog.close().catch((error) =>

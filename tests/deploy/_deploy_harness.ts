@@ -3,7 +3,9 @@
  * did in order: `harness: cron <name> <schedule>` when it registers a cron,
  * `harness: fetch` on every outgoing request (Redis calls go through fetch),
  * and, with `HARNESS_SWEEP=1`, runs the registered cron handler once the
- * module has loaded (`harness: swept`).
+ * module has loaded (`harness: swept`); with `HARNESS_SWEEP=signal`, says
+ * `harness: loaded` once the module has loaded and runs it at each SIGUSR1
+ * (`harness: sweeping`, then `harness: swept`).
  */
 type CronHandler = () => Promise<void> | void;
 let sweep: CronHandler | undefined;
@@ -27,4 +29,11 @@ await import("../../deploy/main.ts");
 if (Deno.env.get("HARNESS_SWEEP") === "1") {
   await sweep!();
   console.log("harness: swept");
+}
+if (Deno.env.get("HARNESS_SWEEP") === "signal") {
+  Deno.addSignalListener("SIGUSR1", () => {
+    console.log("harness: sweeping");
+    Promise.resolve(sweep!()).then(() => console.log("harness: swept"));
+  });
+  console.log("harness: loaded");
 }

@@ -344,6 +344,57 @@ Deno.test("deploy/main.ts run locally on a HOST it cannot listen on says so in o
   assert.match(lines[1], /^edgestream: HOST: cannot listen on 192\.0\.2\.1:0: /);
 });
 
+redisTest(
+  "deploy/main.ts stopped while its cron's sweep waits on the store waits for that sweep, as src/main.ts waits for its timer's: at the bound it exits 1 naming it",
+  async (fixture) => {
+    // Between the isolate and Redis: passes calls through until `hold`, then holds them.
+    let hold = false;
+    const released = Promise.withResolvers<void>();
+    const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+      const body = await request.text();
+      if (hold) await released.promise;
+      const headers = new Headers(request.headers);
+      headers.delete("host");
+      const reply = await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
+        method: request.method,
+        headers,
+        body,
+      });
+      // Decoded by fetch: passed on as it was answered, without its content encoding.
+      return new Response(await reply.text(), {
+        status: reply.status,
+        headers: { "content-type": reply.headers.get("content-type") ?? "application/json" },
+      });
+    });
+    const run = runDeploy({
+      ...redisVars(fixture),
+      UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${proxy.addr.port}`,
+      EDGESTREAM_KEYS: `admin:${KEY}`,
+      EDGESTREAM_SHUTDOWN: "500ms",
+      HARNESS_SWEEP: "signal",
+    });
+    try {
+      await run.seen(/harness: loaded/);
+      hold = true;
+      run.child.kill("SIGUSR1");
+      await run.seen(/harness: sweeping/);
+      run.child.kill("SIGINT");
+      const { code, output } = await run.done;
+      assert.match(output, /with still running: sweep"/, output);
+      assert.equal(code, 1, output);
+    } finally {
+      released.resolve();
+      try {
+        run.child.kill("SIGKILL");
+      } catch {
+        // Exited already.
+      }
+      await run.done;
+      await proxy.shutdown();
+    }
+  },
+);
+
 Deno.test("deploy/main.ts stops well on SIGINT right after it listens, while the store is still slow to answer", async () => {
   // A "Redis" that takes connections and never answers: recording the config streams, after
   // "listening on", waits for the store's deadline (5 s). Deploy may stop the isolate meanwhile.
