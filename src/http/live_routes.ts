@@ -142,12 +142,14 @@ export interface SubscriptionQuery {
 
 /** Reads a subscription's query; throws 400 for an unknown type or counter, or a bad filter. */
 export function parseSubscription(stream: CompiledStream, query: SubscriptionQuery): Subscription {
+  const named = (query.types ?? "").split(",").map((item) => item.trim()).filter(Boolean);
   let types: Set<PayloadType>;
-  if (query.types === undefined || query.types.trim() === "") {
+  // A list naming no type (`types=`, `types=,`) is the default, not a subscription to nothing.
+  if (named.length === 0) {
     types = new Set(DEFAULT_SUBSCRIPTION_TYPES);
   } else {
     types = new Set();
-    for (const type of query.types.split(",").map((item) => item.trim()).filter(Boolean)) {
+    for (const type of named) {
       if (!PAYLOAD_TYPES.includes(type as PayloadType)) {
         throw new ApiError(
           400,

@@ -160,6 +160,27 @@ Deno.test("Subscribe applies the counter and CEL filter parameters", async () =>
   }
 });
 
+Deno.test("Subscribe takes a types list naming no type (types=, types=,) as the default types", async () => {
+  const server = await startServer();
+  try {
+    for (const query of ["?types=", "?types=,", "?types=%20,%20,"]) {
+      const client = await denoClient(server.wsUrl(`${SUBSCRIBE}${query}`));
+      try {
+        const subscribed = await client.inbox.next();
+        assert.deepEqual(subscribed.types, [
+          "window.updated",
+          "window.closed",
+          "alert.fired",
+        ], query);
+      } finally {
+        await client.close();
+      }
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading", async () => {
   const server = await startServer();
   const L = `[${Array.from({ length: 300 }, (_, i) => i + 1).join(",")}]`;
