@@ -7,7 +7,8 @@
  * Frames: one event, an array of events, or NDJSON lines; optionally wrapped
  * as `{"seq": n, "idempotencyKey": "…", "events": [...]}` (an object whose
  * only keys are `seq`, `idempotencyKey` and `events`; the key works as HTTP's
- * `Idempotency-Key`, over the frame's events). Replies:
+ * `Idempotency-Key`, over the frame's events; an envelope is a frame of its own, and NDJSON with
+ * one as a line is refused). Replies:
  * - `{"type": "ack", "seq", "accepted", "duplicates", "late", "filtered", "rejected"}`
  * - `{"type": "error", "seq", "retryable", "error": {"code", "message", "requestId"}}` for
  *   a frame that cannot be read or whose key was reused with other events
@@ -154,6 +155,23 @@ function envelopeKind(value: unknown): "event" | "envelope" | { problem: string 
   };
 }
 
+/**
+ * Refuses NDJSON whose line is an envelope (or a broken one): it would count as one event and its
+ * events be lost unseen, as a frame that is such an object would; an envelope is a frame of its own.
+ */
+function refuseEnvelopeLines(items: readonly BodyItem[]): void {
+  for (const [index, item] of items.entries()) {
+    if (!item.ok || envelopeKind(item.value) === "event") continue;
+    throw new ApiError(
+      400,
+      "invalid_body",
+      `Frame line ${
+        item.line ?? index + 1
+      } has an envelope's fields (seq, idempotencyKey, events): an envelope is a frame of its own, not an NDJSON line; send an event with such fields in an array`,
+    );
+  }
+}
+
 /** A frame field's value as a problem shows it: JSON, but a number as itself (1e400: Infinity, not null). */
 function shownValue(value: unknown): string {
   return typeof value === "number" ? String(value) : JSON.stringify(value);
@@ -173,7 +191,9 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
     } catch {
       const lines = text.split("\n").filter((line) => line.trim() !== "");
       // parseEvents refuses what is neither, with the HTTP body's messages.
-      return { ok: true, items: parseEvents(text, lines.length > 1 ? "ndjson" : "json", limits) };
+      const items = parseEvents(text, lines.length > 1 ? "ndjson" : "json", limits);
+      refuseEnvelopeLines(items);
+      return { ok: true, items };
     }
     const kind = envelopeKind(value);
     if (kind === "event") return { ok: true, items: eventsOfJson(value, text, limits) };

@@ -142,6 +142,38 @@ Deno.test("WebSocket ingest echoes an envelope's seq and numbers other frames by
   }
 });
 
+Deno.test("WebSocket ingest refuses NDJSON whose line is an envelope (invalid_body) instead of counting it as one event", async () => {
+  const server = await startServer();
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    const envelopes = [
+      { seq: 1, events: [{ id: "a", ts: at(1), country: "DE" }] },
+      { seq: 2, events: [{ id: "b", ts: at(2), country: "DE" }] },
+    ];
+    client.socket.send(envelopes.map((envelope) => JSON.stringify(envelope)).join("\n"));
+    client.socket.send(
+      [{ id: "c", ts: at(3), country: "DE" }, { idempotencyKey: "k", events: [] }]
+        .map((line) => JSON.stringify(line)).join("\n"),
+    );
+    const replies = [await client.inbox.next(), await client.inbox.next()];
+    assert.deepEqual(
+      replies.map((reply) => [reply.type, reply.seq, reply.error?.code, reply.retryable]),
+      [["error", 1, "invalid_body", false], ["error", 2, "invalid_body", false]],
+    );
+    assert.match(replies[0].error.message, /^Frame line 1 has an envelope's fields/);
+    assert.match(replies[1].error.message, /^Frame line 2 has an envelope's fields/);
+    // Nothing of either frame counted; an event with such fields still goes in an array.
+    client.socket.send(JSON.stringify([{ ...envelopes[0], id: "d", ts: at(4), country: "DE" }]));
+    assert.deepEqual(
+      [(await client.inbox.next()).accepted, (await stats(server.base)).applied],
+      [1, 1],
+    );
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest answers bad frames with an error and keeps the connection open", async () => {
   const server = await startServer();
   const client = await denoClient(server.wsUrl(WS_PATH));
