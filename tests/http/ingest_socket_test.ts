@@ -142,6 +142,28 @@ Deno.test("WebSocket ingest echoes an envelope's seq and numbers other frames by
   }
 });
 
+Deno.test("WebSocket ingest numbers a frame without seq by its position, also when an envelope's seq took that number; answers stay in frame order", async () => {
+  const server = await startServer();
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  try {
+    client.socket.send(JSON.stringify({ seq: 2, events: [{ id: "a", ts: at(1), country: "DE" }] }));
+    client.socket.send(JSON.stringify([{ id: "b", ts: at(2), country: "DE" }]));
+    client.socket.send(JSON.stringify({ seq: 2, events: [{ id: "c", ts: at(3), country: "DE" }] }));
+    const acks = [];
+    for (let i = 0; i < 3; i++) acks.push(await client.inbox.next());
+    // The second frame is answered as seq 2, as the first: only the order tells them apart.
+    assert.deepEqual(acks.map((ack) => [ack.type, ack.seq, ack.accepted]), [
+      ["ack", 2, 1],
+      ["ack", 2, 1],
+      ["ack", 2, 1],
+    ]);
+    assert.equal((await stats(server.base)).applied, 3);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest refuses NDJSON whose line is an envelope (invalid_body) instead of counting it as one event", async () => {
   const server = await startServer();
   const client = await denoClient(server.wsUrl(WS_PATH));
