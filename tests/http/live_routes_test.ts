@@ -1252,6 +1252,56 @@ Deno.test("Subscriptions are bounded per process: 503 subscriptions_full with Re
   }
 });
 
+Deno.test("ingest sockets and subscriptions hold apart bounds on a real server: either pool full locks nobody out of the other", async () => {
+  const server = await startServer({
+    auth: true,
+    liveRoutes: {
+      subscriptions: { perKey: 10, perProcess: 1 },
+      socket: { slots: { perKey: 10, perProcess: 1 } },
+    },
+  });
+  const ingestPath = "/v1/streams/orders/ws";
+  const ingestUpgrade = (key: string) =>
+    fetch(`${server.base}${ingestPath}`, {
+      headers: { ...UPGRADE_HEADERS, "Sec-WebSocket-Protocol": `bearer.${key}` },
+    });
+  try {
+    // The ingest pool full: a reader still subscribes.
+    const producer = await denoClient(server.wsUrl(ingestPath), [`bearer.${KEYS.ingest}`]);
+    assert.equal(producer.socket.readyState, WebSocket.OPEN);
+    const fullIngest = await ingestUpgrade(KEYS.admin);
+    assert.equal(fullIngest.status, 503);
+    assert.equal((await fullIngest.json()).error.code, "ingest_sockets_full");
+    const reader = await subscribedSse(server, KEYS.read);
+    // Both pools full: each refuses with its own code, the other's connection unharmed.
+    const fullSubscriptions = await openSse(server, "", { Authorization: `Bearer ${KEYS.admin}` });
+    assert.equal(fullSubscriptions.status, 503);
+    assert.equal((await fullSubscriptions.json()).error.code, "subscriptions_full");
+    producer.socket.send(JSON.stringify([{ id: "p1", ts: at(1), country: "DE" }]));
+    assert.equal((await producer.inbox.next()).type, "ack");
+    // The reader's place freed: subscriptions open again, the ingest pool still full.
+    await reader.cancel();
+    let again: SseReader | undefined;
+    await eventually(async () => {
+      const response = await openSse(server, "", { Authorization: `Bearer ${KEYS.admin}` });
+      if (response.status !== 200) {
+        await response.body?.cancel();
+        return false;
+      }
+      again = new SseReader(response);
+      return true;
+    });
+    assert.equal((await again!.next()).event, "subscribed");
+    const stillFull = await ingestUpgrade(KEYS.admin);
+    assert.equal(stillFull.status, 503);
+    await stillFull.body?.cancel();
+    await again!.cancel();
+    await producer.close();
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("In open mode subscriptions are bounded per client address", async () => {
   const server = await startServer({ liveRoutes: { subscriptions: { perKey: 1 } } });
   try {
