@@ -364,6 +364,8 @@ const MAX_REASON_BYTES = 123;
 export function closeReason(text: string): string {
   let reason = text;
   while (utf8Length(reason) > MAX_REASON_BYTES) reason = reason.slice(0, -1);
+  // A cut between the halves of a surrogate pair would leave half a character, sent as U+FFFD.
+  if (reason.length < text.length && /[\uD800-\uDBFF]$/.test(reason)) reason = reason.slice(0, -1);
   return reason;
 }
 

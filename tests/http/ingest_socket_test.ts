@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ingestSocketSettings, readFrame } from "../../src/http/ingest_socket.ts";
+import { closeReason, ingestSocketSettings, readFrame } from "../../src/http/ingest_socket.ts";
 import { DEFAULT_LIMITS } from "../../src/http/body.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
@@ -765,6 +765,17 @@ Deno.test("WebSocket ingest lingers closeLingerMs after the last answer to a pro
   } finally {
     await brief.close();
   }
+});
+
+Deno.test("closeReason() cuts a reason to 123 bytes on a character boundary, never between the halves of a surrogate pair", () => {
+  for (const pad of ["", "x", "xx", "é"]) {
+    const text = `${pad}${"😀".repeat(40)}`;
+    const reason = closeReason(text);
+    assert.ok(new TextEncoder().encode(reason).length <= 123, pad);
+    assert.ok(text.startsWith(reason), pad);
+    assert.doesNotMatch(reason, /[\uD800-\uDBFF]$/, `no half character at the end (pad '${pad}')`);
+  }
+  assert.equal(closeReason("Server is shutting down"), "Server is shutting down");
 });
 
 Deno.test("readFrame() tells NDJSON, one event, a batch and the seq envelope apart", () => {
