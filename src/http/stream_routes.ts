@@ -759,7 +759,8 @@ function parseTop(
   }
   if (query.by === undefined) return { top: query.top };
   const percent = /^p(\d+(\.\d+)?)$/.exec(query.by);
-  const by = percent ? Number(percent[1]) / 100 : NaN;
+  // The decimal the percentage names (`p0.7` is 0.007, where 0.7 / 100 is 0.006999999999999999).
+  const by = percent ? Number(`${percent[1]}e-2`) : NaN;
   if (counter.aggregate.kind !== "quantiles" || !(by >= 0 && by <= 1)) {
     throw new ApiError(
       400,

@@ -15,9 +15,11 @@
  * Nonzero values of smaller magnitude lose the accuracy guarantee (they count
  * as about ±1e-9); larger ones are refused before they reach a counter.
  *
- * Quantiles are read with the library's own `DDSketch` rank and bucket value
- * (rank `q × (count − 1)`, the bucket of the value at that rank, no
- * interpolation), then clamped into the exact `[min, max]`.
+ * Quantiles are read at DDSketch's rank, `floor(q × (count − 1))`, with the
+ * library's own bucket value (the bucket of the value at that rank, no
+ * interpolation), then clamped into the exact `[min, max]`. The rank is taken
+ * of the decimal `q` names (`0.29 × 100` is 29, where the library's floating
+ * product, 28.999999999999996, would read the value one rank lower).
  *
  * @module
  */
@@ -102,9 +104,33 @@ export function sketchQuantiles(
   sketch.count = count;
   const { min, max } = options;
   return qs.map((q) => {
-    let value = sketch.getValueAtQuantile(q);
+    let value = valueAtRank(sketch, rankOf(q, count - 1));
     if (typeof min === "number" && value < min) value = min;
     if (typeof max === "number" && value > max) value = max;
     return value;
   });
+}
+
+/**
+ * `floor(q × last)` of the decimal that names `q` (its shortest text, as `String` writes it),
+ * exactly: `rankOf(0.29, 100)` is 29, where `Math.floor(0.29 * 100)` is 28.
+ */
+function rankOf(q: number, last: number): number {
+  const [mantissa, exponent = "0"] = String(q).split("e");
+  const [whole, fraction = ""] = mantissa.split(".");
+  // q = digits / 10^scale; q is in [0, 1], so the scale is never negative but for 1 itself.
+  const digits = BigInt(`${whole}${fraction}`);
+  const scale = fraction.length - Number(exponent);
+  const product = digits * BigInt(last);
+  return Number(scale <= 0 ? product * 10n ** BigInt(-scale) : product / 10n ** BigInt(scale));
+}
+
+/** The value at a whole rank (0 to count − 1) of a sketch, as `getValueAtQuantile` reads one. */
+function valueAtRank(sketch: DDSketch, rank: number): number {
+  const negatives = sketch.negativeStore.count;
+  if (rank < negatives) {
+    return -sketch.mapping.value(sketch.negativeStore.keyAtRank(negatives - rank - 1, false));
+  }
+  if (rank < sketch.zeroCount + negatives) return 0;
+  return sketch.mapping.value(sketch.store.keyAtRank(rank - sketch.zeroCount - negatives));
 }

@@ -77,6 +77,25 @@ Deno.test("?by= ranks a quantiles counter's groups by that quantile; others is t
   assert.equal(others.approximate, true);
 });
 
+Deno.test("?by=p1.4 ranks by the quantile 0.014 exactly, not by 1.4 / 100", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  // 501 values: rank floor(0.014 × 500) = 7. /f's seventh value (rank 6) is 1 ms, its eighth
+  // 1,000 ms; /g's are all 500 ms. 1.4 / 100 is 0.013999999999999999, whose rank is 6.
+  const f = Array.from({ length: 501 }, (_, i) => ({
+    ts: at(5),
+    endpoint: "/f",
+    ms: i < 7 ? 1 : 1000,
+  }));
+  const g = Array.from({ length: 501 }, () => ({ ts: at(6), endpoint: "/g", ms: 500 }));
+  await postEvents(app, f, { stream: "api" });
+  await postEvents(app, g, { stream: "api" });
+  const body = await (await app.request("/v1/streams/api/counters/latency?top=1&by=p1.4")).json();
+  assert.deepEqual(
+    body.windows.map((row: { group: { endpoint: string } }) => row.group.endpoint),
+    ["/f"],
+  );
+});
+
 Deno.test("with top, limit counts windows: each keeps its top groups and its others", async () => {
   const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(130)) });
   const later = EVENTS.map((event) => ({ ...event, ts: at(61) }));

@@ -121,6 +121,41 @@ Deno.test("sketchQuantiles() follows DDSketch's rank, floor(q × (count − 1)),
   assert.deepEqual(sketchQuantiles(bins, 0.01, [1], { min: 1, max: 100 }), [100]);
 });
 
+Deno.test("sketchQuantiles() takes the rank of the decimal q names: p29 of 1..101 is about 30", () => {
+  // 0.29 × 100 is 28.999999999999996 in floating point: DDSketch's own rank read the value 29.
+  const values = Array.from({ length: 101 }, (_, i) => i + 1);
+  const [p29, p57] = sketchQuantiles(binsOf(values, 0.01), 0.01, [0.29, 0.57], {
+    min: 1,
+    max: 101,
+  });
+  assert.ok(relativeError(p29!, 30) <= 0.01, `p29 ${p29}`);
+  assert.ok(relativeError(p57!, 58) <= 0.01, `p57 ${p57}`);
+});
+
+Deno.test("sketchQuantiles() is within its accuracy at every whole percentile of 1 to 200 values of either sign", () => {
+  let checked = 0;
+  for (const sign of [1, -1]) {
+    for (let n = 1; n <= 200; n++) {
+      const values = Array.from({ length: n }, (_, i) => sign * (i + 1));
+      const sorted = values.toSorted((a, b) => a - b);
+      const bins = binsOf(values, 0.01);
+      const qs = Array.from({ length: 101 }, (_, percent) => percent / 100);
+      const estimates = sketchQuantiles(bins, 0.01, qs, { min: sorted[0], max: sorted.at(-1) });
+      for (let percent = 0; percent <= 100; percent++) {
+        // The rank in whole numbers: floor(percent × (n − 1) / 100), no floating product.
+        const exact = sorted[Math.floor((percent * (n - 1)) / 100)];
+        const estimate = estimates[percent]!;
+        assert.ok(
+          relativeError(estimate, exact) <= 0.01 * (1 + 1e-9),
+          `p${percent} of ${sign * n}: ${estimate} vs ${exact}`,
+        );
+        checked++;
+      }
+    }
+  }
+  assert.equal(checked, 2 * 200 * 101);
+});
+
 Deno.test("sketchQuantiles() keeps negative, zero and positive values apart, in order", () => {
   const values = [-1000, -10, 0, 0, 5, 500];
   const estimates = sketchQuantiles(binsOf(values, 0.01), 0.01, [0, 0.2, 0.4, 0.6, 0.8, 1]);
