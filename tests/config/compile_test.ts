@@ -767,3 +767,86 @@ Deno.test("the README's quantiles and session counter examples compile as counte
   assert.deepEqual(latency.aggregate, { kind: "quantiles", field: "ms", accuracy: 0.01 });
   assert.deepEqual(visits.meta.session, { gapMs: 1_800_000, maxSessions: 100_000 });
 });
+
+Deno.test("compileConfig() bounds names, descriptions, field paths, groupBy, transform steps, alerts and origins as the README says", () => {
+  const name64 = "a".repeat(64);
+  const path256 = "f".repeat(256);
+  const text1024 = "d".repeat(1024);
+  const alerts = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({ name: `a${i}`, counter: "x", when: "true" }));
+  const origins = (n: number) => Array.from({ length: n }, (_, i) => `https://o${i}.example`);
+  const longOrigin = `https://${"o".repeat(256 - "https://.example".length)}.example`;
+  assert.equal(longOrigin.length, 256);
+  // At each bound: taken.
+  compileConfig({ streams: { [name64]: { description: text1024 } } });
+  compileConfig(orders({
+    time: { field: path256 },
+    dedupe: { field: path256 },
+    transform: Array.from({ length: 64 }, () => ({ drop: [path256] })),
+    counters: {
+      [name64]: {
+        description: text1024,
+        window: { tumbling: "1m" },
+        groupBy: Array.from({ length: 8 }, (_, i) => `g${i}`),
+        aggregate: { sum: path256 },
+      },
+      x: { window: { tumbling: "1m" }, aggregate: "count" },
+    },
+    alerts: [
+      ...alerts(63),
+      { name: name64, description: text1024, counter: "x", when: "true" },
+    ],
+    origins: [...origins(63), longOrigin],
+  }));
+  // One past: refused, naming the path.
+  assertRefused({ streams: { [`${name64}a`]: {} } }, /1-64 characters of letters, digits/);
+  assertRefused({ streams: { "a.b": {} } }, /1-64 characters of letters, digits/);
+  assertRefused(orders({ description: `${text1024}d` }), /streams\.orders\.description/);
+  assertRefused(
+    counter({ description: `${text1024}d` }),
+    /streams\.orders\.counters\.x\.description/,
+  );
+  assertRefused(orders({ time: { field: `${path256}f` } }), /streams\.orders\.time\.field/);
+  assertRefused(orders({ dedupe: { field: `${path256}f` } }), /streams\.orders\.dedupe\.field/);
+  assertRefused(counter({ aggregate: { sum: `${path256}f` } }), /streams\.orders\.counters\.x/);
+  assertRefused(
+    counter({ groupBy: [`${path256}f`] }),
+    /streams\.orders\.counters\.x\.groupBy\[0\]/,
+  );
+  assertRefused(
+    orders({ transform: [{ drop: [`${path256}f`] }] }),
+    /streams\.orders\.transform\[0\]/,
+  );
+  assertRefused(
+    orders({ transform: [{ set: { [`${path256}f`]: "1" } }] }),
+    /streams\.orders\.transform\[0\]/,
+  );
+  assertRefused(
+    orders({ transform: [{ rename: { a: `${path256}f` } }] }),
+    /streams\.orders\.transform\[0\]/,
+  );
+  assertRefused(
+    counter({ groupBy: Array.from({ length: 9 }, (_, i) => `g${i}`) }),
+    /streams\.orders\.counters\.x\.groupBy/,
+  );
+  assertRefused(
+    orders({ transform: Array.from({ length: 65 }, () => ({ drop: ["a"] })) }),
+    /streams\.orders\.transform/,
+  );
+  assertRefused(
+    orders({
+      counters: { x: { window: { tumbling: "1m" }, aggregate: "count" } },
+      alerts: alerts(65),
+    }),
+    /streams\.orders\.alerts/,
+  );
+  assertRefused(orders({ origins: origins(65) }), /streams\.orders\.origins/);
+  assertRefused(orders({ origins: [`${longOrigin}x`] }), /streams\.orders\.origins\[0\]/);
+  for (const part of ["__proto__", "constructor", "prototype"]) {
+    assertRefused(
+      counter({ groupBy: [`user.${part}`] }),
+      /streams\.orders\.counters\.x\.groupBy\[0\]/,
+    );
+    assertRefused(orders({ transform: [{ pick: [part] }] }), /streams\.orders\.transform\[0\]/);
+  }
+});
