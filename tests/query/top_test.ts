@@ -193,3 +193,71 @@ Deno.test("top groups' others of a window its counter missed events of carry par
   ]);
   assert.deepEqual(read.windows.map((row) => row.partial), [undefined, true, true]);
 });
+
+const sliding = compileConfig({
+  streams: {
+    l: {
+      time: { field: "t", lateness: "1h" },
+      counters: {
+        n: { window: { sliding: "2h", precision: "1m" }, groupBy: ["g"], aggregate: "count" },
+      },
+    },
+  },
+}).get("l")!;
+
+/**
+ * Top groups read windows as a page does, each store read taking windows until they cover 4,096
+ * panes (at least one window): 35 windows of 120 panes (4,200) a read, not all 100 in one.
+ */
+async function checkTopPanesARead(store: Store) {
+  const nowMs = T0 + 240 * 60_000;
+  const events = Array.from({ length: 240 }, (_, i) => ({ t: T0 + i * 60_000, g: `g${i % 3}` }));
+  await ingestItems(sliding, events.map((value) => ({ ok: true as const, value })), {
+    store,
+    nowMs,
+  });
+  const panes: number[] = [];
+  const counted = new Proxy(store, {
+    get(target, property) {
+      if (property === "readWindows") {
+        return (...args: Parameters<Store["readWindows"]>) => {
+          panes.push(args[2].reduce((n, read) => n + read.panes.length, 0));
+          return target.readWindows(...args);
+        };
+      }
+      const value = Reflect.get(target, property, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const counter = sliding.counters[0];
+  const batched = await listTopWindows(sliding, counter, { store: counted, nowMs }, {
+    top: 1,
+    limit: 100,
+  });
+  assert.deepEqual(panes, [35 * 120, 35 * 120, 30 * 120]);
+  // The same answer as reading window by window.
+  assert.equal(batched.others.length, 100);
+  for (const [i, others] of batched.others.entries()) {
+    const start = Date.parse(others.start);
+    const one = await listTopWindows(sliding, counter, { store, nowMs }, {
+      top: 1,
+      fromMs: start,
+      toMs: start + 1,
+    });
+    assert.deepEqual(one.others, [others], others.start);
+    assert.deepEqual(one.windows, [batched.windows[i]], others.start);
+  }
+}
+
+Deno.test("MemoryStore: top groups read windows until they cover 4,096 panes a store read", () =>
+  checkTopPanesARead(new MemoryStore({ now: () => T0 + 240 * 60_000 })));
+redisTest(
+  "RedisStore: top groups read windows until they cover 4,096 panes a store read",
+  (fixture) =>
+    checkTopPanesARead(
+      new RedisStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { now: () => T0 + 240 * 60_000 },
+      ),
+    ),
+);
