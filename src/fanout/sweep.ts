@@ -127,7 +127,11 @@ async function sweepStream(
       }
       const entry = { ...window, groups: [...window.groups], stream: stream.name };
       report.closed.push(entry);
-      recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
+      // Counted by the call that claimed it: one another sweep (or instance) started is not
+      // counted again here.
+      if (!window.continued) {
+        recordWindowsClosed(1, { stream: stream.name, counter: window.counter });
+      }
       if (!session) listed.set(key, entry);
       budget.take(window.counter, session !== undefined);
     }

@@ -541,6 +541,12 @@ export interface ClosedWindow {
   end: number;
   /** Final state per group. */
   groups: Array<{ group: string; state: AggregateState }>;
+  /**
+   * True when an earlier call (of any instance) claimed the window and this one returns more of
+   * its groups (see {@linkcode CLOSE_CELLS_PER_CALL}); absent from the call that claimed it, so a
+   * count of windows closed counts each window once.
+   */
+  continued?: boolean;
 }
 
 /** Options for {@linkcode Store.closeWindows}. */

@@ -148,6 +148,10 @@ async function scenario(small: Store, whole: Store, other: Store = small): Promi
   for (const call of calls) assert.ok(call.cells <= 4, `a call merged ${call.cells} cells`);
   // The same groups with the same values, each once, returned and logged.
   const stepped = calls.flatMap((call) => call.windows);
+  // Each window returned once without `continued`, by whichever instance claimed it.
+  const claimed = stepped.filter((w) => !w.continued).map((w) => `${w.counter}|${w.start}`);
+  assert.deepEqual(claimed.toSorted(), oneShot.map((w) => `${w.counter}|${w.start}`).toSorted());
+  assert.ok(stepped.some((w) => w.continued), "some windows closed over several calls");
   assert.deepEqual(windowLines(stepped), windowLines(oneShot));
   assert.deepEqual(await closedRecords(small), await closedRecords(whole));
   assert.deepEqual(await closedRecords(small), windowLines(oneShot));
@@ -168,6 +172,9 @@ async function claimedAtStart(store: Store): Promise<void> {
   const first = await store.closeWindows("s", count, { latenessMs: 0 });
   assert.equal(first.more, true);
   assert.deepEqual(first.map((w) => [w.start - T0, w.groups.length]), [[0, 5]]);
+  // The call that claims it says so by leaving `continued` out (a count of windows closed counts
+  // it there, once); every later call of it, and a peek of one, sets it.
+  assert.equal(first[0].continued, undefined);
   // The window is claimed: an event in it is late, and its rows read as final.
   const reply = await ingestItems(stream, [{ ok: true, value: { t: T0 + 2_000, g: "g0" } }], {
     store,
@@ -184,6 +191,7 @@ async function claimedAtStart(store: Store): Promise<void> {
   assert.deepEqual(windowLines(peeked), windowLines(next));
   assert.equal(next.length, 1);
   assert.equal(next[0].start, T0);
+  assert.deepEqual([peeked[0].continued, next[0].continued], [true, true]);
   assert.equal(new Set([...windowLines(first), ...windowLines(next)]).size, 10);
 }
 

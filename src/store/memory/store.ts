@@ -705,7 +705,7 @@ export class MemoryStore implements Store {
         const step = closeStep(counter.aggregate, panes, started, budget, now, peek);
         budget -= step.cells;
         const { start, end } = started;
-        closed.push({ counter: counter.name, start, end, groups: step.groups });
+        closed.push({ counter: counter.name, start, end, groups: step.groups, continued: true });
         if (!peek) {
           for (const { group, state: value } of step.groups) {
             log({ type: "window.closed", counter: counter.name, start, end, group, state: value });

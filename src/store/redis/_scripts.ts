@@ -1581,8 +1581,9 @@ return cjson.encode(out)
  * Claims windows that became final. ARGV[1] is JSON
  * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`
  * (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's).
- * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …]], …],
- * "m": 1 when it stopped at `cells` with more to close}`. A window of more cells (a group in
+ * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …],
+ * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
+ * earlier call claimed the window). A window of more cells (a group in
  * one of its panes) than the call has left is claimed (ZREM, `cl`) by the call that starts it
  * and its groups merged and logged over several calls, each at most `cells` (see below), so no
  * one call holds Redis for long.
@@ -1781,11 +1782,12 @@ local function saveJob(name, job, cells, done, ttl)
     write("PEXPIRE", loggedKey(name, job.start), lifeOf(ttl))
   end
 end
--- Lists a window's merged cells and logs them (unless a peek).
-local function emit(name, kind, start, windowEnd, cells)
+-- Lists a window's merged cells and logs them (unless a peek); \`continued\`: an earlier call
+-- claimed the window (the reply says so, for a count of windows closed to count it once).
+local function emit(name, kind, start, windowEnd, cells, continued)
   local rows = {}
   for i, cell in ipairs(cells) do rows[i] = rowText(cell) end
-  out[#out + 1] = { name, num(start), num(windowEnd), rows }
+  out[#out + 1] = { name, num(start), num(windowEnd), rows, continued and 1 or 0 }
   if peek then return end
   for _, cell in ipairs(cells) do
     local min, max
@@ -1815,7 +1817,7 @@ for _, c in ipairs(args.counters) do
   elseif job then
     local cells, spent, done = closeStep(name, kind, job, budget)
     budget = budget - spent
-    if #cells > 0 then emit(name, kind, job.start, job.stop, cells) end
+    if #cells > 0 then emit(name, kind, job.start, job.stop, cells, true) end
     if not peek then saveJob(name, job, cells, done, ttl) end
     if not done then
       busy, more = true, true

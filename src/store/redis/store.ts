@@ -717,17 +717,17 @@ export class RedisStore implements Store {
         }),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
-      const closed: ClosedWindows = asArray<[string, string, string, unknown]>(reply.w).map((
-        [counter, start, end, rows],
-      ) => ({
-        counter,
-        start: Number(start),
-        end: Number(end),
-        groups: asArray<MergedRow>(rows).map((row) => ({
-          group: row[0],
-          state: toState(kinds.get(counter)!, row),
-        })),
-      }));
+      const closed: ClosedWindows = asArray<[string, string, string, unknown, number?]>(reply.w)
+        .map(([counter, start, end, rows, continued]) => ({
+          counter,
+          start: Number(start),
+          end: Number(end),
+          groups: asArray<MergedRow>(rows).map((row) => ({
+            group: row[0],
+            state: toState(kinds.get(counter)!, row),
+          })),
+          ...(continued === 1 ? { continued: true } : {}),
+        }));
       if (reply.m === 1) closed.more = true;
       if (typeof reply.n !== "number") return { windows: closed };
       return {
