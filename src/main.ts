@@ -20,6 +20,7 @@ import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
 import { exitOnStopSignal, type StopReport, stopServer } from "./shutdown.ts";
+import { StoreUnavailableError } from "./store/mod.ts";
 import type { OpenAPIHono } from "@hono/zod-openapi";
 
 const logger = getLogger(["edgestream"]);
@@ -65,12 +66,28 @@ export async function registerStreams(config: Pick<ServerConfig, "streams">): Pr
     await config.streams.registerConfig();
   } catch (error) {
     if (error instanceof ConfigError) fail(`EDGESTREAM_CONFIG: ${error.message}`);
-    logger.error(
-      "Cannot record the config streams in the store yet (again before their first event, and with every poll): {error}",
-      { error },
+    logStartupStoreError(
+      "Cannot record the config streams in the store yet (again before their first event, and with every poll)",
+      error,
     );
   }
   config.streams.startPolling();
+}
+
+/**
+ * Logs, at error, a startup step (`what`) the store did not do. A store it cannot reach or that
+ * refuses its token (`StoreUnavailableError`, whose message ends naming the setting to check) is a
+ * startup mistake, not a defect: one line, the message alone, no stack. Any other error keeps its
+ * stack.
+ */
+export function logStartupStoreError(what: string, error: unknown): void {
+  if (error instanceof StoreUnavailableError) {
+    // Text, not a message template (the message may hold braces).
+    const text = `${what}: ${error.message}`;
+    logger.error(text.replaceAll("{", "{{").replaceAll("}", "}}"));
+  } else {
+    logger.error(`${what}: {error}`, { error });
+  }
 }
 
 /** Logs the startup notices: text, not message templates (a value may hold braces). */
@@ -135,7 +152,7 @@ export async function buildApp(config: ServerConfig): Promise<ServerApp> {
   });
   // Endpoints decide which events ingest logs; know them before the first request.
   await webhooks.refreshEndpoints().catch((error) =>
-    logger.error("Cannot load webhook endpoints yet: {error}", { error })
+    logStartupStoreError("Cannot load webhook endpoints yet", error)
   );
   return { app, live, connections, webhooks };
 }

@@ -78,6 +78,24 @@ redisTest(
   },
 );
 
+/**
+ * README: what the store did not do at startup (webhook endpoints, config streams) is logged at
+ * error, one line each naming the setting (`ending`), with no stack.
+ */
+function assertStartupLines(output: string, ending: RegExp): void {
+  const startup = output.split("\n").filter((line) =>
+    /Cannot (record the config streams in the store|load webhook endpoints) yet/.test(line)
+  );
+  assert.equal(startup.length, 2, output);
+  for (const line of startup) {
+    const record = JSON.parse(line);
+    assert.equal(record.level, "error", line);
+    assert.match(record.message, ending, line);
+    assert.equal(record.error, undefined, line);
+    assert.doesNotMatch(line, /stack|\bat .*\.ts:\d+/, line);
+  }
+}
+
 Deno.test("main.ts starts although the store cannot be reached to check the config streams, and logs why", async () => {
   const server = await startServerProcess("unreachable", {
     UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1",
@@ -101,6 +119,7 @@ Deno.test("main.ts starts although the store cannot be reached to check the conf
     assert.match(error.message, /\(check UPSTASH_REDIS_REST_URL\); nothing was applied$/);
     assert.match(server.output(), /Cannot record the config streams in the store yet/);
     assert.match(server.output(), /\(check UPSTASH_REDIS_REST_URL\)/);
+    assertStartupLines(server.output(), /\(check UPSTASH_REDIS_REST_URL\)$/);
   } finally {
     await server.stop();
   }
@@ -127,6 +146,7 @@ redisTest(
       const { error } = await ingest.json();
       assert.match(error.message, /\(check UPSTASH_REDIS_REST_TOKEN\); nothing was applied$/);
       assert.match(server.output(), /"level":"error".*\(check UPSTASH_REDIS_REST_TOKEN\)/);
+      assertStartupLines(server.output(), /\(check UPSTASH_REDIS_REST_TOKEN\)$/);
     } finally {
       await server.stop();
     }
