@@ -41,6 +41,11 @@ export interface SessionReadOptions {
   accept?: (group: Record<string, unknown>) => boolean;
   /** Most rows; without `accept` the store reads no more than these. @default {all} */
   limit?: number;
+  /**
+   * Reads only the sessions not closed yet (at most the counter's `maxSessions`), not the closed
+   * ones retained. @default {false}
+   */
+  open?: boolean;
 }
 
 /** Sessions of a session counter, newest start first (ties by group), with `final` judged now. */
@@ -55,6 +60,7 @@ export async function readSessionRows(
       fromMs: Math.max(options.fromMs ?? -8.64e15, -8.64e15),
       toMs: Math.min(options.toMs ?? 8.64e15, 8.64e15),
       limit: options.accept ? undefined : options.limit,
+      ...(options.open ? { open: true } : {}),
     }),
     options.store.stats(stream.name, []),
   ]);
@@ -92,7 +98,10 @@ export async function currentSessions(
   counter: CompiledCounter,
   options: SessionReadOptions,
 ): Promise<{ start: string; end: string; rows: SessionRow[] }> {
-  const rows = (await readSessionRows(stream, counter, options)).filter((row) => !row.final);
+  // Closed sessions are final: only the open ones are read, at most maxSessions, however many
+  // closed ones the counter retains.
+  const rows = (await readSessionRows(stream, counter, { ...options, open: true }))
+    .filter((row) => !row.final);
   const gapMs = counter.meta.session?.gapMs ?? 0;
   if (rows.length === 0) {
     const now = new Date(options.nowMs).toISOString();

@@ -605,6 +605,11 @@ export interface TimeRange {
 export interface SessionRange extends TimeRange {
   /** Most sessions read (the newest starts, ties by group key). @default {all} */
   limit?: number;
+  /**
+   * Only the open sessions (not closed by a close yet): at most the counter's `maxSessions`,
+   * however many closed ones are retained. @default {false}
+   */
+  open?: boolean;
 }
 
 /** Storage for stream state. Implementations must apply a batch atomically. */
@@ -632,7 +637,7 @@ export interface Store {
    * Reads the live sessions (open, and closed within their TTL) of a session
    * counter with `fromMs <= start < toMs`, newest start first and those that
    * start together by group key ({@linkcode compareGroupKeys}); at most
-   * `limit` of them when given.
+   * `limit` of them when given, and only the open ones (at most `maxSessions`) with `open`.
    */
   readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]>;
   /**

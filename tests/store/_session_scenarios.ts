@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { compileConfig, type CompiledStream } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
-import { listWindows } from "../../src/query/mod.ts";
+import { currentWindow, listWindows } from "../../src/query/mod.ts";
 import type { Store } from "../../src/store/types.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
@@ -240,6 +240,75 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
       [["e", 1], ["b", 1], ["a", 2]],
     );
     assert.equal((await overflow()).capped, 4);
+  },
+
+  async "sessions: a read of the open sessions (…/current) reads at most maxSessions, however many closed ones are retained"(
+    store,
+  ) {
+    // Three rounds of two sessions (maxSessions of capped) that close, then two left open.
+    for (const round of [0, 1, 2]) {
+      const t = round * 300;
+      await ingest(store, [{ u: `a${round}`, t }, { u: `b${round}`, t }]);
+      // Raises the watermark past their end + gap + lateness (dropped from capped: it is full).
+      await ingest(store, [{ u: "z", t: t + 200 }]);
+      assert.equal((await store.closeWindows("visits", metas("capped"), LATENESS)).length, 2);
+    }
+    await ingest(store, [{ u: "x", t: 1_000 }, { u: "y", t: 1_000 }]);
+    const [meta] = metas("capped");
+    const all = { fromMs: -8.64e15, toMs: 8.64e15 };
+    // Every live session (open and closed) is read by a list…
+    const live = await store.readSessions("visits", meta, all);
+    assert.equal(live.length, 8);
+    assert.equal(live.filter((session) => session.closed).length, 6);
+    // …the open ones alone by `open`: no more than maxSessions, newest first, ties by group.
+    const open = await store.readSessions("visits", meta, { ...all, open: true });
+    assert.deepEqual(open.map((session) => [session.group, session.closed]), [
+      ['["x"]', false],
+      ['["y"]', false],
+    ]);
+    assert.deepEqual(
+      (await store.readSessions("visits", meta, { ...all, open: true, limit: 1 })).map((s) =>
+        s.group
+      ),
+      ['["x"]'],
+    );
+    assert.deepEqual(
+      await store.readSessions("visits", meta, { fromMs: T0, toMs: T0 + 1, open: true }),
+      [],
+    );
+    // …/current reads only those: at most maxSessions sessions from the store.
+    const read: number[] = [];
+    const counting = new Proxy(store, {
+      get(target, property) {
+        if (property !== "readSessions") return Reflect.get(target, property).bind(target);
+        return async (...args: Parameters<Store["readSessions"]>) => {
+          const sessions = await target.readSessions(...args);
+          read.push(sessions.length);
+          return sessions;
+        };
+      },
+    });
+    const compiled = sessionStream.counters.find((item) => item.name === "capped")!;
+    const current = await currentWindow(sessionStream, compiled, {
+      store: counting,
+      nowMs: T0 + 1_000_000,
+    });
+    assert.deepEqual(current.rows.map((row) => row.group.u), ["x", "y"]);
+    assert.deepEqual(read, [2]);
+    // A list reads at most its limit; with a group filter, every live session in from/to (README).
+    const list = (options: Parameters<typeof listWindows>[3]) =>
+      listWindows(sessionStream, compiled, { store: counting, nowMs: T0 + 1_000_000 }, options);
+    read.length = 0;
+    assert.equal((await list({ limit: 1 })).length, 1);
+    assert.deepEqual(read, [1]);
+    read.length = 0;
+    assert.deepEqual((await list({ limit: 1, groups: { u: "a0" } })).map((row) => row.group.u), [
+      "a0",
+    ]);
+    assert.deepEqual(read, [8]);
+    read.length = 0;
+    await list({ limit: 1, groups: { u: "a0" }, fromMs: T0 + 600_000 });
+    assert.deepEqual(read, [4]);
   },
 
   async "sessions: past maxSessions, a batch is taken group by group (first seen first), in runs by time"(

@@ -184,11 +184,13 @@ export class SessionTable {
 
   /**
    * Live sessions with `fromMs <= start < toMs`, newest start first, those
-   * that start together by group key (code point order), at most `limit`.
+   * that start together by group key (code point order), at most `limit`; of the open ones only
+   * with `range.open`.
    */
   read(range: SessionRange, now: number): SessionValue[] {
     const found: Session[] = [];
-    for (const session of this.#all) {
+    const sessions = range.open ? [...this.#open.values()].flat() : this.#all;
+    for (const session of sessions) {
       if (session.expiresAt <= now) continue;
       if (session.start >= range.fromMs && session.start < range.toMs) found.push(session);
     }

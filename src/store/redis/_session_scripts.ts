@@ -368,7 +368,15 @@ export const SESSION_READ_SCRIPT = `
 local name, kind, from, to, limit = args.name, args.kind, args.from, args.to, args.limit
 local out = {}
 local members
-if type(limit) == "number" then
+if args.open then
+  -- The open sessions only: \`so\` holds at most maxSessions, whatever the closed ones retained.
+  -- In no order: the caller sorts them and applies \`limit\`.
+  members = {}
+  for _, member in ipairs(redis.call("ZRANGE", sessionOpenKey(name), 0, -1)) do
+    local start = tonumber(string.sub(member, 1, string.find(member, ":", 1, true) - 1))
+    if start >= from and start < to then members[#members + 1] = member end
+  end
+elseif type(limit) == "number" then
   members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from), "LIMIT", 0, limit)
   if limit > 0 and #members == limit then
     -- Sessions that start together come newest-member first here; every store and the reader

@@ -35,6 +35,7 @@ import {
   CLOSE_CELLS_PER_CALL,
   type ClosedWindows,
   type CloseOptions,
+  compareGroupKeys,
   type CounterMeta,
   type EventOutcome,
   type LogBounds,
@@ -583,17 +584,22 @@ export class RedisStore implements Store {
             from: range.fromMs,
             to: range.toMs,
             limit: range.limit ?? false,
+            open: range.open ?? false,
             now: this.#now(),
           }),
         ),
       );
-      return rows.map(([start, end, group, count, sum, minOrMax, distinct, closed]) => ({
+      const sessions = rows.map(([start, end, group, count, sum, minOrMax, distinct, closed]) => ({
         start: Number(start),
         end: Number(end),
         group,
         state: toState(counter.aggregate, [group, count, sum, minOrMax, distinct]),
         closed: Number(closed) === 1,
       }));
+      if (!range.open) return sessions;
+      // The script read the open ones in no order (at most maxSessions): ordered and cut here.
+      sessions.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
+      return sessions.slice(0, range.limit ?? sessions.length);
     });
   }
 
