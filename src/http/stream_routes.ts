@@ -770,6 +770,23 @@ function parseTop(
         : `Query parameter 'by' applies to quantiles counters; '${counter.name}' is ${counter.aggregate.kind}`,
     );
   }
+  // As with `q`: `p99.99999999999999999` reads as 1 and a p0 with 400 zeros as 0, and would be
+  // ranked by p100 or p0, which they do not name.
+  const digits = percent?.[1] ?? "";
+  const bound = by === 1 && !isOne(`${digits}e-2`)
+    ? "p100"
+    : by === 0 && /[1-9]/.test(digits)
+    ? "p0"
+    : undefined;
+  if (bound !== undefined) {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'by' names '${
+        quoteInput(query.by)
+      }', too close to ${bound} to tell from it (ask for ${bound})`,
+    );
+  }
   return { top: query.top, by };
 }
 

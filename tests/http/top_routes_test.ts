@@ -118,6 +118,15 @@ Deno.test("bad top and by parameters are 400s that name the problem", async () =
     ["hits?top=2&by=p99", /'by' applies to quantiles counters; 'hits' is count/],
     ["latency?top=2&by=p101", /'by' must be p0 to p100, got 'p101'/],
     ["latency?top=2&by=99", /'by' must be p0 to p100, got '99'/],
+    // Read as 1 and 0 they would rank by p100 and p0, which they do not name (as ?q= refuses).
+    [
+      "latency?top=2&by=p99.99999999999999999",
+      /'by' names 'p99.99999999999999999', too close to p100 to tell from it \(ask for p100\)/,
+    ],
+    [
+      `latency?top=2&by=p0.${"0".repeat(400)}1`,
+      /'by' names 'p0\.0+… \(404 characters\)', too close to p0 to tell from it \(ask for p0\)/,
+    ],
     ["hits?top=2&group.endpoint=/a", /cannot be combined with group filters: group.endpoint/],
     ["hits/current?top=2&group.endpoint=/a", /cannot be combined with group filters/],
     ["hits?top=0", /top/],
@@ -126,6 +135,15 @@ Deno.test("bad top and by parameters are 400s that name the problem", async () =
     const res = await app.request(`/v1/streams/api/counters/${path}`);
     assert.equal(res.status, 400, path);
     assert.match(JSON.stringify(await res.json()), message, path);
+  }
+});
+
+Deno.test("by= takes p0 and p100 written any way that is exactly 0 or 100", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  for (const by of ["p100", "p100.000", "p0", "p0.000", "p99.9999999999999"]) {
+    const res = await app.request(`/v1/streams/api/counters/latency?top=2&by=${by}`);
+    assert.equal(res.status, 200, by);
+    await res.body?.cancel();
   }
 });
 
