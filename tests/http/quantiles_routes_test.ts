@@ -93,6 +93,22 @@ Deno.test("?q= picks the quantiles a read reports, on the list and on /current",
   }
 });
 
+Deno.test("a quantile is the value at rank floor(q × (count − 1)) counting from 0: p90 of 1 and 2 estimates 1", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  const events = [1, 2].map((ms) => ({ ts: at(1), endpoint: "/c", ms }));
+  assert.equal((await postEvents(app, events, { stream: "api" })).status, 202);
+  const res = await app.request(
+    "/v1/streams/api/counters/latency?q=0,0.5,0.9,0.99,1&group.endpoint=/c",
+  );
+  assert.equal(res.status, 200);
+  const { value } = (await res.json()).windows[0];
+  // floor(q × 1) is 0 (the smaller value) for every q below 1: not 2 (nearest rank), nor 1.9.
+  const expected = { p0: 1, p50: 1, p90: 1, p99: 1, p100: 2 };
+  for (const [name, exact] of Object.entries(expected)) {
+    assert.ok(Math.abs(value[name] - exact) <= 0.01 * exact, `${name} ${value[name]}`);
+  }
+});
+
 Deno.test("?q= names each quantile by its decimal with the point moved two places, no digit rounded away", async () => {
   const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
   await postEvents(app, requests(), { stream: "api" });
