@@ -160,6 +160,25 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(stats.dedupeForgotten, 0);
   },
 
+  async 'a number dedupe id is its JavaScript text: 0 and "0", 12.5 and "12.5", 1e21 and "1e+21" are one id'(
+    store,
+  ) {
+    const ids = (list: (string | number)[], t: number) =>
+      items(list.map((id, i) => ({ id, t: t + i, g: "x", v: 1 })));
+    const first = await ingestItems(stream, ids([0, 12.5, 1e21, 7], T0 + 5_000), {
+      store,
+      nowMs: T0 + 10_000,
+    });
+    assert.deepEqual([first.accepted, first.duplicates], [4, 0]);
+    // The same ids as strings, and -0 (its text is "0"), are duplicates; "00", "7.0" are not.
+    const second = await ingestItems(
+      stream,
+      ids(["0", "12.5", "1e+21", "7", -0, "00", "7.0", "0.0"], T0 + 6_000),
+      { store, nowMs: T0 + 10_000 },
+    );
+    assert.deepEqual([second.accepted, second.duplicates], [8, 5]);
+  },
+
   async "readWindows() merges panes for every aggregate"(store) {
     await ingestItems(
       stream,
