@@ -792,7 +792,9 @@ function parseTop(
 
 function groupFilters(c: Context, counter: CompiledCounter): Record<string, string> {
   const filters: Record<string, string> = {};
-  for (const [key, values] of Object.entries(c.req.queries())) {
+  // In URL order, not by name: `group.f=a&group[f]=b&group.f=c` names one field three ways, and
+  // the value given last (`c`) is the one that counts.
+  for (const [key, value] of new URL(c.req.url).searchParams) {
     const field = groupFilterField(key);
     if (field === undefined) continue;
     // A field the counter does not group by would match nothing, silently.
@@ -805,7 +807,7 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
         })`,
       );
     }
-    filters[field] = values[values.length - 1];
+    filters[field] = value;
   }
   return filters;
 }

@@ -371,3 +371,67 @@ redisTest(
     assert.equal(fired.approximate, true);
   },
 );
+
+Deno.test("a group field given twice, as group.<field> and group[<field>], uses the value given last in the URL", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts" },
+        counters: {
+          n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+        },
+      },
+    },
+  };
+  const { app } = await testApp({ config, now: () => Date.parse(at(30)) });
+  const events = ["DE", "FR", "US"].map((country) => ({ ts: at(1), country }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const deep = encodeURIComponent("group[country]");
+  for (
+    const [query, last] of [
+      [`group.country=DE&${deep}=FR&group.country=US`, "US"],
+      [`${deep}=DE&group.country=FR&${deep}=US`, "US"],
+      [`group.country=DE&${deep}=FR`, "FR"],
+      [`${deep}=DE&group.country=FR&group.country=US&${deep}=DE`, "DE"],
+    ]
+  ) {
+    for (const path of ["", "/current"]) {
+      const res = await app.request(`/v1/streams/shop/counters/n${path}?${query}`);
+      assert.equal(res.status, 200, query);
+      const rows = (await res.json()).windows;
+      assert.deepEqual(rows.map((row: { group: { country: string } }) => row.group.country), [
+        last,
+      ], `${path}?${query}`);
+    }
+  }
+});
+
+Deno.test("group[group.x] filters the field x; a field whose path starts with group. is group.group.x", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts" },
+        counters: { n: { window: { tumbling: "1m" }, groupBy: ["group.x"], aggregate: "count" } },
+      },
+    },
+  };
+  const { app } = await testApp({ config, now: () => Date.parse(at(30)) });
+  const events = ["a", "b"].map((x) => ({ ts: at(1), group: { x } }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  for (const name of ["group.group.x", "group[group.group.x]"]) {
+    const res = await app.request(`/v1/streams/shop/counters/n?${encodeURIComponent(name)}=b`);
+    assert.equal(res.status, 200, name);
+    const rows = (await res.json()).windows;
+    assert.deepEqual(rows.map((row: { group: Record<string, string> }) => row.group["group.x"]), [
+      "b",
+    ], name);
+  }
+  const res = await app.request(
+    `/v1/streams/shop/counters/n?${encodeURIComponent("group[group.x]")}=b`,
+  );
+  assert.equal(res.status, 400);
+  assert.match(
+    (await res.json()).error.message,
+    /'group\[group\.x\]' names no field .* \(group\.x\)/,
+  );
+});
