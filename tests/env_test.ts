@@ -914,3 +914,50 @@ Deno.test("configFromEnv() reads every variable set empty as not set (PORT= in a
   assert.deepEqual(summary(await configFromEnv(env(empty))), unset);
   assert.equal(unset.port, 8000);
 });
+
+/**
+ * Variables that read a value of only whitespace as not set: lists that skip blank items, HOST and
+ * the log level, which trim it, and DENO_TIMELINE, only compared with `production`.
+ */
+const BLANK_AS_UNSET = [
+  "DENO_TIMELINE",
+  "EDGESTREAM_ALLOWED_HOSTS",
+  "EDGESTREAM_ALLOWED_ORIGINS",
+  "EDGESTREAM_KEYS",
+  "EDGESTREAM_LOG_LEVEL",
+  "EDGESTREAM_WEBHOOK_ALLOW",
+  "HOST",
+];
+
+Deno.test("configFromEnv() refuses a value of only whitespace naming the variable (PORT=' '): only the empty text is not set, but for a few variables that trim it", async () => {
+  const unset = await configFromEnv(env({}));
+  const summary = (config: Awaited<ReturnType<typeof configFromEnv>>) =>
+    JSON.stringify([
+      config.port,
+      config.hostname,
+      config.logLevel,
+      config.keys.open,
+      config.origins,
+    ]);
+  for (const name of VARIABLES) {
+    for (const blank of [" ", "\t", "  "]) {
+      const label = `${name}=${JSON.stringify(blank)}`;
+      if (BLANK_AS_UNSET.includes(name)) {
+        assert.equal(summary(await configFromEnv(env({ [name]: blank }))), summary(unset), label);
+        continue;
+      }
+      const error = await configFromEnv(env({ [name]: blank })).then(
+        () => assert.fail(`${label} was taken`),
+        (error) => error,
+      );
+      assert.ok(error instanceof ConfigError, label);
+      // The Redis pair is named together: one of them alone is "set both or neither".
+      const named = name.startsWith("UPSTASH_") ? "UPSTASH_REDIS_REST_URL, " : `${name}: `;
+      assert.ok(error.message.startsWith(named), `${label}: ${error.message}`);
+    }
+  }
+  await assert.rejects(
+    configFromEnv(env({ PORT: " " })),
+    new ConfigError("PORT: expected a port number from 0 to 65535, got ' '"),
+  );
+});

@@ -50,6 +50,8 @@ for (
     [{ EDGESTREAM_SWEEP_EVERY: "5" }, /^edgestream: EDGESTREAM_SWEEP_EVERY: .*'5'/],
     [{ PORT: "abc" }, /^edgestream: PORT: expected a port number from 0 to 65535, got 'abc'$/],
     [{ PORT: "70000" }, /^edgestream: PORT: .*'70000'$/],
+    // Only whitespace is a value, not the empty text that reads as not set.
+    [{ PORT: " " }, /^edgestream: PORT: expected a port number from 0 to 65535, got ' '$/],
     [{ EDGESTREAM_CONFIG: "/nonexistent/config.json" }, /^edgestream: EDGESTREAM_CONFIG: /],
     [{ UPSTASH_REDIS_REST_URL: "http://127.0.0.1:1" }, /^edgestream: UPSTASH_REDIS_REST_URL, /],
     [{ EDGESTREAM_LOG_LEVEL: "verbose" }, /^edgestream: EDGESTREAM_LOG_LEVEL: .*'verbose'$/],
