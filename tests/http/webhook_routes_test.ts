@@ -614,3 +614,23 @@ Deno.test("an endpoint's streams list names at least one stream (an empty one wo
     assert.equal((await call(ctx.app, "GET", `/v1/webhooks/${all.body.id}`)).body.streams, null);
   });
 });
+
+Deno.test("an endpoint's streams named twice are kept once, as its eventTypes and a key's streams are: on POST and PATCH", async () => {
+  await withSetup(async (ctx) => {
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/twice",
+      streams: ["orders", "signups", "orders"],
+      eventTypes: ["alert.fired", "alert.fired"],
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.streams, ["orders", "signups"]);
+    assert.deepEqual(created.body.eventTypes, ["alert.fired"]);
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+      streams: ["signups", "signups"],
+    });
+    assert.equal(changed.status, 200, changed.text);
+    assert.deepEqual(changed.body.streams, ["signups"]);
+    const read = await call(ctx.app, "GET", `/v1/webhooks/${created.body.id}`);
+    assert.deepEqual(read.body.streams, ["signups"]);
+  });
+});

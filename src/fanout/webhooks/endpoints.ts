@@ -285,7 +285,8 @@ export class EndpointRegistry {
       url,
       description: input.description ?? null,
       eventTypes: [...new Set(input.eventTypes ?? DEFAULT_EVENT_TYPES)],
-      streams: input.streams ?? null,
+      // Named twice, a stream is kept once, as eventTypes are (and a key's streams).
+      streams: input.streams ? [...new Set(input.streams)] : null,
       filter: input.filter ?? null,
       headers: input.headers ?? {},
       rateLimit: input.rateLimit ?? null,
@@ -349,7 +350,9 @@ export class EndpointRegistry {
       const config = configOf(endpoint);
       if (url !== undefined) config.url = url;
       if (patch.eventTypes !== undefined) config.eventTypes = [...new Set(patch.eventTypes)];
-      if (patch.streams !== undefined) config.streams = patch.streams;
+      if (patch.streams !== undefined) {
+        config.streams = patch.streams && [...new Set(patch.streams)];
+      }
       if (patch.filter !== undefined) config.filter = patch.filter;
       if (patch.description !== undefined) config.description = patch.description;
       if (patch.headers !== undefined) config.headers = patch.headers;
