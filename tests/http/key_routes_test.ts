@@ -627,3 +627,25 @@ Deno.test("keys and webhooks refuse a body that gives a key twice or a __proto__
     await hooks.close();
   }
 });
+
+Deno.test("an id not of a key's form (key_ and 16 lowercase hex digits) is 400 invalid_request on GET and DELETE, as the README says; a well-formed unknown one is 404", async () => {
+  const { app, keyStore } = await keyedApp();
+  const admin = { Authorization: `Bearer ${KEYS.admin}` };
+  const created = await (await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] })))
+    .json();
+  for (const method of ["GET", "DELETE"]) {
+    for (
+      const id of ["garbage", "key_ABCDEF0123456789", `${created.id}0`]
+    ) {
+      const res = await app.request(`/v1/keys/${id}`, { method, headers: admin });
+      assert.equal(res.status, 400, `${method} ${id}`);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, /^Invalid path parameter id: .*key_\[0-9a-f\]\{16\}/);
+    }
+    const unknown = await app.request("/v1/keys/key_0000000000000000", { method, headers: admin });
+    assert.equal(unknown.status, 404, method);
+    assert.equal((await unknown.json()).error.code, "key_not_found");
+  }
+  assert.deepEqual((await keyStore.listKeys()).map((key) => key.id), [created.id]);
+});
