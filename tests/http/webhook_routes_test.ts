@@ -634,3 +634,50 @@ Deno.test("an endpoint's streams named twice are kept once, as its eventTypes an
     assert.deepEqual(read.body.streams, ["signups"]);
   });
 });
+
+Deno.test("a header name past 128 characters is refused saying so, its message quoting it shortened (a 500 KB name was echoed whole as 'not a valid token'), and nothing is registered", async () => {
+  await withSetup(async (ctx) => {
+    const long = `X-${"a".repeat(500_000)}`;
+    for (const headers of [{ [long]: "1" }, { [long]: "1", [long.toUpperCase()]: "2" }]) {
+      const res = await call(ctx.app, "POST", "/v1/webhooks", {
+        url: "http://127.0.0.1:9/long",
+        headers,
+      });
+      assert.equal(res.status, 400, res.text.slice(0, 300));
+      assert.equal(res.body.error.code, "invalid_webhook");
+      assert.ok(res.text.length < 1_000, `${res.text.length} characters`);
+      assert.match(res.body.error.message, /\(500002 characters\)/);
+    }
+    const tooLong = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/long",
+      headers: { [`X-${"a".repeat(127)}`]: "1" },
+    });
+    assert.equal(tooLong.status, 400, tooLong.text);
+    assert.match(tooLong.body.error.message, /is longer than 128 characters/);
+    const spaced = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/long",
+      headers: { "X A": "1" },
+    });
+    assert.match(spaced.body.error.message, /header name 'X A' is not a valid token/);
+    const fits = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/long",
+      headers: { [`X-${"a".repeat(126)}`]: "1" },
+    });
+    assert.equal(fits.status, 201, fits.text);
+    // The README's other bounds: 32 headers, values of 4,096 characters.
+    const many = Object.fromEntries(Array.from({ length: 33 }, (_, n) => [`X-${n}`, "1"]));
+    const tooMany = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/long",
+      headers: many,
+    });
+    assert.equal(tooMany.status, 400, tooMany.text);
+    assert.match(tooMany.body.error.message, /At most 32 headers/);
+    const longValue = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/long",
+      headers: { "X-A": "a".repeat(4097) },
+    });
+    assert.equal(longValue.status, 400, longValue.text);
+    assert.match(longValue.body.error.message, /<=4096 characters/);
+    assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 1);
+  });
+});

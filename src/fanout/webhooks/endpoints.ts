@@ -47,7 +47,9 @@ const RESERVED_HEADERS = new Set([
   "webhook-signature",
 ]);
 
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/;
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Longest header name an endpoint may send. */
+const MAX_HEADER_NAME_LENGTH = 128;
 
 /** An endpoint's registration or change was refused; `field` names the bad input. */
 export class InvalidEndpointError extends Error {
@@ -217,6 +219,15 @@ export class EndpointRegistry {
     }
     const named = new Map<string, string>();
     for (const name of Object.keys(input.headers ?? {})) {
+      // Names are quoted shortened: the body may hold one of up to 1 MiB.
+      if (name.length > MAX_HEADER_NAME_LENGTH) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot ${verb} webhook as header name '${
+            quoteInput(name)
+          }' is longer than ${MAX_HEADER_NAME_LENGTH} characters`,
+        );
+      }
       // Header names are one name in any case: only one of two would be sent.
       const other = named.get(name.toLowerCase());
       if (other !== undefined) {
@@ -229,7 +240,7 @@ export class EndpointRegistry {
       if (!HEADER_NAME.test(name)) {
         throw new InvalidEndpointError(
           "headers",
-          `Cannot ${verb} webhook as header name '${name}' is not a valid token`,
+          `Cannot ${verb} webhook as header name '${quoteInput(name)}' is not a valid token`,
         );
       }
       if (RESERVED_HEADERS.has(name.toLowerCase())) {
