@@ -649,3 +649,59 @@ Deno.test("an id not of a key's form (key_ and 16 lowercase hex digits) is 400 i
   }
   assert.deepEqual((await keyStore.listKeys()).map((key) => key.id), [created.id]);
 });
+
+Deno.test("a body's unknown field or record key of 500 KB is refused with a short message quoting it shortened, on keys and webhooks (it was echoed whole: a 500 KB error), and changes nothing", async () => {
+  const { app, keyStore } = await keyedApp();
+  const long = "a".repeat(500_000);
+  const cases: Array<[unknown, RegExp]> = [
+    [
+      { scopes: ["read"], [long]: 1 },
+      /^Invalid request body: Unrecognized key: "a{256}… \(500000 characters\)"$/,
+    ],
+    [
+      { scopes: ["read"], rateLimit: { eventsPerSecond: 1, burst: 1, [long]: 1 } },
+      /^Invalid request body rateLimit: Unrecognized key: "a{256}… \(500000 characters\)"$/,
+    ],
+    [
+      {
+        scopes: ["read"],
+        ...Object.fromEntries(Array.from({ length: 20 }, (_, n) => [`x${n}`, 1])),
+      },
+      /^Invalid request body: Unrecognized keys: "x0", "x1", .*"x9" … and 10 more$/,
+    ],
+  ];
+  for (const [input, message] of cases) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, input));
+    assert.equal(res.status, 400);
+    const text = await res.text();
+    assert.ok(text.length < 1_000, `${text.length} characters`);
+    const { error } = JSON.parse(text);
+    assert.equal(error.code, "invalid_request");
+    assert.match(error.message, message);
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
+  const hooks = await setup();
+  try {
+    const admin = { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" };
+    for (
+      const body of [
+        { url: "http://127.0.0.1:9/h", [long]: 1 },
+        { url: "http://127.0.0.1:9/h", headers: { [long]: "a".repeat(5_000) } },
+      ]
+    ) {
+      const res = await hooks.app.request("/v1/webhooks", {
+        method: "POST",
+        headers: admin,
+        body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 400);
+      const text = await res.text();
+      assert.ok(text.length < 1_000, `${text.length} characters`);
+      assert.match(JSON.parse(text).error.message, /a… \(500000 characters\)/);
+    }
+    const listed = await hooks.app.request("/v1/webhooks", { headers: admin });
+    assert.deepEqual((await listed.json()).webhooks, []);
+  } finally {
+    await hooks.close();
+  }
+});
