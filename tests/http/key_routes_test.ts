@@ -85,6 +85,17 @@ Deno.test("POST /v1/keys takes null, as a key's reply shows a field it lacks, as
     post(KEYS.admin, { type, scopes, streams, origins, rateLimit, description, expiresAt }),
   );
   assert.equal(again.status, 201, await again.clone().text());
+  // type and scopes, which a reply always shows, take no null (README): a 400 naming the field.
+  for (const field of ["type", "scopes"]) {
+    const refused = await app.request(
+      "/v1/keys",
+      post(KEYS.admin, { scopes: ["read"], [field]: null }),
+    );
+    assert.equal(refused.status, 400, field);
+    const { error } = await refused.json();
+    assert.equal(error.code, "invalid_request");
+    assert.match(error.message, new RegExp(`^Invalid request body ${field}: `));
+  }
 });
 
 Deno.test("POST /v1/keys shows the secret once and stores only its digest; the key then ingests", async () => {
