@@ -681,3 +681,32 @@ Deno.test("a header name past 128 characters is refused saying so, its message q
     assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 1);
   });
 });
+
+Deno.test("an unknown endpoint id is 404 webhook_not_found on every endpoint route, one past 256 characters (or a delivery id past 512) a 400 invalid_request, as the README says", async () => {
+  await withSetup(async (ctx) => {
+    const routes: Array<[string, string, unknown?]> = [
+      ["GET", ""],
+      ["PATCH", "", {}],
+      ["DELETE", ""],
+      ["POST", "/rotate-secret"],
+      ["POST", "/test"],
+      ["GET", "/deliveries"],
+      ["POST", "/replay", { since: 0 }],
+    ];
+    for (const [method, suffix, body] of routes) {
+      const unknown = await call(ctx.app, method, `/v1/webhooks/ep_nope${suffix}`, body);
+      assert.equal(unknown.status, 404, `${method} ${suffix} ${unknown.text}`);
+      assert.equal(unknown.body.error.code, "webhook_not_found");
+      const long = await call(ctx.app, method, `/v1/webhooks/${"e".repeat(257)}${suffix}`, body);
+      assert.equal(long.status, 400, `${method} ${suffix} ${long.text}`);
+      assert.equal(long.body.error.code, "invalid_request");
+      assert.match(long.body.error.message, /^Invalid path parameter id: /);
+    }
+    const delivery = await call(ctx.app, "POST", "/v1/deliveries/d_nope/retry");
+    assert.equal(delivery.status, 404, delivery.text);
+    assert.equal(delivery.body.error.code, "delivery_not_found");
+    const longDelivery = await call(ctx.app, "POST", `/v1/deliveries/${"d".repeat(513)}/retry`);
+    assert.equal(longDelivery.status, 400, longDelivery.text);
+    assert.equal(longDelivery.body.error.code, "invalid_request");
+  });
+});
