@@ -710,3 +710,37 @@ Deno.test("an unknown endpoint id is 404 webhook_not_found on every endpoint rou
     assert.equal(longDelivery.body.error.code, "invalid_request");
   });
 });
+
+Deno.test("an endpoint's streams must be streams served (unlike a key's): another name is 400 invalid_webhook naming it, on POST and PATCH, and changes nothing", async () => {
+  await withSetup(async (ctx) => {
+    const refused = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/s",
+      streams: ["orders", "nope"],
+    });
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.error.code, "invalid_webhook");
+    assert.match(
+      refused.body.error.message,
+      /'streams' names an unknown stream: nope; streams are: /,
+    );
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/s",
+      streams: ["orders"],
+    });
+    assert.equal(created.status, 201, created.text);
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+      streams: ["nope"],
+    });
+    assert.equal(changed.status, 400, changed.text);
+    assert.equal(changed.body.error.code, "invalid_webhook");
+    assert.match(
+      changed.body.error.message,
+      /^Cannot change webhook as 'streams' names an unknown stream: nope/,
+    );
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.deepEqual(
+      listed.body.webhooks.map((endpoint: { streams: string[] }) => endpoint.streams),
+      [["orders"]],
+    );
+  });
+});
