@@ -744,3 +744,24 @@ Deno.test("an endpoint's streams must be streams served (unlike a key's): anothe
     );
   });
 });
+
+Deno.test("a PATCH with headers replaces them all (README): replies list their names only, {} removes them, a PATCH without headers keeps them", async () => {
+  await withSetup(async (ctx) => {
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/h",
+      headers: { "X-A": "a-secret", "X-B": "b" },
+    });
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body.headerNames, ["X-A", "X-B"]);
+    assert.ok(!created.text.includes("a-secret"));
+    const path = `/v1/webhooks/${created.body.id}`;
+    const replaced = await call(ctx.app, "PATCH", path, { headers: { "X-C": "c" } });
+    assert.equal(replaced.status, 200, replaced.text);
+    assert.deepEqual(replaced.body.headerNames, ["X-C"]);
+    const kept = await call(ctx.app, "PATCH", path, { description: "d" });
+    assert.deepEqual(kept.body.headerNames, ["X-C"]);
+    const removed = await call(ctx.app, "PATCH", path, { headers: {} });
+    assert.deepEqual(removed.body.headerNames, []);
+    assert.deepEqual((await call(ctx.app, "GET", path)).body.headerNames, []);
+  });
+});
