@@ -30,7 +30,7 @@ import { registerWebhookRoutes } from "./http/webhook_routes.ts";
 import { type GroupCommitOptions, GroupCommitter, ingestFanoutFor } from "./ingest/mod.ts";
 import type { Store } from "./store/mod.ts";
 import { eventIssueMessage } from "./validate/mod.ts";
-import { MAX_LISTED_NAMES, quoteInput } from "./telemetry/logging.ts";
+import { quoteInput } from "./telemetry/logging.ts";
 
 /** What {@linkcode createApp} wires together. */
 export interface AppOptions {
@@ -148,25 +148,16 @@ export function createApp(options: AppOptions): OpenAPIHono {
         // Worded as an event's issues are: a field the request lacks is "missing" (zod says
         // "Invalid input", or "expected string, received undefined"), found in the value itself.
         // (@hono/zod-validator passes the value checked as `data`, though the hook's type omits it.)
-        // Names from the request (an unknown field, a record's key) are quoted shortened, as
-        // in every other message: a body of 1 MiB may hold one name of almost that length.
-        const message = issue.code === "unrecognized_keys"
-          ? `Unrecognized key${issue.keys.length === 1 ? "" : "s"}: ${
-            issue.keys.slice(0, MAX_LISTED_NAMES).map((key) => `"${quoteInput(key)}"`).join(", ")
-          }${
-            issue.keys.length > MAX_LISTED_NAMES
-              ? ` … and ${issue.keys.length - MAX_LISTED_NAMES} more`
-              : ""
-          }`
-          : eventIssueMessage(issue, (result as { data?: unknown }).data);
-        const path = issue.path.map((key) => typeof key === "string" ? quoteInput(key) : key);
+        const message = eventIssueMessage(issue, (result as { data?: unknown }).data);
         throw new ApiError(
           400,
           // Query parameters the routes check by hand are invalid_query too: one code for both.
           result.target === "query" ? "invalid_query" : "invalid_request",
-          path.length === 0
+          issue.path.length === 0
             ? `Invalid ${TARGETS[result.target] ?? result.target}: ${message}`
-            : `Invalid ${TARGETS[result.target] ?? result.target} ${formatPath(path)}: ${message}`,
+            : `Invalid ${TARGETS[result.target] ?? result.target} ${
+              formatPath(issue.path)
+            }: ${message}`,
         );
       }
     },

@@ -18,6 +18,7 @@ import {
   compileEventSchema,
   eventIssueMessage,
   malformedKeyword,
+  quoteInput,
   SchemaCompileError,
 } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
@@ -103,12 +104,16 @@ export class ConfigError extends Error {
 
 /**
  * A path to a value as errors name it, `streams.orders.transform[0].filter`: list positions in
- * brackets, other keys joined by dots; `(root)` for the value itself.
+ * brackets, other keys joined by dots (each as {@linkcode quoteInput} quotes it); `(root)` for
+ * the value itself.
  */
 export function formatPath(path: readonly PropertyKey[]): string {
   let text = "";
   for (const key of path) {
-    text += typeof key === "number" ? `[${key}]` : `${text === "" ? "" : "."}${String(key)}`;
+    // A key quoted shortened: a body may hold one as long as it is.
+    text += typeof key === "number"
+      ? `[${key}]`
+      : `${text === "" ? "" : "."}${quoteInput(String(key))}`;
   }
   return text || "(root)";
 }
@@ -437,7 +442,7 @@ export function duplicateKeyProblem(text: string): string | undefined {
   const path = duplicateKeyPath(text);
   if (path === undefined) return undefined;
   return `${formatPath(path)}: key '${
-    String(path[path.length - 1])
+    quoteInput(String(path[path.length - 1]))
   }' is given twice in one object (JSON would keep only the last); remove or rename one`;
 }
 

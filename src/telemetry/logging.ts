@@ -32,6 +32,7 @@ import {
   sanitizeControlSequences,
   type TextFormatter,
 } from "@logtape/logtape";
+import { MAX_LISTED_NAMES, MAX_QUOTED_CHARACTERS, quoteInput } from "../validate/mod.ts";
 
 /** Levels `EDGESTREAM_LOG_LEVEL` takes, most verbose first. */
 export const LOG_LEVELS: readonly LogLevel[] = [
@@ -48,32 +49,7 @@ export type { LogLevel };
 /** What replaces a secret in a line. */
 export const REDACTED = "[REDACTED]";
 
-/** Most characters of client input (a path, a name, a header) a log line or an error message quotes. */
-export const MAX_QUOTED_CHARACTERS = 256;
-
-/**
- * `text` as a log line or an error message may quote it: whole up to `max` characters, else its
- * first `max` and how long it was (`aaaa… (60000 characters)`). A client's path, names and
- * headers may be as long as Deno takes: quoted whole, one request writes its input several times
- * into a line and echoes it back.
- *
- * @example
- * ```ts
- * import { quoteInput } from "./logging.ts";
- *
- * quoteInput("orders"); // "orders"
- * quoteInput("a".repeat(300)); // "aaa…a… (300 characters)", 256 a's before the ellipsis
- * ```
- */
-export function quoteInput(text: string, max: number = MAX_QUOTED_CHARACTERS): string {
-  if (text.length <= max) return text;
-  // Not half of a surrogate pair.
-  const end = (text.charCodeAt(max - 1) & 0xfc00) === 0xd800 ? max - 1 : max;
-  return `${text.slice(0, end)}… (${text.length} characters)`;
-}
-
-/** Most names {@linkcode listNames} writes out. */
-export const MAX_LISTED_NAMES = 10;
+export { MAX_LISTED_NAMES, MAX_QUOTED_CHARACTERS, quoteInput };
 
 /**
  * Names for a message: the first `max`, each through {@linkcode quoteInput} (at most 64

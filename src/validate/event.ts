@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
 import { compileLinearPattern, withLinearRegExp } from "./linear_regexp.ts";
+import { MAX_LISTED_NAMES, quoteInput } from "./quote.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
 export interface FieldError {
@@ -1089,7 +1090,22 @@ function eventErrors(
     );
     if (typed.length === 1) return typed[0].flatMap((inner) => eventErrors(inner, event, path));
   }
-  return [{ path: path.map(String).join("."), message: eventIssueMessage(issue, event, at) }];
+  // A key in the path quoted shortened, as the message quotes one.
+  const shown = path.map((key) => quoteInput(String(key))).join(".");
+  return [{ path: shown, message: eventIssueMessage(issue, event, at) }];
+}
+
+/**
+ * zod's words for keys an object may not hold, each quoted shortened and at most
+ * {@linkcode MAX_LISTED_NAMES} of them: zod writes every key whole, and one key of a 1 MiB body
+ * may be almost that long.
+ */
+function unrecognizedKeys(keys: readonly string[]): string {
+  const shown = keys.slice(0, MAX_LISTED_NAMES).map((key) => `"${quoteInput(key)}"`).join(", ");
+  const more = keys.length > MAX_LISTED_NAMES
+    ? ` … and ${keys.length - MAX_LISTED_NAMES} more`
+    : "";
+  return `Unrecognized key${keys.length === 1 ? "" : "s"}: ${shown}${more}`;
 }
 
 /**
@@ -1120,6 +1136,7 @@ export function eventIssueMessage(
     );
     if (format !== undefined) return format.message;
   }
+  if (issue.code === "unrecognized_keys") return unrecognizedKeys(issue.keys);
   if (issue.code === "invalid_type" && issue.expected === "int") {
     return issue.message.replace("expected int,", "expected integer,");
   }

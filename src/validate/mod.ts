@@ -6,4 +6,5 @@
  */
 export * from "./event.ts";
 export { compileLinearPattern, type LinearPattern, PatternError } from "./linear_regexp.ts";
+export * from "./quote.ts";
 export * from "./time.ts";

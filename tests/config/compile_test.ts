@@ -850,3 +850,17 @@ Deno.test("compileConfig() bounds names, descriptions, field paths, groupBy, tra
     assertRefused(orders({ transform: [{ pick: [part] }] }), /streams\.orders\.transform\[0\]/);
   }
 });
+
+Deno.test("compileConfig() quotes a long key shortened, as an unknown key and in a path", () => {
+  const long = "k".repeat(60_000);
+  const unknown = assertRefused(
+    orders({ [long]: 1 }),
+    /streams\.orders: Unrecognized key: "k{256}… \(60000 characters\)"/,
+  );
+  assert.ok(unknown.message.length < 1_000, `${unknown.message.length} characters`);
+  const inPath = assertRefused(
+    orders({ counters: { [long]: { window: { tumbling: "1m" }, aggregate: "count" } } }),
+    /streams\.orders\.counters\.k{256}… \(60000 characters\)/,
+  );
+  assert.ok(inPath.message.length < 2_000, `${inPath.message.length} characters`);
+});

@@ -1199,3 +1199,28 @@ Deno.test("compileEventSchema() counts the levels its $refs expand to, so a chai
     }],
   });
 });
+
+Deno.test("validateEvent() quotes a long key shortened, as an unknown key and in a path", () => {
+  const schema = compileEventSchema({
+    type: "object",
+    additionalProperties: false,
+    properties: { a: { type: "string" } },
+  });
+  const long = "k".repeat(100_000);
+  const unknown = validateEvent({ a: "x", [long]: 1 }, schema);
+  assert.ok(!unknown.ok);
+  assert.equal(unknown.errors.length, 1);
+  assert.match(unknown.errors[0].message, /^Unrecognized key: "k{256}… \(100000 characters\)"$/);
+  const many = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`x${i}`, i]));
+  const listed = validateEvent({ a: "x", ...many }, schema);
+  assert.ok(!listed.ok);
+  assert.match(listed.errors[0].message, /^Unrecognized keys: "x0", .*"x9" … and 2 more$/);
+
+  const nested = compileEventSchema({
+    type: "object",
+    additionalProperties: { type: "object", properties: { n: { type: "number" } } },
+  });
+  const inPath = validateEvent({ [long]: { n: "one" } }, nested);
+  assert.ok(!inPath.ok);
+  assert.equal(inPath.errors[0].path, `${"k".repeat(256)}… (100000 characters).n`);
+});
