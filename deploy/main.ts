@@ -22,7 +22,7 @@ import {
   registerStreams,
   serveApp,
 } from "../src/main.ts";
-import { logSweepError, sweepOnce } from "../src/fanout/mod.ts";
+import { logSweepError, sweepOnce, sweepOutageLog } from "../src/fanout/mod.ts";
 import { exitOnStopSignal } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
@@ -78,6 +78,9 @@ Deno.cron("edgestream sweep", "* * * * *", () => {
   return run;
 });
 
+/** Whole cron runs failing: an outage of the store said when it starts and ends, once a minute between. */
+const sweepOutage = sweepOutageLog();
+
 /** One cron run: a sweep, its sends, and the backlog gauges' counts. */
 async function sweepFromCron(): Promise<void> {
   const { streams, store, webhooks, backlog } = await ready();
@@ -86,11 +89,12 @@ async function sweepFromCron(): Promise<void> {
   // tries again.
   const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] }).catch(
     (error) => {
-      logSweepError(error);
+      sweepOutage.failure(error);
       return undefined;
     },
   );
   if (report === undefined) return;
+  sweepOutage.success();
   for (const { stream, error } of report.failed) logSweepError(error, stream);
   // The sweep leaves its sends running; Deploy may stop the isolate once the
   // handler returns, so they finish inside it. Were it stopped anyway, the

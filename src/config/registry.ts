@@ -51,6 +51,7 @@ import {
   type WindowRead,
   type WindowValue,
 } from "../store/mod.ts";
+import { OutageLog } from "../telemetry/mod.ts";
 import {
   type CompiledStream,
   compileStreamDefinition,
@@ -356,6 +357,10 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #generations = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
+  #pollLog = new OutageLog(logger, {
+    failed: "Cannot poll stream definitions: {error}",
+    recovered: "Stream definitions polled again",
+  });
   /** The definition index as the last poll that read it found it, with its change mark. */
   #index: { mark: string; versions: Map<string, number>; readAtMs: number } | undefined;
   /** The store of the streams' data ({@linkcode RegistryOptions.data}): where a watermark is read. */
@@ -683,11 +688,11 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     if (this.#timer !== undefined) return;
     this.#timer = setInterval(() => {
       if (this.#polling) return;
-      // The store unavailable is a warning, as a sweep's failure is: the next poll tries again.
-      this.#polling = this.poll().catch((error) =>
-        error instanceof StoreUnavailableError
-          ? logger.warn("Cannot poll stream definitions: {error}", { error })
-          : logger.error("Cannot poll stream definitions: {error}", { error })
+      // The store unavailable is a warning, as a sweep's failure is, said when the outage starts
+      // and ends and once a minute between: the next poll tries again.
+      this.#polling = this.poll().then(
+        () => this.#pollLog.success(),
+        (error) => this.#pollLog.failure(error),
       ).finally(() => this.#polling = undefined);
     }, this.#pollMs);
   }

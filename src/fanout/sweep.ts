@@ -25,7 +25,7 @@ import {
   type Store,
   StoreUnavailableError,
 } from "../store/types.ts";
-import { recordWindowsClosed } from "../telemetry/mod.ts";
+import { OutageLog, recordWindowsClosed } from "../telemetry/mod.ts";
 import { countFirings, evaluateAlerts } from "./alerts.ts";
 import { CloseBudget } from "./_close_budget.ts";
 
@@ -189,11 +189,20 @@ export function logSweepError(error: unknown, stream?: string): void {
   else log("Sweep of stream '{stream}' failed: {error}", { stream, error });
 }
 
+/**
+ * The log of whole sweeps failing, for a caller that sweeps again and again (a timer, a cron
+ * job): the store unavailable is said when the outage starts, at most once a minute while it
+ * lasts, and when a sweep runs again (see {@linkcode OutageLog}); anything else at `error`.
+ */
+export function sweepOutageLog(): OutageLog {
+  return new OutageLog(logger, { failed: "Sweep failed: {error}", recovered: "Sweeps run again" });
+}
+
 /** Options for {@linkcode startSweeping}. */
 export interface SweepingOptions {
   /**
    * Told about a failed run (its error), and about each stream a run could not sweep.
-   * @default {logSweepError}
+   * @default {a failed run through {@linkcode sweepOutageLog}, a stream through {@linkcode logSweepError}}
    */
   onError?: (error: unknown, stream?: string) => void;
 }
@@ -208,12 +217,16 @@ export function startSweeping(
   everyMs: number,
   options: SweepingOptions = {},
 ): { stop(): Promise<void> } {
-  const onError = options.onError ?? logSweepError;
+  const outage = sweepOutageLog();
+  const onError = options.onError ??
+    ((error: unknown, stream?: string) =>
+      stream === undefined ? outage.failure(error) : logSweepError(error, stream));
   let running: Promise<void> | undefined;
   const timer = setInterval(() => {
     if (running) return;
     running = sweep().then(
       (report) => {
+        outage.success();
         for (const { stream, error } of report.failed) onError(error, stream);
       },
       (error) => onError(error),

@@ -26,7 +26,7 @@
  */
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
-import { quoteInput, writeLogRecord } from "../telemetry/logging.ts";
+import { causeText, quoteInput, writeLogRecord } from "../telemetry/logging.ts";
 import { withoutInboundBaggage } from "../telemetry/mod.ts";
 import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
 import {
@@ -67,19 +67,6 @@ function streamOf(path: string): string | undefined {
   } catch {
     return quoteInput(name);
   }
-}
-
-/** An error and its causes as one line: `Name: message; caused by Name: message`. */
-export function causeText(error: unknown): string | undefined {
-  const parts: string[] = [];
-  let current = error;
-  for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
-    parts.push(
-      current instanceof Error ? `${current.name}: ${current.message}` : String(current),
-    );
-    current = current instanceof Error ? current.cause : undefined;
-  }
-  return parts.length > 0 ? parts.join("; caused by ") : undefined;
 }
 
 /** The level of a response's line. */

@@ -77,8 +77,8 @@ import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts"
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { groupFilterField, refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
-import { annotateRequest, causeText, logRequest, type RequestLogOptions } from "./request_log.ts";
-import { listNames, quoteInput } from "../telemetry/logging.ts";
+import { annotateRequest, logRequest, type RequestLogOptions } from "./request_log.ts";
+import { causeText, listNames, quoteInput } from "../telemetry/logging.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {

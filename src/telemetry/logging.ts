@@ -34,6 +34,19 @@ import {
 } from "@logtape/logtape";
 import { MAX_LISTED_NAMES, MAX_QUOTED_CHARACTERS, quoteInput } from "../validate/mod.ts";
 
+/** An error and its causes as one line: `Name: message; caused by Name: message`. */
+export function causeText(error: unknown): string | undefined {
+  const parts: string[] = [];
+  let current = error;
+  for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
+    parts.push(
+      current instanceof Error ? `${current.name}: ${current.message}` : String(current),
+    );
+    current = current instanceof Error ? current.cause : undefined;
+  }
+  return parts.length > 0 ? parts.join("; caused by ") : undefined;
+}
+
 /** Levels `EDGESTREAM_LOG_LEVEL` takes, most verbose first. */
 export const LOG_LEVELS: readonly LogLevel[] = [
   "trace",

@@ -23,3 +23,4 @@ export * from "./tracing.ts";
 export * from "./store.ts";
 export * from "./backlog.ts";
 export * from "./warning_limit.ts";
+export * from "./outage_log.ts";

@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import { type Store, StoreRequestTooLargeError, StoreUnavailableError } from "../../store/types.ts";
-import { detached } from "../../telemetry/mod.ts";
+import { detached, OutageLog } from "../../telemetry/mod.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
@@ -39,16 +39,6 @@ import { type RetryDelayOptions, type SendCounts, Sender } from "./sender.ts";
 import { UrlPolicy } from "./ssrf.ts";
 
 const logger = getLogger(["edgestream", "webhooks"]);
-
-/**
- * Logs a failure of the sweep's or the endpoint cache's store work: at warning when the store is
- * unavailable (the next sweep or refresh tries again), as a sweep's own failure and a request's
- * `503` are; anything else at error.
- */
-function logFailure(message: string, error: unknown): void {
-  if (error instanceof StoreUnavailableError) logger.warn(message, { error });
-  else logger.error(message, { error });
-}
 
 /** Whether `error` says the store is out of reach, not that one call of it was refused. */
 function isStoreDown(error: unknown): boolean {
@@ -135,6 +125,16 @@ export class WebhookService {
   /** Per stream: the end of this process's dispatches in their order (see #inTurn). */
   #turns = new Map<string, Promise<void>>();
   #closed = false;
+  /** Failures of the sweep's hold of the result logs, said once an outage and once a minute. */
+  #holdLog = new OutageLog(logger, {
+    failed: "Cannot hold the result logs for webhook dispatch: {error}",
+    recovered: "Result logs held for webhook dispatch again",
+  });
+  /** Failures of the endpoint list's reloads, likewise. */
+  #loadLog = new OutageLog(logger, {
+    failed: "Cannot load webhook endpoints: {error}",
+    recovered: "Webhook endpoints loaded again",
+  });
   /** Whether a result log may still be held for dispatch (see `Dispatcher.release`). */
   #holding = true;
 
@@ -286,15 +286,18 @@ export class WebhookService {
         // The sweep that follows dispatches to this list rather than listing again.
         this.#prepared = endpoints;
       }
-      if (endpoints.length === 0) return;
-      // Before holding: a stream created again under a deleted one's name is held anew.
-      await this.#forgetGone();
-      for (const stream of this.#streams.values()) {
-        await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));
+      if (endpoints.length > 0) {
+        // Before holding: a stream created again under a deleted one's name is held anew.
+        await this.#forgetGone();
+        for (const stream of this.#streams.values()) {
+          await this.#inTurn(stream.name, () => this.#dispatcher.hold(stream.name));
+        }
       }
     } catch (error) {
-      logFailure("Cannot hold the result logs for webhook dispatch: {error}", error);
+      this.#holdLog.failure(error);
+      return;
     }
+    this.#holdLog.success();
   }
 
   /**
@@ -330,9 +333,7 @@ export class WebhookService {
     // too, and its failure is no part of that request, in its log line or its trace.
     this.#refreshing = detached(() =>
       this.refreshEndpoints()
-        .then(() => {}, (error) => {
-          logFailure("Cannot load webhook endpoints: {error}", error);
-        })
+        .then(() => this.#loadLog.success(), (error) => this.#loadLog.failure(error))
         .finally(() => this.#refreshing = null)
     );
   }
