@@ -29,8 +29,14 @@ import {
   OTHER_GROUP,
   parseLogId,
   type Store,
+  StoreUnavailableError,
 } from "../store/types.ts";
-import { detached, type LiveTransport, recordLiveSubscribers } from "../telemetry/mod.ts";
+import {
+  detached,
+  type LiveTransport,
+  OutageLog,
+  recordLiveSubscribers,
+} from "../telemetry/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
 import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
@@ -252,6 +258,8 @@ interface Tail {
   /** Settles once the cursor sits at the log's end. */
   ready: Promise<void>;
   failing: boolean;
+  /** The store unavailable to its reads: said when that starts, once a minute, when it ends. */
+  outage: OutageLog;
   /** When (ms) this instance's demand for the stream was last signalled to the store. */
   signalledAt: number;
   /** The types that signal named. */
@@ -271,6 +279,8 @@ interface PendingUpdates {
   published: Map<string, PublishedValue>;
   /** A lower bound (ms) of the stream's watermark, from the batches seen. */
   watermarkMs: number;
+  /** Its publications' failures: the store unavailable said as an outage. */
+  outage: OutageLog;
 }
 
 interface PublishedValue {
@@ -842,6 +852,10 @@ export class LiveHub {
       stopped: false,
       ready: Promise.resolve(),
       failing: false,
+      outage: new OutageLog(logger, {
+        failed: "Cannot read the result log of stream {stream} for live subscribers: {error}",
+        recovered: "The result log of stream {stream} is read for live subscribers again",
+      }),
       signalledAt: 0,
       signalled: new Set(),
     };
@@ -901,6 +915,7 @@ export class LiveHub {
       if (this.#now() - tail.signalledAt >= this.#demandTtlMs / 3) await this.#signal(tail);
       const entries = await this.#store.readLog(tail.stream.name, tail.cursor, this.#readLimit);
       tail.failing = false;
+      tail.outage.success({ stream: tail.stream.name });
       full = entries.length === this.#readLimit;
       for (const entry of entries) {
         if (tail.stopped) return;
@@ -920,14 +935,9 @@ export class LiveHub {
         }
       }
     } catch (error) {
-      if (!tail.failing) {
-        logger.error(
-          "Cannot read the result log of stream {stream} for live subscribers: {error}",
-          {
-            stream: tail.stream.name,
-            error,
-          },
-        );
+      // Said once a failing streak, or for the store unavailable as an outage (once a minute).
+      if (error instanceof StoreUnavailableError || !tail.failing) {
+        tail.outage.failure(error, { stream: tail.stream.name });
       }
       tail.failing = true;
     }
@@ -961,6 +971,10 @@ export class LiveHub {
         stream: batch.stream,
         touched: new Map(),
         published: new Map(),
+        outage: new OutageLog(logger, {
+          failed: "Cannot publish window.updated for stream {stream}: {error}",
+          recovered: "window.updated of stream {stream} published again",
+        }),
         watermarkMs: -Infinity,
       };
       this.#pending.set(name, pending);
@@ -1001,11 +1015,9 @@ export class LiveHub {
     const touched = pending.touched;
     pending.touched = new Map();
     pending.flushing = this.#publish(pending, touched)
-      .catch((error) =>
-        logger.error("Cannot publish window.updated for stream {stream}: {error}", {
-          stream: pending.stream.name,
-          error,
-        })
+      .then(
+        () => pending.outage.success({ stream: pending.stream.name }),
+        (error) => pending.outage.failure(error, { stream: pending.stream.name }),
       )
       .finally(() => {
         pending.flushing = undefined;

@@ -91,12 +91,13 @@ export class OutageLog {
   }
 
   /** The task worked: ends an outage, saying so when one was logged. */
-  success(): void {
+  success(properties: Record<string, unknown> = {}): void {
     const outage = this.#outage;
     if (outage === undefined) return;
     this.#outage = undefined;
     const noun = outage.failures === 1 ? "failure" : "failures";
     this.#logger.info(`${this.#recovered} after {failures} ${noun} since {failingSince}`, {
+      ...properties,
       failures: outage.failures,
       failingSince: new Date(outage.since).toISOString(),
     });

@@ -104,7 +104,7 @@ Deno.test("an outage's JSON line holds the error as one line of text, without a 
 
 Deno.test({
   name:
-    "src/main.ts with Redis gone: the sweep and the definitions poll each say it once, then that they work again",
+    "src/main.ts with Redis gone: the sweep, the definitions poll and a live subscription's reads each say it once, then that they work again",
   ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
   async fn() {
     let redis = await startRedisServer();
@@ -125,16 +125,23 @@ Deno.test({
       for (let i = 0; i < 200 && saying(pattern).length === 0; i++) await delay(50);
       assert.notEqual(saying(pattern).length, 0, `nothing matched ${pattern}: ${server.output()}`);
     };
+    // A live subscriber: its stream's result log is read every poll.
+    const live = await fetch(`${server.url}/v1/streams/orders/subscribe`, {
+      headers: { Accept: "text/event-stream" },
+    });
     try {
+      assert.equal(live.status, 200);
       await redis.stop();
       // ~45 sweeps and 2–3 polls fail meanwhile.
       await waitFor(/^Cannot poll stream definitions/);
       await delay(4_500);
       const sweeps = saying(/^Sweep failed/);
       const polls = saying(/^Cannot poll stream definitions/);
+      const reads = saying(/^Cannot read the result log of stream orders for live subscribers/);
       assert.equal(sweeps.length, 1, JSON.stringify(sweeps));
       assert.equal(polls.length, 1, JSON.stringify(polls));
-      for (const line of [...sweeps, ...polls]) {
+      assert.equal(reads.length, 1, JSON.stringify(reads));
+      for (const line of [...sweeps, ...polls, ...reads]) {
         assert.equal(line.level, "warning");
         assert.equal(typeof line.error, "string");
         assert.match(line.error, /^StoreUnavailableError: Redis is unavailable/);
@@ -143,8 +150,12 @@ Deno.test({
       redis = await startRedisServer({ port: redis.port });
       await waitFor(/^Sweeps run again after \d+ failures since /);
       await waitFor(/^Stream definitions polled again after \d+ failures? since /);
+      await waitFor(
+        /^The result log of stream orders is read for live subscribers again after \d+ failures? since /,
+      );
       assert.equal(saying(/^Sweeps run again/)[0].level, "info");
     } finally {
+      await live.body?.cancel();
       await server.stop();
       await bridge.close();
       await redis.stop();
