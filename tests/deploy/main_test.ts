@@ -444,3 +444,62 @@ redisTest(
     }
   },
 );
+
+redisTest(
+  "deploy/main.ts's cron runs during a store outage say it once, and once a run works that sweeps run again",
+  async (fixture) => {
+    // Between the isolate and Redis: while `down`, answers every call as an unreachable host would
+    // through a gateway (an HTTP error without an Upstash error message).
+    let down = false;
+    const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+      const body = await request.text();
+      if (down) return new Response("Bad Gateway", { status: 502 });
+      const headers = new Headers(request.headers);
+      headers.delete("host");
+      const reply = await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
+        method: request.method,
+        headers,
+        body,
+      });
+      return new Response(await reply.text(), {
+        status: reply.status,
+        headers: { "content-type": reply.headers.get("content-type") ?? "application/json" },
+      });
+    });
+    const run = runDeploy({
+      ...redisVars(fixture),
+      UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${proxy.addr.port}`,
+      DENO_TIMELINE: "preview/abc123",
+      EDGESTREAM_KEYS: `admin:${KEY}`,
+      HARNESS_SWEEP: "signal",
+    });
+    const sweeps = async (count: number) => {
+      run.child.kill("SIGUSR1");
+      await run.seen(new RegExp(`(harness: swept[^]*){${count}}`));
+    };
+    try {
+      await run.seen(/harness: loaded/);
+      await run.seen(/listening on http:/);
+      down = true;
+      await sweeps(1);
+      await sweeps(2);
+      await sweeps(3);
+      down = false;
+      await sweeps(4);
+      // Info lines go to stdout, written up to 50 ms after they are logged.
+      await run.seen(/Sweeps run again/);
+      const lines = run.output().split("\n").filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line));
+      const failed = lines.filter((line) => /^Sweep failed: /.test(line.message));
+      assert.deepEqual(failed.map((line) => line.level), ["warning"], run.output());
+      assert.match(failed[0].error, /^StoreUnavailableError: Redis is unavailable/);
+      const again = lines.filter((line) => /^Sweeps run again /.test(line.message));
+      assert.deepEqual(again.map((line) => line.level), ["info"], run.output());
+      assert.match(again[0].message, /^Sweeps run again after 3 failures since \d{4}-/);
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.done;
+      await proxy.shutdown();
+    }
+  },
+);
