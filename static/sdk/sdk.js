@@ -580,9 +580,12 @@ export class SseParser {
   }
 }
 
-/** `value` when it is a positive number of milliseconds, else `fallback`. */
+/**
+ * `value` when it is a positive number of milliseconds, else `fallback`. `Infinity` is one, so
+ * that a wait past what a timer holds is refused, not taken as the default.
+ */
 function positiveOr(value, fallback) {
-  return Number.isFinite(value) && value > 0 ? value : fallback;
+  return typeof value === "number" && value > 0 ? value : fallback;
 }
 
 /**

@@ -828,6 +828,9 @@ Deno.test("subscribe() refuses a wait under 100 ms or past a timer, naming it, i
     ["notFoundRetryMs", 1],
     ["notFoundRetryMs", 2 ** 31],
     ["retryBaseMs", 2 ** 31],
+    // Infinity is a positive number, so past a timer too: it was taken as the default.
+    ["maxRetryMs", Number.POSITIVE_INFINITY],
+    ["notFoundRetryMs", Number.POSITIVE_INFINITY],
   ];
   const { sent, restore } = recordingFetch([]);
   try {
