@@ -11,6 +11,7 @@
 import type { OpenAPIHono } from "@hono/zod-openapi";
 import type { Context, Handler } from "hono";
 import { noneMatchNames } from "./_etag.ts";
+import { headerListElements } from "./_header_list.ts";
 
 /** Where the files under `static/` are read from: the repository root's `static/`. */
 const STATIC_ROOT = new URL("../../static/", import.meta.url);
@@ -143,11 +144,20 @@ export async function servedBytes(
   return { bytes, gzipped, etag: `"${hex}"` };
 }
 
+/**
+ * Whether an `Accept-Encoding` accepts gzip (RFC 9110 §12.5.3): by its own entry when it names
+ * gzip, whose `q=0` refuses it though `*` accepts the rest, else by `*`.
+ */
 function acceptsGzip(header: string | undefined): boolean {
-  return (header ?? "").split(",").some((part) => {
+  let gzip: boolean | undefined;
+  let any: boolean | undefined;
+  for (const part of headerListElements(header)) {
     const [coding, ...params] = part.split(";").map((item) => item.trim().toLowerCase());
-    return (coding === "gzip" || coding === "*") && !params.some((p) => /^q=0(\.0*)?$/.test(p));
-  });
+    const accepted = !params.some((p) => /^q=0(\.0*)?$/.test(p));
+    if (coding === "gzip") gzip = gzip === undefined ? accepted : gzip && accepted;
+    else if (coding === "*") any = any === undefined ? accepted : any && accepted;
+  }
+  return gzip ?? any ?? false;
 }
 
 /**

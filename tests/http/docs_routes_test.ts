@@ -117,9 +117,18 @@ Deno.test("static files answer 304 to their ETag and send gzip to clients that a
   ).bytes();
   assert.deepEqual(unzipped, bytes);
 
-  const refused = await app.request(path, { headers: { "Accept-Encoding": "gzip;q=0" } });
-  assert.equal(refused.headers.get("Content-Encoding"), null);
-  await refused.body?.cancel();
+  // gzip refused by name stays refused when `*` accepts the rest (RFC 9110 §12.5.3), and a
+  // q of 0 written "Q=0" is still 0; gzip named with a q above 0 is accepted.
+  for (const encoding of ["gzip;q=0", "gzip;q=0, *", "*, gzip;q=0.000", "gzip; Q=0, *;q=1"]) {
+    const refused = await app.request(path, { headers: { "Accept-Encoding": encoding } });
+    assert.equal(refused.headers.get("Content-Encoding"), null, encoding);
+    await refused.body?.cancel();
+  }
+  for (const encoding of ["*;q=0, gzip", "gzip;q=0.001", "*", "GZIP"]) {
+    const accepted = await app.request(path, { headers: { "Accept-Encoding": encoding } });
+    assert.equal(accepted.headers.get("Content-Encoding"), "gzip", encoding);
+    await accepted.body?.cancel();
+  }
 
   for (const tag of [etag, `W/${etag}`, `"other", ${etag}`]) {
     const res = await app.request(path, { headers: { "If-None-Match": tag } });
