@@ -29,6 +29,7 @@ import { jsonBody } from "./body.ts";
 import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
+import { quoteInput } from "../telemetry/logging.ts";
 
 const RateLimitSchema = z.strictObject({
   eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(1_000_000).openapi({ example: 20 }),
@@ -234,13 +235,19 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     if (publishable && !input.origins) {
       throw invalid("A publishable key needs 'origins': the pages that may use it");
     }
-    let origins: string[] | undefined;
-    try {
-      origins = input.origins?.map(normalizeAllowedOrigin);
-    } catch (error) {
-      if (error instanceof OriginSettingError) throw invalid(error.message);
-      throw error;
-    }
+    // Each named by its path, as a stream definition's are.
+    const origins = input.origins?.map((entry, i) => {
+      try {
+        return normalizeAllowedOrigin(entry);
+      } catch (error) {
+        if (!(error instanceof OriginSettingError)) throw error;
+        throw invalid(
+          `origins[${i}]: Origin '${
+            quoteInput(entry)
+          }' must be http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
+        );
+      }
+    });
     const now = deps.now();
     let expiresAt: number | undefined;
     if (input.expiresAt !== undefined) {

@@ -166,7 +166,16 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
       },
       /may only ingest; got scopes read/,
     ],
-    [{ scopes: ["ingest"], origins: ["https://a.example/path"] }, /Cannot read allowed origin/],
+    // Named by its path, as a stream definition's origins are (not as the setting
+    // EDGESTREAM_ALLOWED_ORIGINS, "allowed origin", which a key's field is not).
+    [
+      { scopes: ["ingest"], origins: ["https://a.example/path"] },
+      /^origins\[0\]: Origin 'https:\/\/a\.example\/path' must be http\(s\):\/\/host\[:port\] without path/,
+    ],
+    [
+      { scopes: ["ingest"], origins: ["https://a.example", "*"] },
+      /^origins\[1\]: Origin '\*' must/,
+    ],
     [{ scopes: ["ingest"], expiresAt: "2020-01-01T00:00:00Z" }, /is not in the future/],
     // A field of the wrong shape, refused by the schema rather than by the key's rules.
     [
