@@ -15,7 +15,7 @@
  * the SDK with the same endpoint (or by this one when it is shown again).
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
- * twice. A batch answered 429 or 503, or `409 idempotency_key_in_flight`, or
+ * twice. A batch answered 408, 429 or 503, or `409 idempotency_key_in_flight`, or
  * lost to the network, is sent again with the same key after `Retry-After`
  * (or an exponential backoff), up to `maxRetries` times (a try while the browser
  * is offline spends none: the batch waits for the `online` event); one answered `413
@@ -96,6 +96,12 @@ function untilOnline(signal) {
     signal.addEventListener("abort", done);
   });
 }
+
+/**
+ * Answers to a batch that applied nothing and may not hold when it is sent again: `408
+ * body_timeout` (its body came too slowly: a slow link), `429` (a rate limit), `503` (the store).
+ */
+const SEND_AGAIN = new Set([408, 429, 503]);
 
 /** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
 const KEEPALIVE_BYTES = 60_000;
@@ -256,8 +262,9 @@ export function createTracker(options) {
           keepalive,
         });
         // A reply to read: accepted ones may name events the server rejected (their schema,
-        // say), and a refusal says why. 429 and 503 are sent again whatever they say.
-        const answer = res.status === 429 || res.status === 503 ? undefined : await jsonOf(res);
+        // say), and a refusal says why. 408, 429 and 503 are sent again whatever they say.
+        const again = SEND_AGAIN.has(res.status);
+        const answer = again ? undefined : await jsonOf(res);
         if (res.ok) {
           rejectedIn(stream, events, answer?.rejected);
           return;
@@ -288,7 +295,7 @@ export function createTracker(options) {
         // The same key still being applied (a resend after a lost answer): its answer, or its
         // failure, comes with a later resend.
         const inFlight = code?.code === "idempotency_key_in_flight";
-        if (res.status !== 429 && res.status !== 503 && !inFlight) {
+        if (!again && !inFlight) {
           // No event accepted (400 no_events_accepted): the events' own errors say why.
           if (rejectedIn(stream, events, answer?.rejected)) return;
           console.warn(

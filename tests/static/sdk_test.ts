@@ -241,11 +241,13 @@ Deno.test("the parts of a batch past a limit not sent yet go with the page's bea
   }
 });
 
-Deno.test("the SDK resends a batch answered 429 or 503, or lost, with the same Idempotency-Key after Retry-After", async () => {
+Deno.test("the SDK resends a batch answered 408, 429 or 503, or lost, with the same Idempotency-Key after Retry-After", async () => {
   const { sent, restore } = recordingFetch([
     new Response(null, { status: 429, headers: { "Retry-After": "1" } }),
     new Response(null, { status: 503 }),
     new TypeError("Failed to fetch"),
+    // The body came too slowly (a slow link): nothing was applied, so it was dropped for naught.
+    Response.json({ error: { code: "body_timeout", message: "…" } }, { status: 408 }),
     new Response(null, { status: 202 }),
   ]);
   try {
@@ -257,7 +259,7 @@ Deno.test("the SDK resends a batch answered 429 or 503, or lost, with the same I
     tracker.track("s", { n: 1 });
     const started = Date.now();
     await tracker.flush();
-    assert.equal(sent.length, 4);
+    assert.equal(sent.length, 5);
     assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 1);
     assert.equal(new Set(sent.map((item) => item.init.body)).size, 1);
     // The 429's Retry-After: 1 was waited for (the other retries back off from 1 ms).
