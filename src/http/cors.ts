@@ -10,9 +10,9 @@
  * **Answers.** An answer carries `Access-Control-Allow-Origin` (and exposes the headers below) when
  * the request's `Origin` is one `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key
  * it presented list, or when it is an error answered before a key was granted (a repeated query
- * parameter's 400, 401, a key's 403, a 503 when the key could not be looked up): a page
- * its key admits must read why it failed, and such an answer tells a page nothing a script with
- * that key would not learn. A state-changing request from an origin the server does not list
+ * parameter's 400, a stream that is no name's 400, 401, a key's 403, a 503 when the key could
+ * not be looked up): a page its key admits must read why it failed, and such an answer tells a
+ * page nothing a script with that key would not learn. A state-changing request from an origin the server does not list
  * was refused `403 origin_not_allowed` already (`origin.ts`); that answer, and open mode's `421`,
  * carry none.
  *
@@ -34,8 +34,10 @@ export const API_EXPOSED_HEADERS =
 
 /**
  * Errors answered before a key is granted, which any page may read: a repeated query parameter
- * (400 `invalid_query`), the key refused (401, 403) or not looked up (503). (A body too large or
- * too slow comes only with a method the origin policy refused already from other origins.)
+ * (400 `invalid_query`), a path whose stream is no name (400 `invalid_request`: a key limited to
+ * streams is refused it before its grant, where a key for all streams gets it from the route), the
+ * key refused (401, 403) or not looked up (503). (A body too large or too slow comes only with a
+ * method the origin policy refused already from other origins.)
  */
 const BEFORE_A_KEY = new Set([400, 401, 403, 503]);
 
@@ -92,5 +94,5 @@ function admits(c: Context, origin: string, options: ApiCorsOptions): boolean {
   // (A store that could not be asked is no ApiError: its answer's status tells.)
   const status = c.res.status;
   return grant === undefined && c.error !== undefined && BEFORE_A_KEY.has(status) &&
-    (status !== 400 || error?.code === "invalid_query");
+    (status !== 400 || error?.code === "invalid_query" || error?.code === "invalid_request");
 }

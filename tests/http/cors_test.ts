@@ -217,8 +217,8 @@ Deno.test("ingest keeps its own CORS: its preflight and answers are as before", 
   );
 });
 
-Deno.test("the other errors answered before a key is granted are readable too: a repeated query, a key not looked up; a later error is not", async () => {
-  const { app } = await setup();
+Deno.test("the other errors answered before a key is granted are readable too: a repeated query, a stream that is no name, a key not looked up; a later error is not", async () => {
+  const { app, statusKey } = await setup();
   const twice = await app.request(
     `${BASE}/v1/streams/orders/counters/n?limit=1&limit=2`,
     from(OTHER, { key: KEYS.read }),
@@ -226,6 +226,20 @@ Deno.test("the other errors answered before a key is granted are readable too: a
   assert.equal(twice.status, 400);
   assert.equal((await twice.json()).error.code, "invalid_query");
   assert.equal(twice.headers.get("Access-Control-Allow-Origin"), OTHER);
+  // A path whose stream is no name: a key limited to streams is refused it before its grant
+  // (the same 400 a key for all streams gets from the route). The page its key admits read the
+  // one but not the other, its fetch failing as for a refused origin.
+  const key = await statusKey();
+  for (const path of ["/v1/streams/a%20b/counters/n", "/v1/streams/a%20b"]) {
+    const named = await app.request(`${BASE}${path}`, from(STATUS, { key }));
+    assert.equal(named.status, 400, path);
+    assert.match((await named.json()).error.message, /Invalid path parameter stream/);
+    assert.equal(named.headers.get("Access-Control-Allow-Origin"), STATUS, path);
+    const unlimited = await app.request(`${BASE}${path}`, from(APP, { key: KEYS.read }));
+    assert.equal(unlimited.status, 400, path);
+    await unlimited.body?.cancel();
+    assert.equal(unlimited.headers.get("Access-Control-Allow-Origin"), APP, path);
+  }
   // A 400 of the route itself, once the key is granted: only the origins admitted read it.
   const bad = await app.request(
     `${BASE}/v1/streams/orders/counters/n?limit=nope`,
