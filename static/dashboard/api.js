@@ -16,6 +16,20 @@ export function storedKey() {
   return sessionStorage.getItem(KEY_ITEM) ?? "";
 }
 
+/**
+ * Why `key` cannot be an API key, or null when it may be one. Keys are visible ASCII characters,
+ * as a header carries them: one pasted with another (a zero-width or non-breaking space, a curly
+ * quote) fails every request in the browser before it is sent, so the server never refuses it.
+ */
+export function keyProblem(key) {
+  const match = /[^\x21-\x7e]/u.exec(key);
+  if (!match) return null;
+  const code = match[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+  return `Not an API key: keys are visible ASCII characters, and this one has U+${code} at character ${
+    [...key.slice(0, match.index)].length + 1
+  }`;
+}
+
 /** Keeps `key` for this tab. */
 export function rememberKey(key) {
   sessionStorage.setItem(KEY_ITEM, key);

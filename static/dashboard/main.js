@@ -16,6 +16,7 @@ import {
   ApiError,
   follow,
   forgetKey,
+  keyProblem,
   readiness,
   readStream,
   rememberKey,
@@ -344,6 +345,13 @@ byId("key-form").addEventListener("submit", (event) => {
   const key = input.value.trim();
   input.value = "";
   if (!key) return;
+  // Else every read failed in the browser, "Cannot read streams: Failed to execute 'fetch'…",
+  // retried every 5 s with the key kept, as if the server could not be reached.
+  const problem = keyProblem(key);
+  if (problem) {
+    showKeyForm(problem);
+    return;
+  }
   rememberKey(key);
   // A key asked for again once the dashboard ran (the last was refused): the panels, polls and
   // subscriptions start afresh with it.

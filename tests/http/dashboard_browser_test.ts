@@ -2032,6 +2032,45 @@ browserTest(
 );
 
 browserTest(
+  "a key pasted with a character no header carries is refused in the form, kept nowhere, and the next key shows the dashboard",
+  async (browser) => {
+    const server = await startServer({ auth: true });
+    try {
+      const page = await newPage(browser);
+      const asked: string[] = [];
+      page.on("request", (request: Request) => asked.push(new URL(request.url()).pathname));
+      await page.goto(`${server.base}/`);
+      const input = page.locator('input[name="key"]');
+      // A zero-width space after the key, as a copy from a chat may carry. Before, every read
+      // failed in the browser ("Cannot read streams: Failed to execute 'fetch'…; retrying"),
+      // again every 5 s with the key kept, as if the server could not be reached.
+      await input.fill(`${KEYS.read}\u200b`);
+      await input.press("Enter");
+      await textMatching(
+        page,
+        "#key-message",
+        new RegExp(
+          `^Not an API key: keys are visible ASCII characters, and this one has U\\+200B at character ${
+            KEYS.read.length + 1
+          }$`,
+        ),
+      );
+      assert.equal(await input.isVisible(), true);
+      assert.equal(await page.evaluate(`sessionStorage.length`), 0);
+      assert.equal(await page.locator("#page-status").textContent(), "");
+      assert.deepEqual(asked.filter((path) => path.startsWith("/v1/")), []);
+      await input.fill(KEYS.read);
+      await input.press("Enter");
+      await page.locator('[data-live="orders"].ok').waitFor();
+      assert.equal(await input.isVisible(), false);
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a key revoked while the page is open is asked for again, and a new key shows the dashboard",
   async (browser) => {
     const server = await startServer({ auth: true });
