@@ -61,11 +61,15 @@ function nextTerminationSignal(): Promise<void> {
   });
 }
 
-/** Returns the port in `value`, `0` when unset, or `undefined` when it is not a port number. */
+/**
+ * Returns the port in `value`, `0` when unset (or empty), or `undefined` when it is not a port
+ * number: decimal digits, as the server reads its `PORT` (`Number` would read `" "` as 0, a free
+ * port, and `0x1f90` as 8080).
+ */
 function parsePort(value: string | undefined): number | undefined {
   if (value === undefined || value === "") return 0;
-  const port = Number(value);
-  return Number.isInteger(port) && port >= 0 && port <= 65_535 ? port : undefined;
+  const port = /^\d{1,5}$/.test(value.trim()) ? Number(value) : NaN;
+  return port >= 0 && port <= 65_535 ? port : undefined;
 }
 
 function randomToken(): string {
@@ -77,7 +81,9 @@ if (import.meta.main) {
   const port = parsePort(Deno.env.get("PORT"));
   if (port === undefined) {
     console.error(
-      `Cannot start the Upstash bridge as PORT is not a port number: ${Deno.env.get("PORT")}`,
+      `Cannot start the Upstash bridge as PORT is not a port number from 0 to 65535: '${
+        Deno.env.get("PORT")
+      }'`,
     );
     Deno.exit(1);
   }

@@ -905,6 +905,42 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "deno task redis refuses a PORT that is not decimal digits (only spaces, hex, an exponent) in one line, as the server does",
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    // `Number` read " " as 0 (a free port, the variable ignored) and "0x1f90" as 8080.
+    for (const port of [" ", "0x1f90", "1e3", "80.0"]) {
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--cached-only",
+          "--allow-net",
+          "--allow-env",
+          "--allow-read",
+          "--allow-run",
+          "--allow-write",
+          "tools/dev_redis.ts",
+        ],
+        cwd: new URL("../../", import.meta.url).pathname,
+        env: { PORT: port, NO_COLOR: "1" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        // Taken, the bridge would wait for a signal: ended here (SIGTERM stops its redis-server).
+        signal: AbortSignal.timeout(15_000),
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 1, `PORT=${JSON.stringify(port)}: ${stderr}`);
+      assert.equal(
+        stderr.trim(),
+        `Cannot start the Upstash bridge as PORT is not a port number from 0 to 65535: '${port}'`,
+      );
+    }
+  },
+});
+
 /** Starts `deno task redis` (tools/dev_redis.ts) with `PORT`, and resolves its two export lines. */
 async function startDevRedis(port: number): Promise<{
   url: string;
