@@ -264,25 +264,30 @@ export function prepareEventSchema(jsonSchema: Record<string, unknown>): Record<
   const root = jsonSchema.$ref !== undefined && jsonSchema.type === undefined
     ? jsonSchema
     : { ...jsonSchema, type: "object" };
-  defsInScope = {
-    ...(root.definitions as Record<string, unknown> | undefined),
-    ...(root.$defs as Record<string, unknown> | undefined),
-  };
+  // Without a prototype: a `$ref` to `constructor` or `toString` names no definition here.
+  defsInScope = Object.assign(
+    Object.create(null),
+    root.definitions as Record<string, unknown> | undefined,
+    root.$defs as Record<string, unknown> | undefined,
+  );
   try {
     refuseRefCycles();
     refuseDeepExpansion(root);
     return forZod(withRequiredProperties(root)) as Record<string, unknown>;
   } finally {
-    defsInScope = {};
+    defsInScope = Object.create(null);
   }
 }
 
 /** The schema's `$defs` (and draft-07 `definitions`) while {@linkcode prepareEventSchema} runs. */
-let defsInScope: Record<string, unknown> = {};
+let defsInScope: Record<string, unknown> = Object.create(null);
 
-/** The definition name of a local `$ref` (`#/$defs/<name>`). */
+/**
+ * The definition name of a local `$ref` (`#/$defs/<name>`), its JSON Pointer escapes read as zod
+ * reads them (RFC 6901: `~1` is `/`, then `~0` is `~`): `#/$defs/a~1b` names `a/b`.
+ */
 function refName(ref: string): string {
-  return ref.slice(ref.lastIndexOf("/") + 1);
+  return ref.slice(ref.lastIndexOf("/") + 1).replace(/~1/g, "/").replace(/~0/g, "~");
 }
 
 /** The definition a local `$ref` names, if any. */
@@ -835,6 +840,14 @@ export function forZod(schema: unknown): unknown {
   }
   if (node.$ref !== undefined && (typeof node.$ref !== "string" || !LOCAL_REF.test(node.$ref))) {
     refuse(`$ref '${node.$ref}' is not supported: only #/$defs/<name> (or #/definitions/<name>)`);
+  }
+  // zod looks the name up as `defs[name]`: one the definitions only inherit (`constructor`,
+  // `toString`) it would find, a function that takes any value. (Another missing one it refuses.)
+  if (node.$ref !== undefined) {
+    const name = refName(node.$ref as string);
+    if (name in Object.prototype && !Object.hasOwn(defsInScope, name)) {
+      refuse(`Reference not found: ${node.$ref}`);
+    }
   }
   for (const key of ["enum", "const"]) {
     const values = key === "enum" && Array.isArray(node.enum) ? node.enum : [node[key]];

@@ -1224,3 +1224,65 @@ Deno.test("validateEvent() quotes a long key shortened, as an unknown key and in
   assert.ok(!inPath.ok);
   assert.equal(inPath.errors[0].path, `${"k".repeat(256)}… (100000 characters).n`);
 });
+
+Deno.test("compileEventSchema refuses a $ref to a name only inherited from Object.prototype, as one to a missing definition", () => {
+  // zod looked such a name up as `defs[name]` and found the inherited function: the property
+  // then took any value.
+  const refused: Record<string, unknown>[] = [
+    { properties: { a: { $ref: "#/$defs/missing" } } },
+    { properties: { a: { $ref: "#/$defs/constructor" } } },
+    { properties: { a: { $ref: "#/$defs/toString" } }, $defs: {} },
+    { properties: { a: { $ref: "#/definitions/hasOwnProperty" } }, definitions: {} },
+    { properties: { a: { $ref: "#/$defs/valueOf" } }, $defs: { X: { type: "string" } } },
+  ];
+  for (const schema of refused) {
+    assert.throws(
+      () => compileEventSchema(schema),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        /^Cannot compile event schema: Reference not found: #\//.test(error.message),
+      JSON.stringify(schema),
+    );
+  }
+  // A definition that has such a name is its own, and is taken.
+  const own = compileEventSchema({
+    properties: { a: { $ref: "#/$defs/constructor" } },
+    $defs: { constructor: { type: "string" } },
+  });
+  assert.equal(own.safeParse({ a: "x" }).success, true);
+  assert.equal(own.safeParse({ a: 1 }).success, false);
+});
+
+Deno.test("compileEventSchema reads a $ref's name as a JSON Pointer (~1 is '/', ~0 is '~'), as zod does, in its cycle and depth checks", () => {
+  // Read as written, `x~1y` named no definition: the cycle went unchecked, and every event then
+  // ran zod's schema into the end of the stack.
+  for (const name of ["x/y", "x~y", "a~/b"]) {
+    const ref = `#/$defs/${name.replaceAll("~", "~0").replaceAll("/", "~1")}`;
+    assert.throws(
+      () =>
+        compileEventSchema({ properties: { a: { $ref: ref } }, $defs: { [name]: { $ref: ref } } }),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message.includes(`$ref cycle without a property between: ${name} → ${name}`),
+      ref,
+    );
+    // Found, and applied.
+    const taken = compileEventSchema({
+      properties: { a: { $ref: ref } },
+      $defs: { [name]: { type: "string" } },
+    });
+    assert.equal(taken.safeParse({ a: "x" }).success, true, ref);
+    assert.equal(taken.safeParse({ a: 1 }).success, false, ref);
+  }
+  // The depth check follows them too: a chain of definitions each one level deeper than the last.
+  const defs: Record<string, unknown> = {};
+  for (let i = 0; i < 100; i++) {
+    defs[`d/${i}`] = { type: "object", properties: { n: { $ref: `#/$defs/d~1${i + 1}` } } };
+  }
+  defs["d/100"] = { type: "string" };
+  assert.throws(
+    () => compileEventSchema({ properties: { a: { $ref: "#/$defs/d~10" } }, $defs: defs }),
+    (error: unknown) =>
+      error instanceof SchemaCompileError && /once its \$refs are expanded/.test(error.message),
+  );
+});
