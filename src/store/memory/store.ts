@@ -395,7 +395,8 @@ export class MemoryStore implements Store {
       // Once per stream: the count in stats says how many since.
       logger.warn(
         "Stream '{stream}' forgets dedupe ids before their ttl, as it holds at most maxDedupeIds (EDGESTREAM_MEMORY_DEDUPE_MAX) = {maxDedupeIds} ids; stats.dedupeForgotten counts them",
-        { stream: batch.stream, maxDedupeIds: this.#maxDedupeIds },
+        // The stream's name, not its data's key (`orders#2` under a generation).
+        { stream: splitGenerationKey(batch.stream).stream, maxDedupeIds: this.#maxDedupeIds },
       );
     }
     const demand = stream.demand.size === 0

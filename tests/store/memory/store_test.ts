@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
 import { createApp } from "../../../src/app.ts";
 import { KeyRing } from "../../../src/http/auth.ts";
-import { MemoryDefinitionStore } from "../../../src/store/mod.ts";
+import { generationKey, MemoryDefinitionStore } from "../../../src/store/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
@@ -262,6 +262,17 @@ Deno.test("MemoryStore counts dedupe ids forgotten early in stats and warns once
     assert.equal((await store.stats("other", [])).dedupeForgotten, 2);
     assert.equal(warnings().length, 2);
     assert.match(warnings()[1], /Stream 'other'/);
+  });
+});
+
+Deno.test("MemoryStore's warning of dedupe ids forgotten names the stream, not its generation's key", async () => {
+  // A stream created through the API lives under a generation: its data key is `s#1`.
+  const store = new MemoryStore({ maxDedupeIds: 4 });
+  await recordingWarnings(async (warnings) => {
+    await store.applyBatch(idBatch(["a", "b", "c", "d", "e", "f"], generationKey("s", 1)));
+    assert.equal((await store.stats(generationKey("s", 1), [])).dedupeForgotten, 2);
+    assert.equal(warnings().length, 1);
+    assert.match(warnings()[0], /^Stream 's' forgets dedupe ids/);
   });
 });
 
