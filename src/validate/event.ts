@@ -896,8 +896,14 @@ export function forZod(schema: unknown): unknown {
       SUBSCHEMA_MAPS.has(key) && typeof value === "object" && value !== null &&
       !Array.isArray(value)
     ) {
+      // zod's `$ref` lookup takes a definition `false` for none ("Reference not found"): it is
+      // given as the schema that nothing passes, which zod reads.
+      const definitions = key === "$defs" || key === "definitions";
       copy[key] = Object.fromEntries(
-        Object.entries(value).map(([name, item]) => [name, forZod(item)]),
+        Object.entries(value).map(([name, item]) => [
+          name,
+          definitions && item === false ? { not: {} } : forZod(item),
+        ]),
       );
     } else {
       copy[key] = value;

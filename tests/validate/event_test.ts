@@ -1286,3 +1286,23 @@ Deno.test("compileEventSchema reads a $ref's name as a JSON Pointer (~1 is '/', 
       error instanceof SchemaCompileError && /once its \$refs are expanded/.test(error.message),
   );
 });
+
+Deno.test("compileEventSchema takes a $defs definition that is the boolean schema false (nothing passes) as it takes true", () => {
+  // zod's $ref lookup read `false` as no definition: "Reference not found", of a definition that
+  // is there.
+  for (const defsKey of ["$defs", "definitions"]) {
+    const none = compileEventSchema({
+      properties: { a: { $ref: `#/${defsKey}/nothing` } },
+      [defsKey]: { nothing: false },
+    });
+    assert.equal(none.safeParse({}).success, true, defsKey);
+    assert.equal(none.safeParse({ a: "x" }).success, false, defsKey);
+    assert.equal(none.safeParse({ a: null }).success, false, defsKey);
+    const any = compileEventSchema({
+      properties: { a: { $ref: `#/${defsKey}/anything` } },
+      [defsKey]: { anything: true },
+    });
+    assert.equal(any.safeParse({ a: "x" }).success, true, defsKey);
+    assert.equal(any.safeParse({ a: { b: [1] } }).success, true, defsKey);
+  }
+});
