@@ -26,3 +26,17 @@ export function headerListElements(value: string | null | undefined): string[] {
 export function upgradeAsksForWebSocket(value: string | null | undefined): boolean {
   return headerListElements(value).some((protocol) => protocol.toLowerCase() === "websocket");
 }
+
+/**
+ * Whether a request's `Accept` header lists `text/event-stream`: media types compare
+ * case-insensitively (RFC 9110 §8.3.1), and a weight of 0 (`;q=0`) marks a type as not
+ * acceptable (§12.4.2). Ranges (`*` / `*`, `text/*`) do not count: a page asking for anything
+ * gets no event stream.
+ */
+export function acceptsEventStream(value: string | null | undefined): boolean {
+  return headerListElements(value).some((range) => {
+    const [type, ...params] = range.split(";").map((part) => part.trim().toLowerCase());
+    return type === "text/event-stream" &&
+      !params.some((param) => /^q\s*=\s*0(\.0{0,3})?$/.test(param));
+  });
+}

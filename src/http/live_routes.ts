@@ -60,7 +60,7 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
-import { upgradeAsksForWebSocket } from "./_header_list.ts";
+import { acceptsEventStream, upgradeAsksForWebSocket } from "./_header_list.ts";
 import {
   errorsFor,
   headersOf,
@@ -731,7 +731,7 @@ export function registerLiveRoutes(app: OpenAPIHono, deps: LiveRouteDeps): void 
   app.get("/v1/streams/:stream/subscribe", async (c) => {
     const overSocket = upgradeAsksForWebSocket(c.req.header("Upgrade"));
     if (overSocket) refuseUpgradeByHead(c);
-    if (!overSocket && !(c.req.header("Accept") ?? "").includes("text/event-stream")) {
+    if (!overSocket && !acceptsEventStream(c.req.header("Accept"))) {
       throw new ApiError(
         406,
         "not_acceptable",

@@ -231,6 +231,16 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
     const plain = await fetch(`${server.base}${SUBSCRIBE}`);
     assert.equal(plain.status, 406);
     assert.equal((await plain.json()).error.code, "not_acceptable");
+    // Media types compare case-insensitively; q=0 is "not acceptable" (RFC 9110 §12.4.2).
+    const upper = await openSse(server, "", { Accept: "TEXT/EVENT-STREAM" });
+    assert.equal(upper.status, 200);
+    assert.match(upper.headers.get("Content-Type") ?? "", /^text\/event-stream/);
+    await upper.body?.cancel();
+    for (const accept of ["text/event-stream;q=0", "*/*", "text/event-streams"]) {
+      const refused = await openSse(server, "", { Accept: accept });
+      assert.equal(refused.status, 406, accept);
+      assert.equal((await refused.json()).error.code, "not_acceptable", accept);
+    }
   } finally {
     await server.close();
   }
