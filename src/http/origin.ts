@@ -121,8 +121,8 @@ export function normalizeAllowedHost(entry: string): string {
 }
 
 /**
- * Reads one allowed origin: `scheme://host[:port]` with scheme http or https.
- * Returns it serialized as browsers send it; throws {@linkcode OriginSettingError}.
+ * Reads one allowed origin: `scheme://host[:port]` with scheme http or https, the host a DNS
+ * name or an IP address (no wildcard: `https://*.example.com` is refused). Returns it serialized as browsers send it; throws {@linkcode OriginSettingError}.
  */
 export function normalizeAllowedOrigin(entry: string): string {
   const text = entry.trim();
@@ -134,7 +134,10 @@ export function normalizeAllowedOrigin(entry: string): string {
   }
   if (
     !url || (url.protocol !== "http:" && url.protocol !== "https:") ||
-    url.href !== `${url.origin}/` || !/^https?:\/\/[^/]+\/?$/i.test(text)
+    url.href !== `${url.origin}/` || !/^https?:\/\/[^/]+\/?$/i.test(text) ||
+    // The URL parser takes hosts no browser sends in `Origin` (`*.example.com`, `a!b.example`):
+    // such an entry would never match, so it is refused as allowed hosts are.
+    !HOST_NAME.test(url.hostname.replace(/\.$/, ""))
   ) {
     throw new OriginSettingError(
       `Cannot read allowed origin '${entry}': expected http(s)://host[:port] without path, e.g. 'https://app.example.com'`,

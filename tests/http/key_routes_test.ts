@@ -176,6 +176,10 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
       { scopes: ["ingest"], origins: ["https://a.example", "*"] },
       /^origins\[1\]: Origin '\*' must/,
     ],
+    [
+      { scopes: ["ingest"], origins: ["https://*.example.com"] },
+      /^origins\[0\]: Origin 'https:\/\/\*\.example\.com' must/,
+    ],
     [{ scopes: ["ingest"], expiresAt: "2020-01-01T00:00:00Z" }, /is not in the future/],
     // A field of the wrong shape, refused by the schema rather than by the key's rules.
     [

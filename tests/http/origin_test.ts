@@ -362,8 +362,17 @@ Deno.test("parseAllowedHosts() normalizes names and refuses ports, paths and wil
 
 Deno.test("parseAllowedOrigins() normalizes origins and refuses null, paths and other schemes", () => {
   assert.deepEqual(
-    parseAllowedOrigins("HTTPS://App.Example.com/, http://localhost:5173,https://x.example:443"),
-    ["https://app.example.com", "http://localhost:5173", "https://x.example"],
+    parseAllowedOrigins(
+      "HTTPS://App.Example.com/, http://localhost:5173,https://x.example:443, http://[::1]:8080, https://a.example., https://bücher.example",
+    ),
+    [
+      "https://app.example.com",
+      "http://localhost:5173",
+      "https://x.example",
+      "http://[::1]:8080",
+      "https://a.example.",
+      "https://xn--bcher-kva.example",
+    ],
   );
   for (
     const entry of [
@@ -374,6 +383,10 @@ Deno.test("parseAllowedOrigins() normalizes origins and refuses null, paths and 
       "https://app.example.com?x",
       "https://user@app.example.com",
       "ftp://app.example.com",
+      // No browser sends these hosts in `Origin`: a wildcard would never match.
+      "https://*.example.com",
+      "https://*",
+      "https://a!b.example",
     ]
   ) {
     assert.throws(
