@@ -1091,6 +1091,25 @@ const requestScenarios: Record<string, Scenario> = {
     assert.deepEqual([stats.accepted, stats.applied], [4, 4]);
   },
 
+  async "applyBatch() takes no tokens away for a clock behind a bucket's last update"(store) {
+    // Instances' clocks differ, and one steps back (NTP): a bucket written "later" than now is
+    // refilled by nothing, not emptied (the memory store took 60 s of tokens away: 429 for 60 s).
+    const limit = { key: "api-key-1", limit: 3, windowMs: 3_000 };
+    const at = (nowMs: number, ids: string[]) =>
+      store.applyBatch(batchOf(
+        ids.map((id) => batchEvent(id, T0 + 1_000)),
+        [{ events: ids.length, filtered: 0, rateLimits: [{ ...limit, cost: ids.length }] }],
+        nowMs,
+      ));
+    assert.equal((await at(T0 + 70_000, ["a"])).requests[0].status, "applied");
+    // 60 s behind: the two tokens left are still there.
+    assert.equal((await at(T0 + 10_000, ["b", "c"])).requests[0].status, "applied");
+    const empty = await at(T0 + 10_000, ["d"]);
+    assert.deepEqual(empty.requests, [
+      { status: "rate_limited", retryAfterMs: 1_000, claim: 0, remaining: 0 },
+    ]);
+  },
+
   async "applyBatch() applies the other requests of a batch when one is rate limited"(store) {
     const rateLimits = [{ key: "small", limit: 1, windowMs: 60_000, cost: 2 }];
     const result = await store.applyBatch(batchOf(

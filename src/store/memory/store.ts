@@ -441,7 +441,8 @@ export class MemoryStore implements Store {
     const levels = claims.map((limit) => {
       const bucket = stream.buckets.get(limit.key);
       const perMs = limit.limit / limit.windowMs;
-      const refill = perMs * (now - (bucket?.updatedMs ?? now));
+      // None for a clock behind the bucket's update (stepped back): it never takes tokens away.
+      const refill = perMs * Math.max(0, now - (bucket?.updatedMs ?? now));
       return {
         perMs,
         tokens: Math.min(limit.limit, bucket ? bucket.tokens + refill : limit.limit),
