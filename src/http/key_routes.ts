@@ -109,7 +109,14 @@ const createKeyRoute = createRoute({
   responses: {
     201: {
       description: "Created",
-      headers: headersOf("Location"),
+      headers: {
+        ...headersOf("Location"),
+        "Cache-Control": {
+          description: "`no-store`: the answer holds the key's secret, which no cache may keep",
+          required: true,
+          schema: { type: "string", enum: ["no-store"] },
+        },
+      },
       content: { "application/json": { schema: CreatedKeySchema } },
     },
     ...errorsFor(400, 401, 403, 413, 415, 503),
@@ -275,6 +282,8 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     // A clash of ids or hashes (KeyConflictError) is a 409 from the error table.
     await keys.store.createKey(record);
     c.header("Location", `/v1/keys/${record.id}`);
+    // The one answer that holds the secret: no cache (a proxy's, a browser's) may keep it.
+    c.header("Cache-Control", "no-store");
     return c.json({ ...keyJson(record, now), key }, 201);
   });
 

@@ -59,6 +59,22 @@ Deno.test("/v1/keys is refused in open mode with a clear error, whatever the met
   }
 });
 
+Deno.test("POST /v1/keys sends the key's secret with Cache-Control: no-store; reads of keys hold none", async () => {
+  const { app } = await keyedApp();
+  const res = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["read"] }));
+  assert.equal(res.status, 201, await res.clone().text());
+  // The only answer that holds the secret: no cache (a proxy's, the browser's) may keep it.
+  assert.equal(res.headers.get("Cache-Control"), "no-store");
+  const { id, key } = await res.json();
+  assert.match(key, /^sk_/);
+  const auth = { headers: { Authorization: `Bearer ${KEYS.admin}` } };
+  for (const path of ["/v1/keys", `/v1/keys/${id}`]) {
+    const read = await app.request(path, auth);
+    assert.equal(read.status, 200);
+    assert.equal((await read.text()).includes(key), false, path);
+  }
+});
+
 Deno.test("POST /v1/keys takes null, as a key's reply shows a field it lacks, as the field left out: a reply's fields can be sent back", async () => {
   const { app } = await keyedApp();
   const fields = { streams: null, origins: null, rateLimit: null, description: null };
