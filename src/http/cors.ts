@@ -12,9 +12,9 @@
  * it presented list, or when it is an error answered before a key was granted (a repeated query
  * parameter's 400, a stream that is no name's 400, 401, a key's 403, a 503 when the key could
  * not be looked up): a page its key admits must read why it failed, and such an answer tells a
- * page nothing a script with that key would not learn. A state-changing request from an origin the server does not list
- * was refused `403 origin_not_allowed` already (`origin.ts`); that answer, and open mode's `421`,
- * carry none.
+ * page nothing a script with that key would not learn. A state-changing request from an origin
+ * the server does not list was refused `403 origin_not_allowed` already (`origin.ts`); that
+ * answer, and open mode's `421`, carry none.
  *
  * @module
  */

@@ -122,7 +122,8 @@ export function normalizeAllowedHost(entry: string): string {
 
 /**
  * Reads one allowed origin: `scheme://host[:port]` with scheme http or https, the host a DNS
- * name or an IP address (no wildcard: `https://*.example.com` is refused). Returns it serialized as browsers send it; throws {@linkcode OriginSettingError}.
+ * name or an IP address (no wildcard: `https://*.example.com` is refused). Returns it serialized
+ * as browsers send it; throws {@linkcode OriginSettingError}.
  */
 export function normalizeAllowedOrigin(entry: string): string {
   const text = entry.trim();
