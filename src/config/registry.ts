@@ -357,6 +357,8 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   #generations = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
+  /** The failures to record each config stream not recorded yet, by name. */
+  #recordLogs = new Map<string, OutageLog>();
   #pollLog = new OutageLog(logger, {
     failed: "Cannot poll stream definitions: {error}",
     recovered: "Stream definitions polled again",
@@ -664,6 +666,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       if (state === true || state instanceof ConfigConflictError) continue;
       try {
         await this.#record(name);
+        this.#recordLogs.delete(name);
         logger.info("Recorded config stream '{stream}' in the store", { stream: name });
       } catch (error) {
         // Not recorded yet: its first event tries again, and so does the next poll; the rest
@@ -674,10 +677,16 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
             error: error.message,
           });
         } else {
-          logger.warn("Cannot record config stream '{stream}' yet: {error}", {
-            stream: name,
-            error,
-          });
+          // Every poll tries again: the store unavailable is said when that starts and once a
+          // minute (the line above says when it worked).
+          let log = this.#recordLogs.get(name);
+          if (log === undefined) {
+            log = new OutageLog(logger, {
+              failed: "Cannot record config stream '{stream}' yet: {error}",
+            });
+            this.#recordLogs.set(name, log);
+          }
+          log.failure(error, { stream: name });
         }
       }
     }

@@ -18,8 +18,11 @@ export const OUTAGE_LOG_EVERY_MS = 60_000;
 export interface OutageLogOptions {
   /** What a failure says: a message template with `{error}`. */
   failed: string;
-  /** What the first success after an outage says, e.g. `Stream definitions polled again`. */
-  recovered: string;
+  /**
+   * What the first success after an outage says, e.g. `Stream definitions polled again`.
+   * @default {nothing: the caller says it}
+   */
+  recovered?: string;
   /** How often a lasting outage is said again. @default {60000} */
   everyMs?: number;
   /** The clock (ms). @default {Date.now} */
@@ -47,7 +50,7 @@ export interface OutageLogOptions {
 export class OutageLog {
   #logger: Logger;
   #failed: string;
-  #recovered: string;
+  #recovered: string | undefined;
   #everyMs: number;
   #now: () => number;
   /** The outage going on: when its first failure was, how many, when last said. */
@@ -95,6 +98,7 @@ export class OutageLog {
     const outage = this.#outage;
     if (outage === undefined) return;
     this.#outage = undefined;
+    if (this.#recovered === undefined) return;
     const noun = outage.failures === 1 ? "failure" : "failures";
     this.#logger.info(`${this.#recovered} after {failures} ${noun} since {failingSince}`, {
       ...properties,

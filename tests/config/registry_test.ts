@@ -1127,3 +1127,31 @@ redisTest(
     assert.equal(again.accepted, 1, "the first incarnation's event, not a fresh stream's 0");
   },
 );
+
+Deno.test("every poll tries to record a config stream not recorded yet, saying the store unavailable once, then that it was recorded", async () => {
+  const definitions = new DownDefinitions();
+  const streams = new StreamRegistry(compileConfig({ streams: { orders: SIGNUPS } }), {
+    definitions,
+    pollMs: 5,
+  });
+  await assert.rejects(streams.registerConfig(), StoreUnavailableError);
+  const records = await collectingLogs(async (records) => {
+    streams.startPolling();
+    try {
+      // Some 15 polls, each finding the stream not recorded.
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      definitions.down = false;
+      for (let i = 0; i < 100 && !streams.isRecorded("orders"); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    } finally {
+      streams.stop();
+    }
+    return [...records];
+  });
+  assert.ok(streams.isRecorded("orders"));
+  assert.deepEqual(records.map((record) => [record.level, messageOf(record)]), [
+    ["warning", "Cannot record config stream 'orders' yet: StoreUnavailableError: down"],
+    ["info", "Recorded config stream 'orders' in the store"],
+  ]);
+});
