@@ -725,6 +725,16 @@ function walkKeywords(root: unknown): void {
   const malformed = (message: string): never => {
     throw new MalformedKeyword(message);
   };
+  // The definitions a local `$ref` may name: the root's own (see the `$ref` check below).
+  const definitions = new Set<string>();
+  if (typeof root === "object" && root !== null) {
+    for (const key of ["$defs", "definitions"]) {
+      const value = (root as Record<string, unknown>)[key];
+      if (typeof value === "object" && value !== null) {
+        for (const name of Object.keys(value)) definitions.add(name);
+      }
+    }
+  }
   const pending: Array<[unknown, string]> = [[root, ""]];
   while (pending.length > 0) {
     const [node, path] = pending.pop()!;
@@ -780,6 +790,15 @@ function walkKeywords(root: unknown): void {
         types.length > 0 && types.every((type) => TYPE_NAMES.has(type as string)),
         `one of ${[...TYPE_NAMES].join(", ")}, or an array of them`,
       );
+    }
+    // zod looks a `$ref`'s name up as `defs[name]`: one the definitions only inherit
+    // (`constructor`, `toString`) it finds, a function, which takes any value. (It refuses
+    // another missing one.)
+    if (typeof schema.$ref === "string" && LOCAL_REF.test(schema.$ref)) {
+      const name = refName(schema.$ref);
+      if (name in Object.prototype && !definitions.has(name)) {
+        malformed(`${at("$ref")}: Reference not found: ${schema.$ref}`);
+      }
     }
     for (const key of SUBSCHEMA_MAPS) {
       if (!(key in schema)) continue;
@@ -840,14 +859,6 @@ export function forZod(schema: unknown): unknown {
   }
   if (node.$ref !== undefined && (typeof node.$ref !== "string" || !LOCAL_REF.test(node.$ref))) {
     refuse(`$ref '${node.$ref}' is not supported: only #/$defs/<name> (or #/definitions/<name>)`);
-  }
-  // zod looks the name up as `defs[name]`: one the definitions only inherit (`constructor`,
-  // `toString`) it would find, a function that takes any value. (Another missing one it refuses.)
-  if (node.$ref !== undefined) {
-    const name = refName(node.$ref as string);
-    if (name in Object.prototype && !Object.hasOwn(defsInScope, name)) {
-      refuse(`Reference not found: ${node.$ref}`);
-    }
   }
   for (const key of ["enum", "const"]) {
     const values = key === "enum" && Array.isArray(node.enum) ? node.enum : [node[key]];
