@@ -775,6 +775,11 @@ function walkKeywords(root: unknown): void {
         Array.isArray(value) && value.every((name) => typeof name === "string"),
         "an array of property names",
       );
+      // No event holds it (refused as an event's key), and zod's object shape cannot name it
+      // (`shape.__proto__ = …` sets the prototype), so the requirement vanished: every event passed.
+      if ((value as string[]).includes("__proto__")) {
+        malformed(`${at("required")}: '__proto__' cannot be required: no event may hold that key`);
+      }
     }
     if ("enum" in schema) expect("enum", Array.isArray(schema.enum), "an array of values");
     for (const key of ["pattern", "format"]) {

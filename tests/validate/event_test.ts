@@ -1320,3 +1320,19 @@ Deno.test("a $ref to an inherited name in a schema stored or deployed before tha
   const compiled = compileEventSchema(schema, { malformedKeywords: true });
   assert.equal(compiled.safeParse({ a: 1 }).success, true);
 });
+
+Deno.test("compileEventSchema refuses a schema that requires '__proto__', which no event may hold (zod dropped the requirement)", () => {
+  for (
+    const schema of [{ required: ["__proto__"] }, {
+      properties: { a: { type: "object", required: ["id", "__proto__"] } },
+    }]
+  ) {
+    assert.throws(
+      () => compileEventSchema(schema),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        /required: '__proto__' cannot be required: no event may hold that key$/.test(error.message),
+      JSON.stringify(schema),
+    );
+  }
+});
