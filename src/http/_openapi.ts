@@ -179,6 +179,15 @@ export function headersOf<N extends keyof typeof RESPONSE_HEADERS>(
   return rowsOf(RESPONSE_HEADERS, names);
 }
 
+/** The `Cache-Control` of an answer that holds a secret shown only then (a key's, a webhook's). */
+export const NO_STORE = {
+  "Cache-Control": {
+    description: "`no-store`: the answer holds a secret, shown only now, which no cache may keep",
+    required: true,
+    schema: { type: "string" as const, enum: ["no-store"] },
+  },
+};
+
 /** The error responses routes declare, by status: pick the ones a route can give. */
 export const errorResponses = {
   400: { description: "Bad request", content: errorContent },

@@ -22,6 +22,7 @@ import {
   headersOf,
   nameText,
   NextCursor,
+  NO_STORE,
   storedLimitConflict,
 } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
@@ -109,14 +110,7 @@ const createKeyRoute = createRoute({
   responses: {
     201: {
       description: "Created",
-      headers: {
-        ...headersOf("Location"),
-        "Cache-Control": {
-          description: "`no-store`: the answer holds the key's secret, which no cache may keep",
-          required: true,
-          schema: { type: "string", enum: ["no-store"] },
-        },
-      },
+      headers: { ...headersOf("Location"), ...NO_STORE },
       content: { "application/json": { schema: CreatedKeySchema } },
     },
     ...errorsFor(400, 401, 403, 413, 415, 503),

@@ -39,6 +39,7 @@ import {
   jsonContent,
   nameText,
   NextCursor,
+  NO_STORE,
   storedLimitConflict,
 } from "./_openapi.ts";
 
@@ -217,7 +218,10 @@ export const createWebhookRoute = createRoute({
   request: { body: { required: true, content: { "application/json": { schema: CreateBody } } } },
   middleware: jsonBody(),
   responses: {
-    201: { ...jsonContent(CreatedSchema, "Registered"), headers: headersOf("Location") },
+    201: {
+      ...jsonContent(CreatedSchema, "Registered"),
+      headers: { ...headersOf("Location"), ...NO_STORE },
+    },
     400: errors[400],
     401: errors[401],
     403: errors[403],
@@ -322,14 +326,17 @@ export const rotateSecretRoute = createRoute({
   summary: "New signing secret; the old one keeps signing alongside it for 24 h. Scope: admin.",
   request: { params: EndpointParams },
   responses: {
-    200: jsonContent(
-      z.object({
-        id: z.string(),
-        secret: z.string().openapi({ description: "The new secret; shown only now" }),
-        previousSecretExpiresAt: z.string(),
-      }).openapi("RotatedSecret"),
-      "Rotated",
-    ),
+    200: {
+      ...jsonContent(
+        z.object({
+          id: z.string(),
+          secret: z.string().openapi({ description: "The new secret; shown only now" }),
+          previousSecretExpiresAt: z.string(),
+        }).openapi("RotatedSecret"),
+        "Rotated",
+      ),
+      headers: NO_STORE,
+    },
     ...errors,
     // A body (it takes none, or {}) in a Content-Encoding other than gzip or deflate.
     ...errorsFor(415),
@@ -583,6 +590,8 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
     const body = c.req.valid("json");
     const { endpoint, secret } = await webhooks.createEndpoint({ ...toInput(body), url: body.url });
     c.header("Location", `/v1/webhooks/${endpoint.id}`);
+    // The one answer, with the rotation's, that holds the secret: no cache may keep it.
+    c.header("Cache-Control", "no-store");
     return c.json({ ...view(endpoint), secret }, 201);
   });
 
@@ -615,6 +624,7 @@ export function registerWebhookRoutes(app: OpenAPIHono, deps: WebhookRouteDeps):
   app.openapi(rotateSecretRoute, async (c) => {
     const { id } = c.req.valid("param");
     const { secret, previousExpiresMs } = await webhooks.rotateSecret(id);
+    c.header("Cache-Control", "no-store");
     return c.json({ id, secret, previousSecretExpiresAt: iso(previousExpiresMs)! }, 200);
   });
 

@@ -765,3 +765,29 @@ Deno.test("a PATCH with headers replaces them all (README): replies list their n
     assert.deepEqual((await call(ctx.app, "GET", path)).body.headerNames, []);
   });
 });
+
+Deno.test("a webhook's secret is sent with Cache-Control: no-store, on creation and rotation; reads of the endpoint hold none", async () => {
+  await withSetup(async (ctx) => {
+    const created = await ctx.app.request("/v1/webhooks", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ url: "http://127.0.0.1:9/hook" }),
+    });
+    assert.equal(created.status, 201);
+    // The only answers that hold the secret: no cache (a proxy's, the browser's) may keep them.
+    assert.equal(created.headers.get("Cache-Control"), "no-store");
+    const { id, secret } = await created.json();
+    assert.match(secret, /^whsec_/);
+    const rotated = await ctx.app.request(`/v1/webhooks/${id}/rotate-secret`, { method: "POST" });
+    assert.equal(rotated.status, 200);
+    assert.equal(rotated.headers.get("Cache-Control"), "no-store");
+    const next = (await rotated.json()).secret;
+    for (const path of ["/v1/webhooks", `/v1/webhooks/${id}`]) {
+      const read = await ctx.app.request(path);
+      assert.equal(read.status, 200);
+      assert.equal(read.headers.get("Cache-Control"), null, path);
+      const text = await read.text();
+      assert.equal(text.includes(secret) || text.includes(next), false, path);
+    }
+  });
+});
