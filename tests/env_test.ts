@@ -961,3 +961,25 @@ Deno.test("configFromEnv() refuses a value of only whitespace naming the variabl
     new ConfigError("PORT: expected a port number from 0 to 65535, got ' '"),
   );
 });
+
+redisTest(
+  "the store's startup line shows UPSTASH_REDIS_REST_URL without the credentials it may hold",
+  async (fixture) => {
+    const url = new URL(fixture.restUrl);
+    url.username = "proxy-user";
+    url.password = "pw-0123456789";
+    const config = await configFromEnv(env({
+      UPSTASH_REDIS_REST_URL: url.href,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    }));
+    try {
+      const line = config.notices.find((notice) => notice.text.startsWith("store: "))?.text;
+      assert.equal(
+        line,
+        `store: redis (http://[REDACTED]@${url.host}/, prefix es)`,
+      );
+    } finally {
+      await config.webhooks.close();
+    }
+  },
+);
