@@ -670,7 +670,7 @@ function retryable(status) {
  * change it). `onError(error)` hears of every failure and end (`error.status` and `error.code` for
  * an error answer); one that throws is logged and the subscription goes on. A message whose data is
  * no JSON object is logged (`console.error`) and skipped, the connection kept. Options: `key` (a
- * read key whose `origins` list the page; none in open mode), `endpoint` (the origin this module
+ * read key whose `origins` list the page; none in open mode; visible ASCII, else it throws), `endpoint` (the origin this module
  * came from by default), `types` (an array of strings, else it throws), `counter`, `filter`, `onMessage`, `onError`,
  * `retryBaseMs`, `maxRetryMs`, `notFoundRetryMs`; a positive number given to one of the last three
  * must be from 100 to 2,147,483,647 ms (what a timer holds), else it throws an error naming it, as a
@@ -684,6 +684,23 @@ export function subscribe(stream, options = {}) {
   // The back-off never waits longer than its cap, its first wait included.
   const retryBaseMs = Math.min(subscribeWait(options, "retryBaseMs", 1000), maxRetryMs);
   const notFoundRetryMs = subscribeWait(options, "notFoundRetryMs", undefined);
+  // A key no header carries failed every connection's fetch before it was sent, retried as a
+  // network failure for good: refused at once. The key itself is not quoted.
+  const key = options.key;
+  if (key !== undefined && key !== null && key !== "") {
+    const problem = typeof key !== "string" ? `a ${typeof key}` : /[^\x21-\x7e]/u.exec(key);
+    if (problem) {
+      throw new Error(
+        `edgestream: subscribe() option 'key' must be visible ASCII characters, as a header carries them, received ${
+          typeof problem === "string"
+            ? problem
+            : `one with U+${
+              problem[0].codePointAt(0).toString(16).toUpperCase().padStart(4, "0")
+            } at character ${[...key.slice(0, problem.index)].length + 1}`
+        }`,
+      );
+    }
+  }
   const types = options.types ?? null;
   // Not an array, it failed in every connection's request, retried for good without a word but
   // onError's: refused at once instead, as the waits are.

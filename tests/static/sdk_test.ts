@@ -876,6 +876,33 @@ Deno.test("subscribe() refuses a wait under 100 ms or past a timer, naming it, i
   }
 });
 
+Deno.test("subscribe() refuses a key no header can carry, naming the character but not the key, instead of failing every connection for good", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    // A zero-width space pasted with it: every fetch threw before it was sent, retried as a
+    // network failure for as long as the page stayed open (a refused key stops at its 401).
+    for (
+      const [key, received] of [
+        ["sk_read\u200b", "one with U+200B at character 8"],
+        ["sk read", "one with U+0020 at character 3"],
+        [42, "a number"],
+      ] as const
+    ) {
+      assert.throws(
+        () => subscribe("orders", { endpoint: "https://e.example", key: key as string }),
+        {
+          message:
+            `edgestream: subscribe() option 'key' must be visible ASCII characters, as a header carries them, received ${received}`,
+        },
+      );
+    }
+    await Promise.resolve();
+    assert.equal(sent.length, 0);
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("subscribe() refuses types that are no array of strings, naming the option, instead of failing every connection for good", async () => {
   const { sent, restore } = recordingFetch([]);
   try {
