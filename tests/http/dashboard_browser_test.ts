@@ -706,12 +706,13 @@ browserTest(
 );
 
 browserTest(
-  "the dashboard follows the first 3 streams live and polls the others, and draws a lone window among the 12 up to it",
+  "the dashboard follows the first 3 streams live and polls the others, lists the alerts of those followed only, and draws a lone window among the 12 up to it",
   async (browser) => {
     const names = ["a", "b", "c", "d"];
     const config = {
       streams: Object.fromEntries(names.map((name) => [name, {
         counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        alerts: [{ name: `${name}_any`, counter: "n", when: "value >= 1.0" }],
       }])),
     };
     const server = await startServer({ config });
@@ -758,6 +759,11 @@ browserTest(
         (text) => /\b2$/.test(text),
         15_000,
       );
+      // Alerts come on the live subscriptions (README): a's is listed, and d's, fired as its
+      // events were applied, is not, its stream being polled.
+      await page.locator('[data-alert="a_any"]').waitFor();
+      assert.equal(await page.locator('[data-alert="d_any"]').count(), 0);
+      assert.equal(await page.locator("#alert-count").textContent(), "1");
       assert.deepEqual(log.errors, []);
       assertSameOrigin(log, server.base);
       await page.close();
