@@ -103,6 +103,21 @@ function untilOnline(signal) {
  */
 const SEND_AGAIN = new Set([408, 429, 503]);
 
+/**
+ * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
+ * else a dotted path into nested objects (`meta.id`); undefined when absent.
+ */
+function fieldOf(event, path) {
+  const own = Object.hasOwn(event, path) ? event[path] : undefined;
+  if (own !== undefined || !path.includes(".")) return own;
+  let node = event;
+  for (const key of path.split(".")) {
+    if (typeof node !== "object" || node === null || !Object.hasOwn(node, key)) return undefined;
+    node = node[key];
+  }
+  return node;
+}
+
 /** Browsers refuse keepalive bodies above 64 KiB in flight (bytes, not characters). */
 const KEEPALIVE_BYTES = 60_000;
 
@@ -483,7 +498,7 @@ export function createTracker(options) {
         `edgestream: track('${stream}', event) takes an event JSON can hold: ${error.message}`,
       );
     }
-    if (options.dedupeField && item[options.dedupeField] === undefined) {
+    if (options.dedupeField && fieldOf(item, options.dedupeField) === undefined) {
       item[options.dedupeField] = randomId();
     }
     const queue = queues.get(stream) ?? [];

@@ -124,6 +124,31 @@ Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and a
   }
 });
 
+Deno.test("a dotted dedupeField keeps the page's own id at that path, as the server reads it, and adds one only when there is none", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example",
+      dedupeField: "meta.id",
+      maxBatch: 3,
+    });
+    // Before, an id was added under the key "meta.id" beside the page's own meta.id, and the
+    // server, reading that key first, deduplicated by the random one: a page's event sent twice
+    // counted twice.
+    tracker.track("s", { meta: { id: "order-1" } });
+    tracker.track("s", { "meta.id": "order-2" });
+    const added = tracker.track("s", { meta: { source: "web" } });
+    await tracker.settled();
+    const body = JSON.parse(String(sent[0].init.body));
+    assert.deepEqual(body.slice(0, 2), [{ meta: { id: "order-1" } }, { "meta.id": "order-2" }]);
+    assert.match(added["meta.id"], /^[0-9a-f-]{32,36}$/);
+    assert.deepEqual(body[2], { meta: { source: "web" }, "meta.id": added["meta.id"] });
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("createTracker() refuses a number option it cannot use, naming it, instead of looping or sending at once", () => {
   const base = { key: "pk_test", endpoint: "https://events.example" };
   const refused: Array<[string, unknown, string]> = [
