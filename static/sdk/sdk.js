@@ -130,6 +130,9 @@ function fitsKeepalive(body) {
   return byteLength(body) < KEEPALIVE_BYTES;
 }
 
+/** A stream's name, as the server takes it. */
+const STREAM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
 /** Where events that did not fit a page's beacons wait for the next page (localStorage). */
 const STORAGE_PREFIX = "edgestream:";
 
@@ -485,6 +488,15 @@ export function createTracker(options) {
   }
 
   function track(stream, event) {
+    // Else its preflight was refused, each send failed as if the network had and was retried
+    // until given up, and its beacon was refused.
+    if (typeof stream !== "string" || !STREAM_NAME.test(stream)) {
+      throw new TypeError(
+        `edgestream: track('${
+          String(stream).slice(0, 100)
+        }', event) takes a stream name: 1-64 letters, digits, '_' and '-'`,
+      );
+    }
     if (typeof event !== "object" || event === null || Array.isArray(event)) {
       throw new TypeError(`edgestream: track('${stream}', event) takes an object as the event`);
     }

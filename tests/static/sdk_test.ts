@@ -99,11 +99,11 @@ Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and a
       dedupeField: "id",
       maxBatch: 2,
     });
-    const first = tracker.track("page views", { path: "/a" });
-    tracker.track("page views", { path: "/b", id: "mine" });
+    const first = tracker.track("page_views", { path: "/a" });
+    tracker.track("page_views", { path: "/b", id: "mine" });
     await tracker.settled();
     assert.equal(sent.length, 1);
-    assert.equal(sent[0].url, "https://events.example/v1/streams/page%20views/events?key=pk_test");
+    assert.equal(sent[0].url, "https://events.example/v1/streams/page_views/events?key=pk_test");
     assert.equal(sent[0].init.method, "POST");
     assert.equal(sent[0].init.keepalive, true);
     assert.equal(sent[0].init.headers["Content-Type"], "application/json");
@@ -113,8 +113,8 @@ Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and a
 
     // A body of 60,000 bytes or more goes without keepalive, which browsers refuse for it: here
     // 40,000 characters, 80,000 bytes of UTF-8.
-    tracker.track("page views", { path: "/c", note: "\u00e9".repeat(40_000) });
-    tracker.track("page views", { path: "/d" });
+    tracker.track("page_views", { path: "/c", note: "\u00e9".repeat(40_000) });
+    tracker.track("page_views", { path: "/d" });
     await tracker.settled();
     assert.equal(sent.length, 2);
     assert.ok(String(sent[1].init.body).length < 60_000);
@@ -179,7 +179,7 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
   createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1 });
 });
 
-Deno.test("track() refuses an event that is no object or that JSON cannot hold, queuing nothing, and the batch's other events are sent", async () => {
+Deno.test("track() refuses an event that is no object or that JSON cannot hold, or a stream that is no name, queuing nothing, and the batch's other events are sent", async () => {
   const { sent, restore } = recordingFetch([]);
   try {
     const tracker = createTracker({
@@ -200,6 +200,15 @@ Deno.test("track() refuses an event that is no object or that JSON cannot hold, 
     for (const event of [null, "text", [1, 2]]) {
       assert.throws(() => tracker.track("orders", event as unknown as Record<string, unknown>), {
         message: "edgestream: track('orders', event) takes an object as the event",
+      });
+    }
+    // A stream that is no stream name: its preflight was refused (400), each send failed as if
+    // the network had, was retried 5 times over 15 s and given up, and its beacon refused.
+    for (const stream of ["page views", "", "x".repeat(65), "a/b", 7]) {
+      assert.throws(() => tracker.track(stream as string, { n: 5 }), {
+        name: "TypeError",
+        message:
+          `edgestream: track('${stream}', event) takes a stream name: 1-64 letters, digits, '_' and '-'`,
       });
     }
     tracker.track("orders", { n: 2 });
@@ -391,7 +400,7 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
     const tracker = createTracker({ key: "pk_test", endpoint: "https://events.example/" });
     // Three events of 30,000 bytes each: one body would be 90,000 bytes, all three too many.
     for (const path of ["/a", "/b", "/c"]) {
-      tracker.track("page views", { path, note: "x".repeat(30_000) });
+      tracker.track("page_views", { path, note: "x".repeat(30_000) });
     }
     // Deno has no sendBeacon: the beacon goes by fetch with keepalive, as a browser's fallback.
     tracker.beacon();
@@ -401,7 +410,7 @@ Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and
     assert.equal(sent[0].init.keepalive, true);
     assert.deepEqual(bodies().map((body) => body.map((event) => event.path)), [["/a"]]);
     const kept = JSON.parse(
-      localStorage.getItem("edgestream:https://events.example|pk_test|page views") ?? "[]",
+      localStorage.getItem("edgestream:https://events.example|pk_test|page_views") ?? "[]",
     );
     assert.deepEqual(kept.map((event: { path: string }) => event.path), ["/b", "/c"]);
     // The next page's tracker (same endpoint) sends what was kept, and keeps nothing.
