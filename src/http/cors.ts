@@ -44,8 +44,11 @@ const BEFORE_A_KEY = new Set([400, 401, 403, 503]);
 /** How long (s) a browser may reuse a preflight's answer (ingest's too). */
 export const PREFLIGHT_MAX_AGE = 600;
 
-/** Paths whose CORS is their own: ingest (`browser.ts`) and the WebSocket ingest upgrade. */
-const OWN_CORS = /^\/v1\/streams\/[^/]+\/(events|ws)$/;
+/**
+ * The path whose CORS is its own: ingest (`browser.ts`). (The WebSocket ingest path's upgrade is
+ * passed on below; its preflight is answered here, as every API path's, not refused for a key.)
+ */
+const OWN_CORS = /^\/v1\/streams\/[^/]+\/events$/;
 
 /** Options of {@linkcode apiCors}. */
 export interface ApiCorsOptions {

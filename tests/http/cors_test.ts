@@ -70,6 +70,14 @@ Deno.test("a preflight of an API path grants any origin its methods and the API'
     assert.equal(res.headers.get("Access-Control-Max-Age"), "600");
     assert.match(res.headers.get("Vary") ?? "", /Origin/);
   }
+  // The WebSocket ingest path too: its preflight was 401, needing the key no preflight carries.
+  const socket = await app.request(`${BASE}/v1/streams/orders/ws`, {
+    method: "OPTIONS",
+    headers: { Origin: OTHER, "Access-Control-Request-Method": "GET" },
+  });
+  assert.equal(socket.status, 204);
+  assert.equal(socket.headers.get("Access-Control-Allow-Origin"), OTHER);
+  assert.equal(socket.headers.get("Access-Control-Allow-Methods"), "GET, HEAD");
   // A definition's path takes PUT and DELETE with If-Match.
   const put = await app.request(`${BASE}/v1/streams/orders`, {
     method: "OPTIONS",
