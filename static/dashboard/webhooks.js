@@ -188,8 +188,11 @@ export class WebhooksView {
       const kept = this.#container.hasChildNodes()
         ? `; showing the read of ${clockTime(this.#readAt)}`
         : "";
+      // A 403 says why: a read key lacks the scope, and an admin key limited to streams may read
+      // no route that names none (it was told it needed an admin key, which it is).
+      const why = status === 403 ? ` for all streams (${error.message})` : "";
       this.#note.textContent = refused
-        ? (kept ? `Webhook health needs an admin key${kept}` : "Webhook health needs an admin key.")
+        ? `Webhook health needs an admin key${why}${kept || "."}`
         : status === 404
         ? "Webhooks are not enabled on this server."
         : `Cannot read webhooks: ${error.message}${kept}`;

@@ -199,19 +199,24 @@ browserTest(
     const revoked = await refresh(refusal(401, "unauthorized", "Unknown API key"));
     assert.deepEqual([revoked.again, revoked.rows], [true, ["ep_a"]]);
     assert.match(revoked.note, shown);
-    const readOnly = await refresh(refusal(403, "forbidden", "Needs the admin scope"));
+    // A 403 says why: an admin key limited to streams was told it needed an admin key.
+    const limited = "API key 'key_0123456789abcdef' is limited to streams orders: not this route";
+    const readOnly = await refresh(refusal(403, "forbidden", limited));
     assert.deepEqual([readOnly.again, readOnly.rows], [false, ["ep_a"]]);
-    assert.match(readOnly.note, shown);
+    assert.equal(
+      readOnly.note.replace(/\d\d:\d\d:\d\d$/, "T"),
+      `Webhook health needs an admin key for all streams (${limited}); showing the read of T`,
+    );
     assert.deepEqual(await refresh(refusal(404, "not_found", "No webhooks")), {
       again: false,
       rows: [],
       note: "Webhooks are not enabled on this server.",
     });
     // Nothing read is shown: the note says only what is needed.
-    assert.deepEqual(await refresh(refusal(403, "forbidden", "Needs the admin scope")), {
+    assert.deepEqual(await refresh(refusal(403, "forbidden", "API key lacks the 'admin' scope")), {
       again: false,
       rows: [],
-      note: "Webhook health needs an admin key.",
+      note: "Webhook health needs an admin key for all streams (API key lacks the 'admin' scope).",
     });
     assert.deepEqual(errors, []);
   },
