@@ -39,6 +39,7 @@ import {
   ConfigError,
   DurationError,
   loadConfigFile,
+  malformedOrigin,
   malformedSchemaKeyword,
   parseDuration,
   repeatedGroupBy,
@@ -582,6 +583,14 @@ export async function configFromEnv(
         level: "warning",
         text:
           `EDGESTREAM_CONFIG: ${malformed}; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
+      });
+    }
+    const origin = malformedOrigin(stream);
+    if (origin !== undefined) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: ${origin}; served as before this check (a wildcard host matches no page; credentials are dropped, leaving the origin); fix it: a definition sent through the API with it is refused`,
       });
     }
     for (const { counter, field, index, first } of repeatedGroupBy(stream)) {

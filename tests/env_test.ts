@@ -778,6 +778,19 @@ Deno.test("configFromEnv() serves a config file's schema keyword refused since (
   });
 });
 
+Deno.test("configFromEnv() serves a config file's origin refused since (a wildcard host, credentials) as before, with a warning naming its path", async () => {
+  const orders = { origins: ["https://shop.example", "https://user:pw@shop.example"] };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    const origins = config.streams.get("orders")!.parsed.origins;
+    assert.deepEqual(origins, ["https://shop.example", "https://shop.example"]);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        `EDGESTREAM_CONFIG: streams.orders.origins[1]: Origin 'https://user:pw@shop.example' holds credentials, which no browser sends in Origin; expected http(s)://host[:port] without path, credentials or wildcard, e.g. 'https://app.example.com'; served as before this check (a wildcard host matches no page; credentials are dropped, leaving the origin); fix it: a definition sent through the API with it is refused`,
+    }]);
+  });
+});
+
 Deno.test("configFromEnv() asks Upstash (an upstash.io REST URL) no CONFIG GET for its setup warnings: it refuses CONFIG", async () => {
   const sent: string[] = [];
   const realFetch = globalThis.fetch;

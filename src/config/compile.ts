@@ -18,8 +18,10 @@ import {
   compileEventSchema,
   eventIssueMessage,
   malformedKeyword,
+  ORIGIN_RULE,
   quoteInput,
   SchemaCompileError,
+  webOrigin,
 } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
@@ -460,6 +462,14 @@ export interface CompileOptions {
    * {@linkcode malformedSchemaKeyword}. @default {false: refused, naming its path}
    */
   malformedSchemaKeywords?: boolean;
+  /**
+   * Take an `origins` entry no browser sends (a wildcard host, `https://*.shop.example`, or
+   * credentials, `https://user:pw@shop.example`) as releases before that check did: a stream
+   * stored or deployed then is served as it was (a wildcard matches no page; credentials are
+   * dropped, leaving the origin). Find it with {@linkcode malformedOrigin}.
+   * @default {false: refused, naming its path}
+   */
+  malformedOrigins?: boolean;
 }
 
 /**
@@ -472,6 +482,26 @@ export function malformedSchemaKeyword(stream: CompiledStream): string | undefin
   if (schema === undefined) return undefined;
   const problem = malformedKeyword(schema);
   return problem === undefined ? undefined : `streams.${stream.name}.schema: ${problem}`;
+}
+
+/**
+ * A stream's first `origins` entry no browser sends in `Origin`, as
+ * `streams.<name>.origins[<i>]: …`, or `undefined` for none (see
+ * {@linkcode CompileOptions.malformedOrigins}). The rule is `EDGESTREAM_ALLOWED_ORIGINS`' and a
+ * key's `origins`'.
+ */
+export function malformedOrigin(stream: CompiledStream): string | undefined {
+  const origins = (stream.definition as { origins?: unknown } | undefined)?.origins;
+  if (!Array.isArray(origins)) return undefined;
+  for (const [index, entry] of origins.entries()) {
+    if (typeof entry !== "string" || webOrigin(entry) !== undefined) continue;
+    const text = quoteInput(entry);
+    const why = /^[^/]*\/\/[^/]*@/.test(entry)
+      ? "holds credentials, which no browser sends in Origin"
+      : "has a host no browser sends in Origin (a wildcard matches no page: list each origin)";
+    return `streams.${stream.name}.origins[${index}]: Origin '${text}' ${why}; expected ${ORIGIN_RULE}`;
+  }
+  return undefined;
 }
 
 /**
@@ -506,6 +536,8 @@ export function compileConfig(
     const stream = compileStream(name, rawStreams[name], parsed, options);
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
+    const origin = options.malformedOrigins ? undefined : malformedOrigin(stream);
+    if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
     streams.set(name, stream);
   }
   return streams;
@@ -552,6 +584,10 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
   const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
-  // a schema keyword refused since is compiled as it was): find them to warn.
-  return compileConfig(raw, { repeatedGroupBy: true, malformedSchemaKeywords: true });
+  // a schema keyword or an origin refused since is compiled as it was): find them to warn.
+  return compileConfig(raw, {
+    repeatedGroupBy: true,
+    malformedSchemaKeywords: true,
+    malformedOrigins: true,
+  });
 }

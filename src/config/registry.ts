@@ -577,11 +577,13 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     let stream: CompiledStream;
     try {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
-      // schema keyword not of its kind (refused since) compiled as it was.
+      // schema keyword not of its kind or an origin no browser sends (refused since) compiled as
+      // it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,
           malformedSchemaKeywords: true,
+          malformedOrigins: true,
         }),
         record.partialBefore,
         record.counters,

@@ -98,7 +98,11 @@ export const rateLimitSchema = z.strictObject({
   burst: z.int().min(1).max(1_000_000),
 });
 
-/** A web origin, `http(s)://host[:port]` without path, serialized as browsers send it. */
+/**
+ * A web origin, `http(s)://host[:port]` without path, serialized as browsers send it. Takes a
+ * wildcard host or credentials as releases before that check did; `compileConfig` refuses them
+ * (`malformedOrigin`), unless told to take what was stored or deployed then.
+ */
 export const originSchema = z.string().max(256).transform((text, ctx) => {
   let url: URL | undefined;
   try {

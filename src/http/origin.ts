@@ -45,6 +45,7 @@ import type { MiddlewareHandler } from "hono";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { quoteInput } from "../telemetry/logging.ts";
+import { HOST_NAME, webOrigin } from "../validate/mod.ts";
 
 /** Settings of {@linkcode OriginPolicy} besides the mode: what the environment provides. */
 export interface OriginSettings {
@@ -79,9 +80,6 @@ export class OriginSettingError extends Error {
 
 /** Characters a `Host` value never holds; `@` would let the URL parser read userinfo. */
 const HOST_TEXT = /^[^\s/?#@\\]+$/;
-
-/** A normalized DNS name, IPv4 address or bracketed IPv6 address; the URL parser allows more. */
-const HOST_NAME = /^(?:(?:[a-z0-9_-]+\.)*[a-z0-9_-]+|\[[0-9a-f:.]+\])$/;
 
 /**
  * The name (lowercase, punycode, no trailing dot) and the origin of a `Host`
@@ -126,25 +124,15 @@ export function normalizeAllowedHost(entry: string): string {
  * as browsers send it; throws {@linkcode OriginSettingError}.
  */
 export function normalizeAllowedOrigin(entry: string): string {
-  const text = entry.trim();
-  let url: URL | undefined;
-  try {
-    url = new URL(text);
-  } catch {
-    url = undefined;
-  }
-  if (
-    !url || (url.protocol !== "http:" && url.protocol !== "https:") ||
-    url.href !== `${url.origin}/` || !/^https?:\/\/[^/]+\/?$/i.test(text) ||
-    // The URL parser takes hosts no browser sends in `Origin` (`*.example.com`, `a!b.example`):
-    // such an entry would never match, so it is refused as allowed hosts are.
-    !HOST_NAME.test(url.hostname.replace(/\.$/, ""))
-  ) {
+  // The URL parser takes hosts no browser sends in `Origin` (`*.example.com`, `a!b.example`):
+  // such an entry would never match, so it is refused as allowed hosts are (`webOrigin`).
+  const origin = webOrigin(entry.trim());
+  if (origin === undefined) {
     throw new OriginSettingError(
       `Cannot read allowed origin '${entry}': expected http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
     );
   }
-  return url.origin;
+  return origin;
 }
 
 function splitList(text: string | undefined): string[] {

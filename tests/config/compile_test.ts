@@ -6,6 +6,7 @@ import {
   ConfigError,
   DEFAULT_MAX_SESSIONS,
   loadConfigFile,
+  malformedOrigin,
   MAX_COUNTERS_PER_STREAM,
   MAX_STREAM_GROUPS,
 } from "../../src/config/mod.ts";
@@ -622,6 +623,44 @@ Deno.test("compileConfig() reads a stream's limits and origins, and names bad on
     orders({ origins: ["https://shop.example/page"] }),
     /streams\.orders\.origins\[0\]: Origin 'https:\/\/shop\.example\/page' must be http\(s\):\/\/host\[:port\] without path/,
   );
+});
+
+Deno.test("compileConfig() refuses an origin with a wildcard host or credentials, as allowed origins are, naming its path; malformedOrigins takes it as before", () => {
+  assertRefused(
+    orders({ origins: ["https://shop.example", "https://*.shop.example"] }),
+    /^Invalid config: streams\.orders\.origins\[1\]: Origin 'https:\/\/\*\.shop\.example' has a host no browser sends in Origin \(a wildcard matches no page: list each origin\); expected http\(s\):\/\/host\[:port\] without path, credentials or wildcard/,
+  );
+  assertRefused(
+    orders({ origins: ["https://user:pw@shop.example"] }),
+    /^Invalid config: streams\.orders\.origins\[0\]: Origin 'https:\/\/user:pw@shop\.example' holds credentials, which no browser sends in Origin; expected/,
+  );
+  assertRefused(orders({ origins: ["https://a!b.example"] }), /streams\.orders\.origins\[0\]/);
+  // As releases before the check took them: a wildcard kept (it matches nothing), credentials
+  // dropped; found to warn.
+  const raw = orders({ origins: ["https://*.shop.example", "https://user:pw@shop.example"] });
+  const stream = only(compileConfig(raw, { malformedOrigins: true }));
+  assert.deepEqual(stream.parsed.origins, ["https://*.shop.example", "https://shop.example"]);
+  assert.match(malformedOrigin(stream)!, /^streams\.orders\.origins\[0\]: Origin 'https:\/\/\*/);
+  assert.equal(
+    malformedOrigin(only(compileConfig(orders({ origins: ["https://a.example"] })))),
+    undefined,
+  );
+});
+
+Deno.test("the README states a stream's origins are read as allowed origins, and each example it refuses is refused", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const bullet = readme.slice(readme.indexOf("- `origins` — "), readme.indexOf("- `alerts` — "));
+  const text = bullet.replace(/\s+/g, " ");
+  assert.match(text, /read as `EDGESTREAM_ALLOWED_ORIGINS` and a key's `origins` are/);
+  assert.match(
+    text,
+    /refuses such an entry `400` `invalid_definition` naming it \(`origins\[1\]: …`\)/,
+  );
+  assert.match(text, /served as before .* startup warning naming the path/);
+  for (const origin of ["https://user:pw@shop.example", "https://*.shop.example"]) {
+    assert.ok(text.includes(`\`${origin}\``), origin);
+    assertRefused(orders({ origins: [origin] }), /streams\.orders\.origins\[0\]/);
+  }
 });
 
 Deno.test("compileConfig() compiles a session window with its gap and maxSessions", () => {

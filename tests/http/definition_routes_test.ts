@@ -1241,6 +1241,36 @@ Deno.test("a schema keyword not of its kind is 400 invalid_definition naming its
   assert.equal((await put(stored, "signups", fixed)).status, 200);
 });
 
+Deno.test("an origin no browser sends (a wildcard host, credentials) is 400 invalid_definition naming its path; a stream stored with one before is served as it was, and a PUT must fix it", async () => {
+  const wild = { ...SIGNUPS, origins: ["https://shop.example", "https://*.shop.example"] };
+  const refusal = await put(await appWith(), "signups", wild);
+  assert.equal(refusal.status, 400);
+  const error = await errorOf(refusal);
+  assert.equal(error.code, "invalid_definition");
+  assert.match(
+    error.message,
+    /^Invalid stream definition: origins\[1\]: Origin 'https:\/\/\*\.shop\.example' has a host no browser sends in Origin/,
+  );
+  const credentials = { ...SIGNUPS, origins: ["https://user:pw@shop.example"] };
+  const refused = await put(await appWith(), "signups", credentials);
+  assert.equal(refused.status, 400);
+  assert.match(
+    (await errorOf(refused)).message,
+    /^Invalid stream definition: origins\[0\]: Origin 'https:\/\/user:pw@shop\.example' holds credentials/,
+  );
+
+  // Stored by a release that took it: served as it was.
+  const stored = await appStoring("signups", wild, { malformedOrigins: true });
+  assert.equal((await stored.request("/v1/streams/signups")).status, 200);
+  const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", plan: "a" }]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  await sent.body?.cancel();
+  // Sent again it is refused; fixed, it is taken.
+  assert.equal((await put(stored, "signups", { ...wild, description: "kept" })).status, 400);
+  const fixed = { ...wild, origins: ["https://shop.example"] };
+  assert.equal((await put(stored, "signups", fixed)).status, 200);
+});
+
 Deno.test("PUT /v1/streams/{stream} answers an idle stream's watermark by the app's clock, as GET does", async () => {
   const app = await appWith();
   const idle = { ...SIGNUPS, time: { field: "t", idle: "1m" } };

@@ -1,0 +1,44 @@
+/**
+ * The one reading of a web origin a setting lists (`EDGESTREAM_ALLOWED_ORIGINS`, a key's and a
+ * stream definition's `origins`): `http(s)://host[:port]` as a browser sends it in `Origin`.
+ *
+ * @module
+ */
+
+/** A normalized DNS name, IPv4 address or bracketed IPv6 address; the URL parser allows more. */
+export const HOST_NAME = /^(?:(?:[a-z0-9_-]+\.)*[a-z0-9_-]+|\[[0-9a-f:.]+\])$/;
+
+/** What {@linkcode webOrigin} takes, as refusals word it. */
+export const ORIGIN_RULE =
+  "http(s)://host[:port] without path, credentials or wildcard, e.g. 'https://app.example.com'";
+
+/**
+ * `text` serialized as browsers send it in `Origin`, or `undefined` when no browser sends it: not
+ * http(s), a path, query or fragment, credentials (`https://user:pw@host`), or a host the URL
+ * parser takes but no browser names (`https://*.example.com`, `https://a!b.example`), which would
+ * never match.
+ *
+ * @example
+ * ```ts
+ * import { webOrigin } from "./origin.ts";
+ *
+ * webOrigin("https://App.Example.com/"); // "https://app.example.com"
+ * webOrigin("https://*.example.com"); // undefined
+ * ```
+ */
+export function webOrigin(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return undefined;
+  }
+  if (
+    (url.protocol !== "http:" && url.protocol !== "https:") ||
+    url.href !== `${url.origin}/` || !/^https?:\/\/[^/]+\/?$/i.test(text) ||
+    !HOST_NAME.test(url.hostname.replace(/\.$/, ""))
+  ) {
+    return undefined;
+  }
+  return url.origin;
+}
