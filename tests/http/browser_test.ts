@@ -578,3 +578,59 @@ Deno.test("a rate limit takes a token per accepted event: rejected events cost n
   assert.equal(refused.status, 429);
   assert.equal(refused.headers.get("RateLimit"), '"stream";r=0;t=1');
 });
+
+Deno.test("an ingest POST from a page to a stream name that is no name is the name check's 400, which the page reads, not a 403 telling to list its origin", async () => {
+  const { app, createKey } = await setup();
+  const shopKey = await createKey({ scopes: ["ingest"], origins: [SHOP] });
+  const pk = await createKey(PUBLISHABLE);
+  for (const name of ["a.b", "a%20b", "x".repeat(65)]) {
+    // From an origin the key lists, one it does not, and with a publishable key: the key is
+    // verified, then the name refused (it tells nothing about any stream).
+    for (
+      const [options, origin] of [
+        [{ key: shopKey.key, origin: SHOP }, SHOP],
+        [{ key: shopKey.key, origin: OTHER }, OTHER],
+        [{ query: pk.key, origin: SHOP }, SHOP],
+        [{ key: KEYS.ingest, origin: SHOP }, SHOP],
+      ] as const
+    ) {
+      const res = await app.request(...send(name, { id: "a" }, options));
+      assert.equal(res.status, 400, `${name} ${JSON.stringify(options)}`);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, /^Invalid path parameter stream: Names are 1-64 characters/);
+      assert.equal(res.headers.get("Access-Control-Allow-Origin"), origin);
+    }
+    // Without a key: 401, as for a name.
+    const keyless = await app.request(...send(name, { id: "a" }, { origin: SHOP }));
+    assert.equal(keyless.status, 401);
+    await keyless.body?.cancel();
+  }
+  // Open mode: the same 400 from a page on another origin.
+  const open = createApp({
+    streams: compileConfig(CONFIG),
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+  });
+  const res = await open.request("http://localhost/v1/streams/a.b/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Origin: SHOP },
+    body: "{}",
+  });
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.code, "invalid_request");
+});
+
+Deno.test("the README's ingest CORS says a POST to a stream name that is no name is 400 from any origin, never a 403 telling to list the origin", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(
+    readme.indexOf("### Browsers: CORS, beacons and `/sdk.js`"),
+    readme.indexOf("- **Beacons.**"),
+  ).replace(/\s+/g, " ");
+  assert.match(
+    section,
+    /a POST to a stream name that is not a name at all is that `400` \(`invalid_request`\) from any origin once its key is verified \(a `401` before\), never a `403` telling to list the origin/,
+  );
+  assert.match(section, /a repeated query's `400`, a stream name's `400`, a `401`/);
+});
