@@ -78,7 +78,8 @@ export const ERROR_CODES = {
   },
   invalid_idempotency_key: {
     status: [400],
-    when: "an `Idempotency-Key` that is not 1-255 printable ASCII characters, or two that differ",
+    when:
+      "an `Idempotency-Key` that is not 1-255 printable ASCII characters, a header sent more than once, or two that differ",
   },
   invalid_seq: {
     status: [400],

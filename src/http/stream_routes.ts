@@ -372,7 +372,13 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
       const key = idempotencyKeyOf(c);
       if (key !== undefined) {
         const problem = idempotencyKeyProblem(key);
-        if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
+        if (problem) {
+          throw new ApiError(
+            400,
+            "invalid_idempotency_key",
+            repeatedHeaderProblem(c, key) ?? problem,
+          );
+        }
       }
       const ingest = (target: CompiledStream, events: typeof items) =>
         ingestItems(target, events, {
@@ -940,6 +946,18 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
       nextCursor: page.next && rowCursor(page.next),
     }, 200);
   };
+}
+
+/**
+ * Why the refused idempotency key `key` is refused, when it is a header sent more than once: the
+ * fetch API joins their values with `", "`, which no key holds (it has no space), so the
+ * message would otherwise say it is not printable ASCII. Asked only of a refused key.
+ */
+function repeatedHeaderProblem(c: Context, key: string): string | undefined {
+  if (!key.includes(", ") || c.req.header("Idempotency-Key") !== key) return undefined;
+  return `Idempotency-Key was sent more than once (its values joined: '${
+    quoteInput(key)
+  }'): send the header once`;
 }
 
 /**

@@ -249,6 +249,43 @@ Deno.test("an Idempotency-Key of 255 printable ASCII characters is taken, and it
   assert.equal(await countOf(app), 1);
 });
 
+Deno.test("an Idempotency-Key header sent twice (joined 'a, a') is 400 saying so, not that the key is no printable ASCII; nothing applied", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const events = [{ ts: at(10), country: "DE" }];
+  for (const values of [["a", "a"], ["a", "b"], ["k".repeat(200), "k".repeat(200)]]) {
+    const headers = new Headers({ "Content-Type": "application/json" });
+    for (const value of values) headers.append("Idempotency-Key", value);
+    const res = await app.request("/v1/streams/orders/events", {
+      method: "POST",
+      headers,
+      body: JSON.stringify(events),
+    });
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_idempotency_key");
+    assert.match(
+      error.message,
+      /^Idempotency-Key was sent more than once \(its values joined: '.+, .+'\): send the header once$/,
+    );
+  }
+  // One header with a space is no repeat; a query key holding ', ' neither.
+  const spaced = await send(app, events, "a b");
+  assert.equal(
+    (await spaced.json()).error.message,
+    "Idempotency-Key must be printable ASCII without spaces",
+  );
+  const query = await app.request("/v1/streams/orders/events?idempotencyKey=a,%20a", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(events),
+  });
+  assert.equal(
+    (await query.json()).error.message,
+    "Idempotency-Key must be printable ASCII without spaces",
+  );
+  assert.equal(await countOf(app), 0);
+});
+
 Deno.test("a replayed reply keeps its counts and lists the first 100 rejected events; stats count them once", async () => {
   const { app, store } = await testApp({ config: CONFIG });
   // One valid event, then 150 whose country is no string.
