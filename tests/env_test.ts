@@ -786,7 +786,7 @@ Deno.test("configFromEnv() serves a config file's origin refused since (a wildca
     assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
       level: "warning",
       text:
-        `EDGESTREAM_CONFIG: streams.orders.origins[1]: Origin 'https://user:pw@shop.example' holds credentials, which no browser sends in Origin; expected http(s)://host[:port] without path, credentials or wildcard, e.g. 'https://app.example.com'; served as before this check (a wildcard host matches no page; credentials are dropped, leaving the origin); fix it: a definition sent through the API with it is refused`,
+        `EDGESTREAM_CONFIG: streams.orders.origins[1]: Origin 'https://[REDACTED]@shop.example' holds credentials, which no browser sends in Origin; expected http(s)://host[:port] without path, credentials or wildcard, e.g. 'https://app.example.com'; served as before this check (a wildcard host matches no page; credentials are dropped, leaving the origin); fix it: a definition sent through the API with it is refused`,
     }]);
   });
 });

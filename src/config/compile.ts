@@ -495,8 +495,12 @@ export function malformedOrigin(stream: CompiledStream): string | undefined {
   if (!Array.isArray(origins)) return undefined;
   for (const [index, entry] of origins.entries()) {
     if (typeof entry !== "string" || webOrigin(entry) !== undefined) continue;
-    const text = quoteInput(entry);
-    const why = /^[^/]*\/\/[^/]*@/.test(entry)
+    const credentials = /^[^/]*\/\/[^/]*@/.test(entry);
+    // Not the credentials themselves: this goes to the client and to the request's log line.
+    const text = quoteInput(
+      credentials ? entry.replace(/^([^/]*\/\/)[^/]*@/, "$1[REDACTED]@") : entry,
+    );
+    const why = credentials
       ? "holds credentials, which no browser sends in Origin"
       : "has a host no browser sends in Origin (a wildcard matches no page: list each origin)";
     return `streams.${stream.name}.origins[${index}]: Origin '${text}' ${why}; expected ${ORIGIN_RULE}`;

@@ -57,6 +57,8 @@ import {
   compileStreamDefinition,
   ConfigError,
   type FormerCounter,
+  malformedOrigin,
+  malformedSchemaKeyword,
   repeatedGroupBy,
   repeatedGroupByProblem,
 } from "./compile.ts";
@@ -604,6 +606,15 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
         error: error instanceof ConfigError ? definitionProblem(name, error) : String(error),
       });
       return undefined;
+    }
+    // Served as stored, though a PUT of it now is refused: said once a version loaded, so that
+    // an admin finds it (a config file's are startup warnings).
+    for (const problem of [malformedSchemaKeyword(stream), malformedOrigin(stream)]) {
+      if (problem === undefined) continue;
+      logger.warn(
+        "Stored stream '{stream}' version {version}: {problem}; served as stored before this check; replace it with PUT /v1/streams/{stream}, which refuses it as it is",
+        { stream: name, version: record.version, problem },
+      );
     }
     this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
     this.#misses.delete(name);

@@ -632,7 +632,7 @@ Deno.test("compileConfig() refuses an origin with a wildcard host or credentials
   );
   assertRefused(
     orders({ origins: ["https://user:pw@shop.example"] }),
-    /^Invalid config: streams\.orders\.origins\[0\]: Origin 'https:\/\/user:pw@shop\.example' holds credentials, which no browser sends in Origin; expected/,
+    /^Invalid config: streams\.orders\.origins\[0\]: Origin 'https:\/\/\[REDACTED\]@shop\.example' holds credentials, which no browser sends in Origin; expected/,
   );
   assertRefused(orders({ origins: ["https://a!b.example"] }), /streams\.orders\.origins\[0\]/);
   // As releases before the check took them: a wildcard kept (it matches nothing), credentials
@@ -654,9 +654,10 @@ Deno.test("the README states a stream's origins are read as allowed origins, and
   assert.match(text, /read as `EDGESTREAM_ALLOWED_ORIGINS` and a key's `origins` are/);
   assert.match(
     text,
-    /refuses such an entry `400` `invalid_definition` naming it \(`origins\[1\]: …`\)/,
+    /refuses such an entry `400` `invalid_definition` naming it \(`origins\[1\]: …`, credentials shown as `\[REDACTED\]`\)/,
   );
   assert.match(text, /served as before .* startup warning naming the path/);
+  assert.match(text, /a stored one's with a warning when an instance loads it/);
   for (const origin of ["https://user:pw@shop.example", "https://*.shop.example"]) {
     assert.ok(text.includes(`\`${origin}\``), origin);
     assertRefused(orders({ origins: [origin] }), /streams\.orders\.origins\[0\]/);

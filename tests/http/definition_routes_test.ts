@@ -1254,10 +1254,12 @@ Deno.test("an origin no browser sends (a wildcard host, credentials) is 400 inva
   const credentials = { ...SIGNUPS, origins: ["https://user:pw@shop.example"] };
   const refused = await put(await appWith(), "signups", credentials);
   assert.equal(refused.status, 400);
+  const refusedError = await errorOf(refused);
   assert.match(
-    (await errorOf(refused)).message,
-    /^Invalid stream definition: origins\[0\]: Origin 'https:\/\/user:pw@shop\.example' holds credentials/,
+    refusedError.message,
+    /^Invalid stream definition: origins\[0\]: Origin 'https:\/\/\[REDACTED\]@shop\.example' holds credentials/,
   );
+  assert.doesNotMatch(JSON.stringify(refusedError), /pw/);
 
   // Stored by a release that took it: served as it was.
   const stored = await appStoring("signups", wild, { malformedOrigins: true });
@@ -1374,3 +1376,33 @@ redisTest(
       ),
     ),
 );
+
+Deno.test("a stream stored before a check it fails (an origin no browser sends, a schema keyword not of its kind) is served, and its load says so once, naming the path", async () => {
+  const definition = {
+    ...SIGNUPS,
+    schema: { type: "object", properties: { plan: { type: "string", minimum: "1" } } },
+    origins: ["https://shop.example", "https://user:pw-0123@shop.example"],
+  };
+  const logged = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", definition, {
+      malformedOrigins: true,
+      malformedSchemaKeywords: true,
+    });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return records.filter((record) => record.level === "warning").map(messageOf);
+  });
+  assert.equal(logged.length, 2, logged.join("\n"));
+  assert.match(
+    logged[0],
+    /^Stored stream 'signups' version 1: streams\.signups\.schema: .*minimum.*; served as stored before this check; replace it with PUT \/v1\/streams\/signups/,
+  );
+  assert.match(
+    logged[1],
+    /^Stored stream 'signups' version 1: streams\.signups\.origins\[1\]: Origin 'https:\/\/\[REDACTED\]@shop\.example' holds credentials/,
+  );
+  assert.doesNotMatch(logged.join("\n"), /pw-0123/);
+});
