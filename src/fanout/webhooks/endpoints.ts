@@ -277,19 +277,7 @@ export class EndpointRegistry {
     await this.#checkFields(input, "register");
     const url = await this.#checkUrl(input.url, "register");
     const now = this.#now();
-    // A log it hears from is held for dispatch before its start is read, so a close before the
-    // next dispatch trims none of what it is to get (see `Store.markDispatched`). Streams apart
-    // from each other, LOG_CALLS at a time.
-    const names = [...this.#streams.keys()];
-    const lastIds = new Map<string, string | null>();
-    await forEachAtMost(names, LOG_CALLS, async (name) => {
-      if (!input.streams || input.streams.includes(name)) {
-        reportTrimmed(name, await this.#store.markDispatched(name, NOTHING_DISPATCHED));
-      }
-      lastIds.set(name, await this.#store.lastLogId(name));
-    });
-    // In the streams' order, whichever call ended first.
-    const startAfter = Object.fromEntries(names.map((name) => [name, lastIds.get(name) ?? null]));
+    const startAfter = await this.#starts(input.streams ?? null);
     const secret = generateSecret();
     const config: EndpointConfig = {
       id: `ep_${crypto.randomUUID().replaceAll("-", "")}`,
@@ -315,6 +303,25 @@ export class EndpointRegistry {
     await this.#deliveries.putEndpoint(config, { expectVersion: null, state });
     await this.#onChange();
     return { endpoint: (await this.#deliveries.getEndpoint(config.id))!, secret };
+  }
+
+  /**
+   * Where an endpoint starts in each stream's log: after its last entry now. A log it hears
+   * from is held for dispatch before its start is read, so a close before the next dispatch
+   * trims none of what it is to get (see `Store.markDispatched`). Streams apart from each
+   * other, LOG_CALLS at a time.
+   */
+  async #starts(streams: readonly string[] | null): Promise<Record<string, string | null>> {
+    const names = [...this.#streams.keys()];
+    const lastIds = new Map<string, string | null>();
+    await forEachAtMost(names, LOG_CALLS, async (name) => {
+      if (!streams || streams.includes(name)) {
+        reportTrimmed(name, await this.#store.markDispatched(name, NOTHING_DISPATCHED));
+      }
+      lastIds.set(name, await this.#store.lastLogId(name));
+    });
+    // In the streams' order, whichever call ended first.
+    return Object.fromEntries(names.map((name) => [name, lastIds.get(name) ?? null]));
   }
 
   /** Every endpoint, oldest first. */
@@ -357,6 +364,13 @@ export class EndpointRegistry {
   async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
     await this.#checkFields(patch, "change");
     const url = patch.url === undefined ? undefined : await this.#checkUrl(patch.url, "change");
+    // Enabled again, it starts as a new registration does, after what its streams logged so
+    // far: a result logged while it was disabled, even one no dispatch took before now, is not
+    // sent to it.
+    const current = patch.disabled === false ? await this.get(id) : null;
+    const restart = current?.disabled
+      ? await this.#starts(patch.streams === undefined ? current.streams : patch.streams)
+      : null;
     return await this.#change(id, (endpoint) => {
       const config = configOf(endpoint);
       if (url !== undefined) config.url = url;
@@ -380,6 +394,7 @@ export class EndpointRegistry {
       let state: Partial<EndpointState> | undefined;
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
+        if (endpoint.disabled && restart !== null) config.startAfter = restart;
       } else if (patch.disabled === true && !endpoint.disabled) {
         state = { disabled: true, disabledReason: "Disabled by its owner" };
       }

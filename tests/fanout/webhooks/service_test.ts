@@ -497,6 +497,37 @@ Deno.test("410 Gone disables the endpoint; re-enabled it gets deliveries again, 
   });
 });
 
+Deno.test("an endpoint enabled again gets no delivery of a result logged while it was disabled, even one not yet dispatched when it was enabled", async () => {
+  await withApp({}, async ({ app, webhooks, receiver }) => {
+    // Another endpoint batching event.processed holds the stream's dispatch for its maxWait.
+    await register(app, {
+      url: receiver.url("/other"),
+      eventTypes: ["event.processed"],
+      batch: { maxEvents: 10, maxWait: "2s" },
+    });
+    const { id } = await register(app, {
+      url: receiver.url("/enabled-again"),
+      eventTypes: ["event.processed"],
+      disabled: true,
+    });
+    await ingest(app, [{ id: "while-disabled", ts: at(1), country: "DE" }]);
+    // Enabled before that dispatch: the event was logged while it was disabled all the same.
+    const enabled = await call(app, "PATCH", `/v1/webhooks/${id}`, { disabled: false });
+    assert.equal(enabled.status, 200, enabled.text);
+    await sweep(app, webhooks);
+    assert.deepEqual(receiver.received.map((item) => item.path), ["/other"]);
+    assert.deepEqual(await deliveriesOf(app, id), []);
+    // What is logged once it is enabled reaches it.
+    await ingest(app, [{ id: "enabled", ts: at(2), country: "DE" }]);
+    await sweep(app, webhooks);
+    assert.deepEqual(
+      receiver.received.filter((item) => item.path === "/enabled-again")
+        .map((item) => item.payload.data.event.id),
+      ["enabled"],
+    );
+  });
+});
+
 Deno.test("an endpoint failing continuously for the configured period is disabled", async () => {
   await withApp({ disableAfterMs: MINUTE }, async ({ app, webhooks, receiver, clock }) => {
     const { id } = await register(app, { url: receiver.url() });
