@@ -152,6 +152,9 @@ export class Sender {
   #pumping: Promise<void> | null = null;
   #again = false;
   #closed = false;
+  /** When each rate-limited endpoint that was just sent to has a token again (`performance.now()`). */
+  #rateWakes = new Map<string, number>();
+  #rateTimer: ReturnType<typeof setTimeout> | undefined;
   /** Aborted when {@linkcode close} gives up on the sends in flight. */
   #stopping = new AbortController();
   #counts: SendCounts = { attempted: 0, succeeded: 0, failed: 0 };
@@ -346,10 +349,43 @@ export class Sender {
   /** Sends claims made with {@linkcode reserve}'s options, and frees the slots they held. */
   take(reserved: ClaimOptions, claims: readonly Claim[]): void {
     this.#reserved -= reserved.limit;
+    this.#wakeForRate(claims);
     // Claimed while closing: give them back unsent rather than hold them for the lease.
     for (const claim of claims) {
       detached(() => this.#track(this.#closed ? this.#release(claim) : this.attempt(claim)));
     }
+  }
+
+  /**
+   * A rate-limited endpoint may have more due than its bucket let go: claims again once it
+   * has a token again (1 / `rateLimit` s after these), rather than leave the rest to the next
+   * sweep, seconds (or, with sweeps off, a cron's minute) away. A claim then that finds none
+   * due, or another instance got the token, sets no further wake.
+   */
+  #wakeForRate(claims: readonly Claim[]): void {
+    if (this.#closed) return;
+    let changed = false;
+    for (const { endpoint } of claims) {
+      if (endpoint.rateLimit === null) continue;
+      this.#rateWakes.set(endpoint.id, performance.now() + Math.ceil(SECOND / endpoint.rateLimit));
+      changed = true;
+    }
+    if (changed) this.#armRateTimer();
+  }
+
+  #armRateTimer(): void {
+    clearTimeout(this.#rateTimer);
+    this.#rateTimer = undefined;
+    if (this.#closed || this.#rateWakes.size === 0) return;
+    const delayMs = Math.max(0, Math.min(...this.#rateWakes.values()) - performance.now());
+    this.#rateTimer = setTimeout(() => {
+      const nowMs = performance.now();
+      for (const [id, atMs] of this.#rateWakes) if (atMs <= nowMs) this.#rateWakes.delete(id);
+      this.#armRateTimer();
+      this.kick();
+    }, delayMs);
+    // Never what keeps a process alive: a stopping process closes the sender anyway.
+    Deno.unrefTimer(this.#rateTimer);
   }
 
   /** Counts `work` (a send, or a claim given back) as in flight until it settles. */
@@ -450,6 +486,8 @@ export class Sender {
    */
   async close(options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#rateTimer);
+    this.#rateWakes.clear();
     const { signal } = options;
     const stop = () => this.#stopping.abort();
     if (signal?.aborted) stop();

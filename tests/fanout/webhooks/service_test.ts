@@ -528,6 +528,35 @@ Deno.test("an endpoint enabled again gets no delivery of a result logged while i
   });
 });
 
+Deno.test("a rate-limited endpoint gets its deliveries at its rateLimit, not one burst a sweep", async () => {
+  // Real time: the bucket refills as the clock runs, and no sweep runs here.
+  const clock = {
+    get now() {
+      return Date.now();
+    },
+  } as Clock;
+  await withApp({ clock }, async ({ app, webhooks, receiver }) => {
+    await register(app, {
+      url: receiver.url(),
+      eventTypes: ["event.processed"],
+      rateLimit: 4,
+    });
+    const events = Array.from({ length: 8 }, (_, i) => ({ id: `r${i}`, country: "DE" }));
+    await ingest(app, events);
+    await webhooks.idle();
+    // The burst: one second's worth.
+    assert.equal(receiver.received.length, 4);
+    // The rest at 4/s, about 1 s later, without a sweep.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      receiver.waitFor(8),
+      new Promise((resolve) => timer = setTimeout(resolve, 3_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(receiver.received.length, 8);
+  });
+});
+
 Deno.test("an endpoint failing continuously for the configured period is disabled", async () => {
   await withApp({ disableAfterMs: MINUTE }, async ({ app, webhooks, receiver, clock }) => {
     const { id } = await register(app, { url: receiver.url() });
