@@ -199,13 +199,13 @@ export class WebhookService {
     this.#watcher.observe(batch);
     const name = batch.stream.name;
     let delayMs: number | null = null;
+    const late = batch.outcomes.includes("late");
     for (const endpoint of this.#endpoints) {
-      if (
-        !this.#listens(endpoint, name, "event.processed") &&
-        !this.#listens(endpoint, name, "event.late")
-      ) continue;
-      // Only a batch of event.processed waits: one of other types goes with the next dispatch.
-      const wait = batchedTypes(endpoint.batch).includes("event.processed")
+      const takesLate = this.#listens(endpoint, name, "event.late");
+      if (!this.#listens(endpoint, name, "event.processed") && !takesLate) continue;
+      // Only a batch of event.processed waits: one of other types goes with the next dispatch,
+      // as does an event.late, never batched, of an endpoint that batches its event.processed.
+      const wait = batchedTypes(endpoint.batch).includes("event.processed") && !(late && takesLate)
         ? endpoint.batch!.maxWaitMs
         : 0;
       delayMs = delayMs === null ? wait : Math.min(delayMs, wait);

@@ -557,6 +557,26 @@ Deno.test("a rate-limited endpoint gets its deliveries at its rateLimit, not one
   });
 });
 
+Deno.test("an event.late goes out at once to an endpoint whose batch holds its event.processed: maxWait holds only event.processed", async () => {
+  await withApp({}, async ({ app, receiver }) => {
+    await ingest(app, [{ id: "on-time", ts: at(100), country: "DE" }]);
+    await register(app, {
+      url: receiver.url(),
+      eventTypes: ["event.processed", "event.late"],
+      batch: { maxEvents: 10, maxWait: "1m" },
+    });
+    const late = await ingest(app, [{ id: "late", ts: at(1), country: "DE" }]);
+    assert.equal(late.late, 1);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      receiver.waitFor(1),
+      new Promise((resolve) => timer = setTimeout(resolve, 3_000)),
+    ]);
+    clearTimeout(timer);
+    assert.deepEqual(receiver.received.map((item) => item.payload.type), ["event.late"]);
+  });
+});
+
 Deno.test("an endpoint failing continuously for the configured period is disabled", async () => {
   await withApp({ disableAfterMs: MINUTE }, async ({ app, webhooks, receiver, clock }) => {
     const { id } = await register(app, { url: receiver.url() });
