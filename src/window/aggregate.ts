@@ -42,11 +42,31 @@ export const DEFAULT_QUANTILES: readonly number[] = [0.5, 0.9, 0.95, 0.99];
 /**
  * Name of a quantile in a value: `p` and the percentage (`0.5` → `p50`, `0.999` → `p99.9`,
  * `0.9999999999999` → `p99.99999999999`): the decimal that names `q`, its point moved two places,
- * so no digit of it is rounded away (`q * 100` would be `28.999999999999996` for `0.29`).
+ * so no digit of it is rounded away (`q * 100` would be `28.999999999999996` for `0.29`). The
+ * point is moved in the text: the double nearest to the moved decimal may print with a digit
+ * fewer or another last digit (`0.8029312186167659` would be `p80.2931218616766`, the name of
+ * `0.802931218616766` too), so that number's text is the name only when it is the same decimal
+ * (`1e-7` → `p0.00001`, as JavaScript prints it).
  */
 export function quantileName(q: number): string {
-  const [digits, exponent = "0"] = String(q).split("e");
-  return `p${Number(`${digits}e${Number(exponent) + 2}`)}`;
+  const exact = movePoint(String(q), 2);
+  const printed = String(Number(exact));
+  return `p${movePoint(printed, 0) === exact ? printed : exact}`;
+}
+
+/** `text` (a non-negative number as JavaScript prints it) times 10^`places`, as plain decimal text. */
+function movePoint(text: string, places: number): string {
+  const [mantissa, exponent = "0"] = text.split("e");
+  const [whole, fraction = ""] = mantissa.split(".");
+  const digits = `${whole}${fraction}`;
+  const point = whole.length + Number(exponent) + places;
+  const plain = point <= 0
+    ? `0.${"0".repeat(-point)}${digits}`
+    : point >= digits.length
+    ? digits + "0".repeat(point - digits.length)
+    : `${digits.slice(0, point)}.${digits.slice(point)}`;
+  // No zeros before the first digit of the whole part, none after the last of the fraction.
+  return plain.replace(/^0+(?=\d)/, "").replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
 }
 
 /** Options for {@linkcode aggregateValue}. */

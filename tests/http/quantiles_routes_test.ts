@@ -124,6 +124,20 @@ Deno.test("?q= names each quantile by its decimal with the point moved two place
   assert.equal(row.value.p100, undefined);
 });
 
+Deno.test("?q= of two quantiles whose percentages print alike as doubles names both, each with its digits", async () => {
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, requests(), { stream: "api" });
+  // 0.8029312186167659 × 100 as a double prints 80.2931218616766, the percentage of the second.
+  const res = await app.request(
+    "/v1/streams/api/counters/latency?q=0.8029312186167659,0.802931218616766&group.endpoint=/b",
+  );
+  assert.equal(res.status, 200, await res.clone().text());
+  const [row] = (await res.json()).windows;
+  for (const name of ["p80.29312186167659", "p80.2931218616766"]) {
+    assert.equal(typeof row.value[name], "number", `${name} in ${Object.keys(row.value)}`);
+  }
+});
+
 Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to tell from 0 or too close to 1, named twice, or on another counter is a 400 naming it", async () => {
   const { app } = await testApp({ config: CONFIG });
   await postEvents(app, requests(), { stream: "api" });

@@ -8,6 +8,7 @@ import {
   distinctKey,
   emptyState,
   mergeState,
+  quantileName,
 } from "../../src/window/mod.ts";
 
 function stateOf(values: Array<number | undefined>): AggregateState {
@@ -163,4 +164,31 @@ Deno.test("canonicalJson() is JSON text of the same value, one text whatever ord
   assert.equal(canonicalJson(JSON.parse('{"__proto__": 1, "a": 2}')), '{"__proto__":1,"a":2}');
   assert.notEqual(canonicalJson([1, 2]), canonicalJson([2, 1]));
   assert.equal(distinctKey({ a: 1, b: 2 }), distinctKey({ b: 2, a: 1 }));
+});
+
+Deno.test("quantileName() moves the point of q's decimal two places, no digit rounded away or changed", () => {
+  const cases: Array<[number, string]> = [
+    [0, "p0"],
+    [1, "p100"],
+    [0.5, "p50"],
+    [0.29, "p29"],
+    [0.001, "p0.1"],
+    [0.9999999999999, "p99.99999999999"],
+    [1e-7, "p0.00001"],
+    [1e-9, "p1e-7"],
+    // The nearest double to 80.29312186167659 prints as 80.2931218616766 (the name of the next q).
+    [0.8029312186167659, "p80.29312186167659"],
+    [0.802931218616766, "p80.2931218616766"],
+    [0.12345678901234568, "p12.345678901234568"],
+  ];
+  for (const [q, name] of cases) assert.equal(quantileName(q), name, String(q));
+  // Two quantiles are two names: a read may ask for both.
+  fc.assert(fc.property(fc.double({ min: 0, max: 1, noNaN: true }), (q) => {
+    const name = quantileName(q);
+    assert.equal(
+      Number(name.slice(1)),
+      Number(`${String(q).split("e")[0]}e${Number(String(q).split("e")[1] ?? 0) + 2}`),
+    );
+    assert.match(name, /^p\d/);
+  }));
 });
