@@ -45,6 +45,7 @@ import {
   type CompiledCounter,
   decodeGroup,
   groupKey,
+  partialWindow,
   quantileName,
 } from "../window/mod.ts";
 import {
@@ -1294,6 +1295,7 @@ const sweepRoute = createRoute({
               counter: z.string(),
               start: z.string(),
               end: z.string(),
+              partial: z.boolean().optional().openapi({ description: PARTIAL_DESCRIPTION }),
               groups: z.array(z.object({
                 group: z.record(z.string(), z.unknown()),
                 value: CounterValueSchema,
@@ -1313,6 +1315,7 @@ const sweepRoute = createRoute({
               approximate: z.boolean().optional().openapi({
                 description: "Present and true when the value is an estimate (distinct on Redis)",
               }),
+              partial: z.boolean().optional().openapi({ description: PARTIAL_DESCRIPTION }),
             })).openapi({ description: "Alerts the final values fired (new firings only)" }),
             webhooks: z.object({
               queued: z.number().int().nonnegative().openapi({
@@ -1353,6 +1356,8 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           counter: window.counter,
           start: new Date(window.start).toISOString(),
           end: new Date(window.end).toISOString(),
+          // As its `window.closed` payloads and a read say: the counter missed events of it.
+          ...(partialWindow(counter, window.start) ? { partial: true } : {}),
           groups: window.groups.map((item) => ({
             group: decodeGroup(counter.groupBy, item.group),
             value: aggregateValue(counter.aggregate, item.state),
@@ -1371,6 +1376,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           group: decodeGroup(counter.groupBy, firing.group),
           value: firing.value,
           ...(firing.approximate ? { approximate: true } : {}),
+          ...(partialWindow(counter, firing.start) ? { partial: true } : {}),
         };
       }),
       webhooks: { queued: (report.fanout ?? []).reduce((sum, item) => sum + item.queued, 0) },

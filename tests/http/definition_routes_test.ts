@@ -553,6 +553,47 @@ Deno.test("POST /v1/admin/sweep reports what it closed of a stream deleted while
   );
 });
 
+Deno.test("POST /v1/admin/sweep marks partial the windows and sessions it closed and the alerts it fired of counters added after events, as their payloads and reads do", async () => {
+  const app = await appWith();
+  const base = { time: { field: "t", lateness: "0s" }, counters: SIGNUPS.counters };
+  assert.equal((await put(app, "signups", base)).status, 201);
+  const at = (ms: number) => new Date(T0 - 600_000 + ms).toISOString();
+  assert.equal((await ingest(app, "signups", [{ t: at(1_000), plan: "pro" }])).status, 202);
+  const grown = {
+    ...base,
+    counters: {
+      ...base.counters,
+      added: { window: { tumbling: "1m" }, aggregate: "count" },
+      visits: { window: { session: "10s" }, aggregate: "count" },
+    },
+    // Session alerts are judged only at close: the sweep fires it.
+    alerts: [{ name: "visited", counter: "visits", when: "value >= 1.0" }],
+  };
+  assert.equal((await put(app, "signups", grown)).status, 200);
+  // One more event in the window and gap the added counters missed the first of, then one that
+  // makes them final.
+  const events = [{ t: at(2_000), plan: "pro" }, { t: at(300_000), plan: "pro" }];
+  assert.equal((await ingest(app, "signups", events)).status, 202);
+  const swept = await app.request("/v1/admin/sweep", { method: "POST" });
+  assert.equal(swept.status, 200, await swept.clone().text());
+  const body = await swept.json();
+  const closed = Object.fromEntries(
+    body.closed.map((window: { counter: string; partial?: boolean }) => [
+      window.counter,
+      window.partial,
+    ]),
+  );
+  assert.deepEqual(closed, { perMinute: undefined, added: true, visits: true });
+  assert.deepEqual(
+    body.fired.map((
+      firing: { alert: string; partial?: boolean },
+    ) => [firing.alert, firing.partial]),
+    [["visited", true]],
+  );
+  const read = await (await app.request("/v1/streams/signups/counters/visits")).json();
+  assert.equal(read.windows.at(-1).partial, true);
+});
+
 Deno.test("POST /v1/admin/sweep sweeps the other streams when one fails and reports both; an unreachable store is a 503", async () => {
   let now = T0;
   let failure: Error = new Error(
