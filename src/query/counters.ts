@@ -319,9 +319,11 @@ export async function listWindowsPage(
 
 /**
  * Panes one store read of a page covers (at least one window): a tumbling counter's windows are
- * one pane each, a sliding 1d counter's with 1m precision 1,440.
+ * one pane each, a sliding 1d counter's with 1m precision 1,440. On Redis one read is one script,
+ * which blocks Redis while it runs: every reader of many windows (pages, `top`, the alerts'
+ * evaluation after ingest) reads them this many panes at a time.
  */
-const PANES_PER_READ = 4096;
+export const PANES_PER_READ = 4096;
 
 /**
  * The row of one group's value in one window, the one way every listing builds it; `group` is

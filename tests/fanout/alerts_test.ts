@@ -184,6 +184,44 @@ Deno.test("AlertWatcher fires after ingest, off the request path, once per alert
   await watcher.close();
 });
 
+Deno.test("AlertWatcher reads the windows an event touched a few at a time, never all of a sliding day's 1,440 in one store read", async () => {
+  const day = compileConfig({
+    streams: {
+      visits: {
+        time: { field: "ts" },
+        counters: {
+          daily: { window: { sliding: "1d", precision: "1m" }, aggregate: "count" },
+        },
+        alerts: [{ name: "any", counter: "daily", when: "value >= 1.0" }],
+      },
+    },
+  }).get("visits")!;
+  const store = new MemoryStore({ now: () => T0 });
+  const reads: number[] = [];
+  const counting = {
+    readWindows(...args: Parameters<Store["readWindows"]>) {
+      reads.push(args[2].reduce((sum, read) => sum + read.panes.length, 0));
+      return store.readWindows(...args);
+    },
+    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
+  } as unknown as Store;
+  const watcher = new AlertWatcher(counting, { now: () => T0 });
+  await ingestItems(day, items([{ ts: at(1) }]), {
+    observers: [watcher.observe],
+    store,
+    nowMs: T0,
+  });
+  await watcher.idle();
+  // 1,440 windows of 1,440 panes: one Redis script merging 2,073,600 panes blocked Redis for
+  // seconds. Each read takes windows until they cover 4,096 panes, as a page's reads do.
+  assert.equal(reads.reduce((sum, panes) => sum + panes, 0), 1440 * 1440);
+  assert.ok(Math.max(...reads) < 4096 + 1440, `reads of ${Math.max(...reads)} panes`);
+  // Every window the event is in fired, once.
+  const fired = (await store.readLog("visits", null, 2000)).map((entry) => entry.record.type);
+  assert.equal(fired.filter((type) => type === "alert.fired").length, 1440);
+  await watcher.close();
+});
+
 Deno.test("AlertWatcher asks the store to fire an alert once, not again on every batch that keeps it true", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const asked: string[] = [];
