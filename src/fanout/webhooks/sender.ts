@@ -45,6 +45,13 @@ export const DEFAULT_DISABLE_AFTER_MS = 5 * DAY;
 
 const USER_AGENT = "edgestream-webhooks/0.1";
 
+/**
+ * Soonest claim again (ms) for a rate-limited endpoint after a send: its bucket refills all the
+ * while, so a fast limit (100/s) loses nothing by claiming what it holds 10 times a second
+ * rather than a claim (a store call) per token.
+ */
+const RATE_WAKE_MIN_MS = 100;
+
 /** Options for {@linkcode retryDelayMs}. */
 export interface RetryDelayOptions {
   /** Delay before each attempt. @default {RETRY_SCHEDULE_MS} */
@@ -358,16 +365,17 @@ export class Sender {
 
   /**
    * A rate-limited endpoint may have more due than its bucket let go: claims again once it
-   * has a token again (1 / `rateLimit` s after these), rather than leave the rest to the next
-   * sweep, seconds (or, with sweeps off, a cron's minute) away. A claim then that finds none
-   * due, or another instance got the token, sets no further wake.
+   * has a token again (1 / `rateLimit` s after these, at least 100 ms), rather than leave the
+   * rest to the next sweep, seconds (or, with sweeps off, a cron's minute) away. A claim then
+   * that finds none due, or another instance got the token, sets no further wake.
    */
   #wakeForRate(claims: readonly Claim[]): void {
     if (this.#closed) return;
     let changed = false;
     for (const { endpoint } of claims) {
       if (endpoint.rateLimit === null) continue;
-      this.#rateWakes.set(endpoint.id, performance.now() + Math.ceil(SECOND / endpoint.rateLimit));
+      const delayMs = Math.max(RATE_WAKE_MIN_MS, Math.ceil(SECOND / endpoint.rateLimit));
+      this.#rateWakes.set(endpoint.id, performance.now() + delayMs);
       changed = true;
     }
     if (changed) this.#armRateTimer();
