@@ -1352,6 +1352,87 @@ Deno.test("MemoryDeliveryStore: deleting an endpoint frees its deliveries, not a
   assert.ok(await store.getDelivery(delivery(3, "ep_b").id));
 });
 
+/**
+ * Creates a delivery at T0, fails it half a retention later (which keeps it a retention from
+ * then), and creates another just past the first's creation plus a retention: what the list
+ * shows then, and how many a replay since T0 requeues.
+ */
+async function keptPastCreationRetention(
+  store: DeliveryStore,
+  setNow: (ms: number) => void,
+  retentionMs: number,
+): Promise<{ listed: string[]; replayed: number }> {
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries([delivery(1)]);
+  const failedMs = T0 + retentionMs / 2;
+  setNow(failedMs);
+  const [claim] = await store.claimDue(claimOptions(failedMs));
+  await store.recordAttempt({
+    deliveryId: claim.delivery.id,
+    endpointId: "ep_a",
+    token: claim.token,
+    attempt: attempt("retrying", failedMs + 5_000),
+    nowMs: failedMs,
+    disableAfterMs: 5 * DAY,
+    failingReason: "Failing",
+  });
+  const laterMs = T0 + retentionMs + 1_000;
+  setNow(laterMs);
+  await store.createDeliveries([delivery(2, "ep_a", laterMs)]);
+  const page = await store.listDeliveries("ep_a", { limit: 10 });
+  return {
+    listed: page.items.map((item) => item.messageId),
+    replayed: await store.replay("ep_a", { sinceMs: T0, nowMs: laterMs }),
+  };
+}
+
+Deno.test("MemoryDeliveryStore: a delivery kept by a recent attempt stays listed and replayable past its creation's retention", async () => {
+  let now = T0;
+  const store = new MemoryDeliveryStore({ now: () => now, retentionMs: DAY });
+  assert.deepEqual(await keptPastCreationRetention(store, (ms) => now = ms, DAY), {
+    listed: ["msg_s_2", "msg_s_1"],
+    replayed: 1,
+  });
+});
+
+redisTest(
+  "RedisDeliveryStore: a delivery kept by a recent attempt stays listed and replayable past its creation's retention",
+  async (fixture) => {
+    let now = T0;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { now: () => now, retentionMs: DAY });
+    assert.deepEqual(await keptPastCreationRetention(store, (ms) => now = ms, DAY), {
+      listed: ["msg_s_2", "msg_s_1"],
+      replayed: 1,
+    });
+  },
+);
+
+redisTest(
+  "RedisDeliveryStore: the index drops a delivery created a retention ago once it is gone, not before",
+  async (fixture) => {
+    let now = T0;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisDeliveryStore(redis, { prefix: "t", now: () => now, retentionMs: DAY });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2)]);
+    // The first expired (its key's TTL is real time: gone by hand), the second is kept.
+    await redis.del(`t:{wh}:d:${delivery(1).id}`);
+    now = T0 + DAY + 1_000;
+    await store.createDeliveries([delivery(3, "ep_a", now)]);
+    assert.equal(await redis.zscore("t:{wh}:ix:ep_a", delivery(1).id), null);
+    assert.equal(await redis.zscore("t:{wh}:ix:ep_a", delivery(2).id), T0);
+  },
+);
+
 /** Kills one delivery at T0 and counts at the end of its retention and just after. */
 async function deadCountsAroundRetention(
   store: DeliveryStore,

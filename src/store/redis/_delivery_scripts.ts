@@ -197,6 +197,16 @@ local function newDeliveries(items)
   if any then expectType(DUE_ENDPOINTS_KEY, "zset") end
   return fresh, touched
 end
+-- Drops from endpoint ep's index (at most 256 of) the deliveries created a retention ago that
+-- are gone. One an attempt, a retry or a replay kept longer stays listed and replayable while it
+-- is kept, as in the memory store: each of those extends the index's life with the delivery's.
+local function forgetIndexed(ep, now, retention)
+  local index = indexKey(ep)
+  for _, old in ipairs(redis.call("ZRANGEBYSCORE", index, "-inf", num(now - retention),
+    "LIMIT", 0, 256)) do
+    if redis.call("EXISTS", deliveryKey(old)) == 0 then redis.call("ZREM", index, old) end
+  end
+end
 -- Creates the deliveries of newDeliveries (see CREATE_SCRIPT); returns how many.
 local function createDeliveries(fresh, touched, now, retention)
   for _, item in ipairs(fresh) do
@@ -216,7 +226,7 @@ local function createDeliveries(fresh, touched, now, retention)
   end
   for ep in pairs(touched) do
     refresh(ep)
-    redis.call("ZREMRANGEBYSCORE", indexKey(ep), "-inf", num(now - retention))
+    forgetIndexed(ep, now, retention)
   end
   return #fresh
 end
@@ -409,6 +419,7 @@ local function requeue(key, d, now, retention)
   redis.call("HSET", key, "status", "pending", "tries", "0", "next", num(now), "updated", num(now))
   redis.call("HDEL", key, "claim", "until", "intr")
   redis.call("PEXPIRE", key, retention)
+  redis.call("PEXPIRE", indexKey(d.ep), retention)
   local queue = queueKey(d.ep)
   redis.call("ZADD", queue, num(now), d.id)
   redis.call("PEXPIRE", queue, retention)
@@ -714,6 +725,7 @@ redis.call("HSET", key, "status", outcome,
 if tonumber(stored[2]) == 0 then redis.call("HSET", key, "first", num(args.at)) end
 redis.call("HDEL", key, "claim", "until", "intr")
 redis.call("PEXPIRE", key, retention)
+redis.call("PEXPIRE", indexKey(ep), retention)
 logAttempt(id, attempt, maxLog, retention)
 redis.call("ZREM", inFlightKey(ep), id)
 local queue = queueKey(ep)
@@ -785,6 +797,7 @@ if cut ~= false then
   redis.call("HSET", key, "updated", num(cut.now))
   if tonumber(stored[3]) == 0 then redis.call("HSET", key, "first", num(cut.at)) end
   redis.call("PEXPIRE", key, cut.retention)
+  redis.call("PEXPIRE", indexKey(ep), cut.retention)
   logAttempt(id, cut.attempt, cut.maxLog, cut.retention)
 end
 if usesTry then
