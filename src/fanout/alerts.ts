@@ -10,8 +10,8 @@
 import { getLogger } from "@logtape/logtape";
 import type { CompiledAlert, CompiledStream } from "../config/mod.ts";
 import type { AppliedBatch } from "./types.ts";
-import type { AlertFiring, Store, WindowRead, WindowValue } from "../store/types.ts";
-import { PANES_PER_READ } from "../query/mod.ts";
+import type { AlertFiring, Store } from "../store/types.ts";
+import { readWindowsInTurn } from "../query/mod.ts";
 import { cellUpdatesOf, OTHER_GROUP } from "../store/types.ts";
 import { recordAlertsFired, WarningLimit } from "../telemetry/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
@@ -300,16 +300,7 @@ export class AlertWatcher {
       // A few windows a store read, as a page reads them: an event of a sliding 1d counter of 1m
       // panes touches 1,440 windows of 1,440 panes each, which one Redis script would merge while
       // Redis answers nobody else (seconds), for every batch.
-      const values: WindowValue[] = [];
-      for (let at = 0; at < reads.length;) {
-        const batch: WindowRead[] = [];
-        let panes = 0;
-        while (at < reads.length && (batch.length === 0 || panes < PANES_PER_READ)) {
-          panes += reads[at].panes.length;
-          batch.push(reads[at++]);
-        }
-        values.push(...await this.#store.readWindows(stream.name, counter.meta, batch));
-      }
+      const values = await readWindowsInTurn(this.#store, stream.name, counter, reads);
       const rows = values
         .filter((value) => windows.get(value.start)?.has(value.group))
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));

@@ -326,6 +326,29 @@ export async function listWindowsPage(
 export const PANES_PER_READ = 4096;
 
 /**
+ * `store.readWindows` of many windows of one counter, {@linkcode PANES_PER_READ} panes a read
+ * (at least one window each), in turn: their values, in the order the reads give them.
+ */
+export async function readWindowsInTurn(
+  store: Store,
+  stream: string,
+  counter: CompiledCounter,
+  reads: readonly WindowRead[],
+): Promise<WindowValue[]> {
+  const values: WindowValue[] = [];
+  for (let at = 0; at < reads.length;) {
+    const batch: WindowRead[] = [];
+    let panes = 0;
+    while (at < reads.length && (batch.length === 0 || panes < PANES_PER_READ)) {
+      panes += reads[at].panes.length;
+      batch.push(reads[at++]);
+    }
+    values.push(...await store.readWindows(stream, counter.meta, batch));
+  }
+  return values;
+}
+
+/**
  * The row of one group's value in one window, the one way every listing builds it; `group` is
  * the item's group decoded, when the caller has it already (to filter by it).
  */

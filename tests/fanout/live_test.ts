@@ -132,6 +132,49 @@ Deno.test("LiveHub publishes window.updated for every window a pane belongs to (
   }
 });
 
+Deno.test("LiveHub reads the windows a batch touched a few at a time, never all of a sliding day's 1,440 in one store read", async () => {
+  const day = compileConfig({
+    streams: {
+      orders: {
+        time: { field: "ts" },
+        counters: { daily: { window: { sliding: "1d", precision: "1m" }, aggregate: "count" } },
+      },
+    },
+  });
+  const memory = new MemoryStore({ now: () => NOW });
+  const reads: number[] = [];
+  // Every call but readWindows goes to the store as it is.
+  const store = new Proxy(memory, {
+    get(target, property) {
+      if (property === "readWindows") {
+        return (...args: Parameters<MemoryStore["readWindows"]>) => {
+          reads.push(args[2].reduce((sum, read) => sum + read.panes.length, 0));
+          return target.readWindows(...args);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const live = new LiveHub(day, store, { pollMs: 10 });
+  const { received, sink } = collector();
+  const stop = await live.subscribe(subscription(["window.updated"]), sink);
+  try {
+    await ingestItems(day.get("orders")!, [{ ok: true as const, value: { ts: at(30) } }], {
+      ...ingestFanoutFor("orders", { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+    await eventually(() => received.length >= 1440);
+    // One Redis script merging 1,440 windows of 1,440 panes blocked Redis for seconds.
+    assert.equal(reads.reduce((sum, panes) => sum + panes, 0), 1440 * 1440);
+    assert.ok(Math.max(...reads) < 4096 + 1440, `reads of ${Math.max(...reads)} panes`);
+  } finally {
+    stop();
+    await live.close();
+  }
+});
+
 /** `counter@start` of each message, sorted. */
 function windowsOf(payloads: PublicPayload[]): string[] {
   return payloads.map((payload) => `${payload.data.counter}@${payload.data.start}`).sort();
