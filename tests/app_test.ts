@@ -618,7 +618,8 @@ Deno.test("a window counter's rows page with nextCursor: every row once, in orde
     });
     assert.deepEqual(seen, sorted);
   }
-  // A cursor holds its last row's group: one of long values is still taken back.
+  // A cursor holds its last row's group, a long one only its start and digest (whole, 6,000
+  // three-byte characters were 32 KiB of cursor): it is still taken back.
   const long = "長".repeat(6000);
   assert.equal(
     (await postEvents(app, [{ ts: at(302), country: `${long}1` }, {
@@ -628,7 +629,7 @@ Deno.test("a window counter's rows page with nextCursor: every row once, in orde
     202,
   );
   const longPage = await read(`from=${encodeURIComponent(at(300))}&limit=1`);
-  assert.ok(longPage.nextCursor && longPage.nextCursor.length > 16_384);
+  assert.ok(longPage.nextCursor && longPage.nextCursor.length < 8_192);
   assert.deepEqual(
     (await read(`from=${encodeURIComponent(at(300))}&limit=1&cursor=${longPage.nextCursor}`))
       .windows.map((row) => row.group.country),

@@ -18,6 +18,7 @@ import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
 import { idempotencyKeyProblem, type IngestContext, ingestItems } from "../ingest/mod.ts";
 import {
+  compactPosition,
   currentWindow,
   currentWindowPage,
   listTopWindows,
@@ -1001,7 +1002,14 @@ function cursorNotTaken(what: string): ApiError {
  * window's groups) as {@linkcode cursorOfText} text.
  */
 function rowCursor(position: RowPosition): string {
-  return cursorOfText(JSON.stringify([position.startMs, position.group, 2]));
+  // A long group key (a group value of thousands of characters) as its start and its digest:
+  // whole, the cursor could pass the longest URL the server takes.
+  const { startMs, group, groupDigest } = compactPosition(position);
+  return cursorOfText(
+    JSON.stringify(
+      groupDigest === undefined ? [startMs, group, 2] : [startMs, group, 3, groupDigest],
+    ),
+  );
 }
 
 /**
@@ -1016,6 +1024,12 @@ function readRowCursor(cursor: string, counter: CompiledCounter): RowPosition {
       value.length === 3 && value[2] === 2 && (value[1] === null || typeof value[1] === "string")
     ) {
       return { startMs: value[0], group: value[1] };
+    }
+    if (
+      value.length === 4 && value[2] === 3 && typeof value[1] === "string" &&
+      typeof value[3] === "string"
+    ) {
+      return { startMs: value[0], group: value[1], groupDigest: value[3] };
     }
     if (value.length === 2 && typeof value[1] === "string") {
       if (value[1] === "|") return { startMs: value[0], group: null };

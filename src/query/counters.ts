@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { CompiledStream } from "../config/mod.ts";
 import { compareGroupKeys, type Store, type WindowRead, type WindowValue } from "../store/types.ts";
 import { rankWindow, type TopOptions } from "./top.ts";
@@ -69,6 +70,70 @@ export interface RowPosition {
   startMs: number;
   /** The row's group key (see {@linkcode compareGroupKeys}); null: past every group of the window. */
   group: string | null;
+  /**
+   * Present for a row whose group key is too long to travel in a URL: `group` is then only the
+   * start of its key ({@linkcode compactPosition}), and this the {@linkcode groupKeyDigest} of the
+   * whole key, which a read finds among the window's keys with that start.
+   */
+  groupDigest?: string;
+}
+
+/**
+ * Longest group key (UTF-16 code units) a position names whole. A cursor is a URL parameter, and
+ * the server refuses a request line over 64 KiB (an empty 400 that is not even JSON): a group
+ * value of 50,000 characters made a cursor no client could send back.
+ */
+export const POSITION_KEY_CHARS = 1000;
+
+/** SHA-256 of a group key, hex, as {@linkcode RowPosition.groupDigest} holds it. */
+export function groupKeyDigest(key: string): string {
+  return createHash("sha256").update(key).digest("hex");
+}
+
+/**
+ * `position` as a cursor names it: a group key longer than {@linkcode POSITION_KEY_CHARS} cut to
+ * that (not inside a character), with the digest of the whole key.
+ */
+export function compactPosition(position: RowPosition): RowPosition {
+  const key = position.group;
+  if (key === null || key.length <= POSITION_KEY_CHARS) return position;
+  let cut = POSITION_KEY_CHARS;
+  // No lone high surrogate at the end: the start is a prefix of the key's UTF-8 bytes too.
+  if (/[\uD800-\uDBFF]/.test(key[cut - 1])) cut--;
+  return { startMs: position.startMs, group: key.slice(0, cut), groupDigest: groupKeyDigest(key) };
+}
+
+/**
+ * The whole key of a compacted position: the window's first key after its start (in
+ * {@linkcode compareGroupKeys} order; the cut start of a key is no key) whose digest is the
+ * position's. Not found (it expired): the position of its start, so the page goes on there.
+ */
+async function wholePosition(
+  stream: CompiledStream,
+  counter: CompiledCounter,
+  context: ReadContext,
+  position: RowPosition,
+): Promise<RowPosition> {
+  const prefix = position.group;
+  if (position.groupDigest === undefined || prefix === null) return position;
+  const read = [{
+    start: position.startMs,
+    panes: panesOfWindow(position.startMs, counter.window),
+  }];
+  let after = prefix;
+  for (;;) {
+    const values = await context.store.readWindows(stream.name, counter.meta, read, {
+      page: { after, limit: 1000 },
+    });
+    for (const value of values) {
+      if (!value.group.startsWith(prefix)) return { startMs: position.startMs, group: prefix };
+      if (groupKeyDigest(value.group) === position.groupDigest) {
+        return { startMs: position.startMs, group: value.group };
+      }
+    }
+    if (values.length < 1000) return { startMs: position.startMs, group: prefix };
+    after = values[values.length - 1].group;
+  }
 }
 
 /** A page of {@linkcode listWindowsPage}. */
@@ -252,7 +317,7 @@ export async function listWindowsPage(
   options: ListOptions = {},
 ): Promise<WindowsPage> {
   const limit = options.limit ?? 100;
-  const after = options.after;
+  const after = options.after && await wholePosition(stream, counter, context, options.after);
   // From the cursor's window on, or past it when the cursor says it was read whole.
   const bounded = after
     ? {
