@@ -9,6 +9,7 @@ import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import {
+  compactPosition,
   currentWindow,
   listWindows,
   listWindowsPage,
@@ -378,3 +379,14 @@ redisTest(
   "RedisStore: a group value of 50,000 characters pages past with a cursor a URL can hold",
   (fixture) => checkLongKeys(redisStore(fixture)),
 );
+
+Deno.test("compactPosition() keeps a short key whole and cuts a long one before a character it would split", () => {
+  const short = { startMs: 0, group: groupKey(["a".repeat(990)]) };
+  assert.deepEqual(compactPosition(short), short);
+  // The emoji's two UTF-16 units straddle the 1,000th: the cut leaves it out whole.
+  const key = groupKey(["x".repeat(997) + "\u{1F600}y"]);
+  const { group, groupDigest } = compactPosition({ startMs: 0, group: key });
+  assert.equal(group, key.slice(0, 999));
+  assert.ok(group!.isWellFormed());
+  assert.match(groupDigest!, /^[0-9a-f]{64}$/);
+});
