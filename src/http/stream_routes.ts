@@ -804,6 +804,17 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
   // the value given last (`c`) is the one that counts.
   for (const [key, value] of new URL(c.req.url).searchParams) {
     const field = groupFilterField(key);
+    // `group[country=DE` (the bracket left open) filters nothing: the whole window would be
+    // answered as if it were the group asked for.
+    if (field === undefined && key.startsWith("group[")) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter '${
+          quoteInput(key)
+        }' is no group filter: write group.<field>=<value> or group[<field>]=<value>`,
+      );
+    }
     if (field === undefined) continue;
     // A field the counter does not group by would match nothing, silently.
     if (!counter.groupBy.includes(field)) {

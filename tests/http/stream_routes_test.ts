@@ -443,6 +443,31 @@ Deno.test("a group field given twice, as group.<field> and group[<field>], uses 
   }
 });
 
+Deno.test("a group[ filter whose bracket is left open is a 400 naming it, not every group of the window", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts" },
+        counters: {
+          n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
+        },
+      },
+    },
+  };
+  const { app } = await testApp({ config, now: () => Date.parse(at(30)) });
+  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  for (const path of ["", "/current"]) {
+    const res = await app.request(
+      `/v1/streams/shop/counters/n${path}?${encodeURIComponent("group[country")}=DE`,
+    );
+    assert.equal(res.status, 400, path);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_query");
+    assert.match(error.message, /'group\[country' is no group filter/);
+  }
+});
+
 Deno.test("group[group.x] filters the field x; a field whose path starts with group. is group.group.x", async () => {
   const config = {
     streams: {
