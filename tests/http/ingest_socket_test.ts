@@ -342,6 +342,24 @@ Deno.test("WebSocket ingest closes on a binary frame (1003) and on a frame over 
   }
 });
 
+Deno.test("WebSocket ingest: a frame over 64 MiB (Deno's own bound on a message) ends the connection with no close frame, not 1009; its place is freed", async () => {
+  const server = await startServer();
+  try {
+    const client = await nodeClient(server.wsUrl(WS_PATH));
+    client.socket.send(eventFrame("before"));
+    assert.equal((await client.inbox.next()).type, "ack");
+    client.socket.send("[" + "x".repeat(64 * 1024 * 1024) + "]");
+    const closed = await client.inbox.closed;
+    // No close frame came: npm:ws reports 1006 (abnormal closure), with no reason.
+    assert.deepEqual(closed, { code: 1006, reason: "" });
+    await eventually(() =>
+      server.socketStats.connections === 0 && server.socketStats.slotsHeld === 0
+    );
+  } finally {
+    await server.close();
+  }
+});
+
 /** Every message a socket got before it closed, and how it closed. */
 async function answersUntilClosed(
   client: { inbox: Inbox },
