@@ -735,13 +735,13 @@ Deno.test("WebSocket ingest's defaults are the README's: 1 MiB of answers unread
   const settings = ingestSocketSettings(DEFAULT_LIMITS, {
     slots: { perKey: 100, perProcess: 10_000 },
   });
-  assert.match(readme, /while over 1 MiB of them wait to be sent, no further\s+frame is applied/);
+  assert.match(readme, /while over 1 MiB of them wait to be sent,\s+no further\s+frame is applied/);
   assert.equal(settings.maxBufferedBytes, 1024 * 1024);
-  assert.match(readme, /after 10 s so, the connection is closed/);
+  assert.match(readme, /after\s+10 s so, the connection is closed/);
   assert.equal(settings.maxUnreadMs, 10_000);
-  assert.match(readme, /closes at 30 s without a pong/);
+  assert.match(readme, /closes at\s+30 s without a pong/);
   assert.equal(settings.idleTimeoutSeconds, 30);
-  assert.match(readme, /it lingers 100 ms, reading and dropping what the client still sends/);
+  assert.match(readme, /it lingers\s+100 ms, reading and dropping what the client still sends/);
   assert.equal(settings.closeLingerMs, 100);
 });
 
