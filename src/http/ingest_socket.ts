@@ -424,6 +424,8 @@ class IngestConnection implements HeldConnection {
   #queue: QueuedFrame[] = [];
   #received = 0;
   #draining = false;
+  /** The drain in progress (a frame the store may be applying), if any. */
+  #drained: Promise<void> = Promise.resolve();
   /** How long (ms) a closing connection lingers after its last answer (`closeLingerMs`). */
   #closeLingerMs: number;
   /** The close a protocol error asked for, sent once every frame held is answered. */
@@ -487,7 +489,7 @@ class IngestConnection implements HeldConnection {
     this.#stats.bytesQueued += data.length;
     this.#stats.peakFramesQueued = Math.max(this.#stats.peakFramesQueued, this.#queue.length);
     if (!this.#draining) {
-      this.#drain().catch((error) => {
+      this.#drained = this.#drain().catch((error) => {
         // A bug, not bad input (bad frames get error acks): log it and end this connection only.
         this.#logFailure(error);
         this.close(1011, "Internal error");
@@ -527,10 +529,16 @@ class IngestConnection implements HeldConnection {
     return this.#ended.promise;
   }
 
-  /** Told by the socket's close event: ends the connection, if not yet. */
-  socketClosed(): void {
+  /**
+   * Told by the socket's close event: ends the connection, if not yet. Resolves (as
+   * {@linkcode shutDown} does) once the frame the store is applying, if any, is done: it may
+   * count, so a stop must not take the connection for ended before (the listener's shutdown
+   * closes a socket whose frame waits on a slow store).
+   */
+  socketClosed(): Promise<void> {
     this.close();
-    this.#ended.resolve();
+    this.#drained.then(() => this.#ended.resolve());
+    return this.#ended.promise;
   }
 
   /** Ends the connection now; frames still held are dropped, not applied. */
@@ -812,8 +820,9 @@ export function ingestSocketHandler(
           // connection), its place is free again.
           slot?.release();
           if (!connection) return;
-          connection.socketClosed();
-          connections?.delete(connection);
+          const ending = connection;
+          // Held (for a stop to wait on) until the frame the store is applying is done.
+          ending.socketClosed().then(() => connections?.delete(ending));
           connection = undefined;
           settings.stats.connections -= 1;
         },

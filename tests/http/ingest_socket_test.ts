@@ -514,6 +514,36 @@ Deno.test("WebSocket ingest on shutdown acks the frame being applied, answers th
   }
 });
 
+Deno.test("WebSocket ingest on shutdown holds a connection whose socket closed while its frame is being applied until the store answered: that frame may count", async () => {
+  const { store, control } = controlledStore();
+  const server = await startServer({ store });
+  control.gate = Promise.withResolvers<void>();
+  try {
+    const client = await nodeClient(server.wsUrl(WS_PATH));
+    client.socket.send(eventFrame("applying"));
+    client.socket.send(eventFrame("held"));
+    await eventually(() => server.socketStats.framesQueued === 2);
+    const closing = server.connections.close("Server is shutting down");
+    let closed = false;
+    closing.then(() => closed = true);
+    // The socket ends (the listener's shutdown closes it, or the client drops) while the store
+    // is still applying the first frame.
+    client.socket.terminate();
+    await eventually(() => server.socketStats.connections === 0);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(closed, false, "close() waits for the frame being applied");
+    assert.equal(server.connections.size, 1, "a stop sees the connection's work in flight");
+    control.gate.resolve();
+    control.gate = null;
+    await within(closing, 5_000);
+    assert.equal(server.connections.size, 0);
+    assert.equal(control.applies, 1, "the held frame is not applied");
+  } finally {
+    control.gate?.resolve();
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest: when the client closes first, misses a pong or drops, only the frame being applied counts, with no answer", async () => {
   const ways: Array<[string, number, (client: NodeClient) => Promise<Closed>]> = [
     ["client close", 1000, (client) => client.close()],
