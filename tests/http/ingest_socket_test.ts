@@ -360,6 +360,28 @@ Deno.test("WebSocket ingest: a frame over 64 MiB (Deno's own bound on a message)
   }
 });
 
+Deno.test("WebSocket ingest: a text frame that is not UTF-8 ends the connection with no close frame (Deno's own check), as a dropped connection", async () => {
+  const server = await startServer();
+  try {
+    const client = await nodeClient(server.wsUrl(WS_PATH));
+    client.socket.send(eventFrame("before"));
+    assert.equal((await client.inbox.next()).type, "ack");
+    client.socket.send(new Uint8Array([0x7b, 0x22, 0x69, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d]), {
+      binary: false,
+    });
+    client.socket.send(eventFrame("after"));
+    const closed = await within(client.inbox.closed, 5_000);
+    assert.deepEqual(closed, { code: 1006, reason: "" });
+    assert.equal(client.inbox.unread, 0);
+    await eventually(() =>
+      server.socketStats.connections === 0 && server.socketStats.slotsHeld === 0
+    );
+    assert.equal((await stats(server.base)).accepted, 1);
+  } finally {
+    await server.close();
+  }
+});
+
 /** Every message a socket got before it closed, and how it closed. */
 async function answersUntilClosed(
   client: { inbox: Inbox },
@@ -765,13 +787,19 @@ Deno.test("WebSocket ingest's defaults are the README's: 1 MiB of answers unread
   const settings = ingestSocketSettings(DEFAULT_LIMITS, {
     slots: { perKey: 100, perProcess: 10_000 },
   });
-  assert.match(readme, /while over 1 MiB of them wait to be sent,\s+no further\s+frame is applied/);
+  assert.match(
+    readme,
+    /while\s+over\s+1\s+MiB\s+of\s+them\s+wait\s+to\s+be\s+sent,\s+no\s+further\s+frame\s+is\s+applied/,
+  );
   assert.equal(settings.maxBufferedBytes, 1024 * 1024);
-  assert.match(readme, /after\s+10 s so, the connection is closed/);
+  assert.match(readme, /after\s+10\s+s\s+so,\s+the\s+connection\s+is\s+closed/);
   assert.equal(settings.maxUnreadMs, 10_000);
-  assert.match(readme, /closes at\s+30 s without a pong/);
+  assert.match(readme, /closes\s+at\s+30\s+s\s+without\s+a\s+pong/);
   assert.equal(settings.idleTimeoutSeconds, 30);
-  assert.match(readme, /it lingers\s+100 ms, reading and dropping what the client still sends/);
+  assert.match(
+    readme,
+    /it\s+lingers\s+100\s+ms,\s+reading\s+and\s+dropping\s+what\s+the\s+client\s+still\s+sends/,
+  );
   assert.equal(settings.closeLingerMs, 100);
 });
 
