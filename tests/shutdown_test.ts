@@ -816,6 +816,13 @@ Deno.test({
     const left = await stopServer(answered.parts, { boundMs: 1 });
     assert.deepEqual([left.clean, left.leftIdle], [true, ["http requests"]]);
 
+    // A WebSocket frame the store applied after the stop closed its connection got no ack.
+    const cutFrame = stoppingParts();
+    await cutFrame.parts.connections.close("Server is shutting down");
+    cutFrame.parts.connections.noteAnswerCut();
+    const cutAnswer = await stopServer(cutFrame.parts, { boundMs: 1 });
+    assert.deepEqual([cutAnswer.clean, cutAnswer.unfinished], [false, ["websockets"]]);
+
     const sending = await stopServer(stoppingParts({ sending: true }).parts, { boundMs: 1 });
     assert.deepEqual([sending.clean, sending.unfinished], [false, ["webhook sends"]]);
     const sweeping = await stopServer(stoppingParts({ sweeping: true }).parts, { boundMs: 1 });

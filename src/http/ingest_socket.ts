@@ -578,11 +578,16 @@ class IngestConnection implements HeldConnection {
         }
         if (this.#closed) break;
         const frame = this.#queue[0];
-        const reply = this.#closing
-          ? this.#notApplied(frame, this.#closing.code)
-          : await this.#handle(frame);
+        const applying = !this.#closing;
+        const reply = applying
+          ? await this.#handle(frame)
+          : this.#notApplied(frame, this.#closing!.code);
         // The client is gone: nothing can reach it, so the frames after this one are not applied.
-        if (this.#closed) break;
+        if (this.#closed) {
+          // This one may count with no ack: a stop under way reports it.
+          if (applying && reply.type === "ack") this.#deps.connections?.noteAnswerCut();
+          break;
+        }
         this.#queue.shift();
         this.#release(frame);
         if (this.#socket.readyState === 1) this.#socket.send(JSON.stringify(reply));

@@ -63,6 +63,21 @@ export class OpenConnections {
   }
 
   /** Holds a connection; false, holding nothing, once closing began (the caller ends it). */
+  #answersCut = 0;
+
+  /**
+   * Frames the store applied during a stop after their connection had closed (the listener's
+   * shutdown closes every connection still open at half the bound): they may count, with no ack.
+   */
+  get answersCut(): number {
+    return this.#answersCut;
+  }
+
+  /** Told by a connection whose frame the store applied after it closed; counted during a stop. */
+  noteAnswerCut(): void {
+    if (this.#reason !== null) this.#answersCut += 1;
+  }
+
   add(connection: HeldConnection): boolean {
     if (this.#reason !== null) return false;
     this.#held.add(connection);

@@ -560,6 +560,8 @@ Deno.test("WebSocket ingest on shutdown holds a connection whose socket closed w
     await within(closing, 5_000);
     assert.equal(server.connections.size, 0);
     assert.equal(control.applies, 1, "the held frame is not applied");
+    // Applied with its ack cut: the stop is told, to exit 1.
+    assert.equal(server.connections.answersCut, 1);
   } finally {
     control.gate?.resolve();
     await server.close();
