@@ -62,7 +62,6 @@ export class OpenConnections {
     );
   }
 
-  /** Holds a connection; false, holding nothing, once closing began (the caller ends it). */
   #answersCut = 0;
 
   /**
@@ -78,6 +77,7 @@ export class OpenConnections {
     if (this.#reason !== null) this.#answersCut += 1;
   }
 
+  /** Holds a connection; false, holding nothing, once closing began (the caller ends it). */
   add(connection: HeldConnection): boolean {
     if (this.#reason !== null) return false;
     this.#held.add(connection);
