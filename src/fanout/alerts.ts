@@ -15,7 +15,7 @@ import { readWindowsInTurn } from "../query/mod.ts";
 import { cellUpdatesOf, OTHER_GROUP } from "../store/types.ts";
 import { recordAlertsFired, WarningLimit } from "../telemetry/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
-import { aggregateValue, decodeGroup, panesOfWindow, windowsOfPane } from "../window/mod.ts";
+import { aggregateValue, decodeGroup, windowsOfPane } from "../window/mod.ts";
 
 const logger = getLogger(["edgestream", "alerts"]);
 
@@ -293,14 +293,12 @@ export class AlertWatcher {
     const firings: AlertFiring[] = [];
     for (const [index, windows] of touched) {
       const counter = stream.counters[index];
-      const reads = [...windows.keys()].map((start) => ({
-        start,
-        panes: panesOfWindow(start, counter.window),
-      }));
       // A few windows a store read, as a page reads them: an event of a sliding 1d counter of 1m
       // panes touches 1,440 windows of 1,440 panes each, which one Redis script would merge while
       // Redis answers nobody else (seconds), for every batch.
-      const values = await readWindowsInTurn(this.#store, stream.name, counter, reads);
+      const values = await readWindowsInTurn(this.#store, stream.name, counter, [
+        ...windows.keys(),
+      ]);
       const rows = values
         .filter((value) => windows.get(value.start)?.has(value.group))
         .map((value) => ({ ...value, end: value.start + counter.window.sizeMs }));

@@ -39,7 +39,7 @@ import {
 } from "../telemetry/mod.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
-import { aggregateValue, panesOfWindow, windowsOfPane } from "../window/mod.ts";
+import { aggregateValue, windowsOfPane } from "../window/mod.ts";
 import { type PayloadType, type PublicPayload, publicPayload } from "./payload.ts";
 
 const logger = getLogger(["edgestream", "live"]);
@@ -1057,7 +1057,7 @@ export class LiveHub {
         this.#store,
         stream.name,
         counter,
-        [...starts].map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
+        [...starts],
       );
       const changes: Array<{ key: string; published: PublishedValue; record: LogRecord }> = [];
       for (const value of values) {

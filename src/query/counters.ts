@@ -391,24 +391,20 @@ export async function listWindowsPage(
 export const PANES_PER_READ = 4096;
 
 /**
- * `store.readWindows` of many windows of one counter, {@linkcode PANES_PER_READ} panes a read
- * (at least one window each), in turn: their values, in the order the reads give them.
+ * `store.readWindows` of the windows starting at `starts` of one counter, in the runs
+ * {@linkcode windowBatches} makes ({@linkcode PANES_PER_READ} panes a read, at least one window),
+ * one read after another: their values, in the order the reads give them.
  */
 export async function readWindowsInTurn(
   store: Store,
   stream: string,
   counter: CompiledCounter,
-  reads: readonly WindowRead[],
+  starts: number[],
 ): Promise<WindowValue[]> {
   const values: WindowValue[] = [];
-  for (let at = 0; at < reads.length;) {
-    const batch: WindowRead[] = [];
-    let panes = 0;
-    while (at < reads.length && (batch.length === 0 || panes < PANES_PER_READ)) {
-      panes += reads[at].panes.length;
-      batch.push(reads[at++]);
-    }
-    values.push(...await store.readWindows(stream, counter.meta, batch));
+  for (const batch of windowBatches(starts, counter)) {
+    const reads = batch.map((start) => ({ start, panes: panesOfWindow(start, counter.window) }));
+    values.push(...await store.readWindows(stream, counter.meta, reads));
   }
   return values;
 }
