@@ -87,6 +87,7 @@ import {
 } from "./store/mod.ts";
 import { InstrumentedStore } from "./telemetry/mod.ts";
 import { LOG_LEVELS, type LogLevel, REDACTED } from "./telemetry/logging.ts";
+import { withoutCredentials } from "./validate/mod.ts";
 
 /** Where variables come from: `Deno.env`, or a plain map in tests. */
 export interface EnvSource {
@@ -310,14 +311,6 @@ function readIngestSocketLimits(env: EnvSource): Required<SlotLimits> {
 
 /** A URL as `@upstash/redis` takes one (its own check, which throws in its constructor). */
 const UPSTASH_URL = /^https?:\/\/[^\s#$./?].\S*$/;
-
-/**
- * A URL as the startup line shows it: credentials in it (`https://user:password@host`, for a
- * proxy in front of Redis) replaced, as no line may hold a secret.
- */
-function withoutCredentials(url: string): string {
-  return url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, `$1${REDACTED}@`);
-}
 
 function redisFromEnv(env: EnvSource): Redis | undefined {
   const url = env.get("UPSTASH_REDIS_REST_URL");
@@ -570,9 +563,9 @@ export async function configFromEnv(
 
   const notices: StartupNotice[] = [
     store.kind === "redis"
-      ? `store: redis (${withoutCredentials(env.get("UPSTASH_REDIS_REST_URL")!)}, prefix ${
-        env.get("EDGESTREAM_PREFIX") ?? "es"
-      })`
+      ? `store: redis (${
+        withoutCredentials(env.get("UPSTASH_REDIS_REST_URL")!, REDACTED)
+      }, prefix ${env.get("EDGESTREAM_PREFIX") ?? "es"})`
       : "store: memory (embedded; state is lost on restart)",
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));

@@ -22,6 +22,7 @@ import {
   quoteInput,
   SchemaCompileError,
   webOrigin,
+  withoutCredentials,
 } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { hopWidth, paneWidth } from "../window/mod.ts";
@@ -495,11 +496,10 @@ export function malformedOrigin(stream: CompiledStream): string | undefined {
   if (!Array.isArray(origins)) return undefined;
   for (const [index, entry] of origins.entries()) {
     if (typeof entry !== "string" || webOrigin(entry) !== undefined) continue;
-    const credentials = /^[^/]*\/\/[^/]*@/.test(entry);
     // Not the credentials themselves: this goes to the client and to the request's log line.
-    const text = quoteInput(
-      credentials ? entry.replace(/^([^/]*\/\/)[^/]*@/, "$1[REDACTED]@") : entry,
-    );
+    const shown = withoutCredentials(entry);
+    const credentials = shown !== entry;
+    const text = quoteInput(shown);
     const why = credentials
       ? "holds credentials, which no browser sends in Origin"
       : "has a host no browser sends in Origin (a wildcard matches no page: list each origin)";

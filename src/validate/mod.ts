@@ -6,6 +6,6 @@
  */
 export * from "./event.ts";
 export { compileLinearPattern, type LinearPattern, PatternError } from "./linear_regexp.ts";
-export { HOST_NAME, ORIGIN_RULE, webOrigin } from "./origin.ts";
+export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
 export * from "./quote.ts";
 export * from "./time.ts";

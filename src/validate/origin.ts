@@ -42,3 +42,18 @@ export function webOrigin(text: string): string | undefined {
   }
   return url.origin;
 }
+
+/**
+ * `url` with the credentials it may hold (`https://user:password@host`) replaced by `mark`, for a
+ * message or a log line, which hold no secret.
+ *
+ * @example
+ * ```ts
+ * import { withoutCredentials } from "./origin.ts";
+ *
+ * withoutCredentials("https://user:pw@shop.example"); // "https://[REDACTED]@shop.example"
+ * ```
+ */
+export function withoutCredentials(url: string, mark = "[REDACTED]"): string {
+  return url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, `$1${mark}@`);
+}
