@@ -74,6 +74,33 @@ function runDeploy(vars: Record<string, string>): Run {
   };
 }
 
+/**
+ * An HTTP proxy between the isolate and the fixture's Upstash bridge: each call, once its body is
+ * read, goes through `before` first, which may hold it (a slow store) or answer it instead.
+ */
+function bridgeProxy(
+  fixture: RedisFixture,
+  before: () => Response | undefined | void | Promise<Response | undefined | void>,
+): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
+    const body = await request.text();
+    const instead = await before();
+    if (instead) return instead;
+    const headers = new Headers(request.headers);
+    headers.delete("host");
+    const reply = await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
+      method: request.method,
+      headers,
+      body,
+    });
+    // Decoded by fetch: passed on as it was answered, without its content encoding.
+    return new Response(await reply.text(), {
+      status: reply.status,
+      headers: { "content-type": reply.headers.get("content-type") ?? "application/json" },
+    });
+  });
+}
+
 function redisVars(fixture: RedisFixture): Record<string, string> {
   return {
     UPSTASH_REDIS_REST_URL: fixture.restUrl,
@@ -350,21 +377,8 @@ redisTest(
     // Between the isolate and Redis: passes calls through until `hold`, then holds them.
     let hold = false;
     const released = Promise.withResolvers<void>();
-    const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
-      const body = await request.text();
+    const proxy = bridgeProxy(fixture, async () => {
       if (hold) await released.promise;
-      const headers = new Headers(request.headers);
-      headers.delete("host");
-      const reply = await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
-        method: request.method,
-        headers,
-        body,
-      });
-      // Decoded by fetch: passed on as it was answered, without its content encoding.
-      return new Response(await reply.text(), {
-        status: reply.status,
-        headers: { "content-type": reply.headers.get("content-type") ?? "application/json" },
-      });
     });
     const run = runDeploy({
       ...redisVars(fixture),
@@ -451,21 +465,10 @@ redisTest(
     // Between the isolate and Redis: while `down`, answers every call as an unreachable host would
     // through a gateway (an HTTP error without an Upstash error message).
     let down = false;
-    const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (request) => {
-      const body = await request.text();
-      if (down) return new Response("Bad Gateway", { status: 502 });
-      const headers = new Headers(request.headers);
-      headers.delete("host");
-      const reply = await fetch(`${fixture.restUrl}${new URL(request.url).pathname}`, {
-        method: request.method,
-        headers,
-        body,
-      });
-      return new Response(await reply.text(), {
-        status: reply.status,
-        headers: { "content-type": reply.headers.get("content-type") ?? "application/json" },
-      });
-    });
+    const proxy = bridgeProxy(
+      fixture,
+      () => down ? new Response("Bad Gateway", { status: 502 }) : undefined,
+    );
     const run = runDeploy({
       ...redisVars(fixture),
       UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${proxy.addr.port}`,
