@@ -409,18 +409,20 @@ redisTest(
   },
 );
 
-Deno.test("a group field given twice, as group.<field> and group[<field>], uses the value given last in the URL", async () => {
-  const config = {
-    streams: {
-      shop: {
-        time: { field: "ts" },
-        counters: {
-          n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
-        },
+/** A stream counting per minute by country, for the group filter tests. */
+const SHOP_BY_COUNTRY = {
+  streams: {
+    shop: {
+      time: { field: "ts" },
+      counters: {
+        n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
       },
     },
-  };
-  const { app } = await testApp({ config, now: () => Date.parse(at(30)) });
+  },
+};
+
+Deno.test("a group field given twice, as group.<field> and group[<field>], uses the value given last in the URL", async () => {
+  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
   const events = ["DE", "FR", "US"].map((country) => ({ ts: at(1), country }));
   assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
   const deep = encodeURIComponent("group[country]");
@@ -444,17 +446,7 @@ Deno.test("a group field given twice, as group.<field> and group[<field>], uses 
 });
 
 Deno.test("a group[ filter whose bracket is left open is a 400 naming it, not every group of the window", async () => {
-  const config = {
-    streams: {
-      shop: {
-        time: { field: "ts" },
-        counters: {
-          n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" },
-        },
-      },
-    },
-  };
-  const { app } = await testApp({ config, now: () => Date.parse(at(30)) });
+  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
   const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
   assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
   for (const path of ["", "/current"]) {
