@@ -6,6 +6,17 @@
  * Sends run concurrently and each finished send claims more, so one slow
  * endpoint occupies only its own slots and never delays the others.
  *
+ * A process sends at most `maxInFlight` (64) at once. Endpoints whose
+ * receivers never answer hold their slots until the request timeout, so a
+ * quarter of the slots (16 of 64) is kept for endpoints with nothing in
+ * flight, one each: a claim that would reach past the other three quarters
+ * asks the store for at most one delivery per endpoint, and only of an
+ * endpoint with none in flight on any instance (`maxConcurrency: 1`). Sends
+ * claimed with the endpoint's own cap then hold at most 48 slots, and each
+ * endpoint at most one of the 16, so every slot is taken only while 16
+ * endpoints or more have sends in flight here (8 could take them all
+ * before): with fewer stuck, a healthy endpoint still gets a slot at once.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -117,7 +128,10 @@ export interface SenderOptions extends RetryDelayOptions {
   disableAfterMs?: number;
   /** Most attempts in flight per endpoint, across instances. @default {8} */
   maxConcurrency?: number;
-  /** Most attempts in flight in this process. @default {64} */
+  /**
+   * Most attempts in flight in this process. A quarter of them (rounded down) goes only to
+   * endpoints with nothing in flight, one each. @default {64}
+   */
   maxInFlight?: number;
   /** Told about every recorded attempt. */
   onAttempt?: (claim: Claim, attempt: Attempt, disabled: boolean) => void;
@@ -151,6 +165,8 @@ export class Sender {
   #disableAfterMs: number;
   #maxConcurrency: number;
   #maxInFlight: number;
+  /** Of those, the slots kept for endpoints with nothing in flight, one each. */
+  #keptSlots: number;
   #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
   #onError: (error: unknown) => void;
   #inflight = new Set<Promise<void>>();
@@ -175,6 +191,7 @@ export class Sender {
     this.#disableAfterMs = options.disableAfterMs ?? DEFAULT_DISABLE_AFTER_MS;
     this.#maxConcurrency = options.maxConcurrency ?? 8;
     this.#maxInFlight = options.maxInFlight ?? 64;
+    this.#keptSlots = Math.floor(this.#maxInFlight / 4);
     this.#onAttempt = options.onAttempt ?? (() => {});
     this.#onError = options.onError ??
       ((error) => logger.error("Webhook delivery failed: {error}", { error }));
@@ -339,17 +356,22 @@ export class Sender {
    * round trip); returns the claim options to use, or null when no slot is
    * free or the sender is closing. Hand the result to {@linkcode take} in
    * every case, with no claims when the call failed.
+   *
+   * Slots up to the last quarter are claimed with the endpoint's cap; once
+   * only that quarter is free, with a cap of 1 (see the module doc), so
+   * endpoints stuck on sends cannot take the slots a healthy one needs.
    */
   reserve(most: number): ClaimOptions | null {
-    const free = this.#maxInFlight - this.#inflight.size - this.#reserved;
-    const limit = Math.min(most, free);
+    const held = this.#inflight.size + this.#reserved;
+    const open = this.#maxInFlight - this.#keptSlots - held;
+    const limit = Math.min(most, open > 0 ? open : this.#maxInFlight - held);
     if (this.#closed || limit <= 0) return null;
     this.#reserved += limit;
     return {
       nowMs: this.#now(),
       limit,
       leaseMs: this.leaseMs,
-      maxConcurrency: this.#maxConcurrency,
+      maxConcurrency: open > 0 ? this.#maxConcurrency : 1,
     };
   }
 

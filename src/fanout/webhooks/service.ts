@@ -80,7 +80,10 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   disableAfterMs?: number;
   /** Most attempts in flight per endpoint, across instances. @default {8} */
   maxConcurrency?: number;
-  /** Most attempts in flight in this process. @default {64} */
+  /**
+   * Most attempts in flight in this process. A quarter of them (rounded down) goes only to
+   * endpoints with nothing in flight, one each. @default {64}
+   */
   maxInFlight?: number;
   /** How long (ms) the endpoint list that decides what ingest logs may be stale. @default {5000} */
   endpointCacheMs?: number;

@@ -7,15 +7,18 @@ import {
   Sender,
   UrlPolicy,
 } from "../../../src/fanout/webhooks/mod.ts";
+import { Redis } from "@upstash/redis";
 import {
   type Attempt,
   type Claim,
   type ClaimOptions,
   type DeliveryStore,
   MemoryDeliveryStore,
+  RedisDeliveryStore,
 } from "../../../src/store/mod.ts";
 import { config, delivery, T0 } from "../../store/_delivery_fixtures.ts";
 import { jsonLines, writtenLogs } from "../../_logs.ts";
+import { redisTest } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 
 Deno.test("retryDelayMs() follows Svix's schedule and gives up after the eighth attempt", () => {
@@ -386,4 +389,139 @@ Deno.test("Sender's claim loop logs without the requestId of the request that ki
     assert.equal(failure.requestId, undefined);
   });
   await sender.close();
+});
+
+/** Endpoints whose receiver never answers, 8 deliveries each, all claimed before the test goes on. */
+async function stuckEndpoints(
+  deliveries: DeliveryStore,
+  options: { count: number; timeoutMs: number },
+) {
+  const stuck = await Receiver.start(() => T0);
+  const healthy = await Receiver.start(() => T0);
+  const { promise: never, resolve: release } = Promise.withResolvers<void>();
+  stuck.respond = async () => {
+    await never;
+    return new Response(null, { status: 204 });
+  };
+  const failed: string[] = [];
+  const sender = new Sender(deliveries, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    now: () => T0,
+    timeoutMs: options.timeoutMs,
+    onAttempt: (claim, attempt) => {
+      if (attempt.outcome !== "succeeded") failed.push(claim.endpoint.id);
+    },
+  });
+  const stuckIds = Array.from({ length: options.count }, (_, i) => `ep_stuck${i + 1}`);
+  for (const id of [...stuckIds, "ep_ok"]) {
+    const receiver = id === "ep_ok" ? healthy : stuck;
+    const endpoint = config(id, { url: receiver.url(`/${id}`) });
+    receiver.secrets = [endpoint.secrets[0].secret];
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+  }
+  await deliveries.createDeliveries(
+    stuckIds.flatMap((id) => Array.from({ length: 8 }, (_, n) => delivery(n + 1, id))),
+  );
+  sender.kick();
+  // With the defaults (64 slots, 8 per endpoint): 48 go to the first 6 endpoints, 8 each, and
+  // the 16 kept slots to one each of the next ones.
+  const held = Math.min(48, 8 * options.count) + Math.min(16, Math.max(0, options.count - 6));
+  await stuck.waitFor(held);
+  return {
+    stuck,
+    healthy,
+    sender,
+    failed,
+    held,
+    /** Sends to each stuck endpoint, fewest first. */
+    perEndpoint: () => stuckIds.map((id) => stuck.on(`/${id}`).length).sort((a, b) => a - b),
+    /** Creates the healthy endpoint's 3 deliveries and starts sending them. */
+    sendHealthy: async () => {
+      await deliveries.createDeliveries([1, 2, 3].map((n) => delivery(n, "ep_ok")));
+      sender.kick();
+    },
+    async close() {
+      await sender.close({ signal: AbortSignal.abort() });
+      release();
+      await stuck.close();
+      await healthy.close();
+    },
+  };
+}
+
+/** Resolves to "late" after `ms` unless `promise` resolves first. */
+async function within(promise: Promise<void>, ms: number): Promise<"in time" | "late"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise.then(() => "in time" as const),
+      new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * 15 endpoints whose receiver never answers, 8 deliveries each, then 3 for a healthy endpoint:
+ * the stuck ones hold 48 slots + 1 each of 9 kept ones (57 of 64), and the healthy endpoint's
+ * deliveries go out at once, long before the stuck sends time out.
+ */
+async function healthyEndpointPastStuckOnes(deliveries: DeliveryStore): Promise<void> {
+  const timeoutMs = 4_000;
+  const run = await stuckEndpoints(deliveries, { count: 15, timeoutMs });
+  try {
+    const started = performance.now();
+    await run.sendHealthy();
+    const arrived = await within(run.healthy.waitFor(3), timeoutMs / 2);
+    const elapsedMs = Math.round(performance.now() - started);
+    assert.equal(
+      arrived,
+      "in time",
+      `the healthy endpoint got ${run.healthy.received.length} of 3 within ${elapsedMs} ms`,
+    );
+    assert.deepEqual(run.failed, [], "no stuck send timed out meanwhile");
+    assert.deepEqual(
+      run.healthy.received.map((item) => [item.payload.n, item.verifiedWith.length])
+        .sort(([a], [b]) => a - b),
+      [[1, 1], [2, 1], [3, 1]],
+    );
+    assert.equal(run.held, 57);
+    assert.deepEqual(run.perEndpoint(), [...Array(9).fill(1), ...Array(6).fill(8)]);
+    assert.ok(run.stuck.received.every((item) => item.verifiedWith.length === 1));
+  } finally {
+    await run.close();
+  }
+}
+
+Deno.test("Sender (memory) sends a healthy endpoint's deliveries at once while 15 endpoints are stuck on sends that never answer", () =>
+  healthyEndpointPastStuckOnes(new MemoryDeliveryStore({ now: () => T0 })));
+
+redisTest(
+  "Sender (Redis) sends a healthy endpoint's deliveries at once while 15 endpoints are stuck on sends that never answer",
+  (fixture) =>
+    healthyEndpointPastStuckOnes(
+      new RedisDeliveryStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { now: () => T0 },
+      ),
+    ),
+);
+
+Deno.test("Sender's 64 slots are all held by 22 stuck endpoints (6 with 8 sends, 16 with one): a healthy endpoint then waits for a slot", async () => {
+  const timeoutMs = 3_000;
+  const run = await stuckEndpoints(new MemoryDeliveryStore({ now: () => T0 }), {
+    count: 22,
+    timeoutMs,
+  });
+  try {
+    assert.equal(run.held, 64);
+    assert.deepEqual(run.perEndpoint(), [...Array(16).fill(1), ...Array(6).fill(8)]);
+    await run.sendHealthy();
+    assert.equal(await within(run.healthy.waitFor(1), timeoutMs / 6), "late");
+    assert.equal(run.healthy.received.length, 0);
+    assert.deepEqual(run.failed, [], "no stuck send timed out yet");
+  } finally {
+    await run.close();
+  }
 });
