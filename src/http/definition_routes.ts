@@ -58,7 +58,7 @@ const putStreamRoute = createRoute({
     headers: z.object({
       "if-match": z.string().optional().openapi({
         description:
-          'Entity tags (`"3"`) of the versions this write replaces, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
+          'Entity tags (`"3"`) of the versions this write replaces, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412); a header that is not entity tags is 400',
       }),
       "if-none-match": z.literal("*").optional().openapi({
         description: "`*`: create only",
@@ -92,7 +92,7 @@ const deleteStreamRoute = createRoute({
     headers: z.object({
       "if-match": z.string().optional().openapi({
         description:
-          'Entity tags (`"3"`) of the versions this deletes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`) matches no version',
+          'Entity tags (`"3"`) of the versions this deletes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412); a header that is not entity tags is 400',
       }),
     }),
     query: z.object({
@@ -108,12 +108,36 @@ const deleteStreamRoute = createRoute({
   },
 });
 
-/** An entity tag as this API gives it: a stream's version in quotes (`W/` before it: weak). */
-const ENTITY_TAG = /^(W\/)?"(\d{1,15})"$/;
+/** A stream's version as its entity tag's opaque part holds it (`3` in `"3"`). */
+const VERSION_TAG = /^\d{1,15}$/;
+
+/**
+ * One element of an entity-tag list (RFC 9110 §8.8.3: `entity-tag = [ "W/" ] DQUOTE *etagc
+ * DQUOTE`, where `etagc` is any visible character but `"`, a comma included), or an empty
+ * element, each followed by a comma or the header's end.
+ */
+const ENTITY_TAG_ELEMENT = /[ \t]*(?:(W\/)?"([\x21\x23-\x7e\x80-\xff]*)")?[ \t]*(,|$)/y;
+
+/**
+ * The entity tags of an `If-Match` header (empty elements ignored, RFC 9110 §5.6.1.2);
+ * undefined when the header is not a list of entity tags. A comma inside a tag's quotes is the
+ * tag's own, so the header is read tag by tag rather than split at commas.
+ */
+function entityTagsOf(header: string): { weak: boolean; opaque: string }[] | undefined {
+  const tags: { weak: boolean; opaque: string }[] = [];
+  ENTITY_TAG_ELEMENT.lastIndex = 0;
+  for (;;) {
+    const element = ENTITY_TAG_ELEMENT.exec(header);
+    if (element === null) return undefined;
+    if (element[2] !== undefined) tags.push({ weak: element[1] !== undefined, opaque: element[2] });
+    if (element[3] === "") return tags;
+  }
+}
 
 /**
  * The request's `If-Match` (entity tags, or `*`) and, when `create`, its
- * `If-None-Match: *`; undefined when it has neither. A malformed one is 400.
+ * `If-None-Match: *`; undefined when it has neither. A header that is not entity-tag syntax is
+ * 400; a well-formed tag that names no version (`"x"`, `"01"`) is kept, to fail as a 412.
  */
 function preconditionOf(
   c: Context,
@@ -141,9 +165,8 @@ function preconditionOf(
     } else {
       // Empty elements (`"2", , "3"`, a trailing comma) are ignored (RFC 9110 §5.6.1.2); a
       // header that names no tag at all is still malformed.
-      const elements = headerListElements(ifMatch);
-      const tags = elements.map((tag) => ENTITY_TAG.exec(tag));
-      if (tags.length === 0 || tags.some((tag) => tag === null)) {
+      const tags = entityTagsOf(ifMatch);
+      if (tags === undefined || tags.length === 0) {
         throw new ApiError(
           400,
           "invalid_request",
@@ -153,11 +176,13 @@ function preconditionOf(
         );
       }
       // Strong comparison (RFC 9110 §13.1.1): a weak tag matches no version, nor a tag whose
-      // characters differ from a version's own (`"03"` is not `"3"`, the tag of version 3).
-      const strong = tags.filter((tag) => tag![1] === undefined && tag![2] === String(+tag![2]))
-        .map((tag) => Number(tag![2]));
-      const weak = tags.filter((tag) => tag![1] !== undefined).map((tag) => Number(tag![2]));
-      expected.versions = strong;
+      // characters differ from a version's own (`"03"` is not `"3"`, the tag of version 3), nor
+      // one that is no version at all (`"x"`): those are well-formed, so they fail as a 412.
+      expected.versions = tags.filter(({ weak, opaque }) =>
+        !weak && VERSION_TAG.test(opaque) && opaque === String(+opaque)
+      ).map(({ opaque }) => Number(opaque));
+      const weak = tags.filter(({ weak, opaque }) => weak && VERSION_TAG.test(opaque))
+        .map(({ opaque }) => Number(opaque));
       if (weak.length > 0) expected.weakVersions = weak;
     }
   }

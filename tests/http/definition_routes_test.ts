@@ -966,6 +966,53 @@ Deno.test('If-Match ignores empty list elements (RFC 9110 §5.6.1.2): `"1", ` an
   await read.body?.cancel();
 });
 
+Deno.test('If-Match with a well-formed tag that is no version (`"x"`, `""`, `"a,b"`, a 16-digit number) is 412 precondition_failed on PUT and DELETE (RFC 9110 §13.1.1), nothing changed; only a header that is not entity tags is 400', async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  for (const header of ['"x"', '""', '"a,b"', '"1234567890123456"', 'W/"x", "v1"', '"x", , ']) {
+    const changed = await put(app, "signups", { ...SIGNUPS, description: "other" }, {
+      "If-Match": header,
+    });
+    assert.equal(changed.status, 412, header);
+    const error = await errorOf(changed);
+    assert.equal(error.code, "precondition_failed", header);
+    assert.equal(
+      error.message,
+      "Stream 'signups' is at no version named by a strong tag (it is at version 1): read it again and retry",
+      header,
+    );
+    const deleted = await app.request("/v1/streams/signups", {
+      method: "DELETE",
+      headers: { "If-Match": header },
+    });
+    assert.equal(deleted.status, 412, header);
+    assert.equal((await errorOf(deleted)).code, "precondition_failed", header);
+  }
+  // On a stream that does not exist, as for any tag.
+  const missing = await put(app, "nothing", SIGNUPS, { "If-Match": '"x"' });
+  assert.equal(missing.status, 412);
+  assert.equal(
+    (await errorOf(missing)).message,
+    "Stream 'nothing' does not exist: read it again and retry",
+  );
+  // Beside the current version's tag, the others do not matter; a comma inside quotes is the tag's.
+  const listed = await put(app, "signups", { ...SIGNUPS, description: "listed" }, {
+    "If-Match": '"a,b", "1"',
+  });
+  assert.equal(listed.status, 200);
+  assert.equal(listed.headers.get("ETag"), '"2"');
+  await listed.body?.cancel();
+  // Not entity-tag syntax: still 400, nothing changed.
+  for (const header of ["x", '"x" "2"', '"x', "W/x", '"2"x']) {
+    const bad = await put(app, "signups", SIGNUPS, { "If-Match": header });
+    assert.equal(bad.status, 400, header);
+    assert.equal((await errorOf(bad)).code, "invalid_request", header);
+  }
+  const stored = await app.request("/v1/streams/signups");
+  assert.equal(stored.headers.get("ETag"), '"2"');
+  assert.equal((await stored.json()).definition.description, "listed");
+});
+
 Deno.test("`*` with empty list elements (`*, `, `, *,`) is `*` in If-Match and If-None-Match (RFC 9110 §5.6.1.2); `*` beside a tag is still 400", async () => {
   const app = await appWith();
   // If-None-Match: create only.
@@ -1030,7 +1077,7 @@ Deno.test("If-Match and If-None-Match keep two admins from overwriting each othe
   assert.equal(listed.status, 200);
   await listed.body?.cancel();
   assert.equal((await put(app, "nothing", SIGNUPS, { "If-Match": "*" })).status, 412);
-  for (const header of ["3", '"x"', "", '"1" "2"']) {
+  for (const header of ["3", "x", "", '"1" "2"', 'w/"2"', '"2', '"a"b"']) {
     const bad = await put(app, "signups", next, { "If-Match": header });
     assert.equal(bad.status, 400, header);
     assert.equal((await errorOf(bad)).code, "invalid_request");
