@@ -39,6 +39,7 @@ import {
   ConfigError,
   DurationError,
   loadConfigFile,
+  malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
   parseDuration,
@@ -216,8 +217,8 @@ const MIN_SWEEP_MS = 100;
 function readSweepEvery(env: EnvSource): number {
   const text = env.get("EDGESTREAM_SWEEP_EVERY");
   const ms = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s", true);
-  // Off only when written as zero (every number in it: `0s`, `0m0s`): `0.4ms` rounds to 0 too,
-  // which would turn it off unsaid.
+  // Off only when written as zero (every number in it: `0s`, `0m0s`); a fraction of a
+  // millisecond, which could round to 0 and turn it off unsaid, is refused by parseDuration.
   const off = ms === 0 && !/[1-9]/.test(text ?? "");
   if (ms === 0 ? !off : ms < MIN_SWEEP_MS) {
     throw new ConfigError(
@@ -584,6 +585,14 @@ export async function configFromEnv(
         level: "warning",
         text:
           `EDGESTREAM_CONFIG: ${origin}; served as before this check (a wildcard host matches no page; credentials are dropped, leaving the origin); fix it: a definition sent through the API with it is refused`,
+      });
+    }
+    const duration = malformedDuration(stream);
+    if (duration !== undefined) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: ${duration}; read as before this check (a fraction of a millisecond rounded, a unit given twice added up); fix it: a definition sent through the API with it is refused`,
       });
     }
     for (const { counter, field, index, first } of repeatedGroupBy(stream)) {

@@ -294,6 +294,45 @@ Deno.test("configFromEnv() gives the API keys and the Redis token as the secrets
   assert.deepEqual(open.secrets, []);
 });
 
+Deno.test("configFromEnv() refuses a duration setting with a fraction of a millisecond or a unit given twice, in one line naming it", async () => {
+  for (
+    const name of [
+      "EDGESTREAM_SWEEP_EVERY",
+      "EDGESTREAM_SHUTDOWN",
+      "EDGESTREAM_WEBHOOK_DISABLE_AFTER",
+    ]
+  ) {
+    for (
+      const [value, problem] of [
+        [
+          "0.4ms",
+          "'0.4ms' is not a whole number of milliseconds; a duration is counted in whole ms",
+        ],
+        [
+          "1s0.5ms",
+          "'0.5ms' is not a whole number of milliseconds; a duration is counted in whole ms",
+        ],
+      ]
+    ) {
+      await assert.rejects(
+        () => configFromEnv(env({ [name]: value })),
+        (error) =>
+          error instanceof ConfigError &&
+          error.message === `${name}: Cannot read duration '${value}': ${problem}`,
+        `${name}=${value}`,
+      );
+    }
+    await assert.rejects(
+      () => configFromEnv(env({ [name]: "1s1s" })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          `${name}: Cannot read duration '1s1s' at position 2: unit 's' is given twice; give each unit once`,
+      `${name}=1s1s`,
+    );
+  }
+});
+
 Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a bad or zero one, naming it", async () => {
   for (const [value, ms] of [[undefined, 4_000], ["1500ms", 1_500], ["10s", 10_000]] as const) {
     const config = await configFromEnv(
@@ -336,8 +375,9 @@ Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns
       await config.webhooks.close();
     }
   }
-  // `0.4ms` rounds to 0, which turned the sweep off without a word; `1ms` swept without pause.
-  for (const value of ["0.4ms", "1ms", "99ms"]) {
+  // `1ms` swept without pause. (`0.4ms`, which rounded to 0 and turned the sweep off without a
+  // word, is no duration at all now: see the next test.)
+  for (const value of ["1ms", "99ms"]) {
     await assert.rejects(
       () => configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: value })),
       (error) =>
@@ -787,6 +827,21 @@ Deno.test("configFromEnv() serves a config file's origin refused since (a wildca
       level: "warning",
       text:
         `EDGESTREAM_CONFIG: streams.orders.origins[1]: Origin 'https://[REDACTED]@shop.example' holds credentials, which no browser sends in Origin; expected http(s)://host[:port] without path, credentials or wildcard, e.g. 'https://app.example.com'; served as before this check (a wildcard host matches no page; credentials are dropped, leaving the origin); fix it: a definition sent through the API with it is refused`,
+    }]);
+  });
+});
+
+Deno.test("configFromEnv() serves a config file's duration refused since (a fraction of a millisecond, a unit given twice) as read before, with a warning naming its path", async () => {
+  const orders = {
+    time: { lateness: "30s30s" },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.latenessMs, 60_000);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        "EDGESTREAM_CONFIG: streams.orders.time.lateness: Cannot read duration '30s30s' at position 3: unit 's' is given twice; give each unit once; read as before this check (a fraction of a millisecond rounded, a unit given twice added up); fix it: a definition sent through the API with it is refused",
     }]);
   });
 });

@@ -33,6 +33,7 @@ import {
   type CounterDefinition,
   type StreamDefinition,
 } from "./schema.ts";
+import { DurationError, parseDuration } from "./duration.ts";
 
 /** Variables an alert's `when` expression sees. */
 export const ALERT_VARIABLES = ["value", "group", "window"] as const;
@@ -471,6 +472,60 @@ export interface CompileOptions {
    * @default {false: refused, naming its path}
    */
   malformedOrigins?: boolean;
+  /**
+   * Take a duration with a fraction of a millisecond (`"0.6ms"`, rounded) or a unit given twice
+   * (`"1m1m"`, the parts added) as releases before those checks did: a stream stored or deployed
+   * then is served as it was. Find it with {@linkcode malformedDuration}.
+   * @default {false: refused, naming its path}
+   */
+  malformedDurations?: boolean;
+}
+
+/** `value` if it is a JSON object, else an empty one. */
+function object(value: unknown): Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? value as Record<string, unknown>
+    : {};
+}
+
+/** The durations of a stream definition (as written), each with its path under the stream. */
+function definitionDurations(definition: unknown): Array<[PropertyKey[], unknown]> {
+  const found: Array<[PropertyKey[], unknown]> = [];
+  const stream = object(definition);
+  const time = object(stream.time);
+  for (const key of ["lateness", "maxFuture", "idle"]) found.push([["time", key], time[key]]);
+  found.push([["dedupe", "ttl"], object(stream.dedupe).ttl]);
+  found.push([["idempotencyTtl"], stream.idempotencyTtl]);
+  for (const [name, counter] of Object.entries(object(stream.counters))) {
+    const window = object(object(counter).window);
+    for (const key of ["tumbling", "hopping", "every", "sliding", "precision", "session"]) {
+      found.push([["counters", name, "window", key], window[key]]);
+    }
+    found.push([["counters", name, "retention"], object(counter).retention]);
+  }
+  return found.filter(([, text]) => typeof text === "string");
+}
+
+/** The first duration of a definition that only a lenient read takes, as `streams.<name>.…: …`. */
+function durationProblem(name: string, definition: unknown): string | undefined {
+  for (const [path, text] of definitionDurations(definition)) {
+    try {
+      parseDuration(text as string);
+    } catch (error) {
+      if (!(error instanceof DurationError)) throw error;
+      return `${formatPath(["streams", name, ...path])}: ${error.message}`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A stream's first duration with a fraction of a millisecond or a unit given twice, as
+ * `streams.<name>.<path>: Cannot read duration …`, or `undefined` for none (see
+ * {@linkcode CompileOptions.malformedDurations}).
+ */
+export function malformedDuration(stream: CompiledStream): string | undefined {
+  return durationProblem(stream.name, stream.definition);
 }
 
 /**
@@ -537,6 +592,11 @@ export function compileConfig(
   const streams = new Map<string, CompiledStream>();
   const rawStreams = (raw as { streams: Record<string, unknown> }).streams;
   for (const [name, parsed] of Object.entries(result.data.streams)) {
+    // Before compiling: a duration rounded or added up could fail a window's check unsaid.
+    const duration = options.malformedDurations
+      ? undefined
+      : durationProblem(name, rawStreams[name]);
+    if (duration !== undefined) throw new ConfigError(`Invalid config: ${duration}`);
     const stream = compileStream(name, rawStreams[name], parsed, options);
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
@@ -588,10 +648,12 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
   const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
-  // a schema keyword or an origin refused since is compiled as it was): find them to warn.
+  // a schema keyword, an origin or a duration refused since is compiled as it was): find them to
+  // warn.
   return compileConfig(raw, {
     repeatedGroupBy: true,
     malformedSchemaKeywords: true,
     malformedOrigins: true,
+    malformedDurations: true,
   });
 }

@@ -1,6 +1,7 @@
 /**
  * Durations written as text in stream definitions: `"500ms"`, `"30s"`, `"5m"`,
- * `"1h"`, `"7d"`, `"2w"`, or a combination such as `"1h30m"`.
+ * `"1h"`, `"7d"`, `"2w"`, or a combination such as `"1h30m"`: each unit at most
+ * once, and a whole number of milliseconds.
  *
  * @module
  */
@@ -24,18 +25,31 @@ export class DurationError extends Error {
   }
 }
 
+/** Options for {@linkcode parseDuration}. */
+export interface ParseDurationOptions {
+  /**
+   * Take a fraction of a millisecond (rounded to the nearest: `0.6ms` is 1 ms) and a unit given
+   * twice (the parts added: `1m1m` is 2 minutes), as releases before those checks did, so that a
+   * definition stored or deployed then is read as it was. @default {false: refused}
+   */
+  lenient?: boolean;
+}
+
 /**
- * Parses a duration such as `"1h30m"` into milliseconds.
+ * Parses a duration such as `"1h30m"` into milliseconds. Each unit comes at most once, and each
+ * part is a whole number of milliseconds (`1.5s`, not `0.6ms`): otherwise a
+ * {@linkcode DurationError} names the problem (unless {@linkcode ParseDurationOptions.lenient}).
  *
  * @example
  * ```ts
  * parseDuration("5m"); // 300000
  * ```
  */
-export function parseDuration(text: string): number {
+export function parseDuration(text: string, options: ParseDurationOptions = {}): number {
   const trimmed = text.trim();
   if (trimmed === "") throw new DurationError("Duration is empty");
   let total = 0;
+  const seen = new Set<string>();
   PART.lastIndex = 0;
   while (PART.lastIndex < trimmed.length) {
     const start = PART.lastIndex;
@@ -45,10 +59,31 @@ export function parseDuration(text: string): number {
         `Cannot read duration '${text}' at position ${start}: expected a number and a unit (ms, s, m, h, d, w)`,
       );
     }
-    total += Number(match[1]) * UNIT_MS[match[2]];
+    const [part, number, unit] = match;
+    if (!options.lenient) {
+      if (seen.has(unit)) {
+        throw new DurationError(
+          `Cannot read duration '${text}' at position ${start}: unit '${unit}' is given twice; give each unit once`,
+        );
+      }
+      if (!wholeMilliseconds(number, UNIT_MS[unit])) {
+        throw new DurationError(
+          `Cannot read duration '${text}': '${part}' is not a whole number of milliseconds; a duration is counted in whole ms`,
+        );
+      }
+    }
+    seen.add(unit);
+    total += Number(number) * UNIT_MS[unit];
   }
   if (!Number.isFinite(total)) throw new DurationError(`Duration '${text}' is too large`);
   return Math.round(total);
+}
+
+/** Whether `number` (decimal text, `1.25`) times `unitMs` is whole, computed exactly. */
+function wholeMilliseconds(number: string, unitMs: number): boolean {
+  const fraction = number.split(".")[1];
+  if (fraction === undefined) return true;
+  return BigInt(fraction) * BigInt(unitMs) % 10n ** BigInt(fraction.length) === 0n;
 }
 
 /** Formats milliseconds as the shortest exact duration text, e.g. `90000` → `"1m30s"`. */

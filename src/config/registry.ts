@@ -57,6 +57,7 @@ import {
   compileStreamDefinition,
   ConfigError,
   type FormerCounter,
+  malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
   repeatedGroupBy,
@@ -579,13 +580,14 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     let stream: CompiledStream;
     try {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
-      // schema keyword not of its kind or an origin no browser sends (refused since) compiled as
-      // it was.
+      // schema keyword not of its kind, an origin no browser sends or a duration with a fraction
+      // of a millisecond or a unit given twice (refused since) compiled as it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,
           malformedSchemaKeywords: true,
           malformedOrigins: true,
+          malformedDurations: true,
         }),
         record.partialBefore,
         record.counters,
@@ -609,7 +611,12 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     }
     // Served as stored, though a PUT of it now is refused: said once a version loaded, so that
     // an admin finds it (a config file's are startup warnings).
-    for (const problem of [malformedSchemaKeyword(stream), malformedOrigin(stream)]) {
+    const problems = [
+      malformedSchemaKeyword(stream),
+      malformedOrigin(stream),
+      malformedDuration(stream),
+    ];
+    for (const problem of problems) {
       if (problem === undefined) continue;
       logger.warn(
         "Stored stream '{stream}' version {version}: {problem}; served as stored before this check; replace it with PUT /v1/streams/{stream}, which refuses it as it is",

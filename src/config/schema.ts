@@ -16,25 +16,45 @@ export const NAME_RULE = "Names are 1-64 characters of letters, digits, '_' and 
 /** Longest duration a config may name: windows, retention and TTLs stay within a year. */
 export const MAX_DURATION_MS = 366 * 86_400_000;
 
-/** A duration as text (`"30s"`), parsed to milliseconds. */
-export const duration = z.string().transform((text, ctx) => {
+/**
+ * `text` in milliseconds, or an issue added to `ctx` and `undefined`. Takes a fraction of a
+ * millisecond and a unit given twice as releases before those checks did; `compileConfig`
+ * refuses them (`malformedDuration`), unless told to take what was stored or deployed then.
+ */
+function durationMs(text: string, ctx: z.RefinementCtx): number | undefined {
   try {
-    const ms = parseDuration(text);
-    if (ms > MAX_DURATION_MS) {
-      ctx.addIssue({ code: "custom", message: `Duration '${text}' is longer than 366 days` });
-      return z.NEVER;
-    }
-    return ms;
+    const ms = parseDuration(text, { lenient: true });
+    if (ms <= MAX_DURATION_MS) return ms;
+    ctx.addIssue({ code: "custom", message: `Duration '${text}' is longer than 366 days` });
   } catch (error) {
     ctx.addIssue({
       code: "custom",
       message: error instanceof DurationError ? error.message : String(error),
     });
-    return z.NEVER;
   }
-});
+  return undefined;
+}
 
-const positiveDuration = duration.refine((ms) => ms > 0, "Duration must be greater than zero");
+/** A duration as text (`"30s"`), parsed to milliseconds (see `durationMs`). */
+export const duration = z.string().transform((text, ctx) => durationMs(text, ctx) ?? z.NEVER);
+
+/**
+ * A duration above zero. One that is zero only once rounded (`0.4ms`), refused by every release,
+ * is told why it is not whole rather than that it is zero.
+ */
+const positiveDuration = z.string().transform((text, ctx) => {
+  const ms = durationMs(text, ctx);
+  if (ms === undefined) return z.NEVER;
+  if (ms > 0) return ms;
+  let message = "Duration must be greater than zero";
+  try {
+    parseDuration(text);
+  } catch (error) {
+    if (error instanceof DurationError) message = error.message;
+  }
+  ctx.addIssue({ code: "custom", message });
+  return z.NEVER;
+});
 
 /** A field name or dotted path into the event (`"user.country"`). */
 const fieldPath = z.string().min(1).max(256).refine(

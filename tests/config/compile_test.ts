@@ -6,6 +6,7 @@ import {
   ConfigError,
   DEFAULT_MAX_SESSIONS,
   loadConfigFile,
+  malformedDuration,
   malformedOrigin,
   MAX_COUNTERS_PER_STREAM,
   MAX_STREAM_GROUPS,
@@ -645,6 +646,112 @@ Deno.test("compileConfig() refuses an origin with a wildcard host or credentials
     malformedOrigin(only(compileConfig(orders({ origins: ["https://a.example"] })))),
     undefined,
   );
+});
+
+Deno.test("compileConfig() refuses a duration with a fraction of a millisecond or a unit given twice, naming its path, wherever a definition holds one; malformedDurations takes it as before", () => {
+  const places: Array<[Record<string, unknown>, string]> = [
+    [{ time: { lateness: "D" } }, "time.lateness"],
+    [{ time: { maxFuture: "D" } }, "time.maxFuture"],
+    [{ time: { idle: "D" } }, "time.idle"],
+    [{ dedupe: { field: "id", ttl: "D" } }, "dedupe.ttl"],
+    [{ idempotencyTtl: "D" }, "idempotencyTtl"],
+    [
+      { counters: { x: { window: { tumbling: "D" }, aggregate: "count" } } },
+      "counters.x.window.tumbling",
+    ],
+    [
+      { counters: { x: { window: { hopping: "D", every: "1m" }, aggregate: "count" } } },
+      "counters.x.window.hopping",
+    ],
+    [
+      { counters: { x: { window: { hopping: "2m", every: "D" }, aggregate: "count" } } },
+      "counters.x.window.every",
+    ],
+    [
+      { counters: { x: { window: { sliding: "D", precision: "1m" }, aggregate: "count" } } },
+      "counters.x.window.sliding",
+    ],
+    [
+      { counters: { x: { window: { sliding: "2m", precision: "D" }, aggregate: "count" } } },
+      "counters.x.window.precision",
+    ],
+    [
+      { counters: { x: { window: { session: "D" }, aggregate: "count" } } },
+      "counters.x.window.session",
+    ],
+    [
+      { counters: { x: { window: { tumbling: "1m" }, aggregate: "count", retention: "D" } } },
+      "counters.x.retention",
+    ],
+  ];
+  for (const [definition, path] of places) {
+    for (
+      const [text, problem] of [
+        [
+          "1m1m",
+          "Cannot read duration '1m1m' at position 2: unit 'm' is given twice; give each unit once",
+        ],
+        [
+          // 119,999.6 ms, read before as 2 minutes (windows of 2m, 1m panes, compile).
+          "1m59.9996s",
+          "Cannot read duration '1m59.9996s': '59.9996s' is not a whole number of milliseconds; a duration is counted in whole ms",
+        ],
+      ]
+    ) {
+      const raw = orders(
+        JSON.parse(JSON.stringify(definition).replace('"D"', JSON.stringify(text))),
+      );
+      const error = assertRefused(raw);
+      assert.equal(
+        error.message,
+        `Invalid config: streams.orders.${path}: ${problem}`,
+        `${path} ${text}`,
+      );
+      // As releases before the check read it (rounded, added up); found to warn.
+      const stream = only(compileConfig(raw, { malformedDurations: true }));
+      assert.equal(
+        malformedDuration(stream),
+        `streams.orders.${path}: ${problem}`,
+        `${path} ${text}`,
+      );
+    }
+  }
+  const taken = only(compileConfig(
+    orders({ time: { lateness: "1m1m", maxFuture: "0.6ms" }, idempotencyTtl: "1h0.4ms" }),
+    { malformedDurations: true },
+  ));
+  assert.deepEqual([taken.latenessMs, taken.maxFutureMs, taken.idempotencyTtlMs], [
+    120_000,
+    1,
+    3_600_000,
+  ]);
+  // One that rounds to zero was refused by every release: it says why, not only that it is zero.
+  for (const options of [{}, { malformedDurations: true }]) {
+    assert.throws(
+      () => compileConfig(counter({ window: { tumbling: "0.4ms" } }), options),
+      {
+        name: "ConfigError",
+        message:
+          "Invalid config: streams.orders.counters.x.window.tumbling: Cannot read duration '0.4ms': '0.4ms' is not a whole number of milliseconds; a duration is counted in whole ms",
+      },
+    );
+  }
+  assert.equal(malformedDuration(only(compileConfig(counter({ retention: "1.5h" })))), undefined);
+});
+
+Deno.test("loadConfigFile() serves a file deployed with a duration refused since as before, to be warned about", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(path, JSON.stringify(orders({ time: { lateness: "30s30s" } })));
+    const stream = only(await loadConfigFile(path));
+    assert.equal(stream.latenessMs, 60_000);
+    assert.match(
+      malformedDuration(stream)!,
+      /^streams\.orders\.time\.lateness: .*unit 's' is given twice/,
+    );
+  } finally {
+    await Deno.remove(path);
+  }
 });
 
 Deno.test("the README states a stream's origins are read as allowed origins, and each example it refuses is refused", async () => {

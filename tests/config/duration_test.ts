@@ -14,7 +14,26 @@ Deno.test("parseDuration() reads every unit as milliseconds", () => {
 Deno.test("parseDuration() adds the parts of a combined duration", () => {
   assert.equal(parseDuration("1h30m"), 5_400_000);
   assert.equal(parseDuration("1m1s1ms"), 61_001);
-  assert.equal(parseDuration("1s1s"), 2_000);
+  // Any order, each unit once.
+  assert.equal(parseDuration("30m1h"), 5_400_000);
+});
+
+Deno.test("parseDuration() refuses a unit given twice, naming it and where, unless lenient (as releases before that check added the parts)", () => {
+  for (
+    const [text, unit, position] of [["1m1m", "m", 2], ["1s2ms1s", "s", 5], [
+      "1h0h",
+      "h",
+      2,
+    ]] as const
+  ) {
+    assert.throws(() => parseDuration(text), {
+      name: "DurationError",
+      message:
+        `Cannot read duration '${text}' at position ${position}: unit '${unit}' is given twice; give each unit once`,
+    });
+  }
+  assert.equal(parseDuration("1m1m", { lenient: true }), 120_000);
+  assert.equal(parseDuration("1s1s", { lenient: true }), 2_000);
 });
 
 Deno.test("parseDuration() tells minutes from milliseconds", () => {
@@ -23,11 +42,35 @@ Deno.test("parseDuration() tells minutes from milliseconds", () => {
   assert.equal(parseDuration("1m5ms"), 60_005);
 });
 
-Deno.test("parseDuration() accepts fractions and rounds to whole milliseconds", () => {
+Deno.test("parseDuration() accepts fractions that come to whole milliseconds", () => {
   assert.equal(parseDuration("1.5h"), 5_400_000);
   assert.equal(parseDuration("0.25s"), 250);
-  assert.equal(parseDuration("1.6ms"), 2);
-  assert.equal(parseDuration("0.4ms"), 0);
+  assert.equal(parseDuration("1.1s"), 1_100);
+  assert.equal(parseDuration("0.001s"), 1);
+  assert.equal(parseDuration("2.0ms"), 2);
+  assert.equal(parseDuration("0.00001d1ms"), 865);
+});
+
+Deno.test("parseDuration() refuses a fraction of a millisecond, naming the part, unless lenient (as releases before that check rounded it)", () => {
+  for (
+    const [text, part] of [
+      ["0.6ms", "0.6ms"],
+      ["1.6ms", "1.6ms"],
+      ["0.4ms", "0.4ms"],
+      ["0.0001s", "0.0001s"],
+      ["1m0.0005s", "0.0005s"],
+      [`0.${"0".repeat(30)}1w`, `0.${"0".repeat(30)}1w`],
+    ]
+  ) {
+    assert.throws(() => parseDuration(text), {
+      name: "DurationError",
+      message:
+        `Cannot read duration '${text}': '${part}' is not a whole number of milliseconds; a duration is counted in whole ms`,
+    }, text);
+  }
+  assert.equal(parseDuration("0.6ms", { lenient: true }), 1);
+  assert.equal(parseDuration("1.6ms", { lenient: true }), 2);
+  assert.equal(parseDuration("0.4ms", { lenient: true }), 0);
 });
 
 Deno.test("parseDuration() ignores surrounding whitespace and reads zero", () => {
@@ -108,8 +151,9 @@ Deno.test("parseDuration() sums the parts of any well-formed duration", () => {
     fc.integer({ min: 0, max: 1000 }),
     fc.constantFrom(...Object.keys(units) as Array<keyof typeof units>),
   );
+  const eachUnitOnce = { selector: ([, unit]: [number, string]) => unit };
   fc.assert(
-    fc.property(fc.array(part, { minLength: 1, maxLength: 6 }), (parts) => {
+    fc.property(fc.uniqueArray(part, { minLength: 1, maxLength: 6, ...eachUnitOnce }), (parts) => {
       const text = parts.map(([count, unit]) => `${count}${unit}`).join("");
       const expected = parts.reduce((total, [count, unit]) => total + count * units[unit], 0);
       assert.equal(parseDuration(text), expected);

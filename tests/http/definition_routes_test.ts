@@ -1361,6 +1361,61 @@ Deno.test("an origin no browser sends (a wildcard host, credentials) is 400 inva
   assert.equal((await put(stored, "signups", fixed)).status, 200);
 });
 
+Deno.test("a duration with a fraction of a millisecond or a unit given twice is 400 invalid_definition naming its path; a stream stored with one before is served as it was read then, said once on load, and a PUT must fix it", async () => {
+  const app = await appWith();
+  for (
+    const [window, message] of [
+      [
+        { tumbling: "1m1m" },
+        "Invalid stream definition: counters.perMinute.window.tumbling: Cannot read duration '1m1m' at position 2: unit 'm' is given twice; give each unit once",
+      ],
+      [
+        { tumbling: "0.6ms" },
+        "Invalid stream definition: counters.perMinute.window.tumbling: Cannot read duration '0.6ms': '0.6ms' is not a whole number of milliseconds; a duration is counted in whole ms",
+      ],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", {
+      ...SIGNUPS,
+      counters: { perMinute: { ...SIGNUPS.counters.perMinute, window } },
+    });
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
+  // Stored by a release that took it: served as read then (2 minutes), said once on load.
+  const twice = {
+    ...SIGNUPS,
+    counters: { perMinute: { ...SIGNUPS.counters.perMinute, window: { tumbling: "1m1m" } } },
+  };
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", twice, { malformedDurations: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    "Stored stream 'signups' version 1: streams.signups.counters.perMinute.window.tumbling: Cannot read duration '1m1m' at position 2: unit 'm' is given twice; give each unit once; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is",
+  ]);
+  const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", plan: "a" }]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  await sent.body?.cancel();
+  const counter = await (await stored.request("/v1/streams/signups/counters/perMinute")).json();
+  assert.equal(counter.windows[0].end, "2026-01-01T00:02:00.000Z", JSON.stringify(counter));
+  // Sent again it is refused; fixed (the same 2 minutes), it is taken.
+  assert.equal((await put(stored, "signups", { ...twice, description: "kept" })).status, 400);
+  const fixed = {
+    ...twice,
+    counters: { perMinute: { ...twice.counters.perMinute, window: { tumbling: "2m" } } },
+  };
+  assert.equal((await put(stored, "signups", fixed)).status, 200);
+});
+
 Deno.test("PUT /v1/streams/{stream} answers an idle stream's watermark by the app's clock, as GET does", async () => {
   const app = await appWith();
   const idle = { ...SIGNUPS, time: { field: "t", idle: "1m" } };

@@ -595,6 +595,49 @@ Deno.test("batch.maxEvents is at most 1,000 and maxWait at most 1m (README), eac
   });
 });
 
+Deno.test("batch.maxWait with a fraction of a millisecond or a unit given twice is a 400 naming it, on POST and PATCH, changing nothing", async () => {
+  await withSetup(async (ctx) => {
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/batched",
+      eventTypes: ["window.closed"],
+      batch: { maxEvents: 10, maxWait: "2s" },
+    });
+    assert.equal(created.status, 201, created.text);
+    for (
+      const [maxWait, problem] of [
+        [
+          "1s1s",
+          "Cannot read duration '1s1s' at position 2: unit 's' is given twice; give each unit once",
+        ],
+        [
+          "0.5ms",
+          "Cannot read duration '0.5ms': '0.5ms' is not a whole number of milliseconds; a duration is counted in whole ms",
+        ],
+      ]
+    ) {
+      const posted = await call(ctx.app, "POST", "/v1/webhooks", {
+        url: "http://127.0.0.1:9/refused",
+        eventTypes: ["window.closed"],
+        batch: { maxEvents: 10, maxWait },
+      });
+      assert.equal(posted.status, 400, maxWait);
+      assert.deepEqual(
+        [posted.body.error.code, posted.body.error.message],
+        ["invalid_request", `Invalid request body batch.maxWait: ${problem}`],
+      );
+      const patched = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+        batch: { maxEvents: 10, maxWait },
+      });
+      assert.equal(patched.status, 400, maxWait);
+      assert.equal(patched.body.error.message, `Invalid request body batch.maxWait: ${problem}`);
+    }
+    const read = await call(ctx.app, "GET", `/v1/webhooks/${created.body.id}`);
+    assert.equal(read.body.batch.maxWait, "2s", read.text);
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.equal(listed.body.webhooks.length, 1, listed.text);
+  });
+});
+
 Deno.test("an endpoint's streams list names at least one stream (an empty one would hear from none): 400 on POST and PATCH; null is all", async () => {
   await withSetup(async (ctx) => {
     const empty = await call(ctx.app, "POST", "/v1/webhooks", {
