@@ -18,7 +18,7 @@
  * | `EDGESTREAM_SWEEP_EVERY` | self-hosted sweep interval; `0s` turns it off | `5s` |
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
- * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long | `5d` |
+ * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long (above 0) | `5d` |
  * | `EDGESTREAM_ENV` | `production` refuses the memory store and open mode (also on Deno Deploy's production timeline) | `development` |
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
@@ -239,6 +239,22 @@ function readShutdown(env: EnvSource): number {
   return ms;
 }
 
+/**
+ * `EDGESTREAM_WEBHOOK_DISABLE_AFTER` as a duration above 0 (ms): with 0, an endpoint's first
+ * failed attempt would disable it, as if it had failed for a long time.
+ */
+function readDisableAfter(env: EnvSource): number {
+  const ms = readDuration(env, "EDGESTREAM_WEBHOOK_DISABLE_AFTER", "5d");
+  if (ms <= 0) {
+    throw new ConfigError(
+      `EDGESTREAM_WEBHOOK_DISABLE_AFTER: expected a duration above 0, got '${
+        env.get("EDGESTREAM_WEBHOOK_DISABLE_AFTER")
+      }'`,
+    );
+  }
+  return ms;
+}
+
 /** `PORT` as an integer from 0 to 65535. */
 function readPort(env: EnvSource): number {
   const text = env.get("PORT") ?? "8000";
@@ -448,7 +464,7 @@ export function webhooksFromEnv(
     if (!(error instanceof AllowListError)) throw error;
     throw new ConfigError(`EDGESTREAM_WEBHOOK_ALLOW: ${error.message}`, { cause: error });
   }
-  const disableAfterMs = readDuration(env, "EDGESTREAM_WEBHOOK_DISABLE_AFTER", "5d");
+  const disableAfterMs = readDisableAfter(env);
   return new WebhookService({ ...options, deliveries, policy, disableAfterMs });
 }
 

@@ -85,6 +85,32 @@ Deno.test("webhooksFromEnv() refuses a bad allow-list entry or disable period, n
   );
 });
 
+Deno.test("EDGESTREAM_WEBHOOK_DISABLE_AFTER of zero (which would disable an endpoint at its first failure) is refused in one line naming it", async () => {
+  const store = new MemoryStore();
+  for (const value of ["0s", "0ms", "0m0s", "0.0d"]) {
+    const refused = (error: unknown) =>
+      error instanceof ConfigError &&
+      error.message ===
+        `EDGESTREAM_WEBHOOK_DISABLE_AFTER: expected a duration above 0, got '${value}'`;
+    assert.throws(
+      () => webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_DISABLE_AFTER: value }), { store, streams }),
+      refused,
+      value,
+    );
+    await assert.rejects(
+      () => configFromEnv(env({ EDGESTREAM_WEBHOOK_DISABLE_AFTER: value })),
+      refused,
+      value,
+    );
+  }
+  // The shortest above 0 is taken.
+  const taken = webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_DISABLE_AFTER: "1ms" }), {
+    store,
+    streams,
+  });
+  await taken.close();
+});
+
 Deno.test("a flag variable set empty (a compose file's unset value) reads as false", async () => {
   const store = new MemoryStore();
   for (const value of ["", "false"]) {
