@@ -714,6 +714,36 @@ function isOne(text: string): boolean {
   return significant === "1" && scale === 0;
 }
 
+/**
+ * Most rows a counter read answers: `limit`'s bound, which `top` groups of each of `limit` windows
+ * keep to as well (`top=1000&limit=1000` would be a million rows).
+ */
+const MAX_ROWS = 1000;
+
+/** Windows a read with `top` takes when `limit` is not given, unless `top` asks for fewer. */
+const DEFAULT_TOP_WINDOWS = 100;
+
+/**
+ * How many windows a read with `top` takes: `limit`, when its `top` groups each stay within
+ * {@linkcode MAX_ROWS} rows (else a 400 naming both); without `limit`, the default 100, or as
+ * many as keep within it (`top=50`: 20).
+ */
+function topWindows(top: number, limit: number | undefined): number {
+  if (limit === undefined) {
+    return Math.max(1, Math.min(DEFAULT_TOP_WINDOWS, Math.floor(MAX_ROWS / top)));
+  }
+  if (top * limit > MAX_ROWS) {
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameters 'top' (${top}) and 'limit' (${limit}) ask for up to ${
+        top * limit
+      } rows (the top groups of each of 'limit' windows); at most ${MAX_ROWS}: lower one of them`,
+    );
+  }
+  return limit;
+}
+
 const TopParam = countQuery(
   1000,
   "Only this many groups with the highest value per window (ties by group key), the rest merged into `others`; not with `group.*` filters",
@@ -874,7 +904,10 @@ const listWindowsRoute = createRoute({
         description: "Earliest window start (ISO-8601, UTC when it has no offset, or epoch ms)",
       }),
       to: TimeParam.openapi({ description: "Windows start before this (same forms as from)" }),
-      limit: countQuery(1000, "Most rows (default 100)"),
+      limit: countQuery(
+        MAX_ROWS,
+        "Most rows (default 100); with `top`, most windows (default 100, fewer when `top` is over 10), `top` × `limit` at most 1000",
+      ),
       // No bound of its own: a cursor holds its last row's group, whose values may be long.
       cursor: z.string().optional().openapi({
         description:
@@ -927,7 +960,8 @@ function listCounterWindows(deps: StreamRouteDeps): RouteHandler<typeof listWind
     };
     if (top) {
       if (query.cursor !== undefined) throw cursorNotTaken("with 'top'");
-      const ranked = await listTopWindows(stream, counter, context, { ...options, ...top });
+      const limit = topWindows(top.top, query.limit);
+      const ranked = await listTopWindows(stream, counter, context, { ...options, ...top, limit });
       return c.json({
         stream: stream.name,
         counter: counter.name,

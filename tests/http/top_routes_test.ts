@@ -111,6 +111,48 @@ Deno.test("with top, limit counts windows: each keeps its top groups and its oth
   assert.deepEqual(newest.others.map((row: { start: string }) => row.start), [at(60)]);
 });
 
+Deno.test("with top, top × limit is at most 1,000 rows: more is a 400 naming both; without limit, a top over 10 reads as many windows as keep within it (README)", async () => {
+  // 25 one-minute windows, each with the groups /a and /b.
+  const minutes = Array.from({ length: 25 }, (_, minute) => minute);
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(25 * 60 + 30)) });
+  await postEvents(
+    app,
+    minutes.flatMap((minute) => [
+      { ts: at(minute * 60 + 1), endpoint: "/a", ms: 1 },
+      { ts: at(minute * 60 + 2), endpoint: "/b", ms: 1 },
+    ]),
+    { stream: "api" },
+  );
+  for (
+    const [top, limit] of [[2, 501], [1000, 2], [11, 91], [1000, 1000]]
+  ) {
+    const res = await app.request(`/v1/streams/api/counters/hits?top=${top}&limit=${limit}`);
+    assert.equal(res.status, 400, `top=${top}&limit=${limit}`);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_query");
+    assert.equal(
+      error.message,
+      `Query parameters 'top' (${top}) and 'limit' (${limit}) ask for up to ${
+        top * limit
+      } rows (the top groups of each of 'limit' windows); at most 1000: lower one of them`,
+    );
+  }
+  // At the bound, taken.
+  for (const [top, limit, windows] of [[2, 500, 25], [1000, 1, 1], [40, 25, 25]]) {
+    const res = await app.request(`/v1/streams/api/counters/hits?top=${top}&limit=${limit}`);
+    assert.equal(res.status, 200, `top=${top}&limit=${limit}`);
+    const body = await res.json();
+    assert.equal(body.others.length, windows, `top=${top}&limit=${limit}`);
+  }
+  // Without limit: 100 windows up to top=10, then 1000 / top of them, newest first.
+  for (const [top, windows] of [[10, 25], [40, 25], [50, 20], [100, 10], [1000, 1]]) {
+    const body = await (await app.request(`/v1/streams/api/counters/hits?top=${top}`)).json();
+    assert.equal(body.others.length, windows, `top=${top}`);
+    assert.equal(body.windows.length, windows * 2, `top=${top}`);
+    assert.equal(body.others[0].start, at(24 * 60), `top=${top}`);
+  }
+});
+
 Deno.test("bad top and by parameters are 400s that name the problem", async () => {
   const { app } = await testApp({ config: CONFIG });
   const cases: Array<[string, RegExp]> = [
