@@ -457,7 +457,11 @@ export interface DeliveryStore {
    * given out by this method.
    */
   pageEndpoints(options: PageOptions): Promise<Page<Endpoint>>;
-  /** Deletes an endpoint and its queue; false when there was none. */
+  /**
+   * Deletes an endpoint and its queue; false when there was none. Its deliveries are found no
+   * more: {@linkcode getDelivery} gives null, {@linkcode retry} `not_found`,
+   * {@linkcode listAttempts} none (a store may keep them until they expire, unread).
+   */
   deleteEndpoint(id: string): Promise<boolean>;
 
   /** Where a stream's dispatch is. */
@@ -503,7 +507,7 @@ export interface DeliveryStore {
     deliveries: readonly NewDelivery[],
     options?: DeliveryCallOptions,
   ): Promise<number>;
-  /** A delivery, or null. */
+  /** A delivery, or null (also once its endpoint is deleted). */
   getDelivery(id: string): Promise<Delivery | null>;
   /**
    * A page of an endpoint's deliveries (of one status, when given), newest
@@ -550,7 +554,10 @@ export interface DeliveryStore {
    * Returns false, changing nothing, when the token no longer holds the claim.
    */
   releaseClaim(release: ClaimRelease): Promise<boolean>;
-  /** Makes a delivery due now with a fresh retry schedule (tries and interruptions 0). */
+  /**
+   * Makes a delivery due now with a fresh retry schedule (tries and interruptions 0);
+   * `not_found` for none, also once its endpoint is deleted.
+   */
   retry(deliveryId: string, nowMs: number): Promise<RetryResult>;
   /** Makes an endpoint's `retrying` and `dead` deliveries created since `sinceMs` due now. */
   replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number>;

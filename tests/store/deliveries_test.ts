@@ -785,6 +785,39 @@ const scenarios: Record<string, Scenario> = {
     assert.equal(again.delivery.messageId, "msg_s_1");
   },
 
+  async "a deleted endpoint's deliveries are found no more: getDelivery() null, retry() not_found, no attempts; another endpoint's stay"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2, "ep_b")]);
+    const id = delivery(1).id;
+    const [claim] = (await store.claimDue(claimOptions(T0))).filter((item) =>
+      item.delivery.id === id
+    );
+    await store.recordAttempt({
+      deliveryId: id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt("dead", null),
+      nowMs: T0 + 1,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.equal((await store.getDelivery(id))?.status, "dead");
+    assert.equal((await store.listAttempts(id)).length, 1);
+    assert.equal(await store.deleteEndpoint("ep_a"), true);
+    assert.equal(await store.getDelivery(id), null);
+    assert.deepEqual(await store.listAttempts(id), []);
+    assert.equal(await store.retry(id, T0 + 2), "not_found");
+    // The retry brought nothing back: nothing of it to claim, nothing counted dead.
+    assert.equal(await store.getDelivery(id), null);
+    const later = await store.claimDue(claimOptions(T0 + DAY));
+    assert.deepEqual(later.map((item) => item.delivery.id), [delivery(2, "ep_b").id]);
+    assert.equal((await store.countDeliveries()).dead, 0);
+    assert.equal((await store.getDelivery(delivery(2, "ep_b").id))?.endpointId, "ep_b");
+  },
+
   async "replay() requeues retrying and dead deliveries created since a time"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     await store.createDeliveries([1, 2, 3, 4].map((n) => delivery(n, "ep_a", T0 + n * 1_000)));

@@ -624,10 +624,15 @@ local fresh, touched = newDeliveries(args.items)
 return createDeliveries(fresh, touched, args.now, args.retention)
 `;
 
-/** Reads one delivery. ARGV[1]: `{id}`. Returns JSON of its hash, or `{}`. */
+/**
+ * Reads one delivery. ARGV[1]: `{id}`. Returns JSON of its hash, or `{}`: also for a delivery
+ * of a deleted endpoint, left to expire unread (the memory store drops it with its endpoint).
+ */
 export const GET_DELIVERY_SCRIPT = COMMON + `
 local id = args.id
-return cjson.encode(hash(deliveryKey(id)))
+local d = hash(deliveryKey(id))
+if d.ep and redis.call("EXISTS", endpointKey(d.ep)) == 0 then return cjson.encode({}) end
+return cjson.encode(d)
 `;
 
 /**
@@ -670,9 +675,14 @@ end
 return cjson.encode({ rows = rows, next = false })
 `;
 
-/** Reads an attempt log. ARGV[1]: `{id}`. Returns its JSON entries, newest first. */
+/**
+ * Reads an attempt log. ARGV[1]: `{id}`. Returns its JSON entries, newest first; none for a
+ * delivery of a deleted endpoint.
+ */
 export const LIST_ATTEMPTS_SCRIPT = COMMON + `
 local id = args.id
+local ep = readKey("hash", "HGET", deliveryKey(id), "ep")
+if ep and redis.call("EXISTS", endpointKey(ep)) == 0 then return {} end
 return redis.call("LRANGE", attemptsKey(id), 0, -1)
 `;
 
@@ -828,6 +838,10 @@ if first then return first end
 local id, now, retention = args.id, args.now, args.retention
 local key = deliveryKey(id)
 if redis.call("EXISTS", key) == 0 then return cjson.encode("not_found") end
+-- A deleted endpoint's delivery is not found, as GET_DELIVERY_SCRIPT says: requeued, it would
+-- bring back the queue DELETE_ENDPOINT_SCRIPT deleted.
+local ep = readKey("hash", "HGET", key, "ep")
+if ep and redis.call("EXISTS", endpointKey(ep)) == 0 then return cjson.encode("not_found") end
 local untilMs = tonumber(readKey("hash", "HGET", key, "until"))
 if untilMs and untilMs > now then return cjson.encode("in_flight") end
 requeue(key, toRequeue(key, {}), now, retention)

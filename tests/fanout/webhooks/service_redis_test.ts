@@ -2,7 +2,8 @@
  * The webhook service over Redis: two app instances sharing one Redis (one
  * Upstash bridge) deliver each result exactly once under concurrent sweeps
  * (whose sends overlap the next sweeps), a new instance picks up what an
- * earlier one could not deliver, and what an alert costs in round trips.
+ * earlier one could not deliver, what an alert costs in round trips, and that a deleted
+ * endpoint's delivery is not found, as on the memory store.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -317,6 +318,51 @@ redisTest(
     } finally {
       await app.close();
       await receiver.close();
+    }
+  },
+);
+
+/**
+ * A delivery of an endpoint since deleted, retried: `404 delivery_not_found` on either store (the
+ * memory store drops it with its endpoint; Redis leaves it to expire, unread), as for an unknown
+ * delivery id.
+ */
+async function deletedEndpointDelivery(app: Awaited<ReturnType<typeof setup>>) {
+  const { id } = await register(app.app, { url: "http://127.0.0.1:9/refused" });
+  const queued = await call(app.app, "POST", `/v1/webhooks/${id}/test`);
+  assert.equal(queued.status, 202, queued.text);
+  const deliveryId = queued.body.delivery.id;
+  await app.webhooks.idle();
+  const listed = await call(app.app, "GET", `/v1/webhooks/${id}/deliveries`);
+  assert.deepEqual(listed.body.deliveries.map((item: { id: string }) => item.id), [deliveryId]);
+  assert.equal((await call(app.app, "DELETE", `/v1/webhooks/${id}`)).status, 204);
+  for (const retried of [deliveryId, "msg_none.ep_none"]) {
+    const res = await call(app.app, "POST", `/v1/deliveries/${retried}/retry`);
+    assert.equal(res.status, 404, retried);
+    assert.deepEqual([res.body.error.code, res.body.error.message], [
+      "delivery_not_found",
+      `No delivery has id '${retried}'`,
+    ], retried);
+  }
+}
+
+Deno.test("memory store: a deleted endpoint's delivery retried is 404 delivery_not_found", async () => {
+  const app = await setup();
+  try {
+    await deletedEndpointDelivery(app);
+  } finally {
+    await app.close();
+  }
+});
+
+redisTest(
+  "Redis store: a deleted endpoint's delivery retried is 404 delivery_not_found, as on the memory store",
+  async (fixture) => {
+    const app = await instance(fixture, { now: T0 + 600_000 });
+    try {
+      await deletedEndpointDelivery(app);
+    } finally {
+      await app.close();
     }
   },
 );
