@@ -477,6 +477,15 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
   }
 
   /**
+   * Every stream stored through the API that this instance found it cannot compile (see
+   * {@linkcode unservable}), by name: what `GET /v1/streams` lists beside the served ones, so an
+   * operator finds it to replace or delete it.
+   */
+  *unservableStreams(): MapIterator<[string, UnservableStream]> {
+    yield* this.#unservable.entries();
+  }
+
+  /**
    * Whether `name` is recorded in the store as a stream of another deployment's config file
    * (another `EDGESTREAM_CONFIG` on the same store), which this instance's file lacks: it is not
    * served here, as this instance cannot know that file's intent. The stored version, or

@@ -20,6 +20,7 @@ import {
   NAME_RULE,
   StreamDefinitionError,
   StreamRegistry,
+  type UnservableStream,
 } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
 import { KeyConflictError } from "../store/keys.ts";
@@ -473,13 +474,17 @@ export function streamMissing(
   }
   const unservable = registry?.unservable(name);
   if (unservable) {
-    return new ApiError(
-      409,
-      "stream_not_servable",
-      `Stream '${name}' (version ${unservable.version}) is stored, but this release cannot compile its definition: ${unservable.error}. Replace it with PUT /v1/streams/${name}`,
-    );
+    return new ApiError(409, "stream_not_servable", unservableProblem(name, unservable));
   }
   return new ApiError(404, "stream_not_found", `Stream '${name}' does not exist`);
+}
+
+/**
+ * Why the API stream `name`, stored with a definition this release cannot compile, is not
+ * served: its `409 stream_not_servable` message, and its `problem` in `GET /v1/streams`.
+ */
+export function unservableProblem(name: string, unservable: UnservableStream): string {
+  return `Stream '${name}' (version ${unservable.version}) is stored, but this release cannot compile its definition: ${unservable.error}. Replace it with PUT /v1/streams/${name}`;
 }
 
 /** `405 method_not_allowed` for `method` on `path`, naming in `Allow` the `methods` it takes. */

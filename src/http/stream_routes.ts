@@ -75,7 +75,7 @@ import {
   rateLimitsFor,
   requireIngestKey,
 } from "./browser.ts";
-import { ApiError, errorResponse, streamMissing, toApiError } from "./errors.ts";
+import { ApiError, errorResponse, streamMissing, toApiError, unservableProblem } from "./errors.ts";
 import { guardOrigin, type OriginPolicy } from "./origin.ts";
 import { groupFilterField, refuseRepeatedQuery } from "./query.ts";
 import { jsonWithRequestId, madeJsonWithRequestId, requestIdOf } from "./request_id.ts";
@@ -246,10 +246,31 @@ export const StreamSchema = z.object({
     description:
       "Rises on every change of the stream's stored definition; 0 for a config stream not recorded in the store",
   }),
+  servable: z.literal(true).openapi({
+    description: "This instance serves the stream (see `UnservableStream` for one it does not)",
+  }),
   definition: StreamDefinitionSchema,
   counters: z.array(z.string()),
   stats: StatsSchema,
 }).openapi("Stream");
+
+/**
+ * A stream stored through the API whose stored definition this release cannot compile, as
+ * `GET /v1/streams` lists it: its definition, counters and stats cannot be read, so it has only
+ * what the store's record says, and why it is not served.
+ */
+export const UnservableStreamSchema = z.object({
+  name: z.string(),
+  source: z.literal("api"),
+  version: z.int().openapi({ description: "The stored definition's version" }),
+  servable: z.literal(false).openapi({
+    description:
+      "Not served by this instance: its ingest, reads and subscriptions answer `409 stream_not_servable`; replace it with `PUT /v1/streams/{stream}` or delete it",
+  }),
+  problem: z.string().openapi({
+    description: "Why it is not served, as its `409 stream_not_servable` says",
+  }),
+}).openapi("UnservableStream");
 
 /** A counter's value: a number, null, or a quantiles counter's summary object. */
 export const CounterValueSchema = z.union([
@@ -509,6 +530,7 @@ export async function streamJson(
     description: stream.parsed.description,
     source: registered?.source ?? "config" as const,
     version: registered?.version ?? 0,
+    servable: true as const,
     definition: stream.definition,
     counters: stream.counters.map((counter) => counter.name),
     stats: statsJson(
@@ -527,7 +549,7 @@ const listStreamsRoute = createRoute({
   tags: ["streams"],
   summary: "List streams with stats, by name, a page at a time. Scope: read.",
   description:
-    "The streams this instance serves, in code point order of their names; a key limited to `streams` is answered only those of them it may read (none served: an empty list).",
+    "The streams this instance serves, and those stored through the API whose definition this release cannot compile (`servable: false`, with the `problem`; fix them with `PUT` or `DELETE`), in code point order of their names; a key limited to `streams` is answered only those of them it may read (none: an empty list).",
   request: {
     query: z.object({
       limit: countQuery(1000, "Most streams on the page (default 100)"),
@@ -539,7 +561,10 @@ const listStreamsRoute = createRoute({
       description: "Streams",
       content: {
         "application/json": {
-          schema: z.object({ streams: z.array(StreamSchema), nextCursor: NextCursor }),
+          schema: z.object({
+            streams: z.array(z.union([StreamSchema, UnservableStreamSchema])),
+            nextCursor: NextCursor,
+          }),
         },
       },
     },
@@ -552,15 +577,31 @@ function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRout
     const { limit = 100, cursor } = c.req.valid("query");
     const after = cursor === undefined ? undefined : readStreamCursor(cursor);
     const only = grantOfRequest(c)?.streams;
-    const streams = [...deps.streams.values()]
-      .filter((stream) =>
-        (only === undefined || only.has(stream.name)) &&
-        (after === undefined || compareGroupKeys(stream.name, after) > 0)
+    // A stream stored with a definition this release cannot compile is listed too (with what its
+    // record says): else an operator could not find it to replace or delete it.
+    const unservable = new Map(
+      deps.streams instanceof StreamRegistry ? deps.streams.unservableStreams() : [],
+    );
+    const names = [...deps.streams.keys(), ...unservable.keys()]
+      .filter((name) =>
+        (only === undefined || only.has(name)) &&
+        (after === undefined || compareGroupKeys(name, after) > 0)
       )
-      .sort((a, b) => compareGroupKeys(a.name, b.name));
-    const page = streams.slice(0, limit);
-    const list = await Promise.all(page.map((stream) => streamJson(stream, deps)));
-    const nextCursor = streams.length > limit ? streamCursor(page.at(-1)!.name) : null;
+      .sort(compareGroupKeys);
+    const page = names.slice(0, limit);
+    const list = await Promise.all(page.map((name) => {
+      const stream = deps.streams.get(name);
+      if (stream) return streamJson(stream, deps);
+      const found = unservable.get(name)!;
+      return {
+        name,
+        source: "api" as const,
+        version: found.version,
+        servable: false as const,
+        problem: unservableProblem(name, found),
+      };
+    }));
+    const nextCursor = names.length > limit ? streamCursor(page.at(-1)!) : null;
     return c.json({ streams: list, nextCursor }, 200);
   };
 }

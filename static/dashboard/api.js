@@ -115,13 +115,14 @@ export async function allStreams() {
 
 /**
  * One stream of `GET /v1/streams/{stream}`, with its stats, as the list holds it; null when it is
- * gone (404).
+ * gone (404) or no longer served (`409 stream_not_servable`): the list then says which.
  */
 export async function readStream(name) {
   try {
     return await api(`/v1/streams/${encodeURIComponent(name)}`);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) return null;
+    if (error instanceof ApiError && error.code === "stream_not_servable") return null;
     throw error;
   }
 }

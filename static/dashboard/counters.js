@@ -86,7 +86,7 @@ export class CountersView {
     this.#top = top;
     const articles = [];
     for (const stream of streams) {
-      for (const counter of stream.counters) {
+      for (const counter of stream.counters ?? []) {
         const key = counterKey(stream.name, counter);
         const chart = el("div", { class: "chart", "data-chart": key });
         const range = el("p", { class: "muted window-range" }, "…");

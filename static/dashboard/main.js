@@ -116,6 +116,8 @@ function layoutOf(streams) {
       stream.name,
       stream.description ?? null,
       stream.definition?.counters ?? {},
+      // One not servable has a card of its own, redrawn once it is replaced.
+      stream.servable === false ? stream.problem ?? "" : null,
     ])
       .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0),
   );
@@ -128,9 +130,15 @@ function layoutOf(streams) {
  */
 function showStreams(streams, { alerts, top, empty }) {
   const streamsView = new StreamsView(byId("streams"), streams, { empty });
-  const counters = new CountersView(byId("counters"), streams, { top, empty });
+  // One not servable (stored with a definition this server cannot compile) has no counters to
+  // read, nor results to follow: its card says why.
+  const served = streams.filter((stream) => stream.servable !== false);
+  const counters = new CountersView(byId("counters"), served, {
+    top,
+    empty: streams.length > 0 ? null : empty,
+  });
   const stops = [];
-  streams.forEach((stream, i) => {
+  served.forEach((stream, i) => {
     if (i >= MAX_LIVE_STREAMS) {
       streamsView.setLiveState(
         stream.name,
@@ -304,7 +312,11 @@ async function start() {
         noteRead(all, listReadAt);
         apply(all);
       } else {
-        const names = shownNames;
+        // One not servable has no stats to read: the list's entry stands until the next read of it.
+        const unservable = new Set(
+          latest.filter((stream) => stream.servable === false).map((stream) => stream.name),
+        );
+        const names = shownNames.filter((name) => !unservable.has(name));
         const read = await Promise.all(names.map((name) => readStream(name)));
         const atMs = Date.now();
         const fresh = new Map();

@@ -51,7 +51,12 @@ export class StreamPicker {
   /** Takes the streams of a `GET /v1/streams` answer and the names of those shown. */
   update(streams, shown) {
     this.#names = streams.map((stream) => stream.name);
-    this.#totals = new Map(streams.map((stream) => [stream.name, stream.stats?.accepted ?? 0]));
+    // null: not servable (stored with a definition this server cannot compile), so no total.
+    this.#totals = new Map(
+      streams.map((
+        stream,
+      ) => [stream.name, stream.servable === false ? null : stream.stats?.accepted ?? 0]),
+    );
     this.#shown = shown;
     // With no more streams than can be shown, every one is: nothing to choose.
     this.#elements.fieldset.hidden = this.#names.length <= MAX_SHOWN_STREAMS;
@@ -67,7 +72,8 @@ export class StreamPicker {
       this.#build(filter);
     }
     for (const [name, element] of this.#totalElements) {
-      const text = `${formatValue(this.#totals.get(name) ?? 0)} accepted`;
+      const total = this.#totals.get(name);
+      const text = total === null ? "not servable" : `${formatValue(total ?? 0)} accepted`;
       if (element.textContent !== text) element.textContent = text;
     }
   }

@@ -20,6 +20,25 @@ const RATE_LABELS = {
   rejected: "rejected",
 };
 
+/**
+ * The card of a stream stored with a definition this server cannot compile (`servable: false` in
+ * `GET /v1/streams`): it has no stats, rates or live results, only why it is not served, until it
+ * is replaced (`PUT`) or deleted.
+ */
+function unservableCard(stream) {
+  return el(
+    "article",
+    { class: "stream unservable", "data-stream": stream.name },
+    el(
+      "header",
+      {},
+      el("h3", {}, userText(stream.name)),
+      el("span", { class: "live-state", "data-live": stream.name }, "not servable"),
+    ),
+    el("p", { class: "problem" }, stream.problem ?? "Not served by this server"),
+  );
+}
+
 /** Cards of the streams, updated from each poll. */
 export class StreamsView {
   #cards = new Map();
@@ -30,6 +49,7 @@ export class StreamsView {
    */
   constructor(container, streams, { empty = null } = {}) {
     const cards = streams.map((stream) => {
+      if (stream.servable === false) return unservableCard(stream);
       const rates = {};
       const rateList = el(
         "dl",

@@ -20,6 +20,7 @@ import { LiveHub } from "../../src/fanout/live.ts";
 import { UrlPolicy, WebhookService } from "../../src/fanout/webhooks/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import {
+  MemoryDefinitionStore,
   MemoryDeliveryStore,
   MemoryKeyStore,
   MemoryStore,
@@ -108,6 +109,10 @@ function holdingReceiver(): Receiver & { received: Promise<void> } {
 interface DashboardServer {
   base: string;
   now: () => number;
+  /** Where a registry's streams are stored (with `registry`). */
+  definitions: MemoryDefinitionStore;
+  /** The streams served: a registry with `registry`. */
+  streams: ReadonlyMap<string, unknown>;
   /** With `holding`: resolves once its receiver holds a delivery. */
   held?: Promise<void>;
   /** Stops sending webhooks as a stopping instance does, cutting off what is in flight. */
@@ -130,6 +135,11 @@ async function startServer(
     holding?: boolean;
     /** While it returns true, every store call fails as an unreachable store's does. */
     storeDown?: () => boolean;
+    /**
+     * With a registry, streams stored through the API before it started (by an earlier release,
+     * which could store what this one cannot compile), by name: their definitions.
+     */
+    stored?: Record<string, unknown>;
   } = {},
 ): Promise<DashboardServer> {
   const now = clockInsideOneWindow(options.lagMs);
@@ -154,7 +164,20 @@ async function startServer(
       },
     })
     : memory;
-  const streams = options.registry ? new StreamRegistry(compiled, { now }) : compiled;
+  const definitions = new MemoryDefinitionStore();
+  for (const [name, definition] of Object.entries(options.stored ?? {})) {
+    const written = await definitions.write(name, {
+      source: "api",
+      generation: 1,
+      definition,
+      counters: {},
+      deleted: false,
+    }, 0);
+    assert.equal(written.status, "written");
+  }
+  const streams = options.registry ? new StreamRegistry(compiled, { now, definitions }) : compiled;
+  // What the first poll of a server just started finds.
+  if (streams instanceof StreamRegistry) await streams.poll();
   const live = new LiveHub(streams, store, { pollMs: 50, updateIntervalMs: 100, now });
   const webhooks = new WebhookService({
     store,
@@ -198,6 +221,8 @@ async function startServer(
   return {
     base,
     now,
+    definitions,
+    streams,
     held: holding?.received,
     stopWebhooks() {
       webhooksStopped ??= webhooks.close({ signal: AbortSignal.abort() });
@@ -433,6 +458,57 @@ browserTest(
 
       assert.deepEqual(log.errors, []);
       assertSameOrigin(log, server.base);
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "the dashboard shows a stored stream the server cannot compile as not servable, with why, reads nothing of it, and draws it once replaced",
+  async (browser) => {
+    // A schema pattern with lookahead, which an earlier release stored and this one refuses.
+    const legacy = { schema: { properties: { plan: { type: "string", pattern: "^(?!x)" } } } };
+    const server = await startServer({ registry: true, stored: { legacy } });
+    try {
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      const card = page.locator('[data-stream="legacy"]');
+      await card.waitFor();
+      assert.equal(await card.locator(".live-state").textContent(), "not servable");
+      assert.match(
+        await card.locator(".problem").textContent() ?? "",
+        /^Stream 'legacy' \(version 1\) is stored, but this release cannot compile its definition: schema: Cannot compile event schema: .*Replace it with PUT \/v1\/streams\/legacy$/,
+      );
+      assert.equal(await card.locator(".spark").count(), 0, "no rates to draw");
+      // The served stream beside it is followed and drawn as ever, through more than one read.
+      await page.locator('[data-live="orders"].ok').waitFor();
+      await server.send([{ country: "DE", amount: 20 }]);
+      await textMatching(page, '[data-stream="orders"] .totals', /^totals: 1 accepted/);
+      assert.deepEqual(
+        log.requests.map((request) => new URL(request.url()).pathname)
+          .filter((path) => path.startsWith("/v1/streams/legacy")),
+        [],
+        "no read or subscription of a stream that answers 409",
+      );
+      assert.deepEqual(log.errors, []);
+
+      // Replaced with a definition that compiles: drawn as a served stream at the next read.
+      const replaced = await fetch(`${server.base}/v1/streams/legacy`, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json", "If-Match": '"1"' },
+        body: JSON.stringify({
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        }),
+      });
+      assert.equal(replaced.status, 200, await replaced.text());
+      await card.locator(".spark").waitFor();
+      assert.equal(await card.locator(".problem").count(), 0);
+      await page.locator('[data-chart="legacy/n"]').waitFor();
+      assert.deepEqual(log.errors, []);
       await page.close();
     } finally {
       await browser.close();
@@ -1255,6 +1331,77 @@ browserTest(
       assert.deepEqual(await cardNames(page), [...MANY.slice(0, 5), "s006"]);
       assert.deepEqual(
         log.errors.filter((error) => !/status of 404 .*\/v1\/streams\/s005/.test(error)),
+        [],
+      );
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
+  "with more than 6 streams one not servable is listed so, never read, and a shown stream that stops being servable, found so by its own read, is shown so at once",
+  async (browser) => {
+    const unservable = { schema: { properties: { plan: { type: "string", pattern: "^(?!x)" } } } };
+    const server = await startServer({
+      config: { streams: {} },
+      registry: true,
+      stored: { legacy: unservable },
+    });
+    try {
+      for (const name of MANY.slice(0, 8)) {
+        const res = await fetch(`${server.base}/v1/streams/${name}`, {
+          method: "PUT",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({
+            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          }),
+        });
+        assert.equal(res.status, 201, await res.text());
+      }
+      const page = await newPage(browser);
+      const log = watch(page);
+      await page.goto(`${server.base}/`);
+      await page.locator('[data-live="s000"].ok').waitFor({ timeout: 30_000 });
+      assert.deepEqual(await cardNames(page), ["legacy", ...MANY.slice(0, 5)]);
+      assert.equal(
+        await page.locator('[data-stream="legacy"] .live-state').textContent(),
+        "not servable",
+      );
+      assert.match(
+        await page.locator('[data-choice="legacy"] .total').textContent() ?? "",
+        /^not servable$/,
+      );
+      // s004 is read by its own request, not with the list; legacy, which would answer 409, never.
+      await until(
+        "two reads of s004 alone",
+        () =>
+          Promise.resolve(log.requests.filter((r) => r.url().endsWith("/v1/streams/s004")).length),
+        (reads) => reads >= 2,
+      );
+      // Stored again by a release this one cannot follow: no longer servable here.
+      const record = (await server.definitions.get("s004"))!;
+      const written = await server.definitions.write(
+        "s004",
+        { ...record, definition: unservable },
+        record.version,
+      );
+      assert.equal(written.status, "written");
+      await (server.streams as StreamRegistry).reload("s004");
+      // Its own read answers 409 stream_not_servable: the page reads the list again at once (not
+      // at its read every 30 s), which says so.
+      await page.locator('[data-stream="s004"] .problem').waitFor({ timeout: 10_000 });
+      assert.deepEqual(await cardNames(page), ["legacy", ...MANY.slice(0, 5)]);
+      assert.deepEqual(
+        log.requests.map((request) => new URL(request.url()).pathname)
+          .filter((path) => path.startsWith("/v1/streams/legacy")),
+        [],
+      );
+      assert.equal(await page.locator("#page-status").textContent(), "");
+      assert.deepEqual(
+        log.errors.filter((error) => !/status of 409 .*\/v1\/streams\/s004/.test(error)),
         [],
       );
       await page.close();

@@ -818,6 +818,56 @@ Deno.test("an instance that served a stream stops serving it once its stored ver
   assert.equal(reads, 0);
 });
 
+Deno.test("GET /v1/streams lists a stored API stream this release cannot compile as not servable, until replaced or deleted", async () => {
+  // deno-lint-ignore no-explicit-any
+  const list = async (app: App, query = ""): Promise<any> =>
+    await (await app.request(`/v1/streams${query}`)).json();
+  const { streams, app } = await unservableSetup();
+  // Found by the poll that reads every stored name, as on an instance just started.
+  await streams.poll();
+  const { streams: listed, nextCursor } = await list(app);
+  assert.equal(nextCursor, null);
+  assert.deepEqual(
+    listed.map((stream: { name: string; servable: boolean }) => [stream.name, stream.servable]),
+    [["orders", true], ["signups", false]],
+  );
+  // What its 409 says, and no definition, counters or stats, which cannot be read.
+  const refused = await errorOf(await app.request("/v1/streams/signups"));
+  assert.deepEqual(listed[1], {
+    name: "signups",
+    source: "api",
+    version: 2,
+    servable: false,
+    problem: refused.message,
+  });
+  assert.match(listed[1].problem, /cannot compile its definition: schema: Cannot compile/);
+  // Paged as the served ones are.
+  const first = await list(app, "?limit=1");
+  assert.deepEqual(first.streams.map((stream: { name: string }) => stream.name), ["orders"]);
+  const second = await list(app, `?limit=1&cursor=${encodeURIComponent(first.nextCursor)}`);
+  assert.deepEqual(second.streams.map((stream: { name: string }) => stream.name), ["signups"]);
+  assert.equal(second.nextCursor, null);
+  // Replaced at the version listed: served, listed with its definition and stats (the event
+  // counted before stays).
+  assert.equal((await put(app, "signups", SIGNUPS, { "If-Match": '"2"' })).status, 200);
+  const replaced = (await list(app)).streams[1];
+  assert.deepEqual(
+    [replaced.name, replaced.servable, replaced.version, replaced.counters, replaced.stats.applied],
+    ["signups", true, 3, ["perMinute"], 1],
+  );
+  assert.equal(replaced.problem, undefined);
+
+  // Deleted: gone from the list.
+  const { streams: other, app: again } = await unservableSetup();
+  await other.poll();
+  assert.equal((await list(again)).streams.length, 2);
+  assert.equal((await again.request("/v1/streams/signups", { method: "DELETE" })).status, 204);
+  assert.deepEqual(
+    (await list(again)).streams.map((stream: { name: string }) => stream.name),
+    ["orders"],
+  );
+});
+
 Deno.test("a stored API stream this release cannot compile, deleted, is gone at once", async () => {
   const { app } = await unservableSetup();
   assert.equal((await app.request("/v1/streams/signups")).status, 409);

@@ -10,6 +10,8 @@
  */
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
+import { MemoryDefinitionStore } from "../../src/store/mod.ts";
 import { ADMIN_KEY, at, READ_KEY, setup } from "../fanout/webhooks/_setup.ts";
 
 const CONFIG = {
@@ -133,7 +135,21 @@ function token(text: string): string {
 }
 
 Deno.test("every answer's status and JSON body are as the OpenAPI document describes them", async () => {
-  const ctx = await setup({ auth: true, config: CONFIG });
+  // Beside the config's streams, one stored through the API that this release cannot compile (a
+  // pattern with lookahead), listed as not servable.
+  const definitions = new MemoryDefinitionStore();
+  const written = await definitions.write("legacy", {
+    source: "api",
+    generation: 1,
+    definition: { schema: { properties: { plan: { type: "string", pattern: "^(?!x)" } } } },
+    counters: {},
+    deleted: false,
+  }, 0);
+  assert.equal(written.status, "written");
+  const streams = new StreamRegistry(compileConfig(CONFIG), { definitions });
+  await streams.poll();
+  assert.ok(streams.unservable("legacy"));
+  const ctx = await setup({ auth: true, streams });
   try {
     const doc: Json = await (await ctx.app.request("/openapi.json")).json();
     const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
@@ -306,7 +322,12 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
     );
 
     // Streams and counters, every aggregate's shape.
-    await check("GET", "/v1/streams", "/v1/streams", { key: READ_KEY });
+    const listed = await check("GET", "/v1/streams", "/v1/streams", { key: READ_KEY });
+    assert.deepEqual(
+      listed.body.streams.map((stream: Json) => [stream.name, stream.servable]),
+      [["legacy", false], ["limited", true], ["orders", true]],
+    );
+    await check("GET", "/v1/streams/{stream}", "/v1/streams/legacy", { key: READ_KEY });
     await check("GET", "/v1/streams/{stream}", "/v1/streams/orders", { key: READ_KEY });
     await check("GET", "/v1/streams/{stream}", "/v1/streams/nope", { key: READ_KEY });
     // From a page on another origin: a 401 any page reads (CORS headers), the rest none.
@@ -455,7 +476,21 @@ Deno.test("every answer's status and JSON body are as the OpenAPI document descr
 });
 
 Deno.test("the conformance check itself refuses a field the document does not describe", async () => {
-  const ctx = await setup({ auth: true, config: CONFIG });
+  // Beside the config's streams, one stored through the API that this release cannot compile (a
+  // pattern with lookahead), listed as not servable.
+  const definitions = new MemoryDefinitionStore();
+  const written = await definitions.write("legacy", {
+    source: "api",
+    generation: 1,
+    definition: { schema: { properties: { plan: { type: "string", pattern: "^(?!x)" } } } },
+    counters: {},
+    deleted: false,
+  }, 0);
+  assert.equal(written.status, "written");
+  const streams = new StreamRegistry(compileConfig(CONFIG), { definitions });
+  await streams.poll();
+  assert.ok(streams.unservable("legacy"));
+  const ctx = await setup({ auth: true, streams });
   try {
     const doc: Json = await (await ctx.app.request("/openapi.json")).json();
     const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
