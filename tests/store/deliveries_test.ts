@@ -1633,6 +1633,129 @@ redisTest(
 );
 
 /**
+ * Twenty deliveries of ep_a created four to a millisecond (so that pages end between deliveries
+ * created at once), attempted with every outcome, one still in flight; then a replay of those
+ * created since `T0 + 1` (all but the first three). Returns what the replay answered, each
+ * delivery's status after it, and what a second replay then answers.
+ */
+async function replayOfMany(
+  store: DeliveryStore,
+): Promise<{ replayed: number; statuses: string[]; again: number }> {
+  const numbers = Array.from({ length: 20 }, (_, i) => i + 1);
+  await store.putEndpoint(config("ep_a"), { expectVersion: null });
+  await store.createDeliveries(numbers.map((n) => delivery(n, "ep_a", T0 + Math.floor(n / 4))));
+  for (const claim of await store.claimDue(claimOptions(T0 + 10_000))) {
+    const n = Number(claim.delivery.messageId.split("_")[2]);
+    // Delivery 7 stays in flight: its lease outlives the replay.
+    if (n === 7) continue;
+    const outcome = n % 5 === 0 ? "succeeded" : n % 5 === 1 ? "retrying" : "dead";
+    await store.recordAttempt({
+      deliveryId: claim.delivery.id,
+      endpointId: "ep_a",
+      token: claim.token,
+      attempt: attempt(outcome, outcome === "retrying" ? T0 + DAY : null),
+      nowMs: T0 + 10_000,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+  }
+  const replayed = await store.replay("ep_a", { sinceMs: T0 + 1, nowMs: T0 + 20_000 });
+  const statuses = await Promise.all(
+    numbers.map(async (n) => `${n}:${(await store.getDelivery(delivery(n).id))?.status}`),
+  );
+  const again = await store.replay("ep_a", { sinceMs: T0 + 1, nowMs: T0 + 20_000 });
+  return { replayed, statuses, again };
+}
+
+/** What {@linkcode replayOfMany} gives: 4 to 20 but the succeeded and the one in flight. */
+const REPLAYED_OF_MANY = [4, 6, 8, 9, 11, 12, 13, 14, 16, 17, 18, 19];
+
+Deno.test("MemoryDeliveryStore: replay() requeues each retrying and dead delivery since a time once", async () => {
+  const result = await replayOfMany(new MemoryDeliveryStore({ now: () => T0 }));
+  assert.equal(result.replayed, REPLAYED_OF_MANY.length);
+  // Those created before since stay as they were, so do the succeeded ones; 7, in flight, is.
+  assert.deepEqual(
+    result.statuses,
+    Array.from({ length: 20 }, (_, i) => i + 1).map((n) =>
+      `${n}:${n === 1 ? "retrying" : n < 4 ? "dead" : n % 5 === 0 ? "succeeded" : "pending"}`
+    ),
+  );
+  assert.ok(REPLAYED_OF_MANY.every((n) => result.statuses[n - 1] === `${n}:pending`));
+  assert.equal(result.again, 0, "each requeued once: none is retrying or dead any more");
+});
+
+redisTest(
+  "RedisDeliveryStore: replay() goes over the deliveries replayScan at a time, one script call each, and requeues each once, as the memory store does",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const reference = await replayOfMany(new MemoryDeliveryStore({ now: () => T0 }));
+    // The whole history in one call, with the default scan.
+    assert.deepEqual(
+      await replayOfMany(new RedisDeliveryStore(redis, { prefix: "whole", now: () => T0 })),
+      reference,
+    );
+    // Three entries a call: each replay script call and what it looked at and requeued.
+    const calls: Array<{ scan: number; count: number; next: unknown }> = [];
+    const noted = (argv: unknown[], reply: unknown) => {
+      const arg = JSON.parse(String(argv[0]));
+      if (arg.since === undefined || arg.scan === undefined) return;
+      const { count, next } = typeof reply === "string" ? JSON.parse(reply) : reply as never;
+      calls.push({ scan: arg.scan, count, next });
+    };
+    const client = {
+      async evalsha(...args: Parameters<Redis["evalsha"]>) {
+        const reply = await redis.evalsha(...args);
+        noted(args[2], reply);
+        return reply;
+      },
+      async eval(...args: Parameters<Redis["eval"]>) {
+        const reply = await redis.eval(...args);
+        noted(args[2], reply);
+        return reply;
+      },
+    };
+    const paged = new RedisDeliveryStore(client as unknown as RedisScriptClient, {
+      prefix: "paged",
+      now: () => T0,
+      replayScan: 3,
+    });
+    assert.deepEqual(await replayOfMany(paged), reference);
+    // 17 deliveries created since: 6 calls of at most 3 (the last finds 2), and as many again
+    // for the second replay; none looked at more.
+    assert.equal(calls.length, 12, JSON.stringify(calls));
+    assert.ok(calls.every((call) => call.scan === 3 && call.count <= 3), JSON.stringify(calls));
+    // In index order (by creation, then id as text): 4 5 6 | 7 10 11 | 8 9 12 | 13 14 15 |
+    // 16 17 18 | 19 20, 7 in flight and 5, 10, 15 and 20 succeeded.
+    assert.deepEqual(calls.map((call) => call.count), [2, 1, 3, 2, 3, 1, 0, 0, 0, 0, 0, 0]);
+    assert.deepEqual(calls.map((call) => call.next === false), [
+      ...[false, false, false, false, false, true],
+      ...[false, false, false, false, false, true],
+    ]);
+    assert.throws(
+      () => new RedisDeliveryStore(redis, { replayScan: 0 }),
+      /replayScan: expected a whole number of at least 1, got 0/,
+    );
+    // By default 1,000 entries a call: 1,001 deliveries take two.
+    calls.length = 0;
+    const byDefault = new RedisDeliveryStore(client as unknown as RedisScriptClient, {
+      prefix: "default",
+      now: () => T0,
+    });
+    await byDefault.putEndpoint(config("ep_a"), { expectVersion: null });
+    await byDefault.createDeliveries(Array.from({ length: 1_001 }, (_, i) => delivery(i + 1)));
+    assert.equal(await byDefault.replay("ep_a", { sinceMs: T0, nowMs: T0 }), 0);
+    assert.deepEqual(calls.map((call) => [call.scan, call.next === false]), [
+      [1_000, false],
+      [1_000, true],
+    ]);
+  },
+);
+
+/**
  * Runs `fn` with a Redis delivery store through a dropping proxy (`direct`: one without it, on
  * the same Redis).
  */

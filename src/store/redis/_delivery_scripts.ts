@@ -849,16 +849,30 @@ return keepReply(callKey, cjson.encode("requeued"))
 `;
 
 /**
- * Requeues an endpoint's retrying and dead deliveries created since a time.
- * ARGV[1]: `{ep, since, now, retention, tk}`. Returns how many; the same call again (its
- * one-time token `tk` seen) the first one's count.
+ * Requeues an endpoint's retrying and dead deliveries created since a time, one page of its
+ * delivery index at a time (oldest first), so that no call holds Redis for the whole history.
+ * ARGV[1]: `{ep, since, now, retention, scan, after: {score, id} | false, tk}`. Looks at the
+ * `scan` index entries after `after` (from `since` when false). Returns JSON
+ * `{count, next: [score, id] | false}`: how many it requeued, and the last entry it looked at when
+ * more may follow; the same call again (its one-time token `tk` seen) the first one's reply.
  */
 export const REPLAY_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
-if first then return tonumber(first) end
+if first then return first end
 local ep, since, now, retention = args.ep, args.since, args.now, args.retention
+local scan, after = args.scan, args.after
+local index = indexKey(ep)
+expectType(index, "zset")
+local start
+if after ~= false then
+  start = rankAfter(index, false, after.score, after.id)
+else
+  start = redis.call("ZCOUNT", index, "-inf", "(" .. num(since))
+end
+local entries = redis.call("ZRANGE", index, start, start + scan - 1, "WITHSCORES")
 local due, checked = {}, {}
-for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", indexKey(ep), num(since), "+inf")) do
+for i = 1, #entries, 2 do
+  local id = entries[i]
   local key = deliveryKey(id)
   local stored = readKey("hash", "HMGET", key, "status", "until")
   local status, untilMs = stored[1], tonumber(stored[2])
@@ -867,9 +881,9 @@ for _, id in ipairs(readKey("zset", "ZRANGEBYSCORE", indexKey(ep), num(since), "
   end
 end
 for _, item in ipairs(due) do requeue(item[1], item[2], now, retention) end
-local count = #due
-keepReply(callKey, num(count))
-return count
+local next = false
+if #entries == scan * 2 then next = { entries[#entries], entries[#entries - 1] } end
+return keepReply(callKey, cjson.encode({ count = #due, next = next }))
 `;
 
 /**

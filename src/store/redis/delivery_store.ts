@@ -96,6 +96,12 @@ export interface RedisDeliveryStoreOptions {
   listScan?: number;
   /** Most endpoints held; a creation past it throws `StoredLimitError`. @default {1000} */
   maxEndpoints?: number;
+  /**
+   * Most index entries (deliveries) one call of a replay looks at: a replay goes over an
+   * endpoint's deliveries in calls of this many, each atomic, so that none holds Redis for the
+   * whole history. @default {1000}
+   */
+  replayScan?: number;
 }
 
 type Hash = Record<string, string>;
@@ -179,6 +185,7 @@ export class RedisDeliveryStore implements DeliveryStore {
   #cursorTtlMs: number;
   #now: () => number;
   #listScan: number;
+  #replayScan: number;
   #calls: RedisCalls;
   #maxEndpoints: number;
 
@@ -191,6 +198,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     this.#cursorTtlMs = options.cursorTtlMs ?? 30 * 86_400_000;
     this.#now = options.now ?? Date.now;
     this.#listScan = options.listScan ?? 5_000;
+    this.#replayScan = checkedMax("replayScan", options.replayScan ?? 1_000);
   }
 
   /** The hash-tagged prefix of every key: `es:{wh}:`. */
@@ -509,15 +517,27 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   async replay(endpointId: string, options: { sinceMs: number; nowMs: number }): Promise<number> {
-    return Number(
-      await this.#run("replay", REPLAY_SCRIPT, {
-        ep: endpointId,
-        since: options.sinceMs,
-        now: options.nowMs,
-        retention: this.#retentionMs,
-        tk: crypto.randomUUID(),
-      }),
-    );
+    // A page of the index a call, each atomic, oldest first: one script over a long history would
+    // hold Redis for all of it. Each goes on after the last entry the one before looked at, so
+    // every delivery is looked at once.
+    let count = 0;
+    let after: { score: number; id: string } | false = false;
+    do {
+      const reply: { count: number; next: [string | number, string] | false } = fromJson(
+        await this.#run("replay", REPLAY_SCRIPT, {
+          ep: endpointId,
+          since: options.sinceMs,
+          now: options.nowMs,
+          retention: this.#retentionMs,
+          scan: this.#replayScan,
+          after,
+          tk: crypto.randomUUID(),
+        }),
+      );
+      count += Number(reply.count);
+      after = reply.next === false ? false : { score: Number(reply.next[0]), id: reply.next[1] };
+    } while (after !== false);
+    return count;
   }
 
   async countDeliveries(): Promise<DeliveryCounts> {

@@ -10,6 +10,7 @@ import { Redis } from "@upstash/redis";
 import fc from "fast-check";
 import type { Attempt, AttemptRecord, Claim, ClaimRelease } from "../../../src/store/deliveries.ts";
 import { RedisDeliveryStore } from "../../../src/store/redis/delivery_store.ts";
+import { StoreRefusedError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { config, delivery, T0 } from "../_delivery_fixtures.ts";
 import { refusedWhole, send, snapshot, WRITES } from "./_key_checks.ts";
@@ -18,13 +19,16 @@ const DAY = 86_400_000;
 /** The default prefix of the delivery store's keys. */
 const P = "es:{wh}:";
 
-function deliveryStore(fixture: RedisFixture): RedisDeliveryStore {
+function deliveryStore(
+  fixture: RedisFixture,
+  options: { replayScan?: number } = {},
+): RedisDeliveryStore {
   const redis = new Redis({
     url: fixture.restUrl,
     token: fixture.restToken,
     enableTelemetry: false,
   });
-  return new RedisDeliveryStore(redis, { now: () => T0 });
+  return new RedisDeliveryStore(redis, { now: () => T0, ...options });
 }
 
 function claimOptions(nowMs: number) {
@@ -431,6 +435,37 @@ for (
     },
   );
 }
+
+redisTest(
+  "replay() in pages that finds a delivery a string on its second page keeps the first page replayed and requeues nothing more; repaired, the same replay requeues the rest",
+  async (fixture) => {
+    const store = deliveryStore(fixture, { replayScan: 2 });
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([1, 2, 3, 4, 5, 6].map((n) => delivery(n, "ep_a", T0 + n)));
+    for (const claim of await store.claimDue(claimOptions(T0 + 2_000))) {
+      await store.recordAttempt(record(claim, "dead"));
+    }
+    // Delivery 4's hash, on the second page (3 and 4), overwritten with text.
+    const key = `${P}d:${delivery(4).id}`;
+    await send(fixture, "SET", key, "x");
+    const replay = () => store.replay("ep_a", { sinceMs: T0, nowMs: T0 + 10_000 });
+    await assert.rejects(
+      replay(),
+      (error) => error instanceof StoreRefusedError && error.message.includes(key),
+    );
+    // Delivery 4 left out: its hash is what fails.
+    const statuses = async () =>
+      await Promise.all(
+        [1, 2, 3, 5, 6].map(async (n) => (await store.getDelivery(delivery(n).id))?.status),
+      );
+    // Each page is one script call, refused whole: the first page stays replayed, the third is
+    // not reached.
+    assert.deepEqual(await statuses(), ["pending", "pending", "dead", "dead", "dead"]);
+    await send(fixture, "DEL", key);
+    assert.equal(await replay(), 3);
+    assert.deepEqual(await statuses(), ["pending", "pending", "pending", "pending", "pending"]);
+  },
+);
 
 /** The delivery store's writing calls, as the property below makes them. */
 const CALLS = [
