@@ -42,10 +42,10 @@
  * is no positive number no limit, a `next` of NaN now.
  */
 
-import { LUA_BYTES_BEFORE, LUA_COMMON } from "./_lua_common.ts";
+import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY } from "./_lua_common.ts";
 
 /** The shared prelude and the helpers of the delivery store's scripts. */
-const COMMON = LUA_COMMON + `
+const COMMON = LUA_COMMON + LUA_READ_KEY + `
 local ENDPOINTS_KEY = P .. "endpoints"
 local DUE_ENDPOINTS_KEY = P .. "qe"
 local function endpointKey(ep) return P .. "ep:" .. ep end

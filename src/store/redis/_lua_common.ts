@@ -11,8 +11,8 @@
  * A script that writes may take a one-time token in `args.tk` and keep its
  * reply under `call:<token>` (`callReply`, `keepReply`): the same call sent
  * again answers that reply instead of running again. A script that writes checks the keys it may
- * write before its first write (`refuseKey`, `expectType`, `readKey`): Redis keeps what a script
- * wrote before one of its commands failed.
+ * write before its first write (`refuseKey`, `expectType`, `readKey` of {@linkcode LUA_READ_KEY}):
+ * Redis keeps what a script wrote before one of its commands failed.
  *
  * @module
  */
@@ -35,6 +35,25 @@ local function bytesBefore(a, b)
     if x ~= y then return x < y end
   end
   return #a < #b
+end
+`;
+
+/**
+ * Lua `readKey(expected, command, key, ...)` (after {@linkcode LUA_COMMON}, whose refuseKey it
+ * calls): a read that names a key of the wrong type. For the scripts that need it (each helper is
+ * a closure made on every call of a script that holds it).
+ */
+export const LUA_READ_KEY = `
+-- A read (command key ...) of a key that must be of type expected or absent: its reply, or, when
+-- Redis refuses it for the key's type, a refusal naming the key (see refuseKey).
+local function readKey(expected, command, key, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == "table" and reply.err then
+    local found = redis.call("TYPE", key).ok
+    if found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
+    error(reply)
+  end
+  return reply
 end
 `;
 
@@ -76,17 +95,6 @@ local function expectType(key, expected)
   local found = redis.call("TYPE", key).ok
   if found ~= "none" and found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
   return found
-end
--- A read (command key ...) of a key that must be of type expected or absent: its reply, or, when
--- Redis refuses it for the key's type, a refusal naming the key (see refuseKey).
-local function readKey(expected, command, key, ...)
-  local reply = redis.pcall(command, key, ...)
-  if type(reply) == "table" and reply.err then
-    local found = redis.call("TYPE", key).ok
-    if found ~= expected then refuseKey(key, "a " .. found, "a " .. expected) end
-    error(reply)
-  end
-  return reply
 end
 -- Text HINCRBY adds to: an integer without a plus sign, a leading zero or -0 (within 18 digits).
 local function isIntegerText(text)

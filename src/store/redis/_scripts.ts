@@ -51,7 +51,7 @@
  */
 
 import { MAX_LOG_BACKLOG, MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
-import { LUA_BYTES_BEFORE, LUA_COMMON, luaString } from "./_lua_common.ts";
+import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
@@ -81,16 +81,15 @@ export function withLogBounds(script: string, retain: number, max: number): stri
   );
 }
 
-/** The shared prelude and the helpers of the window store's scripts. */
-const COMMON = LUA_COMMON + logBoundsLine(MAX_LOG_ENTRIES, MAX_LOG_BACKLOG) + `
+/**
+ * The shared prelude and the helpers of the window store's scripts, but those of the result log
+ * ({@linkcode LOG_LUA}) and of alert markers.
+ */
+const PRELUDE = LUA_COMMON + `
 local STATS_KEY = P .. ${luaString(STREAM_KEYS.stats)}
-local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
-local HOLD_KEY = P .. "dispatched"
 local DEMAND_KEY = P .. "demand"
 -- A dedupe bucket of any TTL: the same name as in the releases before (see dedupeBuckets).
 local function idsKey(bucket) return P .. "ids:" .. num(bucket) end
-local function replyKey(keyHash) return P .. "idem:" .. keyHash end
-local function bucketKey(name) return P .. "rl:" .. name end
 local function paneKey(counter, paneText) return P .. "p:" .. counter .. ":" .. paneText end
 local function hllKey(counter, paneText, group)
   return P .. "h:" .. counter .. ":" .. paneText .. ":" .. group
@@ -100,66 +99,6 @@ local function quantileKey(counter, paneText, group)
 end
 local function livePanesKey(counter) return P .. ${luaString(STREAM_KEYS.livePanes)} .. counter end
 local function openKey(counter) return P .. "open:" .. counter end
-local function alertKey(alert, counter, start, group)
-  return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
-end
-local function alertedKey(counter) return P .. "alerted:" .. counter end
--- Log records are JSON built here, not by cjson.encode, which keeps only 14
--- significant digits: numbers go in as %.17g text, so integer sums stay exact up to 2^53.
--- A value is a number, a string, a boolean, nil (null) or raw(json): JSON text
--- taken as is (an event payload, a nested object).
-local function raw(json) return { json = json } end
-local function jsonValue(value)
-  if value == nil then return "null" end
-  local kind = type(value)
-  if kind == "number" then return num(value) end
-  if kind == "table" then return value.json end
-  return cjson.encode(value)
-end
--- A JSON object of name, value pairs, in the order given (names are plain words).
-local function jsonObject(...)
-  local fields, parts = { ... }, {}
-  for i = 1, select("#", ...), 2 do
-    parts[#parts + 1] = '"' .. fields[i] .. '":' .. jsonValue(fields[i + 1])
-  end
-  return "{" .. table.concat(parts, ",") .. "}"
-end
--- A result-log record: its type, then its fields as name, value pairs.
-local function logRecord(recordType, ...) return jsonObject("type", recordType, ...) end
--- Whether log id a is after log id b (both <ms>-<seq>).
-local function logIdAfter(a, b)
-  local am, as = string.match(a, "^(%d+)-(%d+)$")
-  local bm, bs = string.match(b, "^(%d+)-(%d+)$")
-  am, bm = tonumber(am), tonumber(bm)
-  if am ~= bm then return am > bm end
-  return tonumber(as) > tonumber(bs)
-end
--- The id the webhook dispatch took the log through (false: no dispatch holds it), read once.
-local logHold = nil
-local function dispatchedThrough()
-  if logHold == nil then logHold = redis.call("HGET", HOLD_KEY, "m") end
-  return logHold
-end
--- The log's length while a hold keeps it whole: read once a call (XLEN), then counted here.
-local logLength = nil
--- Appends a record: without a hold the log keeps about its newest LOG_RETAIN entries; with one,
--- at most LOG_MAX, counting in the hold's "lost" each entry past it trimmed undispatched.
-local function appendLog(recordJson, ttl)
-  local mark = dispatchedThrough()
-  if not mark then
-    redis.call("XADD", LOG_KEY, "MAXLEN", "~", LOG_RETAIN, "*", "r", recordJson)
-  else
-    redis.call("XADD", LOG_KEY, "*", "r", recordJson)
-    if logLength == nil then logLength = redis.call("XLEN", LOG_KEY) else logLength = logLength + 1 end
-    if logLength > LOG_MAX then
-      logLength = LOG_MAX
-      local oldest = redis.call("XRANGE", LOG_KEY, "-", "+", "COUNT", 1)[1][1]
-      if logIdAfter(oldest, mark) then redis.call("HINCRBY", HOLD_KEY, "lost", 1) end
-      redis.call("XTRIM", LOG_KEY, "MAXLEN", LOG_MAX)
-    end
-  end
-  redis.call("PEXPIRE", LOG_KEY, ttl)
-end
 -- An idle stream's watermark follows the clock: at least now - idle.
 local function raiseToClock(wm, now, idle)
   if type(idle) ~= "number" then return wm end
@@ -190,26 +129,6 @@ local function writeStats(fields, statsExpireAt, now, ttl)
   end
   redis.call("HSET", STATS_KEY, unpack(fields))
   if refresh then redis.call("PEXPIRE", STATS_KEY, lifeOf(ttl)) end
-end
--- The result log as XADD * takes it: a stream whose entry ids are not used up; and its dispatch
--- hold as appendLog reads and adds to it: a hash (or none) whose mark is a log id and whose
--- \`lost\` HINCRBY adds to (read here once for appendLog, as dispatchedThrough would).
-local function expectLog()
-  local last = redis.pcall("XREVRANGE", LOG_KEY, "+", "-", "COUNT", 1)
-  if last.err then refuseKey(LOG_KEY, "a " .. redis.call("TYPE", LOG_KEY).ok, "a stream") end
-  if last[1] and last[1][1] == "18446744073709551615-18446744073709551615" then
-    refuseKey(LOG_KEY, "a stream whose entry ids are used up", "a stream")
-  end
-  if logHold ~= nil then return end
-  local hold = redis.pcall("HMGET", HOLD_KEY, "m", "lost")
-  if hold.err then refuseKey(HOLD_KEY, "a " .. redis.call("TYPE", HOLD_KEY).ok, "a hash") end
-  if hold[1] and not string.match(hold[1], "^%d+%-%d+$") then
-    refuseKey(HOLD_KEY .. " field m", "'" .. string.sub(hold[1], 1, 200) .. "'", "a log id")
-  end
-  if hold[2] and not isIntegerText(hold[2]) then
-    refuseKey(HOLD_KEY .. " field lost", "'" .. string.sub(hold[2], 1, 200) .. "'", "a number it adds to")
-  end
-  logHold = hold[1] or false
 end
 -- A HyperLogLog as PFADD takes one: a string of a 16-byte header (HYLL, then its encoding: 0 dense,
 -- 1 sparse), and a dense one exactly 12,304 bytes long; an empty string is none. Returns whether
@@ -264,6 +183,111 @@ local function fieldsPerGroup(kind)
   return 2
 end
 `;
+
+/**
+ * The names of the result log's helpers, declared by every script of the window store before
+ * {@linkcode LOG_LUA} defines them: the apply script defines them only when it logs (each helper
+ * is a closure made on every call of a script that defines it, ~0.6k instructions).
+ */
+const LOG_NAMES = `
+local raw, jsonValue, jsonObject, logRecord, logIdAfter, dispatchedThrough, appendLog, expectLog
+`;
+
+/**
+ * The result log's helpers. Each `function name(…)` assigns the local {@linkcode LOG_NAMES}
+ * declares, so a script that defines them inside a block (only where it logs) sees them after it.
+ */
+const LOG_LUA = logBoundsLine(MAX_LOG_ENTRIES, MAX_LOG_BACKLOG) + `
+local LOG_KEY = P .. ${luaString(STREAM_KEYS.log)}
+local HOLD_KEY = P .. "dispatched"
+-- Log records are JSON built here, not by cjson.encode, which keeps only 14
+-- significant digits: numbers go in as %.17g text, so integer sums stay exact up to 2^53.
+-- A value is a number, a string, a boolean, nil (null) or raw(json): JSON text
+-- taken as is (an event payload, a nested object).
+function raw(json) return { json = json } end
+function jsonValue(value)
+  if value == nil then return "null" end
+  local kind = type(value)
+  if kind == "number" then return num(value) end
+  if kind == "table" then return value.json end
+  return cjson.encode(value)
+end
+-- A JSON object of name, value pairs, in the order given (names are plain words).
+function jsonObject(...)
+  local fields, parts = { ... }, {}
+  for i = 1, select("#", ...), 2 do
+    parts[#parts + 1] = '"' .. fields[i] .. '":' .. jsonValue(fields[i + 1])
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+-- A result-log record: its type, then its fields as name, value pairs.
+function logRecord(recordType, ...) return jsonObject("type", recordType, ...) end
+-- Whether log id a is after log id b (both <ms>-<seq>).
+function logIdAfter(a, b)
+  local am, as = string.match(a, "^(%d+)-(%d+)$")
+  local bm, bs = string.match(b, "^(%d+)-(%d+)$")
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am > bm end
+  return tonumber(as) > tonumber(bs)
+end
+-- The id the webhook dispatch took the log through (false: no dispatch holds it), read once.
+local logHold = nil
+function dispatchedThrough()
+  if logHold == nil then logHold = redis.call("HGET", HOLD_KEY, "m") end
+  return logHold
+end
+-- The log's length while a hold keeps it whole: read once a call (XLEN), then counted here.
+local logLength = nil
+-- Appends a record: without a hold the log keeps about its newest LOG_RETAIN entries; with one,
+-- at most LOG_MAX, counting in the hold's "lost" each entry past it trimmed undispatched.
+function appendLog(recordJson, ttl)
+  local mark = dispatchedThrough()
+  if not mark then
+    redis.call("XADD", LOG_KEY, "MAXLEN", "~", LOG_RETAIN, "*", "r", recordJson)
+  else
+    redis.call("XADD", LOG_KEY, "*", "r", recordJson)
+    if logLength == nil then logLength = redis.call("XLEN", LOG_KEY) else logLength = logLength + 1 end
+    if logLength > LOG_MAX then
+      logLength = LOG_MAX
+      local oldest = redis.call("XRANGE", LOG_KEY, "-", "+", "COUNT", 1)[1][1]
+      if logIdAfter(oldest, mark) then redis.call("HINCRBY", HOLD_KEY, "lost", 1) end
+      redis.call("XTRIM", LOG_KEY, "MAXLEN", LOG_MAX)
+    end
+  end
+  redis.call("PEXPIRE", LOG_KEY, ttl)
+end
+-- The result log as XADD * takes it: a stream whose entry ids are not used up; and its dispatch
+-- hold as appendLog reads and adds to it: a hash (or none) whose mark is a log id and whose
+-- \`lost\` HINCRBY adds to (read here once for appendLog, as dispatchedThrough would).
+function expectLog()
+  local last = redis.pcall("XREVRANGE", LOG_KEY, "+", "-", "COUNT", 1)
+  if last.err then refuseKey(LOG_KEY, "a " .. redis.call("TYPE", LOG_KEY).ok, "a stream") end
+  if last[1] and last[1][1] == "18446744073709551615-18446744073709551615" then
+    refuseKey(LOG_KEY, "a stream whose entry ids are used up", "a stream")
+  end
+  if logHold ~= nil then return end
+  local hold = redis.pcall("HMGET", HOLD_KEY, "m", "lost")
+  if hold.err then refuseKey(HOLD_KEY, "a " .. redis.call("TYPE", HOLD_KEY).ok, "a hash") end
+  if hold[1] and not string.match(hold[1], "^%d+%-%d+$") then
+    refuseKey(HOLD_KEY .. " field m", "'" .. string.sub(hold[1], 1, 200) .. "'", "a log id")
+  end
+  if hold[2] and not isIntegerText(hold[2]) then
+    refuseKey(HOLD_KEY .. " field lost", "'" .. string.sub(hold[2], 1, 200) .. "'", "a number it adds to")
+  end
+  logHold = hold[1] or false
+end
+`;
+
+/** Keys of alert markers, for the scripts that fire and close (not the apply script). */
+const ALERT_KEYS_LUA = `
+local function alertKey(alert, counter, start, group)
+  return P .. "alert:" .. alert .. ":" .. counter .. ":" .. num(start) .. ":" .. group
+end
+local function alertedKey(counter) return P .. "alerted:" .. counter end
+`;
+
+/** The prelude of the window store's scripts but the apply script. */
+const COMMON = PRELUDE + LUA_READ_KEY + LOG_NAMES + LOG_LUA + ALERT_KEYS_LUA;
 
 /**
  * Reading windows: merging panes into cells and cells into reply rows, for the read and close
@@ -462,7 +486,7 @@ end
  * (0-based), whole tokens left]` rate limited,
  * `[4]` its key earlier in the batch.
  */
-export const APPLY_SCRIPT = COMMON + `
+export const APPLY_SCRIPT = PRELUDE + LOG_NAMES + `
 -- The same call sent again (its token seen): the first one's reply, nothing applied again.
 local callKey, first = callReply(args.tk)
 if first then return first end
@@ -590,10 +614,16 @@ end
 -- fail on what a request sent: keys and bodies arrive as hashes.
 -- Absent: one request of every event, none filtered or rejected, without a key or limits.
 local requests = args.reqs or { { n = eventCount } }
-local results, skip, chargedBuckets = {}, {}, {}
+-- Events skipped (index → true) and rate-limit buckets charged: tables only for \`reqs\`.
+local results, skip, chargedBuckets = {}, nil, nil
 local first = 1
+-- Stored replies' and rate-limit buckets' keys, made (as the helpers below) only for \`reqs\`.
+local replyKey, bucketKey
 -- Without \`reqs\` every event's one request is admitted: nothing to ask, no helpers to make.
 if args.reqs then
+  function replyKey(keyHash) return P .. "idem:" .. keyHash end
+  function bucketKey(name) return P .. "rl:" .. name end
+  skip, chargedBuckets = {}, {}
   local keysInBatch = {}
   -- Rate-limit buckets, each read once and written once, after every check (see refuseKey):
   -- { t = tokens, u = updated ms } as stored, then as charged by the requests admitted so far.
@@ -684,9 +714,18 @@ end
 -- fields of the group it may overflow into and its counter's overflow count; and the counters' live
 -- panes and open windows when a pane is new, due, or found empty (its keys evicted). Session
 -- counters' keys are checked once their cells are known, below.
-if payloads ~= nil and (logProcessed or logLate) then expectLog() end
-local sessionCounters = {}
+-- Records to log, appended once every key is checked: a table, and the log's helpers, made only
+-- for a call that logs.
+local logged = nil
+if payloads ~= nil and (logProcessed or logLate) then
+` + LOG_LUA + `
+  expectLog()
+  logged = {}
+end
+-- The session counters (by position), a table only for a stream with some.
+local sessionCounters = nil
 if withSessions then
+  sessionCounters = {}
   for _, session in ipairs(args.sess) do sessionCounters[session[1] + 1] = true end
 end
 -- The panes of window counters this call may write, by key, each made once (here, or by recordOf
@@ -736,7 +775,7 @@ do
   for i = 1, #argCells do
     local cell = argCells[i]
     local counterAt = cell[1] + 1
-    if not sessionCounters[counterAt] then
+    if not (sessionCounters and sessionCounters[counterAt]) then
       local counter = counters[counterAt]
       local paneText, group = paneTextOf(cell[2]), cell[3]
       local countField, sumField = "c:" .. group, nil
@@ -914,10 +953,10 @@ if newIds then
   -- The ids asked: when no event is skipped and each has one, the ids themselves (no table more).
   local asked = ids
   for i = 1, eventCount do
-    if skip[i] or not ids[i] then
+    if (skip and skip[i]) or not ids[i] then
       asked = {}
       for j = 1, eventCount do
-        if not skip[j] and ids[j] then asked[#asked + 1] = ids[j] end
+        if not (skip and skip[j]) and ids[j] then asked[#asked + 1] = ids[j] end
       end
       break
     end
@@ -939,20 +978,20 @@ if newIds then
       -- The bucket holds the mark now: later one-id writes can trust HSET's answer.
       if not noted then markedBucket = bucketNoted end
     end
-    asked = {}
-  end
-  for from = 1, #asked, 500 do
-    local to = math.min(from + 499, #asked)
-    local old = redis.call("HMGET", oldIds, unpack(asked, from, to))
-    local new = redis.call("HMGET", newIds, IDS_MARK, unpack(asked, from, to))
-    if new[1] then idsMarked = true end
-    for k = 1, to - from + 1 do
-      if old[k] or new[k + 1] then heldIds[asked[from + k - 1]] = true end
-    end
-    for _, key in ipairs(retiredIds) do
-      local earlier = redis.call("HMGET", key, unpack(asked, from, to))
+  else
+    for from = 1, #asked, 500 do
+      local to = math.min(from + 499, #asked)
+      local old = redis.call("HMGET", oldIds, unpack(asked, from, to))
+      local new = redis.call("HMGET", newIds, IDS_MARK, unpack(asked, from, to))
+      if new[1] then idsMarked = true end
       for k = 1, to - from + 1 do
-        if earlier[k] then heldIds[asked[from + k - 1]] = true end
+        if old[k] or new[k + 1] then heldIds[asked[from + k - 1]] = true end
+      end
+      for _, key in ipairs(retiredIds) do
+        local earlier = redis.call("HMGET", key, unpack(asked, from, to))
+        for k = 1, to - from + 1 do
+          if earlier[k] then heldIds[asked[from + k - 1]] = true end
+        end
       end
     end
   end
@@ -966,7 +1005,7 @@ end
 local freshCount = 0
 for i = 1, eventCount do
   local id = ids[i]
-  if skip[i] then
+  if skip and skip[i] then
     outcomes[i] = 3
     skipped = skipped + 1
   elseif newIds and id then
@@ -987,8 +1026,6 @@ for i = 1, eventCount do
   end
 end
 local insertedIds = freshCount > 0
--- Records to log, appended once every key is checked.
-local logged = {}
 local latest = args.tmax
 if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
 if eventCount == 0 then
@@ -1043,24 +1080,24 @@ end
 -- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
 -- pre-aggregated by the process when every event applies, else rebuilt here
 -- from the applied events' own updates.
-local function addToCell(cell, value, bin)
-  if bin then cell[9][bin] = (cell[9][bin] or 0) + 1 end
-  local count, sum, low, high, values = cell[4], cell[5], cell[6], cell[7], cell[8]
-  count = count + 1
-  if type(value) == "number" then
-    sum = sum + value
-    if low == false or value < low then low = value end
-    if high == false or value > high then high = value end
-  elseif type(value) == "string" then
-    values[#values + 1] = value
-  end
-  cell[4], cell[5], cell[6], cell[7] = count, sum, low, high
-end
 local cells
 if applied == eventCount then
   cells = args.cells
 else
   cells = {}
+  local function addToCell(cell, value, bin)
+    if bin then cell[9][bin] = (cell[9][bin] or 0) + 1 end
+    local count, sum, low, high, values = cell[4], cell[5], cell[6], cell[7], cell[8]
+    count = count + 1
+    if type(value) == "number" then
+      sum = sum + value
+      if low == false or value < low then low = value end
+      if high == false or value > high then high = value end
+    elseif type(value) == "string" then
+      values[#values + 1] = value
+    end
+    cell[4], cell[5], cell[6], cell[7] = count, sum, low, high
+  end
   local index = {}
   local byIndex = type(args.sess) ~= "table"
   for i, updates in ipairs(cjson.decode(ARGV[2])) do
@@ -1131,13 +1168,17 @@ end
 if withSessions then guardSessions(counters, cells) end
 
 -- Every key checked: the writes. Rate-limit buckets as charged, the log, stored replies, new ids.
-for _, bucket in ipairs(chargedBuckets) do
-  local key = bucketKey(bucket.name)
-  redis.call("HSET", key, "t", num(bucket.t), "u", num(now))
-  -- A full bucket is the same as none: keep it only until it refills.
-  redis.call("PEXPIRE", key, num(math.max(1, math.ceil((bucket.limit - bucket.t) / bucket.perMs))))
+if chargedBuckets then
+  for _, bucket in ipairs(chargedBuckets) do
+    local key = bucketKey(bucket.name)
+    redis.call("HSET", key, "t", num(bucket.t), "u", num(now))
+    -- A full bucket is the same as none: keep it only until it refills.
+    redis.call("PEXPIRE", key, num(math.max(1, math.ceil((bucket.limit - bucket.t) / bucket.perMs))))
+  end
 end
-for _, record in ipairs(logged) do appendLog(record, statsTtl) end
+if logged then
+  for _, record in ipairs(logged) do appendLog(record, statsTtl) end
+end
 for r, request in ipairs(requests) do
   local result = results[r]
   if result[1] == 0 and type(request.ik) == "string" then
@@ -1165,12 +1206,6 @@ if withSessions then cells = withSessions(counters, cells, now) end
 -- says whether it is new and whether its life is due to be extended. Per cell: HINCRBY's reply
 -- says whether the group is new in the pane (its count was the cell's: counts only grow).
 local paneOrder = {}
--- A window cell's pane record (made above when the cell was checked).
-local function recordOf(counter, paneStart)
-  local paneText = paneTextOf(paneStart)
-  local key = paneKey(counter.name, paneText)
-  return paneByKey[key] or paneRecord(counter, key, paneText, paneStart)
-end
 -- The pane, listed among those written (once).
 local function written(pane)
   if not pane.listed then
@@ -1226,6 +1261,15 @@ local together, byPane, inHset = {}, {}, {}
 local manyCells = #cells > #counters
 -- The cells checked above (all applied, no session counter): their panes and fields as found there.
 local asChecked = cells == args.cells
+-- A rebuilt window cell's pane record (made above when a cell was checked in it), made only then.
+local recordOf = nil
+if not asChecked then
+  function recordOf(counter, paneStart)
+    local paneText = paneTextOf(paneStart)
+    local key = paneKey(counter.name, paneText)
+    return paneByKey[key] or paneRecord(counter, key, paneText, paneStart)
+  end
+end
 for i = 1, #cells do
   local cell = cells[i]
   local counter = counters[cell[1] + 1]
