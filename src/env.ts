@@ -619,7 +619,8 @@ export async function configFromEnv(
       });
     }
   }
-  let hostname = env.get("HOST") ?? "0.0.0.0";
+  // Trimmed, as the README says: a value of only whitespace (`HOST=" "`) is not set.
+  let hostname = env.get("HOST")?.trim() || "0.0.0.0";
   if (keys.open) {
     if (!LOOPBACK_NAMES.has(hostname)) hostname = "127.0.0.1";
     const allowed = origins.allowedHosts.length > 0

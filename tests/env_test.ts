@@ -487,6 +487,25 @@ Deno.test("configFromEnv() in open mode listens on 127.0.0.1, or on the loopback
   }
 });
 
+Deno.test("configFromEnv() trims HOST: only whitespace is not set (every interface with keys), and a name with spaces around is that name", async () => {
+  const keys = { EDGESTREAM_KEYS: "admin:0123456789abcdef0123" };
+  for (
+    const [vars, expected] of [
+      [{ ...keys, HOST: " " }, "0.0.0.0"],
+      [{ ...keys, HOST: "\t" }, "0.0.0.0"],
+      [{ ...keys, HOST: " 127.0.0.1 " }, "127.0.0.1"],
+      [{ HOST: " ::1\t" }, "::1"],
+    ] as const
+  ) {
+    const config = await configFromEnv(env(vars));
+    try {
+      assert.equal(config.hostname, expected, JSON.stringify(vars));
+    } finally {
+      await config.webhooks.close();
+    }
+  }
+});
+
 Deno.test("configFromEnv() on the memory store answers every unknown stream name 404, however many come at once", async () => {
   const config = await configFromEnv(env({}));
   try {
