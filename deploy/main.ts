@@ -130,6 +130,8 @@ const {
 // anyway), else HOST or every interface.
 // Empty, as every setting, is not set.
 const port = Deno.env.get("PORT") || undefined;
+/** The port a local run without PORT listens on: Deno.serve's default, named in its one line. */
+const DENO_SERVE_PORT = 8000;
 // Served as src/main.ts serves: its "listening on" line, requests counted for a stop, and
 // listening again when the accept loop fails (out of file descriptors).
 const serving = serveApp(built, {
@@ -137,9 +139,10 @@ const serving = serveApp(built, {
   port: port === undefined ? undefined : Number(port),
   shutdownMs,
   onListenError(error) {
-    if (error instanceof Deno.errors.AddrInUse) fail(`PORT: ${port} is already in use`);
+    const listened = port === undefined ? DENO_SERVE_PORT : Number(port);
+    if (error instanceof Deno.errors.AddrInUse) fail(`PORT: ${listened} is already in use`);
     // Run locally (Deploy sets no HOST): an address it cannot listen on is one line too.
-    failToListen(error, hostname, port === undefined ? undefined : Number(port));
+    failToListen(error, hostname, listened);
   },
 });
 // Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN

@@ -356,6 +356,29 @@ redisTest(
   },
 );
 
+Deno.test("deploy/main.ts run locally without PORT, on Deno.serve's port 8000 taken, names that port in its one line", async () => {
+  // Open mode (a preview timeline) listens on loopback. Held here unless someone else holds it
+  // already: taken either way.
+  let taken: Deno.Listener | undefined;
+  try {
+    taken = Deno.listen({ hostname: "127.0.0.1", port: 8000 });
+  } catch (error) {
+    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+  }
+  try {
+    const run = runDeploy({ DENO_TIMELINE: "preview/abc123", PORT: "" });
+    const { code, output } = await run.done;
+    assert.equal(code, 1, output);
+    const lines = output.trim().split("\n").filter((line) => !line.startsWith("{"));
+    assert.deepEqual(lines, [
+      "harness: cron edgestream sweep * * * * *",
+      "edgestream: PORT: 8000 is already in use",
+    ]);
+  } finally {
+    taken?.close();
+  }
+});
+
 Deno.test("deploy/main.ts run locally on a HOST it cannot listen on says so in one line", async () => {
   // 192.0.2.1 (TEST-NET-1) is on no interface of this machine.
   const run = runDeploy({
