@@ -95,6 +95,10 @@ if (import.meta.main) {
         ? error.message
         : error instanceof Deno.errors.AddrInUse
         ? `Cannot start the Upstash bridge: PORT ${port} is already in use; set PORT to a free port`
+        // A port below 1024 for a user without the privilege (or one Deno's flags deny): one line
+        // naming PORT, as for a port in use, not a stack.
+        : error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
+        ? `Cannot start the Upstash bridge: PORT ${port} is not allowed (${error.message}); set PORT to a port above 1023, or unset it for a free one`
         : error,
     );
     Deno.exit(1);

@@ -1,0 +1,58 @@
+import assert from "node:assert/strict";
+import { redisServerInstalled } from "../_redis.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+
+/**
+ * The permission flags of `deno task redis`, read from deno.json: the tool runs here with what
+ * users run it with.
+ */
+const REDIS_FLAGS: readonly string[] = (() => {
+  const words: string[] = JSON.parse(Deno.readTextFileSync(`${root}deno.json`)).tasks.redis
+    .split(/\s+/);
+  return words.slice(words.indexOf("run") + 1, words.indexOf("tools/dev_redis.ts"));
+})();
+
+/** Runs `tools/dev_redis.ts` as `deno task redis` does, plus `flags`, with `PORT` set. */
+async function runDevRedis(port: string, flags: string[] = []) {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", ...REDIS_FLAGS, ...flags, "tools/dev_redis.ts"],
+    cwd: root,
+    env: { PORT: port, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    code: output.code,
+    printed: decoder.decode(output.stdout) + decoder.decode(output.stderr),
+  };
+}
+
+Deno.test({
+  name:
+    "deno task redis on a PORT it may not listen on (a port below 1024 for a user, one Deno's flags deny) says so in one line naming PORT, exit 1",
+  // As the Redis tests: ignored without redis-server, but under CI=true.
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    // The bridge listens on 127.0.0.1; denied it there, as the system denies a user port 80.
+    const { code, printed } = await runDevRedis("1023", ["--deny-net=127.0.0.1:1023"]);
+    assert.equal(code, 1, printed);
+    const lines = printed.trim().split("\n");
+    assert.equal(lines.length, 1, printed);
+    assert.match(
+      lines[0],
+      /^Cannot start the Upstash bridge: PORT 1023 is not allowed \(.+\); set PORT to a port above 1023, or unset it for a free one$/,
+    );
+  },
+});
+
+Deno.test("deno task redis with a PORT that is no port number says so in one line, exit 1", async () => {
+  const { code, printed } = await runDevRedis("0x1f90");
+  assert.equal(code, 1, printed);
+  assert.equal(
+    printed.trim(),
+    "Cannot start the Upstash bridge as PORT is not a port number from 0 to 65535: '0x1f90'",
+  );
+});
