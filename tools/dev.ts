@@ -23,7 +23,9 @@ export function devArgs(configPath: string): string[] {
 }
 
 if (import.meta.main) {
-  const configPath = Deno.env.get("EDGESTREAM_CONFIG") ??
+  // Empty is not set, as src/env.ts reads it: `--watch=` with no path would watch the whole
+  // working directory, restarting the server (and emptying its memory store) on any file saved.
+  const configPath = Deno.env.get("EDGESTREAM_CONFIG") ||
     new URL("../examples/config.json", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), { args: devArgs(configPath) }).spawn();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {

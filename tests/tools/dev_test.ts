@@ -98,3 +98,57 @@ Deno.test("Ctrl-C under deno task dev stops the server well: the SIGTERM (and at
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno task dev with EDGESTREAM_CONFIG set empty watches the default config file, not every file of its working directory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "edgestream-dev-empty-" });
+  const env: Record<string, string> = {
+    ...Deno.env.toObject(),
+    EDGESTREAM_CONFIG: "",
+    PORT: "0",
+    NO_COLOR: "1",
+  };
+  delete env.EDGESTREAM_KEYS;
+  delete env.UPSTASH_REDIS_REST_URL;
+  delete env.UPSTASH_REDIS_REST_TOKEN;
+  // As the task runs it, in a working directory of its own: a file saved there is no source.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--cached-only",
+      "--allow-env",
+      "--allow-read",
+      "--allow-run",
+      `${root}tools/dev.ts`,
+    ],
+    cwd: dir,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let printed = "";
+  const drained = Promise.all([child.stdout, child.stderr].map(async (stream) => {
+    for await (const text of stream.pipeThrough(new TextDecoderStream())) printed += text;
+  }));
+  const starts = () => printed.match(/listening on http:/g)?.length ?? 0;
+  try {
+    const deadline = Date.now() + 30_000;
+    while (starts() === 0 && Date.now() < deadline) await delay(100);
+    assert.match(printed, /1 stream\(s\) from .*examples\/config\.json: orders/);
+    await delay(1_000); // the watcher set up
+    await Deno.writeTextFile(`${dir}/notes.txt`, "not a source file");
+    await delay(3_000);
+    assert.doesNotMatch(printed, /File change detected/);
+    assert.equal(starts(), 1, printed);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await drained;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
