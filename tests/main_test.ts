@@ -176,6 +176,29 @@ Deno.test("main.ts refuses a config file that is not JSON (YAML) in one line, it
   }
 });
 
+Deno.test("main.ts writes a carriage return or other control character in its one line as an escape: a terminal would write the rest over the setting's name", async () => {
+  // A value from an env file with CRLF line ends.
+  const result = await startWith({ EDGESTREAM_ENV: "production\r" });
+  assertOneLine(
+    result,
+    /^edgestream: EDGESTREAM_ENV: expected production or development, got 'production\\r'$/,
+  );
+  assert.doesNotMatch(result.stderr, /\r/);
+  // A config file with CR line ends (and an escape sequence) that is not JSON: V8 quotes its text.
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(path, "s:\r\x1b[2J\r");
+    const quoted = await startWith({ EDGESTREAM_CONFIG: path });
+    assertOneLine(
+      quoted,
+      /^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: .*"s:\\r\\u001b\[2J\\r"/,
+    );
+    assert.ok(!quoted.stderr.includes("\r") && !quoted.stderr.includes("\x1b"), quoted.stderr);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("main.ts refuses a port in use in one line that names it", async () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
