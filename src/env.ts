@@ -336,9 +336,10 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
     // As the Upstash client takes it (it throws, with a stack, for what it does not): a lower-case
     // scheme, no whitespace (a line break copied along), a host.
     if (!UPSTASH_URL.test(url) || !URL.canParse(url)) {
-      // Quoted when it is some URL; text that is none may be the token, pasted in the wrong one.
+      // Quoted when it is some URL, but for the credentials it may hold (no line holds them);
+      // text that is none may be the token, pasted in the wrong one.
       const got = /^[a-z][a-z\d+.-]*:/i.test(url)
-        ? `'${JSON.stringify(url).slice(1, -1)}'`
+        ? `'${JSON.stringify(withoutCredentials(url, REDACTED)).slice(1, -1)}'`
         : `text without a scheme (${url.length} characters, not shown: the token?)`;
       throw new ConfigError(`UPSTASH_REDIS_REST_URL: expected an http(s) URL, got ${got}`);
     }

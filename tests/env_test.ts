@@ -966,6 +966,25 @@ Deno.test("configFromEnv() does not print the Redis token when it is given as UP
   );
 });
 
+Deno.test("configFromEnv() refuses an UPSTASH_REDIS_REST_URL the client cannot take without printing the credentials written into it", async () => {
+  for (
+    const url of [
+      "https://default:pw-0123456789@eu1-busy-cat-12345.upstash.io\n", // a line break copied along
+      "HTTPS://default:pw-0123456789@eu1-busy-cat-12345.upstash.io", // a scheme in upper case
+    ]
+  ) {
+    await assert.rejects(
+      configFromEnv(env({ UPSTASH_REDIS_REST_URL: url, UPSTASH_REDIS_REST_TOKEN: "token" })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message.startsWith("UPSTASH_REDIS_REST_URL: expected an http(s) URL, got '") &&
+        error.message.includes("://[REDACTED]@eu1-busy-cat-12345.upstash.io") &&
+        !error.message.includes("pw-0123456789"),
+      JSON.stringify(url),
+    );
+  }
+});
+
 Deno.test("configFromEnv() refuses a bad EDGESTREAM_PREFIX on the memory store too, so a typo shows before a switch to Redis", async () => {
   await assert.rejects(
     configFromEnv(env({ EDGESTREAM_PREFIX: "es{1}" })),
