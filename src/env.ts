@@ -33,6 +33,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { Redis } from "@upstash/redis";
 import {
   type CompiledStream,
@@ -555,8 +556,9 @@ export async function configFromEnv(
     throw new ConfigError(`EDGESTREAM_KEYS: ${message(error)}`, { cause: error });
   }
   checkProduction(env, keys);
+  // A file path, not a URL's path: that one escapes a space (`my%20projects/`), a file no one has.
   const configPath = env.get("EDGESTREAM_CONFIG") ?? options.defaultConfigPath ??
-    new URL("../examples/config.json", import.meta.url).pathname;
+    fileURLToPath(new URL("../examples/config.json", import.meta.url));
   let configStreams: Map<string, CompiledStream>;
   try {
     configStreams = await loadConfigFile(configPath);

@@ -167,6 +167,25 @@ export async function startServerProcess(
   };
 }
 
+/**
+ * A copy of what the server and `deno task dev` run (`src/`, `tools/`, `examples/`, `deno.json`,
+ * `deno.lock`) in a new temporary folder under a folder named with a space (`my projects/`), as a
+ * checkout may be; returns its path. The caller removes `dirname` of it.
+ */
+export async function checkoutWithSpace(): Promise<string> {
+  const parent = await Deno.makeTempDir({ prefix: "edgestream-checkout-" });
+  const copy = `${parent}/my projects/edgestream`;
+  await Deno.mkdir(copy, { recursive: true });
+  const { success, stderr } = await new Deno.Command("cp", {
+    args: ["-R", "src", "tools", "examples", "deno.json", "deno.lock", copy],
+    cwd: ROOT,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`Cannot copy the checkout: ${new TextDecoder().decode(stderr)}`);
+  return copy;
+}
+
 /** A listener that takes connections and never answers them, for a store that hangs. */
 export interface SilentListener {
   /** `http://127.0.0.1:<port>`. */

@@ -5,7 +5,12 @@
 import assert from "node:assert/strict";
 import { configFromEnv } from "../src/env.ts";
 import { buildApp, serve } from "../src/main.ts";
-import { silentListener, START_FLAGS, startServerProcess } from "./_server_process.ts";
+import {
+  checkoutWithSpace,
+  silentListener,
+  START_FLAGS,
+  startServerProcess,
+} from "./_server_process.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 
@@ -196,6 +201,28 @@ Deno.test("main.ts writes a carriage return or other control character in its on
     assert.ok(!quoted.stderr.includes("\r") && !quoted.stderr.includes("\x1b"), quoted.stderr);
   } finally {
     await Deno.remove(path);
+  }
+});
+
+Deno.test("main.ts in a checkout whose path has a space reads its default config file (examples/config.json)", async () => {
+  const copy = await checkoutWithSpace();
+  try {
+    const server = await startServerProcess("space", {}, {
+      denoArgs: ["run", "--cached-only", ...START_FLAGS, `${copy}/src/main.ts`],
+    });
+    try {
+      // Logged once the config streams are recorded, after "listening on".
+      const expected = `1 stream(s) from ${copy}/examples/config.json: orders`;
+      const deadline = Date.now() + 10_000;
+      while (!server.output().includes(expected) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.ok(server.output().includes(expected), server.output());
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await Deno.remove(copy.slice(0, copy.indexOf("/my projects/")), { recursive: true });
   }
 });
 

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
+
 /** Arguments of the `deno run` that serves with the config file watched. */
 export function devArgs(configPath: string): string[] {
   return [
@@ -18,7 +20,8 @@ export function devArgs(configPath: string): string[] {
     "--allow-read",
     // node:https reads the extra CA certificates (NODE_EXTRA_CA_CERTS) for webhooks.
     "--allow-sys",
-    new URL("../src/main.ts", import.meta.url).pathname,
+    // File paths, not a URL's paths, which escape a space (`my%20projects/`) in a checkout's path.
+    fileURLToPath(new URL("../src/main.ts", import.meta.url)),
   ];
 }
 
@@ -26,7 +29,7 @@ if (import.meta.main) {
   // Empty is not set, as src/env.ts reads it: `--watch=` with no path would watch the whole
   // working directory, restarting the server (and emptying its memory store) on any file saved.
   const configPath = Deno.env.get("EDGESTREAM_CONFIG") ||
-    new URL("../examples/config.json", import.meta.url).pathname;
+    fileURLToPath(new URL("../examples/config.json", import.meta.url));
   const child = new Deno.Command(Deno.execPath(), { args: devArgs(configPath) }).spawn();
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {

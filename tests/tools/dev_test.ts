@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { devArgs } from "../../tools/dev.ts";
-import { startServerProcess } from "../_server_process.ts";
+import { checkoutWithSpace, startServerProcess } from "../_server_process.ts";
 
 const root = new URL("../../", import.meta.url).pathname;
 
@@ -99,28 +99,24 @@ Deno.test("Ctrl-C under deno task dev stops the server well: the SIGTERM (and at
   }
 });
 
-Deno.test("deno task dev with EDGESTREAM_CONFIG set empty watches the default config file, not every file of its working directory", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "edgestream-dev-empty-" });
+/**
+ * `tools/dev.ts` at `script` run as `deno task dev` runs it, in `cwd`, with `vars` over the
+ * machine's environment; `stop()` sends it SIGTERM, which it hands to its watcher (a SIGKILL would
+ * leave the watcher running, holding the output open).
+ */
+function runDev(script: string, cwd: string, vars: Record<string, string>) {
   const env: Record<string, string> = {
     ...Deno.env.toObject(),
-    EDGESTREAM_CONFIG: "",
     PORT: "0",
     NO_COLOR: "1",
+    ...vars,
   };
-  delete env.EDGESTREAM_KEYS;
-  delete env.UPSTASH_REDIS_REST_URL;
-  delete env.UPSTASH_REDIS_REST_TOKEN;
-  // As the task runs it, in a working directory of its own: a file saved there is no source.
+  for (const name of ["EDGESTREAM_KEYS", "UPSTASH_REDIS_REST_URL", "UPSTASH_REDIS_REST_TOKEN"]) {
+    delete env[name];
+  }
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--cached-only",
-      "--allow-env",
-      "--allow-read",
-      "--allow-run",
-      `${root}tools/dev.ts`,
-    ],
-    cwd: dir,
+    args: ["run", "--cached-only", "--allow-env", "--allow-read", "--allow-run", script],
+    cwd,
     env,
     clearEnv: true,
     stdin: "null",
@@ -131,21 +127,47 @@ Deno.test("deno task dev with EDGESTREAM_CONFIG set empty watches the default co
   const drained = Promise.all([child.stdout, child.stderr].map(async (stream) => {
     for await (const text of stream.pipeThrough(new TextDecoderStream())) printed += text;
   }));
-  const starts = () => printed.match(/listening on http:/g)?.length ?? 0;
+  return {
+    printed: () => printed,
+    /** Waits up to 30 s for `text` in what it printed; fails naming what it printed. */
+    async seen(text: string) {
+      const deadline = Date.now() + 30_000;
+      while (!printed.includes(text) && Date.now() < deadline) await delay(50);
+      assert.ok(printed.includes(text), `no '${text}' in:\n${printed}`);
+    },
+    async stop() {
+      child.kill("SIGTERM");
+      await child.status;
+      await drained;
+    },
+  };
+}
+
+Deno.test("deno task dev with EDGESTREAM_CONFIG set empty watches the default config file, not every file of its working directory", async () => {
+  // As the task runs it, in a working directory of its own: a file saved there is no source.
+  const dir = await Deno.makeTempDir({ prefix: "edgestream-dev-empty-" });
+  const dev = runDev(`${root}tools/dev.ts`, dir, { EDGESTREAM_CONFIG: "" });
   try {
-    const deadline = Date.now() + 30_000;
-    while (starts() === 0 && Date.now() < deadline) await delay(100);
-    assert.match(printed, /1 stream\(s\) from .*examples\/config\.json: orders/);
+    await dev.seen(`1 stream(s) from ${root}examples/config.json: orders`);
     await delay(1_000); // the watcher set up
     await Deno.writeTextFile(`${dir}/notes.txt`, "not a source file");
     await delay(3_000);
-    assert.doesNotMatch(printed, /File change detected/);
-    assert.equal(starts(), 1, printed);
+    assert.doesNotMatch(dev.printed(), /File change detected/);
+    assert.equal(dev.printed().match(/listening on http:/g)?.length, 1, dev.printed());
   } finally {
-    child.kill("SIGTERM");
-    await child.status;
-    await drained;
+    await dev.stop();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task dev in a checkout whose path has a space serves, with its default config file", async () => {
+  const copy = await checkoutWithSpace();
+  const dev = runDev(`${copy}/tools/dev.ts`, copy, {});
+  try {
+    await dev.seen(`1 stream(s) from ${copy}/examples/config.json: orders`);
+  } finally {
+    await dev.stop();
+    await Deno.remove(copy.slice(0, copy.indexOf("/my projects/")), { recursive: true });
   }
 });
 
