@@ -14,7 +14,7 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
-import { parseInstantText } from "../validate/mod.ts";
+import { parseInstantText, withoutCredentials } from "../validate/mod.ts";
 import {
   countQuery,
   CursorQuery,
@@ -244,7 +244,7 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
         if (!(error instanceof OriginSettingError)) throw error;
         throw invalid(
           `origins[${i}]: Origin '${
-            quoteInput(entry)
+            quoteInput(withoutCredentials(entry))
           }' must be http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
         );
       }

@@ -45,7 +45,7 @@ import type { MiddlewareHandler } from "hono";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 import { quoteInput } from "../telemetry/logging.ts";
-import { HOST_NAME, webOrigin } from "../validate/mod.ts";
+import { HOST_NAME, webOrigin, withoutCredentials } from "../validate/mod.ts";
 
 /** Settings of {@linkcode OriginPolicy} besides the mode: what the environment provides. */
 export interface OriginSettings {
@@ -129,7 +129,10 @@ export function normalizeAllowedOrigin(entry: string): string {
   const origin = webOrigin(entry.trim());
   if (origin === undefined) {
     throw new OriginSettingError(
-      `Cannot read allowed origin '${entry}': expected http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
+      // Credentials in it (`https://user:pw@host`) are not repeated into a log line or a reply.
+      `Cannot read allowed origin '${
+        withoutCredentials(entry)
+      }': expected http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
     );
   }
   return origin;

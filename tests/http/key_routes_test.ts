@@ -219,6 +219,19 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
     assert.equal(error.code, code, JSON.stringify(input));
   }
   assert.deepEqual(await keyStore.listKeys(), []);
+  // Credentials in a refused origin are not repeated in the reply (nor its log line).
+  {
+    const res = await app.request(
+      "/v1/keys",
+      post(KEYS.admin, { scopes: ["read"], origins: ["https://ops:hunter2@app.example.com"] }),
+    );
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(
+      error.message,
+      "origins[0]: Origin 'https://[REDACTED]@app.example.com' must be http(s)://host[:port] without path, e.g. 'https://app.example.com'",
+    );
+  }
   // 1e400 parses as Infinity: a number out of range, not "none" (it was handed on as null, so a
   // key for every stream that never expires was made).
   for (const field of ["streams", "expiresAt"]) {

@@ -393,7 +393,10 @@ Deno.test("parseAllowedOrigins() normalizes origins and refuses null, paths and 
       () => parseAllowedOrigins(entry),
       (error) =>
         error instanceof OriginSettingError &&
-        error.message.startsWith(`Cannot read allowed origin '${entry}': expected`),
+        // Credentials (`user@`) are not repeated into the message.
+        error.message.startsWith(
+          `Cannot read allowed origin '${entry.replace("user@", "[REDACTED]@")}': expected`,
+        ),
       entry,
     );
   }
