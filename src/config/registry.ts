@@ -612,6 +612,10 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       });
       this.#seen.set(name, record.version);
       this.#entries.delete(name);
+      // The API's now, not another deployment's config stream's (a record this instance saw
+      // before a force delete and this write elsewhere, between two of its polls): its 409 says
+      // why this definition is not served.
+      this.#foreign.delete(name);
       this.#unservable.set(name, {
         version: record.version,
         error: error instanceof ConfigError ? definitionProblem(name, error) : String(error),

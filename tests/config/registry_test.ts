@@ -1155,3 +1155,53 @@ Deno.test("every poll tries to record a config stream not recorded yet, saying t
     ["info", "Recorded config stream 'orders' in the store"],
   ]);
 });
+
+Deno.test("a name another deployment's config recorded, then stored through the API by another release with a definition this one cannot compile, answers that problem, not the other deployment's", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const store = new MemoryStore({ definitions });
+  const keys = await KeyRing.parse("");
+  const otherDeployment = new StreamRegistry(compileConfig({ streams: { legacy: SIGNUPS } }), {
+    definitions,
+  });
+  await otherDeployment.registerConfig();
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const app = createApp({ streams, store, keys });
+  await streams.poll();
+  assert.deepEqual(streams.definedElsewhere("legacy"), { version: 1 });
+  // Between two polls of this instance, an instance of another release frees the name
+  // (`DELETE ?force=true`) and stores it through the API with a lookahead pattern, which this
+  // release refuses: this instance reads only the last record.
+  const recorded = (await definitions.get("legacy"))!;
+  const freed = await definitions.write("legacy", {
+    source: "api",
+    generation: recorded.generation,
+    definition: null,
+    counters: {},
+    deleted: true,
+  }, recorded.version);
+  assert.equal(freed.status, "written");
+  const definition = {
+    ...SIGNUPS,
+    schema: { properties: { plan: { type: "string", pattern: "^(?!x)" } } },
+  };
+  const stored = await definitions.write("legacy", {
+    source: "api",
+    generation: recorded.generation + 1,
+    definition,
+    // Its counters are SIGNUPS', as the config stream's.
+    counters: recorded.counters,
+    deleted: false,
+  }, freed.version);
+  assert.equal(stored.status, "written");
+  await collectingLogs(() => streams.poll(), { level: "error" });
+  const response = await app.request("/v1/streams/legacy");
+  const body = await response.json();
+  assert.equal(response.status, 409, JSON.stringify(body));
+  assert.equal(body.error.code, "stream_not_servable");
+  assert.match(
+    body.error.message,
+    /^Stream 'legacy' \(version 3\) is stored, but this release cannot compile its definition: /,
+  );
+  assert.equal(streams.definedElsewhere("legacy"), undefined);
+  assert.equal(streams.unservable("legacy")?.version, 3);
+});
