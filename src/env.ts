@@ -45,6 +45,8 @@ import {
   malformedSchemaKeyword,
   parseDuration,
   repeatedGroupBy,
+  shortWindowProblem,
+  shortWindows,
   StreamRegistry,
 } from "./config/mod.ts";
 import {
@@ -612,6 +614,14 @@ export async function configFromEnv(
         level: "warning",
         text:
           `EDGESTREAM_CONFIG: ${duration}; read as before this check (a fraction of a millisecond rounded, a unit given twice added up); fix it: a definition sent through the API with it is refused`,
+      });
+    }
+    for (const short of shortWindows(stream)) {
+      notices.push({
+        level: "warning",
+        text: `EDGESTREAM_CONFIG: ${
+          shortWindowProblem(name, short)
+        }; served as before this check (its windows may close later and later behind its events); a definition sent through the API with it is refused: to count in windows of 1s or more, define a counter under a new name (a changed window is refused)`,
       });
     }
     for (const { counter, field, index, first } of repeatedGroupBy(stream)) {

@@ -900,6 +900,18 @@ Deno.test("configFromEnv() serves a config file's duration refused since (a frac
   });
 });
 
+Deno.test("configFromEnv() serves a config file's window shorter than 1s as before, with a warning naming its path", async () => {
+  const orders = { counters: { fast: { window: { tumbling: "250ms" }, aggregate: "count" } } };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.counters[0].window.sizeMs, 250);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        "EDGESTREAM_CONFIG: streams.orders.counters.fast.window.tumbling: Window size is 250 ms, shorter than the minimum of 1s: a sweep closes a bounded number of a counter's windows each run, so windows this short would close later and later behind a steady stream of events; use '1s' or more; served as before this check (its windows may close later and later behind its events); a definition sent through the API with it is refused: to count in windows of 1s or more, define a counter under a new name (a changed window is refused)",
+    }]);
+  });
+});
+
 Deno.test("configFromEnv() asks Upstash (an upstash.io REST URL) no CONFIG GET for its setup warnings: it refuses CONFIG", async () => {
   const sent: string[] = [];
   const realFetch = globalThis.fetch;

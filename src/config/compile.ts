@@ -437,6 +437,65 @@ export function repeatedGroupByProblem(name: string, repeated: RepeatedGroupBy):
 }
 
 /**
+ * Shortest window length (ms) a definition may give: a tumbling, hopping or sliding window's size,
+ * a hopping window's `every`, a sliding window's `precision` and a session's gap. Windows close in
+ * the sweep, which closes a bounded number of a counter's windows (and sessions) per run, every
+ * few seconds: windows much shorter than a second that keep getting events would close later and
+ * later behind them, their data held until then. A session's gap is a window length too: a group
+ * can start a session per gap, each closed on its own. The panes a hopping window is kept in may
+ * be shorter (`{"hopping": "1500ms", "every": "1s"}` has 500 ms panes): closes go by windows,
+ * and a window spans at most 1,440 panes.
+ */
+export const MIN_WINDOW_MS = 1_000;
+
+/** What each window length is called in a refusal, by its key in `window`. */
+const WINDOW_LENGTHS = {
+  tumbling: "Window size",
+  hopping: "Window size",
+  every: "Hop ('every')",
+  sliding: "Window size",
+  precision: "Precision",
+  session: "Session gap",
+} as const;
+
+/** A window length shorter than {@linkcode MIN_WINDOW_MS}, found by {@linkcode shortWindows}. */
+export interface ShortWindow {
+  /** The counter. */
+  counter: string;
+  /** The key of `window` that gives it. */
+  key: keyof typeof WINDOW_LENGTHS;
+  /** The length (ms). */
+  ms: number;
+}
+
+/** The window lengths of a parsed definition shorter than {@linkcode MIN_WINDOW_MS}. */
+function shortWindowsOf(parsed: StreamDefinition): ShortWindow[] {
+  return Object.entries(parsed.counters).flatMap(([counter, definition]) =>
+    Object.entries(definition.window).flatMap(([key, ms]) =>
+      Object.hasOwn(WINDOW_LENGTHS, key) && ms < MIN_WINDOW_MS
+        ? [{ counter, key: key as ShortWindow["key"], ms }]
+        : []
+    )
+  );
+}
+
+/**
+ * Every window length of `stream` shorter than {@linkcode MIN_WINDOW_MS}, which a stream stored
+ * or deployed before that check may have (see {@linkcode CompileOptions.shortWindows}).
+ */
+export function shortWindows(stream: CompiledStream): ShortWindow[] {
+  return shortWindowsOf(stream.parsed);
+}
+
+/** Why a window length is refused, at its path in the stream `name`. */
+export function shortWindowProblem(name: string, short: ShortWindow): string {
+  const { counter, key, ms } = short;
+  return `streams.${name}.counters.${counter}.window.${key}: ${
+    WINDOW_LENGTHS[key]
+  } is ${ms} ms, shorter than the minimum of 1s: a sweep closes a bounded number of a counter's windows each run, so windows this short would close later and later behind a steady stream of events; use '1s' or more`;
+}
+
+/**
  * The first key an object of the JSON `text` gives twice, as `<path>: key '<key>' is given twice
  * …`, or `undefined` for none. `JSON.parse` keeps the last, so a stream or counter pasted in again
  * without a new name would replace the first without a word: a config file and a stream's `PUT`
@@ -479,6 +538,12 @@ export interface CompileOptions {
    * @default {false: refused, naming its path}
    */
   malformedDurations?: boolean;
+  /**
+   * Take a window shorter than {@linkcode MIN_WINDOW_MS} (`{"tumbling": "100ms"}`) as releases
+   * before that check did: a stream stored or deployed then is served as it was. Find them with
+   * {@linkcode shortWindows}. @default {false: refused, naming its path}
+   */
+  shortWindows?: boolean;
 }
 
 /** `value` if it is a JSON object, else an empty one. */
@@ -597,6 +662,9 @@ export function compileConfig(
       ? undefined
       : durationProblem(name, rawStreams[name]);
     if (duration !== undefined) throw new ConfigError(`Invalid config: ${duration}`);
+    // Before compiling too: what is wrong with a window this short is its length.
+    const short = options.shortWindows ? undefined : shortWindowsOf(parsed)[0];
+    if (short) throw new ConfigError(`Invalid config: ${shortWindowProblem(name, short)}`);
     const stream = compileStream(name, rawStreams[name], parsed, options);
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
@@ -648,12 +716,13 @@ export async function loadConfigFile(path: string): Promise<Map<string, Compiled
   const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
-  // a schema keyword, an origin or a duration refused since is compiled as it was): find them to
-  // warn.
+  // a schema keyword, an origin, a duration or a window shorter than a second refused since is
+  // compiled as it was): find them to warn.
   return compileConfig(raw, {
     repeatedGroupBy: true,
     malformedSchemaKeywords: true,
     malformedOrigins: true,
     malformedDurations: true,
+    shortWindows: true,
   });
 }

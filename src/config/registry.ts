@@ -62,6 +62,8 @@ import {
   malformedSchemaKeyword,
   repeatedGroupBy,
   repeatedGroupByProblem,
+  shortWindowProblem,
+  shortWindows,
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 
@@ -589,14 +591,16 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     let stream: CompiledStream;
     try {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
-      // schema keyword not of its kind, an origin no browser sends or a duration with a fraction
-      // of a millisecond or a unit given twice (refused since) compiled as it was.
+      // schema keyword not of its kind, an origin no browser sends, a duration with a fraction
+      // of a millisecond or a unit given twice or a window shorter than a second (refused since)
+      // compiled as it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,
           malformedSchemaKeywords: true,
           malformedOrigins: true,
           malformedDurations: true,
+          shortWindows: true,
         }),
         record.partialBefore,
         record.counters,
@@ -634,6 +638,14 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       logger.warn(
         "Stored stream '{stream}' version {version}: {problem}; served as stored before this check; replace it with PUT /v1/streams/{stream}, which refuses it as it is",
         { stream: name, version: record.version, problem },
+      );
+    }
+    // Unlike those, a PUT may keep such a counter as it is (it cannot be made longer and keep its
+    // data), as a groupBy field named twice.
+    for (const short of shortWindows(stream)) {
+      logger.warn(
+        "Stored stream '{stream}' version {version}: {problem}; served as stored before this check (its windows may close later and later behind its events); a PUT may keep this counter as it is, but adds none this short",
+        { stream: name, version: record.version, problem: shortWindowProblem(name, short) },
       );
     }
     this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
@@ -894,7 +906,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
     this.#refuseConfig(name);
     let stream: CompiledStream;
     try {
-      stream = compileStreamDefinition(name, raw, { repeatedGroupBy: true });
+      stream = compileStreamDefinition(name, raw, { repeatedGroupBy: true, shortWindows: true });
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       throw new StreamDefinitionError(
@@ -904,6 +916,7 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
       );
     }
     const repeated = repeatedGroupBy(stream);
+    const short = shortWindows(stream);
     const counters = counterIdentities(stream);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
@@ -916,18 +929,20 @@ export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
           `Stream '${name}' is defined in another deployment's config file (not this instance's); change it there and redeploy`,
         );
       }
-      // A groupBy field named twice only in a counter the stream counted so already (stored
-      // before that was refused): kept as it is, so the stream's other parts can still change.
-      const refused = repeated.find(({ counter }) =>
+      // A groupBy field named twice or a window shorter than a second only in a counter the
+      // stream counted so already (stored before that was refused): kept as it is, so the
+      // stream's other parts can still change (fixing the counter would change its identity).
+      const added = ({ counter }: { counter: string }) =>
         !live || !Object.hasOwn(record.counters, counter) ||
-        record.counters[counter] !== counters[counter]
-      );
-      if (refused) {
+        record.counters[counter] !== counters[counter];
+      const refusedShort = short.find(added);
+      const refused = refusedShort
+        ? shortWindowProblem(name, refusedShort)
+        : repeated.filter(added).map((item) => repeatedGroupByProblem(name, item))[0];
+      if (refused !== undefined) {
         throw new StreamDefinitionError(
           "invalid_definition",
-          `Invalid stream definition: ${
-            definitionProblem(name, new ConfigError(repeatedGroupByProblem(name, refused)))
-          }`,
+          `Invalid stream definition: ${definitionProblem(name, new ConfigError(refused))}`,
         );
       }
       this.#checkPrecondition(name, record, expected);

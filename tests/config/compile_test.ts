@@ -10,7 +10,12 @@ import {
   malformedOrigin,
   MAX_COUNTERS_PER_STREAM,
   MAX_STREAM_GROUPS,
+  MIN_WINDOW_MS,
+  shortWindowProblem,
+  shortWindows,
 } from "../../src/config/mod.ts";
+import { WINDOWS_PER_SWEEP } from "../../src/fanout/sweep.ts";
+import { SESSIONS_PER_WINDOW } from "../../src/store/types.ts";
 
 /** A config with one stream `orders` holding the given fields. */
 function orders(definition: Record<string, unknown>): unknown {
@@ -739,6 +744,94 @@ Deno.test("compileConfig() refuses a duration with a fraction of a millisecond o
   assert.equal(malformedDuration(only(compileConfig(counter({ retention: "1.5h" })))), undefined);
 });
 
+/** Each window length a definition gives, as a window with `D` there, and its key. */
+const WINDOW_LENGTH_PLACES: Array<[Record<string, string>, string]> = [
+  [{ tumbling: "D" }, "tumbling"],
+  [{ hopping: "D", every: "D" }, "hopping"],
+  [{ hopping: "1s", every: "D" }, "every"],
+  [{ sliding: "D", precision: "D" }, "sliding"],
+  [{ sliding: "1s", precision: "D" }, "precision"],
+  [{ session: "D" }, "session"],
+];
+
+/** `window` with each `D` replaced by `text`. */
+function windowOf(window: Record<string, string>, text: string): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(window).map(([key, value]) => [key, value === "D" ? text : value]),
+  );
+}
+
+Deno.test("compileConfig() refuses every window length below 1s, naming its path and length; shortWindows takes it as before, and shortWindows() finds it", () => {
+  assert.equal(MIN_WINDOW_MS, 1_000);
+  const names = {
+    tumbling: "Window size",
+    hopping: "Window size",
+    every: "Hop ('every')",
+    sliding: "Window size",
+    precision: "Precision",
+    session: "Session gap",
+  };
+  for (const [window, key] of WINDOW_LENGTH_PLACES) {
+    for (const [text, ms] of [["500ms", 500], ["1ms", 1], ["0.25s", 250]] as const) {
+      const raw = counter({ window: windowOf(window, text) });
+      const error = assertRefused(raw);
+      assert.equal(
+        error.message,
+        `Invalid config: streams.orders.counters.x.window.${key}: ${
+          names[key as keyof typeof names]
+        } is ${ms} ms, shorter than the minimum of 1s: a sweep closes a bounded number of a counter's windows each run, so windows this short would close later and later behind a steady stream of events; use '1s' or more`,
+        `${key} ${text}`,
+      );
+      // As releases before the check took it; found to warn.
+      const stream = only(compileConfig(raw, { shortWindows: true }));
+      const [short] = shortWindows(stream);
+      assert.deepEqual(short, { counter: "x", key, ms }, `${key} ${text}`);
+      assert.equal(
+        `Invalid config: ${shortWindowProblem("orders", short)}`,
+        error.message,
+      );
+    }
+    // Just below the minimum: refused; at it: taken, with nothing to warn about.
+    if (key !== "every" && key !== "precision") {
+      assertRefused(counter({ window: windowOf(window, "999ms") }), /is 999 ms, shorter than/);
+    }
+    const taken = only(compileConfig(counter({ window: windowOf(window, "1s") })));
+    assert.deepEqual(shortWindows(taken), [], key);
+  }
+  // Every short length of every counter is found, in definition order.
+  const both = only(compileConfig(
+    orders({
+      counters: {
+        a: { window: { hopping: "500ms", every: "100ms" }, aggregate: "count" },
+        b: { window: { tumbling: "1m" }, aggregate: "count" },
+        c: { window: { session: "250ms" }, aggregate: "count" },
+      },
+    }),
+    { shortWindows: true },
+  ));
+  assert.deepEqual(shortWindows(both), [
+    { counter: "a", key: "hopping", ms: 500 },
+    { counter: "a", key: "every", ms: 100 },
+    { counter: "c", key: "session", ms: 250 },
+  ]);
+  // Panes shorter than a second are not refused: windows close by their hop, here 1 s.
+  const panes = only(compileConfig(counter({ window: { hopping: "1500ms", every: "1s" } })));
+  assert.equal(panes.counters[0].paneMs, 500);
+  assert.deepEqual(shortWindows(panes), []);
+});
+
+Deno.test("loadConfigFile() serves a file deployed with a window shorter than 1s as before, to be warned about", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(path, JSON.stringify(counter({ window: { tumbling: "100ms" } })));
+    const stream = only(await loadConfigFile(path));
+    assert.deepEqual(stream.counters[0].window, { kind: "tumbling", sizeMs: 100 });
+    assert.deepEqual(shortWindows(stream), [{ counter: "x", key: "tumbling", ms: 100 }]);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
 Deno.test("loadConfigFile() serves a file deployed with a duration refused since as before, to be warned about", async () => {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   try {
@@ -769,6 +862,48 @@ Deno.test("the README states a stream's origins are read as allowed origins, and
     assert.ok(text.includes(`\`${origin}\``), origin);
     assertRefused(orders({ origins: [origin] }), /streams\.orders\.origins\[0\]/);
   }
+});
+
+Deno.test("the README states the 1s minimum of every window length, and each example it gives reads as it says", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const bullet = readme.slice(readme.indexOf("  - `window`: "), readme.indexOf("  - `groupBy`: "));
+  const text = bullet.replace(/\s+/g, " ");
+  assert.match(
+    text,
+    /Every length a window gives \(a tumbling, hopping or sliding size, `every`, `precision`, a session's gap\) is at least `1s`/,
+  );
+  assert.equal(MIN_WINDOW_MS, 1_000);
+  // Sweeps: how many a run closes, and how often the default timer and Deno Deploy's cron run.
+  assert.match(text, /a sweep closes at most 100 windows \(of a session counter, 1,000 sessions\)/);
+  assert.equal(WINDOWS_PER_SWEEP, 100);
+  assert.equal(WINDOWS_PER_SWEEP * SESSIONS_PER_WINDOW, 1_000);
+  assert.match(text, /every 5 s by default and every minute on Deno Deploy/);
+  const env = await Deno.readTextFile(new URL("../../src/env.ts", import.meta.url));
+  assert.match(env, /readDuration\(env, "EDGESTREAM_SWEEP_EVERY", "5s", true\)/);
+  const deploy = await Deno.readTextFile(new URL("../../deploy/main.ts", import.meta.url));
+  assert.match(deploy, /Deno\.cron\([^)]*"\* \* \* \* \*"/);
+  // The example of shorter panes is taken, with those panes; the refusal quoted is the one given.
+  const hopping = JSON.parse(
+    text.match(/`(\{"hopping": "1500ms", "every": "1s"\})` is kept in 500 ms panes/)![1],
+  );
+  assert.equal(only(compileConfig(counter({ window: hopping }))).counters[0].paneMs, 500);
+  assert.match(
+    text,
+    /`PUT \/v1\/streams\/\{stream\}` refuses a shorter length `400` `invalid_definition` naming its path \(`counters\.fast\.window\.tumbling: Window size is 500 ms, shorter than the minimum of 1s: …`\)/,
+  );
+  const refused = assertRefused(
+    orders({ counters: { fast: { window: { tumbling: "500ms" }, aggregate: "count" } } }),
+  );
+  assert.ok(
+    refused.message.startsWith(
+      "Invalid config: streams.orders.counters.fast.window.tumbling: Window size is 500 ms, shorter than the minimum of 1s: ",
+    ),
+    refused.message,
+  );
+  assert.match(
+    text,
+    /a config file deployed with it, is served as before, the config file's with a startup warning naming the path, a stored one's with a warning when an instance loads it/,
+  );
 });
 
 Deno.test("compileConfig() compiles a session window with its gap and maxSessions", () => {

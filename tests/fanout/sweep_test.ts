@@ -3,7 +3,9 @@
  * a request's 503 is; anything else (a defect, bad data) at error.
  */
 import assert from "node:assert/strict";
-import { logSweepError } from "../../src/fanout/sweep.ts";
+import { logSweepError, sweepOnce, WINDOWS_PER_SWEEP } from "../../src/fanout/sweep.ts";
+import { ingestItems } from "../../src/ingest/mod.ts";
+import { MemoryStore } from "../../src/store/memory/store.ts";
 import { StoreUnavailableError } from "../../src/store/types.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
@@ -80,4 +82,52 @@ Deno.test("a sweep's webhook hold and a definitions poll log an unavailable stor
     registry.stop();
     await close();
   }
+});
+
+Deno.test("sweeps every 5 s keep up with 1 s windows of a steady stream, while 10 ms ones close later and later, their panes held (why windows are at least 1s)", async () => {
+  // 10 ms windows are refused now; a stream stored or deployed before is served so.
+  const streams = compileConfig({
+    streams: {
+      s: {
+        time: { field: "t", lateness: "0s" },
+        counters: {
+          second: { window: { tumbling: "1s" }, aggregate: "count", retention: "10s" },
+          tiny: { window: { tumbling: "10ms" }, aggregate: "count", retention: "10s" },
+        },
+      },
+    },
+  }, { shortWindows: true });
+  const stream = streams.get("s")!;
+  let now = Date.parse("2026-01-01T00:00:00Z");
+  const store = new MemoryStore({ now: () => now });
+  const lags: Record<string, number[]> = { second: [], tiny: [] };
+  const panes: Record<string, number[]> = { second: [], tiny: [] };
+  for (let sweep = 0; sweep < 6; sweep++) {
+    // 5 s of events, one every 10 ms, then a sweep (EDGESTREAM_SWEEP_EVERY's default).
+    const events = [];
+    for (let t = now; t < now + 5_000; t += 10) events.push({ ok: true as const, value: { t } });
+    now += 5_000;
+    for (let i = 0; i < events.length; i += 100) {
+      await ingestItems(stream, events.slice(i, i + 100), { store, nowMs: now });
+    }
+    const report = await sweepOnce(streams.values(), store);
+    for (const [index, counter] of ["second", "tiny"].entries()) {
+      const closed = report.closed.filter((window) => window.counter === counter);
+      assert.ok(closed.length <= WINDOWS_PER_SWEEP);
+      lags[counter].push(now - Math.max(...closed.map((window) => window.end)));
+      const held = await store.panes("s", stream.counterMetas[index], {
+        fromMs: 0,
+        toMs: Number.MAX_SAFE_INTEGER,
+      });
+      panes[counter].push(held.length);
+    }
+  }
+  // The last window of 1 s closes at every sweep; its panes go once closed and past retention
+  // (10 s), so as many are held after every sweep from the third on.
+  assert.deepEqual(lags.second, [1_000, 1_000, 1_000, 1_000, 1_000, 1_000]);
+  assert.deepEqual(panes.second, [5, 10, 15, 16, 16, 16]);
+  // 500 windows of 10 ms a sweep, 100 closed: 4 s more behind at every sweep; past retention the
+  // panes of the 400 left open stay held, 400 more after every sweep.
+  assert.deepEqual(lags.tiny, [4_000, 8_000, 12_000, 16_000, 20_000, 24_000]);
+  assert.deepEqual(panes.tiny, [500, 1_000, 1_500, 1_900, 2_300, 2_700]);
 });

@@ -1466,6 +1466,68 @@ Deno.test("a duration with a fraction of a millisecond or a unit given twice is 
   assert.equal((await put(stored, "signups", fixed)).status, 200);
 });
 
+Deno.test("a window shorter than 1s is 400 invalid_definition naming its path; a stream stored with one before is served as it was, said once on load, and a PUT may keep that counter as it is but add none so short", async () => {
+  const app = await appWith();
+  const fast = (window: object) => ({
+    ...SIGNUPS,
+    counters: { ...SIGNUPS.counters, fast: { window, aggregate: "count" } },
+  });
+  for (
+    const [window, path, message] of [
+      [{ tumbling: "500ms" }, "tumbling", "Window size is 500 ms"],
+      [{ hopping: "2s", every: "100ms" }, "every", "Hop ('every') is 100 ms"],
+      [{ sliding: "500ms", precision: "250ms" }, "sliding", "Window size is 500 ms"],
+      [{ session: "999ms" }, "session", "Session gap is 999 ms"],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", fast(window));
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual([error.code, error.message], [
+      "invalid_definition",
+      `Invalid stream definition: counters.fast.window.${path}: ${message}, shorter than the minimum of 1s: a sweep closes a bounded number of a counter's windows each run, so windows this short would close later and later behind a steady stream of events; use '1s' or more`,
+    ]);
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  assert.equal((await put(app, "signups", fast({ tumbling: "1s" }))).status, 201);
+
+  // Stored by a release that took it: served as it was, said once on load.
+  const stored = fast({ tumbling: "100ms" });
+  const [served, logged] = await collectingLogs(async (records) => {
+    const served = await appStoring("signups", stored, { shortWindows: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await served.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [served, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    "Stored stream 'signups' version 1: streams.signups.counters.fast.window.tumbling: Window size is 100 ms, shorter than the minimum of 1s: a sweep closes a bounded number of a counter's windows each run, so windows this short would close later and later behind a steady stream of events; use '1s' or more; served as stored before this check (its windows may close later and later behind its events); a PUT may keep this counter as it is, but adds none this short",
+  ]);
+  const sent = await ingest(served, "signups", [{ t: "2026-01-01T00:00:00.250Z", plan: "a" }]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  await sent.body?.cancel();
+  const counter = await (await served.request("/v1/streams/signups/counters/fast")).json();
+  assert.deepEqual(
+    [counter.windows[0].start, counter.windows[0].end],
+    ["2026-01-01T00:00:00.200Z", "2026-01-01T00:00:00.300Z"],
+    JSON.stringify(counter),
+  );
+  // Its other parts may change, the counter kept as it is; a new counter so short is refused.
+  assert.equal((await put(served, "signups", { ...stored, description: "kept" })).status, 200);
+  const more = {
+    ...stored,
+    counters: { ...stored.counters, faster: { window: { tumbling: "10ms" }, aggregate: "count" } },
+  };
+  const refused = await put(served, "signups", more);
+  assert.equal(refused.status, 400);
+  assert.match(
+    (await errorOf(refused)).message,
+    /^Invalid stream definition: counters\.faster\.window\.tumbling: Window size is 10 ms, shorter than the minimum of 1s/,
+  );
+});
+
 Deno.test("PUT /v1/streams/{stream} answers an idle stream's watermark by the app's clock, as GET does", async () => {
   const app = await appWith();
   const idle = { ...SIGNUPS, time: { field: "t", idle: "1m" } };
