@@ -1006,6 +1006,27 @@ Deno.test("configFromEnv() refuses an UPSTASH_REDIS_REST_URL the client cannot t
   }
 });
 
+Deno.test("configFromEnv() refuses an UPSTASH_REDIS_REST_URL whose password holds '/', '?' or '#', or that lacks '//', without printing the password", async () => {
+  for (
+    const url of [
+      "https://default:pw-0123/456789@eu1-busy-cat-12345.upstash.io", // '/' not percent-encoded
+      "https://default:pw-0123#456789@eu1-busy-cat-12345.upstash.io",
+      "https://default:pw-0123?456789@eu1-busy-cat-12345.upstash.io",
+      "https:default:pw-0123456789@eu1-busy-cat-12345.upstash.io", // URL parsers take it so
+    ]
+  ) {
+    await assert.rejects(
+      configFromEnv(env({ UPSTASH_REDIS_REST_URL: url, UPSTASH_REDIS_REST_TOKEN: "token" })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message.startsWith("UPSTASH_REDIS_REST_URL: expected an http(s) URL, got '") &&
+        error.message.includes("[REDACTED]@eu1-busy-cat-12345.upstash.io") &&
+        !error.message.includes("pw-0123") && !error.message.includes("456789"),
+      JSON.stringify(url),
+    );
+  }
+});
+
 Deno.test("configFromEnv() refuses a bad EDGESTREAM_PREFIX on the memory store too, so a typo shows before a switch to Redis", async () => {
   await assert.rejects(
     configFromEnv(env({ EDGESTREAM_PREFIX: "es{1}" })),

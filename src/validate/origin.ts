@@ -45,7 +45,7 @@ export function webOrigin(text: string): string | undefined {
 
 /**
  * `url` with the credentials it may hold (`https://user:password@host`) replaced by `mark`, for a
- * message or a log line, which hold no secret.
+ * message or a log line, which hold no secret: everything between the scheme and the last `@`.
  *
  * @example
  * ```ts
@@ -55,5 +55,8 @@ export function webOrigin(text: string): string | undefined {
  * ```
  */
 export function withoutCredentials(url: string, mark = "[REDACTED]"): string {
-  return url.replace(/^([a-z][a-z\d+.-]*:\/\/)[^/?#]*@/i, `$1${mark}@`);
+  // Up to the last '@', not the first '/', '?' or '#': a password holding one unencoded (the very
+  // reason such a URL is refused) is hidden too, as is one after a scheme without '//'
+  // (`https:user:pw@host`, which URL parsers read as `https://user:pw@host`).
+  return url.replace(/^([a-z][a-z\d+.-]*:(?:\/\/)?)[^]*@/i, `$1${mark}@`);
 }
