@@ -1063,6 +1063,25 @@ Deno.test('If-Match with a well-formed tag that is no version (`"x"`, `""`, `"a,
   assert.equal((await stored.json()).definition.description, "listed");
 });
 
+Deno.test("If-Match with a long run of spaces before what is no entity tag is 400 at once: reading it does not backtrack over the spaces", async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  for (const header of [`"1",${" ".repeat(100_000)}x`, `"1",${" \t".repeat(50_000)}x`]) {
+    const started = performance.now();
+    const bad = await put(app, "signups", { ...SIGNUPS, description: "other" }, {
+      "If-Match": header,
+    });
+    const elapsedMs = performance.now() - started;
+    assert.equal(bad.status, 400);
+    assert.equal((await errorOf(bad)).code, "invalid_request");
+    // Linear, a few milliseconds; quadratic in the spaces, seconds (the event loop held all along).
+    assert.ok(elapsedMs < 1_000, `${Math.round(elapsedMs)} ms`);
+  }
+  const stored = await app.request("/v1/streams/signups");
+  assert.equal(stored.headers.get("ETag"), '"1"');
+  await stored.body?.cancel();
+});
+
 Deno.test("`*` with empty list elements (`*, `, `, *,`) is `*` in If-Match and If-None-Match (RFC 9110 §5.6.1.2); `*` beside a tag is still 400", async () => {
   const app = await appWith();
   // If-None-Match: create only.
