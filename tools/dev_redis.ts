@@ -25,17 +25,37 @@ export interface DevRedisOptions {
   print?: (line: string) => void;
 }
 
+/** The bridge may not listen on its port (one below 1024 for a user, or one Deno's flags deny). */
+export class PortNotAllowedError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "PortNotAllowedError";
+  }
+}
+
 /** Starts Redis and the bridge, prints their `export` lines, and stops both when `until` resolves. */
 export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> {
   const print = options.print ?? console.log;
   const token = options.token ?? randomToken();
   const server = await startRedisServer();
   try {
-    const bridge = await startUpstashBridge({
-      redisUrl: server.url,
-      token,
-      port: options.port ?? 0,
-    });
+    let bridge;
+    try {
+      bridge = await startUpstashBridge({
+        redisUrl: server.url,
+        token,
+        port: options.port ?? 0,
+      });
+    } catch (error) {
+      // Only the bridge's listen is PORT's: a permission denied before (to run redis-server, to
+      // make its directory) is not.
+      if (
+        error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
+      ) {
+        throw new PortNotAllowedError(error.message, { cause: error });
+      }
+      throw error;
+    }
     try {
       print(`export UPSTASH_REDIS_REST_URL=${bridge.url}`);
       print(`export UPSTASH_REDIS_REST_TOKEN=${token}`);
@@ -97,7 +117,7 @@ if (import.meta.main) {
         ? `Cannot start the Upstash bridge: PORT ${port} is already in use; set PORT to a free port`
         // A port below 1024 for a user without the privilege (or one Deno's flags deny): one line
         // naming PORT, as for a port in use, not a stack.
-        : error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable
+        : error instanceof PortNotAllowedError
         ? `Cannot start the Upstash bridge: PORT ${port} is not allowed (${error.message}); set PORT to a port above 1023, or unset it for a free one`
         : error,
     );

@@ -56,3 +56,10 @@ Deno.test("deno task redis with a PORT that is no port number says so in one lin
     "Cannot start the Upstash bridge as PORT is not a port number from 0 to 65535: '0x1f90'",
   );
 });
+
+Deno.test("deno task redis that may not start redis-server (a permission its flags deny) does not blame PORT", async () => {
+  const { code, printed } = await runDevRedis("0", ["--deny-run"]);
+  assert.equal(code, 1, printed);
+  assert.match(printed, /run access/, printed);
+  assert.doesNotMatch(printed, /PORT/, printed);
+});
