@@ -392,13 +392,31 @@ function textValue(value: unknown): string {
 }
 
 /**
+ * What a text line escapes: every control character but the tab, line breaks and the escape that
+ * starts a color among them. A rendered message or value holds what clients and configuration
+ * wrote (a path, a quoted config value); a raw `\n` or `\r` there would forge or overwrite a line
+ * at the terminal, as an escape sequence would recolor or clear it.
+ */
+const TEXT_ESCAPES = { sgr: "escape", newlines: "escape" } as const;
+
+/** `text` with its control characters escaped (`\n`, `\r`, `\x1b`, `\x07`): one line, no sequences. */
+function escapeControls(text: string): string {
+  return sanitizeControlSequences(text, TEXT_ESCAPES);
+}
+
+/**
  * Text lines for a terminal: time, level, logger and message, then the
- * properties the message does not show as `name=value`.
+ * properties the message does not show as `name=value`. Each record is one
+ * line: control characters in the message, its values and the properties
+ * (an error's stack too) are escaped, as a JSON line escapes them; the
+ * colors are the formatter's own, added after.
  */
 export function textLineFormatter(options: { colors?: boolean } = {}): TextFormatter {
   const settings = {
     timestamp: "time" as const,
-    value: messageValue,
+    // The message's text parts and the category; the values go through `value`.
+    sanitize: TEXT_ESCAPES,
+    value: (value: unknown) => escapeControls(messageValue(value)),
     format({ timestamp, level, category, message, record }: {
       timestamp: string | null;
       level: string;
@@ -412,7 +430,7 @@ export function textLineFormatter(options: { colors?: boolean } = {}): TextForma
         .filter(([name, value]) =>
           (!shown.has(name) || value instanceof Error) && value !== undefined
         )
-        .map(([name, value]) => `${name}=${sanitizeControlSequences(textValue(value))}`);
+        .map(([name, value]) => `${escapeControls(name)}=${escapeControls(textValue(value))}`);
       return `${timestamp} ${level} ${category}: ${message}${
         extra.length > 0 ? ` ${extra.join(" ")}` : ""
       }`;

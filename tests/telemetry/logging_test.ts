@@ -9,6 +9,7 @@ import {
   jsonLineFormatter,
   LOG_LEVELS,
   REDACTED,
+  textLineFormatter,
   writeLogRecord,
 } from "../../src/telemetry/logging.ts";
 import { NOW, postEvents, testApp } from "../_fixtures.ts";
@@ -222,9 +223,59 @@ Deno.test("configureLogging() writes text lines with the properties the message 
     );
     assert.match(
       lines[1].text,
-      /ERR edgestream·test: Sweep failed: Error: boom error=Error: boom\n\s+at /,
+      /ERR edgestream·test: Sweep failed: Error: boom error=Error: boom\\n\s+at /,
     );
   }, { format: "text" });
+});
+
+/** A line break or a control character a terminal acts on (the tab aside). */
+// deno-lint-ignore no-control-regex -- control characters are what a line must not hold
+const RAW_CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/;
+
+Deno.test("configureLogging() writes each text record as one line, with the control characters of input escaped", async () => {
+  const forged = "\r\n10:41:00.012 INF edgestream·http: GET / 200";
+  await writtenLogs((lines) => {
+    // A value quoted in the message, a message built from input, properties and an error's stack.
+    logger.warning("Ignoring {name}: {value}", { name: "cors", value: `x${forged}` });
+    logger.warning(`Config value 'a${forged}' ignored`);
+    logger.info("{method} {path}", {
+      method: "GET",
+      path: "/a\x1b[2J\x1b[31mred\x07",
+      agent: "curl\x1b[31m\u0085",
+    });
+    logger.error("Failed", { error: new Error(`bad${forged}`) });
+    assert.equal(lines.length, 4);
+    for (const { text } of lines) assert.doesNotMatch(text, RAW_CONTROL, JSON.stringify(text));
+    assert.match(lines[0].text, /WRN edgestream·test: Ignoring cors: x\\r\\n10:41:00\.012 INF /);
+    assert.match(
+      lines[1].text,
+      /Config value 'a\\r\\n10:41:00\.012 INF edgestream·http: GET \/ 200'/,
+    );
+    assert.ok(lines[2].text.includes("GET /a\\x1b[2J\\x1b[31mred\\x07"), lines[2].text);
+    assert.ok(lines[2].text.endsWith(" agent=curl\\x1b[31m\\x85"), lines[2].text);
+    assert.match(lines[3].text, /error=Error: bad\\r\\n10:41:00\.012 INF .*\\n\s+at /);
+  }, { format: "text" });
+});
+
+Deno.test("textLineFormatter() keeps its own colors and escapes those of input", async () => {
+  const [record] = await collectingLogs((records: LogRecord[]) => {
+    logger.warning("Ignoring {value}", { value: "\x1b[32mok\r\nforged", extra: "\x1b[2J" });
+    return Promise.resolve(records);
+  });
+  const line = textLineFormatter({ colors: true })(record);
+  // LogTape's color formatter: a dimmed time, the level in bold yellow, a dimmed category.
+  assert.match(
+    line,
+    // deno-lint-ignore no-control-regex -- the formatter's own color codes
+    /^\x1b\[2m\d\d:\d\d:\d\d\.\d{3}\x1b\[0m \x1b\[1m\x1b\[33mWRN\x1b\[0m \x1b\[2m/,
+  );
+  assert.ok(
+    line.endsWith(
+      "edgestream·test\x1b[0m: Ignoring \\x1b[32mok\\r\\nforged extra=\\x1b[2J\n",
+    ),
+    JSON.stringify(line),
+  );
+  assert.doesNotMatch(line.slice(0, -1), /[\r\n]/);
 });
 
 Deno.test("configureLogging() writes the message LogTape renders from any template and properties", async () => {
