@@ -265,7 +265,15 @@ Deno.test("configFromEnv() refuses a bad allowed host or origin, naming the vari
       error instanceof ConfigError &&
       error.message.startsWith("EDGESTREAM_ALLOWED_ORIGINS: Cannot read allowed origin 'null'"),
   );
-  // Credentials in a refused origin are not repeated into the startup line.
+  // Credentials in a refused host or origin are not repeated into the startup line.
+  await assert.rejects(
+    () => configFromEnv(env({ EDGESTREAM_ALLOWED_HOSTS: "https://ops:hunter2@dev.example.com" })),
+    (error) =>
+      error instanceof ConfigError && !error.message.includes("hunter2") &&
+      error.message.startsWith(
+        "EDGESTREAM_ALLOWED_HOSTS: Cannot read allowed host 'https://[REDACTED]@dev.example.com'",
+      ),
+  );
   await assert.rejects(
     () => configFromEnv(env({ EDGESTREAM_ALLOWED_ORIGINS: "https://ops:hunter2@app.example.com" })),
     (error) =>

@@ -112,10 +112,22 @@ export function normalizeAllowedHost(entry: string): string {
   const parsed = /:\d*$/.test(text) ? undefined : parseHost(domain ? text.slice(1) : text);
   if (!parsed || !HOST_NAME.test(parsed.name)) {
     throw new OriginSettingError(
-      `Cannot read allowed host '${entry}': expected a host name without port, e.g. 'dev.example.com', or '.example.com' for a domain and its subdomains`,
+      `Cannot read allowed host '${
+        hostEntryWithoutCredentials(entry)
+      }': expected a host name without port, e.g. 'dev.example.com', or '.example.com' for a domain and its subdomains`,
     );
   }
   return domain ? `.${parsed.name}` : parsed.name;
+}
+
+/**
+ * An allowed host entry for a message, without the credentials a pasted URL holds
+ * (`https://user:pw@host`), so they are not repeated into the startup line. A host is written
+ * without a scheme, so is a pasted `token@host`: all before its last `@` is hidden too.
+ */
+function hostEntryWithoutCredentials(entry: string): string {
+  const shown = withoutCredentials(entry);
+  return shown === entry ? entry.replace(/^[^]*@/, "[REDACTED]@") : shown;
 }
 
 /**

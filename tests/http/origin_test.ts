@@ -360,6 +360,25 @@ Deno.test("parseAllowedHosts() normalizes names and refuses ports, paths and wil
   }
 });
 
+Deno.test("parseAllowedHosts() refuses an entry holding credentials without repeating them", () => {
+  const entries = {
+    "https://ops:hunter2@dev.example.com": "https://[REDACTED]@dev.example.com",
+    "https://ops:hunter2@dev.example.com/": "https://[REDACTED]@dev.example.com/",
+    "ops:hunter2@dev.example.com": "ops:[REDACTED]@dev.example.com",
+    "hunter2@dev.example.com": "[REDACTED]@dev.example.com",
+    "https://hunter2@x@dev.example.com": "https://[REDACTED]@dev.example.com",
+  };
+  for (const [entry, shown] of Object.entries(entries)) {
+    assert.throws(
+      () => parseAllowedHosts(`ok.example, ${entry}`),
+      (error) =>
+        error instanceof OriginSettingError && !error.message.includes("hunter2") &&
+        error.message.startsWith(`Cannot read allowed host '${shown}': expected a host name`),
+      entry,
+    );
+  }
+});
+
 Deno.test("parseAllowedOrigins() normalizes origins and refuses null, paths and other schemes", () => {
   assert.deepEqual(
     parseAllowedOrigins(
