@@ -511,7 +511,10 @@ export class WebhookService {
 
   // --- Deliveries -------------------------------------------------------------------------
 
-  /** Queues a `webhook.test` delivery to an endpoint and starts sending it. */
+  /**
+   * Queues a `webhook.test` delivery to an endpoint and starts sending it; throws
+   * {@linkcode WebhookNotFoundError} for an endpoint that is not there, or was deleted meanwhile.
+   */
   async sendTest(id: string): Promise<Delivery> {
     const endpoint = await this.getEndpoint(id);
     if (endpoint.disabled) {
@@ -534,7 +537,10 @@ export class WebhookService {
       createdMs: now,
     }]);
     this.#sender.kick();
-    return (await this.#deliveries.getDelivery(deliveryId))!;
+    const delivery = await this.#deliveries.getDelivery(deliveryId);
+    // The endpoint was deleted since it was read: its deliveries are gone with it.
+    if (!delivery) throw new WebhookNotFoundError("endpoint", `No webhook endpoint has id '${id}'`);
+    return delivery;
   }
 
   /**
@@ -573,14 +579,18 @@ export class WebhookService {
     return count;
   }
 
-  /** Re-sends one delivery now, with a fresh retry schedule. */
+  /**
+   * Re-sends one delivery now, with a fresh retry schedule; throws {@linkcode WebhookNotFoundError}
+   * (a delivery's) for one not there, or whose endpoint was deleted, also meanwhile.
+   */
   async retryDelivery(deliveryId: string): Promise<DeliveryWithAttempts> {
     const delivery = await this.#deliveries.getDelivery(deliveryId);
     if (!delivery) throw new WebhookNotFoundError("delivery", `No delivery has id '${deliveryId}'`);
     const endpoint = await this.#deliveries.getEndpoint(delivery.endpointId);
     if (!endpoint) {
+      // Deleted since the delivery was read: its deliveries are not found, as once it is deleted.
       throw new WebhookNotFoundError(
-        "endpoint",
+        "delivery",
         `Delivery '${deliveryId}' belongs to endpoint '${delivery.endpointId}', which was deleted`,
       );
     }
@@ -597,10 +607,8 @@ export class WebhookService {
       throw new WebhookConflictError(`Delivery '${deliveryId}' is being sent right now`);
     }
     this.#sender.kick();
-    return {
-      ...(await this.#deliveries.getDelivery(deliveryId))!,
-      attemptLog: await this.#deliveries.listAttempts(deliveryId),
-    };
+    // Read back as `getDelivery` does: an endpoint deleted since leaves no delivery to show.
+    return await this.getDelivery(deliveryId);
   }
 
   /** One delivery with its attempt log; throws {@linkcode WebhookNotFoundError}. */

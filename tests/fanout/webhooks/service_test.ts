@@ -1053,6 +1053,87 @@ Deno.test("the test endpoint sends a signed webhook.test delivery", async () => 
   });
 });
 
+/**
+ * A memory delivery store that runs `race` once, right after the next call of its method has
+ * stored or read what it was asked: a request that another one (a DELETE) overtakes.
+ */
+class RacingDeliveryStore extends MemoryDeliveryStore {
+  race: { after: "createDeliveries" | "retry" | "getDelivery"; run: () => Promise<void> } | null =
+    null;
+
+  async #raced<T>(method: "createDeliveries" | "retry" | "getDelivery", result: T): Promise<T> {
+    const race = this.race;
+    if (race?.after === method) {
+      this.race = null;
+      await race.run();
+    }
+    return result;
+  }
+
+  override async createDeliveries(
+    ...args: Parameters<MemoryDeliveryStore["createDeliveries"]>
+  ): Promise<number> {
+    return await this.#raced("createDeliveries", await super.createDeliveries(...args));
+  }
+
+  override async retry(...args: Parameters<MemoryDeliveryStore["retry"]>) {
+    return await this.#raced("retry", await super.retry(...args));
+  }
+
+  override async getDelivery(...args: Parameters<MemoryDeliveryStore["getDelivery"]>) {
+    return await this.#raced("getDelivery", await super.getDelivery(...args));
+  }
+}
+
+/** An app whose delivery store is a {@linkcode RacingDeliveryStore}, and a receiver. */
+async function withRacingApp(
+  run: (
+    ctx: Awaited<ReturnType<typeof setup>> & { receiver: Receiver; racing: RacingDeliveryStore },
+  ) => Promise<void>,
+) {
+  const clock: Clock = { now: T0 + 10 * MINUTE };
+  const racing = new RacingDeliveryStore({ now: () => clock.now });
+  await withApp({ clock, deliveries: racing }, (ctx) => run({ ...ctx, racing }));
+}
+
+/** Deletes an endpoint through the API. */
+async function deleteEndpoint(app: OpenAPIHono, id: string) {
+  const res = await call(app, "DELETE", `/v1/webhooks/${id}`);
+  assert.equal(res.status, 204, res.text);
+}
+
+Deno.test("the test endpoint answers 404 webhook_not_found when the endpoint is deleted before its delivery is read back", async () => {
+  await withRacingApp(async ({ app, webhooks, receiver, racing }) => {
+    const { id } = await register(app, { url: receiver.url() });
+    racing.race = { after: "createDeliveries", run: () => deleteEndpoint(app, id) };
+    const res = await call(app, "POST", `/v1/webhooks/${id}/test`);
+    assert.equal(racing.race, null, "the endpoint was deleted after the delivery was written");
+    assert.equal(res.status, 404, res.text);
+    assert.equal(res.body.error.code, "webhook_not_found");
+    assert.equal(res.body.error.message, `No webhook endpoint has id '${id}'`);
+    await webhooks.idle();
+    assert.equal(receiver.received.length, 0);
+  });
+});
+
+Deno.test("a retry answers 404 delivery_not_found when the endpoint is deleted during it, as for a deleted endpoint's delivery", async () => {
+  await withRacingApp(async ({ app, webhooks, receiver, racing }) => {
+    // Deleted after the retry is stored, before it is read back; or after the delivery is read,
+    // before its endpoint is.
+    for (const after of ["retry", "getDelivery"] as const) {
+      const { id } = await register(app, { url: receiver.url() });
+      const sent = await call(app, "POST", `/v1/webhooks/${id}/test`);
+      assert.equal(sent.status, 202, sent.text);
+      await webhooks.idle();
+      racing.race = { after, run: () => deleteEndpoint(app, id) };
+      const res = await call(app, "POST", `/v1/deliveries/${sent.body.delivery.id}/retry`);
+      assert.equal(racing.race, null, `${after}: the endpoint was deleted during the retry`);
+      assert.equal(res.status, 404, `${after}: ${res.text}`);
+      assert.equal(res.body.error.code, "delivery_not_found", after);
+    }
+  });
+});
+
 Deno.test("a slow endpoint delays neither other endpoints nor ingest", async () => {
   await withApp({}, async ({ app, webhooks, receiver }) => {
     const { promise: released, resolve: release } = Promise.withResolvers<void>();
