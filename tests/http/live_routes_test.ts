@@ -1382,3 +1382,92 @@ Deno.test("the subscribed, result and closed messages of real WebSocket and SSE 
     await server.close();
   }
 });
+
+Deno.test("README: a subscription dropped (too slow) or whose key is revoked frees its place at once, before its client lets go of the connection", async () => {
+  // Dropped: a WebSocket subscriber that stops reading, in open mode with one place an address.
+  const server = await startServer({
+    liveRoutes: { maxBufferedBytes: 64 * 1024, subscriptions: { perKey: 1 } },
+    hub: { stalledMs: 100 },
+  });
+  const slow = await nodeClient(server.wsUrl(`${SUBSCRIBE}?types=event.processed`));
+  try {
+    assert.equal((await slow.inbox.next()).type, "subscribed");
+    const full = await openSse(server, "");
+    assert.equal(full.status, 429);
+    await full.body?.cancel();
+    slow.socket.pause();
+    const padding = "p".repeat(4_000);
+    for (let batch = 0; server.live.stats.subscribers > 0; batch++) {
+      assert.ok(batch < 200, "the subscriber was never dropped");
+      await post(
+        server,
+        Array.from(
+          { length: 100 },
+          (_, i) => ({ id: `f${batch}-${i}`, ts: at(5), country: padding }),
+        ),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // The dropped client still holds its (paused) connection: its place is free all the same.
+    const next = await subscribedSse(server);
+    await next.cancel();
+  } finally {
+    slow.socket.terminate();
+    await slow.inbox.closed;
+    await server.close();
+  }
+
+  // Revoked: a run-time key's subscriptions closed, the process's one place free again.
+  const keyStore = new MemoryKeyStore();
+  const secret = "sk_revoked_0123456789abcdef";
+  await keyStore.createKey({
+    id: "key_0000000000000003",
+    type: "secret",
+    hash: toHex(sha256(secret)),
+    prefix: secret.slice(0, 7),
+    scopes: ["read"],
+    createdAt: NOW,
+  });
+  const guarded = await startServer({
+    auth: true,
+    keyRing: { store: keyStore, cacheTtlMs: 50 },
+    liveRoutes: { keyCheckMs: 20, subscriptions: { perKey: 10, perProcess: 1 } },
+  });
+  try {
+    for (const transport of ["sse", "ws"] as const) {
+      if (transport === "sse") {
+        const sse = await subscribedSse(guarded, secret);
+        const full = await openSse(guarded, "", { Authorization: `Bearer ${KEYS.read}` });
+        assert.equal(full.status, 503);
+        await full.body?.cancel();
+        await keyStore.deleteKey("key_0000000000000003");
+        const last = await sse.next();
+        assert.equal(last.event, "closed");
+        // Read its final event and no further: the connection is still the client's to close.
+        const other = await subscribedSse(guarded, KEYS.read);
+        await other.cancel();
+        await sse.cancel();
+      } else {
+        const socketSecret = "sk_revoked_socket_0123456789abcdef";
+        await keyStore.createKey({
+          id: "key_0000000000000004",
+          type: "secret",
+          hash: toHex(sha256(socketSecret)),
+          prefix: socketSecret.slice(0, 7),
+          scopes: ["read"],
+          createdAt: NOW,
+        });
+        const socket = await nodeClient(guarded.wsUrl(SUBSCRIBE), {
+          headers: { Authorization: `Bearer ${socketSecret}` },
+        });
+        assert.equal((await socket.inbox.next()).type, "subscribed");
+        await keyStore.deleteKey("key_0000000000000004");
+        assert.equal((await within(socket.inbox.closed, 5_000)).code, 1008);
+        const other = await subscribedSse(guarded, KEYS.read);
+        await other.cancel();
+      }
+    }
+  } finally {
+    await guarded.close();
+  }
+});
