@@ -4,10 +4,13 @@ import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
 import { startSweeping, sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
+import { Redis } from "@upstash/redis";
 import { MemoryStore } from "../../src/store/memory/store.ts";
+import { RedisStore } from "../../src/store/redis/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
+import { redisTest } from "../_redis.ts";
 
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 
@@ -599,3 +602,75 @@ Deno.test("sweepOnce() fires final-value alerts on sessions of other groups with
   assert.deepEqual(report.closed.length, 2);
   assert.deepEqual(report.fired.map((firing) => firing.group).sort(), ['["u1"]', '["u2"]']);
 });
+
+redisTest(
+  "README alerts: two instances on one Redis, ingesting into the same windows at once and both sweeping, fire each alert once per window and group",
+  async (fixture) => {
+    const instance = () => {
+      const redis = new Redis({
+        url: fixture.restUrl,
+        token: fixture.restToken,
+        enableTelemetry: false,
+      });
+      const store = new RedisStore(redis, { now: () => T0 });
+      const fired: string[] = [];
+      const watcher = new AlertWatcher(store, {
+        onFired: (_stream, firings) => fired.push(...firings.map((f) => f.alert)),
+      });
+      return { store, watcher, fired };
+    };
+    const a = instance();
+    const b = instance();
+    try {
+      // Each instance alone makes busy (3 DE events in minute 0) true several times over.
+      const ingests = [];
+      for (let round = 0; round < 4; round++) {
+        for (const [name, { store, watcher }] of [["a", a], ["b", b]] as const) {
+          const batch = [1, 2, 3].map((i) => ({
+            id: `${name}${round}-${i}`,
+            ts: at(round * 10 + i),
+            country: "DE",
+            amount: 2000,
+          }));
+          ingests.push(
+            ingestItems(orders, items(batch), { store, nowMs: T0, observers: [watcher.observe] }),
+          );
+        }
+      }
+      await Promise.all(ingests);
+      await Promise.all([a.watcher.idle(), b.watcher.idle()]);
+      // Minute 3 moves the watermark past minutes 0 and 1: both sweep their final values at once.
+      await ingestItems(orders, items([{ id: "late", ts: at(200), country: "FR" }]), {
+        store: a.store,
+        nowMs: T0,
+      });
+      const sweeps = await Promise.all([
+        sweepOnce(streams.values(), a.store),
+        sweepOnce(streams.values(), b.store),
+      ]);
+      const records = (await a.store.readLog("orders", null, 1_000)).map((entry) => entry.record);
+      const keys = records.flatMap((record) =>
+        record.type === "alert.fired"
+          ? [`${record.alert}:${record.group}:${record.start - T0}`]
+          : []
+      ).sort();
+      assert.deepEqual(keys, [
+        'busy:["DE"]:0',
+        'first_minute:["DE"]:0',
+        'german:["DE"]:0',
+        "whale:[]:-60000",
+        "whale:[]:0",
+      ]);
+      // What the instances report firing adds up to the log's firings: none twice.
+      const reported = [
+        ...a.fired,
+        ...b.fired,
+        ...sweeps.flatMap((s) => s.fired.map((f) => f.alert)),
+      ];
+      assert.equal(reported.length, keys.length, reported.join(", "));
+    } finally {
+      await a.watcher.close();
+      await b.watcher.close();
+    }
+  },
+);
