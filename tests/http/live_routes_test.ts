@@ -1471,3 +1471,77 @@ Deno.test("README: a subscription dropped (too slow) or whose key is revoked fre
     await guarded.close();
   }
 });
+
+redisTest(
+  "README resuming on Redis: once the log was trimmed, an id before the one just before its oldest entry is refused (the last trimmed entry's too), that one and later ones resume, one newer than the newest is refused",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis, { now: () => NOW, log: { retain: 2 } });
+    const server = await startServer({ store, hub: { shared: true } });
+    const readers: SseReader[] = [];
+    const open = async (lastEventId: string) => {
+      const sse = new SseReader(
+        await openSse(server, "?types=event.processed", { "Last-Event-ID": lastEventId }),
+      );
+      readers.push(sse);
+      const hello = await sse.next();
+      assert.equal(hello.event, "subscribed");
+      return { sse, hello };
+    };
+    try {
+      const filler = (i: number) => ({
+        type: "event.processed" as const,
+        timeMs: NOW,
+        event: { id: `f${i}`, ts: at(5), country: "DE" },
+      });
+      // Every id the log ever had, read after each append (`MAXLEN ~` trims whole nodes of 100).
+      const ids: string[] = [];
+      for (let i = 0; i < 250; i++) {
+        await store.appendLog("orders", [filler(i)]);
+        const read = await store.readLog("orders", ids.at(-1) ?? null, 1_000);
+        ids.push(...read.map((entry) => entry.id));
+      }
+      assert.equal(ids.length, 250);
+      const held = (await store.readLog("orders", null, 1_000)).map((entry) => entry.id);
+      assert.ok(held.length < 250, "the log was trimmed");
+      const oldest = ids.indexOf(held[0]);
+      const lastTrimmed = ids[oldest - 1];
+      const [ms, seq] = parseLogId(held[0]);
+      const justBefore = seq > 0 ? `${ms}-${seq - 1}` : `${ms - 1}-${Number.MAX_SAFE_INTEGER}`;
+
+      for (const refusedId of ["1-0", ids[0], lastTrimmed]) {
+        const { hello } = await open(refusedId);
+        assert.equal(hello.data.resumed, false, refusedId);
+        assert.ok(
+          hello.data.reason.startsWith(
+            `Cannot resume after '${refusedId}': the result log of stream 'orders' was trimmed through '${justBefore}'`,
+          ),
+          hello.data.reason,
+        );
+        assert.equal(hello.id, held.at(-1));
+      }
+      for (const [resumeId, first] of [[justBefore, held[0]], [held[0], held[1]]]) {
+        const { sse, hello } = await open(resumeId);
+        assert.equal(hello.data.resumed, true, resumeId);
+        assert.equal(hello.id, resumeId);
+        assert.equal((await sse.next()).id, first, resumeId);
+      }
+      const newer = `${parseLogId(held.at(-1)!)[0] + 1}-0`;
+      const { hello } = await open(newer);
+      assert.equal(hello.data.resumed, false);
+      assert.equal(
+        hello.data.reason,
+        `Cannot resume after '${newer}': the result log of stream 'orders' ends at '${
+          held.at(-1)
+        }'`,
+      );
+    } finally {
+      for (const sse of readers) await sse.cancel();
+      await server.close();
+    }
+  },
+);
