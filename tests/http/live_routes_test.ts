@@ -1545,3 +1545,21 @@ redisTest(
     }
   },
 );
+
+Deno.test("README: while the server shuts down, a new subscription gets 503 shutting_down, over a WebSocket as over SSE, before any upgrade", async () => {
+  const server = await startServer();
+  try {
+    await server.connections.close("Server is shutting down");
+    const upgrade = await fetch(`${server.base}${SUBSCRIBE}`, { headers: UPGRADE_HEADERS });
+    assert.equal(upgrade.status, 503);
+    assert.equal((await upgrade.json()).error.code, "shutting_down");
+    const socket = await nodeClient(server.wsUrl(SUBSCRIBE));
+    assert.equal(socket.status, 503);
+    const sse = await openSse(server, "");
+    assert.equal(sse.status, 503);
+    assert.equal((await sse.json()).error.code, "shutting_down");
+    assert.equal(server.live.stats.subscribers, 0);
+  } finally {
+    await server.close();
+  }
+});
