@@ -674,3 +674,39 @@ redisTest(
     }
   },
 );
+
+Deno.test("README alerts: an alert fired right after ingest carries the value it saw, not the final one, and the close does not fire it again", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const watcher = new AlertWatcher(store);
+  const options = { store, nowMs: T0, observers: [watcher.observe] };
+  try {
+    await ingestItems(orders, items([1, 2, 3].map((s) => ({ ts: at(s), country: "DE" }))), options);
+    await watcher.idle();
+    await ingestItems(orders, items([4, 5].map((s) => ({ ts: at(s), country: "DE" }))), options);
+    await watcher.idle();
+    await ingestItems(orders, items([{ ts: at(200), country: "FR" }]), options);
+    const report = await sweepOnce(streams.values(), store);
+    assert.deepEqual(report.fired.filter((firing) => firing.alert === "busy"), []);
+    const records = (await store.readLog("orders", null, 1_000)).map((entry) => entry.record);
+    const busy = records.filter((record) =>
+      record.type === "alert.fired" && record.alert === "busy"
+    );
+    assert.deepEqual(busy, [{
+      type: "alert.fired",
+      alert: "busy",
+      counter: "per_minute",
+      start: T0,
+      end: T0 + 60_000,
+      group: '["DE"]',
+      value: 3,
+    }]);
+    const closed = records.find((record) =>
+      record.type === "window.closed" && record.counter === "per_minute" &&
+      record.group === '["DE"]' && record.start === T0
+    );
+    assert.ok(closed?.type === "window.closed");
+    assert.equal(closed.state.count, 5);
+  } finally {
+    await watcher.close();
+  }
+});
