@@ -1563,3 +1563,51 @@ Deno.test("README: while the server shuts down, a new subscription gets 503 shut
     await server.close();
   }
 });
+
+Deno.test("README resuming over a WebSocket: an ?after= the log cannot serve gives subscribed resumed: false with a reason, its id the log's end, and live results follow", async () => {
+  const server = await startServer();
+  const sockets: Awaited<ReturnType<typeof denoClient>>[] = [];
+  try {
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE" },
+      { id: "b", ts: at(100), country: "DE" },
+    ]);
+    await sweep(server); // closes minute 0 (DE)
+    const end = await server.store.lastLogId("orders");
+    assert.ok(end !== null);
+    const newer = `${parseLogId(end)[0] + 1}-0`;
+    for (
+      const [after, reason] of [
+        ["garbage", "Cannot resume after 'garbage': not a result log id (<ms>-<seq>)"],
+        [
+          newer,
+          `Cannot resume after '${newer}': the result log of stream 'orders' ends at '${end}'`,
+        ],
+      ]
+    ) {
+      const socket = await denoClient(
+        server.wsUrl(`${SUBSCRIBE}${CLOSED_COUNTS}&after=${encodeURIComponent(after)}`),
+      );
+      sockets.push(socket);
+      assert.deepEqual(await socket.inbox.next(), {
+        type: "subscribed",
+        stream: "orders",
+        types: ["window.closed"],
+        counter: "count_1m",
+        resumed: false,
+        reason,
+        id: end,
+      });
+    }
+    await post(server, [{ id: "c", ts: at(200), country: "FR" }]);
+    await sweep(server); // closes minute 1 (DE)
+    for (const socket of sockets) {
+      const next = await socket.inbox.next();
+      assert.deepEqual([next.type, next.data.start], ["window.closed", at(60)]);
+      assert.ok(compareLogIds(parseLogId(next.id), parseLogId(end)) > 0);
+    }
+  } finally {
+    for (const socket of sockets) await socket.close();
+    await server.close();
+  }
+});
