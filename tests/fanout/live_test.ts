@@ -1336,3 +1336,49 @@ Deno.test("LiveHub's tail logs its failures without the requestId of the subscri
     }
   });
 });
+
+Deno.test("README resuming: the store is asked where its log stands (on Redis one read-only XINFO STREAM script) once a page of the replay, a short resume once", async () => {
+  class CountingStore extends MemoryStore {
+    positions = 0;
+    override logPosition(stream: string) {
+      this.positions++;
+      return super.logPosition(stream);
+    }
+  }
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme,
+    /A resume asks Redis one read-only script\s+\(`XINFO STREAM`\) a page of 500 entries it replays/,
+  );
+  const store = new CountingStore({ now: () => NOW });
+  const live = new LiveHub(streams, store, { pollMs: 10, readLimit: 2 });
+  const tail = collector();
+  const stops = [await live.subscribe(subscription(["window.closed"]), tail.sink)];
+  try {
+    await appendClosed(store, ["r0", "r1", "r2", "r3", "r4", "r5"]);
+    await eventually(() => tail.ids.length === 6);
+    const asked = (): number => {
+      const count = store.positions;
+      store.positions = 0;
+      return count;
+    };
+    asked();
+    // One entry after it: the replay is one page.
+    const short = collector();
+    stops.push(
+      await live.subscribe(subscription(["window.closed"]), short.sink, { afterId: `${NOW}-4` }),
+    );
+    assert.deepEqual(short.ids, [`${NOW}-5`]);
+    assert.equal(asked(), 1);
+    // Five entries after it in pages of 2: three pages, each checked against what was trimmed.
+    const long = collector();
+    stops.push(
+      await live.subscribe(subscription(["window.closed"]), long.sink, { afterId: `${NOW}-0` }),
+    );
+    assert.equal(long.ids.length, 5);
+    assert.equal(asked(), 3);
+  } finally {
+    for (const stop of stops) stop();
+    await live.close();
+  }
+});
