@@ -1195,7 +1195,10 @@ Deno.test("Subscriptions are bounded per key: one more is 429 too_many_subscript
     assert.doesNotMatch(body.error.message, new RegExp(KEYS.read), "the key's text is not echoed");
     const notUpgraded = await upgradeRequest(server, KEYS.read);
     assert.equal(notUpgraded.status, 429);
-    assert.equal((await notUpgraded.json()).error.code, "too_many_subscriptions");
+    assert.equal(notUpgraded.headers.get("Retry-After"), "5");
+    const notUpgradedBody = await notUpgraded.json();
+    assert.equal(notUpgradedBody.error.code, "too_many_subscriptions");
+    assert.deepEqual(notUpgradedBody.error.details, { limit: "key", max: 2 });
 
     // Another key has its own places.
     const other = await subscribedSse(server, KEYS.admin);
@@ -1249,7 +1252,10 @@ Deno.test("Subscriptions are bounded per process: 503 subscriptions_full with Re
       assert.deepEqual(body.error.details, { limit: "process", max: 2 });
       const notUpgraded = await upgradeRequest(server, key);
       assert.equal(notUpgraded.status, 503);
-      await notUpgraded.body?.cancel();
+      assert.equal(notUpgraded.headers.get("Retry-After"), "5");
+      const notUpgradedBody = await notUpgraded.json();
+      assert.equal(notUpgradedBody.error.code, "subscriptions_full");
+      assert.deepEqual(notUpgradedBody.error.details, { limit: "process", max: 2 });
     }
     // A refused key is no subscription: it takes no place.
     const denied = await openSse(server, "", { Authorization: `Bearer ${KEYS.ingest}` });
