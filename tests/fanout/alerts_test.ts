@@ -710,3 +710,63 @@ Deno.test("README alerts: an alert fired right after ingest carries the value it
     await watcher.close();
   }
 });
+
+/** A session alert: none while the session is open (a merge moves its start), once at its close. */
+async function sessionAlertScenario(store: Store): Promise<void> {
+  const visitStreams = compileConfig({
+    streams: {
+      visits: {
+        time: { field: "ts", lateness: "10s" },
+        counters: { visit: { window: { session: "30s" }, groupBy: ["user"], aggregate: "count" } },
+        alerts: [{ name: "twice", counter: "visit", when: "value >= 2.0" }],
+      },
+    },
+  });
+  const visits = visitStreams.get("visits")!;
+  const watcher = new AlertWatcher(store);
+  const options = { store, nowMs: T0, observers: [watcher.observe] };
+  try {
+    await ingestItems(
+      visits,
+      items([{ ts: at(20), user: "u1" }, { ts: at(25), user: "u1" }]),
+      options,
+    );
+    await watcher.idle();
+    // Out of order, within lateness: merged into the open session, whose start moves to 18 s.
+    const merged = await ingestItems(visits, items([{ ts: at(18), user: "u1" }]), options);
+    assert.equal(merged.accepted, 1);
+    await watcher.idle();
+    assert.deepEqual(await store.readLog("visits", null, 100), [], "no firing while open");
+    // Nothing closes yet; then the watermark passes the session's end (25 s + 30 s gap + lateness).
+    assert.deepEqual((await sweepOnce(visitStreams.values(), store)).fired, []);
+    await ingestItems(visits, items([{ ts: at(200), user: "tick" }]), options);
+    await watcher.idle();
+    const first = await sweepOnce(visitStreams.values(), store);
+    assert.deepEqual(first.fired.map((firing) => [firing.group, firing.start, firing.value]), [
+      ['["u1"]', T0 + 18_000, 3],
+    ]);
+    assert.deepEqual((await sweepOnce(visitStreams.values(), store)).fired, []);
+    const fired = (await store.readLog("visits", null, 100)).filter((entry) =>
+      entry.record.type === "alert.fired"
+    );
+    assert.equal(fired.length, 1);
+  } finally {
+    await watcher.close();
+  }
+}
+
+Deno.test("README sessions: an alert on a session counter is evaluated only when the session closes, and fires once (memory store)", async () => {
+  await sessionAlertScenario(new MemoryStore({ now: () => T0 }));
+});
+
+redisTest(
+  "README sessions: an alert on a session counter is evaluated only when the session closes, and fires once (Redis store)",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    await sessionAlertScenario(new RedisStore(redis, { now: () => T0 }));
+  },
+);
