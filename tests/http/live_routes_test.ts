@@ -1617,3 +1617,34 @@ Deno.test("README resuming over a WebSocket: an ?after= the log cannot serve giv
     await server.close();
   }
 });
+
+Deno.test("README counter parameter: only that counter's results, while events, of no counter, are sent whatever it names", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme,
+    /`counter`: only that counter's results \(`window\.\*`, `alert\.fired`\); events \(`event\.processed`,\s+`event\.late`\) belong to no counter and are sent whatever it names/,
+  );
+  const server = await startServer();
+  const client = await denoClient(
+    server.wsUrl(`${SUBSCRIBE}?types=event.processed,window.closed&counter=count_1m`),
+  );
+  try {
+    assert.equal((await client.inbox.next()).type, "subscribed");
+    await post(server, [
+      { id: "a", ts: at(5), country: "DE", amount: 2 },
+      { id: "b", ts: at(100), country: "FR", amount: 3 },
+    ]);
+    await sweep(server); // closes minute 0 of every counter
+    const received = [];
+    for (let i = 0; i < 3; i++) received.push(await client.inbox.next());
+    assert.deepEqual(
+      received.map((message) => [message.type, message.data.counter ?? message.data.event.id]),
+      [["event.processed", "a"], ["event.processed", "b"], ["window.closed", "count_1m"]],
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(client.inbox.unread, 0, "no other counter's window.closed");
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
