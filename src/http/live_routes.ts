@@ -550,7 +550,8 @@ export const LiveSubscribedSchema = z.object({
     description: "The result types it gets, as asked (or the default)",
   }),
   counter: z.string().nullable().openapi({
-    description: "Only results of this counter; null: all",
+    description:
+      "Only this counter's results (`window.*`, `alert.fired`); events (`event.*`) pass whatever it names; null: all",
   }),
   resumed: z.boolean().optional().openapi({
     description:
@@ -659,7 +660,10 @@ function documentRoutes(app: OpenAPIHono): void {
           }`,
           example: "window.updated,window.closed",
         }),
-        counter: z.string().optional().openapi({ description: "Only results of this counter" }),
+        counter: z.string().optional().openapi({
+          description:
+            "Only this counter's results (`window.*`, `alert.fired`); events (`event.processed`, `event.late`) pass whatever it names",
+        }),
         filter: z.string().max(MAX_EXPRESSION_LENGTH).optional().openapi({
           description: "CEL expression over the message as `payload`",
           example: "payload.data.value > 100",
