@@ -14,7 +14,9 @@
  * URL-encoded forms, for webhook secrets (`whsec_…`), for whatever follows
  * `Bearer ` and a `bearer.` subprotocol, and for the value of a `token` (or
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
- * `[REDACTED]`. Properties named like a secret (`secret`, `token`,
+ * `[REDACTED]`. Whitespace a line escapes (a tab as `\t`, a line break as
+ * `\n`) counts as the whitespace it stands for: before a secret, and between
+ * `Bearer` and its key. Properties named like a secret (`secret`, `token`,
  * `authorization`, `password`, `cookie`, `apiKey`) are dropped before
  * formatting.
  *
@@ -121,23 +123,50 @@ export interface RedactionPattern {
 }
 
 /**
+ * The escape a finished line writes for a control character (a JSON line's `\t`, `\n`, `\u000b`,
+ * a text line's `\x0b`). It ends in a letter or digit where the text had whitespace.
+ */
+const CONTROL_ESCAPE = String.raw`\\(?:[bfnrt]|u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2})`;
+
+/**
+ * Where a word starts in a finished line: after no letter, digit or `_`, or right after a
+ * {@linkcode CONTROL_ESCAPE}, so that `\tBearer …` and `\nwhsec_…` read as the words they are.
+ */
+const WORD_START = String.raw`(?:(?<![A-Za-z0-9_])|(?<=${CONTROL_ESCAPE}))`;
+
+/** What parts `Bearer` from its key: spaces and tabs, a tab also as a line escapes it (`\t`). */
+const BEARER_GAP = String.raw`(?:[ \t]|\\t)+`;
+
+/**
  * Secrets found by their shape. A value starting with `<` is left alone, so
  * usage hints such as `Bearer <key>` stay readable.
  */
 const SHAPED_SECRETS: RedactionPattern[] = [
-  { pattern: /\bwhsec_[A-Za-z0-9+/]+={0,2}/g, replacement: `whsec_${REDACTED}` },
+  {
+    pattern: new RegExp(String.raw`${WORD_START}whsec_[A-Za-z0-9+/]+={0,2}`, "g"),
+    replacement: `whsec_${REDACTED}`,
+  },
   // A run-time secret key (`sk_` and 32 base64url characters) wherever it is: pasted into a path,
   // or echoed in an error message.
-  { pattern: /\bsk_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/g, replacement: `sk_${REDACTED}` },
+  {
+    pattern: new RegExp(String.raw`${WORD_START}sk_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])`, "g"),
+    replacement: `sk_${REDACTED}`,
+  },
   // Not the words of a message about one ("missing or invalid bearer token", Upstash's reply):
   // such a word ends the text or is followed by a space or a sentence's punctuation, where a key
   // that begins with one ("token-…", "key.…", "authz:…") goes on.
   {
-    pattern:
-      /\b(bearer[ \t]+)(?!(?:token|key|auth\w*)(?:$|[\s"'\\,;)]|[.!?](?:$|[\s"'\\,;)])))[^\s"'\\,;<][^\s"'\\,;]*/gi,
+    pattern: new RegExp(
+      String
+        .raw`${WORD_START}(bearer${BEARER_GAP})(?!(?:token|key|auth\w*)(?:$|[\s"'\\,;)]|[.!?](?:$|[\s"'\\,;)])))[^\s"'\\,;<][^\s"'\\,;]*`,
+      "gi",
+    ),
     replacement: `$1${REDACTED}`,
   },
-  { pattern: /\b(bearer\.)[^\s"'\\,;<][^\s"'\\,;]*/gi, replacement: `$1${REDACTED}` },
+  {
+    pattern: new RegExp(String.raw`${WORD_START}(bearer\.)[^\s"'\\,;<][^\s"'\\,;]*`, "gi"),
+    replacement: `$1${REDACTED}`,
+  },
   {
     pattern: /([?&](?:token|access_token|api_key|apikey|key)=)[^&#\s"'\\<][^&#\s"'\\]*/gi,
     replacement: `$1${REDACTED}`,
@@ -146,6 +175,9 @@ const SHAPED_SECRETS: RedactionPattern[] = [
 
 /** Secrets shorter than this are redacted as whole words only. */
 const SHORT_SECRET = 12;
+
+/** Where a short secret may start: as {@linkcode WORD_START}, with `-` a letter of a word too. */
+const SHORT_SECRET_START = String.raw`(?:(?<![A-Za-z0-9_-])|(?<=${CONTROL_ESCAPE}))`;
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
@@ -168,7 +200,7 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
   // word holding those letters would be mangled.
   const sorted = [...forms].sort((a, b) => b.length - a.length).map((form) =>
     form.length < SHORT_SECRET
-      ? `(?<![A-Za-z0-9_-])${escapeRegExp(form)}(?![A-Za-z0-9_-])`
+      ? `${SHORT_SECRET_START}${escapeRegExp(form)}(?![A-Za-z0-9_-])`
       : escapeRegExp(form)
   );
   const exact = sorted.length === 0

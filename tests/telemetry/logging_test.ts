@@ -113,6 +113,46 @@ Deno.test("configureLogging() redacts a bearer key that begins with a word of a 
   });
 });
 
+Deno.test("configureLogging() redacts secrets after whitespace a line escapes, and a bearer key after a tab", async () => {
+  const bearerKey = "k-0123456789abcdef";
+  const shortSecret = "dev42";
+  // Whitespace before a secret: a JSON line writes the first five as `\t`, `\n`, `\r`, `\u000b`,
+  // `\f`, a text line's message the middle three as `\n`, `\r`, `\x0b`; the last two stay as they are.
+  const gaps = ["\t", "\n", "\r", "\v", "\f", "\u00a0", "\u2028"];
+  const secrets = [WEBHOOK_SECRET, RUNTIME_KEY, `Bearer ${bearerKey}`, `bearer.${bearerKey}`];
+  secrets.push(shortSecret);
+  const hidden = [WEBHOOK_SECRET.slice(6), RUNTIME_KEY.slice(3), bearerKey, shortSecret];
+  for (const format of ["json", "text"] as const) {
+    await writtenLogs((lines) => {
+      for (const gap of gaps) {
+        for (const secret of secrets) {
+          // In the message's text, in the message as a value, and as a property the message does
+          // not show (a text line writes such a string as JSON).
+          logger.info(`sent${gap}${secret}`);
+          logger.info("sent {value}", { value: `x${gap}${secret}` });
+          logger.info("sent", { value: `x${gap}${secret}` });
+        }
+      }
+      for (const gap of ["\t", " \t ", "\t\t"]) {
+        logger.info(`Authorization: Bearer${gap}${bearerKey}`);
+        logger.info("sent", { header: `Bearer${gap}${bearerKey}` });
+        // A usage hint stays readable after a tab too.
+        logger.info("sent", { hint: `Bearer${gap}<key>` });
+      }
+      assert.equal(lines.length, gaps.length * secrets.length * 3 + 9);
+      for (const line of lines) {
+        for (const secret of hidden) assert.ok(!line.text.includes(secret), line.text);
+      }
+      const hints = lines.filter((line) => line.text.includes("<key>"));
+      assert.equal(hints.length, 3);
+      assert.equal(
+        lines.filter((line) => line.text.includes(REDACTED)).length,
+        lines.length - hints.length,
+      );
+    }, { format, secrets: [shortSecret] });
+  }
+});
+
 Deno.test("configureLogging() drops properties named like secrets", async () => {
   await writtenLogs((lines) => {
     logger.info("endpoint {id}", {
