@@ -84,7 +84,10 @@ export interface LiveRouteOptions {
    * pings at half of it); `0` turns it off. @default {30}
    */
   idleTimeoutSeconds?: number;
-  /** How often (ms) an idle SSE subscription gets a comment line, so proxies keep it open. @default {15000} */
+  /**
+   * How often (ms) an SSE subscription gets the comment line `: keep-alive` (not while what was
+   * sent before is unread), so proxies keep it open. @default {15000}
+   */
   heartbeatMs?: number;
   /**
    * How often (ms) a subscription's key and stream are checked again, so one whose key is

@@ -380,6 +380,75 @@ Deno.test("A subscriber WebSocket that answers no ping is closed 1001 after idle
   }
 });
 
+Deno.test("README keep-alive: an SSE subscription gets a `: keep-alive` comment every heartbeatMs (15 s by default), a WebSocket one pings instead", async () => {
+  // The README's prose, its line breaks as spaces.
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  for (
+    const claim of [
+      "Keep-alive: every 15 s, whether results were sent meanwhile or not, an SSE subscription is sent the comment line `: keep-alive` (skipped while what was sent before is still unread)",
+      "A WebSocket subscription gets no such message: the server pings it instead",
+      "a ping frame after 15 s in which nothing came from the client, and a close with 1001 when no pong came 15 s later",
+    ]
+  ) {
+    assert.ok(readme.includes(claim), claim);
+  }
+  // The defaults the routes resolve from what the entry points give them (only the bounds): 15 s
+  // between comments; a ping at half of the socket's 30 s idle timeout.
+  const settings = subscriptionSettings({ subscriptions: { perKey: 100, perProcess: 10_000 } });
+  assert.equal(settings.heartbeatMs, 15_000);
+  assert.equal(settings.idleTimeoutSeconds / 2, 15);
+
+  const server = await startServer({ liveRoutes: { heartbeatMs: 100, idleTimeoutSeconds: 0.4 } });
+  const opened = Date.now();
+  const sse = await openSse(server, "?types=event.processed");
+  const socket = await nodeClient(server.wsUrl(`${SUBSCRIBE}?types=event.processed`));
+  let pings = 0;
+  socket.socket.on("ping", () => pings++);
+  const reader = sse.body!.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    assert.equal(sse.status, 200);
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    // The raw stream, as a proxy sees it: the subscribed event, then comments while nothing happens,
+    // and a result among them.
+    let text = "";
+    const started = Date.now();
+    let posted = false;
+    while (Date.now() - started < 1_000) {
+      const { value, done } = await within(reader.read(), 5_000);
+      assert.ok(!done, text);
+      text += value;
+      if (!posted && Date.now() - started > 300) {
+        posted = true;
+        await post(server, [{ id: "between-comments", ts: at(5), country: "DE" }]);
+      }
+    }
+    const blocks = text.split("\n\n").filter((block) => block !== "");
+    assert.match(blocks[0], /^event: subscribed\n/);
+    const comments = blocks.filter((block) => block === ": keep-alive");
+    // One every 100 ms for a second: no more than the time allows (a loaded machine delays timers,
+    // never adds them), and not much fewer.
+    const most = Math.floor((Date.now() - opened) / 100);
+    assert.ok(comments.length >= 4 && comments.length <= most, `${most}: ${text}`);
+    const result = blocks.findIndex((block) => block.startsWith("event: event.processed\n"));
+    assert.ok(result > 0, text);
+    // Comments go on after a result: the interval is not reset by traffic.
+    assert.ok(blocks.slice(result + 1).includes(": keep-alive"), text);
+    assert.deepEqual(
+      blocks.filter((block) => !block.startsWith("event: ") && block !== ": keep-alive"),
+      [],
+    );
+    // The WebSocket subscriber got pings (answered by its library) and no keep-alive message.
+    assert.ok(pings >= 1, `pings: ${pings}`);
+    assert.equal(socket.socket.readyState, 1);
+    assert.equal((await socket.inbox.next()).type, "event.processed");
+  } finally {
+    await reader.cancel().catch(() => {});
+    await socket.close();
+    await server.close();
+  }
+});
+
 Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
   const server = await startServer({
     liveRoutes: { maxBufferedBytes: 64 * 1024 },
