@@ -15,7 +15,7 @@ import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { WebhookBacklogGauges } from "./telemetry/mod.ts";
-import { configureLogging, flushLogLines } from "./telemetry/logging.ts";
+import { configureLogging, escapeControls, flushLogLines } from "./telemetry/logging.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
@@ -28,23 +28,15 @@ const logger = getLogger(["edgestream"]);
 /**
  * Prints the one line of a startup mistake, after the log lines written before it, and exits with
  * status 1. A newline in the message (a JSON parser's message quotes the file's text) is printed
- * as `\n`, so it stays one line; another control character as `\r` or `\u001b`: a carriage return
- * (a value from an env file with CRLF line ends, a config file with CR ones) would send a terminal
- * back to the start of the line, to write the rest over the setting's name.
+ * as `\n`, so it stays one line; another control character as `\r` or `\x1b`, as text log lines
+ * write them (`escapeControls`): a carriage return (a value from an env file with CRLF line ends,
+ * a config file with CR ones) would send a terminal back to the start of the line, to write the
+ * rest over the setting's name.
  */
 export function fail(message: string): never {
   // A line logged before ("listening on") waits in the log buffer: out first, not after this one.
   flushLogLines();
-  const line = message.replace(/\r?\n/g, "\\n").replace(
-    /\p{Cc}/gu,
-    (char) =>
-      char === "\t"
-        ? char
-        : char === "\r"
-        ? "\\r"
-        : `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
-  );
-  console.error(`edgestream: ${line}`);
+  console.error(`edgestream: ${escapeControls(message)}`);
   Deno.exit(1);
 }
 

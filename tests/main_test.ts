@@ -196,7 +196,7 @@ Deno.test("main.ts writes a carriage return or other control character in its on
     const quoted = await startWith({ EDGESTREAM_CONFIG: path });
     assertOneLine(
       quoted,
-      /^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: .*"s:\\r\\u001b\[2J\\r"/,
+      /^edgestream: EDGESTREAM_CONFIG: Config file .* is not valid JSON: .*"s:\\r\\x1b\[2J\\r"/,
     );
     assert.ok(!quoted.stderr.includes("\r") && !quoted.stderr.includes("\x1b"), quoted.stderr);
   } finally {

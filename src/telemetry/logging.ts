@@ -431,8 +431,12 @@ function textValue(value: unknown): string {
  */
 const TEXT_ESCAPES = { sgr: "escape", newlines: "escape" } as const;
 
-/** `text` with its control characters escaped (`\n`, `\r`, `\x1b`, `\x07`): one line, no sequences. */
-function escapeControls(text: string): string {
+/**
+ * `text` with its control characters but the tab escaped (`\n`, `\r`, `\x1b`, `\x07`): one line,
+ * no terminal sequences. For text lines, and for anything else written to a terminal whole (a
+ * startup mistake's line).
+ */
+export function escapeControls(text: string): string {
   return sanitizeControlSequences(text, TEXT_ESCAPES);
 }
 
