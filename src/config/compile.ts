@@ -563,7 +563,7 @@ function definitionDurations(definition: unknown): Array<[PropertyKey[], unknown
   found.push([["idempotencyTtl"], stream.idempotencyTtl]);
   for (const [name, counter] of Object.entries(object(stream.counters))) {
     const window = object(object(counter).window);
-    for (const key of ["tumbling", "hopping", "every", "sliding", "precision", "session"]) {
+    for (const key of Object.keys(WINDOW_LENGTHS)) {
       found.push([["counters", name, "window", key], window[key]]);
     }
     found.push([["counters", name, "retention"], object(counter).retention]);
