@@ -16,7 +16,8 @@
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
  * `[REDACTED]`. Whitespace a line escapes (a tab as `\t`, a line break as
  * `\n`) counts as the whitespace it stands for: before a secret, and between
- * `Bearer` and its key. Properties named like a secret (`secret`, `token`,
+ * `Bearer` and its key, where any whitespace (a no-break space too) and a quote
+ * around the key (`Bearer "…"`) may stand. Properties named like a secret (`secret`, `token`,
  * `authorization`, `password`, `cookie`, `apiKey`) are dropped before
  * formatting.
  *
@@ -134,8 +135,12 @@ const CONTROL_ESCAPE = String.raw`\\(?:[bfnrt]|u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2})`
  */
 const WORD_START = String.raw`(?:(?<![A-Za-z0-9_])|(?<=${CONTROL_ESCAPE}))`;
 
-/** What parts `Bearer` from its key: spaces and tabs, a tab also as a line escapes it (`\t`). */
-const BEARER_GAP = String.raw`(?:[ \t]|\\t)+`;
+/**
+ * What parts `Bearer` from its key: any whitespace (a no-break space, a line break), also as a line
+ * escapes it (`\t`, `\n`, `\r\n`), then perhaps the quote a key is written in (`"`, `'`, a JSON
+ * line's `\"`).
+ */
+const BEARER_GAP = String.raw`(?:\s|${CONTROL_ESCAPE})+(?:\\?["'])?`;
 
 /**
  * Secrets found by their shape. A value starting with `<` is left alone, so

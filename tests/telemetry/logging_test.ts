@@ -153,6 +153,49 @@ Deno.test("configureLogging() redacts secrets after whitespace a line escapes, a
   }
 });
 
+Deno.test("configureLogging() redacts a bearer key after any whitespace, a line break or a quote", async () => {
+  const bearerKey = "k-0123456789abcdef";
+  // A no-break space and other Unicode spaces, line breaks (a JSON line writes `\n`, `\r\n`), and
+  // the quotes a key is written in (a JSON line writes `"` as `\"`).
+  const forms = [
+    "Bearer\u00a0KEY",
+    "Bearer\u2003KEY",
+    "Bearer\u3000KEY",
+    "Bearer\u2028KEY",
+    "Bearer\nKEY",
+    "Bearer\r\nKEY",
+    "Bearer \n KEY",
+    'Bearer "KEY"',
+    "Bearer 'KEY'",
+    'Bearer\u00a0"KEY"',
+    "authorization: 'Bearer KEY'",
+    'authorization: "Bearer KEY"',
+  ];
+  for (const format of ["json", "text"] as const) {
+    await writtenLogs((lines) => {
+      for (const form of forms) {
+        const text = form.replace("KEY", bearerKey);
+        logger.info(text);
+        logger.info("sent {value}", { value: text });
+        logger.info("sent", { value: text });
+      }
+      // Usage hints and a message about a bearer token stay readable after such a gap too.
+      logger.info('send Bearer\u00a0"<key>"');
+      logger.info("rejected {error}", { error: "missing or invalid bearer\ntoken" });
+      logger.info("rejected {error}", { error: 'missing bearer "token"' });
+      assert.equal(lines.length, forms.length * 3 + 3);
+      const secretLines = lines.slice(0, forms.length * 3);
+      for (const line of secretLines) {
+        assert.ok(!line.text.includes(bearerKey), `${format}: ${line.text}`);
+        assert.ok(line.text.includes(REDACTED), `${format}: ${line.text}`);
+      }
+      for (const line of lines.slice(forms.length * 3)) {
+        assert.ok(!line.text.includes(REDACTED), `${format}: ${line.text}`);
+      }
+    }, { format });
+  }
+});
+
 Deno.test("configureLogging() drops properties named like secrets", async () => {
   await writtenLogs((lines) => {
     logger.info("endpoint {id}", {
