@@ -13,6 +13,7 @@ import {
   MIN_WINDOW_MS,
   shortWindowProblem,
   shortWindows,
+  streamDefinitionSchema,
 } from "../../src/config/mod.ts";
 import { WINDOWS_PER_SWEEP } from "../../src/fanout/sweep.ts";
 import { SESSIONS_PER_WINDOW } from "../../src/store/types.ts";
@@ -742,6 +743,140 @@ Deno.test("compileConfig() refuses a duration with a fraction of a millisecond o
     );
   }
   assert.equal(malformedDuration(only(compileConfig(counter({ retention: "1.5h" })))), undefined);
+});
+
+/** A zod schema as the walk of {@linkcode durationPlaces} reads it (zod 4's `_zod.def`). */
+interface SchemaNode {
+  _zod: {
+    def: {
+      type: string;
+      innerType?: SchemaNode;
+      shape?: Record<string, SchemaNode>;
+      options?: SchemaNode[];
+      valueType?: SchemaNode;
+      element?: SchemaNode;
+      in?: SchemaNode;
+      values?: unknown[];
+      getter?: () => SchemaNode;
+    };
+  };
+  safeParse(value: unknown): { success: boolean; data?: unknown };
+}
+
+/** Wrappers that hold one schema and take what it takes. */
+const WRAPPERS = new Set(["optional", "default", "prefault", "nullable", "readonly", "catch"]);
+
+/** Whether `node` reads a duration: it takes the text `1m1m` leniently, as 120,000 ms. */
+function readsDuration(node: SchemaNode): boolean {
+  const result = node.safeParse("1m1m");
+  return result.success && result.data === 120_000;
+}
+
+/** A smallest value `node` takes: its required fields only, a duration as `1m`. */
+function sampleOf(node: SchemaNode): unknown {
+  const def = node._zod.def;
+  if (readsDuration(node)) return "1m";
+  switch (def.type) {
+    case "string":
+      return "x";
+    case "literal":
+      return def.values![0];
+    case "union":
+      return sampleOf(def.options![0]);
+    case "object":
+      return requiredFields(node);
+    case "record":
+      return {};
+    case "array":
+      return [];
+    case "pipe":
+      return sampleOf(def.in!);
+    default:
+      throw new Error(`No sample value for a required ${def.type}: teach sampleOf()`);
+  }
+}
+
+/** Samples of the fields of an object schema that are neither optional nor defaulted. */
+function requiredFields(node: SchemaNode): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(node._zod.def.shape!)
+      .filter(([, field]) => !["optional", "default", "prefault"].includes(field._zod.def.type))
+      .map(([key, field]) => [key, sampleOf(field)]),
+  );
+}
+
+/**
+ * Every place the schema `node` reads a duration, found by walking the schema (not a list), each
+ * with its path and a smallest value `node` takes that holds `1m1m` there.
+ */
+function durationPlaces(node: SchemaNode): Array<{ path: Array<string | number>; value: unknown }> {
+  const def = node._zod.def;
+  if (WRAPPERS.has(def.type)) return durationPlaces(def.innerType!);
+  if (readsDuration(node)) return [{ path: [], value: "1m1m" }];
+  switch (def.type) {
+    case "object":
+      return Object.entries(def.shape!).flatMap(([key, field]) =>
+        durationPlaces(field).map(({ path, value }) => ({
+          path: [key, ...path],
+          value: { ...requiredFields(node), [key]: value },
+        }))
+      );
+    case "union":
+      return def.options!.flatMap((option) => durationPlaces(option));
+    case "record":
+      return durationPlaces(def.valueType!).map(({ path, value }) => ({
+        path: ["x", ...path],
+        value: { x: value },
+      }));
+    case "array":
+      return durationPlaces(def.element!).map(({ path, value }) => ({
+        path: [0, ...path],
+        value: [value],
+      }));
+    case "pipe":
+      return durationPlaces(def.in!);
+    case "lazy":
+      return durationPlaces(def.getter!());
+    default:
+      return [];
+  }
+}
+
+Deno.test("compileConfig() refuses a malformed duration in every duration field of the stream schema, found by walking the schema", () => {
+  const places = durationPlaces(streamDefinitionSchema as unknown as SchemaNode);
+  const paths = places.map(({ path }) =>
+    path.map((part) => typeof part === "number" ? `[${part}]` : `.${part}`).join("").slice(1)
+  );
+  // The walk finds the fields it should (so an empty walk cannot pass).
+  for (
+    const known of [
+      "time.lateness",
+      "time.idle",
+      "dedupe.ttl",
+      "idempotencyTtl",
+      "counters.x.window.tumbling",
+      "counters.x.window.every",
+      "counters.x.window.session",
+      "counters.x.retention",
+    ]
+  ) {
+    assert.ok(paths.includes(known), `${known} not found in ${paths.join(", ")}`);
+  }
+  // A duration field the lenient read takes but the compile's own list of durations misses would
+  // be taken as '2m' here instead of refused.
+  for (const [index, { value }] of places.entries()) {
+    assert.throws(
+      () => compileConfig(orders(value as Record<string, unknown>)),
+      {
+        name: "ConfigError",
+        message: `Invalid config: streams.orders.${
+          paths[index]
+        }: Cannot read duration '1m1m' at position 2: unit 'm' is given twice; give each unit once`,
+      },
+      `streams.orders.${paths[index]}: '1m1m' was taken, not refused as a malformed duration`,
+    );
+  }
+  assert.equal(places.length, 12, paths.join(", "));
 });
 
 /** Each window length a definition gives, as a window with `D` there, and its key. */
