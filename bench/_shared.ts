@@ -3,6 +3,7 @@
  * closed-loop load, redis-server command stats, and the results file.
  */
 import v8 from "node:v8";
+import { fileURLToPath } from "node:url";
 
 /** A `bench/server.ts` process. */
 export interface ServerProcess {
@@ -36,7 +37,7 @@ export async function startServer(
 ): Promise<ServerProcess> {
   const script = options.script ?? new URL("./server.ts", import.meta.url);
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", ...options.denoArgs ?? [], script.pathname, mode],
+    args: ["run", "--allow-all", ...options.denoArgs ?? [], fileURLToPath(script), mode],
     env: options.env,
     stdin: "null",
     stdout: "piped",
@@ -366,7 +367,7 @@ export async function writeResults(
   const directory = new URL("./results/", import.meta.url);
   await Deno.mkdir(directory, { recursive: true });
   const stamp = new Date().toISOString().replaceAll(":", "-").replace(/\.\d+Z$/, "Z");
-  const path = new URL(`${name}-${stamp}.json`, directory).pathname;
+  const path = fileURLToPath(new URL(`${name}-${stamp}.json`, directory));
   await Deno.writeTextFile(path, JSON.stringify(data, null, 2) + "\n");
   return path;
 }
@@ -394,7 +395,7 @@ export function benchServerEnv(key: string): Record<string, string> {
     ...Deno.env.toObject(),
     PORT: "0",
     HOST: "127.0.0.1",
-    EDGESTREAM_CONFIG: new URL("./config.json", import.meta.url).pathname,
+    EDGESTREAM_CONFIG: fileURLToPath(new URL("./config.json", import.meta.url)),
     EDGESTREAM_KEYS: `ingest:${key}`,
   };
 }

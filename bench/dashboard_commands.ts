@@ -13,6 +13,7 @@
  * `deno task bench:dashboard-commands [--streams 1000] [--seconds 30] [--port 7843]`: redis-server
  * on that port, the bridge on the next, the proxy on the one after, the server on the fourth.
  */
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { chromium } from "playwright-core";
 import { startRedisServer } from "../tools/redis_server.ts";
@@ -77,7 +78,7 @@ const proxy = Deno.serve({ port: PORT + 2, hostname: "127.0.0.1", onListen() {} 
 const base = `http://127.0.0.1:${PORT + 3}`;
 const server = new Deno.Command(Deno.execPath(), {
   args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-sys", "src/main.ts"],
-  cwd: new URL("..", import.meta.url).pathname,
+  cwd: fileURLToPath(new URL("..", import.meta.url)),
   env: {
     PORT: String(PORT + 3),
     EDGESTREAM_CONFIG: configPath,

@@ -14,6 +14,7 @@
  * `deno run --allow-all bench/http_overhead.ts [--batch 1] [--seconds 3] [--rounds 5]`
  */
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Hono } from "hono";
 import { configFromEnv } from "../src/env.ts";
@@ -114,7 +115,7 @@ const machine = await machineInfo();
 const out = await Deno.makeTempFile({ prefix: "edgestream-http-overhead-", suffix: ".json" });
 const key = crypto.randomUUID().replaceAll("-", "");
 const child = await new Deno.Command(Deno.execPath(), {
-  args: ["run", "--allow-all", new URL(import.meta.url).pathname, ...Deno.args, "--child", out],
+  args: ["run", "--allow-all", fileURLToPath(import.meta.url), ...Deno.args, "--child", out],
   env: { ...benchServerEnv(key), BENCH_KEY: key },
   stdin: "null",
   stdout: "null",

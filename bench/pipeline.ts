@@ -35,6 +35,7 @@
  * `deno run --allow-all bench/pipeline.ts [--batches 3000] [--rounds 3] [--server] [--seconds 6]`
  */
 import process from "node:process";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadConfigFile } from "../src/config/mod.ts";
 import { parseEvents } from "../src/http/body.ts";
@@ -71,7 +72,7 @@ const ROUNDS = Number(flags.rounds);
 const SECONDS = Number(flags.seconds);
 const BATCH = 100;
 
-const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
+const streams = await loadConfigFile(fileURLToPath(new URL("./config.json", import.meta.url)));
 const stream = streams.get("bench")!;
 const noDedupe = streams.get("bench_no_dedupe")!;
 const machine = await machineInfo();

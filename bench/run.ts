@@ -28,6 +28,7 @@
  * fresh `Idempotency-Key`, `--limits` runs on the same stream with a rate limit it never reaches
  * (1M events/s), to show what each costs.
  */
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { startRedisServer } from "../tools/redis_server.ts";
 import {
@@ -69,11 +70,11 @@ const STREAM = "bench";
 /** The same stream with a rate limit it never reaches: what checking the bucket costs. */
 const LIMITED_STREAM = "bench_limited";
 const CONFIG = flags.limits ? await withLimitedStream() : (flags.config ??
-  new URL("./config.json", import.meta.url).pathname);
+  fileURLToPath(new URL("./config.json", import.meta.url)));
 
 /** A copy of the config with {@linkcode LIMITED_STREAM} added, in a temporary file. */
 async function withLimitedStream(): Promise<string> {
-  const path = flags.config ?? new URL("./config.json", import.meta.url).pathname;
+  const path = flags.config ?? fileURLToPath(new URL("./config.json", import.meta.url));
   const config = JSON.parse(await Deno.readTextFile(path));
   config.streams[LIMITED_STREAM] = {
     ...config.streams[STREAM],

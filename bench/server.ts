@@ -13,6 +13,7 @@
  * - `bridge`: the Upstash REST bridge in front of `BENCH_REDIS_URL`, expecting
  *   `UPSTASH_REDIS_REST_TOKEN`, so it does not share a process with the load generator.
  */
+import { fileURLToPath } from "node:url";
 import { Hono } from "hono";
 import { createApp } from "../src/app.ts";
 import { loadConfigFile } from "../src/config/mod.ts";
@@ -31,7 +32,7 @@ import { serveForBench } from "./_shared.ts";
 const mode = Deno.args[0] ?? "pipeline";
 
 async function pipelineApp(store: Store) {
-  const streams = await loadConfigFile(new URL("./config.json", import.meta.url).pathname);
+  const streams = await loadConfigFile(fileURLToPath(new URL("./config.json", import.meta.url)));
   const groupCommit = Deno.env.get("BENCH_GROUP_COMMIT") === "off" ? false : undefined;
   const keys = await KeyRing.parse(Deno.env.get("EDGESTREAM_KEYS") ?? "");
   return createApp({ streams, store, keys, groupCommit });
