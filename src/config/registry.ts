@@ -163,6 +163,18 @@ export interface UnservableStream {
   error: string;
 }
 
+/**
+ * Streams by name as the routes read them. A registry that keeps streams it stores but cannot
+ * serve reports them with {@linkcode StreamCatalog.unservableStreams}; a plain map has none.
+ */
+export interface StreamCatalog extends ReadonlyMap<string, CompiledStream> {
+  /**
+   * Every stream stored through the API whose definition this instance cannot compile, by name:
+   * what `GET /v1/streams` lists beside the served ones (see {@linkcode StreamRegistry}).
+   */
+  unservableStreams?(): Iterable<[string, UnservableStream]>;
+}
+
 /** A served stream and where it came from. */
 export interface RegisteredStream {
   /** The compiled stream. */
@@ -338,7 +350,7 @@ export const INDEX_READ_MS = 30_000;
  * console.log([...registry.keys()]); // ["clicks"]
  * ```
  */
-export class StreamRegistry implements ReadonlyMap<string, CompiledStream> {
+export class StreamRegistry implements StreamCatalog {
   #config: ReadonlyMap<string, CompiledStream>;
   #entries = new Map<string, RegisteredStream>();
   #definitions: DefinitionStore;

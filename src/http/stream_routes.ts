@@ -11,6 +11,7 @@ import { type Context, Hono } from "hono";
 import {
   type CompiledStream,
   lookUpStream,
+  type StreamCatalog,
   streamDefinitionSchema,
   StreamRegistry,
 } from "../config/mod.ts";
@@ -84,8 +85,11 @@ import { causeText, listNames, quoteInput } from "../telemetry/logging.ts";
 
 /** What the stream routes need. */
 export interface StreamRouteDeps {
-  /** Compiled streams by name (a `StreamRegistry` also finds streams created meanwhile). */
-  streams: ReadonlyMap<string, CompiledStream>;
+  /**
+   * Compiled streams by name (a `StreamRegistry` also finds streams created meanwhile), and those
+   * stored that this instance cannot serve, when it reports them.
+   */
+  streams: StreamCatalog;
   /** Where state lives. */
   store: Store;
   /** API keys; an empty ring means open development mode. */
@@ -579,9 +583,7 @@ function listStreams(deps: StreamRouteDeps): RouteHandler<typeof listStreamsRout
     const only = grantOfRequest(c)?.streams;
     // A stream stored with a definition this release cannot compile is listed too (with what its
     // record says): else an operator could not find it to replace or delete it.
-    const unservable = new Map(
-      deps.streams instanceof StreamRegistry ? deps.streams.unservableStreams() : [],
-    );
+    const unservable = new Map(deps.streams.unservableStreams?.() ?? []);
     const names = [...deps.streams.keys(), ...unservable.keys()]
       .filter((name) =>
         (only === undefined || only.has(name)) &&

@@ -3,9 +3,19 @@
  * by name, and a cursor it did not give out is a 400 `invalid_cursor`.
  */
 import assert from "node:assert/strict";
+import { OpenAPIHono } from "@hono/zod-openapi";
 import { createApp } from "../../src/app.ts";
-import { compileConfig } from "../../src/config/mod.ts";
+import {
+  compileConfig,
+  type CompiledStream,
+  type StreamCatalog,
+  type StreamRegistry,
+  type UnservableStream,
+} from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
+import { DEFAULT_LIMITS } from "../../src/http/body.ts";
+import { errorResponse, unservableProblem } from "../../src/http/errors.ts";
+import { registerStreamRoutes } from "../../src/http/stream_routes.ts";
 import { MemoryStore } from "../../src/store/mod.ts";
 import { NOW, testApp } from "../_fixtures.ts";
 
@@ -153,4 +163,54 @@ Deno.test("a page of GET /v1/streams reads the stats of its own streams only", a
   const next = await (await app.request(`/v1/streams?limit=7&cursor=${first.nextCursor}`)).json();
   assert.deepEqual(read.sort(), next.streams.map((s: { name: string }) => s.name).sort());
   assert.equal(read.length, 7);
+});
+
+/** A registry of another kind than `StreamRegistry`: a map that keeps one stream it cannot serve. */
+class OtherRegistry extends Map<string, CompiledStream> implements StreamCatalog {
+  static readonly BROKEN: UnservableStream = { version: 3, error: "its pattern is not linear" };
+
+  *unservableStreams(): Iterable<[string, UnservableStream]> {
+    yield ["broken", OtherRegistry.BROKEN];
+  }
+}
+
+// StreamRegistry reports its unservable streams through the catalog's method: renamed, this fails
+// the type check (the method is optional in StreamCatalog, so `implements` alone would not).
+const registryReports: Required<Pick<StreamCatalog, "unservableStreams">> = {} as StreamRegistry;
+void registryReports;
+
+/** `GET /v1/streams` of the stream routes alone, on `streams`. */
+async function listed(streams: StreamCatalog): Promise<Array<Record<string, unknown>>> {
+  const app = new OpenAPIHono();
+  app.onError(errorResponse);
+  registerStreamRoutes(app, {
+    streams,
+    store: new MemoryStore(),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+    limits: DEFAULT_LIMITS,
+    ingestOptions: () => ({}),
+    sweepConsumers: [],
+  });
+  const res = await app.request("/v1/streams");
+  assert.equal(res.status, 200);
+  return (await res.json()).streams;
+}
+
+Deno.test("GET /v1/streams lists the unservable streams of any registry that reports them, not only a StreamRegistry's", async () => {
+  const config = compileConfig({ streams: { orders: {} } });
+  const streams = await listed(new OtherRegistry(config));
+  assert.deepEqual(streams.map(({ name, servable }) => [name, servable]), [
+    ["broken", false],
+    ["orders", true],
+  ]);
+  assert.deepEqual(streams[0], {
+    name: "broken",
+    source: "api",
+    version: 3,
+    servable: false,
+    problem: unservableProblem("broken", OtherRegistry.BROKEN),
+  });
+  // A plain map reports none.
+  assert.deepEqual((await listed(config)).map(({ name }) => name), ["orders"]);
 });
