@@ -205,6 +205,20 @@ export interface ClaimOptions {
   leaseMs: number;
   /** Most claims in flight per endpoint, across instances. */
   maxConcurrency: number;
+  /**
+   * Endpoints held back as slow: each at most one claim in flight (across instances, in place
+   * of `maxConcurrency`), and all of them together at most `limit` of this call's claims; those
+   * left out hold back no other endpoint's claims. @default {no endpoint is slow}
+   */
+  slow?: SlowEndpoints;
+}
+
+/** Slow endpoints of a claim (see {@linkcode ClaimOptions.slow}). */
+export interface SlowEndpoints {
+  /** Their ids. */
+  endpointIds: readonly string[];
+  /** Most claims of them, together, in this call (0: none). */
+  limit: number;
 }
 
 /** The result of one attempt, to record. */

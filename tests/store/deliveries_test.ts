@@ -663,6 +663,121 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual(claims.map((claim) => claim.delivery.id), [delivery(99, "ep_fast").id]);
   },
 
+  async "claimDue() holds slow endpoints to one claim in flight each, and to their share of the call"(
+    store,
+  ) {
+    for (const [n, id] of ["ep_s1", "ep_s2", "ep_s3", "ep_ok"].entries()) {
+      await store.putEndpoint(config(id), { expectVersion: null });
+      await store.createDeliveries([1, 2, 3].map((k) => delivery(k, id, T0 - 1_000 + 10 * n + k)));
+    }
+    const slow = { endpointIds: ["ep_s1", "ep_s2", "ep_s3"], limit: 2 };
+    const ids = (claims: Claim[]) => claims.map((claim) => claim.delivery.id).sort();
+    const first = await store.claimDue({ ...claimOptions(T0), maxConcurrency: 8, slow });
+    assert.deepEqual(
+      ids(first),
+      [
+        delivery(1, "ep_ok").id,
+        delivery(2, "ep_ok").id,
+        delivery(3, "ep_ok").id,
+        delivery(1, "ep_s1").id,
+        delivery(1, "ep_s2").id,
+      ].sort(),
+    );
+    // ep_s1 and ep_s2 are at their one; ep_s3, left out, is due as it was.
+    const second = await store.claimDue({
+      ...claimOptions(T0),
+      maxConcurrency: 8,
+      slow: { ...slow, limit: 5 },
+    });
+    assert.deepEqual(ids(second), [delivery(1, "ep_s3").id]);
+    const s1 = first.find((claim) => claim.endpoint.id === "ep_s1")!;
+    await store.recordAttempt({
+      deliveryId: s1.delivery.id,
+      endpointId: "ep_s1",
+      token: s1.token,
+      attempt: attempt("succeeded", null),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(
+      ids(
+        await store.claimDue({
+          ...claimOptions(T0),
+          maxConcurrency: 8,
+          slow: { ...slow, limit: 5 },
+        }),
+      ),
+      [delivery(2, "ep_s1").id],
+      "one claim again once its one in flight is recorded",
+    );
+    // A second on: an endpoint at its cap is looked at again after that (on Redis).
+    assert.equal(
+      (await store.claimDue({ ...claimOptions(T0 + 1_000), maxConcurrency: 8 })).length,
+      5,
+      "not slow in a claim that does not say so: up to the cap (ep_s1 1, ep_s2 2, ep_s3 2)",
+    );
+  },
+
+  async "slow endpoints left out of a claim hold back no other endpoint's deliveries"(store) {
+    const slowIds = Array.from({ length: 12 }, (_, n) => `ep_s${n + 10}`);
+    for (const [n, id] of slowIds.entries()) {
+      await store.putEndpoint(config(id), { expectVersion: null });
+      await store.createDeliveries([delivery(1, id, T0 - 1_000 + n)]);
+    }
+    await store.putEndpoint(config("ep_ok"), { expectVersion: null });
+    await store.createDeliveries([delivery(1, "ep_ok")]);
+    const slow = { endpointIds: slowIds, limit: 0 };
+    const claims = await store.claimDue({ ...claimOptions(T0), limit: 1, slow });
+    assert.deepEqual(claims.map((claim) => claim.delivery.id), [delivery(1, "ep_ok").id]);
+    const stored = await store.storePage("s", {
+      cursor: null,
+      end: "5-0",
+      deliveries: [delivery(2, "ep_ok")],
+      claim: { ...claimOptions(T0), limit: 1, slow },
+    });
+    assert.deepEqual(
+      stored?.claims.map((claim) => claim.delivery.id),
+      [delivery(2, "ep_ok").id],
+      "storePage() claims as claimDue() does",
+    );
+    // Left due as they were: the earliest first once the slow ones have a share again.
+    const later = await store.claimDue({
+      ...claimOptions(T0),
+      limit: 3,
+      slow: { ...slow, limit: 2 },
+    });
+    assert.deepEqual(
+      later.map((claim) => claim.delivery.id).sort(),
+      [delivery(1, "ep_s10").id, delivery(1, "ep_s11").id],
+    );
+  },
+
+  async "storePage() holds slow endpoints to one claim each and their share, as claimDue() does"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_s"), { expectVersion: null });
+    await store.putEndpoint(config("ep_t"), { expectVersion: null });
+    await store.putEndpoint(config("ep_ok"), { expectVersion: null });
+    const stored = await store.storePage("s", {
+      cursor: null,
+      end: "5-0",
+      deliveries: ["ep_s", "ep_t", "ep_ok"].flatMap((id) => [1, 2, 3].map((n) => delivery(n, id))),
+      claim: {
+        ...claimOptions(T0),
+        maxConcurrency: 2,
+        slow: { endpointIds: ["ep_s", "ep_t"], limit: 1 },
+      },
+    });
+    const perEndpoint = new Map<string, number>();
+    for (const claim of stored?.claims ?? []) {
+      perEndpoint.set(claim.endpoint.id, (perEndpoint.get(claim.endpoint.id) ?? 0) + 1);
+    }
+    assert.equal(perEndpoint.get("ep_ok"), 2);
+    assert.equal((perEndpoint.get("ep_s") ?? 0) + (perEndpoint.get("ep_t") ?? 0), 1);
+    assert.equal(stored?.claims.length, 3);
+  },
+
   async "due deliveries of a disabled endpoint become dead, of a deleted one vanish"(store) {
     await store.putEndpoint(config("ep_a"), {
       expectVersion: null,

@@ -17,6 +17,17 @@
  * endpoints or more have sends in flight here (8 could take them all
  * before): with fewer stuck, a healthy endpoint still gets a slot at once.
  *
+ * More stuck endpoints than that are told apart by how long their sends take:
+ * an endpoint is slow once a send to it took `slowAfterMs` (5 s, or the
+ * request timeout if shorter) or has waited that long, until `slowForMs`
+ * (60 s) pass without another. Claims give a slow endpoint at most one
+ * delivery in flight across instances, and slow endpoints together only what
+ * keeps the sends to them (in flight or being claimed) within half the slots
+ * (32 of 64): the store gets the slow ids and that share with each claim. Any
+ * number of stuck endpoints then leaves the other half to the rest, once the
+ * sends they got before they were known slow have ended. This is per
+ * process: another instance learns on its own which endpoints are slow.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -130,9 +141,17 @@ export interface SenderOptions extends RetryDelayOptions {
   maxConcurrency?: number;
   /**
    * Most attempts in flight in this process. A quarter of them (rounded down) goes only to
-   * endpoints with nothing in flight, one each. @default {64}
+   * endpoints with nothing in flight, one each; slow endpoints get at most half of them (rounded
+   * down), one each. @default {64}
    */
   maxInFlight?: number;
+  /**
+   * An endpoint is slow once a send to it has taken this long (ms), or the request timeout if
+   * that is shorter: when the send ends, or while it is still waiting. @default {5000}
+   */
+  slowAfterMs?: number;
+  /** How long (ms) an endpoint stays slow after its last slow send. @default {60000} */
+  slowForMs?: number;
   /** Told about every recorded attempt. */
   onAttempt?: (claim: Claim, attempt: Attempt, disabled: boolean) => void;
   /** Told about unexpected failures (the store was unavailable). */
@@ -167,11 +186,20 @@ export class Sender {
   #maxInFlight: number;
   /** Of those, the slots kept for endpoints with nothing in flight, one each. */
   #keptSlots: number;
+  /** Of those, the most that sends to slow endpoints hold. */
+  #slowSlots: number;
+  #slowAfterMs: number;
+  #slowForMs: number;
+  /** Until when (`performance.now()`) each endpoint that was slow lately stays slow. */
+  #slowUntil = new Map<string, number>();
   #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
   #onError: (error: unknown) => void;
-  #inflight = new Set<Promise<void>>();
+  /** Each send (or claim given back) in flight: its endpoint and start (`performance.now()`). */
+  #inflight = new Map<Promise<void>, { endpointId: string; started: number }>();
   /** Slots held for claims made elsewhere (see {@linkcode reserve}). */
   #reserved = 0;
+  /** Of those, the ones slow endpoints may take. */
+  #slowReserved = 0;
   #pumping: Promise<void> | null = null;
   #again = false;
   #closed = false;
@@ -192,6 +220,9 @@ export class Sender {
     this.#maxConcurrency = options.maxConcurrency ?? 8;
     this.#maxInFlight = options.maxInFlight ?? 64;
     this.#keptSlots = Math.floor(this.#maxInFlight / 4);
+    this.#slowSlots = Math.floor(this.#maxInFlight / 2);
+    this.#slowAfterMs = Math.min(options.slowAfterMs ?? 5_000, this.#timeoutMs);
+    this.#slowForMs = options.slowForMs ?? 60_000;
     this.#onAttempt = options.onAttempt ?? (() => {});
     this.#onError = options.onError ??
       ((error) => logger.error("Webhook delivery failed: {error}", { error }));
@@ -268,6 +299,10 @@ export class Sender {
       };
     }
     const elapsedMs = performance.now() - started;
+    // Whatever the answer: what counts is how long the slot was held.
+    if (elapsedMs >= this.#slowAfterMs) {
+      this.#slowUntil.set(endpoint.id, performance.now() + this.#slowForMs);
+    }
     const durationMs = Math.round(elapsedMs);
     const nowMs = this.#now();
     const succeeded = result.status !== null && result.status >= 200 && result.status < 300;
@@ -360,28 +395,64 @@ export class Sender {
    * Slots up to the last quarter are claimed with the endpoint's cap; once
    * only that quarter is free, with a cap of 1 (see the module doc), so
    * endpoints stuck on sends cannot take the slots a healthy one needs.
+   * Slow endpoints get 1 each, and only while sends to them hold (or
+   * claims may take) fewer than half the slots.
    */
   reserve(most: number): ClaimOptions | null {
     const held = this.#inflight.size + this.#reserved;
     const open = this.#maxInFlight - this.#keptSlots - held;
     const limit = Math.min(most, open > 0 ? open : this.#maxInFlight - held);
     if (this.#closed || limit <= 0) return null;
+    const slow = this.#slowEndpoints();
+    let slowHeld = this.#slowReserved;
+    for (const send of this.#inflight.values()) if (slow.has(send.endpointId)) slowHeld += 1;
+    const slowLimit = slow.size === 0
+      ? 0
+      : Math.max(0, Math.min(limit, this.#slowSlots - slowHeld));
     this.#reserved += limit;
+    this.#slowReserved += slowLimit;
     return {
       nowMs: this.#now(),
       limit,
       leaseMs: this.leaseMs,
       maxConcurrency: open > 0 ? this.#maxConcurrency : 1,
+      ...(slow.size > 0 ? { slow: { endpointIds: [...slow], limit: slowLimit } } : {}),
     };
+  }
+
+  /**
+   * The endpoints slow now: a send to them took {@linkcode SenderOptions.slowAfterMs} within
+   * the last {@linkcode SenderOptions.slowForMs}, or one in flight has waited that long
+   * (remembered from now on).
+   */
+  #slowEndpoints(): Set<string> {
+    const nowMs = performance.now();
+    for (const send of this.#inflight.values()) {
+      if (nowMs - send.started >= this.#slowAfterMs) {
+        this.#slowUntil.set(send.endpointId, nowMs + this.#slowForMs);
+      }
+    }
+    const slow = new Set<string>();
+    for (const [endpointId, untilMs] of this.#slowUntil) {
+      if (untilMs <= nowMs) this.#slowUntil.delete(endpointId);
+      else slow.add(endpointId);
+    }
+    return slow;
   }
 
   /** Sends claims made with {@linkcode reserve}'s options, and frees the slots they held. */
   take(reserved: ClaimOptions, claims: readonly Claim[]): void {
     this.#reserved -= reserved.limit;
+    this.#slowReserved -= reserved.slow?.limit ?? 0;
     this.#wakeForRate(claims);
     // Claimed while closing: give them back unsent rather than hold them for the lease.
     for (const claim of claims) {
-      detached(() => this.#track(this.#closed ? this.#release(claim) : this.attempt(claim)));
+      detached(() =>
+        this.#track(
+          claim.endpoint.id,
+          this.#closed ? this.#release(claim) : this.attempt(claim),
+        )
+      );
     }
   }
 
@@ -418,15 +489,15 @@ export class Sender {
     Deno.unrefTimer(this.#rateTimer);
   }
 
-  /** Counts `work` (a send, or a claim given back) as in flight until it settles. */
-  #track(work: Promise<unknown>): void {
+  /** Counts `work` (a send to the endpoint, or a claim given back) as in flight until it settles. */
+  #track(endpointId: string, work: Promise<unknown>): void {
     const task: Promise<void> = work
       .then(() => {}, (error) => this.#onError(error))
       .finally(() => {
         this.#inflight.delete(task);
         this.kick();
       });
-    this.#inflight.add(task);
+    this.#inflight.set(task, { endpointId, started: performance.now() });
   }
 
   /** Sends everything due now, and what becomes claimable meanwhile; resolves when done. */
@@ -449,7 +520,7 @@ export class Sender {
   /** Resolves when no claim and no send is running. */
   async idle(): Promise<void> {
     while (this.busy) {
-      await Promise.race([...this.#inflight, ...(this.#pumping ? [this.#pumping] : [])]);
+      await Promise.race([...this.#inflight.keys(), ...(this.#pumping ? [this.#pumping] : [])]);
     }
   }
 

@@ -343,6 +343,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   claimDue(options: ClaimOptions): Promise<Claim[]> {
     const { nowMs, limit, leaseMs, maxConcurrency } = options;
+    const slow = new Set(options.slow?.endpointIds ?? []);
+    let slowLeft = options.slow?.limit ?? 0;
     const claims: Claim[] = [];
     const order = [...this.#due].map(([endpointId, queue]) => ({
       endpointId,
@@ -351,6 +353,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
     })).filter((item) => item.first <= nowMs).sort((a, b) => a.first - b.first);
     for (const { endpointId, queue } of order) {
       if (claims.length >= limit) break;
+      const isSlow = slow.has(endpointId);
+      // Left due as it is, as if not visited: the slow ones' share of this call is used up.
+      if (isSlow && slowLeft <= 0) continue;
       const endpoint = this.#endpoint(endpointId);
       if (!endpoint) {
         this.#due.delete(endpointId);
@@ -376,7 +381,11 @@ export class MemoryDeliveryStore implements DeliveryStore {
       }
       const inflight = this.#inflightOf(endpointId);
       for (const [id, untilMs] of inflight) if (untilMs <= nowMs) inflight.delete(id);
-      let available = Math.min(maxConcurrency - inflight.size, limit - claims.length);
+      let available = Math.min(
+        (isSlow ? Math.min(1, maxConcurrency) : maxConcurrency) - inflight.size,
+        limit - claims.length,
+      );
+      if (isSlow) available = Math.min(available, slowLeft);
       const bucket = this.#bucket(endpoint, nowMs);
       if (bucket) available = Math.min(available, Math.floor(bucket.tokens));
       for (const id of available > 0 ? queue.takeDue(nowMs, available) : []) {
@@ -390,6 +399,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
         queue.set(id, nowMs + leaseMs);
         inflight.set(id, nowMs + leaseMs);
         if (bucket) bucket.tokens -= 1;
+        if (isSlow) slowLeft -= 1;
         claims.push({ delivery: { ...stored.delivery }, endpoint, token });
       }
     }

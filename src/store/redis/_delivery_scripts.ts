@@ -285,37 +285,71 @@ local function planEndpoint(ep, now, most, concurrency, onlyCheck)
   end
   return plan
 end
+-- The slow endpoints of a claim (its slow option, or false): { ids (ep -> true), count, left
+-- (claims of them still allowed) }. A slow endpoint has at most one claim in flight.
+local function slowEndpoints(slow)
+  local out = { ids = {}, count = 0, left = 0 }
+  if not slow then return out end
+  for _, ep in ipairs(slow.ids) do
+    if not out.ids[ep] then out.count = out.count + 1 end
+    out.ids[ep] = true
+  end
+  out.left = slow.limit
+  return out
+end
+-- Whether ep is slow and no claim of slow endpoints is left: not visited at all (left due as it
+-- is, not pushed back as an endpoint at its cap is).
+local function heldBack(ep, slow)
+  return slow.ids[ep] == true and slow.left <= 0
+end
+-- Endpoint ep's cap and most claims in this call, of a claim with room for most more and slow
+-- endpoints slow (see slowEndpoints).
+local function capOf(ep, most, concurrency, slow)
+  if not slow.ids[ep] then return concurrency, most end
+  return math.min(1, concurrency), math.min(most, slow.left)
+end
 -- Checks the keys claimDue may write once this call has created deliveries for the endpoints
 -- touched (see newDeliveries), before the first write: every touched endpoint with room for the
 -- limit, and the others due in the order claimDue visits them until their claims alone reach it.
 -- Touched ones may move ahead of them (limit * 4 + their count), and each claim they add only
 -- makes claimDue stop sooner (one claim more ahead leaves at most one fewer to an endpoint).
-local function checkClaimKeys(now, limit, concurrency, touched)
+local function checkClaimKeys(now, limit, concurrency, touched, slowOption)
+  local slow = slowEndpoints(slowOption)
   local count = 0
   for ep in pairs(touched) do
     count = count + 1
-    planEndpoint(ep, now, limit, concurrency, true)
+    local conc = capOf(ep, limit, concurrency, slow)
+    planEndpoint(ep, now, limit, conc, true)
   end
   local planned = 0
   for _, ep in ipairs(readKey("zset", "ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0,
-    limit * 4 + count)) do
+    limit * 4 + count + slow.count)) do
     if planned >= limit then break end
-    if not touched[ep] then
-      planned = planned + planEndpoint(ep, now, limit - planned, concurrency, true).claimed
+    if not touched[ep] and not heldBack(ep, slow) then
+      local conc, most = capOf(ep, limit - planned, concurrency, slow)
+      local claimed = planEndpoint(ep, now, most, conc, true).claimed
+      planned = planned + claimed
+      if slow.ids[ep] then slow.left = slow.left - claimed end
     end
   end
 end
 -- Claims due deliveries (see CLAIM_SCRIPT); returns the claims. Plans every endpoint visited (the
--- reads and checks) before the first write.
-local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention)
+-- reads and checks) before the first write. Slow endpoints (see slowEndpoints) may be left out:
+-- the endpoints read go that many past limit * 4, so they hold back no other.
+local function claimDue(now, limit, lease, concurrency, tokenPrefix, retention, slowOption)
+  local slow = slowEndpoints(slowOption)
   local plans, planned = {}, 0
   local endpoints = readKey("zset", "ZRANGEBYSCORE", DUE_ENDPOINTS_KEY, "-inf", num(now), "LIMIT", 0,
-    limit * 4)
+    limit * 4 + slow.count)
   for _, ep in ipairs(endpoints) do
     if planned >= limit then break end
-    local plan = planEndpoint(ep, now, limit - planned, concurrency)
-    plans[#plans + 1] = plan
-    planned = planned + plan.claimed
+    if not heldBack(ep, slow) then
+      local conc, most = capOf(ep, limit - planned, concurrency, slow)
+      local plan = planEndpoint(ep, now, most, conc)
+      plans[#plans + 1] = plan
+      planned = planned + plan.claimed
+      if slow.ids[ep] then slow.left = slow.left - plan.claimed end
+    end
   end
   local out, seq = {}, 0
   for _, plan in ipairs(plans) do
@@ -562,12 +596,13 @@ return cjson.encode({ leased, cursor, plan, endpoints })
 
 /**
  * Stores a page atomically. ARGV[1]: `{stream, cursor, last, ttl, now, retention, items (as
- * CREATE_SCRIPT's), lease: {name, token} | false, claim: {now, limit, lease, conc, token} |
- * false}`. When the cursor is as given and no page ending elsewhere is planned: creates the
- * deliveries, moves the cursor to `last`, clears the plan, gives the lease back and, when asked,
- * claims due deliveries as CLAIM_SCRIPT does. Returns JSON `{created, claims}` (claims as
- * CLAIM_SCRIPT's), `created` -1 when nothing was done. ARGV[1].tk is the call's one-time token:
- * the same call again returns what it created and the claims it made that are still held.
+ * CREATE_SCRIPT's), lease: {name, token} | false, claim: {now, limit, lease, conc, token,
+ * slow: {ids, limit} | false} | false}`. When the cursor is as given and no page ending
+ * elsewhere is planned: creates the deliveries, moves the cursor to `last`, clears the plan, gives
+ * the lease back and, when asked, claims due deliveries as CLAIM_SCRIPT does. Returns JSON
+ * `{created, claims}` (claims as CLAIM_SCRIPT's), `created` -1 when nothing was done.
+ * ARGV[1].tk is the call's one-time token: the same call again returns what it created and the
+ * claims it made that are still held.
  */
 export const STORE_PAGE_SCRIPT = COMMON + `
 local callKey, first = callReply(args.tk)
@@ -583,13 +618,14 @@ end
 local fresh, touched = newDeliveries(args.items)
 local held = args.lease ~= false and holdsLease(args.lease.name, args.lease.token)
 local claim = args.claim
-if claim ~= false then checkClaimKeys(claim.now, claim.limit, claim.conc, touched) end
+if claim ~= false then checkClaimKeys(claim.now, claim.limit, claim.conc, touched, claim.slow) end
 local created = createDeliveries(fresh, touched, args.now, args.retention)
 moveCursor(stream, last, ttl)
 if held then redis.call("DEL", leaseKey(args.lease.name)) end
 local claims = {}
 if claim ~= false then
-  claims = claimDue(claim.now, claim.limit, claim.lease, claim.conc, claim.token, args.retention)
+  claims = claimDue(claim.now, claim.limit, claim.lease, claim.conc, claim.token, args.retention,
+    claim.slow)
 end
 keepReply(callKey, cjson.encode({ created = created, ids = claimedIds(claims) }))
 return cjson.encode({ created = created, claims = claims })
@@ -687,16 +723,18 @@ return redis.call("LRANGE", attemptsKey(id), 0, -1)
 `;
 
 /**
- * Claims due deliveries. ARGV[1]: `{now, limit, lease, conc, token, retention}`. Visits endpoints with
- * due work, earliest first; per endpoint claims up to its free concurrency and rate-limit
- * tokens. Due deliveries of a disabled endpoint become dead. Returns JSON
+ * Claims due deliveries. ARGV[1]: `{now, limit, lease, conc, token, retention, slow: {ids,
+ * limit} | false}`. Visits endpoints with due work, earliest first; per endpoint claims up to
+ * its free concurrency (of a slow one: 1) and rate-limit tokens, slow ones at most `slow.limit`
+ * together. Due deliveries of a disabled endpoint become dead. Returns JSON
  * `[[{delivery hash}, endpointJson, {state}, token], …]`. The same call again (its one-time
  * `token` seen) returns the claims it made that are still held, claiming nothing more.
  */
 export const CLAIM_SCRIPT = COMMON + `
 local callKey, first = callReply(args.token)
 if first then return cjson.encode(claimsAgain(cjson.decode(first))) end
-local claims = claimDue(args.now, args.limit, args.lease, args.conc, args.token, args.retention)
+local claims = claimDue(args.now, args.limit, args.lease, args.conc, args.token, args.retention,
+  args.slow)
 keepReply(callKey, cjson.encode(claimedIds(claims)))
 return cjson.encode(claims)
 `;

@@ -394,6 +394,9 @@ export class RedisDeliveryStore implements DeliveryStore {
       lease: options.leaseMs,
       conc: options.maxConcurrency,
       token: crypto.randomUUID(),
+      slow: options.slow && options.slow.endpointIds.length > 0
+        ? { ids: options.slow.endpointIds, limit: options.slow.limit }
+        : false,
     };
   }
 

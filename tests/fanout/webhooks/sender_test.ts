@@ -525,3 +525,184 @@ Deno.test("Sender's 64 slots are all held by 22 stuck endpoints (6 with 8 sends,
     await run.close();
   }
 });
+
+/**
+ * 40 endpoints whose receiver never answers (request timeout 2 s): one delivery each first, and
+ * once each of those has timed out (the endpoint is slow from then on), 10 more each at once, as
+ * a burst of events would bring. Slow endpoints get at most 32 slots, one each: 32 go out, and a
+ * healthy endpoint's 10 deliveries, created then, go out at once. Without that, with all 40 at
+ * nothing in flight, 6 of them would take 48 slots (8 each) and 16 the 16 kept ones: the healthy
+ * endpoint would wait for the next round of timeouts.
+ */
+async function healthyEndpointPastManySlowOnes(deliveries: DeliveryStore): Promise<void> {
+  const timeoutMs = 2_000;
+  const stuck = await Receiver.start(() => T0);
+  const healthy = await Receiver.start(() => T0);
+  const { promise: never, resolve: release } = Promise.withResolvers<void>();
+  stuck.respond = async () => {
+    await never;
+    return new Response(null, { status: 204 });
+  };
+  const stuckIds = Array.from({ length: 40 }, (_, i) => `ep_stuck${i + 1}`);
+  const finished = new Map<string, number>();
+  const { promise: allTimedOut, resolve: everyOneTimedOut } = Promise.withResolvers<void>();
+  // The clock stands still: a failed delivery is never due again, so each is sent once.
+  const sender = new Sender(deliveries, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    now: () => T0,
+    timeoutMs,
+    onAttempt: (claim) => {
+      const id = claim.endpoint.id;
+      if (id === "ep_ok") return;
+      finished.set(id, (finished.get(id) ?? 0) + 1);
+      if (finished.size === stuckIds.length) everyOneTimedOut();
+    },
+  });
+  /** Sends to each stuck endpoint not answered yet. */
+  const inFlight = () => stuckIds.map((id) => stuck.on(`/${id}`).length - (finished.get(id) ?? 0));
+  try {
+    for (const id of [...stuckIds, "ep_ok"]) {
+      const receiver = id === "ep_ok" ? healthy : stuck;
+      const endpoint = config(id, { url: receiver.url(`/${id}`) });
+      receiver.secrets = [endpoint.secrets[0].secret];
+      await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    }
+    await deliveries.createDeliveries(stuckIds.map((id) => delivery(1, id)));
+    sender.kick();
+    assert.equal(await within(allTimedOut, 3 * timeoutMs), "in time", "each first send timed out");
+    await sender.idle();
+    await deliveries.createDeliveries(
+      stuckIds.flatMap((id) => Array.from({ length: 10 }, (_, n) => delivery(n + 2, id))),
+    );
+    sender.kick();
+    await stuck.waitFor(40 + 32);
+    // Whatever else the stuck endpoints could claim, they have by now.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const held = inFlight();
+    const started = performance.now();
+    await deliveries.createDeliveries(
+      Array.from({ length: 10 }, (_, n) => delivery(n + 1, "ep_ok")),
+    );
+    sender.kick();
+    const arrived = await within(healthy.waitFor(10), timeoutMs / 4);
+    const elapsedMs = Math.round(performance.now() - started);
+    assert.equal(
+      arrived,
+      "in time",
+      `the healthy endpoint got ${healthy.received.length} of 10 within ${elapsedMs} ms`,
+    );
+    assert.deepEqual(
+      [...held].sort((a, b) => b - a),
+      [...Array(32).fill(1), ...Array(8).fill(0)],
+      "32 slow endpoints hold one slot each",
+    );
+    assert.deepEqual(inFlight(), held, "no stuck send ended or started meanwhile");
+    assert.deepEqual(
+      healthy.received.map((item) => item.payload.n).sort((a, b) => a - b),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
+  } finally {
+    await sender.close({ signal: AbortSignal.abort() });
+    release();
+    await stuck.close();
+    await healthy.close();
+  }
+}
+
+Deno.test("Sender (memory) sends a healthy endpoint's deliveries at once while 40 endpoints are stuck on sends that time out", () =>
+  healthyEndpointPastManySlowOnes(new MemoryDeliveryStore({ now: () => T0 })));
+
+redisTest(
+  "Sender (Redis) sends a healthy endpoint's deliveries at once while 40 endpoints are stuck on sends that time out",
+  (fixture) =>
+    healthyEndpointPastManySlowOnes(
+      new RedisDeliveryStore(
+        new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+        { now: () => T0 },
+      ),
+    ),
+);
+
+/** The slow endpoints a claim of `sender` would name now, sorted; its slots freed again. */
+function slowNow(sender: Sender): { ids: string[]; limit: number } | null {
+  const reserved = sender.reserve(Infinity);
+  assert.ok(reserved);
+  sender.take(reserved, []);
+  if (!reserved.slow) return null;
+  return { ids: [...reserved.slow.endpointIds].sort(), limit: reserved.slow.limit };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("Sender counts an endpoint as slow while a send to it has waited slowAfterMs, and for slowForMs after one took that long", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const receiver = await Receiver.start(() => T0);
+  const { promise: stuckAnswer, resolve: answerStuck } = Promise.withResolvers<void>();
+  receiver.respond = async (request) => {
+    if (request.path === "/ep_slow") await sleep(300);
+    if (request.path === "/ep_stuck") await stuckAnswer;
+    return new Response(null, { status: request.path === "/ep_slow" ? 500 : 204 });
+  };
+  const ended = new Set<string>();
+  const sender = new Sender(deliveries, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    now: () => T0,
+    slowAfterMs: 200,
+    slowForMs: 800,
+    onAttempt: (claim) => ended.add(claim.endpoint.id),
+  });
+  try {
+    for (const id of ["ep_fast", "ep_slow", "ep_stuck"]) {
+      const endpoint = config(id, { url: receiver.url(`/${id}`) });
+      receiver.secrets = [endpoint.secrets[0].secret];
+      await deliveries.putEndpoint(endpoint, { expectVersion: null });
+      await deliveries.createDeliveries([delivery(1, id)]);
+    }
+    sender.kick();
+    await receiver.waitFor(3);
+    assert.equal(slowNow(sender), null, "none has taken 200 ms yet");
+    while (!ended.has("ep_slow")) await sleep(10);
+    // ep_slow's send took 300 ms and failed; ep_stuck's has waited as long; ep_fast answered.
+    // One slow send is in flight (ep_stuck's): 31 of the 32 slow slots are left.
+    assert.deepEqual(slowNow(sender), { ids: ["ep_slow", "ep_stuck"], limit: 31 });
+    answerStuck();
+    await sender.idle();
+    assert.deepEqual(slowNow(sender), { ids: ["ep_slow", "ep_stuck"], limit: 32 });
+    await sleep(1_000);
+    assert.equal(slowNow(sender), null, "800 ms on without a slow send: none is slow");
+  } finally {
+    answerStuck();
+    await sender.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("Sender counts an endpoint as slow once a send to it has waited 5 s by default", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const receiver = await Receiver.start(() => T0);
+  const { promise: answer, resolve: release } = Promise.withResolvers<void>();
+  receiver.respond = async () => {
+    await answer;
+    return new Response(null, { status: 204 });
+  };
+  const sender = new Sender(deliveries, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    now: () => T0,
+  });
+  try {
+    const endpoint = config("ep_a", { url: receiver.url("/ep_a") });
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1, "ep_a")]);
+    const started = performance.now();
+    sender.kick();
+    await receiver.waitFor(1);
+    await sleep(4_000 - (performance.now() - started));
+    assert.equal(slowNow(sender), null, "waiting 4 s is not slow yet");
+    await sleep(5_050 - (performance.now() - started));
+    assert.deepEqual(slowNow(sender), { ids: ["ep_a"], limit: 31 });
+  } finally {
+    release();
+    await sender.close();
+    await receiver.close();
+  }
+});
