@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import FakeTimers from "@sinonjs/fake-timers";
 import { withContext } from "@logtape/logtape";
 import {
   RETRY_SCHEDULE_MS,
@@ -702,6 +703,42 @@ Deno.test("Sender counts an endpoint as slow once a send to it has waited 5 s by
     assert.deepEqual(slowNow(sender), { ids: ["ep_a"], limit: 31 });
   } finally {
     release();
+    await sender.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("Sender counts an endpoint as slow for 60 s by default after a send to it took 5 s", async () => {
+  // Only performance.now() is faked: the sender measures sends and slowness with it.
+  const clock = FakeTimers.install({ toFake: ["performance"] });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  const receiver = await Receiver.start(() => T0);
+  receiver.respond = () => {
+    clock.tick(5_000);
+    return new Response(null, { status: 204 });
+  };
+  const sender = new Sender(deliveries, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    now: () => T0,
+  });
+  try {
+    const endpoint = config("ep_a", { url: receiver.url("/ep_a") });
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1, "ep_a")]);
+    const [claim] = await deliveries.claimDue({
+      nowMs: T0,
+      limit: 1,
+      leaseMs: 60_000,
+      maxConcurrency: 8,
+    });
+    assert.equal((await sender.attempt(claim))?.outcome, "succeeded");
+    assert.deepEqual(slowNow(sender), { ids: ["ep_a"], limit: 32 }, "an answer after 5 s is slow");
+    clock.tick(59_999);
+    assert.deepEqual(slowNow(sender), { ids: ["ep_a"], limit: 32 });
+    clock.tick(1);
+    assert.equal(slowNow(sender), null, "60 s after");
+  } finally {
+    clock.uninstall();
     await sender.close();
     await receiver.close();
   }
