@@ -503,14 +503,18 @@ local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
 local statsLife = args.sl or statsTtl
 -- Live subscribers' demand (any instance): read once, for the reply and, with logw (the caller
 -- cannot tell whether a subscriber wants its events), for what to log.
-local demand = {}
+-- The types wanted now: a table only when some are (nil for none).
+local demand = nil
 local wanted = redis.call("HGETALL", DEMAND_KEY)
 for i = 1, #wanted, 2 do
-  if tonumber(wanted[i + 1]) > now then demand[#demand + 1] = wanted[i] end
+  if tonumber(wanted[i + 1]) > now then
+    demand = demand or {}
+    demand[#demand + 1] = wanted[i]
+  end
 end
 if args.logw then
   local asked = {}
-  for _, recordType in ipairs(demand) do asked[recordType] = true end
+  for _, recordType in ipairs(demand or {}) do asked[recordType] = true end
   logProcessed = logProcessed and asked["event.processed"] == true
   logLate = logLate and asked["event.late"] == true
 end
@@ -612,18 +616,20 @@ end
 -- stored reply, a conflict, its key earlier in this batch, the rate limit)
 -- applies nothing and its events are skipped (outcome 3). Nothing here can
 -- fail on what a request sent: keys and bodies arrive as hashes.
--- Absent: one request of every event, none filtered or rejected, without a key or limits.
-local requests = args.reqs or { { n = eventCount } }
--- Events skipped (index → true) and rate-limit buckets charged: tables only for \`reqs\`.
-local results, skip, chargedBuckets = {}, nil, nil
+-- Absent (nil): one request of every event, none filtered or rejected, without a key or limits,
+-- whose result is told by the counts below (no tables for it).
+local requests = args.reqs
+-- Per request its result, events skipped (index → true) and rate-limit buckets charged: tables
+-- only for \`reqs\`.
+local results, skip, chargedBuckets = nil, nil, nil
 local first = 1
 -- Stored replies' and rate-limit buckets' keys, made (as the helpers below) only for \`reqs\`.
 local replyKey, bucketKey
 -- Without \`reqs\` every event's one request is admitted: nothing to ask, no helpers to make.
-if args.reqs then
+if requests then
   function replyKey(keyHash) return P .. "idem:" .. keyHash end
   function bucketKey(name) return P .. "rl:" .. name end
-  skip, chargedBuckets = {}, {}
+  results, skip, chargedBuckets = {}, {}, {}
   local keysInBatch = {}
   -- Rate-limit buckets, each read once and written once, after every check (see refuseKey):
   -- { t = tokens, u = updated ms } as stored, then as charged by the requests admitted so far.
@@ -768,7 +774,8 @@ local hllHeld = {}
 local cellPanes, cellFields = {}, {}
 do
   local OTHER = ${luaString(OTHER_GROUP)}
-  local zsetsDue, overflowChecked = {}, {}
+  -- Tables only when a pane is due, new or gains a group (a plain call's panes are none of those).
+  local zsetsDue, overflowChecked = nil, nil
   local argCells = args.cells
   -- With more cells than counters (a batch), per counter (by position) the pane of its last cell.
   local lastPanes = #argCells > counterCount and {} or nil
@@ -789,7 +796,10 @@ do
         pane = paneByKey[key]
         if not pane then
           pane, made = paneRecord(counter, key, paneText, cell[2], countField, sumField), true
-          if pane.refresh then zsetsDue[counter.name] = true end
+          if pane.refresh then
+            zsetsDue = zsetsDue or {}
+            zsetsDue[counter.name] = true
+          end
         end
       end
       if not made then
@@ -817,7 +827,11 @@ do
       local isNew = stored == nil or stored == "0"
       if isNew and pane.before == nil then
         pane.before = redis.call("HLEN", key) / fieldsPerGroup(kind)
-        if pane.before == 0 then zsetsDue[name] = true end
+        if pane.before == 0 then
+          zsetsDue = zsetsDue or {}
+          zsetsDue[name] = true
+        end
+        overflowChecked = overflowChecked or {}
         if not overflowChecked[name] then
           overflowChecked[name] = true
           local field = "overflow:" .. name
@@ -849,9 +863,11 @@ do
       end
     end
   end
-  for name in pairs(zsetsDue) do
-    expectType(livePanesKey(name), "zset")
-    expectType(openKey(name), "zset")
+  if zsetsDue then
+    for name in pairs(zsetsDue) do
+      expectType(livePanesKey(name), "zset")
+      expectType(openKey(name), "zset")
+    end
   end
 end
 
@@ -861,16 +877,16 @@ local applied, duplicates, lates, skipped = 0, 0, 0, 0
 -- earlier TTLs' buckets whose time is not up (asked, never written).
 -- The stats field \`dk\`: the TTL of the last apply, then per earlier TTL whose buckets are
 -- still asked "<ttl>:<until ms>". It changes only with the TTL, and as entries run out.
--- Returns the keys, and the field's new text (nil when it stays).
+-- Takes the field, the TTL's text and its current bucket (a number and as text); returns the
+-- current and older buckets' keys, the earlier TTLs' (nil for none), and the field's new text (nil
+-- when it stays).
 -- Every TTL's buckets are named \`ids:<floor(now / ttl)>\`, without the TTL: two TTLs' buckets
 -- have one name only when their numbers coincide (floor(now / a) = floor(now / b)), which needs
 -- the TTLs nearly equal; then they are one key holding the same ids, asked once, with the PX
 -- of the TTL that wrote it first: harmless.
-local function dedupeBuckets(known)
-  local ttlText = num(dedupeTtl)
-  local bucket = math.floor(now / dedupeTtl)
-  local current, older = idsKey(bucket), idsKey(bucket - 1)
-  if known == ttlText then return current, older, {}, nil end
+local function dedupeBuckets(known, ttlText, bucket, bucketText)
+  local current, older = P .. "ids:" .. bucketText, idsKey(bucket - 1)
+  if known == ttlText then return current, older, nil, nil end
   -- A TTL's buckets are asked until the newer one it may have written ends (and TTL/8 more,
   -- as its key lives, for clocks that disagree).
   local function untilOf(ttl) return (math.floor(now / ttl) + 2) * ttl + math.ceil(ttl / 8) end
@@ -926,9 +942,15 @@ local function dedupeBuckets(known)
   return current, older, keys, text
 end
 local newIds, oldIds
-local retiredIds, dedupeKeysText = {}, nil
+-- The earlier TTLs' bucket keys (nil for none, the common case: no table).
+local retiredIds, dedupeKeysText = nil, nil
+-- \`db\`'s text for this bucket (see markedBucket below), made from the texts dedupeBuckets takes.
+local bucketNoted = nil
 if dedupeTtl > 0 then
-  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[10 + counterCount])
+  local ttlText, bucket = num(dedupeTtl), math.floor(now / dedupeTtl)
+  local bucketText = num(bucket)
+  bucketNoted = ttlText .. ":" .. bucketText
+  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[10 + counterCount], ttlText, bucket, bucketText)
 end
 -- A field no id can be (ids are UTF-8, this byte never is): the bucket's PX is set, once, at its
 -- first id. An id lives at least the TTL: it is asked while now is in its bucket or the next,
@@ -947,7 +969,6 @@ local heldIds, freshIds, distinctIds = {}, {}, args.uq
 -- the mark (one a release before 1d1c4b3 wrote, which set none): so until the stats' \`db\` says
 -- this bucket was found marked, the id is asked first (one HEXISTS a bucket).
 local idWritten = false
-local bucketNoted = newIds and (num(dedupeTtl) .. ":" .. num(math.floor(now / dedupeTtl)))
 local markedBucket = nil
 if newIds then
   -- The ids asked: when no event is skipped and each has one, the ids themselves (no table more).
@@ -964,8 +985,10 @@ if newIds then
   if #asked == 1 and not withSessions then
     local id = asked[1]
     local held = false
-    for _, key in ipairs(retiredIds) do
-      if not held and redis.call("HEXISTS", key, id) == 1 then held = true end
+    if retiredIds then
+      for _, key in ipairs(retiredIds) do
+        if not held and redis.call("HEXISTS", key, id) == 1 then held = true end
+      end
     end
     local noted = stored[11 + counterCount] == bucketNoted
     if held or redis.call("HEXISTS", oldIds, id) == 1 or
@@ -987,10 +1010,12 @@ if newIds then
       for k = 1, to - from + 1 do
         if old[k] or new[k + 1] then heldIds[asked[from + k - 1]] = true end
       end
-      for _, key in ipairs(retiredIds) do
-        local earlier = redis.call("HMGET", key, unpack(asked, from, to))
-        for k = 1, to - from + 1 do
-          if earlier[k] then heldIds[asked[from + k - 1]] = true end
+      if retiredIds then
+        for _, key in ipairs(retiredIds) do
+          local earlier = redis.call("HMGET", key, unpack(asked, from, to))
+          for k = 1, to - from + 1 do
+            if earlier[k] then heldIds[asked[from + k - 1]] = true end
+          end
         end
       end
     end
@@ -1056,26 +1081,30 @@ else
   end
 end
 
--- Admitted requests: their counts, stats, and the reply kept for their key.
-local accepted, filtered, rejected = 0, 0, 0
-first = 1
-for r, request in ipairs(requests) do
-  if not results[r] then
-    local requestDuplicates, requestLate = 0, 0
-    -- Every event applied (the common case): none of its events was a duplicate or late.
-    if applied < eventCount then
-      for i = first, first + request.n - 1 do
-        if outcomes[i] == 1 then requestDuplicates = requestDuplicates + 1 end
-        if outcomes[i] == 2 then requestLate = requestLate + 1 end
+-- Admitted requests: their counts, stats, and the reply kept for their key. Without \`reqs\`, the
+-- one request of every event: all accepted, its duplicates and late events the call's.
+local accepted, filtered, rejected = eventCount, 0, 0
+if requests then
+  accepted = 0
+  first = 1
+  for r, request in ipairs(requests) do
+    if not results[r] then
+      local requestDuplicates, requestLate = 0, 0
+      -- Every event applied (the common case): none of its events was a duplicate or late.
+      if applied < eventCount then
+        for i = first, first + request.n - 1 do
+          if outcomes[i] == 1 then requestDuplicates = requestDuplicates + 1 end
+          if outcomes[i] == 2 then requestLate = requestLate + 1 end
+        end
       end
+      local requestFiltered, requestRejected = request.f or 0, request.x or 0
+      accepted = accepted + request.n + requestFiltered
+      filtered = filtered + requestFiltered
+      rejected = rejected + requestRejected
+      results[r] = { 0, requestDuplicates, requestLate }
     end
-    local requestFiltered, requestRejected = request.f or 0, request.x or 0
-    accepted = accepted + request.n + requestFiltered
-    filtered = filtered + requestFiltered
-    rejected = rejected + requestRejected
-    results[r] = { 0, requestDuplicates, requestLate }
+    first = first + request.n
   end
-  first = first + request.n
 end
 -- The cells to add, each [counterIndex, pane, group, count, sum, min|false, max|false, values]:
 -- pre-aggregated by the process when every event applies, else rebuilt here
@@ -1179,12 +1208,14 @@ end
 if logged then
   for _, record in ipairs(logged) do appendLog(record, statsTtl) end
 end
-for r, request in ipairs(requests) do
-  local result = results[r]
-  if result[1] == 0 and type(request.ik) == "string" then
-    local key = replyKey(request.ik)
-    redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3])
-    redis.call("PEXPIRE", key, request.it)
+if requests then
+  for r, request in ipairs(requests) do
+    local result = results[r]
+    if result[1] == 0 and type(request.ik) == "string" then
+      local key = replyKey(request.ik)
+      redis.call("HSET", key, "b", request.ib, "r", request.ir, "d", result[2], "l", result[3])
+      redis.call("PEXPIRE", key, request.it)
+    end
   end
 end
 if idWritten then
@@ -1378,7 +1409,7 @@ for cellAt = 1, #cells do
 end
 -- Panes new or due: their keys, their score and (for a new pane) the windows they open, then
 -- their counters' live panes and open windows, which so live as long as their newest pane.
-local refreshed = {}
+local refreshed = nil
 for p = 1, #paneOrder do
   local pane = paneOrder[p]
   if pane.refresh then
@@ -1407,6 +1438,7 @@ for p = 1, #paneOrder do
         start = start - hop
       end
     end
+    refreshed = refreshed or {}
     refreshed[name] = counter
   end
 end
@@ -1418,11 +1450,13 @@ for p = 1, #paneOrder do
   local newest = counter.newest
   if newest == nil or startOf(pane) > startOf(newest) then counter.newest = pane end
 end
-for name, counter in pairs(refreshed) do
-  local livePanes, open, life = livePanesKey(name), openKey(name), lifeOf(counter.ttl)
-  if shortOf(livePanes, life) then redis.call("PEXPIRE", livePanes, life) end
-  redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
-  if shortOf(open, life) then redis.call("PEXPIRE", open, life) end
+if refreshed then
+  for name, counter in pairs(refreshed) do
+    local livePanes, open, life = livePanesKey(name), openKey(name), lifeOf(counter.ttl)
+    if shortOf(livePanes, life) then redis.call("PEXPIRE", livePanes, life) end
+    redis.call("ZREMRANGEBYSCORE", livePanes, "-inf", num(now))
+    if shortOf(open, life) then redis.call("PEXPIRE", open, life) end
+  end
 end
 
 local changed, deltas = {}, { accepted, applied, duplicates, lates, filtered, rejected }
@@ -1465,23 +1499,30 @@ local outcomeText
 if applied == eventCount then outcomeText = string.rep("0", eventCount) else outcomeText = table.concat(outcomes) end
 -- The reply's JSON written here, not by cjson.encode, which makes a buffer and formats each number
 -- as a float; an applied request's result, the common one, without it too.
-local resultsJson = {}
-for r = 1, #results do
-  local result = results[r]
-  if result[1] ~= 0 then
-    resultsJson[r] = cjson.encode(result)
-  elseif result[2] == 0 and result[3] == 0 then
-    resultsJson[r] = "[0,0,0]"
-  else
-    resultsJson[r] = "[0," .. num(result[2]) .. "," .. num(result[3]) .. "]"
+local resultsText = "[0,0,0]"
+if requests then
+  local resultsJson = {}
+  for r = 1, #results do
+    local result = results[r]
+    if result[1] ~= 0 then
+      resultsJson[r] = cjson.encode(result)
+    elseif result[2] == 0 and result[3] == 0 then
+      resultsJson[r] = "[0,0,0]"
+    else
+      resultsJson[r] = "[0," .. num(result[2]) .. "," .. num(result[3]) .. "]"
+    end
   end
+  resultsText = table.concat(resultsJson, ",")
+elseif duplicates + lates > 0 then
+  -- The one request of every event (no \`reqs\`).
+  resultsText = "[0," .. num(duplicates) .. "," .. num(lates) .. "]"
 end
 local demandJson = "[]"
-if #demand > 0 then demandJson = cjson.encode(demand) end
+if demand then demandJson = cjson.encode(demand) end
 local versionText = "0"
 if definitionVersion ~= 0 then versionText = num(definitionVersion) end
 local reply = '{"o":"' .. outcomeText .. '","wm":"' .. wmText .. '","d":' .. demandJson ..
-  ',"r":[' .. table.concat(resultsJson, ",") .. '],"v":' .. versionText .. "}"
+  ',"r":[' .. resultsText .. '],"v":' .. versionText .. "}"
 return keepReply(callKey, reply)
 `;
 
