@@ -155,10 +155,14 @@ local function isFloatText(text)
 end
 -- A stats field holding a time (the watermark \`wm\`, \`cl\`): absent, or a finite number as num()
 -- writes it; anything else is refused (see refuseKey) rather than taken as none and written over.
+-- Returns the time (nil when absent), so the text is turned into a number once.
 local function expectStatsTime(field, text)
-  if text and not isFloatText(text) then
+  if not text then return nil end
+  local x = tonumber(text)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge or string.find(text, "%s") then
     refuseKey(STATS_KEY .. " field " .. field, "'" .. text .. "'", "a time in ms")
   end
+  return x
 end
 -- A hash whose fields named hold what HINCRBY adds to, or (a sum's, named s…) HINCRBYFLOAT. Returns
 -- field → value (text) of those it holds.
@@ -564,7 +568,6 @@ end
 -- The stats are read once here and written with one HSET at the end. With them, per counter,
 -- \`k:<counter>\`: "<pane> <expiresAt>" of the newest pane whose expiry an apply set or read, so
 -- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
-local STAT_FIELDS = { "accepted", "applied", "duplicates", "late", "filtered", "rejected" }
 -- \`cl\`: the latest end (a session's: end + gap) a close claimed; an event before it is late
 -- whatever the lateness is now, so a raised lateness re-opens no window or session that closed.
 local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected", "cl" }
@@ -593,11 +596,10 @@ for i = 3, #statsAsked do
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
 end
-expectStatsTime("wm", stored[1])
-expectStatsTime("cl", stored[9])
-local wm = raiseToClock(tonumber(stored[1]), now, idle)
+local storedWm = expectStatsTime("wm", stored[1])
+local closedThrough = expectStatsTime("cl", stored[9])
+local wm = raiseToClock(storedWm, now, idle)
 local statsExpireAt = tonumber(stored[2])
-local closedThrough = tonumber(stored[9])
 for i = 1, counterCount do
   local counter, known = counters[i], stored[9 + i]
   if known then
@@ -871,7 +873,8 @@ do
   end
 end
 
-local outcomes = {}
+-- Per event its outcome when not 0 (see below): a table only when some event has one.
+local outcomes = nil
 local applied, duplicates, lates, skipped = 0, 0, 0, 0
 -- The dedupe buckets: the current TTL's newer one (written) and older one, and the keys of
 -- earlier TTLs' buckets whose time is not up (asked, never written).
@@ -959,8 +962,9 @@ end
 local IDS_MARK = "\\255"
 local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
--- freshIds: the new ids as HSET's field, value pairs.
-local heldIds, freshIds, distinctIds = {}, {}, args.uq
+-- freshIds: the new ids as HSET's field, value pairs. Both tables only when some id is held or
+-- new to write with the batch's HSET (a single event's id is written on its own, below).
+local heldIds, freshIds, distinctIds = nil, nil, args.uq
 -- One id (a single-event request): asked in the older bucket, then written to the newer one at
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
 -- new (2: the mark too). The id of an event that turns out late is kept as well, as below. Not
@@ -993,15 +997,16 @@ if newIds then
     local noted = stored[11 + counterCount] == bucketNoted
     if held or redis.call("HEXISTS", oldIds, id) == 1 or
       (not noted and redis.call("HEXISTS", newIds, id) == 1) then
-      heldIds[id] = true
+      heldIds = { [id] = true }
     else
       local added = redis.call("HSET", newIds, id, "1", IDS_MARK, "1")
-      if added == 0 then heldIds[id] = true else idWritten = true end
+      if added == 0 then heldIds = { [id] = true } else idWritten = true end
       idsMarked = added < 2
       -- The bucket holds the mark now: later one-id writes can trust HSET's answer.
       if not noted then markedBucket = bucketNoted end
     end
   else
+    heldIds = {}
     for from = 1, #asked, 500 do
       local to = math.min(from + 499, #asked)
       local old = redis.call("HMGET", oldIds, unpack(asked, from, to))
@@ -1031,19 +1036,25 @@ local freshCount = 0
 for i = 1, eventCount do
   local id = ids[i]
   if skip and skip[i] then
+    outcomes = outcomes or {}
     outcomes[i] = 3
     skipped = skipped + 1
   elseif newIds and id then
     -- Held in either bucket, or earlier in this batch: a duplicate, which does not extend the
     -- id's life (it is added to the newer bucket only when new).
-    if heldIds[id] then
+    if heldIds and heldIds[id] then
+      outcomes = outcomes or {}
       outcomes[i] = 1
       duplicates = duplicates + 1
     else
       -- Remembered for a later event of this batch, unless the process found no id twice in it.
       -- (A single id written above is not written again.)
-      if not distinctIds then heldIds[id] = true end
+      if not distinctIds then
+        heldIds = heldIds or {}
+        heldIds[id] = true
+      end
       if not idWritten then
+        freshIds = freshIds or {}
         freshIds[freshCount + 1], freshIds[freshCount + 2] = id, "1"
         freshCount = freshCount + 2
       end
@@ -1060,6 +1071,8 @@ elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - l
   applied, wm = eventCount, latest
 else
   local times = cjson.decode(ARGV[3])
+  -- Every outcome is kept from here (the replies and the rebuilt cells below read them).
+  outcomes = outcomes or {}
   for i = 1, eventCount do
     local t, outcome = times[i], outcomes[i] or 0
     if outcome == 0 and ((wm ~= nil and t < wm - lateness) or (closedThrough ~= nil and t < closedThrough)) then
@@ -1263,11 +1276,13 @@ local function writeTogether(pane, list)
     local stored = read[field]
     if not stored then newGroups = newGroups + 1 end
     values[#values + 1] = field
-    values[#values + 1] = num((tonumber(stored) or 0) + cell[4])
+    -- Text checked a number (expectNumbers) or a number: arithmetic takes either, once (tonumber
+    -- reads a text twice).
+    values[#values + 1] = num((stored or 0) + cell[4])
     if withSum then
       field = "s:" .. group
       values[#values + 1] = field
-      values[#values + 1] = num((tonumber(read[field]) or 0) + cell[5])
+      values[#values + 1] = num((read[field] or 0) + cell[5])
     end
   end
   if newGroups > 0 then
@@ -1463,8 +1478,9 @@ local changed, deltas = {}, { accepted, applied, duplicates, lates, filtered, re
 for i = 1, 6 do
   local delta = deltas[i]
   if delta > 0 then
-    changed[#changed + 1] = STAT_FIELDS[i]
-    changed[#changed + 1] = num((tonumber(stored[i + 2]) or 0) + delta)
+    changed[#changed + 1] = statsAsked[i + 2]
+    -- Integer text (checked above) or absent: arithmetic reads it once, as tonumber would twice.
+    changed[#changed + 1] = num((stored[i + 2] or 0) + delta)
   end
 end
 -- The watermark as text, for the stats and the reply.
