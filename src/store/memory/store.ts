@@ -138,8 +138,10 @@ interface StreamState {
   dispatched: string | null;
   /** Entries the hard bound trimmed undispatched, not yet returned by `markDispatched`. */
   logLost: number;
-  lastLogMs: number;
-  lastLogSeq: number;
+  /** The log-id clock of the stream's name, shared by its incarnations (see {@linkcode LogClock}). */
+  logClock: LogClock;
+  /** Id of the newest entry the log ever had; `0-0` while it had none. */
+  lastLogId: string;
   /** Id of the newest entry trimmed from `log`; `0-0` while none was. */
   logTrimmedThrough: string;
   /**
@@ -153,6 +155,20 @@ interface StreamState {
   replies: Map<string, StoredReply>;
   /** Rate-limit token buckets by key. */
   buckets: Map<string, { tokens: number; updatedMs: number; fullAt: number }>;
+}
+
+/**
+ * The newest log id given out under a stream's name, shared by its incarnations (generations), as
+ * a Redis log continues after the log of the name's previous incarnation: a stream deleted and
+ * created again within that id's millisecond, or after the clock stepped back, gets ids after the
+ * old log's, not the same ones again. Ids are what webhook message ids and the dispatch cursor are
+ * made of: met again, the new incarnation's results would be taken for ones delivered already.
+ */
+interface LogClock {
+  ms: number;
+  seq: number;
+  /** Incarnations the store holds that use it: with none, it goes once the clock passed it. */
+  users: number;
 }
 
 /** A reply kept for an idempotency key. */
@@ -226,6 +242,10 @@ export class MemoryStore implements Store {
   readonly kind = "memory";
   readonly logBounds: ResultLogBounds;
   #streams = new Map<string, StreamState>();
+  /** Per stream name: its {@linkcode LogClock}. */
+  #logClocks = new Map<string, LogClock>();
+  /** Names whose log-id clock no incarnation held uses (the sweep drops it once passed). */
+  #unusedClocks = new Set<string>();
   #now: () => number;
   #sweepEveryMs: number;
   #closeCells: number;
@@ -251,6 +271,18 @@ export class MemoryStore implements Store {
     }
     this.#maxDedupeIds = maxDedupeIds;
     this.#definitions = options.definitions;
+  }
+
+  /** The log-id clock of the name of `key` (a {@linkcode generationKey}), counting one more user. */
+  #logClock(key: string): LogClock {
+    const name = splitGenerationKey(key).stream;
+    let clock = this.#logClocks.get(name);
+    if (!clock) {
+      clock = { ms: 0, seq: 0, users: 0 };
+      this.#logClocks.set(name, clock);
+    }
+    clock.users += 1;
+    return clock;
   }
 
   /** Most dedupe ids a stream holds ({@linkcode MemoryStoreOptions.maxDedupeIds}, default filled in). */
@@ -281,8 +313,8 @@ export class MemoryStore implements Store {
         log: [],
         dispatched: null,
         logLost: 0,
-        lastLogMs: 0,
-        lastLogSeq: 0,
+        logClock: this.#logClock(name),
+        lastLogId: "0-0",
         logTrimmedThrough: "0-0",
         fired: new Map(),
         demand: new Map(),
@@ -776,17 +808,15 @@ export class MemoryStore implements Store {
 
   /** Appends to the log; `trim` false leaves the cap to a {@linkcode #trimLog} after a run of them. */
   #append(stream: StreamState, nowMs: number, record: LogRecord, trim = true): void {
-    if (nowMs > stream.lastLogMs) {
-      stream.lastLogMs = nowMs;
-      stream.lastLogSeq = 0;
+    const clock = stream.logClock;
+    if (nowMs > clock.ms) {
+      clock.ms = nowMs;
+      clock.seq = 0;
     } else {
-      stream.lastLogSeq += 1;
+      clock.seq += 1;
     }
-    stream.log.push({
-      id: `${stream.lastLogMs}-${stream.lastLogSeq}`,
-      timeMs: stream.lastLogMs,
-      record,
-    });
+    stream.lastLogId = `${clock.ms}-${clock.seq}`;
+    stream.log.push({ id: stream.lastLogId, timeMs: clock.ms, record });
     if (trim) this.#trimLog(stream);
   }
 
@@ -873,6 +903,11 @@ export class MemoryStore implements Store {
     return Promise.resolve();
   }
 
+  /** Stream names whose log-id clock the store keeps (see {@linkcode LogClock}); for diagnostics and tests. */
+  get logClocks(): number {
+    return this.#logClocks.size;
+  }
+
   /** Dedupe ids `stream` holds now (both TTL buckets); for diagnostics and tests. */
   heldIds(stream: string): number {
     return this.#streams.get(stream)?.ids.size ?? 0;
@@ -885,7 +920,7 @@ export class MemoryStore implements Store {
   logPosition(stream: string): Promise<LogPosition> {
     const state = this.#streams.get(stream);
     return Promise.resolve({
-      lastId: state ? `${state.lastLogMs}-${state.lastLogSeq}` : "0-0",
+      lastId: state?.lastLogId ?? "0-0",
       trimmedThrough: state?.logTrimmedThrough ?? "0-0",
     });
   }
@@ -905,6 +940,7 @@ export class MemoryStore implements Store {
       // it is refused): its ids, panes, log and stats go, else every create–delete keeps ~10 KB.
       if (this.#outlived(name)) {
         this.#streams.delete(name);
+        if (--stream.logClock.users === 0) this.#unusedClocks.add(splitGenerationKey(name).stream);
         continue;
       }
       // Ids past their TTL go even from a stream that gets no more batches (one deleted, say).
@@ -928,6 +964,17 @@ export class MemoryStore implements Store {
         for (const [start, pane] of panes) {
           if (pane.expiresAt <= now) panes.delete(start);
         }
+      }
+    }
+    // A log-id clock no incarnation uses is needed only while the clock has not passed it: a
+    // log started later starts after it anyway.
+    for (const name of this.#unusedClocks) {
+      const clock = this.#logClocks.get(name);
+      if (clock === undefined || clock.users > 0) {
+        this.#unusedClocks.delete(name);
+      } else if (clock.ms < now) {
+        this.#logClocks.delete(name);
+        this.#unusedClocks.delete(name);
       }
     }
   }
@@ -1014,6 +1061,8 @@ export class MemoryStore implements Store {
 
   close(): Promise<void> {
     this.#streams.clear();
+    this.#logClocks.clear();
+    this.#unusedClocks.clear();
     return Promise.resolve();
   }
 }

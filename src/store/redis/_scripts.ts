@@ -62,6 +62,13 @@ export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } a
  */
 export const DEDUPE_EARLIER_TTLS = 8;
 
+/**
+ * Most earlier incarnations (generations) of a stream whose logs a new incarnation's log looks for
+ * the newest id of, to start after it (see `logFloor` in {@linkcode LOG_LUA}): one, unless those
+ * before it never logged a result.
+ */
+export const EARLIER_LOG_GENERATIONS = 100;
+
 /** Entries of a result log a {@linkcode MARK_SCRIPT} trims at most (all read into the script). */
 export const LOG_TRIM_STEP = 20_000;
 
@@ -242,14 +249,47 @@ function dispatchedThrough()
 end
 -- The log's length while a hold keeps it whole: read once a call (XLEN), then counted here.
 local logLength = nil
+-- Where a log that does not exist yet starts (looked for by expectLog; nil: not looked for, false:
+-- anywhere): after the newest id of the log of the stream's latest earlier incarnation that has
+-- one, so that an incarnation created again within that id's millisecond, or after the server's
+-- clock stepped back, gives none of the old log's ids out again. Webhook message ids and the
+-- dispatch cursor are made of log ids: met again, its results would be taken for those sent.
+local logFloor = nil
+local function earlierLogId()
+  local base, generation = string.match(P, "^(.*}:)g(%d+):$")
+  if not base then return false end
+  generation = tonumber(generation)
+  for g = generation - 1, math.max(0, generation - ${EARLIER_LOG_GENERATIONS}), -1 do
+    local key = base .. (g == 0 and "" or "g" .. num(g) .. ":") .. ${luaString(STREAM_KEYS.log)}
+    local newest = redis.pcall("XREVRANGE", key, "+", "-", "COUNT", 1)
+    -- (A key of another type is no log: passed over. A log is never trimmed empty.)
+    if not newest.err and newest[1] then return newest[1][1] end
+  end
+  return false
+end
+-- The id of a log's first entry after logFloor: as XADD * would give it (the server's clock), or
+-- the id after logFloor when the clock is not past it.
+local function firstLogId()
+  local ms, seq = string.match(logFloor, "^(%d+)-(%d+)$")
+  local time = redis.call("TIME")
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  if now > tonumber(ms) then return num(now) .. "-0" end
+  if #seq > 15 then return num(tonumber(ms) + 1) .. "-0" end
+  return ms .. "-" .. num(tonumber(seq) + 1)
+end
 -- Appends a record: without a hold the log keeps about its newest LOG_RETAIN entries; with one,
 -- at most LOG_MAX, counting in the hold's "lost" each entry past it trimmed undispatched.
 function appendLog(recordJson, ttl)
   local mark = dispatchedThrough()
+  local id = "*"
+  if logFloor then
+    id = firstLogId()
+    logFloor = false
+  end
   if not mark then
-    redis.call("XADD", LOG_KEY, "MAXLEN", "~", LOG_RETAIN, "*", "r", recordJson)
+    redis.call("XADD", LOG_KEY, "MAXLEN", "~", LOG_RETAIN, id, "r", recordJson)
   else
-    redis.call("XADD", LOG_KEY, "*", "r", recordJson)
+    redis.call("XADD", LOG_KEY, id, "r", recordJson)
     if logLength == nil then logLength = redis.call("XLEN", LOG_KEY) else logLength = logLength + 1 end
     if logLength > LOG_MAX then
       logLength = LOG_MAX
@@ -268,6 +308,9 @@ function expectLog()
   if last.err then refuseKey(LOG_KEY, "a " .. redis.call("TYPE", LOG_KEY).ok, "a stream") end
   if last[1] and last[1][1] == "18446744073709551615-18446744073709551615" then
     refuseKey(LOG_KEY, "a stream whose entry ids are used up", "a stream")
+  end
+  if logFloor == nil then
+    logFloor = not last[1] and redis.call("EXISTS", LOG_KEY) == 0 and earlierLogId()
   end
   if logHold ~= nil then return end
   local hold = redis.pcall("HMGET", HOLD_KEY, "m", "lost")

@@ -6,7 +6,17 @@
  */
 import assert from "node:assert/strict";
 import { compileConfig, StreamRegistry } from "../../../src/config/mod.ts";
-import { MemoryDefinitionStore, MemoryDeliveryStore, MemoryStore } from "../../../src/store/mod.ts";
+import { Redis } from "@upstash/redis";
+import {
+  generationKey,
+  MemoryDefinitionStore,
+  MemoryDeliveryStore,
+  MemoryStore,
+  RedisDefinitionStore,
+  RedisDeliveryStore,
+  RedisStore,
+} from "../../../src/store/mod.ts";
+import { redisTest, withDirect } from "../../_redis.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, CONFIG, ingest, register, setup, sweep, T0 } from "./_setup.ts";
 
@@ -389,3 +399,142 @@ Deno.test("Results of a counter logged before a PUT removed it still reach the w
     await receiver.close();
   }
 });
+
+for (
+  const [step, swept] of [[0, false], [0, true], [-5_000, false]] as const
+) {
+  Deno.test(
+    `An API stream created again ${
+      step === 0 ? "in the millisecond its old log ended" : "after the clock stepped back"
+    }${
+      swept ? ", with a sweep in between," : ""
+    } has its results delivered under webhook-ids the old one never used`,
+    async () => {
+      const clock = { now: T0 + 600_000 };
+      const now = () => clock.now;
+      const streams = new StreamRegistry(compileConfig({ streams: {} }), { now });
+      const { app, webhooks } = await setup({
+        clock,
+        streams,
+        store: streams.wrap(new MemoryStore({ now })),
+      });
+      const receiver = await Receiver.start(now);
+      const results = (from: number) =>
+        receiver.received.slice(from).map((
+          { payload },
+        ) => [
+          payload.type,
+          payload.data.counter,
+          payload.data.group?.country ?? null,
+          payload.data.value,
+        ]).sort();
+      try {
+        const { secret } = await register(app, { url: receiver.url() });
+        receiver.secrets = [secret];
+        for (const country of ["DE", "FR"]) {
+          const from = receiver.received.length;
+          const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+          assert.equal(created.status, 201, created.text);
+          await ingest(
+            app,
+            [1, 2, 3].map((n) => ({ id: `${country}${n}`, ts: at(n), country, amount: n })),
+          );
+          await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+          await sweep(app, webhooks);
+          assert.deepEqual(results(from), [
+            ["alert.fired", "per_minute", country, 3],
+            ["window.closed", "amount", null, 6],
+            ["window.closed", "per_minute", country, 3],
+          ]);
+          assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
+          // A sweep sees the stream gone: it forgets its dispatch state (memory delivery store).
+          if (swept) await sweep(app, webhooks);
+          clock.now += step;
+        }
+        const ids = receiver.received.map((item) => item.id);
+        assert.equal(new Set(ids).size, ids.length, `a webhook-id was used twice: ${ids}`);
+      } finally {
+        await webhooks.close();
+        await receiver.close();
+      }
+    },
+  );
+}
+
+redisTest(
+  "On Redis, an API stream created again after the server's clock stepped back has its results delivered under webhook-ids the old one never used",
+  async (fixture) => {
+    const clock = { now: T0 + 600_000 };
+    const now = () => clock.now;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const data = new RedisStore(redis, { now, definitionsHere: true });
+    const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+      now,
+      definitions: new RedisDefinitionStore(redis),
+      data,
+    });
+    const { app, webhooks } = await setup({
+      clock,
+      streams,
+      store: streams.wrap(data),
+      deliveries: new RedisDeliveryStore(redis, { now }),
+    });
+    const receiver = await Receiver.start(now);
+    const results = (from: number) =>
+      receiver.received.slice(from).map((
+        { payload },
+      ) => [
+        payload.type,
+        payload.data.counter,
+        payload.data.group?.country ?? null,
+        payload.data.value,
+      ]).sort();
+    try {
+      const { secret } = await register(app, {
+        url: receiver.url(),
+        eventTypes: ["window.closed", "alert.fired"],
+      });
+      receiver.secrets = [secret];
+      for (const country of ["DE", "FR"]) {
+        const from = receiver.received.length;
+        const created = await call(app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+        assert.equal(created.status, 201, created.text);
+        if (country === "DE") {
+          // The server's clock was an hour ahead when the first incarnation's log began (and stepped
+          // back since): its ids, from XADD *, are an hour ahead of the second's.
+          const log = data.keyPrefix(generationKey("orders", streams.generationOf("orders"))) +
+            "log";
+          await withDirect(fixture.redisUrl, (send) =>
+            send(
+              "XADD",
+              log,
+              `${Date.now() + 3_600_000}-0`,
+              "r",
+              JSON.stringify({ type: "event.processed", timeMs: T0, event: {} }),
+            ));
+        }
+        await ingest(
+          app,
+          [1, 2, 3].map((n) => ({ id: `${country}${n}`, ts: at(n), country, amount: n })),
+        );
+        await ingest(app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+        await sweep(app, webhooks);
+        assert.deepEqual(results(from), [
+          ["alert.fired", "per_minute", country, 3],
+          ["window.closed", "amount", null, 6],
+          ["window.closed", "per_minute", country, 3],
+        ]);
+        assert.equal((await call(app, "DELETE", "/v1/streams/orders")).status, 204);
+      }
+      const ids = receiver.received.map((item) => item.id);
+      assert.equal(new Set(ids).size, ids.length, `a webhook-id was used twice: ${ids}`);
+    } finally {
+      await webhooks.close();
+      await receiver.close();
+    }
+  },
+);

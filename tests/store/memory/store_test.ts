@@ -207,9 +207,11 @@ Deno.test("MemoryStore keeps streams apart and forgets everything on close", asy
   await store.applyBatch(batch(T0, [countEvent(), countEvent()], { stream: "other" }));
   assert.deepEqual(await counts(store), { "[]": 1 });
   assert.equal((await store.stats("other", [])).applied, 2);
+  assert.equal(store.logClocks, 2);
   await store.close();
   assert.deepEqual(await counts(store), {});
   assert.equal((await store.stats("s", [])).watermark, null);
+  assert.equal(store.logClocks, 0);
 });
 
 /** A batch of id-only events for a stream that dedupes for a minute. */
@@ -426,4 +428,42 @@ Deno.test("MemoryStore: the data of a deleted or re-created API stream's old inc
     assert.equal(store.heldIds(`churn#${round}`), 0, `deleted incarnation ${round} holds nothing`);
   }
   assert.equal(store.heldIds("other#1"), 9, "a live stream keeps its ids");
+});
+
+Deno.test("MemoryStore: an API stream created again after its old incarnation's data went continues its log after the old log's last id, kept only until the clock passed it", async () => {
+  const clock = { now: T0 };
+  const now = () => clock.now;
+  const definitions = new MemoryDefinitionStore();
+  const store = new MemoryStore({ now, definitions, sweepEveryMs: 0 });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now });
+  const send = async (method: string, path: string, body?: unknown) => {
+    const response = await app.request(path, {
+      method,
+      headers: { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    await response.body?.cancel();
+    return response.status;
+  };
+  const definition = { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } };
+  const processed = { type: "event.processed" as const, timeMs: T0, event: {} };
+  assert.equal(await send("PUT", "/v1/streams/other", definition), 201);
+  assert.equal(await send("PUT", "/v1/streams/churn", definition), 201);
+  await store.appendLog("churn#1", [processed, processed]);
+  assert.equal(await store.lastLogId("churn#1"), `${T0}-1`);
+  assert.equal(await send("DELETE", "/v1/streams/churn"), 204);
+  // Any batch runs the store's sweep: the old incarnation's log goes, its last id is kept.
+  assert.equal(await send("POST", "/v1/streams/other/events", [{}]), 202);
+  assert.equal(await store.lastLogId("churn#1"), null);
+  assert.equal(await send("PUT", "/v1/streams/churn", definition), 201);
+  await store.appendLog("churn#2", [processed]);
+  assert.equal(await store.lastLogId("churn#2"), `${T0}-2`);
+  assert.equal(store.logClocks, 2);
+  // Deleted again, once the clock passed its last id: nothing of it is kept.
+  assert.equal(await send("DELETE", "/v1/streams/churn"), 204);
+  clock.now += 1;
+  assert.equal(await send("POST", "/v1/streams/other/events", [{}]), 202);
+  assert.equal(await store.lastLogId("churn#2"), null);
+  assert.equal(store.logClocks, 1);
 });
