@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 
 /** Options for {@linkcode evalAtRoot}. */
 export interface EvalOptions {
@@ -25,7 +26,7 @@ export interface EvalResult {
 export async function evalAtRoot(code: string, options: EvalOptions = {}): Promise<EvalResult> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["eval", "--cached-only", ...options.flags ?? [], code],
-    cwd: new URL("../", import.meta.url).pathname,
+    cwd: fileURLToPath(new URL("../", import.meta.url)),
     env: { ...Deno.env.toObject(), NO_COLOR: "1", ...options.vars },
     stdin: "null",
     stdout: "piped",

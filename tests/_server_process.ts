@@ -6,8 +6,9 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 
-const ROOT = new URL("../", import.meta.url).pathname;
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
 /**
  * The permission flags of `deno task start`, read from deno.json: tests run

@@ -4,6 +4,7 @@
  * `deno task test` under `CI=true`, with redis-server and a Chromium at hand.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
 
 const root = new URL("../", import.meta.url);
@@ -79,7 +80,14 @@ async function testRun(dir: string, file: string, vars: Record<string, string>) 
   delete env.CI;
   Object.assign(env, vars);
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["test", "--cached-only", "--allow-all", "--config", `${root.pathname}deno.json`, file],
+    args: [
+      "test",
+      "--cached-only",
+      "--allow-all",
+      "--config",
+      `${fileURLToPath(root)}deno.json`,
+      file,
+    ],
     cwd: dir,
     env,
     clearEnv: true,

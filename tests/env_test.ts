@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import FakeTimers from "@sinonjs/fake-timers";
 import { compileConfig, ConfigError } from "../src/config/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
@@ -547,7 +548,7 @@ Deno.test("configFromEnv() with nothing set: port 8000, examples/config.json, op
     assert.equal(config.port, 8000);
     assert.equal(
       config.configPath,
-      new URL("../examples/config.json", import.meta.url).pathname,
+      fileURLToPath(new URL("../examples/config.json", import.meta.url)),
     );
     assert.deepEqual([config.streams.size, config.streams.has("orders")], [1, true]);
     assert.equal(config.store.kind, "memory");
@@ -635,7 +636,7 @@ Deno.test("configFromEnv() with nothing set takes the README's defaults: example
   try {
     assert.equal(
       config.configPath,
-      new URL("../examples/config.json", import.meta.url).pathname,
+      fileURLToPath(new URL("../examples/config.json", import.meta.url)),
       "EDGESTREAM_CONFIG",
     );
     assert.equal(config.port, 8000, "PORT");

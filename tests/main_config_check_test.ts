@@ -4,6 +4,7 @@
  * groupBy exits 1 with one line naming the stream and counter, no stack.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { Redis } from "@upstash/redis";
 import { compileConfig, StreamRegistry } from "../src/config/mod.ts";
 import { registerStreams } from "../src/main.ts";
@@ -12,7 +13,7 @@ import { DownDefinitions } from "./_fixtures.ts";
 import { type RedisFixture, redisTest } from "./_redis.ts";
 import { startServerProcess } from "./_server_process.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../", import.meta.url));
 
 function config(window: string) {
   return {

@@ -6,13 +6,14 @@
  * travel in headers, in `?token=` and in WebSocket subprotocols.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { TEST_CONFIG } from "./_fixtures.ts";
 import { denoClient, SseReader } from "./_live.ts";
 import { redisTest } from "./_redis.ts";
 import { Receiver } from "./fanout/webhooks/_receiver.ts";
 import { START_FLAGS } from "./_server_process.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../", import.meta.url));
 
 function randomKey(prefix: string): string {
   const bytes = crypto.getRandomValues(new Uint8Array(12));

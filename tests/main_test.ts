@@ -3,6 +3,7 @@
  * names the setting, with no stack trace, and exits with status 1.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { configFromEnv } from "../src/env.ts";
 import { buildApp, serve } from "../src/main.ts";
 import {
@@ -12,7 +13,7 @@ import {
   startServerProcess,
 } from "./_server_process.ts";
 
-const root = new URL("../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../", import.meta.url));
 
 /** Runs `src/main.ts` with these variables over the machine's environment until it exits. */
 async function startWith(vars: Record<string, string>): Promise<{ code: number; stderr: string }> {

@@ -6,11 +6,12 @@
  * `localhost` certificate) and needs `--allow-sys` for that.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { Webhook } from "standardwebhooks";
 import { startServerProcess } from "./_server_process.ts";
 
 const ADMIN = "admin-secret-key-5e1d9c3b7a20";
-const TLS = new URL("./fixtures/tls/", import.meta.url).pathname;
+const TLS = fileURLToPath(new URL("./fixtures/tls/", import.meta.url));
 
 Deno.test("main.ts delivers a signed webhook to an https host name over the pinned connection", async () => {
   const arrived = Promise.withResolvers<{ headers: Headers; body: string }>();

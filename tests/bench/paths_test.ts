@@ -1,6 +1,6 @@
 /**
- * The benchmarks find their own files from a checkout whose path has a space: a file URL
- * percent-escapes it (`with%20space`), so a URL's `pathname` names no file there.
+ * The benchmarks (and tests and tools) find their own files from a checkout whose path has a
+ * space: a file URL percent-escapes it (`with%20space`), so a URL's `pathname` names no file there.
  */
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
@@ -59,14 +59,20 @@ Deno.test("bench scripts read their config, write results and start their server
   }
 });
 
-Deno.test("bench scripts take no pathname of a file URL, which keeps a space percent-escaped", async () => {
-  const bench = join(repository, "bench");
+Deno.test("no script, test or tool takes the pathname of a file URL, which keeps a space percent-escaped", async () => {
   const found: string[] = [];
-  for await (const entry of Deno.readDir(bench)) {
-    if (!entry.name.endsWith(".ts")) continue;
-    const text = await Deno.readTextFile(join(bench, entry.name));
-    // `new URL("./x", import.meta.url).pathname`, `new URL(import.meta.url).pathname`.
-    if (/import\.meta\.url\s*\)*\s*\.pathname/.test(text)) found.push(entry.name);
+  async function walk(dir: string): Promise<void> {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory) {
+        if (entry.name !== "results" && entry.name !== "vendor") await walk(path);
+      } else if (entry.name.endsWith(".ts")) {
+        const text = await Deno.readTextFile(path);
+        // A file URL made from import.meta.url, then its pathname (also over a line break).
+        if (/import\.meta\.url\s*\)*\s*\.pathname/.test(text)) found.push(path);
+      }
+    }
   }
+  for (const dir of ["bench", "tests", "src", "tools", "deploy"]) await walk(join(repository, dir));
   assert.deepEqual(found, [], "use fileURLToPath() from node:url instead");
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import {
   compileConfig,
   type CompiledStream,
@@ -476,7 +477,7 @@ Deno.test("compileConfig() compiles transforms that run on the hot path", () => 
 
 Deno.test("loadConfigFile() compiles the shipped example config", async () => {
   const streams = await loadConfigFile(
-    new URL("../../examples/config.json", import.meta.url).pathname,
+    fileURLToPath(new URL("../../examples/config.json", import.meta.url)),
   );
   const stream = streams.get("orders");
   assert.ok(stream);

@@ -5,14 +5,15 @@
  * cron, and refuses the setups that are unsafe in production.
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { configFromEnv } from "../../src/env.ts";
 import { createApp } from "../../src/app.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 import { silentListener } from "../_server_process.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
-const harness = new URL("./_deploy_harness.ts", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const harness = fileURLToPath(new URL("./_deploy_harness.ts", import.meta.url));
 const KEY = "admin-key-0123456789abcdef";
 
 interface Run {

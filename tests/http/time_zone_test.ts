@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 
 Deno.test("offset-less times in events, counter queries and webhook replay are UTC under TZ=America/New_York", async () => {
-  const cases = new URL("./_new_york_cases.ts", import.meta.url).pathname;
+  const cases = fileURLToPath(new URL("./_new_york_cases.ts", import.meta.url));
   // The child keeps this environment (it reads the module cache from it) and
   // only changes the time zone.
   const output = await new Deno.Command(Deno.execPath(), {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 
 /** An attribute value as OTLP JSON carries it. */
 type AnyValue = {
@@ -191,7 +192,7 @@ export function otelEnv(receiver: OtlpReceiver): Record<string, string> {
  * export to `receiver` on; throws with its output when it fails.
  */
 export async function runWithOtel(receiver: OtlpReceiver, path: string): Promise<string> {
-  const root = new URL("../../", import.meta.url).pathname;
+  const root = fileURLToPath(new URL("../../", import.meta.url));
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--cached-only", "--allow-net", "--allow-env", "--allow-read", path],
     cwd: root,

@@ -1,5 +1,6 @@
 /** Log output: JSON lines or text, levels, and secrets that never reach a line. */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import fc from "fast-check";
 import { configFromEnv } from "../../src/env.ts";
@@ -408,7 +409,7 @@ Deno.test("configureLogging() keeps a line whose property is circular", async ()
 
 /** Runs `code` with `deno eval` at the repository root; under a pseudo-terminal when `terminal`. */
 async function evalOutput(code: string, terminal: boolean, color = false): Promise<string> {
-  const root = new URL("../../", import.meta.url).pathname;
+  const root = fileURLToPath(new URL("../../", import.meta.url));
   const deno = [Deno.execPath(), "eval", "--cached-only", code];
   const quoted = deno.map((part) => `'${part.replaceAll("'", `'"'"'`)}'`).join(" ");
   const [command, args] = terminal
@@ -550,7 +551,7 @@ Deno.test("configureLogging() writes a waiting line within a short time while th
   ].join("\n");
   const child = new Deno.Command(Deno.execPath(), {
     args: ["eval", "--cached-only", code],
-    cwd: new URL("../../", import.meta.url).pathname,
+    cwd: fileURLToPath(new URL("../../", import.meta.url)),
     env: { ...Deno.env.toObject(), NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",
@@ -602,7 +603,7 @@ Deno.test({
   // `script` (util-linux) gives the child a terminal, where Deno would prompt for a permission.
   ignore: !HAS_SCRIPT && Deno.env.get("CI") !== "true",
   async fn() {
-    const root = new URL("../../", import.meta.url).pathname;
+    const root = fileURLToPath(new URL("../../", import.meta.url));
     const file = await Deno.makeTempFile({ suffix: ".ts" });
     await Deno.writeTextFile(
       file,
@@ -806,7 +807,7 @@ Deno.test("configureLogging() writes the stdout lines that wait before a warning
   // One pipe for both streams (sh's 2>&1), so the order of the lines is the order of the writes.
   const output = await new Deno.Command("sh", {
     args: ["-c", `"${Deno.execPath()}" eval --cached-only "$CODE" 2>&1`],
-    cwd: new URL("../../", import.meta.url).pathname,
+    cwd: fileURLToPath(new URL("../../", import.meta.url)),
     env: { ...Deno.env.toObject(), NO_COLOR: "1", CODE: code },
     stdin: "null",
     stdout: "piped",

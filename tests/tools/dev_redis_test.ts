@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { redisServerInstalled } from "../_redis.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../../", import.meta.url));
 
 /**
  * The permission flags of `deno task redis`, read from deno.json: the tool runs here with what

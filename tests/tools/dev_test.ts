@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { devArgs } from "../../tools/dev.ts";
 import { checkoutWithSpace, startServerProcess } from "../_server_process.ts";
 
-const root = new URL("../../", import.meta.url).pathname;
+const root = fileURLToPath(new URL("../../", import.meta.url));
 
 Deno.test("devArgs() watches the config file besides the module graph", () => {
   const args = devArgs("/tmp/streams.json");

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 import { Buffer } from "node:buffer";
 import { Redis } from "@upstash/redis";
 import { createClient } from "redis";
@@ -810,7 +811,7 @@ async function runWithoutRedisServer(
   };
   delete env.CI;
   if (options.ci) env.CI = "true";
-  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const config = fileURLToPath(new URL("../../deno.json", import.meta.url));
   try {
     const output = await new Deno.Command(Deno.execPath(), {
       args: ["test", "--config", config, "--frozen", "--cached-only", "--allow-all", file],
@@ -884,7 +885,7 @@ Deno.test({
           "--allow-write",
           "tools/dev_redis.ts",
         ],
-        cwd: new URL("../../", import.meta.url).pathname,
+        cwd: fileURLToPath(new URL("../../", import.meta.url)),
         env: { PORT: String(taken.addr.port), NO_COLOR: "1" },
         stdin: "null",
         stdout: "piped",
@@ -923,7 +924,7 @@ Deno.test({
           "--allow-write",
           "tools/dev_redis.ts",
         ],
-        cwd: new URL("../../", import.meta.url).pathname,
+        cwd: fileURLToPath(new URL("../../", import.meta.url)),
         env: { PORT: port, NO_COLOR: "1" },
         stdin: "null",
         stdout: "piped",
@@ -958,7 +959,7 @@ async function startDevRedis(port: number): Promise<{
       "--allow-write",
       "tools/dev_redis.ts",
     ],
-    cwd: new URL("../../", import.meta.url).pathname,
+    cwd: fileURLToPath(new URL("../../", import.meta.url)),
     env: { PORT: String(port), NO_COLOR: "1" },
     stdin: "null",
     stdout: "piped",

@@ -5,11 +5,12 @@
  * `globalThis`).
  */
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
 
 Deno.test("the dashboard's modules use no undefined name", async () => {
   const dir = new URL("../../../static/dashboard/", import.meta.url);
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["lint", "--rules-include=no-undef", dir.pathname],
+    args: ["lint", "--rules-include=no-undef", fileURLToPath(dir)],
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
