@@ -105,3 +105,44 @@ redisTest(
     await nearClock("far#102");
   },
 );
+
+redisTest(
+  "RedisStore: a batch that logs nothing into a stream without a log reads no earlier incarnation's log, and the first it logs still continues after one",
+  async (fixture) => {
+    const store = new RedisStore(
+      new Redis({ url: fixture.restUrl, token: fixture.restToken, enableTelemetry: false }),
+    );
+    // Generation 2's log has an entry an hour ahead of the server's clock (it stepped back since).
+    const ahead = `${Date.now() + 3_600_000}-0`;
+    await withDirect(
+      fixture.redisUrl,
+      (send) => send("XADD", store.keyPrefix("q#2") + "log", ahead, "r", JSON.stringify(record(1))),
+    );
+    const apply = (ids: string[], log: { processed?: boolean; late?: boolean }) =>
+      store.applyBatch({
+        stream: "q#3",
+        nowMs: T0,
+        latenessMs: 1e12,
+        dedupeTtlMs: 0,
+        counters: [],
+        filtered: 0,
+        events: ids.map((id) => ({ id, timeMs: T0, payload: '{"n":1}' })),
+        log,
+      });
+    // Only late events are logged and none is late: nothing is logged, no log is made.
+    await apply(["a"], { late: true });
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    await apply(["b"], { late: true });
+    const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+    const calls = (command: string) =>
+      Number(info.match(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, "m"))?.[1] ?? 0);
+    assert.equal(await store.lastLogId("q#3"), null);
+    assert.equal(calls("xrevrange"), 1, "its own log only");
+    assert.equal(calls("exists"), 0);
+    assert.equal(calls("time"), 0);
+    // The first entry it logs comes after generation 2's.
+    await apply(["c"], { processed: true });
+    const last = (await store.lastLogId("q#3"))!;
+    assert.ok(after(last, ahead), `${last} after ${ahead}`);
+  },
+);

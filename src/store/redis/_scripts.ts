@@ -249,11 +249,13 @@ function dispatchedThrough()
 end
 -- The log's length while a hold keeps it whole: read once a call (XLEN), then counted here.
 local logLength = nil
--- Where a log that does not exist yet starts (looked for by expectLog; nil: not looked for, false:
--- anywhere): after the newest id of the log of the stream's latest earlier incarnation that has
--- one, so that an incarnation created again within that id's millisecond, or after the server's
--- clock stepped back, gives none of the old log's ids out again. Webhook message ids and the
+-- Where a log that does not exist yet starts (nil: not looked for, false: anywhere): after the
+-- newest id of the log of the stream's latest earlier incarnation that has one, so that an
+-- incarnation created again within that id's millisecond, or after the server's clock stepped
+-- back, gives none of the old log's ids out again. Webhook message ids and the
 -- dispatch cursor are made of log ids: met again, its results would be taken for those sent.
+-- expectLog sets false for a log with entries; appendLog looks for the rest at the first entry,
+-- so a call that logs nothing (a batch with no late event to log) reads no earlier log.
 local logFloor = nil
 local function earlierLogId()
   local base, generation = string.match(P, "^(.*}:)g(%d+):$")
@@ -282,6 +284,7 @@ end
 function appendLog(recordJson, ttl)
   local mark = dispatchedThrough()
   local id = "*"
+  if logFloor == nil then logFloor = redis.call("EXISTS", LOG_KEY) == 0 and earlierLogId() end
   if logFloor then
     id = firstLogId()
     logFloor = false
@@ -309,9 +312,7 @@ function expectLog()
   if last[1] and last[1][1] == "18446744073709551615-18446744073709551615" then
     refuseKey(LOG_KEY, "a stream whose entry ids are used up", "a stream")
   end
-  if logFloor == nil then
-    logFloor = not last[1] and redis.call("EXISTS", LOG_KEY) == 0 and earlierLogId()
-  end
+  if last[1] then logFloor = false end
   if logHold ~= nil then return end
   local hold = redis.pcall("HMGET", HOLD_KEY, "m", "lost")
   if hold.err then refuseKey(HOLD_KEY, "a " .. redis.call("TYPE", HOLD_KEY).ok, "a hash") end
