@@ -194,8 +194,14 @@ export class Sender {
   #slowUntil = new Map<string, number>();
   #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
   #onError: (error: unknown) => void;
-  /** Each send (or claim given back) in flight: its endpoint and start (`performance.now()`). */
-  #inflight = new Map<Promise<void>, { endpointId: string; started: number }>();
+  /** Each send (or claim given back) in flight, with its endpoint. */
+  #inflight = new Map<Promise<void>, { endpointId: string }>();
+  /**
+   * The sends waiting for their receiver (their lookup, their POST): endpoint and start
+   * (`performance.now()`). One whose answer came stays in {@linkcode #inflight} while the store
+   * records it, which says nothing of the endpoint.
+   */
+  #waiting = new Set<{ endpointId: string; started: number }>();
   /** Slots held for claims made elsewhere (see {@linkcode reserve}). */
   #reserved = 0;
   /** Of those, the ones slow endpoints may take. */
@@ -247,59 +253,66 @@ export class Sender {
     const started = performance.now();
     const stopping = this.#stopping.signal;
     let result: PostResult;
+    // Waiting for the receiver (or the lookup), not for the store: only that makes it slow.
+    const waiting = { endpointId: endpoint.id, started };
+    this.#waiting.add(waiting);
     try {
-      // The lookup counts against the attempt's timeout, so a hung resolver
-      // cannot outlive the claim's lease (and let another instance send too).
-      const checked = await withTimeout(
-        this.#policy.check(endpoint.url),
-        this.#timeoutMs,
-        () => new UnsafeUrlError(`'url' host did not resolve within ${this.#timeoutMs} ms`),
-        stopping,
-      );
-      const secrets = endpoint.secrets
-        .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
-        .map((item) => item.secret);
-      const headers = {
-        ...endpoint.headers,
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        ...await signatureHeaders(secrets, delivery.messageId, startMs, delivery.payload),
-      };
-      // Stopped before anything was sent: nothing to log.
-      if (stopping.aborted) return await this.#release(claim);
-      result = await postWebhook(endpoint.url, headers, delivery.payload, {
-        // What the lookup left of the timeout: the whole attempt stays within it, and so well
-        // within the claim's lease (timeout + 15 s), however slow the resolver was.
-        timeoutMs: Math.max(1, Math.ceil(this.#timeoutMs - (performance.now() - started))),
-        nowMs: startMs,
-        // Connect where the check looked (DNS rebinding); allow-listed hosts were not resolved.
-        address: checked.addresses[0],
-        signal: stopping,
-      });
-      // No answer because the process stops: whether the receiver got it is unknown, and the
-      // next claim sends it again with the same webhook-id, as after a lease ends. The attempt
-      // log shows this one, so the operator sees what the receiver may have seen.
-      if (stopping.aborted && result.status === null) {
-        return await this.#release(claim, { startMs, started });
+      try {
+        // The lookup counts against the attempt's timeout, so a hung resolver
+        // cannot outlive the claim's lease (and let another instance send too).
+        const checked = await withTimeout(
+          this.#policy.check(endpoint.url),
+          this.#timeoutMs,
+          () => new UnsafeUrlError(`'url' host did not resolve within ${this.#timeoutMs} ms`),
+          stopping,
+        );
+        const secrets = endpoint.secrets
+          .filter((item) => item.expiresMs === null || item.expiresMs > startMs)
+          .map((item) => item.secret);
+        const headers = {
+          ...endpoint.headers,
+          "content-type": "application/json",
+          "user-agent": USER_AGENT,
+          ...await signatureHeaders(secrets, delivery.messageId, startMs, delivery.payload),
+        };
+        // Stopped before anything was sent: nothing to log.
+        if (stopping.aborted) return await this.#release(claim);
+        result = await postWebhook(endpoint.url, headers, delivery.payload, {
+          // What the lookup left of the timeout: the whole attempt stays within it, and so well
+          // within the claim's lease (timeout + 15 s), however slow the resolver was.
+          timeoutMs: Math.max(1, Math.ceil(this.#timeoutMs - (performance.now() - started))),
+          nowMs: startMs,
+          // Connect where the check looked (DNS rebinding); allow-listed hosts were not resolved.
+          address: checked.addresses[0],
+          signal: stopping,
+        });
+        // No answer because the process stops: whether the receiver got it is unknown, and the
+        // next claim sends it again with the same webhook-id, as after a lease ends. The attempt
+        // log shows this one, so the operator sees what the receiver may have seen.
+        if (stopping.aborted && result.status === null) {
+          return await this.#release(claim, { startMs, started });
+        }
+      } catch (error) {
+        // Thrown before the POST (postWebhook never throws): nothing was sent.
+        if (stopping.aborted) return await this.#release(claim);
+        // Any other failure to send is an attempt that failed too: left unrecorded, the delivery
+        // would be claimed again after every lease, forever, never retried on schedule nor dead.
+        // Not the receiver's doing, so it is logged as well.
+        if (!(error instanceof UnsafeUrlError)) this.#onError(error);
+        result = {
+          status: null,
+          error: error instanceof UnsafeUrlError
+            ? `Refused: ${error.message}`
+            : `Cannot send: ${error instanceof Error ? error.message : String(error)}`,
+          excerpt: "",
+          retryAfterMs: null,
+        };
       }
-    } catch (error) {
-      // Thrown before the POST (postWebhook never throws): nothing was sent.
-      if (stopping.aborted) return await this.#release(claim);
-      // Any other failure to send is an attempt that failed too: left unrecorded, the delivery
-      // would be claimed again after every lease, forever, never retried on schedule nor dead.
-      // Not the receiver's doing, so it is logged as well.
-      if (!(error instanceof UnsafeUrlError)) this.#onError(error);
-      result = {
-        status: null,
-        error: error instanceof UnsafeUrlError
-          ? `Refused: ${error.message}`
-          : `Cannot send: ${error instanceof Error ? error.message : String(error)}`,
-        excerpt: "",
-        retryAfterMs: null,
-      };
+    } finally {
+      this.#waiting.delete(waiting);
     }
     const elapsedMs = performance.now() - started;
-    // Whatever the answer: what counts is how long the slot was held.
+    // Whatever the answer: what counts is how long the lookup and the POST held the slot.
     if (elapsedMs >= this.#slowAfterMs) {
       this.#slowUntil.set(endpoint.id, performance.now() + this.#slowForMs);
     }
@@ -427,7 +440,7 @@ export class Sender {
    */
   #slowEndpoints(): Set<string> {
     const nowMs = performance.now();
-    for (const send of this.#inflight.values()) {
+    for (const send of this.#waiting) {
       if (nowMs - send.started >= this.#slowAfterMs) {
         this.#slowUntil.set(send.endpointId, nowMs + this.#slowForMs);
       }
@@ -497,7 +510,7 @@ export class Sender {
         this.#inflight.delete(task);
         this.kick();
       });
-    this.#inflight.set(task, { endpointId, started: performance.now() });
+    this.#inflight.set(task, { endpointId });
   }
 
   /** Sends everything due now, and what becomes claimable meanwhile; resolves when done. */

@@ -11,6 +11,7 @@ import {
 import { Redis } from "@upstash/redis";
 import {
   type Attempt,
+  type AttemptRecord,
   type Claim,
   type ClaimOptions,
   type DeliveryStore,
@@ -673,6 +674,42 @@ Deno.test("Sender counts an endpoint as slow while a send to it has waited slowA
     assert.equal(slowNow(sender), null, "800 ms on without a slow send: none is slow");
   } finally {
     answerStuck();
+    await sender.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("Sender does not count an endpoint as slow while its answered send waits for the store to record it", async () => {
+  const { promise: storeBack, resolve: bringStoreBack } = Promise.withResolvers<void>();
+  // The receiver answers at once; the store takes its time recording the attempt (a stall).
+  class StallingStore extends MemoryDeliveryStore {
+    override async recordAttempt(record: AttemptRecord) {
+      await storeBack;
+      return super.recordAttempt(record);
+    }
+  }
+  const deliveries = new StallingStore({ now: () => T0 });
+  const receiver = await Receiver.start(() => T0);
+  const sender = new Sender(deliveries, {
+    policy: new UrlPolicy({ allow: ["127.0.0.1"] }),
+    now: () => T0,
+    slowAfterMs: 200,
+  });
+  try {
+    const endpoint = config("ep_fast", { url: receiver.url("/ep_fast") });
+    receiver.secrets = [endpoint.secrets[0].secret];
+    await deliveries.putEndpoint(endpoint, { expectVersion: null });
+    await deliveries.createDeliveries([delivery(1, "ep_fast")]);
+    sender.kick();
+    await receiver.waitFor(1);
+    await sleep(300);
+    assert.ok(sender.busy, "the attempt is still being recorded");
+    assert.equal(slowNow(sender), null, "answered at once: not slow");
+    bringStoreBack();
+    await sender.idle();
+    assert.equal(slowNow(sender), null);
+  } finally {
+    bringStoreBack();
     await sender.close();
     await receiver.close();
   }
