@@ -47,7 +47,8 @@ export interface DispatcherOptions {
   /** How long (ms) the per-stream lease lasts. @default {30000} */
   leaseMs?: number;
   /**
-   * Most bytes of deliveries (payloads and ids, about) one page's store call carries: a page
+   * Most bytes of deliveries (payloads and ids, about) one page's store call carries, with its
+   * claim's slow endpoint ids (a page they would take past it goes without the claim): a page
    * whose deliveries are larger is cut short (to one entry at least), and a store call refused
    * as too large (Upstash's max request size) is cut by half again, for the life of the
    * dispatcher. @default {PAGE_BYTES}
@@ -69,6 +70,16 @@ function deliveryBytes(deliveries: readonly NewDelivery[]): number {
     bytes += delivery.payload.length + delivery.id.length + delivery.messageId.length +
       delivery.endpointId.length + 64;
   }
+  return bytes;
+}
+
+/**
+ * About the bytes a claim's slow endpoint ids add to a store call: each id, quoted (the quotes
+ * escaped again in the request's JSON) and a comma; 0 without a claim or slow ids.
+ */
+function slowIdBytes(claim: ClaimOptions | null): number {
+  let bytes = 0;
+  for (const id of claim?.slow?.endpointIds ?? []) bytes += id.length + 5;
   return bytes;
 }
 
@@ -420,9 +431,21 @@ export class Dispatcher {
           deliveries = shares.at(-1)!;
         }
         const last = state.planEnd === null && !cut && entries.length < this.#pageSize;
-        const reserved = deliveries.length > 0
+        let reserved = deliveries.length > 0
           ? options.claims?.reserve(deliveries.length) ?? null
           : null;
+        // The claim's slow endpoint ids (up to about 33 KB) count in the page's bytes: a page they
+        // would take past them, or a delivery sent alone after a refusal, goes without the claim
+        // (its sender claims them itself: onStored), so the ids never take a call past the page's
+        // bytes and no delivery is dropped for them.
+        const slowBytes = slowIdBytes(reserved);
+        if (
+          slowBytes > 0 &&
+          (alone(deliveries) || deliveryBytes(deliveries) + slowBytes > this.#pageBytes)
+        ) {
+          options.claims!.take(reserved!, []);
+          reserved = null;
+        }
         let result;
         try {
           result = await this.#deliveries.storePage(stream.name, {

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
 import {
+  type ClaimSink,
   Dispatcher,
   MARK_AFTER_ENTRIES,
   markAfterEntries,
@@ -743,6 +744,105 @@ redisTest(
       assert.deepEqual(errors, []);
       assert.ok(proxy.take().some((request) => request.status === 400), "an EVAL refused");
       assert.equal((await allDeliveries(deliveries, "ep_0")).length, 2);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+/**
+ * A claim sink as a sender's with `count` slow endpoints (its most, about 832 by default: 64 sends
+ * of 5 s each 60 s, and those waiting): it asks for claims with their ids, ep_ and 32 hex digits as
+ * generated, and records what each reservation got back.
+ */
+function slowClaimSink(count: number) {
+  const endpointIds = Array.from(
+    { length: count },
+    (_, i) => `ep_${i.toString(16).padStart(32, "0")}`,
+  );
+  const taken: { limit: number; slowIds: number; claims: number }[] = [];
+  const sink: ClaimSink = {
+    reserve: (most) => ({
+      nowMs: T0,
+      limit: most,
+      leaseMs: 30_000,
+      maxConcurrency: 8,
+      slow: { endpointIds, limit: 0 },
+    }),
+    take: (reserved, claims) =>
+      taken.push({
+        limit: reserved.limit,
+        slowIds: reserved.slow?.endpointIds.length ?? 0,
+        claims: claims.length,
+      }),
+  };
+  return { sink, taken };
+}
+
+redisTest(
+  "Dispatcher.dispatch() stores a delivery that fits alone though a claim naming 832 slow endpoints would not fit with it",
+  async (fixture) => {
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
+    try {
+      // 185,000 characters fit in the proxy's 200,000 bytes; with the ids (about 33 KB) they do not.
+      await store.appendLog("orders", [closed(1, "x".repeat(185_000)), closed(2)]);
+      await deliveries.putEndpoint(endpoint("ep_0"), { expectVersion: null });
+      await deliveries.putEndpoint(endpoint("ep_0"), { expectVersion: null });
+      const { sink, taken } = slowClaimSink(832);
+      const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+      const errors = await collectingLogs(async (records) => {
+        assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_0")], { claims: sink }), 2);
+        return records.map(messageOf);
+      }, { level: "error" });
+      assert.deepEqual(errors, []);
+      const items = await allDeliveries(deliveries, "ep_0");
+      assert.equal(items.length, 2);
+      assert.ok(items.some((item) => item.payload.length > 185_000), "the large one too");
+      // Every reservation was given back, and the small page still claimed with the ids.
+      assert.ok(taken.some((claim) => claim.slowIds === 832 && claim.claims > 0), "claimed");
+      const sent = proxy.take().filter((request) => request.status === 200);
+      assert.ok(sent.every((request) => request.bytes < 200_000));
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
+  "Dispatcher.dispatch() stores a page its deliveries fill without a claim whose slow endpoint ids would take its call past the page's bytes",
+  async (fixture) => {
+    const { proxy, store, deliveries } = await behindRefusingProxy(fixture);
+    try {
+      // Two 85,000-character deliveries fill a 180,000-byte page and fit in the proxy's 200,000
+      // bytes; with the ids of 832 slow endpoints (about 33 KB) they would not.
+      await store.appendLog(
+        "orders",
+        [closed(1, "x".repeat(85_000)), closed(2, "y".repeat(85_000)), closed(3)],
+      );
+      await deliveries.putEndpoint(endpoint("ep_0"), { expectVersion: null });
+      const { sink, taken } = slowClaimSink(832);
+      const dispatcher = new Dispatcher(store, deliveries, {
+        now: () => T0,
+        maxPageBytes: 180_000,
+      });
+      let created = 0;
+      for (let round = 0; round < 3; round++) {
+        created += await dispatcher.dispatch(orders, [endpoint("ep_0")], { claims: sink });
+      }
+      assert.equal(created, 3);
+      const requests = proxy.take();
+      assert.deepEqual(
+        requests.map((request) => [request.status, request.bytes]).filter(([status]) =>
+          status !== 200
+        ),
+        [],
+        "none refused",
+      );
+      assert.equal((await allDeliveries(deliveries, "ep_0")).length, 3);
+      // The full page's slots were given back unused; a small page after it still claims.
+      await store.appendLog("orders", [closed(4)]);
+      assert.equal(await dispatcher.dispatch(orders, [endpoint("ep_0")], { claims: sink }), 1);
+      assert.deepEqual(taken.map((claim) => claim.claims > 0), [false, true]);
     } finally {
       await proxy.close();
     }
