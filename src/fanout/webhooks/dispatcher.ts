@@ -49,9 +49,9 @@ export interface DispatcherOptions {
   /**
    * Most bytes of deliveries (payloads and ids, about) one page's store call carries, with its
    * claim's slow endpoint ids (a page they would take past it goes without the claim): a page
-   * whose deliveries are larger is cut short (to one entry at least), and a store call refused
-   * as too large (Upstash's max request size) is cut by half again, for the life of the
-   * dispatcher. @default {PAGE_BYTES}
+   * whose deliveries are larger is cut short (to one entry at least; one entry's, or those of a
+   * page fixed before, go in several calls), and a store call refused as too large (Upstash's max
+   * request size) is cut by half again, for the life of the dispatcher. @default {PAGE_BYTES}
    */
   maxPageBytes?: number;
 }
@@ -406,9 +406,12 @@ export class Dispatcher {
           cut = true;
         }
         // One entry whose deliveries (one per endpoint, or per batch) are still too large for one
-        // store call: all but the last share are created first, in calls small enough. Their ids
-        // are the entry's and the endpoint's, so a dispatch cut off in between creates none twice.
-        if (plan.entries.length === 1 && deliveryBytes(deliveries) > this.#pageBytes) {
+        // store call, or a fixed page (its end cannot move) whose deliveries are: all but the last
+        // share are created first, in calls small enough, and the last goes with the cursor's move.
+        // Their ids are the page's entries' and the endpoint's, so a dispatch cut off in between
+        // creates none twice, and the cursor moves past the page only once all of them exist.
+        const shared = plan.entries.length === 1 || state.planEnd !== null;
+        if (shared && deliveryBytes(deliveries) > this.#pageBytes) {
           const shares = sharesOf(deliveries, this.#pageBytes);
           let share: NewDelivery[] = [];
           try {
@@ -458,9 +461,9 @@ export class Dispatcher {
         } catch (error) {
           // Refused whole, nothing stored: the same page would be refused at every dispatch, so
           // pages are made smaller (as long as this one has entries to spare) and it goes again.
-          // (One entry's deliveries are then created in shares: above.)
+          // (One entry's or a fixed page's deliveries are then created in shares: above.)
           const smaller = (state.planEnd === null && plan.entries.length > 1) ||
-            (plan.entries.length === 1 && deliveries.length > 1);
+            (shared && deliveries.length > 1);
           if (!(error instanceof StoreRequestTooLargeError)) throw error;
           // One delivery refused: sent alone, then dropped (no call can carry it).
           if (!smaller && deliveries.length === 1) {

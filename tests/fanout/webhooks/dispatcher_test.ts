@@ -19,11 +19,13 @@ import {
   type DeliveryStore,
   type Endpoint,
   MemoryDeliveryStore,
+  type NewDelivery,
   RedisDeliveryStore,
 } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
-import type { LogRecord, Store } from "../../../src/store/types.ts";
+import type { StoredPage, StoredPageResult } from "../../../src/store/deliveries.ts";
+import { type LogRecord, type Store, StoreRequestTooLargeError } from "../../../src/store/types.ts";
 import { collectingLogs, messageOf } from "../../_logs.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
 import { startUpstashProxy } from "../../_upstash_proxy.ts";
@@ -744,6 +746,128 @@ redisTest(
       assert.deepEqual(errors, []);
       assert.ok(proxy.take().some((request) => request.status === 400), "an EVAL refused");
       assert.equal((await allDeliveries(deliveries, "ep_0")).length, 2);
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+/**
+ * `deliveries`, whose calls carrying deliveries count what they create and, with `crashOnce`, the
+ * first page stored after deliveries were created in calls of their own (a share of the page's)
+ * fails before it reaches the store, as a process killed in between; with `maxBytes`, calls whose
+ * deliveries (as JSON) are larger are refused as too large, as Upstash refuses them.
+ */
+function countingShares(
+  deliveries: DeliveryStore,
+  options: { crashOnce?: boolean; maxBytes?: number } = {},
+) {
+  const counts = { created: 0, shares: 0, crashed: false, createdBeforeCrash: 0 };
+  const refuse = (items: readonly NewDelivery[]) => {
+    if (JSON.stringify(items).length > (options.maxBytes ?? Infinity)) {
+      throw new StoreRequestTooLargeError("ERR max request size exceeded");
+    }
+  };
+  const wrapped = new Proxy(deliveries, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver);
+      if (name === "createDeliveries") {
+        return async (items: readonly NewDelivery[], ...rest: unknown[]) => {
+          refuse(items);
+          const made: number = await value.apply(target, [items, ...rest]);
+          counts.shares += 1;
+          counts.created += made;
+          return made;
+        };
+      }
+      if (name === "storePage") {
+        return async (stream: string, page: StoredPage, ...rest: unknown[]) => {
+          refuse(page.deliveries);
+          if (options.crashOnce && !counts.crashed && counts.shares > 0) {
+            counts.crashed = true;
+            counts.createdBeforeCrash = counts.created;
+            throw new Error("Killed between the shares and the page");
+          }
+          const result: StoredPageResult | null = await value.apply(target, [
+            stream,
+            page,
+            ...rest,
+          ]);
+          counts.created += result?.created ?? 0;
+          return result;
+        };
+      }
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { deliveries: wrapped, counts };
+}
+
+/**
+ * A page an earlier version fixed (its end cannot move) whose deliveries the store refuses in one
+ * call (three results of about 30 KB sent to four endpoints, about 360 KB, over a 200,000-byte
+ * limit): a process killed between its shares, and the next one, create each delivery once, and
+ * the results after it are not held up.
+ */
+async function fixedPageTooLarge(
+  store: Store,
+  deliveries: DeliveryStore,
+  counts: { crashed: boolean; createdBeforeCrash: number },
+) {
+  await store.appendLog("orders", [1, 2, 3].map((n) => closed(n, "x".repeat(30_000))));
+  const plan = (await planPage({ store, deliveries }, orders))!;
+  assert.equal(plan.entries.length, 3, "fixed as an earlier version did, and stopped");
+  await store.appendLog("orders", [closed(4)]);
+  const endpoints = Array.from({ length: 4 }, (_, i) => endpoint(`ep_${i}`));
+  await collectingLogs(async () => {
+    const killed = new Dispatcher(store, deliveries, { now: () => T0 });
+    // Before the fix, the page was refused whole at every dispatch (a StoreRequestTooLargeError):
+    // the stream's deliveries were stuck behind it.
+    const failure = await killed.dispatch(orders, endpoints).then(() => null, (error) => error);
+    assert.equal(failure?.message, "Killed between the shares and the page");
+    assert.ok(counts.crashed);
+    assert.ok(counts.createdBeforeCrash > 0, "some deliveries were created before the crash");
+    const fresh = new Dispatcher(store, deliveries, { now: () => T0 });
+    for (let round = 0; round < 5; round++) {
+      if (await fresh.dispatch(orders, endpoints) === 0) break;
+    }
+  }, { level: "warning" });
+  const log = await store.readLog("orders", null, 100);
+  assert.equal(log.length, 4);
+  for (const { id } of endpoints) {
+    const items = await allDeliveries(deliveries, id);
+    assert.deepEqual(
+      items.map((item) => item.messageId).sort(),
+      log.map((entry) => `msg_orders_${entry.id}`).sort(),
+      id,
+    );
+  }
+  assert.deepEqual(await deliveries.dispatchState("orders"), {
+    cursor: log.at(-1)!.id,
+    planEnd: null,
+  });
+}
+
+Deno.test("Dispatcher.dispatch() (memory) stores a fixed page the store refuses as too large in shares, each delivery once, also after a crash between them; the results after it are not held up", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const { deliveries, counts } = countingShares(new MemoryDeliveryStore({ now: () => T0 }), {
+    crashOnce: true,
+    maxBytes: 200_000,
+  });
+  await fixedPageTooLarge(store, deliveries, counts);
+  assert.equal(counts.created, 4 * 4, "each delivery created once");
+});
+
+redisTest(
+  "Dispatcher.dispatch() (Redis) stores a fixed page the store refuses as too large in shares, each delivery once, also after a crash between them; the results after it are not held up",
+  async (fixture) => {
+    const { proxy, store, deliveries: behind } = await behindRefusingProxy(fixture);
+    try {
+      const { deliveries, counts } = countingShares(behind, { crashOnce: true });
+      await fixedPageTooLarge(store, deliveries, counts);
+      assert.equal(counts.created, 4 * 4, "each delivery created once");
+      const requests = proxy.take();
+      assert.ok(requests.some((request) => request.status === 400), "the proxy refused the page");
     } finally {
       await proxy.close();
     }
