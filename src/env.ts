@@ -19,6 +19,8 @@
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
  * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long (above 0) | `5d` |
+ * | `EDGESTREAM_WEBHOOK_SLOW_AFTER` | an endpoint is slow once a send to it takes (or waits) this long (above 0, at most the 15 s request timeout) | `5s` |
+ * | `EDGESTREAM_WEBHOOK_SLOW_FOR` | an endpoint stays slow this long after its last slow send (above 0) | `60s` |
  * | `EDGESTREAM_ENV` | `production` refuses the memory store and open mode (also on Deno Deploy's production timeline) | `development` |
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
@@ -51,6 +53,7 @@ import {
 } from "./config/mod.ts";
 import {
   AllowListError,
+  DEFAULT_TIMEOUT_MS,
   parseAllowList,
   UrlPolicy,
   WebhookService,
@@ -258,6 +261,31 @@ function readDisableAfter(env: EnvSource): number {
   return ms;
 }
 
+/**
+ * `EDGESTREAM_WEBHOOK_SLOW_AFTER` and `EDGESTREAM_WEBHOOK_SLOW_FOR` as durations above 0 (ms), the
+ * first at most the request timeout: a send is cut off then, so the sender would read a longer one
+ * as the timeout; refused instead, so the setting does what it says.
+ */
+function readSlowEndpoints(env: EnvSource): { slowAfterMs: number; slowForMs: number } {
+  const slowAfterMs = readDuration(env, "EDGESTREAM_WEBHOOK_SLOW_AFTER", "5s");
+  if (slowAfterMs <= 0 || slowAfterMs > DEFAULT_TIMEOUT_MS) {
+    throw new ConfigError(
+      `EDGESTREAM_WEBHOOK_SLOW_AFTER: expected a duration above 0 and at most ${
+        DEFAULT_TIMEOUT_MS / 1_000
+      }s (the webhook request timeout), got '${env.get("EDGESTREAM_WEBHOOK_SLOW_AFTER")}'`,
+    );
+  }
+  const slowForMs = readDuration(env, "EDGESTREAM_WEBHOOK_SLOW_FOR", "60s");
+  if (slowForMs <= 0) {
+    throw new ConfigError(
+      `EDGESTREAM_WEBHOOK_SLOW_FOR: expected a duration above 0, got '${
+        env.get("EDGESTREAM_WEBHOOK_SLOW_FOR")
+      }'`,
+    );
+  }
+  return { slowAfterMs, slowForMs };
+}
+
 /** `PORT` as an integer from 0 to 65535. */
 function readPort(env: EnvSource): number {
   const text = env.get("PORT") ?? "8000";
@@ -445,7 +473,8 @@ export function deliveriesFromEnv(source: EnvSource): DeliveryStore {
 /**
  * Builds the webhook service from the environment: deliveries in Redis when
  * the Upstash variables are set (in memory otherwise; or `deliveries` when
- * given), the URL allow-list and the disable period. Throws
+ * given), the URL allow-list, the disable period and when an endpoint counts
+ * as slow. Throws
  * {@linkcode ConfigError} for a bad setting.
  */
 export function webhooksFromEnv(
@@ -469,7 +498,15 @@ export function webhooksFromEnv(
     throw new ConfigError(`EDGESTREAM_WEBHOOK_ALLOW: ${error.message}`, { cause: error });
   }
   const disableAfterMs = readDisableAfter(env);
-  return new WebhookService({ ...options, deliveries, policy, disableAfterMs });
+  const { slowAfterMs, slowForMs } = readSlowEndpoints(env);
+  return new WebhookService({
+    ...options,
+    deliveries,
+    policy,
+    disableAfterMs,
+    slowAfterMs,
+    slowForMs,
+  });
 }
 
 /**

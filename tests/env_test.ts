@@ -13,6 +13,8 @@ import {
 import { createApp } from "../src/app.ts";
 import type { Store } from "../src/store/types.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
+import { MemoryDeliveryStore } from "../src/store/memory/delivery_store.ts";
+import type { ClaimOptions } from "../src/store/deliveries.ts";
 import {
   DEFAULT_KEYS_MAX,
   DEFAULT_STREAMS_MAX,
@@ -110,6 +112,153 @@ Deno.test("EDGESTREAM_WEBHOOK_DISABLE_AFTER of zero (which would disable an endp
     streams,
   });
   await taken.close();
+});
+
+Deno.test("EDGESTREAM_WEBHOOK_SLOW_AFTER (above 0, at most the 15 s request timeout) and EDGESTREAM_WEBHOOK_SLOW_FOR (above 0) are refused otherwise in one line naming them", async () => {
+  const store = new MemoryStore();
+  const refusals: Array<[string, string, string]> = [
+    ...["0s", "0ms", "0m0s"].map((value): [string, string, string] => [
+      "EDGESTREAM_WEBHOOK_SLOW_AFTER",
+      value,
+      `EDGESTREAM_WEBHOOK_SLOW_AFTER: expected a duration above 0 and at most 15s (the webhook request timeout), got '${value}'`,
+    ]),
+    ...["15001ms", "16s", "1m"].map((value): [string, string, string] => [
+      "EDGESTREAM_WEBHOOK_SLOW_AFTER",
+      value,
+      `EDGESTREAM_WEBHOOK_SLOW_AFTER: expected a duration above 0 and at most 15s (the webhook request timeout), got '${value}'`,
+    ]),
+    ...["0s", "0ms", "0.0d"].map((value): [string, string, string] => [
+      "EDGESTREAM_WEBHOOK_SLOW_FOR",
+      value,
+      `EDGESTREAM_WEBHOOK_SLOW_FOR: expected a duration above 0, got '${value}'`,
+    ]),
+    [
+      "EDGESTREAM_WEBHOOK_SLOW_AFTER",
+      "soon",
+      "EDGESTREAM_WEBHOOK_SLOW_AFTER: Cannot read duration 'soon' at position 0: expected a number and a unit (ms, s, m, h, d, w)",
+    ],
+    [
+      "EDGESTREAM_WEBHOOK_SLOW_FOR",
+      "soon",
+      "EDGESTREAM_WEBHOOK_SLOW_FOR: Cannot read duration 'soon' at position 0: expected a number and a unit (ms, s, m, h, d, w)",
+    ],
+  ];
+  for (const [name, value, text] of refusals) {
+    const refused = (error: unknown) => error instanceof ConfigError && error.message === text;
+    assert.throws(
+      () => webhooksFromEnv(env({ [name]: value }), { store, streams }),
+      refused,
+      `${name}=${value}`,
+    );
+    await assert.rejects(
+      () => configFromEnv(env({ [name]: value })),
+      refused,
+      `${name}=${value}`,
+    );
+  }
+  // The bounds themselves are taken.
+  for (
+    const values of [
+      { EDGESTREAM_WEBHOOK_SLOW_AFTER: "1ms", EDGESTREAM_WEBHOOK_SLOW_FOR: "1ms" },
+      { EDGESTREAM_WEBHOOK_SLOW_AFTER: "15s", EDGESTREAM_WEBHOOK_SLOW_FOR: "1d" },
+    ]
+  ) {
+    const taken = webhooksFromEnv(env(values), { store, streams });
+    await taken.close();
+  }
+});
+
+/** A memory delivery store that keeps the slow endpoint ids each claim was made with. */
+class ClaimRecordingStore extends MemoryDeliveryStore {
+  /** Per claim, in order: the ids of the endpoints it held back as slow. */
+  slowIds: string[][] = [];
+  override claimDue(options: ClaimOptions) {
+    this.slowIds.push([...options.slow?.endpointIds ?? []]);
+    return super.claimDue(options);
+  }
+}
+
+/**
+ * Sends `webhooks` a test delivery to `endpointId`, waits for it, and returns the slow endpoints
+ * its first claim held back: those slow before it was sent.
+ */
+async function slowBeforeTest(
+  webhooks: ReturnType<typeof webhooksFromEnv>,
+  deliveries: ClaimRecordingStore,
+  endpointId: string,
+): Promise<string[]> {
+  deliveries.slowIds = [];
+  await webhooks.sendTest(endpointId);
+  await webhooks.idle();
+  assert.ok(deliveries.slowIds.length > 0, "the test delivery was claimed");
+  return deliveries.slowIds[0];
+}
+
+Deno.test("webhooksFromEnv() counts an endpoint slow after EDGESTREAM_WEBHOOK_SLOW_AFTER, for EDGESTREAM_WEBHOOK_SLOW_FOR", async () => {
+  const receiver = await Receiver.start();
+  let delayMs = 300;
+  receiver.respond = async () => {
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    return new Response(null, { status: 204 });
+  };
+  const deliveries = new ClaimRecordingStore();
+  const webhooks = webhooksFromEnv(
+    env({
+      EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1",
+      EDGESTREAM_WEBHOOK_SLOW_AFTER: "100ms",
+      EDGESTREAM_WEBHOOK_SLOW_FOR: "1s",
+    }),
+    { store: new MemoryStore(), streams, deliveries },
+  );
+  try {
+    const { endpoint } = await webhooks.createEndpoint({ url: receiver.url() });
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), []);
+    // That send took 300 ms, past the 100 ms: the endpoint is slow (the 5 s default would not).
+    delayMs = 0;
+    const answered = performance.now();
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), [endpoint.id]);
+    // 1 s after the last slow send ended (the one since answered at once), it is no longer slow
+    // (the 60 s default would keep it).
+    await new Promise((resolve) => setTimeout(resolve, 1_100 - (performance.now() - answered)));
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), []);
+    assert.equal(receiver.received.length, 3);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("webhooksFromEnv() without the slow settings counts an endpoint slow once a send took 5 s, for 60 s", async () => {
+  // Only performance.now() is faked: the sender measures sends and slowness with it.
+  const clock = FakeTimers.install({ toFake: ["performance"] });
+  const receiver = await Receiver.start();
+  let tookMs = 4_999;
+  receiver.respond = () => {
+    clock.tick(tookMs);
+    return new Response(null, { status: 204 });
+  };
+  const deliveries = new ClaimRecordingStore();
+  const webhooks = webhooksFromEnv(env({ EDGESTREAM_WEBHOOK_ALLOW: "127.0.0.1" }), {
+    store: new MemoryStore(),
+    streams,
+    deliveries,
+  });
+  try {
+    const { endpoint } = await webhooks.createEndpoint({ url: receiver.url() });
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), []);
+    tookMs = 5_000;
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), [], "4,999 ms");
+    tookMs = 0;
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), [endpoint.id]);
+    clock.tick(59_999);
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), [endpoint.id]);
+    clock.tick(1);
+    assert.deepEqual(await slowBeforeTest(webhooks, deliveries, endpoint.id), [], "60 s after");
+  } finally {
+    clock.uninstall();
+    await webhooks.close();
+    await receiver.close();
+  }
 });
 
 Deno.test("a flag variable set empty (a compose file's unset value) reads as false", async () => {
@@ -344,6 +493,8 @@ Deno.test("configFromEnv() refuses a duration setting with a fraction of a milli
       "EDGESTREAM_SWEEP_EVERY",
       "EDGESTREAM_SHUTDOWN",
       "EDGESTREAM_WEBHOOK_DISABLE_AFTER",
+      "EDGESTREAM_WEBHOOK_SLOW_AFTER",
+      "EDGESTREAM_WEBHOOK_SLOW_FOR",
     ]
   ) {
     for (
@@ -1067,6 +1218,8 @@ const VARIABLES = [
   "EDGESTREAM_WEBHOOK_ALLOW",
   "EDGESTREAM_WEBHOOK_ALLOW_HTTP",
   "EDGESTREAM_WEBHOOK_DISABLE_AFTER",
+  "EDGESTREAM_WEBHOOK_SLOW_AFTER",
+  "EDGESTREAM_WEBHOOK_SLOW_FOR",
   "EDGESTREAM_WEBHOOKS_MAX",
   "HOST",
   "PORT",

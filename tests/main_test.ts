@@ -66,6 +66,14 @@ for (
       /^edgestream: EDGESTREAM_WEBHOOK_DISABLE_AFTER: /,
     ],
     [
+      { EDGESTREAM_WEBHOOK_SLOW_AFTER: "20s" },
+      /^edgestream: EDGESTREAM_WEBHOOK_SLOW_AFTER: expected a duration above 0 and at most 15s \(the webhook request timeout\), got '20s'$/,
+    ],
+    [
+      { EDGESTREAM_WEBHOOK_SLOW_FOR: "0s" },
+      /^edgestream: EDGESTREAM_WEBHOOK_SLOW_FOR: expected a duration above 0, got '0s'$/,
+    ],
+    [
       { EDGESTREAM_ENV: "staging" },
       /^edgestream: EDGESTREAM_ENV: expected production or development, got 'staging'$/,
     ],

@@ -85,6 +85,15 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
    * endpoints with nothing in flight, one each. @default {64}
    */
   maxInFlight?: number;
+  /**
+   * An endpoint is slow once a send to it has taken this long (ms), or the request timeout if
+   * that is shorter: when the send ends, or while it is still waiting. Claims give a slow endpoint
+   * one delivery in flight, and slow endpoints together at most half of `maxInFlight`.
+   * @default {5000}
+   */
+  slowAfterMs?: number;
+  /** How long (ms) an endpoint stays slow after its last slow send. @default {60000} */
+  slowForMs?: number;
   /** How long (ms) the endpoint list that decides what ingest logs may be stale. @default {5000} */
   endpointCacheMs?: number;
   /** Told about every recorded attempt (for logs and metrics; secrets are not in it). */
@@ -170,6 +179,8 @@ export class WebhookService {
       disableAfterMs: options.disableAfterMs,
       maxConcurrency: options.maxConcurrency,
       maxInFlight: options.maxInFlight,
+      slowAfterMs: options.slowAfterMs,
+      slowForMs: options.slowForMs,
       onAttempt: (claim, attempt, disabled) => {
         if (disabled) this.#loadedMs = -Infinity;
         onAttempt?.(claim.delivery, attempt, disabled);
