@@ -164,8 +164,10 @@ export interface UnservableStream {
 }
 
 /**
- * Streams by name as the routes read them. A registry that keeps streams it stores but cannot
- * serve reports them with {@linkcode StreamCatalog.unservableStreams}; a plain map has none.
+ * Streams by name as the routes read them. A registry that knows more than the streams it serves
+ * (where each came from, its incarnation, streams it stores but cannot serve, names it may look
+ * up) says so through the optional methods, as {@linkcode StreamRegistry} does; a plain map has
+ * none of them, and is read as config streams of generation 0, with nothing else stored.
  */
 export interface StreamCatalog extends ReadonlyMap<string, CompiledStream> {
   /**
@@ -173,6 +175,16 @@ export interface StreamCatalog extends ReadonlyMap<string, CompiledStream> {
    * what `GET /v1/streams` lists beside the served ones (see {@linkcode StreamRegistry}).
    */
   unservableStreams?(): Iterable<[string, UnservableStream]>;
+  /** Why the stored API stream `name` is not served (its definition does not compile), if so. */
+  unservable?(name: string): UnservableStream | undefined;
+  /** The stored version of `name` when it is another deployment's config stream, not served here. */
+  definedElsewhere?(name: string): { version: number } | undefined;
+  /** A served stream's source and version (`GET /v1/streams/{stream}`). */
+  describe?(name: string): Pick<RegisteredStream, "source" | "version"> | undefined;
+  /** The generation of a stream's data (0 for an unknown name). */
+  generationOf?(name: string): number;
+  /** A stream not held (yet), looked up where the definitions are kept. */
+  find?(name: string): Promise<CompiledStream | undefined>;
 }
 
 /** A served stream and where it came from. */
@@ -337,7 +349,9 @@ export const INDEX_READ_MS = 30_000;
 
 /**
  * The streams this instance serves, by name: a `ReadonlyMap` of compiled
- * streams that changes as definitions change.
+ * streams that changes as definitions change. It has every optional method of
+ * {@linkcode StreamCatalog} (`Required`), so a renamed one fails the type check
+ * instead of leaving the routes with a plain map's answer.
  *
  * @example
  * ```ts
@@ -350,7 +364,7 @@ export const INDEX_READ_MS = 30_000;
  * console.log([...registry.keys()]); // ["clicks"]
  * ```
  */
-export class StreamRegistry implements StreamCatalog {
+export class StreamRegistry implements Required<StreamCatalog> {
   #config: ReadonlyMap<string, CompiledStream>;
   #entries = new Map<string, RegisteredStream>();
   #definitions: DefinitionStore;
@@ -1133,12 +1147,10 @@ export class StreamRegistry implements StreamCatalog {
  * an unknown name up in the store (see {@linkcode StreamRegistry.find}).
  */
 export async function lookUpStream(
-  streams: ReadonlyMap<string, CompiledStream>,
+  streams: StreamCatalog,
   name: string,
 ): Promise<CompiledStream | undefined> {
-  const held = streams.get(name);
-  if (held || !(streams instanceof StreamRegistry)) return held;
-  return await streams.find(name);
+  return streams.get(name) ?? await streams.find?.(name);
 }
 
 /** A {@linkcode Store} that adds each stream's generation and watches definition versions. */

@@ -15,11 +15,10 @@ import {
 } from "../fanout/webhooks/mod.ts";
 import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
 import {
-  type CompiledStream,
   NAME,
   NAME_RULE,
+  type StreamCatalog,
   StreamDefinitionError,
-  StreamRegistry,
   type UnservableStream,
 } from "../config/mod.ts";
 import { InvalidCursorError } from "../store/deliveries.ts";
@@ -458,13 +457,12 @@ export function errorResponse(error: Error, c: Context): Response {
  * `404 stream_not_found`.
  */
 export function streamMissing(
-  streams: ReadonlyMap<string, CompiledStream>,
+  streams: StreamCatalog,
   name: string,
 ): ApiError {
   // A path that names no stream: the routes' name check, not a 404 quoting it.
   if (!NAME.test(name)) return invalidNameParameter("stream", name);
-  const registry = streams instanceof StreamRegistry ? streams : undefined;
-  const elsewhere = registry?.definedElsewhere(name);
+  const elsewhere = streams.definedElsewhere?.(name);
   if (elsewhere) {
     return new ApiError(
       409,
@@ -472,7 +470,7 @@ export function streamMissing(
       `Stream '${name}' (version ${elsewhere.version}) is defined in another deployment's config file (another EDGESTREAM_CONFIG on this store), not in this instance's, so it is not served here: send it to that deployment, or add the stream to this config file`,
     );
   }
-  const unservable = registry?.unservable(name);
+  const unservable = streams.unservable?.(name);
   if (unservable) {
     return new ApiError(409, "stream_not_servable", unservableProblem(name, unservable));
   }

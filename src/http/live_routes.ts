@@ -21,7 +21,7 @@ import { z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { WSContext } from "hono/ws";
-import { type CompiledStream, counterIdentities, StreamRegistry } from "../config/mod.ts";
+import { type CompiledStream, counterIdentities, type StreamCatalog } from "../config/mod.ts";
 import type {
   LiveHub,
   LiveSink,
@@ -206,14 +206,15 @@ interface KeyCheck {
   stream: string;
   everyMs: number;
   /** The streams served, and the generation of the one followed when it began. */
-  streams: ReadonlyMap<string, CompiledStream>;
+  streams: StreamCatalog;
   generation: number;
   /** The counter followed (`?counter=`), with its window, aggregate and groupBy when it began. */
   counter?: { name: string; identity: string };
 }
 
-function generationOf(streams: ReadonlyMap<string, CompiledStream>, name: string): number {
-  return streams instanceof StreamRegistry ? streams.generationOf(name) : 0;
+/** The generation of a stream's data; 0 for a catalog that does not keep generations. */
+function generationOf(streams: StreamCatalog, name: string): number {
+  return streams.generationOf?.(name) ?? 0;
 }
 
 /**
@@ -231,8 +232,7 @@ function watchSubscription(check: KeyCheck, ended: (reason: string) => void): ()
     try {
       let reason: string | undefined;
       if (!check.streams.has(check.stream)) {
-        reason = check.streams instanceof StreamRegistry &&
-            check.streams.definedElsewhere(check.stream)
+        reason = check.streams.definedElsewhere?.(check.stream)
           ? `Stream '${check.stream}' is now defined in another deployment's config file, and not served here`
           : `Stream '${check.stream}' was deleted`;
       } else if (generationOf(check.streams, check.stream) !== check.generation) {

@@ -13,7 +13,6 @@ import {
   lookUpStream,
   type StreamCatalog,
   streamDefinitionSchema,
-  StreamRegistry,
 } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
@@ -525,10 +524,10 @@ function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
 /** A stream as `GET /v1/streams/{stream}` answers it. */
 export async function streamJson(
   stream: CompiledStream,
-  deps: { streams: ReadonlyMap<string, CompiledStream>; store: Store; now: () => number },
+  deps: { streams: StreamCatalog; store: Store; now: () => number },
 ) {
   const { store, streams } = deps;
-  const registered = streams instanceof StreamRegistry ? streams.describe(stream.name) : undefined;
+  const registered = streams.describe?.(stream.name);
   return {
     name: stream.name,
     description: stream.parsed.description,
