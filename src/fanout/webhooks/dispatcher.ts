@@ -437,10 +437,10 @@ export class Dispatcher {
         let reserved = deliveries.length > 0
           ? options.claims?.reserve(deliveries.length) ?? null
           : null;
-        // The claim's slow endpoint ids (up to about 33 KB) count in the page's bytes: a page they
-        // would take past them, or a delivery sent alone after a refusal, goes without the claim
-        // (its sender claims them itself: onStored), so the ids never take a call past the page's
-        // bytes and no delivery is dropped for them.
+        // The claim's slow endpoint ids (at most 1,000, about 40 KB) count in the page's bytes: a
+        // page they would take past them, or a delivery sent alone after a refusal, goes without
+        // the claim (its sender claims them itself: onStored), so the ids never take a call past
+        // the page's bytes and no delivery is dropped for them.
         const slowBytes = slowIdBytes(reserved);
         if (
           slowBytes > 0 &&

@@ -28,6 +28,14 @@
  * sends they got before they were known slow have ended. This is per
  * process: another instance learns on its own which endpoints are slow.
  *
+ * A claim names at most {@linkcode MAX_SLOW_IDS} (1,000) slow endpoints, the
+ * most recently slow, so its ids stay within about 40 KB (a store call
+ * refused as too large would send nothing): the defaults let about 830 be
+ * slow at once, but a short `slowAfterMs` with a long `slowForMs` lets every
+ * endpoint be. One slow endpoint left out is claimed as any other (its cap of
+ * 8) until it is among the most recently slow again; sends to it in flight
+ * still count in the slow endpoints' half.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -127,6 +135,13 @@ async function withTimeout<T>(
   }
 }
 
+/**
+ * Most slow endpoint ids a claim names (the most recently slow): 1,000, about 40 KB of ids of 35
+ * characters, more than the default slow settings let be slow at once (about 830), so the ids can
+ * never take a store call past Upstash's max request size, whatever the settings.
+ */
+export const MAX_SLOW_IDS = 1_000;
+
 /** Options for {@linkcode Sender}. */
 export interface SenderOptions extends RetryDelayOptions {
   /** Checks URLs again before every attempt. */
@@ -147,7 +162,8 @@ export interface SenderOptions extends RetryDelayOptions {
   maxInFlight?: number;
   /**
    * An endpoint is slow once a send to it has taken this long (ms), or the request timeout if
-   * that is shorter: when the send ends, or while it is still waiting. @default {5000}
+   * that is shorter: when the send ends, or while it is still waiting. A claim names at most
+   * {@linkcode MAX_SLOW_IDS} slow endpoints, the most recently slow. @default {5000}
    */
   slowAfterMs?: number;
   /** How long (ms) an endpoint stays slow after its last slow send. @default {60000} */
@@ -190,7 +206,10 @@ export class Sender {
   #slowSlots: number;
   #slowAfterMs: number;
   #slowForMs: number;
-  /** Until when (`performance.now()`) each endpoint that was slow lately stays slow. */
+  /**
+   * Until when (`performance.now()`) each endpoint that was slow lately stays slow, in the order
+   * they were last found slow (so by that time too): the last ones are the most recently slow.
+   */
   #slowUntil = new Map<string, number>();
   #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
   #onError: (error: unknown) => void;
@@ -313,9 +332,7 @@ export class Sender {
     }
     const elapsedMs = performance.now() - started;
     // Whatever the answer: what counts is how long the lookup and the POST held the slot.
-    if (elapsedMs >= this.#slowAfterMs) {
-      this.#slowUntil.set(endpoint.id, performance.now() + this.#slowForMs);
-    }
+    if (elapsedMs >= this.#slowAfterMs) this.#markSlow(endpoint.id, performance.now());
     const durationMs = Math.round(elapsedMs);
     const nowMs = this.#now();
     const succeeded = result.status !== null && result.status >= 200 && result.status < 300;
@@ -416,7 +433,8 @@ export class Sender {
     const open = this.#maxInFlight - this.#keptSlots - held;
     const limit = Math.min(most, open > 0 ? open : this.#maxInFlight - held);
     if (this.#closed || limit <= 0) return null;
-    const slow = this.#slowEndpoints();
+    const { slow, named } = this.#slowEndpoints();
+    // Sends to every slow endpoint count, named in this claim or not.
     let slowHeld = this.#slowReserved;
     for (const send of this.#inflight.values()) if (slow.has(send.endpointId)) slowHeld += 1;
     const slowLimit = slow.size === 0
@@ -429,28 +447,35 @@ export class Sender {
       limit,
       leaseMs: this.leaseMs,
       maxConcurrency: open > 0 ? this.#maxConcurrency : 1,
-      ...(slow.size > 0 ? { slow: { endpointIds: [...slow], limit: slowLimit } } : {}),
+      ...(slow.size > 0 ? { slow: { endpointIds: named, limit: slowLimit } } : {}),
     };
+  }
+
+  /** Counts `endpointId` slow until {@linkcode SenderOptions.slowForMs} after `nowMs`, as the most recent. */
+  #markSlow(endpointId: string, nowMs: number): void {
+    // Deleted first so it moves to the end: the map stays in the order endpoints were found slow.
+    this.#slowUntil.delete(endpointId);
+    this.#slowUntil.set(endpointId, nowMs + this.#slowForMs);
   }
 
   /**
    * The endpoints slow now: a send to them took {@linkcode SenderOptions.slowAfterMs} within
    * the last {@linkcode SenderOptions.slowForMs}, or one in flight has waited that long
-   * (remembered from now on).
+   * (remembered from now on); `named`, the {@linkcode MAX_SLOW_IDS} of them most recently slow,
+   * for a claim to carry.
    */
-  #slowEndpoints(): Set<string> {
+  #slowEndpoints(): { slow: Set<string>; named: string[] } {
     const nowMs = performance.now();
     for (const send of this.#waiting) {
-      if (nowMs - send.started >= this.#slowAfterMs) {
-        this.#slowUntil.set(send.endpointId, nowMs + this.#slowForMs);
-      }
+      if (nowMs - send.started >= this.#slowAfterMs) this.#markSlow(send.endpointId, nowMs);
     }
     const slow = new Set<string>();
     for (const [endpointId, untilMs] of this.#slowUntil) {
       if (untilMs <= nowMs) this.#slowUntil.delete(endpointId);
       else slow.add(endpointId);
     }
-    return slow;
+    const ids = [...slow];
+    return { slow, named: ids.length > MAX_SLOW_IDS ? ids.slice(-MAX_SLOW_IDS) : ids };
   }
 
   /** Sends claims made with {@linkcode reserve}'s options, and frees the slots they held. */

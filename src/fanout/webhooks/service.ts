@@ -88,8 +88,8 @@ export interface WebhookServiceOptions extends RetryDelayOptions {
   /**
    * An endpoint is slow once a send to it has taken this long (ms), or the request timeout if
    * that is shorter: when the send ends, or while it is still waiting. Claims give a slow endpoint
-   * one delivery in flight, and slow endpoints together at most half of `maxInFlight`.
-   * @default {5000}
+   * one delivery in flight, and slow endpoints together at most half of `maxInFlight`; a claim
+   * names at most the 1,000 most recently slow (the others get their usual cap). @default {5000}
    */
   slowAfterMs?: number;
   /** How long (ms) an endpoint stays slow after its last slow send. @default {60000} */

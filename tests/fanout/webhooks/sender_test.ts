@@ -780,3 +780,73 @@ Deno.test("Sender counts an endpoint as slow for 60 s by default after a send to
     await receiver.close();
   }
 });
+
+Deno.test("Sender names at most the 1,000 most recently slow endpoints in a claim, however many are slow; one left out gets its usual cap", async () => {
+  // Only performance.now() is faked: the sender measures sends and slowness with it.
+  const clock = FakeTimers.install({ toFake: ["performance"] });
+  const claims: ClaimOptions[] = [];
+  class RecordingStore extends MemoryDeliveryStore {
+    override claimDue(options: ClaimOptions) {
+      claims.push(options);
+      return super.claimDue(options);
+    }
+  }
+  // More endpoints than the default EDGESTREAM_WEBHOOKS_MAX, as a deployment may allow.
+  const deliveries = new RecordingStore({ now: () => T0, maxEndpoints: 2_000 });
+  // Every lookup takes 2 ms and finds a private address: each send fails at once, and is slow.
+  const policy = new UrlPolicy({
+    resolve: () => {
+      clock.tick(2);
+      return Promise.resolve(["10.0.0.7"]);
+    },
+  });
+  // Slow after 1 ms, for an hour: every endpoint sent to stays slow (the defaults allow ~830).
+  const sender = new Sender(deliveries, {
+    policy,
+    now: () => T0,
+    slowAfterMs: 1,
+    slowForMs: 3_600_000,
+  });
+  // Ids as long as the registry's (`ep_` and 32 hex digits).
+  const ids = Array.from({ length: 1_500 }, (_, n) => `ep_${String(n).padStart(32, "0")}`);
+  const idBytes = (claim: ClaimOptions) =>
+    (claim.slow?.endpointIds ?? []).reduce((bytes, id) => bytes + id.length + 5, 0);
+  try {
+    for (const id of ids) await deliveries.putEndpoint(config(id), { expectVersion: null });
+    await deliveries.createDeliveries(ids.map((id) => delivery(1, id)));
+    assert.equal((await sender.deliverDue()).failed, 1_500, "each endpoint got one slow send");
+    const most = Math.max(...claims.map((claim) => claim.slow?.endpointIds.length ?? 0));
+    assert.equal(most, 1_000, "the sender's own claims named 1,000 slow endpoints at most");
+    assert.ok(Math.max(...claims.map(idBytes)) <= 40_000, "about 40 KB of ids at most");
+    // Five endpoints slow again are the most recently slow: named, in place of five others.
+    const again = ids.slice(0, 5);
+    await deliveries.createDeliveries(again.map((id) => delivery(2, id)));
+    for (
+      const claim of await deliveries.claimDue({
+        nowMs: T0,
+        limit: 5,
+        leaseMs: 60_000,
+        maxConcurrency: 8,
+      })
+    ) {
+      await sender.attempt(claim);
+    }
+    const named = slowNow(sender)!;
+    assert.equal(named.ids.length, 1_000);
+    for (const id of again) assert.ok(named.ids.includes(id), `${id} is named`);
+    // A slow endpoint left out is claimed as any other, up to its cap of 8; a named one, 1.
+    const left = ids.find((id) => !named.ids.includes(id))!;
+    await deliveries.createDeliveries([
+      ...Array.from({ length: 10 }, (_, n) => delivery(n + 10, left)),
+      ...Array.from({ length: 10 }, (_, n) => delivery(n + 10, again[0])),
+    ]);
+    const reserved = sender.reserve(Infinity)!;
+    const claimed = await deliveries.claimDue(reserved);
+    sender.take(reserved, []);
+    const per = (id: string) => claimed.filter((claim) => claim.endpoint.id === id).length;
+    assert.deepEqual([per(left), per(again[0])], [8, 1]);
+  } finally {
+    clock.uninstall();
+    await sender.close({ signal: AbortSignal.abort() });
+  }
+});
