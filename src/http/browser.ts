@@ -194,6 +194,9 @@ export async function refuseUnlistedOrigin(
   refuseForeignOrigin(grant, origin);
   const refusal = deferredOriginRefusal(request);
   if (!refusal) return;
+  // A path whose stream is no name is the route's 400 from any origin, which the page reads: a
+  // 403 telling it to list its origin would change nothing. (Asked only of a refused origin.)
+  if (!NAME.test(target.stream)) throw invalidNameParameter("stream", target.stream);
   const allowed = grant.origins?.has(origin) ||
     streamOrigins(await lookUpStream(deps.streams, target.stream)).includes(origin);
   if (!allowed) {
