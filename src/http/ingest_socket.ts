@@ -180,6 +180,38 @@ function shownValue(value: unknown): string {
 }
 
 /**
+ * What tells an envelope's events from others for its `idempotencyKey`: their JSON, which a
+ * resend with another `seq` or other whitespace keeps, and where a number out of a double's range
+ * (`1e400`, read as Infinity) is written as null; so when one is there, which of the nulls were
+ * such numbers follows, or a frame whose event had `1e400` (refused) and its resend with `null`
+ * there (accepted) would count as the same events, and the resend be answered the first ack
+ * without being applied.
+ */
+function eventsIdentity(events: unknown): string {
+  const json = JSON.stringify(events) ?? "";
+  // Such a number is written as null: without one, nothing was.
+  if (!json.includes("null")) return json;
+  // Every value written as null, in one fixed order: `0` null, `+`/`-` an infinity. Two values of
+  // the same JSON have their nulls at the same places, so the marks tell them apart. A loop, not
+  // recursion: a frame may nest as deep as JSON.parse reads (far past the stack).
+  let marks = "";
+  let infinite = false;
+  const pending: unknown[] = [events];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (value === null) marks += "0";
+    else if (typeof value === "number" && !Number.isFinite(value)) {
+      marks += value > 0 ? "+" : "-";
+      infinite = true;
+    } else if (typeof value === "object") {
+      for (const item of Object.values(value as object)) pending.push(item);
+    }
+  }
+  // JSON.stringify writes no line break, so the marks after one cannot be confused with it.
+  return infinite ? `${json}\n${marks}` : json;
+}
+
+/**
  * Reads one text frame: JSON (one event, an array, or the `{"seq", "events"}`
  * envelope) or, when it is not JSON and has several lines, NDJSON. Limits as
  * for HTTP bodies.
@@ -220,7 +252,7 @@ export function readFrame(text: string, limits: BodyLimits = {}): Frame {
         ? idempotencyKeyProblem(key)
         : `Frame 'idempotencyKey' must be a string, got ${shownValue(key)}`;
       if (problem) throw new ApiError(400, "invalid_idempotency_key", problem);
-      idempotency = { key: key as string, body: JSON.stringify(envelope.events) ?? "" };
+      idempotency = { key: key as string, body: eventsIdentity(envelope.events) };
     }
     const events = envelope.events;
     const eventsText = Array.isArray(events) ? text : JSON.stringify(events) ?? "";

@@ -992,6 +992,36 @@ Deno.test("WebSocket ingest: a frame's idempotencyKey replays its first ack and 
   }
 });
 
+Deno.test("WebSocket ingest: a frame's idempotencyKey resent with null where its event had 1e400 is refused as other events, not answered the first ack unapplied", async () => {
+  const server = await startServer({});
+  const client = await denoClient(server.wsUrl(WS_PATH));
+  // JSON.stringify writes 1e400 (Infinity) as null: the two frames' events have the same JSON.
+  const frame = (extra: string, seq: number) =>
+    `{"seq": ${seq}, "idempotencyKey": "inf-1", "events": [{"id": "i1", "ts": "${
+      at(1)
+    }", "country": "DE"}, {"id": "i2", "ts": "${at(2)}", "country": "DE", "extra": ${extra}}]}`;
+  try {
+    client.socket.send(frame("1e400", 1));
+    const first = await client.inbox.next();
+    assert.deepEqual([first.type, first.accepted, first.rejected.length], ["ack", 1, 1]);
+    // The same events again (another seq, other spacing): the first ack, nothing applied.
+    client.socket.send(frame("1e400", 2).replaceAll(", ", ","));
+    const replay = await client.inbox.next();
+    assert.deepEqual([replay.type, replay.replayed], ["ack", true]);
+    client.socket.send(frame("null", 3));
+    const reused = await client.inbox.next();
+    assert.deepEqual([reused.type, reused.seq, reused.retryable, reused.error?.code], [
+      "error",
+      3,
+      false,
+      "idempotency_key_reused",
+    ]);
+    assert.equal((await stats(server.base)).accepted, 1);
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("WebSocket ingest error frames carry the upgrade request's X-Request-Id, or a new id", async () => {
   const { store, control } = controlledStore();
   const server = await startServer({ store });
