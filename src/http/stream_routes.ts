@@ -341,7 +341,7 @@ const ingestRoute = createRoute({
       }),
       idempotencyKey: z.string().min(1).max(255).optional().openapi({
         description:
-          "The `Idempotency-Key` for clients that cannot set headers (`navigator.sendBeacon`); the header wins when both are sent",
+          "The `Idempotency-Key` for clients that cannot set headers (`navigator.sendBeacon`); sent with a header that differs, 400 `invalid_idempotency_key` (nothing applied)",
       }),
     }),
     headers: z.object({

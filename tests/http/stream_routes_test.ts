@@ -98,6 +98,13 @@ Deno.test("the key may come as ?idempotencyKey= (beacons cannot set headers), an
   const { error } = await two.json();
   assert.equal(error.code, "invalid_idempotency_key");
   assert.match(error.message, /^Two different idempotency keys/);
+  // And the API document says so, not that one of them wins.
+  const doc = await (await app.request("/openapi.json")).json();
+  const parameter = doc.paths["/v1/streams/{stream}/events"].post.parameters.find((
+    parameter: { name: string; in: string },
+  ) => parameter.name === "idempotencyKey" && parameter.in === "query");
+  assert.match(parameter.description, /differs, 400 `invalid_idempotency_key`/);
+  assert.doesNotMatch(parameter.description, /wins/);
   // As any query parameter given twice.
   const repeated = await post("/v1/streams/orders/events?idempotencyKey=k2&idempotencyKey=k3");
   assert.equal(repeated.status, 400);
