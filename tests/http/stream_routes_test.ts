@@ -210,7 +210,7 @@ Deno.test("a second request with a key still in progress is 409 and applies noth
 
 Deno.test("a malformed Idempotency-Key is 400 and applies nothing", async () => {
   const { app, store } = await testApp({ config: CONFIG });
-  for (const key of ["has space", "x".repeat(256), "é"]) {
+  for (const key of ["", "has space", "x".repeat(256), "é"]) {
     let res: Response;
     try {
       res = await app.request("/v1/streams/orders/events", {
@@ -224,6 +224,17 @@ Deno.test("a malformed Idempotency-Key is 400 and applies nothing", async () => 
     assert.equal(res.status, 400, key);
     assert.equal((await res.json()).error.code, "invalid_idempotency_key");
   }
+  // An empty one is no key left out: 1-255 characters, as `?idempotencyKey=` too.
+  const empty = await app.request("/v1/streams/orders/events?idempotencyKey=", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify([{ ts: at(10), country: "DE" }]),
+  });
+  assert.equal(empty.status, 400);
+  assert.deepEqual(
+    [(await empty.json()).error.message],
+    ["Idempotency-Key must be 1-255 characters, got 0"],
+  );
   assert.equal((await store.stats("orders", [])).accepted, 0);
 });
 
