@@ -1154,6 +1154,37 @@ Deno.test("WebSocket ingest holds a publishable key to its origins and a deleted
   }
 });
 
+Deno.test("WebSocket ingest: a frame after the connection's key expired gets unauthorized, saying so, and counts nothing", async () => {
+  let clock = NOW;
+  const server = await startServer({ auth: true, keyRing: { now: () => clock } });
+  try {
+    const sk = await createKey(server, {
+      scopes: ["ingest"],
+      expiresAt: new Date(NOW + 60_000).toISOString(),
+    });
+    const client = await denoClient(server.wsUrl(WS_PATH), [`bearer.${sk.key}`]);
+    try {
+      client.socket.send(JSON.stringify({ id: "x1", country: "DE", amount: 1 }));
+      assert.equal((await client.inbox.next()).type, "ack");
+      clock = NOW + 60_000;
+      client.socket.send(JSON.stringify({ id: "x2", country: "DE", amount: 2 }));
+      const refused = await client.inbox.next();
+      assert.deepEqual([refused.type, refused.seq, refused.retryable, refused.error.code], [
+        "error",
+        2,
+        false,
+        "unauthorized",
+      ]);
+      assert.match(refused.error.message, new RegExp(`^API key '${sk.id}' expired at `));
+      assert.equal((await server.store.stats("orders", [])).accepted, 1);
+    } finally {
+      await client.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 Deno.test("a publishable key opens a WebSocket from the origins it lists (or with no Origin), with no server-wide allowed origins", async () => {
   const shop = "https://shop.example";
   const server = await startServer({ auth: true });
