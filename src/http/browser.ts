@@ -230,8 +230,10 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
       }
       return c.body(null, 204);
     }
-    const stream = await lookUpStream(deps.streams, c.req.param("stream") ?? "");
     await next();
+    // The stream as held now, not looked up: before the key (the route after it looks a name up),
+    // a made-up name would cost a store call, and the unknown-name look-ups a keyed request needs.
+    const stream = deps.streams.get(c.req.param("stream") ?? "");
     if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
   };
 }

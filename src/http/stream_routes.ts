@@ -465,8 +465,8 @@ export interface IngestFront {
  * answered by one handler instead of the app's middleware chain: the hot path, where the chain's
  * five async layers cost more than some of the steps they run. It runs the same steps in the same
  * order with the same functions — the request log (`logRequest`), the Origin policy
- * (`guardOrigin`, deferred for ingest), the stream looked up for CORS, the key
- * (`ingestGrant`), the route, the CORS headers (`addIngestCorsHeaders`) — and turns an error into
+ * (`guardOrigin`, deferred for ingest), the key (`ingestGrant`), the route, the CORS headers
+ * (`addIngestCorsHeaders`, by the stream as held then) — and turns an error into
  * its answer where the chain would (`errorResponse`, with `c.error` set for the log line); every
  * answer gets the CORS headers `addIngestCorsHeaders` decides, errors before the key too. The app sends these requests here (`app.ts`); a
  * test checks the chain still holds exactly these layers for them.
@@ -477,24 +477,18 @@ export function ingestApp(deps: StreamRouteDeps, front: IngestFront): Hono {
   const guard = { defer: isIngestRequest };
   async function steps(c: Context): Promise<void> {
     const origin = c.req.header("Origin");
-    let stream: CompiledStream | undefined;
+    const name = c.req.param("stream") ?? "";
     try {
       guardOrigin(front.origins, c.req.raw, guard);
       refuseRepeatedQuery(c.req.url);
-      const name = c.req.param("stream") ?? "";
-      stream = deps.streams.get(name) ?? await lookUpStream(deps.streams, name);
-    } catch (error) {
-      answerError(c, error);
-      if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
-      return;
-    }
-    try {
       rememberGrant(c, await ingestGrant(deps, c));
       c.res = await route(c);
     } catch (error) {
       answerError(c, error);
     }
-    if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream });
+    // The stream as this instance holds it: the key's check or the route looked it up (a name it
+    // does not hold costs a store call, which a request without a valid key must not spend).
+    if (origin !== undefined) addIngestCorsHeaders(c, { origin, stream: deps.streams.get(name) });
   }
   const app = new Hono();
   app.onError(errorResponse);

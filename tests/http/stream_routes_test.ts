@@ -5,10 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { cursorOfText, MemoryStore } from "../../src/store/mod.ts";
+import { cursorOfText, MemoryDefinitionStore, MemoryStore } from "../../src/store/mod.ts";
+import { createApp } from "../../src/app.ts";
+import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
+import { KeyRing } from "../../src/http/auth.ts";
 import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { at, NOW, postEvents, testApp } from "../_fixtures.ts";
+import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import { redisTest } from "../_redis.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
@@ -506,4 +509,44 @@ Deno.test("group[group.x] filters the field x; a field whose path starts with gr
     (await res.json()).error.message,
     /'group\[group\.x\]' names no field .* \(group\.x\)/,
   );
+});
+
+Deno.test("ingest without a valid key is 401 and looks no stream up: keyless requests spend none of the unknown-name look-ups a keyed one needs", async () => {
+  let reads = 0;
+  class CountingDefinitions extends MemoryDefinitionStore {
+    override get(name: string) {
+      reads++;
+      return super.get(name);
+    }
+  }
+  const definitions = new CountingDefinitions();
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const keys = await KeyRing.parse(`ingest:${KEYS.ingest}`);
+  const app = createApp({ streams, store: new MemoryStore({ now: () => NOW }), keys });
+  const post = (name: string, headers: Record<string, string>) =>
+    app.request(`/v1/streams/${name}/events`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", ...headers },
+      body: "{}",
+    });
+  // More than the 20 unknown names a second the instance looks up, with no key, a made-up one,
+  // and from a page.
+  for (let i = 0; i < 30; i++) {
+    const attempts: Record<string, string>[] = [
+      {},
+      { Authorization: "Bearer not-a-key-0123456789" },
+      { Origin: "https://page.example" },
+    ];
+    for (const headers of attempts) {
+      const res = await post(`unknown-${i}`, headers);
+      assert.equal(res.status, 401, `unknown-${i} ${JSON.stringify(headers)}`);
+      assert.equal((await res.json()).error.code, "unauthorized");
+    }
+  }
+  assert.equal(reads, 0, "no definition read for a request without a valid key");
+  // A keyed request for a name the instance does not know is still looked up: 404, not 503.
+  const keyed = await post("created-elsewhere", { Authorization: `Bearer ${KEYS.ingest}` });
+  assert.equal(keyed.status, 404);
+  assert.equal((await keyed.json()).error.code, "stream_not_found");
+  assert.equal(reads, 1);
 });
