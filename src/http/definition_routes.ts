@@ -94,6 +94,10 @@ const deleteStreamRoute = createRoute({
         description:
           'Entity tags (`"3"`) of the versions this deletes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412); a header that is not entity tags is 400',
       }),
+      "if-none-match": z.literal("*").optional().openapi({
+        description:
+          "`*`: delete only a stream that does not exist, so never (412 when it exists, 404 when not), as RFC 9110 evaluates it",
+      }),
     }),
     query: z.object({
       force: z.enum(["true", "false"]).optional().openapi({
@@ -137,16 +141,15 @@ function entityTagsOf(header: string): { weak: boolean; opaque: string }[] | und
 }
 
 /**
- * The request's `If-Match` (entity tags, or `*`) and, when `create`, its
- * `If-None-Match: *`; undefined when it has neither. A header that is not entity-tag syntax is
- * 400; a well-formed tag that names no version (`"x"`, `"01"`) is kept, to fail as a 412.
+ * The request's `If-Match` (entity tags, or `*`) and its `If-None-Match: *`; undefined when it
+ * has neither. A header that is not entity-tag syntax is 400; a well-formed tag that names no
+ * version (`"x"`, `"01"`) is kept, to fail as a 412. `If-None-Match: *` holds only while the
+ * stream does not exist, on `DELETE` as on `PUT` (RFC 9110 §13.1.2): a delete is not made
+ * without a word because of a precondition that failed.
  */
-function preconditionOf(
-  c: Context,
-  { create }: { create: boolean },
-): DefinitionPrecondition | undefined {
+function preconditionOf(c: Context): DefinitionPrecondition | undefined {
   const ifMatch = c.req.header("If-Match");
-  const ifNoneMatch = create ? c.req.header("If-None-Match") : undefined;
+  const ifNoneMatch = c.req.header("If-None-Match");
   if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
   const expected: DefinitionPrecondition = {};
   // `*` may come with empty list elements (`*, `) as a tag list may (RFC 9110 §5.6.1.2); `*`
@@ -254,7 +257,7 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
         "Invalid path parameter stream: '__proto__' cannot name a stream (a config file cannot hold it either); choose another name",
       );
     }
-    const expected = preconditionOf(c, { create: true });
+    const expected = preconditionOf(c);
     const raw = await readDefinition(c, maxBodyBytes);
     const { created, registered } = await deps.streams.put(name, raw, expected);
     c.header("ETag", `"${registered.version}"`);
@@ -272,7 +275,7 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
         `'force' is true or false, got '${quoteInput(force)}'`,
       );
     }
-    const expected = preconditionOf(c, { create: false });
+    const expected = preconditionOf(c);
     await deps.streams.remove(name, { force: force === "true", expected });
     return c.body(null, 204);
   });

@@ -475,7 +475,12 @@ Deno.test("/openapi.json documents PUT and DELETE /v1/streams/{stream} with thei
     "header:if-none-match",
     "path:stream",
   ]);
-  assert.deepEqual(parameters(path.delete), ["header:if-match", "path:stream", "query:force"]);
+  assert.deepEqual(parameters(path.delete), [
+    "header:if-match",
+    "header:if-none-match",
+    "path:stream",
+    "query:force",
+  ]);
   assert.ok(doc.components.schemas.Stream.properties.source);
 });
 
@@ -1173,6 +1178,31 @@ Deno.test("If-Match and If-None-Match keep two admins from overwriting each othe
   const plain = await app.request("/v1/streams/signups", { method: "DELETE" });
   assert.equal(plain.status, 404);
   await plain.body?.cancel();
+});
+
+Deno.test("DELETE with If-None-Match: * holds only for a stream that does not exist: 412 when it does, nothing deleted; 404 when not; a tag is 400", async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const del = (headers: Record<string, string>) =>
+    app.request("/v1/streams/signups", { method: "DELETE", headers });
+  const refused = await del({ "If-None-Match": "*" });
+  assert.equal(refused.status, 412);
+  assert.deepEqual(await errorOf(refused), {
+    code: "precondition_failed",
+    message: "Stream 'signups' exists (it is at version 1): read it again and retry",
+    requestId: refused.headers.get("X-Request-Id"),
+  });
+  const tagged = await del({ "If-None-Match": '"1"' });
+  assert.equal(tagged.status, 400);
+  assert.equal((await errorOf(tagged)).code, "invalid_request");
+  // Nothing was deleted: the stream is still served at version 1.
+  const read = await app.request("/v1/streams/signups");
+  assert.equal(read.status, 200);
+  assert.equal((await read.json()).version, 1);
+  assert.equal((await del({})).status, 204);
+  const gone = await del({ "If-None-Match": "*" });
+  assert.equal(gone.status, 404);
+  assert.equal((await errorOf(gone)).code, "stream_not_found");
 });
 
 /** Two instances on one definition store and one stream store, neither polling. */
