@@ -157,3 +157,32 @@ Deno.test("?top on a session counter is a 400 naming the counter: sessions are l
     await ctx.close();
   }
 });
+
+Deno.test("a session counter is not paged: cursor on its list, limit or cursor on …/current are 400 invalid_query naming why", async () => {
+  const ctx = await setup({ config: CONFIG });
+  try {
+    const cursor = "WzAsbnVsbCwyXQ"; // [0,null,2], a window counter's cursor.
+    const cases: [string, RegExp][] = [
+      [
+        `?cursor=${cursor}`,
+        /'cursor' pages a window counter's rows without 'top', not a session counter/,
+      ],
+      [
+        "/current?limit=2",
+        /page the groups of a window counter's current window, not of a session counter/,
+      ],
+      [`/current?cursor=${cursor}`, /not of a session counter/],
+    ];
+    for (const [path, message] of cases) {
+      const res = await call(ctx.app, "GET", `/v1/streams/visits/counters/visit${path}`);
+      assert.equal(res.status, 400, path);
+      assert.equal(res.body.error.code, "invalid_query", path);
+      assert.match(res.body.error.message, message, path);
+    }
+    // limit on the list is its bound, as for windows.
+    const listed = await call(ctx.app, "GET", "/v1/streams/visits/counters/visit?limit=2");
+    assert.equal(listed.status, 200);
+  } finally {
+    await ctx.close();
+  }
+});
