@@ -21,6 +21,7 @@ import {
   compactPosition,
   currentWindow,
   currentWindowPage,
+  isCompactedStart,
   listTopWindows,
   listWindows,
   listWindowsPage,
@@ -1110,6 +1111,11 @@ function readRowCursor(cursor: string, counter: CompiledCounter): RowPosition {
       value.length === 4 && value[2] === 3 && typeof value[1] === "string" &&
       typeof value[3] === "string"
     ) {
+      // A key named by its digest is searched among the keys starting with its start: only the
+      // start a long key is cut to, not a shorter one (an empty one starts every key).
+      if (!isCompactedStart(value[1])) {
+        throw cursorRefused(cursor, "its group's start is not one a cursor holds");
+      }
       return { startMs: value[0], group: value[1], groupDigest: value[3] };
     }
     if (value.length === 2 && typeof value[1] === "string") {

@@ -368,6 +368,51 @@ Deno.test("…/current refuses a cursor naming a window outside the time range: 
   }
 });
 
+Deno.test("a hand-written cursor naming a group by digest with a start shorter than a cut key is 400 invalid_cursor, not a search of every key of the window", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts", lateness: "1h" },
+        counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
+      },
+    },
+  };
+  let pageReads = 0;
+  class CountingStore extends MemoryStore {
+    override readWindows(...args: Parameters<MemoryStore["readWindows"]>) {
+      if (args[3]?.page) pageReads++;
+      return super.readWindows(...args);
+    }
+  }
+  const { app } = await testApp({ config, store: new CountingStore({ now: () => NOW }) });
+  for (let batch = 0; batch < 5; batch++) {
+    const events = Array.from({ length: 500 }, (_, i) => ({ ts: at(5), g: `k${batch * 500 + i}` }));
+    assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  }
+  const startMs = Date.parse(at(0));
+  const digest = "0".repeat(64);
+  for (const path of ["", "/current"]) {
+    // An empty start begins every key: the page would read all 2,500 of them, 1,000 at a time.
+    for (const start of ["", '["k', "x".repeat(998)]) {
+      const cursor = cursorOfText(JSON.stringify([startMs, start, 3, digest]));
+      const read = await app.request(`/v1/streams/shop/counters/n${path}?cursor=${cursor}`);
+      assert.equal(read.status, 400, `${path} ${start.length}`);
+      const body = await read.json();
+      assert.equal(body.error.code, "invalid_cursor");
+      assert.match(body.error.message, /its group's start is not one a cursor holds/);
+    }
+    assert.equal(pageReads, 0, path);
+    // A start as long as a cut key's is read: no key has it, so the page goes on after it.
+    for (const start of ["y".repeat(999), "y".repeat(1000)]) {
+      const cursor = cursorOfText(JSON.stringify([startMs, start, 3, digest]));
+      const read = await app.request(`/v1/streams/shop/counters/n${path}?cursor=${cursor}`);
+      assert.equal(read.status, 200, `${path} ${start.length}`);
+      assert.deepEqual((await read.json()).windows, []);
+    }
+    pageReads = 0;
+  }
+});
+
 Deno.test("a counter read quotes a bad time or group filter within 256 characters, as every error message does", async () => {
   const { app } = await testApp({ config: CONFIG });
   const long = "9".repeat(20_000);
