@@ -872,8 +872,9 @@ function groupFilters(c: Context, counter: CompiledCounter): Record<string, stri
   for (const [key, value] of new URL(c.req.url).searchParams) {
     const field = groupFilterField(key);
     // `group[country=DE` (the bracket left open) filters nothing: the whole window would be
-    // answered as if it were the group asked for.
-    if (field === undefined && key.startsWith("group[")) {
+    // answered as if it were the group asked for. Nor does `group` itself, the name of the
+    // OpenAPI document's parameter, sent unexploded (`group=group.country,DE`) or bare.
+    if (field === undefined && (key.startsWith("group[") || key === "group")) {
       throw new ApiError(
         400,
         "invalid_query",
@@ -911,7 +912,7 @@ const groupFilterParameter = {
   style: "form" as const,
   explode: true,
   description:
-    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`. `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
+    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`, and so is this parameter sent unexploded (`group=group.country,DE`). `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
   schema: {
     type: "object" as const,
     propertyNames: { pattern: "^group\\..+$" },

@@ -526,6 +526,21 @@ Deno.test("a group[ filter whose bracket is left open is a 400 naming it, not ev
   }
 });
 
+Deno.test("a parameter named group itself (the OpenAPI object sent unexploded, or bare) is a 400, not every group of the window", async () => {
+  const { app } = await testApp({ config: SHOP_BY_COUNTRY, now: () => Date.parse(at(30)) });
+  const events = ["DE", "FR"].map((country) => ({ ts: at(1), country }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  for (const path of ["", "/current"]) {
+    for (const query of ["group=group.country,DE", "group=DE", "group"]) {
+      const res = await app.request(`/v1/streams/shop/counters/n${path}?${query}`);
+      assert.equal(res.status, 400, `${path}?${query}`);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_query");
+      assert.match(error.message, /'group' is no group filter: write group\.<field>=<value>/);
+    }
+  }
+});
+
 Deno.test("group[group.x] filters the field x; a field whose path starts with group. is group.group.x", async () => {
   const config = {
     streams: {
