@@ -1122,15 +1122,28 @@ function readRowCursor(cursor: string, counter: CompiledCounter): RowPosition {
     if (value.length === 2 && typeof value[1] === "string") {
       if (value[1] === "|") return { startMs: value[0], group: null };
       const group = jsonObject(value[1]);
-      if (group) {
-        return {
-          startMs: value[0],
-          group: groupKey(counter.groupBy.map((field) => group[field] ?? null)),
-        };
-      }
+      const key = group && legacyGroupKey(counter, group);
+      if (key !== undefined) return { startMs: value[0], group: key };
     }
   }
   throw cursorRefused(cursor, "not a cursor this API gave out");
+}
+
+/**
+ * The group key of a legacy cursor's group object, or undefined for one no group can have: a value
+ * nested thousands deep (written by hand; the cursor's 64 KiB hold some 20,000 levels) overflows
+ * the stack of the key's JSON, which was a 500.
+ */
+function legacyGroupKey(
+  counter: CompiledCounter,
+  group: Record<string, unknown>,
+): string | undefined {
+  try {
+    return groupKey(counter.groupBy.map((field) => group[field] ?? null));
+  } catch (error) {
+    if (error instanceof RangeError) return undefined;
+    throw error;
+  }
 }
 
 /** The object a JSON text holds, or undefined. */

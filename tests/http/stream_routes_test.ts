@@ -413,6 +413,36 @@ Deno.test("a hand-written cursor naming a group by digest with a start shorter t
   }
 });
 
+Deno.test("a legacy cursor whose group holds a value nested 20,000 deep is 400 invalid_cursor, not a 500", async () => {
+  const config = {
+    streams: {
+      shop: {
+        time: { field: "ts", lateness: "1h" },
+        counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
+      },
+    },
+  };
+  const { app } = await testApp({ config });
+  assert.equal((await postEvents(app, [{ ts: at(5), g: "a" }], { stream: "shop" })).status, 202);
+  const deep = "[".repeat(20_000) + "]".repeat(20_000);
+  // The release that ordered groups by their object's JSON text: [start, group object as text].
+  const cursor = cursorOfText(JSON.stringify([Date.parse(at(0)), `{"g":${deep}}`]));
+  for (const path of ["", "/current"]) {
+    const read = await app.request(`/v1/streams/shop/counters/n${path}?cursor=${cursor}`);
+    assert.equal(read.status, 400, path);
+    const body = await read.json();
+    assert.equal(body.error.code, "invalid_cursor", path);
+    assert.match(body.error.message, /not a cursor this API gave out/);
+  }
+  // A legacy cursor with a plain group still reads.
+  const plain = cursorOfText(JSON.stringify([Date.parse(at(0)), '{"g":"0"}']));
+  const read = await app.request(`/v1/streams/shop/counters/n?cursor=${plain}`);
+  assert.equal(read.status, 200);
+  assert.deepEqual((await read.json()).windows.map((row: { group: unknown }) => row.group), [
+    { g: "a" },
+  ]);
+});
+
 Deno.test("a counter read quotes a bad time or group filter within 256 characters, as every error message does", async () => {
   const { app } = await testApp({ config: CONFIG });
   const long = "9".repeat(20_000);
