@@ -413,6 +413,8 @@ Deno.test("object group values written in two key orders are one group, which a 
     assert.deepEqual(await values(`?group.g=${encodeURIComponent(text)}`), [[device, 2]], text);
   }
   assert.deepEqual(await values(`?group.g=${encodeURIComponent("[1]")}`), [[[1], 1]]);
+  // Any JSON text of the same value (README): spaces and number forms inside aside.
+  assert.deepEqual(await values(`?group.g=${encodeURIComponent("[ 1.0 ]")}`), [[[1], 1]]);
   assert.deepEqual(await values(`?group.g=${encodeURIComponent('{"os":"ios"}')}`), []);
 });
 
@@ -429,6 +431,9 @@ Deno.test("a group filter in double quotes matches only that string, not a numbe
       .sort();
   };
   assert.deepEqual(await groups("null"), ['"null"', "null"]);
+  // Only `null` itself, as a number only by its JSON text: not JSON text that reads as null.
+  for (const text of [" null", "null ", "\nnull"]) assert.deepEqual(await groups(text), [], text);
+  assert.deepEqual(await groups(" 1"), []);
   assert.deepEqual(await groups('"null"'), ['"null"']);
   assert.deepEqual(await groups("1"), ['"1"', "1"]);
   assert.deepEqual(await groups('"1"'), ['"1"']);

@@ -208,13 +208,16 @@ function matchesGroup(group: Record<string, unknown>, filters: Record<string, st
       : typeof value === "string"
       ? value
       : JSON.stringify(value);
-    if (text !== wanted && !(typeof value === "object" && sameJson(value, wanted))) return false;
+    // Only an object or array is matched as any JSON text of it (keys in any order); null, whose
+    // `typeof` is "object" too, is matched by `null` alone, as a number by its JSON text alone.
+    const structured = typeof value === "object" && value !== null;
+    if (text !== wanted && !(structured && sameJson(value, wanted))) return false;
   }
   return true;
 }
 
 /** Whether `text` is the JSON of `value` with its objects' keys in some other order. */
-function sameJson(value: object | null, text: string): boolean {
+function sameJson(value: object, text: string): boolean {
   try {
     return canonicalJson(JSON.parse(text)) === canonicalJson(value);
   } catch {
