@@ -208,6 +208,14 @@ const applyScenarios: Record<
     assert.equal((await store.stats(generationKey("orders", 2), [])).accepted, 1);
   },
 
+  async "applyBatch() of a config stream recorded at generation 0 applies (the call leaves gen 0 out)"(
+    { store, definitions },
+  ) {
+    await definitions.write("cfg", record({ source: "config", generation: 0 }), 0);
+    assert.equal((await store.applyBatch(batch("cfg"))).definitionVersion, 1);
+    assert.equal((await store.stats("cfg", [])).applied, 1);
+  },
+
   async "generations keep a stream's data apart"({ store }) {
     await store.applyBatch(batch(generationKey("orders", 1)));
     await store.applyBatch(batch(generationKey("orders", 1)));

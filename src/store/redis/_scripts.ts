@@ -54,6 +54,12 @@ import { MAX_LOG_BACKLOG, MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../ty
 import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY, luaString } from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
+/**
+ * How long (ms) a stream's stats live after its last write unless the store is told otherwise
+ * (`RedisStoreOptions.statsTtlMs`): the apply script's \`statsTtl\` when its ARGV leaves it out.
+ */
+export const DEFAULT_STATS_TTL_MS = 30 * 86_400_000;
+
 /** Names of the keys under a stream's prefix that the store also reads outside scripts. */
 export const STREAM_KEYS = { stats: "stats", log: "log", livePanes: "panes:" } as const;
 /**
@@ -480,14 +486,16 @@ end
 
 /**
  * Applies one ingest batch. Three arguments, so the common case decodes one:
- * - ARGV[1], JSON: `{now, late, idle?, dttl, statsTtl, sl?, logp?, logl?, logw?,
- *   counters: [name, kind, ttl, …] (three values a counter, flat), cl: the JSON text of
- *   [maxGroups, hop, size, …] (three a counter; decoded only when a group or pane is new), ids:
+ * - ARGV[1], JSON: `{now, late, idle?, dttl, gen?, statsTtl?, sl?, logp?, logl?, logw?,
+ *   counters: [name, kind, ttl, …, cl] (three values a counter, flat, then cl: the JSON text of
+ *   [maxGroups, hop, size, …], three a counter, decoded only when a group or pane is new), ids:
  *   [id|false, …], uq?: true when no
- *   id is in `ids` twice,
+ *   id is in `ids` twice (absent for fewer than two events: none is),
  *   tmin?, tmax?, payloads?: [json|false, …], reqs?: [request, …], cells}` — one
- *   entry per event (`tmin`, `tmax`: the earliest and latest event time; flags absent for
- *   false, `reqs` for one request of every event with nothing but `n`), and per request
+ *   entry per event (`tmin`, `tmax`: the earliest and latest event time, `tmin` absent when it is
+ *   `tmax`; flags absent for false, `gen` for 0, `statsTtl` for {@linkcode DEFAULT_STATS_TTL_MS},
+ *   `reqs` for one request of every event with nothing but `n`: a field fewer is a value less to
+ *   decode, and a single-event call's object has 8 fields, one hash part size below 9), and per request
  *   `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`; `sl`, the
@@ -545,7 +553,7 @@ if type(args.sess) == "table" then
 withSessions, guardSessions = applySessions, checkSessionKeys
 end
 local now, lateness, idle, dedupeTtl = args.now, args.late, args.idle, args.dttl
-local statsTtl, logProcessed, logLate = args.statsTtl, args.logp, args.logl
+local statsTtl, logProcessed, logLate = args.statsTtl or ${DEFAULT_STATS_TTL_MS}, args.logp, args.logl
 -- The stats' life: statsTtl, or (\`sl\`) a counter's TTL where that is longer, so the watermark and
 -- \`cl\` outlive the windows they say are final.
 local statsLife = args.sl or statsTtl
@@ -574,7 +582,7 @@ if KEYS[2] then
   definitionVersion = tonumber(record[1]) or 0
   -- The stream deleted, or created again (another generation), since the caller read it: what
   -- this call wrote would count nowhere. Nothing was written yet (above: reads only).
-  if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= args.gen)) then
+  if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= (args.gen or 0))) then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
   -- The definitions live here, and the record is missing (a Redis restored from before it was
@@ -586,21 +594,21 @@ local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
 local counters = {}
 -- Three values per counter, in one array (a table fewer per counter to decode); its maxGroups, hop
--- and size come with limitsOf.
+-- and size come with limitsOf, from the text after them (cl).
 local flat = args.counters
-for i = 1, #flat / 3 do
+for i = 1, (#flat - 1) / 3 do
   local at = (i - 1) * 3
   counters[i] = { name = flat[at + 1], kind = flat[at + 2], ttl = flat[at + 3], maxGroups = nil, hop = nil,
     size = nil }
 end
 -- A counter with its maxGroups, hop and size, which only a group new in a pane or a new pane asks:
--- args.cl, the JSON text of [maxGroups, hop, size, …] (three a counter), decoded only then (each
--- JSON value is work for every call that decodes it).
+-- cl, the last value of args.counters, the JSON text of [maxGroups, hop, size, …] (three a
+-- counter), decoded only then (each JSON value is work for every call that decodes it).
 local limitsRead = false
 local function limitsOf(counter)
   if not limitsRead then
     limitsRead = true
-    local limits = cjson.decode(args.cl)
+    local limits = cjson.decode(flat[#flat])
     for i = 1, #counters do
       local at = (i - 1) * 3
       counters[i].maxGroups, counters[i].hop, counters[i].size = limits[at + 1], limits[at + 2], limits[at + 3]
@@ -1008,7 +1016,7 @@ local idsMarked = false
 -- Ids held already, asked with one HMGET per bucket and 500 ids rather than two calls an event.
 -- freshIds: the new ids as HSET's field, value pairs. Both tables only when some id is held or
 -- new to write with the batch's HSET (a single event's id is written on its own, below).
-local heldIds, freshIds, distinctIds = nil, nil, args.uq
+local heldIds, freshIds, distinctIds = nil, nil, args.uq or eventCount < 2
 -- One id (a single-event request): asked in the older bucket, then written to the newer one at
 -- once, whose HSET answers whether the id was there (0 fields added) and whether the bucket was
 -- new (2: the mark too). The id of an event that turns out late is kept as well, as below. Not
@@ -1106,12 +1114,12 @@ for i = 1, eventCount do
   end
 end
 local insertedIds = freshCount > 0
-local latest = args.tmax
+local latest, earliest = args.tmax, args.tmin or args.tmax
 if wm ~= nil and (latest == nil or wm > latest) then latest = wm end
 if eventCount == 0 then
   -- Nothing to apply.
-elseif payloads == nil and duplicates + skipped == 0 and args.tmin >= latest - lateness and
-    (closedThrough == nil or args.tmin >= closedThrough) then
+elseif payloads == nil and duplicates + skipped == 0 and earliest >= latest - lateness and
+    (closedThrough == nil or earliest >= closedThrough) then
   applied, wm = eventCount, latest
 else
   local times = cjson.decode(ARGV[3])

@@ -17,6 +17,7 @@ import {
   APPEND_SCRIPT,
   APPLY_SCRIPT,
   CLOSE_SCRIPT,
+  DEFAULT_STATS_TTL_MS,
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
   MARK_SCRIPT,
@@ -384,7 +385,7 @@ export class RedisStore implements Store {
     this.#prefix = options.prefix ?? "es";
     this.#definitionsHere = options.definitionsHere ?? false;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
-    this.#statsTtlMs = options.statsTtlMs ?? 30 * 86_400_000;
+    this.#statsTtlMs = options.statsTtlMs ?? DEFAULT_STATS_TTL_MS;
     this.#now = options.now ?? Date.now;
     this.#closeCells = Math.max(1, options.closeCells ?? CLOSE_CELLS_PER_CALL);
     this.#quietKept = Math.max(1, options.quietKept ?? QUIET_KEPT);
@@ -444,6 +445,8 @@ export class RedisStore implements Store {
     const sess = sessionApplyArgs(batch.counters);
     const { cells, indexes, bins } = preAggregate(batch, updatesOf);
     const times = batch.events.map((event) => event.timeMs);
+    const tmin = times.length > 0 ? times.reduce((a, b) => Math.min(a, b)) : undefined;
+    const tmax = times.length > 0 ? times.reduce((a, b) => Math.max(a, b)) : undefined;
     // An event's dedupe id, or false for none: the script takes any value that is not false as an
     // id (it tells no type, ~0.5k instructions a call of type() in its per-event loops).
     const ids = batch.events.map((event) => typeof event.id === "string" ? event.id : false);
@@ -476,22 +479,26 @@ export class RedisStore implements Store {
         ]),
       })),
       // The generation the batch was built for: the definition record (KEYS[2]) must name it.
-      gen: generation,
+      gen: generation || undefined,
       // The record must exist (recorded, and the definitions live here): else nothing applies.
       rec: (this.#definitionsHere && batch.recorded) || undefined,
-      statsTtl: this.#statsTtlMs,
+      statsTtl: this.#statsTtlMs === DEFAULT_STATS_TTL_MS ? undefined : this.#statsTtlMs,
       sl: this.#statsLife(batch.counters),
       logp: batch.log?.processed || undefined,
       logl: batch.log?.late || undefined,
       logw: batch.log?.ifWanted || undefined,
-      counters: batch.counters.flatMap((c) => [c.name, c.aggregate, c.ttlMs]),
-      // Asked by the script only when a group or a pane is new: JSON text it decodes only then.
-      cl: JSON.stringify(batch.counters.flatMap((c) => [c.maxGroups, c.hopMs, c.sizeMs])),
+      // Then, last, the limits, asked by the script only when a group or a pane is new: JSON text
+      // it decodes only then (in this array rather than a field of its own: see the script).
+      counters: [
+        ...batch.counters.flatMap((c) => [c.name, c.aggregate, c.ttlMs]),
+        JSON.stringify(batch.counters.flatMap((c) => [c.maxGroups, c.hopMs, c.sizeMs])),
+      ],
       ids,
-      // No id twice in the batch: the script need not remember the new ones for later events.
-      uq: distinctIds(ids) || undefined,
-      tmin: times.length > 0 ? times.reduce((a, b) => Math.min(a, b)) : undefined,
-      tmax: times.length > 0 ? times.reduce((a, b) => Math.max(a, b)) : undefined,
+      // No id twice in the batch: the script need not remember the new ones for later events
+      // (nor be told so for fewer than two).
+      uq: (ids.length > 1 && distinctIds(ids)) || undefined,
+      tmin: tmin === tmax ? undefined : tmin,
+      tmax,
       payloads: logging ? batch.events.map((event) => event.payload ?? false) : undefined,
       sess,
       cells: trimCells(sessionRuns(cells, batch.counters), batch.counters),
