@@ -656,12 +656,13 @@ for i = 1, counterCount do
   local counter, known = counters[i], stored[9 + i]
   if known then
     -- A cache of the counter's last pane and its score in the live panes: text this script did
-    -- not write (no space, no finite expiry) is as none, and is written anew below.
-    local space = string.find(known, " ", 1, true)
-    local expiresAt = space and tonumber(string.sub(known, space + 1))
-    if expiresAt and expiresAt == expiresAt and expiresAt ~= math.huge and expiresAt ~= -math.huge then
-      counter.knownPane = string.sub(known, 1, space - 1)
-      counter.knownExpiresAt = expiresAt
+    -- not write (not a pane, a space and an expiry in digits as num() writes it) is as none, and
+    -- is written anew below. One match, and the digits turned into a number once by arithmetic
+    -- (tonumber reads a text twice); fewer than 25 of them are finite.
+    local paneText, expiry = string.match(known, "^([^ ]+) (%-?%d+%.?%d*)$")
+    if expiry and #expiry < 25 then
+      counter.knownPane = paneText
+      counter.knownExpiresAt = expiry + 0
     end
   end
 end
