@@ -592,7 +592,10 @@ end
 -- ids: per event its dedupe id (a string), or false for none.
 local ids, payloads = args.ids, args.payloads
 local eventCount = #ids
-local counters = {}
+-- Arrays a call fills one value after another are made with room for 8 (a constructor of nils):
+-- one grown from empty is rehashed at its 1st, 2nd, 3rd and 5th values (~1k instructions each).
+-- (Filled from 1 without a gap, # and unpack see the values set, as in any array.)
+local counters = { nil, nil, nil, nil, nil, nil, nil, nil }
 -- Three values per counter, in one array (a table fewer per counter to decode); its maxGroups, hop
 -- and size come with limitsOf, from the text after them (cl).
 local flat = args.counters
@@ -622,7 +625,9 @@ end
 -- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
 -- \`cl\`: the latest end (a session's: end + gap) a close claimed; an event before it is late
 -- whatever the lateness is now, so a raised lateness re-opens no window or session that closed.
-local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected", "cl" }
+-- (Room for 16, as the arrays above: the 9 names here, then 6 more for 4 counters.)
+local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected", "cl", nil,
+  nil, nil, nil, nil, nil, nil }
 local counterCount = #counters
 for i = 1, counterCount do statsAsked[9 + i] = "k:" .. counters[i].name end
 -- The dedupe TTLs whose buckets are asked (see dedupeBuckets).
@@ -826,7 +831,8 @@ end
 local hllHeld = {}
 -- Per cell of \`args.cells\` (by position, not of a session counter): its pane record and count field,
 -- for the writes when they add those cells.
-local cellPanes, cellFields = {}, {}
+local cellPanes = { nil, nil, nil, nil, nil, nil, nil, nil }
+local cellFields = { nil, nil, nil, nil, nil, nil, nil, nil }
 do
   local OTHER = ${luaString(OTHER_GROUP)}
   -- Tables only when a pane is due, new or gains a group (a plain call's panes are none of those).
@@ -1302,7 +1308,7 @@ if withSessions then cells = withSessions(counters, cells, now) end
 -- The panes written, in the order first written: per pane (its record, above), once, its expiry
 -- says whether it is new and whether its life is due to be extended. Per cell: HINCRBY's reply
 -- says whether the group is new in the pane (its count was the cell's: counts only grow).
-local paneOrder = {}
+local paneOrder = { nil, nil, nil, nil, nil, nil, nil, nil }
 -- The pane, listed among those written (once).
 local function written(pane)
   if not pane.listed then
@@ -1321,7 +1327,7 @@ local function writeTogether(pane, list)
   local withSum = counter.kind ~= "count"
   -- Read when checked, before any write (every cell of a pane is in one list).
   local read = pane.values
-  local values, newGroups = {}, 0
+  local values, newGroups = { nil, nil, nil, nil, nil, nil, nil, nil }, 0
   for k = 1, #list do
     local cell = cells[list[k]]
     local group = cell[3]
@@ -1527,7 +1533,8 @@ if refreshed then
   end
 end
 
-local changed, deltas = {}, { accepted, applied, duplicates, lates, filtered, rejected }
+local changed, deltas = { nil, nil, nil, nil, nil, nil, nil, nil }, { accepted, applied, duplicates, lates, filtered,
+  rejected }
 for i = 1, 6 do
   local delta = deltas[i]
   if delta > 0 then
