@@ -14,7 +14,8 @@
  * URL-encoded forms, for webhook secrets (`whsec_…`), for whatever follows
  * `Bearer ` and a `bearer.` subprotocol, and for the value of a `token` (or
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
- * `[REDACTED]`. Whitespace a line escapes (a tab as `\t`, a line break as
+ * `[REDACTED]`, as are the first characters (four or more) of a named secret or an `sk_…` key
+ * that quoting client input cut (`quoteInput`: `…/a1b2… (300 characters)`). Whitespace a line escapes (a tab as `\t`, a line break as
  * `\n`) counts as the whitespace it stands for: before a secret, and between
  * `Bearer` and its key, where any whitespace (a no-break space too) and a quote
  * around the key (`Bearer "…"`) may stand. Properties named like a secret (`secret`, `token`,
@@ -211,8 +212,44 @@ export function redactionPatterns(secrets: readonly string[] = []): RedactionPat
   const exact = sorted.length === 0
     ? []
     : [{ pattern: new RegExp(sorted.join("|"), "g"), replacement: REDACTED }];
-  return [...exact, ...SHAPED_SECRETS];
+  // A secret in client input a line quotes cut at its length (`quoteInput`: `…a1b2c3… (300
+  // characters)`) is no longer whole: its first characters before the cut are redacted too.
+  const cut = [...forms].filter((form) => form.length > MIN_CUT_SECRET)
+    .sort((a, b) => b.length - a.length).map((form) =>
+      `${form.length < SHORT_SECRET ? SHORT_SECRET_START : ""}${cutPrefixes(form)}${QUOTE_CUT}`
+    );
+  const cutPatterns = cut.length === 0
+    ? []
+    : [{ pattern: new RegExp(cut.join("|"), "g"), replacement: REDACTED }];
+  return [...exact, ...cutPatterns, ...SHAPED_SECRETS, ...CUT_SHAPED_SECRETS];
 }
+
+/** Where `quoteInput` cut client input: its ellipsis and the length it gives after it. */
+const QUOTE_CUT = String.raw`(?=… \()`;
+
+/** The fewest first characters of a secret cut by `quoteInput` that are redacted. */
+const MIN_CUT_SECRET = 4;
+
+/**
+ * A pattern matching the longest prefix of `form` of at least {@linkcode MIN_CUT_SECRET}
+ * characters and shorter than the whole: nested optional groups, one a character, so its length
+ * grows with the secret's (all the prefixes listed would grow with its square).
+ */
+function cutPrefixes(form: string): string {
+  let tail = "";
+  for (let index = form.length - 2; index >= MIN_CUT_SECRET; index--) {
+    tail = `(?:${escapeRegExp(form[index])}${tail})?`;
+  }
+  return `${escapeRegExp(form.slice(0, MIN_CUT_SECRET))}${tail}`;
+}
+
+/** A run-time secret key (`sk_…`) that `quoteInput` cut before its end. */
+const CUT_SHAPED_SECRETS: RedactionPattern[] = [
+  {
+    pattern: new RegExp(String.raw`${WORD_START}sk_[A-Za-z0-9_-]{1,31}${QUOTE_CUT}`, "g"),
+    replacement: `sk_${REDACTED}`,
+  },
+];
 
 /** A value inside a message: strings as they are, errors as `Name: message`, the rest as JSON. */
 function messageValue(value: unknown): string {

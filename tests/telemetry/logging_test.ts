@@ -9,6 +9,8 @@ import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import {
   jsonLineFormatter,
   LOG_LEVELS,
+  MAX_QUOTED_CHARACTERS,
+  quoteInput,
   REDACTED,
   textLineFormatter,
   writeLogRecord,
@@ -824,4 +826,35 @@ Deno.test("configureLogging() writes the stdout lines that wait before a warning
     ["third", "info"],
     ["fourth", "error"],
   ]);
+});
+
+Deno.test("configureLogging() redacts the first characters of a secret that quoting client input cut at its length", async () => {
+  const long = "0123456789abcdef0123456789abcdef";
+  const short = "k-2x9Y";
+  await writtenLogs((lines) => {
+    // A path quoted as request lines quote it, the secret cut after `kept` of its characters.
+    const cutAt = (secret: string, kept: number) =>
+      quoteInput(`/v1/streams/${"a".repeat(MAX_QUOTED_CHARACTERS - 13 - kept)}/${secret}/events`);
+    for (let kept = 4; kept < API_KEY.length; kept++) {
+      logger.info("path {path}", { path: cutAt(API_KEY, kept) });
+    }
+    for (let kept = 4; kept < long.length; kept++) {
+      logger.info("path {path}", { path: cutAt(long, kept) });
+      logger.info("path {path}", { path: cutAt(RUNTIME_KEY, kept) });
+    }
+    logger.info("name {name}", { name: quoteInput(`${short}${short}`, 5) });
+    logger.info("name {name}", { name: quoteInput(`x${short}${short}`, 6) });
+    const logged = jsonLines(lines);
+    assert.equal(logged.length, API_KEY.length - 4 + 2 * (long.length - 4) + 2);
+    for (const line of logged.slice(0, -2)) {
+      assert.match(line.path as string, /a\/(sk_)?\[REDACTED\]… \(\d+ characters\)$/);
+    }
+    // A short secret's cut first characters go as a word only, as the whole secret does.
+    assert.equal(logged.at(-2)!.name, `${REDACTED}… (12 characters)`);
+    assert.equal(logged.at(-1)!.name, `x${short.slice(0, 5)}… (13 characters)`);
+    const text = lines.map((line) => line.text).join("\n");
+    for (const secret of [API_KEY, JSON.stringify(API_KEY).slice(1, -1), long, RUNTIME_KEY]) {
+      assert.ok(!text.includes(secret.slice(0, 4)), secret);
+    }
+  }, { secrets: [API_KEY, long, short] });
 });
