@@ -12,6 +12,7 @@ import {
   START_FLAGS,
   startServerProcess,
 } from "./_server_process.ts";
+import { redisTest, withDirect } from "./_redis.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 
@@ -437,3 +438,46 @@ Deno.test("src/main.ts stops within EDGESTREAM_SHUTDOWN on SIGTERM right after i
     await silent.close();
   }
 });
+
+redisTest(
+  "serve() reports the webhook backlog gauges under a lease of 3 × EDGESTREAM_SWEEP_EVERY it renews while it sweeps, and never takes it with 0s",
+  async (fixture) => {
+    const base = {
+      PORT: "0",
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+    };
+    const lease = "es:{wh}:lease:telemetry:webhook-backlog";
+    const ttl = () =>
+      withDirect(fixture.redisUrl, (send) => send("PTTL", lease)) as Promise<number>;
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+    const idle = await serve(await configFromEnv(env({ ...base, EDGESTREAM_SWEEP_EVERY: "0s" })));
+    try {
+      await pause(1_000);
+      assert.equal(await ttl(), -2, "a process with no sweep timer took the lease");
+    } finally {
+      assert.equal((await idle.stop()).clean, true);
+    }
+
+    const sweeping = await serve(
+      await configFromEnv(env({ ...base, EDGESTREAM_SWEEP_EVERY: "300ms" })),
+    );
+    try {
+      // Sampled over more than three leases: each one taken lives at most 900 ms, and more than
+      // two sweeps (600 ms); renewed, it is still held at the end.
+      const seen: number[] = [];
+      for (const until = Date.now() + 3_000; Date.now() < until; await pause(20)) {
+        const left = await ttl();
+        if (left > 0) seen.push(left);
+      }
+      assert.ok(seen.length > 0, "no lease taken");
+      assert.ok(Math.max(...seen) <= 900, `a lease longer than 3 sweeps: ${Math.max(...seen)} ms`);
+      assert.ok(Math.max(...seen) > 600, `no lease longer than 2 sweeps: ${Math.max(...seen)} ms`);
+      assert.ok(await ttl() > 0, "the lease was not renewed");
+    } finally {
+      assert.equal((await sweeping.stop()).clean, true);
+    }
+    assert.equal(await ttl(), -2, "the stop did not give the lease back");
+  },
+);

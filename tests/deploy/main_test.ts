@@ -152,6 +152,12 @@ redisTest(
       await run.seen(/harness: swept/);
       assert.doesNotMatch(run.output(), /sweep failed|Error/);
       assert.notEqual(await lease(), null, "the cron's sweep took the lease");
+      // For 150 s: over two cron runs, a minute apart.
+      const ttl = await withDirect(
+        fixture.redisUrl,
+        (send) => send("PTTL", "deploy:{wh}:lease:telemetry:webhook-backlog"),
+      ) as number;
+      assert.ok(ttl > 140_000 && ttl <= 150_000, `the lease lives ${ttl} ms`);
       run.child.kill("SIGINT");
       assert.equal((await run.done).code, 0, run.output());
       assert.equal(await lease(), null, "the lease outlived the isolate");
