@@ -379,6 +379,17 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
         "UPSTASH_REDIS_REST_TOKEN: holds whitespace (a line break copied along?): expected the token alone",
       );
     }
+    // Sent as `Authorization: Bearer <token>`: a control character or one past U+00FF fails every
+    // call with a message that does not name the setting (fetch cannot build the header).
+    const unsendable = [...token].map((character) => character.codePointAt(0)!)
+      .find((code) => code < 0x20 || code === 0x7f || code > 0xff);
+    if (unsendable !== undefined) {
+      throw new ConfigError(
+        `UPSTASH_REDIS_REST_TOKEN: holds a character an HTTP header cannot carry (U+${
+          unsendable.toString(16).toUpperCase().padStart(4, "0")
+        }): expected the token as Upstash shows it`,
+      );
+    }
     // One retry, soon; then the store turns the failure into 503 + Retry-After. An apply sent
     // again (by this retry, or by fetch itself when a kept-alive connection closes before any
     // reply) answers the first one's reply instead of applying twice: it carries a token, kept

@@ -119,6 +119,18 @@ for (
       },
       /^edgestream: UPSTASH_REDIS_REST_TOKEN: holds whitespace \(a line break copied along\?\): expected the token alone$/,
     ],
+    // Characters fetch cannot put in the Authorization header: every call failed, not naming it.
+    [
+      { UPSTASH_REDIS_REST_URL: "http://127.0.0.1:7781", UPSTASH_REDIS_REST_TOKEN: "secret-tok€n" },
+      /^edgestream: UPSTASH_REDIS_REST_TOKEN: holds a character an HTTP header cannot carry \(U\+20AC\): expected the token as Upstash shows it$/,
+    ],
+    [
+      {
+        UPSTASH_REDIS_REST_URL: "http://127.0.0.1:7781",
+        UPSTASH_REDIS_REST_TOKEN: "secret\x01token",
+      },
+      /^edgestream: UPSTASH_REDIS_REST_TOKEN: holds a character an HTTP header cannot carry \(U\+0001\): expected the token as Upstash shows it$/,
+    ],
     // Timers overflow past 2^31 ms: the process would stop at once, or sweep without pause.
     [
       { EDGESTREAM_SHUTDOWN: "30d" },
