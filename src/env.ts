@@ -374,6 +374,17 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
         : `text without a scheme (${url.length} characters, not shown: the token?)`;
       throw new ConfigError(`UPSTASH_REDIS_REST_URL: expected an http(s) URL, got ${got}`);
     }
+    // fetch sends them as `Basic …` in the one Authorization header the token goes in
+    // (`Basic …, Bearer <token>`), which the REST endpoint refuses: every call would fail as if
+    // the token were wrong.
+    const { username, password } = new URL(url);
+    if (username !== "" || password !== "") {
+      throw new ConfigError(
+        `UPSTASH_REDIS_REST_URL: holds credentials ('${
+          JSON.stringify(withoutCredentials(url, REDACTED)).slice(1, -1)
+        }'), which fetch would send in the Authorization header beside the token, where the REST endpoint refuses them; give the URL without them and the token in UPSTASH_REDIS_REST_TOKEN`,
+      );
+    }
     if (/\s/.test(token)) {
       throw new ConfigError(
         "UPSTASH_REDIS_REST_TOKEN: holds whitespace (a line break copied along?): expected the token alone",

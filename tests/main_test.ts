@@ -119,6 +119,15 @@ for (
       },
       /^edgestream: UPSTASH_REDIS_REST_TOKEN: holds whitespace \(a line break copied along\?\): expected the token alone$/,
     ],
+    // fetch sends them beside the token in one Authorization header the endpoint refuses: every
+    // call failed as if the token were wrong.
+    [
+      {
+        UPSTASH_REDIS_REST_URL: "http://proxy-user:pw-0123456789@127.0.0.1:7781",
+        UPSTASH_REDIS_REST_TOKEN: "t",
+      },
+      /^edgestream: UPSTASH_REDIS_REST_URL: holds credentials \('http:\/\/\[REDACTED\]@127\.0\.0\.1:7781'\), .*UPSTASH_REDIS_REST_TOKEN$/,
+    ],
     // Characters fetch cannot put in the Authorization header: every call failed, not naming it.
     [
       { UPSTASH_REDIS_REST_URL: "http://127.0.0.1:7781", UPSTASH_REDIS_REST_TOKEN: "secret-tok€n" },
