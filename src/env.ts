@@ -377,12 +377,23 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
     // fetch sends them as `Basic …` in the one Authorization header the token goes in
     // (`Basic …, Bearer <token>`), which the REST endpoint refuses: every call would fail as if
     // the token were wrong.
-    const { username, password } = new URL(url);
+    const { username, password, protocol, host, origin, pathname } = new URL(url);
+    // Neither credentials nor a query or fragment (which may hold `_token=`) is shown.
+    const rest = /[?#]/.test(url) ? " and a query or fragment (not shown)" : "";
     if (username !== "" || password !== "") {
       throw new ConfigError(
         `UPSTASH_REDIS_REST_URL: holds credentials ('${
-          JSON.stringify(withoutCredentials(url, REDACTED)).slice(1, -1)
-        }'), which fetch would send in the Authorization header beside the token, where the REST endpoint refuses them; give the URL without them and the token in UPSTASH_REDIS_REST_TOKEN`,
+          JSON.stringify(`${protocol}//${REDACTED}@${host}${pathname}`).slice(1, -1)
+        }'${rest}), which fetch would send in the Authorization header beside the token, where the REST endpoint refuses them; give the URL without them and the token in UPSTASH_REDIS_REST_TOKEN`,
+      );
+    }
+    // The client appends each call's path (`/pipeline`) to the URL as text: after a query or a
+    // fragment it is no path, and every call goes to `/` and fails as a command Redis refused.
+    if (rest !== "") {
+      throw new ConfigError(
+        `UPSTASH_REDIS_REST_URL: expected the REST URL without a query or fragment, got '${
+          JSON.stringify(origin + pathname).slice(1, -1)
+        }'${rest}, where the Upstash client would append its calls' paths`,
       );
     }
     if (/\s/.test(token)) {

@@ -126,7 +126,20 @@ for (
         UPSTASH_REDIS_REST_URL: "http://proxy-user:pw-0123456789@127.0.0.1:7781",
         UPSTASH_REDIS_REST_TOKEN: "t",
       },
-      /^edgestream: UPSTASH_REDIS_REST_URL: holds credentials \('http:\/\/\[REDACTED\]@127\.0\.0\.1:7781'\), .*UPSTASH_REDIS_REST_TOKEN$/,
+      /^edgestream: UPSTASH_REDIS_REST_URL: holds credentials \('http:\/\/\[REDACTED\]@127\.0\.0\.1:7781\/'\), .*UPSTASH_REDIS_REST_TOKEN$/,
+    ],
+    // The client appends its calls' paths to the URL: after a query or fragment every call went
+    // to `/` and failed as a command Redis refused (500), naming no setting.
+    [
+      { UPSTASH_REDIS_REST_URL: "http://127.0.0.1:7781#db", UPSTASH_REDIS_REST_TOKEN: "t" },
+      /^edgestream: UPSTASH_REDIS_REST_URL: expected the REST URL without a query or fragment, got 'http:\/\/127\.0\.0\.1:7781\/' and a query or fragment \(not shown\), where the Upstash client would append its calls' paths$/,
+    ],
+    [
+      {
+        UPSTASH_REDIS_REST_URL: "https://eu1-quiet-owl-12345.upstash.io/?_token=tok-0123456789",
+        UPSTASH_REDIS_REST_TOKEN: "t",
+      },
+      /^edgestream: UPSTASH_REDIS_REST_URL: expected the REST URL without a query or fragment, got 'https:\/\/eu1-quiet-owl-12345\.upstash\.io\/' and a query or fragment \(not shown\), where the Upstash client would append its calls' paths$/,
     ],
     // Characters fetch cannot put in the Authorization header: every call failed, not naming it.
     [
