@@ -13,6 +13,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import {
+  backlogCountLog,
   buildApp,
   configFromEnvOrFail,
   fail,
@@ -80,6 +81,8 @@ Deno.cron("edgestream sweep", "* * * * *", () => {
 
 /** Whole cron runs failing: an outage of the store said when it starts and ends, once a minute between. */
 const sweepOutage = sweepOutageLog();
+/** The backlog count after a cron sweep failing: said as the sweep's outage is. */
+const countOutage = backlogCountLog();
 
 /** One cron run: a sweep, its sends, and the backlog gauges' counts. */
 async function sweepFromCron(): Promise<void> {
@@ -100,8 +103,9 @@ async function sweepFromCron(): Promise<void> {
   // handler returns, so they finish inside it. Were it stopped anyway, the
   // deliveries are stored and a later run sends them once their claims' leases end.
   const sent = await webhooks.settle();
-  await backlog.refresh().catch((error: Error) =>
-    logger.error("Cannot count webhook deliveries: {error}", { error })
+  await backlog.refresh().then(
+    () => countOutage.success(),
+    (error) => countOutage.failure(error),
   );
   const queued = report.fanout?.[0]?.queued ?? 0;
   if (report.closed.length > 0 || report.fired.length > 0 || sent.attempted > 0) {

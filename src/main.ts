@@ -14,7 +14,7 @@ import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
-import { WebhookBacklogGauges } from "./telemetry/mod.ts";
+import { OutageLog, WebhookBacklogGauges } from "./telemetry/mod.ts";
 import { configureLogging, escapeControls, flushLogLines } from "./telemetry/logging.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
@@ -160,6 +160,18 @@ export async function buildApp(config: ServerConfig): Promise<ServerApp> {
   return { app, live, connections, webhooks };
 }
 
+/**
+ * The log of the webhook backlog count made after each sweep: a store unavailable is said when it
+ * starts, at most once a minute while it lasts and when it ends, as the sweep's own failures are,
+ * not as an error with its stack after every sweep.
+ */
+export function backlogCountLog(): OutageLog {
+  return new OutageLog(logger, {
+    failed: "Cannot count webhook deliveries: {error}",
+    recovered: "Webhook deliveries counted again",
+  });
+}
+
 /** Options for {@linkcode serveApp}. */
 export interface ServeAppOptions {
   /** The interface to listen on. */
@@ -294,13 +306,15 @@ export async function serve(
       leaseMs: 3 * config.sweepEveryMs,
     });
     backlog = gauges;
+    const counting = backlogCountLog();
     // A sweep resolves once deliveries are stored and sends them in the
     // background; a later tick during slow sends claims none of them again.
     sweeping = startSweeping(
       async () => {
         const report = await sweepOnce(streams.values(), store, { consumers: [webhooks] });
-        await gauges.refresh().catch((error) =>
-          logger.error("Cannot count webhook deliveries: {error}", { error })
+        await gauges.refresh().then(
+          () => counting.success(),
+          (error) => counting.failure(error),
         );
         return report;
       },

@@ -13,6 +13,8 @@ import {
   startServerProcess,
 } from "./_server_process.ts";
 import { redisTest, withDirect } from "./_redis.ts";
+import { collectingLogs, messageOf } from "./_logs.ts";
+import { StoreUnavailableError } from "../src/store/types.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 
@@ -515,3 +517,44 @@ redisTest(
     assert.equal(await ttl(), -2, "the stop did not give the lease back");
   },
 );
+
+Deno.test("serve() says a store unavailable to the webhook backlog count once as a warning, not an error with its stack after every sweep, and when it counts again", async () => {
+  await collectingLogs(async (records) => {
+    const config = await configFromEnv(env({ PORT: "0", EDGESTREAM_SWEEP_EVERY: "100ms" }));
+    let unavailable = true;
+    const deliveries = config.deliveries;
+    // What the backlog gauges use of it (serve() gives it nothing else).
+    config.deliveries = {
+      acquireLease: (name: string, ttlMs: number) => deliveries.acquireLease(name, ttlMs),
+      releaseLease: (name: string, token: string) => deliveries.releaseLease(name, token),
+      countDeliveries: () =>
+        unavailable
+          ? Promise.reject(new StoreUnavailableError("Redis did not answer countDeliveries"))
+          : deliveries.countDeliveries(),
+    } as unknown as typeof deliveries;
+    const server = await serve(config);
+    try {
+      // Sweeps every 100 ms: several counts fail.
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      unavailable = false;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    } finally {
+      assert.equal((await server.stop()).clean, true);
+    }
+    const counts = records.filter((record) => /webhook deliveries/i.test(messageOf(record)));
+    assert.deepEqual(
+      counts.map((record) => [record.level, messageOf(record).replace(/ since .*/, "")]),
+      [
+        [
+          "warning",
+          "Cannot count webhook deliveries: StoreUnavailableError: Redis did not answer countDeliveries",
+        ],
+        [
+          "info",
+          `Webhook deliveries counted again after ${counts[1]?.properties.failures} failures`,
+        ],
+      ],
+    );
+    assert.ok(Number(counts[1].properties.failures) > 2, String(counts[1].properties.failures));
+  }, { level: "info" });
+});
