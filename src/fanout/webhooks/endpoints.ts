@@ -276,6 +276,10 @@ export class EndpointRegistry {
   async create(input: EndpointInput): Promise<{ endpoint: Endpoint; secret: string }> {
     await this.#checkFields(input, "register");
     const url = await this.#checkUrl(input.url, "register");
+    const eventTypes = [...new Set(input.eventTypes ?? DEFAULT_EVENT_TYPES)];
+    // Checked before the logs are held: a refused registration holds none, which no sweep would
+    // let go while no endpoint exists.
+    const batch = batchOf(input.batch ?? null, eventTypes, "register");
     const now = this.#now();
     const startAfter = await this.#starts(input.streams ?? null);
     const secret = generateSecret();
@@ -283,20 +287,19 @@ export class EndpointRegistry {
       id: `ep_${crypto.randomUUID().replaceAll("-", "")}`,
       url,
       description: input.description ?? null,
-      eventTypes: [...new Set(input.eventTypes ?? DEFAULT_EVENT_TYPES)],
+      eventTypes,
       // Named twice, a stream is kept once, as eventTypes are (and a key's streams).
       streams: input.streams ? [...new Set(input.streams)] : null,
       filter: input.filter ?? null,
       headers: input.headers ?? {},
       rateLimit: input.rateLimit ?? null,
-      batch: null,
+      batch,
       secrets: [{ secret, expiresMs: null }],
       startAfter,
       createdMs: now,
       updatedMs: now,
       version: 1,
     };
-    config.batch = batchOf(input.batch ?? null, config.eventTypes, "register");
     const state: Partial<EndpointState> = input.disabled
       ? { disabled: true, disabledReason: "Disabled by its owner" }
       : { disabled: false };

@@ -587,3 +587,49 @@ redisTest(
     await deferredMarksKeepTheBound(store, deliveries);
   },
 );
+
+/**
+ * A registration refused (400) changes nothing: it does not hold the result logs either, which
+ * no sweep would let go while no endpoint exists (the sweep let them go once already).
+ */
+async function refusedRegistrationHoldsNoLog(options: SetupOptions & { clock: Clock }) {
+  const app = await setup(options);
+  try {
+    // The first sweep without endpoints lets the logs go; later ones have nothing to let go.
+    await sweep(app.app, app.webhooks);
+    const refused = await call(app.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/hook",
+      eventTypes: ["window.closed"],
+      batch: { maxEvents: 10, eventTypes: ["alert.fired"] },
+    });
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.error.code, "invalid_webhook");
+    assert.deepEqual((await call(app.app, "GET", "/v1/webhooks")).body.webhooks, []);
+    await ingest(
+      app.app,
+      Array.from({ length: GROUPS }, (_, i) => ({ id: `e${i}`, ts: at(1), country: `c${i}` })),
+    );
+    await ingest(app.app, [{ id: "tick", ts: at(200), country: "DE" }]);
+    await sweep(app.app, app.webhooks);
+    const kept = (await app.store.readLog("orders", null, 1_000)).length;
+    assert.ok(kept <= BOUNDS.retain! + 2, `the log keeps its newest ${BOUNDS.retain}: ${kept}`);
+  } finally {
+    await app.close();
+  }
+}
+
+Deno.test("memory: a registration refused for its batch does not hold the result log", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  await refusedRegistrationHoldsNoLog({
+    clock,
+    store: new MemoryStore({ now: () => clock.now, log: BOUNDS }),
+  });
+});
+
+redisTest(
+  "redis: a registration refused for its batch does not hold the result log",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    await refusedRegistrationHoldsNoLog({ clock, ...redisStores(fixture, clock, BOUNDS) });
+  },
+);
