@@ -834,3 +834,47 @@ Deno.test("a webhook's secret is sent with Cache-Control: no-store, on creation 
     }
   });
 });
+
+Deno.test("a delivery cursor written by hand is read as the position it names (README: cursors are not signed); one naming another endpoint's delivery is 400, and a page holds its endpoint's deliveries only", async () => {
+  await withSetup(async (ctx) => {
+    const [id, other] = await registerMany(ctx, 2);
+    const delivery = (n: number, endpointId: string): NewDelivery => ({
+      id: `msg_t_${n}.${endpointId}`,
+      messageId: `msg_t_${n}`,
+      endpointId,
+      stream: "orders",
+      eventType: "window.closed",
+      payload: JSON.stringify({ type: "window.closed", n }),
+      createdMs: T0 + n,
+    });
+    await ctx.deliveries.createDeliveries([
+      ...[1, 2, 3].map((n) => delivery(n, id)),
+      ...[1, 2, 3, 4].map((n) => delivery(n, other)),
+    ]);
+    const cursorOf = (text: string) =>
+      new TextEncoder().encode(text).toBase64({ alphabet: "base64url", omitPadding: true });
+    // After the position of the newest of `other`'s, yet ending with this endpoint's id.
+    const handWritten = cursorOf(`d.${T0 + 4}.msg_t_4.${id}`);
+    const page = await call(ctx.app, "GET", `/v1/webhooks/${id}/deliveries?cursor=${handWritten}`);
+    assert.equal(page.status, 200, page.text);
+    assert.deepEqual(
+      page.body.deliveries.map((item: { id: string }) => item.id),
+      [3, 2, 1].map((n) => `msg_t_${n}.${id}`),
+    );
+    const middle = await call(
+      ctx.app,
+      "GET",
+      `/v1/webhooks/${id}/deliveries?cursor=${cursorOf(`d.${T0 + 2}.msg_t_2.${id}`)}`,
+    );
+    assert.deepEqual(middle.body.deliveries.map((item: { id: string }) => item.id), [
+      `msg_t_1.${id}`,
+    ]);
+    const foreign = await call(
+      ctx.app,
+      "GET",
+      `/v1/webhooks/${id}/deliveries?cursor=${cursorOf(`d.${T0 + 4}.msg_t_4.${other}`)}`,
+    );
+    assert.equal(foreign.status, 400, foreign.text);
+    assert.equal(foreign.body.error.code, "invalid_cursor");
+  });
+});
