@@ -42,7 +42,7 @@ export const nameText = z.string().regex(NAME, { error: (issue) => nameMessage(i
 // No bounds of its own: what the list did not give out (empty, too long) is its invalid_cursor.
 export const CursorQuery = z.string().optional().openapi({
   description:
-    "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque; a cursor this list did not give out is a 400 `invalid_cursor`.",
+    "The `nextCursor` of the previous page, as it was; omit for the first page. Opaque (not signed); one not in the form this list gives is a 400 `invalid_cursor`.",
 });
 
 /**

@@ -85,7 +85,7 @@ export const ERROR_CODES = {
     status: [400],
     when: "a WebSocket ingest frame's `seq` is not a non-negative integer",
   },
-  invalid_cursor: { status: [400], when: "a `cursor` this list did not give" },
+  invalid_cursor: { status: [400], when: "a `cursor` not in the form this list gives" },
   invalid_definition: { status: [400], when: "a stream definition that does not compile" },
   invalid_key: { status: [400], when: "an API key that cannot be made as asked" },
   invalid_webhook: { status: [400], when: "a webhook endpoint that cannot be made as asked" },
