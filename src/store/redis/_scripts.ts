@@ -489,7 +489,7 @@ end
  * - ARGV[1], JSON: `{now, late, idle?, dttl, gen?, statsTtl?, sl?, logp?, logl?, logw?,
  *   counters: [name, kind, ttl, …, cl] (three values a counter, flat, then cl: the JSON text of
  *   [maxGroups, hop, size, …], three a counter, decoded only when a group or pane is new), ids:
- *   [id|false, …], uq?: true when no
+ *   [id|false, …] (for a single event `id: id|false` instead), uq?: true when no
  *   id is in `ids` twice (absent for fewer than two events: none is),
  *   tmin?, tmax?, payloads?: [json|false, …], reqs?: [request, …], cells}` — one
  *   entry per event (`tmin`, `tmax`: the earliest and latest event time, `tmin` absent when it is
@@ -503,7 +503,8 @@ end
  *   `cells`, the batch pre-aggregated in the process as if every event
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
  *   {bin: count}?], …]` (the bucket counts for quantiles counters), each cut after the
- *   last field its counter's kind reads.
+ *   last field its counter's kind reads; a distinct cell's single value, when not empty, bare
+ *   rather than `[value]` (a window counter's only: session cells come as they are).
  * - ARGV[2], JSON: each event's own updates, decoded only when some event turns out duplicate
  *   or late and the cells must be rebuilt without it: `[[update, …], …]`, an update
  *   `[counterIndex, pane, group, value?, bin?]` when the stream has session counters (`sess`),
@@ -589,8 +590,10 @@ if KEYS[2] then
   -- written): what this call wrote would count in a stream no instance reads.
   if not record[1] and args.rec then return cjson.encode({ gone = 1, v = 0 }) end
 end
--- ids: per event its dedupe id (a string), or false for none.
+-- ids: per event its dedupe id (a string), or false for none; a single event's comes bare as
+-- \`id\` instead (cjson grows each array from empty: ~1.5k instructions for one value).
 local ids, payloads = args.ids, args.payloads
+if ids == nil then ids = { args.id } end
 local eventCount = #ids
 -- Arrays a call fills one value after another are made with room for 8 (a constructor of nils):
 -- one grown from empty is rehashed at its 1st, 2nd, 3rd and 5th values (~1k instructions each).
@@ -908,6 +911,7 @@ do
         for field, value in pairs(expectNumbers(key, otherFields)) do pane.values[field] = value end
       end
       if kind == "distinct" then
+        -- Its values: an array, or a single one bare (a text, never empty: see trimCells).
         if #cell[8] > 0 then
           local hll = hllKey(name, paneText, group)
           hllHeld[hll] = expectHll(hll)
@@ -1469,8 +1473,13 @@ for cellAt = 1, #cells do
       -- As a sketch: a group new in its pane starts an empty HyperLogLog.
       if groupIsNew then redis.call("DEL", hll) end
       local created = 0
-      for i = 1, #values, 500 do
-        created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))
+      -- A single value comes bare (see trimCells); #values is then its length, more than 0.
+      if type(values) == "string" then
+        created = redis.call("PFADD", hll, values)
+      else
+        for i = 1, #values, 500 do
+          created = math.max(created, redis.call("PFADD", hll, unpack(values, i, math.min(i + 499, #values))))
+        end
       end
       -- One there when checked (and not deleted above) has its PX already, from when it was made
       -- or from the pane's last refresh (below), which extends every group's; PFADD answers 0 only

@@ -325,6 +325,11 @@ function trimCells(cells: unknown[], counters: readonly CounterMeta[]): unknown[
     const out: unknown[] = cell.slice(0, fieldsRead(counter.aggregate));
     // -0 stays a number: %.17g writes it "-0", String() "0".
     if (Number.isSafeInteger(cell[1]) && !Object.is(cell[1], -0)) out[1] = String(cell[1]);
+    // A distinct cell's one value bare, not in an array (cjson grows each array from empty): the
+    // script takes a text as one value, told from an array by its length (so never an empty one).
+    if (counter.aggregate === "distinct" && cell[7].length === 1 && cell[7][0] !== "") {
+      out[7] = cell[7][0];
+    }
     return out;
   });
 }
@@ -493,7 +498,10 @@ export class RedisStore implements Store {
         ...batch.counters.flatMap((c) => [c.name, c.aggregate, c.ttlMs]),
         JSON.stringify(batch.counters.flatMap((c) => [c.maxGroups, c.hopMs, c.sizeMs])),
       ],
-      ids,
+      // A single event's id bare, as `id` (cjson grows each array from empty: a table less to
+      // decode; told by a field, not by its type, which the script would ask on every call).
+      ids: ids.length === 1 ? undefined : ids,
+      id: ids.length === 1 ? ids[0] : undefined,
       // No id twice in the batch: the script need not remember the new ones for later events
       // (nor be told so for fewer than two).
       uq: (ids.length > 1 && distinctIds(ids)) || undefined,

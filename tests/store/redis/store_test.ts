@@ -1336,3 +1336,35 @@ redisTest(
     assert.deepEqual(keys, [`es:{s}:ids:${Math.floor(NOW / a)}`]);
   },
 );
+
+redisTest(
+  "single-event applies (a distinct value sent bare, an empty one, an event without an id) count as the memory store counts",
+  async (fixture) => {
+    const redis = redisStore(fixture);
+    const memory = new MemoryStore({ now: () => NOW });
+    const users = stream("three").counters.find((c) => c.name === "users")!;
+    // One event a call: "" and "x" distinct, "x" again under another id, then one without an id
+    // (a new value), and a duplicate id (not counted).
+    const sent = [
+      { id: "e1", t: NOW - 5_000, g: "de", v: 1, u: "" },
+      { id: "e2", t: NOW - 4_000, g: "de", v: 1, u: "x" },
+      { id: "e3", t: NOW - 3_000, g: "de", v: 1, u: "x" },
+      { t: NOW - 2_000, g: "de", v: 1, u: "y" },
+      { id: "e2", t: NOW - 1_000, g: "de", v: 1, u: "z" },
+    ];
+    const read = async (store: Store) => {
+      for (const event of sent) {
+        await ingestItems(stream("three"), items([event]), { store, nowMs: NOW });
+      }
+      const rows = await listWindows(stream("three"), users, { store, nowMs: NOW }, { limit: 10 });
+      return {
+        values: rows.map((row) => row.value),
+        applied: (await store.stats("three", [])).applied,
+      };
+    };
+    const fromMemory = await read(memory);
+    assert.equal(fromMemory.applied, 4);
+    assert.equal(Math.max(...fromMemory.values.map(Number)), 3, JSON.stringify(fromMemory.values));
+    assert.deepEqual(await read(redis), fromMemory);
+  },
+);
