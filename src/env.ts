@@ -245,20 +245,21 @@ function readShutdown(env: EnvSource): number {
   return ms;
 }
 
+/** A duration setting above 0 (ms): a one-line error naming it for 0 or less. */
+function readPositiveDuration(env: EnvSource, name: string, fallback: string): number {
+  const ms = readDuration(env, name, fallback);
+  if (ms <= 0) {
+    throw new ConfigError(`${name}: expected a duration above 0, got '${env.get(name)}'`);
+  }
+  return ms;
+}
+
 /**
  * `EDGESTREAM_WEBHOOK_DISABLE_AFTER` as a duration above 0 (ms): with 0, an endpoint's first
  * failed attempt would disable it, as if it had failed for a long time.
  */
 function readDisableAfter(env: EnvSource): number {
-  const ms = readDuration(env, "EDGESTREAM_WEBHOOK_DISABLE_AFTER", "5d");
-  if (ms <= 0) {
-    throw new ConfigError(
-      `EDGESTREAM_WEBHOOK_DISABLE_AFTER: expected a duration above 0, got '${
-        env.get("EDGESTREAM_WEBHOOK_DISABLE_AFTER")
-      }'`,
-    );
-  }
-  return ms;
+  return readPositiveDuration(env, "EDGESTREAM_WEBHOOK_DISABLE_AFTER", "5d");
 }
 
 /**
@@ -275,14 +276,7 @@ function readSlowEndpoints(env: EnvSource): { slowAfterMs: number; slowForMs: nu
       }s (the webhook request timeout), got '${env.get("EDGESTREAM_WEBHOOK_SLOW_AFTER")}'`,
     );
   }
-  const slowForMs = readDuration(env, "EDGESTREAM_WEBHOOK_SLOW_FOR", "60s");
-  if (slowForMs <= 0) {
-    throw new ConfigError(
-      `EDGESTREAM_WEBHOOK_SLOW_FOR: expected a duration above 0, got '${
-        env.get("EDGESTREAM_WEBHOOK_SLOW_FOR")
-      }'`,
-    );
-  }
+  const slowForMs = readPositiveDuration(env, "EDGESTREAM_WEBHOOK_SLOW_FOR", "60s");
   return { slowAfterMs, slowForMs };
 }
 

@@ -1231,7 +1231,9 @@ const VARIABLES = [
 Deno.test("configFromEnv() reads every variable set empty as not set (PORT= in an env file, an unset ${VAR} of a compose file)", async () => {
   const source = Deno.readTextFileSync(new URL("../src/env.ts", import.meta.url));
   const read = new Set(
-    [...source.matchAll(/(?:get|readCount|readDuration|readFlag|readList)\((?:env, )?"([A-Z_]+)"/g)]
+    [...source.matchAll(
+      /(?:get|readCount|readDuration|readPositiveDuration|readFlag|readList)\((?:env, )?"([A-Z_]+)"/g,
+    )]
       .map((match) => match[1]),
   );
   assert.deepEqual([...read].sort(), [...VARIABLES].sort(), "the list names every variable read");
