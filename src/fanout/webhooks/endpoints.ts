@@ -309,13 +309,15 @@ export class EndpointRegistry {
   }
 
   /**
-   * Where an endpoint starts in each stream's log: after its last entry now. A log it hears
-   * from is held for dispatch before its start is read, so a close before the next dispatch
-   * trims none of what it is to get (see `Store.markDispatched`). Streams apart from each
-   * other, LOG_CALLS at a time.
+   * Where an endpoint starts in each stream's log (of `names`, by default every stream served):
+   * after its last entry now. A log it hears from is held for dispatch before its start is read,
+   * so a close before the next dispatch trims none of what it is to get (see
+   * `Store.markDispatched`). Streams apart from each other, LOG_CALLS at a time.
    */
-  async #starts(streams: readonly string[] | null): Promise<Record<string, string | null>> {
-    const names = [...this.#streams.keys()];
+  async #starts(
+    streams: readonly string[] | null,
+    names: readonly string[] = [...this.#streams.keys()],
+  ): Promise<Record<string, string | null>> {
     const lastIds = new Map<string, string | null>();
     await forEachAtMost(names, LOG_CALLS, async (name) => {
       if (!streams || streams.includes(name)) {
@@ -367,14 +369,8 @@ export class EndpointRegistry {
   async update(id: string, patch: EndpointPatch): Promise<Endpoint> {
     await this.#checkFields(patch, "change");
     const url = patch.url === undefined ? undefined : await this.#checkUrl(patch.url, "change");
-    // Enabled again, it starts as a new registration does, after what its streams logged so
-    // far: a result logged while it was disabled, even one no dispatch took before now, is not
-    // sent to it.
-    const current = patch.disabled === false ? await this.get(id) : null;
-    const restart = current?.disabled
-      ? await this.#starts(patch.streams === undefined ? current.streams : patch.streams)
-      : null;
-    return await this.#change(id, (endpoint) => {
+    /** The endpoint's configuration with the patch's fields; throws for a batch it refuses. */
+    const changed = (endpoint: Endpoint): EndpointConfig => {
       const config = configOf(endpoint);
       if (url !== undefined) config.url = url;
       if (patch.eventTypes !== undefined) config.eventTypes = [...new Set(patch.eventTypes)];
@@ -394,12 +390,53 @@ export class EndpointRegistry {
           { ...config.batch, eventTypes: [...batchedTypes(config.batch)] };
         config.batch = batchOf(batch, config.eventTypes, "change");
       }
+      return config;
+    };
+    // Enabled again, it starts as a new registration does, after what its streams logged so
+    // far: a result logged while it was disabled, even one no dispatch took before now, is not
+    // sent to it. Hearing a stream it did not, it starts there as a registration does too: a
+    // result that stream logged before the change, even one no dispatch took yet, is not sent
+    // to it; the streams it heard keep their starts.
+    let restart: Record<string, string | null> | null = null;
+    let added: Record<string, string | null> = {};
+    if (patch.disabled === false || patch.streams !== undefined) {
+      const current = await this.get(id);
+      // Checked before the logs are held: a refused change holds none (see create()).
+      changed(current);
+      const streams = patch.streams === undefined ? current.streams : patch.streams;
+      if (patch.disabled === false && current.disabled) {
+        restart = await this.#starts(streams);
+      } else if (patch.streams !== undefined) {
+        const newly = [...new Set(streams ?? this.#streams.keys())]
+          .filter((name) => !hears(current, name));
+        if (newly.length > 0) added = await this.#starts(newly, newly);
+      }
+    }
+    return await this.#change(id, (endpoint) => {
+      const config = changed(endpoint);
       let state: Partial<EndpointState> | undefined;
+      let restarted = false;
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
-        if (endpoint.disabled && restart !== null) config.startAfter = restart;
+        if (endpoint.disabled && restart !== null) {
+          config.startAfter = restart;
+          restarted = true;
+        }
       } else if (patch.disabled === true && !endpoint.disabled) {
         state = { disabled: true, disabledReason: "Disabled by its owner" };
+      }
+      if (patch.streams !== undefined && !restarted) {
+        const starts: [string, string | null][] = [];
+        for (const name of config.streams ?? this.#streams.keys()) {
+          if (hears(endpoint, name)) continue;
+          // Changed meanwhile to hear fewer streams: this change read no start for that one.
+          if (!Object.hasOwn(added, name)) {
+            throw new WebhookConflictError(`Webhook endpoint '${id}' changed meanwhile; try again`);
+          }
+          starts.push([name, added[name]]);
+        }
+        // Entries, not assignments: a stream may be named like an object's own member.
+        config.startAfter = Object.fromEntries([...Object.entries(config.startAfter), ...starts]);
       }
       return { config, state };
     });
@@ -481,6 +518,11 @@ function batchOf(
     }
   }
   return { maxEvents: batch.maxEvents, maxWaitMs: batch.maxWaitMs, eventTypes: grouped };
+}
+
+/** Whether `endpoint` hears from `stream`. */
+function hears(endpoint: Endpoint, stream: string): boolean {
+  return endpoint.streams === null || endpoint.streams.includes(stream);
 }
 
 function configOf(endpoint: Endpoint): EndpointConfig {

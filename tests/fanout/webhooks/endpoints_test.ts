@@ -183,3 +183,79 @@ Deno.test("EndpointRegistry.create() holds and reads the streams' logs together,
     else assert.equal(calls.indexOf(`markDispatched ${name}`), -1, `${name} not held`);
   }
 });
+
+/** A registry over a memory store whose log calls (`markDispatched`, `lastLogId`) are recorded. */
+function watchedRegistry() {
+  const now = () => T0;
+  const store = new MemoryStore({ now });
+  const calls: string[] = [];
+  const watched = new Proxy(store, {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (typeof value !== "function") return value;
+      if (property !== "markDispatched" && property !== "lastLogId") return value.bind(target);
+      return (name: string, ...rest: unknown[]) => {
+        calls.push(`${String(property)} ${name}`);
+        return value.call(target, name, ...rest);
+      };
+    },
+  });
+  const endpoints = new EndpointRegistry(new MemoryDeliveryStore({ now }), {
+    store: watched,
+    streams: compileConfig(CONFIG),
+    now,
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      resolve: () => Promise.reject(new Error("No DNS in tests")),
+    }),
+  });
+  return { endpoints, store, calls };
+}
+
+Deno.test("EndpointRegistry.update() adding streams, or all, holds each newly heard log and starts it after its last entry now; the streams it heard keep their starts", async () => {
+  const { endpoints, store, calls } = watchedRegistry();
+  const { endpoint } = await endpoints.create({ url: URL_OK, streams: ["orders"] });
+  const other = (await endpoints.create({ url: URL_OK, streams: ["orders"] })).endpoint;
+  assert.deepEqual(endpoint.startAfter, { orders: null, signups: null });
+  for (const name of ["orders", "signups"]) {
+    await store.appendLog(name, [{ type: "event.processed", timeMs: T0, event: { name } }]);
+  }
+  const signups = await store.lastLogId("signups");
+  calls.length = 0;
+  const listed = await endpoints.update(endpoint.id, { streams: ["orders", "signups"] });
+  assert.deepEqual(listed.startAfter, { orders: null, signups });
+  assert.deepEqual(calls, ["markDispatched signups", "lastLogId signups"]);
+  calls.length = 0;
+  const all = await endpoints.update(other.id, { streams: null });
+  assert.deepEqual(all.startAfter, { orders: null, signups });
+  assert.deepEqual(calls, ["markDispatched signups", "lastLogId signups"]);
+  // Hearing no stream it did not: nothing read, the starts as they were.
+  calls.length = 0;
+  await store.appendLog("signups", [{ type: "event.processed", timeMs: T0, event: {} }]);
+  assert.deepEqual((await endpoints.update(other.id, { streams: ["signups"] })).startAfter, {
+    orders: null,
+    signups,
+  });
+  assert.deepEqual(calls, []);
+});
+
+Deno.test("EndpointRegistry.update() refused for its batch holds no log and changes nothing, also when it adds streams or enables the endpoint again", async () => {
+  const { endpoints, calls } = watchedRegistry();
+  const { endpoint } = await endpoints.create({
+    url: URL_OK,
+    streams: ["orders"],
+    eventTypes: ["window.closed"],
+    disabled: true,
+  });
+  const badBatch = { maxEvents: 10, maxWaitMs: 1_000, eventTypes: ["alert.fired" as const] };
+  calls.length = 0;
+  for (const patch of [{ streams: null }, { streams: ["signups"] }, { disabled: false }]) {
+    await assert.rejects(endpoints.update(endpoint.id, { ...patch, batch: badBatch }), (error) => {
+      assert.ok(error instanceof InvalidEndpointError, String(error));
+      assert.equal(error.field, "batch");
+      return true;
+    });
+  }
+  assert.deepEqual(calls, []);
+  assert.deepEqual(await endpoints.get(endpoint.id), endpoint);
+});

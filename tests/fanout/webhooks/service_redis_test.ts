@@ -2,8 +2,9 @@
  * The webhook service over Redis: two app instances sharing one Redis (one
  * Upstash bridge) deliver each result exactly once under concurrent sweeps
  * (whose sends overlap the next sweeps), a new instance picks up what an
- * earlier one could not deliver, what an alert costs in round trips, and that a deleted
- * endpoint's delivery is not found, as on the memory store.
+ * earlier one could not deliver, what an alert costs in round trips, and, as on the memory
+ * store, that a deleted endpoint's delivery is not found and that an endpoint changed to hear
+ * more streams gets none of their results logged before the change.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -361,6 +362,78 @@ redisTest(
     const app = await instance(fixture, { now: T0 + 600_000 });
     try {
       await deletedEndpointDelivery(app);
+    } finally {
+      await app.close();
+    }
+  },
+);
+
+/**
+ * An endpoint changed (`PATCH`) to hear more streams, or all, starts on each stream it newly hears
+ * as a registration does, after what that stream logged so far: a result logged before the change,
+ * even one no dispatch took yet (another endpoint's batch holds the stream's dispatch), is not
+ * sent to it, and what is logged after reaches it, on either store.
+ */
+async function patchedToMoreStreams(app: Awaited<ReturnType<typeof setup>>) {
+  const receiver = await Receiver.start(() => app.clock.now);
+  try {
+    await register(app.app, {
+      url: receiver.url("/other"),
+      eventTypes: ["event.processed"],
+      streams: ["signups"],
+      batch: { maxEvents: 10, maxWait: "2s" },
+    });
+    const listed = await register(app.app, {
+      url: receiver.url("/listed"),
+      eventTypes: ["event.processed"],
+      streams: ["orders"],
+    });
+    const all = await register(app.app, {
+      url: receiver.url("/all"),
+      eventTypes: ["event.processed"],
+      streams: ["orders"],
+    });
+    await ingest(app.app, [{ id: "before", ts: at(1) }], "signups");
+    for (const [id, streams] of [[listed.id, ["orders", "signups"]], [all.id, null]] as const) {
+      const res = await call(app.app, "PATCH", `/v1/webhooks/${id}`, { streams });
+      assert.equal(res.status, 200, res.text);
+    }
+    await sweep(app.app, app.webhooks);
+    assert.deepEqual(receiver.received.map((item) => item.path), ["/other"]);
+    for (const id of [listed.id, all.id]) {
+      const res = await call(app.app, "GET", `/v1/webhooks/${id}/deliveries`);
+      assert.deepEqual(res.body.deliveries, [], id);
+    }
+    await ingest(app.app, [{ id: "after", ts: at(2) }], "signups");
+    await sweep(app.app, app.webhooks);
+    for (const path of ["/listed", "/all"]) {
+      assert.deepEqual(
+        receiver.received.filter((item) => item.path === path)
+          .map((item) => item.payload.data.event.id),
+        ["after"],
+        path,
+      );
+    }
+  } finally {
+    await receiver.close();
+  }
+}
+
+Deno.test("memory store: an endpoint changed to hear more streams, or all, gets no result those streams logged before the change", async () => {
+  const app = await setup();
+  try {
+    await patchedToMoreStreams(app);
+  } finally {
+    await app.close();
+  }
+});
+
+redisTest(
+  "Redis store: an endpoint changed to hear more streams, or all, gets no result those streams logged before the change",
+  async (fixture) => {
+    const app = await instance(fixture, { now: T0 + 600_000 });
+    try {
+      await patchedToMoreStreams(app);
     } finally {
       await app.close();
     }
