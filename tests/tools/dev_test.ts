@@ -89,7 +89,9 @@ Deno.test("Ctrl-C under deno task dev stops the server well: the SIGTERM (and at
     server.signal("SIGINT");
     const status = await server.status;
     const printed = server.output();
-    assert.match(printed, /SIGINT: stopping/);
+    // The watcher hands the child a SIGTERM and a SIGINT: in either order (under load its SIGTERM
+    // has come first), the first is the stop and the second within 250 ms the same stop.
+    assert.match(printed, /SIG(?:INT|TERM): stopping/);
     assert.match(printed, /within 250 ms of the first signal: the same stop/);
     assert.match(printed, /stopped in \d+ ms/);
     assert.doesNotMatch(printed, /again: exiting now/);
