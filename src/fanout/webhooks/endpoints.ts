@@ -281,6 +281,8 @@ export class EndpointRegistry {
     // let go while no endpoint exists.
     const batch = batchOf(input.batch ?? null, eventTypes, "register");
     const now = this.#now();
+    // #checkFields looked each named stream up: one another instance created is served here by
+    // now (the registry's find adopts it), so it gets its start too.
     const startAfter = await this.#starts(input.streams ?? null);
     const secret = generateSecret();
     const config: EndpointConfig = {

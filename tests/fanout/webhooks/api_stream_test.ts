@@ -94,6 +94,46 @@ Deno.test("A webhook may name a stream another instance created, before this one
   }
 });
 
+Deno.test("A webhook naming a stream another instance created, before this one serves it, gets none of the results that stream logged before it registered", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const definitions = new MemoryDefinitionStore();
+  const data = new MemoryStore({ now });
+  const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  const a = await setup({ clock, streams: elsewhere, store: elsewhere.wrap(data) });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  const b = await setup({ clock, streams, store: streams.wrap(data) });
+  const receiver = await Receiver.start(now);
+  try {
+    const created = await call(a.app, "PUT", "/v1/streams/orders", CONFIG.streams.orders);
+    assert.equal(created.status, 201, created.text);
+    // Minute 0 closes on the other instance, which has no endpoint: its results stay in the log.
+    await ingest(a.app, [{ id: "before", ts: at(1), country: "DE", amount: 1 }]);
+    await ingest(a.app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+    await sweep(a.app, a.webhooks);
+    assert.equal(streams.has("orders"), false);
+    const { secret } = await register(b.app, {
+      url: receiver.url(),
+      eventTypes: ["window.closed"],
+      streams: ["orders"],
+    });
+    receiver.secrets = [secret];
+    await sweep(b.app, b.webhooks);
+    assert.deepEqual(receiver.received.map((item) => item.payload.data.start), []);
+    // Minute 1 closes after the registration: its results reach the endpoint.
+    await ingest(a.app, [{ id: "late", ts: at(135), country: "XX", amount: 0 }]);
+    await sweep(b.app, b.webhooks);
+    assert.deepEqual(
+      receiver.received.map((item) => [item.payload.data.counter, item.payload.data.start]).sort(),
+      [["amount", at(60)], ["per_minute", at(60)]],
+    );
+  } finally {
+    await a.close();
+    await b.close();
+    await receiver.close();
+  }
+});
+
 Deno.test("A lateness raised by PUT after a window closed re-opens it not: its events are late, its read and its one window.closed agree", async () => {
   const clock = { now: T0 + 600_000 };
   const now = () => clock.now;
