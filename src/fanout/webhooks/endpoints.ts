@@ -257,6 +257,17 @@ export class EndpointRegistry {
           `Cannot ${verb} webhook as header '${name}' holds a line break`,
         );
       }
+      // Headers accepts them, but fetch and node:http both refuse to send them: every delivery
+      // would fail.
+      const control = [...value].find((char) => (char < " " && char !== "\t") || char === "\x7f");
+      if (control !== undefined) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot ${verb} webhook as header '${name}' holds a control character (U+${
+            control.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")
+          }); only tab, space and visible characters can be sent`,
+        );
+      }
       // What fetch refuses to send (a character past U+00FF): every delivery would fail.
       try {
         new Headers([[name, value]]);

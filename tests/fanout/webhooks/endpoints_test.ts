@@ -84,6 +84,29 @@ Deno.test("EndpointRegistry names the input field at fault", async () => {
   assert.deepEqual(await endpoints.list(), []);
 });
 
+Deno.test("EndpointRegistry refuses a header value with a control character, which no delivery could send, on registration and on change", async () => {
+  const { endpoints } = registry();
+  const { endpoint } = await endpoints.create({ url: URL_OK, headers: { "x-a": "tab\tis fine" } });
+  for (const [value, code] of [["a\x01b", "0001"], ["a\x0bb", "000B"], ["a\x7fb", "007F"]]) {
+    const message =
+      `header 'x-a' holds a control character (U+${code}); only tab, space and visible characters can be sent`;
+    await assert.rejects(
+      endpoints.create({ url: URL_OK, headers: { "x-a": value } }),
+      (error) =>
+        error instanceof InvalidEndpointError && error.field === "headers" &&
+        error.message === `Cannot register webhook as ${message}`,
+    );
+    await assert.rejects(
+      endpoints.update(endpoint.id, { headers: { "x-a": value } }),
+      (error) =>
+        error instanceof InvalidEndpointError && error.field === "headers" &&
+        error.message === `Cannot change webhook as ${message}`,
+    );
+  }
+  assert.deepEqual((await endpoints.get(endpoint.id)).headers, { "x-a": "tab\tis fine" });
+  assert.equal((await endpoints.list()).length, 1);
+});
+
 Deno.test("EndpointRegistry.rotateSecret() keeps the previous secret for the overlap only", async () => {
   const { endpoints, clock } = registry();
   const { endpoint, secret: first } = await endpoints.create({ url: URL_OK });

@@ -916,6 +916,8 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
       [{ url, filter: "1 + 1" }, /'filter' is not valid: .*must return a bool, returns int/],
       [{ url, headers: { "Webhook-Id": "x" } }, /header 'Webhook-Id' is set by edgestream/],
       [{ url, headers: { "x-a": "b\r\nc" } }, /holds a line break/],
+      // Neither fetch nor node:http sends it: every delivery would fail.
+      [{ url, headers: { "x-a": "b\x01c" } }, /header 'x-a' holds a control character \(U\+0001\)/],
       // Two that differ only in case: only one would be sent.
       [
         { url, headers: { "X-A": "a", "x-a": "b" } },
