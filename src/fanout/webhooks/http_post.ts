@@ -139,6 +139,16 @@ function abortedResult(): PostResult {
 }
 
 /**
+ * `headers` with each value's leading and trailing tabs and spaces removed, as fetch sends them
+ * (node:http sends them as given): a value reaches an endpoint alike by either path.
+ */
+function trimmedValues(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(headers).map(([name, value]) => [name, value.replace(/^[\t ]+|[\t ]+$/g, "")]),
+  );
+}
+
+/**
  * POSTs to `url` over a connection to exactly `address`, the address the
  * SSRF check approved: a second DNS lookup by the HTTP client could answer
  * differently (DNS rebinding). TLS still verifies the certificate for the
@@ -195,7 +205,7 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
         port: url.port === "" ? undefined : Number(url.port),
         path: `${url.pathname}${url.search}`,
         method: "POST",
-        headers: { ...headers, "content-length": String(payload.byteLength) },
+        headers: { ...trimmedValues(headers), "content-length": String(payload.byteLength) },
         lookup,
       }, (response) => {
         const retryAfter = response.headers["retry-after"];

@@ -184,6 +184,41 @@ Deno.test("postWebhook() with an address connects there, keeping the URL's host 
   assert.equal(body, '{"n":2}');
 });
 
+Deno.test("postWebhook() sends a header value with leading or trailing whitespace, or only whitespace, trimmed, pinned (node:http) as by fetch", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const lines: string[][] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      const buffer = new Uint8Array(8192);
+      let head = "";
+      while (!head.includes("\r\n\r\n")) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        head += new TextDecoder("latin1").decode(buffer.subarray(0, n));
+      }
+      lines.push(head.split("\r\n").filter((line) => line.startsWith("x-")).sort());
+      await conn.write(
+        new TextEncoder().encode("HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n"),
+      );
+      conn.close();
+    }
+  })();
+  try {
+    const headers = { "x-blank": " \t", "x-padded": "\t a b " };
+    const direct = await postWebhook(`http://127.0.0.1:${port}/hook`, headers, "{}");
+    const pinned = await postWebhook(`http://hooks.invalid:${port}/hook`, headers, "{}", {
+      address: "127.0.0.1",
+      timeoutMs: 5_000,
+    });
+    assert.deepEqual([direct.status, pinned.status], [204, 204]);
+    assert.deepEqual(lines, [["x-blank: ", "x-padded: a b"], ["x-blank: ", "x-padded: a b"]]);
+  } finally {
+    listener.close();
+    await serving.catch(() => {});
+  }
+});
+
 Deno.test("postWebhook() with an address reports a request it cannot even start, without throwing", async () => {
   // Node's client refuses the header before connecting (as it refuses a missing permission).
   const result = await postWebhook("https://hooks.invalid/hook", { "x-bad": "a\nb" }, "{}", {
