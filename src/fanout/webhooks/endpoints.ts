@@ -268,13 +268,13 @@ export class EndpointRegistry {
           }); only tab, space and visible characters can be sent`,
         );
       }
-      // What fetch refuses to send (a character past U+00FF): every delivery would fail.
-      try {
-        new Headers([[name, value]]);
-      } catch {
+      // Past U+00FF fetch refuses to send it: every delivery would fail. From U+0080, fetch (an
+      // IP-literal host) sends it as one Latin-1 byte and node:http (a host name) as UTF-8: the
+      // endpoint would read another value by the host its URL names.
+      if ([...value].some((char) => char > "\x7e")) {
         throw new InvalidEndpointError(
           "headers",
-          `Cannot ${verb} webhook as header '${name}' is not a valid header value (only characters up to U+00FF; encode others, e.g. percent-encoding)`,
+          `Cannot ${verb} webhook as header '${name}' is not a valid header value (only characters up to U+007E; encode others, e.g. percent-encoding)`,
         );
       }
     }

@@ -955,9 +955,21 @@ Deno.test("other bad input: unknown stream, bad filter, reserved or twice-named 
       assert.equal(res.status, 400, JSON.stringify(body));
       assert.match(res.body.error.message, message, JSON.stringify(body));
     }
-    // Up to U+00FF fetch sends it (as Latin-1).
+    // Up to U+00FF fetch sends it, as Latin-1, but node:http (to a host name) as UTF-8: refused,
+    // on registration and on change.
     const latin = await call(app, "POST", "/v1/webhooks", { url, headers: { "x-l": "café" } });
-    assert.equal(latin.status, 201);
+    assert.equal(latin.status, 400);
+    assert.equal(
+      latin.body.error.message,
+      "Cannot register webhook as header 'x-l' is not a valid header value (only characters up to U+007E; encode others, e.g. percent-encoding)",
+    );
+    const ascii = await call(app, "POST", "/v1/webhooks", { url, headers: { "x-l": "cafe" } });
+    assert.equal(ascii.status, 201);
+    const changed = await call(app, "PATCH", `/v1/webhooks/${ascii.body.id}`, {
+      headers: { "x-l": "café" },
+    });
+    assert.equal(changed.status, 400);
+    assert.equal(changed.body.error.code, "invalid_webhook");
     // A change that would leave batch grouping a type the endpoint no longer takes is refused too.
     const batched = await call(app, "POST", "/v1/webhooks", {
       url,
