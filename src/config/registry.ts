@@ -185,6 +185,8 @@ export interface StreamCatalog extends ReadonlyMap<string, CompiledStream> {
   generationOf?(name: string): number;
   /** A stream not held (yet), looked up where the definitions are kept. */
   find?(name: string): Promise<CompiledStream | undefined>;
+  /** Reads where the definitions are kept now, and serves the streams stored since. */
+  poll?(): Promise<void>;
 }
 
 /** A served stream and where it came from. */

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { type CompiledStream, lookUpStream } from "../../config/mod.ts";
+import { type CompiledStream, lookUpStream, type StreamCatalog } from "../../config/mod.ts";
 import { listNames, quoteInput } from "../../telemetry/logging.ts";
 import type { Store } from "../../store/types.ts";
 import { compileExpression, ExpressionError } from "../../transform/mod.ts";
@@ -162,7 +162,7 @@ async function forEachAtMost<T>(
 export class EndpointRegistry {
   #deliveries: DeliveryStore;
   #store: Store;
-  #streams: ReadonlyMap<string, CompiledStream>;
+  #streams: StreamCatalog;
   #now: () => number;
   #policy: UrlPolicy;
   #onChange: () => Promise<unknown>;
@@ -329,8 +329,9 @@ export class EndpointRegistry {
    */
   async #starts(
     streams: readonly string[] | null,
-    names: readonly string[] = [...this.#streams.keys()],
+    names?: readonly string[],
   ): Promise<Record<string, string | null>> {
+    names ??= streams === null ? await this.#everyStream() : [...this.#streams.keys()];
     const lastIds = new Map<string, string | null>();
     await forEachAtMost(names, LOG_CALLS, async (name) => {
       if (!streams || streams.includes(name)) {
@@ -340,6 +341,15 @@ export class EndpointRegistry {
     });
     // In the streams' order, whichever call ended first.
     return Object.fromEntries(names.map((name) => [name, lastIds.get(name) ?? null]));
+  }
+
+  /**
+   * Every stream that exists: those served here, and those another instance created that this
+   * one serves not yet (the definitions are read now), so an endpoint hearing all starts on each.
+   */
+  async #everyStream(): Promise<string[]> {
+    await this.#streams.poll?.();
+    return [...this.#streams.keys()];
   }
 
   /** Every endpoint, oldest first. */
@@ -420,7 +430,7 @@ export class EndpointRegistry {
       if (patch.disabled === false && current.disabled) {
         restart = await this.#starts(streams);
       } else if (patch.streams !== undefined) {
-        const newly = [...new Set(streams ?? this.#streams.keys())]
+        const newly = [...new Set(streams ?? await this.#everyStream())]
           .filter((name) => !hears(current, name));
         if (newly.length > 0) added = await this.#starts(newly, newly);
       }

@@ -134,6 +134,59 @@ Deno.test("A webhook naming a stream another instance created, before this one s
   }
 });
 
+Deno.test("A webhook registered, or changed, to hear all streams on an instance not serving one another instance created gets none of the results that stream logged before", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const definitions = new MemoryDefinitionStore();
+  const data = new MemoryStore({ now });
+  const deliveries = new MemoryDeliveryStore({ now });
+  const instance = async () => {
+    const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+    return { ...await setup({ clock, streams, store: streams.wrap(data), deliveries }), streams };
+  };
+  // a serves orders; b and c, which serve it not, register and change an endpoint to hear all.
+  const [a, b, c] = [await instance(), await instance(), await instance()];
+  const receiver = await Receiver.start(now);
+  try {
+    for (const name of ["orders", "signups"] as const) {
+      const created = await call(a.app, "PUT", `/v1/streams/${name}`, CONFIG.streams[name]);
+      assert.equal(created.status, 201, created.text);
+    }
+    // Minute 0 of orders closes while no endpoint exists: its results stay in the log.
+    await ingest(a.app, [{ id: "before", ts: at(1), country: "DE", amount: 1 }]);
+    await ingest(a.app, [{ id: "tick", ts: at(75), country: "XX", amount: 0 }]);
+    await sweep(a.app, a.webhooks);
+    assert.equal(b.streams.has("orders"), false);
+    const all = await register(b.app, { url: receiver.url("/all"), eventTypes: ["window.closed"] });
+    const changed = await register(c.app, {
+      url: receiver.url("/changed"),
+      eventTypes: ["window.closed"],
+      streams: ["signups"],
+    });
+    assert.equal(c.streams.has("orders"), false);
+    const res = await call(c.app, "PATCH", `/v1/webhooks/${changed.id}`, { streams: null });
+    assert.equal(res.status, 200, res.text);
+    receiver.secrets = [all.secret, changed.secret];
+    // The instance serving orders dispatches its log to the endpoints.
+    await sweep(a.app, a.webhooks);
+    assert.deepEqual(receiver.received.map((item) => [item.path, item.payload.data.start]), []);
+    // Minute 1 closes after: its results reach both.
+    await ingest(a.app, [{ id: "late", ts: at(135), country: "XX", amount: 0 }]);
+    await sweep(a.app, a.webhooks);
+    for (const path of ["/all", "/changed"]) {
+      assert.deepEqual(
+        receiver.received.filter((item) => item.path === path)
+          .map((item) => [item.payload.data.counter, item.payload.data.start]).sort(),
+        [["amount", at(60)], ["per_minute", at(60)]],
+        path,
+      );
+    }
+  } finally {
+    for (const app of [a, b, c]) await app.close();
+    await receiver.close();
+  }
+});
+
 Deno.test("A lateness raised by PUT after a window closed re-opens it not: its events are late, its read and its one window.closed agree", async () => {
   const clock = { now: T0 + 600_000 };
   const now = () => clock.now;
