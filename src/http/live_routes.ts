@@ -409,6 +409,9 @@ async function subscribeOverSocket(
 
 const UTF8 = new TextEncoder();
 
+/** The SSE comment that keeps an idle subscription's connection open. */
+const KEEP_ALIVE = UTF8.encode(": keep-alive\n\n");
+
 /** One Server-Sent Event; `data` is JSON text and `id` a log id, neither with line breaks. */
 function sseMessage(event: string, data: string, id?: string | null): string {
   return `event: ${event}\ndata: ${data}\n${id ? `id: ${id}\n` : ""}\n`;
@@ -521,8 +524,12 @@ async function subscribeOverSse(
       ended.resolve();
     });
     if (stop.signal.aborted) ended.resolve();
+    // Counted as waiting like any message: one a client has not read skips the next, so a client
+    // that reads nothing has at most one queued.
     const heartbeat = setInterval(() => {
-      if (waitingBytes === 0) stream.write(": keep-alive\n\n");
+      if (waitingBytes !== 0) return;
+      waitingBytes += KEEP_ALIVE.length;
+      writeBytes(stream, KEEP_ALIVE);
     }, heartbeatMs);
     const unwatch = watchSubscription(setup.keyCheck, end);
     try {

@@ -1,14 +1,16 @@
 import assert from "node:assert/strict";
 import { Ajv } from "ajv";
 import { Redis } from "@upstash/redis";
-import { sha256, toHex } from "../../src/http/auth.ts";
+import { createApp } from "../../src/app.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { KeyRing, sha256, toHex } from "../../src/http/auth.ts";
 import { subscriptionSettings } from "../../src/http/live_routes.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { compareLogIds, parseLogId } from "../../src/store/types.ts";
 import { LiveHub } from "../../src/fanout/live.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { at, KEYS, NOW } from "../_fixtures.ts";
+import { at, KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import {
   denoClient,
   eventually,
@@ -1715,5 +1717,49 @@ Deno.test("README counter parameter: only that counter's results, while events, 
   } finally {
     await client.close();
     await server.close();
+  }
+});
+
+Deno.test("README keep-alive: an SSE subscriber that reads nothing is sent no more keep-alive comments than the one it has not read", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const streams = compileConfig(TEST_CONFIG);
+  const live = new LiveHub(streams, store, { pollMs: 20 });
+  const app = createApp({
+    streams,
+    store,
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+    live,
+    liveRoutes: { heartbeatMs: 10 },
+  });
+  // In process, nothing pulls the body but this reader: what it does not read waits on the server.
+  const res = await app.fetch(
+    new Request(`http://localhost${SUBSCRIBE}?types=event.processed`, {
+      headers: { Accept: "text/event-stream" },
+    }),
+  );
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  try {
+    const first = decoder.decode((await reader.read()).value);
+    assert.match(first, /^event: subscribed\n/);
+    // It reads nothing for 40 heartbeats: the first comment waits unread, the others are skipped.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // What waited is read at once; a read that waits is for a comment sent after it.
+    let text = "";
+    for (let i = 0; i < 1_000; i++) {
+      const read = await Promise.race([
+        reader.read(),
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), 5)),
+      ]);
+      if (read === null || read.done) break;
+      text += decoder.decode(read.value);
+    }
+    const comments = text.split("\n\n").filter((block) => block === ": keep-alive");
+    assert.ok(comments.length <= 3, `${comments.length} comments waited: ${JSON.stringify(text)}`);
+  } finally {
+    await reader.cancel().catch(() => {});
+    await live.close();
   }
 });
