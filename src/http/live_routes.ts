@@ -458,8 +458,28 @@ async function subscribeOverSse(
   function writeBytes(stream: SSEStreamingApi, bytes: Uint8Array): void {
     stream.write(bytes).finally(() => {
       waitingBytes -= bytes.length;
+      bytesRead += bytes.length;
       if (waitingBytes < maxBufferedBytes) settleDrained();
+      if (waitingBytes === 0) allRead?.resolve();
     });
+  }
+  /** Bytes the client read so far, and, after the end, settled once it read all that waits. */
+  let bytesRead = 0;
+  let allRead: PromiseWithResolvers<void> | undefined;
+  /**
+   * After the end, what waits (the `closed` event last) is the client's to read; one that reads
+   * none of it for `graceMs` has its response aborted, so what waited for it is let go rather than
+   * held for as long as it keeps the connection open (its place was freed at the end).
+   */
+  async function finish(stream: SSEStreamingApi, graceMs: number): Promise<void> {
+    while (waitingBytes > 0 && !stream.aborted) {
+      const readBefore = bytesRead;
+      allRead = Promise.withResolvers();
+      const timer = setTimeout(() => allRead?.resolve(), graceMs);
+      await allRead.promise;
+      clearTimeout(timer);
+      if (waitingBytes > 0 && bytesRead === readBefore) stream.abort();
+    }
   }
   function write(event: string, data: string, id?: string | null): void {
     const bytes = UTF8.encode(sseMessage(event, data, id));
@@ -539,6 +559,7 @@ async function subscribeOverSse(
       unwatch();
       stop.abort();
     }
+    await finish(stream, deps.live.settings.stalledMs);
   });
 }
 

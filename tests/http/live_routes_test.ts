@@ -1763,3 +1763,64 @@ Deno.test("README keep-alive: an SSE subscriber that reads nothing is sent no mo
     await live.close();
   }
 });
+
+Deno.test("README: an SSE subscriber dropped as too slow that still reads nothing has its response ended after stalledMs, its unread messages let go", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "A client that reads none of what waits for it (the `closed` event last) for 10 s after its subscription ended has its response ended without it, so what waited in the server's memory is let go";
+  assert.ok(readme.includes(claim), claim);
+  // The grace is the hub's stalledMs, 10 s by default (see "A subscriber's defaults").
+  const store = new MemoryStore({ now: () => NOW });
+  const streams = compileConfig(TEST_CONFIG);
+  const live = new LiveHub(streams, store, { pollMs: 20, stalledMs: 100 });
+  const app = createApp({
+    streams,
+    store,
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+    live,
+    liveRoutes: { maxBufferedBytes: 64 * 1024 },
+  });
+  // In process, nothing pulls the body but this reader: what it does not read waits on the server.
+  const res = await app.fetch(
+    new Request(`http://localhost${SUBSCRIBE}?types=event.processed`, {
+      headers: { Accept: "text/event-stream" },
+    }),
+  );
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  try {
+    assert.match(new TextDecoder().decode((await reader.read()).value), /^event: subscribed\n/);
+    // It reads nothing more: batches fill what may wait for it until the hub drops it.
+    const padding = "p".repeat(4_000);
+    for (let batch = 0; live.stats.subscribers > 0; batch++) {
+      assert.ok(batch < 200, "the subscriber was never dropped");
+      const posted = await app.request("/v1/streams/orders/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Host: "localhost" },
+        body: JSON.stringify(
+          Array.from(
+            { length: 50 },
+            (_, i) => ({ id: `d${batch}-${i}`, ts: at(5), country: padding }),
+          ),
+        ),
+      });
+      assert.equal(posted.status, 202, await posted.text());
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // Dropped, and still reading nothing for longer than stalledMs: what waited is let go, and
+    // the response ends without it.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    let bytes = 0;
+    for (;;) {
+      const { value, done } = await within(reader.read(), 2_000);
+      if (done) break;
+      bytes += value.length;
+    }
+    assert.ok(bytes < 64 * 1024, `${bytes} bytes still waited for a subscription ended 400 ms ago`);
+  } finally {
+    await reader.cancel().catch(() => {});
+    await live.close();
+  }
+});
