@@ -1824,3 +1824,53 @@ Deno.test("README: an SSE subscriber dropped as too slow that still reads nothin
     await live.close();
   }
 });
+
+Deno.test("README: with the defaults, a subscription whose key is deleted is closed within 3 s (the key cache's 2 s and a check every second)", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "A live subscription's key and stream are checked again every second while it lasts: once the key is deleted or expires (within 3 s of the deletion on any instance: the key cache's 2 s and the check)";
+  assert.ok(readme.includes(claim), claim);
+  assert.equal(subscriptionSettings().keyCheckMs, 1_000);
+  let clock = NOW;
+  const keyStore = new MemoryKeyStore();
+  const secret = "sk_revoked_0123456789abcdef";
+  await keyStore.createKey({
+    id: "key_0000000000000003",
+    type: "secret",
+    hash: toHex(sha256(secret)),
+    prefix: secret.slice(0, 7),
+    scopes: ["read"],
+    createdAt: NOW,
+  });
+  // The key ring's clock is the test's: its cache lasts 2 s of it. The checks run on real timers.
+  const server = await startServer({
+    auth: true,
+    now: () => clock,
+    keyRing: { store: keyStore, now: () => clock },
+  });
+  try {
+    const socket = await nodeClient(server.wsUrl(SUBSCRIBE), {
+      headers: { Authorization: `Bearer ${secret}` },
+    });
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    const sse = new SseReader(await openSse(server, "", { Authorization: `Bearer ${secret}` }));
+    assert.equal((await sse.next()).event, "subscribed");
+    await keyStore.deleteKey("key_0000000000000003");
+    // Deleted, and the cache not expired (1.9 s of its clock): two checks later, both still follow.
+    clock = NOW + 1_900;
+    await new Promise((resolve) => setTimeout(resolve, 2_200));
+    assert.equal(server.live.stats.subscribers, 2);
+    // The cache expired: the next check (within a second) closes both.
+    clock = NOW + 2_100;
+    const started = Date.now();
+    const closed = await within(socket.inbox.closed, 3_000);
+    assert.equal(closed.code, 1008);
+    assert.match(closed.reason, /^Key no longer valid/);
+    const last = await within(sse.next(), 3_000);
+    assert.equal(last.event, "closed");
+    assert.ok(Date.now() - started <= 1_500, `${Date.now() - started} ms`);
+  } finally {
+    await server.close();
+  }
+});
