@@ -1590,7 +1590,10 @@ redisTest(
       const [ms, seq] = parseLogId(held[0]);
       const justBefore = seq > 0 ? `${ms}-${seq - 1}` : `${ms - 1}-${Number.MAX_SAFE_INTEGER}`;
 
-      for (const refusedId of ["1-0", ids[0], lastTrimmed]) {
+      // The last trimmed entry's id is refused, unless it is the id just before the oldest (two
+      // appends in one millisecond): resuming after it then loses nothing, and it resumes (below).
+      const refusedIds = ["1-0", ids[0], lastTrimmed].filter((id) => id !== justBefore);
+      for (const refusedId of refusedIds) {
         const { hello } = await open(refusedId);
         assert.equal(hello.data.resumed, false, refusedId);
         assert.ok(
