@@ -386,13 +386,18 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
       const [at, name] = top.scan.refs[top.next++];
       const target = defsInScope[name];
       if (typeof target !== "object" || target === null || expanding.has(name)) continue;
+      // A `$ref` replaced by its definition adds the definition's levels below its own place, but
+      // one at the top of a schema (a definition that is a `$ref` to another) would add none,
+      // while zod still recurses once for it: a chain of thousands such compiled or ended the
+      // stack depending on what else was on it. That hop counts one level.
+      const hop = at === 1 ? at : at - 1;
       const known = expanded.get(name);
       if (known !== undefined) {
-        top.deepest = Math.max(top.deepest, at - 1 + known);
+        top.deepest = Math.max(top.deepest, hop + known);
         continue;
       }
       expanding.add(name);
-      top.waitingAt = at;
+      top.waitingAt = hop;
       const child = frame(name, target);
       child.deepest = child.scan.depth;
       stack.push(child);
@@ -403,7 +408,7 @@ function refuseDeepExpansion(root: Record<string, unknown>): void {
       expanding.delete(top.name);
       expanded.set(top.name, top.deepest);
       const parent = stack[stack.length - 1];
-      parent.deepest = Math.max(parent.deepest, parent.waitingAt - 1 + top.deepest);
+      parent.deepest = Math.max(parent.deepest, parent.waitingAt + top.deepest);
     }
   }
 }

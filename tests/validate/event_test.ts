@@ -1201,6 +1201,30 @@ Deno.test("compileEventSchema() counts the levels its $refs expand to, so a chai
   });
 });
 
+Deno.test("compileEventSchema() counts a definition that is only a $ref to another as a level, so a chain of them is refused by the depth check, not by the end of the stack", () => {
+  // Each hop added no level: a chain of about a thousand compiled or ended zod's stack depending
+  // on what else was on it (a PUT taken on one instance could fail on another), and the refusal
+  // said "Maximum call stack size exceeded".
+  const chain = (hops: number) => {
+    const $defs: Record<string, unknown> = { d0: { type: "string" } };
+    for (let i = 1; i <= hops; i++) $defs[`d${i}`] = { $ref: `#/$defs/d${i - 1}` };
+    return { type: "object", properties: { x: { $ref: `#/$defs/d${hops}` } }, $defs };
+  };
+  for (const hops of [130, 996, 20_000]) {
+    assert.throws(
+      () => compileEventSchema(chain(hops)),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message ===
+          "Cannot compile event schema: it nests deeper than 128 levels (objects and arrays) once its $refs are expanded",
+      `${hops} hops`,
+    );
+  }
+  const taken = compileEventSchema(chain(120));
+  assert.equal(validateEvent({ x: "a" }, taken).ok, true);
+  assert.equal(validateEvent({ x: 1 }, taken).ok, false);
+});
+
 Deno.test("validateEvent() quotes a long key shortened, as an unknown key and in a path", () => {
   const schema = compileEventSchema({
     type: "object",
