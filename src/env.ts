@@ -626,8 +626,11 @@ export async function configFromEnv(
   const configPath = env.get("EDGESTREAM_CONFIG") ?? options.defaultConfigPath ??
     fileURLToPath(new URL("../examples/config.json", import.meta.url));
   let configStreams: Map<string, CompiledStream>;
+  const fileWarnings: string[] = [];
   try {
-    configStreams = await loadConfigFile(configPath);
+    configStreams = await loadConfigFile(configPath, {
+      onWarning: (text) => fileWarnings.push(`EDGESTREAM_CONFIG: ${text}`),
+    });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     throw new ConfigError(`EDGESTREAM_CONFIG: ${error.message}`, { cause: error });
@@ -655,6 +658,7 @@ export async function configFromEnv(
       : "store: memory (embedded; state is lost on restart)",
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));
+  for (const text of fileWarnings) notices.push({ level: "warning", text });
   for (const [name, stream] of configStreams) {
     const malformed = malformedSchemaKeyword(stream);
     if (malformed !== undefined) {

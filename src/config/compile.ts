@@ -689,18 +689,88 @@ export function compileStreamDefinition(
 }
 
 /**
+ * Where the first byte of `bytes` that is not UTF-8 is (its offset and 1-based line), or
+ * `undefined` when all are. A decoder in stream mode takes a prefix cut inside a character, so
+ * the longest prefix it takes ends at that byte.
+ */
+function firstNonUtf8(bytes: Uint8Array): { offset: number; line: number } | undefined {
+  if (isWholeUtf8(bytes)) return undefined;
+  const takes = (length: number) => {
+    try {
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(0, length), { stream: true });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  let offset: number;
+  if (takes(bytes.length)) {
+    // Only the last character is cut off: it starts at its lead byte.
+    offset = bytes.length - 1;
+    while (offset > 0 && (bytes[offset] & 0xc0) === 0x80) offset--;
+  } else {
+    let low = 0; // taken
+    let high = bytes.length; // not taken
+    while (high - low > 1) {
+      const middle = Math.floor((low + high) / 2);
+      if (takes(middle)) low = middle;
+      else high = middle;
+    }
+    // The byte that made it fail may follow a character begun before it: point at its start.
+    offset = high - 1;
+    while (offset > 0 && !isWholeUtf8(bytes.subarray(0, offset))) offset--;
+  }
+  let line = 1;
+  for (let i = 0; i < offset; i++) if (bytes[i] === 0x0a) line++;
+  return { offset, line };
+}
+
+/** Whether `bytes` decode as UTF-8 with no character cut off at the end. */
+function isWholeUtf8(bytes: Uint8Array): boolean {
+  try {
+    new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Options for {@linkcode loadConfigFile}. */
+export interface LoadConfigOptions {
+  /**
+   * Told what the file holds that is served as before a check refusing it was made, to warn:
+   * bytes that are not UTF-8 (read as U+FFFD, as releases before did, where a `PUT` body with
+   * them is refused). The counters and other parts to warn about are found by
+   * {@linkcode repeatedGroupBy}, {@linkcode shortWindows} and the others.
+   */
+  onWarning?(text: string): void;
+}
+
+/**
  * Reads and compiles a JSON config file. A counter whose `groupBy` names a field twice, which
  * releases before that check took, is compiled as it counted (see
  * {@linkcode CompileOptions.repeatedGroupBy}): find it with {@linkcode repeatedGroupBy} to warn.
  */
-export async function loadConfigFile(path: string): Promise<Map<string, CompiledStream>> {
-  let text: string;
+export async function loadConfigFile(
+  path: string,
+  options: LoadConfigOptions = {},
+): Promise<Map<string, CompiledStream>> {
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (error) {
     throw new ConfigError(`Cannot read config file ${path}: ${(error as Error).message}`, {
       cause: error,
     });
+  }
+  // Read as releases before did (U+FFFD for each bad byte): a file deployed with such bytes keeps
+  // running, said so, as a PUT body with them is refused.
+  const text = new TextDecoder().decode(bytes);
+  const bad = firstNonUtf8(bytes);
+  if (bad !== undefined) {
+    options.onWarning?.(
+      `Config file ${path} is not UTF-8 at line ${bad.line} (byte ${bad.offset}): read with U+FFFD in place of each byte that is not; save it as UTF-8 (a definition sent through the API with such bytes is refused)`,
+    );
   }
   let raw: unknown;
   try {

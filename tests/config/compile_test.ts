@@ -527,6 +527,44 @@ Deno.test("loadConfigFile() reports bad JSON as a ConfigError naming the file", 
   }
 });
 
+Deno.test("loadConfigFile() serves a file with bytes that are not UTF-8 as before, and warns naming the file and the line", async () => {
+  // Read as U+FFFD without a word: a groupBy field or a filter written in Latin-1 named another
+  // field than the one meant, where a PUT body with such bytes is refused (400 invalid_utf8).
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/latin1.json`;
+    const head = '{"streams": {\n  "s": {\n    "description": "caf';
+    const tail = '"\n  }\n}}';
+    const encoder = new TextEncoder();
+    await Deno.writeFile(
+      path,
+      new Uint8Array([...encoder.encode(head), 0xe9, ...encoder.encode(tail)]),
+    );
+    const warnings: string[] = [];
+    const streams = await loadConfigFile(path, { onWarning: (text) => warnings.push(text) });
+    assert.equal((streams.get("s")!.parsed as { description?: string }).description, "caf\uFFFD");
+    assert.deepEqual(warnings, [
+      `Config file ${path} is not UTF-8 at line 3 (byte ${
+        encoder.encode(head).length
+      }): read with U+FFFD in place of each byte that is not; save it as UTF-8 (a definition sent through the API with such bytes is refused)`,
+    ]);
+    // A character cut off at the end is found too; a UTF-8 file gives no warning.
+    await Deno.writeFile(
+      path,
+      new Uint8Array([...encoder.encode('{"streams": {}}\n'), 0xe2, 0x82]),
+    );
+    const cut: string[] = [];
+    await loadConfigFile(path, { onWarning: (text) => cut.push(text) }).catch(() => {});
+    assert.match(cut[0] ?? "", / at line 2 \(byte 16\)/);
+    await Deno.writeTextFile(path, '{"streams": {"s": {"description": "café ☕"}}}');
+    const none: string[] = [];
+    await loadConfigFile(path, { onWarning: (text) => none.push(text) });
+    assert.deepEqual(none, []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("compileConfig() refuses durations over 366 days and prototype keys in field paths", () => {
   assert.throws(
     () =>
