@@ -264,6 +264,13 @@ function sortedKeys(_key: string, value: unknown): unknown {
   );
 }
 
+/**
+ * Most counter names a live stream's record keeps: those it has now and those it had (see
+ * {@linkcode everCounted}). Without it, a `PUT` naming 64 new counters each time, by a key limited
+ * to its stream, grew the record every instance polls and compiles without end.
+ */
+export const MAX_COUNTED_NAMES = 1024;
+
 function everCounted(
   record: StoredDefinition,
   next: Record<string, string>,
@@ -980,6 +987,13 @@ export class StreamRegistry implements Required<StreamCatalog> {
           throw new StreamDefinitionError(
             "counter_changed",
             counterChangedMessage(name, changed, { stored: record, next: counters }),
+          );
+        }
+        const names = Object.keys(everCounted(record, counters)).length;
+        if (names > MAX_COUNTED_NAMES && names > Object.keys(record.counters).length) {
+          throw new StreamDefinitionError(
+            "invalid_definition",
+            `Invalid stream definition: counters: the stream would have had ${names} counter names while it lives, past the ${MAX_COUNTED_NAMES} its record keeps (each name keeps its meaning, removed ones too); reuse a removed counter's name as it was, or delete the stream and create it again to start over`,
           );
         }
       }

@@ -1205,3 +1205,33 @@ Deno.test("a name another deployment's config recorded, then stored through the 
   assert.equal(streams.definedElsewhere("legacy"), undefined);
   assert.equal(streams.unservable("legacy")?.version, 3);
 });
+
+Deno.test("a live stream's record keeps at most 1024 counter names: a PUT naming more new ones is refused, one reusing them is not, and a stream created again starts over", async () => {
+  // Each name counted stays in the record (it keeps its meaning), so a key limited to its stream
+  // could grow the record every instance polls without end, 64 new counters a PUT.
+  const definitions = new MemoryDefinitionStore();
+  const registry = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  const named = (from: number) => ({
+    counters: Object.fromEntries(
+      Array.from({ length: 64 }, (_, i) => [
+        `c${from + i}`,
+        { window: { tumbling: "1m" }, aggregate: "count" },
+      ]),
+    ),
+  });
+  for (let put = 0; put < 16; put++) await registry.put("s", named(put * 64));
+  assert.equal(Object.keys((await definitions.get("s"))!.counters).length, 1024);
+  await assert.rejects(
+    registry.put("s", named(16 * 64)),
+    (error: StreamDefinitionError) =>
+      error.code === "invalid_definition" &&
+      error.message.startsWith(
+        "Invalid stream definition: counters: the stream would have had 1088 counter names while it lives, past the 1024 its record keeps",
+      ),
+  );
+  assert.equal(Object.keys((await definitions.get("s"))!.counters).length, 1024);
+  // Names it had, as they were: taken.
+  assert.equal((await registry.put("s", named(0))).created, false);
+  await registry.remove("s");
+  assert.equal((await registry.put("s", named(16 * 64))).created, true);
+});
