@@ -135,8 +135,11 @@ function explainIssue(
   if (issue.code !== "invalid_union" || issue.errors.length === 0) {
     return [{ issue, path, at: prefix }];
   }
+  // A branch whose every issue is at its root (`expected "count"`) is a shape the value does not
+  // take at all: explained alone, it hid what the union says it takes.
   const branches = issue.errors.filter((branch) =>
-    branch.length > 0 && !branch.some((inner) => inner.code === "unrecognized_keys")
+    branch.length > 0 && !branch.some((inner) => inner.code === "unrecognized_keys") &&
+    branch.some((inner) => inner.path.length > 0)
   );
   if (branches.length !== 1) return [{ issue, path, at: prefix }];
   return branches[0].flatMap((inner) => explainIssue(inner, path));

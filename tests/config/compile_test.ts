@@ -143,6 +143,23 @@ Deno.test("compileConfig() names the path of a bad window", () => {
   );
 });
 
+Deno.test('compileConfig() says what an aggregate or a transform step takes when it has two shapes\' keys, not that it is not "count"', () => {
+  // Every object shape had an unknown key, so the one left to explain was the literal "count".
+  assertRefused(
+    counter({ window: { tumbling: "1m" }, aggregate: { sum: "x", min: "y" } }),
+    /^Invalid config: streams\.orders\.counters\.x\.aggregate: Aggregate must be "count", one of /,
+  );
+  assertRefused(
+    orders({ transform: [{ filter: "true", drop: ["a"] }] }),
+    /^Invalid config: streams\.orders\.transform\[0\]: Transform step must be one of /,
+  );
+  // One shape whose field is wrong is explained by that field.
+  assertRefused(
+    counter({ window: { tumbling: "1m" }, aggregate: { sum: 5 } }),
+    /^Invalid config: streams\.orders\.counters\.x\.aggregate\.sum: .*expected string/,
+  );
+});
+
 Deno.test("compileConfig() lists every problem with its own path", () => {
   const error = assertRefused(orders({
     time: { lateness: "soon" },
