@@ -1337,3 +1337,32 @@ Deno.test("compileConfig() quotes a long key shortened, as an unknown key and in
   );
   assert.ok(inPath.message.length < 2_000, `${inPath.message.length} characters`);
 });
+
+Deno.test("compileConfig() reads the README's durations as it says: each example, 366 days and not a millisecond more, 1.5s but not 0.6ms", () => {
+  const retention = (text: string) =>
+    only(compileConfig(counter({ retention: text }))).counters[0].retentionMs;
+  const examples: Array<[string, number]> = [
+    ["500ms", 500],
+    ["30s", 30_000],
+    ["5m", 300_000],
+    ["1h", 3_600_000],
+    ["7d", 604_800_000],
+    ["2w", 1_209_600_000],
+    ["1h30m", 5_400_000],
+    ["1.5s", 1_500],
+    ["366d", 366 * 86_400_000],
+  ];
+  for (const [text, ms] of examples) assert.equal(retention(text), ms, text);
+  assertRefused(
+    counter({ retention: "366d1ms" }),
+    /streams\.orders\.counters\.x\.retention: Duration '366d1ms' is longer than 366 days/,
+  );
+  assertRefused(
+    counter({ retention: "0.6ms" }),
+    /streams\.orders\.counters\.x\.retention: Cannot read duration '0\.6ms': '0\.6ms' is not a whole number of milliseconds/,
+  );
+  assertRefused(
+    counter({ retention: "1m1m" }),
+    /streams\.orders\.counters\.x\.retention: Cannot read duration '1m1m' at position 2: unit 'm' is given twice/,
+  );
+});
