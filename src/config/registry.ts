@@ -981,6 +981,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
         );
       }
       this.#checkPrecondition(name, record, expected);
+      // Every counter name the record keeps after this change (removed ones too), once.
+      const counted = live ? everCounted(record, counters) : counters;
       if (live) {
         const changed = changedCounters(record.counters, counters);
         if (changed.length > 0) {
@@ -989,7 +991,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
             counterChangedMessage(name, changed, { stored: record, next: counters }),
           );
         }
-        const names = Object.keys(everCounted(record, counters)).length;
+        const names = Object.keys(counted).length;
         if (names > MAX_COUNTED_NAMES && names > Object.keys(record.counters).length) {
           throw new StreamDefinitionError(
             "invalid_definition",
@@ -998,8 +1000,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
         }
       }
       if (
-        live && sameJson(record.definition, raw) &&
-        sameJson(record.counters, everCounted(record, counters))
+        live && sameJson(record.definition, raw) && sameJson(record.counters, counted)
       ) {
         // The definition stored, sent again (a deploy script applying its files): no change,
         // so the version stays and other admins' entity tags still hold.
@@ -1017,7 +1018,6 @@ export class StreamRegistry implements Required<StreamCatalog> {
       }
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
-      const counted = live ? everCounted(record, counters) : counters;
       const result = await this.#definitions.write(name, {
         source: "api",
         generation,
