@@ -15,7 +15,8 @@
  * `Bearer ` and a `bearer.` subprotocol, and for the value of a `token` (or
  * `key`, `access_token`, `api_key`) query parameter; each is replaced by
  * `[REDACTED]`, as are the first characters (four or more) of a named secret or an `sk_…` key
- * that quoting client input cut (`quoteInput`: `…/a1b2… (300 characters)`). Whitespace a line escapes (a tab as `\t`, a line break as
+ * that quoting client input cut (`quoteInput`: `…/a1b2… (300 characters)`), and what the line's
+ * percent escapes decode to (a key sent partly encoded, `%3Fkey=…`). Whitespace a line escapes (a tab as `\t`, a line break as
  * `\n`) counts as the whitespace it stands for: before a secret, and between
  * `Bearer` and its key, where any whitespace (a no-break space too) and a quote
  * around the key (`Bearer "…"`) may stand. Properties named like a secret (`secret`, `token`,
@@ -648,12 +649,97 @@ function lineRedactor(patterns: readonly RedactionPattern[]): (line: string) => 
   // Case-insensitive: it finds at least what each pattern finds.
   const probe = new RegExp(patterns.map(({ pattern }) => `(?:${pattern.source})`).join("|"), "i");
   return (line) => {
-    if (!probe.test(line)) return line;
-    for (const { pattern, replacement } of patterns) {
-      line = line.replaceAll(pattern, replacement);
+    if (probe.test(line)) {
+      for (const { pattern, replacement } of patterns) {
+        line = line.replaceAll(pattern, replacement);
+      }
     }
-    return line;
+    return line.includes("%") ? redactedEncoded(line, patterns, probe) : line;
   };
+}
+
+/** One or more percent escapes in a row. */
+const PERCENT_ESCAPES = /(?:%[0-9A-Fa-f]{2})+/g;
+
+/** What stands, in a line's decoded copy, for a character a pattern redacted. */
+const REDACTED_MARK = "\uE000";
+
+/**
+ * `line` with the secrets that only its percent-decoded text shows redacted: a key sent partly
+ * encoded (`admin-%6Bey…`, or a reserved character that Hono leaves encoded in a path, `%2B`)
+ * or a key query parameter whose `?` or name is encoded (`%3Fkey=…`, `t%6Fken=…`). The patterns
+ * run on a decoded copy, the characters they redact marked in place (so positions stay), and each
+ * marked run is replaced by {@linkcode REDACTED} in `line` as written, whose escapes and JSON stay
+ * as they are. `line` itself when the decoded copy shows no secret.
+ */
+function redactedEncoded(
+  line: string,
+  patterns: readonly RedactionPattern[],
+  probe: RegExp,
+): string {
+  // starts[i]: where in `line` the text decoded into the copy's unit i starts.
+  const starts: number[] = [];
+  let decoded = "";
+  let copied = 0;
+  for (const escapes of line.matchAll(PERCENT_ESCAPES)) {
+    for (let index = copied; index < escapes.index; index++) starts.push(index);
+    decoded += line.slice(copied, escapes.index);
+    decoded += decodeEscapes(escapes[0], escapes.index, starts);
+    copied = escapes.index + escapes[0].length;
+  }
+  if (copied === 0) return line;
+  for (let index = copied; index < line.length; index++) starts.push(index);
+  decoded += line.slice(copied);
+  starts.push(line.length);
+  if (!probe.test(decoded)) return line;
+  let marked = decoded;
+  for (const { pattern, replacement } of patterns) {
+    const kept = replacement.slice(0, replacement.indexOf(REDACTED));
+    marked = marked.replaceAll(pattern, (match: string, ...groups: unknown[]) => {
+      const prefix = kept === "$1" ? String(groups[0] ?? "") : kept;
+      return prefix + REDACTED_MARK.repeat(match.length - prefix.length);
+    });
+  }
+  let result = "";
+  let from = 0;
+  for (let index = 0; index < marked.length; index++) {
+    if (marked[index] !== REDACTED_MARK || decoded[index] === REDACTED_MARK) continue;
+    let end = index;
+    while (end < marked.length && marked[end] === REDACTED_MARK) end++;
+    result += line.slice(from, starts[index]) + REDACTED;
+    from = starts[end];
+    index = end;
+  }
+  return from === 0 ? line : result + line.slice(from);
+}
+
+/**
+ * The text of a run of percent `escapes` found at `at` in a line, UTF-8 decoded, pushing where
+ * each of its UTF-16 units starts in the line onto `starts`. Bytes that are no UTF-8 stay as
+ * written, but for ASCII ones.
+ */
+function decodeEscapes(escapes: string, at: number, starts: number[]): string {
+  let text: string;
+  try {
+    text = decodeURIComponent(escapes);
+  } catch {
+    let kept = "";
+    for (let index = 0; index < escapes.length; index += 3) {
+      const byte = parseInt(escapes.slice(index + 1, index + 3), 16);
+      const unit = byte < 0x80 ? String.fromCharCode(byte) : escapes.slice(index, index + 3);
+      for (let count = 0; count < unit.length; count++) starts.push(at + index + count);
+      kept += unit;
+    }
+    return kept;
+  }
+  let offset = at;
+  for (const char of text) {
+    const codePoint = char.codePointAt(0)!;
+    // Both units of a surrogate pair start where its four bytes do.
+    for (let count = 0; count < char.length; count++) starts.push(offset);
+    offset += 3 * (codePoint < 0x80 ? 1 : codePoint < 0x800 ? 2 : codePoint < 0x10000 ? 3 : 4);
+  }
+  return text;
 }
 
 /** Levels written to stderr (the console's `warn` and `error`); the rest go to stdout. */

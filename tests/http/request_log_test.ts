@@ -10,10 +10,10 @@ import { KeyRing } from "../../src/http/auth.ts";
 import { Hono } from "hono";
 import { jsonWithRequestId } from "../../src/http/request_id.ts";
 import { levelOfStatus, logRequest } from "../../src/http/request_log.ts";
-import { causeText } from "../../src/telemetry/logging.ts";
+import { causeText, REDACTED } from "../../src/telemetry/logging.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
-import { at, NOW, postEvents, TEST_CONFIG, testApp } from "../_fixtures.ts";
+import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "../_fixtures.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 
 /** A memory store whose applyBatch fails as an unreachable Redis does, and whose stats throw a bug. */
@@ -262,4 +262,32 @@ Deno.test("a refused request's log line holds the error message as the client go
     const line = jsonLines(lines, "edgestream.http").at(-1)!;
     assert.deepEqual(line.error, { code: error.code, message: error.message });
   });
+});
+
+Deno.test("a request line holds no key its path carries partly percent-encoded, nor a key query parameter whose '?' is encoded", async () => {
+  const { app } = await testApp({ auth: true });
+  // A key with a reserved character, which Hono leaves percent-encoded in the path it gives.
+  const key = "k-0123456789+abcdef";
+  await writtenLogs(async (lines) => {
+    for (
+      const path of [
+        "/v1/streams/orders/k-0123456789%2babcdef",
+        "/v1/streams/orders/events%3Fkey=pk_Xq3v%2Dpublishable",
+      ]
+    ) {
+      const res = await app.request(path, { headers: { Authorization: `Bearer ${KEYS.read}` } });
+      assert.equal(res.status, 404);
+      await res.body?.cancel();
+    }
+    const [reserved, query] = jsonLines(lines, "edgestream.http");
+    assert.equal(reserved.path, `/v1/streams/orders/${REDACTED}`);
+    assert.equal(
+      reserved.message,
+      `GET /v1/streams/orders/${REDACTED} 404 ${reserved.durationMs} ms`,
+    );
+    assert.equal(query.path, `/v1/streams/orders/events%3Fkey=${REDACTED}`);
+    const text = lines.map((line) => line.text).join("\n");
+    assert.ok(!text.includes("0123456789"), text);
+    assert.ok(!text.includes("publishable"), text);
+  }, { secrets: [key, KEYS.read] });
 });

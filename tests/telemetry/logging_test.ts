@@ -858,3 +858,36 @@ Deno.test("configureLogging() redacts the first characters of a secret that quot
     }
   }, { secrets: [API_KEY, long, short] });
 });
+
+Deno.test("configureLogging() redacts a secret or key query parameter that a line holds partly percent-encoded", async () => {
+  const long = "0123456789abcdef0123456789abcdef";
+  /** `text` with its characters at `indexes` percent-encoded (lowercase hex, as a client may). */
+  const encodeAt = (text: string, indexes: number[]) =>
+    [...text].map((char, index) =>
+      indexes.includes(index) ? `%${char.charCodeAt(0).toString(16).padStart(2, "0")}` : char
+    ).join("");
+  await writtenLogs((lines) => {
+    // As a request line holds a path: Hono decodes unreserved characters, not reserved ones.
+    const plusAt = API_KEY.indexOf("+");
+    logger.info("GET {path} 404", {
+      path: `/v1/streams/orders/${encodeAt(API_KEY, [plusAt, plusAt + 3])}`,
+    });
+    logger.info("GET {path} 404", { path: `/v1/streams/%22s%22/${encodeAt(long, [10])}/events` });
+    logger.info("GET {path} 404", { path: `/v1/${encodeAt(RUNTIME_KEY, [4, 30])}` });
+    logger.info("GET {path} 404", { path: "/v1/streams/orders/events%3Fkey=pk_query-value" });
+    logger.info("GET {url}", { url: "http://h/v1/streams/s/ws?types=a&t%6Fken=k-name-value&x=1" });
+    logger.info("GET {path} 404", { path: "/v1/streams/a%2Fb/events%3Fx=1" });
+    const text = lines.map((line) => line.text).join("\n");
+    for (const secret of [API_KEY, long, RUNTIME_KEY, "pk_query-value", "k-name-value"]) {
+      assert.ok(!decodeURIComponent(text).includes(secret.slice(4)), secret);
+    }
+    const [reserved, unreserved, runtime, query, name, none] = jsonLines(lines);
+    assert.equal(reserved.path, `/v1/streams/orders/${REDACTED}`);
+    assert.equal(unreserved.path, `/v1/streams/%22s%22/${REDACTED}/events`);
+    assert.equal(runtime.path, `/v1/sk_${REDACTED}`);
+    assert.equal(query.path, `/v1/streams/orders/events%3Fkey=${REDACTED}`);
+    assert.equal(name.url, `http://h/v1/streams/s/ws?types=a&t%6Fken=${REDACTED}&x=1`);
+    // A path that decodes to no secret is written as it is.
+    assert.equal(none.path, "/v1/streams/a%2Fb/events%3Fx=1");
+  }, { secrets: [API_KEY, long] });
+});
