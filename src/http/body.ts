@@ -688,10 +688,13 @@ function showJsonType(c: Context): void {
 
 /**
  * Middleware for an operation that takes no body: none, or `{}`, passes; a
- * body that is not JSON is 400 `invalid_json`, as on every route, and any
+ * body of a `Content-Type` other than `application/json` (or none), or with a
+ * `charset` other than UTF-8, is 415 `unsupported_media_type`, as on every
+ * route that takes JSON; one that is not JSON is 400 `invalid_json`, and any
  * other JSON 400 `invalid_body`, rather than being ignored. No bytes are none
- * whatever `Content-Encoding` says (there is nothing to decode); a body is
- * decoded as {@linkcode readLimitedBody} decodes one.
+ * whatever `Content-Type` and `Content-Encoding` say (there is nothing to read
+ * or decode; `fetch` calls an empty string `text/plain`); a body is decoded as
+ * {@linkcode readLimitedBody} decodes one.
  */
 export function noBody(): MiddlewareHandler {
   return async (c, next) => {
@@ -699,6 +702,7 @@ export function noBody(): MiddlewareHandler {
     const maxBytes = DEFAULT_LIMITS.maxBodyBytes;
     const sent = await readEncodedBody(request, maxBytes, { timeoutMs: bodyTimeoutOf(c) });
     if (sent.byteLength === 0) return await next();
+    refuseOtherThanJson(request.headers.get("Content-Type"));
     const encoding = contentEncoding(request.headers.get("Content-Encoding"));
     const bytes = encoding === null ? sent : await inflate(sent, encoding, maxBytes);
     const text = decodeUtf8(bytes).trim();

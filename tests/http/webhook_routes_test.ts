@@ -395,6 +395,59 @@ Deno.test("operations that take no body refuse one (bad JSON, any field) and cha
   });
 });
 
+Deno.test("operations that take no body answer a body of another Content-Type 415, as JSON routes do; none passes whatever the type", async () => {
+  await withSetup(async (ctx) => {
+    const [id] = await registerMany(ctx, 1);
+    const operations: Array<[string, number]> = [
+      ["/v1/admin/sweep", 200],
+      [`/v1/webhooks/${id}/rotate-secret`, 200],
+      [`/v1/webhooks/${id}/test`, 202],
+    ];
+    for (const [path] of operations) {
+      for (
+        const [type, body, got] of [
+          ["text/plain", "{}", "text/plain"],
+          ["text/plain", "hello", "text/plain"],
+          ["application/x-www-form-urlencoded", "{}", "application/x-www-form-urlencoded"],
+          [null, "{}", "(none)"],
+        ] as const
+      ) {
+        const res = await ctx.app.request(path, {
+          method: "POST",
+          headers: type === null ? {} : { "Content-Type": type },
+          body: new TextEncoder().encode(body),
+        });
+        assert.equal(res.status, 415, `${path} with ${type}: ${body}`);
+        const { error } = await res.json();
+        assert.equal(error.code, "unsupported_media_type");
+        assert.equal(error.message, `Content-Type must be application/json, got '${got}'`);
+      }
+      const charset = await ctx.app.request(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json; charset=latin1" },
+        body: "{}",
+      });
+      assert.equal(charset.status, 415, `${path} with charset latin1`);
+      await charset.body?.cancel();
+    }
+    // The refused calls rotated and sent nothing.
+    const endpoint = await call(ctx.app, "GET", `/v1/webhooks/${id}`);
+    assert.equal(endpoint.body.previousSecretExpiresAt ?? null, null);
+    const deliveries = await call(ctx.app, "GET", `/v1/webhooks/${id}/deliveries`);
+    assert.equal(deliveries.body.deliveries.length, 0);
+    // No bytes are no body, whatever the type says (fetch calls an empty string text/plain).
+    for (const [path, status] of operations) {
+      const none = await ctx.app.request(path, {
+        method: "POST",
+        headers: { "Content-Type": "text/plain;charset=UTF-8" },
+        body: "",
+      });
+      assert.equal(none.status, status, `${path} with an empty text/plain body`);
+      await none.body?.cancel();
+    }
+  });
+});
+
 Deno.test("operations that take no body take none whatever its Content-Encoding says, and decode a gzip {}", async () => {
   await withSetup(async (ctx) => {
     const [id] = await registerMany(ctx, 1);
