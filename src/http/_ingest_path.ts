@@ -23,8 +23,13 @@ export function isIngestRequest(request: Request): boolean {
  */
 const INGEST_ANY_NAME = /^\/v1\/streams\/[^/]+\/events$/;
 
-/** The WebSocket ingest route's path. */
-const INGEST_SOCKET_PATH = /^\/v1\/streams\/[A-Za-z0-9_-]{1,64}\/ws$/;
+/**
+ * The WebSocket ingest route's path with any one segment for the stream, as
+ * {@linkcode INGEST_ANY_NAME}: an upgrade to one whose segment is no name waits for its route,
+ * which answers it the name's `400` once the key is verified (a foreign page without a valid key
+ * its `403` there), as it does for a name.
+ */
+const INGEST_SOCKET_ANY_NAME = /^\/v1\/streams\/[^/]+\/ws$/;
 
 /**
  * Whether `request` is an ingest request (for any stream segment) or a WebSocket ingest upgrade:
@@ -35,5 +40,5 @@ export function admitsListedOrigins(request: Request): boolean {
   // One test, as for a stream name: asked only of a request the Origin policy refuses.
   const method = request.method;
   return (method === "POST" && INGEST_ANY_NAME.test(getPath(request))) ||
-    (method === "GET" && INGEST_SOCKET_PATH.test(getPath(request)));
+    (method === "GET" && INGEST_SOCKET_ANY_NAME.test(getPath(request)));
 }

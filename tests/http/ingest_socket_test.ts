@@ -1361,6 +1361,42 @@ Deno.test("a cross-origin WebSocket ingest upgrade with no valid key is refused 
   }
 });
 
+Deno.test("a cross-origin WebSocket ingest upgrade to a stream name that is no name is the name check's 400 once its key is verified, as HTTP ingest's POST, not a 403 telling to list the origin", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    for (const name of ["a.b", "a%20b", "x".repeat(65)]) {
+      const path = `/v1/streams/${name}/ws`;
+      const keyed = await nodeClient(server.wsUrl(path), {
+        headers: { Origin: "https://other.example" },
+        protocols: [`bearer.${KEYS.ingest}`],
+      });
+      assert.equal(keyed.status, 400, name);
+      // The body says why, as the route's name check says it to a request without Origin.
+      const res = await fetch(`${server.base}${path}`, {
+        headers: {
+          Upgrade: "websocket",
+          Connection: "Upgrade",
+          "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+          Authorization: `Bearer ${KEYS.ingest}`,
+          Origin: "https://other.example",
+        },
+      });
+      assert.equal(res.status, 400, name);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, /^Invalid path parameter stream: Names are 1-64 characters/);
+      // Without a valid key, refused 403 before the upgrade, as for a name.
+      const keyless = await nodeClient(server.wsUrl(path), {
+        headers: { Origin: "https://other.example" },
+      });
+      assert.equal(keyless.status, 403, name);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 /** A WebSocket upgrade of `WS_PATH`, as a client sends it, read as plain HTTP. */
 function upgradeRequest(server: TestServer, headers: Record<string, string>) {
   return fetch(`${server.base}${WS_PATH}`, {
