@@ -4,7 +4,7 @@
  * endpoint's deliveries, and the one shape of `batch`.
  */
 import assert from "node:assert/strict";
-import type { NewDelivery } from "../../src/store/deliveries.ts";
+import { cursorOfText, type NewDelivery } from "../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
 import { call, setup, T0 } from "../fanout/webhooks/_setup.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
@@ -150,6 +150,23 @@ Deno.test("list routes refuse a bad cursor or limit with a 400 JSON error", asyn
       assert.equal(res.body.error.code, "invalid_cursor", path);
       assert.match(res.body.error.message, /^Cannot read cursor '/, path);
     }
+    // A cursor of another endpoint's deliveries as long as a cursor may be (a 1,024-character
+    // position, about 1.4 KB): quoted shortened, as every other refused cursor is, not whole.
+    const longCursor = cursorOfText(`d.1.msg_${"x".repeat(1019 - other.length)}.${other}`);
+    assert.ok(longCursor.length > 1300);
+    const refused = await call(
+      ctx.app,
+      "GET",
+      `/v1/webhooks/${id}/deliveries?cursor=${longCursor}`,
+    );
+    assert.equal(refused.status, 400);
+    assert.equal(refused.body.error.code, "invalid_cursor");
+    assert.equal(
+      refused.body.error.message,
+      `Cannot read cursor '${
+        longCursor.slice(0, 64)
+      }…': it is a cursor of another endpoint's deliveries`,
+    );
     for (
       const path of [
         "/v1/webhooks?limit=0",

@@ -17,12 +17,12 @@ import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
   batchedTypes,
+  cursorRefused,
   decodeCursor,
   type Delivery,
   type DeliveryStatus,
   type DeliveryStore,
   type Endpoint,
-  InvalidCursorError,
   type Page,
   type PageOptions,
   type WebhookEventType,
@@ -567,9 +567,7 @@ export class WebhookService {
     if (
       options.cursor != null && !decodeCursor("deliveries", options.cursor).id.endsWith(`.${id}`)
     ) {
-      throw new InvalidCursorError(
-        `Cannot read cursor '${options.cursor}': it is a cursor of another endpoint's deliveries`,
-      );
+      throw cursorRefused(options.cursor, "it is a cursor of another endpoint's deliveries");
     }
     const page = await this.#deliveries.listDeliveries(id, options);
     const items = await Promise.all(page.items.map(async (delivery) => ({
