@@ -112,10 +112,16 @@ const alertSchema = z.strictObject({
  */
 export const MIN_RATE_PER_SECOND = 0.001;
 
+/** The fastest refill of an ingest rate limit (a stream's `limits`, a key's `rateLimit`). */
+export const MAX_RATE_PER_SECOND = 1_000_000;
+
+/** The largest `burst` of an ingest rate limit (a stream's `limits`, a key's `rateLimit`). */
+export const MAX_BURST = 1_000_000;
+
 /** A token bucket: `eventsPerSecond` refill, at most `burst` events at once. */
 export const rateLimitSchema = z.strictObject({
-  eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(1_000_000),
-  burst: z.int().min(1).max(1_000_000),
+  eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(MAX_RATE_PER_SECOND),
+  burst: z.int().min(1).max(MAX_BURST),
 });
 
 /**

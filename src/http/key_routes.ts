@@ -27,14 +27,17 @@ import {
 } from "./_openapi.ts";
 import { type KeyRing, requireScope, sha256, toHex } from "./auth.ts";
 import { jsonBody } from "./body.ts";
-import { MIN_RATE_PER_SECOND } from "../config/mod.ts";
+import { MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
+// The bounds of a stream's `limits`, by the same constants, so that the two cannot drift apart.
 const RateLimitSchema = z.strictObject({
-  eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(1_000_000).openapi({ example: 20 }),
-  burst: z.int().min(1).max(1_000_000).openapi({ example: 100 }),
+  eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(MAX_RATE_PER_SECOND).openapi({
+    example: 20,
+  }),
+  burst: z.int().min(1).max(MAX_BURST).openapi({ example: 100 }),
 }).openapi("KeyRateLimit", {
   description: "A token bucket per stream: `burst` events at once, refilled at `eventsPerSecond`",
 });

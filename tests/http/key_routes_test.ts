@@ -758,3 +758,40 @@ Deno.test("a body's unknown field or record key of 500 KB is refused with a shor
     await hooks.close();
   }
 });
+
+Deno.test("a key's rateLimit has the bounds of a stream's limits, as the README says: past them 400 invalid_request naming the field, nothing created", async () => {
+  const { app, keyStore } = await keyedApp();
+  const cases: Array<[object, RegExp]> = [
+    [{ eventsPerSecond: 1, burst: 1_000_001 }, /^Invalid request body rateLimit\.burst: .*1000000/],
+    [{ eventsPerSecond: 1, burst: 2 ** 53 }, /^Invalid request body rateLimit\.burst: /],
+    [{ eventsPerSecond: 1, burst: 0 }, /^Invalid request body rateLimit\.burst: /],
+    [{ eventsPerSecond: 1, burst: 1.5 }, /^Invalid request body rateLimit\.burst: /],
+    [
+      { eventsPerSecond: 1_000_001, burst: 1 },
+      /^Invalid request body rateLimit\.eventsPerSecond: /,
+    ],
+    [{ eventsPerSecond: 1 }, /^Invalid request body rateLimit\.burst: /],
+  ];
+  for (const [rateLimit, message] of cases) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, { scopes: ["ingest"], rateLimit }));
+    assert.equal(res.status, 400, JSON.stringify(rateLimit));
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_request", JSON.stringify(rateLimit));
+    assert.match(error.message, message, JSON.stringify(rateLimit));
+  }
+  assert.deepEqual(await keyStore.listKeys(), []);
+  const widest = { eventsPerSecond: 1_000_000, burst: 1_000_000 };
+  const created = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["ingest"], rateLimit: widest }),
+  );
+  assert.equal(created.status, 201);
+  assert.deepEqual((await created.json()).rateLimit, widest);
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf("### Rate limits"), readme.indexOf("### Browsers"))
+    .replace(/\s+/g, " ");
+  assert.match(
+    section,
+    /A key's `rateLimit` has the bounds of a stream's `limits`: both fields required, each at most 1,000,000 \(`burst` a whole number of at least 1\); past them `POST \/v1\/keys` is `400 invalid_request`/,
+  );
+});
