@@ -735,14 +735,45 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
         }', too close to 1 to tell from it (ask for 1)`,
       );
     }
-    // Two that name one value field (`0.5,0.50`) would be one field in the reply.
+    // `0.2999999999999999999` reads as 0.3: it would be answered as p30, at the rank of 0.3
+    // (30 of 101 values, where the decimal it names is rank 29), which it did not ask for.
     const name = quantileName(q);
+    if (!sameDecimal(part, String(q))) {
+      throw new ApiError(
+        400,
+        "invalid_query",
+        `Query parameter 'q' lists '${
+          quoteInput(part)
+        }', more digits than a number keeps: it reads as ${q} (${name}; ask for that)`,
+      );
+    }
+    // Two that name one value field (`0.5,0.50`) would be one field in the reply.
     if (named.has(name)) {
       throw new ApiError(400, "invalid_query", `Query parameter 'q' names ${name} twice`);
     }
     named.add(name);
     return q;
   });
+}
+
+/**
+ * The decimal a number's text (one `QUANTILE_TEXT` takes, or one JavaScript prints) names, as
+ * `<digits>e<exponent>` without leading or trailing zeros: `0.50`, `5e-1` and `50e-2` are `5e-1`.
+ */
+function decimalOf(text: string): string {
+  const [mantissa, exponent = "0"] = text.trim().toLowerCase().split("e");
+  const [whole, fraction = ""] = mantissa.split(".");
+  const digits = `${whole}${fraction}`.replace(/^0+/, "");
+  const significant = digits.replace(/0+$/, "");
+  if (significant === "") return "0";
+  return `${significant}e${
+    Number(exponent) - fraction.length + digits.length - significant.length
+  }`;
+}
+
+/** Whether two numbers' texts name the same decimal (`0.30` and `3e-1`; not `0.29999999999999999999` and `0.3`). */
+function sameDecimal(text: string, other: string): boolean {
+  return decimalOf(text) === decimalOf(other);
 }
 
 /** Whether `text` (a number `QUANTILE_TEXT` takes) is the decimal 1 exactly: `1`, `1.00`, `10e-1`. */
@@ -865,6 +896,17 @@ function parseTop(
       `Query parameter 'by' names '${
         quoteInput(query.by)
       }', too close to ${bound} to tell from it (ask for ${bound})`,
+    );
+  }
+  // So with others: `p29.99999999999999999` reads as 0.3 and would rank by p30.
+  if (!sameDecimal(`${digits}e-2`, String(by))) {
+    const name = quantileName(by);
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter 'by' names '${
+        quoteInput(query.by)
+      }', more digits than a number keeps: it reads as ${name} (ask for ${name})`,
     );
   }
   return { top: query.top, by };

@@ -202,6 +202,38 @@ Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to t
   }
 });
 
+Deno.test("?q= with more digits than a double keeps, which reads as another number, is a 400 naming the number it reads as", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  // 101 values, 0 to 100: the decimal 0.2999999999999999999 is rank 29, but it reads as 0.3,
+  // whose rank is 30; it was answered as p30, the value at rank 30, which it did not ask for.
+  const events = Array.from({ length: 101 }, (_, ms) => ({ ts: at(1), endpoint: "/r", ms }));
+  assert.equal((await postEvents(app, events, { stream: "api" })).status, 202);
+  const cases = [
+    ["0.2999999999999999999", "0.3", "p30"],
+    ["0.5,0.123456789012345678", "0.12345678901234568", "p12.345678901234568"],
+  ];
+  for (const [q, reads, name] of cases) {
+    for (const route of ["", "/current"]) {
+      const res = await app.request(`/v1/streams/api/counters/latency${route}?q=${q}`);
+      assert.equal(res.status, 400, q);
+      const body = await res.json();
+      assert.equal(body.error.code, "invalid_query");
+      assert.equal(
+        body.error.message,
+        `Query parameter 'q' lists '${
+          q.split(",").at(-1)
+        }', more digits than a number keeps: it reads as ${reads} (${name}; ask for that)`,
+      );
+    }
+  }
+  // The same number written with other digits (zeros, an exponent) is that number.
+  for (const q of ["0.30", "3e-1", "0.300000000000000000000", "30e-2", "0.12345678901234568"]) {
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${q}&group.endpoint=/r`);
+    assert.equal(res.status, 200, q);
+    await res.body?.cancel();
+  }
+});
+
 Deno.test("?q= of a long run of digits that is no number is refused in linear time, not by trying every split of the run", async () => {
   const { app } = await testApp({ config: CONFIG });
   // Before, 40,000 ones and an x held the event loop 4 s, 60,000 about 9 s (quadratic).

@@ -169,6 +169,11 @@ Deno.test("bad top and by parameters are 400s that name the problem", async () =
       `latency?top=2&by=p0.${"0".repeat(400)}1`,
       /'by' names 'p0\.0+… \(404 characters\)', too close to p0 to tell from it \(ask for p0\)/,
     ],
+    // Read as 0.3 it would rank by p30, the value one rank above the one it names.
+    [
+      "latency?top=2&by=p29.99999999999999999",
+      /'by' names 'p29.99999999999999999', more digits than a number keeps: it reads as p30 \(ask for p30\)/,
+    ],
     ["hits?top=2&group.endpoint=/a", /cannot be combined with group filters: group.endpoint/],
     ["hits/current?top=2&group.endpoint=/a", /cannot be combined with group filters/],
     ["hits?top=0", /top/],
@@ -182,7 +187,9 @@ Deno.test("bad top and by parameters are 400s that name the problem", async () =
 
 Deno.test("by= takes p0 and p100 written any way that is exactly 0 or 100", async () => {
   const { app } = await testApp({ config: CONFIG });
-  for (const by of ["p100", "p100.000", "p0", "p0.000", "p99.9999999999999"]) {
+  for (
+    const by of ["p100", "p100.000", "p0", "p0.000", "p99.9999999999999", "p30.000000000000000"]
+  ) {
     const res = await app.request(`/v1/streams/api/counters/latency?top=2&by=${by}`);
     assert.equal(res.status, 200, by);
     await res.body?.cancel();
