@@ -764,11 +764,12 @@ function decimalOf(text: string): string {
   const [mantissa, exponent = "0"] = text.trim().toLowerCase().split("e");
   const [whole, fraction = ""] = mantissa.split(".");
   const digits = `${whole}${fraction}`.replace(/^0+/, "");
-  const significant = digits.replace(/0+$/, "");
-  if (significant === "") return "0";
-  return `${significant}e${
-    Number(exponent) - fraction.length + digits.length - significant.length
-  }`;
+  // Not `/0+$/`: it tries every zero of a run as the start of the trailing ones, each to the end
+  // of the run (`1.000…001` with 60,000 zeros held the event loop about 2 s).
+  let end = digits.length;
+  while (end > 0 && digits.charCodeAt(end - 1) === 48) end--;
+  if (end === 0) return "0";
+  return `${digits.slice(0, end)}e${Number(exponent) - fraction.length + digits.length - end}`;
 }
 
 /** Whether two numbers' texts name the same decimal (`0.30` and `3e-1`; not `0.29999999999999999999` and `0.3`). */
@@ -778,13 +779,7 @@ function sameDecimal(text: string, other: string): boolean {
 
 /** Whether `text` (a number `QUANTILE_TEXT` takes) is the decimal 1 exactly: `1`, `1.00`, `10e-1`. */
 function isOne(text: string): boolean {
-  const [mantissa, exponent = "0"] = text.trim().toLowerCase().split("e");
-  const [whole, fraction = ""] = mantissa.split(".");
-  // The mantissa's digits without its point, and where the point was moved to.
-  const digits = `${whole}${fraction}`.replace(/^0+/, "");
-  const significant = digits.replace(/0+$/, "");
-  const scale = Number(exponent) - fraction.length + (digits.length - significant.length);
-  return significant === "1" && scale === 0;
+  return decimalOf(text) === "1e0";
 }
 
 /**

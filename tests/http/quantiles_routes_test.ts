@@ -246,6 +246,22 @@ Deno.test("?q= of a long run of digits that is no number is refused in linear ti
   assert.ok(elapsed < 1_000, `${elapsed} ms`);
 });
 
+Deno.test("?q= of a long run of zeros before a last digit is read in linear time, not by trying every zero as the start of the trailing ones", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  // 1.000…001 reads as 1 and 0.5000…001 as 0.5: both are refused, as another number than they
+  // name. Stripping their trailing zeros with /0+$/ tried every zero of the run, each to its end:
+  // 60,000 of them held the event loop about 2 s.
+  const zeros = "0".repeat(60_000);
+  for (const q of [`1.${zeros}1`, `0.5${zeros}1`]) {
+    const started = performance.now();
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
+    const elapsed = performance.now() - started;
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.code, "invalid_query");
+    assert.ok(elapsed < 500, `${elapsed} ms`);
+  }
+});
+
 Deno.test("an alert reads value.p99 of a quantiles window and fires with the value object", async () => {
   const store = new MemoryStore({ now: () => NOW });
   const { app } = await testApp({ config: CONFIG, store });

@@ -185,6 +185,21 @@ Deno.test("bad top and by parameters are 400s that name the problem", async () =
   }
 });
 
+Deno.test("by= of a long run of zeros before a last digit is read in linear time", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  // p100.000…001 reads as p100 (too close to it), p50.000…001 as p50 (another number): both
+  // refused; /0+$/ on their digits tried every zero of the run, 60,000 of them about 2 s.
+  const zeros = "0".repeat(60_000);
+  for (const by of [`p100.${zeros}1`, `p50.${zeros}1`]) {
+    const started = performance.now();
+    const res = await app.request(`/v1/streams/api/counters/latency?top=2&by=${by}`);
+    const elapsed = performance.now() - started;
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.code, "invalid_query");
+    assert.ok(elapsed < 500, `${elapsed} ms`);
+  }
+});
+
 Deno.test("by= takes p0 and p100 written any way that is exactly 0 or 100", async () => {
   const { app } = await testApp({ config: CONFIG });
   for (
