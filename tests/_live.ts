@@ -12,6 +12,7 @@ import { compileConfig } from "../src/config/mod.ts";
 import { LiveHub, type LiveHubOptions } from "../src/fanout/live.ts";
 import { KeyRing, type KeyRingOptions } from "../src/http/auth.ts";
 import type { LiveRouteOptions } from "../src/http/live_routes.ts";
+import { serveError } from "../src/http/listener.ts";
 import { OpenConnections } from "../src/http/open_connections.ts";
 import type { OriginSettings } from "../src/http/origin.ts";
 import { type IngestSocketStats, ingestSocketStats } from "../src/http/ingest_socket.ts";
@@ -85,6 +86,8 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     port: 0,
     hostname: "127.0.0.1",
     onListen: ({ port }) => listening.resolve(port),
+    // As main.ts serves: a response cut on purpose logs nothing, anything else one line.
+    onError: serveError,
   }, app.fetch);
   const port = await listening.promise;
   return {

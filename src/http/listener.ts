@@ -20,6 +20,13 @@
  * line naming the cause: `src/main.ts` prints it and exits with status 1,
  * for a supervisor to restart the process.
  *
+ * Errors `Deno.serve` hands to its `onError` (a response body that failed once its head was sent;
+ * the app answers every error of its own handlers itself) are logged as one line by
+ * {@linkcode serveError}, instead of Deno's default stack trace on stderr; a body ended on purpose
+ * with a {@linkcode ResponseCutError} (a subscriber that reads nothing: Deno then drops its
+ * connection, where a body that closes would keep it for as long as the client likes) logs
+ * nothing.
+ *
  * (`Deno.serve` has no request-head timeout either: a client that never
  * finishes its request line and headers holds its connection, and so a file
  * descriptor, until it goes away. Bounding that is the job of a proxy in
@@ -80,6 +87,31 @@ export interface ListeningServer {
   shutdown(): Promise<void>;
 }
 
+/**
+ * Errors a response body on purpose: `Deno.serve` drops the connection at once (what it still held
+ * for the client is let go), where a body that closes is kept writing for as long as the client
+ * keeps the connection. {@linkcode serveError} logs nothing for it.
+ */
+export class ResponseCutError extends Error {
+  /** Says why the response was cut. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ResponseCutError";
+  }
+}
+
+/**
+ * `Deno.serve`'s `onError`: one log line for what failed while serving (a response body that
+ * errored once its head was sent), nothing for a {@linkcode ResponseCutError}; the 500 it returns
+ * is sent only when no head was sent yet.
+ */
+export function serveError(error: unknown): Response {
+  if (!(error instanceof ResponseCutError)) {
+    logger.error("Serving a request failed: {failure}", { failure: describe(error) });
+  }
+  return new Response(null, { status: 500 });
+}
+
 /** The error as `Name: message` (`Http: Error: Too many open files (os error 24)`). */
 function describe(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
@@ -129,6 +161,7 @@ export function serveListening(
       port,
       hostname,
       onListen: (addr) => options.onListen?.(addr),
+      onError: serveError,
     }, handler);
     servers.push(server);
     // The listening one and FAILED_KEPT failed ones.

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { FAILED_KEPT, serveListening } from "../../src/http/listener.ts";
+import { FAILED_KEPT, ResponseCutError, serveListening } from "../../src/http/listener.ts";
+import { collectingLogs, messageOf } from "../_logs.ts";
 import { startServerProcess } from "../_server_process.ts";
 
 function delay(ms: number): Promise<void> {
@@ -128,6 +129,37 @@ Deno.test("serveListening() serves and shuts down", async () => {
   assert.equal(await response.text(), "ok");
   await server.shutdown();
   assert.equal(await statusOf(`http://127.0.0.1:${server.addr.port}/`), 0);
+});
+
+Deno.test("serveListening() drops the connection of a body cut with ResponseCutError and logs nothing; another body error is one log line", async () => {
+  await collectingLogs(async (records) => {
+    const server = serveListening((request) => {
+      const cutOnPurpose = new URL(request.url).pathname === "/cut";
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode("data: x\n\n"));
+          setTimeout(() => {
+            controller.error(
+              cutOnPurpose ? new ResponseCutError("Cut on purpose") : new TypeError("Broke\nhere"),
+            );
+          }, 50);
+        },
+      });
+      return new Response(body, { headers: { "Content-Type": "text/event-stream" } });
+    }, { hostname: "127.0.0.1", port: 0, onFatal: () => assert.fail("not fatal") });
+    try {
+      for (const path of ["/cut", "/broken"]) {
+        const response = await fetch(`http://127.0.0.1:${server.addr.port}${path}`);
+        assert.equal(response.status, 200);
+        // The connection is dropped: the body fails rather than ending.
+        await assert.rejects(response.text());
+      }
+      const lines = records.filter((record) => record.level === "error").map(messageOf);
+      assert.deepEqual(lines, ["Serving a request failed: TypeError: Broke\nhere"]);
+    } finally {
+      await server.shutdown();
+    }
+  });
 });
 
 /** A stand-in for one `Deno.HttpServer` whose listener fails when told. */
