@@ -60,6 +60,7 @@ import { recordLiveRefused } from "../telemetry/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { findCounter, findServedStream } from "./stream_routes.ts";
 import { ApiError } from "./errors.ts";
+import { ResponseCutError } from "./listener.ts";
 import { acceptsEventStream, upgradeAsksForWebSocket } from "./_header_list.ts";
 import {
   errorsFor,
@@ -468,8 +469,10 @@ async function subscribeOverSse(
   let allRead: PromiseWithResolvers<void> | undefined;
   /**
    * After the end, what waits (the `closed` event last) is the client's to read; one that reads
-   * none of it for `graceMs` has its response aborted, so what waited for it is let go rather than
-   * held for as long as it keeps the connection open (its place was freed at the end).
+   * none of it for `graceMs` has its response cut: the body errors, so Deno drops the connection
+   * and lets go of what waited for it, rather than holding both for as long as the client keeps
+   * the connection open (its place was freed at the end). A body that closed instead would keep
+   * the connection, Deno still trying to write what it holds.
    */
   async function finish(stream: SSEStreamingApi, graceMs: number): Promise<void> {
     while (waitingBytes > 0 && !stream.aborted) {
@@ -478,7 +481,14 @@ async function subscribeOverSse(
       const timer = setTimeout(() => allRead?.resolve(), graceMs);
       await allRead.promise;
       clearTimeout(timer);
-      if (waitingBytes > 0 && bytesRead === readBefore) stream.abort();
+      if (waitingBytes > 0 && bytesRead === readBefore) {
+        body.cut(
+          new ResponseCutError(
+            `Subscriber read nothing for ${graceMs} ms after its subscription ended`,
+          ),
+        );
+        stream.abort();
+      }
     }
   }
   function write(event: string, data: string, id?: string | null): void {
@@ -534,7 +544,7 @@ async function subscribeOverSse(
   } finally {
     c.req.raw.signal.removeEventListener("abort", gone);
   }
-  return streamSSE(c, async (stream) => {
+  const response = streamSSE(c, async (stream) => {
     sse = stream;
     for (const bytes of waiting.splice(0)) writeBytes(stream, bytes);
     stream.onAbort(() => {
@@ -561,6 +571,48 @@ async function subscribeOverSse(
     }
     await finish(stream, deps.live.settings.stalledMs);
   });
+  // Set before the callback above gets past its first await, the only place it is used.
+  const body = cuttable(response.body!);
+  return new Response(body.stream, response);
+}
+
+/** A response body that can be ended with an error ({@linkcode cuttable}). */
+interface CuttableBody {
+  stream: ReadableStream<Uint8Array>;
+  /** Errors the body with `error`; its source is cancelled. */
+  cut(error: Error): void;
+}
+
+/**
+ * `source` as a body that can be errored from outside (Hono's stream can only be closed): Deno
+ * drops the connection of a body that errors. It reads `source` only when its own reader reads,
+ * so what it passes on has been taken by the connection.
+ */
+function cuttable(source: ReadableStream<Uint8Array>): CuttableBody {
+  const reader = source.getReader();
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const stream = new ReadableStream<Uint8Array>({
+    start(started) {
+      controller = started;
+    },
+    async pull(pulling) {
+      const { done, value } = await reader.read();
+      try {
+        if (done) pulling.close();
+        else pulling.enqueue(value);
+      } catch {
+        // Cut while this read waited: the body is errored already.
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  }, { highWaterMark: 0 });
+  return {
+    stream,
+    cut(error) {
+      controller.error(error);
+      reader.cancel(error).catch(() => {});
+    },
+  };
 }
 
 const StreamParam = z.object({

@@ -4,6 +4,7 @@ import { Redis } from "@upstash/redis";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing, sha256, toHex } from "../../src/http/auth.ts";
+import { ResponseCutError } from "../../src/http/listener.ts";
 import { subscriptionSettings } from "../../src/http/live_routes.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
@@ -1767,11 +1768,11 @@ Deno.test("README keep-alive: an SSE subscriber that reads nothing is sent no mo
   }
 });
 
-Deno.test("README: an SSE subscriber dropped as too slow that still reads nothing has its response ended after stalledMs, its unread messages let go", async () => {
+Deno.test("README: an SSE subscriber dropped as too slow that still reads nothing has its response cut (errored) after stalledMs, its unread messages let go", async () => {
   const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
     .replace(/\s+/g, " ");
   const claim =
-    "A client that reads none of what waits for it (the `closed` event last) for 10 s after its subscription ended has its response ended without it, so what waited in the server's memory is let go";
+    "A client that reads none of what waits for it (the `closed` event last) for 10 s after its subscription ended has its response cut";
   assert.ok(readme.includes(claim), claim);
   // The grace is the hub's stalledMs, 10 s by default (see "A subscriber's defaults").
   const store = new MemoryStore({ now: () => NOW });
@@ -1816,15 +1817,151 @@ Deno.test("README: an SSE subscriber dropped as too slow that still reads nothin
     // the response ends without it.
     await new Promise((resolve) => setTimeout(resolve, 400));
     let bytes = 0;
+    let cut: unknown;
     for (;;) {
-      const { value, done } = await within(reader.read(), 2_000);
-      if (done) break;
-      bytes += value.length;
+      try {
+        const { value, done } = await within(reader.read(), 2_000);
+        if (done) break;
+        bytes += value.length;
+      } catch (error) {
+        cut = error;
+        break;
+      }
     }
     assert.ok(bytes < 64 * 1024, `${bytes} bytes still waited for a subscription ended 400 ms ago`);
+    // Errored, not closed: Deno drops the connection of a body that errors (see the raw test below).
+    assert.ok(cut instanceof ResponseCutError, `the body ended with ${cut}`);
   } finally {
     await reader.cancel().catch(() => {});
     await live.close();
+  }
+});
+
+/**
+ * A raw TCP client that subscribes (`request`: the request head) and then reads nothing: what the
+ * server writes fills the kernel's buffers and then waits in the server.
+ */
+async function silentSubscriber(server: TestServer, request: string): Promise<Deno.Conn> {
+  const { hostname, port } = new URL(server.base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  await conn.write(new TextEncoder().encode(request));
+  return conn;
+}
+
+/** Posts padded batches until the hub dropped every subscriber. */
+async function fillUntilDropped(server: TestServer): Promise<void> {
+  const padding = "p".repeat(4_000);
+  for (let batch = 0; server.live.stats.subscribers > 0; batch++) {
+    assert.ok(batch < 400, "the subscriber was never dropped");
+    await post(
+      server,
+      Array.from(
+        { length: 100 },
+        (_, i) => ({ id: `c${batch}-${i}`, ts: at(5), country: padding }),
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/**
+ * Reads what the connection still delivers until it ends (EOF, or reset); rejects when it is
+ * still open after `ms`. Returns the bytes read.
+ */
+async function readUntilClosed(conn: Deno.Conn, ms: number): Promise<number> {
+  const buffer = new Uint8Array(1 << 20);
+  let bytes = 0;
+  const deadline = performance.now() + ms;
+  for (;;) {
+    let read: number | null;
+    try {
+      read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
+    } catch (error) {
+      if (error instanceof Deno.errors.ConnectionReset) return bytes;
+      throw new Error(`The connection was still open ${ms} ms on (${bytes} bytes read)`, {
+        cause: error,
+      });
+    }
+    if (read === null) return bytes;
+    bytes += read;
+  }
+}
+
+Deno.test("README: the connection of an SSE subscriber dropped as too slow that still reads nothing is closed by the server after stalledMs", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "has its response cut and its connection closed by the server, so what waited in the server's memory and the connection are let go";
+  assert.ok(readme.includes(claim), claim);
+  const server = await startServer({
+    liveRoutes: { maxBufferedBytes: 64 * 1024 },
+    hub: { stalledMs: 100 },
+  });
+  const conn = await silentSubscriber(
+    server,
+    `GET ${SUBSCRIBE}?types=event.processed HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      "Accept: text/event-stream\r\n\r\n",
+  );
+  try {
+    await eventually(() => server.live.stats.subscribers === 1);
+    await fillUntilDropped(server);
+    // Dropped; reading nothing for longer than the grace (stalledMs) after that.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // What the kernel's buffers hold still arrives; then the connection ends.
+    await readUntilClosed(conn, 5_000);
+  } finally {
+    conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("README: the connection of an SSE subscriber whose key is revoked while megabytes wait unread is closed by the server after stalledMs", async () => {
+  const keyStore = new MemoryKeyStore();
+  const secret = "sk_revoked_0123456789abcdef";
+  await keyStore.createKey({
+    id: "key_0000000000000005",
+    type: "secret",
+    hash: toHex(sha256(secret)),
+    prefix: secret.slice(0, 7),
+    scopes: ["read"],
+    createdAt: NOW,
+  });
+  // Never dropped as too slow: what waits stays under maxBufferedBytes.
+  const server = await startServer({
+    auth: true,
+    keyRing: { store: keyStore, cacheTtlMs: 50 },
+    liveRoutes: { maxBufferedBytes: 64 * 1024 * 1024, keyCheckMs: 20 },
+    hub: { stalledMs: 300 },
+  });
+  const conn = await silentSubscriber(
+    server,
+    `GET ${SUBSCRIBE}?types=event.processed HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      `Accept: text/event-stream\r\nAuthorization: Bearer ${secret}\r\n\r\n`,
+  );
+  try {
+    await eventually(() => server.live.stats.subscribers === 1);
+    // About 12 MB, more than the kernel's buffers take: the rest waits in the server.
+    const padding = "p".repeat(4_000);
+    for (let batch = 0; batch < 30; batch++) {
+      await post(
+        server,
+        Array.from(
+          { length: 100 },
+          (_, i) => ({ id: `r${batch}-${i}`, ts: at(5), country: padding }),
+        ),
+        KEYS.ingest,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(server.live.stats.subscribers, 1, "not dropped as too slow");
+    await keyStore.deleteKey("key_0000000000000005");
+    await eventually(() => server.live.stats.subscribers === 0);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const bytes = await readUntilClosed(conn, 5_000);
+    assert.ok(bytes < 12_000_000, `${bytes} bytes arrived: nothing was let go`);
+  } finally {
+    conn.close();
+    await server.close();
   }
 });
 
