@@ -1864,26 +1864,35 @@ async function fillUntilDropped(server: TestServer): Promise<void> {
   }
 }
 
-/**
- * Reads what the connection still delivers until it ends (EOF, or reset); rejects when it is
- * still open after `ms`. Returns the bytes read.
- */
-async function readUntilClosed(conn: Deno.Conn, ms: number): Promise<number> {
+/** What {@linkcode readFor} read. */
+interface ReadOutcome {
+  bytes: number;
+  /** The last bytes read, as text. */
+  tail: string;
+  /** Whether the connection ended (EOF, or reset). */
+  closed: boolean;
+}
+
+/** Reads what the connection delivers until it ends (EOF, or reset), or for `ms` at most. */
+async function readFor(conn: Deno.Conn, ms: number): Promise<ReadOutcome> {
   const buffer = new Uint8Array(1 << 20);
-  let bytes = 0;
+  const outcome: ReadOutcome = { bytes: 0, tail: "", closed: false };
   const deadline = performance.now() + ms;
   for (;;) {
     let read: number | null;
     try {
       read = await within(conn.read(buffer), Math.max(1, deadline - performance.now()));
     } catch (error) {
-      if (error instanceof Deno.errors.ConnectionReset) return bytes;
-      throw new Error(`The connection was still open ${ms} ms on (${bytes} bytes read)`, {
-        cause: error,
-      });
+      if (error instanceof Deno.errors.ConnectionReset) outcome.closed = true;
+      else if (!(error instanceof Error && error.message.startsWith("Not settled"))) throw error;
+      return outcome;
     }
-    if (read === null) return bytes;
-    bytes += read;
+    if (read === null) {
+      outcome.closed = true;
+      return outcome;
+    }
+    outcome.bytes += read;
+    outcome.tail = (outcome.tail + new TextDecoder().decode(buffer.subarray(0, read))).slice(-512);
   }
 }
 
@@ -1908,7 +1917,8 @@ Deno.test("README: the connection of an SSE subscriber dropped as too slow that 
     // Dropped; reading nothing for longer than the grace (stalledMs) after that.
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     // What the kernel's buffers hold still arrives; then the connection ends.
-    await readUntilClosed(conn, 5_000);
+    const outcome = await readFor(conn, 5_000);
+    assert.ok(outcome.closed, `still open 5 s on, ${outcome.bytes} bytes read`);
   } finally {
     conn.close();
     await server.close();
@@ -1957,8 +1967,40 @@ Deno.test("README: the connection of an SSE subscriber whose key is revoked whil
     await keyStore.deleteKey("key_0000000000000005");
     await eventually(() => server.live.stats.subscribers === 0);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const bytes = await readUntilClosed(conn, 5_000);
-    assert.ok(bytes < 12_000_000, `${bytes} bytes arrived: nothing was let go`);
+    const outcome = await readFor(conn, 5_000);
+    assert.ok(outcome.closed, `still open 5 s on, ${outcome.bytes} bytes read`);
+    assert.ok(outcome.bytes < 12_000_000, `${outcome.bytes} bytes arrived: nothing was let go`);
+  } finally {
+    conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("README: a WebSocket subscriber dropped as too slow that reads nothing keeps its connection: Deno cannot drop it while the closing handshake waits on the client", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "A WebSocket subscriber that is closed (dropped, its key revoked) but reads nothing keeps its connection until it closes it";
+  assert.ok(readme.includes(claim), claim);
+  const server = await startServer({
+    liveRoutes: { maxBufferedBytes: 64 * 1024 },
+    hub: { stalledMs: 100 },
+  });
+  const conn = await silentSubscriber(
+    server,
+    `GET ${SUBSCRIBE}?types=event.processed HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+  );
+  try {
+    await eventually(() => server.live.stats.subscribers === 1);
+    await fillUntilDropped(server);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    // Everything it was sent and the close frame arrive; then the server waits for the client's
+    // close frame, which never comes: the connection stays open.
+    const outcome = await readFor(conn, 3_000);
+    assert.match(outcome.tail, /Subscriber too slow: it read nothing/);
+    assert.equal(outcome.closed, false);
   } finally {
     conn.close();
     await server.close();
