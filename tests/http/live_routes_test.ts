@@ -1925,7 +1925,12 @@ Deno.test("README: the connection of an SSE subscriber dropped as too slow that 
   }
 });
 
-Deno.test("README: the connection of an SSE subscriber whose key is revoked while megabytes wait unread is closed by the server after stalledMs", async () => {
+Deno.test("README: the connection of an SSE subscriber whose key is revoked while megabytes wait unread is closed by the server after stalledMs; one whose rest the kernel's buffers took ends its response and keeps its connection", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "A client that reads nothing but whose rest (the `closed` event last) the kernel's buffers took has its response ended normally, and keeps its connection, idle, until it closes it";
+  assert.ok(readme.includes(claim), claim);
   const keyStore = new MemoryKeyStore();
   const secret = "sk_revoked_0123456789abcdef";
   await keyStore.createKey({
@@ -1948,8 +1953,14 @@ Deno.test("README: the connection of an SSE subscriber whose key is revoked whil
     `GET ${SUBSCRIBE}?types=event.processed HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
       `Accept: text/event-stream\r\nAuthorization: Bearer ${secret}\r\n\r\n`,
   );
+  // Same key, sent nothing but `subscribed` and then `closed`: all of it fits the kernel's buffers.
+  const quiet = await silentSubscriber(
+    server,
+    `GET ${SUBSCRIBE}?types=alert.fired HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      `Accept: text/event-stream\r\nAuthorization: Bearer ${secret}\r\n\r\n`,
+  );
   try {
-    await eventually(() => server.live.stats.subscribers === 1);
+    await eventually(() => server.live.stats.subscribers === 2);
     // About 12 MB, more than the kernel's buffers take: the rest waits in the server.
     const padding = "p".repeat(4_000);
     for (let batch = 0; batch < 30; batch++) {
@@ -1963,15 +1974,21 @@ Deno.test("README: the connection of an SSE subscriber whose key is revoked whil
       );
     }
     await new Promise((resolve) => setTimeout(resolve, 200));
-    assert.equal(server.live.stats.subscribers, 1, "not dropped as too slow");
+    assert.equal(server.live.stats.subscribers, 2, "not dropped as too slow");
     await keyStore.deleteKey("key_0000000000000005");
     await eventually(() => server.live.stats.subscribers === 0);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     const outcome = await readFor(conn, 5_000);
     assert.ok(outcome.closed, `still open 5 s on, ${outcome.bytes} bytes read`);
     assert.ok(outcome.bytes < 12_000_000, `${outcome.bytes} bytes arrived: nothing was let go`);
+    // The quiet one: its response ended (the chunked body's last chunk) and the connection stays.
+    const rest = await readFor(quiet, 2_000);
+    assert.match(rest.tail, /event: closed\ndata: \{"type":"closed","reason":"Key no longer valid/);
+    assert.ok(rest.tail.endsWith("0\r\n\r\n"), JSON.stringify(rest.tail));
+    assert.equal(rest.closed, false);
   } finally {
     conn.close();
+    quiet.close();
     await server.close();
   }
 });
