@@ -6,7 +6,7 @@
  */
 import { z } from "zod";
 import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
-import { compileLinearPattern, withLinearRegExp } from "./linear_regexp.ts";
+import { compileLinearPattern, withLinearRegExp, withPatternCache } from "./linear_regexp.ts";
 import { MAX_LISTED_NAMES, quoteInput } from "./quote.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
@@ -161,6 +161,14 @@ export class SchemaCompileError extends Error {
 export function compileEventSchema(
   jsonSchema: Record<string, unknown>,
   options: EventSchemaOptions = {},
+): z.ZodType {
+  // Each pattern once, though the checks, zod and Ajv each compile it.
+  return withPatternCache(() => compileSchemaOnce(jsonSchema, options));
+}
+
+function compileSchemaOnce(
+  jsonSchema: Record<string, unknown>,
+  options: EventSchemaOptions,
 ): z.ZodType {
   if (jsonSchema.type !== undefined && jsonSchema.type !== "object") {
     throw new SchemaCompileError(

@@ -63,10 +63,33 @@ export function toRe2Syntax(pattern: string): string {
   return out;
 }
 
+/** Patterns compiled while {@linkcode withPatternCache} runs, by source. */
+let patternCache: Map<string, LinearPattern> | undefined;
+
+/**
+ * Runs `build` (synchronous) with each pattern {@linkcode compileLinearPattern} compiles kept and
+ * given again for the same source, then forgets them: a schema's pattern is compiled by the
+ * check of the schema, by zod and by Ajv, once between them. What is kept is bounded by what
+ * `build` compiles.
+ */
+export function withPatternCache<T>(build: () => T): T {
+  if (patternCache !== undefined) return build();
+  patternCache = new Map();
+  try {
+    return build();
+  } finally {
+    patternCache = undefined;
+  }
+}
+
 /** Compiles `pattern` for linear-time matching; throws {@linkcode PatternError}. */
 export function compileLinearPattern(pattern: string): LinearPattern {
+  const cached = patternCache?.get(pattern);
+  if (cached !== undefined) return cached;
   try {
-    return RE2JS.compile(toRe2Syntax(pattern));
+    const compiled = RE2JS.compile(toRe2Syntax(pattern));
+    patternCache?.set(pattern, compiled);
+    return compiled;
   } catch (error) {
     throw new PatternError(
       `Pattern ${JSON.stringify(pattern)} is not supported: ${

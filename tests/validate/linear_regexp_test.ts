@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import { compileLinearPattern, PatternError } from "../../src/validate/mod.ts";
-import { toRe2Syntax, withLinearRegExp } from "../../src/validate/linear_regexp.ts";
+import {
+  toRe2Syntax,
+  withLinearRegExp,
+  withPatternCache,
+} from "../../src/validate/linear_regexp.ts";
 
 Deno.test("compileLinearPattern() tests anywhere in the text, by code point, as RE2", () => {
   assert.equal(compileLinearPattern("b").test("abc"), true);
@@ -70,4 +74,18 @@ Deno.test("compileLinearPattern() differs from RegExp where the README says", ()
   assert.equal(new RegExp("^\\s$").test("\u00a0"), true);
   assert.equal(compileLinearPattern("^\\w$").test("é"), false);
   assert.throws(() => compileLinearPattern("a{1001}"), PatternError);
+});
+
+Deno.test("withPatternCache() compiles a pattern once while it runs, and forgets it after", () => {
+  const [first, again] = withPatternCache(() => [
+    compileLinearPattern("^[a-z]{3}$"),
+    compileLinearPattern("^[a-z]{3}$"),
+  ]);
+  assert.equal(first, again);
+  assert.notEqual(compileLinearPattern("^[a-z]{3}$"), compileLinearPattern("^[a-z]{3}$"));
+  // A refused one is refused again.
+  withPatternCache(() => {
+    assert.throws(() => compileLinearPattern("(?=a)"), PatternError);
+    assert.throws(() => compileLinearPattern("(?=a)"), PatternError);
+  });
 });
