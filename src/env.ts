@@ -45,6 +45,7 @@ import {
   malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
+  oversizedPatterns,
   parseDuration,
   repeatedGroupBy,
   shortWindowProblem,
@@ -682,6 +683,14 @@ export async function configFromEnv(
         level: "warning",
         text:
           `EDGESTREAM_CONFIG: ${duration}; read as before this check (a fraction of a millisecond rounded, a unit given twice added up); fix it: a definition sent through the API with it is refused`,
+      });
+    }
+    const patterns = oversizedPatterns(stream);
+    if (patterns !== undefined) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: ${patterns}; compiled as before this check (each instance compiles them at startup); fix it: a definition sent through the API with it is refused`,
       });
     }
     for (const short of shortWindows(stream)) {

@@ -1032,6 +1032,27 @@ Deno.test("configFromEnv() serves a config file's schema keyword refused since (
   });
 });
 
+Deno.test("configFromEnv() serves a config file's patterns past the definition's budget as before, with one warning naming the stream and the first pattern past it", async () => {
+  const properties = Object.fromEntries(
+    Array.from({ length: 9 }, (_, index) => [
+      `f${index}`,
+      { type: "string", pattern: `[a-z]{1000}[^x]{999}|${index}` },
+    ]),
+  );
+  const orders = {
+    schema: { type: "object", properties },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.schema.safeParse({ f0: "0" }).success, true);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        "EDGESTREAM_CONFIG: streams.orders.schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; each at most 5000); shorten or drop patterns; compiled as before this check (each instance compiles them at startup); fix it: a definition sent through the API with it is refused",
+    }]);
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's origin refused since (a wildcard host, credentials) as before, with a warning naming its path", async () => {
   const orders = { origins: ["https://shop.example", "https://user:pw@shop.example"] };
   await withConfigFile({ streams: { orders } }, (config) => {

@@ -11,16 +11,21 @@ import {
   compileExpression,
   compileTransform,
   ExpressionError,
+  literalMatchesPatterns,
   type Transform,
 } from "../transform/mod.ts";
 import { duplicateKeyPath } from "./_duplicate_keys.ts";
 import {
+  checkPatternSize,
   compileEventSchema,
   eventIssueMessage,
   malformedKeyword,
+  MAX_PATTERN_SIZE,
   ORIGIN_RULE,
+  PatternError,
   quoteInput,
   SchemaCompileError,
+  schemaPatterns,
   webOrigin,
   withoutCredentials,
 } from "../validate/mod.ts";
@@ -411,6 +416,76 @@ function compileStream(
   };
 }
 
+/**
+ * Most instructions the patterns of one stream definition may compile to together (each by
+ * `patternSize`, its size once its repeats are expanded): its schema's `pattern`s and
+ * `patternProperties`, and the literal patterns of `matches()` in its transform and alerts. Every
+ * instance compiles each new version of a stream (about 0.3–8 µs an instruction), and a key
+ * limited to one stream may write it: without a bound, one definition held every instance for
+ * seconds. A few hundred ordinary patterns (an email, a UUID, `^[A-Z]{2}$`: 12, 40 and 6) stay
+ * well within it. Each pattern is bounded on its own by `MAX_PATTERN_SIZE` as well.
+ */
+export const MAX_DEFINITION_PATTERN_SIZE = 16_000;
+
+/** The patterns a definition compiles (see {@linkcode MAX_DEFINITION_PATTERN_SIZE}), with paths. */
+function definitionPatterns(parsed: StreamDefinition): Array<[PropertyKey[], string]> {
+  const found: Array<[PropertyKey[], string]> = schemaPatterns(parsed.schema).map((
+    { path, pattern },
+  ) => [["schema", ...path], pattern]);
+  parsed.transform.forEach((step, index) => {
+    const expressions: Array<[PropertyKey[], string]> = "filter" in step
+      ? [[["filter"], step.filter]]
+      : "set" in step
+      ? Object.entries(step.set).map(([field, source]) => [["set", field], source])
+      : [];
+    for (const [at, source] of expressions) {
+      for (const pattern of literalMatchesPatterns(source)) {
+        found.push([["transform", index, ...at], pattern]);
+      }
+    }
+  });
+  parsed.alerts.forEach((alert, index) => {
+    for (const pattern of literalMatchesPatterns(alert.when, ALERT_VARIABLES)) {
+      found.push([["alerts", index, "when"], pattern]);
+    }
+  });
+  return found;
+}
+
+/**
+ * The first pattern of a definition past `MAX_PATTERN_SIZE` on its own, or past
+ * {@linkcode MAX_DEFINITION_PATTERN_SIZE} with those before it, as `streams.<name>.<path>: …`;
+ * read without compiling any of them.
+ */
+function patternBudgetProblem(name: string, parsed: StreamDefinition): string | undefined {
+  let total = 0;
+  for (const [path, pattern] of definitionPatterns(parsed)) {
+    let size: number;
+    try {
+      size = checkPatternSize(pattern);
+    } catch (error) {
+      if (!(error instanceof PatternError)) throw error;
+      return `${formatPath(["streams", name, ...path])}: ${error.message}`;
+    }
+    total += size;
+    if (total > MAX_DEFINITION_PATTERN_SIZE) {
+      return `${
+        formatPath(["streams", name, ...path])
+      }: the stream's patterns would compile to ${total} instructions with this one (${size}), past the ${MAX_DEFINITION_PATTERN_SIZE} a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; each at most ${MAX_PATTERN_SIZE}); shorten or drop patterns`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * A stream's first pattern past {@linkcode MAX_DEFINITION_PATTERN_SIZE}, as
+ * `streams.<name>.<path>: …`, or `undefined` for none (see
+ * {@linkcode CompileOptions.oversizedPatterns}).
+ */
+export function oversizedPatterns(stream: CompiledStream): string | undefined {
+  return patternBudgetProblem(stream.name, stream.parsed);
+}
+
 /** A field a counter's `groupBy` names again, found by {@linkcode repeatedGroupBy}. */
 export interface RepeatedGroupBy {
   /** The counter. */
@@ -547,6 +622,13 @@ export interface CompileOptions {
    * {@linkcode shortWindows}. @default {false: refused, naming its path}
    */
   shortWindows?: boolean;
+  /**
+   * Compile a definition whose patterns together pass {@linkcode MAX_DEFINITION_PATTERN_SIZE} as
+   * releases before that check did: a stream stored or deployed then is served as it was. Find
+   * it with {@linkcode oversizedPatterns}. @default {false: refused before any is compiled,
+   * naming the first pattern past it}
+   */
+  oversizedPatterns?: boolean;
 }
 
 /** `value` if it is a JSON object, else an empty one. */
@@ -668,6 +750,9 @@ export function compileConfig(
     // Before compiling too: what is wrong with a window this short is its length.
     const short = options.shortWindows ? undefined : shortWindowsOf(parsed)[0];
     if (short) throw new ConfigError(`Invalid config: ${shortWindowProblem(name, short)}`);
+    // Before compiling: what a refused definition costs is reading it.
+    const budget = options.oversizedPatterns ? undefined : patternBudgetProblem(name, parsed);
+    if (budget !== undefined) throw new ConfigError(`Invalid config: ${budget}`);
     const stream = compileStream(name, rawStreams[name], parsed, options);
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
@@ -789,13 +874,14 @@ export async function loadConfigFile(
   const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
-  // a schema keyword, an origin, a duration or a window shorter than a second refused since is
-  // compiled as it was): find them to warn.
+  // a schema keyword, an origin, a duration, a window shorter than a second or patterns past the
+  // definition's budget refused since are compiled as they were): find them to warn.
   return compileConfig(raw, {
     repeatedGroupBy: true,
     malformedSchemaKeywords: true,
     malformedOrigins: true,
     malformedDurations: true,
     shortWindows: true,
+    oversizedPatterns: true,
   });
 }

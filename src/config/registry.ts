@@ -60,6 +60,7 @@ import {
   malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
+  oversizedPatterns,
   repeatedGroupBy,
   repeatedGroupByProblem,
   shortWindowProblem,
@@ -627,8 +628,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
     try {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
       // schema keyword not of its kind, an origin no browser sends, a duration with a fraction
-      // of a millisecond or a unit given twice or a window shorter than a second (refused since)
-      // compiled as it was.
+      // of a millisecond or a unit given twice, a window shorter than a second or patterns past
+      // the definition's budget (refused since) compiled as it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,
@@ -636,6 +637,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           malformedOrigins: true,
           malformedDurations: true,
           shortWindows: true,
+          oversizedPatterns: true,
         }),
         record.partialBefore,
         record.counters,
@@ -667,6 +669,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       malformedSchemaKeyword(stream),
       malformedOrigin(stream),
       malformedDuration(stream),
+      oversizedPatterns(stream),
     ];
     for (const problem of problems) {
       if (problem === undefined) continue;

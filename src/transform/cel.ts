@@ -153,6 +153,51 @@ function useLinearMatches(node: unknown): void {
   if (typeof args === "object" && args !== null) useLinearMatches(args);
 }
 
+/** The literal pattern of a `matches` call node (cel-js's), or `undefined` for another node. */
+function literalMatchesPattern(node: unknown, name: string): string | undefined {
+  if (typeof node !== "object" || node === null) return undefined;
+  const { op, args } = node as { op?: unknown; args?: unknown };
+  const method = op === "rcall";
+  if (!(method || op === "call") || !Array.isArray(args) || args[0] !== name) return undefined;
+  const list = method ? args[2] : args[1];
+  const pattern = Array.isArray(list) ? list[method ? 0 : 1] : undefined;
+  const literal = pattern as { op?: unknown; args?: unknown } | undefined;
+  return literal?.op === "value" && typeof literal.args === "string" ? literal.args : undefined;
+}
+
+/**
+ * The literal patterns of `source`'s `matches()` calls (`event.sku.matches("^[A-Z]{3}$")`), in
+ * the order written, read without compiling them (nor the expression): for a bound on what they
+ * cost before they are compiled. None for an expression that does not parse. Without recursion.
+ */
+export function literalMatchesPatterns(
+  source: string,
+  variables: readonly string[] = ["event"],
+): string[] {
+  if (source.length > MAX_EXPRESSION_LENGTH) return [];
+  let ast: unknown;
+  try {
+    ast = (environmentFor(variables).parse(source) as { ast?: unknown }).ast;
+  } catch {
+    return [];
+  }
+  const found: string[] = [];
+  const pending: unknown[] = [ast];
+  while (pending.length > 0) {
+    const node = pending.pop();
+    if (Array.isArray(node)) {
+      for (let index = node.length - 1; index >= 0; index--) pending.push(node[index]);
+      continue;
+    }
+    if (typeof node !== "object" || node === null) continue;
+    const pattern = literalMatchesPattern(node, "matches");
+    if (pattern !== undefined) found.push(pattern);
+    const { args } = node as { args?: unknown };
+    if (typeof args === "object" && args !== null) pending.push(args);
+  }
+  return found;
+}
+
 function environmentFor(variables: readonly string[]): Environment {
   const key = variables.join(",");
   let env = environments.get(key);

@@ -589,6 +589,51 @@ function holderKnows(holder: Record<string, unknown>, key: string): boolean {
   );
 }
 
+/** A `pattern`, or a `patternProperties` key, of a JSON Schema, found by {@linkcode schemaPatterns}. */
+export interface SchemaPattern {
+  /** Where it is from the schema's root: `["properties", "sku", "pattern"]`. */
+  path: PropertyKey[];
+  /** The pattern as written. */
+  pattern: string;
+}
+
+/**
+ * Every `pattern` and `patternProperties` key of a JSON Schema, wherever it stands (to
+ * {@linkcode MAX_SCHEMA_DEPTH} levels, past which {@linkcode compileEventSchema} refuses it), in
+ * the order written, without compiling any. Without recursion.
+ */
+export function schemaPatterns(schema: unknown): SchemaPattern[] {
+  const found: SchemaPattern[] = [];
+  // `map`: a node of names to schemas (`properties`), itself no schema: its `pattern` is a name.
+  const pending: Array<[unknown, PropertyKey[], boolean]> = [[schema, [], false]];
+  while (pending.length > 0) {
+    const [node, path, map] = pending.pop()!;
+    // Deeper, the schema is refused before any pattern is compiled: no path copied that long.
+    if (typeof node !== "object" || node === null || path.length > MAX_SCHEMA_DEPTH) continue;
+    const children: Array<[unknown, PropertyKey[], boolean]> = [];
+    if (Array.isArray(node)) {
+      node.forEach((item, index) => children.push([item, [...path, index], false]));
+    } else if (map) {
+      for (const [key, value] of Object.entries(node)) {
+        children.push([value, [...path, key], false]);
+      }
+    } else {
+      const record = node as Record<string, unknown>;
+      if (typeof record.pattern === "string") {
+        found.push({ path: [...path, "pattern"], pattern: record.pattern });
+      }
+      for (const key of Object.keys(patternMap(record.patternProperties))) {
+        found.push({ path: [...path, "patternProperties", key], pattern: key });
+      }
+      for (const [key, value] of Object.entries(record)) {
+        if (!DATA_KEYWORDS.has(key)) children.push([value, [...path, key], SCHEMA_MAPS.has(key)]);
+      }
+    }
+    for (let index = children.length - 1; index >= 0; index--) pending.push(children[index]);
+  }
+  return found;
+}
+
 /** Whether a schema's `pattern` matches `key`; false for one RE2 refuses (zod refuses it later). */
 function patternMatches(pattern: string, key: string): boolean {
   try {

@@ -11,6 +11,7 @@
  * @module
  */
 import { RE2JS } from "re2js";
+import { quoteInput } from "./quote.ts";
 
 /** A pattern RE2 cannot compile (bad syntax, lookaround, backreferences). */
 export class PatternError extends Error {
@@ -63,6 +64,181 @@ export function toRe2Syntax(pattern: string): string {
   return out;
 }
 
+/**
+ * Most instructions one pattern may compile to, by {@linkcode patternSize}: a schema's, a literal
+ * one of CEL's `matches()`, and one `matches()` takes from an event (that event fails). Compiling
+ * takes about 0.3–8 µs an instruction, and matching a text visits each at most once a character,
+ * so this bounds both; RE2's own limit (1,398,101: a 15 KB pattern of `[a-z]{1000}` runs) took
+ * 2.7 s to compile. The longest single repeat RE2 takes, `^.{0,1000}$`, is 2,004.
+ */
+export const MAX_PATTERN_SIZE = 5_000;
+
+/** A frame of {@linkcode patternSize}: a group being read. */
+interface SizeFrame {
+  /** Sizes of the alternatives read so far (before the last `|`). */
+  alternatives: number[];
+  /** Size of the alternative being read. */
+  concat: number;
+  /** Size of its last atom, which a repeat operator applies to; -1 when there is none. */
+  last: number;
+  /** A capturing group, which compiles to 2 instructions more. */
+  capture: boolean;
+}
+
+/** Size of a concatenation or alternation as RE2 counts it: never less than 1. */
+function closeAlternation(frame: SizeFrame): number {
+  const parts = [...frame.alternatives, Math.max(1, frame.concat)];
+  const sum = parts.reduce((total, part) => total + part, 0) + parts.length - 1;
+  return Math.max(1, sum) + (frame.capture ? 2 : 0);
+}
+
+/** Size of `atom` repeated as `{min,max}` (`max` -1: unbounded), as RE2's `calcSize`. */
+function repeatedSize(atom: number, min: number, max: number): number {
+  if (max === -1) return min === 0 ? 2 + atom : 1 + min * atom;
+  return Math.max(1, max * atom + (max - min));
+}
+
+const REPEAT_COUNT = /^\{(\d+)(,(\d*))?\}/;
+
+/** How far {@linkcode patternSize} looks for what closes a name, a class name or flags. */
+const CLOSING_WINDOW = 64;
+
+/** Index of `closer` in `text` from `from`, within {@linkcode CLOSING_WINDOW}; -1 when not. */
+function closingIndex(text: string, closer: string, from: number): number {
+  const found = text.slice(from, from + CLOSING_WINDOW).indexOf(closer);
+  return found === -1 ? -1 : from + found;
+}
+
+/**
+ * How many instructions RE2 compiles `pattern` to once its repeats are expanded (`[a-z]{1000}`:
+ * 1,002), read from its text without compiling it: RE2's parser's own estimate (`calcSize`) and
+ * the program's 2 fixed instructions. Equal to the compiled program's size (`programSize()`) for
+ * most patterns, more where RE2 simplifies (`(a|b)` becomes a class), never less. Counts a
+ * literal character, a class, `.`, an anchor or an escape as 1, a capturing group 2 more, `*` 2
+ * more, `+` and `?` 1 more, `|` 1 more, and `x{n,m}` as `m` copies of `x` and `m - n` more (a
+ * count over RE2's 1,000, which RE2 refuses, as 1,000). Linear in the pattern's length: no scan
+ * for a closing `}`, `>`, `:]` or `)` reads further than {@linkcode CLOSING_WINDOW} characters.
+ */
+export function patternSize(pattern: string): number {
+  const text = toRe2Syntax(pattern);
+  const stack: SizeFrame[] = [{ alternatives: [], concat: 0, last: -1, capture: false }];
+  const atom = (size: number) => {
+    const frame = stack[stack.length - 1];
+    frame.concat += size;
+    frame.last = size;
+  };
+  const repeat = (min: number, max: number) => {
+    const frame = stack[stack.length - 1];
+    if (frame.last < 0) return atom(1);
+    const size = repeatedSize(
+      frame.last,
+      Math.min(min, 1000),
+      max === -1 ? -1 : Math.min(max, 1000),
+    );
+    frame.concat += size - frame.last;
+    frame.last = size;
+  };
+  let i = 0;
+  while (i < text.length) {
+    const char = text[i];
+    if (char === "\\") {
+      if (text[i + 1] === "Q") {
+        const end = text.indexOf("\\E", i + 2);
+        const quoted = text.slice(i + 2, end === -1 ? text.length : end);
+        for (const _ of quoted) atom(1);
+        i = end === -1 ? text.length : end + 2;
+        continue;
+      }
+      // \x{…}, \p{…}, \P{…}: to the brace; any other escape is its character and what follows
+      // it (a hex or octal digit, a class name) read as literals, counted 1 each: more, not less.
+      const braced = "xpP".includes(text[i + 1]) && text[i + 2] === "{";
+      const close = braced ? closingIndex(text, "}", i + 3) : -1;
+      i = close === -1 ? i + 2 : close + 1;
+      atom(1);
+      continue;
+    }
+    if (char === "[") {
+      i = classEnd(text, i);
+      atom(1);
+      continue;
+    }
+    if (char === "(") {
+      if (text[i + 1] === "?") {
+        // (?flags) sets flags; (?flags:…), (?P<name>…) and (?<name>…) open a group.
+        let j = i + 2;
+        while (j < text.length && j < i + CLOSING_WINDOW && !":)<".includes(text[j])) j++;
+        if (text[j] === ")") {
+          i = j + 1;
+          continue;
+        }
+        const capture = text[j] === "<";
+        if (capture) j = closingIndex(text, ">", j);
+        stack.push({ alternatives: [], concat: 0, last: -1, capture });
+        // Unclosed (RE2 refuses it): read on after the `(?`.
+        i = j === -1 || j >= text.length ? i + 2 : j + 1;
+        continue;
+      }
+      stack.push({ alternatives: [], concat: 0, last: -1, capture: true });
+      i += 1;
+      continue;
+    }
+    if (char === ")" && stack.length > 1) {
+      atom(closeAlternation(stack.pop()!));
+      i += 1;
+      continue;
+    }
+    if (char === "|") {
+      const frame = stack[stack.length - 1];
+      frame.alternatives.push(Math.max(1, frame.concat));
+      frame.concat = 0;
+      frame.last = -1;
+      i += 1;
+      continue;
+    }
+    if (char === "*" || char === "+" || char === "?") {
+      repeat(char === "+" ? 1 : 0, char === "?" ? 1 : -1);
+      i += text[i + 1] === "?" ? 2 : 1;
+      continue;
+    }
+    if (char === "{") {
+      const count = REPEAT_COUNT.exec(text.slice(i, i + 24));
+      if (count) {
+        const min = Number(count[1]);
+        const max = count[2] === undefined ? min : count[3] === "" ? -1 : Number(count[3]);
+        repeat(min, max);
+        i += count[0].length + (text[i + count[0].length] === "?" ? 1 : 0);
+        continue;
+      }
+    }
+    atom(1);
+    i += text.codePointAt(i)! > 0xffff ? 2 : 1;
+  }
+  while (stack.length > 1) atom(closeAlternation(stack.pop()!));
+  // And the program's own: the whole match's capture (2) and its end (1), less the 1 an empty
+  // pattern counts.
+  return closeAlternation(stack[0]) + 2;
+}
+
+/** Index after the class opening at `start` (`[…]`, `[^…]`, a leading `]` and `[:alpha:]` inside). */
+function classEnd(text: string, start: number): number {
+  let i = start + 1;
+  if (text[i] === "^") i++;
+  if (text[i] === "]") i++;
+  while (i < text.length && text[i] !== "]") {
+    if (text[i] === "\\") {
+      const braced = "xpP".includes(text[i + 1]) && text[i + 2] === "{";
+      const close = braced ? closingIndex(text, "}", i + 3) : -1;
+      i = close === -1 ? i + 2 : close + 1;
+    } else if (text.startsWith("[:", i)) {
+      const close = closingIndex(text, ":]", i + 2);
+      i = close === -1 ? i + 1 : close + 2;
+    } else {
+      i++;
+    }
+  }
+  return i + 1;
+}
+
 /** Patterns compiled while {@linkcode withPatternCache} runs, by source. */
 let patternCache: Map<string, LinearPattern> | undefined;
 
@@ -82,10 +258,30 @@ export function withPatternCache<T>(build: () => T): T {
   }
 }
 
-/** Compiles `pattern` for linear-time matching; throws {@linkcode PatternError}. */
+/**
+ * {@linkcode patternSize} of `pattern`; throws {@linkcode PatternError} past
+ * {@linkcode MAX_PATTERN_SIZE}, without compiling it.
+ */
+export function checkPatternSize(pattern: string): number {
+  const size = patternSize(pattern);
+  if (size > MAX_PATTERN_SIZE) {
+    throw new PatternError(
+      `Pattern '${
+        quoteInput(pattern)
+      }' is too large: it compiles to about ${size} instructions once its repeats are expanded, past the ${MAX_PATTERN_SIZE} a pattern may have ([a-z]{1000} is 1002)`,
+    );
+  }
+  return size;
+}
+
+/**
+ * Compiles `pattern` for linear-time matching; throws {@linkcode PatternError}, for one RE2
+ * cannot compile and for one past {@linkcode MAX_PATTERN_SIZE} (told before compiling it).
+ */
 export function compileLinearPattern(pattern: string): LinearPattern {
   const cached = patternCache?.get(pattern);
   if (cached !== undefined) return cached;
+  checkPatternSize(pattern);
   try {
     const compiled = RE2JS.compile(toRe2Syntax(pattern));
     patternCache?.set(pattern, compiled);

@@ -5,7 +5,14 @@
  * @module
  */
 export * from "./event.ts";
-export { compileLinearPattern, type LinearPattern, PatternError } from "./linear_regexp.ts";
+export {
+  checkPatternSize,
+  compileLinearPattern,
+  type LinearPattern,
+  MAX_PATTERN_SIZE,
+  PatternError,
+  patternSize,
+} from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
 export * from "./quote.ts";
 export * from "./time.ts";

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
+import { RE2JS } from "re2js";
 import { createApp } from "../../src/app.ts";
 import {
   compileConfig,
@@ -1709,4 +1710,179 @@ Deno.test("a stream stored before a check it fails (an origin no browser sends, 
     /^Stored stream 'signups' version 1: streams\.signups\.origins\[1\]: Origin 'https:\/\/\[REDACTED\]@shop\.example' holds credentials/,
   );
   assert.doesNotMatch(logged.join("\n"), /pw-0123/);
+});
+
+/** What `run` answers, asserting that RE2 compiled no pattern meanwhile. */
+async function compilingNone<T>(run: () => T | Promise<T>): Promise<T> {
+  const compile = RE2JS.compile;
+  let compiled = 0;
+  RE2JS.compile = (...args: Parameters<typeof compile>) => {
+    compiled++;
+    return compile(...args);
+  };
+  try {
+    return await run();
+  } finally {
+    RE2JS.compile = compile;
+    assert.equal(compiled, 0, "patterns compiled");
+  }
+}
+
+/** A pattern of 2,003 instructions once its repeats are expanded, told apart by `index`. */
+function costly(index: number): string {
+  return `[a-z]{1000}[^x]{999}|${index}`;
+}
+
+Deno.test("PUT /v1/streams/{stream} refuses patterns past MAX_DEFINITION_PATTERN_SIZE together (schema, transform and alerts) with 400 invalid_definition naming the first past it, before compiling any, and changes nothing", async () => {
+  const app = await appWith();
+  assert.equal((await put(app, "signups", SIGNUPS)).status, 201);
+  const before = await (await app.request("/v1/streams/signups")).json();
+  // Ten schema patterns: the eighth brings 16,024 (a thousand of them took seconds to compile).
+  const properties = Object.fromEntries(
+    Array.from(
+      { length: 10 },
+      (_, index) => [`f${index}`, { type: "string", pattern: costly(index) }],
+    ),
+  );
+  const schemaOnly = await compilingNone(() =>
+    put(app, "signups", { ...SIGNUPS, schema: { type: "object", properties } })
+  );
+  assert.equal(schemaOnly.status, 400);
+  assert.deepEqual(await errorOf(schemaOnly), {
+    code: "invalid_definition",
+    message:
+      "Invalid stream definition: schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; each at most 5000); shorten or drop patterns",
+    requestId: schemaOnly.headers.get("X-Request-Id"),
+  });
+  // One pattern past MAX_PATTERN_SIZE on its own.
+  const single = await compilingNone(() =>
+    put(app, "signups", {
+      ...SIGNUPS,
+      schema: { type: "object", properties: { sku: { pattern: "[a-z]{1000}".repeat(6) } } },
+    })
+  );
+  assert.equal(single.status, 400);
+  assert.match(
+    (await errorOf(single)).message,
+    /^Invalid stream definition: schema\.properties\.sku\.pattern: Pattern '(\[a-z\]\{1000\}){6}' is too large: it compiles to about 6002 instructions once its repeats are expanded, past the 5000 a pattern may have/,
+  );
+  // Counted together: five in the schema, two literal matches() in the transform, one in an alert.
+  const mixed = {
+    ...SIGNUPS,
+    schema: {
+      type: "object",
+      patternProperties: Object.fromEntries(
+        Array.from({ length: 5 }, (_, index) => [costly(index), { type: "string" }]),
+      ),
+    },
+    transform: [
+      { filter: `!has(event.a) || event.a.matches("${costly(5)}")` },
+      { set: { b: `has(event.b) && matches(event.b, "${costly(6)}")` } },
+    ],
+    alerts: [{ name: "eu", counter: "perMinute", when: `group.plan.matches("${costly(7)}")` }],
+  };
+  const together = await compilingNone(() => put(app, "signups", mixed));
+  assert.equal(together.status, 400);
+  assert.match(
+    (await errorOf(together)).message,
+    /^Invalid stream definition: alerts\[0\]\.when: the stream's patterns would compile to 16024 instructions with this one \(2003\), past the 16000/,
+  );
+  // One fewer: taken.
+  const fewer = await put(app, "signups", { ...mixed, alerts: [] });
+  assert.equal(fewer.status, 200, await fewer.clone().text());
+  // The refusals changed nothing (the version went from 1 to 2 by the taken one only).
+  const after = await (await app.request("/v1/streams/signups")).json();
+  assert.equal(before.version, 1);
+  assert.equal(after.version, 2);
+  const again = await put(app, "signups", { ...SIGNUPS, schema: { type: "object", properties } });
+  assert.equal(again.status, 400);
+  assert.equal((await (await app.request("/v1/streams/signups")).json()).version, 2);
+});
+
+Deno.test("PUT /v1/streams/{stream} takes a large definition of ordinary patterns (300 in the schema, 40 in matches()), well within the budget", async () => {
+  const ordinary = [
+    "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$",
+    "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    "^[A-Z]{2}$",
+  ];
+  const properties = Object.fromEntries(
+    Array.from({ length: 300 }, (_, index) => [`f${index}`, {
+      type: "string",
+      pattern: `${ordinary[index % 3]}|^${index}$`,
+    }]),
+  );
+  const transform = Array.from({ length: 40 }, (_, index) => ({
+    filter: `!has(event.f${index}) || event.f${index}.matches("${
+      ordinary[index % 3].replaceAll("\\", "\\\\")
+    }|^${index}$")`,
+  }));
+  const app = await appWith();
+  const created = await put(app, "signups", {
+    ...SIGNUPS,
+    schema: { type: "object", properties },
+    transform,
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const sent = await ingest(app, "signups", [
+    {
+      t: "2026-01-01T00:00:00Z",
+      plan: "a",
+      f0: "a@b.example",
+      f1: "0f8fad5b-d9cb-469f-a165-70867728950e",
+      f2: "DE",
+    },
+    { t: "2026-01-01T00:00:00Z", plan: "a", f2: "Germany" },
+  ]);
+  assert.equal(sent.status, 202);
+  assert.equal((await sent.json()).accepted, 1);
+  // 8,446 instructions together; two patterns of 4,002 more in the schema, counted before the
+  // transform, bring its 22nd past the budget.
+  const costlier = {
+    ...SIGNUPS,
+    schema: {
+      type: "object",
+      properties: {
+        ...properties,
+        big1: { pattern: "[a-z]{1000}".repeat(4) },
+        big2: { pattern: "[A-Z]{1000}".repeat(4) },
+      },
+    },
+    transform,
+  };
+  const refused = await put(app, "signups", costlier);
+  assert.equal(refused.status, 400);
+  assert.match(
+    (await errorOf(refused)).message,
+    /^Invalid stream definition: transform\[21\]\.filter: the stream's patterns would compile to 16012 instructions with this one \(17\)/,
+  );
+});
+
+Deno.test("a stream stored with patterns past the budget before it is served as it was, said once on load, and a PUT must bring it within", async () => {
+  const properties = Object.fromEntries(
+    Array.from(
+      { length: 9 },
+      (_, index) => [`f${index}`, { type: "string", pattern: costly(index) }],
+    ),
+  );
+  const over = { ...SIGNUPS, schema: { type: "object", properties } };
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", over, { oversizedPatterns: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.equal(logged.length, 1);
+  assert.match(
+    logged[0],
+    /^Stored stream 'signups' version 1: streams\.signups\.schema\.properties\.f7\.pattern: the stream's patterns would compile to 16024 instructions .*; served as stored before this check; replace it with PUT \/v1\/streams\/signups, which refuses it as it is$/,
+  );
+  const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", plan: "a" }]);
+  assert.equal(sent.status, 202);
+  await sent.body?.cancel();
+  assert.equal((await put(stored, "signups", { ...over, description: "kept" })).status, 400);
+  const within = { ...over, schema: { type: "object", properties: { f0: properties.f0 } } };
+  assert.equal((await put(stored, "signups", within)).status, 200);
 });

@@ -6,6 +6,7 @@ import {
   EvaluationBudgetError,
   evaluationMessage,
   ExpressionError,
+  literalMatchesPatterns,
   MAX_EVALUATION_COST,
   MAX_EXPRESSION_LENGTH,
   toJson,
@@ -434,4 +435,39 @@ Deno.test("a search (contains, indexOf, lastIndexOf, split) pays for its text's 
     ),
     { numRuns: 300 },
   );
+});
+
+Deno.test("matches() refuses a pattern past MAX_PATTERN_SIZE: a literal one with the expression, one from an event fails that event", () => {
+  // 6,002 instructions once its repeats are expanded; RE2 alone compiles it (and one 230 times
+  // the size, in seconds) for each event.
+  const huge = "[a-z]{1000}".repeat(6);
+  assert.throws(
+    () => compileExpression(`event.c.matches("${huge}")`),
+    (error) =>
+      error instanceof ExpressionError && error.message.includes("is too large") &&
+      error.message.includes("6002 instructions"),
+  );
+  const dynamic = compileExpression("event.text.matches(event.pattern)");
+  assert.throws(
+    () => dynamic({ event: { text: "abc", pattern: huge } }),
+    (error) => error instanceof Error && error.message.includes("is too large"),
+  );
+  assert.equal(dynamic({ event: { text: "abc", pattern: "[a-z]{3}" } }), true);
+});
+
+Deno.test("literalMatchesPatterns() lists an expression's literal matches() patterns in order, compiling none", () => {
+  assert.deepEqual(
+    literalMatchesPatterns(
+      'event.a.matches("^x$") && matches(event.b, "(?=y)") && event.c.matches(event.d) && [1].all(v, event.e.matches("z{3}"))',
+    ),
+    ["^x$", "(?=y)", "z{3}"],
+  );
+  assert.deepEqual(
+    literalMatchesPatterns('value > 1 && group.matches("^eu-")', ["value", "group", "window"]),
+    [
+      "^eu-",
+    ],
+  );
+  assert.deepEqual(literalMatchesPatterns("event.a.matches("), []);
+  assert.deepEqual(literalMatchesPatterns("event.a == 1"), []);
 });

@@ -6,6 +6,7 @@ import {
   eventValidator,
   malformedKeyword,
   SchemaCompileError,
+  schemaPatterns,
   validateEvent,
 } from "../../src/validate/mod.ts";
 
@@ -1359,4 +1360,26 @@ Deno.test("compileEventSchema refuses a schema that requires '__proto__', which 
       JSON.stringify(schema),
     );
   }
+});
+
+Deno.test("schemaPatterns() lists every pattern and patternProperties key with its path, in order, not a property so named nor data", () => {
+  const schema = {
+    type: "object",
+    properties: {
+      pattern: { type: "string", pattern: "^a" },
+      patternProperties: { type: "object", properties: { x: { const: { pattern: "data" } } } },
+      list: { type: "array", items: [{ pattern: "^b" }], default: [{ pattern: "data" }] },
+    },
+    patternProperties: { "^c": { anyOf: [{ pattern: "^d" }] } },
+    $defs: { e: { pattern: "^e" } },
+    examples: [{ pattern: "data" }],
+    enum: [{ pattern: "data" }],
+  };
+  assert.deepEqual(schemaPatterns(schema), [
+    { path: ["patternProperties", "^c"], pattern: "^c" },
+    { path: ["properties", "pattern", "pattern"], pattern: "^a" },
+    { path: ["properties", "list", "items", 0, "pattern"], pattern: "^b" },
+    { path: ["patternProperties", "^c", "anyOf", 0, "pattern"], pattern: "^d" },
+    { path: ["$defs", "e", "pattern"], pattern: "^e" },
+  ]);
 });

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { compileLinearPattern, PatternError } from "../../src/validate/mod.ts";
+import fc from "fast-check";
+import { RE2JS } from "re2js";
+import {
+  compileLinearPattern,
+  MAX_PATTERN_SIZE,
+  PatternError,
+  patternSize,
+} from "../../src/validate/mod.ts";
 import {
   toRe2Syntax,
   withLinearRegExp,
@@ -74,6 +81,130 @@ Deno.test("compileLinearPattern() differs from RegExp where the README says", ()
   assert.equal(new RegExp("^\\s$").test("\u00a0"), true);
   assert.equal(compileLinearPattern("^\\w$").test("é"), false);
   assert.throws(() => compileLinearPattern("a{1001}"), PatternError);
+});
+
+/** Patterns whose program size {@linkcode patternSize} must not understate. */
+const SIZED_PATTERNS = [
+  "",
+  "a",
+  "^[A-Z]{2}$",
+  "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+  "^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$",
+  "^([a-z]+\\.?)+@x\\.com$",
+  "x{2,5}",
+  "x{2,}",
+  "x{0}",
+  "(?i)abc",
+  "(?P<n>ab)|cd|",
+  "[]a]{3}",
+  "[^]a]{3}",
+  "[[:alpha:]]{5}",
+  "\\Qa.b\\E{4}",
+  "\\x{41}{10}",
+  "\\x41{3}",
+  "\\pL{10}",
+  "\\p{Greek}{10}",
+  "(?i:ab){3}",
+  "((((a{2}){2}){2}){2}){60}",
+  "a*?b+?c??",
+  "a{,5}",
+  "^.{0,1000}$",
+  "(a|b|c){300}",
+  "[a-z]{1000}[^x]{999}",
+  "\\u0041{7}",
+  "a[^]{4}b",
+  "😀{5}",
+  "^(?:[01]?\\d|2[0-3]):[0-5]\\d$",
+];
+
+Deno.test("patternSize() is the size of the program RE2 compiles, read without compiling: never less", () => {
+  for (const pattern of SIZED_PATTERNS) {
+    const compiled = RE2JS.compile(toRe2Syntax(pattern)).programSize();
+    assert.ok(
+      patternSize(pattern) >= compiled,
+      `${pattern}: ${patternSize(pattern)} < ${compiled}`,
+    );
+  }
+  // The README's examples: as RE2 counts them.
+  assert.equal(patternSize("[a-z]{1000}"), 1002);
+  assert.equal(patternSize(SIZED_PATTERNS[3]), 40);
+  assert.equal(patternSize("^[A-Z]{2}$"), 6);
+  assert.equal(patternSize("^[A-Z]{2}$"), RE2JS.compile("^[A-Z]{2}$").programSize());
+  assert.equal(patternSize("^.{0,1000}$"), 2004);
+  // RE2 refuses a count over 1,000: counted as 1,000 (its own message tells why).
+  assert.equal(patternSize("a{5000}"), 1002);
+});
+
+Deno.test("patternSize() is never less than RE2's program for patterns of repeats, groups and alternatives", () => {
+  const token = fc.constantFrom(
+    "a",
+    "b",
+    "[a-z]",
+    "\\d",
+    "\\pL",
+    ".",
+    "^",
+    "$",
+    "|",
+    "(",
+    "(?:",
+    "(?P<g>",
+    ")",
+    "*",
+    "+",
+    "?",
+    "*?",
+    "{3}",
+    "{2,}",
+    "{0,4}",
+    "{12,30}",
+    "\\Qx.\\E",
+    "(?i)",
+  );
+  fc.assert(
+    fc.property(fc.array(token, { maxLength: 24 }), (tokens) => {
+      const pattern = tokens.join("");
+      let compiled: number;
+      try {
+        compiled = RE2JS.compile(pattern).programSize();
+      } catch {
+        return; // RE2 refuses it: nothing is compiled.
+      }
+      assert.ok(
+        patternSize(pattern) >= compiled,
+        `${pattern}: ${patternSize(pattern)} < ${compiled}`,
+      );
+    }),
+    { numRuns: 2_000 },
+  );
+});
+
+Deno.test("patternSize() reads a long pattern of unclosed names, classes and escapes in one pass", () => {
+  // Each looked for its closer to the end of the text: quadratic, a second for 64 KB. The bound
+  // is a guard against that (22 s), far above what it takes, not a speed target.
+  const started = performance.now();
+  for (const unit of ["(?", "(?P<", "\\x{", "[[:", "\\p{"]) {
+    assert.ok(patternSize(unit.repeat(262_144 / unit.length)) > 0);
+  }
+  assert.ok(performance.now() - started < 5_000, `took ${performance.now() - started} ms`);
+});
+
+Deno.test("compileLinearPattern() refuses a pattern past MAX_PATTERN_SIZE before compiling it", () => {
+  // RE2 takes this one (1,390,002 instructions) in seconds.
+  const huge = "[a-z]{1000}".repeat(1390);
+  assert.throws(
+    () => compileLinearPattern(huge),
+    (error) =>
+      error instanceof PatternError &&
+      error.message.includes("is too large: it compiles to about 1390002 instructions") &&
+      error.message.includes(`past the ${MAX_PATTERN_SIZE} a pattern may have`) &&
+      error.message.includes("(15290 characters)"),
+  );
+  // 4,992: taken; 5,003: refused.
+  const atLimit = "[a-z]{1000}".repeat(4) + "[a-z]{990}";
+  assert.equal(patternSize(atLimit), 4992);
+  assert.equal(compileLinearPattern(atLimit).test("abc"), false);
+  assert.throws(() => compileLinearPattern("[a-z]{1000}".repeat(5) + "x"), /too large/);
 });
 
 Deno.test("withPatternCache() compiles a pattern once while it runs, and forgets it after", () => {
