@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Environment } from "@marcbachmann/cel-js";
 import fc from "fast-check";
+import { RE2JS } from "re2js";
 import {
   compileExpression,
   EvaluationBudgetError,
@@ -470,4 +471,29 @@ Deno.test("literalMatchesPatterns() lists an expression's literal matches() patt
   );
   assert.deepEqual(literalMatchesPatterns("event.a.matches("), []);
   assert.deepEqual(literalMatchesPatterns("event.a == 1"), []);
+});
+
+Deno.test("a literal matches() pattern is compiled with its expression and not again per evaluation, past 256 of them too", () => {
+  // More than the 256 patterns the cache of patterns from events holds: each was compiled again
+  // for every event.
+  const expressions = Array.from(
+    { length: 300 },
+    (_, index) => compileExpression(`event.a.matches("^[0-9a-f]{8}-|^${index}$")`),
+  );
+  const compile = RE2JS.compile;
+  let compiled = 0;
+  RE2JS.compile = (...args: Parameters<typeof compile>) => {
+    compiled++;
+    return compile(...args);
+  };
+  try {
+    for (let round = 0; round < 2; round++) {
+      for (const [index, expression] of expressions.entries()) {
+        assert.equal(expression({ event: { a: String(index) } }), true);
+      }
+    }
+  } finally {
+    RE2JS.compile = compile;
+  }
+  assert.equal(compiled, 0);
 });
