@@ -33,6 +33,14 @@ export const MAX_EXPRESSION_DEPTH = 250;
 export const MAX_EXPRESSION_LENGTH = 4096;
 
 /**
+ * Most instructions the literal patterns of one expression's `matches()` calls may compile to
+ * together (each by `patternSize`, at most `MAX_PATTERN_SIZE` on its own): a subscription's or
+ * webhook's filter is compiled for the request that gives it, and 4,096 characters held 57
+ * patterns of about 5,000 (0.5 s to compile). A stream definition's are bounded together as well.
+ */
+export const MAX_EXPRESSION_PATTERN_SIZE = 16_000;
+
+/**
  * What one evaluation may cost: CEL's own answer to an expression that is short but loops
  * (cel-go's `CostLimit`). Nested macros over lists (`[1..300].all(a, [1..300].all(b, …))`)
  * stay within the length and depth limits and would otherwise run for seconds, synchronously,
@@ -231,6 +239,11 @@ export function literalMatchesPatterns(
   } catch {
     return [];
   }
+  return literalsIn(ast);
+}
+
+/** The literal patterns of the `matches` calls in cel-js's syntax tree `ast`, in order. */
+function literalsIn(ast: unknown): string[] {
   const found: string[] = [];
   const pending: unknown[] = [ast];
   while (pending.length > 0) {
@@ -637,6 +650,19 @@ export function compileExpression(
     const parsed = env.parse(source);
     if (nestsDeeperThan((parsed as { ast?: unknown }).ast, MAX_EXPRESSION_DEPTH)) {
       throw new ExpressionError(tooDeep(source));
+    }
+    // What its patterns cost, before compiling any.
+    let patterns = 0;
+    for (const pattern of literalsIn((parsed as { ast?: unknown }).ast)) {
+      patterns += checkPatternSize(pattern);
+      if (patterns > MAX_EXPRESSION_PATTERN_SIZE) {
+        throw new ExpressionError(
+          invalid(
+            source,
+            `its matches() patterns would compile to ${patterns} instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have`,
+          ),
+        );
+      }
     }
     useLinearMatches((parsed as { ast?: unknown }).ast);
     const check = parsed.check();
