@@ -32,6 +32,7 @@
  * | `EDGESTREAM_KEYS_MAX` | most API keys created at run time (`POST /v1/keys`) a deployment holds; `EDGESTREAM_KEYS` does not count | `10000` |
  * | `EDGESTREAM_WEBHOOKS_MAX` | most webhook endpoints a deployment holds | `1000` |
  * | `EDGESTREAM_STREAMS_MAX` | most streams created through the API (`PUT /v1/streams/{stream}`) a deployment holds; config-file streams do not count | `1000` |
+ * | `OTEL_DENO`, `OTEL_EXPORTER_OTLP_*ENDPOINT`, `OTEL_METRIC_EXPORT_INTERVAL` | Deno's OpenTelemetry export, read by Deno; checked here (with `OTEL_DENO=true`) as Deno drops a value it cannot use without a word | off |
  *
  * @module
  */
@@ -233,6 +234,43 @@ function readSweepEvery(env: EnvSource): number {
     );
   }
   return ms;
+}
+
+/**
+ * Deno's OpenTelemetry settings, read by Deno before any module runs and checked here only as
+ * Deno reads them (with `OTEL_DENO=true`, in any case): Deno takes an endpoint without its
+ * `http://` (`localhost:4318`, as a gRPC exporter's is written), with a space, or an export
+ * interval that is no whole number of ms, without a word, and exports nothing there (every
+ * signal, for `OTEL_EXPORTER_OTLP_ENDPOINT`) or every 60 s. Without `OTEL_DENO=true` they are
+ * not read: another program's settings in the environment stop nothing.
+ */
+function checkOpenTelemetry(env: EnvSource): void {
+  const enabled = env.get("OTEL_DENO");
+  if (enabled === undefined) return;
+  if (!/^(true|false)$/i.test(enabled)) {
+    throw new ConfigError(`OTEL_DENO: expected true or false, got '${enabled}'`);
+  }
+  if (enabled.toLowerCase() !== "true") return;
+  const endpoints = [
+    ["OTEL_EXPORTER_OTLP_ENDPOINT", env.get("OTEL_EXPORTER_OTLP_ENDPOINT")],
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")],
+    ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")],
+    ["OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", env.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")],
+  ] as const;
+  for (const [name, text] of endpoints) {
+    if (text === undefined || (/^https?:\/\/\S+$/i.test(text) && URL.canParse(text))) continue;
+    // Credentials in it are not printed: a scheme-less `user:token@host` hides them all the same.
+    const shown = withoutCredentials(text, REDACTED).replace(/^[^@/]*@/, `${REDACTED}@`);
+    throw new ConfigError(
+      `${name}: expected an http:// or https:// URL (http://localhost:4318), got '${shown}'`,
+    );
+  }
+  const interval = env.get("OTEL_METRIC_EXPORT_INTERVAL");
+  if (interval !== undefined && !/^[1-9][0-9]*$/.test(interval)) {
+    throw new ConfigError(
+      `OTEL_METRIC_EXPORT_INTERVAL: expected a whole number of milliseconds above 0 (60000), got '${interval}'`,
+    );
+  }
 }
 
 /** `EDGESTREAM_SHUTDOWN` as a duration above 0 (ms). */
@@ -609,6 +647,7 @@ export async function configFromEnv(
   const logLevel = readLogLevel(env);
   const sweepEveryMs = readSweepEvery(env);
   const shutdownMs = readShutdown(env);
+  checkOpenTelemetry(env);
   const subscriptions = readSubscriptionLimits(env);
   const ingestSockets = readIngestSocketLimits(env);
   const origins = {

@@ -552,6 +552,68 @@ Deno.test("configFromEnv() reads EDGESTREAM_SHUTDOWN (default 4 s) and refuses a
   );
 });
 
+Deno.test("configFromEnv() refuses, naming it, a Deno OpenTelemetry setting Deno would drop without a word (an endpoint without http://, an export interval in no whole ms), only with OTEL_DENO=true", async () => {
+  const endpoints = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+  ];
+  const taken = async (values: Record<string, string>) => {
+    const config = await configFromEnv(env(values));
+    await config.webhooks.close();
+  };
+  for (const name of endpoints) {
+    for (const good of ["http://localhost:4318", "https://otel.example.com:4318/v1/traces"]) {
+      await taken({ OTEL_DENO: "true", [name]: good });
+    }
+    for (
+      const bad of ["localhost:4318", "127.0.0.1:4318", " http://localhost:4318", "grpc://x:4317"]
+    ) {
+      await assert.rejects(
+        configFromEnv(env({ OTEL_DENO: "true", [name]: bad })),
+        new ConfigError(
+          `${name}: expected an http:// or https:// URL (http://localhost:4318), got '${bad}'`,
+        ),
+        `${name}=${bad}`,
+      );
+      // Without OTEL_DENO=true Deno reads none of them: another program's settings stop nothing.
+      await taken({ [name]: bad });
+      await taken({ OTEL_DENO: "false", [name]: bad });
+    }
+  }
+  // Credentials in it are not printed, with a scheme or without one.
+  for (const url of ["collector:tok-0123456789@otel:4318", "ftp://u:tok-0123456789@otel:4318"]) {
+    await assert.rejects(
+      configFromEnv(env({ OTEL_DENO: "TRUE", OTEL_EXPORTER_OTLP_ENDPOINT: url })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message.startsWith("OTEL_EXPORTER_OTLP_ENDPOINT: expected an http") &&
+        error.message.includes("[REDACTED]@otel:4318") && !error.message.includes("tok-"),
+      url,
+    );
+  }
+  await taken({ OTEL_DENO: "true", OTEL_METRIC_EXPORT_INTERVAL: "15000" });
+  for (const bad of ["abc", "0", "1500.5", "15s", " 15000"]) {
+    await assert.rejects(
+      configFromEnv(env({ OTEL_DENO: "true", OTEL_METRIC_EXPORT_INTERVAL: bad })),
+      new ConfigError(
+        `OTEL_METRIC_EXPORT_INTERVAL: expected a whole number of milliseconds above 0 (60000), got '${bad}'`,
+      ),
+      bad,
+    );
+    await taken({ OTEL_METRIC_EXPORT_INTERVAL: bad });
+  }
+  // Deno takes true and false in any case and turns export off for anything else.
+  await taken({ OTEL_DENO: "TRUE" });
+  for (const bad of ["1", "yes", " true"]) {
+    await assert.rejects(
+      configFromEnv(env({ OTEL_DENO: bad })),
+      new ConfigError(`OTEL_DENO: expected true or false, got '${bad}'`),
+    );
+  }
+});
+
 Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns it off, else at least 100 ms", async () => {
   for (
     const [value, ms] of [
@@ -1244,6 +1306,12 @@ const VARIABLES = [
   "EDGESTREAM_WEBHOOK_SLOW_FOR",
   "EDGESTREAM_WEBHOOKS_MAX",
   "HOST",
+  "OTEL_DENO",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+  "OTEL_METRIC_EXPORT_INTERVAL",
   "PORT",
   "UPSTASH_REDIS_REST_TOKEN",
   "UPSTASH_REDIS_REST_URL",
@@ -1306,7 +1374,11 @@ Deno.test("configFromEnv() refuses a value of only whitespace naming the variabl
         assert.equal(summary(await configFromEnv(env({ [name]: blank }))), summary(unset), label);
         continue;
       }
-      const error = await configFromEnv(env({ [name]: blank })).then(
+      // Deno's OpenTelemetry settings are read only with OTEL_DENO=true.
+      const withOtel: Record<string, string> = name.startsWith("OTEL_") && name !== "OTEL_DENO"
+        ? { OTEL_DENO: "true" }
+        : {};
+      const error = await configFromEnv(env({ ...withOtel, [name]: blank })).then(
         () => assert.fail(`${label} was taken`),
         (error) => error,
       );
