@@ -32,7 +32,7 @@
  * | `EDGESTREAM_KEYS_MAX` | most API keys created at run time (`POST /v1/keys`) a deployment holds; `EDGESTREAM_KEYS` does not count | `10000` |
  * | `EDGESTREAM_WEBHOOKS_MAX` | most webhook endpoints a deployment holds | `1000` |
  * | `EDGESTREAM_STREAMS_MAX` | most streams created through the API (`PUT /v1/streams/{stream}`) a deployment holds; config-file streams do not count | `1000` |
- * | `OTEL_DENO`, `OTEL_EXPORTER_OTLP_*ENDPOINT`, `OTEL_METRIC_EXPORT_INTERVAL` | Deno's OpenTelemetry export, read by Deno; checked here (with `OTEL_DENO=true`) as Deno drops a value it cannot use without a word | off |
+ * | `OTEL_DENO`, `OTEL_EXPORTER_OTLP_*ENDPOINT`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_METRIC_EXPORT_INTERVAL` | Deno's OpenTelemetry export, read by Deno; checked here (with `OTEL_DENO=true`) as Deno drops a value it cannot use without a word | off |
  *
  * @module
  */
@@ -263,6 +263,19 @@ function checkOpenTelemetry(env: EnvSource): void {
     const shown = withoutCredentials(text, REDACTED).replace(/^[^@/]*@/, `${REDACTED}@`);
     throw new ConfigError(
       `${name}: expected an http:// or https:// URL (http://localhost:4318), got '${shown}'`,
+    );
+  }
+  // `name=value` pairs: Deno skips one without its `=` (`Authorization: Bearer …`, written as
+  // the header is) or its name, and the backend then refuses every export unseen. Its value may
+  // be a token: the message gives where the pair is, never its text.
+  const headers = env.get("OTEL_EXPORTER_OTLP_HEADERS");
+  const pairs = headers?.split(",") ?? [];
+  const unread = pairs.findIndex((pair) => pair.trim() !== "" && !/^\s*[^\s=][^=]*=/.test(pair));
+  if (unread >= 0) {
+    throw new ConfigError(
+      `OTEL_EXPORTER_OTLP_HEADERS: expected name=value pairs separated by commas (Authorization=Bearer%20…), but pair ${
+        unread + 1
+      } of ${pairs.length} has no name before an '=' (its text is not shown: it may hold a token)`,
     );
   }
   const interval = env.get("OTEL_METRIC_EXPORT_INTERVAL");

@@ -593,6 +593,33 @@ Deno.test("configFromEnv() refuses, naming it, a Deno OpenTelemetry setting Deno
       url,
     );
   }
+  for (const good of ["Authorization=Bearer%20tok-0123456789", " a = 1 ,b=2,", "x=a=b"]) {
+    await taken({ OTEL_DENO: "true", OTEL_EXPORTER_OTLP_HEADERS: good });
+  }
+  for (
+    const [bad, at] of [
+      ["Authorization: Bearer tok-0123456789", "1 of 1"],
+      ["x-team=a,tok-0123456789", "2 of 2"],
+      ["=tok-0123456789", "1 of 1"],
+      [" ", "1 of 1"],
+    ] as const
+  ) {
+    if (bad === " ") {
+      // Only blank pairs: none is dropped, as there is none.
+      await taken({ OTEL_DENO: "true", OTEL_EXPORTER_OTLP_HEADERS: bad });
+      continue;
+    }
+    await assert.rejects(
+      configFromEnv(env({ OTEL_DENO: "true", OTEL_EXPORTER_OTLP_HEADERS: bad })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message.startsWith("OTEL_EXPORTER_OTLP_HEADERS: expected name=value pairs") &&
+        error.message.includes(`pair ${at} has no name before an '='`) &&
+        !error.message.includes("tok-"),
+      bad,
+    );
+    await taken({ OTEL_EXPORTER_OTLP_HEADERS: bad });
+  }
   await taken({ OTEL_DENO: "true", OTEL_METRIC_EXPORT_INTERVAL: "15000" });
   for (const bad of ["abc", "0", "1500.5", "15s", " 15000"]) {
     await assert.rejects(
@@ -1308,6 +1335,7 @@ const VARIABLES = [
   "HOST",
   "OTEL_DENO",
   "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_HEADERS",
   "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
   "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
   "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -1355,6 +1383,7 @@ const BLANK_AS_UNSET = [
   "EDGESTREAM_LOG_LEVEL",
   "EDGESTREAM_WEBHOOK_ALLOW",
   "HOST",
+  "OTEL_EXPORTER_OTLP_HEADERS",
 ];
 
 Deno.test("configFromEnv() refuses a value of only whitespace naming the variable (PORT=' '): only the empty text is not set, but for a few variables that trim it", async () => {
@@ -1370,14 +1399,18 @@ Deno.test("configFromEnv() refuses a value of only whitespace naming the variabl
   for (const name of VARIABLES) {
     for (const blank of [" ", "\t", "  "]) {
       const label = `${name}=${JSON.stringify(blank)}`;
-      if (BLANK_AS_UNSET.includes(name)) {
-        assert.equal(summary(await configFromEnv(env({ [name]: blank }))), summary(unset), label);
-        continue;
-      }
       // Deno's OpenTelemetry settings are read only with OTEL_DENO=true.
       const withOtel: Record<string, string> = name.startsWith("OTEL_") && name !== "OTEL_DENO"
         ? { OTEL_DENO: "true" }
         : {};
+      if (BLANK_AS_UNSET.includes(name)) {
+        assert.equal(
+          summary(await configFromEnv(env({ ...withOtel, [name]: blank }))),
+          summary(unset),
+          label,
+        );
+        continue;
+      }
       const error = await configFromEnv(env({ ...withOtel, [name]: blank })).then(
         () => assert.fail(`${label} was taken`),
         (error) => error,
