@@ -279,7 +279,8 @@ function checkOpenTelemetry(env: EnvSource): void {
     );
   }
   const interval = env.get("OTEL_METRIC_EXPORT_INTERVAL");
-  if (interval !== undefined && !/^[1-9][0-9]*$/.test(interval)) {
+  // As Deno reads it (a whole number, `+` or leading zeros allowed), of 1 or more.
+  if (interval !== undefined && !(/^\+?[0-9]+$/.test(interval) && Number(interval) > 0)) {
     throw new ConfigError(
       `OTEL_METRIC_EXPORT_INTERVAL: expected a whole number of milliseconds above 0 (60000), got '${interval}'`,
     );

@@ -620,8 +620,10 @@ Deno.test("configFromEnv() refuses, naming it, a Deno OpenTelemetry setting Deno
     );
     await taken({ OTEL_EXPORTER_OTLP_HEADERS: bad });
   }
-  await taken({ OTEL_DENO: "true", OTEL_METRIC_EXPORT_INTERVAL: "15000" });
-  for (const bad of ["abc", "0", "1500.5", "15s", " 15000"]) {
+  for (const good of ["15000", "0300", "+300"]) {
+    await taken({ OTEL_DENO: "true", OTEL_METRIC_EXPORT_INTERVAL: good });
+  }
+  for (const bad of ["abc", "0", "000", "1500.5", "15s", " 15000", "-300"]) {
     await assert.rejects(
       configFromEnv(env({ OTEL_DENO: "true", OTEL_METRIC_EXPORT_INTERVAL: bad })),
       new ConfigError(
