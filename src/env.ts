@@ -247,6 +247,9 @@ function readSweepEvery(env: EnvSource): number {
 function checkOpenTelemetry(env: EnvSource): void {
   const enabled = env.get("OTEL_DENO");
   if (enabled === undefined) return;
+  // Deno Deploy sets up its own telemetry export, and what it puts in these variables is its
+  // own: a platform value this check did not foresee must not stop every isolate.
+  if (env.get("DENO_DEPLOYMENT_ID") !== undefined) return;
   if (!/^(true|false)$/i.test(enabled)) {
     throw new ConfigError(`OTEL_DENO: expected true or false, got '${enabled}'`);
   }

@@ -633,6 +633,12 @@ Deno.test("configFromEnv() refuses, naming it, a Deno OpenTelemetry setting Deno
     );
     await taken({ OTEL_METRIC_EXPORT_INTERVAL: bad });
   }
+  // On Deno Deploy the platform sets up the export: its values are not checked.
+  await taken({
+    DENO_DEPLOYMENT_ID: "abc123",
+    OTEL_DENO: "1",
+    OTEL_EXPORTER_OTLP_ENDPOINT: "localhost:4318",
+  });
   // Deno takes true and false in any case and turns export off for anything else.
   await taken({ OTEL_DENO: "TRUE" });
   for (const bad of ["1", "yes", " true"]) {
