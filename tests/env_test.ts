@@ -1316,6 +1316,7 @@ Deno.test("configFromEnv() refuses a bad EDGESTREAM_PREFIX on the memory store t
 
 /** Every variable src/env.ts reads. */
 const VARIABLES = [
+  "DENO_DEPLOYMENT_ID",
   "DENO_TIMELINE",
   "EDGESTREAM_ALLOW_MEMORY",
   "EDGESTREAM_ALLOWED_HOSTS",
@@ -1381,9 +1382,11 @@ Deno.test("configFromEnv() reads every variable set empty as not set (PORT= in a
 
 /**
  * Variables that read a value of only whitespace as not set: lists that skip blank items, HOST and
- * the log level, which trim it, and DENO_TIMELINE, only compared with `production`.
+ * the log level, which trim it, DENO_TIMELINE, only compared with `production`, and
+ * DENO_DEPLOYMENT_ID, read only beside OTEL_DENO (whose checks it skips when set at all).
  */
 const BLANK_AS_UNSET = [
+  "DENO_DEPLOYMENT_ID",
   "DENO_TIMELINE",
   "EDGESTREAM_ALLOWED_HOSTS",
   "EDGESTREAM_ALLOWED_ORIGINS",
