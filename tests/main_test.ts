@@ -213,6 +213,13 @@ Deno.test("main.ts refuses a config file with several bad values in one line nam
   }
 });
 
+Deno.test("main.ts refuses an endless config file (/dev/zero) in one line instead of reading it forever", async () => {
+  assertOneLine(
+    await startWith({ EDGESTREAM_CONFIG: "/dev/zero" }),
+    /^edgestream: EDGESTREAM_CONFIG: Config file \/dev\/zero is larger than 16777216 bytes \(16 MiB\), the most it may have: /,
+  );
+});
+
 Deno.test("main.ts refuses a config file that is not JSON (YAML) in one line, its text's newlines not printed", async () => {
   // V8's JSON.parse message quotes the start of the text, newlines and all.
   const path = await Deno.makeTempFile({ suffix: ".yaml" });

@@ -823,6 +823,38 @@ function isWholeUtf8(bytes: Uint8Array): boolean {
   }
 }
 
+/**
+ * Most bytes of a config file read: 256 definitions at the 64 KiB a `PUT` body may have. A path
+ * to an endless file (`/dev/zero`, a pipe that never ends) would otherwise be read until memory
+ * runs out, startup hanging meanwhile.
+ */
+export const MAX_CONFIG_FILE_BYTES = 16 * 1024 * 1024;
+
+/** The first `limit` bytes of the file at `path`, plus one more if it has more (never read). */
+async function readAtMost(path: string, limit: number): Promise<Uint8Array> {
+  const file = await Deno.open(path);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    while (total <= limit) {
+      const chunk = new Uint8Array(Math.min(1024 * 1024, limit + 1 - total));
+      const read = await file.read(chunk);
+      if (read === null) break;
+      chunks.push(chunk.subarray(0, read));
+      total += read;
+    }
+  } finally {
+    file.close();
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
 /** Options for {@linkcode loadConfigFile}. */
 export interface LoadConfigOptions {
   /**
@@ -845,11 +877,16 @@ export async function loadConfigFile(
 ): Promise<Map<string, CompiledStream>> {
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await readAtMost(path, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
     throw new ConfigError(`Cannot read config file ${path}: ${(error as Error).message}`, {
       cause: error,
     });
+  }
+  if (bytes.byteLength > MAX_CONFIG_FILE_BYTES) {
+    throw new ConfigError(
+      `Config file ${path} is larger than ${MAX_CONFIG_FILE_BYTES} bytes (16 MiB), the most it may have: give the path of a JSON file of stream definitions (each at most 64 KiB, as through the API)`,
+    );
   }
   // Read as releases before did (U+FFFD for each bad byte): a file deployed with such bytes keeps
   // running, said so, as a PUT body with them is refused.

@@ -9,6 +9,7 @@ import {
   loadConfigFile,
   malformedDuration,
   malformedOrigin,
+  MAX_CONFIG_FILE_BYTES,
   MAX_COUNTERS_PER_STREAM,
   MAX_STREAM_GROUPS,
   MIN_WINDOW_MS,
@@ -521,6 +522,34 @@ Deno.test("loadConfigFile() reports a missing file as a ConfigError naming it", 
     assert.ok(error.cause instanceof Deno.errors.NotFound);
     return true;
   });
+});
+
+Deno.test("loadConfigFile() refuses an endless file (/dev/zero) after reading its first 16 MiB, naming it", async () => {
+  await assert.rejects(
+    loadConfigFile("/dev/zero"),
+    (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(
+        error.message,
+        `Config file /dev/zero is larger than ${MAX_CONFIG_FILE_BYTES} bytes (16 MiB), the most it may have: give the path of a JSON file of stream definitions (each at most 64 KiB, as through the API)`,
+      );
+      return true;
+    },
+  );
+});
+
+Deno.test("loadConfigFile() reads a file of exactly 16 MiB and refuses one byte more", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.json`;
+    const body = '{"streams": {}}';
+    await Deno.writeTextFile(path, body + " ".repeat(MAX_CONFIG_FILE_BYTES - body.length));
+    assert.equal((await loadConfigFile(path)).size, 0);
+    await Deno.writeTextFile(path, " ", { append: true });
+    await assert.rejects(loadConfigFile(path), ConfigError, "is larger than 16777216 bytes");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("loadConfigFile() reports bad JSON as a ConfigError naming the file", async () => {
