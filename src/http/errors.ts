@@ -62,7 +62,7 @@ export const ERROR_CODES = {
   invalid_query: {
     status: [400],
     when:
-      "a query parameter's value is not what the operation takes, one given twice, or a `group.<field>` the counter does not group by (another name is ignored)",
+      "a query parameter's value is not what the operation takes, one given twice, a `group.<field>` the counter does not group by, or `from`/`to` on `…/current` (another name is ignored)",
   },
   invalid_json: { status: [400], when: "the body is not JSON" },
   invalid_body: {

@@ -1106,6 +1106,23 @@ function idempotencyKeyOf(c: Context): string | undefined {
   return header ?? query;
 }
 
+/**
+ * `from` and `to` on `…/current`, which reads the window containing now: ignored, they would
+ * answer a read of other windows with that one as if it were them.
+ */
+function refuseWindowBounds(c: Context): void {
+  // Read by decoded name (`%66rom` is `from`), as the repeat check reads names.
+  if (!c.req.url.includes("?")) return;
+  for (const name of ["from", "to"]) {
+    if (c.req.query(name) === undefined) continue;
+    throw new ApiError(
+      400,
+      "invalid_query",
+      `Query parameter '${name}' bounds the windows of GET /v1/streams/{stream}/counters/{counter}, not the current window: leave it out, or read that listing`,
+    );
+  }
+}
+
 function pageNotTaken(what: string): ApiError {
   return new ApiError(
     400,
@@ -1206,7 +1223,7 @@ const currentWindowRoute = createRoute({
   tags: ["streams"],
   summary: "The window containing now, per group",
   description:
-    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. Every group of the window, unless \`limit\` or \`cursor\` asks for a page of them (a window counter without \`top\`), as the windows listing pages its rows: then the reply has \`nextCursor\`, and a cursor reads on in the window of the page that gave it, also once another window contains now. ${GROUP_FILTER_TEXT} Scope: read.`,
+    `For sliding windows: the last \`size\` up to now; for a session counter its open sessions. Every group of the window, unless \`limit\` or \`cursor\` asks for a page of them (a window counter without \`top\`), as the windows listing pages its rows: then the reply has \`nextCursor\`, and a cursor reads on in the window of the page that gave it, also once another window contains now. \`from\` and \`to\`, which bound the windows listing, are a 400 \`invalid_query\` here. ${GROUP_FILTER_TEXT} Scope: read.`,
   parameters: [groupFilterParameter],
   request: {
     params: CounterParams,
@@ -1257,6 +1274,7 @@ function getCurrentWindow(deps: StreamRouteDeps): RouteHandler<typeof currentWin
     const stream = await findServedStream(deps.streams, params.stream);
     const counter = findCounter(stream, params.counter);
     const query = c.req.valid("query");
+    refuseWindowBounds(c);
     const filters = groupFilters(c, counter);
     const top = parseTop(counter, query, filters);
     if (query.limit !== undefined || query.cursor !== undefined) {

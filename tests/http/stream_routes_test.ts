@@ -353,6 +353,33 @@ Deno.test("a stream's stats show an idle stream's watermark following the clock 
   assert.equal(await watermark("e"), new Date(at(5)).toISOString());
 });
 
+Deno.test("…/current refuses from and to (which bound the listing, not the current window): 400 invalid_query naming the parameter", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const res = await postEvents(app, [{ ts: at(5) }]);
+  assert.ok(res.ok, await res.text());
+  for (
+    const [query, name] of [
+      ["from=0", "from"],
+      ["to=2026-01-01T00:00:00Z", "to"],
+      ["%66rom=0", "from"],
+      ["limit=5&to=0", "to"],
+      ["top=1&from=0", "from"],
+    ]
+  ) {
+    const read = await app.request(`/v1/streams/orders/counters/count_1m/current?${query}`);
+    assert.equal(read.status, 400, query);
+    const body = await read.json();
+    assert.equal(body.error.code, "invalid_query", query);
+    assert.equal(
+      body.error.message,
+      `Query parameter '${name}' bounds the windows of GET /v1/streams/{stream}/counters/{counter}, not the current window: leave it out, or read that listing`,
+    );
+  }
+  // The same read without them answers.
+  const current = await app.request("/v1/streams/orders/counters/count_1m/current");
+  assert.equal(current.status, 200);
+});
+
 Deno.test("…/current refuses a cursor naming a window outside the time range: 400 invalid_cursor, not a 500", async () => {
   const { app } = await testApp({ config: CONFIG });
   const res = await postEvents(app, [{ ts: at(5) }]);
