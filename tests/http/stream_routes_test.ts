@@ -353,6 +353,30 @@ Deno.test("a stream's stats show an idle stream's watermark following the clock 
   assert.equal(await watermark("e"), new Date(at(5)).toISOString());
 });
 
+Deno.test("a counter read words every bad from or to alike, whether it looks like a time or not", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  for (
+    const [name, text] of [
+      ["from", "soon"],
+      ["from", "2026-02-30"],
+      ["to", "yesterday"],
+      ["to", "2026-01-01T24:00:00Z"],
+      ["from", "1.5"],
+    ]
+  ) {
+    const read = await app.request(
+      `/v1/streams/orders/counters/count_1m?${name}=${encodeURIComponent(text)}`,
+    );
+    assert.equal(read.status, 400, text);
+    const body = await read.json();
+    assert.equal(body.error.code, "invalid_query", text);
+    assert.equal(
+      body.error.message,
+      `Invalid query parameter ${name}: expected a time (ISO-8601, UTC when it has no offset, or epoch milliseconds), received '${text}'`,
+    );
+  }
+});
+
 Deno.test("…/current refuses from and to (which bound the listing, not the current window): 400 invalid_query naming the parameter", async () => {
   const { app } = await testApp({ config: CONFIG });
   const res = await postEvents(app, [{ ts: at(5) }]);
