@@ -8,12 +8,14 @@
 /** The largest distance (ms) from the epoch a `Date` can hold. */
 const MAX_EPOCH_MS = 8.64e15;
 
+// A year of four digits, or six with a sign (ISO 8601's expanded years, as `toISOString` writes the
+// years before 0 and after 9999: a window's `start` there is `-271821-04-20T00:00:00.000Z`).
 const ISO_8601 =
-  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:Z|([+-])(\d{2}):?(\d{2}))?)?$/i;
+  /^(\d{4}|[+-]\d{6})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(?:Z|([+-])(\d{2}):?(\d{2}))?)?$/i;
 
 /**
- * Reads ISO-8601 text (`2026-01-01T10:15:00Z`, `…+01:00`, `2026-01-01`;
- * UTC when it has no offset) as epoch ms, or null when it is not such text
+ * Reads ISO-8601 text (`2026-01-01T10:15:00Z`, `…+01:00`, `2026-01-01`,
+ * `-000001-01-01`; UTC when it has no offset) as epoch ms, or null when it is not such text
  * or names a day or time that does not exist (`2026-02-30`, `24:00`), which
  * `Date.parse` would roll over.
  */
@@ -29,16 +31,26 @@ function parseIso(text: string): number | null {
     : (match[8] === "-" ? -1 : 1) * (Number(match[9]) * 60 + Number(match[10]));
   if (hour > 23 || minute > 59 || second > 59) return null;
   if (match[8] !== undefined && (Number(match[9]) > 23 || Number(match[10]) > 59)) return null;
+  // Year zero has one form, as ECMAScript's (`Date.parse` refuses `-000000`).
+  if (match[1] === "-000000") return null;
+  // The day is found in the year's place in the 400-year Gregorian cycle (0-399), which a Date
+  // holds whole, then moved by whole cycles: a date at the edge of the Date range, or just past it
+  // with an offset taking it back in (`-271821-04-19T23:00-01:00`), is read as any other.
+  const cycles = Math.floor(year / 400);
+  const yearInCycle = year - cycles * 400;
   // setUTCFullYear, unlike Date.UTC, does not map years 0-99 to 1900-1999.
   const date = new Date(0);
-  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCFullYear(yearInCycle, month - 1, day);
   if (
-    month < 1 || month > 12 || date.getUTCFullYear() !== year ||
+    month < 1 || month > 12 || date.getUTCFullYear() !== yearInCycle ||
     date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day
   ) return null;
   date.setUTCHours(hour, minute, second, fraction);
-  return date.getTime() - offsetMinutes * 60_000;
+  return date.getTime() + cycles * MS_PER_CYCLE - offsetMinutes * 60_000;
 }
+
+/** Milliseconds in 400 Gregorian years (146,097 days). */
+const MS_PER_CYCLE = 146_097 * 86_400_000;
 
 /**
  * Reads an instant from a JSON value: a number is epoch milliseconds

@@ -353,6 +353,26 @@ Deno.test("a stream's stats show an idle stream's watermark following the clock 
   assert.equal(await watermark("e"), new Date(at(5)).toISOString());
 });
 
+Deno.test("a window's start before year 0 (an expanded year) reads back as from and to, and as event time", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  const res = await postEvents(app, [{ ts: "-000001-06-15T10:00:30Z" }]);
+  const body = await res.text();
+  assert.ok(res.ok, body);
+  assert.equal(JSON.parse(body).accepted, 1, body);
+  const all = await (await app.request("/v1/streams/orders/counters/count_1m")).json();
+  assert.deepEqual(all.windows.map((row: { start: string }) => row.start), [
+    "-000001-06-15T10:00:00.000Z",
+  ]);
+  const start = encodeURIComponent(all.windows[0].start);
+  const end = encodeURIComponent(all.windows[0].end);
+  const read = await app.request(`/v1/streams/orders/counters/count_1m?from=${start}&to=${end}`);
+  const text = await read.text();
+  assert.equal(read.status, 200, text);
+  assert.deepEqual(JSON.parse(text).windows, all.windows);
+  const before = await app.request(`/v1/streams/orders/counters/count_1m?to=${start}`);
+  assert.deepEqual((await before.json()).windows, []);
+});
+
 Deno.test("a counter read words every bad from or to alike, whether it looks like a time or not", async () => {
   const { app } = await testApp({ config: CONFIG });
   for (

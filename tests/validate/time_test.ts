@@ -81,10 +81,47 @@ Deno.test("parseInstant() refuses other text, other types and instants outside t
     -8.64e15 - 1,
     Infinity,
     Number.NaN,
-    "+275760-09-13T00:00:00Z",
+    "+275760-09-13T00:00:00.001Z",
+    "-271821-04-19T23:59:59.999Z",
+    "+275760-09-13T00:00:00-00:01",
+    // Expanded years have a sign and six digits; year zero is written +000000 only.
+    "+2026-01-01",
+    "002026-01-01",
+    "+02026-01-01",
+    "-000000-01-01T00:00:00Z",
+    "+999999-01-01",
   ];
   for (const value of bad) assert.equal(parseInstant(value), null, String(value));
   assert.equal(parseInstant("0000-01-01T00:00:00Z"), Date.parse("0000-01-01T00:00:00Z"));
+});
+
+Deno.test("parseInstant() reads ISO-8601 expanded years (a sign and six digits) to the edges of the Date range", () => {
+  const cases: Array<[string, number]> = [
+    ["+275760-09-13T00:00:00Z", 8.64e15],
+    ["-271821-04-20T00:00:00.000Z", -8.64e15],
+    ["-271821-04-20", -8.64e15],
+    // Past the edge as written, back inside once its offset is taken.
+    ["-271821-04-19T23:00:00-01:00", -8.64e15],
+    ["+275760-09-13T01:00:00+01:00", 8.64e15],
+    ["+002026-01-01T10:15:00Z", Date.parse("2026-01-01T10:15:00Z")],
+    ["+000000-01-01", Date.parse("0000-01-01T00:00:00Z")],
+    ["-000001-12-31T23:59:59.999Z", Date.parse("0000-01-01T00:00:00Z") - 1],
+    ["+010000-02-29", Date.parse("+010000-02-29T00:00:00Z")],
+  ];
+  for (const [text, ms] of cases) assert.equal(parseInstant(text), ms, text);
+  // 10100 is not a leap year, as 2100 is not.
+  assert.equal(parseInstant("+010100-02-29"), null);
+});
+
+Deno.test("parseInstant() reads back every toISOString() of the Date range, with and without Z", () => {
+  fc.assert(
+    fc.property(fc.integer({ min: -8.64e15, max: 8.64e15 }), (ms) => {
+      const iso = new Date(ms).toISOString();
+      assert.equal(parseInstant(iso), ms, iso);
+      assert.equal(parseInstant(iso.slice(0, -1)), ms, iso);
+    }),
+    { numRuns: 2_000 },
+  );
 });
 
 Deno.test("parseInstantText() reads digits as epoch milliseconds and other text as ISO-8601", () => {
