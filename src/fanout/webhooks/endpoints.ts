@@ -422,8 +422,9 @@ export class EndpointRegistry {
     // to it; the streams it heard keep their starts.
     let restart: Record<string, string | null> | null = null;
     let added: Record<string, string | null> = {};
+    let current: Endpoint | undefined;
     if (patch.disabled === false || patch.streams !== undefined) {
-      const current = await this.get(id);
+      current = await this.get(id);
       // Checked before the logs are held: a refused change holds none (see create()).
       changed(current);
       const streams = patch.streams === undefined ? current.streams : patch.streams;
@@ -431,11 +432,14 @@ export class EndpointRegistry {
         restart = await this.#starts(streams);
       } else if (patch.streams !== undefined) {
         const newly = [...new Set(streams ?? await this.#everyStream())]
-          .filter((name) => !hears(current, name));
+          .filter((name) => !hears(current!, name));
         if (newly.length > 0) added = await this.#starts(newly, newly);
       }
     }
-    return await this.#change(id, (endpoint) => {
+    /** The endpoint's config and state with the patch; throws StartsMissing as said below. */
+    const write = (
+      endpoint: Endpoint,
+    ): { config: EndpointConfig; state?: Partial<EndpointState> } => {
       const config = changed(endpoint);
       let state: Partial<EndpointState> | undefined;
       let restarted = false;
@@ -450,19 +454,40 @@ export class EndpointRegistry {
       }
       if (patch.streams !== undefined && !restarted) {
         const starts: [string, string | null][] = [];
+        const appeared: string[] = [];
         for (const name of config.streams ?? this.#streams.keys()) {
           if (hears(endpoint, name)) continue;
-          // Changed meanwhile to hear fewer streams: this change read no start for that one.
           if (!Object.hasOwn(added, name)) {
-            throw new WebhookConflictError(`Webhook endpoint '${id}' changed meanwhile; try again`);
+            // Changed meanwhile to hear fewer streams: this change read no start for that one.
+            if (hears(current!, name)) {
+              throw new WebhookConflictError(
+                `Webhook endpoint '${id}' changed meanwhile; try again`,
+              );
+            }
+            appeared.push(name);
+            continue;
           }
           starts.push([name, added[name]]);
         }
+        if (appeared.length > 0) throw new StartsMissing(appeared);
         // Entries, not assignments: a stream may be named like an object's own member.
         config.startAfter = Object.fromEntries([...Object.entries(config.startAfter), ...starts]);
       }
       return { config, state };
-    });
+    };
+    // A stream served since the starts were read (a background poll found one another instance
+    // created) has no start read yet, though the endpoint did not change: its start is read and
+    // the change written again. A few rounds: each needs a stream created within the one before.
+    for (let round = 0; round < 5; round++) {
+      try {
+        return await this.#change(id, write);
+      } catch (error) {
+        if (!(error instanceof StartsMissing)) throw error;
+        const more = await this.#starts(error.streams, error.streams);
+        added = Object.fromEntries([...Object.entries(added), ...Object.entries(more)]);
+      }
+    }
+    throw new WebhookConflictError(`Webhook endpoint '${id}' kept changing; try again`);
   }
 
   /** Deletes an endpoint; throws {@linkcode WebhookNotFoundError}. */
@@ -493,6 +518,17 @@ export class EndpointRegistry {
       return { config };
     });
     return { secret, previousExpiresMs };
+  }
+}
+
+/** A change's streams that were served after it read their starts (none read for them yet). */
+class StartsMissing extends Error {
+  /** The streams without a start. */
+  readonly streams: string[];
+  constructor(streams: string[]) {
+    super(`No start read for streams served since: ${streams.join(", ")}`);
+    this.name = "StartsMissing";
+    this.streams = streams;
   }
 }
 

@@ -187,6 +187,113 @@ Deno.test("A webhook registered, or changed, to hear all streams on an instance 
   }
 });
 
+Deno.test("A PATCH to hear all streams is no 409 when a poll serves a stream created meanwhile, between its read and its write: it starts on that stream too", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const definitions = new MemoryDefinitionStore();
+  const data = new MemoryStore({ now });
+  const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  await elsewhere.put("orders", CONFIG.streams.orders);
+  await elsewhere.put("signups", CONFIG.streams.signups);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  // While the PATCH reads its starts, another instance creates a stream and a background poll
+  // here serves it.
+  let meanwhile: (() => Promise<void>) | undefined;
+  const store = new Proxy(data, {
+    get(target, property) {
+      if (property === "lastLogId") {
+        return async (name: string) => {
+          const hook = meanwhile;
+          meanwhile = undefined;
+          await hook?.();
+          return await target.lastLogId(name);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const { app, webhooks, deliveries } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(store),
+  });
+  const receiver = await Receiver.start(now);
+  try {
+    const endpoint = await register(app, {
+      url: receiver.url(),
+      eventTypes: ["window.closed"],
+      streams: ["signups"],
+    });
+    meanwhile = async () => {
+      await elsewhere.put("visits", CONFIG.streams.signups);
+      await streams.poll();
+    };
+    const res = await call(app, "PATCH", `/v1/webhooks/${endpoint.id}`, { streams: null });
+    assert.equal(meanwhile, undefined, "the PATCH read a start");
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.body.streams, null);
+    assert.ok(streams.has("visits"));
+    // Each stream it did not hear has the start read for it, the one served meanwhile too (none
+    // would send it what that stream logged before the change).
+    const stored = await deliveries.getEndpoint(endpoint.id);
+    assert.deepEqual(Object.keys(stored!.startAfter).sort(), ["orders", "signups", "visits"]);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
+
+Deno.test("A PATCH to hear more streams is still a 409 when the endpoint was changed to hear fewer between its read and its write", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const definitions = new MemoryDefinitionStore();
+  const data = new MemoryStore({ now });
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  let meanwhile: (() => Promise<void>) | undefined;
+  const store = new Proxy(data, {
+    get(target, property) {
+      if (property === "lastLogId") {
+        return async (name: string) => {
+          const hook = meanwhile;
+          meanwhile = undefined;
+          await hook?.();
+          return await target.lastLogId(name);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const { app, webhooks } = await setup({ clock, streams, store: streams.wrap(store) });
+  const receiver = await Receiver.start(now);
+  try {
+    for (const name of ["orders", "signups"] as const) {
+      const created = await call(app, "PUT", `/v1/streams/${name}`, CONFIG.streams[name]);
+      assert.equal(created.status, 201, created.text);
+    }
+    const endpoint = await register(app, {
+      url: receiver.url(),
+      eventTypes: ["window.closed"],
+      streams: ["orders"],
+    });
+    let fewer: { status: number; text: string } | undefined;
+    meanwhile = async () => {
+      fewer = await call(app, "PATCH", `/v1/webhooks/${endpoint.id}`, { streams: ["signups"] });
+    };
+    const res = await call(app, "PATCH", `/v1/webhooks/${endpoint.id}`, {
+      streams: ["orders", "signups"],
+    });
+    assert.equal(meanwhile, undefined, "the PATCH read a start");
+    assert.equal(fewer?.status, 200, fewer?.text ?? "no PATCH meanwhile");
+    assert.equal(res.status, 409, res.text);
+    assert.match(res.body.error.message, /changed meanwhile; try again$/);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
+
 Deno.test("A lateness raised by PUT after a window closed re-opens it not: its events are late, its read and its one window.closed agree", async () => {
   const clock = { now: T0 + 600_000 };
   const now = () => clock.now;
