@@ -59,6 +59,19 @@ export const MAX_EXPRESSION_PATTERN_SIZE = 16_000;
  */
 export const MAX_EVALUATION_COST = 100_000;
 
+/**
+ * What one evaluation's `matches()` calls may cost together, in pattern instructions (by
+ * `patternSize`) times text characters (UTF-16 units), each call charged before it runs. RE2
+ * matches in linear time, but linear in both: it may visit each instruction once a character
+ * (re2js's lazy DFA builds a state of up to every instruction for a new character), so a
+ * 4,003-instruction pattern took 0.5 s over 2,000 characters (and seconds over an event's 64 KiB)
+ * where an email or UUID pattern over 4 KB takes 0.05 ms. At this bound the worst cases measured
+ * took 1–38 ms on a loaded 2-core machine (first runs included), while an email pattern (13
+ * instructions) may still run four times over 4 KB, or a UUID one (40) three times over 2 KB.
+ * Past it the evaluation fails, as past {@linkcode MAX_EVALUATION_COST}.
+ */
+export const MAX_MATCHING_COST = 262_144;
+
 /** A compiled expression: call it with its variables. */
 export type CompiledExpression = (variables: Record<string, unknown>) => unknown;
 
@@ -114,24 +127,40 @@ const LINEAR_MATCHES = "linearMatches";
  * compiled pattern takes about 60 bytes a character; one from an event may be long), cleared
  * when full. A longer one is compiled for its call alone.
  */
-const linearPatterns = new Map<string, LinearPattern>();
+const linearPatterns = new Map<string, { compiled: LinearPattern; size: number }>();
 const MAX_CACHED_PATTERNS = 256;
 const MAX_CACHED_PATTERN_LENGTH = 256;
 
 function linearMatches(text: string, pattern: string): boolean {
-  let compiled = linearPatterns.get(pattern);
-  if (!compiled) {
+  let held = linearPatterns.get(pattern);
+  if (!held) {
     try {
-      compiled = compileLinearPattern(pattern);
+      held = { size: checkPatternSize(pattern), compiled: compileLinearPattern(pattern) };
     } catch (error) {
       throw new EvaluationError((error as Error).message);
     }
     if (pattern.length <= MAX_CACHED_PATTERN_LENGTH) {
       if (linearPatterns.size >= MAX_CACHED_PATTERNS) linearPatterns.clear();
-      linearPatterns.set(pattern, compiled);
+      linearPatterns.set(pattern, held);
     }
   }
-  return compiled.test(text);
+  chargeMatching(held.size, text.length);
+  return held.compiled.test(text);
+}
+
+/** What is left of the running evaluation's {@linkcode MAX_MATCHING_COST} (see `withBudget`). */
+let matchingLeft = 0;
+/** The call that went past {@linkcode MAX_MATCHING_COST}: its pattern's size and text's length. */
+let matchingPast: { size: number; length: number } | undefined;
+
+/**
+ * Charges a `matches()` call of a pattern of `size` instructions over `length` characters before
+ * it runs; past {@linkcode MAX_MATCHING_COST} (or once it was passed), fails the evaluation.
+ */
+function chargeMatching(size: number, length: number): void {
+  if ((matchingLeft -= size * length) >= 0) return;
+  matchingPast ??= { size, length };
+  throw SPENT;
 }
 
 /**
@@ -151,13 +180,13 @@ const MAX_LITERAL_INSTRUCTIONS = 65_536;
 let literalInstructions = 0;
 
 /** `pattern` compiled, from {@linkcode literalPatterns} or now (kept there). */
-function literalPattern(pattern: string): LinearPattern {
+function literalPattern(pattern: string): { compiled: LinearPattern; size: number } {
   const held = literalPatterns.get(pattern);
   if (held) {
     // Most recently used: last.
     literalPatterns.delete(pattern);
     literalPatterns.set(pattern, held);
-    return held.compiled;
+    return held;
   }
   const size = checkPatternSize(pattern);
   const compiled = compileLinearPattern(pattern);
@@ -166,19 +195,21 @@ function literalPattern(pattern: string): LinearPattern {
     literalPatterns.delete(source);
     literalInstructions -= oldest.size;
   }
-  literalPatterns.set(pattern, { compiled, size });
+  const entry = { compiled, size };
+  literalPatterns.set(pattern, entry);
   literalInstructions += size;
-  return compiled;
+  return entry;
 }
 
 function linearMatchesLiteral(text: string, pattern: string): boolean {
-  let compiled: LinearPattern;
+  let held: { compiled: LinearPattern; size: number };
   try {
-    compiled = literalPattern(pattern);
+    held = literalPattern(pattern);
   } catch (error) {
     throw new EvaluationError((error as Error).message);
   }
-  return compiled.test(text);
+  chargeMatching(held.size, text.length);
+  return held.compiled.test(text);
 }
 
 /** A message with the renamed `matches` (see {@linkcode LINEAR_MATCHES}) named as written. */
@@ -209,6 +240,16 @@ function useLinearMatches(node: unknown): void {
     args[0] = literal === undefined ? LINEAR_MATCHES : LINEAR_MATCHES_LITERAL;
   }
   if (typeof args === "object" && args !== null) useLinearMatches(args);
+}
+
+/** Whether a parsed tree (after {@linkcode useLinearMatches}) calls `matches`. Without recursion. */
+function callsMatches(root: unknown): boolean {
+  let found = false;
+  visitNodes(root, (node) => {
+    const name = Array.isArray(node.args) ? node.args[0] : undefined;
+    if (name === LINEAR_MATCHES || name === LINEAR_MATCHES_LITERAL) found = true;
+  });
+  return found;
 }
 
 /** The literal pattern of a `matches` call node (cel-js's), or `undefined` for another node. */
@@ -335,10 +376,21 @@ let remaining = 0;
 
 /** An evaluation went past {@linkcode MAX_EVALUATION_COST}. */
 export class EvaluationBudgetError extends Error {
-  constructor() {
-    super(`Expression exceeded its evaluation budget of ${MAX_EVALUATION_COST} steps`);
+  constructor(
+    message = `Expression exceeded its evaluation budget of ${MAX_EVALUATION_COST} steps`,
+  ) {
+    super(message);
     this.name = "EvaluationBudgetError";
   }
+}
+
+/** The error of an evaluation whose `matches()` calls went past {@linkcode MAX_MATCHING_COST}. */
+function matchingBudgetError(past: { size: number; length: number }): EvaluationBudgetError {
+  return new EvaluationBudgetError(
+    `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (pattern instructions × text characters, per evaluation): a pattern of ${past.size} instructions over ${past.length} characters costs ${
+      past.size * past.length
+    }`,
+  );
 }
 
 /**
@@ -597,23 +649,35 @@ function firstLine(error: unknown): string {
   return asWritten((error instanceof Error ? error.message : String(error)).split("\n")[0]);
 }
 
-/** `evaluate` run within a fresh budget; past it, a fresh {@linkcode EvaluationBudgetError}. */
+/**
+ * `evaluate` run within a fresh budget (and a fresh {@linkcode MAX_MATCHING_COST}); past either,
+ * a fresh {@linkcode EvaluationBudgetError}.
+ */
 function withBudget(
   evaluate: (context: Record<string, unknown>) => unknown,
 ): (context: Record<string, unknown>) => unknown {
   return (context) => {
     remaining = MAX_EVALUATION_COST;
+    matchingLeft = MAX_MATCHING_COST;
+    matchingPast = undefined;
     let value: unknown;
     try {
       value = evaluate(context);
     } catch (error) {
       // Spent, whatever error came out (cel-js may pass on another once its step failed).
-      throw remaining < 0 ? new EvaluationBudgetError() : error;
+      throw spentError() ?? error;
     }
     // Spent, though an error was absorbed on the way and an answer came: still over budget.
-    if (remaining < 0) throw new EvaluationBudgetError();
+    const spent = spentError();
+    if (spent) throw spent;
     return value;
   };
+}
+
+/** The error of the running evaluation's spent budget, or `undefined` when neither is spent. */
+function spentError(): EvaluationBudgetError | undefined {
+  if (matchingPast) return matchingBudgetError(matchingPast);
+  return remaining < 0 ? new EvaluationBudgetError() : undefined;
 }
 
 /**
@@ -684,8 +748,10 @@ export function compileExpression(
       );
     }
     const run = parsed as unknown as (context: Record<string, unknown>) => unknown;
-    // Nothing charged: no loop, and nothing that builds a value of any size (`a * 2 > 1.0`).
-    evaluate = chargeNodes(ast) > 0 ? withBudget(run) : run;
+    // Nothing charged: no loop, nothing that builds a value of any size (`a * 2 > 1.0`) and no
+    // `matches()`, which charges its own budget.
+    const charged = chargeNodes(ast) > 0;
+    evaluate = charged || callsMatches(ast) ? withBudget(run) : run;
   } catch (error) {
     if (error instanceof ExpressionError) throw error;
     // The parser's own recursion (a long run of `!` or `-`, which it does not count as depth).

@@ -720,6 +720,23 @@ Deno.test("matchesSubscription() applies types, counter and the CEL filter", () 
     matchesSubscription(subscription(["event.processed"], { filter: costly }), many),
     false,
   );
+  // Nor one whose matches() calls go past their budget, though its pattern matches (4,003
+  // instructions over 5,000 characters: about 0.5 s of matching, refused before it runs).
+  const matching = compileExpression(
+    `payload.data.event.s.matches("${"[a-z]{1000}".repeat(4)}[^a]")`,
+    ["payload"],
+  );
+  const long = {
+    ...event,
+    data: { ...event.data, event: { id: "c", s: `${"a".repeat(4_999)}b` } },
+  };
+  assert.equal(
+    matchesSubscription(
+      subscription(["event.processed"], { filter: matching }),
+      long as PublicPayload,
+    ),
+    false,
+  );
   const few = {
     ...event,
     data: { ...event.data, event: { id: "c", n: n.slice(0, 5) } },

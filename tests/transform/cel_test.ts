@@ -11,6 +11,7 @@ import {
   MAX_EVALUATION_COST,
   MAX_EXPRESSION_LENGTH,
   MAX_EXPRESSION_PATTERN_SIZE,
+  MAX_MATCHING_COST,
   toJson,
 } from "../../src/transform/cel.ts";
 
@@ -340,6 +341,50 @@ Deno.test("an evaluation past the budget fails, however its macros or operators 
   for (const source of within) {
     assert.equal(compileExpression(source, ["payload"])({ payload: { l, s } }), true, source);
   }
+});
+
+Deno.test("matches() is charged its pattern's instructions times its text's characters: past MAX_MATCHING_COST in one evaluation it fails before running", () => {
+  // 4,003 instructions: over 5,000 characters RE2 takes about 0.5 s.
+  const big = "[a-z]{1000}".repeat(4) + "[^a]";
+  const uuid = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+  const long = "a".repeat(5_000);
+  const over = [
+    `event.s.matches("${big}")`,
+    // From the event, and absorbed by `||`: still past it.
+    "event.s.matches(event.p) || true",
+    `matches(event.s, "${big}") && false`,
+    // Each call within it, together past it.
+    `[1, 2, 3, 4, 5].exists(i, event.s.matches("${uuid}"))`,
+  ];
+  for (const source of over) {
+    const evaluate = compileExpression(source);
+    assert.throws(() => evaluate({ event: { s: long, p: big } }), {
+      name: "EvaluationBudgetError",
+      message: new RegExp(
+        `^Expression exceeded its matches\\(\\) budget of ${MAX_MATCHING_COST} \\(pattern instructions × text characters, per evaluation\\): a pattern of \\d+ instructions over 5000 characters costs \\d+$`,
+      ),
+    }, source);
+  }
+  assert.throws(() => compileExpression(`event.s.matches("${big}")`)({ event: { s: long } }), {
+    message: /a pattern of 4003 instructions over 5000 characters costs 20015000$/,
+  });
+  // Each evaluation has its own: short texts, a UUID pattern three times over 2 KB and an email
+  // one four times over 4 KB answer.
+  const evaluate = compileExpression(`event.s.matches("${big}")`);
+  for (let i = 0; i < 3; i++) assert.equal(evaluate({ event: { s: "a".repeat(60) } }), false);
+  const text = "0123456789abcdef-".repeat(120);
+  assert.equal(
+    compileExpression(
+      `event.a.matches("${uuid}") || event.b.matches("${uuid}") || event.c.matches(event.p)`,
+    )({ event: { a: text, b: text, c: text, p: uuid } }),
+    false,
+  );
+  const email = String.raw`^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\\.[a-zA-Z]{2,}$`;
+  const emails = compileExpression(
+    ["a", "b", "c", "d"].map((field) => `event.${field}.matches("${email}")`).join(" && "),
+  );
+  const address = `${"a".repeat(4000)}@b.co`;
+  assert.equal(emails({ event: { a: address, b: address, c: address, d: address } }), true);
 });
 
 Deno.test("a map pays for its keys and a compared value for what it holds: size, in, == and macros over a big map or nested list stop within the budget", () => {

@@ -160,6 +160,21 @@ Deno.test("compileTransform() rejects an event whose expression goes past the ev
   );
 });
 
+Deno.test("compileTransform() rejects an event whose matches() calls go past their budget, naming the step", () => {
+  const transform = compileTransform([
+    { set: { n: "size(event.s)" } },
+    { filter: `event.s.matches("${"[a-z]{1000}".repeat(4)}[^a]")` },
+  ]);
+  const over = transformError(transform, { s: "a".repeat(5_000) });
+  assert.equal(over.path, "transform[1].filter");
+  assert.equal(
+    over.message,
+    "Expression failed: Expression exceeded its matches() budget of 262144 (pattern instructions × text characters, per evaluation): a pattern of 4003 instructions over 5000 characters costs 20015000",
+  );
+  // The same filter over a short text runs.
+  assert.equal(transform({ s: "a".repeat(60) }), null);
+});
+
 Deno.test("compileTransform() reports values JSON cannot hold as a TransformError", () => {
   const infinite = transformError(compileTransform([{ set: { r: "event.a / 0.0" } }]), { a: 1 });
   assert.equal(infinite.path, "transform[0].set.r");
