@@ -6,7 +6,13 @@
  */
 import { z } from "zod";
 import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
-import { compileLinearPattern, withLinearRegExp, withPatternCache } from "./linear_regexp.ts";
+import {
+  compileLinearPattern,
+  endMatchingBudget,
+  startMatchingBudget,
+  withLinearRegExp,
+  withPatternCache,
+} from "./linear_regexp.ts";
 import { MAX_LISTED_NAMES, quoteInput } from "./quote.ts";
 
 /** One problem with one event, as reported in an ingest reply. */
@@ -1332,9 +1338,25 @@ function validated(
   if (shapeProblem !== null) return [shapeProblem];
   // A number out of range is refused after the schema's errors, which name a typed one as zod does.
   const nonFinite = sawNonFinite;
-  // zod would accept it and return an equal copy: skip the copy.
-  if (!nonFinite && options.fast?.(value as Event)) return value as Event;
-  const result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);
+  // Its schema's patterns tested within a budget (see MAX_EVENT_MATCHING_COST), past which the
+  // event is refused, whatever zod or the fast verdict made of the error: one for each (zod
+  // tests again what the fast verdict refused, to say why).
+  startMatchingBudget();
+  let accepted = false;
+  let result: z.ZodSafeParseResult<unknown> | undefined;
+  try {
+    // zod would accept it and return an equal copy: skip the copy.
+    accepted = !nonFinite && options.fast?.(value as Event) === true;
+    if (!accepted) {
+      if (options.fast) startMatchingBudget();
+      result = schema.safeParse(options.ownKeysOnly ? withoutPrototypes(value) : value);
+    }
+  } finally {
+    const past = endMatchingBudget();
+    // deno-lint-ignore no-unsafe-finally
+    if (past) return [{ path: "", message: past.message }];
+  }
+  if (accepted || result === undefined) return value as Event;
   if (!result.success) {
     return result.error.issues.flatMap((issue) => eventErrors(issue, value));
   }

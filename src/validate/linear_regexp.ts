@@ -296,6 +296,75 @@ export function compileLinearPattern(pattern: string): LinearPattern {
   }
 }
 
+/**
+ * What testing one event against its schema's patterns (`pattern`, `patternProperties`, and the
+ * date-time and time formats) may cost together, in pattern instructions (by
+ * {@linkcode patternSize}) times text characters, each test charged before it runs. RE2's time is
+ * linear in the text and in the pattern's size (it may visit each instruction once a character):
+ * one 4,003-instruction pattern over a 60,000-character string (an event may have 64 KiB) took
+ * 5 s, three of them 9 s. At this bound the worst cases measured took 1–38 ms on a loaded 2-core
+ * machine, while an email pattern (13 instructions) may still test strings of 20,000 characters,
+ * or a UUID one (40) 180 UUIDs. Past it the event is refused (see {@linkcode PatternBudgetError}).
+ */
+export const MAX_EVENT_MATCHING_COST = 262_144;
+
+/** An event's strings would cost more than {@linkcode MAX_EVENT_MATCHING_COST} to match. */
+export class PatternBudgetError extends Error {
+  constructor(size: number, length: number) {
+    super(
+      `Event would cost more than ${MAX_EVENT_MATCHING_COST} to test against its schema's patterns (pattern instructions × text characters, per event): a pattern of ${size} instructions over ${length} characters costs ${
+        size * length
+      }`,
+    );
+    this.name = "PatternBudgetError";
+  }
+}
+
+/** What is left of the running {@linkcode withMatchingBudget}'s budget (outside one: no bound). */
+let matchingLeft = Infinity;
+/** The test that went past it, once one did. */
+let matchingPast: PatternBudgetError | undefined;
+
+/**
+ * `compiled` (of `size` instructions) with each test charged to the running
+ * {@linkcode withMatchingBudget}: past it (or once it was passed), throws
+ * {@linkcode PatternBudgetError} instead of matching.
+ */
+function charged(compiled: LinearPattern, size: number): LinearPattern {
+  const pattern: LinearPattern & { toString(): string } = {
+    test(text: string): boolean {
+      if ((matchingLeft -= size * text.length) < 0) {
+        matchingPast ??= new PatternBudgetError(size, text.length);
+        throw matchingPast;
+      }
+      return compiled.test(text);
+    },
+    // Ajv keeps one compiled pattern per `toString()`: the pattern's own, never one for all.
+    toString: () => compiled.toString(),
+  };
+  return pattern;
+}
+
+/**
+ * Starts a fresh {@linkcode MAX_EVENT_MATCHING_COST} for the schema patterns tested until
+ * {@linkcode endMatchingBudget} (an event's validation: synchronous, one at a time).
+ */
+export function startMatchingBudget(): void {
+  matchingLeft = MAX_EVENT_MATCHING_COST;
+  matchingPast = undefined;
+}
+
+/**
+ * Ends the budget {@linkcode startMatchingBudget} started (tests are unbounded again): the error
+ * of the test that went past it, even when the validation caught it and answered, or `undefined`.
+ */
+export function endMatchingBudget(): PatternBudgetError | undefined {
+  const past = matchingPast;
+  matchingLeft = Infinity;
+  matchingPast = undefined;
+  return past;
+}
+
 const OriginalRegExp = RegExp;
 
 /**
@@ -310,7 +379,9 @@ class LinearRegExp extends OriginalRegExp {
     const source = typeof pattern === "string" ? pattern : pattern.source;
     super(source, flags);
     // With flags it is the library's own (zod's emoji format, with `u`): users' come without.
-    this.#linear = flags ? { test: (text) => super.test(text) } : compileLinearPattern(source);
+    this.#linear = flags
+      ? { test: (text) => super.test(text) }
+      : charged(compileLinearPattern(source), patternSize(source));
   }
 
   // A literal made while the swap lasts is still a RegExp.
@@ -327,9 +398,12 @@ class LinearRegExp extends OriginalRegExp {
 /** Ajv's `code.regExp`: its `pattern` and `patternProperties` compiled for linear time. */
 export const linearRegExpEngine: ((pattern: string, flags: string) => LinearPattern) & {
   code: string;
-} = Object.assign((pattern: string) => compileLinearPattern(pattern), {
-  code: "compileLinearPattern",
-});
+} = Object.assign(
+  (pattern: string) => charged(compileLinearPattern(pattern), patternSize(pattern)),
+  {
+    code: "compileLinearPattern",
+  },
+);
 
 /**
  * Runs `build` (synchronous) with `new RegExp(…)` making patterns that {@linkcode LinearRegExp}

@@ -9,7 +9,9 @@ export {
   checkPatternSize,
   compileLinearPattern,
   type LinearPattern,
+  MAX_EVENT_MATCHING_COST,
   MAX_PATTERN_SIZE,
+  PatternBudgetError,
   PatternError,
   patternSize,
 } from "./linear_regexp.ts";

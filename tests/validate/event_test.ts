@@ -5,6 +5,7 @@ import {
   describe,
   eventValidator,
   malformedKeyword,
+  MAX_EVENT_MATCHING_COST,
   SchemaCompileError,
   schemaPatterns,
   validateEvent,
@@ -1382,4 +1383,50 @@ Deno.test("schemaPatterns() lists every pattern and patternProperties key with i
     { path: ["patternProperties", "^c", "anyOf", 0, "pattern"], pattern: "^d" },
     { path: ["$defs", "e", "pattern"], pattern: "^e" },
   ]);
+});
+
+Deno.test("validateEvent() refuses an event whose strings would cost more than MAX_EVENT_MATCHING_COST to test against its schema's patterns, before testing them", () => {
+  // 4,003 instructions: over 60,000 characters RE2 took 5 s.
+  const big = "[a-z]{1000}".repeat(4) + "[^a]";
+  const uuid = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+  const schemas = [
+    // Flat (a fast verdict by Ajv), and through zod alone: in an anyOf, and as patternProperties.
+    { type: "object", properties: { s: { type: "string", pattern: big } } },
+    { type: "object", properties: { s: { anyOf: [{ type: "number" }, { pattern: big }] } } },
+    { type: "object", patternProperties: { "^s": { pattern: big } } },
+    {
+      type: "object",
+      properties: { s: { type: "string", allOf: [{ pattern: "^a" }, { pattern: big }] } },
+    },
+  ];
+  const long = `${"a".repeat(4_999)}b`;
+  for (const jsonSchema of schemas) {
+    const schema = compileEventSchema(jsonSchema);
+    const started = performance.now();
+    assert.deepEqual(validateEvent({ s: long }, schema), {
+      ok: false,
+      errors: [{
+        path: "",
+        message:
+          `Event would cost more than ${MAX_EVENT_MATCHING_COST} to test against its schema's patterns (pattern instructions × text characters, per event): a pattern of 4003 instructions over 5000 characters costs 20015000`,
+      }],
+    }, JSON.stringify(jsonSchema).slice(0, 80));
+    assert.ok(performance.now() - started < 1_000, `${performance.now() - started} ms`);
+    // Each event has its own budget: a short string is tested (and does not match).
+    const short = validateEvent({ s: `${"a".repeat(59)}b` }, schema);
+    assert.ok(
+      !short.ok && !short.errors[0].message.startsWith("Event would cost"),
+      JSON.stringify(short),
+    );
+  }
+  // Within it: an email pattern over 16 KB, and 180 UUIDs.
+  const email = String.raw`^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`;
+  const emails = compileEventSchema({ properties: { e: { type: "string", pattern: email } } });
+  assert.equal(validateEvent({ e: `${"a".repeat(16_000)}@b.co` }, emails).ok, true);
+  const ids = compileEventSchema({ properties: { ids: { items: { pattern: uuid } } } });
+  const many = Array.from({ length: 180 }, () => crypto.randomUUID());
+  assert.equal(validateEvent({ ids: many }, ids).ok, true);
+  // A pattern a schema tests is its own, also through Ajv's cache of compiled patterns.
+  assert.equal(validateEvent({ e: many[0] }, emails).ok, false);
+  assert.equal(validateEvent({ ids: ["a@b.co"] }, ids).ok, false);
 });
