@@ -387,6 +387,23 @@ Deno.test("matches() is charged its pattern's instructions times its text's char
   assert.equal(emails({ event: { a: address, b: address, c: address, d: address } }), true);
 });
 
+Deno.test("matches() with a pattern from the event is charged for compiling it: a list of distinct large patterns fails once they would cost past MAX_MATCHING_COST", () => {
+  const evaluate = compileExpression(`event.ps.exists(p, "".matches(p))`);
+  // 100 patterns of about 4,000 instructions: compiling them all took 0.3–0.9 s.
+  const patterns = Array.from(
+    { length: 100 },
+    (_, i) => `${"[a-z]{1000}".repeat(4)}[0-9]{${i + 1}}`,
+  );
+  assert.throws(() => evaluate({ event: { ps: patterns } }), {
+    name: "EvaluationBudgetError",
+    message:
+      `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (pattern instructions × text characters, per evaluation): compiling a pattern of 4007 instructions costs 64112 (16 an instruction)`,
+  });
+  // A few small ones, and the same large one again (compiled once, kept), are within it.
+  assert.equal(evaluate({ event: { ps: ["^a$", "^b$", "[0-9]+"] } }), false);
+  assert.equal(evaluate({ event: { ps: Array(20).fill(patterns[0]) } }), false);
+});
+
 Deno.test("a map pays for its keys and a compared value for what it holds: size, in, == and macros over a big map or nested list stop within the budget", () => {
   // A 2,000-key map (some 20 KB of event): cel-js's size(), `in` and `==` read every key, and a
   // macro lists them all before its first step; `==` compares nested lists member by member.
