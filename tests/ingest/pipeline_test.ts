@@ -767,3 +767,41 @@ Deno.test("ingestItems() hands the store each applied event's counter updates as
     { numRuns: 200 },
   );
 });
+
+Deno.test("ingestItems() rejects an event whose schema patterns or matches() calls would cost past their budgets, by index, and applies the rest", async () => {
+  // 4,003 instructions: over 5,000 characters each test took about 0.5 s.
+  const big = `${"[a-z]{1000}".repeat(4)}[^a]`;
+  const stream = compileConfig({
+    streams: {
+      codes: {
+        schema: { type: "object", properties: { code: { type: "string", pattern: big } } },
+        transform: [{ filter: `!has(event.note) || !event.note.matches("${big}")` }],
+        counters: { count_1m: { window: { tumbling: "1m" }, aggregate: "count" } },
+      },
+    },
+  }).get("codes")!;
+  const long = `${"a".repeat(4_999)}b`;
+  const reply = await ingestItems(stream, items({ code: long }, { note: long }, { note: "b" }), {
+    store: newStore(),
+    nowMs: NOW,
+  });
+  assert.equal(reply.accepted, 1);
+  assert.deepEqual(reply.rejected, [
+    {
+      index: 0,
+      errors: [{
+        path: "",
+        message:
+          "Event would cost more than 262144 to test against its schema's patterns (pattern instructions × text characters, per event): a pattern of 4003 instructions over 5000 characters costs 20015000",
+      }],
+    },
+    {
+      index: 1,
+      errors: [{
+        path: "transform[0].filter",
+        message:
+          "Expression failed: Expression exceeded its matches() budget of 262144 (pattern instructions × text characters, per evaluation): a pattern of 4003 instructions over 5000 characters costs 20015000",
+      }],
+    },
+  ]);
+});
