@@ -157,8 +157,11 @@ function linearMatches(text: string, pattern: string): boolean {
   return held.compiled.test(text);
 }
 
-/** What is left of the running evaluation's {@linkcode MAX_MATCHING_COST} (see `withBudget`). */
-let matchingLeft = 0;
+/**
+ * What is left of the running evaluation's {@linkcode MAX_MATCHING_COST} (see `withBudget`);
+ * outside one, no bound (every expression that calls `matches` is evaluated within one).
+ */
+let matchingLeft = Infinity;
 /** The call that went past {@linkcode MAX_MATCHING_COST}: its pattern's size and text's length. */
 let matchingPast: { size: number; length: number; compiling: boolean } | undefined;
 
@@ -689,6 +692,8 @@ function withBudget(
     } catch (error) {
       // Spent, whatever error came out (cel-js may pass on another once its step failed).
       throw spentError() ?? error;
+    } finally {
+      matchingLeft = Infinity;
     }
     // Spent, though an error was absorbed on the way and an answer came: still over budget.
     const spent = spentError();
