@@ -177,3 +177,22 @@ redisTest(
     await refused.body?.cancel();
   },
 );
+
+redisTest(
+  "a description with a lone surrogate is refused (400) and stores nothing: GET /v1/keys keeps working, as Redis's JSON decoder refuses such a record",
+  async (fixture) => {
+    const now = Date.now();
+    const { app } = await instance(fixture, () => now);
+    const admin = { Authorization: `Bearer ${KEYS.admin}`, "Content-Type": "application/json" };
+    const res = await app.request("/v1/keys", {
+      method: "POST",
+      headers: admin,
+      body: '{"scopes": ["read"], "description": "x\\udc00"}',
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.code, "invalid_key");
+    const listed = await app.request("/v1/keys", { headers: admin });
+    assert.equal(listed.status, 200);
+    assert.deepEqual(await listed.json(), { keys: [], nextCursor: null });
+  },
+);

@@ -795,3 +795,26 @@ Deno.test("a key's rateLimit has the bounds of a stream's limits, as the README 
     /A key's `rateLimit` has the bounds of a stream's `limits`: both fields required, each at most 1,000,000 \(`burst` a whole number of at least 1\); past them `POST \/v1\/keys` is `400 invalid_request`/,
   );
 });
+
+Deno.test("POST /v1/keys refuses a description with a lone surrogate (400 invalid_key naming it) and creates nothing: on Redis such a record broke every page of GET /v1/keys and its own DELETE", async () => {
+  const { app, keyStore } = await keyedApp();
+  const res = await app.request("/v1/keys", {
+    ...post(KEYS.admin, {}),
+    body: '{"scopes": ["read"], "description": "x\\ud800y"}',
+  });
+  assert.equal(res.status, 400);
+  const { error } = await res.json();
+  assert.equal(error.code, "invalid_key");
+  assert.equal(
+    error.message,
+    "'description' is not well-formed Unicode: it holds the lone surrogate U+D800",
+  );
+  assert.deepEqual(await keyStore.listKeys(), []);
+  // A pair is a character as any other.
+  const pair = await app.request("/v1/keys", {
+    ...post(KEYS.admin, {}),
+    body: '{"scopes": ["read"], "description": "x\\ud83d\\ude00y"}',
+  });
+  assert.equal(pair.status, 201);
+  assert.equal((await pair.json()).description, "x\u{1F600}y");
+});
