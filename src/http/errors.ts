@@ -13,7 +13,7 @@ import {
   WebhookConflictError,
   WebhookNotFoundError,
 } from "../fanout/webhooks/mod.ts";
-import { IdempotencyError, RateLimitedError } from "../ingest/mod.ts";
+import { IdempotencyError, RateLimitedError, refillSecondsOf } from "../ingest/mod.ts";
 import {
   NAME,
   NAME_RULE,
@@ -337,7 +337,7 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
     if (limit) {
       // draft-ietf-httpapi-ratelimit-headers: the policy (quota, window in s)
       // and what is left of it now.
-      const window = Math.max(1, Math.ceil(limit.windowMs / 1000));
+      const window = refillSecondsOf(limit);
       headers["RateLimit-Policy"] = `"${limit.name}";q=${limit.limit};w=${window}`;
       headers["RateLimit"] = `"${limit.name}";r=${error.remaining};t=${retryAfter}`;
     }

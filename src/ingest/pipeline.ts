@@ -272,6 +272,24 @@ export interface IngestRateLimit extends Omit<RateLimitClaim, "cost"> {
   subject: string;
 }
 
+/**
+ * The events a second `limit` refills: its `eventsPerSecond` as configured, which its bucket's
+ * `windowMs` (burst × 1000 / rate) holds only up to a rounding error (7/s with a burst of 10 came
+ * back as 6.999999999999999), so the error is cut at 12 significant digits.
+ */
+export function eventsPerSecondOf(limit: Pick<IngestRateLimit, "limit" | "windowMs">): number {
+  return Number(((limit.limit * 1000) / limit.windowMs).toPrecision(12));
+}
+
+/**
+ * The whole seconds `limit`'s bucket takes to refill from empty (the `w` of the `RateLimit-Policy`
+ * field), at least 1: burst / rate rounded up, after cutting the rounding error of its `windowMs`
+ * (a burst of 21 at 0.7/s is 30 s, not 31).
+ */
+export function refillSecondsOf(limit: Pick<IngestRateLimit, "windowMs">): number {
+  return Math.max(1, Math.ceil(Number((limit.windowMs / 1000).toPrecision(12))));
+}
+
 /** A request did not fit in its rate limit; nothing was applied. */
 export class RateLimitedError extends Error {
   /** When (ms from now) it would fit. */
@@ -405,7 +423,7 @@ function rateLimited(
   const tooSmall = limits.filter((limit) => cost > limit.limit)
     .sort((a, b) => a.limit - b.limit)[0];
   const limit = tooSmall ?? limits[outcome.claim];
-  const perSecond = limit ? (limit.limit * 1000) / limit.windowMs : 0;
+  const perSecond = limit ? eventsPerSecondOf(limit) : 0;
   const rule = limit
     ? `Rate limit of ${limit.subject} (${perSecond} events/s, burst ${limit.limit})`
     : "Rate limit";

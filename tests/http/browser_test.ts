@@ -650,3 +650,39 @@ Deno.test("an ingest POST with a Content-Length from a page to a stream name tha
     assert.equal(res.headers.get("Access-Control-Allow-Origin"), OTHER);
   }
 });
+
+Deno.test("a 429 states a key's rate as it was given and its refill time in whole seconds, without the rounding error of burst × 1000 / rate (6.999999999999999 events/s; w=31 for 30 s)", async () => {
+  const { app, createKey } = await setup();
+  const events = (n: number) => Array.from({ length: n }, () => ({}));
+  const seven = await createKey({
+    scopes: ["ingest"],
+    rateLimit: { eventsPerSecond: 7, burst: 10 },
+  });
+  assert.equal(
+    (await app.request(...send("pageviews", events(10), { key: seven.key }))).status,
+    202,
+  );
+  const refused = await app.request(...send("pageviews", events(1), { key: seven.key }));
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get("RateLimit-Policy"), '"key";q=10;w=2');
+  assert.match(
+    (await refused.json()).error.message,
+    /^Rate limit of key '[^']+' on stream 'pageviews' \(7 events\/s, burst 10\) reached/,
+  );
+  const slow = await createKey({
+    scopes: ["ingest"],
+    rateLimit: { eventsPerSecond: 0.7, burst: 21 },
+  });
+  assert.equal(
+    (await app.request(...send("pageviews", events(21), { key: slow.key }))).status,
+    202,
+  );
+  const again = await app.request(...send("pageviews", events(1), { key: slow.key }));
+  assert.equal(again.status, 429);
+  // 21 events at 0.7 a second: the bucket refills from empty in 30 s.
+  assert.equal(again.headers.get("RateLimit-Policy"), '"key";q=21;w=30');
+  assert.match((await again.json()).error.message, /\(0\.7 events\/s, burst 21\)/);
+  const tooMany = await app.request(...send("pageviews", events(11), { key: seven.key }));
+  assert.equal(tooMany.status, 413);
+  assert.match((await tooMany.json()).error.message, /\(7 events\/s, burst 10\)/);
+});
