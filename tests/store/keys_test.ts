@@ -69,6 +69,27 @@ const scenarios: Record<string, (store: KeyStore, fixture?: RedisFixture) => Pro
     await assert.rejects(store.createKey(key("key_a", { createdAt: 3 })), KeyConflictError);
   },
 
+  async "a key whose description holds a lone surrogate (stored before POST /v1/keys refused one) is listed, paged and deleted as any"(
+    store,
+  ) {
+    await store.createKey(key("key_a", { createdAt: 1 }));
+    await store.createKey(key("key_b", { createdAt: 2, description: "x\ud800y" }));
+    await store.createKey(key("key_c", { createdAt: 3 }));
+    const first = await store.pageKeys({ limit: 2 });
+    assert.deepEqual(first.items.map((item) => item.id), ["key_a", "key_b"]);
+    assert.equal(first.items[1].description, "x\ud800y");
+    const second = await store.pageKeys({ limit: 2, cursor: first.nextCursor! });
+    assert.deepEqual(second.items.map((item) => item.id), ["key_c"]);
+    assert.equal(await store.deleteKey("key_b"), true);
+    assert.equal(await store.keyByHash("hash-of-key_b"), null);
+    assert.deepEqual((await store.pageKeys({ limit: 10 })).items.map((item) => item.id), [
+      "key_a",
+      "key_c",
+    ]);
+    // Its digest is free again.
+    await store.createKey(key("key_d", { hash: "hash-of-key_b" }));
+  },
+
   async "deleteKey() removes the key and its digest, and says whether there was one"(store) {
     await store.createKey(key("key_a"));
     assert.equal(await store.deleteKey("key_a"), true);

@@ -41,14 +41,29 @@ if not id then return false end
 return redis.call("HGET", P .. "id", id)
 `;
 
+// A record's digest, creation time and id. cjson refuses a record whose text holds a lone
+// surrogate (a description stored before POST /v1/keys refused one, written by JSON.stringify as
+// \ud800): such a key failed every page of the list and its own deletion. Its fields are then
+// read from the text, where JSON.stringify put them: no string value can hold '"hash":"' and the
+// like, as a quote in it is escaped.
+const RECORD_FIELDS_LUA = `
+local function recordFields(json)
+  local ok, key = pcall(cjson.decode, json)
+  if ok then return key.hash, key.createdAt, key.id end
+  return string.match(json, '"hash":"([^"]*)"'),
+    tonumber(string.match(json, '"createdAt":([-+.%deE]+)')), string.match(json, '"id":"([^"]*)"')
+end
+`;
+
 // The same deletion sent again (fetch, or the client's retry, after a connection lost once Redis
 // ran it) answers as the first, by its one-time token.
-const DELETE_SCRIPT = LUA_COMMON + `
+const DELETE_SCRIPT = LUA_COMMON + RECORD_FIELDS_LUA + `
 local callKey, first = callReply(args.tk)
 if first then return tonumber(first) end
 local json = redis.call("HGET", P .. "id", args.id)
 if not json then return 0 end
-redis.call("HDEL", P .. "hash", cjson.decode(json).hash)
+local hash = recordFields(json)
+if hash then redis.call("HDEL", P .. "hash", hash) end
 redis.call("HDEL", P .. "id", args.id)
 keepReply(callKey, "1")
 return 1
@@ -62,12 +77,11 @@ return redis.call("HVALS", P .. "id")
 // A page of the keys, oldest first: the ones after the cursor's position (createdAt, then id, in
 // byte order as compareKeys for these ASCII ids), sorted here, so only the page leaves Redis. The
 // keys are one hash without an order of their own: each page reads every record (an admin route).
-const PAGE_SCRIPT = LUA_COMMON + `
+const PAGE_SCRIPT = LUA_COMMON + RECORD_FIELDS_LUA + `
 local limit, after = args.limit, args.after
 local rest = {}
 for _, json in ipairs(redis.call("HVALS", P .. "id")) do
-  local key = cjson.decode(json)
-  local ms, id = key.createdAt, key.id
+  local _, ms, id = recordFields(json)
   if after == nil or ms > after.ms or (ms == after.ms and id > after.id) then
     rest[#rest + 1] = { ms, id, json }
   end
