@@ -6,7 +6,7 @@
  */
 import { gunzip, inflate as inflateZlib } from "node:zlib";
 import type { Context, MiddlewareHandler } from "hono";
-import { duplicateKeyProblem, protoKeyPaths } from "../config/mod.ts";
+import { duplicateKeyProblem, formatPath, protoKeyPaths } from "../config/mod.ts";
 import type { BodyItem } from "../ingest/mod.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 import { routeServes } from "./_served.ts";
@@ -633,6 +633,44 @@ export function parseJsonBody(text: string, optional: boolean): unknown {
 }
 
 /**
+ * Where a text of `value` (a string, or an object's key) holds a lone surrogate (`"\\ud800"`), and
+ * which, or undefined when none does. Such text has no UTF-8 form, and Redis's JSON decoder refuses
+ * a record that holds one: a key's or webhook endpoint's description with one made every list of
+ * them (and the webhook's creation and dispatch) fail with a 500 on Redis.
+ */
+function loneSurrogateProblem(value: unknown): string | undefined {
+  // Each node's path as a link to its parent's, spelled out only for what is found (as
+  // protoKeyPaths does): a copy per node would make a body nested n deep cost n².
+  type Link = { step: PropertyKey; parent: Link | null } | null;
+  const stack: Array<[unknown, Link]> = [[value, null]];
+  while (stack.length > 0) {
+    const [node, link] = stack.pop()!;
+    if (typeof node === "string" && !node.isWellFormed()) return loneSurrogateAt(link, node);
+    if (typeof node !== "object" || node === null) continue;
+    for (const key of Object.keys(node)) {
+      const step = Array.isArray(node) ? Number(key) : key;
+      if (!key.isWellFormed()) return loneSurrogateAt(link, key, "a key");
+      stack.push([(node as Record<string, unknown>)[key], { step, parent: link }]);
+    }
+  }
+  return undefined;
+}
+
+function loneSurrogateAt(
+  link: { step: PropertyKey; parent: unknown } | null,
+  text: string,
+  what = "text",
+): string {
+  const path: PropertyKey[] = [];
+  for (let at = link; at !== null; at = at.parent as typeof link) path.push(at.step);
+  const lone = [...text].find((char) => !char.isWellFormed())!;
+  const where = path.length === 0 ? "" : `${formatPath(path.reverse())}: `;
+  return `${where}${what} holds the lone surrogate U+${
+    lone.charCodeAt(0).toString(16).toUpperCase()
+  }, which is no Unicode character`;
+}
+
+/**
  * Middleware for an operation whose body is JSON (keys, webhooks): reads it with
  * {@linkcode readJsonText} before the route's schema check, which then parses that text, so every
  * such route refuses a wrong `Content-Type` or `charset` (415) and bytes that are not UTF-8 (400
@@ -655,7 +693,8 @@ export function jsonBody(
     // What the route's schema would drop without a word: a key given twice (JSON keeps the last)
     // and a `__proto__` key (zod leaves it out of a record), as a stream's definition refuses them.
     const problem = duplicateKeyProblem(text) ??
-      protoKeyPaths(value).map((path) => `${path}: key '__proto__' is not taken`)[0];
+      protoKeyPaths(value).map((path) => `${path}: key '__proto__' is not taken`)[0] ??
+      loneSurrogateProblem(value);
     if (problem !== undefined) {
       throw new BodyError("invalid_body", `Invalid request body: ${quoteInput(problem)}`);
     }

@@ -252,16 +252,6 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
         );
       }
     });
-    // A lone surrogate has no UTF-8 form, and Redis's JSON decoder refuses the record that holds
-    // one: every page of GET /v1/keys, and the key's DELETE, failed with a 500 while it was stored.
-    if (input.description !== undefined && !input.description.isWellFormed()) {
-      const lone = [...input.description].find((char) => !char.isWellFormed())!;
-      throw invalid(
-        `'description' is not well-formed Unicode: it holds the lone surrogate U+${
-          lone.charCodeAt(0).toString(16).toUpperCase()
-        }`,
-      );
-    }
     const now = deps.now();
     let expiresAt: number | undefined;
     if (input.expiresAt !== undefined) {

@@ -190,7 +190,7 @@ redisTest(
       body: '{"scopes": ["read"], "description": "x\\udc00"}',
     });
     assert.equal(res.status, 400);
-    assert.equal((await res.json()).error.code, "invalid_key");
+    assert.equal((await res.json()).error.code, "invalid_body");
     const listed = await app.request("/v1/keys", { headers: admin });
     assert.equal(listed.status, 200);
     assert.deepEqual(await listed.json(), { keys: [], nextCursor: null });

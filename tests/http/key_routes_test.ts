@@ -796,7 +796,7 @@ Deno.test("a key's rateLimit has the bounds of a stream's limits, as the README 
   );
 });
 
-Deno.test("POST /v1/keys refuses a description with a lone surrogate (400 invalid_key naming it) and creates nothing: on Redis such a record broke every page of GET /v1/keys and its own DELETE", async () => {
+Deno.test("keys and webhooks refuse a text with a lone surrogate (400 invalid_body naming where) and create nothing: on Redis such a record broke every list of them, and a key's own DELETE", async () => {
   const { app, keyStore } = await keyedApp();
   const res = await app.request("/v1/keys", {
     ...post(KEYS.admin, {}),
@@ -804,12 +804,45 @@ Deno.test("POST /v1/keys refuses a description with a lone surrogate (400 invali
   });
   assert.equal(res.status, 400);
   const { error } = await res.json();
-  assert.equal(error.code, "invalid_key");
+  assert.equal(error.code, "invalid_body");
   assert.equal(
     error.message,
-    "'description' is not well-formed Unicode: it holds the lone surrogate U+D800",
+    "Invalid request body: description: text holds the lone surrogate U+D800, which is no Unicode character",
   );
   assert.deepEqual(await keyStore.listKeys(), []);
+  // So is a webhook endpoint's (on Redis, one made every list of endpoints fail, and the creation
+  // itself answered 500 after storing it), in any text of the body, its keys too.
+  const hooks = await setup({ auth: true });
+  try {
+    const cases = [
+      [
+        '{"url": "http://127.0.0.1:9/a", "description": "\\udc00"}',
+        /^Invalid request body: description: text holds the lone surrogate U\+DC00/,
+      ],
+      [
+        '{"url": "http://127.0.0.1:9/a", "headers": {"X-Team": "a\\ud800"}}',
+        /headers\.X-Team: text holds the lone surrogate U\+D800/,
+      ],
+      [
+        '{"url": "http://127.0.0.1:9/a", "headers": {"X-\\ud800": "a"}}',
+        /^Invalid request body: headers: a key holds the lone surrogate U\+D800/,
+      ],
+    ] as const;
+    for (const [body, named] of cases) {
+      const refused = await hooks.app.request("/v1/webhooks", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${ADMIN_KEY}`, "Content-Type": "application/json" },
+        body,
+      });
+      assert.equal(refused.status, 400, body);
+      const { error } = await refused.json();
+      assert.equal(error.code, "invalid_body", body);
+      assert.match(error.message, named, body);
+    }
+    assert.deepEqual(await hooks.deliveries.listEndpoints(), []);
+  } finally {
+    await hooks.close();
+  }
   // A pair is a character as any other.
   const pair = await app.request("/v1/keys", {
     ...post(KEYS.admin, {}),
