@@ -141,6 +141,23 @@ const scenarios: Record<string, Scenario> = {
     assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_a"]);
   },
 
+  async "an endpoint whose text holds a lone surrogate (stored before the API refused one) is listed, changed and deleted as any"(
+    store,
+  ) {
+    const odd = { description: "x\ud800y", headers: { "X-Team": "\udc00" } };
+    assert.equal(await store.putEndpoint(config("ep_a", odd), { expectVersion: null }), true);
+    await store.putEndpoint(config("ep_b", { createdMs: T0 + 1 }), { expectVersion: null });
+    assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_a", "ep_b"]);
+    assert.equal((await store.getEndpoint("ep_a"))?.description, "x\ud800y");
+    assert.equal(
+      await store.putEndpoint(config("ep_a", { ...odd, version: 2 }), { expectVersion: 1 }),
+      true,
+    );
+    assert.equal((await store.getEndpoint("ep_a"))?.version, 2);
+    assert.equal(await store.deleteEndpoint("ep_a"), true);
+    assert.deepEqual((await store.listEndpoints()).map((item) => item.id), ["ep_b"]);
+  },
+
   async "createDeliveries() is idempotent and the first attempt is due at creation"(store) {
     await store.putEndpoint(config("ep_a"), { expectVersion: null });
     assert.equal(await store.createDeliveries([delivery(1), delivery(2)]), 2);
