@@ -45,6 +45,12 @@ export interface SweepReport<Queued = unknown> {
    * cannot be reached fails the whole sweep instead (`StoreUnavailableError`, thrown).
    */
   failed: Array<{ stream: string; error: unknown }>;
+  /**
+   * Errors of fan-out consumers whose sweep failed other than by the store being unreachable (a
+   * webhook key Redis refuses, say), one a consumer; absent when none did. The windows were
+   * closed and the alerts fired all the same: they are reported, not lost with the error.
+   */
+  fanoutFailed?: unknown[];
 }
 
 /** Fan-out work that runs after windows are closed (e.g. the webhook service). */
@@ -85,8 +91,19 @@ export async function sweepOnce<Queued = unknown>(
   }
   if (consumers.length === 0) return report;
   const fanout: Queued[] = [];
-  for (const consumer of consumers) fanout.push(await consumer.sweep());
-  return { ...report, fanout };
+  const fanoutFailed: unknown[] = [];
+  for (const consumer of consumers) {
+    try {
+      fanout.push(await consumer.sweep());
+    } catch (error) {
+      // Unreachable fails the whole sweep (503), as for the streams. Anything else is the
+      // consumer's own: what this sweep closed (each window once, never again) is still reported.
+      if (error instanceof StoreUnavailableError) throw error;
+      logger.error("Sweep fan-out failed after the windows closed: {error}", { error });
+      fanoutFailed.push(error);
+    }
+  }
+  return { ...report, fanout, ...(fanoutFailed.length > 0 ? { fanoutFailed } : {}) };
 }
 
 /**

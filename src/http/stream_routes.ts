@@ -1498,6 +1498,10 @@ const sweepRoute = createRoute({
                 description:
                   "Deliveries this sweep created from the result logs and stored; they (and due retries) are sent after the reply",
               }),
+              error: z.object({ code: z.string(), message: z.string() }).optional().openapi({
+                description:
+                  "Present when the webhook dispatch failed after the windows closed (a webhook key Redis refuses, say): the windows and alerts above are still this sweep's",
+              }),
             }),
             failed: z.array(z.object({
               stream: z.string(),
@@ -1524,6 +1528,7 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
     const report = await sweepOnce(streams.values(), store, { consumers: deps.sweepConsumers });
     // The other streams were swept: what they closed is reported, beside what failed.
     for (const { stream, error } of report.failed) logSweepError(error, stream);
+    const fanoutError = report.fanoutFailed ? toApiError(report.fanoutFailed[0]) : undefined;
     return c.json({
       closed: report.closed.map((window) => {
         const counter = findCounter(findStream(streams, window.stream), window.counter);
@@ -1555,7 +1560,11 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           ...(partialWindow(counter, firing.start) ? { partial: true } : {}),
         };
       }),
-      webhooks: { queued: (report.fanout ?? []).reduce((sum, item) => sum + item.queued, 0) },
+      webhooks: {
+        queued: (report.fanout ?? []).reduce((sum, item) => sum + item.queued, 0),
+        // The dispatch failed after the windows closed: they are listed above all the same.
+        ...(fanoutError ? { error: { code: fanoutError.code, message: fanoutError.message } } : {}),
+      },
       ...(report.failed.length > 0
         ? {
           failed: report.failed.map(({ stream, error }) => {

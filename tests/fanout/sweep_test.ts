@@ -131,3 +131,40 @@ Deno.test("sweeps every 5 s keep up with 1 s windows of a steady stream, while 1
   assert.deepEqual(lags.tiny, [4_000, 8_000, 12_000, 16_000, 20_000, 24_000]);
   assert.deepEqual(panes.tiny, [500, 1_000, 1_500, 1_900, 2_300, 2_700]);
 });
+
+Deno.test("sweepOnce() still reports the windows it closed when a fan-out consumer fails other than by the store being unreachable", async () => {
+  const streams = compileConfig({
+    streams: {
+      s: {
+        time: { field: "t", lateness: "0s" },
+        counters: { n: { window: { tumbling: "1s" }, aggregate: "count" } },
+      },
+    },
+  });
+  const now = Date.parse("2026-01-01T00:00:10Z");
+  const store = new MemoryStore({ now: () => now });
+  const events = [{ t: now - 5_000 }, { t: now }].map((value) => ({ ok: true as const, value }));
+  await ingestItems(streams.get("s")!, events, { store, nowMs: now });
+  const broken = new Error("Redis refused getEndpoints: WRONGTYPE Operation against a key");
+  const records = await collectingLogs(async (records) => {
+    const report = await sweepOnce(streams.values(), store, {
+      consumers: [{ sweep: () => Promise.reject(broken) }, { sweep: () => Promise.resolve(2) }],
+    });
+    assert.deepEqual(report.closed.map((window) => window.start), [now - 5_000]);
+    assert.deepEqual(report.fanout, [2]);
+    assert.deepEqual(report.fanoutFailed, [broken]);
+    // Closed once: the next sweep has nothing to report of it.
+    assert.deepEqual((await sweepOnce(streams.values(), store)).closed, []);
+    return [...records];
+  });
+  assert.deepEqual(records.map((record) => [record.level, messageOf(record).split(": ")[0]]), [
+    ["error", "Sweep fan-out failed after the windows closed"],
+  ]);
+  // The store unreachable still fails the whole sweep.
+  await assert.rejects(
+    sweepOnce(streams.values(), store, {
+      consumers: [{ sweep: () => Promise.reject(new StoreUnavailableError("down")) }],
+    }),
+    StoreUnavailableError,
+  );
+});
