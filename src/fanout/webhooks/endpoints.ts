@@ -446,6 +446,12 @@ export class EndpointRegistry {
       if (patch.disabled === false) {
         state = { disabled: false, disabledReason: null, failingSinceMs: null };
         if (endpoint.disabled && restart !== null) {
+          // A stream it hears that was served after the starts were read has none yet.
+          const appeared = [...this.#streams.keys()].filter((name) =>
+            (config.streams === null || config.streams.includes(name)) &&
+            !Object.hasOwn(restart!, name)
+          );
+          if (appeared.length > 0) throw new StartsMissing(appeared);
           config.startAfter = restart;
           restarted = true;
         }
@@ -477,13 +483,16 @@ export class EndpointRegistry {
     };
     // A stream served since the starts were read (a background poll found one another instance
     // created) has no start read yet, though the endpoint did not change: its start is read and
-    // the change written again. A few rounds: each needs a stream created within the one before.
+    // the change written again (a change hearing more streams, or enabling it again). A few rounds: each needs a stream created within the one before.
     for (let round = 0; round < 5; round++) {
       try {
         return await this.#change(id, write);
       } catch (error) {
         if (!(error instanceof StartsMissing)) throw error;
         const more = await this.#starts(error.streams, error.streams);
+        if (restart !== null) {
+          restart = Object.fromEntries([...Object.entries(restart), ...Object.entries(more)]);
+        }
         added = Object.fromEntries([...Object.entries(added), ...Object.entries(more)]);
       }
     }

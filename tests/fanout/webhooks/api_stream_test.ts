@@ -244,6 +244,60 @@ Deno.test("A PATCH to hear all streams is no 409 when a poll serves a stream cre
   }
 });
 
+Deno.test("A PATCH enabling a webhook again starts it on a stream a poll serves meanwhile, between its read and its write, too", async () => {
+  const clock = { now: T0 + 600_000 };
+  const now = () => clock.now;
+  const definitions = new MemoryDefinitionStore();
+  const data = new MemoryStore({ now });
+  const elsewhere = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  await elsewhere.put("orders", CONFIG.streams.orders);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), { definitions, now });
+  // While the PATCH reads its starts, another instance creates a stream and a background poll
+  // here serves it.
+  let meanwhile: (() => Promise<void>) | undefined;
+  const store = new Proxy(data, {
+    get(target, property) {
+      if (property === "lastLogId") {
+        return async (name: string) => {
+          const hook = meanwhile;
+          meanwhile = undefined;
+          await hook?.();
+          return await target.lastLogId(name);
+        };
+      }
+      const value = Reflect.get(target, property);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const { app, webhooks, deliveries } = await setup({
+    clock,
+    streams,
+    store: streams.wrap(store),
+  });
+  const receiver = await Receiver.start(now);
+  try {
+    const endpoint = await register(app, { url: receiver.url(), eventTypes: ["window.closed"] });
+    const off = await call(app, "PATCH", `/v1/webhooks/${endpoint.id}`, { disabled: true });
+    assert.equal(off.status, 200, off.text);
+    meanwhile = async () => {
+      await elsewhere.put("visits", CONFIG.streams.signups);
+      await streams.poll();
+    };
+    const res = await call(app, "PATCH", `/v1/webhooks/${endpoint.id}`, { disabled: false });
+    assert.equal(meanwhile, undefined, "the PATCH read a start");
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.body.disabled, false);
+    assert.ok(streams.has("visits"));
+    // Each stream it hears has a start read by the PATCH, the one served meanwhile too (none
+    // would send it what that stream logged before it was enabled again).
+    const stored = await deliveries.getEndpoint(endpoint.id);
+    assert.deepEqual(Object.keys(stored!.startAfter).sort(), ["orders", "visits"]);
+  } finally {
+    await webhooks.close();
+    await receiver.close();
+  }
+});
+
 Deno.test("A PATCH to hear more streams is still a 409 when the endpoint was changed to hear fewer between its read and its write", async () => {
   const clock = { now: T0 + 600_000 };
   const now = () => clock.now;
