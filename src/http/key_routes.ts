@@ -14,7 +14,7 @@
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiKeyRecord } from "../store/mod.ts";
-import { parseInstantText, withoutCredentials } from "../validate/mod.ts";
+import { parseInstant, withoutCredentials } from "../validate/mod.ts";
 import {
   countQuery,
   CursorQuery,
@@ -66,7 +66,8 @@ const KeyInputSchema = z.strictObject({
   }),
   description: z.string().max(1024).nullish(),
   expiresAt: z.string().max(64).nullish().openapi({
-    description: "When it stops working (ISO-8601); null or left out: never",
+    description:
+      "When it stops working (ISO-8601; digits alone, epoch milliseconds, are refused); null or left out: never",
     example: "2099-01-01T00:00:00Z",
   }),
 }).openapi("KeyInput");
@@ -255,8 +256,13 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     const now = deps.now();
     let expiresAt: number | undefined;
     if (input.expiresAt !== undefined) {
-      const ms = parseInstantText(input.expiresAt);
-      if (ms === null) throw invalid(`'expiresAt' is not a time: ${input.expiresAt}`);
+      // ISO-8601 only, as documented: digits are not read as epoch milliseconds.
+      const ms = parseInstant(input.expiresAt);
+      if (ms === null) {
+        throw invalid(
+          `'expiresAt' is not an ISO-8601 time (e.g. 2099-01-01T00:00:00Z): ${input.expiresAt}`,
+        );
+      }
       if (ms <= now) {
         throw invalid(`'expiresAt' ${new Date(ms).toISOString()} is not in the future`);
       }

@@ -197,6 +197,11 @@ Deno.test("only admin keys manage keys; bad inputs are refused with 400 and chan
       /^origins\[0\]: Origin 'https:\/\/\*\.example\.com' must/,
     ],
     [{ scopes: ["ingest"], expiresAt: "2020-01-01T00:00:00Z" }, /is not in the future/],
+    // ISO-8601 only, as README and the API document say: digits are no epoch milliseconds.
+    [
+      { scopes: ["ingest"], expiresAt: "4102444800000" },
+      /^'expiresAt' is not an ISO-8601 time .*: 4102444800000$/,
+    ],
     // A field of the wrong shape, refused by the schema rather than by the key's rules.
     [
       { scopes: ["ingest"], rateLimit: { eventsPerSecond: 0, burst: 1 } },
