@@ -22,7 +22,7 @@ export const ErrorSchema = z.object({
     message: z.string().openapi({ example: "Stream 'orders' does not exist" }),
     details: z.record(z.string(), z.unknown()).optional().openapi({
       description:
-        "More about some errors: a 503 from the store says `outcome` (`unknown`: a write may have been applied, so resend an ingest request with the same Idempotency-Key, and read the state back before sending another write again; `not_applied`: nothing was applied)",
+        "More about some errors: a 503 from the store says `outcome` (`unknown`: a write may have been applied, so resend an ingest request with the same Idempotency-Key, and read the state back before sending another write again, except the admin sweep, always safe to send again; `not_applied`: nothing was applied)",
       example: { outcome: "unknown" },
     }),
     requestId: z.string().openapi({

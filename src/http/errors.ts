@@ -7,6 +7,7 @@
  */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { getPath } from "hono/utils/url";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import {
   InvalidEndpointError,
@@ -257,6 +258,8 @@ export interface ErrorContext {
   ingest?: boolean;
   /** A request that changes nothing (GET, HEAD): a 503's advice is to try again. */
   read?: boolean;
+  /** The admin sweep, safe to repeat whatever became of it: a 503's advice says so. */
+  sweep?: boolean;
 }
 
 /** The {@linkcode ErrorContext} of a request. */
@@ -264,6 +267,7 @@ export function errorContextOf(c: Context): ErrorContext {
   return {
     ingest: isIngestRequest(c.req.raw),
     read: c.req.method === "GET" || c.req.method === "HEAD",
+    sweep: c.req.method === "POST" && getPath(c.req.raw) === "/v1/admin/sweep",
   };
 }
 
@@ -310,6 +314,9 @@ export function apiErrorOf(error: unknown, context: ErrorContext = {}): ApiError
       ? "try again"
       : context.ingest
       ? "it may have been applied: resend with the same Idempotency-Key, or with dedupe ids, to be safe"
+      : context.sweep
+      // A sweep closes each window once, however often it runs.
+      ? "it may have been applied: sending the sweep again is safe"
       : "it may have been applied: read the state back before sending it again";
     return new ApiError(503, "store_unavailable", `${error.message}; ${outcome}`, {
       headers: { "Retry-After": String(STORE_RETRY_AFTER_SECONDS) },
