@@ -239,13 +239,23 @@ Deno.test("the README's Layout section names every folder of src/", async () => 
   }
 });
 
-/** The top folders (src, tools, tests, bench) whose files import `name` or a path inside it. */
+/** The specifiers of a file's `// @ts-types="…"` directives (types taken from a package). */
+function typeDirectives(text: string): string[] {
+  return [...text.matchAll(/^\s*\/\/\s*@(?:ts|deno)-types\s*=\s*["']([^"']+)["']/gm)].map((match) =>
+    match[1]
+  );
+}
+
+/**
+ * The top folders (src, tools, tests, bench) whose files import `name` or a path inside it, or take
+ * their types from it.
+ */
 async function importersOf(name: string): Promise<Set<string>> {
   const found = new Set<string>();
   for (const top of ["src", "tools", "tests", "bench"]) {
     for (const file of await readTree(repository, top)) {
       if (
-        importSpecifiers(file.text).some((specifier) =>
+        [...importSpecifiers(file.text), ...typeDirectives(file.text)].some((specifier) =>
           specifier === name || specifier.startsWith(`${name}/`) ||
           specifier.startsWith(`npm:${name}@`)
         )
@@ -284,6 +294,8 @@ Deno.test("the README's Dependencies table names every package of deno.json, and
   );
   assert.deepEqual([...await importersOf("ws")].sort(), ["bench", "tests"]);
   assert.match(rows.get("ws")!, /in tests and `deno task bench:ws`$/);
+  assert.deepEqual([...await importersOf("@types/ws")].sort(), ["bench", "tests"]);
+  assert.match(rows.get("@types/ws")!, /in tests and `deno task bench:ws`$/);
   assert.deepEqual([...await importersOf("standardwebhooks")].sort(), ["bench", "tests"]);
   assert.match(rows.get("standardwebhooks")!, /in tests and `deno task bench:webhooks`$/);
   assert.deepEqual([...await importersOf("playwright-core")].sort(), ["bench", "tests"]);
