@@ -127,3 +127,38 @@ Deno.test("without redis-server or Chromium their tests are ignored with a messa
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Every `.ts` file under `dir` (a path relative to the repository), with its text. */
+async function tsFiles(dir: string): Promise<{ path: string; text: string }[]> {
+  const files: { path: string; text: string }[] = [];
+  for await (const entry of Deno.readDir(new URL(`${dir}/`, root))) {
+    const path = `${dir}/${entry.name}`;
+    if (entry.isDirectory) files.push(...await tsFiles(path));
+    else if (entry.name.endsWith(".ts")) {
+      files.push({ path, text: await Deno.readTextFile(new URL(path, root)) });
+    }
+  }
+  return files;
+}
+
+Deno.test("every deno run, eval or test a test starts is --cached-only, so tests need no network", async () => {
+  // An `args` list, or a list after `Deno.execPath()`, that starts with run, eval or test.
+  const commands = [
+    /\bargs:\s*\[\s*"(?:run|eval|test)"[^\]]*\]/g,
+    /Deno\.execPath\(\),\s*"(?:run|eval|test)"[^\]]*\]/g,
+  ];
+  const unpinned: string[] = [];
+  let seen = 0;
+  for (const file of await tsFiles("tests")) {
+    for (const pattern of commands) {
+      for (const match of file.text.matchAll(pattern)) {
+        seen++;
+        if (!match[0].includes('"--cached-only"')) {
+          unpinned.push(`${file.path}: ${match[0].replace(/\s+/g, " ")}`);
+        }
+      }
+    }
+  }
+  assert.ok(seen >= 10, `found only ${seen} commands: the patterns no longer match the tests`);
+  assert.deepEqual(unpinned, []);
+});

@@ -29,7 +29,16 @@ Deno.test("bench scripts read their config, write results and start their server
     for (const name of COPIED) await copyTree(join(repository, name), join(root, name));
     // bench/pipeline.ts, in its smallest run: reads bench/config.json, writes its results file.
     const run = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", "bench/pipeline.ts", "--batches", "300", "--rounds", "1"],
+      args: [
+        "run",
+        "--cached-only",
+        "--allow-all",
+        "bench/pipeline.ts",
+        "--batches",
+        "300",
+        "--rounds",
+        "1",
+      ],
       cwd: root,
       stdout: "piped",
       stderr: "piped",
@@ -45,7 +54,7 @@ Deno.test("bench scripts read their config, write results and start their server
     const env = shared.benchServerEnv("k-0123456789abcdef");
     assert.ok((await Deno.stat(env.EDGESTREAM_CONFIG)).isFile, env.EDGESTREAM_CONFIG);
     for (const mode of ["pipeline", "main"]) {
-      const server = await shared.startServer(mode, { env });
+      const server = await shared.startServer(mode, { env, denoArgs: ["--cached-only"] });
       try {
         const response = await fetch(`${server.url}/healthz`);
         await response.body?.cancel();
