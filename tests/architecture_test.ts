@@ -298,6 +298,16 @@ Deno.test("the README's Dependencies table names every package of deno.json, and
   assert.match(rows.get("@types/ws")!, /in tests and `deno task bench:ws`$/);
   assert.deepEqual([...await importersOf("standardwebhooks")].sort(), ["bench", "tests"]);
   assert.match(rows.get("standardwebhooks")!, /in tests and `deno task bench:webhooks`$/);
+  // The pages axe-core checks: each browser test that runs it (tests/<page>_browser_test.ts).
+  const axePages = (await readTree(repository, "tests"))
+    .filter((file) =>
+      importSpecifiers(file.text).some((specifier) => specifier.endsWith("/_axe.ts"))
+    )
+    .map((file) => file.path.replace(/^.*\/(\w+?)_browser_test\.ts$/, "$1"));
+  assert.ok(axePages.length > 0, "no browser test runs axe-core");
+  for (const page of axePages) {
+    assert.ok(rows.get("axe-core")!.includes(page), `axe-core row does not name ${page}`);
+  }
   assert.deepEqual([...await importersOf("playwright-core")].sort(), ["bench", "tests"]);
   assert.match(
     rows.get("playwright-core")!,
