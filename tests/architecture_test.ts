@@ -246,6 +246,51 @@ function typeDirectives(text: string): string[] {
   );
 }
 
+/** The README's Layout block: the lines after the import order, each `src/…` entry with its text. */
+async function layoutBlock(): Promise<string> {
+  const readme = await Deno.readTextFile(join(repository, "README.md"));
+  const layout = readme.slice(readme.indexOf("## Layout"));
+  const start = layout.indexOf("```\nsrc/");
+  return layout.slice(start, layout.indexOf("```", start + 3));
+}
+
+Deno.test("the README's Layout names every file directly in src/, and every path it names exists", async () => {
+  const block = await layoutBlock();
+  for await (const entry of Deno.readDir(join(repository, "src"))) {
+    if (entry.isFile) {
+      assert.match(block, new RegExp(`^src/${entry.name} `, "m"), `Layout omits src/${entry.name}`);
+    }
+  }
+  for (const [path] of block.matchAll(/\b(?:src|tests|static|tools|bench|deploy)\/[\w./]*\w\/?/g)) {
+    await Deno.stat(join(repository, path)).catch(() => assert.fail(`Layout names ${path}`));
+  }
+});
+
+Deno.test("the README's Layout names every file of src/http/ and each store contract's suite", async () => {
+  const block = await layoutBlock();
+  const http = /^src\/http\/([\s\S]*?)^src\//m.exec(block)![1];
+  for await (const entry of Deno.readDir(join(repository, "src", "http"))) {
+    if (!entry.isFile || entry.name.startsWith("_")) continue;
+    const stem = entry.name.replace(/\.ts$/, "");
+    assert.match(http, new RegExp(`\\b${stem}\\b`), `Layout's src/http/ omits ${stem}`);
+  }
+  // Each contract (`export interface …Store`) of src/store/<file>.ts has a suite run against
+  // both stores: tests/store/<file>_test.ts (contract_test.ts for types.ts).
+  for (const file of await readTree(repository, "src/store")) {
+    if (file.path.split("/").length !== 3) continue;
+    if (!/^export interface \w*Store\b/m.test(file.text)) continue;
+    const name = file.path.endsWith("/types.ts")
+      ? "contract"
+      : file.path.replace(/^src\/store\/(\w+)\.ts$/, "$1");
+    const suite = `tests/store/${name}_test.ts`;
+    await Deno.stat(join(repository, suite));
+    assert.ok(
+      new RegExp(`\\b${name}_test\\.ts\\b`).test(block),
+      `Layout does not name ${suite} among the suites run against both stores`,
+    );
+  }
+});
+
 /**
  * The top folders (src, tools, tests, bench) whose files import `name` or a path inside it, or take
  * their types from it.
