@@ -28,6 +28,16 @@ Deno.test("the GitHub workflow installs Deno, redis-server and the packages, the
   const [job] = Object.values(workflow.jobs);
   assert.equal(job.env?.CI, "true");
   assert.ok(job.env?.EDGESTREAM_CHROMIUM, "the Chromium path is a setting");
+  // The README's Tests section names the browser the workflow drives.
+  const readme = await Deno.readTextFile(new URL("README.md", root));
+  const tests = readme.slice(
+    readme.indexOf("## Tests"),
+    readme.indexOf("\n## ", readme.indexOf("## Tests") + 1),
+  );
+  assert.ok(
+    tests.includes(`\`${job.env.EDGESTREAM_CHROMIUM}\``),
+    `README's Tests section does not name the workflow's ${job.env.EDGESTREAM_CHROMIUM}`,
+  );
   const steps = job.steps;
   const index = (find: (step: Step) => boolean, what: string) => {
     const at = steps.findIndex(find);
