@@ -266,13 +266,21 @@ Deno.test("the README's Layout names every file directly in src/, and every path
   }
 });
 
-Deno.test("the README's Layout names every file of src/http/ and each store contract's suite", async () => {
+Deno.test("the README's Layout names every file of the folders it lists by file, and each store contract's suite", async () => {
   const block = await layoutBlock();
-  const http = /^src\/http\/([\s\S]*?)^src\//m.exec(block)![1];
-  for await (const entry of Deno.readDir(join(repository, "src", "http"))) {
-    if (!entry.isFile || entry.name.startsWith("_")) continue;
-    const stem = entry.name.replace(/\.ts$/, "");
-    assert.match(http, new RegExp(`\\b${stem}\\b`), `Layout's src/http/ omits ${stem}`);
+  // The entries that list their folder file by file (all but mod.ts and `_` helpers).
+  for (
+    const [folder, within] of [["http", "http"], ["fanout", "fanout"], ["query", "query"], [
+      "fanout/webhooks",
+      "fanout",
+    ]]
+  ) {
+    const entry = new RegExp(`^src/${within}/([\\s\\S]*?)^\\S`, "m").exec(block)![1];
+    for await (const file of Deno.readDir(join(repository, "src", folder))) {
+      if (!file.isFile || file.name.startsWith("_") || file.name === "mod.ts") continue;
+      const stem = file.name.replace(/\.ts$/, "");
+      assert.match(entry, new RegExp(`\\b${stem}\\b`), `Layout's src/${folder}/ omits ${stem}`);
+    }
   }
   // Each contract (`export interface …Store`) of src/store/<file>.ts has a suite run against
   // both stores: tests/store/<file>_test.ts (contract_test.ts for types.ts).
