@@ -351,6 +351,10 @@ Deno.test("the README's Dependencies table names every package of deno.json, and
   assert.match(rows.get("@types/ws")!, /in tests and `deno task bench:ws`$/);
   assert.deepEqual([...await importersOf("standardwebhooks")].sort(), ["bench", "tests"]);
   assert.match(rows.get("standardwebhooks")!, /in tests and `deno task bench:webhooks`$/);
+  // Hono's Deno adapter (`hono/deno`, its `upgradeWebSocket`) is named only while it is used.
+  if ((await importersOf("hono/deno")).size === 0) {
+    assert.doesNotMatch(rows.get("hono")!, /Deno WebSocket support|hono\/deno/);
+  }
   // The pages axe-core checks: each browser test that runs it (tests/<page>_browser_test.ts).
   const axePages = (await readTree(repository, "tests"))
     .filter((file) =>
