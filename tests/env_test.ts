@@ -1083,7 +1083,7 @@ async function withConfigFile(
 ): Promise<void> {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   try {
-    await Deno.writeTextFile(path, JSON.stringify(file));
+    await Deno.writeTextFile(path, typeof file === "string" ? file : JSON.stringify(file));
     const config = await configFromEnv(
       env({ EDGESTREAM_CONFIG: path, EDGESTREAM_KEYS: "admin:0123456789abcdef0123" }),
     );
@@ -1125,6 +1125,19 @@ Deno.test("configFromEnv() serves a config file's schema keyword refused since (
       level: "warning",
       text:
         `EDGESTREAM_CONFIG: streams.orders.schema: required: expected an array of property names, got "id"; compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused`,
+    }]);
+  });
+});
+
+Deno.test("configFromEnv() serves a config file's schema default of 1e400 (Infinity) as before, with a warning naming its path", async () => {
+  const file =
+    `{"streams": {"orders": {"schema": {"type": "object", "properties": {"n": {"type": "number", "default": 1e400}}}, "counters": {"n": {"window": {"tumbling": "1m"}, "aggregate": "count"}}}}}`;
+  await withConfigFile(file, (config) => {
+    assert.equal(config.streams.get("orders")!.schema.safeParse({}).success, true);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        "EDGESTREAM_CONFIG: streams.orders.schema: properties.n.default: expected a number within the double range, got Infinity (JSON reads 1e400 as Infinity, which it writes back as null); compiled as before this check (zod may ignore the keyword or read it wrongly); fix it: a definition sent through the API with it is refused",
     }]);
   });
 });

@@ -784,6 +784,17 @@ function shown(value: unknown): string {
   return typeof value === "number" ? String(value) : JSON.stringify(value);
 }
 
+/** The path and value of the first number out of range in a keyword's data, or `undefined`. */
+function nonFiniteValue(value: unknown, path: string): [string, number] | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : [path, value];
+  if (typeof value !== "object" || value === null) return undefined;
+  for (const [key, item] of Object.entries(value)) {
+    const found = nonFiniteValue(item, Array.isArray(value) ? `${path}[${key}]` : `${path}.${key}`);
+    if (found !== undefined) return found;
+  }
+  return undefined;
+}
+
 /** {@linkcode malformedKeyword}'s walk: throws the first problem as a {@linkcode MalformedKeyword}. */
 function walkKeywords(root: unknown): void {
   const malformed = (message: string): never => {
@@ -846,6 +857,19 @@ function walkKeywords(root: unknown): void {
       }
     }
     if ("enum" in schema) expect("enum", Array.isArray(schema.enum), "an array of values");
+    // A 1e400 in the body is Infinity, which a filled-in default or a compared value would pass
+    // on as JSON's null.
+    for (const key of DATA_KEYWORDS) {
+      if (!(key in schema)) continue;
+      const outOfRange = nonFiniteValue(schema[key], at(key));
+      if (outOfRange !== undefined) {
+        malformed(
+          `${outOfRange[0]}: expected a number within the double range, got ${
+            shown(outOfRange[1])
+          } (JSON reads 1e400 as Infinity, which it writes back as null)`,
+        );
+      }
+    }
     for (const key of ["pattern", "format"]) {
       if (key in schema) expect(key, typeof schema[key] === "string", "a string");
     }

@@ -291,6 +291,21 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
   );
   assert.equal((await app.request("/v1/streams/signups")).status, 404);
 
+  // A default of 1e400 is Infinity, which was filled in as null: refused, naming its path.
+  const infinite = await put(
+    app,
+    "signups",
+    `{"schema": {"type": "object", "properties": {"n": {"type": "number", "default": 1e400}}}}`,
+  );
+  assert.equal(infinite.status, 400);
+  const infiniteError = await errorOf(infinite);
+  assert.equal(infiniteError.code, "invalid_definition");
+  assert.match(
+    infiniteError.message,
+    /schema: Cannot compile event schema: properties\.n\.default: expected a number within the double range, got Infinity/,
+  );
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
   // Slower than one event in 1,000 s: on Redis every ingest of the stream answered 500.
   const slow = await put(app, "signups", {
     limits: { eventsPerSecond: 1e-14, burst: 1 },

@@ -1430,3 +1430,42 @@ Deno.test("validateEvent() refuses an event whose strings would cost more than M
   assert.equal(validateEvent({ e: many[0] }, emails).ok, false);
   assert.equal(validateEvent({ ids: ["a@b.co"] }, ids).ok, false);
 });
+
+Deno.test("compileEventSchema() refuses a number out of the double range (1e400, read as Infinity) in default, const, enum or examples, naming its path", () => {
+  const cases: Array<[Record<string, unknown>, string]> = [
+    // The default was filled in as Infinity, which JSON writes back as null.
+    [
+      { properties: { n: { type: "number", default: JSON.parse("1e400") } } },
+      "properties.n.default",
+    ],
+    [{ properties: { n: { const: -Infinity } } }, "properties.n.const"],
+    [{ properties: { n: { enum: [1, Infinity] } } }, "properties.n.enum[1]"],
+    [{ $defs: { d: { examples: [{ a: [Infinity] }] } } }, "$defs.d.examples[0].a[0]"],
+    [{ default: { a: { b: Infinity } } }, "default.a.b"],
+  ];
+  for (const [schema, path] of cases) {
+    const value = path.includes("const") ? "-Infinity" : "Infinity";
+    const message =
+      `${path}: expected a number within the double range, got ${value} (JSON reads 1e400 as Infinity, which it writes back as null)`;
+    assert.equal(malformedKeyword(schema), message);
+    assert.throws(
+      () => compileEventSchema(schema),
+      (error: unknown) =>
+        error instanceof SchemaCompileError &&
+        error.message === `Cannot compile event schema: ${message}`,
+      path,
+    );
+  }
+  // A property that is itself named "default" is a schema, not data.
+  assert.equal(malformedKeyword({ properties: { default: { maximum: 5 } } }), undefined);
+  assert.equal(
+    malformedKeyword({ properties: { n: { default: 1e308, enum: [1e308] } } }),
+    undefined,
+  );
+  // Stored or deployed before this check: compiled as it was (served with a warning).
+  const stored = compileEventSchema(
+    { properties: { n: { type: "number", default: Infinity } } },
+    { malformedKeywords: true },
+  );
+  assert.equal(stored.safeParse({}).success, true);
+});
