@@ -1142,6 +1142,22 @@ Deno.test("configFromEnv() serves a config file's schema default of 1e400 (Infin
   });
 });
 
+Deno.test("configFromEnv() serves a config file's schema format zod does not know as before (checking nothing), with a warning naming its path", async () => {
+  const orders = {
+    schema: { type: "object", properties: { contact: { type: "string", format: "emial" } } },
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.schema.safeParse({ contact: "x" }).success, true);
+    const warnings = config.notices.filter((notice) => notice.level === "warning");
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0].text,
+      /^EDGESTREAM_CONFIG: streams\.orders\.schema: properties\.contact\.format: expected a known format \(.*\), got "emial"; compiled as before this check/,
+    );
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's patterns past the definition's budget as before, with one warning naming the stream and the first pattern past it", async () => {
   const properties = Object.fromEntries(
     Array.from({ length: 9 }, (_, index) => [

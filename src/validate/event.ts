@@ -706,6 +706,16 @@ const NOT_CHECKS = new Set([
 const DROPPED = new Set(["readOnly", "writeOnly"]);
 /** Formats zod checks more strictly than the format says (relative references refused). */
 const UNCHECKED_FORMATS = new Set(["uri-reference", "iri-reference", "uri-template"]);
+/**
+ * The formats a schema may name: those zod's converter checks, and {@linkcode UNCHECKED_FORMATS}.
+ * It ignores any other, so a misspelt one (`emial`) checked nothing.
+ */
+const KNOWN_FORMATS = new Set([
+  ...["date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uri"],
+  ...["uuid", "guid", "mac", "cidr", "cidr-v6", "base64", "base64url", "e164", "credit_card"],
+  ...["iban", "jwt", "emoji", "nanoid", "cuid", "cuid2", "ulid", "xid", "ksuid"],
+  ...UNCHECKED_FORMATS,
+]);
 /** A full date of RFC 3339 (its day within its month, February 29th in leap years), as zod's. */
 const RFC3339_DATE =
   "(?:(?:\\d\\d[2468][048]|\\d\\d[13579][26]|\\d\\d0[48]|[02468][048]00|[13579][26]00)-02-29|\\d{4}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12]\\d|3[01])|(?:0[469]|11)-(?:0[1-9]|[12]\\d|30)|02-(?:0[1-9]|1\\d|2[0-8])))";
@@ -872,6 +882,13 @@ function walkKeywords(root: unknown): void {
     }
     for (const key of ["pattern", "format"]) {
       if (key in schema) expect(key, typeof schema[key] === "string", "a string");
+    }
+    if ("format" in schema && typeof schema.format === "string") {
+      expect(
+        "format",
+        KNOWN_FORMATS.has(schema.format),
+        `a known format (${[...KNOWN_FORMATS].join(", ")})`,
+      );
     }
     if ("uniqueItems" in schema) {
       expect("uniqueItems", typeof schema.uniqueItems === "boolean", "true or false");

@@ -306,6 +306,19 @@ Deno.test("PUT /v1/streams/{stream} answers bad JSON, a bad definition and a bad
   );
   assert.equal((await app.request("/v1/streams/signups")).status, 404);
 
+  // A format zod does not know checked nothing: refused, naming its path and the known ones.
+  const misspelt = await put(app, "signups", {
+    schema: { type: "object", properties: { contact: { type: "string", format: "emial" } } },
+  });
+  assert.equal(misspelt.status, 400);
+  const misspeltError = await errorOf(misspelt);
+  assert.equal(misspeltError.code, "invalid_definition");
+  assert.match(
+    misspeltError.message,
+    /schema: Cannot compile event schema: properties\.contact\.format: expected a known format \(date-time, .*email.*\), got "emial"$/,
+  );
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
   // Slower than one event in 1,000 s: on Redis every ingest of the stream answered 500.
   const slow = await put(app, "signups", {
     limits: { eventsPerSecond: 1e-14, burst: 1 },
