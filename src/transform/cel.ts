@@ -29,7 +29,7 @@ import { quoteInput } from "../telemetry/logging.ts";
  */
 export const MAX_EXPRESSION_DEPTH = 250;
 
-/** How many characters an expression may have, wherever it is given (definitions, webhooks, URLs). */
+/** Most UTF-16 code units an expression may have, wherever given (definitions, webhooks, URLs). */
 export const MAX_EXPRESSION_LENGTH = 4096;
 
 /**
@@ -732,7 +732,7 @@ export function compileExpression(
   // Its source is not echoed: a URL's `?filter=` may be of any length.
   if (source.length > MAX_EXPRESSION_LENGTH) {
     throw new ExpressionError(
-      `Expression is ${source.length} characters; the limit is ${MAX_EXPRESSION_LENGTH}`,
+      `Expression is ${source.length} UTF-16 code units; the limit is ${MAX_EXPRESSION_LENGTH}`,
     );
   }
   const env = environmentFor(variables);

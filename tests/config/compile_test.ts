@@ -1308,6 +1308,11 @@ Deno.test("compileConfig() bounds names, descriptions, field paths, groupBy, tra
     counter({ description: `${text1024}d` }),
     /streams\.orders\.counters\.x\.description/,
   );
+  // Counted in code points, as the README says: an emoji (two UTF-16 code units) counts one.
+  const emoji = "\u{1F600}";
+  compileConfig(orders({ description: emoji.repeat(1024) }));
+  compileConfig(orders({ time: { field: emoji.repeat(256) } }));
+  assertRefused(orders({ description: emoji.repeat(1025) }), /streams\.orders\.description/);
   assertRefused(orders({ time: { field: `${path256}f` } }), /streams\.orders\.time\.field/);
   assertRefused(orders({ dedupe: { field: `${path256}f` } }), /streams\.orders\.dedupe\.field/);
   assertRefused(counter({ aggregate: { sum: `${path256}f` } }), /streams\.orders\.counters\.x/);

@@ -200,7 +200,7 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
         `?filter=${encodeURIComponent(`true || '${"y".repeat(4083)}' == ''`)}`,
         400,
         "invalid_query",
-        /^Query parameter 'filter' is invalid: Expression is 4099 characters; the limit is 4096$/,
+        /^Query parameter 'filter' is invalid: Expression is 4099 UTF-16 code units; the limit is 4096$/,
       ],
       [
         // The probe's filter: 3,352 characters, 300³ steps (seconds, holding the process).

@@ -267,11 +267,27 @@ Deno.test("compileExpression() refuses a source over 4,096 characters, whoever g
     () => compileExpression(long),
     (error: unknown) =>
       error instanceof ExpressionError &&
-      error.message === "Expression is 4099 characters; the limit is 4096",
+      error.message === "Expression is 4099 UTF-16 code units; the limit is 4096",
   );
   const limit = `true || '${"y".repeat(4_080)}' == ''`;
   assert.equal(limit.length, 4_096);
   assert.equal(compileExpression(limit)({ event: {} }), true);
+});
+
+Deno.test("compileExpression() counts its length in UTF-16 code units, as the README says: an emoji counts two", () => {
+  const emoji = "\u{1F600}";
+  // 2,053 characters, 4,098 code units: past the limit.
+  const long = `'${emoji.repeat(2_045)}' == ''`;
+  assert.equal(long.length, 4_098);
+  assert.throws(
+    () => compileExpression(long),
+    (error: unknown) =>
+      error instanceof ExpressionError &&
+      error.message === "Expression is 4098 UTF-16 code units; the limit is 4096",
+  );
+  const limit = `'${emoji.repeat(2_044)}' == ''`;
+  assert.equal(limit.length, 4_096);
+  assert.equal(compileExpression(limit)({ event: {} }), false);
 });
 
 /** `[1,2,…,n]` as CEL text. */
