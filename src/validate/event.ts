@@ -704,8 +704,23 @@ const NOT_CHECKS = new Set([
 ]);
 /** Annotations zod's converter turns into behaviour (`readOnly` freezes the event): dropped. */
 const DROPPED = new Set(["readOnly", "writeOnly"]);
-/** Formats zod checks more strictly than the format says (relative references refused). */
-const UNCHECKED_FORMATS = new Set(["uri-reference", "iri-reference", "uri-template"]);
+/**
+ * Formats accepted and not checked: three zod checks more strictly than the format says (relative
+ * references refused), and the standard ones it does not check.
+ */
+const UNCHECKED_FORMATS = new Set([
+  "uri-reference",
+  "iri-reference",
+  "uri-template",
+  // JSON Schema 2020-12's other formats, which zod's converter does not check: a schema written
+  // for another validator names them, and refusing them would refuse a standard schema.
+  "idn-email",
+  "idn-hostname",
+  "iri",
+  "json-pointer",
+  "relative-json-pointer",
+  "regex",
+]);
 /**
  * The formats a schema may name: those zod's converter checks, and {@linkcode UNCHECKED_FORMATS}.
  * It ignores any other, so a misspelt one (`emial`) checked nothing.
