@@ -1,7 +1,12 @@
 /** One contract suite for the API-key store, run against memory and Redis. */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
-import { type ApiKeyRecord, KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
+import {
+  type ApiKeyRecord,
+  compareKeys,
+  KeyConflictError,
+  type KeyStore,
+} from "../../src/store/keys.ts";
 import { encodeCursor, InvalidCursorError } from "../../src/store/deliveries.ts";
 import { StoredLimitError } from "../../src/store/limits.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
@@ -9,6 +14,7 @@ import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { startDroppingProxy } from "../_upstash_proxy.ts";
+import { refusedWhole, send } from "./redis/_key_checks.ts";
 
 function key(id: string, overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
   return JSON.parse(JSON.stringify({
@@ -144,6 +150,24 @@ const scenarios: Record<string, (store: KeyStore, fixture?: RedisFixture) => Pro
       store.pageKeys({ limit: 2, cursor: encodeCursor("endpoints", { createdMs: 1, id: "x" }) }),
       InvalidCursorError,
     );
+  },
+
+  async "pageKeys() continues after a cursor whose key was deleted, and pages keys of one millisecond by id"(
+    store,
+  ) {
+    // Ids in byte order: digits before letters, shorter before longer.
+    const ids = ["key_b", "key_a1", "key_9", "key_a", "key_c", "key_0"];
+    for (const id of ids) await store.createKey(key(id, { createdAt: 5 }));
+    await store.createKey(key("key_z", { createdAt: 4 }));
+    await store.createKey(key("key_y", { createdAt: 10_000_000_000_000 }));
+    const first = await store.pageKeys({ limit: 3 });
+    assert.deepEqual(first.items.map((item) => item.id), ["key_z", "key_0", "key_9"]);
+    assert.equal(await store.deleteKey("key_9"), true);
+    const second = await store.pageKeys({ limit: 3, cursor: first.nextCursor });
+    assert.deepEqual(second.items.map((item) => item.id), ["key_a", "key_a1", "key_b"]);
+    const third = await store.pageKeys({ limit: 3, cursor: second.nextCursor });
+    assert.deepEqual(third.items.map((item) => item.id), ["key_c", "key_y"]);
+    assert.equal(third.nextCursor, null);
   },
 };
 
@@ -312,23 +336,23 @@ redisTest(
   },
 );
 
+/** Redis's command counts since the last CONFIG RESETSTAT, without INFO's own. */
+async function commandCalls(fixture: RedisFixture): Promise<Record<string, number>> {
+  const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")));
+  return Object.fromEntries(
+    [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)]
+      .filter((match) => match[1] !== "info")
+      .map((match) => [match[1], Number(match[2])]),
+  );
+}
+
 redisTest(
-  "RedisKeyStore: a page of keys is one script that reads every key's record (README, the bound's reason)",
+  "RedisKeyStore: a page of keys is one script that reads only the page's records, through the index of places (README)",
   async (fixture) => {
     const keys = redisKeyStore(fixture);
     for (let i = 0; i < 30; i++) {
       await keys.createKey(key(`key_${String(i).padStart(2, "0")}`, { createdAt: i }));
     }
-    const calls = async () => {
-      const info = String(
-        await withDirect(fixture.redisUrl, (send) => send("INFO", "commandstats")),
-      );
-      return Object.fromEntries(
-        [...info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)]
-          .filter((match) => match[1] !== "info")
-          .map((match) => [match[1], Number(match[2])]),
-      );
-    };
     // Once, so the script is loaded (a first EVALSHA is refused and sent again as EVAL).
     await keys.pageKeys({ limit: 1 });
     let cursor: string | null = null;
@@ -339,9 +363,124 @@ redisTest(
         cursor,
       });
       assert.deepEqual([page.items[0].id, page.items.at(-1)!.id], expected);
-      // One call, in which every one of the 30 records is read (HVALS), whatever the page.
-      assert.deepEqual(await calls(), { evalsha: 1, hvals: 1 });
+      // One call: six places (the page's five, and one to tell that more follow), then the five
+      // records by id; no command that reads every record (HVALS, HGETALL, HSCAN).
+      assert.deepEqual(await commandCalls(fixture), {
+        evalsha: 1,
+        zrangebylex: 1,
+        hmget: 1,
+        zcard: 1,
+        hlen: 1,
+      });
       cursor = page.nextCursor;
     }
+  },
+);
+
+/** Writes a key as a release before the index did: its record and digest only. */
+async function storeUnindexed(fixture: RedisFixture, record: ApiKeyRecord): Promise<void> {
+  await withDirect(fixture.redisUrl, async (send) => {
+    await send("HSET", "es:{$apikeys}:id", record.id, JSON.stringify(record));
+    await send("HSET", "es:{$apikeys}:hash", record.hash, record.id);
+  });
+}
+
+redisTest(
+  "RedisKeyStore: keys stored before the index are indexed by the first page, in batches, and listed in order",
+  async (fixture) => {
+    // 250 keys of an older release, created in an order other than their ids'.
+    const old = Array.from(
+      { length: 250 },
+      (_, i) => key(`key_${String(249 - i).padStart(3, "0")}`, { createdAt: 1000 + (i % 7) }),
+    );
+    for (const record of old) await storeUnindexed(fixture, record);
+    const keys = redisKeyStore(fixture);
+    // One created through this release, and one of the old ones deleted through it.
+    await keys.createKey(key("key_new", { createdAt: 2000 }));
+    assert.equal(await keys.deleteKey("key_100"), true);
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    const seen: ApiKeyRecord[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: Awaited<ReturnType<RedisKeyStore["pageKeys"]>> = await keys.pageKeys({
+        limit: 40,
+        cursor,
+      });
+      seen.push(...page.items);
+      cursor = page.nextCursor;
+    } while (cursor !== null);
+    const expected = [
+      ...old.filter((item) => item.id !== "key_100"),
+      key("key_new", {
+        createdAt: 2000,
+      }),
+    ].sort(compareKeys);
+    assert.deepEqual(seen, expected);
+    // The records were read a batch at a time (HSCAN), never all in one call (HVALS).
+    const calls = await commandCalls(fixture);
+    assert.ok((calls.hscan ?? 0) > 1, JSON.stringify(calls));
+    assert.equal(calls.hvals, undefined, JSON.stringify(calls));
+    // Indexed once: the next page needs no rebuild.
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    assert.equal((await keys.pageKeys({ limit: 3 })).items.length, 3);
+    assert.deepEqual(Object.keys(await commandCalls(fixture)).sort(), [
+      "evalsha",
+      "hlen",
+      "hmget",
+      "zcard",
+      "zrangebylex",
+    ]);
+  },
+);
+
+redisTest(
+  "RedisKeyStore: a key an older release created or deleted is indexed, or its place removed, by the next page",
+  async (fixture) => {
+    const keys = redisKeyStore(fixture);
+    for (const id of ["key_a", "key_b", "key_c"]) {
+      await keys.createKey(key(id, { createdAt: id.charCodeAt(4) }));
+    }
+    // An older release deletes key_b (its record and digest only), then creates key_d.
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("HDEL", "es:{$apikeys}:id", "key_b");
+      await send("HDEL", "es:{$apikeys}:hash", "hash-of-key_b");
+    });
+    assert.deepEqual((await keys.pageKeys({ limit: 10 })).items.map((item) => item.id), [
+      "key_a",
+      "key_c",
+    ]);
+    assert.equal(await send(fixture, "ZCARD", "es:{$apikeys}:order"), 2);
+    await storeUnindexed(fixture, key("key_d", { createdAt: 1 }));
+    assert.deepEqual((await keys.pageKeys({ limit: 10 })).items.map((item) => item.id), [
+      "key_d",
+      "key_a",
+      "key_c",
+    ]);
+    assert.equal(await keys.deleteKey("key_d"), true);
+    assert.equal(await send(fixture, "ZCARD", "es:{$apikeys}:order"), 2);
+  },
+);
+
+redisTest(
+  "RedisKeyStore: a creation or deletion that finds the index of places written over writes nothing and names it; a page is refused",
+  async (fixture) => {
+    const keys = redisKeyStore(fixture);
+    await keys.createKey(key("key_a", { createdAt: 1 }));
+    await storeUnindexed(fixture, key("key_b", { createdAt: 2 }));
+    const order = "es:{$apikeys}:order";
+    const corrupt = ["SET", order, "not a sorted set"];
+    await refusedWhole(fixture, order, { corrupt, call: () => keys.createKey(key("key_c")) });
+    await refusedWhole(fixture, order, { corrupt, call: () => keys.deleteKey("key_a") });
+    // A page reads the index first: Redis itself refuses it, before anything is written.
+    await refusedWhole(fixture, order, {
+      corrupt,
+      call: () => keys.pageKeys({ limit: 10 }),
+      read: true,
+    });
+    // The index gone with the key written over: the next page rebuilds it.
+    assert.deepEqual((await keys.pageKeys({ limit: 10 })).items.map((item) => item.id), [
+      "key_a",
+      "key_b",
+    ]);
   },
 );
