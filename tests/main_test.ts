@@ -220,6 +220,20 @@ Deno.test("main.ts refuses an endless config file (/dev/zero) in one line instea
   );
 });
 
+Deno.test("main.ts refuses a named pipe no process writes to as its config file in one line instead of waiting forever", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.fifo`;
+    await new Deno.Command("mkfifo", { args: [path] }).output();
+    assertOneLine(
+      await startWith({ EDGESTREAM_CONFIG: path }),
+      /^edgestream: EDGESTREAM_CONFIG: Config file .*config\.fifo is a named pipe \(FIFO\) that no process opened for writing within 5 s: /,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("main.ts refuses a config file that is not JSON (YAML) in one line, its text's newlines not printed", async () => {
   // V8's JSON.parse message quotes the start of the text, newlines and all.
   const path = await Deno.makeTempFile({ suffix: ".yaml" });

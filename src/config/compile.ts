@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import type { z } from "zod";
 import type { CounterMeta } from "../store/types.ts";
 import {
@@ -830,9 +831,42 @@ function isWholeUtf8(bytes: Uint8Array): boolean {
  */
 export const MAX_CONFIG_FILE_BYTES = 16 * 1024 * 1024;
 
+/** How long startup waits for a process to open a named pipe (`mkfifo`) for writing. */
+export const CONFIG_PIPE_WRITER_WAIT_MS = 5_000;
+
+/**
+ * Opens `path` to read. Opening a named pipe waits until a process opens it for writing, and Deno
+ * cannot cancel an open: a pipe no one writes to would keep startup waiting forever, so it is
+ * refused after {@linkcode CONFIG_PIPE_WRITER_WAIT_MS}. A pipe with its writer (`<(cat x.json)`,
+ * another process's `mkfifo`) is read as a file.
+ */
+async function openToRead(path: string): Promise<Deno.FsFile> {
+  const info = await Deno.stat(path).catch(() => undefined);
+  if (info?.isFifo !== true) return await Deno.open(path);
+  const opening = Deno.open(path);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const waited = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), CONFIG_PIPE_WRITER_WAIT_MS);
+  });
+  const file = await Promise.race([opening, waited]).finally(() => clearTimeout(timer));
+  if (file !== undefined) return file;
+  // Let the waiting open through, as a writer that writes nothing, so it holds no thread.
+  try {
+    closeSync(openSync(path, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK));
+  } catch {
+    // The open went through (or failed) meanwhile: nothing waits.
+  }
+  opening.then((late) => late.close(), () => {});
+  throw new ConfigError(
+    `Config file ${path} is a named pipe (FIFO) that no process opened for writing within ${
+      CONFIG_PIPE_WRITER_WAIT_MS / 1000
+    } s: give the path of a JSON file of stream definitions`,
+  );
+}
+
 /** The first `limit` bytes of the file at `path`, plus one more if it has more (never read). */
 async function readAtMost(path: string, limit: number): Promise<Uint8Array> {
-  const file = await Deno.open(path);
+  const file = await openToRead(path);
   const chunks: Uint8Array[] = [];
   let total = 0;
   try {
@@ -879,6 +913,7 @@ export async function loadConfigFile(
   try {
     bytes = await readAtMost(path, MAX_CONFIG_FILE_BYTES);
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     throw new ConfigError(`Cannot read config file ${path}: ${(error as Error).message}`, {
       cause: error,
     });

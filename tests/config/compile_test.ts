@@ -4,6 +4,7 @@ import {
   compileConfig,
   type CompiledStream,
   compileStreamDefinition,
+  CONFIG_PIPE_WRITER_WAIT_MS,
   ConfigError,
   DEFAULT_MAX_SESSIONS,
   loadConfigFile,
@@ -536,6 +537,41 @@ Deno.test("loadConfigFile() refuses an endless file (/dev/zero) after reading it
       return true;
     },
   );
+});
+
+Deno.test("loadConfigFile() refuses a named pipe no process writes to, naming it, instead of waiting to open it forever", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.fifo`;
+    await new Deno.Command("mkfifo", { args: [path] }).output();
+    const started = Date.now();
+    await assert.rejects(loadConfigFile(path), (error: unknown) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(
+        error.message,
+        `Config file ${path} is a named pipe (FIFO) that no process opened for writing within 5 s: give the path of a JSON file of stream definitions`,
+      );
+      return true;
+    });
+    assert.ok(Date.now() - started >= CONFIG_PIPE_WRITER_WAIT_MS);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadConfigFile() reads a named pipe a process writes the config to", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.fifo`;
+    await new Deno.Command("mkfifo", { args: [path] }).output();
+    const writer = new Deno.Command("sh", {
+      args: ["-c", `sleep 0.2; printf '%s' '{"streams": {"s": {}}}' > "$0"`, path],
+    }).output();
+    assert.deepEqual([...(await loadConfigFile(path)).keys()], ["s"]);
+    assert.equal((await writer).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("loadConfigFile() reads a file of exactly 16 MiB and refuses one byte more", async () => {
