@@ -234,6 +234,19 @@ Deno.test("main.ts refuses a named pipe no process writes to as its config file 
   }
 });
 
+Deno.test("main.ts with OTEL_DENO=true and an OTEL_EXPORTER_OTLP_PROTOCOL Deno does not know stops in Deno's one line naming it, before edgestream runs", async () => {
+  // RUST_BACKTRACE=1 (set on some machines) adds Deno's own backtrace to any error of its.
+  const vars = { OTEL_EXPORTER_OTLP_PROTOCOL: "bogus", RUST_BACKTRACE: "0" };
+  const refused = await startWith({ ...vars, OTEL_DENO: "true" });
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.deepEqual(refused.stderr.trim().split("\n"), [
+    "error: Env var OTEL_EXPORTER_OTLP_PROTOCOL specifies an unsupported protocol: bogus",
+  ]);
+  // Without OTEL_DENO=true Deno does not read it: the server starts (and then stops at the port).
+  const started = await startWith({ ...vars, OTEL_DENO: "false", PORT: "99999" });
+  assert.match(started.stderr, /^edgestream: PORT: /);
+});
+
 Deno.test("main.ts refuses a config file that is not JSON (YAML) in one line, its text's newlines not printed", async () => {
   // V8's JSON.parse message quotes the start of the text, newlines and all.
   const path = await Deno.makeTempFile({ suffix: ".yaml" });
