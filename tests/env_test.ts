@@ -914,6 +914,68 @@ Deno.test("storeFromEnv() takes an EDGESTREAM_PREFIX of 64 characters and refuse
 });
 
 redisTest(
+  "configFromEnv() sends every Redis call under the path of an UPSTASH_REDIS_REST_URL behind a reverse proxy, /pipeline too",
+  async (fixture) => {
+    const paths: string[] = [];
+    // The reverse proxy serves the REST endpoint under /redis only.
+    const proxy = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+      const path = new URL(request.url).pathname;
+      paths.push(path);
+      if (path !== "/redis" && !path.startsWith("/redis/")) {
+        return new Response("Not found", { status: 404 });
+      }
+      const headers = new Headers(request.headers);
+      headers.delete("host");
+      const upstream = await fetch(`${fixture.restUrl}${path.slice("/redis".length) || "/"}`, {
+        method: request.method,
+        headers,
+        body: await request.text(),
+      });
+      return new Response(await upstream.arrayBuffer(), upstream);
+    });
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = `${dir}/config.json`;
+      await Deno.writeTextFile(
+        path,
+        JSON.stringify({
+          streams: { s: { counters: { n: { window: { tumbling: "1h" }, aggregate: "count" } } } },
+        }),
+      );
+      const config = await configFromEnv(env({
+        UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${proxy.addr.port}/redis`,
+        UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+        EDGESTREAM_CONFIG: path,
+      }));
+      try {
+        assert.equal(config.store.kind, "redis");
+        const app = createApp(config);
+        const ingest = await app.request("/v1/streams/s/events", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ id: "a" }),
+        });
+        assert.equal(ingest.status, 202, await ingest.text());
+        const read = await app.request("/v1/streams/s/counters/n");
+        assert.equal(read.status, 200);
+        assert.deepEqual(
+          (await read.json()).windows.map((window: { value: number }) => window.value),
+          [1],
+        );
+      } finally {
+        config.streams.stop();
+        await config.webhooks.close();
+      }
+      assert.ok(paths.includes("/redis") && paths.includes("/redis/pipeline"), paths.join(", "));
+      assert.deepEqual(paths.filter((path) => !/^\/redis(\/pipeline)?$/.test(path)), []);
+    } finally {
+      await proxy.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+redisTest(
   "storeFromEnv() without EDGESTREAM_PREFIX writes every Redis key under the default prefix es",
   async (fixture) => {
     const store = storeFromEnv(env({
