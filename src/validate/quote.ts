@@ -10,10 +10,11 @@
 export const MAX_QUOTED_CHARACTERS = 256;
 
 /**
- * `text` as a log line or an error message may quote it: whole up to `max` characters, else its
- * first `max` and how long it was (`aaaa… (60000 characters)`). A client's path, names and
- * headers may be as long as Deno takes: quoted whole, one request writes its input several times
- * into a line and echoes it back.
+ * `text` as a log line or an error message may quote it: whole up to `max` characters (Unicode
+ * code points: an emoji is one, not the two UTF-16 code units of `length`), else its first `max`
+ * and how many it has (`aaaa… (60000 characters)`). A client's path, names and headers may be as
+ * long as Deno takes: quoted whole, one request writes its input several times into a line and
+ * echoes it back.
  *
  * @example
  * ```ts
@@ -24,10 +25,21 @@ export const MAX_QUOTED_CHARACTERS = 256;
  * ```
  */
 export function quoteInput(text: string, max: number = MAX_QUOTED_CHARACTERS): string {
+  // No more code units than that: no more characters either.
   if (text.length <= max) return text;
-  // Not half of a surrogate pair.
-  const end = (text.charCodeAt(max - 1) & 0xfc00) === 0xd800 ? max - 1 : max;
-  return `${text.slice(0, end)}… (${text.length} characters)`;
+  let characters = 0;
+  let end = text.length;
+  for (let at = 0; at < text.length; at++) {
+    // The low half of a surrogate pair is the character its high half began.
+    if (
+      (text.charCodeAt(at) & 0xfc00) === 0xdc00 && (text.charCodeAt(at - 1) & 0xfc00) === 0xd800
+    ) {
+      continue;
+    }
+    if (characters === max) end = at;
+    characters++;
+  }
+  return characters <= max ? text : `${text.slice(0, end)}… (${characters} characters)`;
 }
 
 /** Most names a message lists (`listNames` in telemetry, the unknown keys of a body or event). */

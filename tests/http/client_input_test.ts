@@ -49,8 +49,14 @@ Deno.test("quoteInput() keeps short text whole and cuts long text to its first c
     `${"a".repeat(MAX_QUOTED_CHARACTERS)}… (60000 characters)`,
   );
   assert.equal(quoteInput("abcdef", 3), "abc… (6 characters)");
-  // Never half of a surrogate pair.
-  assert.equal(quoteInput("ab😀cd", 3), "ab… (6 characters)");
+  // Characters are code points: an emoji is one (two UTF-16 code units), never cut in half.
+  assert.equal(quoteInput("ab😀cd", 3), "ab😀… (5 characters)");
+  assert.equal(quoteInput("ab😀", 3), "ab😀");
+  const emoji = "😀".repeat(MAX_QUOTED_CHARACTERS);
+  assert.equal(quoteInput(emoji), emoji);
+  assert.equal(quoteInput(`${emoji}😀x`), `${emoji}… (258 characters)`);
+  // A lone surrogate is a character of its own.
+  assert.equal(quoteInput("\uDC00\uD800\uD800\uDC00x", 2), "\uDC00\uD800… (4 characters)");
 });
 
 Deno.test("a 60,000-character path is quoted within bounds in the log line and in the error message, with every kind of key", async () => {
