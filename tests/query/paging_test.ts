@@ -380,6 +380,24 @@ redisTest(
   (fixture) => checkLongKeys(redisStore(fixture)),
 );
 
+Deno.test("compactPosition() counts a cursor's 1,000 in UTF-16 code units, as README says: an emoji counts two", () => {
+  const exact = { startMs: 0, group: groupKey(["a".repeat(996)]) };
+  assert.equal(exact.group.length, 1000);
+  assert.deepEqual(compactPosition(exact), exact);
+  // 604 code points, 1,204 code units: cut, to 2 + 499 emoji.
+  const key = groupKey(["\u{1F600}".repeat(600)]);
+  assert.equal([...key].length, 604);
+  const { group, groupDigest } = compactPosition({ startMs: 0, group: key });
+  assert.equal(group, key.slice(0, 1000));
+  assert.equal([...group!].length, 501);
+  assert.match(groupDigest!, /^[0-9a-f]{64}$/);
+  const readme = Deno.readTextFileSync(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /group key \(the JSON array of its values\) whole up to 1,000 UTF-16 code units \(an emoji counts two\)/,
+  );
+});
+
 Deno.test("compactPosition() keeps a short key whole and cuts a long one before a character it would split", () => {
   const short = { startMs: 0, group: groupKey(["a".repeat(990)]) };
   assert.deepEqual(compactPosition(short), short);
