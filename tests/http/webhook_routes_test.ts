@@ -795,6 +795,33 @@ Deno.test("a header name past 128 characters is refused saying so, its message q
   });
 });
 
+Deno.test("webhook header names and values are ASCII, so README's 128 and 4,096 count characters and bytes alike: a name of 100 emoji is no token, not 'longer than 128 characters'", async () => {
+  await withSetup(async (ctx) => {
+    const register = (headers: Record<string, string>) =>
+      call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h", headers });
+    const emoji = "\u{1F600}".repeat(100);
+    const name = await register({ [emoji]: "1" });
+    assert.equal(name.status, 400, name.text);
+    assert.equal(
+      name.body.error.message,
+      `Cannot register webhook as header name '${emoji}' is not a valid token`,
+    );
+    const latin = await register({ ["X-\u00E9"]: "1" });
+    assert.match(latin.body.error.message, /is not a valid token$/);
+    // A value of 4,096 ASCII characters (bytes) is taken; one of 4,096 'é' (under the count) is
+    // refused for its characters, not its length.
+    const fits = await register({ "X-A": "a".repeat(4096) });
+    assert.equal(fits.status, 201, fits.text.slice(0, 300));
+    const accented = await register({ "X-A": "\u00E9".repeat(4096) });
+    assert.equal(accented.status, 400);
+    assert.match(
+      accented.body.error.message,
+      /is not a valid header value \(only characters up to U\+007E/,
+    );
+    assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 1);
+  });
+});
+
 Deno.test("an unknown endpoint id is 404 webhook_not_found on every endpoint route, one past 256 characters (or a delivery id past 512) a 400 invalid_request, as the README says", async () => {
   await withSetup(async (ctx) => {
     const routes: Array<[string, string, unknown?]> = [

@@ -219,7 +219,15 @@ export class EndpointRegistry {
     }
     const named = new Map<string, string>();
     for (const name of Object.keys(input.headers ?? {})) {
-      // Names are quoted shortened: the body may hold one of up to 1 MiB.
+      // Names are quoted shortened: the body may hold one of up to 1 MiB. A token first: its
+      // characters are ASCII, so the length below is in characters and bytes alike (100 emoji, 200
+      // UTF-16 code units, were said to be longer than 128 characters).
+      if (!HEADER_NAME.test(name)) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot ${verb} webhook as header name '${quoteInput(name)}' is not a valid token`,
+        );
+      }
       if (name.length > MAX_HEADER_NAME_LENGTH) {
         throw new InvalidEndpointError(
           "headers",
@@ -237,12 +245,6 @@ export class EndpointRegistry {
         );
       }
       named.set(name.toLowerCase(), name);
-      if (!HEADER_NAME.test(name)) {
-        throw new InvalidEndpointError(
-          "headers",
-          `Cannot ${verb} webhook as header name '${quoteInput(name)}' is not a valid token`,
-        );
-      }
       if (RESERVED_HEADERS.has(name.toLowerCase())) {
         throw new InvalidEndpointError(
           "headers",
