@@ -18,9 +18,11 @@
  * `const` of primitives, `minimum`/`maximum`/`exclusiveMinimum`/
  * `exclusiveMaximum` (numbers), `pattern`, arrays with leaf `items` and
  * `minItems`/`maxItems`, annotations, `{}` and boolean schemas. Left out
- * because zod reads them otherwise (or copies what they match): string
- * lengths (zod counts UTF-16 units, Ajv code points), `format`,
+ * because zod reads them otherwise (or copies what they match): `format`,
  * `multipleOf`, `default`, nested object schemas, combinators and `$ref`.
+ * String lengths (`minLength`/`maxLength`) are left out too, though zod 4
+ * and Ajv both count code points (a lone surrogate as one): such a schema
+ * gets no fast verdict, so zod alone judges it.
  *
  * @module
  */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Ajv } from "ajv";
 import fc from "fast-check";
 import { z } from "zod";
 import { compileFastVerdict } from "../../src/validate/_fast_verdict.ts";
@@ -235,6 +236,20 @@ Deno.test("compileFastVerdict() gives no verdict for schemas outside its subset"
   ) {
     assert.equal(compileFastVerdict(jsonSchema), null, JSON.stringify(jsonSchema));
   }
+});
+
+Deno.test("a schema with string lengths gets no fast verdict, and validation counts code points (an emoji one, a lone surrogate one) as zod and Ajv both do", () => {
+  const jsonSchema = {
+    type: "object",
+    properties: { a: { type: "string", minLength: 2, maxLength: 2 } },
+  };
+  assert.equal(compileFastVerdict(prepareEventSchema(jsonSchema)), null);
+  const compiled = compileEventSchema(jsonSchema);
+  const strings = ["😀😀", "a😀", "\uD800\uD800", "\uDC00\uD800", "😀", "😀😀😀", "aaa"];
+  const verdicts = strings.map((a) => validateEvent({ a }, compiled).ok);
+  assert.deepEqual(verdicts, [true, true, true, true, false, false, false]);
+  const ajv = new Ajv().compile(jsonSchema.properties.a);
+  assert.deepEqual(strings.map((a) => ajv(a)), verdicts);
 });
 
 Deno.test("validateEvent() with the fast verdict reads patterns, integers and numbers as zod does", () => {
