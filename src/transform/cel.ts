@@ -14,9 +14,10 @@
 import { Environment, EvaluationError } from "@marcbachmann/cel-js";
 import {
   checkPatternSize,
+  type CompiledPattern,
   compileLinearPattern,
-  type LinearPattern,
   PatternError,
+  testCost,
 } from "../validate/mod.ts";
 import { compileFastPath, FALLBACK } from "./cel_fast.ts";
 import { quoteInput } from "../telemetry/logging.ts";
@@ -60,15 +61,17 @@ export const MAX_EXPRESSION_PATTERN_SIZE = 16_000;
 export const MAX_EVALUATION_COST = 100_000;
 
 /**
- * What one evaluation's `matches()` calls may cost together, in pattern instructions (by
- * `patternSize`) times text characters (UTF-16 units), each call charged before it runs. RE2
- * matches in linear time, but linear in both: it may visit each instruction once a character
- * (re2js's lazy DFA builds a state of up to every instruction for a new character), so a
- * 4,003-instruction pattern took 0.5 s over 2,000 characters (and seconds over an event's 64 KiB)
+ * What one evaluation's `matches()` calls may cost together: for each call, its text's characters
+ * (UTF-16 units) times the instructions its pattern may visit a character (`characterCost`: the
+ * pattern's size by `patternSize`, or fewer for one RE2 matches in one pass), charged before it
+ * runs. RE2 matches in linear time, but linear in both: it may visit each instruction once a
+ * character (re2js's lazy DFA builds a state of up to every instruction for a new character), so
+ * a 4,003-instruction pattern took 0.5 s over 2,000 characters (and seconds over an event's 64 KiB)
  * where an email or UUID pattern over 4 KB takes 0.05 ms. At this bound the worst cases measured
  * took 1–38 ms on a loaded 2-core machine (first runs included), while an email pattern (13
- * instructions) may still run four times over 4 KB, or a UUID one (40) three times over 2 KB.
- * Past it the evaluation fails, as past {@linkcode MAX_EVALUATION_COST}.
+ * instructions) may still run four times over 4 KB, or a UUID one (40 instructions, 3 a
+ * character: matched in one pass) over 80 KB. Past it the evaluation fails, as past
+ * {@linkcode MAX_EVALUATION_COST}.
  */
 export const MAX_MATCHING_COST = 262_144;
 
@@ -127,7 +130,7 @@ const LINEAR_MATCHES = "linearMatches";
  * compiled pattern takes about 60 bytes a character; one from an event may be long), cleared
  * when full. A longer one is compiled for its call alone.
  */
-const linearPatterns = new Map<string, { compiled: LinearPattern; size: number }>();
+const linearPatterns = new Map<string, CompiledPattern>();
 const MAX_CACHED_PATTERNS = 256;
 const MAX_CACHED_PATTERN_LENGTH = 256;
 
@@ -142,9 +145,9 @@ function linearMatches(text: string, pattern: string): boolean {
     }
     // Compiling is charged too, before it runs: an event's list of distinct patterns would
     // otherwise compile each (100 of 4,000 instructions: 0.9 s) while matching nothing.
-    chargeMatching(size, COMPILE_COST, true);
+    chargeCompiling(size);
     try {
-      held = { size, compiled: compileLinearPattern(pattern) };
+      held = compileLinearPattern(pattern);
     } catch (error) {
       throw new EvaluationError((error as Error).message);
     }
@@ -153,8 +156,8 @@ function linearMatches(text: string, pattern: string): boolean {
       linearPatterns.set(pattern, held);
     }
   }
-  chargeMatching(held.size, text.length);
-  return held.compiled.test(text);
+  chargeMatching(held, text.length);
+  return held.test(text);
 }
 
 /**
@@ -162,8 +165,8 @@ function linearMatches(text: string, pattern: string): boolean {
  * outside one, no bound (every expression that calls `matches` is evaluated within one).
  */
 let matchingLeft = Infinity;
-/** The call that went past {@linkcode MAX_MATCHING_COST}: its pattern's size and text's length. */
-let matchingPast: { size: number; length: number; compiling: boolean } | undefined;
+/** Why the evaluation went past {@linkcode MAX_MATCHING_COST}: what that call would cost. */
+let matchingPast: string | undefined;
 
 /**
  * What compiling a pattern `matches()` takes from the variables (not one it already holds) costs
@@ -173,12 +176,22 @@ let matchingPast: { size: number; length: number; compiling: boolean } | undefin
 const COMPILE_COST = 16;
 
 /**
- * Charges a `matches()` call of a pattern of `size` instructions over `length` characters before
- * it runs; past {@linkcode MAX_MATCHING_COST} (or once it was passed), fails the evaluation.
+ * Charges a `matches()` call of `pattern` over `length` characters before it runs (see
+ * `CompiledPattern.characterCost`); past {@linkcode MAX_MATCHING_COST} (or once it was passed),
+ * fails the evaluation.
  */
-function chargeMatching(size: number, length: number, compiling = false): void {
-  if ((matchingLeft -= size * length) >= 0) return;
-  matchingPast ??= { size, length, compiling };
+function chargeMatching(pattern: CompiledPattern, length: number): void {
+  if ((matchingLeft -= pattern.characterCost * length) >= 0) return;
+  matchingPast ??= testCost(pattern, length);
+  throw SPENT;
+}
+
+/** Charges compiling a pattern of `size` instructions, as {@linkcode chargeMatching}. */
+function chargeCompiling(size: number): void {
+  if ((matchingLeft -= size * COMPILE_COST) >= 0) return;
+  matchingPast ??= `compiling a pattern of ${size} instructions costs ${
+    size * COMPILE_COST
+  } (${COMPILE_COST} an instruction)`;
   throw SPENT;
 }
 
@@ -194,12 +207,12 @@ const LINEAR_MATCHES_LITERAL = "linearMatchesLiteral";
  * most {@linkcode MAX_LITERAL_INSTRUCTIONS} between them (by `patternSize`; a definition's may
  * have 16,000), the least recently used dropped (compiled again if used again).
  */
-const literalPatterns = new Map<string, { compiled: LinearPattern; size: number }>();
+const literalPatterns = new Map<string, CompiledPattern>();
 const MAX_LITERAL_INSTRUCTIONS = 65_536;
 let literalInstructions = 0;
 
 /** `pattern` compiled, from {@linkcode literalPatterns} or now (kept there). */
-function literalPattern(pattern: string): { compiled: LinearPattern; size: number } {
+function literalPattern(pattern: string): CompiledPattern {
   const held = literalPatterns.get(pattern);
   if (held) {
     // Most recently used: last.
@@ -207,28 +220,26 @@ function literalPattern(pattern: string): { compiled: LinearPattern; size: numbe
     literalPatterns.set(pattern, held);
     return held;
   }
-  const size = checkPatternSize(pattern);
   const compiled = compileLinearPattern(pattern);
   for (const [source, oldest] of literalPatterns) {
-    if (literalInstructions + size <= MAX_LITERAL_INSTRUCTIONS) break;
+    if (literalInstructions + compiled.size <= MAX_LITERAL_INSTRUCTIONS) break;
     literalPatterns.delete(source);
     literalInstructions -= oldest.size;
   }
-  const entry = { compiled, size };
-  literalPatterns.set(pattern, entry);
-  literalInstructions += size;
-  return entry;
+  literalPatterns.set(pattern, compiled);
+  literalInstructions += compiled.size;
+  return compiled;
 }
 
 function linearMatchesLiteral(text: string, pattern: string): boolean {
-  let held: { compiled: LinearPattern; size: number };
+  let held: CompiledPattern;
   try {
     held = literalPattern(pattern);
   } catch (error) {
     throw new EvaluationError((error as Error).message);
   }
-  chargeMatching(held.size, text.length);
-  return held.compiled.test(text);
+  chargeMatching(held, text.length);
+  return held.test(text);
 }
 
 /** A message with the renamed `matches` (see {@linkcode LINEAR_MATCHES}) named as written. */
@@ -404,18 +415,9 @@ export class EvaluationBudgetError extends Error {
 }
 
 /** The error of an evaluation whose `matches()` calls went past {@linkcode MAX_MATCHING_COST}. */
-function matchingBudgetError(
-  past: { size: number; length: number; compiling: boolean },
-): EvaluationBudgetError {
-  const call = past.compiling
-    ? `compiling a pattern of ${past.size} instructions costs ${
-      past.size * past.length
-    } (${past.length} an instruction)`
-    : `a pattern of ${past.size} instructions over ${past.length} characters costs ${
-      past.size * past.length
-    }`;
+function matchingBudgetError(past: string): EvaluationBudgetError {
   return new EvaluationBudgetError(
-    `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (pattern instructions × text characters, per evaluation): ${call}`,
+    `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (text characters × instructions a pattern may visit a character, per evaluation): ${past}`,
   );
 }
 

@@ -27,6 +27,17 @@ export interface LinearPattern {
   test(text: string): boolean;
 }
 
+/** A pattern {@linkcode compileLinearPattern} compiled, with what testing it costs. */
+export interface CompiledPattern extends LinearPattern {
+  /** Its instructions, by {@linkcode patternSize}. */
+  readonly size: number;
+  /**
+   * Most instructions a test may visit a character of text (see {@linkcode characterCost}): its
+   * `size`, or fewer for a pattern RE2 matches in one pass.
+   */
+  readonly characterCost: number;
+}
+
 /**
  * `pattern` with the JavaScript escapes RE2 writes otherwise: `\uXXXX` (a surrogate pair as one
  * code point) as `\x{XXXX}`, and `[^]` (any character) as `[\s\S]`. Escaped backslashes and
@@ -240,7 +251,7 @@ function classEnd(text: string, start: number): number {
 }
 
 /** Patterns compiled while {@linkcode withPatternCache} runs, by source. */
-let patternCache: Map<string, LinearPattern> | undefined;
+let patternCache: Map<string, CompiledPattern> | undefined;
 
 /**
  * Runs `build` (synchronous) with each pattern {@linkcode compileLinearPattern} compiles kept and
@@ -274,16 +285,93 @@ export function checkPatternSize(pattern: string): number {
   return size;
 }
 
+/** An instruction of a compiled RE2 program, as {@linkcode characterCost} reads it. */
+interface ProgramInstruction {
+  op: number;
+  out: number;
+  arg: number;
+  /** A one-pass `ALT`'s targets, by the character read next. */
+  next?: ArrayLike<number> | null;
+}
+
+/** re2js's instruction codes (`Inst`): those that go on to others without reading a character. */
+const ALT = 1, ALT_MATCH = 2, CAPTURE = 3, EMPTY_WIDTH = 4, FAIL = 5, MATCH = 6, NOP = 7;
+/** re2js's instruction codes that read one character (`RUNE` to `RUNE_ANY_NOT_NL`). */
+const FIRST_RUNE = 8, LAST_RUNE = 11;
+
+/** Where `instruction` goes on to without reading a character; `undefined` for an unknown one. */
+function goesOnTo(instruction: ProgramInstruction): number[] | undefined {
+  const { op } = instruction;
+  if (op >= FIRST_RUNE && op <= LAST_RUNE) return [];
+  if (op === MATCH || op === FAIL) return [];
+  if (op === CAPTURE || op === EMPTY_WIDTH || op === NOP) return [instruction.out];
+  if (op === ALT || op === ALT_MATCH) {
+    return [instruction.out, instruction.arg, ...Array.from(instruction.next ?? [])];
+  }
+  return undefined;
+}
+
+/**
+ * Most instructions a test of `compiled` (of `size` instructions) visits a character of text, and
+ * 1 for reading the character. re2js runs a program it can match in one pass (anchored with `^`,
+ * never two ways to go on: UUIDs, dates, `^[a-z0-9_-]+$`) on one thread, which visits after each
+ * character only the instructions that lead to the next one that reads a character: at most the
+ * longest such chain (a UUID pattern, 40 instructions: 2, so 3). Any other program may visit each
+ * of its instructions once a character (see {@linkcode MAX_EVENT_MATCHING_COST}): `size`.
+ */
+function characterCost(compiled: RE2JS, size: number): number {
+  const onePass = compiled.re2().onepass as { inst?: ProgramInstruction[] } | null;
+  const instructions = onePass?.inst;
+  if (!Array.isArray(instructions)) return size;
+  // Longest chain from each instruction to one that reads a character or ends, itself included:
+  // 0 not seen, -1 on the walk's path (reached again: a cycle, which RE2 never makes in a
+  // one-pass program, but no bound is taken from one). Depth first, without recursion.
+  const chain = new Int32Array(instructions.length);
+  let longest = 1;
+  for (let start = 0; start < instructions.length; start++) {
+    const pending = [start];
+    while (pending.length > 0) {
+      const pc = pending[pending.length - 1];
+      const instruction = instructions[pc];
+      const next = instruction === undefined ? undefined : goesOnTo(instruction);
+      if (next === undefined || next.some((target) => instructions[target] === undefined)) {
+        return size;
+      }
+      if (chain[pc] > 0) {
+        pending.pop();
+      } else if (chain[pc] === 0) {
+        chain[pc] = -1;
+        for (const target of next) {
+          if (chain[target] === -1) return size;
+          if (chain[target] === 0) pending.push(target);
+        }
+      } else {
+        chain[pc] = 1 + next.reduce((most, target) => Math.max(most, chain[target]), 0);
+        longest = Math.max(longest, chain[pc]);
+        pending.pop();
+      }
+    }
+  }
+  return Math.min(size, longest + 1);
+}
+
 /**
  * Compiles `pattern` for linear-time matching; throws {@linkcode PatternError}, for one RE2
  * cannot compile and for one past {@linkcode MAX_PATTERN_SIZE} (told before compiling it).
  */
-export function compileLinearPattern(pattern: string): LinearPattern {
+export function compileLinearPattern(pattern: string): CompiledPattern {
   const cached = patternCache?.get(pattern);
   if (cached !== undefined) return cached;
-  checkPatternSize(pattern);
+  const size = checkPatternSize(pattern);
   try {
-    const compiled = RE2JS.compile(toRe2Syntax(pattern));
+    const re2 = RE2JS.compile(toRe2Syntax(pattern));
+    const compiled: CompiledPattern & { toString(): string } = {
+      size,
+      characterCost: characterCost(re2, size),
+      test: (text) => re2.test(text),
+      // Ajv keeps one compiled pattern per `toString()`: the pattern's own, never one for all.
+      toString: () => re2.toString(),
+    };
     patternCache?.set(pattern, compiled);
     return compiled;
   } catch (error) {
@@ -298,48 +386,61 @@ export function compileLinearPattern(pattern: string): LinearPattern {
 
 /**
  * What testing one event against its schema's patterns (`pattern`, `patternProperties`, and the
- * date-time and time formats) may cost together, in pattern instructions (by
- * {@linkcode patternSize}) times text characters, each test charged before it runs. RE2's time is
- * linear in the text and in the pattern's size (it may visit each instruction once a character):
- * one 4,003-instruction pattern over a 60,000-character string (an event may have 64 KiB) took
- * 5 s, three of them 9 s. At this bound the worst cases measured took 1–38 ms on a loaded 2-core
- * machine, while an email pattern (13 instructions) may still test strings of 20,000 characters,
- * or a UUID one (40) 180 UUIDs. Past it the event is refused (see {@linkcode PatternBudgetError}).
+ * date-time and time formats) may cost together: for each test, its text's characters times the
+ * instructions its pattern may visit a character ({@linkcode CompiledPattern.characterCost}: the
+ * pattern's size by {@linkcode patternSize}, or fewer for one RE2 matches in one pass), charged
+ * before it runs. RE2's time is linear in the text and in the pattern's size (it may visit each
+ * instruction once a character): one 4,003-instruction pattern over a 60,000-character string (an
+ * event may have 64 KiB) took 5 s, three of them 9 s. At this bound the worst cases measured took
+ * 1–38 ms on a loaded 2-core machine, while an email pattern (13 instructions) may still test
+ * strings of 20,000 characters, and a UUID one (40 instructions, 3 a character: matched in one
+ * pass) over 2,400 UUIDs, more than an event holds. Past it the event is refused (see
+ * {@linkcode PatternBudgetError}).
  */
 export const MAX_EVENT_MATCHING_COST = 262_144;
 
 /** An event's strings would cost more than {@linkcode MAX_EVENT_MATCHING_COST} to match. */
 export class PatternBudgetError extends Error {
-  constructor(size: number, length: number) {
+  constructor(pattern: CompiledPattern, length: number) {
     super(
-      `Event would cost more than ${MAX_EVENT_MATCHING_COST} to test against its schema's patterns (pattern instructions × text characters, per event): a pattern of ${size} instructions over ${length} characters costs ${
-        size * length
+      `Event would cost more than ${MAX_EVENT_MATCHING_COST} to test against its schema's patterns (text characters × instructions a pattern may visit a character, per event): ${
+        testCost(pattern, length)
       }`,
     );
     this.name = "PatternBudgetError";
   }
 }
 
-/** What is left of the running {@linkcode withMatchingBudget}'s budget (outside one: no bound). */
+/**
+ * What testing `pattern` over `length` characters costs, in words: `a pattern of 4003 instructions
+ * over 5000 characters costs 20015000`, and for one matched in one pass, how many a character.
+ */
+export function testCost(pattern: CompiledPattern, length: number): string {
+  const { size, characterCost } = pattern;
+  const instructions = characterCost === size
+    ? `${size} instructions`
+    : `${size} instructions (${characterCost} a character: matched in one pass)`;
+  return `a pattern of ${instructions} over ${length} characters costs ${characterCost * length}`;
+}
+
+/** What is left of the running {@linkcode startMatchingBudget}'s budget (outside one: no bound). */
 let matchingLeft = Infinity;
 /** The test that went past it, once one did. */
 let matchingPast: PatternBudgetError | undefined;
 
 /**
- * `compiled` (of `size` instructions) with each test charged to the running
- * {@linkcode withMatchingBudget}: past it (or once it was passed), throws
- * {@linkcode PatternBudgetError} instead of matching.
+ * `compiled` with each test charged to the running {@linkcode startMatchingBudget}: past it (or
+ * once it was passed), throws {@linkcode PatternBudgetError} instead of matching.
  */
-function charged(compiled: LinearPattern, size: number): LinearPattern {
+function charged(compiled: CompiledPattern): LinearPattern {
   const pattern: LinearPattern & { toString(): string } = {
     test(text: string): boolean {
-      if ((matchingLeft -= size * text.length) < 0) {
-        matchingPast ??= new PatternBudgetError(size, text.length);
+      if ((matchingLeft -= compiled.characterCost * text.length) < 0) {
+        matchingPast ??= new PatternBudgetError(compiled, text.length);
         throw matchingPast;
       }
       return compiled.test(text);
     },
-    // Ajv keeps one compiled pattern per `toString()`: the pattern's own, never one for all.
     toString: () => compiled.toString(),
   };
   return pattern;
@@ -381,7 +482,7 @@ class LinearRegExp extends OriginalRegExp {
     // With flags it is the library's own (zod's emoji format, with `u`): users' come without.
     this.#linear = flags
       ? { test: (text) => super.test(text) }
-      : charged(compileLinearPattern(source), patternSize(source));
+      : charged(compileLinearPattern(source));
   }
 
   // A literal made while the swap lasts is still a RegExp.
@@ -399,7 +500,7 @@ class LinearRegExp extends OriginalRegExp {
 export const linearRegExpEngine: ((pattern: string, flags: string) => LinearPattern) & {
   code: string;
 } = Object.assign(
-  (pattern: string) => charged(compileLinearPattern(pattern), patternSize(pattern)),
+  (pattern: string) => charged(compileLinearPattern(pattern)),
   {
     code: "compileLinearPattern",
   },

@@ -7,6 +7,7 @@
 export * from "./event.ts";
 export {
   checkPatternSize,
+  type CompiledPattern,
   compileLinearPattern,
   type LinearPattern,
   MAX_EVENT_MATCHING_COST,
@@ -14,6 +15,7 @@ export {
   PatternBudgetError,
   PatternError,
   patternSize,
+  testCost,
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
 export * from "./quote.ts";

@@ -792,7 +792,7 @@ Deno.test("ingestItems() rejects an event whose schema patterns or matches() cal
       errors: [{
         path: "",
         message:
-          "Event would cost more than 262144 to test against its schema's patterns (pattern instructions × text characters, per event): a pattern of 4003 instructions over 5000 characters costs 20015000",
+          "Event would cost more than 262144 to test against its schema's patterns (text characters × instructions a pattern may visit a character, per event): a pattern of 4003 instructions over 5000 characters costs 20015000",
       }],
     },
     {
@@ -800,7 +800,7 @@ Deno.test("ingestItems() rejects an event whose schema patterns or matches() cal
       errors: [{
         path: "transform[0].filter",
         message:
-          "Expression failed: Expression exceeded its matches() budget of 262144 (pattern instructions × text characters, per evaluation): a pattern of 4003 instructions over 5000 characters costs 20015000",
+          "Expression failed: Expression exceeded its matches() budget of 262144 (text characters × instructions a pattern may visit a character, per evaluation): a pattern of 4003 instructions over 5000 characters costs 20015000",
       }],
     },
   ]);

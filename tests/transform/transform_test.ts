@@ -169,7 +169,7 @@ Deno.test("compileTransform() rejects an event whose matches() calls go past the
   assert.equal(over.path, "transform[1].filter");
   assert.equal(
     over.message,
-    "Expression failed: Expression exceeded its matches() budget of 262144 (pattern instructions × text characters, per evaluation): a pattern of 4003 instructions over 5000 characters costs 20015000",
+    "Expression failed: Expression exceeded its matches() budget of 262144 (text characters × instructions a pattern may visit a character, per evaluation): a pattern of 4003 instructions over 5000 characters costs 20015000",
   );
   // The same filter over a short text runs.
   assert.equal(transform({ s: "a".repeat(60) }), null);

@@ -22,6 +22,52 @@ Deno.test("compileLinearPattern() tests anywhere in the text, by code point, as 
   assert.equal(new RegExp("^.$").test("😀"), false);
 });
 
+Deno.test("compileLinearPattern() charges a pattern matched in one pass no less than the instructions RE2 visits a character, any other its size", () => {
+  const uuid = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+  assert.deepEqual(
+    [compileLinearPattern(uuid).size, compileLinearPattern(uuid).characterCost],
+    [40, 3],
+  );
+  // Not matched in one pass: unanchored, or two ways to go on.
+  for (const pattern of [uuid.slice(1, -1), "^(a|ab)c", String.raw`^[a-z.]+@[a-z.]+\.[a-z]+$`]) {
+    const compiled = compileLinearPattern(pattern);
+    assert.equal(compiled.characterCost, compiled.size, pattern);
+  }
+  // RE2's one-pass matcher, its instructions counted as it reads them.
+  const onePass = [
+    uuid,
+    `^(?:${"(".repeat(20)}a${")".repeat(20)})*$`,
+    "^(?:a(b)|c(d(e)))*$",
+    String.raw`^[\p{L}\p{N}]*\b$`,
+    "^x?y+(?:z|w){2,5}$",
+    "^(?:)a",
+  ];
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...onePass),
+      fc.string({ unit: fc.constantFrom(..."abcdexyzw0-f中1") }),
+      (pattern, text) => {
+        const program = RE2JS.compile(toRe2Syntax(pattern));
+        const instructions = program.re2().onepass!.inst;
+        let visits = 0;
+        program.re2().onepass!.inst = new Proxy(instructions, {
+          get(target, key, receiver) {
+            if (typeof key === "string" && /^\d+$/.test(key)) visits += 1;
+            return Reflect.get(target, key, receiver);
+          },
+        });
+        const compiled = compileLinearPattern(pattern);
+        assert.ok(compiled.characterCost < compiled.size, pattern);
+        assert.equal(program.test(text), compiled.test(text));
+        assert.ok(
+          visits <= compiled.characterCost * (text.length + 1),
+          `${pattern} over ${JSON.stringify(text)}: ${visits} visits`,
+        );
+      },
+    ),
+  );
+});
+
 Deno.test("compileLinearPattern() refuses lookaround and backreferences, naming the pattern", () => {
   for (const pattern of ["(?=a)b", "a(?!b)", "(a)\\1", "(?<=a)b"]) {
     assert.throws(
