@@ -630,3 +630,25 @@ Deno.test("compileExpression() refuses literal matches() patterns past MAX_EXPRE
     false,
   );
 });
+
+Deno.test("matches() charges a literal pattern compiled again once dropped from the cache: expressions with more literal patterns than it holds do not compile theirs again for free", () => {
+  // 4 patterns of about 4,000 instructions an expression (16,000, the most it may have), and 5 of
+  // them: 80,000, past the 65,536 kept. Evaluated in turn, each compiled its own again (24–46 ms).
+  const pattern = (expression: number, index: number) =>
+    `${"[a-z]{1000}".repeat(3)}[a-z]{990}x{${expression + 1}}y{${index + 1}}`;
+  const source = (expression: number) =>
+    Array.from({ length: 4 }, (_, index) => `event.s.matches("${pattern(expression, index)}")`)
+      .join(" || ");
+  const expressions = Array.from({ length: 5 }, (_, index) => compileExpression(source(index)));
+  // Kept since it was compiled: answered within the budget (4 × 4,000 instructions × 2 characters).
+  assert.equal(expressions[4]({ event: { s: "ab" } }), false);
+  // The first's were dropped by the others': compiling them again costs 16 an instruction.
+  assert.throws(() => expressions[0]({ event: { s: "ab" } }), {
+    name: "EvaluationBudgetError",
+    message: new RegExp(
+      `^Expression exceeded its matches\\(\\) budget of ${MAX_MATCHING_COST} \\(.*\\): compiling a pattern of \\d+ instructions costs \\d+ \\(16 an instruction\\)$`,
+    ),
+  });
+  // Kept again once compiled: the next evaluation is within it.
+  assert.equal(expressions[0]({ event: { s: "ab" } }), false);
+});
