@@ -13,11 +13,14 @@
  */
 import { Environment, EvaluationError } from "@marcbachmann/cel-js";
 import {
+  chargeCompiling,
+  chargeTest,
   checkPatternSize,
   type CompiledPattern,
   compileLinearPattern,
+  endMatchingBudget,
   PatternError,
-  testCost,
+  startMatchingBudget,
 } from "../validate/mod.ts";
 import { compileFastPath, FALLBACK } from "./cel_fast.ts";
 import { quoteInput } from "../telemetry/logging.ts";
@@ -137,62 +140,43 @@ const MAX_CACHED_PATTERN_LENGTH = 256;
 function linearMatches(text: string, pattern: string): boolean {
   let held = linearPatterns.get(pattern);
   if (!held) {
-    let size: number;
-    try {
-      size = checkPatternSize(pattern);
-    } catch (error) {
-      throw new EvaluationError((error as Error).message);
-    }
     // Compiling is charged too, before it runs: an event's list of distinct patterns would
     // otherwise compile each (100 of 4,000 instructions: 0.9 s) while matching nothing.
-    chargeCompiling(size);
     try {
-      held = compileLinearPattern(pattern);
+      held = compileCharged(pattern);
     } catch (error) {
-      throw new EvaluationError((error as Error).message);
+      throw evaluationError(error);
     }
     if (pattern.length <= MAX_CACHED_PATTERN_LENGTH) {
       if (linearPatterns.size >= MAX_CACHED_PATTERNS) linearPatterns.clear();
       linearPatterns.set(pattern, held);
     }
   }
-  chargeMatching(held, text.length);
-  return held.test(text);
+  return testCharged(held, text);
 }
 
 /**
- * What is left of the running evaluation's {@linkcode MAX_MATCHING_COST} (see `withBudget`);
- * outside one, no bound (every expression that calls `matches` is evaluated within one).
+ * `pattern` compiled, charged to the running evaluation's {@linkcode MAX_MATCHING_COST} before it
+ * is (outside an evaluation, nothing is charged). Throws {@linkcode PatternError}.
  */
-let matchingLeft = Infinity;
-/** Why the evaluation went past {@linkcode MAX_MATCHING_COST}: what that call would cost. */
-let matchingPast: string | undefined;
-
-/**
- * What compiling a pattern `matches()` takes from the variables (not one it already holds) costs
- * an instruction, as {@linkcode MAX_MATCHING_COST} counts: it took about 2 µs an instruction,
- * matching up to about 0.15 µs an instruction and character.
- */
-const COMPILE_COST = 16;
-
-/**
- * Charges a `matches()` call of `pattern` over `length` characters before it runs (see
- * `CompiledPattern.characterCost`); past {@linkcode MAX_MATCHING_COST} (or once it was passed),
- * fails the evaluation.
- */
-function chargeMatching(pattern: CompiledPattern, length: number): void {
-  if ((matchingLeft -= pattern.characterCost * length) >= 0) return;
-  matchingPast ??= testCost(pattern, length);
-  throw SPENT;
+function compileCharged(pattern: string): CompiledPattern {
+  return compileLinearPattern(pattern, { beforeCompiling: spendOnCompiling });
 }
 
-/** Charges compiling a pattern of `size` instructions, as {@linkcode chargeMatching}. */
-function chargeCompiling(size: number): void {
-  if ((matchingLeft -= size * COMPILE_COST) >= 0) return;
-  matchingPast ??= `compiling a pattern of ${size} instructions costs ${
-    size * COMPILE_COST
-  } (${COMPILE_COST} an instruction)`;
-  throw SPENT;
+/** What a `matches` call throws for `error`: the spent budget's, or an {@linkcode EvaluationError}. */
+function evaluationError(error: unknown): unknown {
+  return error === SPENT ? error : new EvaluationError((error as Error).message);
+}
+
+/** Charges compiling a pattern of `size` instructions; past the budget, fails the evaluation. */
+function spendOnCompiling(size: number): void {
+  if (!chargeCompiling(size)) throw SPENT;
+}
+
+/** Whether `pattern` matches `text`, charged before it runs; past the budget, fails the evaluation. */
+function testCharged(pattern: CompiledPattern, text: string): boolean {
+  if (!chargeTest(pattern, text.length)) throw SPENT;
+  return pattern.test(text);
 }
 
 /**
@@ -223,9 +207,7 @@ function literalPattern(pattern: string): CompiledPattern {
     literalPatterns.set(pattern, held);
     return held;
   }
-  // Within an evaluation (with the expression, nothing is charged).
-  chargeCompiling(checkPatternSize(pattern));
-  const compiled = compileLinearPattern(pattern);
+  const compiled = compileCharged(pattern);
   for (const [source, oldest] of literalPatterns) {
     if (literalInstructions + compiled.size <= MAX_LITERAL_INSTRUCTIONS) break;
     literalPatterns.delete(source);
@@ -241,11 +223,9 @@ function linearMatchesLiteral(text: string, pattern: string): boolean {
   try {
     held = literalPattern(pattern);
   } catch (error) {
-    if (error === SPENT) throw error;
-    throw new EvaluationError((error as Error).message);
+    throw evaluationError(error);
   }
-  chargeMatching(held, text.length);
-  return held.test(text);
+  return testCharged(held, text);
 }
 
 /** A message with the renamed `matches` (see {@linkcode LINEAR_MATCHES}) named as written. */
@@ -692,28 +672,22 @@ function withBudget(
 ): (context: Record<string, unknown>) => unknown {
   return (context) => {
     remaining = MAX_EVALUATION_COST;
-    matchingLeft = MAX_MATCHING_COST;
-    matchingPast = undefined;
+    startMatchingBudget(MAX_MATCHING_COST);
     let value: unknown;
+    let failure: { error: unknown } | undefined;
     try {
       value = evaluate(context);
     } catch (error) {
-      // Spent, whatever error came out (cel-js may pass on another once its step failed).
-      throw spentError() ?? error;
-    } finally {
-      matchingLeft = Infinity;
+      failure = { error };
     }
-    // Spent, though an error was absorbed on the way and an answer came: still over budget.
-    const spent = spentError();
-    if (spent) throw spent;
+    // Spent, whatever error came out (cel-js may pass on another once its step failed), or
+    // though an error was absorbed on the way and an answer came: still over budget.
+    const matchingPast = endMatchingBudget();
+    if (matchingPast !== undefined) throw matchingBudgetError(matchingPast);
+    if (remaining < 0) throw new EvaluationBudgetError();
+    if (failure) throw failure.error;
     return value;
   };
-}
-
-/** The error of the running evaluation's spent budget, or `undefined` when neither is spent. */
-function spentError(): EvaluationBudgetError | undefined {
-  if (matchingPast) return matchingBudgetError(matchingPast);
-  return remaining < 0 ? new EvaluationBudgetError() : undefined;
 }
 
 /**

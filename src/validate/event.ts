@@ -9,6 +9,7 @@ import { compileFastVerdict, type FastVerdict } from "./_fast_verdict.ts";
 import {
   compileLinearPattern,
   endMatchingBudget,
+  PatternBudgetError,
   startMatchingBudget,
   withLinearRegExp,
   withPatternCache,
@@ -1410,7 +1411,7 @@ function validated(
   } finally {
     const past = endMatchingBudget();
     // deno-lint-ignore no-unsafe-finally
-    if (past) return [{ path: "", message: past.message }];
+    if (past) return [{ path: "", message: new PatternBudgetError(past).message }];
   }
   if (accepted || result === undefined) return value as Event;
   if (!result.success) {

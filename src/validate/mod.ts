@@ -6,16 +6,21 @@
  */
 export * from "./event.ts";
 export {
+  chargeCompiling,
+  chargeTest,
   checkPatternSize,
+  COMPILE_COST,
   type CompiledPattern,
   compileLinearPattern,
+  type CompileLinearPatternOptions,
+  endMatchingBudget,
   type LinearPattern,
   MAX_EVENT_MATCHING_COST,
   MAX_PATTERN_SIZE,
   PatternBudgetError,
   PatternError,
   patternSize,
-  testCost,
+  startMatchingBudget,
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
 export * from "./quote.ts";
