@@ -129,28 +129,56 @@ function registerMixedArithmetic(env: Environment): void {
  */
 const LINEAR_MATCHES = "linearMatches";
 /**
- * Patterns compiled for `matches`, by source: at most 256, each at most 256 characters (a
- * compiled pattern takes about 60 bytes a character; one from an event may be long), cleared
- * when full. A longer one is compiled for its call alone.
+ * Compiled patterns by source, least recently used first, at most `limit` instructions between
+ * them (by `patternSize`; a compiled one took 60–600 bytes an instruction), the least recently
+ * used dropped. One not held is compiled and charged as {@linkcode compileCharged} says: within an
+ * evaluation, to its budget.
  */
-const linearPatterns = new Map<string, CompiledPattern>();
-const MAX_CACHED_PATTERNS = 256;
-const MAX_CACHED_PATTERN_LENGTH = 256;
+class PatternCache {
+  readonly #limit: number;
+  readonly #patterns = new Map<string, CompiledPattern>();
+  #instructions = 0;
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  /** `pattern` compiled, held or now (then held). Throws as {@linkcode compileCharged}. */
+  get(pattern: string): CompiledPattern {
+    const held = this.#patterns.get(pattern);
+    if (held) {
+      // Most recently used: last.
+      this.#patterns.delete(pattern);
+      this.#patterns.set(pattern, held);
+      return held;
+    }
+    const compiled = compileCharged(pattern);
+    for (const [source, oldest] of this.#patterns) {
+      if (this.#instructions + compiled.size <= this.#limit) break;
+      this.#patterns.delete(source);
+      this.#instructions -= oldest.size;
+    }
+    this.#patterns.set(pattern, compiled);
+    this.#instructions += compiled.size;
+    return compiled;
+  }
+}
+
+/**
+ * Patterns `matches` took from the variables (an event's), compiled, at most 16,384 instructions
+ * of them (at most some 10 MB). Bounded by count (256) and length (256 characters) instead, 255
+ * patterns of about 5,000 instructions each, sent in 85 events, held 78 MB.
+ */
+const variablePatterns = new PatternCache(16_384);
 
 function linearMatches(text: string, pattern: string): boolean {
-  let held = linearPatterns.get(pattern);
-  if (!held) {
+  let held: CompiledPattern;
+  try {
     // Compiling is charged too, before it runs: an event's list of distinct patterns would
     // otherwise compile each (100 of 4,000 instructions: 0.9 s) while matching nothing.
-    try {
-      held = compileCharged(pattern);
-    } catch (error) {
-      throw evaluationError(error);
-    }
-    if (pattern.length <= MAX_CACHED_PATTERN_LENGTH) {
-      if (linearPatterns.size >= MAX_CACHED_PATTERNS) linearPatterns.clear();
-      linearPatterns.set(pattern, held);
-    }
+    held = variablePatterns.get(pattern);
+  } catch (error) {
+    throw evaluationError(error);
   }
   return testCharged(held, text);
 }
@@ -187,41 +215,18 @@ function testCharged(pattern: CompiledPattern, text: string): boolean {
  */
 const LINEAR_MATCHES_LITERAL = "linearMatchesLiteral";
 /**
- * Literal patterns compiled with their expressions, by source, least recently used first: at
- * most {@linkcode MAX_LITERAL_INSTRUCTIONS} between them (by `patternSize`; a definition's may
- * have 16,000), the least recently used dropped. One dropped and used again is compiled again,
- * charged as a pattern taken from the event is (16 an instruction): expressions whose literal
- * patterns together exceed the cache (five filters of 16,000 instructions) had each evaluation
- * compile its own again, 24–46 ms each, uncharged, on top of what its budget bounds.
+ * Literal patterns compiled with their expressions, at most 65,536 instructions of them (a
+ * definition's may have 16,000). One dropped and used again is compiled again, charged as a
+ * pattern taken from the event is (16 an instruction): expressions whose literal patterns together
+ * exceed the cache (five filters of 16,000 instructions) had each evaluation compile its own
+ * again, 24–46 ms each, uncharged, on top of what its budget bounds.
  */
-const literalPatterns = new Map<string, CompiledPattern>();
-const MAX_LITERAL_INSTRUCTIONS = 65_536;
-let literalInstructions = 0;
-
-/** `pattern` compiled, from {@linkcode literalPatterns} or now (kept there). */
-function literalPattern(pattern: string): CompiledPattern {
-  const held = literalPatterns.get(pattern);
-  if (held) {
-    // Most recently used: last.
-    literalPatterns.delete(pattern);
-    literalPatterns.set(pattern, held);
-    return held;
-  }
-  const compiled = compileCharged(pattern);
-  for (const [source, oldest] of literalPatterns) {
-    if (literalInstructions + compiled.size <= MAX_LITERAL_INSTRUCTIONS) break;
-    literalPatterns.delete(source);
-    literalInstructions -= oldest.size;
-  }
-  literalPatterns.set(pattern, compiled);
-  literalInstructions += compiled.size;
-  return compiled;
-}
+const literalPatterns = new PatternCache(65_536);
 
 function linearMatchesLiteral(text: string, pattern: string): boolean {
   let held: CompiledPattern;
   try {
-    held = literalPattern(pattern);
+    held = literalPatterns.get(pattern);
   } catch (error) {
     throw evaluationError(error);
   }
@@ -252,7 +257,7 @@ function useLinearMatches(node: unknown): void {
   const method = op === "rcall";
   if ((method || op === "call") && Array.isArray(args) && args[0] === "matches") {
     const literal = literalMatchesPattern(node, "matches");
-    if (literal !== undefined) literalPattern(literal);
+    if (literal !== undefined) literalPatterns.get(literal);
     args[0] = literal === undefined ? LINEAR_MATCHES : LINEAR_MATCHES_LITERAL;
   }
   if (typeof args === "object" && args !== null) useLinearMatches(args);

@@ -652,3 +652,24 @@ Deno.test("matches() charges a literal pattern compiled again once dropped from 
   // Kept again once compiled: the next evaluation is within it.
   assert.equal(expressions[0]({ event: { s: "ab" } }), false);
 });
+
+Deno.test("matches() keeps patterns taken from the event up to 16,384 instructions, the least recently used dropped: one dropped is charged again for compiling", () => {
+  const evaluate = compileExpression("event.ps.all(p, event.s.matches(p))");
+  // About 4,000 instructions each, not matched in one pass: over 60 characters, 240,000.
+  const pattern = (index: number) => `${"[a-z]{1000}".repeat(3)}[a-z]{990}x{${index + 1}}`;
+  const s = "a".repeat(60);
+  // Compiled (63,888) and held, then matched over 60 characters within the budget, as its
+  // compiling is not charged again.
+  assert.equal(evaluate({ event: { ps: [pattern(0)], s: "" } }), false);
+  assert.equal(evaluate({ event: { ps: [pattern(0)], s } }), false);
+  // 16,000 instructions of others (256 were held, whatever their size: 78 MB of them).
+  for (let index = 1; index <= 4; index++) {
+    assert.equal(evaluate({ event: { ps: [pattern(index)], s: "" } }), false);
+  }
+  assert.equal(evaluate({ event: { ps: [pattern(4)], s } }), false);
+  // Dropped: compiled again, which its budget no longer holds with the matching.
+  assert.throws(() => evaluate({ event: { ps: [pattern(0)], s } }), {
+    name: "EvaluationBudgetError",
+    message: /: a pattern of 399\d instructions over 60 characters costs \d+$/,
+  });
+});
