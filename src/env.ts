@@ -15,7 +15,7 @@
  * | `UPSTASH_REDIS_REST_URL`, `UPSTASH_REDIS_REST_TOKEN` | the Redis store (both or neither) | memory store |
  * | `EDGESTREAM_PREFIX` | Redis key prefix | `es` |
  * | `EDGESTREAM_MEMORY_DEDUPE_MAX` | memory store: most dedupe ids a stream holds | `10000000` |
- * | `EDGESTREAM_SWEEP_EVERY` | self-hosted sweep interval; `0s` turns it off | `5s` |
+ * | `EDGESTREAM_SWEEP_EVERY` | self-hosted sweep interval, from `100ms` to `100s`; `0s` turns it off | `5s` |
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
  * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long (above 0) | `5d` |
@@ -46,6 +46,7 @@ import {
   malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
+  MIN_WINDOW_MS,
   oversizedPatterns,
   parseDuration,
   repeatedGroupBy,
@@ -60,6 +61,7 @@ import {
   UrlPolicy,
   WebhookService,
 } from "./fanout/webhooks/mod.ts";
+import { WINDOWS_PER_SWEEP } from "./fanout/mod.ts";
 import { KeyRing } from "./http/auth.ts";
 import {
   DEFAULT_INGEST_SOCKETS_MAX,
@@ -221,16 +223,30 @@ function readList(env: EnvSource, name: string, parse: (text?: string) => string
 /** Shortest sweep interval: a shorter one would keep the store busy with sweeps. */
 const MIN_SWEEP_MS = 100;
 
-/** `EDGESTREAM_SWEEP_EVERY`: 0 (no timer), or at least {@linkcode MIN_SWEEP_MS}. */
+/**
+ * Longest sweep interval, 100 s: a sweep closes at most {@linkcode WINDOWS_PER_SWEEP} windows of
+ * a counter, so a rarer one lets a counter of the shortest windows ({@linkcode MIN_WINDOW_MS})
+ * that keeps getting events close them later and later, holding their panes, never catching up.
+ */
+const MAX_SWEEP_MS = WINDOWS_PER_SWEEP * MIN_WINDOW_MS;
+
+/** `EDGESTREAM_SWEEP_EVERY`: 0 (no timer), or from {@linkcode MIN_SWEEP_MS} to {@linkcode MAX_SWEEP_MS}. */
 function readSweepEvery(env: EnvSource): number {
   const text = env.get("EDGESTREAM_SWEEP_EVERY");
-  const ms = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s", true);
+  const ms = readDuration(env, "EDGESTREAM_SWEEP_EVERY", "5s");
   // Off only when written as zero (every number in it: `0s`, `0m0s`); a fraction of a
   // millisecond, which could round to 0 and turn it off unsaid, is refused by parseDuration.
   const off = ms === 0 && !/[1-9]/.test(text ?? "");
-  if (ms === 0 ? !off : ms < MIN_SWEEP_MS) {
+  if (ms === 0 ? !off : ms < MIN_SWEEP_MS || ms > MAX_SWEEP_MS) {
+    // Why a rarer sweep is refused, which nothing else would say.
+    const why = ms > MAX_SWEEP_MS
+      ? `: a sweep closes at most ${WINDOWS_PER_SWEEP} windows of a counter, so a rarer one lets ` +
+        `${MIN_WINDOW_MS / 1000}s windows fall further behind at every sweep`
+      : "";
     throw new ConfigError(
-      `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or at least ${MIN_SWEEP_MS}ms, got '${text}'`,
+      `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or from ${MIN_SWEEP_MS}ms to ${
+        MAX_SWEEP_MS / 1000
+      }s, got '${text}'${why}`,
     );
   }
   return ms;

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import FakeTimers from "@sinonjs/fake-timers";
-import { compileConfig, ConfigError } from "../src/config/mod.ts";
+import { compileConfig, ConfigError, MIN_WINDOW_MS } from "../src/config/mod.ts";
+import { WINDOWS_PER_SWEEP } from "../src/fanout/mod.ts";
 import { InvalidEndpointError } from "../src/fanout/webhooks/mod.ts";
 import {
   configFromEnv,
@@ -649,7 +650,7 @@ Deno.test("configFromEnv() refuses, naming it, a Deno OpenTelemetry setting Deno
   }
 });
 
-Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns it off, else at least 100 ms", async () => {
+Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns it off, else from 100 ms to 100 s", async () => {
   for (
     const [value, ms] of [
       ["0s", 0],
@@ -658,6 +659,8 @@ Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns
       ["0m0s", 0],
       ["100ms", 100],
       ["2s", 2_000],
+      ["100s", 100_000],
+      ["1m40s", 100_000],
     ] as const
   ) {
     const config = await configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: value }));
@@ -675,10 +678,31 @@ Deno.test("configFromEnv() reads EDGESTREAM_SWEEP_EVERY: 0 written as zero turns
       (error) =>
         error instanceof ConfigError &&
         error.message ===
-          `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or at least 100ms, got '${value}'`,
+          `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or from 100ms to 100s, got '${value}'`,
       value,
     );
   }
+  // A sweep closes at most 100 windows of a counter: swept rarer than every 100 s, a counter of
+  // 1 s windows that keeps getting events falls further behind at every sweep, never catching up.
+  for (const value of ["100001ms", "101s", "5m", "1h", "24d", "25d"]) {
+    await assert.rejects(
+      () => configFromEnv(env({ EDGESTREAM_SWEEP_EVERY: value })),
+      (error) =>
+        error instanceof ConfigError &&
+        error.message ===
+          `EDGESTREAM_SWEEP_EVERY: expected 0s (no sweep timer) or from 100ms to 100s, got '${value}': ` +
+            "a sweep closes at most 100 windows of a counter, so a rarer one lets 1s windows fall " +
+            "further behind at every sweep",
+      value,
+    );
+  }
+  assert.equal(WINDOWS_PER_SWEEP * MIN_WINDOW_MS, 100_000);
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const row = readme.split("\n").find((line) => line.startsWith("| `EDGESTREAM_SWEEP_EVERY`"));
+  assert.match(
+    row ?? "",
+    /`0s` = never; else from `100ms` to `100s`: a sweep closes at most 100 windows/,
+  );
 });
 
 Deno.test("configFromEnv() reads EDGESTREAM_KEYS with spaces around ':' and refuses a key no header can carry", async () => {
