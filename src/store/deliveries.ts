@@ -275,6 +275,15 @@ export interface OpenDispatchOptions {
   leaseMs: number;
   /** List every endpoint too, and take no lease when there is none. @default {false} */
   listEndpoints?: boolean;
+  /**
+   * Without `listEndpoints`: the version the caller's own list of endpoints was read at (see
+   * {@linkcode DeliveryStore.listEndpointsVersioned}). When the store's is another (an endpoint
+   * was created, changed or deleted since), the call lists every endpoint all the same, as with
+   * `listEndpoints`, so that a dispatch never goes by a list older than its lease: an endpoint
+   * registered since would miss the results logged after its registration.
+   * @default {undefined: not compared}
+   */
+  unlessVersion?: string;
 }
 
 /** What {@linkcode DeliveryStore.openDispatch} found. */
@@ -466,6 +475,12 @@ export interface DeliveryStore {
   /** Every endpoint, oldest first. */
   listEndpoints(): Promise<Endpoint[]>;
   /**
+   * Every endpoint, oldest first, read in one step with the endpoint list's version: another one
+   * after any endpoint was created, changed ({@linkcode putEndpoint}) or deleted (see
+   * {@linkcode OpenDispatchOptions.unlessVersion}).
+   */
+  listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }>;
+  /**
    * A page of the endpoints, oldest first (by creation time, then id); see
    * {@linkcode Page}. Throws {@linkcode InvalidCursorError} for a cursor not
    * given out by this method.
@@ -498,9 +513,10 @@ export interface DeliveryStore {
   /** Gives a lease back if `token` still holds it. */
   releaseLease(name: string, token: string): Promise<void>;
   /**
-   * In one call: lists every endpoint when asked (and then, when there is
-   * none, takes no lease), takes the named lease for `leaseMs` when nobody
-   * holds it, and reads the stream's dispatch state.
+   * In one call: lists every endpoint when asked, or when the endpoints
+   * changed since `options.unlessVersion` (and then, when there is none,
+   * takes no lease), takes the named lease for `leaseMs` when nobody holds
+   * it, and reads the stream's dispatch state.
    */
   openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening>;
   /**

@@ -33,7 +33,7 @@ Deno.test("logSweepError() logs an unavailable store at warning and anything els
 Deno.test("a sweep's webhook hold and a definitions poll log an unavailable store at warning, anything else at error", async () => {
   class FailingDeliveries extends MemoryDeliveryStore {
     error: Error = new Error("unset");
-    override listEndpoints(): Promise<Endpoint[]> {
+    override listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }> {
       return Promise.reject(this.error);
     }
   }

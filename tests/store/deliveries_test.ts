@@ -1323,6 +1323,52 @@ const scenarios: Record<string, Scenario> = {
     assert.ok(unlisted.lease, "not listing, it takes the lease");
   },
 
+  async "openDispatch() with unlessVersion lists the endpoints when one was created, changed or deleted since that version"(
+    store,
+  ) {
+    const lease = "dispatch:s";
+    const open = async (unlessVersion: string) => {
+      const opened = await store.openDispatch("s", { lease, leaseMs: 60_000, unlessVersion });
+      if (opened.lease) await store.releaseLease(lease, opened.lease);
+      return opened.endpoints?.map((endpoint) => endpoint.id) ?? null;
+    };
+    const empty = await store.listEndpointsVersioned();
+    assert.deepEqual(empty.endpoints, []);
+    assert.equal(await open(empty.version), null, "unchanged: not listed");
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    // Created since: listed, as with listEndpoints.
+    assert.deepEqual(await open(empty.version), ["ep_a"]);
+    const one = await store.listEndpointsVersioned();
+    assert.deepEqual(one.endpoints.map((endpoint) => endpoint.id), ["ep_a"]);
+    assert.notEqual(one.version, empty.version);
+    assert.equal(await open(one.version), null, "unchanged: not listed");
+    // A put refused (another version expected) changes nothing.
+    assert.equal(await store.putEndpoint(config("ep_a"), { expectVersion: 7 }), false);
+    assert.equal(await open(one.version), null, "a refused put: not listed");
+    // Changed since (a PATCH, enabled again): listed with the change.
+    await store.putEndpoint(config("ep_a", { version: 2, streams: ["s"] }), {
+      expectVersion: 1,
+      state: { disabled: true, disabledReason: "Disabled by its owner" },
+    });
+    assert.deepEqual(await open(one.version), ["ep_a"]);
+    const changed = await store.listEndpointsVersioned();
+    assert.notEqual(changed.version, one.version);
+    assert.deepEqual(changed.endpoints[0].streams, ["s"]);
+    // Deleted since: listed (none left, so no lease either).
+    assert.equal(await store.deleteEndpoint("ep_a"), true);
+    const opened = await store.openDispatch("s", {
+      lease,
+      leaseMs: 60_000,
+      unlessVersion: changed.version,
+    });
+    assert.deepEqual(opened.endpoints, []);
+    assert.equal(opened.lease, null, "no endpoint: no lease");
+    const gone = await store.listEndpointsVersioned();
+    assert.notEqual(gone.version, changed.version);
+    assert.equal(await store.deleteEndpoint("ep_a"), false);
+    assert.equal((await store.listEndpointsVersioned()).version, gone.version, "nothing deleted");
+  },
+
   async "storePage() creates a page's deliveries and moves the cursor in one step, once per cursor"(
     store,
   ) {
@@ -1669,7 +1715,14 @@ redisTest(
     const keys = (await redis.keys("*")).sort();
     assert.ok(keys.length > 0);
     for (const key of keys) assert.ok(key.startsWith("t:{wh}:"), key);
-    const lasting = new Set(["t:{wh}:ep:ep_a", "t:{wh}:eps:ep_a", "t:{wh}:endpoints", "t:{wh}:qe"]);
+    // (`epv`, the endpoint list's version, is one short string that does not grow.)
+    const lasting = new Set([
+      "t:{wh}:ep:ep_a",
+      "t:{wh}:eps:ep_a",
+      "t:{wh}:endpoints",
+      "t:{wh}:qe",
+      "t:{wh}:epv",
+    ]);
     for (const key of keys) {
       const ttl = await redis.pttl(key);
       if (lasting.has(key)) assert.equal(ttl, -1, key);

@@ -145,6 +145,14 @@ export interface DispatchOptions {
    * since a little longer, and trims nothing that was not dispatched. @default {false}
    */
   deferMark?: boolean;
+  /**
+   * The version the `endpoints` given to {@linkcode Dispatcher.dispatch} were listed at
+   * ({@linkcode DeliveryStore.listEndpointsVersioned}): when an endpoint changed since, the store
+   * call that takes the lease lists them again and the dispatch goes by that list, so an endpoint
+   * registered (or changed to hear the stream, or enabled again) after the caller listed them
+   * gets the results logged after that. @default {undefined: not compared}
+   */
+  endpointsVersion?: string;
 }
 
 /** Takes claims made by the dispatch for a sender (see `Sender.reserve`). */
@@ -332,8 +340,10 @@ export class Dispatcher {
       lease: leaseName,
       leaseMs: this.#leaseMs,
       listEndpoints: endpoints === null,
+      unlessVersion: endpoints === null ? undefined : options.endpointsVersion,
     });
-    const listed = endpoints ?? opened.endpoints ?? [];
+    // Listed by the store call when asked, or when the endpoints changed since `endpoints`.
+    const listed = opened.endpoints ?? endpoints ?? [];
     this.#keepFiltersOf(listed);
     // No endpoints: openDispatch took no lease, and there is nothing to do.
     if (listed.length === 0) return 0;

@@ -126,8 +126,11 @@ export class WebhookService {
   #sender: Sender;
   #watcher: AlertWatcher;
   #cacheMs: number;
-  /** The endpoints prepare() listed for the sweep that follows it (null: none listed). */
-  #prepared: Endpoint[] | null = null;
+  /**
+   * The endpoints prepare() listed for the sweep that follows it, and their list's version
+   * (null: none listed).
+   */
+  #prepared: { endpoints: Endpoint[]; version: string } | null = null;
   #endpoints: Endpoint[] = [];
   #loadedMs = -Infinity;
   #refreshing: Promise<void> | null = null;
@@ -240,7 +243,7 @@ export class WebhookService {
     this.#prepared = null;
     // A stream deleted (or created again) since: what this process kept of it goes.
     await this.#forgetGone();
-    const endpoints = prepared ?? await this.refreshEndpoints();
+    const { endpoints, version } = prepared ?? await this.#listEndpoints();
     let queued = 0;
     if (endpoints.length === 0 && this.#holding) {
       // The last endpoint went (or this process just started without one): the result logs
@@ -263,7 +266,13 @@ export class WebhookService {
           queued += await this.#inTurn(
             stream.name,
             // An idle stream's log has not moved since this process dispatched it: one read.
-            () => this.#dispatcher.dispatch(stream, endpoints, { ifLogMoved: true }),
+            // Listed again in the call that takes the lease when an endpoint changed since (one
+            // registered while this sweep closed windows must get the results they log).
+            () =>
+              this.#dispatcher.dispatch(stream, endpoints, {
+                ifLogMoved: true,
+                endpointsVersion: version,
+              }),
           );
         } catch (error) {
           // The store unreachable fails every stream alike: the sweep's caller logs it once.
@@ -296,9 +305,10 @@ export class WebhookService {
     try {
       let endpoints = this.#endpoints;
       if (this.#now() - this.#loadedMs >= this.#cacheMs) {
-        endpoints = await this.refreshEndpoints();
+        const listed = await this.#listEndpoints();
+        endpoints = listed.endpoints;
         // The sweep that follows dispatches to this list rather than listing again.
-        this.#prepared = endpoints;
+        this.#prepared = listed;
       }
       if (endpoints.length > 0) {
         // Before holding: a stream created again under a deleted one's name is held anew.
@@ -336,9 +346,15 @@ export class WebhookService {
 
   /** Reloads the endpoint list from the delivery store. */
   async refreshEndpoints(): Promise<Endpoint[]> {
-    this.#endpoints = await this.#deliveries.listEndpoints();
+    return (await this.#listEndpoints()).endpoints;
+  }
+
+  /** Reloads the endpoint list, with the version it was read at. */
+  async #listEndpoints(): Promise<{ endpoints: Endpoint[]; version: string }> {
+    const { endpoints, version } = await this.#deliveries.listEndpointsVersioned();
+    this.#endpoints = endpoints;
     this.#loadedMs = this.#now();
-    return this.#endpoints;
+    return { endpoints, version };
   }
 
   #refreshIfStale(): void {

@@ -77,6 +77,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
   #leases = new Map<string, { token: string; untilMs: number }>();
   #tokens = 0;
   #nextForget = -Infinity;
+  /** The endpoint list's version: counts the changes of endpoints (see `listEndpointsVersioned`). */
+  #endpointsVersion = 0;
 
   constructor(options: MemoryDeliveryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -99,6 +101,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
       );
     }
     this.#configs.set(config.id, structuredClone(config));
+    this.#endpointsVersion += 1;
     const state = this.#states.get(config.id) ??
       { disabled: false, disabledReason: null, failingSinceMs: null };
     this.#states.set(config.id, { ...state, ...options.state });
@@ -119,6 +122,13 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return Promise.resolve(this.#endpoints());
   }
 
+  listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }> {
+    return Promise.resolve({
+      endpoints: this.#endpoints(),
+      version: String(this.#endpointsVersion),
+    });
+  }
+
   #endpoints(): Endpoint[] {
     return [...this.#configs.keys()].map((id) => this.#endpoint(id)!).sort(comparePositions);
   }
@@ -137,6 +147,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   deleteEndpoint(id: string): Promise<boolean> {
     const existed = this.#configs.delete(id);
+    if (existed) this.#endpointsVersion += 1;
     // Its deliveries can no longer be read or sent: held for their week, they would only grow.
     for (const position of this.#byEndpoint.get(id) ?? []) this.#deliveries.delete(position.id);
     this.#states.delete(id);
@@ -201,7 +212,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // One synchronous step, as atomic as the Redis script.
   openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
-    const endpoints = options.listEndpoints ? this.#endpoints() : null;
+    const changed = options.unlessVersion !== undefined &&
+      options.unlessVersion !== String(this.#endpointsVersion);
+    const endpoints = options.listEndpoints || changed ? this.#endpoints() : null;
     const lease = endpoints === null || endpoints.length > 0
       ? this.#acquireLease(options.lease, options.leaseMs)
       : null;

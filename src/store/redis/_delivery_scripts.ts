@@ -8,6 +8,8 @@
  * - `eps:<id>` — endpoint state hash: `dis` ("1"/"0"), `why`, `fail` (failing since, ms),
  *   `rate` (deliveries/s, absent for no limit).
  * - `endpoints` — zset of endpoint ids by creation time.
+ * - `epv` — the endpoint list's version: the one-time token of the last call that created,
+ *   changed or deleted an endpoint (absent: none did).
  * - `d:<id>` — delivery hash: `id`, `mid`, `ep`, `stream`, `type`, `payload`, `created`,
  *   `status`, `attempts`, `tries`, `intr` (interruptions in a row; absent for 0), `first` (first
  *   attempt's start, ms; absent before one, and for a delivery attempted before the field was
@@ -47,6 +49,14 @@ import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY } from "./_lua_common.ts";
 /** The shared prelude and the helpers of the delivery store's scripts. */
 const COMMON = LUA_COMMON + LUA_READ_KEY + `
 local ENDPOINTS_KEY = P .. "endpoints"
+local ENDPOINTS_VERSION_KEY = P .. "epv"
+-- The endpoint list's version ("" when none was written). Read only by this store: text of
+-- another type is no version (SET, which writes it, replaces whatever is there).
+local function endpointsVersion()
+  local version = redis.pcall("GET", ENDPOINTS_VERSION_KEY)
+  if type(version) ~= "string" then return "" end
+  return version
+end
 local DUE_ENDPOINTS_KEY = P .. "qe"
 local function endpointKey(ep) return P .. "ep:" .. ep end
 local function endpointStateKey(ep) return P .. "eps:" .. ep end
@@ -511,6 +521,7 @@ if failing ~= nil then
   if failing == cjson.null then redis.call("HDEL", st, "fail") else redis.call("HSET", st, "fail", num(failing)) end
 end
 if disabled == nil and not hasDisabled then redis.call("HSET", st, "dis", "0") end
+redis.call("SET", ENDPOINTS_VERSION_KEY, args.tk)
 keepReply(callKey, "1")
 return 1
 `;
@@ -518,6 +529,14 @@ return 1
 /** Reads endpoints. ARGV[1]: `{ids: [...] | false}` (false: all). Returns JSON `[[json, {state}], …]`. */
 export const GET_ENDPOINTS_SCRIPT = COMMON + `
 return cjson.encode(endpointRows(args.ids))
+`;
+
+/**
+ * Reads every endpoint with the endpoint list's version. Returns JSON
+ * `{rows: [[json, {state}], …], version}` (version `""` when none was written).
+ */
+export const LIST_ENDPOINTS_SCRIPT = COMMON + `
+return cjson.encode({ rows = endpointRows(false), version = endpointsVersion() })
 `;
 
 /**
@@ -554,6 +573,7 @@ redis.call("DEL", endpointStateKey(id), queueKey(id), inFlightKey(id), rateKey(i
   deadKey(id))
 redis.call("ZREM", ENDPOINTS_KEY, id)
 redis.call("ZREM", DUE_ENDPOINTS_KEY, id)
+if existed == 1 then redis.call("SET", ENDPOINTS_VERSION_KEY, args.tk) end
 keepReply(callKey, num(existed))
 return existed
 `;
@@ -589,13 +609,16 @@ return 1
 `;
 
 /**
- * Opens a stream's dispatch in one call. ARGV[1]: `{stream, lease, token, ttl, list}`. Lists
- * the endpoints when `list` (then takes no lease when there is none), takes the lease
+ * Opens a stream's dispatch in one call. ARGV[1]: `{stream, lease, token, ttl, list, unless}`.
+ * Lists the endpoints when `list`, or when `unless` (a version, or false) is not the endpoint
+ * list's version (then takes no lease when there is none), takes the lease
  * `lease` for `ttl` ms when free, and reads the cursor. Returns JSON
  * `[leased (1/0), cursor, plan, [[json, {state}], …] | false]` ("" for no cursor or plan).
  */
 export const OPEN_DISPATCH_SCRIPT = COMMON + `
 local stream, lease, token, ttl, list = args.stream, args.lease, args.token, args.ttl, args.list
+-- The caller's list is older than the last change of an endpoint: listed again.
+if not list and args.unless ~= false and args.unless ~= endpointsVersion() then list = true end
 local endpoints = false
 if list then endpoints = endpointRows(false) end
 -- Read before the lease is taken, its one write.

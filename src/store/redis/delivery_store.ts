@@ -26,6 +26,7 @@ import {
   GET_ENDPOINTS_SCRIPT,
   LIST_ATTEMPTS_SCRIPT,
   LIST_DELIVERIES_SCRIPT,
+  LIST_ENDPOINTS_SCRIPT,
   OPEN_DISPATCH_SCRIPT,
   PAGE_ENDPOINTS_SCRIPT,
   PUT_ENDPOINT_SCRIPT,
@@ -246,6 +247,19 @@ export class RedisDeliveryStore implements DeliveryStore {
     return this.#endpoints(false);
   }
 
+  async listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }> {
+    const reply = fromJson<{ rows: unknown; version: unknown }>(
+      await this.#run("listEndpoints", LIST_ENDPOINTS_SCRIPT, {}),
+    );
+    return {
+      // An empty Lua table comes back as {}, not [].
+      endpoints: asArray<[unknown, unknown]>(reply.rows).map(([json, state]) =>
+        toEndpoint(json, state)
+      ),
+      version: String(reply.version),
+    };
+  }
+
   async pageEndpoints(options: PageOptions): Promise<Page<Endpoint>> {
     const after = afterArg("endpoints", options.cursor);
     const reply = fromJson<{ rows: Array<[unknown, unknown]>; next: [string, string] | false }>(
@@ -350,6 +364,7 @@ export class RedisDeliveryStore implements DeliveryStore {
           token,
           ttl: options.leaseMs,
           list: options.listEndpoints ?? false,
+          unless: options.unlessVersion ?? false,
         }),
     );
     const [leased, cursor, plan, rows] = fromJson<[number, string, string, unknown]>(reply);

@@ -11,6 +11,7 @@ import { Redis } from "@upstash/redis";
 import { RedisDeliveryStore } from "../../../src/store/mod.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { type RedisFixture, redisTest } from "../../_redis.ts";
+import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { Receiver } from "./_receiver.ts";
 import { at, call, type Clock, ingest, register, setup, sweep, T0 } from "./_setup.ts";
 
@@ -436,6 +437,52 @@ redisTest(
       await patchedToMoreStreams(app);
     } finally {
       await app.close();
+    }
+  },
+);
+
+redisTest(
+  "an endpoint another instance registers while a sweep closes windows gets the results that sweep logs after its registration",
+  async (fixture) => {
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    const late = await Receiver.start(() => clock.now);
+    try {
+      const early = await register(a.app, { url: receiver.url(), streams: ["orders"] });
+      await ingest(a.app, [
+        { id: "1", ts: at(1), country: "DE" },
+        { id: "2", ts: at(2), country: "FR" },
+        { id: "tick", ts: at(75), country: "XX" },
+      ]);
+      // A's cached endpoint list is stale: its sweep's prepare() lists the endpoints again.
+      clock.now += 10_000;
+      let registered: { id: string; secret: string } | undefined;
+      await sweepOnce(a.streams.values(), a.store, {
+        consumers: [{
+          // B registers one once A's sweep listed the endpoints, before its closes log results.
+          prepare: async () => {
+            await a.webhooks.prepare();
+            registered = await register(b.app, { url: late.url(), streams: ["orders"] });
+          },
+          sweep: () => a.webhooks.sweep(),
+        }],
+      });
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+      const messageIds = async (id: string) => {
+        const res = await call(a.app, "GET", `/v1/webhooks/${id}/deliveries`);
+        assert.equal(res.status, 200, res.text);
+        return res.body.deliveries.map((delivery: { messageId: string }) => delivery.messageId)
+          .sort();
+      };
+      const expected = await messageIds(early.id);
+      assert.equal(expected.length, 2, "per_minute's windows of DE and FR");
+      assert.deepEqual(await messageIds(registered!.id), expected);
+      assert.equal(late.received.length, expected.length);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await Promise.all([receiver.close(), late.close()]);
     }
   },
 );

@@ -1630,9 +1630,9 @@ Deno.test("a sweep lists the webhook endpoints once, whether its prepare found t
   const clock: Clock = { now: T0 + 600_000 };
   let listed = 0;
   class CountsLists extends MemoryDeliveryStore {
-    override listEndpoints() {
+    override listEndpointsVersioned() {
       listed += 1;
-      return super.listEndpoints();
+      return super.listEndpointsVersioned();
     }
   }
   await withApp(
@@ -1741,7 +1741,7 @@ Deno.test("a stream whose dispatch fails is logged and skipped: the streams afte
 Deno.test("the endpoint list reload an ingest's log demand starts logs its failure without that request's id: the list it loads serves later requests too", async () => {
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
   const refusing = Object.assign(Object.create(deliveries), {
-    listEndpoints: () => Promise.reject(new Error("listing refused")),
+    listEndpointsVersioned: () => Promise.reject(new Error("listing refused")),
   }) as DeliveryStore;
   const { webhooks, close } = await setup({ deliveries: refusing });
   try {
@@ -1756,4 +1756,43 @@ Deno.test("the endpoint list reload an ingest's log demand starts logs its failu
   } finally {
     await close();
   }
+});
+
+Deno.test("an endpoint registered while a sweep closes windows gets the results that sweep logs after its registration", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, store, streams, clock }) => {
+    const early = await register(app, { url: receiver.url(), streams: ["orders"] });
+    const late = await Receiver.start(() => clock.now);
+    try {
+      await ingest(app, [
+        { id: "1", ts: at(1), country: "DE" },
+        { id: "2", ts: at(2), country: "FR" },
+        { id: "tick", ts: at(75), country: "XX" },
+      ]);
+      // The cached endpoint list is stale: the sweep's prepare() lists the endpoints again.
+      advance(clock, 10 * SECOND);
+      let registered: { id: string; secret: string } | undefined;
+      await sweepOnce(streams.values(), store, {
+        consumers: [{
+          // Registered (here, or on another instance) once the sweep listed the endpoints and
+          // before its closes log their results.
+          prepare: async () => {
+            await webhooks.prepare();
+            registered = await register(app, { url: late.url(), streams: ["orders"] });
+          },
+          sweep: () => webhooks.sweep(),
+        }],
+      });
+      await webhooks.idle();
+      const messageIds = async (id: string) =>
+        (await deliveriesOf(app, id)).map((delivery: { messageId: string }) => delivery.messageId)
+          .sort();
+      // Both endpoints were there before the minute's windows closed: both get their results.
+      const expected = await messageIds(early.id);
+      assert.equal(expected.length, 2, "per_minute's windows of DE and FR");
+      assert.deepEqual(await messageIds(registered!.id), expected);
+      assert.equal(late.received.length, expected.length);
+    } finally {
+      await late.close();
+    }
+  });
 });

@@ -125,6 +125,7 @@ for (
   const [what, call] of [
     ["getEndpoint()", (store: RedisDeliveryStore) => store.getEndpoint("ep_a")],
     ["listEndpoints()", (store: RedisDeliveryStore) => store.listEndpoints()],
+    ["listEndpointsVersioned()", (store: RedisDeliveryStore) => store.listEndpointsVersioned()],
     ["pageEndpoints()", (store: RedisDeliveryStore) => store.pageEndpoints({ limit: 10 })],
     [
       "openDispatch()",
