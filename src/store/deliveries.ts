@@ -294,6 +294,11 @@ export interface DispatchOpening {
   lease: string | null;
   /** Where the stream's dispatch is. */
   state: DispatchState;
+  /**
+   * The endpoint list's version, read in the same step (see
+   * {@linkcode DeliveryStore.listEndpointsVersioned}): that of `endpoints` when listed.
+   */
+  endpointsVersion: string;
 }
 
 /** A page of a stream's log to store with {@linkcode DeliveryStore.storePage}. */
@@ -308,6 +313,13 @@ export interface StoredPage {
   releaseLease?: { name: string; token: string };
   /** Claim due deliveries in the same step, as {@linkcode DeliveryStore.claimDue} does. */
   claim?: ClaimOptions;
+  /**
+   * The endpoint list's version the deliveries were made for: the page is stored only while it
+   * is still the store's (no endpoint was created, changed or deleted since), so that none
+   * registered meanwhile misses the page's results logged after its registration.
+   * @default {undefined: not compared}
+   */
+  endpointsVersion?: string;
 }
 
 /**
@@ -329,6 +341,11 @@ export interface StoredPageResult {
   created: number;
   /** What it claimed (only when asked with `claim`). */
   claims: Claim[];
+  /**
+   * Set when nothing was done as an endpoint was created, changed or deleted since
+   * `page.endpointsVersion`: the page's deliveries are to be made again for the endpoints now.
+   */
+  endpointsChanged?: true;
 }
 
 /** Options for {@linkcode DeliveryStore.putEndpoint}. */
@@ -524,7 +541,9 @@ export interface DeliveryStore {
    * and moves the cursor from `page.cursor` to `page.end` (clearing the plan),
    * then gives `page.releaseLease` back and claims what is due when asked by
    * `page.claim`. Does nothing and returns null when the cursor moved, or
-   * when a page ending elsewhere is planned (see {@linkcode beginPage}).
+   * when a page ending elsewhere is planned (see {@linkcode beginPage}); does
+   * nothing and says `endpointsChanged` when the endpoint list's version is
+   * no longer `page.endpointsVersion`.
    */
   storePage(
     stream: string,

@@ -1290,9 +1290,15 @@ const scenarios: Record<string, Scenario> = {
     store,
   ) {
     const lease = "dispatch:s";
+    const { version } = await store.listEndpointsVersioned();
     assert.deepEqual(
       await store.openDispatch("s", { lease, leaseMs: 60_000, listEndpoints: true }),
-      { endpoints: [], lease: null, state: { cursor: null, planEnd: null } },
+      {
+        endpoints: [],
+        lease: null,
+        state: { cursor: null, planEnd: null },
+        endpointsVersion: version,
+      },
       "no endpoint: no lease",
     );
     const free = await store.acquireLease(lease, 60_000);
@@ -1308,11 +1314,13 @@ const scenarios: Record<string, Scenario> = {
     ]);
     assert.ok(opened.lease);
     assert.deepEqual(opened.state, { cursor: null, planEnd: "5-0" });
+    assert.equal(opened.endpointsVersion, (await store.listEndpointsVersioned()).version);
     const held = await store.openDispatch("s", { lease, leaseMs: 60_000 });
     assert.deepEqual(held, {
       endpoints: null,
       lease: null,
       state: { cursor: null, planEnd: "5-0" },
+      endpointsVersion: opened.endpointsVersion,
     });
     await store.releaseLease(lease, opened.lease);
     const unlisted = await store.openDispatch("other", {
@@ -1367,6 +1375,25 @@ const scenarios: Record<string, Scenario> = {
     assert.notEqual(gone.version, changed.version);
     assert.equal(await store.deleteEndpoint("ep_a"), false);
     assert.equal((await store.listEndpointsVersioned()).version, gone.version, "nothing deleted");
+  },
+
+  async "storePage() with endpointsVersion stores nothing once an endpoint was created, changed or deleted since that version"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    const { version } = await store.listEndpointsVersioned();
+    const page = { cursor: null, end: "5-0", deliveries: [delivery(1)] };
+    await store.putEndpoint(config("ep_b"), { expectVersion: null });
+    assert.deepEqual(await store.storePage("s", { ...page, endpointsVersion: version }), {
+      created: 0,
+      claims: [],
+      endpointsChanged: true,
+    });
+    assert.deepEqual(await store.dispatchState("s"), { cursor: null, planEnd: null });
+    assert.equal(await store.getDelivery(delivery(1).id), null, "nothing created");
+    const now = (await store.listEndpointsVersioned()).version;
+    assert.equal((await store.storePage("s", { ...page, endpointsVersion: now }))?.created, 1);
+    assert.deepEqual(await store.dispatchState("s"), { cursor: "5-0", planEnd: null });
   },
 
   async "storePage() creates a page's deliveries and moves the cursor in one step, once per cursor"(

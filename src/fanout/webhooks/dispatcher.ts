@@ -343,7 +343,9 @@ export class Dispatcher {
       unlessVersion: endpoints === null ? undefined : options.endpointsVersion,
     });
     // Listed by the store call when asked, or when the endpoints changed since `endpoints`.
-    const listed = opened.endpoints ?? endpoints ?? [];
+    let listed = opened.endpoints ?? endpoints ?? [];
+    // The version of `listed`: a page is stored only while no endpoint changed since.
+    let version = opened.endpointsVersion;
     this.#keepFiltersOf(listed);
     // No endpoints: openDispatch took no lease, and there is nothing to do.
     if (listed.length === 0) return 0;
@@ -467,6 +469,7 @@ export class Dispatcher {
             deliveries,
             releaseLease: last ? { name: leaseName, token: lease } : undefined,
             claim: reserved ?? undefined,
+            endpointsVersion: version,
           }, { alone: alone(deliveries) });
         } catch (error) {
           // Refused whole, nothing stored: the same page would be refused at every dispatch, so
@@ -486,6 +489,16 @@ export class Dispatcher {
           continue;
         } finally {
           if (reserved !== null) options.claims!.take(reserved, result?.claims ?? []);
+        }
+        if (result?.endpointsChanged) {
+          // An endpoint was created, changed or deleted since `listed` was read, nothing stored:
+          // the page is made again for the endpoints now (one registered meanwhile gets the
+          // results logged after its registration).
+          refused += 1;
+          ({ endpoints: listed, version } = await this.#deliveries.listEndpointsVersioned());
+          this.#keepFiltersOf(listed);
+          if (listed.length === 0) break;
+          continue;
         }
         const stored = result?.created ?? null;
         if (stored === null) {

@@ -218,7 +218,12 @@ export class MemoryDeliveryStore implements DeliveryStore {
     const lease = endpoints === null || endpoints.length > 0
       ? this.#acquireLease(options.lease, options.leaseMs)
       : null;
-    return Promise.resolve({ endpoints, lease, state: { ...this.#dispatchOf(stream) } });
+    return Promise.resolve({
+      endpoints,
+      lease,
+      state: { ...this.#dispatchOf(stream) },
+      endpointsVersion: String(this.#endpointsVersion),
+    });
   }
 
   // One synchronous step up to the first await (createDeliveries and claimDue do their work
@@ -232,6 +237,12 @@ export class MemoryDeliveryStore implements DeliveryStore {
     const state = this.#dispatchOf(stream);
     if (state.cursor !== page.cursor || (state.planEnd !== null && state.planEnd !== page.end)) {
       return null;
+    }
+    if (
+      page.endpointsVersion !== undefined &&
+      page.endpointsVersion !== String(this.#endpointsVersion)
+    ) {
+      return { created: 0, claims: [], endpointsChanged: true };
     }
     const created = this.createDeliveries(page.deliveries);
     this.#dispatch.set(stream, { cursor: page.end, planEnd: null });

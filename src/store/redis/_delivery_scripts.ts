@@ -613,7 +613,8 @@ return 1
  * Lists the endpoints when `list`, or when `unless` (a version, or false) is not the endpoint
  * list's version (then takes no lease when there is none), takes the lease
  * `lease` for `ttl` ms when free, and reads the cursor. Returns JSON
- * `[leased (1/0), cursor, plan, [[json, {state}], …] | false]` ("" for no cursor or plan).
+ * `[leased (1/0), cursor, plan, [[json, {state}], …] | false, version]` ("" for no cursor or
+ * plan; version: the endpoint list's).
  */
 export const OPEN_DISPATCH_SCRIPT = COMMON + `
 local stream, lease, token, ttl, list = args.stream, args.lease, args.token, args.ttl, args.list
@@ -625,16 +626,18 @@ if list then endpoints = endpointRows(false) end
 local cursor, plan = readCursor(stream)
 local leased = 0
 if endpoints == false or #endpoints > 0 then leased = takeLease(lease, token, ttl) end
-return cjson.encode({ leased, cursor, plan, endpoints })
+return cjson.encode({ leased, cursor, plan, endpoints, endpointsVersion() })
 `;
 
 /**
  * Stores a page atomically. ARGV[1]: `{stream, cursor, last, ttl, now, retention, items (as
  * CREATE_SCRIPT's), lease: {name, token} | false, claim: {now, limit, lease, conc, token,
- * slow: {ids, limit} | false} | false}`. When the cursor is as given and no page ending
- * elsewhere is planned: creates the deliveries, moves the cursor to `last`, clears the plan, gives
+ * slow: {ids, limit} | false} | false, version: <text> | false}`. When the cursor is as given,
+ * no page ending elsewhere is planned and the endpoint list's version is `version` (when one is
+ * given): creates the deliveries, moves the cursor to `last`, clears the plan, gives
  * the lease back and, when asked, claims due deliveries as CLAIM_SCRIPT does. Returns JSON
- * `{created, claims}` (claims as CLAIM_SCRIPT's), `created` -1 when nothing was done.
+ * `{created, claims}` (claims as CLAIM_SCRIPT's), `created` -1 when nothing was done as the cursor
+ * or plan is elsewhere, -2 when nothing was done as the endpoint list's version is not `version`.
  * ARGV[1].tk is the call's one-time token: the same call again returns what it created and the
  * claims it made that are still held.
  */
@@ -648,6 +651,10 @@ local stream, expected, last, ttl = args.stream, args.cursor, args.last, args.tt
 local cursor, plan = readCursor(stream)
 if cursor ~= expected or (plan ~= "" and plan ~= last) then
   return cjson.encode({ created = -1, claims = {} })
+end
+-- Made for a list of endpoints one was created, changed or deleted since: to be made again.
+if args.version ~= false and args.version ~= endpointsVersion() then
+  return cjson.encode({ created = -2, claims = {} })
 end
 local fresh, touched = newDeliveries(args.items)
 local held = args.lease ~= false and holdsLease(args.lease.name, args.lease.token)

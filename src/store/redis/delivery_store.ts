@@ -367,7 +367,9 @@ export class RedisDeliveryStore implements DeliveryStore {
           unless: options.unlessVersion ?? false,
         }),
     );
-    const [leased, cursor, plan, rows] = fromJson<[number, string, string, unknown]>(reply);
+    const [leased, cursor, plan, rows, version] = fromJson<
+      [number, string, string, unknown, unknown]
+    >(reply);
     return {
       // An empty Lua table comes back as {}, not [].
       endpoints: rows === false
@@ -375,6 +377,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         : asArray<[unknown, unknown]>(rows).map(([json, state]) => toEndpoint(json, state)),
       lease: leased === 1 ? token : null,
       state: { cursor: cursor === "" ? null : cursor, planEnd: plan === "" ? null : plan },
+      endpointsVersion: String(version),
     };
   }
 
@@ -395,10 +398,12 @@ export class RedisDeliveryStore implements DeliveryStore {
         items: deliveryItems(page.deliveries),
         lease: page.releaseLease ?? false,
         claim: claim ? this.#claimArgs(claim) : false,
+        version: page.endpointsVersion ?? false,
         tk: crypto.randomUUID(),
       }, options),
     );
     if (reply.created === -1) return null;
+    if (reply.created === -2) return { created: 0, claims: [], endpointsChanged: true };
     return { created: reply.created, claims: toClaims(reply.claims) };
   }
 

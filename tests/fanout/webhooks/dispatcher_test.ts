@@ -138,6 +138,49 @@ const crashScenarios: Record<string, (stores: () => Stores) => Promise<void>> = 
     assert.equal(await first.dispatch(orders, endpoints), 1);
     assert.equal((await allDeliveries(deliveries, "ep_a")).length, 3);
   },
+
+  async "an endpoint registered while a dispatch reads the log gets the results logged after its registration"(
+    make,
+  ) {
+    const { store, deliveries } = make();
+    const configOf = (full: Endpoint) => {
+      const { disabled: _disabled, disabledReason: _reason, failingSinceMs: _failing, ...config } =
+        full;
+      return config;
+    };
+    await deliveries.putEndpoint(configOf(endpoint("ep_a")), { expectVersion: null });
+    await store.appendLog("orders", [closed(1)]);
+    let registered = false;
+    // Once the dispatch listed the endpoints (taking its lease) and before it reads the log,
+    // another instance registers one, which starts after the log's last entry, and a result
+    // is logged.
+    const hooked = new Proxy(store, {
+      get(target, property) {
+        if (property === "readLog") {
+          return async (...args: Parameters<Store["readLog"]>) => {
+            if (!registered) {
+              registered = true;
+              const start = await target.lastLogId("orders");
+              const late = endpoint("ep_b", { startAfter: { orders: start } });
+              await deliveries.putEndpoint(configOf(late), { expectVersion: null });
+              await target.appendLog("orders", [closed(2)]);
+            }
+            return await target.readLog(...args);
+          };
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const dispatcher = new Dispatcher(hooked, deliveries, { now: () => T0 });
+    await dispatcher.dispatch(orders, null);
+    const log = await store.readLog("orders", null, 100);
+    assert.equal(log.length, 2);
+    const ids = async (id: string) =>
+      (await allDeliveries(deliveries, id)).map((item) => item.messageId).sort();
+    assert.deepEqual(await ids("ep_a"), log.map((entry) => `msg_orders_${entry.id}`).sort());
+    assert.deepEqual(await ids("ep_b"), [`msg_orders_${log[1].id}`]);
+  },
 };
 
 for (const [name, scenario] of Object.entries(crashScenarios)) {
