@@ -493,8 +493,8 @@ export interface DeliveryStore {
   listEndpoints(): Promise<Endpoint[]>;
   /**
    * Every endpoint, oldest first, read in one step with the endpoint list's version: another one
-   * after any endpoint was created, changed ({@linkcode putEndpoint}) or deleted (see
-   * {@linkcode OpenDispatchOptions.unlessVersion}).
+   * after any endpoint was created, changed ({@linkcode putEndpoint}, or disabled by
+   * {@linkcode recordAttempt}) or deleted (see {@linkcode OpenDispatchOptions.unlessVersion}).
    */
   listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }>;
   /**

@@ -1377,6 +1377,36 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.listEndpointsVersioned()).version, gone.version, "nothing deleted");
   },
 
+  async "recordAttempt() that disables an endpoint changes the endpoint list's version, and one that does not leaves it"(
+    store,
+  ) {
+    await store.putEndpoint(config("ep_a"), { expectVersion: null });
+    await store.createDeliveries([delivery(1), delivery(2)]);
+    const [first, second] = await store.claimDue(claimOptions(T0));
+    const before = (await store.listEndpointsVersioned()).version;
+    const failed = await store.recordAttempt({
+      deliveryId: first.delivery.id,
+      endpointId: "ep_a",
+      token: first.token,
+      attempt: attempt("retrying", T0 + 5_000),
+      nowMs: T0,
+      disableAfterMs: 5 * DAY,
+      failingReason: "Failing",
+    });
+    assert.deepEqual(failed, { recorded: true, disabled: false });
+    assert.equal((await store.listEndpointsVersioned()).version, before, "not disabled: unchanged");
+    assert.deepEqual(await store.recordAttempt(goneRecord(second)), {
+      recorded: true,
+      disabled: true,
+    });
+    const after = await store.listEndpointsVersioned();
+    assert.notEqual(after.version, before);
+    assert.equal(after.endpoints[0].disabled, true);
+    // A page made for the list before the endpoint was disabled is not stored.
+    const page = { cursor: null, end: "5-0", deliveries: [delivery(3)], endpointsVersion: before };
+    assert.equal((await store.storePage("s", page))?.endpointsChanged, true);
+  },
+
   async "storePage() with endpointsVersion stores nothing once an endpoint was created, changed or deleted since that version"(
     store,
   ) {

@@ -492,6 +492,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
         if (reason !== null && !state.disabled) {
           state.disabled = true;
           state.disabledReason = reason;
+          // A change of the endpoint list: a dispatch by a list read before makes its page again.
+          this.#endpointsVersion += 1;
           disabled = true;
         }
       }

@@ -9,7 +9,7 @@
  *   `rate` (deliveries/s, absent for no limit).
  * - `endpoints` — zset of endpoint ids by creation time.
  * - `epv` — the endpoint list's version: the one-time token of the last call that created,
- *   changed or deleted an endpoint (absent: none did).
+ *   changed (disabled included) or deleted an endpoint (absent: none did).
  * - `d:<id>` — delivery hash: `id`, `mid`, `ep`, `stream`, `type`, `payload`, `created`,
  *   `status`, `attempts`, `tries`, `intr` (interruptions in a row; absent for 0), `first` (first
  *   attempt's start, ms; absent before one, and for a delivery attempted before the field was
@@ -840,6 +840,8 @@ if state then
     if reason == false and now - since >= disableAfter then reason = failingReason end
     if reason ~= false and state[2] ~= "1" then
       redis.call("HSET", st, "dis", "1", "why", reason)
+      -- A change of the endpoint list: a dispatch by a list read before makes its page again.
+      redis.call("SET", ENDPOINTS_VERSION_KEY, args.tk)
       disabled = 1
     end
   end

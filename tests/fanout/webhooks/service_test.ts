@@ -1796,3 +1796,38 @@ Deno.test("an endpoint registered while a sweep closes windows gets the results 
     }
   });
 });
+
+Deno.test("an endpoint a 410 disables while a sweep closes windows gets no delivery of the results that sweep logs", async () => {
+  await withApp({}, async ({ app, webhooks, receiver, store, streams, clock }) => {
+    const { id, secret } = await register(app, { url: receiver.url(), streams: ["orders"] });
+    receiver.secrets = [secret];
+    receiver.respond = () => new Response("gone", { status: 410 });
+    await ingest(app, [
+      { id: "1", ts: at(1), country: "DE" },
+      { id: "tick", ts: at(75), country: "XX" },
+    ]);
+    // The cached endpoint list is stale: the sweep's prepare() lists the endpoints again.
+    advance(clock, 10 * SECOND);
+    await sweepOnce(streams.values(), store, {
+      consumers: [{
+        // Once the sweep listed the endpoints (it is enabled), and before its closes log results,
+        // a send to it answers 410 Gone, which disables it.
+        prepare: async () => {
+          await webhooks.prepare();
+          const test = await call(app, "POST", `/v1/webhooks/${id}/test`);
+          assert.equal(test.status, 202, test.text);
+          await webhooks.idle();
+          assert.equal((await call(app, "GET", `/v1/webhooks/${id}`)).body.disabled, true);
+        },
+        sweep: () => webhooks.sweep(),
+      }],
+    });
+    await webhooks.idle();
+    // Only the test delivery: none of the window that closed while it was disabled, which a
+    // replay once it is enabled again would send.
+    assert.deepEqual(
+      (await deliveriesOf(app, id)).map((delivery: { eventType: string }) => delivery.eventType),
+      ["webhook.test"],
+    );
+  });
+});
