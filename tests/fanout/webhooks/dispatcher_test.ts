@@ -1066,3 +1066,32 @@ Deno.test("Dispatcher delivers a stream created after the endpoint registered wh
     assert.equal((await allDeliveries(deliveries, "ep_early")).length, 1, name);
   }
 });
+
+Deno.test("Dispatcher gives a result the same webhook-id at every endpoint, and a batch with the same first and last result too, whatever else it holds there", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  await store.appendLog("orders", [closed(1, "DE"), closed(1, "FR"), closed(1, "IT")]);
+  const batch = { maxEvents: 10, maxWaitMs: 1_000, eventTypes: ["window.closed" as const] };
+  const endpoints = [
+    endpoint("ep_one"),
+    endpoint("ep_two"),
+    endpoint("ep_all", { batch }),
+    endpoint("ep_not_fr", { batch, filter: "data.group.country != 'FR'" }),
+  ];
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  await new Dispatcher(store, deliveries, { now: () => T0 }).dispatch(orders, endpoints);
+  const log = await store.readLog("orders", null, 100);
+  const sent = async (id: string) =>
+    (await allDeliveries(deliveries, id)).map((item) => ({
+      messageId: item.messageId,
+      countries: [JSON.parse(item.payload).data].flat().map((data) => data.group.country),
+    })).sort((x, y) => x.messageId < y.messageId ? -1 : 1);
+  const one = log.map((entry, i) => ({
+    messageId: `msg_orders_${entry.id}`,
+    countries: [["DE", "FR", "IT"][i]],
+  }));
+  assert.deepEqual(await sent("ep_one"), one);
+  assert.deepEqual(await sent("ep_two"), one);
+  const batchId = `msg_orders_${log[0].id}_${log[2].id}`;
+  assert.deepEqual(await sent("ep_all"), [{ messageId: batchId, countries: ["DE", "FR", "IT"] }]);
+  assert.deepEqual(await sent("ep_not_fr"), [{ messageId: batchId, countries: ["DE", "IT"] }]);
+});
