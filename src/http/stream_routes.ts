@@ -662,13 +662,21 @@ function parseTime(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
   const ms = parseInstantText(text);
   if (ms === null) {
+    // A URL query reads `+` as a space, so the offset of `…T10:00:00+01:00` (or the sign of
+    // `+010000-01-01`), written as the README writes it, arrives as a space: say so, as the
+    // text quoted back shows only the space.
+    const plus = text.includes(" ") && parseInstantText(text.replaceAll(" ", "+")) !== null
+      ? `; a '+' in a URL query reads as a space, so write it as %2B (${name}=${
+        quoteInput(text.replaceAll(" ", "%2B"))
+      })`
+      : "";
     // Worded as the query parameters the schema refuses (`limit`) are.
     throw new ApiError(
       400,
       "invalid_query",
       `Invalid query parameter ${name}: expected a time (ISO-8601, UTC when it has no offset, or epoch milliseconds), received '${
         quoteInput(text)
-      }'`,
+      }'${plus}`,
     );
   }
   return ms;

@@ -399,6 +399,39 @@ Deno.test("a counter read words every bad from or to alike, whether it looks lik
   }
 });
 
+Deno.test("a counter read's from or to whose '+' a URL query read as a space says to write it as %2B", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  for (
+    const [query, received, hint] of [
+      [
+        "from=2026-01-01T10:00:00+01:00",
+        "2026-01-01T10:00:00 01:00",
+        "2026-01-01T10:00:00%2B01:00",
+      ],
+      ["to=+010000-01-01", " 010000-01-01", "%2B010000-01-01"],
+    ]
+  ) {
+    const name = query.slice(0, query.indexOf("="));
+    const read = await app.request(`/v1/streams/orders/counters/count_1m?${query}`);
+    assert.equal(read.status, 400, query);
+    const body = await read.json();
+    assert.equal(body.error.code, "invalid_query", query);
+    assert.equal(
+      body.error.message,
+      `Invalid query parameter ${name}: expected a time (ISO-8601, UTC when it has no offset, or epoch milliseconds), received '${received}'; a '+' in a URL query reads as a space, so write it as %2B (${name}=${hint})`,
+    );
+    // Written as the message says, it reads.
+    const fixed = await app.request(`/v1/streams/orders/counters/count_1m?${name}=${hint}`);
+    assert.equal(fixed.status, 200, await fixed.text());
+  }
+  // A space that no '+' explains gets no such hint.
+  const other = await app.request("/v1/streams/orders/counters/count_1m?from=soon%20ish");
+  assert.equal(
+    (await other.json()).error.message,
+    "Invalid query parameter from: expected a time (ISO-8601, UTC when it has no offset, or epoch milliseconds), received 'soon ish'",
+  );
+});
+
 Deno.test("…/current refuses from and to (which bound the listing, not the current window): 400 invalid_query naming the parameter", async () => {
   const { app } = await testApp({ config: CONFIG });
   const res = await postEvents(app, [{ ts: at(5) }]);
