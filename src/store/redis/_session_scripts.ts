@@ -62,6 +62,24 @@ local function addToSession(key, kind, count, sum, low, high)
     end
   end
 end
+-- The group's open sessions a run [runStart, runEnd] may reach, as ZRANGEBYSCORE … WITHSCORES
+-- gives them (start, end, …): those ending after runStart - gap that start before runEnd + gap.
+-- A group's open sessions are disjoint and at least the gap apart, so by end (the score) they are
+-- in start order too: those are the ones ending before runEnd + gap and at most the first ending
+-- at or after it (a session that may start before runEnd + gap; none after it does). Reading every
+-- session ending after runStart - gap read all the group's later sessions for each run: a backfill
+-- sent newest first read them all once a run, seconds of Redis held for a batch.
+local function sessionsNear(groupKey, runStart, runEnd, gap)
+  local found = redis.call("ZRANGEBYSCORE", groupKey, "(" .. num(runStart - gap),
+    "(" .. num(runEnd + gap), "WITHSCORES")
+  local after = redis.call("ZRANGEBYSCORE", groupKey, num(runEnd + gap), "+inf", "WITHSCORES",
+    "LIMIT", 0, 1)
+  if #after > 0 then
+    found[#found + 1] = after[1]
+    found[#found + 1] = after[2]
+  end
+  return found
+end
 -- Merges one run of a group's events, [counterIndex, start, group, count, sum, min|false,
 -- max|false, values, end?], into the group's open sessions within the gap of it,
 -- or opens a session (unless maxSessions are open: then the run is dropped and counted).
@@ -75,7 +93,7 @@ local function applySessionRun(counter, session, cell, now)
   if type(cell[9]) == "number" then runEnd = cell[9] end
   local groupKey, openKey, allKey = sessionGroupKey(name, group), sessionOpenKey(name), sessionAllKey(name)
   local hits = {}
-  local found = redis.call("ZRANGEBYSCORE", groupKey, "(" .. num(runStart - gap), "+inf", "WITHSCORES")
+  local found = sessionsNear(groupKey, runStart, runEnd, gap)
   for i = 1, #found, 2 do
     local startText = found[i]
     local start = tonumber(startText)
@@ -175,8 +193,9 @@ local function checkSessionKeys(counters, cells)
       local groupKey = sessionGroupKey(name, group)
       zset(groupKey)
       session(name, kind, num(runStart), group)
-      for _, startText in ipairs(redis.call("ZRANGEBYSCORE", groupKey, "(" .. num(runStart - gap), "+inf")) do
-        if tonumber(startText) < runEnd + gap then session(name, kind, startText, group) end
+      local near = sessionsNear(groupKey, runStart, runEnd, gap)
+      for i = 1, #near, 2 do
+        if tonumber(near[i]) < runEnd + gap then session(name, kind, near[i], group) end
       end
     end
   end

@@ -446,3 +446,70 @@ redisTest(
     assert.ok((await listed()).includes(t0), "the session closed before the change is still read");
   },
 );
+
+redisTest(
+  "a run reads only the sessions of its group it may reach: 1,000 runs before 20,000 open sessions apply at once, and still merge",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis);
+    const backfill = compileConfig({
+      streams: {
+        b: {
+          time: { field: "t", lateness: "2d" },
+          counters: { v: { window: { session: "1s" }, aggregate: "count" } },
+        },
+      },
+    }).get("b")!;
+    const now = T0 + 86_400_000;
+    const send = async (times: number[]) => {
+      const started = performance.now();
+      const reply = await ingestItems(backfill, items(times.map((t) => ({ t }))), {
+        store,
+        nowMs: now,
+      });
+      assert.equal(reply.accepted, times.length);
+      assert.equal(reply.late, 0);
+      return performance.now() - started;
+    };
+    // 20,000 sessions of one group (an empty groupBy), 1.5 s apart (the gap is 1 s), sent oldest
+    // first: each run comes after every session, so reading what follows it read nothing.
+    for (let batch = 0; batch < 20; batch++) {
+      await send(Array.from({ length: 1_000 }, (_, i) => T0 + (batch * 1_000 + i) * 1_500));
+    }
+    // 1,000 runs before all of them: reading every session that ends after a run's start less the
+    // gap read all 20,000 for each (20 million entries, seconds of Redis held in one script, past
+    // the store's 5 s call timeout on this machine); only those it may reach, a few.
+    const earlier = Array.from({ length: 1_000 }, (_, i) => T0 - (i + 1) * 1_500);
+    const took = await send(earlier);
+    assert.ok(took < 2_500, `1,000 runs before 20,000 sessions took ${Math.round(took)} ms`);
+    // Merges still find what they reach: an event less than the gap from two sessions joins them,
+    // and one before a long session (ending more than the gap after the run) extends it.
+    await send([T0 + 750]);
+    await send([T0 + 40_000_000, T0 + 40_000_500, T0 + 40_001_000, T0 + 40_001_500]);
+    await send([T0 + 39_999_400]);
+    const sessions = await store.readSessions("b", backfill.counterMetas[0], {
+      fromMs: T0 - 1,
+      toMs: T0 + 1,
+    });
+    assert.deepEqual(
+      sessions.map((session) => [session.start, session.end, session.state.count]),
+      [[T0, T0 + 1_500, 3]],
+    );
+    const long = await store.readSessions("b", backfill.counterMetas[0], {
+      fromMs: T0 + 39_000_000,
+      toMs: T0 + 41_000_000,
+    });
+    assert.deepEqual(
+      long.map((session) => [session.start, session.end, session.state.count]),
+      [[T0 + 39_999_400, T0 + 40_001_500, 5]],
+    );
+    await withDirect(fixture.redisUrl, async (direct) => {
+      // 20,000 + 1,000 + the long one, less the one the bridge merged away.
+      assert.equal(await direct("ZCARD", "es:{b}:so:v"), 21_000);
+    });
+  },
+);
