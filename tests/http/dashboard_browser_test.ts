@@ -1459,6 +1459,90 @@ browserTest(
 );
 
 browserTest(
+  "a session's value and partial tag in the current list stay whole beside its group and span, which wrap instead",
+  async (browser) => {
+    const server = await startServer({ registry: true });
+    try {
+      const visits = {
+        time: { field: "ts", lateness: "1h" },
+        counters: {
+          spent: { window: { session: "30s" }, groupBy: ["user"], aggregate: { sum: "x" } },
+        },
+      };
+      const define = async (definition: unknown, status: number) => {
+        const put = await fetch(`${server.base}/v1/streams/visits`, {
+          method: "PUT",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(definition),
+        });
+        assert.equal(put.status, status, await put.text());
+      };
+      await define(visits, 201);
+      const at = server.now() - 120_000;
+      // Added after the stream's first event: its sessions up to the gap after that are partial.
+      await server.send([{ user: "bob", ts: at + 40_000, x: 0 }], "visits");
+      await define({
+        ...visits,
+        counters: {
+          ...visits.counters,
+          partly: { window: { session: "30s" }, groupBy: ["user"], aggregate: { sum: "x" } },
+        },
+      }, 200);
+      await server.send([
+        { user: "customer-0042", ts: at, x: 1_000_000 },
+        { user: "customer-0042", ts: at + 20_000, x: 234_567 },
+        { user: "bob", ts: at + 40_000, x: 144 },
+      ], "visits");
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, '[data-current="visits/spent"]', /1,234,567/);
+      await textMatching(page, '[data-current="visits/partly"]', /1,234,567/);
+      const tags = await page.evaluate(`[...document.querySelectorAll(
+        '[data-current="visits/partly"] .partial')].map((tag) => ({
+          text: tag.textContent,
+          height: Math.round(tag.getBoundingClientRect().height),
+        }))`) as { text: string; height: number }[];
+      assert.equal(tags.length, 2, JSON.stringify(tags));
+      for (const tag of tags) {
+        assert.ok(tag.height > 0 && tag.height < 20, `a tag on one line: ${JSON.stringify(tags)}`);
+      }
+      const rows = await page.evaluate(`[...document.querySelectorAll(
+        '[data-current="visits/spent"] li, [data-current="visits/partly"] li')].map((li) => {
+        const value = li.querySelector(".value");
+        return {
+          text: li.textContent,
+          value: value.textContent,
+          // One line: a single box as tall as one line of its 18 px text.
+          valueHeight: Math.round(value.getBoundingClientRect().height),
+          valueWidth: Math.round(value.getBoundingClientRect().width),
+          valueNeeds: Math.round(value.scrollWidth),
+        };
+      })`) as {
+        text: string;
+        value: string;
+        valueHeight: number;
+        valueWidth: number;
+        valueNeeds: number;
+      }[];
+      const detail = JSON.stringify(rows);
+      assert.deepEqual(
+        rows.map((row) => row.value),
+        ["144", "1,234,567", "144", "1,234,567"],
+        detail,
+      );
+      for (const row of rows) {
+        assert.ok(row.valueHeight > 0 && row.valueHeight < 30, `a value on one line: ${detail}`);
+        assert.ok(row.valueWidth >= row.valueNeeds, `a value not cut: ${detail}`);
+      }
+      await page.close();
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a 300-character group and a right-to-left one show in a <bdi> on one line, cut with an ellipsis and whole in the title, the page no wider than a 375 px viewport",
   async (browser) => {
     const server = await startServer();
