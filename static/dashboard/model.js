@@ -30,11 +30,28 @@ export function ratesBetween(previous, current) {
   return rates;
 }
 
-/** A group object as a short label: `DE`, `DE · web`, `(all)` for no grouping. */
+/**
+ * A group object as a short label: `DE`, `DE · web`, `(all)` for no grouping. A value that is not
+ * text (null, a number, a boolean, an object or array) is its JSON (`String()` of an object read
+ * `[object Object]`, whatever it held), and text that is JSON itself (`"1"`, `"null"`, `"[1]"`) is
+ * quoted: the string `1` is another group than the number 1, as a read's `group.` filter tells
+ * (`group.g="1"`), and the two would read alike.
+ */
 export function groupLabel(group) {
   const values = Object.values(group ?? {});
   if (values.length === 0) return "(all)";
-  return values.map((value) => value === null ? "null" : String(value)).join(" · ");
+  return values.map(valueLabel).join(" · ");
+}
+
+/** One group value as {@linkcode groupLabel} writes it. */
+function valueLabel(value) {
+  if (typeof value !== "string") return JSON.stringify(value) ?? String(value);
+  try {
+    JSON.parse(value);
+  } catch {
+    return value;
+  }
+  return JSON.stringify(value);
 }
 
 /** A number for display: whole numbers as they are, others with at most 2 decimals. */

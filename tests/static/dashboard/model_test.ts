@@ -59,6 +59,23 @@ Deno.test("CounterSeries draws the top groups by their peak, with gaps where a g
   assert.deepEqual(series.chartData(5), { labels: [], keys: [], data: [[]], rest: false });
 });
 
+Deno.test("groupLabel() writes an object or array value as JSON and tells a string from the value it reads as", () => {
+  // An object value groups by its keys and values (README): each its own group, its own label.
+  assert.equal(groupLabel({ device: { os: "ios", v: 1 } }), '{"os":"ios","v":1}');
+  assert.equal(groupLabel({ device: { os: "android" } }), '{"os":"android"}');
+  assert.equal(groupLabel({ tags: [1, "a"] }), '[1,"a"]');
+  // The string "null", "1" or "true" is another group than null, 1 or true: quoted, as a read's
+  // filter takes it (group.g="1").
+  assert.deepEqual(
+    [null, "null", 1, "1", true, "true", 1e21, "1e+21", "[1]", " 2"].map((g) => groupLabel({ g })),
+    ["null", '"null"', "1", '"1"', "true", '"true"', "1e+21", '"1e+21"', '"[1]"', '" 2"'],
+  );
+  // Other text as it is; text that is JSON itself (a quoted string too) in quotes, so no two
+  // groups read alike (the text "1" with its quotes is not the string 1).
+  assert.equal(groupLabel({ country: "DE", city: "São Paulo" }), "DE · São Paulo");
+  assert.equal(groupLabel({ note: '"1"' }), JSON.stringify('"1"'));
+});
+
 Deno.test("groupLabel(), formatRate(), durationMs() and the counter description read as shown", () => {
   assert.equal(groupLabel({}), "(all)");
   assert.equal(groupLabel({ country: "DE", device: null }), "DE · null");
