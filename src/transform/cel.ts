@@ -166,8 +166,9 @@ class PatternCache {
 
 /**
  * Patterns `matches` took from the variables (an event's), compiled, at most 16,384 instructions
- * of them (at most some 10 MB). Bounded by count (256) and length (256 characters) instead, 255
- * patterns of about 5,000 instructions each, sent in 85 events, held 78 MB.
+ * of them (at most some 10 MB; the DFA states they build as they match count within
+ * `MAX_RETAINED_MATCHER_BYTES` with every other pattern's). Bounded by count (256) and length (256
+ * characters) instead, 255 patterns of about 5,000 instructions each, sent in 85 events, held 78 MB.
  */
 const variablePatterns = new PatternCache(16_384);
 

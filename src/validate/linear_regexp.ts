@@ -355,6 +355,90 @@ function characterCost(compiled: RE2JS, size: number): number {
   return Math.min(size, longest + 1);
 }
 
+/**
+ * Most bytes the matchers of all compiled patterns may keep between tests together, by re2js's
+ * own count of its lazy DFA's states (within 2% of the heap they held, measured). re2js lets each
+ * compiled pattern's DFA keep up to 8 MiB of states as it matches texts, whoever sends them:
+ * 20-instruction patterns taken from events (`.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]` and variants,
+ * tables of 1,600 character classes a state), three events of 12,000 characters each, held
+ * 6.2 MB a pattern, 618 MB for 100 of them (the 16,384 instructions CEL keeps of patterns from
+ * events hold 910 such), as would a schema's or a literal one. Past this bound the states of the
+ * least recently tested patterns are dropped (built again as they match, within what the test is
+ * charged).
+ */
+export const MAX_RETAINED_MATCHER_BYTES = 16 * 1024 * 1024;
+
+/** re2js's lazy DFA of a compiled pattern (`RE2.lazyDFA`), as {@linkcode keepMatchersBounded} reads it. */
+interface LazyDfa {
+  /** Bytes (by re2js's count) its states may take, then `memBudget` of them left. */
+  stateBudget: number;
+  memBudget: number;
+  /** Drops its states and start states (re2js's own reset when its budget runs out). */
+  clearCache(): void;
+}
+
+/** Lazy DFAs that kept states, least recently tested first, with the bytes each kept then. */
+const retainedMatchers = new Map<WeakRef<LazyDfa>, number>();
+/** What {@linkcode retainedMatchers} kept together. */
+let retainedMatcherBytes = 0;
+/** A collected DFA no longer counts (its pattern was dropped: a definition replaced, a cache's). */
+const collectedMatchers = new FinalizationRegistry<WeakRef<LazyDfa>>(forgetMatcher);
+
+function forgetMatcher(matcher: WeakRef<LazyDfa>): void {
+  const bytes = retainedMatchers.get(matcher);
+  if (bytes === undefined) return;
+  retainedMatchers.delete(matcher);
+  retainedMatcherBytes -= bytes;
+}
+
+/**
+ * Counts what `matcher` keeps after a test, most recently tested now, then drops the states of
+ * the least recently tested ones while all keep more than {@linkcode MAX_RETAINED_MATCHER_BYTES}.
+ * Held weakly: counting a pattern's DFA never keeps its pattern.
+ */
+function keepMatchersBounded(matcher: WeakRef<LazyDfa>, dfa: LazyDfa): void {
+  forgetMatcher(matcher);
+  const bytes = dfa.stateBudget - dfa.memBudget;
+  if (bytes > 0) {
+    retainedMatchers.set(matcher, bytes);
+    retainedMatcherBytes += bytes;
+  }
+  for (const [oldest] of retainedMatchers) {
+    if (retainedMatcherBytes <= MAX_RETAINED_MATCHER_BYTES) break;
+    oldest.deref()?.clearCache();
+    forgetMatcher(oldest);
+  }
+}
+
+/** What the matchers of compiled patterns keep now, in bytes (re2js's count); for tests. */
+export function retainedMatcherSize(): number {
+  return retainedMatcherBytes;
+}
+
+/**
+ * `re2.test`, then what its lazy DFA keeps counted (see {@linkcode MAX_RETAINED_MATCHER_BYTES}).
+ * A DFA whose fields are not re2js's as read here is left to re2js's own bound.
+ */
+function boundedTest(re2: RE2JS): (text: string) => boolean {
+  const engine = re2.re2() as unknown as { lazyDFA?: unknown };
+  let matcher: WeakRef<LazyDfa> | undefined;
+  return (text) => {
+    const matched = re2.test(text);
+    const dfa = engine.lazyDFA as Partial<LazyDfa> | null | undefined;
+    if (
+      typeof dfa?.stateBudget === "number" && typeof dfa.memBudget === "number" &&
+      typeof dfa.clearCache === "function"
+    ) {
+      if (matcher === undefined) {
+        matcher = new WeakRef(dfa as LazyDfa);
+        collectedMatchers.register(dfa, matcher);
+      }
+      keepMatchersBounded(matcher, dfa as LazyDfa);
+    }
+    return matched;
+  };
+}
+
 /** Options for {@linkcode compileLinearPattern}. */
 export interface CompileLinearPatternOptions {
   /**
@@ -381,7 +465,7 @@ export function compileLinearPattern(
     const compiled: CompiledPattern & { toString(): string } = {
       size,
       characterCost: characterCost(re2, size),
-      test: (text) => re2.test(text),
+      test: boundedTest(re2),
       // Ajv keeps one compiled pattern per `toString()`: the pattern's own, never one for all.
       toString: () => re2.toString(),
     };

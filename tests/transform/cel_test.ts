@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Environment } from "@marcbachmann/cel-js";
 import fc from "fast-check";
 import { RE2JS } from "re2js";
+import { evalAtRoot } from "../_eval.ts";
 import {
   compileExpression,
   EvaluationBudgetError,
@@ -672,4 +673,30 @@ Deno.test("matches() keeps patterns taken from the event up to 16,384 instructio
     name: "EvaluationBudgetError",
     message: /: a pattern of 399\d instructions over 60 characters costs \d+$/,
   });
+});
+
+Deno.test("matches() with patterns taken from events keeps matcher states within MAX_RETAINED_MATCHER_BYTES: 24 patterns, three events each, keep under 24 MB", async () => {
+  // Each pattern an event sends is kept compiled (up to 16,384 instructions of them: 910 of
+  // these), and re2js let each keep up to 8 MiB of DFA states built from the events' texts.
+  const { code, stdout, stderr } = await evalAtRoot(
+    `
+    import { compileExpression } from "./src/transform/cel.ts";
+    const heap = () => { gc(); gc(); return Deno.memoryUsage().heapUsed; };
+    let seed = 11;
+    const letters = ["a", "b", "\\u00e9", "1", "\\u0436", "$"];
+    const text = () => { let s = ""; for (let i = 0; i < 12000; i++) { seed = (seed * 1103515245 + 12345) % 2147483648; s += letters[seed % 6]; } return s; };
+    const texts = [text(), text(), text()];
+    const filter = compileExpression("event.text.matches(event.re)", ["event"], { returns: "bool" });
+    const before = heap();
+    for (let i = 0; i < 24; i++) {
+      const re = ".*[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]a.{10}[cd" + String.fromCodePoint(0x4e00 + i) + "]";
+      for (const t of texts) filter({ event: { text: t, re } });
+    }
+    console.log(heap() - before);
+    `,
+    { flags: ["--v8-flags=--expose-gc"] },
+  );
+  assert.equal(code, 0, stderr);
+  const grown = Number(stdout.trim());
+  assert.ok(grown < 24_000_000, `the heap grew ${grown} bytes over 24 patterns from events`);
 });

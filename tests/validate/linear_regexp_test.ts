@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { RE2JS } from "re2js";
+import { evalAtRoot } from "../_eval.ts";
 import {
   compileLinearPattern,
   MAX_PATTERN_SIZE,
@@ -265,4 +266,41 @@ Deno.test("withPatternCache() compiles a pattern once while it runs, and forgets
     assert.throws(() => compileLinearPattern("(?=a)"), PatternError);
     assert.throws(() => compileLinearPattern("(?=a)"), PatternError);
   });
+});
+
+Deno.test("compiled patterns keep at most MAX_RETAINED_MATCHER_BYTES of matcher states together: 12 patterns whose DFAs held 100 MB keep under 24 MB, and still match", async () => {
+  // re2js lets each compiled pattern's lazy DFA keep up to 8 MiB of states, built from whatever
+  // texts it tests: 12 of these held 100 MB after three 12,000-character texts each.
+  const { code, stdout, stderr } = await evalAtRoot(
+    `
+    import { compileLinearPattern, MAX_RETAINED_MATCHER_BYTES, retainedMatcherSize } from "./src/validate/linear_regexp.ts";
+    const heap = () => { gc(); gc(); return Deno.memoryUsage().heapUsed; };
+    let seed = 7;
+    const letters = ["a", "b", "\\u00e9", "1", "\\u0436", "$"];
+    const text = () => { let s = ""; for (let i = 0; i < 12000; i++) { seed = (seed * 1103515245 + 12345) % 2147483648; s += letters[seed % 6]; } return s; };
+    const texts = [text(), text(), text()];
+    const patterns = [];
+    const before = heap();
+    for (let i = 0; i < 12; i++) {
+      const pattern = compileLinearPattern(".*[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]a.{10}[cd" + String.fromCodePoint(0x4e00 + i) + "]");
+      patterns.push(pattern);
+      for (const t of texts) pattern.test(t);
+    }
+    const grown = heap() - before;
+    // The first pattern's states were dropped: it builds them again, with the same answers.
+    const probes = [texts[0] + "c", texts[1], "xa0123456789c", "xa012345678c", "\\u0436$a0123456789d"];
+    const answers = probes.map((probe) => patterns[0].test(probe));
+    const fresh = compileLinearPattern(".*[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]a.{10}[cd\\u4e00]");
+    const expected = probes.map((probe) => fresh.test(probe));
+    console.log(JSON.stringify({ grown, retained: retainedMatcherSize(), limit: MAX_RETAINED_MATCHER_BYTES, answers, expected }));
+    `,
+    { flags: ["--v8-flags=--expose-gc"] },
+  );
+  assert.equal(code, 0, stderr);
+  const { grown, retained, limit, answers, expected } = JSON.parse(stdout);
+  assert.equal(limit, 16 * 1024 * 1024);
+  assert.ok(retained <= limit, `the matchers keep ${retained} bytes`);
+  assert.ok(grown < 24_000_000, `the heap grew ${grown} bytes over 12 patterns`);
+  assert.deepEqual(answers, expected);
+  assert.deepEqual(answers.slice(2), [true, false, true]);
 });
