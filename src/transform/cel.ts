@@ -197,9 +197,12 @@ function evaluationError(error: unknown): unknown {
   return error === SPENT ? error : new EvaluationError((error as Error).message);
 }
 
-/** Charges compiling a pattern of `size` instructions; past the budget, fails the evaluation. */
-function spendOnCompiling(size: number): void {
-  if (!chargeCompiling(size)) throw SPENT;
+/**
+ * Charges compiling a pattern of `size` instructions (`compileSize` with its classes' ranges); past
+ * the budget, fails the evaluation.
+ */
+function spendOnCompiling(size: number, compileSize: number): void {
+  if (!chargeCompiling(size, compileSize)) throw SPENT;
 }
 
 /** Whether `pattern` matches `text`, charged before it runs; past the budget, fails the evaluation. */

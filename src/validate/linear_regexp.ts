@@ -131,6 +131,72 @@ function closingIndex(text: string, closer: string, from: number): number {
  * for a closing `}`, `>`, `:]` or `)` reads further than {@linkcode CLOSING_WINDOW} characters.
  */
 export function patternSize(pattern: string): number {
+  return measurePattern(pattern, () => 1);
+}
+
+/**
+ * How many ranges of characters RE2 may copy per class of `pattern` before one costs an
+ * instruction more to compile (see {@linkcode patternCompileSize}).
+ */
+export const RANGES_PER_INSTRUCTION = 8;
+
+/**
+ * {@linkcode patternSize} with each class and escape counted 1 and 1 more for each
+ * {@linkcode RANGES_PER_INSTRUCTION} ranges of characters it may hold: what compiling `pattern`
+ * (and building its matcher) costs, in instructions. RE2 copies a class's ranges into each
+ * instruction it compiles to: `^[\p{L}\p{N}\p{S}\p{P}]{1000}`, 1,003 instructions of 801 ranges
+ * each, took 50–160 ms to compile and 6–37 ms more to build its matcher (at most about 0.2 µs a
+ * range), where `^[a-z]{1000}` took 5–10 ms: 160,003 instructions by this count, 1,003 by
+ * {@linkcode patternSize}. A Unicode class's ranges (`\p{L}`, `\pN`, `\P{Greek}`) are RE2's own,
+ * case-folded or not, whichever are more; any other character in a class counts 1 range.
+ */
+export function patternCompileSize(pattern: string): number {
+  return measurePattern(
+    pattern,
+    (atom) => 1 + Math.floor(atomRanges(atom) / RANGES_PER_INSTRUCTION),
+  );
+}
+
+/** A Unicode class escape: `\pL`, `\p{Greek}`, `\P{^L}`. */
+const UNICODE_CLASS = /\\[pP](\{[^}]*\}|[^{])/g;
+
+/** Ranges of characters a class or escape (as written in `pattern`) may hold, at most. */
+function atomRanges(atom: string): number {
+  let ranges = 0;
+  for (const escape of atom.matchAll(UNICODE_CLASS)) ranges += unicodeClassRanges(escape[0]);
+  // Any other character: a range of its own at most (`a-z` is one), brackets and `^` none.
+  return ranges + atom.replaceAll(UNICODE_CLASS, "").replace(/[[\]^\\-]/g, "").length;
+}
+
+/** Ranges of each Unicode class escape RE2 knows, by its text (a bounded set: RE2's names). */
+const unicodeRanges = new Map<string, number>();
+
+/**
+ * Ranges RE2 compiles the Unicode class `escape` to, case-folded or not, whichever are more; 0
+ * for one it does not know (it refuses the pattern then).
+ */
+function unicodeClassRanges(escape: string): number {
+  const known = unicodeRanges.get(escape);
+  if (known !== undefined) return known;
+  let most = 0;
+  for (const source of [escape, `(?i:${escape})`]) {
+    try {
+      const program = (RE2JS.compile(source).re2() as unknown as {
+        prog?: { inst?: { runes?: ArrayLike<number> }[] };
+      }).prog;
+      for (const instruction of program?.inst ?? []) {
+        most = Math.max(most, Math.ceil((instruction.runes?.length ?? 0) / 2));
+      }
+    } catch {
+      return 0;
+    }
+  }
+  unicodeRanges.set(escape, most);
+  return most;
+}
+
+/** {@linkcode patternSize} with each class and escape counted `weigh(its text)`. */
+function measurePattern(pattern: string, weigh: (atom: string) => number): number {
   const text = toRe2Syntax(pattern);
   const stack: SizeFrame[] = [{ alternatives: [], concat: 0, last: -1, capture: false }];
   const atom = (size: number) => {
@@ -164,13 +230,16 @@ export function patternSize(pattern: string): number {
       // it (a hex or octal digit, a class name) read as literals, counted 1 each: more, not less.
       const braced = "xpP".includes(text[i + 1]) && text[i + 2] === "{";
       const close = braced ? closingIndex(text, "}", i + 3) : -1;
+      const start = i;
       i = close === -1 ? i + 2 : close + 1;
-      atom(1);
+      // `\pL` weighed as the class it is (its letter still counted as an atom of its own).
+      atom(weigh(text.slice(start, braced || !"pP".includes(text[start + 1]) ? i : i + 1)));
       continue;
     }
     if (char === "[") {
+      const start = i;
       i = classEnd(text, i);
-      atom(1);
+      atom(weigh(text.slice(start, i)));
       continue;
     }
     if (char === "(") {
@@ -322,7 +391,7 @@ function goesOnTo(instruction: ProgramInstruction): number[] | undefined {
 function characterCost(compiled: RE2JS, size: number): number {
   const onePass = compiled.re2().onepass as { inst?: ProgramInstruction[] } | null;
   const instructions = onePass?.inst;
-  if (!Array.isArray(instructions)) return size;
+  if (!Array.isArray(instructions)) return size + classCost(compiled);
   // Longest chain from each instruction to one that reads a character or ends, itself included:
   // 0 not seen, -1 on the walk's path (reached again: a cycle, which RE2 never makes in a
   // one-pass program, but no bound is taken from one). Depth first, without recursion.
@@ -439,13 +508,37 @@ function boundedTest(re2: RE2JS): (text: string) => boolean {
   };
 }
 
+/**
+ * How many character classes re2js's lazy DFA may fill in a state's table before the character
+ * that makes the state costs an instruction more (see {@linkcode classCost}).
+ */
+export const CLASSES_PER_INSTRUCTION = 16;
+
+/**
+ * What the tables of a pattern's DFA states cost a character, in instructions: re2js's DFA (what
+ * runs a pattern not matched in one pass) gives each state it makes, at most one a character, a
+ * table of one entry per class of characters the pattern tells apart, 1,603 for
+ * `[\p{L}\p{N}\p{S}\p{P}]` (6–10 µs a state), so an 18-instruction pattern with it took 175 ns a
+ * charged instruction where others take up to 145. Builds the DFA now, while the pattern is
+ * compiled (and charged as compiling, by {@linkcode patternCompileSize}): building it is linear in
+ * the ranges of its classes (6–37 ms for `^[\p{L}\p{N}\p{S}\p{P}]{1000}`), which its first test
+ * would otherwise take, charged only by the text's length. 0 for a DFA whose fields are not
+ * re2js's as read here.
+ */
+function classCost(compiled: RE2JS): number {
+  const classes = (compiled.re2() as unknown as { dfa?: { numClasses?: unknown } }).dfa?.numClasses;
+  return typeof classes === "number" ? Math.floor(classes / CLASSES_PER_INSTRUCTION) : 0;
+}
+
 /** Options for {@linkcode compileLinearPattern}. */
 export interface CompileLinearPatternOptions {
   /**
-   * Called with the pattern's size before it is compiled (not for one given again by
-   * {@linkcode withPatternCache}): to charge the compilation, or refuse it by throwing.
+   * Called with the pattern's size and what compiling it costs in instructions (by
+   * {@linkcode patternCompileSize}: its classes' ranges counted) before it is compiled (not for
+   * one given again by {@linkcode withPatternCache}): to charge the compilation, or refuse it by
+   * throwing.
    */
-  beforeCompiling?: (size: number) => void;
+  beforeCompiling?: (size: number, compileSize: number) => void;
 }
 
 /**
@@ -459,7 +552,7 @@ export function compileLinearPattern(
   const cached = patternCache?.get(pattern);
   if (cached !== undefined) return cached;
   const size = checkPatternSize(pattern);
-  options.beforeCompiling?.(size);
+  if (options.beforeCompiling) options.beforeCompiling(size, patternCompileSize(pattern));
   try {
     const re2 = RE2JS.compile(toRe2Syntax(pattern));
     const compiled: CompiledPattern & { toString(): string } = {
@@ -515,6 +608,8 @@ function testCost(pattern: CompiledPattern, length: number): string {
   const { size, characterCost } = pattern;
   const instructions = characterCost === size
     ? `${size} instructions`
+    : characterCost > size
+    ? `${size} instructions (${characterCost} a character with its character classes)`
     : `${size} instructions (${characterCost} a character: matched in one pass)`;
   return `a pattern of ${instructions} over ${length} characters costs ${characterCost * length}`;
 }
@@ -547,16 +642,20 @@ export function chargeTest(pattern: CompiledPattern, length: number): boolean {
 }
 
 /**
- * Charges compiling a pattern of `size` instructions ({@linkcode COMPILE_COST} each) to the
- * running {@linkcode startMatchingBudget}, before it is compiled. False past the budget, or once
- * it was passed: the pattern must not be compiled.
+ * Charges compiling a pattern of `size` instructions, `compileSize` of them with its classes'
+ * ranges counted ({@linkcode patternCompileSize}; {@linkcode COMPILE_COST} each), to the running
+ * {@linkcode startMatchingBudget}, before it is compiled. False past the budget, or once it was
+ * passed: the pattern must not be compiled.
  */
-export function chargeCompiling(size: number): boolean {
+export function chargeCompiling(size: number, compileSize: number = size): boolean {
+  const instructions = compileSize === size
+    ? `${size} instructions`
+    : `${size} instructions (${compileSize} with its classes' ranges, ${RANGES_PER_INSTRUCTION} an instruction)`;
   return charge(
-    size * COMPILE_COST,
+    compileSize * COMPILE_COST,
     () =>
-      `compiling a pattern of ${size} instructions costs ${
-        size * COMPILE_COST
+      `compiling a pattern of ${instructions} costs ${
+        compileSize * COMPILE_COST
       } (${COMPILE_COST} an instruction)`,
   );
 }

@@ -675,7 +675,7 @@ Deno.test("matches() keeps patterns taken from the event up to 16,384 instructio
   });
 });
 
-Deno.test("matches() with patterns taken from events keeps matcher states within MAX_RETAINED_MATCHER_BYTES: 24 patterns, three events each, keep under 24 MB", async () => {
+Deno.test("matches() with patterns taken from events keeps matcher states within MAX_RETAINED_MATCHER_BYTES: 24 patterns, three events of 2,000 characters each, keep under 24 MB", async () => {
   // Each pattern an event sends is kept compiled (up to 16,384 instructions of them: 910 of
   // these), and re2js let each keep up to 8 MiB of DFA states built from the events' texts.
   const { code, stdout, stderr } = await evalAtRoot(
@@ -684,7 +684,7 @@ Deno.test("matches() with patterns taken from events keeps matcher states within
     const heap = () => { gc(); gc(); return Deno.memoryUsage().heapUsed; };
     let seed = 11;
     const letters = ["a", "b", "\\u00e9", "1", "\\u0436", "$"];
-    const text = () => { let s = ""; for (let i = 0; i < 12000; i++) { seed = (seed * 1103515245 + 12345) % 2147483648; s += letters[seed % 6]; } return s; };
+    const text = () => { let s = ""; for (let i = 0; i < 2000; i++) { seed = (seed * 1103515245 + 12345) % 2147483648; s += letters[seed % 6]; } return s; };
     const texts = [text(), text(), text()];
     const filter = compileExpression("event.text.matches(event.re)", ["event"], { returns: "bool" });
     const before = heap();
@@ -692,11 +692,40 @@ Deno.test("matches() with patterns taken from events keeps matcher states within
       const re = ".*[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]a.{10}[cd" + String.fromCodePoint(0x4e00 + i) + "]";
       for (const t of texts) filter({ event: { text: t, re } });
     }
-    console.log(heap() - before);
+    const grown = heap() - before;
+    // Each event's text was within its budget: every evaluation matched.
+    console.log(JSON.stringify({ grown, answers: texts.map((t) => filter({ event: { text: t, re: "[cd]" } })) }));
     `,
     { flags: ["--v8-flags=--expose-gc"] },
   );
   assert.equal(code, 0, stderr);
-  const grown = Number(stdout.trim());
+  const { grown, answers } = JSON.parse(stdout);
+  assert.deepEqual(answers, [false, false, false]);
   assert.ok(grown < 24_000_000, `the heap grew ${grown} bytes over 24 patterns from events`);
+});
+
+Deno.test("matches() charges compiling a pattern taken from the event for its classes' ranges: ^[\\p{L}\\p{N}\\p{S}\\p{P}]{1000} fails the evaluation before it is compiled", () => {
+  // 16 an instruction charged it 16,048, and compiling it took 50–160 ms: a list of them took
+  // 0.4–1.2 s within one evaluation's budget.
+  const dynamic = compileExpression("event.res.all(r, !event.text.matches(r))");
+  const re = "^[\\p{L}\\p{N}\\p{S}\\p{P}]{1000}";
+  assert.throws(
+    () => dynamic({ event: { text: "a", res: [re] } }),
+    (error) =>
+      error instanceof EvaluationBudgetError &&
+      error.message ===
+        `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (text characters × instructions a pattern may visit a character, per evaluation): compiling a pattern of 1003 instructions (160003 with its classes' ranges, 8 an instruction) costs 2560048 (16 an instruction)`,
+  );
+  // Tests are charged for the classes too, where re2js's DFA makes a table of them a state.
+  assert.throws(
+    () =>
+      compileExpression("event.text.matches(event.re)")({
+        event: { text: "ab".repeat(1_200), re: ".*[\\p{L}\\p{N}\\p{S}\\p{P}]a.{10}[cd]" },
+      }),
+    (error) =>
+      error instanceof EvaluationBudgetError &&
+      error.message.endsWith(
+        "a pattern of 18 instructions (118 a character with its character classes) over 2400 characters costs 283200",
+      ),
+  );
 });
