@@ -110,6 +110,18 @@ const NOT_REACHED = /^fetch failed\b|^error sending request\b|^Unable to parse r
  */
 const NO_ERROR_MESSAGE = /^(?:\[object \w+\]|undefined|null)$/;
 
+/**
+ * Whether `error` is the Upstash client failing to read a 2xx reply (a `TypeError` thrown in the
+ * client itself, such as `res.map is not a function`): JSON that is no list of results, as another
+ * JSON API at the REST URL answers, which the client reads without a check. Deno's fetch failing
+ * is a `TypeError` too, thrown in fetch: {@linkcode NOT_REACHED} says that one.
+ */
+function unreadableReply(error: unknown): boolean {
+  if (!(error instanceof TypeError)) return false;
+  const top = error.stack?.split("\n").find((line) => /^\s+at /.test(line));
+  return top !== undefined && top.includes("@upstash/redis");
+}
+
 /** A key of another type or bad text in a field: {@linkcode StoreRefusedError}. */
 const WRONG_KEY = /^WRONGTYPE /;
 
@@ -208,12 +220,15 @@ export class RedisCalls {
       const quoted = redisErrorText(error);
       const notUpstash = error instanceof Error && error.name === "UpstashError" &&
         NO_ERROR_MESSAGE.test(quoted);
+      const unreadable = !NOT_REACHED.test(quoted) && unreadableReply(error);
       const text = notUpstash
         ? "the reply is not an Upstash REST endpoint's (an HTTP error without an error message)"
+        : unreadable
+        ? `the reply is not an Upstash REST endpoint's (the client cannot read it: ${quoted})`
         : quoted;
       const hint = REFUSED_TOKEN.test(text)
         ? " (check UPSTASH_REDIS_REST_TOKEN)"
-        : notUpstash || NOT_REACHED.test(text)
+        : notUpstash || unreadable || NOT_REACHED.test(text)
         ? " (check UPSTASH_REDIS_REST_URL)"
         : TOO_LARGE.test(text)
         ? " (with what was sent at the same time; if it persists, send fewer events a request)"

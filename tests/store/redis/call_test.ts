@@ -310,6 +310,52 @@ Deno.test("RedisCalls.call() says a JSON error reply that is not Upstash's is no
   }
 });
 
+Deno.test("RedisCalls.call() says a 2xx JSON reply the client cannot read is not an Upstash REST endpoint's, and to check UPSTASH_REDIS_REST_URL, not 'res.map is not a function'", async () => {
+  // UPSTASH_REDIS_REST_URL pointing at another JSON API answering 200: the client reads its reply
+  // as a list of results without a check, and fails on what it finds.
+  const replies = [{ ok: true }, { result: "PONG" }, "hello", null, [], [{ result: 1 }, {
+    result: 2,
+  }]];
+  for (const reply of replies) {
+    const ac = new AbortController();
+    const server = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
+      () => Response.json(reply),
+    );
+    try {
+      // As src/env.ts makes it: commands sent in pipelines, as the client does by default.
+      const redis = new Redis({
+        url: `http://127.0.0.1:${server.addr.port}`,
+        token: "t",
+        retry: false,
+        enableTelemetry: false,
+      });
+      const calls = new RedisCalls(redis, 2_000);
+      for (const run of [() => redis.get("k"), () => redis.evalsha("abc", ["k"], ["1"])]) {
+        const failed = await calls.call("getDefinition", run).then(
+          () => assert.fail(`expected a failure for ${JSON.stringify(reply)}`),
+          (error: Error) => error,
+        );
+        assert.ok(failed instanceof StoreUnavailableError, String(failed));
+        assert.match(
+          failed.message,
+          /^Redis is unavailable \(getDefinition\): the reply is not an Upstash REST endpoint's \(the client cannot read it: .+\) \(check UPSTASH_REDIS_REST_URL\)$/,
+          JSON.stringify(reply),
+        );
+        assert.equal(failed.outcome, "unknown");
+      }
+    } finally {
+      ac.abort();
+      await server.finished;
+    }
+  }
+  // A TypeError of edgestream's own code in the call is not the reply's: said as it is.
+  const own = await new RedisCalls({} as never, 1_000).call("getDefinition", () => {
+    throw new TypeError("x is not a function");
+  }).then(() => assert.fail("expected a failure"), (error: Error) => error);
+  assert.equal(own.message, "Redis is unavailable (getDefinition): x is not a function");
+});
+
 Deno.test("RedisCalls.call() keeps the client's echo of the request out of its errors' causes too, which the logs print", async () => {
   const calls = new RedisCalls(
     { evalsha: () => Promise.reject(), eval: () => Promise.reject() } as never,
