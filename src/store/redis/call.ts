@@ -122,6 +122,9 @@ function unreadableReply(error: unknown): boolean {
   return top !== undefined && top.includes("@upstash/redis");
 }
 
+/** Where Deno's fetch error says it sent a request: the URL, and the addresses of both ends. */
+const FETCH_ENDS = / (?:from \S+ )?for (?:url \([^)]*\)|\S+ \([^)]*\))(?=:)/;
+
 /** A key of another type or bad text in a field: {@linkcode StoreRefusedError}. */
 const WRONG_KEY = /^WRONGTYPE /;
 
@@ -234,9 +237,11 @@ export class RedisCalls {
         ? " (with what was sent at the same time; if it persists, send fewer events a request)"
         : "";
       // Deno's fetch says only "fetch failed"; why (refused, no such host, TLS) is its cause,
-      // which also names the URL: that is left to the log (the error's cause), not to replies.
+      // which also names the URL (`for url (<url>)`, or, for a connection closed once made,
+      // `from <local address> for <url> (<address>)`): that is left to the log (the error's
+      // cause), not to replies.
       const cause = error instanceof TypeError && error.cause instanceof Error
-        ? `: ${error.cause.message.replace(/ for url \([^)]*\)/, "").slice(0, 300)}`
+        ? `: ${error.cause.message.replace(FETCH_ENDS, "").slice(0, 300)}`
         : "";
       const message = `Redis is unavailable (${what}): ${text}${cause}${hint}`;
       // Sent alone it may fit; a caller that can split its work (the webhook dispatch) does.

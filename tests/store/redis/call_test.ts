@@ -274,6 +274,36 @@ Deno.test("RedisCalls.call() says why a REST URL was not reached, and to check U
   );
 });
 
+Deno.test("RedisCalls.call() keeps the REST URL and the local address out of a closed connection's message, which /readyz and 503 replies carry", async () => {
+  // What answers at the URL takes the connection and closes it (a redis-server's own port, which
+  // drops an HTTP request): Deno's fetch then names both ends, `from <local> for <url> (<addr>)`.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for await (const connection of listener) {
+      await connection.read(new Uint8Array(1024)).catch(() => null);
+      connection.close();
+    }
+  })();
+  try {
+    const url = `http://127.0.0.1:${listener.addr.port}`;
+    const redis = new Redis({ url, token: "t", retry: false, enableTelemetry: false });
+    const failed = await new RedisCalls(redis, 2_000).call("getDefinition", () => redis.get("k"))
+      .then(() => assert.fail("expected a failure"), (error: Error) => error);
+    assert.ok(failed instanceof StoreUnavailableError, String(failed));
+    assert.ok(!failed.message.includes(String(listener.addr.port)), failed.message);
+    assert.ok(!failed.message.includes("127.0.0.1"), failed.message);
+    assert.match(
+      failed.message,
+      /^Redis is unavailable \(getDefinition\): fetch failed: error sending request: client error \(SendRequest\): .+ \(check UPSTASH_REDIS_REST_URL\)$/,
+    );
+    // The cause, which the logs print, keeps them.
+    assert.match(String((failed.cause as Error).cause), new RegExp(`${listener.addr.port}`));
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+  }
+});
+
 Deno.test("RedisCalls.call() says a JSON error reply that is not Upstash's is not an Upstash REST endpoint, not '[object Object]'", async () => {
   // UPSTASH_REDIS_REST_URL pointing at another JSON API (here one answering as edgestream's own
   // 405 does): the client quotes the reply's `error` field, an object or nothing, as text.
