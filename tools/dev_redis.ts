@@ -19,7 +19,7 @@ export interface DevRedisOptions {
   port?: number;
   /** Bearer token for the bridge. @default a random 32-character hex string */
   token?: string;
-  /** Resolves when the servers should stop. @default the first SIGINT or SIGTERM */
+  /** Resolves when the servers should stop. @default the first SIGINT, SIGTERM or SIGHUP */
   until?: Promise<void>;
   /** Where the `export` lines go. @default {console.log} */
   print?: (line: string) => void;
@@ -69,10 +69,13 @@ export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> 
   }
 }
 
-/** Resolves on the first SIGINT or SIGTERM and stops listening for both. */
+/**
+ * Resolves on the first SIGINT, SIGTERM or SIGHUP and stops listening for them. SIGHUP is the
+ * terminal closing: left to its default, it would end this process and leave redis-server running.
+ */
 function nextTerminationSignal(): Promise<void> {
   return new Promise((resolve) => {
-    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
     function onSignal() {
       for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
       resolve();

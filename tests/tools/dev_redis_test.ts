@@ -64,3 +64,46 @@ Deno.test("deno task redis that may not start redis-server (a permission its fla
   assert.match(printed, /run access/, printed);
   assert.doesNotMatch(printed, /PORT/, printed);
 });
+
+Deno.test({
+  name:
+    "deno task redis stops its redis-server when its terminal closes (SIGHUP), as on Ctrl+C: none is left running",
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--cached-only", ...REDIS_FLAGS, "tools/dev_redis.ts"],
+      cwd: root,
+      env: { PORT: "0", NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let printed = "";
+    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    while (!/Redis at redis:\/\/127\.0\.0\.1:(\d+)/.test(printed)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      printed += value;
+    }
+    const port = Number(printed.match(/Redis at redis:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
+    assert.ok(port > 0, printed);
+    child.kill("SIGHUP");
+    await child.status;
+    reader.releaseLock();
+    await child.stderr.cancel().catch(() => {});
+    // Stopped with its tool, the server refuses connections; one left running is shut down here.
+    let left = false;
+    for (let tries = 0; tries < 50; tries++) {
+      try {
+        const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+        left = true;
+        await connection.write(new TextEncoder().encode("SHUTDOWN NOSAVE\r\n")).catch(() => 0);
+        connection.close();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      } catch {
+        break;
+      }
+    }
+    assert.equal(left, false, "a redis-server outlived deno task redis");
+  },
+});
