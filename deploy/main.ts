@@ -20,17 +20,31 @@ import {
   failToListen,
   logNotices,
   logStoreWarnings,
+  NOTHING_STARTED,
   registerStreams,
   serveApp,
 } from "../src/main.ts";
 import { logSweepError, sweepOnce, sweepOutageLog } from "../src/fanout/mod.ts";
-import { exitOnStopSignal } from "../src/shutdown.ts";
+import { exitOnStopSignal, type StopReport } from "../src/shutdown.ts";
 import { WebhookBacklogGauges } from "../src/telemetry/mod.ts";
 import { configureLogging } from "../src/telemetry/logging.ts";
 
 const logger = getLogger(["edgestream"]);
 
+let configured: ReturnType<typeof configure> | undefined;
 let started: ReturnType<typeof setUp> | undefined;
+
+/** Reads the config once, on first use, and sets up the logs by it. */
+function configOnce(): ReturnType<typeof configure> {
+  configured ??= configure();
+  return configured;
+}
+
+async function configure() {
+  const config = await configFromEnvOrFail();
+  configureLogging({ level: config.logLevel, secrets: config.secrets });
+  return config;
+}
 
 /** Builds the app once, on first use (a request or the cron). */
 function ready(): ReturnType<typeof setUp> {
@@ -39,8 +53,7 @@ function ready(): ReturnType<typeof setUp> {
 }
 
 async function setUp() {
-  const config = await configFromEnvOrFail();
-  configureLogging({ level: config.logLevel, secrets: config.secrets });
+  const config = await configOnce();
   const { streams, store, webhooks } = config;
   const built = await buildApp(config);
   // The webhook backlog is shared: the isolate that ran the last cron sweep
@@ -121,6 +134,15 @@ async function sweepFromCron(): Promise<void> {
   }
 }
 
+// As src/main.ts, a stop signal is handled from the moment the config is read: building the app
+// loads the webhook endpoints, which waits for a slow store up to its deadline, and Deploy may
+// stop a starting isolate meanwhile (exit 0, nothing started), rather than be killed by it.
+/** How a stop stops the server, once it listens. */
+const stopping: { serving?: () => Promise<StopReport>; started: boolean } = { started: false };
+exitOnStopSignal(
+  () => stopping.serving?.() ?? Promise.resolve(NOTHING_STARTED),
+  (await configOnce()).shutdownMs,
+);
 const {
   built,
   shutdownMs,
@@ -152,9 +174,8 @@ const serving = serveApp(built, {
 // Deno Deploy sends SIGINT to an isolate it stops and kills it 5 s later (EDGESTREAM_SHUTDOWN
 // defaults to 4 s); stop as src/main.ts does, from the moment it listens: recording the config
 // streams below waits for a slow store up to its deadline, which a stop must not wait for.
-let stopping = false;
-exitOnStopSignal(() => {
-  stopping = true;
+stopping.serving = () => {
+  stopping.started = true;
   return serving.stop(
     async () => {
       cronStopped = true;
@@ -169,13 +190,13 @@ exitOnStopSignal(() => {
       );
     },
   );
-}, shutdownMs);
+};
 // Listening first: a process that cannot stops before it records anything in the store. Config
 // streams checked against the store, and streams created at run time polled for; an event for a
 // config stream not recorded yet waits for its record.
 await registerStreams({ streams: registry });
 // Stopped while they were recorded: the poll they started just now stops too.
-if (stopping) registry.stop();
+if (stopping.started) registry.stop();
 // Once up, as src/main.ts: a mistake above stays the one line it prints, and the notices (some
 // are warnings) come after "listening on".
 else logStartupNotices();

@@ -325,7 +325,12 @@ export async function serve(
 }
 
 /** What a stop before the server listens reports: nothing was started, so nothing is left. */
-const NOTHING_STARTED: StopReport = { clean: true, unfinished: [], leftIdle: [], elapsedMs: 0 };
+export const NOTHING_STARTED: StopReport = {
+  clean: true,
+  unfinished: [],
+  leftIdle: [],
+  elapsedMs: 0,
+};
 
 if (import.meta.main) {
   const config = await configFromEnvOrFail();

@@ -460,6 +460,34 @@ Deno.test("deploy/main.ts stops well on SIGINT right after it listens, while the
   }
 });
 
+Deno.test("deploy/main.ts stops well on SIGINT before it listens, while the store is still slow to load the webhook endpoints: exit 0, as src/main.ts", async () => {
+  // Loading the webhook endpoints, before "listening on", waits for the store's deadline (5 s).
+  // Deploy may stop a starting isolate meanwhile; the signal must not kill it unhandled (130).
+  const silent = silentListener();
+  try {
+    const run = runDeploy({
+      DENO_TIMELINE: "preview/abc123",
+      EDGESTREAM_KEYS: `admin:${KEY}`,
+      UPSTASH_REDIS_REST_URL: silent.url,
+      UPSTASH_REDIS_REST_TOKEN: "silent-token-0123456789",
+    });
+    // The first call to the store is on its way: the app is being built.
+    await run.seen(/harness: fetch/);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.doesNotMatch(run.output(), /listening on/);
+    const started = Date.now();
+    run.child.kill("SIGINT");
+    const { code, output } = await run.done;
+    assert.match(output, /SIGINT: stopping, within 4000 ms/, output);
+    assert.match(output, /stopped in \d+ ms/, output);
+    assert.doesNotMatch(output, /listening on/, output);
+    assert.equal(code, 0, output);
+    assert.ok(Date.now() - started < 4_000, `stopped after ${Date.now() - started} ms`);
+  } finally {
+    await silent.close();
+  }
+});
+
 redisTest(
   "deploy/main.ts's cron handler logs a sweep the store refuses as one line, as the self-hosted timer does",
   async (fixture) => {
