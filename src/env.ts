@@ -53,6 +53,7 @@ import {
   shortWindowProblem,
   shortWindows,
   StreamRegistry,
+  unknownAlertField,
 } from "./config/mod.ts";
 import {
   AllowListError,
@@ -763,6 +764,14 @@ export async function configFromEnv(
         level: "warning",
         text:
           `EDGESTREAM_CONFIG: ${patterns}; compiled as before this check (each instance compiles them at startup); fix it: a definition sent through the API with it is refused`,
+      });
+    }
+    const alertField = unknownAlertField(stream);
+    if (alertField !== undefined) {
+      notices.push({
+        level: "warning",
+        text:
+          `EDGESTREAM_CONFIG: ${alertField}; compiled as before this check (its condition fails where it reads the field, and the alert does not fire there); fix it: a definition sent through the API with it is refused`,
       });
     }
     for (const short of shortWindows(stream)) {

@@ -1244,6 +1244,20 @@ Deno.test("configFromEnv() serves a config file's schema format zod does not kno
   });
 });
 
+Deno.test("configFromEnv() serves a config file's alert naming a group field no groupBy field is as before, with a warning naming its path and the fields", async () => {
+  const orders = {
+    counters: { n: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: "count" } },
+    alerts: [{ name: "de", counter: "n", when: `group.contry == "DE"` }],
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.alerts.length, 1);
+    const warnings = config.notices.filter((notice) => notice.level === "warning");
+    assert.deepEqual(warnings.map((warning) => warning.text), [
+      "EDGESTREAM_CONFIG: streams.orders.alerts[0].when: group has no field 'contry'; it has the groupBy fields of counter 'n': country; compiled as before this check (its condition fails where it reads the field, and the alert does not fire there); fix it: a definition sent through the API with it is refused",
+    ]);
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's patterns past the definition's budget as before, with one warning naming the stream and the first pattern past it", async () => {
   const properties = Object.fromEntries(
     Array.from({ length: 9 }, (_, index) => [

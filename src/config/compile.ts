@@ -14,6 +14,7 @@ import {
   ExpressionError,
   literalMatchesPatterns,
   type Transform,
+  variableFields,
 } from "../transform/mod.ts";
 import { duplicateKeyPath } from "./_duplicate_keys.ts";
 import {
@@ -43,6 +44,12 @@ import { DurationError, parseDuration } from "./duration.ts";
 
 /** Variables an alert's `when` expression sees. */
 export const ALERT_VARIABLES = ["value", "group", "window"] as const;
+
+/**
+ * The fields of the `window` an alert's `when` sees, whatever the window's kind (a session's
+ * too): the counter's name, and the window's start and end as ISO text.
+ */
+export const ALERT_WINDOW_FIELDS = ["counter", "start", "end"] as const;
 
 /** An alert ready to evaluate: `when` over `value`, `group` and `window`. */
 export interface CompiledAlert {
@@ -297,6 +304,7 @@ function compileAlerts(
   definitions: AlertDefinition[],
   counters: CompiledCounter[],
   at: string,
+  options: CompileOptions,
 ): CompiledAlert[] {
   const names = new Set<string>();
   return definitions.map((definition, index) => {
@@ -320,8 +328,40 @@ function compileAlerts(
       if (error instanceof ExpressionError) throw new ConfigError(`${path}.when: ${error.message}`);
       throw error;
     }
+    const unknown = options.unknownAlertFields
+      ? undefined
+      : unknownField(definition.when, counter, path);
+    if (unknown !== undefined) throw new ConfigError(unknown);
     return { name: definition.name, counter, source: definition.when, when };
   });
+}
+
+/**
+ * The first field of `group` or `window` that `when` names and no window of `counter` has, as
+ * `<path>.when: group has no field 'contry'; …`, or `undefined` for none. Reading one fails on
+ * every window (and `has()` of it is always false): the alert would never fire by it.
+ */
+function unknownField(when: string, counter: CompiledCounter, path: string): string | undefined {
+  for (const { variable, field } of variableFields(when, ALERT_VARIABLES)) {
+    if (variable === "group" && !counter.groupBy.includes(field)) {
+      const quoted = quoteInput(field);
+      const fields = counter.groupBy.length === 0
+        ? `none, as counter '${counter.name}' groups by nothing`
+        : `the groupBy fields of counter '${counter.name}': ${listNames(counter.groupBy)}`;
+      // `group.user.country` for groupBy `user.country`: the dotted path is one key.
+      const dotted = counter.groupBy.find((name) => name.startsWith(`${field}.`));
+      const hint = dotted === undefined
+        ? ""
+        : ` (a dotted groupBy path is one field: write group['${quoteInput(dotted)}'])`;
+      return `${path}.when: group has no field '${quoted}'; it has ${fields}${hint}`;
+    }
+    if (variable === "window" && !(ALERT_WINDOW_FIELDS as readonly string[]).includes(field)) {
+      return `${path}.when: window has no field '${quoteInput(field)}'; it has: ${
+        ALERT_WINDOW_FIELDS.join(", ")
+      }`;
+    }
+  }
+  return undefined;
 }
 
 /**
@@ -413,7 +453,7 @@ function compileStream(
     transform,
     counters,
     counterMetas: counters.map((counter) => counter.meta),
-    alerts: compileAlerts(parsed.alerts, counters, at),
+    alerts: compileAlerts(parsed.alerts, counters, at, options),
   };
 }
 
@@ -630,6 +670,14 @@ export interface CompileOptions {
    * naming the first pattern past it}
    */
   oversizedPatterns?: boolean;
+  /**
+   * Compile an alert whose `when` names a field of `group` no groupBy field is (`group.contry`
+   * where the counter groups by `country`) or of `window` it has not (`window.strat`), as
+   * releases before that check did: a stream stored or deployed then is served as it was (the
+   * condition fails where it reads the field, and the alert does not fire there). Find it with
+   * {@linkcode unknownAlertField}. @default {false: refused, naming its path and the fields}
+   */
+  unknownAlertFields?: boolean;
 }
 
 /** `value` if it is a JSON object, else an empty one. */
@@ -689,6 +737,23 @@ export function malformedSchemaKeyword(stream: CompiledStream): string | undefin
   if (schema === undefined) return undefined;
   const problem = malformedKeyword(schema);
   return problem === undefined ? undefined : `streams.${stream.name}.schema: ${problem}`;
+}
+
+/**
+ * A stream's first alert whose `when` names a field of `group` or `window` no window of its
+ * counter has, as `streams.<name>.alerts[<i>].when: group has no field …`, or `undefined` for
+ * none (see {@linkcode CompileOptions.unknownAlertFields}).
+ */
+export function unknownAlertField(stream: CompiledStream): string | undefined {
+  for (const [index, alert] of stream.alerts.entries()) {
+    const problem = unknownField(
+      alert.source,
+      alert.counter,
+      `streams.${stream.name}.alerts[${index}]`,
+    );
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
 }
 
 /**
@@ -946,8 +1011,9 @@ export async function loadConfigFile(
   const duplicate = duplicateKeyProblem(text);
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
-  // a schema keyword, an origin, a duration, a window shorter than a second or patterns past the
-  // definition's budget refused since are compiled as they were): find them to warn.
+  // a schema keyword, an origin, a duration, a window shorter than a second, patterns past the
+  // definition's budget or an alert naming a field its windows lack, refused since, are compiled
+  // as they were): find them to warn.
   return compileConfig(raw, {
     repeatedGroupBy: true,
     malformedSchemaKeywords: true,
@@ -955,5 +1021,6 @@ export async function loadConfigFile(
     malformedDurations: true,
     shortWindows: true,
     oversizedPatterns: true,
+    unknownAlertFields: true,
   });
 }

@@ -65,6 +65,7 @@ import {
   repeatedGroupByProblem,
   shortWindowProblem,
   shortWindows,
+  unknownAlertField,
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 
@@ -628,8 +629,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
     try {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
       // schema keyword not of its kind, an origin no browser sends, a duration with a fraction
-      // of a millisecond or a unit given twice, a window shorter than a second or patterns past
-      // the definition's budget (refused since) compiled as it was.
+      // of a millisecond or a unit given twice, a window shorter than a second, patterns past
+      // the definition's budget or an alert reading a field its windows lack (refused since)
+      // compiled as it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,
@@ -638,6 +640,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           malformedDurations: true,
           shortWindows: true,
           oversizedPatterns: true,
+          unknownAlertFields: true,
         }),
         record.partialBefore,
         record.counters,
@@ -670,6 +673,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       malformedOrigin(stream),
       malformedDuration(stream),
       oversizedPatterns(stream),
+      unknownAlertField(stream),
     ];
     for (const problem of problems) {
       if (problem === undefined) continue;

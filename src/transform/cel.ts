@@ -308,6 +308,99 @@ export function literalMatchesPatterns(
   return literalsIn(ast);
 }
 
+/** A field of a variable an expression names: `group.country`, `group["a.b"]`, `"x" in group`. */
+export interface FieldReference {
+  /** The variable (`group`). */
+  variable: string;
+  /** The field named (`country`). */
+  field: string;
+}
+
+/** Macros whose leading identifiers name a variable of their own within the rest. */
+const BINDING_MACROS = new Set(["all", "exists", "exists_one", "map", "filter", "bind"]);
+
+/**
+ * The fields of `variables` that `source` names by a literal name, in the order written: selected
+ * (`group.country`, also inside `has()`), indexed by a string (`group["user.country"]`) or tested
+ * by `in` (`"country" in group`). Where a macro names its own variable alike (`l.all(group, …)`,
+ * `cel.bind(window, …)`), what is inside is its own. A computed key (`group[k]`) names none. None
+ * for an expression that does not parse. Without recursion.
+ *
+ * @example
+ * ```ts
+ * variableFields("group.contry == 'DE'", ["value", "group", "window"]);
+ * // [{ variable: "group", field: "contry" }]
+ * ```
+ */
+export function variableFields(
+  source: string,
+  variables: readonly string[],
+): FieldReference[] {
+  if (source.length > MAX_EXPRESSION_LENGTH) return [];
+  let ast: unknown;
+  try {
+    ast = (environmentFor(variables).parse(source) as { ast?: unknown }).ast;
+  } catch {
+    return [];
+  }
+  const found: FieldReference[] = [];
+  const none = new Set<string>();
+  const pending: [unknown, ReadonlySet<string>][] = [[ast, none]];
+  const node = (item: unknown) =>
+    typeof item === "object" && item !== null && !Array.isArray(item)
+      ? item as { op?: unknown; args?: unknown }
+      : undefined;
+  // The variable an `id` node names, unless a macro around it names its own alike.
+  const variableOf = (item: unknown, own: ReadonlySet<string>) => {
+    const id = node(item);
+    return id?.op === "id" && typeof id.args === "string" && variables.includes(id.args) &&
+        !own.has(id.args)
+      ? id.args
+      : undefined;
+  };
+  const literalText = (item: unknown) => {
+    const value = node(item);
+    return value?.op === "value" && typeof value.args === "string" ? value.args : undefined;
+  };
+  while (pending.length > 0) {
+    const [item, own] = pending.pop()!;
+    if (Array.isArray(item)) {
+      for (let index = item.length - 1; index >= 0; index--) pending.push([item[index], own]);
+      continue;
+    }
+    const current = node(item);
+    if (current === undefined || typeof current.op !== "string") continue;
+    const { op, args } = current;
+    if ((op === "." || op === "[]" || op === "in") && Array.isArray(args) && args.length === 2) {
+      const [target, key] = op === "in" ? [args[1], args[0]] : args;
+      const variable = variableOf(target, own);
+      const field = op === "." ? (typeof key === "string" ? key : undefined) : literalText(key);
+      if (variable !== undefined && field !== undefined) found.push({ variable, field });
+    }
+    if (
+      op === "rcall" && Array.isArray(args) && BINDING_MACROS.has(args[0] as string) &&
+      Array.isArray(args[2])
+    ) {
+      const [, receiver, list] = args as [string, unknown, unknown[]];
+      // The leading identifiers (all but the last argument) are the macro's own variables; the
+      // value `cel.bind` binds is read outside them.
+      let bound = 0;
+      while (bound < list.length - 1 && node(list[bound])?.op === "id") bound++;
+      if (bound > 0) {
+        const inner = new Set(own);
+        for (const id of list.slice(0, bound)) inner.add(node(id)!.args as string);
+        const bind = args[0] === "bind";
+        const outside = bind ? list.slice(bound, bound + 1) : [];
+        const inside = bind ? list.slice(bound + 1) : list.slice(bound);
+        pending.push([inside, inner], [outside, own], [receiver, own]);
+        continue;
+      }
+    }
+    if (typeof args === "object" && args !== null) pending.push([args, own]);
+  }
+  return found;
+}
+
 /** The literal patterns of the `matches` calls in cel-js's syntax tree `ast`, in order. */
 function literalsIn(ast: unknown): string[] {
   const found: string[] = [];

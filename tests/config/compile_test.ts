@@ -17,6 +17,7 @@ import {
   shortWindowProblem,
   shortWindows,
   streamDefinitionSchema,
+  unknownAlertField,
 } from "../../src/config/mod.ts";
 import { WINDOWS_PER_SWEEP } from "../../src/fanout/sweep.ts";
 import { SESSIONS_PER_WINDOW } from "../../src/store/types.ts";
@@ -730,6 +731,57 @@ Deno.test("compileConfig() refuses an alert with a bad expression, an unknown co
     orders({ counters, alerts: [{ name: "a", counter: "x" }] }),
     /streams\.orders\.alerts\[0\]\.when/,
   );
+});
+
+Deno.test("compileConfig() refuses an alert naming a field of group no groupBy field is, or of window one it lacks, naming its path and the fields there are; unknownAlertFields takes it as before", () => {
+  const counters = {
+    x: { window: { tumbling: "1m" }, groupBy: ["country", "user.plan"], aggregate: "count" },
+    total: { window: { session: "30m" }, aggregate: "count" },
+  };
+  const alert = (when: string, counter = "x") =>
+    orders({ counters, alerts: [{ name: "a", counter, when }] });
+  const it = "it has the groupBy fields of counter 'x': country, user\\.plan";
+  for (
+    const [when, message] of [
+      [`group.contry == "DE"`, `group has no field 'contry'; ${it}$`],
+      [`value > 1.0 && group["Country"] == "DE"`, `group has no field 'Country'; ${it}$`],
+      [`has(group.contry) && value > 1.0`, `group has no field 'contry'; ${it}$`],
+      [`"contry" in group`, `group has no field 'contry'; ${it}$`],
+      [
+        `group.user.plan == "pro"`,
+        `group has no field 'user'; ${it} \\(a dotted groupBy path is one field: write group\\['user\\.plan'\\]\\)$`,
+      ],
+      [`window.strat > "2026"`, `window has no field 'strat'; it has: counter, start, end$`],
+    ]
+  ) {
+    assertRefused(alert(when), new RegExp(`^streams\\.orders\\.alerts\\[0\\]\\.when: ${message}`));
+  }
+  assertRefused(
+    alert(`group.country == "DE"`, "total"),
+    /^streams\.orders\.alerts\[0\]\.when: group has no field 'country'; it has none, as counter 'total' groups by nothing$/,
+  );
+  // What is there: groupBy fields by their names as written, a field of a group value that is a
+  // map, every window's fields (a session's too), the value's, a macro's own variable.
+  for (
+    const [when, counter] of [
+      [`group.country == "DE" && group["user.plan"] == "pro"`, "x"],
+      [`has(group.country) && "user.plan" in group && group.country.region == "EU"`, "x"],
+      [`group[window.counter] == "x" || size(group) == 2`, "x"],
+      [`[{"anything": 1}].exists(group, group.anything > 0) && value.p99 > 1.0`, "x"],
+      [`window.counter == "total" && window.start < window.end && size(group) == 0`, "total"],
+    ]
+  ) {
+    assert.equal(only(compileConfig(alert(when, counter))).alerts.length, 1, when);
+  }
+  // Stored or deployed before this check: compiled as it was (it fails where it reads the
+  // field), found to warn.
+  const stored = only(compileConfig(alert(`group.contry == "DE"`), { unknownAlertFields: true }));
+  assert.throws(() => stored.alerts[0].when({ value: 1, group: { country: "DE" }, window: {} }));
+  assert.match(
+    unknownAlertField(stored)!,
+    /^streams\.orders\.alerts\[0\]\.when: group has no field 'contry'; it has the groupBy fields/,
+  );
+  assert.equal(unknownAlertField(only(compileConfig(alert(`group.country == "DE"`)))), undefined);
 });
 
 Deno.test("compileConfig() reads a stream's limits and origins, and names bad ones", () => {

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
-import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
+import { ALERT_WINDOW_FIELDS, compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { AlertWatcher, evaluateAlerts } from "../../src/fanout/alerts.ts";
 import { startSweeping, sweepOnce } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { Redis } from "@upstash/redis";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
-import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
+import { OTHER_GROUP, type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { emptyState } from "../../src/window/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 import { redisTest } from "../_redis.ts";
@@ -78,6 +78,42 @@ Deno.test("README alerts: group holds each groupBy field by its name as written,
     { ...row, group: '["FR","ios"]' },
   ]);
   assert.deepEqual(firings.map((firing) => firing.group), ['["DE","ios"]']);
+});
+
+Deno.test("evaluateAlerts() gives window the fields an alert may name (ALERT_WINDOW_FIELDS) for every window kind, and group every groupBy field, the other group's too", () => {
+  const fields = ALERT_WINDOW_FIELDS.map((field) => `has(window.${field})`).join(" && ");
+  const config = compileConfig({
+    streams: {
+      shop: {
+        counters: {
+          n: {
+            window: { hopping: "2m", every: "1m" },
+            groupBy: ["meta", "user.plan"],
+            aggregate: "count",
+          },
+          visit: { window: { session: "30s" }, aggregate: "count" },
+        },
+        alerts: [
+          { name: "fields", counter: "n", when: `${fields} && size(window) == 3` },
+          { name: "session", counter: "visit", when: `${fields} && size(window) == 3` },
+          {
+            name: "eu",
+            counter: "n",
+            when: `has(group.meta) && "user.plan" in group && group.meta.region == "EU"`,
+          },
+          { name: "pro", counter: "n", when: `group["user.plan"] == "pro"` },
+        ],
+      },
+    },
+  });
+  const shop = config.get("shop")!;
+  const row = { start: T0, end: T0 + 120_000, state: { ...emptyState(), count: 1 } };
+  const fired = (counter: number, group: string) =>
+    evaluateAlerts(shop, shop.counters[counter], [{ ...row, group }]).map((firing) => firing.alert);
+  assert.deepEqual(fired(0, '[{"region":"EU"},"pro"]'), ["fields", "eu", "pro"]);
+  assert.deepEqual(fired(0, '[{"region":"US"},null]'), ["fields"]);
+  assert.deepEqual(fired(0, OTHER_GROUP), ["fields"]);
+  assert.deepEqual(fired(1, "[]"), ["session"]);
 });
 
 Deno.test("evaluateAlerts() marks a firing approximate when its window's distinct count is an estimate, and only then", () => {

@@ -1746,6 +1746,64 @@ Deno.test("a stream stored before a check it fails (an origin no browser sends, 
   assert.doesNotMatch(logged.join("\n"), /pw-0123/);
 });
 
+Deno.test("PUT /v1/streams/{stream} refuses an alert naming a group or window field its windows lack (400 invalid_definition naming its path and the fields); one stored before is served, its load says so once, and a PUT must fix it", async () => {
+  const app = await appWith();
+  const typo = {
+    ...SIGNUPS,
+    alerts: [
+      { name: "busy", counter: "perMinute", when: "value > 100.0" },
+      { name: "pro", counter: "perMinute", when: `group.paln == "pro" && value > 10.0` },
+    ],
+  };
+  for (
+    const [alerts, message] of [
+      [
+        typo.alerts,
+        "Invalid stream definition: alerts[1].when: group has no field 'paln'; it has the groupBy fields of counter 'perMinute': plan",
+      ],
+      [
+        [{ name: "late", counter: "perMinute", when: `window.strat < "2026"` }],
+        "Invalid stream definition: alerts[0].when: window has no field 'strat'; it has: counter, start, end",
+      ],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", { ...SIGNUPS, alerts });
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  const valid = {
+    ...SIGNUPS,
+    alerts: [{
+      name: "pro",
+      counter: "perMinute",
+      when: `has(group.plan) && group["plan"] == "pro" && window.start < window.end`,
+    }],
+  };
+  assert.equal((await put(app, "signups", valid)).status, 201);
+
+  // Stored by a release that took it: served as it was, said once on load.
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", typo, { unknownAlertFields: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    "Stored stream 'signups' version 1: streams.signups.alerts[1].when: group has no field 'paln'; it has the groupBy fields of counter 'perMinute': plan; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is",
+  ]);
+  const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", plan: "pro" }]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  await sent.body?.cancel();
+  // Sent again it is refused; fixed, it is taken.
+  assert.equal((await put(stored, "signups", { ...typo, description: "kept" })).status, 400);
+  assert.equal((await put(stored, "signups", valid)).status, 200);
+});
+
 /** What `run` answers, asserting that RE2 compiled no pattern meanwhile. */
 async function compilingNone<T>(run: () => T | Promise<T>): Promise<T> {
   const compile = RE2JS.compile;

@@ -14,6 +14,7 @@ import {
   MAX_EXPRESSION_PATTERN_SIZE,
   MAX_MATCHING_COST,
   toJson,
+  variableFields,
 } from "../../src/transform/cel.ts";
 
 Deno.test("compileExpression() evaluates against the event it is given", () => {
@@ -728,4 +729,38 @@ Deno.test("matches() charges compiling a pattern taken from the event for its cl
         "a pattern of 18 instructions (118 a character with its character classes) over 2400 characters costs 283200",
       ),
   );
+Deno.test("variableFields() lists the fields of the variables an expression names literally, in order, skipping a macro's own variables", () => {
+  const variables = ["value", "group", "window"];
+  const fields = (source: string) =>
+    variableFields(source, variables).map(({ variable, field }) => `${variable}.${field}`);
+  assert.deepEqual(
+    fields(`group.contry == "DE" && window.strat > "a" && group["user.country"] == "x"`),
+    ["group.contry", "window.strat", "group.user.country"],
+  );
+  // has(), in, a field of a field (only the variable's own counts), a variable's own method.
+  assert.deepEqual(fields(`has(group.a) && "b" in group && group.c.d.e == 1`), [
+    "group.a",
+    "group.b",
+    "group.c",
+  ]);
+  // Not a field named literally: a computed key (whose own fields count), the variable whole.
+  assert.deepEqual(
+    fields(
+      `group[window.counter] == "x" || size(group) == 0 || group == {"a": 1} || value.p99 > 1.0`,
+    ),
+    ["window.counter", "value.p99"],
+  );
+  assert.deepEqual(fields(`{"a": 1}.a == 1 && [1].exists(x, x > 0)`), []);
+  // A macro's own variable named like one: what is inside is its own, what it ranges over is not.
+  assert.deepEqual(fields(`[group.a].exists(group, group.x > 0) && group.b == 1`), [
+    "group.a",
+    "group.b",
+  ]);
+  assert.deepEqual(fields(`[1].map(window, window.y).size() > 0 && window.start > ""`), [
+    "window.start",
+  ]);
+  assert.deepEqual(fields(`[1].map(x, group.f > x, group.g).size() > 0`), ["group.f", "group.g"]);
+  assert.deepEqual(fields(`cel.bind(group, group.outer, group.inner) == 1`), ["group.outer"]);
+  // An expression that does not parse names none.
+  assert.deepEqual(fields(`group.contry ==`), []);
 });
