@@ -658,6 +658,24 @@ function getStream(deps: StreamRouteDeps): RouteHandler<typeof getStreamRoute> {
   };
 }
 
+/**
+ * What a 400 about the query value `text` adds when its spaces were `+` signs a URL query read as
+ * spaces: `; a '+' in a URL query reads as a space, so write it as %2B (<shown>)`, `shown` being
+ * `text` (as `name=…` when `name` is given) with `%2B` for each space. Said only when `readable`
+ * takes `text` with `+` for each space: a space no `+` explains gets no such hint.
+ */
+function plusHint(
+  text: string,
+  readable: (text: string) => boolean,
+  name?: string,
+): string {
+  if (!text.includes(" ") || !readable(text.replaceAll(" ", "+"))) return "";
+  const shown = quoteInput(text.replaceAll(" ", "%2B"));
+  return `; a '+' in a URL query reads as a space, so write it as %2B (${
+    name === undefined ? shown : `${name}=${shown}`
+  })`;
+}
+
 function parseTime(text: string | undefined, name: string): number | undefined {
   if (text === undefined) return undefined;
   const ms = parseInstantText(text);
@@ -665,11 +683,7 @@ function parseTime(text: string | undefined, name: string): number | undefined {
     // A URL query reads `+` as a space, so the offset of `…T10:00:00+01:00` (or the sign of
     // `+010000-01-01`), written as the README writes it, arrives as a space: say so, as the
     // text quoted back shows only the space.
-    const plus = text.includes(" ") && parseInstantText(text.replaceAll(" ", "+")) !== null
-      ? `; a '+' in a URL query reads as a space, so write it as %2B (${name}=${
-        quoteInput(text.replaceAll(" ", "%2B"))
-      })`
-      : "";
+    const plus = plusHint(text, (fixed) => parseInstantText(fixed) !== null, name);
     // Worded as the query parameters the schema refuses (`limit`) are.
     throw new ApiError(
       400,
@@ -698,6 +712,11 @@ const QuantilesParam = z.string().optional().openapi({
  */
 const QUANTILE_TEXT = /^\s*(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\s*$/i;
 
+/** The number a part of `q` writes ({@linkcode QUANTILE_TEXT}), or NaN. */
+function quantileOf(part: string): number {
+  return QUANTILE_TEXT.test(part) ? Number(part) : NaN;
+}
+
 /** The quantiles of `?q=0.5,0.999`, or undefined for the defaults; a clear 400 otherwise. */
 function parseQuantiles(counter: CompiledCounter, text: string | undefined): number[] | undefined {
   if (text === undefined) return undefined;
@@ -718,12 +737,18 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
   }
   const named = new Set<string>();
   return parts.map((part) => {
-    const q = QUANTILE_TEXT.test(part) ? Number(part) : NaN;
+    const q = quantileOf(part);
     if (!(q >= 0 && q <= 1)) {
+      // `1e+0` arrives as `1e 0`: its exponent's sign read as a space. Spaces around a part are
+      // taken (`0.5, 0.9`), so only those within it can have been a `+`.
+      const plus = plusHint(part.trim(), (fixed) => {
+        const value = quantileOf(fixed);
+        return value >= 0 && value <= 1;
+      });
       throw new ApiError(
         400,
         "invalid_query",
-        `Query parameter 'q' must list numbers from 0 to 1, got '${quoteInput(part)}'`,
+        `Query parameter 'q' must list numbers from 0 to 1, got '${quoteInput(part)}'${plus}`,
       );
     }
     // `1e-400` reads as 0: it would be answered as p0, which it did not ask for.

@@ -138,6 +138,41 @@ Deno.test("?q= of two quantiles whose percentages print alike as doubles names b
   }
 });
 
+Deno.test("?q= with an exponent's '+' a URL query read as a space says to write it as %2B; a space no '+' explains gets no such hint", async () => {
+  const { app } = await testApp({ config: CONFIG });
+  await postEvents(app, requests(), { stream: "api" });
+  for (
+    const [q, bad, hint] of [
+      ["1e+0", "1e 0", "1e%2B0"],
+      ["0.5,0.1e+1", "0.1e 1", "0.1e%2B1"],
+      ["0.5,+1e+0", " 1e 0", "1e%2B0"],
+    ]
+  ) {
+    const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
+    assert.equal(res.status, 400, q);
+    const body = await res.json();
+    assert.equal(body.error.code, "invalid_query");
+    assert.equal(
+      body.error.message,
+      `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'; a '+' in a URL query reads as a space, so write it as %2B (${hint})`,
+    );
+    // Written as the message says, it reads.
+    const fixed = await app.request(
+      `/v1/streams/api/counters/latency?q=${q.replace(/[^,]*$/, hint)}`,
+    );
+    assert.equal(fixed.status, 200, await fixed.text());
+  }
+  // With the '+' back still no quantile (5), or no '+' to put back: no hint.
+  for (const [q, bad] of [["5e+0", "5e 0"], ["0.5%200.9", "0.5 0.9"], ["1e%20%200", "1e  0"]]) {
+    const res = await app.request(`/v1/streams/api/counters/latency/current?q=${q}`);
+    assert.equal(res.status, 400, q);
+    assert.equal(
+      (await res.json()).error.message,
+      `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'`,
+    );
+  }
+});
+
 Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to tell from 0 or too close to 1, named twice, or on another counter is a 400 naming it", async () => {
   const { app } = await testApp({ config: CONFIG });
   await postEvents(app, requests(), { stream: "api" });
