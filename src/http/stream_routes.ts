@@ -988,7 +988,7 @@ const groupFilterParameter = {
   style: "form" as const,
   explode: true,
   description:
-    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`, and so is this parameter sent unexploded (`group=group.country,DE`). `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
+    '`group.<field>=<value>`: only groups whose field has that value, e.g. `group.country=DE`. Values compare as text: a string as itself, numbers and booleans as their JSON text, `null` for a missing or null value; a value in double quotes is a JSON string and matches only that string (`group.g="1"`). A URL query reads `+` as a space, so a `+` in a value is written `%2B`: `group.g=1e%2B21` for the number 1e21 (JSON text `1e+21`), `group.lang=C%2B%2B`; `group.g=1e+21` filters on the text `1e 21`, a value a group may have, so nothing says so. Several fields must all match; a field given twice uses the last value; a field the counter does not group by is a 400 `invalid_query`, and so is this parameter sent unexploded (`group=group.country,DE`). `group[<field>]=<value>` (or `group[group.<field>]`, as clients that send objects in `deepObject` style write this parameter) is the same.',
   schema: {
     type: "object" as const,
     propertyNames: { pattern: "^group\\..+$" },

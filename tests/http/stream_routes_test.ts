@@ -432,6 +432,40 @@ Deno.test("a counter read's from or to whose '+' a URL query read as a space say
   );
 });
 
+Deno.test("README group filters: a '+' in a value is written %2B (group.g=1e%2B21 finds the number 1e21); sent as '+' it filters on a space, a value a group may have, and the API document says so", async () => {
+  const { app } = await testApp({
+    config: {
+      streams: {
+        shop: {
+          time: { field: "ts" },
+          counters: { n: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" } },
+        },
+      },
+    },
+  });
+  const values = [1e21, "1e 21", "C++", "C  "];
+  const events = values.map((g, i) => ({ ts: at(i + 1), g }));
+  assert.equal((await postEvents(app, events, { stream: "shop" })).status, 202);
+  const groups = async (query: string) => {
+    const read = await app.request(`/v1/streams/shop/counters/n?${query}`);
+    assert.equal(read.status, 200, query);
+    return (await read.json()).windows.map((row: { group: { g: unknown } }) => row.group.g);
+  };
+  assert.deepEqual(await groups("group.g=1e%2B21"), [1e21]);
+  assert.deepEqual(await groups("group.g=1e+21"), ["1e 21"]);
+  assert.deepEqual(await groups("group.g=C%2B%2B"), ["C++"]);
+  assert.deepEqual(await groups("group.g=C++"), ["C  "]);
+  // Where no group has the space: an empty reply, no error (a group could have had it).
+  assert.deepEqual(await groups("group.g=2e+21"), []);
+  const doc = await (await app.request("/openapi.json")).json();
+  const group = doc.paths["/v1/streams/{stream}/counters/{counter}"].get.parameters
+    .find((parameter: { name: string }) => parameter.name === "group");
+  assert.match(
+    group.description,
+    /A URL query reads `\+` as a space, so a `\+` in a value is written `%2B`: `group\.g=1e%2B21` for the number 1e21/,
+  );
+});
+
 Deno.test("…/current refuses from and to (which bound the listing, not the current window): 400 invalid_query naming the parameter", async () => {
   const { app } = await testApp({ config: CONFIG });
   const res = await postEvents(app, [{ ts: at(5) }]);
