@@ -729,6 +729,8 @@ Deno.test("matches() charges compiling a pattern taken from the event for its cl
         "a pattern of 18 instructions (118 a character with its character classes) over 2400 characters costs 283200",
       ),
   );
+});
+
 Deno.test("variableFields() lists the fields of the variables an expression names literally, in order, skipping a macro's own variables", () => {
   const variables = ["value", "group", "window"];
   const fields = (source: string) =>
