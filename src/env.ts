@@ -280,9 +280,9 @@ function checkOpenTelemetry(env: EnvSource): void {
   for (const [name, text] of endpoints) {
     if (text === undefined || (/^https?:\/\/\S+$/i.test(text) && URL.canParse(text))) continue;
     // Credentials in it are not printed: a scheme-less `user:token@host` hides them all the same.
-    const shown = withoutCredentials(text, REDACTED).replace(/^[^@/]*@/, `${REDACTED}@`);
+    const shown = shownUrl(withoutCredentials(text, REDACTED).replace(/^[^@/]*@/, `${REDACTED}@`));
     throw new ConfigError(
-      `${name}: expected an http:// or https:// URL (http://localhost:4318), got '${shown}'`,
+      `${name}: expected an http:// or https:// URL (http://localhost:4318), got '${shown.text}'${shown.rest}`,
     );
   }
   // `name=value` pairs: Deno skips one without its `=` (`Authorization: Bearer …`, written as
@@ -424,6 +424,17 @@ function readIngestSocketLimits(env: EnvSource): Required<SlotLimits> {
   };
 }
 
+/**
+ * A URL setting as a startup line quotes it (its credentials already hidden): without its query
+ * or fragment, which may hold a token (`?api_key=…`, `?_token=…`), and `rest` saying so.
+ */
+function shownUrl(url: string): { text: string; rest: string } {
+  const cut = url.search(/[?#]/);
+  return cut < 0
+    ? { text: url, rest: "" }
+    : { text: url.slice(0, cut), rest: " and a query or fragment (not shown)" };
+}
+
 /** A URL as `@upstash/redis` takes one (its own check, which throws in its constructor). */
 const UPSTASH_URL = /^https?:\/\/[^\s#$./?].\S*$/;
 
@@ -436,8 +447,9 @@ function redisFromEnv(env: EnvSource): Redis | undefined {
     if (!UPSTASH_URL.test(url) || !URL.canParse(url)) {
       // Quoted when it is some URL, but for the credentials it may hold (no line holds them);
       // text that is none may be the token, pasted in the wrong one.
+      const shown = shownUrl(withoutCredentials(url, REDACTED));
       const got = /^[a-z][a-z\d+.-]*:/i.test(url)
-        ? `'${JSON.stringify(withoutCredentials(url, REDACTED)).slice(1, -1)}'`
+        ? `'${JSON.stringify(shown.text).slice(1, -1)}'${shown.rest}`
         : `text without a scheme (${url.length} characters, not shown: the token?)`;
       throw new ConfigError(`UPSTASH_REDIS_REST_URL: expected an http(s) URL, got ${got}`);
     }

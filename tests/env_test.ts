@@ -1435,6 +1435,53 @@ Deno.test("configFromEnv() refuses an UPSTASH_REDIS_REST_URL whose password hold
   }
 });
 
+Deno.test("configFromEnv() refuses a URL setting it cannot use without printing its query or fragment, which may hold a token", async () => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [
+      {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_ENDPOINT: "otel.example.com:4318/?api_key=qs-0123456789",
+      },
+      "OTEL_EXPORTER_OTLP_ENDPOINT: expected an http:// or https:// URL (http://localhost:4318), got 'otel.example.com:4318/' and a query or fragment (not shown)",
+    ],
+    [
+      {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "localhost:4318#_token=qs-0123456789",
+      },
+      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: expected an http:// or https:// URL (http://localhost:4318), got 'localhost:4318' and a query or fragment (not shown)",
+    ],
+    [
+      {
+        OTEL_DENO: "true",
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "http://u:pw-0123@otel:4318/?sig=qs-0123456789 x",
+      },
+      "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: expected an http:// or https:// URL (http://localhost:4318), got 'http://[REDACTED]@otel:4318/' and a query or fragment (not shown)",
+    ],
+    [
+      {
+        UPSTASH_REDIS_REST_URL: "https://eu1-busy-cat-12345.upstash.io /?_token=qs-0123456789",
+        UPSTASH_REDIS_REST_TOKEN: "token",
+      },
+      "UPSTASH_REDIS_REST_URL: expected an http(s) URL, got 'https://eu1-busy-cat-12345.upstash.io /' and a query or fragment (not shown)",
+    ],
+    [
+      {
+        UPSTASH_REDIS_REST_URL: "HTTPS://eu1-busy-cat-12345.upstash.io?token=qs-0123456789",
+        UPSTASH_REDIS_REST_TOKEN: "token",
+      },
+      "UPSTASH_REDIS_REST_URL: expected an http(s) URL, got 'HTTPS://eu1-busy-cat-12345.upstash.io' and a query or fragment (not shown)",
+    ],
+  ];
+  for (const [values, message] of cases) {
+    await assert.rejects(
+      configFromEnv(env(values)),
+      new ConfigError(message),
+      JSON.stringify(values),
+    );
+  }
+});
+
 Deno.test("configFromEnv() refuses a bad EDGESTREAM_PREFIX on the memory store too, so a typo shows before a switch to Redis", async () => {
   await assert.rejects(
     configFromEnv(env({ EDGESTREAM_PREFIX: "es{1}" })),
