@@ -15,7 +15,12 @@ import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
 import { OutageLog, WebhookBacklogGauges } from "./telemetry/mod.ts";
-import { configureLogging, escapeControls, flushLogLines } from "./telemetry/logging.ts";
+import {
+  configureLogging,
+  escapeControls,
+  flushLogLines,
+  redactSecrets,
+} from "./telemetry/logging.ts";
 import type { WebhookService } from "./fanout/webhooks/mod.ts";
 import { OpenConnections, RequestsInFlight } from "./http/open_connections.ts";
 import { type ListeningServer, serveListening } from "./http/listener.ts";
@@ -36,7 +41,8 @@ const logger = getLogger(["edgestream"]);
 export function fail(message: string): never {
   // A line logged before ("listening on") waits in the log buffer: out first, not after this one.
   flushLogLines();
-  console.error(`edgestream: ${escapeControls(message)}`);
+  // Not through the logger, but redacted as its lines are: a setting quoted may hold a token.
+  console.error(redactSecrets(`edgestream: ${escapeControls(message)}`));
   Deno.exit(1);
 }
 

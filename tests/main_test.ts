@@ -175,6 +175,22 @@ for (
   });
 }
 
+Deno.test("main.ts redacts the secrets a log line would in its one line of a startup mistake: a token query parameter, a key of EDGESTREAM_KEYS", async () => {
+  const origin = await startWith({
+    EDGESTREAM_ALLOWED_ORIGINS: "https://app.example.com/?access_token=tok-0123456789abcdef",
+  });
+  assertOneLine(
+    origin,
+    /^edgestream: EDGESTREAM_ALLOWED_ORIGINS: Cannot read allowed origin 'https:\/\/app\.example\.com\/\?access_token=\[REDACTED\]': /,
+  );
+  assert.doesNotMatch(origin.stderr, /tok-0123456789abcdef/);
+  // Read once the settings are: the key pasted where the address goes.
+  const key = "admin-key-0123456789abcdef";
+  const host = await startWith({ EDGESTREAM_KEYS: `admin:${key}`, HOST: key });
+  assertOneLine(host, /^edgestream: HOST: cannot listen on \[REDACTED\]:\d+: /);
+  assert.doesNotMatch(host.stderr, /admin-key-0123/);
+});
+
 Deno.test("main.ts refuses a config file that gives a stream twice in one line naming it: JSON keeps the last, and the first would go without a word", async () => {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   try {

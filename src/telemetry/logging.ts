@@ -819,6 +819,30 @@ class BufferedLines {
   }
 }
 
+/** The redaction of the current configuration, for {@linkcode redactSecrets}. */
+let currentRedactor: ((line: string) => string) | undefined;
+
+/** The redaction of secrets known by their shape alone, before any configuration. */
+let shapedRedactor: ((line: string) => string) | undefined;
+
+/**
+ * `line` with the secrets a log line has redacted: those of the configuration in force (its
+ * named secrets too) or, before one, those known by their shape (a `token`, `key`, `access_token`
+ * or `api_key` query parameter, `Bearer …`, `whsec_…`, `sk_…`). For a line written outside the
+ * logger, such as a startup mistake's.
+ *
+ * @example
+ * ```ts
+ * import { redactSecrets } from "./logging.ts";
+ *
+ * redactSecrets("got 'https://app.example.com/?token=abc'"); // "got 'https://app.example.com/?token=[REDACTED]'"
+ * ```
+ */
+export function redactSecrets(line: string): string {
+  const redact = currentRedactor ?? (shapedRedactor ??= lineRedactor(redactionPatterns()));
+  return redact(line);
+}
+
 /** The lines of the current configuration, for {@linkcode flushLogLines}. */
 let currentLines: BufferedLines | undefined;
 
@@ -878,6 +902,7 @@ export function configureLogging(options: LoggingOptions = {}): void {
     ? jsonLineFormatter
     : textLineFormatter({ colors: !Deno.noColor && options.console === undefined });
   const redact = lineRedactor(redactionPatterns(options.secrets));
+  currentRedactor = redact;
   const lines = options.console === undefined && !onDenoDeploy() ? new BufferedLines() : undefined;
   currentLines = lines;
   const console = options.console ?? globalThis.console;
