@@ -250,6 +250,43 @@ Deno.test("main.ts refuses a named pipe no process writes to as its config file 
   }
 });
 
+Deno.test("main.ts with OTEL_DENO=true and OTEL_EXPORTER_OTLP_PROTOCOL=grpc exports over gRPC, a protocol Deno knows beside http/protobuf and http/json", async () => {
+  const exports: Array<{ path: string; type: string | null }> = [];
+  // Deno.serve takes HTTP/2 without TLS from a client that speaks it at once, as gRPC does.
+  const receiver = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (request) => {
+      await request.arrayBuffer();
+      exports.push({
+        path: new URL(request.url).pathname,
+        type: request.headers.get("content-type"),
+      });
+      return new Response(null, {
+        headers: { "content-type": "application/grpc", "grpc-status": "0" },
+      });
+    },
+  );
+  const server = await startServerProcess("otlp-grpc", {
+    OTEL_DENO: "true",
+    OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${receiver.addr.port}`,
+    OTEL_METRIC_EXPORT_INTERVAL: "300",
+  });
+  try {
+    const deadline = Date.now() + 15_000;
+    while (!exports.some((item) => item.path.endsWith("MetricsService/Export"))) {
+      assert.ok(Date.now() < deadline, `no gRPC metrics export: ${JSON.stringify(exports)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const metrics = exports.find((item) => item.path.endsWith("MetricsService/Export"))!;
+    assert.equal(metrics.path, "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export");
+    assert.match(metrics.type ?? "", /^application\/grpc/);
+  } finally {
+    await server.stop();
+    await receiver.shutdown();
+  }
+});
+
 Deno.test("main.ts with OTEL_DENO=true and an OTEL_EXPORTER_OTLP_PROTOCOL Deno does not know stops in Deno's one line naming it, before edgestream runs", async () => {
   // RUST_BACKTRACE=1 (set on some machines) adds Deno's own backtrace to any error of its.
   const vars = { OTEL_EXPORTER_OTLP_PROTOCOL: "bogus", RUST_BACKTRACE: "0" };
