@@ -11,6 +11,7 @@
  * @module
  */
 import ipaddr from "ipaddr.js";
+import { quoteInput, withoutCredentials } from "../../validate/mod.ts";
 
 /** Resolves a host name to its A and AAAA addresses. */
 export type Resolver = (hostname: string) => Promise<string[]>;
@@ -187,7 +188,7 @@ export class UrlPolicy {
     try {
       parsed = new URL(url);
     } catch {
-      throw new UnsafeUrlError(`'url' is not an absolute URL: ${url}`);
+      throw new UnsafeUrlError(`'url' is not an absolute URL: ${shownUnparsedUrl(url)}`);
     }
     if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
       throw new UnsafeUrlError(`'url' must use https, got ${parsed.protocol.slice(0, -1)}`);
@@ -251,4 +252,21 @@ export class UrlPolicy {
       `'url' resolves only to internal addresses: ${listed}; ${ALLOW_VARIABLE} can allow them`,
     );
   }
+}
+
+/**
+ * A webhook URL that does not parse, as a refusal (a reply, and the request's log line) quotes
+ * it: without the credentials written into it (refused as such once it parses) nor its query or
+ * fragment, where a receiver's token often goes, within {@linkcode quoteInput}'s bound.
+ */
+function shownUnparsedUrl(url: string): string {
+  let shown = withoutCredentials(url);
+  // No scheme (`//user:pw@host`): anything up to an '@' may be credentials.
+  if (shown.includes("@") && !shown.includes("[REDACTED]@")) {
+    shown = shown.replace(/^[^]*@/, "[REDACTED]@");
+  }
+  const cut = shown.search(/[?#]/);
+  return cut < 0
+    ? quoteInput(shown)
+    : `${quoteInput(shown.slice(0, cut))} and a query or fragment (not shown)`;
 }

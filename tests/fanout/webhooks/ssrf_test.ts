@@ -140,6 +140,31 @@ Deno.test("UrlPolicy.check() returns only the addresses it may reach, refusing w
   );
 });
 
+Deno.test("UrlPolicy.check() quotes a URL that does not parse without its credentials, query or fragment: the refusal is logged", async () => {
+  const policy = new UrlPolicy({ resolve: table({}) });
+  for (
+    const [url, shown] of [
+      ["https://user:pw-secret-0123@exa mple.com/hook", "https://[REDACTED]@exa mple.com/hook"],
+      ["https://hooks.exa mple.com/h?sig=sig-secret-0123", "https://hooks.exa mple.com/h"],
+      ["https://hooks.exa mple.com/h#sig-secret-0123", "https://hooks.exa mple.com/h"],
+      ["//user:pw-secret-0123@exa mple.com/h?x=1", "[REDACTED]@exa mple.com/h"],
+    ]
+  ) {
+    await assert.rejects(
+      () => policy.check(url),
+      (error) =>
+        error instanceof UnsafeUrlError &&
+        error.message.startsWith(`'url' is not an absolute URL: ${shown}`) &&
+        !error.message.includes("secret-0123"),
+      url,
+    );
+  }
+  await assert.rejects(
+    () => policy.check("https://hooks.exa mple.com/h?sig=sig-secret-0123"),
+    /not an absolute URL: https:\/\/hooks\.exa mple\.com\/h and a query or fragment \(not shown\)$/,
+  );
+});
+
 Deno.test("UrlPolicy.check() wants https, no credentials and an absolute URL", async () => {
   const policy = new UrlPolicy({ resolve: table({ "example.com": ["93.184.216.34"] }) });
   await assert.rejects(() => policy.check("http://example.com/"), /must use https/);
