@@ -38,6 +38,15 @@ Deno.test("an apply serving requests of two ingest spans is a child of one and l
       assert.ok(apply, "the apply is a child of the span it runs in");
       assert.equal(apply.traceId, ws.traceId);
       assert.equal(apply.attributes["edgestream.batch.requests"], 2);
+      // Every attribute the README lists, no other.
+      assert.deepEqual(Object.keys(apply.attributes).sort(), [
+        "edgestream.batch.events",
+        "edgestream.batch.requests",
+        "edgestream.store.operation",
+        "edgestream.stream",
+      ]);
+      assert.equal(apply.attributes["edgestream.store.operation"], "applyBatch");
+      assert.equal(apply.attributes["edgestream.stream"], "s");
       assert.deepEqual(apply.links, [{ traceId: http.traceId, spanId: http.spanId }]);
     });
   } finally {
