@@ -189,6 +189,15 @@ Deno.test("main.ts redacts the secrets a log line would in its one line of a sta
   const host = await startWith({ EDGESTREAM_KEYS: `admin:${key}`, HOST: key });
   assertOneLine(host, /^edgestream: HOST: cannot listen on \[REDACTED\]:\d+: /);
   assert.doesNotMatch(host.stderr, /admin-key-0123/);
+  // A hint of how a token is written is no token: it stays as it is.
+  const hint = await startWith({
+    OTEL_DENO: "true",
+    OTEL_EXPORTER_OTLP_HEADERS: "Authorization: Bearer tok-0123456789abcdef",
+  });
+  assertOneLine(
+    hint,
+    /^edgestream: OTEL_EXPORTER_OTLP_HEADERS: expected name=value pairs separated by commas \(Authorization=Bearer%20…\), but pair 1 of 1 has no name before an '=' \(its text is not shown: it may hold a token\)$/,
+  );
 });
 
 Deno.test("main.ts refuses a config file that gives a stream twice in one line naming it: JSON keeps the last, and the first would go without a word", async () => {

@@ -145,8 +145,8 @@ const WORD_START = String.raw`(?:(?<![A-Za-z0-9_])|(?<=${CONTROL_ESCAPE}))`;
 const BEARER_GAP = String.raw`(?:\s|${CONTROL_ESCAPE})+(?:\\?["'])?`;
 
 /**
- * Secrets found by their shape. A value starting with `<` is left alone, so
- * usage hints such as `Bearer <key>` stay readable.
+ * Secrets found by their shape. A value starting with `<` or `…` is left alone, so
+ * usage hints such as `Bearer <key>` and `Bearer%20…` stay readable.
  */
 const SHAPED_SECRETS: RedactionPattern[] = [
   {
@@ -165,13 +165,13 @@ const SHAPED_SECRETS: RedactionPattern[] = [
   {
     pattern: new RegExp(
       String
-        .raw`${WORD_START}(bearer${BEARER_GAP})(?!(?:token|key|auth\w*)(?:$|[\s"'\\,;)]|[.!?](?:$|[\s"'\\,;)])))[^\s"'\\,;<][^\s"'\\,;]*`,
+        .raw`${WORD_START}(bearer${BEARER_GAP})(?!(?:token|key|auth\w*)(?:$|[\s"'\\,;)]|[.!?](?:$|[\s"'\\,;)])))[^\s"'\\,;<…][^\s"'\\,;]*`,
       "gi",
     ),
     replacement: `$1${REDACTED}`,
   },
   {
-    pattern: new RegExp(String.raw`${WORD_START}(bearer\.)[^\s"'\\,;<][^\s"'\\,;]*`, "gi"),
+    pattern: new RegExp(String.raw`${WORD_START}(bearer\.)[^\s"'\\,;<…][^\s"'\\,;]*`, "gi"),
     replacement: `$1${REDACTED}`,
   },
   {
