@@ -37,6 +37,24 @@ export class PortNotAllowedError extends Error {
 export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> {
   const print = options.print ?? console.log;
   const token = options.token ?? randomToken();
+  // Listened for before anything starts: a signal sent once the lines are printed (a script that
+  // waits for them, then stops it) could come before a listener added then, and end this process
+  // the default way, redis-server left running.
+  const stop = options.until === undefined
+    ? terminationSignals()
+    : { signalled: options.until, cancel() {} };
+  try {
+    await serveUntil(stop.signalled, { print, token, port: options.port ?? 0 });
+  } finally {
+    stop.cancel();
+  }
+}
+
+async function serveUntil(
+  signalled: Promise<void>,
+  options: { print: (line: string) => void; token: string; port: number },
+): Promise<void> {
+  const { print, token } = options;
   const server = await startRedisServer();
   try {
     let bridge;
@@ -44,7 +62,7 @@ export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> 
       bridge = await startUpstashBridge({
         redisUrl: server.url,
         token,
-        port: options.port ?? 0,
+        port: options.port,
       });
     } catch (error) {
       // Only the bridge's listen is PORT's: a permission denied before (to run redis-server, to
@@ -60,7 +78,7 @@ export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> 
       print(`export UPSTASH_REDIS_REST_URL=${bridge.url}`);
       print(`export UPSTASH_REDIS_REST_TOKEN=${token}`);
       console.error(`Redis at ${server.url} behind the Upstash REST bridge; Ctrl+C stops both`);
-      await (options.until ?? nextTerminationSignal());
+      await signalled;
     } finally {
       await bridge.close();
     }
@@ -70,18 +88,26 @@ export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> 
 }
 
 /**
- * Resolves on the first SIGINT, SIGTERM or SIGHUP and stops listening for them. SIGHUP is the
- * terminal closing: left to its default, it would end this process and leave redis-server running.
+ * `signalled` resolves on the first SIGINT, SIGTERM or SIGHUP; `cancel` stops listening for them
+ * (so does the first). SIGHUP is the terminal closing: left to its default, it would end this
+ * process and leave redis-server running.
  */
-function nextTerminationSignal(): Promise<void> {
-  return new Promise((resolve) => {
-    const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-    function onSignal() {
-      for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
-      resolve();
-    }
-    for (const signal of signals) Deno.addSignalListener(signal, onSignal);
-  });
+function terminationSignals(): { signalled: Promise<void>; cancel(): void } {
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+  let resolve = () => {};
+  const signalled = new Promise<void>((done) => resolve = done);
+  let listening = true;
+  function cancel() {
+    if (!listening) return;
+    listening = false;
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  }
+  function onSignal() {
+    cancel();
+    resolve();
+  }
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  return { signalled, cancel };
 }
 
 /**
