@@ -6,7 +6,13 @@
  */
 import type { TransformStep } from "./schema.ts";
 import type { Event } from "../validate/mod.ts";
-import { compileExpression, evaluationMessage, ExpressionError, toJson } from "./cel.ts";
+import {
+  compileExpression,
+  type CompileExpressionOptions,
+  evaluationMessage,
+  ExpressionError,
+  toJson,
+} from "./cel.ts";
 
 /** A transform failed on one event; `path` names the step. */
 export class TransformError extends Error {
@@ -36,10 +42,14 @@ export type Transform = (event: Event, options?: TransformCallOptions) => Event 
 
 type Step = (event: Event, inPlace: boolean) => Event | null;
 
-function compileStep(step: TransformStep, index: number): Step {
+function compileStep(step: TransformStep, index: number, options: CompileTransformOptions): Step {
   const at = `transform[${index}]`;
+  const { uncountedPatternClasses } = options;
   if ("filter" in step) {
-    const filter = compile(step.filter, `${at}.filter`, { returns: "bool" });
+    const filter = compile(step.filter, `${at}.filter`, {
+      returns: "bool",
+      uncountedPatternClasses,
+    });
     // One activation reused for every event (evaluation is synchronous): no object per event.
     const context: { event: Event | null } = { event: null };
     return (event) => {
@@ -63,7 +73,7 @@ function compileStep(step: TransformStep, index: number): Step {
   }
   if ("set" in step) {
     const fields = Object.entries(step.set).map(([field, source]) =>
-      [field, compile(source, `${at}.set.${field}`)] as const
+      [field, compile(source, `${at}.set.${field}`, { uncountedPatternClasses })] as const
     );
     const context: { event: Event | null } = { event: null };
     // The values of one event, written once all are computed (evaluation is synchronous): every
@@ -116,7 +126,7 @@ function compileStep(step: TransformStep, index: number): Step {
   };
 }
 
-function compile(source: string, path: string, options: { returns?: "bool" } = {}) {
+function compile(source: string, path: string, options: CompileExpressionOptions) {
   try {
     return compileExpression(source, ["event"], options);
   } catch (error) {
@@ -134,6 +144,15 @@ function failed(error: unknown, path: string): TransformError {
   });
 }
 
+/** Options for {@linkcode compileTransform}. */
+export interface CompileTransformOptions {
+  /**
+   * Count each expression's literal patterns without their classes' ranges, as
+   * {@linkcode CompileExpressionOptions.uncountedPatternClasses} says. @default {false}
+   */
+  uncountedPatternClasses?: boolean;
+}
+
 /**
  * Compiles transform steps into one function. Throws {@linkcode ExpressionError}
  * at load time for a bad expression.
@@ -144,8 +163,11 @@ function failed(error: unknown, path: string): TransformError {
  * transform({ amount: 5, debug: true }); // { amount: 5 }
  * ```
  */
-export function compileTransform(steps: readonly TransformStep[]): Transform {
-  const compiled = steps.map(compileStep);
+export function compileTransform(
+  steps: readonly TransformStep[],
+  options: CompileTransformOptions = {},
+): Transform {
+  const compiled = steps.map((step, index) => compileStep(step, index, options));
   if (compiled.length === 0) return (event) => event;
   return (event, options) => {
     let current: Event | null = event;

@@ -18,8 +18,10 @@ export {
   MAX_EVENT_MATCHING_COST,
   MAX_PATTERN_SIZE,
   PatternBudgetError,
+  patternCompileSize,
   PatternError,
   patternSize,
+  RANGES_PER_INSTRUCTION,
   startMatchingBudget,
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";

@@ -24,6 +24,7 @@ import {
   StoreUnavailableError,
 } from "../../src/store/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
+import { patternCompileSize } from "../../src/validate/mod.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 import { redisTest } from "../_redis.ts";
 
@@ -1843,7 +1844,7 @@ Deno.test("PUT /v1/streams/{stream} refuses patterns past MAX_DEFINITION_PATTERN
   assert.deepEqual(await errorOf(schemaOnly), {
     code: "invalid_definition",
     message:
-      "Invalid stream definition: schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; each at most 5000); shorten or drop patterns",
+      "Invalid stream definition: schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each 8 ranges of characters it holds: [\\p{L}] is about 86; each at most 5000 without its classes' ranges); shorten or drop patterns",
     requestId: schemaOnly.headers.get("X-Request-Id"),
   });
   // One pattern past MAX_PATTERN_SIZE on its own.
@@ -1947,6 +1948,85 @@ Deno.test("PUT /v1/streams/{stream} takes a large definition of ordinary pattern
     (await errorOf(refused)).message,
     /^Invalid stream definition: transform\[21\]\.filter: the stream's patterns would compile to 16012 instructions with this one \(17\)/,
   );
+});
+
+/** A pattern of 1,003 instructions, 160,003 with its classes' ranges, told apart by `index`. */
+function classHeavy(index: number): string {
+  return `^[\\p{L}\\p{N}\\p{S}\\p{P}]{1000}|${index}`;
+}
+
+Deno.test("PUT /v1/streams/{stream} counts a pattern's character classes by their ranges against MAX_DEFINITION_PATTERN_SIZE; a stream stored before is served as it was, said once on load", async () => {
+  const app = await appWith();
+  // Its classes' ranges are looked up once (by compiling each class alone), before counting.
+  patternCompileSize(classHeavy(0));
+  // 15 in the schema: 15,045 instructions by patternSize (taken before), 0.35–1.2 s to compile.
+  const properties = Object.fromEntries(
+    Array.from({ length: 15 }, (_, index) => [`f${index}`, {
+      type: "string",
+      pattern: classHeavy(index),
+    }]),
+  );
+  const schema = await compilingNone(() =>
+    put(app, "signups", { ...SIGNUPS, schema: { type: "object", properties } })
+  );
+  assert.equal(schema.status, 400);
+  assert.match(
+    (await errorOf(schema)).message,
+    /^Invalid stream definition: schema\.properties\.f0\.pattern: the stream's patterns would compile to 160005 instructions with this one \(160005\), past the 16000 a definition may have together .*a character class 1 more for each 8 ranges of characters it holds: \[\\p\{L\}\] is about 86/,
+  );
+  const over = {
+    ...SIGNUPS,
+    transform: [{
+      filter: `!has(event.a) || event.a.matches("${classHeavy(0).replaceAll("\\", "\\\\")}")`,
+    }],
+  };
+  const transform = await put(app, "signups", over);
+  assert.equal(transform.status, 400);
+  assert.match(
+    (await errorOf(transform)).message,
+    /^Invalid stream definition: transform\[0\]\.filter: the stream's patterns would compile to 160005 instructions/,
+  );
+  // A few Unicode classes: taken.
+  const names = {
+    ...SIGNUPS,
+    schema: {
+      type: "object",
+      properties: {
+        name: { type: "string", pattern: "^[\\p{L} .'-]+$" },
+        country: { type: "string", pattern: "^\\p{Lu}{2}$" },
+      },
+    },
+    transform: [{ filter: `!has(event.city) || event.city.matches("^[\\\\p{L} .'-]+$")` }],
+  };
+  const taken = await put(app, "signups", names);
+  assert.equal(taken.status, 201, await taken.clone().text());
+  const sentNames = await ingest(app, "signups", [
+    { t: "2026-01-01T00:00:00Z", plan: "a", name: "Zoë", country: "BR", city: "São Paulo" },
+  ]);
+  assert.equal((await sentNames.json()).accepted, 1);
+  // Stored before this check: served (its filter compiled as it was), warned about once.
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", over, { oversizedPatterns: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.equal(logged.length, 1);
+  assert.match(
+    logged[0],
+    /^Stored stream 'signups' version 1: streams\.signups\.transform\[0\]\.filter: the stream's patterns would compile to 160005 instructions .*; served as stored before this check; replace it with PUT \/v1\/streams\/signups, which refuses it as it is$/,
+  );
+  const sent = await ingest(stored, "signups", [
+    { t: "2026-01-01T00:00:00Z", plan: "a", a: "3" },
+    { t: "2026-01-01T00:00:00Z", plan: "a", a: "0" },
+  ]);
+  assert.equal(sent.status, 202);
+  const body = await sent.json();
+  assert.equal(body.accepted, 2);
+  assert.equal(body.filtered, 1);
 });
 
 Deno.test("a stream stored with patterns past the budget before it is served as it was, said once on load, and a PUT must bring it within", async () => {

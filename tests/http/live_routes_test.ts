@@ -213,6 +213,22 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
         "invalid_query",
         /its macros over literal lists may take more than 100000 steps, the budget of one evaluation$/,
       ],
+      [
+        // 15 patterns of 1,003 instructions, 160,003 with their classes' ranges: 0.35–1.2 s to
+        // compile, per request.
+        `?filter=${
+          encodeURIComponent(
+            Array.from(
+              { length: 15 },
+              (_, i) =>
+                `payload.data.key.matches("^[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]{1000}|${i}")`,
+            ).join("||"),
+          )
+        }`,
+        400,
+        "invalid_query",
+        /its matches\(\) patterns would compile to 160005 instructions together, past the 16000 an expression may have \(a character class counts 1 more for each 8 ranges of characters it holds: \[\\p\{L\}\] is about 86\)$/,
+      ],
       ["?types=window.updated,window.opened", 400, "invalid_query", /unknown type 'window.opened'/],
       ["?counter=nope", 400, "invalid_query", /has no counter 'nope'; it has: count_1m/],
     ];

@@ -758,7 +758,11 @@ export class Dispatcher {
     if (!cached || cached.key !== key) {
       let filter: CompiledExpression | null = null;
       try {
-        filter = compileExpression(endpoint.filter, FILTER_VARIABLES);
+        // Once an endpoint version: one registered before its patterns' classes were counted
+        // (refused at registration since) is served as it was.
+        filter = compileExpression(endpoint.filter, FILTER_VARIABLES, {
+          uncountedPatternClasses: true,
+        });
       } catch {
         // Checked at registration; a filter that no longer compiles matches nothing.
       }

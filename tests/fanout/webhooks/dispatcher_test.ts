@@ -241,6 +241,28 @@ Deno.test("Dispatcher matches event types, streams, CEL filters and skips disabl
   assert.deepEqual(await typesOf("ep_off"), []);
 });
 
+Deno.test("Dispatcher serves a filter registered before its patterns' character classes were counted, as it was", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  await store.appendLog("orders", [closed(1, "DE"), closed(5, "FR")]);
+  // 2,006 instructions by patternSize (taken at registration then), 320,010 with their classes'
+  // ranges: refused at registration now, past MAX_EXPRESSION_PATTERN_SIZE.
+  const heavy = (tail: string) =>
+    `data.group.country.matches("^[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]{1000}|${tail}")`;
+  const endpoints = [
+    endpoint("ep_old", {
+      eventTypes: ["window.closed"],
+      filter: `${heavy("DE")} || ${heavy("XX")}`,
+    }),
+  ];
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  await dispatcher.dispatch(orders, endpoints);
+  const sent = (await allDeliveries(deliveries, "ep_old")).map((item) =>
+    JSON.parse(item.payload).data.group.country
+  );
+  assert.deepEqual(sent, ["DE"]);
+});
+
 Deno.test("Dispatcher keeps the compiled filters of the endpoints listed only: 1,000 created, dispatched to and deleted leave one", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
