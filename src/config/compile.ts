@@ -34,7 +34,7 @@ import {
   withoutCredentials,
 } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
-import { hopWidth, paneWidth } from "../window/mod.ts";
+import { DEFAULT_QUANTILES, hopWidth, paneWidth, quantileName } from "../window/mod.ts";
 import { listNames } from "../telemetry/logging.ts";
 import {
   type AlertDefinition,
@@ -52,6 +52,19 @@ export const ALERT_VARIABLES = ["value", "group", "window"] as const;
  * too): the counter's name, and the window's start and end as ISO text.
  */
 export const ALERT_WINDOW_FIELDS = ["counter", "start", "end"] as const;
+
+/**
+ * The fields of a quantiles counter's `value` an alert's `when` sees: the count, the exact min
+ * and max, `approximate`, and an estimate per default quantile (`p50`, `p90`, `p95`, `p99`).
+ * Any other counter's `value` is a number (or null) and has no fields.
+ */
+export const ALERT_QUANTILE_FIELDS: readonly string[] = [
+  "count",
+  "min",
+  "max",
+  "approximate",
+  ...DEFAULT_QUANTILES.map(quantileName),
+];
 
 /** An alert ready to evaluate: `when` over `value`, `group` and `window`. */
 export interface CompiledAlert {
@@ -342,9 +355,11 @@ function compileAlerts(
 }
 
 /**
- * The first field of `group` or `window` that `when` names and no window of `counter` has, as
- * `<path>.when: group has no field 'contry'; …`, or `undefined` for none. Reading one fails on
- * every window (and `has()` of it is always false): the alert would never fire by it.
+ * The first field of `group`, `window` or `value` that `when` names and no window of `counter`
+ * has, as `<path>.when: group has no field 'contry'; …`, or `undefined` for none: any field of a
+ * value that is a number (`value.p99` of a count), a quantile a quantiles value lacks
+ * (`value['p99.9']`: see {@linkcode ALERT_QUANTILE_FIELDS}). Reading one fails on every window
+ * (and `has()` of it fails or is always false): the alert would never fire by it.
  */
 function unknownField(when: string, counter: CompiledCounter, path: string): string | undefined {
   for (const { variable, field } of variableFields(when, ALERT_VARIABLES)) {
@@ -364,6 +379,25 @@ function unknownField(when: string, counter: CompiledCounter, path: string): str
       return `${path}.when: window has no field '${quoteInput(field)}'; it has: ${
         ALERT_WINDOW_FIELDS.join(", ")
       }`;
+    }
+    if (variable === "value") {
+      const { kind } = counter.aggregate;
+      if (kind !== "quantiles") {
+        // A count is never null; min, max and avg are where no value exists.
+        const number = kind === "count" || kind === "sum" || kind === "distinct"
+          ? "a number"
+          : "a number or null";
+        return `${path}.when: value has no field '${
+          quoteInput(field)
+        }'; counter '${counter.name}' aggregates ${kind}, so value is ${number}`;
+      }
+      if (!ALERT_QUANTILE_FIELDS.includes(field)) {
+        return `${path}.when: value has no field '${
+          quoteInput(field)
+        }'; counter '${counter.name}' computes quantiles, so value has: ${
+          ALERT_QUANTILE_FIELDS.join(", ")
+        }`;
+      }
     }
   }
   return undefined;
@@ -684,10 +718,11 @@ export interface CompileOptions {
   oversizedPatterns?: boolean;
   /**
    * Compile an alert whose `when` names a field of `group` no groupBy field is (`group.contry`
-   * where the counter groups by `country`) or of `window` it has not (`window.strat`), as
-   * releases before that check did: a stream stored or deployed then is served as it was (the
-   * condition fails where it reads the field, and the alert does not fire there). Find it with
-   * {@linkcode unknownAlertField}. @default {false: refused, naming its path and the fields}
+   * where the counter groups by `country`), of `window` it has not (`window.strat`) or of `value`
+   * it has not (`value.p99` of a count), as releases before that check did: a stream stored or
+   * deployed then is served as it was (the condition fails where it reads the field, and the
+   * alert does not fire there). Find it with {@linkcode unknownAlertField}.
+   * @default {false: refused, naming its path and the fields}
    */
   unknownAlertFields?: boolean;
 }
@@ -752,8 +787,8 @@ export function malformedSchemaKeyword(stream: CompiledStream): string | undefin
 }
 
 /**
- * A stream's first alert whose `when` names a field of `group` or `window` no window of its
- * counter has, as `streams.<name>.alerts[<i>].when: group has no field …`, or `undefined` for
+ * A stream's first alert whose `when` names a field of `group`, `window` or `value` no window of
+ * its counter has, as `streams.<name>.alerts[<i>].when: group has no field …`, or `undefined` for
  * none (see {@linkcode CompileOptions.unknownAlertFields}).
  */
 export function unknownAlertField(stream: CompiledStream): string | undefined {

@@ -1805,6 +1805,69 @@ Deno.test("PUT /v1/streams/{stream} refuses an alert naming a group or window fi
   assert.equal((await put(stored, "signups", valid)).status, 200);
 });
 
+Deno.test("PUT /v1/streams/{stream} refuses an alert naming a field of a value that is a number, or a quantile its counter's value lacks (400 invalid_definition naming its path, the field and what value is); one stored before is served, its load says so once, and a PUT must fix it", async () => {
+  const app = await appWith();
+  const counters = {
+    ...SIGNUPS.counters,
+    latency: { window: { tumbling: "1m" }, aggregate: { quantiles: "ms" } },
+  };
+  const typo = {
+    ...SIGNUPS,
+    counters,
+    alerts: [
+      { name: "busy", counter: "perMinute", when: "value > 100.0" },
+      { name: "slow", counter: "perMinute", when: "value.p99 > 500.0" },
+    ],
+  };
+  for (
+    const [alerts, message] of [
+      [
+        typo.alerts,
+        "Invalid stream definition: alerts[1].when: value has no field 'p99'; counter 'perMinute' aggregates count, so value is a number",
+      ],
+      [
+        [{ name: "slowest", counter: "latency", when: `value["p99.9"] > 500.0` }],
+        "Invalid stream definition: alerts[0].when: value has no field 'p99.9'; counter 'latency' computes quantiles, so value has: count, min, max, approximate, p50, p90, p95, p99",
+      ],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", { ...SIGNUPS, counters, alerts });
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual([error.code, error.message], ["invalid_definition", message]);
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  const valid = {
+    ...SIGNUPS,
+    counters,
+    alerts: [
+      { name: "busy", counter: "perMinute", when: "value > 100.0" },
+      { name: "slow", counter: "latency", when: "has(value.p99) && value.p99 > 500.0" },
+    ],
+  };
+  assert.equal((await put(app, "signups", valid)).status, 201);
+
+  // Stored by a release that took it: served as it was, said once on load.
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", typo, { unknownAlertFields: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    "Stored stream 'signups' version 1: streams.signups.alerts[1].when: value has no field 'p99'; counter 'perMinute' aggregates count, so value is a number; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is",
+  ]);
+  const sent = await ingest(stored, "signups", [{ t: "2026-01-01T00:00:00Z", plan: "pro" }]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  await sent.body?.cancel();
+  // Sent again it is refused; fixed, it is taken.
+  assert.equal((await put(stored, "signups", { ...typo, description: "kept" })).status, 400);
+  assert.equal((await put(stored, "signups", valid)).status, 200);
+});
+
 /** What `run` answers, asserting that RE2 compiled no pattern meanwhile. */
 async function compilingNone<T>(run: () => T | Promise<T>): Promise<T> {
   const compile = RE2JS.compile;
