@@ -1274,13 +1274,13 @@ Deno.test("configFromEnv() serves a config file's patterns past the definition's
     assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
       level: "warning",
       text:
-        "EDGESTREAM_CONFIG: streams.orders.schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each 8 ranges of characters it holds: [\\p{L}] is about 86; each at most 5000 without its classes' ranges); shorten or drop patterns; compiled as before this check (each instance compiles them at startup); fix it: a definition sent through the API with it is refused",
+        "EDGESTREAM_CONFIG: streams.orders.schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each 32 ranges of characters it holds: [\\p{L}] is about 24; each at most 5000 without its classes' ranges); shorten or drop patterns; compiled as before this check (each instance compiles them at startup); fix it: a definition sent through the API with it is refused",
     }]);
   });
 });
 
 Deno.test("configFromEnv() serves a config file's filter whose patterns' character classes take it past the budget as before, with one warning naming it", async () => {
-  // 1,003 instructions by patternSize (taken before), 160,005 with its classes' ranges.
+  // 1,003 instructions by patternSize (taken before), 40,005 with its classes' ranges.
   const orders = {
     transform: [{
       filter: `!has(event.a) || event.a.matches("^[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]{1000}|0")`,
@@ -1295,7 +1295,7 @@ Deno.test("configFromEnv() serves a config file's filter whose patterns' charact
     assert.equal(warnings.length, 1);
     assert.match(
       warnings[0].text,
-      /^EDGESTREAM_CONFIG: streams\.orders\.transform\[0\]\.filter: the stream's patterns would compile to 160005 instructions with this one \(160005\), past the 16000 a definition may have together .*; compiled as before this check/,
+      /^EDGESTREAM_CONFIG: streams\.orders\.transform\[0\]\.filter: the stream's patterns would compile to 40005 instructions with this one \(40005\), past the 16000 a definition may have together .*; compiled as before this check/,
     );
   });
 });

@@ -558,7 +558,7 @@ function patternBudgetProblem(name: string, parsed: StreamDefinition): string | 
     if (total > MAX_DEFINITION_PATTERN_SIZE) {
       return `${
         formatPath(["streams", name, ...path])
-      }: the stream's patterns would compile to ${total} instructions with this one (${size}), past the ${MAX_DEFINITION_PATTERN_SIZE} a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 86; each at most ${MAX_PATTERN_SIZE} without its classes' ranges); shorten or drop patterns`;
+      }: the stream's patterns would compile to ${total} instructions with this one (${size}), past the ${MAX_DEFINITION_PATTERN_SIZE} a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 24; each at most ${MAX_PATTERN_SIZE} without its classes' ranges); shorten or drop patterns`;
     }
   }
   return undefined;

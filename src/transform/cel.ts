@@ -45,7 +45,7 @@ export const MAX_EXPRESSION_LENGTH = 4096;
  * `MAX_PATTERN_SIZE` on its own by `patternSize`): a subscription's or webhook's filter is
  * compiled for the request that gives it, and 4,096 characters held 57 patterns of about 5,000
  * (0.5 s to compile). Counted by `patternSize` alone, 822 characters held 15 of
- * `^[\p{L}\p{N}\p{S}\p{P}]{1000}` (1,003 instructions, 160,003 with their classes' ranges):
+ * `^[\p{L}\p{N}\p{S}\p{P}]{1000}` (1,003 instructions, 40,003 with their classes' ranges):
  * 0.35–1.2 s to compile, where 16,000 instructions of plain patterns (`^.{0,1000}.{0,990}`, the
  * slowest measured a unit) took 60–320 ms, and classes' ranges 0.1–0.3 µs a unit, less than any
  * plain pattern's. A stream definition's are bounded together as well.
@@ -853,7 +853,7 @@ export function compileExpression(
         throw new ExpressionError(
           invalid(
             source,
-            `its matches() patterns would compile to ${patterns} instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 86)`,
+            `its matches() patterns would compile to ${patterns} instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 24)`,
           ),
         );
       }

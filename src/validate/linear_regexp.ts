@@ -136,9 +136,13 @@ export function patternSize(pattern: string): number {
 
 /**
  * How many ranges of characters RE2 may copy per class of `pattern` before one costs an
- * instruction more to compile (see {@linkcode patternCompileSize}).
+ * instruction more to compile (see {@linkcode patternCompileSize}). A range took 0.06–0.2 µs to
+ * compile and build a matcher for, an instruction of the slowest plain patterns up to 10 µs
+ * (16,000 of `^.{0,1000}.{0,990}`: 60–320 ms), so 32 ranges cost no more than such an
+ * instruction: seven name patterns `^[\p{L} .'-]{1,100}$` (16,142 by this count) took 8–43 ms
+ * together. At 8 one of them was 8,803 and two were past a definition's 16,000; now six fit.
  */
-export const RANGES_PER_INSTRUCTION = 8;
+export const RANGES_PER_INSTRUCTION = 32;
 
 /**
  * {@linkcode patternSize} with each class and escape counted 1 and 1 more for each
@@ -146,7 +150,7 @@ export const RANGES_PER_INSTRUCTION = 8;
  * (and building its matcher) costs, in instructions. RE2 copies a class's ranges into each
  * instruction it compiles to: `^[\p{L}\p{N}\p{S}\p{P}]{1000}`, 1,003 instructions of 801 ranges
  * each, took 50–160 ms to compile and 6–37 ms more to build its matcher (at most about 0.2 µs a
- * range), where `^[a-z]{1000}` took 5–10 ms: 160,003 instructions by this count, 1,003 by
+ * range), where `^[a-z]{1000}` took 5–10 ms: 40,003 instructions by this count, 1,003 by
  * {@linkcode patternSize}. A Unicode class's ranges (`\p{L}`, `\pN`, `\P{Greek}`) are RE2's own,
  * case-folded or not, whichever are more; any other character in a class counts 1 range.
  */

@@ -1907,7 +1907,7 @@ Deno.test("PUT /v1/streams/{stream} refuses patterns past MAX_DEFINITION_PATTERN
   assert.deepEqual(await errorOf(schemaOnly), {
     code: "invalid_definition",
     message:
-      "Invalid stream definition: schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each 8 ranges of characters it holds: [\\p{L}] is about 86; each at most 5000 without its classes' ranges); shorten or drop patterns",
+      "Invalid stream definition: schema.properties.f7.pattern: the stream's patterns would compile to 16024 instructions with this one (2003), past the 16000 a definition may have together (a pattern counts its size once its repeats are expanded: [a-z]{1000} is 1002; a character class 1 more for each 32 ranges of characters it holds: [\\p{L}] is about 24; each at most 5000 without its classes' ranges); shorten or drop patterns",
     requestId: schemaOnly.headers.get("X-Request-Id"),
   });
   // One pattern past MAX_PATTERN_SIZE on its own.
@@ -2013,7 +2013,7 @@ Deno.test("PUT /v1/streams/{stream} takes a large definition of ordinary pattern
   );
 });
 
-/** A pattern of 1,003 instructions, 160,003 with its classes' ranges, told apart by `index`. */
+/** A pattern of 1,003 instructions, 40,003 with its classes' ranges, told apart by `index`. */
 function classHeavy(index: number): string {
   return `^[\\p{L}\\p{N}\\p{S}\\p{P}]{1000}|${index}`;
 }
@@ -2035,7 +2035,7 @@ Deno.test("PUT /v1/streams/{stream} counts a pattern's character classes by thei
   assert.equal(schema.status, 400);
   assert.match(
     (await errorOf(schema)).message,
-    /^Invalid stream definition: schema\.properties\.f0\.pattern: the stream's patterns would compile to 160005 instructions with this one \(160005\), past the 16000 a definition may have together .*a character class 1 more for each 8 ranges of characters it holds: \[\\p\{L\}\] is about 86/,
+    /^Invalid stream definition: schema\.properties\.f0\.pattern: the stream's patterns would compile to 40005 instructions with this one \(40005\), past the 16000 a definition may have together .*a character class 1 more for each 32 ranges of characters it holds: \[\\p\{L\}\] is about 24/,
   );
   const over = {
     ...SIGNUPS,
@@ -2047,7 +2047,7 @@ Deno.test("PUT /v1/streams/{stream} counts a pattern's character classes by thei
   assert.equal(transform.status, 400);
   assert.match(
     (await errorOf(transform)).message,
-    /^Invalid stream definition: transform\[0\]\.filter: the stream's patterns would compile to 160005 instructions/,
+    /^Invalid stream definition: transform\[0\]\.filter: the stream's patterns would compile to 40005 instructions/,
   );
   // A few Unicode classes: taken.
   const names = {
@@ -2080,7 +2080,7 @@ Deno.test("PUT /v1/streams/{stream} counts a pattern's character classes by thei
   assert.equal(logged.length, 1);
   assert.match(
     logged[0],
-    /^Stored stream 'signups' version 1: streams\.signups\.transform\[0\]\.filter: the stream's patterns would compile to 160005 instructions .*; served as stored before this check; replace it with PUT \/v1\/streams\/signups, which refuses it as it is$/,
+    /^Stored stream 'signups' version 1: streams\.signups\.transform\[0\]\.filter: the stream's patterns would compile to 40005 instructions .*; served as stored before this check; replace it with PUT \/v1\/streams\/signups, which refuses it as it is$/,
   );
   const sent = await ingest(stored, "signups", [
     { t: "2026-01-01T00:00:00Z", plan: "a", a: "3" },

@@ -214,7 +214,7 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
         /its macros over literal lists may take more than 100000 steps, the budget of one evaluation$/,
       ],
       [
-        // 15 patterns of 1,003 instructions, 160,003 with their classes' ranges: 0.35–1.2 s to
+        // 15 patterns of 1,003 instructions, 40,003 with their classes' ranges: 0.35–1.2 s to
         // compile, per request.
         `?filter=${
           encodeURIComponent(
@@ -227,7 +227,7 @@ Deno.test("Subscribe refuses bad parameters with a JSON error before upgrading",
         }`,
         400,
         "invalid_query",
-        /its matches\(\) patterns would compile to 160005 instructions together, past the 16000 an expression may have \(a character class counts 1 more for each 8 ranges of characters it holds: \[\\p\{L\}\] is about 86\)$/,
+        /its matches\(\) patterns would compile to 40005 instructions together, past the 16000 an expression may have \(a character class counts 1 more for each 32 ranges of characters it holds: \[\\p\{L\}\] is about 24\)$/,
       ],
       ["?types=window.updated,window.opened", 400, "invalid_query", /unknown type 'window.opened'/],
       ["?counter=nope", 400, "invalid_query", /has no counter 'nope'; it has: count_1m/],

@@ -619,7 +619,7 @@ Deno.test("compileExpression() refuses literal matches() patterns past MAX_EXPRE
       (error) =>
         error instanceof ExpressionError &&
         error.message.includes(
-          `its matches() patterns would compile to 16008 instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each 8 ranges of characters it holds: [\\p{L}] is about 86)`,
+          `its matches() patterns would compile to 16008 instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each 32 ranges of characters it holds: [\\p{L}] is about 24)`,
         ),
     );
   } finally {
@@ -634,7 +634,7 @@ Deno.test("compileExpression() refuses literal matches() patterns past MAX_EXPRE
 });
 
 Deno.test("compileExpression() counts literal patterns' character classes by their ranges: a filter of 15 patterns of four Unicode classes repeated 1,000 times is refused before any is compiled, a few Unicode classes are taken", () => {
-  // 1,003 instructions each by patternSize (15,045 together: taken before), 160,003 with their
+  // 1,003 instructions each by patternSize (15,045 together: taken before), 40,003 with their
   // classes' ranges: 0.35–1.2 s to compile, for every request that gave the filter.
   const heavy = (index: number) => `^[\\\\p{L}\\\\p{N}\\\\p{S}\\\\p{P}]{1000}|${index}`;
   const source = Array.from({ length: 15 }, (_, index) => `payload.a.matches("${heavy(index)}")`)
@@ -654,7 +654,7 @@ Deno.test("compileExpression() counts literal patterns' character classes by the
       (error) =>
         error instanceof ExpressionError &&
         error.message.endsWith(
-          `its matches() patterns would compile to 160005 instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each 8 ranges of characters it holds: [\\p{L}] is about 86)`,
+          `its matches() patterns would compile to 40005 instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each 32 ranges of characters it holds: [\\p{L}] is about 24)`,
         ),
     );
   } finally {
@@ -769,7 +769,7 @@ Deno.test("matches() charges compiling a pattern taken from the event for its cl
     (error) =>
       error instanceof EvaluationBudgetError &&
       error.message ===
-        `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (text characters × instructions a pattern may visit a character, per evaluation): compiling a pattern of 1003 instructions (160003 with its classes' ranges, 8 an instruction) costs 2560048 (16 an instruction)`,
+        `Expression exceeded its matches() budget of ${MAX_MATCHING_COST} (text characters × instructions a pattern may visit a character, per evaluation): compiling a pattern of 1003 instructions (40003 with its classes' ranges, 32 an instruction) costs 640048 (16 an instruction)`,
   );
   // Tests are charged for the classes too, where re2js's DFA makes a table of them a state.
   assert.throws(
