@@ -92,10 +92,19 @@ function firstLine(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).split("\n")[0].slice(0, 300);
 }
 
+/**
+ * Where Deno's fetch error says it sent a request: `for url (<url>)`, or, for a connection the
+ * receiver closed once made, `from <local address> for <url> (<address>)`. The attempt log (the
+ * deliveries API) shows neither this server's address nor the URL again. A local copy of
+ * `FETCH_ENDS` in `src/store/redis/call.ts` (fanout imports only the store's contracts), also
+ * taking the prefix before it; `\S*` in the parentheses, as a URL has no spaces but may have `)`.
+ */
+const FETCH_ENDS = /^error sending request (?:from \S+ )?for (?:url \(\S*\)|\S+ \(\S*\)): /;
+
 /** A fetch failure with its cause ("fetch failed: … Connection refused"), without the URL echo. */
 function fetchError(error: unknown): string {
   const cause = error instanceof Error && error.cause !== undefined
-    ? `: ${firstLine(error.cause).replace(/^error sending request for url \([^)]*\): /, "")}`
+    ? `: ${firstLine(error.cause).replace(FETCH_ENDS, "")}`
     : "";
   return `${firstLine(error)}${cause}`.slice(0, 300);
 }

@@ -159,6 +159,34 @@ Deno.test("postWebhook() reports a refused connection without throwing", async (
   assert.match(result.error!, /connect|refused/i);
 });
 
+Deno.test("postWebhook() keeps the URL and this server's local address out of the error of a connection the receiver closed once made", async () => {
+  // A receiver that takes the connection and closes it: Deno's fetch then names both ends,
+  // `from <local> for <url> (<address>)`; the attempt log, which the deliveries API shows, keeps
+  // neither.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for await (const connection of listener) {
+      await connection.read(new Uint8Array(1024)).catch(() => null);
+      connection.close();
+    }
+  })();
+  try {
+    const port = listener.addr.port;
+    for (
+      const url of [`http://127.0.0.1:${port}/hook?token=s3cret`, `http://127.0.0.1:${port}/a)b`]
+    ) {
+      const result = await postWebhook(url, {}, "{}");
+      assert.equal(result.status, null);
+      assert.ok(!result.error!.includes(String(port)), result.error!);
+      assert.ok(!result.error!.includes("127.0.0.1"), result.error!);
+      assert.match(result.error!, /^fetch failed: client error \(SendRequest\): \S/);
+    }
+  } finally {
+    listener.close();
+    await accepting.catch(() => {});
+  }
+});
+
 Deno.test("postWebhook() with an address connects there, keeping the URL's host name in Host", async () => {
   let host: string | null = null;
   let body = "";
