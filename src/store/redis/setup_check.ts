@@ -65,10 +65,11 @@ export async function redisSetupWarnings(redis: Pick<Redis, "exec">): Promise<st
 }
 
 /**
- * Redis's refusal of the store's ping script by text (`EVAL`) or by SHA (`EVALSHA`), as the store
- * runs every script (`NOPERM …`, `ERR unknown command …`), or undefined when it runs both or
- * cannot be reached (the store's own errors say that). Not knowing the SHA (`NOSCRIPT`: a script
- * cache flushed meanwhile) is no refusal: the command itself is allowed.
+ * Redis's refusal of {@linkcode PING_SCRIPT} (`return "PONG"`: no key, no write, not the `/readyz`
+ * script) by text (`EVAL`) or by SHA (`EVALSHA`), as the store runs every script (`NOPERM …`,
+ * `ERR unknown command …`), or undefined when it runs both or cannot be reached (the store's own
+ * errors say that). Not knowing the SHA (`NOSCRIPT`: a script cache flushed meanwhile) is no
+ * refusal: the command itself is allowed.
  */
 async function scriptingRefusal(redis: Pick<Redis, "exec">): Promise<string | undefined> {
   const commands: Array<[string, string, string]> = [

@@ -64,6 +64,64 @@ redisTest(
 );
 
 redisTest(
+  'the setup check runs return "PONG" (no key, no write) by EVAL and EVALSHA, not /readyz\'s ping, which writes es:{@ready} for a second, as the README says',
+  async (fixture) => {
+    const readme = (await Deno.readTextFile(new URL("../../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        'one command as `PING` is, `redis.call("SET", KEYS[1], "1", "PX", 1000)` then `return "PONG"`, that writes `es:{@ready}` for a second,',
+      ),
+      "README quotes /readyz's script",
+    );
+    assert.ok(
+      readme.includes(
+        'runs the one-line Lua script `return "PONG"` (no key, no write: not the `/readyz` script above, and a Redis refusing writes gets no warning here) as the store runs every script, by text (`EVAL`) and by SHA (`EVALSHA`)',
+      ),
+      "README quotes the setup check's script",
+    );
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      await redisSetupWarnings(upstash(proxy.url, fixture.restToken));
+      const scripts = proxy.take().flatMap((request) => request.commands)
+        .filter(([name]) => /^eval/i.test(String(name)));
+      const script = 'return "PONG"';
+      const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(script));
+      const sha = Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0"))
+        .join("");
+      assert.deepEqual(scripts, [["EVAL", script, "0"], ["EVALSHA", sha, "0"]]);
+      assert.equal(await withDirect(fixture.redisUrl, (send) => send("DBSIZE")), 0, "no write");
+
+      await new RedisStore(upstash(proxy.url, fixture.restToken)).ping();
+      const [ready, ttl] = await withDirect(fixture.redisUrl, async (send) => [
+        await send("GET", "es:{@ready}"),
+        Number(await send("PTTL", "es:{@ready}")),
+      ]);
+      assert.equal(ready, "1");
+      assert.ok(ttl > 0 && ttl <= 1_000, String(ttl));
+
+      // Refusing writes: /readyz's ping fails, the setup check says nothing of scripting.
+      await withDirect(fixture.redisUrl, async (send) => {
+        await send("CONFIG", "SET", "maxmemory-policy", "noeviction");
+        await send("CONFIG", "SET", "maxmemory", "1");
+      });
+      try {
+        const warnings = await redisSetupWarnings(upstash(proxy.url, fixture.restToken));
+        assert.ok(!warnings.some((text) => text.includes("Lua script")), warnings.join("\n"));
+        await assert.rejects(
+          new RedisStore(upstash(proxy.url, fixture.restToken)).ping(),
+          /OOM command not allowed/,
+        );
+      } finally {
+        await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "maxmemory", "0"));
+      }
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
+redisTest(
   "a Redis that refuses scripting (an ACL user without @scripting) is named at startup, and the store is not ready",
   async (fixture) => {
     const redis = upstash(fixture.restUrl, fixture.restToken);
