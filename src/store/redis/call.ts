@@ -122,8 +122,11 @@ function unreadableReply(error: unknown): boolean {
   return top !== undefined && top.includes("@upstash/redis");
 }
 
-/** Where Deno's fetch error says it sent a request: the URL, and the addresses of both ends. */
-const FETCH_ENDS = / (?:from \S+ )?for (?:url \([^)]*\)|\S+ \([^)]*\))(?=:)/;
+/**
+ * Where Deno's fetch error says it sent a request: the URL, and the addresses of both ends (`\S*` in
+ * the parentheses: a URL has no spaces but may have a `)`).
+ */
+const FETCH_ENDS = / (?:from \S+ )?for (?:url \(\S*\)|\S+ \(\S*\))(?=:)/;
 
 /** A key of another type or bad text in a field: {@linkcode StoreRefusedError}. */
 const WRONG_KEY = /^WRONGTYPE /;

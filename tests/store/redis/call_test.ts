@@ -262,6 +262,17 @@ Deno.test("RedisCalls.call() says why a REST URL was not reached, and to check U
     ),
     "Redis is unavailable (getDefinition): fetch failed: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111) (check UPSTASH_REDIS_REST_URL)",
   );
+  // A URL with a `)` in its path is left out whole too.
+  assert.equal(
+    await messageOf(
+      new TypeError("fetch failed", {
+        cause: new Error(
+          "error sending request for url (http://127.0.0.1:7699/a)b): client error (Connect): tcp connect error: Connection refused (os error 111)",
+        ),
+      }),
+    ),
+    "Redis is unavailable (getDefinition): fetch failed: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111) (check UPSTASH_REDIS_REST_URL)",
+  );
   // A port Deno's fetch refuses to ask (its list of blocked ports, such as 1 or 6000), as it fails.
   assert.equal(
     await messageOf(new TypeError("Fetch failed: Requests to port 6000 are blocked")),
