@@ -836,7 +836,7 @@ export async function configFromEnv(
     notices,
     async storeWarnings() {
       if (!setupRedis) return [];
-      const warnings = await redisSetupWarnings(setupRedis);
+      const warnings = await redisSetupWarnings(setupRedis, { prefix: readPrefix(env) });
       return warnings.map((text) => ({ level: "warning" as const, text }));
     },
     logLevel,

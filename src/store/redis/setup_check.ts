@@ -9,12 +9,15 @@
  * which every write here is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does
  * not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
  * that renamed one, is refused every write (or, without `EVAL` only, after its next restart).
+ * And whether it takes a write at all, by the `/readyz` ping's own script ({@linkcode READY_SCRIPT},
+ * one key kept for a second): a read-only replica (`READONLY`), a Redis out of memory under
+ * `noeviction` (`OOM`) or an ACL user without write commands (`NOPERM`) refuses every ingest.
  *
  * @module
  */
 import type { Redis } from "@upstash/redis";
 import { redisErrorText, sha1 } from "./call.ts";
-import { PING_SCRIPT } from "./store.ts";
+import { PING_SCRIPT, READY_SCRIPT } from "./store.ts";
 
 /**
  * Whether the Redis behind the REST URL `restUrl` is asked its settings: not Upstash's own
@@ -27,9 +30,16 @@ export function asksSetup(restUrl: string): boolean {
   return host !== "upstash.io" && !host.endsWith(".upstash.io");
 }
 
+/** Options of {@linkcode redisSetupWarnings}. */
+export interface RedisSetupOptions {
+  /** The store's key prefix, whose `<prefix>:{@ready}` key the write check sets. @default {"es"} */
+  prefix?: string;
+}
+
 /**
- * Returns one warning per unsafe setting the Redis behind `redis` reports, and none when it
- * refuses `CONFIG GET` or cannot be reached (the store's own errors say that).
+ * Returns one warning per unsafe setting the Redis behind `redis` reports, and one when it refuses
+ * the `/readyz` ping's write; none when it refuses `CONFIG GET` or cannot be reached (the store's
+ * own errors say that).
  *
  * @example
  * ```ts
@@ -39,16 +49,26 @@ export function asksSetup(restUrl: string): boolean {
  * for (const warning of await redisSetupWarnings(redis)) console.warn(warning);
  * ```
  */
-export async function redisSetupWarnings(redis: Pick<Redis, "exec">): Promise<string[]> {
-  const [appendonly, policy, scripting] = await Promise.all([
+export async function redisSetupWarnings(
+  redis: Pick<Redis, "exec">,
+  options: RedisSetupOptions = {},
+): Promise<string[]> {
+  const [appendonly, policy, scripting, writing] = await Promise.all([
     configValue(redis, "appendonly"),
     configValue(redis, "maxmemory-policy"),
     scriptingRefusal(redis),
+    writeRefusal(redis, options.prefix ?? "es"),
   ]);
   const warnings: string[] = [];
   if (scripting !== undefined) {
     warnings.push(
       `Redis refused a Lua script (${scripting}): edgestream applies every write as one, by EVALSHA (and EVAL when Redis does not have it yet), so nothing can be stored; allow both, not renamed (an ACL user needs +@scripting, or +evalsha +eval)`,
+    );
+  } else if (writing !== undefined) {
+    warnings.push(
+      `Redis refuses writes (${writing}): every ingest and /readyz answers 503 until it takes them; ${
+        writeAdvice(writing)
+      }`,
     );
   }
   if (appendonly !== undefined && appendonly !== "yes") {
@@ -85,6 +105,46 @@ async function scriptingRefusal(redis: Pick<Redis, "exec">): Promise<string | un
     }
   }
   return undefined;
+}
+
+/**
+ * Redis's refusal of the `/readyz` ping ({@linkcode READY_SCRIPT}, which sets `<prefix>:{@ready}`
+ * for a second) as a write refused ({@linkcode WRITE_REFUSED}), or undefined when it runs, fails
+ * otherwise or cannot be reached (the store's own errors say that).
+ */
+async function writeRefusal(
+  redis: Pick<Redis, "exec">,
+  prefix: string,
+): Promise<string | undefined> {
+  try {
+    await redis.exec(["EVAL", READY_SCRIPT, "1", `${prefix}:{@ready}`]);
+  } catch (error) {
+    const text = redisErrorText(error).split("\n")[0].replace(SCRIPT_TRAILER, "");
+    if (WRITE_REFUSED.test(text)) return text;
+  }
+  return undefined;
+}
+
+/**
+ * A refused write: a read-only replica, out of memory under `noeviction`, or an ACL user without
+ * the command (`NOPERM`; Redis 7.0 says it inside a script as `ERR The user executing the script
+ * can't run this command…`).
+ */
+const WRITE_REFUSED =
+  /^(READONLY|OOM|NOPERM)\b|^ERR The user executing the script can't run this command/;
+
+/** Where Redis says an error came from in a script (`script: <sha>, on @user_script:1.`). */
+const SCRIPT_TRAILER = /\s*script: [0-9a-f]{40}, on @user_script:\d+\.?$/;
+
+/** What to do about a refused write, by the refusal's error code. */
+function writeAdvice(refusal: string): string {
+  if (refusal.startsWith("READONLY")) {
+    return "it is a read-only replica: point UPSTASH_REDIS_REST_URL at the primary";
+  }
+  if (refusal.startsWith("OOM")) {
+    return "it is at its maxmemory: raise maxmemory or free memory (keep maxmemory-policy noeviction, see the README's Redis persistence and eviction)";
+  }
+  return "allow its ACL user write commands (+@write, with +@scripting and +@read)";
 }
 
 /** A setting's value, or undefined when `CONFIG GET` is refused, fails or does not know it. */

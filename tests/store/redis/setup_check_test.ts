@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { asksSetup, redisSetupWarnings } from "../../../src/store/mod.ts";
-import { RedisStore } from "../../../src/store/redis/store.ts";
+import { READY_SCRIPT, RedisStore } from "../../../src/store/redis/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
 import { startUpstashBridge } from "../../../tools/upstash_bridge.ts";
 import { redisServerInstalled, redisTest, withDirect } from "../../_redis.ts";
@@ -64,7 +64,7 @@ redisTest(
 );
 
 redisTest(
-  'the setup check runs return "PONG" (no key, no write) by EVAL and EVALSHA, not /readyz\'s ping, which writes es:{@ready} for a second, as the README says',
+  'the setup check runs return "PONG" (no key, no write) by EVAL and EVALSHA, and /readyz\'s ping once, which writes es:{@ready} for a second, as the README says',
   async (fixture) => {
     const readme = (await Deno.readTextFile(new URL("../../../README.md", import.meta.url)))
       .replace(/\s+/g, " ");
@@ -76,9 +76,9 @@ redisTest(
     );
     assert.ok(
       readme.includes(
-        'runs the one-line Lua script `return "PONG"` (no key, no write: not the `/readyz` script above, and a Redis refusing writes gets no warning here) as the store runs every script, by text (`EVAL`) and by SHA (`EVALSHA`)',
+        'runs the one-line Lua script `return "PONG"` (no key, no write) as the store runs every script, by text (`EVAL`) and by SHA (`EVALSHA`), and runs the `/readyz` script above once, by `EVAL` (it sets `es:{@ready}`, under `EDGESTREAM_PREFIX`, for a second)',
       ),
-      "README quotes the setup check's script",
+      "README quotes the setup check's scripts",
     );
     const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
     try {
@@ -89,8 +89,29 @@ redisTest(
       const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(script));
       const sha = Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0"))
         .join("");
-      assert.deepEqual(scripts, [["EVAL", script, "0"], ["EVALSHA", sha, "0"]]);
-      assert.equal(await withDirect(fixture.redisUrl, (send) => send("DBSIZE")), 0, "no write");
+      // Sent together: in any order.
+      const sorted = (list: unknown[][]) => list.map((command) => JSON.stringify(command)).sort();
+      assert.deepEqual(
+        sorted(scripts),
+        sorted([
+          ["EVAL", script, "0"],
+          ["EVAL", READY_SCRIPT, "1", "es:{@ready}"],
+          ["EVALSHA", sha, "0"],
+        ]),
+      );
+      // Its only write: /readyz's key, for a second.
+      const [keys, checked] = await withDirect(fixture.redisUrl, async (send) => [
+        await send("KEYS", "*"),
+        Number(await send("PTTL", "es:{@ready}")),
+      ]);
+      assert.deepEqual(keys, ["es:{@ready}"]);
+      assert.ok(checked > 0 && checked <= 1_000, String(checked));
+      await redisSetupWarnings(upstash(proxy.url, fixture.restToken), { prefix: "other" });
+      assert.equal(
+        await withDirect(fixture.redisUrl, (send) => send("EXISTS", "other:{@ready}")),
+        1,
+        "the store's prefix",
+      );
 
       await new RedisStore(upstash(proxy.url, fixture.restToken)).ping();
       const [ready, ttl] = await withDirect(fixture.redisUrl, async (send) => [
@@ -100,7 +121,7 @@ redisTest(
       assert.equal(ready, "1");
       assert.ok(ttl > 0 && ttl <= 1_000, String(ttl));
 
-      // Refusing writes: /readyz's ping fails, the setup check says nothing of scripting.
+      // Refusing writes: /readyz's ping fails, the setup check says so, not of scripting.
       await withDirect(fixture.redisUrl, async (send) => {
         await send("CONFIG", "SET", "maxmemory-policy", "noeviction");
         await send("CONFIG", "SET", "maxmemory", "1");
@@ -108,6 +129,9 @@ redisTest(
       try {
         const warnings = await redisSetupWarnings(upstash(proxy.url, fixture.restToken));
         assert.ok(!warnings.some((text) => text.includes("Lua script")), warnings.join("\n"));
+        assert.deepEqual(warnings.filter((text) => text.startsWith("Redis refuses writes")), [
+          "Redis refuses writes (OOM command not allowed when used memory > 'maxmemory'.): every ingest and /readyz answers 503 until it takes them; it is at its maxmemory: raise maxmemory or free memory (keep maxmemory-policy noeviction, see the README's Redis persistence and eviction)",
+        ]);
         await assert.rejects(
           new RedisStore(upstash(proxy.url, fixture.restToken)).ping(),
           /OOM command not allowed/,
@@ -165,6 +189,10 @@ redisTest(
         const warnings = await redisSetupWarnings(redis);
         const scripting = warnings.filter((text) => text.startsWith("Redis refused a Lua script"));
         assert.equal(scripting.length, 1, `${rule}: ${warnings.join("\n")}`);
+        assert.ok(
+          !warnings.some((text) => text.startsWith("Redis refuses writes")),
+          `${rule}: one warning, not a second of writes: ${warnings.join("\n")}`,
+        );
         assert.ok(
           scripting[0].startsWith(
             `Redis refused a Lua script (NOPERM this user has no permissions to run the '${command}' command): `,
@@ -232,6 +260,87 @@ redisTest(
     } finally {
       await server.stop();
       await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "+@all"));
+    }
+  },
+);
+
+redisTest(
+  "a Redis that refuses writes (a read-only replica, an ACL user without write commands) is named in one line saying what to do",
+  async (fixture) => {
+    const redis = upstash(fixture.restUrl, fixture.restToken);
+    const refusals = (warnings: string[]) =>
+      warnings.filter((text) => text.startsWith("Redis refuses writes"));
+    assert.deepEqual(refusals(await redisSetupWarnings(redis)), [], "a primary takes writes");
+    // A replica of a primary that is not there: read-only, as a replica is by default.
+    const unused = await withDirect(fixture.redisUrl, async (send) => {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      listener.close();
+      await send("CONFIG", "SET", "replica-read-only", "yes");
+      await send("REPLICAOF", "127.0.0.1", String(port));
+      return port;
+    });
+    try {
+      assert.deepEqual(refusals(await redisSetupWarnings(redis)), [
+        "Redis refuses writes (READONLY You can't write against a read only replica.): every ingest and /readyz answers 503 until it takes them; it is a read-only replica: point UPSTASH_REDIS_REST_URL at the primary",
+      ], `replica of :${unused}`);
+      await assert.rejects(new RedisStore(redis).ping(), /READONLY/);
+    } finally {
+      await withDirect(fixture.redisUrl, (send) => send("REPLICAOF", "NO", "ONE"));
+    }
+    await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "-@write"));
+    try {
+      const warnings = await redisSetupWarnings(redis);
+      assert.ok(!warnings.some((text) => text.includes("Lua script")), warnings.join("\n"));
+      assert.deepEqual(refusals(warnings), [
+        "Redis refuses writes (ERR The user executing the script can't run this command or subcommand): every ingest and /readyz answers 503 until it takes them; allow its ACL user write commands (+@write, with +@scripting and +@read)",
+      ]);
+    } finally {
+      await withDirect(fixture.redisUrl, (send) => send("ACL", "SETUSER", "default", "+@all"));
+    }
+    assert.deepEqual(refusals(await redisSetupWarnings(redis)), [], "writes again");
+  },
+);
+
+redisTest(
+  "main.ts on a read-only replica keeps listening, names it once in one line, and /readyz answers 503",
+  async (fixture) => {
+    await withDirect(fixture.redisUrl, async (send) => {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = listener.addr.port;
+      listener.close();
+      await send("REPLICAOF", "127.0.0.1", String(port));
+    });
+    const server = await startServerProcess("setup-check-readonly", {
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_SWEEP_EVERY: "0s",
+    });
+    try {
+      const warned = () => server.output().includes("Redis refuses writes");
+      for (let attempt = 0; attempt < 100 && !warned(); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const lines = server.output().split("\n");
+      const found = lines.filter((line) => line.includes("Redis refuses writes"));
+      assert.equal(found.length, 1, server.output());
+      assert.match(found[0], /READONLY .*point UPSTASH_REDIS_REST_URL at the primary/);
+      const ready = await fetch(`${server.url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match((await ready.json()).error, /READONLY/);
+      await withDirect(fixture.redisUrl, (send) => send("REPLICAOF", "NO", "ONE"));
+      // Redis recovered: the server that went on is ready now.
+      let status = 0;
+      for (let attempt = 0; attempt < 40 && status !== 200; attempt++) {
+        const response = await fetch(`${server.url}/readyz`);
+        status = response.status;
+        await response.body?.cancel();
+        if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      assert.equal(status, 200);
+    } finally {
+      await server.stop();
+      await withDirect(fixture.redisUrl, (send) => send("REPLICAOF", "NO", "ONE"));
     }
   },
 );
