@@ -1279,6 +1279,27 @@ Deno.test("configFromEnv() serves a config file's patterns past the definition's
   });
 });
 
+Deno.test("configFromEnv() serves a config file's pattern past the 5,000 instructions a pattern may have as before, with one warning naming the stream and its path", async () => {
+  const big = "[a-z]{1000}".repeat(6);
+  const orders = {
+    schema: { type: "object", properties: { sku: { type: "string", pattern: `^x|${big}` } } },
+    transform: [{ filter: `!has(event.a) || event.a.matches("^0|${big}")` }],
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    const stream = config.streams.get("orders")!;
+    assert.equal(stream.schema.safeParse({ sku: "x" }).success, true);
+    assert.equal(stream.schema.safeParse({ sku: "y" }).success, false);
+    assert.deepEqual(stream.transform({ a: "0" }), { a: "0" });
+    assert.equal(stream.transform({ a: "1" }), null);
+    assert.deepEqual(config.notices.filter((notice) => notice.level === "warning"), [{
+      level: "warning",
+      text:
+        `EDGESTREAM_CONFIG: streams.orders.schema.properties.sku.pattern: Pattern '^x|${big}' is too large: it compiles to about 6005 instructions once its repeats are expanded, past the 5000 a pattern may have ([a-z]{1000} is 1002); compiled as before this check (each instance compiles them at startup); fix it: a definition sent through the API with it is refused`,
+    }]);
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's filter whose patterns' character classes take it past the budget as before, with one warning naming it", async () => {
   // 1,003 instructions by patternSize (taken before), 40,005 with its classes' ranges.
   const orders = {

@@ -32,6 +32,7 @@ import {
   schemaPatterns,
   webOrigin,
   withoutCredentials,
+  withOversizedPatterns,
 } from "../validate/mod.ts";
 import type { AggregateSpec, CompiledCounter, WindowSpec } from "../window/mod.ts";
 import { DEFAULT_QUANTILES, hopWidth, paneWidth, quantileName } from "../window/mod.ts";
@@ -565,7 +566,8 @@ function patternBudgetProblem(name: string, parsed: StreamDefinition): string | 
 }
 
 /**
- * A stream's first pattern past {@linkcode MAX_DEFINITION_PATTERN_SIZE}, as
+ * A stream's first pattern past `MAX_PATTERN_SIZE` on its own, or past
+ * {@linkcode MAX_DEFINITION_PATTERN_SIZE} with those before it, as
  * `streams.<name>.<path>: …`, or `undefined` for none (see
  * {@linkcode CompileOptions.oversizedPatterns}).
  */
@@ -710,10 +712,10 @@ export interface CompileOptions {
    */
   shortWindows?: boolean;
   /**
-   * Compile a definition whose patterns together pass {@linkcode MAX_DEFINITION_PATTERN_SIZE} as
-   * releases before that check did: a stream stored or deployed then is served as it was. Find
-   * it with {@linkcode oversizedPatterns}. @default {false: refused before any is compiled,
-   * naming the first pattern past it}
+   * Compile a definition whose patterns together pass {@linkcode MAX_DEFINITION_PATTERN_SIZE}, or
+   * with one past `MAX_PATTERN_SIZE` on its own, as releases before those checks did: a stream
+   * stored or deployed then is served as it was. Find it with {@linkcode oversizedPatterns}.
+   * @default {false: refused before any is compiled, naming the first pattern past either}
    */
   oversizedPatterns?: boolean;
   /**
@@ -866,7 +868,10 @@ export function compileConfig(
     // Before compiling: what a refused definition costs is reading it.
     const budget = options.oversizedPatterns ? undefined : patternBudgetProblem(name, parsed);
     if (budget !== undefined) throw new ConfigError(`Invalid config: ${budget}`);
-    const stream = compileStream(name, rawStreams[name], parsed, options);
+    // A pattern past MAX_PATTERN_SIZE on its own is compiled as it was too (re2js's limits apply).
+    const stream = options.oversizedPatterns
+      ? withOversizedPatterns(() => compileStream(name, rawStreams[name], parsed, options))
+      : compileStream(name, rawStreams[name], parsed, options);
     const repeated = options.repeatedGroupBy ? undefined : repeatedGroupBy(stream)[0];
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
     const origin = options.malformedOrigins ? undefined : malformedOrigin(stream);
@@ -1059,8 +1064,8 @@ export async function loadConfigFile(
   if (duplicate !== undefined) throw new ConfigError(`Config file ${path}: ${duplicate}`);
   // A file that ran before these checks keeps running (changing the counter would start it over;
   // a schema keyword, an origin, a duration, a window shorter than a second, patterns past the
-  // definition's budget or an alert naming a field its windows lack, refused since, are compiled
-  // as they were): find them to warn.
+  // definition's budget or a pattern's own, or an alert naming a field its windows lack, refused
+  // since, are compiled as they were): find them to warn.
   return compileConfig(raw, {
     repeatedGroupBy: true,
     malformedSchemaKeywords: true,

@@ -630,8 +630,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
       // schema keyword not of its kind, an origin no browser sends, a duration with a fraction
       // of a millisecond or a unit given twice, a window shorter than a second, patterns past
-      // the definition's budget or an alert reading a field its windows lack (refused since)
-      // compiled as it was.
+      // the definition's budget or a pattern's own, or an alert reading a field its windows lack
+      // (refused since) compiled as it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,

@@ -23,6 +23,7 @@ import {
   PatternError,
   RANGES_PER_INSTRUCTION,
   startMatchingBudget,
+  withOversizedPatterns,
 } from "../validate/mod.ts";
 import { compileFastPath, FALLBACK } from "./cel_fast.ts";
 import { quoteInput } from "../telemetry/logging.ts";
@@ -144,11 +145,17 @@ const LINEAR_MATCHES = "linearMatches";
  */
 class PatternCache {
   readonly #limit: number;
+  readonly #checked: boolean;
   readonly #patterns = new Map<string, CompiledPattern>();
   #instructions = 0;
 
-  constructor(limit: number) {
+  /**
+   * `checked`: every pattern given was sized where its expression was compiled, so one past
+   * `MAX_PATTERN_SIZE` there (a stream's stored before that bound) is compiled again as it was.
+   */
+  constructor(limit: number, checked = false) {
     this.#limit = limit;
+    this.#checked = checked;
   }
 
   /** `pattern` compiled, held or now (then held). Throws as {@linkcode compileCharged}. */
@@ -160,7 +167,9 @@ class PatternCache {
       this.#patterns.set(pattern, held);
       return held;
     }
-    const compiled = compileCharged(pattern);
+    const compiled = this.#checked
+      ? withOversizedPatterns(() => compileCharged(pattern))
+      : compileCharged(pattern);
     for (const [source, oldest] of this.#patterns) {
       if (this.#instructions + compiled.size <= this.#limit) break;
       this.#patterns.delete(source);
@@ -240,7 +249,7 @@ const LINEAR_MATCHES_LITERAL = "linearMatchesLiteral";
  * exceed the cache (five filters of 16,000 instructions) had each evaluation compile its own
  * again, 24–46 ms each, uncharged, on top of what its budget bounds.
  */
-const literalPatterns = new PatternCache(65_536);
+const literalPatterns = new PatternCache(65_536, true);
 
 function linearMatchesLiteral(text: string, pattern: string): boolean {
   return matchedThrough(literalPatterns, text, pattern);

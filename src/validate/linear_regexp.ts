@@ -342,13 +342,32 @@ export function withPatternCache<T>(build: () => T): T {
   }
 }
 
+/** Set while {@linkcode withOversizedPatterns} runs: patterns past the bound are compiled. */
+let oversizedTaken = false;
+
+/**
+ * Runs `build` (synchronous) with patterns past {@linkcode MAX_PATTERN_SIZE} compiled, as releases
+ * before that bound did (re2js's own limits still apply, and their tests are charged by their
+ * size): a stream stored or deployed then is served as it was. What `build` compiles only.
+ */
+export function withOversizedPatterns<T>(build: () => T): T {
+  if (oversizedTaken) return build();
+  oversizedTaken = true;
+  try {
+    return build();
+  } finally {
+    oversizedTaken = false;
+  }
+}
+
 /**
  * {@linkcode patternSize} of `pattern`; throws {@linkcode PatternError} past
- * {@linkcode MAX_PATTERN_SIZE}, without compiling it.
+ * {@linkcode MAX_PATTERN_SIZE} (not while {@linkcode withOversizedPatterns} runs), without
+ * compiling it.
  */
 export function checkPatternSize(pattern: string): number {
   const size = patternSize(pattern);
-  if (size > MAX_PATTERN_SIZE) {
+  if (size > MAX_PATTERN_SIZE && !oversizedTaken) {
     throw new PatternError(
       `Pattern '${
         quoteInput(pattern)

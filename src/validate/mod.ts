@@ -23,6 +23,7 @@ export {
   patternSize,
   RANGES_PER_INSTRUCTION,
   startMatchingBudget,
+  withOversizedPatterns,
 } from "./linear_regexp.ts";
 export { HOST_NAME, ORIGIN_RULE, webOrigin, withoutCredentials } from "./origin.ts";
 export * from "./quote.ts";

@@ -20,6 +20,7 @@ import {
   unknownAlertField,
 } from "../../src/config/mod.ts";
 import { WINDOWS_PER_SWEEP } from "../../src/fanout/sweep.ts";
+import { compileExpression } from "../../src/transform/mod.ts";
 import { SESSIONS_PER_WINDOW } from "../../src/store/types.ts";
 
 /** A config with one stream `orders` holding the given fields. */
@@ -1577,4 +1578,28 @@ Deno.test("compileConfig() reads the README's durations as it says: each example
     counter({ retention: "1m1m" }),
     /streams\.orders\.counters\.x\.retention: Cannot read duration '1m1m' at position 2: unit 'm' is given twice/,
   );
+});
+
+Deno.test("compileStreamDefinition() with oversizedPatterns compiles a pattern past 5,000 instructions as before, and its filter keeps matching once other patterns pushed it out of the literal cache; without, refuses it", () => {
+  const big = "[a-z]{1000}".repeat(6);
+  const definition = {
+    schema: { type: "object", properties: { sku: { type: "string", pattern: `^x|${big}` } } },
+    transform: [{ filter: `!has(event.a) || event.a.matches("^0|${big}")` }],
+    counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+  assert.throws(
+    () => compileStreamDefinition("orders", definition),
+    /streams\.orders\.schema\.properties\.sku\.pattern: Pattern .* is too large: it compiles to about 6005 instructions/,
+  );
+  const stream = compileStreamDefinition("orders", definition, { oversizedPatterns: true });
+  assert.equal(stream.schema.safeParse({ sku: "x" }).success, true);
+  assert.equal(stream.schema.safeParse({ sku: "y" }).success, false);
+  // Outside the option, still refused.
+  assert.throws(() => compileExpression(`"a".matches("^1|${big}")`), /is too large/);
+  // 20 others of 4,005 instructions pass the 65,536 the literal cache holds.
+  for (let index = 0; index < 20; index++) {
+    compileExpression(`event.a.matches("^${index}|${"[a-z]{1000}".repeat(4)}")`);
+  }
+  assert.deepEqual(stream.transform({ a: "0" }), { a: "0" });
+  assert.equal(stream.transform({ a: "1" }), null);
 });

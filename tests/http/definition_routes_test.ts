@@ -2121,3 +2121,60 @@ Deno.test("a stream stored with patterns past the budget before it is served as 
   const within = { ...over, schema: { type: "object", properties: { f0: properties.f0 } } };
   assert.equal((await put(stored, "signups", within)).status, 200);
 });
+
+Deno.test("a stream stored before the 5,000-instruction bound with a pattern past it is served as it was, said once on load, and a PUT of it is still refused", async () => {
+  // Written as an earlier release stored it: nothing now compiles it with a pattern this large.
+  const big = "[a-z]{1000}".repeat(6);
+  const over = {
+    ...SIGNUPS,
+    schema: { type: "object", properties: { sku: { type: "string", pattern: `^x|${big}` } } },
+    transform: [{ filter: `!has(event.a) || event.a.matches("^0|${big}")` }],
+  };
+  const definitions = new MemoryDefinitionStore();
+  const written = await definitions.write("signups", {
+    source: "api",
+    generation: 1,
+    definition: over,
+    counters: counterIdentities(compileStreamDefinition("signups", SIGNUPS)),
+    deleted: false,
+  }, 0);
+  assert.equal(written.status, "written");
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = createApp({
+      streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
+      store: new MemoryStore({ now: () => T0 }),
+      keys: await KeyRing.parse(""),
+      now: () => T0,
+    });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200, await read.clone().text());
+      await read.body?.cancel();
+    }
+    const noted = records.filter((record) =>
+      record.level === "warning" || record.level === "error"
+    );
+    return [stored, noted.map(messageOf)];
+  });
+  // The first pattern past a bound, as for patterns past the definition's budget.
+  assert.deepEqual(logged, [
+    `Stored stream 'signups' version 1: streams.signups.schema.properties.sku.pattern: Pattern '^x|${big}' is too large: it compiles to about 6005 instructions once its repeats are expanded, past the 5000 a pattern may have ([a-z]{1000} is 1002); served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
+  ]);
+  const sent = await ingest(stored, "signups", [
+    { t: "2026-01-01T00:00:00Z", plan: "a", sku: "x", a: "0" },
+    { t: "2026-01-01T00:00:00Z", plan: "a", sku: "x", a: "1" },
+    { t: "2026-01-01T00:00:00Z", plan: "a", sku: "y" },
+  ]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  const body = await sent.json();
+  // Its schema's pattern and its filter's both tested: sku 'y' refused, a: '1' filtered out.
+  assert.equal(body.accepted, 2, JSON.stringify(body));
+  assert.equal(body.filtered, 1);
+  assert.deepEqual(body.rejected.map((item: { index: number }) => item.index), [2]);
+  const refused = await put(stored, "signups", { ...over, description: "kept" });
+  assert.equal(refused.status, 400);
+  assert.match(
+    (await errorOf(refused)).message,
+    /schema\.properties\.sku\.pattern: .*past the 5000/,
+  );
+});
