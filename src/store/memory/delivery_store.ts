@@ -118,8 +118,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return { ...structuredClone(config), ...this.#states.get(id)! };
   }
 
-  listEndpoints(): Promise<Endpoint[]> {
-    return Promise.resolve(this.#endpoints());
+  async listEndpoints(): Promise<Endpoint[]> {
+    return (await this.listEndpointsVersioned()).endpoints;
   }
 
   listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }> {

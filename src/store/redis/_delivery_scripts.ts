@@ -526,7 +526,7 @@ keepReply(callKey, "1")
 return 1
 `;
 
-/** Reads endpoints. ARGV[1]: `{ids: [...] | false}` (false: all). Returns JSON `[[json, {state}], …]`. */
+/** Reads endpoints by id. ARGV[1]: `{ids: [...]}`. Returns JSON `[[json, {state}], …]`. */
 export const GET_ENDPOINTS_SCRIPT = COMMON + `
 return cjson.encode(endpointRows(args.ids))
 `;

@@ -232,7 +232,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     return Number(reply) === 1;
   }
 
-  async #endpoints(ids: string[] | false): Promise<Endpoint[]> {
+  async #endpoints(ids: string[]): Promise<Endpoint[]> {
     const rows = asArray<[unknown, unknown]>(
       fromJson(await this.#run("getEndpoints", GET_ENDPOINTS_SCRIPT, { ids })),
     );
@@ -243,8 +243,8 @@ export class RedisDeliveryStore implements DeliveryStore {
     return (await this.#endpoints([id]))[0] ?? null;
   }
 
-  listEndpoints(): Promise<Endpoint[]> {
-    return this.#endpoints(false);
+  async listEndpoints(): Promise<Endpoint[]> {
+    return (await this.listEndpointsVersioned()).endpoints;
   }
 
   async listEndpointsVersioned(): Promise<{ endpoints: Endpoint[]; version: string }> {
