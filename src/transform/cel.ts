@@ -307,6 +307,16 @@ function literalMatchesPattern(node: unknown, name: string): string | undefined 
   return literal?.op === "value" && typeof literal.args === "string" ? literal.args : undefined;
 }
 
+/** `source`'s syntax tree, read without compiling it; undefined for one too long or that does not parse. */
+function parsedAst(source: string, variables: readonly string[]): unknown {
+  if (source.length > MAX_EXPRESSION_LENGTH) return undefined;
+  try {
+    return (environmentFor(variables).parse(source) as { ast?: unknown }).ast;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The literal patterns of `source`'s `matches()` calls (`event.sku.matches("^[A-Z]{3}$")`), in
  * the order written, read without compiling them (nor the expression): for a bound on what they
@@ -316,14 +326,8 @@ export function literalMatchesPatterns(
   source: string,
   variables: readonly string[] = ["event"],
 ): string[] {
-  if (source.length > MAX_EXPRESSION_LENGTH) return [];
-  let ast: unknown;
-  try {
-    ast = (environmentFor(variables).parse(source) as { ast?: unknown }).ast;
-  } catch {
-    return [];
-  }
-  return literalsIn(ast);
+  const ast = parsedAst(source, variables);
+  return ast === undefined ? [] : literalsIn(ast);
 }
 
 /** A field of a variable an expression names: `group.country`, `group["a.b"]`, `"x" in group`. */
@@ -354,13 +358,8 @@ export function variableFields(
   source: string,
   variables: readonly string[],
 ): FieldReference[] {
-  if (source.length > MAX_EXPRESSION_LENGTH) return [];
-  let ast: unknown;
-  try {
-    ast = (environmentFor(variables).parse(source) as { ast?: unknown }).ast;
-  } catch {
-    return [];
-  }
+  const ast = parsedAst(source, variables);
+  if (ast === undefined) return [];
   const found: FieldReference[] = [];
   const none = new Set<string>();
   const pending: [unknown, ReadonlySet<string>][] = [[ast, none]];
