@@ -455,7 +455,7 @@ function characterCost(compiled: RE2JS, size: number): number {
  * tables of 1,600 character classes a state), three events of 12,000 characters each, held
  * 6.2 MB a pattern, 618 MB for 100 of them (the 16,384 instructions CEL keeps of patterns from
  * events hold 910 such), as would a schema's or a literal one. Past this bound the states of the
- * least recently tested patterns are dropped (built again as they match, within what the test is
+ * least recently grown patterns are dropped (built again as they match, within what the test is
  * charged).
  */
 export const MAX_RETAINED_MATCHER_BYTES = 16 * 1024 * 1024;
@@ -469,7 +469,7 @@ interface LazyDfa {
   clearCache(): void;
 }
 
-/** Lazy DFAs that kept states, least recently tested first, with the bytes each kept then. */
+/** Lazy DFAs that kept states, least recently grown first, with the bytes each kept then. */
 const retainedMatchers = new Map<WeakRef<LazyDfa>, number>();
 /** What {@linkcode retainedMatchers} kept together. */
 let retainedMatcherBytes = 0;
@@ -484,13 +484,16 @@ function forgetMatcher(matcher: WeakRef<LazyDfa>): void {
 }
 
 /**
- * Counts what `matcher` keeps after a test, most recently tested now, then drops the states of
- * the least recently tested ones while all keep more than {@linkcode MAX_RETAINED_MATCHER_BYTES}.
+ * Counts what `matcher` keeps after a test that grew it (or first kept it), most recently grown
+ * now, then drops the states of the least recently grown ones while all keep more than
+ * {@linkcode MAX_RETAINED_MATCHER_BYTES}. A test that kept nothing new leaves its place: most
+ * tests of a warm pattern, for which moving it in the map cost as much as a third of the test.
  * Held weakly: counting a pattern's DFA never keeps its pattern.
  */
 function keepMatchersBounded(matcher: WeakRef<LazyDfa>, dfa: LazyDfa): void {
-  forgetMatcher(matcher);
   const bytes = dfa.stateBudget - dfa.memBudget;
+  if (retainedMatchers.get(matcher) === bytes) return;
+  forgetMatcher(matcher);
   if (bytes > 0) {
     retainedMatchers.set(matcher, bytes);
     retainedMatcherBytes += bytes;
