@@ -69,7 +69,9 @@ export interface KeyStore {
   listKeys(): Promise<ApiKeyRecord[]>;
   /**
    * A page of the keys, oldest first (by creation time, then id), as the other lists page (see
-   * `Page` in `deliveries.ts`); throws `InvalidCursorError` for a cursor no page gave out.
+   * `Page` in `deliveries.ts`): at most `limit` keys, and no more than
+   * {@linkcode KEY_PAGE_MAX_BYTES} of records (at least one key); throws `InvalidCursorError` for
+   * a cursor no page gave out.
    */
   pageKeys(options: PageOptions): Promise<Page<ApiKeyRecord>>;
   /** Deletes a key; false when there was none with this id. */
@@ -89,17 +91,34 @@ export function compareKeys(a: ApiKeyRecord, b: ApiKeyRecord): number {
   return a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
+/**
+ * Most bytes of stored records (each key's JSON, in UTF-8) one page of keys holds: a page stops
+ * before the key that would take it past this, with a `nextCursor` after its last key, so that
+ * one request cannot make the store build tens of MB (a thousand keys at the bounds of a key are
+ * some 34 MB). A page holds at least one key.
+ */
+export const KEY_PAGE_MAX_BYTES = 1_000_000;
+
+const utf8 = new TextEncoder();
+
 /** The page of `keys` (every key, oldest first) that `options` asks for. */
 export function pageOfKeys(keys: ApiKeyRecord[], options: PageOptions): Page<ApiKeyRecord> {
   const after = options.cursor == null ? null : decodeCursor("keys", options.cursor);
   const rest = after === null
     ? keys
     : keys.filter((key) => comparePositions({ createdMs: key.createdAt, id: key.id }, after) > 0);
-  const items = rest.slice(0, options.limit);
+  const items: ApiKeyRecord[] = [];
+  let bytes = 0;
+  for (const key of rest.slice(0, options.limit)) {
+    const size = utf8.encode(JSON.stringify(key)).length;
+    if (items.length > 0 && bytes + size > KEY_PAGE_MAX_BYTES) break;
+    items.push(key);
+    bytes += size;
+  }
   const last = items[items.length - 1];
   return {
     items,
-    nextCursor: rest.length > options.limit
+    nextCursor: rest.length > items.length
       ? encodeCursor("keys", { createdMs: last.createdAt, id: last.id })
       : null,
   };

@@ -4,10 +4,11 @@ import { Redis } from "@upstash/redis";
 import {
   type ApiKeyRecord,
   compareKeys,
+  KEY_PAGE_MAX_BYTES,
   KeyConflictError,
   type KeyStore,
 } from "../../src/store/keys.ts";
-import { encodeCursor, InvalidCursorError } from "../../src/store/deliveries.ts";
+import { encodeCursor, InvalidCursorError, type Page } from "../../src/store/deliveries.ts";
 import { StoredLimitError } from "../../src/store/limits.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
@@ -150,6 +151,36 @@ const scenarios: Record<string, (store: KeyStore, fixture?: RedisFixture) => Pro
       store.pageKeys({ limit: 2, cursor: encodeCursor("endpoints", { createdMs: 1, id: "x" }) }),
       InvalidCursorError,
     );
+  },
+
+  async "pageKeys() stops a page before its records pass KEY_PAGE_MAX_BYTES, with a cursor that reads on (README)"(
+    store,
+  ) {
+    assert.equal(KEY_PAGE_MAX_BYTES, 1_000_000);
+    // Records of some 300 KB in UTF-8 (150,000 'é' of two bytes each): three fit in a page.
+    for (let i = 0; i < 7; i++) {
+      await store.createKey(key(`key_${i}`, { createdAt: i, description: "é".repeat(150_000) }));
+    }
+    // One record alone past the bound (1.2 MB) is a page of its own.
+    await store.createKey(key("key_huge", { createdAt: 7, description: "x".repeat(1_200_000) }));
+    const pages: string[][] = [];
+    let cursor: string | null = null;
+    do {
+      const page: Page<ApiKeyRecord> = await store.pageKeys({ limit: 10, cursor });
+      pages.push(page.items.map((item) => item.id));
+      cursor = page.nextCursor;
+    } while (cursor !== null);
+    assert.deepEqual(pages, [
+      ["key_0", "key_1", "key_2"],
+      ["key_3", "key_4", "key_5"],
+      ["key_6"],
+      ["key_huge"],
+    ]);
+    // A limit the bytes do not reach first is kept.
+    assert.deepEqual((await store.pageKeys({ limit: 2 })).items.map((item) => item.id), [
+      "key_0",
+      "key_1",
+    ]);
   },
 
   async "pageKeys() continues after a cursor whose key was deleted, and pages keys of one millisecond by id"(
@@ -363,11 +394,13 @@ redisTest(
         cursor,
       });
       assert.deepEqual([page.items[0].id, page.items.at(-1)!.id], expected);
-      // One call: six places (the page's five, and one to tell that more follow), then the five
-      // records by id; no command that reads every record (HVALS, HGETALL, HSCAN).
+      // One call: six places (the page's five, and one to tell that more follow), the five
+      // records' sizes, then the five records by id; no command that reads every record (HVALS,
+      // HGETALL, HSCAN).
       assert.deepEqual(await commandCalls(fixture), {
         evalsha: 1,
         zrangebylex: 1,
+        hstrlen: 5,
         hmget: 1,
         zcard: 1,
         hlen: 1,
@@ -427,6 +460,7 @@ redisTest(
       "evalsha",
       "hlen",
       "hmget",
+      "hstrlen",
       "zcard",
       "zrangebylex",
     ]);

@@ -13,7 +13,13 @@
  * @module
  */
 import { decodeCursor, encodeCursor, type Page, type PageOptions } from "../deliveries.ts";
-import { type ApiKeyRecord, compareKeys, KeyConflictError, type KeyStore } from "../keys.ts";
+import {
+  type ApiKeyRecord,
+  compareKeys,
+  KEY_PAGE_MAX_BYTES,
+  KeyConflictError,
+  type KeyStore,
+} from "../keys.ts";
 import { checkedMax, DEFAULT_KEYS_MAX, StoredLimitError } from "../limits.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
 import {
@@ -99,23 +105,30 @@ return redis.call("HVALS", P .. "id")
 // A page of the keys, oldest first: the places in `order` after the cursor's (exclusive, so a
 // place whose key was deleted meanwhile still starts the page), one more than the page to tell
 // whether more follow, and the records of the page's keys alone, so that a page's work is bounded by
-// its size, not by the number of keys. A place whose record is gone (deleted by an older release,
-// which knew no `order`) is left out. `indexed` says whether `order` holds as many places as
-// there are records: when not, the caller rebuilds it (REINDEX_SCRIPT) and reads the page again.
+// its size, not by the number of keys. The page stops before the key whose record would take it
+// past `args.maxBytes` (HSTRLEN, before any record is read; at least one key), so that one call
+// never builds tens of MB. A place whose record is gone (deleted by an older release, which knew
+// no `order`) is left out. `indexed` says whether `order` holds as many places as there are
+// records: when not, the caller rebuilds it (REINDEX_SCRIPT) and reads the page again.
 const PAGE_SCRIPT = LUA_COMMON + ORDER_LUA + `
 local limit, after = args.limit, args.after
 local start = "-"
 if after ~= nil then start = "(" .. orderMember(after.ms, after.id) end
 local places = redis.call("ZRANGEBYLEX", ORDER, start, "+", "LIMIT", 0, limit + 1)
-local ids = {}
-for i = 1, math.min(#places, limit) do ids[i] = string.sub(places[i], 18) end
+local ids, bytes = {}, 0
+for i = 1, math.min(#places, limit) do
+  local id = string.sub(places[i], 18)
+  local size = redis.call("HSTRLEN", P .. "id", id)
+  if i > 1 and bytes + size > args.maxBytes then break end
+  ids[i], bytes = id, bytes + size
+end
 local rows, next = {}, false
 if #ids > 0 then
   for _, json in ipairs(redis.call("HMGET", P .. "id", unpack(ids))) do
     if json then rows[#rows + 1] = json end
   end
 end
-if #places > limit then next = { string.sub(places[limit], 1, 16), ids[limit] } end
+if #places > #ids then next = { string.sub(places[#ids], 1, 16), ids[#ids] } end
 local indexed = redis.call("ZCARD", ORDER) == redis.call("HLEN", P .. "id")
 return cjson.encode({ rows = rows, next = next, indexed = indexed })
 `;
@@ -220,6 +233,7 @@ export class RedisKeyStore implements KeyStore {
     const after = options.cursor == null ? null : decodeCursor("keys", options.cursor);
     const args = {
       limit: options.limit,
+      maxBytes: KEY_PAGE_MAX_BYTES,
       ...(after ? { after: { ms: after.createdMs, id: after.id } } : {}),
     };
     let reply = await this.#page(args);
