@@ -396,7 +396,8 @@ redisTest(
       assert.deepEqual([page.items[0].id, page.items.at(-1)!.id], expected);
       // One call: six places (the page's five, and one to tell that more follow), the five
       // records' sizes, then the five records by id; no command that reads every record (HVALS,
-      // HGETALL, HSCAN).
+      // HGETALL, HSCAN). The first page of a listing also checks every id (HKEYS) against the
+      // index (ZRANGE): ids, not records.
       assert.deepEqual(await commandCalls(fixture), {
         evalsha: 1,
         zrangebylex: 1,
@@ -404,6 +405,7 @@ redisTest(
         hmget: 1,
         zcard: 1,
         hlen: 1,
+        ...(cursor === null ? { zrange: 1, hkeys: 1 } : {}),
       });
       cursor = page.nextCursor;
     }
@@ -458,10 +460,12 @@ redisTest(
     assert.equal((await keys.pageKeys({ limit: 3 })).items.length, 3);
     assert.deepEqual(Object.keys(await commandCalls(fixture)).sort(), [
       "evalsha",
+      "hkeys",
       "hlen",
       "hmget",
       "hstrlen",
       "zcard",
+      "zrange",
       "zrangebylex",
     ]);
   },
@@ -515,6 +519,83 @@ redisTest(
     assert.deepEqual((await keys.pageKeys({ limit: 10 })).items.map((item) => item.id), [
       "key_a",
       "key_b",
+    ]);
+  },
+);
+
+/** Every key of a listing, following `nextCursor` from the first page. */
+async function listing(keys: KeyStore, limit: number): Promise<string[]> {
+  const ids: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page: Page<ApiKeyRecord> = await keys.pageKeys({ limit, cursor });
+    ids.push(...page.items.map((item) => item.id));
+    cursor = page.nextCursor;
+  } while (cursor !== null);
+  return ids;
+}
+
+/** Deletes a key as a release before the index did: its record and digest only. */
+async function deleteUnindexed(fixture: RedisFixture, id: string): Promise<void> {
+  await withDirect(fixture.redisUrl, async (send) => {
+    await send("HDEL", "es:{$apikeys}:id", id);
+    await send("HDEL", "es:{$apikeys}:hash", `hash-of-${id}`);
+  });
+}
+
+redisTest(
+  "RedisKeyStore: an older release that created one key and deleted another (as many records as places) is noticed by the next listing's first page",
+  async (fixture) => {
+    const keys = redisKeyStore(fixture);
+    for (let i = 0; i < 30; i++) {
+      await keys.createKey(key(`key_${String(i).padStart(2, "0")}`, { createdAt: 100 + i }));
+    }
+    // One deleted and one created through an older release: 30 records, 30 places, one stale.
+    await deleteUnindexed(fixture, "key_07");
+    await storeUnindexed(fixture, key("key_new", { createdAt: 500 }));
+    const expected = [
+      ...Array.from({ length: 30 }, (_, i) => `key_${String(i).padStart(2, "0")}`)
+        .filter((id) => id !== "key_07"),
+      "key_new",
+    ];
+    assert.deepEqual(await listing(keys, 10), expected);
+    // The index was rebuilt: the stale place is gone, the new key has one.
+    assert.equal(await send(fixture, "ZCARD", "es:{$apikeys}:order"), 30);
+    assert.equal(
+      await send(fixture, "ZSCORE", "es:{$apikeys}:order", `${"500".padStart(16, "0")}.key_new`),
+      "0",
+    );
+    // Once rebuilt, a first page checks the ids again and finds nothing to rebuild.
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "RESETSTAT"));
+    assert.equal((await keys.pageKeys({ limit: 5 })).items.length, 5);
+    const calls = await commandCalls(fixture);
+    assert.equal(calls.hkeys, 1, JSON.stringify(calls));
+    assert.equal(calls.hscan, undefined, JSON.stringify(calls));
+  },
+);
+
+redisTest(
+  "RedisKeyStore: a key an older release creates, with another deleted, while a listing is under way is missing from that listing only (README, deploy/README.md)",
+  async (fixture) => {
+    const keys = redisKeyStore(fixture);
+    for (let i = 0; i < 6; i++) await keys.createKey(key(`key_${i}`, { createdAt: 100 + i }));
+    const first = await keys.pageKeys({ limit: 3 });
+    assert.deepEqual(first.items.map((item) => item.id), ["key_0", "key_1", "key_2"]);
+    // Between pages, an older release deletes key_1 (read already) and creates key_new, which
+    // sorts after the page read: counts stay equal, and later pages do not check the ids.
+    await deleteUnindexed(fixture, "key_1");
+    await storeUnindexed(fixture, key("key_new", { createdAt: 500 }));
+    const second = await keys.pageKeys({ limit: 3, cursor: first.nextCursor });
+    assert.deepEqual(second.items.map((item) => item.id), ["key_3", "key_4", "key_5"]);
+    assert.equal(second.nextCursor, null);
+    // The next listing has it.
+    assert.deepEqual(await listing(keys, 3), [
+      "key_0",
+      "key_2",
+      "key_3",
+      "key_4",
+      "key_5",
+      "key_new",
     ]);
   },
 );

@@ -109,7 +109,11 @@ return redis.call("HVALS", P .. "id")
 // past `args.maxBytes` (HSTRLEN, before any record is read; at least one key), so that one call
 // never builds tens of MB. A place whose record is gone (deleted by an older release, which knew
 // no `order`) is left out. `indexed` says whether `order` holds as many places as there are
-// records: when not, the caller rebuilds it (REINDEX_SCRIPT) and reads the page again.
+// records and, with `args.verify` (the first page of a listing), whether every record's id has a
+// place: an older release that created one key and deleted another leaves the counts equal, so
+// only the ids tell (HKEYS, the ids alone: some 20 bytes a key, never the records). Equal counts
+// and every id placed mean one place per id, none stale. When not indexed, the caller rebuilds
+// `order` (REINDEX_SCRIPT) and reads the page again.
 const PAGE_SCRIPT = LUA_COMMON + ORDER_LUA + `
 local limit, after = args.limit, args.after
 local start = "-"
@@ -130,6 +134,16 @@ if #ids > 0 then
 end
 if #places > #ids then next = { string.sub(places[#ids], 1, 16), ids[#ids] } end
 local indexed = redis.call("ZCARD", ORDER) == redis.call("HLEN", P .. "id")
+if indexed and args.verify then
+  local placed = {}
+  for _, place in ipairs(redis.call("ZRANGE", ORDER, 0, -1)) do placed[string.sub(place, 18)] = true end
+  for _, id in ipairs(redis.call("HKEYS", P .. "id")) do
+    if not placed[id] then
+      indexed = false
+      break
+    end
+  end
+end
 return cjson.encode({ rows = rows, next = next, indexed = indexed })
 `;
 
@@ -236,7 +250,9 @@ export class RedisKeyStore implements KeyStore {
       maxBytes: KEY_PAGE_MAX_BYTES,
       ...(after ? { after: { ms: after.createdMs, id: after.id } } : {}),
     };
-    let reply = await this.#page(args);
+    // The first page of a listing checks every id against the index, so a listing begun after an
+    // older release created and deleted keys has them all; later pages compare counts only.
+    let reply = await this.#page({ ...args, verify: after === null });
     // Keys stored before the index, or by an older release: index them, then read the page again.
     // Once a call: a page of what is indexed is right, and an older release still writing would
     // otherwise keep this call rebuilding.
