@@ -131,7 +131,10 @@ const listKeysRoute = createRoute({
     "Run-time API keys, oldest first, a page at a time, without their secrets. Scope: admin.",
   request: {
     query: z.object({
-      limit: countQuery(1000, "Most keys on the page (default 100)"),
+      limit: countQuery(
+        1000,
+        "Most keys on the page (default 100); a page also stops before its keys' stored records pass 1,000,000 bytes (at least one key), with a `nextCursor`",
+      ),
       cursor: CursorQuery,
     }),
   },

@@ -95,7 +95,7 @@ export function compareKeys(a: ApiKeyRecord, b: ApiKeyRecord): number {
  * Most bytes of stored records (each key's JSON, in UTF-8) one page of keys holds: a page stops
  * before the key that would take it past this, with a `nextCursor` after its last key, so that
  * one request cannot make the store build tens of MB (a thousand keys at the bounds of a key are
- * some 34 MB). A page holds at least one key.
+ * some 35 MB). A page holds at least one key.
  */
 export const KEY_PAGE_MAX_BYTES = 1_000_000;
 

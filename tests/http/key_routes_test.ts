@@ -856,3 +856,38 @@ Deno.test("keys and webhooks refuse a text with a lone surrogate (400 invalid_bo
   assert.equal(pair.status, 201);
   assert.equal((await pair.json()).description, "x\u{1F600}y");
 });
+
+Deno.test("GET /v1/keys?limit=1000 of keys with every field at its bound stops a page before its records pass 1,000,000 bytes, with a cursor that reads on (README)", async () => {
+  const { app, keyStore } = await keyedApp();
+  const body = {
+    scopes: ["ingest", "read"],
+    streams: Array.from({ length: 256 }, (_, i) => `s${i}`.padEnd(64, "x")),
+    origins: Array.from({ length: 64 }, (_, i) => `https://${`o${i}`.padEnd(240, "o")}.example`),
+    rateLimit: { eventsPerSecond: 100, burst: 500 },
+    description: "d".repeat(1024),
+    expiresAt: "2099-01-01T00:00:00Z",
+  };
+  const ids: string[] = [];
+  for (let n = 0; n < 40; n++) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, body));
+    assert.equal(res.status, 201, await res.clone().text());
+    ids.push((await res.json()).id);
+  }
+  const stored = JSON.stringify(await keyStore.getKey(ids[0]));
+  assert.ok(stored.length > 34_000 && stored.length < 36_000, `${stored.length} bytes`);
+  const pages: string[][] = [];
+  let cursor: string | null = null;
+  do {
+    const res: Response = await app.request(
+      `/v1/keys?limit=1000${cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`}`,
+      { headers: { Authorization: `Bearer ${KEYS.admin}` } },
+    );
+    assert.equal(res.status, 200);
+    const page = await res.json();
+    pages.push(page.keys.map((key: { id: string }) => key.id));
+    cursor = page.nextCursor;
+  } while (cursor !== null && pages.length < 10);
+  // Some 35 KB a record: 28 on a page, then the rest, each key once, in order.
+  assert.deepEqual(pages.map((page) => page.length), [28, 12]);
+  assert.deepEqual(pages.flat(), [...ids].sort());
+});
