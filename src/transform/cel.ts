@@ -330,6 +330,33 @@ export function literalMatchesPatterns(
   return ast === undefined ? [] : literalsIn(ast);
 }
 
+/**
+ * The first literal `matches()` pattern of `source` past `MAX_PATTERN_SIZE` on its own, as
+ * {@linkcode compileExpression} refuses it (without the expression), or `undefined` for none or an
+ * expression that does not parse: what an expression stored before those checks holds, compiled as
+ * it was (see {@linkcode CompileExpressionOptions.uncountedPatternClasses}), to warn of. Read
+ * without compiling any.
+ */
+export function oversizedExpressionPatterns(
+  source: string,
+  variables: readonly string[] = ["event"],
+): string | undefined {
+  for (const pattern of literalMatchesPatterns(source, variables)) {
+    try {
+      checkPatternSize(pattern);
+    } catch (error) {
+      if (error instanceof PatternError) return error.message;
+      throw error;
+    }
+  }
+  return undefined;
+}
+
+/** Why literal patterns of `total` instructions together are refused in one expression. */
+function patternsPastBudget(total: number): string {
+  return `its matches() patterns would compile to ${total} instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 24)`;
+}
+
 /** A field of a variable an expression names: `group.country`, `group["a.b"]`, `"x" in group`. */
 export interface FieldReference {
   /** The variable (`group`). */
@@ -860,10 +887,7 @@ export function compileExpression(
       patterns += options.uncountedPatternClasses ? size : patternCompileSize(pattern);
       if (patterns > MAX_EXPRESSION_PATTERN_SIZE) {
         throw new ExpressionError(
-          invalid(
-            source,
-            `its matches() patterns would compile to ${patterns} instructions together, past the ${MAX_EXPRESSION_PATTERN_SIZE} an expression may have (a character class counts 1 more for each ${RANGES_PER_INSTRUCTION} ranges of characters it holds: [\\p{L}] is about 24)`,
-          ),
+          invalid(source, patternsPastBudget(patterns)),
         );
       }
     }

@@ -20,7 +20,12 @@ import {
   StoreRequestTooLargeError,
 } from "../../store/types.ts";
 import type { LogEntry, Store } from "../../store/types.ts";
-import { type CompiledExpression, compileExpression } from "../../transform/mod.ts";
+import {
+  type CompiledExpression,
+  compileExpression,
+  oversizedExpressionPatterns,
+} from "../../transform/mod.ts";
+import { withOversizedPatterns } from "../../validate/mod.ts";
 import { recordLogTrimmed, recordWebhookUnstorable, WarningLimit } from "../../telemetry/mod.ts";
 import { publicPayload } from "../payload.ts";
 import {
@@ -756,17 +761,7 @@ export class Dispatcher {
     const key = `${endpoint.version}:${endpoint.filter}`;
     let cached = this.#filters.get(endpoint.id);
     if (!cached || cached.key !== key) {
-      let filter: CompiledExpression | null = null;
-      try {
-        // Once an endpoint version: one registered before its patterns' classes were counted
-        // (refused at registration since) is served as it was.
-        filter = compileExpression(endpoint.filter, FILTER_VARIABLES, {
-          uncountedPatternClasses: true,
-        });
-      } catch {
-        // Checked at registration; a filter that no longer compiles matches nothing.
-      }
-      cached = { key, filter };
+      cached = { key, filter: compiledFilter(endpoint, endpoint.filter) };
       this.#filters.set(endpoint.id, cached);
     }
     if (!cached.filter) return false;
@@ -787,4 +782,29 @@ export class Dispatcher {
       return false;
     }
   }
+}
+
+/**
+ * `endpoint`'s filter (`source`) compiled, once a version: one registered before its patterns'
+ * classes were counted, or with a pattern past `MAX_PATTERN_SIZE` (refused at registration
+ * since), is served as it was; one with a pattern past it said once (as a stored stream's).
+ */
+function compiledFilter(endpoint: Endpoint, source: string): CompiledExpression | null {
+  let filter: CompiledExpression;
+  try {
+    filter = withOversizedPatterns(() =>
+      compileExpression(source, FILTER_VARIABLES, { uncountedPatternClasses: true })
+    );
+  } catch {
+    // Checked at registration; a filter that no longer compiles matches nothing.
+    return null;
+  }
+  const problem = oversizedExpressionPatterns(source, FILTER_VARIABLES);
+  if (problem !== undefined) {
+    logger.warn(
+      "Webhook {endpoint} version {version}'s 'filter': {problem}; served as registered before this check; replace it with PATCH /v1/webhooks/{endpoint}, which refuses it as it is",
+      { endpoint: endpoint.id, version: endpoint.version, problem },
+    );
+  }
+  return filter;
 }

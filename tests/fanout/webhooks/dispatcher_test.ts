@@ -263,6 +263,66 @@ Deno.test("Dispatcher serves a filter registered before its patterns' character 
   assert.deepEqual(sent, ["DE"]);
 });
 
+/**
+ * Endpoints stored by earlier releases, their filters refused at registration now, read back by
+ * a fresh dispatcher (a restarted process): each served as it was, with one warning a version.
+ */
+async function servesStoredFiltersPastTheBudgets({ store, deliveries }: Stores): Promise<void> {
+  // 5,009 instructions, past MAX_PATTERN_SIZE (5,000) on its own.
+  const long = "^[a-z]{1000}[a-z]{1000}[a-z]{1000}[a-z]{1000}[a-z]{1000}$|^DE$";
+  const stored = [
+    endpoint("ep_long", {
+      eventTypes: ["window.closed"],
+      filter: `data.group.country.matches("${long}")`,
+    }),
+    endpoint("ep_plain", { eventTypes: ["window.closed"], filter: "data.group.country == 'DE'" }),
+  ];
+  for (const { disabled: _d, disabledReason: _r, failingSinceMs: _f, ...config } of stored) {
+    assert.equal(await deliveries.putEndpoint(config, { expectVersion: null }), true);
+  }
+  await store.appendLog("orders", [closed(1, "DE"), closed(5, "FR")]);
+  const warnings = await collectingLogs(async (records) => {
+    const restarted = new Dispatcher(store, deliveries, { now: () => T0 });
+    await restarted.dispatch(orders, null);
+    // The same versions again: not said again.
+    await store.appendLog("orders", [closed(7, "DE")]);
+    await restarted.dispatch(orders, null);
+    return records.map(messageOf);
+  }, { level: "warning" });
+  for (const id of ["ep_long", "ep_plain"]) {
+    const sent = (await allDeliveries(deliveries, id)).map((item) =>
+      JSON.parse(item.payload).data.group.country
+    );
+    assert.deepEqual(sent, ["DE", "DE"], id);
+  }
+  assert.equal(warnings.length, 1, JSON.stringify(warnings));
+  assert.match(
+    warnings[0],
+    /^Webhook ep_long version 1's 'filter': Pattern '\^\[a-z\]\{1000\}.*' is too large: it compiles to about 5009 instructions once its repeats are expanded, past the 5000 a pattern may have .*; served as registered before this check; replace it with PATCH \/v1\/webhooks\/ep_long, which refuses it as it is$/,
+  );
+}
+
+Deno.test("Dispatcher (memory): a stored filter with a pattern past 5,000 instructions is served as it was, with one warning", () =>
+  servesStoredFiltersPastTheBudgets({
+    store: new MemoryStore({ now: () => T0 }),
+    deliveries: new MemoryDeliveryStore({ now: () => T0 }),
+  }));
+
+redisTest(
+  "Dispatcher (Redis): a stored filter with a pattern past 5,000 instructions is served as it was, with one warning",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return servesStoredFiltersPastTheBudgets({
+      store: new RedisStore(redis),
+      deliveries: new RedisDeliveryStore(redis, { now: () => T0 }),
+    });
+  },
+);
+
 Deno.test("Dispatcher keeps the compiled filters of the endpoints listed only: 1,000 created, dispatched to and deleted leave one", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
