@@ -331,7 +331,8 @@ export function literalMatchesPatterns(
 }
 
 /**
- * The first literal `matches()` pattern of `source` past `MAX_PATTERN_SIZE` on its own, as
+ * The first literal `matches()` pattern of `source` past `MAX_PATTERN_SIZE` on its own, or past
+ * {@linkcode MAX_EXPRESSION_PATTERN_SIZE} with those before it (each by `patternCompileSize`), as
  * {@linkcode compileExpression} refuses it (without the expression), or `undefined` for none or an
  * expression that does not parse: what an expression stored before those checks holds, compiled as
  * it was (see {@linkcode CompileExpressionOptions.uncountedPatternClasses}), to warn of. Read
@@ -341,6 +342,7 @@ export function oversizedExpressionPatterns(
   source: string,
   variables: readonly string[] = ["event"],
 ): string | undefined {
+  let total = 0;
   for (const pattern of literalMatchesPatterns(source, variables)) {
     try {
       checkPatternSize(pattern);
@@ -348,6 +350,8 @@ export function oversizedExpressionPatterns(
       if (error instanceof PatternError) return error.message;
       throw error;
     }
+    total += patternCompileSize(pattern);
+    if (total > MAX_EXPRESSION_PATTERN_SIZE) return patternsPastBudget(total);
   }
   return undefined;
 }

@@ -787,7 +787,7 @@ export class Dispatcher {
 /**
  * `endpoint`'s filter (`source`) compiled, once a version: one registered before its patterns'
  * classes were counted, or with a pattern past `MAX_PATTERN_SIZE` (refused at registration
- * since), is served as it was; one with a pattern past it said once (as a stored stream's).
+ * since), is served as it was, said once (as a stored stream's).
  */
 function compiledFilter(endpoint: Endpoint, source: string): CompiledExpression | null {
   let filter: CompiledExpression;
