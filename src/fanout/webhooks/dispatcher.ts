@@ -787,7 +787,8 @@ export class Dispatcher {
 /**
  * `endpoint`'s filter (`source`) compiled, once a version: one registered before its patterns'
  * classes were counted, or with a pattern past `MAX_PATTERN_SIZE` (refused at registration
- * since), is served as it was, said once (as a stored stream's).
+ * since), is served as it was, said once (as a stored stream's); one that no longer compiles
+ * matches nothing, said once too.
  */
 function compiledFilter(endpoint: Endpoint, source: string): CompiledExpression | null {
   let filter: CompiledExpression;
@@ -795,8 +796,18 @@ function compiledFilter(endpoint: Endpoint, source: string): CompiledExpression 
     filter = withOversizedPatterns(() =>
       compileExpression(source, FILTER_VARIABLES, { uncountedPatternClasses: true })
     );
-  } catch {
-    // Checked at registration; a filter that no longer compiles matches nothing.
+  } catch (error) {
+    // Checked at registration, by the checks of then: one that no longer compiles (literal patterns
+    // past 16,000 together without their classes' ranges, registered before that bound) matches
+    // nothing, said once a version rather than dropping every payload unseen.
+    logger.warn(
+      "Webhook {endpoint} version {version}'s 'filter' no longer compiles, so nothing is sent to it: {error}; replace it with PATCH /v1/webhooks/{endpoint}",
+      {
+        endpoint: endpoint.id,
+        version: endpoint.version,
+        error: error instanceof Error ? error.message : String(error),
+      },
+    );
     return null;
   }
   const problem = oversizedExpressionPatterns(source, FILTER_VARIABLES);

@@ -335,6 +335,31 @@ redisTest(
   },
 );
 
+Deno.test("Dispatcher sends nothing to a stored filter that no longer compiles and says so once a version", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  // Four patterns of 5,007 instructions: 20,028 together, past the 16,000 an expression may have
+  // even counted without their classes' ranges (registered before that bound).
+  const long = (tail: string) =>
+    `data.group.country.matches("^[a-z]{1000}[a-z]{1000}[a-z]{1000}[a-z]{1000}[a-z]{1000}$|${tail}")`;
+  const filter = ["DE", "FR", "IT", "ES"].map(long).join(" || ");
+  const endpoints = [endpoint("ep_broken", { eventTypes: ["window.closed"], filter })];
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => T0 });
+  const warnings = await collectingLogs(async (records) => {
+    await store.appendLog("orders", [closed(1, "DE")]);
+    await dispatcher.dispatch(orders, endpoints);
+    await store.appendLog("orders", [closed(2, "DE")]);
+    await dispatcher.dispatch(orders, endpoints);
+    return records.map(messageOf);
+  }, { level: "warning" });
+  assert.deepEqual(await allDeliveries(deliveries, "ep_broken"), []);
+  assert.equal(warnings.length, 1, JSON.stringify(warnings));
+  assert.match(
+    warnings[0],
+    /^Webhook ep_broken version 1's 'filter' no longer compiles, so nothing is sent to it: Invalid expression .*its matches\(\) patterns would compile to 20028 instructions together, past the 16000 .*; replace it with PATCH \/v1\/webhooks\/ep_broken$/,
+  );
+});
+
 Deno.test("Dispatcher keeps the compiled filters of the endpoints listed only: 1,000 created, dispatched to and deleted leave one", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
