@@ -80,7 +80,9 @@ export const MAX_EVALUATION_COST = 100_000;
  * character (re2js's lazy DFA builds a state of up to every instruction for a new character), so
  * a 4,003-instruction pattern took 0.5 s over 2,000 characters (and seconds over an event's 64 KiB)
  * where an email or UUID pattern over 4 KB takes 0.05 ms. At this bound the worst cases measured
- * took 1–38 ms on a loaded 2-core machine (first runs included), while an email pattern (13
+ * (first tests in a fresh process) took 1–22 ms, but 100–130 ms of CPU time (48–435 ms wall on a
+ * 2-core machine at a load of 3.5–9) for `.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]` (118 a character)
+ * over 2,200 characters of six letters mixed, while an email pattern (13
  * instructions) may still run four times over 4 KB, or a UUID one (40 instructions, 3 a
  * character: matched in one pass) over 80 KB. Past it the evaluation fails, as past
  * {@linkcode MAX_EVALUATION_COST}.
