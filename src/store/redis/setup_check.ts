@@ -1,7 +1,8 @@
 /**
  * What a redis-server must keep for the Redis store's promises, checked once at startup with
  * `CONFIG GET`: the append-only file (`appendonly yes`), without which a redis-server killed or
- * crashed loses what it acknowledged since its last snapshot, and `maxmemory-policy noeviction`,
+ * crashed loses what it acknowledged since its last snapshot (and, with no save points either,
+ * one restarted in any way comes back empty), and `maxmemory-policy noeviction`,
  * without which Redis at its `maxmemory` drops keys: stream data, or (`allkeys-*`) definitions, API
  * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
@@ -53,8 +54,9 @@ export async function redisSetupWarnings(
   redis: Pick<Redis, "exec">,
   options: RedisSetupOptions = {},
 ): Promise<string[]> {
-  const [appendonly, policy, scripting, writing] = await Promise.all([
+  const [appendonly, save, policy, scripting, writing] = await Promise.all([
     configValue(redis, "appendonly"),
+    configValue(redis, "save"),
     configValue(redis, "maxmemory-policy"),
     scriptingRefusal(redis),
     writeRefusal(redis, options.prefix ?? "es"),
@@ -72,8 +74,12 @@ export async function redisSetupWarnings(
     );
   }
   if (appendonly !== undefined && appendonly !== "yes") {
+    // No save points (`save ""`): no snapshot is ever taken, not even at a clean shutdown, so
+    // "since its last snapshot" would be everything, whatever way it stops.
     warnings.push(
-      `Redis has appendonly ${appendonly}: a redis-server killed or crashed loses every event acknowledged since its last snapshot; set appendonly yes (see the README's Redis persistence and eviction)`,
+      save !== undefined && save.trim() === ""
+        ? `Redis has appendonly ${appendonly}: with no save points either (save ''), it keeps nothing on disk, so a redis-server restarted, even cleanly, comes back empty: every event acknowledged, stream definition, API key and webhook endpoint is gone; set appendonly yes (see the README's Redis persistence and eviction)`
+        : `Redis has appendonly ${appendonly}: a redis-server killed or crashed loses every event acknowledged since its last snapshot; set appendonly yes (see the README's Redis persistence and eviction)`,
     );
   }
   if (policy !== undefined && policy !== "noeviction") {

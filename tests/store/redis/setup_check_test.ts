@@ -16,11 +16,23 @@ redisTest(
   "redisSetupWarnings() names appendonly other than yes and a maxmemory-policy other than noeviction",
   async (fixture) => {
     const redis = upstash(fixture.restUrl, fixture.restToken);
-    // The test fixture runs without persistence (appendonly no), at Redis's default noeviction.
+    // The test fixture runs without persistence (appendonly no, save ""), at Redis's default
+    // noeviction: no snapshot either, so even a clean restart comes back empty.
     const [unsafe] = await redisSetupWarnings(redis);
-    assert.match(unsafe, /^Redis has appendonly no: a redis-server killed or crashed loses/);
+    assert.match(
+      unsafe,
+      /^Redis has appendonly no: with no save points either \(save ''\), it keeps nothing on disk, so a redis-server restarted, even cleanly, comes back empty/,
+    );
     assert.equal((await redisSetupWarnings(redis)).length, 1);
+    // With RDB snapshots, what a kill loses is what came since the last one.
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "save", "3600 1"));
+    const [snapshots] = await redisSetupWarnings(redis);
+    assert.match(
+      snapshots,
+      /^Redis has appendonly no: a redis-server killed or crashed loses every event acknowledged since its last snapshot;/,
+    );
     await withDirect(fixture.redisUrl, async (send) => {
+      await send("CONFIG", "SET", "save", "");
       await send("CONFIG", "SET", "appendonly", "yes");
       await send("CONFIG", "SET", "maxmemory-policy", "allkeys-lru");
     });
