@@ -33,7 +33,25 @@ export class PortNotAllowedError extends Error {
   }
 }
 
-/** Starts Redis and the bridge, prints their `export` lines, and stops both when `until` resolves. */
+/**
+ * The redis-server exited while the bridge in front of it still ran (killed, crashed, or shut down
+ * by a client): every call through the bridge would fail, so the tool stops instead of serving on.
+ */
+export class RedisServerExitedError extends Error {
+  constructor(status: Deno.CommandStatus) {
+    super(
+      `redis-server exited (${
+        status.signal ? `signal ${status.signal}` : `code ${status.code}`
+      }) while deno task redis ran, so the bridge stopped too: run deno task redis again for a fresh, empty store, and paste its export lines again (the token is new)`,
+    );
+    this.name = "RedisServerExitedError";
+  }
+}
+
+/**
+ * Starts Redis and the bridge, prints their `export` lines, and stops both when `until` resolves;
+ * rejects with {@linkcode RedisServerExitedError} when the redis-server exits before that.
+ */
 export async function runDevRedis(options: DevRedisOptions = {}): Promise<void> {
   const print = options.print ?? console.log;
   const token = options.token ?? randomToken();
@@ -78,12 +96,31 @@ async function serveUntil(
       print(`export UPSTASH_REDIS_REST_URL=${bridge.url}`);
       print(`export UPSTASH_REDIS_REST_TOKEN=${token}`);
       console.error(`Redis at ${server.url} behind the Upstash REST bridge; Ctrl+C stops both`);
-      await signalled;
+      const exited = await Promise.race([signalled.then(() => undefined), server.exited]);
+      // Ctrl+C in a terminal signals the whole process group, redis-server too: its exit may be
+      // seen just before the signal here. A stop, not a failure.
+      if (exited !== undefined && !await settlesWithin(signalled, SIGNAL_GRACE_MS)) {
+        throw new RedisServerExitedError(exited);
+      }
     } finally {
       await bridge.close();
     }
   } finally {
     await server.stop();
+  }
+}
+
+/** How long (ms) after redis-server exits a signal still counts as the stop that ended it. */
+const SIGNAL_GRACE_MS = 500;
+
+/** Whether `promise` resolves within `ms`, leaving no timer behind. */
+async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const elapsed = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  try {
+    return await Promise.race([promise.then(() => true), elapsed]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -140,7 +177,7 @@ if (import.meta.main) {
     await runDevRedis({ port });
   } catch (error) {
     console.error(
-      error instanceof RedisServerNotFoundError
+      error instanceof RedisServerNotFoundError || error instanceof RedisServerExitedError
         ? error.message
         : error instanceof Deno.errors.AddrInUse
         ? `Cannot start the Upstash bridge: PORT ${port} is already in use; set PORT to a free port`

@@ -36,6 +36,12 @@ export interface RedisServer {
   readonly url: string;
   /** TCP port the server listens on. */
   readonly port: number;
+  /**
+   * Resolves with the process's exit status once it exits: after {@linkcode RedisServer.stop}, or
+   * on its own (killed, crashed, shut down by a client), which a caller that keeps it running for
+   * others to use needs to tell them.
+   */
+  readonly exited: Promise<Deno.CommandStatus>;
   /** Stops the server and deletes its temporary directory; safe to call twice. */
   stop(): Promise<void>;
 }
@@ -180,7 +186,7 @@ async function startOnce(options: StartRedisServerOptions): Promise<RedisServer>
     await raceWithDelay(exited, POLL_INTERVAL_MS);
   }
 
-  return { url: `redis://${hostname}:${port}`, port, stop };
+  return { url: `redis://${hostname}:${port}`, port, exited, stop };
 }
 
 function findFreePort(hostname: string): number {

@@ -107,3 +107,64 @@ Deno.test({
     assert.equal(left, false, "a redis-server outlived deno task redis");
   },
 });
+
+Deno.test({
+  name:
+    "deno task redis whose redis-server exits on its own (killed, crashed, shut down) says so in one line and exits 1 rather than serve a bridge to nothing",
+  ignore: !redisServerInstalled() && Deno.env.get("CI") !== "true",
+  async fn() {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--cached-only", ...REDIS_FLAGS, "tools/dev_redis.ts"],
+      cwd: root,
+      env: { PORT: "0", NO_COLOR: "1" },
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    let printed = "";
+    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    const readAll = (async () => {
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        printed += value;
+      }
+    })();
+    try {
+      for (let tries = 0; tries < 200 && !/Redis at redis:\/\//.test(printed); tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const port = Number(printed.match(/Redis at redis:\/\/127\.0\.0\.1:(\d+)/)?.[1]);
+      assert.ok(port > 0, printed);
+      // Ended from outside, as a kill or a crash ends it: not through the tool.
+      const connection = await Deno.connect({ hostname: "127.0.0.1", port });
+      await connection.write(new TextEncoder().encode("SHUTDOWN NOSAVE\r\n")).catch(() => 0);
+      connection.close();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const status = await Promise.race([
+        child.status,
+        new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), 5_000)),
+      ]);
+      clearTimeout(timer);
+      assert.ok(
+        status !== undefined,
+        `still running 5 s after its redis-server exited: ${printed}`,
+      );
+      await readAll;
+      assert.equal(status.code, 1, printed);
+      const lines = printed.trim().split("\n");
+      assert.match(
+        lines[lines.length - 1],
+        /^redis-server exited \(code 0\) while deno task redis ran, so the bridge stopped too: run deno task redis again for a fresh, empty store/,
+      );
+    } finally {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Already exited.
+      }
+      await child.status;
+      await readAll.catch(() => {});
+    }
+  },
+});
