@@ -1656,6 +1656,32 @@ Deno.test("configFromEnv() refuses a value of only whitespace naming the variabl
   );
 });
 
+Deno.test("configFromEnv() refuses one Redis variable without the other rather than run on the memory store, as the README says", async () => {
+  const expected = new ConfigError(
+    "UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: set both to use Redis, or neither",
+  );
+  for (
+    const values of [
+      { UPSTASH_REDIS_REST_URL: "http://127.0.0.1:8079" } as Record<string, string>,
+      { UPSTASH_REDIS_REST_TOKEN: "dev-token" },
+      { UPSTASH_REDIS_REST_URL: "http://127.0.0.1:8079", UPSTASH_REDIS_REST_TOKEN: "" },
+    ]
+  ) {
+    await assert.rejects(configFromEnv(env(values)), expected, JSON.stringify(values));
+  }
+  const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  assert.ok(
+    readme.includes(
+      `One without the other (or set empty) stops it at startup with one line, \`edgestream: ${expected.message}\``,
+    ),
+    "README's Running with Redis says one variable alone stops the server",
+  );
+  assert.ok(
+    !readme.includes("Set both variables and edgestream uses Redis; otherwise the embedded"),
+  );
+});
+
 Deno.test("configFromEnv() refuses an UPSTASH_REDIS_REST_URL with credentials, which fetch sends beside the token, without printing them", async () => {
   for (
     const url of [
