@@ -206,6 +206,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     );
   });
 
+  const connections = options.connections ?? new OpenConnections();
   const streamDeps = {
     streams,
     store,
@@ -214,6 +215,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     limits,
     ingestOptions,
     sweepConsumers: webhooks ? [webhooks] : [],
+    stopping: () => connections.closing,
   };
   registerStreamRoutes(app, streamDeps);
   // The hot path: ingest requests skip the middleware chain for one handler that runs its steps.
@@ -236,7 +238,7 @@ export function createApp(options: AppOptions): OpenAPIHono {
     live,
     ingestOptions,
     options: options.liveRoutes,
-    connections: options.connections ?? new OpenConnections(),
+    connections,
   });
 
   serveApiDocument(app);

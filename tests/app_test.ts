@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
-import { servedRoutes } from "../src/app.ts";
+import { createApp, servedRoutes } from "../src/app.ts";
+import { compileConfig } from "../src/config/mod.ts";
+import { OpenConnections } from "../src/http/open_connections.ts";
+import { KeyRing } from "../src/http/auth.ts";
 import { READY_WAIT_MS } from "../src/http/stream_routes.ts";
 import { MemoryStore } from "../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../src/store/types.ts";
 import { RedisStore } from "../src/store/mod.ts";
 import { Redis } from "@upstash/redis";
 import { redisTest } from "./_redis.ts";
-import { at, KEYS, NOW, postEvents, testApp } from "./_fixtures.ts";
+import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "./_fixtures.ts";
 import { jsonLines, writtenLogs } from "./_logs.ts";
 
 type App = Awaited<ReturnType<typeof testApp>>["app"];
@@ -754,6 +757,30 @@ Deno.test("a store outage answers 503 with Retry-After, and /readyz reports it",
   assert.equal(ready.body.status, "unavailable");
   const healthy = await getJson((await testApp()).app, "/readyz");
   assert.deepEqual(healthy.body, { status: "ready", store: "memory" });
+});
+
+Deno.test("/readyz answers 503 shutting_down with Retry-After once the instance began to stop, so a load balancer drains it, while ingest is still served", async () => {
+  const connections = new OpenConnections();
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now: () => NOW }),
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+    connections,
+  });
+  assert.deepEqual((await getJson(app, "/readyz")).body, { status: "ready", store: "memory" });
+  await connections.close("Server is shutting down");
+  const stopping = await getJson(app, "/readyz");
+  assert.equal(stopping.status, 503);
+  assert.equal(stopping.headers.get("Retry-After"), "1");
+  assert.equal(stopping.body.status, "shutting_down");
+  assert.equal(stopping.body.store, "memory");
+  assert.match(stopping.body.error, /shutting down/);
+  assert.equal(typeof stopping.body.requestId, "string");
+  // Requests in flight and those on open connections are still served until the listener closes.
+  const res = await postEvents(app, { id: "s1", ts: at(1) });
+  assert.equal(res.status, 202);
+  assert.equal((await getJson(app, "/healthz")).status, 200);
 });
 
 Deno.test("/readyz asks a reachable store at most once a second, and a failing one every time, its log line saying why", async () => {

@@ -105,6 +105,12 @@ export interface StreamRouteDeps {
    * whose queued deliveries the reply reports as `webhooks.queued`.
    */
   sweepConsumers: readonly SweepConsumer<{ queued: number }>[];
+  /**
+   * Whether this instance began to stop: `/readyz` then answers 503 so that a load balancer
+   * sends the rest of its traffic elsewhere while the stop finishes what it holds.
+   * @default {never}
+   */
+  stopping?: () => boolean;
 }
 
 /** The stream called `name`, or 404 `stream_not_found`. */
@@ -1396,7 +1402,8 @@ const readyRoute = createRoute({
       },
     },
     503: {
-      description: "Store unavailable",
+      description:
+        "Not ready: the store is unreachable or refuses writes (`status: unavailable`), or this instance is stopping (`status: shutting_down`, with `Retry-After`)",
       content: {
         "application/json": {
           schema: z.object({
@@ -1457,6 +1464,20 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     return problem;
   };
   return async (c) => {
+    if (deps.stopping?.()) {
+      const message = "The server is shutting down; another instance takes its traffic";
+      annotateRequest(c, { error: { code: "shutting_down", message } });
+      c.header("Retry-After", "1");
+      return c.json(
+        {
+          status: "shutting_down",
+          store: deps.store.kind,
+          error: message,
+          requestId: requestIdOf(c) ?? "",
+        },
+        503,
+      );
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const waited = new Promise<ReadyProblem>((resolve) => {
       timer = setTimeout(

@@ -71,7 +71,15 @@ async function showStoreStatus() {
       : `store: ${ready.store} · ${ready.status}: ${ready.error ?? ""}`;
     badge.classList.toggle("ok", ready.status === "ready");
     badge.classList.toggle("bad", ready.status !== "ready");
-    markStale(ready.status !== "ready" ? "The store is unavailable" : null);
+    markStale(
+      ready.status === "ready"
+        ? null
+        // The instance stops (a deploy, a restart): the store may be well; the next read goes to
+        // another instance, or to this one started again.
+        : ready.status === "shutting_down"
+        ? "This server is shutting down"
+        : "The store is unavailable",
+    );
   } catch (error) {
     badge.textContent = `store: unknown (${error.message})`;
     badge.classList.remove("ok");

@@ -2269,6 +2269,40 @@ browserTest(
 );
 
 browserTest(
+  "while the server shuts down (/readyz 503 shutting_down) the page says so, not that the store is down",
+  async (browser) => {
+    const server = await startServer();
+    try {
+      await backfill(server);
+      await server.send([{ country: "DE", amount: 1 }]);
+      const page = await newPage(browser);
+      await page.goto(`${server.base}/`);
+      await textMatching(page, CURRENT, /DE\s*1/);
+      await page.route(`${server.base}/readyz`, (route) =>
+        route.fulfill({
+          status: 503,
+          contentType: "application/json",
+          headers: { "Retry-After": "1" },
+          body: JSON.stringify({
+            status: "shutting_down",
+            store: "memory",
+            error: "The server is shutting down; another instance takes its traffic",
+            requestId: "r",
+          }),
+        }));
+      const note = await textMatching(page, "#stale-note", /may be stale/);
+      // Before, the note said "The store is unavailable", though only this instance was stopping.
+      assert.match(note, /^This server is shutting down: values shown are the last read before/);
+      await page.unroute(`${server.base}/readyz`);
+      await page.locator("#stale-note").waitFor({ state: "hidden", timeout: 15_000 });
+      await page.close();
+    } finally {
+      await server.close();
+    }
+  },
+);
+
+browserTest(
   "a key pasted with a character no header carries is refused in the form, kept nowhere, and the next key shows the dashboard",
   async (browser) => {
     const server = await startServer({ auth: true });
