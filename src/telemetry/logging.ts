@@ -39,14 +39,17 @@ import {
 } from "@logtape/logtape";
 import { MAX_LISTED_NAMES, MAX_QUOTED_CHARACTERS, quoteInput } from "../validate/mod.ts";
 
-/** An error and its causes as one line: `Name: message; caused by Name: message`. */
+/**
+ * An error and its causes as one line: `Name: message; caused by Name: message`. A cause that
+ * reads as the error it caused (an error wrapped again with its own message, to change what it
+ * says of the request's outcome) is said once.
+ */
 export function causeText(error: unknown): string | undefined {
   const parts: string[] = [];
   let current = error;
   for (let depth = 0; current !== undefined && current !== null && depth < 8; depth++) {
-    parts.push(
-      current instanceof Error ? `${current.name}: ${current.message}` : String(current),
-    );
+    const part = current instanceof Error ? `${current.name}: ${current.message}` : String(current);
+    if (part !== parts.at(-1)) parts.push(part);
     current = current instanceof Error ? current.cause : undefined;
   }
   return parts.length > 0 ? parts.join("; caused by ") : undefined;

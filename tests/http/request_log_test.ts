@@ -165,6 +165,19 @@ Deno.test("causeText() follows an error's causes in one line", () => {
   assert.equal(causeText(undefined), undefined);
 });
 
+Deno.test("causeText() says once a cause that reads as the error it caused (an error wrapped again with its own message)", () => {
+  const refused = new TypeError("connect ECONNREFUSED 127.0.0.1:6379");
+  const inner = new StoreUnavailableError("Redis is unavailable (getStream): refused", {
+    cause: refused,
+  });
+  // What the stream registry throws for a read: the same error, its outcome made not_applied.
+  const outer = new StoreUnavailableError(inner.message, { cause: inner, outcome: "not_applied" });
+  assert.equal(
+    causeText(outer),
+    "StoreUnavailableError: Redis is unavailable (getStream): refused; caused by TypeError: connect ECONNREFUSED 127.0.0.1:6379",
+  );
+});
+
 Deno.test("requestLog() marks an Idempotency-Key replay, and records logged while serving carry the request id", async () => {
   const streams = compileConfig(TEST_CONFIG);
   const app = createApp({
