@@ -47,4 +47,13 @@ export class CloseBudget {
     const busiest = Math.max(0, ...this.#taken.values());
     return this.#windows - Math.ceil(busiest / SESSIONS_PER_WINDOW);
   }
+
+  /**
+   * The `limit` of a close call of only `counters`: what is left of the busiest of them, in
+   * windows (a counter that used its budget is left out of the call, so it holds up no other).
+   */
+  limitOf(counters: readonly string[]): number {
+    const busiest = Math.max(0, ...counters.map((counter) => this.#taken.get(counter) ?? 0));
+    return this.#windows - Math.ceil(busiest / SESSIONS_PER_WINDOW);
+  }
 }

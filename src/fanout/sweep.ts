@@ -22,6 +22,8 @@ import {
   type ClosedWindow,
   type ClosedWindows,
   type CloseOptions,
+  type CounterMeta,
+  SESSIONS_PER_WINDOW,
   type Store,
   StoreUnavailableError,
 } from "../store/types.ts";
@@ -117,6 +119,10 @@ export const WINDOWS_PER_SWEEP = 100;
  * closes a bounded number of cells a call (`CLOSE_CELLS_PER_CALL`): while it says more are
  * due, the sweep calls again, letting other work run in between, up to
  * {@linkcode WINDOWS_PER_SWEEP} windows per counter (a window closed over several calls counts once).
+ * A call's `limit` is what the busiest counter in it left, so once nothing more is due within it,
+ * the counters that closed as many as it let them and have budget left are called again without
+ * the others: a counter that used its budget holds up no other (one with windows past the cells
+ * of a call closed none while another counter of its stream took its 100).
  */
 async function sweepStream(
   stream: CompiledStream,
@@ -125,14 +131,17 @@ async function sweepStream(
 ): Promise<void> {
   const listed = new Map<string, ClosedWindow & { stream: string }>();
   const budget = new CloseBudget(WINDOWS_PER_SWEEP);
+  let counters = stream.counterMetas;
   for (let call = 0;; call++) {
     if (call > 0) await nextTurn();
-    const options = {
-      latenessMs: stream.latenessMs,
-      idleMs: stream.idleMs,
-      limit: budget.limit,
-    };
-    const windows = await closeOnce(stream, store, report, options);
+    const limit = budget.limitOf(counters.map((counter) => counter.name));
+    const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs, limit };
+    const windows = await closeOnce(stream, counters, store, report, options);
+    // Windows (sessions) each counter began closing in this call, as the call's limit counts them.
+    const begun = new Map<string, number>();
+    for (const window of windows) {
+      if (!window.continued) begun.set(window.counter, (begun.get(window.counter) ?? 0) + 1);
+    }
     for (const window of windows) {
       const session = stream.counterMetas.find((meta) => meta.name === window.counter)?.session;
       // A window closed over several calls is listed once, with the groups of each.
@@ -152,13 +161,20 @@ async function sweepStream(
       if (!session) listed.set(key, entry);
       budget.take(window.counter, session !== undefined);
     }
-    if (!windows.more) return;
+    if (windows.more) continue;
+    // Nothing more is due within this call's limit: a counter the limit stopped may have more.
+    counters = counters.filter((counter) =>
+      (begun.get(counter.name) ?? 0) >= limit * (counter.session ? SESSIONS_PER_WINDOW : 1) &&
+      budget.limitOf([counter.name]) > 0
+    );
+    if (counters.length === 0) return;
   }
 }
 
 /** One close call of a stream, its alerts fired first (see {@linkcode sweepStream}). */
 async function closeOnce(
   stream: CompiledStream,
+  counters: CounterMeta[],
   store: Store,
   report: SweepReport<unknown>,
   options: CloseOptions,
@@ -167,7 +183,7 @@ async function closeOnce(
   if (stream.alerts.length > 0) {
     // Alerts on final values fire before their windows close, so a crash in
     // between only repeats the evaluation (fireAlerts keeps it once).
-    const due = await store.closeWindows(stream.name, stream.counterMetas, {
+    const due = await store.closeWindows(stream.name, counters, {
       ...options,
       peek: true,
     });
@@ -176,7 +192,7 @@ async function closeOnce(
     }
     for (const window of due) for (const key of closedKeys(window)) alerted.add(key);
   }
-  const windows = await store.closeWindows(stream.name, stream.counterMetas, options);
+  const windows = await store.closeWindows(stream.name, counters, options);
   if (stream.alerts.length === 0) return windows;
   // Windows (or groups of them) that became due between the two calls.
   const late = windows.flatMap((window) => {

@@ -37,3 +37,15 @@ Deno.test("CloseBudget counts sessions in tenths of a window, rounded up: a sess
   for (let i = 0; i < 10; i++) mixed.take("visits", true);
   assert.equal(mixed.limit, 96);
 });
+
+Deno.test("CloseBudget.limitOf() is what the busiest of the named counters left: a counter that used its budget limits no other", () => {
+  const budget = new CloseBudget(100);
+  for (let i = 0; i < 100; i++) budget.take("per_minute", false);
+  for (let i = 0; i < 30; i++) budget.take("per_hour", false);
+  for (let i = 0; i < 15; i++) budget.take("visits", true);
+  assert.equal(budget.limit, 0);
+  assert.equal(budget.limitOf(["per_minute", "per_hour"]), 0);
+  assert.equal(budget.limitOf(["per_hour", "visits"]), 70);
+  assert.equal(budget.limitOf(["visits"]), 98);
+  assert.equal(budget.limitOf(["untouched"]), 100);
+});

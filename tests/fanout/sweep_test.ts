@@ -168,3 +168,44 @@ Deno.test("sweepOnce() still reports the windows it closed when a fan-out consum
     StoreUnavailableError,
   );
 });
+
+Deno.test("sweepOnce() closes up to WINDOWS_PER_SWEEP windows of every counter, also when another counter of the stream used its budget over several close calls", async () => {
+  const streams = compileConfig({
+    streams: {
+      s: {
+        time: { field: "t", lateness: "0s" },
+        counters: {
+          // 20 groups a window: past the 10 cells a call of this store, each closes over two calls.
+          wide: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+          narrow: { window: { tumbling: "1m" }, aggregate: "count" },
+        },
+      },
+    },
+  });
+  const start = Date.parse("2026-01-01T00:00:00Z");
+  const store = new MemoryStore({ now: () => start + 200 * 60_000, closeCells: 10 });
+  const events = [];
+  for (let window = 0; window < 150; window++) {
+    for (let g = 0; g < 20; g++) events.push({ t: start + window * 60_000, g });
+  }
+  events.push({ t: start + 200 * 60_000, g: 0 });
+  for (let i = 0; i < events.length; i += 1_000) {
+    const items = events.slice(i, i + 1_000).map((value) => ({ ok: true as const, value }));
+    await ingestItems(streams.get("s")!, items, { store, nowMs: start + 200 * 60_000 });
+  }
+  const closedOf = (report: Awaited<ReturnType<typeof sweepOnce>>, counter: string) =>
+    report.closed.filter((window) => window.counter === counter).map((window) =>
+      (window.start - start) / 60_000
+    );
+  const first = await sweepOnce(streams.values(), store);
+  const oldest = Array.from({ length: WINDOWS_PER_SWEEP }, (_, i) => i);
+  assert.deepEqual(closedOf(first, "wide"), oldest);
+  // Closed none before: the wide counter's 100 took every call's cells, then its spent budget
+  // was the limit of every counter's call.
+  assert.deepEqual(closedOf(first, "narrow"), oldest);
+  assert.ok(first.closed.filter((w) => w.counter === "wide").every((w) => w.groups.length === 20));
+  const rest = Array.from({ length: 50 }, (_, i) => 100 + i);
+  const second = await sweepOnce(streams.values(), store);
+  assert.deepEqual(closedOf(second, "wide"), rest);
+  assert.deepEqual(closedOf(second, "narrow"), rest);
+});
