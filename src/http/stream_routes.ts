@@ -102,9 +102,10 @@ export interface StreamRouteDeps {
   ingestOptions: (stream: string) => IngestContext;
   /**
    * Run by the admin sweep after windows are closed: the webhook service,
-   * whose queued deliveries the reply reports as `webhooks.queued`.
+   * whose queued deliveries the reply reports as `webhooks.queued`, and a stream's dispatch that
+   * failed (`error`) as `webhooks.error`.
    */
-  sweepConsumers: readonly SweepConsumer<{ queued: number }>[];
+  sweepConsumers: readonly SweepConsumer<{ queued: number; error?: unknown }>[];
   /**
    * Whether this instance began to stop: `/readyz` then answers 503 so that a load balancer
    * sends the rest of its traffic elsewhere while the stop finishes what it holds.
@@ -1554,7 +1555,7 @@ const sweepRoute = createRoute({
               }),
               error: z.object({ code: z.string(), message: z.string() }).optional().openapi({
                 description:
-                  "Present when the webhook dispatch failed after the windows closed (a webhook key Redis refuses, say): the windows and alerts above are still this sweep's",
+                  "Present when the webhook dispatch failed after the windows closed (a webhook key Redis refuses, say), or a stream's did (the others were dispatched, their deliveries in queued): the windows and alerts above are still this sweep's",
               }),
             }),
             failed: z.array(z.object({
@@ -1582,7 +1583,11 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
     const report = await sweepOnce(streams.values(), store, { consumers: deps.sweepConsumers });
     // The other streams were swept: what they closed is reported, beside what failed.
     for (const { stream, error } of report.failed) logSweepError(error, stream);
-    const fanoutError = report.fanoutFailed ? toApiError(report.fanoutFailed[0]) : undefined;
+    // The whole dispatch failed, or one stream's (the others were dispatched): either way some
+    // results of what closed were not made deliveries, which `queued` alone would not say.
+    const failedDispatch = report.fanoutFailed?.[0] ??
+      report.fanout?.find((item) => item.error !== undefined)?.error;
+    const fanoutError = failedDispatch !== undefined ? toApiError(failedDispatch) : undefined;
     return c.json({
       closed: report.closed.map((window) => {
         const counter = findCounter(findStream(streams, window.stream), window.counter);

@@ -12,7 +12,7 @@ import { KeyRing } from "../../src/http/auth.ts";
 import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
-import { setup } from "../fanout/webhooks/_setup.ts";
+import { register, setup } from "../fanout/webhooks/_setup.ts";
 import { at, KEYS, NOW, postEvents, testApp } from "../_fixtures.ts";
 import { redisTest } from "../_redis.ts";
 
@@ -780,6 +780,53 @@ Deno.test("ingest without a valid key is 401 and looks no stream up: keyless req
   assert.equal((await keyed.json()).error.code, "stream_not_found");
   assert.equal(reads, 1);
 });
+
+redisTest(
+  "POST /v1/admin/sweep says webhooks.error when one stream's dispatch fails on a broken key, not only queued 0",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const clock = { now: NOW };
+    const { app, close } = await setup({
+      clock,
+      store: new RedisStore(redis, { now: () => clock.now }),
+      deliveries: new RedisDeliveryStore(redis, { now: () => clock.now }),
+      config: {
+        streams: {
+          visits: {
+            time: { field: "ts", lateness: "0s" },
+            counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          },
+        },
+      },
+    });
+    try {
+      await register(app, { url: "http://127.0.0.1:9/hook", eventTypes: ["window.closed"] });
+      const res = await postEvents(app, [{ ts: at(5) }, { ts: at(65) }], { stream: "visits" });
+      assert.ok(res.ok, await res.text());
+      // Something else wrote over the queue of due deliveries: the stream's page cannot be stored.
+      await redis.set("es:{wh}:qe", "oops");
+      clock.now = NOW + 120_000;
+      const swept = await app.request("/v1/admin/sweep", { method: "POST" });
+      const body = await swept.json();
+      assert.equal(swept.status, 200, JSON.stringify(body));
+      assert.deepEqual(body.closed.map((window: { start: string }) => window.start), [at(0)]);
+      assert.equal(body.webhooks.queued, 0);
+      assert.equal(body.webhooks.error?.code, "internal_error", JSON.stringify(body.webhooks));
+      // The key repaired, the next sweep makes the delivery the failed one did not, without error.
+      await redis.del("es:{wh}:qe");
+      const again = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
+      assert.deepEqual(again.closed, []);
+      assert.equal(again.webhooks.queued, 1);
+      assert.equal(again.webhooks.error, undefined);
+    } finally {
+      await close();
+    }
+  },
+);
 
 redisTest(
   "POST /v1/admin/sweep lists the windows it closed when the webhook dispatch then fails on a broken key",

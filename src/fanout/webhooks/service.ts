@@ -55,6 +55,11 @@ export interface DeliveryWithAttempts extends Delivery {
 export interface WebhookSweepReport {
   /** Deliveries created from the result logs, stored and left to send in the background. */
   queued: number;
+  /**
+   * The first failure of a stream's dispatch other than the store being unreachable (logged; the
+   * other streams were still dispatched): absent when none failed.
+   */
+  error?: unknown;
 }
 
 /** How soon (ms) a dispatch that found the stream's lease held by another instance runs again. */
@@ -245,6 +250,7 @@ export class WebhookService {
     await this.#forgetGone();
     const { endpoints, version } = prepared ?? await this.#listEndpoints();
     let queued = 0;
+    let failed: { error: unknown } | undefined;
     if (endpoints.length === 0 && this.#holding) {
       // The last endpoint went (or this process just started without one): the result logs
       // need not keep what no dispatch took, once, until an endpoint comes.
@@ -283,6 +289,7 @@ export class WebhookService {
             stream: stream.name,
             error,
           });
+          failed ??= { error };
         }
       }
     } finally {
@@ -290,7 +297,7 @@ export class WebhookService {
       // claimed delivery is leased to its claimer, in this process as in others.
       this.#sender.kick();
     }
-    return { queued };
+    return failed ? { queued, error: failed.error } : { queued };
   }
 
   /**
