@@ -282,11 +282,17 @@ async function subscribeFirst(
   deps: LiveRouteDeps,
   subscription: Subscription,
   sink: LiveSink,
-  options: SubscribeOptions & { signal: AbortSignal; slot: ConnectionSlot },
+  options: SubscribeOptions & {
+    signal: AbortSignal;
+    slot: ConnectionSlot;
+    /** Gives the slot back when aborted. @default {signal: when the subscription ends} */
+    freed?: AbortSignal;
+  },
 ): Promise<void> {
-  // Its slot is given back when the subscription ends, however it ends.
-  if (options.signal.aborted) options.slot.release();
-  options.signal.addEventListener("abort", () => options.slot.release(), { once: true });
+  // Its slot is given back when the subscription ends (or its connection, `freed`), however it ends.
+  const freed = options.freed ?? options.signal;
+  if (freed.aborted) options.slot.release();
+  freed.addEventListener("abort", () => options.slot.release(), { once: true });
   try {
     await deps.live.subscribe(subscription, sink, options);
   } catch (error) {
@@ -378,10 +384,15 @@ async function subscribeOverSocket(
     },
     transport: "ws",
   };
+  // Its place is held until its connection ends, not only its subscription: a client that reads
+  // nothing keeps a closed socket open (Deno waits for its close frame) with what was queued for
+  // it, and a place freed at the close would let it open more without bound.
+  const connectionEnded = new AbortController();
   await subscribeFirst(deps, subscription, sink, {
     afterId: setup.afterId,
     signal: stop.signal,
     slot: setup.slot,
+    freed: connectionEnded.signal,
   });
   let unwatch: (() => void) | undefined;
   try {
@@ -399,11 +410,14 @@ async function subscribeOverSocket(
       onClose() {
         unwatch?.();
         stop.abort();
+        connectionEnded.abort();
         closed.resolve();
       },
     }, upgradeOptions);
   } catch (error) {
+    // Not upgraded: no close event will come.
     stop.abort();
+    connectionEnded.abort();
     throw error;
   }
 }

@@ -1477,7 +1477,12 @@ Deno.test("the subscribed, result and closed messages of real WebSocket and SSE 
   }
 });
 
-Deno.test("README: a subscription dropped (too slow) or whose key is revoked frees its place at once, before its client lets go of the connection", async () => {
+Deno.test("README: a subscription dropped (too slow) or whose key is revoked frees its place: over SSE at once, over a WebSocket once its connection ends (a client that reads nothing keeps it until it lets go)", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "It keeps its place until then: the connection and what waits in it still count against the bounds below";
+  assert.ok(readme.includes(claim), claim);
   // Dropped: a WebSocket subscriber that stops reading, in open mode with one place an address.
   const server = await startServer({
     liveRoutes: { maxBufferedBytes: 64 * 1024, subscriptions: { perKey: 1 } },
@@ -1502,9 +1507,20 @@ Deno.test("README: a subscription dropped (too slow) or whose key is revoked fre
       );
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    // The dropped client still holds its (paused) connection: its place is free all the same.
-    const next = await subscribedSse(server);
-    await next.cancel();
+    // The dropped client still holds its (paused) connection, and with it its place: a client
+    // that reads nothing must not open one such connection after another without bound.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const held = await openSse(server, "");
+    assert.equal(held.status, 429, "the place of a connection still open is not free");
+    await held.body?.cancel();
+    // Let go of, the connection's place is free again.
+    slow.socket.terminate();
+    await slow.inbox.closed;
+    await eventually(async () => {
+      const again = await openSse(server, "");
+      await again.body?.cancel();
+      return again.status === 200;
+    });
   } finally {
     slow.socket.terminate();
     await slow.inbox.closed;
