@@ -1328,6 +1328,49 @@ Deno.test("a WebSocket ingest client that does not read its answers gets no more
   }
 });
 
+Deno.test("README: a WebSocket ingest client closed for unread answers that still reads nothing keeps its connection and its place until it closes it", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const claim =
+    "a client that reads nothing gets that frame only after its unread answers, and so keeps its connection, with what waits for it, until it closes it (Deno waits for the client's close frame and offers no way to end the connection sooner): until then it keeps its place too";
+  assert.ok(readme.includes(claim), claim);
+  const server = await startServer({
+    liveRoutes: {
+      socket: { maxBufferedBytes: 64 * 1024, maxUnreadMs: 300, slots: { perKey: 1 } },
+    },
+  });
+  const client = await nodeClient(server.wsUrl(WS_PATH));
+  try {
+    client.socket.pause();
+    const frame = JSON.stringify(Array.from({ length: 1_000 }, () => 1));
+    // Frames until the server stops applying them (its answers wait unread), then none more.
+    for (let sent = 0; server.socketStats.framesQueued === 0; sent++) {
+      assert.ok(sent < 200, "the server never stopped applying frames");
+      client.socket.send(frame);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await eventually(() => server.socketStats.closing === 1);
+    await eventually(() =>
+      server.socketStats.closing === 0 && server.socketStats.framesQueued === 0
+    );
+    // Closed by the server; the client read nothing, so its connection and its place stay.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(server.socketStats.connections, 1);
+    assert.equal(server.socketStats.slotsHeld, 1);
+    assert.match(await rawStatus(server.base, rawUpgrade(WS_PATH)), /^HTTP\/1\.1 429 /);
+    // It reads: the close frame comes after its answers, it answers it, and its place is free.
+    client.socket.resume();
+    const closed = await within(client.inbox.closed, 10_000);
+    assert.equal(closed.code, 1008);
+    await eventually(() =>
+      server.socketStats.slotsHeld === 0 && server.socketStats.connections === 0
+    );
+  } finally {
+    client.socket.terminate();
+    await server.close();
+  }
+});
+
 Deno.test("a frame error is retryable for exactly the codes the README's WebSocket section lists", async () => {
   const { RETRYABLE_CODES } = await import("../../src/http/ingest_socket.ts");
   const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
