@@ -1488,6 +1488,11 @@ Deno.test("README: a subscription dropped (too slow) or whose key is revoked fre
     liveRoutes: { maxBufferedBytes: 64 * 1024, subscriptions: { perKey: 1 } },
     hub: { stalledMs: 100 },
   });
+  const document = await (await fetch(`${server.base}/openapi.json`)).json();
+  assert.match(
+    document.paths["/v1/streams/{stream}/subscribe"].get.description,
+    /frees its place; over a WebSocket, once its connection ends/,
+  );
   const slow = await nodeClient(server.wsUrl(`${SUBSCRIBE}?types=event.processed`));
   try {
     assert.equal((await slow.inbox.next()).type, "subscribed");
