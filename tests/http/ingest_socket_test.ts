@@ -1336,20 +1336,29 @@ Deno.test("README: a WebSocket ingest client closed for unread answers that stil
   assert.ok(readme.includes(claim), claim);
   const server = await startServer({
     liveRoutes: {
-      socket: { maxBufferedBytes: 64 * 1024, maxUnreadMs: 300, slots: { perKey: 1 } },
+      // A linger long enough that the loop below sees the connection closing.
+      socket: {
+        maxBufferedBytes: 64 * 1024,
+        maxUnreadMs: 300,
+        closeLingerMs: 1_000,
+        slots: { perKey: 1 },
+      },
     },
   });
   const client = await nodeClient(server.wsUrl(WS_PATH));
   try {
     client.socket.pause();
     const frame = JSON.stringify(Array.from({ length: 1_000 }, () => 1));
-    // Frames until the server stops applying them (its answers wait unread), then none more.
-    for (let sent = 0; server.socketStats.framesQueued === 0; sent++) {
+    // A frame whenever the server holds none, until it stops applying them (its answers wait
+    // unread) and closes: one frame held at most, so the close is for the answers left unread.
+    for (let sent = 0; server.socketStats.closing === 0;) {
       assert.ok(sent < 200, "the server never stopped applying frames");
-      client.socket.send(frame);
+      if (server.socketStats.framesQueued === 0) {
+        client.socket.send(frame);
+        sent += 1;
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    await eventually(() => server.socketStats.closing === 1);
     await eventually(() =>
       server.socketStats.closing === 0 && server.socketStats.framesQueued === 0
     );
@@ -1362,6 +1371,7 @@ Deno.test("README: a WebSocket ingest client closed for unread answers that stil
     client.socket.resume();
     const closed = await within(client.inbox.closed, 10_000);
     assert.equal(closed.code, 1008);
+    assert.match(closed.reason, /^Client too slow: answers waiting to be sent/);
     await eventually(() =>
       server.socketStats.slotsHeld === 0 && server.socketStats.connections === 0
     );
