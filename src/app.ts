@@ -183,9 +183,14 @@ export function createApp(options: AppOptions): OpenAPIHono {
   // Pages on other origins: preflights granted before any key is asked for, answers readable by
   // the origins listed (ingest has its own, in its route); the errors of the middleware below too.
   app.use("/v1/*", apiCors({ listsOrigin: (origin) => originPolicy.lists(origin), methodsOf }));
-  // Ingest reads its own body, with its own limits; every other body is read by its route, within
-  // 1 MiB (413 here already when its Content-Length says more) and the body time limit.
-  app.use(limitBody({ timeoutMs: limits.bodyTimeoutMs }));
+  // Ingest reads its own body, with its own limits, once its key and the page's origin are
+  // admitted; every other body is read by its route, within 1 MiB (413 here already when its
+  // Content-Length says more) and the body time limit. (Ingest requests that reach the chain name
+  // no stream: their key's 401, or the name's 400, comes first, as for a name, the body unread.)
+  const bodyLimit = limitBody({ timeoutMs: limits.bodyTimeoutMs });
+  app.use((c, next) =>
+    c.req.method === "POST" && admitsListedOrigins(c.req.raw) ? next() : bodyLimit(c, next)
+  );
   // One value per query parameter: which of two a client meant cannot be told.
   app.use(singleQueryValues());
   // A path served, asked with another method, is a 405 naming the methods it takes.

@@ -651,6 +651,42 @@ Deno.test("an ingest POST with a Content-Length from a page to a stream name tha
   }
 });
 
+Deno.test("an ingest POST over 1 MiB to a stream name that is no name is its key's 401 or the name's 400, from a page on any origin, its body unread", async () => {
+  // Such a request reaches the app's middleware chain, whose body limit answered 413 before the
+  // key or the origin was judged, having read a body without Content-Length.
+  const { app } = await setup();
+  const large = JSON.stringify({ id: "a", pad: "x".repeat(1_100_000) });
+  for (
+    const [options, status, code] of [
+      [{ key: KEYS.ingest, origin: OTHER }, 400, "invalid_request"],
+      [{ key: KEYS.ingest }, 400, "invalid_request"],
+      [{ origin: OTHER }, 401, "unauthorized"],
+      [{ key: "not-a-key-0123456789", origin: OTHER }, 401, "unauthorized"],
+    ] as const
+  ) {
+    const [url, init] = send("a.b", large, options);
+    const request = new Request(url, init);
+    request.headers.set("Content-Length", String(large.length));
+    const res = await app.request(request);
+    assert.equal(res.status, status, JSON.stringify(options));
+    assert.equal((await res.json()).error.code, code);
+    if ("origin" in options) assert.equal(res.headers.get("Access-Control-Allow-Origin"), OTHER);
+    // Without Content-Length (chunked): not a byte of it is read.
+    let pulled = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        pulled += 1;
+        controller.enqueue(new TextEncoder().encode(large.slice(0, 65536)));
+        if (pulled === 20) controller.close();
+      },
+    }, { highWaterMark: 0 });
+    const chunked = await app.request(url, { ...init, body, duplex: "half" } as RequestInit);
+    assert.equal(chunked.status, status, `chunked ${JSON.stringify(options)}`);
+    await chunked.body?.cancel();
+    assert.equal(pulled, 0, `chunked ${JSON.stringify(options)}`);
+  }
+});
+
 Deno.test("a 429 states a key's rate as it was given and its refill time in whole seconds, without the rounding error of burst × 1000 / rate (6.999999999999999 events/s; w=31 for 30 s)", async () => {
   const { app, createKey } = await setup();
   const events = (n: number) => Array.from({ length: n }, () => ({}));
