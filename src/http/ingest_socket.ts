@@ -796,11 +796,16 @@ export function ingestSocketHandler(
     const presented = presentedKey(c.req.raw);
     if (presented.inQuery) noteKeyInQuery(c);
     const name = c.req.param("stream") ?? "";
-    const { grant, error: denied } = await authorize(deps.keys, presented.key, "ingest", {
+    const { grant, error: refused } = await authorize(deps.keys, presented.key, "ingest", {
       howToSend: HOW_TO_SEND_FROM_BROWSER,
       stream: name,
       authorization: c.req.header("Authorization"),
     });
+    // A key limited to streams is told a path's stream is no name once it is verified: that is
+    // the route's 400 before the upgrade, from any page, as a key for all streams is told it (and
+    // HTTP ingest), not a refused key's close (or a foreign page's 403 telling to list it).
+    if (refused?.status === 400) throw refused;
+    const denied = refused;
     const stream = denied ? deps.streams.get(name) : await lookUpStream(deps.streams, name);
     // As for HTTP ingest: a publishable key works only from its pages, and a page's origin is
     // admitted by the key's or the stream's `origins` too.

@@ -1450,6 +1450,40 @@ Deno.test("a cross-origin WebSocket ingest upgrade to a stream name that is no n
   }
 });
 
+Deno.test("a WebSocket ingest upgrade to a stream name that is no name with a key limited to streams is the name check's 400 before the upgrade, from a page on any origin or none", async () => {
+  const server = await startServer({ auth: true });
+  try {
+    const limited = await createKey(server, { scopes: ["ingest"], streams: ["orders"] });
+    for (const name of ["a.b", "x".repeat(65)]) {
+      const path = `/v1/streams/${name}/ws`;
+      for (const headers of [{ Origin: "https://other.example" }, {}] as Record<string, string>[]) {
+        const client = await nodeClient(server.wsUrl(path), {
+          headers,
+          protocols: [`bearer.${limited.key}`],
+        });
+        assert.equal(client.status, 400, `${name} ${JSON.stringify(headers)}`);
+        await client.close();
+      }
+      const res = await fetch(`${server.base}${path}`, {
+        headers: {
+          Upgrade: "websocket",
+          Connection: "Upgrade",
+          "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+          Authorization: `Bearer ${limited.key}`,
+          Origin: "https://other.example",
+        },
+      });
+      assert.equal(res.status, 400, name);
+      const { error } = await res.json();
+      assert.equal(error.code, "invalid_request");
+      assert.match(error.message, /^Invalid path parameter stream: Names are 1-64 characters/);
+    }
+  } finally {
+    await server.close();
+  }
+});
+
 /** A WebSocket upgrade of `WS_PATH`, as a client sends it, read as plain HTTP. */
 function upgradeRequest(server: TestServer, headers: Record<string, string>) {
   return fetch(`${server.base}${WS_PATH}`, {
