@@ -217,9 +217,9 @@ export function ingestCors(deps: BrowserIngestDeps): MiddlewareHandler {
     const origin = c.req.header("Origin");
     if (c.req.method === "OPTIONS") {
       // Neither the stream nor a key is looked up: the answer must not tell whether a stream
-      // exists, nor which origins it lists, to whoever asks without a key. The POST decides.
-      const name = c.req.param("stream") ?? "";
-      if (!NAME.test(name)) throw invalidNameParameter("stream", name);
+      // exists, nor which origins it lists, to whoever asks without a key. The POST decides, a
+      // path whose stream is no name too (its 400, which a page reads only once its preflight
+      // was granted: a refused preflight is a network error), as the API's preflights (cors.ts).
       c.header("Allow", "POST");
       c.header("Vary", "Origin");
       if (origin !== undefined) {

@@ -199,6 +199,41 @@ browserTest(
 );
 
 browserTest(
+  "a page's preflighted fetch to a stream name that is no name reads its 400 from any origin, its preflight granted as any is",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const script = `fetch(${JSON.stringify(`${s.api}/v1/streams/a.b/events?key=${s.key}`)}, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify([{ id: "n1" }]),
+      }).then(async (res) => ({ status: res.status, body: await res.json() }),
+        (error) => ({ error: String(error) }))`;
+      for (const origin of [s.allowed, s.refused]) {
+        const page = await open(browser, origin);
+        const answer = await page.evaluate(script) as {
+          status?: number;
+          body?: { error: { code: string } };
+          error?: string;
+        };
+        assert.equal(answer.error, undefined, origin);
+        assert.equal(answer.status, 400, origin);
+        assert.equal(answer.body?.error.code, "invalid_request", origin);
+        await page.close();
+      }
+      assert.deepEqual(s.answers.map((answer) => [answer.method, answer.status]), [
+        ["OPTIONS", 204],
+        ["POST", 400],
+        ["OPTIONS", 204],
+        ["POST", 400],
+      ]);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "a page on the key's origin sends with sendBeacon (text/plain, key in the URL); another origin's beacon is refused 403 and counts nothing",
   async (browser) => {
     const s = await setup();
