@@ -640,6 +640,33 @@ Deno.test("the README's ingest CORS says a POST to a stream name that is no name
   assert.match(section, /a repeated query's `400`, a stream name's `400`, a `401`/);
 });
 
+Deno.test("a publishable key sends only from its own origins: one the stream or EDGESTREAM_ALLOWED_ORIGINS lists is 403 for it, as the README says", async () => {
+  const { app, createKey, stats } = await setup({ allowedOrigins: [OTHER] });
+  const pk = await createKey({ type: "publishable", streams: ["listed"], origins: [SHOP] });
+  for (const origin of ["https://docs.example", OTHER]) {
+    const res = await app.request(
+      ...send("listed", {}, { query: pk.key, origin, type: "text/plain" }),
+    );
+    assert.equal(res.status, 403, origin);
+    assert.equal((await res.json()).error.code, "origin_not_allowed");
+  }
+  // A secret key with no origins of its own is admitted there by the stream's origins.
+  const byStream = await app.request(
+    ...send("listed", {}, { key: KEYS.ingest, origin: "https://docs.example" }),
+  );
+  assert.equal(byStream.status, 202);
+  assert.equal((await stats("listed")).accepted, 1);
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const section = readme.slice(
+    readme.indexOf("### Browsers: CORS, beacons and `/sdk.js`"),
+    readme.indexOf("- **CORS.**"),
+  ).replace(/\s+/g, " ");
+  assert.match(
+    section,
+    /but with a publishable key only from the key's own `origins`: one the stream lists and the key does not is `403 origin_not_allowed`/,
+  );
+});
+
 Deno.test("an ingest POST with a Content-Length from a page to a stream name that is no name is the name check's 400, not a 403 telling to list its origin", async () => {
   // Browsers send a Content-Length: the body is then not read again before the route, unlike
   // an in-process request without one.
