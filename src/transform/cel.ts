@@ -19,6 +19,7 @@ import {
   type CompiledPattern,
   compileLinearPattern,
   endMatchingBudget,
+  PatternBudgetError,
   patternCompileSize,
   PatternError,
   RANGES_PER_INSTRUCTION,
@@ -76,16 +77,18 @@ export const MAX_EVALUATION_COST = 100_000;
  * What one evaluation's `matches()` calls may cost together: for each call, its text's characters
  * (UTF-16 units) times the instructions its pattern may visit a character (`characterCost`: the
  * pattern's size by `patternSize`, or fewer for one RE2 matches in one pass), charged before it
- * runs. RE2 matches in linear time, but linear in both: it may visit each instruction once a
- * character (re2js's lazy DFA builds a state of up to every instruction for a new character), so
- * a 4,003-instruction pattern took 0.5 s over 2,000 characters (and seconds over an event's 64 KiB)
- * where an email or UUID pattern over 4 KB takes 0.05 ms. At this bound the worst cases measured
- * (first tests in a fresh process) took 1–22 ms, but 100–130 ms of CPU time (48–435 ms wall on a
- * 2-core machine at a load of 3.5–9) for `.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]` (118 a character)
- * over 2,200 characters of six letters mixed, while an email pattern (13
- * instructions) may still run four times over 4 KB, or a UUID one (40 instructions, 3 a
- * character: matched in one pass) over 80 KB. Past it the evaluation fails, as past
- * {@linkcode MAX_EVALUATION_COST}.
+ * runs, and each state its matcher builds (the entries of its table of character classes,
+ * `stateCost`), charged as it is built. RE2 matches in linear time, but linear in both: it may
+ * visit each instruction once a character (re2js's lazy DFA builds a state of up to every
+ * instruction for a new character), so a 4,003-instruction pattern took 0.5 s over 2,000
+ * characters (and seconds over an event's 64 KiB) where an email or UUID pattern over 4 KB takes
+ * 0.05 ms. At this bound the worst cases measured (first tests in a fresh process) took 1–22 ms,
+ * and 17–38 ms of CPU time for `.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]` over 145–2,221 characters
+ * of six letters mixed, 26–59 ms taken from the event and compiled (10–36 ms over 8 characters),
+ * on a 2-core machine at a load of 7–11 (97–129 ms before its states were charged, at 118 a
+ * character), while an email pattern (13 instructions) may still run four times over 4 KB, or a
+ * UUID one (40 instructions, 3 a character: matched in one pass) over 80 KB. Past it the
+ * evaluation fails, as past {@linkcode MAX_EVALUATION_COST}.
  */
 export const MAX_MATCHING_COST = 262_144;
 
@@ -231,10 +234,18 @@ function spendOnCompiling(size: number, compileSize: number): void {
   if (!chargeCompiling(size, compileSize)) throw SPENT;
 }
 
-/** Whether `pattern` matches `text`, charged before it runs; past the budget, fails the evaluation. */
+/**
+ * Whether `pattern` matches `text`, charged before it runs, and the states its matcher builds as
+ * they are (see `CompiledPattern.stateCost`); past the budget, fails the evaluation.
+ */
 function testCharged(pattern: CompiledPattern, text: string): boolean {
   if (!chargeTest(pattern, text.length)) throw SPENT;
-  return pattern.test(text);
+  try {
+    return pattern.test(text);
+  } catch (error) {
+    if (error instanceof PatternBudgetError) throw SPENT;
+    throw error;
+  }
 }
 
 /**

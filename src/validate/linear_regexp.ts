@@ -33,9 +33,17 @@ export interface CompiledPattern extends LinearPattern {
   readonly size: number;
   /**
    * Most instructions a test may visit a character of text (see {@linkcode characterCost}): its
-   * `size`, or fewer for a pattern RE2 matches in one pass.
+   * `size`, or fewer for a pattern RE2 matches in one pass; charged before the test runs.
    */
   readonly characterCost: number;
+  /**
+   * What each state its matcher (re2js's lazy DFA, for a pattern not matched in one pass) builds
+   * costs, in instructions: the entries of the state's table of character classes (see
+   * {@linkcode CLASSES_PER_INSTRUCTION}), charged as the state is built; 0 for a pattern matched
+   * in one pass. Most tests build a few states, kept for the next; a pattern that tells large
+   * classes apart may build one almost every character.
+   */
+  readonly stateCost: number;
 }
 
 /**
@@ -414,7 +422,7 @@ function goesOnTo(instruction: ProgramInstruction): number[] | undefined {
 function characterCost(compiled: RE2JS, size: number): number {
   const onePass = compiled.re2().onepass as { inst?: ProgramInstruction[] } | null;
   const instructions = onePass?.inst;
-  if (!Array.isArray(instructions)) return size + classCost(compiled);
+  if (!Array.isArray(instructions)) return size;
   // Longest chain from each instruction to one that reads a character or ends, itself included:
   // 0 not seen, -1 on the walk's path (reached again: a cycle, which RE2 never makes in a
   // one-pass program, but no bound is taken from one). Depth first, without recursion.
@@ -510,50 +518,99 @@ export function retainedMatcherSize(): number {
   return retainedMatcherBytes;
 }
 
+/** What a test of a compiled pattern is doing, for the charge of its DFA's states. */
+interface TestRun {
+  /** Characters of the text being tested. */
+  length: number;
+  /** States (tables) its DFA built in this test. */
+  states: number;
+}
+
 /**
- * `re2.test`, then what its lazy DFA keeps counted (see {@linkcode MAX_RETAINED_MATCHER_BYTES}).
- * A DFA whose fields are not re2js's as read here is left to re2js's own bound.
+ * `re2.test`, then what its lazy DFA keeps counted (see {@linkcode MAX_RETAINED_MATCHER_BYTES}),
+ * even when the charge of its states stopped it (see {@linkcode chargeDfaStates}). A DFA whose
+ * fields are not re2js's as read here is left to re2js's own bound.
  */
-function boundedTest(re2: RE2JS): (text: string) => boolean {
+function boundedTest(re2: RE2JS, run: TestRun): (text: string) => boolean {
   const engine = re2.re2() as unknown as { lazyDFA?: unknown };
   let matcher: WeakRef<LazyDfa> | undefined;
   return (text) => {
-    const matched = re2.test(text);
-    const dfa = engine.lazyDFA as Partial<LazyDfa> | null | undefined;
-    if (
-      typeof dfa?.stateBudget === "number" && typeof dfa.memBudget === "number" &&
-      typeof dfa.clearCache === "function"
-    ) {
-      if (matcher === undefined) {
-        matcher = new WeakRef(dfa as LazyDfa);
-        collectedMatchers.register(dfa, matcher);
+    run.length = text.length;
+    run.states = 0;
+    try {
+      return re2.test(text);
+    } finally {
+      const dfa = engine.lazyDFA as Partial<LazyDfa> | null | undefined;
+      if (
+        typeof dfa?.stateBudget === "number" && typeof dfa.memBudget === "number" &&
+        typeof dfa.clearCache === "function"
+      ) {
+        if (matcher === undefined) {
+          matcher = new WeakRef(dfa as LazyDfa);
+          collectedMatchers.register(dfa, matcher);
+        }
+        keepMatchersBounded(matcher, dfa as LazyDfa);
       }
-      keepMatchersBounded(matcher, dfa as LazyDfa);
     }
-    return matched;
   };
 }
 
 /**
- * How many character classes re2js's lazy DFA may fill in a state's table before the character
- * that makes the state costs an instruction more (see {@linkcode classCost}).
+ * How many entries of the table re2js's lazy DFA gives each state it builds cost an instruction
+ * (see {@linkcode CompiledPattern.stateCost}): 1, each entry as much as an instruction visited a
+ * character. The tables are where the time goes for a pattern with large classes whose DFA builds
+ * a new state almost every character: `.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]` (1,610 entries a
+ * table) over 2,221 characters of six letters mixed built 1,276 of them, 2 million entries, which
+ * took 60–300 ms with collecting them (most of the test's time), 30–150 ns an entry, in the first
+ * tests of a fresh process; charged 1 a character for each 16 classes (118 a character), it ran
+ * within the budget. An instruction visited a character takes up to about 0.15 µs.
  */
-export const CLASSES_PER_INSTRUCTION = 16;
+export const CLASSES_PER_INSTRUCTION = 1;
+
+/** re2js's lazy DFA (`RE2.dfa`), as {@linkcode chargeDfaStates} reads it. */
+interface DfaTables {
+  /** Classes of characters the pattern tells apart: each state's table has one more entry. */
+  numClasses: number;
+  /** Gives a state its table of next states (`null` when re2js's own memory budget is spent). */
+  allocTable(state: unknown, anchor: unknown): unknown;
+}
 
 /**
- * What the tables of a pattern's DFA states cost a character, in instructions: re2js's DFA (what
- * runs a pattern not matched in one pass) gives each state it makes, at most one a character, a
- * table of one entry per class of characters the pattern tells apart, 1,603 for
- * `[\p{L}\p{N}\p{S}\p{P}]` (6–10 µs a state), so an 18-instruction pattern with it took 175 ns a
- * charged instruction where others take up to 145. Builds the DFA now, while the pattern is
+ * What each state the DFA of `compiled` (a pattern not matched in one pass) builds costs, in
+ * instructions (its table's entries, {@linkcode CLASSES_PER_INSTRUCTION} an instruction), charged
+ * to the running budget as the DFA builds it: past it, the test stops with
+ * {@linkcode PatternBudgetError} before the table is made (re2js's DFA is left whole: the state
+ * just has no table yet).
+ * `observed` is false for a DFA whose fields are not re2js's as read here: its states are then
+ * charged one a character, before the test runs. Builds the DFA now, while the pattern is
  * compiled (and charged as compiling, by {@linkcode patternCompileSize}): building it is linear in
  * the ranges of its classes (6–37 ms for `^[\p{L}\p{N}\p{S}\p{P}]{1000}`), which its first test
- * would otherwise take, charged only by the text's length. 0 for a DFA whose fields are not
- * re2js's as read here.
+ * would otherwise take, charged only by the text's length.
  */
-function classCost(compiled: RE2JS): number {
-  const classes = (compiled.re2() as unknown as { dfa?: { numClasses?: unknown } }).dfa?.numClasses;
-  return typeof classes === "number" ? Math.floor(classes / CLASSES_PER_INSTRUCTION) : 0;
+function chargeDfaStates(
+  compiled: RE2JS,
+  size: number,
+  run: TestRun,
+): { stateCost: number; observed: boolean } {
+  const dfa = (compiled.re2() as unknown as { dfa?: Partial<DfaTables> }).dfa;
+  const classes = dfa?.numClasses;
+  if (typeof classes !== "number") return { stateCost: 0, observed: false };
+  const stateCost = Math.ceil((classes + 1) / CLASSES_PER_INSTRUCTION);
+  const allocTable = dfa!.allocTable;
+  if (typeof allocTable !== "function") return { stateCost, observed: false };
+  dfa!.allocTable = function (state, anchor) {
+    run.states += 1;
+    const charged = charge(
+      stateCost,
+      () =>
+        `a pattern of ${size} instructions over ${run.length} characters costs ${
+          size * run.length
+        }, and each state its matcher builds ${stateCost} (a table of its ${classes} classes of characters and the text's end): its state ${run.states} in this test is past it`,
+    );
+    if (!charged) throw new PatternBudgetError(matchingPast!);
+    return allocTable.call(this, state, anchor);
+  };
+  return { stateCost, observed: true };
 }
 
 /** Options for {@linkcode compileLinearPattern}. */
@@ -581,10 +638,16 @@ export function compileLinearPattern(
   if (options.beforeCompiling) options.beforeCompiling(size, patternCompileSize(pattern));
   try {
     const re2 = RE2JS.compile(toRe2Syntax(pattern));
+    const run: TestRun = { length: 0, states: 0 };
+    // re2js runs its DFA for any pattern it cannot match in one pass.
+    const states = re2.re2().onepass === null
+      ? chargeDfaStates(re2, size, run)
+      : { stateCost: 0, observed: true };
     const compiled: CompiledPattern & { toString(): string } = {
       size,
-      characterCost: characterCost(re2, size),
-      test: boundedTest(re2),
+      characterCost: characterCost(re2, size) + (states.observed ? 0 : states.stateCost),
+      stateCost: states.stateCost,
+      test: boundedTest(re2, run),
       // Ajv keeps one compiled pattern per `toString()`: the pattern's own, never one for all.
       toString: () => re2.toString(),
     };
@@ -605,15 +668,17 @@ export function compileLinearPattern(
  * date-time and time formats) may cost together: for each test, its text's characters times the
  * instructions its pattern may visit a character ({@linkcode CompiledPattern.characterCost}: the
  * pattern's size by {@linkcode patternSize}, or fewer for one RE2 matches in one pass), charged
- * before it runs. RE2's time is linear in the text and in the pattern's size (it may visit each
- * instruction once a character): one 4,003-instruction pattern over a 60,000-character string (an
- * event may have 64 KiB) took 5 s, three of them 9 s. At this bound the worst cases measured took
- * 1–38 ms on a loaded 2-core machine, but `.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]` (118 a
- * character) over 2,221 characters of six letters mixed, tested twice (by Ajv's verdict, then by
- * zod to say why), 157–238 ms of CPU time on the first event in a fresh process (88–644 ms wall at
- * a load of 3.5–9), while an email pattern (13 instructions) may still test
- * strings of 20,000 characters, and a UUID one (40 instructions, 3 a character: matched in one
- * pass) over 2,400 UUIDs, more than an event holds. Past it the event is refused (see
+ * before it runs, and each state its matcher builds, as it builds it
+ * ({@linkcode CompiledPattern.stateCost}). RE2's time is linear in the text and in the pattern's
+ * size (it may visit each instruction once a character): one 4,003-instruction pattern over a
+ * 60,000-character string (an event may have 64 KiB) took 5 s, three of them 9 s. At this bound
+ * the worst cases measured, each the first event in a fresh process, took 10–19 ms of CPU time for
+ * an email pattern over 20,000 characters and 14–27 ms for `.*[\p{L}\p{N}\p{S}\p{P}]a.{10}[cd]`
+ * over 120–2,221 characters of six letters mixed, tested twice (by Ajv's verdict, then by zod to
+ * say why), on a 2-core machine at a load of 7–11 (157–238 ms before its states were charged, at
+ * 118 a character), while an email pattern (13 instructions) may still test strings of 20,000
+ * characters, and a UUID one (40 instructions, 3 a character: matched in one pass) over 2,400
+ * UUIDs, more than an event holds. Past it the event is refused (see
  * {@linkcode PatternBudgetError}).
  */
 export const MAX_EVENT_MATCHING_COST = 262_144;
@@ -665,6 +730,8 @@ function charge(cost: number, why: () => string): boolean {
  * Charges a test of `pattern` over `length` characters to the running
  * {@linkcode startMatchingBudget}, before it runs: `characterCost × length` (see
  * {@linkcode testCost}). False past the budget, or once it was passed: the test must not run.
+ * The test itself charges each state its matcher builds ({@linkcode CompiledPattern.stateCost}),
+ * throwing {@linkcode PatternBudgetError} past the budget.
  */
 export function chargeTest(pattern: CompiledPattern, length: number): boolean {
   return charge(pattern.characterCost * length, () => testCost(pattern, length));

@@ -3,10 +3,15 @@ import fc from "fast-check";
 import { RE2JS } from "re2js";
 import { evalAtRoot } from "../_eval.ts";
 import {
+  chargeTest,
   compileLinearPattern,
+  endMatchingBudget,
+  MAX_EVENT_MATCHING_COST,
   MAX_PATTERN_SIZE,
+  PatternBudgetError,
   PatternError,
   patternSize,
+  startMatchingBudget,
 } from "../../src/validate/mod.ts";
 import {
   CLASSES_PER_INSTRUCTION,
@@ -331,11 +336,82 @@ Deno.test("patternCompileSize() counts each class's ranges of characters, RANGES
   }
 });
 
-Deno.test("compileLinearPattern() charges a pattern its DFA runs for the character classes its states' tables hold, CLASSES_PER_INSTRUCTION an instruction", () => {
-  // 1,603 classes: each state the DFA makes (one a character at most) fills a table of them.
-  assert.equal(CLASSES_PER_INSTRUCTION, 16);
-  const manyClasses = compileLinearPattern(".*[\\p{L}\\p{N}\\p{S}\\p{P}]a.{10}[cd]");
-  assert.deepEqual([manyClasses.size, manyClasses.characterCost], [18, 118]);
-  const fewClasses = compileLinearPattern(".*[a-z]a.{10}[cd]");
-  assert.equal(fewClasses.characterCost, fewClasses.size);
+Deno.test("compileLinearPattern() charges each state its DFA builds its table of character classes, CLASSES_PER_INSTRUCTION an instruction, as it builds it: exactly the states re2js builds", () => {
+  // A table of 1,610 entries a state, and six letters mixed build one almost every character:
+  // charged 1 a character for each 16 classes (118), 2,221 characters of them took 100–240 ms.
+  assert.equal(CLASSES_PER_INSTRUCTION, 1);
+  const pattern = ".*[\\p{L}\\p{N}\\p{S}\\p{P}]a.{10}[cd]";
+  const manyClasses = compileLinearPattern(pattern);
+  assert.deepEqual(
+    [manyClasses.size, manyClasses.characterCost, manyClasses.stateCost],
+    [18, 18, 1610],
+  );
+  assert.ok(compileLinearPattern(".*[a-z]a.{10}[cd]").stateCost < 20);
+  // Matched in one pass: no DFA, no states.
+  assert.equal(compileLinearPattern("^[\\p{L} .'-]{1,100}$").stateCost, 0);
+  // The states re2js's own DFA builds over the text, counted on a copy of the pattern.
+  const text = sixLetters(2_221);
+  const copy = RE2JS.compile(pattern);
+  const dfa = (copy.re2() as unknown as { dfa: { allocTable: (...args: unknown[]) => unknown } })
+    .dfa;
+  const allocTable = dfa.allocTable;
+  let states = 0;
+  dfa.allocTable = function (...args) {
+    states += 1;
+    return allocTable.apply(this, args);
+  };
+  const matched = copy.test(text);
+  // 1,276 tables, and 2 that re2js's own memory budget refused (it reset, then gave up): each
+  // asked for is charged.
+  assert.equal(states, 1_278);
+  const cost = 18 * text.length + states * 1610;
+  // A fresh pattern each time: a DFA keeps the states it built for the next test.
+  const charged = (budget: number) => {
+    startMatchingBudget(budget);
+    const compiled = compileLinearPattern(pattern);
+    try {
+      assert.ok(chargeTest(compiled, text.length));
+      return compiled.test(text);
+    } finally {
+      endMatchingBudget();
+    }
+  };
+  assert.equal(charged(cost), matched);
+  assert.throws(
+    () => charged(cost - 1),
+    (error) =>
+      error instanceof PatternBudgetError &&
+      error.message.endsWith(
+        `: a pattern of 18 instructions over 2221 characters costs 39978, and each state its matcher builds 1610 (a table of its 1609 classes of characters and the text's end): its state ${states} in this test is past it`,
+      ),
+  );
+  // Ordinary patterns build few states: within an event's budget over texts as long as before.
+  startMatchingBudget(MAX_EVENT_MATCHING_COST);
+  try {
+    const email = compileLinearPattern(
+      String.raw`^[a-zA-Z0-9._%+-]+@[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}$`,
+    );
+    assert.equal(email.stateCost, 18);
+    const emailText = `${"a".repeat(16_000)}@b.co`;
+    assert.ok(chargeTest(email, emailText.length) && email.test(emailText));
+    const name = compileLinearPattern(String.raw`(?i)^[\p{L} ]+ [\p{L}]+$`);
+    for (let i = 0; i < 20; i++) {
+      const full = `Zoë Ångström-${"Éléonore ".repeat(10)}Ñuñez${i}`.replace(/[-\d]/g, "");
+      assert.ok(chargeTest(name, full.length) && name.test(full));
+    }
+  } finally {
+    assert.equal(endMatchingBudget(), undefined);
+  }
 });
+
+/** `length` characters of six letters mixed, by a fixed seed: a new DFA state almost each. */
+function sixLetters(length: number): string {
+  const letters = ["a", "b", "\u00e9", "1", "\u0436", "$"];
+  let seed = 11;
+  let text = "";
+  for (let i = 0; i < length; i++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    text += letters[seed % 6];
+  }
+  return text;
+}
