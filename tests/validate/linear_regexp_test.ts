@@ -415,3 +415,34 @@ function sixLetters(length: number): string {
   }
   return text;
 }
+
+Deno.test("a text near the budget passes on a matcher that kept its states and is refused by one that built none, as README says", async () => {
+  const pattern = ".*[\\p{L}\\p{N}\\p{S}\\p{P}]a.{10}[cd]";
+  const text = sixLetters(500);
+  const test = (compiled: ReturnType<typeof compileLinearPattern>, budget: number) => {
+    startMatchingBudget(budget);
+    try {
+      assert.ok(chargeTest(compiled, text.length));
+      return compiled.test(text);
+    } finally {
+      endMatchingBudget();
+    }
+  };
+  // What the characters alone cost, and a few states more: far fewer than this text builds cold.
+  const budget = 18 * text.length + 10 * 1610;
+  const warm = compileLinearPattern(pattern);
+  // Outside any budget (a first test with room): the DFA keeps the states it built.
+  startMatchingBudget(Number.MAX_SAFE_INTEGER);
+  try {
+    warm.test(text);
+  } finally {
+    endMatchingBudget();
+  }
+  assert.equal(typeof test(warm, budget), "boolean");
+  assert.throws(() => test(compileLinearPattern(pattern), budget), PatternBudgetError);
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /one refused by a matcher that had built few states \(the first test in a process, or after the bound below dropped them\) may pass on an instance that kept them/,
+  );
+});
