@@ -61,8 +61,14 @@ export { admitsListedOrigins, isIngestRequest } from "./_ingest_path.ts";
 const INGEST_HOW_TO_SEND =
   "send 'Authorization: Bearer <key>', or a publishable key as '?key=<pk_…>'";
 
-/** Request headers a page's ingest request may send. */
-const ALLOWED_HEADERS = "authorization, content-type, idempotency-key, x-request-id";
+/**
+ * Request headers a page's ingest request may send: a compressed body's `content-encoding` (a
+ * page compresses with `CompressionStream`), and the W3C trace context a page's OpenTelemetry
+ * instrumentation adds to requests it propagates to (without them its preflight fails, and so
+ * the request).
+ */
+const ALLOWED_HEADERS =
+  "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate";
 
 /** Response headers a page may read from an ingest answer. */
 const EXPOSED_HEADERS =

@@ -24,9 +24,9 @@ import { grantOfRequest } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { upgradeAsksForWebSocket } from "./_header_list.ts";
 
-/** Request headers a page's API request may send. */
+/** Request headers a page's API request may send (trace context as for ingest, in browser.ts). */
 export const API_ALLOWED_HEADERS =
-  "authorization, content-type, idempotency-key, if-match, if-none-match, last-event-id, x-request-id";
+  "authorization, content-type, content-encoding, idempotency-key, if-match, if-none-match, last-event-id, x-request-id, traceparent, tracestate";
 
 /** Response headers a page may read from an API answer. */
 export const API_EXPOSED_HEADERS =

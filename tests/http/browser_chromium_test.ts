@@ -163,6 +163,49 @@ browserTest(
 );
 
 browserTest(
+  "a page sends a body compressed with CompressionStream (Content-Encoding: gzip) and its OpenTelemetry trace context: the preflight grants both",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const url = `${s.api}/v1/streams/pageviews/events?key=${s.key}`;
+      const script = `(async () => {
+        const text = JSON.stringify([{ id: "z1" }, { id: "z2" }, { id: "z3" }]);
+        const gzip = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
+        const body = await new Response(gzip).arrayBuffer();
+        try {
+          const res = await fetch(${JSON.stringify(url)}, {
+            method: "POST",
+            headers: {
+              "Content-Type": "application/json",
+              "Content-Encoding": "gzip",
+              traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+              tracestate: "shop=1",
+            },
+            body,
+          });
+          return { status: res.status, body: await res.json() };
+        } catch (error) {
+          return { error: String(error) };
+        }
+      })()`;
+      const page = await open(browser, s.allowed);
+      const sent = await page.evaluate(script) as {
+        status?: number;
+        body?: { accepted: number };
+        error?: string;
+      };
+      // Before, the preflight granted neither header: the fetch failed as a network error.
+      assert.equal(sent.error, undefined);
+      assert.equal(sent.status, 202);
+      assert.equal(sent.body?.accepted, 3);
+      assert.equal(await s.accepted("pageviews"), 3);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "a page's preflighted fetch to a stream that does not exist reads its 404, as the keyless preflight answered as for one that exists",
   async (browser) => {
     const s = await setup();

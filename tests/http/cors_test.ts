@@ -221,7 +221,7 @@ Deno.test("ingest keeps its own CORS: its preflight and answers are as before", 
   assert.equal(pre.headers.get("Access-Control-Allow-Methods"), "POST");
   assert.equal(
     pre.headers.get("Access-Control-Allow-Headers"),
-    "authorization, content-type, idempotency-key, x-request-id",
+    "authorization, content-type, content-encoding, idempotency-key, x-request-id, traceparent, tracestate",
   );
 });
 
