@@ -31,6 +31,9 @@ import { configureLogging } from "../src/telemetry/logging.ts";
 
 const logger = getLogger(["edgestream"]);
 
+/** Deno Deploy kills an isolate this long after the SIGINT that stops it. */
+const DEPLOY_KILL_AFTER_MS = 5_000;
+
 let configured: ReturnType<typeof configure> | undefined;
 let started: ReturnType<typeof setUp> | undefined;
 
@@ -73,6 +76,14 @@ async function setUp() {
       if (store.kind === "memory") {
         logger.warn(
           "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
+        );
+      }
+      // Valid for a process of one's own, but here the kill comes first: a stop still at work
+      // then is cut short, as by a crash, and says nothing of what it did not finish.
+      if (config.shutdownMs >= DEPLOY_KILL_AFTER_MS) {
+        logger.warn(
+          "EDGESTREAM_SHUTDOWN: {shutdown} is not under the 5 s Deno Deploy gives a stopping isolate before it kills it, so a stop that takes that long is cut short; set it under 5s (default 4s)",
+          { shutdown: Deno.env.get("EDGESTREAM_SHUTDOWN") },
         );
       }
     },

@@ -233,6 +233,40 @@ Deno.test("deploy/main.ts on a preview timeline starts without keys or Redis, li
   }
 });
 
+Deno.test("deploy/main.ts warns, naming it, of an EDGESTREAM_SHUTDOWN of 5s or more, which Deploy's kill 5 s after SIGINT would cut short", async () => {
+  const warning = /EDGESTREAM_SHUTDOWN: (\S+) is not under the 5 s Deno Deploy gives/;
+  for (const [shutdown, warned] of [["5s", true], ["10s", true], ["4999ms", false]] as const) {
+    const run = runDeploy({ DENO_TIMELINE: "preview/abc123", EDGESTREAM_SHUTDOWN: shutdown });
+    try {
+      // The last notice of the memory store's isolate: the others came before it.
+      await run.seen(/No UPSTASH_REDIS_REST_URL/);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const messages = run.output().split("\n").filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line).message as string);
+      const found = messages.map((message) => message.match(warning)).find((match) => match);
+      assert.equal(
+        found?.[1],
+        warned ? shutdown : undefined,
+        `${shutdown}: ${messages.join("\n")}`,
+      );
+      if (warned) assert.match(found!.input!, /set it under 5s \(default 4s\)$/);
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.done;
+    }
+  }
+  // The default is under it.
+  const run = runDeploy({ DENO_TIMELINE: "preview/abc123" });
+  try {
+    await run.seen(/No UPSTASH_REDIS_REST_URL/);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.doesNotMatch(run.output(), /EDGESTREAM_SHUTDOWN/);
+  } finally {
+    run.child.kill("SIGTERM");
+    await run.done;
+  }
+});
+
 Deno.test("deploy/main.ts holds WebSocket ingest to EDGESTREAM_INGEST_SOCKETS_PER_KEY, as src/main.ts", async () => {
   const run = runDeploy({
     DENO_TIMELINE: "preview/abc123",
