@@ -78,6 +78,14 @@ async function setUp() {
           "No UPSTASH_REDIS_REST_URL/TOKEN: every isolate has its own memory store; set them on Deno Deploy",
         );
       }
+      // Read for src/main.ts's timer; here the cron sweeps, every minute, whatever it says.
+      const sweepEvery = Deno.env.get("EDGESTREAM_SWEEP_EVERY");
+      if (sweepEvery) {
+        logger.warn(
+          "EDGESTREAM_SWEEP_EVERY has no effect on Deno Deploy, where Deno.cron runs the sweep every minute (got {sweepEvery}); it sets the timer of a self-hosted process (src/main.ts)",
+          { sweepEvery },
+        );
+      }
       // Valid for a process of one's own, but here the kill comes first: a stop still at work
       // then is cut short, as by a crash, and says nothing of what it did not finish.
       if (config.shutdownMs >= DEPLOY_KILL_AFTER_MS) {

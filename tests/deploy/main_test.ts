@@ -267,6 +267,31 @@ Deno.test("deploy/main.ts warns, naming it, of an EDGESTREAM_SHUTDOWN of 5s or m
   }
 });
 
+Deno.test("deploy/main.ts warns, naming it, that EDGESTREAM_SWEEP_EVERY has no effect there: its cron sweeps every minute", async () => {
+  for (const sweepEvery of ["0s", "10s", ""]) {
+    const run = runDeploy({ DENO_TIMELINE: "preview/abc123", EDGESTREAM_SWEEP_EVERY: sweepEvery });
+    try {
+      await run.seen(/No UPSTASH_REDIS_REST_URL/);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const messages = run.output().split("\n").filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line).message as string);
+      const found = messages.find((message) => message.startsWith("EDGESTREAM_SWEEP_EVERY"));
+      if (sweepEvery === "") {
+        // Empty is not set, as for every setting.
+        assert.equal(found, undefined);
+        continue;
+      }
+      assert.equal(
+        found,
+        `EDGESTREAM_SWEEP_EVERY has no effect on Deno Deploy, where Deno.cron runs the sweep every minute (got ${sweepEvery}); it sets the timer of a self-hosted process (src/main.ts)`,
+      );
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.done;
+    }
+  }
+});
+
 Deno.test("deploy/main.ts holds WebSocket ingest to EDGESTREAM_INGEST_SOCKETS_PER_KEY, as src/main.ts", async () => {
   const run = runDeploy({
     DENO_TIMELINE: "preview/abc123",
