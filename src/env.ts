@@ -18,9 +18,9 @@
  * | `EDGESTREAM_SWEEP_EVERY` | self-hosted sweep interval, from `100ms` to `100s`; `0s` turns it off | `5s` |
  * | `EDGESTREAM_WEBHOOK_ALLOW` | CIDRs, addresses and host names webhooks may reach although internal | none |
  * | `EDGESTREAM_WEBHOOK_ALLOW_HTTP` | `true`: plain http for every host | `false` |
- * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long (above 0) | `5d` |
+ * | `EDGESTREAM_WEBHOOK_DISABLE_AFTER` | disable an endpoint failing this long (above 0, at most 366d) | `5d` |
  * | `EDGESTREAM_WEBHOOK_SLOW_AFTER` | an endpoint is slow once a send to it takes (or waits) this long (above 0, at most the 15 s request timeout) | `5s` |
- * | `EDGESTREAM_WEBHOOK_SLOW_FOR` | an endpoint stays slow this long after its last slow send (above 0) | `60s` |
+ * | `EDGESTREAM_WEBHOOK_SLOW_FOR` | an endpoint stays slow this long after its last slow send (above 0, at most 366d) | `60s` |
  * | `EDGESTREAM_ENV` | `production` refuses the memory store and open mode (also on Deno Deploy's production timeline) | `development` |
  * | `EDGESTREAM_ALLOW_MEMORY` | `true`: allow the memory store in production (a one-instance demo) | `false` |
  * | `EDGESTREAM_LOG_LEVEL` | lowest log level written: `trace`, `debug`, `info`, `warning`, `error`, `fatal` | `info` |
@@ -46,6 +46,7 @@ import {
   malformedDuration,
   malformedOrigin,
   malformedSchemaKeyword,
+  MAX_DURATION_MS,
   MIN_WINDOW_MS,
   oversizedPatterns,
   parseDuration,
@@ -193,7 +194,7 @@ function message(error: unknown): string {
 const MAX_TIMER_MS = 24 * 86_400_000;
 
 /**
- * A duration variable, or a ConfigError naming it. `timer`: a timer waits
+ * A duration variable of at most 366 days, or a ConfigError naming it. `timer`: a timer waits
  * that long, so it may not exceed {@linkcode MAX_TIMER_MS}.
  */
 function readDuration(env: EnvSource, name: string, fallback: string, timer = false): number {
@@ -207,6 +208,10 @@ function readDuration(env: EnvSource, name: string, fallback: string, timer = fa
   }
   if (timer && ms > MAX_TIMER_MS) {
     throw new ConfigError(`${name}: expected at most 24d, got '${text}'`);
+  }
+  // As every duration the README describes, a config file's too.
+  if (ms > MAX_DURATION_MS) {
+    throw new ConfigError(`${name}: expected at most 366d, got '${text}'`);
   }
   return ms;
 }

@@ -115,6 +115,21 @@ Deno.test("EDGESTREAM_WEBHOOK_DISABLE_AFTER of zero (which would disable an endp
   await taken.close();
 });
 
+Deno.test("a duration setting past 366 days, the most a duration may be, is refused in one line naming it", async () => {
+  for (const name of ["EDGESTREAM_WEBHOOK_DISABLE_AFTER", "EDGESTREAM_WEBHOOK_SLOW_FOR"]) {
+    for (const value of ["367d", "53w", "99999999999999999999w"]) {
+      await assert.rejects(
+        () => configFromEnv(env({ [name]: value })),
+        new ConfigError(`${name}: expected at most 366d, got '${value}'`),
+        `${name}=${value}`,
+      );
+    }
+    // 366 days is taken.
+    const config = await configFromEnv(env({ [name]: "366d" }));
+    await config.webhooks.close();
+  }
+});
+
 Deno.test("EDGESTREAM_WEBHOOK_SLOW_AFTER (above 0, at most the 15 s request timeout) and EDGESTREAM_WEBHOOK_SLOW_FOR (above 0) are refused otherwise in one line naming them", async () => {
   const store = new MemoryStore();
   const refusals: Array<[string, string, string]> = [
