@@ -750,6 +750,15 @@ export async function configFromEnv(
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));
   for (const text of fileWarnings) notices.push({ level: "warning", text });
+  // Read (and checked) whichever the store, so a typo shows before a switch of store; but it
+  // bounds only the memory store's ids: set beside Redis, it says so rather than seem to bound it.
+  if (store.kind === "redis" && env.get("EDGESTREAM_MEMORY_DEDUPE_MAX") !== undefined) {
+    notices.push({
+      level: "warning",
+      text:
+        "EDGESTREAM_MEMORY_DEDUPE_MAX has no effect with the Redis store: it bounds the memory store's dedupe ids; Redis keeps a stream's ids for its dedupe ttl",
+    });
+  }
   for (const [name, stream] of configStreams) {
     const malformed = malformedSchemaKeyword(stream);
     if (malformed !== undefined) {

@@ -1402,6 +1402,33 @@ Deno.test("configFromEnv() asks Upstash (an upstash.io REST URL) nothing for its
   }
 });
 
+Deno.test("configFromEnv() warns, naming it, that EDGESTREAM_MEMORY_DEDUPE_MAX has no effect with the Redis store", async () => {
+  const redis = {
+    UPSTASH_REDIS_REST_URL: "https://eu1-quiet-owl-12345.upstash.io",
+    UPSTASH_REDIS_REST_TOKEN: "t",
+  };
+  const warning =
+    "EDGESTREAM_MEMORY_DEDUPE_MAX has no effect with the Redis store: it bounds the memory store's dedupe ids; Redis keeps a stream's ids for its dedupe ttl";
+  const cases: Array<[Record<string, string>, boolean]> = [
+    [{ ...redis, EDGESTREAM_MEMORY_DEDUPE_MAX: "1000" }, true],
+    [{ ...redis, EDGESTREAM_MEMORY_DEDUPE_MAX: "" }, false],
+    [redis, false],
+    [{ EDGESTREAM_MEMORY_DEDUPE_MAX: "1000" }, false],
+  ];
+  for (const [vars, warned] of cases) {
+    const config = await configFromEnv(env(vars));
+    try {
+      const found = config.notices.some((notice) =>
+        notice.level === "warning" && notice.text === warning
+      );
+      assert.equal(found, warned, JSON.stringify(vars));
+    } finally {
+      config.streams.stop();
+      await config.webhooks.close();
+    }
+  }
+});
+
 redisTest(
   "configFromEnv() still warns of a redis-server behind a REST bridge without appendonly yes",
   async (fixture) => {
