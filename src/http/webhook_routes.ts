@@ -76,7 +76,7 @@ const BatchSchema = z.strictObject({
 const endpointFields = {
   url: z.string().min(1).max(2048).openapi({
     description:
-      "https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded, the host in lower case)",
+      "https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded, the host in lower case, no `#` fragment, which no request carries)",
     example: "https://example.com/hooks/edgestream",
   }),
   eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({

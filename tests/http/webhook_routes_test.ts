@@ -609,6 +609,33 @@ Deno.test("a webhook URL is stored and shown as fetch requests it (WHATWG href),
   }
 });
 
+Deno.test("a webhook URL's #fragment, which no request carries, is neither stored nor shown, on POST and PATCH", async () => {
+  const ctx = await setup();
+  const receiver = await Receiver.start(() => ctx.clock.now);
+  try {
+    const called = receiver.url("/hook");
+    const created = await call(ctx.app, "POST", "/v1/webhooks", { url: `${called}#top` });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.body.url, called);
+    const shown = await call(ctx.app, "GET", `/v1/webhooks/${created.body.id}`);
+    assert.equal(shown.body.url, called);
+    // What is called is what is shown.
+    const test = await call(ctx.app, "POST", `/v1/webhooks/${created.body.id}/test`);
+    assert.equal(test.status, 202, test.text);
+    await receiver.waitFor(1);
+    assert.equal(new URL(receiver.received[0].path, called).href, called);
+    // An empty fragment goes too.
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+      url: receiver.url("/other#"),
+    });
+    assert.equal(changed.status, 200, changed.text);
+    assert.equal(changed.body.url, receiver.url("/other"));
+  } finally {
+    await receiver.close();
+    await ctx.close();
+  }
+});
+
 Deno.test("POST /v1/webhooks past EDGESTREAM_WEBHOOKS_MAX answers 409 too_many_webhooks and registers nothing; a deletion frees a place", async () => {
   const ctx = await setup({
     deliveries: new MemoryDeliveryStore({ now: () => T0, maxEndpoints: 2 }),

@@ -178,11 +178,15 @@ export class EndpointRegistry {
 
   /**
    * `url` as `fetch` will request it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded,
-   * the host in lower case), when the policy allows it: what is stored and shown is what is called.
+   * the host in lower case, no fragment), when the policy allows it: what is stored and shown is
+   * what is called.
    */
   async #checkUrl(url: string, verb: Verb): Promise<string> {
     try {
-      return (await this.#policy.check(url)).url.href;
+      const checked = (await this.#policy.check(url)).url;
+      // A fragment never leaves the client: kept, it would show a URL no delivery calls.
+      checked.hash = "";
+      return checked.href;
     } catch (error) {
       if (error instanceof UnsafeUrlError) {
         throw new InvalidEndpointError("url", `Cannot ${verb} webhook as ${error.message}`, {
