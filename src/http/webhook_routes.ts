@@ -17,6 +17,7 @@ import {
 import {
   type DeliveryWithAttempts,
   type EndpointInput,
+  MAX_URL_LENGTH,
   type WebhookService,
 } from "../fanout/webhooks/mod.ts";
 import {
@@ -74,9 +75,9 @@ const BatchSchema = z.strictObject({
 }).openapi("WebhookBatch");
 
 const endpointFields = {
-  url: z.string().min(1).max(2048).openapi({
+  url: z.string().min(1).max(MAX_URL_LENGTH).openapi({
     description:
-      "https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded, the host in lower case, no `#` fragment, which no request carries)",
+      "https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded, the host in lower case, no `#` fragment, which no request carries), at most 2048 characters so encoded",
     example: "https://example.com/hooks/edgestream",
   }),
   eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({

@@ -636,6 +636,38 @@ Deno.test("a webhook URL's #fragment, which no request carries, is neither store
   }
 });
 
+Deno.test("a webhook URL of at most 2048 characters that encoding makes longer is refused on POST and PATCH, so every URL shown can be sent back", async () => {
+  const ctx = await setup();
+  try {
+    const base = "http://127.0.0.1:9/";
+    // 2048 characters as sent; each `é` becomes `%C3%A9`, six.
+    const long = base + "é".repeat(2048 - base.length);
+    const refused = await call(ctx.app, "POST", "/v1/webhooks", { url: long });
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.error.code, "invalid_webhook");
+    assert.match(refused.body.error.message, /'url' is \d+ characters .*longer than 2048/);
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.deepEqual(listed.body.webhooks, []);
+    // At the bound once encoded: taken, shown as stored, and sent back as it is.
+    const atBound = base + "é".repeat(Math.floor((2048 - base.length) / 6)) +
+      "a".repeat((2048 - base.length) % 6);
+    const created = await call(ctx.app, "POST", "/v1/webhooks", { url: atBound });
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.body.url.length, 2048);
+    const again = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+      url: created.body.url,
+    });
+    assert.equal(again.status, 200, again.text);
+    const changed = await call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, { url: long });
+    assert.equal(changed.status, 400, changed.text);
+    assert.equal(changed.body.error.code, "invalid_webhook");
+    const shown = await call(ctx.app, "GET", `/v1/webhooks/${created.body.id}`);
+    assert.equal(shown.body.url, created.body.url);
+  } finally {
+    await ctx.close();
+  }
+});
+
 Deno.test("POST /v1/webhooks past EDGESTREAM_WEBHOOKS_MAX answers 409 too_many_webhooks and registers nothing; a deletion frees a place", async () => {
   const ctx = await setup({
     deliveries: new MemoryDeliveryStore({ now: () => T0, maxEndpoints: 2 }),

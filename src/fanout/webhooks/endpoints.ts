@@ -34,6 +34,12 @@ export const DEFAULT_EVENT_TYPES: readonly WebhookEventType[] = ["window.closed"
 /** How long (ms) a rotated-out secret keeps signing: 24 h. */
 export const SECRET_OVERLAP_MS = 86_400_000;
 
+/**
+ * Longest webhook URL (characters), as given and as stored: encoding can make a URL longer
+ * (`é` is `%C3%A9`), so the stored form is checked too, and every URL shown can be sent back.
+ */
+export const MAX_URL_LENGTH = 2048;
+
 /** Header names an endpoint may not set: the service owns them. */
 const RESERVED_HEADERS = new Set([
   "content-type",
@@ -186,6 +192,13 @@ export class EndpointRegistry {
       const checked = (await this.#policy.check(url)).url;
       // A fragment never leaves the client: kept, it would show a URL no delivery calls.
       checked.hash = "";
+      if (checked.href.length > MAX_URL_LENGTH) {
+        throw new InvalidEndpointError(
+          "url",
+          `Cannot ${verb} webhook as 'url' is ${checked.href.length} characters as fetch requests ` +
+            `it (percent-encoded), longer than ${MAX_URL_LENGTH}`,
+        );
+      }
       return checked.href;
     } catch (error) {
       if (error instanceof UnsafeUrlError) {
