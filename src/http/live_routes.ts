@@ -407,6 +407,24 @@ async function subscribeOverSocket(
         }
         unwatch = watchSubscription(setup.keyCheck, (reason) => close(1008, reason));
       },
+      onMessage(event) {
+        // A subscription reads nothing from its client: a short message (a library's text
+        // heartbeat) is let be, a longer one ends it, so a client cannot keep this server reading
+        // and dropping frames of up to Deno's 64 MiB each on a connection it holds.
+        const bytes = typeof event.data === "string"
+          ? UTF8.encode(event.data).length
+          : event.data instanceof ArrayBuffer
+          ? event.data.byteLength
+          : event.data instanceof Blob
+          ? event.data.size
+          : 0;
+        if (bytes > MAX_SUBSCRIBER_MESSAGE_BYTES) {
+          close(
+            1009,
+            `A subscription takes no messages; one of ${bytes} bytes is past the ${MAX_SUBSCRIBER_MESSAGE_BYTES} let be`,
+          );
+        }
+      },
       onClose() {
         unwatch?.();
         stop.abort();
@@ -423,6 +441,12 @@ async function subscribeOverSocket(
 }
 
 const UTF8 = new TextEncoder();
+
+/**
+ * Largest message (bytes) a WebSocket subscriber may send, ignored (a text heartbeat some client
+ * libraries send); a longer one closes the subscription with 1009.
+ */
+export const MAX_SUBSCRIBER_MESSAGE_BYTES = 1024;
 
 /** The SSE comment that keeps an idle subscription's connection open. */
 const KEEP_ALIVE = UTF8.encode(": keep-alive\n\n");
@@ -739,6 +763,7 @@ function documentRoutes(app: OpenAPIHono): void {
       'Resuming: each result carries its result log id (SSE: as the event `id`; WebSocket: as the message\'s `id` field), and `subscribed` the id the subscription starts after (`0-0` while the log never had an entry). Subscribing again with `?after=<id>` (or, over SSE, the header `Last-Event-ID`, which `EventSource` sends on reconnect and which wins over `after`) replays the missed results from the log, then continues live; `subscribed` then says `"resumed": true`, or `"resumed": false` with a `reason` when results after that id were trimmed from the log or the log never reached that id, and the subscription starts at the log\'s end.',
       "Key: `Authorization: Bearer <key>` or subprotocol `bearer.<key>` (`?token=<key>` is deprecated). Scope: read. A refused key closes a WebSocket with 1008 and answers SSE with 401/403.",
       "When the server shuts down, a WebSocket subscriber is closed with 1001 and an SSE subscriber gets a final `closed` event; a new subscription meanwhile gets 503 `shutting_down`.",
+      "A WebSocket subscription reads nothing from its client: a message of up to 1,024 bytes (a heartbeat) is ignored, a longer one closes it with 1009.",
       "Bounded: one key (in open mode, one client address) holds at most `EDGESTREAM_SUBSCRIPTIONS_PER_KEY` (default 100) subscriptions on a server, the server at most `EDGESTREAM_SUBSCRIPTIONS_MAX` (default 10000). One more is refused before the upgrade or the SSE 200: 429 `too_many_subscriptions` (the key's bound) or 503 `subscriptions_full` (the server's), with `Retry-After` and `details: {limit, max}`. A subscription that ends frees its place; over a WebSocket, once its connection ends (a client that reads nothing keeps it, and its place, until it closes it).",
       "The subscription is set up in the store before anything is answered: a store that cannot be read (Redis unreachable) is a 503 `store_unavailable` with `Retry-After`, before the upgrade or the SSE 200. A subscription from before an outage stays open through it, is sent nothing while the store does not answer, then gets what the log received meanwhile.",
     ].join("\n\n"),

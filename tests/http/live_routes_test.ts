@@ -567,6 +567,34 @@ redisTest(
   },
 );
 
+Deno.test("A WebSocket subscriber's short messages (a heartbeat) are ignored; a longer one closes it 1009 with the README's reason, and its place is free", async () => {
+  const server = await startServer();
+  const path = `${SUBSCRIBE}?types=event.processed`;
+  const socket = await denoClient(server.wsUrl(path));
+  try {
+    assert.equal((await socket.inbox.next()).type, "subscribed");
+    socket.socket.send("ping");
+    socket.socket.send("x".repeat(1_024));
+    await post(server, [{ id: "after-ping", ts: at(5), country: "DE" }]);
+    assert.equal((await socket.inbox.next()).type, "event.processed");
+    // Before, every message was read and dropped, however large, and the subscription went on.
+    socket.socket.send(new Uint8Array(1_025));
+    assert.deepEqual(await within(socket.inbox.closed, 10_000), {
+      code: 1009,
+      reason: "A subscription takes no messages; one of 1025 bytes is past the 1024 let be",
+    });
+    await eventually(() => server.live.stats.subscribers === 0);
+    const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+    assert.match(
+      readme.replace(/\s+/g, " "),
+      /a message of up to 1,024 bytes \(a text heartbeat some libraries send\) is ignored, a longer one closes the subscription with 1009 and the reason `A subscription takes no messages; one of <bytes> bytes is past the 1024 let be`/,
+    );
+  } finally {
+    await socket.close();
+    await server.close();
+  }
+});
+
 Deno.test("SSE and WebSocket subscribers learn why the server ended their subscription", async () => {
   const server = await startServer();
   const sse = new SseReader(await openSse(server, ""));
