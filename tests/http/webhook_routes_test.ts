@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { cursorOfText, type NewDelivery } from "../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../src/store/memory/delivery_store.ts";
+import { UrlPolicy } from "../../src/fanout/webhooks/ssrf.ts";
 import { call, setup, T0 } from "../fanout/webhooks/_setup.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 
@@ -632,6 +633,71 @@ Deno.test("a webhook URL's #fragment, which no request carries, is neither store
     assert.equal(changed.body.url, receiver.url("/other"));
   } finally {
     await receiver.close();
+    await ctx.close();
+  }
+});
+
+Deno.test("a webhook URL whose host's lookup never answers is 400 invalid_webhook naming the host and the bound, like one that does not resolve, on POST and PATCH, and changes nothing", async () => {
+  const ctx = await setup({
+    policy: new UrlPolicy({
+      allow: ["127.0.0.1"],
+      // NXDOMAIN for one name; no answer ever for the others.
+      resolve: (hostname) =>
+        hostname === "nowhere.example.com"
+          ? Promise.reject(new Error("NXDOMAIN"))
+          : new Promise<string[]>(() => {}),
+      resolveTimeoutMs: 50,
+    }),
+  });
+  let guard: ReturnType<typeof setTimeout> | undefined;
+  // Without a bound the request hangs: fail after 2 s rather than wait for ever.
+  const within = <T>(promise: Promise<T>) =>
+    Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        guard = setTimeout(() => reject(new Error("the request still hangs after 2 s")), 2_000);
+      }),
+    ]).finally(() => clearTimeout(guard));
+  try {
+    const refused = await within(
+      call(ctx.app, "POST", "/v1/webhooks", { url: "https://silent.example.com/hook" }),
+    );
+    assert.equal(refused.status, 400, refused.text);
+    assert.equal(refused.body.error.code, "invalid_webhook");
+    assert.equal(
+      refused.body.error.message,
+      "Cannot register webhook as 'url' host 'silent.example.com' did not resolve within 50 ms",
+    );
+    // As a name that does not resolve at all is answered.
+    const unknown = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "https://nowhere.example.com/hook",
+    });
+    assert.equal(unknown.status, 400, unknown.text);
+    assert.equal(unknown.body.error.code, "invalid_webhook");
+    assert.equal(
+      unknown.body.error.message,
+      "Cannot register webhook as 'url' host 'nowhere.example.com' does not resolve",
+    );
+    assert.deepEqual((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks, []);
+    const created = await call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h" });
+    assert.equal(created.status, 201, created.text);
+    const before = await call(ctx.app, "GET", `/v1/webhooks/${created.body.id}`);
+    ctx.clock.now += 1_000;
+    const changed = await within(
+      call(ctx.app, "PATCH", `/v1/webhooks/${created.body.id}`, {
+        url: "https://silent.example.com/hook",
+      }),
+    );
+    assert.equal(changed.status, 400, changed.text);
+    assert.equal(changed.body.error.code, "invalid_webhook");
+    assert.match(
+      changed.body.error.message,
+      /'silent\.example\.com' did not resolve within 50 ms$/,
+    );
+    const after = await call(ctx.app, "GET", `/v1/webhooks/${created.body.id}`);
+    assert.equal(after.body.url, "http://127.0.0.1:9/h");
+    assert.deepEqual(after.body, before.body);
+  } finally {
     await ctx.close();
   }
 });

@@ -6,15 +6,21 @@
  * such an address, so other addresses of the same name are never contacted.
  * An allow-listed host name may be reached whatever it resolves to. Checked
  * at registration and again before every attempt, since DNS answers change.
+ * A lookup is bounded (by default the request timeout, 15 s), so a name whose
+ * DNS server never answers is refused rather than holding the request open.
  * Address ranges come from `ipaddr.js`.
  *
  * @module
  */
 import ipaddr from "ipaddr.js";
 import { quoteInput, withoutCredentials } from "../../validate/mod.ts";
+import { DEFAULT_TIMEOUT_MS } from "./http_post.ts";
 
-/** Resolves a host name to its A and AAAA addresses. */
-export type Resolver = (hostname: string) => Promise<string[]>;
+/**
+ * Resolves a host name to its A and AAAA addresses; `signal` aborts when the
+ * policy stops waiting (its lookup bound ran out).
+ */
+export type Resolver = (hostname: string, signal?: AbortSignal) => Promise<string[]>;
 
 /** A URL may not be used for webhooks; the message says why, naming the address. */
 export class UnsafeUrlError extends Error {
@@ -93,11 +99,14 @@ function isLocalhostName(hostname: string): boolean {
 }
 
 /** Resolves A and AAAA records with `Deno.resolveDns`; `localhost` names are loopback. */
-export async function resolveWithDns(hostname: string): Promise<string[]> {
+export async function resolveWithDns(
+  hostname: string,
+  signal?: AbortSignal,
+): Promise<string[]> {
   if (isLocalhostName(hostname)) return ["127.0.0.1", "::1"];
   const [v4, v6] = await Promise.allSettled([
-    Deno.resolveDns(hostname, "A"),
-    Deno.resolveDns(hostname, "AAAA"),
+    Deno.resolveDns(hostname, "A", { signal }),
+    Deno.resolveDns(hostname, "AAAA", { signal }),
   ]);
   const addresses = [
     ...(v4.status === "fulfilled" ? v4.value : []),
@@ -119,6 +128,11 @@ export interface UrlPolicyOptions {
   allowHttp?: boolean;
   /** Resolves host names. @default {resolveWithDns} */
   resolve?: Resolver;
+  /**
+   * Longest wait for a host name's lookup (ms); a name not resolved by then
+   * is refused as not resolving. @default {DEFAULT_TIMEOUT_MS} (15,000)
+   */
+  resolveTimeoutMs?: number;
 }
 
 /** Splits `EDGESTREAM_WEBHOOK_ALLOW`-style text (commas or spaces) into entries. */
@@ -135,11 +149,13 @@ export class UrlPolicy {
   #suffixes: string[] = [];
   #allowHttp: boolean;
   #resolve: Resolver;
+  #resolveTimeoutMs: number;
 
   /** Throws {@linkcode AllowListError} for an entry that is not a CIDR, address or host name. */
   constructor(options: UrlPolicyOptions = {}) {
     this.#allowHttp = options.allowHttp ?? false;
     this.#resolve = options.resolve ?? resolveWithDns;
+    this.#resolveTimeoutMs = options.resolveTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     for (const entry of options.allow ?? []) {
       const text = entry.replace(/^\[(.*)\]$/, "$1");
       if (ipaddr.isValidCIDR(text)) {
@@ -177,11 +193,40 @@ export class UrlPolicy {
   }
 
   /**
+   * The addresses `hostname` resolves to, or {@linkcode UnsafeUrlError} when
+   * the lookup fails or does not answer within the bound (the lookup is then
+   * aborted): an admin's registration never waits on a silent DNS server.
+   */
+  async #lookup(hostname: string): Promise<string[]> {
+    const ms = this.#resolveTimeoutMs;
+    const abort = new AbortController();
+    const timedOut = new UnsafeUrlError(`'url' host '${hostname}' did not resolve within ${ms} ms`);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      return await Promise.race([
+        this.#resolve(hostname, abort.signal),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            reject(timedOut);
+            abort.abort();
+          }, ms);
+        }),
+      ]);
+    } catch (error) {
+      if (error === timedOut) throw error;
+      throw new UnsafeUrlError(`'url' host '${hostname}' does not resolve`, { cause: error });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * Checks a URL and the addresses its host resolves to now. Returns the
    * parsed URL and the addresses that may be reached, in resolver order
    * (empty for an allow-listed host name: any of its addresses may be);
    * throws {@linkcode UnsafeUrlError} when none may, naming the addresses,
-   * e.g. `'url' resolves to a private address: 10.0.0.7; EDGESTREAM_WEBHOOK_ALLOW can allow it`.
+   * e.g. `'url' resolves to a private address: 10.0.0.7; EDGESTREAM_WEBHOOK_ALLOW can allow it`,
+   * or when the host does not resolve within `resolveTimeoutMs`.
    */
   async check(url: string): Promise<{ url: URL; addresses: string[] }> {
     let parsed: URL;
@@ -210,11 +255,7 @@ export class UrlPolicy {
     } else if (this.#hostAllowed(hostname)) {
       return { url: parsed, addresses: [] };
     } else {
-      try {
-        addresses = await this.#resolve(hostname);
-      } catch (error) {
-        throw new UnsafeUrlError(`'url' host '${hostname}' does not resolve`, { cause: error });
-      }
+      addresses = await this.#lookup(hostname);
       if (addresses.length === 0) {
         throw new UnsafeUrlError(`'url' host '${hostname}' has no A or AAAA record`);
       }

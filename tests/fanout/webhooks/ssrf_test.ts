@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import FakeTimers from "@sinonjs/fake-timers";
 import {
   AllowListError,
   nonPublicRange,
@@ -7,6 +8,7 @@ import {
   UnsafeUrlError,
   UrlPolicy,
 } from "../../../src/fanout/webhooks/ssrf.ts";
+import { DEFAULT_TIMEOUT_MS } from "../../../src/fanout/webhooks/http_post.ts";
 
 /** A resolver answering from a table; unknown names do not resolve. */
 function table(records: Record<string, string[]>) {
@@ -202,6 +204,62 @@ Deno.test("UrlPolicy allow-list admits CIDRs, addresses and host names, and http
   assert.deepEqual((await policy.check("https://half.example.com/")).addresses, ["10.1.2.3"]);
   await assert.rejects(() => policy.check("https://10.2.0.1/"), /private address: 10\.2\.0\.1/);
   await assert.rejects(() => policy.check("https://dev.internal/"), /does not resolve/);
+});
+
+/** Settles like `promise`, or rejects once `ms` pass: a check that hangs fails the test. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("UrlPolicy.check() refuses a host whose lookup never answers once resolveTimeoutMs pass, and aborts the lookup", async () => {
+  let signal: AbortSignal | undefined;
+  const policy = new UrlPolicy({
+    resolve: (_hostname, given) => {
+      signal = given;
+      return new Promise<string[]>(() => {});
+    },
+    resolveTimeoutMs: 50,
+  });
+  const refused = await within(
+    policy.check("https://silent.example.com/hook").then(
+      () => assert.fail("a host that never resolves was accepted"),
+      (error: unknown) => error,
+    ),
+    2_000,
+  );
+  assert.ok(refused instanceof UnsafeUrlError, String(refused));
+  assert.equal(refused.message, "'url' host 'silent.example.com' did not resolve within 50 ms");
+  assert.equal(signal?.aborted, true, "the lookup is aborted once the policy stops waiting");
+});
+
+Deno.test("UrlPolicy's lookup bound is the request timeout (15 s) by default", async () => {
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  try {
+    const policy = new UrlPolicy({ resolve: () => new Promise<string[]>(() => {}) });
+    const seen: { outcome: unknown } = { outcome: "pending" };
+    const checked = policy.check("https://silent.example.com/").catch((error) => {
+      seen.outcome = error;
+    });
+    await clock.tickAsync(DEFAULT_TIMEOUT_MS - 1);
+    const early = seen.outcome;
+    assert.equal(early, "pending", "still waiting 1 ms before the bound");
+    await clock.tickAsync(1);
+    await checked;
+    assert.ok(seen.outcome instanceof UnsafeUrlError, String(seen.outcome));
+    assert.match(seen.outcome.message, /did not resolve within 15000 ms$/);
+  } finally {
+    clock.uninstall();
+  }
 });
 
 Deno.test("UrlPolicy refuses an allow-list entry that is neither CIDR, address nor host", () => {
