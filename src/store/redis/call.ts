@@ -39,9 +39,14 @@ const REQUEST_ECHO = /, command was: [\s\S]*$/;
  */
 function forgetRequest(error: unknown): void {
   if (!(error instanceof Error) || !REQUEST_ECHO.test(error.message)) return;
-  const message = error.message;
-  error.message = message.replace(REQUEST_ECHO, "");
-  if (error.stack) error.stack = error.stack.replace(message, error.message);
+  restate(error, error.message.replace(REQUEST_ECHO, ""));
+}
+
+/** Gives `error` the message `message`, in its stack too, in place. */
+function restate(error: Error, message: string): void {
+  const before = error.message;
+  error.message = message;
+  if (error.stack) error.stack = error.stack.replace(before, message);
 }
 
 /**
@@ -226,6 +231,14 @@ export class RedisCalls {
       const quoted = redisErrorText(error);
       const notUpstash = error instanceof Error && error.name === "UpstashError" &&
         NO_ERROR_MESSAGE.test(quoted);
+      // The cause, which the logs print, would read `UpstashError: [object Object]`: the client
+      // kept no more of the reply than that text, so the cause says what it was.
+      if (notUpstash) {
+        restate(
+          error,
+          `an HTTP error reply without an Upstash error message (its "error" field read as text: '${quoted}')`,
+        );
+      }
       const unreadable = !NOT_REACHED.test(quoted) && unreadableReply(error);
       const text = notUpstash
         ? "the reply is not an Upstash REST endpoint's (an HTTP error without an error message)"

@@ -8,6 +8,7 @@ import {
 import { Redis } from "@upstash/redis";
 import { redisTest } from "../../_redis.ts";
 import { startUpstashProxy } from "../../_upstash_proxy.ts";
+import { causeText } from "../../../src/telemetry/logging.ts";
 
 function upstashError(message: string): Error {
   const error = new Error(message);
@@ -318,12 +319,20 @@ Deno.test("RedisCalls.call() keeps the REST URL and the local address out of a c
 Deno.test("RedisCalls.call() says a JSON error reply that is not Upstash's is not an Upstash REST endpoint, not '[object Object]'", async () => {
   // UPSTASH_REDIS_REST_URL pointing at another JSON API (here one answering as edgestream's own
   // 405 does): the client quotes the reply's `error` field, an object or nothing, as text.
-  const replies = [{ error: { code: "method_not_allowed", message: "no" } }, { message: "no" }];
-  for (const reply of replies) {
+  const replies = [
+    {
+      reply: { error: { code: "method_not_allowed", message: "no" } },
+      status: 405,
+      read: "[object Object]",
+    },
+    { reply: { message: "no" }, status: 405, read: "undefined" },
+    { reply: { error: { code: 1 } }, status: 500, read: "[object Object]" },
+  ];
+  for (const { reply, status, read } of replies) {
     const ac = new AbortController();
     const server = Deno.serve(
       { port: 0, hostname: "127.0.0.1", signal: ac.signal, onListen: () => {} },
-      () => Response.json(reply, { status: 405 }),
+      () => Response.json(reply, { status }),
     );
     try {
       const redis = new Redis({
@@ -344,6 +353,16 @@ Deno.test("RedisCalls.call() says a JSON error reply that is not Upstash's is no
         "Redis is unavailable (getDefinition): the reply is not an Upstash REST endpoint's " +
           "(an HTTP error without an error message) (check UPSTASH_REDIS_REST_URL)",
       );
+      // The cause, which the logs print, says what the client's text was, not a bare
+      // `UpstashError: [object Object]`.
+      const cause = failed.cause as Error;
+      assert.equal(cause.name, "UpstashError");
+      assert.equal(
+        cause.message,
+        `an HTTP error reply without an Upstash error message (its "error" field read as text: '${read}')`,
+      );
+      assert.ok(cause.stack?.includes(cause.message), String(cause.stack));
+      assert.doesNotMatch(causeText(failed) ?? "", /caused by UpstashError: (\[object|undefined)/);
     } finally {
       ac.abort();
       await server.finished;
