@@ -54,10 +54,11 @@ export async function redisSetupWarnings(
   redis: Pick<Redis, "exec">,
   options: RedisSetupOptions = {},
 ): Promise<string[]> {
-  const [appendonly, save, policy, scripting, writing] = await Promise.all([
+  const [appendonly, save, policy, maxmemory, scripting, writing] = await Promise.all([
     configValue(redis, "appendonly"),
     configValue(redis, "save"),
     configValue(redis, "maxmemory-policy"),
+    configValue(redis, "maxmemory"),
     scriptingRefusal(redis),
     writeRefusal(redis, options.prefix ?? "es"),
   ]);
@@ -83,8 +84,12 @@ export async function redisSetupWarnings(
     );
   }
   if (policy !== undefined && policy !== "noeviction") {
+    // `maxmemory 0` is no limit: nothing is evicted until one is set (`CONFIG SET` at run time
+    // too), so the warning stands, saying when it starts.
     warnings.push(
-      `Redis has maxmemory-policy ${policy}: at its maxmemory it deletes keys edgestream relies on (counted data, or stream definitions, API keys and webhook endpoints, kept without a TTL) instead of refusing writes; set maxmemory-policy noeviction (see the README's Redis persistence and eviction)`,
+      maxmemory === "0"
+        ? `Redis has maxmemory-policy ${policy} with maxmemory 0 (no limit): nothing is evicted yet, but once maxmemory is set, at it Redis deletes keys edgestream relies on (counted data, or stream definitions, API keys and webhook endpoints, kept without a TTL) instead of refusing writes; set maxmemory-policy noeviction (see the README's Redis persistence and eviction)`
+        : `Redis has maxmemory-policy ${policy}: at its maxmemory it deletes keys edgestream relies on (counted data, or stream definitions, API keys and webhook endpoints, kept without a TTL) instead of refusing writes; set maxmemory-policy noeviction (see the README's Redis persistence and eviction)`,
     );
   }
   return warnings;

@@ -36,16 +36,32 @@ redisTest(
       await send("CONFIG", "SET", "appendonly", "yes");
       await send("CONFIG", "SET", "maxmemory-policy", "allkeys-lru");
     });
+    // The fixture's maxmemory is 0 (no limit): nothing is evicted until one is set.
+    const unlimited = await redisSetupWarnings(redis);
+    assert.equal(unlimited.length, 1);
+    assert.equal(
+      unlimited[0],
+      "Redis has maxmemory-policy allkeys-lru with maxmemory 0 (no limit): nothing is evicted yet, but once maxmemory is set, at it Redis deletes keys edgestream relies on (counted data, or stream definitions, API keys and webhook endpoints, kept without a TTL) instead of refusing writes; set maxmemory-policy noeviction (see the README's Redis persistence and eviction)",
+    );
+    const readme = await Deno.readTextFile(new URL("../../../README.md", import.meta.url));
+    const quoted = readme.match(
+      /`(Redis has maxmemory-policy allkeys-lru with maxmemory 0[^`]*) …`/,
+    );
+    assert.ok(
+      quoted && unlimited[0].startsWith(quoted[1]),
+      "README quotes the maxmemory 0 warning",
+    );
+    await withDirect(fixture.redisUrl, (send) => send("CONFIG", "SET", "maxmemory", "1gb"));
     const warnings = await redisSetupWarnings(redis);
     assert.equal(warnings.length, 1);
     assert.match(
       warnings[0],
       /^Redis has maxmemory-policy allkeys-lru: at its maxmemory it deletes/,
     );
-    await withDirect(
-      fixture.redisUrl,
-      (send) => send("CONFIG", "SET", "maxmemory-policy", "noeviction"),
-    );
+    await withDirect(fixture.redisUrl, async (send) => {
+      await send("CONFIG", "SET", "maxmemory", "0");
+      await send("CONFIG", "SET", "maxmemory-policy", "noeviction");
+    });
     assert.deepEqual(await redisSetupWarnings(redis), []);
     // README: "`appendfsync` it does not judge": no warning at any of its values.
     for (const fsync of ["no", "everysec", "always"]) {
