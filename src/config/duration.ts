@@ -104,3 +104,27 @@ export function formatDuration(ms: number): string {
   }
   return out;
 }
+
+/**
+ * Milliseconds as a message says a duration, as the README writes one: in the largest unit that
+ * holds it whole (`"5 days"`, `"2 h"`, `"5 min"`, `"90 s"`, `"500 ms"`), or, past a second and
+ * not whole seconds, as a setting is written ({@linkcode formatDuration}: `"1s500ms"`).
+ *
+ * @example
+ * ```ts
+ * import { describeDuration } from "./duration.ts";
+ *
+ * describeDuration(15_000); // "15 s"
+ * describeDuration(1_500); // "1s500ms"
+ * describeDuration(432_000_000); // "5 days"
+ * ```
+ */
+export function describeDuration(ms: number): string {
+  if (!Number.isSafeInteger(ms) || ms < 0) return formatDuration(ms);
+  if (ms < UNIT_MS.s) return `${ms} ms`;
+  if (ms % UNIT_MS.d === 0) return `${ms / UNIT_MS.d} day${ms === UNIT_MS.d ? "" : "s"}`;
+  if (ms % UNIT_MS.h === 0) return `${ms / UNIT_MS.h} h`;
+  if (ms % UNIT_MS.m === 0) return `${ms / UNIT_MS.m} min`;
+  if (ms % UNIT_MS.s === 0) return `${ms / UNIT_MS.s} s`;
+  return formatDuration(ms);
+}

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { DurationError, formatDuration, parseDuration } from "../../src/config/duration.ts";
+import {
+  describeDuration,
+  DurationError,
+  formatDuration,
+  parseDuration,
+} from "../../src/config/duration.ts";
 
 Deno.test("parseDuration() reads every unit as milliseconds", () => {
   assert.equal(parseDuration("250ms"), 250);
@@ -159,4 +164,17 @@ Deno.test("parseDuration() sums the parts of any well-formed duration", () => {
       assert.equal(parseDuration(text), expected);
     }),
   );
+});
+
+Deno.test("describeDuration() says a duration in the largest unit holding it whole, as the README does, else as a setting is written", () => {
+  assert.equal(describeDuration(15_000), "15 s");
+  assert.equal(describeDuration(3_000), "3 s");
+  assert.equal(describeDuration(60_000), "1 min");
+  assert.equal(describeDuration(2 * 3_600_000), "2 h");
+  assert.equal(describeDuration(86_400_000), "1 day");
+  assert.equal(describeDuration(5 * 86_400_000), "5 days");
+  assert.equal(describeDuration(50), "50 ms");
+  assert.equal(describeDuration(90_000), "90 s");
+  assert.equal(describeDuration(1_500), "1s500ms");
+  assert.throws(() => describeDuration(-1), RangeError);
 });

@@ -12,6 +12,7 @@ import http from "node:http";
 import https from "node:https";
 import type { LookupAddress } from "node:dns";
 import type { LookupFunction } from "node:net";
+import { describeDuration } from "../../config/mod.ts";
 
 const SECOND = 1_000;
 const DAY = 24 * 60 * 60 * SECOND;
@@ -131,10 +132,20 @@ interface PinnedPostOptions {
   body: string;
   /** Whole-exchange timeout (ms). @default {DEFAULT_TIMEOUT_MS} */
   timeoutMs?: number;
+  /** The timeout a timed-out exchange's error names (ms). @default {timeoutMs} */
+  namedTimeoutMs?: number;
   /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
   nowMs?: number;
   /** Ends the exchange when aborted, like the timeout. */
   signal?: AbortSignal;
+}
+
+/**
+ * A timed-out attempt's error, naming the timeout as configured (`Timed out after 15 s`), not
+ * what was left of it after the URL's lookup.
+ */
+function timedOutText(timeoutMs: number): string {
+  return `Timed out after ${describeDuration(timeoutMs)}`;
 }
 
 /** The result of an exchange ended by its caller's signal. */
@@ -243,7 +254,7 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
       if (!finishAnswered()) {
         finish({
           status: null,
-          error: `Timed out after ${timeoutMs} ms`,
+          error: timedOutText(options.namedTimeoutMs ?? timeoutMs),
           excerpt: "",
           retryAfterMs: null,
         });
@@ -261,6 +272,11 @@ function postPinned(url: URL, address: string, options: PinnedPostOptions): Prom
 export interface PostOptions {
   /** Whole-exchange timeout (ms). @default {15000} */
   timeoutMs?: number;
+  /**
+   * The timeout a timed-out exchange's error names (ms): the attempt's whole one, as configured,
+   * when `timeoutMs` is what a URL lookup before it left. @default {timeoutMs}
+   */
+  namedTimeoutMs?: number;
   /** Clock (ms) for `Retry-After` dates. @default {Date.now()} */
   nowMs?: number;
   /**
@@ -293,6 +309,7 @@ export async function postWebhook(
       headers,
       body,
       timeoutMs,
+      namedTimeoutMs: options.namedTimeoutMs,
       nowMs: options.nowMs ?? Date.now(),
       signal: options.signal,
     });
@@ -319,7 +336,7 @@ export async function postWebhook(
     const timedOut = error instanceof DOMException && error.name === "TimeoutError";
     return {
       status: null,
-      error: timedOut ? `Timed out after ${timeoutMs} ms` : fetchError(error),
+      error: timedOut ? timedOutText(options.namedTimeoutMs ?? timeoutMs) : fetchError(error),
       excerpt: "",
       retryAfterMs: null,
     };

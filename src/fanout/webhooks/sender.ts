@@ -46,6 +46,7 @@ import {
   type DeliveryStore,
   FREE_INTERRUPTIONS,
 } from "../../store/deliveries.ts";
+import { describeDuration } from "../../config/mod.ts";
 import { detached, recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
@@ -184,12 +185,6 @@ export interface SendCounts {
   failed: number;
 }
 
-function describeDuration(ms: number): string {
-  if (ms % DAY === 0) return `${ms / DAY} day${ms === DAY ? "" : "s"}`;
-  if (ms % HOUR === 0) return `${ms / HOUR} h`;
-  return `${ms} ms`;
-}
-
 /** Claims due deliveries and sends them. */
 export class Sender {
   #store: DeliveryStore;
@@ -282,7 +277,10 @@ export class Sender {
         const checked = await withTimeout(
           this.#policy.check(endpoint.url),
           this.#timeoutMs,
-          () => new UnsafeUrlError(`'url' host did not resolve within ${this.#timeoutMs} ms`),
+          () =>
+            new UnsafeUrlError(
+              `'url' host did not resolve within ${describeDuration(this.#timeoutMs)}`,
+            ),
           stopping,
         );
         const secrets = endpoint.secrets
@@ -300,6 +298,7 @@ export class Sender {
           // What the lookup left of the timeout: the whole attempt stays within it, and so well
           // within the claim's lease (timeout + 15 s), however slow the resolver was.
           timeoutMs: Math.max(1, Math.ceil(this.#timeoutMs - (performance.now() - started))),
+          namedTimeoutMs: this.#timeoutMs,
           nowMs: startMs,
           // Connect where the check looked (DNS rebinding); allow-listed hosts were not resolved.
           address: checked.addresses[0],

@@ -86,6 +86,18 @@ Deno.test("postWebhook() reads Retry-After on 429 and 503 only", async () => {
   );
 });
 
+Deno.test("postWebhook() names the timeout it is given to name (the attempt's as configured), not what is left of it", async () => {
+  const { promise: released, resolve: release } = Promise.withResolvers<void>();
+  await withServer(async () => {
+    await released;
+    return new Response("late");
+  }, async (url) => {
+    const result = await postWebhook(url, {}, "{}", { timeoutMs: 50, namedTimeoutMs: 15_000 });
+    release();
+    assert.equal(result.error, "Timed out after 15 s");
+  });
+});
+
 Deno.test("postWebhook() gives up after its timeout and reports it", async () => {
   const { promise: released, resolve: release } = Promise.withResolvers<void>();
   await withServer(async () => {
