@@ -56,6 +56,10 @@ const RESERVED_HEADERS = new Set([
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Longest header name an endpoint may send. */
 const MAX_HEADER_NAME_LENGTH = 128;
+/** Most headers an endpoint may send. */
+export const MAX_HEADERS = 32;
+/** Longest header value (characters, bytes alike: a value is ASCII) an endpoint may send. */
+export const MAX_HEADER_VALUE_LENGTH = 4096;
 
 /** An endpoint's registration or change was refused; `field` names the bad input. */
 export class InvalidEndpointError extends Error {
@@ -234,6 +238,14 @@ export class EndpointRegistry {
         );
       }
     }
+    // Checked here with every other header problem, so that each is one 400 invalid_webhook.
+    const headerCount = Object.keys(input.headers ?? {}).length;
+    if (headerCount > MAX_HEADERS) {
+      throw new InvalidEndpointError(
+        "headers",
+        `Cannot ${verb} webhook as 'headers' has ${headerCount} headers, more than ${MAX_HEADERS}`,
+      );
+    }
     const named = new Map<string, string>();
     for (const name of Object.keys(input.headers ?? {})) {
       // Names are quoted shortened: the body may hold one of up to 1 MiB. A token first: its
@@ -270,6 +282,13 @@ export class EndpointRegistry {
       }
     }
     for (const [name, value] of Object.entries(input.headers ?? {})) {
+      if (value.length > MAX_HEADER_VALUE_LENGTH) {
+        throw new InvalidEndpointError(
+          "headers",
+          `Cannot ${verb} webhook as header '${name}' has a value of ${value.length} characters, ` +
+            `longer than ${MAX_HEADER_VALUE_LENGTH}`,
+        );
+      }
       if (/[\r\n\0]/.test(value)) {
         throw new InvalidEndpointError(
           "headers",

@@ -73,6 +73,14 @@ Deno.test("EndpointRegistry names the input field at fault", async () => {
     [{ url: URL_OK, filter: "payload.type ==" }, "filter"],
     [{ url: URL_OK, headers: { "Content-Type": "text/plain" } }, "headers"],
     [{ url: URL_OK, headers: { "bad name": "x" } }, "headers"],
+    [{ url: URL_OK, headers: { "x-a": "a".repeat(4097) } }, "headers"],
+    [
+      {
+        url: URL_OK,
+        headers: Object.fromEntries(Array.from({ length: 33 }, (_, n) => [`x-${n}`, "1"])),
+      },
+      "headers",
+    ],
   ];
   for (const [input, field] of cases) {
     await assert.rejects(endpoints.create(input), (error) => {
