@@ -87,7 +87,7 @@ const endpointFields = {
   }),
   // An empty list would hear from no stream: at least one, or null (or left out) for all.
   streams: z.array(nameText).min(1).max(256).nullable().openapi({
-    description: "Streams heard from (at least one); null for all",
+    description: "Streams heard from (at least one, at most 256); null for all",
   }),
   filter: z.string().min(1).max(MAX_EXPRESSION_LENGTH).nullable().openapi({
     description: "CEL over `payload` and `data`; only payloads for which it is true are sent",
@@ -103,7 +103,7 @@ const endpointFields = {
       maxProperties: MAX_HEADERS,
     }),
   rateLimit: z.number().min(MIN_RATE_PER_SECOND).max(100_000).nullable().openapi({
-    description: "Most deliveries per second (at least 0.001: one in 1,000 s)",
+    description: "Most deliveries per second (at least 0.001: one in 1,000 s; at most 100,000)",
   }),
   batch: BatchSchema.nullable().openapi({
     description:

@@ -578,6 +578,30 @@ Deno.test("an endpoint's rateLimit is at least 0.001 deliveries/s, and batch nee
   });
 });
 
+Deno.test("README's webhook fields state the rateLimit (100,000) and streams (256) maximums the schema holds: at each 201, one past each a 400 naming the bound", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const webhooks = readme.slice(readme.indexOf("### Webhooks"));
+  const fields = webhooks.slice(webhooks.indexOf("- Fields: "), webhooks.indexOf("\n- A delivery"))
+    .replace(/\s+/g, " ");
+  assert.match(fields, /`streams` \(at least one, at most 256,/);
+  assert.match(fields, /`rateLimit` \(deliveries\/s, at least 0\.001 and at most 100,000:/);
+  await withSetup(async (ctx) => {
+    const register = (fields: Record<string, unknown>) =>
+      call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h", ...fields });
+    const fastest = await register({ rateLimit: 100_000 });
+    assert.equal(fastest.status, 201, fastest.text);
+    const faster = await register({ rateLimit: 100_001 });
+    assert.equal(faster.status, 400, faster.text);
+    assert.match(faster.body.error.message, /rateLimit: .*100000/);
+    const most = await register({ streams: Array.from({ length: 256 }, () => "orders") });
+    assert.equal(most.status, 201, most.text.slice(0, 300));
+    const more = await register({ streams: Array.from({ length: 257 }, () => "orders") });
+    assert.equal(more.status, 400, more.text.slice(0, 300));
+    assert.match(more.body.error.message, /streams: .*256/);
+    assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 2);
+  });
+});
+
 Deno.test("a webhook URL is stored and shown as fetch requests it (WHATWG href), and deliveries go to that URL", async () => {
   const ctx = await setup();
   const receiver = await Receiver.start(() => ctx.clock.now);
