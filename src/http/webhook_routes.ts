@@ -295,6 +295,8 @@ export const updateWebhookRoute = createRoute({
   operationId: "updateWebhook",
   tags: ["webhooks"],
   summary: "Change a webhook endpoint; `disabled: false` re-enables it. Scope: admin.",
+  description:
+    "The body is checked before the id is looked up: a body it refuses is 400 (invalid_request, or invalid_webhook for a field no endpoint can have) whatever the id, and a body that passes is 404 for an unknown id. `batch` is checked against the endpoint's `eventTypes`, so with an unknown id it is 404 first.",
   request: {
     params: EndpointParams,
     body: { required: true, content: { "application/json": { schema: PatchBody } } },

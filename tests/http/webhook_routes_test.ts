@@ -1052,6 +1052,51 @@ Deno.test("an unknown endpoint id is 404 webhook_not_found on every endpoint rou
   });
 });
 
+Deno.test("a webhook request's body is checked before its id (README), as a stream's PUT is before its If-Match: PATCH and replay of an unknown id with a refused body are 400, a body that passes 404", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /A request's body is checked before its id is looked up, as on the other routes/,
+  );
+  await withSetup(async (ctx) => {
+    const refused: Array<[string, unknown, string]> = [
+      ["", { url: "ftp://example.com/h" }, "invalid_webhook"],
+      ["", { streams: ["nope"] }, "invalid_webhook"],
+      ["", { headers: { Host: "x" } }, "invalid_webhook"],
+      ["", { filter: "payload.type ==" }, "invalid_webhook"],
+      ["", { url: "" }, "invalid_request"],
+      ["", { rateLimit: 0 }, "invalid_request"],
+      ["", { batch: { maxEvents: 1, maxWait: "2m" } }, "invalid_request"],
+      ["/replay", { since: "not a time" }, "invalid_request"],
+    ];
+    for (const [suffix, body, code] of refused) {
+      const method = suffix === "" ? "PATCH" : "POST";
+      const res = await call(ctx.app, method, `/v1/webhooks/ep_nope${suffix}`, body);
+      assert.equal(res.status, 400, `${JSON.stringify(body)} ${res.text}`);
+      assert.equal(res.body.error.code, code, res.text);
+    }
+    // A definition the stream PUT refuses, for a version of a stream that does not exist.
+    const put = await ctx.app.request("/v1/streams/not_there", {
+      method: "PUT",
+      headers: { "Content-Type": "application/json", "If-Match": '"3"' },
+      body: JSON.stringify({ counters: 5 }),
+    });
+    assert.equal(put.status, 400, await put.clone().text());
+    assert.equal((await put.json()).error.code, "invalid_definition");
+    for (
+      const body of [
+        { url: "http://127.0.0.1:9/h" },
+        { streams: ["orders"] },
+        { batch: { maxEvents: 1 } },
+      ]
+    ) {
+      const res = await call(ctx.app, "PATCH", "/v1/webhooks/ep_nope", body);
+      assert.equal(res.status, 404, `${JSON.stringify(body)} ${res.text}`);
+      assert.equal(res.body.error.code, "webhook_not_found");
+    }
+  });
+});
+
 Deno.test("an endpoint's streams must be streams served (unlike a key's): another name is 400 invalid_webhook naming it, on POST and PATCH, and changes nothing", async () => {
   await withSetup(async (ctx) => {
     const refused = await call(ctx.app, "POST", "/v1/webhooks", {
