@@ -4,7 +4,8 @@
  * (whose sends overlap the next sweeps), a new instance picks up what an
  * earlier one could not deliver, what an alert costs in round trips, and, as on the memory
  * store, that a deleted endpoint's delivery is not found and that an endpoint changed to hear
- * more streams gets none of their results logged before the change.
+ * more streams gets none of their results logged before the change; and what deploy/README.md's
+ * rolling deploys list says of endpoints a release before e4aa3d6 registers, disables or deletes.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -483,6 +484,195 @@ redisTest(
     } finally {
       await Promise.all([a.close(), b.close()]);
       await Promise.all([receiver.close(), late.close()]);
+    }
+  },
+);
+
+/** deploy/README.md's rolling-deploy entry on webhook endpoints written by an older release. */
+async function rollingDeployEntry(): Promise<string> {
+  const text = await Deno.readTextFile(new URL("../../../deploy/README.md", import.meta.url));
+  const section = text.slice(
+    text.indexOf("## Rolling deploys"),
+    text.indexOf("\n## ", 30 + text.indexOf("## Rolling deploys")),
+  );
+  const entry = section.split("\n- ").find((item) => item.startsWith("**Webhook endpoints"));
+  assert.ok(entry, "deploy/README.md's rolling deploys list has an entry on webhook endpoints");
+  return entry.replace(/\s+/g, " ");
+}
+
+/**
+ * Runs `change` the way a release before e4aa3d6 makes it: the same keys written, the endpoint
+ * list's version (`epv`) left as it was (that release neither writes nor reads it).
+ */
+async function asOlderRelease(fixture: RedisFixture, change: () => Promise<void>): Promise<void> {
+  const redis = new Redis({
+    url: fixture.restUrl,
+    token: fixture.restToken,
+    enableTelemetry: false,
+    automaticDeserialization: false,
+  });
+  const key = "es:{wh}:epv";
+  const before = await redis.get<string>(key);
+  await change();
+  assert.notEqual(await redis.get<string>(key), before, "the current release moved the version");
+  if (before === null) await redis.del(key);
+  else await redis.set(key, before);
+}
+
+redisTest(
+  "deploy/README's rolling deploys: an endpoint a release before e4aa3d6 registers while a new instance's sweep closes windows misses the results that sweep logs; it gets those logged after the new instance lists the endpoints again",
+  async (fixture) => {
+    const entry = await rollingDeployEntry();
+    for (
+      const claim of [
+        "through a release before e4aa3d6",
+        "does not change the endpoint list's version",
+        "never gets the results that dispatch logs after its registration",
+        "at its next sweep once its list is 5 s old",
+      ]
+    ) assert.ok(entry.includes(claim), `${claim}: ${entry}`);
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    const late = await Receiver.start(() => clock.now);
+    try {
+      const early = await register(a.app, { url: receiver.url(), streams: ["orders"] });
+      await ingest(a.app, [
+        { id: "1", ts: at(1), country: "DE" },
+        { id: "2", ts: at(2), country: "FR" },
+        { id: "tick", ts: at(75), country: "XX" },
+      ]);
+      clock.now += 10_000;
+      let registered: { id: string; secret: string } | undefined;
+      await sweepOnce(a.streams.values(), a.store, {
+        consumers: [{
+          // B, an older release, registers one once A's sweep listed the endpoints.
+          prepare: async () => {
+            await a.webhooks.prepare();
+            await asOlderRelease(fixture, async () => {
+              registered = await register(b.app, { url: late.url(), streams: ["orders"] });
+            });
+          },
+          sweep: () => a.webhooks.sweep(),
+        }],
+      });
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+      const messageIds = async (id: string) => {
+        const res = await call(a.app, "GET", `/v1/webhooks/${id}/deliveries`);
+        assert.equal(res.status, 200, res.text);
+        return res.body.deliveries.map((delivery: { messageId: string }) => delivery.messageId)
+          .sort();
+      };
+      const minuteZero = await messageIds(early.id);
+      assert.equal(minuteZero.length, 2, "per_minute's windows of DE and FR");
+      // The sweep's lease call and stored page found the version unchanged: logged, not for it.
+      assert.deepEqual(await messageIds(registered!.id), []);
+      assert.equal(late.received.length, 0);
+      // A sweep of A with its endpoint list older than 5 s lists them again: the windows closed
+      // then reach the late endpoint too. Minute 0's never do (no delivery to send or replay).
+      await ingest(a.app, [{ id: "tock", ts: at(135), country: "XX" }]);
+      clock.now += 10_000;
+      await sweep(a.app, a.webhooks);
+      const minuteOne = (await messageIds(early.id)).filter((id: string) =>
+        !minuteZero.includes(id)
+      );
+      assert.equal(minuteOne.length, 1, "per_minute's window of XX");
+      assert.deepEqual(await messageIds(registered!.id), minuteOne);
+      assert.equal(late.received.length, 1);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await Promise.all([receiver.close(), late.close()]);
+    }
+  },
+);
+
+redisTest(
+  "deploy/README's rolling deploys: an endpoint a release before e4aa3d6 disables or deletes while a new instance's sweep closes windows gets that sweep's results, dead or never sent",
+  async (fixture) => {
+    const entry = await rollingDeployEntry();
+    for (
+      const claim of [
+        "One disabled meanwhile gets that dispatch's results as `dead` deliveries",
+        "which a replay once it is enabled again sends",
+        "One deleted meanwhile gets deliveries that nobody sends or can read",
+        "kept in Redis for their retention (7 days)",
+      ]
+    ) assert.ok(entry.includes(claim), `${claim}: ${entry}`);
+    const raw = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+      automaticDeserialization: false,
+    });
+    const clock: Clock = { now: T0 + 600_000 };
+    const a = await instance(fixture, clock);
+    const b = await instance(fixture, clock);
+    const receiver = await Receiver.start(() => clock.now);
+    try {
+      const early = await register(a.app, { url: receiver.url("/early"), streams: ["orders"] });
+      const doomed = await register(a.app, { url: receiver.url("/doomed"), streams: ["orders"] });
+      const paused = await register(a.app, { url: receiver.url("/paused"), streams: ["orders"] });
+      await ingest(a.app, [
+        { id: "1", ts: at(1), country: "DE" },
+        { id: "2", ts: at(2), country: "FR" },
+        { id: "tick", ts: at(75), country: "XX" },
+      ]);
+      clock.now += 10_000;
+      await sweepOnce(a.streams.values(), a.store, {
+        consumers: [{
+          // B, an older release, deletes one and disables another once A's sweep listed them.
+          prepare: async () => {
+            await a.webhooks.prepare();
+            await asOlderRelease(fixture, async () => {
+              const deleted = await call(b.app, "DELETE", `/v1/webhooks/${doomed.id}`);
+              assert.equal(deleted.status, 204, deleted.text);
+              const disabled = await call(b.app, "PATCH", `/v1/webhooks/${paused.id}`, {
+                disabled: true,
+              });
+              assert.equal(disabled.status, 200, disabled.text);
+            });
+          },
+          sweep: () => a.webhooks.sweep(),
+        }],
+      });
+      await Promise.all([a.webhooks.idle(), b.webhooks.idle()]);
+      const deliveries = async (id: string) => {
+        const res = await call(a.app, "GET", `/v1/webhooks/${id}/deliveries`);
+        assert.equal(res.status, 200, res.text);
+        return res.body.deliveries.map((delivery: { messageId: string; status: string }) =>
+          `${delivery.messageId} ${delivery.status}`
+        ).sort();
+      };
+      const sent = await deliveries(early.id);
+      assert.equal(sent.length, 2, "per_minute's windows of DE and FR");
+      assert.deepEqual(receiver.received.map((item) => item.path), ["/early", "/early"]);
+      // Disabled: the same results, dead; a replay once enabled again sends them.
+      assert.deepEqual(
+        await deliveries(paused.id),
+        sent.map((line: string) => line.replace(/ succeeded$/, " dead")),
+      );
+      const enabled = await call(a.app, "PATCH", `/v1/webhooks/${paused.id}`, { disabled: false });
+      assert.equal(enabled.status, 200, enabled.text);
+      const replay = await call(a.app, "POST", `/v1/webhooks/${paused.id}/replay`, { since: 0 });
+      assert.equal(replay.status, 202, replay.text);
+      assert.equal(replay.body.requeued, 2);
+      await sweep(a.app, a.webhooks);
+      assert.equal(receiver.received.filter((item) => item.path === "/paused").length, 2);
+      // Deleted: deliveries made for it that nobody sends or reads, kept their retention.
+      assert.equal(receiver.received.filter((item) => item.path === "/doomed").length, 0);
+      const gone = await call(a.app, "GET", `/v1/webhooks/${doomed.id}/deliveries`);
+      assert.equal(gone.status, 404, gone.text);
+      const left = (await raw.keys("es:{wh}:*")).filter((key) => key.includes(doomed.id)).sort();
+      assert.deepEqual(left.filter((key) => key.startsWith("es:{wh}:d:")).length, 2, `${left}`);
+      assert.ok(left.includes(`es:{wh}:ix:${doomed.id}`), `${left}`);
+      for (const key of left) {
+        const ttl = await raw.pttl(key);
+        assert.ok(ttl > 6 * 86_400_000 && ttl <= 7 * 86_400_000, `${key} ${ttl}`);
+      }
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+      await receiver.close();
     }
   },
 );
