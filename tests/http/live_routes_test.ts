@@ -471,7 +471,9 @@ Deno.test("README keep-alive: an SSE subscription gets a `: keep-alive` comment 
 Deno.test("An SSE subscriber that stops reading is dropped with a final closed event giving the reason", async () => {
   const server = await startServer({
     liveRoutes: { maxBufferedBytes: 64 * 1024 },
-    hub: { stalledMs: 100 },
+    // Also how long after the drop the client may take to start reading before its response is
+    // cut: at 100 ms a loaded machine (a post of 400 KB between the drop and the read) cut it.
+    hub: { stalledMs: 1_000 },
   });
   try {
     await slowSseScenario(server);
@@ -556,7 +558,7 @@ redisTest(
     });
     const server = await startServer({
       store: new RedisStore(redis),
-      hub: { shared: true, stalledMs: 100 },
+      hub: { shared: true, stalledMs: 1_000 }, // as above: the read after the drop may wait on a loaded machine
       liveRoutes: { maxBufferedBytes: 64 * 1024 },
     });
     try {
