@@ -77,9 +77,12 @@ const BatchSchema = z.strictObject({
 }).openapi("WebhookBatch");
 
 const endpointFields = {
-  url: z.string().min(1).max(MAX_URL_LENGTH).openapi({
+  // The length bound is checked by EndpointRegistry with the encoded length, so that both are one
+  // 400 invalid_webhook; the document still states it.
+  url: z.string().min(1).openapi({
+    maxLength: MAX_URL_LENGTH,
     description:
-      "https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG `new URL(url).href`: spaces and `<>` percent-encoded, the host in lower case, no `#` fragment, which no request carries), at most 2048 characters so encoded",
+      `https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG \`new URL(url).href\`: spaces and \`<>\` percent-encoded, the host in lower case, no \`#\` fragment, which no request carries), at most ${MAX_URL_LENGTH} characters as sent and so encoded; a longer one is 400 invalid_webhook`,
     example: "https://example.com/hooks/edgestream",
   }),
   eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({

@@ -758,6 +758,54 @@ Deno.test("a webhook URL of at most 2048 characters that encoding makes longer i
   }
 });
 
+Deno.test("a webhook URL past 2048 characters as sent is 400 invalid_webhook (README), as one encoding makes longer is, on POST and PATCH (an unknown id too), changing nothing; the OpenAPI document keeps maxLength", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /at most 2,048 characters as sent and so encoded, where `é` takes six: a longer one, as sent or once encoded, is `400 invalid_webhook`/,
+  );
+  await withSetup(async (ctx) => {
+    const kept = await call(ctx.app, "POST", "/v1/webhooks", { url: "http://127.0.0.1:9/h" });
+    assert.equal(kept.status, 201, kept.text);
+    const base = "http://127.0.0.1:9/";
+    const long = base + "a".repeat(2049 - base.length);
+    const post = await call(ctx.app, "POST", "/v1/webhooks", { url: long });
+    assert.equal(post.status, 400, post.text.slice(0, 300));
+    assert.equal(post.body.error.code, "invalid_webhook", post.text.slice(0, 300));
+    assert.equal(
+      post.body.error.message,
+      "Cannot register webhook as 'url' is 2049 characters, longer than 2048",
+    );
+    for (const id of [kept.body.id, "ep_nope"]) {
+      const patch = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, { url: long });
+      assert.equal(patch.status, 400, patch.text.slice(0, 300));
+      assert.equal(patch.body.error.code, "invalid_webhook", patch.text.slice(0, 300));
+      assert.equal(
+        patch.body.error.message,
+        "Cannot change webhook as 'url' is 2049 characters, longer than 2048",
+      );
+    }
+    // The bound as sent holds even where encoding would shorten it (a dropped fragment).
+    const fragment = base + "#" + "a".repeat(2048 - base.length);
+    const withFragment = await call(ctx.app, "POST", "/v1/webhooks", { url: fragment });
+    assert.equal(withFragment.body.error.code, "invalid_webhook", withFragment.text.slice(0, 300));
+    const atBound = await call(ctx.app, "POST", "/v1/webhooks", { url: long.slice(0, 2048) });
+    assert.equal(atBound.status, 201, atBound.text);
+    const list = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.deepEqual(
+      list.body.webhooks.map((item: { url: string }) => item.url).sort(),
+      [long.slice(0, 2048), "http://127.0.0.1:9/h"].sort(),
+    );
+    const doc = (await call(ctx.app, "GET", "/openapi.json")).body;
+    for (const name of ["WebhookInput", "WebhookPatch"]) {
+      const url = doc.components.schemas[name].properties.url;
+      assert.equal(url.maxLength, 2048, name);
+      assert.equal(url.minLength, 1, name);
+      assert.match(url.description, /longer one is 400 invalid_webhook/, name);
+    }
+  });
+});
+
 Deno.test("POST /v1/webhooks past EDGESTREAM_WEBHOOKS_MAX answers 409 too_many_webhooks and registers nothing; a deletion frees a place", async () => {
   const ctx = await setup({
     deliveries: new MemoryDeliveryStore({ now: () => T0, maxEndpoints: 2 }),

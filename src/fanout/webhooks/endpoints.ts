@@ -192,6 +192,14 @@ export class EndpointRegistry {
    * what is called.
    */
   async #checkUrl(url: string, verb: Verb): Promise<string> {
+    // Checked here, not by the body's schema, so that the bound as sent and as encoded (below)
+    // are one 400 invalid_webhook.
+    if (url.length > MAX_URL_LENGTH) {
+      throw new InvalidEndpointError(
+        "url",
+        `Cannot ${verb} webhook as 'url' is ${url.length} characters, longer than ${MAX_URL_LENGTH}`,
+      );
+    }
     try {
       const checked = (await this.#policy.check(url)).url;
       // A fragment never leaves the client: kept, it would show a URL no delivery calls.
