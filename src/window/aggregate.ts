@@ -45,13 +45,11 @@ export const DEFAULT_QUANTILES: readonly number[] = [0.5, 0.9, 0.95, 0.99];
  * so no digit of it is rounded away (`q * 100` would be `28.999999999999996` for `0.29`). The
  * point is moved in the text: the double nearest to the moved decimal may print with a digit
  * fewer or another last digit (`0.8029312186167659` would be `p80.2931218616766`, the name of
- * `0.802931218616766` too), so that number's text is the name only when it is the same decimal
- * (`1e-7` → `p0.00001`, as JavaScript prints it).
+ * `0.802931218616766` too). Always plain decimal, as README says and as `by=` takes a name:
+ * `1e-9` → `p0.0000001`, not `p1e-7` as JavaScript prints the percentage.
  */
 export function quantileName(q: number): string {
-  const exact = movePoint(String(q), 2);
-  const printed = String(Number(exact));
-  return `p${movePoint(printed, 0) === exact ? printed : exact}`;
+  return `p${movePoint(String(q), 2)}`;
 }
 
 /** `text` (a non-negative number as JavaScript prints it) times 10^`places`, as plain decimal text. */

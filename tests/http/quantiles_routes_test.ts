@@ -124,6 +124,32 @@ Deno.test("?q= names each quantile by its decimal with the point moved two place
   assert.equal(row.value.p100, undefined);
 });
 
+Deno.test("?q= names a tiny quantile as README says, the plain decimal with its point moved two places (1e-9 is p0.0000001, not p1e-7), which by= takes back", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /the number with its point moved two places, no digit dropped, in plain decimal, as `by` takes it \(`1e-9` gives `p0\.0000001`\)/,
+  );
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, requests(), { stream: "api" });
+  const tiny = `p0.${"0".repeat(321)}5`;
+  const res = await app.request(
+    "/v1/streams/api/counters/latency?q=1e-9,5e-324&group.endpoint=/b",
+  );
+  assert.equal(res.status, 200);
+  const [row] = (await res.json()).windows;
+  assert.deepEqual(
+    Object.keys(row.value).filter((key) => key.startsWith("p")).sort(),
+    ["p0.0000001", tiny].sort(),
+  );
+  for (const name of ["p0.0000001", tiny]) {
+    const ranked = await app.request(
+      `/v1/streams/api/counters/latency?top=1&q=1e-9,5e-324&by=${name}`,
+    );
+    assert.equal(ranked.status, 200, await ranked.text());
+  }
+});
+
 Deno.test("?q= of two quantiles whose percentages print alike as doubles names both, each with its digits", async () => {
   const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
   await postEvents(app, requests(), { stream: "api" });

@@ -175,7 +175,9 @@ Deno.test("quantileName() moves the point of q's decimal two places, no digit ro
     [0.001, "p0.1"],
     [0.9999999999999, "p99.99999999999"],
     [1e-7, "p0.00001"],
-    [1e-9, "p1e-7"],
+    // Plain decimal, as README says and `by=` takes: JavaScript prints 1e-7 for the percentage.
+    [1e-9, "p0.0000001"],
+    [5e-324, `p0.${"0".repeat(321)}5`],
     // The nearest double to 80.29312186167659 prints as 80.2931218616766 (the name of the next q).
     [0.8029312186167659, "p80.29312186167659"],
     [0.802931218616766, "p80.2931218616766"],
@@ -189,6 +191,6 @@ Deno.test("quantileName() moves the point of q's decimal two places, no digit ro
       Number(name.slice(1)),
       Number(`${String(q).split("e")[0]}e${Number(String(q).split("e")[1] ?? 0) + 2}`),
     );
-    assert.match(name, /^p\d/);
+    assert.match(name, /^p\d+(\.\d+)?$/);
   }));
 });
