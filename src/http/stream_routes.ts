@@ -708,16 +708,18 @@ const MAX_QUANTILES = 20;
 
 const QuantilesParam = z.string().optional().openapi({
   description:
-    "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 and none twice (e.g. `0.5,0.999` gives `p50` and `p99.9`)",
+    "Quantiles counters: the quantiles to report instead of p50, p90, p95, p99, comma separated, each from 0 to 1 and none twice (e.g. `0.5,0.999` gives `p50` and `p99.9`), no spaces: a `+` is written `%2B`, as a URL query reads `+` as a space",
 });
 
 /**
- * A quantile as `q` writes it: a decimal fraction (`0.5`, `.999`, `1`, `1e-3`). The fraction's
+ * A quantile as `q` writes it: a decimal fraction (`0.5`, `.999`, `1`, `1e-3`), a `+` sign
+ * allowed, no space: a URL query reads `+` as a space, so a space in a part (`q=+0.5` arrives as
+ * ` 0.5`, `q=1e+0` as `1e 0`) is refused alike, saying to write `%2B`. The fraction's
  * digits come only after a point: `\d+\.?\d*` could split one run of digits between its two
  * `\d`s every way, quadratic in a long one that fails (`q=` 40,000 ones and an `x` held the event
  * loop 4 s).
  */
-const QUANTILE_TEXT = /^\s*(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?\s*$/i;
+const QUANTILE_TEXT = /^\+?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?$/i;
 
 /** The number a part of `q` writes ({@linkcode QUANTILE_TEXT}), or NaN. */
 function quantileOf(part: string): number {
@@ -746,9 +748,9 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
   return parts.map((part) => {
     const q = quantileOf(part);
     if (!(q >= 0 && q <= 1)) {
-      // `1e+0` arrives as `1e 0`: its exponent's sign read as a space. Spaces around a part are
-      // taken (`0.5, 0.9`), so only those within it can have been a `+`.
-      const plus = plusHint(part.trim(), (fixed) => {
+      // `1e+0` arrives as `1e 0` and `+0.5` as ` 0.5`: a sign read as a space. No space is
+      // taken, so the two are refused alike, each with the hint.
+      const plus = plusHint(part, (fixed) => {
         const value = quantileOf(fixed);
         return value >= 0 && value <= 1;
       });
@@ -802,7 +804,7 @@ function parseQuantiles(counter: CompiledCounter, text: string | undefined): num
  * `<digits>e<exponent>` without leading or trailing zeros: `0.50`, `5e-1` and `50e-2` are `5e-1`.
  */
 function decimalOf(text: string): string {
-  const [mantissa, exponent = "0"] = text.trim().toLowerCase().split("e");
+  const [mantissa, exponent = "0"] = text.toLowerCase().replace(/^\+/, "").split("e");
   const [whole, fraction = ""] = mantissa.split(".");
   const digits = `${whole}${fraction}`.replace(/^0+/, "");
   // Not `/0+$/`: it tries every zero of a run as the start of the trailing ones, each to the end

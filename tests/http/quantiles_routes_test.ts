@@ -171,7 +171,9 @@ Deno.test("?q= with an exponent's '+' a URL query read as a space says to write 
     const [q, bad, hint] of [
       ["1e+0", "1e 0", "1e%2B0"],
       ["0.5,0.1e+1", "0.1e 1", "0.1e%2B1"],
-      ["0.5,+1e+0", " 1e 0", "1e%2B0"],
+      ["0.5,+1e+0", " 1e 0", "%2B1e%2B0"],
+      ["+0.5", " 0.5", "%2B0.5"],
+      ["0.5,+1", " 1", "%2B1"],
     ]
   ) {
     const res = await app.request(`/v1/streams/api/counters/latency?q=${q}`);
@@ -189,7 +191,15 @@ Deno.test("?q= with an exponent's '+' a URL query read as a space says to write 
     assert.equal(fixed.status, 200, await fixed.text());
   }
   // With the '+' back still no quantile (5), or no '+' to put back: no hint.
-  for (const [q, bad] of [["5e+0", "5e 0"], ["0.5%200.9", "0.5 0.9"], ["1e%20%200", "1e  0"]]) {
+  for (
+    const [q, bad] of [
+      ["5e+0", "5e 0"],
+      ["0.5%200.9", "0.5 0.9"],
+      ["1e%20%200", "1e  0"],
+      ["0.5%20", "0.5 "],
+      ["%20%200.5", "  0.5"],
+    ]
+  ) {
     const res = await app.request(`/v1/streams/api/counters/latency/current?q=${q}`);
     assert.equal(res.status, 400, q);
     assert.equal(
@@ -197,6 +207,51 @@ Deno.test("?q= with an exponent's '+' a URL query read as a space says to write 
       `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'`,
     );
   }
+});
+
+Deno.test("?q= takes no space (README): q=+0.5, arriving as ' 0.5', is refused with the %2B hint as q=1e+0 is, on the list and /current; %2B0.5 reads as 0.5", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /naming the bad part, a space in it included; a `\+`, an exponent's or a sign's, is written `%2B` \(`q=1e%2B0`, `q=%2B0\.5`\), as a URL query reads `\+` as a space: one sent as `\+` \(`q=1e\+0`, `q=\+0\.5`\) is refused with a message that says so/,
+  );
+  const { app } = await testApp({ config: CONFIG, now: () => Date.parse(at(30)) });
+  await postEvents(app, requests(), { stream: "api" });
+  for (const route of ["", "/current"]) {
+    for (
+      const [q, bad, hint] of [
+        ["+0.5", " 0.5", "%2B0.5"],
+        ["1e+0", "1e 0", "1e%2B0"],
+        ["0.5,+0.9", " 0.9", "%2B0.9"],
+      ]
+    ) {
+      const res = await app.request(`/v1/streams/api/counters/latency${route}?q=${q}`);
+      assert.equal(res.status, 400, q);
+      const body = await res.json();
+      assert.equal(body.error.code, "invalid_query");
+      assert.equal(
+        body.error.message,
+        `Query parameter 'q' must list numbers from 0 to 1, got '${bad}'; a '+' in a URL query reads as a space, so write it as %2B (${hint})`,
+      );
+    }
+    const trailing = await app.request(`/v1/streams/api/counters/latency${route}?q=0.5%20`);
+    assert.equal(trailing.status, 400);
+    assert.equal(
+      (await trailing.json()).error.message,
+      "Query parameter 'q' must list numbers from 0 to 1, got '0.5 '",
+    );
+  }
+  const signed = await app.request(
+    "/v1/streams/api/counters/latency?q=%2B0.5,%2B1e-1&group.endpoint=/b",
+  );
+  assert.equal(signed.status, 200, await signed.clone().text());
+  const [row] = (await signed.json()).windows;
+  assert.deepEqual(Object.keys(row.value).filter((key) => key.startsWith("p")).sort(), [
+    "p10",
+    "p50",
+  ]);
+  const twice = await app.request("/v1/streams/api/counters/latency?q=0.5,%2B0.50");
+  assert.equal((await twice.json()).error.message, "Query parameter 'q' names p50 twice");
 });
 
 Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to tell from 0 or too close to 1, named twice, or on another counter is a 400 naming it", async () => {
@@ -232,8 +287,8 @@ Deno.test("?q= with a value outside [0, 1], not a decimal number, too small to t
     );
   }
   for (
-    const q of ["0.5", ".5", "1", "1e-3", " 0.25", "0e-400", "0.000", "5e-324"].concat(
-      ["1.000", "1.", "10e-1", "0.1e+1", "100e-2", " 1 ", "0.99"],
+    const q of ["0.5", ".5", "1", "1e-3", "+0.25", "0e-400", "0.000", "5e-324"].concat(
+      ["1.000", "1.", "10e-1", "0.1e+1", "100e-2", "+1", "0.99"],
     )
   ) {
     const res = await app.request(`/v1/streams/api/counters/latency?q=${encodeURIComponent(q)}`);
