@@ -444,7 +444,14 @@ redisTest(
       const life = Number(await send("PTTL", marker));
       assert.ok(life > firing.ttlMs - 1_000, `marker lives ${life} ms`);
       const indexLife = Number(await send("PTTL", index));
-      assert.ok(indexLife > 0 && indexLife <= life, `index lives ${indexLife} ms`);
+      // Both given the same life in one script call, whose commands redis-server 7.0 times each
+      // by its own clock: the index's expiry may fall a millisecond or two after the marker's
+      // (11,998 against 11,997 in one CI run). The close renews markers once the index has less
+      // than ttl + ttl/16 left, far ahead of either expiry, so such a difference changes nothing.
+      assert.ok(
+        indexLife > 0 && indexLife <= life + 5,
+        `index lives ${indexLife} ms, marker ${life}`,
+      );
     });
     // Past the life it had: still marked.
     await delay(600);
