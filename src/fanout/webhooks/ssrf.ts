@@ -14,6 +14,7 @@
  */
 import ipaddr from "ipaddr.js";
 import { quoteInput, withoutCredentials } from "../../validate/mod.ts";
+import { describeDuration } from "../../config/mod.ts";
 import { DEFAULT_TIMEOUT_MS } from "./http_post.ts";
 
 /**
@@ -200,20 +201,24 @@ export class UrlPolicy {
   async #lookup(hostname: string): Promise<string[]> {
     const ms = this.#resolveTimeoutMs;
     const abort = new AbortController();
-    const timedOut = new UnsafeUrlError(`'url' host '${hostname}' did not resolve within ${ms} ms`);
+    // Made when the bound runs out only: this runs before every delivery attempt too.
+    let timedOut: UnsafeUrlError | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       return await Promise.race([
         this.#resolve(hostname, abort.signal),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
+            timedOut = new UnsafeUrlError(
+              `'url' host '${hostname}' did not resolve within ${describeDuration(ms)}`,
+            );
             reject(timedOut);
             abort.abort();
           }, ms);
         }),
       ]);
     } catch (error) {
-      if (error === timedOut) throw error;
+      if (error !== undefined && error === timedOut) throw error;
       throw new UnsafeUrlError(`'url' host '${hostname}' does not resolve`, { cause: error });
     } finally {
       clearTimeout(timer);

@@ -256,10 +256,15 @@ Deno.test("UrlPolicy's lookup bound is the request timeout (15 s) by default", a
     await clock.tickAsync(1);
     await checked;
     assert.ok(seen.outcome instanceof UnsafeUrlError, String(seen.outcome));
-    assert.match(seen.outcome.message, /did not resolve within 15000 ms$/);
+    assert.match(seen.outcome.message, /did not resolve within 15 s$/);
   } finally {
     clock.uninstall();
   }
+  const readme = await Deno.readTextFile(new URL("../../../README.md", import.meta.url));
+  assert.match(
+    readme.replace(/\s+/g, " "),
+    /whose lookup has not answered within 15 s, the request timeout \(the message says it did not resolve within 15 s\)/,
+  );
 });
 
 Deno.test("UrlPolicy refuses an allow-list entry that is neither CIDR, address nor host", () => {
