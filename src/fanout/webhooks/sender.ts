@@ -358,16 +358,26 @@ export class Sender {
       outcome,
       nextAttemptMs,
     };
+    const disableReason = gone ? "Endpoint answered 410 Gone" : undefined;
+    const failingReason = `Every attempt failed for ${describeDuration(this.#disableAfterMs)}`;
     const { recorded, disabled } = await this.#store.recordAttempt({
       deliveryId: delivery.id,
       endpointId: endpoint.id,
       token: claim.token,
       attempt,
       nowMs,
-      disableReason: gone ? "Endpoint answered 410 Gone" : undefined,
+      disableReason,
       disableAfterMs: this.#disableAfterMs,
-      failingReason: `Every attempt failed for ${describeDuration(this.#disableAfterMs)}`,
+      failingReason,
     });
+    if (disabled) {
+      // Said once, by the attempt that disabled it: from then on the endpoint gets no deliveries
+      // and its failures stop, which an alert on failed attempts alone would take for a recovery.
+      logger.warn(
+        "Webhook endpoint {endpoint} is disabled: {reason}; it gets no deliveries until it is enabled again (PATCH /v1/webhooks/{endpoint} with disabled: false)",
+        { endpoint: endpoint.id, reason: disableReason ?? failingReason },
+      );
+    }
     if (recorded) {
       recordWebhookDelivery(outcome === "retrying" ? "failed" : outcome, elapsedMs / 1000);
       this.#counts.attempted += 1;

@@ -598,6 +598,43 @@ Deno.test("an endpoint failing continuously for the configured period is disable
   });
 });
 
+Deno.test("an endpoint disabled by a 410 or by failing for the configured period is said once, at warning", async () => {
+  await withApp({ disableAfterMs: MINUTE }, async ({ app, webhooks, receiver, clock }) => {
+    await writtenLogs(async (lines) => {
+      const gone = await register(app, { url: receiver.url("/gone") });
+      const failing = await register(app, { url: receiver.url("/failing") });
+      receiver.respond = (request) =>
+        request.path === "/gone"
+          ? new Response("gone", { status: 410 })
+          : new Response(null, { status: 500 });
+      await closeFirstMinute(app);
+      await webhooks.idle();
+      advance(clock, 5 * SECOND);
+      await sweep(app, webhooks);
+      advance(clock, 5 * MINUTE);
+      await sweep(app, webhooks);
+      await webhooks.idle();
+      advance(clock, 5 * MINUTE);
+      await sweep(app, webhooks);
+      await webhooks.idle();
+      const said = jsonLines(lines, "edgestream.webhooks").filter((line) =>
+        /is disabled/.test(line.message)
+      );
+      assert.deepEqual(
+        said.map((line) => [line.level, line.endpoint, line.reason]).sort(),
+        [
+          ["warning", gone.id, "Endpoint answered 410 Gone"],
+          ["warning", failing.id, "Every attempt failed for 1 min"],
+        ].sort(),
+      );
+      assert.match(
+        said[0].message,
+        /^Webhook endpoint (ep_\w+) is disabled: .*; it gets no deliveries until it is enabled again \(PATCH \/v1\/webhooks\/\1 with disabled: false\)$/,
+      );
+    });
+  });
+});
+
 Deno.test("a rotated secret signs alongside the new one for 24 h, then stops", async () => {
   await withApp({}, async ({ app, webhooks, receiver, clock }) => {
     const { id, secret: oldSecret } = await register(app, { url: receiver.url() });
