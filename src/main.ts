@@ -14,7 +14,7 @@ import { createApp } from "./app.ts";
 import { ConfigError } from "./config/mod.ts";
 import { configFromEnv, type ServerConfig, type StartupNotice } from "./env.ts";
 import { LiveHub, startSweeping, sweepOnce } from "./fanout/mod.ts";
-import { OutageLog, WebhookBacklogGauges } from "./telemetry/mod.ts";
+import { detached, OutageLog, WebhookBacklogGauges } from "./telemetry/mod.ts";
 import {
   configureLogging,
   escapeControls,
@@ -259,11 +259,19 @@ export interface ServeOptions {
   onListening?(server: RunningServer): void;
 }
 
-/** Starts the server; resolves once it listens and the config streams are recorded (or logged). */
-export async function serve(
-  config: ServerConfig,
-  options: ServeOptions = {},
-): Promise<RunningServer> {
+/**
+ * Starts the server; resolves once it listens and the config streams are recorded (or logged).
+ *
+ * It starts in a trace context of its own making (no span): Deno's `fetch` (every Redis call)
+ * leaves its span active after it where no context was, so the timers started after the first
+ * store call (the sweep, the definitions poll) would run under that call's span, and every store
+ * call of theirs for the life of the process would join its trace.
+ */
+export function serve(config: ServerConfig, options: ServeOptions = {}): Promise<RunningServer> {
+  return detached(() => startServing(config, options));
+}
+
+async function startServing(config: ServerConfig, options: ServeOptions): Promise<RunningServer> {
   const { streams, store, webhooks } = config;
   const built = await buildApp(config);
   const serving = serveApp(built, {

@@ -15,6 +15,7 @@ import {
 import { redisTest, withDirect } from "./_redis.ts";
 import { collectingLogs, messageOf } from "./_logs.ts";
 import { StoreUnavailableError } from "../src/store/types.ts";
+import { eventually, otelEnv, startOtlpReceiver } from "./telemetry/_otlp.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 
@@ -654,3 +655,39 @@ Deno.test("serve() says a store unavailable to the webhook backlog count once as
     assert.ok(Number(counts[1].properties.failures) > 2, String(counts[1].properties.failures));
   }, { level: "info" });
 });
+
+redisTest(
+  "main.ts with OTEL_DENO=true and Redis runs its timers' store calls in traces of their own, not under the fetch of its first store call",
+  async (fixture) => {
+    const receiver = startOtlpReceiver();
+    const server = await startServerProcess("otlp-timers", {
+      ...otelEnv(receiver),
+      UPSTASH_REDIS_REST_URL: fixture.restUrl,
+      UPSTASH_REDIS_REST_TOKEN: fixture.restToken,
+      EDGESTREAM_SWEEP_EVERY: "100ms",
+    });
+    try {
+      // Deno's spans of the fetches to Redis: the startup's, then those of sweeps and polls.
+      const storeFetches = () =>
+        receiver.spans().filter((span) =>
+          span.scope !== "edgestream" &&
+          String(span.attributes["url.full"] ?? "").startsWith(fixture.restUrl)
+        );
+      await eventually(() => assert.ok(storeFetches().length >= 40, `${storeFetches().length}`));
+      const fetches = storeFetches();
+      const ids = new Set(fetches.map((span) => span.spanId));
+      const nested = fetches.filter((span) => ids.has(span.parentSpanId));
+      assert.deepEqual(
+        nested.length,
+        0,
+        `${nested.length} of ${fetches.length} store fetches are children of another one`,
+      );
+      // Each its own trace: a process up for days must not grow one trace without end.
+      const traces = new Set(fetches.map((span) => span.traceId));
+      assert.equal(traces.size, fetches.length);
+    } finally {
+      await server.stop();
+      await receiver.close();
+    }
+  },
+);
