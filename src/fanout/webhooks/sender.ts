@@ -47,7 +47,7 @@ import {
   FREE_INTERRUPTIONS,
 } from "../../store/deliveries.ts";
 import { describeDuration } from "../../config/mod.ts";
-import { detached, recordWebhookDelivery } from "../../telemetry/mod.ts";
+import { detached, OutageLog, recordWebhookDelivery } from "../../telemetry/mod.ts";
 import { DEFAULT_TIMEOUT_MS, type PostResult, postWebhook } from "./http_post.ts";
 import { signatureHeaders } from "./signing.ts";
 import { UnsafeUrlError, type UrlPolicy } from "./ssrf.ts";
@@ -171,7 +171,10 @@ export interface SenderOptions extends RetryDelayOptions {
   slowForMs?: number;
   /** Told about every recorded attempt. */
   onAttempt?: (claim: Claim, attempt: Attempt, disabled: boolean) => void;
-  /** Told about unexpected failures (the store was unavailable). */
+  /**
+   * Told about unexpected failures (the store was unavailable).
+   * @default {logged: the store unavailable said as an outage, at warning (see `OutageLog`); anything else at error}
+   */
   onError?: (error: unknown) => void;
 }
 
@@ -208,6 +211,8 @@ export class Sender {
   #slowUntil = new Map<string, number>();
   #onAttempt: NonNullable<SenderOptions["onAttempt"]>;
   #onError: (error: unknown) => void;
+  /** Ends an outage of the store the default `onError` logged. */
+  #storeAnswered: () => void;
   /** Each send (or claim given back) in flight, with its endpoint. */
   #inflight = new Map<Promise<void>, { endpointId: string }>();
   /**
@@ -244,8 +249,15 @@ export class Sender {
     this.#slowAfterMs = Math.min(options.slowAfterMs ?? 5_000, this.#timeoutMs);
     this.#slowForMs = options.slowForMs ?? 60_000;
     this.#onAttempt = options.onAttempt ?? (() => {});
-    this.#onError = options.onError ??
-      ((error) => logger.error("Webhook delivery failed: {error}", { error }));
+    // The store unavailable fails every claim and record alike (each send in flight's, then the
+    // claim after it): said when the outage starts, once a minute while it lasts and when the
+    // store answers again, as the sweep's failures are, not as an error with its stacks each time.
+    const outage = new OutageLog(logger, {
+      failed: "Webhook delivery failed: {error}",
+      recovered: "Webhook deliveries claimed and recorded again",
+    });
+    this.#storeAnswered = () => outage.success();
+    this.#onError = options.onError ?? ((error) => outage.failure(error));
   }
 
   /** Lease (ms) of a claim: longer than the request may take. */
@@ -370,6 +382,7 @@ export class Sender {
       disableAfterMs: this.#disableAfterMs,
       failingReason,
     });
+    this.#storeAnswered();
     if (disabled) {
       // Said once, by the attempt that disabled it: from then on the endpoint gets no deliveries
       // and its failures stop, which an alert on failed attempts alone would take for a recovery.
@@ -417,6 +430,7 @@ export class Sender {
       let claims: Claim[] = [];
       try {
         claims = await this.#store.claimDue(reserved);
+        this.#storeAnswered();
       } finally {
         this.take(reserved, claims);
       }

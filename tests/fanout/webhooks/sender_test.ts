@@ -17,6 +17,7 @@ import {
   type DeliveryStore,
   MemoryDeliveryStore,
   RedisDeliveryStore,
+  StoreUnavailableError,
 } from "../../../src/store/mod.ts";
 import { config, delivery, T0 } from "../../store/_delivery_fixtures.ts";
 import { jsonLines, writtenLogs } from "../../_logs.ts";
@@ -390,6 +391,40 @@ Deno.test("Sender's claim loop logs without the requestId of the request that ki
     const [failure] = jsonLines(lines, "edgestream.webhooks");
     assert.match(failure?.message ?? "", /Webhook delivery failed: .*claims refused/);
     assert.equal(failure.requestId, undefined);
+  });
+  await sender.close();
+});
+
+Deno.test("Sender says the store unavailable to its claims once, at warning without stacks, and when it claims again", async () => {
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  let down = true;
+  const flaky = Object.assign(Object.create(deliveries), {
+    claimDue: (options: ClaimOptions) =>
+      down
+        ? Promise.reject(new StoreUnavailableError("Redis did not answer claimDue within 5000 ms"))
+        : deliveries.claimDue(options),
+  }) as DeliveryStore;
+  const sender = new Sender(flaky, { policy: new UrlPolicy({ allow: ["127.0.0.1"] }) });
+  await writtenLogs(async (lines) => {
+    // Every send that ends, every sweep and dispatch kicks the claim loop: each claim fails.
+    for (let i = 0; i < 3; i++) {
+      sender.kick();
+      await sender.idle();
+    }
+    down = false;
+    sender.kick();
+    await sender.idle();
+    const said = jsonLines(lines, "edgestream.webhooks");
+    assert.deepEqual(said.map((line) => line.level), ["warning", "info"], JSON.stringify(said));
+    assert.equal(
+      said[0].message,
+      "Webhook delivery failed: StoreUnavailableError: Redis did not answer claimDue within 5000 ms",
+    );
+    assert.equal(typeof said[0].error, "string", "the error as one line of text, no stack");
+    assert.match(
+      said[1].message,
+      /^Webhook deliveries claimed and recorded again after 3 failures since /,
+    );
   });
   await sender.close();
 });
