@@ -20,7 +20,8 @@
  * (or an exponential backoff), up to `maxRetries` times (a try while the browser
  * is offline spends none: the batch waits for the `online` event); one answered `413
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
- * burst) is sent again split into batches of that many, and one answered
+ * burst) is sent again split into batches of that many, as later batches (and
+ * a page's beacons) to that stream are, and one answered
  * `413 payload_too_large` (a body over the server's 1 MiB) in halves; other
  * refusals are dropped with a console warning saying why. Events the server
  * rejects (its `rejected`, in a `202` or a `400 no_events_accepted`) are not
@@ -216,7 +217,17 @@ export function createTracker(options) {
   let held = 0;
   /** Events dropped, past `maxHeld`, while offline. */
   let dropped = 0;
+  /**
+   * The most events a request to a stream may carry, by stream, as its last `413
+   * too_many_events` said (`details.maxEvents`: a rate limit's burst, or the server's 1,000).
+   */
+  const maxEventsOf = new Map();
   let timer;
+
+  /** How many events of `stream` one batch carries: `maxBatch`, or fewer once a 413 said so. */
+  function batchSize(stream) {
+    return Math.min(maxBatch, maxEventsOf.get(stream) ?? maxBatch);
+  }
 
   /** Drops the oldest batches waiting offline until at most `maxHeld` events are held. */
   function dropPastMaxHeld() {
@@ -293,6 +304,10 @@ export function createTracker(options) {
           ? Math.ceil(events.length / 2)
           : code?.details?.maxEvents;
         const split = code?.code === "too_many_events" || code?.code === "payload_too_large";
+        // Later batches to the stream carry no more, here and in a page's beacons.
+        if (code?.code === "too_many_events" && maxEvents >= 1) {
+          maxEventsOf.set(stream, maxEvents);
+        }
         if (split && maxEvents >= 1 && maxEvents < events.length) {
           // More events than a rate limit's burst: none was applied, and parts that fit it can
           // be, each under its own key.
@@ -363,10 +378,11 @@ export function createTracker(options) {
     timer = undefined;
     for (const [stream, events] of queues) {
       queues.delete(stream);
-      for (let i = 0; i < events.length; i += maxBatch) {
+      const size = batchSize(stream);
+      for (let i = 0; i < events.length; i += size) {
         let onHeld;
         const heldNow = new Promise((resolve) => onHeld = resolve);
-        const promise = send(stream, events.slice(i, i + maxBatch), onHeld);
+        const promise = send(stream, events.slice(i, i + size), onHeld);
         const answeredOrHeld = Promise.race([promise, heldNow]);
         sending.add(promise);
         answering.add(answeredOrHeld);
@@ -433,7 +449,10 @@ export function createTracker(options) {
   /**
    * Sends what waits, and the batches waiting to be sent again, with beacons: they outlive the
    * page. Browsers allow a page's beacons (and keepalive requests) 64 KiB in all: what does not
-   * fit in {@linkcode KEEPALIVE_BYTES} together is kept for the next page.
+   * fit in {@linkcode KEEPALIVE_BYTES} together is kept for the next page. So is what a stream
+   * cannot take at once: past the most events a 413 said a request to it may carry (a rate
+   * limit's burst: a bucket holds no more, and beacons all go at once, unanswered), a beacon's
+   * events would be refused and lost.
    */
   function beacon() {
     clearTimeout(timer);
@@ -441,6 +460,11 @@ export function createTracker(options) {
     const batches = [];
     // Offline, a beacon is lost: all of it is kept for the next page.
     let budget = isOffline() ? 0 : KEEPALIVE_BYTES;
+    /** Events each stream may still take by beacon now, once a 413 said how many. */
+    const room = new Map(maxEventsOf);
+    function roomOf(stream) {
+      return room.get(stream) ?? Infinity;
+    }
     // The oldest first: those waiting to be sent again, whole with their key when they fit (so
     // one the server applied already counts once), else as new ones.
     for (const waiting of retrying) {
@@ -452,8 +476,14 @@ export function createTracker(options) {
       const keyed = `${url(waiting.stream)}&idempotencyKey=${
         encodeURIComponent(waiting.idempotencyKey)
       }`;
-      if (bytes < budget && navigator.sendBeacon?.(keyed, waiting.body)) budget -= bytes;
-      else batches.push([waiting.stream, waiting.events]);
+      const count = waiting.events.length;
+      if (
+        bytes < budget && count <= roomOf(waiting.stream) &&
+        navigator.sendBeacon?.(keyed, waiting.body)
+      ) {
+        budget -= bytes;
+        room.set(waiting.stream, roomOf(waiting.stream) - count);
+      } else batches.push([waiting.stream, waiting.events]);
     }
     // Then the parts of batches past a limit not sent yet: none of their events was applied.
     for (const rest of splitting) {
@@ -463,15 +493,16 @@ export function createTracker(options) {
     }
     for (const [stream, events] of queues) {
       queues.delete(stream);
-      for (let i = 0; i < events.length; i += maxBatch) {
-        batches.push([stream, events.slice(i, i + maxBatch)]);
+      const size = batchSize(stream);
+      for (let i = 0; i < events.length; i += size) {
+        batches.push([stream, events.slice(i, i + size)]);
       }
     }
     for (const [stream, events] of batches) {
       for (const part of beaconParts(events)) {
         const bytes = byteLength(part.body);
         let sent = false;
-        if (bytes < budget) {
+        if (bytes < budget && part.events.length <= roomOf(stream)) {
           // A string body goes as text/plain, which needs no preflight.
           if (navigator.sendBeacon) {
             sent = navigator.sendBeacon(url(stream), part.body);
@@ -481,8 +512,10 @@ export function createTracker(options) {
             sent = true;
           }
         }
-        if (sent) budget -= bytes;
-        else keep(stream, part.events);
+        if (sent) {
+          budget -= bytes;
+          room.set(stream, roomOf(stream) - part.events.length);
+        } else keep(stream, part.events);
       }
     }
   }

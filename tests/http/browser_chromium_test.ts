@@ -381,6 +381,45 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js remembers a stream's burst from a 413 too_many_events: later batches carry at most that many, and the page's beacon one burst a stream, keeping the rest for the next page",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await loadSdk(page, s);
+      const posts = () => s.answers.filter((a) => a.method === "POST").map((a) => a.status);
+      // Three events against a burst of 2: 413 too_many_events teaches the tracker the burst.
+      await page.evaluate(`[1, 2, 3].forEach((n) => tracker.track("limited", { n }));
+        tracker.flush()`);
+      assert.equal(await s.accepted("limited"), 3);
+      assert.equal(posts()[0], 413);
+      // Later batches go in parts of 2 at once: no 413 again.
+      const before = posts().length;
+      await page.evaluate(`[4, 5, 6].forEach((n) => tracker.track("limited", { n }));
+        tracker.flush()`);
+      assert.equal(await s.accepted("limited"), 6);
+      assert.ok(!posts().slice(before).includes(413), `${posts()}`);
+      // A bucket holds 2 events at most, and beacons go all at once: of three events waiting as
+      // the page goes, one beacon carries 2 (before, all 3 went in one beacon, refused 413 and
+      // lost), and the third is kept for the next page.
+      await new Promise((resolve) => setTimeout(resolve, 2_100));
+      await page.evaluate(`[7, 8, 9].forEach((n) => tracker.track("limited", { n }))`);
+      await page.goto(`${s.allowed}/next`);
+      await until("the pagehide beacon", async () => (await s.accepted("limited")) === 8);
+      const kept = await page.evaluate(`Object.keys(localStorage)
+        .filter((name) => name.startsWith("edgestream:"))
+        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n))`);
+      assert.deepEqual(kept, [[9]]);
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      await loadSdk(page, s);
+      await until("the kept event", async () => (await s.accepted("limited")) === 9);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "/sdk.js sends a batch waiting to be sent again (the network failed) with the page's beacon",
   async (browser) => {
     const s = await setup();
