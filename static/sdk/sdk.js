@@ -7,7 +7,9 @@
  *   track("pageviews", { path: location.pathname });
  *
  * Events are batched per stream and sent with `fetch(…, {keepalive: true})`
- * once `flushMs` passed or `maxBatch` events wait; on `pagehide` (and when
+ * once `flushMs` passed or `maxBatch` events wait (a batch that would take the
+ * keepalive requests in flight past what browsers allow waits for one to be
+ * answered: a browser fails it as if the network had); on `pagehide` (and when
  * the page is hidden) what waits, and batches waiting to be sent again, go
  * with `navigator.sendBeacon`, within the 64 KiB browsers allow a page's
  * beacons in all; what does not fit is kept in `localStorage` (at most
@@ -129,6 +131,27 @@ function byteLength(text) {
 /** Whether a request body is small enough for `keepalive` and `sendBeacon`. */
 function fitsKeepalive(body) {
   return byteLength(body) < KEEPALIVE_BYTES;
+}
+
+/**
+ * Bytes of the bodies of this module's keepalive requests in flight: browsers refuse a keepalive
+ * request past 64 KiB in flight in all, failing its `fetch` as if the network had.
+ */
+let keepaliveInFlight = 0;
+
+/** Wakes the sends waiting for room among the keepalive requests in flight. */
+const keepaliveWaiters = new Set();
+
+/** Whether a keepalive request of `bytes` would pass what browsers allow in flight. */
+function keepaliveFull(bytes) {
+  return keepaliveInFlight > 0 && keepaliveInFlight + bytes >= KEEPALIVE_BYTES;
+}
+
+/** Frees `bytes` of keepalive requests in flight, and wakes the sends waiting for room. */
+function freeKeepalive(bytes) {
+  keepaliveInFlight -= bytes;
+  for (const wake of keepaliveWaiters) wake();
+  keepaliveWaiters.clear();
 }
 
 /** A stream's name, as the server takes it. */
@@ -278,11 +301,23 @@ export function createTracker(options) {
    */
   async function send(stream, events, onHeld) {
     const body = JSON.stringify(events);
-    const keepalive = fitsKeepalive(body);
+    const bytes = byteLength(body);
+    const keepalive = bytes < KEEPALIVE_BYTES;
     const idempotencyKey = randomId();
     for (let attempt = 0;; attempt++) {
       let wait;
       let offline = false;
+      if (keepalive) {
+        // Counted as soon as it fits, with no await between: sends woken together each see the
+        // others' bytes.
+        if (!keepaliveFull(bytes)) keepaliveInFlight += bytes;
+        else if (!(await keepaliveRoom({ stream, events, body, idempotencyKey }, bytes))) return;
+      }
+      let inFlight = keepalive;
+      const landed = () => {
+        if (inFlight) freeKeepalive(bytes);
+        inFlight = false;
+      };
       try {
         const res = await fetch(url(stream), {
           method: "POST",
@@ -293,7 +328,10 @@ export function createTracker(options) {
         // A reply to read: accepted ones may name events the server rejected (their schema,
         // say), and a refusal says why. 408, 429 and 503 are sent again whatever they say.
         const again = SEND_AGAIN.has(res.status);
+        if (again) res.body?.cancel().catch(() => {});
         const answer = again ? undefined : await jsonOf(res);
+        // Answered: its room among the keepalive requests is free, for the parts of a split too.
+        landed();
         if (res.ok) {
           rejectedIn(stream, events, answer?.rejected);
           return;
@@ -344,6 +382,8 @@ export function createTracker(options) {
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.
         offline = isOffline();
+      } finally {
+        landed();
       }
       if (offline) attempt--;
       else if (attempt >= maxRetries) {
@@ -367,6 +407,28 @@ export function createTracker(options) {
       retrying.delete(waiting);
       if (waiting.handedOver) return;
     }
+  }
+
+  /**
+   * Waits until `bytes` more fit among this module's keepalive requests in flight, and counts
+   * them: past 64 KiB in all the browser refuses the request, which a send took for the network
+   * and spent a retry on (or gave the batch up with none left). While it waits, a page leaving
+   * takes the batch (`{stream, events, body, idempotencyKey}`) along (beacon()): false then.
+   */
+  async function keepaliveRoom(batch, bytes) {
+    while (keepaliveFull(bytes)) {
+      const stop = new AbortController();
+      const waiting = { ...batch, handedOver: false, offline: false, stop };
+      retrying.add(waiting);
+      await new Promise((resolve) => {
+        keepaliveWaiters.add(resolve);
+        stop.signal.addEventListener("abort", resolve, { once: true });
+      });
+      retrying.delete(waiting);
+      if (waiting.handedOver) return false;
+    }
+    keepaliveInFlight += bytes;
+    return true;
   }
 
   /**

@@ -420,6 +420,36 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js sends batches whose keepalive bodies together pass 64 KiB one after another as room frees, none refused by the browser and none lost without retries",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      // No retry: a batch the browser refused (its keepalive requests in flight past 64 KiB, a
+      // TypeError as for the network) was given up at once.
+      await loadSdk(page, s, { maxRetries: 0 });
+      // Six batches of 100 events of about 380 bytes: about 38 KB each, 230 KB in all.
+      const failures = await page.evaluate(`(async () => {
+        let failures = 0;
+        const realFetch = globalThis.fetch;
+        globalThis.fetch = (...args) => realFetch(...args).catch((error) => {
+          failures += 1;
+          throw error;
+        });
+        for (let n = 0; n < 600; n++) tracker.track("pageviews", { n, pad: "y".repeat(300) });
+        await tracker.flush();
+        return failures;
+      })()`);
+      assert.equal(await s.accepted("pageviews"), 600);
+      assert.equal(failures, 0);
+      assert.equal(s.answers.filter((a) => a.method === "POST").length, 6);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "/sdk.js sends a batch waiting to be sent again (the network failed) with the page's beacon",
   async (browser) => {
     const s = await setup();

@@ -393,6 +393,54 @@ Deno.test("the SDK drops a batch refused for good (4xx other than 429) without r
   }
 });
 
+Deno.test("a batch waiting for room among the keepalive requests in flight (64 KiB in all) is sent once one lands, or goes with the page's beacon", async () => {
+  const { sent, restore } = recordingFetch([]);
+  // The first request is answered only when the test says so.
+  const recording = globalThis.fetch;
+  let answerFirst: (response: Response) => void = () => {};
+  let calls = 0;
+  globalThis.fetch = ((...args: Parameters<typeof fetch>) => {
+    calls += 1;
+    if (calls > 1) return recording(...args);
+    sent.push({ url: String(args[0]), init: args[1] as Sent["init"] });
+    return new Promise<Response>((resolve) => answerFirst = resolve);
+  }) as typeof fetch;
+  const beacons: Array<{ url: string; body: string }> = [];
+  Object.assign(navigator, {
+    sendBeacon: (url: string, body: string) => beacons.push({ url, body }) > 0,
+  });
+  const pad = "y".repeat(300);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    // Three batches of about 38 KB: only one fits in flight at a time.
+    for (let n = 0; n < 300; n++) tracker.track("s", { n, pad });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(sent.length, 1, "the others wait for room");
+    assert.equal(sent[0].init.keepalive, true);
+    answerFirst(new Response(null, { status: 202 }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The second went once the first landed; the third waits for it (answered at once here,
+    // so it went too).
+    assert.equal(sent.length, 3);
+    assert.ok(sent.every((request) => request.init.keepalive));
+    // A page leaving while a batch waits for room takes it along, with its key.
+    calls = 0;
+    for (let n = 300; n < 500; n++) tracker.track("s", { n, pad });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(sent.length, 4);
+    tracker.beacon();
+    assert.equal(beacons.length, 1);
+    assert.equal(JSON.parse(beacons[0].body)[0].n, 400);
+    assert.ok(new URL(beacons[0].url).searchParams.get("idempotencyKey"));
+    answerFirst(new Response(null, { status: 202 }));
+    await tracker.settled();
+    assert.equal(sent.length, 4, "the batch the beacon took is not sent again");
+  } finally {
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
+
 Deno.test("the SDK's beacon splits what waits into bodies under 60,000 bytes and 60,000 in all, keeps the rest in localStorage, and the next tracker sends it", async () => {
   const { sent, restore } = recordingFetch([]);
   const bodies = () =>
