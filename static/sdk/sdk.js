@@ -245,6 +245,11 @@ export function createTracker(options) {
    * too_many_events` said (`details.maxEvents`: a rate limit's burst, or the server's 1,000).
    */
   const maxEventsOf = new Map();
+  /**
+   * When (ms) each stream's rate limit may take events again, as its last `429`'s `Retry-After`
+   * said: until then a beacon to it would be refused again, unanswered.
+   */
+  const limitedUntil = new Map();
   let timer;
 
   /** How many events of `stream` one batch carries: `maxBatch`, or fewer once a 413 said so. */
@@ -378,6 +383,7 @@ export function createTracker(options) {
         }
         const seconds = Number(res.headers.get("Retry-After"));
         if (Number.isFinite(seconds) && seconds > 0) wait = seconds * 1000;
+        if (res.status === 429 && wait !== undefined) limitedUntil.set(stream, Date.now() + wait);
       } catch {
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.
@@ -513,8 +519,8 @@ export function createTracker(options) {
    * page. Browsers allow a page's beacons (and keepalive requests) 64 KiB in all: what does not
    * fit in {@linkcode KEEPALIVE_BYTES} together is kept for the next page. So is what a stream
    * cannot take at once: past the most events a 413 said a request to it may carry (a rate
-   * limit's burst: a bucket holds no more, and beacons all go at once, unanswered), a beacon's
-   * events would be refused and lost.
+   * limit's burst: a bucket holds no more, and beacons all go at once, unanswered), or any while
+   * its last 429's `Retry-After` has not passed, a beacon's events would be refused and lost.
    */
   function beacon() {
     clearTimeout(timer);
@@ -522,8 +528,16 @@ export function createTracker(options) {
     const batches = [];
     // Offline, a beacon is lost: all of it is kept for the next page.
     let budget = isOffline() ? 0 : KEEPALIVE_BYTES;
-    /** Events each stream may still take by beacon now, once a 413 said how many. */
+    /**
+     * Events each stream may still take by beacon now, once a 413 said how many: none while a
+     * 429's `Retry-After` has not passed.
+     */
     const room = new Map(maxEventsOf);
+    const now = Date.now();
+    for (const [stream, until] of limitedUntil) {
+      if (until > now) room.set(stream, 0);
+      else limitedUntil.delete(stream);
+    }
     function roomOf(stream) {
       return room.get(stream) ?? Infinity;
     }

@@ -450,6 +450,35 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js keeps for the next page what a stream's rate limit refused until its Retry-After, rather than a beacon the bucket refuses again",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await loadSdk(page, s, { maxBatch: 2 });
+      // Two batches of two against a burst of two: the second is answered 429, Retry-After 1.
+      await page.evaluate(
+        `[1, 2, 3, 4].forEach((n) => tracker.track("limited", { n })); undefined`,
+      );
+      await until("the 429", () => s.answers.some((a) => a.status === 429));
+      // The page goes while the batch waits: before, its beacon was refused 429 and lost.
+      await page.goto(`${s.allowed}/next`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(await s.accepted("limited"), 2);
+      const kept = await page.evaluate(`Object.keys(localStorage)
+        .filter((name) => name.startsWith("edgestream:"))
+        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n))`);
+      assert.deepEqual(kept, [[3, 4]]);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      await loadSdk(page, s);
+      await until("the kept events", async () => (await s.accepted("limited")) === 4);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "/sdk.js sends a batch waiting to be sent again (the network failed) with the page's beacon",
   async (browser) => {
     const s = await setup();
