@@ -396,7 +396,33 @@ if args.open then
     if start >= from and start < to then members[#members + 1] = member end
   end
 elseif type(limit) == "number" then
-  members = redis.call("ZREVRANGEBYSCORE", sessionStartKey(name), "(" .. num(to), num(from), "LIMIT", 0, limit)
+  -- A member whose hash expired (the index by start keeps it until a sweep or a write of the
+  -- counter forgets it) is skipped before it counts towards the limit, as the memory store skips
+  -- it: the read goes on past such members, in chunks, until it has \`limit\` live ones.
+  local startKey = sessionStartKey(name)
+  local function live(member)
+    local colon = string.find(member, ":", 1, true)
+    return redis.call("EXISTS", sessionValueKey(name, string.sub(member, 1, colon - 1),
+      string.sub(member, colon + 1))) == 1
+  end
+  -- The first \`count\` live members that \`command\` (ZRANGEBYSCORE or ZREVRANGEBYSCORE) of the
+  -- index by start gives between its bounds \`first\` and \`second\`, in its order. Each chunk is
+  -- twice the one before: a LIMIT offset walks the members it skips, so chunks of one size past
+  -- many expired members would walk them again and again.
+  local function liveRange(command, first, second, count)
+    local found, offset, size = {}, 0, math.max(count, 64)
+    while #found < count do
+      if offset > 0 then size = size * 2 end
+      local chunk = redis.call(command, startKey, first, second, "LIMIT", offset, size)
+      for _, member in ipairs(chunk) do
+        if #found < count and live(member) then found[#found + 1] = member end
+      end
+      if #chunk < size then break end
+      offset = offset + #chunk
+    end
+    return found
+  end
+  members = liveRange("ZREVRANGEBYSCORE", "(" .. num(to), num(from), limit)
   if limit > 0 and #members == limit then
     -- Sessions that start together come newest-member first here; every store and the reader
     -- order them by group key, ascending: the tail tied with the last start is read again so.
@@ -405,8 +431,8 @@ elseif type(limit) == "number" then
     while tied < #members and string.sub(members[#members - tied], 1, #lastText + 1) == lastText .. ":" do
       tied = tied + 1
     end
-    local last = redis.call("ZSCORE", sessionStartKey(name), members[#members])
-    local ascending = redis.call("ZRANGEBYSCORE", sessionStartKey(name), last, last, "LIMIT", 0, tied)
+    local last = redis.call("ZSCORE", startKey, members[#members])
+    local ascending = liveRange("ZRANGEBYSCORE", last, last, tied)
     for i = 1, tied do members[#members - tied + i] = ascending[i] end
   end
 else

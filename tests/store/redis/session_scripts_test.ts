@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { compileConfig } from "../../../src/config/mod.ts";
 import { ingestItems } from "../../../src/ingest/mod.ts";
+import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { redisTest, withDirect } from "../../_redis.ts";
 import { billedCommands, commandNames, startUpstashProxy } from "../../_upstash_proxy.ts";
@@ -511,5 +512,62 @@ redisTest(
       // 20,000 + 1,000 + the long one, less the one the bridge merged away.
       assert.equal(await direct("ZCARD", "es:{b}:so:v"), 21_000);
     });
+  },
+);
+
+redisTest(
+  "a read with a limit skips expired sessions before counting them, as the memory store does",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // A session lives gap + lateness + retention (3 s) after its last event, by Redis's clock.
+    const short = compileConfig({
+      streams: {
+        e: {
+          time: { field: "t", lateness: "1s" },
+          counters: {
+            v: { window: { session: "1s" }, groupBy: ["g"], aggregate: "count", retention: "1s" },
+          },
+        },
+      },
+    }).get("e")!;
+    const counter = short.counterMetas[0];
+    const stores = [new MemoryStore(), new RedisStore(redis)];
+    const send = async (events: object[]) => {
+      for (const store of stores) {
+        const reply = await ingestItems(short, items(events), { store, nowMs: Date.now() });
+        assert.equal(reply.late, 0);
+      }
+    };
+    // 'z0' to 'z99' start last (more than a chunk the read takes), and 'a' with 'b', but their
+    // last events are the oldest: they expire first. No sweep nor write to the counter comes
+    // after, so Redis's index by start still lists them.
+    await send([
+      ...Array.from({ length: 100 }, (_, i) => ({ t: T0 + 300 + i, g: `z${i}` })),
+      { t: T0 + 200, g: "a" },
+      { t: T0 + 200, g: "b" },
+      { t: T0, g: "c" },
+    ]);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await send([{ t: T0 + 210, g: "b" }, { t: T0 + 10, g: "c" }]);
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    for (const limit of [1, 2, 3]) {
+      const [memory, onRedis] = await Promise.all(
+        stores.map((store) =>
+          store.readSessions("e", counter, { fromMs: T0 - 1, toMs: T0 + 1_000, limit })
+        ),
+      );
+      const rows = (sessions: typeof memory) =>
+        sessions.map((session) => [session.group, session.start, session.state.count]);
+      assert.deepEqual(
+        rows(memory),
+        [['["b"]', T0 + 200, 2], ['["c"]', T0, 2]].slice(0, limit),
+        `limit ${limit}`,
+      );
+      assert.deepEqual(rows(onRedis), rows(memory), `limit ${limit}`);
+    }
   },
 );
