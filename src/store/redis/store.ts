@@ -611,8 +611,9 @@ export class RedisStore implements Store {
         state: toState(counter.aggregate, [group, count, sum, minOrMax, distinct]),
         closed: Number(closed) === 1,
       }));
-      if (!range.open) return sessions;
-      // The script read the open ones in no order (at most maxSessions): ordered and cut here.
+      // The script gives sessions that start together newest member first (but for the tail a
+      // limit cut, which it takes by group key), and the open ones in no order (at most
+      // maxSessions): ordered here, the open ones cut too.
       sessions.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
       return sessions.slice(0, range.limit ?? sessions.length);
     });

@@ -516,7 +516,7 @@ redisTest(
 );
 
 redisTest(
-  "a read with a limit skips expired sessions before counting them, as the memory store does",
+  "a read skips expired sessions before its limit counts them and orders those that start together by group key, as the memory store does",
   async (fixture) => {
     const redis = new Redis({
       url: fixture.restUrl,
@@ -542,19 +542,26 @@ redisTest(
         assert.equal(reply.late, 0);
       }
     };
-    // 'z0' to 'z99' start last (more than a chunk the read takes), and 'a' with 'b', but their
-    // last events are the oldest: they expire first. No sweep nor write to the counter comes
-    // after, so Redis's index by start still lists them.
+    // 'z0' to 'z99' start last (more than a chunk the read takes), and 'a' and 'c' start with
+    // 'b', 'd' and 'e', but their last events are the oldest: they expire first. No sweep nor
+    // write to the counter comes after, so Redis's index by start still lists them.
     await send([
       ...Array.from({ length: 100 }, (_, i) => ({ t: T0 + 300 + i, g: `z${i}` })),
-      { t: T0 + 200, g: "a" },
-      { t: T0 + 200, g: "b" },
-      { t: T0, g: "c" },
+      ...["a", "b", "c", "d", "e"].map((g) => ({ t: T0 + 200, g })),
+      { t: T0 + 250, g: "x" },
+      { t: T0, g: "y" },
     ]);
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    await send([{ t: T0 + 210, g: "b" }, { t: T0 + 10, g: "c" }]);
+    await send(["b", "d", "e", "x", "y"].map((g) => ({ t: T0 + 260, g })));
     await new Promise((resolve) => setTimeout(resolve, 2_000));
-    for (const limit of [1, 2, 3]) {
+    const live = [
+      ['["x"]', T0 + 250, 2],
+      ['["b"]', T0 + 200, 2],
+      ['["d"]', T0 + 200, 2],
+      ['["e"]', T0 + 200, 2],
+      ['["y"]', T0, 2],
+    ];
+    for (const limit of [1, 2, 3, 4, 5, 6, undefined]) {
       const [memory, onRedis] = await Promise.all(
         stores.map((store) =>
           store.readSessions("e", counter, { fromMs: T0 - 1, toMs: T0 + 1_000, limit })
@@ -562,11 +569,8 @@ redisTest(
       );
       const rows = (sessions: typeof memory) =>
         sessions.map((session) => [session.group, session.start, session.state.count]);
-      assert.deepEqual(
-        rows(memory),
-        [['["b"]', T0 + 200, 2], ['["c"]', T0, 2]].slice(0, limit),
-        `limit ${limit}`,
-      );
+      assert.deepEqual(rows(memory), live.slice(0, limit), `limit ${limit}`);
+      // Sessions that start together by group key, wherever the limit cuts.
       assert.deepEqual(rows(onRedis), rows(memory), `limit ${limit}`);
     }
   },
