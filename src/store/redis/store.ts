@@ -21,6 +21,7 @@ import {
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
   MARK_SCRIPT,
+  PANES_SCRIPT,
   READ_SCRIPT,
   SESSION_READ,
   STREAM_KEYS,
@@ -64,7 +65,7 @@ import {
 /** The part of the `@upstash/redis` client the store uses. */
 export type RedisClient = Pick<
   Redis,
-  "evalsha" | "eval" | "hgetall" | "hmget" | "zrange" | "xrange" | "xrevrange" | "ping"
+  "evalsha" | "eval" | "hgetall" | "hmget" | "xrange" | "xrevrange" | "ping"
 >;
 
 /**
@@ -546,19 +547,18 @@ export class RedisStore implements Store {
 
   panes(stream: string, counter: CounterMeta, { fromMs, toMs }: TimeRange): Promise<number[]> {
     return this.#call("panes", async () => {
-      const now = this.#now();
-      const flat = await this.#redis.zrange<string[]>(
-        this.#key(stream, STREAM_KEYS.livePanes + counter.name),
-        0,
-        -1,
-        { withScores: true },
+      // Redis keeps only those in the range: the index of live panes holds all the counter keeps.
+      const texts = asArray<string>(
+        fromJson(
+          await this.#script(PANES_SCRIPT, stream, {
+            name: counter.name,
+            from: fromMs,
+            to: toMs,
+            now: this.#now(),
+          }),
+        ),
       );
-      const starts: number[] = [];
-      for (let i = 0; i < flat.length; i += 2) {
-        const start = Number(flat[i]);
-        if (Number(flat[i + 1]) > now && start >= fromMs && start < toMs) starts.push(start);
-      }
-      return starts.sort((a, b) => a - b);
+      return texts.map(Number).sort((a, b) => a - b);
     });
   }
 

@@ -16,7 +16,7 @@ import { REDIS_CALL_TIMEOUT_MS } from "../../../src/store/mod.ts";
 import { DEDUPE_EARLIER_TTLS } from "../../../src/store/redis/_scripts.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
-import { RedisStore } from "../../../src/store/redis/store.ts";
+import { type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
 import { type Store, type StoreBatch, StoreUnavailableError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
 import {
@@ -1366,5 +1366,67 @@ redisTest(
     assert.equal(fromMemory.applied, 4);
     assert.equal(Math.max(...fromMemory.values.map(Number)), 3, JSON.stringify(fromMemory.values));
     assert.deepEqual(await read(redis), fromMemory);
+  },
+);
+
+redisTest(
+  "panes() sends back only the live panes in its range, not the counter's whole index of them",
+  async (fixture) => {
+    const client = upstash(fixture.restUrl, fixture.restToken);
+    // What each of the store's calls got back, as JSON text.
+    const replies: string[] = [];
+    const methods = [
+      "evalsha",
+      "eval",
+      "hgetall",
+      "hmget",
+      "xrange",
+      "xrevrange",
+      "ping",
+    ];
+    const redis = Object.fromEntries(
+      methods.map((method) => [method, async (...args: unknown[]) => {
+        const reply = await (client[method as keyof Redis] as (...args: unknown[]) => unknown)
+          .apply(client, args);
+        replies.push(JSON.stringify(reply) ?? "");
+        return reply;
+      }]),
+    ) as unknown as RedisClient;
+    const seconds = compileConfig({
+      streams: {
+        fine: {
+          time: { field: "t", lateness: "1h" },
+          counters: { n: { window: { tumbling: "1s" }, aggregate: "count", retention: "1h" } },
+        },
+      },
+    }).get("fine")!;
+    // The clock past the last event, so none is ahead of it.
+    const now = T0 + 2_100_000;
+    const store = new RedisStore(redis, { now: () => now });
+    // 2,000 panes, one a second.
+    for (let batch = 0; batch < 2; batch++) {
+      const list = Array.from(
+        { length: 1_000 },
+        (_, i) => ({ t: T0 + (batch * 1_000 + i) * 1_000 }),
+      );
+      const reply = await ingestItems(seconds, items(list), { store, nowMs: now });
+      assert.equal(reply.accepted, 1_000);
+    }
+    const meta = seconds.counterMetas[0];
+    replies.length = 0;
+    assert.deepEqual(
+      await store.panes("fine", meta, { fromMs: T0 + 1_500_000, toMs: T0 + 1_502_000 }),
+      [T0 + 1_500_000, T0 + 1_501_000],
+    );
+    const received = replies.reduce((sum, reply) => sum + reply.length, 0);
+    assert.ok(received < 200, `panes() of two panes received ${received} characters`);
+    // Every live pane when the range holds them all, oldest first.
+    const all = await store.panes("fine", meta, { fromMs: -8.64e15, toMs: 8.64e15 });
+    assert.equal(all.length, 2_000);
+    assert.deepEqual(all.slice(0, 2), [T0, T0 + 1_000]);
+    assert.equal(all.at(-1), T0 + 1_999_000);
+    // None past their life.
+    const later = new RedisStore(redis, { now: () => now + 3 * 3_600_000 });
+    assert.deepEqual(await later.panes("fine", meta, { fromMs: -8.64e15, toMs: 8.64e15 }), []);
   },
 );

@@ -83,7 +83,6 @@ function countingHmget(fixture: RedisFixture): { redis: RedisClient; hmgets: () 
     evalsha: (...args) => upstash.evalsha(...args),
     eval: (...args) => upstash.eval(...args),
     hgetall: (...args) => upstash.hgetall(...args),
-    zrange: (...args) => upstash.zrange(...args),
     xrange: (...args) => upstash.xrange(...args),
     xrevrange: (...args) => upstash.xrevrange(...args),
     ping: (...args) => upstash.ping(...args),
@@ -328,7 +327,7 @@ function countingCalls(
 ): { redis: RedisClient; calls: () => Record<string, number>; reset: () => void } {
   const upstash = client(fixture);
   let calls: Record<string, number> = {};
-  const methods = ["evalsha", "eval", "hgetall", "hmget", "zrange", "xrange", "xrevrange", "ping"];
+  const methods = ["evalsha", "eval", "hgetall", "hmget", "xrange", "xrevrange", "ping"];
   const redis = Object.fromEntries(methods.map((method) => [method, (...args: unknown[]) => {
     calls[method] = (calls[method] ?? 0) + 1;
     return (upstash[method as keyof Redis] as (...args: unknown[]) => unknown)
