@@ -23,7 +23,14 @@ import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
 import { eventValidator } from "../validate/mod.ts";
-import { eventTimeError, eventTimeMs, readField, writeCounterCell } from "../window/mod.ts";
+import {
+  assignWindows,
+  type CompiledCounter,
+  eventTimeError,
+  eventTimeMs,
+  readField,
+  writeCounterCell,
+} from "../window/mod.ts";
 
 const logger = getLogger(["edgestream", "ingest"]);
 
@@ -101,6 +108,25 @@ function validatorOf(schema: CompiledStream["schema"]): (value: unknown) => Even
 /** Events here are the pipeline's own (parsed from the body): a transform may write into them. */
 const IN_PLACE = { inPlace: true };
 
+/** The earliest time (ms) a `Date` holds, as every time the API writes is one. */
+const EARLIEST_MS = -8.64e15;
+
+/** Durations are at most 366 days: a window is no longer. */
+const LONGEST_WINDOW_MS = 366 * 86_400_000;
+
+/**
+ * The counter of `stream` (a window counter) that would hold an event at `timeMs` in a window
+ * starting before {@linkcode EARLIEST_MS}, or undefined. Such a window's start is no date: a close
+ * of it failed where it is written (the admin sweep's reply, a `window.closed` payload). Only the
+ * first year of the Date range is asked about.
+ */
+function counterBeforeDates(stream: CompiledStream, timeMs: number): CompiledCounter | undefined {
+  if (timeMs >= EARLIEST_MS + LONGEST_WINDOW_MS) return undefined;
+  return stream.counters.find((counter) =>
+    counter.window.kind !== "session" && assignWindows(timeMs, counter.window)[0] < EARLIEST_MS
+  );
+}
+
 function prepare(
   stream: CompiledStream,
   value: unknown,
@@ -126,6 +152,16 @@ function prepare(
       `Event time ${
         new Date(timeMs).toISOString()
       } is more than ${stream.maxFutureMs} ms in the future`,
+    );
+  }
+
+  const early = counterBeforeDates(stream, timeMs);
+  if (early !== undefined) {
+    const time = new Date(timeMs).toISOString();
+    const earliest = new Date(EARLIEST_MS).toISOString();
+    return fieldError(
+      stream.timeField!,
+      `Event time ${time} is too early: counter '${early.name}' would hold it in a window starting before ${earliest}, the earliest time a date holds`,
     );
   }
 

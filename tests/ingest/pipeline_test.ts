@@ -257,6 +257,52 @@ Deno.test("ingestItems() rejects events too far in the future", async () => {
   assert.equal(stats.watermark, limit);
 });
 
+Deno.test("ingestItems() rejects an event a window would hold that starts before the earliest date", async () => {
+  const stream = compileConfig({
+    streams: {
+      edge: {
+        time: { field: "ts", lateness: "1m" },
+        counters: {
+          t: { window: { tumbling: "1m" }, aggregate: "count" },
+          h: { window: { hopping: "1m", every: "20s" }, aggregate: "count" },
+          s: { window: { session: "30s" }, aggregate: "count" },
+        },
+      },
+    },
+  }).get("edge")!;
+  const store = newStore();
+  // The earliest time a Date holds: the tumbling window and the session start there, but the
+  // hopping windows holding it start 20 s and 40 s before it, which no date can write.
+  const earliest = -8.64e15;
+  const reply = await ingestItems(
+    stream,
+    items(
+      { ts: earliest },
+      { ts: earliest + 20_000 },
+      { ts: earliest + 40_000 },
+      { ts: earliest + 600_000 },
+    ),
+    { store, nowMs: NOW },
+  );
+  const message = (ts: number) =>
+    `Event time ${at(ts)} is too early: counter 'h' would hold it in a window starting before ${
+      at(earliest)
+    }, the earliest time a date holds`;
+  assert.deepEqual(reply.rejected, [
+    { index: 0, errors: [{ path: "ts", message: message(earliest) }] },
+    { index: 1, errors: [{ path: "ts", message: message(earliest + 20_000) }] },
+  ]);
+  assert.equal(reply.accepted, 2);
+  // What closes is written as dates: the admin sweep's reply and window.closed payloads write
+  // them (a window starting 40 s before the earliest date made the sweep answer 500).
+  const closed = await store.closeWindows("edge", stream.counterMetas, { latenessMs: 60_000 });
+  assert.ok(closed.length > 0);
+  for (const window of closed) {
+    assert.equal(new Date(window.start).toISOString(), at(window.start));
+    assert.ok(window.start >= earliest, `${window.counter} ${window.start}`);
+  }
+});
+
 Deno.test("ingestItems() rejects an unreadable event time", async () => {
   const stream = compileStream();
   const reply = await ingestItems(stream, items({ ts: "soon" }), { store: newStore(), nowMs: NOW });
