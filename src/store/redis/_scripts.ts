@@ -836,8 +836,15 @@ local hllHeld = {}
 -- for the writes when they add those cells.
 local cellPanes = { nil, nil, nil, nil, nil, nil, nil, nil }
 local cellFields = { nil, nil, nil, nil, nil, nil, nil, nil }
+local OTHER = ${luaString(OTHER_GROUP)}
+-- A single event's plain call (no requests, nothing logged, no session counter, a pane per cell):
+-- its count and distinct cells' panes are not read here to be checked. Their HINCRBYs, before
+-- any other write but the id's, are the checks (see countedNew below): HINCRBY refuses a key that
+-- is no hash and a field that is no integer, and its reply says whether the group is new in the
+-- pane, which the checks of a new group below then follow. (Each read saved is a command.)
+local countFirst = eventCount == 1 and not requests and not logged and not withSessions and
+  #args.cells <= counterCount
 do
-  local OTHER = ${luaString(OTHER_GROUP)}
   -- Tables only when a pane is due, new or gains a group (a plain call's panes are none of those).
   local zsetsDue, overflowChecked = nil, nil
   local argCells = args.cells
@@ -869,19 +876,27 @@ do
       if not made then
         pane[#pane + 1] = countField
         if sumField then pane[#pane + 1] = sumField end
+        countFirst = false
       end
       cellPanes[i], cellFields[i] = pane, countField
       if lastPanes then lastPanes[counterAt] = pane end
     end
   end
-  -- Each pane's fields, in the order its first cell came.
+  -- Each pane's fields, in the order its first cell came (not a count or distinct pane's counted
+  -- first: its values stay nil).
   for i = 1, #argCells do
     local pane = cellPanes[i]
-    if pane and not pane.values then pane.values = expectNumbers(pane.key, pane) end
+    if pane and not pane.values then
+      local kind = pane.counter.kind
+      if not (countFirst and (kind == "count" or kind == "distinct")) then
+        pane.values = expectNumbers(pane.key, pane)
+      end
+    end
   end
   for i = 1, #argCells do
     local cell, pane, countField = argCells[i], cellPanes[i], cellFields[i]
-    if pane then
+    -- A pane counted first (see countFirst) has no values yet: its group's checks come then.
+    if pane and pane.values then
       local counter, key, paneText = pane.counter, pane.key, pane.text
       local name, kind, group = counter.name, counter.kind, cell[3]
       -- A group new in its pane may pass maxGroups and go to OTHER's keys instead; and the pane's
@@ -926,6 +941,9 @@ do
         expectNumbers(quantileKey(name, paneText, group), bins)
         if isNew then expectNumbers(quantileKey(name, paneText, OTHER), bins) end
       end
+    elseif pane and pane.counter.kind == "distinct" and #cell[8] > 0 then
+      local hll = hllKey(pane.counter.name, pane.text, cell[3])
+      hllHeld[hll] = expectHll(hll)
     end
   end
   if zsetsDue then
@@ -1272,6 +1290,90 @@ end
 
 if withSessions then guardSessions(counters, cells) end
 
+-- The cells counted first (see countFirst), before any write but the id's: per cell position
+-- whether its group was new in its pane (nil for a cell not counted here). Should a count or a
+-- check of a new group be refused, what was written (these counts and the id) is undone first,
+-- so the call leaves every key as it found it, as when a check before the writes refuses. A group
+-- counted 0, which no apply writes and HINCRBY answers as it answers none, is taken as none here:
+-- not among the pane's groups before it, and deleted by a refused call.
+-- (Lua's pcall here turns a refusal into its text: raised again as a refusal, never as
+-- { err = nil }, which stops redis-server 7.0.)
+local countedNew = nil
+if countFirst and cells == args.cells then
+  countedNew = { nil, nil, nil, nil, nil, nil, nil, nil }
+  -- A refusal (its text: Lua's pcall turns one into that) and the cells counted before it.
+  local refusal, through = nil, 0
+  for i = 1, #cells do
+    local pane = cellPanes[i]
+    if pane and not pane.values then
+      local key, field, count = pane.key, cellFields[i], cells[i][4]
+      local countText = count
+      if count == 1 then countText = "1" end
+      local total = redis.pcall("HINCRBY", key, field, countText)
+      -- Refused (a key of another type, a field no integer), or a count past 2^53, so near what the
+      -- checks take (18 digits; a double that far holds no odd number): that count undone, the
+      -- field checked as above; refused, the rest undone too.
+      local refused = type(total) == "table"
+      if refused or total + 1 == total then
+        if not refused then redis.call("HINCRBY", key, field, -count) end
+        local checked, text = pcall(expectNumbers, key, { field })
+        if not checked then
+          refusal, through = text, i - 1
+          break
+        end
+        total = redis.call("HINCRBY", key, field, countText)
+      end
+      local isNew = total == count
+      countedNew[i] = isNew
+      if isNew then
+        -- The checks of a new group above: the pane's groups (but this one), the counter's
+        -- overflow count, OTHER's fields and HyperLogLog, and, for a pane found empty (so new),
+        -- its counter's live panes and open windows.
+        local checked, text = pcall(function()
+          local counter, cell = pane.counter, cells[i]
+          local name = counter.name
+          pane.before = redis.call("HLEN", key) - 1
+          local overflowField = "overflow:" .. name
+          local overflow = redis.call("HGET", STATS_KEY, overflowField)
+          if overflow and not isIntegerText(overflow) then
+            refuseKey(STATS_KEY .. " field " .. overflowField, "'" .. overflow .. "'", "a number it adds to")
+          end
+          pane.values = expectNumbers(key, { "c:" .. OTHER })
+          if counter.kind == "distinct" and #cell[8] > 0 then
+            local hll = hllKey(name, pane.text, OTHER)
+            hllHeld[hll] = expectHll(hll)
+          end
+          if pane.before == 0 then
+            expectType(livePanesKey(name), "zset")
+            expectType(openKey(name), "zset")
+          end
+        end)
+        if not checked then
+          refusal, through = text, i
+          break
+        end
+      end
+    end
+  end
+  -- The undoing, in a function made only for a refusal.
+  if refusal then
+    (function()
+      for k = through, 1, -1 do
+        local new = countedNew[k]
+        if new then
+          redis.call("HDEL", cellPanes[k].key, cellFields[k])
+        elseif new == false then
+          redis.call("HINCRBY", cellPanes[k].key, cellFields[k], -cells[k][4])
+        end
+      end
+      if idWritten then
+        if idsMarked then redis.call("HDEL", newIds, ids[1]) else redis.call("HDEL", newIds, ids[1], IDS_MARK) end
+      end
+      error({ err = tostring(refusal) })
+    end)()
+  end
+end
+
 -- Every key checked: the writes. Rate-limit buckets as charged, the log, stored replies, new ids.
 if chargedBuckets then
   for _, bucket in ipairs(chargedBuckets) do
@@ -1414,7 +1516,8 @@ for cellAt = 1, #cells do
     local countText = count
     if count == 1 then countText = "1" end
     local countField = asChecked and cellFields[cellAt] or "c:" .. group
-    local groupIsNew = redis.call("HINCRBY", key, countField, countText) == count
+    local groupIsNew = countedNew and countedNew[cellAt]
+    if groupIsNew == nil then groupIsNew = redis.call("HINCRBY", key, countField, countText) == count end
     if groupIsNew then
       -- A new group: the pane's groups before it, from its fields, the first time one is new.
       if pane.groups == nil then

@@ -2,8 +2,9 @@
  * The Redis store's scripts when a key they write holds another type (something else wrote over
  * it): Redis keeps what a script wrote before one of its commands failed, so each script checks
  * every key it may write before its first write. A refused call writes nothing (no write command
- * runs), its dedupe ids, stored replies and open windows stay as they were, and once the key is
- * repaired the same call applies whole.
+ * runs; a single event's apply, which counts its count and distinct cells before it checks a new
+ * group, undoes what it wrote before it is refused), its dedupe ids, stored replies and open
+ * windows stay as they were, and once the key is repaired the same call applies whole.
  */
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
@@ -171,6 +172,7 @@ storeTest(
     await refusedWhole(fixture, key, {
       corrupt: ["HSET", key, ...fields.slice(0, 2), fields[0], "text"],
       call: () => ingest(S, store, events("b", 1)),
+      undone: true,
     });
   },
 );
@@ -507,6 +509,8 @@ for (
       await refusedWhole(fixture, key, {
         corrupt: [corrupt[0], key, ...corrupt.slice(1)],
         call: () => ingest(stream, store, [event("3", "c")]),
+        // A distinct counter's single event is counted first (a count's too, below).
+        undone: name === "d",
       });
       assert.equal((await ingest(stream, store, [event("3", "c")])).duplicates, 0);
     },
@@ -547,16 +551,19 @@ for (
     await refusedWhole(fixture, full, {
       corrupt: ["HSET", full, ...fields, field, value],
       call: () => ingest(stream, store, [event("3", group, { u: "cat", t: T0 + 2 * gap })]),
+      undone: name === "c",
     });
   });
 }
 
 // The rest's fields are asked only when a group is new in its pane (the only time they may be
-// added to); a group whose count is 0 counts as new, as HINCRBY would answer.
+// added to); a group whose count is 0 counts as new, as HINCRBY would answer. (Two events of the
+// group counted 0: a single event's apply counts first, and, refused, cannot tell a count of 0,
+// which no apply writes, from none: it deletes the field. See countedNew in the apply script.)
 for (
-  const [what, group, extra] of [
-    ["the rest's count holding text, where a new group overflows,", "c", []],
-    ["the rest's count holding text, where a group counted 0 overflows,", "a", ['c:["a"]', "0"]],
+  const [what, group, extra, size] of [
+    ["the rest's count holding text, where a new group overflows,", "c", [], 1],
+    ["the rest's count holding text, where a group counted 0 overflows,", "a", ['c:["a"]', "0"], 2],
   ] as const
 ) {
   storeTest(`an apply that finds ${what} writes nothing`, async (store, fixture) => {
@@ -567,7 +574,8 @@ for (
     assert.ok(fields.includes("c:__other__"), JSON.stringify(fields));
     await refusedWhole(fixture, full, {
       corrupt: ["HSET", full, ...fields, "c:__other__", "x", ...extra],
-      call: () => ingest(stream, store, [event("3", group)]),
+      call: () => ingest(stream, store, [event("3", group), event("4", group)].slice(0, size)),
+      undone: size === 1,
     });
   });
 }
@@ -624,7 +632,66 @@ storeTest(
     await refusedWhole(fixture, open, {
       corrupt: ["SET", open, "x"],
       call: () => ingest(S, store, events("b", 1)),
+      undone: true,
     });
+  },
+);
+
+// A single event's plain apply (no Idempotency-Key, limits, log or session counter) counts its
+// count and distinct cells first (HINCRBY refuses a key of another type or a field that is no
+// integer, and answers whether the group is new) instead of reading their panes to check them.
+storeTest(
+  "a single event's apply reads no count or distinct pane before counting it",
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 10));
+    await send(fixture, "CONFIG", "RESETSTAT");
+    assert.equal((await ingest(S, store, events("b", 1))).accepted, 1);
+    const info = String(await send(fixture, "INFO", "commandstats"));
+    const calls = (name: string) =>
+      Number(new RegExp(`^cmdstat_${name}:calls=(\\d+)`, "m").exec(info)?.[1] ?? 0);
+    // The stream's definition, the stats, the sum's pane, the quantiles' pane and sketch: not the
+    // count's or the distinct's pane.
+    assert.equal(calls("hmget"), 5, info);
+    // The count's, the distinct's and the quantiles' group, once each, and the sketch's bucket.
+    assert.equal(calls("hincrby"), 4, info);
+    assert.deepEqual(await countsAtT0(store), { '["de"]': 6, '["fr"]': 5 });
+  },
+);
+
+storeTest(
+  "a single event's apply that finds its distinct pane a string undoes its count and id",
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 10));
+    const key = await keyLike(fixture, "*:p:users:*");
+    // The count's HINCRBY comes first and is written when the distinct's is refused.
+    await refusedWhole(fixture, key, {
+      corrupt: ["SET", key, "x"],
+      call: () => ingest(S, store, events("b", 1)),
+      undone: true,
+    });
+    const reply = await ingest(S, store, events("b", 1));
+    assert.equal(reply.duplicates, 0, "the refused apply kept no dedupe id");
+    assert.deepEqual(await countsAtT0(store), { '["de"]': 6, '["fr"]': 5 }, "counted once");
+  },
+);
+
+storeTest(
+  "a single event's apply refuses a count of 19 digits and adds to one of 18, as a batch does",
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 10));
+    const key = await keyLike(fixture, "*:p:count:*");
+    const fields = await send(fixture, "HGETALL", key) as string[];
+    await refusedWhole(fixture, key, {
+      corrupt: ["HSET", key, ...fields, 'c:["de"]', "1000000000000000000"],
+      call: () => ingest(S, store, events("b", 1)),
+      undone: true,
+    });
+    await send(fixture, "HSET", key, ...fields, 'c:["de"]', "999999999999999990");
+    assert.equal((await ingest(S, store, events("b", 1))).accepted, 1);
+    assert.equal(await send(fixture, "HGET", key, 'c:["de"]'), "999999999999999991");
+    await send(fixture, "HSET", key, 'c:["de"]', "-1000000000000000000");
+    await assert.rejects(ingest(S, store, events("c", 1)), /holds '-1000000000000000000'/);
+    assert.equal(await send(fixture, "HGET", key, 'c:["de"]'), "-1000000000000000000");
   },
 );
 
