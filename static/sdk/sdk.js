@@ -20,7 +20,12 @@
  * twice. A batch answered 408, 429 or 503, or `409 idempotency_key_in_flight`, or
  * lost to the network, is sent again with the same key after `Retry-After`
  * (or an exponential backoff), up to `maxRetries` times (a try while the browser
- * is offline spends none: the batch waits for the `online` event); one answered `413
+ * is offline spends none: the batch waits for the `online` event); one whose retries
+ * all failed so (a store outage outlasts them) is held with its key, not dropped,
+ * and sent again, with as many retries, at the next flush (a later event's, or
+ * `flush()`), or with the page's beacon (as above) when the page goes first; the
+ * batches held (offline or so) are at most `maxHeld` events, the oldest dropped
+ * first; one answered `413
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
  * burst) is sent again split into batches of that many, as later batches (and
  * a page's beacons) to that stream are, and one answered
@@ -206,7 +211,8 @@ function trackerOption(options, name, fallback, min, whole) {
  * origin this module came from by default), `dedupeField` (where each event
  * gets its id; none by default), `maxBatch` (100), `flushMs` (1000),
  * `maxRetries` (5), `retryBaseMs` (500), `maxHeld` (10,000: events held while
- * offline; past it the oldest batches are dropped, counted in `dropped`),
+ * offline or after their retries failed; past it the oldest batches are dropped,
+ * counted in `dropped`),
  * `onRejected` (called with `{stream, events, rejected}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them,
  * after a console warning naming the first one's error). A number option that
@@ -227,18 +233,25 @@ export function createTracker(options) {
   const maxHeld = trackerOption(options, "maxHeld", MAX_HELD_EVENTS, 0, true);
   const queues = new Map();
   const sending = new Set();
-  /** Of the batches sent, those neither answered, given up nor held offline yet. */
+  /** Of the batches sent, those neither answered, refused nor held yet. */
   const answering = new Set();
-  /** Batches waiting to be sent again: `{stream, events, handedOver, offline, stop}`. */
+  /**
+   * Batches waiting to be sent again: `{stream, events, body, idempotencyKey, handedOver, offline,
+   * held, parked, stop}`; `held` while the browser is offline (`offline`) or once their retries
+   * were spent on retryable failures (`parked`: sent again at the next flush, by `wake()`).
+   */
   const retrying = new Set();
   /**
    * Parts of a batch past a limit not sent yet, `{stream, parts, handedOver}`, sent one after
    * another: where `beacon()` finds them when the page goes.
    */
   const splitting = new Set();
-  /** Events of the batches in `retrying` that wait for the browser to be online. */
+  /**
+   * Events of the batches in `retrying` that wait for the browser to be online, or for the next
+   * flush once their retries were spent.
+   */
   let held = 0;
-  /** Events dropped, past `maxHeld`, while offline. */
+  /** Events dropped, past `maxHeld`, of the batches held. */
   let dropped = 0;
   /**
    * The most events a request to a stream may carry, by stream, as its last `413
@@ -257,19 +270,20 @@ export function createTracker(options) {
     return Math.min(maxBatch, maxEventsOf.get(stream) ?? maxBatch);
   }
 
-  /** Drops the oldest batches waiting offline until at most `maxHeld` events are held. */
+  /** Drops the oldest batches held until at most `maxHeld` events are held. */
   function dropPastMaxHeld() {
     for (const waiting of retrying) {
       if (held <= maxHeld) return;
-      if (!waiting.offline || waiting.handedOver) continue;
+      if (!waiting.held || waiting.handedOver) continue;
       waiting.handedOver = true;
       retrying.delete(waiting);
       held -= waiting.events.length;
       dropped += waiting.events.length;
       waiting.stop.abort();
       console.warn(
-        `edgestream: dropped ${waiting.events.length} events to ${waiting.stream} held while ` +
-          `offline: more than maxHeld (${maxHeld}) waited`,
+        `edgestream: dropped ${waiting.events.length} events to ${waiting.stream} held ${
+          waiting.offline ? "while offline" : "to be sent again"
+        }: more than maxHeld (${maxHeld}) waited`,
       );
     }
   }
@@ -301,10 +315,12 @@ export function createTracker(options) {
   }
 
   /**
-   * Sends `events` until answered or given up; `onHeld` is called when it starts waiting for the
-   * browser to be online (`flush()` resolves then).
+   * Sends `events` until answered or refused; `hooks.onHeld` is called when it starts waiting for
+   * the browser to be online, or for the next flush once its retries are spent (`flush()` resolves
+   * then). `hooks.promise` is the promise of the send `flush()` started (a later flush waits for
+   * it once it wakes the batch).
    */
-  async function send(stream, events, onHeld) {
+  async function send(stream, events, hooks) {
     const body = JSON.stringify(events);
     const bytes = byteLength(body);
     const keepalive = bytes < KEEPALIVE_BYTES;
@@ -362,7 +378,7 @@ export function createTracker(options) {
           const rest = { stream, parts, handedOver: false };
           splitting.add(rest);
           try {
-            while (parts.length > 0 && !rest.handedOver) await send(stream, parts.shift(), onHeld);
+            while (parts.length > 0 && !rest.handedOver) await send(stream, parts.shift(), hooks);
           } finally {
             splitting.delete(rest);
           }
@@ -391,20 +407,44 @@ export function createTracker(options) {
       } finally {
         landed();
       }
+      // Its retries spent on answers that may change (a store outage outlasts them), it is held
+      // with its key, not dropped: sent again, with as many retries, at the next flush.
+      const parked = !offline && attempt >= maxRetries;
       if (offline) attempt--;
-      else if (attempt >= maxRetries) {
-        console.warn(`edgestream: gave up sending ${events.length} events to ${stream}`);
-        return;
+      else if (parked) {
+        console.warn(
+          `edgestream: could not send ${events.length} events to ${stream} in ${
+            maxRetries + 1
+          } tries: held, sent again at the next flush`,
+        );
+        attempt = -1;
       }
       // While it waits, a page leaving takes it along (beacon()), with its key.
       const stop = new AbortController();
-      const waiting = { stream, events, body, idempotencyKey, handedOver: false, offline, stop };
+      const waiting = {
+        stream,
+        events,
+        body,
+        idempotencyKey,
+        handedOver: false,
+        offline,
+        held: offline || parked,
+        parked,
+        hooks,
+        stop,
+        wake: undefined,
+      };
       retrying.add(waiting);
-      if (offline) {
+      if (waiting.held) {
         held += events.length;
         dropPastMaxHeld();
-        onHeld?.();
-        await untilOnline(stop.signal);
+        hooks?.onHeld?.();
+        if (parked) {
+          await new Promise((resolve) => {
+            waiting.wake = resolve;
+            stop.signal.addEventListener("abort", resolve, { once: true });
+          });
+        } else await untilOnline(stop.signal);
         if (!waiting.handedOver) held -= events.length;
       } else {
         // Ended at once when beacon() takes the batch over.
@@ -438,19 +478,32 @@ export function createTracker(options) {
   }
 
   /**
-   * Sends what waits; resolves once every batch sent so far is answered, given up or held while
-   * the browser is offline, with `{held}`: the events held then, sent once it is online again.
+   * Sends what waits, and the batches held after their retries failed; resolves once every batch
+   * sent so far is answered, refused or held (while the browser is offline, or after its retries
+   * failed), with `{held}`: the events held then.
    */
   function flush() {
     clearTimeout(timer);
     timer = undefined;
+    // Batches held once their retries were spent go again first (the oldest first), each with
+    // its key and as many retries: this flush waits for them too.
+    for (const waiting of retrying) {
+      if (!waiting.parked || waiting.handedOver) continue;
+      waiting.parked = false;
+      const heldNow = new Promise((resolve) => waiting.hooks.onHeld = resolve);
+      const answeredOrHeld = Promise.race([waiting.hooks.promise, heldNow]);
+      answering.add(answeredOrHeld);
+      answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
+      waiting.wake();
+    }
     for (const [stream, events] of queues) {
       queues.delete(stream);
       const size = batchSize(stream);
       for (let i = 0; i < events.length; i += size) {
-        let onHeld;
-        const heldNow = new Promise((resolve) => onHeld = resolve);
-        const promise = send(stream, events.slice(i, i + size), onHeld);
+        const hooks = { onHeld: undefined, promise: undefined };
+        const heldNow = new Promise((resolve) => hooks.onHeld = resolve);
+        const promise = send(stream, events.slice(i, i + size), hooks);
+        hooks.promise = promise;
         const answeredOrHeld = Promise.race([promise, heldNow]);
         sending.add(promise);
         answering.add(answeredOrHeld);
@@ -546,7 +599,7 @@ export function createTracker(options) {
     for (const waiting of retrying) {
       waiting.handedOver = true;
       retrying.delete(waiting);
-      if (waiting.offline) held -= waiting.events.length;
+      if (waiting.held) held -= waiting.events.length;
       waiting.stop.abort();
       const bytes = byteLength(waiting.body);
       const keyed = `${url(waiting.stream)}&idempotencyKey=${
@@ -598,7 +651,7 @@ export function createTracker(options) {
 
   function track(stream, event) {
     // Else its preflight was refused, each send failed as if the network had and was retried
-    // until given up, and its beacon was refused.
+    // and held, and its beacon was refused.
     if (typeof stream !== "string" || !STREAM_NAME.test(stream)) {
       throw new TypeError(
         `edgestream: track('${
@@ -643,13 +696,19 @@ export function createTracker(options) {
     track,
     flush,
     beacon,
-    /** Resolves once every batch sent so far is answered (or given up). */
+    /**
+     * Resolves once every batch sent so far is answered, refused or taken by the page's beacon (a
+     * batch held is not, until it is sent again).
+     */
     settled: () => Promise.all([...sending]).then(() => undefined),
-    /** Events held while the browser is offline, sent once it is online again. */
+    /**
+     * Events held: while the browser is offline (sent once it is online again), or after their
+     * retries failed (sent again at the next flush).
+     */
     get held() {
       return held;
     },
-    /** Events dropped while offline because more than `maxHeld` were held. */
+    /** Events dropped because more than `maxHeld` were held. */
     get dropped() {
       return dropped;
     },

@@ -13,6 +13,7 @@ import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
+import { type StoreBatch, StoreUnavailableError } from "../../src/store/mod.ts";
 import { RedisKeyStore } from "../../src/store/redis/key_store.ts";
 import { browserTest } from "../_chromium.ts";
 import { KEYS } from "../_fixtures.ts";
@@ -53,12 +54,28 @@ interface Setup {
     }
   >;
   accepted(stream: string): Promise<number>;
+  /** Takes the store down (every batch answered `503 store_unavailable`) or back up. */
+  setStoreDown(down: boolean): void;
   close(): Promise<void>;
+}
+
+/** A memory store whose batches fail as a Redis that does not answer does, while `down`. */
+class OutageStore extends MemoryStore {
+  down = false;
+
+  override applyBatch(batch: StoreBatch) {
+    if (this.down) {
+      return Promise.reject(
+        new StoreUnavailableError("Redis did not answer", { outcome: "not_applied" }),
+      );
+    }
+    return super.applyBatch(batch);
+  }
 }
 
 async function setup(): Promise<Setup> {
   const streams = compileConfig(CONFIG);
-  const store = new MemoryStore();
+  const store = new OutageStore();
   const keys = await KeyRing.parse(`admin:${KEYS.admin}`);
   const app = createApp({ streams, store, keys });
   const answers: Setup["answers"] = [];
@@ -107,6 +124,9 @@ async function setup(): Promise<Setup> {
     answers,
     async accepted(stream) {
       return (await store.stats(stream, streams.get(stream)!.counterMetas)).accepted;
+    },
+    setStoreDown(down) {
+      store.down = down;
     },
     async close() {
       await pages.shutdown();
@@ -506,6 +526,42 @@ browserTest(
       assert.deepEqual(s.answers.filter((a) => a.method === "POST").map((a) => a.queryKey), [
         firstKey,
       ]);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
+  "/sdk.js holds a batch whose retries a store outage outlasts (503, Retry-After: 1), and sends it with its key at the next flush once the store is back: nothing lost",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      // Three tries: about 2 s of Retry-After, as the default's 6 tries take 6 s of a Redis
+      // restart that takes longer.
+      await loadSdk(page, s, { maxRetries: 2 });
+      s.setStoreDown(true);
+      const flushed = await page.evaluate(
+        `[1, 2, 3].forEach((n) => tracker.track("pageviews", { n }));
+        tracker.flush()`,
+      );
+      const posts = () => s.answers.filter((a) => a.method === "POST");
+      assert.deepEqual(posts().map((a) => a.status), [503, 503, 503]);
+      // Before, the batch was given up here, and its events lost.
+      assert.deepEqual(flushed, { held: 3 });
+      assert.equal(await page.evaluate(`tracker.held`), 3);
+      s.setStoreDown(false);
+      // The next flush (a later event's) sends it again, with the key of its tries.
+      assert.deepEqual(
+        await page.evaluate(`tracker.track("pageviews", { n: 4 }); tracker.flush()`),
+        { held: 0 },
+      );
+      assert.equal(await s.accepted("pageviews"), 4);
+      const firstKey = posts()[0].idempotencyKey;
+      assert.ok(firstKey);
+      assert.equal(posts().filter((a) => a.idempotencyKey === firstKey).length, 4);
+      assert.deepEqual(posts().slice(3).map((a) => a.status), [202, 202]);
     } finally {
       await s.close();
     }

@@ -305,6 +305,86 @@ Deno.test("the SDK resends a batch answered 408, 429 or 503, or lost, with the s
   }
 });
 
+Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network) is held with its key, within maxHeld, and sent again at the next flush or by the page's beacon; a 400 is still dropped", async () => {
+  const { sent, restore } = recordingFetch([
+    // Batch a: its try and its one retry fail (the store is down): held, not dropped.
+    new Response(null, { status: 503, headers: { "Retry-After": "0" } }),
+    new TypeError("Failed to fetch"),
+    // The next flush: a again, with its key, counted.
+    new Response(null, { status: 202 }),
+    // Batches b and c, sent together: a slow link, a rate limit, the network: both held, past
+    // maxHeld (1), so the first held is dropped.
+    Response.json({ error: { code: "body_timeout", message: "…" } }, { status: 408 }),
+    new Response(null, { status: 429, headers: { "Retry-After": "0" } }),
+    new TypeError("Failed to fetch"),
+    new TypeError("Failed to fetch"),
+    // Batch d: refused for good.
+    Response.json({ error: { code: "invalid_request", message: "bad" } }, { status: 400 }),
+  ]);
+  const beacons: Array<{ url: string; body: string }> = [];
+  Object.assign(navigator, {
+    sendBeacon: (url: string, body: string) => beacons.push({ url, body }) > 0,
+  });
+  const { warnings, stopCapture } = captureWarnings();
+  const numbers = (body: unknown) =>
+    JSON.parse(String(body)).map((event: { n: number }) => event.n);
+  const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      retryBaseMs: 1,
+      maxRetries: 1,
+      maxHeld: 1,
+      maxBatch: 1,
+    });
+    tracker.track("s", { n: 1 });
+    // Before, the batch was given up and its event lost.
+    assert.deepEqual(await tracker.flush(), { held: 1 });
+    assert.deepEqual(warnings, [
+      "edgestream: could not send 1 events to s in 2 tries: held, sent again at the next flush",
+    ]);
+    assert.equal(sent.length, 2);
+    // The next flush sends it again, with its key: had a try been applied, this is its replay.
+    assert.deepEqual(await tracker.flush(), { held: 0 });
+    assert.equal(sent.length, 3);
+    assert.deepEqual(numbers(sent[2].init.body), [1]);
+    assert.equal(new Set(sent.map(keyOf)).size, 1);
+    assert.equal(tracker.held, 0);
+
+    tracker.track("s", { n: 2 });
+    tracker.track("s", { n: 3 });
+    assert.deepEqual(await tracker.flush(), { held: 1 });
+    assert.equal(sent.length, 7);
+    // maxHeld: the batch held first went for the other.
+    assert.equal(tracker.dropped, 1);
+    assert.equal(
+      warnings.at(-1),
+      "edgestream: dropped 1 events to s held to be sent again: more than maxHeld (1) waited",
+    );
+    // The page goes: the held batch leaves by beacon, with its key.
+    tracker.beacon();
+    assert.equal(beacons.length, 1);
+    const [kept] = numbers(beacons[0].body);
+    assert.ok(kept === 2 || kept === 3, `${kept}`);
+    const lastTry = sent.findLast((request) => numbers(request.init.body)[0] === kept)!;
+    assert.equal(new URL(beacons[0].url).searchParams.get("idempotencyKey"), keyOf(lastTry));
+    assert.equal(tracker.held, 0);
+    await tracker.settled();
+
+    // A refusal that another try cannot change is dropped, with its warning, as before.
+    tracker.track("s", { n: 5 });
+    await tracker.settled();
+    assert.equal(sent.length, 8);
+    assert.equal(warnings.at(-1), "edgestream: s refused 1 events: 400 invalid_request: bad");
+    assert.equal(localStorage.length, 0);
+  } finally {
+    stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
+
 Deno.test("the SDK resends a batch answered 409 idempotency_key_in_flight with the same key, and drops one answered another 409", async () => {
   const inFlight = () =>
     Response.json(
@@ -639,7 +719,7 @@ Deno.test("the SDK's defaults: a batch goes at 100 events or after 1000 ms", asy
   }
 });
 
-Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backing off from 500 ms, then given up", async () => {
+Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backing off from 500 ms, then held for the next flush", async () => {
   const { sent, restore } = recordingFetch(
     Array.from({ length: 10 }, () => new Response(null, { status: 503 })),
   );
@@ -653,7 +733,10 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
     await clock.tickAsync(60_000);
     await flushed;
     assert.equal(sent.length, 6, "one send and 5 more");
-    assert.deepEqual(warnings, ["edgestream: gave up sending 1 events to s"]);
+    assert.deepEqual(warnings, [
+      "edgestream: could not send 1 events to s in 6 tries: held, sent again at the next flush",
+    ]);
+    assert.equal(tracker.held, 1);
     // Each wait is 500 ms × 2^attempt, plus up to 20% jitter.
     times.slice(1).forEach((time, i) => {
       const wait = time - times[i];
