@@ -14,7 +14,9 @@
  * with `navigator.sendBeacon`, within the 64 KiB browsers allow a page's
  * beacons in all; what does not fit is kept in `localStorage` (at most
  * 1,000 events a stream) and sent by the next page of the origin that loads
- * the SDK with the same endpoint (or by this one when it is shown again).
+ * the SDK with the same endpoint (or by this one when it is shown again), and
+ * so is all of it while the server's last answer was a 503 (its store down: a
+ * beacon, unanswered, would be refused so and lost) or the browser is offline.
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
  * twice. A batch answered 408, 429 or 503, or `409 idempotency_key_in_flight`, or
@@ -263,6 +265,11 @@ export function createTracker(options) {
    * said: until then a beacon to it would be refused again, unanswered.
    */
   const limitedUntil = new Map();
+  /**
+   * Whether the server's last answer was a `503` (its store down): until another answer, a beacon
+   * would be refused so too, unanswered, and its events lost.
+   */
+  let storeDown = false;
   let timer;
 
   /** How many events of `stream` one batch carries: `maxBatch`, or fewer once a 413 said so. */
@@ -348,6 +355,7 @@ export function createTracker(options) {
         });
         // A reply to read: accepted ones may name events the server rejected (their schema,
         // say), and a refusal says why. 408, 429 and 503 are sent again whatever they say.
+        storeDown = res.status === 503;
         const again = SEND_AGAIN.has(res.status);
         if (again) res.body?.cancel().catch(() => {});
         const answer = again ? undefined : await jsonOf(res);
@@ -573,14 +581,16 @@ export function createTracker(options) {
    * fit in {@linkcode KEEPALIVE_BYTES} together is kept for the next page. So is what a stream
    * cannot take at once: past the most events a 413 said a request to it may carry (a rate
    * limit's burst: a bucket holds no more, and beacons all go at once, unanswered), or any while
-   * its last 429's `Retry-After` has not passed, a beacon's events would be refused and lost.
+   * its last 429's `Retry-After` has not passed, a beacon's events would be refused and lost; and
+   * all of it while the server's last answer was a 503 (its store down), or the browser offline.
    */
   function beacon() {
     clearTimeout(timer);
     timer = undefined;
     const batches = [];
-    // Offline, a beacon is lost: all of it is kept for the next page.
-    let budget = isOffline() ? 0 : KEEPALIVE_BYTES;
+    // Offline, a beacon is lost, and while the store is down (the last answer a 503) it is
+    // refused, unanswered: all of it is kept for the next page.
+    let budget = isOffline() || storeDown ? 0 : KEEPALIVE_BYTES;
     /**
      * Events each stream may still take by beacon now, once a 413 said how many: none while a
      * 429's `Retry-After` has not passed.

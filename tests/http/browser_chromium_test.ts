@@ -569,6 +569,39 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js leaving a page while the store is down (503) keeps what waits in localStorage instead of beacons refused 503 and lost, and the next page sends it once the store is back",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await loadSdk(page, s, { maxRetries: 1 });
+      s.setStoreDown(true);
+      // One batch held after its tries; the next flush sends it again with another, and both wait
+      // out their 503 when the page goes.
+      await page.evaluate(`[1, 2].forEach((n) => tracker.track("pageviews", { n }));
+        tracker.flush()`);
+      await page.evaluate(`tracker.track("pageviews", { n: 3 }); tracker.flush(); undefined`);
+      await until("the next flush's 503s", () => s.answers.length === 4);
+      await page.goto(`${s.allowed}/next`);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Before, both went by beacon, were refused 503 unheard, and were lost.
+      const posts = () => s.answers.filter((a) => a.method === "POST");
+      assert.deepEqual(posts().map((a) => a.status), [503, 503, 503, 503]);
+      const kept = await page.evaluate(`Object.keys(localStorage)
+        .filter((name) => name.startsWith("edgestream:"))
+        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n).sort())`);
+      assert.deepEqual(kept, [[1, 2, 3]]);
+      s.setStoreDown(false);
+      await loadSdk(page, s);
+      await until("the kept events", async () => (await s.accepted("pageviews")) === 3);
+      assert.equal(await page.evaluate(`Object.keys(localStorage).length`), 0);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "/sdk.js holds a batch while the browser is offline, however long, without spending its retries, and sends it once back online",
   async (browser) => {
     const s = await setup();

@@ -236,9 +236,9 @@ Deno.test("the parts of a batch past a burst not sent yet go with the page's bea
       }),
       { status: 413, headers: { "Content-Type": "application/json" } },
     ),
-    // The first part waits 30 s to be sent again when the page goes (the store: a 429 would
-    // keep it for the next page, as a beacon to the bucket would be refused again).
-    new Response(null, { status: 503, headers: { "Retry-After": "30" } }),
+    // The first part waits to be sent again when the page goes (the network failed: a 429 or a
+    // 503 would keep it for the next page, as a beacon would be refused again).
+    new TypeError("Failed to fetch"),
   ]);
   // Deno has no sendBeacon: a browser's, recorded.
   const beacons: Array<{ url: string; body: string }> = [];
@@ -254,7 +254,7 @@ Deno.test("the parts of a batch past a burst not sent yet go with the page's bea
     });
     for (let n = 0; n < 6; n++) tracker.track("orders", { n });
     await new Promise((resolve) => setTimeout(resolve, 20));
-    // The whole batch refused, then its first part told to wait 30 s.
+    // The whole batch refused, then its first part's send failed.
     assert.deepEqual(sent.map((request) => numbers(String(request.init.body))), [
       [0, 1, 2, 3, 4, 5],
       [0, 1],
@@ -380,6 +380,48 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     assert.equal(localStorage.length, 0);
   } finally {
     stopCapture();
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
+
+Deno.test("while the server's last answer is a 503 (its store down), leaving the page keeps what waits in localStorage instead of beacons refused so and lost, and the next page sends it", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(null, { status: 503, headers: { "Retry-After": "1" } }),
+  ]);
+  const beacons: Array<{ url: string; body: string }> = [];
+  Object.assign(navigator, {
+    sendBeacon: (url: string, body: string) => beacons.push({ url, body }) > 0,
+  });
+  const numbers = (body: unknown) =>
+    JSON.parse(String(body)).map((event: { n: number }) => event.n);
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    tracker.track("s", { n: 1 });
+    tracker.flush();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(sent.length, 1);
+    // The batch waits out its 503 as the page goes, with an event queued since.
+    tracker.track("s", { n: 2 });
+    tracker.beacon();
+    // Before, both went by beacon, answered 503 unheard: lost.
+    assert.equal(beacons.length, 0);
+    assert.deepEqual(numbers(localStorage.getItem("edgestream:https://e.example|pk_test|s")), [
+      1,
+      2,
+    ]);
+    await tracker.settled();
+    assert.equal(sent.length, 1);
+    // The next page sends them, the store back.
+    const next = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    await next.flush();
+    assert.deepEqual(numbers(sent[1].init.body), [1, 2]);
+    assert.equal(localStorage.length, 0);
+    // Answered (202), the store is up: the page's beacon goes again.
+    next.track("s", { n: 3 });
+    next.beacon();
+    assert.deepEqual(beacons.map((beacon) => numbers(beacon.body)), [[3]]);
+  } finally {
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restore();
   }
