@@ -169,6 +169,9 @@ export interface ScriptOptions {
  */
 export const REDIS_CALL_TIMEOUT_MS = 5_000;
 
+/** How `@upstash/redis` starts the error of a pipeline's command: `Command 1 [ hmget ] failed: `. */
+const PIPELINED_FAILURE = /^Command \d+ \[ \S+ \] failed: /;
+
 /** A pipeline of `@upstash/redis`. */
 type Pipeline = ReturnType<Redis["pipeline"]>;
 
@@ -265,6 +268,39 @@ export class RedisCalls {
       throw new StoreUnavailableError(message, { cause: error, outcome: outcomeOf(error) });
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Runs a read the client parses itself (HMGET, HGETALL, XRANGE, XREVRANGE) by `send`. With
+   * auto-pipelining `@upstash/redis` parses each reply of a pipeline before it looks at its error,
+   * and those commands' parsers throw a `TypeError` on a Redis error reply (`WRONGTYPE`: a key of
+   * another type), which fails every call sent in that HTTP request alike, as an unreadable reply
+   * would. A read failing so is sent again alone (`add` puts it in a pipeline of its own, whose
+   * errors the client reports before parsing): Redis's error then fails it as it is (a
+   * {@linkcode StoreRefusedError} through {@linkcode call}), and a read that was only sent with
+   * it answers. A reply that is truly unreadable (no Upstash REST endpoint) fails again as such.
+   * Call it inside {@linkcode call}.
+   */
+  async read<T>(send: () => Promise<T>, add: (pipeline: Pipeline) => Pipeline): Promise<T> {
+    try {
+      return await send();
+    } catch (error) {
+      const pipeline = this.#redis.pipeline;
+      if (pipeline === undefined || !unreadableReply(error)) throw error;
+      let replies: unknown[];
+      try {
+        replies = await add(pipeline.call(this.#redis)).exec();
+      } catch (again) {
+        // As the client fails a single command: "Command failed: WRONGTYPE …".
+        if (again instanceof errors.UpstashError) {
+          restate(again, again.message.replace(PIPELINED_FAILURE, "Command failed: "));
+        }
+        throw again;
+      }
+      // Not one reply for the one command: not an Upstash REST endpoint's reply either.
+      if (replies.length !== 1) throw error;
+      return replies[0] as T;
     }
   }
 

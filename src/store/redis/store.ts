@@ -62,11 +62,13 @@ import {
   type WindowValue,
 } from "../types.ts";
 
-/** The part of the `@upstash/redis` client the store uses. */
-export type RedisClient = Pick<
-  Redis,
-  "evalsha" | "eval" | "hgetall" | "hmget" | "xrange" | "xrevrange" | "ping"
->;
+/**
+ * The part of the `@upstash/redis` client the store uses: `pipeline` only to send again alone a
+ * read whose Redis error the client could not parse (see {@linkcode RedisCalls.read}).
+ */
+export type RedisClient =
+  & Pick<Redis, "evalsha" | "eval" | "hgetall" | "hmget" | "xrange" | "xrevrange" | "ping">
+  & Partial<Pick<Redis, "pipeline">>;
 
 /**
  * What a stream's last close left to do (see {@linkcode RedisStore.closeWindows}): the stats it
@@ -415,6 +417,15 @@ export class RedisStore implements Store {
     return this.#calls.call(what, run);
   }
 
+  /** The stream's stats fields `fields` (one HMGET; see {@linkcode RedisCalls.read}). */
+  #hmget(stream: string, ...fields: string[]): Promise<Record<string, unknown> | null> {
+    const key = this.#key(stream, STREAM_KEYS.stats);
+    return this.#calls.read(
+      () => this.#redis.hmget<Record<string, unknown>>(key, ...fields),
+      (pipeline) => pipeline.hmget(key, ...fields),
+    );
+  }
+
   #script(script: string, stream: string, ...argv: unknown[]): Promise<unknown> {
     return this.#calls.script(this.#text(script), [this.keyPrefix(stream)], argv);
   }
@@ -663,11 +674,7 @@ export class RedisStore implements Store {
   /** Whether the stream's stats are as its last close left them (one HMGET). */
   #unchanged(stream: string, quiet: QuietStream): Promise<boolean> {
     return this.#call("closeWindows", async () => {
-      const stats = await this.#redis.hmget<Record<string, unknown>>(
-        this.#key(stream, STREAM_KEYS.stats),
-        "wm",
-        "applied",
-      );
+      const stats = await this.#hmget(stream, "wm", "applied");
       return statsNumber(stats?.wm) === quiet.watermark &&
         statsNumber(stats?.applied) === quiet.applied;
     });
@@ -693,15 +700,7 @@ export class RedisStore implements Store {
    */
   #quietInStats(stream: string, askedText: string, now: number): Promise<boolean> {
     return this.#call("closeWindows", async () => {
-      const stats = await this.#redis.hmget<Record<string, unknown>>(
-        this.#key(stream, STREAM_KEYS.stats),
-        "wm",
-        "applied",
-        "qn",
-        "qa",
-        "qw",
-        "qk",
-      );
+      const stats = await this.#hmget(stream, "wm", "applied", "qn", "qa", "qw", "qk");
       const watermark = statsNumber(stats?.wm);
       if (watermark === null) return true;
       const applied = statsNumber(stats?.applied);
@@ -803,11 +802,11 @@ export class RedisStore implements Store {
 
   readLog(stream: string, afterId: string | null, limit: number): Promise<LogEntry[]> {
     return this.#call("readLog", async () => {
-      const entries = await this.#redis.xrange(
-        this.#key(stream, STREAM_KEYS.log),
-        afterId === null ? "-" : `(${afterId}`,
-        "+",
-        limit,
+      const key = this.#key(stream, STREAM_KEYS.log);
+      const from = afterId === null ? "-" : `(${afterId}`;
+      const entries = await this.#calls.read(
+        () => this.#redis.xrange(key, from, "+", limit),
+        (pipeline) => pipeline.xrange(key, from, "+", limit),
       );
       // The client returns {id: {field: value}} in log order; values may be parsed already.
       return Object.entries(entries ?? {}).map(([id, fields]) => ({
@@ -841,7 +840,11 @@ export class RedisStore implements Store {
 
   lastLogId(stream: string): Promise<string | null> {
     return this.#call("lastLogId", async () => {
-      const entries = await this.#redis.xrevrange(this.#key(stream, STREAM_KEYS.log), "+", "-", 1);
+      const key = this.#key(stream, STREAM_KEYS.log);
+      const entries = await this.#calls.read(
+        () => this.#redis.xrevrange(key, "+", "-", 1),
+        (pipeline) => pipeline.xrevrange(key, "+", "-", 1),
+      );
       return Object.keys(entries ?? {})[0] ?? null;
     });
   }
@@ -859,8 +862,10 @@ export class RedisStore implements Store {
 
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
     return this.#call("stats", async () => {
-      const hash = (await this.#redis.hgetall<Record<string, string | number>>(
-        this.#key(stream, STREAM_KEYS.stats),
+      const key = this.#key(stream, STREAM_KEYS.stats);
+      const hash = (await this.#calls.read(
+        () => this.#redis.hgetall<Record<string, string | number>>(key),
+        (pipeline) => pipeline.hgetall(key),
       )) ?? {};
       const read = (field: string) => Number(hash[field] ?? 0);
       const overflow: Record<string, number> = {};

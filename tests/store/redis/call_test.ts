@@ -391,7 +391,10 @@ Deno.test("RedisCalls.call() says a 2xx JSON reply the client cannot read is not
         enableTelemetry: false,
       });
       const calls = new RedisCalls(redis, 2_000);
-      for (const run of [() => redis.get("k"), () => redis.evalsha("abc", ["k"], ["1"])]) {
+      // A read the client parses itself, sent again alone when it cannot (RedisCalls.read).
+      const read = () =>
+        calls.read(() => redis.hmget("k", "f"), (pipeline) => pipeline.hmget("k", "f"));
+      for (const run of [() => redis.get("k"), () => redis.evalsha("abc", ["k"], ["1"]), read]) {
         const failed = await calls.call("getDefinition", run).then(
           () => assert.fail(`expected a failure for ${JSON.stringify(reply)}`),
           (error: Error) => error,
