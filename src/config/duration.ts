@@ -48,22 +48,25 @@ export interface ParseDurationOptions {
 export function parseDuration(text: string, options: ParseDurationOptions = {}): number {
   const trimmed = text.trim();
   if (trimmed === "") throw new DurationError("Duration is empty");
+  // Positions count in `text` as the message quotes it, leading whitespace included.
+  const lead = text.length - text.trimStart().length;
   let total = 0;
   const seen = new Set<string>();
   PART.lastIndex = 0;
   while (PART.lastIndex < trimmed.length) {
     const start = PART.lastIndex;
+    const position = lead + start;
     const match = PART.exec(trimmed);
     if (!match) {
       throw new DurationError(
-        `Cannot read duration '${text}' at position ${start}: expected a number and a unit (ms, s, m, h, d, w)`,
+        `Cannot read duration '${text}' at position ${position}: expected a number and a unit (ms, s, m, h, d, w)`,
       );
     }
     const [part, number, unit] = match;
     if (!options.lenient) {
       if (seen.has(unit)) {
         throw new DurationError(
-          `Cannot read duration '${text}' at position ${start}: unit '${unit}' is given twice; give each unit once`,
+          `Cannot read duration '${text}' at position ${position}: unit '${unit}' is given twice; give each unit once`,
         );
       }
       if (!wholeMilliseconds(number, UNIT_MS[unit])) {

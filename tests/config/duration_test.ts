@@ -119,6 +119,27 @@ Deno.test("parseDuration() refuses text that is not a number and a unit, naming 
   }
 });
 
+Deno.test("parseDuration() names a position in the text as quoted, leading whitespace included", () => {
+  const bad: Array<[string, number, RegExp]> = [
+    ["  1h 30m", 4, /expected a number and a unit/],
+    [" 1x", 1, /expected a number and a unit/],
+    ["\t1m1m ", 3, /unit 'm' is given twice/],
+  ];
+  for (const [text, position, reason] of bad) {
+    assert.throws(
+      () => parseDuration(text),
+      (error: unknown) => {
+        assert.ok(error instanceof DurationError, `${text}: ${error}`);
+        assert.match(error.message, new RegExp(`'${text}' at position ${position}: `), text);
+        assert.match(error.message, reason, text);
+        return true;
+      },
+      text,
+    );
+  }
+  assert.equal(parseDuration(" 1m "), 60_000);
+});
+
 Deno.test("parseDuration() refuses a duration too large to be a number", () => {
   assert.throws(() => parseDuration(`${"9".repeat(400)}w`), {
     name: "DurationError",
