@@ -43,7 +43,7 @@ import {
   type CounterDefinition,
   type StreamDefinition,
 } from "./schema.ts";
-import { DurationError, parseDuration } from "./duration.ts";
+import { DurationError, formatDuration, parseDuration } from "./duration.ts";
 
 /** Variables an alert's `when` expression sees. */
 export const ALERT_VARIABLES = ["value", "group", "window"] as const;
@@ -224,17 +224,27 @@ function compileWindow(window: CounterDefinition["window"], at: string): WindowS
   if ("hopping" in window) {
     if (window.every > window.hopping) {
       throw new ConfigError(
-        `${at}.window: 'every' (${window.every} ms) must not exceed the window size (${window.hopping} ms)`,
+        `${at}.window: 'every' is ${formatDuration(window.every)}, longer than the window size ${
+          formatDuration(window.hopping)
+        }; a hop is at most the window size`,
       );
     }
     return { kind: "hopping", sizeMs: window.hopping, everyMs: window.every };
   }
   if (window.sliding % window.precision !== 0) {
-    throw new ConfigError(`${at}.window: sliding size must be a multiple of 'precision'`);
+    throw new ConfigError(
+      `${at}.window: sliding size ${
+        formatDuration(window.sliding)
+      } is not a multiple of its precision ${
+        formatDuration(window.precision)
+      }; the size must be a whole number of precisions`,
+    );
   }
   if (window.sliding / window.precision > 1440) {
     throw new ConfigError(
-      `${at}.window: a sliding window may have at most 1440 sub-buckets (size / precision)`,
+      `${at}.window: a sliding window spans ${
+        window.sliding / window.precision
+      } panes (size / precision); at most 1440`,
     );
   }
   return { kind: "sliding", sizeMs: window.sliding, precisionMs: window.precision };
@@ -251,7 +261,9 @@ function compileCounter(
   const session = sessionOf(window, definition, at);
   if (!session && window.sizeMs / paneWidth(window) > 1440) {
     throw new ConfigError(
-      `${at}.window: a window may span at most 1440 panes; pick sizes with a larger common divisor`,
+      `${at}.window: a window spans ${window.sizeMs / paneWidth(window)} panes of ${
+        formatDuration(paneWidth(window))
+      } (size over the greatest common divisor of size and 'every'); at most 1440: pick sizes with a larger common divisor`,
     );
   }
   const aggregate: AggregateSpec = definition.aggregate === "count"
