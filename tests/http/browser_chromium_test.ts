@@ -581,12 +581,17 @@ browserTest(
       await page.evaluate(`[1, 2].forEach((n) => tracker.track("pageviews", { n }));
         tracker.flush()`);
       await page.evaluate(`tracker.track("pageviews", { n: 3 }); tracker.flush(); undefined`);
-      await until("the next flush's 503s", () => s.answers.length === 4);
+      // Counted by POST: a preflight (when Chromium sends one) is an answer too. A busy machine
+      // may let a try after Retry-After go out before the page does: at least those 4, all 503.
+      const posts = () => s.answers.filter((a) => a.method === "POST");
+      await until("the next flush's 503s", () => posts().length >= 4);
       await page.goto(`${s.allowed}/next`);
       await new Promise((resolve) => setTimeout(resolve, 300));
       // Before, both went by beacon, were refused 503 unheard, and were lost.
-      const posts = () => s.answers.filter((a) => a.method === "POST");
-      assert.deepEqual(posts().map((a) => a.status), [503, 503, 503, 503]);
+      assert.ok(posts().length >= 4, `${posts().length} POSTs`);
+      assert.deepEqual(posts().filter((a) => a.status !== 503), []);
+      // No beacon: a waiting batch's names its key in the URL.
+      assert.deepEqual(posts().filter((a) => a.queryKey !== null), []);
       const kept = await page.evaluate(`Object.keys(localStorage)
         .filter((name) => name.startsWith("edgestream:"))
         .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n).sort())`);
