@@ -25,7 +25,13 @@
  * is offline spends none: the batch waits for the `online` event); one whose retries
  * all failed so (a store outage outlasts them) is held with its key, not dropped,
  * and sent again, with as many retries, at the next flush (a later event's, or
- * `flush()`), or with the page's beacon (as above) when the page goes first; the
+ * `flush()`), when the browser comes `online`, or by itself: after `heldRetryMs`
+ * (30 s), doubling each time this timer fires up to 5 minutes (from 30 s again
+ * once the server answers anything but 408, 429 or 503), plus up to 20% at
+ * random, never before the server's last `Retry-After` has passed (a timer set
+ * only while a batch is so held, that keeps no Deno or Node process alive), or
+ * with the page's beacon (as above) when the page goes first; a batch is sent
+ * once at a time, whatever wakes it; the
  * batches held (offline or so) are at most `maxHeld` events, the oldest dropped
  * first; one answered `413
  * too_many_events` with `details.maxEvents` (more events than a rate limit's
@@ -83,6 +89,24 @@ function sleep(ms, signal) {
     const timer = setTimeout(done, Math.min(ms, MAX_TIMER_MS));
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+/**
+ * The longest the resend timer of held batches backs off to (ms), unless `heldRetryMs` is longer.
+ */
+const MAX_HELD_RETRY_MS = 300_000;
+
+/**
+ * Lets a timer not keep Deno or Node alive by itself (a page's timers keep nothing alive): a
+ * tracker with batches held must not hold a test or a script's process open.
+ */
+function unrefTimer(timer) {
+  try {
+    if (typeof timer === "object") timer?.unref?.();
+    else globalThis.Deno?.unrefTimer?.(timer);
+  } catch {
+    // Not a timer of the runtime (a fake clock's): nothing to let go.
+  }
 }
 
 /** Whether the browser says it is offline. */
@@ -214,12 +238,13 @@ function trackerOption(options, name, fallback, min, whole) {
  * gets its id; none by default), `maxBatch` (100), `flushMs` (1000),
  * `maxRetries` (5), `retryBaseMs` (500), `maxHeld` (10,000: events held while
  * offline or after their retries failed; past it the oldest batches are dropped,
- * counted in `dropped`),
+ * counted in `dropped`), `heldRetryMs` (30,000: the first wait before a batch
+ * held after its retries is sent again by itself, doubling up to 5 minutes),
  * `onRejected` (called with `{stream, events, rejected}` when the server
  * rejects events of a batch it was sent, as the reply's `rejected` lists them,
  * after a console warning naming the first one's error). A number option that
  * is given must be at least 1 (`maxBatch`) or 0 (the others), whole but for
- * `flushMs` and `retryBaseMs`, which are at most 2,147,483,647 ms (what a
+ * `flushMs`, `retryBaseMs` and `heldRetryMs`, which are at most 2,147,483,647 ms (what a
  * timer holds): else this throws, naming it. `track()` throws for an event
  * that is not an object JSON can hold (a BigInt, a cycle), queuing nothing.
  */
@@ -233,6 +258,7 @@ export function createTracker(options) {
   const maxRetries = trackerOption(options, "maxRetries", 5, 0, true);
   const retryBaseMs = trackerOption(options, "retryBaseMs", 500, 0, false);
   const maxHeld = trackerOption(options, "maxHeld", MAX_HELD_EVENTS, 0, true);
+  const heldRetryMs = trackerOption(options, "heldRetryMs", 30_000, 0, false);
   const queues = new Map();
   const sending = new Set();
   /** Of the batches sent, those neither answered, refused nor held yet. */
@@ -240,7 +266,8 @@ export function createTracker(options) {
   /**
    * Batches waiting to be sent again: `{stream, events, body, idempotencyKey, handedOver, offline,
    * held, parked, stop}`; `held` while the browser is offline (`offline`) or once their retries
-   * were spent on retryable failures (`parked`: sent again at the next flush, by `wake()`).
+   * were spent on retryable failures (`parked`: sent again by `wake()`, at the next flush, by the
+   * resend timer or on `online`).
    */
   const retrying = new Set();
   /**
@@ -271,6 +298,18 @@ export function createTracker(options) {
    */
   let storeDown = false;
   let timer;
+  /**
+   * The timer that sends the batches held after their retries failed again by itself (a page that
+   * tracks nothing more flushes no more): set while one is held, cleared when none is.
+   */
+  let resendTimer;
+  /**
+   * Times the resend timer fired since the server last answered a request with anything but a
+   * `408`, `429` or `503` (or the browser came online): its wait doubles with each.
+   */
+  let resendRounds = 0;
+  /** When (ms) the server's last `Retry-After` has passed: the resend timer fires no sooner. */
+  let retryAfterUntil = 0;
 
   /** How many events of `stream` one batch carries: `maxBatch`, or fewer once a 413 said so. */
   function batchSize(stream) {
@@ -280,7 +319,7 @@ export function createTracker(options) {
   /** Drops the oldest batches held until at most `maxHeld` events are held. */
   function dropPastMaxHeld() {
     for (const waiting of retrying) {
-      if (held <= maxHeld) return;
+      if (held <= maxHeld) break;
       if (!waiting.held || waiting.handedOver) continue;
       waiting.handedOver = true;
       retrying.delete(waiting);
@@ -292,6 +331,55 @@ export function createTracker(options) {
           waiting.offline ? "while offline" : "to be sent again"
         }: more than maxHeld (${maxHeld}) waited`,
       );
+    }
+    scheduleResend();
+  }
+
+  /**
+   * Sets the resend timer while a batch is held after its retries failed, and clears it when none
+   * is: it fires after `heldRetryMs` (30 s), doubling each time it fires up to 5 minutes (or
+   * `heldRetryMs` when longer), plus up to 20% at random (pages held by one outage do not all come
+   * back at once), and never before the server's last `Retry-After` has passed; then it sends
+   * them again as `flush()` does, each with its key and as many retries.
+   */
+  function scheduleResend() {
+    let parked = false;
+    for (const waiting of retrying) parked ||= waiting.parked && !waiting.handedOver;
+    if (!parked) {
+      clearTimeout(resendTimer);
+      resendTimer = undefined;
+      return;
+    }
+    if (resendTimer !== undefined) return;
+    const backoff = Math.min(
+      heldRetryMs * 2 ** resendRounds,
+      Math.max(heldRetryMs, MAX_HELD_RETRY_MS),
+    ) * (1 + Math.random() * 0.2);
+    const wait = Math.min(Math.max(backoff, retryAfterUntil - Date.now()), MAX_TIMER_MS);
+    resendTimer = setTimeout(() => {
+      resendTimer = undefined;
+      resendRounds++;
+      resendHeld();
+    }, wait);
+    unrefTimer(resendTimer);
+  }
+
+  /**
+   * Sends the batches held after their retries failed again (the oldest first), each with its key
+   * and as many retries; `flush()` waits for each until it is answered, refused or held again. A
+   * batch is woken once: one being sent is no longer held so, and is not sent twice at a time.
+   */
+  function resendHeld() {
+    clearTimeout(resendTimer);
+    resendTimer = undefined;
+    for (const waiting of retrying) {
+      if (!waiting.parked || waiting.handedOver) continue;
+      waiting.parked = false;
+      const heldNow = new Promise((resolve) => waiting.hooks.onHeld = resolve);
+      const answeredOrHeld = Promise.race([waiting.hooks.promise, heldNow]);
+      answering.add(answeredOrHeld);
+      answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
+      waiting.wake();
     }
   }
 
@@ -323,7 +411,7 @@ export function createTracker(options) {
 
   /**
    * Sends `events` until answered or refused; `hooks.onHeld` is called when it starts waiting for
-   * the browser to be online, or for the next flush once its retries are spent (`flush()` resolves
+   * the browser to be online, or to be sent again once its retries are spent (`flush()` resolves
    * then). `hooks.promise` is the promise of the send `flush()` started (a later flush waits for
    * it once it wakes the batch).
    */
@@ -357,6 +445,8 @@ export function createTracker(options) {
         // say), and a refusal says why. 408, 429 and 503 are sent again whatever they say.
         storeDown = res.status === 503;
         const again = SEND_AGAIN.has(res.status);
+        // The server answers: the resend timer of held batches starts again from heldRetryMs.
+        if (!again) resendRounds = 0;
         if (again) res.body?.cancel().catch(() => {});
         const answer = again ? undefined : await jsonOf(res);
         // Answered: its room among the keepalive requests is free, for the parts of a split too.
@@ -407,6 +497,7 @@ export function createTracker(options) {
         }
         const seconds = Number(res.headers.get("Retry-After"));
         if (Number.isFinite(seconds) && seconds > 0) wait = seconds * 1000;
+        if (wait !== undefined) retryAfterUntil = Date.now() + wait;
         if (res.status === 429 && wait !== undefined) limitedUntil.set(stream, Date.now() + wait);
       } catch {
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
@@ -416,14 +507,15 @@ export function createTracker(options) {
         landed();
       }
       // Its retries spent on answers that may change (a store outage outlasts them), it is held
-      // with its key, not dropped: sent again, with as many retries, at the next flush.
+      // with its key, not dropped: sent again, with as many retries, at the next flush, on
+      // `online` or by the resend timer (scheduleResend()).
       const parked = !offline && attempt >= maxRetries;
       if (offline) attempt--;
       else if (parked) {
         console.warn(
           `edgestream: could not send ${events.length} events to ${stream} in ${
             maxRetries + 1
-          } tries: held, sent again at the next flush`,
+          } tries: held, sent again at the next flush or by itself later`,
         );
         attempt = -1;
       }
@@ -447,6 +539,7 @@ export function createTracker(options) {
         held += events.length;
         dropPastMaxHeld();
         hooks?.onHeld?.();
+        if (parked && !waiting.handedOver) scheduleResend();
         if (parked) {
           await new Promise((resolve) => {
             waiting.wake = resolve;
@@ -495,15 +588,7 @@ export function createTracker(options) {
     timer = undefined;
     // Batches held once their retries were spent go again first (the oldest first), each with
     // its key and as many retries: this flush waits for them too.
-    for (const waiting of retrying) {
-      if (!waiting.parked || waiting.handedOver) continue;
-      waiting.parked = false;
-      const heldNow = new Promise((resolve) => waiting.hooks.onHeld = resolve);
-      const answeredOrHeld = Promise.race([waiting.hooks.promise, heldNow]);
-      answering.add(answeredOrHeld);
-      answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
-      waiting.wake();
-    }
+    resendHeld();
     for (const [stream, events] of queues) {
       queues.delete(stream);
       const size = batchSize(stream);
@@ -624,6 +709,8 @@ export function createTracker(options) {
         room.set(waiting.stream, roomOf(waiting.stream) - count);
       } else batches.push([waiting.stream, waiting.events]);
     }
+    // Nothing is held any more: the resend timer stops.
+    scheduleResend();
     // Then the parts of batches past a limit not sent yet: none of their events was applied.
     for (const rest of splitting) {
       rest.handedOver = true;
@@ -695,6 +782,12 @@ export function createTracker(options) {
 
   if (typeof addEventListener === "function") {
     addEventListener("pagehide", beacon);
+    // Back online, the batches held after their retries failed (on the network, say) go at once,
+    // as those held while offline do.
+    addEventListener("online", () => {
+      resendRounds = 0;
+      resendHeld();
+    });
     addEventListener("visibilitychange", () => {
       if (document.visibilityState === "hidden") beacon();
       else restore();
@@ -713,7 +806,7 @@ export function createTracker(options) {
     settled: () => Promise.all([...sending]).then(() => undefined),
     /**
      * Events held: while the browser is offline (sent once it is online again), or after their
-     * retries failed (sent again at the next flush).
+     * retries failed (sent again at the next flush, on `online`, or by the resend timer).
      */
     get held() {
       return held;

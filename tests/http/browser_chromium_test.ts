@@ -569,6 +569,35 @@ browserTest(
 );
 
 browserTest(
+  "/sdk.js sends a batch held after a store outage outlasted its retries by itself, with its key, once heldRetryMs passed, with no later event or flush: nothing lost",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await loadSdk(page, s, { maxRetries: 1, heldRetryMs: 1_000 });
+      s.setStoreDown(true);
+      const flushed = await page.evaluate(
+        `[1, 2, 3].forEach((n) => tracker.track("pageviews", { n }));
+        tracker.flush()`,
+      );
+      assert.deepEqual(flushed, { held: 3 });
+      const posts = () => s.answers.filter((a) => a.method === "POST");
+      // Still down: the timer sends it again (with as many retries), and holds it again.
+      await until("a resend by the timer", () => posts().length >= 3);
+      assert.equal(await s.accepted("pageviews"), 0);
+      s.setStoreDown(false);
+      // Before, it waited for a later event's flush, or the page's beacon, however long.
+      await until("the held batch", async () => (await s.accepted("pageviews")) === 3);
+      assert.equal(await page.evaluate(`tracker.held`), 0);
+      assert.equal(new Set(posts().map((a) => a.idempotencyKey)).size, 1);
+      assert.equal(posts().filter((a) => a.status === 202).length, 1);
+    } finally {
+      await s.close();
+    }
+  },
+);
+
+browserTest(
   "/sdk.js leaving a page while the store is down (503) keeps what waits in localStorage instead of beacons refused 503 and lost, and the next page sends it once the store is back",
   async (browser) => {
     const s = await setup();

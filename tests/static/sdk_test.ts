@@ -165,6 +165,7 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
     ["maxRetries", 1.5, "a whole number of 0 or more, received 1.5"],
     ["retryBaseMs", "fast", `${MS_RANGE}, received "fast"`],
     ["maxHeld", -10, "a whole number of 0 or more, received -10"],
+    ["heldRetryMs", 2 ** 31, `${MS_RANGE}, received 2147483648`],
   ];
   for (const [name, value, expected] of refused) {
     assert.throws(
@@ -176,7 +177,7 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
   // Absent (undefined or null) is the default; the smallest and largest values are taken.
   createTracker({ ...base, maxBatch: undefined, flushMs: null as unknown as number });
   createTracker({ ...base, maxBatch: 1, flushMs: 0, maxRetries: 0, retryBaseMs: 0, maxHeld: 0 });
-  createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1 });
+  createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1, heldRetryMs: 0 });
 });
 
 Deno.test("track() refuses an event that is no object or that JSON cannot hold, or a stream that is no name, queuing nothing, and the batch's other events are sent", async () => {
@@ -342,7 +343,7 @@ Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network)
     // Before, the batch was given up and its event lost.
     assert.deepEqual(await tracker.flush(), { held: 1 });
     assert.deepEqual(warnings, [
-      "edgestream: could not send 1 events to s in 2 tries: held, sent again at the next flush",
+      "edgestream: could not send 1 events to s in 2 tries: held, sent again at the next flush or by itself later",
     ]);
     assert.equal(sent.length, 2);
     // The next flush sends it again, with its key: had a try been applied, this is its replay.
@@ -761,7 +762,7 @@ Deno.test("the SDK's defaults: a batch goes at 100 events or after 1000 ms", asy
   }
 });
 
-Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backing off from 500 ms, then held for the next flush", async () => {
+Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backing off from 500 ms, then held for the next flush or the resend timer", async () => {
   const { sent, restore } = recordingFetch(
     Array.from({ length: 10 }, () => new Response(null, { status: 503 })),
   );
@@ -772,11 +773,13 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
     const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
     tracker.track("s", { n: 1 });
     const flushed = tracker.flush();
-    await clock.tickAsync(60_000);
+    // The retries' waits: 500 + 1000 + 2000 + 4000 + 8000 ms, up to 20% more (the resend timer of
+    // held batches fires 30 s later).
+    await clock.tickAsync(20_000);
     await flushed;
     assert.equal(sent.length, 6, "one send and 5 more");
     assert.deepEqual(warnings, [
-      "edgestream: could not send 1 events to s in 6 tries: held, sent again at the next flush",
+      "edgestream: could not send 1 events to s in 6 tries: held, sent again at the next flush or by itself later",
     ]);
     assert.equal(tracker.held, 1);
     // Each wait is 500 ms × 2^attempt, plus up to 20% jitter.
@@ -785,11 +788,125 @@ Deno.test("the SDK's defaults: a batch answered 503 is sent again 5 times, backi
       const base = 500 * 2 ** i;
       assert.ok(wait >= base && wait <= base * 1.2, `wait ${i}: ${wait} ms, base ${base} ms`);
     });
+    // Handed over (kept: the last answer a 503), it is no longer held: another test's online event
+    // does not send it.
+    tracker.beacon();
+    assert.equal(tracker.held, 0);
   } finally {
     stopCapture();
     clock.uninstall();
     restore();
   }
+});
+
+Deno.test("a batch held after its retries is sent again by itself with its key: after 30 s, doubling up to 5 min, jittered, never before the last Retry-After, at once when the browser comes online; one send at a time; the timer stops when nothing is held", async () => {
+  const answers: Array<Response | Error | Promise<Response>> = [];
+  const sent: Sent[] = [];
+  const original = globalThis.fetch;
+  localStorage.clear();
+  globalThis.fetch = ((url: string, init: Sent["init"]) => {
+    sent.push({ url, init });
+    const answer = answers.shift() ?? new Response(null, { status: 202 });
+    return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
+  }) as typeof fetch;
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+  const times = fetchTimes(clock);
+  const { warnings, stopCapture } = captureWarnings();
+  const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
+  try {
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example", maxRetries: 0 });
+    // The store is down for 7 sends (a network failure among them), then back.
+    for (let i = 0; i < 6; i++) answers.push(new Response(null, { status: 503 }));
+    answers.push(new TypeError("Failed to fetch"));
+    tracker.track("s", { n: 1 });
+    assert.deepEqual(await tracker.flush(), { held: 1 });
+    assert.deepEqual(warnings, [
+      "edgestream: could not send 1 events to s in 1 tries: held, sent again at the next flush or by itself later",
+    ]);
+    // Before, nothing more was sent, however long the page stayed open without a flush.
+    await clock.tickAsync(29_999);
+    assert.equal(sent.length, 1);
+    // 30 s, 60 s, 120 s, 240 s, then 5 minutes at most, each up to 20% more.
+    for (const base of [30_000, 60_000, 120_000, 240_000, 300_000, 300_000]) {
+      const before: number = sent.length;
+      await clock.tickAsync(base * 1.2 + 1);
+      assert.equal(sent.length, before + 1, `one send after ${base} ms`);
+      const wait = times.at(-1)! - times.at(-2)!;
+      assert.ok(wait >= base && wait <= base * 1.2, `wait ${wait} ms, base ${base} ms`);
+      assert.equal(tracker.held, 1);
+    }
+    // The store is back (the next answer a 202): sent once more, with the key of every try.
+    await clock.tickAsync(360_001);
+    assert.equal(sent.length, 8);
+    assert.equal(new Set(sent.map(keyOf)).size, 1);
+    assert.equal(tracker.held, 0);
+    // Nothing held: no timer left running.
+    assert.equal(clock.countTimers(), 0);
+    await clock.tickAsync(3_600_000);
+    assert.equal(sent.length, 8);
+
+    // A 503 asking for 2 minutes: the timer (back to 30 s, the server having answered) waits that.
+    answers.push(new Response(null, { status: 503, headers: { "Retry-After": "120" } }));
+    tracker.track("s", { n: 2 });
+    assert.deepEqual(await tracker.flush(), { held: 1 });
+    await clock.tickAsync(119_999);
+    assert.equal(sent.length, 9);
+    await clock.tickAsync(1);
+    assert.equal(sent.length, 10);
+    assert.equal(keyOf(sent[9]), keyOf(sent[8]));
+    assert.equal(tracker.held, 0);
+
+    // One send at a time: a batch sent again by the timer, not answered yet, is not sent again by
+    // flush() or the online event; back online, a batch held is sent at once.
+    answers.push(new TypeError("Failed to fetch"));
+    tracker.track("s", { n: 3 });
+    assert.deepEqual(await tracker.flush(), { held: 1 });
+    let answer!: (response: Response) => void;
+    answers.push(new Promise<Response>((resolve) => answer = resolve));
+    await clock.tickAsync(36_001);
+    assert.equal(sent.length, 12);
+    const flushed = tracker.flush();
+    globalThis.dispatchEvent(new Event("online"));
+    await clock.tickAsync(60_000);
+    assert.equal(sent.length, 12);
+    answer(new Response(null, { status: 503 }));
+    assert.deepEqual(await flushed, { held: 1 });
+    await clock.tickAsync(0);
+    assert.equal(sent.length, 12);
+    globalThis.dispatchEvent(new Event("online"));
+    await clock.tickAsync(0);
+    assert.equal(sent.length, 13);
+    assert.equal(new Set(sent.slice(10).map(keyOf)).size, 1);
+    assert.equal(tracker.held, 0);
+    assert.equal(clock.countTimers(), 0);
+  } finally {
+    stopCapture();
+    clock.uninstall();
+    globalThis.fetch = original;
+    localStorage.clear();
+  }
+});
+
+Deno.test("a tracker holding a batch after its retries does not keep a Deno process alive", async () => {
+  const sdk = new URL("../../static/sdk/sdk.js", import.meta.url).href;
+  const script = `
+    import { createTracker } from ${JSON.stringify(sdk)};
+    globalThis.fetch = () => Promise.resolve(new Response(null, { status: 503 }));
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example", maxRetries: 0 });
+    tracker.track("s", { n: 1 });
+    console.log(JSON.stringify(await tracker.flush()));
+  `;
+  const started = Date.now();
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", script],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(20_000),
+  }).output();
+  assert.equal(new TextDecoder().decode(output.stdout).trim(), '{"held":1}');
+  assert.ok(output.success, new TextDecoder().decode(output.stderr));
+  // Its resend timer (30 s) does not hold the process open.
+  assert.ok(Date.now() - started < 15_000, `${Date.now() - started} ms`);
 });
 
 Deno.test("the SDK keeps at most 1,000 events a stream for the next page, and warns when it cannot keep them", async () => {

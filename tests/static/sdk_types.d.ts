@@ -16,6 +16,7 @@ export function createTracker(options: {
   maxRetries?: number;
   retryBaseMs?: number;
   maxHeld?: number;
+  heldRetryMs?: number;
   onRejected?: (report: {
     stream: string;
     events: Array<Record<string, unknown>>;
