@@ -898,7 +898,7 @@ Deno.test("a tracker holding a batch after its retries does not keep a Deno proc
   `;
   const started = Date.now();
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--no-config", script],
+    args: ["eval", "--cached-only", "--no-config", script],
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(20_000),
