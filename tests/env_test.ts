@@ -1273,6 +1273,26 @@ Deno.test("configFromEnv() serves a config file's alert naming a group field no 
   });
 });
 
+Deno.test("configFromEnv() serves a config file's counter summing a field its closed schema can never hold as before, with a warning naming its path and the fields it holds", async () => {
+  const orders = {
+    schema: {
+      type: "object",
+      additionalProperties: false,
+      properties: { amount: { type: "number" }, country: { type: "string" } },
+    },
+    counters: {
+      revenue: { window: { tumbling: "1m" }, groupBy: ["country"], aggregate: { sum: "amont" } },
+    },
+  };
+  await withConfigFile({ streams: { orders } }, (config) => {
+    assert.equal(config.streams.get("orders")!.counters.length, 1);
+    const warnings = config.notices.filter((notice) => notice.level === "warning");
+    assert.deepEqual(warnings.map((warning) => warning.text), [
+      `EDGESTREAM_CONFIG: streams.orders.counters.revenue.aggregate.sum: Field 'amont' is not in the schema, which holds no other fields ("additionalProperties": false), and no transform sets it, so it is always missing; the schema holds: amount, country; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or the schema: a definition sent through the API with it is refused`,
+    ]);
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's patterns past the definition's budget as before, with one warning naming the stream and the first pattern past it", async () => {
   const properties = Object.fromEntries(
     Array.from({ length: 9 }, (_, index) => [

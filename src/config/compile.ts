@@ -739,6 +739,102 @@ export interface CompileOptions {
    * @default {false: refused, naming its path and the fields}
    */
   unknownAlertFields?: boolean;
+  /**
+   * Compile a counter that reads a field its stream's schema can never hold (`{"sum": "amont"}`
+   * beside `"additionalProperties": false` without `amont`), or a `time.field` or `dedupe.field`
+   * naming one, as releases before that check did: a stream stored or deployed then is served as
+   * it was (the field is always missing). Find it with {@linkcode unknownCounterField}.
+   * @default {false: refused, naming its path and the fields the schema holds}
+   */
+  unknownCounterFields?: boolean;
+}
+
+/** Top-level schema keywords that may let an event hold a key `properties` does not list. */
+const OPENING_KEYWORDS = [
+  "patternProperties",
+  "allOf",
+  "anyOf",
+  "oneOf",
+  "not",
+  "if",
+  "then",
+  "else",
+  "$ref",
+  "$dynamicRef",
+  "$recursiveRef",
+  "dependencies",
+  "dependentSchemas",
+  "unevaluatedProperties",
+  "propertyNames",
+  "enum",
+  "const",
+];
+
+/**
+ * The keys a closed schema lets an event hold (its `properties`), or `undefined` when it may hold
+ * others: anything but a top-level object schema with `"additionalProperties": false` and none of
+ * {@linkcode OPENING_KEYWORDS} is taken to hold any key.
+ */
+function closedSchemaKeys(schema: Record<string, unknown>): string[] | undefined {
+  if (schema.additionalProperties !== false) return undefined;
+  if (schema.type !== undefined && schema.type !== "object") return undefined;
+  if (OPENING_KEYWORDS.some((keyword) => Object.hasOwn(schema, keyword))) return undefined;
+  const properties = schema.properties ?? {};
+  if (typeof properties !== "object" || properties === null || Array.isArray(properties)) {
+    return undefined;
+  }
+  return Object.keys(properties);
+}
+
+/**
+ * The first field a stream reads that its schema can never hold, as
+ * `streams.<name>.counters.<counter>.aggregate.sum: …`, or `undefined` for none: a counter's
+ * aggregate field or `groupBy` field (after transforms: a field a `set` or `rename` writes counts
+ * as held), `time.field` and `dedupe.field` (read before transforms). Only a schema closed by
+ * `"additionalProperties": false` at its top level is read (see {@linkcode closedSchemaKeys}); a
+ * dotted path is held when its first part or the whole path is a property. Such a field is always
+ * missing, so a counter reading it never counts (a missing value is skipped) or groups everything
+ * as `null`: a typo would lose the metric silently.
+ */
+function counterFieldProblem(name: string, parsed: StreamDefinition): string | undefined {
+  const keys = closedSchemaKeys(parsed.schema);
+  if (keys === undefined) return undefined;
+  const written = parsed.transform.flatMap((step) =>
+    "set" in step ? Object.keys(step.set) : "rename" in step ? Object.values(step.rename) : []
+  );
+  const holds = (held: string[], field: string) =>
+    held.includes(field) || held.includes(field.split(".")[0]);
+  const reads: Array<[PropertyKey[], string, boolean]> = [];
+  if (parsed.time.field !== undefined) reads.push([["time", "field"], parsed.time.field, false]);
+  if (parsed.dedupe) reads.push([["dedupe", "field"], parsed.dedupe.field, false]);
+  for (const [counter, definition] of Object.entries(parsed.counters)) {
+    if (typeof definition.aggregate === "object") {
+      // Its one string member (a quantiles counter's other is its accuracy).
+      const found = Object.entries(definition.aggregate).find(([, v]) => typeof v === "string");
+      if (found) reads.push([["counters", counter, "aggregate", found[0]], String(found[1]), true]);
+    }
+    definition.groupBy.forEach((field, index) => {
+      reads.push([["counters", counter, "groupBy", index], field, true]);
+    });
+  }
+  for (const [path, field, afterTransform] of reads) {
+    if (holds(keys, field) || (afterTransform && holds(written, field))) continue;
+    const held = keys.length === 0 ? "none" : listNames(keys);
+    const what = afterTransform ? "and no transform sets it" : "read before transforms";
+    return `${formatPath(["streams", name, ...path])}: Field '${
+      quoteInput(field)
+    }' is not in the schema, which holds no other fields ("additionalProperties": false), ${what}, so it is always missing; the schema holds: ${held}`;
+  }
+  return undefined;
+}
+
+/**
+ * A stream's first counter field, `time.field` or `dedupe.field` its schema can never hold, as
+ * `streams.<name>.counters.<counter>.aggregate.sum: Field 'amont' is not in the schema …`, or
+ * `undefined` for none (see {@linkcode CompileOptions.unknownCounterFields}).
+ */
+export function unknownCounterField(stream: CompiledStream): string | undefined {
+  return counterFieldProblem(stream.name, stream.parsed);
 }
 
 /** `value` if it is a JSON object, else an empty one. */
@@ -888,6 +984,8 @@ export function compileConfig(
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
     const origin = options.malformedOrigins ? undefined : malformedOrigin(stream);
     if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
+    const field = options.unknownCounterFields ? undefined : counterFieldProblem(name, parsed);
+    if (field !== undefined) throw new ConfigError(`Invalid config: ${field}`);
     streams.set(name, stream);
   }
   return streams;
@@ -1086,5 +1184,6 @@ export async function loadConfigFile(
     shortWindows: true,
     oversizedPatterns: true,
     unknownAlertFields: true,
+    unknownCounterFields: true,
   });
 }

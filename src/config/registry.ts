@@ -66,6 +66,7 @@ import {
   shortWindowProblem,
   shortWindows,
   unknownAlertField,
+  unknownCounterField,
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 
@@ -641,6 +642,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           shortWindows: true,
           oversizedPatterns: true,
           unknownAlertFields: true,
+          unknownCounterFields: true,
         }),
         record.partialBefore,
         record.counters,
@@ -674,6 +676,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       malformedDuration(stream),
       oversizedPatterns(stream),
       unknownAlertField(stream),
+      unknownCounterField(stream),
     ];
     for (const problem of problems) {
       if (problem === undefined) continue;

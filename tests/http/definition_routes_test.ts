@@ -2178,3 +2178,60 @@ Deno.test("a stream stored before the 5,000-instruction bound with a pattern pas
     /schema\.properties\.sku\.pattern: .*past the 5000/,
   );
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a counter field its closed schema can never hold (400 invalid_definition naming its path and the fields the schema holds); one stored before is served, its load says so once, and a PUT must fix it", async () => {
+  const app = await appWith();
+  const schema = {
+    type: "object",
+    additionalProperties: false,
+    properties: { t: { type: "string" }, plan: { type: "string" }, amount: { type: "number" } },
+  };
+  const counter = (extra: Record<string, unknown>) => ({
+    ...SIGNUPS,
+    schema,
+    counters: {
+      ...SIGNUPS.counters,
+      revenue: { window: { tumbling: "1m" }, aggregate: { sum: "amount" }, ...extra },
+    },
+  });
+  const typo = counter({ aggregate: { sum: "amont" } });
+  const why =
+    `is not in the schema, which holds no other fields ("additionalProperties": false), and no transform sets it, so it is always missing; the schema holds: t, plan, amount`;
+  for (
+    const [definition, message] of [
+      [typo, `counters.revenue.aggregate.sum: Field 'amont' ${why}`],
+      [counter({ groupBy: ["contry"] }), `counters.revenue.groupBy[0]: Field 'contry' ${why}`],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", definition);
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual(
+      [error.code, error.message],
+      ["invalid_definition", `Invalid stream definition: ${message}`],
+    );
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  // Set by a transform, or the schema open: taken.
+  const set = { ...typo, transform: [{ set: { amont: "1" } }] };
+  assert.equal((await put(app, "signups", set)).status, 201);
+  const open = { ...typo, schema: { ...schema, additionalProperties: true } };
+  assert.equal((await put(app, "open", open)).status, 201);
+
+  // Stored by a release that took it: served as it was, said once on load.
+  const [stored, logged] = await collectingLogs(async (records) => {
+    const stored = await appStoring("signups", typo, { unknownCounterFields: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await stored.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    `Stored stream 'signups' version 1: streams.signups.counters.revenue.aggregate.sum: Field 'amont' ${why}; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
+  ]);
+  assert.equal((await put(stored, "signups", { ...typo, description: "kept" })).status, 400);
+  const fixed = { ...typo, schema: { ...schema, properties: { ...schema.properties, amont: {} } } };
+  assert.equal((await put(stored, "signups", fixed)).status, 200);
+});
