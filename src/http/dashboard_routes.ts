@@ -1,7 +1,7 @@
 /**
  * The dashboard: `GET /` serves `static/dashboard/index.html`, and
  * `/static/dashboard/*` and `/static/vendor/uplot/*` the page's own modules
- * and the vendored uPlot chart library, and `GET /sdk.js` the browser SDK
+ * and the vendored uPlot chart library (with its `LICENSE`), and `GET /sdk.js` the browser SDK
  * (`static/sdk/sdk.js`, which any origin may load), and `GET /favicon.ico` the
  * dashboard's icon (`static/dashboard/favicon.ico`), all from files in
  * `static/` at the repository root. Files are read at run time (Deno Deploy includes them in
@@ -46,6 +46,19 @@ const CONTENT_TYPES: Record<string, string> = {
   ".png": "image/png",
   ".ico": "image/x-icon",
 };
+
+/**
+ * Files without an extension served as text: the licence files vendored libraries come with
+ * (`static/vendor/uplot/LICENSE`), which their terms ask to ship along with the code.
+ */
+const TEXT_FILE_NAMES = new Set(["LICENSE", "NOTICE"]);
+
+/** The content type a file at `path` is served with, or undefined when it is not served. */
+function contentTypeOf(path: string): string | undefined {
+  const name = path.slice(path.lastIndexOf("/") + 1);
+  if (TEXT_FILE_NAMES.has(name)) return "text/plain; charset=utf-8";
+  return CONTENT_TYPES[extensionOf(name)];
+}
 
 /** A file name without directories or dot segments: what `:file` may name. */
 const FILE_NAME = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
@@ -109,7 +122,7 @@ export class StaticFiles {
   }
 
   async #read(path: string, transform?: (text: string) => string): Promise<StaticFile | null> {
-    const contentType = CONTENT_TYPES[extensionOf(path)];
+    const contentType = contentTypeOf(path);
     if (!contentType) return null;
     let body: Uint8Array<ArrayBuffer>;
     try {

@@ -89,7 +89,7 @@ Deno.test("only the dashboard's, uPlot's and the SDK's files are served: other p
       "/static/dashboard/..%2F..%2Fdeno.json",
       "/static/dashboard/%2E%2E%2Fvendor%2Fuplot%2FuPlot.min.css",
       "/static/dashboard/.hidden.js",
-      "/static/vendor/uplot/LICENSE", // no extension: no content type
+      "/static/vendor/uplot/README", // no extension and no licence: no content type
       "/static/vendor/other/x.js",
       "/static/sdk/missing.js",
       "/static/deno.json",
@@ -99,6 +99,28 @@ Deno.test("only the dashboard's, uPlot's and the SDK's files are served: other p
     assert.equal(res.status, 404, path);
     assert.equal((await res.json()).error.code, "not_found", path);
   }
+});
+
+Deno.test("every vendored library's files are served as they are, its licence files as text", async () => {
+  const { app } = await testApp();
+  const vendorDir = new URL("../../static/vendor/", import.meta.url);
+  const licences: string[] = [];
+  for await (const library of Deno.readDir(vendorDir)) {
+    if (!library.isDirectory) continue;
+    const dir = new URL(`${library.name}/`, vendorDir);
+    for await (const entry of Deno.readDir(dir)) {
+      const path = `/static/vendor/${library.name}/${entry.name}`;
+      const res = await app.request(path);
+      assert.equal(res.status, 200, path);
+      assert.deepEqual(await res.bytes(), await Deno.readFile(new URL(entry.name, dir)), path);
+      if (/LICENSE|NOTICE/.test(entry.name)) {
+        assert.equal(res.headers.get("Content-Type"), "text/plain; charset=utf-8", path);
+        licences.push(path);
+      }
+    }
+  }
+  assert.ok(licences.includes("/static/vendor/uplot/LICENSE"), licences.join(", "));
+  assert.ok(licences.includes("/static/vendor/swagger-ui-dist/LICENSE"), licences.join(", "));
 });
 
 Deno.test("a file whose ETag the browser holds is answered 304 without a body", async () => {
