@@ -185,6 +185,9 @@ function freeKeepalive(bytes) {
   keepaliveWaiters.clear();
 }
 
+/** How a run-time secret key begins (`POST /v1/keys`, `"type": "secret"`): never in a page. */
+const SECRET_KEY_PREFIX = "sk_";
+
 /** A stream's name, as the server takes it. */
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -233,7 +236,8 @@ function trackerOption(options, name, fallback, min, whole) {
 
 /**
  * A tracker: `track(stream, event)` queues, `flush()` sends what waits.
- * Options: `key` (a publishable key, required), `endpoint` (the server; the
+ * Options: `key` (a publishable key, required; a secret `sk_…` key is refused with a console
+ * error, and this throws, before anything is sent), `endpoint` (the server; the
  * origin this module came from by default), `dedupeField` (where each event
  * gets its id; none by default), `maxBatch` (100), `flushMs` (1000),
  * `maxRetries` (5), `retryBaseMs` (500), `maxHeld` (10,000: events held while
@@ -250,6 +254,15 @@ function trackerOption(options, name, fallback, min, whole) {
  */
 export function createTracker(options) {
   if (!options?.key) throw new Error("edgestream: createTracker() needs a publishable 'key'");
+  // A secret key (`sk_…`, made by POST /v1/keys) must never reach a browser, and the tracker sends
+  // its key in URLs (`?key=`, as beacons need), which reach logs and traces (the server refuses
+  // one there): refused before anything, what an earlier page kept included, is sent.
+  if (typeof options.key === "string" && options.key.startsWith(SECRET_KEY_PREFIX)) {
+    const message =
+      "edgestream: createTracker() refuses a secret key (sk_…): it must never be in a web page, and would be sent in URLs; create a publishable key (pk_…) for the page, and delete this one";
+    console.error(message);
+    throw new Error(message);
+  }
   const endpoint = (options.endpoint ?? new URL(import.meta.url).origin).replace(/\/$/, "");
   // Checked here, once: a maxBatch of 0 would loop for good in track(), a flushMs of Infinity
   // would send at once, and text would be added to, not counted.

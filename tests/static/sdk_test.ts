@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
 import fc from "fast-check";
 // @ts-types="./sdk_types.d.ts"
-import { createTracker, SseParser, subscribe } from "../../static/sdk/sdk.js";
+import { createTracker, init, SseParser, subscribe, track } from "../../static/sdk/sdk.js";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -178,6 +178,43 @@ Deno.test("createTracker() refuses a number option it cannot use, naming it, ins
   createTracker({ ...base, maxBatch: undefined, flushMs: null as unknown as number });
   createTracker({ ...base, maxBatch: 1, flushMs: 0, maxRetries: 0, retryBaseMs: 0, maxHeld: 0 });
   createTracker({ ...base, flushMs: 2 ** 31 - 1, retryBaseMs: 2 ** 31 - 1, heldRetryMs: 0 });
+});
+
+Deno.test("createTracker() and init() refuse a secret key (sk_…) with a console error before sending anything, what an earlier page kept included", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const error = console.error;
+  const errors: string[] = [];
+  console.error = (text: string) => errors.push(text);
+  try {
+    const endpoint = "https://events.example";
+    // What a page that ran with this key kept would be sent at once by a tracker that took it.
+    localStorage.setItem(`edgestream:${endpoint}|sk_secret123|orders`, JSON.stringify([{ n: 1 }]));
+    for (const make of [createTracker, init]) {
+      assert.throws(
+        () => make({ key: "sk_secret123", endpoint }),
+        /refuses a secret key \(sk_…\): it must never be in a web page/,
+      );
+    }
+    assert.equal(errors.length, 2);
+    assert.match(errors[0], /^edgestream: createTracker\(\) refuses a secret key/);
+    // The key itself is not repeated in the console.
+    assert.ok(!errors[0].includes("secret123"));
+    assert.equal(sent.length, 0);
+    assert.throws(() => track("orders", { n: 2 }), /call init\(\{ key \}\) before track\(\)/);
+    assert.equal(sent.length, 0);
+    // A publishable key still goes.
+    createTracker({ key: "pk_test", endpoint, flushMs: 60_000 });
+    assert.equal(errors.length, 2);
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.match(
+      readme,
+      /`init\(\)` \(and `createTracker\(\)`\) refuses a secret key \(`sk_…`, which must never be in a page, and which the SDK would send in URLs\) with a console error \(`edgestream: createTracker\(\) refuses a secret key \(sk_…\): …`\) and throws, before anything is sent/,
+    );
+  } finally {
+    console.error = error;
+    restore();
+  }
 });
 
 Deno.test("track() refuses an event that is no object or that JSON cannot hold, or a stream that is no name, queuing nothing, and the batch's other events are sent", async () => {

@@ -23,6 +23,8 @@ export function createTracker(options: {
     rejected: Array<{ index: number; errors: Array<{ path: string; message: string }> }>;
   }) => void;
 }): Tracker;
+export function init(options: Parameters<typeof createTracker>[0]): Tracker;
+export function track(stream: string, event: Record<string, unknown>): Record<string, string>;
 export interface SubscribeError extends Error {
   status?: number;
   code?: string;
