@@ -16,7 +16,9 @@
  * 1,000 events a stream) and sent by the next page of the origin that loads
  * the SDK with the same endpoint (or by this one when it is shown again), and
  * so is all of it while the server's last answer was a 503 (its store down: a
- * beacon, unanswered, would be refused so and lost) or the browser is offline.
+ * beacon, unanswered, would be refused so and lost) or the browser is offline;
+ * a batch waiting to be sent again that no beacon took is kept whole with its
+ * `Idempotency-Key`, and the next page sends it under that key.
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
  * twice. A batch answered 408, 429 or 503, or `409 idempotency_key_in_flight`, or
@@ -191,8 +193,18 @@ const SECRET_KEY_PREFIX = "sk_";
 /** A stream's name, as the server takes it. */
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
-/** Where events that did not fit a page's beacons wait for the next page (localStorage). */
+/**
+ * Where events that did not fit a page's beacons wait for the next page (localStorage), as a JSON
+ * array of events, under `edgestream:<endpoint>|<key>|<stream>`: the format every release reads.
+ */
 const STORAGE_PREFIX = "edgestream:";
+
+/**
+ * Where batches waiting to be sent again wait for the next page with their `Idempotency-Key`, as a
+ * JSON array of `{idempotencyKey, events}`: sent again under it, one whose `503` said `outcome:
+ * unknown` counts once. A name of its own: a release that reads only the events above leaves it.
+ */
+const KEYED_STORAGE_PREFIX = "edgestream-keyed:";
 
 /** Most events kept a stream: the oldest go first. */
 const MAX_STORED_EVENTS = 1000;
@@ -428,11 +440,10 @@ export function createTracker(options) {
    * then). `hooks.promise` is the promise of the send `flush()` started (a later flush waits for
    * it once it wakes the batch).
    */
-  async function send(stream, events, hooks) {
+  async function send(stream, events, hooks, idempotencyKey = randomId()) {
     const body = JSON.stringify(events);
     const bytes = byteLength(body);
     const keepalive = bytes < KEEPALIVE_BYTES;
-    const idempotencyKey = randomId();
     for (let attempt = 0;; attempt++) {
       let wait;
       let offline = false;
@@ -605,19 +616,25 @@ export function createTracker(options) {
     for (const [stream, events] of queues) {
       queues.delete(stream);
       const size = batchSize(stream);
-      for (let i = 0; i < events.length; i += size) {
-        const hooks = { onHeld: undefined, promise: undefined };
-        const heldNow = new Promise((resolve) => hooks.onHeld = resolve);
-        const promise = send(stream, events.slice(i, i + size), hooks);
-        hooks.promise = promise;
-        const answeredOrHeld = Promise.race([promise, heldNow]);
-        sending.add(promise);
-        answering.add(answeredOrHeld);
-        promise.finally(() => sending.delete(promise));
-        answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
-      }
+      for (let i = 0; i < events.length; i += size) sendBatch(stream, events.slice(i, i + size));
     }
     return Promise.all([...answering]).then(() => ({ held }));
+  }
+
+  /**
+   * Starts sending a batch, under `idempotencyKey` when given (one an earlier page kept with it),
+   * else a new one; `flush()` waits for it until it is answered, refused or held.
+   */
+  function sendBatch(stream, events, idempotencyKey) {
+    const hooks = { onHeld: undefined, promise: undefined };
+    const heldNow = new Promise((resolve) => hooks.onHeld = resolve);
+    const promise = send(stream, events, hooks, idempotencyKey);
+    hooks.promise = promise;
+    const answeredOrHeld = Promise.race([promise, heldNow]);
+    sending.add(promise);
+    answering.add(answeredOrHeld);
+    promise.finally(() => sending.delete(promise));
+    answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
   }
 
   /**
@@ -632,43 +649,74 @@ export function createTracker(options) {
     return [...beaconParts(events.slice(0, half)), ...beaconParts(events.slice(half))];
   }
 
-  function storageKey(stream) {
-    return `${STORAGE_PREFIX}${endpoint}|${options.key}|${stream}`;
+  function storageKey(stream, prefix = STORAGE_PREFIX) {
+    return `${prefix}${endpoint}|${options.key}|${stream}`;
   }
 
-  /** Keeps events for the next page; without storage they are lost, with a warning. */
-  function keep(stream, events) {
+  /**
+   * Keeps events for the next page, with the `Idempotency-Key` of the batch they are when given
+   * (a batch waiting to be sent again, kept whole); without storage they are lost, with a warning.
+   * A stream keeps at most {@linkcode MAX_STORED_EVENTS}, the oldest dropped first: the batches
+   * kept with their key (whole: a part of one is another body), then the events kept without.
+   */
+  function keep(stream, events, idempotencyKey) {
     const store = storage();
     try {
-      const kept = JSON.parse(store?.getItem(storageKey(stream)) ?? "[]");
-      store.setItem(
-        storageKey(stream),
-        JSON.stringify([...kept, ...events].slice(-MAX_STORED_EVENTS)),
-      );
+      const plainName = storageKey(stream);
+      const keyedName = storageKey(stream, KEYED_STORAGE_PREFIX);
+      const plain = JSON.parse(store?.getItem(plainName) ?? "[]");
+      const keyed = JSON.parse(store?.getItem(keyedName) ?? "[]");
+      if (idempotencyKey && events.length <= MAX_STORED_EVENTS) {
+        keyed.push({ idempotencyKey, events });
+      } else plain.push(...events);
+      let count = plain.length;
+      for (const batch of keyed) count += batch.events.length;
+      while (count > MAX_STORED_EVENTS && keyed.length > 0) count -= keyed.shift().events.length;
+      store.setItem(plainName, JSON.stringify(plain.slice(-MAX_STORED_EVENTS)));
+      if (keyed.length > 0) store.setItem(keyedName, JSON.stringify(keyed));
+      else store.removeItem(keyedName);
+      if (plain.length === 0) store.removeItem(plainName);
     } catch {
       console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
     }
   }
 
-  /** Queues what an earlier page (or this one, hidden) kept, and sends it. */
+  /**
+   * Queues what an earlier page (or this one, hidden) kept, and sends it: the batches kept with
+   * their `Idempotency-Key` under it, the events kept without (as every release keeps them) as new
+   * ones.
+   */
   function restore() {
     const store = storage();
     if (!store) return;
-    const prefix = `${STORAGE_PREFIX}${endpoint}|${options.key}|`;
+    const plainPrefix = storageKey("");
+    const keyedPrefix = storageKey("", KEYED_STORAGE_PREFIX);
     let found = false;
     for (const name of Object.keys(store)) {
-      if (!name.startsWith(prefix)) continue;
-      let events = [];
+      const keyed = name.startsWith(keyedPrefix);
+      if (!keyed && !name.startsWith(plainPrefix)) continue;
+      let kept = [];
       try {
-        events = JSON.parse(store.getItem(name) ?? "[]");
+        kept = JSON.parse(store.getItem(name) ?? "[]");
       } catch {
         // Not ours to read: dropped below.
       }
       store.removeItem(name);
-      if (!Array.isArray(events) || events.length === 0) continue;
-      const stream = name.slice(prefix.length);
-      queues.set(stream, [...events, ...(queues.get(stream) ?? [])]);
-      found = true;
+      if (!Array.isArray(kept) || kept.length === 0) continue;
+      const stream = name.slice((keyed ? keyedPrefix : plainPrefix).length);
+      if (!keyed) {
+        queues.set(stream, [...kept, ...(queues.get(stream) ?? [])]);
+        found = true;
+        continue;
+      }
+      for (const batch of kept) {
+        const events = batch?.events;
+        if (!Array.isArray(events) || events.length === 0) continue;
+        const key = batch.idempotencyKey;
+        // Without a key a batch is sent as new events, as those kept without one are.
+        sendBatch(stream, events, typeof key === "string" && key !== "" ? key : undefined);
+        found = true;
+      }
     }
     if (found) flush();
   }
@@ -720,7 +768,7 @@ export function createTracker(options) {
       ) {
         budget -= bytes;
         room.set(waiting.stream, roomOf(waiting.stream) - count);
-      } else batches.push([waiting.stream, waiting.events]);
+      } else batches.push([waiting.stream, waiting.events, waiting.idempotencyKey]);
     }
     // Nothing is held any more: the resend timer stops.
     scheduleResend();
@@ -737,8 +785,11 @@ export function createTracker(options) {
         batches.push([stream, events.slice(i, i + size)]);
       }
     }
-    for (const [stream, events] of batches) {
-      for (const part of beaconParts(events)) {
+    for (const [stream, events, idempotencyKey] of batches) {
+      const parts = beaconParts(events);
+      /** The parts of `events` no beacon took. */
+      const unsent = [];
+      for (const part of parts) {
         const bytes = byteLength(part.body);
         let sent = false;
         if (bytes < budget && part.events.length <= roomOf(stream)) {
@@ -754,8 +805,13 @@ export function createTracker(options) {
         if (sent) {
           budget -= bytes;
           room.set(stream, roomOf(stream) - part.events.length);
-        } else keep(stream, part.events);
+        } else unsent.push(part.events);
       }
+      // A batch waiting to be sent again that no beacon took (the store down, offline, no room)
+      // is kept whole with its key: the next page sends it under it, so that counts once what its
+      // 503 with `outcome: unknown` applied. What is left of one that went in part goes as new.
+      if (idempotencyKey && unsent.length === parts.length) keep(stream, events, idempotencyKey);
+      else for (const part of unsent) keep(stream, part);
     }
   }
 

@@ -363,6 +363,27 @@ browserTest(
   },
 );
 
+/**
+ * What the SDK kept in `page`'s localStorage for the next page: events without a key (`n` of
+ * each, a list a stream), and batches waiting to be sent again with their `Idempotency-Key`.
+ */
+async function keptIn(
+  page: Page,
+): Promise<{ events: number[][]; batches: Array<{ idempotencyKey: string; n: number[] }> }> {
+  return await page.evaluate(`(() => {
+    const read = (prefix) => Object.keys(localStorage)
+      .filter((name) => name.startsWith(prefix))
+      .map((name) => JSON.parse(localStorage.getItem(name)));
+    return {
+      events: read("edgestream:").map((events) => events.map((event) => event.n)),
+      batches: read("edgestream-keyed:").flat().map((batch) => ({
+        idempotencyKey: batch.idempotencyKey,
+        n: batch.events.map((event) => event.n),
+      })),
+    };
+  })()`);
+}
+
 /** Loads `/sdk.js` into `page` as `globalThis.tracker`, with `options` over the test's defaults. */
 async function loadSdk(page: Page, s: Setup, options: Record<string, unknown> = {}) {
   await page.evaluate(`(async () => {
@@ -485,13 +506,19 @@ browserTest(
       await page.goto(`${s.allowed}/next`);
       await new Promise((resolve) => setTimeout(resolve, 300));
       assert.equal(await s.accepted("limited"), 2);
-      const kept = await page.evaluate(`Object.keys(localStorage)
-        .filter((name) => name.startsWith("edgestream:"))
-        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n))`);
-      assert.deepEqual(kept, [[3, 4]]);
+      // Kept with the key it was sent under, and sent again under it.
+      const limitedKey = s.answers.find((a) => a.status === 429)!.idempotencyKey!;
+      assert.deepEqual(await keptIn(page), {
+        events: [],
+        batches: [{ idempotencyKey: limitedKey, n: [3, 4] }],
+      });
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       await loadSdk(page, s);
       await until("the kept events", async () => (await s.accepted("limited")) === 4);
+      assert.ok(
+        s.answers.some((a) => a.status === 202 && a.idempotencyKey === limitedKey),
+        JSON.stringify(s.answers),
+      );
     } finally {
       await s.close();
     }
@@ -621,14 +648,26 @@ browserTest(
       assert.deepEqual(posts().filter((a) => a.status !== 503), []);
       // No beacon: a waiting batch's names its key in the URL.
       assert.deepEqual(posts().filter((a) => a.queryKey !== null), []);
-      const kept = await page.evaluate(`Object.keys(localStorage)
-        .filter((name) => name.startsWith("edgestream:"))
-        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n).sort())`);
-      assert.deepEqual(kept, [[1, 2, 3]]);
+      // Each batch is kept with the key its 503s were answered to (a 503 with outcome unknown
+      // may have applied it): before, as new events without it.
+      const kept = await keptIn(page);
+      assert.deepEqual(kept.events, []);
+      assert.deepEqual(kept.batches.map((batch) => batch.n).sort(), [[1, 2], [3]]);
+      const outageKeys = new Set(posts().map((a) => a.idempotencyKey));
+      assert.equal(outageKeys.size, 2);
+      assert.deepEqual(
+        new Set(kept.batches.map((batch) => batch.idempotencyKey)),
+        outageKeys,
+      );
       s.setStoreDown(false);
       await loadSdk(page, s);
       await until("the kept events", async () => (await s.accepted("pageviews")) === 3);
       assert.equal(await page.evaluate(`Object.keys(localStorage).length`), 0);
+      // Sent again under their keys.
+      assert.deepEqual(
+        new Set(posts().filter((a) => a.status === 202).map((a) => a.idempotencyKey)),
+        outageKeys,
+      );
     } finally {
       await s.close();
     }
@@ -720,10 +759,11 @@ browserTest(
         tracker.track("pageviews", { n: 4 });
         tracker.beacon(); // what pagehide runs
       })()`);
-      const kept = await page.evaluate(`Object.keys(localStorage)
-        .filter((name) => name.startsWith("edgestream:"))
-        .map((name) => JSON.parse(localStorage.getItem(name)).map((event) => event.n))`);
-      assert.deepEqual(kept, [[1, 2, 3, 4]]);
+      // The batch whose send failed offline (it may have reached the server) is kept with its
+      // key, the event queued since without one.
+      const kept = await keptIn(page);
+      assert.deepEqual(kept.events, [[4]]);
+      assert.deepEqual(kept.batches.map((batch) => batch.n), [[1, 2, 3]]);
       assert.equal(await page.evaluate(`tracker.held`), 0);
       await context.setOffline(false);
       await new Promise((resolve) => setTimeout(resolve, 300));
@@ -735,6 +775,10 @@ browserTest(
       await until("the kept events", async () => (await s.accepted("pageviews")) === 4);
       await new Promise((resolve) => setTimeout(resolve, 300));
       assert.equal(await s.accepted("pageviews"), 4);
+      assert.ok(
+        s.answers.some((a) => a.idempotencyKey === kept.batches[0].idempotencyKey),
+        JSON.stringify(s.answers),
+      );
       await context.close();
     } finally {
       await s.close();

@@ -444,21 +444,98 @@ Deno.test("while the server's last answer is a 503 (its store down), leaving the
     tracker.beacon();
     // Before, both went by beacon, answered 503 unheard: lost.
     assert.equal(beacons.length, 0);
-    assert.deepEqual(numbers(localStorage.getItem("edgestream:https://e.example|pk_test|s")), [
-      1,
-      2,
-    ]);
+    // The batch that waits is kept whole with its key (a 503 with outcome unknown may have
+    // applied it), the event queued since without one, where every release reads events.
+    const key = sent[0].init.headers["Idempotency-Key"];
+    assert.deepEqual(
+      JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!),
+      [{ idempotencyKey: key, events: [{ n: 1 }] }],
+    );
+    assert.deepEqual(numbers(localStorage.getItem("edgestream:https://e.example|pk_test|s")), [2]);
     await tracker.settled();
     assert.equal(sent.length, 1);
-    // The next page sends them, the store back.
+    // The next page sends them, the store back: the batch under its key (before, as new events
+    // with none: counted twice, unless the stream had a dedupe field).
     const next = createTracker({ key: "pk_test", endpoint: "https://e.example" });
     await next.flush();
-    assert.deepEqual(numbers(sent[1].init.body), [1, 2]);
+    assert.equal(sent.length, 3);
+    assert.deepEqual(numbers(sent[1].init.body), [1]);
+    assert.equal(sent[1].init.headers["Idempotency-Key"], key);
+    assert.deepEqual(numbers(sent[2].init.body), [2]);
+    assert.notEqual(sent[2].init.headers["Idempotency-Key"], key);
     assert.equal(localStorage.length, 0);
     // Answered (202), the store is up: the page's beacon goes again.
     next.track("s", { n: 3 });
     next.beacon();
     assert.deepEqual(beacons.map((beacon) => numbers(beacon.body)), [[3]]);
+  } finally {
+    delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+    restore();
+  }
+});
+
+Deno.test("a page upgraded mid-outage sends what the last release kept (events without keys) and keeps the key of each batch it keeps, within 1,000 events a stream", async () => {
+  const { sent, restore } = recordingFetch([]);
+  const beacons: Array<{ url: string; body: string }> = [];
+  Object.assign(navigator, {
+    sendBeacon: (url: string, body: string) => beacons.push({ url, body }) > 0,
+  });
+  try {
+    // What the release before kept: a plain array of events, read and sent as it was.
+    localStorage.setItem("edgestream:https://e.example|pk_test|s", JSON.stringify([{ n: 1 }]));
+    // And an entry of this format whose batch has no usable key: sent as new events.
+    localStorage.setItem(
+      "edgestream-keyed:https://e.example|pk_test|s",
+      JSON.stringify([{ idempotencyKey: "k-1", events: [{ n: 2 }] }, { events: [{ n: 3 }] }, {}]),
+    );
+    const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    await tracker.flush();
+    assert.deepEqual(
+      sent.map((request) => [
+        JSON.parse(String(request.init.body)),
+        request.init.headers["Idempotency-Key"] === "k-1",
+      ]),
+      [[[{ n: 2 }], true], [[{ n: 3 }], false], [[{ n: 1 }], false]],
+    );
+    assert.equal(localStorage.length, 0);
+
+    // Kept batches with their keys count toward a stream's 1,000 events, the oldest dropped whole.
+    const storeDown = createTracker({
+      key: "pk_other",
+      endpoint: "https://e.example",
+      maxBatch: 400,
+      maxRetries: 0,
+    });
+    const answers = () => new Response(null, { status: 503, headers: { "Retry-After": "60" } });
+    globalThis.fetch = (() => Promise.resolve(answers())) as typeof fetch;
+    for (let n = 0; n < 1_200; n++) storeDown.track("s", { n });
+    await storeDown.flush();
+    assert.equal(storeDown.held, 1_200);
+    storeDown.track("s", { n: 1_200 });
+    storeDown.beacon();
+    assert.equal(beacons.length, 0);
+    const keyed = JSON.parse(
+      localStorage.getItem("edgestream-keyed:https://e.example|pk_other|s")!,
+    );
+    assert.deepEqual(
+      keyed.map((batch: { events: Array<{ n: number }> }) => batch.events[0].n),
+      [400, 800],
+    );
+    assert.ok(keyed.every((batch: { idempotencyKey: string }) => batch.idempotencyKey));
+    assert.deepEqual(
+      JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_other|s")!),
+      [{ n: 1_200 }],
+    );
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    for (
+      const claim of [
+        "when no beacon takes any of it, it is kept whole with its `Idempotency-Key` and the next page sends it under that key",
+        "Events are kept as before, a JSON array under `edgestream:<endpoint>|<key>|<stream>` (so a page upgraded during an outage sends what the release before kept), and batches with their key under `edgestream-keyed:<endpoint>|<key>|<stream>`",
+        "of a stream's 1,000 the oldest go first, the batches kept with their key (whole) before the events kept without",
+        "a batch waiting to be sent again among it with its `Idempotency-Key`",
+      ]
+    ) assert.ok(readme.includes(claim), claim);
   } finally {
     delete (navigator as { sendBeacon?: unknown }).sendBeacon;
     restore();
