@@ -30,7 +30,8 @@
  * `flush()`), when the browser comes `online`, or by itself: after `heldRetryMs`
  * (30 s), doubling each time this timer fires up to 5 minutes (from 30 s again
  * once the server answers anything but 408, 429 or 503), plus up to 20% at
- * random, never before the server's last `Retry-After` has passed (a timer set
+ * random, never before the server's last `Retry-After` has passed (a `429`'s
+ * for its own stream's batches only: rate limits are a stream's) (a timer set
  * only while a batch is so held, that keeps no Deno or Node process alive), or
  * with the page's beacon (as above) when the page goes first; a batch is sent
  * once at a time, whatever wakes it; the
@@ -328,12 +329,18 @@ export function createTracker(options) {
    * tracks nothing more flushes no more): set while one is held, cleared when none is.
    */
   let resendTimer;
+  /** When (ms) the resend timer fires, while it is set. */
+  let resendAt = 0;
   /**
    * Times the resend timer fired since the server last answered a request with anything but a
    * `408`, `429` or `503` (or the browser came online): its wait doubles with each.
    */
   let resendRounds = 0;
-  /** When (ms) the server's last `Retry-After` has passed: the resend timer fires no sooner. */
+  /**
+   * When (ms) the server's last `Retry-After` but a `429`'s has passed (a `503`'s: the store is
+   * every stream's): the resend timer fires no sooner. A `429`'s is its stream's rate limit's
+   * (`limitedUntil`): it holds back that stream's batches only.
+   */
   let retryAfterUntil = 0;
 
   /** How many events of `stream` one batch carries: `maxBatch`, or fewer once a 413 said so. */
@@ -364,27 +371,39 @@ export function createTracker(options) {
    * Sets the resend timer while a batch is held after its retries failed, and clears it when none
    * is: it fires after `heldRetryMs` (30 s), doubling each time it fires up to 5 minutes (or
    * `heldRetryMs` when longer), plus up to 20% at random (pages held by one outage do not all come
-   * back at once), and never before the server's last `Retry-After` has passed; then it sends
+   * back at once), and never before the server's last `Retry-After` has passed (a `429`'s: its
+   * stream's batches only); then it sends
    * them again as `flush()` does, each with its key and as many retries.
    */
   function scheduleResend() {
     let parked = false;
-    for (const waiting of retrying) parked ||= waiting.parked && !waiting.handedOver;
+    /** When (ms) the first stream with a batch so held may take events again (its last 429). */
+    let readyAt = Infinity;
+    for (const waiting of retrying) {
+      if (!waiting.parked || waiting.handedOver) continue;
+      parked = true;
+      readyAt = Math.min(readyAt, limitedUntil.get(waiting.stream) ?? 0);
+    }
     if (!parked) {
       clearTimeout(resendTimer);
       resendTimer = undefined;
       return;
     }
-    if (resendTimer !== undefined) return;
     const backoff = Math.min(
       heldRetryMs * 2 ** resendRounds,
       Math.max(heldRetryMs, MAX_HELD_RETRY_MS),
     ) * (1 + Math.random() * 0.2);
-    const wait = Math.min(Math.max(backoff, retryAfterUntil - Date.now()), MAX_TIMER_MS);
+    const now = Date.now();
+    const wait = Math.min(Math.max(backoff, retryAfterUntil - now, readyAt - now), MAX_TIMER_MS);
+    // Set already, it stays unless this batch may go sooner (set while only a stream waiting out
+    // its 429 held one, another stream's batch would wait for it).
+    if (resendTimer !== undefined && resendAt <= now + wait) return;
+    clearTimeout(resendTimer);
+    resendAt = now + wait;
     resendTimer = setTimeout(() => {
       resendTimer = undefined;
       resendRounds++;
-      resendHeld();
+      resendHeld(true);
     }, wait);
     unrefTimer(resendTimer);
   }
@@ -392,13 +411,17 @@ export function createTracker(options) {
   /**
    * Sends the batches held after their retries failed again (the oldest first), each with its key
    * and as many retries; `flush()` waits for each until it is answered, refused or held again. A
-   * batch is woken once: one being sent is no longer held so, and is not sent twice at a time.
+   * batch is woken once: one being sent is no longer held so, and is not sent twice at a time. The
+   * resend timer (`byTimer`) wakes only the batches of streams whose last `429`'s `Retry-After`
+   * has passed (rate limits are a stream's, or a key's in a stream), and is set again for the rest.
    */
-  function resendHeld() {
+  function resendHeld(byTimer = false) {
     clearTimeout(resendTimer);
     resendTimer = undefined;
+    const now = Date.now();
     for (const waiting of retrying) {
       if (!waiting.parked || waiting.handedOver) continue;
+      if (byTimer && (limitedUntil.get(waiting.stream) ?? 0) > now) continue;
       waiting.parked = false;
       const heldNow = new Promise((resolve) => waiting.hooks.onHeld = resolve);
       const answeredOrHeld = Promise.race([waiting.hooks.promise, heldNow]);
@@ -406,6 +429,7 @@ export function createTracker(options) {
       answeredOrHeld.finally(() => answering.delete(answeredOrHeld));
       waiting.wake();
     }
+    scheduleResend();
   }
 
   /**
@@ -521,8 +545,9 @@ export function createTracker(options) {
         }
         const seconds = Number(res.headers.get("Retry-After"));
         if (Number.isFinite(seconds) && seconds > 0) wait = seconds * 1000;
-        if (wait !== undefined) retryAfterUntil = Date.now() + wait;
-        if (res.status === 429 && wait !== undefined) limitedUntil.set(stream, Date.now() + wait);
+        // A 429's wait is its stream's: another stream's batches are not held back by it.
+        if (wait !== undefined && res.status === 429) limitedUntil.set(stream, Date.now() + wait);
+        else if (wait !== undefined) retryAfterUntil = Date.now() + wait;
       } catch {
         // The network failed: the same Idempotency-Key makes a resend safe. While the browser
         // says it is offline, a try spends no retry: the batch waits for it to be online again.

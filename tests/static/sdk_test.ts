@@ -1001,6 +1001,53 @@ Deno.test("a batch held after its retries is sent again by itself with its key: 
   }
 });
 
+Deno.test("a stream's 429 Retry-After holds back the resend of that stream's held batches only: another stream's goes after heldRetryMs", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(null, { status: 429, headers: { "Retry-After": "60" } }),
+    new TypeError("Failed to fetch"),
+  ]);
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+  const times = fetchTimes(clock);
+  const { stopCapture } = captureWarnings();
+  const streamOf = (request: Sent) => new URL(request.url).pathname.split("/")[3];
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      maxRetries: 0,
+      heldRetryMs: 1_000,
+    });
+    tracker.track("limited", { n: 1 });
+    tracker.track("other", { n: 2 });
+    assert.deepEqual(await tracker.flush(), { held: 2 });
+    assert.deepEqual(sent.map(streamOf), ["limited", "other"]);
+    // Rate limits are a stream's (or a key's in a stream): before, the 429 of "limited" held
+    // "other" back for its 60 s too.
+    await clock.tickAsync(1_201);
+    assert.deepEqual(sent.map(streamOf), ["limited", "other", "other"]);
+    assert.equal(tracker.held, 1);
+    await clock.tickAsync(60_000 - 1_201 - 1);
+    assert.equal(sent.length, 3);
+    await clock.tickAsync(1);
+    assert.deepEqual(sent.map(streamOf), ["limited", "other", "other", "limited"]);
+    assert.ok(times[3] - times[0] >= 60_000, `${times[3] - times[0]} ms`);
+    assert.equal(sent[3].init.headers["Idempotency-Key"], sent[0].init.headers["Idempotency-Key"]);
+    assert.equal(tracker.held, 0);
+    assert.equal(clock.countTimers(), 0);
+    const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "never before the server's last `Retry-After` has passed (a `429`'s for its own stream's batches only: rate limits are a stream's, a key's counted per stream)",
+      ),
+    );
+  } finally {
+    stopCapture();
+    clock.uninstall();
+    restore();
+  }
+});
+
 Deno.test("a tracker holding a batch after its retries does not keep a Deno process alive", async () => {
   const sdk = new URL("../../static/sdk/sdk.js", import.meta.url).href;
   const script = `
