@@ -490,7 +490,10 @@ async function ingestOnce(
   const { store, nowMs } = options;
   const withPayload = Boolean(options.log?.processed || options.log?.late);
   const rejected: Rejection[] = [];
-  const events: BatchEvent[] = [];
+  // Room for every item at once, cut to the events kept below: an array grown by `push` copies
+  // itself four times on the way to 100 and leaves those copies to the collector.
+  const events: BatchEvent[] = new Array(items.length);
+  let kept = 0;
   let filtered = 0;
   const width = stream.counters.length;
   // Room for every item's entries at once: arrays grown entry by entry copy themselves as they go.
@@ -508,13 +511,14 @@ async function ingestOnce(
       continue;
     }
     // A refused event's entries are written over by the next event's, or cut below.
-    context.at = events.length * width;
+    context.at = kept * width;
     const prepared = prepare(stream, item.value, context);
     if (prepared === null) filtered += 1;
     else if (Array.isArray(prepared)) rejected.push(rejection(index, item.line, prepared));
-    else events.push(prepared);
+    else events[kept++] = prepared;
   }
-  const size = events.length * width;
+  if (kept < events.length) events.length = kept;
+  const size = kept * width;
   if (size < room) {
     updates.panes.length = size;
     updates.groups.length = size;

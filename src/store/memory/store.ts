@@ -358,7 +358,9 @@ export class MemoryStore implements Store {
     }
     stream.dedupeTtlMs = batch.dedupeTtlMs;
     raiseToClock(stream, now, batch.idleMs);
-    const outcomes: EventOutcome[] = [];
+    // One entry an event, written in order: sized at once rather than grown by `push`.
+    const outcomes: EventOutcome[] = new Array(batch.events.length);
+    let written = 0;
     const results: RequestResult[] = [];
     const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
@@ -379,7 +381,7 @@ export class MemoryStore implements Store {
       const verdict = this.#admit(stream, request, admitting);
       if (verdict) {
         results.push(verdict);
-        for (let i = 0; i < events.length; i++) outcomes.push("skipped");
+        for (let i = 0; i < events.length; i++) outcomes[written++] = "skipped";
         continue;
       }
       let duplicates = 0;
@@ -391,11 +393,11 @@ export class MemoryStore implements Store {
         if (held?.[i] === 1) {
           stream.duplicates += 1;
           duplicates += 1;
-          outcomes.push("duplicate");
+          outcomes[written++] = "duplicate";
           continue;
         }
         const outcome = this.#applyEvent(stream, events[i], first + i, applying);
-        outcomes.push(outcome);
+        outcomes[written++] = outcome;
         if (outcome === "late") late += 1;
       }
       stream.accepted += request.events + request.filtered;
@@ -415,6 +417,8 @@ export class MemoryStore implements Store {
       }
       results.push({ status: "applied", duplicates, late });
     }
+    // Every event has its outcome, as the batch's requests hold them all.
+    if (written < outcomes.length) outcomes.length = written;
     this.#applySessions(stream, sessionUpdates, now);
     for (const [keyHash, stored] of replies) {
       // Taken out first, so the map's order stays the order replies expire in (a key whose reply
