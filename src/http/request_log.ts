@@ -26,7 +26,7 @@
  */
 import { getConfig, getLogger, type LogLevel, type LogRecord, withContext } from "@logtape/logtape";
 import type { Context, MiddlewareHandler } from "hono";
-import { causeText, quoteInput, writeLogRecord } from "../telemetry/logging.ts";
+import { causeText, dropsRecord, quoteInput, writeLogRecord } from "../telemetry/logging.ts";
 import { withoutInboundBaggage } from "../telemetry/mod.ts";
 import { type ErrorContext, errorContextOf, toApiError } from "./errors.ts";
 import {
@@ -148,6 +148,9 @@ export async function logRequest(
     }
   }
   const status = c.res.status;
+  const level = levelOfStatus(status);
+  // A line below the level written (`EDGESTREAM_LOG_LEVEL=warning` and a 2xx): none of it is made.
+  if (dropsRecord(logger.category, level)) return c.res;
   // Quoted within bounds: a client may send a path of any length Deno takes, and the line holds
   // it in `message`, `path` and `stream`.
   const path = quoteInput(c.req.path);
@@ -160,7 +163,6 @@ export async function logRequest(
     : { method, path, status, durationMs, requestId, stream };
   Object.assign(fields, c.get(FIELDS_VARIABLE));
   if (c.error) Object.assign(fields, errorFields(c.error, errorContextOf(c)));
-  const level = levelOfStatus(status);
   // Logged outside the request's context, in the caller's: a server has none, an app served
   // inside a `withContext` does, which LogTape's own call adds to the line.
   if (getConfig()?.contextLocalStorage?.getStore() !== undefined) {

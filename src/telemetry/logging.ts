@@ -958,6 +958,18 @@ let installed: {
 } | undefined;
 
 /**
+ * Whether the configuration {@linkcode configureLogging} installed, in force with no context
+ * active, drops a record of the `edgestream` logger `category` at `level`: a caller that would
+ * make a record only to write it (the request line) may then skip making it. False whenever
+ * LogTape itself would decide (as for {@linkcode writeLogRecord}).
+ */
+export function dropsRecord(category: readonly string[], level: LogLevel): boolean {
+  const target = installed;
+  return target !== undefined && getConfig() === target.config && category[0] === "edgestream" &&
+    target.storage.getStore() === undefined && LOG_LEVELS.indexOf(level) < target.lowest;
+}
+
+/**
  * Dispatches `record` of an `edgestream` logger (made whole, as `Logger.emit` takes it) as LogTape
  * would while the configuration {@linkcode configureLogging} installed is in force and no context
  * is active: to that configuration's sink, when at its level or above. Returns false, having

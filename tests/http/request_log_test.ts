@@ -9,7 +9,7 @@ import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { Hono } from "hono";
 import { jsonWithRequestId } from "../../src/http/request_id.ts";
-import { levelOfStatus, logRequest } from "../../src/http/request_log.ts";
+import { annotateRequest, levelOfStatus, logRequest } from "../../src/http/request_log.ts";
 import { causeText, REDACTED } from "../../src/telemetry/logging.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
@@ -262,6 +262,46 @@ Deno.test("logRequest() leaves a response made with its id (jsonWithRequestId) a
   assert.equal(res.headers.get("content-type"), "application/json");
   assert.equal(res.headers.get("X-Request-Id"), null);
   assert.equal(await res.text(), '{"ok":1}');
+});
+
+Deno.test("logRequest() makes no line below the level written: a 202 at level warning reads the clock once and none of its fields, a 503 is written", async () => {
+  let clockReads = 0;
+  let fieldReads = 0;
+  let status = 202;
+  const app = new Hono();
+  app.post("/v1/streams/orders/events", (c) =>
+    logRequest(c, () => {
+      annotateRequest(c, {
+        get accepted() {
+          fieldReads += 1;
+          return 1;
+        },
+      });
+      c.res = new Response(null, { status });
+      return Promise.resolve();
+    }, { now: () => ++clockReads }));
+  const post = () => app.request("/v1/streams/orders/events", { method: "POST" });
+  await writtenLogs(async (lines) => {
+    const res = await post();
+    assert.equal(res.status, 202);
+    assert.ok(res.headers.get("X-Request-Id"));
+    assert.equal(clockReads, 1);
+    assert.equal(fieldReads, 0);
+    assert.deepEqual(jsonLines(lines, "edgestream.http"), []);
+
+    status = 503;
+    assert.equal((await post()).status, 503);
+    const [line] = jsonLines(lines, "edgestream.http");
+    assert.deepEqual([line?.level, line?.status, line?.accepted], ["warning", 503, 1]);
+  }, { level: "warning" });
+  // At `info` the 202's line is made whole, the clock read again for its duration.
+  status = 202;
+  clockReads = 0;
+  await writtenLogs(async (lines) => {
+    await post();
+    assert.equal(clockReads, 2);
+    assert.equal(jsonLines(lines, "edgestream.http")[0]?.accepted, 1);
+  }, { level: "info" });
 });
 
 Deno.test("a refused request's log line holds the error message as the client got it, hints and all", async () => {
