@@ -688,6 +688,55 @@ export function duplicateKeyProblem(text: string): string | undefined {
   }' is given twice in one object (JSON would keep only the last); remove or rename one`;
 }
 
+/** A field path with an empty part, found by {@linkcode emptyPathParts}. */
+export interface EmptyPathPart {
+  /** Where it is, under the stream (`["counters", "n", "groupBy", 0]`). */
+  path: PropertyKey[];
+  /** The field path as written (`"user..country"`). */
+  field: string;
+  /** The counter that reads it, or `undefined` for `time.field` and `dedupe.field`. */
+  counter?: string;
+}
+
+/**
+ * The field paths of a parsed definition (`time.field`, `dedupe.field`, each counter's aggregate
+ * field and `groupBy` fields) with an empty part: `a..b`, `.a`, `a.`.
+ */
+function emptyPathPartsOf(parsed: StreamDefinition): EmptyPathPart[] {
+  const found: EmptyPathPart[] = [];
+  const check = (path: PropertyKey[], field: string, counter?: string) => {
+    if (field.split(".").includes("")) found.push({ path, field, counter });
+  };
+  if (parsed.time.field !== undefined) check(["time", "field"], parsed.time.field);
+  if (parsed.dedupe) check(["dedupe", "field"], parsed.dedupe.field);
+  for (const [counter, definition] of Object.entries(parsed.counters)) {
+    if (typeof definition.aggregate === "object") {
+      // Its one string member (a quantiles counter's other is its accuracy).
+      const found = Object.entries(definition.aggregate).find(([, v]) => typeof v === "string");
+      if (found) check(["counters", counter, "aggregate", found[0]], String(found[1]), counter);
+    }
+    definition.groupBy.forEach((field, index) => {
+      check(["counters", counter, "groupBy", index], field, counter);
+    });
+  }
+  return found;
+}
+
+/**
+ * Every field path of `stream` with an empty part, which a stream stored before that check may
+ * have (see {@linkcode CompileOptions.emptyPathParts}).
+ */
+export function emptyPathParts(stream: CompiledStream): EmptyPathPart[] {
+  return emptyPathPartsOf(stream.parsed);
+}
+
+/** Why a field path with an empty part is refused, at its path in the stream `name`. */
+export function emptyPathPartProblem(name: string, empty: EmptyPathPart): string {
+  return `${formatPath(["streams", name, ...empty.path])}: Field path '${
+    quoteInput(empty.field)
+  }' has an empty part (a dot at its start or end, or two dots together); a dotted path names the keys read in turn, as 'user.country'`;
+}
+
 /** Options for {@linkcode compileConfig}. */
 export interface CompileOptions {
   /**
@@ -747,6 +796,13 @@ export interface CompileOptions {
    * @default {false: refused, naming its path and the fields the schema holds}
    */
   unknownCounterFields?: boolean;
+  /**
+   * Take a field path with an empty part (`"a..b"`, `".a"`, `"a."`) in `time.field`,
+   * `dedupe.field` or a counter as releases before that check did: a stream stored then is served
+   * as it was (such a path reads the key written so, else the parts in turn, the empty one too).
+   * Find them with {@linkcode emptyPathParts}. @default {false: refused, naming its path}
+   */
+  emptyPathParts?: boolean;
 }
 
 /** Top-level schema keywords that may let an event hold a key `properties` does not list. */
@@ -984,6 +1040,8 @@ export function compileConfig(
     if (repeated) throw new ConfigError(repeatedGroupByProblem(name, repeated));
     const origin = options.malformedOrigins ? undefined : malformedOrigin(stream);
     if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
+    const empty = options.emptyPathParts ? undefined : emptyPathPartsOf(parsed)[0];
+    if (empty) throw new ConfigError(`Invalid config: ${emptyPathPartProblem(name, empty)}`);
     const field = options.unknownCounterFields ? undefined : counterFieldProblem(name, parsed);
     if (field !== undefined) throw new ConfigError(`Invalid config: ${field}`);
     streams.set(name, stream);

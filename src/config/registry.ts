@@ -56,6 +56,8 @@ import {
   type CompiledStream,
   compileStreamDefinition,
   ConfigError,
+  emptyPathPartProblem,
+  emptyPathParts,
   type FormerCounter,
   malformedDuration,
   malformedOrigin,
@@ -631,8 +633,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
       // As it was stored: a groupBy field named twice (refused since) is served as it counted, a
       // schema keyword not of its kind, an origin no browser sends, a duration with a fraction
       // of a millisecond or a unit given twice, a window shorter than a second, patterns past
-      // the definition's budget or a pattern's own, or an alert reading a field its windows lack
-      // (refused since) compiled as it was.
+      // the definition's budget or a pattern's own, an alert or a counter reading a field it can
+      // never have, or a field path with an empty part (refused since) compiled as it was.
       stream = markPartial(
         compileStreamDefinition(name, record.definition, {
           repeatedGroupBy: true,
@@ -643,6 +645,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           oversizedPatterns: true,
           unknownAlertFields: true,
           unknownCounterFields: true,
+          emptyPathParts: true,
         }),
         record.partialBefore,
         record.counters,
@@ -691,6 +694,15 @@ export class StreamRegistry implements Required<StreamCatalog> {
       logger.warn(
         "Stored stream '{stream}' version {version}: {problem}; served as stored before this check (its windows may close later and later behind its events); a PUT may keep this counter as it is, but adds none this short",
         { stream: name, version: record.version, problem: shortWindowProblem(name, short) },
+      );
+    }
+    for (const empty of emptyPathParts(stream)) {
+      const put = empty.counter === undefined
+        ? `replace it with PUT /v1/streams/${name}, which refuses it as it is`
+        : "a PUT may keep this counter as it is, but adds none with such a path";
+      logger.warn(
+        "Stored stream '{stream}' version {version}: {problem}; served as stored before this check (it reads the key written so, else the parts in turn); {put}",
+        { stream: name, version: record.version, problem: emptyPathPartProblem(name, empty), put },
       );
     }
     this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
@@ -951,7 +963,11 @@ export class StreamRegistry implements Required<StreamCatalog> {
     this.#refuseConfig(name);
     let stream: CompiledStream;
     try {
-      stream = compileStreamDefinition(name, raw, { repeatedGroupBy: true, shortWindows: true });
+      stream = compileStreamDefinition(name, raw, {
+        repeatedGroupBy: true,
+        shortWindows: true,
+        emptyPathParts: true,
+      });
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       throw new StreamDefinitionError(
@@ -962,6 +978,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
     }
     const repeated = repeatedGroupBy(stream);
     const short = shortWindows(stream);
+    const empty = emptyPathParts(stream);
     const counters = counterIdentities(stream);
     for (let attempt = 1;; attempt++) {
       const record = await this.#definitions.get(name);
@@ -981,7 +998,14 @@ export class StreamRegistry implements Required<StreamCatalog> {
         !live || !Object.hasOwn(record.counters, counter) ||
         record.counters[counter] !== counters[counter];
       const refusedShort = short.find(added);
-      const refused = refusedShort
+      // A field path with an empty part likewise, but in time.field or dedupe.field, which a PUT
+      // may change.
+      const refusedEmpty = empty.find((item) =>
+        item.counter === undefined || added({ counter: item.counter })
+      );
+      const refused = refusedEmpty
+        ? emptyPathPartProblem(name, refusedEmpty)
+        : refusedShort
         ? shortWindowProblem(name, refusedShort)
         : repeated.filter(added).map((item) => repeatedGroupByProblem(name, item))[0];
       if (refused !== undefined) {

@@ -7,6 +7,7 @@ import {
   CONFIG_PIPE_WRITER_WAIT_MS,
   ConfigError,
   DEFAULT_MAX_SESSIONS,
+  emptyPathParts,
   loadConfigFile,
   malformedDuration,
   malformedOrigin,
@@ -1694,4 +1695,58 @@ Deno.test("compileConfig() refuses a counter, time or dedupe field a schema clos
       ),
     /streams\.orders\.time\.field: Field 'ts' is not in the schema.*; the schema holds: none$/,
   );
+});
+
+Deno.test("compileConfig() refuses a field path with an empty part (a..b, .a, a.) in time.field, dedupe.field, an aggregate or groupBy, naming its path; emptyPathParts takes it as before; loadConfigFile refuses it as other bad paths", async () => {
+  const why =
+    "has an empty part (a dot at its start or end, or two dots together); a dotted path names the keys read in turn, as 'user.country'";
+  const cases: Array<[unknown, string, string]> = [];
+  for (const field of ["a..b", ".a", "a.", "."]) {
+    cases.push(
+      [orders({ time: { field } }), "streams.orders.time.field", field],
+      [orders({ dedupe: { field } }), "streams.orders.dedupe.field", field],
+      [counter({ aggregate: { sum: field } }), "streams.orders.counters.x.aggregate.sum", field],
+      [
+        counter({ aggregate: { quantiles: field } }),
+        "streams.orders.counters.x.aggregate.quantiles",
+        field,
+      ],
+      [counter({ groupBy: ["ok", field] }), "streams.orders.counters.x.groupBy[1]", field],
+    );
+  }
+  for (const [config, path, field] of cases) {
+    assert.throws(() => compileConfig(config), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, `Invalid config: ${path}: Field path '${field}' ${why}`);
+      return true;
+    });
+    // Stored before this check: compiled as it was, found to warn.
+    const stored = only(compileConfig(config, { emptyPathParts: true }));
+    assert.deepEqual(emptyPathParts(stored).map((empty) => empty.field), [field]);
+  }
+  // Paths without an empty part: taken.
+  const taken = only(compileConfig(orders({
+    time: { field: "meta.ts" },
+    dedupe: { field: "id" },
+    counters: {
+      x: { window: { tumbling: "1m" }, aggregate: { sum: "a.b.c" }, groupBy: ["user.country"] },
+    },
+  })));
+  assert.deepEqual(emptyPathParts(taken), []);
+  // A config file: refused at startup, as a path with a `__proto__` part or past 256 characters.
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/config.json`;
+    await Deno.writeTextFile(path, JSON.stringify(counter({ groupBy: ["user..country"] })));
+    await assert.rejects(loadConfigFile(path), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(
+        error.message,
+        `Invalid config: streams.orders.counters.x.groupBy[0]: Field path 'user..country' ${why}`,
+      );
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

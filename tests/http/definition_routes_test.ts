@@ -2235,3 +2235,77 @@ Deno.test("PUT /v1/streams/{stream} refuses a counter field its closed schema ca
   const fixed = { ...typo, schema: { ...schema, properties: { ...schema.properties, amont: {} } } };
   assert.equal((await put(stored, "signups", fixed)).status, 200);
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a field path with an empty part (400 invalid_definition naming its path); one stored before is served, its load says so once, and a PUT may keep such a counter as it is but not add one", async () => {
+  const app = await appWith();
+  const why =
+    "has an empty part (a dot at its start or end, or two dots together); a dotted path names the keys read in turn, as 'user.country'";
+  const byEmpty = (groupBy: string[]) => ({
+    ...SIGNUPS,
+    counters: {
+      ...SIGNUPS.counters,
+      byEmpty: { window: { tumbling: "1m" }, groupBy, aggregate: "count" },
+    },
+  });
+  for (
+    const [definition, message] of [
+      [byEmpty(["plan..tier"]), `counters.byEmpty.groupBy[0]: Field path 'plan..tier' ${why}`],
+      [
+        { ...SIGNUPS, counters: { s: { window: { tumbling: "1m" }, aggregate: { sum: ".n" } } } },
+        `counters.s.aggregate.sum: Field path '.n' ${why}`,
+      ],
+      [{ ...SIGNUPS, time: { field: "t." } }, `time.field: Field path 't.' ${why}`],
+      [{ ...SIGNUPS, dedupe: { field: "a..id" } }, `dedupe.field: Field path 'a..id' ${why}`],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", definition);
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual(
+      [error.code, error.message],
+      ["invalid_definition", `Invalid stream definition: ${message}`],
+    );
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+
+  // Stored by a release that took it: served as it was (the key written so counts), said once.
+  const stored = byEmpty(["plan..tier"]);
+  const [served, logged] = await collectingLogs(async (records) => {
+    const served = await appStoring("signups", stored, { emptyPathParts: true });
+    for (let i = 0; i < 2; i++) {
+      const read = await served.request("/v1/streams/signups");
+      assert.equal(read.status, 200);
+      await read.body?.cancel();
+    }
+    return [served, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.deepEqual(logged, [
+    `Stored stream 'signups' version 1: streams.signups.counters.byEmpty.groupBy[0]: Field path 'plan..tier' ${why}; served as stored before this check (it reads the key written so, else the parts in turn); a PUT may keep this counter as it is, but adds none with such a path`,
+  ]);
+  const sent = await ingest(served, "signups", [{ t: T0, "plan..tier": "pro" }]);
+  assert.equal(sent.status, 202, await sent.clone().text());
+  await sent.body?.cancel();
+  const counted = await (await served.request("/v1/streams/signups/counters/byEmpty")).json();
+  assert.deepEqual(counted.windows.map((w: { group: unknown }) => w.group), [
+    { "plan..tier": "pro" },
+  ]);
+  // Its other parts may change, the counter kept as it is; a new one, or time.field, is refused.
+  assert.equal((await put(served, "signups", { ...stored, description: "kept" })).status, 200);
+  const more = {
+    ...stored,
+    counters: {
+      ...stored.counters,
+      also: { window: { tumbling: "1m" }, groupBy: [".plan"], aggregate: "count" },
+    },
+  };
+  for (
+    const [definition, message] of [
+      [more, `counters.also.groupBy[0]: Field path '.plan' ${why}`],
+      [{ ...stored, time: { field: ".t" } }, `time.field: Field path '.t' ${why}`],
+    ] as const
+  ) {
+    const refused = await put(served, "signups", definition);
+    assert.equal(refused.status, 400);
+    assert.equal((await errorOf(refused)).message, `Invalid stream definition: ${message}`);
+  }
+});
