@@ -789,9 +789,10 @@ export interface CompileOptions {
    */
   unknownAlertFields?: boolean;
   /**
-   * Compile a counter that reads a field its stream's schema can never hold (`{"sum": "amont"}`
-   * beside `"additionalProperties": false` without `amont`), or a `time.field` or `dedupe.field`
-   * naming one, as releases before that check did: a stream stored or deployed then is served as
+   * Compile a counter that reads a field its stream can never hold (`{"sum": "amont"}` beside
+   * `"additionalProperties": false` without `amont`, at the top level or below it, or a field a
+   * transform's `drop` removes or its `pick` leaves out), or a `time.field` or `dedupe.field`
+   * naming one its schema cannot hold, as releases before those checks did: a stream stored or deployed then is served as
    * it was (the field is always missing). Find it with {@linkcode unknownCounterField}.
    * @default {false: refused, naming its path and the fields the schema holds}
    */
@@ -826,40 +827,157 @@ const OPENING_KEYWORDS = [
   "const",
 ];
 
-/**
- * The keys a closed schema lets an event hold (its `properties`), or `undefined` when it may hold
- * others: anything but a top-level object schema with `"additionalProperties": false` and none of
- * {@linkcode OPENING_KEYWORDS} is taken to hold any key.
- */
-function closedSchemaKeys(schema: Record<string, unknown>): string[] | undefined {
-  if (schema.additionalProperties !== false) return undefined;
-  if (schema.type !== undefined && schema.type !== "object") return undefined;
-  if (OPENING_KEYWORDS.some((keyword) => Object.hasOwn(schema, keyword))) return undefined;
-  const properties = schema.properties ?? {};
-  if (typeof properties !== "object" || properties === null || Array.isArray(properties)) {
-    return undefined;
-  }
-  return Object.keys(properties);
+/** `schema` as a JSON object schema, or `undefined` for a boolean schema or anything else. */
+function schemaObject(schema: unknown): Record<string, unknown> | undefined {
+  return typeof schema === "object" && schema !== null && !Array.isArray(schema)
+    ? schema as Record<string, unknown>
+    : undefined;
 }
 
 /**
- * The first field a stream reads that its schema can never hold, as
+ * The `properties` of an object schema with none of {@linkcode OPENING_KEYWORDS}, or `undefined`
+ * for any other: only then is a property's subschema all that decides what the key may hold.
+ * `nested` asks more of a schema below the top level: `"type": "object"` (a schema without a
+ * type lets an array through, which has keys of its own: `0`, `length`) and no `default` (filled
+ * in as written, unchecked: `{"contry": "DE"}` past a closed schema's properties).
+ */
+function plainProperties(
+  schema: unknown,
+  nested: boolean,
+): Record<string, unknown> | undefined {
+  const object = schemaObject(schema);
+  if (object === undefined) return undefined;
+  if (nested ? object.type !== "object" : object.type !== undefined && object.type !== "object") {
+    return undefined;
+  }
+  if (nested && Object.hasOwn(object, "default")) return undefined;
+  if (OPENING_KEYWORDS.some((keyword) => Object.hasOwn(object, keyword))) return undefined;
+  return schemaObject(object.properties ?? {});
+}
+
+/**
+ * The keys a closed schema lets an event hold (its `properties`), or `undefined` when it may hold
+ * others: anything but an object schema with `"additionalProperties": false` and none of
+ * {@linkcode OPENING_KEYWORDS} (below the top level, see {@linkcode plainProperties}) is taken to
+ * hold any key.
+ */
+function closedSchemaKeys(schema: unknown, nested = false): string[] | undefined {
+  if (schemaObject(schema)?.additionalProperties !== false) return undefined;
+  const properties = plainProperties(schema, nested);
+  return properties === undefined ? undefined : Object.keys(properties);
+}
+
+/**
+ * What an event may hold at one top-level key: `held` with the subschema its value was checked
+ * against (`undefined` when not known: the schema does not say alone, or a transform wrote it),
+ * or never held, with why (`step` the transform step that removes it, none for the schema, which
+ * is then closed).
+ */
+type KeyState =
+  | { held: true; schema?: unknown }
+  | {
+    held: false;
+    step?: { index: number; kind: "drop" } | { index: number; kind: "pick"; picked: string[] };
+  };
+
+/** What the events of a stream may hold at each top-level key, before its transform or after. */
+function keyStates(parsed: StreamDefinition, afterTransform: boolean): (key: string) => KeyState {
+  const closed = closedSchemaKeys(parsed.schema);
+  const properties = plainProperties(parsed.schema, false);
+  let fixed = new Map<string, KeyState>();
+  let rest = (key: string): KeyState =>
+    closed !== undefined && !closed.includes(key) ? { held: false } : {
+      held: true,
+      schema: properties && Object.hasOwn(properties, key) ? properties[key] : undefined,
+    };
+  const stateOf = (key: string) => fixed.get(key) ?? rest(key);
+  if (!afterTransform) return stateOf;
+  parsed.transform.forEach((step, index) => {
+    // A key a `set` or `rename` writes holds what the step gives it: any value.
+    if ("set" in step) {
+      for (const key of Object.keys(step.set)) fixed.set(key, { held: true });
+    } else if ("rename" in step) {
+      for (const key of Object.values(step.rename)) fixed.set(key, { held: true });
+    } else if ("drop" in step) {
+      for (const key of step.drop) fixed.set(key, { held: false, step: { index, kind: "drop" } });
+    } else if ("pick" in step) {
+      const kept = new Map(step.pick.map((key) => [key, stateOf(key)]));
+      const removed: KeyState = { held: false, step: { index, kind: "pick", picked: step.pick } };
+      fixed = kept;
+      rest = () => removed;
+    }
+  });
+  return stateOf;
+}
+
+/**
+ * Why `field` (a name or dotted path, read as `readField` reads it: the key written so, else the
+ * parts in turn) is always missing from an event whose top-level keys `stateOf` says, or
+ * `undefined` when it may be there; `closed` is the keys of the schema, when closed. Below the
+ * top level, only a closed subschema (see {@linkcode closedSchemaKeys}) under plain object
+ * schemas all the way is read.
+ */
+function missingFieldReason(
+  field: string,
+  stateOf: (key: string) => KeyState,
+  afterTransform: boolean,
+  closed: readonly string[] = [],
+): string | undefined {
+  const parts = field.split(".");
+  if (parts.length > 1 && stateOf(field).held) return undefined;
+  const first = stateOf(parts[0]);
+  const what = afterTransform ? "and no transform sets it" : "read before transforms";
+  if (!first.held) {
+    const step = first.step;
+    if (step === undefined) {
+      return `Field '${
+        quoteInput(field)
+      }' is not in the schema, which holds no other fields ("additionalProperties": false), ${what}, so it is always missing; the schema holds: ${
+        closed.length === 0 ? "none" : listNames(closed)
+      }`;
+    }
+    const key = quoteInput(parts[0]);
+    const removes = step.kind === "drop"
+      ? `drops '${key}'`
+      : `picks only ${listNames(step.picked)}`;
+    return `Field '${
+      quoteInput(field)
+    }' is always missing: transform[${step.index}] ${removes}, and no step after it sets '${key}'`;
+  }
+  let schema = first.schema;
+  for (let depth = 1; depth < parts.length; depth++) {
+    const keys = closedSchemaKeys(schema, true);
+    if (keys === undefined) return undefined;
+    if (!keys.includes(parts[depth])) {
+      const parent = quoteInput(parts.slice(0, depth).join("."));
+      const sets = afterTransform ? `and no transform sets '${quoteInput(parts[0])}'` : what;
+      return `Field '${
+        quoteInput(field)
+      }' is not in the schema, whose '${parent}' holds no other fields ("additionalProperties": false), ${sets}, so it is always missing; '${parent}' holds: ${
+        keys.length === 0 ? "none" : listNames(keys)
+      }`;
+    }
+    schema = plainProperties(schema, true)![parts[depth]];
+  }
+  return undefined;
+}
+
+/**
+ * The first field a stream reads that it can never hold, as
  * `streams.<name>.counters.<counter>.aggregate.sum: …`, or `undefined` for none: a counter's
- * aggregate field or `groupBy` field (after transforms: a field a `set` or `rename` writes counts
- * as held), `time.field` and `dedupe.field` (read before transforms). Only a schema closed by
- * `"additionalProperties": false` at its top level is read (see {@linkcode closedSchemaKeys}); a
- * dotted path is held when its first part or the whole path is a property. Such a field is always
- * missing, so a counter reading it never counts (a missing value is skipped) or groups everything
- * as `null`: a typo would lose the metric silently.
+ * aggregate field or `groupBy` field (after transforms), `time.field` and `dedupe.field` (read
+ * before transforms). A field is never held when its schema, closed by
+ * `"additionalProperties": false` (at its top level, or at a plain object schema below it for a
+ * dotted path: see {@linkcode closedSchemaKeys}), has no such property and no transform's `set`
+ * or `rename` writes it, or when a transform's `drop` removes it, or a `pick` leaves it out, and
+ * no step after sets it. Such a field is always missing, so a counter reading it never counts (a
+ * missing value is skipped) or groups everything as `null`: a typo would lose the metric silently.
+ * When unsure (any keyword that may let more keys in, a default, a value a transform wrote), the
+ * field is taken as held.
  */
 function counterFieldProblem(name: string, parsed: StreamDefinition): string | undefined {
-  const keys = closedSchemaKeys(parsed.schema);
-  if (keys === undefined) return undefined;
-  const written = parsed.transform.flatMap((step) =>
-    "set" in step ? Object.keys(step.set) : "rename" in step ? Object.values(step.rename) : []
-  );
-  const holds = (held: string[], field: string) =>
-    held.includes(field) || held.includes(field.split(".")[0]);
+  const before = keyStates(parsed, false);
+  const after = keyStates(parsed, true);
   const reads: Array<[PropertyKey[], string, boolean]> = [];
   if (parsed.time.field !== undefined) reads.push([["time", "field"], parsed.time.field, false]);
   if (parsed.dedupe) reads.push([["dedupe", "field"], parsed.dedupe.field, false]);
@@ -873,13 +991,11 @@ function counterFieldProblem(name: string, parsed: StreamDefinition): string | u
       reads.push([["counters", counter, "groupBy", index], field, true]);
     });
   }
+  const closed = closedSchemaKeys(parsed.schema);
   for (const [path, field, afterTransform] of reads) {
-    if (holds(keys, field) || (afterTransform && holds(written, field))) continue;
-    const held = keys.length === 0 ? "none" : listNames(keys);
-    const what = afterTransform ? "and no transform sets it" : "read before transforms";
-    return `${formatPath(["streams", name, ...path])}: Field '${
-      quoteInput(field)
-    }' is not in the schema, which holds no other fields ("additionalProperties": false), ${what}, so it is always missing; the schema holds: ${held}`;
+    const stateOf = afterTransform ? after : before;
+    const reason = missingFieldReason(field, stateOf, afterTransform, closed);
+    if (reason !== undefined) return `${formatPath(["streams", name, ...path])}: ${reason}`;
   }
   return undefined;
 }

@@ -1465,7 +1465,8 @@ Deno.test("compileConfig() bounds names, descriptions, field paths, groupBy, tra
   compileConfig(orders({
     time: { field: path256 },
     dedupe: { field: path256 },
-    transform: Array.from({ length: 64 }, () => ({ drop: [path256] })),
+    // Another field than the counter's: a counter summing a field dropped is refused.
+    transform: Array.from({ length: 64 }, () => ({ drop: ["g".repeat(256)] })),
     counters: {
       [name64]: {
         description: text1024,
@@ -1748,5 +1749,145 @@ Deno.test("compileConfig() refuses a field path with an empty part (a..b, .a, a.
     });
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compileConfig() refuses a counter field below a closed object schema it can never hold, or one a transform's drop removes or pick leaves out; what may be there (open, typeless, defaulted, combined, written) is taken", () => {
+  const user = {
+    type: "object",
+    additionalProperties: false,
+    properties: {
+      country: { type: "string" },
+      address: {
+        type: "object",
+        additionalProperties: false,
+        properties: { city: { type: "string" } },
+      },
+    },
+  };
+  // Closed at the top too: else the event may hold the dotted path as a key (`"user.contry"`).
+  const schema = {
+    type: "object",
+    additionalProperties: false,
+    properties: { user, amount: { type: "number" }, debug: {}, other: {} },
+  };
+  const stream = (fields: Record<string, unknown>) =>
+    orders({ schema, ...fields }) as { streams: { orders: Record<string, unknown> } };
+  const counting = (aggregate: unknown, groupBy: string[] = [], transform: unknown[] = []) =>
+    stream({ transform, counters: { x: { window: { tumbling: "1m" }, aggregate, groupBy } } });
+  const refused: Array<[unknown, string, Record<string, unknown> | null]> = [
+    [
+      counting("count", ["user.contry"]),
+      `streams.orders.counters.x.groupBy[0]: Field 'user.contry' is not in the schema, whose 'user' holds no other fields ("additionalProperties": false), and no transform sets 'user', so it is always missing; 'user' holds: country, address`,
+      { user: { contry: "DE" } },
+    ],
+    [
+      counting({ distinct: "user.address.town" }),
+      `streams.orders.counters.x.aggregate.distinct: Field 'user.address.town' is not in the schema, whose 'user.address' holds no other fields ("additionalProperties": false), and no transform sets 'user', so it is always missing; 'user.address' holds: city`,
+      { user: { address: { town: "x" } } },
+    ],
+    [
+      stream({ time: { field: "user.ts" } }),
+      `streams.orders.time.field: Field 'user.ts' is not in the schema, whose 'user' holds no other fields ("additionalProperties": false), read before transforms, so it is always missing; 'user' holds: country, address`,
+      { user: { ts: 1 } },
+    ],
+    [
+      counting({ sum: "amount" }, [], [{ filter: "true" }, { drop: ["debug", "amount"] }]),
+      `streams.orders.counters.x.aggregate.sum: Field 'amount' is always missing: transform[1] drops 'amount', and no step after it sets 'amount'`,
+      null,
+    ],
+    [
+      counting("count", ["user.country"], [{ set: { user: "{}" } }, { drop: ["user"] }]),
+      `streams.orders.counters.x.groupBy[0]: Field 'user.country' is always missing: transform[1] drops 'user', and no step after it sets 'user'`,
+      null,
+    ],
+    [
+      counting("count", ["country"], [{ pick: ["amount", "user"] }]),
+      `streams.orders.counters.x.groupBy[0]: Field 'country' is always missing: transform[0] picks only amount, user, and no step after it sets 'country'`,
+      null,
+    ],
+    [
+      // Picked, then the literal dotted key is gone too: read below `user`, which is closed.
+      counting({ max: "user.age" }, [], [{ pick: ["user"] }]),
+      `streams.orders.counters.x.aggregate.max: Field 'user.age' is not in the schema, whose 'user' holds no other fields`,
+      null,
+    ],
+  ];
+  for (const [config, message, event] of refused) {
+    assert.throws(() => compileConfig(config), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.ok(error.message.startsWith(`Invalid config: ${message}`), error.message);
+      return true;
+    });
+    // Stored or deployed before this check: compiled as it was, found to warn; an event holding
+    // the field is refused by its schema.
+    const stored = only(compileConfig(config, { unknownCounterFields: true }));
+    assert.ok(unknownCounterField(stored)!.startsWith(message), message);
+    if (event) assert.equal(stored.schema.safeParse(event).success, false, JSON.stringify(event));
+  }
+  const { type: _, ...typeless } = user;
+  const taken = [
+    counting("count", ["user.country", "user.address.city"]),
+    // Open below `user`, or closed but what decides it is not the subschema alone.
+    ...[
+      { ...user, additionalProperties: true },
+      typeless, // an array passes it: `user.0`, `user.length`
+      { ...user, default: { contry: "DE" } }, // filled in unchecked
+      { ...user, patternProperties: { "^c": {} } },
+      { ...user, anyOf: [{ required: ["country"] }] },
+      { $ref: "#/$defs/user" },
+    ].map((sub) =>
+      orders({
+        schema: {
+          type: "object",
+          additionalProperties: false,
+          $defs: { user },
+          properties: { user: sub },
+        },
+        time: { field: "user.ts" },
+        counters: {
+          x: { window: { tumbling: "1m" }, aggregate: "count", groupBy: ["user.contry"] },
+        },
+      })
+    ),
+    // Below a schema whose top level may hold more than its properties say.
+    orders({
+      schema: { type: "object", additionalProperties: false, allOf: [{ properties: { user } }] },
+      counters: { x: { window: { tumbling: "1m" }, aggregate: "count", groupBy: ["user.contry"] } },
+    }),
+    // The dotted path may be there as a key, the top level being open.
+    orders({
+      schema: { type: "object", properties: { user } },
+      counters: { x: { window: { tumbling: "1m" }, aggregate: "count", groupBy: ["user.contry"] } },
+    }),
+    counting("count", ["user.contry"], [{ set: { "user.contry": "1" } }, {
+      pick: ["user.contry", "user"],
+    }]),
+    // Written by a transform after the schema: any value.
+    counting("count", ["user.contry"], [{ set: { user: "{'contry': 'DE'}" } }]),
+    counting("count", ["user.contry"], [{ rename: { other: "user" } }]),
+    // Dropped or left out, then set again; picked; dropped after it is read (no such thing).
+    counting({ sum: "amount" }, ["debug"], [{ drop: ["amount"] }, { set: { amount: "1" } }, {
+      pick: ["amount", "debug"],
+    }]),
+    counting({ sum: "amount" }, ["user.country"], [{ pick: ["amount", "user"] }, {
+      drop: ["other"],
+    }]),
+  ];
+  for (const config of taken) {
+    assert.equal(
+      unknownCounterField(only(compileConfig(config))),
+      undefined,
+      JSON.stringify(config),
+    );
+  }
+  // What the taken schemas let through holds the field indeed.
+  const events: Array<[unknown, unknown]> = [
+    [typeless, { user: ["a"] }],
+    [{ ...user, default: { contry: "DE" } }, {}],
+  ];
+  for (const [sub, event] of events) {
+    const compiled = only(compileConfig(orders({ schema: { properties: { user: sub } } })));
+    assert.equal(compiled.schema.safeParse(event).success, true, JSON.stringify(event));
   }
 });

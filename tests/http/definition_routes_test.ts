@@ -2309,3 +2309,67 @@ Deno.test("PUT /v1/streams/{stream} refuses a field path with an empty part (400
     assert.equal((await errorOf(refused)).message, `Invalid stream definition: ${message}`);
   }
 });
+
+Deno.test("PUT /v1/streams/{stream} refuses a counter field below a closed object schema or removed by a transform's drop or pick (400 invalid_definition naming its path); one stored before is served with a warning once", async () => {
+  const app = await appWith();
+  const schema = {
+    type: "object",
+    additionalProperties: false,
+    properties: {
+      t: { type: "string" },
+      user: {
+        type: "object",
+        additionalProperties: false,
+        properties: { plan: { type: "string" } },
+      },
+      debug: {},
+    },
+  };
+  const counting = (groupBy: string[], transform: unknown[] = []) => ({
+    ...SIGNUPS,
+    schema,
+    transform,
+    counters: { perMinute: { window: { tumbling: "1m" }, groupBy, aggregate: "count" } },
+  });
+  const nested = counting(["user.plna"]);
+  for (
+    const [definition, message] of [
+      [
+        nested,
+        `counters.perMinute.groupBy[0]: Field 'user.plna' is not in the schema, whose 'user' holds no other fields ("additionalProperties": false), and no transform sets 'user', so it is always missing; 'user' holds: plan`,
+      ],
+      [
+        counting(["debug"], [{ drop: ["debug"] }]),
+        `counters.perMinute.groupBy[0]: Field 'debug' is always missing: transform[0] drops 'debug', and no step after it sets 'debug'`,
+      ],
+      [
+        counting(["user.plan", "debug"], [{ pick: ["t", "user"] }]),
+        `counters.perMinute.groupBy[1]: Field 'debug' is always missing: transform[0] picks only t, user, and no step after it sets 'debug'`,
+      ],
+    ] as const
+  ) {
+    const refused = await put(app, "signups", definition);
+    assert.equal(refused.status, 400);
+    const error = await errorOf(refused);
+    assert.deepEqual(
+      [error.code, error.message],
+      ["invalid_definition", `Invalid stream definition: ${message}`],
+    );
+  }
+  assert.equal((await app.request("/v1/streams/signups")).status, 404);
+  assert.equal((await put(app, "signups", counting(["user.plan"]))).status, 201);
+
+  const [served, logged] = await collectingLogs(async (records) => {
+    const served = await appStoring("signups", nested, { unknownCounterFields: true });
+    const read = await served.request("/v1/streams/signups");
+    assert.equal(read.status, 200);
+    await read.body?.cancel();
+    return [served, records.filter((record) => record.level === "warning").map(messageOf)];
+  });
+  assert.equal(logged.length, 1);
+  assert.match(
+    logged[0],
+    /^Stored stream 'signups' version 1: streams\.signups\.counters\.perMinute\.groupBy\[0\]: Field 'user\.plna' is not in the schema, whose 'user' holds no other fields .*; served as stored before this check/,
+  );
+  assert.equal((await put(served, "signups", { ...nested, description: "kept" })).status, 400);
+});
