@@ -1891,3 +1891,52 @@ Deno.test("compileConfig() refuses a counter field below a closed object schema 
     assert.equal(compiled.schema.safeParse(event).success, true, JSON.stringify(event));
   }
 });
+
+Deno.test("the README says which durations refuse zero and what zero means for the others, and compileConfig() does so", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replaceAll(/\s+/g, " ");
+  const claim = readme.match(
+    /A duration of zero \(`0s`\) is refused where it would mean nothing: (.*?)\. The others take it, each with a meaning: (.*?) and a counter's `retention`/,
+  );
+  assert.ok(claim, "README states the durations that refuse zero");
+  for (const setting of ["a window length", "`dedupe.ttl`", "`idempotencyTtl`"]) {
+    assert.ok(claim[1].includes(setting), setting);
+  }
+  for (const setting of ["`time.lateness`", "`time.maxFuture`", "`time.idle`"]) {
+    assert.ok(claim[2].includes(setting), setting);
+  }
+  // Refused, naming the path, as it says.
+  for (
+    const [config, path] of [
+      [counter({ window: { tumbling: "0s" } }), "streams.orders.counters.x.window.tumbling"],
+      [
+        counter({ window: { hopping: "1m", every: "0s" } }),
+        "streams.orders.counters.x.window.every",
+      ],
+      [
+        counter({ window: { sliding: "1m", precision: "0ms" } }),
+        "streams.orders.counters.x.window.precision",
+      ],
+      [counter({ window: { session: "0m" } }), "streams.orders.counters.x.window.session"],
+      [orders({ dedupe: { field: "id", ttl: "0s" } }), "streams.orders.dedupe.ttl"],
+      [orders({ idempotencyTtl: "0h" }), "streams.orders.idempotencyTtl"],
+    ] as const
+  ) {
+    assert.throws(() => compileConfig(config), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, `Invalid config: ${path}: Duration must be greater than zero`);
+      return true;
+    });
+  }
+  // Taken: the time settings, and retention, which adds nothing to window size + lateness.
+  const taken = only(compileConfig(orders({
+    time: { field: "ts", lateness: "0s", maxFuture: "0s", idle: "0s" },
+    counters: { x: { window: { tumbling: "1m" }, aggregate: "count", retention: "0s" } },
+  })));
+  assert.deepEqual(
+    [taken.latenessMs, taken.maxFutureMs, taken.idleMs, taken.counters[0].retentionMs],
+    [0, 0, 0, 0],
+  );
+  const defaults = only(compileConfig(counter({ retention: "0s" })));
+  assert.equal(defaults.counters[0].meta.ttlMs, 60_000 + 30_000);
+});
