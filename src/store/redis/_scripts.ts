@@ -485,7 +485,8 @@ end
 `;
 
 /**
- * Applies one ingest batch. Three arguments, so the common case decodes one:
+ * Applies one ingest batch. Three arguments (one for a single event), so the common case decodes
+ * one:
  * - ARGV[1], JSON: `{now, late, idle?, dttl, gen?, statsTtl?, sl?, logp?, logl?, logw?,
  *   counters: [name, kind, ttl, …, cl] (three values a counter, flat, then cl: the JSON text of
  *   [maxGroups, hop, size, …], three a counter, decoded only when a group or pane is new), ids:
@@ -511,6 +512,9 @@ end
  *   else `cellIndex` or `[cellIndex, value, bin?]`, its cell's position (0-based) in `cells`.
  * - ARGV[3], JSON: each event's time `[ms, …]`, decoded only when some event may be late, is
  *   not applied, or is logged.
+ *
+ * A call of one event (or none) sends ARGV[1] alone: its time is `tmax`, and not applied it adds
+ * nothing (Redis makes each argument a Lua string, ~2k instructions or more each).
  *
  * Dedupe ids live in hashes per TTL-wide time bucket (`ids:<bucket>`); an id
  * is a duplicate while it is in the current or the previous bucket, so it is
@@ -1151,7 +1155,8 @@ elseif payloads == nil and duplicates + skipped == 0 and earliest >= latest - la
     (closedThrough == nil or earliest >= closedThrough) then
   applied, wm = eventCount, latest
 else
-  local times = cjson.decode(ARGV[3])
+  -- A call of one event comes without ARGV[2] and ARGV[3]: its time is tmax.
+  local times = eventCount == 1 and { args.tmax } or cjson.decode(ARGV[3])
   -- Every outcome is kept from here (the replies and the rebuilt cells below read them).
   outcomes = outcomes or {}
   for i = 1, eventCount do
@@ -1206,6 +1211,9 @@ end
 local cells
 if applied == eventCount then
   cells = args.cells
+elseif eventCount == 1 then
+  -- The one event not applied (a duplicate, late or skipped): nothing to add (and no ARGV[2]).
+  cells = {}
 else
   cells = {}
   local function addToCell(cell, value, bin)

@@ -543,7 +543,15 @@ export class RedisStore implements Store {
     const reply = await this.#call("applyBatch", async () =>
       fromJson<
         { o: string | number; wm: string | number; d: unknown; r: unknown; v?: number; gone?: 1 }
-      >(await this.#calls.script(this.#text(APPLY_SCRIPT), keys, [header, perEvent, times])));
+      >(
+        await this.#calls.script(
+          this.#text(APPLY_SCRIPT),
+          keys,
+          // One event's time is tmax, and its updates add nothing when it is not applied: the
+          // script is not sent them (each argument is a Lua string Redis makes for every call).
+          batch.events.length > 1 ? [header, perEvent, times] : [header],
+        ),
+      ));
     if (reply.gone) throw new StreamChangedError(name, Number(reply.v ?? 0));
     // A client with automatic deserialization may turn "000" into 0: pad back.
     const digits = String(reply.o).padStart(batch.events.length, "0");

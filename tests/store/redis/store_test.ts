@@ -1430,3 +1430,48 @@ redisTest(
     assert.deepEqual(await later.panes("fine", meta, { fromMs: -8.64e15, toMs: 8.64e15 }), []);
   },
 );
+
+redisTest(
+  "a single-event apply sends the script one argument, and applies, dedupes and refuses late events as a batch does",
+  async (fixture) => {
+    const client = upstash(fixture.restUrl, fixture.restToken);
+    // How many arguments each EVALSHA carried.
+    const argumentCounts: number[] = [];
+    const redis = new Proxy(client, {
+      get(target, name) {
+        const value = Reflect.get(target, name, target);
+        if (name !== "evalsha" || typeof value !== "function") return value;
+        return (sha: string, keys: string[], args: string[]) => {
+          argumentCounts.push(args.length);
+          return value.call(target, sha, keys, args);
+        };
+      },
+    }) as unknown as RedisClient;
+    const memory = new MemoryStore();
+    const redisStore = new RedisStore(redis, { now: () => NOW });
+    const steps: [string, object[], number][] = [
+      ["first", [{ id: "a", t: T0, g: "de", v: 2, u: "ann" }], 1],
+      ["again", [{ id: "a", t: T0, g: "de", v: 2, u: "ann" }], 1],
+      ["batch", [
+        { id: "b", t: T0 + 200_000, g: "fr", v: 3, u: "bob" },
+        { id: "c", t: T0 + 200_000, g: "de", v: 4, u: "cy" },
+      ], 3],
+      ["late", [{ id: "d", t: T0, g: "de", v: 5, u: "dee" }], 1],
+    ];
+    for (const [label, body, argumentCount] of steps) {
+      const replies = [];
+      for (const store of [memory, redisStore]) {
+        const reply = await ingestItems(stream("s"), items(body), { store, nowMs: NOW });
+        replies.push([reply.accepted, reply.duplicates, reply.late]);
+      }
+      assert.deepEqual(replies[1], replies[0], label);
+      assert.equal(argumentCounts.at(-1), argumentCount, label);
+    }
+    const counts = async (store: Store) => {
+      const { accepted, applied, duplicates, late } = await store.stats("s", []);
+      return [accepted, applied, duplicates, late];
+    };
+    assert.deepEqual(await counts(redisStore), [5, 3, 1, 1]);
+    assert.deepEqual(await counts(redisStore), await counts(memory));
+  },
+);
