@@ -9,3 +9,4 @@ export * from "./schema.ts";
 export * from "./compile.ts";
 export * from "./registry.ts";
 export * from "./lookup_budget.ts";
+export * from "./final.ts";

@@ -54,6 +54,7 @@ import {
 import { OutageLog } from "../telemetry/mod.ts";
 import {
   type CompiledStream,
+  type CompileOptions,
   compileStreamDefinition,
   ConfigError,
   emptyPathPartProblem,
@@ -71,6 +72,23 @@ import {
   unknownCounterField,
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
+import { closedBefore } from "./final.ts";
+
+/**
+ * How a stored definition compiles: as it was stored (a groupBy field named twice, refused
+ * since, is served as it counted, and so on; see #adopt).
+ */
+const AS_STORED: CompileOptions = {
+  repeatedGroupBy: true,
+  malformedSchemaKeywords: true,
+  malformedOrigins: true,
+  malformedDurations: true,
+  shortWindows: true,
+  oversizedPatterns: true,
+  unknownAlertFields: true,
+  unknownCounterFields: true,
+  emptyPathParts: true,
+};
 
 const logger = getLogger(["edgestream", "streams"]);
 
@@ -636,17 +654,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       // the definition's budget or a pattern's own, an alert or a counter reading a field it can
       // never have, or a field path with an empty part (refused since) compiled as it was.
       stream = markPartial(
-        compileStreamDefinition(name, record.definition, {
-          repeatedGroupBy: true,
-          malformedSchemaKeywords: true,
-          malformedOrigins: true,
-          malformedDurations: true,
-          shortWindows: true,
-          oversizedPatterns: true,
-          unknownAlertFields: true,
-          unknownCounterFields: true,
-          emptyPathParts: true,
-        }),
+        compileStreamDefinition(name, record.definition, AS_STORED),
         record.partialBefore,
         record.counters,
       );
@@ -1050,6 +1058,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
         this.#misses.delete(name);
         return { created: false, registered };
       }
+      if (live) await this.#keepFinal(name, record, stream);
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
       const result = await this.#definitions.write(name, {
@@ -1145,6 +1154,39 @@ export class StreamRegistry implements Required<StreamCatalog> {
     if (watermark === null) return bounds;
     for (const counter of added) bounds[counter.name] = watermark + 1;
     return bounds;
+  }
+
+  /**
+   * Before `next` replaces the live `record` of `name`: what the stream's reads called final under
+   * the stored definition (and the one this instance serves) stays final when `next` would call
+   * less so (a raised lateness, a longer `idle` or none): the store marks it closed (see
+   * {@linkcode Store.keepFinal}), so no event the new definition takes changes a value a read
+   * called final. One read of the stream's stats, and one write when it moves the mark; nothing
+   * when `next` calls no less final. Without a store to write ({@linkcode RegistryOptions.data}),
+   * nothing.
+   */
+  async #keepFinal(name: string, record: StoredDefinition, next: CompiledStream): Promise<void> {
+    if (this.#data === undefined) return;
+    const before: CompiledStream[] = [];
+    const held = this.#entries.get(name);
+    if (held !== undefined) before.push(held.stream);
+    try {
+      before.push(compileStreamDefinition(name, record.definition, AS_STORED));
+    } catch {
+      // Not compiled by this release: nothing of it was served here (see #adopt).
+    }
+    const reopens = before.some((stream) =>
+      stream.latenessMs < next.latenessMs ||
+      (stream.idleMs !== null &&
+        (next.idleMs === null || stream.idleMs + stream.latenessMs < next.idleMs + next.latenessMs))
+    );
+    if (!reopens) return;
+    const key = generationKey(name, record.generation);
+    const stats = await this.#data.stats(key, []);
+    if (stats.watermark === null) return;
+    const now = this.#now();
+    const kept = Math.max(...before.map((stream) => closedBefore(stream, stats, now)));
+    if (kept > closedBefore(next, stats, now)) await this.#data.keepFinal(key, kept);
   }
 
   #refuseConfig(name: string): void {
@@ -1299,6 +1341,9 @@ class RegistryStore implements Store {
     options: CloseOptions,
   ): Promise<ClosedWindows> {
     return await this.#store.closeWindows(await this.#checkedKey(stream), counters, options);
+  }
+  async keepFinal(stream: string, throughMs: number): Promise<void> {
+    return await this.#store.keepFinal(await this.#checkedKey(stream), throughMs);
   }
   async fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
     return await this.#store.fireAlerts(await this.#checkedKey(stream), firings);

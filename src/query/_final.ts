@@ -1,32 +1,7 @@
 /**
- * Which windows and sessions a read calls final, shared by counter and session reads.
+ * Which windows and sessions a read calls final, shared by counter and session reads: the
+ * definition's rule (`config/final.ts`), which a definition change keeps too.
  *
  * @module
  */
-import type { CompiledStream } from "../config/mod.ts";
-import type { StreamStats } from "../store/types.ts";
-
-/**
- * The time before which a window or session is final: the watermark (an idle stream's follows
- * the clock, as the store will raise it on its next write) less the lateness, or the store's
- * `closedThrough` when later (what a close claimed stays final whatever the lateness is now).
- */
-export function closedBefore(stream: CompiledStream, stats: StreamStats, nowMs: number): number {
-  return Math.max(
-    (watermarkAt(stream, stats.watermark, nowMs) ?? -Infinity) - stream.latenessMs,
-    stats.closedThrough ?? -Infinity,
-  );
-}
-
-/**
- * A stream's watermark at `nowMs`: the store's, or for an idle stream the clock less `idle`
- * when later (its next close or batch raises the store's to that). Null before any batch.
- */
-export function watermarkAt(
-  stream: CompiledStream,
-  watermark: number | null,
-  nowMs: number,
-): number | null {
-  if (watermark === null || stream.idleMs === null) return watermark;
-  return Math.max(watermark, nowMs - stream.idleMs);
-}
+export { closedBefore, watermarkAt } from "../config/final.ts";

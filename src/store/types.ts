@@ -462,10 +462,11 @@ export interface StreamStats {
    */
   dedupeForgotten: number;
   /**
-   * The latest end of a window a close claimed (of a session: its end plus the gap), when one
-   * was: an event before it is late whatever the lateness is now, so a raised lateness never
-   * re-opens a window or session that closed. Never later than the close's watermark less its
-   * lateness, so it changes nothing while the lateness stays or is lowered.
+   * The latest end of a window a close claimed (of a session: its end plus the gap), or what
+   * {@linkcode Store.keepFinal} kept final when later, when either was: an event before it is
+   * late whatever the lateness is now, so a raised lateness never re-opens a window or session
+   * that closed or read as final. Never later than the watermark less a lateness in force when it
+   * was set, so it changes nothing while the lateness stays or is lowered.
    */
   closedThrough?: number;
 }
@@ -655,6 +656,13 @@ export interface Store {
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindows>;
+  /**
+   * Keeps final what is final now: raises the stream's {@linkcode StreamStats.closedThrough} to
+   * at least `throughMs`, so an event before it is late whatever the lateness is later (a
+   * definition that raises the lateness re-opens no window or session a read called final).
+   * Nothing for a stream without a watermark, which has nothing final.
+   */
+  keepFinal(stream: string, throughMs: number): Promise<void>;
   /**
    * Claims alert firings and logs the new ones as `alert.fired`, atomically:
    * each (alert, window, group) fires once across all instances. Returns the

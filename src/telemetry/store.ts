@@ -143,6 +143,10 @@ export class InstrumentedStore implements Store {
     return this.#measure("closeWindows", () => this.#store.closeWindows(stream, counters, options));
   }
 
+  keepFinal(stream: string, throughMs: number): Promise<void> {
+    return this.#measure("keepFinal", () => this.#store.keepFinal(stream, throughMs));
+  }
+
   fireAlerts(stream: string, firings: AlertFiring[]): Promise<AlertFiring[]> {
     return this.#measure("fireAlerts", () => this.#store.fireAlerts(stream, firings));
   }

@@ -21,6 +21,8 @@ import {
   MemoryDefinitionStore,
   MemoryStore,
   RedisDefinitionStore,
+  RedisStore,
+  type Store,
   StoreUnavailableError,
 } from "../../src/store/mod.ts";
 import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
@@ -2373,3 +2375,75 @@ Deno.test("PUT /v1/streams/{stream} refuses a counter field below a closed objec
   );
   assert.equal((await put(served, "signups", { ...nested, description: "kept" })).status, 400);
 });
+
+/**
+ * A lateness raised by PUT before any sweep closed a window a read called final: that window,
+ * and a session read as final, stay final and take no event the new lateness would have let in.
+ */
+async function raisedLatenessKeepsFinal(store: Store, definitions: DefinitionStore) {
+  const app = createApp({
+    streams: new StreamRegistry(compileConfig(CONFIG), { definitions, now: () => T0, pollMs: 0 }),
+    store,
+    keys: await KeyRing.parse(""),
+    now: () => T0,
+  });
+  const define = async (lateness: string) => {
+    const res = await put(app, "visits", {
+      time: { field: "t", lateness },
+      counters: {
+        perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" },
+        sessions: { window: { session: "1m" }, groupBy: ["plan"], aggregate: "count" },
+      },
+    });
+    assert.ok(res.status === 200 || res.status === 201, await res.text());
+  };
+  const send = async (t: number, plan: string) => {
+    const res = await ingest(app, "visits", [{ t, plan }]);
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  const rows = async (counter: string) => {
+    const res = await app.request(
+      `/v1/streams/visits/counters/${counter}?from=${T0 - 600_000}&to=${
+        T0 - 200_000
+      }&group.plan=pro`,
+    );
+    assert.equal(res.status, 200);
+    return (await res.json()).windows.map((
+      row: { value: number; final: boolean },
+    ) => [row.value, row.final]);
+  };
+  await define("10s");
+  assert.equal(await send(T0 - 300_000, "pro"), 0);
+  // The watermark at T0 - 60 s: the window [T0 - 300 s, T0 - 240 s) and the session ending at
+  // T0 - 300 s (+ 1 m of gap) are final under 10 s of lateness; no sweep has closed them.
+  assert.equal(await send(T0 - 60_000, "free"), 0);
+  assert.deepEqual(await rows("perMinute"), [[1, true]]);
+  assert.deepEqual(await rows("sessions"), [[1, true]]);
+  await define("1h");
+  // Within the hour now allowed, but in a window and a session a read called final: late.
+  assert.equal(await send(T0 - 290_000, "pro"), 1);
+  assert.deepEqual(await rows("perMinute"), [[1, true]]);
+  assert.deepEqual(await rows("sessions"), [[1, true]]);
+  // Behind the watermark by more than the old 10 s, but after all that was final (T0 - 70 s):
+  // the raised lateness takes it.
+  assert.equal(await send(T0 - 65_000, "pro"), 0);
+}
+
+Deno.test("Memory store: a lateness raised by PUT re-opens no window or session a read called final before a sweep closed it", () =>
+  raisedLatenessKeepsFinal(new MemoryStore({ now: () => T0 }), new MemoryDefinitionStore()));
+
+redisTest(
+  "Redis store: a lateness raised by PUT re-opens no window or session a read called final before a sweep closed it",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return raisedLatenessKeepsFinal(
+      new RedisStore(redis, { now: () => T0 }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);

@@ -462,6 +462,40 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.stats("s", [])).closedThrough, T0 + 240_000);
   },
 
+  async "keepFinal() makes events before its bound late under any lateness, never lowers it, and marks nothing of a stream without a watermark"(
+    store,
+  ) {
+    const at = (t: number, g: string, id: string) => ({ id, t: T0 + t * 1000, g });
+    await store.keepFinal("s", T0 + 100_000);
+    assert.equal((await store.stats("s", [])).closedThrough, undefined);
+    await ingestItems(stream, items([at(10, "a", "1"), at(290, "b", "2")]), {
+      store,
+      nowMs: T0 + 301_000,
+    });
+    // What the 10 s of lateness called final, kept so before the lateness is raised to 1 h.
+    await store.keepFinal("s", T0 + 280_000);
+    await store.keepFinal("s", T0 + 120_000);
+    assert.equal((await store.stats("s", [])).closedThrough, T0 + 280_000);
+    const raised = compileConfig({
+      streams: { s: { ...CONFIG.streams.s, time: { field: "t", lateness: "1h" } } },
+    }).get("s")!;
+    const reply = await ingestItems(
+      raised,
+      items([at(20, "a", "3"), at(279, "c", "4"), at(281, "d", "5")]),
+      { store, nowMs: T0 + 302_000 },
+    );
+    assert.deepEqual([reply.accepted, reply.late], [3, 2]);
+    const count = raised.counters.find((counter) => counter.name === "count")!;
+    const rows = await listWindows(raised, count, { store, nowMs: T0 + 302_000 }, {
+      limit: 1000,
+    });
+    assert.deepEqual(rows.map((row) => [row.start, row.group.g, row.value, row.final]), [
+      [new Date(T0 + 240_000).toISOString(), "b", 1, false],
+      [new Date(T0 + 240_000).toISOString(), "d", 1, false],
+      [new Date(T0).toISOString(), "a", 1, true],
+    ]);
+  },
+
   async "a counter removed and added back, or added mid-window, holds only what was applied while it was defined"(
     store,
   ) {

@@ -799,6 +799,14 @@ export class MemoryStore implements Store {
     return Promise.resolve(closed);
   }
 
+  keepFinal(stream: string, throughMs: number): Promise<void> {
+    const state = this.#streams.get(stream);
+    if (state && state.watermark !== null) {
+      state.closedThrough = Math.max(state.closedThrough, throughMs);
+    }
+    return Promise.resolve();
+  }
+
   /** Logs an event the batch carries the payload of, as late or as processed. */
   #appendEvent(
     stream: StreamState,

@@ -2379,6 +2379,20 @@ redis.call("PEXPIRE", DEMAND_KEY, ttl)
 return #types
 `;
 
+/**
+ * Raises a stream's \`cl\` (\`StreamStats.closedThrough\`) to ARGV[1] JSON \`{through}\` when it is
+ * earlier (or absent) and the stream has a watermark: see \`Store.keepFinal\`. The stats keep
+ * their life. Returns 1 when it raised it, else 0.
+ */
+export const KEEP_FINAL_SCRIPT = COMMON + `
+local stored = redis.call("HMGET", STATS_KEY, "wm", "cl")
+local wm = expectStatsTime("wm", stored[1])
+local closedThrough = expectStatsTime("cl", stored[2])
+if wm == nil or (closedThrough ~= nil and closedThrough >= args.through) then return 0 end
+redis.call("HSET", STATS_KEY, "cl", num(args.through))
+return 1
+`;
+
 /** Reads the sessions of a session counter (see `_session_scripts.ts`). */
 export const SESSION_READ = COMMON + SESSION_LUA + SESSION_READ_SCRIPT;
 

@@ -20,6 +20,7 @@ import {
   DEFAULT_STATS_TTL_MS,
   DEMAND_SCRIPT,
   FIRE_SCRIPT,
+  KEEP_FINAL_SCRIPT,
   MARK_SCRIPT,
   PANES_SCRIPT,
   READ_SCRIPT,
@@ -834,6 +835,13 @@ export class RedisStore implements Store {
           tk: crypto.randomUUID(),
         }),
       ));
+  }
+
+  async keepFinal(stream: string, throughMs: number): Promise<void> {
+    await this.#call(
+      "keepFinal",
+      () => this.#script(KEEP_FINAL_SCRIPT, stream, { through: throughMs }),
+    );
   }
 
   async signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
