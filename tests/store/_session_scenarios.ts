@@ -64,6 +64,8 @@ async function sessions(store: Store, counter: string) {
 
 const LATENESS = { latenessMs: 120_000 };
 
+const capped = () => sessionStream.counters.find((item) => item.name === "capped")!;
+
 const metas = (...names: string[]) =>
   sessionStream.counterMetas.filter((meta) => names.includes(meta.name));
 
@@ -240,6 +242,29 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
       [["e", 1], ["b", 1], ["a", 2]],
     );
     assert.equal((await overflow()).capped, 4);
+  },
+
+  async "sessions: an open session that expired before a sweep closed it takes no room of maxSessions"(
+    store,
+  ) {
+    const ttl = metas("capped")[0].ttlMs;
+    const at = (u: string, t: number, nowMs: number) =>
+      ingestItems(sessionStream, items([{ u, t: T0 + t * 1000 }]), { store, nowMs });
+    const N = T0 + 3_600_000;
+    await at("a", 0, N);
+    await at("b", 1, N + ttl / 2);
+    // a and b open: a third is dropped.
+    await at("x", 2, N + ttl - 500);
+    // a expired (no sweep closed it), 1 ms ago: c opens a session in its room.
+    await at("c", 3, N + ttl + 1);
+    const rows = await listWindows(sessionStream, capped(), { store, nowMs: N + ttl + 1 }, {
+      limit: 10,
+    });
+    assert.deepEqual(rows.map((row) => [row.group.u, row.value]), [["c", 1], ["b", 1]]);
+    assert.equal((await store.stats("visits", sessionStream.counterMetas)).overflow.capped, 1);
+    // b and c open: full again.
+    await at("y", 4, N + ttl + 2);
+    assert.equal((await store.stats("visits", sessionStream.counterMetas)).overflow.capped, 2);
   },
 
   async "sessions: a read of the open sessions (…/current) reads at most maxSessions, however many closed ones are retained"(

@@ -42,6 +42,11 @@ export class SessionTable {
   /** Every live session, open or closed. */
   #all = new Set<Session>();
   #openCount = 0;
+  /**
+   * No open session expires before this (ms): lives only grow (a write, a sweep keeping it open)
+   * and each new one lowers it, so {@linkcode admits} looks for expired ones only from then on.
+   */
+  #earliestOpenExpiry = Infinity;
 
   constructor(kind: AggregateKind) {
     this.#kind = kind;
@@ -60,6 +65,13 @@ export class SessionTable {
   ): boolean {
     const { gapMs, maxSessions } = counter.session!;
     if (this.#openCount < maxSessions) return true;
+    // An open session that expired before a sweep closed it is gone and takes no room, as on
+    // Redis (whose apply drops it from the counter's index first), whenever the table was last
+    // swept.
+    if (now >= this.#earliestOpenExpiry) {
+      this.#forgetExpiredOpen(now);
+      if (this.#openCount < maxSessions) return true;
+    }
     return (this.#open.get(group) ?? []).some((session) =>
       session.expiresAt > now && session.start - run.lastMs < gapMs &&
       run.firstMs - session.end < gapMs
@@ -121,6 +133,19 @@ export class SessionTable {
       addValue(target.state, typeof update.value === "number" ? update.value : undefined);
     }
     target.expiresAt = now + counter.ttlMs;
+    this.#earliestOpenExpiry = Math.min(this.#earliestOpenExpiry, target.expiresAt);
+  }
+
+  /** Forgets the open sessions expired at `now`, and notes when the next of the others expires. */
+  #forgetExpiredOpen(now: number): void {
+    let earliest = Infinity;
+    for (const list of [...this.#open.values()]) {
+      for (const session of [...list]) {
+        if (session.expiresAt <= now) this.#forget(session);
+        else earliest = Math.min(earliest, session.expiresAt);
+      }
+    }
+    this.#earliestOpenExpiry = earliest;
   }
 
   /** Open sessions whose end + gap <= `cutoff`, by that time then start, at most `limit`. */

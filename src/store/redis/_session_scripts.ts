@@ -206,25 +206,40 @@ local function applySessions(counters, cells, now)
   if type(args.sess) ~= "table" then return cells end
   local sessions = {}
   for _, session in ipairs(args.sess) do sessions[session[1] + 1] = session end
-  local rest, touched = {}, {}
+  local touched = {}
   for _, cell in ipairs(cells) do
     local session = sessions[cell[1] + 1]
     if session then
       local counter = counters[cell[1] + 1]
-      applySessionRun(counter, session, cell, now)
       touched[counter.name] = counter
+    end
+  end
+  -- Once per counter rather than per run, before the runs: an open session that expired (its
+  -- hash gone, no sweep closed it) leaves the indexes, so it takes no room of maxSessions (the
+  -- memory store forgets it too). Its group's zset keeps it until a run of that group finds it
+  -- gone (applySessionRun), as that key was not checked here.
+  for name in pairs(touched) do
+    local openKey, allKey, startKey = sessionOpenKey(name), sessionAllKey(name), sessionStartKey(name)
+    local expired = redis.call("ZRANGEBYSCORE", allKey, "-inf", num(now))
+    for i = 1, #expired, 500 do
+      local last = math.min(i + 499, #expired)
+      redis.call("ZREM", startKey, unpack(expired, i, last))
+      redis.call("ZREM", openKey, unpack(expired, i, last))
+    end
+    redis.call("ZREMRANGEBYSCORE", allKey, "-inf", num(now))
+  end
+  local rest = {}
+  for _, cell in ipairs(cells) do
+    local session = sessions[cell[1] + 1]
+    if session then
+      applySessionRun(counters[cell[1] + 1], session, cell, now)
     else
       rest[#rest + 1] = cell
     end
   end
-  -- Once per counter rather than per run: the index keys live as long as their newest session.
+  -- The index keys live as long as their newest session.
   for name, counter in pairs(touched) do
     local openKey, allKey, startKey = sessionOpenKey(name), sessionAllKey(name), sessionStartKey(name)
-    local expired = redis.call("ZRANGEBYSCORE", allKey, "-inf", num(now))
-    for i = 1, #expired, 500 do
-      redis.call("ZREM", startKey, unpack(expired, i, math.min(i + 499, #expired)))
-    end
-    redis.call("ZREMRANGEBYSCORE", allKey, "-inf", num(now))
     -- Extended, never shortened (see shortOf): they list sessions given a longer life under a
     -- retention lowered since.
     local ttl = counter.ttl
