@@ -267,6 +267,27 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.equal((await store.stats("visits", sessionStream.counterMetas)).overflow.capped, 2);
   },
 
+  async "sessions: a close takes sessions due at the same time by their start's text, then group, on both stores"(
+    store,
+  ) {
+    // Near the epoch, so starts have texts of different lengths: a's (9000) sorts after the
+    // others' (10000) as text, as Redis keeps them; all end at 10 s.
+    const groups = ["b", "c", "d", "e", "f", "g", "h", "i", "j", "k"];
+    const events = [
+      { u: "a", t: 9_000 },
+      ...[{ u: "a" }, ...groups.map((u) => ({ u }))]
+        .map(({ u }) => ({ u, t: 10_000 })),
+      { u: "z", t: 200_000 },
+    ];
+    await ingestItems(sessionStream, items(events), { store, nowMs: T0 });
+    const close = async () =>
+      (await store.closeWindows("visits", metas("count"), { ...LATENESS, limit: 1, nowMs: T0 }))
+        .map((item) => [item.start, JSON.parse(item.groups[0].group)[0]]);
+    // One window's worth (ten sessions): the first ten of the eleven due together.
+    assert.deepEqual(await close(), groups.map((u) => [10_000, u]));
+    assert.deepEqual(await close(), [[9_000, "a"]]);
+  },
+
   async "sessions: a read of the open sessions (…/current) reads at most maxSessions, however many closed ones are retained"(
     store,
   ) {

@@ -34,6 +34,11 @@ interface Session {
   expiresAt: number;
 }
 
+/** A session's member in the Redis store's indexes: its start's decimal text, and group. */
+function redisMember(session: Session): string {
+  return `${session.start}:${session.group}`;
+}
+
 /** The sessions of one session counter of one stream. */
 export class SessionTable {
   #kind: AggregateKind;
@@ -148,19 +153,24 @@ export class SessionTable {
     this.#earliestOpenExpiry = earliest;
   }
 
-  /** Open sessions whose end + gap <= `cutoff`, by that time then start, at most `limit`. */
+  /**
+   * Open sessions whose end + gap <= `cutoff`, by that time, at most `limit`. Those due together
+   * in the order Redis keeps them (its members `<start>:<group>`, by byte): by the start's
+   * decimal text, not its value (`10000` before `9000`), then group, so both stores close the
+   * same ones when more are due than a close takes.
+   */
   due(counter: CounterMeta, cutoff: number, options: { now: number; limit: number }): Session[] {
     const gapMs = counter.session!.gapMs;
-    const due: Session[] = [];
+    const due: Array<{ session: Session; member: string }> = [];
     for (const list of this.#open.values()) {
       for (const session of list) {
-        if (session.expiresAt > options.now && session.end + gapMs <= cutoff) due.push(session);
+        if (session.expiresAt > options.now && session.end + gapMs <= cutoff) {
+          due.push({ session, member: redisMember(session) });
+        }
       }
     }
-    return due.sort((a, b) =>
-      a.end - b.end || a.start - b.start || compareGroupKeys(a.group, b.group)
-    )
-      .slice(0, options.limit);
+    return due.sort((a, b) => a.session.end - b.session.end || compareGroupKeys(a.member, b.member))
+      .slice(0, options.limit).map((item) => item.session);
   }
 
   /**
