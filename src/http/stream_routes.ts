@@ -1600,7 +1600,11 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           end: new Date(window.end).toISOString(),
           // As its `window.closed` payloads and a read say: the counter missed events of it.
           ...(partialWindow(counter, window.start) ? { partial: true } : {}),
-          groups: window.groups.map((item) => ({
+          // By group key, as a read lists them: each store gives a window's groups in its own
+          // order (Redis a large pane's hash in none), and a close over several calls in parts.
+          groups: window.groups.toSorted((a, b) => compareGroupKeys(a.group, b.group)).map((
+            item,
+          ) => ({
             group: decodeGroup(counter.groupBy, item.group),
             value: aggregateValue(counter.aggregate, item.state),
             ...(item.state.approximate ? { approximate: true } : {}),

@@ -9,7 +9,7 @@ import { cursorOfText, MemoryDefinitionStore, MemoryStore } from "../../src/stor
 import { createApp } from "../../src/app.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
-import type { ApplyResult, StoreBatch } from "../../src/store/mod.ts";
+import type { ApplyResult, Store, StoreBatch } from "../../src/store/mod.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { RedisDeliveryStore } from "../../src/store/redis/delivery_store.ts";
 import { register, setup } from "../fanout/webhooks/_setup.ts";
@@ -642,6 +642,69 @@ redisTest(
     const fired = body.fired.find((firing: { start: string }) => firing.start === at(0));
     assert.equal(fired.value, 2);
     assert.equal(fired.approximate, true);
+  },
+);
+
+/**
+ * The admin sweep's reply lists each window's groups in code point order of their group key, as a
+ * read does: a hopping window's groups came in each store's own order (on Redis, a pane's hash of
+ * more than 128 fields is read back in no set order), the same groups in another order.
+ */
+async function sweepListsGroupsByKey(store: Store, setClock: (ms: number) => void) {
+  const { app } = await testApp({
+    config: {
+      streams: {
+        shop: {
+          time: { field: "ts", lateness: "2m" },
+          counters: {
+            amount: {
+              window: { hopping: "2m", every: "1m" },
+              groupBy: ["sku"],
+              aggregate: { sum: "price" },
+            },
+          },
+        },
+      },
+    },
+    store,
+    now: () => NOW,
+  });
+  const skus = (step: number) =>
+    Array.from({ length: 150 }, (_, i) => `s${String((i * step) % 150).padStart(3, "0")}`);
+  // The second pane's groups first, then the first pane's, each in a shuffled order.
+  for (const [seconds, step] of [[61, 37], [1, 41]]) {
+    const events = skus(step).map((sku) => ({ ts: at(seconds), sku, price: 1 }));
+    const res = await postEvents(app, events, { stream: "shop" });
+    assert.ok(res.ok, await res.text());
+  }
+  const tick = await postEvents(app, [{ ts: at(400), sku: "z", price: 1 }], { stream: "shop" });
+  assert.ok(tick.ok, await tick.text());
+  setClock(NOW + 60_000);
+  const body = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
+  const listed = body.closed.find((window: { start: string }) => window.start === at(0));
+  const sorted = skus(1).sort();
+  assert.deepEqual(listed.groups.map((item: { group: { sku: string } }) => item.group.sku), sorted);
+  assert.deepEqual(listed.groups.map((item: { value: number }) => item.value), sorted.map(() => 2));
+}
+
+Deno.test("Memory store: POST /v1/admin/sweep lists a hopping window's groups by group key", () => {
+  let clock = NOW;
+  return sweepListsGroupsByKey(new MemoryStore({ now: () => clock }), (ms) => clock = ms);
+});
+
+redisTest(
+  "Redis store: POST /v1/admin/sweep lists a hopping window's groups by group key",
+  (fixture) => {
+    let clock = NOW;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return sweepListsGroupsByKey(
+      new RedisStore(redis, { now: () => clock }),
+      (ms) => clock = ms,
+    );
   },
 );
 
