@@ -2428,6 +2428,35 @@ async function raisedLatenessKeepsFinal(store: Store, definitions: DefinitionSto
   // Behind the watermark by more than the old 10 s, but after all that was final (T0 - 70 s):
   // the raised lateness takes it.
   assert.equal(await send(T0 - 65_000, "pro"), 0);
+
+  // `idle` dropped: the watermark the clock raised (T0 - 1 m) no longer counts, but what it made
+  // final stays so.
+  const quiet = async (time: Record<string, string>) => {
+    const res = await put(app, "quiet", {
+      time: { field: "t", ...time },
+      counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+    });
+    assert.ok(res.status === 200 || res.status === 201, await res.text());
+  };
+  const late = async (t: number) => {
+    const res = await ingest(app, "quiet", [{ t }]);
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  const quietRows = async () => {
+    const res = await app.request(`/v1/streams/quiet/counters/perMinute?to=${T0 - 500_000}`);
+    return (await res.json()).windows.map((
+      row: { value: number; final: boolean },
+    ) => [row.value, row.final]);
+  };
+  await quiet({ lateness: "10s" });
+  assert.equal(await late(T0 - 600_000), 0);
+  assert.deepEqual(await quietRows(), [[1, false]]);
+  await quiet({ lateness: "10s", idle: "1m" });
+  assert.deepEqual(await quietRows(), [[1, true]]);
+  await quiet({ lateness: "10s" });
+  assert.equal(await late(T0 - 590_000), 1);
+  assert.deepEqual(await quietRows(), [[1, true]]);
 }
 
 Deno.test("Memory store: a lateness raised by PUT re-opens no window or session a read called final before a sweep closed it", () =>
