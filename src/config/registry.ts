@@ -925,6 +925,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
         : live && record.source === "config"
         ? record.generation
         : record.generation + 1;
+      // A redeploy whose file calls less final than the one recorded (a raised lateness, say)
+      // keeps final what that one did, as a PUT does.
+      if (live && record.source === "config") await this.#keepFinal(name, record, stream);
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
       const counted = live && record.source === "config" ? everCounted(record, counters) : counters;
       const result = await this.#definitions.write(name, {
@@ -1157,9 +1160,10 @@ export class StreamRegistry implements Required<StreamCatalog> {
   }
 
   /**
-   * Before `next` replaces the live `record` of `name`: what the stream's reads called final under
-   * the stored definition (and the one this instance serves) stays final when `next` would call
-   * less so (a raised lateness, a longer `idle` or none): the store marks it closed (see
+   * Before `next` replaces the live `record` of `name` (by a PUT, or by a redeploy of the config
+   * file that holds it): what the stream's reads called final under the stored definition (and the
+   * one this instance serves, when not `next` itself) stays final when `next` would call less so
+   * (a raised lateness, a longer `idle` or none): the store marks it closed (see
    * {@linkcode Store.keepFinal}), so no event the new definition takes changes a value a read
    * called final. One read of the stream's stats, and one write when it moves the mark; nothing
    * when `next` calls no less final. Without a store to write ({@linkcode RegistryOptions.data}),
@@ -1169,7 +1173,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
     if (this.#data === undefined) return;
     const before: CompiledStream[] = [];
     const held = this.#entries.get(name);
-    if (held !== undefined) before.push(held.stream);
+    // A config stream's served entry is the file's, `next` itself.
+    if (held !== undefined && held.stream !== next) before.push(held.stream);
     try {
       before.push(compileStreamDefinition(name, record.definition, AS_STORED));
     } catch {

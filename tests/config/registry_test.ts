@@ -24,6 +24,7 @@ import {
   MemoryStore,
   RedisDefinitionStore,
   RedisStore,
+  type Store,
   type StoredDefinition,
   StoreUnavailableError,
   StreamChangedError,
@@ -1235,3 +1236,93 @@ Deno.test("a live stream's record keeps at most 1024 counter names: a PUT naming
   await registry.remove("s");
   assert.equal((await registry.put("s", named(16 * 64))).created, true);
 });
+
+const T0_REDEPLOY = Date.parse("2026-01-01T00:00:00Z");
+
+type App = ReturnType<typeof createApp>;
+
+/**
+ * A config file redeployed with a raised lateness before any sweep closed a window a read called
+ * final under the file before: the new deployment, over the same store, keeps that window and
+ * session final and takes no event for them, as a PUT does (`tests/http/definition_routes_test.ts`).
+ */
+async function redeployKeepsFinal(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const deploy = async (lateness: string) => {
+    const config = {
+      streams: {
+        visits: {
+          time: { field: "t", lateness },
+          counters: {
+            perMinute: { window: { tumbling: "1m" }, groupBy: ["plan"], aggregate: "count" },
+            sessions: { window: { session: "1m" }, groupBy: ["plan"], aggregate: "count" },
+          },
+        },
+      },
+    };
+    const streams = new StreamRegistry(compileConfig(config), {
+      definitions,
+      data: store,
+      now: () => T0,
+    });
+    await streams.registerConfig();
+    return createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 });
+  };
+  const send = async (app: App, t: number, plan: string) => {
+    const res = await app.request("/v1/streams/visits/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ t, plan }]),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  const rows = async (app: App, counter: string) => {
+    const res = await app.request(
+      `/v1/streams/visits/counters/${counter}?from=${T0 - 600_000}&to=${
+        T0 - 200_000
+      }&group.plan=pro`,
+    );
+    assert.equal(res.status, 200);
+    return (await res.json()).windows.map((
+      row: { value: number; final: boolean },
+    ) => [row.value, row.final]);
+  };
+  const before = await deploy("10s");
+  assert.equal(await send(before, T0 - 300_000, "pro"), 0);
+  // The watermark at T0 - 60 s: the window [T0 - 300 s, T0 - 240 s) and the session ending at
+  // T0 - 300 s (+ 1 m of gap) are final under 10 s of lateness; no sweep has closed them.
+  assert.equal(await send(before, T0 - 60_000, "free"), 0);
+  assert.deepEqual(await rows(before, "perMinute"), [[1, true]]);
+  assert.deepEqual(await rows(before, "sessions"), [[1, true]]);
+  const after = await deploy("1h");
+  // Within the hour now allowed, but in a window and a session a read called final: late.
+  assert.equal(await send(after, T0 - 290_000, "pro"), 1);
+  assert.deepEqual(await rows(after, "perMinute"), [[1, true]]);
+  assert.deepEqual(await rows(after, "sessions"), [[1, true]]);
+  // Behind the watermark by more than the old 10 s, but after all that was final (T0 - 70 s):
+  // the raised lateness takes it.
+  assert.equal(await send(after, T0 - 65_000, "pro"), 0);
+  // The same file again (a restart, another instance) moves nothing.
+  const again = await deploy("1h");
+  assert.equal(await send(again, T0 - 66_000, "pro"), 0);
+}
+
+Deno.test("Memory store: a config file redeployed with a raised lateness re-opens no window or session a read called final before a sweep closed it", () =>
+  redeployKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY }), new MemoryDefinitionStore()));
+
+redisTest(
+  "Redis store: a config file redeployed with a raised lateness re-opens no window or session a read called final before a sweep closed it",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    // The definitions beside the store, as storesFromEnv makes them.
+    return redeployKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
