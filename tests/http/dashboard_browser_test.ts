@@ -62,9 +62,15 @@ const SPARK_CANVAS = '[data-stream="orders"] .spark canvas';
  * whole test then runs inside one window and the current window never
  * rolls over under it.
  */
-function clockInsideOneWindow(lagMs = 0): () => number {
-  const shift = (((Date.now() - 5_000) % 60_000) + 60_000) % 60_000 + lagMs;
-  return () => Date.now() - shift;
+function clockInsideOneWindow(lagMs = 0): { now: () => number; advance(ms: number): void } {
+  let shift = (((Date.now() - 5_000) % 60_000) + 60_000) % 60_000 + lagMs;
+  return {
+    now: () => Date.now() - shift,
+    /** Moves the clock `ms` forward, as {@linkcode runClock} does a page's. */
+    advance(ms: number) {
+      shift -= ms;
+    },
+  };
 }
 
 interface Receiver {
@@ -109,6 +115,8 @@ function holdingReceiver(): Receiver & { received: Promise<void> } {
 interface DashboardServer {
   base: string;
   now: () => number;
+  /** Moves the server's clock `ms` forward (with a page's, by {@linkcode runClock}). */
+  advanceClock(ms: number): void;
   /** Where a registry's streams are stored (with `registry`). */
   definitions: MemoryDefinitionStore;
   /** The streams served: a registry with `registry`. */
@@ -142,7 +150,8 @@ async function startServer(
     stored?: Record<string, unknown>;
   } = {},
 ): Promise<DashboardServer> {
-  const now = clockInsideOneWindow(options.lagMs);
+  const clock = clockInsideOneWindow(options.lagMs);
+  const now = clock.now;
   const compiled = compileConfig(options.config ?? CONFIG);
   // With a registry, streams may be created and deleted at run time (`PUT`/`DELETE`).
   const memory = new MemoryStore({ now });
@@ -221,6 +230,7 @@ async function startServer(
   return {
     base,
     now,
+    advanceClock: clock.advance,
     definitions,
     streams,
     held: holding?.received,
@@ -350,6 +360,94 @@ function storeUnavailable(route: Route, message: string): Promise<void> {
 
 async function newPage(browser: Browser): Promise<Page> {
   return await browser.newPage({ viewport: { width: 1280, height: 900 } });
+}
+
+/**
+ * The requests each page given {@linkcode installClock} has on their way, its live subscriptions
+ * (open for good) aside.
+ */
+const inFlight = new WeakMap<Page, Set<Request>>();
+
+/**
+ * Installs Playwright's clock in `page` before it loads, so that every timer of the page is the
+ * clock's: time flows as ever, and {@linkcode runClock} runs it forward where a test would
+ * otherwise wait in real time for the page's own polls.
+ */
+async function installClock(page: Page): Promise<void> {
+  const open = new Set<Request>();
+  inFlight.set(page, open);
+  page.on("request", (request) => {
+    if (!new URL(request.url()).pathname.endsWith("/subscribe")) open.add(request);
+  });
+  page.on("requestfinished", (request) => open.delete(request));
+  page.on("requestfailed", (request) => open.delete(request));
+  await page.clock.install();
+}
+
+/** Waits until `page` has had no request on its way for two checks in a row, 20 ms apart. */
+async function requestsEnded(page: Page): Promise<void> {
+  const open = inFlight.get(page);
+  assert.ok(open, "installClock(page) first");
+  const deadline = Date.now() + 15_000;
+  for (let quiet = 0; quiet < 2;) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    quiet = open.size === 0 ? quiet + 1 : 0;
+    if (Date.now() > deadline) {
+      throw new Error(`Requests still on their way: ${[...open].map((r) => r.url()).join(", ")}`);
+    }
+  }
+}
+
+/** The page's clock (ms), as its `Date.now()` reads it. */
+function pageNow(page: Page): Promise<number> {
+  return page.evaluate(() => Date.now());
+}
+
+/**
+ * Runs the clocks of `page` (see {@linkcode installClock}) and `server` `ms` forward, in steps of
+ * at most `stepMs`: each fires the page's timers due in it, then lets the requests they sent end
+ * (a poll sets its next timer once its read is answered). The page lives `ms` and the little real
+ * time that takes. The server's clock goes as far, so the windows the page works out from its own
+ * clock stay as far from the server's as in real time.
+ */
+async function runClock(
+  page: Page,
+  server: DashboardServer,
+  ms: number,
+  stepMs = 250,
+): Promise<void> {
+  for (let left = ms; left > 0; left -= stepMs) {
+    const step = Math.min(stepMs, left);
+    server.advanceClock(step);
+    await page.clock.runFor(step);
+    await requestsEnded(page);
+  }
+}
+
+/**
+ * Runs the clocks forward as {@linkcode runClock} does, a step at a time, until `ok` holds for
+ * what `read()` gives (read before each step), for at most `limitMs` of the page's time; returns
+ * that value.
+ */
+async function untilClocked<T>(
+  page: Page,
+  server: DashboardServer,
+  what: string,
+  read: () => Promise<T>,
+  ok: (value: T) => boolean,
+  limitMs = 20_000,
+  stepMs = 250,
+): Promise<T> {
+  for (let ran = 0;; ran += stepMs) {
+    const value = await read();
+    if (ok(value)) return value;
+    if (ran >= limitMs) {
+      throw new Error(
+        `Ran the page's clock ${limitMs} ms for ${what}; last seen: ${JSON.stringify(value)}`,
+      );
+    }
+    await runClock(page, server, stepMs, stepMs);
+  }
 }
 
 browserTest(
@@ -1091,6 +1189,7 @@ browserTest(
     try {
       const page = await newPage(browser);
       const log = watch(page);
+      await installClock(page);
       const started = Date.now();
       await page.goto(`${server.base}/`);
       await page.locator('[data-stream="s000"] .spark canvas').waitFor({ timeout: 60_000 });
@@ -1102,7 +1201,7 @@ browserTest(
       // second (60 reads and more): at most 6 reads a counter (its windows, read every 10 s, once
       // or twice; its current window after 0, 1, 3 and 7 s).
       const from = log.requests.length;
-      await new Promise((resolve) => setTimeout(resolve, 10_000));
+      await runClock(page, server, 10_000);
       const reads = log.requests.slice(from).map(counterStream).filter((name) => name !== null);
       console.log(`300 streams: ${reads.length} counter reads in 10 s`);
       assert.ok(reads.length <= 6 * 6, `${reads.length} counter reads in 10 s`);
@@ -1161,6 +1260,7 @@ browserTest(
       await server.send([{}, {}, {}], "s297");
       const page = await newPage(browser);
       const log = watch(page);
+      await installClock(page);
       await page.goto(`${server.base}/`);
       const s000 = page.getByRole("checkbox", { name: /^s000 / });
       await s000.waitFor({ timeout: 15_000 });
@@ -1189,7 +1289,7 @@ browserTest(
       // s000 was followed live: now s001 to s003 are, and nothing reads s000 any more.
       await page.locator('[data-live="s003"].ok').waitFor();
       const from = log.requests.length;
-      await new Promise((resolve) => setTimeout(resolve, 12_000));
+      await runClock(page, server, 12_000, 500);
       const later = log.requests.slice(from).map((request) => new URL(request.url()).pathname);
       assert.deepEqual(later.filter((path) => path.startsWith("/v1/streams/s000/")), []);
       assert.ok(later.some((path) => path.startsWith("/v1/streams/s297/counters/n")));
@@ -1237,15 +1337,23 @@ browserTest(
     try {
       const page = await newPage(browser);
       const log = watch(page);
+      await installClock(page);
       await page.goto(`${server.base}/`);
       await page.locator('[data-live="s000"].ok').waitFor({ timeout: 60_000 });
       const path = (request: Request) => new URL(request.url()).pathname;
       const from = log.requests.length;
-      const from33 = Date.now() + 33_000;
+      const from33 = await pageNow(page) + 33_000;
       await server.send([{}, {}], "s004");
       // The card of a polled stream takes its new totals from its own read, with a rate.
-      await textMatching(page, '[data-stream="s004"] .totals', /^totals: 2 accepted/);
-      await new Promise((resolve) => setTimeout(resolve, 10_000));
+      await untilClocked(
+        page,
+        server,
+        "s004's totals",
+        async () => await page.locator('[data-stream="s004"] .totals').textContent() ?? "",
+        (text) => /^totals: 2 accepted/.test(text),
+      );
+      // 10 s and more of the page's time since `from`, its polls' timers run by its clock.
+      await runClock(page, server, 10_000, 500);
       const paths = log.requests.slice(from).map(path);
       // Each read of the list reads the stats of all 300 streams: at most one in these 10 s and
       // more (the old page read it every 2 s after a read ended: 5 and more).
@@ -1261,7 +1369,7 @@ browserTest(
       assert.deepEqual(own.filter((p) => !MANY.slice(0, 6).includes(p.slice(12))), []);
       assert.notEqual(await page.locator('[data-rate="s004/accepted"]').textContent(), "–");
       // The whole list is read again every 30 s (README): once in the 33 s after the page drew.
-      await new Promise((resolve) => setTimeout(resolve, Math.max(0, from33 - Date.now())));
+      await runClock(page, server, Math.max(0, from33 - await pageNow(page)), 500);
       const in33 = log.requests.slice(from).map(path).filter((p) => p === "/v1/streams").length;
       assert.equal(in33, 1, `${in33} reads of the list in 33 s`);
 
