@@ -458,6 +458,7 @@ browserTest(
       await backfill(server);
       const page = await newPage(browser);
       const log = watch(page);
+      await installClock(page);
       const res = await page.goto(`${server.base}/`);
       assert.equal(res?.status(), 200);
       assert.match(res?.headers()["content-security-policy"] ?? "", /default-src 'self'/);
@@ -529,7 +530,16 @@ browserTest(
 
       // Webhook health: the receiver that answers 500 shows its error and pending deliveries.
       const pager = page.locator("[data-webhook]", { hasText: "/hook" }).nth(1);
-      await page.locator("[data-webhook]", { hasText: "HTTP 500" }).waitFor({ timeout: 20_000 });
+      // It shows at the webhooks' next read (every 10 s).
+      await untilClocked(
+        page,
+        server,
+        "the failing endpoint's HTTP 500",
+        () => page.locator("[data-webhook]", { hasText: "HTTP 500" }).count(),
+        (count) => count > 0,
+        20_000,
+        1_000,
+      );
       assert.equal(await page.locator("[data-webhook]").count(), 2);
       await page.locator("[data-webhook]", { hasText: "HTTP 500" }).locator(".replay").click();
       await page.locator("[data-webhook] .replay-result", { hasText: /requeued \d+/ }).waitFor();
@@ -545,7 +555,7 @@ browserTest(
         );
         if (i % 3 === 1) batch.push({ country: "IT", amount: "n/a" });
         await server.send(batch);
-        await new Promise((resolve) => setTimeout(resolve, 900));
+        await runClock(page, server, 900);
       }
       const dir = await Deno.makeTempDir({ prefix: "edgestream-dashboard-" });
       const path = `${dir}/dashboard.png`;
@@ -1840,11 +1850,13 @@ async function dashboardIn(
   browser: Browser,
   server: DashboardServer,
   scheme: "light" | "dark",
+  options: { clock?: boolean } = {},
 ): Promise<Page> {
   const page = await browser.newPage({
     viewport: { width: 1280, height: 900 },
     colorScheme: scheme,
   });
+  if (options.clock) await installClock(page);
   await page.goto(`${server.base}/`);
   await page.locator('[data-live="orders"].ok').waitFor();
   await page.locator("[data-webhook] .replay").nth(1).waitFor();
@@ -1991,12 +2003,15 @@ function markDrawn(page: Page): Promise<unknown> {
   })()`);
 }
 
-/** Waits for the webhooks table's next redraw after {@linkcode markDrawn}; answers what it kept. */
-function nextRedraw(page: Page): Promise<Redrawn> {
-  return until(
-    "the webhooks table drawn again",
-    () =>
-      page.evaluate(`(() => {
+/**
+ * Waits for the webhooks table's next redraw after {@linkcode markDrawn}; answers what it kept.
+ * With `server`, runs the clocks of the page (see {@linkcode installClock}) and the server
+ * forward until then instead of waiting in real time.
+ */
+function nextRedraw(page: Page, server?: DashboardServer): Promise<Redrawn> {
+  const what = "the webhooks table drawn again";
+  const read = () =>
+    page.evaluate(`(() => {
         const region = document.querySelector(".webhooks [role=region]");
         const active = document.activeElement;
         return {
@@ -2008,10 +2023,11 @@ function nextRedraw(page: Page): Promise<Redrawn> {
           newControl: !active.drawnBefore,
           busy: active.getAttribute("aria-disabled"),
         };
-      })()`) as Promise<Redrawn & { redrawn: boolean }>,
-    (seen) => seen.redrawn,
-    15_000,
-  );
+      })()`) as Promise<Redrawn & { redrawn: boolean }>;
+  const redrawn = (seen: { redrawn: boolean }) => seen.redrawn;
+  return server
+    ? untilClocked(page, server, what, read, redrawn, 15_000, 1_000)
+    : until(what, read, redrawn, 15_000);
 }
 
 browserTest(
@@ -2020,14 +2036,23 @@ browserTest(
     const server = await startServer();
     try {
       await backfill(server);
-      const page = await dashboardIn(browser, server, "light");
-      await page.locator("[data-webhook]", { hasText: "HTTP 500" }).waitFor({ timeout: 20_000 });
+      const page = await dashboardIn(browser, server, "light", { clock: true });
+      // The failing endpoint's error shows at the webhooks' next read (every 10 s).
+      await untilClocked(
+        page,
+        server,
+        "the failing endpoint's HTTP 500",
+        () => page.locator("[data-webhook]", { hasText: "HTTP 500" }).count(),
+        (count) => count > 0,
+        20_000,
+        1_000,
+      );
       await page.setViewportSize({ width: 320, height: 900 });
       const region = page.locator(".webhooks [role=region]");
       await region.focus();
       await region.evaluate((element) => element.scrollLeft = 100);
       await markDrawn(page);
-      const first = await nextRedraw(page);
+      const first = await nextRedraw(page, server);
       assert.deepEqual(
         [first.sameRegion, first.scrollLeft, first.focus],
         [true, 100, "region"],
@@ -2038,7 +2063,7 @@ browserTest(
       const id = await pager.getAttribute("data-webhook");
       await pager.locator(".replay").focus();
       await markDrawn(page);
-      const second = await nextRedraw(page);
+      const second = await nextRedraw(page, server);
       assert.deepEqual(
         [second.focus, second.row, second.newControl],
         ["replay", id, true],
@@ -2047,7 +2072,7 @@ browserTest(
       // And on its period.
       await pager.locator("select").focus();
       await markDrawn(page);
-      const third = await nextRedraw(page);
+      const third = await nextRedraw(page, server);
       assert.deepEqual(
         [third.focus, third.row, third.newControl],
         ["SELECT", id, true],
