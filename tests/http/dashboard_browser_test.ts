@@ -1764,6 +1764,27 @@ browserTest(
   },
 );
 
+/**
+ * Runs the clocks (see {@linkcode runClock}) until the stale note matches `pattern`, or is hidden
+ * when `pattern` is null: readiness, which sets it, is read every 5 s. Returns its text.
+ */
+function staleNoteClocked(
+  page: Page,
+  server: DashboardServer,
+  pattern: RegExp | null,
+): Promise<string> {
+  const note = page.locator("#stale-note");
+  return untilClocked(
+    page,
+    server,
+    pattern ? `the stale note to match ${pattern}` : "the stale note to go",
+    async () => await note.isVisible() ? await note.textContent() ?? "" : null,
+    (text) => pattern ? text !== null && pattern.test(text) : text === null,
+    15_000,
+    500,
+  ).then((text) => text ?? "");
+}
+
 browserTest(
   "while the store is down the values shown are dimmed and said to be stale, and fresh again once it answers",
   async (browser) => {
@@ -1773,6 +1794,7 @@ browserTest(
       await backfill(server);
       await server.send([{ country: "DE", amount: 1 }, { country: "DE", amount: 2 }]);
       const page = await newPage(browser);
+      await installClock(page);
       await page.goto(`${server.base}/`);
       await textMatching(page, CURRENT, /DE\s*2/);
       const opacity = () =>
@@ -1780,12 +1802,13 @@ browserTest(
       assert.equal(await opacity(), 1);
       assert.equal(await page.locator("#stale-note").isVisible(), false);
       down = true;
-      await textMatching(page, "#stale-note", /store is unavailable.*may be stale/);
+      // Readiness is read every 5 s.
+      await staleNoteClocked(page, server, /store is unavailable.*may be stale/);
       assert.ok((await opacity() as number) < 1);
       // The values stay readable, as the last ones read.
       await textMatching(page, CURRENT, /DE\s*2/);
       down = false;
-      await page.locator("#stale-note").waitFor({ state: "hidden", timeout: 15_000 });
+      await staleNoteClocked(page, server, null);
       assert.equal(await opacity(), 1);
     } finally {
       down = false;
@@ -2383,17 +2406,18 @@ browserTest(
       await backfill(server);
       await server.send([{ country: "DE", amount: 1 }, { country: "DE", amount: 2 }]);
       const page = await newPage(browser);
+      await installClock(page);
       await page.goto(`${server.base}/`);
       await textMatching(page, CURRENT, /DE\s*2/);
       // The server stopped (a restart, a network cut): no request reaches it.
       await page.route(`${server.base}/**`, (route) => route.abort("connectionrefused"));
-      const note = await textMatching(page, "#stale-note", /may be stale/);
+      const note = await staleNoteClocked(page, server, /may be stale/);
       // Before, the note blamed the store: "The store is unavailable: …", though the store may be
       // well and only the server out of reach.
       assert.match(note, /^The server cannot be reached: values shown are the last read before/);
       await textMatching(page, CURRENT, /DE\s*2/);
       await page.unroute(`${server.base}/**`);
-      await page.locator("#stale-note").waitFor({ state: "hidden", timeout: 15_000 });
+      await staleNoteClocked(page, server, null);
       await page.close();
     } finally {
       await server.close();
@@ -2409,6 +2433,7 @@ browserTest(
       await backfill(server);
       await server.send([{ country: "DE", amount: 1 }]);
       const page = await newPage(browser);
+      await installClock(page);
       await page.goto(`${server.base}/`);
       await textMatching(page, CURRENT, /DE\s*1/);
       await page.route(`${server.base}/readyz`, (route) =>
@@ -2423,11 +2448,11 @@ browserTest(
             requestId: "r",
           }),
         }));
-      const note = await textMatching(page, "#stale-note", /may be stale/);
+      const note = await staleNoteClocked(page, server, /may be stale/);
       // Before, the note said "The store is unavailable", though only this instance was stopping.
       assert.match(note, /^This server is shutting down: values shown are the last read before/);
       await page.unroute(`${server.base}/readyz`);
-      await page.locator("#stale-note").waitFor({ state: "hidden", timeout: 15_000 });
+      await staleNoteClocked(page, server, null);
       await page.close();
     } finally {
       await server.close();
