@@ -735,6 +735,7 @@ browserTest(
       });
       const listReads = () =>
         log.requests.filter((request) => new URL(request.url()).pathname === "/v1/streams").length;
+      await installClock(page);
       await page.goto(`${server.base}/`);
       const input = page.locator('input[name="key"]');
       await input.fill(KEYS.admin);
@@ -754,11 +755,21 @@ browserTest(
         (reads) => reads === 2,
       );
       listDown = false;
-      await page.locator('[data-live="orders"].ok').waitFor({ timeout: 15_000 });
+      // The second start reads the list again 5 s after it failed.
+      await untilClocked(
+        page,
+        server,
+        "the third list read",
+        () => Promise.resolve(listReads()),
+        (reads) => reads >= 3,
+        15_000,
+        500,
+      );
+      await page.locator('[data-live="orders"].ok').waitFor();
       await page.locator("[data-webhook] .replay").first().waitFor();
       // Past the time when the first start would have tried again (5 s after it failed), and
       // before the webhooks' next read (10 s after the first).
-      await page.waitForTimeout(6_000);
+      await runClock(page, server, 6_000);
       const paths = log.requests.map((request) => new URL(request.url()).pathname);
       assert.equal(paths.filter((path) => path === "/v1/webhooks").length, 1, "one webhooks read");
       assert.equal(
