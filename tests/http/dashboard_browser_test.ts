@@ -373,11 +373,18 @@ const inFlight = new WeakMap<Page, Set<Request>>();
  * clock's: time flows as ever, and {@linkcode runClock} runs it forward where a test would
  * otherwise wait in real time for the page's own polls.
  */
-async function installClock(page: Page): Promise<void> {
+async function installClock(
+  page: Page,
+  options: {
+    /** Requests {@linkcode runClock} does not wait for (those a test holds unanswered). */
+    unwaited?: (url: URL) => boolean;
+  } = {},
+): Promise<void> {
   const open = new Set<Request>();
   inFlight.set(page, open);
   page.on("request", (request) => {
-    if (!new URL(request.url()).pathname.endsWith("/subscribe")) open.add(request);
+    const url = new URL(request.url());
+    if (!url.pathname.endsWith("/subscribe") && !options.unwaited?.(url)) open.add(request);
   });
   page.on("requestfinished", (request) => open.delete(request));
   page.on("requestfailed", (request) => open.delete(request));
@@ -1884,13 +1891,13 @@ async function dashboardIn(
   browser: Browser,
   server: DashboardServer,
   scheme: "light" | "dark",
-  options: { clock?: boolean } = {},
+  options: { clock?: boolean; unwaited?: (url: URL) => boolean } = {},
 ): Promise<Page> {
   const page = await browser.newPage({
     viewport: { width: 1280, height: 900 },
     colorScheme: scheme,
   });
-  if (options.clock) await installClock(page);
+  if (options.clock) await installClock(page, { unwaited: options.unwaited });
   await page.goto(`${server.base}/`);
   await page.locator('[data-live="orders"].ok').waitFor();
   await page.locator("[data-webhook] .replay").nth(1).waitFor();
@@ -2124,10 +2131,26 @@ browserTest(
     const server = await startServer();
     try {
       await backfill(server);
-      const page = await dashboardIn(browser, server, "light");
+      // The replays and the pager's health reads this test holds unanswered are not waited for
+      // as the page's clock runs.
+      const page = await dashboardIn(browser, server, "light", {
+        clock: true,
+        unwaited: (url) => /^\/v1\/webhooks\/[^/]+\/(replay|deliveries)$/.test(url.pathname),
+      });
       const pager = page.locator("[data-webhook]", { hasText: "HTTP 500" });
       const billing = page.locator("[data-webhook]", { hasText: "billing" });
-      await pager.waitFor({ timeout: 20_000 });
+      /** Runs the clocks until `locator` is on the page (the webhooks are read every 10 s). */
+      const shown = (locator: typeof pager) =>
+        untilClocked(
+          page,
+          server,
+          `${locator}`,
+          () => locator.count(),
+          (n) => n > 0,
+          25_000,
+          1_000,
+        );
+      await shown(pager);
       const pagerId = (await pager.getAttribute("data-webhook"))!;
       const billingId = (await billing.getAttribute("data-webhook"))!;
 
@@ -2145,7 +2168,7 @@ browserTest(
       await page.keyboard.press("Enter");
       await replayAsked.promise;
       await markDrawn(page);
-      const asked = await nextRedraw(page);
+      const asked = await nextRedraw(page, server);
       assert.deepEqual(
         [asked.focus, asked.row, asked.newControl, asked.busy],
         ["replay", pagerId, true, "true"],
@@ -2162,6 +2185,7 @@ browserTest(
 
       // A period chosen while a redraw waits for the pager's health.
       let holdDeliveries = true;
+      let deliveriesHeld = false;
       const deliveriesAsked = Promise.withResolvers<void>();
       const deliveriesAnswer = Promise.withResolvers<void>();
       await page.route(
@@ -2169,6 +2193,7 @@ browserTest(
         async (route) => {
           if (holdDeliveries) {
             holdDeliveries = false;
+            deliveriesHeld = true;
             deliveriesAsked.resolve();
             await deliveriesAnswer.promise;
           }
@@ -2182,12 +2207,22 @@ browserTest(
         if (new URL(response.url()).pathname !== `/v1/webhooks/${billingId}/deliveries`) return;
         if (!holdDeliveries && ++billingReads === 4) billingRead.resolve();
       });
+      // At the webhooks' next read.
+      await untilClocked(
+        page,
+        server,
+        "the pager's health read",
+        () => Promise.resolve(deliveriesHeld),
+        (held) => held,
+        15_000,
+        1_000,
+      );
       await deliveriesAsked.promise;
       await billingRead.promise;
       await markDrawn(page);
       await billing.locator("select").selectOption(String(7 * 86_400_000));
       deliveriesAnswer.resolve();
-      await nextRedraw(page);
+      await nextRedraw(page, server);
       assert.equal(await billing.locator("select").inputValue(), String(7 * 86_400_000));
 
       // The focused row's endpoint deleted: the focus stays in the region.
@@ -2195,7 +2230,7 @@ browserTest(
       const deleted = await fetch(`${server.base}/v1/webhooks/${billingId}`, { method: "DELETE" });
       assert.equal(deleted.status, 204, await deleted.text());
       await markDrawn(page);
-      const gone = await nextRedraw(page);
+      const gone = await nextRedraw(page, server);
       assert.deepEqual([gone.focus, gone.row], ["region", null], JSON.stringify(gone));
       assert.equal(await billing.count(), 0);
 
@@ -2214,7 +2249,7 @@ browserTest(
       for (const [note, fail] of failures) {
         await page.route("**/v1/webhooks", fail);
         await markDrawn(page);
-        await page.locator("#webhooks-note", { hasText: note }).waitFor({ timeout: 15_000 });
+        await shown(page.locator("#webhooks-note", { hasText: note }));
         const kept = await page.evaluate(`(() => {
           const region = document.querySelector(".webhooks [role=region]");
           return [region?.drawnBefore === true, region?.querySelector("table").drawnBefore === true,
@@ -2225,7 +2260,7 @@ browserTest(
         await page.locator("#webhooks-note").evaluate((element) => element.textContent = "x");
       }
       await markDrawn(page);
-      await nextRedraw(page);
+      await nextRedraw(page, server);
       assert.equal(await page.locator("#webhooks-note").textContent(), "", "read again: no note");
       assert.equal(await pager.count(), 1);
 
@@ -2239,10 +2274,10 @@ browserTest(
       // after a redraw, so the next read is the routed one.
       const cellsOf = async () => (await pagerRow.locator("td").allTextContents()).slice(1, 5);
       await markDrawn(page);
-      await nextRedraw(page);
+      await nextRedraw(page, server);
       const before = await cellsOf();
       await page.route(pagerDeliveries, (route) => storeUnavailable(route, "Redis is unavailable"));
-      await pagerRow.locator(".health-kept").waitFor({ timeout: 25_000 });
+      await shown(pagerRow.locator(".health-kept"));
       assert.match(
         (await pagerRow.locator(".health-kept").textContent())!,
         /^Cannot read deliveries: Redis is unavailable; showing the read of \d\d:\d\d:\d\d$/,
@@ -2265,17 +2300,17 @@ browserTest(
             error: { code: "webhook_not_found", message: "No such webhook" },
           }),
         }));
-      await pagerRow.getByText("Cannot read deliveries: No such webhook", { exact: true })
-        .waitFor({ timeout: 25_000 });
+      await shown(pagerRow.getByText("Cannot read deliveries: No such webhook", { exact: true }));
       assert.equal(await pagerRow.locator(".replay").count(), 0);
       // After a 404 no read is kept: a 503 then shows no older read either.
       await page.unroute(pagerDeliveries);
       await page.route(pagerDeliveries, (route) => storeUnavailable(route, "Redis is unavailable"));
-      await pagerRow.getByText("Cannot read deliveries: Redis is unavailable", { exact: true })
-        .waitFor({ timeout: 25_000 });
+      await shown(
+        pagerRow.getByText("Cannot read deliveries: Redis is unavailable", { exact: true }),
+      );
       assert.equal(await pagerRow.locator(".health-kept").count(), 0);
       await page.unroute(pagerDeliveries);
-      await pagerRow.locator(".replay").waitFor({ timeout: 25_000 });
+      await shown(pagerRow.locator(".replay"));
       assert.equal(await pagerRow.locator(".health-kept").count(), 0, "read again: no note");
     } finally {
       await server.close();
