@@ -55,7 +55,7 @@ import {
   shortWindows,
   StreamRegistry,
   unknownAlertField,
-  unknownCounterField,
+  unknownCounterFieldProblem,
 } from "./config/mod.ts";
 import {
   AllowListError,
@@ -801,12 +801,14 @@ export async function configFromEnv(
           `EDGESTREAM_CONFIG: ${alertField}; compiled as before this check (its condition fails where it reads the field, and the alert does not fire there); fix it: a definition sent through the API with it is refused`,
       });
     }
-    const counterField = unknownCounterField(stream);
+    // The remedy is the one the problem's cause calls for: the schema, or the transform step
+    // that removes the field.
+    const counterField = unknownCounterFieldProblem(stream);
     if (counterField !== undefined) {
       notices.push({
         level: "warning",
         text:
-          `EDGESTREAM_CONFIG: ${counterField}; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or the schema: a definition sent through the API with it is refused`,
+          `EDGESTREAM_CONFIG: ${counterField.problem}; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); ${counterField.fix}: a definition sent through the API with it is refused`,
       });
     }
     for (const short of shortWindows(stream)) {

@@ -1293,6 +1293,23 @@ Deno.test("configFromEnv() serves a config file's counter summing a field its cl
   });
 });
 
+Deno.test("configFromEnv() serves a config file's counter reading a field a transform's drop removes or pick leaves out as before, with a warning naming that step as the fix, not the schema", async () => {
+  const counters = {
+    n: { window: { tumbling: "1m" }, groupBy: ["debug"], aggregate: "count" },
+  };
+  const dropped = { transform: [{ set: { seen: "true" } }, { drop: ["debug"] }], counters };
+  const picked = { transform: [{ pick: ["amount", "country"] }], counters };
+  await withConfigFile({ streams: { dropped, picked } }, (config) => {
+    assert.equal(config.streams.get("dropped")!.counters.length, 1);
+    assert.equal(config.streams.get("picked")!.counters.length, 1);
+    const warnings = config.notices.filter((notice) => notice.level === "warning");
+    assert.deepEqual(warnings.map((warning) => warning.text), [
+      "EDGESTREAM_CONFIG: streams.dropped.counters.n.groupBy[0]: Field 'debug' is always missing: transform[1] drops 'debug', and no step after it sets 'debug'; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or transform[1]'s drop: a definition sent through the API with it is refused",
+      "EDGESTREAM_CONFIG: streams.picked.counters.n.groupBy[0]: Field 'debug' is always missing: transform[0] picks only amount, country, and no step after it sets 'debug'; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or transform[0]'s pick: a definition sent through the API with it is refused",
+    ]);
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's patterns past the definition's budget as before, with one warning naming the stream and the first pattern past it", async () => {
   const properties = Object.fromEntries(
     Array.from({ length: 9 }, (_, index) => [

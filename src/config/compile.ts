@@ -910,6 +910,17 @@ function keyStates(parsed: StreamDefinition, afterTransform: boolean): (key: str
   return stateOf;
 }
 
+/** What {@linkcode missingFieldReason} says of a field always missing. */
+interface MissingField {
+  /** Why the field is always missing, naming the schema or the transform step that decides it. */
+  reason: string;
+  /** What to change for the field to be read: the field itself or what {@linkcode reason} names. */
+  fix: string;
+}
+
+/** The fix for a field always missing because its stream's schema cannot hold it. */
+const SCHEMA_FIX = "fix the field or the schema";
+
 /**
  * Why `field` (a name or dotted path, read as `readField` reads it: the key written so, else the
  * parts in turn) is always missing from an event whose top-level keys `stateOf` says, or
@@ -922,7 +933,7 @@ function missingFieldReason(
   stateOf: (key: string) => KeyState,
   afterTransform: boolean,
   closed: readonly string[] = [],
-): string | undefined {
+): MissingField | undefined {
   const parts = field.split(".");
   if (parts.length > 1 && stateOf(field).held) return undefined;
   const first = stateOf(parts[0]);
@@ -930,19 +941,25 @@ function missingFieldReason(
   if (!first.held) {
     const step = first.step;
     if (step === undefined) {
-      return `Field '${
-        quoteInput(field)
-      }' is not in the schema, which holds no other fields ("additionalProperties": false), ${what}, so it is always missing; the schema holds: ${
-        closed.length === 0 ? "none" : listNames(closed)
-      }`;
+      return {
+        reason: `Field '${
+          quoteInput(field)
+        }' is not in the schema, which holds no other fields ("additionalProperties": false), ${what}, so it is always missing; the schema holds: ${
+          closed.length === 0 ? "none" : listNames(closed)
+        }`,
+        fix: SCHEMA_FIX,
+      };
     }
     const key = quoteInput(parts[0]);
     const removes = step.kind === "drop"
       ? `drops '${key}'`
       : `picks only ${listNames(step.picked)}`;
-    return `Field '${
-      quoteInput(field)
-    }' is always missing: transform[${step.index}] ${removes}, and no step after it sets '${key}'`;
+    return {
+      reason: `Field '${
+        quoteInput(field)
+      }' is always missing: transform[${step.index}] ${removes}, and no step after it sets '${key}'`,
+      fix: `fix the field or transform[${step.index}]'s ${step.kind}`,
+    };
   }
   let schema = first.schema;
   for (let depth = 1; depth < parts.length; depth++) {
@@ -951,11 +968,14 @@ function missingFieldReason(
     if (!keys.includes(parts[depth])) {
       const parent = quoteInput(parts.slice(0, depth).join("."));
       const sets = afterTransform ? `and no transform sets '${quoteInput(parts[0])}'` : what;
-      return `Field '${
-        quoteInput(field)
-      }' is not in the schema, whose '${parent}' holds no other fields ("additionalProperties": false), ${sets}, so it is always missing; '${parent}' holds: ${
-        keys.length === 0 ? "none" : listNames(keys)
-      }`;
+      return {
+        reason: `Field '${
+          quoteInput(field)
+        }' is not in the schema, whose '${parent}' holds no other fields ("additionalProperties": false), ${sets}, so it is always missing; '${parent}' holds: ${
+          keys.length === 0 ? "none" : listNames(keys)
+        }`,
+        fix: SCHEMA_FIX,
+      };
     }
     schema = plainProperties(schema, true)![parts[depth]];
   }
@@ -975,7 +995,10 @@ function missingFieldReason(
  * When unsure (any keyword that may let more keys in, a default, a value a transform wrote), the
  * field is taken as held.
  */
-function counterFieldProblem(name: string, parsed: StreamDefinition): string | undefined {
+function counterFieldProblem(
+  name: string,
+  parsed: StreamDefinition,
+): UnknownCounterFieldProblem | undefined {
   const before = keyStates(parsed, false);
   const after = keyStates(parsed, true);
   const reads: Array<[PropertyKey[], string, boolean]> = [];
@@ -994,10 +1017,27 @@ function counterFieldProblem(name: string, parsed: StreamDefinition): string | u
   const closed = closedSchemaKeys(parsed.schema);
   for (const [path, field, afterTransform] of reads) {
     const stateOf = afterTransform ? after : before;
-    const reason = missingFieldReason(field, stateOf, afterTransform, closed);
-    if (reason !== undefined) return `${formatPath(["streams", name, ...path])}: ${reason}`;
+    const missing = missingFieldReason(field, stateOf, afterTransform, closed);
+    if (missing !== undefined) {
+      return {
+        problem: `${formatPath(["streams", name, ...path])}: ${missing.reason}`,
+        fix: missing.fix,
+      };
+    }
   }
   return undefined;
+}
+
+/** A field a stream reads but can never hold, with what to change for it to be read. */
+export interface UnknownCounterFieldProblem {
+  /** As {@linkcode unknownCounterField} says it. */
+  problem: string;
+  /**
+   * The remedy, as the problem's cause says: `fix the field or the schema` for a field its
+   * schema cannot hold, `fix the field or transform[1]'s drop` (or `'s pick`) for one a
+   * transform removes.
+   */
+  fix: string;
 }
 
 /**
@@ -1006,6 +1046,16 @@ function counterFieldProblem(name: string, parsed: StreamDefinition): string | u
  * `undefined` for none (see {@linkcode CompileOptions.unknownCounterFields}).
  */
 export function unknownCounterField(stream: CompiledStream): string | undefined {
+  return counterFieldProblem(stream.name, stream.parsed)?.problem;
+}
+
+/**
+ * {@linkcode unknownCounterField}'s problem with the remedy its cause calls for (the schema, or
+ * the transform step that removes the field), or `undefined` for none.
+ */
+export function unknownCounterFieldProblem(
+  stream: CompiledStream,
+): UnknownCounterFieldProblem | undefined {
   return counterFieldProblem(stream.name, stream.parsed);
 }
 
@@ -1158,7 +1208,9 @@ export function compileConfig(
     if (origin !== undefined) throw new ConfigError(`Invalid config: ${origin}`);
     const empty = options.emptyPathParts ? undefined : emptyPathPartsOf(parsed)[0];
     if (empty) throw new ConfigError(`Invalid config: ${emptyPathPartProblem(name, empty)}`);
-    const field = options.unknownCounterFields ? undefined : counterFieldProblem(name, parsed);
+    const field = options.unknownCounterFields
+      ? undefined
+      : counterFieldProblem(name, parsed)?.problem;
     if (field !== undefined) throw new ConfigError(`Invalid config: ${field}`);
     streams.set(name, stream);
   }
