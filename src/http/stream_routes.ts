@@ -1576,6 +1576,18 @@ const sweepRoute = createRoute({
   },
 });
 
+/**
+ * Orders fired alerts by stream name, alert name, window start, then group key, names and keys in
+ * code point order (`compareGroupKeys` compares any two strings so).
+ */
+function compareFirings(
+  a: { stream: string; alert: string; start: number; group: string },
+  b: { stream: string; alert: string; start: number; group: string },
+): number {
+  return compareGroupKeys(a.stream, b.stream) || compareGroupKeys(a.alert, b.alert) ||
+    a.start - b.start || compareGroupKeys(a.group, b.group);
+}
+
 function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
   return async (c) => {
     const { store } = deps;
@@ -1611,7 +1623,9 @@ function sweep(deps: StreamRouteDeps): RouteHandler<typeof sweepRoute> {
           })),
         };
       }),
-      fired: report.fired.map((firing) => {
+      // By stream, alert, window start and group key (code point order): the firings come in the
+      // order the store gave each window's groups, its own (Redis a large pane's hash in none).
+      fired: report.fired.toSorted(compareFirings).map((firing) => {
         const counter = findCounter(findStream(streams, firing.stream), firing.counter);
         return {
           stream: firing.stream,

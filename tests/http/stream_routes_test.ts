@@ -708,6 +708,92 @@ redisTest(
   },
 );
 
+/**
+ * The admin sweep's reply lists `fired` by stream name, then alert name, then window start, then
+ * group key: the firings came in the order the store gave each window's groups (its own: on Redis
+ * a pane's hash past 512 fields is read back in no set order), so the same state fired in another
+ * order on each store.
+ */
+async function sweepListsFiredInOneOrder(store: Store, setClock: (ms: number) => void) {
+  const { app } = await testApp({
+    config: {
+      streams: {
+        shop: {
+          time: { field: "ts", lateness: "2m" },
+          counters: {
+            amount: {
+              window: { hopping: "2m", every: "1m" },
+              groupBy: ["sku"],
+              aggregate: { sum: "price" },
+            },
+          },
+          alerts: [
+            { name: "pair", counter: "amount", when: "value >= 2.0" },
+            { name: "any", counter: "amount", when: "value >= 1.0" },
+          ],
+        },
+        // Swept after `shop` (definition order), listed before it.
+        basket: {
+          time: { field: "ts", lateness: "2m" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+          alerts: [{ name: "zzz", counter: "n", when: "value >= 1.0" }],
+        },
+      },
+    },
+    store,
+    now: () => NOW,
+  });
+  const skus = (step: number) =>
+    Array.from({ length: 600 }, (_, i) => `s${String((i * step) % 600).padStart(3, "0")}`);
+  // The second pane's groups first, then the first pane's, each in a shuffled order: more than a
+  // Redis hash keeps in insertion order (512 fields by default), so Redis reads them in its own.
+  for (const [seconds, step] of [[61, 37], [1, 41]]) {
+    const events = skus(step).map((sku) => ({ ts: at(seconds), sku, price: 1 }));
+    const res = await postEvents(app, events, { stream: "shop" });
+    assert.ok(res.ok, await res.text());
+  }
+  const tick = await postEvents(app, [{ ts: at(400), sku: "z", price: 1 }], { stream: "shop" });
+  assert.ok(tick.ok, await tick.text());
+  const basket = await postEvents(app, [{ ts: at(1) }, { ts: at(400) }], { stream: "basket" });
+  assert.ok(basket.ok, await basket.text());
+  setClock(NOW + 60_000);
+  const body = await (await app.request("/v1/admin/sweep", { method: "POST" })).json();
+  const sorted = skus(1).sort();
+  // Windows [-1m, 1m) and [1m, 3m) hold one event of each sku, [0, 2m) two.
+  const expected = [
+    `basket zzz ${at(0)} undefined`,
+    ...[at(-60), at(0), at(60)].flatMap((start) => sorted.map((sku) => `shop any ${start} ${sku}`)),
+    ...sorted.map((sku) => `shop pair ${at(0)} ${sku}`),
+  ];
+  assert.deepEqual(
+    body.fired.map((
+      item: { stream: string; alert: string; start: string; group: { sku?: string } },
+    ) => `${item.stream} ${item.alert} ${item.start} ${item.group.sku}`),
+    expected,
+  );
+}
+
+Deno.test("Memory store: POST /v1/admin/sweep lists fired alerts by stream, alert name, window start and group key", () => {
+  let clock = NOW;
+  return sweepListsFiredInOneOrder(new MemoryStore({ now: () => clock }), (ms) => clock = ms);
+});
+
+redisTest(
+  "Redis store: POST /v1/admin/sweep lists fired alerts by stream, alert name, window start and group key",
+  (fixture) => {
+    let clock = NOW;
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return sweepListsFiredInOneOrder(
+      new RedisStore(redis, { now: () => clock }),
+      (ms) => clock = ms,
+    );
+  },
+);
+
 /** A stream counting per minute by country, for the group filter tests. */
 const SHOP_BY_COUNTRY = {
   streams: {
