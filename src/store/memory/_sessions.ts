@@ -48,10 +48,16 @@ export class SessionTable {
   #all = new Set<Session>();
   #openCount = 0;
   /**
-   * No open session expires before this (ms): lives only grow (a write, a sweep keeping it open)
-   * and each new one lowers it, so {@linkcode admits} looks for expired ones only from then on.
+   * The open sessions by when they expire, earliest first, while {@linkcode #byExpiryOrdered}: a
+   * session given a life moves to the end, which keeps the order while lives are given as
+   * `now + ttlMs` with one ttl. So {@linkcode admits} finds the expired ones from the front,
+   * costing what expired, not what is open.
    */
-  #earliestOpenExpiry = Infinity;
+  #byExpiry = new Set<Session>();
+  /** The latest life given since {@linkcode #byExpiry} was last ordered. */
+  #latestExpiry = -Infinity;
+  /** False once a life was given earlier than one before it (a ttl lowered, the clock back). */
+  #byExpiryOrdered = true;
 
   constructor(kind: AggregateKind) {
     this.#kind = kind;
@@ -73,10 +79,8 @@ export class SessionTable {
     // An open session that expired before a sweep closed it is gone and takes no room, as on
     // Redis (whose apply drops it from the counter's index first), whenever the table was last
     // swept.
-    if (now >= this.#earliestOpenExpiry) {
-      this.#forgetExpiredOpen(now);
-      if (this.#openCount < maxSessions) return true;
-    }
+    this.#forgetExpiredOpen(now);
+    if (this.#openCount < maxSessions) return true;
     return (this.#open.get(group) ?? []).some((session) =>
       session.expiresAt > now && session.start - run.lastMs < gapMs &&
       run.firstMs - session.end < gapMs
@@ -137,20 +141,39 @@ export class SessionTable {
     } else {
       addValue(target.state, typeof update.value === "number" ? update.value : undefined);
     }
-    target.expiresAt = now + counter.ttlMs;
-    this.#earliestOpenExpiry = Math.min(this.#earliestOpenExpiry, target.expiresAt);
+    this.#live(target, now + counter.ttlMs);
   }
 
-  /** Forgets the open sessions expired at `now`, and notes when the next of the others expires. */
+  /** Gives an open session its life, keeping {@linkcode #byExpiry} in order of it. */
+  #live(session: Session, expiresAt: number): void {
+    session.expiresAt = expiresAt;
+    this.#byExpiry.delete(session);
+    this.#byExpiry.add(session);
+    if (expiresAt < this.#latestExpiry) this.#byExpiryOrdered = false;
+    else this.#latestExpiry = expiresAt;
+  }
+
+  /**
+   * Forgets the open sessions expired at `now`: from the front of {@linkcode #byExpiry} up to the
+   * first still live, or, when its order was broken, all of them once and the order made again.
+   */
   #forgetExpiredOpen(now: number): void {
-    let earliest = Infinity;
-    for (const list of [...this.#open.values()]) {
-      for (const session of [...list]) {
-        if (session.expiresAt <= now) this.#forget(session);
-        else earliest = Math.min(earliest, session.expiresAt);
-      }
+    if (!this.#byExpiryOrdered) {
+      const live = [...this.#byExpiry].filter((session) => {
+        if (session.expiresAt > now) return true;
+        this.#forget(session);
+        return false;
+      });
+      live.sort((a, b) => a.expiresAt - b.expiresAt);
+      this.#byExpiry = new Set(live);
+      this.#latestExpiry = live.at(-1)?.expiresAt ?? -Infinity;
+      this.#byExpiryOrdered = true;
+      return;
     }
-    this.#earliestOpenExpiry = earliest;
+    for (const session of this.#byExpiry) {
+      if (session.expiresAt > now) return;
+      this.#forget(session);
+    }
   }
 
   /**
@@ -184,7 +207,7 @@ export class SessionTable {
     for (const list of this.#open.values()) {
       for (const session of list) {
         if (session.expiresAt > now && session.expiresAt <= soon) {
-          session.expiresAt = now + counter.ttlMs;
+          this.#live(session, now + counter.ttlMs);
         }
       }
     }
@@ -201,6 +224,7 @@ export class SessionTable {
     if (index < 0) return;
     list!.splice(index, 1);
     if (list!.length === 0) this.#open.delete(session.group);
+    this.#byExpiry.delete(session);
     session.closed = true;
     session.expiresAt = Math.max(session.expiresAt, expiresAt);
     this.#openCount -= 1;
@@ -241,6 +265,7 @@ export class SessionTable {
   #forget(session: Session): void {
     this.#all.delete(session);
     if (session.closed) return;
+    this.#byExpiry.delete(session);
     const list = this.#open.get(session.group);
     const index = list?.indexOf(session) ?? -1;
     if (index < 0) return;
