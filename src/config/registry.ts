@@ -1162,7 +1162,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
   /**
    * Before `next` replaces the live `record` of `name` (by a PUT, or by a redeploy of the config
    * file that holds it): what the stream's reads called final under the stored definition (and the
-   * one this instance serves, when not `next` itself) stays final when `next` would call less so
+   * one this instance serves of that incarnation, when not `next` itself) stays final when `next` would call less so
    * (a raised lateness, a longer `idle` or none): the store marks it closed (see
    * {@linkcode Store.keepFinal}), so no event the new definition takes changes a value a read
    * called final. One read of the stream's stats, and one write when it moves the mark; nothing
@@ -1173,8 +1173,12 @@ export class StreamRegistry implements Required<StreamCatalog> {
     if (this.#data === undefined) return;
     const before: CompiledStream[] = [];
     const held = this.#entries.get(name);
-    // A config stream's served entry is the file's, `next` itself.
-    if (held !== undefined && held.stream !== next) before.push(held.stream);
+    // A config stream's served entry is the file's, `next` itself. One of another incarnation
+    // (deleted and created again elsewhere since this instance's last poll) called nothing of
+    // this one's data final.
+    if (
+      held !== undefined && held.stream !== next && held.generation === record.generation
+    ) before.push(held.stream);
     try {
       before.push(compileStreamDefinition(name, record.definition, AS_STORED));
     } catch {

@@ -1326,3 +1326,30 @@ redisTest(
     );
   },
 );
+
+Deno.test("a PUT on an instance still serving a deleted incarnation keeps final what the recorded one called final, not what the deleted one did", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const nowMs = Date.parse("2026-01-01T00:00:30Z");
+  const store = new MemoryStore({ now: () => nowMs, definitions });
+  const item = { ok: true as const, value: { plan: "pro" } };
+  const lateness = (value: string) => ({ ...SIGNUPS, time: { lateness: value } });
+  const registry = () =>
+    new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions,
+      data: store,
+      now: () => nowMs,
+    });
+  const [a, b] = [registry(), registry()];
+  await a.put("signups", lateness("0s"));
+  // B deletes it and creates it again with a 10 min lateness; A has not polled since.
+  await b.poll();
+  await b.remove("signups");
+  await b.put("signups", lateness("10m"));
+  await ingestItems(b.get("signups")!, [item], { store: b.wrap(store), nowMs });
+  assert.equal(a.generationOf("signups"), 1);
+  await a.put("signups", lateness("20m"));
+  // Reads of generation 2 called final what ended 10 min before its watermark, no later.
+  const stats = await store.stats(generationKey("signups", 2), []);
+  assert.equal(stats.watermark, nowMs);
+  assert.equal(stats.closedThrough, nowMs - 10 * 60_000);
+});
