@@ -1969,8 +1969,14 @@ Deno.test("README: the connection of an SSE subscriber dropped as too slow that 
   const claim =
     "has its response cut and its connection closed by the server, so what waited in the server's memory and the connection are let go";
   assert.ok(readme.includes(claim), claim);
+  // Dropped once more than maxBufferedBytes waited unread for stalledMs. At 8 MiB that is more
+  // than the kernel's buffers take from a client that reads nothing (about 4 MB here), so the rest
+  // waits in the server whenever the drop comes. With a small bound, a loaded server that fell
+  // behind handing bytes to the kernel for stalledMs was dropped with the buffers half empty; the
+  // kernel then took the rest, the response ended normally and the connection stayed (the README's
+  // other case), failing this test.
   const server = await startServer({
-    liveRoutes: { maxBufferedBytes: 64 * 1024 },
+    liveRoutes: { maxBufferedBytes: 8 * 1024 * 1024 },
     hub: { stalledMs: 100 },
   });
   const conn = await silentSubscriber(
@@ -1986,6 +1992,7 @@ Deno.test("README: the connection of an SSE subscriber dropped as too slow that 
     // What the kernel's buffers hold still arrives; then the connection ends.
     const outcome = await readFor(conn, 5_000);
     assert.ok(outcome.closed, `still open 5 s on, ${outcome.bytes} bytes read`);
+    assert.ok(outcome.bytes < 8 * 1024 * 1024, `${outcome.bytes} bytes arrived: nothing let go`);
   } finally {
     conn.close();
     await server.close();
