@@ -808,7 +808,7 @@ export async function configFromEnv(
       notices.push({
         level: "warning",
         text:
-          `EDGESTREAM_CONFIG: ${counterField.problem}; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); ${counterField.fix}: a definition sent through the API with it is refused`,
+          `EDGESTREAM_CONFIG: ${counterField.problem}; compiled as before this check (the field is always missing: ${counterField.consequence}); ${counterField.fix}: a definition sent through the API with it is refused`,
       });
     }
     for (const short of shortWindows(stream)) {

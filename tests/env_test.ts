@@ -1293,6 +1293,29 @@ Deno.test("configFromEnv() serves a config file's counter summing a field its cl
   });
 });
 
+Deno.test("configFromEnv() warns of a time.field or dedupe.field a closed schema can never hold with what that does: events timed when received, none deduplicated", async () => {
+  const schema = {
+    type: "object",
+    additionalProperties: false,
+    properties: { id: { type: "string" }, ts: { type: "string" } },
+  };
+  const counters = { n: { window: { tumbling: "1m" }, aggregate: "count" } };
+  const timed = { schema, time: { field: "tss" }, counters };
+  const deduped = { schema, dedupe: { field: "eventId" }, counters };
+  await withConfigFile({ streams: { timed, deduped } }, (config) => {
+    const warnings = config.notices.filter((notice) => notice.level === "warning");
+    assert.equal(warnings.length, 2);
+    assert.match(
+      warnings[0].text,
+      /^EDGESTREAM_CONFIG: streams\.timed\.time\.field: Field 'tss' .*\(the field is always missing: every event is timed when it is received\); fix the field or the schema:/,
+    );
+    assert.match(
+      warnings[1].text,
+      /^EDGESTREAM_CONFIG: streams\.deduped\.dedupe\.field: Field 'eventId' .*\(the field is always missing: no event is deduplicated\); fix the field or the schema:/,
+    );
+  });
+});
+
 Deno.test("configFromEnv() serves a config file's counter reading a field a transform's drop removes or pick leaves out as before, with a warning naming that step as the fix, not the schema", async () => {
   const counters = {
     n: { window: { tumbling: "1m" }, groupBy: ["debug"], aggregate: "count" },

@@ -1021,6 +1021,7 @@ function counterFieldProblem(
     if (missing !== undefined) {
       return {
         problem: `${formatPath(["streams", name, ...path])}: ${missing.reason}`,
+        consequence: MISSING_FIELD_CONSEQUENCE[path[0] as "time" | "dedupe" | "counters"],
         fix: missing.fix,
       };
     }
@@ -1028,10 +1029,23 @@ function counterFieldProblem(
   return undefined;
 }
 
+/** What a field always missing does, by where the stream reads it. */
+const MISSING_FIELD_CONSEQUENCE = {
+  time: "every event is timed when it is received",
+  dedupe: "no event is deduplicated",
+  counters: "a counter reading it counts nothing or groups as null",
+} as const;
+
 /** A field a stream reads but can never hold, with what to change for it to be read. */
 export interface UnknownCounterFieldProblem {
   /** As {@linkcode unknownCounterField} says it. */
   problem: string;
+  /**
+   * What the field always missing does: `every event is timed when it is received` (`time.field`),
+   * `no event is deduplicated` (`dedupe.field`), or `a counter reading it counts nothing or groups
+   * as null`.
+   */
+  consequence: string;
   /**
    * The remedy, as the problem's cause says: `fix the field or the schema` for a field its
    * schema cannot hold, `fix the field or transform[1]'s drop` (or `'s pick`) for one a

@@ -69,7 +69,7 @@ import {
   shortWindowProblem,
   shortWindows,
   unknownAlertField,
-  unknownCounterField,
+  unknownCounterFieldProblem,
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 import { closedBefore } from "./final.ts";
@@ -681,13 +681,15 @@ export class StreamRegistry implements Required<StreamCatalog> {
     }
     // Served as stored, though a PUT of it now is refused: said once a version loaded, so that
     // an admin finds it (a config file's are startup warnings).
+    const counterField = unknownCounterFieldProblem(stream);
     const problems = [
       malformedSchemaKeyword(stream),
       malformedOrigin(stream),
       malformedDuration(stream),
       oversizedPatterns(stream),
       unknownAlertField(stream),
-      unknownCounterField(stream),
+      counterField &&
+      `${counterField.problem} (always missing: ${counterField.consequence}; ${counterField.fix})`,
     ];
     for (const problem of problems) {
       if (problem === undefined) continue;
