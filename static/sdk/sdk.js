@@ -352,7 +352,7 @@ export function createTracker(options) {
   function dropPastMaxHeld() {
     for (const waiting of retrying) {
       if (held <= maxHeld) break;
-      if (!waiting.held || waiting.handedOver) continue;
+      if (!waiting.held) continue;
       waiting.handedOver = true;
       retrying.delete(waiting);
       held -= waiting.events.length;
@@ -380,7 +380,7 @@ export function createTracker(options) {
     /** When (ms) the first stream with a batch so held may take events again (its last 429). */
     let readyAt = Infinity;
     for (const waiting of retrying) {
-      if (!waiting.parked || waiting.handedOver) continue;
+      if (!waiting.parked) continue;
       parked = true;
       readyAt = Math.min(readyAt, limitedUntil.get(waiting.stream) ?? 0);
     }
@@ -420,7 +420,7 @@ export function createTracker(options) {
     resendTimer = undefined;
     const now = Date.now();
     for (const waiting of retrying) {
-      if (!waiting.parked || waiting.handedOver) continue;
+      if (!waiting.parked) continue;
       if (byTimer && (limitedUntil.get(waiting.stream) ?? 0) > now) continue;
       waiting.parked = false;
       const heldNow = new Promise((resolve) => waiting.hooks.onHeld = resolve);
@@ -588,7 +588,6 @@ export function createTracker(options) {
         held += events.length;
         dropPastMaxHeld();
         hooks?.onHeld?.();
-        if (parked && !waiting.handedOver) scheduleResend();
         if (parked) {
           await new Promise((resolve) => {
             waiting.wake = resolve;
@@ -697,10 +696,11 @@ export function createTracker(options) {
       let count = plain.length;
       for (const batch of keyed) count += batch.events.length;
       while (count > MAX_STORED_EVENTS && keyed.length > 0) count -= keyed.shift().events.length;
-      store.setItem(plainName, JSON.stringify(plain.slice(-MAX_STORED_EVENTS)));
+      if (plain.length > 0) {
+        store.setItem(plainName, JSON.stringify(plain.slice(-MAX_STORED_EVENTS)));
+      } else store.removeItem(plainName);
       if (keyed.length > 0) store.setItem(keyedName, JSON.stringify(keyed));
       else store.removeItem(keyedName);
-      if (plain.length === 0) store.removeItem(plainName);
     } catch {
       console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
     }
