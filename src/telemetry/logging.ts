@@ -964,9 +964,23 @@ let installed: {
  * LogTape itself would decide (as for {@linkcode writeLogRecord}).
  */
 export function dropsRecord(category: readonly string[], level: LogLevel): boolean {
+  const target = installedFor(category);
+  return target !== undefined && LOG_LEVELS.indexOf(level) < target.lowest;
+}
+
+/**
+ * The configuration {@linkcode configureLogging} installed when it alone decides a record of the
+ * `edgestream` logger `category`: in force, and no context active. Else undefined: LogTape must.
+ */
+function installedFor(category: readonly string[]): typeof installed {
   const target = installed;
-  return target !== undefined && getConfig() === target.config && category[0] === "edgestream" &&
-    target.storage.getStore() === undefined && LOG_LEVELS.indexOf(level) < target.lowest;
+  if (
+    target === undefined || getConfig() !== target.config || category[0] !== "edgestream" ||
+    target.storage.getStore() !== undefined
+  ) {
+    return undefined;
+  }
+  return target;
 }
 
 /**
@@ -979,13 +993,8 @@ export function dropsRecord(category: readonly string[], level: LogLevel): boole
  * every record) about a fifth of what the line costs in all.
  */
 export function writeLogRecord(record: LogRecord): boolean {
-  const target = installed;
-  if (
-    target === undefined || getConfig() !== target.config || record.category[0] !== "edgestream" ||
-    target.storage.getStore() !== undefined
-  ) {
-    return false;
-  }
+  const target = installedFor(record.category);
+  if (target === undefined) return false;
   if (LOG_LEVELS.indexOf(record.level) < target.lowest) return true;
   try {
     target.write(record);
