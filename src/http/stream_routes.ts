@@ -13,6 +13,7 @@ import {
   lookUpStream,
   type StreamCatalog,
   streamDefinitionSchema,
+  watermarkAt,
 } from "../config/mod.ts";
 import type { SweepConsumer } from "../fanout/mod.ts";
 import { logSweepError, sweepOnce } from "../fanout/mod.ts";
@@ -26,7 +27,6 @@ import {
   listWindows,
   listWindowsPage,
   type RowPosition,
-  watermarkAt,
 } from "../query/mod.ts";
 import {
   compareGroupKeys,

@@ -21,7 +21,7 @@ import {
   windowsOfPane,
 } from "../window/mod.ts";
 import { currentSessions, readSessionRows } from "./sessions.ts";
-import { closedBefore } from "./_final.ts";
+import { closedBefore } from "../config/mod.ts";
 
 /** One window of one group, as the API returns it. */
 export interface WindowRow {

@@ -6,4 +6,3 @@
 export * from "./counters.ts";
 export * from "./top.ts";
 export * from "./sessions.ts";
-export { watermarkAt } from "./_final.ts";

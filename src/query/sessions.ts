@@ -7,7 +7,7 @@
 import type { CompiledStream } from "../config/mod.ts";
 import { compareGroupKeys, type Store } from "../store/types.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup, partialWindow } from "../window/mod.ts";
-import { closedBefore } from "./_final.ts";
+import { closedBefore } from "../config/mod.ts";
 
 /** One session of one group, as the API returns it (the same shape as a window row). */
 export interface SessionRow {
