@@ -1416,14 +1416,25 @@ export async function loadConfigFile(
   // a schema keyword, an origin, a duration, a window shorter than a second, patterns past the
   // definition's budget or a pattern's own, or an alert naming a field its windows lack, refused
   // since, are compiled as they were): find them to warn.
-  return compileConfig(raw, {
-    repeatedGroupBy: true,
-    malformedSchemaKeywords: true,
-    malformedOrigins: true,
-    malformedDurations: true,
-    shortWindows: true,
-    oversizedPatterns: true,
-    unknownAlertFields: true,
-    unknownCounterFields: true,
-  });
+  // Unlike a stored definition, a field path with an empty part is refused (as other bad paths).
+  return compileConfig(raw, { ...AS_STORED, emptyPathParts: false });
 }
+
+/**
+ * How a definition stored (or deployed) before a check refusing it compiles: as it was (a groupBy
+ * field named twice, a schema keyword not of its kind, an origin no browser sends, a duration with
+ * a fraction of a millisecond or a unit given twice, a window shorter than a second, patterns past
+ * the budget, an alert or a counter reading a field it can never have, a field path with an empty
+ * part), each found to warn.
+ */
+export const AS_STORED: CompileOptions = {
+  repeatedGroupBy: true,
+  malformedSchemaKeywords: true,
+  malformedOrigins: true,
+  malformedDurations: true,
+  shortWindows: true,
+  oversizedPatterns: true,
+  unknownAlertFields: true,
+  unknownCounterFields: true,
+  emptyPathParts: true,
+};

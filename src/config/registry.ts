@@ -53,8 +53,8 @@ import {
 } from "../store/mod.ts";
 import { OutageLog } from "../telemetry/mod.ts";
 import {
+  AS_STORED,
   type CompiledStream,
-  type CompileOptions,
   compileStreamDefinition,
   ConfigError,
   emptyPathPartProblem,
@@ -73,22 +73,6 @@ import {
 } from "./compile.ts";
 import { LookupBudget } from "./lookup_budget.ts";
 import { closedBefore } from "./final.ts";
-
-/**
- * How a stored definition compiles: as it was stored (a groupBy field named twice, refused
- * since, is served as it counted, and so on; see #adopt).
- */
-const AS_STORED: CompileOptions = {
-  repeatedGroupBy: true,
-  malformedSchemaKeywords: true,
-  malformedOrigins: true,
-  malformedDurations: true,
-  shortWindows: true,
-  oversizedPatterns: true,
-  unknownAlertFields: true,
-  unknownCounterFields: true,
-  emptyPathParts: true,
-};
 
 const logger = getLogger(["edgestream", "streams"]);
 
