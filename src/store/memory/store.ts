@@ -358,9 +358,9 @@ export class MemoryStore implements Store {
     }
     stream.dedupeTtlMs = batch.dedupeTtlMs;
     raiseToClock(stream, now, batch.idleMs);
-    // One entry an event, written in order: sized at once rather than grown by `push`.
+    // One entry an event (the requests cover every event: see batchRequests), sized at once
+    // rather than grown by `push`.
     const outcomes: EventOutcome[] = new Array(batch.events.length);
-    let written = 0;
     const results: RequestResult[] = [];
     const panesByCounter: Array<CounterPanes> = [];
     // One object for the whole batch, not one per event.
@@ -381,7 +381,7 @@ export class MemoryStore implements Store {
       const verdict = this.#admit(stream, request, admitting);
       if (verdict) {
         results.push(verdict);
-        for (let i = 0; i < events.length; i++) outcomes[written++] = "skipped";
+        for (let i = 0; i < events.length; i++) outcomes[first + i] = "skipped";
         continue;
       }
       let duplicates = 0;
@@ -393,11 +393,11 @@ export class MemoryStore implements Store {
         if (held?.[i] === 1) {
           stream.duplicates += 1;
           duplicates += 1;
-          outcomes[written++] = "duplicate";
+          outcomes[first + i] = "duplicate";
           continue;
         }
         const outcome = this.#applyEvent(stream, events[i], first + i, applying);
-        outcomes[written++] = outcome;
+        outcomes[first + i] = outcome;
         if (outcome === "late") late += 1;
       }
       stream.accepted += request.events + request.filtered;
@@ -417,8 +417,6 @@ export class MemoryStore implements Store {
       }
       results.push({ status: "applied", duplicates, late });
     }
-    // Every event has its outcome, as the batch's requests hold them all.
-    if (written < outcomes.length) outcomes.length = written;
     this.#applySessions(stream, sessionUpdates, now);
     for (const [keyHash, stored] of replies) {
       // Taken out first, so the map's order stays the order replies expire in (a key whose reply
