@@ -8,7 +8,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { createHash } from "node:crypto";
-import { type CompiledStream, formatDuration } from "../config/mod.ts";
+import { type CompiledStream, formatDuration, MAX_DURATION_MS } from "../config/mod.ts";
 import type { AppliedBatch, IngestObserver, LogDemand } from "../fanout/types.ts";
 import type { GroupCommitter } from "./group_commit.ts";
 import type {
@@ -22,7 +22,7 @@ import type {
 import { attachIngestSpan, detached } from "../telemetry/mod.ts";
 import { TransformError } from "../transform/mod.ts";
 import type { Event, FieldError } from "../validate/mod.ts";
-import { eventValidator } from "../validate/mod.ts";
+import { eventValidator, MAX_EPOCH_MS } from "../validate/mod.ts";
 import {
   assignWindows,
   type CompiledCounter,
@@ -109,10 +109,7 @@ function validatorOf(schema: CompiledStream["schema"]): (value: unknown) => Even
 const IN_PLACE = { inPlace: true };
 
 /** The earliest time (ms) a `Date` holds, as every time the API writes is one. */
-const EARLIEST_MS = -8.64e15;
-
-/** Durations are at most 366 days: a window is no longer. */
-const LONGEST_WINDOW_MS = 366 * 86_400_000;
+const EARLIEST_MS = -MAX_EPOCH_MS;
 
 /**
  * The counter of `stream` (a window counter) that would hold an event at `timeMs` in a window
@@ -121,7 +118,8 @@ const LONGEST_WINDOW_MS = 366 * 86_400_000;
  * first year of the Date range is asked about.
  */
 function counterBeforeDates(stream: CompiledStream, timeMs: number): CompiledCounter | undefined {
-  if (timeMs >= EARLIEST_MS + LONGEST_WINDOW_MS) return undefined;
+  // Durations are at most MAX_DURATION_MS: a window is no longer.
+  if (timeMs >= EARLIEST_MS + MAX_DURATION_MS) return undefined;
   return stream.counters.find((counter) =>
     counter.window.kind !== "session" && assignWindows(timeMs, counter.window)[0] < EARLIEST_MS
   );
@@ -161,7 +159,7 @@ function prepare(
     const earliest = new Date(EARLIEST_MS).toISOString();
     return fieldError(
       stream.timeField!,
-      `Event time ${time} is too early: counter '${early.name}' would hold it in a window starting before ${earliest}, the earliest time a date holds`,
+      `Event time ${time} is too early: counter '${early.name}' would hold it in a window starting before ${earliest}, the earliest time edgestream can write`,
     );
   }
 

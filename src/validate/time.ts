@@ -6,7 +6,7 @@
  */
 
 /** The largest distance (ms) from the epoch a `Date` can hold. */
-const MAX_EPOCH_MS = 8.64e15;
+export const MAX_EPOCH_MS = 8.64e15;
 
 // A year of four digits, or six with a sign (ISO 8601's expanded years, as `toISOString` writes the
 // years before 0 and after 9999: a window's `start` there is `-271821-04-20T00:00:00.000Z`).

@@ -287,7 +287,7 @@ Deno.test("ingestItems() rejects an event a window would hold that starts before
   const message = (ts: number) =>
     `Event time ${at(ts)} is too early: counter 'h' would hold it in a window starting before ${
       at(earliest)
-    }, the earliest time a date holds`;
+    }, the earliest time edgestream can write`;
   assert.deepEqual(reply.rejected, [
     { index: 0, errors: [{ path: "ts", message: message(earliest) }] },
     { index: 1, errors: [{ path: "ts", message: message(earliest + 20_000) }] },
