@@ -673,7 +673,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       oversizedPatterns(stream),
       unknownAlertField(stream),
       counterField &&
-      `${counterField.problem} (always missing: ${counterField.consequence}; ${counterField.fix})`,
+      `${counterField.problem}; so ${counterField.consequence}; ${counterField.fix}`,
     ];
     for (const problem of problems) {
       if (problem === undefined) continue;
