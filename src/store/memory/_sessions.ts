@@ -58,9 +58,19 @@ export class SessionTable {
   #latestExpiry = -Infinity;
   /** False once a life was given earlier than one before it (a ttl lowered, the clock back). */
   #byExpiryOrdered = true;
+  /** Open sessions whose life {@linkcode admits} has looked at to find the expired ones. */
+  #expiryChecks = 0;
 
   constructor(kind: AggregateKind) {
     this.#kind = kind;
+  }
+
+  /**
+   * How many open sessions' lives {@linkcode admits} has looked at, in all, to find the expired
+   * ones (for tests of its cost: what expired, not what is open).
+   */
+  get expiryChecks(): number {
+    return this.#expiryChecks;
   }
 
   /**
@@ -159,6 +169,7 @@ export class SessionTable {
    */
   #forgetExpiredOpen(now: number): void {
     if (!this.#byExpiryOrdered) {
+      this.#expiryChecks += this.#byExpiry.size;
       const live = [...this.#byExpiry].filter((session) => {
         if (session.expiresAt > now) return true;
         this.#forget(session);
@@ -171,6 +182,7 @@ export class SessionTable {
       return;
     }
     for (const session of this.#byExpiry) {
+      this.#expiryChecks += 1;
       if (session.expiresAt > now) return;
       this.#forget(session);
     }
