@@ -158,7 +158,8 @@ export interface ServerConfig {
   /**
    * Warnings on how the store's server keeps data, asked of it once (a redis-server without
    * `appendonly yes` or with a `maxmemory-policy` other than `noeviction`); none for the memory
-   * store, or where Redis refuses `CONFIG GET` (Upstash).
+   * store, or where Redis refuses `CONFIG GET` (Upstash); one saying nothing was checked where
+   * Redis did not answer it (unreachable at startup).
    */
   storeWarnings(): Promise<StartupNotice[]>;
   /** Lowest log level written. */

@@ -6,7 +6,8 @@
  * without which Redis at its `maxmemory` drops keys: stream data, or (`allkeys-*`) definitions, API
  * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
- * refuses it too: then nothing is said. And whether it runs a Lua script the way the store does,
+ * refuses it too: then nothing is said. A Redis that does not answer it (unreachable, loading, a
+ * token refused) is said to be not checked, in one warning. And whether it runs a Lua script the way the store does,
  * which every write here is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does
  * not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
  * that renamed one, is refused every write (or, without `EVAL` only, after its next restart).
@@ -17,7 +18,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { redisErrorText, sha1 } from "./call.ts";
+import { isCommandError, redisErrorText, sha1 } from "./call.ts";
 import { PING_SCRIPT, READY_SCRIPT } from "./store.ts";
 
 /**
@@ -39,8 +40,9 @@ export interface RedisSetupOptions {
 
 /**
  * Returns one warning per unsafe setting the Redis behind `redis` reports, and one when it refuses
- * the `/readyz` ping's write; none when it refuses `CONFIG GET` or cannot be reached (the store's
- * own errors say that).
+ * the `/readyz` ping's write; none when it refuses `CONFIG GET` (a Redis error: renamed, an ACL).
+ * When it does not answer `CONFIG GET` at all (unreachable, still loading, the token refused), one
+ * warning alone, saying that nothing was checked: the check is made once, at startup.
  *
  * @example
  * ```ts
@@ -54,14 +56,17 @@ export async function redisSetupWarnings(
   redis: Pick<Redis, "exec">,
   options: RedisSetupOptions = {},
 ): Promise<string[]> {
-  const [appendonly, save, policy, maxmemory, scripting, writing] = await Promise.all([
-    configValue(redis, "appendonly"),
-    configValue(redis, "save"),
-    configValue(redis, "maxmemory-policy"),
-    configValue(redis, "maxmemory"),
+  const [settings, scripting, writing] = await Promise.all([
+    Promise.all(SETTINGS.map((name) => configValue(redis, name))).then(
+      (values) => ({ values }),
+      (error: unknown) => ({ error }),
+    ),
     scriptingRefusal(redis),
     writeRefusal(redis, options.prefix ?? "es"),
   ]);
+  // Unanswered, the scripts were too: one line says what is not known, not one per check.
+  if ("error" in settings) return [notChecked(settings.error)];
+  const [appendonly, save, policy, maxmemory] = settings.values;
   const warnings: string[] = [];
   if (scripting !== undefined) {
     warnings.push(
@@ -158,7 +163,25 @@ function writeAdvice(refusal: string): string {
   return "allow its ACL user write commands (+@write, with +@scripting and +@read)";
 }
 
-/** A setting's value, or undefined when `CONFIG GET` is refused, fails or does not know it. */
+/** The settings {@linkcode redisSetupWarnings} asks with `CONFIG GET`, in the order it reads them. */
+const SETTINGS = ["appendonly", "save", "maxmemory-policy", "maxmemory"] as const;
+
+/**
+ * The one warning of a Redis that did not answer `CONFIG GET` (`error`: unreachable, loading, the
+ * token refused), on one line: nothing of its setup is known.
+ */
+function notChecked(error: unknown): string {
+  const cause = error instanceof Error && error.cause instanceof Error
+    ? `: ${error.cause.message.slice(0, 300)}`
+    : "";
+  const text = `${redisErrorText(error)}${cause}`.replace(/\s+/g, " ");
+  return `Redis setup not checked: CONFIG GET failed (${text}), so whether Redis keeps what it acknowledges (appendonly, maxmemory-policy), runs scripts and takes writes is not known; it is asked only at startup (see the README's Redis persistence and eviction)`;
+}
+
+/**
+ * A setting's value, or undefined when `CONFIG GET` is refused (a Redis error: renamed, an ACL) or
+ * does not know it; throws what failed when Redis did not answer it.
+ */
 async function configValue(
   redis: Pick<Redis, "exec">,
   name: string,
@@ -166,8 +189,9 @@ async function configValue(
   let reply: unknown;
   try {
     reply = await redis.exec(["CONFIG", "GET", name]);
-  } catch {
-    return undefined;
+  } catch (error) {
+    if (isCommandError(error)) return undefined;
+    throw error;
   }
   if (!Array.isArray(reply)) return undefined;
   for (let index = 0; index + 1 < reply.length; index += 2) {

@@ -374,8 +374,7 @@ redisTest(
 );
 
 Deno.test({
-  name:
-    "redisSetupWarnings() says nothing where CONFIG is refused (as on Upstash) or Redis cannot be reached",
+  name: "redisSetupWarnings() says nothing where CONFIG is refused (as on Upstash)",
   ignore: !redisServerInstalled(),
   async fn() {
     const server = await startRedisServer({ extraArgs: ["--rename-command", "CONFIG", ""] });
@@ -391,14 +390,60 @@ Deno.test({
     } finally {
       await server.stop();
     }
-    const unreachable = new Redis({
-      url: "http://127.0.0.1:1",
-      token: "t",
-      enableTelemetry: false,
-      retry: false,
-    });
-    assert.deepEqual(await redisSetupWarnings(unreachable), []);
   },
+});
+
+/** A local port nothing listens on (taken, then let go). */
+function closedPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  return port;
+}
+
+Deno.test("redisSetupWarnings() says in one warning alone that nothing was checked where Redis cannot be reached", async () => {
+  const unreachable = new Redis({
+    url: `http://127.0.0.1:${closedPort()}`,
+    token: "t",
+    enableTelemetry: false,
+    retry: false,
+  });
+  const warnings = await redisSetupWarnings(unreachable);
+  assert.equal(warnings.length, 1, warnings.join("\n"));
+  assert.match(
+    warnings[0],
+    /^Redis setup not checked: CONFIG GET failed \(.+\), so whether Redis keeps what it acknowledges \(appendonly, maxmemory-policy\), runs scripts and takes writes is not known; it is asked only at startup \(see the README's Redis persistence and eviction\)$/,
+  );
+  assert.ok(!warnings[0].includes("\n"), "one line");
+  const readme = (await Deno.readTextFile(new URL("../../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  const quoted = readme.match(/`Redis setup not checked: CONFIG GET failed \(…\)(, so [^`]*) …`/);
+  assert.ok(quoted && warnings[0].includes(quoted[1]), "README quotes the warning");
+});
+
+Deno.test("main.ts with Redis unreachable at startup keeps listening and says once, in one line, that the Redis setup was not checked", async () => {
+  const server = await startServerProcess("setup-check-unreachable", {
+    UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${closedPort()}`,
+    UPSTASH_REDIS_REST_TOKEN: "unreachable-token-0123456789",
+    EDGESTREAM_SWEEP_EVERY: "0s",
+  });
+  try {
+    const said = () => server.output().includes("Redis setup not checked");
+    for (let attempt = 0; attempt < 100 && !said(); attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const lines = server.output().split("\n");
+    const found = lines.filter((line) => line.includes("Redis setup not checked"));
+    assert.equal(found.length, 1, server.output());
+    assert.match(found[0], /CONFIG GET failed .*it is asked only at startup/);
+    const at = lines.indexOf(found[0]);
+    assert.ok(!/^\s+at /.test(lines[at + 1] ?? ""), `no stack after it:\n${server.output()}`);
+    const health = await fetch(`${server.url}/healthz`);
+    await health.body?.cancel();
+    assert.equal(health.status, 200, "still listening");
+  } finally {
+    await server.stop();
+  }
 });
 
 redisTest(
