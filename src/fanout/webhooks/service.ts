@@ -440,7 +440,14 @@ export class WebhookService {
         onLeaseHeld: () => this.#scheduleDispatch(name, LEASE_RETRY_MS),
       });
     })
-      .catch((error) => logger.error("Webhook dispatch failed: {error}", { stream: name, error }))
+      .catch((error) => {
+        // The store out of reach is a warning, as a sweep's is: nothing is lost, the result log
+        // keeps what was not dispatched and the cursor where the dispatch stopped (a page is
+        // stored with the cursor's move in one step), and the next sweep, or the stream's next
+        // dispatch, dispatches it from there. Anything else is a defect or bad data.
+        const log = isStoreDown(error) ? logger.warn.bind(logger) : logger.error.bind(logger);
+        log("Webhook dispatch failed: {error}", { stream: name, error });
+      })
       .finally(() => {
         this.#running.delete(name);
         if (this.#rerun.delete(name)) this.#runDispatch(name);

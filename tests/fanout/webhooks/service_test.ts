@@ -8,10 +8,14 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import { withContext } from "@logtape/logtape";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
-import type { DeliveryStore } from "../../../src/store/deliveries.ts";
+import type {
+  DeliveryStore,
+  DispatchOpening,
+  OpenDispatchOptions,
+} from "../../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
-import type { Store } from "../../../src/store/types.ts";
+import { type Store, StoreUnavailableError } from "../../../src/store/types.ts";
 import { jsonLines, writtenLogs } from "../../_logs.ts";
 import { Receiver } from "./_receiver.ts";
 import {
@@ -1877,6 +1881,63 @@ Deno.test("an endpoint a 410 disables while a sweep closes windows gets no deliv
     assert.deepEqual(
       (await deliveriesOf(app, id)).map((delivery: { eventType: string }) => delivery.eventType),
       ["webhook.test"],
+    );
+  });
+});
+
+/** A memory delivery store whose `openDispatch` (a dispatch's first call) fails with `failure`. */
+class FailingDispatchStore extends MemoryDeliveryStore {
+  failure: Error | null = null;
+
+  override openDispatch(stream: string, options: OpenDispatchOptions): Promise<DispatchOpening> {
+    return this.failure ? Promise.reject(this.failure) : super.openDispatch(stream, options);
+  }
+}
+
+Deno.test("an ingest's webhook dispatch that finds the store unavailable is logged at warning, and the next sweep dispatches its events: none lost", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const deliveries = new FailingDispatchStore({ now: () => clock.now });
+  await withApp({ clock, deliveries }, async ({ app, webhooks, receiver }) => {
+    const { secret } = await register(app, {
+      url: receiver.url("/events"),
+      eventTypes: ["event.processed"],
+    });
+    receiver.secrets = [secret];
+    await writtenLogs(async (lines) => {
+      deliveries.failure = new StoreUnavailableError(
+        "Redis did not answer openDispatch within 5000 ms",
+      );
+      await ingest(app, [{ id: "1", ts: at(1), country: "DE" }]);
+      await webhooks.idle();
+      // A defect, not an outage: still an error.
+      deliveries.failure = new Error("openDispatch refused");
+      await ingest(app, [{ id: "2", ts: at(2), country: "DE" }]);
+      await webhooks.idle();
+      const failed = jsonLines(lines, "edgestream.webhooks")
+        .filter((line) => line.message.startsWith("Webhook dispatch failed"));
+      assert.deepEqual(failed.map((line) => [line.level, line.message, line.stream]), [
+        [
+          "warning",
+          "Webhook dispatch failed: StoreUnavailableError: Redis did not answer openDispatch within 5000 ms",
+          "orders",
+        ],
+        ["error", "Webhook dispatch failed: Error: openDispatch refused", "orders"],
+      ]);
+    });
+    const readme = (await Deno.readTextFile(new URL("../../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "a webhook dispatch after an ingest or an alert that finds the store unavailable at `warning` (`Webhook dispatch failed: StoreUnavailableError: …`)",
+      ),
+      "README says the level",
+    );
+    assert.deepEqual(receiver.on("/events"), []);
+    deliveries.failure = null;
+    await sweep(app, webhooks);
+    assert.deepEqual(
+      receiver.on("/events").map((item) => item.payload.data.event.id).sort(),
+      ["1", "2"],
     );
   });
 });
