@@ -647,8 +647,10 @@ redisTest(
 
 /**
  * The admin sweep's reply lists each window's groups in code point order of their group key, as a
- * read does: a hopping window's groups came in each store's own order (on Redis, a pane's hash of
- * more than 128 fields is read back in no set order), the same groups in another order.
+ * read does: a hopping window's groups came in each store's own order (on Redis, a pane's hash past
+ * 512 fields is read back in no set order), the same groups in another order. Its 150 groups stay
+ * in a listpack, read back in insertion order, so each pane's are written shuffled: without the
+ * sort both stores list them unsorted.
  */
 async function sweepListsGroupsByKey(store: Store, setClock: (ms: number) => void) {
   const { app } = await testApp({
