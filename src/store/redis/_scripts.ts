@@ -505,7 +505,11 @@ end
  *   applies: `[[counterIndex, pane, group, count, sum, min|false, max|false, [value, …],
  *   {bin: count}?], …]` (the bucket counts for quantiles counters), each cut after the
  *   last field its counter's kind reads; a distinct cell's single value, when not empty, bare
- *   rather than `[value]` (a window counter's only: session cells come as they are).
+ *   rather than `[value]` (a window counter's only: session cells come as they are); or, for a
+ *   single event whose cells it can say (no session or quantiles counter), `one` instead:
+ *   `[pane, group, value|false (not for a count) | false, …]`, per counter in order its one
+ *   cell's pane, group and value, or false for none (the count 1; see singleEventCells in
+ *   store.ts).
  * - ARGV[2], JSON: each event's own updates, decoded only when some event turns out duplicate
  *   or late and the cells must be rebuilt without it: `[[update, …], …]`, an update
  *   `[counterIndex, pane, group, value?, bin?]` when the stream has session counters (`sess`),
@@ -611,6 +615,39 @@ for i = 1, (#flat - 1) / 3 do
   counters[i] = { name = flat[at + 1], kind = flat[at + 2], ttl = flat[at + 3], maxGroups = nil, hop = nil,
     size = nil }
 end
+-- A single event's cells may come as \`one\` instead of \`cells\` (see singleEventCells in store.ts):
+-- per counter in order, false when the event adds to none of its cells, else its pane, its group
+-- and, but for a count, the event's value (false for none); made here into the cells \`cells\`
+-- holds (a count of 1), each with a constructor of its size (cjson grows each array from empty).
+local sentCells = args.cells
+if sentCells == nil then
+  local one, made, at = args.one, { nil, nil, nil, nil, nil, nil, nil, nil }, 1
+  for i = 1, #counters do
+    local pane = one[at]
+    if pane == false then
+      at = at + 1
+    else
+      local kind, group, value = counters[i].kind, one[at + 1], one[at + 2]
+      if kind == "count" then
+        made[#made + 1] = { i - 1, pane, group, 1 }
+        at = at + 2
+      else
+        if kind == "sum" or kind == "avg" then
+          made[#made + 1] = { i - 1, pane, group, 1, value }
+        elseif kind == "distinct" then
+          -- A text (never empty) is its one value, as in \`cells\`; none is an empty array.
+          if value == false then value = {} end
+          made[#made + 1] = { i - 1, pane, group, 1, 0, false, false, value }
+        else
+          -- min or max: the one value is both, and the sum (which they do not read).
+          made[#made + 1] = { i - 1, pane, group, 1, value or 0, value, value }
+        end
+        at = at + 3
+      end
+    end
+  end
+  sentCells = made
+end
 -- A counter with its maxGroups, hop and size, which only a group new in a pane or a new pane asks:
 -- cl, the last value of args.counters, the JSON text of [maxGroups, hop, size, …] (three a
 -- counter), decoded only then (each JSON value is work for every call that decodes it).
@@ -632,16 +669,22 @@ end
 -- a write to that pane asks Redis nothing to know it is live and not due (see the panes below).
 -- \`cl\`: the latest end (a session's: end + gap) a close claimed; an event before it is late
 -- whatever the lateness is now, so a raised lateness re-opens no window or session that closed.
--- (Room for 16, as the arrays above: the 9 names here, then 6 more for 4 counters.)
-local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "filtered", "rejected", "cl", nil,
-  nil, nil, nil, nil, nil, nil }
+-- (Room for 16, as the arrays above: the 7 names here, then 8 more for 4 counters with requests.)
+local statsAsked = { "wm", "exp", "accepted", "applied", "duplicates", "late", "cl", nil, nil, nil, nil, nil, nil,
+  nil, nil, nil }
 local counterCount = #counters
-for i = 1, counterCount do statsAsked[9 + i] = "k:" .. counters[i].name end
+for i = 1, counterCount do statsAsked[7 + i] = "k:" .. counters[i].name end
 -- The dedupe TTLs whose buckets are asked (see dedupeBuckets).
-statsAsked[10 + counterCount] = "dk"
+statsAsked[8 + counterCount] = "dk"
 -- \`db\`: "<ttl>:<bucket>" of the newest dedupe bucket this release's one-id write found marked
 -- (see IDS_MARK below).
-statsAsked[11 + counterCount] = "db"
+statsAsked[9 + counterCount] = "db"
+-- The counts only requests (\`reqs\`) add to, asked (and checked) only then: each field an HMGET
+-- asks is ~1.8k instructions (a single event's call asks 13 without them).
+if args.reqs then
+  statsAsked[10 + counterCount] = "filtered"
+  statsAsked[11 + counterCount] = "rejected"
+end
 -- The sessions counted past a session counter's maxSessions, added to with HINCRBY: asked only to
 -- check them (see refuseKey). A window counter's groups past maxGroups are checked only when a
 -- group is new in a pane (below), the only time they may be added to.
@@ -652,20 +695,21 @@ if type(args.sess) == "table" then
 end
 local stored = redis.call("HMGET", STATS_KEY, unpack(statsAsked))
 -- What the stats hold is checked before any write (see refuseKey): the counts this call adds to
--- (3 to 8) and the sessions' overflow counts, the watermark and \`cl\` (\`dk\` where read, in
+-- (3 to 6, and from 10 + counterCount on: \`filtered\` and \`rejected\` where asked) and the sessions'
+-- overflow counts, the watermark and \`cl\` (\`dk\` where read, in
 -- dedupeBuckets). \`exp\`, \`k:<counter>\` and \`db\` only save a command: text this script did
 -- not write is taken as none.
 for i = 3, #statsAsked do
-  if (i <= 8 or i >= 12 + counterCount) and stored[i] and not isIntegerText(stored[i]) then
+  if (i <= 6 or i >= 10 + counterCount) and stored[i] and not isIntegerText(stored[i]) then
     refuseKey(STATS_KEY .. " field " .. statsAsked[i], "'" .. stored[i] .. "'", "a number it adds to")
   end
 end
 local storedWm = expectStatsTime("wm", stored[1])
-local closedThrough = expectStatsTime("cl", stored[9])
+local closedThrough = expectStatsTime("cl", stored[7])
 local wm = raiseToClock(storedWm, now, idle)
 local statsExpireAt = tonumber(stored[2])
 for i = 1, counterCount do
-  local counter, known = counters[i], stored[9 + i]
+  local counter, known = counters[i], stored[7 + i]
   if known then
     -- A cache of the counter's last pane and its score in the live panes: text this script did
     -- not write (not a pane, a space and an expiry in digits as num() writes it) is as none, and
@@ -836,7 +880,7 @@ local function startOf(pane)
 end
 -- Whether a HyperLogLog a cell adds to was there when checked (so has its PX): key → boolean.
 local hllHeld = {}
--- Per cell of \`args.cells\` (by position, not of a session counter): its pane record and count field,
+-- Per cell of \`sentCells\` (by position, not of a session counter): its pane record and count field,
 -- for the writes when they add those cells.
 local cellPanes = { nil, nil, nil, nil, nil, nil, nil, nil }
 local cellFields = { nil, nil, nil, nil, nil, nil, nil, nil }
@@ -847,11 +891,11 @@ local OTHER = ${luaString(OTHER_GROUP)}
 -- is no hash and a field that is no integer, and its reply says whether the group is new in the
 -- pane, which the checks of a new group below then follow. (Each read saved is a command.)
 local countFirst = eventCount == 1 and not requests and not logged and not withSessions and
-  #args.cells <= counterCount
+  #sentCells <= counterCount
 do
   -- Tables only when a pane is due, new or gains a group (a plain call's panes are none of those).
   local zsetsDue, overflowChecked = nil, nil
-  local argCells = args.cells
+  local argCells = sentCells
   -- With more cells than counters (a batch), per counter (by position) the pane of its last cell.
   local lastPanes = #argCells > counterCount and {} or nil
   for i = 1, #argCells do
@@ -1038,7 +1082,7 @@ if dedupeTtl > 0 then
   local ttlText, bucket = num(dedupeTtl), math.floor(now / dedupeTtl)
   local bucketText = num(bucket)
   bucketNoted = ttlText .. ":" .. bucketText
-  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[10 + counterCount], ttlText, bucket, bucketText)
+  newIds, oldIds, retiredIds, dedupeKeysText = dedupeBuckets(stored[8 + counterCount], ttlText, bucket, bucketText)
 end
 -- A field no id can be (ids are UTF-8, this byte never is): the bucket's PX is set, once, at its
 -- first id. An id lives at least the TTL: it is asked while now is in its bucket or the next,
@@ -1079,7 +1123,7 @@ if newIds then
         if not held and redis.call("HEXISTS", key, id) == 1 then held = true end
       end
     end
-    local noted = stored[11 + counterCount] == bucketNoted
+    local noted = stored[9 + counterCount] == bucketNoted
     if held or redis.call("HEXISTS", oldIds, id) == 1 or
       (not noted and redis.call("HEXISTS", newIds, id) == 1) then
       heldIds = { [id] = true }
@@ -1210,7 +1254,7 @@ end
 -- from the applied events' own updates.
 local cells
 if applied == eventCount then
-  cells = args.cells
+  cells = sentCells
 elseif eventCount == 1 then
   -- The one event not applied (a duplicate, late or skipped): nothing to add (and no ARGV[2]).
   cells = {}
@@ -1239,7 +1283,7 @@ else
           -- The cell's counter, pane and group; the value and bucket of this event.
           local from = update
           if type(update) == "table" then from, value, bin = update[1], update[2], update[3] end
-          from = args.cells[from + 1]
+          from = sentCells[from + 1]
           counterIndex, pane, group = from[1], from[2], from[3]
         else
           counterIndex, pane, group, value, bin = update[1], update[2], update[3], update[4], update[5]
@@ -1307,7 +1351,7 @@ if withSessions then guardSessions(counters, cells) end
 -- (Lua's pcall here turns a refusal into its text: raised again as a refusal, never as
 -- { err = nil }, which stops redis-server 7.0.)
 local countedNew = nil
-if countFirst and cells == args.cells then
+if countFirst and cells == sentCells then
   countedNew = { nil, nil, nil, nil, nil, nil, nil, nil }
   -- A refusal (its text: Lua's pcall turns one into that) and the cells counted before it.
   local refusal, through = nil, 0
@@ -1479,7 +1523,7 @@ end
 local together, byPane, inHset = {}, {}, {}
 local manyCells = #cells > #counters
 -- The cells checked above (all applied, no session counter): their panes and fields as found there.
-local asChecked = cells == args.cells
+local asChecked = cells == sentCells
 -- A rebuilt window cell's pane record (made above when a cell was checked in it), made only then.
 local recordOf = nil
 if not asChecked then
@@ -1658,9 +1702,13 @@ local changed, deltas = { nil, nil, nil, nil, nil, nil, nil, nil }, { accepted, 
 for i = 1, 6 do
   local delta = deltas[i]
   if delta > 0 then
-    changed[#changed + 1] = statsAsked[i + 2]
+    -- accepted to late asked at 3 to 6; filtered and rejected (more than 0 only with requests,
+    -- which asks them) after \`db\`.
+    local at = i + 2
+    if i > 4 then at = i + 5 + counterCount end
+    changed[#changed + 1] = statsAsked[at]
     -- Integer text (checked above) or absent: arithmetic reads it once, as tonumber would twice.
-    changed[#changed + 1] = num((stored[i + 2] or 0) + delta)
+    changed[#changed + 1] = num((stored[at] or 0) + delta)
   end
 end
 -- The watermark as text, for the stats and the reply.

@@ -349,6 +349,43 @@ for (
   );
 }
 
+// \`filtered\` and \`rejected\`, which only requests add to, are asked (and checked) only by an apply
+// with requests (here an Idempotency-Key): a plain apply, which neither adds to them nor writes
+// them, reads one field fewer each and leaves them as they are.
+storeTest(
+  "the stats fields filtered and rejected holding what no script writes refuse an apply with requests, naming the field; a plain apply leaves them",
+  async (store, fixture) => {
+    await ingest(S, store, events("a", 4));
+    const stats = await streamKey(fixture, "s", "stats");
+    const fields = await send(fixture, "HGETALL", stats) as string[];
+    for (const field of ["filtered", "rejected"]) {
+      const corrupt = ["HSET", stats, ...fields, field, "x"];
+      for (const size of [3, 1]) {
+        const body = events(`${field}${size}k`, size, T0 + 60_000);
+        const idempotency = { key: `${field}${size}`, body: JSON.stringify(body) };
+        await refusedWhole(fixture, stats, {
+          corrupt,
+          call: () =>
+            ingestItems(S, items(body), { store, nowMs: NOW, idempotency }).catch(
+              (error: Error) => {
+                assert.ok(error.message.includes(`stats field ${field} holds 'x'`), error.message);
+                throw error;
+              },
+            ),
+        });
+      }
+      await send(fixture, ...corrupt);
+      for (const size of [3, 1]) {
+        const reply = await ingest(S, store, events(`${field}${size}p`, size, T0 + 60_000));
+        assert.equal(reply.accepted, size);
+      }
+      assert.equal(await send(fixture, "HGET", stats, field), "x");
+      await send(fixture, "DEL", stats);
+      await send(fixture, "HSET", stats, ...fields);
+    }
+  },
+);
+
 storeTest("a session close that finds the log a string closes nothing", async (store, fixture) => {
   const close = () => store.closeWindows("visits", VISITS.counterMetas, { latenessMs: 60_000 });
   await ingest(VISITS, store, [
