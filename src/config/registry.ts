@@ -33,6 +33,7 @@ import {
   type DefinitionSource,
   type DefinitionStore,
   generationKey,
+  type KeepFinal,
   type LogEntry,
   type LogPosition,
   type LogRecord,
@@ -913,17 +914,24 @@ export class StreamRegistry implements Required<StreamCatalog> {
         : record.generation + 1;
       // A redeploy whose file calls less final than the one recorded (a raised lateness, say)
       // keeps final what that one did, as a PUT does.
-      if (live && record.source === "config") await this.#keepFinal(name, record, stream);
+      const keepFinal = live && record.source === "config"
+        ? await this.#keepFinal(name, record, stream)
+        : undefined;
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
       const counted = live && record.source === "config" ? everCounted(record, counters) : counters;
-      const result = await this.#definitions.write(name, {
-        source: "config",
-        generation,
-        definition: stream.definition,
-        counters: counted,
-        partialBefore,
-        deleted: false,
-      }, record?.version ?? 0);
+      const result = await this.#definitions.write(
+        name,
+        {
+          source: "config",
+          generation,
+          definition: stream.definition,
+          counters: counted,
+          partialBefore,
+          deleted: false,
+        },
+        record?.version ?? 0,
+        { keepFinal },
+      );
       if (result.status === "written") {
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
@@ -1047,17 +1055,22 @@ export class StreamRegistry implements Required<StreamCatalog> {
         this.#misses.delete(name);
         return { created: false, registered };
       }
-      if (live) await this.#keepFinal(name, record, stream);
+      const keepFinal = live ? await this.#keepFinal(name, record, stream) : undefined;
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
       const partialBefore = await this.#partialBounds(name, record, stream, generation);
-      const result = await this.#definitions.write(name, {
-        source: "api",
-        generation,
-        definition: raw,
-        counters: counted,
-        partialBefore,
-        deleted: false,
-      }, record?.version ?? 0);
+      const result = await this.#definitions.write(
+        name,
+        {
+          source: "api",
+          generation,
+          definition: raw,
+          counters: counted,
+          partialBefore,
+          deleted: false,
+        },
+        record?.version ?? 0,
+        { keepFinal },
+      );
       if (result.status === "written") {
         const registered: RegisteredStream = {
           stream: markPartial(stream, partialBefore, counted),
@@ -1148,40 +1161,52 @@ export class StreamRegistry implements Required<StreamCatalog> {
   /**
    * Before `next` replaces the live `record` of `name` (by a PUT, or by a redeploy of the config
    * file that holds it): what the stream's reads called final under the stored definition (and the
-   * one this instance serves of that incarnation, when not `next` itself) stays final when `next` would call less so
-   * (a raised lateness, a longer `idle` or none): the store marks it closed (see
-   * {@linkcode Store.keepFinal}), so no event the new definition takes changes a value a read
-   * called final. One read of the stream's stats, and one write when it moves the mark; nothing
-   * when `next` calls no less final. Without a store to write ({@linkcode RegistryOptions.data}),
-   * nothing.
+   * one this instance serves of that incarnation, when not `next` itself) stays final when `next`
+   * would call less so (a raised lateness, a longer `idle` or none). Returns what the write of
+   * `next` asks the store to keep final in the same atomic step (see
+   * {@linkcode DefinitionWriteOptions.keepFinal}), so a batch applied under the stored definition
+   * until the write counts too. A definition store that does not hold the data (a memory one
+   * not made with the memory store) keeps nothing so: for it, the store marks closed now what
+   * those called final (see {@linkcode Store.keepFinal}), one read of the stream's stats and one
+   * write when it moves the mark. Nothing when `next` calls no less final, or without a store to
+   * write ({@linkcode RegistryOptions.data}).
    */
-  async #keepFinal(name: string, record: StoredDefinition, next: CompiledStream): Promise<void> {
-    if (this.#data === undefined) return;
+  async #keepFinal(
+    name: string,
+    record: StoredDefinition,
+    next: CompiledStream,
+  ): Promise<KeepFinal | undefined> {
+    if (this.#data === undefined) return undefined;
     const before: CompiledStream[] = [];
     const held = this.#entries.get(name);
     // A config stream's served entry is the file's, `next` itself. One of another incarnation
     // (deleted and created again elsewhere since this instance's last poll) called nothing of
     // this one's data final.
-    if (
-      held !== undefined && held.stream !== next && held.generation === record.generation
-    ) before.push(held.stream);
-    try {
-      before.push(compileStreamDefinition(name, record.definition, AS_STORED));
-    } catch {
-      // Not compiled by this release: nothing of it was served here (see #adopt).
+    const served = held !== undefined && held.stream !== next &&
+      held.generation === record.generation;
+    if (served) before.push(held.stream);
+    // The stored definition: the one served when it is that version, compiled only otherwise.
+    if (!served || held.version !== record.version) {
+      try {
+        before.push(compileStreamDefinition(name, record.definition, AS_STORED));
+      } catch {
+        // Not compiled by this release: nothing of it was served here (see #adopt).
+      }
     }
     const reopens = before.some((stream) =>
       stream.latenessMs < next.latenessMs ||
       (stream.idleMs !== null &&
         (next.idleMs === null || stream.idleMs + stream.latenessMs < next.idleMs + next.latenessMs))
     );
-    if (!reopens) return;
+    if (!reopens) return undefined;
     const key = generationKey(name, record.generation);
     const stats = await this.#data.stats(key, []);
-    if (stats.watermark === null) return;
     const now = this.#now();
-    const kept = Math.max(...before.map((stream) => closedBefore(stream, stats, now)));
-    if (kept > closedBefore(next, stats, now)) await this.#data.keepFinal(key, kept);
+    if (stats.watermark !== null) {
+      const kept = Math.max(...before.map((stream) => closedBefore(stream, stats, now)));
+      if (kept > closedBefore(next, stats, now)) await this.#data.keepFinal(key, kept);
+    }
+    return { nowMs: now, by: before.map(({ latenessMs, idleMs }) => ({ latenessMs, idleMs })) };
   }
 
   #refuseConfig(name: string): void {

@@ -51,6 +51,52 @@ export interface StoredDefinition {
 /** A record to write: everything but the version, which the store assigns. */
 export type DefinitionWrite = Omit<StoredDefinition, "name" | "version">;
 
+/** A replaced definition's time settings: what decides what it called final. */
+export interface FinalBy {
+  /** Its lateness (ms). */
+  latenessMs: number;
+  /** Its `idle` (ms): the watermark follows the clock less this; null without. */
+  idleMs: number | null;
+}
+
+/** What a definition write keeps final ({@linkcode DefinitionWriteOptions.keepFinal}). */
+export interface KeepFinal {
+  /** The clock (ms) an `idle` counts from. */
+  nowMs: number;
+  /** The time settings of the definitions replaced. */
+  by: FinalBy[];
+}
+
+/** Options for {@linkcode DefinitionStore.write}. */
+export interface DefinitionWriteOptions {
+  /**
+   * Keeps final, in the same atomic step as the write, what the definitions it replaces called
+   * final of the written generation's data (`generationKey(name, record.generation)`): the
+   * stream's `closedThrough` (see `Store.keepFinal`) rises to the latest, over `by`, of its
+   * watermark (for one with `idleMs`, at least `nowMs - idleMs`) less `latenessMs`; a batch
+   * applied before the write counts, one after it does not. Nothing for a stream without a
+   * watermark, nor when the write is refused. A memory definition store does so only for the
+   * memory store made with it (its `definitions`). @default {none}
+   */
+  keepFinal?: KeepFinal;
+}
+
+/**
+ * What {@linkcode DefinitionWriteOptions.keepFinal} makes final of a stream whose watermark is
+ * `watermark`: the latest, over its definitions, of the watermark (raised to the clock less
+ * `idle`) less the lateness.
+ */
+export function finalThrough(
+  watermark: number,
+  keep: KeepFinal,
+): number {
+  return Math.max(
+    ...keep.by.map(({ latenessMs, idleMs }) =>
+      (idleMs === null ? watermark : Math.max(watermark, keep.nowMs - idleMs)) - latenessMs
+    ),
+  );
+}
+
 /** Result of {@linkcode DefinitionStore.write}. */
 export type WriteResult =
   | {
@@ -100,9 +146,14 @@ export interface DefinitionStore {
    * another call wrote is a conflict: this call did not write it. A write that would add a live
    * stream of source `api` (create one, or make a deleted or config record one) throws
    * `StoredLimitError`, writing nothing, when the store's bound of such streams is held already;
-   * config streams do not count.
+   * config streams do not count. See {@linkcode DefinitionWriteOptions.keepFinal}.
    */
-  write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult>;
+  write(
+    name: string,
+    record: DefinitionWrite,
+    expectedVersion: number,
+    options?: DefinitionWriteOptions,
+  ): Promise<WriteResult>;
 }
 
 const GENERATION_SEPARATOR = "#";

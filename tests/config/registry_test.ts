@@ -1353,3 +1353,102 @@ Deno.test("a PUT on an instance still serving a deleted incarnation keeps final 
   assert.equal(stats.watermark, nowMs);
   assert.equal(stats.closedThrough, nowMs - 10 * 60_000);
 });
+
+/** A definition store that runs `beforeWrite` (once armed) before each write it passes on. */
+class RacingDefinitions implements DefinitionStore {
+  beforeWrite: (() => Promise<void>) | undefined;
+  #inner: DefinitionStore;
+  constructor(inner: DefinitionStore) {
+    this.#inner = inner;
+  }
+  get(name: string) {
+    return this.#inner.get(name);
+  }
+  versions() {
+    return this.#inner.versions();
+  }
+  versionsSince(mark?: string) {
+    return this.#inner.versionsSince(mark);
+  }
+  async write(...args: Parameters<DefinitionStore["write"]>) {
+    const run = this.beforeWrite;
+    this.beforeWrite = undefined;
+    await run?.();
+    return this.#inner.write(...args);
+  }
+}
+
+/**
+ * A batch applied under the stored definition after a PUT that raises the lateness read the
+ * stream's stats and before it wrote the new definition moves the watermark, so the stored one
+ * calls another window final: the write keeps that final too (the mark is raised in the same
+ * atomic step as the write, from the watermark then), so the new lateness re-opens it not.
+ */
+async function raceKeepsFinal(store: Store, inner: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const definitions = new RacingDefinitions(inner);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    data: store,
+    now: () => T0,
+  });
+  const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 });
+  const definition = (lateness: string) => ({
+    time: { field: "t", lateness },
+    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  });
+  const send = async (t: number) => {
+    const res = await app.request("/v1/streams/visits/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ t }]),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  const firstRow = async () => {
+    const res = await app.request(
+      `/v1/streams/visits/counters/perMinute?from=${T0}&to=${T0 + 60_000}`,
+    );
+    assert.equal(res.status, 200);
+    const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
+    return [row.value, row.final];
+  };
+  await streams.put("visits", definition("10s"));
+  assert.equal(await send(T0 + 10_000), 0);
+  // The watermark at T0 + 10 s: [T0, T0 + 1 m) is open under 10 s of lateness.
+  assert.deepEqual(await firstRow(), [1, false]);
+  definitions.beforeWrite = async () => {
+    // Between the PUT's read of the stats and its write, still under 10 s: the watermark moves
+    // to T0 + 2 m, and a read calls [T0, T0 + 1 m) final.
+    assert.equal(await send(T0 + 120_000), 0);
+    assert.deepEqual(await firstRow(), [1, true]);
+  };
+  await streams.put("visits", definition("1h"));
+  assert.equal(definitions.beforeWrite, undefined);
+  // Within the hour now allowed, but in the window the read called final: late.
+  assert.equal(await send(T0 + 30_000), 1);
+  assert.deepEqual(await firstRow(), [1, true]);
+  // After what the old definition called final (T0 + 110 s): the raised lateness takes it.
+  assert.equal(await send(T0 + 115_000), 0);
+}
+
+Deno.test("Memory store: a batch applied between a lateness-raising PUT's read of the stats and its write re-opens no window a read called final", () => {
+  const definitions = new MemoryDefinitionStore();
+  return raceKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
+});
+
+redisTest(
+  "Redis store: a batch applied between a lateness-raising PUT's read of the stats and its write re-opens no window a read called final",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return raceKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);

@@ -216,6 +216,32 @@ const applyScenarios: Record<
     assert.equal((await store.stats("cfg", [])).applied, 1);
   },
 
+  async "write() with keepFinal raises the written generation's closedThrough to what the replaced definitions called final, in the write, never lowering it"(
+    { store, definitions },
+  ) {
+    const key = generationKey("orders", 1);
+    const by = (latenessMs: number, idleMs: number | null = null) => ({ latenessMs, idleMs });
+    await definitions.write("orders", record(), 0);
+    // No watermark yet: nothing is final, nothing kept.
+    await definitions.write("orders", record(), 1, { keepFinal: { nowMs: T0, by: [by(0)] } });
+    assert.equal((await store.stats(key, [])).closedThrough, undefined);
+    await store.applyBatch(batch(key));
+    // The latest of what each called final: the watermark (T0) less 10 s, or the clock less
+    // idle (1 m) less 5 s.
+    await definitions.write("orders", record(), 2, {
+      keepFinal: { nowMs: T0 + 120_000, by: [by(10_000), by(5_000, 60_000)] },
+    });
+    assert.equal((await store.stats(key, [])).closedThrough, T0 + 55_000);
+    // Never lowered; a refused write (version 4 is current) keeps nothing.
+    await definitions.write("orders", record(), 3, { keepFinal: { nowMs: T0, by: [by(0)] } });
+    assert.equal((await store.stats(key, [])).closedThrough, T0 + 55_000);
+    const refused = await definitions.write("orders", record(), 3, {
+      keepFinal: { nowMs: T0 + 600_000, by: [by(0, 0)] },
+    });
+    assert.equal(refused.status, "conflict");
+    assert.equal((await store.stats(key, [])).closedThrough, T0 + 55_000);
+  },
+
   async "generations keep a stream's data apart"({ store }) {
     await store.applyBatch(batch(generationKey("orders", 1)));
     await store.applyBatch(batch(generationKey("orders", 1)));

@@ -5,12 +5,15 @@
  *
  * @module
  */
-import type {
-  DefinitionStore,
-  DefinitionWrite,
-  StoredDefinition,
-  VersionsSince,
-  WriteResult,
+import {
+  type DefinitionStore,
+  type DefinitionWrite,
+  type DefinitionWriteOptions,
+  generationKey,
+  type KeepFinal,
+  type StoredDefinition,
+  type VersionsSince,
+  type WriteResult,
 } from "../definitions.ts";
 import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
 
@@ -35,6 +38,9 @@ export class MemoryDefinitionStore implements DefinitionStore {
   #writes = 0;
   #maxApiStreams: number;
 
+  /** The data of the memory store made with this one ({@linkcode holdData}). */
+  #data: ((key: string, keep: KeepFinal) => void) | undefined;
+
   constructor(options: MemoryDefinitionStoreOptions = {}) {
     this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
   }
@@ -55,7 +61,12 @@ export class MemoryDefinitionStore implements DefinitionStore {
     return { mark: now, versions: mark === now ? null : await this.versions() };
   }
 
-  write(name: string, record: DefinitionWrite, expectedVersion: number): Promise<WriteResult> {
+  write(
+    name: string,
+    record: DefinitionWrite,
+    expectedVersion: number,
+    options: DefinitionWriteOptions = {},
+  ): Promise<WriteResult> {
     const held = this.#records.get(name);
     const current = held?.version ?? 0;
     // No call is sent twice here (as a Redis client may after a lost connection): an identical
@@ -70,12 +81,23 @@ export class MemoryDefinitionStore implements DefinitionStore {
       }
     }
     const version = current + 1;
+    // In the same step as the write: no batch comes between (see DefinitionWriteOptions).
+    if (options.keepFinal) this.#data?.(generationKey(name, record.generation), options.keepFinal);
     const { partialBefore, ...rest } = structuredClone(record);
     // As the Redis store reads it back: no entries, no field.
     const bounds = partialBefore && Object.keys(partialBefore).length > 0 ? { partialBefore } : {};
     this.#records.set(name, { ...rest, ...bounds, name, version });
     this.#writes += 1;
     return Promise.resolve({ status: "written", version });
+  }
+
+  /**
+   * Called by the memory store made with this definition store (the last one made): `keep` raises
+   * the `closedThrough` of a stream's data (a `generationKey`) as a write's
+   * {@linkcode DefinitionWriteOptions.keepFinal} says, synchronously.
+   */
+  holdData(keep: (key: string, keep: KeepFinal) => void): void {
+    this.#data = keep;
   }
 
   /** The version of a stream name, 0 when it has none: what the memory store's apply reports. */

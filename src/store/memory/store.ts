@@ -53,7 +53,7 @@ import {
 } from "../types.ts";
 import { DedupeIds } from "./_dedupe_ids.ts";
 import type { MemoryDefinitionStore } from "./definition_store.ts";
-import { splitGenerationKey } from "../definitions.ts";
+import { finalThrough, splitGenerationKey } from "../definitions.ts";
 import { SessionTable } from "./_sessions.ts";
 
 const logger = getLogger(["edgestream", "store"]);
@@ -201,7 +201,8 @@ export interface MemoryStoreOptions {
   maxDedupeIds?: number;
   /**
    * Stream definitions whose versions `applyBatch` reports, as the Redis
-   * store reads them in its apply. @default {none: version 0}
+   * store reads them in its apply; their writes keep final in this store's data what they are
+   * asked to (`DefinitionWriteOptions.keepFinal`). @default {none: version 0}
    */
   definitions?: MemoryDefinitionStore;
   /** Bounds of each stream's result log. @default {MAX_LOG_ENTRIES and MAX_LOG_BACKLOG} */
@@ -271,6 +272,12 @@ export class MemoryStore implements Store {
     }
     this.#maxDedupeIds = maxDedupeIds;
     this.#definitions = options.definitions;
+    this.#definitions?.holdData((key, keep) => {
+      const state = this.#streams.get(key);
+      if (state && state.watermark !== null) {
+        state.closedThrough = Math.max(state.closedThrough, finalThrough(state.watermark, keep));
+      }
+    });
   }
 
   /** The log-id clock of the name of `key` (a {@linkcode generationKey}), counting one more user. */

@@ -31,16 +31,20 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import type {
-  DefinitionStore,
-  DefinitionWrite,
-  StoredDefinition,
-  VersionsSince,
-  WriteResult,
+import {
+  type DefinitionStore,
+  type DefinitionWrite,
+  type DefinitionWriteOptions,
+  generationKey,
+  splitGenerationKey,
+  type StoredDefinition,
+  type VersionsSince,
+  type WriteResult,
 } from "../definitions.ts";
 import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
 import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
 import { LUA_COMMON } from "./_lua_common.ts";
+import { STREAM_KEYS } from "./_scripts.ts";
 
 /** The part of the `@upstash/redis` client the definition store uses. */
 export type RedisDefinitionClient = Pick<Redis, "evalsha" | "eval">;
@@ -94,6 +98,7 @@ return cjson.encode(record)
  * sent again (fetch, or the client's retry, after a connection lost once Redis ran it):
  * `[1, current]`, as written. An identical record another write made is a conflict like any
  * other: that write, not this one, made it (two `PUT`s with `If-None-Match: *` do not both create).
+ * With `kf` (see `DefinitionWriteOptions.keepFinal`), a write raises the `cl` of KEYS[2] first.
  */
 const WRITE_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
@@ -107,6 +112,22 @@ if current ~= args.expected then
   end
   local held = redis.call("HMGET", P, "s", "x")
   return { 0, current, (held[1] == "api" and held[2] ~= "1") and 1 or 0 }
+end
+-- What the replaced definitions called final stays so, read in this step (a batch applied before
+-- it counts): KEYS[2] is the stats hash of the written generation, args.kf {now, by: [{l, i}, …]}.
+-- Before the first write: a key of the wrong type refuses the call, writing nothing.
+if args.kf then
+  local stored = redis.call("HMGET", KEYS[2], "wm", "cl")
+  local wm, closed = tonumber(stored[1]), tonumber(stored[2])
+  local through = nil
+  for _, by in ipairs(wm and args.kf.by or {}) do
+    local mark = wm
+    if by.i ~= nil and args.kf.now - by.i > mark then mark = args.kf.now - by.i end
+    if through == nil or mark - by.l > through then through = mark - by.l end
+  end
+  if through ~= nil and (closed == nil or through > closed) then
+    redis.call("HSET", KEYS[2], "cl", num(through))
+  end
 end
 local version = current + 1
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
@@ -245,6 +266,15 @@ function partialBoundsOf(
   return g === generation && Object.keys(b).length > 0 ? b : undefined;
 }
 
+/**
+ * The hash-tagged prefix of a stream's data keys (of a {@linkcode generationKey}): `es:{orders}:`,
+ * and `es:{orders}:g2:` for its generation 2.
+ */
+export function dataKeyPrefix(prefix: string, key: string): string {
+  const { stream, generation } = splitGenerationKey(key);
+  return `${prefix}:{${stream}}:${generation === 0 ? "" : `g${generation}:`}`;
+}
+
 /** The key of a stream's definition record: in the stream's hash slot, outside every generation. */
 export function definitionKey(prefix: string, stream: string): string {
   return `${prefix}:{${stream}}:def`;
@@ -317,15 +347,31 @@ export class RedisDefinitionStore implements DefinitionStore {
     name: string,
     record: DefinitionWrite,
     expectedVersion: number,
+    options: DefinitionWriteOptions = {},
   ): Promise<WriteResult> {
+    const keep = options.keepFinal;
+    const keys = [definitionKey(this.#prefix, name)];
+    // The written generation's stats, in the record's slot: kept final in the same step.
+    if (keep) {
+      keys.push(
+        dataKeyPrefix(this.#prefix, generationKey(name, record.generation)) + STREAM_KEYS.stats,
+      );
+    }
     const api = record.source === "api" && !record.deleted;
     const writeId = crypto.randomUUID();
     if (api) await this.#takePlace(name, expectedVersion + 1);
     return this.#calls.call("writeDefinition", async () => {
       const [written, version, currentApi] = (await this.#calls.script(
         WRITE_SCRIPT,
-        [definitionKey(this.#prefix, name)],
+        keys,
         [{
+          kf: keep && {
+            now: keep.nowMs,
+            by: keep.by.map(({ latenessMs, idleMs }) => ({
+              l: latenessMs,
+              i: idleMs ?? undefined,
+            })),
+          },
           expected: expectedVersion,
           g: record.generation,
           s: record.source,

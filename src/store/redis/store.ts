@@ -11,7 +11,7 @@ import type { AggregateState } from "../aggregate_state.ts";
 import { LOG_POSITION_SCRIPT } from "./_log_position.ts";
 import { DEFAULT_ACCURACY, sketchBin, type SketchBins } from "../sketch.ts";
 import { asArray, fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
-import { definitionKey } from "./definition_store.ts";
+import { dataKeyPrefix, definitionKey } from "./definition_store.ts";
 import { splitGenerationKey } from "../definitions.ts";
 import {
   APPEND_SCRIPT,
@@ -463,8 +463,7 @@ export class RedisStore implements Store {
    * `es:{orders}:`, and `es:{orders}:g2:` for its generation 2.
    */
   keyPrefix(stream: string): string {
-    const { stream: name, generation } = splitGenerationKey(stream);
-    return `${this.#prefix}:{${name}}:${generation === 0 ? "" : `g${generation}:`}`;
+    return dataKeyPrefix(this.#prefix, stream);
   }
 
   /** A key of a stream the store reads outside scripts: one of {@linkcode STREAM_KEYS}. */
