@@ -1316,7 +1316,14 @@ class RegistryStore implements Store {
     try {
       // Recorded above (a config stream) or read (an API stream): a store that holds the
       // definitions refuses the batch when the record is missing.
-      result = await this.#store.applyBatch({ ...batch, stream, recorded: true });
+      // The version served: a later one stored keeps final what this one's reads call so.
+      const definitionVersion = this.registry.describe(batch.stream)?.version;
+      result = await this.#store.applyBatch({
+        ...batch,
+        stream,
+        recorded: true,
+        definitionVersion,
+      });
     } catch (error) {
       if (error instanceof StreamChangedError) {
         if (error.version === 0) {

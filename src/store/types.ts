@@ -293,6 +293,14 @@ export interface StoreBatch {
    * @default {false}
    */
   recorded?: boolean;
+  /**
+   * The version of the stream's definition the caller serves (see `definitions.ts`). When the
+   * stored record's is later (the caller has not reloaded it yet, and its reads still judge by
+   * `latenessMs`), what that definition calls final after the batch, the watermark less
+   * `latenessMs`, stays final ({@linkcode StreamStats.closedThrough}), as the write of the record
+   * kept final what the definition it replaced called so. @default {none: nothing kept}
+   */
+  definitionVersion?: number;
   /** Events this far (ms) behind the watermark are late. */
   latenessMs: number;
   /**

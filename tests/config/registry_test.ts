@@ -1452,3 +1452,86 @@ redisTest(
     );
   },
 );
+
+/**
+ * Instances that have not polled a lateness-raising PUT yet still judge by the old lateness: one
+ * applies a batch after the write, and another, reading, calls a window final by the watermark
+ * that batch moved. The stale batch keeps that final (the store sees the record's later version),
+ * so the new lateness re-opens it not.
+ */
+async function staleBatchKeepsFinal(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const instance = async () => {
+    const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions,
+      data: store,
+      now: () => T0,
+    });
+    await streams.poll();
+    return {
+      streams,
+      app: createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 }),
+    };
+  };
+  const definition = (lateness: string) => ({
+    time: { field: "t", lateness },
+    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  });
+  const send = async (app: App, t: number) => {
+    const res = await app.request("/v1/streams/visits/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ t }]),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  const firstRow = async (app: App) => {
+    const res = await app.request(
+      `/v1/streams/visits/counters/perMinute?from=${T0}&to=${T0 + 60_000}`,
+    );
+    assert.equal(res.status, 200);
+    const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
+    return [row.value, row.final];
+  };
+  const a = await instance();
+  await a.streams.put("visits", definition("10s"));
+  const [b, c] = [await instance(), await instance()];
+  assert.equal(await send(a.app, T0 + 10_000), 0);
+  await a.streams.put("visits", definition("1h"));
+  // B and C still serve 10 s. B's batch moves the watermark to T0 + 2 m; C reads
+  // [T0, T0 + 1 m) as final.
+  assert.equal(b.streams.describe("visits")?.version, 1);
+  assert.equal(await send(b.app, T0 + 120_000), 0);
+  assert.equal(c.streams.describe("visits")?.version, 1);
+  assert.deepEqual(await firstRow(c.app), [1, true]);
+  // Within the hour A allows, but in the window C called final: late.
+  assert.equal(await send(a.app, T0 + 30_000), 1);
+  assert.deepEqual(await firstRow(a.app), [1, true]);
+  // After what 10 s called final (T0 + 110 s): taken.
+  assert.equal(await send(a.app, T0 + 115_000), 0);
+  await b.streams.settled();
+}
+
+Deno.test("Memory store: a batch applied by an instance not yet on a lateness-raising PUT re-opens no window a read called final", () => {
+  const definitions = new MemoryDefinitionStore();
+  return staleBatchKeepsFinal(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: a batch applied by an instance not yet on a lateness-raising PUT re-opens no window a read called final",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return staleBatchKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);

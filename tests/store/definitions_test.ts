@@ -242,6 +242,26 @@ const applyScenarios: Record<
     assert.equal((await store.stats(key, [])).closedThrough, T0 + 55_000);
   },
 
+  async "applyBatch() built under an older definition version than the record's keeps final its watermark less its lateness; under the record's, nothing"(
+    { store, definitions },
+  ) {
+    const key = generationKey("orders", 1);
+    await definitions.write("orders", record(), 0);
+    const late = (definitionVersion?: number) => ({
+      ...batch(key),
+      latenessMs: 10_000,
+      definitionVersion,
+    });
+    await store.applyBatch(late(1));
+    await store.applyBatch(late());
+    assert.equal((await store.stats(key, [])).closedThrough, undefined);
+    await definitions.write("orders", record(), 1);
+    await store.applyBatch(late(2));
+    assert.equal((await store.stats(key, [])).closedThrough, undefined);
+    await store.applyBatch(late(1));
+    assert.equal((await store.stats(key, [])).closedThrough, T0 - 10_000);
+  },
+
   async "generations keep a stream's data apart"({ store }) {
     await store.applyBatch(batch(generationKey("orders", 1)));
     await store.applyBatch(batch(generationKey("orders", 1)));

@@ -445,6 +445,13 @@ export class MemoryStore implements Store {
       : [...stream.demand].filter(([, expiresAt]) => expiresAt > now).map(([type]) => type);
     const definitionVersion =
       this.#definitions?.versionOf(splitGenerationKey(batch.stream).stream) ?? 0;
+    // Applied by an instance still on an older definition (see StoreBatch.definitionVersion).
+    if (
+      batch.definitionVersion !== undefined && definitionVersion > batch.definitionVersion &&
+      stream.watermark !== null
+    ) {
+      stream.closedThrough = Math.max(stream.closedThrough, stream.watermark - batch.latenessMs);
+    }
     return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
   }
 

@@ -1718,6 +1718,14 @@ if wm ~= nil then
   changed[#changed + 1] = "wm"
   changed[#changed + 1] = wmText
 end
+-- Applied by an instance still on an older definition than the record's (\`dv\`): what that one
+-- calls final now, the watermark less its lateness, stays final (its reads call it so until it
+-- reloads), as the record's write kept final what the definition it replaced called so.
+if args.dv and wm ~= nil and definitionVersion > args.dv and
+  (closedThrough == nil or wm - lateness > closedThrough) then
+  changed[#changed + 1] = "cl"
+  changed[#changed + 1] = num(wm - lateness)
+end
 for i = 1, counterCount do
   local counter = counters[i]
   local pane, name = counter.newest, counter.name

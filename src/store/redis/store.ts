@@ -540,6 +540,7 @@ export class RedisStore implements Store {
       tk: crypto.randomUUID(),
       now: batch.nowMs,
       late: batch.latenessMs,
+      dv: batch.definitionVersion,
       idle: batch.idleMs ?? undefined,
       dttl: batch.dedupeTtlMs,
       reqs: plain ? undefined : requests.map((request) => ({
