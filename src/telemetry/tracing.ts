@@ -16,6 +16,7 @@
  * @module
  */
 import { getConfig } from "@logtape/logtape";
+import { AsyncLocalStorage } from "node:async_hooks";
 import {
   context,
   type Link,
@@ -73,9 +74,38 @@ export function withoutInboundBaggage<T>(run: () => T): T {
  */
 export function detached<T>(run: () => T): T {
   const logContext = getConfig()?.contextLocalStorage;
-  const outsideRequest = logContext?.getStore() === undefined ? run : () => logContext.run({}, run);
+  const outsideRequest = logContext?.getStore() === undefined
+    ? run
+    : loadedOutside(logContext)
+    ? () => loadContext(run)
+    : () => logContext.run({}, run);
   if (!tracing()) return outsideRequest();
   return context.with(ROOT_CONTEXT, outsideRequest);
+}
+
+/**
+ * The async context of this module's loading, before any request: a function running another
+ * in it. Entering it sets the context saved here back, where `run({}, …)` copies the request's
+ * context with one more entry (twice the cost, more with more of them, on every ingest).
+ */
+const loadContext = AsyncLocalStorage.snapshot();
+
+/** LogTape's log context storage (ours is an `AsyncLocalStorage`; another may not be one). */
+type LogContextStorage = { getStore(): unknown };
+
+/** The log context storage {@linkcode loadContext} was checked against, and its verdict. */
+let checked: { storage: LogContextStorage; outside: boolean } | undefined;
+
+/**
+ * Whether `storage` holds nothing in {@linkcode loadContext}, so that running there is running
+ * outside every request: false for a storage that is no `AsyncLocalStorage` (called from a
+ * request, which it holds) or when this module was loaded inside a log context.
+ */
+function loadedOutside(storage: LogContextStorage): boolean {
+  if (checked?.storage !== storage) {
+    checked = { storage, outside: loadContext(() => storage.getStore()) === undefined };
+  }
+  return checked.outside;
 }
 
 /**
