@@ -5,11 +5,12 @@
  * shape group commit needs).
  */
 import assert from "node:assert/strict";
-import { getLogger, withContext } from "@logtape/logtape";
+import { configure, getConfig, getLogger, reset, withContext } from "@logtape/logtape";
 import { compileConfig } from "../../src/config/mod.ts";
 import { AlertWatcher } from "../../src/fanout/alerts.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
+import { detached } from "../../src/telemetry/tracing.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
 import { eventually, runWithOtel, startOtlpReceiver } from "./_otlp.ts";
 
@@ -123,4 +124,51 @@ Deno.test("detached() work runs outside the request's log context: an alert eval
     assert.equal(serving.requestId, "req-answered", "records logged while serving keep it");
   });
   await watcher.close();
+});
+
+Deno.test("detached() leaves a request's log context for its work and the timers it starts, with LogTape's storage or another", async () => {
+  const seen = async (read: () => unknown) => {
+    const timer = Promise.withResolvers<unknown>();
+    const now = await withContext({ requestId: "req-1" }, () =>
+      detached(() => {
+        setTimeout(() => timer.resolve(read()), 0);
+        return read();
+      }));
+    return { now, later: await timer.promise };
+  };
+  // configureLogging's storage, an AsyncLocalStorage: nothing of the request's is left.
+  await writtenLogs(async () => {
+    const storage = getConfig()!.contextLocalStorage!;
+    const { now, later } = await seen(() => storage.getStore());
+    assert.equal((now as Record<string, unknown> | undefined)?.requestId, undefined);
+    assert.equal((later as Record<string, unknown> | undefined)?.requestId, undefined);
+  });
+  // A storage of another kind: run with an empty context of its own.
+  const held: Record<string, unknown>[] = [];
+  const storage = {
+    getStore: () => held.at(-1),
+    run<T>(store: Record<string, unknown>, callback: () => T): T {
+      held.push(store);
+      try {
+        return callback();
+      } finally {
+        held.pop();
+      }
+    },
+  };
+  await configure({
+    reset: true,
+    sinks: {},
+    loggers: [{ category: ["logtape", "meta"], sinks: [], lowestLevel: "fatal" }],
+    contextLocalStorage: storage,
+  });
+  try {
+    const inside = await withContext(
+      { requestId: "req-2" },
+      () => detached(() => storage.getStore()),
+    );
+    assert.deepEqual(inside, {});
+  } finally {
+    await reset();
+  }
 });
