@@ -301,11 +301,6 @@ export function createTracker(options) {
    * another: where `beacon()` finds them when the page goes.
    */
   const splitting = new Set();
-  /**
-   * Events of the batches in `retrying` that wait for the browser to be online, or for the next
-   * flush once their retries were spent.
-   */
-  let held = 0;
   /** Events dropped, past `maxHeld`, of the batches held. */
   let dropped = 0;
   /**
@@ -348,8 +343,20 @@ export function createTracker(options) {
     return Math.min(maxBatch, maxEventsOf.get(stream) ?? maxBatch);
   }
 
+  /**
+   * Events of the batches in `retrying` that wait for the browser to be online, or for the next
+   * flush once their retries were spent: counted from them, so that no path that takes a batch out
+   * can leave it counted.
+   */
+  function heldEvents() {
+    let count = 0;
+    for (const waiting of retrying) if (waiting.held) count += waiting.events.length;
+    return count;
+  }
+
   /** Drops the oldest batches held until at most `maxHeld` events are held. */
   function dropPastMaxHeld() {
+    let held = heldEvents();
     for (const waiting of retrying) {
       if (held <= maxHeld) break;
       if (!waiting.held) continue;
@@ -585,7 +592,6 @@ export function createTracker(options) {
       };
       retrying.add(waiting);
       if (waiting.held) {
-        held += events.length;
         dropPastMaxHeld();
         hooks?.onHeld?.();
         if (parked) {
@@ -594,7 +600,6 @@ export function createTracker(options) {
             stop.signal.addEventListener("abort", resolve, { once: true });
           });
         } else await untilOnline(stop.signal);
-        if (!waiting.handedOver) held -= events.length;
       } else {
         // Ended at once when beacon() takes the batch over.
         await sleep((wait ?? retryBaseMs * 2 ** attempt) * (1 + Math.random() * 0.2), stop.signal);
@@ -642,7 +647,7 @@ export function createTracker(options) {
       const size = batchSize(stream);
       for (let i = 0; i < events.length; i += size) sendBatch(stream, events.slice(i, i + size));
     }
-    return Promise.all([...answering]).then(() => ({ held }));
+    return Promise.all([...answering]).then(() => ({ held: heldEvents() }));
   }
 
   /**
@@ -780,7 +785,6 @@ export function createTracker(options) {
     for (const waiting of retrying) {
       waiting.handedOver = true;
       retrying.delete(waiting);
-      if (waiting.held) held -= waiting.events.length;
       waiting.stop.abort();
       const bytes = byteLength(waiting.body);
       const keyed = `${url(waiting.stream)}&idempotencyKey=${
@@ -903,7 +907,7 @@ export function createTracker(options) {
      * retries failed (sent again at the next flush, on `online`, or by the resend timer).
      */
     get held() {
-      return held;
+      return heldEvents();
     },
     /** Events dropped because more than `maxHeld` were held. */
     get dropped() {
