@@ -46,6 +46,10 @@
  * sent again: a console warning names the first one's error, and
  * `onRejected` hears of all of them.
  *
+ * `close()` (a tracker's, or the module's for `init()`'s) sends what waits, keeps what it could
+ * not send in `localStorage` as a page that goes does, and removes the tracker's listeners and
+ * timers: a page that makes a tracker per view leaks none.
+ *
  * `subscribe(stream, {key, onMessage})` follows a stream's live results from a
  * page, with a read key whose `origins` list it, resuming after a dropped
  * connection where it was (see {@linkcode subscribe}).
@@ -248,7 +252,9 @@ function trackerOption(options, name, fallback, min, whole) {
 }
 
 /**
- * A tracker: `track(stream, event)` queues, `flush()` sends what waits.
+ * A tracker: `track(stream, event)` queues, `flush()` sends what waits, `close()` sends it and
+ * ends the tracker (its page listeners and timers; a page that makes a tracker per view closes
+ * the one it leaves).
  * Options: `key` (a publishable key, required; a secret `sk_…` key is refused with a console
  * error, and this throws, before anything is sent), `endpoint` (the server; the
  * origin this module came from by default), `dedupeField` (where each event
@@ -319,6 +325,10 @@ export function createTracker(options) {
    */
   let storeDown = false;
   let timer;
+  /** The promise of `close()`, once it was called: `track()` refuses events from then on. */
+  let closing;
+  /** Whether `close()` has kept what its flush left: a batch failing now is kept too. */
+  let closed = false;
   /**
    * The timer that sends the batches held after their retries failed again by itself (a page that
    * tracks nothing more flushes no more): set while one is held, cleared when none is.
@@ -575,6 +585,13 @@ export function createTracker(options) {
         );
         attempt = -1;
       }
+      // Closed meanwhile (a send the resend timer or `online` woke during close()'s flush, which
+      // waited only for those it started): kept as close() kept the rest, not sent again by a
+      // tracker nothing can stop any more.
+      if (closed) {
+        keep(stream, events, idempotencyKey);
+        return;
+      }
       // While it waits, a page leaving takes it along (beacon()), with its key.
       const stop = new AbortController();
       const waiting = {
@@ -687,6 +704,7 @@ export function createTracker(options) {
    * (a batch waiting to be sent again, kept whole); without storage they are lost, with a warning.
    * A stream keeps at most {@linkcode MAX_STORED_EVENTS}, the oldest dropped first: the batches
    * kept with their key (whole: a part of one is another body), then the events kept without.
+   * Answers whether they were kept.
    */
   function keep(stream, events, idempotencyKey) {
     const store = storage();
@@ -706,8 +724,10 @@ export function createTracker(options) {
       } else store.removeItem(plainName);
       if (keyed.length > 0) store.setItem(keyedName, JSON.stringify(keyed));
       else store.removeItem(keyedName);
+      return true;
     } catch {
       console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
+      return false;
     }
   }
 
@@ -761,12 +781,20 @@ export function createTracker(options) {
    * all of it while the server's last answer was a 503 (its store down), or the browser offline.
    */
   function beacon() {
-    clearTimeout(timer);
-    timer = undefined;
-    const batches = [];
     // Offline, a beacon is lost, and while the store is down (the last answer a 503) it is
     // refused, unanswered: all of it is kept for the next page.
-    let budget = isOffline() || storeDown ? 0 : KEEPALIVE_BYTES;
+    handOver(isOffline() || storeDown ? 0 : KEEPALIVE_BYTES);
+  }
+
+  /**
+   * What {@linkcode beacon} does with `budget` bytes of beacons (0: none, all of it kept in
+   * localStorage, as `close()` keeps what its flush left); answers how many events it kept.
+   */
+  function handOver(budget) {
+    clearTimeout(timer);
+    timer = undefined;
+    let kept = 0;
+    const batches = [];
     /**
      * Events each stream may still take by beacon now, once a 413 said how many: none while a
      * 429's `Retry-After` has not passed.
@@ -839,12 +867,22 @@ export function createTracker(options) {
       // A batch waiting to be sent again that no beacon took (the store down, offline, no room)
       // is kept whole with its key: the next page sends it under it, so that counts once what its
       // 503 with `outcome: unknown` applied. What is left of one that went in part goes as new.
-      if (idempotencyKey && unsent.length === parts.length) keep(stream, events, idempotencyKey);
-      else for (const part of unsent) keep(stream, part);
+      if (idempotencyKey && unsent.length === parts.length) {
+        if (keep(stream, events, idempotencyKey)) kept += events.length;
+      } else for (const part of unsent) if (keep(stream, part)) kept += part.length;
     }
+    return kept;
   }
 
   function track(stream, event) {
+    // A closed tracker's listeners and timers are gone: an event queued now would never be sent.
+    if (closing) {
+      throw new Error(
+        `edgestream: track('${
+          String(stream).slice(0, 100)
+        }', event) on a closed tracker: create another with createTracker()`,
+      );
+    }
     // Else its preflight was refused, each send failed as if the network had and was retried
     // and held, and its beacon was refused.
     if (typeof stream !== "string" || !STREAM_NAME.test(stream)) {
@@ -878,25 +916,57 @@ export function createTracker(options) {
     return item;
   }
 
-  if (typeof addEventListener === "function") {
+  /**
+   * Back online, the batches held after their retries failed (on the network, say) go at once, as
+   * those held while offline do.
+   */
+  function online() {
+    resendRounds = 0;
+    resendHeld();
+  }
+
+  /** Hidden, the page may never come back: what waits goes (`beacon()`); shown, what was kept. */
+  function visibilityChanged() {
+    if (document.visibilityState === "hidden") beacon();
+    else if (!closing) restore();
+  }
+
+  const listening = typeof addEventListener === "function";
+  if (listening) {
     addEventListener("pagehide", beacon);
-    // Back online, the batches held after their retries failed (on the network, say) go at once,
-    // as those held while offline do.
-    addEventListener("online", () => {
-      resendRounds = 0;
-      resendHeld();
-    });
-    addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "hidden") beacon();
-      else restore();
-    });
+    addEventListener("online", online);
+    addEventListener("visibilitychange", visibilityChanged);
   }
   restore();
+
+  /**
+   * Ends the tracker: `track()` throws from now on; what waits is sent as `flush()` sends it (the
+   * batches held after their retries too), and once that is answered, refused or held, its page
+   * listeners and timers are removed, and what was not sent (held offline or after its retries) is
+   * kept in localStorage as the page's beacon keeps it (a batch with its `Idempotency-Key`), for
+   * the next tracker or page with the same endpoint and key. Until then a page that goes takes it
+   * by beacon. Resolves with `{kept}`: the events so kept. Called again, returns the same promise.
+   */
+  function close() {
+    closing ??= flush().then(() => {
+      if (listening) {
+        removeEventListener("pagehide", beacon);
+        removeEventListener("online", online);
+        removeEventListener("visibilitychange", visibilityChanged);
+      }
+      closed = true;
+      // Nothing stays in memory: the flush timer and the resend timer (nothing is held) stop,
+      // and each batch still waiting ends its own wait.
+      return { kept: handOver(0) };
+    });
+    return closing;
+  }
 
   return {
     track,
     flush,
     beacon,
+    close,
     /**
      * Resolves once every batch sent so far is answered, refused or taken by the page's beacon (a
      * batch held is not, until it is sent again).
@@ -918,9 +988,14 @@ export function createTracker(options) {
 
 let tracker;
 
-/** Sets up the module's tracker; see {@linkcode createTracker} for the options. */
+/**
+ * Sets up the module's tracker; see {@linkcode createTracker} for the options. One set up before
+ * is closed (see the tracker's `close()`): what it queued is sent, and it leaves no listener.
+ */
 export function init(options) {
+  const previous = tracker;
   tracker = createTracker(options);
+  previous?.close();
   return tracker;
 }
 
@@ -933,6 +1008,16 @@ export function track(stream, event) {
 /** Sends what waits now (see the tracker's `flush()`). */
 export function flush() {
   return tracker ? tracker.flush() : Promise.resolve({ held: 0 });
+}
+
+/**
+ * Closes the tracker {@linkcode init} set up (see the tracker's `close()`): `track()` then needs
+ * `init()` again.
+ */
+export function close() {
+  const closing = tracker ? tracker.close() : Promise.resolve({ kept: 0 });
+  tracker = undefined;
+  return closing;
 }
 
 /**

@@ -421,6 +421,120 @@ browserTest(
   },
 );
 
+/**
+ * Counts, in `page`, the timers set and not yet fired or cleared and the window listeners added
+ * and not removed (`live()` in the page): installed before the SDK is loaded, so that its own are
+ * counted.
+ */
+async function countTimersAndListeners(page: Page) {
+  await page.evaluate(`(() => {
+    const timers = new Set();
+    const listeners = new Map();
+    const set = globalThis.setTimeout;
+    const clear = globalThis.clearTimeout;
+    const add = globalThis.addEventListener;
+    const remove = globalThis.removeEventListener;
+    globalThis.setTimeout = (fn, ms, ...args) => {
+      const id = set(() => {
+        timers.delete(id);
+        fn(...args);
+      }, ms);
+      timers.add(id);
+      return id;
+    };
+    globalThis.clearTimeout = (id) => {
+      timers.delete(id);
+      clear(id);
+    };
+    globalThis.addEventListener = (type, listener, options) => {
+      listeners.set(listener, type);
+      add.call(globalThis, type, listener, options);
+    };
+    globalThis.removeEventListener = (type, listener, options) => {
+      listeners.delete(listener);
+      remove.call(globalThis, type, listener, options);
+    };
+    globalThis.live = () => ({ timers: timers.size, listeners: [...listeners.values()].sort() });
+  })()`);
+}
+
+browserTest(
+  "/sdk.js close() sends what waits, keeps what the store refused in localStorage with its key, and leaves no listener or timer: online, a visibility change and time send nothing more; the next tracker sends what it kept",
+  async (browser) => {
+    const s = await setup();
+    try {
+      const page = await open(browser, s.allowed);
+      await countTimersAndListeners(page);
+      await loadSdk(page, s, { maxRetries: 0, heldRetryMs: 400 });
+      const posts = () => s.answers.filter((a) => a.method === "POST");
+      s.setStoreDown(true);
+      // A batch held after its (one) try, with the resend timer set, and an event queued, with
+      // the flush timer set.
+      assert.deepEqual(
+        await page.evaluate(`[1, 2].forEach((n) => tracker.track("pageviews", { n }));
+          tracker.flush()`),
+        { held: 2 },
+      );
+      await page.evaluate(`tracker.track("pageviews", { n: 3 }); undefined`);
+      assert.deepEqual(await page.evaluate(`live()`), {
+        timers: 2,
+        listeners: ["online", "pagehide", "visibilitychange"],
+      });
+      const heldKey = posts()[0].idempotencyKey;
+      // close() sends both, answered 503 again, and keeps them with their keys.
+      assert.deepEqual(await page.evaluate(`tracker.close()`), { kept: 3 });
+      assert.equal(posts().length, 3);
+      // Sent together, answered in either order.
+      const closeKeys = posts().slice(1).map((a) => a.idempotencyKey);
+      assert.ok(closeKeys.includes(heldKey), `${closeKeys}`);
+      const queuedKey = closeKeys.find((key) => key !== heldKey);
+      const kept = await keptIn(page);
+      assert.deepEqual(kept.events, []);
+      assert.deepEqual(kept.batches.toSorted((a, b) => a.n[0] - b.n[0]), [
+        { idempotencyKey: heldKey, n: [1, 2] },
+        { idempotencyKey: queuedKey, n: [3] },
+      ]);
+      assert.deepEqual(await page.evaluate(`live()`), { timers: 0, listeners: [] });
+      assert.match(
+        await page.evaluate(`(() => {
+          try {
+            tracker.track("pageviews", { n: 4 });
+            return "queued";
+          } catch (error) {
+            return error.message;
+          }
+        })()`),
+        /on a closed tracker/,
+      );
+      // A live tracker sends what is held on "online", what was kept when the page is shown, and
+      // what is held once heldRetryMs passed: the closed one sends nothing.
+      s.setStoreDown(false);
+      await page.evaluate(`dispatchEvent(new Event("online"));
+        document.dispatchEvent(new Event("visibilitychange", { bubbles: true }))`);
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      assert.equal(posts().length, 3);
+      assert.equal(await s.accepted("pageviews"), 0);
+      // The next tracker sends what the closed one kept, under its keys; closed with an event
+      // queued, it sends it and keeps nothing.
+      await loadSdk(page, s);
+      await until("the kept batches", async () => (await s.accepted("pageviews")) === 3);
+      assert.deepEqual(
+        posts().slice(3).map((a) => a.idempotencyKey).toSorted(),
+        [heldKey, queuedKey].toSorted(),
+      );
+      assert.deepEqual(
+        await page.evaluate(`tracker.track("pageviews", { n: 5 }); tracker.close()`),
+        { kept: 0 },
+      );
+      assert.equal(await s.accepted("pageviews"), 4);
+      assert.deepEqual(await keptIn(page), { events: [], batches: [] });
+      assert.deepEqual(await page.evaluate(`live()`), { timers: 0, listeners: [] });
+    } finally {
+      await s.close();
+    }
+  },
+);
+
 browserTest(
   "/sdk.js remembers a stream's burst from a 413 too_many_events: later batches carry at most that many, and the page's beacon one burst a stream, keeping the rest for the next page",
   async (browser) => {

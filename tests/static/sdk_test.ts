@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import FakeTimers from "@sinonjs/fake-timers";
 import fc from "fast-check";
 // @ts-types="./sdk_types.d.ts"
-import { createTracker, init, SseParser, subscribe, track } from "../../static/sdk/sdk.js";
+import { close, createTracker, init, SseParser, subscribe, track } from "../../static/sdk/sdk.js";
 import { createApp } from "../../src/app.ts";
 import { compileConfig } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
@@ -119,6 +119,30 @@ Deno.test("the SDK sends a batch with fetch(keepalive), an Idempotency-Key and a
     assert.equal(sent.length, 2);
     assert.ok(String(sent[1].init.body).length < 60_000);
     assert.equal(sent[1].init.keepalive, false);
+  } finally {
+    restore();
+  }
+});
+
+Deno.test("init() again closes the tracker it replaces, which sends what it queued and takes no more events, and close() ends the module's tracker: track() needs init() again", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const options = { key: "pk_test", endpoint: "https://events.example", flushMs: 60_000 };
+    const first = init(options);
+    track("s", { n: 1 });
+    // Before, the first tracker went on, its flush timer (and its listeners) left behind: the
+    // test's timer sanitizer failed.
+    init(options);
+    assert.throws(() => first.track("s", { n: 2 }), /on a closed tracker/);
+    track("s", { n: 3 });
+    assert.deepEqual(await close(), { kept: 0 });
+    assert.deepEqual(first.held, 0);
+    assert.deepEqual(sent.map((request) => JSON.parse(String(request.init.body))), [
+      [{ n: 1 }],
+      [{ n: 3 }],
+    ]);
+    assert.throws(() => track("s", { n: 4 }), /call init/);
+    assert.deepEqual(await close(), { kept: 0 });
   } finally {
     restore();
   }
@@ -993,6 +1017,78 @@ Deno.test("a batch held after its retries is sent again by itself with its key: 
     assert.equal(new Set(sent.slice(10).map(keyOf)).size, 1);
     assert.equal(tracker.held, 0);
     assert.equal(clock.countTimers(), 0);
+  } finally {
+    stopCapture();
+    clock.uninstall();
+    globalThis.fetch = original;
+    localStorage.clear();
+  }
+});
+
+Deno.test("a batch the resend timer sends again while close() flushes, answered once close() kept the rest, is kept too, not sent again by the closed tracker", async () => {
+  const answers: Array<Response | Promise<Response>> = [];
+  const sent: Sent[] = [];
+  const original = globalThis.fetch;
+  localStorage.clear();
+  globalThis.fetch = ((url: string, init: Sent["init"]) => {
+    sent.push({ url, init });
+    return Promise.resolve(answers.shift() ?? new Response(null, { status: 202 }));
+  }) as typeof fetch;
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+  const { stopCapture } = captureWarnings();
+  const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
+  /** An answer that comes when `answer()` is called. */
+  function later() {
+    let answer!: () => void;
+    const response = new Promise<Response>((resolve) =>
+      answer = () => resolve(new Response(null, { status: 503 }))
+    );
+    return { response, answer };
+  }
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      maxRetries: 0,
+      heldRetryMs: 1_000,
+      flushMs: 60_000,
+    });
+    answers.push(new Response(null, { status: 503 }));
+    tracker.track("s", { n: 1 });
+    assert.deepEqual(await tracker.flush(), { held: 1 });
+    // close() sends the queued batch (503: held, the resend timer set) and the held one again,
+    // whose answer is slow: the flush waits for it.
+    const slow = later();
+    const resent = later();
+    answers.push(new Response(null, { status: 503 }), slow.response, resent.response);
+    tracker.track("s", { n: 2 });
+    const closing = tracker.close();
+    // The resend timer sends the queued batch again during the flush, which did not start that.
+    await clock.tickAsync(1_300);
+    assert.equal(sent.length, 4);
+    assert.deepEqual(sent.map(keyOf), [
+      keyOf(sent[0]),
+      keyOf(sent[1]),
+      keyOf(sent[0]),
+      keyOf(sent[1]),
+    ]);
+    slow.answer();
+    assert.deepEqual(await closing, { kept: 1 });
+    // Answered after close() kept the rest: kept with its key too. Before, it was held again and
+    // the resend timer of the closed tracker sent it again and again.
+    resent.answer();
+    await clock.tickAsync(0);
+    const kept = JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!);
+    assert.deepEqual(
+      kept.map((batch: { idempotencyKey: string; events: unknown[] }) => [
+        batch.idempotencyKey,
+        batch.events,
+      ]),
+      [[keyOf(sent[0]), [{ n: 1 }]], [keyOf(sent[1]), [{ n: 2 }]]],
+    );
+    assert.equal(clock.countTimers(), 0);
+    await clock.tickAsync(3_600_000);
+    assert.equal(sent.length, 4);
   } finally {
     stopCapture();
     clock.uninstall();

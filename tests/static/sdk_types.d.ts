@@ -4,6 +4,7 @@ export interface Tracker {
   flush(): Promise<{ held: number }>;
   beacon(): void;
   settled(): Promise<void>;
+  close(): Promise<{ kept: number }>;
   readonly held: number;
   readonly dropped: number;
 }
@@ -25,6 +26,8 @@ export function createTracker(options: {
 }): Tracker;
 export function init(options: Parameters<typeof createTracker>[0]): Tracker;
 export function track(stream: string, event: Record<string, unknown>): Record<string, string>;
+export function flush(): Promise<{ held: number }>;
+export function close(): Promise<{ kept: number }>;
 export interface SubscribeError extends Error {
   status?: number;
   code?: string;
