@@ -698,28 +698,63 @@ export interface EmptyPathPart {
   counter?: string;
 }
 
+/** One field a stream reads, found by {@linkcode fieldReadsOf}. */
+interface FieldRead {
+  /** Where it is, under the stream (`["counters", "n", "aggregate", "sum"]`). */
+  path: PropertyKey[];
+  /** The field name or dotted path as written. */
+  field: string;
+  /** The counter that reads it, or `undefined` for `time.field` and `dedupe.field`. */
+  counter?: string;
+  /** Read from the event its transform gave (a counter's), not the one received. */
+  afterTransform: boolean;
+}
+
+/**
+ * Every field a parsed definition reads, in order: `time.field` and `dedupe.field` (before
+ * transforms), then each counter's aggregate field and `groupBy` fields (after).
+ */
+function fieldReadsOf(parsed: StreamDefinition): FieldRead[] {
+  const reads: FieldRead[] = [];
+  if (parsed.time.field !== undefined) {
+    reads.push({ path: ["time", "field"], field: parsed.time.field, afterTransform: false });
+  }
+  if (parsed.dedupe) {
+    reads.push({ path: ["dedupe", "field"], field: parsed.dedupe.field, afterTransform: false });
+  }
+  for (const [counter, definition] of Object.entries(parsed.counters)) {
+    if (typeof definition.aggregate === "object") {
+      // Its one string member (a quantiles counter's other is its accuracy).
+      const found = Object.entries(definition.aggregate).find(([, v]) => typeof v === "string");
+      if (found) {
+        reads.push({
+          path: ["counters", counter, "aggregate", found[0]],
+          field: String(found[1]),
+          counter,
+          afterTransform: true,
+        });
+      }
+    }
+    definition.groupBy.forEach((field, index) => {
+      reads.push({
+        path: ["counters", counter, "groupBy", index],
+        field,
+        counter,
+        afterTransform: true,
+      });
+    });
+  }
+  return reads;
+}
+
 /**
  * The field paths of a parsed definition (`time.field`, `dedupe.field`, each counter's aggregate
  * field and `groupBy` fields) with an empty part: `a..b`, `.a`, `a.`.
  */
 function emptyPathPartsOf(parsed: StreamDefinition): EmptyPathPart[] {
-  const found: EmptyPathPart[] = [];
-  const check = (path: PropertyKey[], field: string, counter?: string) => {
-    if (field.split(".").includes("")) found.push({ path, field, counter });
-  };
-  if (parsed.time.field !== undefined) check(["time", "field"], parsed.time.field);
-  if (parsed.dedupe) check(["dedupe", "field"], parsed.dedupe.field);
-  for (const [counter, definition] of Object.entries(parsed.counters)) {
-    if (typeof definition.aggregate === "object") {
-      // Its one string member (a quantiles counter's other is its accuracy).
-      const found = Object.entries(definition.aggregate).find(([, v]) => typeof v === "string");
-      if (found) check(["counters", counter, "aggregate", found[0]], String(found[1]), counter);
-    }
-    definition.groupBy.forEach((field, index) => {
-      check(["counters", counter, "groupBy", index], field, counter);
-    });
-  }
-  return found;
+  return fieldReadsOf(parsed)
+    .filter(({ field }) => field.split(".").includes(""))
+    .map(({ path, field, counter }) => ({ path, field, counter }));
 }
 
 /**
@@ -1001,21 +1036,8 @@ function counterFieldProblem(
 ): UnknownCounterFieldProblem | undefined {
   const before = keyStates(parsed, false);
   const after = keyStates(parsed, true);
-  const reads: Array<[PropertyKey[], string, boolean]> = [];
-  if (parsed.time.field !== undefined) reads.push([["time", "field"], parsed.time.field, false]);
-  if (parsed.dedupe) reads.push([["dedupe", "field"], parsed.dedupe.field, false]);
-  for (const [counter, definition] of Object.entries(parsed.counters)) {
-    if (typeof definition.aggregate === "object") {
-      // Its one string member (a quantiles counter's other is its accuracy).
-      const found = Object.entries(definition.aggregate).find(([, v]) => typeof v === "string");
-      if (found) reads.push([["counters", counter, "aggregate", found[0]], String(found[1]), true]);
-    }
-    definition.groupBy.forEach((field, index) => {
-      reads.push([["counters", counter, "groupBy", index], field, true]);
-    });
-  }
   const closed = closedSchemaKeys(parsed.schema);
-  for (const [path, field, afterTransform] of reads) {
+  for (const { path, field, afterTransform } of fieldReadsOf(parsed)) {
     const stateOf = afterTransform ? after : before;
     const missing = missingFieldReason(field, stateOf, afterTransform, closed);
     if (missing !== undefined) {
