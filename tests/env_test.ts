@@ -1316,18 +1316,21 @@ Deno.test("configFromEnv() warns of a time.field or dedupe.field a closed schema
   });
 });
 
-Deno.test("configFromEnv() serves a config file's counter reading a field a transform's drop removes or pick leaves out as before, with a warning naming that step as the fix, not the schema", async () => {
+Deno.test("configFromEnv() serves a config file's counter reading a field a transform's drop removes, rename moves away or pick leaves out as before, with a warning naming that step as the fix, not the schema", async () => {
   const counters = {
     n: { window: { tumbling: "1m" }, groupBy: ["debug"], aggregate: "count" },
   };
   const dropped = { transform: [{ set: { seen: "true" } }, { drop: ["debug"] }], counters };
+  const renamed = { transform: [{ rename: { debug: "note" } }], counters };
   const picked = { transform: [{ pick: ["amount", "country"] }], counters };
-  await withConfigFile({ streams: { dropped, picked } }, (config) => {
+  await withConfigFile({ streams: { dropped, renamed, picked } }, (config) => {
     assert.equal(config.streams.get("dropped")!.counters.length, 1);
+    assert.equal(config.streams.get("renamed")!.counters.length, 1);
     assert.equal(config.streams.get("picked")!.counters.length, 1);
     const warnings = config.notices.filter((notice) => notice.level === "warning");
     assert.deepEqual(warnings.map((warning) => warning.text), [
       "EDGESTREAM_CONFIG: streams.dropped.counters.n.groupBy[0]: Field 'debug' is always missing: transform[1] drops 'debug', and no step after it sets 'debug'; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or transform[1]'s drop: a definition sent through the API with it is refused",
+      "EDGESTREAM_CONFIG: streams.renamed.counters.n.groupBy[0]: Field 'debug' is always missing: transform[0] renames 'debug' to 'note', and no step after it sets 'debug'; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or transform[0]'s rename: a definition sent through the API with it is refused",
       "EDGESTREAM_CONFIG: streams.picked.counters.n.groupBy[0]: Field 'debug' is always missing: transform[0] picks only amount, country, and no step after it sets 'debug'; compiled as before this check (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or transform[0]'s pick: a definition sent through the API with it is refused",
     ]);
   });

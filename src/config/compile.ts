@@ -826,9 +826,10 @@ export interface CompileOptions {
   /**
    * Compile a counter that reads a field its stream can never hold (`{"sum": "amont"}` beside
    * `"additionalProperties": false` without `amont`, at the top level or below it, or a field a
-   * transform's `drop` removes or its `pick` leaves out), or a `time.field` or `dedupe.field`
-   * naming one its schema cannot hold, as releases before those checks did: a stream stored or deployed then is served as
-   * it was (the field is always missing). Find it with {@linkcode unknownCounterField}.
+   * transform's `drop` removes, its `rename` moves away or its `pick` leaves out), or a
+   * `time.field` or `dedupe.field` naming one its schema cannot hold, as releases before those
+   * checks did: a stream stored or deployed then is served as it was (the field is always
+   * missing). Find it with {@linkcode unknownCounterField}.
    * @default {false: refused, naming its path and the fields the schema holds}
    */
   unknownCounterFields?: boolean;
@@ -912,7 +913,10 @@ type KeyState =
   | { held: true; schema?: unknown }
   | {
     held: false;
-    step?: { index: number; kind: "drop" } | { index: number; kind: "pick"; picked: string[] };
+    step?:
+      | { index: number; kind: "drop" }
+      | { index: number; kind: "rename"; to: string }
+      | { index: number; kind: "pick"; picked: string[] };
   };
 
 /** What the events of a stream may hold at each top-level key, before its transform or after. */
@@ -932,6 +936,11 @@ function keyStates(parsed: StreamDefinition, afterTransform: boolean): (key: str
     if ("set" in step) {
       for (const key of Object.keys(step.set)) fixed.set(key, { held: true });
     } else if ("rename" in step) {
+      // Every source is removed first, then every target written: a key both (`{a: b, b: a}`)
+      // is held. Names are top-level keys, a dotted one too, as `drop` reads them.
+      for (const [from, to] of Object.entries(step.rename)) {
+        fixed.set(from, { held: false, step: { index, kind: "rename", to } });
+      }
       for (const key of Object.values(step.rename)) fixed.set(key, { held: true });
     } else if ("drop" in step) {
       for (const key of step.drop) fixed.set(key, { held: false, step: { index, kind: "drop" } });
@@ -988,6 +997,8 @@ function missingFieldReason(
     const key = quoteInput(parts[0]);
     const removes = step.kind === "drop"
       ? `drops '${key}'`
+      : step.kind === "rename"
+      ? `renames '${key}' to '${quoteInput(step.to)}'`
       : `picks only ${listNames(step.picked)}`;
     return {
       reason: `Field '${
@@ -1024,9 +1035,10 @@ function missingFieldReason(
  * before transforms). A field is never held when its schema, closed by
  * `"additionalProperties": false` (at its top level, or at a plain object schema below it for a
  * dotted path: see {@linkcode closedSchemaKeys}), has no such property and no transform's `set`
- * or `rename` writes it, or when a transform's `drop` removes it, or a `pick` leaves it out, and
- * no step after sets it. Such a field is always missing, so a counter reading it never counts (a
- * missing value is skipped) or groups everything as `null`: a typo would lose the metric silently.
+ * or `rename` writes it, or when a transform's `drop` removes it, a `rename` moves it away or a
+ * `pick` leaves it out, and no step after sets it. Such a field is always missing, so a counter
+ * reading it never counts (a missing value is skipped) or groups everything as `null`: a typo
+ * would lose the metric silently.
  * When unsure (any keyword that may let more keys in, a default, a value a transform wrote), the
  * field is taken as held.
  */
@@ -1070,8 +1082,8 @@ export interface UnknownCounterFieldProblem {
   consequence: string;
   /**
    * The remedy, as the problem's cause says: `fix the field or the schema` for a field its
-   * schema cannot hold, `fix the field or transform[1]'s drop` (or `'s pick`) for one a
-   * transform removes.
+   * schema cannot hold, `fix the field or transform[1]'s drop` (or `'s rename`, `'s pick`) for
+   * one a transform removes.
    */
   fix: string;
 }

@@ -1752,7 +1752,7 @@ Deno.test("compileConfig() refuses a field path with an empty part (a..b, .a, a.
   }
 });
 
-Deno.test("compileConfig() refuses a counter field below a closed object schema it can never hold, or one a transform's drop removes or pick leaves out; what may be there (open, typeless, defaulted, combined, written) is taken", () => {
+Deno.test("compileConfig() refuses a counter field below a closed object schema it can never hold, or one a transform's drop removes, rename moves away or pick leaves out; what may be there (open, typeless, defaulted, combined, written, swapped) is taken", () => {
   const user = {
     type: "object",
     additionalProperties: false,
@@ -1799,6 +1799,19 @@ Deno.test("compileConfig() refuses a counter field below a closed object schema 
     [
       counting("count", ["user.country"], [{ set: { user: "{}" } }, { drop: ["user"] }]),
       `streams.orders.counters.x.groupBy[0]: Field 'user.country' is always missing: transform[1] drops 'user', and no step after it sets 'user'`,
+      null,
+    ],
+    [
+      counting({ sum: "amount" }, [], [{ filter: "true" }, { rename: { amount: "total" } }]),
+      `streams.orders.counters.x.aggregate.sum: Field 'amount' is always missing: transform[1] renames 'amount' to 'total', and no step after it sets 'amount'`,
+      null,
+    ],
+    [
+      // Renamed away, then kept so by a pick naming it; read below it.
+      counting("count", ["user.country"], [{ rename: { user: "customer" } }, {
+        pick: ["customer", "user"],
+      }]),
+      `streams.orders.counters.x.groupBy[0]: Field 'user.country' is always missing: transform[0] renames 'user' to 'customer', and no step after it sets 'user'`,
       null,
     ],
     [
@@ -1866,6 +1879,18 @@ Deno.test("compileConfig() refuses a counter field below a closed object schema 
     // Written by a transform after the schema: any value.
     counting("count", ["user.contry"], [{ set: { user: "{'contry': 'DE'}" } }]),
     counting("count", ["user.contry"], [{ rename: { other: "user" } }]),
+    // Swapped, or renamed to itself: each key both a source and a target is written.
+    counting({ sum: "amount" }, ["debug"], [{ rename: { amount: "debug", debug: "amount" } }]),
+    counting({ sum: "amount" }, [], [{ rename: { amount: "amount" } }]),
+    // Renamed away, then written again by a later set or rename.
+    counting({ sum: "amount" }, [], [{ rename: { amount: "total" } }, {
+      set: { amount: "event.total" },
+    }]),
+    counting({ sum: "amount" }, [], [{ rename: { amount: "total" } }, {
+      rename: { total: "amount" },
+    }]),
+    // A dotted source names the top-level key written so: `user` itself stays.
+    counting("count", ["user.country"], [{ rename: { "user.country": "country" } }]),
     // Dropped or left out, then set again; picked; dropped after it is read (no such thing).
     counting({ sum: "amount" }, ["debug"], [{ drop: ["amount"] }, { set: { amount: "1" } }, {
       pick: ["amount", "debug"],
@@ -1890,6 +1915,35 @@ Deno.test("compileConfig() refuses a counter field below a closed object schema 
     const compiled = only(compileConfig(orders({ schema: { properties: { user: sub } } })));
     assert.equal(compiled.schema.safeParse(event).success, true, JSON.stringify(event));
   }
+});
+
+Deno.test("the README's examples of a counter field a transform's drop or rename removes are what compileConfig() says, and its swap is taken", async () => {
+  const readme = (await Deno.readTextFile(new URL("../../README.md", import.meta.url)))
+    .replaceAll(/\s+/g, " ");
+  const claim = readme.match(
+    /Whatever the schema, a counter's aggregate or `groupBy` field whose first part \(and whole dotted path\) a transform's `drop` removes, its `rename` moves away \(a key also renamed to, as in a swap `(\{.*?\})`, stays\) or its `pick` leaves out, .*? refused the same way \((.*?)\)\./,
+  );
+  assert.ok(claim, "README states what a transform's drop, rename and pick remove");
+  const counting = (transform: unknown[], groupBy: string[]) =>
+    orders({
+      transform,
+      counters: { x: { window: { tumbling: "1m" }, aggregate: "count", groupBy } },
+    });
+  const examples = claim[2].split("; ").map((quoted) => quoted.replace(/^`|`$/g, ""));
+  const sources = [
+    counting([{ set: { seen: "true" } }, { drop: ["debug"] }], ["debug"]),
+    counting([{ rename: { debug: "note" } }], ["debug"]),
+  ];
+  assert.equal(examples.length, sources.length, claim[2]);
+  examples.forEach((example, index) => {
+    const compiled = only(compileConfig(sources[index], { unknownCounterFields: true }));
+    assert.equal(
+      unknownCounterField(compiled),
+      `streams.orders.counters.x.groupBy[0]: ${example}`,
+    );
+  });
+  const swap = counting([{ rename: JSON.parse(claim[1]) }], ["a", "b"]);
+  assert.equal(unknownCounterField(only(compileConfig(swap))), undefined);
 });
 
 Deno.test("the README says which durations refuse zero and what zero means for the others, and compileConfig() does so", async () => {

@@ -2312,7 +2312,7 @@ Deno.test("PUT /v1/streams/{stream} refuses a field path with an empty part (400
   }
 });
 
-Deno.test("PUT /v1/streams/{stream} refuses a counter field below a closed object schema or removed by a transform's drop or pick (400 invalid_definition naming its path); one stored before is served with a warning once", async () => {
+Deno.test("PUT /v1/streams/{stream} refuses a counter field below a closed object schema or removed by a transform's drop, rename or pick (400 invalid_definition naming its path); one stored before is served with a warning once", async () => {
   const app = await appWith();
   const schema = {
     type: "object",
@@ -2343,6 +2343,10 @@ Deno.test("PUT /v1/streams/{stream} refuses a counter field below a closed objec
       [
         counting(["debug"], [{ drop: ["debug"] }]),
         `counters.perMinute.groupBy[0]: Field 'debug' is always missing: transform[0] drops 'debug', and no step after it sets 'debug'`,
+      ],
+      [
+        counting(["debug"], [{ rename: { debug: "note" } }]),
+        `counters.perMinute.groupBy[0]: Field 'debug' is always missing: transform[0] renames 'debug' to 'note', and no step after it sets 'debug'`,
       ],
       [
         counting(["user.plan", "debug"], [{ pick: ["t", "user"] }]),
