@@ -917,7 +917,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       const keepFinal = live && record.source === "config"
         ? await this.#keepFinal(name, record, stream)
         : undefined;
-      const partialBefore = await this.#partialBounds(name, record, stream, generation);
+      const { bounds, added } = await this.#partialBounds(name, record, stream, generation);
       const counted = live && record.source === "config" ? everCounted(record, counters) : counters;
       const result = await this.#definitions.write(
         name,
@@ -926,13 +926,15 @@ export class StreamRegistry implements Required<StreamCatalog> {
           generation,
           definition: stream.definition,
           counters: counted,
-          partialBefore,
+          partialBefore: bounds,
           deleted: false,
         },
         record?.version ?? 0,
-        { keepFinal },
+        { keepFinal, addedCounters: added },
       );
       if (result.status === "written") {
+        // Raised by the write from the watermark then, when the definition store holds the data.
+        const partialBefore = result.partialBefore ?? bounds;
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
         entry.generation = generation;
@@ -1057,7 +1059,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       }
       const keepFinal = live ? await this.#keepFinal(name, record, stream) : undefined;
       const generation = live ? record.generation : (record?.generation ?? 0) + 1;
-      const partialBefore = await this.#partialBounds(name, record, stream, generation);
+      const partial = await this.#partialBounds(name, record, stream, generation);
       const result = await this.#definitions.write(
         name,
         {
@@ -1065,13 +1067,15 @@ export class StreamRegistry implements Required<StreamCatalog> {
           generation,
           definition: raw,
           counters: counted,
-          partialBefore,
+          partialBefore: partial.bounds,
           deleted: false,
         },
         record?.version ?? 0,
-        { keepFinal },
+        { keepFinal, addedCounters: partial.added },
       );
       if (result.status === "written") {
+        // Raised by the write from the watermark then, when the definition store holds the data.
+        const partialBefore = result.partialBefore ?? partial.bounds;
         const registered: RegisteredStream = {
           stream: markPartial(stream, partialBefore, counted),
           source: "api",
@@ -1146,16 +1150,19 @@ export class StreamRegistry implements Required<StreamCatalog> {
     record: StoredDefinition | null,
     stream: CompiledStream,
     generation: number,
-  ): Promise<Record<string, number>> {
-    if (record === null || record.deleted || record.generation !== generation) return {};
+  ): Promise<{ bounds: Record<string, number>; added: string[] }> {
+    if (record === null || record.deleted || record.generation !== generation) {
+      return { bounds: {}, added: [] };
+    }
     const bounds = { ...record.partialBefore };
     const had = new Set(definedCounters(record.definition));
-    const added = stream.counters.filter((counter) => !had.has(counter.name));
-    if (added.length === 0 || this.#data === undefined) return bounds;
+    const added = stream.counters.filter((counter) => !had.has(counter.name))
+      .map((counter) => counter.name);
+    if (added.length === 0 || this.#data === undefined) return { bounds, added };
     const { watermark } = await this.#data.stats(generationKey(name, generation), []);
-    if (watermark === null) return bounds;
-    for (const counter of added) bounds[counter.name] = watermark + 1;
-    return bounds;
+    if (watermark === null) return { bounds, added };
+    for (const counter of added) bounds[counter] = watermark + 1;
+    return { bounds, added };
   }
 
   /**

@@ -79,6 +79,19 @@ export interface DefinitionWriteOptions {
    * memory store made with it (its `definitions`). @default {none}
    */
   keepFinal?: KeepFinal;
+  /**
+   * The counters the written definition adds to the live record it replaces of the same
+   * generation (new ones, or removed and now added back): in the same atomic step as the write,
+   * each one's bound in the record's `partialBefore` rises to the written generation's watermark
+   * then plus 1 (none while it has no watermark), so a batch applied before the write, under the
+   * definition replaced, is within it; the result reports the bounds written. And a write of an
+   * `api` record that adds some refuses, from then on, a batch applied under an older version of
+   * the stream's definition (`StoreBatch.definitionVersion`: one without these counters), with
+   * `StreamChangedError`, writing nothing of it: built again on the new definition, its events
+   * count in them. A memory definition store does both only with the memory store made with it
+   * (its `definitions`). @default {none}
+   */
+  addedCounters?: string[];
 }
 
 /**
@@ -104,6 +117,11 @@ export type WriteResult =
     status: "written";
     /** Its new version. */
     version: number;
+    /**
+     * The partial-window bounds written, when {@linkcode DefinitionWriteOptions.addedCounters}
+     * raised some: the record's `partialBefore` (else as given).
+     */
+    partialBefore?: Record<string, number>;
   }
   | {
     /** Another write came first: the current version is not the expected one. */

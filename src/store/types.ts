@@ -298,7 +298,10 @@ export interface StoreBatch {
    * stored record's is later (the caller has not reloaded it yet, and its reads still judge by
    * `latenessMs`), what that definition calls final after the batch, the watermark less
    * `latenessMs`, stays final ({@linkcode StreamStats.closedThrough}), as the write of the record
-   * kept final what the definition it replaced called so. @default {none: nothing kept}
+   * kept final what the definition it replaced called so. When an API write of the record after
+   * it added counters (see `DefinitionWriteOptions.addedCounters`), a store holding the
+   * definitions refuses the batch with {@linkcode StreamChangedError}, writing nothing: it lacks
+   * them. @default {none: nothing kept, nothing refused}
    */
   definitionVersion?: number;
   /** Events this far (ms) behind the watermark are late. */
@@ -774,6 +777,8 @@ export class StoreRefusedError extends Error {
  * the stream was deleted, or deleted and created again (a new generation),
  * since. The store wrote nothing: the batch belongs to an incarnation no one
  * reads any more, so applying it would acknowledge events that count nowhere.
+ * Or it was built on a definition older than one that added counters (see
+ * {@linkcode StoreBatch.definitionVersion}): made again on the new one, they count its events.
  */
 export class StreamChangedError extends Error {
   /** The stream's name. */

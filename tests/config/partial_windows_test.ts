@@ -63,9 +63,40 @@ function redisBackend(fixture: RedisFixture): Backend {
   };
 }
 
+/** A definition store that runs `beforeWrite` (once armed) before the next write it passes on. */
+class RacingDefinitions implements DefinitionStore {
+  beforeWrite: (() => Promise<void>) | undefined;
+  #inner: DefinitionStore;
+  constructor(inner: DefinitionStore) {
+    this.#inner = inner;
+  }
+  get(name: string) {
+    return this.#inner.get(name);
+  }
+  versions() {
+    return this.#inner.versions();
+  }
+  versionsSince(mark?: string) {
+    return this.#inner.versionsSince(mark);
+  }
+  async write(...args: Parameters<DefinitionStore["write"]>) {
+    const run = this.beforeWrite;
+    this.beforeWrite = undefined;
+    await run?.();
+    return this.#inner.write(...args);
+  }
+}
+
 /** An instance: a registry over the backend's definitions, an app with a webhook service. */
-async function instance(backend: Backend, clock: { now: number }, config: object = {}) {
-  const { definitions, store } = backend(clock);
+async function instance(
+  backend: Backend,
+  clock: { now: number },
+  config: object = {},
+  racing?: (definitions: DefinitionStore) => RacingDefinitions,
+) {
+  const held = backend(clock);
+  const { store } = held;
+  const definitions = racing ? racing(held.definitions) : held.definitions;
   const streams = new StreamRegistry(compileConfig({ streams: config }), {
     definitions,
     now: () => clock.now,
@@ -230,6 +261,70 @@ const scenarios: Record<string, (backend: Backend) => Promise<void>> = {
     } finally {
       await next.close();
       await sibling.close();
+    }
+  },
+
+  async "a batch applied between a PUT's read of the watermark and its write is within the partial windows of the counter it adds"(
+    backend,
+  ) {
+    const clock = { now: T0 + 300_000 };
+    let racing: RacingDefinitions | undefined;
+    const first = await instance(backend, clock, {}, (definitions) => {
+      racing = new RacingDefinitions(definitions);
+      return racing;
+    });
+    try {
+      await putStream(first.app, { n: COUNT });
+      await events(first.app, [10, 70]);
+      racing!.beforeWrite = async () => {
+        // After the PUT read the watermark (70 s), before its write: under the definition
+        // without \`added\`, the watermark moves to 130 s.
+        await events(first.app, [130]);
+      };
+      await putStream(first.app, { n: COUNT, added: COUNT });
+      assert.equal(racing!.beforeWrite, undefined);
+      await events(first.app, [140]);
+      assert.deepEqual(await windows(first.app, "n"), [[120, 2, false], [60, 1, false], [
+        0,
+        1,
+        false,
+      ]]);
+      // The event at 130 s is not in \`added\`: its window is partial, here and on another instance.
+      assert.deepEqual(await windows(first.app, "added"), [[120, 1, true]]);
+      const second = await instance(backend, clock);
+      try {
+        assert.deepEqual(await windows(second.app, "added"), [[120, 1, true]]);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await first.close();
+    }
+  },
+
+  async "a batch of an instance not yet on a PUT that adds a counter is made again on it, counted in it"(
+    backend,
+  ) {
+    const clock = { now: T0 + 300_000 };
+    const first = await instance(backend, clock);
+    const second = await instance(backend, clock);
+    try {
+      await putStream(first.app, { n: COUNT });
+      // The second instance serves version 1 (found by its first request).
+      await events(second.app, [10, 70]);
+      assert.equal(second.streams.describe("s")?.version, 1);
+      await putStream(first.app, { n: COUNT, added: COUNT });
+      // Not polled yet: its batch, built without \`added\`, is refused, and made again on version 2.
+      assert.equal(second.streams.describe("s")?.version, 1);
+      await events(second.app, [130]);
+      for (const app of [first.app, second.app]) {
+        assert.deepEqual(await windows(app, "added"), [[120, 1, false]]);
+        assert.deepEqual(await windows(app, "n"), [[120, 1, false], [60, 1, false], [0, 1, false]]);
+      }
+      assert.equal(second.streams.describe("s")?.version, 2);
+    } finally {
+      await first.close();
+      await second.close();
     }
   },
 

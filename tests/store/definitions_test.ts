@@ -262,6 +262,56 @@ const applyScenarios: Record<
     assert.equal((await store.stats(key, [])).closedThrough, T0 - 10_000);
   },
 
+  async "write() with addedCounters raises their partial bounds to the watermark then plus 1 and reports them; an API one then refuses a batch under an older version"(
+    { store, definitions },
+  ) {
+    const key = generationKey("orders", 1);
+    const at = (definitionVersion?: number) => ({ ...batch(key), definitionVersion });
+    // No watermark yet: no bound, only those given; the bounds reported are the record's.
+    await definitions.write("orders", record(), 0);
+    const first = await definitions.write(
+      "orders",
+      record({ partialBefore: { old: 5 } }),
+      1,
+      { addedCounters: ["early"] },
+    );
+    assert.deepEqual(first, { status: "written", version: 2, partialBefore: { old: 5 } });
+    await store.applyBatch(at(2));
+    // A bound given above the watermark stays; one below rises to it plus 1.
+    const second = await definitions.write(
+      "orders",
+      record({ partialBefore: { old: 5, added: T0 + 60_000 } }),
+      2,
+      { addedCounters: ["added", "again"] },
+    );
+    const partialBefore = { old: 5, added: T0 + 60_000, again: T0 + 1 };
+    assert.deepEqual(second, { status: "written", version: 3, partialBefore });
+    assert.deepEqual((await definitions.get("orders"))?.partialBefore, partialBefore);
+    // Built before version 3 (without its counters): refused, nothing applied.
+    for (const stale of [1, 2]) {
+      await assert.rejects(store.applyBatch(at(stale)), (error: Error) => {
+        assert.ok(error instanceof StreamChangedError);
+        assert.deepEqual([error.stream, error.version], ["orders", 3]);
+        return true;
+      });
+    }
+    assert.equal((await store.stats(key, [])).accepted, 1);
+    // Under version 3 or later, or without a version: applied; a write adding none refuses
+    // nothing more.
+    await store.applyBatch(at(3));
+    await store.applyBatch(at());
+    await definitions.write("orders", record(), 3);
+    await store.applyBatch(at(3));
+    assert.equal((await store.stats(key, [])).accepted, 4);
+    // A config record's write adding counters refuses no batch (its instances serve their file).
+    await definitions.write("cfg", record({ source: "config", generation: 0 }), 0);
+    await definitions.write("cfg", record({ source: "config", generation: 0 }), 1, {
+      addedCounters: ["added"],
+    });
+    await store.applyBatch({ ...batch("cfg"), definitionVersion: 1 });
+    assert.equal((await store.stats("cfg", [])).accepted, 1);
+  },
+
   async "generations keep a stream's data apart"({ store }) {
     await store.applyBatch(batch(generationKey("orders", 1)));
     await store.applyBatch(batch(generationKey("orders", 1)));

@@ -26,6 +26,14 @@ export interface MemoryDefinitionStoreOptions {
   maxApiStreams?: number;
 }
 
+/** What a memory definition store's writes reach of the memory store made with it. */
+export interface HeldData {
+  /** Raises the `closedThrough` of a stream's data (a `generationKey`) as `keep` says. */
+  keepFinal(key: string, keep: KeepFinal): void;
+  /** The watermark of a stream's data (a `generationKey`), null without events. */
+  watermark(key: string): number | null;
+}
+
 /** Whether a record is a live stream created through the API: what the bound counts. */
 function countsAsApi(record: Pick<DefinitionWrite, "source" | "deleted"> | undefined): boolean {
   return record !== undefined && record.source === "api" && !record.deleted;
@@ -39,7 +47,12 @@ export class MemoryDefinitionStore implements DefinitionStore {
   #maxApiStreams: number;
 
   /** The data of the memory store made with this one ({@linkcode holdData}). */
-  #data: ((key: string, keep: KeepFinal) => void) | undefined;
+  #data: HeldData | undefined;
+  /**
+   * Per name, the version of the last `api` write that added counters (see
+   * `DefinitionWriteOptions.addedCounters`): a batch under an older one is refused.
+   */
+  #countersAddedAt = new Map<string, number>();
 
   constructor(options: MemoryDefinitionStoreOptions = {}) {
     this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
@@ -82,22 +95,48 @@ export class MemoryDefinitionStore implements DefinitionStore {
     }
     const version = current + 1;
     // In the same step as the write: no batch comes between (see DefinitionWriteOptions).
-    if (options.keepFinal) this.#data?.(generationKey(name, record.generation), options.keepFinal);
-    const { partialBefore, ...rest } = structuredClone(record);
+    const key = generationKey(name, record.generation);
+    if (options.keepFinal) this.#data?.keepFinal(key, options.keepFinal);
+    const { partialBefore: given, ...rest } = structuredClone(record);
+    let partialBefore = given;
+    const added = this.#data ? options.addedCounters ?? [] : [];
+    if (added.length > 0) {
+      const watermark = this.#data!.watermark(key);
+      if (watermark !== null) {
+        partialBefore = { ...given };
+        for (const counter of added) {
+          partialBefore[counter] = Math.max(partialBefore[counter] ?? -Infinity, watermark + 1);
+        }
+      }
+      if (countsAsApi(record)) this.#countersAddedAt.set(name, version);
+    }
     // As the Redis store reads it back: no entries, no field.
     const bounds = partialBefore && Object.keys(partialBefore).length > 0 ? { partialBefore } : {};
     this.#records.set(name, { ...rest, ...bounds, name, version });
     this.#writes += 1;
-    return Promise.resolve({ status: "written", version });
+    return Promise.resolve({
+      status: "written",
+      version,
+      ...(added.length > 0 ? { partialBefore: { ...partialBefore } } : {}),
+    });
   }
 
   /**
-   * Called by the memory store made with this definition store (the last one made): `keep` raises
-   * the `closedThrough` of a stream's data (a `generationKey`) as a write's
-   * {@linkcode DefinitionWriteOptions.keepFinal} says, synchronously.
+   * Called by the memory store made with this definition store (the last one made): what a
+   * write does in its data in the same step ({@linkcode DefinitionWriteOptions}), synchronously.
    */
-  holdData(keep: (key: string, keep: KeepFinal) => void): void {
-    this.#data = keep;
+  holdData(data: HeldData): void {
+    this.#data = data;
+  }
+
+  /**
+   * Whether a batch applied under version `definitionVersion` of a stream's definition is
+   * refused: an `api` write since added counters it lacks (see
+   * `DefinitionWriteOptions.addedCounters`). False for none given.
+   */
+  addedCountersSince(name: string, definitionVersion: number | undefined): boolean {
+    const addedAt = this.#countersAddedAt.get(name);
+    return definitionVersion !== undefined && addedAt !== undefined && definitionVersion < addedAt;
   }
 
   /** The version of a stream name, 0 when it has none: what the memory store's apply reports. */

@@ -272,11 +272,14 @@ export class MemoryStore implements Store {
     }
     this.#maxDedupeIds = maxDedupeIds;
     this.#definitions = options.definitions;
-    this.#definitions?.holdData((key, keep) => {
-      const state = this.#streams.get(key);
-      if (state && state.watermark !== null) {
-        state.closedThrough = Math.max(state.closedThrough, finalThrough(state.watermark, keep));
-      }
+    this.#definitions?.holdData({
+      keepFinal: (key, keep) => {
+        const state = this.#streams.get(key);
+        if (state && state.watermark !== null) {
+          state.closedThrough = Math.max(state.closedThrough, finalThrough(state.watermark, keep));
+        }
+      },
+      watermark: (key) => this.#streams.get(key)?.watermark ?? null,
     });
   }
 
@@ -345,7 +348,11 @@ export class MemoryStore implements Store {
     if (this.#definitions) {
       // As the Redis store: nothing applied to a generation its record says is gone.
       const { stream: name, generation } = splitGenerationKey(given.stream);
-      if (this.#definitions.outlives(name, generation)) {
+      // Or built on a definition older than an API write that added counters: it lacks them.
+      if (
+        this.#definitions.outlives(name, generation) ||
+        this.#definitions.addedCountersSince(name, given.definitionVersion)
+      ) {
         throw new StreamChangedError(name, this.#definitions.versionOf(name));
       }
     }

@@ -587,11 +587,15 @@ end
 -- an instance holding an older one reloads the definition.
 local definitionVersion = 0
 if KEYS[2] then
-  local record = redis.call("HMGET", KEYS[2], "v", "g", "x")
+  local record = redis.call("HMGET", KEYS[2], "v", "g", "x", "a")
   definitionVersion = tonumber(record[1]) or 0
   -- The stream deleted, or created again (another generation), since the caller read it: what
-  -- this call wrote would count nowhere. Nothing was written yet (above: reads only).
-  if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= (args.gen or 0))) then
+  -- this call wrote would count nowhere. Or built on a definition (\`dv\`) older than an API write
+  -- that added counters (\`a\`, see the definition store's write): it lacks them, and their
+  -- partial-window bounds are behind the events it holds. Nothing was written yet (above: reads
+  -- only).
+  if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= (args.gen or 0)) or
+    (args.dv and record[4] and args.dv < tonumber(record[4]))) then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
   -- The definitions live here, and the record is missing (a Redis restored from before it was

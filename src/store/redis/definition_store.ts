@@ -98,16 +98,20 @@ return cjson.encode(record)
  * sent again (fetch, or the client's retry, after a connection lost once Redis ran it):
  * `[1, current]`, as written. An identical record another write made is a conflict like any
  * other: that write, not this one, made it (two `PUT`s with `If-None-Match: *` do not both create).
- * With `kf` (see `DefinitionWriteOptions.keepFinal`), a write raises the `cl` of KEYS[2] first.
+ * With `kf` (see `DefinitionWriteOptions.keepFinal`), a write raises the `cl` of KEYS[2] first;
+ * with `add` (`DefinitionWriteOptions.addedCounters`), it raises those counters' bounds to the
+ * `wm` of KEYS[2] plus 1, and with `api` too records its version in `a` (see the apply). A write
+ * replies `[1, version, 0, p]`, `p` the bounds field written.
  */
 const WRITE_SCRIPT = LUA_COMMON + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
 if current ~= args.expected then
   if current == args.expected + 1 then
     local held = redis.call("HMGET", P, "g", "s", "d", "c", "x", "p", "w")
+    -- With \`add\`, the bounds written are the script's, not \`p\`.
     if tonumber(held[1]) == args.g and held[2] == args.s and held[3] == args.d and held[4] == args.c
-      and held[5] == args.x and (held[6] or "") == args.p and held[7] == args.w then
-      return { 1, current }
+      and held[5] == args.x and (args.add or (held[6] or "") == args.p) and held[7] == args.w then
+      return { 1, current, 0, held[6] or "" }
     end
   end
   local held = redis.call("HMGET", P, "s", "x")
@@ -130,10 +134,29 @@ if args.kf then
   end
 end
 local version = current + 1
+-- Counters the write adds (args.add, see \`DefinitionWriteOptions.addedCounters\`): their bounds
+-- rise to the watermark of KEYS[2] now plus 1 (a batch applied before this step is within them).
+local partial = args.p
+if args.add then
+  local wm = tonumber(redis.call("HGET", KEYS[2], "wm"))
+  if wm ~= nil then
+    local bounds = {}
+    if partial ~= "" then bounds = cjson.decode(partial).b end
+    for _, name in ipairs(args.add) do
+      if bounds[name] == nil or wm + 1 > bounds[name] then bounds[name] = wm + 1 end
+    end
+    -- Written here, not by cjson.encode (14 significant digits).
+    local entries = {}
+    for name, bound in pairs(bounds) do entries[#entries + 1] = cjson.encode(name) .. ":" .. num(bound) end
+    partial = '{"g":' .. num(args.g) .. ',"b":{' .. table.concat(entries, ",") .. "}}"
+  end
+  -- An API stream's batch under an older version lacks these counters: the apply refuses it.
+  if args.api then redis.call("HSET", P, "a", version) end
+end
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
   "w", args.w)
-if args.p == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", args.p) end
-return { 1, version }
+if partial == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", partial) end
+return { 1, version, 0, partial }
 `;
 
 /**
@@ -350,18 +373,20 @@ export class RedisDefinitionStore implements DefinitionStore {
     options: DefinitionWriteOptions = {},
   ): Promise<WriteResult> {
     const keep = options.keepFinal;
+    const added = options.addedCounters ?? [];
     const keys = [definitionKey(this.#prefix, name)];
-    // The written generation's stats, in the record's slot: kept final in the same step.
-    if (keep) {
+    // The written generation's stats, in the record's slot: read in the same step.
+    if (keep || added.length > 0) {
       keys.push(
         dataKeyPrefix(this.#prefix, generationKey(name, record.generation)) + STREAM_KEYS.stats,
       );
     }
     const api = record.source === "api" && !record.deleted;
+    const add = added.length > 0 ? added : undefined;
     const writeId = crypto.randomUUID();
     if (api) await this.#takePlace(name, expectedVersion + 1);
     return this.#calls.call("writeDefinition", async () => {
-      const [written, version, currentApi] = (await this.#calls.script(
+      const [written, version, currentApi, partial] = (await this.#calls.script(
         WRITE_SCRIPT,
         keys,
         [{
@@ -372,6 +397,8 @@ export class RedisDefinitionStore implements DefinitionStore {
               i: idleMs ?? undefined,
             })),
           },
+          add,
+          api: (add && api) || undefined,
           expected: expectedVersion,
           g: record.generation,
           s: record.source,
@@ -382,14 +409,19 @@ export class RedisDefinitionStore implements DefinitionStore {
           // Made once per call: the same call sent again carries it, another write does not.
           w: writeId,
         }],
-      )) as [number, number, number?];
+      )) as [number, number, number?, unknown?];
       if (Number(written) !== 1) {
         // The place taken for this write follows the record that won instead.
         if (api) await this.#indexWrite(name, Number(version), Number(currentApi) === 1);
         return { status: "conflict", version: Number(version) };
       }
       await this.#indexWrite(name, Number(version), api);
-      return { status: "written", version: Number(version) };
+      if (add === undefined) return { status: "written", version: Number(version) };
+      // The bounds as written (as a read of the record gives them).
+      // JSON text, or parsed already by the client.
+      const field = typeof partial === "string" ? partial || undefined : JSON.stringify(partial);
+      const partialBefore = partialBoundsOf(field, record.generation) ?? {};
+      return { status: "written", version: Number(version), partialBefore };
     });
   }
 
