@@ -403,6 +403,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
   #foreign = new Map<string, number>();
   /** Generation of each served definition, by its compiled counters (see generationOfBatch). */
   #generations = new WeakMap<readonly CounterMeta[], number>();
+  /** Version of each served definition, by its compiled counters (see versionOfBatch). */
+  #versions = new WeakMap<readonly CounterMeta[], number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
   /** The failures to record each config stream not recorded yet, by name. */
@@ -493,6 +495,18 @@ export class StreamRegistry implements Required<StreamCatalog> {
   }
 
   /**
+   * The version of the definition a batch was built from: the one served when its `counters` are
+   * that one's (a config stream's file keeps them across versions), else that of the definition
+   * served before whose they are (a reload came between the batch and its apply). The store
+   * refuses a batch older than a write that added counters (see `StoreBatch.definitionVersion`).
+   */
+  versionOfBatch(batch: Pick<StoreBatch, "stream" | "counters">): number | undefined {
+    const entry = this.#entries.get(batch.stream);
+    if (entry !== undefined && entry.stream.counterMetas === batch.counters) return entry.version;
+    return this.#versions.get(batch.counters) ?? entry?.version;
+  }
+
+  /**
    * Whether a batch was built from an incarnation of its stream this
    * instance no longer serves: the stream was deleted, or deleted and
    * created again, since (see {@linkcode StreamChangedError}).
@@ -546,6 +560,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
     this.#foreign.delete(entry.stream.name);
     this.#entries.set(entry.stream.name, entry);
     this.#generations.set(entry.stream.counterMetas, entry.generation);
+    this.#versions.set(entry.stream.counterMetas, entry.version);
   }
 
   /**
@@ -1323,8 +1338,8 @@ class RegistryStore implements Store {
     try {
       // Recorded above (a config stream) or read (an API stream): a store that holds the
       // definitions refuses the batch when the record is missing.
-      // The version served: a later one stored keeps final what this one's reads call so.
-      const definitionVersion = this.registry.describe(batch.stream)?.version;
+      // The version built on: a later one stored keeps final what this one's reads call so.
+      const definitionVersion = this.registry.versionOfBatch(batch);
       result = await this.#store.applyBatch({
         ...batch,
         stream,

@@ -12,11 +12,13 @@ import type { OpenAPIHono } from "@hono/zod-openapi";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import {
   type DefinitionStore,
+  fromCellUpdates,
   MemoryDefinitionStore,
   MemoryStore,
   RedisDefinitionStore,
   RedisStore,
   type Store,
+  StreamChangedError,
 } from "../../src/store/mod.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
@@ -325,6 +327,36 @@ const scenarios: Record<string, (backend: Backend) => Promise<void>> = {
     } finally {
       await first.close();
       await second.close();
+    }
+  },
+
+  async "a batch built before a PUT that adds a counter and applied after it is refused, though the instance serves the new definition by then"(
+    backend,
+  ) {
+    const clock = { now: T0 + 300_000 };
+    const first = await instance(backend, clock);
+    try {
+      await putStream(first.app, { n: COUNT });
+      await events(first.app, [10, 70]);
+      // Built on version 1 (without \`added\`), as the ingest pipeline builds one.
+      const built = first.streams.describe("s")!.stream;
+      const batch = fromCellUpdates({
+        stream: "s",
+        nowMs: clock.now,
+        latenessMs: built.latenessMs,
+        dedupeTtlMs: 0,
+        counters: built.counterMetas,
+        events: [{
+          timeMs: T0 + 130_000,
+          updates: [{ counter: 0, pane: T0 + 120_000, group: "[]" }],
+        }],
+      });
+      await putStream(first.app, { n: COUNT, added: COUNT });
+      assert.equal(first.streams.describe("s")?.version, 2);
+      await assert.rejects(first.streams.wrap(first.store).applyBatch(batch), StreamChangedError);
+      assert.deepEqual(await windows(first.app, "n"), [[60, 1, false], [0, 1, false]]);
+    } finally {
+      await first.close();
     }
   },
 
