@@ -1158,7 +1158,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
    * record's (new, or removed and now added back) the stream's watermark now plus 1 when it has
    * events: the events applied so far, all at or before that watermark, are not in the counter.
    * A new generation starts empty: none. Without a store to read ({@linkcode RegistryOptions.data}),
-   * no bound is added.
+   * no bound is added. `added` names those counters: the write raises their bounds again from the
+   * watermark in its own atomic step (see `DefinitionWriteOptions.addedCounters`), as a batch
+   * applied between this read and the write is not in them either.
    */
   async #partialBounds(
     name: string,
