@@ -6,7 +6,13 @@
  */
 import { createHash } from "node:crypto";
 import type { CompiledStream } from "../config/mod.ts";
-import { compareGroupKeys, type Store, type WindowRead, type WindowValue } from "../store/types.ts";
+import {
+  compareGroupKeys,
+  type Store,
+  type StreamStats,
+  type WindowRead,
+  type WindowValue,
+} from "../store/types.ts";
 import { rankWindow, type TopOptions } from "./top.ts";
 import {
   type AggregateValue,
@@ -262,17 +268,19 @@ async function rowsFor(
   context: ReadContext,
   filters: Record<string, string>,
   valueOptions: ValueOptions & { top?: TopOptions } = {},
+  stats?: StreamStats,
 ): Promise<{ rows: WindowRow[]; others: OthersRow[]; finalBefore: number }> {
   const top = valueOptions.top;
-  const [read, stats] = await Promise.all([
-    context.store.readWindows(
-      stream.name,
-      counter.meta,
-      starts.map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
-      top ? { top: top.top } : {},
-    ),
-    context.store.stats(stream.name, []),
-  ]);
+  // The stats before the values, never alongside: a batch applied between the two reads moves the
+  // watermark the stats see, and values read before it would be called final without what it
+  // added. Values read after the stats hold every event those stats call on time.
+  stats ??= await context.store.stats(stream.name, []);
+  const read = await context.store.readWindows(
+    stream.name,
+    counter.meta,
+    starts.map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
+    top ? { top: top.top } : {},
+  );
   const finalBefore = closedBefore(stream, stats, context.nowMs);
   const others: OthersRow[] = [];
   let values = read;
@@ -516,7 +524,12 @@ export async function listTopWindows(
   options: Omit<ListOptions, "groups"> & TopOptions,
 ): Promise<TopWindows> {
   const limit = options.limit ?? 100;
-  const newestFirst = (await windowStarts(stream, counter, context, options)).slice(0, limit);
+  // The stats once, before any window is read (see rowsFor).
+  const [starts, stats] = await Promise.all([
+    windowStarts(stream, counter, context, options),
+    context.store.stats(stream.name, []),
+  ]);
+  const newestFirst = starts.slice(0, limit);
   const result: TopWindows = { windows: [], others: [] };
   // A few windows a store read, as a page reads them: one read of a thousand windows of a sliding
   // day would merge 1,440,000 panes' groups in one Redis script, blocking Redis all that time.
@@ -524,7 +537,7 @@ export async function listTopWindows(
     const { rows, others } = await rowsFor(stream, counter, batch, context, {}, {
       quantiles: options.quantiles,
       top: { top: options.top, by: options.by },
-    });
+    }, stats);
     result.windows.push(...rows);
     result.others.push(...others);
   }

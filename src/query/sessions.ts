@@ -55,15 +55,15 @@ export async function readSessionRows(
   options: SessionReadOptions,
 ): Promise<SessionRow[]> {
   const gapMs = counter.meta.session?.gapMs ?? 0;
-  const [sessions, stats] = await Promise.all([
-    options.store.readSessions(stream.name, counter.meta, {
-      fromMs: Math.max(options.fromMs ?? -8.64e15, -8.64e15),
-      toMs: Math.min(options.toMs ?? 8.64e15, 8.64e15),
-      limit: options.accept ? undefined : options.limit,
-      ...(options.open ? { open: true } : {}),
-    }),
-    options.store.stats(stream.name, []),
-  ]);
+  // The stats before the sessions, never alongside: sessions read before a batch that the stats
+  // then see would be called final without what it added.
+  const stats = await options.store.stats(stream.name, []);
+  const sessions = await options.store.readSessions(stream.name, counter.meta, {
+    fromMs: Math.max(options.fromMs ?? -8.64e15, -8.64e15),
+    toMs: Math.min(options.toMs ?? 8.64e15, 8.64e15),
+    limit: options.accept ? undefined : options.limit,
+    ...(options.open ? { open: true } : {}),
+  });
   const finalBefore = closedBefore(stream, stats, options.nowMs);
   const rows: Array<SessionRow & { startMs: number; key: string }> = [];
   for (const session of sessions) {
