@@ -11,13 +11,17 @@ import type { CompiledStream } from "./compile.ts";
  * The time before which a window or session is final: the watermark (an idle stream's follows
  * the clock, as the store will raise it on its next write) less the lateness, or the store's
  * `closedThrough` when later (what a close claimed, or a definition change kept final, stays
- * final whatever the lateness is now).
+ * final whatever the lateness is now). Only `closedThrough` when the stats say a later definition
+ * than the one served kept final ({@linkcode StreamStats.laterDefinition}).
  */
 export function closedBefore(
   stream: Pick<CompiledStream, "idleMs" | "latenessMs">,
-  stats: Pick<StreamStats, "watermark" | "closedThrough">,
+  stats: Pick<StreamStats, "watermark" | "closedThrough" | "laterDefinition">,
   nowMs: number,
 ): number {
+  // Served by a definition older than the stored one: its lateness may be lower than the one
+  // that now decides what is late.
+  if (stats.laterDefinition) return stats.closedThrough ?? -Infinity;
   return Math.max(
     (watermarkAt(stream, stats.watermark, nowMs) ?? -Infinity) - stream.latenessMs,
     stats.closedThrough ?? -Infinity,

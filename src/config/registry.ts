@@ -1417,8 +1417,18 @@ class RegistryStore implements Store {
   signalDemand(stream: string, types: readonly string[], ttlMs: number): Promise<void> {
     return this.#store.signalDemand(this.#key(stream), types, ttlMs);
   }
-  stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
-    return this.#store.stats(this.#key(stream), counters);
+  /**
+   * The store's stats, marked {@linkcode StreamStats.laterDefinition} when a definition later
+   * than the one served here (the version served when asked) kept final in its write: a read
+   * here then calls final only what `closedThrough` says (the later definition may re-open what
+   * the served one's lateness calls final), and the later definition is loaded.
+   */
+  async stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
+    const served = this.registry.describe(stream)?.version ?? 0;
+    const stats = await this.#store.stats(this.#key(stream), counters);
+    if (stats.definitionVersion === undefined || stats.definitionVersion <= served) return stats;
+    this.registry.noteVersion(stream, stats.definitionVersion);
+    return { ...stats, laterDefinition: true };
   }
   ping(): Promise<void> {
     return this.#store.ping();

@@ -480,6 +480,20 @@ export interface StreamStats {
    * was set, so it changes nothing while the lateness stays or is lowered.
    */
   closedThrough?: number;
+  /**
+   * The version of the latest definition write that kept final what the definitions it replaced
+   * called so (`DefinitionWriteOptions.keepFinal`: a raised lateness, a longer `idle` or none),
+   * stored in the same atomic step as the write by a definition store that holds the data. A
+   * reader serving an earlier version judges by a lateness the store no longer holds.
+   */
+  definitionVersion?: number;
+  /**
+   * Set by a reader that serves stream definitions (the config registry's store) when
+   * {@linkcode definitionVersion} is later than the one it serves: what its definition calls
+   * final by the watermark may be re-opened by the stored one, so only {@linkcode closedThrough}
+   * is final. Never set by a store.
+   */
+  laterDefinition?: boolean;
 }
 
 /** One window (or pane set) to read. */

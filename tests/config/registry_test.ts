@@ -1535,3 +1535,86 @@ redisTest(
     );
   },
 );
+
+/**
+ * An instance that has not polled a lateness-raising PUT yet, and applies no batch, reads after
+ * a batch through an instance on the new definition moved the watermark: by its old lateness it
+ * called final a window the new definition then took an event into. The write stores its version
+ * with the stream's stats, and a read on an older version counts only `closedThrough` as final
+ * (and loads the later definition).
+ */
+async function staleReadKeepsFinal(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const instance = async () => {
+    const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+      definitions,
+      data: store,
+      now: () => T0,
+    });
+    await streams.poll();
+    return {
+      streams,
+      app: createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 }),
+    };
+  };
+  const definition = (lateness: string) => ({
+    time: { field: "t", lateness },
+    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  });
+  const send = async (app: App, t: number) => {
+    const res = await app.request("/v1/streams/visits/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ t }]),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  const firstRow = async (app: App) => {
+    const res = await app.request(
+      `/v1/streams/visits/counters/perMinute?from=${T0}&to=${T0 + 60_000}`,
+    );
+    assert.equal(res.status, 200);
+    const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
+    return [row.value, row.final];
+  };
+  const a = await instance();
+  await a.streams.put("visits", definition("10s"));
+  const [b, c] = [await instance(), await instance()];
+  assert.equal(await send(a.app, T0 + 10_000), 0);
+  await a.streams.put("visits", definition("1h"));
+  // B and C still serve 10 s; a batch through A (the new definition) moves the watermark to
+  // T0 + 2 m, past [T0, T0 + 1 m) plus 10 s.
+  assert.equal(await send(a.app, T0 + 120_000), 0);
+  assert.equal(c.streams.describe("visits")?.version, 1);
+  // C, stale, judges by the stored definition's mark: not final (1 h has not passed).
+  assert.deepEqual(await firstRow(c.app), [1, false]);
+  // Within the hour the stored definition allows: taken, as C's read said it could be.
+  assert.equal(await send(a.app, T0 + 30_000), 0);
+  assert.deepEqual(await firstRow(a.app), [2, false]);
+  // C's stats read asked for the later definition: once loaded, it reads as A does.
+  await c.streams.settled();
+  assert.equal(c.streams.describe("visits")?.version, 2);
+  assert.deepEqual(await firstRow(c.app), [2, false]);
+  await b.streams.settled();
+}
+
+Deno.test("Memory store: a read on an instance not yet on a lateness-raising PUT calls final no window the new definition re-opens", () => {
+  const definitions = new MemoryDefinitionStore();
+  return staleReadKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
+});
+
+redisTest(
+  "Redis store: a read on an instance not yet on a lateness-raising PUT calls final no window the new definition re-opens",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return staleReadKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);

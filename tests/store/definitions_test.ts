@@ -242,6 +242,28 @@ const applyScenarios: Record<
     assert.equal((await store.stats(key, [])).closedThrough, T0 + 55_000);
   },
 
+  async "write() with keepFinal stores its version in the written generation's stats, in the write, watermark or not; a write without, or refused, leaves it"(
+    { store, definitions },
+  ) {
+    const key = generationKey("orders", 1);
+    const keep = { nowMs: T0, by: [{ latenessMs: 0, idleMs: null }] };
+    await definitions.write("orders", record(), 0);
+    assert.equal((await store.stats(key, [])).definitionVersion, undefined);
+    // No watermark yet: a batch applied after the write, under an older definition, is judged by
+    // a lateness the store no longer holds; the stats say a later one kept final.
+    await definitions.write("orders", record(), 1, { keepFinal: keep });
+    assert.equal((await store.stats(key, [])).definitionVersion, 2);
+    await store.applyBatch(batch(key));
+    assert.equal((await store.stats(key, [])).definitionVersion, 2);
+    await definitions.write("orders", record(), 2);
+    assert.equal((await store.stats(key, [])).definitionVersion, 2);
+    await definitions.write("orders", record(), 3, { keepFinal: keep });
+    assert.equal((await store.stats(key, [])).definitionVersion, 4);
+    const refused = await definitions.write("orders", record(), 3, { keepFinal: keep });
+    assert.equal(refused.status, "conflict");
+    assert.equal((await store.stats(key, [])).definitionVersion, 4);
+  },
+
   async "applyBatch() built under an older definition version than the record's keeps final its watermark less its lateness; under the record's, nothing"(
     { store, definitions },
   ) {

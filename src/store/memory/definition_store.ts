@@ -28,8 +28,11 @@ export interface MemoryDefinitionStoreOptions {
 
 /** What a memory definition store's writes reach of the memory store made with it. */
 export interface HeldData {
-  /** Raises the `closedThrough` of a stream's data (a `generationKey`) as `keep` says. */
-  keepFinal(key: string, keep: KeepFinal): void;
+  /**
+   * Raises the `closedThrough` of a stream's data (a `generationKey`) as `keep` says, and notes
+   * the `version` written in its stats (`StreamStats.definitionVersion`).
+   */
+  keepFinal(key: string, keep: KeepFinal, version: number): void;
   /** The watermark of a stream's data (a `generationKey`), null without events. */
   watermark(key: string): number | null;
 }
@@ -96,7 +99,7 @@ export class MemoryDefinitionStore implements DefinitionStore {
     const version = current + 1;
     // In the same step as the write: no batch comes between (see DefinitionWriteOptions).
     const key = generationKey(name, record.generation);
-    if (options.keepFinal) this.#data?.keepFinal(key, options.keepFinal);
+    if (options.keepFinal) this.#data?.keepFinal(key, options.keepFinal, version);
     const { partialBefore: given, ...rest } = structuredClone(record);
     let partialBefore = given;
     const added = this.#data ? options.addedCounters ?? [] : [];

@@ -109,6 +109,8 @@ interface StreamState {
    * re-opens nothing that closed (see {@linkcode StreamStats.closedThrough}).
    */
   closedThrough: number;
+  /** See {@linkcode StreamStats.definitionVersion}; 0 when none was written. */
+  definitionVersion: number;
   accepted: number;
   applied: number;
   duplicates: number;
@@ -273,11 +275,12 @@ export class MemoryStore implements Store {
     this.#maxDedupeIds = maxDedupeIds;
     this.#definitions = options.definitions;
     this.#definitions?.holdData({
-      keepFinal: (key, keep) => {
-        const state = this.#streams.get(key);
-        if (state && state.watermark !== null) {
+      keepFinal: (key, keep, version) => {
+        const state = this.#stream(key);
+        if (state.watermark !== null) {
           state.closedThrough = Math.max(state.closedThrough, finalThrough(state.watermark, keep));
         }
+        state.definitionVersion = version;
       },
       watermark: (key) => this.#streams.get(key)?.watermark ?? null,
     });
@@ -306,6 +309,7 @@ export class MemoryStore implements Store {
       state = {
         watermark: null,
         closedThrough: -Infinity,
+        definitionVersion: 0,
         accepted: 0,
         applied: 0,
         duplicates: 0,
@@ -1083,6 +1087,9 @@ export class MemoryStore implements Store {
       overflow,
       dedupeForgotten: state?.ids.forgotten ?? 0,
       ...(state && state.closedThrough > -Infinity ? { closedThrough: state.closedThrough } : {}),
+      ...(state && state.definitionVersion > 0
+        ? { definitionVersion: state.definitionVersion }
+        : {}),
     });
   }
 

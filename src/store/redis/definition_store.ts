@@ -119,7 +119,10 @@ if current ~= args.expected then
 end
 -- What the replaced definitions called final stays so, read in this step (a batch applied before
 -- it counts): KEYS[2] is the stats hash of the written generation, args.kf {now, by: [{l, i}, …]}.
--- Before the first write: a key of the wrong type refuses the call, writing nothing.
+-- The version written goes there too ("dv"): a reader serving an earlier one, whose lateness may
+-- be lower, counts only "cl" as final. Before the first write: a key of the wrong type refuses the
+-- call, writing nothing.
+local version = current + 1
 if args.kf then
   local stored = redis.call("HMGET", KEYS[2], "wm", "cl")
   local wm, closed = tonumber(stored[1]), tonumber(stored[2])
@@ -132,8 +135,8 @@ if args.kf then
   if through ~= nil and (closed == nil or through > closed) then
     redis.call("HSET", KEYS[2], "cl", num(through))
   end
+  redis.call("HSET", KEYS[2], "dv", version)
 end
-local version = current + 1
 -- Counters the write adds (args.add, see \`DefinitionWriteOptions.addedCounters\`): their bounds
 -- rise to the watermark of KEYS[2] now plus 1 (a batch applied before this step is within them).
 local partial = args.p

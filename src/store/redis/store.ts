@@ -962,6 +962,7 @@ export class RedisStore implements Store {
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
         ...(hash.cl === undefined || hash.cl === "" ? {} : { closedThrough: Number(hash.cl) }),
+        ...(hash.dv === undefined ? {} : { definitionVersion: Number(hash.dv) }),
       };
     });
   }
