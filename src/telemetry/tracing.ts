@@ -71,6 +71,10 @@ export function withoutInboundBaggage<T>(run: () => T): T {
  * growing the request's after it was answered, carries none of its context to the hosts it
  * calls, and logs without the request's `requestId` (a timer started here serves the batches of
  * later requests too, and its failures are no part of a request answered already).
+ *
+ * With LogTape's `AsyncLocalStorage`, `run` runs in the async context of this module's loading:
+ * that resets every `AsyncLocalStorage` (every async context), not only LogTape's, so a
+ * per-request context added later (in any storage) does not reach the work run here either.
  */
 export function detached<T>(run: () => T): T {
   const logContext = getConfig()?.contextLocalStorage;
