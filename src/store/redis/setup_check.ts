@@ -7,9 +7,9 @@
  * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
  * refuses it too: then nothing is said. A Redis that does not answer it (unreachable, loading, a
- * token refused) is said to be not checked, in one warning. And whether it runs a Lua script the way the store does,
- * which every write here is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does
- * not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
+ * token refused) is said to be not checked, in one warning, with a script or write refusal that
+ * did come back. And whether it runs a Lua script the way the store does, which every write here
+ * is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
  * that renamed one, is refused every write (or, without `EVAL` only, after its next restart).
  * And whether it takes a write at all, by the `/readyz` ping's own script ({@linkcode READY_SCRIPT},
  * one key kept for a second): a read-only replica (`READONLY`), a Redis out of memory under
@@ -42,7 +42,9 @@ export interface RedisSetupOptions {
  * Returns one warning per unsafe setting the Redis behind `redis` reports, and one when it refuses
  * the `/readyz` ping's write; none when it refuses `CONFIG GET` (a Redis error: renamed, an ACL).
  * When it does not answer `CONFIG GET` at all (unreachable, still loading, the token refused), one
- * warning alone, saying that nothing was checked: the check is made once, at startup.
+ * warning saying that its settings were not checked (the check is made once, at startup), alone
+ * unless a script or the write was refused all the same (one `CONFIG GET` failing while another
+ * command came back refused): then that refusal follows it.
  *
  * @example
  * ```ts
@@ -64,21 +66,23 @@ export async function redisSetupWarnings(
     scriptingRefusal(redis),
     writeRefusal(redis, options.prefix ?? "es"),
   ]);
-  // Unanswered, the scripts were too: one line says what is not known, not one per check.
-  if ("error" in settings) return [notChecked(settings.error)];
-  const [appendonly, save, policy, maxmemory] = settings.values;
-  const warnings: string[] = [];
+  const refusals: string[] = [];
   if (scripting !== undefined) {
-    warnings.push(
+    refusals.push(
       `Redis refused a Lua script (${scripting}): edgestream applies every write as one, by EVALSHA (and EVAL when Redis does not have it yet), so nothing can be stored; allow both, not renamed (an ACL user needs +@scripting, or +evalsha +eval)`,
     );
   } else if (writing !== undefined) {
-    warnings.push(
+    refusals.push(
       `Redis refuses writes (${writing}): every ingest and /readyz answers 503 until it takes them; ${
         writeAdvice(writing)
       }`,
     );
   }
+  // Unanswered, the scripts mostly were too: one line says what is not known, not one per check;
+  // a refusal that came back all the same is known and said after it.
+  if ("error" in settings) return [notChecked(settings.error, refusals.length > 0), ...refusals];
+  const [appendonly, save, policy, maxmemory] = settings.values;
+  const warnings = refusals;
   if (appendonly !== undefined && appendonly !== "yes") {
     // No save points (`save ""`): no snapshot is ever taken, not even at a clean shutdown, so
     // "since its last snapshot" would be everything, whatever way it stops.
@@ -167,15 +171,17 @@ function writeAdvice(refusal: string): string {
 const SETTINGS = ["appendonly", "save", "maxmemory-policy", "maxmemory"] as const;
 
 /**
- * The one warning of a Redis that did not answer `CONFIG GET` (`error`: unreachable, loading, the
- * token refused), on one line: nothing of its setup is known.
+ * The warning of a Redis that did not answer `CONFIG GET` (`error`: unreachable, loading, the
+ * token refused), on one line: nothing of its setup is known, but for a script or write refusal
+ * that came back all the same (`refused`), said in a warning of its own.
  */
-function notChecked(error: unknown): string {
+function notChecked(error: unknown, refused: boolean): string {
   const cause = error instanceof Error && error.cause instanceof Error
     ? `: ${error.cause.message.slice(0, 300)}`
     : "";
   const text = `${redisErrorText(error)}${cause}`.replace(/\s+/g, " ");
-  return `Redis setup not checked: CONFIG GET failed (${text}), so whether Redis keeps what it acknowledges (appendonly, maxmemory-policy), runs scripts and takes writes is not known; it is asked only at startup (see the README's Redis persistence and eviction)`;
+  const unknown = refused ? "" : ", runs scripts and takes writes";
+  return `Redis setup not checked: CONFIG GET failed (${text}), so whether Redis keeps what it acknowledges (appendonly, maxmemory-policy)${unknown} is not known; it is asked only at startup (see the README's Redis persistence and eviction)`;
 }
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { Redis } from "@upstash/redis";
+import { errors, Redis } from "@upstash/redis";
 import { asksSetup, redisSetupWarnings } from "../../../src/store/mod.ts";
 import { READY_SCRIPT, RedisStore } from "../../../src/store/redis/store.ts";
 import { startRedisServer } from "../../../tools/redis_server.ts";
@@ -419,6 +419,71 @@ Deno.test("redisSetupWarnings() says in one warning alone that nothing was check
     .replace(/\s+/g, " ");
   const quoted = readme.match(/`Redis setup not checked: CONFIG GET failed \(…\)(, so [^`]*) …`/);
   assert.ok(quoted && warnings[0].includes(quoted[1]), "README quotes the warning");
+});
+
+/**
+ * A client whose `exec` answers each command by `answer` (its name, and `CONFIG GET`'s setting):
+ * what it returns, or the error it throws, as the client's own would be.
+ */
+function answering(answer: (command: string[]) => unknown): Pick<Redis, "exec"> {
+  return {
+    exec: (command: string[]) => Promise.resolve().then(() => answer(command)),
+  } as unknown as Pick<Redis, "exec">;
+}
+
+/** The client's error for a Redis error reply `text` (as it quotes one sent back by HTTP). */
+function replyError(text: string, command: string[]): Error {
+  return new errors.UpstashError(`${text}, command was: ${JSON.stringify(command)}`);
+}
+
+/** What `CONFIG GET` of a Redis set up safely answers (appendonly yes, noeviction). */
+function safeSetting(name: string): string[] {
+  const values: Record<string, string> = {
+    appendonly: "yes",
+    save: "3600 1",
+    "maxmemory-policy": "noeviction",
+    maxmemory: "0",
+  };
+  return [name, values[name]];
+}
+
+Deno.test("redisSetupWarnings() keeps a script or write refusal that came back when a CONFIG GET was not answered", async () => {
+  const notAnswered = () => new TypeError("fetch failed");
+  // One CONFIG GET not answered while EVAL was refused by an ACL: both are said.
+  const scripting = await redisSetupWarnings(answering((command) => {
+    if (command[0] === "CONFIG" && command[2] === "save") throw notAnswered();
+    if (command[0] === "CONFIG") return safeSetting(command[2]);
+    if (command[0] === "EVAL") {
+      throw replyError("NOPERM User edge has no permissions to run the 'eval' command", command);
+    }
+    return "PONG";
+  }));
+  assert.equal(scripting.length, 2, scripting.join("\n"));
+  assert.equal(
+    scripting[0],
+    "Redis setup not checked: CONFIG GET failed (fetch failed), so whether Redis keeps what it acknowledges (appendonly, maxmemory-policy) is not known; it is asked only at startup (see the README's Redis persistence and eviction)",
+  );
+  assert.match(
+    scripting[1],
+    /^Redis refused a Lua script \(NOPERM User edge has no permissions to run the 'eval' command\): /,
+  );
+  // The write refused (a read-only replica) while CONFIG GET was not answered.
+  const writing = await redisSetupWarnings(answering((command) => {
+    if (command[0] === "CONFIG") throw notAnswered();
+    if (command[0] === "EVAL" && command[2] === "1") {
+      throw replyError("READONLY You can't write against a read only replica.", command);
+    }
+    return "PONG";
+  }));
+  assert.equal(writing.length, 2, writing.join("\n"));
+  assert.match(writing[0], /^Redis setup not checked: CONFIG GET failed \(fetch failed\)/);
+  assert.match(writing[1], /^Redis refuses writes \(READONLY You can't write against/);
+  // Nothing came back: the warning alone, saying scripts and writes are not known either.
+  const none = await redisSetupWarnings(answering(() => {
+    throw notAnswered();
+  }));
+  assert.equal(none.length, 1, none.join("\n"));
+  assert.match(none[0], /runs scripts and takes writes is not known/);
 });
 
 Deno.test("main.ts with Redis unreachable at startup keeps listening and says once, in one line, that the Redis setup was not checked", async () => {
