@@ -97,6 +97,15 @@ export function outcomeOf(error: unknown): UnavailableOutcome {
 }
 
 /**
+ * Whether `error` is a refused token: the REST endpoint's HTTP 401 (`Unauthorized`) or, behind a
+ * proxy that passes on Redis's own errors, `NOAUTH` or `WRONGPASS`. Nothing ran: Redis was not
+ * asked, though the last two read as Redis error replies ({@linkcode isCommandError}).
+ */
+export function isRefusedToken(error: unknown): boolean {
+  return REFUSED_TOKEN.test(redisErrorText(error));
+}
+
+/**
  * The REST endpoint refused the token (HTTP 401): nothing ran, and nothing will until the
  * setting is fixed (a token cannot be right for one send and wrong for the same one again).
  */

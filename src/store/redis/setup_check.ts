@@ -6,9 +6,9 @@
  * without which Redis at its `maxmemory` drops keys: stream data, or (`allkeys-*`) definitions, API
  * keys and webhook endpoints, which have no TTL. Upstash refuses `CONFIG` (and is durable): a REST
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
- * refuses it too: then nothing is said. A Redis that does not answer it (unreachable, loading, a
- * token refused) is said to be not checked, in one warning, with a script or write refusal that
- * did come back. And whether it runs a Lua script the way the store does, which every write here
+ * refuses it too: then nothing is said. A Redis that does not answer it (unreachable, `LOADING`,
+ * a token refused: `Unauthorized`, `NOAUTH`, `WRONGPASS`) is said to be not checked, in one
+ * warning, with a script or write refusal that did come back. And whether it runs a Lua script the way the store does, which every write here
  * is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
  * that renamed one, is refused every write (or, without `EVAL` only, after its next restart).
  * And whether it takes a write at all, by the `/readyz` ping's own script ({@linkcode READY_SCRIPT},
@@ -18,7 +18,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { isCommandError, redisErrorText, sha1 } from "./call.ts";
+import { isCommandError, isRefusedToken, redisErrorText, sha1 } from "./call.ts";
 import { PING_SCRIPT, READY_SCRIPT } from "./store.ts";
 
 /**
@@ -186,7 +186,9 @@ function notChecked(error: unknown, refused: boolean): string {
 
 /**
  * A setting's value, or undefined when `CONFIG GET` is refused (a Redis error: renamed, an ACL) or
- * does not know it; throws what failed when Redis did not answer it.
+ * does not know it; throws what failed when Redis did not answer it: unreachable, not now
+ * (`LOADING`, …) or the token refused (`NOAUTH` and `WRONGPASS` too, which read as Redis errors
+ * but say that Redis was not asked).
  */
 async function configValue(
   redis: Pick<Redis, "exec">,
@@ -196,7 +198,7 @@ async function configValue(
   try {
     reply = await redis.exec(["CONFIG", "GET", name]);
   } catch (error) {
-    if (isCommandError(error)) return undefined;
+    if (isCommandError(error) && !isRefusedToken(error)) return undefined;
     throw error;
   }
   if (!Array.isArray(reply)) return undefined;

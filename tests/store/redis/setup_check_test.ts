@@ -486,6 +486,52 @@ Deno.test("redisSetupWarnings() keeps a script or write refusal that came back w
   assert.match(none[0], /runs scripts and takes writes is not known/);
 });
 
+/** The pattern of the one warning of a Redis whose settings were not checked, with the cause `cause`. */
+function notCheckedAlone(cause: RegExp): RegExp {
+  return new RegExp(
+    `^Redis setup not checked: CONFIG GET failed \\(${cause.source}.*\\), so whether Redis keeps what it acknowledges \\(appendonly, maxmemory-policy\\), runs scripts and takes writes is not known; `,
+  );
+}
+
+redisTest(
+  "redisSetupWarnings() says in one warning alone that nothing was checked where the REST endpoint refuses the token (HTTP 401)",
+  async (fixture) => {
+    const refused = new Redis({
+      url: fixture.restUrl,
+      token: "wrong-token",
+      enableTelemetry: false,
+      retry: false,
+    });
+    const warnings = await redisSetupWarnings(refused);
+    assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(warnings[0], notCheckedAlone(/Unauthorized/));
+  },
+);
+
+Deno.test("redisSetupWarnings() says in one warning alone that nothing was checked where Redis is still loading or refuses the password (NOAUTH, WRONGPASS)", async () => {
+  for (
+    const reply of [
+      "LOADING Redis is loading the dataset in memory",
+      "NOAUTH Authentication required.",
+      "WRONGPASS invalid username-password pair or user is disabled.",
+    ]
+  ) {
+    const warnings = await redisSetupWarnings(answering((command) => {
+      throw replyError(reply, command);
+    }));
+    assert.equal(warnings.length, 1, `${reply}: ${warnings.join("\n")}`);
+    assert.match(warnings[0], notCheckedAlone(new RegExp(reply.split(" ")[0])), reply);
+    assert.ok(!warnings[0].includes("command was"), "the request is not quoted");
+  }
+  // README names each of these cases.
+  const readme = (await Deno.readTextFile(new URL("../../../README.md", import.meta.url)))
+    .replace(/\s+/g, " ");
+  assert.match(
+    readme,
+    /Where Redis does not answer it then \(unreachable at startup, still loading \(`LOADING`\), the token refused \(HTTP 401 `Unauthorized`, or `NOAUTH` or `WRONGPASS` passed on from Redis\)\)/,
+  );
+});
+
 Deno.test("main.ts with Redis unreachable at startup keeps listening and says once, in one line, that the Redis setup was not checked", async () => {
   const server = await startServerProcess("setup-check-unreachable", {
     UPSTASH_REDIS_REST_URL: `http://127.0.0.1:${closedPort()}`,
