@@ -698,14 +698,11 @@ export interface EmptyPathPart {
   counter?: string;
 }
 
-/** One field a stream reads, found by {@linkcode fieldReadsOf}. */
-interface FieldRead {
-  /** Where it is, under the stream (`["counters", "n", "aggregate", "sum"]`). */
-  path: PropertyKey[];
-  /** The field name or dotted path as written. */
-  field: string;
-  /** The counter that reads it, or `undefined` for `time.field` and `dedupe.field`. */
-  counter?: string;
+/**
+ * One field a stream reads, found by {@linkcode fieldReadsOf}: where it is, the field name or
+ * dotted path as written, and its counter, as an {@linkcode EmptyPathPart} has them.
+ */
+interface FieldRead extends EmptyPathPart {
   /** Read from the event its transform gave (a counter's), not the one received. */
   afterTransform: boolean;
 }
