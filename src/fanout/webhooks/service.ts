@@ -155,6 +155,16 @@ export class WebhookService {
     failed: "Cannot load webhook endpoints: {error}",
     recovered: "Webhook endpoints loaded again",
   });
+  /**
+   * The store unavailable to a dispatch after an ingest or an alert, as the sweep's outages are
+   * said: at `warning` when it starts, at most once a minute while it lasts, at `info` when a
+   * dispatch works again.
+   */
+  #dispatchLog = new OutageLog(logger, {
+    failed: "Webhook dispatch failed: {error}",
+    recovered: "Webhook dispatches run again",
+    now: () => this.#now(),
+  });
   /** Whether a result log may still be held for dispatch (see `Dispatcher.release`). */
   #holding = true;
 
@@ -440,13 +450,14 @@ export class WebhookService {
         onLeaseHeld: () => this.#scheduleDispatch(name, LEASE_RETRY_MS),
       });
     })
-      .catch((error) => {
-        // The store out of reach is a warning, as a sweep's is: nothing is lost, the result log
-        // keeps what was not dispatched and the cursor where the dispatch stopped (a page is
-        // stored with the cursor's move in one step), and the next sweep, or the stream's next
-        // dispatch, dispatches it from there. Anything else is a defect or bad data.
-        const log = isStoreDown(error) ? logger.warn.bind(logger) : logger.error.bind(logger);
-        log("Webhook dispatch failed: {error}", { stream: name, error });
+      .then(() => this.#dispatchLog.success({ stream: name }), (error) => {
+        // The store out of reach is an outage, said as a sweep's is (once a minute while it
+        // lasts): nothing is lost, the result log keeps what was not dispatched and the cursor
+        // where the dispatch stopped (a page is stored with the cursor's move in one step), and
+        // the next sweep, or the stream's next dispatch, dispatches it from there. Anything else
+        // is a defect or bad data, said each time.
+        if (isStoreDown(error)) this.#dispatchLog.failure(error, { stream: name });
+        else logger.error("Webhook dispatch failed: {error}", { stream: name, error });
       })
       .finally(() => {
         this.#running.delete(name);

@@ -9,9 +9,12 @@ import { withContext } from "@logtape/logtape";
 import { sweepOnce } from "../../../src/fanout/sweep.ts";
 import { UrlPolicy } from "../../../src/fanout/webhooks/ssrf.ts";
 import type {
+  DeliveryCallOptions,
   DeliveryStore,
   DispatchOpening,
   OpenDispatchOptions,
+  StoredPage,
+  StoredPageResult,
 } from "../../../src/store/deliveries.ts";
 import { MemoryDeliveryStore } from "../../../src/store/mod.ts";
 import { MemoryStore } from "../../../src/store/memory/store.ts";
@@ -1928,7 +1931,7 @@ Deno.test("an ingest's webhook dispatch that finds the store unavailable is logg
       .replace(/\s+/g, " ");
     assert.ok(
       readme.includes(
-        "a webhook dispatch after an ingest or an alert that finds the store unavailable at `warning` (`Webhook dispatch failed: StoreUnavailableError: …`)",
+        "a webhook dispatch after an ingest or an alert that finds the store unavailable, said as those tasks' failures are (`Webhook dispatch failed: StoreUnavailableError: …`",
       ),
       "README says the level",
     );
@@ -1938,6 +1941,98 @@ Deno.test("an ingest's webhook dispatch that finds the store unavailable is logg
     assert.deepEqual(
       receiver.on("/events").map((item) => item.payload.data.event.id).sort(),
       ["1", "2"],
+    );
+  });
+});
+
+/**
+ * A memory delivery store whose `storePage` fails with `failure` from its `failFrom`th call on
+ * (counted from 1): a dispatch stopped by the store after it stored its first pages.
+ */
+class FailingPageStore extends MemoryDeliveryStore {
+  failure: Error = new StoreUnavailableError("Redis did not answer storePage within 5000 ms");
+  failFrom = Infinity;
+  calls = 0;
+
+  override storePage(
+    stream: string,
+    page: StoredPage,
+    options?: DeliveryCallOptions,
+  ): Promise<StoredPageResult | null> {
+    this.calls += 1;
+    return this.calls >= this.failFrom
+      ? Promise.reject(this.failure)
+      : super.storePage(stream, page, options);
+  }
+}
+
+Deno.test("a dispatch the store stops after it stored a page leaves the cursor there: the next sweep sends the rest, none twice, and the outage is said as a sweep's, once a minute", async () => {
+  const clock: Clock = { now: T0 + 600_000 };
+  const deliveries = new FailingPageStore({ now: () => clock.now });
+  // One entry a page: an ingest of three events is a dispatch of three pages.
+  await withApp({ clock, deliveries, dispatch: { pageSize: 1 } }, async (ctx) => {
+    const { app, webhooks, receiver } = ctx;
+    const { secret } = await register(app, {
+      url: receiver.url("/events"),
+      eventTypes: ["event.processed"],
+    });
+    receiver.secrets = [secret];
+    const sent = () => receiver.on("/events").map((item) => item.payload.data.event.id).sort();
+    await writtenLogs(async (lines) => {
+      // The first page is stored (its delivery sent), the second fails.
+      deliveries.failFrom = deliveries.calls + 2;
+      await ingest(app, [
+        { id: "1", ts: at(1), country: "DE" },
+        { id: "2", ts: at(2), country: "DE" },
+        { id: "3", ts: at(3), country: "DE" },
+      ]);
+      await webhooks.idle();
+      assert.deepEqual(sent(), ["1"]);
+      // The outage goes on: a dispatch within the minute says nothing, one after it says how many.
+      await ingest(app, [{ id: "4", ts: at(4), country: "DE" }]);
+      await webhooks.idle();
+      clock.now += 60_000;
+      await ingest(app, [{ id: "5", ts: at(5), country: "DE" }]);
+      await webhooks.idle();
+      assert.deepEqual(sent(), ["1"]);
+      // The store back: the next sweep dispatches from where the first dispatch stopped.
+      deliveries.failFrom = Infinity;
+      await sweep(app, webhooks);
+      await ingest(app, [{ id: "6", ts: at(6), country: "DE" }]);
+      await webhooks.idle();
+      const said = jsonLines(lines, "edgestream.webhooks")
+        .filter((line) => /^Webhook dispatch(es)? /.test(line.message));
+      assert.deepEqual(said.map((line) => [line.level, line.message, line.stream]), [
+        [
+          "warning",
+          "Webhook dispatch failed: StoreUnavailableError: Redis did not answer storePage within 5000 ms",
+          "orders",
+        ],
+        [
+          "warning",
+          `Webhook dispatch failed: StoreUnavailableError: Redis did not answer storePage within 5000 ms (3 failures since ${
+            new Date(T0 + 600_000).toISOString()
+          })`,
+          "orders",
+        ],
+        [
+          "info",
+          `Webhook dispatches run again after 3 failures since ${
+            new Date(T0 + 600_000).toISOString()
+          }`,
+          "orders",
+        ],
+      ]);
+    });
+    // Each event sent once: none lost, none twice.
+    assert.deepEqual(sent(), ["1", "2", "3", "4", "5", "6"]);
+    const readme = (await Deno.readTextFile(new URL("../../../README.md", import.meta.url)))
+      .replace(/\s+/g, " ");
+    assert.ok(
+      readme.includes(
+        "a webhook dispatch after an ingest or an alert that finds the store unavailable, said as those tasks' failures are (`Webhook dispatch failed: StoreUnavailableError: …`, `Webhook dispatches run again after …`)",
+      ),
+      "README says how it is logged",
     );
   });
 });
