@@ -47,8 +47,10 @@
  * `onRejected` hears of all of them.
  *
  * `close()` (a tracker's, or the module's for `init()`'s) sends what waits, keeps what it could
- * not send in `localStorage` as a page that goes does, and removes the tracker's listeners and
- * timers: a page that makes a tracker per view leaks none.
+ * not send in `localStorage` as a page that goes does (at once, after one round of answers: no
+ * retry is waited out), and removes the tracker's listeners and timers: a page that makes a
+ * tracker per view leaks none. `init()` called again closes the tracker it replaces, and the new
+ * one sends what that one kept once it is closed.
  *
  * `subscribe(stream, {key, onMessage})` follows a stream's live results from a
  * page, with a read key whose `origins` list it, resuming after a dropped
@@ -325,10 +327,15 @@ export function createTracker(options) {
    */
   let storeDown = false;
   let timer;
-  /** The promise of `close()`, once it was called: `track()` refuses events from then on. */
+  /**
+   * The promise of `close()`, once it was called: `track()` refuses events from then on, and a
+   * batch that would wait to be sent again (or be split into parts) is kept at once instead.
+   */
   let closing;
-  /** Whether `close()` has kept what its flush left: a batch failing now is kept too. */
+  /** Whether `close()` has kept what its flush left and resolved: a batch kept now is not counted. */
   let closed = false;
+  /** Events kept in localStorage since `close()` was called, before it resolved: in its `{kept}`. */
+  let keptClosing = 0;
   /**
    * The timer that sends the batches held after their retries failed again by itself (a page that
    * tracks nothing more flushes no more): set while one is held, cleared when none is.
@@ -541,7 +548,15 @@ export function createTracker(options) {
           const rest = { stream, parts, handedOver: false };
           splitting.add(rest);
           try {
-            while (parts.length > 0 && !rest.handedOver) await send(stream, parts.shift(), hooks);
+            while (parts.length > 0 && !rest.handedOver) {
+              // Closing or closed (a send the browser's `online` woke during close(), answered
+              // after it): the parts are kept as new events, not sent by a tracker that ends.
+              if (closing) {
+                for (const part of parts.splice(0)) keepClosing(stream, part);
+                break;
+              }
+              await send(stream, parts.shift(), hooks);
+            }
           } finally {
             splitting.delete(rest);
           }
@@ -572,6 +587,13 @@ export function createTracker(options) {
       } finally {
         landed();
       }
+      // Closing (or closed: a send woken during close(), answered after it), it is kept at once
+      // with its key, as close() keeps the rest, not slept on between retries or held: close()
+      // resolves after one round of answers, and a closed tracker sends nothing more.
+      if (closing) {
+        keepClosing(stream, events, idempotencyKey);
+        return;
+      }
       // Its retries spent on answers that may change (a store outage outlasts them), it is held
       // with its key, not dropped: sent again, with as many retries, at the next flush, on
       // `online` or by the resend timer (scheduleResend()).
@@ -585,13 +607,6 @@ export function createTracker(options) {
         );
         attempt = -1;
       }
-      // Closed meanwhile (a send the resend timer or `online` woke during close()'s flush, which
-      // waited only for those it started): kept as close() kept the rest, not sent again by a
-      // tracker nothing can stop any more.
-      if (closed) {
-        keep(stream, events, idempotencyKey);
-        return;
-      }
       // While it waits, a page leaving takes it along (beacon()), with its key.
       const stop = new AbortController();
       const waiting = {
@@ -603,6 +618,7 @@ export function createTracker(options) {
         offline,
         held: offline || parked,
         parked,
+        sleeping: !(offline || parked),
         hooks,
         stop,
         wake: undefined,
@@ -706,6 +722,14 @@ export function createTracker(options) {
    * kept with their key (whole: a part of one is another body), then the events kept without.
    * Answers whether they were kept.
    */
+  /**
+   * Keeps events (see {@linkcode keep}) once `close()` was called, counted in its `{kept}` until it
+   * resolved (one kept later, from a send answered after it, cannot be).
+   */
+  function keepClosing(stream, events, idempotencyKey) {
+    if (keep(stream, events, idempotencyKey) && !closed) keptClosing += events.length;
+  }
+
   function keep(stream, events, idempotencyKey) {
     const store = storage();
     try {
@@ -937,27 +961,49 @@ export function createTracker(options) {
     addEventListener("online", online);
     addEventListener("visibilitychange", visibilityChanged);
   }
-  restore();
+  // init() called again: what the tracker it replaces keeps on closing is read once it closed.
+  const restoreAfter = options[RESTORE_AFTER];
+  if (restoreAfter) {
+    Promise.resolve(restoreAfter).catch(() => {}).then(() => {
+      if (!closing) restore();
+    });
+  } else restore();
 
   /**
    * Ends the tracker: `track()` throws from now on; what waits is sent as `flush()` sends it (the
-   * batches held after their retries too), and once that is answered, refused or held, its page
-   * listeners and timers are removed, and what was not sent (held offline or after its retries) is
-   * kept in localStorage as the page's beacon keeps it (a batch with its `Idempotency-Key`), for
-   * the next tracker or page with the same endpoint and key. Until then a page that goes takes it
-   * by beacon. Resolves with `{kept}`: the events so kept. Called again, returns the same promise.
+   * batches held after their retries too), and once that is answered, refused or kept, its page
+   * listeners and timers are removed. What was not sent is kept in localStorage as the page's
+   * beacon keeps it (a batch with its `Idempotency-Key`), for the next tracker or page with the
+   * same endpoint and key: a batch held offline, and at once (no retry waited out, no part of a
+   * `413`'s split sent) one sleeping between retries or answered so during the close. Until then
+   * a page that goes takes it by beacon. Resolves with `{kept}`: the events so kept (not a batch
+   * the browser's `online` woke during the close and answered after it, kept too, but later).
+   * Called again, returns the same promise.
    */
   function close() {
-    closing ??= flush().then(() => {
+    if (closing) return closing;
+    // Set first: a batch answered from now on is kept at once rather than sent again later.
+    closing = true;
+    // Batches sleeping between retries (a 503's Retry-After, a back-off) are kept at once with
+    // their key: close() does not wait out their retries.
+    for (const waiting of retrying) {
+      if (!waiting.sleeping) continue;
+      waiting.handedOver = true;
+      retrying.delete(waiting);
+      waiting.stop.abort();
+      keepClosing(waiting.stream, waiting.events, waiting.idempotencyKey);
+    }
+    closing = flush().then(() => {
       if (listening) {
         removeEventListener("pagehide", beacon);
         removeEventListener("online", online);
         removeEventListener("visibilitychange", visibilityChanged);
       }
-      closed = true;
       // Nothing stays in memory: the flush timer and the resend timer (nothing is held) stop,
       // and each batch still waiting ends its own wait.
-      return { kept: handOver(0) };
+      const kept = keptClosing + handOver(0);
+      closed = true;
+      return { kept };
     });
     return closing;
   }
@@ -989,13 +1035,23 @@ export function createTracker(options) {
 let tracker;
 
 /**
+ * An internal option of {@linkcode createTracker} ({@linkcode init} called again): a promise that
+ * resolves once the tracker replaced is closed; what it kept is read then, not when made.
+ */
+const RESTORE_AFTER = Symbol("restoreAfter");
+
+/**
  * Sets up the module's tracker; see {@linkcode createTracker} for the options. One set up before
- * is closed (see the tracker's `close()`): what it queued is sent, and it leaves no listener.
+ * is closed (see the tracker's `close()`): what it queued is sent, it leaves no listener, and what
+ * it kept is sent by the new tracker once it is closed.
  */
 export function init(options) {
   const previous = tracker;
-  tracker = createTracker(options);
-  previous?.close();
+  let previousClosed;
+  const restoreAfter = new Promise((resolve) => previousClosed = resolve);
+  // Made first: options it refuses leave the tracker set up before as it was.
+  tracker = createTracker(previous ? { ...options, [RESTORE_AFTER]: restoreAfter } : options);
+  previousClosed(previous?.close());
   return tracker;
 }
 

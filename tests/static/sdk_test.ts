@@ -1025,59 +1025,47 @@ Deno.test("a batch held after its retries is sent again by itself with its key: 
   }
 });
 
-Deno.test("a batch the resend timer sends again while close() flushes, answered once close() kept the rest, is kept too, not sent again by the closed tracker", async () => {
-  const answers: Array<Response | Promise<Response>> = [];
-  const sent: Sent[] = [];
-  const original = globalThis.fetch;
-  localStorage.clear();
-  globalThis.fetch = ((url: string, init: Sent["init"]) => {
-    sent.push({ url, init });
-    return Promise.resolve(answers.shift() ?? new Response(null, { status: 202 }));
-  }) as typeof fetch;
+Deno.test("close() during a 503 with Retry-After keeps the batch sleeping between its retries and the one answered so during the close at once, with their keys, and a 413's parts, without waiting out the retries or sending the parts", async () => {
+  const { sent, restore } = recordingFetch([
+    new Response(null, { status: 503, headers: { "Retry-After": "30" } }),
+    new Response(null, { status: 503, headers: { "Retry-After": "30" } }),
+    Response.json(
+      { error: { code: "too_many_events", message: "burst 2", details: { maxEvents: 2 } } },
+      { status: 413 },
+    ),
+  ]);
   const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout", "Date"] });
   const { stopCapture } = captureWarnings();
   const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
-  /** An answer that comes when `answer()` is called. */
-  function later() {
-    let answer!: () => void;
-    const response = new Promise<Response>((resolve) =>
-      answer = () => resolve(new Response(null, { status: 503 }))
-    );
-    return { response, answer };
-  }
   try {
     const tracker = createTracker({
       key: "pk_test",
       endpoint: "https://e.example",
-      maxRetries: 0,
-      heldRetryMs: 1_000,
       flushMs: 60_000,
     });
-    answers.push(new Response(null, { status: 503 }));
     tracker.track("s", { n: 1 });
-    assert.deepEqual(await tracker.flush(), { held: 1 });
-    // close() sends the queued batch (503: held, the resend timer set) and the held one again,
-    // whose answer is slow: the flush waits for it.
-    const slow = later();
-    const resent = later();
-    answers.push(new Response(null, { status: 503 }), slow.response, resent.response);
-    tracker.track("s", { n: 2 });
-    const closing = tracker.close();
-    // The resend timer sends the queued batch again during the flush, which did not start that.
-    await clock.tickAsync(1_300);
-    assert.equal(sent.length, 4);
-    assert.deepEqual(sent.map(keyOf), [
-      keyOf(sent[0]),
-      keyOf(sent[1]),
-      keyOf(sent[0]),
-      keyOf(sent[1]),
-    ]);
-    slow.answer();
-    assert.deepEqual(await closing, { kept: 1 });
-    // Answered after close() kept the rest: kept with its key too. Before, it was held again and
-    // the resend timer of the closed tracker sent it again and again.
-    resent.answer();
+    tracker.flush();
+    // Answered 503 with Retry-After 30: it sleeps 30 s before its next try (of 5).
     await clock.tickAsync(0);
+    assert.equal(sent.length, 1);
+    tracker.track("s", { n: 2 });
+    for (let n = 1; n <= 3; n++) tracker.track("u", { n });
+    let resolved = false;
+    const closing = tracker.close().then((result) => {
+      resolved = true;
+      return result;
+    });
+    // One round of answers: the queued batches are sent once, one answered 503 again and kept with
+    // its key, the other 413 and its parts kept as new events. Before, close() waited for the
+    // 503s' retries: 5 × 30 s.
+    await clock.tickAsync(0);
+    assert.equal(resolved, true);
+    assert.deepEqual(await closing, { kept: 5 });
+    assert.equal(sent.length, 3);
+    assert.deepEqual(
+      JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|u")!),
+      [{ n: 1 }, { n: 2 }, { n: 3 }],
+    );
     const kept = JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!);
     assert.deepEqual(
       kept.map((batch: { idempotencyKey: string; events: unknown[] }) => [
@@ -1088,12 +1076,100 @@ Deno.test("a batch the resend timer sends again while close() flushes, answered 
     );
     assert.equal(clock.countTimers(), 0);
     await clock.tickAsync(3_600_000);
-    assert.equal(sent.length, 4);
+    assert.equal(sent.length, 3);
   } finally {
     stopCapture();
     clock.uninstall();
+    restore();
+  }
+});
+
+Deno.test("a batch the browser's online event sends again during close(), answered 413 after it, is kept as new events, not split and sent by the closed tracker; {kept} has resolved without it", async () => {
+  const answers: Array<Response | Error | Promise<Response>> = [];
+  const sent: Sent[] = [];
+  const original = globalThis.fetch;
+  localStorage.clear();
+  globalThis.fetch = ((url: string, init: Sent["init"]) => {
+    sent.push({ url, init });
+    const answer = answers.shift() ?? new Response(null, { status: 202 });
+    return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
+  }) as typeof fetch;
+  let onLine = false;
+  Object.defineProperty(navigator, "onLine", { get: () => onLine, configurable: true });
+  const { stopCapture } = captureWarnings();
+  /** An answer that comes when `answer(response)` is called. */
+  function later() {
+    let answer!: (response: Response) => void;
+    const response = new Promise<Response>((resolve) => answer = resolve);
+    return { response, answer };
+  }
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      maxRetries: 0,
+      flushMs: 60_000,
+    });
+    // Offline: the batch is held until the browser is online.
+    answers.push(new TypeError("Failed to fetch"));
+    for (let n = 1; n <= 4; n++) tracker.track("s", { n });
+    assert.deepEqual(await tracker.flush(), { held: 4 });
+    // close() sends another stream's batch, answered slowly; meanwhile the browser comes online
+    // and the held batch goes again, answered after the close.
+    const slow = later();
+    const resent = later();
+    answers.push(slow.response, resent.response);
+    tracker.track("t", { n: 9 });
+    const closing = tracker.close();
+    onLine = true;
+    globalThis.dispatchEvent(new Event("online"));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.equal(sent.length, 3);
+    slow.answer(new Response(null, { status: 202 }));
+    assert.deepEqual(await closing, { kept: 0 });
+    resent.answer(
+      Response.json(
+        { error: { code: "too_many_events", message: "burst 2", details: { maxEvents: 2 } } },
+        { status: 413 },
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    // Before, the closed tracker split it and sent the parts: two more requests.
+    assert.equal(sent.length, 3);
+    assert.deepEqual(
+      JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|s")!),
+      [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }],
+    );
+  } finally {
+    stopCapture();
+    delete (navigator as { onLine?: boolean }).onLine;
     globalThis.fetch = original;
     localStorage.clear();
+  }
+});
+
+Deno.test("init() again while the store is down: the tracker it makes sends what the one it replaces kept on closing, under its Idempotency-Key", async () => {
+  const { sent, restore } = recordingFetch([new Response(null, { status: 503 })]);
+  const { stopCapture } = captureWarnings();
+  const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
+  try {
+    const options = { key: "pk_test", endpoint: "https://e.example", flushMs: 60_000 };
+    const first = init(options);
+    track("s", { n: 1 });
+    const second = init(options);
+    assert.deepEqual(await first.close(), { kept: 1 });
+    // Before, the new tracker read localStorage when made, before the first kept its batch: it
+    // stayed there until the page was shown again or the next page.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(await second.flush(), { held: 0 });
+    assert.equal(sent.length, 2);
+    assert.equal(keyOf(sent[1]), keyOf(sent[0]));
+    assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 1 }]);
+    assert.equal(localStorage.length, 0);
+    assert.deepEqual(await close(), { kept: 0 });
+  } finally {
+    stopCapture();
+    restore();
   }
 });
 
