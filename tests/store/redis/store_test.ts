@@ -19,6 +19,7 @@ import { startRedisServer } from "../../../tools/redis_server.ts";
 import { type RedisClient, RedisStore } from "../../../src/store/redis/store.ts";
 import { type Store, type StoreBatch, StoreUnavailableError } from "../../../src/store/types.ts";
 import { type RedisFixture, redisTest, withDirect } from "../../_redis.ts";
+import { recordingApplies } from "./_apply_headers.ts";
 import {
   billedCommands,
   commandNames,
@@ -1473,5 +1474,67 @@ redisTest(
     };
     assert.deepEqual(await counts(redisStore), [5, 3, 1, 1]);
     assert.deepEqual(await counts(redisStore), await counts(memory));
+  },
+);
+
+/** Four counters of four kinds, one pane each. */
+const FOUR: CompiledStream = compileConfig({
+  streams: {
+    four: {
+      time: { field: "t", lateness: "1h" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        sum: { window: { tumbling: "1m" }, aggregate: { sum: "v" } },
+        low: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: { min: "v" } },
+        users: { window: { tumbling: "1m" }, aggregate: { distinct: "u" } },
+      },
+    },
+  },
+}).get("four")!;
+
+redisTest(
+  "applyBatch() sends a plain single event's cells in short (`one`, no `cells`), and a batch of two its cells",
+  async (fixture) => {
+    const { client, headers } = recordingApplies(upstash(fixture.restUrl, fixture.restToken));
+    const store = new RedisStore(client, { prefix: "short", now: () => NOW });
+    const pane = String(T0 + 60_000);
+    await ingestItems(FOUR, items([{ t: T0 + 61_000, g: "de", v: 2.5, u: "ann" }]), {
+      store,
+      nowMs: NOW,
+    });
+    assert.equal(headers.length, 1);
+    assert.equal("cells" in headers[0], false);
+    // Per counter its pane, group and (but for a count) the event's value.
+    assert.deepEqual(headers[0].one, [
+      ...[pane, '["de"]'],
+      ...[pane, "[]", 2.5],
+      ...[pane, '["de"]', 2.5],
+      ...[pane, "[]", "ann"],
+    ]);
+    await ingestItems(
+      FOUR,
+      items([{ t: T0 + 62_000, g: "de", v: 1, u: "bob" }, {
+        t: T0 + 63_000,
+        g: "fr",
+        v: 3,
+        u: "bob",
+      }]),
+      { store, nowMs: NOW },
+    );
+    assert.equal(headers.length, 2);
+    assert.equal("one" in headers[1], false);
+    assert.ok(Array.isArray(headers[1].cells));
+    // Both forms count what the events add.
+    const values: Record<string, unknown> = {};
+    for (const counter of FOUR.counters) {
+      const rows = await listWindows(FOUR, counter, { store, nowMs: NOW }, { limit: 10 });
+      values[counter.name] = rows.map((row) => [row.group, row.value]);
+    }
+    assert.deepEqual(values, {
+      count: [[{ g: "de" }, 2], [{ g: "fr" }, 1]],
+      sum: [[{}, 6.5]],
+      low: [[{ g: "de" }, 1], [{ g: "fr" }, 3]],
+      users: [[{}, 2]],
+    });
   },
 );
