@@ -487,17 +487,21 @@ end
 /**
  * Applies one ingest batch. Three arguments (one for a single event), so the common case decodes
  * one:
- * - ARGV[1], JSON: `{now, late, idle?, dttl, gen?, statsTtl?, sl?, logp?, logl?, logw?,
- *   counters: [name, kind, ttl, …, cl] (three values a counter, flat, then cl: the JSON text of
- *   [maxGroups, hop, size, …], three a counter, decoded only when a group or pane is new), ids:
- *   [id|false, …] (for a single event `id: id|false` instead), uq?: true when no
- *   id is in `ids` twice (absent for fewer than two events: none is),
- *   tmin?, tmax?, payloads?: [json|false, …], reqs?: [request, …], cells}` — one
- *   entry per event (`tmin`, `tmax`: the earliest and latest event time, `tmin` absent when it is
- *   `tmax`; flags absent for false, `gen` for 0, `statsTtl` for {@linkcode DEFAULT_STATS_TTL_MS},
- *   `reqs` for one request of every event with nothing but `n`: a field fewer is a value less to
- *   decode, and a single-event call's object has 8 fields, one hash part size below 9), and per request
- *   `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
+ * - ARGV[1], JSON: `{tk, now, late, dv?, idle?, dttl, reqs?: [request, …], gen?, rec?,
+ *   statsTtl?, sl?, logp?, logl?, logw?, counters: [name, kind, ttl, …, cl] (three values a
+ *   counter, flat, then cl: the JSON text of [maxGroups, hop, size, …], three a counter, decoded
+ *   only when a group or pane is new), ids: [id|false, …] (for a single event `id: id|false`
+ *   instead), uq?: true when no id is in `ids` twice (absent for fewer than two events: none is),
+ *   tmin?, tmax?, payloads?: [json|false, …], sess?: [[counterIndex, gap, maxSessions], …],
+ *   cells | one}`: `ids` and `payloads` one entry per event; `tk`, `gen` and `rec`: see below;
+ *   `dv`: the definition version the batch was built for, absent when its caller gives none;
+ *   `sess`: the stream's session counters, absent for none; `tmin`, `tmax`: the earliest and
+ *   latest event time, `tmin` absent when it is `tmax`; flags absent for false, `gen` for 0,
+ *   `statsTtl` for {@linkcode DEFAULT_STATS_TTL_MS}, `reqs` for one request of every event with
+ *   nothing but `n` (a field fewer is a value less to decode: a plain single event's object has 8
+ *   fields, `tk`, `now`, `late`, `dttl`, `counters`, `id`, `tmax` and `one`, from a RedisStore
+ *   used alone, and 10 through the registry's store with the definitions in this Redis, `dv` and
+ *   `rec` too; `idle` and `sl` one more each where given); and per request `{n, f?, x?, ik?, ib?, ir?, it?, rls?}`:
  *   its event, filtered and rejected counts (absent for 0), its idempotency claim (key hash, body
  *   hash, reply, ttl) and its rate limits `[[bucket, limit, window ms, cost], …]`; `sl`, the
  *   stats' life (ms) where a counter's TTL is longer than `statsTtl` (absent else: `statsTtl`);
