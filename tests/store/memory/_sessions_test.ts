@@ -14,10 +14,11 @@ function sessionCounter(maxSessions: number, ttlMs: number): CounterMeta {
   };
 }
 
-Deno.test("a full table whose open sessions expire one a millisecond finds the expired one without looking at every session", () => {
-  // 2,000 open sessions (the most), one opened a millisecond, so once full one expires each
-  // millisecond: every new group's admit finds one expired. Looking at every open session for it
-  // is 2,000 lives an admit; from the front of an expiry order, the expired one and the next.
+Deno.test("admits() on a full table whose open sessions expire one a millisecond looks at 2 open sessions' lives to find the expired one (expiryChecks), not all 2,000", () => {
+  // 2,000 open sessions, the counter's maxSessions, one opened a millisecond, so once full one
+  // expires each millisecond: every new group's admit finds one expired. Looking at every open
+  // session's life for it is 2,000 an admit; from the front of an expiry order, the expired one
+  // and the next. expiryChecks counts only that search (not the admitted group's own sessions).
   const n = 2_000;
   const counter = sessionCounter(n, n);
   const table = new SessionTable("count");
@@ -31,7 +32,7 @@ Deno.test("a full table whose open sessions expire one a millisecond finds the e
   }
 });
 
-Deno.test("a full table looks at every open session once after a life given out of order, then from the front again", () => {
+Deno.test("admits() on a full table looks at every open session's life once to find the expired ones (expiryChecks) after a life given out of order, then from the front again", () => {
   // A lowered ttl gives "late" an earlier end than the sessions before it: the expiry order is
   // broken, so the next admit looks at every open session once and orders them again.
   const table = new SessionTable("count");
