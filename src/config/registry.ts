@@ -32,6 +32,7 @@ import {
   type CounterMeta,
   type DefinitionSource,
   type DefinitionStore,
+  finalThrough,
   generationKey,
   type KeepFinal,
   type LogEntry,
@@ -1226,11 +1227,17 @@ export class StreamRegistry implements Required<StreamCatalog> {
     const key = generationKey(name, record.generation);
     const stats = await this.#data.stats(key, []);
     const now = this.#now();
+    const keep = {
+      nowMs: now,
+      by: before.map(({ latenessMs, idleMs }) => ({ latenessMs, idleMs })),
+    };
     if (stats.watermark !== null) {
-      const kept = Math.max(...before.map((stream) => closedBefore(stream, stats, now)));
+      // What the write keeps final, by the same rule; the store's closedThrough, which `before`
+      // called final too, moves no mark: closedBefore(next) counts it already.
+      const kept = finalThrough(stats.watermark, keep);
       if (kept > closedBefore(next, stats, now)) await this.#data.keepFinal(key, kept);
     }
-    return { nowMs: now, by: before.map(({ latenessMs, idleMs }) => ({ latenessMs, idleMs })) };
+    return keep;
   }
 
   #refuseConfig(name: string): void {

@@ -277,9 +277,7 @@ export class MemoryStore implements Store {
     this.#definitions?.holdData({
       keepFinal: (key, keep, version) => {
         const state = this.#stream(key);
-        if (state.watermark !== null) {
-          state.closedThrough = Math.max(state.closedThrough, finalThrough(state.watermark, keep));
-        }
+        if (state.watermark !== null) this.#keepFinal(state, finalThrough(state.watermark, keep));
         state.definitionVersion = version;
       },
       watermark: (key) => this.#streams.get(key)?.watermark ?? null,
@@ -824,10 +822,16 @@ export class MemoryStore implements Store {
 
   keepFinal(stream: string, throughMs: number): Promise<void> {
     const state = this.#streams.get(stream);
-    if (state && state.watermark !== null) {
-      state.closedThrough = Math.max(state.closedThrough, throughMs);
-    }
+    if (state) this.#keepFinal(state, throughMs);
     return Promise.resolve();
+  }
+
+  /**
+   * Raises a stream's `closedThrough` to `throughMs` when it has a watermark: what
+   * {@linkcode keepFinal} and a definition write that keeps final (`holdData`) do alike.
+   */
+  #keepFinal(state: StreamState, throughMs: number): void {
+    if (state.watermark !== null) state.closedThrough = Math.max(state.closedThrough, throughMs);
   }
 
   /** Logs an event the batch carries the payload of, as late or as processed. */

@@ -114,3 +114,33 @@ export function luaString(text: string): string {
   }
   return `"${text}"`;
 }
+
+/**
+ * Lua over the stats hash at the Lua expression `statsKey` (after {@linkcode LUA_COMMON}, whose
+ * refuseKey it calls): `expectStatsTime(field, text)` reads a field holding a time (the
+ * watermark `wm`, `cl`), and `raiseClosedThrough(closed, through)` raises `cl`. Shared by the
+ * window store's scripts and the definition write that keeps final, so both read and raise them
+ * alike.
+ */
+export function luaStatsTime(statsKey: string): string {
+  return `
+-- A stats field holding a time (the watermark \`wm\`, \`cl\`): absent, or a finite number as num()
+-- writes it; anything else is refused (see refuseKey) rather than taken as none and written over.
+-- Returns the time (nil when absent), so the text is turned into a number once.
+local function expectStatsTime(field, text)
+  if not text then return nil end
+  local x = tonumber(text)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge or string.find(text, "%s") then
+    refuseKey(${statsKey} .. " field " .. field, "'" .. text .. "'", "a time in ms")
+  end
+  return x
+end
+-- Raises the stats' \`cl\` to through unless closed (as expectStatsTime read it) is as late
+-- already: what was called final stays so, never less. Returns 1 when it raised it, else 0.
+local function raiseClosedThrough(closed, through)
+  if closed ~= nil and closed >= through then return 0 end
+  redis.call("HSET", ${statsKey}, "cl", num(through))
+  return 1
+end
+`;
+}

@@ -51,7 +51,13 @@
  */
 
 import { MAX_LOG_BACKLOG, MAX_LOG_ENTRIES, OTHER_GROUP, REST_GROUP } from "../types.ts";
-import { LUA_BYTES_BEFORE, LUA_COMMON, LUA_READ_KEY, luaString } from "./_lua_common.ts";
+import {
+  LUA_BYTES_BEFORE,
+  LUA_COMMON,
+  LUA_READ_KEY,
+  luaStatsTime,
+  luaString,
+} from "./_lua_common.ts";
 import { SESSION_CLOSE_LUA, SESSION_LUA, SESSION_READ_SCRIPT } from "./_session_scripts.ts";
 
 /**
@@ -166,18 +172,9 @@ local function isFloatText(text)
   local x = tonumber(text)
   return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge and not string.find(text, "%s")
 end
--- A stats field holding a time (the watermark \`wm\`, \`cl\`): absent, or a finite number as num()
--- writes it; anything else is refused (see refuseKey) rather than taken as none and written over.
--- Returns the time (nil when absent), so the text is turned into a number once.
-local function expectStatsTime(field, text)
-  if not text then return nil end
-  local x = tonumber(text)
-  if x == nil or x ~= x or x == math.huge or x == -math.huge or string.find(text, "%s") then
-    refuseKey(STATS_KEY .. " field " .. field, "'" .. text .. "'", "a time in ms")
-  end
-  return x
-end
--- A hash whose fields named hold what HINCRBY adds to, or (a sum's, named s…) HINCRBYFLOAT. Returns
+${
+  luaStatsTime("STATS_KEY")
+}-- A hash whose fields named hold what HINCRBY adds to, or (a sum's, named s…) HINCRBYFLOAT. Returns
 -- field → value (text) of those it holds.
 local function expectNumbers(key, fields)
   local stored = redis.pcall("HMGET", key, unpack(fields))
@@ -2454,9 +2451,8 @@ export const KEEP_FINAL_SCRIPT = COMMON + `
 local stored = redis.call("HMGET", STATS_KEY, "wm", "cl")
 local wm = expectStatsTime("wm", stored[1])
 local closedThrough = expectStatsTime("cl", stored[2])
-if wm == nil or (closedThrough ~= nil and closedThrough >= args.through) then return 0 end
-redis.call("HSET", STATS_KEY, "cl", num(args.through))
-return 1
+if wm == nil then return 0 end
+return raiseClosedThrough(closedThrough, args.through)
 `;
 
 /** Reads the sessions of a session counter (see `_session_scripts.ts`). */

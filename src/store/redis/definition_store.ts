@@ -43,7 +43,7 @@ import {
 } from "../definitions.ts";
 import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
 import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
-import { LUA_COMMON } from "./_lua_common.ts";
+import { LUA_COMMON, luaStatsTime } from "./_lua_common.ts";
 import { STREAM_KEYS } from "./_scripts.ts";
 
 /** The part of the `@upstash/redis` client the definition store uses. */
@@ -103,7 +103,7 @@ return cjson.encode(record)
  * `wm` of KEYS[2] plus 1, and with `api` too records its version in `a` (see the apply). A write
  * replies `[1, version, 0, p]`, `p` the bounds field written.
  */
-const WRITE_SCRIPT = LUA_COMMON + `
+const WRITE_SCRIPT = LUA_COMMON + luaStatsTime("KEYS[2]") + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
 if current ~= args.expected then
   if current == args.expected + 1 then
@@ -120,21 +120,19 @@ end
 -- What the replaced definitions called final stays so, read in this step (a batch applied before
 -- it counts): KEYS[2] is the stats hash of the written generation, args.kf {now, by: [{l, i}, …]}.
 -- The version written goes there too ("dv"): a reader serving an earlier one, whose lateness may
--- be lower, counts only "cl" as final. Before the first write: a key of the wrong type refuses the
--- call, writing nothing.
+-- be lower, counts only "cl" as final. Before the first write: a key of the wrong type, or "wm" or
+-- "cl" holding text no script writes (as the apply reads them), refuses the call, writing nothing.
 local version = current + 1
 if args.kf then
   local stored = redis.call("HMGET", KEYS[2], "wm", "cl")
-  local wm, closed = tonumber(stored[1]), tonumber(stored[2])
+  local wm, closed = expectStatsTime("wm", stored[1]), expectStatsTime("cl", stored[2])
   local through = nil
   for _, by in ipairs(wm and args.kf.by or {}) do
     local mark = wm
     if by.i ~= nil and args.kf.now - by.i > mark then mark = args.kf.now - by.i end
     if through == nil or mark - by.l > through then through = mark - by.l end
   end
-  if through ~= nil and (closed == nil or through > closed) then
-    redis.call("HSET", KEYS[2], "cl", num(through))
-  end
+  if through ~= nil then raiseClosedThrough(closed, through) end
   redis.call("HSET", KEYS[2], "dv", version)
 end
 -- Counters the write adds (args.add, see \`DefinitionWriteOptions.addedCounters\`): their bounds
