@@ -1159,9 +1159,10 @@ export class StreamRegistry implements Required<StreamCatalog> {
    * record's (new, or removed and now added back) the stream's watermark now plus 1 when it has
    * events: the events applied so far, all at or before that watermark, are not in the counter.
    * A new generation starts empty: none. Without a store to read ({@linkcode RegistryOptions.data}),
-   * no bound is added. `added` names those counters: the write raises their bounds again from the
-   * watermark in its own atomic step (see `DefinitionWriteOptions.addedCounters`), as a batch
-   * applied between this read and the write is not in them either.
+   * no bound is added. `added` names those counters: a definition store that holds the data
+   * ({@linkcode DefinitionStore.holdsData}) raises their bounds from the watermark in the write's
+   * own atomic step (see `DefinitionWriteOptions.addedCounters`; a batch applied until the write
+   * is not in them either), so the stats are read here only for one that does not.
    */
   async #partialBounds(
     name: string,
@@ -1176,7 +1177,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
     const had = new Set(definedCounters(record.definition));
     const added = stream.counters.filter((counter) => !had.has(counter.name))
       .map((counter) => counter.name);
-    if (added.length === 0 || this.#data === undefined) return { bounds, added };
+    if (added.length === 0 || this.#data === undefined || this.#definitions.holdsData) {
+      return { bounds, added };
+    }
     const { watermark } = await this.#data.stats(generationKey(name, generation), []);
     if (watermark === null) return { bounds, added };
     for (const counter of added) bounds[counter] = watermark + 1;
@@ -1190,11 +1193,12 @@ export class StreamRegistry implements Required<StreamCatalog> {
    * would call less so (a raised lateness, a longer `idle` or none). Returns what the write of
    * `next` asks the store to keep final in the same atomic step (see
    * {@linkcode DefinitionWriteOptions.keepFinal}), so a batch applied under the stored definition
-   * until the write counts too. A definition store that does not hold the data (a memory one
-   * not made with the memory store) keeps nothing so: for it, the store marks closed now what
-   * those called final (see {@linkcode Store.keepFinal}), one read of the stream's stats and one
-   * write when it moves the mark. Nothing when `next` calls no less final, or without a store to
-   * write ({@linkcode RegistryOptions.data}).
+   * until the write counts too, and nothing when the write is refused. Only for a definition
+   * store that does not hold the data ({@linkcode DefinitionStore.holdsData}: a memory one not
+   * made with the memory store), which keeps nothing so, the store marks closed now what those
+   * called final (see {@linkcode Store.keepFinal}), one read of the stream's stats and one write
+   * when it moves the mark, even when the write is then refused. Nothing when `next` calls no less
+   * final, or without a store to write ({@linkcode RegistryOptions.data}).
    */
   async #keepFinal(
     name: string,
@@ -1224,13 +1228,13 @@ export class StreamRegistry implements Required<StreamCatalog> {
         (next.idleMs === null || stream.idleMs + stream.latenessMs < next.idleMs + next.latenessMs))
     );
     if (!reopens) return undefined;
+    const by = before.map(({ latenessMs, idleMs }) => ({ latenessMs, idleMs }));
+    // The write raises closedThrough itself, and only when it is made.
+    if (this.#definitions.holdsData) return { nowMs: this.#now(), by };
     const key = generationKey(name, record.generation);
     const stats = await this.#data.stats(key, []);
     const now = this.#now();
-    const keep = {
-      nowMs: now,
-      by: before.map(({ latenessMs, idleMs }) => ({ latenessMs, idleMs })),
-    };
+    const keep = { nowMs: now, by };
     if (stats.watermark !== null) {
       // What the write keeps final, by the same rule; the store's closedThrough, which `before`
       // called final too, moves no mark: closedBefore(next) counts it already.

@@ -140,6 +140,13 @@ export interface VersionsSince {
 
 /** Storage of stream definitions, shared by every instance that shares the store. */
 export interface DefinitionStore {
+  /**
+   * Whether a write does in the streams' data, in its own atomic step, what
+   * {@linkcode DefinitionWriteOptions} asks (`keepFinal`, `addedCounters`): a Redis one does (the
+   * data in the same Redis, under the same prefix), a memory one only once the memory store made
+   * with it holds its data (its `definitions`).
+   */
+  readonly holdsData: boolean;
   /** The record of a stream name (also a deleted one), or null when there is none. */
   get(name: string): Promise<StoredDefinition | null>;
   /**

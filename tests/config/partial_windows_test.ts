@@ -72,6 +72,9 @@ class RacingDefinitions implements DefinitionStore {
   constructor(inner: DefinitionStore) {
     this.#inner = inner;
   }
+  get holdsData() {
+    return this.#inner.holdsData;
+  }
   get(name: string) {
     return this.#inner.get(name);
   }

@@ -243,6 +243,9 @@ class CountingDefinitions implements DefinitionStore {
   constructor(inner: DefinitionStore) {
     this.#inner = inner;
   }
+  get holdsData() {
+    return this.#inner.holdsData;
+  }
   get(name: string): Promise<StoredDefinition | null> {
     this.gets += 1;
     return this.#inner.get(name);
@@ -1361,6 +1364,9 @@ class RacingDefinitions implements DefinitionStore {
   constructor(inner: DefinitionStore) {
     this.#inner = inner;
   }
+  get holdsData() {
+    return this.#inner.holdsData;
+  }
   get(name: string) {
     return this.#inner.get(name);
   }
@@ -1613,6 +1619,66 @@ redisTest(
       enableTelemetry: false,
     });
     return staleReadKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
+/**
+ * A lateness-raising PUT refused because another write came first (here with `If-Match`, so the
+ * retry is refused too) keeps nothing final: a definition store that holds the data raises
+ * `closedThrough` only in the write it makes.
+ */
+async function refusedPutKeepsNothing(store: Store, inner: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const definitions = new RacingDefinitions(inner);
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    data: store,
+    now: () => T0,
+  });
+  const definition = (lateness: string) => ({
+    time: { field: "t", lateness },
+    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  });
+  await streams.put("visits", definition("10s"));
+  // The watermark at T0 + 2 m: 10 s of lateness calls final what ended by T0 + 110 s.
+  await ingestItems(streams.get("visits")!, [{ ok: true, value: { t: T0 + 120_000 } }], {
+    store: streams.wrap(store),
+    nowMs: T0,
+  });
+  const key = generationKey("visits", 1);
+  const before = (await store.stats(key, [])).closedThrough;
+  definitions.beforeWrite = async () => {
+    const stored = (await inner.get("visits"))!;
+    await inner.write("visits", { ...stored, definition: definition("20s") }, stored.version);
+  };
+  await assert.rejects(
+    streams.put("visits", definition("1h"), { versions: [1] }),
+    (error: StreamDefinitionError) => error.code === "precondition_failed",
+  );
+  assert.equal((await inner.get("visits"))?.version, 2);
+  assert.equal((await store.stats(key, [])).closedThrough, before);
+}
+
+Deno.test("Memory store: a lateness-raising PUT refused by a conflicting write leaves closedThrough as it was", () => {
+  const definitions = new MemoryDefinitionStore();
+  return refusedPutKeepsNothing(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: a lateness-raising PUT refused by a conflicting write leaves closedThrough as it was",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return refusedPutKeepsNothing(
       new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
       new RedisDefinitionStore(redis),
     );

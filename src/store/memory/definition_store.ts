@@ -124,6 +124,11 @@ export class MemoryDefinitionStore implements DefinitionStore {
     });
   }
 
+  /** Whether a memory store made with this one holds its data ({@linkcode holdData}). */
+  get holdsData(): boolean {
+    return this.#data !== undefined;
+  }
+
   /**
    * Called by the memory store made with this definition store (the last one made): what a
    * write does in its data in the same step ({@linkcode DefinitionWriteOptions}), synchronously.

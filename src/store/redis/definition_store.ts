@@ -306,6 +306,8 @@ export function definitionKey(prefix: string, stream: string): string {
 
 /** A {@linkcode DefinitionStore} in Redis, shared by every instance with the same prefix. */
 export class RedisDefinitionStore implements DefinitionStore {
+  /** A write keeps final and raises added counters' bounds in its own script (WRITE_SCRIPT). */
+  readonly holdsData = true;
   #prefix: string;
   #calls: RedisCalls;
   #maxApiStreams: number;
