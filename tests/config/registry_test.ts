@@ -1357,6 +1357,49 @@ Deno.test("a PUT on an instance still serving a deleted incarnation keeps final 
   assert.equal(stats.closedThrough, nowMs - 10 * 60_000);
 });
 
+/** The stream `visits` of the keep-final tests: a count per minute of events timed by `t`. */
+function visitsDefinition(lateness: string) {
+  return {
+    time: { field: "t", lateness },
+    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+  };
+}
+
+/** Sends one event at `t` to `visits` through `app`; returns how many were late. */
+async function sendVisit(app: App, t: number): Promise<number> {
+  const res = await app.request("/v1/streams/visits/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify([{ t }]),
+  });
+  assert.equal(res.status, 202, await res.clone().text());
+  return (await res.json()).late;
+}
+
+/** The value and finality of `visits`' window [T0_REDEPLOY, T0_REDEPLOY + 1 m) read through `app`. */
+async function firstMinute(app: App): Promise<[number, boolean]> {
+  const res = await app.request(
+    `/v1/streams/visits/counters/perMinute?from=${T0_REDEPLOY}&to=${T0_REDEPLOY + 60_000}`,
+  );
+  assert.equal(res.status, 200);
+  const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
+  return [row.value, row.final];
+}
+
+/** An instance at T0_REDEPLOY: a registry over `definitions` (polled once), an app over it. */
+async function visitsInstance(store: Store, definitions: DefinitionStore) {
+  const streams = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    data: store,
+    now: () => T0_REDEPLOY,
+  });
+  await streams.poll();
+  return {
+    streams,
+    app: createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0_REDEPLOY }),
+  };
+}
+
 /** A definition store that runs `beforeWrite` (once armed) before each write it passes on. */
 class RacingDefinitions implements DefinitionStore {
   beforeWrite: (() => Promise<void>) | undefined;
@@ -1399,44 +1442,23 @@ async function raceKeepsFinal(store: Store, inner: DefinitionStore) {
     now: () => T0,
   });
   const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 });
-  const definition = (lateness: string) => ({
-    time: { field: "t", lateness },
-    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-  });
-  const send = async (t: number) => {
-    const res = await app.request("/v1/streams/visits/events", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify([{ t }]),
-    });
-    assert.equal(res.status, 202, await res.clone().text());
-    return (await res.json()).late;
-  };
-  const firstRow = async () => {
-    const res = await app.request(
-      `/v1/streams/visits/counters/perMinute?from=${T0}&to=${T0 + 60_000}`,
-    );
-    assert.equal(res.status, 200);
-    const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
-    return [row.value, row.final];
-  };
-  await streams.put("visits", definition("10s"));
-  assert.equal(await send(T0 + 10_000), 0);
+  await streams.put("visits", visitsDefinition("10s"));
+  assert.equal(await sendVisit(app, T0 + 10_000), 0);
   // The watermark at T0 + 10 s: [T0, T0 + 1 m) is open under 10 s of lateness.
-  assert.deepEqual(await firstRow(), [1, false]);
+  assert.deepEqual(await firstMinute(app), [1, false]);
   definitions.beforeWrite = async () => {
     // Between the PUT's read of the stats and its write, still under 10 s: the watermark moves
     // to T0 + 2 m, and a read calls [T0, T0 + 1 m) final.
-    assert.equal(await send(T0 + 120_000), 0);
-    assert.deepEqual(await firstRow(), [1, true]);
+    assert.equal(await sendVisit(app, T0 + 120_000), 0);
+    assert.deepEqual(await firstMinute(app), [1, true]);
   };
-  await streams.put("visits", definition("1h"));
+  await streams.put("visits", visitsDefinition("1h"));
   assert.equal(definitions.beforeWrite, undefined);
   // Within the hour now allowed, but in the window the read called final: late.
-  assert.equal(await send(T0 + 30_000), 1);
-  assert.deepEqual(await firstRow(), [1, true]);
+  assert.equal(await sendVisit(app, T0 + 30_000), 1);
+  assert.deepEqual(await firstMinute(app), [1, true]);
   // After what the old definition called final (T0 + 110 s): the raised lateness takes it.
-  assert.equal(await send(T0 + 115_000), 0);
+  assert.equal(await sendVisit(app, T0 + 115_000), 0);
 }
 
 Deno.test("Memory store: a batch applied between a lateness-raising PUT's read of the stats and its write re-opens no window a read called final", () => {
@@ -1467,55 +1489,25 @@ redisTest(
  */
 async function staleBatchKeepsFinal(store: Store, definitions: DefinitionStore) {
   const T0 = T0_REDEPLOY;
-  const instance = async () => {
-    const streams = new StreamRegistry(compileConfig({ streams: {} }), {
-      definitions,
-      data: store,
-      now: () => T0,
-    });
-    await streams.poll();
-    return {
-      streams,
-      app: createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 }),
-    };
-  };
-  const definition = (lateness: string) => ({
-    time: { field: "t", lateness },
-    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-  });
-  const send = async (app: App, t: number) => {
-    const res = await app.request("/v1/streams/visits/events", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify([{ t }]),
-    });
-    assert.equal(res.status, 202, await res.clone().text());
-    return (await res.json()).late;
-  };
-  const firstRow = async (app: App) => {
-    const res = await app.request(
-      `/v1/streams/visits/counters/perMinute?from=${T0}&to=${T0 + 60_000}`,
-    );
-    assert.equal(res.status, 200);
-    const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
-    return [row.value, row.final];
-  };
-  const a = await instance();
-  await a.streams.put("visits", definition("10s"));
-  const [b, c] = [await instance(), await instance()];
-  assert.equal(await send(a.app, T0 + 10_000), 0);
-  await a.streams.put("visits", definition("1h"));
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  const [b, c] = [
+    await visitsInstance(store, definitions),
+    await visitsInstance(store, definitions),
+  ];
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  await a.streams.put("visits", visitsDefinition("1h"));
   // B and C still serve 10 s. B's batch moves the watermark to T0 + 2 m; C reads
   // [T0, T0 + 1 m) as final.
   assert.equal(b.streams.describe("visits")?.version, 1);
-  assert.equal(await send(b.app, T0 + 120_000), 0);
+  assert.equal(await sendVisit(b.app, T0 + 120_000), 0);
   assert.equal(c.streams.describe("visits")?.version, 1);
-  assert.deepEqual(await firstRow(c.app), [1, true]);
+  assert.deepEqual(await firstMinute(c.app), [1, true]);
   // Within the hour A allows, but in the window C called final: late.
-  assert.equal(await send(a.app, T0 + 30_000), 1);
-  assert.deepEqual(await firstRow(a.app), [1, true]);
+  assert.equal(await sendVisit(a.app, T0 + 30_000), 1);
+  assert.deepEqual(await firstMinute(a.app), [1, true]);
   // After what 10 s called final (T0 + 110 s): taken.
-  assert.equal(await send(a.app, T0 + 115_000), 0);
+  assert.equal(await sendVisit(a.app, T0 + 115_000), 0);
   await b.streams.settled();
 }
 
@@ -1551,57 +1543,27 @@ redisTest(
  */
 async function staleReadKeepsFinal(store: Store, definitions: DefinitionStore) {
   const T0 = T0_REDEPLOY;
-  const instance = async () => {
-    const streams = new StreamRegistry(compileConfig({ streams: {} }), {
-      definitions,
-      data: store,
-      now: () => T0,
-    });
-    await streams.poll();
-    return {
-      streams,
-      app: createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 }),
-    };
-  };
-  const definition = (lateness: string) => ({
-    time: { field: "t", lateness },
-    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-  });
-  const send = async (app: App, t: number) => {
-    const res = await app.request("/v1/streams/visits/events", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify([{ t }]),
-    });
-    assert.equal(res.status, 202, await res.clone().text());
-    return (await res.json()).late;
-  };
-  const firstRow = async (app: App) => {
-    const res = await app.request(
-      `/v1/streams/visits/counters/perMinute?from=${T0}&to=${T0 + 60_000}`,
-    );
-    assert.equal(res.status, 200);
-    const [row] = (await res.json()).windows as Array<{ value: number; final: boolean }>;
-    return [row.value, row.final];
-  };
-  const a = await instance();
-  await a.streams.put("visits", definition("10s"));
-  const [b, c] = [await instance(), await instance()];
-  assert.equal(await send(a.app, T0 + 10_000), 0);
-  await a.streams.put("visits", definition("1h"));
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  const [b, c] = [
+    await visitsInstance(store, definitions),
+    await visitsInstance(store, definitions),
+  ];
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  await a.streams.put("visits", visitsDefinition("1h"));
   // B and C still serve 10 s; a batch through A (the new definition) moves the watermark to
   // T0 + 2 m, past [T0, T0 + 1 m) plus 10 s.
-  assert.equal(await send(a.app, T0 + 120_000), 0);
+  assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
   assert.equal(c.streams.describe("visits")?.version, 1);
   // C, stale, judges by the stored definition's mark: not final (1 h has not passed).
-  assert.deepEqual(await firstRow(c.app), [1, false]);
+  assert.deepEqual(await firstMinute(c.app), [1, false]);
   // Within the hour the stored definition allows: taken, as C's read said it could be.
-  assert.equal(await send(a.app, T0 + 30_000), 0);
-  assert.deepEqual(await firstRow(a.app), [2, false]);
+  assert.equal(await sendVisit(a.app, T0 + 30_000), 0);
+  assert.deepEqual(await firstMinute(a.app), [2, false]);
   // C's stats read asked for the later definition: once loaded, it reads as A does.
   await c.streams.settled();
   assert.equal(c.streams.describe("visits")?.version, 2);
-  assert.deepEqual(await firstRow(c.app), [2, false]);
+  assert.deepEqual(await firstMinute(c.app), [2, false]);
   await b.streams.settled();
 }
 
@@ -1638,11 +1600,7 @@ async function refusedPutKeepsNothing(store: Store, inner: DefinitionStore) {
     data: store,
     now: () => T0,
   });
-  const definition = (lateness: string) => ({
-    time: { field: "t", lateness },
-    counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-  });
-  await streams.put("visits", definition("10s"));
+  await streams.put("visits", visitsDefinition("10s"));
   // The watermark at T0 + 2 m: 10 s of lateness calls final what ended by T0 + 110 s.
   await ingestItems(streams.get("visits")!, [{ ok: true, value: { t: T0 + 120_000 } }], {
     store: streams.wrap(store),
@@ -1652,10 +1610,10 @@ async function refusedPutKeepsNothing(store: Store, inner: DefinitionStore) {
   const before = (await store.stats(key, [])).closedThrough;
   definitions.beforeWrite = async () => {
     const stored = (await inner.get("visits"))!;
-    await inner.write("visits", { ...stored, definition: definition("20s") }, stored.version);
+    await inner.write("visits", { ...stored, definition: visitsDefinition("20s") }, stored.version);
   };
   await assert.rejects(
-    streams.put("visits", definition("1h"), { versions: [1] }),
+    streams.put("visits", visitsDefinition("1h"), { versions: [1] }),
     (error: StreamDefinitionError) => error.code === "precondition_failed",
   );
   assert.equal((await inner.get("visits"))?.version, 2);
