@@ -544,7 +544,9 @@ export function requireScope(
   options: { listsStreams?: boolean } = {},
 ): MiddlewareHandler {
   return async function (c, next) {
-    const authorization = c.req.header("Authorization");
+    // Lower case: Deno's \`Headers.get\` answers its few common names in lower case without
+    // converting and checking the name first.
+    const authorization = c.req.header("authorization");
     const result = await authorize(keys, bearerKey(authorization), scope, {
       stream: c.req.param("stream"),
       listsStreams: options.listsStreams,
@@ -605,7 +607,7 @@ export function presentedKey(request: Request): PresentedKey {
     .map((item) => item.trim()).filter((item) => item !== "");
   const bearer = offered.find((item) => item.startsWith(BEARER_PROTOCOL_PREFIX));
   const protocol = offered.find((item) => !item.startsWith(BEARER_PROTOCOL_PREFIX)) ?? bearer;
-  const header = bearerKey(request.headers.get("Authorization") ?? undefined);
+  const header = bearerKey(request.headers.get("authorization") ?? undefined);
   if (header) return { key: header, protocol };
   const query = queryToken(request.url);
   if (query) return { key: query, protocol, inQuery: true };

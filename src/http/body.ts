@@ -595,7 +595,8 @@ export async function readJsonText(
   maxBytes: number,
   options: { untyped?: boolean; timeoutMs?: number } = {},
 ): Promise<string> {
-  const contentType = request.headers.get("Content-Type");
+  // Lower case: Deno's \`Headers.get\` answers it without converting and checking the name.
+  const contentType = request.headers.get("content-type");
   if (contentType !== null || !options.untyped) refuseOtherThanJson(contentType);
   const text = decodeUtf8(
     await readLimitedBody(request, maxBytes, { timeoutMs: options.timeoutMs }),
