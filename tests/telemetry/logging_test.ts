@@ -696,6 +696,81 @@ Deno.test("jsonLineFormatter() writes a line of plain values as the JSON of one 
   );
 });
 
+Deno.test("jsonLineFormatter() writes a request line with odd characters and left-out values as the JSON of one object of the line's fields and the properties", () => {
+  const text = fc.oneof(
+    fc.string({ unit: "binary", maxLength: 8 }),
+    fc.constantFrom(
+      '"',
+      "\\",
+      "\u0000\u001f\u007f",
+      "\u2028\u2029",
+      "\ud800",
+      "a\udc00b",
+      "😀",
+      "é",
+    ),
+  );
+  const odd = fc.oneof(
+    text,
+    fc.constantFrom(-0, Number.NaN, Infinity, -Infinity, 1e21, 5e-7, 0.1 + 0.2),
+    fc.double(),
+    fc.boolean(),
+    fc.constantFrom(null, undefined, () => 1, Symbol("s")),
+  );
+  const timestamp = Date.UTC(2026, 0, 1, 12, 0, 0, 7);
+  fc.assert(
+    fc.property(text, text, fc.double(), fc.dictionary(text, odd, { maxKeys: 5 }), (
+      path,
+      requestId,
+      durationMs,
+      added,
+    ) => {
+      fc.pre(!Object.hasOwn(added, "__proto__"));
+      const properties = {
+        method: "POST",
+        path,
+        status: 202,
+        durationMs,
+        requestId,
+        ...added,
+      } as Record<string, unknown>;
+      const record = {
+        category: ["edgestream", "http"],
+        level: "info",
+        timestamp,
+        rawMessage: "{method} {path} {status} {durationMs} ms",
+        message: ["", "POST", " ", path, " ", 202, " ", durationMs, " ms"],
+        properties,
+      } as LogRecord;
+      const message = `POST ${path} 202 ${
+        Number.isFinite(durationMs) ? String(durationMs) : JSON.stringify(durationMs)
+      } ms`;
+      const expected = JSON.stringify({
+        "@timestamp": new Date(timestamp).toISOString(),
+        level: "info",
+        logger: "edgestream.http",
+        message,
+        ...properties,
+      }) + "\n";
+      assert.equal(jsonLineFormatter(record), expected);
+    }),
+    { numRuns: 300 },
+  );
+  // Inherited properties are left out, as an object's JSON leaves them out.
+  const inherited = Object.assign(Object.create({ inherited: 1 }), { own: 2 });
+  assert.equal(
+    jsonLineFormatter({
+      category: ["edgestream", "http"],
+      level: "info",
+      timestamp,
+      rawMessage: "m",
+      message: ["m"],
+      properties: inherited,
+    } as LogRecord),
+    `{"@timestamp":"2026-01-01T12:00:00.007Z","level":"info","logger":"edgestream.http","message":"m","own":2}\n`,
+  );
+});
+
 /** A whole record, as `Logger.emit` takes it. */
 function wholeRecord(
   properties: Record<string, unknown>,
