@@ -137,9 +137,10 @@ if args.kf then
 end
 -- Counters the write adds (args.add, see \`DefinitionWriteOptions.addedCounters\`): their bounds
 -- rise to the watermark of KEYS[2] now plus 1 (a batch applied before this step is within them).
+-- A "wm" holding text no script writes refuses the call, as in the apply, before any write here.
 local partial = args.p
 if args.add then
-  local wm = tonumber(redis.call("HGET", KEYS[2], "wm"))
+  local wm = expectStatsTime("wm", redis.call("HGET", KEYS[2], "wm"))
   if wm ~= nil then
     local bounds = {}
     if partial ~= "" then bounds = cjson.decode(partial).b end

@@ -46,3 +46,33 @@ for (const field of ["cl", "wm"]) {
     },
   );
 }
+
+// A write adding counters reads the stats' `wm` as the apply does: text no script writes is refused
+// naming the field, not taken as no watermark (which would record no partial bound).
+redisTest(
+  "a definition write adding counters refuses the stats field wm holding what no script writes, naming it, and writes nothing",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const definitions = new RedisDefinitionStore(redis);
+    assert.equal((await definitions.write("s", RECORD, 0)).status, "written");
+    const stats = dataKeyPrefix("es", generationKey("s", 0)) + STREAM_KEYS.stats;
+    await refusedWhole(fixture, stats, {
+      corrupt: ["HSET", stats, "wm", "x"],
+      call: () =>
+        definitions.write("s", RECORD, 1, { addedCounters: ["n"] }).catch((error: Error) => {
+          assert.ok(error.message.includes(`${stats} field wm holds 'x'`), error.message);
+          throw error;
+        }),
+    });
+    assert.equal((await definitions.get("s"))?.version, 1);
+    // Repaired: the added counter's bound is the watermark plus 1.
+    await send(fixture, "HSET", stats, "wm", "600000");
+    const written = await definitions.write("s", RECORD, 1, { addedCounters: ["n"] });
+    assert.equal(written.status, "written");
+    assert.deepEqual((await definitions.get("s"))?.partialBefore, { n: 600001 });
+  },
+);
