@@ -299,9 +299,10 @@ export function createTracker(options) {
   const answering = new Set();
   /**
    * Batches waiting to be sent again: `{stream, events, body, idempotencyKey, handedOver, offline,
-   * held, parked, stop}`; `held` while the browser is offline (`offline`) or once their retries
-   * were spent on retryable failures (`parked`: sent again by `wake()`, at the next flush, by the
-   * resend timer or on `online`).
+   * held, parked, sleeping, hooks, stop, wake}` (`sleeping` between retries, which `close()` keeps
+   * at once; `hooks` the send's, see `send()`; `wake` ends its wait); `held` while the browser is
+   * offline (`offline`) or once their retries were spent on retryable failures (`parked`: sent
+   * again by `wake()`, at the next flush, by the resend timer or on `online`).
    */
   const retrying = new Set();
   /**
@@ -722,14 +723,6 @@ export function createTracker(options) {
    * kept with their key (whole: a part of one is another body), then the events kept without.
    * Answers whether they were kept.
    */
-  /**
-   * Keeps events (see {@linkcode keep}) once `close()` was called, counted in its `{kept}` until it
-   * resolved (one kept later, from a send answered after it, cannot be).
-   */
-  function keepClosing(stream, events, idempotencyKey) {
-    if (keep(stream, events, idempotencyKey) && !closed) keptClosing += events.length;
-  }
-
   function keep(stream, events, idempotencyKey) {
     const store = storage();
     try {
@@ -753,6 +746,14 @@ export function createTracker(options) {
       console.warn(`edgestream: lost ${events.length} events to ${stream}: no room to keep them`);
       return false;
     }
+  }
+
+  /**
+   * Keeps events (see {@linkcode keep}) once `close()` was called, counted in its `{kept}` until it
+   * resolved (one kept later, from a send answered after it, cannot be).
+   */
+  function keepClosing(stream, events, idempotencyKey) {
+    if (keep(stream, events, idempotencyKey) && !closed) keptClosing += events.length;
   }
 
   /**
@@ -962,7 +963,8 @@ export function createTracker(options) {
     addEventListener("visibilitychange", visibilityChanged);
   }
   // init() called again: what the tracker it replaces keeps on closing is read once it closed.
-  const restoreAfter = options[RESTORE_AFTER];
+  const restoreAfter = restoreAfterNext;
+  restoreAfterNext = undefined;
   if (restoreAfter) {
     Promise.resolve(restoreAfter).catch(() => {}).then(() => {
       if (!closing) restore();
@@ -1035,10 +1037,12 @@ export function createTracker(options) {
 let tracker;
 
 /**
- * An internal option of {@linkcode createTracker} ({@linkcode init} called again): a promise that
- * resolves once the tracker replaced is closed; what it kept is read then, not when made.
+ * Set by {@linkcode init} called again, for the {@linkcode createTracker} call it makes alone: a
+ * promise that resolves once the tracker replaced is closed; what it kept is read then, not when
+ * made. (Not an option: the caller's options object is handed over as given, as the first
+ * `init()` hands it.)
  */
-const RESTORE_AFTER = Symbol("restoreAfter");
+let restoreAfterNext;
 
 /**
  * Sets up the module's tracker; see {@linkcode createTracker} for the options. One set up before
@@ -1050,7 +1054,12 @@ export function init(options) {
   let previousClosed;
   const restoreAfter = new Promise((resolve) => previousClosed = resolve);
   // Made first: options it refuses leave the tracker set up before as it was.
-  tracker = createTracker(previous ? { ...options, [RESTORE_AFTER]: restoreAfter } : options);
+  restoreAfterNext = previous ? restoreAfter : undefined;
+  try {
+    tracker = createTracker(options);
+  } finally {
+    restoreAfterNext = undefined;
+  }
   previousClosed(previous?.close());
   return tracker;
 }

@@ -148,6 +148,33 @@ Deno.test("init() again closes the tracker it replaces, which sends what it queu
   }
 });
 
+Deno.test("init() again hands the options object over as given, as the first init() does: a key or endpoint a class gives by getter reaches the new tracker", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    class Options {
+      get key() {
+        return "pk_test";
+      }
+      get endpoint() {
+        return "https://events.example";
+      }
+      flushMs = 60_000;
+    }
+    const options = new Options();
+    init(options);
+    // Before, the second init() spread the options into a new object, which has no getter of a
+    // class: it threw for a missing key.
+    init(options);
+    track("s", { n: 1 });
+    assert.deepEqual(await close(), { kept: 0 });
+    assert.deepEqual(sent.map((request) => request.url), [
+      "https://events.example/v1/streams/s/events?key=pk_test",
+    ]);
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("a dotted dedupeField keeps the page's own id at that path, as the server reads it, and adds one only when there is none", async () => {
   const { sent, restore } = recordingFetch([]);
   try {
