@@ -544,7 +544,7 @@ export function requireScope(
   options: { listsStreams?: boolean } = {},
 ): MiddlewareHandler {
   return async function (c, next) {
-    // Lower case: Deno's \`Headers.get\` answers its few common names in lower case without
+    // Lower case: Deno's `Headers.get` answers its few common names in lower case without
     // converting and checking the name first.
     const authorization = c.req.header("authorization");
     const result = await authorize(keys, bearerKey(authorization), scope, {

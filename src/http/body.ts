@@ -595,7 +595,7 @@ export async function readJsonText(
   maxBytes: number,
   options: { untyped?: boolean; timeoutMs?: number } = {},
 ): Promise<string> {
-  // Lower case: Deno's \`Headers.get\` answers it without converting and checking the name.
+  // Lower case: Deno's `Headers.get` answers it without converting and checking the name.
   const contentType = request.headers.get("content-type");
   if (contentType !== null || !options.untyped) refuseOtherThanJson(contentType);
   const text = decodeUtf8(
