@@ -406,6 +406,11 @@ export class StreamRegistry implements Required<StreamCatalog> {
   #generations = new WeakMap<readonly CounterMeta[], number>();
   /** Version of each served definition, by its compiled counters (see versionOfBatch). */
   #versions = new WeakMap<readonly CounterMeta[], number>();
+  /**
+   * Per config stream, the version of the record that holds this instance's file (written or
+   * found so): its entry's version follows later records (see #adopt) while the file is served.
+   */
+  #fileVersions = new Map<string, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
   /** The failures to record each config stream not recorded yet, by name. */
@@ -503,8 +508,21 @@ export class StreamRegistry implements Required<StreamCatalog> {
    */
   versionOfBatch(batch: Pick<StoreBatch, "stream" | "counters">): number | undefined {
     const entry = this.#entries.get(batch.stream);
-    if (entry !== undefined && entry.stream.counterMetas === batch.counters) return entry.version;
+    if (entry !== undefined && entry.stream.counterMetas === batch.counters) {
+      return this.definitionVersionOf(batch.stream);
+    }
     return this.#versions.get(batch.counters) ?? entry?.version;
+  }
+
+  /**
+   * The version of the definition this instance serves for `name`: for a config stream, that of
+   * the record of its own file (a later record, another deployment's, is noted but not served);
+   * undefined when none is served.
+   */
+  definitionVersionOf(name: string): number | undefined {
+    const entry = this.#entries.get(name);
+    if (entry === undefined) return undefined;
+    return this.#fileVersions.get(name) ?? entry.version;
   }
 
   /**
@@ -916,6 +934,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           // record's generation's, which need not be 0 (a name taken over, recorded again).
           const entry = this.#entries.get(name)!;
           entry.version = record.version;
+          this.#fileVersions.set(name, record.version);
           entry.generation = record.generation;
           markPartial(entry.stream, record.partialBefore, record.counters);
           this.#generations.set(entry.stream.counterMetas, record.generation);
@@ -953,6 +972,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
         const partialBefore = result.partialBefore ?? bounds;
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
+        this.#fileVersions.set(name, result.version);
         entry.generation = generation;
         markPartial(entry.stream, partialBefore, counted);
         this.#generations.set(entry.stream.counterMetas, generation);
@@ -1435,7 +1455,7 @@ class RegistryStore implements Store {
    * the served one's lateness calls final), and the later definition is loaded.
    */
   async stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
-    const served = this.registry.describe(stream)?.version ?? 0;
+    const served = this.registry.definitionVersionOf(stream) ?? 0;
     const stats = await this.#store.stats(this.#key(stream), counters);
     if (stats.definitionVersion === undefined || stats.definitionVersion <= served) return stats;
     this.registry.noteVersion(stream, stats.definitionVersion);

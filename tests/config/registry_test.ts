@@ -1330,6 +1330,89 @@ redisTest(
   },
 );
 
+/**
+ * A config file redeployed with a raised lateness while an instance of the deployment before still
+ * runs (a rolling deploy): that instance, once it polled the new record (which it notes but does
+ * not serve, its file being authoritative there), still reads by the stored mark, not by its own
+ * lower lateness, and its batches still keep final what its lateness calls so.
+ */
+async function oldDeploymentKeepsFinal(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const deploy = async (lateness: string) => {
+    const config = {
+      streams: {
+        visits: {
+          time: { field: "t", lateness },
+          counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    };
+    const streams = new StreamRegistry(compileConfig(config), {
+      definitions,
+      data: store,
+      now: () => T0,
+    });
+    await streams.registerConfig();
+    const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 });
+    return { streams, app };
+  };
+  const send = async (app: App, t: number) => {
+    const res = await app.request("/v1/streams/visits/events", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify([{ t }]),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    return (await res.json()).late;
+  };
+  // The window [T0 - 60 s, T0).
+  const lastMinute = async (app: App) => {
+    const res = await app.request(
+      `/v1/streams/visits/counters/perMinute?from=${T0 - 60_000}&to=${T0 - 1}`,
+    );
+    assert.equal(res.status, 200);
+    return (await res.json()).windows.map((
+      row: { value: number; final: boolean },
+    ) => [row.value, row.final]);
+  };
+  const old = await deploy("10s");
+  assert.equal(await send(old.app, T0 - 50_000), 0);
+  const next = await deploy("1h");
+  await old.streams.poll();
+  // The watermark at T0 + 60 s: the old 10 s calls [T0 - 60 s, T0) final, the recorded 1 h not.
+  assert.equal(await send(next.app, T0 + 60_000), 0);
+  assert.deepEqual(await lastMinute(old.app), [[1, false]]);
+  assert.equal(await send(next.app, T0 - 40_000), 0);
+  assert.deepEqual(await lastMinute(old.app), [[2, false]]);
+  // A batch of the old deployment keeps final what its 10 s calls so (through T0 + 51 s).
+  assert.equal(await send(old.app, T0 + 61_000), 0);
+  assert.equal(await send(next.app, T0 - 30_000), 1);
+  await old.streams.settled();
+}
+
+Deno.test("Memory store: an instance of the deployment before a lateness-raising redeploy, once it polled the new record, calls final no window the new file re-opens", () => {
+  const definitions = new MemoryDefinitionStore();
+  return oldDeploymentKeepsFinal(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: an instance of the deployment before a lateness-raising redeploy, once it polled the new record, calls final no window the new file re-opens",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return oldDeploymentKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
 Deno.test("a PUT on an instance still serving a deleted incarnation keeps final what the recorded one called final, not what the deleted one did", async () => {
   const definitions = new MemoryDefinitionStore();
   const nowMs = Date.parse("2026-01-01T00:00:30Z");
