@@ -171,7 +171,10 @@ export const ERROR_CODES = {
   too_many_ingest_sockets: { status: [429], when: "the key holds its most ingest WebSockets" },
   internal_error: { status: [500], when: "a defect: the log has the cause under the `requestId`" },
   store_unavailable: { status: [503], when: "the store did not answer (see `details.outcome`)" },
-  stream_changed: { status: [503], when: "the stream was deleted or re-created twice meanwhile" },
+  stream_changed: {
+    status: [503],
+    when: "the stream was deleted, re-created or given new counters twice meanwhile",
+  },
   stream_lookup_busy: { status: [503], when: "too many unknown stream names looked up now" },
   key_lookup_busy: { status: [503], when: "too many unknown API keys looked up now" },
   body_interrupted: { status: [503], when: "the body was cut off" },

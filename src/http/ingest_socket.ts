@@ -715,8 +715,8 @@ class IngestConnection implements HeldConnection {
       };
       const reply = await ingest(read.items).catch((error) => {
         if (!(error instanceof StreamChangedError)) throw error;
-        // Deleted or created again meanwhile, nothing applied: once more on the stream served
-        // now (not found when deleted), from the frame's text as it came.
+        // Deleted, created again or given new counters meanwhile, nothing applied: once more on
+        // the stream served now (not found when deleted), from the frame's text as it came.
         const again = readFrame(frame.text, this.#deps.limits);
         return ingest(again.ok ? again.items : read.items);
       });

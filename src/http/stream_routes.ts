@@ -423,8 +423,8 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
         });
       const reply = await ingest(stream, items).catch(async (error) => {
         if (!(error instanceof StreamChangedError)) throw error;
-        // Deleted or created again meanwhile, nothing applied: once more on the stream served
-        // now (404 when deleted), from the body as it came.
+        // Deleted, created again or given new counters meanwhile, nothing applied: once more on
+        // the stream served now (404 when deleted), from the body as it came.
         const current = await findServedStream(deps.streams, name);
         return ingest(current, parseEvents(decodeUtf8(bytes), format, deps.limits));
       });

@@ -802,7 +802,7 @@ export class StreamChangedError extends Error {
 
   constructor(stream: string, version: number, options?: ErrorOptions) {
     super(
-      `Stream '${stream}' was deleted or created again while this request was being applied; nothing was applied`,
+      `Stream '${stream}' was deleted, created again or given new counters while this request was being applied; nothing was applied`,
       options,
     );
     this.name = "StreamChangedError";

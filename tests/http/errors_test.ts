@@ -50,7 +50,7 @@ Deno.test("a batch of a stream deleted or created again meanwhile is a 503 strea
   assert.deepEqual(error.details, { outcome: "not_applied" });
   assert.match(
     error.message,
-    /^Stream 'orders' was deleted or created again .*nothing was applied$/,
+    /^Stream 'orders' was deleted, created again or given new counters .*nothing was applied$/,
   );
 });
 
