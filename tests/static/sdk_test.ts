@@ -1154,6 +1154,8 @@ Deno.test("a batch the browser's online event sends again during close(), answer
     assert.equal(sent.length, 3);
     slow.answer(new Response(null, { status: 202 }));
     assert.deepEqual(await closing, { kept: 0 });
+    // A tracker made now, before the batch is kept, finds nothing kept to send.
+    const before = createTracker({ key: "pk_test", endpoint: "https://e.example" });
     resent.answer(
       Response.json(
         { error: { code: "too_many_events", message: "burst 2", details: { maxEvents: 2 } } },
@@ -1167,6 +1169,17 @@ Deno.test("a batch the browser's online event sends again during close(), answer
       JSON.parse(localStorage.getItem("edgestream:https://e.example|pk_test|s")!),
       [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }],
     );
+    assert.deepEqual(await before.flush(), { held: 0 });
+    assert.equal(sent.length, 3);
+    // A tracker made later (or the next page) sends it.
+    const after = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+    assert.deepEqual(await after.flush(), { held: 0 });
+    assert.deepEqual(
+      sent.slice(3).flatMap((request) => JSON.parse(String(request.init.body))),
+      [{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }],
+    );
+    await before.close();
+    await after.close();
   } finally {
     stopCapture();
     delete (navigator as { onLine?: boolean }).onLine;
