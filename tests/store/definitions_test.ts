@@ -280,6 +280,10 @@ const applyScenarios: Record<
     await definitions.write("orders", record(), 1);
     await store.applyBatch(late(2));
     assert.equal((await store.stats(key, [])).closedThrough, undefined);
+    // Without a version (a release before versions, deploy/README.md's "Finality and added
+    // counters across releases"): nothing kept final either.
+    await store.applyBatch(late());
+    assert.equal((await store.stats(key, [])).closedThrough, undefined);
     await store.applyBatch(late(1));
     assert.equal((await store.stats(key, [])).closedThrough, T0 - 10_000);
   },
