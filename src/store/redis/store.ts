@@ -962,7 +962,10 @@ export class RedisStore implements Store {
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
         ...(hash.cl === undefined || hash.cl === "" ? {} : { closedThrough: Number(hash.cl) }),
-        ...(hash.dv === undefined ? {} : { definitionVersion: Number(hash.dv) }),
+        // Text the scripts never write (not a whole number) is taken as none: no reload loop.
+        ...(Number.isSafeInteger(Number(hash.dv)) && hash.dv !== ""
+          ? { definitionVersion: Number(hash.dv) }
+          : {}),
       };
     });
   }

@@ -3,6 +3,7 @@ import { Redis } from "@upstash/redis";
 import { type DefinitionWrite, generationKey } from "../../../src/store/definitions.ts";
 import { dataKeyPrefix, RedisDefinitionStore } from "../../../src/store/redis/definition_store.ts";
 import { STREAM_KEYS } from "../../../src/store/redis/_scripts.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
 import { redisTest } from "../../_redis.ts";
 import { refusedWhole, send } from "./_key_checks.ts";
 
@@ -74,5 +75,26 @@ redisTest(
     const written = await definitions.write("s", RECORD, 1, { addedCounters: ["n"] });
     assert.equal(written.status, "written");
     assert.deepEqual((await definitions.get("s"))?.partialBefore, { n: 600001 });
+  },
+);
+
+// A stats `dv` holding text no script writes is taken as none: as a number it would read NaN,
+// later than no version, and every read would mark the stats stale and ask for a reload.
+redisTest(
+  "stats() takes a stats field dv holding what no script writes as no definition version",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis);
+    const key = generationKey("s", 0);
+    const stats = dataKeyPrefix("es", key) + STREAM_KEYS.stats;
+    await send(fixture, "HSET", stats, "dv", "x");
+    assert.equal((await store.stats(key, [])).definitionVersion, undefined);
+    await send(fixture, "HSET", stats, "dv", "3");
+    assert.equal((await store.stats(key, [])).definitionVersion, 3);
+    await store.close();
   },
 );
