@@ -459,7 +459,7 @@ export class MemoryStore implements Store {
       batch.definitionVersion !== undefined && definitionVersion > batch.definitionVersion &&
       stream.watermark !== null
     ) {
-      stream.closedThrough = Math.max(stream.closedThrough, stream.watermark - batch.latenessMs);
+      this.#keepFinal(stream, stream.watermark - batch.latenessMs);
     }
     return { outcomes, requests: results, watermark: stream.watermark, demand, definitionVersion };
   }
