@@ -708,7 +708,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
       oversizedPatterns(stream),
       unknownAlertField(stream),
       counterField &&
-      `${counterField.problem}; so ${counterField.consequence}; ${counterField.fix}`,
+      `${counterField.problem} (the field is always missing: ${counterField.consequence}); ${counterField.fix}`,
     ];
     for (const problem of problems) {
       if (problem === undefined) continue;

@@ -2231,7 +2231,7 @@ Deno.test("PUT /v1/streams/{stream} refuses a counter field its closed schema ca
     return [stored, records.filter((record) => record.level === "warning").map(messageOf)];
   });
   assert.deepEqual(logged, [
-    `Stored stream 'signups' version 1: streams.signups.counters.revenue.aggregate.sum: Field 'amont' ${why}; so a counter reading it counts nothing or groups as null; fix the field or the schema; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
+    `Stored stream 'signups' version 1: streams.signups.counters.revenue.aggregate.sum: Field 'amont' ${why} (the field is always missing: a counter reading it counts nothing or groups as null); fix the field or the schema; served as stored before this check; replace it with PUT /v1/streams/signups, which refuses it as it is`,
   ]);
   assert.equal((await put(stored, "signups", { ...typo, description: "kept" })).status, 400);
   const fixed = { ...typo, schema: { ...schema, properties: { ...schema.properties, amont: {} } } };
@@ -2375,7 +2375,7 @@ Deno.test("PUT /v1/streams/{stream} refuses a counter field below a closed objec
   assert.equal(logged.length, 1);
   assert.match(
     logged[0],
-    /^Stored stream 'signups' version 1: streams\.signups\.counters\.perMinute\.groupBy\[0\]: Field 'user\.plna' is not in the schema, whose 'user' holds no other fields .*; so a counter reading it counts nothing or groups as null; fix the field or the schema; served as stored before this check/,
+    /^Stored stream 'signups' version 1: streams\.signups\.counters\.perMinute\.groupBy\[0\]: Field 'user\.plna' is not in the schema, whose 'user' holds no other fields .* \(the field is always missing: a counter reading it counts nothing or groups as null\); fix the field or the schema; served as stored before this check/,
   );
   assert.equal((await put(served, "signups", { ...nested, description: "kept" })).status, 400);
 });
