@@ -173,7 +173,8 @@ export const ERROR_CODES = {
   store_unavailable: { status: [503], when: "the store did not answer (see `details.outcome`)" },
   stream_changed: {
     status: [503],
-    when: "the stream was deleted, re-created or given new counters twice meanwhile",
+    when:
+      "the stream was deleted, re-created or given new counters during the request and again during its retry",
   },
   stream_lookup_busy: { status: [503], when: "too many unknown stream names looked up now" },
   key_lookup_busy: { status: [503], when: "too many unknown API keys looked up now" },
