@@ -1594,6 +1594,50 @@ async function staleBatchKeepsFinal(store: Store, definitions: DefinitionStore) 
   await b.streams.settled();
 }
 
+/**
+ * README's limit of a lowered lateness (not closed yet): until an instance loads the new
+ * definition, its batches take events by the previous, longer lateness, so one may add to a window
+ * a read on the new definition called final.
+ */
+async function staleBatchAfterLoweredLateness(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("1h"));
+  const b = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
+  assert.deepEqual(await firstMinute(a.app), [1, true]);
+  // B still serves 1 h: it takes an event in the window A read as final.
+  assert.equal(b.streams.describe("visits")?.version, 1);
+  assert.equal(await sendVisit(b.app, T0 + 30_000), 0);
+  assert.deepEqual(await firstMinute(a.app), [2, true]);
+  await b.streams.settled();
+}
+
+Deno.test("Memory store: a batch of an instance not yet on a lateness-lowering PUT may add to a window a read on the new definition called final (README: not closed yet)", () => {
+  const definitions = new MemoryDefinitionStore();
+  return staleBatchAfterLoweredLateness(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: a batch of an instance not yet on a lateness-lowering PUT may add to a window a read on the new definition called final (README: not closed yet)",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return staleBatchAfterLoweredLateness(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
 Deno.test("Memory store: a batch applied by an instance not yet on a lateness-raising PUT re-opens no window a read called final", () => {
   const definitions = new MemoryDefinitionStore();
   return staleBatchKeepsFinal(
