@@ -1053,8 +1053,10 @@ export function init(options) {
   const previous = tracker;
   let previousClosed;
   const restoreAfter = new Promise((resolve) => previousClosed = resolve);
-  // Made first: options it refuses leave the tracker set up before as it was.
-  restoreAfterNext = previous ? restoreAfter : undefined;
+  // Made first: options it refuses leave the tracker set up before as it was. After the module's
+  // close(), the new tracker reads what that close keeps once it is done, as here.
+  restoreAfterNext = previous ? restoreAfter : moduleClosing;
+  moduleClosing = undefined;
   try {
     tracker = createTracker(options);
   } finally {
@@ -1081,9 +1083,13 @@ export function flush() {
  */
 export function close() {
   const closing = tracker ? tracker.close() : Promise.resolve({ kept: 0 });
+  if (tracker) moduleClosing = closing;
   tracker = undefined;
   return closing;
 }
+
+/** The module's last {@linkcode close}, until {@linkcode init} makes the next tracker. */
+let moduleClosing;
 
 /**
  * Reads Server-Sent Events from text chunks as they arrive. `push` returns the events the chunk

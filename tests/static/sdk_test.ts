@@ -1188,6 +1188,31 @@ Deno.test("a batch the browser's online event sends again during close(), answer
   }
 });
 
+Deno.test("init() right after the module's close(), not awaited, while the store is down: the new tracker sends what the closed one kept, under its Idempotency-Key", async () => {
+  const { sent, restore } = recordingFetch([new Response(null, { status: 503 })]);
+  const { stopCapture } = captureWarnings();
+  const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
+  try {
+    const options = { key: "pk_test", endpoint: "https://e.example", flushMs: 60_000 };
+    init(options);
+    track("s", { n: 1 });
+    const closing = close();
+    const next = init(options);
+    assert.deepEqual(await closing, { kept: 1 });
+    // Before, the new tracker read localStorage when made, before the close kept its batch.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.deepEqual(await next.flush(), { held: 0 });
+    assert.equal(sent.length, 2);
+    assert.equal(keyOf(sent[1]), keyOf(sent[0]));
+    assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 1 }]);
+    assert.equal(localStorage.length, 0);
+    assert.deepEqual(await close(), { kept: 0 });
+  } finally {
+    stopCapture();
+    restore();
+  }
+});
+
 Deno.test("init() again while the store is down: the tracker it makes sends what the one it replaces kept on closing, under its Idempotency-Key", async () => {
   const { sent, restore } = recordingFetch([new Response(null, { status: 503 })]);
   const { stopCapture } = captureWarnings();
