@@ -119,6 +119,13 @@ export interface CompiledStream {
    * record, as {@linkcode CompiledCounter.partialBefore} is.
    */
   formerCounters?: FormerCounter[];
+  /**
+   * The version of the stored definition this stream serves, set by the registry that serves it:
+   * an API stream's record's, a config stream's that of the record holding its file once recorded.
+   * A read compares it with the stats' `definitionVersion` (see `closedBefore`). Absent: none, as
+   * version 0.
+   */
+  definitionVersion?: number;
 }
 
 /** What a result of a counter a stream no longer has needs to read back: see `formerCounters`. */

@@ -11,17 +11,21 @@ import type { CompiledStream } from "./compile.ts";
  * The time before which a window or session is final: the watermark (an idle stream's follows
  * the clock, as the store will raise it on its next write) less the lateness, or the store's
  * `closedThrough` when later (what a close claimed, or a definition change kept final, stays
- * final whatever the lateness is now). Only `closedThrough` when the stats say a later definition
- * than the one served kept final ({@linkcode StreamStats.laterDefinition}).
+ * final whatever the lateness is now). Only `closedThrough` when a definition later than
+ * `stream`'s kept final ({@linkcode StreamStats.definitionVersion} past
+ * {@linkcode CompiledStream.definitionVersion}): judged by the stream the read holds, not the one
+ * served when the stats are read, as a reload may come between the two.
  */
 export function closedBefore(
-  stream: Pick<CompiledStream, "idleMs" | "latenessMs">,
-  stats: Pick<StreamStats, "watermark" | "closedThrough" | "laterDefinition">,
+  stream: Pick<CompiledStream, "idleMs" | "latenessMs" | "definitionVersion">,
+  stats: Pick<StreamStats, "watermark" | "closedThrough" | "definitionVersion">,
   nowMs: number,
 ): number {
-  // Served by a definition older than the stored one: its lateness may be lower than the one
-  // that now decides what is late.
-  if (stats.laterDefinition) return stats.closedThrough ?? -Infinity;
+  // A definition older than the stored one: its lateness may be lower than the one that now
+  // decides what is late.
+  if ((stats.definitionVersion ?? 0) > (stream.definitionVersion ?? 0)) {
+    return stats.closedThrough ?? -Infinity;
+  }
   return Math.max(
     (watermarkAt(stream, stats.watermark, nowMs) ?? -Infinity) - stream.latenessMs,
     stats.closedThrough ?? -Infinity,

@@ -406,11 +406,6 @@ export class StreamRegistry implements Required<StreamCatalog> {
   #generations = new WeakMap<readonly CounterMeta[], number>();
   /** Version of each served definition, by its compiled counters (see versionOfBatch). */
   #versions = new WeakMap<readonly CounterMeta[], number>();
-  /**
-   * Per config stream, the version of the record that holds this instance's file (written or
-   * found so): its entry's version follows later records (see #adopt) while the file is served.
-   */
-  #fileVersions = new Map<string, number>();
   #timer: ReturnType<typeof setInterval> | undefined;
   #polling: Promise<void> | undefined;
   /** The failures to record each config stream not recorded yet, by name. */
@@ -522,7 +517,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
   definitionVersionOf(name: string): number | undefined {
     const entry = this.#entries.get(name);
     if (entry === undefined) return undefined;
-    return this.#fileVersions.get(name) ?? entry.version;
+    // A config stream's is its file's record's once recorded (its entry's version follows later
+    // records, see #adopt); an API stream's, its entry's (see #serve).
+    return entry.stream.definitionVersion ?? entry.version;
   }
 
   /**
@@ -580,6 +577,9 @@ export class StreamRegistry implements Required<StreamCatalog> {
     this.#entries.set(entry.stream.name, entry);
     this.#generations.set(entry.stream.counterMetas, entry.generation);
     this.#versions.set(entry.stream.counterMetas, entry.version);
+    // What a read holding the stream judges by (see closedBefore); a config stream's is set when
+    // its file is recorded (see #recordOnce).
+    if (entry.source === "api") entry.stream.definitionVersion = entry.version;
   }
 
   /**
@@ -934,7 +934,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           // record's generation's, which need not be 0 (a name taken over, recorded again).
           const entry = this.#entries.get(name)!;
           entry.version = record.version;
-          this.#fileVersions.set(name, record.version);
+          entry.stream.definitionVersion = record.version;
           entry.generation = record.generation;
           markPartial(entry.stream, record.partialBefore, record.counters);
           this.#generations.set(entry.stream.counterMetas, record.generation);
@@ -972,7 +972,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
         const partialBefore = result.partialBefore ?? bounds;
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
-        this.#fileVersions.set(name, result.version);
+        entry.stream.definitionVersion = result.version;
         entry.generation = generation;
         markPartial(entry.stream, partialBefore, counted);
         this.#generations.set(entry.stream.counterMetas, generation);
@@ -1257,9 +1257,13 @@ export class StreamRegistry implements Required<StreamCatalog> {
     const keep = { nowMs: now, by };
     if (stats.watermark !== null) {
       // What the write keeps final, by the same rule; the store's closedThrough, which `before`
-      // called final too, moves no mark: closedBefore(next) counts it already.
+      // called final too, moves no mark: closedBefore(next) counts it already. By `next`'s own
+      // lateness whatever version the stats hold: no definition is later than the one written.
       const kept = finalThrough(stats.watermark, keep);
-      if (kept > closedBefore(next, stats, now)) await this.#data.keepFinal(key, kept);
+      const { watermark, closedThrough } = stats;
+      if (kept > closedBefore(next, { watermark, closedThrough }, now)) {
+        await this.#data.keepFinal(key, kept);
+      }
     }
     return keep;
   }
@@ -1449,17 +1453,17 @@ class RegistryStore implements Store {
     return this.#store.signalDemand(this.#key(stream), types, ttlMs);
   }
   /**
-   * The store's stats, marked {@linkcode StreamStats.laterDefinition} when a definition later
-   * than the one served here (the version served when asked) kept final in its write: a read
-   * here then calls final only what `closedThrough` says (the later definition may re-open what
-   * the served one's lateness calls final), and the later definition is loaded.
+   * The store's stats; a definition later than the one served here that kept final in its write
+   * ({@linkcode StreamStats.definitionVersion}) is loaded. A read compares that version with the
+   * one of the stream it holds ({@linkcode closedBefore}), not with the one served now: a reload
+   * may come between its resolving the stream and this read.
    */
   async stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
-    const served = this.registry.definitionVersionOf(stream) ?? 0;
     const stats = await this.#store.stats(this.#key(stream), counters);
-    if (stats.definitionVersion === undefined || stats.definitionVersion <= served) return stats;
-    this.registry.noteVersion(stream, stats.definitionVersion);
-    return { ...stats, laterDefinition: true };
+    if (stats.definitionVersion !== undefined) {
+      this.registry.noteVersion(stream, stats.definitionVersion);
+    }
+    return stats;
   }
   ping(): Promise<void> {
     return this.#store.ping();

@@ -511,14 +511,9 @@ function answerError(c: Context, error: unknown): void {
 }
 
 function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
-  // closedThrough, definitionVersion and laterDefinition are the store's and the registry's, for
-  // reads' `final` (not part of the stats answered).
-  const {
-    closedThrough: _closed,
-    definitionVersion: _version,
-    laterDefinition: _later,
-    ...answered
-  } = stats;
+  // closedThrough and definitionVersion are the store's, for reads' `final` (not part of the stats
+  // answered).
+  const { closedThrough: _closed, definitionVersion: _version, ...answered } = stats;
   // An idle stream's follows the clock (a Redis sweep skips a stream with nothing due, so the
   // stored one may be older).
   const watermark = watermarkAt(stream, stats.watermark, nowMs);

@@ -487,13 +487,6 @@ export interface StreamStats {
    * reader serving an earlier version judges by a lateness the store no longer holds.
    */
   definitionVersion?: number;
-  /**
-   * Set by a reader that serves stream definitions (the config registry's store) when
-   * {@linkcode definitionVersion} is later than the one it serves: what its definition calls
-   * final by the watermark may be re-opened by the stored one, so only {@linkcode closedThrough}
-   * is final. Never set by a store.
-   */
-  laterDefinition?: boolean;
 }
 
 /** One window (or pane set) to read. */

@@ -17,6 +17,7 @@ import {
 } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
+import { listWindows } from "../../src/query/mod.ts";
 import {
   type DefinitionStore,
   generationKey,
@@ -1708,6 +1709,60 @@ redisTest(
       enableTelemetry: false,
     });
     return staleReadKeepsFinal(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
+/**
+ * A read resolves its stream, then reads the stats: an instance that loads a lateness-raising
+ * definition between the two (its poll, or a version an apply noted) must not pair the old
+ * stream's lateness with the new version. The read judges by the version of the stream it holds,
+ * so the stats' later version counts only `closedThrough` as final, and the window the new
+ * lateness still takes events into reads as not final.
+ */
+async function raceReadKeepsFinal(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  const c = await visitsInstance(store, definitions);
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  // The stream a read on C resolved, before C loads the next version.
+  const held = c.streams.get("visits")!;
+  assert.equal(held.latenessMs, 10_000);
+  await a.streams.put("visits", visitsDefinition("1h"));
+  // The watermark at T0 + 2 m, past [T0, T0 + 1 m) plus 10 s.
+  assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
+  await c.streams.poll();
+  assert.equal(c.streams.describe("visits")?.version, 2);
+  // The read goes on with the stream it holds: its stats come after C serves version 2.
+  const read = () =>
+    listWindows(held, held.counters[0], { store: c.streams.wrap(store), nowMs: T0 }, {
+      fromMs: T0,
+      toMs: T0 + 1,
+    });
+  assert.deepEqual((await read()).map((row) => [row.value, row.final]), [[1, false]]);
+  // Within the hour the stored definition allows: taken, as the read said it could be.
+  assert.equal(await sendVisit(a.app, T0 + 30_000), 0);
+  assert.deepEqual((await read()).map((row) => [row.value, row.final]), [[2, false]]);
+  assert.deepEqual(await firstMinute(c.app), [2, false]);
+}
+
+Deno.test("Memory store: a read holding the stream a lateness-raising PUT replaced, whose stats come after the instance loaded the PUT, calls final no window the new definition re-opens", () => {
+  const definitions = new MemoryDefinitionStore();
+  return raceReadKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
+});
+
+redisTest(
+  "Redis store: a read holding the stream a lateness-raising PUT replaced, whose stats come after the instance loaded the PUT, calls final no window the new definition re-opens",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return raceReadKeepsFinal(
       new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
       new RedisDefinitionStore(redis),
     );
