@@ -74,13 +74,16 @@ const TOO_LARGE = /\bmax request size exceeded\b/i;
 
 /**
  * Whether an error means "Redis answered: this command failed" (a bug to
- * surface as 500), as opposed to Redis being unreachable, overloaded or
- * answering through a failing proxy (503, retry).
+ * surface as 500), as opposed to Redis being unreachable, overloaded,
+ * answering through a failing proxy, or refusing the token (503, retry): `NOAUTH` and `WRONGPASS`
+ * read as Redis error replies, yet, as the REST endpoint's HTTP 401, say the setting is wrong and
+ * nothing ran ({@linkcode REFUSED_TOKEN}).
  */
 export function isCommandError(error: unknown): boolean {
   if (!(error instanceof Error) || error.name !== "UpstashError") return false;
   const text = redisErrorText(error);
-  return /^[A-Z][A-Z_]+ /.test(text) && !NOT_NOW.test(text) && !FULL.test(text);
+  return /^[A-Z][A-Z_]+ /.test(text) && !NOT_NOW.test(text) && !FULL.test(text) &&
+    !REFUSED_TOKEN.test(text);
 }
 
 /**
@@ -97,17 +100,10 @@ export function outcomeOf(error: unknown): UnavailableOutcome {
 }
 
 /**
- * Whether `error` is a refused token: the REST endpoint's HTTP 401 (`Unauthorized`) or, behind a
- * proxy that passes on Redis's own errors, `NOAUTH` or `WRONGPASS`. Nothing ran: Redis was not
- * asked, though the last two read as Redis error replies ({@linkcode isCommandError}).
- */
-export function isRefusedToken(error: unknown): boolean {
-  return REFUSED_TOKEN.test(redisErrorText(error));
-}
-
-/**
- * The REST endpoint refused the token (HTTP 401): nothing ran, and nothing will until the
- * setting is fixed (a token cannot be right for one send and wrong for the same one again).
+ * A refused token: the REST endpoint's HTTP 401 (`Unauthorized`) or, behind a proxy that passes on
+ * Redis's own errors, `NOAUTH` or `WRONGPASS` (Redis error replies, yet no command error: see
+ * {@linkcode isCommandError}). Nothing ran, and nothing will until the setting is fixed (a token
+ * cannot be right for one send and wrong for the same one again).
  */
 const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
 
@@ -252,12 +248,14 @@ export class RedisCalls {
         );
       }
       const unreadable = !NOT_REACHED.test(quoted) && unreadableReply(error);
-      const text = notUpstash
+      const text = REFUSED_TOKEN.test(quoted)
+        ? `the token was refused: ${quoted}`
+        : notUpstash
         ? "the reply is not an Upstash REST endpoint's (an HTTP error without an error message)"
         : unreadable
         ? `the reply is not an Upstash REST endpoint's (the client cannot read it: ${quoted})`
         : quoted;
-      const hint = REFUSED_TOKEN.test(text)
+      const hint = REFUSED_TOKEN.test(quoted)
         ? " (check UPSTASH_REDIS_REST_TOKEN)"
         : notUpstash || unreadable || NOT_REACHED.test(text)
         ? " (check UPSTASH_REDIS_REST_URL)"

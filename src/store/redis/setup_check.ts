@@ -18,7 +18,7 @@
  * @module
  */
 import type { Redis } from "@upstash/redis";
-import { isCommandError, isRefusedToken, redisErrorText, sha1 } from "./call.ts";
+import { isCommandError, redisErrorText, sha1 } from "./call.ts";
 import { PING_SCRIPT, READY_SCRIPT } from "./store.ts";
 
 /**
@@ -188,7 +188,7 @@ function notChecked(error: unknown, refused: boolean): string {
  * A setting's value, or undefined when `CONFIG GET` is refused (a Redis error: renamed, an ACL) or
  * does not know it; throws what failed when Redis did not answer it: unreachable, not now
  * (`LOADING`, …) or the token refused (`NOAUTH` and `WRONGPASS` too, which read as Redis errors
- * but say that Redis was not asked).
+ * but say that Redis was not asked: no command error, see `isCommandError`).
  */
 async function configValue(
   redis: Pick<Redis, "exec">,
@@ -198,7 +198,7 @@ async function configValue(
   try {
     reply = await redis.exec(["CONFIG", "GET", name]);
   } catch (error) {
-    if (isCommandError(error) && !isRefusedToken(error)) return undefined;
+    if (isCommandError(error)) return undefined;
     throw error;
   }
   if (!Array.isArray(reply)) return undefined;

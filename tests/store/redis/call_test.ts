@@ -8,6 +8,9 @@ import {
 import { Redis } from "@upstash/redis";
 import { redisTest } from "../../_redis.ts";
 import { startUpstashProxy } from "../../_upstash_proxy.ts";
+import { startUpstashBridge } from "../../../tools/upstash_bridge.ts";
+import { RedisStore } from "../../../src/store/redis/store.ts";
+import { send } from "./_key_checks.ts";
 import { causeText } from "../../../src/telemetry/logging.ts";
 
 function upstashError(message: string): Error {
@@ -38,6 +41,9 @@ Deno.test("isCommandError() tells Redis refusing a command from Redis being unav
       "LOADING Redis is loading the dataset in memory",
       "ERR max requests limit exceeded. Limit: 10000, Usage: 10000",
       "Redis is unreachable: connect ECONNREFUSED, command was: […]",
+      // The token refused: the setting is wrong, not the command.
+      "NOAUTH Authentication required., command was: […]",
+      "WRONGPASS invalid username-password pair or user is disabled.",
     ]
   ) assert.equal(isCommandError(upstashError(message)), false, message);
   assert.equal(isCommandError(new TypeError("fetch failed")), false);
@@ -202,8 +208,38 @@ redisTest(
     assert.equal(error.outcome, "not_applied");
     assert.match(
       error.message,
-      /^Redis is unavailable \(applyBatch\): Unauthorized.*\(check UPSTASH_REDIS_REST_TOKEN\)$/,
+      /^Redis is unavailable \(applyBatch\): the token was refused: Unauthorized.*\(check UPSTASH_REDIS_REST_TOKEN\)$/,
     );
+  },
+);
+
+// Behind a proxy that passes on Redis's own errors, a wrong token is Redis's `NOAUTH` (or
+// `WRONGPASS`): error replies, yet not a command Redis refused (500) but the setting wrong, as the
+// REST endpoint's 401 says it.
+redisTest(
+  "a store call Redis refuses for its password (NOAUTH, passed on by the bridge) is the store unavailable, not_applied, saying the token was refused",
+  async (fixture) => {
+    await send(fixture, "CONFIG", "SET", "requirepass", "not-the-bridges");
+    // A bridge started now connects without the password: Redis answers each command NOAUTH.
+    const bridge = await startUpstashBridge({ redisUrl: fixture.redisUrl, token: "bridge-token" });
+    const store = new RedisStore(
+      new Redis({ url: bridge.url, token: bridge.token, enableTelemetry: false }),
+    );
+    try {
+      const error = await store.stats("s", []).then(
+        () => assert.fail("expected a failure"),
+        (error) => error,
+      );
+      assert.ok(error instanceof StoreUnavailableError, String(error));
+      assert.equal(error.outcome, "not_applied");
+      assert.match(
+        error.message,
+        /^Redis is unavailable \(\w+\): the token was refused: NOAUTH .*\(check UPSTASH_REDIS_REST_TOKEN\)$/,
+      );
+    } finally {
+      await store.close();
+      await bridge.close();
+    }
   },
 );
 
