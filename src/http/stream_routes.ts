@@ -510,16 +510,29 @@ function answerError(c: Context, error: unknown): void {
   c.res = errorResponse(error, c);
 }
 
-function statsJson(stream: CompiledStream, stats: StreamStats, nowMs: number) {
-  // closedThrough and definitionVersion are the store's, for reads' `final` (not part of the stats
-  // answered).
-  const { closedThrough: _closed, definitionVersion: _version, ...answered } = stats;
+/**
+ * A stream's stats as answered: the documented fields ({@linkcode StatsSchema}) taken one by one,
+ * so a field the store adds to `StreamStats` for its own use (`closedThrough` and
+ * `definitionVersion`, for reads' `final`) is not answered.
+ */
+function statsJson(
+  stream: CompiledStream,
+  stats: StreamStats,
+  nowMs: number,
+): z.infer<typeof StatsSchema> {
   // An idle stream's follows the clock (a Redis sweep skips a stream with nothing due, so the
   // stored one may be older).
   const watermark = watermarkAt(stream, stats.watermark, nowMs);
   return {
-    ...answered,
     watermark: watermark === null ? null : new Date(watermark).toISOString(),
+    accepted: stats.accepted,
+    applied: stats.applied,
+    duplicates: stats.duplicates,
+    late: stats.late,
+    filtered: stats.filtered,
+    rejected: stats.rejected,
+    overflow: stats.overflow,
+    dedupeForgotten: stats.dedupeForgotten,
   };
 }
 

@@ -1023,3 +1023,38 @@ redisTest(
     }
   },
 );
+
+/** A memory store whose stats carry fields of the store's own besides the documented ones. */
+class InternalFieldsStore extends MemoryStore {
+  override async stats(...args: Parameters<MemoryStore["stats"]>) {
+    const stats = await super.stats(...args);
+    return {
+      ...stats,
+      closedThrough: 1,
+      definitionVersion: 2,
+      laterDefinition: true,
+      // One a later release adds for its own use.
+      someInternalField: "not for clients",
+    };
+  }
+}
+
+Deno.test("a stream's stats answer exactly the documented fields (the OpenAPI StreamStats), not fields the store adds for its own use", async () => {
+  const { app } = await testApp({
+    config: CONFIG,
+    store: new InternalFieldsStore({ now: () => NOW }),
+  });
+  const res = await postEvents(app, [{ ts: at(10), country: "DE" }]);
+  assert.ok(res.ok, await res.text());
+  const doc = await (await app.request("/openapi.json")).json();
+  const documented = Object.keys(doc.components.schemas.StreamStats.properties).sort();
+  assert.ok(
+    documented.includes("accepted") && documented.includes("watermark"),
+    String(documented),
+  );
+  const one = await (await app.request("/v1/streams/orders")).json();
+  assert.deepEqual(Object.keys(one.stats).sort(), documented);
+  assert.equal(one.stats.accepted, 1);
+  const list = await (await app.request("/v1/streams")).json();
+  for (const stream of list.streams) assert.deepEqual(Object.keys(stream.stats).sort(), documented);
+});
