@@ -44,7 +44,7 @@ import {
 import { checkedMax, DEFAULT_STREAMS_MAX, StoredLimitError } from "../limits.ts";
 import { fromJson, REDIS_CALL_TIMEOUT_MS, RedisCalls } from "./call.ts";
 import { LUA_COMMON, luaStatsTime } from "./_lua_common.ts";
-import { STREAM_KEYS } from "./_scripts.ts";
+import { DEFAULT_STATS_TTL_MS, STREAM_KEYS } from "./_scripts.ts";
 
 /** The part of the `@upstash/redis` client the definition store uses. */
 export type RedisDefinitionClient = Pick<Redis, "evalsha" | "eval">;
@@ -73,6 +73,21 @@ export interface RedisDefinitionStoreOptions {
    * @default {10000}
    */
   recountEveryMs?: number;
+  /**
+   * How long (ms) a stream's stats live after their last write: the same as the
+   * {@linkcode RedisStore}'s `statsTtlMs`. A definition write that makes a stream's stats hash (one
+   * that keeps final before any batch was applied) gives it the life an apply would.
+   * @default {30 days}
+   */
+  statsTtlMs?: number;
+}
+
+/**
+ * The life (ms) the apply script gives a stats hash it writes under a stats TTL of `ttlMs` (its
+ * Lua `lifeOf`: the TTL and an eighth more, so it is not extended on every write).
+ */
+export function statsLifeMs(ttlMs: number): number {
+  return ttlMs + Math.ceil(ttlMs / 8);
 }
 
 /** Default {@linkcode RedisDefinitionStoreOptions.placeLeaseMs}. */
@@ -101,7 +116,8 @@ return cjson.encode(record)
  * With `kf` (see `DefinitionWriteOptions.keepFinal`), a write raises the `cl` of KEYS[2] first;
  * with `add` (`DefinitionWriteOptions.addedCounters`), it raises those counters' bounds to the
  * `wm` of KEYS[2] plus 1, and with `api` too records its version in `a` (see the apply). A write
- * replies `[1, version, 0, p]`, `p` the bounds field written.
+ * replies `[1, version, 0, p]`, `p` the bounds field written. A stats hash KEYS[2] the write makes
+ * expires in `sl` ms (see {@linkcode statsLifeMs}).
  */
 const WRITE_SCRIPT = LUA_COMMON + luaStatsTime("KEYS[2]") + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
@@ -123,6 +139,10 @@ end
 -- be lower, counts only "cl" as final. Before the first write: a key of the wrong type, or "wm" or
 -- "cl" holding text no script writes (as the apply reads them), refuses the call, writing nothing.
 local version = current + 1
+-- A stats hash this write makes (a stream no batch was applied to yet) lives as long as the apply
+-- gives one (its lifeOf(statsTtl): args.sl ms), not forever; one that exists keeps its life (the
+-- apply's, perhaps longer: never shortened here).
+local statsMade = KEYS[2] ~= nil and redis.call("EXISTS", KEYS[2]) == 0
 if args.kf then
   local stored = redis.call("HMGET", KEYS[2], "wm", "cl")
   local wm, closed = expectStatsTime("wm", stored[1]), expectStatsTime("cl", stored[2])
@@ -155,6 +175,7 @@ if args.add then
   -- An API stream's batch under an older version lacks these counters: the apply refuses it.
   if args.api then redis.call("HSET", P, "a", version) end
 end
+if statsMade and redis.call("EXISTS", KEYS[2]) == 1 then redis.call("PEXPIRE", KEYS[2], args.sl) end
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
   "w", args.w)
 if partial == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", partial) end
@@ -314,6 +335,7 @@ export class RedisDefinitionStore implements DefinitionStore {
   #maxApiStreams: number;
   #placeLeaseMs: number;
   #recountEveryMs: number;
+  #statsTtlMs: number;
   /** The recount running, shared by the refusals meanwhile. */
   #recounting: Promise<number> | undefined;
   /** When (performance.now) the last recount ended. */
@@ -324,6 +346,7 @@ export class RedisDefinitionStore implements DefinitionStore {
     this.#maxApiStreams = checkedMax("maxApiStreams", options.maxApiStreams ?? DEFAULT_STREAMS_MAX);
     this.#placeLeaseMs = options.placeLeaseMs ?? DEFAULT_PLACE_LEASE_MS;
     this.#recountEveryMs = options.recountEveryMs ?? DEFAULT_RECOUNT_EVERY_MS;
+    this.#statsTtlMs = options.statsTtlMs ?? DEFAULT_STATS_TTL_MS;
     this.#calls = new RedisCalls(redis, options.timeoutMs ?? REDIS_CALL_TIMEOUT_MS);
   }
 
@@ -410,6 +433,8 @@ export class RedisDefinitionStore implements DefinitionStore {
           c: JSON.stringify(record.counters),
           x: record.deleted ? "1" : "0",
           p: partialField(record),
+          // The life of a stats hash the write makes (KEYS[2], when it is given).
+          sl: keys.length > 1 ? statsLifeMs(this.#statsTtlMs) : undefined,
           // Made once per call: the same call sent again carries it, another write does not.
           w: writeId,
         }],

@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { type DefinitionWrite, generationKey } from "../../../src/store/definitions.ts";
-import { dataKeyPrefix, RedisDefinitionStore } from "../../../src/store/redis/definition_store.ts";
-import { STREAM_KEYS } from "../../../src/store/redis/_scripts.ts";
+import {
+  dataKeyPrefix,
+  RedisDefinitionStore,
+  statsLifeMs,
+} from "../../../src/store/redis/definition_store.ts";
+import { DEFAULT_STATS_TTL_MS, STREAM_KEYS } from "../../../src/store/redis/_scripts.ts";
 import { RedisStore } from "../../../src/store/redis/store.ts";
 import { redisTest } from "../../_redis.ts";
 import { refusedWhole, send } from "./_key_checks.ts";
@@ -96,5 +100,37 @@ redisTest(
     await send(fixture, "HSET", stats, "dv", "3");
     assert.equal((await store.stats(key, [])).definitionVersion, 3);
     await store.close();
+  },
+);
+
+// The stats hash a write that keeps final makes (before any batch was applied) lives as long as the
+// apply gives one, not forever; one that exists keeps its life.
+redisTest(
+  "a definition write that keeps final on a stream with no stats makes its stats hash with the apply's life, and never shortens an existing one",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const keepFinal = { nowMs: 0, by: [{ latenessMs: 10_000, idleMs: null }] };
+    for (const [stream, statsTtlMs] of [["s", undefined], ["t", 60_000]] as const) {
+      const definitions = new RedisDefinitionStore(redis, { statsTtlMs });
+      assert.equal((await definitions.write(stream, RECORD, 0)).status, "written");
+      const stats = dataKeyPrefix("es", generationKey(stream, 0)) + STREAM_KEYS.stats;
+      assert.equal(await send(fixture, "EXISTS", stats), 0);
+      assert.equal((await definitions.write(stream, RECORD, 1, { keepFinal })).status, "written");
+      assert.equal(await send(fixture, "HGET", stats, "dv"), "2");
+      const life = statsLifeMs(statsTtlMs ?? DEFAULT_STATS_TTL_MS);
+      const left = Number(await send(fixture, "PTTL", stats));
+      assert.ok(left > life - 60_000 && left <= life, `${stream}: PTTL ${left}, life ${life}`);
+    }
+    // An existing hash with a longer life (a counter's TTL past the stats TTL) keeps it.
+    const stats = dataKeyPrefix("es", generationKey("s", 0)) + STREAM_KEYS.stats;
+    const longer = 100 * 86_400_000;
+    await send(fixture, "PEXPIRE", stats, String(longer));
+    const definitions = new RedisDefinitionStore(redis);
+    assert.equal((await definitions.write("s", RECORD, 2, { keepFinal })).status, "written");
+    assert.ok(Number(await send(fixture, "PTTL", stats)) > longer - 60_000);
   },
 );
