@@ -592,13 +592,24 @@ local definitionVersion = 0
 if KEYS[2] then
   local record = redis.call("HMGET", KEYS[2], "v", "g", "x", "a")
   definitionVersion = tonumber(record[1]) or 0
+  -- \`a\`, read when the batch says its version: a version as the definition store's write puts it
+  -- there (digits, no leading zero); text no write makes is refused naming the field, as the stats'
+  -- \`wm\` and \`cl\` are, rather than fail the comparison below or be taken as none (a batch
+  -- lacking the counters it names applied). Nothing was written yet.
+  local addedIn = nil
+  if args.dv and record[4] then
+    if #record[4] > 15 or not string.find(record[4], "^[1-9]%d*$") then
+      refuseKey(KEYS[2] .. " field a", "'" .. string.sub(record[4], 1, 200) .. "'", "a definition version")
+    end
+    addedIn = tonumber(record[4])
+  end
   -- The stream deleted, or created again (another generation), since the caller read it: what
   -- this call wrote would count nowhere. Or built on a definition (\`dv\`) older than an API write
   -- that added counters (\`a\`, see the definition store's write): it lacks them, and their
   -- partial-window bounds are behind the events it holds. Nothing was written yet (above: reads
   -- only).
   if record[1] and (record[3] == "1" or (record[2] and tonumber(record[2]) ~= (args.gen or 0)) or
-    (args.dv and record[4] and args.dv < tonumber(record[4]))) then
+    (addedIn and args.dv < addedIn)) then
     return cjson.encode({ gone = 1, v = definitionVersion })
   end
   -- The definitions live here, and the record is missing (a Redis restored from before it was

@@ -113,6 +113,12 @@ function askedHash(text: string): string {
   return "h" + createHash("sha256").update(text).digest("base64url").slice(0, 16);
 }
 
+/**
+ * A definition version as the scripts write it (the stats' `dv`, the record's `a`): digits without
+ * a leading zero, within 2^53 (the apply script's check of `a` is the same).
+ */
+const VERSION_TEXT = /^[1-9]\d{0,14}$/;
+
 /** A stats field as a number (absent or empty: null), whether the client parsed it or not. */
 function statsNumber(value: unknown): number | null {
   if (value === null || value === undefined || value === "") return null;
@@ -962,10 +968,9 @@ export class RedisStore implements Store {
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
         ...(hash.cl === undefined || hash.cl === "" ? {} : { closedThrough: Number(hash.cl) }),
-        // Text the scripts never write (not a whole number) is taken as none: no reload loop.
-        ...(Number.isSafeInteger(Number(hash.dv)) && hash.dv !== ""
-          ? { definitionVersion: Number(hash.dv) }
-          : {}),
+        // A hint (only cl is final past it): text the scripts never write (not a version as the
+        // definition write puts it) is taken as none, not as a later version (a reload loop).
+        ...(VERSION_TEXT.test(String(hash.dv ?? "")) ? { definitionVersion: Number(hash.dv) } : {}),
       };
     });
   }

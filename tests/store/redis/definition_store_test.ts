@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { Redis } from "@upstash/redis";
 import { type DefinitionWrite, generationKey } from "../../../src/store/definitions.ts";
+import { fromCellUpdates, StreamChangedError } from "../../../src/store/mod.ts";
 import {
   dataKeyPrefix,
+  definitionKey,
   RedisDefinitionStore,
   statsLifeMs,
 } from "../../../src/store/redis/definition_store.ts";
@@ -95,8 +97,12 @@ redisTest(
     const store = new RedisStore(redis);
     const key = generationKey("s", 0);
     const stats = dataKeyPrefix("es", key) + STREAM_KEYS.stats;
-    await send(fixture, "HSET", stats, "dv", "x");
-    assert.equal((await store.stats(key, [])).definitionVersion, undefined);
+    // Nor text a number reads, but no write makes: "0x10" would be version 16. (The client reads
+    // JSON numbers itself: " 3" comes as 3, the version it says.)
+    for (const text of ["x", "0x10", "1.5", "01", "0", "-1"]) {
+      await send(fixture, "HSET", stats, "dv", text);
+      assert.equal((await store.stats(key, [])).definitionVersion, undefined, text);
+    }
     await send(fixture, "HSET", stats, "dv", "3");
     assert.equal((await store.stats(key, [])).definitionVersion, 3);
     await store.close();
@@ -134,3 +140,51 @@ redisTest(
     assert.ok(Number(await send(fixture, "PTTL", stats)) > longer - 60_000);
   },
 );
+
+// The record's `a` (the version of an API write that added counters) decides whether a batch built
+// on an earlier version applies: text no write makes is refused naming the field, as the stats'
+// `wm` and `cl` are, not taken as none (the batch, lacking those counters, applied).
+for (const text of ["x", "0x10", "1.5", "01", "0", "-1", " 3"]) {
+  redisTest(
+    `an apply of a batch giving its definition version refuses the record field a holding '${text}', naming it, and writes nothing`,
+    async (fixture) => {
+      const redis = new Redis({
+        url: fixture.restUrl,
+        token: fixture.restToken,
+        enableTelemetry: false,
+      });
+      const store = new RedisStore(redis);
+      const record = definitionKey("es", "s");
+      const batch = fromCellUpdates({
+        stream: "s",
+        nowMs: 60_000,
+        latenessMs: 0,
+        dedupeTtlMs: 0,
+        definitionVersion: 1,
+        counters: [{
+          name: "n",
+          aggregate: "count",
+          maxGroups: 10,
+          ttlMs: 3_600_000,
+          sizeMs: 60_000,
+          hopMs: 60_000,
+        }],
+        events: [{ timeMs: 60_000, updates: [{ counter: 0, pane: 60_000, group: "[]" }] }],
+      });
+      await refusedWhole(fixture, record, {
+        corrupt: ["HSET", record, "v", "2", "g", "0", "x", "0", "a", text],
+        call: () =>
+          store.applyBatch(batch).catch((error: Error) => {
+            assert.ok(error.message.includes(`${record} field a holds '${text}'`), error.message);
+            throw error;
+          }),
+      });
+      // Repaired: a version after the batch's refuses it as changed; one it has applies it.
+      await send(fixture, "HSET", record, "v", "2", "g", "0", "x", "0", "a", "2");
+      await assert.rejects(store.applyBatch(batch), StreamChangedError);
+      await send(fixture, "HSET", record, "a", "1");
+      assert.equal((await store.applyBatch(batch)).definitionVersion, 2);
+      await store.close();
+    },
+  );
+}
