@@ -1032,7 +1032,6 @@ class InternalFieldsStore extends MemoryStore {
       ...stats,
       closedThrough: 1,
       definitionVersion: 2,
-      laterDefinition: true,
       // One a later release adds for its own use.
       someInternalField: "not for clients",
     };
