@@ -1421,12 +1421,25 @@ class RegistryStore implements Store {
   ): Promise<SessionValue[]> {
     return await this.#store.readSessions(await this.#checkedKey(stream), counter, range);
   }
+  /**
+   * Closes by `options`; when it carries the version of the stream the caller holds and a later
+   * one kept final (see {@linkcode CloseOptions.definitionVersion}), nothing is closed and the
+   * later definition is loaded.
+   */
   async closeWindows(
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindows> {
-    return await this.#store.closeWindows(await this.#checkedKey(stream), counters, options);
+    const closed = await this.#store.closeWindows(
+      await this.#checkedKey(stream),
+      counters,
+      options,
+    );
+    if (closed.laterDefinition !== undefined) {
+      this.registry.noteVersion(stream, closed.laterDefinition);
+    }
+    return closed;
   }
   async keepFinal(stream: string, throughMs: number): Promise<void> {
     return await this.#store.keepFinal(await this.#checkedKey(stream), throughMs);

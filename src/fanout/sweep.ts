@@ -135,7 +135,14 @@ async function sweepStream(
   for (let call = 0;; call++) {
     if (call > 0) await nextTurn();
     const limit = budget.limitOf(counters.map((counter) => counter.name));
-    const options = { latenessMs: stream.latenessMs, idleMs: stream.idleMs, limit };
+    // The version of the definition whose lateness and idle these are: a later one that kept
+    // final may still take events into windows they call due, so the store then closes nothing.
+    const options = {
+      latenessMs: stream.latenessMs,
+      idleMs: stream.idleMs,
+      limit,
+      definitionVersion: stream.definitionVersion,
+    };
     const windows = await closeOnce(stream, counters, store, report, options);
     // Windows (sessions) each counter began closing in this call, as the call's limit counts them.
     const begun = new Map<string, number>();

@@ -586,6 +586,16 @@ export interface CloseOptions {
    */
   nowMs?: number;
   /**
+   * The version of the stream's definition the caller serves, as
+   * {@linkcode StoreBatch.definitionVersion}. When the stats say a later definition kept final in
+   * its write ({@linkcode StreamStats.definitionVersion} past it: one that raised the lateness or
+   * lengthened `idle`, so `latenessMs` may call due a window that one still takes events into), the
+   * call closes (or peeks) nothing and says that version in
+   * {@linkcode ClosedWindows.laterDefinition}; checked in the same atomic step as the close.
+   * @default {none: closes by `latenessMs`}
+   */
+  definitionVersion?: number;
+  /**
    * Only report the windows that are due, with their final values, without
    * claiming or logging them (work that must happen before a window closes,
    * such as alerts, can then run first and be retried). @default {false}
@@ -601,6 +611,11 @@ export interface CloseOptions {
 export type ClosedWindows = ClosedWindow[] & {
   /** The call stopped at its cells: a call again closes more (absent: nothing more was due). */
   more?: boolean;
+  /**
+   * The stats' {@linkcode StreamStats.definitionVersion} when it is later than the caller's
+   * {@linkcode CloseOptions.definitionVersion}: the call closed nothing (the caller loads it).
+   */
+  laterDefinition?: number;
 };
 
 /**

@@ -1769,6 +1769,64 @@ redisTest(
   },
 );
 
+/** POSTs a sweep to `app`; returns the windows it closed, as `counter start`. */
+async function sweepVia(app: App): Promise<string[]> {
+  const res = await app.request("/v1/admin/sweep", { method: "POST" });
+  assert.equal(res.status, 200, await res.clone().text());
+  const { closed } = await res.json() as { closed: Array<{ counter: string; start: number }> };
+  return closed.map((window) => `${window.counter} ${window.start}`);
+}
+
+/**
+ * An instance that has not polled a lateness-raising PUT yet sweeps after a batch through an
+ * instance on the new definition moved the watermark: by its old lateness it would close (and log
+ * `window.closed` for) a window the new definition still takes events into, and those events
+ * would then be late. The close carries the version the instance serves and closes nothing when
+ * the stats say a later definition kept final (and the later one is loaded).
+ */
+async function staleSweepKeepsOpen(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  const c = await visitsInstance(store, definitions);
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  await a.streams.put("visits", visitsDefinition("1h"));
+  // The watermark at T0 + 2 m, past [T0, T0 + 1 m) plus 10 s.
+  assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
+  // C still serves 10 s: its sweep closes nothing the stored definition takes events into.
+  assert.equal(c.streams.describe("visits")?.version, 1);
+  assert.deepEqual(await sweepVia(c.app), []);
+  // Within the hour the stored definition allows: taken.
+  assert.equal(await sendVisit(a.app, T0 + 30_000), 0);
+  assert.deepEqual(await firstMinute(a.app), [2, false]);
+  // C's close asked for the later definition: once loaded, it sweeps as A does (nothing due).
+  await c.streams.settled();
+  assert.equal(c.streams.describe("visits")?.version, 2);
+  assert.deepEqual(await sweepVia(c.app), []);
+  assert.deepEqual(await sweepVia(a.app), []);
+  assert.deepEqual(await firstMinute(c.app), [2, false]);
+}
+
+Deno.test("Memory store: a sweep on an instance not yet on a lateness-raising PUT closes no window the new definition takes events into", () => {
+  const definitions = new MemoryDefinitionStore();
+  return staleSweepKeepsOpen(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
+});
+
+redisTest(
+  "Redis store: a sweep on an instance not yet on a lateness-raising PUT closes no window the new definition takes events into",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return staleSweepKeepsOpen(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
 /**
  * A lateness-raising PUT refused because another write came first (here with `If-Match`, so the
  * retry is refused too) keeps nothing final: a definition store that holds the data raises

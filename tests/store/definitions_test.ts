@@ -288,6 +288,36 @@ const applyScenarios: Record<
     assert.equal((await store.stats(key, [])).closedThrough, T0 - 10_000);
   },
 
+  async "closeWindows() for a definition older than the one whose write kept final closes and peeks nothing, moves no watermark and says that version; for that one it closes"(
+    { store, definitions },
+  ) {
+    const key = generationKey("orders", 1);
+    await definitions.write("orders", record(), 0);
+    await store.applyBatch(batch(key));
+    const keep = { nowMs: T0, by: [{ latenessMs: 0, idleMs: null }] };
+    await definitions.write("orders", record(), 1, { keepFinal: keep });
+    // The clock (idle 0) makes [T0, T0 + 1 m) due.
+    const close = (definitionVersion: number, peek = false) =>
+      store.closeWindows(key, [COUNTER], {
+        latenessMs: 0,
+        idleMs: 0,
+        nowMs: T0 + 120_000,
+        definitionVersion,
+        peek,
+      });
+    for (const peek of [true, false]) {
+      const stale = await close(1, peek);
+      assert.equal(stale.length, 0);
+      assert.equal(stale.laterDefinition, 2);
+    }
+    assert.equal((await store.stats(key, [])).watermark, T0);
+    assert.deepEqual((await close(2, true)).map((window) => window.start), [T0]);
+    const closed = await close(2);
+    assert.deepEqual(closed.map((window) => window.start), [T0]);
+    assert.equal(closed.laterDefinition, undefined);
+    assert.equal((await store.stats(key, [])).closedThrough, T0 + 60_000);
+  },
+
   async "write() with addedCounters raises their partial bounds to the watermark then plus 1 and reports them; an API one then refuses a batch under an older version"(
     { store, definitions },
   ) {

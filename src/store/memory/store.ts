@@ -724,6 +724,16 @@ export class MemoryStore implements Store {
     // No watermark (no batch applied): an idle stream's clock floor is not set by a sweep; its
     // first batch raises to it (as on Redis).
     if (!state || state.watermark === null) return Promise.resolve(closed);
+    // A later definition kept final (one that raised the lateness or lengthened idle): the
+    // caller's may call due what that one still takes events into. Nothing moves, not even the
+    // idle floor; the caller loads it.
+    if (
+      options.definitionVersion !== undefined &&
+      state.definitionVersion > options.definitionVersion
+    ) {
+      closed.laterDefinition = state.definitionVersion;
+      return Promise.resolve(closed);
+    }
     // The caller's clock for all of it, as on Redis: the idle floor, the lives it gives and the
     // log's time.
     const now = options.nowMs ?? this.#now();

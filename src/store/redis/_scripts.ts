@@ -1934,11 +1934,13 @@ return cjson.encode(out)
 
 /**
  * Claims windows that became final. ARGV[1] is JSON
- * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?}`
- * (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's).
+ * `{late, limit, cells, logTtl, sl?, idle, now, peek, counters: [[name, kind, hop, size, ttl]], tk?,
+ * dv?}` (`sl`: the stats' life where a counter's TTL is longer than `logTtl`, as the apply's; `dv`:
+ * the definition version the caller serves, see `CloseOptions.definitionVersion`).
  * Returns JSON `{"w": [[counter, start, end, [[group, count, sum, minOrMax, distinct], …],
  * continued], …], "m": 1 when it stopped at `cells` with more to close}` (`continued` 1 when an
- * earlier call claimed the window). A window of more cells (a group in
+ * earlier call claimed the window), or `{"w": [], "v": version}` when the stats' `dv` is later than
+ * `dv`: nothing closed nor written. A window of more cells (a group in
  * one of its panes) than the call has left is claimed (ZREM, `cl`) by the call that starts it
  * and its groups merged and logged over several calls, each at most `cells` (see below), so no
  * one call holds Redis for long.
@@ -1973,7 +1975,8 @@ local statsLife = args.sl or logTtl
 local later, logged = {}, {}
 local function write(...) later[#later + 1] = { ... } end
 local function logLater(record) logged[#logged + 1] = record end
-local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl", "applied", "qn", "qa", "qw", "qk")
+local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl", "applied", "qn", "qa", "qw", "qk",
+  "dv")
 expectStatsTime("wm", stored[1])
 expectStatsTime("cl", stored[3])
 local wm = tonumber(stored[1])
@@ -1982,6 +1985,13 @@ local out = {}
 -- written for it either (the memory store holds nothing of it): its first batch raises to it.
 -- Nothing is due before one (\`n\` -1: never), which changes \`applied\`.
 if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "" }) end
+-- A later definition than the caller's (\`dv\`) kept final in its write (the stats' \`dv\`, as the
+-- stats read takes it: one that raised the lateness or lengthened idle): the caller's lateness
+-- may call due what that one still takes events into. Nothing is closed nor written, not even the
+-- idle floor; the reply says the version (\`v\`) for the caller to load, and no \`n\`.
+if args.dv and stored[9] and isIntegerText(stored[9]) and tonumber(stored[9]) > args.dv then
+  return cjson.encode({ w = out, v = tonumber(stored[9]) })
+end
 -- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.
 local closedThrough = tonumber(stored[3])
 local closedBefore = closedThrough

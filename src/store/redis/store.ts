@@ -804,7 +804,9 @@ export class RedisStore implements Store {
     now: number,
   ): Promise<{ windows: ClosedWindows; quiet?: Omit<QuietStream, "asked"> }> {
     return this.#call("closeWindows", async () => {
-      const reply = fromJson<{ w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown }>(
+      const reply = fromJson<
+        { w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown; v?: number }
+      >(
         await this.#script(CLOSE_SCRIPT, stream, {
           ...asked,
           now,
@@ -815,6 +817,7 @@ export class RedisStore implements Store {
           cells: this.#closeCells,
           logTtl: this.#statsTtlMs,
           sl: this.#statsLife(counters),
+          dv: options.definitionVersion,
         }),
       );
       const kinds = new Map(counters.map((c) => [c.name, c.aggregate]));
@@ -830,6 +833,7 @@ export class RedisStore implements Store {
           ...(continued === 1 ? { continued: true } : {}),
         }));
       if (reply.m === 1) closed.more = true;
+      if (typeof reply.v === "number") closed.laterDefinition = reply.v;
       if (typeof reply.n !== "number") return { windows: closed };
       return {
         windows: closed,
