@@ -102,10 +102,11 @@ export function outcomeOf(error: unknown): UnavailableOutcome {
 /**
  * A refused token: the REST endpoint's HTTP 401 (`Unauthorized`) or, behind a proxy that passes on
  * Redis's own errors, `NOAUTH` or `WRONGPASS` (Redis error replies, yet no command error: see
- * {@linkcode isCommandError}). Nothing ran, and nothing will until the setting is fixed (a token
- * cannot be right for one send and wrong for the same one again).
+ * {@linkcode isCommandError}), each only as the reply's own code, not quoted in another refusal's
+ * text (a stream may be named `NOAUTH`). Nothing ran, and nothing will until the setting is fixed
+ * (a token cannot be right for one send and wrong for the same one again).
  */
-const REFUSED_TOKEN = /^Unauthorized\b|\bWRONGPASS\b|\bNOAUTH\b/;
+const REFUSED_TOKEN = /^(?:Unauthorized|NOAUTH|WRONGPASS)\b/;
 
 /**
  * Nothing answered at the REST URL, or something that is not an Upstash REST endpoint did (the

@@ -35,6 +35,13 @@ Deno.test("redisErrorText() drops the client's echo of the request", () => {
 Deno.test("isCommandError() tells Redis refusing a command from Redis being unavailable", () => {
   assert.equal(isCommandError(upstashError("ERR Error running script, command was: […]")), true);
   assert.equal(isCommandError(upstashError("Command failed: WRONGTYPE Operation")), true);
+  // A refusal quoting a key or value holding a refused token's code is a refusal all the same: the
+  // code counts only as the reply's own (a stream may be named NOAUTH).
+  assert.equal(
+    isCommandError(upstashError("WRONGTYPE edgestream key es:{NOAUTH}:stats field wm holds 'x'")),
+    true,
+  );
+  assert.equal(isCommandError(upstashError("ERR user script: WRONGPASS in a value")), true);
   for (
     const message of [
       "BUSY Redis is busy running a script, command was: […]",
