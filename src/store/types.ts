@@ -484,7 +484,9 @@ export interface StreamStats {
    * The version of the latest definition write that kept final what the definitions it replaced
    * called so (`DefinitionWriteOptions.keepFinal`: a raised lateness, a longer `idle` or none),
    * stored in the same atomic step as the write by a definition store that holds the data. A
-   * reader serving an earlier version judges by a lateness the store no longer holds.
+   * read holding a stream of an earlier version (see `closedBefore`), or a close by one
+   * ({@linkcode CloseOptions.definitionVersion}), would judge by a lateness the store no longer
+   * holds.
    */
   definitionVersion?: number;
 }

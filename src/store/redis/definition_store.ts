@@ -117,7 +117,7 @@ return cjson.encode(record)
  * with `add` (`DefinitionWriteOptions.addedCounters`), it raises those counters' bounds to the
  * `wm` of KEYS[2] plus 1, and with `api` too records its version in `a` (see the apply). A write
  * replies `[1, version, 0, p]`, `p` the bounds field written. A stats hash KEYS[2] the write makes
- * expires in `sl` ms (see {@linkcode statsLifeMs}).
+ * expires in `life` ms (see {@linkcode statsLifeMs}).
  */
 const WRITE_SCRIPT = LUA_COMMON + luaStatsTime("KEYS[2]") + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
@@ -140,7 +140,7 @@ end
 -- "cl" holding text no script writes (as the apply reads them), refuses the call, writing nothing.
 local version = current + 1
 -- A stats hash this write makes (a stream no batch was applied to yet) lives as long as the apply
--- gives one (its lifeOf(statsTtl): args.sl ms), not forever; one that exists keeps its life (the
+-- gives one (its lifeOf(statsTtl): args.life ms), not forever; one that exists keeps its life (the
 -- apply's, perhaps longer: never shortened here).
 local statsMade = KEYS[2] ~= nil and redis.call("EXISTS", KEYS[2]) == 0
 if args.kf then
@@ -175,7 +175,7 @@ if args.add then
   -- An API stream's batch under an older version lacks these counters: the apply refuses it.
   if args.api then redis.call("HSET", P, "a", version) end
 end
-if statsMade and redis.call("EXISTS", KEYS[2]) == 1 then redis.call("PEXPIRE", KEYS[2], args.sl) end
+if statsMade and redis.call("EXISTS", KEYS[2]) == 1 then redis.call("PEXPIRE", KEYS[2], args.life) end
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
   "w", args.w)
 if partial == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", partial) end
@@ -434,7 +434,7 @@ export class RedisDefinitionStore implements DefinitionStore {
           x: record.deleted ? "1" : "0",
           p: partialField(record),
           // The life of a stats hash the write makes (KEYS[2], when it is given).
-          sl: keys.length > 1 ? statsLifeMs(this.#statsTtlMs) : undefined,
+          life: keys.length > 1 ? statsLifeMs(this.#statsTtlMs) : undefined,
           // Made once per call: the same call sent again carries it, another write does not.
           w: writeId,
         }],

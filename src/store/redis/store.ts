@@ -973,7 +973,9 @@ export class RedisStore implements Store {
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
         ...(hash.cl === undefined || hash.cl === "" ? {} : { closedThrough: Number(hash.cl) }),
         // A hint (only cl is final past it): text the scripts never write (not a version as the
-        // definition write puts it) is taken as none, not as a later version (a reload loop).
+        // definition write puts it) is taken as none, not as a later version (a reload loop). The
+        // client has parsed the field as JSON first, so text that JSON reads as a whole number
+        // ("1e3", "3.0") still passes as one.
         ...(VERSION_TEXT.test(String(hash.dv ?? "")) ? { definitionVersion: Number(hash.dv) } : {}),
       };
     });
