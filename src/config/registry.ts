@@ -40,9 +40,10 @@ import {
   type LogRecord,
   MemoryDefinitionStore,
   type ReadOptions,
+  type ReadStats,
   type ResultLogBounds,
   type SessionRange,
-  type SessionValue,
+  type SessionValues,
   type Store,
   type StoreBatch,
   type StoredDefinition,
@@ -51,7 +52,7 @@ import {
   type StreamStats,
   type TimeRange,
   type WindowRead,
-  type WindowValue,
+  type WindowValues,
 } from "../store/mod.ts";
 import { OutageLog } from "../telemetry/mod.ts";
 import {
@@ -1411,15 +1412,24 @@ class RegistryStore implements Store {
     counter: CounterMeta,
     windows: WindowRead[],
     options?: ReadOptions,
-  ): Promise<WindowValue[]> {
-    return await this.#store.readWindows(await this.#checkedKey(stream), counter, windows, options);
+  ): Promise<WindowValues> {
+    const values = await this.#store.readWindows(
+      await this.#checkedKey(stream),
+      counter,
+      windows,
+      options,
+    );
+    if (values.stats) this.#noted(stream, values.stats);
+    return values;
   }
   async readSessions(
     stream: string,
     counter: CounterMeta,
     range: SessionRange,
-  ): Promise<SessionValue[]> {
-    return await this.#store.readSessions(await this.#checkedKey(stream), counter, range);
+  ): Promise<SessionValues> {
+    const values = await this.#store.readSessions(await this.#checkedKey(stream), counter, range);
+    if (values.stats) this.#noted(stream, values.stats);
+    return values;
   }
   /**
    * Closes by `options`; when it carries the version of the stream the caller holds and a later
@@ -1472,7 +1482,13 @@ class RegistryStore implements Store {
    * may come between its resolving the stream and this read.
    */
   async stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
-    const stats = await this.#store.stats(this.#key(stream), counters);
+    return this.#noted(stream, await this.#store.stats(this.#key(stream), counters));
+  }
+  /**
+   * `stats` (of {@linkcode stats}, or read with values: `ReadOptions.stats`) as they are, their
+   * definition version noted: a later one than served here is loaded.
+   */
+  #noted<S extends ReadStats>(stream: string, stats: S): S {
     if (stats.definitionVersion !== undefined) {
       this.registry.noteVersion(stream, stats.definitionVersion);
     }

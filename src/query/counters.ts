@@ -8,8 +8,8 @@ import { createHash } from "node:crypto";
 import type { CompiledStream } from "../config/mod.ts";
 import {
   compareGroupKeys,
+  type ReadStats,
   type Store,
-  type StreamStats,
   type WindowRead,
   type WindowValue,
 } from "../store/types.ts";
@@ -28,6 +28,7 @@ import {
 } from "../window/mod.ts";
 import { currentSessions, readSessionRows } from "./sessions.ts";
 import { closedBefore } from "../config/mod.ts";
+import { statsOfRead } from "./_read_stats.ts";
 
 /** One window of one group, as the API returns it. */
 export interface WindowRow {
@@ -268,19 +269,20 @@ async function rowsFor(
   context: ReadContext,
   filters: Record<string, string>,
   valueOptions: ValueOptions & { top?: TopOptions } = {},
-  stats?: StreamStats,
-): Promise<{ rows: WindowRow[]; others: OthersRow[]; finalBefore: number }> {
+  stats?: ReadStats,
+): Promise<{ rows: WindowRow[]; others: OthersRow[]; finalBefore: number; stats: ReadStats }> {
   const top = valueOptions.top;
-  // The stats before the values, never alongside: a batch applied between the two reads moves the
-  // watermark the stats see, and values read before it would be called final without what it
-  // added. Values read after the stats hold every event those stats call on time.
-  stats ??= await context.store.stats(stream.name, []);
+  // The stats given (read before), or read in the same atomic read as the values (one store
+  // call), never after them: a batch applied between the two reads moves the watermark the stats
+  // see, and values read before it would be called final without what it added. Values read with
+  // or after the stats hold every event those stats call on time.
   const read = await context.store.readWindows(
     stream.name,
     counter.meta,
     starts.map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
-    top ? { top: top.top } : {},
+    { ...(top ? { top: top.top } : {}), ...(stats ? {} : { stats: true }) },
   );
+  stats ??= statsOfRead(context.store, read);
   const finalBefore = closedBefore(stream, stats, context.nowMs);
   const others: OthersRow[] = [];
   let values = read;
@@ -322,7 +324,7 @@ async function rowsFor(
   rows.sort((a, b) =>
     b.startMs - a.startMs || (top ? a.rank - b.rank : compareGroupKeys(a.key, b.key))
   );
-  return { rows: rows.map((entry) => entry.row), others, finalBefore };
+  return { rows: rows.map((entry) => entry.row), others, finalBefore, stats };
 }
 
 /** Windows of a counter, newest first, with their groups (sessions by start, for session counters). */
@@ -368,16 +370,13 @@ export async function listWindowsPage(
       ),
     }
     : options;
-  // Both reads at once: a page is one round trip of them, then its windows'.
-  const [starts, stats] = await Promise.all([
-    windowStarts(stream, counter, context, bounded),
-    context.store.stats(stream.name, []),
-  ]);
+  const starts = await windowStarts(stream, counter, context, bounded);
   if (starts.length === 0) return { rows: [], next: null };
   const filters = options.groups ?? {};
   const filtered = Object.keys(filters).length > 0;
   const matches = groupMatcher(filters);
-  const finalBefore = closedBefore(stream, stats, context.nowMs);
+  // The stats with the first read of windows, in the same atomic store call (see rowsFor).
+  let stats: ReadStats | undefined;
   const found: WindowValue[] = [];
   let taken = 0;
   while (found.length <= limit && taken < starts.length) {
@@ -393,16 +392,20 @@ export async function listWindowsPage(
     const skip = after !== undefined && after.group !== null && batch[0].start === after.startMs
       ? after.group
       : undefined;
+    const withStats = stats === undefined ? { stats: true } : {};
     if (!filtered) {
-      found.push(
-        ...await context.store.readWindows(stream.name, counter.meta, batch, {
-          page: { after: skip, limit: limit + 1 - found.length },
-        }),
-      );
+      const read = await context.store.readWindows(stream.name, counter.meta, batch, {
+        page: { after: skip, limit: limit + 1 - found.length },
+        ...withStats,
+      });
+      stats ??= statsOfRead(context.store, read);
+      found.push(...read);
       continue;
     }
+    const read = await context.store.readWindows(stream.name, counter.meta, batch, withStats);
+    stats ??= statsOfRead(context.store, read);
     // The filter first: a sort of only the groups it keeps.
-    const values = (await context.store.readWindows(stream.name, counter.meta, batch)).filter(
+    const values = read.filter(
       (value) =>
         (skip === undefined || value.start !== batch[0].start ||
           compareGroupKeys(value.group, skip) > 0) &&
@@ -412,6 +415,7 @@ export async function listWindowsPage(
     found.push(...values.slice(0, limit + 1 - found.length));
   }
   const page = found.slice(0, limit);
+  const finalBefore = closedBefore(stream, stats!, context.nowMs);
   let next: RowPosition | null = null;
   if (found.length > limit) {
     const last = page.at(-1)!;
@@ -524,22 +528,21 @@ export async function listTopWindows(
   options: Omit<ListOptions, "groups"> & TopOptions,
 ): Promise<TopWindows> {
   const limit = options.limit ?? 100;
-  // The stats once, before any window is read (see rowsFor).
-  const [starts, stats] = await Promise.all([
-    windowStarts(stream, counter, context, options),
-    context.store.stats(stream.name, []),
-  ]);
+  const starts = await windowStarts(stream, counter, context, options);
   const newestFirst = starts.slice(0, limit);
   const result: TopWindows = { windows: [], others: [] };
+  // The stats once, with the first read of windows, the later reads judged by them (see rowsFor).
+  let stats: ReadStats | undefined;
   // A few windows a store read, as a page reads them: one read of a thousand windows of a sliding
   // day would merge 1,440,000 panes' groups in one Redis script, blocking Redis all that time.
   for (const batch of windowBatches(newestFirst, counter)) {
-    const { rows, others } = await rowsFor(stream, counter, batch, context, {}, {
+    const read = await rowsFor(stream, counter, batch, context, {}, {
       quantiles: options.quantiles,
       top: { top: options.top, by: options.by },
     }, stats);
-    result.windows.push(...rows);
-    result.others.push(...others);
+    stats = read.stats;
+    result.windows.push(...read.rows);
+    result.others.push(...read.others);
   }
   return result;
 }

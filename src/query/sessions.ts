@@ -8,6 +8,7 @@ import type { CompiledStream } from "../config/mod.ts";
 import { compareGroupKeys, type Store } from "../store/types.ts";
 import { aggregateValue, type CompiledCounter, decodeGroup, partialWindow } from "../window/mod.ts";
 import { closedBefore } from "../config/mod.ts";
+import { statsOfRead } from "./_read_stats.ts";
 
 /** One session of one group, as the API returns it (the same shape as a window row). */
 export interface SessionRow {
@@ -55,16 +56,16 @@ export async function readSessionRows(
   options: SessionReadOptions,
 ): Promise<SessionRow[]> {
   const gapMs = counter.meta.session?.gapMs ?? 0;
-  // The stats before the sessions, never alongside: sessions read before a batch that the stats
-  // then see would be called final without what it added.
-  const stats = await options.store.stats(stream.name, []);
+  // The stats in the same atomic read as the sessions (one store call), never apart: sessions
+  // read before a batch that the stats then see would be called final without what it added.
   const sessions = await options.store.readSessions(stream.name, counter.meta, {
     fromMs: Math.max(options.fromMs ?? -8.64e15, -8.64e15),
     toMs: Math.min(options.toMs ?? 8.64e15, 8.64e15),
     limit: options.accept ? undefined : options.limit,
     ...(options.open ? { open: true } : {}),
+    stats: true,
   });
-  const finalBefore = closedBefore(stream, stats, options.nowMs);
+  const finalBefore = closedBefore(stream, statsOfRead(options.store, sessions), options.nowMs);
   const rows: Array<SessionRow & { startMs: number; key: string }> = [];
   for (const session of sessions) {
     const group = decodeGroup(counter.groupBy, session.group);

@@ -518,7 +518,34 @@ export interface ReadOptions {
    * windows read (no sort of them all). Not with `top`. @default {every group of every window}
    */
   page?: ReadPage;
+  /**
+   * Also return the stream's {@linkcode ReadStats}, read in the same atomic step as the values
+   * ({@linkcode WindowValues.stats}): no batch comes between them, so a window they call final
+   * has every event they call on time. @default {false}
+   */
+  stats?: boolean;
 }
+
+/**
+ * What a read needs of a stream's stats to say which of its values are final (see
+ * {@linkcode ReadOptions.stats}).
+ */
+export type ReadStats = Pick<
+  StreamStats,
+  "watermark" | "closedThrough" | "definitionVersion"
+>;
+
+/** What {@linkcode Store.readWindows} returns: the values, and the stats when asked. */
+export type WindowValues = WindowValue[] & {
+  /** Present when {@linkcode ReadOptions.stats} asked for it. */
+  stats?: ReadStats;
+};
+
+/** What {@linkcode Store.readSessions} returns: the sessions, and the stats when asked. */
+export type SessionValues = SessionValue[] & {
+  /** Present when {@linkcode SessionRange.stats} asked for it. */
+  stats?: ReadStats;
+};
 
 /** See {@linkcode ReadOptions.page}. */
 export interface ReadPage {
@@ -646,6 +673,8 @@ export interface SessionRange extends TimeRange {
    * however many closed ones are retained. @default {false}
    */
   open?: boolean;
+  /** Also return the stream's stats, read in the same atomic step ({@linkcode ReadOptions.stats}). @default {false} */
+  stats?: boolean;
 }
 
 /** Storage for stream state. Implementations must apply a batch atomically. */
@@ -662,20 +691,24 @@ export interface Store {
   applyBatch(batch: StoreBatch): Promise<ApplyResult>;
   /** Starts of the live panes of one counter with `fromMs <= start < toMs`, ascending. */
   panes(stream: string, counter: CounterMeta, range: TimeRange): Promise<number[]>;
-  /** Reads merged states for the given windows of one counter. */
+  /**
+   * Reads merged states for the given windows of one counter; with `stats`, the stream's
+   * {@linkcode ReadStats} in the same atomic step (on Redis, the same script).
+   */
   readWindows(
     stream: string,
     counter: CounterMeta,
     windows: WindowRead[],
     options?: ReadOptions,
-  ): Promise<WindowValue[]>;
+  ): Promise<WindowValues>;
   /**
    * Reads the live sessions (open, and closed within their TTL) of a session
    * counter with `fromMs <= start < toMs`, newest start first and those that
    * start together by group key ({@linkcode compareGroupKeys}); at most
-   * `limit` of them when given, and only the open ones (at most `maxSessions`) with `open`.
+   * `limit` of them when given, and only the open ones (at most `maxSessions`) with `open`; with
+   * `stats`, the stream's {@linkcode ReadStats} in the same atomic step.
    */
-  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]>;
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValues>;
   /**
    * Claims and returns the windows that became final (end <= watermark -
    * lateness) and were not closed before, and logs a `window.closed` record

@@ -24,14 +24,14 @@ import {
   type ReadOptions,
   type ResultLogBounds,
   type SessionRange,
-  type SessionValue,
+  type SessionValues,
   type Store,
   type StoreBatch,
   StoreUnavailableError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
-  type WindowValue,
+  type WindowValues,
 } from "../store/types.ts";
 import { splitGenerationKey } from "../store/definitions.ts";
 import { metering, recordStoreCall, type StoreResult } from "./metrics.ts";
@@ -124,14 +124,14 @@ export class InstrumentedStore implements Store {
     counter: CounterMeta,
     windows: WindowRead[],
     options?: ReadOptions,
-  ): Promise<WindowValue[]> {
+  ): Promise<WindowValues> {
     return this.#measure(
       "readWindows",
       () => this.#store.readWindows(stream, counter, windows, options),
     );
   }
 
-  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValues> {
     return this.#measure("readSessions", () => this.#store.readSessions(stream, counter, range));
   }
 

@@ -1828,6 +1828,72 @@ redisTest(
 );
 
 /**
+ * The stats a read of windows or sessions takes with its values (`ReadOptions.stats`, one store
+ * call) through an instance not yet on a lateness-raising PUT carry the later version as `stats()`
+ * does (a read judges by it, see `closedBefore`), and the later definition is loaded.
+ */
+async function staleStatsWithValues(store: Store, definitions: DefinitionStore) {
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  const [b, c] = [
+    await visitsInstance(store, definitions),
+    await visitsInstance(store, definitions),
+  ];
+  assert.equal(await sendVisit(a.app, T0_REDEPLOY + 10_000), 0);
+  const meta = b.streams.get("visits")!.counterMetas[0];
+  const range = { fromMs: T0_REDEPLOY, toMs: T0_REDEPLOY + 60_000 };
+  const window = [{ start: T0_REDEPLOY, panes: [T0_REDEPLOY] }];
+  const reads = {
+    windows: async (streams: StreamRegistry) =>
+      (await streams.wrap(store).readWindows("visits", meta, window, { stats: true })).stats,
+    sessions: async (streams: StreamRegistry) =>
+      (await streams.wrap(store).readSessions(
+        "visits",
+        { ...meta, session: { gapMs: 1_000, maxSessions: 10 } },
+        { ...range, stats: true },
+      )).stats,
+  };
+  // No write kept final yet: no version in the stats.
+  assert.equal((await reads.windows(b.streams))?.definitionVersion, undefined);
+  assert.equal((await reads.sessions(c.streams))?.definitionVersion, undefined);
+  await a.streams.put("visits", visitsDefinition("1h"));
+  assert.deepEqual(await reads.windows(b.streams), {
+    watermark: T0_REDEPLOY + 10_000,
+    closedThrough: T0_REDEPLOY,
+    definitionVersion: 2,
+  });
+  assert.equal((await reads.sessions(c.streams))?.definitionVersion, 2);
+  for (const instance of [b, c]) {
+    await instance.streams.settled();
+    assert.equal(instance.streams.describe("visits")?.version, 2);
+  }
+  await a.streams.settled();
+}
+
+Deno.test("Memory store: a read of windows or sessions with its stats on an instance not yet on a lateness-raising PUT carry the later version and load the later definition", () => {
+  const definitions = new MemoryDefinitionStore();
+  return staleStatsWithValues(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: a read of windows or sessions with its stats on an instance not yet on a lateness-raising PUT carry the later version and load the later definition",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return staleStatsWithValues(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
+/**
  * A lateness-raising PUT refused because another write came first (here with `If-Match`, so the
  * retry is refused too) keeps nothing final: a definition store that holds the data raises
  * `closedThrough` only in the write it makes.

@@ -497,6 +497,53 @@ const scenarios: Record<string, Scenario> = {
     ]);
   },
 
+  async "readWindows() and readSessions() with stats return the stats fields a read judges finality by, as stats() has them, with the values or without any"(
+    store,
+  ) {
+    const finality = async () => {
+      const { watermark, closedThrough, definitionVersion } = await store.stats("s", []);
+      return { watermark, closedThrough, definitionVersion };
+    };
+    const count = stream.counterMetas.find((meta) => meta.name === "count")!;
+    const session = sessionStream.counterMetas[0];
+    const range = { fromMs: T0 - 600_000, toMs: T0 + 600_000 };
+    const window = [{ start: T0, panes: [T0] }];
+    const reads = async () => {
+      const windows = await store.readWindows("s", count, window, { stats: true });
+      const paged = await store.readWindows("s", count, window, {
+        stats: true,
+        page: { limit: 10 },
+      });
+      const none = await store.readWindows("s", count, [], { stats: true });
+      const sessions = await store.readSessions("s", session, { ...range, stats: true });
+      const open = await store.readSessions("s", session, { ...range, open: true, stats: true });
+      return {
+        rows: [windows.length, paged.length, none.length, sessions.length, open.length],
+        stats: [windows.stats, paged.stats, none.stats, sessions.stats, open.stats],
+      };
+    };
+    // A stream never written: no watermark.
+    assert.deepEqual(await reads(), {
+      rows: [0, 0, 0, 0, 0],
+      stats: Array(5).fill({ watermark: null }),
+    });
+    await ingestItems(
+      stream,
+      items([{ id: "1", t: T0 + 5_000, g: "x" }, { id: "2", t: T0 + 6_000, g: "y" }]),
+      {
+        store,
+        nowMs: T0 + 10_000,
+      },
+    );
+    await store.keepFinal("s", T0 - 60_000);
+    const expected = { watermark: T0 + 6_000, closedThrough: T0 - 60_000 };
+    assert.deepEqual(await finality(), { ...expected, definitionVersion: undefined });
+    assert.deepEqual(await reads(), { rows: [2, 2, 0, 0, 0], stats: Array(5).fill(expected) });
+    // Without stats asked, none.
+    assert.equal((await store.readWindows("s", count, window)).stats, undefined);
+    assert.equal((await store.readSessions("s", session, range)).stats, undefined);
+  },
+
   async "a counter removed and added back, or added mid-window, holds only what was applied while it was defined"(
     store,
   ) {

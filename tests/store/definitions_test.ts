@@ -264,6 +264,27 @@ const applyScenarios: Record<
     assert.equal((await store.stats(key, [])).definitionVersion, 4);
   },
 
+  async "readWindows() and readSessions() with stats return the version a keepFinal write stored, as stats() does"(
+    { store, definitions },
+  ) {
+    const key = generationKey("orders", 1);
+    const versions = async () => [
+      (await store.readWindows(key, COUNTER, [{ start: T0, panes: [T0] }], { stats: true }))
+        .stats?.definitionVersion,
+      (await store.readSessions(key, { ...COUNTER, session: { gapMs: 1_000, maxSessions: 10 } }, {
+        fromMs: T0,
+        toMs: T0 + 1,
+        stats: true,
+      })).stats?.definitionVersion,
+    ];
+    await definitions.write("orders", record(), 0);
+    assert.deepEqual(await versions(), [undefined, undefined]);
+    await definitions.write("orders", record(), 1, {
+      keepFinal: { nowMs: T0, by: [{ latenessMs: 0, idleMs: null }] },
+    });
+    assert.deepEqual(await versions(), [2, 2]);
+  },
+
   async "applyBatch() built under an older definition version than the record's keeps final its watermark less its lateness; under the record's, nothing"(
     { store, definitions },
   ) {

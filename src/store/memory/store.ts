@@ -37,19 +37,20 @@ import {
   OTHER_GROUP,
   parseLogId,
   type ReadOptions,
+  type ReadStats,
   type RequestResult,
   REST_GROUP,
   type ResultLogBounds,
   type SessionRange,
   SESSIONS_PER_WINDOW,
-  type SessionValue,
+  type SessionValues,
   type Store,
   type StoreBatch,
   StreamChangedError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
-  type WindowValue,
+  type WindowValues,
 } from "../types.ts";
 import { DedupeIds } from "./_dedupe_ids.ts";
 import type { MemoryDefinitionStore } from "./definition_store.ts";
@@ -1043,10 +1044,13 @@ export class MemoryStore implements Store {
     counter: CounterMeta,
     windows: WindowRead[],
     options: ReadOptions = {},
-  ): Promise<WindowValue[]> {
+  ): Promise<WindowValues> {
     const now = this.#now();
     const panes = this.#streams.get(stream)?.panes.get(counter.name);
-    const out: WindowValue[] = [];
+    // Read in the same synchronous step as the values: no batch comes between.
+    const out: WindowValues = options.stats
+      ? Object.assign([], { stats: this.#readStats(stream) })
+      : [];
     if (!panes) return Promise.resolve(out);
     const page = options.page;
     if (page) {
@@ -1081,9 +1085,23 @@ export class MemoryStore implements Store {
     return Promise.resolve(out);
   }
 
-  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValues> {
     const sessions = this.#streams.get(stream)?.sessions.get(counter.name);
-    return Promise.resolve(sessions?.read(range, this.#now()) ?? []);
+    const values: SessionValues = sessions?.read(range, this.#now()) ?? [];
+    if (range.stats) values.stats = this.#readStats(stream);
+    return Promise.resolve(values);
+  }
+
+  /** The stats fields a read judges finality by ({@linkcode ReadOptions.stats}). */
+  #readStats(stream: string): ReadStats {
+    const state = this.#streams.get(stream);
+    return {
+      watermark: state?.watermark ?? null,
+      ...(state && state.closedThrough > -Infinity ? { closedThrough: state.closedThrough } : {}),
+      ...(state && state.definitionVersion > 0
+        ? { definitionVersion: state.definitionVersion }
+        : {}),
+    };
   }
 
   stats(stream: string, counters: CounterMeta[]): Promise<StreamStats> {
@@ -1091,7 +1109,7 @@ export class MemoryStore implements Store {
     const overflow: Record<string, number> = {};
     for (const counter of counters) overflow[counter.name] = state?.overflow.get(counter.name) ?? 0;
     return Promise.resolve({
-      watermark: state?.watermark ?? null,
+      ...this.#readStats(stream),
       accepted: state?.accepted ?? 0,
       applied: state?.applied ?? 0,
       duplicates: state?.duplicates ?? 0,
@@ -1100,10 +1118,6 @@ export class MemoryStore implements Store {
       rejected: state?.rejected ?? 0,
       overflow,
       dedupeForgotten: state?.ids.forgotten ?? 0,
-      ...(state && state.closedThrough > -Infinity ? { closedThrough: state.closedThrough } : {}),
-      ...(state && state.definitionVersion > 0
-        ? { definitionVersion: state.definitionVersion }
-        : {}),
     });
   }
 

@@ -341,6 +341,20 @@ local function alertedKey(counter) return P .. "alerted:" .. counter end
 const COMMON = PRELUDE + LUA_READ_KEY + LOG_NAMES + LOG_LUA + ALERT_KEYS_LUA;
 
 /**
+ * The reply of a read script (`readReply(rows)`): JSON of its rows, or with `args.stats` (see
+ * `ReadOptions.stats`) `{"r": rows, "s": [wm, cl, dv]}`, the stats fields a read judges finality
+ * by (text, `""` when absent), read in the same script as the rows.
+ */
+const READ_REPLY_LUA = `
+local readStats = nil
+if args.stats then readStats = readKey("hash", "HMGET", STATS_KEY, "wm", "cl", "dv") end
+local function readReply(rows)
+  if not readStats then return cjson.encode(rows) end
+  return cjson.encode({ r = rows, s = { readStats[1] or "", readStats[2] or "", readStats[3] or "" } })
+end
+`;
+
+/**
  * Reading windows: merging panes into cells and cells into reply rows, for the read and close
  * scripts only (each helper is a closure made on every call of a script that holds it).
  */
@@ -1802,9 +1816,10 @@ return keepReply(callKey, reply)
  * `ReadOptions.page`); with `top`, a distinct counter's window adds a row for the union of its other groups
  * (see `ReadOptions.top`), merged through a temporary HyperLogLog `tmp:rest`.
  * Returns JSON `[[start, group, count, sum, minOrMax, distinct, max?, [bin, count, …]?], …]`
- * with numbers as text (the last two for quantiles counters).
+ * with numbers as text (the last two for quantiles counters); with `stats: true`, those rows with
+ * the stats (see {@linkcode READ_REPLY_LUA}).
  */
-export const READ_SCRIPT = COMMON + MERGE_LUA + `
+export const READ_SCRIPT = COMMON + MERGE_LUA + READ_REPLY_LUA + `
 local name, kind, windows, top = args.name, args.kind, args.windows, args.top
 -- bytesBefore(a, b): byte order of two strings.
 ${LUA_BYTES_BEFORE}-- The union of a distinct counter's groups but the top ones: {count, distinct}.
@@ -1916,7 +1931,7 @@ if type(page) == "table" then
       out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5], row[6], row[7] }
     end
   end
-  return cjson.encode(out)
+  return readReply(out)
 end
 for _, window in ipairs(windows) do
   local start, panes = window[1], window[2]
@@ -1929,7 +1944,7 @@ for _, window in ipairs(windows) do
     out[#out + 1] = { num(start), row[1], row[2], row[3], row[4], row[5], row[6], row[7] }
   end
 end
-return cjson.encode(out)
+return readReply(out)
 `;
 
 /**
@@ -2477,7 +2492,7 @@ return raiseClosedThrough(closedThrough, args.through)
 `;
 
 /** Reads the sessions of a session counter (see `_session_scripts.ts`). */
-export const SESSION_READ = COMMON + SESSION_LUA + SESSION_READ_SCRIPT;
+export const SESSION_READ = COMMON + SESSION_LUA + READ_REPLY_LUA + SESSION_READ_SCRIPT;
 
 /**
  * The live panes of one counter that start in a range, ARGV[1] JSON `{name, from, to, now}`:

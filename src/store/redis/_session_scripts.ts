@@ -393,10 +393,11 @@ end
 
 /**
  * Reads the live sessions of one counter, newest start first. ARGV[1] is JSON
- * `{name, kind, from, to, limit|false, now}`; at most `limit` of them, those
+ * `{name, kind, from, to, limit|false, open?, stats?, now}`; at most `limit` of them, those
  * that start together by group key (as the memory store and the reader order them). Returns JSON
  * `[[start, end, group, count, sum, minOrMax, distinct, closed], …]`,
- * numbers as text, `""` for no min or max, closed `1` or `0`.
+ * numbers as text, `""` for no min or max, closed `1` or `0`; with `stats`, those rows with the
+ * stats, by `readReply` (`READ_REPLY_LUA` in `_scripts.ts`, which this script follows).
  */
 export const SESSION_READ_SCRIPT = `
 local name, kind, from, to, limit = args.name, args.kind, args.from, args.to, args.limit
@@ -467,7 +468,7 @@ for _, member in ipairs(members) do
     end
   end
 end
-return cjson.encode(out)
+return readReply(out)
 `;
 
 /** One pre-aggregated cell: `[counter, pane, group, count, sum, min|false, max|false, values]`. */

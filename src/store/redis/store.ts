@@ -50,17 +50,18 @@ import {
   MAX_LOG_ENTRIES,
   parseLogId,
   type ReadOptions,
+  type ReadStats,
   type RequestResult,
   type ResultLogBounds,
   type SessionRange,
-  type SessionValue,
+  type SessionValues,
   type Store,
   type StoreBatch,
   StreamChangedError,
   type StreamStats,
   type TimeRange,
   type WindowRead,
-  type WindowValue,
+  type WindowValues,
 } from "../types.ts";
 
 /**
@@ -658,42 +659,47 @@ export class RedisStore implements Store {
     counter: CounterMeta,
     windows: WindowRead[],
     options: ReadOptions = {},
-  ): Promise<WindowValue[]> {
-    if (windows.length === 0) return Promise.resolve([]);
+  ): Promise<WindowValues> {
+    if (windows.length === 0 && !options.stats) return Promise.resolve([]);
     return this.#call("readWindows", async () => {
-      const rows = asArray<[string, ...MergedRow]>(
-        fromJson(
-          await this.#script(READ_SCRIPT, stream, {
-            name: counter.name,
-            kind: counter.aggregate,
-            top: options.top ?? false,
-            page: options.page ?? false,
-            windows: windows.map((window) => [window.start, window.panes]),
-          }),
-        ),
+      const reply = readReply(
+        await this.#script(READ_SCRIPT, stream, {
+          name: counter.name,
+          kind: counter.aggregate,
+          top: options.top ?? false,
+          page: options.page ?? false,
+          windows: windows.map((window) => [window.start, window.panes]),
+          ...(options.stats ? { stats: true } : {}),
+        }),
       );
-      return rows.map(([start, ...merged]) => ({
+      const values: WindowValues = asArray<[string, ...MergedRow]>(reply.rows).map((
+        [start, ...merged],
+      ) => ({
         start: Number(start),
         group: merged[0],
         state: toState(counter.aggregate, merged as MergedRow),
       }));
+      if (reply.stats) values.stats = reply.stats;
+      return values;
     });
   }
 
-  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValue[]> {
+  readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValues> {
     return this.#call("readSessions", async () => {
+      const reply = readReply(
+        await this.#script(SESSION_READ, stream, {
+          name: counter.name,
+          kind: counter.aggregate,
+          from: range.fromMs,
+          to: range.toMs,
+          limit: range.limit ?? false,
+          open: range.open ?? false,
+          ...(range.stats ? { stats: true } : {}),
+          now: this.#now(),
+        }),
+      );
       const rows = asArray<[string, string, string, string, string, string, string, number]>(
-        fromJson(
-          await this.#script(SESSION_READ, stream, {
-            name: counter.name,
-            kind: counter.aggregate,
-            from: range.fromMs,
-            to: range.toMs,
-            limit: range.limit ?? false,
-            open: range.open ?? false,
-            now: this.#now(),
-          }),
-        ),
+        reply.rows,
       );
       const sessions = rows.map(([start, end, group, count, sum, minOrMax, distinct, closed]) => ({
         start: Number(start),
@@ -706,7 +712,9 @@ export class RedisStore implements Store {
       // limit cut, which it takes by group key), and the open ones in no order (at most
       // maxSessions): ordered here, the open ones cut too.
       sessions.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
-      return sessions.slice(0, range.limit ?? sessions.length);
+      const values: SessionValues = sessions.slice(0, range.limit ?? sessions.length);
+      if (reply.stats) values.stats = reply.stats;
+      return values;
     });
   }
 
@@ -962,7 +970,6 @@ export class RedisStore implements Store {
       const overflow: Record<string, number> = {};
       for (const counter of counters) overflow[counter.name] = read(`overflow:${counter.name}`);
       return {
-        watermark: hash.wm === undefined || hash.wm === "" ? null : Number(hash.wm),
         accepted: read("accepted"),
         applied: read("applied"),
         duplicates: read("duplicates"),
@@ -971,12 +978,7 @@ export class RedisStore implements Store {
         rejected: read("rejected"),
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
-        ...(hash.cl === undefined || hash.cl === "" ? {} : { closedThrough: Number(hash.cl) }),
-        // A hint (only cl is final past it): text the scripts never write (not a version as the
-        // definition write puts it) is taken as none, not as a later version (a reload loop). The
-        // client has parsed the field as JSON first, so text that JSON reads as a whole number
-        // ("1e3", "3.0") still passes as one.
-        ...(VERSION_TEXT.test(String(hash.dv ?? "")) ? { definitionVersion: Number(hash.dv) } : {}),
+        ...readStatsOf(hash.wm, hash.cl, hash.dv),
       };
     });
   }
@@ -994,6 +996,34 @@ export class RedisStore implements Store {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** The stats fields `wm`, `cl` and `dv` (absent or `""`: none) as {@linkcode ReadStats}. */
+function readStatsOf(wm: unknown, cl: unknown, dv: unknown): ReadStats {
+  return {
+    watermark: wm === undefined || wm === "" ? null : Number(wm),
+    ...(cl === undefined || cl === "" ? {} : { closedThrough: Number(cl) }),
+    // A hint (only cl is final past it): text the scripts never write (not a version as the
+    // definition write puts it) is taken as none, not as a later version (a reload loop). The stats
+    // read's client has parsed the field as JSON first, so there text that JSON reads as a whole
+    // number ("1e3", "3.0") still passes as one.
+    ...(VERSION_TEXT.test(String(dv ?? "")) ? { definitionVersion: Number(dv) } : {}),
+  };
+}
+
+/**
+ * The reply of a read script (see `READ_REPLY_LUA`): its rows, and the stats when it was asked
+ * for them (`{"r": rows, "s": [wm, cl, dv]}`).
+ */
+function readReply(reply: unknown): { rows: unknown; stats?: ReadStats } {
+  const parsed = fromJson(reply);
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    return { rows: parsed };
+  }
+  const { r, s } = parsed as { r?: unknown; s?: unknown };
+  // An empty array of rows comes back from cjson as `{}`: rows without stats.
+  if (!Array.isArray(s)) return { rows: [] };
+  return { rows: r, stats: readStatsOf(s[0], s[1], s[2]) };
 }
 
 /**

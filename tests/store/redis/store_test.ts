@@ -455,6 +455,69 @@ redisTest(
   },
 );
 
+/** A window counter and a session counter, for what a read of them costs. */
+const READ_STREAMS = compileConfig({
+  streams: {
+    reads: {
+      time: { field: "t", lateness: "10s" },
+      counters: {
+        count: { window: { tumbling: "1m" }, groupBy: ["g"], aggregate: "count" },
+        visits: { window: { session: "1m" }, groupBy: ["g"], aggregate: "count" },
+      },
+    },
+  },
+});
+
+redisTest(
+  "a read of the current window (with top or not), of top windows or of sessions takes its stats in its one read script: one EVALSHA, the windows' listing one more for their panes",
+  async (fixture) => {
+    const proxy = await startUpstashProxy({ targetUrl: fixture.restUrl });
+    try {
+      // Half a minute into a window: the current one holds the events.
+      const now = () => NOW + 30_000;
+      const store = new RedisStore(upstash(proxy.url, fixture.restToken), { now });
+      const app = createApp({ streams: READ_STREAMS, store, keys: await KeyRing.parse(""), now });
+      const sent = await app.request("/v1/streams/reads/events", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(
+          ["a", "b", "c", "a"].map((g, i) => ({ t: NOW + i * 1_000, g })),
+        ),
+      });
+      assert.equal(sent.status, 202, await sent.text());
+      const cost = async (path: string) => {
+        // Once to load the scripts (EVAL after NOSCRIPT), then counted.
+        assert.equal((await app.request(path)).status, 200, path);
+        proxy.take();
+        const res = await app.request(path);
+        const body = await res.json();
+        assert.equal(res.status, 200, JSON.stringify(body));
+        assert.ok(body.windows.length > 0, path);
+        return proxy.take().flatMap(commandNames);
+      };
+      const counters = "/v1/streams/reads/counters";
+      assert.deepEqual(
+        {
+          current: await cost(`${counters}/count/current`),
+          currentTop: await cost(`${counters}/count/current?top=2`),
+          currentSessions: await cost(`${counters}/visits/current`),
+          sessions: await cost(`${counters}/visits`),
+          topWindows: await cost(`${counters}/count?top=2`),
+        },
+        {
+          current: ["evalsha"],
+          currentTop: ["evalsha"],
+          currentSessions: ["evalsha"],
+          sessions: ["evalsha"],
+          topWindows: ["evalsha", "evalsha"],
+        },
+      );
+    } finally {
+      await proxy.close();
+    }
+  },
+);
+
 /** The pid of the redis-server behind a fixture, from INFO. */
 async function redisPid(fixture: RedisFixture): Promise<number> {
   const info = String(await withDirect(fixture.redisUrl, (send) => send("INFO", "server")));
