@@ -1001,6 +1001,10 @@ redisTest(
           (await read.json()).windows.map((window: { value: number }) => window.value),
           [1],
         );
+        // A stream's stats (HGETALL, which the client's auto-pipelining sends on its own to `/`).
+        const details = await app.request("/v1/streams/s");
+        assert.equal(details.status, 200);
+        assert.equal((await details.json()).stats.accepted, 1);
       } finally {
         config.streams.stop();
         await config.webhooks.close();
