@@ -1108,8 +1108,9 @@ export class MemoryStore implements Store {
     const state = this.#streams.get(stream);
     const overflow: Record<string, number> = {};
     for (const counter of counters) overflow[counter.name] = state?.overflow.get(counter.name) ?? 0;
+    const { watermark, ...final } = this.#readStats(stream);
     return Promise.resolve({
-      ...this.#readStats(stream),
+      watermark,
       accepted: state?.accepted ?? 0,
       applied: state?.applied ?? 0,
       duplicates: state?.duplicates ?? 0,
@@ -1118,6 +1119,7 @@ export class MemoryStore implements Store {
       rejected: state?.rejected ?? 0,
       overflow,
       dedupeForgotten: state?.ids.forgotten ?? 0,
+      ...final,
     });
   }
 

@@ -969,7 +969,9 @@ export class RedisStore implements Store {
       const read = (field: string) => Number(hash[field] ?? 0);
       const overflow: Record<string, number> = {};
       for (const counter of counters) overflow[counter.name] = read(`overflow:${counter.name}`);
+      const { watermark, ...final } = readStatsOf(hash.wm, hash.cl, hash.dv);
       return {
+        watermark,
         accepted: read("accepted"),
         applied: read("applied"),
         duplicates: read("duplicates"),
@@ -978,7 +980,7 @@ export class RedisStore implements Store {
         rejected: read("rejected"),
         overflow,
         dedupeForgotten: 0, // Redis keeps every id for its TTL: nothing is forgotten early
-        ...readStatsOf(hash.wm, hash.cl, hash.dv),
+        ...final,
       };
     });
   }
