@@ -6,7 +6,12 @@ import assert from "node:assert/strict";
 import { compileConfig } from "../../src/config/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { Redis } from "@upstash/redis";
-import { currentWindow, listTopWindows, listWindows } from "../../src/query/mod.ts";
+import {
+  currentWindow,
+  currentWindowPage,
+  listTopWindows,
+  listWindows,
+} from "../../src/query/mod.ts";
 import { MemoryStore, RedisStore, type Store } from "../../src/store/mod.ts";
 import { redisTest } from "../_redis.ts";
 
@@ -137,6 +142,16 @@ async function checkFinalWithItsValues(makeStore: () => Store) {
       listWindows(lateStream, lateStream.counters[1], { store, nowMs: NOW }),
     currentSessions: async (store: Store) =>
       (await currentWindow(lateStream, lateStream.counters[1], { store, nowMs: NOW })).rows,
+    // Listings and pages of windows: their stats come with the first batch of windows they read.
+    list: (store: Store) => listWindows(lateStream, lateStream.counters[0], { store, nowMs: NOW }),
+    listFiltered: (store: Store) =>
+      listWindows(lateStream, lateStream.counters[0], { store, nowMs: NOW }, {
+        groups: { g: '"a"' },
+      }),
+    currentPage: async (store: Store) =>
+      (await currentWindowPage(lateStream, lateStream.counters[0], { store, nowMs: NOW }, {
+        limit: 10,
+      })).rows,
   };
   const wrong: string[] = [];
   for (const [name, read] of Object.entries(reads)) {
