@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { StreamStats } from "../store/types.ts";
+import type { ReadStats } from "../store/types.ts";
 import type { CompiledStream } from "./compile.ts";
 
 /**
@@ -12,13 +12,13 @@ import type { CompiledStream } from "./compile.ts";
  * the clock, as the store will raise it on its next write) less the lateness, or the store's
  * `closedThrough` when later (what a close claimed, or a definition change kept final, stays
  * final whatever the lateness is now). Only `closedThrough` when a definition later than
- * `stream`'s kept final ({@linkcode StreamStats.definitionVersion} past
+ * `stream`'s kept final ({@linkcode ReadStats.definitionVersion} past
  * {@linkcode CompiledStream.definitionVersion}): judged by the stream the read holds, not the one
  * served when the stats are read, as a reload may come between the two.
  */
 export function closedBefore(
   stream: Pick<CompiledStream, "idleMs" | "latenessMs" | "definitionVersion">,
-  stats: Pick<StreamStats, "watermark" | "closedThrough" | "definitionVersion">,
+  stats: ReadStats,
   nowMs: number,
 ): number {
   // A definition older than the stored one: its lateness may be lower than the one that now

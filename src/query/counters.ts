@@ -414,8 +414,10 @@ export async function listWindowsPage(
     values.sort((a, b) => b.start - a.start || compareGroupKeys(a.group, b.group));
     found.push(...values.slice(0, limit + 1 - found.length));
   }
+  // No window read (a limit below 0 from a caller): nothing to judge.
+  if (stats === undefined) return { rows: [], next: null };
   const page = found.slice(0, limit);
-  const finalBefore = closedBefore(stream, stats!, context.nowMs);
+  const finalBefore = closedBefore(stream, stats, context.nowMs);
   let next: RowPosition | null = null;
   if (found.length > limit) {
     const last = page.at(-1)!;

@@ -503,6 +503,7 @@ redisTest(
           currentSessions: await cost(`${counters}/visits/current`),
           sessions: await cost(`${counters}/visits`),
           topWindows: await cost(`${counters}/count?top=2`),
+          list: await cost(`${counters}/count`),
         },
         {
           current: ["evalsha"],
@@ -510,6 +511,7 @@ redisTest(
           currentSessions: ["evalsha"],
           sessions: ["evalsha"],
           topWindows: ["evalsha", "evalsha"],
+          list: ["evalsha", "evalsha"],
         },
       );
     } finally {
