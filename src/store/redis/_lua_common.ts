@@ -101,6 +101,12 @@ local function isIntegerText(text)
   local digits = string.match(text, "^%-?([1-9]%d*)$")
   return text == "0" or (digits ~= nil and #digits <= 18)
 end
+-- Text of a definition version as the definition store writes it (a record's \`a\`, the stats'
+-- \`dv\`): 1 to 15 digits, no sign nor leading zero, so within 2^53 (as the store's TypeScript
+-- reads the stats' \`dv\`). Not isIntegerText: "0", "-1" or 17 digits are no version a write makes.
+local function isVersionText(text)
+  return #text <= 15 and string.find(text, "^[1-9]%d*$") ~= nil
+end
 `;
 
 /**

@@ -612,7 +612,7 @@ if KEYS[2] then
   -- lacking the counters it names applied). Nothing was written yet.
   local addedIn = nil
   if args.dv and record[4] then
-    if #record[4] > 15 or not string.find(record[4], "^[1-9]%d*$") then
+    if not isVersionText(record[4]) then
       refuseKey(KEYS[2] .. " field a", "'" .. string.sub(record[4], 1, 200) .. "'", "a definition version")
     end
     addedIn = tonumber(record[4])
@@ -2004,7 +2004,7 @@ if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "" }) 
 -- stats read takes it: one that raised the lateness or lengthened idle): the caller's lateness
 -- may call due what that one still takes events into. Nothing is closed nor written, not even the
 -- idle floor; the reply says the version (\`v\`) for the caller to load, and no \`n\`.
-if args.dv and stored[9] and isIntegerText(stored[9]) and tonumber(stored[9]) > args.dv then
+if args.dv and stored[9] and isVersionText(stored[9]) and tonumber(stored[9]) > args.dv then
   return cjson.encode({ w = out, v = tonumber(stored[9]) })
 end
 -- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.

@@ -116,7 +116,7 @@ function askedHash(text: string): string {
 
 /**
  * A definition version as the scripts write it (the stats' `dv`, the record's `a`): digits without
- * a leading zero, within 2^53 (the apply script's check of `a` is the same).
+ * a leading zero, within 2^53 (the scripts' isVersionText, which checks `a` and `dv`, is the same).
  */
 const VERSION_TEXT = /^[1-9]\d{0,14}$/;
 

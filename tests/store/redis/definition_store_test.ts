@@ -109,6 +109,69 @@ redisTest(
   },
 );
 
+// The close checks the stats' `dv` as the stats read does: text no write makes (17 digits past
+// 2^53, "0", a sign) is no later definition, and does not stop every close of the stream.
+redisTest(
+  "closeWindows() takes a stats field dv holding what no write makes as no later definition, and closes",
+  async (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const store = new RedisStore(redis);
+    const t0 = Date.parse("2026-01-01T00:00:00Z");
+    const counter = {
+      name: "n",
+      aggregate: "count" as const,
+      maxGroups: 10,
+      ttlMs: 3_600_000,
+      sizeMs: 60_000,
+      hopMs: 60_000,
+    };
+    const key = generationKey("s", 0);
+    const stats = dataKeyPrefix("es", key) + STREAM_KEYS.stats;
+    const close = (start: number) =>
+      store.closeWindows(key, [counter], {
+        latenessMs: 0,
+        idleMs: 0,
+        nowMs: start + 120_000,
+        definitionVersion: 1,
+      });
+    const texts = ["10000000000000000", "1000000000000000", "0", "-5", "+5", "05"];
+    for (const [i, text] of texts.entries()) {
+      const start = t0 + i * 600_000;
+      await store.applyBatch(fromCellUpdates({
+        stream: key,
+        nowMs: start,
+        latenessMs: 0,
+        dedupeTtlMs: 0,
+        counters: [counter],
+        events: [{ timeMs: start, updates: [{ counter: 0, pane: start, group: "[]" }] }],
+      }));
+      await send(fixture, "HSET", stats, "dv", text);
+      const closed = await close(start);
+      assert.deepEqual(closed.map((window) => window.start), [start], text);
+      assert.equal(closed.laterDefinition, undefined, text);
+    }
+    // A version a write makes, later than the caller's, still stops it.
+    const start = t0 + texts.length * 600_000;
+    await store.applyBatch(fromCellUpdates({
+      stream: key,
+      nowMs: start,
+      latenessMs: 0,
+      dedupeTtlMs: 0,
+      counters: [counter],
+      events: [{ timeMs: start, updates: [{ counter: 0, pane: start, group: "[]" }] }],
+    }));
+    await send(fixture, "HSET", stats, "dv", "7");
+    const stale = await close(start);
+    assert.equal(stale.length, 0);
+    assert.equal(stale.laterDefinition, 7);
+    await store.close();
+  },
+);
+
 // The stats hash a write that keeps final makes (before any batch was applied) lives as long as the
 // apply gives one, not forever; one that exists keeps its life.
 redisTest(
