@@ -126,6 +126,23 @@ export interface CompiledStream {
    * version 0.
    */
   definitionVersion?: number;
+  /**
+   * What the sweep closes by instead of {@linkcode latenessMs}, {@linkcode idleMs} and
+   * {@linkcode definitionVersion}, set by the registry on a config stream whose record another
+   * deployment's file replaced since (same generation; this instance's file stays authoritative
+   * here): the stricter terms of the file and that record (the longer lateness, the longer idle,
+   * null the longest) with that record's version, so the store takes the close (a later definition
+   * that kept final refuses one by the file's version) and closes nothing either would still take
+   * events into. Absent: closes by the stream's own.
+   */
+  closeTerms?: CloseTerms;
+}
+
+/** See {@linkcode CompiledStream.closeTerms}. */
+export interface CloseTerms {
+  latenessMs: number;
+  idleMs: number | null;
+  definitionVersion: number;
 }
 
 /** What a result of a counter a stream no longer has needs to read back: see `formerCounters`. */

@@ -651,6 +651,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
         if (state instanceof ConfigConflictError || (state === true && moved)) {
           this.#recorded.delete(name);
         }
+        this.#closeByLater(held, moved ? undefined : record);
       }
       return held?.stream;
     }
@@ -738,6 +739,45 @@ export class StreamRegistry implements Required<StreamCatalog> {
     this.#serve({ stream, source: "api", version: record.version, generation: record.generation });
     this.#misses.delete(name);
     return stream;
+  }
+
+  /**
+   * What a config stream's sweep closes by once another deployment's file replaced its record
+   * (`later`, same generation, not deleted; see {@linkcode CompiledStream.closeTerms}): this
+   * instance keeps serving its file, but a close by the file's version would be refused while
+   * that record kept final, and if that deployment is withdrawn no instance would close the
+   * stream's windows. Cleared (`later` undefined) when the record moved elsewhere (deleted, the
+   * API's, another generation) and when this instance records its file again (see #recordOnce).
+   * A record this release cannot compile (a newer release's) leaves none: closes by the file's
+   * version, which the store refuses while a later definition kept final, wait for an instance
+   * that serves that record, or for this one to record its file again.
+   */
+  #closeByLater(held: RegisteredStream, later: StoredDefinition | undefined): void {
+    const own = held.stream;
+    if (later === undefined) {
+      delete own.closeTerms;
+      return;
+    }
+    let stored: CompiledStream;
+    try {
+      stored = compileStreamDefinition(own.name, later.definition, AS_STORED);
+    } catch (error) {
+      delete own.closeTerms;
+      // Once a version: the config branch of #adopt runs once for each later one.
+      logger.error(
+        "Cannot compile config stream '{stream}' version {version}, which another deployment's file recorded: this instance's sweeps close by its own file's version, which the store refuses while a later definition kept final, until it records its file again: {error}",
+        { stream: own.name, version: later.version, error },
+      );
+      return;
+    }
+    own.closeTerms = {
+      latenessMs: Math.max(own.latenessMs, stored.latenessMs),
+      // The watermark follows the clock only past the longer idle; null (never) is the longest.
+      idleMs: own.idleMs === null || stored.idleMs === null
+        ? null
+        : Math.max(own.idleMs, stored.idleMs),
+      definitionVersion: later.version,
+    };
   }
 
   /**
@@ -936,6 +976,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
           const entry = this.#entries.get(name)!;
           entry.version = record.version;
           entry.stream.definitionVersion = record.version;
+          delete entry.stream.closeTerms;
           entry.generation = record.generation;
           markPartial(entry.stream, record.partialBefore, record.counters);
           this.#generations.set(entry.stream.counterMetas, record.generation);
@@ -974,6 +1015,8 @@ export class StreamRegistry implements Required<StreamCatalog> {
         const entry = this.#entries.get(name)!;
         entry.version = result.version;
         entry.stream.definitionVersion = result.version;
+        // Its own file's version, later than any other deployment's: closes by its own terms.
+        delete entry.stream.closeTerms;
         entry.generation = generation;
         markPartial(entry.stream, partialBefore, counted);
         this.#generations.set(entry.stream.counterMetas, generation);

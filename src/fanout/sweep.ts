@@ -137,11 +137,14 @@ async function sweepStream(
     const limit = budget.limitOf(counters.map((counter) => counter.name));
     // The version of the definition whose lateness and idle these are: a later one that kept
     // final may still take events into windows they call due, so the store then closes nothing.
+    // A config stream whose record another deployment replaced closes by the stricter terms of
+    // both, as of that record's version (see CompiledStream.closeTerms).
+    const terms = stream.closeTerms;
     const options = {
-      latenessMs: stream.latenessMs,
-      idleMs: stream.idleMs,
+      latenessMs: terms ? terms.latenessMs : stream.latenessMs,
+      idleMs: terms ? terms.idleMs : stream.idleMs,
       limit,
-      definitionVersion: stream.definitionVersion,
+      definitionVersion: terms ? terms.definitionVersion : stream.definitionVersion,
     };
     const windows = await closeOnce(stream, counters, store, report, options);
     // Windows (sessions) each counter began closing in this call, as the call's limit counts them.

@@ -1894,6 +1894,128 @@ redisTest(
 );
 
 /**
+ * Deployment B raised a config stream's lateness (its record, version 2, kept final) and was then
+ * withdrawn (a canary aborted) while an instance of A, still on its file's 10 s, runs on: its
+ * close by its file's version is refused, so without more no instance would close the stream.
+ * Once it loaded B's record it closes by the stricter terms of both (1 h) as of B's version, so
+ * the store takes the close, and closes no window 1 h still takes events into; once it records
+ * its own file again, by its own.
+ */
+async function withdrawnDeploymentStillCloses(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const deploy = async (lateness: string) => {
+    const visits = {
+      ...visitsDefinition(lateness),
+      time: { field: "t", lateness, maxFuture: "3h" },
+    };
+    const streams = new StreamRegistry(compileConfig({ streams: { visits } }), {
+      definitions,
+      data: store,
+      now: () => T0,
+    });
+    await streams.registerConfig();
+    const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 });
+    return { streams, app };
+  };
+  const a = await deploy("10s");
+  const b = await deploy("1h");
+  assert.equal(b.streams.describe("visits")?.version, 2);
+  // Through B: [T0, T0 + 1 m) and [T0 + 30 m, T0 + 31 m); the watermark at T0 + 30 m.
+  assert.equal(await sendVisit(b.app, T0 + 10_000), 0);
+  assert.equal(await sendVisit(b.app, T0 + 1_800_000), 0);
+  // B is withdrawn. A's 10 s would close [T0, T0 + 1 m): refused, and B's record loaded.
+  assert.deepEqual(await sweepVia(a.app), []);
+  await a.streams.settled();
+  assert.equal(a.streams.describe("visits")?.version, 2);
+  assert.equal(a.streams.get("visits")?.latenessMs, 10_000);
+  // By 1 h nothing is due yet.
+  assert.deepEqual(await sweepVia(a.app), []);
+  // A's own events move the watermark to T0 + 2 h: 1 h calls the first two windows due, not
+  // [T0 + 90 m, T0 + 91 m), which A's 10 s would.
+  assert.equal(await sendVisit(a.app, T0 + 5_400_000), 0);
+  assert.equal(await sendVisit(a.app, T0 + 7_200_000), 0);
+  const window = (start: number) => `perMinute ${new Date(start).toISOString()}`;
+  assert.deepEqual(await sweepVia(a.app), [window(T0), window(T0 + 1_800_000)]);
+  assert.deepEqual(await sweepVia(a.app), []);
+  // A records its file again (version 3, later than B's): it closes by its own 10 s.
+  a.streams.unrecord("visits");
+  await a.streams.recordConfigStream("visits");
+  assert.equal(a.streams.get("visits")?.definitionVersion, 3);
+  assert.deepEqual(await sweepVia(a.app), [window(T0 + 5_400_000)]);
+}
+
+Deno.test("Memory store: an instance of a config deployment whose lateness-raising successor was withdrawn still closes, by the longer lateness", () => {
+  const definitions = new MemoryDefinitionStore();
+  return withdrawnDeploymentStillCloses(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: an instance of a config deployment whose lateness-raising successor was withdrawn still closes, by the longer lateness",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return withdrawnDeploymentStillCloses(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
+/** The terms the sweep closes by once another deployment's file replaced the record. */
+Deno.test("a config stream whose record another deployment's file replaced closes by the longer lateness and idle of both, as of that record's version", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const file = (time: Record<string, unknown>) =>
+    compileConfig({ streams: { visits: { ...visitsDefinition("1m"), time } } });
+  const deploy = async (time: Record<string, unknown>) => {
+    const streams = new StreamRegistry(file(time), { definitions });
+    await streams.registerConfig();
+    return streams;
+  };
+  const a = await deploy({ lateness: "1m", idle: "5m" });
+  assert.equal(a.get("visits")?.closeTerms, undefined);
+  await deploy({ lateness: "30s", idle: "10m" });
+  await a.poll();
+  assert.deepEqual(a.get("visits")?.closeTerms, {
+    latenessMs: 60_000,
+    idleMs: 600_000,
+    definitionVersion: 2,
+  });
+  // Event time only (no idle) is the longest.
+  await deploy({ field: "t", lateness: "2m" });
+  await a.poll();
+  assert.deepEqual(a.get("visits")?.closeTerms, {
+    latenessMs: 120_000,
+    idleMs: null,
+    definitionVersion: 3,
+  });
+  // A record this release cannot compile (a newer one's): its own terms, said once.
+  const stored = (await definitions.get("visits"))!;
+  const errors = await collectingLogs(async (records) => {
+    const definition = { ...visitsDefinition("1m"), time: { lateness: "2m", pace: "fast" } };
+    await definitions.write("visits", { ...stored, definition }, 3);
+    await a.poll();
+    await a.poll();
+    return records.filter((record) => record.level === "error").map(messageOf);
+  });
+  assert.equal(errors.length, 1, errors.join("\n"));
+  assert.match(errors[0], /Cannot compile config stream 'visits' version 4/);
+  assert.equal(a.get("visits")?.closeTerms, undefined);
+  await definitions.write("visits", stored, 4);
+  await a.poll();
+  assert.equal(a.get("visits")?.closeTerms?.definitionVersion, 5);
+  // Deleted by force: no other deployment's terms (it records its file again, its own).
+  await definitions.write("visits", { ...stored, deleted: true }, 5);
+  await a.poll();
+  assert.equal(a.get("visits")?.closeTerms, undefined);
+});
+
+/**
  * A lateness-raising PUT refused because another write came first (here with `If-Match`, so the
  * retry is refused too) keeps nothing final: a definition store that holds the data raises
  * `closedThrough` only in the write it makes.
