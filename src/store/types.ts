@@ -599,7 +599,10 @@ export interface ClosedWindow {
 
 /** Options for {@linkcode Store.closeWindows}. */
 export interface CloseOptions {
-  /** The stream's lateness (ms): windows with end <= watermark - lateness close. */
+  /**
+   * The stream's lateness (ms): windows with end <= watermark - lateness close, and those with
+   * end <= {@linkcode StreamStats.closedThrough} whatever the lateness.
+   */
   latenessMs: number;
   /**
    * Most windows closed per counter in one call; of a session counter, whose
@@ -710,14 +713,14 @@ export interface Store {
    */
   readSessions(stream: string, counter: CounterMeta, range: SessionRange): Promise<SessionValues>;
   /**
-   * Claims and returns the windows that became final (end <= watermark -
-   * lateness) and were not closed before, and logs a `window.closed` record
-   * per group in the same atomic step. Across all instances that share the
-   * store, each window and group is returned (and logged) exactly once: a
-   * window of more than `cells` cells over several calls, the first claiming
-   * it (its events are late from then on). Of a session
-   * counter, each session whose end + gap <= watermark - lateness is returned
-   * once as a window of one group (`end` = its last event's time).
+   * Claims and returns the windows that became final (end <= the cutoff: watermark -
+   * lateness, or {@linkcode StreamStats.closedThrough} when later, as reads judge final) and
+   * were not closed before, and logs a `window.closed` record per group in the same atomic
+   * step. Across all instances that share the store, each window and group is returned (and
+   * logged) exactly once: a window of more than `cells` cells over several calls, the first
+   * claiming it (its events are late from then on). Of a session counter, each session whose
+   * end + gap <= the cutoff is returned once as a window of one group (`end` = its last event's
+   * time).
    */
   closeWindows(
     stream: string,

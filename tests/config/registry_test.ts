@@ -1310,6 +1310,11 @@ async function redeployKeepsFinal(store: Store, definitions: DefinitionStore) {
   // The same file again (a restart, another instance) moves nothing.
   const again = await deploy("1h");
   assert.equal(await send(again, T0 - 66_000, "pro"), 0);
+  // The next sweep closes the window and the session reads call final (by 1 h of lateness alone,
+  // not for an hour), and nothing else.
+  const first = new Date(T0 - 300_000).toISOString();
+  assert.deepEqual(await sweepVia(again), [`perMinute ${first}`, `sessions ${first}`]);
+  assert.deepEqual(await sweepVia(again), []);
 }
 
 Deno.test("Memory store: a config file redeployed with a raised lateness re-opens no window or session a read called final before a sweep closed it", () =>
@@ -1887,6 +1892,51 @@ redisTest(
       enableTelemetry: false,
     });
     return staleStatsWithValues(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
+/**
+ * A lateness-raising PUT keeps final what the lateness before called final, so reads call it final
+ * at once: the next sweep closes it (logs `window.closed`, fires alerts on it) then too, not once
+ * the watermark is past its end by the new lateness.
+ */
+async function raisedPutClosesKeptFinal(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  // The watermark at T0 + 2 m: 10 s of lateness calls [T0, T0 + 1 m) final; no sweep closed it.
+  assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
+  await a.streams.put("visits", visitsDefinition("1h"));
+  assert.deepEqual(await firstMinute(a.app), [1, true]);
+  assert.deepEqual(await sweepVia(a.app), [`perMinute ${new Date(T0).toISOString()}`]);
+  assert.deepEqual(await sweepVia(a.app), []);
+  const closes = (await store.readLog(generationKey("visits", 1), null, 100))
+    .flatMap((entry) => entry.record.type === "window.closed" ? [entry.record.start] : []);
+  assert.deepEqual(closes, [T0]);
+  assert.deepEqual(await firstMinute(a.app), [1, true]);
+}
+
+Deno.test("Memory store: a lateness-raising PUT's next sweep closes the window reads call final", () => {
+  const definitions = new MemoryDefinitionStore();
+  return raisedPutClosesKeptFinal(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: a lateness-raising PUT's next sweep closes the window reads call final",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return raisedPutClosesKeptFinal(
       new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
       new RedisDefinitionStore(redis),
     );

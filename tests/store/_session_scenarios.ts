@@ -215,6 +215,44 @@ export const sessionScenarios: Record<string, (store: Store) => Promise<void>> =
     assert.equal((await store.stats("visits", [])).closedThrough, T0 + 35_000);
   },
 
+  async "sessions: a close by a raised lateness closes those closedThrough keeps final, as reads call them final"(
+    store,
+  ) {
+    await ingest(store, [
+      { u: "a", t: 10 },
+      { u: "b", t: 250 },
+      { u: "c", t: 250.001 },
+      { u: "d", t: 400 },
+    ]);
+    // What the 2 min of lateness called final, kept so by a write raising it to 1 h.
+    await store.keepFinal("visits", T0 + 280_000);
+    const raised = compileConfig({
+      streams: {
+        visits: { ...SESSION_CONFIG.streams.visits, time: { field: "t", lateness: "1h" } },
+      },
+    }).get("visits")!;
+    const count = raised.counters.find((item) => item.name === "count")!;
+    const finalUsers = async () =>
+      (await listWindows(raised, count, { store, nowMs: T0 + 400_000 }, { limit: 1000 }))
+        .filter((row) => row.final).map((row) => row.group.u).sort();
+    // End + gap at or before closedThrough: a and b, not c (1 ms after).
+    assert.deepEqual(await finalUsers(), ["a", "b"]);
+    const closed = await store.closeWindows("visits", metas("count"), { latenessMs: 3_600_000 });
+    assert.deepEqual(closed.map((window) => [window.start - T0, window.groups[0].group]), [
+      [10_000, '["a"]'],
+      [250_000, '["b"]'],
+    ]);
+    const log = (await store.readLog("visits", null, 100)).map((entry) => entry.record)
+      .flatMap((record) => record.type === "window.closed" ? [record.group] : []);
+    assert.deepEqual(log, ['["a"]', '["b"]']);
+    assert.deepEqual(
+      await store.closeWindows("visits", metas("count"), { latenessMs: 3_600_000 }),
+      [],
+    );
+    assert.deepEqual(await finalUsers(), ["a", "b"]);
+    assert.equal((await store.stats("visits", [])).closedThrough, T0 + 280_000);
+  },
+
   async "sessions: past maxSessions open sessions, an event that would open one is dropped"(
     store,
   ) {

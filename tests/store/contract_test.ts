@@ -544,6 +544,42 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.readSessions("s", session, range)).stats, undefined);
   },
 
+  async "a close by a raised lateness closes what closedThrough keeps final, as reads call it final"(
+    store,
+  ) {
+    const at = (t: number, g: string, id: string) => ({ id, t: T0 + t * 1000, g });
+    await ingestItems(
+      stream,
+      items([at(10, "a", "1"), at(70, "a", "2"), at(130, "c", "3"), at(290, "b", "4")]),
+      { store, nowMs: T0 + 301_000 },
+    );
+    // What a lateness lower than the 1 h raised to called final (a definition write, a batch
+    // of an instance on the older definition): final for reads at once.
+    await store.keepFinal("s", T0 + 120_000);
+    const raised = compileConfig({
+      streams: { s: { ...CONFIG.streams.s, time: { field: "t", lateness: "1h" } } },
+    }).get("s")!;
+    const count = raised.counters.find((counter) => counter.name === "count")!;
+    const metas = raised.counterMetas.filter((meta) => meta.name === "count");
+    const finalStarts = async () =>
+      (await listWindows(raised, count, { store, nowMs: T0 + 302_000 }, { limit: 1000 }))
+        .filter((row) => row.final).map((row) => Date.parse(row.start) - T0);
+    assert.deepEqual(await finalStarts(), [60_000, 0]);
+    // The sweep's close by the raised lateness closes them, and only them (the window ending at
+    // closedThrough, not the one after).
+    const closed = await store.closeWindows("s", metas, { latenessMs: 3_600_000 });
+    assert.deepEqual(closed.map((w) => [w.start - T0, w.groups.map((g) => g.state.count)]), [
+      [0, [1]],
+      [60_000, [1]],
+    ]);
+    const closes = (await store.readLog("s", null, 100)).map((entry) => entry.record)
+      .flatMap((r) => r.type === "window.closed" ? [[r.start - T0, r.group]] : []);
+    assert.deepEqual(closes, [[0, '["a"]'], [60_000, '["a"]']]);
+    assert.deepEqual(await store.closeWindows("s", metas, { latenessMs: 3_600_000 }), []);
+    assert.deepEqual(await finalStarts(), [60_000, 0]);
+    assert.equal((await store.stats("s", [])).closedThrough, T0 + 120_000);
+  },
+
   async "a counter removed and added back, or added mid-window, holds only what was applied while it was defined"(
     store,
   ) {

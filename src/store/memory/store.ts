@@ -739,7 +739,10 @@ export class MemoryStore implements Store {
     // log's time.
     const now = options.nowMs ?? this.#now();
     raiseToClock(state, now, options.idleMs);
-    const cutoff = state.watermark - options.latenessMs;
+    // What reads call final (config/final.ts closedBefore): the watermark less the lateness, or
+    // closedThrough when later (kept final by a definition that raised the lateness, a batch of an
+    // instance on an older one, keepFinal), so window.closed comes when a read says final.
+    const cutoff = Math.max(state.watermark - options.latenessMs, state.closedThrough);
     const limit = options.limit ?? 100;
     const peek = options.peek ?? false;
     let budget = this.#closeCells;

@@ -2011,7 +2011,11 @@ end
 local closedThrough = tonumber(stored[3])
 local closedBefore = closedThrough
 local raised = raiseToClock(wm, now, idle)
+-- What reads call final (config/final.ts closedBefore): the watermark less the lateness, or \`cl\`
+-- when later (kept final by a definition that raised the lateness, a batch of an instance on an
+-- older one, keepFinal), so window.closed comes when a read says final.
 local cutoff = raised - lateness
+if closedThrough ~= nil and closedThrough > cutoff then cutoff = closedThrough end
 -- The alert markers of the open windows (from the one ending first, \`first\`: windows close in
 -- that order) get twice the ttl again, as a firing gives them (alertMarkerTtlMs), so an alert that
 -- fired early in a window kept open (by a pause, or by a producer whose stale events hold the
