@@ -1477,18 +1477,23 @@ class RegistryStore implements Store {
   /**
    * Closes by `options`; when it carries the version of the stream the caller holds and a later
    * one kept final (see {@linkcode CloseOptions.definitionVersion}), nothing is closed and the
-   * later definition is loaded.
+   * later definition is loaded. Without a version, that of the definition served once the stream
+   * is recorded: a config stream not recorded has none until its first close records it.
    */
   async closeWindows(
     stream: string,
     counters: CounterMeta[],
     options: CloseOptions,
   ): Promise<ClosedWindows> {
-    const closed = await this.#store.closeWindows(
-      await this.#checkedKey(stream),
-      counters,
-      options,
-    );
+    const key = await this.#checkedKey(stream);
+    // The caller built its options before the check recorded the stream (its file's lateness is
+    // the record's): without the version, a later definition written since would go unchecked.
+    const definitionVersion = options.definitionVersion ??
+      this.registry.definitionVersionOf(stream);
+    const closed = await this.#store.closeWindows(key, counters, {
+      ...options,
+      ...(definitionVersion === undefined ? {} : { definitionVersion }),
+    });
     if (closed.laterDefinition !== undefined) {
       this.registry.noteVersion(stream, closed.laterDefinition);
     }

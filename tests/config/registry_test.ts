@@ -2066,6 +2066,77 @@ Deno.test("a config stream whose record another deployment's file replaced close
 });
 
 /**
+ * A config stream not recorded at startup is recorded by its first close (see `#checkedKey`); a
+ * redeploy raising the lateness that comes between that record and the close's script (here: in
+ * the store's close, before it runs) must not let the close go by the file's old lateness, which
+ * calls due windows the new file still takes events into. The close carries the version recorded.
+ */
+async function firstCloseAfterRecordChecksVersion(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const deploy = async (lateness: string, options: { record?: boolean; store?: Store } = {}) => {
+    const streams = new StreamRegistry(
+      compileConfig({ streams: { visits: visitsDefinition(lateness) } }),
+      { definitions, data: store, now: () => T0 },
+    );
+    if (options.record !== false) await streams.registerConfig();
+    const app = createApp({
+      streams,
+      store: options.store ?? store,
+      keys: await KeyRing.parse(""),
+      now: () => T0,
+    });
+    return { streams, app };
+  };
+  const a = await deploy("10s");
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  assert.equal(await sendVisit(a.app, T0 + 120_000), 0);
+  // The redeploy with 1 h, and a batch through it moving the watermark to T0 + 4 m, once C's
+  // first close has recorded C's file (the record A made, as it is) and reaches the store.
+  let raised: Awaited<ReturnType<typeof deploy>> | undefined;
+  const racing = new Proxy(store, {
+    get(target, property, receiver) {
+      if (property !== "closeWindows") return Reflect.get(target, property, receiver);
+      return async (...args: Parameters<Store["closeWindows"]>) => {
+        if (raised === undefined) {
+          raised = await deploy("1h");
+          assert.equal(await sendVisit(raised.app, T0 + 240_000), 0);
+        }
+        return await target.closeWindows(...args);
+      };
+    },
+  });
+  const c = await deploy("10s", { record: false, store: racing });
+  // By 10 s, windows up to T0 + 3 m would be due; the stored definition takes events into them.
+  assert.deepEqual(await sweepVia(c.app), []);
+  assert.ok(raised);
+  assert.equal(await sendVisit(raised.app, T0 + 150_000), 0);
+  assert.deepEqual(await sweepVia(raised.app), [`perMinute ${new Date(T0).toISOString()}`]);
+}
+
+Deno.test("Memory store: a config stream's first close, which records it, closes nothing a redeploy made in between takes events into", () => {
+  const definitions = new MemoryDefinitionStore();
+  return firstCloseAfterRecordChecksVersion(
+    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
+    definitions,
+  );
+});
+
+redisTest(
+  "Redis store: a config stream's first close, which records it, closes nothing a redeploy made in between takes events into",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return firstCloseAfterRecordChecksVersion(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  },
+);
+
+/**
  * A lateness-raising PUT refused because another write came first (here with `If-Match`, so the
  * retry is refused too) keeps nothing final: a definition store that holds the data raises
  * `closedThrough` only in the write it makes.
