@@ -2017,6 +2017,76 @@ redisTest(
   },
 );
 
+/**
+ * The idle of the close terms, not the file's: A's file has `idle: "1m"`, B's record none (event
+ * time only). Once A closes by B's record's version, a sweep with the clock moved on and no events
+ * must not raise the watermark to the clock less A's minute: that would call due, and close,
+ * windows B still takes events into. Closes nothing and leaves the watermark where it was.
+ */
+async function withdrawnDeploymentIdleTerms(
+  store: Store,
+  definitions: DefinitionStore,
+  clock: { now: number },
+) {
+  const T0 = T0_REDEPLOY;
+  const deploy = async (time: Record<string, unknown>) => {
+    const visits = { ...visitsDefinition("1h"), time: { field: "t", maxFuture: "3h", ...time } };
+    const streams = new StreamRegistry(compileConfig({ streams: { visits } }), {
+      definitions,
+      data: store,
+      now: () => clock.now,
+    });
+    await streams.registerConfig();
+    const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => clock.now });
+    return { streams, app };
+  };
+  const a = await deploy({ lateness: "10s", idle: "1m" });
+  const b = await deploy({ lateness: "1h" });
+  // Through B: [T0, T0 + 1 m) and [T0 + 30 m, T0 + 31 m); the watermark at T0 + 30 m.
+  assert.equal(await sendVisit(b.app, T0 + 10_000), 0);
+  assert.equal(await sendVisit(b.app, T0 + 1_800_000), 0);
+  // B is withdrawn: A's close by its file's version is refused, and B's record loaded.
+  assert.deepEqual(await sweepVia(a.app), []);
+  await a.streams.settled();
+  assert.deepEqual(a.streams.get("visits")?.closeTerms, {
+    latenessMs: 3_600_000,
+    idleMs: null,
+    definitionVersion: 2,
+  });
+  // Three hours on, no events: A's 1 m idle would raise the watermark to T0 + 3 h - 1 m and close
+  // both windows, into which B (event time only, 1 h) still takes events.
+  clock.now = T0 + 3 * 3_600_000;
+  assert.deepEqual(await sweepVia(a.app), []);
+  assert.equal((await a.streams.wrap(store).stats("visits", [])).watermark, T0 + 1_800_000);
+  assert.equal(await sendVisit(b.app, T0 + 20_000), 0);
+}
+
+Deno.test("Memory store: an instance of a config deployment whose successor was withdrawn closes by the longer idle (none), not its file's", () => {
+  const definitions = new MemoryDefinitionStore();
+  const clock = { now: T0_REDEPLOY };
+  return withdrawnDeploymentIdleTerms(
+    new MemoryStore({ now: () => clock.now, definitions }),
+    definitions,
+    clock,
+  );
+});
+
+redisTest(
+  "Redis store: an instance of a config deployment whose successor was withdrawn closes by the longer idle (none), not its file's",
+  (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    const clock = { now: T0_REDEPLOY };
+    return withdrawnDeploymentIdleTerms(
+      new RedisStore(redis, { definitionsHere: true, now: () => clock.now }),
+      new RedisDefinitionStore(redis),
+      clock,
+    );
+  },
+);
 /** The terms the sweep closes by once another deployment's file replaced the record. */
 Deno.test("a config stream whose record another deployment's file replaced closes by the longer lateness and idle of both, as of that record's version", async () => {
   const definitions = new MemoryDefinitionStore();
