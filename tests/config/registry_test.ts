@@ -1947,8 +1947,8 @@ redisTest(
  * Deployment B raised a config stream's lateness (its record, version 2, kept final) and was then
  * withdrawn (a canary aborted) while an instance of A, still on its file's 10 s, runs on: its
  * close by its file's version is refused, so without more no instance would close the stream.
- * Once it loaded B's record it closes by the stricter terms of both (1 h) as of B's version, so
- * the store takes the close, and closes no window 1 h still takes events into; once it records
+ * Once it loaded B's record it closes by the later-closing terms of both (1 h) as of B's version,
+ * so the store takes the close, and closes no window 1 h still takes events into; once it records
  * its own file again, by its own.
  */
 async function withdrawnDeploymentStillCloses(store: Store, definitions: DefinitionStore) {
@@ -1980,18 +1980,28 @@ async function withdrawnDeploymentStillCloses(store: Store, definitions: Definit
   assert.equal(a.streams.get("visits")?.latenessMs, 10_000);
   // By 1 h nothing is due yet.
   assert.deepEqual(await sweepVia(a.app), []);
-  // A's own events move the watermark to T0 + 2 h: 1 h calls the first two windows due, not
-  // [T0 + 90 m, T0 + 91 m), which A's 10 s would.
+  // A's own events move the watermark to T0 + 2 h. Their batches carry A's version 1, older than
+  // B's 2, so the apply keeps final up to the watermark less A's 10 s (closedThrough
+  // T0 + 2 h - 10 s): no definition takes events into [T0 + 90 m, T0 + 91 m) any more, and the
+  // close, whose cutoff is the later of the watermark less 1 h and closedThrough, closes it with
+  // the two windows 1 h calls due.
   assert.equal(await sendVisit(a.app, T0 + 5_400_000), 0);
   assert.equal(await sendVisit(a.app, T0 + 7_200_000), 0);
   const window = (start: number) => `perMinute ${new Date(start).toISOString()}`;
-  assert.deepEqual(await sweepVia(a.app), [window(T0), window(T0 + 1_800_000)]);
+  assert.deepEqual(await sweepVia(a.app), [
+    window(T0),
+    window(T0 + 1_800_000),
+    window(T0 + 5_400_000),
+  ]);
   assert.deepEqual(await sweepVia(a.app), []);
-  // A records its file again (version 3, later than B's): it closes by its own 10 s.
+  // A records its file again (version 3, later than B's): it closes by its own 10 s. Its batches
+  // of version 3 keep nothing final, so only its own lateness calls [T0 + 2 h, T0 + 2 h + 1 m)
+  // due (B's 1 h, as of version 2, would not).
   a.streams.unrecord("visits");
   await a.streams.recordConfigStream("visits");
   assert.equal(a.streams.get("visits")?.definitionVersion, 3);
-  assert.deepEqual(await sweepVia(a.app), [window(T0 + 5_400_000)]);
+  assert.equal(await sendVisit(a.app, T0 + 7_500_000), 0);
+  assert.deepEqual(await sweepVia(a.app), [window(T0 + 7_200_000)]);
 }
 
 Deno.test("Memory store: an instance of a config deployment whose lateness-raising successor was withdrawn still closes, by the longer lateness", () => {
