@@ -41,6 +41,7 @@ import {
   type AlertDefinition,
   configSchema,
   type CounterDefinition,
+  streamCloseTimeSchema,
   type StreamDefinition,
 } from "./schema.ts";
 import { DurationError, formatDuration, parseDuration } from "./duration.ts";
@@ -130,18 +131,24 @@ export interface CompiledStream {
    * What the sweep closes by instead of {@linkcode latenessMs}, {@linkcode idleMs} and
    * {@linkcode definitionVersion}, set by the registry on a config stream whose record another
    * deployment's file replaced since (same generation; this instance's file stays authoritative
-   * here): the stricter terms of the file and that record (the longer lateness, the longer idle,
-   * null the longest) with that record's version, so the store takes the close (a later definition
-   * that kept final refuses one by the file's version) and closes nothing either would still take
-   * events into. Absent: closes by the stream's own.
+   * here): the later-closing terms of the file and that record (the longer lateness, the longer
+   * idle, no idle counting as the longest) with that record's version, so the store takes the
+   * close (a later definition that kept final refuses one by the file's version) and closes
+   * nothing either would still take events into. Absent: closes by the stream's own.
    */
   closeTerms?: CloseTerms;
 }
 
-/** See {@linkcode CompiledStream.closeTerms}. */
+/** What a config stream's sweep closes by: see {@linkcode CompiledStream.closeTerms}. */
 export interface CloseTerms {
+  /** The longer of the file's and the later record's lateness (ms). */
   latenessMs: number;
+  /**
+   * The longer of the file's and the later record's idle (ms); null (the watermark moves with
+   * event time only) when either has none.
+   */
   idleMs: number | null;
+  /** The later record's version, sent with the close (see `CloseOptions.definitionVersion`). */
   definitionVersion: number;
 }
 
@@ -525,8 +532,7 @@ function compileStream(
     timeField: parsed.time.field,
     latenessMs: parsed.time.lateness,
     maxFutureMs: parsed.time.maxFuture,
-    // Receive-time streams: the clock is the event time, so it is the watermark.
-    idleMs: parsed.time.idle ?? (parsed.time.field === undefined ? 0 : null),
+    idleMs: idleOf(parsed.time),
     dedupe: parsed.dedupe ? { field: parsed.dedupe.field, ttlMs: parsed.dedupe.ttl } : undefined,
     idempotencyTtlMs: parsed.idempotencyTtl,
     transform,
@@ -534,6 +540,27 @@ function compileStream(
     counterMetas: counters.map((counter) => counter.meta),
     alerts: compileAlerts(parsed.alerts, counters, at, options),
   };
+}
+
+/** A stream's {@linkcode CompiledStream.idleMs} from its parsed `time`. */
+function idleOf(time: { field?: string; idle?: number }): number | null {
+  // Receive-time streams: the clock is the event time, so it is the watermark.
+  return time.idle ?? (time.field === undefined ? 0 : null);
+}
+
+/**
+ * The lateness and idle a stream definition (as written or stored) closes by, as
+ * {@linkcode compileStreamDefinition} would compile them (the same defaults), read from its `time`
+ * alone: a definition this release cannot compile (a newer release's, with an option it does not
+ * know) still says them. `undefined` when its `time.field`, `time.lateness` or `time.idle` cannot
+ * be read either.
+ */
+export function closeTimeOf(
+  definition: unknown,
+): { latenessMs: number; idleMs: number | null } | undefined {
+  const read = streamCloseTimeSchema.safeParse(definition);
+  if (!read.success) return undefined;
+  return { latenessMs: read.data.time.lateness, idleMs: idleOf(read.data.time) };
 }
 
 /**

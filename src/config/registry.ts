@@ -57,6 +57,7 @@ import {
 import { OutageLog } from "../telemetry/mod.ts";
 import {
   AS_STORED,
+  closeTimeOf,
   type CompiledStream,
   compileStreamDefinition,
   ConfigError,
@@ -744,13 +745,15 @@ export class StreamRegistry implements Required<StreamCatalog> {
   /**
    * What a config stream's sweep closes by once another deployment's file replaced its record
    * (`later`, same generation, not deleted; see {@linkcode CompiledStream.closeTerms}): this
-   * instance keeps serving its file, but a close by the file's version would be refused while
-   * that record kept final, and if that deployment is withdrawn no instance would close the
+   * instance keeps serving its file, but the store refuses a close by the file's version while
+   * that record kept final, so if that deployment is withdrawn no instance would close the
    * stream's windows. Cleared (`later` undefined) when the record moved elsewhere (deleted, the
    * API's, another generation) and when this instance records its file again (see #recordOnce).
-   * A record this release cannot compile (a newer release's) leaves none: closes by the file's
-   * version, which the store refuses while a later definition kept final, wait for an instance
-   * that serves that record, or for this one to record its file again.
+   * A record this release cannot compile (a newer release's, with an option it does not know)
+   * still gives its lateness and idle, read from its `time` alone (see {@linkcode closeTimeOf}).
+   * Only when those cannot be read either are there no terms: the sweep closes by the file's
+   * version, which the store refuses while that record kept final, until an instance that serves
+   * the record closes the stream, this one restarts, or the record moves.
    */
   #closeByLater(held: RegisteredStream, later: StoredDefinition | undefined): void {
     const own = held.stream;
@@ -758,17 +761,24 @@ export class StreamRegistry implements Required<StreamCatalog> {
       delete own.closeTerms;
       return;
     }
-    let stored: CompiledStream;
+    let stored: { latenessMs: number; idleMs: number | null } | undefined;
     try {
       stored = compileStreamDefinition(own.name, later.definition, AS_STORED);
     } catch (error) {
-      delete own.closeTerms;
+      stored = closeTimeOf(later.definition);
       // Once a version: the config branch of #adopt runs once for each later one.
-      logger.error(
-        "Cannot compile config stream '{stream}' version {version}, which another deployment's file recorded: this instance's sweeps close by its own file's version, which the store refuses while a later definition kept final, until it records its file again: {error}",
+      if (stored === undefined) {
+        delete own.closeTerms;
+        logger.error(
+          "Cannot compile config stream '{stream}' version {version}, which another deployment's file recorded, nor read its lateness and idle: this instance's sweeps close by its own file's version, which the store refuses while a later definition kept final, until it restarts or the record moves: {error}",
+          { stream: own.name, version: later.version, error },
+        );
+        return;
+      }
+      logger.warn(
+        "Cannot compile config stream '{stream}' version {version}, which another deployment's file recorded: this instance's sweeps close by the longer lateness and idle of its file and that record's time settings: {error}",
         { stream: own.name, version: later.version, error },
       );
-      return;
     }
     own.closeTerms = {
       latenessMs: Math.max(own.latenessMs, stored.latenessMs),

@@ -147,16 +147,19 @@ export const originSchema = z.string().max(256).transform((text, ctx) => {
   return url.origin;
 });
 
+/** A stream's `time.lateness` when it names none. */
+const DEFAULT_LATENESS_MS = parseDuration("30s");
+
 /** One stream definition as written in the config file. */
 export const streamDefinitionSchema = z.strictObject({
   description: z.string().max(1024).optional(),
   schema: z.record(z.string(), z.unknown()).default({ type: "object" }),
   time: z.strictObject({
     field: fieldPath.optional(),
-    lateness: duration.default(parseDuration("30s")),
+    lateness: duration.default(DEFAULT_LATENESS_MS),
     maxFuture: duration.default(parseDuration("5m")),
     idle: duration.optional(),
-  }).default({ lateness: 30_000, maxFuture: 300_000 }),
+  }).default({ lateness: DEFAULT_LATENESS_MS, maxFuture: 300_000 }),
   dedupe: z.strictObject({
     field: fieldPath,
     ttl: positiveDuration.default(parseDuration("24h")),
@@ -167,6 +170,20 @@ export const streamDefinitionSchema = z.strictObject({
   alerts: z.array(alertSchema).max(64).default([]),
   limits: rateLimitSchema.optional(),
   origins: z.array(originSchema).max(64).optional(),
+});
+
+/**
+ * Only what a stream definition says of when its windows close (`time.field`, `time.lateness`,
+ * `time.idle`, read and defaulted as {@linkcode streamDefinitionSchema} does), any other key
+ * passed over: read from a definition this release cannot compile (a newer release's, with an
+ * option it does not know), see `closeTimeOf`.
+ */
+export const streamCloseTimeSchema = z.object({
+  time: z.object({
+    field: fieldPath.optional(),
+    lateness: duration.default(DEFAULT_LATENESS_MS),
+    idle: duration.optional(),
+  }).default({ lateness: DEFAULT_LATENESS_MS }),
 });
 
 /** The configuration file. */

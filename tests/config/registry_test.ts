@@ -2124,23 +2124,61 @@ Deno.test("a config stream whose record another deployment's file replaced close
     idleMs: null,
     definitionVersion: 3,
   });
-  // A record this release cannot compile (a newer one's): its own terms, said once.
+  // A record this release cannot compile (a newer release's, with an option it does not know):
+  // its lateness and idle read from its time alone, with compile's defaults, said once a version.
   const stored = (await definitions.get("visits"))!;
-  const errors = await collectingLogs(async (records) => {
-    const definition = { ...visitsDefinition("1m"), time: { lateness: "2m", pace: "fast" } };
-    await definitions.write("visits", { ...stored, definition }, 3);
-    await a.poll();
-    await a.poll();
-    return records.filter((record) => record.level === "error").map(messageOf);
+  const newer = (time: Record<string, unknown>) => ({
+    ...stored,
+    definition: { ...visitsDefinition("1m"), time: { ...time, pace: "fast" } },
   });
-  assert.equal(errors.length, 1, errors.join("\n"));
-  assert.match(errors[0], /Cannot compile config stream 'visits' version 4/);
-  assert.equal(a.get("visits")?.closeTerms, undefined);
-  await definitions.write("visits", stored, 4);
+  const logs = await collectingLogs(async (records) => {
+    const terms = async (time: Record<string, unknown>, expected: number) => {
+      await definitions.write("visits", newer(time), expected);
+      await a.poll();
+      await a.poll();
+      return a.get("visits")?.closeTerms;
+    };
+    assert.deepEqual(await terms({ lateness: "3m", idle: "7m" }, 3), {
+      latenessMs: 180_000,
+      idleMs: 420_000,
+      definitionVersion: 4,
+    });
+    // Receive time and no idle: 0, as compiled; the file's 5 m is the longer.
+    assert.deepEqual(await terms({ lateness: "2m" }, 4), {
+      latenessMs: 120_000,
+      idleMs: 300_000,
+      definitionVersion: 5,
+    });
+    // An event time field and no idle: none, the longest; no lateness: 30 s, as compiled.
+    assert.deepEqual(await terms({ field: "t" }, 5), {
+      latenessMs: 60_000,
+      idleMs: null,
+      definitionVersion: 6,
+    });
+    // Nor can it read the lateness: none, closes by its own version (refused while that record
+    // kept final).
+    assert.equal(await terms({ lateness: "soon" }, 6), undefined);
+    return records.filter((record) => record.level === "error" || record.level === "warning")
+      .map((record) => `${record.level} ${messageOf(record)}`);
+  });
+  assert.equal(logs.length, 4, logs.join("\n"));
+  for (const [index, version] of [4, 5, 6].entries()) {
+    assert.match(
+      logs[index],
+      new RegExp(
+        `^warning Cannot compile config stream 'visits' version ${version}, .* close by the longer lateness and idle of its file and that record`,
+      ),
+    );
+  }
+  assert.match(
+    logs[3],
+    /^error Cannot compile config stream 'visits' version 7, .*nor read its lateness and idle: .* until it restarts or the record moves/,
+  );
+  await definitions.write("visits", stored, 7);
   await a.poll();
-  assert.equal(a.get("visits")?.closeTerms?.definitionVersion, 5);
+  assert.equal(a.get("visits")?.closeTerms?.definitionVersion, 8);
   // Deleted by force: no other deployment's terms (it records its file again, its own).
-  await definitions.write("visits", { ...stored, deleted: true }, 5);
+  await definitions.write("visits", { ...stored, deleted: true }, 8);
   await a.poll();
   assert.equal(a.get("visits")?.closeTerms, undefined);
 });
