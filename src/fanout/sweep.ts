@@ -137,8 +137,8 @@ async function sweepStream(
     const limit = budget.limitOf(counters.map((counter) => counter.name));
     // The version of the definition whose lateness and idle these are: a later one that kept
     // final may still take events into windows they call due, so the store then closes nothing.
-    // A config stream whose record another deployment replaced closes by the stricter terms of
-    // both, as of that record's version (see CompiledStream.closeTerms).
+    // A config stream whose record another deployment replaced closes by the later-closing terms
+    // of both, as of that record's version (see CompiledStream.closeTerms).
     const terms = stream.closeTerms;
     const options = {
       latenessMs: terms ? terms.latenessMs : stream.latenessMs,
