@@ -1243,6 +1243,31 @@ Deno.test("a live stream's record keeps at most 1024 counter names: a PUT naming
 
 const T0_REDEPLOY = Date.parse("2026-01-01T00:00:00Z");
 
+/**
+ * `run` as two tests: on the memory store with its definitions beside it, and on Redis with the
+ * definitions beside the store, as storesFromEnv makes them; both clocks at T0_REDEPLOY.
+ */
+function onBothStores(
+  title: string,
+  run: (store: Store, definitions: DefinitionStore) => Promise<void>,
+): void {
+  Deno.test(`Memory store: ${title}`, () => {
+    const definitions = new MemoryDefinitionStore();
+    return run(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
+  });
+  redisTest(`Redis store: ${title}`, (fixture) => {
+    const redis = new Redis({
+      url: fixture.restUrl,
+      token: fixture.restToken,
+      enableTelemetry: false,
+    });
+    return run(
+      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisDefinitionStore(redis),
+    );
+  });
+}
+
 type App = ReturnType<typeof createApp>;
 
 /**
@@ -1396,27 +1421,9 @@ async function oldDeploymentKeepsFinal(store: Store, definitions: DefinitionStor
   await old.streams.settled();
 }
 
-Deno.test("Memory store: an instance of the deployment before a lateness-raising redeploy, once it polled the new record, calls final no window the new file re-opens", () => {
-  const definitions = new MemoryDefinitionStore();
-  return oldDeploymentKeepsFinal(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: an instance of the deployment before a lateness-raising redeploy, once it polled the new record, calls final no window the new file re-opens",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return oldDeploymentKeepsFinal(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "an instance of the deployment before a lateness-raising redeploy, once it polled the new record, calls final no window the new file re-opens",
+  oldDeploymentKeepsFinal,
 );
 
 Deno.test("a PUT on an instance still serving a deleted incarnation keeps final what the recorded one called final, not what the deleted one did", async () => {
@@ -1550,24 +1557,9 @@ async function raceKeepsFinal(store: Store, inner: DefinitionStore) {
   assert.equal(await sendVisit(app, T0 + 115_000), 0);
 }
 
-Deno.test("Memory store: a batch applied between a lateness-raising PUT's read of the stats and its write re-opens no window a read called final", () => {
-  const definitions = new MemoryDefinitionStore();
-  return raceKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
-});
-
-redisTest(
-  "Redis store: a batch applied between a lateness-raising PUT's read of the stats and its write re-opens no window a read called final",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return raceKeepsFinal(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a batch applied between a lateness-raising PUT's read of the stats and its write re-opens no window a read called final",
+  raceKeepsFinal,
 );
 
 /**
@@ -1621,50 +1613,14 @@ async function staleBatchAfterLoweredLateness(store: Store, definitions: Definit
   await b.streams.settled();
 }
 
-Deno.test("Memory store: a batch of an instance not yet on a lateness-lowering PUT may add to a window a read on the new definition called final (README: not closed yet)", () => {
-  const definitions = new MemoryDefinitionStore();
-  return staleBatchAfterLoweredLateness(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: a batch of an instance not yet on a lateness-lowering PUT may add to a window a read on the new definition called final (README: not closed yet)",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return staleBatchAfterLoweredLateness(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a batch of an instance not yet on a lateness-lowering PUT may add to a window a read on the new definition called final (README: not closed yet)",
+  staleBatchAfterLoweredLateness,
 );
 
-Deno.test("Memory store: a batch applied by an instance not yet on a lateness-raising PUT re-opens no window a read called final", () => {
-  const definitions = new MemoryDefinitionStore();
-  return staleBatchKeepsFinal(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: a batch applied by an instance not yet on a lateness-raising PUT re-opens no window a read called final",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return staleBatchKeepsFinal(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a batch applied by an instance not yet on a lateness-raising PUT re-opens no window a read called final",
+  staleBatchKeepsFinal,
 );
 
 /**
@@ -1700,24 +1656,9 @@ async function staleReadKeepsFinal(store: Store, definitions: DefinitionStore) {
   await b.streams.settled();
 }
 
-Deno.test("Memory store: a read on an instance not yet on a lateness-raising PUT calls final no window the new definition re-opens", () => {
-  const definitions = new MemoryDefinitionStore();
-  return staleReadKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
-});
-
-redisTest(
-  "Redis store: a read on an instance not yet on a lateness-raising PUT calls final no window the new definition re-opens",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return staleReadKeepsFinal(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a read on an instance not yet on a lateness-raising PUT calls final no window the new definition re-opens",
+  staleReadKeepsFinal,
 );
 
 /**
@@ -1754,24 +1695,9 @@ async function raceReadKeepsFinal(store: Store, definitions: DefinitionStore) {
   assert.deepEqual(await firstMinute(c.app), [2, false]);
 }
 
-Deno.test("Memory store: a read holding the stream a lateness-raising PUT replaced, whose stats come after the instance loaded the PUT, calls final no window the new definition re-opens", () => {
-  const definitions = new MemoryDefinitionStore();
-  return raceReadKeepsFinal(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
-});
-
-redisTest(
-  "Redis store: a read holding the stream a lateness-raising PUT replaced, whose stats come after the instance loaded the PUT, calls final no window the new definition re-opens",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return raceReadKeepsFinal(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a read holding the stream a lateness-raising PUT replaced, whose stats come after the instance loaded the PUT, calls final no window the new definition re-opens",
+  raceReadKeepsFinal,
 );
 
 /** POSTs a sweep to `app`; returns the windows it closed, as `counter start`. */
@@ -1812,24 +1738,9 @@ async function staleSweepKeepsOpen(store: Store, definitions: DefinitionStore) {
   assert.deepEqual(await firstMinute(c.app), [2, false]);
 }
 
-Deno.test("Memory store: a sweep on an instance not yet on a lateness-raising PUT closes no window the new definition takes events into", () => {
-  const definitions = new MemoryDefinitionStore();
-  return staleSweepKeepsOpen(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
-});
-
-redisTest(
-  "Redis store: a sweep on an instance not yet on a lateness-raising PUT closes no window the new definition takes events into",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return staleSweepKeepsOpen(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a sweep on an instance not yet on a lateness-raising PUT closes no window the new definition takes events into",
+  staleSweepKeepsOpen,
 );
 
 /**
@@ -1875,27 +1786,9 @@ async function staleStatsWithValues(store: Store, definitions: DefinitionStore) 
   await a.streams.settled();
 }
 
-Deno.test("Memory store: a read of windows or sessions with its stats on an instance not yet on a lateness-raising PUT carry the later version and load the later definition", () => {
-  const definitions = new MemoryDefinitionStore();
-  return staleStatsWithValues(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: a read of windows or sessions with its stats on an instance not yet on a lateness-raising PUT carry the later version and load the later definition",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return staleStatsWithValues(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a read of windows or sessions with its stats on an instance not yet on a lateness-raising PUT carry the later version and load the later definition",
+  staleStatsWithValues,
 );
 
 /**
@@ -1920,27 +1813,9 @@ async function raisedPutClosesKeptFinal(store: Store, definitions: DefinitionSto
   assert.deepEqual(await firstMinute(a.app), [1, true]);
 }
 
-Deno.test("Memory store: a lateness-raising PUT's next sweep closes the window reads call final", () => {
-  const definitions = new MemoryDefinitionStore();
-  return raisedPutClosesKeptFinal(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: a lateness-raising PUT's next sweep closes the window reads call final",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return raisedPutClosesKeptFinal(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a lateness-raising PUT's next sweep closes the window reads call final",
+  raisedPutClosesKeptFinal,
 );
 
 /**
@@ -2004,27 +1879,9 @@ async function withdrawnDeploymentStillCloses(store: Store, definitions: Definit
   assert.deepEqual(await sweepVia(a.app), [window(T0 + 7_200_000)]);
 }
 
-Deno.test("Memory store: an instance of a config deployment whose lateness-raising successor was withdrawn still closes, by the longer lateness", () => {
-  const definitions = new MemoryDefinitionStore();
-  return withdrawnDeploymentStillCloses(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: an instance of a config deployment whose lateness-raising successor was withdrawn still closes, by the longer lateness",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return withdrawnDeploymentStillCloses(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "an instance of a config deployment whose lateness-raising successor was withdrawn still closes, by the longer lateness",
+  withdrawnDeploymentStillCloses,
 );
 
 /**
@@ -2231,27 +2088,9 @@ async function firstCloseAfterRecordChecksVersion(store: Store, definitions: Def
   assert.deepEqual(await sweepVia(raised.app), [`perMinute ${new Date(T0).toISOString()}`]);
 }
 
-Deno.test("Memory store: a config stream's first close, which records it, closes nothing a redeploy made in between takes events into", () => {
-  const definitions = new MemoryDefinitionStore();
-  return firstCloseAfterRecordChecksVersion(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: a config stream's first close, which records it, closes nothing a redeploy made in between takes events into",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return firstCloseAfterRecordChecksVersion(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a config stream's first close, which records it, closes nothing a redeploy made in between takes events into",
+  firstCloseAfterRecordChecksVersion,
 );
 
 /**
@@ -2287,25 +2126,7 @@ async function refusedPutKeepsNothing(store: Store, inner: DefinitionStore) {
   assert.equal((await store.stats(key, [])).closedThrough, before);
 }
 
-Deno.test("Memory store: a lateness-raising PUT refused by a conflicting write leaves closedThrough as it was", () => {
-  const definitions = new MemoryDefinitionStore();
-  return refusedPutKeepsNothing(
-    new MemoryStore({ now: () => T0_REDEPLOY, definitions }),
-    definitions,
-  );
-});
-
-redisTest(
-  "Redis store: a lateness-raising PUT refused by a conflicting write leaves closedThrough as it was",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    return refusedPutKeepsNothing(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
-      new RedisDefinitionStore(redis),
-    );
-  },
+onBothStores(
+  "a lateness-raising PUT refused by a conflicting write leaves closedThrough as it was",
+  refusedPutKeepsNothing,
 );
