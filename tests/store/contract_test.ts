@@ -580,6 +580,29 @@ const scenarios: Record<string, Scenario> = {
     assert.equal((await store.stats("s", [])).closedThrough, T0 + 120_000);
   },
 
+  async "a close with nothing due, then keepFinal() with no batch between: the same close again closes what it keeps final"(
+    store,
+  ) {
+    const at = (t: number, g: string, id: string) => ({ id, t: T0 + t * 1000, g });
+    await ingestItems(
+      stream,
+      items([at(10, "a", "1"), at(70, "a", "2"), at(130, "c", "3"), at(290, "b", "4")]),
+      { store, nowMs: T0 + 301_000 },
+    );
+    const metas = stream.counterMetas.filter((meta) => meta.name === "count");
+    // By 1 h of lateness nothing is due (on Redis the close notes that in the stats).
+    assert.deepEqual(await store.closeWindows("s", metas, { latenessMs: 3_600_000 }), []);
+    // Kept final without a batch (watermark and applied count unchanged): due at once.
+    await store.keepFinal("s", T0 + 120_000);
+    const closed = await store.closeWindows("s", metas, { latenessMs: 3_600_000 });
+    assert.deepEqual(closed.map((w) => w.start - T0), [0, 60_000]);
+    assert.deepEqual(await store.closeWindows("s", metas, { latenessMs: 3_600_000 }), []);
+    // Raised again: the window it now keeps final closes too.
+    await store.keepFinal("s", T0 + 180_000);
+    const again = await store.closeWindows("s", metas, { latenessMs: 3_600_000 });
+    assert.deepEqual(again.map((w) => w.start - T0), [120_000]);
+  },
+
   async "a counter removed and added back, or added mid-window, holds only what was applied while it was defined"(
     store,
   ) {

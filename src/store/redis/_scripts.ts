@@ -13,8 +13,8 @@
  *   `exp`: when (ms) the hash expires, so a write extends its life only when due (see `lifeOf`),
  *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
  *   still asked (see {@linkcode APPLY_SCRIPT}); `qn`: when (ms, -1 never) the last close next has
- *   something to do without a new batch, `qa` and `qw`: the `applied` and `wm` it left, `qk`: a hash
- *   of its counters and options (see {@linkcode CLOSE_SCRIPT}).
+ *   something to do without a new batch, `qa`, `qw` and `qc`: the `applied`, `wm` and `cl` it
+ *   left, `qk`: a hash of its counters and options (see {@linkcode CLOSE_SCRIPT}).
  * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket (bucket =
  *   floor(now / TTL)), PX = 2 × TTL + TTL/8 from its first id; its field `\xff` (one byte 0xFF,
  *   which no id holds: ids are UTF-8) says that PX is set. The name has no TTL in it, as in the
@@ -1971,10 +1971,11 @@ return readReply(out)
  * `[[name, kind, gap, ttl], …]`) it keeps alive the open sessions with less than ttl/2 left, and
  * gives those it closes ttl (see `SESSION_CLOSE_LUA`).
  *
- * A close (not a peek) also says, in its reply (`n`, with the `applied` `a` and watermark `wm` it
- * left) and in the stats (`qn`, `qa`, `qw`, and `qk` from ARGV), when a close next has something to
- * do if no batch is applied meanwhile: 0 at once, -1 never, else a time of the clock. The caller
- * skips the script until then while the stats are unchanged (see `RedisStore.closeWindows`).
+ * A close (not a peek) also says, in its reply (`n`, with the `applied` `a`, watermark `wm` and `cl`
+ * it left) and in the stats (`qn`, `qa`, `qw`, `qc` and `qk` from ARGV), when a close next has
+ * something to do if no batch is applied and `cl` is not raised meanwhile: 0 at once, -1 never,
+ * else a time of the clock. The caller skips the script until then while the stats' `applied`,
+ * `wm` and `cl` are unchanged (see `RedisStore.closeWindows`).
  */
 export const CLOSE_SCRIPT = COMMON + MERGE_LUA + SESSION_LUA + SESSION_CLOSE_LUA + `
 -- The same close sent again: the windows the first one closed, which are closed no more.
@@ -1991,7 +1992,7 @@ local later, logged = {}, {}
 local function write(...) later[#later + 1] = { ... } end
 local function logLater(record) logged[#logged + 1] = record end
 local stored = redis.call("HMGET", STATS_KEY, "wm", "exp", "cl", "applied", "qn", "qa", "qw", "qk",
-  "dv")
+  "qc", "dv")
 expectStatsTime("wm", stored[1])
 expectStatsTime("cl", stored[3])
 local wm = tonumber(stored[1])
@@ -1999,17 +2000,17 @@ local out = {}
 -- No watermark: no batch was applied (nor is anything open). An idle stream's clock floor is not
 -- written for it either (the memory store holds nothing of it): its first batch raises to it.
 -- Nothing is due before one (\`n\` -1: never), which changes \`applied\`.
-if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "" }) end
+if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "", cl = stored[3] }) end
 -- A later definition than the caller's (\`dv\`) kept final in its write (the stats' \`dv\`, as the
 -- stats read takes it: one that raised the lateness or lengthened idle): the caller's lateness
 -- may call due what that one still takes events into. Nothing is closed nor written, not even the
 -- idle floor; the reply says the version (\`v\`) for the caller to load, and no \`n\`.
-if args.dv and stored[9] and isVersionText(stored[9]) and tonumber(stored[9]) > args.dv then
-  return cjson.encode({ w = out, v = tonumber(stored[9]) })
+if args.dv and stored[10] and isVersionText(stored[10]) and tonumber(stored[10]) > args.dv then
+  return cjson.encode({ w = out, v = tonumber(stored[10]) })
 end
 -- The latest end a close claimed (see the apply's \`cl\`), raised by what this one closes.
 local closedThrough = tonumber(stored[3])
-local closedBefore = closedThrough
+local clRead = closedThrough
 local raised = raiseToClock(wm, now, idle)
 -- What reads call final (config/final.ts closedBefore): the watermark less the lateness, or \`cl\`
 -- when later (kept final by a definition that raised the lateness, a batch of an instance on an
@@ -2258,7 +2259,7 @@ closedThrough = closeSessions(cutoff, limit, peek, now, write, logLater, out, cl
 if #logged > 0 then expectLog() end
 local statsChanged = {}
 if raised ~= wm then statsChanged = { "wm", num(raised) } end
-if closedThrough ~= closedBefore then
+if closedThrough ~= clRead then
   statsChanged[#statsChanged + 1] = "cl"
   statsChanged[#statsChanged + 1] = num(closedThrough)
 end
@@ -2331,16 +2332,21 @@ local function nextDue()
   if due <= now then return 0 end
   return due
 end
--- With the watermark and \`applied\` as this call leaves them: the caller compares them with the
--- stats' to tell whether a batch was applied since.
+-- With the watermark, \`applied\` and \`cl\` as this call leaves them: the caller compares them
+-- with the stats' to tell whether a batch was applied since, or \`cl\` raised without one (by
+-- keepFinal, a definition write's \`kf\`, an apply of an older definition whose events were all
+-- late or duplicates), which moves the cutoff.
 local wmAfter = stored[1]
 if raised ~= wm then wmAfter = num(raised) end
+local clAfter = closedThrough and num(closedThrough) or ""
 local due = 0
 if not peek then
   due = nextDue()
-  -- Kept in the stats too (\`qn\` when, \`qa\` and \`qw\` the stats it holds for, \`qk\` the close's
-  -- counters and options, hashed by the caller), for a process that has not closed it yet.
-  local quiet = { "qn", num(due), "qa", stored[4] or "", "qw", wmAfter, "qk", args.qk or "" }
+  -- Kept in the stats too (\`qn\` when, \`qa\`, \`qw\` and \`qc\` the stats it holds for: \`applied\`,
+  -- \`wm\` and \`cl\`, \`qk\` the close's counters and options, hashed by the caller), for a process
+  -- that has not closed it yet.
+  local quiet = { "qn", num(due), "qa", stored[4] or "", "qw", wmAfter, "qk", args.qk or "",
+    "qc", clAfter }
   for i = 1, #quiet, 2 do
     if stored[4 + (i + 1) / 2] ~= quiet[i + 1] then
       statsChanged[#statsChanged + 1] = quiet[i]
@@ -2351,7 +2357,8 @@ if not peek then
   if statsKept and #statsChanged == 0 then statsChanged = { "wm", wmAfter } end
 end
 if #statsChanged > 0 then writeStats(statsChanged, tonumber(stored[2]), now, statsLife) end
-local reply = cjson.encode({ w = out, m = more and 1 or 0, n = due, a = stored[4] or "", wm = wmAfter })
+local reply = cjson.encode({ w = out, m = more and 1 or 0, n = due, a = stored[4] or "", wm = wmAfter,
+  cl = clAfter })
 -- A call that closed nothing is kept for nobody: sent again it would find the same.
 if #out == 0 then return reply end
 return keepReply(callKey, reply)

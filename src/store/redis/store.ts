@@ -74,14 +74,20 @@ export type RedisClient =
 
 /**
  * What a stream's last close left to do (see {@linkcode RedisStore.closeWindows}): the stats it
- * left (watermark, `applied`), which an applied batch changes, and when the clock makes something
- * due without one.
+ * left (watermark, `applied`, `cl`), which an applied batch changes (and `cl` a keep-final raise
+ * without one), and when the clock makes something due without one.
  */
 interface QuietStream {
   /** The close's counters and options, as JSON: other ones ask anew. */
   asked: string;
   watermark: number | null;
   applied: number | null;
+  /**
+   * The stats' `cl` (`StreamStats.closedThrough`): its cutoff, raised without a batch by
+   * {@linkcode RedisStore.keepFinal}, a definition write that keeps final, or an apply of an
+   * older definition whose events were all late or duplicates.
+   */
+  closedThrough: number | null;
   /** When (ms, the store's clock) a close has something to do again: Infinity for never. */
   dueMs: number;
 }
@@ -104,7 +110,13 @@ export const PING_SCRIPT = 'return "PONG"';
 export const READY_SCRIPT = 'redis.call("SET", KEYS[1], "1", "PX", 1000)\nreturn "PONG"';
 
 /** A stream this process applied a batch to since its last close here: the next one runs. */
-const CHANGED: QuietStream = { asked: "", watermark: null, applied: null, dueMs: -Infinity };
+const CHANGED: QuietStream = {
+  asked: "",
+  watermark: null,
+  applied: null,
+  closedThrough: null,
+  dueMs: -Infinity,
+};
 
 /**
  * A short digest of a close's counters and options, as text no client reads back as a number
@@ -722,7 +734,8 @@ export class RedisStore implements Store {
    * Closes a stream's final windows and sessions. A stream whose last close here left nothing to
    * do until a time not come yet (a window's end, a pane's or session's keep-alive, a closed
    * session's expiry) costs one `HMGET` of its stats rather than the close script, as long as no
-   * batch was applied to it since (its watermark and `applied` are as that close left them).
+   * batch was applied to it since and nothing kept more final (its watermark, `applied` and `cl`
+   * are as that close left them).
    */
   async closeWindows(
     stream: string,
@@ -762,9 +775,10 @@ export class RedisStore implements Store {
   /** Whether the stream's stats are as its last close left them (one HMGET). */
   #unchanged(stream: string, quiet: QuietStream): Promise<boolean> {
     return this.#call("closeWindows", async () => {
-      const stats = await this.#hmget(stream, "wm", "applied");
+      const stats = await this.#hmget(stream, "wm", "applied", "cl");
       return statsNumber(stats?.wm) === quiet.watermark &&
-        statsNumber(stats?.applied) === quiet.applied;
+        statsNumber(stats?.applied) === quiet.applied &&
+        statsNumber(stats?.cl) === quiet.closedThrough;
     });
   }
 
@@ -783,23 +797,35 @@ export class RedisStore implements Store {
   /**
    * Whether the stats say the stream has nothing to do now (one HMGET): no batch was ever applied
    * (no watermark), or the last close (of any process, with these counters and options) left
-   * nothing to do before a time not come yet, and no batch was applied since. Then this process
-   * knows it too.
+   * nothing to do before a time not come yet, and no batch was applied nor `cl` raised since. Then
+   * this process knows it too.
    */
   #quietInStats(stream: string, askedText: string, now: number): Promise<boolean> {
     return this.#call("closeWindows", async () => {
-      const stats = await this.#hmget(stream, "wm", "applied", "qn", "qa", "qw", "qk");
+      const stats = await this.#hmget(
+        stream,
+        "wm",
+        "applied",
+        "cl",
+        "qn",
+        "qa",
+        "qw",
+        "qc",
+        "qk",
+      );
       const watermark = statsNumber(stats?.wm);
       if (watermark === null) return true;
       const applied = statsNumber(stats?.applied);
+      const closedThrough = statsNumber(stats?.cl);
       const due = statsNumber(stats?.qn);
       if (
         due === null || String(stats?.qk ?? "") !== askedHash(askedText) ||
-        statsNumber(stats?.qw) !== watermark || statsNumber(stats?.qa) !== applied
+        statsNumber(stats?.qw) !== watermark || statsNumber(stats?.qa) !== applied ||
+        statsNumber(stats?.qc) !== closedThrough
       ) return false;
       const dueMs = due === -1 ? Infinity : due;
       if (now >= dueMs) return false;
-      this.#remember(stream, { asked: askedText, watermark, applied, dueMs });
+      this.#remember(stream, { asked: askedText, watermark, applied, closedThrough, dueMs });
       return true;
     });
   }
@@ -813,7 +839,7 @@ export class RedisStore implements Store {
   ): Promise<{ windows: ClosedWindows; quiet?: Omit<QuietStream, "asked"> }> {
     return this.#call("closeWindows", async () => {
       const reply = fromJson<
-        { w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown; v?: number }
+        { w?: unknown; m?: number; n?: number; a?: unknown; wm?: unknown; cl?: unknown; v?: number }
       >(
         await this.#script(CLOSE_SCRIPT, stream, {
           ...asked,
@@ -848,6 +874,7 @@ export class RedisStore implements Store {
         quiet: {
           watermark: statsNumber(reply.wm),
           applied: statsNumber(reply.a),
+          closedThrough: statsNumber(reply.cl),
           dueMs: reply.n === -1 ? Infinity : reply.n,
         },
       };

@@ -335,3 +335,38 @@ function countingCalls(
   }])) as unknown as RedisClient;
   return { redis, calls: () => calls, reset: () => calls = {} };
 }
+
+redisTest(
+  "keepFinal() with no batch since a sweep's close: the next sweep closes what it keeps final, in this process and in a new one",
+  async (fixture) => {
+    const clock = M;
+    const store = new RedisStore(client(fixture), { now: () => clock });
+    const streams = compileConfig({
+      streams: {
+        k: {
+          time: { lateness: "1h" },
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    });
+    const stream = streams.get("k")!;
+    await ingestItems(stream, items([{}]), { store, nowMs: M - 20 * 60_000 });
+    await ingestItems(stream, items([{}]), { store, nowMs: M - 18 * 60_000 });
+    // Nothing is final by 1 h of lateness: the close notes that, and the next sweep skips it.
+    assert.deepEqual(await swept(streams.values(), store), []);
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), store), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
+    // Kept final with no batch (the watermark and `applied` as the close left them): a process
+    // that has not closed the stream reads the note in the stats, whose `cl` is not the stats'.
+    await store.keepFinal("k", M - 19 * 60_000);
+    const fresh = new RedisStore(client(fixture), { now: () => clock });
+    assert.deepEqual(await swept(streams.values(), fresh), [`n@${-20 * 60_000}`]);
+    // This process's own note is older than that raise too: its close finds nothing left.
+    assert.deepEqual(await swept(streams.values(), store), []);
+    // Raised again: this process's note (the close just above) holds the `cl` it left.
+    await store.keepFinal("k", M - 17 * 60_000);
+    assert.deepEqual(await swept(streams.values(), store), [`n@${-18 * 60_000}`]);
+    assert.deepEqual(await swept(streams.values(), fresh), []);
+  },
+);
