@@ -1,6 +1,6 @@
 /**
  * Differential check: random sequences of batches (in and out of order, duplicates, late
- * events), sweeps at random clock times and definition changes (lateness, dedupe.ttl) go
+ * events), sweeps at random clock times, keepFinal() and definition changes (lateness, dedupe.ttl) go
  * through the memory store and the Redis store; every reply, close, read and stat must agree.
  * Fails on 7010248 (a dedupe.ttl change: memory held the id, Redis counted it again).
  *
@@ -45,6 +45,7 @@ export type Op =
   | { kind: "ingest"; events: Array<{ id: number; dt: number; g: string; v: number; u: number }> }
   | { kind: "tick"; ms: number }
   | { kind: "sweep" }
+  | { kind: "keep"; dt: number }
   | { kind: "def"; lateness: number; ttl: number; idle: boolean };
 
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -72,6 +73,15 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
     }),
   },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("sweep" as const) }) },
+  // What a definition write that raises the lateness, or a batch of an instance on an older
+  // definition, keeps final: closedThrough raised with no batch of this definition.
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("keep" as const),
+      dt: fc.integer({ min: -400_000, max: 0 }),
+    }),
+  },
   {
     weight: 1,
     arbitrary: fc.record({
@@ -123,6 +133,8 @@ export async function play(
     else if (op.kind === "def") {
       stream = defs(op.lateness, op.ttl, op.idle);
       everIdle ||= op.idle;
+    } else if (op.kind === "keep") {
+      await store.keepFinal(stream.name, clock.now + op.dt);
     } else if (op.kind === "sweep") {
       const closed = await store.closeWindows(stream.name, stream.counterMetas, {
         latenessMs: stream.latenessMs,
