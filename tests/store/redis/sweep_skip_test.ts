@@ -362,11 +362,36 @@ redisTest(
     await store.keepFinal("k", M - 19 * 60_000);
     const fresh = new RedisStore(client(fixture), { now: () => clock });
     assert.deepEqual(await swept(streams.values(), fresh), [`n@${-20 * 60_000}`]);
-    // This process's own note is older than that raise too: its close finds nothing left.
+    // This process's own note is older than that raise too: its close runs (the note's `cl` is
+    // not the stats'), and finds nothing left.
+    await resetStats(fixture);
     assert.deepEqual(await swept(streams.values(), store), []);
+    assert.equal((await commandCalls(fixture)).evalsha, 1);
     // Raised again: this process's note (the close just above) holds the `cl` it left.
     await store.keepFinal("k", M - 17 * 60_000);
     assert.deepEqual(await swept(streams.values(), store), [`n@${-18 * 60_000}`]);
     assert.deepEqual(await swept(streams.values(), fresh), []);
+  },
+);
+
+redisTest(
+  "a stream whose batches were all filtered (counts, no watermark) costs one HMGET a sweep once its close has run",
+  async (fixture) => {
+    const store = new RedisStore(client(fixture), { now: () => M });
+    const streams = compileConfig({
+      streams: {
+        f: {
+          transform: [{ filter: "false" }],
+          counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
+        },
+      },
+    });
+    const stream = streams.get("f")!;
+    await ingestItems(stream, items([{}, {}]), { store, nowMs: M });
+    // The batch wrote its counts but no watermark: this sweep's close runs and notes that.
+    assert.deepEqual(await swept(streams.values(), store), []);
+    await resetStats(fixture);
+    assert.deepEqual(await swept(streams.values(), store), []);
+    assert.deepEqual(await commandCalls(fixture), { hmget: 1 });
   },
 );
