@@ -14,7 +14,9 @@
  *   and `dk`: the dedupe TTL (ms) of the last apply, then the earlier TTLs whose buckets are
  *   still asked (see {@linkcode APPLY_SCRIPT}); `qn`: when (ms, -1 never) the last close next has
  *   something to do without a new batch, `qa`, `qw` and `qc`: the `applied`, `wm` and `cl` it
- *   left, `qk`: a hash of its counters and options (see {@linkcode CLOSE_SCRIPT}).
+ *   left, `qk`: a hash of its counters and options (see {@linkcode CLOSE_SCRIPT}); `dv`: the
+ *   version of the last definition write that kept final (`StreamStats.definitionVersion`,
+ *   written by the definition store's write), which a read or a close by an older one judges by.
  * - `ids:<bucket>` — hash of dedupe ids seen in one TTL-wide time bucket (bucket =
  *   floor(now / TTL)), PX = 2 × TTL + TTL/8 from its first id; its field `\xff` (one byte 0xFF,
  *   which no id holds: ids are UTF-8) says that PX is set. The name has no TTL in it, as in the
