@@ -2002,7 +2002,7 @@ local out = {}
 -- No watermark: no batch was applied (nor is anything open). An idle stream's clock floor is not
 -- written for it either (the memory store holds nothing of it): its first batch raises to it.
 -- Nothing is due before one (\`n\` -1: never), which changes \`applied\`.
-if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "", cl = stored[3] }) end
+if wm == nil then return cjson.encode({ w = out, n = -1, a = stored[4] or "", cl = stored[3] or "" }) end
 -- A later definition than the caller's (\`dv\`) kept final in its write (the stats' \`dv\`, as the
 -- stats read takes it: one that raised the lateness or lengthened idle): the caller's lateness
 -- may call due what that one still takes events into. Nothing is closed nor written, not even the

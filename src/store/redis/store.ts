@@ -134,7 +134,8 @@ const VERSION_TEXT = /^[1-9]\d{0,14}$/;
 
 /** A stats field as a number (absent or empty: null), whether the client parsed it or not. */
 function statsNumber(value: unknown): number | null {
-  if (value === null || value === undefined || value === "") return null;
+  // A field Redis does not hold, as a script passes on HMGET's answer for it: Lua false.
+  if (value === null || value === undefined || value === "" || value === false) return null;
   return Number(value);
 }
 

@@ -381,13 +381,16 @@ redisTest(
     const streams = compileConfig({
       streams: {
         f: {
+          // Event time: a receive-time stream's batch raises the watermark to the clock anyway.
+          time: { field: "t" },
           transform: [{ filter: "false" }],
           counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } },
         },
       },
     });
     const stream = streams.get("f")!;
-    await ingestItems(stream, items([{}, {}]), { store, nowMs: M });
+    await ingestItems(stream, items([{ t: M - 1 }, { t: M - 2 }]), { store, nowMs: M });
+    assert.equal((await store.stats("f", [])).watermark, null);
     // The batch wrote its counts but no watermark: this sweep's close runs and notes that.
     assert.deepEqual(await swept(streams.values(), store), []);
     await resetStats(fixture);
