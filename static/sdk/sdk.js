@@ -1054,11 +1054,12 @@ export function init(options) {
   let previousClosed;
   const restoreAfter = new Promise((resolve) => previousClosed = resolve);
   // Made first: options it refuses leave the tracker set up before as it was. After the module's
-  // close(), the new tracker reads what that close keeps once it is done, as here.
+  // close(), the new tracker reads what that close keeps once it is done, as here; options
+  // refused leave that close for the next init().
   restoreAfterNext = previous ? restoreAfter : moduleClosing;
-  moduleClosing = undefined;
   try {
     tracker = createTracker(options);
+    moduleClosing = undefined;
   } finally {
     restoreAfterNext = undefined;
   }

@@ -1188,53 +1188,51 @@ Deno.test("a batch the browser's online event sends again during close(), answer
   }
 });
 
-Deno.test("init() right after the module's close(), not awaited, while the store is down: the new tracker sends what the closed one kept, under its Idempotency-Key", async () => {
-  const { sent, restore } = recordingFetch([new Response(null, { status: 503 })]);
-  const { stopCapture } = captureWarnings();
+Deno.test("init() while the store is down, again or right after the module's close() not awaited (with options it refused in between too): the new tracker sends what the closed one kept, under its Idempotency-Key", async () => {
   const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
-  try {
-    const options = { key: "pk_test", endpoint: "https://e.example", flushMs: 60_000 };
-    init(options);
-    track("s", { n: 1 });
-    const closing = close();
-    const next = init(options);
-    assert.deepEqual(await closing, { kept: 1 });
-    // Before, the new tracker read localStorage when made, before the close kept its batch.
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    assert.deepEqual(await next.flush(), { held: 0 });
-    assert.equal(sent.length, 2);
-    assert.equal(keyOf(sent[1]), keyOf(sent[0]));
-    assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 1 }]);
-    assert.equal(localStorage.length, 0);
-    assert.deepEqual(await close(), { kept: 0 });
-  } finally {
-    stopCapture();
-    restore();
-  }
-});
-
-Deno.test("init() again while the store is down: the tracker it makes sends what the one it replaces kept on closing, under its Idempotency-Key", async () => {
-  const { sent, restore } = recordingFetch([new Response(null, { status: 503 })]);
-  const { stopCapture } = captureWarnings();
-  const keyOf = (request: Sent) => request.init.headers["Idempotency-Key"];
-  try {
-    const options = { key: "pk_test", endpoint: "https://e.example", flushMs: 60_000 };
-    const first = init(options);
-    track("s", { n: 1 });
-    const second = init(options);
-    assert.deepEqual(await first.close(), { kept: 1 });
-    // Before, the new tracker read localStorage when made, before the first kept its batch: it
-    // stayed there until the page was shown again or the next page.
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    assert.deepEqual(await second.flush(), { held: 0 });
-    assert.equal(sent.length, 2);
-    assert.equal(keyOf(sent[1]), keyOf(sent[0]));
-    assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 1 }]);
-    assert.equal(localStorage.length, 0);
-    assert.deepEqual(await close(), { kept: 0 });
-  } finally {
-    stopCapture();
-    restore();
+  const options = { key: "pk_test", endpoint: "https://e.example", flushMs: 60_000 };
+  /** Ways the first tracker closes while the next is made: each answers that close and the next. */
+  const ways = {
+    "init() again": () => {
+      const first = init(options);
+      track("s", { n: 1 });
+      const next = init(options);
+      return { closing: first.close(), next };
+    },
+    "close(), then init()": () => {
+      init(options);
+      track("s", { n: 1 });
+      const closing = close();
+      return { closing, next: init(options) };
+    },
+    "close(), then init() with options it refuses, then init()": () => {
+      init(options);
+      track("s", { n: 1 });
+      const closing = close();
+      assert.throws(() => init({ ...options, flushMs: -1 }), /option 'flushMs'/);
+      return { closing, next: init(options) };
+    },
+  };
+  for (const [way, closeAndInit] of Object.entries(ways)) {
+    const { sent, restore } = recordingFetch([new Response(null, { status: 503 })]);
+    const { stopCapture } = captureWarnings();
+    try {
+      const { closing, next } = closeAndInit();
+      assert.deepEqual(await closing, { kept: 1 }, way);
+      // Before, the new tracker read localStorage when made, before the close kept its batch: it
+      // stayed there until the page was shown again or the next page. With options refused in
+      // between, the refused init() had forgotten the close.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      assert.deepEqual(await next.flush(), { held: 0 }, way);
+      assert.equal(sent.length, 2, way);
+      assert.equal(keyOf(sent[1]), keyOf(sent[0]), way);
+      assert.deepEqual(JSON.parse(String(sent[1].init.body)), [{ n: 1 }], way);
+      assert.equal(localStorage.length, 0, way);
+      assert.deepEqual(await close(), { kept: 0 }, way);
+    } finally {
+      stopCapture();
+      restore();
+    }
   }
 });
 
