@@ -372,17 +372,25 @@ export function createTracker(options) {
     return count;
   }
 
+  /**
+   * Takes a batch waiting to be sent again out of `retrying` and ends its wait: its send returns
+   * without sending it, for the caller to keep, send by beacon or drop.
+   */
+  function takeOver(waiting) {
+    waiting.handedOver = true;
+    retrying.delete(waiting);
+    waiting.stop.abort();
+  }
+
   /** Drops the oldest batches held until at most `maxHeld` events are held. */
   function dropPastMaxHeld() {
     let held = heldEvents();
     for (const waiting of retrying) {
       if (held <= maxHeld) break;
       if (!waiting.held) continue;
-      waiting.handedOver = true;
-      retrying.delete(waiting);
+      takeOver(waiting);
       held -= waiting.events.length;
       dropped += waiting.events.length;
-      waiting.stop.abort();
       console.warn(
         `edgestream: dropped ${waiting.events.length} events to ${waiting.stream} held ${
           waiting.offline ? "while offline" : "to be sent again"
@@ -609,6 +617,7 @@ export function createTracker(options) {
         attempt = -1;
       }
       // While it waits, a page leaving takes it along (beacon()), with its key.
+      const held = offline || parked;
       const stop = new AbortController();
       const waiting = {
         stream,
@@ -617,9 +626,9 @@ export function createTracker(options) {
         idempotencyKey,
         handedOver: false,
         offline,
-        held: offline || parked,
+        held,
         parked,
-        sleeping: !(offline || parked),
+        sleeping: !held,
         hooks,
         stop,
         wake: undefined,
@@ -836,9 +845,7 @@ export function createTracker(options) {
     // The oldest first: those waiting to be sent again, whole with their key when they fit (so
     // one the server applied already counts once), else as new ones.
     for (const waiting of retrying) {
-      waiting.handedOver = true;
-      retrying.delete(waiting);
-      waiting.stop.abort();
+      takeOver(waiting);
       const bytes = byteLength(waiting.body);
       const keyed = `${url(waiting.stream)}&idempotencyKey=${
         encodeURIComponent(waiting.idempotencyKey)
@@ -990,9 +997,7 @@ export function createTracker(options) {
     // their key: close() does not wait out their retries.
     for (const waiting of retrying) {
       if (!waiting.sleeping) continue;
-      waiting.handedOver = true;
-      retrying.delete(waiting);
-      waiting.stop.abort();
+      takeOver(waiting);
       keepClosing(waiting.stream, waiting.events, waiting.idempotencyKey);
     }
     closing = flush().then(() => {
