@@ -139,13 +139,18 @@ end
 -- be lower, counts only "cl" as final. Before the first write: a key of the wrong type, or "wm" or
 -- "cl" holding text no script writes (as the apply reads them), refuses the call, writing nothing.
 local version = current + 1
--- A stats hash this write makes (a stream no batch was applied to yet) lives as long as the apply
--- gives one (its lifeOf(statsTtl): args.life ms), not forever; one that exists keeps its life (the
--- apply's, perhaps longer: never shortened here).
-local statsMade = KEYS[2] ~= nil and redis.call("EXISTS", KEYS[2]) == 0
-if args.kf then
+-- A stats hash this write makes (a stream no batch was applied to yet: only \`kf\` writes one)
+-- lives as long as the apply gives one (its lifeOf(statsTtl): args.life ms), not forever; one
+-- that exists keeps its life (the apply's, perhaps longer: never shortened here). Its "wm" is
+-- read once, for both \`kf\` and \`add\`; its "cl" is checked only where it is used (\`kf\`).
+local statsMade, wm, closed = false, nil, nil
+if KEYS[2] ~= nil then
+  statsMade = redis.call("EXISTS", KEYS[2]) == 0
   local stored = redis.call("HMGET", KEYS[2], "wm", "cl")
-  local wm, closed = expectStatsTime("wm", stored[1]), expectStatsTime("cl", stored[2])
+  wm = expectStatsTime("wm", stored[1])
+  if args.kf then closed = expectStatsTime("cl", stored[2]) end
+end
+if args.kf then
   local through = nil
   for _, by in ipairs(wm and args.kf.by or {}) do
     local mark = wm
@@ -157,10 +162,9 @@ if args.kf then
 end
 -- Counters the write adds (args.add, see \`DefinitionWriteOptions.addedCounters\`): their bounds
 -- rise to the watermark of KEYS[2] now plus 1 (a batch applied before this step is within them).
--- A "wm" holding text no script writes refuses the call, as in the apply, before any write here.
+-- A "wm" holding text no script writes refused the call above, as in the apply, before any write.
 local partial = args.p
 if args.add then
-  local wm = expectStatsTime("wm", redis.call("HGET", KEYS[2], "wm"))
   if wm ~= nil then
     local bounds = {}
     if partial ~= "" then bounds = cjson.decode(partial).b end
@@ -175,7 +179,7 @@ if args.add then
   -- An API stream's batch under an older version lacks these counters: the apply refuses it.
   if args.api then redis.call("HSET", P, "a", version) end
 end
-if statsMade and redis.call("EXISTS", KEYS[2]) == 1 then redis.call("PEXPIRE", KEYS[2], args.life) end
+if statsMade and args.kf then redis.call("PEXPIRE", KEYS[2], args.life) end
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
   "w", args.w)
 if partial == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", partial) end
