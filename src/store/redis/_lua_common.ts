@@ -107,6 +107,10 @@ end
 local function isVersionText(text)
   return #text <= 15 and string.find(text, "^[1-9]%d*$") ~= nil
 end
+-- The life (ms) a write gives a key that must live ttl after its last write (a pane, the stats
+-- hash): ttl and an eighth more, so it is not extended on every write (see dueForRefresh in
+-- _scripts.ts). The window store's scripts and the definition write give it alike.
+local function lifeOf(ttl) return ttl + math.ceil(ttl / 8) end
 `;
 
 /**

@@ -127,10 +127,9 @@ local function raiseToClock(wm, now, idle)
   return wm
 end
 -- A key that must live ttl after its last write (a pane, the stats hash) is not extended on
--- every write: a write extends it to lifeOf(ttl) only when less than ttl + ttl/16 is left
--- (dueForRefresh), so it lives between ttl + ttl/16 and lifeOf(ttl) after its last write. The
--- ttl/16 covers instances whose clocks disagree by less than that.
-local function lifeOf(ttl) return ttl + math.ceil(ttl / 8) end
+-- every write: a write extends it to lifeOf(ttl) (LUA_COMMON) only when less than ttl + ttl/16 is
+-- left (dueForRefresh), so it lives between ttl + ttl/16 and lifeOf(ttl) after its last write.
+-- The ttl/16 covers instances whose clocks disagree by less than that.
 local function dueForRefresh(expiresAt, now, ttl)
   return expiresAt == nil or expiresAt - now < ttl + math.ceil(ttl / 16)
 end

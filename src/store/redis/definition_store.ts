@@ -74,20 +74,13 @@ export interface RedisDefinitionStoreOptions {
    */
   recountEveryMs?: number;
   /**
-   * How long (ms) a stream's stats live after their last write: the same as the
-   * {@linkcode RedisStore}'s `statsTtlMs`. A definition write that makes a stream's stats hash (one
-   * that keeps final before any batch was applied) gives it the life an apply would.
+   * How long (ms) a stream's stats live after their last write. Must match the
+   * {@linkcode RedisStore}'s `statsTtlMs` under the same prefix (both default to
+   * `DEFAULT_STATS_TTL_MS`): a definition write that makes a stream's stats hash (one that keeps
+   * final before any batch was applied) gives it the life an apply would under this TTL.
    * @default {30 days}
    */
   statsTtlMs?: number;
-}
-
-/**
- * The life (ms) the apply script gives a stats hash it writes under a stats TTL of `ttlMs` (its
- * Lua `lifeOf`: the TTL and an eighth more, so it is not extended on every write).
- */
-export function statsLifeMs(ttlMs: number): number {
-  return ttlMs + Math.ceil(ttlMs / 8);
 }
 
 /** Default {@linkcode RedisDefinitionStoreOptions.placeLeaseMs}. */
@@ -117,7 +110,7 @@ return cjson.encode(record)
  * with `add` (`DefinitionWriteOptions.addedCounters`), it raises those counters' bounds to the
  * `wm` of KEYS[2] plus 1, and with `api` too records its version in `a` (see the apply). A write
  * replies `[1, version, 0, p]`, `p` the bounds field written. A stats hash KEYS[2] the write makes
- * expires in `life` ms (see {@linkcode statsLifeMs}).
+ * expires in `lifeOf(ttl)` ms (LUA_COMMON), `ttl` the stats TTL, as the apply gives one.
  */
 const WRITE_SCRIPT = LUA_COMMON + luaStatsTime("KEYS[2]") + `
 local current = tonumber(redis.call("HGET", P, "v")) or 0
@@ -140,7 +133,7 @@ end
 -- "cl" holding text no script writes (as the apply reads them), refuses the call, writing nothing.
 local version = current + 1
 -- A stats hash this write makes (a stream no batch was applied to yet: only \`kf\` writes one)
--- lives as long as the apply gives one (its lifeOf(statsTtl): args.life ms), not forever; one
+-- lives as long as the apply gives one (lifeOf of the stats TTL args.ttl), not forever; one
 -- that exists keeps its life (the apply's, perhaps longer: never shortened here). Its "wm" is
 -- read once, for both \`kf\` and \`add\`; its "cl" is checked only where it is used (\`kf\`).
 local statsMade, wm, closed = false, nil, nil
@@ -179,7 +172,7 @@ if args.add then
   -- An API stream's batch under an older version lacks these counters: the apply refuses it.
   if args.api then redis.call("HSET", P, "a", version) end
 end
-if statsMade and args.kf then redis.call("PEXPIRE", KEYS[2], args.life) end
+if statsMade and args.kf then redis.call("PEXPIRE", KEYS[2], lifeOf(args.ttl)) end
 redis.call("HSET", P, "v", version, "g", args.g, "s", args.s, "d", args.d, "c", args.c, "x", args.x,
   "w", args.w)
 if partial == "" then redis.call("HDEL", P, "p") else redis.call("HSET", P, "p", partial) end
@@ -437,8 +430,8 @@ export class RedisDefinitionStore implements DefinitionStore {
           c: JSON.stringify(record.counters),
           x: record.deleted ? "1" : "0",
           p: partialField(record),
-          // The life of a stats hash the write makes (KEYS[2], when it is given).
-          life: keys.length > 1 ? statsLifeMs(this.#statsTtlMs) : undefined,
+          // The stats TTL, for a stats hash the write makes (KEYS[2], when it is given).
+          ttl: keys.length > 1 ? this.#statsTtlMs : undefined,
           // Made once per call: the same call sent again carries it, another write does not.
           w: writeId,
         }],

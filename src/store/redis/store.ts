@@ -147,7 +147,12 @@ export interface RedisStoreOptions {
   timeoutMs?: number;
   /** Clock (ms). @default {Date.now} */
   now?: () => number;
-  /** How long (ms) a stream's stats live after its last write. @default {30 days} */
+  /**
+   * How long (ms) a stream's stats live after its last write. Must match the
+   * `RedisDefinitionStore`'s `statsTtlMs` under the same prefix (both default to
+   * {@linkcode DEFAULT_STATS_TTL_MS}), which gives a stats hash a definition write makes.
+   * @default {30 days}
+   */
   statsTtlMs?: number;
   /**
    * Whether the stream definitions live in this Redis under the same prefix (a

@@ -1,6 +1,6 @@
 /**
  * How long the Redis store keeps a stream's keys: the apply script extends a key's life only when
- * it is due (see `lifeOf` in `_scripts.ts`), yet every key a write needs must live at least its
+ * it is due (see `lifeOf` in `_lua_common.ts`), yet every key a write needs must live at least its
  * TTL after that write. Real time and short TTLs: each key's expiry is read back (PTTL) right
  * after every write.
  */
