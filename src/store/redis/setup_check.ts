@@ -8,12 +8,14 @@
  * URL of Upstash's (`*.upstash.io`) is not asked ({@linkcode asksSetup}). A server that renamed it
  * refuses it too: then nothing is said. A Redis that does not answer it (unreachable, `LOADING`,
  * a token refused: `Unauthorized`, `NOAUTH`, `WRONGPASS`) is said to be not checked, in one
- * warning, with a script or write refusal that did come back. And whether it runs a Lua script the way the store does, which every write here
- * is: by SHA (`EVALSHA`, every call) and by text (`EVAL`, when Redis does not have it yet): an ACL user without `@scripting`, or without just one of the two, or a server
- * that renamed one, is refused every write (or, without `EVAL` only, after its next restart).
- * And whether it takes a write at all, by the `/readyz` ping's own script ({@linkcode READY_SCRIPT},
- * one key kept for a second): a read-only replica (`READONLY`), a Redis out of memory under
- * `noeviction` (`OOM`) or an ACL user without write commands (`NOPERM`) refuses every ingest.
+ * warning, with a script or write refusal that did come back. And whether it runs a Lua script the
+ * way the store does, which every write here is: by SHA (`EVALSHA`, every call) and by text
+ * (`EVAL`, when Redis does not have it yet): an ACL user without `@scripting`, or without just one
+ * of the two, or a server that renamed one, is refused every write (or, without `EVAL` only, after
+ * its next restart). And whether it takes a write at all, by the `/readyz` ping's own script
+ * ({@linkcode READY_SCRIPT}, one key kept for a second): a read-only replica (`READONLY`), a Redis
+ * out of memory under `noeviction` (`OOM`) or an ACL user without write commands (`NOPERM`) refuses
+ * every ingest.
  *
  * @module
  */
