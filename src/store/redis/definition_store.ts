@@ -135,9 +135,10 @@ local version = current + 1
 -- A stats hash this write makes (a stream no batch was applied to yet: only \`kf\` writes one)
 -- lives as long as the apply gives one (lifeOf of the stats TTL args.ttl), not forever; one
 -- that exists keeps its life (the apply's, perhaps longer: never shortened here). Its "wm" is
--- read once, for both \`kf\` and \`add\`; its "cl" is checked only where it is used (\`kf\`).
+-- read once, for both \`kf\` and \`add\` (a write with neither reads no stats); its "cl" is
+-- checked only where it is used (\`kf\`).
 local statsMade, wm, closed = false, nil, nil
-if KEYS[2] ~= nil then
+if KEYS[2] ~= nil and (args.kf or args.add) then
   statsMade = redis.call("EXISTS", KEYS[2]) == 0
   local stored = redis.call("HMGET", KEYS[2], "wm", "cl")
   wm = expectStatsTime("wm", stored[1])
