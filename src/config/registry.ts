@@ -761,24 +761,17 @@ export class StreamRegistry implements Required<StreamCatalog> {
       delete own.closeTerms;
       return;
     }
-    let stored: { latenessMs: number; idleMs: number | null } | undefined;
-    try {
-      stored = compileStreamDefinition(own.name, later.definition, AS_STORED);
-    } catch (error) {
-      stored = closeTimeOf(later.definition);
-      // Once a version: the config branch of #adopt runs once for each later one.
-      if (stored === undefined) {
-        delete own.closeTerms;
-        logger.error(
-          "Cannot compile config stream '{stream}' version {version}, which another deployment's file recorded, nor read its lateness and idle: this instance's sweeps close by its own file's version, which the store refuses while a later definition kept final, until it restarts or the record moves: {error}",
-          { stream: own.name, version: later.version, error },
-        );
-        return;
-      }
-      logger.warn(
-        "Cannot compile config stream '{stream}' version {version}, which another deployment's file recorded: this instance's sweeps close by the longer lateness and idle of its file and that record's time settings: {error}",
-        { stream: own.name, version: later.version, error },
+    // The same parsers and defaults as compiling it: a record this release cannot compile still
+    // gives its lateness and idle.
+    const stored = closeTimeOf(later.definition);
+    // Once a version: the config branch of #adopt runs once for each later one.
+    if (stored === undefined) {
+      delete own.closeTerms;
+      logger.error(
+        "Cannot read the lateness and idle of config stream '{stream}' version {version}, which another deployment's file recorded: this instance's sweeps close by its own file's version, which the store refuses while a later definition kept final, until it restarts or the record moves",
+        { stream: own.name, version: later.version },
       );
+      return;
     }
     own.closeTerms = {
       latenessMs: Math.max(own.latenessMs, stored.latenessMs),
