@@ -957,6 +957,24 @@ export class StreamRegistry implements Required<StreamCatalog> {
     return recording;
   }
 
+  /**
+   * The config stream `name` serves `record`, its own file's as recorded (by `#recordOnce`):
+   * its version and generation, its counters' partial bounds. Its own file's version, later than
+   * any other deployment's: the sweep closes by its own terms.
+   */
+  #servesOwnRecord(
+    name: string,
+    record: Pick<StoredDefinition, "version" | "generation" | "partialBefore" | "counters">,
+  ): void {
+    const entry = this.#entries.get(name)!;
+    entry.version = record.version;
+    entry.stream.definitionVersion = record.version;
+    delete entry.stream.closeTerms;
+    entry.generation = record.generation;
+    markPartial(entry.stream, record.partialBefore, record.counters);
+    this.#generations.set(entry.stream.counterMetas, record.generation);
+  }
+
   async #recordOnce(name: string): Promise<void> {
     const stream = this.#config.get(name)!;
     const counters = counterIdentities(stream);
@@ -976,13 +994,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
         ) {
           // Recorded as it is (a restart, another instance of the deployment): its data is the
           // record's generation's, which need not be 0 (a name taken over, recorded again).
-          const entry = this.#entries.get(name)!;
-          entry.version = record.version;
-          entry.stream.definitionVersion = record.version;
-          delete entry.stream.closeTerms;
-          entry.generation = record.generation;
-          markPartial(entry.stream, record.partialBefore, record.counters);
-          this.#generations.set(entry.stream.counterMetas, record.generation);
+          this.#servesOwnRecord(name, record);
           return;
         }
       }
@@ -1015,14 +1027,12 @@ export class StreamRegistry implements Required<StreamCatalog> {
       if (result.status === "written") {
         // Raised by the write from the watermark then, when the definition store holds the data.
         const partialBefore = result.partialBefore ?? bounds;
-        const entry = this.#entries.get(name)!;
-        entry.version = result.version;
-        entry.stream.definitionVersion = result.version;
-        // Its own file's version, later than any other deployment's: closes by its own terms.
-        delete entry.stream.closeTerms;
-        entry.generation = generation;
-        markPartial(entry.stream, partialBefore, counted);
-        this.#generations.set(entry.stream.counterMetas, generation);
+        this.#servesOwnRecord(name, {
+          version: result.version,
+          generation,
+          partialBefore,
+          counters: counted,
+        });
         if (live && record.source === "api") {
           // The file is authoritative, but taking a stream the API made is worth a word.
           logger.warn(
