@@ -139,13 +139,8 @@ async function sweepStream(
     // final may still take events into windows they call due, so the store then closes nothing.
     // A config stream whose record another deployment replaced closes by the later-closing terms
     // of both, as of that record's version (see CompiledStream.closeTerms).
-    const terms = stream.closeTerms;
-    const options = {
-      latenessMs: terms ? terms.latenessMs : stream.latenessMs,
-      idleMs: terms ? terms.idleMs : stream.idleMs,
-      limit,
-      definitionVersion: terms ? terms.definitionVersion : stream.definitionVersion,
-    };
+    const { latenessMs, idleMs, definitionVersion } = stream.closeTerms ?? stream;
+    const options = { latenessMs, idleMs, limit, definitionVersion };
     const windows = await closeOnce(stream, counters, store, report, options);
     // Windows (sessions) each counter began closing in this call, as the call's limit counts them.
     const begun = new Map<string, number>();
