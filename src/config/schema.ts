@@ -150,15 +150,26 @@ export const originSchema = z.string().max(256).transform((text, ctx) => {
 /** A stream's `time.lateness` when it names none. */
 const DEFAULT_LATENESS_MS = parseDuration("30s");
 
+/**
+ * What a stream's `time` says of when its windows close, read the same by
+ * {@linkcode streamDefinitionSchema} and {@linkcode streamCloseTimeSchema}.
+ */
+const closeTimeFields = {
+  field: fieldPath.optional(),
+  lateness: duration.default(DEFAULT_LATENESS_MS),
+  idle: duration.optional(),
+};
+
 /** One stream definition as written in the config file. */
 export const streamDefinitionSchema = z.strictObject({
   description: z.string().max(1024).optional(),
   schema: z.record(z.string(), z.unknown()).default({ type: "object" }),
   time: z.strictObject({
-    field: fieldPath.optional(),
-    lateness: duration.default(DEFAULT_LATENESS_MS),
+    // In this order (maxFuture before idle), as its issues are listed.
+    field: closeTimeFields.field,
+    lateness: closeTimeFields.lateness,
     maxFuture: duration.default(parseDuration("5m")),
-    idle: duration.optional(),
+    idle: closeTimeFields.idle,
   }).default({ lateness: DEFAULT_LATENESS_MS, maxFuture: 300_000 }),
   dedupe: z.strictObject({
     field: fieldPath,
@@ -179,11 +190,7 @@ export const streamDefinitionSchema = z.strictObject({
  * option it does not know), see `closeTimeOf`.
  */
 export const streamCloseTimeSchema = z.object({
-  time: z.object({
-    field: fieldPath.optional(),
-    lateness: duration.default(DEFAULT_LATENESS_MS),
-    idle: duration.optional(),
-  }).default({ lateness: DEFAULT_LATENESS_MS }),
+  time: z.object(closeTimeFields).default({ lateness: DEFAULT_LATENESS_MS }),
 });
 
 /** The configuration file. */
