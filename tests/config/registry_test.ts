@@ -16,6 +16,7 @@ import {
   StreamRegistry,
 } from "../../src/config/mod.ts";
 import { KeyRing } from "../../src/http/auth.ts";
+import { sweepOnce } from "../../src/fanout/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { listWindows } from "../../src/query/mod.ts";
 import {
@@ -1741,6 +1742,54 @@ async function staleSweepKeepsOpen(store: Store, definitions: DefinitionStore) {
 onBothStores(
   "a sweep on an instance not yet on a lateness-raising PUT closes no window the new definition takes events into",
   staleSweepKeepsOpen,
+);
+
+/**
+ * A sweep holds the stream it began with: a poll that loads a lateness-raising PUT while it runs
+ * must not let its close go by the old lateness as the version served now (which the store would
+ * take). The sweep's close carries the version of the stream it holds, and closes nothing.
+ */
+async function sweepCarriesHeldVersion(store: Store, definitions: DefinitionStore) {
+  const T0 = T0_REDEPLOY;
+  const a = await visitsInstance(store, definitions);
+  await a.streams.put("visits", visitsDefinition("10s"));
+  const b = await visitsInstance(store, definitions);
+  // The watermark at T0 + 10 s: 10 s of lateness calls nothing final yet.
+  assert.equal(await sendVisit(a.app, T0 + 10_000), 0);
+  const held = a.streams.get("visits")!;
+  // Before A's first close reaches the store: the PUT of 1 h through B, a batch through B moving
+  // the watermark to T0 + 4 m, and A's poll loading the PUT.
+  let raised = false;
+  const racing = new Proxy(a.streams.wrap(store), {
+    get(target, property) {
+      const value = Reflect.get(target, property);
+      if (property !== "closeWindows") {
+        return typeof value === "function" ? value.bind(target) : value;
+      }
+      return async (...args: Parameters<Store["closeWindows"]>) => {
+        if (!raised) {
+          raised = true;
+          await b.streams.put("visits", visitsDefinition("1h"));
+          assert.equal(await sendVisit(b.app, T0 + 240_000), 0);
+          await a.streams.poll();
+          assert.equal(a.streams.describe("visits")?.version, 2);
+        }
+        return await target.closeWindows(...args);
+      };
+    },
+  });
+  const report = await sweepOnce([held], racing);
+  assert.ok(raised);
+  assert.deepEqual(report.failed, []);
+  // By 10 s, windows up to T0 + 3 m would be due; the stored definition takes events into them.
+  assert.deepEqual(report.closed, []);
+  assert.equal(await sendVisit(b.app, T0 + 30_000), 0);
+  assert.deepEqual(await firstMinute(a.app), [2, false]);
+}
+
+onBothStores(
+  "a sweep whose instance loads a lateness-raising PUT while it runs closes nothing by the stream it held",
+  sweepCarriesHeldVersion,
 );
 
 /**
