@@ -21,6 +21,7 @@ import {
   StreamChangedError,
 } from "../../src/store/mod.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
+import { RacingDefinitions } from "./_racing_definitions.ts";
 import { Receiver } from "../fanout/webhooks/_receiver.ts";
 import { call, register, setup, sweep } from "../fanout/webhooks/_setup.ts";
 
@@ -63,33 +64,6 @@ function redisBackend(fixture: RedisFixture): Backend {
       store: new RedisStore(redis, { definitionsHere: true }),
     };
   };
-}
-
-/** A definition store that runs `beforeWrite` (once armed) before the next write it passes on. */
-class RacingDefinitions implements DefinitionStore {
-  beforeWrite: (() => Promise<void>) | undefined;
-  #inner: DefinitionStore;
-  constructor(inner: DefinitionStore) {
-    this.#inner = inner;
-  }
-  get holdsData() {
-    return this.#inner.holdsData;
-  }
-  get(name: string) {
-    return this.#inner.get(name);
-  }
-  versions() {
-    return this.#inner.versions();
-  }
-  versionsSince(mark?: string) {
-    return this.#inner.versionsSince(mark);
-  }
-  async write(...args: Parameters<DefinitionStore["write"]>) {
-    const run = this.beforeWrite;
-    this.beforeWrite = undefined;
-    await run?.();
-    return this.#inner.write(...args);
-  }
 }
 
 /** An instance: a registry over the backend's definitions, an app with a webhook service. */

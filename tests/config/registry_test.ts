@@ -32,6 +32,7 @@ import {
   StreamChangedError,
 } from "../../src/store/mod.ts";
 import { DownDefinitions } from "../_fixtures.ts";
+import { RacingDefinitions } from "./_racing_definitions.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 import { type RedisFixture, redisTest, withDirect } from "../_redis.ts";
 
@@ -1495,33 +1496,6 @@ async function visitsInstance(store: Store, definitions: DefinitionStore) {
     streams,
     app: createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0_REDEPLOY }),
   };
-}
-
-/** A definition store that runs `beforeWrite` (once armed) before each write it passes on. */
-class RacingDefinitions implements DefinitionStore {
-  beforeWrite: (() => Promise<void>) | undefined;
-  #inner: DefinitionStore;
-  constructor(inner: DefinitionStore) {
-    this.#inner = inner;
-  }
-  get holdsData() {
-    return this.#inner.holdsData;
-  }
-  get(name: string) {
-    return this.#inner.get(name);
-  }
-  versions() {
-    return this.#inner.versions();
-  }
-  versionsSince(mark?: string) {
-    return this.#inner.versionsSince(mark);
-  }
-  async write(...args: Parameters<DefinitionStore["write"]>) {
-    const run = this.beforeWrite;
-    this.beforeWrite = undefined;
-    await run?.();
-    return this.#inner.write(...args);
-  }
 }
 
 /**
