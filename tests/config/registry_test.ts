@@ -1247,15 +1247,17 @@ const T0_REDEPLOY = Date.parse("2026-01-01T00:00:00Z");
 
 /**
  * `run` as two tests: on the memory store with its definitions beside it, and on Redis with the
- * definitions beside the store, as storesFromEnv makes them; both clocks at T0_REDEPLOY.
+ * definitions beside the store, as storesFromEnv makes them; the store's clock is `clock.now`, at
+ * T0_REDEPLOY until `run` moves it.
  */
 function onBothStores(
   title: string,
-  run: (store: Store, definitions: DefinitionStore) => Promise<void>,
+  run: (store: Store, definitions: DefinitionStore, clock: { now: number }) => Promise<void>,
 ): void {
   Deno.test(`Memory store: ${title}`, () => {
     const definitions = new MemoryDefinitionStore();
-    return run(new MemoryStore({ now: () => T0_REDEPLOY, definitions }), definitions);
+    const clock = { now: T0_REDEPLOY };
+    return run(new MemoryStore({ now: () => clock.now, definitions }), definitions, clock);
   });
   redisTest(`Redis store: ${title}`, (fixture) => {
     const redis = new Redis({
@@ -1263,9 +1265,11 @@ function onBothStores(
       token: fixture.restToken,
       enableTelemetry: false,
     });
+    const clock = { now: T0_REDEPLOY };
     return run(
-      new RedisStore(redis, { definitionsHere: true, now: () => T0_REDEPLOY }),
+      new RedisStore(redis, { definitionsHere: true, now: () => clock.now }),
       new RedisDefinitionStore(redis),
+      clock,
     );
   });
 }
@@ -1372,31 +1376,13 @@ redisTest(
 async function oldDeploymentKeepsFinal(store: Store, definitions: DefinitionStore) {
   const T0 = T0_REDEPLOY;
   const deploy = async (lateness: string) => {
-    const config = {
-      streams: {
-        visits: {
-          time: { field: "t", lateness },
-          counters: { perMinute: { window: { tumbling: "1m" }, aggregate: "count" } },
-        },
-      },
-    };
-    const streams = new StreamRegistry(compileConfig(config), {
-      definitions,
-      data: store,
-      now: () => T0,
-    });
+    const streams = new StreamRegistry(
+      compileConfig({ streams: { visits: visitsDefinition(lateness) } }),
+      { definitions, data: store, now: () => T0 },
+    );
     await streams.registerConfig();
     const app = createApp({ streams, store, keys: await KeyRing.parse(""), now: () => T0 });
     return { streams, app };
-  };
-  const send = async (app: App, t: number) => {
-    const res = await app.request("/v1/streams/visits/events", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify([{ t }]),
-    });
-    assert.equal(res.status, 202, await res.clone().text());
-    return (await res.json()).late;
   };
   // The window [T0 - 60 s, T0).
   const lastMinute = async (app: App) => {
@@ -1409,17 +1395,17 @@ async function oldDeploymentKeepsFinal(store: Store, definitions: DefinitionStor
     ) => [row.value, row.final]);
   };
   const old = await deploy("10s");
-  assert.equal(await send(old.app, T0 - 50_000), 0);
+  assert.equal(await sendVisit(old.app, T0 - 50_000), 0);
   const next = await deploy("1h");
   await old.streams.poll();
   // The watermark at T0 + 60 s: the old 10 s calls [T0 - 60 s, T0) final, the recorded 1 h not.
-  assert.equal(await send(next.app, T0 + 60_000), 0);
+  assert.equal(await sendVisit(next.app, T0 + 60_000), 0);
   assert.deepEqual(await lastMinute(old.app), [[1, false]]);
-  assert.equal(await send(next.app, T0 - 40_000), 0);
+  assert.equal(await sendVisit(next.app, T0 - 40_000), 0);
   assert.deepEqual(await lastMinute(old.app), [[2, false]]);
   // A batch of the old deployment keeps final what its 10 s calls so (through T0 + 51 s).
-  assert.equal(await send(old.app, T0 + 61_000), 0);
-  assert.equal(await send(next.app, T0 - 30_000), 1);
+  assert.equal(await sendVisit(old.app, T0 + 61_000), 0);
+  assert.equal(await sendVisit(next.app, T0 - 30_000), 1);
   await old.streams.settled();
 }
 
@@ -1951,32 +1937,11 @@ async function withdrawnDeploymentIdleTerms(
   assert.equal(await sendVisit(b.app, T0 + 20_000), 0);
 }
 
-Deno.test("Memory store: an instance of a config deployment whose successor was withdrawn closes by the longer idle (none), not its file's", () => {
-  const definitions = new MemoryDefinitionStore();
-  const clock = { now: T0_REDEPLOY };
-  return withdrawnDeploymentIdleTerms(
-    new MemoryStore({ now: () => clock.now, definitions }),
-    definitions,
-    clock,
-  );
-});
-
-redisTest(
-  "Redis store: an instance of a config deployment whose successor was withdrawn closes by the longer idle (none), not its file's",
-  (fixture) => {
-    const redis = new Redis({
-      url: fixture.restUrl,
-      token: fixture.restToken,
-      enableTelemetry: false,
-    });
-    const clock = { now: T0_REDEPLOY };
-    return withdrawnDeploymentIdleTerms(
-      new RedisStore(redis, { definitionsHere: true, now: () => clock.now }),
-      new RedisDefinitionStore(redis),
-      clock,
-    );
-  },
+onBothStores(
+  "an instance of a config deployment whose successor was withdrawn closes by the longer idle (none), not its file's",
+  withdrawnDeploymentIdleTerms,
 );
+
 /** The terms the sweep closes by once another deployment's file replaced the record. */
 Deno.test("a config stream whose record another deployment's file replaced closes by the longer lateness and idle of both, as of that record's version", async () => {
   const definitions = new MemoryDefinitionStore();
