@@ -8,7 +8,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { StoreUnavailableError } from "../store/types.ts";
+import { StoreRequestTooLargeError, StoreUnavailableError } from "../store/types.ts";
 import { causeText } from "./logging.ts";
 
 /** How often a lasting outage is said again. */
@@ -31,8 +31,9 @@ export interface OutageLogOptions {
 
 /**
  * One task's failures, logged so that an outage of the store is a few lines however long it
- * lasts. A failure other than the store's unavailability (a defect, bad data) is logged at
- * `error`, each time, with its stack.
+ * lasts. A failure other than the store's unavailability (a defect, bad data, a call the store
+ * refused as too large: `StoreRequestTooLargeError`, the same call refused again each time) is
+ * logged at `error`, each time, with its stack.
  *
  * @example
  * ```ts
@@ -67,10 +68,11 @@ export class OutageLog {
   /**
    * Logs a failure of the task: the store unavailable at `warning`, the first of an outage at
    * once and then at most once per period (with how many failed since when); anything else at
-   * `error`.
+   * `error`, a call refused as too large included (the store answered: no outage, and the same
+   * call is refused again each time until someone acts).
    */
   failure(error: unknown, properties: Record<string, unknown> = {}): void {
-    if (!(error instanceof StoreUnavailableError)) {
+    if (!(error instanceof StoreUnavailableError) || error instanceof StoreRequestTooLargeError) {
       this.#logger.error(this.#failed, { ...properties, error });
       return;
     }

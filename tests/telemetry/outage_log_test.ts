@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { getLogger } from "@logtape/logtape";
-import { StoreUnavailableError } from "../../src/store/types.ts";
+import { StoreRequestTooLargeError, StoreUnavailableError } from "../../src/store/types.ts";
 import { OutageLog } from "../../src/telemetry/outage_log.ts";
 import { startRedisServer } from "../../tools/redis_server.ts";
 import { startUpstashBridge } from "../../tools/upstash_bridge.ts";
@@ -83,6 +83,32 @@ Deno.test("OutageLog logs another outage anew, and any other failure at error ea
     ["error", "Sweep failed"],
   ]);
   assert.ok(records[3].properties.error instanceof TypeError);
+});
+
+Deno.test("OutageLog logs a call the store refused as too large at error each time, not as an outage", async () => {
+  const outage = new OutageLog(logger, {
+    failed: "Webhook dispatch failed: {error}",
+    recovered: "Webhook dispatches run again",
+    now: () => 0,
+  });
+  const tooLarge = () =>
+    new StoreRequestTooLargeError("Redis refused the call as too large (dispatch)", {
+      cause: new Error("ERR max request size exceeded"),
+    });
+  const records = await collectingLogs((records) => {
+    // Within a minute: an outage would be said once; a refusal is said each time.
+    outage.failure(tooLarge(), { stream: "orders" });
+    outage.failure(tooLarge(), { stream: "orders" });
+    outage.success({ stream: "orders" }); // no outage began: nothing to say
+    return Promise.resolve([...records]);
+  });
+  assert.deepEqual(records.map((record) => [record.level, messageOf(record).split(": ")[0]]), [
+    ["error", "Webhook dispatch failed"],
+    ["error", "Webhook dispatch failed"],
+  ]);
+  // The error itself (its stack with it), as any other defect's, not its one line of text.
+  assert.ok(records[0].properties.error instanceof StoreRequestTooLargeError);
+  assert.equal(records[0].properties.stream, "orders");
 });
 
 Deno.test("an outage's JSON line holds the error as one line of text, without a stack", async () => {

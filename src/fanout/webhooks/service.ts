@@ -149,11 +149,13 @@ export class WebhookService {
   #holdLog = new OutageLog(logger, {
     failed: "Cannot hold the result logs for webhook dispatch: {error}",
     recovered: "Result logs held for webhook dispatch again",
+    now: () => this.#now(),
   });
   /** Failures of the endpoint list's reloads, likewise. */
   #loadLog = new OutageLog(logger, {
     failed: "Cannot load webhook endpoints: {error}",
     recovered: "Webhook endpoints loaded again",
+    now: () => this.#now(),
   });
   /**
    * The store unavailable to a dispatch after an ingest or an alert, as the sweep's outages are
@@ -455,9 +457,8 @@ export class WebhookService {
         // lasts): nothing is lost, the result log keeps what was not dispatched and the cursor
         // where the dispatch stopped (a page is stored with the cursor's move in one step), and
         // the next sweep, or the stream's next dispatch, dispatches it from there. Anything else
-        // is a defect or bad data, said each time.
-        if (isStoreDown(error)) this.#dispatchLog.failure(error, { stream: name });
-        else logger.error("Webhook dispatch failed: {error}", { stream: name, error });
+        // (a defect, bad data, a call refused as too large) is said each time.
+        this.#dispatchLog.failure(error, { stream: name });
       })
       .finally(() => {
         this.#running.delete(name);
