@@ -268,10 +268,13 @@ async function rowsFor(
   starts: number[],
   context: ReadContext,
   filters: Record<string, string>,
-  valueOptions: ValueOptions & { top?: TopOptions } = {},
-  stats?: ReadStats,
+  options: ValueOptions & {
+    top?: TopOptions;
+    /** The stats of an earlier read to judge these windows by. @default {read with them} */
+    stats?: ReadStats;
+  } = {},
 ): Promise<{ rows: WindowRow[]; others: OthersRow[]; finalBefore: number; stats: ReadStats }> {
-  const top = valueOptions.top;
+  const { top, stats: given, ...valueOptions } = options;
   // The stats given (read before), or read in the same atomic read as the values (one store
   // call), never after them: a batch applied between the two reads moves the watermark the stats
   // see, and values read before it would be called final without what it added. Values read with
@@ -280,9 +283,9 @@ async function rowsFor(
     stream.name,
     counter.meta,
     starts.map((start) => ({ start, panes: panesOfWindow(start, counter.window) })),
-    { ...(top ? { top: top.top } : {}), ...(stats ? {} : { stats: true }) },
+    { ...(top ? { top: top.top } : {}), ...(given ? {} : { stats: true }) },
   );
-  stats ??= statsOfRead(context.store, read);
+  const stats = given ?? statsOfRead(context.store, read);
   const finalBefore = closedBefore(stream, stats, context.nowMs);
   const others: OthersRow[] = [];
   let values = read;
@@ -392,18 +395,16 @@ export async function listWindowsPage(
     const skip = after !== undefined && after.group !== null && batch[0].start === after.startMs
       ? after.group
       : undefined;
-    const withStats = stats === undefined ? { stats: true } : {};
+    // Unfiltered, the store pages the groups; filtered, every group is read and filtered here.
+    const read = await context.store.readWindows(stream.name, counter.meta, batch, {
+      ...(filtered ? {} : { page: { after: skip, limit: limit + 1 - found.length } }),
+      ...(stats === undefined ? { stats: true } : {}),
+    });
+    stats ??= statsOfRead(context.store, read);
     if (!filtered) {
-      const read = await context.store.readWindows(stream.name, counter.meta, batch, {
-        page: { after: skip, limit: limit + 1 - found.length },
-        ...withStats,
-      });
-      stats ??= statsOfRead(context.store, read);
       found.push(...read);
       continue;
     }
-    const read = await context.store.readWindows(stream.name, counter.meta, batch, withStats);
-    stats ??= statsOfRead(context.store, read);
     // The filter first: a sort of only the groups it keeps.
     const values = read.filter(
       (value) =>
@@ -541,7 +542,8 @@ export async function listTopWindows(
     const read = await rowsFor(stream, counter, batch, context, {}, {
       quantiles: options.quantiles,
       top: { top: options.top, by: options.by },
-    }, stats);
+      stats,
+    });
     stats = read.stats;
     result.windows.push(...read.rows);
     result.others.push(...read.others);
