@@ -3,6 +3,10 @@
  * `Upgrade`, `Accept-Encoding`, …) read one way: a sender that merges values may leave empty
  * elements (`"2", , "3"`, a trailing `, `), which a recipient must ignore, not refuse.
  *
+ * Header names on a request's path are read in lower case (`headers.get("content-type")`): a
+ * name is case-insensitive, so the answer is the same, and Deno's `Headers.get` answers its few
+ * common names in lower case without converting and checking the name first.
+ *
  * @module
  */
 

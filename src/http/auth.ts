@@ -544,8 +544,7 @@ export function requireScope(
   options: { listsStreams?: boolean } = {},
 ): MiddlewareHandler {
   return async function (c, next) {
-    // Lower case: Deno's `Headers.get` answers its few common names in lower case without
-    // converting and checking the name first.
+    // Lower case: see the note in `_header_list.ts`.
     const authorization = c.req.header("authorization");
     const result = await authorize(keys, bearerKey(authorization), scope, {
       stream: c.req.param("stream"),

@@ -210,7 +210,8 @@ export function readLimitedBody(
 ): Promise<Uint8Array> {
   let encoding: CompressionFormat | null;
   try {
-    encoding = contentEncoding(request.headers.get("Content-Encoding"));
+    // Lower case: see the note in `_header_list.ts`.
+    encoding = contentEncoding(request.headers.get("content-encoding"));
   } catch (error) {
     return Promise.reject(error);
   }
@@ -288,7 +289,8 @@ function readEncodedBody(
   maxBodyBytes: number,
   options: ReadBodyOptions,
 ): Promise<Uint8Array> {
-  const lengthHeader = request.headers.get("Content-Length");
+  // Lower case: see the note in `_header_list.ts`.
+  const lengthHeader = request.headers.get("content-length");
   const declared = lengthHeader === null ? NaN : Number(lengthHeader);
   if (Number.isFinite(declared) && declared > maxBodyBytes) {
     return Promise.reject(tooLarge(maxBodyBytes));
@@ -595,7 +597,7 @@ export async function readJsonText(
   maxBytes: number,
   options: { untyped?: boolean; timeoutMs?: number } = {},
 ): Promise<string> {
-  // Lower case: Deno's `Headers.get` answers it without converting and checking the name.
+  // Lower case: see the note in `_header_list.ts`.
   const contentType = request.headers.get("content-type");
   if (contentType !== null || !options.untyped) refuseOtherThanJson(contentType);
   const text = decodeUtf8(

@@ -166,7 +166,7 @@ export function requireIngestKey(deps: BrowserIngestDeps): MiddlewareHandler {
  */
 export async function ingestGrant(deps: BrowserIngestDeps, c: Context): Promise<KeyGrant> {
   const name = c.req.param("stream") ?? "";
-  // Lower case: Deno's `Headers.get` answers it without converting and checking the name.
+  // Lower case: see the note in `_header_list.ts`.
   const authorization = c.req.header("authorization");
   const header = bearerKey(authorization);
   const inQuery = header === undefined ? c.req.query("key") : undefined;

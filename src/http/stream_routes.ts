@@ -397,7 +397,7 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
     const stream = deps.streams.get(name) ?? await findServedStream(deps.streams, name);
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const grant = grantOfRequest(c);
-      // Lower case: Deno's `Headers.get` answers it without converting and checking the name.
+      // Lower case: see the note in `_header_list.ts`.
       const format = ingestBodyFormat(c.req.header("content-type"), grant);
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
