@@ -32,8 +32,15 @@ const WindowDataSchema = z.object({
   }),
 }).openapi("WindowResult");
 
-/** `data` of an `alert.fired` result: the window's, and the alert's name. */
+/**
+ * `data` of an `alert.fired` result: the window's, and the alert's name. `approximate` marks a
+ * distinct count estimated (Redis); a quantiles value says so inside it. (`omit` makes a copy
+ * without `WindowResult`'s name, so the document writes its fields out rather than an `allOf`.)
+ */
 const AlertDataSchema = WindowDataSchema.omit({ approximate: true }).extend({
+  approximate: z.literal(true).optional().openapi({
+    description: "The value the alert saw is an estimate (a distinct count on Redis)",
+  }),
   alert: z.string(),
 }).openapi("AlertResult");
 

@@ -10,6 +10,9 @@ import { Receiver } from "../fanout/webhooks/_receiver.ts";
 import { at, call, ingest, register, setup, sweep } from "../fanout/webhooks/_setup.ts";
 import { at as liveAt } from "../_fixtures.ts";
 import { SseReader, startServer } from "../_live.ts";
+import { compileConfig } from "../../src/config/mod.ts";
+import { publicPayload } from "../../src/fanout/payload.ts";
+import { TEST_CONFIG } from "../_fixtures.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -110,6 +113,46 @@ Deno.test("every delivery a receiver gets is as the document's webhooks describe
   } finally {
     await ctx.close();
     await receiver.close();
+  }
+});
+
+Deno.test("an alert.fired on a distinct count estimated (Redis's HyperLogLog) is as the document describes it: its approximate is documented", async () => {
+  const ctx = await setup();
+  try {
+    const doc: Json = await (await ctx.app.request("/openapi.json")).json();
+    const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+    ajv.addSchema(closed(doc), "openapi");
+    // The payload the Redis store's estimate makes (the memory store counts exactly).
+    const orders = compileConfig(TEST_CONFIG).get("orders")!;
+    const payload = publicPayload(orders, {
+      id: "1-0",
+      timeMs: Date.parse(liveAt(190)),
+      record: {
+        type: "alert.fired",
+        alert: "crowd",
+        counter: "customers_sliding",
+        start: Date.parse(liveAt(0)),
+        end: Date.parse(liveAt(180)),
+        group: "[]",
+        value: 2,
+        approximate: true,
+      },
+    });
+    assert.equal(payload?.data.approximate, true);
+    const webhook = "webhooks/alert.fired/post/requestBody/content/application~1json/schema";
+    const batch = { ...payload, data: [payload!.data] };
+    for (
+      const [where, schema, body] of [
+        ["one result", webhook, payload],
+        ["a batch", webhook, batch],
+        ["a live result", "components/schemas/LivePayload", payload],
+      ] as const
+    ) {
+      const validate = ajv.getSchema(`openapi#/${schema}`)!;
+      assert.ok(validate(body), `${where}: ${ajv.errorsText(validate.errors)}`);
+    }
+  } finally {
+    await ctx.close();
   }
 });
 
