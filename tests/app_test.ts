@@ -814,6 +814,22 @@ Deno.test("/readyz asks a reachable store at most once a second, and a failing o
   assert.equal((await app.request("/readyz")).status, 200);
 });
 
+Deno.test("/readyz asks the store again once the clock went back (an NTP step): a ready answer is kept for a second of time, not until the clock passes it again", async () => {
+  let now = NOW;
+  let down = false;
+  class FailingStore extends MemoryStore {
+    override ping(): Promise<void> {
+      return down ? Promise.reject(new StoreUnavailableError("Redis is down")) : super.ping();
+    }
+  }
+  const { app } = await testApp({ store: new FailingStore({ now: () => now }), now: () => now });
+  assert.equal((await app.request("/readyz")).status, 200);
+  // The clock steps back an hour, and the store goes down.
+  now -= 3_600_000;
+  down = true;
+  assert.equal((await app.request("/readyz")).status, 503);
+});
+
 Deno.test("/readyz answers 503 when the store does not answer a ping in time, without waiting for it, and asks it once meanwhile", async () => {
   let pings = 0;
   let answer: (() => void) | undefined;

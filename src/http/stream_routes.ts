@@ -1464,7 +1464,10 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
   let probe: { atMs: number; problem: Promise<ReadyProblem | null>; done: boolean } | undefined;
   const check = (): Promise<ReadyProblem | null> => {
     const now = deps.now();
-    if (probe && (!probe.done || now - probe.atMs < READY_KEPT_MS)) return probe.problem;
+    // A clock that went back (an NTP step) keeps no answer: it would be kept until the clock
+    // passed its time again, an hour for a step of an hour, whatever the store does meanwhile.
+    const kept = probe !== undefined && now >= probe.atMs && now - probe.atMs < READY_KEPT_MS;
+    if (probe && (!probe.done || kept)) return probe.problem;
     const problem = deps.store.ping().then(
       () => null,
       (error) => ({
