@@ -766,7 +766,15 @@ export class Dispatcher {
     }
     if (!cached.filter) return false;
     try {
-      return cached.filter({ payload, data: payload.data }) === true;
+      const result = cached.filter({ payload, data: payload.data });
+      // A result that is no bool (`data.value` alone, whose type registration cannot know) fails
+      // too, as an alert's condition does: it cannot say "send", and would drop every payload
+      // unsaid.
+      if (typeof result !== "boolean") {
+        const got = result === null ? "null" : typeof result;
+        throw new Error(`The filter must return a bool, got ${got}`);
+      }
+      return result;
     } catch (error) {
       // Sent nowhere, as a filter that answers false; said at most once a minute per endpoint.
       if (this.#filterWarnings.due(cached)) {

@@ -411,6 +411,31 @@ Deno.test("Dispatcher warns, at most once a minute per endpoint, when a filter f
   );
 });
 
+Deno.test("Dispatcher warns, as for a failing filter, when a filter gives no bool on a payload (data.value alone) and the payload is not sent", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const deliveries = new MemoryDeliveryStore({ now: () => T0 });
+  let now = T0;
+  // Types known only at run time, so registration takes it: a number for window.closed.
+  const endpoints = [endpoint("ep_value", { eventTypes: ["window.closed"], filter: "data.value" })];
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => now });
+  const warnings = await collectingLogs(async (records) => {
+    await store.appendLog("orders", [closed(1), closed(2)]);
+    await dispatcher.dispatch(orders, endpoints);
+    now += 60_000;
+    await store.appendLog("orders", [closed(3)]);
+    await dispatcher.dispatch(orders, endpoints);
+    return records.map(messageOf);
+  }, { level: "warning" });
+  assert.deepEqual(await allDeliveries(deliveries, "ep_value"), []);
+  assert.equal(warnings.length, 2, JSON.stringify(warnings));
+  for (const warning of warnings) {
+    assert.equal(
+      warning,
+      "Webhook ep_value's filter failed on a window.closed payload, which was not sent to it: The filter must return a bool, got number",
+    );
+  }
+});
+
 Deno.test("Dispatcher delivers to an endpoint only what was logged after it registered", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const deliveries = new MemoryDeliveryStore({ now: () => T0 });
