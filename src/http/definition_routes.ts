@@ -13,7 +13,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import { duplicateKeyProblem, StreamDefinitionError } from "../config/mod.ts";
-import type { Store } from "../store/mod.ts";
+import { type Store, StoreUnavailableError } from "../store/mod.ts";
 import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./_openapi.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
@@ -260,9 +260,22 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
     const expected = preconditionOf(c);
     const raw = await readDefinition(c, maxBodyBytes);
     const { created, registered } = await deps.streams.put(name, raw, expected);
+    let body;
+    try {
+      body = await streamJson(registered.stream, deps);
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      // The definition is stored already: a failed read of the reply's stats (Redis answering
+      // BUSY or LOADING, which says that read ran nothing) must not tell the client that the
+      // PUT applied nothing.
+      throw new StoreUnavailableError(
+        `Stream '${name}' was stored as version ${registered.version}, but reading its stats for the reply failed (${error.message})`,
+        { cause: error, outcome: "unknown" },
+      );
+    }
     c.header("ETag", `"${registered.version}"`);
     if (created) c.header("Location", `/v1/streams/${name}`);
-    return c.json(await streamJson(registered.stream, deps), created ? 201 : 200);
+    return c.json(body, created ? 201 : 200);
   });
   app.openAPIRegistry.registerPath({ ...deleteStreamRoute, parameters: [streamParam] });
   app.delete(path, admin, async (c) => {

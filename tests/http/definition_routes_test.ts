@@ -2480,3 +2480,39 @@ redisTest(
     );
   },
 );
+
+Deno.test("a PUT whose definition is stored but whose reply's stats read fails is a 503 that does not say nothing was applied: outcome unknown, naming the version stored", async () => {
+  let failure: StoreUnavailableError | undefined;
+  // Redis answering BUSY or LOADING to the stats read, which says that read ran nothing.
+  class BusyStats extends MemoryStore {
+    override stats(...args: Parameters<MemoryStore["stats"]>) {
+      return failure ? Promise.reject(failure) : super.stats(...args);
+    }
+  }
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store: new BusyStats({ now: () => T0 }),
+    keys: await KeyRing.parse(""),
+    now: () => T0,
+  });
+  failure = new StoreUnavailableError("BUSY Redis is busy running a script", {
+    outcome: "not_applied",
+  });
+  for (const [definition, version] of [[SIGNUPS, 1], [{ ...SIGNUPS, description: "new" }, 2]]) {
+    const answer = await put(app, "signups", definition);
+    assert.equal(answer.status, 503);
+    const body = await answer.json();
+    assert.equal(body.error.code, "store_unavailable");
+    // It was applied: "not_applied" ("nothing was applied") would let a client think otherwise.
+    assert.deepEqual(body.error.details, { outcome: "unknown" });
+    assert.equal(
+      body.error.message,
+      `Stream 'signups' was stored as version ${version}, but reading its stats for the reply failed (BUSY Redis is busy running a script); it may have been applied: read the state back before sending it again`,
+    );
+  }
+  failure = undefined;
+  const read = await app.request("/v1/streams/signups");
+  assert.equal(read.status, 200);
+  assert.equal(read.headers.get("ETag"), '"2"');
+  assert.equal((await read.json()).definition.description, "new");
+});
