@@ -313,10 +313,18 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
 
   app.openapi(deleteKeyRoute, async (c) => {
     const { id } = c.req.valid("param");
-    if (!(await keys.store.deleteKey(id))) {
-      throw new ApiError(404, "key_not_found", `No API key '${id}'`);
+    let deleted: boolean;
+    try {
+      deleted = await keys.store.deleteKey(id);
+    } catch (error) {
+      // A 503 whose deletion may have been applied: the key must not stay cached valid here.
+      keys.forget();
+      throw error;
     }
+    // A 404 too: the key is gone (deleted through another instance, or by a try answered 503),
+    // so this instance must not keep answering it as valid for up to the cache bound.
     keys.forget();
+    if (!deleted) throw new ApiError(404, "key_not_found", `No API key '${id}'`);
     return c.body(null, 204);
   });
 }

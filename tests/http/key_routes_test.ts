@@ -7,7 +7,8 @@ import { MemoryKeyStore } from "../../src/store/memory/key_store.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
 import { KEYS, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { apiErrorOf } from "../../src/http/errors.ts";
-import { KeyConflictError } from "../../src/store/keys.ts";
+import { KeyConflictError, type KeyStore } from "../../src/store/keys.ts";
+import { StoreUnavailableError } from "../../src/store/types.ts";
 import { ADMIN_KEY, setup } from "../fanout/webhooks/_setup.ts";
 
 async function keyedApp(options: { now?: () => number } = {}) {
@@ -278,6 +279,63 @@ Deno.test("DELETE /v1/keys/{id} revokes a key on this instance at once; a second
   });
   assert.equal(again.status, 404);
   assert.equal((await again.json()).error.code, "key_not_found");
+});
+
+Deno.test("DELETE /v1/keys/{id} answered 404 (deleted through another instance, or by a try answered 503) leaves the key refused on this instance at once, not cached valid", async () => {
+  const store = new MemoryKeyStore();
+  let deleteFails = false;
+  // A deletion the store applied whose answer was lost: 503 with outcome unknown.
+  const flaky: KeyStore = {
+    kind: store.kind,
+    createKey: (record) => store.createKey(record),
+    keyByHash: (hash) => store.keyByHash(hash),
+    getKey: (id) => store.getKey(id),
+    listKeys: () => store.listKeys(),
+    pageKeys: (options) => store.pageKeys(options),
+    deleteKey: async (id) => {
+      const deleted = await store.deleteKey(id);
+      if (deleteFails) throw new StoreUnavailableError("Redis did not answer in time");
+      return deleted;
+    },
+  };
+  const instance = async (keyStore: KeyStore) => {
+    const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: keyStore, now: () => NOW });
+    return createApp({
+      streams: compileConfig(TEST_CONFIG),
+      store: new MemoryStore({ now: () => NOW }),
+      keys,
+      now: () => NOW,
+    });
+  };
+  const [a, b] = [await instance(store), await instance(flaky)];
+  const remove = (app: typeof a, id: string) =>
+    app.request(`/v1/keys/${id}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${KEYS.admin}` },
+    });
+  const ingestWith = (app: typeof a, key: string, id: string) =>
+    app.request("/v1/streams/orders/events", post(key, { ...ORDER, id }));
+  // Deleted through instance a while b holds the key's verdict: b's DELETE says it is gone.
+  const first = await (await a.request("/v1/keys", post(KEYS.admin, { scopes: ["ingest"] })))
+    .json();
+  assert.equal((await ingestWith(b, first.key, "o-1")).status, 202);
+  assert.equal((await remove(a, first.id)).status, 204);
+  const gone = await remove(b, first.id);
+  assert.equal(gone.status, 404);
+  assert.equal((await gone.json()).error.code, "key_not_found");
+  assert.equal((await ingestWith(b, first.key, "o-2")).status, 401);
+  // Deleted through b by a call answered 503 (outcome unknown), then its retry's 404.
+  const second = await (await b.request("/v1/keys", post(KEYS.admin, { scopes: ["ingest"] })))
+    .json();
+  assert.equal((await ingestWith(b, second.key, "o-3")).status, 202);
+  deleteFails = true;
+  const lost = await remove(b, second.id);
+  assert.equal(lost.status, 503);
+  assert.equal((await lost.json()).error.details.outcome, "unknown");
+  assert.equal((await ingestWith(b, second.key, "o-4")).status, 401);
+  deleteFails = false;
+  assert.equal((await remove(b, second.id)).status, 404);
+  assert.equal((await ingestWith(b, second.key, "o-5")).status, 401);
 });
 
 Deno.test("a key limited to streams uses only those, lists only those, and no other route that names none", async () => {
