@@ -148,7 +148,8 @@ const SEND_AGAIN = new Set([408, 429, 503]);
 
 /**
  * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
- * else a dotted path into nested objects (`meta.id`); undefined when absent.
+ * else a dotted path into nested objects (`meta.id`); undefined when absent (null, as the server
+ * reads it, is no id either).
  */
 function fieldOf(event, path) {
   const own = Object.hasOwn(event, path) ? event[path] : undefined;
@@ -937,7 +938,8 @@ export function createTracker(options) {
         `edgestream: track('${stream}', event) takes an event JSON can hold: ${error.message}`,
       );
     }
-    if (options.dedupeField && fieldOf(item, options.dedupeField) === undefined) {
+    // A null there is no id to the server, which then deduplicates the event by none.
+    if (options.dedupeField && fieldOf(item, options.dedupeField) == null) {
       item[options.dedupeField] = randomId();
     }
     const queue = queues.get(stream) ?? [];

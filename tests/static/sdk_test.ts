@@ -200,6 +200,32 @@ Deno.test("a dotted dedupeField keeps the page's own id at that path, as the ser
   }
 });
 
+Deno.test("a dedupeField holding null gets an id, as the server reads null as no dedupe id", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example",
+      dedupeField: "meta.id",
+      maxBatch: 2,
+    });
+    // Before, null was kept as the page's own id: the server deduplicates by none for it, so a
+    // batch sent again as new events (a beacon's remainder, a page's kept events) counted twice.
+    const own = tracker.track("s", { "meta.id": null });
+    const nested = tracker.track("s", { meta: { id: null } });
+    await tracker.settled();
+    const body = JSON.parse(String(sent[0].init.body));
+    assert.match(own["meta.id"], /^[0-9a-f-]{32,36}$/);
+    assert.match(nested["meta.id"], /^[0-9a-f-]{32,36}$/);
+    assert.deepEqual(body, [
+      { "meta.id": own["meta.id"] },
+      { meta: { id: null }, "meta.id": nested["meta.id"] },
+    ]);
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("createTracker() refuses a number option it cannot use, naming it, instead of looping or sending at once", () => {
   const base = { key: "pk_test", endpoint: "https://events.example" };
   const refused: Array<[string, unknown, string]> = [
