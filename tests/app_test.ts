@@ -234,15 +234,17 @@ Deno.test("bad ingest requests get the right status and error code, and change n
       code: "invalid_utf8",
     },
     {
-      name: "text/plain",
+      // Not text/plain: open mode reads it as JSON, as the SDK's beacons send it (browser_test.ts).
+      name: "text/html",
       body: '{"id":"a"}',
-      contentType: "text/plain",
+      contentType: "text/html",
       status: 415,
       code: "unsupported_media_type",
     },
     {
       name: "no content type",
-      body: '{"id":"a"}',
+      // Bytes: a string body would be sent as text/plain, which open mode reads as JSON.
+      body: new TextEncoder().encode('{"id":"a"}'),
       contentType: null,
       status: 415,
       code: "unsupported_media_type",

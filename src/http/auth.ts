@@ -73,6 +73,11 @@ const OPEN_GRANT: KeyGrant = {
   publishable: false,
 };
 
+/** Whether `grant` is open mode's, which every request there gets (no key is asked for). */
+export function isOpenGrant(grant: KeyGrant | undefined): boolean {
+  return grant === OPEN_GRANT;
+}
+
 /** What a run-time key looks like; other texts are never looked up in the store. */
 export const RUNTIME_KEY = /^(?:pk|sk)_[A-Za-z0-9_-]{16,128}$/;
 

@@ -47,7 +47,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
 import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
-import { grantOfRequest } from "./auth.ts";
+import { grantOfRequest, isOpenGrant } from "./auth.ts";
 import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { PREFLIGHT_MAX_AGE } from "./cors.ts";
@@ -109,15 +109,17 @@ export function rateLimitsFor(
 
 /**
  * The body format of an ingest request: JSON or NDJSON by `Content-Type`,
- * and `text/plain` read as JSON for a publishable key (beacons).
+ * and `text/plain` read as JSON for a publishable key (beacons), or in open mode, where no key
+ * is publishable and a page's beacons would otherwise all be refused.
  */
 export function ingestBodyFormat(contentType: string | undefined, grant?: KeyGrant): BodyFormat {
+  const beacons = grant?.publishable || isOpenGrant(grant);
   const [type, ...parameters] = (contentType ?? "").split(";");
-  if (type.trim().toLowerCase() === "text/plain" && grant?.publishable) {
+  if (type.trim().toLowerCase() === "text/plain" && beacons) {
     refuseOtherCharset(parameters);
     return "json";
   }
-  return bodyFormat(contentType, grant?.publishable ? "text/plain (JSON)" : undefined);
+  return bodyFormat(contentType, beacons ? "text/plain (JSON)" : undefined);
 }
 
 function streamOrigins(stream: CompiledStream | undefined): readonly string[] {

@@ -353,6 +353,45 @@ Deno.test("beacons: a text/plain body holding JSON is read for publishable keys 
   assert.equal((await stats("pageviews")).accepted, 2);
 });
 
+Deno.test("beacons in open mode: a text/plain body holding JSON is read, as no key can be publishable there", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store,
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+  });
+  // The SDK's beacon from a page of the server's own origin and from one the stream lists; before,
+  // both were 415 (text/plain only for publishable keys, which open mode cannot make), so what a
+  // page left by beacon was lost.
+  for (
+    const [stream, origin] of [["pageviews", "http://localhost"], [
+      "listed",
+      "https://docs.example",
+    ]]
+  ) {
+    const res = await app.request(`http://localhost/v1/streams/${stream}/events?key=pk_dev`, {
+      method: "POST",
+      headers: { "Content-Type": "text/plain;charset=UTF-8", Origin: origin },
+      body: JSON.stringify([{ id: "a" }, { id: "b" }]),
+    });
+    assert.equal(res.status, 202, await res.clone().text());
+    assert.equal((await res.json()).accepted, 2);
+    assert.equal(res.headers.get("Access-Control-Allow-Origin"), origin);
+  }
+  // Refused origins still are, before the body is read.
+  const foreign = await app.request("http://localhost/v1/streams/pageviews/events", {
+    method: "POST",
+    headers: { "Content-Type": "text/plain", Origin: OTHER },
+    body: JSON.stringify({ id: "c" }),
+  });
+  assert.equal(foreign.status, 403);
+  await foreign.body?.cancel();
+  const metas = compileConfig(CONFIG);
+  assert.equal((await store.stats("pageviews", metas.get("pageviews")!.counterMetas)).accepted, 2);
+  assert.equal((await store.stats("listed", metas.get("listed")!.counterMetas)).accepted, 2);
+});
+
 Deno.test("a secret key is refused in ?key=, as URLs reach logs", async () => {
   const { app, createKey } = await setup();
   const sk = await createKey({ scopes: ["ingest"] });
