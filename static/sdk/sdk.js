@@ -938,9 +938,13 @@ export function createTracker(options) {
         `edgestream: track('${stream}', event) takes an event JSON can hold: ${error.message}`,
       );
     }
-    // A null there is no id to the server, which then deduplicates the event by none.
-    if (options.dedupeField && fieldOf(item, options.dedupeField) == null) {
-      item[options.dedupeField] = randomId();
+    // A null there is no id to the server, which then deduplicates the event by none; nor is a
+    // number JSON sends as null (NaN, Infinity).
+    if (options.dedupeField) {
+      const id = fieldOf(item, options.dedupeField);
+      if (id == null || (typeof id === "number" && !Number.isFinite(id))) {
+        item[options.dedupeField] = randomId();
+      }
     }
     const queue = queues.get(stream) ?? [];
     queue.push(item);

@@ -200,7 +200,7 @@ Deno.test("a dotted dedupeField keeps the page's own id at that path, as the ser
   }
 });
 
-Deno.test("a dedupeField holding null gets an id, as the server reads null as no dedupe id", async () => {
+Deno.test("a dedupeField holding null (or NaN or Infinity, sent as null) gets an id, as the server reads null as no dedupe id", async () => {
   const { sent, restore } = recordingFetch([]);
   try {
     const tracker = createTracker({
@@ -213,13 +213,22 @@ Deno.test("a dedupeField holding null gets an id, as the server reads null as no
     // batch sent again as new events (a beacon's remainder, a page's kept events) counted twice.
     const own = tracker.track("s", { "meta.id": null });
     const nested = tracker.track("s", { meta: { id: null } });
+    // NaN and Infinity are sent as null (JSON has no such number): no id to the server either.
+    const notANumber = tracker.track("s", { "meta.id": Number.NaN });
+    const infinite = tracker.track("s", { meta: { id: Number.POSITIVE_INFINITY } });
     await tracker.settled();
-    const body = JSON.parse(String(sent[0].init.body));
-    assert.match(own["meta.id"], /^[0-9a-f-]{32,36}$/);
-    assert.match(nested["meta.id"], /^[0-9a-f-]{32,36}$/);
+    const body = [
+      ...JSON.parse(String(sent[0].init.body)),
+      ...JSON.parse(String(sent[1].init.body)),
+    ];
+    for (const event of [own, nested, notANumber, infinite]) {
+      assert.match(event["meta.id"], /^[0-9a-f-]{32,36}$/);
+    }
     assert.deepEqual(body, [
       { "meta.id": own["meta.id"] },
       { meta: { id: null }, "meta.id": nested["meta.id"] },
+      { "meta.id": notANumber["meta.id"] },
+      { meta: { id: null }, "meta.id": infinite["meta.id"] },
     ]);
   } finally {
     restore();
