@@ -1007,3 +1007,50 @@ browserTest(
     }
   },
 );
+
+browserTest(
+  "/sdk.js in open mode: what waits leaves with the page's beacon, read as JSON though no key is publishable there",
+  async (browser) => {
+    const streams = compileConfig(CONFIG);
+    const store = new MemoryStore();
+    const pages = Deno.serve(
+      { port: 0, hostname: "127.0.0.1", onListen() {} },
+      () =>
+        new Response("<!doctype html><title>shop</title>", {
+          headers: { "Content-Type": "text/html" },
+        }),
+    );
+    const page = `http://localhost:${pages.addr.port}`;
+    const app = createApp({
+      streams,
+      store,
+      keys: await KeyRing.parse(""),
+      origins: { allowedOrigins: [page] },
+    });
+    const statuses: number[] = [];
+    const api = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (request) => {
+      const response = await app.fetch(request);
+      if (request.method === "POST") statuses.push(response.status);
+      return response;
+    });
+    try {
+      const tab = await open(browser, page);
+      await tab.evaluate(`(async () => {
+        const sdk = await import(${JSON.stringify(`http://127.0.0.1:${api.addr.port}/sdk.js`)});
+        sdk.createTracker({ key: "dev", dedupeField: "id", flushMs: 60000 })
+          .track("pageviews", { path: "/" });
+      })()`);
+      await tab.goto(`${page}/next`);
+      // Before, the beacon's text/plain body was 415 in open mode, and the event lost.
+      await until(
+        "the pagehide beacon",
+        async () =>
+          (await store.stats("pageviews", streams.get("pageviews")!.counterMetas)).accepted === 1,
+      );
+      assert.deepEqual(statuses, [202]);
+    } finally {
+      await api.shutdown();
+      await pages.shutdown();
+    }
+  },
+);
