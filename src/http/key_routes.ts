@@ -32,6 +32,34 @@ import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
+/**
+ * `list` refused when it holds more than `max` different entries, as `identity` tells entries
+ * apart; repeats are removed later (the handler stores each entry once).
+ */
+function atMostDifferent<T>(
+  list: z.ZodArray<z.ZodType<T>>,
+  max: number,
+  field: string,
+  identity: (entry: T) => string,
+) {
+  return list.refine((entries) => new Set(entries.map(identity)).size <= max, {
+    error: (issue) =>
+      `Too big: expected at most ${max} different ${field} (repeats are removed), got ${
+        new Set((issue.input as T[]).map(identity)).size
+      }`,
+  });
+}
+
+/** An origin as a key stores it, or the entry itself when it is none (refused later, by index). */
+function originOrItself(entry: string): string {
+  try {
+    return normalizeAllowedOrigin(entry);
+  } catch (error) {
+    if (!(error instanceof OriginSettingError)) throw error;
+    return entry;
+  }
+}
+
 // The bounds of a stream's `limits`, by the same constants, so that the two cannot drift apart.
 const RateLimitSchema = z.strictObject({
   eventsPerSecond: z.number().min(MIN_RATE_PER_SECOND).max(MAX_RATE_PER_SECOND).openapi({
@@ -47,18 +75,28 @@ const KeyInputSchema = z.strictObject({
     description:
       "`publishable` (`pk_…`): ingest only, needs `streams` and `origins`, safe in a web page; `secret` (`sk_…`): any scopes",
   }),
-  scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).max(3).optional().openapi({
-    description: "What it may do (`admin` includes the others); publishable keys: `ingest` only",
+  // Repeats are removed, so a list's bound counts what is stored, not how often a client named it
+  // (`["admin", "read", "ingest", "read"]` names three scopes): three scopes are at most three
+  // different ones, and the bounds of `streams` and `origins` are counted of different entries.
+  // JSON Schema cannot bound different entries, so the document's schemas have no `maxItems`
+  // (a client checking against them would refuse a list the server takes) and say it in words.
+  scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).optional().openapi({
+    description:
+      "What it may do (`admin` includes the others); publishable keys: `ingest` only. Repeats are removed",
     example: ["ingest"],
   }),
-  streams: z.array(nameText).min(1).max(256).nullish().openapi({
-    description: "Streams it may use; absent (or null) for all (secret keys only)",
-    example: ["pageviews"],
-  }),
-  origins: z.array(z.string().max(256)).min(1).max(64).nullish().openapi({
-    description: "Origins web pages may use it from (CORS, beacons); absent or null: none",
-    example: ["https://shop.example"],
-  }),
+  streams: atMostDifferent(z.array(nameText).min(1), 256, "streams", (name) => name).nullish()
+    .openapi({
+      description:
+        "Streams it may use, at most 256 different (repeats are removed); absent (or null) for all (secret keys only)",
+      example: ["pageviews"],
+    }),
+  origins: atMostDifferent(z.array(z.string().max(256)).min(1), 64, "origins", originOrItself)
+    .nullish().openapi({
+      description:
+        "Origins web pages may use it from (CORS, beacons), at most 64 different (repeats are removed, also one written differently such as `https://Shop.example:443`); absent or null: none",
+      example: ["https://shop.example"],
+    }),
   // Every field a key's reply shows as null takes null as left out, so a reply's fields can be
   // sent back as they are.
   rateLimit: RateLimitSchema.nullish().openapi({

@@ -949,3 +949,51 @@ Deno.test("GET /v1/keys?limit=1000 of keys with every field at its bound stops a
   assert.deepEqual(pages.map((page) => page.length), [28, 12]);
   assert.deepEqual(pages.flat(), [...ids].sort());
 });
+
+Deno.test("POST /v1/keys removes repeats of scopes, streams and origins before their bounds: three scopes named four times is a key of three; past a bound of different entries, 400 naming the field, nothing created", async () => {
+  const { app, keyStore } = await keyedApp();
+  const scoped = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, { scopes: ["admin", "read", "ingest", "read"] }),
+  );
+  assert.equal(scoped.status, 201, await scoped.clone().text());
+  assert.deepEqual((await scoped.json()).scopes, ["admin", "read", "ingest"]);
+  const streams = Array.from({ length: 256 }, (_, i) => `s${i}`);
+  const origins = [
+    "https://shop.example",
+    ...Array.from({ length: 63 }, (_, i) => `https://o${i}.example`),
+  ];
+  // An origin written differently is a repeat too: it is stored as the same origin (README).
+  const listed = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, {
+      scopes: ["read"],
+      streams: [...streams, "s3", "s0"],
+      origins: [...origins, "https://o7.example", "HTTPS://Shop.example:443"],
+    }),
+  );
+  assert.equal(listed.status, 201, await listed.clone().text());
+  const created = await listed.json();
+  assert.deepEqual(created.streams, streams);
+  assert.deepEqual(created.origins, origins);
+  const before = (await keyStore.pageKeys({ limit: 100 })).items.length;
+  for (
+    const [body, message] of [
+      [
+        { scopes: ["read"], streams: [...streams, "s256", "s0"] },
+        "Invalid request body streams: Too big: expected at most 256 different streams (repeats are removed), got 257",
+      ],
+      [
+        { scopes: ["read"], origins: [...origins, "https://o63.example", "https://o0.example"] },
+        "Invalid request body origins: Too big: expected at most 64 different origins (repeats are removed), got 65",
+      ],
+    ] as const
+  ) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, body));
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_request");
+    assert.equal(error.message, message);
+  }
+  assert.equal((await keyStore.pageKeys({ limit: 100 })).items.length, before, "nothing created");
+});

@@ -514,3 +514,45 @@ Deno.test("every component the document declares is referenced from an operation
   assert.deepEqual(unreferenced, []);
   assert.deepEqual(doc.servers, [{ url: "/" }]);
 });
+
+Deno.test("a key's scopes, streams and origins with repeats fit the document's KeyInput as the server takes them: repeats are removed before the bounds", async () => {
+  const doc = await documentOf();
+  const ajv = new Ajv({ strict: false });
+  const schema = doc.paths["/v1/keys"].post.requestBody.content["application/json"].schema;
+  const validate = ajv.compile({ ...schema, components: doc.components });
+  const bodies = [
+    // Three scopes, one named twice.
+    { scopes: ["admin", "read", "ingest", "read"] },
+    // 256 streams and 64 origins, each bound, and one named again.
+    {
+      scopes: ["read"],
+      streams: [...Array.from({ length: 256 }, (_, i) => `s${i}`), "s7"],
+      origins: [
+        ...Array.from({ length: 64 }, (_, i) => `https://o${i}.example`),
+        "https://o7.example",
+      ],
+    },
+  ];
+  const ctx = await setup({ auth: true });
+  try {
+    for (const body of bodies) {
+      assert.ok(
+        validate(body),
+        `the document refuses ${JSON.stringify(body).slice(0, 80)}…: ${
+          ajv.errorsText(validate.errors)
+        }`,
+      );
+      const res = await call(ctx.app, "POST", "/v1/keys", body, ADMIN_KEY);
+      assert.equal(res.status, 201, res.text.slice(0, 300));
+    }
+  } finally {
+    await ctx.close();
+  }
+  for (const field of ["scopes", "streams", "origins"]) {
+    const property = doc.components.schemas.KeyInput.properties[field];
+    assert.equal(property.maxItems, undefined, `${field}: a bound JSON Schema counts repeats in`);
+    assert.match(property.description, /[Rr]epeats are removed/, field);
+  }
+  assert.match(doc.components.schemas.KeyInput.properties.streams.description, /at most 256/);
+  assert.match(doc.components.schemas.KeyInput.properties.origins.description, /at most 64/);
+});
