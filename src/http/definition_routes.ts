@@ -18,7 +18,6 @@ import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
-import { headerListElements } from "./_header_list.ts";
 import { streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
@@ -44,6 +43,16 @@ const streamParam = {
   example: "signups",
 };
 
+/**
+ * `*` alone in a list-valued header, with empty list elements around it (`*,`, `, *, ,`): RFC
+ * 9110 §5.6.1.2 has a recipient ignore those, so `If-Match` and `If-None-Match` take it as `*`.
+ * `*` beside a tag is not the fields' grammar. One expression for the check and the document's
+ * pattern of `If-None-Match`, so what the document says is what is taken. Spaces and tabs only
+ * (a list's whitespace, RFC 9110 §5.6.3); each run is matched one way only, so a long one is
+ * read in linear time.
+ */
+const STAR = /^[ \t]*(?:,[ \t]*)*\*[ \t]*(?:,[ \t]*)*$/;
+
 /** `PUT /v1/streams/{stream}`. */
 const putStreamRoute = createRoute({
   method: "put",
@@ -60,8 +69,9 @@ const putStreamRoute = createRoute({
         description:
           'Entity tags (`"3"`) of the versions this write replaces, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412); a header that is not entity tags is 400',
       }),
-      "if-none-match": z.literal("*").optional().openapi({
-        description: "`*`: create only",
+      "if-none-match": z.string().regex(STAR).optional().openapi({
+        description:
+          "`*`: create only (empty list elements beside it are ignored: `*,` is `*`); anything else is 400",
       }),
     }),
     body: {
@@ -94,9 +104,9 @@ const deleteStreamRoute = createRoute({
         description:
           'Entity tags (`"3"`) of the versions this deletes, comma-separated (empty elements ignored), or `*`; compared strongly (RFC 9110): a weak tag (`W/"3"`), or one that is no version (`"x"`), matches none (412); a header that is not entity tags is 400',
       }),
-      "if-none-match": z.literal("*").optional().openapi({
+      "if-none-match": z.string().regex(STAR).optional().openapi({
         description:
-          "`*`: delete only a stream that does not exist, so never (412 when it exists, 404 when not), as RFC 9110 evaluates it",
+          "`*`: delete only a stream that does not exist, so never (412 when it exists, 404 when not), as RFC 9110 evaluates it (empty list elements beside it are ignored: `*,` is `*`); anything else is 400",
       }),
     }),
     query: z.object({
@@ -152,20 +162,14 @@ function preconditionOf(c: Context): DefinitionPrecondition | undefined {
   const ifNoneMatch = c.req.header("If-None-Match");
   if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
   const expected: DefinitionPrecondition = {};
-  // `*` may come with empty list elements (`*, `) as a tag list may (RFC 9110 §5.6.1.2); `*`
-  // beside a tag is not the field's grammar.
-  const isStar = (value: string) => {
-    const elements = headerListElements(value);
-    return elements.length === 1 && elements[0] === "*";
-  };
   if (ifNoneMatch !== undefined) {
-    if (!isStar(ifNoneMatch)) {
+    if (!STAR.test(ifNoneMatch)) {
       throw new ApiError(400, "invalid_request", "If-None-Match: only '*' (create only) is taken");
     }
     expected.absent = true;
   }
   if (ifMatch !== undefined) {
-    if (isStar(ifMatch)) {
+    if (STAR.test(ifMatch)) {
       expected.exists = true;
     } else {
       // Empty elements (`"2", , "3"`, a trailing comma) are ignored (RFC 9110 §5.6.1.2); a
