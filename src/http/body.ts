@@ -473,7 +473,174 @@ function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
-    throw new BodyError("invalid_json", `Body is not valid JSON: ${(error as Error).message}`);
+    const problem = jsonSyntaxProblem(error, text);
+    throw new BodyError(
+      "invalid_json",
+      problem === undefined
+        ? "Body is not valid JSON"
+        : `Body is not valid JSON: ${problem.reason} at line ${problem.line}, column ${problem.column}`,
+    );
+  }
+}
+
+/**
+ * The message of an NDJSON `line` (number `number`, `raw` before trimming) that `JSON.parse`
+ * refused with `error`: where, in the line as sent, and why, without its text.
+ */
+function lineJsonMessage(error: unknown, line: string, raw: string, number: number): string {
+  const problem = jsonSyntaxProblem(error, line);
+  if (problem === undefined) return `Line ${number} is not valid JSON`;
+  const indent = raw.length - raw.trimStart().length;
+  return `Line ${number} is not valid JSON: ${problem.reason} at column ${problem.column + indent}`;
+}
+
+/** What is wrong with a JSON text, and where: {@linkcode jsonSyntaxProblem}. */
+interface JsonSyntaxProblem {
+  /** What the parser found or expected, with no text of the body (`Unexpected character`). */
+  reason: string;
+  /** Line of the text (from 1). */
+  line: number;
+  /** Column in that line (from 1, in UTF-16 units). */
+  column: number;
+}
+
+/**
+ * A reason of V8's that quotes no text of the body: letters, and punctuation it expected in
+ * quotes (`Expected ',' or '}' after property value`). `Unexpected token 's', ..."Key":s3cr3t-val"...
+ * is not valid JSON`, and older engines' `Unexpected token s`, quote the body, so are not kept.
+ */
+const QUOTELESS_REASON = /^[A-Za-z -]+(?:'[,:}\]]'[A-Za-z -]*)*$/;
+
+/**
+ * Why `JSON.parse` refused `text` (its `error`), without the body's text, which the engine's
+ * message may quote (about 10 characters either side of the unexpected one: part of a secret
+ * header of a webhook, personal data of an event), and the reply and the request's log line would
+ * carry. The engine's reason is kept when it quotes nothing, with its position; otherwise the
+ * position is found again ({@linkcode jsonErrorIndex}) and the reason is `Unexpected character`
+ * (or `Unexpected end`). Undefined when no position is found.
+ */
+function jsonSyntaxProblem(error: unknown, text: string): JsonSyntaxProblem | undefined {
+  const message = error instanceof Error ? error.message : "";
+  const engine = /(?: in JSON)? at position (\d+)(?: \(line \d+ column \d+\))?$/.exec(message);
+  let reason: string;
+  let index: number | undefined;
+  if (engine !== null && QUOTELESS_REASON.test(message.slice(0, engine.index))) {
+    reason = message.slice(0, engine.index);
+    index = Number(engine[1]);
+  } else {
+    index = jsonErrorIndex(text);
+    reason = index === text.length ? "Unexpected end" : "Unexpected character";
+  }
+  if (index === undefined || index > text.length) return undefined;
+  const lineStart = text.lastIndexOf("\n", index - 1) + 1;
+  let line = 1;
+  for (let at = text.indexOf("\n"); at !== -1 && at < lineStart; at = text.indexOf("\n", at + 1)) {
+    line++;
+  }
+  return { reason, line, column: index - lineStart + 1 };
+}
+
+const JSON_WHITESPACE = new Set([" ", "\t", "\n", "\r"]);
+const JSON_ESCAPES = new Set(['"', "\\", "/", "b", "f", "n", "r", "t"]);
+
+/**
+ * Index (UTF-16) of the first character at which `text` stops being JSON (RFC 8259): its length
+ * when it ends too soon, undefined when it is JSON. Iterative, so nesting has no limit; linear.
+ */
+export function jsonErrorIndex(text: string): number | undefined {
+  const open: string[] = [];
+  // value: a value is due; item: a value or ']' (after '['); key: a key or '}' (after '{');
+  // name: a key (after ',' in an object); colon: ':'; after: ',' or the close, or the end.
+  let state: "value" | "item" | "key" | "name" | "colon" | "after" = "value";
+  let i = 0;
+  const isDigit = (at: number) => text[at] >= "0" && text[at] <= "9";
+  // The index after the string starting at `start` ('"'), or -1 - the index where it goes wrong.
+  const stringEnd = (start: number): number => {
+    for (let at = start + 1; at < text.length; at++) {
+      const char = text[at];
+      if (char === '"') return at + 1;
+      if (char < " ") return -1 - at;
+      if (char !== "\\") continue;
+      at++;
+      if (at < text.length && JSON_ESCAPES.has(text[at])) continue;
+      if (text[at] !== "u") return -1 - at;
+      for (let digit = 1; digit <= 4; digit++) {
+        if (!/^[0-9A-Fa-f]$/.test(text[at + digit] ?? "")) return -1 - (at + digit);
+      }
+      at += 4;
+    }
+    return -1 - text.length;
+  };
+  const numberEnd = (start: number): number => {
+    let at = start;
+    if (text[at] === "-") at++;
+    if (text[at] === "0") at++;
+    else if (isDigit(at)) { while (isDigit(at)) at++; }
+    else return -1 - at;
+    if (text[at] === ".") {
+      if (!isDigit(++at)) return -1 - at;
+      while (isDigit(at)) at++;
+    }
+    if (text[at] === "e" || text[at] === "E") {
+      at++;
+      if (text[at] === "+" || text[at] === "-") at++;
+      if (!isDigit(at)) return -1 - at;
+      while (isDigit(at)) at++;
+    }
+    return at;
+  };
+  for (;;) {
+    while (i < text.length && JSON_WHITESPACE.has(text[i])) i++;
+    if (i >= text.length) return state === "after" && open.length === 0 ? undefined : i;
+    const char = text[i];
+    if (state === "after") {
+      const top = open.at(-1);
+      if (top === undefined) return i;
+      if (char === ",") state = top === "{" ? "name" : "value";
+      else if (char !== (top === "{" ? "}" : "]")) return i;
+      else open.pop();
+      i++;
+      continue;
+    }
+    if (state === "colon") {
+      if (char !== ":") return i;
+      state = "value";
+      i++;
+      continue;
+    }
+    if ((state === "item" && char === "]") || (state === "key" && char === "}")) {
+      open.pop();
+      state = "after";
+      i++;
+      continue;
+    }
+    if (state === "key" || state === "name") {
+      if (char !== '"') return i;
+      const end = stringEnd(i);
+      if (end < 0) return -1 - end;
+      state = "colon";
+      i = end;
+      continue;
+    }
+    let end: number;
+    if (char === "{" || char === "[") {
+      open.push(char);
+      state = char === "{" ? "key" : "item";
+      i++;
+      continue;
+    } else if (char === '"') end = stringEnd(i);
+    else if (char === "-" || isDigit(i)) end = numberEnd(i);
+    else {
+      const word = ["true", "false", "null"].find((literal) => literal[0] === char);
+      if (word === undefined) return i;
+      for (let at = 1; at < word.length; at++) {
+        if (text[i + at] !== word[at]) return i + at > text.length ? text.length : i + at;
+      }
+      end = i + word.length;
+    }
+    if (end < 0) return -1 - end;
+    state = "after";
+    i = end;
   }
 }
 
@@ -490,12 +657,13 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
   }
   if (format === "ndjson") {
     // Blank lines are skipped; errors name the line's number in the body.
-    const lines = text.split("\n").map((line, index) => ({ line: line.trim(), number: index + 1 }))
+    const lines = text.split("\n")
+      .map((raw, index) => ({ line: raw.trim(), raw, number: index + 1 }))
       .filter(({ line }) => line !== "");
     if (lines.length > maxEvents) throw tooManyEvents(lines.length, maxEvents);
     // Each item names its line, so a rejection can (`line`): its index among the events skips
     // the blank ones.
-    return lines.map(({ line, number }): BodyItem => {
+    return lines.map(({ line, raw, number }): BodyItem => {
       try {
         const item = sized(JSON.parse(line), mayHoldLarge(line, maxEventBytes), maxEventBytes);
         item.line = number;
@@ -505,7 +673,7 @@ export function parseEvents(text: string, format: BodyFormat, limits: BodyLimits
           ok: false,
           error: {
             path: "",
-            message: `Line ${number} is not valid JSON: ${(error as Error).message}`,
+            message: lineJsonMessage(error, line, raw, number),
           },
           line: number,
         };

@@ -13,6 +13,7 @@ import {
   bodyFormat,
   decodeUtf8,
   DEFAULT_LIMITS,
+  jsonErrorIndex,
   parseEvents,
   readLimitedBody,
   utf8Length,
@@ -963,4 +964,82 @@ Deno.test("a served route reads zero bytes sent with Content-Encoding gzip or de
   } finally {
     await server.close();
   }
+});
+
+Deno.test("parseEvents() says where a body or an NDJSON line stops being JSON, quoting none of its text", () => {
+  // V8's message quotes about 10 characters either side: `..."-Api-Key":s3cr3t-val"...`.
+  const secret = '{"url":"http://127.0.0.1:9/a","headers":{"X-Api-Key":s3cr3t-value-12345}}';
+  const cases: [string, string][] = [
+    [secret, "Unexpected character at line 1, column 54"],
+    ['{"name":"Ada",\n "email": ada@example.org}', "Unexpected character at line 2, column 11"],
+    ["personal", "Unexpected character at line 1, column 1"],
+    // The engine's reason when it quotes nothing: what it expected.
+    ['{"a":1', "Expected ',' or '}' after property value at line 1, column 7"],
+    [
+      '{"a":1} {"b":"private"}',
+      "Unexpected non-whitespace character after JSON at line 1, column 9",
+    ],
+    ['{"a":tru', "Unexpected end at line 1, column 9"],
+  ];
+  for (const [text, where] of cases) {
+    const error = assertApiError(() => parseEvents(text, "json"), 400, "invalid_json");
+    assert.equal(error.message, `Body is not valid JSON: ${where}`, text);
+  }
+  const items = parseEvents(`{"a":1}\n  {"email": ada@example.org}\n`, "ndjson");
+  assert.deepEqual(items[1], {
+    ok: false,
+    error: { path: "", message: "Line 2 is not valid JSON: Unexpected character at column 13" },
+    line: 2,
+  });
+});
+
+Deno.test("jsonErrorIndex() finds where JSON.parse refuses a text, and nothing where it reads one", () => {
+  const pieces = [
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    '"',
+    "a",
+    "1",
+    "0",
+    "-",
+    ".",
+    "e",
+    "+",
+    " ",
+    "\\",
+    "u",
+    "t",
+    "r",
+    "n",
+    "\n",
+    "\u0001",
+  ];
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 12 }), (parts) => {
+      const text = parts.join("");
+      let message: string | undefined;
+      try {
+        JSON.parse(text);
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      const index = jsonErrorIndex(text);
+      assert.equal(
+        index === undefined,
+        message === undefined,
+        `${JSON.stringify(text)}: ${message}`,
+      );
+      const engine = / at position (\d+)/.exec(message ?? "");
+      // Where the engine says where (a string it finds unterminated it names by its end).
+      if (engine) {
+        assert.equal(index, Number(engine[1]), `${JSON.stringify(text)}: ${message}`);
+      }
+    }),
+    { numRuns: 5000 },
+  );
+  assert.equal(jsonErrorIndex("[".repeat(100_000)), 100_000, "nesting has no limit");
 });

@@ -1702,3 +1702,22 @@ Deno.test("both WebSocket routes upgrade whatever the case of the Upgrade header
     await server.close();
   }
 });
+
+Deno.test("readFrame() says where a frame or its NDJSON line stops being JSON, quoting none of its text", () => {
+  const one = readFrame('{"id":"a","token":s3cr3t-value-12345}');
+  assert.deepEqual(one, {
+    ok: false,
+    seq: undefined,
+    error: {
+      code: "invalid_json",
+      message: "Body is not valid JSON: Unexpected character at line 1, column 19",
+    },
+  });
+  const lines = readFrame('{"a":1}\n{"token":s3cr3t-value-12345}');
+  assert.ok(lines.ok);
+  assert.deepEqual(lines.items[1], {
+    ok: false,
+    error: { path: "", message: "Line 2 is not valid JSON: Unexpected character at column 10" },
+    line: 2,
+  });
+});

@@ -15,6 +15,7 @@ import { MemoryStore } from "../../src/store/memory/store.ts";
 import { type Store, StoreUnavailableError } from "../../src/store/types.ts";
 import { at, KEYS, NOW, postEvents, TEST_CONFIG, testApp } from "../_fixtures.ts";
 import { jsonLines, writtenLogs } from "../_logs.ts";
+import { setup } from "../fanout/webhooks/_setup.ts";
 
 /** A memory store whose applyBatch fails as an unreachable Redis does, and whose stats throw a bug. */
 function failingStore(): Store {
@@ -343,4 +344,41 @@ Deno.test("a request line holds no key its path carries partly percent-encoded, 
     assert.ok(!text.includes("0123456789"), text);
     assert.ok(!text.includes("publishable"), text);
   }, { secrets: [key, KEYS.read] });
+});
+
+Deno.test("a body that is not JSON is refused, in the reply and its log line, with where it stops being JSON but none of its text", async () => {
+  const ctx = await setup();
+  try {
+    await writtenLogs(async (lines) => {
+      const bodies: [string, string][] = [
+        [
+          "/v1/webhooks",
+          '{"url":"http://127.0.0.1:9/a","headers":{"X-Api-Key":s3cr3t-value-12345}}',
+        ],
+        ["/v1/streams/orders/events", '{"id":"a","email":ada@example.org}'],
+      ];
+      for (const [path, body] of bodies) {
+        const res = await ctx.app.request(path, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body,
+        });
+        assert.equal(res.status, 400);
+        const { error } = await res.json();
+        assert.equal(error.code, "invalid_json");
+        assert.match(
+          error.message,
+          /^Body is not valid JSON: Unexpected character at line 1, column \d+$/,
+        );
+        const line = jsonLines(lines, "edgestream.http").at(-1)!;
+        assert.deepEqual(line.error, { code: "invalid_json", message: error.message });
+      }
+      const text = lines.map((line) => line.text).join("\n");
+      for (const part of ["s3cr3t", "Api-Key", "ada@", "example"]) {
+        assert.ok(!text.includes(part), text);
+      }
+    });
+  } finally {
+    await ctx.close();
+  }
 });
