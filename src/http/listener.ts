@@ -188,7 +188,9 @@ export function serveListening(
   }
 
   function logFailure(failure: string) {
-    if (now() - loggedAt < FAILURE_LOG_EVERY_MS) {
+    // A clock before the last line's time (an injected wall clock stepped back) counts as due.
+    const at = now();
+    if (at >= loggedAt && at - loggedAt < FAILURE_LOG_EVERY_MS) {
       unlogged += 1;
       return;
     }
@@ -197,7 +199,7 @@ export function serveListening(
       "{failure}{also}; listening again (connections already open are kept, new ones are refused until then)",
       { failure, also },
     );
-    loggedAt = now();
+    loggedAt = at;
     unlogged = 0;
   }
 

@@ -85,7 +85,9 @@ export class OutageLog {
       return;
     }
     outage.failures += 1;
-    if (now - outage.saidAt < this.#everyMs) return;
+    // A clock before the last line's time (the wall clock stepped back) counts as due: else the
+    // outage would go unsaid until the clock passed that time again (an hour for a step of an hour).
+    if (now >= outage.saidAt && now - outage.saidAt < this.#everyMs) return;
     outage.saidAt = now;
     this.#logger.warn(`${this.#failed} ({failures} failures since {failingSince})`, {
       ...properties,

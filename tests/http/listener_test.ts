@@ -232,3 +232,46 @@ Deno.test("serveListening() keeps at most FAILED_KEPT failed listeners under a l
     clock.uninstall();
   }
 });
+
+Deno.test("serveListening() logs a listener failure again at once when its clock is before the last line's time, then once a minute", async () => {
+  const clock = FakeTimers.install({ toFake: ["setTimeout", "clearTimeout"] });
+  const listeners: FakeListener[] = [];
+  let now = 10_000_000;
+  try {
+    await writtenLogs(async (lines) => {
+      const server = serveListening(() => new Response(), {
+        hostname: "127.0.0.1",
+        port: 8201,
+        now: () => now,
+        onFatal: (message) => assert.fail(message),
+        serve: () => {
+          const listener = fakeListener(8201);
+          listeners.push(listener);
+          return listener.server;
+        },
+      });
+      const fail = async (step: number) => {
+        now += step;
+        listeners.at(-1)!.fail(
+          Object.assign(new Error("Too many open files (os error 24)"), { name: "Http" }),
+        );
+        await clock.tickAsync(5_000);
+      };
+      await fail(0); // said
+      await fail(10_000); // within the minute
+      await fail(-3_600_000); // the clock stepped an hour back: said, not an hour of silence
+      await fail(10_000);
+      await fail(50_000); // a minute after the last line
+      await server.shutdown();
+      const failures = jsonLines(lines, "edgestream.http")
+        .filter((line) => String(line.message).startsWith("The HTTP listener stopped"));
+      assert.deepEqual(failures.map((line) => line.also), [
+        "",
+        " (and 1 more time(s) since the last such line)",
+        " (and 1 more time(s) since the last such line)",
+      ]);
+    });
+  } finally {
+    clock.uninstall();
+  }
+});

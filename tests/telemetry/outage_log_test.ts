@@ -59,6 +59,24 @@ Deno.test("OutageLog says an outage when it starts, once a minute while it lasts
   assert.deepEqual(records[3].properties.failingSince, "2026-01-01T10:00:00.000Z");
 });
 
+Deno.test("OutageLog says a lasting outage again at once after the clock stepped back, then once a minute from there", async () => {
+  let now = Date.UTC(2026, 0, 1, 10, 0, 0);
+  const outage = new OutageLog(logger, { failed: "Sweep failed: {error}", now: () => now });
+  const records = await collectingLogs((records) => {
+    outage.failure(unavailable());
+    now += 30_000;
+    outage.failure(unavailable()); // within the minute: not said
+    now -= 3_600_000; // NTP steps the clock an hour back
+    outage.failure(unavailable()); // said: not an hour of silence
+    now += 30_000;
+    outage.failure(unavailable());
+    now += 30_000;
+    outage.failure(unavailable());
+    return Promise.resolve([...records]);
+  });
+  assert.deepEqual(records.map((record) => record.properties.failures), [undefined, 3, 5]);
+});
+
 Deno.test("OutageLog logs another outage anew, and any other failure at error each time with its stack", async () => {
   let now = 0;
   const outage = new OutageLog(logger, {
