@@ -622,7 +622,10 @@ export class Dispatcher {
 
   #markedSince(stream: string): boolean {
     const at = this.#marked.get(stream);
-    return at !== undefined && this.#now() - at < MARK_EVERY_MS;
+    // A clock before the mark's time (the wall clock stepped back) is not since it: else marks
+    // would wait until the clock passed that time again, and the log keep what it could trim.
+    const now = this.#now();
+    return at !== undefined && now >= at && now - at < MARK_EVERY_MS;
   }
 
   /**

@@ -323,7 +323,7 @@ export class WebhookService {
     if (this.#closed) return;
     try {
       let endpoints = this.#endpoints;
-      if (this.#now() - this.#loadedMs >= this.#cacheMs) {
+      if (this.#listStale()) {
         const listed = await this.#listEndpoints();
         endpoints = listed.endpoints;
         // The sweep that follows dispatches to this list rather than listing again.
@@ -376,8 +376,19 @@ export class WebhookService {
     return { endpoints, version };
   }
 
+  /**
+   * Whether the endpoint list is older than the cache keeps it, or was loaded at a time after the
+   * clock's (the wall clock stepped back): else it would be kept until the clock passed that time
+   * again (an hour for a step of an hour), and endpoints changed meanwhile on another instance
+   * unseen.
+   */
+  #listStale(): boolean {
+    const now = this.#now();
+    return now < this.#loadedMs || now - this.#loadedMs >= this.#cacheMs;
+  }
+
   #refreshIfStale(): void {
-    if (this.#closed || this.#refreshing || this.#now() - this.#loadedMs < this.#cacheMs) return;
+    if (this.#closed || this.#refreshing || !this.#listStale()) return;
     // Outside the request that asked (an ingest's log demand): the list serves later requests
     // too, and its failure is no part of that request, in its log line or its trace.
     this.#refreshing = detached(() =>

@@ -701,6 +701,36 @@ Deno.test("Dispatcher.dispatch() with deferMark leaves the log's mark to a dispa
   assert.equal(await logLength(), 20);
 });
 
+Deno.test("Dispatcher.dispatch() with deferMark marks the log once its clock is before the last mark's time (stepped back), rather than deferring until it passes it", async () => {
+  let now = T0 + 3_600_000;
+  let marks = 0;
+  class CountsMarks extends MemoryStore {
+    override markDispatched(...args: Parameters<MemoryStore["markDispatched"]>) {
+      marks += 1;
+      return super.markDispatched(...args);
+    }
+  }
+  const store = new CountsMarks({ now: () => now, log: { retain: 1_000 } });
+  const deliveries = new MemoryDeliveryStore({ now: () => now });
+  const dispatcher = new Dispatcher(store, deliveries, { now: () => now });
+  const endpoints = [endpoint("ep_a", { eventTypes: ["window.closed"] })];
+  const append = () => store.appendLog("orders", [processed(0)]);
+  await dispatcher.hold("orders");
+  await append();
+  await dispatcher.dispatch(orders, endpoints);
+  assert.equal(marks, 2);
+  await append();
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 2, "deferred within the minute");
+  now -= 3_600_000; // NTP steps the clock an hour back
+  await append();
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 3, "not deferred for an hour");
+  await append();
+  await dispatcher.dispatch(orders, endpoints, { deferMark: true });
+  assert.equal(marks, 3, "deferred for a minute from there");
+});
+
 Deno.test("Dispatcher by default: a batch holds at most one page of 500 results whatever maxEvents, one dispatch takes 20 pages, and a batch's timestamp is its newest result's", async () => {
   let now = T0;
   const store = new MemoryStore({ now: () => now });

@@ -1645,6 +1645,40 @@ Deno.test("another instance logs event.processed for a new endpoint within 5 s: 
   }
 });
 
+Deno.test("another instance sees a new endpoint once its clock is before the time its list was loaded (stepped back), not only once it passes it again", async () => {
+  const a = await setup();
+  const b = await setup({ clock: a.clock, store: a.store, deliveries: a.deliveries });
+  try {
+    await b.webhooks.refreshEndpoints();
+    await register(a.app, { url: "http://127.0.0.1:9/hook", eventTypes: ["event.processed"] });
+    const wantsAfterReload = async () => {
+      b.webhooks.wants("orders", "event.processed");
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      return b.webhooks.wants("orders", "event.processed");
+    };
+    a.clock.now -= 3_600_000; // NTP steps the clock an hour back
+    assert.equal(await wantsAfterReload(), true, "not cached for an hour");
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
+Deno.test("a sweep's prepare lists the endpoints again once its clock is before the time the list was loaded (stepped back)", async () => {
+  const a = await setup();
+  const b = await setup({ clock: a.clock, store: a.store, deliveries: a.deliveries });
+  try {
+    await b.webhooks.refreshEndpoints();
+    await register(a.app, { url: "http://127.0.0.1:9/hook", eventTypes: ["event.processed"] });
+    a.clock.now -= 3_600_000;
+    await b.webhooks.prepare();
+    assert.equal(b.webhooks.wants("orders", "event.processed"), true, "listed again");
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
 Deno.test("another instance logs event.processed for an endpoint enabled again, or changed to take it or its stream, within 5 s: its endpoint list is cached that long", async () => {
   const a = await setup();
   const b = await setup({ clock: a.clock, store: a.store, deliveries: a.deliveries });
