@@ -21,7 +21,8 @@
  * `Idempotency-Key`, and the next page sends it under that key.
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
- * twice. A batch answered 408, 429 or 503, or `409 idempotency_key_in_flight`, or
+ * twice. A batch answered 408, 429, 503, 502 or 504 (a proxy in front of the
+ * server, while it restarts), or `409 idempotency_key_in_flight`, or
  * lost to the network, is sent again with the same key after `Retry-After`
  * (or an exponential backoff), up to `maxRetries` times (a try while the browser
  * is offline spends none: the batch waits for the `online` event); one whose retries
@@ -29,7 +30,7 @@
  * and sent again, with as many retries, at the next flush (a later event's, or
  * `flush()`), when the browser comes `online`, or by itself: after `heldRetryMs`
  * (30 s), doubling each time this timer fires up to 5 minutes (from 30 s again
- * once the server answers anything but 408, 429 or 503), plus up to 20% at
+ * once the server answers anything but 408, 429, 502, 503 or 504), plus up to 20% at
  * random, never before the server's last `Retry-After` has passed (a `429`'s
  * for its own stream's batches only: rate limits are a stream's) (a timer set
  * only while a batch is so held, that keeps no Deno or Node process alive), or
@@ -141,10 +142,14 @@ function untilOnline(signal) {
 }
 
 /**
- * Answers to a batch that applied nothing and may not hold when it is sent again: `408
- * body_timeout` (its body came too slowly: a slow link), `429` (a rate limit), `503` (the store).
+ * Answers to a batch that may not hold when it is sent again: `408 body_timeout` (its body came too
+ * slowly: a slow link), `429` (a rate limit), `503` (the store), and `502` and `504`, which a
+ * reverse proxy or load balancer in front of edgestream answers while an instance restarts or is
+ * deployed: neither says the server refused the events. A `504`'s batch may have been applied (the
+ * proxy gave up waiting for its answer): sent again under the same `Idempotency-Key`, it is that
+ * answer's replay, and its events keep their dedupe ids. A `500` is the server saying it failed.
  */
-const SEND_AGAIN = new Set([408, 429, 503]);
+const SEND_AGAIN = new Set([408, 429, 502, 503, 504]);
 
 /**
  * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
@@ -347,7 +352,7 @@ export function createTracker(options) {
   let resendAt = 0;
   /**
    * Times the resend timer fired since the server last answered a request with anything but a
-   * `408`, `429` or `503` (or the browser came online): its wait doubles with each.
+   * `408`, `429`, `502`, `503` or `504` (or the browser came online): its wait doubles with each.
    */
   let resendRounds = 0;
   /**
@@ -524,7 +529,7 @@ export function createTracker(options) {
           keepalive,
         });
         // A reply to read: accepted ones may name events the server rejected (their schema,
-        // say), and a refusal says why. 408, 429 and 503 are sent again whatever they say.
+        // say), and a refusal says why. SEND_AGAIN's are sent again whatever they say.
         storeDown = res.status === 503;
         const again = SEND_AGAIN.has(res.status);
         // The server answers: the resend timer of held batches starts again from heldRetryMs.

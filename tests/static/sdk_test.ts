@@ -429,6 +429,53 @@ Deno.test("the SDK resends a batch answered 408, 429 or 503, or lost, with the s
   }
 });
 
+Deno.test("the SDK resends a batch answered 502 or 504 (a proxy in front of the server while it restarts) as a 503, with the same Idempotency-Key and dedupe ids; a 500 is still dropped", async () => {
+  const { sent, restore } = recordingFetch([
+    // A load balancer's HTML error pages: no edgestream answer, nothing said about the events.
+    new Response("<html><body><h1>502 Bad Gateway</h1></body></html>", {
+      status: 502,
+      headers: { "Content-Type": "text/html" },
+    }),
+    new Response("<html><body><h1>504 Gateway Time-out</h1></body></html>", {
+      status: 504,
+      headers: { "Content-Type": "text/html", "Retry-After": "1" },
+    }),
+    new Response(null, { status: 202 }),
+    // The server's own 500: it says it failed, so the batch is dropped, with its warning.
+    Response.json({ error: { code: "internal", message: "boom" } }, { status: 500 }),
+  ]);
+  const { warnings, stopCapture } = captureWarnings();
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://e.example",
+      dedupeField: "id",
+      retryBaseMs: 1,
+    });
+    const event = tracker.track("s", { n: 1 });
+    const started = Date.now();
+    await tracker.flush();
+    // Before, the 502 dropped the batch with a warning: one request, the event lost.
+    assert.deepEqual(warnings, []);
+    assert.equal(sent.length, 3);
+    assert.equal(new Set(sent.map((item) => item.init.headers["Idempotency-Key"])).size, 1);
+    assert.equal(new Set(sent.map((item) => item.init.body)).size, 1);
+    assert.deepEqual(JSON.parse(String(sent[2].init.body)), [{ n: 1, id: event.id }]);
+    // The 504's Retry-After: 1 was waited for, as a 503's is.
+    assert.ok(Date.now() - started >= 1_000, `${Date.now() - started} ms`);
+    assert.equal(tracker.held, 0);
+
+    tracker.track("s", { n: 2 });
+    await tracker.flush();
+    assert.equal(sent.length, 4);
+    assert.deepEqual(warnings, ["edgestream: s refused 1 events: 500 internal: boom"]);
+    assert.equal(tracker.held, 0);
+  } finally {
+    stopCapture();
+    restore();
+  }
+});
+
 Deno.test("a batch whose retries an outage outlasts (408, 429, 503, the network) is held with its key, within maxHeld, and sent again at the next flush or by the page's beacon; a 400 is still dropped", async () => {
   const { sent, restore } = recordingFetch([
     // Batch a: its try and its one retry fail (the store is down): held, not dropped.
