@@ -151,7 +151,9 @@ function withRequestIds(app: OpenAPIHono): Json {
       // the API, but the WebSocket ingest, an origin listed or the key's (`cors.ts`).
       const cors = path === INGEST_PATH && method === "post"
         ? INGEST_CORS_HEADERS
-        : path.startsWith("/v1/") && path !== INGEST_SOCKET_PATH
+        : path === INGEST_SOCKET_PATH
+        ? SOCKET_VARY
+        : path.startsWith("/v1/")
         ? API_CORS_HEADERS
         : {};
       for (const response of Object.values<Json>(operation?.responses ?? {})) {
@@ -219,10 +221,22 @@ const INGEST_CORS_HEADERS = {
 const INGEST_SOCKET_PATH = "/v1/streams/{stream}/ws";
 const API_CORS_HEADERS = {
   ...INGEST_CORS_HEADERS,
+  Vary: {
+    ...RESPONSE_HEADERS.Vary,
+    description: "`Origin`, on every answer, to a request without one too",
+  },
   "Access-Control-Allow-Origin": {
     ...RESPONSE_HEADERS["Access-Control-Allow-Origin"],
     description:
       "To a page whose `Origin` `EDGESTREAM_ALLOWED_ORIGINS` or the key's `origins` list (CORS), and on a `401` or a key's `403` to any page: that origin",
+  },
+};
+
+/** The WebSocket ingest's: `cors.ts` leaves an upgrade alone, but varies the rest by `Origin`. */
+const SOCKET_VARY = {
+  Vary: {
+    ...RESPONSE_HEADERS.Vary,
+    description: "`Origin`, on every answer to a request that asks no WebSocket upgrade",
   },
 };
 
@@ -232,7 +246,7 @@ const DOCUMENT = {
     title: "edgestream",
     version: "0.1.0",
     description:
-      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`); in open mode a request to another host gets `421` on any path (every operation lists it).",
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`), and on a `/v1/…` path with `Vary: Origin`; in open mode a request to another host gets `421` on any path (every operation lists it).",
   },
   // The API is served where this document is: a client resolves paths against its URL's origin.
   servers: [{ url: "/" }],

@@ -7,9 +7,11 @@
  * any key is asked for (a preflight never carries one) and whether the stream named exists or not:
  * the request that follows decides. A path no route serves is not granted (its 404 as before).
  *
- * **Answers.** An answer carries `Access-Control-Allow-Origin` (and exposes the headers below) when
- * the request's `Origin` is one `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key
- * it presented list, or when it is an error answered before a key was granted (a repeated query
+ * **Answers.** Every answer (but a WebSocket upgrade's) carries `Vary: Origin`, whether the request
+ * had an `Origin` or not: its CORS headers depend on it. An answer carries
+ * `Access-Control-Allow-Origin` (and exposes the headers below) when the request's `Origin` is one
+ * `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key it presented list, or when
+ * it is an error answered before a key was granted (a repeated query
  * parameter's 400, a stream that is no name's 400, 401, a key's 403, a 503 when the key could
  * not be looked up): a page its key admits must read why it failed, and such an answer tells a
  * page nothing a script with that key would not learn. A state-changing request from an origin
@@ -62,8 +64,11 @@ export interface ApiCorsOptions {
 export function apiCors(options: ApiCorsOptions): MiddlewareHandler {
   return async function (c, next) {
     const origin = c.req.header("Origin");
-    if (origin === undefined || OWN_CORS.test(getPath(c.req.raw))) return await next();
-    if (c.req.method === "OPTIONS" && c.req.header("Access-Control-Request-Method")) {
+    if (OWN_CORS.test(getPath(c.req.raw))) return await next();
+    if (
+      origin !== undefined && c.req.method === "OPTIONS" &&
+      c.req.header("Access-Control-Request-Method")
+    ) {
       const methods = options.methodsOf(c.req.path);
       if (methods === undefined) return await next();
       return c.body(null, 204, {
@@ -78,8 +83,11 @@ export function apiCors(options: ApiCorsOptions): MiddlewareHandler {
     // A WebSocket is not read under CORS; its upgrade is judged by the origin policy alone.
     if (upgradeAsksForWebSocket(c.req.header("Upgrade"))) return await next();
     await next();
+    // On every answer, a request without `Origin`'s too: whether it carries the headers below
+    // depends on it, and a shared cache (a CDN, a proxy) that stored one without them must not
+    // give it to a page's request (whose read would then fail), nor one with them to another.
     c.res.headers.append("Vary", "Origin");
-    if (admits(c, origin, options)) {
+    if (origin !== undefined && admits(c, origin, options)) {
       c.res.headers.set("Access-Control-Allow-Origin", origin);
       c.res.headers.set("Access-Control-Expose-Headers", API_EXPOSED_HEADERS);
     }

@@ -273,3 +273,36 @@ Deno.test("the other errors answered before a key is granted are readable too: a
   assert.equal(unknown.status, 503);
   assert.equal(unknown.headers.get("Access-Control-Allow-Origin"), STATUS);
 });
+
+Deno.test("every API answer carries Vary: Origin, to a request without an Origin too, so a shared cache gives no page an answer stored for another origin or for none; /sdk.js answers * to all", async () => {
+  const { app } = await setup();
+  const path = `${BASE}/v1/streams/orders/counters/n`;
+  // The same URL, with and without an Origin: only the page's answer carries its grant.
+  const page = await app.request(path, from(APP, { key: KEYS.read }));
+  assert.equal(page.headers.get("Access-Control-Allow-Origin"), APP);
+  const answers = {
+    "a 200": await app.request(path, { headers: { Authorization: `Bearer ${KEYS.read}` } }),
+    "a 401": await app.request(path),
+    "a 404": await app.request(`${BASE}/v1/streams/nope`, {
+      headers: { Authorization: `Bearer ${KEYS.read}` },
+    }),
+    "an OPTIONS that is no preflight": await app.request(path, {
+      method: "OPTIONS",
+      headers: { "Access-Control-Request-Method": "GET" },
+    }),
+  };
+  for (const [what, res] of Object.entries(answers)) {
+    await res.body?.cancel();
+    assert.equal(res.headers.get("Access-Control-Allow-Origin"), null, what);
+    // Before, none: a cache keeping the answer without the grant gave it to the page, whose read
+    // then failed (and the reverse).
+    assert.match(res.headers.get("Vary") ?? "", /\bOrigin\b/, what);
+  }
+  // The SDK's module answers every origin, and none, alike (`*`): nothing to vary by.
+  for (const init of [{}, from(OTHER)]) {
+    const sdk = await app.request(`${BASE}/sdk.js`, init);
+    await sdk.body?.cancel();
+    assert.equal(sdk.status, 200);
+    assert.equal(sdk.headers.get("Access-Control-Allow-Origin"), "*");
+  }
+});
