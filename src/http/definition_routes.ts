@@ -18,7 +18,7 @@ import { errorsFor, headersOf, jsonContent, NAME, storedLimitConflict } from "./
 import { type KeyRing, requireScope } from "./auth.ts";
 import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
-import { streamJson, StreamSchema } from "./stream_routes.ts";
+import { streamFields, streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
 /** What the definition routes need. */
@@ -53,6 +53,23 @@ const streamParam = {
  */
 const STAR = /^[ \t]*(?:,[ \t]*)*\*[ \t]*(?:,[ \t]*)*$/;
 
+/**
+ * The stream a `PUT` stored, as `GET /v1/streams/{stream}` shows it, but for `stats` being null
+ * when reading them failed once the definition was stored.
+ */
+const StoredStreamSchema = z.object({
+  ...StreamSchema.shape,
+  // The shared definition schema by reference, as `Stream` has it (spread, it is rendered as an
+  // `allOf` of it and a nullable object).
+  definition: z.unknown().openapi(
+    { $ref: "#/components/schemas/StreamDefinition" } as Record<string, unknown>,
+  ),
+  stats: z.union([StreamSchema.shape.stats, z.null()]).openapi({
+    description:
+      "null when the store failed the read of the stats after the definition was stored (the write applied, as `ETag` says): `GET` the stream for them, do not send the `PUT` again",
+  }),
+}).openapi("StoredStream");
+
 /** `PUT /v1/streams/{stream}`. */
 const putStreamRoute = createRoute({
   method: "put",
@@ -82,8 +99,11 @@ const putStreamRoute = createRoute({
     },
   },
   responses: {
-    200: { ...jsonContent(StreamSchema, "Replaced"), headers: headersOf("ETag") },
-    201: { ...jsonContent(StreamSchema, "Created"), headers: headersOf("ETag", "Location") },
+    200: { ...jsonContent(StoredStreamSchema, "Replaced"), headers: headersOf("ETag") },
+    201: {
+      ...jsonContent(StoredStreamSchema, "Created"),
+      headers: headersOf("ETag", "Location"),
+    },
     ...errorsFor(400, 401, 403, 412, 413, 415, 503),
     ...storedLimitConflict("streams"),
   },
@@ -270,12 +290,11 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
       // The definition is stored already: a failed read of the reply's stats (Redis answering
-      // BUSY or LOADING, which says that read ran nothing) must not tell the client that the
-      // PUT applied nothing.
-      throw new StoreUnavailableError(
-        `Stream '${name}' was stored as version ${registered.version}, but reading its stats for the reply failed (${error.message})`,
-        { cause: error, outcome: "unknown" },
-      );
+      // BUSY or LOADING) must not make the write look failed. A 503 would have the client send
+      // it again, and its `If-Match` or `If-None-Match: *`, which this write made stale, would
+      // then be 412 as if someone else had changed the stream. The write's answer stands, with
+      // its ETag; only the stats are missing (GET the stream for them).
+      body = { ...streamFields(registered.stream, deps), stats: null };
     }
     c.header("ETag", `"${registered.version}"`);
     if (created) c.header("Location", `/v1/streams/${name}`);

@@ -541,8 +541,19 @@ export async function streamJson(
   stream: CompiledStream,
   deps: { streams: StreamCatalog; store: Store; now: () => number },
 ) {
-  const { store, streams } = deps;
-  const registered = streams.describe?.(stream.name);
+  return {
+    ...streamFields(stream, deps),
+    stats: statsJson(
+      stream,
+      await deps.store.stats(stream.name, stream.counterMetas),
+      deps.now(),
+    ),
+  };
+}
+
+/** A served stream's JSON but its stats: what is known without reading the store. */
+export function streamFields(stream: CompiledStream, deps: { streams: StreamCatalog }) {
+  const registered = deps.streams.describe?.(stream.name);
   return {
     name: stream.name,
     description: stream.parsed.description,
@@ -551,11 +562,6 @@ export async function streamJson(
     servable: true as const,
     definition: stream.definition,
     counters: stream.counters.map((counter) => counter.name),
-    stats: statsJson(
-      stream,
-      await store.stats(stream.name, stream.counterMetas),
-      deps.now(),
-    ),
   };
 }
 
