@@ -338,6 +338,50 @@ Deno.test("DELETE /v1/keys/{id} answered 404 (deleted through another instance, 
   assert.equal((await ingestWith(b, second.key, "o-5")).status, 401);
 });
 
+Deno.test("DELETE /v1/keys/{id} answered 503 not_applied (Redis BUSY) leaves the key working: the instance drops its verdicts and checks the key anew", async () => {
+  const store = new MemoryKeyStore();
+  let lookups = 0;
+  const busy: KeyStore = {
+    kind: store.kind,
+    createKey: (record) => store.createKey(record),
+    keyByHash: (hash) => {
+      lookups++;
+      return store.keyByHash(hash);
+    },
+    getKey: (id) => store.getKey(id),
+    listKeys: () => store.listKeys(),
+    pageKeys: (options) => store.pageKeys(options),
+    deleteKey: () =>
+      Promise.reject(
+        new StoreUnavailableError("BUSY Redis is busy running a script", {
+          outcome: "not_applied",
+        }),
+      ),
+  };
+  const keys = await KeyRing.parse(`admin:${KEYS.admin}`, { store: busy, now: () => NOW });
+  const app = createApp({
+    streams: compileConfig(TEST_CONFIG),
+    store: new MemoryStore({ now: () => NOW }),
+    keys,
+    now: () => NOW,
+  });
+  const created = await (await app.request("/v1/keys", post(KEYS.admin, { scopes: ["ingest"] })))
+    .json();
+  const ingest = (id: string) =>
+    app.request("/v1/streams/orders/events", post(created.key, { ...ORDER, id }));
+  assert.equal((await ingest("o-1")).status, 202);
+  const looked = lookups;
+  const refused = await app.request(`/v1/keys/${created.id}`, {
+    method: "DELETE",
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(refused.status, 503);
+  assert.equal((await refused.json()).error.details.outcome, "not_applied");
+  // Not refused: the key exists still, looked up again since its cached verdict was dropped.
+  assert.equal((await ingest("o-2")).status, 202);
+  assert.equal(lookups, looked + 1);
+});
+
 Deno.test("a key limited to streams uses only those, lists only those, and no other route that names none", async () => {
   const { app } = await keyedApp();
   const created = await (await app.request(
