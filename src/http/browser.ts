@@ -35,7 +35,12 @@
  * **Beacons.** `navigator.sendBeacon` can send neither a header nor JSON
  * without a preflight, so a publishable key may come as `?key=pk_…` and its
  * body as `text/plain` holding JSON. Secret keys are refused in the URL
- * (URLs reach logs and traces), and `text/plain` is refused for them.
+ * (URLs reach logs and traces), and `text/plain` is refused for them. In open
+ * mode, where no key is publishable, `text/plain` is read as JSON when the
+ * request carries an `Origin` (every beacon does, and the Origin rules judge
+ * it); without one it is refused (415), as a request without an `Origin`
+ * passes those rules and a browser may leave it off a cross-site
+ * `<form enctype="text/plain">`. Only charset UTF-8 is taken.
  *
  * **Rate limits.** A stream's `limits` and a key's `rateLimit` are token
  * buckets in the stream's hash slot, counted per stream, checked and charged
@@ -110,16 +115,26 @@ export function rateLimitsFor(
 /**
  * The body format of an ingest request: JSON or NDJSON by `Content-Type`,
  * and `text/plain` read as JSON for a publishable key (beacons), or in open mode, where no key
- * is publishable and a page's beacons would otherwise all be refused.
+ * is publishable and a page's beacons would otherwise all be refused, when the request carries an
+ * `Origin` (every beacon does). Without one it passes the Origin rules, so a cross-site
+ * `<form enctype="text/plain">` whose browser left `Origin` off could post events there: 415.
  */
-export function ingestBodyFormat(contentType: string | undefined, grant?: KeyGrant): BodyFormat {
-  const beacons = grant?.publishable || isOpenGrant(grant);
+export function ingestBodyFormat(
+  contentType: string | undefined,
+  grant?: KeyGrant,
+  origin?: string,
+): BodyFormat {
+  const open = isOpenGrant(grant);
+  const beacons = grant?.publishable || (open && origin !== undefined);
   const [type, ...parameters] = (contentType ?? "").split(";");
   if (type.trim().toLowerCase() === "text/plain" && beacons) {
     refuseOtherCharset(parameters);
     return "json";
   }
-  return bodyFormat(contentType, beacons ? "text/plain (JSON)" : undefined);
+  return bodyFormat(
+    contentType,
+    beacons ? "text/plain (JSON)" : open ? "text/plain (JSON) with an Origin" : undefined,
+  );
 }
 
 function streamOrigins(stream: CompiledStream | undefined): readonly string[] {

@@ -392,6 +392,46 @@ Deno.test("beacons in open mode: a text/plain body holding JSON is read, as no k
   assert.equal((await store.stats("listed", metas.get("listed")!.counterMetas)).accepted, 2);
 });
 
+Deno.test("beacons in open mode: a text/plain body without an Origin is 415 (a browser may leave it off a cross-site text/plain form), and a charset other than UTF-8 is 415; nothing is applied", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  const app = createApp({
+    streams: compileConfig(CONFIG),
+    store,
+    keys: await KeyRing.parse(""),
+    now: () => NOW,
+  });
+  const send = (headers: Record<string, string>) =>
+    app.request("http://localhost/v1/streams/pageviews/events", {
+      method: "POST",
+      headers,
+      body: JSON.stringify([{ id: "a" }]),
+    });
+  // A request without an Origin passes the Origin rules: text/plain is not read as JSON for it.
+  const bare = await send({ "Content-Type": "text/plain" });
+  assert.equal(bare.status, 415);
+  const refusal = (await bare.json()).error;
+  assert.equal(refusal.code, "unsupported_media_type");
+  assert.equal(
+    refusal.message,
+    "Content-Type must be application/json, application/x-ndjson or text/plain (JSON) with an Origin, got 'text/plain'",
+  );
+  for (const charset of ["iso-8859-1", "utf-16"]) {
+    const other = await send({
+      "Content-Type": `text/plain; charset=${charset}`,
+      Origin: "http://localhost",
+    });
+    assert.equal(other.status, 415);
+    assert.equal(
+      (await other.json()).error.message,
+      `Bodies are read as UTF-8: Content-Type charset must be utf-8, got '${charset}'`,
+    );
+  }
+  // JSON without an Origin is taken as before (a script, curl).
+  assert.equal((await send({ "Content-Type": "application/json" })).status, 202);
+  const metas = compileConfig(CONFIG);
+  assert.equal((await store.stats("pageviews", metas.get("pageviews")!.counterMetas)).accepted, 1);
+});
+
 Deno.test("a secret key is refused in ?key=, as URLs reach logs", async () => {
   const { app, createKey } = await setup();
   const sk = await createKey({ scopes: ["ingest"] });
