@@ -505,7 +505,7 @@ function lineJsonMessage(error: unknown, { line, raw, number }: NdjsonLine): str
 }
 
 /** What is wrong with a JSON text, and where: {@linkcode jsonSyntaxProblem}. */
-interface JsonSyntaxProblem {
+export interface JsonSyntaxProblem {
   /** What the parser found or expected, with no text of the body (`Unexpected character`). */
   reason: string;
   /** Line of the text (from 1). */
@@ -517,9 +517,14 @@ interface JsonSyntaxProblem {
 /**
  * A reason of V8's that quotes no text of the body: letters, and punctuation it expected in
  * quotes (`Expected ',' or '}' after property value`). `Unexpected token 's', ..."Key":s3cr3t-val"...
- * is not valid JSON`, and older engines' `Unexpected token s`, quote the body, so are not kept.
+ * is not valid JSON` quotes the body, and so does older engines' `Unexpected token s in JSON at
+ * position 14` (the letter is the body's), which this pattern alone would take: a reason that
+ * starts `Unexpected token` is refused by {@linkcode QUOTING_REASON}.
  */
 const QUOTELESS_REASON = /^[A-Za-z -]+(?:'[,:}\]]'[A-Za-z -]*)*$/;
+
+/** A reason that names the body's unexpected character, as older engines' `Unexpected token s`. */
+const QUOTING_REASON = /^Unexpected token\b/;
 
 /**
  * Why `JSON.parse` refused `text` (its `error`), without the body's text, which the engine's
@@ -529,13 +534,15 @@ const QUOTELESS_REASON = /^[A-Za-z -]+(?:'[,:}\]]'[A-Za-z -]*)*$/;
  * position is found again ({@linkcode jsonErrorIndex}) and the reason is `Unexpected character`
  * (or `Unexpected end`). Undefined when no position is found.
  */
-function jsonSyntaxProblem(error: unknown, text: string): JsonSyntaxProblem | undefined {
+export function jsonSyntaxProblem(error: unknown, text: string): JsonSyntaxProblem | undefined {
   const message = error instanceof Error ? error.message : "";
   const engine = /(?: in JSON)? at position (\d+)(?: \(line \d+ column \d+\))?$/.exec(message);
   const engineReason = engine === null ? "" : message.slice(0, engine.index);
   let reason: string;
   let index: number | undefined;
-  if (engine !== null && QUOTELESS_REASON.test(engineReason)) {
+  if (
+    engine !== null && QUOTELESS_REASON.test(engineReason) && !QUOTING_REASON.test(engineReason)
+  ) {
     reason = engineReason;
     index = Number(engine[1]);
   } else {

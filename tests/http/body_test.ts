@@ -14,6 +14,7 @@ import {
   decodeUtf8,
   DEFAULT_LIMITS,
   jsonErrorIndex,
+  jsonSyntaxProblem,
   parseEvents,
   readLimitedBody,
   utf8Length,
@@ -1049,4 +1050,20 @@ Deno.test("jsonErrorIndex() finds where JSON.parse refuses a text, and nothing w
     { numRuns: 5000 },
   );
   assert.equal(jsonErrorIndex("[".repeat(100_000)), 100_000, "nesting has no limit");
+});
+
+Deno.test("jsonSyntaxProblem() does not keep an older engine's reason that names the body's character", () => {
+  // Older V8: `Unexpected token s in JSON at position 13`, whose `s` is the body's (of a secret
+  // here); letters and spaces only, as a reason that quotes nothing.
+  const text = '{"X-Api-Key":s3cr3t}';
+  const problem = jsonSyntaxProblem(
+    new SyntaxError("Unexpected token s in JSON at position 13"),
+    text,
+  );
+  assert.deepEqual(problem, { reason: "Unexpected character", line: 1, column: 14 });
+  // A reason that quotes nothing is kept, with the engine's position.
+  assert.deepEqual(
+    jsonSyntaxProblem(new SyntaxError("Unexpected string in JSON at position 13"), text),
+    { reason: "Unexpected string", line: 1, column: 14 },
+  );
 });
