@@ -1,7 +1,11 @@
 /**
- * Header fields defined as comma-separated lists (RFC 9110 §5.6.1: `If-Match`, `If-None-Match`,
- * `Upgrade`, `Accept-Encoding`, …) read one way: a sender that merges values may leave empty
- * elements (`"2", , "3"`, a trailing `, `), which a recipient must ignore, not refuse.
+ * Header fields defined as comma-separated lists (RFC 9110 §5.6.1) read one way: a sender that
+ * merges values may leave empty elements (`"2", , "3"`, a trailing `, `), which a recipient must
+ * ignore, not refuse. Read here: `Upgrade`, `Accept`, `Accept-Encoding` (`docs_routes.ts`) and the
+ * `If-None-Match` of the files and documents served with an `ETag` (`_etag.ts`). A stream
+ * definition's `If-Match` and `If-None-Match` are read in `definition_routes.ts`, which ignores
+ * empty elements too: `*` by one pattern (`STAR`), which the OpenAPI document states, and
+ * `If-Match`'s tags one by one, since a comma inside a tag's quotes is the tag's own.
  *
  * Header names on a request's path are read in lower case (`headers.get("content-type")`): a
  * name is case-insensitive, so the answer is the same, and Deno's `Headers.get` answers its few
