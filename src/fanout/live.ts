@@ -36,6 +36,7 @@ import {
   type LiveTransport,
   OutageLog,
   recordLiveSubscribers,
+  withinPeriod,
 } from "../telemetry/mod.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
 import type { CompiledExpression } from "../transform/mod.ts";
@@ -44,8 +45,8 @@ import { type PayloadType, type PublicPayload, publicPayload } from "./payload.t
 
 const logger = getLogger(["edgestream", "live"]);
 
-/** The entry of a stream's remote demand that says until when it is known at all. */
-const KNOWN_UNTIL = "";
+/** The entry of a stream's remote demand that says since when it is known at all. */
+const KNOWN_AT = "";
 
 /** The event records a batch may have gone without: type, the outcome it logs, `logged`'s flag. */
 const MISSABLE = [
@@ -325,14 +326,14 @@ export class LiveHub {
   #demandTtlMs: number;
   #now: () => number;
   /**
-   * Stream → types other instances' subscribers want → until when (ms), from the last apply's
-   * reply; its entry {@linkcode KNOWN_UNTIL} says until when that reply is taken as known. A
-   * stream's entry whose {@linkcode KNOWN_UNTIL} passed is dropped when read and by
-   * `#pruneRemoteDemand`, so streams gone (deleted) are not kept.
+   * Stream → types other instances' subscribers want → since when (ms), from the last apply's
+   * reply; its entry {@linkcode KNOWN_AT} says since when that reply is known, taken as such for
+   * the demand's TTL (not when the clock is before it: stepped back). A stream's entry past that
+   * is dropped when read and by `#pruneRemoteDemand`, so streams gone (deleted) are not kept.
    */
   #remoteDemand = new Map<string, Map<string, number>>();
-  /** When (ms) `#remoteDemand` is next swept of expired streams. */
-  #nextPruneMs = 0;
+  /** When (ms) `#remoteDemand` was last swept of expired streams. */
+  #prunedMs = -Infinity;
   #tails = new Map<string, Tail>();
   /** Stream → type → number of subscribers wanting it. */
   #demand = new Map<string, Map<PayloadType, number>>();
@@ -407,9 +408,14 @@ export class LiveHub {
   #remoteDemandOf(stream: string): Map<string, number> | undefined {
     const known = this.#remoteDemand.get(stream);
     if (known === undefined) return undefined;
-    if ((known.get(KNOWN_UNTIL) ?? 0) > this.#now()) return known;
+    if (this.#known(known.get(KNOWN_AT), this.#now())) return known;
     this.#remoteDemand.delete(stream);
     return undefined;
+  }
+
+  /** Whether remote demand learnt `at` (ms) is still taken as known `now`. */
+  #known(at: number | undefined, now: number): boolean {
+    return at !== undefined && withinPeriod(now, at, this.#demandTtlMs);
   }
 
   /**
@@ -418,10 +424,11 @@ export class LiveHub {
    */
   #pruneRemoteDemand(): void {
     const now = this.#now();
-    if (now < this.#nextPruneMs) return;
-    this.#nextPruneMs = now + this.#demandTtlMs;
+    // A clock before the last sweep (stepped back) does not put the next one off by the step.
+    if (withinPeriod(now, this.#prunedMs, this.#demandTtlMs)) return;
+    this.#prunedMs = now;
     for (const [stream, known] of this.#remoteDemand) {
-      if ((known.get(KNOWN_UNTIL) ?? 0) <= now) this.#remoteDemand.delete(stream);
+      if (!this.#known(known.get(KNOWN_AT), now)) this.#remoteDemand.delete(stream);
     }
     // Updates pending for a stream only others wanted, whose demand expired since.
     for (const pending of [...this.#pending.values()]) this.#forgetIdle(pending);
@@ -433,8 +440,7 @@ export class LiveHub {
    */
   wants(stream: string, type: PayloadType): boolean {
     if ((this.#demand.get(stream)?.get(type) ?? 0) > 0) return true;
-    const until = this.#remoteDemandOf(stream)?.get(type);
-    return until !== undefined && until > this.#now();
+    return this.#known(this.#remoteDemandOf(stream)?.get(type), this.#now());
   }
 
   /**
@@ -913,7 +919,11 @@ export class LiveHub {
   async #poll(tail: Tail): Promise<void> {
     let full = false;
     try {
-      if (this.#now() - tail.signalledAt >= this.#demandTtlMs / 3) await this.#signal(tail);
+      // A clock before the last signal (stepped back) signals again: else the demand stored
+      // with the TTL would lapse meanwhile, and other instances stop logging what is wanted here.
+      if (!withinPeriod(this.#now(), tail.signalledAt, this.#demandTtlMs / 3)) {
+        await this.#signal(tail);
+      }
       const entries = await this.#store.readLog(tail.stream.name, tail.cursor, this.#readLimit);
       tail.failing = false;
       tail.outage.success({ stream: tail.stream.name });
@@ -950,9 +960,9 @@ export class LiveHub {
     if (this.#shared) {
       this.#pruneRemoteDemand();
       // The store reported, with this batch, what subscribers anywhere want now.
-      const until = this.#now() + this.#demandTtlMs;
-      const known = new Map<string, number>(batch.demand.map((type) => [type, until]));
-      this.#remoteDemand.set(name, known.set(KNOWN_UNTIL, until));
+      const at = this.#now();
+      const known = new Map<string, number>(batch.demand.map((type) => [type, at]));
+      this.#remoteDemand.set(name, known.set(KNOWN_AT, at));
       this.#logMissed(batch);
     }
     if (this.#closed) return;

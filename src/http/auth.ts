@@ -10,7 +10,8 @@
  * verdict (the key's grant, or "no such key") is cached, bounded in size and
  * for at most `cacheTtlMs` (default 2 s): a key deleted on another instance
  * stops working here within that bound, and a new key is found within it
- * after a miss. The cache is keyed by a 128-bit SipHash-2-4 of the key under a
+ * after a miss, also when the wall clock steps back (a verdict asked at a
+ * time after the clock's is not kept). The cache is keyed by a 128-bit SipHash-2-4 of the key under a
  * random 128-bit key of its own (`_siphash.ts`), a pseudorandom function
  * computed synchronously in a fraction of a microsecond: its entries say
  * nothing about keys to anyone who cannot read the process, another key lands
@@ -35,6 +36,7 @@ import { sipHashText } from "./_siphash.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 import { listNames } from "../telemetry/logging.ts";
+import { withinPeriod } from "../telemetry/clock.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -102,6 +104,9 @@ export interface KeyRingOptions {
 
 interface CachedVerdict {
   grant: KeyGrant | null;
+  /** When the store was asked (ms): the verdict is kept for `cacheTtlMs` from then. */
+  askedAt: number;
+  /** When the key itself expires (ms; Infinity for never, 0 once forgotten). */
   expiresAt: number;
 }
 
@@ -116,7 +121,7 @@ export class KeyRing {
   #cacheSecret = crypto.getRandomValues(new Uint32Array(4));
   /** Verdicts on keys (grants); texts that are no key apart, so they cannot push keys out. */
   #cache = new Map<string, CachedVerdict>();
-  /** Texts found to be no key → until when that holds. */
+  /** Texts found to be no key → when the store was asked (ms). */
   #misses = new Map<string, number>();
   #pending = new Map<string, Promise<KeyGrant | null>>();
   /** Rises at each {@linkcode forget}: a look-up begun before one may have read a deleted key. */
@@ -218,8 +223,8 @@ export class KeyRing {
     const cacheKey = this.#cacheKey(key);
     const cached = this.#cache.get(cacheKey);
     // A hit (nearly every request) answers without an async frame of its own.
-    if (cached && cached.expiresAt > this.#now()) return Promise.resolve(cached.grant);
-    if (!cached && (this.#misses.get(cacheKey) ?? 0) > this.#now()) return Promise.resolve(null);
+    if (cached && this.#fresh(cached)) return Promise.resolve(cached.grant);
+    if (!cached && this.#missFresh(cacheKey)) return Promise.resolve(null);
     return this.#lookUp(key, cacheKey, cached);
   }
 
@@ -231,8 +236,25 @@ export class KeyRing {
     if (this.open) return OPEN_GRANT;
     const cacheKey = this.#cacheKey(key);
     const cached = this.#cache.get(cacheKey);
-    if (cached) return cached.expiresAt > this.#now() ? cached.grant : undefined;
-    return (this.#misses.get(cacheKey) ?? 0) > this.#now() ? null : undefined;
+    if (cached) return this.#fresh(cached) ? cached.grant : undefined;
+    return this.#missFresh(cacheKey) ? null : undefined;
+  }
+
+  /**
+   * Whether a verdict is still taken as known: within the bound since it was asked, and before
+   * the key's own expiry. A clock before the asking (the wall clock stepped back) is not within:
+   * else a key deleted on another instance would stay valid here, and a key created there stay
+   * refused, until the clock passed that time again (an hour for a step of an hour).
+   */
+  #fresh(verdict: CachedVerdict): boolean {
+    const now = this.#now();
+    return withinPeriod(now, verdict.askedAt, this.#ttlMs) && now < verdict.expiresAt;
+  }
+
+  /** Whether "no such key" is cached for `cacheKey` and still taken as known (as {@linkcode #fresh}). */
+  #missFresh(cacheKey: string): boolean {
+    const askedAt = this.#misses.get(cacheKey);
+    return askedAt !== undefined && withinPeriod(this.#now(), askedAt, this.#ttlMs);
   }
 
   #cacheKey(key: string): string {
@@ -260,12 +282,12 @@ export class KeyRing {
       const found = await lookup;
       // Begun before a deletion through this instance: answers its own request, caches nothing.
       if (generation !== this.#generation) return found.grant;
-      const expiresAt = Math.min(askedAt + this.#ttlMs, found.expiresAt ?? Infinity);
+      const expiresAt = found.expiresAt ?? Infinity;
       if (cached) this.#cache.delete(cacheKey);
       const verdicts: Map<string, unknown> = found.grant ? this.#cache : this.#misses;
       while (verdicts.size >= this.#size) verdicts.delete(verdicts.keys().next().value!);
-      if (found.grant) this.#cache.set(cacheKey, { grant: found.grant, expiresAt });
-      else this.#misses.set(cacheKey, expiresAt);
+      if (found.grant) this.#cache.set(cacheKey, { grant: found.grant, askedAt, expiresAt });
+      else this.#misses.set(cacheKey, askedAt);
       return found.grant;
     } finally {
       if (this.#pending.get(cacheKey) === shared) this.#pending.delete(cacheKey);

@@ -35,6 +35,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { withinPeriod } from "../telemetry/clock.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 
@@ -190,7 +191,7 @@ export function serveListening(
   function logFailure(failure: string) {
     // A clock before the last line's time (an injected wall clock stepped back) counts as due.
     const at = now();
-    if (at >= loggedAt && at - loggedAt < FAILURE_LOG_EVERY_MS) {
+    if (withinPeriod(at, loggedAt, FAILURE_LOG_EVERY_MS)) {
       unlogged += 1;
       return;
     }

@@ -39,7 +39,7 @@ import {
   type StreamStats,
   textOfCursor,
 } from "../store/mod.ts";
-import { traceIngest } from "../telemetry/mod.ts";
+import { traceIngest, withinPeriod } from "../telemetry/mod.ts";
 import { parseInstantText } from "../validate/mod.ts";
 import {
   aggregateValue,
@@ -1476,7 +1476,7 @@ function ready(deps: StreamRouteDeps): RouteHandler<typeof readyRoute> {
     const now = deps.now();
     // A clock that went back (an NTP step) keeps no answer: it would be kept until the clock
     // passed its time again, an hour for a step of an hour, whatever the store does meanwhile.
-    const kept = probe !== undefined && now >= probe.atMs && now - probe.atMs < READY_KEPT_MS;
+    const kept = probe !== undefined && withinPeriod(now, probe.atMs, READY_KEPT_MS);
     if (probe && (!probe.done || kept)) return probe.problem;
     const problem = deps.store.ping().then(
       () => null,

@@ -24,3 +24,4 @@ export * from "./store.ts";
 export * from "./backlog.ts";
 export * from "./warning_limit.ts";
 export * from "./outage_log.ts";
+export * from "./clock.ts";

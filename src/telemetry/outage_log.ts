@@ -10,6 +10,7 @@
 import type { Logger } from "@logtape/logtape";
 import { StoreRequestTooLargeError, StoreUnavailableError } from "../store/types.ts";
 import { causeText } from "./logging.ts";
+import { withinPeriod } from "./clock.ts";
 
 /** How often a lasting outage is said again. */
 export const OUTAGE_LOG_EVERY_MS = 60_000;
@@ -85,9 +86,8 @@ export class OutageLog {
       return;
     }
     outage.failures += 1;
-    // A clock before the last line's time (the wall clock stepped back) counts as due: else the
-    // outage would go unsaid until the clock passed that time again (an hour for a step of an hour).
-    if (now >= outage.saidAt && now - outage.saidAt < this.#everyMs) return;
+    // A clock before the last line's time (the wall clock stepped back) counts as due.
+    if (withinPeriod(now, outage.saidAt, this.#everyMs)) return;
     outage.saidAt = now;
     this.#logger.warn(`${this.#failed} ({failures} failures since {failingSince})`, {
       ...properties,

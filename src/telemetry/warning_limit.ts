@@ -6,6 +6,8 @@
  * @module
  */
 
+import { withinPeriod } from "./clock.ts";
+
 /**
  * Decides, per key, whether a warning is due: the first time, then once
  * `everyMs` passed since the last one said, or the clock is before its time. Keys are held weakly, so a key
@@ -35,9 +37,8 @@ export class WarningLimit<K extends object> {
   due(key: K): boolean {
     const now = this.#now();
     const last = this.#last.get(key);
-    // A clock before the last warning's time (a wall clock stepped back) counts as due: else the
-    // warning would go unsaid until the clock passed that time again.
-    if (last !== undefined && now >= last && now - last < this.#everyMs) return false;
+    // A clock before the last warning's time (a wall clock stepped back) counts as due.
+    if (last !== undefined && withinPeriod(now, last, this.#everyMs)) return false;
     this.#last.set(key, now);
     return true;
   }

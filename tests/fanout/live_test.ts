@@ -1399,3 +1399,54 @@ Deno.test("README resuming: the store is asked where its log stands (on Redis on
     await live.close();
   }
 });
+
+Deno.test("LiveHub on a shared store after the wall clock steps back: what other instances want is learnt again, streams' expired demand is swept, and a tail signals its demand again", async () => {
+  const names = ["api_a", "api_b"];
+  const many = compileConfig({
+    streams: Object.fromEntries(names.map((name) => [name, TEST_CONFIG.streams.orders])),
+  });
+  let now = NOW;
+  let signals = 0;
+  const store = new (class extends MemoryStore {
+    override signalDemand(stream: string, types: string[], ttlMs: number) {
+      signals += 1;
+      return super.signalDemand(stream, types, ttlMs);
+    }
+  })({ now: () => NOW });
+  const live = new LiveHub(many, store, {
+    pollMs: 10,
+    shared: true,
+    demandTtlMs: 1_000,
+    updateIntervalMs: 0,
+    now: () => now,
+  });
+  const ingest = (name: string) =>
+    ingestItems(many.get(name)!, [{ ok: true, value: { id: "a", ts: at(1), country: "DE" } }], {
+      ...ingestFanoutFor(name, { demand: [live], observers: [live.observer] }),
+      store,
+      nowMs: NOW,
+    });
+  try {
+    await ingest("api_a");
+    assert.equal(live.retained.remoteDemand, 1);
+    // The clock steps back an hour: api_a's demand, learnt "later", is no longer taken as known,
+    // and the sweep is not put off by the step (it would keep api_a's entry for an hour).
+    now -= 3_600_000;
+    await ingest("api_b");
+    assert.equal(live.retained.remoteDemand, 1);
+    assert.equal(live.mayWant("api_b", "event.processed"), false);
+    assert.equal(live.mayWant("api_a", "event.processed"), true);
+
+    // A subscriber's demand, signalled with a TTL, is signalled again after the step: else it
+    // would lapse in the store for the step's length.
+    const { sink } = collector();
+    const stop = await live.subscribe(subscription(["event.processed"], { stream: "api_a" }), sink);
+    await eventually(() => signals > 0);
+    const before = signals;
+    now -= 3_600_000;
+    await eventually(() => signals > before);
+    stop();
+  } finally {
+    await live.close();
+  }
+});

@@ -221,6 +221,34 @@ Deno.test("KeyRing: a deleted key stops working on another instance within the c
   assert.equal(await instanceB.grantOf(RUNTIME_SECRET), null);
 });
 
+Deno.test("KeyRing: after the wall clock steps back, a deleted key stops working and a new one appears within the cache bound", async () => {
+  let now = 10_000_000;
+  const store = new MemoryKeyStore();
+  const options = { store, now: () => now, cacheTtlMs: 2_000 };
+  const instanceA = await KeyRing.parse("admin:admin-key-0123456789", options);
+  const instanceB = await KeyRing.parse("admin:admin-key-0123456789", options);
+  const other = `${RUNTIME_SECRET}x`;
+  // B caches "no such key" for one text, and a grant for another.
+  assert.equal(await instanceB.grantOf(other), null);
+  await store.createKey(runtimeRecord("key_0000000000000001", RUNTIME_SECRET));
+  await store.createKey(runtimeRecord("key_0000000000000002", other));
+  assert.equal((await instanceB.grantOf(RUNTIME_SECRET))?.id, "key_0000000000000001");
+  // Deleted through A; then the clock steps back an hour.
+  await store.deleteKey("key_0000000000000001");
+  instanceA.forget();
+  now -= 3_600_000;
+  assert.equal(instanceB.cachedGrantOf(RUNTIME_SECRET), undefined);
+  assert.equal(await instanceB.grantOf(RUNTIME_SECRET), null);
+  assert.equal(instanceB.cachedGrantOf(other), undefined);
+  assert.equal((await instanceB.grantOf(other))?.id, "key_0000000000000002");
+  // Cached again from the new time, for the bound.
+  await store.deleteKey("key_0000000000000002");
+  now += 1_999;
+  assert.ok(await instanceB.grantOf(other));
+  now += 1;
+  assert.equal(await instanceB.grantOf(other), null);
+});
+
 Deno.test("KeyRing: verdicts are cached, so a key is looked up once per bound, and env keys never", async () => {
   let now = 1_000_000;
   const store = new CountingKeyStore();

@@ -26,7 +26,12 @@ import {
   oversizedExpressionPatterns,
 } from "../../transform/mod.ts";
 import { withOversizedPatterns } from "../../validate/mod.ts";
-import { recordLogTrimmed, recordWebhookUnstorable, WarningLimit } from "../../telemetry/mod.ts";
+import {
+  recordLogTrimmed,
+  recordWebhookUnstorable,
+  WarningLimit,
+  withinPeriod,
+} from "../../telemetry/mod.ts";
 import { publicPayload } from "../payload.ts";
 import {
   batchedTypes,
@@ -625,7 +630,7 @@ export class Dispatcher {
     // A clock before the mark's time (the wall clock stepped back) is not since it: else marks
     // would wait until the clock passed that time again, and the log keep what it could trim.
     const now = this.#now();
-    return at !== undefined && now >= at && now - at < MARK_EVERY_MS;
+    return at !== undefined && withinPeriod(now, at, MARK_EVERY_MS);
   }
 
   /**

@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
 import { type Store, StoreRequestTooLargeError, StoreUnavailableError } from "../../store/types.ts";
-import { detached, OutageLog } from "../../telemetry/mod.ts";
+import { detached, OutageLog, withinPeriod } from "../../telemetry/mod.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
   type Attempt,
@@ -383,8 +383,7 @@ export class WebhookService {
    * unseen.
    */
   #listStale(): boolean {
-    const now = this.#now();
-    return now < this.#loadedMs || now - this.#loadedMs >= this.#cacheMs;
+    return !withinPeriod(this.#now(), this.#loadedMs, this.#cacheMs);
   }
 
   #refreshIfStale(): void {
