@@ -14,6 +14,7 @@ import type { AlertFiring, Store } from "../store/types.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
 import { cellUpdatesOf, OTHER_GROUP } from "../store/types.ts";
 import { recordAlertsFired, WarningLimit } from "../telemetry/mod.ts";
+import { notBoolReason } from "../transform/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
 import { aggregateValue, decodeGroup, windowsOfPane } from "../window/mod.ts";
 
@@ -129,12 +130,9 @@ export function evaluateAlerts(
         continue;
       }
       // A result that is no bool (`value` alone, a number) fails too: it cannot say "fire".
-      if (typeof result !== "boolean") {
-        const got = result === null ? "null" : typeof result;
-        warnFailedWhen(stream.name, alert, {
-          error: new Error(`The condition must return a bool, got ${got}`),
-          value,
-        });
+      const notBool = notBoolReason("The condition", result);
+      if (notBool !== null) {
+        warnFailedWhen(stream.name, alert, { error: new Error(notBool), value });
         continue;
       }
       if (!result) continue;

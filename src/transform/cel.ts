@@ -961,6 +961,25 @@ export function evaluationMessage(error: unknown): string {
 }
 
 /**
+ * Why a result that must say yes or no (a filter's, a condition's) cannot, or
+ * null for a bool: `${what} must return a bool, got number` (null as `null`).
+ * A type known without the variables is refused when compiled (`returns: "bool"`);
+ * this one is known per evaluation (`event.amount`, `data.value`).
+ *
+ * @example
+ * ```ts
+ * import { notBoolReason } from "./cel.ts";
+ *
+ * notBoolReason("The filter", 1); // "The filter must return a bool, got number"
+ * notBoolReason("The filter", true); // null
+ * ```
+ */
+export function notBoolReason(what: string, result: unknown): string | null {
+  if (typeof result === "boolean") return null;
+  return `${what} must return a bool, got ${result === null ? "null" : typeof result}`;
+}
+
+/**
  * Converts a CEL result to plain JSON: `bigint` and `uint` to number, `Date`
  * to ISO text, `Map` to object. Throws when an integer does not fit a JSON
  * number, and for values with no JSON form (durations, types).

@@ -11,6 +11,7 @@ import {
   type CompileExpressionOptions,
   evaluationMessage,
   ExpressionError,
+  notBoolReason,
   toJson,
 } from "./cel.ts";
 
@@ -62,12 +63,8 @@ function compileStep(step: TransformStep, index: number, options: CompileTransfo
       } finally {
         context.event = null;
       }
-      if (typeof result !== "boolean") {
-        throw new TransformError(
-          `${at}.filter`,
-          `Filter must return a bool, got ${typeof result}`,
-        );
-      }
+      const notBool = notBoolReason("Filter", result);
+      if (notBool !== null) throw new TransformError(`${at}.filter`, notBool);
       return result ? event : null;
     };
   }

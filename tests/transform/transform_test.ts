@@ -42,11 +42,12 @@ Deno.test("compileTransform() refuses a filter that returns something other than
     ["event.amount", "number"],
     ["event.label", "string"],
     ["event.tags", "object"],
+    ["event.nothing", "null"],
   ];
   for (const [filter, type] of cases) {
     const error = transformError(
       compileTransform([{ set: { a: "1" } }, { filter }]),
-      { amount: 1, label: "yes", tags: [true] },
+      { amount: 1, label: "yes", tags: [true], nothing: null },
     );
     assert.equal(error.path, "transform[1].filter");
     assert.equal(error.message, `Filter must return a bool, got ${type}`);

@@ -23,6 +23,7 @@ import type { LogEntry, Store } from "../../store/types.ts";
 import {
   type CompiledExpression,
   compileExpression,
+  notBoolReason,
   oversizedExpressionPatterns,
 } from "../../transform/mod.ts";
 import { withOversizedPatterns } from "../../validate/mod.ts";
@@ -778,11 +779,9 @@ export class Dispatcher {
       // A result that is no bool (`data.value` alone, whose type registration cannot know) fails
       // too, as an alert's condition does: it cannot say "send", and would drop every payload
       // unsaid.
-      if (typeof result !== "boolean") {
-        const got = result === null ? "null" : typeof result;
-        throw new Error(`The filter must return a bool, got ${got}`);
-      }
-      return result;
+      const notBool = notBoolReason("The filter", result);
+      if (notBool !== null) throw new Error(notBool);
+      return result as boolean;
     } catch (error) {
       // Sent nowhere, as a filter that answers false; said at most once a minute per endpoint.
       if (this.#filterWarnings.due(cached)) {
