@@ -153,8 +153,7 @@ const SEND_AGAIN = new Set([408, 429, 502, 503, 504]);
 
 /**
  * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
- * else a dotted path into nested objects (`meta.id`); undefined when absent (null, as the server
- * reads it, is no id either).
+ * else a dotted path into nested objects (`meta.id`); undefined when absent.
  */
 function fieldOf(event, path) {
   const own = Object.hasOwn(event, path) ? event[path] : undefined;
@@ -943,13 +942,13 @@ export function createTracker(options) {
         `edgestream: track('${stream}', event) takes an event JSON can hold: ${error.message}`,
       );
     }
-    // A null there is no id to the server, which then deduplicates the event by none; nor is a
-    // number JSON sends as null (NaN, Infinity).
+    // The server reads the field's JSON form (`item` is a shallow copy, not a JSON one): a value
+    // sent as null (null, NaN, Infinity, an invalid Date, an object whose toJSON gives null) or
+    // left out (undefined, a function, a symbol) is no id to it, which then deduplicates the event
+    // by none: it gets one of its own.
     if (options.dedupeField) {
-      const id = fieldOf(item, options.dedupeField);
-      if (id == null || (typeof id === "number" && !Number.isFinite(id))) {
-        item[options.dedupeField] = randomId();
-      }
+      const sent = JSON.stringify(fieldOf(item, options.dedupeField));
+      if (sent === undefined || sent === "null") item[options.dedupeField] = randomId();
     }
     const queue = queues.get(stream) ?? [];
     queue.push(item);

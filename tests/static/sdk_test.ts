@@ -235,6 +235,37 @@ Deno.test("a dedupeField holding null (or NaN or Infinity, sent as null) gets an
   }
 });
 
+Deno.test("a dedupeField whose JSON form is null or nothing (an invalid Date, toJSON giving null, a function, a symbol) gets an id, as the server reads none there", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example",
+      dedupeField: "id",
+      maxBatch: 5,
+    });
+    // Before, these were kept as the page's own id: the server read null or no field, so
+    // deduplicated the event by none.
+    const events = [
+      tracker.track("s", { id: new Date(Number.NaN) }),
+      tracker.track("s", { id: { toJSON: () => null } }),
+      tracker.track("s", { id: () => "x" }),
+      tracker.track("s", { id: Symbol("x") }),
+      tracker.track("s", { id: new Date(0) }),
+    ];
+    await tracker.settled();
+    const body = JSON.parse(String(sent[0].init.body));
+    for (const [index, event] of events.slice(0, 4).entries()) {
+      assert.match(event.id, /^[0-9a-f-]{32,36}$/);
+      assert.deepEqual(body[index], { id: event.id });
+    }
+    // A value whose JSON form is an id is kept: the server reads that.
+    assert.deepEqual(body[4], { id: "1970-01-01T00:00:00.000Z" });
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("createTracker() refuses a number option it cannot use, naming it, instead of looping or sending at once", () => {
   const base = { key: "pk_test", endpoint: "https://events.example" };
   const refused: Array<[string, unknown, string]> = [
