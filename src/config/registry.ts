@@ -54,7 +54,7 @@ import {
   type WindowRead,
   type WindowValues,
 } from "../store/mod.ts";
-import { OutageLog } from "../telemetry/mod.ts";
+import { OutageLog, withinPeriod } from "../telemetry/mod.ts";
 import {
   AS_STORED,
   closeTimeOf,
@@ -392,7 +392,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
   #pollMs: number;
   #missTtlMs: number;
   #maxMisses: number;
-  /** Unknown names → when they may be looked up again. */
+  /** Unknown names → when they were found unknown (ms); looked up again `missTtlMs` later. */
   #misses = new Map<string, number>();
   #lookups: LookupBudget;
   /** Versions seen for names not served (deleted, or another deploy's config). */
@@ -596,8 +596,10 @@ export class StreamRegistry implements Required<StreamCatalog> {
     const held = this.#entries.get(name);
     if (held) return held.stream;
     const now = this.#now();
-    const missUntil = this.#misses.get(name);
-    if (missUntil !== undefined && missUntil > now) return undefined;
+    const missedAt = this.#misses.get(name);
+    // Not when the clock is before it (stepped back): else a stream created on another instance
+    // would stay unknown here until the clock passed that time again, bar the poll.
+    if (missedAt !== undefined && withinPeriod(now, missedAt, this.#missTtlMs)) return undefined;
     if (!this.#loading.has(name) && !this.#lookups.take()) {
       throw new StreamDefinitionError(
         "stream_lookup_busy",
@@ -618,7 +620,7 @@ export class StreamRegistry implements Required<StreamCatalog> {
 
   #rememberMiss(name: string, now: number): void {
     this.#misses.delete(name);
-    this.#misses.set(name, now + this.#missTtlMs);
+    this.#misses.set(name, now);
     if (this.#misses.size > this.#maxMisses) {
       this.#misses.delete(this.#misses.keys().next().value!);
     }

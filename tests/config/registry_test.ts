@@ -516,6 +516,23 @@ Deno.test("A stream created on another instance is not answered 404 while unknow
   assert.equal((await res.json()).error.code, "stream_lookup_busy");
 });
 
+Deno.test("A name remembered as unknown is looked up again after the wall clock steps back, not only once it passes the time again", async () => {
+  const definitions = new MemoryDefinitionStore();
+  const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
+  let now = 10_000_000;
+  const reader = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    now: () => now,
+    missTtlMs: 5_000,
+  });
+  assert.equal(await reader.find("signups"), undefined);
+  await writer.put("signups", SIGNUPS);
+  now += 4_999;
+  assert.equal(await reader.find("signups"), undefined);
+  now -= 3_600_000;
+  assert.ok(await reader.find("signups"));
+});
+
 Deno.test("A stream created meanwhile is served after the poll although its name was remembered as unknown", async () => {
   const definitions = new MemoryDefinitionStore();
   const writer = new StreamRegistry(compileConfig({ streams: {} }), { definitions });
