@@ -15,6 +15,7 @@
  */
 import { metrics, type ObservableResult } from "@opentelemetry/api";
 import type { DeliveryCounts, DeliveryStore } from "../store/deliveries.ts";
+import { withinPeriod } from "./clock.ts";
 import { SCOPE_NAME, SCOPE_VERSION } from "./metrics.ts";
 
 /** Name of the lease whose holder reports the gauges. */
@@ -59,7 +60,8 @@ export class WebhookBacklogGauges {
   #deliveries: Pick<DeliveryStore, "countDeliveries" | "acquireLease" | "releaseLease">;
   #leaseMs: number;
   #now: () => number;
-  #lease: { token: string; untilMs: number } | null = null;
+  /** The lease held, and when it was asked for (ms): it lasts `leaseMs` from then. */
+  #lease: { token: string; askedAt: number } | null = null;
   #counts: DeliveryCounts | null = null;
   #refreshing: Promise<DeliveryCounts | null> | null = null;
   #observePending = (result: ObservableResult) => {
@@ -84,7 +86,8 @@ export class WebhookBacklogGauges {
 
   /** The counts this instance reports now, or null while it does not report. */
   get reported(): DeliveryCounts | null {
-    if (!this.#lease || this.#now() >= this.#lease.untilMs) return null;
+    // Not held when the clock is before its asking (stepped back): the store's lease may be over.
+    if (!this.#lease || !withinPeriod(this.#now(), this.#lease.askedAt, this.#leaseMs)) return null;
     return this.#counts;
   }
 
@@ -101,7 +104,9 @@ export class WebhookBacklogGauges {
 
   async #refresh(): Promise<DeliveryCounts | null> {
     const now = this.#now();
-    if (this.#lease && this.#lease.untilMs - now < this.#leaseMs / 2) {
+    // Renewed past half its time, or when the clock is before its asking (stepped back): else it
+    // would not be renewed until the clock passed that time again, and the store's lease end.
+    if (this.#lease && !withinPeriod(now, this.#lease.askedAt, this.#leaseMs / 2)) {
       const { token } = this.#lease;
       this.#lease = null;
       await this.#deliveries.releaseLease(BACKLOG_LEASE, token);
@@ -111,7 +116,7 @@ export class WebhookBacklogGauges {
       const token = await this.#deliveries.acquireLease(BACKLOG_LEASE, this.#leaseMs);
       if (token === null) return null;
       // Measured from before the call, so this instance stops before the store's lease ends.
-      this.#lease = { token, untilMs: now + this.#leaseMs };
+      this.#lease = { token, askedAt: now };
     }
     try {
       this.#counts = await this.#deliveries.countDeliveries();

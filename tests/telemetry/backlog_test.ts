@@ -49,6 +49,30 @@ Deno.test("WebhookBacklogGauges: one instance reports at a time, renews its leas
   }
 });
 
+Deno.test("WebhookBacklogGauges: after the instance's wall clock steps back, it reports nothing until it renews its lease", async () => {
+  let storeNow = T0;
+  let now = T0;
+  const deliveries = new MemoryDeliveryStore({ now: () => storeNow });
+  const a = new WebhookBacklogGauges(deliveries, { leaseMs: 10_000, now: () => now });
+  const b = new WebhookBacklogGauges(deliveries, { leaseMs: 10_000, now: () => storeNow });
+  try {
+    assert.deepEqual(await a.refresh(), { pending: 0, dead: 0 });
+    // An hour back: the lease, taken "later", may be over in the store (its own clock) without
+    // this instance knowing; it would report, and not renew, for the hour.
+    now = T0 - 3_600_000;
+    storeNow = T0 + 1_000;
+    assert.equal(a.reported, null);
+    assert.deepEqual(await a.refresh(), { pending: 0, dead: 0 }, "renewed at once");
+    storeNow = T0 + 10_500;
+    now = T0 - 3_600_000 + 9_500;
+    assert.deepEqual(a.reported, { pending: 0, dead: 0 }, "the renewed lease lasts");
+    assert.equal(await b.refresh(), null);
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
+
 Deno.test("WebhookBacklogGauges: overlapping refreshes (sweeps of one process) share one", async () => {
   const deliveries = new MemoryDeliveryStore();
   const backlog = new WebhookBacklogGauges(deliveries, { leaseMs: 10_000 });
