@@ -30,35 +30,31 @@ import { jsonBody } from "./body.ts";
 import { MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
+import { atMostDifferent, MAX_ENUM_LIST_ITEMS, rawCapOf } from "./_list_bounds.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
-/**
- * `list` refused when it holds more than `max` different entries, as `identity` tells entries
- * apart; repeats are removed later (the handler stores each entry once).
- */
-function atMostDifferent<T>(
-  list: z.ZodArray<z.ZodType<T>>,
-  max: number,
-  field: string,
-  identity: (entry: T) => string,
-) {
-  return list.refine((entries) => new Set(entries.map(identity)).size <= max, {
-    error: (issue) =>
-      `Too big: expected at most ${max} different ${field} (repeats are removed), got ${
-        new Set((issue.input as T[]).map(identity)).size
-      }`,
-  });
+/** An origin as a request names it: `origin` is its stored form, null when the entry is none. */
+interface OriginEntry {
+  entry: string;
+  origin: string | null;
 }
 
-/** An origin as a key stores it, or the entry itself when it is none (refused later, by index). */
-function originOrItself(entry: string): string {
+/**
+ * An entry of `origins`, normalised once, here: the bound of different origins and the handler
+ * (which refuses one that is no origin, by index) both read its stored form.
+ */
+const originEntry = z.string().max(256).transform((entry): OriginEntry => {
   try {
-    return normalizeAllowedOrigin(entry);
+    return { entry, origin: normalizeAllowedOrigin(entry) };
   } catch (error) {
     if (!(error instanceof OriginSettingError)) throw error;
-    return entry;
+    return { entry, origin: null };
   }
-}
+});
+
+/** Most different streams and origins a key takes. */
+const MAX_KEY_STREAMS = 256;
+const MAX_KEY_ORIGINS = 64;
 
 // The bounds of a stream's `limits`, by the same constants, so that the two cannot drift apart.
 const RateLimitSchema = z.strictObject({
@@ -78,25 +74,39 @@ const KeyInputSchema = z.strictObject({
   // Repeats are removed, so a list's bound counts what is stored, not how often a client named it
   // (`["admin", "read", "ingest", "read"]` names three scopes): three scopes are at most three
   // different ones, and the bounds of `streams` and `origins` are counted of different entries.
-  // JSON Schema cannot bound different entries, so the document's schemas have no `maxItems`
-  // (a client checking against them would refuse a list the server takes) and say it in words.
-  scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).optional().openapi({
-    description:
-      "What it may do (`admin` includes the others); publishable keys: `ingest` only. Repeats are removed",
-    example: ["ingest"],
-  }),
-  streams: atMostDifferent(z.array(nameText).min(1), 256, "streams", (name) => name).nullish()
+  // JSON Schema cannot bound different entries, so the document says those in words; its
+  // `maxItems` is each list's raw cap (repeats included, see _list_bounds.ts), which the server
+  // applies too, so that one request's work is bounded by the list, not only by the body's size.
+  scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).max(MAX_ENUM_LIST_ITEMS).optional()
     .openapi({
       description:
-        "Streams it may use, at most 256 different (repeats are removed); absent (or null) for all (secret keys only)",
-      example: ["pageviews"],
+        `What it may do (\`admin\` includes the others); publishable keys: \`ingest\` only. Repeats are removed (at most ${MAX_ENUM_LIST_ITEMS} entries, repeats included)`,
+      example: ["ingest"],
     }),
-  origins: atMostDifferent(z.array(z.string().max(256)).min(1), 64, "origins", originOrItself)
-    .nullish().openapi({
-      description:
-        "Origins web pages may use it from (CORS, beacons), at most 64 different (repeats are removed, also one written differently such as `https://Shop.example:443`); absent or null: none",
-      example: ["https://shop.example"],
-    }),
+  streams: atMostDifferent(
+    z.array(nameText).min(1).max(rawCapOf(MAX_KEY_STREAMS)),
+    MAX_KEY_STREAMS,
+    "streams",
+    (name) => name,
+  ).nullish().openapi({
+    description:
+      `Streams it may use, at most ${MAX_KEY_STREAMS} different (repeats are removed; at most ${
+        rawCapOf(MAX_KEY_STREAMS)
+      } entries, repeats included); absent (or null) for all (secret keys only)`,
+    example: ["pageviews"],
+  }),
+  origins: atMostDifferent(
+    z.array(originEntry).min(1).max(rawCapOf(MAX_KEY_ORIGINS)),
+    MAX_KEY_ORIGINS,
+    "origins",
+    ({ entry, origin }) => origin ?? entry,
+  ).nullish().openapi({
+    description:
+      `Origins web pages may use it from (CORS, beacons), at most ${MAX_KEY_ORIGINS} different (repeats are removed, also one written differently such as \`https://Shop.example:443\`; at most ${
+        rawCapOf(MAX_KEY_ORIGINS)
+      } entries, repeats included); absent or null: none`,
+    example: ["https://shop.example"],
+  }),
   // Every field a key's reply shows as null takes null as left out, so a reply's fields can be
   // sent back as they are.
   rateLimit: RateLimitSchema.nullish().openapi({
@@ -282,17 +292,15 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
       throw invalid("A publishable key needs 'origins': the pages that may use it");
     }
     // Each named by its path, as a stream definition's are.
-    const origins = input.origins?.map((entry, i) => {
-      try {
-        return normalizeAllowedOrigin(entry);
-      } catch (error) {
-        if (!(error instanceof OriginSettingError)) throw error;
+    const origins = input.origins?.map(({ entry, origin }, i) => {
+      if (origin === null) {
         throw invalid(
           `origins[${i}]: Origin '${
             quoteInput(withoutCredentials(entry))
           }' must be http(s)://host[:port] without path, e.g. 'https://app.example.com'`,
         );
       }
+      return origin;
     });
     const now = deps.now();
     let expiresAt: number | undefined;

@@ -34,6 +34,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
+import { atMostDifferent, MAX_ENUM_LIST_ITEMS, rawCapOf } from "./_list_bounds.ts";
 import {
   countQuery,
   CursorQuery,
@@ -47,6 +48,9 @@ import {
 } from "./_openapi.ts";
 
 const SUBSCRIBABLE = ["window.closed", "alert.fired", "event.processed", "event.late"] as const;
+
+/** Most different streams an endpoint hears from, as a key's `streams`. */
+const MAX_ENDPOINT_STREAMS = 256;
 
 const errors = errorsFor(400, 401, 403, 404, 409, 503);
 /** What a route with a JSON body may also answer: over 1 MiB, or not JSON. */
@@ -68,10 +72,12 @@ const BatchSchema = z.strictObject({
       "Longest wait for a batch of `event.processed` to fill, as a duration (`500ms`, `1s`, `1s500ms`; at most `1m`; default `1s`); `window.closed` and `alert.fired` batches never wait, so an endpoint batching only those needs none. Replies always show it, in its shortest exact form: `1500ms` reads back as `1s500ms`.",
     example: "1s",
   }),
-  eventTypes: z.array(z.enum(BATCHABLE_EVENT_TYPES)).min(1).max(BATCHABLE_EVENT_TYPES.length)
+  // Repeats are removed (by the registry), so the types' own number bounds the different ones: the
+  // cap counts entries as sent, repeats included (see _list_bounds.ts).
+  eventTypes: z.array(z.enum(BATCHABLE_EVENT_TYPES)).min(1).max(MAX_ENUM_LIST_ITEMS)
     .optional().openapi({
       description:
-        "Types delivered in batches, each one the endpoint's `eventTypes` has; the others go one result per delivery. Default: `event.processed` when the endpoint takes it, else its `window.closed` and `alert.fired`",
+        `Types delivered in batches, each one the endpoint's \`eventTypes\` has; the others go one result per delivery. Default: \`event.processed\` when the endpoint takes it, else its \`window.closed\` and \`alert.fired\`. Repeats are removed (at most ${MAX_ENUM_LIST_ITEMS} entries, repeats included)`,
       example: ["window.closed"],
     }),
 }).openapi("WebhookBatch");
@@ -85,12 +91,25 @@ const endpointFields = {
       `https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG \`new URL(url).href\`: spaces and \`<>\` percent-encoded, the host in lower case, no \`#\` fragment, which no request carries), at most ${MAX_URL_LENGTH} characters as sent and so encoded; a longer one is 400 invalid_webhook`,
     example: "https://example.com/hooks/edgestream",
   }),
-  eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(SUBSCRIBABLE.length).openapi({
-    description: "Types delivered (default: window.closed, alert.fired)",
+  // Repeats are removed (EndpointRegistry stores each once), so bounds count different entries:
+  // the types' own number bounds those of `eventTypes`, and `streams` is bounded at 256 different
+  // names, as a key's. JSON Schema cannot count different entries, so the document says so in
+  // words; its `maxItems` is each list's raw cap, repeats included, which the server applies too.
+  eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(MAX_ENUM_LIST_ITEMS).openapi({
+    description:
+      `Types delivered (default: window.closed, alert.fired). Repeats are removed (at most ${MAX_ENUM_LIST_ITEMS} entries, repeats included)`,
   }),
   // An empty list would hear from no stream: at least one, or null (or left out) for all.
-  streams: z.array(nameText).min(1).max(256).nullable().openapi({
-    description: "Streams heard from (at least one, at most 256); null for all",
+  streams: atMostDifferent(
+    z.array(nameText).min(1).max(rawCapOf(MAX_ENDPOINT_STREAMS)),
+    MAX_ENDPOINT_STREAMS,
+    "streams",
+    (name) => name,
+  ).nullable().openapi({
+    description:
+      `Streams heard from (at least one, at most ${MAX_ENDPOINT_STREAMS} different: repeats are removed; at most ${
+        rawCapOf(MAX_ENDPOINT_STREAMS)
+      } entries, repeats included); null for all`,
   }),
   filter: z.string().min(1).max(MAX_EXPRESSION_LENGTH).nullable().openapi({
     description: "CEL over `payload` and `data`; only payloads for which it is true are sent",

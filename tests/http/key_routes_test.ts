@@ -1041,3 +1041,39 @@ Deno.test("POST /v1/keys removes repeats of scopes, streams and origins before t
   }
   assert.equal((await keyStore.pageKeys({ limit: 100 })).items.length, before, "nothing created");
 });
+
+Deno.test("POST /v1/keys caps each list's entries as sent, repeats included (16 scopes, 1,024 streams, 256 origins): one past a cap is 400 invalid_request naming the field, at the cap with repeats 201", async () => {
+  const { app, keyStore } = await keyedApp();
+  const repeated = (values: string[], length: number) =>
+    Array.from({ length }, (_, i) => values[i % values.length]);
+  const streams = Array.from({ length: 256 }, (_, i) => `s${i}`);
+  const origins = Array.from({ length: 64 }, (_, i) => `https://o${i}.example`);
+  const atCaps = await app.request(
+    "/v1/keys",
+    post(KEYS.admin, {
+      scopes: repeated(["read", "ingest"], 16),
+      streams: repeated(streams, 1024),
+      origins: repeated(origins, 256),
+    }),
+  );
+  assert.equal(atCaps.status, 201, (await atCaps.clone().text()).slice(0, 300));
+  const created = await atCaps.json();
+  assert.deepEqual(created.scopes, ["read", "ingest"]);
+  assert.deepEqual(created.streams, streams);
+  assert.deepEqual(created.origins, origins);
+  const before = (await keyStore.pageKeys({ limit: 100 })).items.length;
+  for (
+    const [field, body] of [
+      ["scopes", { scopes: repeated(["read"], 17) }],
+      ["streams", { scopes: ["read"], streams: repeated(["s0"], 1025) }],
+      ["origins", { scopes: ["read"], origins: repeated(["https://o0.example"], 257) }],
+    ] as const
+  ) {
+    const res = await app.request("/v1/keys", post(KEYS.admin, body));
+    assert.equal(res.status, 400, field);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_request", field);
+    assert.match(error.message, new RegExp(`^Invalid request body ${field}: Too big`), field);
+  }
+  assert.equal((await keyStore.pageKeys({ limit: 100 })).items.length, before, "nothing created");
+});

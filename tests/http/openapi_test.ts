@@ -548,9 +548,10 @@ Deno.test("a key's scopes, streams and origins with repeats fit the document's K
   } finally {
     await ctx.close();
   }
-  for (const field of ["scopes", "streams", "origins"]) {
+  // maxItems is the raw cap, repeats included, far past the bound of different entries.
+  for (const [field, cap] of [["scopes", 16], ["streams", 1024], ["origins", 256]] as const) {
     const property = doc.components.schemas.KeyInput.properties[field];
-    assert.equal(property.maxItems, undefined, `${field}: a bound JSON Schema counts repeats in`);
+    assert.equal(property.maxItems, cap, field);
     assert.match(property.description, /[Rr]epeats are removed/, field);
   }
   assert.match(doc.components.schemas.KeyInput.properties.streams.description, /at most 256/);
@@ -610,6 +611,117 @@ Deno.test("the If-None-Match the stream PUT and DELETE document takes what the s
       }
     }
     assert.equal(accepted, 12, "six forms of `*`, on PUT and DELETE");
+  } finally {
+    await ctx.close();
+  }
+});
+
+Deno.test("the document's maxItems of a key's and a webhook's lists is the server's cap of entries as sent, repeats included: at it the server takes the list, one past it is 400 naming the field", async () => {
+  const doc = await documentOf();
+  const schemas = doc.components.schemas;
+  const ctx = await setup({
+    auth: true,
+    config: {
+      streams: Object.fromEntries(
+        Array.from({ length: 256 }, (_, i) => [
+          `s${i}`,
+          { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } },
+        ]),
+      ),
+    },
+  });
+  try {
+    const created = await call(
+      ctx.app,
+      "POST",
+      "/v1/webhooks",
+      { url: "http://127.0.0.1:9/h" },
+      ADMIN_KEY,
+    );
+    assert.equal(created.status, 201, created.text);
+    const webhook = `/v1/webhooks/${created.body.id}`;
+    const streams = (length: number) => Array.from({ length }, (_, i) => `s${i % 256}`);
+    const cases: Array<[number | undefined, string, string, string, (length: number) => unknown]> =
+      [
+        [schemas.KeyInput.properties.scopes.maxItems, "POST", "/v1/keys", "scopes", (length) => ({
+          scopes: Array.from({ length }, () => "read"),
+        })],
+        [schemas.KeyInput.properties.streams.maxItems, "POST", "/v1/keys", "streams", (length) => ({
+          scopes: ["read"],
+          streams: streams(length),
+        })],
+        [schemas.KeyInput.properties.origins.maxItems, "POST", "/v1/keys", "origins", (length) => ({
+          scopes: ["read"],
+          origins: Array.from({ length }, (_, i) => `https://o${i % 64}.example`),
+        })],
+        [
+          schemas.WebhookInput.properties.streams.maxItems,
+          "POST",
+          "/v1/webhooks",
+          "streams",
+          (length) => ({
+            url: "http://127.0.0.1:9/h",
+            streams: streams(length),
+          }),
+        ],
+        [
+          schemas.WebhookInput.properties.eventTypes.maxItems,
+          "POST",
+          "/v1/webhooks",
+          "eventTypes",
+          (length) => ({
+            url: "http://127.0.0.1:9/h",
+            eventTypes: Array.from({ length }, () => "window.closed"),
+          }),
+        ],
+        [
+          schemas.WebhookPatch.properties.streams.maxItems,
+          "PATCH",
+          webhook,
+          "streams",
+          (length) => ({
+            streams: streams(length),
+          }),
+        ],
+        [
+          schemas.WebhookPatch.properties.eventTypes.maxItems,
+          "PATCH",
+          webhook,
+          "eventTypes",
+          (length) => ({
+            eventTypes: Array.from({ length }, () => "window.closed"),
+          }),
+        ],
+        [
+          schemas.WebhookBatch.properties.eventTypes.maxItems,
+          "PATCH",
+          webhook,
+          "batch.eventTypes",
+          (length) => ({
+            eventTypes: ["window.closed"],
+            batch: { maxEvents: 10, eventTypes: Array.from({ length }, () => "window.closed") },
+          }),
+        ],
+      ];
+    for (const [cap, method, path, field, body] of cases) {
+      assert.equal(
+        typeof cap,
+        "number",
+        `${method} ${path} ${field}: the document states maxItems`,
+      );
+      const at = await call(ctx.app, method, path, body(cap!), ADMIN_KEY);
+      assert.ok(
+        at.status === 200 || at.status === 201,
+        `${method} ${path} ${field} at ${cap}: ${at.text.slice(0, 300)}`,
+      );
+      const past = await call(ctx.app, method, path, body(cap! + 1), ADMIN_KEY);
+      assert.equal(past.status, 400, `${method} ${path} ${field} past ${cap}`);
+      assert.equal(past.body.error.code, "invalid_request");
+      assert.match(
+        past.body.error.message,
+        new RegExp(`^Invalid request body ${field.replace(".", "\\.")}: Too big`),
+      );
+    }
   } finally {
     await ctx.close();
   }

@@ -583,7 +583,7 @@ Deno.test("README's webhook fields state the rateLimit (100,000) and streams (25
   const webhooks = readme.slice(readme.indexOf("### Webhooks"));
   const fields = webhooks.slice(webhooks.indexOf("- Fields: "), webhooks.indexOf("\n- A delivery"))
     .replace(/\s+/g, " ");
-  assert.match(fields, /`streams` \(at least one, at most 256,/);
+  assert.match(fields, /`streams` \(at least one, at most 256 different,/);
   assert.match(fields, /`rateLimit` \(deliveries\/s, at least 0\.001 and at most 100,000:/);
   await withSetup(async (ctx) => {
     const register = (fields: Record<string, unknown>) =>
@@ -593,11 +593,14 @@ Deno.test("README's webhook fields state the rateLimit (100,000) and streams (25
     const faster = await register({ rateLimit: 100_001 });
     assert.equal(faster.status, 400, faster.text);
     assert.match(faster.body.error.message, /rateLimit: .*100000/);
-    const most = await register({ streams: Array.from({ length: 256 }, () => "orders") });
+    // Repeats are removed before the bound: 257 entries naming one stream are one stream (the
+    // bound of different streams is covered below, with streams enough to name).
+    const most = await register({ streams: Array.from({ length: 257 }, () => "orders") });
     assert.equal(most.status, 201, most.text.slice(0, 300));
-    const more = await register({ streams: Array.from({ length: 257 }, () => "orders") });
+    assert.deepEqual(most.body.streams, ["orders"]);
+    const more = await register({ streams: Array.from({ length: 1025 }, () => "orders") });
     assert.equal(more.status, 400, more.text.slice(0, 300));
-    assert.match(more.body.error.message, /streams: .*256/);
+    assert.match(more.body.error.message, /streams: .*1024/);
     assert.equal((await call(ctx.app, "GET", "/v1/webhooks")).body.webhooks.length, 2);
   });
 });
@@ -1268,4 +1271,84 @@ Deno.test("a delivery cursor written by hand is read as the position it names (R
     assert.equal(foreign.status, 400, foreign.text);
     assert.equal(foreign.body.error.code, "invalid_cursor");
   });
+});
+
+/** A config of `count` streams, `s0`…, each with one counter. */
+function manyStreams(count: number) {
+  return {
+    streams: Object.fromEntries(
+      Array.from({ length: count }, (_, i) => [
+        `s${i}`,
+        { counters: { n: { window: { tumbling: "1m" }, aggregate: "count" } } },
+      ]),
+    ),
+  };
+}
+
+Deno.test("POST and PATCH /v1/webhooks remove repeats of eventTypes, batch.eventTypes and streams before their bounds (README): 256 streams and one named again is 201 of 256, 257 different is 400 naming streams; past the caps of entries as sent (16, 1,024) 400 naming the field", async () => {
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  const webhooks = readme.slice(readme.indexOf("### Webhooks"));
+  const fields = webhooks.slice(webhooks.indexOf("- Fields: "), webhooks.indexOf("\n- A delivery"))
+    .replace(/\s+/g, " ");
+  assert.match(fields, /Repeats in `eventTypes`, `batch\.eventTypes` and `streams` are removed/);
+  assert.match(fields, /16 `eventTypes` or `batch\.eventTypes`, 1,024 `streams`/);
+  const ctx = await setup({ config: manyStreams(257) });
+  try {
+    const streams = Array.from({ length: 256 }, (_, i) => `s${i}`);
+    const types = ["window.closed", "alert.fired", "event.processed", "event.late"];
+    const created = await call(ctx.app, "POST", "/v1/webhooks", {
+      url: "http://127.0.0.1:9/h",
+      streams: [...streams, "s7"],
+      eventTypes: [...types, "alert.fired"],
+      batch: { maxEvents: 10, eventTypes: ["window.closed", "alert.fired", "window.closed"] },
+    });
+    assert.equal(created.status, 201, created.text.slice(0, 300));
+    assert.deepEqual(created.body.streams, streams);
+    assert.deepEqual(created.body.eventTypes, types);
+    assert.deepEqual(created.body.batch.eventTypes, ["window.closed", "alert.fired"]);
+    const id = created.body.id;
+    const patched = await call(ctx.app, "PATCH", `/v1/webhooks/${id}`, {
+      streams: [...streams.slice(1), "s256", "s256"],
+      eventTypes: [...types, ...types],
+    });
+    assert.equal(patched.status, 200, patched.text.slice(0, 300));
+    assert.deepEqual(patched.body.streams, [...streams.slice(1), "s256"]);
+    assert.deepEqual(patched.body.eventTypes, types);
+    const tooMany = [...streams, "s256", "s0"];
+    for (
+      const [body, message] of [
+        [
+          { streams: tooMany },
+          /^Invalid request body streams: Too big: expected at most 256 different streams \(repeats are removed\), got 257$/,
+        ],
+        [
+          { streams: Array.from({ length: 1025 }, () => "s0") },
+          /^Invalid request body streams: Too big/,
+        ],
+        [
+          { eventTypes: Array.from({ length: 17 }, () => "alert.fired") },
+          /^Invalid request body eventTypes: Too big/,
+        ],
+        [
+          {
+            batch: { maxEvents: 10, eventTypes: Array.from({ length: 17 }, () => "window.closed") },
+          },
+          /^Invalid request body batch\.eventTypes: Too big/,
+        ],
+      ] as const
+    ) {
+      for (const [method, path] of [["POST", "/v1/webhooks"], ["PATCH", `/v1/webhooks/${id}`]]) {
+        const url = method === "POST" ? { url: "http://127.0.0.1:9/h2" } : {};
+        const res = await call(ctx.app, method, path, { ...url, ...body });
+        assert.equal(res.status, 400, `${method} ${res.text.slice(0, 300)}`);
+        assert.equal(res.body.error.code, "invalid_request");
+        assert.match(res.body.error.message, message);
+      }
+    }
+    const listed = await call(ctx.app, "GET", "/v1/webhooks");
+    assert.equal(listed.body.webhooks.length, 1, "nothing else created");
+    assert.deepEqual(listed.body.webhooks[0].streams, [...streams.slice(1), "s256"]);
+  } finally {
+    await ctx.close();
+  }
 });
