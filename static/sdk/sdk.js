@@ -15,8 +15,9 @@
  * beacons in all; what does not fit is kept in `localStorage` (at most
  * 1,000 events a stream) and sent by the next page of the origin that loads
  * the SDK with the same endpoint (or by this one when it is shown again), and
- * so is all of it while the server's last answer was a 503 (its store down: a
- * beacon, unanswered, would be refused so and lost) or the browser is offline;
+ * so is all of it while the server's last answer was a 502, 503 or 504 (its
+ * store down, or a proxy in front of it while it restarts: a beacon,
+ * unanswered, would be refused so and lost) or the browser is offline;
  * a batch waiting to be sent again that no beacon took is kept whole with its
  * `Idempotency-Key`, and the next page sends it under that key.
  * Each event gets a random id under `dedupeField` (the stream's dedupe
@@ -150,6 +151,11 @@ function untilOnline(signal) {
  * answer's replay, and its events keep their dedupe ids. A `500` is the server saying it failed.
  */
 const SEND_AGAIN = new Set([408, 429, 502, 503, 504]);
+/**
+ * Answers that say the server cannot take events now (its store down, `503`, or a proxy in front
+ * of it while it restarts, `502` and `504`): after one, a beacon would be refused so, unanswered.
+ */
+const SERVER_DOWN = new Set([502, 503, 504]);
 
 /**
  * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
@@ -328,10 +334,11 @@ export function createTracker(options) {
    */
   const limitedUntil = new Map();
   /**
-   * Whether the server's last answer was a `503` (its store down): until another answer, a beacon
-   * would be refused so too, unanswered, and its events lost.
+   * Whether the server's last answer was a `502`, `503` or `504` (its store down, or a proxy in
+   * front of it while it restarts): until another answer, a beacon would be refused so too,
+   * unanswered, and its events lost.
    */
-  let storeDown = false;
+  let serverDown = false;
   let timer;
   /**
    * The promise of `close()`, once it was called: `track()` refuses events from then on, and a
@@ -529,7 +536,7 @@ export function createTracker(options) {
         });
         // A reply to read: accepted ones may name events the server rejected (their schema,
         // say), and a refusal says why. SEND_AGAIN's are sent again whatever they say.
-        storeDown = res.status === 503;
+        serverDown = SERVER_DOWN.has(res.status);
         const again = SEND_AGAIN.has(res.status);
         // The server answers: the resend timer of held batches starts again from heldRetryMs.
         if (!again) resendRounds = 0;
@@ -817,12 +824,13 @@ export function createTracker(options) {
    * cannot take at once: past the most events a 413 said a request to it may carry (a rate
    * limit's burst: a bucket holds no more, and beacons all go at once, unanswered), or any while
    * its last 429's `Retry-After` has not passed, a beacon's events would be refused and lost; and
-   * all of it while the server's last answer was a 503 (its store down), or the browser offline.
+   * all of it while the server's last answer was a 502, 503 or 504 (its store down, or a proxy in
+   * front of it while it restarts), or the browser offline.
    */
   function beacon() {
-    // Offline, a beacon is lost, and while the store is down (the last answer a 503) it is
-    // refused, unanswered: all of it is kept for the next page.
-    handOver(isOffline() || storeDown ? 0 : KEEPALIVE_BYTES);
+    // Offline, a beacon is lost, and while the server is down (the last answer a 502, 503 or 504)
+    // it is refused, unanswered: all of it is kept for the next page.
+    handOver(isOffline() || serverDown ? 0 : KEEPALIVE_BYTES);
   }
 
   /**

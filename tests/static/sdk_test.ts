@@ -638,6 +638,36 @@ Deno.test("while the server's last answer is a 503 (its store down), leaving the
   }
 });
 
+Deno.test("after a 502 or 504 (a proxy in front of the server while it restarts), pagehide keeps the waiting batch in localStorage with its key, as after a 503, instead of a beacon refused so and lost", async () => {
+  for (const status of [502, 504]) {
+    const { sent, restore } = recordingFetch([
+      new Response(null, { status, headers: { "Retry-After": "1" } }),
+    ]);
+    const beacons: string[] = [];
+    Object.assign(navigator, {
+      sendBeacon: (_url: string, body: string) => beacons.push(body) > 0,
+    });
+    try {
+      const tracker = createTracker({ key: "pk_test", endpoint: "https://e.example" });
+      tracker.track("s", { n: 1 });
+      tracker.flush();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(sent.length, 1);
+      // The batch waits out its answer's Retry-After as the page goes.
+      globalThis.dispatchEvent(new Event("pagehide"));
+      // Before, it went by beacon into the same proxy error, unanswered: lost.
+      assert.deepEqual(beacons, [], `after a ${status}`);
+      assert.deepEqual(
+        JSON.parse(localStorage.getItem("edgestream-keyed:https://e.example|pk_test|s")!),
+        [{ idempotencyKey: sent[0].init.headers["Idempotency-Key"], events: [{ n: 1 }] }],
+      );
+      await tracker.close();
+    } finally {
+      delete (navigator as { sendBeacon?: unknown }).sendBeacon;
+      restore();
+    }
+  }
+});
 Deno.test("a page upgraded mid-outage sends what the last release kept (events without keys) and keeps the key of each batch it keeps, within 1,000 events a stream", async () => {
   const { sent, restore } = recordingFetch([]);
   const beacons: Array<{ url: string; body: string }> = [];
