@@ -156,8 +156,10 @@ function withRequestIds(app: OpenAPIHono): Json {
         : path.startsWith("/v1/")
         ? API_CORS_HEADERS
         : {};
-      for (const response of Object.values<Json>(operation?.responses ?? {})) {
-        response.headers = { ...response.headers, ...cors, ...EVERY_ANSWER_HEADERS };
+      for (const [status, response] of Object.entries<Json>(operation?.responses ?? {})) {
+        // A WebSocket upgrade's `101` carries no CORS header (`cors.ts` leaves it alone).
+        const headers = status === "101" ? {} : cors;
+        response.headers = { ...response.headers, ...headers, ...EVERY_ANSWER_HEADERS };
       }
       // The Host check (open mode) runs before every route (`origin.ts`).
       if (operation?.responses) operation.responses["421"] = HOST_NOT_ALLOWED;
@@ -232,7 +234,10 @@ const API_CORS_HEADERS = {
   },
 };
 
-/** The WebSocket ingest's: `cors.ts` leaves an upgrade alone, but varies the rest by `Origin`. */
+/**
+ * The WebSocket ingest's: `cors.ts` leaves an upgrade alone (its `101` gets none), but varies the
+ * rest by `Origin`.
+ */
 const SOCKET_VARY = {
   Vary: {
     ...RESPONSE_HEADERS.Vary,
@@ -246,7 +251,7 @@ const DOCUMENT = {
     title: "edgestream",
     version: "0.1.0",
     description:
-      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`), and on a `/v1/…` path with `Vary: Origin`; in open mode a request to another host gets `421` on any path (every operation lists it).",
+      "Real-time event stream processor: ingest, windowed counters, fan-out. Every answer carries `X-Request-Id` and `X-Content-Type-Options: nosniff`. A method a path does not take (no operation here) is answered `405 method_not_allowed` with the methods it takes in `Allow` (`OPTIONS` gets them with `204`), and on a `/v1/…` path with `Vary: Origin` (on the ingest path `/v1/streams/{stream}/events` only to a request with an `Origin`); in open mode a request to another host gets `421` on any path (every operation lists it).",
   },
   // The API is served where this document is: a client resolves paths against its URL's origin.
   servers: [{ url: "/" }],

@@ -304,5 +304,43 @@ Deno.test("every API answer carries Vary: Origin, to a request without an Origin
     await sdk.body?.cancel();
     assert.equal(sdk.status, 200);
     assert.equal(sdk.headers.get("Access-Control-Allow-Origin"), "*");
+    assert.doesNotMatch(sdk.headers.get("Vary") ?? "", /\bOrigin\b/);
   }
+});
+
+Deno.test("the Origin policy's refusals, answered before CORS, carry no Vary: Origin: a state change's 403 from an origin not listed, open mode's 421", async () => {
+  const { app } = await setup();
+  const refused = await app.request(`${BASE}/v1/streams/made`, {
+    ...from(OTHER, { key: KEYS.admin, headers: { "Content-Type": "application/json" } }),
+    method: "PUT",
+    body: JSON.stringify(CONFIG.streams.orders),
+  });
+  assert.equal(refused.status, 403);
+  assert.equal((await refused.json()).error.code, "origin_not_allowed");
+  assert.doesNotMatch(refused.headers.get("Vary") ?? "", /\bOrigin\b/);
+  const open = await setup({ open: true });
+  const otherHost = await open.app.request("http://elsewhere.example/v1/streams/orders");
+  assert.equal(otherHost.status, 421);
+  await otherHost.body?.cancel();
+  assert.doesNotMatch(otherHost.headers.get("Vary") ?? "", /\bOrigin\b/);
+});
+
+Deno.test("a 405 on an API path carries Vary: Origin, and on the ingest path only to a request with an Origin, as the document's description says", async () => {
+  const { app } = await setup();
+  const api = await app.request(`${BASE}/v1/streams`, {
+    method: "PATCH",
+    headers: { Authorization: `Bearer ${KEYS.admin}` },
+  });
+  assert.equal(api.status, 405);
+  await api.body?.cancel();
+  assert.match(api.headers.get("Vary") ?? "", /\bOrigin\b/);
+  const ingest = `${BASE}/v1/streams/orders/events`;
+  const plain = await app.request(ingest, { headers: { Authorization: `Bearer ${KEYS.admin}` } });
+  assert.equal(plain.status, 405);
+  await plain.body?.cancel();
+  assert.doesNotMatch(plain.headers.get("Vary") ?? "", /\bOrigin\b/);
+  const page = await app.request(ingest, from(APP, { key: KEYS.admin }));
+  assert.equal(page.status, 405);
+  await page.body?.cancel();
+  assert.match(page.headers.get("Vary") ?? "", /\bOrigin\b/);
 });

@@ -726,3 +726,19 @@ Deno.test("the document's maxItems of a key's and a webhook's lists is the serve
     await ctx.close();
   }
 });
+
+Deno.test("the WebSocket ingest's 101 declares no Vary (an upgrade carries none); its other answers declare Vary: Origin", async () => {
+  const doc = await documentOf();
+  const responses = (doc.paths as Record<string, Record<string, Operation>>)[
+    "/v1/streams/{stream}/ws"
+  ].get.responses as Record<string, { $ref?: string; headers?: Record<string, unknown> }>;
+  assert.ok(responses["101"], "the upgrade is documented");
+  // Before, every answer of the operation declared it, the 101 too.
+  assert.equal(responses["101"].headers?.Vary, undefined);
+  // Those written out here (a shared component, as open mode's 421, declares its own headers).
+  const others = Object.entries(responses).filter(([status, response]) =>
+    status !== "101" && response.$ref === undefined
+  );
+  assert.ok(others.length >= 3, JSON.stringify(Object.keys(responses)));
+  for (const [status, response] of others) assert.ok(response.headers?.Vary, status);
+});
