@@ -107,6 +107,79 @@ import { withoutCredentials } from "./validate/mod.ts";
 export interface EnvSource {
   /** The variable's value, or undefined when it is not set. */
   get(name: string): string | undefined;
+  /**
+   * Every variable set, as `Deno.env` gives them: when present, an `EDGESTREAM_` name that is no
+   * setting (a typo) gets a startup warning.
+   */
+  toObject?(): Record<string, string>;
+}
+
+/**
+ * Every `EDGESTREAM_` variable read: those of the table above, and `EDGESTREAM_CHROMIUM`, the
+ * browser the tests drive (README, Tests).
+ */
+export const SETTING_NAMES: readonly string[] = [
+  "EDGESTREAM_CONFIG",
+  "EDGESTREAM_KEYS",
+  "EDGESTREAM_ALLOWED_HOSTS",
+  "EDGESTREAM_ALLOWED_ORIGINS",
+  "EDGESTREAM_PREFIX",
+  "EDGESTREAM_MEMORY_DEDUPE_MAX",
+  "EDGESTREAM_SWEEP_EVERY",
+  "EDGESTREAM_WEBHOOK_ALLOW",
+  "EDGESTREAM_WEBHOOK_ALLOW_HTTP",
+  "EDGESTREAM_WEBHOOK_DISABLE_AFTER",
+  "EDGESTREAM_WEBHOOK_SLOW_AFTER",
+  "EDGESTREAM_WEBHOOK_SLOW_FOR",
+  "EDGESTREAM_ENV",
+  "EDGESTREAM_ALLOW_MEMORY",
+  "EDGESTREAM_LOG_LEVEL",
+  "EDGESTREAM_SHUTDOWN",
+  "EDGESTREAM_SUBSCRIPTIONS_PER_KEY",
+  "EDGESTREAM_SUBSCRIPTIONS_MAX",
+  "EDGESTREAM_INGEST_SOCKETS_PER_KEY",
+  "EDGESTREAM_INGEST_SOCKETS_MAX",
+  "EDGESTREAM_KEYS_MAX",
+  "EDGESTREAM_WEBHOOKS_MAX",
+  "EDGESTREAM_STREAMS_MAX",
+  "EDGESTREAM_CHROMIUM",
+];
+
+/** Edits (insert, delete, replace a character) from `a` to `b`. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length];
+}
+
+/**
+ * A warning for each `EDGESTREAM_` variable set that is no setting: a typo
+ * (`EDGESTREAM_SWEEP_EVRY`) would otherwise leave the default in force without a word. The name
+ * is compared in upper case (a variable name is case-sensitive: `edgestream_keys` is no setting
+ * either); the nearest setting is named when it is a few edits away.
+ */
+function unknownSettings(source: EnvSource): StartupNotice[] {
+  const names = Object.keys(source.toObject?.() ?? {});
+  const known = new Set(SETTING_NAMES);
+  return names.filter((name) => name.toUpperCase().startsWith("EDGESTREAM_") && !known.has(name))
+    .sort()
+    .map((name) => {
+      const nearest = SETTING_NAMES.map((setting) => ({
+        setting,
+        edits: editDistance(name.toUpperCase(), setting),
+      })).sort((a, b) => a.edits - b.edits)[0];
+      const hint = nearest.edits <= 3 ? ` (did you mean ${nearest.setting}?)` : "";
+      return {
+        level: "warning" as const,
+        text: `${name} is not a setting edgestream reads${hint}: ignored`,
+      };
+    });
 }
 
 /**
@@ -752,6 +825,7 @@ export async function configFromEnv(
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));
   for (const text of fileWarnings) notices.push({ level: "warning", text });
+  notices.push(...unknownSettings(source));
   // Read (and checked) whichever the store, so a typo shows before a switch of store; but it
   // bounds only the memory store's ids: set beside Redis, it says so rather than seem to bound it.
   if (store.kind === "redis" && env.get("EDGESTREAM_MEMORY_DEDUPE_MAX") !== undefined) {

@@ -8,6 +8,7 @@ import {
   configFromEnv,
   keyStoreFromEnv,
   productionReason,
+  SETTING_NAMES,
   storeFromEnv,
   webhooksFromEnv,
 } from "../src/env.ts";
@@ -1817,5 +1818,68 @@ Deno.test("configFromEnv() refuses an UPSTASH_REDIS_REST_URL with credentials, w
         !error.message.includes("pw-0123456789") && !error.message.includes("tok-0123456789"),
       url,
     );
+  }
+});
+
+Deno.test("configFromEnv() warns of an EDGESTREAM_ variable that is no setting (a typo), naming the nearest", async () => {
+  const values: Record<string, string> = {
+    EDGESTREAM_SWEEP_EVRY: "1s",
+    edgestream_keys: "admin:aaaaaaaaaaaaaaaaaaaa",
+    EDGESTREAM_SOMETHING_ELSE_ENTIRELY: "x",
+    EDGESTREAM_SHUTDOWN: "2s",
+    OTHER_VARIABLE: "y",
+  };
+  const config = await configFromEnv({ get: (name) => values[name], toObject: () => values });
+  try {
+    assert.equal(config.sweepEveryMs, 5_000, "the typo leaves the default");
+    assert.deepEqual(
+      config.notices.filter((notice) => notice.text.includes("is not a setting")),
+      [
+        {
+          level: "warning",
+          text: "EDGESTREAM_SOMETHING_ELSE_ENTIRELY is not a setting edgestream reads: ignored",
+        },
+        {
+          level: "warning",
+          text:
+            "EDGESTREAM_SWEEP_EVRY is not a setting edgestream reads (did you mean EDGESTREAM_SWEEP_EVERY?): ignored",
+        },
+        {
+          level: "warning",
+          text:
+            "edgestream_keys is not a setting edgestream reads (did you mean EDGESTREAM_KEYS?): ignored",
+        },
+      ],
+    );
+  } finally {
+    await config.webhooks.close();
+  }
+});
+
+Deno.test("every EDGESTREAM_ setting of the README's table is one configFromEnv() knows, and no other", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const start = readme.indexOf("## Configuration");
+  const table = readme.slice(start, readme.indexOf("\n\n", readme.indexOf("| variable", start)));
+  const documented = [...table.matchAll(/^\| `(EDGESTREAM_[A-Z_]+)`/gm)].map((match) => match[1]);
+  assert.deepEqual(
+    [...documented].sort(),
+    SETTING_NAMES.filter((name) => name !== "EDGESTREAM_CHROMIUM").sort(),
+  );
+  assert.ok(
+    readme.replaceAll("\n", " ").includes(
+      "`EDGESTREAM_SWEEP_EVRY is not a setting edgestream reads (did you mean EDGESTREAM_SWEEP_EVERY?): ignored`",
+    ),
+    "README quotes the warning as the test above gets it",
+  );
+  // Each read by a set value without a warning of its own.
+  const values = Object.fromEntries(SETTING_NAMES.map((name) => [name, ""]));
+  const config = await configFromEnv({ get: (name) => values[name], toObject: () => values });
+  try {
+    assert.deepEqual(
+      config.notices.filter((notice) => notice.text.includes("is not a setting")),
+      [],
+    );
+  } finally {
+    await config.webhooks.close();
   }
 });
