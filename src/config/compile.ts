@@ -1254,9 +1254,24 @@ export function malformedOrigin(stream: CompiledStream): string | undefined {
   return undefined;
 }
 
+/** Most problems an `Invalid config` message lists; the rest are counted. */
+export const MAX_LISTED_PROBLEMS = 20;
+
+/**
+ * `lines` joined for one message, the first {@linkcode MAX_LISTED_PROBLEMS} of them and a count
+ * of the rest: a file (or a definition sent) of thousands of bad entries would otherwise give a
+ * startup line, or an error body, of megabytes, many times the size of what was sent.
+ */
+function listProblems(lines: readonly string[]): string {
+  const rest = lines.length - MAX_LISTED_PROBLEMS;
+  const listed = lines.slice(0, MAX_LISTED_PROBLEMS).join("; ");
+  return rest > 0 ? `${listed}; and ${rest} more problem(s) not listed` : listed;
+}
+
 /**
  * Checks and compiles a parsed configuration. Throws {@linkcode ConfigError}
- * naming the path of every bad value, on one line (`path: problem; …`).
+ * naming the path of every bad value (the first {@linkcode MAX_LISTED_PROBLEMS}, and how many
+ * more), on one line (`path: problem; …`).
  *
  * @example
  * ```ts
@@ -1272,13 +1287,13 @@ export function compileConfig(
   const protoKeys = protoKeyPaths(raw);
   if (protoKeys.length > 0) {
     const lines = protoKeys.map((path) => `${path}: Key '__proto__' is not allowed`);
-    throw new ConfigError(`Invalid config: ${lines.join("; ")}`);
+    throw new ConfigError(`Invalid config: ${listProblems(lines)}`);
   }
   const result = configSchema.safeParse(raw);
   if (!result.success) {
     const lines = result.error.issues.flatMap((issue) => explainIssue(issue, []))
       .map(({ issue, path, at }) => `${formatPath(path)}: ${issueMessage(issue, raw, at)}`);
-    throw new ConfigError(`Invalid config: ${lines.join("; ")}`);
+    throw new ConfigError(`Invalid config: ${listProblems(lines)}`);
   }
   const streams = new Map<string, CompiledStream>();
   const rawStreams = (raw as { streams: Record<string, unknown> }).streams;

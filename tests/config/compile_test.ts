@@ -13,6 +13,7 @@ import {
   malformedOrigin,
   MAX_CONFIG_FILE_BYTES,
   MAX_COUNTERS_PER_STREAM,
+  MAX_LISTED_PROBLEMS,
   MAX_STREAM_GROUPS,
   MIN_WINDOW_MS,
   shortWindowProblem,
@@ -1993,4 +1994,40 @@ Deno.test("the README says which durations refuse zero and what zero means for t
   );
   const defaults = only(compileConfig(counter({ retention: "0s" })));
   assert.equal(defaults.counters[0].meta.ttlMs, 60_000 + 30_000);
+});
+
+Deno.test("compileConfig() lists the first 20 problems and counts the rest, so thousands of bad entries give no message of megabytes", () => {
+  const streams = Object.fromEntries(
+    Array.from({ length: 5_000 }, (_, index) => [`bad name ${index}`, {}]),
+  );
+  assert.throws(
+    () => compileConfig({ streams }),
+    (thrown) => {
+      assert.ok(thrown instanceof ConfigError);
+      const listed = thrown.message.match(/Names are 1-64 characters/g) ?? [];
+      assert.equal(listed.length, MAX_LISTED_PROBLEMS);
+      assert.equal(MAX_LISTED_PROBLEMS, 20);
+      assert.ok(thrown.message.startsWith("Invalid config: streams.bad name 0: Names are"));
+      assert.ok(thrown.message.endsWith("; and 4980 more problem(s) not listed"), thrown.message);
+      assert.ok(thrown.message.length < 2_000, `${thrown.message.length} characters`);
+      return true;
+    },
+  );
+  const readme = Deno.readTextFileSync(new URL("../../README.md", import.meta.url));
+  assert.ok(
+    readme.replaceAll("\n", " ").includes(
+      "The line names the first 20 problems of the file and counts the rest (`…; and 4980 more problem(s) not listed`)",
+    ),
+    "README says so",
+  );
+  // As many as 20: all listed, no count.
+  assert.throws(
+    () =>
+      compileConfig({
+        streams: Object.fromEntries(Array.from({ length: 20 }, (_, index) => [`x y${index}`, {}])),
+      }),
+    (thrown) =>
+      thrown instanceof ConfigError && !thrown.message.includes("not listed") &&
+      thrown.message.split("; ").length === 20,
+  );
 });
