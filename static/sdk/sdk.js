@@ -159,10 +159,14 @@ const SERVER_DOWN = new Set([502, 503, 504]);
 
 /**
  * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
- * else a dotted path into nested objects (`meta.id`); undefined when absent.
+ * else a dotted path into nested objects (`meta.id`); undefined when absent. A key JSON leaves out
+ * (its value a function, a symbol, an object whose toJSON gives undefined) is absent: the server
+ * never sees it and reads the dotted path.
  */
 function fieldOf(event, path) {
-  const own = Object.hasOwn(event, path) ? event[path] : undefined;
+  const own = Object.hasOwn(event, path) && JSON.stringify(event[path]) !== undefined
+    ? event[path]
+    : undefined;
   if (own !== undefined || !path.includes(".")) return own;
   let node = event;
   for (const key of path.split(".")) {

@@ -200,6 +200,34 @@ Deno.test("a dotted dedupeField keeps the page's own id at that path, as the ser
   }
 });
 
+Deno.test("a dotted dedupeField keeps the nested id when the event's key of that name is one JSON leaves out (a function, a symbol, toJSON giving undefined), as the server reads the nested one", async () => {
+  const { sent, restore } = recordingFetch([]);
+  try {
+    const tracker = createTracker({
+      key: "pk_test",
+      endpoint: "https://events.example",
+      dedupeField: "meta.id",
+      maxBatch: 3,
+    });
+    // Before, the key "meta.id" was read as the id, its JSON form was nothing, so a random id was
+    // written there: the server, reading that key first, deduplicated by it and not by "abc", and
+    // the same event tracked twice counted twice.
+    const events = [
+      tracker.track("s", { "meta.id": () => 1, meta: { id: "abc" } }),
+      tracker.track("s", { "meta.id": Symbol("x"), meta: { id: "abd" } }),
+      tracker.track("s", { "meta.id": { toJSON: () => undefined }, meta: { id: "abe" } }),
+    ];
+    await tracker.settled();
+    const body = JSON.parse(String(sent[0].init.body));
+    assert.deepEqual(body, [{ meta: { id: "abc" } }, { meta: { id: "abd" } }, {
+      meta: { id: "abe" },
+    }]);
+    for (const event of events) assert.notEqual(typeof event["meta.id"], "string");
+  } finally {
+    restore();
+  }
+});
+
 Deno.test("a dedupeField holding null (or NaN or Infinity, sent as null) gets an id, as the server reads null as no dedupe id", async () => {
   const { sent, restore } = recordingFetch([]);
   try {
