@@ -392,7 +392,10 @@ export class StreamRegistry implements Required<StreamCatalog> {
   #pollMs: number;
   #missTtlMs: number;
   #maxMisses: number;
-  /** Unknown names → when they were found unknown (ms); looked up again `missTtlMs` later. */
+  /**
+   * Unknown names → when the look-up that found them unknown began (ms); looked up again
+   * `missTtlMs` later.
+   */
   #misses = new Map<string, number>();
   #lookups: LookupBudget;
   /** Versions seen for names not served (deleted, or another deploy's config). */
@@ -808,7 +811,10 @@ export class StreamRegistry implements Required<StreamCatalog> {
    */
   async poll(): Promise<void> {
     const nowMs = this.#now();
-    const due = this.#index === undefined || nowMs - this.#index.readAtMs >= INDEX_READ_MS;
+    // Not within the period when the clock is before the last read (stepped back): else the
+    // whole read would be put off by the length of the step.
+    const due = this.#index === undefined ||
+      !withinPeriod(nowMs, this.#index.readAtMs, INDEX_READ_MS);
     const read = await this.#definitions.versionsSince(due ? undefined : this.#index!.mark);
     if (read.versions !== null) this.#index = { ...read, versions: read.versions, readAtMs: nowMs };
     else this.#index!.mark = read.mark;

@@ -13,7 +13,7 @@ import type { AppliedBatch } from "./types.ts";
 import type { AlertFiring, Store } from "../store/types.ts";
 import { readWindowsInTurn } from "../query/mod.ts";
 import { cellUpdatesOf, OTHER_GROUP } from "../store/types.ts";
-import { recordAlertsFired, WarningLimit } from "../telemetry/mod.ts";
+import { recordAlertsFired, WarningLimit, withinPeriod } from "../telemetry/mod.ts";
 import { notBoolReason } from "../transform/mod.ts";
 import type { AggregateState, CompiledCounter } from "../window/mod.ts";
 import { aggregateValue, decodeGroup, windowsOfPane } from "../window/mod.ts";
@@ -189,6 +189,17 @@ export interface AlertWatcherOptions {
 type Touched = Map<number, Map<number, Set<string>>>;
 
 /**
+ * A firing the store answered for: asked at `sinceMs` (ms), remembered for `ttlMs` (the store's
+ * own memory of it), under the stream definition it fired under: a stream deleted and created
+ * again is another one, whose alerts fire anew.
+ */
+interface FiredAnswer {
+  sinceMs: number;
+  ttlMs: number;
+  stream: CompiledStream;
+}
+
+/**
  * Evaluates alerts right after ingest for the windows and groups a batch
  * touched. {@linkcode AlertWatcher.observe} is an `IngestObserver`: it only
  * records what was touched; the reads, the evaluation and `fireAlerts` run
@@ -206,12 +217,8 @@ export class AlertWatcher {
   #closed = false;
   #now: () => number;
   #maxRemembered: number;
-  /**
-   * Firings known to have fired (here or elsewhere) → until when (ms) to remember that, and the
-   * stream definition they fired under: a stream deleted and created again is another one, whose
-   * alerts fire anew.
-   */
-  #fired = new Map<string, { untilMs: number; stream: CompiledStream }>();
+  /** Firings known to have fired (here or elsewhere) → when the store said so, and for how long. */
+  #fired = new Map<string, FiredAnswer>();
 
   constructor(store: Store, options: AlertWatcherOptions = {}) {
     this.#store = store;
@@ -307,18 +314,25 @@ export class AlertWatcher {
     const nowMs = this.#now();
     const unknown = firings.filter((firing) => {
       const known = this.#fired.get(firedKey(stream.name, firing));
-      return known === undefined || known.untilMs <= nowMs || known.stream !== stream;
+      // Not when the clock is before the answer (stepped back): else the firing would stay
+      // known as fired, the store not asked, for the length of the step.
+      return known === undefined || !withinPeriod(nowMs, known.sinceMs, known.ttlMs) ||
+        known.stream !== stream;
     });
     if (unknown.length === 0) return;
     const fired = await this.#store.fireAlerts(stream.name, unknown);
     for (const firing of unknown) {
-      this.#remember(firedKey(stream.name, firing), { untilMs: nowMs + firing.ttlMs, stream });
+      this.#remember(firedKey(stream.name, firing), {
+        sinceMs: nowMs,
+        ttlMs: firing.ttlMs,
+        stream,
+      });
     }
     countFirings(stream.name, fired);
     if (fired.length > 0) this.#onFired(stream.name, fired);
   }
 
-  #remember(key: string, known: { untilMs: number; stream: CompiledStream }): void {
+  #remember(key: string, known: FiredAnswer): void {
     this.#fired.delete(key);
     this.#fired.set(key, known);
     // Oldest first: the map keeps insertion order.

@@ -15,6 +15,7 @@ import {
   type StreamDefinitionError,
   StreamRegistry,
 } from "../../src/config/mod.ts";
+import { INDEX_READ_MS } from "../../src/config/registry.ts";
 import { KeyRing } from "../../src/http/auth.ts";
 import { sweepOnce } from "../../src/fanout/mod.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
@@ -531,6 +532,31 @@ Deno.test("A name remembered as unknown is looked up again after the wall clock 
   assert.equal(await reader.find("signups"), undefined);
   now -= 3_600_000;
   assert.ok(await reader.find("signups"));
+});
+
+Deno.test("A poll reads the whole definition index after the wall clock steps back, not only once it passes the last read again", async () => {
+  const definitions = new CountingDefinitions(new MemoryDefinitionStore());
+  let now = 10_000_000;
+  const reader = new StreamRegistry(compileConfig({ streams: {} }), {
+    definitions,
+    now: () => now,
+  });
+  await reader.poll();
+  now += INDEX_READ_MS - 1;
+  await reader.poll();
+  assert.equal(definitions.indexReads, 1);
+  // Before, the time since the last read was negative for the hour: the whole read (the only one
+  // that finds a change an older release wrote, moving no mark) was put off by the step.
+  now -= 3_600_000;
+  await reader.poll();
+  assert.equal(definitions.indexReads, 2);
+  // Then every INDEX_READ_MS from that read.
+  now += INDEX_READ_MS - 1;
+  await reader.poll();
+  assert.equal(definitions.indexReads, 2);
+  now += 1;
+  await reader.poll();
+  assert.equal(definitions.indexReads, 3);
 });
 
 Deno.test("A stream created meanwhile is served after the poll although its name was remembered as unknown", async () => {

@@ -327,6 +327,35 @@ Deno.test("AlertWatcher asks the store to fire an alert once, not again on every
   await watcher.close();
 });
 
+Deno.test("AlertWatcher asks the store again about a firing after its wall clock steps back, not only once it passes the answer's time again", async () => {
+  const store = new MemoryStore({ now: () => T0 });
+  const asked: string[] = [];
+  const counting = {
+    readWindows: (...args: Parameters<Store["readWindows"]>) => store.readWindows(...args),
+    fireAlerts(...args: Parameters<Store["fireAlerts"]>) {
+      asked.push(...args[1].map((firing) => `${firing.alert}:${firing.group}`));
+      return store.fireAlerts(...args);
+    },
+  } as unknown as Store;
+  let now = T0;
+  const watcher = new AlertWatcher(counting, { now: () => now });
+  const ingest = async (events: object[]) => {
+    await ingestItems(orders, items(events), { observers: [watcher.observe], store, nowMs: T0 });
+    await watcher.idle();
+  };
+  await ingest([{ ts: at(1), country: "DE" }]);
+  assert.deepEqual(asked.sort(), ['first_minute:["DE"]', 'german:["DE"]']);
+  asked.length = 0;
+  // Before, the firings stayed known as fired until the clock passed their time again, an hour
+  // for a step of an hour: the store, which keeps its own time, was not asked meanwhile.
+  now -= 3_600_000;
+  await ingest([{ ts: at(2), country: "DE" }]);
+  assert.deepEqual(asked.sort(), ['first_minute:["DE"]', 'german:["DE"]']);
+  // The store still fired each once.
+  assert.equal((await store.readLog("orders", null, 100)).length, 2);
+  await watcher.close();
+});
+
 Deno.test("AlertWatcher asks the store again about a firing it no longer remembers", async () => {
   const store = new MemoryStore({ now: () => T0 });
   let asked = 0;
