@@ -36,7 +36,7 @@ import { sipHashText } from "./_siphash.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { annotateRequest } from "./request_log.ts";
 import { listNames } from "../telemetry/logging.ts";
-import { withinPeriod } from "../telemetry/clock.ts";
+import { withinPeriod } from "../telemetry/mod.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 

@@ -35,7 +35,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { withinPeriod } from "../telemetry/clock.ts";
+import { withinPeriod } from "../telemetry/mod.ts";
 
 const logger = getLogger(["edgestream", "http"]);
 

@@ -781,7 +781,7 @@ export class Dispatcher {
       // unsaid.
       const notBool = notBoolReason("The filter", result);
       if (notBool !== null) throw new Error(notBool);
-      return result as boolean;
+      return result === true;
     } catch (error) {
       // Sent nowhere, as a filter that answers false; said at most once a minute per endpoint.
       if (this.#filterWarnings.due(cached)) {
