@@ -165,7 +165,20 @@ function editDistance(a: string, b: string): number {
  * either); the nearest setting is named when it is a few edits away.
  */
 function unknownSettings(source: EnvSource): StartupNotice[] {
-  const names = Object.keys(source.toObject?.() ?? {});
+  let variables: Record<string, string>;
+  try {
+    variables = source.toObject?.() ?? {};
+  } catch (error) {
+    // `--allow-env=NAME,…` grants reading those names alone: the whole environment cannot be
+    // listed, and the settings it names are read as before.
+    if (!(error instanceof Deno.errors.NotCapable)) throw error;
+    return [{
+      level: "info",
+      text:
+        "The environment cannot be listed (--allow-env names some variables only): EDGESTREAM_ variables that are no setting are not looked for",
+    }];
+  }
+  const names = Object.keys(variables);
   const known = new Set(SETTING_NAMES);
   return names.filter((name) => name.toUpperCase().startsWith("EDGESTREAM_") && !known.has(name))
     .sort()

@@ -1856,6 +1856,67 @@ Deno.test("configFromEnv() warns of an EDGESTREAM_ variable that is no setting (
   }
 });
 
+Deno.test("configFromEnv() starts when the environment cannot be listed (--allow-env naming some variables), saying typos are not looked for", async () => {
+  // What Deno.env.toObject() throws under `--allow-env=NAME,…`, checked in a process so run.
+  const script = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(
+      script,
+      "try { Deno.env.toObject(); console.log('listed'); } catch (error) { console.log(error instanceof Deno.errors.NotCapable ? 'NotCapable' : String(error)); }",
+    );
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--cached-only", "--allow-env=PORT,EDGESTREAM_KEYS", script],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(new TextDecoder().decode(output.stdout).trim(), "NotCapable");
+  } finally {
+    await Deno.remove(script);
+  }
+  const values: Record<string, string> = { EDGESTREAM_SWEEP_EVRY: "1s" };
+  const config = await configFromEnv({
+    get: (name) => values[name],
+    toObject: () => {
+      throw new Deno.errors.NotCapable("Requires env access, run again with the --allow-env flag");
+    },
+  });
+  try {
+    assert.equal(config.sweepEveryMs, 5_000);
+    assert.deepEqual(
+      config.notices.filter((notice) => /not a setting|cannot be listed/.test(notice.text)),
+      [{
+        level: "info",
+        text:
+          "The environment cannot be listed (--allow-env names some variables only): EDGESTREAM_ variables that are no setting are not looked for",
+      }],
+    );
+  } finally {
+    await config.webhooks.close();
+  }
+});
+
+Deno.test("every EDGESTREAM_ name the code reads is in SETTING_NAMES, so none read is warned of as no setting", async () => {
+  // String literals: what `env.get` is given (a doc comment may name a typo, as above).
+  const read = new Set<string>();
+  for (const folder of ["../src/", "../tools/"]) {
+    for await (const file of walkTs(new URL(folder, import.meta.url))) {
+      const text = await Deno.readTextFile(file);
+      for (const match of text.matchAll(/"(EDGESTREAM_[A-Z_]+)"/g)) read.add(match[1]);
+    }
+  }
+  assert.ok(read.has("EDGESTREAM_SWEEP_EVERY"), [...read].join(", "));
+  assert.deepEqual([...read].filter((name) => !SETTING_NAMES.includes(name)), []);
+});
+
+/** The .ts files under `folder`, recursively. */
+async function* walkTs(folder: URL): AsyncGenerator<URL> {
+  for await (const entry of Deno.readDir(folder)) {
+    const url = new URL(entry.name + (entry.isDirectory ? "/" : ""), folder);
+    if (entry.isDirectory) yield* walkTs(url);
+    else if (entry.name.endsWith(".ts")) yield url;
+  }
+}
+
 Deno.test("every EDGESTREAM_ setting of the README's table is one configFromEnv() knows, and no other", async () => {
   const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
   const start = readme.indexOf("## Configuration");

@@ -9,8 +9,8 @@
  *
  * **Answers.** Every answer (but a WebSocket upgrade's) carries `Vary: Origin`, whether the request
  * had an `Origin` or not: its CORS headers depend on it. (The origin guard's refusals, `403
- * origin_not_allowed` and open mode's `421`, are answered before this runs: they carry none.) An answer carries
- * `Access-Control-Allow-Origin` (and exposes the headers below) when the request's `Origin` is one
+ * origin_not_allowed` and open mode's `421`, are answered before this runs: they carry none.)
+ * An answer carries `Access-Control-Allow-Origin` (and exposes the headers below) when the request's `Origin` is one
  * `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key it presented list, or when
  * it is an error answered before a key was granted (a repeated query
  * parameter's 400, a stream that is no name's 400, 401, a key's 403, a 503 when the key could
