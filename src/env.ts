@@ -175,7 +175,7 @@ function unknownSettings(source: EnvSource): StartupNotice[] {
     return [{
       level: "info",
       text:
-        "The environment cannot be listed (--allow-env names some variables only): EDGESTREAM_ variables that are no setting are not looked for",
+        "The environment cannot be listed (--allow-env names some variables only): unknown EDGESTREAM_ variables (typos) are not checked",
     }];
   }
   const names = Object.keys(variables);
@@ -781,6 +781,25 @@ export async function configFromEnv(
   source: EnvSource,
   options: ConfigFromEnvOptions = {},
 ): Promise<ServerConfig> {
+  const typos = unknownSettings(source);
+  try {
+    return await serverConfigOf(source, options, typos);
+  } catch (error) {
+    // A typo is most often why a setting is missing: the line that stops startup names it too
+    // (`EDGESTREAM_ALOW_MEMORY` beside "needs the Redis store … or EDGESTREAM_ALLOW_MEMORY=true").
+    const warned = typos.filter((notice) => notice.level === "warning");
+    if (!(error instanceof ConfigError) || warned.length === 0) throw error;
+    const also = warned.map((notice) => notice.text).join("; ");
+    throw new ConfigError(`${error.message} (${also})`, { cause: error });
+  }
+}
+
+/** {@linkcode configFromEnv}'s work; `typos` are its notices of variables that are no setting. */
+async function serverConfigOf(
+  source: EnvSource,
+  options: ConfigFromEnvOptions,
+  typos: StartupNotice[],
+): Promise<ServerConfig> {
   const env = setOnly(source);
   const port = readPort(env);
   const logLevel = readLogLevel(env);
@@ -838,7 +857,7 @@ export async function configFromEnv(
     `${configStreams.size} stream(s) from ${configPath}: ${[...configStreams.keys()].join(", ")}`,
   ].map((text) => ({ level: "info" as const, text }));
   for (const text of fileWarnings) notices.push({ level: "warning", text });
-  notices.push(...unknownSettings(source));
+  notices.push(...typos);
   // Read (and checked) whichever the store, so a typo shows before a switch of store; but it
   // bounds only the memory store's ids: set beside Redis, it says so rather than seem to bound it.
   if (store.kind === "redis" && env.get("EDGESTREAM_MEMORY_DEDUPE_MAX") !== undefined) {

@@ -1826,6 +1826,8 @@ Deno.test("configFromEnv() warns of an EDGESTREAM_ variable that is no setting (
     EDGESTREAM_SWEEP_EVRY: "1s",
     edgestream_keys: "admin:aaaaaaaaaaaaaaaaaaaa",
     EDGESTREAM_SOMETHING_ELSE_ENTIRELY: "x",
+    // Read by the tests (README, Tests): no warning.
+    EDGESTREAM_CHROMIUM: "/usr/bin/chromium",
     EDGESTREAM_SHUTDOWN: "2s",
     OTHER_VARIABLE: "y",
   };
@@ -1854,6 +1856,31 @@ Deno.test("configFromEnv() warns of an EDGESTREAM_ variable that is no setting (
   } finally {
     await config.webhooks.close();
   }
+});
+
+Deno.test("a setting that stops startup names the EDGESTREAM_ typos too (README quotes the line)", async () => {
+  const values: Record<string, string> = {
+    EDGESTREAM_ENV: "production",
+    EDGESTREAM_KEYS: "admin:aaaaaaaaaaaaaaaaaaaa",
+    EDGESTREAM_ALOW_MEMORY: "true",
+  };
+  const error = await configFromEnv({ get: (name) => values[name], toObject: () => values })
+    .then(() => assert.fail("started"), (error) => error);
+  assert.ok(error instanceof ConfigError, String(error));
+  assert.match(
+    error.message,
+    /^UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN: .* needs the Redis store; set both \(or EDGESTREAM_ALLOW_MEMORY=true for a one-instance demo\) \(EDGESTREAM_ALOW_MEMORY is not a setting edgestream reads \(did you mean EDGESTREAM_ALLOW_MEMORY\?\): ignored\)$/,
+  );
+  const readme = (await Deno.readTextFile(new URL("../README.md", import.meta.url)))
+    .replaceAll("\n", " ");
+  const quoted = error.message.replace(/: .* needs the Redis store/, ": … needs the Redis store");
+  assert.ok(readme.includes(`\`${quoted}\``), quoted);
+  // Without a typo, the line is as before.
+  delete values.EDGESTREAM_ALOW_MEMORY;
+  await assert.rejects(
+    configFromEnv({ get: (name) => values[name], toObject: () => values }),
+    (error) => error instanceof ConfigError && !error.message.includes("not a setting"),
+  );
 });
 
 Deno.test("configFromEnv() starts when the environment cannot be listed (--allow-env naming some variables), saying typos are not looked for", async () => {
@@ -1887,7 +1914,7 @@ Deno.test("configFromEnv() starts when the environment cannot be listed (--allow
       [{
         level: "info",
         text:
-          "The environment cannot be listed (--allow-env names some variables only): EDGESTREAM_ variables that are no setting are not looked for",
+          "The environment cannot be listed (--allow-env names some variables only): unknown EDGESTREAM_ variables (typos) are not checked",
       }],
     );
   } finally {

@@ -1265,7 +1265,8 @@ export const MAX_LISTED_PROBLEMS = 20;
 function listProblems(lines: readonly string[]): string {
   const rest = lines.length - MAX_LISTED_PROBLEMS;
   const listed = lines.slice(0, MAX_LISTED_PROBLEMS).join("; ");
-  return rest > 0 ? `${listed}; and ${rest} more problem(s) not listed` : listed;
+  if (rest <= 0) return listed;
+  return `${listed}; and ${rest} more ${rest === 1 ? "problem" : "problems"} not listed`;
 }
 
 /**
