@@ -11,8 +11,9 @@
  * for at most `cacheTtlMs` (default 2 s): a key deleted on another instance
  * stops working here within that bound, and a new key is found within it
  * after a miss, also when the wall clock steps back (a verdict asked at a
- * time after the clock's is not kept). The cache is keyed by a 128-bit SipHash-2-4 of the key under a
- * random 128-bit key of its own (`_siphash.ts`), a pseudorandom function
+ * time after the clock's is not kept). The cache is keyed by a 128-bit
+ * SipHash-2-4 of the key under a random 128-bit key of its own
+ * (`_siphash.ts`), a pseudorandom function
  * computed synchronously in a fraction of a microsecond: its entries say
  * nothing about keys to anyone who cannot read the process, another key lands
  * on a cached key's entry with a chance of 2^-128 per try, and a lookup

@@ -8,16 +8,15 @@
  * the request that follows decides. A path no route serves is not granted (its 404 as before).
  *
  * **Answers.** Every answer (but a WebSocket upgrade's) carries `Vary: Origin`, whether the request
- * had an `Origin` or not: its CORS headers depend on it. (The origin guard's refusals, `403
- * origin_not_allowed` and open mode's `421`, are answered before this runs: they carry none.)
- * An answer carries `Access-Control-Allow-Origin` (and exposes the headers below) when the request's `Origin` is one
+ * had an `Origin` or not: its CORS headers depend on it. An answer carries
+ * `Access-Control-Allow-Origin` (and exposes the headers below) when the request's `Origin` is one
  * `EDGESTREAM_ALLOWED_ORIGINS` lists, or one the `origins` of the key it presented list, or when
- * it is an error answered before a key was granted (a repeated query
- * parameter's 400, a stream that is no name's 400, 401, a key's 403, a 503 when the key could
- * not be looked up): a page its key admits must read why it failed, and such an answer tells a
- * page nothing a script with that key would not learn. A state-changing request from an origin
- * the server does not list was refused `403 origin_not_allowed` already (`origin.ts`); that
- * answer, and open mode's `421`, carry none.
+ * it is an error answered before a key was granted (a repeated query parameter's 400, a stream
+ * that is no name's 400, 401, a key's 403, a 503 when the key could not be looked up): a page its
+ * key admits must read why it failed, and such an answer tells a page nothing a script with that
+ * key would not learn. A state-changing request from an origin the server does not list was
+ * refused `403 origin_not_allowed` already (`origin.ts`), before this runs: that answer, and open
+ * mode's `421`, carry neither these headers nor `Vary`.
  *
  * @module
  */

@@ -10,6 +10,7 @@
  * @module
  */
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { getLogger } from "@logtape/logtape";
 import type { Context } from "hono";
 import type { DefinitionPrecondition, StreamRegistry } from "../config/mod.ts";
 import { duplicateKeyProblem, StreamDefinitionError } from "../config/mod.ts";
@@ -20,6 +21,8 @@ import { bodyTimeoutOf, parseJsonBody, readJsonText } from "./body.ts";
 import { ApiError, invalidNameParameter } from "./errors.ts";
 import { streamFields, streamJson, StreamSchema } from "./stream_routes.ts";
 import { quoteInput } from "../telemetry/logging.ts";
+
+const logger = getLogger(["edgestream", "http"]);
 
 /** What the definition routes need. */
 export interface DefinitionRouteDeps {
@@ -293,7 +296,12 @@ export function registerDefinitionRoutes(app: OpenAPIHono, deps: DefinitionRoute
       // BUSY or LOADING) must not make the write look failed. A 503 would have the client send
       // it again, and its `If-Match` or `If-None-Match: *`, which this write made stale, would
       // then be 412 as if someone else had changed the stream. The write's answer stands, with
-      // its ETag; only the stats are missing (GET the stream for them).
+      // its ETag; only the stats are missing (GET the stream for them). The store's failure is
+      // still said, or the request log would show a clean write while the store was failing.
+      logger.warn(
+        "Stream '{stream}' was stored as version {version}, but its stats for the reply could not be read: {error}",
+        { stream: name, version: registered.version, error: error.message },
+      );
       body = { ...streamFields(registered.stream, deps), stats: null };
     }
     c.header("ETag", `"${registered.version}"`);

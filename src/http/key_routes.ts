@@ -362,14 +362,12 @@ export function registerKeyRoutes(app: OpenAPIHono, deps: KeyRouteDeps): void {
     let deleted: boolean;
     try {
       deleted = await keys.store.deleteKey(id);
-    } catch (error) {
-      // A 503 whose deletion may have been applied: the key must not stay cached valid here.
+    } finally {
+      // Whatever the answer: a 503 whose deletion may have been applied, a 404 (the key gone
+      // already, deleted through another instance or by a try answered 503): this instance must
+      // not keep answering the key as valid for up to the cache bound.
       keys.forget();
-      throw error;
     }
-    // A 404 too: the key is gone (deleted through another instance, or by a try answered 503),
-    // so this instance must not keep answering it as valid for up to the cache bound.
-    keys.forget();
     if (!deleted) throw new ApiError(404, "key_not_found", `No API key '${id}'`);
     return c.body(null, 204);
   });
