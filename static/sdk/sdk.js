@@ -158,13 +158,12 @@ const SEND_AGAIN = new Set([408, 429, 502, 503, 504]);
 const SERVER_DOWN = new Set([502, 503, 504]);
 
 /**
- * The value of field `path` in `event` as the server reads it (`dedupe.field`): the key itself,
- * else a dotted path into nested objects (`meta.id`); undefined when absent. A key JSON leaves out
- * (its value a function, a symbol, an object whose toJSON gives undefined) is absent: the server
- * never sees it and reads the dotted path.
+ * The value of field `path` in `event` (an event's JSON form, as parsed) as the server reads it
+ * (`dedupe.field`, src/window/fields.ts `readField`): the key itself, else a dotted path into nested
+ * objects (`meta.id`); undefined when absent.
  */
 function fieldOf(event, path) {
-  const own = Object.hasOwn(event, path) && JSON.stringify(event[path]) !== undefined
+  const own = typeof event === "object" && event !== null && Object.hasOwn(event, path)
     ? event[path]
     : undefined;
   if (own !== undefined || !path.includes(".")) return own;
@@ -947,20 +946,21 @@ export function createTracker(options) {
     const item = { ...event };
     // An event JSON cannot hold (a BigInt, a cycle) would fail its whole batch when sent, and a
     // page's beacon with it: it is refused here, queuing nothing.
+    let json;
     try {
-      JSON.stringify(item);
+      json = JSON.stringify(item);
     } catch (error) {
       throw new TypeError(
         `edgestream: track('${stream}', event) takes an event JSON can hold: ${error.message}`,
       );
     }
-    // The server reads the field's JSON form (`item` is a shallow copy, not a JSON one): a value
-    // sent as null (null, NaN, Infinity, an invalid Date, an object whose toJSON gives null) or
-    // left out (undefined, a function, a symbol) is no id to it, which then deduplicates the event
-    // by none: it gets one of its own.
+    // The server reads the field in the event as sent, so it is read here from that JSON, not from
+    // `item`: a value sent as null (null, NaN, an invalid Date, toJSON giving null) or left out (a
+    // function, a symbol, a key an object's toJSON drops) is no id to the server, which then
+    // deduplicates the event by none: it gets one of its own.
     if (options.dedupeField) {
-      const sent = JSON.stringify(fieldOf(item, options.dedupeField));
-      if (sent === undefined || sent === "null") item[options.dedupeField] = randomId();
+      const id = json === undefined ? undefined : fieldOf(JSON.parse(json), options.dedupeField);
+      if (id === undefined || id === null) item[options.dedupeField] = randomId();
     }
     const queue = queues.get(stream) ?? [];
     queue.push(item);

@@ -200,98 +200,96 @@ Deno.test("a dotted dedupeField keeps the page's own id at that path, as the ser
   }
 });
 
-Deno.test("a dotted dedupeField keeps the nested id when the event's key of that name is one JSON leaves out (a function, a symbol, toJSON giving undefined), as the server reads the nested one", async () => {
+/**
+ * Has `trackAll` track events on a tracker to `https://events.example` with `dedupeField`, flushes
+ * them (every answer a 202), and returns what `trackAll` returned and the events sent, in order.
+ */
+async function sendDeduped<T>(
+  dedupeField: string,
+  trackAll: (tracker: ReturnType<typeof createTracker>) => T,
+): Promise<{ tracked: T; sentEvents: unknown[] }> {
   const { sent, restore } = recordingFetch([]);
   try {
     const tracker = createTracker({
       key: "pk_test",
       endpoint: "https://events.example",
-      dedupeField: "meta.id",
-      maxBatch: 3,
+      dedupeField,
     });
-    // Before, the key "meta.id" was read as the id, its JSON form was nothing, so a random id was
-    // written there: the server, reading that key first, deduplicated by it and not by "abc", and
-    // the same event tracked twice counted twice.
-    const events = [
-      tracker.track("s", { "meta.id": () => 1, meta: { id: "abc" } }),
-      tracker.track("s", { "meta.id": Symbol("x"), meta: { id: "abd" } }),
-      tracker.track("s", { "meta.id": { toJSON: () => undefined }, meta: { id: "abe" } }),
-    ];
-    await tracker.settled();
-    const body = JSON.parse(String(sent[0].init.body));
-    assert.deepEqual(body, [{ meta: { id: "abc" } }, { meta: { id: "abd" } }, {
-      meta: { id: "abe" },
-    }]);
-    for (const event of events) assert.notEqual(typeof event["meta.id"], "string");
+    const tracked = trackAll(tracker);
+    await tracker.flush();
+    const sentEvents = sent.flatMap((request) => JSON.parse(String(request.init.body)));
+    return { tracked, sentEvents };
   } finally {
     restore();
   }
+}
+
+Deno.test("a dotted dedupeField keeps the nested id when the event's key of that name is one JSON leaves out (a function, a symbol, toJSON giving undefined), as the server reads the nested one", async () => {
+  // Before, the key "meta.id" was read as the id, its JSON form was nothing, so a random id was
+  // written there: the server, reading that key first, deduplicated by it and not by "abc", and
+  // the same event tracked twice counted twice.
+  const { tracked, sentEvents } = await sendDeduped("meta.id", (tracker) => [
+    tracker.track("s", { "meta.id": () => 1, meta: { id: "abc" } }),
+    tracker.track("s", { "meta.id": Symbol("x"), meta: { id: "abd" } }),
+    tracker.track("s", { "meta.id": { toJSON: () => undefined }, meta: { id: "abe" } }),
+  ]);
+  assert.deepEqual(sentEvents, [{ meta: { id: "abc" } }, { meta: { id: "abd" } }, {
+    meta: { id: "abe" },
+  }]);
+  for (const event of tracked) assert.notEqual(typeof event["meta.id"], "string");
+});
+
+Deno.test("a dotted dedupeField reads the id in the object's JSON form (its toJSON), as the server reads it, not the object's own keys", async () => {
+  // Before, the id was looked for in the object itself: { meta } whose toJSON sends {id: "a"} had
+  // none there, so a random id was written under the key "meta.id", which the server reads ahead
+  // of the nested "a" (the same event tracked twice counted twice); and meta's own id "b", which
+  // its toJSON leaves out, was kept as the id, so the server deduplicated that event by none.
+  const { tracked, sentEvents } = await sendDeduped("meta.id", (tracker) => [
+    tracker.track("s", { meta: { toJSON: () => ({ id: "a" }) } }),
+    tracker.track("s", { meta: { id: "b", toJSON: () => ({}) } }),
+  ]);
+  const [kept, added] = tracked;
+  assert.equal(Object.hasOwn(kept, "meta.id"), false);
+  assert.match(added["meta.id"], /^[0-9a-f-]{32,36}$/);
+  assert.deepEqual(sentEvents, [{ meta: { id: "a" } }, { meta: {}, "meta.id": added["meta.id"] }]);
 });
 
 Deno.test("a dedupeField holding null (or NaN or Infinity, sent as null) gets an id, as the server reads null as no dedupe id", async () => {
-  const { sent, restore } = recordingFetch([]);
-  try {
-    const tracker = createTracker({
-      key: "pk_test",
-      endpoint: "https://events.example",
-      dedupeField: "meta.id",
-      maxBatch: 2,
-    });
-    // Before, null was kept as the page's own id: the server deduplicates by none for it, so a
-    // batch sent again as new events (a beacon's remainder, a page's kept events) counted twice.
-    const own = tracker.track("s", { "meta.id": null });
-    const nested = tracker.track("s", { meta: { id: null } });
-    // NaN and Infinity are sent as null (JSON has no such number): no id to the server either.
-    const notANumber = tracker.track("s", { "meta.id": Number.NaN });
-    const infinite = tracker.track("s", { meta: { id: Number.POSITIVE_INFINITY } });
-    await tracker.settled();
-    const body = [
-      ...JSON.parse(String(sent[0].init.body)),
-      ...JSON.parse(String(sent[1].init.body)),
-    ];
-    for (const event of [own, nested, notANumber, infinite]) {
-      assert.match(event["meta.id"], /^[0-9a-f-]{32,36}$/);
-    }
-    assert.deepEqual(body, [
-      { "meta.id": own["meta.id"] },
-      { meta: { id: null }, "meta.id": nested["meta.id"] },
-      { "meta.id": notANumber["meta.id"] },
-      { meta: { id: null }, "meta.id": infinite["meta.id"] },
-    ]);
-  } finally {
-    restore();
-  }
+  // Before, null was kept as the page's own id: the server deduplicates by none for it, so a
+  // batch sent again as new events (a beacon's remainder, a page's kept events) counted twice.
+  // NaN and Infinity are sent as null (JSON has no such number): no id to the server either.
+  const { tracked, sentEvents } = await sendDeduped("meta.id", (tracker) => [
+    tracker.track("s", { "meta.id": null }),
+    tracker.track("s", { meta: { id: null } }),
+    tracker.track("s", { "meta.id": Number.NaN }),
+    tracker.track("s", { meta: { id: Number.POSITIVE_INFINITY } }),
+  ]);
+  for (const event of tracked) assert.match(event["meta.id"], /^[0-9a-f-]{32,36}$/);
+  const [own, nested, notANumber, infinite] = tracked.map((event) => event["meta.id"]);
+  assert.deepEqual(sentEvents, [
+    { "meta.id": own },
+    { meta: { id: null }, "meta.id": nested },
+    { "meta.id": notANumber },
+    { meta: { id: null }, "meta.id": infinite },
+  ]);
 });
 
 Deno.test("a dedupeField whose JSON form is null or nothing (an invalid Date, toJSON giving null, a function, a symbol) gets an id, as the server reads none there", async () => {
-  const { sent, restore } = recordingFetch([]);
-  try {
-    const tracker = createTracker({
-      key: "pk_test",
-      endpoint: "https://events.example",
-      dedupeField: "id",
-      maxBatch: 5,
-    });
-    // Before, these were kept as the page's own id: the server read null or no field, so
-    // deduplicated the event by none.
-    const events = [
-      tracker.track("s", { id: new Date(Number.NaN) }),
-      tracker.track("s", { id: { toJSON: () => null } }),
-      tracker.track("s", { id: () => "x" }),
-      tracker.track("s", { id: Symbol("x") }),
-      tracker.track("s", { id: new Date(0) }),
-    ];
-    await tracker.settled();
-    const body = JSON.parse(String(sent[0].init.body));
-    for (const [index, event] of events.slice(0, 4).entries()) {
-      assert.match(event.id, /^[0-9a-f-]{32,36}$/);
-      assert.deepEqual(body[index], { id: event.id });
-    }
-    // A value whose JSON form is an id is kept: the server reads that.
-    assert.deepEqual(body[4], { id: "1970-01-01T00:00:00.000Z" });
-  } finally {
-    restore();
+  // Before, these were kept as the page's own id: the server read null or no field, so
+  // deduplicated the event by none.
+  const { tracked, sentEvents } = await sendDeduped("id", (tracker) => [
+    tracker.track("s", { id: new Date(Number.NaN) }),
+    tracker.track("s", { id: { toJSON: () => null } }),
+    tracker.track("s", { id: () => "x" }),
+    tracker.track("s", { id: Symbol("x") }),
+    tracker.track("s", { id: new Date(0) }),
+  ]);
+  for (const [index, event] of tracked.slice(0, 4).entries()) {
+    assert.match(event.id, /^[0-9a-f-]{32,36}$/);
+    assert.deepEqual(sentEvents[index], { id: event.id });
   }
+  // A value whose JSON form is an id is kept: the server reads that.
+  assert.deepEqual(sentEvents[4], { id: "1970-01-01T00:00:00.000Z" });
 });
 
 Deno.test("createTracker() refuses a number option it cannot use, naming it, instead of looping or sending at once", () => {
