@@ -22,8 +22,8 @@
  * `Idempotency-Key`, and the next page sends it under that key.
  * Each event gets a random id under `dedupeField` (the stream's dedupe
  * field), and each batch an `Idempotency-Key`, so a retry counts nothing
- * twice. A batch answered 408, 429, 503, 502 or 504 (a proxy in front of the
- * server, while it restarts), or `409 idempotency_key_in_flight`, or
+ * twice. A batch answered 408, 429, 502, 503 or 504 (502 and 504 from a proxy in
+ * front of the server, while it restarts), or `409 idempotency_key_in_flight`, or
  * lost to the network, is sent again with the same key after `Retry-After`
  * (or an exponential backoff), up to `maxRetries` times (a try while the browser
  * is offline spends none: the batch waits for the `online` event); one whose retries
@@ -143,19 +143,19 @@ function untilOnline(signal) {
 }
 
 /**
+ * Answers that say the server cannot take events now: `502`, `503` and `504` (its store down, or a
+ * reverse proxy or load balancer in front of it while an instance restarts or is deployed): after
+ * one, a beacon would be refused so, unanswered.
+ */
+const SERVER_DOWN = new Set([502, 503, 504]);
+/**
  * Answers to a batch that may not hold when it is sent again: `408 body_timeout` (its body came too
- * slowly: a slow link), `429` (a rate limit), `503` (the store), and `502` and `504`, which a
- * reverse proxy or load balancer in front of edgestream answers while an instance restarts or is
- * deployed: neither says the server refused the events. A `504`'s batch may have been applied (the
+ * slowly: a slow link), `429` (a rate limit), and those of {@linkcode SERVER_DOWN} (`502`, `503`,
+ * `504`): none says the server refused the events. A `504`'s batch may have been applied (the
  * proxy gave up waiting for its answer): sent again under the same `Idempotency-Key`, it is that
  * answer's replay, and its events keep their dedupe ids. A `500` is the server saying it failed.
  */
-const SEND_AGAIN = new Set([408, 429, 502, 503, 504]);
-/**
- * Answers that say the server cannot take events now (its store down, `503`, or a proxy in front
- * of it while it restarts, `502` and `504`): after one, a beacon would be refused so, unanswered.
- */
-const SERVER_DOWN = new Set([502, 503, 504]);
+const SEND_AGAIN = new Set([408, 429, ...SERVER_DOWN]);
 
 /**
  * The value of field `path` in `event` (an event's JSON form, as parsed) as the server reads it
