@@ -26,27 +26,43 @@ export function rawCapOf(different: number): number {
 export const MAX_ENUM_LIST_ITEMS = 16;
 
 /**
- * `list` refused when it holds more than `max` different entries, as `identity` tells entries
- * apart; repeats are removed later (the handler stores each entry once). The entries are told
- * apart once per list, and the message names `field` and the number of different entries.
+ * How a list's description says its bounds: at most `different` different entries and
+ * {@linkcode rawCapOf} that as sent (a list of {@linkcode differentEntries}), or only a `cap` as
+ * sent (an enumeration's).
+ */
+export function repeatsRemoved(bound: { different: number } | { cap: number }): string {
+  if ("cap" in bound) return `repeats are removed (at most ${bound.cap} entries, repeats included)`;
+  const { different } = bound;
+  return `repeats are removed (at most ${different} different; at most ${
+    rawCapOf(different)
+  } entries, repeats included)`;
+}
+
+/**
+ * A list of at least one `item`, of at most `max` different entries as `identity` tells them
+ * apart (repeats are removed later: the handler stores each entry once) and at most
+ * {@linkcode rawCapOf}(`max`) entries as sent. The entries are told apart once per list, and the
+ * message names `field` and the number of different entries.
  *
  * @example
  * ```ts
  * import { z } from "@hono/zod-openapi";
- * import { atMostDifferent, rawCapOf } from "./_list_bounds.ts";
+ * import { differentEntries } from "./_list_bounds.ts";
  *
- * const names = z.array(z.string()).min(1).max(rawCapOf(256));
- * const streams = atMostDifferent(names, 256, "streams", (name: string) => name);
+ * const streams = differentEntries(z.string(), {
+ *   max: 256,
+ *   field: "streams",
+ *   identity: (name) => name,
+ * });
  * streams.parse(["a", "b", "a"]); // at most 256 different: repeats are removed later
  * ```
  */
-export function atMostDifferent<T>(
-  list: z.ZodArray<z.ZodType<T>>,
-  max: number,
-  field: string,
-  identity: (entry: T) => string,
+export function differentEntries<T>(
+  item: z.ZodType<T>,
+  options: { max: number; field: string; identity: (entry: T) => string },
 ) {
-  return list.superRefine((entries, context) => {
+  const { max, field, identity } = options;
+  return z.array(item).min(1).max(rawCapOf(max)).superRefine((entries, context) => {
     const different = new Set(entries.map(identity)).size;
     if (different > max) {
       context.addIssue({

@@ -30,7 +30,7 @@ import { jsonBody } from "./body.ts";
 import { MAX_BURST, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from "../config/mod.ts";
 import { ApiError } from "./errors.ts";
 import { normalizeAllowedOrigin, OriginSettingError } from "./origin.ts";
-import { atMostDifferent, MAX_ENUM_LIST_ITEMS, rawCapOf } from "./_list_bounds.ts";
+import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import { quoteInput } from "../telemetry/logging.ts";
 
 /** An origin as a request names it: `origin` is its stored form, null when the entry is none. */
@@ -71,40 +71,34 @@ const KeyInputSchema = z.strictObject({
     description:
       "`publishable` (`pk_…`): ingest only, needs `streams` and `origins`, safe in a web page; `secret` (`sk_…`): any scopes",
   }),
-  // Repeats are removed, so a list's bound counts what is stored, not how often a client named it
-  // (`["admin", "read", "ingest", "read"]` names three scopes): three scopes are at most three
-  // different ones, and the bounds of `streams` and `origins` are counted of different entries.
-  // JSON Schema cannot bound different entries, so the document says those in words; its
-  // `maxItems` is each list's raw cap (repeats included, see _list_bounds.ts), which the server
-  // applies too, so that one request's work is bounded by the list, not only by the body's size.
+  // Repeats are removed, so bounds count different entries (`["admin", "read", "ingest", "read"]`
+  // names three scopes), and each list has a raw cap as sent: see _list_bounds.ts.
   scopes: z.array(z.enum(["ingest", "read", "admin"])).min(1).max(MAX_ENUM_LIST_ITEMS).optional()
     .openapi({
       description:
-        `What it may do (\`admin\` includes the others); publishable keys: \`ingest\` only. Repeats are removed (at most ${MAX_ENUM_LIST_ITEMS} entries, repeats included)`,
+        `What it may do (\`admin\` includes the others); publishable keys: \`ingest\` only; ${
+          repeatsRemoved({ cap: MAX_ENUM_LIST_ITEMS })
+        }`,
       example: ["ingest"],
     }),
-  streams: atMostDifferent(
-    z.array(nameText).min(1).max(rawCapOf(MAX_KEY_STREAMS)),
-    MAX_KEY_STREAMS,
-    "streams",
-    (name) => name,
-  ).nullish().openapi({
-    description:
-      `Streams it may use, at most ${MAX_KEY_STREAMS} different (repeats are removed; at most ${
-        rawCapOf(MAX_KEY_STREAMS)
-      } entries, repeats included); absent (or null) for all (secret keys only)`,
+  streams: differentEntries(nameText, {
+    max: MAX_KEY_STREAMS,
+    field: "streams",
+    identity: (name) => name,
+  }).nullish().openapi({
+    description: `Streams it may use (${
+      repeatsRemoved({ different: MAX_KEY_STREAMS })
+    }); absent (or null) for all (secret keys only)`,
     example: ["pageviews"],
   }),
-  origins: atMostDifferent(
-    z.array(originEntry).min(1).max(rawCapOf(MAX_KEY_ORIGINS)),
-    MAX_KEY_ORIGINS,
-    "origins",
-    ({ entry, origin }) => origin ?? entry,
-  ).nullish().openapi({
-    description:
-      `Origins web pages may use it from (CORS, beacons), at most ${MAX_KEY_ORIGINS} different (repeats are removed, also one written differently such as \`https://Shop.example:443\`; at most ${
-        rawCapOf(MAX_KEY_ORIGINS)
-      } entries, repeats included); absent or null: none`,
+  origins: differentEntries(originEntry, {
+    max: MAX_KEY_ORIGINS,
+    field: "origins",
+    identity: ({ entry, origin }) => origin ?? entry,
+  }).nullish().openapi({
+    description: `Origins web pages may use it from (CORS, beacons; ${
+      repeatsRemoved({ different: MAX_KEY_ORIGINS })
+    }, one written differently such as \`https://Shop.example:443\` a repeat); absent or null: none`,
     example: ["https://shop.example"],
   }),
   // Every field a key's reply shows as null takes null as left out, so a reply's fields can be

@@ -34,7 +34,7 @@ import { parseInstantText } from "../validate/mod.ts";
 import { type KeyRing, requireScope } from "./auth.ts";
 import { jsonBody, noBody } from "./body.ts";
 import { ApiError } from "./errors.ts";
-import { atMostDifferent, MAX_ENUM_LIST_ITEMS, rawCapOf } from "./_list_bounds.ts";
+import { differentEntries, MAX_ENUM_LIST_ITEMS, repeatsRemoved } from "./_list_bounds.ts";
 import {
   countQuery,
   CursorQuery,
@@ -77,7 +77,9 @@ const BatchSchema = z.strictObject({
   eventTypes: z.array(z.enum(BATCHABLE_EVENT_TYPES)).min(1).max(MAX_ENUM_LIST_ITEMS)
     .optional().openapi({
       description:
-        `Types delivered in batches, each one the endpoint's \`eventTypes\` has; the others go one result per delivery. Default: \`event.processed\` when the endpoint takes it, else its \`window.closed\` and \`alert.fired\`. Repeats are removed (at most ${MAX_ENUM_LIST_ITEMS} entries, repeats included)`,
+        `Types delivered in batches, each one the endpoint's \`eventTypes\` has; the others go one result per delivery. Default: \`event.processed\` when the endpoint takes it, else its \`window.closed\` and \`alert.fired\`.; ${
+          repeatsRemoved({ cap: MAX_ENUM_LIST_ITEMS })
+        }`,
       example: ["window.closed"],
     }),
 }).openapi("WebhookBatch");
@@ -91,25 +93,22 @@ const endpointFields = {
       `https URL (http only when allowed by config); must not reach internal addresses. Stored and shown as fetch requests it (WHATWG \`new URL(url).href\`: spaces and \`<>\` percent-encoded, the host in lower case, no \`#\` fragment, which no request carries), at most ${MAX_URL_LENGTH} characters as sent and so encoded; a longer one is 400 invalid_webhook`,
     example: "https://example.com/hooks/edgestream",
   }),
-  // Repeats are removed (EndpointRegistry stores each once), so bounds count different entries:
-  // the types' own number bounds those of `eventTypes`, and `streams` is bounded at 256 different
-  // names, as a key's. JSON Schema cannot count different entries, so the document says so in
-  // words; its `maxItems` is each list's raw cap, repeats included, which the server applies too.
+  // Repeats are removed (EndpointRegistry stores each once), so bounds count different entries,
+  // as a key's, and each list has a raw cap as sent: see _list_bounds.ts.
   eventTypes: z.array(z.enum(SUBSCRIBABLE)).min(1).max(MAX_ENUM_LIST_ITEMS).openapi({
-    description:
-      `Types delivered (default: window.closed, alert.fired). Repeats are removed (at most ${MAX_ENUM_LIST_ITEMS} entries, repeats included)`,
+    description: `Types delivered (default: window.closed, alert.fired).; ${
+      repeatsRemoved({ cap: MAX_ENUM_LIST_ITEMS })
+    }`,
   }),
   // An empty list would hear from no stream: at least one, or null (or left out) for all.
-  streams: atMostDifferent(
-    z.array(nameText).min(1).max(rawCapOf(MAX_ENDPOINT_STREAMS)),
-    MAX_ENDPOINT_STREAMS,
-    "streams",
-    (name) => name,
-  ).nullable().openapi({
-    description:
-      `Streams heard from (at least one, at most ${MAX_ENDPOINT_STREAMS} different: repeats are removed; at most ${
-        rawCapOf(MAX_ENDPOINT_STREAMS)
-      } entries, repeats included); null for all`,
+  streams: differentEntries(nameText, {
+    max: MAX_ENDPOINT_STREAMS,
+    field: "streams",
+    identity: (name) => name,
+  }).nullable().openapi({
+    description: `Streams heard from (at least one; ${
+      repeatsRemoved({ different: MAX_ENDPOINT_STREAMS })
+    }); null for all`,
   }),
   filter: z.string().min(1).max(MAX_EXPRESSION_LENGTH).nullable().openapi({
     description: "CEL over `payload` and `data`; only payloads for which it is true are sent",
