@@ -66,17 +66,29 @@ export const DEFAULT_LIMITS: Required<BodyLimits> = {
 /** How a body is framed. */
 export type BodyFormat = "json" | "ndjson";
 
+/** How {@linkcode bodyFormat} reads a `Content-Type` beyond JSON and NDJSON. */
+export interface BodyFormatOptions {
+  /** `text/plain` is read as JSON (a beacon's body). */
+  plainTextAsJson?: boolean;
+  /** One more type the 415's message names as taken (`text/plain (JSON)`). */
+  alsoTaken?: string;
+}
+
 /**
- * Maps a `Content-Type` header to a body format, or throws 415 naming the types taken
- * (`alsoTaken`: one more the caller reads itself, e.g. a beacon's `text/plain`).
+ * Maps a `Content-Type` header to a body format, or throws 415 naming the types taken.
  */
-export function bodyFormat(contentType: string | undefined, alsoTaken?: string): BodyFormat {
+export function bodyFormat(
+  contentType: string | undefined,
+  options: BodyFormatOptions = {},
+): BodyFormat {
   const [type, ...parameters] = (contentType ?? "").split(";");
   const mediaType = type.trim().toLowerCase();
   // Bodies are read as UTF-8: another charset said would be misread, not converted.
   if (parameters.length > 0) refuseOtherCharset(parameters);
   if (mediaType === "application/json") return "json";
+  if (mediaType === "text/plain" && options.plainTextAsJson) return "json";
   if (mediaType === "application/x-ndjson" || mediaType === "application/ndjson") return "ndjson";
+  const { alsoTaken } = options;
   const taken = alsoTaken === undefined
     ? "application/json or application/x-ndjson"
     : `application/json, application/x-ndjson or ${alsoTaken}`;

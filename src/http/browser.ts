@@ -53,7 +53,7 @@ import { type CompiledStream, lookUpStream } from "../config/mod.ts";
 import type { IngestRateLimit } from "../ingest/mod.ts";
 import { authorize, bearerKey, type KeyGrant, type KeyRing, rememberGrant } from "./auth.ts";
 import { grantOfRequest, isOpenGrant } from "./auth.ts";
-import { type BodyFormat, bodyFormat, refuseOtherCharset } from "./body.ts";
+import { type BodyFormat, bodyFormat } from "./body.ts";
 import { ApiError, invalidNameParameter, NAME } from "./errors.ts";
 import { PREFLIGHT_MAX_AGE } from "./cors.ts";
 import { deferredOriginRefusal } from "./origin.ts";
@@ -121,20 +121,19 @@ export function rateLimitsFor(
  */
 export function ingestBodyFormat(
   contentType: string | undefined,
-  grant?: KeyGrant,
-  origin?: string,
+  options: { grant?: KeyGrant; origin?: string } = {},
 ): BodyFormat {
+  const { grant, origin } = options;
   const open = isOpenGrant(grant);
-  const beacons = grant?.publishable || (open && origin !== undefined);
-  const [type, ...parameters] = (contentType ?? "").split(";");
-  if (type.trim().toLowerCase() === "text/plain" && beacons) {
-    refuseOtherCharset(parameters);
-    return "json";
-  }
-  return bodyFormat(
-    contentType,
-    beacons ? "text/plain (JSON)" : open ? "text/plain (JSON) with an Origin" : undefined,
-  );
+  const beacons = grant?.publishable === true || (open && origin !== undefined);
+  return bodyFormat(contentType, {
+    plainTextAsJson: beacons,
+    alsoTaken: beacons
+      ? "text/plain (JSON)"
+      : open
+      ? "text/plain (JSON) with an Origin"
+      : undefined,
+  });
 }
 
 function streamOrigins(stream: CompiledStream | undefined): readonly string[] {

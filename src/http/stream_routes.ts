@@ -398,11 +398,10 @@ function ingest(deps: StreamRouteDeps, options: { unprepared?: boolean } = {}) {
     const reply = await traceIngest({ stream: stream.name, transport: "http" }, async (scope) => {
       const grant = grantOfRequest(c);
       // Lower case: see the note in `_header_list.ts`.
-      const format = ingestBodyFormat(
-        c.req.header("content-type"),
+      const format = ingestBodyFormat(c.req.header("content-type"), {
         grant,
-        c.req.header("origin"),
-      );
+        origin: c.req.header("origin"),
+      });
       const bytes = await readLimitedBody(c.req.raw, deps.limits.maxBodyBytes, bodyOptions);
       const items = parseEvents(decodeUtf8(bytes), format, deps.limits);
       // A beacon cannot set headers: it may send the key as `?idempotencyKey=`.
