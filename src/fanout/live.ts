@@ -753,7 +753,12 @@ export class LiveHub {
         return;
       }
       if (subscriber.sink.ready?.() === false) {
-        const stalled = this.#now() - behind.progressAt;
+        const now = this.#now();
+        // A clock before the last progress (the wall clock stepped back) counts from now: else
+        // the subscriber would be kept until the clock passed that time again, an hour for a
+        // step of an hour, rather than for stalledMs.
+        if (now < behind.progressAt) behind.progressAt = now;
+        const stalled = now - behind.progressAt;
         if (stalled >= this.#stalledMs) {
           this.#drop(
             tail,

@@ -1135,6 +1135,43 @@ Deno.test("LiveHub asks a sink that says it drained but is not ready again after
   }
 });
 
+Deno.test("LiveHub still drops a sink behind at stalledMs when the clock steps back meanwhile, not once the clock is back where it was", async () => {
+  const store = new MemoryStore({ now: () => NOW });
+  // The wall clock, stepped back an hour once both subscribers are behind (an NTP correction).
+  let stepMs = 0;
+  const live = new LiveHub(streams, store, {
+    pollMs: 10,
+    stalledMs: 200,
+    now: () => Date.now() - stepMs,
+  });
+  const waiting = collector();
+  const asking = collector();
+  const never = new Promise<void>(() => {});
+  try {
+    // One sink says when it drains (a wait with a timer), the other does not (asked again and again).
+    await live.subscribe(subscription(["window.closed"]), {
+      ...waiting.sink,
+      ready: () => false,
+      drained: () => never,
+    });
+    await live.subscribe(subscription(["window.closed"]), { ...asking.sink, ready: () => false });
+    await appendClosed(store, ["r0"]);
+    await eventually(() => live.stats.behind === 2);
+    stepMs = 3_600_000;
+    // Before, the stall counted from a time an hour ahead: each was kept for the hour.
+    await eventually(() => waiting.closed.length === 1 && asking.closed.length === 1, 3_000);
+    for (const reason of [...waiting.closed, ...asking.closed]) {
+      assert.match(
+        reason,
+        /^Subscriber too slow: it read nothing of what was waiting to be sent for \d+ ms$/,
+      );
+    }
+    assert.equal(live.stats.subscribers, 0);
+  } finally {
+    await live.close();
+  }
+});
+
 Deno.test("LiveHub drops a subscriber behind that takes nothing for stalledMs, or that the log was trimmed past", async () => {
   const store = new MemoryStore({ now: () => NOW, log: { retain: 4 } });
   const live = new LiveHub(streams, store, { pollMs: 10, stalledMs: 50 });
