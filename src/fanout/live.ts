@@ -24,12 +24,12 @@ import type { AppliedBatch, IngestObserver } from "./types.ts";
 import {
   cellUpdatesOf,
   compareLogIds,
+  isStoreDown,
   type LogEntry,
   type LogRecord,
   OTHER_GROUP,
   parseLogId,
   type Store,
-  StoreUnavailableError,
 } from "../store/types.ts";
 import {
   detached,
@@ -951,8 +951,9 @@ export class LiveHub {
         }
       }
     } catch (error) {
-      // Said once a failing streak, or for the store unavailable as an outage (once a minute).
-      if (error instanceof StoreUnavailableError || !tail.failing) {
+      // Said once a failing streak, or for the store unavailable as an outage (once a minute): a
+      // read refused as too large is refused again each poll, and said once, as anything else.
+      if (isStoreDown(error) || !tail.failing) {
         tail.outage.failure(error, { stream: tail.stream.name });
       }
       tail.failing = true;

@@ -23,9 +23,9 @@ import {
   type ClosedWindows,
   type CloseOptions,
   type CounterMeta,
+  isStoreDown,
   SESSIONS_PER_WINDOW,
   type Store,
-  StoreUnavailableError,
 } from "../store/types.ts";
 import { OutageLog, recordWindowsClosed } from "../telemetry/mod.ts";
 import { countFirings, evaluateAlerts } from "./alerts.ts";
@@ -43,8 +43,9 @@ export interface SweepReport<Queued = unknown> {
   fanout?: Queued[];
   /**
    * Streams whose sweep failed, with the error: the other streams and the consumers still ran,
-   * so one stream (a broken key, say) holds up no other's windows and deliveries. A store that
-   * cannot be reached fails the whole sweep instead (`StoreUnavailableError`, thrown).
+   * so one stream (a broken key, a call of its refused as too large, say) holds up no other's
+   * windows and deliveries. A store that cannot be reached fails the whole sweep instead
+   * (`StoreUnavailableError`, thrown; see {@linkcode isStoreDown}).
    */
   failed: Array<{ stream: string; error: unknown }>;
   /**
@@ -86,8 +87,9 @@ export async function sweepOnce<Queued = unknown>(
     try {
       await sweepStream(stream, store, report);
     } catch (error) {
-      // The store unreachable fails every stream alike (each after its deadline): stop here.
-      if (error instanceof StoreUnavailableError) throw error;
+      // The store unreachable fails every stream alike (each after its deadline): stop here. A
+      // call refused as too large is this stream's own: the others still close.
+      if (isStoreDown(error)) throw error;
       report.failed.push({ stream: stream.name, error });
     }
   }
@@ -99,8 +101,9 @@ export async function sweepOnce<Queued = unknown>(
       fanout.push(await consumer.sweep());
     } catch (error) {
       // Unreachable fails the whole sweep (503), as for the streams. Anything else is the
-      // consumer's own: what this sweep closed (each window once, never again) is still reported.
-      if (error instanceof StoreUnavailableError) throw error;
+      // consumer's own (a call refused as too large included): what this sweep closed (each
+      // window once, never again) is still reported.
+      if (isStoreDown(error)) throw error;
       logger.error("Sweep fan-out failed after the windows closed: {error}", { error });
       fanoutFailed.push(error);
     }
@@ -216,13 +219,15 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
-/** Logs a sweep's failure: of one stream (named), or of the whole run; at warning when the store is unavailable. */
+/**
+ * Logs a sweep's failure: of one stream (named), or of the whole run; at warning when the store is
+ * unavailable (not for a call refused as too large).
+ */
 export function logSweepError(error: unknown, stream?: string): void {
   // The store unreachable or refusing for now is a warning, as a request's 503 is: the next sweep
-  // tries again. Anything else is a defect or bad data.
-  const log = error instanceof StoreUnavailableError
-    ? logger.warn.bind(logger)
-    : logger.error.bind(logger);
+  // tries again. Anything else is a defect or bad data, or a call refused as too large, which is
+  // refused again each time until someone acts.
+  const log = isStoreDown(error) ? logger.warn.bind(logger) : logger.error.bind(logger);
   if (stream === undefined) log("Sweep failed: {error}", { error });
   else log("Sweep of stream '{stream}' failed: {error}", { stream, error });
 }

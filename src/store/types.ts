@@ -818,6 +818,24 @@ export class StoreRequestTooLargeError extends StoreUnavailableError {
 }
 
 /**
+ * Whether `error` says the store is out of reach (a {@linkcode StoreUnavailableError}), not that
+ * it refused one call as too large (a {@linkcode StoreRequestTooLargeError}: the store answered,
+ * and refuses the same call again each time, so it is no outage, and other calls go through).
+ *
+ * @example
+ * ```ts
+ * import { isStoreDown, StoreRequestTooLargeError, StoreUnavailableError } from "./types.ts";
+ *
+ * isStoreDown(new StoreUnavailableError("Redis did not answer")); // true
+ * isStoreDown(new StoreRequestTooLargeError("ERR max request size exceeded")); // false
+ * isStoreDown(new Error("boom")); // false
+ * ```
+ */
+export function isStoreDown(error: unknown): boolean {
+  return error instanceof StoreUnavailableError && !(error instanceof StoreRequestTooLargeError);
+}
+
+/**
  * The store refused a call on what it found (on Redis, `WRONGTYPE`: a key of
  * another type, or a field holding text the call cannot add to, that
  * something else wrote there). The scripts that apply a batch, close windows

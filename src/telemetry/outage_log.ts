@@ -8,7 +8,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import { StoreRequestTooLargeError, StoreUnavailableError } from "../store/types.ts";
+import { isStoreDown } from "../store/types.ts";
 import { causeText } from "./logging.ts";
 import { withinPeriod } from "./clock.ts";
 
@@ -73,7 +73,7 @@ export class OutageLog {
    * call is refused again each time until someone acts).
    */
   failure(error: unknown, properties: Record<string, unknown> = {}): void {
-    if (!(error instanceof StoreUnavailableError) || error instanceof StoreRequestTooLargeError) {
+    if (!isStoreDown(error)) {
       this.#logger.error(this.#failed, { ...properties, error });
       return;
     }

@@ -14,7 +14,11 @@ import { MemoryStore } from "../../src/store/memory/store.ts";
 import { RedisStore } from "../../src/store/redis/store.ts";
 import { Redis } from "@upstash/redis";
 import { type RedisFixture, redisTest } from "../_redis.ts";
-import { MAX_LOG_ENTRIES, StoreUnavailableError } from "../../src/store/types.ts";
+import {
+  MAX_LOG_ENTRIES,
+  StoreRequestTooLargeError,
+  StoreUnavailableError,
+} from "../../src/store/types.ts";
 import { compileExpression } from "../../src/transform/mod.ts";
 import { at, NOW, TEST_CONFIG } from "../_fixtures.ts";
 import { eventually, within } from "../_live.ts";
@@ -1384,6 +1388,37 @@ Deno.test("LiveHub's tail logs its failures without the requestId of the subscri
       const [failure] = jsonLines(lines, "edgestream.live");
       assert.match(failure.message, /Cannot read the result log of stream orders/);
       assert.equal(failure.requestId, undefined);
+    } finally {
+      stop();
+      await hub.close();
+    }
+  });
+});
+
+Deno.test("LiveHub's tail says a read of the log refused as too large once a failing streak, at error, not at every poll", async () => {
+  class RefusingReads extends MemoryStore {
+    refused = 0;
+    refusing = false;
+    override readLog(...args: Parameters<MemoryStore["readLog"]>) {
+      if (!this.refusing) return super.readLog(...args);
+      this.refused++;
+      return Promise.reject(new StoreRequestTooLargeError("ERR max request size exceeded"));
+    }
+  }
+  const store = new RefusingReads({ now: () => NOW });
+  const hub = new LiveHub(streams, store, { pollMs: 10 });
+  await writtenLogs(async (lines) => {
+    const stop = await hub.subscribe(subscription(["window.closed"]), collector().sink);
+    try {
+      store.refusing = true;
+      await eventually(() => store.refused >= 10);
+      // Before, each of the ten polls said it (the guard let any StoreUnavailableError through).
+      const said = jsonLines(lines, "edgestream.live");
+      assert.deepEqual(said.map((line) => line.level), ["error"]);
+      assert.match(
+        said[0].message,
+        /^Cannot read the result log of stream orders for live subscribers: StoreRequestTooLargeError/,
+      );
     } finally {
       stop();
       await hub.close();

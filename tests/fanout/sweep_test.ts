@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { logSweepError, sweepOnce, WINDOWS_PER_SWEEP } from "../../src/fanout/sweep.ts";
 import { ingestItems } from "../../src/ingest/mod.ts";
 import { MemoryStore } from "../../src/store/memory/store.ts";
-import { StoreUnavailableError } from "../../src/store/types.ts";
+import { StoreRequestTooLargeError, StoreUnavailableError } from "../../src/store/types.ts";
 import { collectingLogs, messageOf } from "../_logs.ts";
 import { compileConfig, StreamRegistry } from "../../src/config/mod.ts";
 import type { Endpoint } from "../../src/store/deliveries.ts";
@@ -167,6 +167,49 @@ Deno.test("sweepOnce() still reports the windows it closed when a fan-out consum
     }),
     StoreUnavailableError,
   );
+});
+
+Deno.test("sweepOnce() lists a stream whose close the store refuses as too large in failed and still closes the other streams and runs the consumers", async () => {
+  const counters = { n: { window: { tumbling: "1s" }, aggregate: "count" } };
+  const time = { field: "t", lateness: "0s" };
+  const streams = compileConfig({
+    streams: { a: { time, counters }, b: { time, counters }, c: { time, counters } },
+  });
+  const now = Date.parse("2026-01-01T00:00:10Z");
+  const tooLarge = new StoreRequestTooLargeError("ERR max request size exceeded");
+  class RefusingA extends MemoryStore {
+    override closeWindows(...args: Parameters<MemoryStore["closeWindows"]>) {
+      return args[0] === "a" ? Promise.reject(tooLarge) : super.closeWindows(...args);
+    }
+  }
+  const store = new RefusingA({ now: () => now });
+  for (const name of ["a", "b", "c"]) {
+    const events = [{ t: now - 5_000 }, { t: now }].map((value) => ({ ok: true as const, value }));
+    await ingestItems(streams.get(name)!, events, { store, nowMs: now });
+  }
+  const fanoutRefused = new StoreRequestTooLargeError("ERR max request size exceeded");
+  const records = await collectingLogs(async (records) => {
+    // Before, the refusal of stream a's close aborted the sweep: b and c closed nothing.
+    const report = await sweepOnce(streams.values(), store, {
+      consumers: [{ sweep: () => Promise.reject(fanoutRefused) }, {
+        sweep: () => Promise.resolve(1),
+      }],
+    });
+    assert.deepEqual(report.closed.map((window) => [window.stream, window.start]), [
+      ["b", now - 5_000],
+      ["c", now - 5_000],
+    ]);
+    assert.deepEqual(report.failed, [{ stream: "a", error: tooLarge }]);
+    assert.deepEqual(report.fanout, [1]);
+    assert.deepEqual(report.fanoutFailed, [fanoutRefused]);
+    logSweepError(tooLarge, "a");
+    return [...records];
+  });
+  // No outage: said at error, as what someone must act on.
+  assert.deepEqual(records.map((record) => [record.level, messageOf(record).split(": ")[0]]), [
+    ["error", "Sweep fan-out failed after the windows closed"],
+    ["error", "Sweep of stream 'a' failed"],
+  ]);
 });
 
 Deno.test("sweepOnce() closes up to WINDOWS_PER_SWEEP windows of every counter, also when another counter of the stream used its budget over several close calls", async () => {

@@ -11,7 +11,7 @@
 import { getLogger } from "@logtape/logtape";
 import type { CompiledStream } from "../../config/mod.ts";
 import type { AppliedBatch } from "../types.ts";
-import { type Store, StoreRequestTooLargeError, StoreUnavailableError } from "../../store/types.ts";
+import { isStoreDown, type Store } from "../../store/types.ts";
 import { detached, OutageLog, withinPeriod } from "../../telemetry/mod.ts";
 import { AlertWatcher } from "../alerts.ts";
 import {
@@ -39,11 +39,6 @@ import { type RetryDelayOptions, type SendCounts, Sender } from "./sender.ts";
 import { UrlPolicy } from "./ssrf.ts";
 
 const logger = getLogger(["edgestream", "webhooks"]);
-
-/** Whether `error` says the store is out of reach, not that one call of it was refused. */
-function isStoreDown(error: unknown): boolean {
-  return error instanceof StoreUnavailableError && !(error instanceof StoreRequestTooLargeError);
-}
 
 /** A delivery with its attempt log. */
 export interface DeliveryWithAttempts extends Delivery {
