@@ -48,6 +48,25 @@ function at(seconds: number) {
   return new Date(T0 + seconds * 1000).toISOString();
 }
 
+/**
+ * `store` as an AlertWatcher reads it, each firing it is asked to fire listed in `asked`
+ * (`alert:group`); `readWindows` answers in place of the store's when given.
+ */
+function countingFires(
+  store: Store,
+  { readWindows }: { readWindows?: Store["readWindows"] } = {},
+): { store: Store; asked: string[] } {
+  const asked: string[] = [];
+  const counting = {
+    readWindows: readWindows ?? ((...args) => store.readWindows(...args)),
+    fireAlerts(...args) {
+      asked.push(...args[1].map((firing) => `${firing.alert}:${firing.group}`));
+      return store.fireAlerts(...args);
+    },
+  } satisfies Pick<Store, "readWindows" | "fireAlerts">;
+  return { store: counting as unknown as Store, asked };
+}
+
 Deno.test("evaluateAlerts() fires the alerts on the counter whose condition is true", () => {
   const state = { ...emptyState(), count: 3 };
   const firings = evaluateAlerts(orders, perMinute, [
@@ -271,13 +290,12 @@ Deno.test("AlertWatcher reads the windows an event touched a few at a time, neve
   }).get("visits")!;
   const store = new MemoryStore({ now: () => T0 });
   const reads: number[] = [];
-  const counting = {
-    readWindows(...args: Parameters<Store["readWindows"]>) {
+  const { store: counting } = countingFires(store, {
+    readWindows(...args) {
       reads.push(args[2].reduce((sum, read) => sum + read.panes.length, 0));
       return store.readWindows(...args);
     },
-    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
-  } as unknown as Store;
+  });
   const watcher = new AlertWatcher(counting, { now: () => T0 });
   await ingestItems(day, items([{ ts: at(1) }]), {
     observers: [watcher.observe],
@@ -297,14 +315,7 @@ Deno.test("AlertWatcher reads the windows an event touched a few at a time, neve
 
 Deno.test("AlertWatcher asks the store to fire an alert once, not again on every batch that keeps it true", async () => {
   const store = new MemoryStore({ now: () => T0 });
-  const asked: string[] = [];
-  const counting = {
-    readWindows: (...args: Parameters<Store["readWindows"]>) => store.readWindows(...args),
-    fireAlerts(...args: Parameters<Store["fireAlerts"]>) {
-      asked.push(...args[1].map((firing) => `${firing.alert}:${firing.group}`));
-      return store.fireAlerts(...args);
-    },
-  } as unknown as Store;
+  const { store: counting, asked } = countingFires(store);
   const watcher = new AlertWatcher(counting, { now: () => T0 });
   const ingest = async (events: object[]) => {
     await ingestItems(orders, items(events), {
@@ -329,14 +340,7 @@ Deno.test("AlertWatcher asks the store to fire an alert once, not again on every
 
 Deno.test("AlertWatcher asks the store again about a firing after its wall clock steps back, not only once it passes the answer's time again", async () => {
   const store = new MemoryStore({ now: () => T0 });
-  const asked: string[] = [];
-  const counting = {
-    readWindows: (...args: Parameters<Store["readWindows"]>) => store.readWindows(...args),
-    fireAlerts(...args: Parameters<Store["fireAlerts"]>) {
-      asked.push(...args[1].map((firing) => `${firing.alert}:${firing.group}`));
-      return store.fireAlerts(...args);
-    },
-  } as unknown as Store;
+  const { store: counting, asked } = countingFires(store);
   let now = T0;
   const watcher = new AlertWatcher(counting, { now: () => now });
   const ingest = async (events: object[]) => {
@@ -358,14 +362,7 @@ Deno.test("AlertWatcher asks the store again about a firing after its wall clock
 
 Deno.test("AlertWatcher asks the store again about a firing it no longer remembers", async () => {
   const store = new MemoryStore({ now: () => T0 });
-  let asked = 0;
-  const counting = {
-    readWindows: (...args: Parameters<Store["readWindows"]>) => store.readWindows(...args),
-    fireAlerts(...args: Parameters<Store["fireAlerts"]>) {
-      asked += args[1].length;
-      return store.fireAlerts(...args);
-    },
-  } as unknown as Store;
+  const { store: counting, asked } = countingFires(store);
   // Remembers one firing: DE's two (german, first_minute) push each other out.
   const watcher = new AlertWatcher(counting, { now: () => T0, maxRemembered: 1 });
   for (const second of [1, 2]) {
@@ -376,7 +373,7 @@ Deno.test("AlertWatcher asks the store again about a firing it no longer remembe
     });
     await watcher.idle();
   }
-  assert.equal(asked, 3, "the second batch asks about the forgotten firing only");
+  assert.equal(asked.length, 3, "the second batch asks about the forgotten firing only");
   // The store still fires each once.
   assert.equal((await store.readLog("orders", null, 100)).length, 2);
   await watcher.close();
@@ -412,16 +409,15 @@ Deno.test("AlertWatcher evaluates a new batch while the evaluation of an earlier
   const store = new MemoryStore({ now: () => T0 });
   const { promise: released, resolve: release } = Promise.withResolvers<void>();
   let reads = 0;
-  const slowFirstRead = {
-    async readWindows(...args: Parameters<Store["readWindows"]>) {
+  const { store: slowFirstRead } = countingFires(store, {
+    async readWindows(...args) {
       // The first evaluation's read hangs until the test lets it go (or a while passes).
       if (++reads === 1) {
         await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 1_000))]);
       }
       return await store.readWindows(...args);
     },
-    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
-  } as unknown as Store;
+  });
   const fired: string[] = [];
   const { promise: whale, resolve: onWhale } = Promise.withResolvers<boolean>();
   const watcher = new AlertWatcher(slowFirstRead, {
@@ -451,13 +447,12 @@ Deno.test("AlertWatcher reports store failures and keeps going", async () => {
   const store = new MemoryStore({ now: () => T0 });
   const errors: unknown[] = [];
   let failing = true;
-  const flaky = {
-    readWindows(...args: Parameters<Store["readWindows"]>) {
+  const { store: flaky } = countingFires(store, {
+    readWindows(...args) {
       if (failing) return Promise.reject(new Error("Store is down"));
       return store.readWindows(...args);
     },
-    fireAlerts: (...args: Parameters<Store["fireAlerts"]>) => store.fireAlerts(...args),
-  } as unknown as Store;
+  });
   const watcher = new AlertWatcher(flaky, { onError: (error) => errors.push(error) });
   const options = { observers: [watcher.observe] };
   await ingestItems(orders, items([{ ts: at(1), country: "DE" }]), {
