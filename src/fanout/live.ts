@@ -45,9 +45,6 @@ import { type PayloadType, type PublicPayload, publicPayload } from "./payload.t
 
 const logger = getLogger(["edgestream", "live"]);
 
-/** The entry of a stream's remote demand that says since when it is known at all. */
-const KNOWN_AT = "";
-
 /** The event records a batch may have gone without: type, the outcome it logs, `logged`'s flag. */
 const MISSABLE = [
   ["event.processed", "applied", "processed"],
@@ -326,12 +323,12 @@ export class LiveHub {
   #demandTtlMs: number;
   #now: () => number;
   /**
-   * Stream → types other instances' subscribers want → since when (ms), from the last apply's
-   * reply; its entry {@linkcode KNOWN_AT} says since when that reply is known, taken as such for
-   * the demand's TTL (not when the clock is before it: stepped back). A stream's entry past that
-   * is dropped when read and by `#pruneRemoteDemand`, so streams gone (deleted) are not kept.
+   * Stream → the types other instances' subscribers want, from the last apply's reply, and since
+   * when (ms) that reply is known, taken as such for the demand's TTL (not when the clock is before
+   * it: stepped back). A stream's entry past that is dropped when read and by
+   * `#pruneRemoteDemand`, so streams gone (deleted) are not kept.
    */
-  #remoteDemand = new Map<string, Map<string, number>>();
+  #remoteDemand = new Map<string, { at: number; types: Set<string> }>();
   /** When (ms) `#remoteDemand` was last swept of expired streams. */
   #prunedMs = -Infinity;
   #tails = new Map<string, Tail>();
@@ -405,17 +402,17 @@ export class LiveHub {
   }
 
   /** What other instances' subscribers of `stream` want, while known; an expired entry is dropped. */
-  #remoteDemandOf(stream: string): Map<string, number> | undefined {
+  #remoteDemandOf(stream: string): Set<string> | undefined {
     const known = this.#remoteDemand.get(stream);
     if (known === undefined) return undefined;
-    if (this.#known(known.get(KNOWN_AT), this.#now())) return known;
+    if (this.#known(known.at, this.#now())) return known.types;
     this.#remoteDemand.delete(stream);
     return undefined;
   }
 
   /** Whether remote demand learnt `at` (ms) is still taken as known `now`. */
-  #known(at: number | undefined, now: number): boolean {
-    return at !== undefined && withinPeriod(now, at, this.#demandTtlMs);
+  #known(at: number, now: number): boolean {
+    return withinPeriod(now, at, this.#demandTtlMs);
   }
 
   /**
@@ -428,7 +425,7 @@ export class LiveHub {
     if (withinPeriod(now, this.#prunedMs, this.#demandTtlMs)) return;
     this.#prunedMs = now;
     for (const [stream, known] of this.#remoteDemand) {
-      if (!this.#known(known.get(KNOWN_AT), now)) this.#remoteDemand.delete(stream);
+      if (!this.#known(known.at, now)) this.#remoteDemand.delete(stream);
     }
     // Updates pending for a stream only others wanted, whose demand expired since.
     for (const pending of [...this.#pending.values()]) this.#forgetIdle(pending);
@@ -440,7 +437,7 @@ export class LiveHub {
    */
   wants(stream: string, type: PayloadType): boolean {
     if ((this.#demand.get(stream)?.get(type) ?? 0) > 0) return true;
-    return this.#known(this.#remoteDemandOf(stream)?.get(type), this.#now());
+    return this.#remoteDemandOf(stream)?.has(type) ?? false;
   }
 
   /**
@@ -966,9 +963,7 @@ export class LiveHub {
     if (this.#shared) {
       this.#pruneRemoteDemand();
       // The store reported, with this batch, what subscribers anywhere want now.
-      const at = this.#now();
-      const known = new Map<string, number>(batch.demand.map((type) => [type, at]));
-      this.#remoteDemand.set(name, known.set(KNOWN_AT, at));
+      this.#remoteDemand.set(name, { at: this.#now(), types: new Set(batch.demand) });
       this.#logMissed(batch);
     }
     if (this.#closed) return;
